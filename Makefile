@@ -1,0 +1,44 @@
+# tunsec: `make demo` runs a tunnel between two network namespaces,
+# `make test` runs the whole test suite (both need root for namespaces).
+PY ?= python3
+CSRC := $(wildcard csrc/*.c)
+CFLAGS_SAN := -std=c11 -D_GNU_SOURCE -g -O1 -Wall -Wextra -Werror -fsanitize=address,undefined \
+              -fno-sanitize-recover=all -fno-omit-frame-pointer -Icsrc
+
+.PHONY: deps build demo test unit lint sanitize bench clean
+
+.deps.stamp: scripts/install-deps.sh pyproject.toml setup.py $(CSRC) csrc/tunsec_dp.h
+	bash scripts/install-deps.sh
+	touch $@
+
+deps: .deps.stamp
+
+build: .deps.stamp
+
+demo: .deps.stamp
+	bash scripts/demo.sh
+
+# ASan/UBSan over the C fast path, then the full suite (unit, netns e2e, interop)
+test: .deps.stamp sanitize
+	$(PY) -m pytest -q
+
+unit: .deps.stamp
+	$(PY) -m pytest -q -m "not netns and not interop"
+
+lint: .deps.stamp
+	$(PY) -m ruff check src tests bench
+	$(PY) -m mypy
+
+build/selftest: $(CSRC) csrc/tunsec_dp.h csrc/internal.h csrc/test/selftest.c
+	mkdir -p build
+	gcc $(CFLAGS_SAN) -o $@ $(CSRC) csrc/test/selftest.c -lcrypto -lpthread
+
+sanitize: build/selftest
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 ./build/selftest
+
+bench: .deps.stamp
+	$(PY) bench/run.py --seconds 10 --runs 3 --json bench/results.json --png bench/results.png
+	$(PY) -m pytest -q bench --benchmark-only
+
+clean:
+	rm -rf build .deps.stamp src/tunsec/dataplane/_fastpath*.so

@@ -1,0 +1,342 @@
+/* Per-packet processing: outbound (inner IP -> ESP) and inbound (UDP
+ * payload -> inner IP), plus the context that owns SAD, SPD and counters. */
+#include "internal.h"
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+uint64_t ts_now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
+}
+
+void ts_drop(ts_dp *dp, int reason) {
+    if (reason > 0 && reason < TS_DROP__COUNT)
+        atomic_fetch_add_explicit(&dp->drops[reason], 1, memory_order_relaxed);
+}
+
+ts_dp *ts_dp_new(void) {
+    ts_dp *dp = calloc(1, sizeof(*dp));
+    if (!dp)
+        return NULL;
+    pthread_rwlockattr_t a;
+    pthread_rwlockattr_init(&a);
+    /* control changes must not starve behind a busy loop re-taking the read lock */
+    pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&dp->lock, &a);
+    pthread_rwlockattr_destroy(&a);
+    dp->tun_fd = dp->udp4_fd = dp->udp6_fd = -1;
+    dp->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (dp->wake_fd < 0 || ts_sad_init(&dp->sad) != TS_OK || ts_events_init(&dp->events) != TS_OK) {
+        ts_dp_free(dp);
+        return NULL;
+    }
+    return dp;
+}
+
+void ts_dp_free(ts_dp *dp) {
+    if (!dp)
+        return;
+    ts_sad_destroy(&dp->sad);
+    free(dp->spd.v);
+    ts_events_destroy(&dp->events);
+    if (dp->wake_fd >= 0)
+        close(dp->wake_fd);
+    extern void ts_loop_free(ts_dp *);
+    ts_loop_free(dp);
+    pthread_rwlock_destroy(&dp->lock);
+    free(dp);
+}
+
+int ts_dp_set_fds(ts_dp *dp, int tun_fd, int udp4_fd, int udp6_fd) {
+    pthread_rwlock_wrlock(&dp->lock);
+    dp->tun_fd = tun_fd;
+    dp->udp4_fd = udp4_fd;
+    dp->udp6_fd = udp6_fd;
+    pthread_rwlock_unlock(&dp->lock);
+    return TS_OK;
+}
+
+void ts_dp_set_tunnel_mtu(ts_dp *dp, uint32_t mtu) { atomic_store(&dp->tunnel_mtu, mtu); }
+int ts_dp_errno(ts_dp *dp) { return dp->last_errno; }
+
+void ts_dp_drops(ts_dp *dp, uint64_t *out) {
+    for (int i = 0; i < TS_DROP__COUNT; i++)
+        out[i] = atomic_load(&dp->drops[i]);
+}
+
+static void emit_expire(ts_dp *dp, ts_sa *sa, bool hard, uint8_t reason) {
+    _Atomic uint8_t *flag = hard ? &sa->hard_fired : &sa->soft_fired;
+    if (atomic_exchange(flag, 1))
+        return;   /* once per SA and kind */
+    ts_event ev = {.type = TS_EV_EXPIRE, .dir = sa->dir, .hard = hard, .reason = reason, .spi = sa->spi};
+    if (!ts_events_push(&dp->events, &ev, NULL, 0))
+        ts_drop(dp, TS_DROP_QUEUE_FULL);
+}
+
+/* account a packet; false if the SA has reached its hard limit */
+static bool account(ts_dp *dp, ts_sa *sa, size_t bytes) {
+    uint64_t p = atomic_fetch_add_explicit(&sa->packets, 1, memory_order_relaxed) + 1;
+    uint64_t b = atomic_fetch_add_explicit(&sa->bytes, bytes, memory_order_relaxed) + bytes;
+    if ((sa->hard_packets && p > sa->hard_packets) || (sa->hard_bytes && b > sa->hard_bytes)) {
+        emit_expire(dp, sa, true, sa->hard_packets && p > sa->hard_packets ? TS_EXP_PACKETS : TS_EXP_BYTES);
+        atomic_store(&sa->state, TS_SA_DEAD);
+        return false;
+    }
+    if (sa->soft_packets && p >= sa->soft_packets)
+        emit_expire(dp, sa, false, TS_EXP_PACKETS);
+    else if (sa->soft_bytes && b >= sa->soft_bytes)
+        emit_expire(dp, sa, false, TS_EXP_BYTES);
+    return true;
+}
+
+static bool rate_ok(_Atomic uint64_t *last, uint64_t interval_ns) {
+    uint64_t now = ts_now_ns(), prev = atomic_load(last);
+    if (prev && now - prev < interval_ns)
+        return false;
+    return atomic_compare_exchange_strong(last, &prev, now);
+}
+
+static void acquire(ts_dp *dp, ts_spd_entry *e, const ts_flow *f) {
+    if (!rate_ok(&e->last_acquire_ns, 1000000000ull))
+        return;
+    ts_event ev = {.type = TS_EV_ACQUIRE, .policy_id = e->pol.id};
+    ts_selector *s = &ev.sel;
+    s->family = f->family;
+    s->proto = f->proto;
+    memcpy(s->src_lo, f->src, 16);
+    memcpy(s->src_hi, f->src, 16);
+    memcpy(s->dst_lo, f->dst, 16);
+    memcpy(s->dst_hi, f->dst, 16);
+    s->sport_lo = s->sport_hi = f->sport;
+    s->dport_lo = s->dport_hi = f->dport;
+    if (!ts_events_push(&dp->events, &ev, NULL, 0))
+        ts_drop(dp, TS_DROP_QUEUE_FULL);
+}
+
+static bool dont_fragment(const uint8_t *pkt) {
+    return (pkt[0] >> 4) == 6 || (ts_be16(pkt + 6) & 0x4000);
+}
+
+int ts_outbound_locked(ts_dp *dp, uint8_t *pkt, size_t len, uint8_t *out, size_t outcap,
+                       ts_sa **sa_out, int *drop, size_t *icmp_len) {
+    ts_flow f;
+    *drop = TS_DROP_NONE;
+    *icmp_len = 0;
+    if (!ts_flow_parse(pkt, len, &f)) {
+        *drop = TS_DROP_MALFORMED;
+        return 0;
+    }
+    ts_spd_entry *e = ts_spd_lookup(&dp->spd, &f);
+    if (!e) {
+        *drop = TS_DROP_NO_POLICY;
+        return 0;
+    }
+    atomic_fetch_add_explicit(&e->packets, 1, memory_order_relaxed);
+    if (e->pol.action != TS_ACT_PROTECT) {
+        *drop = e->pol.action == TS_ACT_DISCARD ? TS_DROP_DISCARD : TS_DROP_BYPASS;
+        return 0;
+    }
+    ts_sa *sa = e->out_sa;
+    if (!sa) {
+        acquire(dp, e, &f);
+        *drop = TS_DROP_NO_SA;
+        return 0;
+    }
+    if (atomic_load(&sa->state) != TS_SA_MATURE) {
+        *drop = TS_DROP_LIFETIME;
+        return 0;
+    }
+    uint32_t mtu = atomic_load(&dp->tunnel_mtu);
+    if (mtu && len > mtu && dont_fragment(pkt)) {
+        *icmp_len = ts_icmp_too_big(pkt, len, mtu, out, outcap);
+        *drop = TS_DROP_TOO_BIG;
+        return 0;
+    }
+    if (len + ESP_HDR + ESP_IV + 3 + 2 + ESP_ICV > outcap) {
+        *drop = TS_DROP_TOO_BIG;
+        return 0;
+    }
+    uint64_t seq = atomic_fetch_add(&sa->seq, 1) + 1;
+    if ((!sa->esn && seq > UINT32_MAX) || seq == 0) {
+        /* RFC 4303 §3.3.3: never wrap without ESN; the SA must be replaced */
+        emit_expire(dp, sa, true, TS_EXP_SEQ);
+        atomic_store(&sa->state, TS_SA_DEAD);
+        *drop = TS_DROP_SEQ_OVERFLOW;
+        return 0;
+    }
+    if (!account(dp, sa, len)) {
+        *drop = TS_DROP_LIFETIME;
+        return 0;
+    }
+    memcpy(out + ESP_HDR + ESP_IV, pkt, len);
+    pthread_mutex_lock(&sa->lock);
+    size_t n = ts_esp_seal(sa, seq, out, len, f.family == 4 ? 4 : 41);
+    pthread_mutex_unlock(&sa->lock);
+    if (!n) {
+        *drop = TS_DROP_MALFORMED;
+        return 0;
+    }
+    *sa_out = sa;
+    return (int)n;
+}
+
+static void invalid_spi(ts_dp *dp, uint32_t spi, const ts_addr *src) {
+    /* a hint for the control side, never proof of anything: 10 per second at most */
+    if (!rate_ok(&dp->invalid_spi_tokens_ns, 100000000ull))
+        return;
+    ts_event ev = {.type = TS_EV_INVALID_SPI, .spi = spi};
+    if (src)
+        ev.addr = *src;
+    if (!ts_events_push(&dp->events, &ev, NULL, 0))
+        ts_drop(dp, TS_DROP_QUEUE_FULL);
+}
+
+/* trailer and inner header checks after a successful decryption */
+static int check_inner(ts_sa *sa, const uint8_t *pt, size_t pt_len, size_t *inner_len) {
+    if (pt_len < 2)
+        return TS_DROP_MALFORMED;
+    size_t padlen = pt[pt_len - 2];
+    uint8_t nh = pt[pt_len - 1];
+    if (padlen + 2 > pt_len)
+        return TS_DROP_MALFORMED;
+    size_t plen = pt_len - 2 - padlen;
+    for (size_t i = 0; i < padlen; i++)
+        if (pt[plen + i] != (uint8_t)(i + 1))
+            return TS_DROP_MALFORMED;
+    if (nh == PROTO_DUMMY)
+        return TS_DROP_DUMMY;
+    ts_flow f;
+    if ((nh != 4 && nh != 41) || !ts_flow_parse(pt, plen, &f) || (nh == 4) != (f.family == 4))
+        return TS_DROP_MALFORMED;
+    /* TFC padding may follow the inner packet: its own length field wins */
+    *inner_len = f.family == 4 ? ts_be16(pt + 2) : (size_t)ts_be16(pt + 4) + 40;
+    if (sa->n_sel) {
+        bool ok = false;
+        for (uint32_t i = 0; i < sa->n_sel && !ok; i++)
+            ok = ts_selector_match(&sa->sel[i], &f);
+        if (!ok)
+            return TS_DROP_POLICY;
+    }
+    return TS_DROP_NONE;
+}
+
+int ts_inbound_locked(ts_dp *dp, uint8_t *udp, size_t len, const ts_addr *src,
+                      const ts_addr *local, uint8_t *out, size_t outcap, int *drop) {
+    *drop = TS_DROP_NONE;
+    if (len == 1 && udp[0] == 0xff) {
+        *drop = TS_DROP_KEEPALIVE;
+        return 0;
+    }
+    if (len >= 4 && ts_be32(udp) == 0) {
+        ts_event ev = {.type = TS_EV_IKE};
+        if (src)
+            ev.addr = *src;
+        if (local)
+            ev.local = *local;
+        if (!ts_events_push(&dp->events, &ev, udp + 4, len - 4))
+            *drop = TS_DROP_QUEUE_FULL;
+        return 0;
+    }
+    uint32_t spi = len >= 4 ? ts_be32(udp) : 0;
+    if (len < ESP_MIN || ((len - ESP_HDR - ESP_IV - ESP_ICV) & 3) || spi < 256) {
+        *drop = TS_DROP_MALFORMED;
+        return 0;
+    }
+    ts_sa *sa = ts_sad_find(&dp->sad, spi, TS_DIR_IN);
+    uint8_t state = sa ? atomic_load(&sa->state) : TS_SA_LARVAL;
+    if (state != TS_SA_MATURE) {
+        if (state == TS_SA_LARVAL)
+            invalid_spi(dp, spi, src);   /* a larval SA has no keys yet: as good as unknown */
+        *drop = state == TS_SA_LARVAL ? TS_DROP_NO_SA : TS_DROP_LIFETIME;
+        return 0;
+    }
+    if (len - ESP_HDR - ESP_IV - ESP_ICV > outcap) {
+        *drop = TS_DROP_MALFORMED;
+        return 0;
+    }
+    uint32_t seq_lo = ts_be32(udp + 4);
+    pthread_mutex_lock(&sa->lock);
+    uint64_t seq = ts_replay_infer(&sa->replay, seq_lo, sa->esn);
+    if (!ts_replay_check(&sa->replay, seq)) {
+        pthread_mutex_unlock(&sa->lock);
+        atomic_fetch_add_explicit(&sa->replay_drops, 1, memory_order_relaxed);
+        *drop = TS_DROP_REPLAY;
+        return 0;
+    }
+    size_t pt_len = 0;
+    bool ok = ts_esp_open(sa, seq, udp, len, &pt_len);
+    bool fresh = ok && ts_replay_update(&sa->replay, seq);
+    pthread_mutex_unlock(&sa->lock);
+    if (!ok) {
+        atomic_fetch_add_explicit(&sa->auth_drops, 1, memory_order_relaxed);
+        *drop = TS_DROP_AUTH;
+        return 0;
+    }
+    if (!fresh) {
+        atomic_fetch_add_explicit(&sa->replay_drops, 1, memory_order_relaxed);
+        *drop = TS_DROP_REPLAY;
+        return 0;
+    }
+    const uint8_t *pt = udp + ESP_HDR + ESP_IV;
+    size_t inner_len = 0;
+    int why = check_inner(sa, pt, pt_len, &inner_len);
+    if (why != TS_DROP_NONE) {
+        if (why == TS_DROP_POLICY)
+            atomic_fetch_add_explicit(&sa->policy_drops, 1, memory_order_relaxed);
+        *drop = why;
+        return 0;
+    }
+    if (!account(dp, sa, inner_len)) {
+        *drop = TS_DROP_LIFETIME;
+        return 0;
+    }
+    memcpy(out, pt, inner_len);
+    return (int)inner_len;
+}
+
+int ts_dp_outbound(ts_dp *dp, const uint8_t *pkt, size_t len, uint8_t *out, size_t outcap,
+                   ts_addr *dst, int *drop, size_t *icmp_len) {
+    if (len > TS_MAX_PACKET) {
+        *drop = TS_DROP_MALFORMED;
+        ts_drop(dp, *drop);
+        return 0;
+    }
+    /* the flow parser reads the packet in place; keep the caller's buffer const */
+    uint8_t *copy = malloc(len ? len : 1);
+    if (!copy)
+        return TS_ENOMEM;
+    memcpy(copy, pkt, len);
+    ts_sa *sa = NULL;
+    pthread_rwlock_rdlock(&dp->lock);
+    int n = ts_outbound_locked(dp, copy, len, out, outcap, &sa, drop, icmp_len);
+    if (n > 0 && dst)
+        *dst = sa->remote;
+    pthread_rwlock_unlock(&dp->lock);
+    free(copy);
+    ts_drop(dp, *drop);
+    return n;
+}
+
+int ts_dp_inbound(ts_dp *dp, const uint8_t *udp, size_t len, const ts_addr *src,
+                  const ts_addr *local, uint8_t *out, size_t outcap, int *drop) {
+    if (len > TS_MAX_PACKET) {
+        *drop = TS_DROP_MALFORMED;
+        ts_drop(dp, *drop);
+        return 0;
+    }
+    uint8_t *copy = malloc(len ? len : 1);   /* decryption is in place */
+    if (!copy)
+        return TS_ENOMEM;
+    memcpy(copy, udp, len);
+    pthread_rwlock_rdlock(&dp->lock);
+    int n = ts_inbound_locked(dp, copy, len, src, local, out, outcap, drop);
+    pthread_rwlock_unlock(&dp->lock);
+    free(copy);
+    ts_drop(dp, *drop);
+    return n;
+}

@@ -1,0 +1,141 @@
+/* ESP with AES-GCM (RFC 4303, RFC 4106): 8-byte explicit IV = the 64-bit
+ * sequence number, so an IV never repeats under one key; nonce = salt || IV;
+ * AAD = SPI || seq (or SPI || seq_hi || seq_lo with ESN, RFC 4106 §5). */
+#include "internal.h"
+#include <string.h>
+
+static const EVP_CIPHER *gcm_for(size_t keylen) {
+    switch (keylen) {
+    case 16: return EVP_aes_128_gcm();
+    case 32: return EVP_aes_256_gcm();
+    default: return NULL;
+    }
+}
+
+int ts_esp_key(ts_sa *sa, const uint8_t *keymat, size_t keylen, bool encrypt) {
+    if (keylen != 20 && keylen != 36)
+        return TS_EINVAL;
+    const EVP_CIPHER *c = gcm_for(keylen - 4);
+    sa->ctx = EVP_CIPHER_CTX_new();
+    if (!sa->ctx)
+        return TS_ENOMEM;
+    int ok = encrypt ? EVP_EncryptInit_ex(sa->ctx, c, NULL, NULL, NULL)
+                     : EVP_DecryptInit_ex(sa->ctx, c, NULL, NULL, NULL);
+    ok = ok && EVP_CIPHER_CTX_ctrl(sa->ctx, EVP_CTRL_GCM_SET_IVLEN, 12, NULL);
+    ok = ok && (encrypt ? EVP_EncryptInit_ex(sa->ctx, NULL, NULL, keymat, NULL)
+                        : EVP_DecryptInit_ex(sa->ctx, NULL, NULL, keymat, NULL));
+    if (!ok) {
+        EVP_CIPHER_CTX_free(sa->ctx);
+        sa->ctx = NULL;
+        return TS_ECRYPTO;
+    }
+    memcpy(sa->salt, keymat + keylen - 4, 4);
+    return TS_OK;
+}
+
+static size_t build_aad(const ts_sa *sa, uint64_t seq, uint8_t aad[12]) {
+    ts_put32(aad, sa->spi);
+    if (sa->esn) {
+        ts_put32(aad + 4, (uint32_t)(seq >> 32));
+        ts_put32(aad + 8, (uint32_t)seq);
+        return 12;
+    }
+    ts_put32(aad + 4, (uint32_t)seq);
+    return 8;
+}
+
+static void build_nonce(const ts_sa *sa, uint64_t seq, uint8_t nonce[12]) {
+    memcpy(nonce, sa->salt, 4);
+    ts_put32(nonce + 4, (uint32_t)(seq >> 32));
+    ts_put32(nonce + 8, (uint32_t)seq);
+}
+
+size_t ts_esp_seal(ts_sa *sa, uint64_t seq, uint8_t *out, size_t payload_len, uint8_t next_header) {
+    uint8_t *pt = out + ESP_HDR + ESP_IV;
+    /* pad so that payload + pad length + next header ends on 4 bytes */
+    size_t pad = (4 - ((payload_len + 2) & 3)) & 3;
+    for (size_t i = 0; i < pad; i++)
+        pt[payload_len + i] = (uint8_t)(i + 1);
+    pt[payload_len + pad] = (uint8_t)pad;
+    pt[payload_len + pad + 1] = next_header;
+    size_t ct_len = payload_len + pad + 2;
+
+    ts_put32(out, sa->spi);
+    ts_put32(out + 4, (uint32_t)seq);
+    ts_put32(out + 8, (uint32_t)(seq >> 32));
+    ts_put32(out + 12, (uint32_t)seq);
+
+    uint8_t aad[12], nonce[12];
+    size_t aadlen = build_aad(sa, seq, aad);
+    build_nonce(sa, seq, nonce);
+    int outl = 0;
+    EVP_CIPHER_CTX *c = sa->ctx;
+    if (!EVP_EncryptInit_ex(c, NULL, NULL, NULL, nonce) ||
+        !EVP_EncryptUpdate(c, NULL, &outl, aad, (int)aadlen) ||
+        !EVP_EncryptUpdate(c, pt, &outl, pt, (int)ct_len) ||
+        !EVP_EncryptFinal_ex(c, pt + ct_len, &outl) ||
+        !EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, ESP_ICV, pt + ct_len))
+        return 0;
+    return ESP_HDR + ESP_IV + ct_len + ESP_ICV;
+}
+
+bool ts_esp_open(ts_sa *sa, uint64_t seq, uint8_t *esp, size_t len, size_t *pt_len) {
+    uint8_t *ct = esp + ESP_HDR + ESP_IV;
+    size_t ct_len = len - ESP_HDR - ESP_IV - ESP_ICV;
+    uint8_t aad[12], nonce[12];
+    size_t aadlen = build_aad(sa, seq, aad);
+    memcpy(nonce, sa->salt, 4);
+    memcpy(nonce + 4, esp + ESP_HDR, ESP_IV);   /* the sender's IV, whatever it chose */
+    int outl = 0;
+    EVP_CIPHER_CTX *c = sa->ctx;
+    /* OpenSSL compares the tag in constant time (CRYPTO_memcmp) */
+    if (!EVP_DecryptInit_ex(c, NULL, NULL, NULL, nonce) ||
+        !EVP_DecryptUpdate(c, NULL, &outl, aad, (int)aadlen) ||
+        !EVP_DecryptUpdate(c, ct, &outl, ct, (int)ct_len) ||
+        !EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, ESP_ICV, ct + ct_len) ||
+        EVP_DecryptFinal_ex(c, ct + ct_len, &outl) <= 0)
+        return false;
+    *pt_len = ct_len;
+    return true;
+}
+
+static int gcm_raw(bool enc, const uint8_t *key, size_t keylen, const uint8_t *iv12,
+                   const uint8_t *aad, size_t aadlen, const uint8_t *in, size_t len,
+                   uint8_t *out, uint8_t *tag) {
+    const EVP_CIPHER *cipher = gcm_for(keylen);
+    if (!cipher || len > INT32_MAX || aadlen > INT32_MAX)
+        return TS_EINVAL;
+    EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+    if (!c)
+        return TS_ENOMEM;
+    int outl = 0, ok;
+    if (enc) {
+        ok = EVP_EncryptInit_ex(c, cipher, NULL, key, iv12) &&
+             (aadlen == 0 || EVP_EncryptUpdate(c, NULL, &outl, aad, (int)aadlen)) &&
+             EVP_EncryptUpdate(c, out, &outl, in, (int)len) &&
+             EVP_EncryptFinal_ex(c, out + len, &outl) &&
+             EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, 16, tag);
+    } else {
+        ok = EVP_DecryptInit_ex(c, cipher, NULL, key, iv12) &&
+             (aadlen == 0 || EVP_DecryptUpdate(c, NULL, &outl, aad, (int)aadlen)) &&
+             EVP_DecryptUpdate(c, out, &outl, in, (int)len) &&
+             EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, 16, tag) &&
+             EVP_DecryptFinal_ex(c, out + len, &outl) > 0;
+    }
+    EVP_CIPHER_CTX_free(c);
+    return ok ? TS_OK : TS_ECRYPTO;
+}
+
+int ts_gcm_seal(const uint8_t *key, size_t keylen, const uint8_t *iv12,
+                const uint8_t *aad, size_t aadlen, const uint8_t *in, size_t len,
+                uint8_t *out, uint8_t tag[16]) {
+    return gcm_raw(true, key, keylen, iv12, aad, aadlen, in, len, out, tag);
+}
+
+int ts_gcm_open(const uint8_t *key, size_t keylen, const uint8_t *iv12,
+                const uint8_t *aad, size_t aadlen, const uint8_t *in, size_t len,
+                const uint8_t tag[16], uint8_t *out) {
+    uint8_t t[16];
+    memcpy(t, tag, 16);
+    return gcm_raw(false, key, keylen, iv12, aad, aadlen, in, len, out, t);
+}

@@ -1,0 +1,161 @@
+/* Internal structures shared by the C files; not part of the cffi API. */
+#ifndef TUNSEC_INTERNAL_H
+#define TUNSEC_INTERNAL_H
+
+#include "tunsec_dp.h"
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <openssl/evp.h>
+
+#define ESP_HDR 8          /* SPI + sequence number */
+#define ESP_IV 8
+#define ESP_ICV 16
+#define ESP_MIN (ESP_HDR + ESP_IV + 4 + ESP_ICV)   /* smallest ciphertext is one 4-byte block */
+#define PROTO_DUMMY 59
+
+/* ---- anti-replay (replay.c) ---------------------------------------------
+ * RFC 6479 style: a ring of 64-bit words; sliding the window clears whole
+ * words instead of shifting bits, so cost is independent of window size. */
+typedef struct ts_replay {
+    uint64_t top;          /* highest authenticated sequence number (64-bit) */
+    uint32_t window;       /* bits; 0 = replay check off */
+    uint32_t nwords;       /* power of two, > window/64 */
+    uint64_t *bits;
+} ts_replay;
+
+int ts_replay_init(ts_replay *r, uint32_t window);
+void ts_replay_free(ts_replay *r);
+/* full 64-bit sequence number for a received low half (RFC 4303 A2.2) */
+uint64_t ts_replay_infer(const ts_replay *r, uint32_t seq_lo, bool esn);
+/* true if seq may be accepted (not seen, not left of the window) */
+bool ts_replay_check(const ts_replay *r, uint64_t seq);
+/* record seq after its ICV verified; returns false if it raced a duplicate */
+bool ts_replay_update(ts_replay *r, uint64_t seq);
+
+/* ---- security associations (sad.c) ------------------------------------- */
+typedef struct ts_sa {
+    struct ts_sa *next;                /* hash chain */
+    uint32_t spi;
+    uint8_t dir, esn, keylen;
+    _Atomic uint8_t state;
+    uint32_t reqid;
+    ts_addr local, remote;
+    struct sockaddr_storage peer;      /* prebuilt destination for sendmmsg */
+    socklen_t peer_len;
+    uint8_t salt[4];
+    EVP_CIPHER_CTX *ctx;               /* keyed once; per packet only the nonce changes */
+    pthread_mutex_t lock;              /* guards ctx and replay */
+    ts_replay replay;
+    _Atomic uint64_t seq;              /* OUT: last sequence number handed out */
+    _Atomic uint64_t packets, bytes, replay_drops, auth_drops, policy_drops;
+    uint64_t soft_bytes, hard_bytes, soft_packets, hard_packets;
+    _Atomic uint8_t soft_fired, hard_fired;
+    uint32_t n_sel;
+    ts_selector sel[TS_MAX_SELECTORS];
+    uint64_t created_ns;
+} ts_sa;
+
+typedef struct ts_sad {
+    ts_sa **buckets;
+    size_t nbuckets;                   /* power of two */
+    size_t count;
+} ts_sad;
+
+int ts_sad_init(ts_sad *s);
+void ts_sad_destroy(ts_sad *s);
+ts_sa *ts_sad_find(const ts_sad *s, uint32_t spi, uint8_t dir);
+
+/* ---- policies (spd.c) --------------------------------------------------- */
+typedef struct ts_spd_entry {
+    ts_policy pol;
+    uint64_t order;                    /* insertion order breaks priority ties */
+    ts_sa *out_sa;                     /* newest mature OUT SA with pol.reqid */
+    _Atomic uint64_t packets;
+    _Atomic uint64_t last_acquire_ns;
+} ts_spd_entry;
+
+typedef struct ts_spd {
+    ts_spd_entry *v;
+    size_t n, cap;
+    uint64_t next_order;
+} ts_spd;
+
+typedef struct ts_flow {
+    uint8_t family, proto;
+    uint8_t src[16], dst[16];
+    uint16_t sport, dport;
+} ts_flow;
+
+bool ts_selector_match(const ts_selector *s, const ts_flow *f);
+bool ts_selector_valid(const ts_selector *s);
+/* 5-tuple of an IP packet; false if it is not a well-formed IPv4/IPv6 packet */
+bool ts_flow_parse(const uint8_t *pkt, size_t len, ts_flow *f);
+ts_spd_entry *ts_spd_lookup(ts_spd *spd, const ts_flow *f);
+void ts_spd_rebind(ts_spd *spd, ts_sad *sad);
+void ts_spd_bind_new(ts_spd *spd, ts_sa *sa);
+void ts_spd_unbind(ts_spd *spd, ts_sad *sad, const ts_sa *gone);
+
+/* ---- ESP transforms (esp.c) --------------------------------------------- */
+int ts_esp_key(ts_sa *sa, const uint8_t *keymat, size_t keylen, bool encrypt);
+/* seal payload (already at out + ESP_HDR + ESP_IV) in place; returns total length */
+size_t ts_esp_seal(ts_sa *sa, uint64_t seq, uint8_t *out, size_t payload_len, uint8_t next_header);
+/* verify+decrypt in place; plaintext at esp + ESP_HDR + ESP_IV, *pt_len bytes incl. trailer */
+bool ts_esp_open(ts_sa *sa, uint64_t seq, uint8_t *esp, size_t len, size_t *pt_len);
+
+/* ---- ICMP too big (icmp.c) ----------------------------------------------- */
+size_t ts_icmp_too_big(const uint8_t *pkt, size_t len, uint32_t mtu, uint8_t *out, size_t outcap);
+
+/* ---- events (events.c) ---------------------------------------------------- */
+typedef struct ts_event_slot {
+    ts_event ev;
+    uint8_t *data;
+} ts_event_slot;
+
+#define TS_EVENT_CAP 1024
+typedef struct ts_events {
+    pthread_mutex_t lock;
+    ts_event_slot slots[TS_EVENT_CAP];
+    size_t head, count;
+    int efd;
+} ts_events;
+
+int ts_events_init(ts_events *q);
+void ts_events_destroy(ts_events *q);
+/* false if the queue is full (the caller counts the drop) */
+bool ts_events_push(ts_events *q, const ts_event *ev, const uint8_t *data, size_t len);
+
+/* ---- the context (dp.c) ---------------------------------------------------- */
+struct ts_dp {
+    pthread_rwlock_t lock;             /* SAD/SPD: loop reads, control writes */
+    ts_sad sad;
+    ts_spd spd;
+    ts_events events;
+    _Atomic uint64_t drops[TS_DROP__COUNT];
+    _Atomic uint32_t tunnel_mtu;
+    int tun_fd, udp4_fd, udp6_fd, wake_fd;
+    _Atomic bool stop;
+    int last_errno;
+    _Atomic uint64_t invalid_spi_tokens_ns;  /* rate limiter for INVALID_SPI */
+    struct ts_batch *batch;            /* loop buffers, preallocated */
+};
+
+uint64_t ts_now_ns(void);
+void ts_drop(ts_dp *dp, int reason);
+int ts_outbound_locked(ts_dp *dp, uint8_t *pkt, size_t len, uint8_t *out, size_t outcap,
+                       ts_sa **sa_out, int *drop, size_t *icmp_len);
+int ts_inbound_locked(ts_dp *dp, uint8_t *udp, size_t len, const ts_addr *src,
+                      const ts_addr *local, uint8_t *out, size_t outcap, int *drop);
+
+static inline uint32_t ts_be32(const uint8_t *p) {
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+static inline uint16_t ts_be16(const uint8_t *p) { return (uint16_t)((p[0] << 8) | p[1]); }
+static inline void ts_put32(uint8_t *p, uint32_t v) {
+    p[0] = (uint8_t)(v >> 24); p[1] = (uint8_t)(v >> 16); p[2] = (uint8_t)(v >> 8); p[3] = (uint8_t)v;
+}
+static inline void ts_put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
+
+#endif

@@ -1,0 +1,337 @@
+/* The SAD: SAs hashed by (SPI, direction).  Inbound SPIs are allocated here
+ * (GETSPI) so that they are unique among live and larval SAs. */
+#include "internal.h"
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <arpa/inet.h>
+
+static size_t slot(const ts_sad *s, uint32_t spi, uint8_t dir) {
+    uint32_t h = spi * 2654435761u ^ dir;   /* SPIs are random already; mix for manual ones */
+    return (h ^ (h >> 16)) & (s->nbuckets - 1);
+}
+
+int ts_sad_init(ts_sad *s) {
+    s->nbuckets = 1024;
+    s->count = 0;
+    s->buckets = calloc(s->nbuckets, sizeof(*s->buckets));
+    return s->buckets ? TS_OK : TS_ENOMEM;
+}
+
+static void sa_free(ts_sa *sa) {
+    if (sa->ctx)
+        EVP_CIPHER_CTX_free(sa->ctx);
+    ts_replay_free(&sa->replay);
+    pthread_mutex_destroy(&sa->lock);
+    /* the key schedule lived in ctx (freed, OpenSSL cleanses it); wipe the rest */
+    memset(sa, 0, sizeof(*sa));
+    free(sa);
+}
+
+void ts_sad_destroy(ts_sad *s) {
+    for (size_t i = 0; i < s->nbuckets; i++) {
+        ts_sa *sa = s->buckets[i];
+        while (sa) {
+            ts_sa *n = sa->next;
+            sa_free(sa);
+            sa = n;
+        }
+    }
+    free(s->buckets);
+    s->buckets = NULL;
+    s->count = 0;
+}
+
+ts_sa *ts_sad_find(const ts_sad *s, uint32_t spi, uint8_t dir) {
+    for (ts_sa *sa = s->buckets[slot(s, spi, dir)]; sa; sa = sa->next)
+        if (sa->spi == spi && sa->dir == dir)
+            return sa;
+    return NULL;
+}
+
+static void grow(ts_sad *s) {
+    size_t nb = s->nbuckets * 2;
+    ts_sa **b = calloc(nb, sizeof(*b));
+    if (!b)
+        return;   /* keep the longer chains; lookups stay correct */
+    ts_sa **old = s->buckets;
+    size_t on = s->nbuckets;
+    s->buckets = b;
+    s->nbuckets = nb;
+    for (size_t i = 0; i < on; i++) {
+        ts_sa *sa = old[i];
+        while (sa) {
+            ts_sa *n = sa->next;
+            size_t k = slot(s, sa->spi, sa->dir);
+            sa->next = b[k];
+            b[k] = sa;
+            sa = n;
+        }
+    }
+    free(old);
+}
+
+static void insert(ts_sad *s, ts_sa *sa) {
+    if (s->count >= s->nbuckets * 2)
+        grow(s);
+    size_t k = slot(s, sa->spi, sa->dir);
+    sa->next = s->buckets[k];
+    s->buckets[k] = sa;
+    s->count++;
+}
+
+static ts_sa *unlink_sa(ts_sad *s, uint32_t spi, uint8_t dir) {
+    ts_sa **pp = &s->buckets[slot(s, spi, dir)];
+    for (; *pp; pp = &(*pp)->next) {
+        if ((*pp)->spi == spi && (*pp)->dir == dir) {
+            ts_sa *sa = *pp;
+            *pp = sa->next;
+            s->count--;
+            return sa;
+        }
+    }
+    return NULL;
+}
+
+static ts_sa *sa_new(uint32_t spi, uint8_t dir) {
+    ts_sa *sa = calloc(1, sizeof(*sa));
+    if (!sa)
+        return NULL;
+    sa->spi = spi;
+    sa->dir = dir;
+    atomic_store(&sa->state, TS_SA_LARVAL);
+    pthread_mutex_init(&sa->lock, NULL);
+    sa->created_ns = ts_now_ns();
+    return sa;
+}
+
+static bool addr_valid(const ts_addr *a) {
+    return a->family == 4 || a->family == 6;
+}
+
+static void build_peer(ts_sa *sa) {
+    memset(&sa->peer, 0, sizeof(sa->peer));
+    if (sa->remote.family == 4) {
+        struct sockaddr_in *in = (struct sockaddr_in *)&sa->peer;
+        in->sin_family = AF_INET;
+        in->sin_port = htons(sa->remote.port);
+        memcpy(&in->sin_addr, sa->remote.addr, 4);
+        sa->peer_len = sizeof(*in);
+    } else {
+        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&sa->peer;
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons(sa->remote.port);
+        memcpy(&in6->sin6_addr, sa->remote.addr, 16);
+        sa->peer_len = sizeof(*in6);
+    }
+}
+
+static int validate(const ts_sa_params *p, uint8_t dir) {
+    if (p->dir != dir || p->spi < 256)
+        return TS_EINVAL;
+    if (p->keylen != 20 && p->keylen != 36)
+        return TS_EINVAL;
+    if (p->esn > 1 || (p->replay_window != 0 && (p->replay_window < 32 || p->replay_window > TS_REPLAY_MAX)))
+        return TS_EINVAL;
+    if (!addr_valid(&p->remote) || p->remote.port == 0)
+        return TS_EINVAL;
+    if (p->local.family != 0 && p->local.family != p->remote.family)
+        return TS_EINVAL;
+    if (p->n_sel > TS_MAX_SELECTORS)
+        return TS_EINVAL;
+    for (uint32_t i = 0; i < p->n_sel; i++)
+        if (!ts_selector_valid(&p->sel[i]))
+            return TS_EINVAL;
+    if (!p->esn && p->seq_start > UINT32_MAX)
+        return TS_EINVAL;
+    return TS_OK;
+}
+
+/* Fill a (new or larval) SA from params; on failure the SA is unchanged
+ * except for fields the caller discards. */
+static int fill(ts_sa *sa, const ts_sa_params *p) {
+    ts_replay rp;
+    int rc = ts_replay_init(&rp, p->dir == TS_DIR_IN ? p->replay_window : 0);
+    if (rc)
+        return rc;
+    rc = ts_esp_key(sa, p->key, p->keylen, p->dir == TS_DIR_OUT);
+    if (rc) {
+        ts_replay_free(&rp);
+        return rc;
+    }
+    sa->replay = rp;
+    sa->keylen = p->keylen;
+    sa->esn = p->esn;
+    sa->reqid = p->reqid;
+    sa->local = p->local;
+    sa->remote = p->remote;
+    build_peer(sa);
+    sa->soft_bytes = p->soft_bytes;
+    sa->hard_bytes = p->hard_bytes;
+    sa->soft_packets = p->soft_packets;
+    sa->hard_packets = p->hard_packets;
+    atomic_store(&sa->seq, p->seq_start);
+    sa->n_sel = p->n_sel;
+    memcpy(sa->sel, p->sel, sizeof(ts_selector) * p->n_sel);
+    sa->created_ns = ts_now_ns();
+    atomic_store(&sa->state, TS_SA_MATURE);
+    return TS_OK;
+}
+
+int ts_sad_getspi(ts_dp *dp, uint32_t lo, uint32_t hi, uint32_t *spi_out) {
+    if (lo < 256)
+        lo = 256;
+    if (hi < lo)
+        return TS_EINVAL;
+    pthread_rwlock_wrlock(&dp->lock);
+    uint64_t span = (uint64_t)hi - lo + 1;
+    uint32_t r = 0;
+    if (getrandom(&r, sizeof(r), 0) != sizeof(r))
+        r = (uint32_t)ts_now_ns();
+    uint64_t start = r % span;
+    int rc = TS_ENOSPC;
+    /* a random start then a linear probe: always terminates, finds any free SPI */
+    for (uint64_t i = 0; i < span && i < (1u << 20); i++) {
+        uint32_t spi = (uint32_t)(lo + (start + i) % span);
+        if (ts_sad_find(&dp->sad, spi, TS_DIR_IN))
+            continue;
+        ts_sa *sa = sa_new(spi, TS_DIR_IN);
+        if (!sa) {
+            rc = TS_ENOMEM;
+            break;
+        }
+        insert(&dp->sad, sa);
+        *spi_out = spi;
+        rc = TS_OK;
+        break;
+    }
+    pthread_rwlock_unlock(&dp->lock);
+    return rc;
+}
+
+int ts_sad_update(ts_dp *dp, const ts_sa_params *p) {
+    int rc = validate(p, TS_DIR_IN);
+    if (rc)
+        return rc;
+    pthread_rwlock_wrlock(&dp->lock);
+    ts_sa *sa = ts_sad_find(&dp->sad, p->spi, TS_DIR_IN);
+    if (!sa)
+        rc = TS_ENOENT;
+    else if (atomic_load(&sa->state) != TS_SA_LARVAL)
+        rc = TS_ESTATE;
+    else
+        rc = fill(sa, p);
+    pthread_rwlock_unlock(&dp->lock);
+    return rc;
+}
+
+int ts_sad_add(ts_dp *dp, const ts_sa_params *p) {
+    int rc = validate(p, TS_DIR_OUT);
+    if (rc)
+        return rc;
+    ts_sa *sa = sa_new(p->spi, TS_DIR_OUT);
+    if (!sa)
+        return TS_ENOMEM;
+    rc = fill(sa, p);
+    if (rc) {
+        sa_free(sa);
+        return rc;
+    }
+    pthread_rwlock_wrlock(&dp->lock);
+    if (ts_sad_find(&dp->sad, p->spi, TS_DIR_OUT)) {
+        rc = TS_EEXIST;
+    } else {
+        insert(&dp->sad, sa);
+        ts_spd_bind_new(&dp->spd, sa);
+        sa = NULL;
+    }
+    pthread_rwlock_unlock(&dp->lock);
+    if (sa)
+        sa_free(sa);
+    return rc;
+}
+
+int ts_sad_delete(ts_dp *dp, uint32_t spi, uint8_t dir) {
+    if (dir > TS_DIR_OUT)
+        return TS_EINVAL;
+    pthread_rwlock_wrlock(&dp->lock);
+    ts_sa *sa = unlink_sa(&dp->sad, spi, dir);
+    if (sa && dir == TS_DIR_OUT)
+        ts_spd_unbind(&dp->spd, &dp->sad, sa);
+    pthread_rwlock_unlock(&dp->lock);
+    if (!sa)
+        return TS_ENOENT;
+    sa_free(sa);   /* safe: the loop only touches SAs while holding the read lock */
+    return TS_OK;
+}
+
+void ts_sad_flush(ts_dp *dp) {
+    pthread_rwlock_wrlock(&dp->lock);
+    for (size_t i = 0; i < dp->sad.nbuckets; i++) {
+        ts_sa *sa = dp->sad.buckets[i];
+        dp->sad.buckets[i] = NULL;
+        while (sa) {
+            ts_sa *n = sa->next;
+            sa_free(sa);
+            sa = n;
+        }
+    }
+    dp->sad.count = 0;
+    ts_spd_rebind(&dp->spd, &dp->sad);
+    pthread_rwlock_unlock(&dp->lock);
+}
+
+static void info_of(const ts_sa *sa, ts_sa_info *o) {
+    memset(o, 0, sizeof(*o));
+    o->spi = sa->spi;
+    o->dir = sa->dir;
+    o->state = atomic_load(&sa->state);
+    o->esn = sa->esn;
+    o->keylen = sa->keylen;
+    o->reqid = sa->reqid;
+    o->replay_window = sa->replay.window;
+    o->local = sa->local;
+    o->remote = sa->remote;
+    o->packets = atomic_load(&sa->packets);
+    o->bytes = atomic_load(&sa->bytes);
+    o->seq = sa->dir == TS_DIR_OUT ? atomic_load(&sa->seq) : sa->replay.top;
+    o->replay_drops = atomic_load(&sa->replay_drops);
+    o->auth_drops = atomic_load(&sa->auth_drops);
+    o->policy_drops = atomic_load(&sa->policy_drops);
+    o->soft_fired = atomic_load(&sa->soft_fired);
+    o->hard_fired = atomic_load(&sa->hard_fired);
+    o->age_ns = ts_now_ns() - sa->created_ns;
+}
+
+int ts_sad_get(ts_dp *dp, uint32_t spi, uint8_t dir, ts_sa_info *out) {
+    pthread_rwlock_rdlock(&dp->lock);
+    ts_sa *sa = ts_sad_find(&dp->sad, spi, dir);
+    if (sa) {
+        pthread_mutex_lock(&sa->lock);   /* replay.top is guarded by the SA lock */
+        info_of(sa, out);
+        pthread_mutex_unlock(&sa->lock);
+    }
+    pthread_rwlock_unlock(&dp->lock);
+    return sa ? TS_OK : TS_ENOENT;
+}
+
+size_t ts_sad_count(ts_dp *dp) {
+    pthread_rwlock_rdlock(&dp->lock);
+    size_t n = dp->sad.count;
+    pthread_rwlock_unlock(&dp->lock);
+    return n;
+}
+
+size_t ts_sad_list(ts_dp *dp, ts_sa_info *out, size_t max) {
+    size_t n = 0;
+    pthread_rwlock_rdlock(&dp->lock);
+    for (size_t i = 0; i < dp->sad.nbuckets && n < max; i++) {
+        for (ts_sa *sa = dp->sad.buckets[i]; sa && n < max; sa = sa->next) {
+            pthread_mutex_lock(&sa->lock);
+            info_of(sa, &out[n++]);
+            pthread_mutex_unlock(&sa->lock);
+        }
+    }
+    pthread_rwlock_unlock(&dp->lock);
+    return n;
+}

@@ -1,0 +1,218 @@
+/* The SPD: an ordered list of selectors -> PROTECT/BYPASS/DISCARD, and the
+ * selector matching shared with the inbound policy check. */
+#include "internal.h"
+#include <stdlib.h>
+#include <string.h>
+
+static size_t alen(uint8_t family) { return family == 4 ? 4 : 16; }
+
+bool ts_selector_valid(const ts_selector *s) {
+    if (s->family != 4 && s->family != 6)
+        return false;
+    size_t n = alen(s->family);
+    return memcmp(s->src_lo, s->src_hi, n) <= 0 && memcmp(s->dst_lo, s->dst_hi, n) <= 0 &&
+           s->sport_lo <= s->sport_hi && s->dport_lo <= s->dport_hi;
+}
+
+bool ts_selector_match(const ts_selector *s, const ts_flow *f) {
+    if (s->family != f->family || (s->proto && s->proto != f->proto))
+        return false;
+    size_t n = alen(f->family);
+    if (memcmp(f->src, s->src_lo, n) < 0 || memcmp(f->src, s->src_hi, n) > 0)
+        return false;
+    if (memcmp(f->dst, s->dst_lo, n) < 0 || memcmp(f->dst, s->dst_hi, n) > 0)
+        return false;
+    return f->sport >= s->sport_lo && f->sport <= s->sport_hi &&
+           f->dport >= s->dport_lo && f->dport <= s->dport_hi;
+}
+
+static void ports_of(ts_flow *f, const uint8_t *l4, size_t l4len) {
+    switch (f->proto) {
+    case 6: case 17: case 132: case 136:   /* TCP, UDP, SCTP, UDP-Lite */
+        if (l4len >= 4) {
+            f->sport = ts_be16(l4);
+            f->dport = ts_be16(l4 + 2);
+        }
+        break;
+    case 1: case 58:
+        /* ICMP: type in the high byte and code in the low byte of a 16-bit
+         * "port" (RFC 4301 §4.4.1.3, IKEv2 TS), on whichever side the
+         * selector restricts */
+        if (l4len >= 2)
+            f->sport = f->dport = (uint16_t)(l4[0] << 8 | l4[1]);
+        break;
+    default:
+        break;
+    }
+}
+
+static bool parse_v4(const uint8_t *p, size_t len, ts_flow *f) {
+    if (len < 20)
+        return false;
+    size_t ihl = (size_t)(p[0] & 15) * 4, tot = ts_be16(p + 2);
+    if (ihl < 20 || tot < ihl || tot > len)
+        return false;
+    f->family = 4;
+    f->proto = p[9];
+    memcpy(f->src, p + 12, 4);
+    memcpy(f->dst, p + 16, 4);
+    if ((ts_be16(p + 6) & 0x1fff) == 0)   /* later fragments carry no ports (OPAQUE) */
+        ports_of(f, p + ihl, tot - ihl);
+    return true;
+}
+
+static bool parse_v6(const uint8_t *p, size_t len, ts_flow *f) {
+    if (len < 40 || (size_t)ts_be16(p + 4) + 40 > len)
+        return false;
+    size_t end = (size_t)ts_be16(p + 4) + 40, off = 40;
+    uint8_t nh = p[6];
+    bool first = true;
+    f->family = 6;
+    memcpy(f->src, p + 8, 16);
+    memcpy(f->dst, p + 24, 16);
+    for (int i = 0; i < 8; i++) {
+        if (nh == 0 || nh == 43 || nh == 60) {         /* hop-by-hop, routing, destination */
+            if (off + 8 > end)
+                return false;
+            size_t hl = ((size_t)p[off + 1] + 1) * 8;
+            nh = p[off];
+            off += hl;
+            if (off > end)
+                return false;
+        } else if (nh == 44) {                          /* fragment */
+            if (off + 8 > end)
+                return false;
+            first = (ts_be16(p + off + 2) & 0xfff8) == 0;
+            nh = p[off];
+            off += 8;
+        } else {
+            break;
+        }
+    }
+    f->proto = nh;
+    if (first)
+        ports_of(f, p + off, end - off);
+    return true;
+}
+
+bool ts_flow_parse(const uint8_t *pkt, size_t len, ts_flow *f) {
+    memset(f, 0, sizeof(*f));
+    if (len < 1)
+        return false;
+    switch (pkt[0] >> 4) {
+    case 4: return parse_v4(pkt, len, f);
+    case 6: return parse_v6(pkt, len, f);
+    default: return false;
+    }
+}
+
+ts_spd_entry *ts_spd_lookup(ts_spd *spd, const ts_flow *f) {
+    for (size_t i = 0; i < spd->n; i++)
+        if (ts_selector_match(&spd->v[i].pol.sel, f))
+            return &spd->v[i];
+    return NULL;
+}
+
+static ts_sa *newest_out(ts_sad *sad, uint32_t reqid) {
+    ts_sa *best = NULL;
+    if (reqid == 0)
+        return NULL;
+    for (size_t i = 0; i < sad->nbuckets; i++)
+        for (ts_sa *sa = sad->buckets[i]; sa; sa = sa->next)
+            if (sa->dir == TS_DIR_OUT && sa->reqid == reqid &&
+                atomic_load(&sa->state) == TS_SA_MATURE &&
+                (!best || sa->created_ns >= best->created_ns))
+                best = sa;
+    return best;
+}
+
+void ts_spd_rebind(ts_spd *spd, ts_sad *sad) {
+    for (size_t i = 0; i < spd->n; i++)
+        spd->v[i].out_sa = newest_out(sad, spd->v[i].pol.reqid);
+}
+
+void ts_spd_bind_new(ts_spd *spd, ts_sa *sa) {
+    for (size_t i = 0; i < spd->n; i++)
+        if (spd->v[i].pol.reqid == sa->reqid && sa->reqid != 0)
+            spd->v[i].out_sa = sa;   /* the SA just added is the newest */
+}
+
+void ts_spd_unbind(ts_spd *spd, ts_sad *sad, const ts_sa *gone) {
+    for (size_t i = 0; i < spd->n; i++)
+        if (spd->v[i].out_sa == gone)
+            spd->v[i].out_sa = newest_out(sad, spd->v[i].pol.reqid);
+}
+
+int ts_spd_add(ts_dp *dp, const ts_policy *p) {
+    if (p->action > TS_ACT_PROTECT || !ts_selector_valid(&p->sel))
+        return TS_EINVAL;
+    int rc = TS_OK;
+    pthread_rwlock_wrlock(&dp->lock);
+    ts_spd *spd = &dp->spd;
+    for (size_t i = 0; i < spd->n; i++)
+        if (spd->v[i].pol.id == p->id)
+            rc = TS_EEXIST;
+    if (rc == TS_OK && spd->n == spd->cap) {
+        size_t nc = spd->cap ? spd->cap * 2 : 16;
+        ts_spd_entry *nv = realloc(spd->v, nc * sizeof(*nv));
+        if (!nv)
+            rc = TS_ENOMEM;
+        else {
+            spd->v = nv;
+            spd->cap = nc;
+        }
+    }
+    if (rc == TS_OK) {
+        size_t pos = spd->n;
+        while (pos > 0 && spd->v[pos - 1].pol.priority > p->priority)
+            pos--;
+        memmove(&spd->v[pos + 1], &spd->v[pos], (spd->n - pos) * sizeof(*spd->v));
+        ts_spd_entry *e = &spd->v[pos];
+        memset(e, 0, sizeof(*e));
+        e->pol = *p;
+        e->order = spd->next_order++;
+        e->out_sa = p->action == TS_ACT_PROTECT ? newest_out(&dp->sad, p->reqid) : NULL;
+        spd->n++;
+    }
+    pthread_rwlock_unlock(&dp->lock);
+    return rc;
+}
+
+int ts_spd_delete(ts_dp *dp, uint32_t id) {
+    int rc = TS_ENOENT;
+    pthread_rwlock_wrlock(&dp->lock);
+    ts_spd *spd = &dp->spd;
+    for (size_t i = 0; i < spd->n; i++) {
+        if (spd->v[i].pol.id == id) {
+            memmove(&spd->v[i], &spd->v[i + 1], (spd->n - i - 1) * sizeof(*spd->v));
+            spd->n--;
+            rc = TS_OK;
+            break;
+        }
+    }
+    pthread_rwlock_unlock(&dp->lock);
+    return rc;
+}
+
+void ts_spd_flush(ts_dp *dp) {
+    pthread_rwlock_wrlock(&dp->lock);
+    dp->spd.n = 0;
+    pthread_rwlock_unlock(&dp->lock);
+}
+
+size_t ts_spd_list(ts_dp *dp, ts_policy_info *out, size_t max) {
+    pthread_rwlock_rdlock(&dp->lock);
+    size_t n = dp->spd.n < max ? dp->spd.n : max;
+    for (size_t i = 0; i < n; i++) {
+        const ts_spd_entry *e = &dp->spd.v[i];
+        out[i].id = e->pol.id;
+        out[i].priority = e->pol.priority;
+        out[i].reqid = e->pol.reqid;
+        out[i].action = e->pol.action;
+        out[i].out_spi = e->out_sa ? e->out_sa->spi : 0;
+        out[i].packets = atomic_load(&e->packets);
+        out[i].sel = e->pol.sel;
+    }
+    pthread_rwlock_unlock(&dp->lock);
+    return n;
+}

@@ -1,0 +1,198 @@
+/* tunsec dataplane: the C fast path's public API (consumed by cffi).
+ *
+ * One ts_dp holds the SAD, the SPD, the counters and the batch loop between a
+ * TUN fd and the ESP-in-UDP sockets.  The loop runs on its own thread
+ * (ts_dp_run); control calls (SA/SPD changes, dumps) may come from any other
+ * thread at any time: they take the context's write lock, the loop takes the
+ * read lock once per batch.  Per-SA counters are atomics so that several loop
+ * threads can share an SA.
+ *
+ * Return convention: >= 0 success, negative errno-style TS_E* on failure.
+ */
+#ifndef TUNSEC_DP_H
+#define TUNSEC_DP_H
+
+#include <stdint.h>
+#include <stddef.h>
+
+#define TS_MAX_SELECTORS 8
+#define TS_KEYMAT_MAX 36      /* AES-256 key + 4-byte salt */
+#define TS_MAX_PACKET 65536
+#define TS_BATCH 64
+
+enum ts_err {
+    TS_OK = 0,
+    TS_EINVAL = -1,    /* bad argument */
+    TS_EEXIST = -2,    /* SPI / policy id already in use */
+    TS_ENOENT = -3,    /* no such SA / policy */
+    TS_ENOSPC = -4,    /* no free SPI in range / table full */
+    TS_ESTATE = -5,    /* wrong state (UPDATE of a non-larval SA, ...) */
+    TS_ENOMEM = -6,
+    TS_ECRYPTO = -7,   /* OpenSSL refused */
+    TS_EIO = -8,       /* system call failed; errno is kept in ts_dp_errno */
+};
+
+/* Why an incoming/outgoing packet was not forwarded. */
+enum ts_drop {
+    TS_DROP_NONE = 0,
+    TS_DROP_NO_SA,          /* inbound SPI unknown, or PROTECT policy without SA */
+    TS_DROP_REPLAY,         /* sequence number replayed or left of the window */
+    TS_DROP_AUTH,           /* ICV did not verify */
+    TS_DROP_POLICY,         /* inner packet outside the SA's selectors */
+    TS_DROP_MALFORMED,      /* truncated/invalid ESP, IP or padding */
+    TS_DROP_TOO_BIG,        /* larger than the tunnel carries (ICMP sent back) */
+    TS_DROP_NO_POLICY,      /* outbound packet matched no SPD entry */
+    TS_DROP_DISCARD,        /* outbound packet matched a DISCARD policy */
+    TS_DROP_BYPASS,         /* outbound packet matched BYPASS: it has no clear path out of the TUN */
+    TS_DROP_SEQ_OVERFLOW,   /* outbound SA used up its sequence numbers */
+    TS_DROP_LIFETIME,       /* SA hit its hard byte/packet limit */
+    TS_DROP_KEEPALIVE,      /* NAT-T keepalive (0xFF), expected, not an error */
+    TS_DROP_DUMMY,          /* next header 59 (TFC dummy packet), expected */
+    TS_DROP_IO,             /* send/write failed (EAGAIN, ENOBUFS, ...) */
+    TS_DROP_QUEUE_FULL,     /* event queue to the control side full */
+    TS_DROP__COUNT
+};
+
+enum ts_action { TS_ACT_DISCARD = 0, TS_ACT_BYPASS = 1, TS_ACT_PROTECT = 2 };
+enum ts_dir { TS_DIR_IN = 0, TS_DIR_OUT = 1 };
+enum ts_sa_state { TS_SA_LARVAL = 0, TS_SA_MATURE = 1, TS_SA_DEAD = 2 };
+
+typedef struct ts_addr {
+    uint8_t family;        /* 4 or 6; 0 = unset */
+    uint8_t addr[16];      /* IPv4 uses the first 4 bytes */
+    uint16_t port;         /* host order */
+} ts_addr;
+
+/* A traffic selector: inclusive address and port ranges, one protocol
+ * (0 = any).  Ranges are in network byte order, compared bytewise. */
+typedef struct ts_selector {
+    uint8_t family;              /* 4 or 6 */
+    uint8_t proto;               /* 0 = any */
+    uint8_t src_lo[16], src_hi[16];
+    uint8_t dst_lo[16], dst_hi[16];
+    uint16_t sport_lo, sport_hi; /* 0..65535 = any */
+    uint16_t dport_lo, dport_hi;
+} ts_selector;
+
+typedef struct ts_sa_params {
+    uint32_t spi;
+    uint8_t dir;                 /* enum ts_dir */
+    uint8_t keylen;              /* 20 (AES-128-GCM) or 36 (AES-256-GCM): key || salt */
+    uint8_t key[TS_KEYMAT_MAX];
+    uint8_t esn;
+    uint32_t replay_window;      /* 0 = off, else 32..TS_REPLAY_MAX */
+    uint32_t reqid;              /* links an outbound SA to PROTECT policies */
+    ts_addr local, remote;       /* outer addresses and UDP ports */
+    uint64_t soft_bytes, hard_bytes, soft_packets, hard_packets;   /* 0 = none */
+    uint64_t seq_start;          /* first outbound sequence number - 1 (normally 0) */
+    uint32_t n_sel;              /* inner selectors the SA carries (src=local side for OUT) */
+    ts_selector sel[TS_MAX_SELECTORS];
+} ts_sa_params;
+
+#define TS_REPLAY_MAX 65536
+
+typedef struct ts_sa_info {
+    uint32_t spi;
+    uint8_t dir, state, esn, keylen;
+    uint32_t reqid, replay_window;
+    ts_addr local, remote;
+    uint64_t packets, bytes;     /* inner bytes through the SA */
+    uint64_t seq;                /* OUT: last sequence number sent; IN: highest accepted */
+    uint64_t replay_drops, auth_drops, policy_drops;
+    uint8_t soft_fired, hard_fired;
+    uint64_t age_ns;             /* since GETSPI/ADD, or since UPDATE */
+} ts_sa_info;
+
+typedef struct ts_policy {
+    uint32_t id;                 /* caller's handle, unique */
+    uint32_t priority;           /* lower first; ties keep insertion order */
+    uint8_t action;              /* enum ts_action */
+    uint32_t reqid;              /* PROTECT: which outbound SA */
+    ts_selector sel;             /* src = inner source (our side) */
+} ts_policy;
+
+typedef struct ts_policy_info {
+    uint32_t id, priority, reqid;
+    uint8_t action;
+    uint32_t out_spi;            /* SA currently bound, 0 = none */
+    uint64_t packets;            /* matches */
+    ts_selector sel;
+} ts_policy_info;
+
+enum ts_event_type {
+    TS_EV_ACQUIRE = 1,           /* policy_id, sel = the packet's 5-tuple */
+    TS_EV_EXPIRE = 2,            /* spi, dir, hard (0 soft / 1 hard), reason */
+    TS_EV_INVALID_SPI = 3,       /* spi, addr = sender */
+    TS_EV_IKE = 4,               /* addr = sender, data = IKE message (marker stripped) */
+};
+
+enum ts_expire_reason { TS_EXP_BYTES = 1, TS_EXP_PACKETS = 2, TS_EXP_SEQ = 3 };
+
+typedef struct ts_event {
+    uint8_t type;
+    uint8_t dir, hard, reason;
+    uint32_t spi;
+    uint32_t policy_id;
+    ts_addr addr;                /* peer (INVALID_SPI, IKE) */
+    ts_addr local;               /* our address the packet arrived on */
+    ts_selector sel;             /* ACQUIRE: single-packet selector */
+    uint32_t data_len;           /* IKE: bytes copied into the caller's buffer */
+} ts_event;
+
+typedef struct ts_dp ts_dp;
+
+/* lifecycle */
+ts_dp *ts_dp_new(void);
+void ts_dp_free(ts_dp *dp);
+/* fds are borrowed (not closed by ts_dp_free); -1 = absent.  Must be non-blocking. */
+int ts_dp_set_fds(ts_dp *dp, int tun_fd, int udp4_fd, int udp6_fd);
+/* largest inner packet the tunnel carries; bigger ones get ICMP too-big */
+void ts_dp_set_tunnel_mtu(ts_dp *dp, uint32_t mtu);
+int ts_dp_run(ts_dp *dp);          /* batch loop; returns when ts_dp_stop is called */
+void ts_dp_stop(ts_dp *dp);
+int ts_dp_event_fd(ts_dp *dp);     /* readable while events are queued */
+/* pops one event; IKE payload copied into buf (truncated to buflen).
+ * returns 1 if an event was returned, 0 if none */
+int ts_dp_next_event(ts_dp *dp, ts_event *ev, uint8_t *buf, size_t buflen);
+int ts_dp_errno(ts_dp *dp);
+
+/* SAD */
+int ts_sad_getspi(ts_dp *dp, uint32_t lo, uint32_t hi, uint32_t *spi_out); /* inserts a larval inbound SA */
+int ts_sad_update(ts_dp *dp, const ts_sa_params *p);   /* larval IN -> mature */
+int ts_sad_add(ts_dp *dp, const ts_sa_params *p);      /* OUT (or a fully keyed IN without GETSPI: refused) */
+int ts_sad_delete(ts_dp *dp, uint32_t spi, uint8_t dir);
+void ts_sad_flush(ts_dp *dp);
+int ts_sad_get(ts_dp *dp, uint32_t spi, uint8_t dir, ts_sa_info *out);
+size_t ts_sad_count(ts_dp *dp);
+size_t ts_sad_list(ts_dp *dp, ts_sa_info *out, size_t max);   /* returns number written */
+
+/* SPD */
+int ts_spd_add(ts_dp *dp, const ts_policy *p);
+int ts_spd_delete(ts_dp *dp, uint32_t id);
+void ts_spd_flush(ts_dp *dp);
+size_t ts_spd_list(ts_dp *dp, ts_policy_info *out, size_t max);
+
+/* counters, indexed by enum ts_drop */
+void ts_dp_drops(ts_dp *dp, uint64_t *out);   /* TS_DROP__COUNT entries */
+
+/* Single packets without the loop (tests, fuzzing, benchmarks).
+ * outbound: an inner IP packet -> ESP (the UDP payload) into out, peer into *dst.
+ * Returns the ESP length, 0 if the packet was dropped (reason in *drop) or an
+ * ICMP was produced instead (then *drop = TS_DROP_TOO_BIG and the ICMP is in
+ * out with length *icmp_len). */
+int ts_dp_outbound(ts_dp *dp, const uint8_t *pkt, size_t len, uint8_t *out, size_t outcap,
+                   ts_addr *dst, int *drop, size_t *icmp_len);
+/* inbound: a UDP payload from src -> inner IP packet into out.  Returns its
+ * length, or 0 with *drop set (keepalives, IKE -> event, failures). */
+int ts_dp_inbound(ts_dp *dp, const uint8_t *udp, size_t len, const ts_addr *src,
+                  const ts_addr *local, uint8_t *out, size_t outcap, int *drop);
+
+/* raw crypto, for known-answer tests and benchmarks */
+int ts_gcm_seal(const uint8_t *key, size_t keylen, const uint8_t *iv12,
+                const uint8_t *aad, size_t aadlen, const uint8_t *in, size_t len,
+                uint8_t *out, uint8_t tag[16]);
+int ts_gcm_open(const uint8_t *key, size_t keylen, const uint8_t *iv12,
+                const uint8_t *aad, size_t aadlen, const uint8_t *in, size_t len,
+                const uint8_t tag[16], uint8_t *out);  /* 0 ok, TS_ECRYPTO on ICV failure */
+
+#endif

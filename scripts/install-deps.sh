@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Everything tunsec needs on a fresh Debian 12 machine: the C toolchain and
+# OpenSSL headers for the fast path, the tools the tests and benchmarks use
+# (iperf3, strongSwan with kernel-libipsec, wireguard-go), and the Python
+# package with its C extension.  Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  build-essential libssl-dev python3-dev pkg-config
+  iproute2 iputils-ping iperf3 procps
+  strongswan-charon strongswan-swanctl libcharon-extra-plugins
+  libstrongswan-standard-plugins libstrongswan-extra-plugins strongswan-pki
+  wireguard-go wireguard-tools
+)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+$PY -m pip install -q --disable-pip-version-check --root-user-action=ignore setuptools wheel "cffi>=1.16"
+$PY -m pip install -q --disable-pip-version-check --root-user-action=ignore --no-build-isolation -e '.[test]'

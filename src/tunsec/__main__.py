@@ -1,0 +1,5 @@
+import sys
+
+from tunsec.cli import main
+
+sys.exit(main())

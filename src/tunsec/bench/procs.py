@@ -1,0 +1,142 @@
+"""Small /proc helpers: process trees, CPU time, and stopping processes by PID.
+
+Only processes this code started (and their descendants, identified by PID
+*and* start time so a recycled PID is never hit) are ever signalled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class ProcInfo:
+    """The fields of /proc/<pid>/stat this module needs (times in ticks)."""
+
+    pid: int
+    ppid: int
+    starttime: int
+    utime: int
+    stime: int
+
+    @property
+    def cpu_seconds(self) -> float:
+        return (self.utime + self.stime) / CLK_TCK
+
+
+def read_proc(pid: int) -> ProcInfo | None:
+    """Parse /proc/<pid>/stat; None if the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read().decode("ascii", "replace")
+    except OSError:
+        return None
+    # comm may contain spaces and parentheses: split after the last ')'.
+    fields = raw[raw.rfind(")") + 2 :].split()
+    # fields[0] is field 3 (state) of proc(5).
+    return ProcInfo(
+        pid=pid,
+        ppid=int(fields[1]),
+        utime=int(fields[11]),
+        stime=int(fields[12]),
+        starttime=int(fields[19]),
+    )
+
+
+def all_procs() -> dict[int, ProcInfo]:
+    """A snapshot of every process on the host."""
+    procs: dict[int, ProcInfo] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            info = read_proc(int(entry))
+            if info is not None:
+                procs[info.pid] = info
+    return procs
+
+
+def descendants(pid: int, procs: dict[int, ProcInfo] | None = None) -> list[ProcInfo]:
+    """All live descendants of ``pid`` (not ``pid`` itself)."""
+    procs = all_procs() if procs is None else procs
+    children: dict[int, list[ProcInfo]] = {}
+    for info in procs.values():
+        children.setdefault(info.ppid, []).append(info)
+    found: list[ProcInfo] = []
+    stack = [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child.pid)
+    return found
+
+
+def tree_cpu_seconds(pids: Iterable[int]) -> float:
+    """User+system CPU seconds of the given processes and all their live
+    descendants (threads are included in a process's own figures)."""
+    procs = all_procs()
+    seen: set[int] = set()
+    total = 0.0
+    for pid in pids:
+        tree = [procs[pid]] if pid in procs else []
+        tree += descendants(pid, procs)
+        for info in tree:
+            if info.pid not in seen:
+                seen.add(info.pid)
+                total += info.cpu_seconds
+    return total
+
+
+def _same_process(info: ProcInfo) -> bool:
+    now = read_proc(info.pid)
+    return now is not None and now.starttime == info.starttime
+
+
+def _kill_if_same(info: ProcInfo, sig: int) -> None:
+    if _same_process(info):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(info.pid, sig)
+
+
+def stop_process(proc: subprocess.Popen[Any], timeout: float = 5.0) -> int | None:
+    """SIGTERM ``proc`` (by PID), SIGKILL it after ``timeout``, then SIGKILL
+    any of its descendants that outlived it. Returns its exit status."""
+    if proc.poll() is not None:
+        return proc.returncode
+    kids = descendants(proc.pid)
+    try:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout)
+    for kid in kids:
+        _kill_if_same(kid, signal.SIGKILL)
+    return proc.poll()
+
+
+@dataclass(frozen=True)
+class CpuTimes:
+    """Host-wide CPU time from /proc/stat, in seconds summed over all CPUs."""
+
+    busy: float
+    idle: float
+
+    @classmethod
+    def read(cls) -> CpuTimes:
+        with open("/proc/stat", encoding="ascii") as f:
+            first = f.readline().split()
+        # cpu user nice system idle iowait irq softirq steal guest guest_nice
+        ticks = [int(x) for x in first[1:9]]
+        idle = ticks[3] + ticks[4]
+        return cls(busy=(sum(ticks) - idle) / CLK_TCK, idle=idle / CLK_TCK)
+
+    def __sub__(self, other: CpuTimes) -> CpuTimes:
+        return CpuTimes(busy=self.busy - other.busy, idle=self.idle - other.idle)

@@ -1,0 +1,31 @@
+"""The systems the benchmark compares, by name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tunsec.bench.systems.base import System, Unavailable
+from tunsec.bench.systems.strongswan import StrongSwanLibipsec
+from tunsec.bench.systems.tunsec import Tunsec
+from tunsec.bench.systems.veth import PlainVeth
+from tunsec.bench.systems.wireguard import WireguardGo
+from tunsec.bench.systems.xfrm import KernelXfrm
+
+SYSTEMS: dict[str, Callable[[], System]] = {
+    PlainVeth.name: PlainVeth,
+    Tunsec.name: Tunsec,
+    StrongSwanLibipsec.name: StrongSwanLibipsec,
+    WireguardGo.name: WireguardGo,
+    KernelXfrm.name: KernelXfrm,
+}
+
+__all__ = [
+    "SYSTEMS",
+    "KernelXfrm",
+    "PlainVeth",
+    "StrongSwanLibipsec",
+    "System",
+    "Tunsec",
+    "Unavailable",
+    "WireguardGo",
+]

@@ -1,0 +1,153 @@
+"""The `tunsec` command: up (foreground daemon), status, check."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import socket
+import sys
+from typing import Any
+
+from tunsec.config import Config, ConfigError, TunsecSettings, load_config
+
+DEFAULT_SOCKET = TunsecSettings().control_socket
+
+
+def _load(path: str) -> Config | None:
+    try:
+        return load_config(path)
+    except ConfigError as err:
+        print(f"tunsec: {path}: configuration invalid:", file=sys.stderr)
+        print(str(err), file=sys.stderr)
+        return None
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    if cfg is None:
+        return 1
+    from tunsec.manual import plan
+    from tunsec.policy.spd import PolicyError
+
+    problems = []
+    for i, t in enumerate(cfg.manual):
+        try:
+            plan(t, i)
+        except PolicyError as err:
+            problems.append(f"{t.file}:{t.line}: manual.{t.name}: {err}")
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
+        return 1
+    print(f"{args.config}: OK ({len(cfg.manual)} manual tunnel(s))")
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    if cfg is None:
+        return 1
+    level = (args.log_level or cfg.tunsec.log_level).upper()
+    logging.basicConfig(level=level, format="%(asctime)s tunsec[%(process)d] %(levelname)s %(message)s",
+                        stream=sys.stderr)
+    from tunsec.daemon import Daemon, StartupError
+    from tunsec.policy.spd import PolicyError
+
+    try:
+        daemon = Daemon(cfg)
+    except PolicyError as err:
+        logging.getLogger("tunsec").error("%s", err)
+        return 1
+
+    async def main() -> int:
+        return await daemon.run()
+
+    try:
+        daemon.prepare()
+    except (StartupError, OSError) as err:
+        logging.getLogger("tunsec").error("cannot start: %s", err)
+        return 1
+    try:
+        try:
+            import uvloop
+
+            return int(uvloop.run(main()))
+        except ImportError:
+            return asyncio.run(main())
+    except StartupError as err:
+        logging.getLogger("tunsec").error("cannot start: %s", err)
+        return 1
+    finally:
+        daemon.close_network()
+
+
+def _ask(path: str, request: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(path)
+        s.sendall(json.dumps(request).encode() + b"\n")
+        buf = b""
+        while not buf.endswith(b"\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+    answer = json.loads(buf)
+    if not isinstance(answer, dict):
+        raise ValueError("answer is not a JSON object")
+    return answer
+
+
+def _socket_path(args: argparse.Namespace) -> str | None:
+    if args.socket:
+        return str(args.socket)
+    if args.config:
+        cfg = _load(args.config)
+        return cfg.tunsec.control_socket if cfg else None
+    return DEFAULT_SOCKET
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from tunsec.status import render
+
+    path = _socket_path(args)
+    if path is None:
+        return 1
+    try:
+        answer = _ask(path, {"cmd": "status"})
+    except (OSError, ValueError) as err:
+        print(f"tunsec: no running tunsec on {path}: {err}", file=sys.stderr)
+        return 1
+    if not answer.get("ok"):
+        print(f"tunsec: {answer.get('error')}", file=sys.stderr)
+        return 1
+    print(json.dumps(answer["status"], indent=2) if args.json else render(answer["status"]))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="tunsec", description="userspace IPsec VPN")
+    sub = ap.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="run tunsec in the foreground")
+    up.add_argument("-c", "--config", required=True)
+    up.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    up.set_defaults(func=cmd_up)
+    st = sub.add_parser("status", help="show SAs, counters and drops of a running tunsec")
+    st.add_argument("-c", "--config")
+    st.add_argument("--socket")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=cmd_status)
+    ck = sub.add_parser("check", help="validate a configuration file")
+    ck.add_argument("-c", "--config", required=True)
+    ck.set_defaults(func=cmd_check)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,318 @@
+"""The control process: configuration -> TUN, routes, sockets, the worker
+and the SAs/policies in it; the control socket `tunsec status` talks to.
+
+asyncio lives here, at the edge; the worker does the packets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import stat
+import time
+from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network
+from typing import Any
+
+from tunsec.config import Config
+from tunsec.dataplane import pipe
+from tunsec.dataplane.client import WorkerClient, WorkerError, WorkerFds
+from tunsec.dataplane.pipe import Direction
+from tunsec.dataplane.tun import Tun, local_address_in, outer_mtu_towards, tunnel_mtu
+from tunsec.manual import ManualPlan, plan
+from tunsec.status import status_document
+
+log = logging.getLogger("tunsec")
+
+SOCKET_BUFFER = 4 << 20
+# after a worker restart, resume outbound sequence numbers this far past the
+# last ones we saw, so the peer's replay window never sees a number twice
+SEQ_RESUME_MARGIN = 1 << 22
+STATUS_POLL = 2.0
+MAX_RESTARTS = 5
+RESTART_WINDOW = 60.0
+
+
+class StartupError(Exception):
+    """The daemon cannot start; the message says why."""
+
+
+def _udp_socket(family: int, addr: str, port: int) -> socket.socket:
+    af = socket.AF_INET if family == 4 else socket.AF_INET6
+    s = socket.socket(af, socket.SOCK_DGRAM)
+    if family == 6:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    for opt, force in ((socket.SO_RCVBUF, 33), (socket.SO_SNDBUF, 32)):   # SO_*BUFFORCE
+        try:
+            s.setsockopt(socket.SOL_SOCKET, force, SOCKET_BUFFER)
+        except OSError:
+            s.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+    try:
+        s.bind((addr, port))
+    except OSError as err:
+        s.close()
+        raise StartupError(f"cannot bind UDP {addr} port {port}: {err.strerror}") from err
+    s.setblocking(False)
+    return s
+
+
+@dataclass
+class Sockets:
+    by_family: dict[int, socket.socket] = field(default_factory=dict)
+
+    @classmethod
+    def for_config(cls, cfg: Config) -> Sockets:
+        """One socket per outer family; bound to the local address when tunnels agree on one."""
+        out = cls()
+        families: dict[int, tuple[set[str], set[int]]] = {}
+        for t in cfg.manual:
+            addrs, ports = families.setdefault(t.local_addr.version, (set(), set()))
+            addrs.add(str(t.local_addr))
+            ports.add(t.local_port)
+        if not families:
+            families[4] = ({"0.0.0.0"}, {4500})
+        for fam, (addrs, ports) in families.items():
+            if len(ports) != 1:
+                raise StartupError(f"IPv{fam} tunnels use different local_port values {sorted(ports)}; "
+                                   "tunsec listens on one port per address family")
+            addr = addrs.pop() if len(addrs) == 1 else ("0.0.0.0" if fam == 4 else "::")
+            out.by_family[fam] = _udp_socket(fam, addr, ports.pop())
+        return out
+
+    def fd(self, family: int) -> int:
+        s = self.by_family.get(family)
+        return s.fileno() if s else -1
+
+    def close(self) -> None:
+        for s in self.by_family.values():
+            s.close()
+
+
+class Daemon:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.plans: list[ManualPlan] = [plan(t, i) for i, t in enumerate(cfg.manual)]
+        self.tun: Tun | None = None
+        self.mtu = 0
+        self.sockets = Sockets()
+        self.worker = WorkerClient(self._on_event)
+        self.started = time.time()
+        self.restarts: list[float] = []
+        self.last_seq: dict[int, int] = {}        # outbound SPI -> last sequence number seen
+        self.stopping = asyncio.Event()
+        self._server: asyncio.AbstractServer | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # --- setup -----------------------------------------------------------------
+    def _choose_mtu(self) -> int:
+        s = self.cfg.tunsec
+        if s.mtu:
+            return s.mtu
+        sizes = []
+        for t in self.cfg.manual:
+            outer = s.outer_mtu or outer_mtu_towards(str(t.remote_addr))
+            sizes.append(tunnel_mtu(outer, t.remote_addr.version))
+        return min(sizes) if sizes else tunnel_mtu(s.outer_mtu or 1500, 4)
+
+    def _setup_tun(self) -> None:
+        try:
+            self.tun = Tun.open(self.cfg.tunsec.tun)
+        except OSError as err:
+            raise StartupError(f"cannot open TUN {self.cfg.tunsec.tun}: {err}") from err
+        self.mtu = self._choose_mtu()
+        self.tun.configure(self.mtu)
+        if self.mtu < 1280 and any(ts.network.version == 6 for p in self.plans for ts in p.tunnel.remote_ts):
+            log.warning("tunnel MTU %d is below IPv6's minimum 1280: IPv6 through it will fail", self.mtu)
+        for p in self.plans:
+            self._route(p)
+
+    def _route(self, p: ManualPlan) -> None:
+        assert self.tun is not None
+        local_nets = tuple(ts.network for ts in p.tunnel.local_ts)
+        for ts in p.tunnel.remote_ts:
+            net: IPv4Network | IPv6Network = ts.network
+            same = tuple(n for n in local_nets if n.version == net.version)
+            src = local_address_in(same) if same else None
+            if any(r[0] == net for r in self.tun.routes):
+                continue
+            self.tun.add_route(net, src)
+
+    async def _start_worker(self) -> None:
+        assert self.tun is not None
+        fds = WorkerFds(self.tun.fileno(), self.sockets.fd(4), self.sockets.fd(6))
+        s = self.cfg.tunsec
+        self.worker = WorkerClient(self._on_event)
+        await self.worker.start(fds, self.mtu, s.larval_timeout, s.log_level)
+        await self._install()
+
+    async def _install(self) -> None:
+        for p in self.plans:
+            seq = self.last_seq.get(p.outbound.spi)
+            if seq is not None:
+                limit = (1 << 64) - 1 if p.outbound.esn else (1 << 32) - 1
+                p = p.with_seq_start(min(seq + SEQ_RESUME_MARGIN, limit))
+            await self._install_one(p)
+
+    async def _install_one(self, p: ManualPlan) -> None:
+        name = p.tunnel.name
+        try:
+            await self.worker.request(lambda r: pipe.GetSpi(r, p.inbound.spi, p.inbound.spi))
+            await self.worker.request(lambda r: pipe.Update(r, p.inbound))
+            await self.worker.request(lambda r: pipe.Add(r, p.outbound))
+            for pol in p.policies:
+                await self.worker.request(lambda r, pol=pol: pipe.SpdAdd(r, pol))  # type: ignore[misc]
+        except WorkerError as err:
+            raise StartupError(f"{name}: installing SAs failed: {err}") from err
+        log.info("%s: SAs in %08x / out %08x installed, %d policies", name, p.inbound.spi,
+                 p.outbound.spi, len(p.policies))
+
+    # --- running ---------------------------------------------------------------
+    def _on_event(self, msg: pipe.Message) -> None:
+        match msg:
+            case pipe.Expire():
+                what = "hard" if msg.hard else "soft"
+                log.warning("SA %s %08x reached its %s %s limit%s", msg.direction.name.lower(), msg.spi,
+                            what, msg.reason.name.lower(),
+                            "; manual keys cannot be renewed: replace them in the config" if msg.hard else "")
+            case pipe.InvalidSpi():
+                log.info("ESP for unknown SPI %08x from %s port %d", msg.spi, msg.remote.addr, msg.remote.port)
+            case pipe.Acquire():
+                log.info("traffic for policy %d has no SA (no IKE configured for it)", msg.policy_id)
+            case pipe.Ike():
+                log.debug("IKE message from %s ignored: no IKE connections configured", msg.remote.addr)
+            case _:
+                log.debug("worker event %s", type(msg).__name__)
+
+    async def dump(self) -> pipe.Reply:
+        replies = await self.worker.request(lambda r: pipe.Dump(r))
+        merged = pipe.join_dump_replies(replies)
+        for sa in merged.sas:
+            if sa.direction is Direction.OUT:
+                self.last_seq[sa.spi] = sa.seq
+        return merged
+
+    async def _watch_worker(self) -> None:
+        while not self.stopping.is_set():
+            proc = self.worker.proc
+            assert proc is not None
+            code = await proc.wait()
+            if self.stopping.is_set():
+                return
+            log.error("worker %d exited with status %s; restarting it and reinstalling %d tunnel(s)",
+                      proc.pid, code, len(self.plans))
+            await self.worker.stop()
+            now = time.monotonic()
+            self.restarts = [t for t in self.restarts if now - t < RESTART_WINDOW] + [now]
+            if len(self.restarts) > MAX_RESTARTS:
+                log.error("worker died %d times in %ds; giving up", len(self.restarts), RESTART_WINDOW)
+                self.stopping.set()
+                return
+            await asyncio.sleep(min(2 ** (len(self.restarts) - 1) * 0.1, 5.0))
+            try:
+                await self._start_worker()
+            except (StartupError, OSError) as err:
+                log.error("restarting the worker failed: %s", err)
+                self.stopping.set()
+                return
+
+    async def _poll_counters(self) -> None:
+        # keeps last_seq fresh so a restarted worker resumes past it
+        while not self.stopping.is_set():
+            await asyncio.sleep(STATUS_POLL)
+            with contextlib.suppress(WorkerError):
+                await self.dump()
+
+    # --- control socket ----------------------------------------------------------
+    async def _serve_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await asyncio.wait_for(reader.readline(), 5.0)
+            answer = await self._command(line)
+            writer.write(json.dumps(answer).encode() + b"\n")
+            await writer.drain()
+        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def _command(self, line: bytes) -> dict[str, Any]:
+        try:
+            req = json.loads(line or b"{}")
+            cmd = req.get("cmd") if isinstance(req, dict) else None
+        except ValueError:
+            return {"ok": False, "error": "request is not JSON"}
+        if cmd == "status":
+            try:
+                merged = await self.dump()
+            except WorkerError as err:
+                return {"ok": False, "error": f"worker unavailable: {err}"}
+            return {"ok": True, "status": status_document(self, merged)}
+        return {"ok": False, "error": f"unknown command {cmd!r}"}
+
+    async def _open_control_socket(self) -> None:
+        path = self.cfg.tunsec.control_socket
+        os.makedirs(os.path.dirname(path) or ".", mode=0o750, exist_ok=True)
+        if os.path.exists(path):
+            if not stat.S_ISSOCK(os.stat(path).st_mode):
+                raise StartupError(f"{path} exists and is not a socket")
+            try:
+                _r, w = await asyncio.open_unix_connection(path)
+                w.close()
+                raise StartupError(f"another tunsec is running on {path}")
+            except (ConnectionRefusedError, FileNotFoundError):
+                os.unlink(path)   # stale, left by a process that died
+        self._server = await asyncio.start_unix_server(self._serve_client, path=path)
+        os.chmod(path, 0o660)
+
+    # --- lifecycle -----------------------------------------------------------------
+    # Netlink work (pyroute2's synchronous API runs an event loop of its own)
+    # happens in prepare()/close_network(), outside the daemon's event loop.
+    def prepare(self) -> None:
+        """Sockets, TUN, MTU and routes; undone by close_network()."""
+        try:
+            self.sockets = Sockets.for_config(self.cfg)
+            self._setup_tun()
+        except BaseException:
+            self.close_network()
+            raise
+
+    def close_network(self) -> None:
+        if self.tun is not None:
+            self.tun.close()
+            self.tun = None
+        self.sockets.close()
+
+    async def run(self) -> int:
+        """Serve until SIGTERM/SIGINT (or the worker cannot be kept alive)."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        try:
+            await self._open_control_socket()
+            await self._start_worker()
+            self._tasks = [asyncio.create_task(self._watch_worker()), asyncio.create_task(self._poll_counters())]
+            log.info("tunsec up: %d manual tunnel(s) on %s (MTU %d), control socket %s",
+                     len(self.plans), self.cfg.tunsec.tun, self.mtu, self.cfg.tunsec.control_socket)
+            await self.stopping.wait()
+            return 1 if len(self.restarts) > MAX_RESTARTS else 0
+        finally:
+            await self.shutdown()
+
+    async def shutdown(self) -> None:
+        self.stopping.set()
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        await self.worker.stop()
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.cfg.tunsec.control_socket)
+            self._server = None
+        log.info("tunsec stopped")

@@ -1,0 +1,141 @@
+"""The control process's end of the pipe: it starts the worker, sends
+requests and matches answers to them by request id, and hands the worker's
+events (ACQUIRE, EXPIRE, INVALID_SPI, IKE) to a callback."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import socket
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tunsec.dataplane import pipe
+from tunsec.dataplane.pipe import Errno, PipeError
+
+log = logging.getLogger("tunsec.pipe")
+
+REQUEST_TIMEOUT = 10.0
+
+
+class WorkerError(Exception):
+    """The worker refused a request, or is gone."""
+
+    def __init__(self, what: str, errno: Errno) -> None:
+        self.errno = errno
+        super().__init__(f"{what}: {errno.name}")
+
+
+@dataclass(frozen=True)
+class WorkerFds:
+    tun: int
+    udp4: int = -1
+    udp6: int = -1
+
+
+class WorkerClient:
+    """One worker process and its pipe."""
+
+    def __init__(self, on_event: Callable[[pipe.Message], None]) -> None:
+        self.on_event = on_event
+        self.proc: asyncio.subprocess.Process | None = None
+        self._sock: socket.socket | None = None
+        self._ids = itertools.count(1)
+        self._pending: dict[int, tuple[asyncio.Future[list[pipe.Reply]], list[pipe.Reply]]] = {}
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    async def start(self, fds: WorkerFds, mtu: int, larval_timeout: float, log_level: str) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        argv = [
+            sys.executable, "-m", "tunsec.dataplane.worker",
+            "--pipe-fd", str(theirs.fileno()), "--tun-fd", str(fds.tun),
+            "--udp4-fd", str(fds.udp4), "--udp6-fd", str(fds.udp6),
+            "--mtu", str(mtu), "--larval-timeout", str(larval_timeout), "--log-level", log_level,
+        ]
+        keep = [f for f in (theirs.fileno(), fds.tun, fds.udp4, fds.udp6) if f >= 0]
+        self.proc = await asyncio.create_subprocess_exec(*argv, pass_fds=keep)
+        theirs.close()
+        ours.setblocking(False)
+        self._sock = ours
+        asyncio.get_running_loop().add_reader(ours.fileno(), self._readable)
+        log.info("worker started, pid %d", self.proc.pid)
+
+    def _readable(self) -> None:
+        assert self._sock is not None
+        while True:
+            try:
+                data = self._sock.recv(pipe.MAX_MESSAGE)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self._closed()
+                return
+            self._received(data)
+
+    def _received(self, data: bytes) -> None:
+        try:
+            msg = pipe.decode(data)
+        except PipeError as err:
+            log.error("malformed message from the worker: %s", err)
+            return
+        if not isinstance(msg, pipe.Reply):
+            self.on_event(msg)
+            return
+        entry = self._pending.get(msg.req_id)
+        if entry is None:
+            log.warning("answer to unknown request %d", msg.req_id)
+            return
+        fut, parts = entry
+        parts.append(msg)
+        if not msg.more:
+            del self._pending[msg.req_id]
+            if not fut.done():
+                fut.set_result(parts)
+
+    def _closed(self) -> None:
+        if self._sock is not None:
+            asyncio.get_running_loop().remove_reader(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
+        for fut, _ in self._pending.values():
+            if not fut.done():
+                fut.set_exception(WorkerError("worker", Errno.EIO))
+        self._pending.clear()
+
+    async def request(self, build: Callable[[int], pipe.Message]) -> list[pipe.Reply]:
+        """Send build(req_id) and wait for its answer(s); WorkerError unless all say OK."""
+        if self._sock is None:
+            raise WorkerError("worker not running", Errno.EIO)
+        req_id = next(self._ids)
+        msg = build(req_id)
+        fut: asyncio.Future[list[pipe.Reply]] = asyncio.get_running_loop().create_future()
+        self._pending[req_id] = (fut, [])
+        try:
+            self._sock.send(pipe.encode(msg))
+            replies = await asyncio.wait_for(fut, REQUEST_TIMEOUT)
+        except (OSError, TimeoutError) as err:
+            self._pending.pop(req_id, None)
+            raise WorkerError(f"{type(msg).__name__} ({err})", Errno.EIO) from err
+        bad = [r for r in replies if r.errno is not Errno.OK]
+        if bad:
+            raise WorkerError(type(msg).__name__, bad[0].errno)
+        return replies
+
+    async def stop(self, timeout: float = 5.0) -> int | None:
+        """Close the pipe (the worker exits on EOF) and reap it."""
+        self._closed()
+        if self.proc is None:
+            return None
+        try:
+            return await asyncio.wait_for(self.proc.wait(), timeout)
+        except TimeoutError:
+            log.warning("worker %d did not exit; killing it", self.proc.pid)
+            self.proc.kill()
+            return await self.proc.wait()

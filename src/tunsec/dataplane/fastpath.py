@@ -1,0 +1,350 @@
+"""Typed wrapper over the C fast path (csrc/, built by cffi as _fastpath).
+
+Python calls in here per SA or policy change, never per packet: the packet
+loop (Dataplane.run) is one long C call that releases the GIL.  The single
+packet methods (outbound/inbound) exist for tests, fuzzing and benchmarks.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+from tunsec.dataplane._fastpath import ffi, lib
+from tunsec.dataplane.pipe import (
+    Action,
+    Alg,
+    Direction,
+    Endpoint,
+    Errno,
+    Policy,
+    PolicyInfo,
+    SaInfo,
+    SaSpec,
+    SaState,
+    Selector,
+)
+
+MAX_PACKET: int = lib.TS_MAX_PACKET
+
+
+class Drop(IntEnum):
+    """Why a packet was not forwarded (csrc/tunsec_dp.h enum ts_drop)."""
+
+    NONE = lib.TS_DROP_NONE
+    NO_SA = lib.TS_DROP_NO_SA
+    REPLAY = lib.TS_DROP_REPLAY
+    AUTH = lib.TS_DROP_AUTH
+    POLICY = lib.TS_DROP_POLICY
+    MALFORMED = lib.TS_DROP_MALFORMED
+    TOO_BIG = lib.TS_DROP_TOO_BIG
+    NO_POLICY = lib.TS_DROP_NO_POLICY
+    DISCARD = lib.TS_DROP_DISCARD
+    BYPASS = lib.TS_DROP_BYPASS
+    SEQ_OVERFLOW = lib.TS_DROP_SEQ_OVERFLOW
+    LIFETIME = lib.TS_DROP_LIFETIME
+    KEEPALIVE = lib.TS_DROP_KEEPALIVE
+    DUMMY = lib.TS_DROP_DUMMY
+    IO = lib.TS_DROP_IO
+    QUEUE_FULL = lib.TS_DROP_QUEUE_FULL
+
+
+class EventType(IntEnum):
+    ACQUIRE = lib.TS_EV_ACQUIRE
+    EXPIRE = lib.TS_EV_EXPIRE
+    INVALID_SPI = lib.TS_EV_INVALID_SPI
+    IKE = lib.TS_EV_IKE
+
+
+_ERRNO = {
+    lib.TS_EINVAL: Errno.EINVAL,
+    lib.TS_EEXIST: Errno.EEXIST,
+    lib.TS_ENOENT: Errno.ENOENT,
+    lib.TS_ENOSPC: Errno.ENOSPC,
+    lib.TS_ESTATE: Errno.ESTATE,
+    lib.TS_ENOMEM: Errno.ENOMEM,
+    lib.TS_ECRYPTO: Errno.EINVAL,
+    lib.TS_EIO: Errno.EIO,
+}
+
+
+class DataplaneError(Exception):
+    """A fast-path call refused; .errno is the pipe's error code for it."""
+
+    def __init__(self, op: str, rc: int) -> None:
+        self.errno = _ERRNO.get(rc, Errno.EINVAL)
+        super().__init__(f"{op}: {self.errno.name}")
+
+
+def _check(op: str, rc: int) -> int:
+    if rc < 0:
+        raise DataplaneError(op, rc)
+    return rc
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something the fast path reports upward (see DESIGN.md, the pipe)."""
+
+    type: EventType
+    spi: int = 0
+    direction: Direction = Direction.IN
+    hard: bool = False
+    reason: int = 0
+    policy_id: int = 0
+    remote: Endpoint | None = None
+    local: Endpoint | None = None
+    selector: Selector | None = None
+    data: bytes = b""
+
+
+def _addr_in(a: Any, ep: Endpoint | None) -> None:
+    if ep is None:
+        a.family = 0
+        return
+    raw = ep.addr.packed
+    a.family = ep.addr.version
+    ffi.memmove(a.addr, raw, len(raw))
+    a.port = ep.port
+
+
+def _addr_out(a: Any) -> Endpoint | None:
+    if a.family == 4:
+        return Endpoint(ipaddress.IPv4Address(bytes(a.addr[0:4])), a.port)
+    if a.family == 6:
+        return Endpoint(ipaddress.IPv6Address(bytes(a.addr[0:16])), a.port)
+    return None
+
+
+def _sel_in(s: Any, sel: Selector) -> None:
+    s.family = sel.family
+    s.proto = sel.proto
+    for name in ("src_lo", "src_hi", "dst_lo", "dst_hi"):
+        raw = getattr(sel, name).packed
+        ffi.memmove(getattr(s, name), raw, len(raw))
+    s.sport_lo, s.sport_hi = sel.sport
+    s.dport_lo, s.dport_hi = sel.dport
+
+
+def _sel_out(s: Any) -> Selector:
+    n = 4 if s.family == 4 else 16
+    make = ipaddress.IPv4Address if s.family == 4 else ipaddress.IPv6Address
+    addrs = [make(bytes(getattr(s, f)[0:n])) for f in ("src_lo", "src_hi", "dst_lo", "dst_hi")]
+    return Selector(*addrs, proto=s.proto, sport=(s.sport_lo, s.sport_hi), dport=(s.dport_lo, s.dport_hi))
+
+
+def _params(sa: SaSpec) -> Any:
+    p = ffi.new("ts_sa_params *")
+    p.spi = sa.spi
+    p.dir = int(sa.direction)
+    p.keylen = len(sa.key)
+    ffi.memmove(p.key, sa.key, len(sa.key))
+    p.esn = int(sa.esn)
+    p.replay_window = sa.replay_window
+    p.reqid = sa.reqid
+    _addr_in(p.local, sa.local)
+    _addr_in(p.remote, sa.remote)
+    p.soft_bytes, p.soft_packets = sa.soft.bytes, sa.soft.packets
+    p.hard_bytes, p.hard_packets = sa.hard.bytes, sa.hard.packets
+    p.seq_start = sa.seq_start
+    p.n_sel = len(sa.selectors)
+    for i, sel in enumerate(sa.selectors):
+        _sel_in(p.sel[i], sel)
+    return p
+
+
+def _wipe(p: Any) -> None:
+    # the key was copied into C: don't leave it in a cffi buffer the GC frees later
+    ffi.memmove(p.key, b"\0" * lib.TS_KEYMAT_MAX, lib.TS_KEYMAT_MAX)
+
+
+_STATE: dict[int, SaState] = {lib.TS_SA_LARVAL: "larval", lib.TS_SA_MATURE: "mature", lib.TS_SA_DEAD: "dead"}
+_ALG = {20: Alg.AES128GCM16, 36: Alg.AES256GCM16}
+
+
+def _info(i: Any) -> SaInfo:
+    return SaInfo(
+        spi=i.spi,
+        direction=Direction(i.dir),
+        state=_STATE[i.state],
+        alg=_ALG.get(i.keylen),
+        esn=bool(i.esn),
+        reqid=i.reqid,
+        replay_window=i.replay_window,
+        local=_addr_out(i.local),
+        remote=_addr_out(i.remote),
+        packets=i.packets,
+        bytes=i.bytes,
+        seq=i.seq,
+        replay_drops=i.replay_drops,
+        auth_drops=i.auth_drops,
+        policy_drops=i.policy_drops,
+        soft_fired=bool(i.soft_fired),
+        hard_fired=bool(i.hard_fired),
+        age_seconds=i.age_ns // 1_000_000_000,
+    )
+
+
+class Dataplane:
+    """One SAD + SPD + batch loop.  Thread-safe: run() on one thread, the rest anywhere."""
+
+    def __init__(self) -> None:
+        dp = lib.ts_dp_new()
+        if dp == ffi.NULL:
+            raise MemoryError("ts_dp_new")
+        self._dp = ffi.gc(dp, lib.ts_dp_free)
+        self._buf = ffi.new("uint8_t[]", MAX_PACKET + 256)
+        self._evbuf = ffi.new("uint8_t[]", MAX_PACKET)
+
+    # --- wiring --------------------------------------------------------------
+    def set_fds(self, tun: int, udp4: int = -1, udp6: int = -1) -> None:
+        lib.ts_dp_set_fds(self._dp, tun, udp4, udp6)
+
+    def set_tunnel_mtu(self, mtu: int) -> None:
+        lib.ts_dp_set_tunnel_mtu(self._dp, mtu)
+
+    def run(self) -> None:
+        """The packet loop; returns after stop().  Releases the GIL."""
+        _check("run", lib.ts_dp_run(self._dp))
+
+    def stop(self) -> None:
+        lib.ts_dp_stop(self._dp)
+
+    @property
+    def event_fd(self) -> int:
+        return int(lib.ts_dp_event_fd(self._dp))
+
+    def events(self) -> Iterator[Event]:
+        ev = ffi.new("ts_event *")
+        while lib.ts_dp_next_event(self._dp, ev, self._evbuf, MAX_PACKET):
+            yield Event(
+                type=EventType(ev.type),
+                spi=ev.spi,
+                direction=Direction(ev.dir),
+                hard=bool(ev.hard),
+                reason=ev.reason,
+                policy_id=ev.policy_id,
+                remote=_addr_out(ev.addr),
+                local=_addr_out(ev.local),
+                selector=_sel_out(ev.sel) if ev.type == lib.TS_EV_ACQUIRE else None,
+                data=bytes(ffi.buffer(self._evbuf, ev.data_len)),
+            )
+
+    # --- SAD -----------------------------------------------------------------
+    def getspi(self, lo: int = 256, hi: int = 0xFFFFFFFF) -> int:
+        out = ffi.new("uint32_t *")
+        _check("GETSPI", lib.ts_sad_getspi(self._dp, lo, hi, out))
+        return int(out[0])
+
+    def update(self, sa: SaSpec) -> None:
+        p = _params(sa)
+        try:
+            _check("UPDATE", lib.ts_sad_update(self._dp, p))
+        finally:
+            _wipe(p)
+
+    def add(self, sa: SaSpec) -> None:
+        p = _params(sa)
+        try:
+            _check("ADD", lib.ts_sad_add(self._dp, p))
+        finally:
+            _wipe(p)
+
+    def delete(self, spi: int, direction: Direction) -> None:
+        _check("DELETE", lib.ts_sad_delete(self._dp, spi, int(direction)))
+
+    def flush(self) -> None:
+        lib.ts_sad_flush(self._dp)
+
+    def get(self, spi: int, direction: Direction) -> SaInfo:
+        i = ffi.new("ts_sa_info *")
+        _check("GET", lib.ts_sad_get(self._dp, spi, int(direction), i))
+        return _info(i)
+
+    def sas(self) -> list[SaInfo]:
+        n = lib.ts_sad_count(self._dp)
+        arr = ffi.new("ts_sa_info[]", max(n, 1) + 16)
+        got = lib.ts_sad_list(self._dp, arr, n + 16)
+        return [_info(arr[i]) for i in range(got)]
+
+    # --- SPD -----------------------------------------------------------------
+    def spd_add(self, pol: Policy) -> None:
+        p = ffi.new("ts_policy *")
+        p.id, p.priority, p.action, p.reqid = pol.id, pol.priority, int(pol.action), pol.reqid
+        _sel_in(p.sel, pol.selector)
+        _check("SPDADD", lib.ts_spd_add(self._dp, p))
+
+    def spd_delete(self, policy_id: int) -> None:
+        _check("SPDDELETE", lib.ts_spd_delete(self._dp, policy_id))
+
+    def spd_flush(self) -> None:
+        lib.ts_spd_flush(self._dp)
+
+    def policies(self, max_n: int = 65536) -> list[PolicyInfo]:
+        arr = ffi.new("ts_policy_info[]", max_n)
+        got = lib.ts_spd_list(self._dp, arr, max_n)
+        return [
+            PolicyInfo(
+                id=p.id,
+                priority=p.priority,
+                action=Action(p.action),
+                reqid=p.reqid,
+                out_spi=p.out_spi,
+                packets=p.packets,
+                selector=_sel_out(p.sel),
+            )
+            for p in (arr[i] for i in range(got))
+        ]
+
+    def drops(self) -> dict[str, int]:
+        arr = ffi.new("uint64_t[]", lib.TS_DROP__COUNT)
+        lib.ts_dp_drops(self._dp, arr)
+        return {d.name.lower(): int(arr[d.value]) for d in Drop if d is not Drop.NONE}
+
+    # --- single packets (tests, fuzzing, benchmarks) -------------------------
+    def outbound(self, packet: bytes) -> tuple[bytes, Endpoint | None, Drop, bytes]:
+        """Inner IP packet -> (ESP, peer, drop reason, ICMP answer for the TUN)."""
+        dst = ffi.new("ts_addr *")
+        drop = ffi.new("int *")
+        icmp = ffi.new("size_t *")
+        n = lib.ts_dp_outbound(self._dp, packet, len(packet), self._buf, len(self._buf), dst, drop, icmp)
+        _check("outbound", n)
+        esp = bytes(ffi.buffer(self._buf, n)) if n > 0 else b""
+        answer = bytes(ffi.buffer(self._buf, icmp[0])) if icmp[0] else b""
+        return esp, _addr_out(dst) if n > 0 else None, Drop(drop[0]), answer
+
+    def inbound(self, udp_payload: bytes, src: Endpoint | None = None) -> tuple[bytes, Drop]:
+        """UDP payload -> (inner IP packet or b"", drop reason)."""
+        a = ffi.new("ts_addr *")
+        _addr_in(a, src)
+        drop = ffi.new("int *")
+        n = lib.ts_dp_inbound(
+            self._dp, udp_payload, len(udp_payload), a if src else ffi.NULL, ffi.NULL,
+            self._buf, len(self._buf), drop,
+        )
+        _check("inbound", n)
+        return (bytes(ffi.buffer(self._buf, n)) if n > 0 else b""), Drop(drop[0])
+
+
+def gcm_seal(key: bytes, iv: bytes, aad: bytes, plaintext: bytes) -> bytes:
+    """Raw AES-GCM through the C path: ciphertext || 16-byte tag."""
+    out = ffi.new("uint8_t[]", len(plaintext) + 1)
+    tag = ffi.new("uint8_t[16]")
+    _check("gcm_seal", lib.ts_gcm_seal(key, len(key), iv, aad, len(aad), plaintext, len(plaintext), out, tag))
+    return bytes(ffi.buffer(out, len(plaintext))) + bytes(ffi.buffer(tag, 16))
+
+
+def gcm_open(key: bytes, iv: bytes, aad: bytes, sealed: bytes) -> bytes | None:
+    """Raw AES-GCM open; None when the tag does not verify."""
+    if len(sealed) < 16:
+        return None
+    ct, tag = sealed[:-16], sealed[-16:]
+    out = ffi.new("uint8_t[]", len(ct) + 1)
+    rc = lib.ts_gcm_open(key, len(key), iv, aad, len(aad), ct, len(ct), tag, out)
+    if rc == lib.TS_ECRYPTO:
+        return None
+    _check("gcm_open", rc)
+    return bytes(ffi.buffer(out, len(ct)))

@@ -1,0 +1,282 @@
+"""The dataplane worker process.
+
+It owns the SAD (so it alone allocates inbound SPIs), runs the C packet loop
+on a thread of its own, answers the control process's pipe requests and
+reports fast-path events upward.  It holds Child SA keys only, never the
+long-term secrets.  Python here runs per SA change and per timer, never per
+packet.
+
+Started by the control process as
+``python -m tunsec.dataplane.worker --pipe-fd P --tun-fd T [--udp4-fd U] [--udp6-fd U6]``
+with those descriptors inherited.  It exits when the pipe closes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ctypes
+import logging
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from tunsec.dataplane import pipe
+from tunsec.dataplane.fastpath import Dataplane, DataplaneError, Event, EventType
+from tunsec.dataplane.pipe import Direction, Errno, ExpireReason, MsgType, PipeError
+
+log = logging.getLogger("tunsec.worker")
+
+MAX_DATAGRAM = 65536
+NON_ESP_MARKER = b"\0\0\0\0"
+
+
+@dataclass
+class Timers:
+    """Time-based lifetimes and larval expiry, keyed by (spi, direction)."""
+
+    handles: dict[tuple[int, Direction], list[asyncio.TimerHandle]] = field(default_factory=dict)
+
+    def add(self, key: tuple[int, Direction], handle: asyncio.TimerHandle) -> None:
+        self.handles.setdefault(key, []).append(handle)
+
+    def cancel(self, key: tuple[int, Direction]) -> None:
+        for h in self.handles.pop(key, []):
+            h.cancel()
+
+    def cancel_all(self) -> None:
+        for key in list(self.handles):
+            self.cancel(key)
+
+
+class Worker:
+    """Pipe requests -> fast path calls; fast path events -> pipe messages."""
+
+    def __init__(
+        self,
+        dp: Dataplane,
+        send: Callable[[bytes], None],
+        udp: dict[int, socket.socket],
+        loop: asyncio.AbstractEventLoop,
+        larval_timeout: float = 30.0,
+    ) -> None:
+        self.dp = dp
+        self.send = send
+        self.udp = udp
+        self.loop = loop
+        self.larval_timeout = larval_timeout
+        self.timers = Timers()
+
+    # --- requests --------------------------------------------------------------
+    def handle_datagram(self, data: bytes) -> list[bytes]:
+        """Answers to one pipe datagram (a malformed one gets an error, nothing changes)."""
+        try:
+            msg = pipe.decode(data)
+        except PipeError as err:
+            log.warning("malformed pipe message: %s", err)
+            reply = pipe.error_reply(err)
+            return [reply] if reply else []
+        if msg.req_id == 0 or isinstance(msg, pipe.Reply):
+            log.warning("unexpected %s on the pipe", type(msg).__name__)
+            return []
+        try:
+            return self._dispatch(msg)
+        except DataplaneError as err:
+            return [pipe.encode(pipe.Reply(msg.req_id, msg.TYPE, err.errno))]
+        except OSError as err:
+            log.warning("%s failed: %s", type(msg).__name__, err)
+            return [pipe.encode(pipe.Reply(msg.req_id, msg.TYPE, Errno.EIO))]
+
+    def _ok(self, msg: pipe.Message, **kw: object) -> list[bytes]:
+        return [pipe.encode(pipe.Reply(msg.req_id, msg.TYPE, Errno.OK, **kw))]  # type: ignore[arg-type]
+
+    def _dispatch(self, msg: pipe.Message) -> list[bytes]:
+        match msg:
+            case pipe.GetSpi():
+                spi = self.dp.getspi(msg.lo, msg.hi)
+                self._larval_timer(spi)
+                return self._ok(msg, spi=spi)
+            case pipe.Update():
+                self.dp.update(msg.sa)
+                self.timers.cancel((msg.sa.spi, Direction.IN))
+                self._lifetime_timers(msg.sa)
+                log.info("SA in %08x installed", msg.sa.spi)
+                return self._ok(msg)
+            case pipe.Add():
+                self.dp.add(msg.sa)
+                self._lifetime_timers(msg.sa)
+                log.info("SA out %08x installed", msg.sa.spi)
+                return self._ok(msg)
+            case pipe.Delete():
+                self.dp.delete(msg.spi, msg.direction)
+                self.timers.cancel((msg.spi, msg.direction))
+                return self._ok(msg)
+            case pipe.Flush():
+                self.dp.flush()
+                self.timers.cancel_all()
+                return self._ok(msg)
+            case pipe.SpdAdd():
+                self.dp.spd_add(msg.policy)
+                return self._ok(msg)
+            case pipe.SpdDelete():
+                self.dp.spd_delete(msg.id)
+                return self._ok(msg)
+            case pipe.SpdFlush():
+                self.dp.spd_flush()
+                return self._ok(msg)
+            case pipe.Dump():
+                drops = tuple(self.dp.drops().items())
+                return pipe.encode_dump_replies(msg.req_id, self.dp.sas(), self.dp.policies(), drops)
+            case pipe.SendIke():
+                return self._send_ike(msg)
+        return [pipe.encode(pipe.Reply(msg.req_id, msg.TYPE, Errno.ETYPE))]
+
+    def _send_ike(self, msg: pipe.SendIke) -> list[bytes]:
+        sock = self.udp.get(msg.remote.addr.version)
+        if sock is None:
+            return [pipe.encode(pipe.Reply(msg.req_id, msg.TYPE, Errno.EINVAL))]
+        sock.sendto(NON_ESP_MARKER + msg.data, (str(msg.remote.addr), msg.remote.port))
+        return self._ok(msg)
+
+    # --- timers ------------------------------------------------------------------
+    def _larval_timer(self, spi: int) -> None:
+        h = self.loop.call_later(self.larval_timeout, self._larval_expired, spi)
+        self.timers.add((spi, Direction.IN), h)
+
+    def _larval_expired(self, spi: int) -> None:
+        try:
+            if self.dp.get(spi, Direction.IN).state != "larval":
+                return
+            self.dp.delete(spi, Direction.IN)
+        except DataplaneError:
+            return
+        self.timers.handles.pop((spi, Direction.IN), None)
+        log.info("larval SA %08x never completed; removed", spi)
+        self._emit(pipe.Expire(spi=spi, direction=Direction.IN, hard=True, reason=ExpireReason.LARVAL_TIMEOUT))
+
+    def _lifetime_timers(self, sa: pipe.SaSpec) -> None:
+        key = (sa.spi, sa.direction)
+        if sa.soft.seconds:
+            self.timers.add(key, self.loop.call_later(sa.soft.seconds, self._time_expired, key, False))
+        if sa.hard.seconds:
+            self.timers.add(key, self.loop.call_later(sa.hard.seconds, self._time_expired, key, True))
+
+    def _time_expired(self, key: tuple[int, Direction], hard: bool) -> None:
+        spi, direction = key
+        if hard:
+            try:
+                self.dp.delete(spi, direction)
+            except DataplaneError:
+                return
+            self.timers.cancel(key)
+        self._emit(pipe.Expire(spi=spi, direction=direction, hard=hard, reason=ExpireReason.TIME))
+
+    # --- events ------------------------------------------------------------------
+    def drain_events(self) -> None:
+        for ev in self.dp.events():
+            msg = self._event_message(ev)
+            if msg is not None:
+                self._emit(msg)
+
+    @staticmethod
+    def _event_message(ev: Event) -> pipe.Message | None:
+        if ev.type is EventType.ACQUIRE and ev.selector is not None:
+            return pipe.Acquire(policy_id=ev.policy_id, selector=ev.selector)
+        if ev.type is EventType.EXPIRE:
+            return pipe.Expire(spi=ev.spi, direction=ev.direction, hard=ev.hard, reason=ExpireReason(ev.reason))
+        if ev.type is EventType.INVALID_SPI and ev.remote is not None:
+            return pipe.InvalidSpi(spi=ev.spi, remote=ev.remote)
+        if ev.type is EventType.IKE and ev.remote is not None and len(ev.data) <= pipe.MAX_IKE_DATA:
+            return pipe.Ike(data=ev.data, remote=ev.remote, local=ev.local)
+        return None
+
+    def _emit(self, msg: pipe.Message) -> None:
+        try:
+            self.send(pipe.encode(msg))
+        except OSError as err:
+            log.warning("could not report %s: %s", type(msg).__name__, err)
+
+
+def _die_with_parent() -> None:
+    # the worker must not outlive the control process that owns the routes
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+async def serve(args: argparse.Namespace) -> int:
+    loop = asyncio.get_running_loop()
+    chan = socket.socket(fileno=args.pipe_fd)
+    chan.setblocking(False)
+    udp: dict[int, socket.socket] = {}
+    if args.udp4_fd >= 0:
+        udp[4] = socket.socket(fileno=args.udp4_fd)
+    if args.udp6_fd >= 0:
+        udp[6] = socket.socket(fileno=args.udp6_fd)
+    dp = Dataplane()
+    dp.set_fds(args.tun_fd, args.udp4_fd, args.udp6_fd)
+    if args.mtu:
+        dp.set_tunnel_mtu(args.mtu)
+    worker = Worker(dp, chan.send, udp, loop, args.larval_timeout)
+    done: asyncio.Future[None] = loop.create_future()
+
+    def on_pipe() -> None:
+        while True:
+            try:
+                data = chan.recv(MAX_DATAGRAM)
+            except BlockingIOError:
+                return
+            except OSError as err:
+                log.error("pipe: %s", err)
+                data = b""
+            if not data:
+                if not done.done():
+                    done.set_result(None)
+                return
+            for answer in worker.handle_datagram(data):
+                chan.send(answer)
+
+    loop.add_reader(chan.fileno(), on_pipe)
+    loop.add_reader(dp.event_fd, worker.drain_events)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: done.done() or done.set_result(None))
+    fast = threading.Thread(target=dp.run, name="tunsec-fastpath", daemon=True)
+    fast.start()
+    log.info("worker ready")
+    await done
+    dp.stop()
+    fast.join(timeout=5)
+    worker.timers.cancel_all()
+    dp.flush()   # wipes the keys held in C before the process ends
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="tunsec-worker")
+    ap.add_argument("--pipe-fd", type=int, required=True)
+    ap.add_argument("--tun-fd", type=int, required=True)
+    ap.add_argument("--udp4-fd", type=int, default=-1)
+    ap.add_argument("--udp6-fd", type=int, default=-1)
+    ap.add_argument("--mtu", type=int, default=0)
+    ap.add_argument("--larval-timeout", type=float, default=30.0)
+    ap.add_argument("--log-level", default="info")
+    args = ap.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s tunsec-worker[%(process)d] %(levelname)s %(message)s"
+    )
+    _die_with_parent()
+    try:
+        import uvloop
+
+        return uvloop.run(serve(args))
+    except ImportError:
+        return asyncio.run(serve(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

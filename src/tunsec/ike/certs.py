@@ -1,0 +1,80 @@
+"""Certificate handling for pubkey authentication: CERT/CERTREQ data and chain checks.
+
+Chains are verified with ``cryptography.x509.verification`` against the
+configured CAs. Its client verifier is used with permissive extension policies
+because IPsec certificates (e.g. made with strongSwan's ``pki``) often carry no
+clientAuth EKU, no authority key identifier and no subjectAltName; the chain
+signatures, validity periods and CA basicConstraints are still enforced.
+Whether the certificate belongs to the peer is checked separately: the peer's
+ID must be its subject DN, one of its subjectAltNames or its key id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from datetime import datetime
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.x509 import verification
+
+from .auth import AuthError, PublicKey
+from .identity import Identity, certificate_has_identity
+
+
+def ca_key_hash(ca: x509.Certificate) -> bytes:
+    """SHA-1 of the CA's SubjectPublicKeyInfo, the CERTREQ entry (RFC 7296 §3.7)."""
+    return hashlib.sha1(
+        ca.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    ).digest()
+
+
+def certreq_data(cas: Sequence[x509.Certificate]) -> bytes:
+    return b"".join(ca_key_hash(ca) for ca in cas)
+
+
+def _policy_builder(cas: Sequence[x509.Certificate], when: datetime) -> verification.PolicyBuilder:
+    ca_policy = verification.ExtensionPolicy.permit_all().require_present(
+        x509.BasicConstraints, verification.Criticality.AGNOSTIC, None
+    )
+    return (
+        verification.PolicyBuilder()
+        .store(verification.Store(list(cas)))
+        .time(when)
+        .extension_policies(ca_policy=ca_policy, ee_policy=verification.ExtensionPolicy.permit_all())
+    )
+
+
+def load_certificates(ders: Sequence[bytes]) -> list[x509.Certificate]:
+    certs: list[x509.Certificate] = []
+    for der in ders:
+        try:
+            certs.append(x509.load_der_x509_certificate(der))
+        except ValueError:
+            raise AuthError("peer sent a certificate that does not parse") from None
+    return certs
+
+
+def verify_peer(
+    chain: Sequence[x509.Certificate], cas: Sequence[x509.Certificate], when: datetime, peer_id: Identity
+) -> PublicKey:
+    """The public key of a verified peer certificate whose identity matches ``peer_id``.
+
+    ``chain`` is the end-entity certificate first, then any intermediates.
+    """
+    if not chain:
+        raise AuthError("peer sent no certificate")
+    if not cas:
+        raise AuthError("no CA configured to verify the peer's certificate")
+    leaf = chain[0]
+    try:
+        _policy_builder(cas, when).build_client_verifier().verify(leaf, list(chain[1:]))
+    except verification.VerificationError as exc:
+        raise AuthError(f"certificate of {leaf.subject.rfc4514_string()} not trusted: {exc}") from None
+    if not certificate_has_identity(leaf, peer_id):
+        raise AuthError(f"certificate {leaf.subject.rfc4514_string()} does not certify identity {peer_id}")
+    key = leaf.public_key()
+    if not isinstance(key, PublicKey):
+        raise AuthError(f"unsupported public key type {type(key).__name__}")
+    return key

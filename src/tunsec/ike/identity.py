@@ -1,0 +1,180 @@
+"""IKE identities (RFC 7296 §3.5) parsed from strongSwan's identity notation.
+
+``moon.strongswan.org`` is an FQDN, ``carol@strongswan.org`` an RFC822 address,
+``10.1.0.1``/``fec0::1`` IP addresses, ``@#0a0b`` a KEY_ID, ``@name`` forces an
+FQDN, ``C=CH, O=Org, CN=moon`` a DER_ASN1_DN (RDNs in the written order, as
+strongSwan writes them), ``%any`` matches every identity. Type prefixes such as
+``fqdn:``, ``email:``, ``keyid:``, ``ipv4:``, ``ipv6:`` and ``asn1dn:`` work too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import ipaddress
+import re
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.x509.oid import NameOID
+
+from ._der import parse_name, spki_key_bits
+from .constants import IdType
+
+ID_ANY = 0
+
+_DN_KEYS = {
+    "C": NameOID.COUNTRY_NAME,
+    "ST": NameOID.STATE_OR_PROVINCE_NAME,
+    "L": NameOID.LOCALITY_NAME,
+    "O": NameOID.ORGANIZATION_NAME,
+    "OU": NameOID.ORGANIZATIONAL_UNIT_NAME,
+    "CN": NameOID.COMMON_NAME,
+    "E": NameOID.EMAIL_ADDRESS,
+    "EMAIL": NameOID.EMAIL_ADDRESS,
+    "EMAILADDRESS": NameOID.EMAIL_ADDRESS,
+    "DC": NameOID.DOMAIN_COMPONENT,
+    "SN": NameOID.SURNAME,
+    "SERIALNUMBER": NameOID.SERIAL_NUMBER,
+    "UID": NameOID.USER_ID,
+    "GN": NameOID.GIVEN_NAME,
+    "T": NameOID.TITLE,
+}
+_OID_KEYS = {oid: key for key, oid in reversed(list(_DN_KEYS.items()))}
+_PREFIXES = {
+    "fqdn": IdType.FQDN,
+    "email": IdType.RFC822_ADDR,
+    "rfc822": IdType.RFC822_ADDR,
+    "userfqdn": IdType.RFC822_ADDR,
+    "keyid": IdType.KEY_ID,
+    "ipv4": IdType.IPV4_ADDR,
+    "ipv6": IdType.IPV6_ADDR,
+    "asn1dn": IdType.DER_ASN1_DN,
+}
+
+
+class IdentityError(ValueError):
+    """The identity text cannot be parsed."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    type: int
+    data: bytes
+
+    @classmethod
+    def any(cls) -> Identity:
+        return cls(ID_ANY, b"")
+
+    @property
+    def is_any(self) -> bool:
+        return self.type == ID_ANY
+
+    @classmethod
+    def parse(cls, text: str) -> Identity:
+        text = text.strip()
+        if text in ("%any", "%any6", ""):
+            return cls.any()
+        prefix, sep, rest = text.partition(":")
+        if sep and prefix.lower() in _PREFIXES:
+            return cls._typed(_PREFIXES[prefix.lower()], rest)
+        if text.startswith("@#"):
+            return cls._typed(IdType.KEY_ID, text[2:])
+        if text.startswith("@@"):
+            return cls(IdType.RFC822_ADDR, text[2:].encode())
+        if text.startswith("@"):
+            return cls(IdType.FQDN, text[1:].encode())
+        if "=" in text:
+            return cls._typed(IdType.DER_ASN1_DN, text)
+        try:
+            addr = ipaddress.ip_address(text)
+        except ValueError:
+            kind = IdType.RFC822_ADDR if "@" in text else IdType.FQDN
+            return cls(kind, text.encode())
+        return cls(IdType.IPV4_ADDR if addr.version == 4 else IdType.IPV6_ADDR, addr.packed)
+
+    @classmethod
+    def _typed(cls, kind: IdType, value: str) -> Identity:
+        try:
+            if kind == IdType.KEY_ID:
+                return cls(kind, bytes.fromhex(value.removeprefix("#").replace(":", "")))
+            if kind == IdType.IPV4_ADDR:
+                return cls(kind, ipaddress.IPv4Address(value).packed)
+            if kind == IdType.IPV6_ADDR:
+                return cls(kind, ipaddress.IPv6Address(value).packed)
+            if kind == IdType.DER_ASN1_DN:
+                return cls(kind, _parse_dn(value).public_bytes())
+        except ValueError as exc:
+            raise IdentityError(f"invalid {kind.name} identity {value!r}: {exc}") from None
+        return cls(kind, value.encode())
+
+    @classmethod
+    def from_name(cls, name: x509.Name) -> Identity:
+        return cls(IdType.DER_ASN1_DN, name.public_bytes())
+
+    def __str__(self) -> str:
+        try:
+            return self._text()
+        except (ValueError, UnicodeDecodeError):
+            return f"{self.type}:#{self.data.hex()}"
+
+    def _text(self) -> str:
+        if self.type == ID_ANY:
+            return "%any"
+        if self.type in (IdType.IPV4_ADDR, IdType.IPV6_ADDR):
+            return str(ipaddress.ip_address(self.data))
+        if self.type in (IdType.FQDN, IdType.RFC822_ADDR):
+            return self.data.decode("ascii")
+        if self.type == IdType.DER_ASN1_DN:
+            return _format_dn(parse_name(self.data))
+        return f"@#{self.data.hex()}"
+
+    def matches(self, other: Identity) -> bool:
+        """Whether a configured identity (self, possibly %any) accepts ``other``."""
+        return self.is_any or self == other
+
+
+def _parse_dn(text: str) -> x509.Name:
+    attrs: list[x509.NameAttribute[str]] = []
+    for part in re.split(r"\s*[,/]\s*", text.strip().strip("/")):
+        key, sep, value = part.partition("=")
+        oid = _DN_KEYS.get(key.strip().upper())
+        if not sep or oid is None:
+            raise ValueError(f"unknown RDN {part!r}")
+        attrs.append(x509.NameAttribute(oid, value.strip()))
+    return x509.Name(attrs)
+
+
+def _format_dn(name: x509.Name) -> str:
+    return ", ".join(f"{_OID_KEYS.get(attr.oid, attr.oid.dotted_string)}={attr.value!s}" for attr in name)
+
+
+def certificate_has_identity(cert: x509.Certificate, ident: Identity) -> bool:
+    """Whether ``cert`` certifies ``ident``: its subject DN, a subjectAltName or its key id."""
+    if ident.type == IdType.DER_ASN1_DN:
+        return cert.subject.public_bytes() == ident.data
+    if ident.type == IdType.KEY_ID:
+        return ident.data in _key_ids(cert)
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return False
+    if ident.type == IdType.FQDN:
+        return ident.data.decode("ascii", "replace").lower() in (
+            n.lower() for n in san.get_values_for_type(x509.DNSName)
+        )
+    if ident.type == IdType.RFC822_ADDR:
+        return ident.data.decode("ascii", "replace") in san.get_values_for_type(x509.RFC822Name)
+    if ident.type in (IdType.IPV4_ADDR, IdType.IPV6_ADDR):
+        return ipaddress.ip_address(ident.data) in san.get_values_for_type(x509.IPAddress)
+    return False
+
+
+def _key_ids(cert: x509.Certificate) -> set[bytes]:
+    """The key identifiers strongSwan accepts: SHA-1 of the SPKI or of its key bits."""
+    spki = cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    ids = {hashlib.sha1(spki).digest(), hashlib.sha1(spki_key_bits(spki)).digest()}
+    with contextlib.suppress(x509.ExtensionNotFound):
+        ids.add(cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest)
+    return ids

@@ -1,0 +1,616 @@
+"""IKEv2 message codec (RFC 7296 §3): header, every payload, strict bounds.
+
+Decoding raises :class:`DecodeError` (or a subclass) for *anything* malformed and
+never another exception type, because every byte comes from the network.
+Unknown payloads are skipped unless their critical bit is set, in which case
+:class:`UnsupportedCriticalPayload` tells the caller which type to name in the
+UNSUPPORTED_CRITICAL_PAYLOAD notify.
+
+The Encrypted payload (SK) is kept opaque here: :class:`SkPayload` holds its
+raw body and the type of the first inner payload; ``sk.py`` decrypts it and
+:func:`decode_payloads` parses the plaintext.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from .constants import (
+    IKE_HEADER_LEN,
+    IKE_VERSION,
+    AttributeType,
+    HeaderFlag,
+    PayloadType,
+    TsType,
+)
+
+MAX_NONCE = 256
+MIN_NONCE = 16
+
+
+class DecodeError(Exception):
+    """The bytes are not a well-formed IKEv2 message or payload."""
+
+
+class UnsupportedCriticalPayload(DecodeError):
+    """A payload we do not know had its critical bit set (RFC 7296 §2.5)."""
+
+    def __init__(self, payload_type: int) -> None:
+        super().__init__(f"unsupported critical payload type {payload_type}")
+        self.payload_type = payload_type
+
+
+class InvalidMajorVersion(DecodeError):
+    """The header's major version is not 2 (answer INVALID_MAJOR_VERSION)."""
+
+
+def _need(data: bytes, length: int, what: str) -> None:
+    if len(data) < length:
+        raise DecodeError(f"{what}: {len(data)} bytes, need at least {length}")
+
+
+# --------------------------------------------------------------------------
+# SA payload substructures
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Attribute:
+    """A transform attribute; TV format when ``value`` is an int (AF bit set)."""
+
+    type: int
+    value: int | bytes
+
+    def encode(self) -> bytes:
+        if isinstance(self.value, int):
+            return struct.pack("!HH", 0x8000 | self.type, self.value)
+        return struct.pack("!HH", self.type, len(self.value)) + self.value
+
+
+def _decode_attributes(data: bytes) -> tuple[Attribute, ...]:
+    attrs: list[Attribute] = []
+    pos = 0
+    while pos < len(data):
+        _need(data[pos:], 4, "transform attribute")
+        af_type, length_or_value = struct.unpack_from("!HH", data, pos)
+        pos += 4
+        if af_type & 0x8000:
+            attrs.append(Attribute(af_type & 0x7FFF, length_or_value))
+            continue
+        if pos + length_or_value > len(data):
+            raise DecodeError("transform attribute overruns its transform")
+        attrs.append(Attribute(af_type, data[pos : pos + length_or_value]))
+        pos += length_or_value
+    return tuple(attrs)
+
+
+@dataclass(frozen=True)
+class Transform:
+    type: int
+    id: int
+    attributes: tuple[Attribute, ...] = ()
+
+    @classmethod
+    def make(cls, type_: int, id_: int, key_length: int | None = None) -> Transform:
+        attrs = () if key_length is None else (Attribute(AttributeType.KEY_LENGTH, key_length),)
+        return cls(type_, id_, attrs)
+
+    @property
+    def key_length(self) -> int | None:
+        for attr in self.attributes:
+            if attr.type == AttributeType.KEY_LENGTH and isinstance(attr.value, int):
+                return attr.value
+        return None
+
+    def encode(self, last: bool) -> bytes:
+        attrs = b"".join(a.encode() for a in self.attributes)
+        return struct.pack("!BBHBBH", 0 if last else 3, 0, 8 + len(attrs), self.type, 0, self.id) + attrs
+
+
+@dataclass(frozen=True)
+class Proposal:
+    num: int
+    protocol: int
+    spi: bytes
+    transforms: tuple[Transform, ...]
+
+    def encode(self, last: bool) -> bytes:
+        body = b"".join(t.encode(i == len(self.transforms) - 1) for i, t in enumerate(self.transforms))
+        head = struct.pack(
+            "!BBHBBBB",
+            0 if last else 2,
+            0,
+            8 + len(self.spi) + len(body),
+            self.num,
+            self.protocol,
+            len(self.spi),
+            len(self.transforms),
+        )
+        return head + self.spi + body
+
+
+def _split_substructures(data: bytes, more_marker: int, what: str) -> list[bytes]:
+    """Split proposals/transforms by their own length fields and last-substruc flags."""
+    items: list[bytes] = []
+    pos = 0
+    while True:
+        _need(data[pos:], 8, what)
+        last_flag, _, length = struct.unpack_from("!BBH", data, pos)
+        if last_flag not in (0, more_marker):
+            raise DecodeError(f"{what}: bad last-substructure value {last_flag}")
+        if length < 8 or pos + length > len(data):
+            raise DecodeError(f"{what}: length {length} out of bounds")
+        items.append(data[pos : pos + length])
+        pos += length
+        if last_flag == 0:
+            break
+    if pos != len(data):
+        raise DecodeError(f"{what}: {len(data) - pos} trailing bytes")
+    return items
+
+
+def _decode_transform(data: bytes) -> Transform:
+    _, _, _, ttype, _, tid = struct.unpack_from("!BBHBBH", data, 0)
+    return Transform(ttype, tid, _decode_attributes(data[8:]))
+
+
+def _decode_proposal(data: bytes) -> Proposal:
+    _, _, _, num, proto, spi_size, n_transforms = struct.unpack_from("!BBHBBBB", data, 0)
+    if 8 + spi_size > len(data):
+        raise DecodeError("proposal SPI overruns the proposal")
+    spi = data[8 : 8 + spi_size]
+    rest = data[8 + spi_size :]
+    chunks = _split_substructures(rest, 3, "transform") if n_transforms else []
+    if len(chunks) != n_transforms or (not n_transforms and rest):
+        raise DecodeError(f"proposal says {n_transforms} transforms, found {len(chunks)}")
+    return Proposal(num, proto, spi, tuple(_decode_transform(c) for c in chunks))
+
+
+# --------------------------------------------------------------------------
+# Payloads
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SaPayload:
+    proposals: tuple[Proposal, ...]
+    ptype: ClassVar[int] = PayloadType.SA
+
+    def encode_body(self) -> bytes:
+        n = len(self.proposals)
+        return b"".join(p.encode(i == n - 1) for i, p in enumerate(self.proposals))
+
+    @classmethod
+    def decode_body(cls, data: bytes) -> SaPayload:
+        return cls(tuple(_decode_proposal(c) for c in _split_substructures(data, 2, "proposal")))
+
+
+@dataclass(frozen=True)
+class KePayload:
+    group: int
+    data: bytes
+    ptype: ClassVar[int] = PayloadType.KE
+
+    def encode_body(self) -> bytes:
+        return struct.pack("!HH", self.group, 0) + self.data
+
+    @classmethod
+    def decode_body(cls, data: bytes) -> KePayload:
+        _need(data, 4, "KE payload")
+        (group,) = struct.unpack_from("!H", data, 0)
+        return cls(group, data[4:])
+
+
+@dataclass(frozen=True)
+class IdPayload:
+    """IDi or IDr; ``initiator`` selects which of the two payload types it is."""
+
+    initiator: bool
+    id_type: int
+    data: bytes
+
+    @property
+    def ptype(self) -> int:
+        return PayloadType.IDI if self.initiator else PayloadType.IDR
+
+    def encode_body(self) -> bytes:
+        return struct.pack("!B3x", self.id_type) + self.data
+
+    @classmethod
+    def decode(cls, initiator: bool, data: bytes) -> IdPayload:
+        _need(data, 4, "ID payload")
+        return cls(initiator, data[0], data[4:])
+
+
+@dataclass(frozen=True)
+class CertPayload:
+    encoding: int
+    data: bytes
+    ptype: ClassVar[int] = PayloadType.CERT
+
+    def encode_body(self) -> bytes:
+        return bytes([self.encoding]) + self.data
+
+    @classmethod
+    def decode_body(cls, data: bytes) -> CertPayload:
+        _need(data, 1, "CERT payload")
+        return cls(data[0], data[1:])
+
+
+@dataclass(frozen=True)
+class CertReqPayload:
+    encoding: int
+    data: bytes  # concatenated SHA-1 hashes of trusted CAs' SubjectPublicKeyInfo
+    ptype: ClassVar[int] = PayloadType.CERTREQ
+
+    def encode_body(self) -> bytes:
+        return bytes([self.encoding]) + self.data
+
+    @classmethod
+    def decode_body(cls, data: bytes) -> CertReqPayload:
+        _need(data, 1, "CERTREQ payload")
+        return cls(data[0], data[1:])
+
+
+@dataclass(frozen=True)
+class AuthPayload:
+    method: int
+    data: bytes = field(repr=False)  # a PSK MIC is secret-derived; keep it out of logs
+    ptype: ClassVar[int] = PayloadType.AUTH
+
+    def encode_body(self) -> bytes:
+        return struct.pack("!B3x", self.method) + self.data
+
+    @classmethod
+    def decode_body(cls, data: bytes) -> AuthPayload:
+        _need(data, 4, "AUTH payload")
+        return cls(data[0], data[4:])
+
+
+@dataclass(frozen=True)
+class NoncePayload:
+    data: bytes
+    ptype: ClassVar[int] = PayloadType.NONCE
+
+    def encode_body(self) -> bytes:
+        return self.data
+
+    @classmethod
+    def decode_body(cls, data: bytes) -> NoncePayload:
+        if not MIN_NONCE <= len(data) <= MAX_NONCE:
+            raise DecodeError(f"nonce of {len(data)} bytes (RFC 7296: 16..256)")
+        return cls(data)
+
+
+@dataclass(frozen=True)
+class NotifyPayload:
+    type: int
+    data: bytes = b""
+    protocol: int = 0
+    spi: bytes = b""
+    ptype: ClassVar[int] = PayloadType.NOTIFY
+
+    def encode_body(self) -> bytes:
+        return struct.pack("!BBH", self.protocol, len(self.spi), self.type) + self.spi + self.data
+
+    @classmethod
+    def decode_body(cls, data: bytes) -> NotifyPayload:
+        _need(data, 4, "Notify payload")
+        proto, spi_size, ntype = struct.unpack_from("!BBH", data, 0)
+        if 4 + spi_size > len(data):
+            raise DecodeError("Notify SPI overruns the payload")
+        return cls(ntype, data[4 + spi_size :], proto, data[4 : 4 + spi_size])
+
+
+@dataclass(frozen=True)
+class DeletePayload:
+    protocol: int
+    spi_size: int
+    spis: tuple[bytes, ...] = ()
+    ptype: ClassVar[int] = PayloadType.DELETE
+
+    def encode_body(self) -> bytes:
+        return struct.pack("!BBH", self.protocol, self.spi_size, len(self.spis)) + b"".join(self.spis)
+
+    @classmethod
+    def decode_body(cls, data: bytes) -> DeletePayload:
+        _need(data, 4, "Delete payload")
+        proto, spi_size, count = struct.unpack_from("!BBH", data, 0)
+        if len(data) - 4 != spi_size * count:
+            raise DecodeError(f"Delete payload: {count} SPIs of {spi_size} bytes do not fill {len(data) - 4}")
+        spis = tuple(data[4 + i * spi_size : 4 + (i + 1) * spi_size] for i in range(count))
+        return cls(proto, spi_size, spis)
+
+
+@dataclass(frozen=True)
+class VendorIdPayload:
+    data: bytes
+    ptype: ClassVar[int] = PayloadType.VENDOR_ID
+
+    def encode_body(self) -> bytes:
+        return self.data
+
+    @classmethod
+    def decode_body(cls, data: bytes) -> VendorIdPayload:
+        return cls(data)
+
+
+_TS_ADDR_LEN: dict[int, int] = {TsType.IPV4_ADDR_RANGE: 4, TsType.IPV6_ADDR_RANGE: 16}
+
+
+@dataclass(frozen=True)
+class TrafficSelector:
+    """One wire traffic selector; ``ts.py`` has the semantic type used for narrowing."""
+
+    ts_type: int
+    ip_protocol: int
+    start_port: int
+    end_port: int
+    start_addr: bytes
+    end_addr: bytes
+
+    def encode(self) -> bytes:
+        length = 8 + len(self.start_addr) + len(self.end_addr)
+        head = struct.pack("!BBHHH", self.ts_type, self.ip_protocol, length, self.start_port, self.end_port)
+        return head + self.start_addr + self.end_addr
+
+
+def _decode_selector(data: bytes, pos: int) -> tuple[TrafficSelector, int]:
+    _need(data[pos:], 8, "traffic selector")
+    ts_type, proto, length, sport, eport = struct.unpack_from("!BBHHH", data, pos)
+    addr_len = _TS_ADDR_LEN.get(ts_type)
+    if addr_len is None:
+        raise DecodeError(f"unsupported traffic selector type {ts_type}")
+    if length != 8 + 2 * addr_len or pos + length > len(data):
+        raise DecodeError(f"traffic selector length {length} invalid")
+    start = data[pos + 8 : pos + 8 + addr_len]
+    end = data[pos + 8 + addr_len : pos + length]
+    return TrafficSelector(ts_type, proto, sport, eport, start, end), pos + length
+
+
+@dataclass(frozen=True)
+class TsPayload:
+    """TSi or TSr; ``initiator`` selects which of the two payload types it is."""
+
+    initiator: bool
+    selectors: tuple[TrafficSelector, ...]
+
+    @property
+    def ptype(self) -> int:
+        return PayloadType.TSI if self.initiator else PayloadType.TSR
+
+    def encode_body(self) -> bytes:
+        return struct.pack("!B3x", len(self.selectors)) + b"".join(s.encode() for s in self.selectors)
+
+    @classmethod
+    def decode(cls, initiator: bool, data: bytes) -> TsPayload:
+        _need(data, 4, "TS payload")
+        count = data[0]
+        selectors: list[TrafficSelector] = []
+        pos = 4
+        for _ in range(count):
+            sel, pos = _decode_selector(data, pos)
+            selectors.append(sel)
+        if pos != len(data):
+            raise DecodeError("TS payload: trailing bytes after the selectors")
+        return cls(initiator, tuple(selectors))
+
+
+@dataclass(frozen=True)
+class SkPayload:
+    """The Encrypted payload, still sealed: ``body`` is IV || ciphertext || ICV."""
+
+    first_payload: int
+    body: bytes
+    ptype: ClassVar[int] = PayloadType.SK
+
+    def encode_body(self) -> bytes:
+        return self.body
+
+
+@dataclass(frozen=True)
+class CpPayload:
+    cfg_type: int
+    attributes: bytes  # kept opaque: tunsec does not assign virtual IPs
+    ptype: ClassVar[int] = PayloadType.CP
+
+    def encode_body(self) -> bytes:
+        return struct.pack("!B3x", self.cfg_type) + self.attributes
+
+    @classmethod
+    def decode_body(cls, data: bytes) -> CpPayload:
+        _need(data, 4, "CP payload")
+        return cls(data[0], data[4:])
+
+
+@dataclass(frozen=True)
+class EapPayload:
+    data: bytes  # opaque: tunsec does not do EAP
+    ptype: ClassVar[int] = PayloadType.EAP
+
+    def encode_body(self) -> bytes:
+        return self.data
+
+    @classmethod
+    def decode_body(cls, data: bytes) -> EapPayload:
+        _need(data, 4, "EAP payload")
+        return cls(data)
+
+
+Payload = (
+    SaPayload
+    | KePayload
+    | IdPayload
+    | CertPayload
+    | CertReqPayload
+    | AuthPayload
+    | NoncePayload
+    | NotifyPayload
+    | DeletePayload
+    | VendorIdPayload
+    | TsPayload
+    | SkPayload
+    | CpPayload
+    | EapPayload
+)
+
+
+def _decode_body(ptype: int, body: bytes) -> Payload | None:
+    """Decode one payload body; None for a payload type we do not know."""
+    if ptype in (PayloadType.IDI, PayloadType.IDR):
+        return IdPayload.decode(ptype == PayloadType.IDI, body)
+    if ptype in (PayloadType.TSI, PayloadType.TSR):
+        return TsPayload.decode(ptype == PayloadType.TSI, body)
+    decoder = _DECODERS.get(ptype)
+    return None if decoder is None else decoder(body)
+
+
+_DECODERS: dict[int, Callable[[bytes], Payload]] = {
+    PayloadType.SA: SaPayload.decode_body,
+    PayloadType.KE: KePayload.decode_body,
+    PayloadType.CERT: CertPayload.decode_body,
+    PayloadType.CERTREQ: CertReqPayload.decode_body,
+    PayloadType.AUTH: AuthPayload.decode_body,
+    PayloadType.NONCE: NoncePayload.decode_body,
+    PayloadType.NOTIFY: NotifyPayload.decode_body,
+    PayloadType.DELETE: DeletePayload.decode_body,
+    PayloadType.VENDOR_ID: VendorIdPayload.decode_body,
+    PayloadType.CP: CpPayload.decode_body,
+    PayloadType.EAP: EapPayload.decode_body,
+}
+
+
+def encode_payloads(payloads: Sequence[Payload]) -> bytes:
+    """Encode a payload chain; an SkPayload must be last and is left as given."""
+    out = bytearray()
+    for i, payload in enumerate(payloads):
+        if isinstance(payload, SkPayload):
+            nxt = payload.first_payload
+            if i != len(payloads) - 1:
+                raise ValueError("the SK payload must be the last payload")
+        else:
+            nxt = payloads[i + 1].ptype if i + 1 < len(payloads) else PayloadType.NONE
+        body = payload.encode_body()
+        out += struct.pack("!BBH", nxt, 0, 4 + len(body)) + body
+    return bytes(out)
+
+
+def decode_payloads(first_type: int, data: bytes) -> tuple[Payload, ...]:
+    """Decode a payload chain that starts with ``first_type`` and fills ``data`` exactly."""
+    payloads: list[Payload] = []
+    ptype = first_type
+    pos = 0
+    while ptype != PayloadType.NONE:
+        _need(data[pos:], 4, "payload header")
+        nxt, flags, length = struct.unpack_from("!BBH", data, pos)
+        if length < 4 or pos + length > len(data):
+            raise DecodeError(f"payload {ptype}: length {length} out of bounds")
+        body = data[pos + 4 : pos + length]
+        if ptype == PayloadType.SK:
+            if pos + length != len(data):
+                raise DecodeError("the SK payload is not the last payload")
+            payloads.append(SkPayload(nxt, body))
+            return tuple(payloads)
+        decoded = _decode_body(ptype, body)
+        if decoded is not None:
+            payloads.append(decoded)
+        elif flags & 0x80:
+            raise UnsupportedCriticalPayload(ptype)
+        pos += length
+        ptype = nxt
+    if pos != len(data):
+        raise DecodeError(f"{len(data) - pos} bytes after the last payload")
+    return tuple(payloads)
+
+
+# --------------------------------------------------------------------------
+# Messages
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Header:
+    spi_i: bytes
+    spi_r: bytes
+    next_payload: int
+    exchange: int
+    flags: int
+    message_id: int
+    length: int
+
+    @property
+    def is_response(self) -> bool:
+        return bool(self.flags & HeaderFlag.RESPONSE)
+
+    @property
+    def from_initiator(self) -> bool:
+        return bool(self.flags & HeaderFlag.INITIATOR)
+
+    def encode(self) -> bytes:
+        return (
+            self.spi_i
+            + self.spi_r
+            + struct.pack(
+                "!BBBBII",
+                self.next_payload,
+                IKE_VERSION,
+                self.exchange,
+                self.flags,
+                self.message_id,
+                self.length,
+            )
+        )
+
+
+def decode_header(data: bytes) -> Header:
+    _need(data, IKE_HEADER_LEN, "IKE header")
+    nxt, version, exchange, flags, msg_id, length = struct.unpack_from("!BBBBII", data, 16)
+    if version >> 4 != 2:
+        raise InvalidMajorVersion(f"IKE major version {version >> 4}")
+    if length != len(data):
+        raise DecodeError(f"IKE header length {length} but datagram has {len(data)} bytes")
+    return Header(data[0:8], data[8:16], nxt, exchange, flags, msg_id, length)
+
+
+@dataclass(frozen=True)
+class Message:
+    spi_i: bytes
+    spi_r: bytes
+    exchange: int
+    flags: int
+    message_id: int
+    payloads: tuple[Payload, ...]
+
+    @property
+    def is_response(self) -> bool:
+        return bool(self.flags & HeaderFlag.RESPONSE)
+
+    @property
+    def from_initiator(self) -> bool:
+        return bool(self.flags & HeaderFlag.INITIATOR)
+
+    def header(self, body_len: int) -> Header:
+        first = self.payloads[0].ptype if self.payloads else PayloadType.NONE
+        return Header(
+            self.spi_i,
+            self.spi_r,
+            first,
+            self.exchange,
+            self.flags,
+            self.message_id,
+            IKE_HEADER_LEN + body_len,
+        )
+
+    def encode(self) -> bytes:
+        body = encode_payloads(self.payloads)
+        return self.header(len(body)).encode() + body
+
+
+def decode_message(data: bytes) -> Message:
+    """Decode a whole datagram (without the non-ESP marker)."""
+    hdr = decode_header(data)
+    payloads = decode_payloads(hdr.next_payload, data[IKE_HEADER_LEN:])
+    return Message(hdr.spi_i, hdr.spi_r, hdr.exchange, hdr.flags, hdr.message_id, payloads)

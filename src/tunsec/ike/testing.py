@@ -1,0 +1,100 @@
+"""Helpers for tests of the engine and of its users: test PKI material.
+
+Kept in the package (not in tests/) so every test module can import it without
+a conftest and whatever pytest import mode CI uses.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+
+from .auth import PrivateKey
+
+EPOCH = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+
+
+@dataclass(frozen=True)
+class Issued:
+    cert: x509.Certificate
+    key: PrivateKey
+
+
+def new_key(kind: str) -> PrivateKey:
+    """``rsa`` (2048 bits), ``ecdsa`` (P-256), ``ecdsa384`` or ``ecdsa521``."""
+    if kind == "rsa":
+        return rsa.generate_private_key(65537, 2048)
+    curve = {"ecdsa": ec.SECP256R1(), "ecdsa384": ec.SECP384R1(), "ecdsa521": ec.SECP521R1()}[kind]
+    return ec.generate_private_key(curve)
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.COUNTRY_NAME, "CH"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "tunsec test"),
+            x509.NameAttribute(NameOID.COMMON_NAME, cn),
+        ]
+    )
+
+
+def _san(names: Sequence[str]) -> x509.SubjectAlternativeName:
+    general: list[x509.GeneralName] = []
+    for name in names:
+        try:
+            general.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            general.append(x509.RFC822Name(name) if "@" in name else x509.DNSName(name))
+    return x509.SubjectAlternativeName(general)
+
+
+def make_ca(cn: str = "tunsec test CA", kind: str = "ecdsa", issuer: Issued | None = None) -> Issued:
+    """A self-signed CA, or an intermediate CA when ``issuer`` is given."""
+    key = new_key(kind)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(cn))
+        .issuer_name(issuer.cert.subject if issuer else _name(cn))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(EPOCH)
+        .not_valid_after(EPOCH + datetime.timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    )
+    signer = issuer.key if issuer else key
+    return Issued(builder.sign(signer, hashes.SHA256()), key)
+
+
+def make_cert(
+    ca: Issued,
+    cn: str,
+    san: Sequence[str] = (),
+    kind: str = "ecdsa",
+    days: int = 365,
+    not_before: datetime.datetime = EPOCH,
+) -> Issued:
+    """An end-entity certificate signed by ``ca`` (no EKU, like ``pki --issue`` by default)."""
+    key = new_key(kind)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(cn))
+        .issuer_name(ca.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_before + datetime.timedelta(days=days))
+    )
+    if san:
+        builder = builder.add_extension(_san(san), critical=False)
+    return Issued(builder.sign(ca.key, hashes.SHA256()), key)

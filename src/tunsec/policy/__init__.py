@@ -1,0 +1,1 @@
+"""Policy: the SPD entries and SAs tunsec derives from configuration."""

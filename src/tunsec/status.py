@@ -1,0 +1,112 @@
+"""What `tunsec status` shows: a JSON document built by the daemon (no key
+material ever enters it) and its rendering for people."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from tunsec.dataplane.pipe import Direction, PolicyInfo, Reply, SaInfo, Selector
+
+if TYPE_CHECKING:
+    from tunsec.daemon import Daemon
+
+
+def _sel(s: Selector) -> str:
+    def rng(lo: object, hi: object) -> str:
+        return str(lo) if lo == hi else f"{lo}-{hi}"
+
+    text = f"{rng(s.src_lo, s.src_hi)} -> {rng(s.dst_lo, s.dst_hi)}"
+    if s.proto:
+        text += f" proto {s.proto}"
+    for name, (lo, hi) in (("sport", s.sport), ("dport", s.dport)):
+        if (lo, hi) != (0, 65535):
+            text += f" {name} {rng(lo, hi)}"
+    return text
+
+
+def _sa(sa: SaInfo) -> dict[str, Any]:
+    return {
+        "spi": f"{sa.spi:08x}",
+        "direction": sa.direction.name.lower(),
+        "state": sa.state,
+        "alg": sa.alg.name.lower() if sa.alg else None,
+        "esn": sa.esn,
+        "replay_window": sa.replay_window,
+        "packets": sa.packets,
+        "bytes": sa.bytes,
+        "seq": sa.seq,
+        "replay_drops": sa.replay_drops,
+        "auth_drops": sa.auth_drops,
+        "policy_drops": sa.policy_drops,
+        "age_seconds": sa.age_seconds,
+        "local": f"{sa.local.addr}[{sa.local.port}]" if sa.local else None,
+        "remote": f"{sa.remote.addr}[{sa.remote.port}]" if sa.remote else None,
+    }
+
+
+def _policy(p: PolicyInfo) -> dict[str, Any]:
+    return {
+        "id": p.id,
+        "action": p.action.name.lower(),
+        "priority": p.priority,
+        "reqid": p.reqid,
+        "out_spi": f"{p.out_spi:08x}" if p.out_spi else None,
+        "packets": p.packets,
+        "selector": _sel(p.selector),
+    }
+
+
+def status_document(d: Daemon, dump: Reply) -> dict[str, Any]:
+    sas = {(sa.spi, sa.direction): sa for sa in dump.sas}
+    tunnels = []
+    for p in d.plans:
+        t = p.tunnel
+        tunnels.append({
+            "name": t.name,
+            "type": "manual",
+            "local": f"{t.local_addr}[{t.local_port}]",
+            "remote": f"{t.remote_addr}[{t.remote_port}]",
+            "esp": str(t.esp),
+            "local_ts": [str(ts.network) for ts in t.local_ts],
+            "remote_ts": [str(ts.network) for ts in t.remote_ts],
+            "sas": [_sa(sas[k]) for k in ((p.inbound.spi, Direction.IN), (p.outbound.spi, Direction.OUT))
+                    if k in sas],
+        })
+    return {
+        "tun": {"name": d.cfg.tunsec.tun, "mtu": d.mtu, "created": bool(d.tun and d.tun.created)},
+        "worker": {"pid": d.worker.pid, "restarts": len(d.restarts)},
+        "uptime_seconds": int(time.time() - d.started),
+        "tunnels": tunnels,
+        "sas": [_sa(sa) for sa in dump.sas],
+        "policies": [_policy(p) for p in dump.policies],
+        "drops": dict(dump.drops),
+    }
+
+
+def render(doc: dict[str, Any]) -> str:
+    tun, worker = doc["tun"], doc["worker"]
+    lines = [
+        f"tunsec: TUN {tun['name']} MTU {tun['mtu']}, worker pid {worker['pid']} "
+        f"(restarts {worker['restarts']}), up {doc['uptime_seconds']}s",
+    ]
+    for t in doc["tunnels"]:
+        lines.append(f"{t['name']}: {t['type']} {t['local']} <-> {t['remote']} {t['esp']}")
+        lines.append(f"  {', '.join(t['local_ts'])} === {', '.join(t['remote_ts'])}")
+        for sa in t["sas"]:
+            extra = ""
+            if sa["direction"] == "in":
+                extra = (f", replay window {sa['replay_window']}, drops: replay {sa['replay_drops']}"
+                         f" auth {sa['auth_drops']} policy {sa['policy_drops']}")
+            lines.append(
+                f"  {sa['direction']:<3} SPI {sa['spi']} {sa['state']}: {sa['packets']} packets, "
+                f"{sa['bytes']} bytes, seq {sa['seq']}{', ESN' if sa['esn'] else ''}{extra}"
+            )
+    if doc["policies"]:
+        lines.append("policies:")
+        for p in doc["policies"]:
+            spi = f" -> SPI {p['out_spi']}" if p["out_spi"] else ""
+            lines.append(f"  {p['id']:>5} {p['action']:<8} {p['selector']}{spi}: {p['packets']} packets")
+    drops = doc["drops"]
+    lines.append("drops: " + ", ".join(f"{k} {v}" for k, v in drops.items()))
+    return "\n".join(lines)

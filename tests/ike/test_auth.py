@@ -1,0 +1,167 @@
+"""AUTH payloads (PSK, RFC 7427 and classic signatures), certificates and identities."""
+
+from __future__ import annotations
+
+import datetime
+import hmac
+import os
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from tunsec.ike.auth import (
+    AuthError,
+    parse_alg_id,
+    psk_auth_data,
+    sign,
+    signed_octets,
+    verify_psk,
+    verify_signature,
+)
+from tunsec.ike.certs import certreq_data, verify_peer
+from tunsec.ike.constants import AuthMethod, HashAlgorithm, IdType, PrfId
+from tunsec.ike.crypto import Prf
+from tunsec.ike.identity import Identity, certificate_has_identity
+from tunsec.ike.message import AuthPayload, IdPayload
+from tunsec.ike.secret import Secret
+from tunsec.ike.testing import EPOCH, make_ca, make_cert, new_key
+
+NOW = EPOCH + datetime.timedelta(days=10)
+ALL_HASHES = (HashAlgorithm.SHA2_256, HashAlgorithm.SHA2_384, HashAlgorithm.SHA2_512)
+
+
+def test_psk_auth_matches_rfc_formula() -> None:
+    prf = Prf(PrfId.HMAC_SHA2_256)
+    sk_pi = os.urandom(32)
+    idp = IdPayload(True, IdType.FQDN, b"moon.example")
+    octets = signed_octets(b"MSG1", b"NONCE-R", prf, Secret(sk_pi), idp)
+    maced_id = hmac.new(sk_pi, bytes([IdType.FQDN, 0, 0, 0]) + b"moon.example", "sha256").digest()
+    assert octets == b"MSG1NONCE-R" + maced_id
+    inner = hmac.new(b"secret", b"Key Pad for IKEv2", "sha256").digest()
+    expected = hmac.new(inner, octets, "sha256").digest()
+    assert psk_auth_data(prf, Secret(b"secret"), octets) == expected
+    verify_psk(prf, Secret(b"secret"), octets, AuthPayload(AuthMethod.PSK, expected))
+    with pytest.raises(AuthError):
+        verify_psk(prf, Secret(b"wrong"), octets, AuthPayload(AuthMethod.PSK, expected))
+    with pytest.raises(AuthError):
+        verify_psk(prf, Secret(b"secret"), octets, AuthPayload(AuthMethod.RSA_SIG, expected))
+    assert expected.hex() not in repr(AuthPayload(AuthMethod.PSK, expected))
+
+
+@pytest.mark.parametrize("kind", ["rsa", "ecdsa", "ecdsa384", "ecdsa521"])
+@pytest.mark.parametrize("rfc7427", [True, False])
+def test_signature_round_trip(kind: str, rfc7427: bool) -> None:
+    key = new_key(kind)
+    octets = os.urandom(200)
+    auth = sign(key, octets, ALL_HASHES if rfc7427 else ())
+    if rfc7427:
+        assert auth.method == AuthMethod.DIGITAL_SIGNATURE
+    else:
+        assert auth.method in (AuthMethod.RSA_SIG, 9, 10, 11)
+    verify_signature(key.public_key(), octets, auth)
+    with pytest.raises(AuthError):
+        verify_signature(key.public_key(), octets + b"x", auth)
+    with pytest.raises(AuthError):
+        verify_signature(new_key(kind).public_key(), octets, auth)
+
+
+def test_rsa_pss_and_ed25519() -> None:
+    key = new_key("rsa")
+    auth = sign(key, b"data", ALL_HASHES, rsa_pss=True)
+    verify_signature(key.public_key(), b"data", auth)
+    alg = auth.data[1 : 1 + auth.data[0]]
+    # RSASSA-PSS with SHA-256, MGF1-SHA-256, salt 32 (the RFC 7427 App. A.4 layout)
+    assert alg.hex() == (
+        "3041"
+        "06092a864886f70d01010a"
+        "3034"
+        "a00f300d06096086480165030402010500"
+        "a11c301a06092a864886f70d010108300d06096086480165030402010500"
+        "a203020120"
+    )
+    ed = ed25519.Ed25519PrivateKey.generate()
+    auth = sign(ed, b"data", (HashAlgorithm.IDENTITY,))
+    verify_signature(ed.public_key(), b"data", auth)
+
+
+def test_rfc7427_alg_ids() -> None:
+    key = new_key("ecdsa384")
+    auth = sign(key, b"x", ALL_HASHES)
+    assert auth.data[1 : 1 + auth.data[0]].hex() == "300a06082a8648ce3d040303"
+    rsa_auth = sign(new_key("rsa"), b"x", (HashAlgorithm.SHA2_384,))
+    assert rsa_auth.data[1 : 1 + rsa_auth.data[0]].hex() == "300d06092a864886f70d01010c0500"
+    for bad in (b"", b"\x30\x00", b"\x30\x03\x06\x01\x00", bytes.fromhex("300b06092a864886f70d010105")):
+        with pytest.raises(Exception):  # noqa: B017 - AuthError or DerError
+            parse_alg_id(bad)
+
+
+def test_garbage_auth_data_is_auth_error() -> None:
+    key = new_key("ecdsa")
+    for data in (b"", b"\xff", b"\x05abc", os.urandom(80)):
+        with pytest.raises(AuthError):
+            verify_signature(key.public_key(), b"x", AuthPayload(AuthMethod.DIGITAL_SIGNATURE, data))
+
+
+@pytest.mark.parametrize("kind", ["rsa", "ecdsa"])
+def test_chain_verification(kind: str) -> None:
+    root = make_ca(kind=kind)
+    inter = make_ca("intermediate", kind=kind, issuer=root)
+    leaf = make_cert(inter, "moon", san=["moon.example", "10.0.0.1", "moon@example"], kind=kind)
+    pub = verify_peer([leaf.cert, inter.cert], [root.cert], NOW, Identity.parse("moon.example"))
+    assert pub.public_numbers() == leaf.key.public_key().public_numbers()
+    verify_peer([leaf.cert, inter.cert], [root.cert], NOW, Identity.parse("10.0.0.1"))
+    verify_peer([leaf.cert, inter.cert], [root.cert], NOW, Identity.parse("moon@example"))
+    verify_peer([leaf.cert, inter.cert], [root.cert], NOW, Identity.parse("C=CH, O=tunsec test, CN=moon"))
+    with pytest.raises(AuthError, match="does not certify"):
+        verify_peer([leaf.cert, inter.cert], [root.cert], NOW, Identity.parse("sun.example"))
+    with pytest.raises(AuthError, match="not trusted"):
+        verify_peer([leaf.cert], [root.cert], NOW, Identity.parse("moon.example"))
+    with pytest.raises(AuthError, match="not trusted"):
+        verify_peer([leaf.cert, inter.cert], [make_ca().cert], NOW, Identity.parse("moon.example"))
+    with pytest.raises(AuthError, match="not trusted"):
+        later = EPOCH + datetime.timedelta(days=400)
+        verify_peer([leaf.cert, inter.cert], [root.cert], later, Identity.parse("moon.example"))
+
+
+def test_cert_without_san_matches_dn_only() -> None:
+    ca = make_ca()
+    leaf = make_cert(ca, "sun")
+    verify_peer([leaf.cert], [ca.cert], NOW, Identity.parse("C=CH, O=tunsec test, CN=sun"))
+    assert not certificate_has_identity(leaf.cert, Identity.parse("sun"))
+
+
+def test_certreq_is_sha1_of_spki() -> None:
+    a, b = make_ca(), make_ca(kind="rsa")
+    data = certreq_data([a.cert, b.cert])
+    assert len(data) == 40
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "data"),
+    [
+        ("moon.strongswan.org", IdType.FQDN, b"moon.strongswan.org"),
+        ("carol@strongswan.org", IdType.RFC822_ADDR, b"carol@strongswan.org"),
+        ("10.1.0.1", IdType.IPV4_ADDR, bytes([10, 1, 0, 1])),
+        ("fec0::1", IdType.IPV6_ADDR, bytes.fromhex("fec00000000000000000000000000001")),
+        ("@#0a0B", IdType.KEY_ID, b"\x0a\x0b"),
+        ("keyid:0102", IdType.KEY_ID, b"\x01\x02"),
+        ("@10.1.0.1", IdType.FQDN, b"10.1.0.1"),
+        ("fqdn:x", IdType.FQDN, b"x"),
+        ("email:a@b", IdType.RFC822_ADDR, b"a@b"),
+    ],
+)
+def test_identity_parse(text: str, kind: int, data: bytes) -> None:
+    ident = Identity.parse(text)
+    assert (ident.type, ident.data) == (kind, data)
+    if not text.startswith(("@", "keyid", "fqdn", "email")):
+        assert str(ident) == text
+
+
+def test_identity_dn_and_any() -> None:
+    dn = Identity.parse("C=CH, O=strongSwan, CN=moon.strongswan.org")
+    assert dn.type == IdType.DER_ASN1_DN
+    assert str(dn) == "C=CH, O=strongSwan, CN=moon.strongswan.org"
+    assert Identity.parse("%any").matches(dn)
+    assert not Identity.parse("moon").matches(dn)
+    garbage = Identity(IdType.DER_ASN1_DN, b"\x30\x05zz")
+    assert "9" in str(garbage)  # printable even when malformed

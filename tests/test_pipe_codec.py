@@ -1,0 +1,1017 @@
+"""The control <-> worker pipe codec: round trips, strictness, fuzzing, secrecy."""
+
+import struct
+import traceback
+from collections.abc import Callable
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tunsec.dataplane.pipe import (
+    HEADER_LEN,
+    MAX_IKE_DATA,
+    MAX_MESSAGE,
+    Acquire,
+    Action,
+    Add,
+    Alg,
+    Delete,
+    Direction,
+    Dump,
+    Endpoint,
+    Errno,
+    Expire,
+    ExpireReason,
+    Ext,
+    Flush,
+    GetSpi,
+    Ike,
+    InvalidSpi,
+    Lifetime,
+    Message,
+    MsgType,
+    PipeError,
+    Policy,
+    PolicyInfo,
+    Reply,
+    SaInfo,
+    SaSpec,
+    SaState,
+    Selector,
+    SendIke,
+    SpdAdd,
+    SpdDelete,
+    SpdFlush,
+    Update,
+    decode,
+    encode,
+    encode_dump_replies,
+    error_reply,
+    join_dump_replies,
+)
+
+U16 = 0xFFFF
+U32 = 0xFFFF_FFFF
+U64 = 0xFFFF_FFFF_FFFF_FFFF
+HEADER = struct.Struct("!BBHIB3sI")
+FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+# ------------------------------------------------------------------ strategies
+
+u16s = st.integers(0, U16)
+u32s = st.integers(0, U32)
+u64s = st.one_of(st.just(0), st.integers(0, U64))
+spis = st.integers(256, U32)
+req_ids = st.integers(1, U32)
+families = st.sampled_from([4, 6])
+ipv4s = st.builds(IPv4Address, st.integers(0, 2**32 - 1))
+ipv6s = st.builds(IPv6Address, st.integers(0, 2**128 - 1))
+
+
+def addrs(family: int) -> st.SearchStrategy[IPv4Address | IPv6Address]:
+    return ipv4s if family == 4 else ipv6s
+
+
+def endpoints(family: int | None = None) -> st.SearchStrategy[Endpoint]:
+    if family is None:
+        return families.flatmap(endpoints)
+    return st.builds(Endpoint, addrs(family), u16s)
+
+
+@st.composite
+def endpoint_pairs(draw: st.DrawFn) -> tuple[Endpoint, Endpoint]:
+    family = draw(families)
+    return draw(endpoints(family)), draw(endpoints(family))
+
+
+port_ranges = st.tuples(u16s, u16s).map(lambda t: (min(t), max(t)))
+full_ports = st.just((0, U16))
+
+
+@st.composite
+def raw_selectors(draw: st.DrawFn) -> Selector:
+    family = draw(families)
+    src = sorted([draw(addrs(family)), draw(addrs(family))], key=int)
+    dst = sorted([draw(addrs(family)), draw(addrs(family))], key=int)
+    return Selector(
+        src[0],
+        src[1],
+        dst[0],
+        dst[1],
+        draw(st.sampled_from([0, 1, 6, 17, 58, 132]) | st.integers(0, 255)),
+        draw(full_ports | port_ranges),
+        draw(full_ports | port_ranges),
+    )
+
+
+@st.composite
+def network_selectors(draw: st.DrawFn) -> Selector:
+    family = draw(families)
+    bits = 32 if family == 4 else 128
+
+    def net() -> IPv4Network | IPv6Network:
+        return ip_network((draw(addrs(family)), draw(st.integers(0, bits))), strict=False)
+
+    return Selector.from_networks(net(), net(), draw(st.sampled_from([0, 6, 17])))
+
+
+selectors = st.one_of(raw_selectors(), network_selectors())
+lifetimes = st.builds(Lifetime, u64s, u64s, u64s)
+
+
+@st.composite
+def lifetime_pairs(draw: st.DrawFn) -> tuple[Lifetime, Lifetime]:
+    hard = draw(lifetimes)
+
+    def soft_of(limit: int) -> int:
+        return draw(st.just(0) | st.integers(0, limit or U64))
+
+    return Lifetime(soft_of(hard.bytes), soft_of(hard.packets), soft_of(hard.seconds)), hard
+
+
+replay_windows = st.just(0) | st.integers(32, 65536)
+
+
+@st.composite
+def sa_specs(draw: st.DrawFn) -> SaSpec:
+    alg = draw(st.sampled_from(Alg))
+    esn = draw(st.booleans())
+    local, remote = draw(endpoint_pairs())
+    soft, hard = draw(lifetime_pairs())
+    return SaSpec(
+        spi=draw(spis),
+        direction=draw(st.sampled_from(Direction)),
+        alg=alg,
+        key=draw(st.binary(min_size=alg.key_len, max_size=alg.key_len)),
+        esn=esn,
+        replay_window=draw(replay_windows),
+        reqid=draw(u32s),
+        local=local,
+        remote=remote,
+        soft=soft,
+        hard=hard,
+        selectors=tuple(draw(st.lists(selectors, max_size=8))),
+        seq_start=draw(st.integers(0, U64 if esn else U32)),
+    )
+
+
+@st.composite
+def policies(draw: st.DrawFn) -> Policy:
+    action = draw(st.sampled_from(Action))
+    reqid = draw(st.integers(1, U32) if action is Action.PROTECT else u32s)
+    return Policy(draw(u32s), draw(u32s), action, reqid, draw(selectors))
+
+
+@st.composite
+def sa_infos(draw: st.DrawFn) -> SaInfo:
+    states: tuple[SaState, ...] = ("larval", "mature", "dead")
+    state = draw(st.sampled_from(states))
+    local, remote = draw(endpoint_pairs())
+    optional = state != "mature"
+    return SaInfo(
+        spi=draw(spis),
+        direction=draw(st.sampled_from(Direction)),
+        state=state,
+        alg=draw(st.none() | st.sampled_from(Alg)) if optional else draw(st.sampled_from(Alg)),
+        esn=draw(st.booleans()),
+        reqid=draw(u32s),
+        replay_window=draw(replay_windows),
+        local=draw(st.none() | st.just(local)) if optional else local,
+        remote=draw(st.none() | st.just(remote)) if optional else remote,
+        packets=draw(u64s),
+        bytes=draw(u64s),
+        seq=draw(u64s),
+        replay_drops=draw(u64s),
+        auth_drops=draw(u64s),
+        policy_drops=draw(u64s),
+        soft_fired=draw(st.booleans()),
+        hard_fired=draw(st.booleans()),
+        age_seconds=draw(u64s),
+    )
+
+
+policy_infos = st.builds(
+    PolicyInfo,
+    u32s,
+    u32s,
+    st.sampled_from(Action),
+    u32s,
+    st.just(0) | spis,
+    u64s,
+    selectors,
+)
+drop_names = st.from_regex(r"[a-z][a-z0-9_]{0,31}", fullmatch=True)
+drop_tables = st.dictionaries(drop_names, u64s, max_size=6).map(lambda d: tuple(d.items()))
+request_types = st.sampled_from([t for t in MsgType if not t.is_event])
+
+
+@st.composite
+def replies(draw: st.DrawFn) -> Reply:
+    msg_type = draw(request_types)
+    errno = draw(st.sampled_from(Errno))
+    ok = errno is Errno.OK
+    if msg_type is MsgType.GETSPI and ok:
+        return Reply(draw(req_ids), msg_type, errno, spi=draw(spis))
+    if msg_type is MsgType.DUMP and ok:
+        return Reply(
+            draw(req_ids),
+            msg_type,
+            errno,
+            more=draw(st.booleans()),
+            sas=tuple(draw(st.lists(sa_infos(), max_size=4))),
+            policies=tuple(draw(st.lists(policy_infos, max_size=4))),
+            drops=draw(drop_tables),
+        )
+    return Reply(draw(req_ids), msg_type, errno)
+
+
+@st.composite
+def spi_ranges(draw: st.DrawFn) -> GetSpi:
+    lo, hi = sorted([draw(spis), draw(spis)])
+    return GetSpi(draw(req_ids), lo, hi)
+
+
+ike_data = st.binary(min_size=1, max_size=600)
+
+
+@st.composite
+def ike_args(draw: st.DrawFn) -> tuple[bytes, Endpoint, Endpoint | None]:
+    remote, local = draw(endpoint_pairs())
+    return draw(ike_data), remote, draw(st.none() | st.just(local))
+
+
+messages: st.SearchStrategy[Message] = st.one_of(
+    spi_ranges(),
+    st.builds(Update, req_ids, sa_specs()),
+    st.builds(Add, req_ids, sa_specs()),
+    st.builds(Delete, req_ids, spis, st.sampled_from(Direction)),
+    st.builds(Flush, req_ids),
+    st.builds(SpdAdd, req_ids, policies()),
+    st.builds(SpdDelete, req_ids, u32s),
+    st.builds(SpdFlush, req_ids),
+    st.builds(Dump, req_ids),
+    st.tuples(req_ids, ike_args()).map(lambda t: SendIke(t[0], *t[1])),
+    replies(),
+    st.builds(Acquire, policy_id=u32s, selector=selectors),
+    st.builds(
+        Expire,
+        spi=spis,
+        direction=st.sampled_from(Direction),
+        hard=st.booleans(),
+        reason=st.sampled_from(ExpireReason),
+    ),
+    st.builds(InvalidSpi, spi=u32s, remote=endpoints()),
+    ike_args().map(lambda a: Ike(data=a[0], remote=a[1], local=a[2])),
+)
+
+# ------------------------------------------------------------ realistic values
+
+SECRET128 = b"TOPSECRET-KEYMAT-20B"
+SECRET256 = b"TOPSECRET-KEYMATERIAL-AES256GCM-SALT"
+LOCAL4 = Endpoint(ip_address("192.0.2.10"), 4500)
+REMOTE4 = Endpoint(ip_address("198.51.100.20"), 4500)
+LOCAL6 = Endpoint(ip_address("2001:db8::10"), 4500)
+REMOTE6 = Endpoint(ip_address("2001:db8:ffff::20"), 61234)
+SEL4 = Selector.from_networks(ip_network("10.1.0.0/16"), ip_network("10.2.0.0/24"))
+SEL6_TCP = Selector.from_networks(
+    ip_network("fd00:1::/64"), ip_network("fd00:2::/64"), proto=6, dport=(443, 443)
+)
+
+
+def out_sa(**changes: object) -> SaSpec:
+    values: dict[str, object] = dict(
+        spi=0xC1A2B3C4,
+        direction=Direction.OUT,
+        alg=Alg.AES128GCM16,
+        key=SECRET128,
+        esn=True,
+        replay_window=0,
+        reqid=7,
+        local=LOCAL4,
+        remote=REMOTE4,
+        soft=Lifetime(bytes=900_000_000, packets=0, seconds=3240),
+        hard=Lifetime(bytes=1_000_000_000, packets=0, seconds=3600),
+        selectors=(SEL4, SEL6_TCP),
+    )
+    values.update(changes)
+    return SaSpec(**values)  # type: ignore[arg-type]
+
+
+def in_sa(**changes: object) -> SaSpec:
+    base: dict[str, object] = dict(
+        spi=0xCAFE0001, direction=Direction.IN, alg=Alg.AES256GCM16, key=SECRET256, replay_window=1024
+    )
+    base.update(changes)
+    return out_sa(**base)
+
+
+def sa_info(i: int) -> SaInfo:
+    return SaInfo(
+        spi=0x1000_0000 + i,
+        direction=Direction(i % 2),
+        state="mature",
+        alg=Alg.AES256GCM16,
+        esn=True,
+        reqid=i // 2 + 1,
+        replay_window=4096,
+        local=LOCAL6,
+        remote=REMOTE6,
+        packets=i * 1000,
+        bytes=i * 1_400_000,
+        seq=i * 1000,
+        replay_drops=i % 3,
+        auth_drops=i % 5,
+        policy_drops=i % 7,
+        soft_fired=i % 11 == 0,
+        hard_fired=False,
+        age_seconds=i,
+    )
+
+
+def policy_info(i: int) -> PolicyInfo:
+    return PolicyInfo(i, 100 + i, Action.PROTECT, i + 1, 0x2000_0000 + i, i * 10, SEL4)
+
+
+DROP_NAMES = ["no_sa", "replay", "auth", "policy", "malformed", "too_big", "no_policy", "discard"]
+DROP_NAMES += ["bypass", "seq_overflow", "lifetime", "keepalive", "dummy", "io", "queue_full"]
+DROPS = tuple((name, n) for n, name in enumerate(DROP_NAMES))
+
+REALISTIC: list[Message] = [
+    GetSpi(1, 0xC0000000, 0xCFFFFFFF),
+    Update(2, in_sa()),
+    Add(3, out_sa()),
+    Add(4, out_sa(local=LOCAL6, remote=REMOTE6, esn=False, seq_start=U32, selectors=())),
+    Delete(5, 0xCAFE0001, Direction.IN),
+    Flush(6),
+    SpdAdd(7, Policy(1, 1000, Action.PROTECT, 7, SEL4)),
+    SpdAdd(8, Policy(2, 10, Action.BYPASS, 0, SEL6_TCP)),
+    SpdDelete(9, 1),
+    SpdFlush(10),
+    Dump(11),
+    SendIke(12, b"\x00" * 28 + b"ike", REMOTE4, LOCAL4),
+    SendIke(13, bytes(range(256)) * 253 + b"\x01" * 232, REMOTE6),
+    Reply(1, MsgType.GETSPI, Errno.OK, spi=0xC0000123),
+    Reply(1, MsgType.GETSPI, Errno.ENOSPC),
+    Reply(2, MsgType.UPDATE, Errno.ESTATE),
+    Reply(3, MsgType.ADD, Errno.OK),
+    Reply(11, MsgType.DUMP, Errno.OK, sas=(sa_info(1), sa_info(2)), policies=(policy_info(1),), drops=DROPS),
+    Acquire(
+        policy_id=1, selector=Selector.from_networks(ip_network("10.1.0.5/32"), ip_network("10.2.0.9/32"))
+    ),
+    Expire(spi=0xC1A2B3C4, direction=Direction.OUT, hard=False, reason=ExpireReason.BYTES),
+    Expire(spi=0xC0000123, direction=Direction.IN, hard=True, reason=ExpireReason.LARVAL_TIMEOUT),
+    InvalidSpi(spi=0xDEADBEEF, remote=REMOTE4),
+    Ike(data=b"\x11" * 300, remote=REMOTE6, local=LOCAL6),
+]
+
+# ----------------------------------------------------------------- raw helpers
+
+
+def split(data: bytes) -> list[tuple[int, bytes]]:
+    """A valid encoding's extensions as (type, body) pairs."""
+    out, pos = [], HEADER_LEN
+    while pos < len(data):
+        length, ext_type = struct.unpack_from("!HH", data, pos)
+        out.append((ext_type, data[pos + 4 : pos + length]))
+        pos += length
+    return out
+
+
+def ext(ext_type: int, body: bytes) -> bytes:
+    pad = -len(body) % 4
+    return struct.pack("!HH", 4 + len(body) + pad, ext_type) + body + bytes(pad)
+
+
+def raw(
+    msg_type: int,
+    exts: bytes = b"",
+    *,
+    req_id: int = 1,
+    flags: int = 0,
+    errno: int = 0,
+    version: int = 1,
+    reserved: bytes = b"\0\0\0",
+    length: int | None = None,
+) -> bytes:
+    total = HEADER_LEN + len(exts) if length is None else length
+    return HEADER.pack(version, msg_type, errno, req_id, flags, reserved, total) + exts
+
+
+def rebuild(data: bytes, exts: list[tuple[int, bytes]], **header: int) -> bytes:
+    version, msg_type, errno, req_id, flags, _, _ = HEADER.unpack_from(data)
+    fields = dict(version=version, errno=errno, req_id=req_id, flags=flags) | header
+    return raw(msg_type, b"".join(ext(t, b) for t, b in exts), **fields)
+
+
+def patch(msg: Message, ext_type: Ext, fn: Callable[[bytes], bytes], index: int = 0) -> bytes:
+    """msg encoded, with the index-th ext_type body replaced by fn(body)."""
+    data = encode(msg)
+    exts, seen = [], 0
+    for t, body in split(data):
+        if t == ext_type:
+            if seen == index:
+                body = fn(body)
+            seen += 1
+        exts.append((t, body))
+    assert seen > index, f"{ext_type.name} not in message"
+    return rebuild(data, exts)
+
+
+def put(offset: int, value: bytes) -> Callable[[bytes], bytes]:
+    return lambda body: body[:offset] + value + body[offset + len(value) :]
+
+
+def without(msg: Message, ext_type: Ext) -> bytes:
+    data = encode(msg)
+    return rebuild(data, [(t, b) for t, b in split(data) if t != ext_type])
+
+
+def plus(msg: Message, *more: tuple[int, bytes]) -> bytes:
+    data = encode(msg)
+    return rebuild(data, [*split(data), *more])
+
+
+def decode_error(data: bytes) -> PipeError:
+    with pytest.raises(PipeError) as info:
+        decode(data)
+    return info.value
+
+
+# ----------------------------------------------------------------- round trips
+
+
+@pytest.mark.parametrize("msg", REALISTIC, ids=lambda m: type(m).__name__)
+def test_realistic_round_trip(msg: Message) -> None:
+    data = encode(msg)
+    assert len(data) <= MAX_MESSAGE
+    assert len(data) % 4 == 0
+    assert decode(data) == msg
+    assert encode(decode(data)) == data
+
+
+@given(messages)
+@settings(max_examples=600, deadline=None)
+def test_round_trip(msg: Message) -> None:
+    data = encode(msg)
+    assert decode(data) == msg
+    assert encode(decode(data)) == data
+
+
+def test_every_message_type_is_covered() -> None:
+    assert {m.TYPE for m in REALISTIC if not isinstance(m, Reply)} == set(MsgType)
+
+
+def test_extensions_may_come_in_any_order() -> None:
+    msg = Update(2, in_sa())
+    data = encode(msg)
+    assert decode(rebuild(data, split(data)[::-1])) == Update(2, in_sa(selectors=in_sa().selectors[::-1]))
+
+
+def test_largest_ike_message() -> None:
+    msg = SendIke(1, b"\xab" * MAX_IKE_DATA, REMOTE6, LOCAL6)
+    assert decode(encode(msg)) == msg
+    with pytest.raises(ValueError):
+        SendIke(1, b"\xab" * (MAX_IKE_DATA + 1), REMOTE6)
+
+
+# ---------------------------------------------------------------- wire layout
+# Pins the tables in docs/pipe.md.
+
+
+def test_header_layout() -> None:
+    data = encode(GetSpi(0x01020304, 0x100, 0x1FF))
+    assert data.hex() == (
+        "01" "01" "0000" "01020304" "00" "000000" "0000001c"  # header
+        "000c" "0008" "00000100" "000001ff"  # SPI_RANGE
+    )  # fmt: skip
+    reply = encode(Reply(0x01020304, MsgType.DUMP, Errno.ENOENT))
+    assert reply.hex() == "01" "09" "0002" "01020304" "01" "000000" "00000010"  # fmt: skip
+    more = encode_dump_replies(5, [sa_info(i) for i in range(600)], [], [])[0]
+    assert more[8] == 0x03  # REPLY | MORE
+
+
+EXT_LENGTHS = {
+    Ext.SA: 28,
+    Ext.KEY: 28,
+    Ext.ADDR_LOCAL: 24,
+    Ext.ADDR_REMOTE: 24,
+    Ext.LIFETIME_SOFT: 28,
+    Ext.LIFETIME_HARD: 28,
+    Ext.SELECTOR: 80,
+    Ext.SPI_RANGE: 12,
+    Ext.SPI: 8,
+    Ext.SA_ID: 12,
+    Ext.POLICY: 20,
+    Ext.POLICY_ID: 8,
+    Ext.EXPIRE: 12,
+    Ext.DATA: 8 + 304,
+    Ext.SA_INFO: 116,
+    Ext.POLICY_INFO: 108,
+    Ext.DROP: 16 + 4,  # the name "auth" needs no padding
+}
+
+
+def test_extension_lengths() -> None:
+    samples: list[Message] = [
+        Add(1, out_sa()),
+        Delete(1, 300, Direction.IN),
+        SpdAdd(1, Policy(1, 1, Action.DISCARD, 0, SEL4)),
+        GetSpi(1, 256, 300),
+        SpdDelete(1, 5),
+        Expire(spi=300, direction=Direction.IN, hard=True, reason=ExpireReason.TIME),
+        InvalidSpi(spi=1, remote=REMOTE4),
+        Ike(data=b"x" * 301, remote=REMOTE4),
+        Reply(1, MsgType.DUMP, Errno.OK, sas=(sa_info(1),), policies=(policy_info(1),), drops=(("auth", 1),)),
+    ]
+    seen: dict[int, int] = {}
+    for msg in samples:
+        for t, body in split(encode(msg)):
+            seen[t] = 4 + len(body)
+    assert seen == {int(k): v for k, v in EXT_LENGTHS.items()}
+    assert 4 + len(split(encode(Add(1, in_sa())))[1][1]) == 44  # 256-bit KEY
+
+
+# ------------------------------------------------------------------ malformed
+
+
+def test_shorter_than_header() -> None:
+    for n in range(HEADER_LEN):
+        err = decode_error(encode(Flush(9))[:n])
+        assert err.errno is Errno.EINVAL
+        assert err.req_id is None and err.msg_type is None
+        assert error_reply(err) is None
+
+
+def answered(err: PipeError) -> Reply | None:
+    data = error_reply(err)
+    return None if data is None else decode(data)  # type: ignore[return-value]
+
+
+def test_bad_version_is_answered() -> None:
+    for version in (0, 2, 255):
+        err = decode_error(raw(MsgType.FLUSH, req_id=42, version=version))
+        assert err.errno is Errno.EVERSION
+        assert answered(err) == Reply(42, MsgType.FLUSH, Errno.EVERSION)
+
+
+def test_unknown_type_is_answered_with_its_raw_type() -> None:
+    for msg_type in (0, 11, 15, 20, 255):
+        err = decode_error(raw(msg_type, req_id=43))
+        assert err.errno is Errno.ETYPE and err.req_id == 43 and err.msg_type == msg_type
+        answer = error_reply(err)
+        assert answer is not None
+        assert HEADER.unpack(answer) == (1, msg_type, Errno.ETYPE, 43, 1, b"\0\0\0", 16)
+
+
+A_SA = Add(3, out_sa())
+U_SA = Update(2, in_sa())
+SPD = SpdAdd(7, Policy(1, 1000, Action.PROTECT, 7, SEL4))
+DUMP_OK = REALISTIC[17]
+assert isinstance(DUMP_OK, Reply) and DUMP_OK.sas
+GETSPI = GetSpi(1, 0x1000, 0x2000)
+EXPIRE = Expire(spi=300, direction=Direction.IN, hard=True, reason=ExpireReason.TIME)
+IKE = Ike(data=b"hello", remote=REMOTE4, local=LOCAL4)
+big = b"\0" * (MAX_MESSAGE - HEADER_LEN + 4)
+flush = encode(Flush(1))
+SPI_300 = ext(Ext.SPI, struct.pack("!I", 300))
+DUMP_EIO = Reply(1, MsgType.DUMP, Errno.EIO)
+NO_ESN = Add(1, out_sa(esn=False))
+DATA_65001 = ext(Ext.DATA, struct.pack("!I", 65001) + bytes(65001))
+REMOTE4_EXT = ext(Ext.ADDR_REMOTE, split(encode(IKE))[1][1])
+SEND4 = SendIke(1, b"x", REMOTE4)
+LOCAL6_BODY = split(encode(Ike(data=b"x", remote=REMOTE6)))[1][1]
+
+# (name, datagram, errno); every one has a readable header.
+MALFORMED: list[tuple[str, bytes, Errno]] = [
+    # header
+    ("length field too large", raw(MsgType.FLUSH, length=20), Errno.EINVAL),
+    ("length field too small", raw(MsgType.GETSPI, ext(Ext.SPI_RANGE, bytes(8)), length=16), Errno.EINVAL),
+    ("trailing bytes", flush + b"\0\0\0\0", Errno.EINVAL),
+    ("over 64 KiB", raw(MsgType.SEND_IKE, big), Errno.EINVAL),
+    ("reserved header bytes", raw(MsgType.FLUSH, reserved=b"\0\1\0"), Errno.EINVAL),
+    ("unknown flag", raw(MsgType.FLUSH, flags=0x04), Errno.EINVAL),
+    ("unknown high flag", raw(MsgType.FLUSH, flags=0x80), Errno.EINVAL),
+    ("request with errno", raw(MsgType.FLUSH, errno=22), Errno.EINVAL),
+    ("request with MORE", raw(MsgType.DUMP, flags=0x02), Errno.EINVAL),
+    ("request with id 0", raw(MsgType.FLUSH, req_id=0), Errno.EINVAL),
+    ("event with an id", encode(EXPIRE)[:4] + b"\0\0\0\7" + encode(EXPIRE)[8:], Errno.EINVAL),
+    ("reply to an event", raw(MsgType.EXPIRE, flags=0x01), Errno.EINVAL),
+    ("reply with id 0", raw(MsgType.FLUSH, flags=0x01, req_id=0), Errno.EINVAL),
+    ("reply with unknown errno", raw(MsgType.FLUSH, flags=0x01, errno=99), Errno.EINVAL),
+    ("MORE on a FLUSH reply", raw(MsgType.FLUSH, flags=0x03), Errno.EINVAL),
+    ("MORE on a failed DUMP reply", raw(MsgType.DUMP, flags=0x03, errno=12), Errno.EINVAL),
+    ("GETSPI reply without SPI", raw(MsgType.GETSPI, flags=0x01), Errno.EINVAL),
+    ("failed GETSPI reply with SPI", raw(MsgType.GETSPI, SPI_300, flags=1, errno=28), Errno.EINVAL),
+    ("ADD reply with SPI", raw(MsgType.ADD, SPI_300, flags=0x01), Errno.EINVAL),
+    ("GETSPI reply with SPI 255", raw(MsgType.GETSPI, ext(Ext.SPI, b"\0\0\0\xff"), flags=1), Errno.EINVAL),
+    ("failed DUMP reply with SAs", plus(DUMP_EIO, (Ext.SA_INFO, bytes(112))), Errno.EINVAL),
+    # extension framing
+    ("truncated extension header", raw(MsgType.FLUSH, b"\0\4"), Errno.EINVAL),
+    ("extension length 0", raw(MsgType.FLUSH, b"\0\0\0\1"), Errno.EINVAL),
+    ("extension length 2", raw(MsgType.FLUSH, b"\0\2\0\1"), Errno.EINVAL),
+    ("extension length not a multiple of 4", raw(MsgType.GETSPI, b"\0\x0a\0\x08" + bytes(8)), Errno.EINVAL),
+    ("extension overruns", raw(MsgType.GETSPI, b"\0\x10\0\x08" + bytes(8)), Errno.EINVAL),
+    ("unknown extension type 0", plus(GETSPI, (0, b"")), Errno.EINVAL),
+    ("unknown extension type 99", plus(GETSPI, (99, bytes(8))), Errno.EINVAL),
+    ("extension foreign to the message", plus(GETSPI, (Ext.DATA, b"\0\0\0\1x")), Errno.EINVAL),
+    ("extension on FLUSH", plus(Flush(1), (Ext.SPI, bytes(4))), Errno.EINVAL),
+    ("duplicate SA", plus(A_SA, (Ext.SA, split(encode(A_SA))[0][1])), Errno.EINVAL),
+    ("duplicate SPI_RANGE", plus(GETSPI, (Ext.SPI_RANGE, split(encode(GETSPI))[0][1])), Errno.EINVAL),
+    ("missing KEY", without(A_SA, Ext.KEY), Errno.EINVAL),
+    ("missing LIFETIME_HARD", without(U_SA, Ext.LIFETIME_HARD), Errno.EINVAL),
+    ("missing SPI_RANGE", without(GETSPI, Ext.SPI_RANGE), Errno.EINVAL),
+    ("missing DATA", without(IKE, Ext.DATA), Errno.EINVAL),
+    ("missing SELECTOR in SPDADD", without(SPD, Ext.SELECTOR), Errno.EINVAL),
+    ("two SELECTORs in SPDADD", plus(SPD, (Ext.SELECTOR, split(encode(SPD))[1][1])), Errno.EINVAL),
+    (
+        "nine selectors",
+        plus(Add(1, out_sa(selectors=(SEL4,) * 8)), (Ext.SELECTOR, split(encode(SPD))[1][1])),
+        Errno.EINVAL,
+    ),
+    ("SPI_RANGE too long", patch(GETSPI, Ext.SPI_RANGE, lambda b: b + bytes(4)), Errno.EINVAL),
+    ("SA too short", patch(A_SA, Ext.SA, lambda b: b[:20]), Errno.EINVAL),
+    ("ADDR too long", patch(A_SA, Ext.ADDR_LOCAL, lambda b: b + bytes(4)), Errno.EINVAL),
+    # values
+    ("SPI range reversed", patch(GETSPI, Ext.SPI_RANGE, lambda b: b[4:] + b[:4]), Errno.EINVAL),
+    ("SPI range below 256", patch(GETSPI, Ext.SPI_RANGE, put(0, b"\0\0\0\1")), Errno.EINVAL),
+    ("SA spi 0", patch(A_SA, Ext.SA, put(0, bytes(4))), Errno.EINVAL),
+    ("SA direction 2", patch(A_SA, Ext.SA, put(4, b"\2")), Errno.EINVAL),
+    ("SA alg 0", patch(A_SA, Ext.SA, put(5, b"\0")), Errno.EINVAL),
+    ("SA alg 3", patch(A_SA, Ext.SA, put(5, b"\3")), Errno.EINVAL),
+    ("SA alg does not fit the key", patch(A_SA, Ext.SA, put(5, b"\2")), Errno.EINVAL),
+    ("SA unknown flag", patch(A_SA, Ext.SA, put(6, b"\3")), Errno.EINVAL),
+    ("SA reserved", patch(A_SA, Ext.SA, put(7, b"\1")), Errno.EINVAL),
+    ("replay window 5", patch(A_SA, Ext.SA, put(8, b"\0\0\0\5")), Errno.EINVAL),
+    ("replay window 65537", patch(A_SA, Ext.SA, put(8, b"\0\1\0\1")), Errno.EINVAL),
+    ("seq_start past 32 bits without ESN", patch(NO_ESN, Ext.SA, put(16, b"\0\0\0\1")), Errno.EINVAL),
+    ("KEY length disagrees", patch(A_SA, Ext.KEY, put(0, b"\0\x18")), Errno.EINVAL),
+    ("KEY padding not zero", patch(A_SA, Ext.KEY, put(0, b"\0\x13")), Errno.EINVAL),
+    ("KEY too short for its length", patch(A_SA, Ext.KEY, lambda b: b[:12]), Errno.EINVAL),
+    ("KEY of 36 bytes for AES-128", patch(A_SA, Ext.KEY, lambda b: b"\0\x24\0\0" + SECRET256), Errno.EINVAL),
+    ("KEY reserved", patch(A_SA, Ext.KEY, put(2, b"\0\1")), Errno.EINVAL),
+    ("KEY header only", patch(A_SA, Ext.KEY, lambda b: b""), Errno.EINVAL),
+    ("address family 0", patch(A_SA, Ext.ADDR_REMOTE, put(0, b"\0")), Errno.EINVAL),
+    ("address all zero", patch(A_SA, Ext.ADDR_REMOTE, lambda b: bytes(20)), Errno.EINVAL),
+    ("address family 5", patch(A_SA, Ext.ADDR_REMOTE, put(0, b"\5")), Errno.EINVAL),
+    ("IPv4 with trailing bytes", patch(A_SA, Ext.ADDR_LOCAL, put(19, b"\1")), Errno.EINVAL),
+    ("address reserved", patch(A_SA, Ext.ADDR_LOCAL, put(1, b"\1")), Errno.EINVAL),
+    ("local IPv6, remote IPv4", patch(A_SA, Ext.ADDR_LOCAL, put(0, b"\6")), Errno.EINVAL),
+    ("soft bytes above hard", patch(A_SA, Ext.LIFETIME_SOFT, put(0, b"\xff" * 8)), Errno.EINVAL),
+    ("selector family 5", patch(A_SA, Ext.SELECTOR, put(0, b"\5")), Errno.EINVAL),
+    ("selector reserved", patch(A_SA, Ext.SELECTOR, put(2, b"\0\1")), Errno.EINVAL),
+    ("selector sport reversed", patch(A_SA, Ext.SELECTOR, put(4, b"\0\2\0\1")), Errno.EINVAL),
+    ("selector dport reversed", patch(A_SA, Ext.SELECTOR, put(8, b"\0\2\0\1")), Errno.EINVAL),
+    ("selector source reversed", patch(A_SA, Ext.SELECTOR, put(12, b"\xff")), Errno.EINVAL),
+    ("selector IPv4 tail", patch(A_SA, Ext.SELECTOR, put(75, b"\1")), Errno.EINVAL),
+    ("DELETE direction 7", patch(Delete(1, 300, Direction.IN), Ext.SA_ID, put(4, b"\7")), Errno.EINVAL),
+    ("DELETE reserved", patch(Delete(1, 300, Direction.IN), Ext.SA_ID, put(5, b"\1")), Errno.EINVAL),
+    ("POLICY action 3", patch(SPD, Ext.POLICY, put(8, b"\3")), Errno.EINVAL),
+    ("POLICY reserved", patch(SPD, Ext.POLICY, put(9, b"\1")), Errno.EINVAL),
+    ("PROTECT without reqid", patch(SPD, Ext.POLICY, put(12, bytes(4))), Errno.EINVAL),
+    ("EXPIRE hard 2", patch(EXPIRE, Ext.EXPIRE, put(5, b"\2")), Errno.EINVAL),
+    ("EXPIRE reason 0", patch(EXPIRE, Ext.EXPIRE, put(6, b"\0")), Errno.EINVAL),
+    ("EXPIRE reason 6", patch(EXPIRE, Ext.EXPIRE, put(6, b"\6")), Errno.EINVAL),
+    ("EXPIRE reserved", patch(EXPIRE, Ext.EXPIRE, put(7, b"\1")), Errno.EINVAL),
+    ("EXPIRE spi 0", patch(EXPIRE, Ext.EXPIRE, put(0, bytes(4))), Errno.EINVAL),
+    ("DATA empty", patch(IKE, Ext.DATA, lambda b: bytes(4)), Errno.EINVAL),
+    ("DATA length disagrees", patch(IKE, Ext.DATA, put(0, b"\0\0\0\x09")), Errno.EINVAL),
+    ("DATA length huge", patch(IKE, Ext.DATA, put(0, b"\xff\xff\xff\xff")), Errno.EINVAL),
+    ("DATA padding", patch(IKE, Ext.DATA, lambda b: b[:-1] + b"\1"), Errno.EINVAL),
+    ("DATA too short", patch(IKE, Ext.DATA, lambda b: b""), Errno.EINVAL),
+    ("DATA over 65000", raw(MsgType.IKE, DATA_65001 + REMOTE4_EXT, req_id=0), Errno.EINVAL),
+    ("SA_INFO state 3", patch(DUMP_OK, Ext.SA_INFO, put(5, b"\3")), Errno.EINVAL),
+    ("SA_INFO unknown flag", patch(DUMP_OK, Ext.SA_INFO, put(7, b"\x08")), Errno.EINVAL),
+    ("mature SA_INFO without alg", patch(DUMP_OK, Ext.SA_INFO, put(6, b"\0")), Errno.EINVAL),
+    ("mature SA_INFO without local", patch(DUMP_OK, Ext.SA_INFO, put(16, bytes(20))), Errno.EINVAL),
+    ("SA_INFO unset addr, port", patch(DUMP_OK, Ext.SA_INFO, put(16, b"\0\0\0\1")), Errno.EINVAL),
+    ("POLICY_INFO out_spi 5", patch(DUMP_OK, Ext.POLICY_INFO, put(16, b"\0\0\0\5")), Errno.EINVAL),
+    ("POLICY_INFO reserved", patch(DUMP_OK, Ext.POLICY_INFO, put(9, b"\1")), Errno.EINVAL),
+    ("DROP name uppercase", patch(DUMP_OK, Ext.DROP, put(12, b"N")), Errno.EINVAL),
+    ("DROP name not ASCII", patch(DUMP_OK, Ext.DROP, put(12, b"\xc3")), Errno.EINVAL),
+    ("DROP name empty", patch(DUMP_OK, Ext.DROP, lambda b: bytes(12)), Errno.EINVAL),
+    ("DROP length disagrees", patch(DUMP_OK, Ext.DROP, put(0, b"\3")), Errno.EINVAL),
+    ("DROP reserved", patch(DUMP_OK, Ext.DROP, put(1, b"\1")), Errno.EINVAL),
+    ("DROP too short", patch(DUMP_OK, Ext.DROP, lambda b: bytes(8)), Errno.EINVAL),
+    ("DROP twice", plus(DUMP_OK, (Ext.DROP, split(encode(DUMP_OK))[0][1])), Errno.EINVAL),
+    ("INVALID_SPI without remote", without(InvalidSpi(spi=9, remote=REMOTE4), Ext.ADDR_REMOTE), Errno.EINVAL),
+    ("SEND_IKE families differ", plus(SEND4, (Ext.ADDR_LOCAL, LOCAL6_BODY)), Errno.EINVAL),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "data", "errno"), MALFORMED, ids=[m[0] for m in MALFORMED])
+def test_malformed(name: str, data: bytes, errno: Errno) -> None:
+    err = decode_error(data)
+    assert err.errno is errno, err
+    _, msg_type, _, req_id, flags, _, _ = HEADER.unpack_from(data)
+    assert err.req_id == req_id and err.msg_type == msg_type
+    reply = answered(err)
+    is_request = not flags & 1 and req_id != 0 and msg_type < 16
+    if is_request:
+        assert reply == Reply(req_id, MsgType(msg_type), errno)
+    else:
+        assert reply is None
+
+
+def test_malformed_cases_are_distinct() -> None:
+    datagrams = [m[1] for m in MALFORMED]
+    assert len(set(datagrams)) == len(datagrams)
+
+
+def test_error_reply_never_answers_replies_or_events() -> None:
+    assert error_reply(decode_error(raw(MsgType.FLUSH, flags=1, errno=99))) is None
+    assert error_reply(decode_error(raw(MsgType.ACQUIRE, req_id=0))) is None  # missing extensions
+    assert error_reply(decode_error(raw(MsgType.ACQUIRE, req_id=5))) is None
+    assert error_reply(decode_error(raw(MsgType.FLUSH, req_id=0))) is None
+
+
+def test_pipe_error_fields() -> None:
+    err = decode_error(raw(MsgType.GETSPI, req_id=77))
+    assert isinstance(err, Exception)
+    assert err.errno is Errno.EINVAL and err.req_id == 77 and err.msg_type == MsgType.GETSPI
+    assert err.is_request
+    assert "SPI_RANGE" in str(err) and str(err).startswith("EINVAL")
+
+
+# ------------------------------------------------------------------------ fuzz
+
+
+def check_decode(data: bytes) -> None:
+    """decode returns a message that survives a round trip, or raises PipeError."""
+    try:
+        msg = decode(data)
+    except PipeError as err:
+        assert isinstance(err.errno, Errno)
+        assert err.errno is not Errno.OK
+        answer = error_reply(err)
+        if answer is not None:
+            assert err.req_id and err.msg_type is not None
+            assert len(answer) == HEADER_LEN
+        return
+    assert decode(encode(msg)) == msg
+
+
+@given(st.binary(max_size=400))
+@FUZZ
+def test_fuzz_random_bytes(data: bytes) -> None:
+    check_decode(data)
+
+
+FIXED_BODY = {int(t): n - 4 for t, n in EXT_LENGTHS.items() if t not in (Ext.KEY, Ext.DATA, Ext.DROP)}
+
+
+@st.composite
+def framed(draw: st.DrawFn) -> bytes:
+    """A plausible header over random, mostly well-sized extensions."""
+    exts = []
+    for _ in range(draw(st.integers(0, 10))):
+        ext_type = draw(st.sampled_from(Ext) | st.integers(0, 20))
+        size = FIXED_BODY.get(ext_type)
+        if size is None or draw(st.integers(0, 9)) == 0:
+            size = draw(st.integers(0, 48))
+        body = draw(st.binary(min_size=size, max_size=size) | st.just(bytes(size)))
+        exts.append(ext(ext_type, body))
+    msg_type = draw(st.sampled_from(MsgType) | st.integers(0, 20))
+    is_event = msg_type >= 16
+    return raw(
+        msg_type,
+        b"".join(exts),
+        req_id=draw(st.just(0) if is_event else st.integers(0, 3)),
+        flags=draw(st.sampled_from([0, 0, 1, 3, 4])),
+        errno=draw(st.sampled_from([0, 0, 22, 99])),
+    )
+
+
+@given(framed())
+@FUZZ
+def test_fuzz_framed_extensions(data: bytes) -> None:
+    check_decode(data)
+
+
+@st.composite
+def mutated(draw: st.DrawFn) -> bytes:
+    data = bytearray(encode(draw(messages)))
+    for _ in range(draw(st.integers(0, 4))):
+        kind = draw(st.sampled_from(["flip", "byte", "truncate", "extend", "ext_len"]))
+        if kind == "flip" and data:
+            pos = draw(st.integers(0, len(data) - 1))
+            data[pos] ^= 1 << draw(st.integers(0, 7))
+        elif kind == "byte" and data:
+            data[draw(st.integers(0, len(data) - 1))] = draw(st.integers(0, 255))
+        elif kind == "truncate":
+            del data[draw(st.integers(0, len(data))) :]
+        elif kind == "extend":
+            data += draw(st.binary(min_size=1, max_size=40))
+        elif kind == "ext_len" and len(data) > HEADER_LEN + 4:
+            pos = draw(st.integers(HEADER_LEN, len(data) - 2))
+            data[pos : pos + 2] = draw(st.integers(0, U16)).to_bytes(2, "big")
+    # Keep the header's length honest most of the time, or every mutation
+    # would stop at the length check.
+    if len(data) >= HEADER_LEN and draw(st.integers(0, 3)):
+        data[12:16] = len(data).to_bytes(4, "big")
+    return bytes(data)
+
+
+@given(mutated())
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_fuzz_mutations(data: bytes) -> None:
+    check_decode(data)
+
+
+@given(messages, st.data())
+@FUZZ
+def test_fuzz_every_truncation_point_of_an_extension(msg: Message, data: st.DataObject) -> None:
+    encoded = encode(msg)
+    exts = split(encoded)
+    if not exts:
+        return
+    i = data.draw(st.integers(0, len(exts) - 1))
+    t, body = exts[i]
+    cut = data.draw(st.integers(0, len(body)))
+    exts[i] = (t, body[:cut])
+    check_decode(rebuild(encoded, exts))
+
+
+# --------------------------------------------------------------------- secrets
+
+
+def assert_no_secret(text: str, key: bytes) -> None:
+    for form in (repr(key), str(key), key.hex(), key.decode("latin-1"), "TOPSECRET"):
+        assert form not in text
+
+
+@pytest.mark.parametrize("key", [SECRET128, SECRET256])
+def test_key_not_in_repr_or_str(key: bytes) -> None:
+    sa = in_sa() if len(key) == 36 else out_sa()
+    assert sa.key == key
+    for text in (repr(sa), str(sa), f"{sa}", repr([sa]), repr(Update(1, sa)), str(Add(2, sa))):
+        assert_no_secret(text, key)
+        assert f"key=<{len(key)} bytes>" in text
+    assert repr(sa).startswith("SaSpec(spi=")
+
+
+@given(sa_specs())
+def test_key_never_in_repr_for_any_sa(sa: SaSpec) -> None:
+    text = repr(Update(1, sa))
+    assert repr(sa.key) not in text and sa.key.hex() not in text
+
+
+def test_key_not_in_constructor_errors() -> None:
+    cases: list[dict[str, object]] = [
+        dict(alg=Alg.AES256GCM16),  # key of the wrong length
+        dict(key=SECRET128[:-1]),
+        dict(spi=0),
+        dict(replay_window=7),
+        dict(selectors=[SEL4]),
+        dict(esn=1),
+        dict(key=bytearray(SECRET128)),
+    ]
+    for change in cases:
+        with pytest.raises((ValueError, TypeError)) as info:
+            out_sa(**change)
+        assert_no_secret("".join(traceback.format_exception(info.value)), SECRET128)
+
+
+def test_key_not_in_decode_errors() -> None:
+    bad = [
+        patch(Add(1, out_sa()), Ext.SA, put(5, b"\2")),  # alg disagrees with the key
+        patch(Add(1, out_sa()), Ext.KEY, lambda b: b"\0\x24\0\0" + SECRET256),
+        patch(Add(1, out_sa()), Ext.KEY, put(0, b"\0\x13")),  # last key byte read as padding
+        patch(Add(1, out_sa()), Ext.SA, put(0, bytes(4))),
+        patch(Update(1, in_sa()), Ext.LIFETIME_SOFT, put(0, b"\xff" * 8)),
+    ]
+    for data in bad:
+        err = decode_error(data)
+        text = "".join(traceback.format_exception(err)) + repr(err) + repr(err.args)
+        assert_no_secret(text, SECRET128)
+        assert_no_secret(text, SECRET256)
+
+
+# ------------------------------------------------------------------------ DUMP
+
+
+def test_dump_of_5000_sas_splits_and_reassembles() -> None:
+    sas = [sa_info(i) for i in range(5000)]
+    pols = [policy_info(i) for i in range(300)]
+    datagrams = encode_dump_replies(99, sas, pols, DROPS)
+    assert len(datagrams) > 1
+    assert all(len(d) <= MAX_MESSAGE for d in datagrams)
+    replies = [decode(d) for d in datagrams]
+    assert all(isinstance(r, Reply) for r in replies)
+    parts = [r for r in replies if isinstance(r, Reply)]
+    assert [r.more for r in parts] == [True] * (len(parts) - 1) + [False]
+    assert all(r.req_id == 99 and r.type is MsgType.DUMP and r.errno is Errno.OK for r in parts)
+    whole = join_dump_replies(parts)
+    assert whole == Reply(99, MsgType.DUMP, Errno.OK, sas=tuple(sas), policies=tuple(pols), drops=DROPS)
+    # Packed, not one SA per message: the extensions fill each datagram.
+    payload = sum(len(d) - HEADER_LEN for d in datagrams)
+    assert payload == 5000 * 116 + 300 * 108 + sum(16 + -(-len(n) // 4) * 4 for n, _ in DROPS)
+    assert len(datagrams) == -(-payload // (MAX_MESSAGE - HEADER_LEN))
+
+
+@pytest.mark.parametrize(("count", "messages_"), [(0, 1), (1, 1), (564, 1), (565, 2), (1128, 2), (1129, 3)])
+def test_dump_split_boundaries(count: int, messages_: int) -> None:
+    datagrams = encode_dump_replies(1, (sa_info(i) for i in range(count)), [], {}.items())
+    assert len(datagrams) == messages_
+    replies = [decode(d) for d in datagrams]
+    joined = join_dump_replies(replies)  # type: ignore[arg-type]
+    assert joined.sas == tuple(sa_info(i) for i in range(count))
+
+
+def test_dump_reply_too_big_for_one_message() -> None:
+    with pytest.raises(ValueError, match="encode_dump_replies"):
+        encode(Reply(1, MsgType.DUMP, Errno.OK, sas=tuple(sa_info(i) for i in range(565))))
+
+
+def test_join_dump_replies_checks_the_run() -> None:
+    a = Reply(1, MsgType.DUMP, Errno.OK, more=True, sas=(sa_info(1),))
+    b = Reply(1, MsgType.DUMP, Errno.OK, sas=(sa_info(2),))
+    assert join_dump_replies([a, b]).sas == (sa_info(1), sa_info(2))
+    failed = Reply(1, MsgType.DUMP, Errno.ENOMEM)
+    assert join_dump_replies([failed]) is failed
+    for run in (
+        [],
+        [a],
+        [b, b],
+        [a, Reply(2, MsgType.DUMP, Errno.OK)],
+        [a, Reply(1, MsgType.FLUSH, Errno.OK)],
+    ):
+        with pytest.raises(ValueError):
+            join_dump_replies(run)
+
+
+def test_dump_rejects_duplicate_drop_names() -> None:
+    with pytest.raises(ValueError, match="twice"):
+        encode_dump_replies(1, [], [], [("auth", 1), ("auth", 2)])
+
+
+# ----------------------------------------------------------------- constructors
+
+A1, A2 = ip_address("10.0.0.1"), ip_address("10.0.0.2")
+NET8, ANY4 = ip_network("10.0.0.0/8"), ip_network("0.0.0.0/0")
+TIME = ExpireReason.TIME
+
+INVALID: list[tuple[str, Callable[[], object]]] = [
+    ("port 65536", lambda: Endpoint(ip_address("10.0.0.1"), 65536)),
+    ("port bool", lambda: Endpoint(ip_address("10.0.0.1"), True)),
+    ("addr str", lambda: Endpoint("10.0.0.1", 500)),  # type: ignore[arg-type]
+    ("selector families", lambda: Selector(A1, A2, ip_address("::1"), ip_address("::2"))),
+    ("selector reversed", lambda: Selector(A2, A1, A1, A2)),
+    ("networks of two families", lambda: Selector.from_networks(NET8, ip_network("::/0"))),
+    ("selector proto", lambda: Selector.from_networks(NET8, ANY4, 256)),
+    ("sport reversed", lambda: Selector.from_networks(NET8, ANY4, 6, (2, 1))),
+    ("dport list", lambda: Selector.from_networks(NET8, ANY4, 6, dport=[1, 2])),  # type: ignore[arg-type]
+    ("dport triple", lambda: Selector(A1, A2, A1, A2, 6, dport=(1, 2, 3))),  # type: ignore[arg-type]
+    ("lifetime negative", lambda: Lifetime(bytes=-1)),
+    ("lifetime 2**64", lambda: Lifetime(seconds=2**64)),
+    ("soft above hard", lambda: out_sa(soft=Lifetime(packets=11), hard=Lifetime(packets=10))),
+    ("spi 255", lambda: out_sa(spi=255)),
+    ("spi 2**32", lambda: out_sa(spi=2**32)),
+    ("direction int", lambda: out_sa(direction=1)),
+    ("nine selectors", lambda: out_sa(selectors=(SEL4,) * 9)),
+    ("endpoint families", lambda: out_sa(remote=REMOTE6)),
+    ("reqid", lambda: out_sa(reqid=-1)),
+    ("policy protect reqid 0", lambda: Policy(1, 1, Action.PROTECT, 0, SEL4)),
+    ("policy action int", lambda: Policy(1, 1, 2, 1, SEL4)),  # type: ignore[arg-type]
+    ("request id 0", lambda: Flush(0)),
+    ("request id 2**32", lambda: Dump(2**32)),
+    ("getspi reversed", lambda: GetSpi(1, 0x2000, 0x1000)),
+    ("getspi low", lambda: GetSpi(1, 0, 0x1000)),
+    ("event id", lambda: Expire(req_id=1, spi=300, direction=Direction.IN, hard=True, reason=TIME)),
+    ("expire hard int", lambda: Expire(spi=300, direction=Direction.IN, hard=1, reason=TIME)),  # type: ignore[arg-type]
+    ("ike empty", lambda: Ike(data=b"", remote=REMOTE4)),
+    ("ike families", lambda: Ike(data=b"x", remote=REMOTE4, local=LOCAL6)),
+    ("send_ike bytearray", lambda: SendIke(1, bytearray(b"x"), REMOTE4)),  # type: ignore[arg-type]
+    ("reply to event", lambda: Reply(1, MsgType.ACQUIRE, Errno.OK)),
+    ("getspi reply without spi", lambda: Reply(1, MsgType.GETSPI, Errno.OK)),
+    ("add reply with spi", lambda: Reply(1, MsgType.ADD, Errno.OK, spi=300)),
+    ("more on flush", lambda: Reply(1, MsgType.FLUSH, Errno.OK, more=True)),
+    ("sas on failed dump", lambda: Reply(1, MsgType.DUMP, Errno.EIO, sas=(sa_info(1),))),
+    ("drop name", lambda: Reply(1, MsgType.DUMP, Errno.OK, drops=(("Auth", 1),))),
+    ("drop count", lambda: Reply(1, MsgType.DUMP, Errno.OK, drops=(("auth", -1),))),
+    ("drops list", lambda: Reply(1, MsgType.DUMP, Errno.OK, drops=[("auth", 1)])),  # type: ignore[arg-type]
+    ("errno int", lambda: Reply(1, MsgType.FLUSH, 0)),  # type: ignore[arg-type]
+    ("sa_info state", lambda: SaInfo(**(vars(sa_info(1)) | {"state": "alive"}))),
+    ("mature without alg", lambda: SaInfo(**(vars(sa_info(1)) | {"alg": None}))),
+    ("sa_info window", lambda: SaInfo(**(vars(sa_info(1)) | {"replay_window": 31}))),
+    ("policy_info out_spi", lambda: PolicyInfo(1, 1, Action.PROTECT, 1, 255, 0, SEL4)),
+]
+
+
+@pytest.mark.parametrize(("name", "build"), INVALID, ids=[i[0] for i in INVALID])
+def test_invalid_values_cannot_be_built(name: str, build: Callable[[], object]) -> None:
+    with pytest.raises((ValueError, TypeError)):
+        build()
+
+
+def test_value_helpers() -> None:
+    assert SEL4.family == 4 and SEL6_TCP.family == 6
+    assert (SEL4.src_lo, SEL4.src_hi) == (ip_address("10.1.0.0"), ip_address("10.1.255.255"))
+    assert SEL6_TCP.dport == (443, 443) and SEL6_TCP.sport == (0, 65535)
+    assert LOCAL6.family == 6
+    assert Alg.AES128GCM16.key_len == 20 and Alg.AES256GCM16.key_len == 36
+    larval = SaInfo(**(vars(sa_info(1)) | {"state": "larval", "alg": None, "local": None, "remote": None}))
+    assert decode(encode(Reply(1, MsgType.DUMP, Errno.OK, sas=(larval,)))) == Reply(
+        1, MsgType.DUMP, Errno.OK, sas=(larval,)
+    )
