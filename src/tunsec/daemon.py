@@ -253,18 +253,24 @@ class Daemon:
             return {"ok": True, "status": status_document(self, merged)}
         return {"ok": False, "error": f"unknown command {cmd!r}"}
 
-    async def _open_control_socket(self) -> None:
+    def _claim_control_socket(self) -> None:
+        """Refuse to start next to a live instance; clear a stale socket file."""
         path = self.cfg.tunsec.control_socket
         os.makedirs(os.path.dirname(path) or ".", mode=0o750, exist_ok=True)
-        if os.path.exists(path):
-            if not stat.S_ISSOCK(os.stat(path).st_mode):
-                raise StartupError(f"{path} exists and is not a socket")
+        if not os.path.lexists(path):
+            return
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            raise StartupError(f"{path} exists and is not a socket")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
             try:
-                _r, w = await asyncio.open_unix_connection(path)
-                w.close()
-                raise StartupError(f"another tunsec is running on {path}")
+                probe.connect(path)
             except (ConnectionRefusedError, FileNotFoundError):
-                os.unlink(path)   # stale, left by a process that died
+                os.unlink(path)   # left by a process that died
+                return
+        raise StartupError(f"another tunsec is running on {path}")
+
+    async def _open_control_socket(self) -> None:
+        path = self.cfg.tunsec.control_socket
         self._server = await asyncio.start_unix_server(self._serve_client, path=path)
         os.chmod(path, 0o660)
 
@@ -273,6 +279,7 @@ class Daemon:
     # happens in prepare()/close_network(), outside the daemon's event loop.
     def prepare(self) -> None:
         """Sockets, TUN, MTU and routes; undone by close_network()."""
+        self._claim_control_socket()
         try:
             self.sockets = Sockets.for_config(self.cfg)
             self._setup_tun()

@@ -18,6 +18,7 @@ A's inner address to B's, each bracketed by counter samples:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import os
 import platform
@@ -31,7 +32,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import FrameType
 
-from tunsec.bench.iperf import DEFAULT_PORT, DEFAULT_TESTS, IperfClient, IperfTest, start_server
+from tunsec.bench.iperf import (
+    DEFAULT_PORT,
+    DEFAULT_TESTS,
+    TCP1,
+    TCP4,
+    UDP64,
+    IperfClient,
+    IperfTest,
+    start_server,
+)
 from tunsec.bench.netns import TwoHosts, read_netns_file
 from tunsec.bench.procs import CpuTimes, tree_cpu_seconds
 from tunsec.bench.report import print_table, write_chart, write_json
@@ -255,6 +265,11 @@ def parse_args(argv: Sequence[str] | None, prog: str = "bench/run.py") -> argpar
     p.add_argument("--no-png", action="store_true")
     p.add_argument("--port", type=int, default=DEFAULT_PORT)
     p.add_argument(
+        "--udp-bitrate",
+        default="0",
+        help="iperf3 -b for the 64-byte UDP test (0 = as fast as the sender can, the default)",
+    )
+    p.add_argument(
         "--keep-workdir", action="store_true", help="keep configs and logs (paths printed) for debugging"
     )
     p.add_argument(
@@ -278,13 +293,14 @@ def parse_args(argv: Sequence[str] | None, prog: str = "bench/run.py") -> argpar
     return args
 
 
-def _version(argv: Sequence[str]) -> str:
+def _version(argv: Sequence[str], marker: str) -> str:
+    """The first output line of ``argv`` containing ``marker``."""
     try:
         res = subprocess.run(argv, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    out = (res.stdout or res.stderr).strip().splitlines()
-    return out[0] if out else "unknown"
+        return "not installed"
+    lines = (res.stdout + "\n" + res.stderr).splitlines()
+    return next((ln.strip() for ln in lines if marker in ln), "unknown")
 
 
 def _cpu_model() -> str:
@@ -306,9 +322,9 @@ def run_meta(cfg: BenchConfig, argv: Sequence[str] | None) -> dict[str, object]:
         "loadavg_at_start": os.getloadavg(),
         "cpu_model": _cpu_model(),
         "python": platform.python_version(),
-        "iperf3": _version(["iperf3", "--version"]),
-        "strongswan": _version(["swanctl", "--version"]),
-        "wireguard_go": _version(["wireguard-go", "--version"]),
+        "iperf3": _version(["iperf3", "--version"], "iperf"),
+        "strongswan": _version(["swanctl", "--version"], "strongSwan"),
+        "wireguard_go": _version(["wireguard-go", "--version"], "wireguard-go"),
         "cpu_method": CPU_METHOD,
         "drops_method": "UdpRcvbufErrors + Udp6RcvbufErrors delta per namespace",
         "throughput_method": "iperf3 receiver bits_per_second; UDP pkt/s = (packets - lost)/s",
@@ -337,6 +353,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "bench/run.py") -> int:
         port=args.port,
         keep_workdir=args.keep_workdir,
         tunsec_options=args.tunsec_set,
+        tests=(TCP1, TCP4, dataclasses.replace(UDP64, bitrate=args.udp_bitrate)),
     )
     results = run_bench(cfg)
     print_table(results, cfg.tests)

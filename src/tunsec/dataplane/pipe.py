@@ -263,8 +263,8 @@ def _check_same_family(a: "Endpoint | None", b: "Endpoint | None") -> None:
 
 
 def _check_ike_data(value: object) -> None:
-    _check_type("data", value, bytes)
-    assert isinstance(value, bytes)
+    if not isinstance(value, bytes):
+        raise TypeError(f"data must be bytes, not {type(value).__name__}")
     if not 1 <= len(value) <= MAX_IKE_DATA:
         raise ValueError(f"IKE data of {len(value)} bytes, 1..{MAX_IKE_DATA} allowed")
 
@@ -981,8 +981,9 @@ def _extensions(msg: Message) -> list[bytes]:
             ]
         case Reply():
             return _reply_exts(msg)
-        case _:  # Flush, SpdFlush, Dump: the header says it all
-            return []
+        case Flush() | SpdFlush() | Dump():
+            return []  # the header says it all
+    raise TypeError(f"not a pipe message: {type(msg).__name__}")
 
 
 def _join(msg_type: int, errno: int, req_id: int, flags: int, exts: list[bytes]) -> bytes:

@@ -1,0 +1,133 @@
+"""What the engine needs to know about a connection, as frozen dataclasses.
+
+The daemon maps swanctl.conf ``connections`` (and ``secrets``/``authorities``)
+onto these: one :class:`IkeConfig` per connection, one :class:`ChildConfig` per
+child. Proposals and traffic selectors are parsed with ``proposals.parse_proposals``
+and ``ts.parse_ts_list``, identities with ``Identity.parse``; the helpers
+:func:`ike_config` and :func:`child_config` accept the swanctl strings directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from cryptography import x509
+
+from .auth import PrivateKey
+from .constants import IKE_PORT, ProtocolId
+from .identity import Identity
+from .proposals import ProposalSpec, parse_proposals
+from .secret import Secret
+from .ts import Ts, parse_ts_list
+
+AuthMethodName = Literal["psk", "pubkey"]
+
+
+@dataclass(frozen=True)
+class RetransmitConfig:
+    """strongSwan's defaults: 4 s, growing by 1.8 per try, 5 retransmissions."""
+
+    timeout: float = 4.0
+    base: float = 1.8
+    tries: int = 5
+
+    def delay(self, attempt: int) -> float:
+        """How long to wait after send number ``attempt`` (0 = the first send)."""
+        return self.timeout * self.base**attempt
+
+
+@dataclass(frozen=True)
+class LocalAuth:
+    """How we authenticate ourselves (swanctl ``local`` section)."""
+
+    method: AuthMethodName
+    id: Identity
+    cert: x509.Certificate | None = None
+    intermediates: tuple[x509.Certificate, ...] = ()
+    private_key: PrivateKey | None = field(default=None, repr=False)
+    rsa_pss: bool = False  # sign with RSASSA-PSS instead of PKCS#1 v1.5 (strongSwan's rsa_pss)
+
+    def __post_init__(self) -> None:
+        if self.method == "pubkey" and (self.cert is None or self.private_key is None):
+            raise ValueError("pubkey authentication needs a certificate and its private key")
+
+
+@dataclass(frozen=True)
+class RemoteAuth:
+    """What we require of the peer (swanctl ``remote`` section)."""
+
+    method: AuthMethodName
+    id: Identity = field(default_factory=Identity.any)
+    cas: tuple[x509.Certificate, ...] = ()  # trust anchors for pubkey authentication
+
+    def __post_init__(self) -> None:
+        if self.method == "pubkey" and not self.cas:
+            raise ValueError("pubkey authentication of the peer needs at least one CA")
+
+
+@dataclass(frozen=True)
+class ChildConfig:
+    name: str
+    local_ts: tuple[Ts, ...] = (Ts.parse("dynamic"),)
+    remote_ts: tuple[Ts, ...] = (Ts.parse("dynamic"),)
+    esp_proposals: tuple[ProposalSpec, ...] = field(
+        default_factory=lambda: parse_proposals("default", ProtocolId.ESP)
+    )
+    mode: Literal["tunnel"] = "tunnel"
+
+    @property
+    def wants_pfs(self) -> bool:
+        return any(p.dh_groups for p in self.esp_proposals)
+
+
+@dataclass(frozen=True)
+class IkeConfig:
+    """One IKE connection.
+
+    ``psk`` is the shared secret used in both directions when either side
+    authenticates with ``psk`` (swanctl ``secrets { ike { ... } }``).
+    ``local_addr`` is our IP address for ``dynamic`` selectors (the daemon may
+    instead pass the receiving address to ``IkeSa.receive``); ``remote_addr``
+    is where an initiator sends IKE_SA_INIT.
+    """
+
+    name: str
+    local: LocalAuth
+    remote: RemoteAuth
+    proposals: tuple[ProposalSpec, ...] = field(default_factory=lambda: parse_proposals("default"))
+    children: tuple[ChildConfig, ...] = ()
+    psk: Secret | None = None
+    local_addr: str | None = None
+    remote_addr: str | None = None
+    remote_port: int = IKE_PORT
+    retransmit: RetransmitConfig = RetransmitConfig()
+    send_certreq: bool = True
+    initial_contact: bool = True
+    half_open_timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        if "psk" in (self.local.method, self.remote.method) and self.psk is None:
+            raise ValueError(f"connection {self.name}: psk authentication needs a shared secret")
+
+    def child(self, name: str) -> ChildConfig:
+        for child in self.children:
+            if child.name == name:
+                return child
+        raise KeyError(f"connection {self.name} has no child {name!r}")
+
+
+def child_config(
+    name: str,
+    local_ts: str | Sequence[str] = "dynamic",
+    remote_ts: str | Sequence[str] = "dynamic",
+    esp_proposals: str | Sequence[str] = "default",
+) -> ChildConfig:
+    """A ChildConfig from swanctl-style strings."""
+    return ChildConfig(
+        name,
+        parse_ts_list(local_ts),
+        parse_ts_list(remote_ts),
+        parse_proposals(esp_proposals, ProtocolId.ESP),
+    )

@@ -1,0 +1,117 @@
+"""Events the engine reports through ``IkeSa.next_event()``.
+
+Keys travel as :class:`Secret` so that printing an event never prints a key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .identity import Identity
+from .secret import Secret
+from .ts import Ts
+
+Address = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class IkeSaUp:
+    name: str
+    spi_i: bytes
+    spi_r: bytes
+    local_id: Identity
+    remote_id: Identity
+    remote_addr: Address
+    local_port: int
+    proposal: str
+
+
+@dataclass(frozen=True)
+class IkeSaDown:
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ChildSaUp:
+    """A Child SA to install: UPDATE the larval inbound SA ``spi_in``, ADD ``spi_out``.
+
+    ``key_in``/``key_out`` are the ESP keys of each direction; for AES-GCM
+    (``alg`` ``aes128gcm16``/``aes256gcm16``) each is key || 4-byte salt.
+    ESP is carried in UDP between ``local_port`` and ``remote_addr``.
+    """
+
+    name: str
+    unique_id: int
+    spi_in: int
+    spi_out: int
+    alg: str
+    key_in: Secret
+    key_out: Secret
+    esn: bool
+    local_ts: tuple[Ts, ...]
+    remote_ts: tuple[Ts, ...]
+    remote_addr: Address
+    local_port: int
+    mode: str = "tunnel"
+    rekey_of: int | None = None  # unique_id of the Child SA this one replaces
+
+
+@dataclass(frozen=True)
+class ChildSaDown:
+    name: str
+    unique_id: int
+    spi_in: int
+    spi_out: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class AuthFailed:
+    """Authentication failed. ``by_peer``: the peer rejected us (it sent AUTHENTICATION_FAILED)."""
+
+    name: str
+    reason: str
+    by_peer: bool
+
+
+@dataclass(frozen=True)
+class NegotiationFailed:
+    """An IKE or Child SA could not be negotiated.
+
+    ``reason`` is the notify name (NO_PROPOSAL_CHOSEN, TS_UNACCEPTABLE, ...);
+    ``detail`` says why in words (both proposal lists for NO_PROPOSAL_CHOSEN);
+    ``child`` names the Child SA, or is None when the IKE SA itself failed.
+    """
+
+    name: str
+    reason: str
+    detail: str
+    child: str | None = None
+
+
+@dataclass(frozen=True)
+class PeerUnreachable:
+    """Retransmissions were exhausted; the IKE SA is gone (an IkeSaDown follows if it was up)."""
+
+    name: str
+    tries: int
+
+
+@dataclass(frozen=True)
+class SpiUnused:
+    """An inbound SPI from the allocator will not be used: DELETE its larval SA."""
+
+    spi: int
+
+
+Event = (
+    IkeSaUp
+    | IkeSaDown
+    | ChildSaUp
+    | ChildSaDown
+    | AuthFailed
+    | NegotiationFailed
+    | PeerUnreachable
+    | SpiUnused
+)

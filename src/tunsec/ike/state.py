@@ -1,0 +1,154 @@
+"""The negotiated state of one IKE SA, shared by the exchange tasks.
+
+``IkeSa`` (sa.py) owns the transport (message IDs, retransmission, SK
+sealing); the exchanges read and write this state. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import os
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from .config import ChildConfig, IkeConfig
+from .crypto import IkeKeys, Prf, derive_ike_keys, skeyseed
+from .events import Address, Event
+from .identity import Identity
+from .message import Proposal
+from .proposals import Suite
+from .sk import SkCrypter
+from .ts import Ts
+
+Rng = Callable[[int], bytes]
+SpiAllocator = Callable[[], int]
+
+
+class SpiUnavailable(Exception):
+    """The SPI allocator has no SPI to give (e.g. its GETSPI pool is empty)."""
+
+
+def random_spi_allocator(rng: Rng = os.urandom) -> SpiAllocator:
+    """A stand-alone allocator for tests; the daemon must use GETSPI-backed SPIs."""
+
+    def allocate() -> int:
+        while True:
+            spi = int.from_bytes(rng(4), "big")
+            if spi >= 256:  # 1..255 are reserved by IANA (RFC 4303 §2.1)
+                return spi
+
+    return allocate
+
+
+@dataclass
+class ChildSa:
+    """One negotiated (or being negotiated) Child SA."""
+
+    name: str
+    unique_id: int
+    config: ChildConfig
+    spi_in: int
+    spi_out: int = 0
+    suite: Suite | None = None
+    local_ts: tuple[Ts, ...] = ()
+    remote_ts: tuple[Ts, ...] = ()
+    installed: bool = False
+
+
+@dataclass
+class IkeSaState:
+    config: IkeConfig
+    is_initiator: bool
+    rng: Rng
+    spi_allocator: SpiAllocator
+    wall_clock: Callable[[], datetime]
+    remote_addr: Address
+    local_addr: Address | None
+    spi_i: bytes = b"\0" * 8
+    spi_r: bytes = b"\0" * 8
+    local_port: int = 500
+    proposal: Proposal | None = None
+    suite: Suite | None = None
+    prf: Prf | None = None
+    keys: IkeKeys | None = None
+    tx: SkCrypter | None = None
+    rx: SkCrypter | None = None
+    nonce_i: bytes = b""
+    nonce_r: bytes = b""
+    init_request: bytes = b""
+    init_response: bytes = b""
+    peer_hashes: frozenset[int] = frozenset()
+    peer_id: Identity | None = None
+    children: dict[int, ChildSa] = field(default_factory=dict)
+    events: deque[Event] = field(default_factory=deque)
+    _next_child_id: int = 1
+
+    def emit(self, event: Event) -> None:
+        self.events.append(event)
+
+    def new_child_id(self) -> int:
+        self._next_child_id += 1
+        return self._next_child_id - 1
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def own_nonce(self) -> bytes:
+        return self.nonce_i if self.is_initiator else self.nonce_r
+
+    @property
+    def peer_nonce(self) -> bytes:
+        return self.nonce_r if self.is_initiator else self.nonce_i
+
+    @property
+    def local_ip(self) -> str | None:
+        if self.config.local_addr:
+            return self.config.local_addr
+        return self.local_addr[0] if self.local_addr else None
+
+    def allocate_spi(self) -> int:
+        spi = self.spi_allocator()
+        if not 256 <= spi <= 0xFFFFFFFF:
+            raise SpiUnavailable(f"allocator returned invalid SPI {spi:#x}")
+        return spi
+
+    def install_keys(self, shared: bytes) -> None:
+        """Derive SKEYSEED and the seven keys from g^ir and the nonces and SPIs."""
+        assert self.suite is not None and self.suite.prf_id is not None
+        prf = Prf(self.suite.prf_id)
+        seed = skeyseed(prf, self.nonce_i, self.nonce_r, shared)
+        keys = derive_ike_keys(
+            prf,
+            seed,
+            self.nonce_i,
+            self.nonce_r,
+            self.spi_i,
+            self.spi_r,
+            self.suite.encr_key_len,
+            self.suite.integ_key_len,
+        )
+        self.prf, self.keys = prf, keys
+        ours_e, ours_a, theirs_e, theirs_a = (
+            (keys.ei, keys.ai, keys.er, keys.ar)
+            if self.is_initiator
+            else (keys.er, keys.ar, keys.ei, keys.ai)
+        )
+        integ = self.suite.integ_id
+        self.tx = SkCrypter(self.suite.encr_id, ours_e, integ, ours_a if integ else None, self.rng)
+        self.rx = SkCrypter(self.suite.encr_id, theirs_e, integ, theirs_a if integ else None, self.rng)
+
+
+def nat_hash(spi_i: bytes, spi_r: bytes, addr: Address) -> bytes:
+    """SHA-1(SPIi | SPIr | IP | Port) of NAT_DETECTION_*_IP (RFC 7296 §2.23)."""
+    ip = ipaddress.ip_address(addr[0]).packed
+    return hashlib.sha1(spi_i + spi_r + ip + addr[1].to_bytes(2, "big")).digest()
+
+
+def now_utc() -> datetime:
+    """Wall clock for certificate validity only; inject another for tests."""
+    return datetime.now(UTC)

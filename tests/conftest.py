@@ -1,0 +1,163 @@
+"""Shared fixtures.  End-to-end and interop tests run two network namespaces
+with a real tunsec in each (real TUN devices, real UDP sockets, real
+processes).  They need root and `ip netns`: skipped, loudly, only where that
+facility is absent."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tunsec.bench.netns import Host, TwoHosts, wait_until
+
+
+def netns_unavailable() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root"
+    if shutil.which("ip") is None:
+        return "iproute2 (ip) missing"
+    probe = f"tsprobe-{secrets.token_hex(3)}"
+    r = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
+    if r.returncode != 0:
+        return f"ip netns add failed: {r.stderr.strip()}"
+    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+    if not os.path.exists("/dev/net/tun"):
+        return "/dev/net/tun missing"
+    return None
+
+
+_WHY = netns_unavailable()
+if _WHY:
+    print(f"\n*** netns end-to-end tests SKIPPED: {_WHY} ***\n", file=sys.stderr)
+NETNS_DIRS = ("/e2e/", "/interop/")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if any(d in str(item.fspath) for d in NETNS_DIRS):
+            item.add_marker(pytest.mark.netns)
+            if _WHY:
+                item.add_marker(pytest.mark.skip(reason=f"NETNS UNAVAILABLE: {_WHY}"))
+
+
+@dataclass
+class Side:
+    """One tunsec instance: its host, config, process and log."""
+
+    host: Host
+    conf: Path
+    log: Path
+    sock: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def status(self, topo: TwoHosts, *args: str) -> subprocess.CompletedProcess[str]:
+        return topo.run(self.host, [sys.executable, "-m", "tunsec", "status", "-c", str(self.conf), *args],
+                        check=False, timeout=20)
+
+    def status_json(self, topo: TwoHosts) -> dict[str, Any]:
+        r = self.status(topo, "--json")
+        assert r.returncode == 0, r.stderr
+        doc: dict[str, Any] = json.loads(r.stdout)
+        return doc
+
+
+@dataclass
+class TunnelOptions:
+    esp: str = "aes128gcm16"
+    esn: bool = False
+    replay_window: int = 4096
+    outer6: bool = False          # outer addresses IPv6 instead of IPv4
+    inner6: bool = True           # also protect the IPv6 inner networks
+    tun: str = "tunsec0"
+    extra_manual: str = ""
+    wrong_key_on_b: bool = False
+    keys: dict[str, str] = field(default_factory=dict)
+
+
+def manual_conf(me: Host, peer: Host, sock: Path, spi_in: int, key_in: str, spi_out: int, key_out: str,
+                o: TunnelOptions) -> str:
+    local_ts = me.inner_net4 + (f", {me.inner_net6}" if o.inner6 else "")
+    remote_ts = peer.inner_net4 + (f", {peer.inner_net6}" if o.inner6 else "")
+    local = me.outer6 if o.outer6 else me.outer4
+    remote = peer.outer6 if o.outer6 else peer.outer4
+    return f"""# tunsec end-to-end test, {me.ns}
+tunsec {{
+  tun = {o.tun}
+  mtu = auto
+  control_socket = {sock}
+}}
+manual {{
+  peer {{
+    local_addr = {local}
+    remote_addr = {remote}
+    local_ts = {local_ts}
+    remote_ts = {remote_ts}
+    esp = {o.esp}
+    spi_in = {spi_in:#010x}
+    key_in = 0x{key_in}
+    spi_out = {spi_out:#010x}
+    key_out = 0x{key_out}
+    esn = {"yes" if o.esn else "no"}
+    replay_window = {o.replay_window}
+{o.extra_manual}  }}
+}}
+"""
+
+
+class TunsecPair:
+    """tunsec in namespace A and B, manually keyed to each other."""
+
+    def __init__(self, topo: TwoHosts, o: TunnelOptions | None = None) -> None:
+        self.topo = topo
+        self.o = o or TunnelOptions()
+        n = 20 if self.o.esp == "aes128gcm16" else 36
+        k_ab, k_ba = secrets.token_hex(n), secrets.token_hex(n)
+        self.o.keys = {"ab": k_ab, "ba": k_ba}
+        self.a = self._side(topo.a, topo.b, 0xC0010001, k_ba, 0xC0020001, k_ab)
+        k_ab_b = secrets.token_hex(n) if self.o.wrong_key_on_b else k_ab
+        self.b = self._side(topo.b, topo.a, 0xC0020001, k_ab_b, 0xC0010001, k_ba)
+
+    def _side(self, me: Host, peer: Host, spi_in: int, key_in: str, spi_out: int, key_out: str) -> Side:
+        d = self.topo.workdir
+        sock = d / f"{me.ns}.sock"
+        conf = d / f"{me.ns}.conf"
+        conf.write_text(manual_conf(me, peer, sock, spi_in, key_in, spi_out, key_out, self.o))
+        conf.chmod(0o600)
+        return Side(me, conf, d / f"{me.ns}.log", sock)
+
+    def start(self, side: Side) -> None:
+        argv = [sys.executable, "-m", "tunsec", "up", "-c", str(side.conf)]
+        side.proc = self.topo.popen(side.host, argv, log=side.log)
+        ok = wait_until(lambda: side.proc is not None and (side.proc.poll() is not None
+                                                           or side.status(self.topo).returncode == 0), 20)
+        assert ok and side.proc.poll() is None, f"tunsec in {side.host.ns} did not start:\n{side.log.read_text()}"
+
+    def start_both(self) -> None:
+        self.start(self.a)
+        self.start(self.b)
+
+    def logs(self) -> str:
+        return "\n".join(s.log.read_text() for s in (self.a, self.b) if s.log.exists())
+
+
+@pytest.fixture
+def topo() -> Iterator[TwoHosts]:
+    with TwoHosts(ipv6=True) as t:
+        yield t
+
+
+@pytest.fixture
+def pair(topo: TwoHosts) -> Iterator[TunsecPair]:
+    p = TunsecPair(topo)
+    p.start_both()
+    yield p
