@@ -224,3 +224,19 @@ def test_kernel_xfrm_runs_or_says_why() -> None:
         assert "XFRM" in result.reason or "not installed" in result.reason
     else:
         assert result.tests["tcp1"].gbps is not None
+
+
+def test_tunsec_accepts_the_harness_manual_config(topo: TwoHosts) -> None:
+    from tunsec.bench.systems.tunsec import manual_config, manual_pair, tunsec_importable
+
+    missing = tunsec_importable()
+    if missing is not None:
+        pytest.skip(missing)
+    for sa in manual_pair(topo):
+        path = topo.workdir / f"{sa.me.ns}.conf"
+        path.write_text(manual_config(sa))
+        res = subprocess.run(
+            [sys.executable, "-m", "tunsec", "check", "-c", str(path)], capture_output=True, text=True
+        )
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert sa.key_in not in res.stdout + res.stderr

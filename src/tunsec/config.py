@@ -1008,8 +1008,9 @@ class TunsecSettings:
 class SectionReader:
     """Reads one section's keys with value parsers and reports what is wrong.
 
-    Every key asked for with :meth:`get`/:meth:`require` becomes "known";
-    :meth:`finish` reports the remaining keys and subsections as unknown. A
+    Every key asked for with :meth:`get`/:meth:`require` (and every section
+    asked for with :meth:`subsection`) becomes "known"; :meth:`finish`
+    reports the rest as unknown. A
     key whose value failed to parse lands in :attr:`failed`, so a validator
     can skip cross-checks that would only repeat that error.
     """
@@ -1019,6 +1020,7 @@ class SectionReader:
         self.issues = issues
         self.failed: set[str] = set()
         self._known: set[str] = set()
+        self._known_sections: set[str] = set()
 
     def where(self, key: str) -> tuple[str, int]:
         setting = self.section.settings.get(key)
@@ -1056,8 +1058,13 @@ class SectionReader:
             self.failed.add(key)
         return value
 
+    def subsection(self, name: str) -> Section | None:
+        """A nested section this schema allows (e.g. ``children``); None if absent."""
+        self._known_sections.add(name)
+        return self.section.sections.get(name)
+
     def finish(self) -> None:
-        """Report keys nobody asked for and any subsection (none are expected)."""
+        """Report keys and subsections that nobody asked for."""
         known = sorted(self._known)
         for name, setting in self.section.settings.items():
             if name in self._known:
@@ -1068,6 +1075,8 @@ class SectionReader:
                 ConfigIssue(setting.file, setting.line, self.section.key_path(name), "unknown key" + suffix)
             )
         for name, sub in self.section.sections.items():
+            if name in self._known_sections:
+                continue
             self.issues.append(ConfigIssue(sub.file, sub.line, sub.path, _section_not_allowed(name, known)))
 
 

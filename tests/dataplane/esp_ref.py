@@ -89,7 +89,7 @@ class Opened:
     spi: int
     seq_lo: int
     iv: bytes
-    payload: bytes       # inner packet (and any TFC padding)
+    payload: bytes  # inner packet (and any TFC padding)
     pad: bytes
     next_header: int
 
@@ -121,13 +121,23 @@ def _csum(data: bytes) -> int:
     return ~s & 0xFFFF
 
 
-def ipv4_udp(src: str, dst: str, payload: bytes, sport: int = 1234, dport: int = 5678, df: bool = False,
-             ident: int = 1) -> bytes:
+def ipv4_udp(
+    src: str, dst: str, payload: bytes, sport: int = 1234, dport: int = 5678, df: bool = False, ident: int = 1
+) -> bytes:
     udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
     total = 20 + len(udp)
     hdr = struct.pack(
-        "!BBHHHBBH4s4s", 0x45, 0, total, ident, 0x4000 if df else 0, 64, 17, 0,
-        ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed,
+        "!BBHHHBBH4s4s",
+        0x45,
+        0,
+        total,
+        ident,
+        0x4000 if df else 0,
+        64,
+        17,
+        0,
+        ipaddress.IPv4Address(src).packed,
+        ipaddress.IPv4Address(dst).packed,
     )
     hdr = hdr[:10] + struct.pack("!H", _csum(hdr)) + hdr[12:]
     return hdr + udp
@@ -136,8 +146,13 @@ def ipv4_udp(src: str, dst: str, payload: bytes, sport: int = 1234, dport: int =
 def ipv6_udp(src: str, dst: str, payload: bytes, sport: int = 1234, dport: int = 5678) -> bytes:
     udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
     hdr = struct.pack(
-        "!IHBB16s16s", 6 << 28, len(udp), 17, 64,
-        ipaddress.IPv6Address(src).packed, ipaddress.IPv6Address(dst).packed,
+        "!IHBB16s16s",
+        6 << 28,
+        len(udp),
+        17,
+        64,
+        ipaddress.IPv6Address(src).packed,
+        ipaddress.IPv6Address(dst).packed,
     )
     return hdr + udp
 
@@ -187,19 +202,37 @@ def new_key(alg: Alg = Alg.AES128GCM16) -> bytes:
     return os.urandom(alg.key_len)
 
 
-def sender(key: bytes, spi: int = 0x1001, *, esn: bool = False, seq_start: int = 0, reqid: int = 1,
-           soft: Lifetime | None = None, hard: Lifetime | None = None) -> Dataplane:
+def sender(
+    key: bytes,
+    spi: int = 0x1001,
+    *,
+    esn: bool = False,
+    seq_start: int = 0,
+    reqid: int = 1,
+    soft: Lifetime | None = None,
+    hard: Lifetime | None = None,
+) -> Dataplane:
     """A Dataplane with one outbound SA and PROTECT policies for SEL4 and SEL6."""
     dp = Dataplane()
-    dp.add(spec(spi, Direction.OUT, key, esn=esn, window=0, reqid=reqid, seq_start=seq_start,
-                soft=soft, hard=hard))
+    dp.add(
+        spec(
+            spi, Direction.OUT, key, esn=esn, window=0, reqid=reqid, seq_start=seq_start, soft=soft, hard=hard
+        )
+    )
     dp.spd_add(Policy(id=1, priority=10, action=Action.PROTECT, reqid=reqid, selector=SEL4))
     dp.spd_add(Policy(id=2, priority=10, action=Action.PROTECT, reqid=reqid, selector=SEL6))
     return dp
 
 
-def receiver(key: bytes, *, esn: bool = False, window: int = 64, soft: Lifetime | None = None,
-             hard: Lifetime | None = None, selectors: tuple[Selector, ...] = (SEL4, SEL6)) -> tuple[Dataplane, int]:
+def receiver(
+    key: bytes,
+    *,
+    esn: bool = False,
+    window: int = 64,
+    soft: Lifetime | None = None,
+    hard: Lifetime | None = None,
+    selectors: tuple[Selector, ...] = (SEL4, SEL6),
+) -> tuple[Dataplane, int]:
     """A Dataplane with one inbound SA made the way the worker makes them: GETSPI then UPDATE."""
     dp = Dataplane()
     spi = dp.getspi()

@@ -164,7 +164,7 @@ def test_longer_padding_is_accepted() -> None:
     """RFC 4303 2.4: a sender may pad more than needed (up to 255 bytes), to hide lengths."""
     key = new_key()
     dp, spi = receiver(key)
-    pkt = inner(4, b"abcd")   # 36 bytes: minimal padding 2
+    pkt = inner(4, b"abcd")  # 36 bytes: minimal padding 2
     for seq, padlen in enumerate([6, 10, 254], start=1):
         out, drop = dp.inbound(esp_seal(key, spi, seq, pkt, 4, padlen=padlen))
         assert (out, drop) == (pkt, Drop.NONE), f"pad length {padlen}"
@@ -194,7 +194,7 @@ def test_dummy_next_header_59_is_dropped_as_dummy() -> None:
 def test_bad_padding_bytes_are_malformed(pad: bytes) -> None:
     key = new_key()
     dp, spi = receiver(key)
-    pkt = inner(4, b"a")   # 29 bytes: 29 + len(pad) + 2 must be a multiple of 4
+    pkt = inner(4, b"a")  # 29 bytes: 29 + len(pad) + 2 must be a multiple of 4
     pkt = pkt + b"\0" * ((4 - (len(pkt) + len(pad) + 2) % 4) % 4)
     out, drop = dp.inbound(esp_seal(key, spi, 1, pkt, 4, padlen=len(pad), pad=pad))
     assert (out, drop) == (b"", Drop.MALFORMED)
@@ -208,7 +208,9 @@ def test_pad_length_beyond_plaintext_is_malformed() -> None:
     nonce_iv = struct.pack("!Q", 1)
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-    body = AESGCM(key[:-4]).encrypt(key[-4:] + nonce_iv, b"\x01\x02" + bytes([200, 4]), struct.pack("!II", spi, 1))
+    body = AESGCM(key[:-4]).encrypt(
+        key[-4:] + nonce_iv, b"\x01\x02" + bytes([200, 4]), struct.pack("!II", spi, 1)
+    )
     esp = struct.pack("!II", spi, 1) + nonce_iv + body
     assert dp.inbound(esp) == (b"", Drop.MALFORMED)
 
@@ -238,9 +240,9 @@ def test_wire_seq_differs_from_authenticated_seq_is_auth() -> None:
 @pytest.mark.parametrize(
     "pkt",
     [
-        ipv4_udp("10.9.0.1", "10.2.0.1", b"x"),     # source outside
-        ipv4_udp("10.1.0.1", "10.3.0.1", b"x"),     # destination outside
-        ipv4_udp("10.2.0.1", "10.1.0.1", b"x"),     # reversed direction
+        ipv4_udp("10.9.0.1", "10.2.0.1", b"x"),  # source outside
+        ipv4_udp("10.1.0.1", "10.3.0.1", b"x"),  # destination outside
+        ipv4_udp("10.2.0.1", "10.1.0.1", b"x"),  # reversed direction
         ipv6_udp("fd00:c::1", "fd00:b::1", b"x"),
         ipv6_udp("fd00:a::1", "fd00:a::2", b"x"),
     ],
@@ -259,14 +261,16 @@ def test_selector_ports_and_protocol_are_checked() -> None:
     from tunsec.dataplane.pipe import Selector
 
     key = new_key()
-    sel = Selector(SEL4.src_lo, SEL4.src_hi, SEL4.dst_lo, SEL4.dst_hi, proto=17, sport=(1000, 2000), dport=(53, 53))
+    sel = Selector(
+        SEL4.src_lo, SEL4.src_hi, SEL4.dst_lo, SEL4.dst_hi, proto=17, sport=(1000, 2000), dport=(53, 53)
+    )
     dp, spi = receiver(key, selectors=(sel,))
     ok = ipv4_udp("10.1.0.1", "10.2.0.1", b"q", sport=1500, dport=53)
     assert dp.inbound(esp_seal(key, spi, 1, ok, 4)) == (ok, Drop.NONE)
     bad_port = ipv4_udp("10.1.0.1", "10.2.0.1", b"q", sport=1500, dport=54)
     assert dp.inbound(esp_seal(key, spi, 2, bad_port, 4)) == (b"", Drop.POLICY)
     tcp = bytearray(ok)
-    tcp[9] = 6   # same ports, protocol TCP (checksum irrelevant to the policy check)
+    tcp[9] = 6  # same ports, protocol TCP (checksum irrelevant to the policy check)
     assert dp.inbound(esp_seal(key, spi, 3, bytes(tcp), 4)) == (b"", Drop.POLICY)
 
 
@@ -285,13 +289,13 @@ def test_next_header_must_match_inner_family(family: int, nh: int) -> None:
 @pytest.mark.parametrize(
     "payload",
     [
-        b"",                                     # nothing but the trailer
-        b"\x45" + b"\0" * 18,                    # shorter than an IPv4 header
-        b"\x45\0\x10\0" + b"\0" * 16,            # IPv4 total length beyond the packet
-        b"\x46\0\0\x14" + b"\0" * 16,            # IHL 24 > total length 20
-        b"\x60" + b"\0" * 38,                    # shorter than an IPv6 header
-        b"\x60\0\0\0\x01\0" + b"\0" * 34,        # IPv6 payload length beyond the packet
-        b"\x50" + b"\0" * 39,                    # version 5
+        b"",  # nothing but the trailer
+        b"\x45" + b"\0" * 18,  # shorter than an IPv4 header
+        b"\x45\0\x10\0" + b"\0" * 16,  # IPv4 total length beyond the packet
+        b"\x46\0\0\x14" + b"\0" * 16,  # IHL 24 > total length 20
+        b"\x60" + b"\0" * 38,  # shorter than an IPv6 header
+        b"\x60\0\0\0\x01\0" + b"\0" * 34,  # IPv6 payload length beyond the packet
+        b"\x50" + b"\0" * 39,  # version 5
     ],
     ids=["empty", "v4-short", "v4-totlen", "v4-ihl", "v6-short", "v6-plen", "version5"],
 )

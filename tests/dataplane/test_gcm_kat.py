@@ -32,20 +32,29 @@ VECTORS = [
     ("tc1-aes128-empty", "00" * 16, _Z12, "", "", "", "58e2fccefa7e3061367f1d57a4e7455a"),
     (
         "tc2-aes128",
-        "00" * 16, _Z12, "", "00" * 16,
+        "00" * 16,
+        _Z12,
+        "",
+        "00" * 16,
         "0388dace60b6a392f328c2b971b2fe78",
         "ab6e47d42cec13bdf53a67b21257bddf",
     ),
     (
         "tc3-aes128",
-        _K128, _IV, "", _P64,
+        _K128,
+        _IV,
+        "",
+        _P64,
         "42831ec2217774244b7221b784d0d49ce3aa212f2c02a4e035c17e2329aca12e"
         "21d514b25466931c7d8f6a5aac84aa051ba30b396a0aac973d58e091473f5985",
         "4d5c2af327cd64a62cf35abd2ba6fab4",
     ),
     (
         "tc4-aes128-aad",
-        _K128, _IV, _AAD, _P60,
+        _K128,
+        _IV,
+        _AAD,
+        _P60,
         "42831ec2217774244b7221b784d0d49ce3aa212f2c02a4e035c17e2329aca12e"
         "21d514b25466931c7d8f6a5aac84aa051ba30b396a0aac973d58e091",
         "5bc94fbc3221a5db94fae95ae7121a47",
@@ -53,20 +62,29 @@ VECTORS = [
     ("tc13-aes256-empty", "00" * 32, _Z12, "", "", "", "530f8afbc74536b9a963b4f1c4cb738b"),
     (
         "tc14-aes256",
-        "00" * 32, _Z12, "", "00" * 16,
+        "00" * 32,
+        _Z12,
+        "",
+        "00" * 16,
         "cea7403d4d606b6e074ec5d3baf39d18",
         "d0d1c8a799996bf0265b98b5d48ab919",
     ),
     (
         "tc15-aes256",
-        _K256, _IV, "", _P64,
+        _K256,
+        _IV,
+        "",
+        _P64,
         "522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa"
         "8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662898015ad",
         "b094dac5d93471bdec1a502270e3cc6c",
     ),
     (
         "tc16-aes256-aad",
-        _K256, _IV, _AAD, _P60,
+        _K256,
+        _IV,
+        _AAD,
+        _P60,
         "522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa"
         "8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662",
         "76fc6ece0f4e1768cddf8853bb2d551b",
@@ -92,7 +110,9 @@ def _flip(b: bytes, i: int) -> bytes:
 
 
 @pytest.mark.parametrize(("key", "iv", "aad", "pt", "ct", "tag"), _VEC, ids=_IDS)
-def test_any_change_fails_the_tag(key: bytes, iv: bytes, aad: bytes, pt: bytes, ct: bytes, tag: bytes) -> None:
+def test_any_change_fails_the_tag(
+    key: bytes, iv: bytes, aad: bytes, pt: bytes, ct: bytes, tag: bytes
+) -> None:
     sealed = ct + tag
     # a flipped bit anywhere in the ciphertext or the tag
     for i in range(len(sealed)):
@@ -111,9 +131,9 @@ def test_any_change_fails_the_tag(key: bytes, iv: bytes, aad: bytes, pt: bytes, 
 
 def test_bad_key_length_is_refused() -> None:
     with pytest.raises(DataplaneError):
-        gcm_seal(b"\0" * 24, b"\0" * 12, b"", b"abc")   # AES-192 is not in the fast path
+        gcm_seal(b"\0" * 24, b"\0" * 12, b"", b"abc")  # AES-192 is not in the fast path
     with pytest.raises(DataplaneError):
-        gcm_seal(b"\0" * 20, b"\0" * 12, b"", b"abc")   # key || salt is for ESP SAs, not raw GCM
+        gcm_seal(b"\0" * 20, b"\0" * 12, b"", b"abc")  # key || salt is for ESP SAs, not raw GCM
     with pytest.raises(DataplaneError):
         gcm_open(b"\0" * 15, b"\0" * 12, b"", b"\0" * 20)
 

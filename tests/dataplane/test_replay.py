@@ -35,17 +35,17 @@ class Model:
         """The full sequence number a receiver assumes for a low half (RFC 4303 A2.2)."""
         if not self.esn:
             return lo
-        w = self.window or 2**31   # no window: half the space decides the epoch
+        w = self.window or 2**31  # no window: half the space decides the epoch
         tl, th = self.top & M32, self.top >> 32
         if tl >= w - 1:
             return (th << 32 | lo) if lo >= tl - w + 1 else ((th + 1) << 32 | lo)
         if lo >= (tl - w + 1) & M32:
-            return None if th == 0 else ((th - 1) << 32 | lo)   # epoch -1 does not exist
+            return None if th == 0 else ((th - 1) << 32 | lo)  # epoch -1 does not exist
         return th << 32 | lo
 
     def fresh(self, seq: int) -> bool:
         if seq == 0:
-            return False            # never sent (RFC 4303 3.3.3)
+            return False  # never sent (RFC 4303 3.3.3)
         if self.window == 0:
             return True
         if seq > self.top:
@@ -56,10 +56,10 @@ class Model:
         """Verdict for a packet sealed with full number `seq` (or forged: bad ICV)."""
         guess = self.infer(seq & M32)
         if guess is None or not self.fresh(guess):
-            return Drop.REPLAY       # checked before the ICV
+            return Drop.REPLAY  # checked before the ICV
         if guess != seq or not genuine:
-            return Drop.AUTH         # wrong high half in the AAD, or a forgery
-        self.seen.add(seq)           # updated only after the ICV verified
+            return Drop.AUTH  # wrong high half in the AAD, or a forgery
+        self.seen.add(seq)  # updated only after the ICV verified
         self.top = max(self.top, seq)
         return Drop.NONE
 
@@ -158,7 +158,13 @@ def test_model_sanity() -> None:
     """The model itself: if it were wrong in the C path's favour, the property tests would prove nothing."""
     m = Model(64, False)
     assert [m.receive(s) for s in (1, 1, 100, 36, 37, 37, 0)] == [
-        Drop.NONE, Drop.REPLAY, Drop.NONE, Drop.REPLAY, Drop.NONE, Drop.REPLAY, Drop.REPLAY,
+        Drop.NONE,
+        Drop.REPLAY,
+        Drop.NONE,
+        Drop.REPLAY,
+        Drop.NONE,
+        Drop.REPLAY,
+        Drop.REPLAY,
     ]
     e = Model(64, True, top=2**32 + 5)
     assert e.infer((2**32 - 58) & M32) == 2**32 - 58
@@ -175,13 +181,13 @@ def test_window_edges(window: int) -> None:
     dp, spi = receiver(key, window=window)
     top = window + 1000
     assert send(dp, key, spi, top, False) is Drop.NONE
-    assert send(dp, key, spi, top - window, False) is Drop.REPLAY       # just left of the window
-    assert send(dp, key, spi, top - window + 1, False) is Drop.NONE     # the oldest slot
+    assert send(dp, key, spi, top - window, False) is Drop.REPLAY  # just left of the window
+    assert send(dp, key, spi, top - window + 1, False) is Drop.NONE  # the oldest slot
     assert send(dp, key, spi, top - window + 1, False) is Drop.REPLAY
     assert send(dp, key, spi, top, False) is Drop.REPLAY
-    assert send(dp, key, spi, top + window, False) is Drop.NONE         # slides a whole window
-    assert send(dp, key, spi, top + 1, False) is Drop.NONE              # still inside
-    assert send(dp, key, spi, top, False) is Drop.REPLAY                # now left of it
+    assert send(dp, key, spi, top + window, False) is Drop.NONE  # slides a whole window
+    assert send(dp, key, spi, top + 1, False) is Drop.NONE  # still inside
+    assert send(dp, key, spi, top, False) is Drop.REPLAY  # now left of it
     assert send(dp, key, spi, 0, False) is Drop.REPLAY
 
 
@@ -234,7 +240,7 @@ def test_esn_left_of_window_across_the_epoch() -> None:
 def test_esn_initial_state_refuses_previous_epoch() -> None:
     key = new_key()
     dp, spi = receiver(key, esn=True, window=64)
-    assert send(dp, key, spi, M32, True) is Drop.REPLAY      # would be epoch -1
+    assert send(dp, key, spi, M32, True) is Drop.REPLAY  # would be epoch -1
     assert send(dp, key, spi, 5, True) is Drop.NONE
 
 
@@ -244,7 +250,7 @@ def test_window_zero_accepts_duplicates(esn: bool) -> None:
     dp, spi = receiver(key, esn=esn, window=0)
     for seq in (5, 5, 5, 3, 1000, 1):
         assert send(dp, key, spi, seq, esn) is Drop.NONE
-    assert send(dp, key, spi, 0, esn) is Drop.REPLAY            # 0 is never a valid number
+    assert send(dp, key, spi, 0, esn) is Drop.REPLAY  # 0 is never a valid number
     assert send(dp, key, spi, 9, esn, genuine=False) is Drop.AUTH
     info = dp.get(spi, Direction.IN)
     assert info.packets == 6 and info.seq == 1000
@@ -290,8 +296,8 @@ def test_esn_continues_past_2_32() -> None:
     for seq in (2**32 - 1, 2**32, 2**32 + 1, 2**32 + 2):
         esp, _, drop, _ = dp.outbound(PKT)
         assert drop is Drop.NONE
-        o = esp_open(key, esp, esn=True, seq_hi=seq >> 32)   # AAD carries the high bits
-        assert o.iv == struct.pack("!Q", seq)                 # and so does the IV
+        o = esp_open(key, esp, esn=True, seq_hi=seq >> 32)  # AAD carries the high bits
+        assert o.iv == struct.pack("!Q", seq)  # and so does the IV
         assert o.seq_lo == seq & M32
     assert _events(dp) == []
     info = dp.get(0x2001, Direction.OUT)

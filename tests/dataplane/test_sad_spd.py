@@ -25,8 +25,8 @@ from esp_ref import (
 )
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from tunsec.dataplane._fastpath import ffi, lib
+
 from tunsec.dataplane.fastpath import Dataplane, DataplaneError, Drop, Event, EventType, _params
 from tunsec.dataplane.pipe import Action, Alg, Direction, Endpoint, Errno, Lifetime, Policy, Selector
 
@@ -42,8 +42,22 @@ def errno_of(fn: Callable[[], object]) -> Errno:
 
 def snapshot(dp: Dataplane) -> list[tuple[Any, ...]]:
     """SAD state without the clock (age) so two snapshots compare equal."""
-    return sorted((s.spi, s.direction, s.state, s.alg, s.esn, s.reqid, s.replay_window, s.local, s.remote,
-                   s.packets, s.seq) for s in dp.sas())
+    return sorted(
+        (
+            s.spi,
+            s.direction,
+            s.state,
+            s.alg,
+            s.esn,
+            s.reqid,
+            s.replay_window,
+            s.local,
+            s.remote,
+            s.packets,
+            s.seq,
+        )
+        for s in dp.sas()
+    )
 
 
 # ------------------------------------------------------------------- GETSPI
@@ -161,16 +175,18 @@ def _bad_params() -> list[tuple[str, Callable[[Any], None]]]:
 
     def sel_addr(p: Any) -> None:
         p.n_sel = 1
-        p.sel[0].src_lo[0] = 11   # src_lo 11.x > src_hi 10.x
+        p.sel[0].src_lo[0] = 11  # src_lo 11.x > src_hi 10.x
 
     def set_(field: str, value: int) -> Callable[[Any], None]:
         def f(p: Any) -> None:
             setattr(p, field, value)
+
         return f
 
     def remote(field: str, value: int) -> Callable[[Any], None]:
         def f(p: Any) -> None:
             setattr(p.remote, field, value)
+
         return f
 
     return [
@@ -224,14 +240,14 @@ def test_spd_add_invalid_refused() -> None:
     ffi.memmove(p.sel.src_hi, b"\xff" * 4, 4)
     ffi.memmove(p.sel.dst_hi, b"\xff" * 4, 4)
     p.sel.sport_hi = p.sel.dport_hi = 0xFFFF
-    assert lib.ts_spd_add(dp._dp, p) == lib.TS_EINVAL   # action 3
+    assert lib.ts_spd_add(dp._dp, p) == lib.TS_EINVAL  # action 3
     p.action = 2
     p.sel.family = 0
-    assert lib.ts_spd_add(dp._dp, p) == lib.TS_EINVAL   # no family
+    assert lib.ts_spd_add(dp._dp, p) == lib.TS_EINVAL  # no family
     p.sel.family = 4
     p.sel.dport_lo = 0xFFFF
     p.sel.dport_hi = 1
-    assert lib.ts_spd_add(dp._dp, p) == lib.TS_EINVAL   # reversed ports
+    assert lib.ts_spd_add(dp._dp, p) == lib.TS_EINVAL  # reversed ports
     assert dp.policies() == []
 
 
@@ -242,7 +258,7 @@ def test_delete() -> None:
     key = new_key()
     rx, spi = receiver(key)
     assert rx.inbound(esp_seal(key, spi, 1, PKT4, 4)) == (PKT4, Drop.NONE)
-    assert errno_of(lambda: rx.delete(spi, Direction.OUT)) is Errno.ENOENT   # wrong direction
+    assert errno_of(lambda: rx.delete(spi, Direction.OUT)) is Errno.ENOENT  # wrong direction
     rx.delete(spi, Direction.IN)
     assert errno_of(lambda: rx.delete(spi, Direction.IN)) is Errno.ENOENT
     assert rx.sas() == []
@@ -303,8 +319,10 @@ def test_spd_priority_and_insertion_order() -> None:
     assert dp.outbound(_to("10.2.0.7"))[2] is Drop.DISCARD
     assert dp.outbound(_to("10.2.0.8"))[2] is Drop.BYPASS
     assert [p.id for p in dp.policies()] == [4, 2, 3, 1]
-    assert errno_of(lambda: dp.spd_add(Policy(id=3, priority=1, action=Action.BYPASS, reqid=0, selector=sel))) \
+    assert (
+        errno_of(lambda: dp.spd_add(Policy(id=3, priority=1, action=Action.BYPASS, reqid=0, selector=sel)))
         is Errno.EEXIST
+    )
     dp.spd_delete(2)
     assert dp.outbound(_to("10.2.0.1"))[2] is Drop.DISCARD
     dp.spd_delete(3)
@@ -329,9 +347,12 @@ def _policy_sets(draw: st.DrawFn) -> list[tuple[int, Action, Selector]]:
         d0, d1 = sorted(draw(st.lists(st.integers(0, 7), min_size=2, max_size=2)))
         p0, p1 = sorted(draw(st.lists(st.sampled_from([0, 53, 80, 443, 65535]), min_size=2, max_size=2)))
         sel = Selector(
-            ipaddress.IPv4Address(_ADDRS[s0]), ipaddress.IPv4Address(_ADDRS[s1]),
-            ipaddress.IPv4Address(_ADDRS[d0]), ipaddress.IPv4Address(_ADDRS[d1]),
-            proto=draw(st.sampled_from([0, 6, 17])), dport=(p0, p1),
+            ipaddress.IPv4Address(_ADDRS[s0]),
+            ipaddress.IPv4Address(_ADDRS[s1]),
+            ipaddress.IPv4Address(_ADDRS[d0]),
+            ipaddress.IPv4Address(_ADDRS[d1]),
+            proto=draw(st.sampled_from([0, 6, 17])),
+            dport=(p0, p1),
         )
         out.append((draw(st.integers(0, 4)), draw(st.sampled_from([Action.BYPASS, Action.DISCARD])), sel))
     return out
@@ -340,11 +361,20 @@ def _policy_sets(draw: st.DrawFn) -> list[tuple[int, Action, Selector]]:
 @settings(max_examples=200, deadline=None)
 @given(
     pols=_policy_sets(),
-    pkts=st.lists(st.tuples(st.integers(0, 7), st.integers(0, 7), st.sampled_from([17, 6]),
-                            st.sampled_from([0, 53, 80, 81, 443, 65535])), min_size=1, max_size=20),
+    pkts=st.lists(
+        st.tuples(
+            st.integers(0, 7),
+            st.integers(0, 7),
+            st.sampled_from([17, 6]),
+            st.sampled_from([0, 53, 80, 81, 443, 65535]),
+        ),
+        min_size=1,
+        max_size=20,
+    ),
 )
-def test_spd_lookup_matches_model(pols: list[tuple[int, Action, Selector]],
-                                  pkts: list[tuple[int, int, int, int]]) -> None:
+def test_spd_lookup_matches_model(
+    pols: list[tuple[int, Action, Selector]], pkts: list[tuple[int, int, int, int]]
+) -> None:
     """First match in (priority, insertion) order, against a sorted list in Python."""
     dp = Dataplane()
     for i, (prio, action, sel) in enumerate(pols):
@@ -353,13 +383,16 @@ def test_spd_lookup_matches_model(pols: list[tuple[int, Action, Selector]],
     assert [p.id for p in dp.policies()] == order
     for s, d, proto, dport in pkts:
         pkt = bytearray(ipv4_udp(_ADDRS[s], _ADDRS[d], b"x", dport=dport))
-        pkt[9] = proto   # TCP or UDP: the ports sit at the same offsets
+        pkt[9] = proto  # TCP or UDP: the ports sit at the same offsets
         want = Drop.NO_POLICY
         for i in order:
             sel = pols[i][2]
-            if (int(sel.src_lo) <= int(ipaddress.IPv4Address(_ADDRS[s])) <= int(sel.src_hi)
-                    and int(sel.dst_lo) <= int(ipaddress.IPv4Address(_ADDRS[d])) <= int(sel.dst_hi)
-                    and sel.proto in (0, proto) and sel.dport[0] <= dport <= sel.dport[1]):
+            if (
+                int(sel.src_lo) <= int(ipaddress.IPv4Address(_ADDRS[s])) <= int(sel.src_hi)
+                and int(sel.dst_lo) <= int(ipaddress.IPv4Address(_ADDRS[d])) <= int(sel.dst_hi)
+                and sel.proto in (0, proto)
+                and sel.dport[0] <= dport <= sel.dport[1]
+            ):
                 want = Drop.BYPASS if pols[i][1] is Action.BYPASS else Drop.DISCARD
                 break
         assert dp.outbound(bytes(pkt))[2] is want
@@ -401,7 +434,7 @@ def _invalid_spi_events(dp: Dataplane) -> list[Event]:
 
 def test_unknown_spi_reports_invalid_spi_with_sender() -> None:
     key = new_key()
-    dp, spi = receiver(key)
+    dp, _spi = receiver(key)
     src = Endpoint(ipaddress.ip_address("198.51.100.9"), 31337)
     assert dp.inbound(esp_seal(key, 0xDEAD_BEEF, 1, PKT4, 4), src) == (b"", Drop.NO_SA)
     evs = list(dp.events())
@@ -447,7 +480,7 @@ def test_outbound_rebinding_newest_then_fallback() -> None:
     dp.add(spec(0x1002, Direction.OUT, key, reqid=5))
     assert _out_spi(dp, key) == 0x1002
     assert {p.out_spi for p in dp.policies()} == {0x1002}
-    dp.add(spec(0x1003, Direction.OUT, key, reqid=6))   # another reqid: not bound here
+    dp.add(spec(0x1003, Direction.OUT, key, reqid=6))  # another reqid: not bound here
     assert _out_spi(dp, key) == 0x1002
     dp.delete(0x1002, Direction.OUT)
     assert _out_spi(dp, key) == 0x1001
@@ -471,8 +504,11 @@ def _expires(dp: Dataplane) -> list[tuple[int, bool, int]]:
 def test_outbound_lifetimes(kind: str) -> None:
     key = new_key()
     n = len(PKT4)
-    soft, hard = (Lifetime(packets=3), Lifetime(packets=5)) if kind == "packets" else \
-        (Lifetime(bytes=3 * n), Lifetime(bytes=5 * n))
+    soft, hard = (
+        (Lifetime(packets=3), Lifetime(packets=5))
+        if kind == "packets"
+        else (Lifetime(bytes=3 * n), Lifetime(bytes=5 * n))
+    )
     reason = 2 if kind == "packets" else 1
     dp = sender(key, 0x1001, soft=soft, hard=hard)
     verdicts = []
@@ -491,8 +527,11 @@ def test_outbound_lifetimes(kind: str) -> None:
 def test_inbound_lifetimes(kind: str) -> None:
     key = new_key()
     n = len(PKT6)
-    soft, hard = (Lifetime(packets=2), Lifetime(packets=4)) if kind == "packets" else \
-        (Lifetime(bytes=2 * n), Lifetime(bytes=4 * n - 1))
+    soft, hard = (
+        (Lifetime(packets=2), Lifetime(packets=4))
+        if kind == "packets"
+        else (Lifetime(bytes=2 * n), Lifetime(bytes=4 * n - 1))
+    )
     reason = 2 if kind == "packets" else 1
     dp, spi = receiver(key, soft=soft, hard=hard)
     verdicts = []

@@ -1,0 +1,218 @@
+"""Child SA negotiation shared by IKE_AUTH and CREATE_CHILD_SA.
+
+Inbound SPIs come from ``IkeSaState.spi_allocator`` (GETSPI in the daemon);
+each ``ChildSa`` is registered in ``st.children`` as soon as its SPI is
+allocated, so that a failure anywhere reports ``SpiUnused`` for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..config import ChildConfig
+from ..constants import NotifyType, ProtocolId
+from ..crypto import derive_child_keys
+from ..events import ChildSaUp, NegotiationFailed, SpiUnused
+from ..message import Payload, Proposal, SaPayload, TsPayload
+from ..proposals import ProposalSpec, Suite, accepts, describe_all, select_proposal
+from ..state import ChildSa, IkeSaState
+from ..ts import Ts, narrow, resolve_all
+from .base import find_all
+
+
+def spi_bytes(spi: int) -> bytes:
+    return spi.to_bytes(4, "big")
+
+
+def new_child(st: IkeSaState, cfg: ChildConfig) -> ChildSa:
+    """Allocate the inbound SPI and register the (not yet installed) Child SA."""
+    spi = st.allocate_spi()
+    child = ChildSa(cfg.name, st.new_child_id(), cfg, spi)
+    st.children[spi] = child
+    return child
+
+
+def drop_child(st: IkeSaState, child: ChildSa) -> None:
+    """Forget a Child SA that never came up and hand its SPI back."""
+    if st.children.pop(child.spi_in, None) is not None and not child.installed:
+        st.emit(SpiUnused(child.spi_in))
+
+
+def initiator_ts(st: IkeSaState, cfg: ChildConfig) -> tuple[tuple[Ts, ...], tuple[Ts, ...]]:
+    """TSi and TSr to propose: our local_ts and remote_ts with ``dynamic`` filled in."""
+    return resolve_all(cfg.local_ts, st.local_ip), resolve_all(cfg.remote_ts, st.remote_addr[0])
+
+
+def sa_payloads(
+    child: ChildSa,
+    proposals: Sequence[ProposalSpec],
+    tsi: Sequence[Ts],
+    tsr: Sequence[Ts],
+    strip_dh: bool,
+) -> list[Payload]:
+    """SA, TSi, TSr of a Child SA request; every proposal carries our inbound SPI."""
+    specs = [p.without_dh() if strip_dh else p for p in proposals]
+    props = tuple(spec.to_wire(i + 1, spi_bytes(child.spi_in)) for i, spec in enumerate(specs))
+    return [
+        SaPayload(props),
+        TsPayload(True, tuple(t.to_wire() for t in tsi)),
+        TsPayload(False, tuple(t.to_wire() for t in tsr)),
+    ]
+
+
+def response_payloads(selection: Selection, child: ChildSa) -> list[Payload]:
+    """SA (the chosen proposal with our inbound SPI), TSi, TSr of a responder."""
+    chosen = selection.proposal
+    ours = Proposal(chosen.num, chosen.protocol, spi_bytes(child.spi_in), chosen.transforms)
+    return [
+        SaPayload((ours,)),
+        TsPayload(True, tuple(t.to_wire() for t in selection.tsi)),
+        TsPayload(False, tuple(t.to_wire() for t in selection.tsr)),
+    ]
+
+
+def received_ts(payloads: Sequence[Payload]) -> tuple[tuple[Ts, ...], tuple[Ts, ...]] | None:
+    """(TSi, TSr) of a message, or None when either is missing."""
+    tsi = [p for p in find_all(payloads, TsPayload) if p.initiator]
+    tsr = [p for p in find_all(payloads, TsPayload) if not p.initiator]
+    if not tsi or not tsr:
+        return None
+    return (
+        tuple(Ts.from_wire(s) for s in tsi[0].selectors),
+        tuple(Ts.from_wire(s) for s in tsr[0].selectors),
+    )
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What a responder agreed to for a Child SA request."""
+
+    config: ChildConfig
+    proposal: Proposal
+    tsi: tuple[Ts, ...]
+    tsr: tuple[Ts, ...]
+
+
+@dataclass(frozen=True)
+class Refusal:
+    notify: NotifyType
+    detail: str
+    child: str | None
+
+
+def responder_select(
+    st: IkeSaState, sa: SaPayload, tsi: Sequence[Ts], tsr: Sequence[Ts], strip_dh: bool
+) -> Selection | Refusal:
+    """Pick the first child config whose selectors narrow to something, then a proposal."""
+    theirs = [p for p in sa.proposals if p.protocol == ProtocolId.ESP and len(p.spi) == 4]
+    remote_ip, local_ip = st.remote_addr[0], st.local_ip
+    ts_refusal: Refusal | None = None
+    for cfg in st.config.children:
+        new_tsi = narrow(tsi, resolve_all(cfg.remote_ts, remote_ip))
+        new_tsr = narrow(tsr, resolve_all(cfg.local_ts, local_ip))
+        if not new_tsi or not new_tsr:
+            ts_refusal = ts_refusal or Refusal(
+                NotifyType.TS_UNACCEPTABLE,
+                f"proposed TSi {_ts_text(tsi)} TSr {_ts_text(tsr)}; "
+                f"child {cfg.name} allows remote {_ts_text(cfg.remote_ts)} local {_ts_text(cfg.local_ts)}",
+                cfg.name,
+            )
+            continue
+        chosen = select_proposal(cfg.esp_proposals, theirs, strip_dh=strip_dh)
+        if chosen is None:
+            return Refusal(
+                NotifyType.NO_PROPOSAL_CHOSEN,
+                f"received {describe_all(theirs)}; configured {describe_all(cfg.esp_proposals)}",
+                cfg.name,
+            )
+        return Selection(cfg, chosen, new_tsi, new_tsr)
+    return ts_refusal or Refusal(NotifyType.TS_UNACCEPTABLE, "no child configured", None)
+
+
+def check_response(
+    child: ChildSa,
+    sa: SaPayload,
+    tsi: Sequence[Ts],
+    tsr: Sequence[Ts],
+    proposed: tuple[Sequence[Ts], Sequence[Ts]],
+    strip_dh: bool,
+) -> Refusal | Proposal:
+    """Validate a responder's choice against what the initiator proposed."""
+    if len(sa.proposals) != 1 or len(sa.proposals[0].spi) != 4:
+        return Refusal(
+            NotifyType.NO_PROPOSAL_CHOSEN, "response must hold exactly one ESP proposal", child.name
+        )
+    chosen = sa.proposals[0]
+    if chosen.protocol != ProtocolId.ESP or not accepts(child.config.esp_proposals, chosen, strip_dh):
+        return Refusal(
+            NotifyType.NO_PROPOSAL_CHOSEN,
+            f"peer chose {describe_all([chosen])}, not one we offered",
+            child.name,
+        )
+    if not tsi or not tsr or not _within(tsi, proposed[0]) or not _within(tsr, proposed[1]):
+        return Refusal(
+            NotifyType.TS_UNACCEPTABLE,
+            f"peer narrowed to TSi {_ts_text(tsi)} TSr {_ts_text(tsr)}, outside what we proposed",
+            child.name,
+        )
+    return chosen
+
+
+def _within(selected: Sequence[Ts], proposed: Sequence[Ts]) -> bool:
+    return all(any(p.contains(s) for p in proposed) for s in selected)
+
+
+def _ts_text(selectors: Sequence[Ts]) -> str:
+    return ", ".join(str(t) for t in selectors) or "(none)"
+
+
+def install(
+    st: IkeSaState,
+    child: ChildSa,
+    proposal: Proposal,
+    spi_out: int,
+    local_ts: tuple[Ts, ...],
+    remote_ts: tuple[Ts, ...],
+    we_initiated: bool,
+    nonces: tuple[bytes, bytes],
+    pfs_shared: bytes | None = None,
+    rekey_of: int | None = None,
+) -> None:
+    """Derive KEYMAT (RFC 7296 §2.17) and report the Child SA as up.
+
+    ``nonces`` are (Ni, Nr) of the exchange that created the Child SA and
+    ``we_initiated`` says whether we sent its request: that side sends with
+    the initiator-to-responder keys.
+    """
+    assert st.prf is not None and st.keys is not None
+    suite = Suite.of(proposal)
+    ni, nr = nonces
+    keys = derive_child_keys(st.prf, st.keys.d, ni, nr, suite.encr_key_len, suite.integ_key_len, pfs_shared)
+    key_out, key_in = (keys.encr_i2r, keys.encr_r2i) if we_initiated else (keys.encr_r2i, keys.encr_i2r)
+    child.spi_out, child.suite = spi_out, suite
+    child.local_ts, child.remote_ts = local_ts, remote_ts
+    child.installed = True
+    st.emit(
+        ChildSaUp(
+            child.name,
+            child.unique_id,
+            child.spi_in,
+            spi_out,
+            suite.esp_name,
+            key_in,
+            key_out,
+            suite.esn,
+            local_ts,
+            remote_ts,
+            st.remote_addr,
+            st.local_port,
+            rekey_of=rekey_of,
+        )
+    )
+
+
+def fail(st: IkeSaState, child: ChildSa | None, refusal: Refusal) -> None:
+    st.emit(NegotiationFailed(st.name, refusal.notify.name, refusal.detail, refusal.child))
+    if child is not None:
+        drop_child(st, child)

@@ -1,0 +1,218 @@
+"""IKE_AUTH (RFC 7296 §1.2, §2.15): identities, AUTH, and the first Child SA.
+
+Request order as strongSwan expects it: IDi, [CERT...], [CERTREQ], [IDr],
+AUTH, [N(INITIAL_CONTACT)], SA, TSi, TSr. Response: IDr, [CERT...], AUTH, SA,
+TSi, TSr (or an error notify for the Child SA, in which case the IKE SA still
+comes up, RFC 7296 §1.2). Key exchange transforms are stripped from the ESP
+proposals here: the first Child SA takes its keys from the IKE SA.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from ..auth import AuthError, psk_auth_data, sign, signed_octets, verify_psk, verify_signature
+from ..certs import load_certificates, verify_peer
+from ..config import ChildConfig
+from ..constants import AuthMethod, CertEncoding, ExchangeType, NotifyType, notify_name
+from ..events import AuthFailed, IkeSaUp, NegotiationFailed
+from ..identity import Identity
+from ..message import AuthPayload, CertPayload, IdPayload, Payload, SaPayload
+from ..proposals import describe_all
+from ..state import ChildSa, IkeSaState, SpiUnavailable
+from ..ts import Ts
+from . import child as childmod
+from .base import CHILD_ERRORS, Outcome, Response, Task, error_notify, find, find_all, notify
+from .ike_sa_init import certreq_payloads
+
+
+def _id_payload(st: IkeSaState, initiator: bool) -> IdPayload:
+    ident = st.config.local.id
+    return IdPayload(initiator, ident.type, ident.data)
+
+
+def _own_auth(st: IkeSaState, id_payload: IdPayload) -> list[Payload]:
+    """[CERT...] and AUTH proving our identity."""
+    assert st.prf is not None and st.keys is not None
+    sk_p = st.keys.pi if st.is_initiator else st.keys.pr
+    own_msg = st.init_request if st.is_initiator else st.init_response
+    octets = signed_octets(own_msg, st.peer_nonce, st.prf, sk_p, id_payload)
+    local = st.config.local
+    if local.method == "psk":
+        assert st.config.psk is not None
+        return [AuthPayload(AuthMethod.PSK, psk_auth_data(st.prf, st.config.psk, octets))]
+    assert local.cert is not None and local.private_key is not None
+    certs: list[Payload] = [
+        CertPayload(CertEncoding.X509_SIGNATURE, c.public_bytes(Encoding.DER))
+        for c in (local.cert, *local.intermediates)
+    ]
+    return [*certs, sign(local.private_key, octets, st.peer_hashes, local.rsa_pss)]
+
+
+def _verify_peer(st: IkeSaState, payloads: Sequence[Payload], peer_id_payload: IdPayload) -> Identity:
+    """Check the peer's identity and AUTH; raises AuthError."""
+    assert st.prf is not None and st.keys is not None
+    peer_id = Identity(peer_id_payload.id_type, peer_id_payload.data)
+    remote = st.config.remote
+    if not remote.id.matches(peer_id):
+        raise AuthError(f"peer identity {peer_id} is not the configured {remote.id}")
+    auth = find(payloads, AuthPayload)
+    if auth is None:
+        raise AuthError("no AUTH payload")
+    sk_p = st.keys.pr if st.is_initiator else st.keys.pi
+    peer_msg = st.init_response if st.is_initiator else st.init_request
+    octets = signed_octets(peer_msg, st.own_nonce, st.prf, sk_p, peer_id_payload)
+    if remote.method == "psk":
+        assert st.config.psk is not None
+        verify_psk(st.prf, st.config.psk, octets, auth)
+    else:
+        ders = [c.data for c in find_all(payloads, CertPayload) if c.encoding == CertEncoding.X509_SIGNATURE]
+        key = verify_peer(load_certificates(ders), remote.cas, st.wall_clock(), peer_id)
+        verify_signature(key, octets, auth)
+    st.peer_id = peer_id
+    return peer_id
+
+
+def _ike_up(st: IkeSaState) -> None:
+    assert st.peer_id is not None and st.proposal is not None
+    st.emit(
+        IkeSaUp(
+            st.name,
+            st.spi_i,
+            st.spi_r,
+            st.config.local.id,
+            st.peer_id,
+            st.remote_addr,
+            st.local_port,
+            describe_all([st.proposal]),
+        )
+    )
+
+
+class IkeAuthTask(Task):
+    """The initiator's IKE_AUTH, optionally with the first Child SA."""
+
+    exchange = ExchangeType.IKE_AUTH
+
+    def __init__(self, child_cfg: ChildConfig | None) -> None:
+        self._child_cfg = child_cfg
+        self._child: ChildSa | None = None
+        self._proposed: tuple[tuple[Ts, ...], tuple[Ts, ...]] = ((), ())
+
+    def build(self, st: IkeSaState) -> list[Payload]:
+        idi = _id_payload(st, True)
+        payloads: list[Payload] = [idi]
+        own = _own_auth(st, idi)
+        payloads += own[:-1] + certreq_payloads(st)
+        if not st.config.remote.id.is_any:
+            payloads.append(IdPayload(False, st.config.remote.id.type, st.config.remote.id.data))
+        payloads.append(own[-1])
+        if st.config.initial_contact:
+            payloads.append(notify(NotifyType.INITIAL_CONTACT))
+        payloads += self._child_payloads(st)
+        return payloads
+
+    def _child_payloads(self, st: IkeSaState) -> list[Payload]:
+        cfg = self._child_cfg
+        if cfg is None:
+            return []
+        tsi, tsr = childmod.initiator_ts(st, cfg)
+        if not tsi or not tsr:
+            st.emit(
+                NegotiationFailed(
+                    st.name, "TS_UNACCEPTABLE", "dynamic selector without a local address", cfg.name
+                )
+            )
+            return []
+        try:
+            self._child = childmod.new_child(st, cfg)
+        except SpiUnavailable as exc:
+            st.emit(NegotiationFailed(st.name, "TEMPORARY_FAILURE", f"no inbound SPI: {exc}", cfg.name))
+            return []
+        self._proposed = (tsi, tsr)
+        return childmod.sa_payloads(self._child, cfg.esp_proposals, tsi, tsr, strip_dh=True)
+
+    def process(self, st: IkeSaState, payloads: Sequence[Payload]) -> Outcome:
+        err = error_notify(payloads)
+        if err is not None and err.type == NotifyType.AUTHENTICATION_FAILED:
+            st.emit(
+                AuthFailed(st.name, "peer refused our authentication (AUTHENTICATION_FAILED)", by_peer=True)
+            )
+            return Outcome.CLOSE
+        if err is not None and err.type not in CHILD_ERRORS:
+            st.emit(NegotiationFailed(st.name, notify_name(err.type), "IKE_AUTH refused by peer"))
+            return Outcome.CLOSE
+        idr = next((p for p in find_all(payloads, IdPayload) if not p.initiator), None)
+        try:
+            if idr is None:
+                raise AuthError("response has no IDr")
+            _verify_peer(st, payloads, idr)
+        except AuthError as exc:
+            st.emit(AuthFailed(st.name, str(exc), by_peer=False))
+            return Outcome.AUTH_FAILED
+        _ike_up(st)
+        self._finish_child(st, payloads, err.type if err is not None else None)
+        return Outcome.DONE
+
+    def _finish_child(self, st: IkeSaState, payloads: Sequence[Payload], err: int | None) -> None:
+        child = self._child
+        if child is None:
+            return
+        if err is not None:
+            refusal = childmod.Refusal(NotifyType(err), f"peer refused Child SA {child.name}", child.name)
+            childmod.fail(st, child, refusal)
+            return
+        sa, ts = find(payloads, SaPayload), childmod.received_ts(payloads)
+        if sa is None or ts is None:
+            refusal = childmod.Refusal(NotifyType.NO_PROPOSAL_CHOSEN, "response has no SA/TS", child.name)
+            childmod.fail(st, child, refusal)
+            return
+        result = childmod.check_response(child, sa, ts[0], ts[1], self._proposed, strip_dh=True)
+        if isinstance(result, childmod.Refusal):
+            childmod.fail(st, child, result)
+            return
+        spi_out = int.from_bytes(result.spi, "big")
+        childmod.install(st, child, result, spi_out, ts[0], ts[1], True, (st.nonce_i, st.nonce_r))
+
+    def abort(self, st: IkeSaState) -> None:
+        if self._child is not None:
+            childmod.drop_child(st, self._child)
+
+
+def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response:
+    """The responder's IKE_AUTH."""
+    idi = next((p for p in find_all(payloads, IdPayload) if p.initiator), None)
+    try:
+        if idi is None:
+            raise AuthError("request has no IDi")
+        _verify_peer(st, payloads, idi)
+    except AuthError as exc:
+        st.emit(AuthFailed(st.name, str(exc), by_peer=False))
+        return Response([notify(NotifyType.AUTHENTICATION_FAILED)], close=True)
+    idr = _id_payload(st, False)
+    response: list[Payload] = [idr, *_own_auth(st, idr)]
+    _ike_up(st)
+    response += _respond_child(st, payloads)
+    return Response(response)
+
+
+def _respond_child(st: IkeSaState, payloads: Sequence[Payload]) -> list[Payload]:
+    sa, ts = find(payloads, SaPayload), childmod.received_ts(payloads)
+    if sa is None or ts is None:
+        return []  # an IKE SA without a Child SA
+    result = childmod.responder_select(st, sa, ts[0], ts[1], strip_dh=True)
+    if isinstance(result, childmod.Refusal):
+        childmod.fail(st, None, result)
+        return [notify(result.notify)]
+    try:
+        child = childmod.new_child(st, result.config)
+    except SpiUnavailable as exc:
+        st.emit(NegotiationFailed(st.name, "TEMPORARY_FAILURE", f"no inbound SPI: {exc}", result.config.name))
+        return [notify(NotifyType.TEMPORARY_FAILURE)]
+    spi_out = int.from_bytes(result.proposal.spi, "big")
+    childmod.install(
+        st, child, result.proposal, spi_out, result.tsr, result.tsi, False, (st.nonce_i, st.nonce_r)
+    )
+    return childmod.response_payloads(result, child)

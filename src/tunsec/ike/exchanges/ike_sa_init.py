@@ -1,0 +1,200 @@
+"""IKE_SA_INIT (RFC 7296 §1.2): proposals, key exchange, nonces, NAT detection.
+
+Payload order as strongSwan sends and expects it: [N(COOKIE)], SA, KE, Nonce,
+N(NAT_DETECTION_SOURCE_IP), N(NAT_DETECTION_DESTINATION_IP),
+N(SIGNATURE_HASH_ALGORITHMS), [CERTREQ].
+
+UDP encapsulation is forced (RFC 7296 §2.23, strongSwan's ``encap=yes``): the
+source hash we send is random, so the peer always believes we are behind a NAT
+and both sides float to port 4500 after this exchange. The peer's hashes are
+therefore not needed to decide anything and are not checked.
+
+INVALID_KE_PAYLOAD: the initiator retries with the group the responder asks
+for, if it is one we would accept. COOKIE: the initiator repeats its request
+with the cookie first, keeping its SPI, nonce and KE value (RFC 7296 §2.6).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+
+from ..auth import SUPPORTED_HASHES
+from ..certs import certreq_data
+from ..constants import (
+    NATT_PORT,
+    CertEncoding,
+    ExchangeType,
+    NotifyType,
+    ProtocolId,
+    notify_name,
+)
+from ..dh import DhError, KeyExchange, new_key_exchange
+from ..events import NegotiationFailed
+from ..message import CertReqPayload, KePayload, NoncePayload, NotifyPayload, Payload, SaPayload
+from ..proposals import Suite, accepts, describe_all, select_proposal
+from ..state import IkeSaState, nat_hash
+from .base import Outcome, Response, Task, error_notify, find, find_notify, notify
+
+NONCE_LEN = 32
+
+
+def _hash_algorithms() -> bytes:
+    return b"".join(struct.pack("!H", h) for h in SUPPORTED_HASHES)
+
+
+def _nat_notifies(st: IkeSaState, spi_r: bytes) -> list[Payload]:
+    # a random source hash never matches: the peer sees a NAT and we both float to 4500
+    return [
+        NotifyPayload(NotifyType.NAT_DETECTION_SOURCE_IP, st.rng(20)),
+        NotifyPayload(NotifyType.NAT_DETECTION_DESTINATION_IP, nat_hash(st.spi_i, spi_r, st.remote_addr)),
+    ]
+
+
+def _certreq(st: IkeSaState) -> list[Payload]:
+    remote = st.config.remote
+    if remote.method != "pubkey" or not st.config.send_certreq:
+        return []
+    return [CertReqPayload(CertEncoding.X509_SIGNATURE, certreq_data(remote.cas))]
+
+
+def _peer_hashes(payloads: Sequence[Payload]) -> frozenset[int]:
+    sig = find_notify(payloads, NotifyType.SIGNATURE_HASH_ALGORITHMS)
+    if sig is None:
+        return frozenset()
+    data = sig.data[: len(sig.data) // 2 * 2]
+    return frozenset(struct.unpack(f"!{len(data) // 2}H", data))
+
+
+class IkeSaInitTask(Task):
+    """The initiator's IKE_SA_INIT."""
+
+    exchange = ExchangeType.IKE_SA_INIT
+
+    def __init__(self, st: IkeSaState) -> None:
+        groups = [g for spec in st.config.proposals for g in spec.dh_groups]
+        self._acceptable = set(groups)
+        self._ke: KeyExchange = new_key_exchange(groups[0])
+        self._cookie: bytes | None = None
+        st.nonce_i = st.rng(NONCE_LEN)
+
+    def build(self, st: IkeSaState) -> list[Payload]:
+        payloads: list[Payload] = []
+        if self._cookie is not None:
+            payloads.append(notify(NotifyType.COOKIE, self._cookie))
+        proposals = tuple(spec.to_wire(i + 1) for i, spec in enumerate(st.config.proposals))
+        payloads += [
+            SaPayload(proposals),
+            KePayload(self._ke.group, self._ke.public),
+            NoncePayload(st.nonce_i),
+            *_nat_notifies(st, bytes(8)),
+            notify(NotifyType.SIGNATURE_HASH_ALGORITHMS, _hash_algorithms()),
+        ]
+        return payloads
+
+    def process(self, st: IkeSaState, payloads: Sequence[Payload]) -> Outcome:
+        cookie = find_notify(payloads, NotifyType.COOKIE)
+        if cookie is not None and error_notify(payloads) is None:
+            if not 1 <= len(cookie.data) <= 64:
+                return self._fail(st, "INVALID_SYNTAX", "COOKIE of invalid length")
+            self._cookie = cookie.data
+            return Outcome.RETRY
+        invalid_ke = find_notify(payloads, NotifyType.INVALID_KE_PAYLOAD)
+        if invalid_ke is not None:
+            return self._retry_group(st, invalid_ke)
+        err = error_notify(payloads)
+        if err is not None:
+            detail = f"peer refused our proposals {describe_all(st.config.proposals)}"
+            return self._fail(
+                st, notify_name(err.type), detail if err.type == NotifyType.NO_PROPOSAL_CHOSEN else ""
+            )
+        return self._accept(st, payloads)
+
+    def _retry_group(self, st: IkeSaState, payload: NotifyPayload) -> Outcome:
+        if len(payload.data) != 2:
+            return self._fail(st, "INVALID_SYNTAX", "INVALID_KE_PAYLOAD without a group")
+        (group,) = struct.unpack("!H", payload.data)
+        if group not in self._acceptable or group == self._ke.group:
+            return self._fail(st, "INVALID_KE_PAYLOAD", f"peer asks for group {group}, which we do not offer")
+        self._ke = new_key_exchange(group)
+        return Outcome.RETRY
+
+    def _accept(self, st: IkeSaState, payloads: Sequence[Payload]) -> Outcome:
+        sa, ke, nonce = find(payloads, SaPayload), find(payloads, KePayload), find(payloads, NoncePayload)
+        if sa is None or ke is None or nonce is None:
+            return self._fail(st, "INVALID_SYNTAX", "IKE_SA_INIT response lacks SA, KE or Nonce")
+        if len(sa.proposals) != 1 or not accepts(st.config.proposals, sa.proposals[0]):
+            return self._fail(
+                st, "NO_PROPOSAL_CHOSEN", f"peer chose {describe_all(sa.proposals)}, not offered"
+            )
+        suite = Suite.of(sa.proposals[0])
+        if ke.group != suite.dh_group or ke.group != self._ke.group:
+            return self._fail(st, "INVALID_KE_PAYLOAD", f"peer's KE group {ke.group} is not the chosen one")
+        try:
+            shared = self._ke.shared_secret(ke.data)
+        except DhError as exc:
+            return self._fail(st, "INVALID_SYNTAX", str(exc))
+        st.proposal, st.suite, st.nonce_r = sa.proposals[0], suite, nonce.data
+        st.peer_hashes = _peer_hashes(payloads)
+        st.install_keys(shared)
+        _float_to_natt(st)
+        return Outcome.DONE
+
+    def _fail(self, st: IkeSaState, reason: str, detail: str) -> Outcome:
+        st.emit(NegotiationFailed(st.name, reason, detail))
+        return Outcome.CLOSE
+
+
+def _float_to_natt(st: IkeSaState) -> None:
+    """Move to port 4500 on both ends, as forced UDP encapsulation requires."""
+    st.remote_addr = (st.remote_addr[0], NATT_PORT)
+    st.local_port = NATT_PORT
+
+
+def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response:
+    """The responder's IKE_SA_INIT: select, check the KE group, derive keys."""
+    sa, ke, nonce = find(payloads, SaPayload), find(payloads, KePayload), find(payloads, NoncePayload)
+    if sa is None or ke is None or nonce is None:
+        return Response([notify(NotifyType.INVALID_SYNTAX)], close=True)
+    theirs = [p for p in sa.proposals if p.protocol == ProtocolId.IKE and not p.spi]
+    chosen = select_proposal(st.config.proposals, theirs, prefer_group=ke.group)
+    if chosen is None:
+        st.emit(
+            NegotiationFailed(
+                st.name,
+                "NO_PROPOSAL_CHOSEN",
+                f"received {describe_all(sa.proposals)}; configured {describe_all(st.config.proposals)}",
+            )
+        )
+        return Response([notify(NotifyType.NO_PROPOSAL_CHOSEN)], close=True)
+    suite = Suite.of(chosen)
+    if suite.dh_group != ke.group:
+        # stateless: the initiator comes back with a new request and a new IkeSa serves it
+        assert suite.dh_group is not None
+        return Response(
+            [notify(NotifyType.INVALID_KE_PAYLOAD, struct.pack("!H", suite.dh_group))], close=True
+        )
+    try:
+        ours = new_key_exchange(ke.group)
+        shared = ours.shared_secret(ke.data)
+    except DhError:
+        return Response([notify(NotifyType.INVALID_SYNTAX)], close=True)
+    st.proposal, st.suite = chosen, suite
+    st.nonce_i, st.nonce_r = nonce.data, st.rng(NONCE_LEN)
+    st.peer_hashes = _peer_hashes(payloads)
+    st.install_keys(shared)
+    return Response(
+        [
+            SaPayload((chosen,)),
+            KePayload(ke.group, ours.public),
+            NoncePayload(st.nonce_r),
+            *_nat_notifies(st, st.spi_r),
+            notify(NotifyType.SIGNATURE_HASH_ALGORITHMS, _hash_algorithms()),
+            *_certreq(st),
+        ]
+    )
+
+
+def certreq_payloads(st: IkeSaState) -> list[Payload]:
+    """CERTREQ for IKE_AUTH (the initiator sends it there, as strongSwan does)."""
+    return _certreq(st)

@@ -1,0 +1,107 @@
+"""INFORMATIONAL (RFC 7296 §1.4): DELETE of the IKE SA or Child SAs, liveness, errors.
+
+A Delete payload for ESP lists the SPIs the *sender* receives on, i.e. our
+outbound SPIs when the peer sends it; the response lists the matching SPIs of
+the other direction (RFC 7296 §1.4.1). Deleting the IKE SA takes its Child SAs
+with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..constants import ExchangeType, NotifyType, ProtocolId
+from ..events import AuthFailed, ChildSaDown
+from ..message import DeletePayload, Payload
+from ..state import ChildSa, IkeSaState
+from .base import Outcome, Response, Task, find_all, find_notify, notify
+from .child import spi_bytes
+
+
+class DeleteIkeTask(Task):
+    exchange = ExchangeType.INFORMATIONAL
+
+    def build(self, st: IkeSaState) -> list[Payload]:
+        return [DeletePayload(ProtocolId.IKE, 0)]
+
+    def process(self, st: IkeSaState, payloads: Sequence[Payload]) -> Outcome:
+        return Outcome.CLOSE
+
+
+class DeleteChildTask(Task):
+    exchange = ExchangeType.INFORMATIONAL
+
+    def __init__(self, children: Sequence[ChildSa], reason: str = "deleted locally") -> None:
+        self._children = list(children)
+        self._reason = reason
+
+    def build(self, st: IkeSaState) -> list[Payload]:
+        return [DeletePayload(ProtocolId.ESP, 4, tuple(spi_bytes(c.spi_in) for c in self._children))]
+
+    def process(self, st: IkeSaState, payloads: Sequence[Payload]) -> Outcome:
+        # the SAs are gone whatever the peer answers: we asked, and it has heard us
+        for child in self._children:
+            child_down(st, child, self._reason)
+        return Outcome.DONE
+
+
+class LivenessTask(Task):
+    """An empty INFORMATIONAL request: the peer is alive if it answers (RFC 7296 §2.4)."""
+
+    exchange = ExchangeType.INFORMATIONAL
+
+    def build(self, st: IkeSaState) -> list[Payload]:
+        return []
+
+    def process(self, st: IkeSaState, payloads: Sequence[Payload]) -> Outcome:
+        return Outcome.DONE
+
+
+class AuthFailedTask(Task):
+    """Tell the responder we rejected its AUTH (RFC 7296 §2.21.2); sent once, never retried."""
+
+    exchange = ExchangeType.INFORMATIONAL
+
+    def build(self, st: IkeSaState) -> list[Payload]:
+        return [notify(NotifyType.AUTHENTICATION_FAILED)]
+
+    def process(self, st: IkeSaState, payloads: Sequence[Payload]) -> Outcome:
+        return Outcome.CLOSE
+
+
+def child_down(st: IkeSaState, child: ChildSa, reason: str) -> None:
+    if st.children.pop(child.spi_in, None) is not None and child.installed:
+        st.emit(ChildSaDown(child.name, child.unique_id, child.spi_in, child.spi_out, reason))
+
+
+def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response:
+    deletes = find_all(payloads, DeletePayload)
+    if any(d.protocol == ProtocolId.IKE for d in deletes):
+        return Response([], close=True)
+    if find_notify(payloads, NotifyType.AUTHENTICATION_FAILED) is not None:
+        st.emit(AuthFailed(st.name, "peer rejected our AUTH (AUTHENTICATION_FAILED)", by_peer=True))
+        return Response([], close=True)
+    response: list[Payload] = []
+    ours: list[bytes] = []
+    for delete in deletes:
+        if delete.protocol != ProtocolId.ESP or delete.spi_size != 4:
+            continue
+        for spi in delete.spis:
+            child = _by_spi_out(st, int.from_bytes(spi, "big"))
+            if child is not None:
+                ours.append(spi_bytes(child.spi_in))
+                child_down(st, child, "deleted by peer")
+    if ours:
+        response.append(DeletePayload(ProtocolId.ESP, 4, tuple(ours)))
+    return response_of(response)
+
+
+def _by_spi_out(st: IkeSaState, spi: int) -> ChildSa | None:
+    for child in st.children.values():
+        if child.installed and child.spi_out == spi:
+            return child
+    return None
+
+
+def response_of(payloads: list[Payload]) -> Response:
+    return Response(payloads)
