@@ -126,7 +126,8 @@ enum ts_event_type {
     TS_EV_IKE = 4,               /* addr = sender, data = IKE message (marker stripped) */
 };
 
-enum ts_expire_reason { TS_EXP_BYTES = 1, TS_EXP_PACKETS = 2, TS_EXP_SEQ = 3 };
+/* numbered as the pipe's ExpireReason (3 = TIME is the worker's own) */
+enum ts_expire_reason { TS_EXP_BYTES = 1, TS_EXP_PACKETS = 2, TS_EXP_SEQ = 4 };
 
 typedef struct ts_event {
     uint8_t type;

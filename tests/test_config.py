@@ -18,6 +18,7 @@ from tunsec.config import (
     ConfigError,
     ConfigIssue,
     Esp,
+    SectionReader,
     Selector,
     load_config,
     parse_bool,
@@ -992,3 +993,15 @@ def selectors(draw: st.DrawFn) -> Selector:
 @given(selectors())
 def test_selector_str_roundtrip(sel: Selector) -> None:
     assert parse_selector(str(sel)) == sel
+
+
+def test_section_reader_for_future_schemas() -> None:
+    root = parse_settings("c {\n  version = 2\n  children { x { } }\n  extra { }\n}\n", "s")
+    issues: list[ConfigIssue] = []
+    r = SectionReader(root.sections["c"], issues)
+    assert r.get("version", int, 0) == 2
+    children = r.subsection("children")
+    assert children is not None and list(children.sections) == ["x"]
+    assert r.subsection("local") is None
+    r.finish()
+    assert [str(i) for i in issues] == ["s:4: c.extra: unknown section"]

@@ -1010,9 +1010,9 @@ class SectionReader:
 
     Every key asked for with :meth:`get`/:meth:`require` (and every section
     asked for with :meth:`subsection`) becomes "known"; :meth:`finish`
-    reports the rest as unknown. A
-    key whose value failed to parse lands in :attr:`failed`, so a validator
-    can skip cross-checks that would only repeat that error.
+    reports the rest as unknown. A key whose value failed to parse lands in
+    :attr:`failed`, so a validator can skip cross-checks that would only
+    repeat that error.
     """
 
     def __init__(self, section: Section, issues: list[ConfigIssue]) -> None:

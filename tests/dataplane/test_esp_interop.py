@@ -13,11 +13,11 @@ import struct
 
 import pytest
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from esp_ref import (
     B_OUTER,
     ICV,
     SEL4,
-    default_pad,
     esp_open,
     esp_seal,
     inner,
@@ -30,7 +30,7 @@ from esp_ref import (
 )
 
 from tunsec.dataplane.fastpath import Drop
-from tunsec.dataplane.pipe import Alg, Direction
+from tunsec.dataplane.pipe import Alg, Direction, Selector
 
 ALGS = [Alg.AES128GCM16, Alg.AES256GCM16]
 FAMILIES = [4, 6]
@@ -206,8 +206,6 @@ def test_pad_length_beyond_plaintext_is_malformed() -> None:
     dp, spi = receiver(key)
     # plaintext of 4 bytes claiming 200 bytes of padding
     nonce_iv = struct.pack("!Q", 1)
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
     body = AESGCM(key[:-4]).encrypt(
         key[-4:] + nonce_iv, b"\x01\x02" + bytes([200, 4]), struct.pack("!II", spi, 1)
     )
@@ -258,8 +256,6 @@ def test_inner_outside_selectors_is_policy(pkt: bytes) -> None:
 
 
 def test_selector_ports_and_protocol_are_checked() -> None:
-    from tunsec.dataplane.pipe import Selector
-
     key = new_key()
     sel = Selector(
         SEL4.src_lo, SEL4.src_hi, SEL4.dst_lo, SEL4.dst_hi, proto=17, sport=(1000, 2000), dport=(53, 53)
@@ -316,7 +312,3 @@ def test_unaligned_ciphertext_is_malformed() -> None:
     assert dp.inbound(good + b"\0") == (b"", Drop.MALFORMED)
     # none of those touched the replay window: the packet itself still goes through
     assert dp.inbound(good) == (inner(4), Drop.NONE)
-
-
-def test_default_pad_is_monotonic() -> None:
-    assert default_pad(3) == b"\x01\x02\x03"

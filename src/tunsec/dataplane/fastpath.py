@@ -132,8 +132,9 @@ def _sel_in(s: Any, sel: Selector) -> None:
 def _sel_out(s: Any) -> Selector:
     n = 4 if s.family == 4 else 16
     make = ipaddress.IPv4Address if s.family == 4 else ipaddress.IPv6Address
-    addrs = [make(bytes(getattr(s, f)[0:n])) for f in ("src_lo", "src_hi", "dst_lo", "dst_hi")]
-    return Selector(*addrs, proto=s.proto, sport=(s.sport_lo, s.sport_hi), dport=(s.dport_lo, s.dport_hi))
+    src_lo, src_hi, dst_lo, dst_hi = (make(bytes(getattr(s, f)[0:n])) for f in ("src_lo", "src_hi", "dst_lo", "dst_hi"))
+    return Selector(src_lo, src_hi, dst_lo, dst_hi, proto=s.proto, sport=(s.sport_lo, s.sport_hi),
+                    dport=(s.dport_lo, s.dport_hi))
 
 
 def _params(sa: SaSpec) -> Any:

@@ -23,6 +23,7 @@ IPNetwork = IPv4Network | IPv6Network
 # bytes ESP-in-UDP adds around an inner packet, before padding:
 # UDP 8 + SPI/seq 8 + IV 8 + pad length/next header 2 + ICV 16
 ESP_UDP_OVERHEAD = 8 + 8 + 8 + 2 + 16
+TXQUEUELEN = 4096
 
 
 def tunnel_mtu(outer_mtu: int, outer_family: int) -> int:
@@ -45,7 +46,7 @@ def outer_mtu_towards(dst: str) -> int:
     with IPRoute() as ipr:
         try:
             routes = ipr.route("get", dst=dst)
-        except Exception as exc:  # noqa: BLE001 - any netlink failure means "unknown"
+        except Exception as exc:
             log.warning("no route to %s to size the MTU (%s); assuming 1500", dst, exc)
             return 1500
         for r in routes:
@@ -83,10 +84,24 @@ class Tun:
         return int(self.device.fileno())
 
     def configure(self, mtu: int) -> None:
+        self._quiet_ipv6()
         self.device.mtu = mtu
+        with IPRoute() as ipr:
+            # a longer queue absorbs bursts while the worker is busy with a batch,
+            # instead of dropping them into TCP retransmits
+            ipr.link("set", index=ipr.link_lookup(ifname=self.name)[0], txqlen=TXQUEUELEN)
         self.device.up()
-        # no IPv6 link-local or router solicitations on a point-to-point tunnel of ours
         log.info("TUN %s up, MTU %d", self.name, mtu)
+
+    def _quiet_ipv6(self) -> None:
+        # no link-local address, so no router solicitations or MLD reports
+        # that match no policy: inner IPv6 only needs the routes
+        path = f"/proc/sys/net/ipv6/conf/{self.name}/addr_gen_mode"
+        try:
+            with open(path, "w") as f:
+                f.write("1")
+        except OSError as err:
+            log.debug("%s: %s", path, err)
 
     def add_route(self, dst: IPNetwork, src: str | None) -> None:
         with IPRoute() as ipr:
@@ -105,7 +120,7 @@ class Tun:
                 try:
                     if links:
                         ipr.route("del", dst=str(dst), oif=links[0])
-                except Exception as exc:  # noqa: BLE001 - already gone with the device is fine
+                except Exception as exc:
                     log.debug("route %s: %s", dst, exc)
         self.routes.clear()
 

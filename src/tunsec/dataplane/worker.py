@@ -26,12 +26,21 @@ from dataclasses import dataclass, field
 
 from tunsec.dataplane import pipe
 from tunsec.dataplane.fastpath import Dataplane, DataplaneError, Event, EventType
-from tunsec.dataplane.pipe import Direction, Errno, ExpireReason, MsgType, PipeError
+from tunsec.dataplane.pipe import Direction, Errno, ExpireReason, PipeError
 
 log = logging.getLogger("tunsec.worker")
 
 MAX_DATAGRAM = 65536
 NON_ESP_MARKER = b"\0\0\0\0"
+
+Request = (
+    pipe.GetSpi | pipe.Update | pipe.Add | pipe.Delete | pipe.Flush
+    | pipe.SpdAdd | pipe.SpdDelete | pipe.SpdFlush | pipe.Dump | pipe.SendIke
+)
+REQUESTS = (
+    pipe.GetSpi, pipe.Update, pipe.Add, pipe.Delete, pipe.Flush,
+    pipe.SpdAdd, pipe.SpdDelete, pipe.SpdFlush, pipe.Dump, pipe.SendIke,
+)
 
 
 @dataclass
@@ -79,7 +88,7 @@ class Worker:
             log.warning("malformed pipe message: %s", err)
             reply = pipe.error_reply(err)
             return [reply] if reply else []
-        if msg.req_id == 0 or isinstance(msg, pipe.Reply):
+        if not isinstance(msg, REQUESTS):
             log.warning("unexpected %s on the pipe", type(msg).__name__)
             return []
         try:
@@ -90,10 +99,10 @@ class Worker:
             log.warning("%s failed: %s", type(msg).__name__, err)
             return [pipe.encode(pipe.Reply(msg.req_id, msg.TYPE, Errno.EIO))]
 
-    def _ok(self, msg: pipe.Message, **kw: object) -> list[bytes]:
-        return [pipe.encode(pipe.Reply(msg.req_id, msg.TYPE, Errno.OK, **kw))]  # type: ignore[arg-type]
+    def _ok(self, msg: Request, spi: int | None = None) -> list[bytes]:
+        return [pipe.encode(pipe.Reply(msg.req_id, msg.TYPE, Errno.OK, spi=spi))]
 
-    def _dispatch(self, msg: pipe.Message) -> list[bytes]:
+    def _dispatch(self, msg: Request) -> list[bytes]:
         match msg:
             case pipe.GetSpi():
                 spi = self.dp.getspi(msg.lo, msg.hi)
@@ -222,7 +231,10 @@ async def serve(args: argparse.Namespace) -> int:
     dp.set_fds(args.tun_fd, args.udp4_fd, args.udp6_fd)
     if args.mtu:
         dp.set_tunnel_mtu(args.mtu)
-    worker = Worker(dp, chan.send, udp, loop, args.larval_timeout)
+    def send(data: bytes) -> None:
+        chan.send(data)
+
+    worker = Worker(dp, send, udp, loop, args.larval_timeout)
     done: asyncio.Future[None] = loop.create_future()
 
     def on_pipe() -> None:
@@ -243,8 +255,12 @@ async def serve(args: argparse.Namespace) -> int:
 
     loop.add_reader(chan.fileno(), on_pipe)
     loop.add_reader(dp.event_fd, worker.drain_events)
+    def finish() -> None:
+        if not done.done():
+            done.set_result(None)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, lambda: done.done() or done.set_result(None))
+        loop.add_signal_handler(sig, finish)
     fast = threading.Thread(target=dp.run, name="tunsec-fastpath", daemon=True)
     fast.start()
     log.info("worker ready")

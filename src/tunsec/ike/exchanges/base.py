@@ -45,6 +45,7 @@ class Response:
 
     payloads: list[Payload] = field(default_factory=list)
     close: bool = False
+    reason: str = "negotiation failed"
 
 
 def find(payloads: Sequence[Payload], cls: type[P]) -> P | None:

@@ -190,7 +190,7 @@ def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response:
         _verify_peer(st, payloads, idi)
     except AuthError as exc:
         st.emit(AuthFailed(st.name, str(exc), by_peer=False))
-        return Response([notify(NotifyType.AUTHENTICATION_FAILED)], close=True)
+        return Response([notify(NotifyType.AUTHENTICATION_FAILED)], close=True, reason="authentication failed")
     idr = _id_payload(st, False)
     response: list[Payload] = [idr, *_own_auth(st, idr)]
     _ike_up(st)

@@ -77,10 +77,10 @@ def child_down(st: IkeSaState, child: ChildSa, reason: str) -> None:
 def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response:
     deletes = find_all(payloads, DeletePayload)
     if any(d.protocol == ProtocolId.IKE for d in deletes):
-        return Response([], close=True)
+        return Response([], close=True, reason="deleted by peer")
     if find_notify(payloads, NotifyType.AUTHENTICATION_FAILED) is not None:
         st.emit(AuthFailed(st.name, "peer rejected our AUTH (AUTHENTICATION_FAILED)", by_peer=True))
-        return Response([], close=True)
+        return Response([], close=True, reason="authentication failed")
     response: list[Payload] = []
     ours: list[bytes] = []
     for delete in deletes:
@@ -93,7 +93,7 @@ def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response:
                 child_down(st, child, "deleted by peer")
     if ours:
         response.append(DeletePayload(ProtocolId.ESP, 4, tuple(ours)))
-    return response_of(response)
+    return Response(response)
 
 
 def _by_spi_out(st: IkeSaState, spi: int) -> ChildSa | None:
@@ -102,6 +102,3 @@ def _by_spi_out(st: IkeSaState, spi: int) -> ChildSa | None:
             return child
     return None
 
-
-def response_of(payloads: list[Payload]) -> Response:
-    return Response(payloads)

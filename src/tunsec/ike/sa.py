@@ -1,0 +1,468 @@
+"""``IkeSa``: one IKE SA as a sans-I/O state machine (in the manner of aioquic).
+
+Feed it datagrams with :meth:`IkeSa.receive`, call :meth:`IkeSa.handle_timer`
+when :meth:`IkeSa.get_timer` says so, send what :meth:`IkeSa.datagrams_to_send`
+returns, and act on :meth:`IkeSa.next_event`. It never reads a clock or
+touches a socket: ``now`` is any monotonic float the caller supplies.
+
+Transport rules implemented here (RFC 7296 §2.1-§2.3): message IDs with a
+window of one in each direction; our requests are retransmitted with
+exponential back-off (strongSwan's 4 s x 1.8^n, 5 retransmissions) until a
+response arrives or we give up (:class:`PeerUnreachable`); a retransmitted
+request of the peer is answered with the stored response, never processed twice.
+
+Ports: the caller sends every datagram from :attr:`IkeSa.local_port` (500
+until IKE_SA_INIT is done, then 4500, because tunsec forces UDP encapsulation).
+On port 4500 the caller adds and strips the 4-byte non-ESP marker; the engine
+only ever sees bare IKE messages.
+
+Inbound Child SA SPIs: ``spi_allocator`` is a synchronous ``() -> int``. The
+daemon backs it with SPIs it obtained from the dataplane beforehand (GETSPI
+creates the larval SAs; keep a small pool topped up). If it has none, it
+raises :class:`~tunsec.ike.state.SpiUnavailable` and the Child SA fails with
+TEMPORARY_FAILURE. Every SPI the engine took but will not use is handed back
+as a :class:`~tunsec.ike.events.SpiUnused` event, so the daemon can DELETE the
+larval SA; a used one shows up in :class:`~tunsec.ike.events.ChildSaUp`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+
+from .config import IkeConfig
+from .constants import IKE_PORT, NATT_PORT, ExchangeType, HeaderFlag, NotifyType
+from .events import Address, ChildSaDown, Event, IkeSaDown, PeerUnreachable, SpiUnused
+from .exchanges import create_child_sa, ike_auth, ike_sa_init, informational
+from .exchanges.base import Outcome, Response, Task, notify
+from .message import DecodeError, Message, Payload, UnsupportedCriticalPayload, decode_message
+from .sk import IntegrityError, decrypt_message, encrypt_message
+from .state import ChildSa, IkeSaState, Rng, SpiAllocator, now_utc, random_spi_allocator
+
+log = logging.getLogger(__name__)
+
+
+class State(Enum):
+    IDLE = "idle"
+    CONNECTING = "connecting"  # IKE_SA_INIT / IKE_AUTH in progress
+    ESTABLISHED = "established"
+    DELETING = "deleting"
+    CLOSED = "closed"
+
+
+@dataclass
+class _Pending:
+    """Our outstanding request (window size one)."""
+
+    task: Task
+    message_id: int
+    datagram: bytes
+    attempts: int = 0  # retransmissions so far
+    deadline: float | None = None  # set when the datagram is handed to the caller
+
+
+class IkeSa:
+    def __init__(
+        self,
+        config: IkeConfig,
+        is_initiator: bool,
+        now: float,
+        rng: Rng = os.urandom,
+        *,
+        spi_allocator: SpiAllocator | None = None,
+        remote_addr: Address | None = None,
+        local_addr: Address | None = None,
+        wall_clock: Callable[[], datetime] = now_utc,
+    ) -> None:
+        if remote_addr is None:
+            if config.remote_addr is None:
+                raise ValueError(f"connection {config.name}: no remote address to initiate to")
+            remote_addr = (config.remote_addr, config.remote_port)
+        self._st = IkeSaState(
+            config, is_initiator, rng, spi_allocator or random_spi_allocator(rng), wall_clock,
+            remote_addr, local_addr,
+        )
+        if is_initiator:
+            self._st.spi_i = _nonzero_spi(rng)
+        else:
+            self._st.spi_r = _nonzero_spi(rng)
+        self._st.local_port = local_addr[1] if local_addr else IKE_PORT
+        self._state = State.IDLE
+        self._created = now
+        self._next_id = 0  # message ID of our next request
+        self._peer_id = 0  # message ID we expect in the peer's next request
+        self._pending: _Pending | None = None
+        self._queue: deque[Task] = deque()
+        self._last_response: tuple[int, bytes] | None = None
+        self._outbox: list[tuple[bytes, Address]] = []
+
+    # ------------------------------------------------------------------ inspection
+
+    @property
+    def name(self) -> str:
+        return self._st.name
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @property
+    def is_initiator(self) -> bool:
+        return self._st.is_initiator
+
+    @property
+    def is_closed(self) -> bool:
+        return self._state == State.CLOSED
+
+    @property
+    def is_half_open(self) -> bool:
+        """A responder SA that answered IKE_SA_INIT but is not authenticated yet."""
+        return not self._st.is_initiator and self._state == State.CONNECTING
+
+    @property
+    def spi_i(self) -> bytes:
+        return self._st.spi_i
+
+    @property
+    def spi_r(self) -> bytes:
+        return self._st.spi_r
+
+    @property
+    def local_spi(self) -> bytes:
+        return self._st.spi_i if self._st.is_initiator else self._st.spi_r
+
+    @property
+    def remote_addr(self) -> Address:
+        return self._st.remote_addr
+
+    @property
+    def local_port(self) -> int:
+        return self._st.local_port
+
+    @property
+    def children(self) -> list[ChildSa]:
+        return [c for c in self._st.children.values() if c.installed]
+
+    # ------------------------------------------------------------------ API
+
+    def initiate(self, child_name: str | None = None) -> None:
+        """Start the IKE SA (initiator), or add a Child SA to an established one."""
+        child_cfg = self._st.config.child(child_name) if child_name else None
+        if self._state == State.IDLE and self._st.is_initiator:
+            self._state = State.CONNECTING
+            self._queue.append(ike_sa_init.IkeSaInitTask(self._st))
+            self._queue.append(ike_auth.IkeAuthTask(child_cfg))
+        elif self._state in (State.CONNECTING, State.ESTABLISHED) and child_cfg is not None:
+            self._queue.append(create_child_sa.CreateChildTask(child_cfg))
+        else:
+            raise RuntimeError(f"cannot initiate on an IKE SA in state {self._state.value}")
+        self._start_next()
+
+    def rekey_child(self, unique_id: int) -> None:
+        """Replace a Child SA with a new one (CREATE_CHILD_SA with REKEY_SA)."""
+        child = self._child_by_id(unique_id)
+        self._queue.append(create_child_sa.CreateChildTask(child.config, rekey=child))
+        self._start_next()
+
+    def delete_child(self, unique_id: int) -> None:
+        """Delete one Child SA with an INFORMATIONAL DELETE."""
+        child = self._child_by_id(unique_id)
+        self._queue.append(informational.DeleteChildTask([child]))
+        self._start_next()
+
+    def send_liveness(self) -> None:
+        """Queue an empty INFORMATIONAL (dead peer detection)."""
+        if self._state == State.ESTABLISHED:
+            self._queue.append(informational.LivenessTask())
+            self._start_next()
+
+    def delete(self, now: float | None = None) -> None:
+        """Delete the IKE SA and its Child SAs (INFORMATIONAL DELETE if established)."""
+        if self._state == State.ESTABLISHED:
+            self._state = State.DELETING
+            self._abort_queue()
+            self._queue.append(informational.DeleteIkeTask())
+            self._start_next()
+        elif self._state != State.DELETING:
+            self._close("deleted locally")
+
+    def receive(self, datagram: bytes, addr: Address, now: float, local_addr: Address | None = None) -> None:
+        """Process one IKE message (without non-ESP marker) from ``addr``.
+
+        ``local_addr`` is the (IP, port) it arrived on, if the caller knows it.
+        """
+        if self._state == State.CLOSED:
+            return
+        try:
+            msg = decode_message(datagram)
+        except DecodeError as exc:
+            log.debug("%s: dropping undecodable message from %s: %s", self.name, addr, exc)
+            return
+        if not self._addressed_to_us(msg):
+            return
+        if msg.is_response:
+            self._on_response(msg, datagram, addr, local_addr)
+        else:
+            self._on_request(msg, datagram, addr, local_addr)
+        self._start_next()
+
+    def handle_timer(self, now: float) -> None:
+        if self._state == State.CLOSED:
+            return
+        if self.is_half_open and now >= self._created + self._st.config.half_open_timeout:
+            self._close("half-open timeout")
+            return
+        pending = self._pending
+        if pending is None or pending.deadline is None or now < pending.deadline:
+            return
+        if pending.attempts >= self._st.config.retransmit.tries:
+            self._give_up(pending)
+            return
+        pending.attempts += 1
+        pending.deadline = None
+        log.debug("%s: retransmit %d of message %d", self.name, pending.attempts, pending.message_id)
+        self._outbox.append((pending.datagram, self._st.remote_addr))
+
+    def get_timer(self) -> float | None:
+        timers: list[float] = []
+        if self._pending is not None and self._pending.deadline is not None:
+            timers.append(self._pending.deadline)
+        if self.is_half_open:
+            timers.append(self._created + self._st.config.half_open_timeout)
+        return min(timers) if timers else None
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        out, self._outbox = self._outbox, []
+        pending = self._pending
+        if pending is not None and pending.deadline is None and out:
+            pending.deadline = now + self._st.config.retransmit.delay(pending.attempts)
+        return out
+
+    def next_event(self) -> Event | None:
+        return self._st.events.popleft() if self._st.events else None
+
+    # ------------------------------------------------------------------ requests we send
+
+    def _start_next(self) -> None:
+        if self._pending is not None or not self._queue or self._state == State.CLOSED:
+            return
+        if self._state == State.CONNECTING and not isinstance(
+            self._queue[0], ike_sa_init.IkeSaInitTask | ike_auth.IkeAuthTask
+        ):
+            return  # other exchanges wait until the IKE SA is authenticated
+        self._send_request(self._queue.popleft(), self._next_id)
+
+    def _send_request(self, task: Task, message_id: int) -> None:
+        payloads = task.build(self._st)
+        data = self._encode(task.exchange, message_id, payloads, response=False)
+        if task.exchange == ExchangeType.IKE_SA_INIT:
+            self._st.init_request = data
+        self._pending = _Pending(task, message_id, data)
+        self._outbox.append((data, self._st.remote_addr))
+
+    def _encode(self, exchange: int, message_id: int, payloads: list[Payload], response: bool) -> bytes:
+        flags = HeaderFlag.INITIATOR if self._st.is_initiator else HeaderFlag.NONE
+        if response:
+            flags |= HeaderFlag.RESPONSE
+        msg = Message(self._st.spi_i, self._st.spi_r, exchange, int(flags), message_id, tuple(payloads))
+        if exchange == ExchangeType.IKE_SA_INIT:
+            return msg.encode()
+        assert self._st.tx is not None
+        return encrypt_message(msg, self._st.tx)
+
+    def _on_response(self, msg: Message, datagram: bytes, addr: Address, local: Address | None) -> None:
+        pending = self._pending
+        if pending is None or msg.message_id != pending.message_id or msg.exchange != pending.task.exchange:
+            return
+        if msg.exchange == ExchangeType.IKE_SA_INIT:
+            payloads = msg.payloads
+            self._st.init_response = datagram
+            self._st.spi_r = msg.spi_r  # the keys are derived from it
+        else:
+            decrypted = self._open(msg, datagram)
+            if decrypted is None:
+                return
+            payloads = decrypted
+        self._pending = None
+        outcome = pending.task.process(self._st, payloads)
+        self._after(pending, outcome)
+
+    def _after(self, pending: _Pending, outcome: Outcome) -> None:
+        if outcome == Outcome.RETRY:
+            self._st.spi_r = bytes(8)
+            self._send_request(pending.task, pending.message_id)
+            return
+        self._next_id += 1
+        if outcome == Outcome.CLOSE:
+            self._close("deleted" if self._state == State.DELETING else "negotiation failed")
+        elif outcome == Outcome.AUTH_FAILED:
+            self._send_once(informational.AuthFailedTask())
+            self._close("authentication failed")
+        elif self._state == State.CONNECTING and self._st.peer_id is not None:
+            self._state = State.ESTABLISHED
+
+    def _send_once(self, task: Task) -> None:
+        """A request that is never retransmitted (an error report just before closing)."""
+        data = self._encode(task.exchange, self._next_id, task.build(self._st), response=False)
+        self._next_id += 1
+        self._outbox.append((data, self._st.remote_addr))
+
+    def _give_up(self, pending: _Pending) -> None:
+        tries = self._st.config.retransmit.tries
+        if isinstance(pending.task, informational.DeleteIkeTask):
+            self._close("deleted (peer did not answer)")
+            return
+        log.info("%s: giving up after %d retransmissions", self.name, tries)
+        self._st.emit(PeerUnreachable(self.name, tries))
+        self._close("peer unreachable")
+
+    # ------------------------------------------------------------------ requests we answer
+
+    def _on_request(self, msg: Message, datagram: bytes, addr: Address, local: Address | None) -> None:
+        if self._last_response is not None and msg.message_id == self._last_response[0]:
+            if msg.message_id + 1 == self._peer_id:
+                self._outbox.append((self._last_response[1], addr))  # retransmitted request
+            return
+        if msg.message_id != self._peer_id:
+            return
+        if msg.exchange == ExchangeType.IKE_SA_INIT:
+            self._respond_init(msg, datagram, addr)
+            return
+        if self._st.rx is None:
+            return
+        try:
+            payloads = self._decrypt_request(msg, datagram)
+        except _Refuse as refusal:
+            self._respond(msg, Response([refusal.payload]), addr)
+            return
+        if payloads is None:
+            return
+        self._float(addr, local)
+        response = self._dispatch(msg.exchange, payloads)
+        if response is not None:
+            self._respond(msg, response, addr)
+
+    def _respond_init(self, msg: Message, datagram: bytes, addr: Address) -> None:
+        if self._st.is_initiator or self._state != State.IDLE:
+            return
+        self._st.init_request = datagram
+        self._state = State.CONNECTING
+        response = ike_sa_init.respond(self._st, msg.payloads)
+        data = self._respond(msg, response, addr)
+        self._st.init_response = data
+
+    def _dispatch(self, exchange: int, payloads: tuple[Payload, ...]) -> Response | None:
+        st = self._st
+        if exchange == ExchangeType.IKE_AUTH and not st.is_initiator and self._state == State.CONNECTING:
+            response = ike_auth.respond(st, payloads)
+            if st.peer_id is not None and not response.close:
+                self._state = State.ESTABLISHED
+            return response
+        if self._state not in (State.ESTABLISHED, State.DELETING):
+            return None
+        if exchange == ExchangeType.INFORMATIONAL:
+            return informational.respond(st, payloads)
+        if exchange == ExchangeType.CREATE_CHILD_SA:
+            return create_child_sa.respond(st, payloads, self._pending_rekeys())
+        return None
+
+    def _pending_rekeys(self) -> list[Task]:
+        return [self._pending.task] if self._pending is not None else []
+
+    def _respond(self, msg: Message, response: Response, addr: Address) -> bytes:
+        data = self._encode(msg.exchange, msg.message_id, response.payloads, response=True)
+        self._last_response = (msg.message_id, data)
+        self._peer_id = msg.message_id + 1
+        self._outbox.append((data, addr))
+        if response.close:
+            self._close(response.reason)
+        return data
+
+    def _decrypt_request(self, msg: Message, datagram: bytes) -> tuple[Payload, ...] | None:
+        """The inner payloads; None to drop silently; raises _Refuse to answer with an error."""
+        assert self._st.rx is not None
+        try:
+            return decrypt_message(datagram, msg, self._st.rx)
+        except IntegrityError:
+            return None
+        except UnsupportedCriticalPayload as exc:
+            raise _Refuse(notify(NotifyType.UNSUPPORTED_CRITICAL_PAYLOAD, bytes([exc.payload_type]))) from None
+        except DecodeError:
+            raise _Refuse(notify(NotifyType.INVALID_SYNTAX)) from None
+
+    def _open(self, msg: Message, datagram: bytes) -> tuple[Payload, ...] | None:
+        """Decrypt a response; anything wrong with it means drop (and keep retransmitting)."""
+        if self._st.rx is None:
+            return None
+        try:
+            return decrypt_message(datagram, msg, self._st.rx)
+        except (IntegrityError, DecodeError):
+            return None
+
+    def _float(self, addr: Address, local: Address | None) -> None:
+        """Follow the peer to the address of its latest authenticated request (RFC 7296 §2.23)."""
+        self._st.remote_addr = addr
+        if local is not None:
+            self._st.local_addr = local
+            self._st.local_port = local[1]
+        else:
+            self._st.local_port = NATT_PORT  # after IKE_SA_INIT everything is on 4500
+
+    def _addressed_to_us(self, msg: Message) -> bool:
+        st = self._st
+        if msg.from_initiator == st.is_initiator or msg.spi_i != st.spi_i:
+            return False
+        if st.is_initiator and msg.exchange == ExchangeType.IKE_SA_INIT:
+            return True
+        if not st.is_initiator and msg.exchange == ExchangeType.IKE_SA_INIT and msg.message_id == 0:
+            return msg.spi_r in (bytes(8), st.spi_r) or self._state == State.IDLE
+        return msg.spi_r == st.spi_r
+
+    # ------------------------------------------------------------------ teardown
+
+    def _child_by_id(self, unique_id: int) -> ChildSa:
+        for child in self._st.children.values():
+            if child.unique_id == unique_id and child.installed:
+                return child
+        raise KeyError(f"no Child SA {unique_id} in {self.name}")
+
+    def _abort_queue(self) -> None:
+        while self._queue:
+            self._queue.popleft().abort(self._st)
+
+    def _close(self, reason: str) -> None:
+        if self._state == State.CLOSED:
+            return
+        was_up = self._state in (State.ESTABLISHED, State.DELETING)
+        if self._pending is not None:
+            self._pending.task.abort(self._st)
+            self._pending = None
+        self._abort_queue()
+        for child in list(self._st.children.values()):
+            if child.installed:
+                self._st.emit(ChildSaDown(child.name, child.unique_id, child.spi_in, child.spi_out, reason))
+            else:
+                self._st.emit(SpiUnused(child.spi_in))
+        self._st.children.clear()
+        if was_up:
+            self._st.emit(IkeSaDown(self.name, reason))
+        self._state = State.CLOSED
+        log.info("%s: IKE SA closed: %s", self.name, reason)
+
+
+class _Refuse(Exception):
+    def __init__(self, payload: Payload) -> None:
+        super().__init__("refuse request")
+        self.payload = payload
+
+
+def _nonzero_spi(rng: Rng) -> bytes:
+    while True:
+        spi = rng(8)
+        if any(spi):
+            return spi
