@@ -122,7 +122,7 @@ static bool dont_fragment(const uint8_t *pkt) {
     return (pkt[0] >> 4) == 6 || (ts_be16(pkt + 6) & 0x4000);
 }
 
-int ts_outbound_locked(ts_dp *dp, uint8_t *pkt, size_t len, uint8_t *out, size_t outcap,
+int ts_outbound_locked(ts_dp *dp, const uint8_t *pkt, size_t len, uint8_t *out, size_t outcap,
                        ts_sa **sa_out, int *drop, size_t *icmp_len) {
     ts_flow f;
     *drop = TS_DROP_NONE;
@@ -306,21 +306,19 @@ int ts_dp_outbound(ts_dp *dp, const uint8_t *pkt, size_t len, uint8_t *out, size
         ts_drop(dp, *drop);
         return 0;
     }
-    /* the flow parser reads the packet in place; keep the caller's buffer const */
-    uint8_t *copy = malloc(len ? len : 1);
-    if (!copy)
-        return TS_ENOMEM;
-    memcpy(copy, pkt, len);
     ts_sa *sa = NULL;
     pthread_rwlock_rdlock(&dp->lock);
-    int n = ts_outbound_locked(dp, copy, len, out, outcap, &sa, drop, icmp_len);
+    int n = ts_outbound_locked(dp, pkt, len, out, outcap, &sa, drop, icmp_len);
     if (n > 0 && dst)
         *dst = sa->remote;
     pthread_rwlock_unlock(&dp->lock);
-    free(copy);
     ts_drop(dp, *drop);
     return n;
 }
+
+/* decryption works in place: callers' buffers are const, so copy into a
+ * per-thread scratch buffer (no allocation per packet) */
+static _Thread_local uint8_t scratch[TS_MAX_PACKET];
 
 int ts_dp_inbound(ts_dp *dp, const uint8_t *udp, size_t len, const ts_addr *src,
                   const ts_addr *local, uint8_t *out, size_t outcap, int *drop) {
@@ -329,14 +327,31 @@ int ts_dp_inbound(ts_dp *dp, const uint8_t *udp, size_t len, const ts_addr *src,
         ts_drop(dp, *drop);
         return 0;
     }
-    uint8_t *copy = malloc(len ? len : 1);   /* decryption is in place */
-    if (!copy)
-        return TS_ENOMEM;
-    memcpy(copy, udp, len);
+    memcpy(scratch, udp, len);
     pthread_rwlock_rdlock(&dp->lock);
-    int n = ts_inbound_locked(dp, copy, len, src, local, out, outcap, drop);
+    int n = ts_inbound_locked(dp, scratch, len, src, local, out, outcap, drop);
     pthread_rwlock_unlock(&dp->lock);
-    free(copy);
     ts_drop(dp, *drop);
     return n;
+}
+
+int ts_bench_outbound(ts_dp *dp, const uint8_t *pkt, size_t len, uint32_t count) {
+    static _Thread_local uint8_t out[TS_MAX_PACKET + 256];
+    int ok = 0;
+    for (uint32_t i = 0; i < count; i++) {
+        int drop;
+        size_t icmp;
+        ok += ts_dp_outbound(dp, pkt, len, out, sizeof(out), NULL, &drop, &icmp) > 0;
+    }
+    return ok;
+}
+
+int ts_bench_inbound(ts_dp *dp, const uint8_t *udp, size_t len, uint32_t count) {
+    static _Thread_local uint8_t out[TS_MAX_PACKET];
+    int ok = 0;
+    for (uint32_t i = 0; i < count; i++) {
+        int drop;
+        ok += ts_dp_inbound(dp, udp, len, NULL, NULL, out, sizeof(out), &drop) > 0;
+    }
+    return ok;
 }

@@ -144,7 +144,7 @@ struct ts_dp {
 
 uint64_t ts_now_ns(void);
 void ts_drop(ts_dp *dp, int reason);
-int ts_outbound_locked(ts_dp *dp, uint8_t *pkt, size_t len, uint8_t *out, size_t outcap,
+int ts_outbound_locked(ts_dp *dp, const uint8_t *pkt, size_t len, uint8_t *out, size_t outcap,
                        ts_sa **sa_out, int *drop, size_t *icmp_len);
 int ts_inbound_locked(ts_dp *dp, uint8_t *udp, size_t len, const ts_addr *src,
                       const ts_addr *local, uint8_t *out, size_t outcap, int *drop);

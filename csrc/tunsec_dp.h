@@ -196,4 +196,12 @@ int ts_gcm_open(const uint8_t *key, size_t keylen, const uint8_t *iv12,
                 const uint8_t *aad, size_t aadlen, const uint8_t *in, size_t len,
                 const uint8_t tag[16], uint8_t *out);  /* 0 ok, TS_ECRYPTO on ICV failure */
 
+/* benchmarks: the per-packet cost without Python in between.  Run the
+ * single-packet path count times on the same input; return how many passed.
+ * ts_bench_gcm: OpenSSL's raw AES-GCM (key set up once) sealing buf in place,
+ * the reference next to them. */
+int ts_bench_outbound(ts_dp *dp, const uint8_t *pkt, size_t len, uint32_t count);
+int ts_bench_inbound(ts_dp *dp, const uint8_t *udp, size_t len, uint32_t count);
+int ts_bench_gcm(const uint8_t *key, size_t keylen, uint8_t *buf, size_t len, uint32_t count);
+
 #endif

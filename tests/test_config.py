@@ -61,9 +61,7 @@ manual {{
 
 # Line numbers of EXAMPLE's keys, for error assertions.
 LINE = {
-    line.split("=")[0].strip(): n
-    for n, line in enumerate(EXAMPLE.splitlines(), 1)
-    if "=" in line and "{" not in line
+    line.split("=")[0].strip(): n for n, line in enumerate(EXAMPLE.splitlines(), 1) if "=" in line and "{" not in line
 }
 SITE_B_LINE = 7
 
@@ -547,9 +545,7 @@ def test_unknown_keys_and_sections() -> None:
 @pytest.mark.parametrize("name", ["connections", "secrets", "authorities", "pools"])
 def test_ikev2_sections_are_not_supported_yet(name: str) -> None:
     text = f"tunsec {{\n}}\n\n{name} {{\n  x {{ y = z }}\n}}\n"
-    assert only_issue(text) == ConfigIssue(
-        "tunsec.conf", 4, name, "section not supported yet (IKEv2 is coming)"
-    )
+    assert only_issue(text) == ConfigIssue("tunsec.conf", 4, name, "section not supported yet (IKEv2 is coming)")
 
 
 def test_all_errors_are_collected_in_line_order() -> None:
@@ -563,8 +559,7 @@ def test_all_errors_are_collected_in_line_order() -> None:
         f"tunsec.conf:{LINE['spi_in']}: manual.site-b.spi_in: not a 32-bit SPI: '0xzz'",
         f"tunsec.conf:{LINE['esn']}: manual.site-b.esn: not a boolean (yes or no): 'perhaps'",
         f"tunsec.conf:{LINE['esn'] + 1}: manual.site-b.bogus: expected '= value' or '{{' after the name",
-        f"tunsec.conf:{LINE['replay_window'] + 1}: manual.site-b.replay_window: "
-        "7 is not 0 (off) or 32..65536",
+        f"tunsec.conf:{LINE['replay_window'] + 1}: manual.site-b.replay_window: 7 is not 0 (off) or 32..65536",
         f"tunsec.conf:{n - 1}: tunsec: section 'tunsec' is never closed (missing '}}')",
         f"tunsec.conf:{n}: tunsec.workers: not a worker count: 'none'",
     ]
@@ -812,6 +807,20 @@ def test_selectors(text: str, network: str, proto: int, lo: int, hi: int) -> Non
     assert parse_selector(text) == Selector(ipaddress.ip_network(network), proto, lo, hi)
 
 
+@pytest.mark.parametrize(
+    ("text", "types", "codes"),
+    [
+        ("10.0.0.0/8[icmp]", (0, 255), (0, 255)),
+        ("10.0.0.0/8[icmp/8]", (8, 8), (0, 255)),
+        ("10.0.0.0/8[icmp/0x0303]", (3, 3), (3, 3)),
+        ("::/0[ipv6-icmp/128-129]", (128, 129), (0, 255)),
+        ("10.0.0.0/8[icmp/0x0301-0x0402]", (3, 4), (0, 255)),
+    ],
+)
+def test_icmp_type_and_code(text: str, types: tuple[int, int], codes: tuple[int, int]) -> None:
+    assert parse_selector(text).icmp_type_code() == (types, codes)
+
+
 def test_selector_list_reports_every_bad_item() -> None:
     with pytest.raises(BadValue) as info:
         parse_selectors("10.0.0.0/8, nonsense, 10.0.0.0/8[tcp/99999], 10.2.0.0/16")
@@ -979,9 +988,7 @@ def selectors(draw: st.DrawFn) -> Selector:
             (draw(st.integers(0, 2**32 - 1)), draw(st.integers(0, 32))), strict=False
         )
     else:
-        net = ipaddress.IPv6Network(
-            (draw(st.integers(0, 2**128 - 1)), draw(st.integers(0, 128))), strict=False
-        )
+        net = ipaddress.IPv6Network((draw(st.integers(0, 2**128 - 1)), draw(st.integers(0, 128))), strict=False)
     proto = draw(st.sampled_from([0, 6, 17, 132, 47, 200]))
     if proto in (6, 17, 132) and draw(st.booleans()):
         lo = draw(st.integers(0, 65535))

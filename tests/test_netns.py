@@ -235,8 +235,6 @@ def test_tunsec_accepts_the_harness_manual_config(topo: TwoHosts) -> None:
     for sa in manual_pair(topo):
         path = topo.workdir / f"{sa.me.ns}.conf"
         path.write_text(manual_config(sa))
-        res = subprocess.run(
-            [sys.executable, "-m", "tunsec", "check", "-c", str(path)], capture_output=True, text=True
-        )
+        res = subprocess.run([sys.executable, "-m", "tunsec", "check", "-c", str(path)], capture_output=True, text=True)
         assert res.returncode == 0, res.stdout + res.stderr
         assert sa.key_in not in res.stdout + res.stderr

@@ -755,6 +755,18 @@ class Selector:
     def version(self) -> int:
         return self.network.version
 
+    def icmp_type_code(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        """(type range, code range) of an ICMP/ICMPv6 selector's 16-bit encoding.
+
+        The fast path matches type and code separately (RFC 4301 §4.4.1.1). A
+        range within one type keeps its codes; one spanning several types can
+        only be covered by allowing every code of those types.
+        """
+        type_lo, type_hi = self.port_lo >> 8, self.port_hi >> 8
+        if type_lo == type_hi:
+            return (type_lo, type_hi), (self.port_lo & 0xFF, self.port_hi & 0xFF)
+        return (type_lo, type_hi), (0, 0xFF)
+
     def __str__(self) -> str:
         if self.proto == 0 and (self.port_lo, self.port_hi) == (0, 0xFFFF):
             return str(self.network)
@@ -798,9 +810,7 @@ def _parse_ports(text: str, proto: int) -> tuple[int, int]:
     if text.lower() == "opaque":
         raise BadValue("OPAQUE port selectors are not supported")
     if proto not in _PORT_PROTOCOLS:
-        raise BadValue(
-            "a port needs a protocol that has ports (tcp, udp, sctp, udplite, dccp, icmp, ipv6-icmp)"
-        )
+        raise BadValue("a port needs a protocol that has ports (tcp, udp, sctp, udplite, dccp, icmp, ipv6-icmp)")
     numeric = _PORT_RANGE.fullmatch(text)
     if numeric:
         port = _int_range(0, 0xFFFF, "a port")
@@ -893,9 +903,7 @@ class Esp(enum.StrEnum):
 
 # strongSwan names the ICV length in bytes (gcm16) or bits (gcm128); plain
 # "aes128gcm" is its alias for the 16-byte ICV too.
-_ESP_ALIASES = {
-    f"aes{bits}gcm{suffix}": Esp(f"aes{bits}gcm16") for bits in (128, 256) for suffix in ("", "16", "128")
-}
+_ESP_ALIASES = {f"aes{bits}gcm{suffix}": Esp(f"aes{bits}gcm16") for bits in (128, 256) for suffix in ("", "16", "128")}
 _SHORT_ICV = re.compile(r"aes(128|192|256)gcm(8|12|64|96)")
 
 
@@ -1298,9 +1306,7 @@ def _manual_section(section: Section, issues: list[ConfigIssue], parts: _Parts) 
 
 
 def _not_supported_yet(section: Section, issues: list[ConfigIssue], parts: _Parts) -> None:
-    issues.append(
-        ConfigIssue(section.file, section.line, section.path, "section not supported yet (IKEv2 is coming)")
-    )
+    issues.append(ConfigIssue(section.file, section.line, section.path, "section not supported yet (IKEv2 is coming)"))
 
 
 _SectionHandler = Callable[[Section, list[ConfigIssue], _Parts], None]

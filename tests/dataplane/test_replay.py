@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tunsec.dataplane.fastpath import Dataplane, Drop, EventType
-from tunsec.dataplane.pipe import Direction
+from tunsec.dataplane.pipe import Direction, ExpireReason
 
 M32 = 0xFFFF_FFFF
 PKT = inner(4, b"replay")
@@ -272,7 +272,7 @@ def test_overflow_without_esn_stops_the_sa() -> None:
     assert _events(dp) == []
     esp, peer, drop, _ = dp.outbound(PKT)
     assert (esp, peer, drop) == (b"", None, Drop.SEQ_OVERFLOW)
-    assert _events(dp) == [(EventType.EXPIRE, 0x2001, Direction.OUT, True, 3)]
+    assert _events(dp) == [(EventType.EXPIRE, 0x2001, Direction.OUT, True, ExpireReason.SEQ_OVERFLOW)]
     info = dp.get(0x2001, Direction.OUT)
     assert info.state == "dead" and info.hard_fired
     # nothing more goes out on it, and the EXPIRE is not repeated
@@ -324,4 +324,4 @@ def test_esn_overflow_at_2_64() -> None:
     assert drop is Drop.NONE
     assert esp_open(key, esp, esn=True, seq_hi=M32).iv == b"\xff" * 8
     assert dp.outbound(PKT)[2] is Drop.SEQ_OVERFLOW
-    assert _events(dp) == [(EventType.EXPIRE, 0x2001, Direction.OUT, True, 3)]
+    assert _events(dp) == [(EventType.EXPIRE, 0x2001, Direction.OUT, True, ExpireReason.SEQ_OVERFLOW)]

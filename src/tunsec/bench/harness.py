@@ -233,9 +233,7 @@ def _systems_arg(values: Sequence[str]) -> tuple[str, ...]:
     names = tuple(n for v in values for n in v.split(",") if n)
     unknown = [n for n in names if n not in SYSTEMS]
     if unknown:
-        raise argparse.ArgumentTypeError(
-            f"unknown system(s) {', '.join(unknown)}; choose from {', '.join(SYSTEMS)}"
-        )
+        raise argparse.ArgumentTypeError(f"unknown system(s) {', '.join(unknown)}; choose from {', '.join(SYSTEMS)}")
     return names
 
 
@@ -269,9 +267,7 @@ def parse_args(argv: Sequence[str] | None, prog: str = "bench/run.py") -> argpar
         default="0",
         help="iperf3 -b for the 64-byte UDP test (0 = as fast as the sender can, the default)",
     )
-    p.add_argument(
-        "--keep-workdir", action="store_true", help="keep configs and logs (paths printed) for debugging"
-    )
+    p.add_argument("--keep-workdir", action="store_true", help="keep configs and logs (paths printed) for debugging")
     p.add_argument(
         "--tunsec-set",
         action="append",
@@ -311,7 +307,9 @@ def _cpu_model() -> str:
     return "unknown"
 
 
-def run_meta(cfg: BenchConfig, argv: Sequence[str] | None) -> dict[str, object]:
+def run_meta(
+    cfg: BenchConfig, argv: Sequence[str] | None, load_at_start: tuple[float, float, float]
+) -> dict[str, object]:
     """What a reader of the JSON needs to repeat or judge the run."""
     return {
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -319,7 +317,8 @@ def run_meta(cfg: BenchConfig, argv: Sequence[str] | None) -> dict[str, object]:
         "config": asdict(cfg),
         "kernel": platform.release(),
         "cpus": os.cpu_count(),
-        "loadavg_at_start": os.getloadavg(),
+        "loadavg_at_start": load_at_start,
+        "loadavg_at_end": os.getloadavg(),
         "cpu_model": _cpu_model(),
         "python": platform.python_version(),
         "iperf3": _version(["iperf3", "--version"], "iperf"),
@@ -355,9 +354,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "bench/run.py") -> int:
         tunsec_options=args.tunsec_set,
         tests=(TCP1, TCP4, dataclasses.replace(UDP64, bitrate=args.udp_bitrate)),
     )
+    load_at_start = os.getloadavg()
     results = run_bench(cfg)
     print_table(results, cfg.tests)
-    write_json(args.json, results, run_meta(cfg, argv))
+    write_json(args.json, results, run_meta(cfg, argv, load_at_start))
     print(f"raw results: {args.json}")
     if not args.no_png:
         print(write_chart(args.png, results))

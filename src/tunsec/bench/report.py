@@ -40,9 +40,7 @@ def _row(res: SystemResult, ref: SystemResult | None, tests: Sequence[IperfTest]
     cells += [_range(t[k].pps, 1e-3, 1) if k in t else "-" for k in udp]
     first = t.get(tcp[0]) if tcp else None
     cells.append(
-        "-"
-        if first is None
-        else f"{_num(first.cpu_system_s_per_gb, 1)} | {_num(first.cpu_tunnel_s_per_gb, 1)}"
+        "-" if first is None else f"{_num(first.cpu_system_s_per_gb, 1)} | {_num(first.cpu_tunnel_s_per_gb, 1)}"
     )
     cells.append(" | ".join(_num(t[k].retransmits) if k in t else "-" for k in tcp))
     cells.append(" | ".join(_num(t[k].rcvbuf_drops) if k in t else "-" for k in (*tcp, *udp)))
@@ -81,9 +79,7 @@ def format_table(results: Sequence[SystemResult], tests: Sequence[IperfTest]) ->
     return "\n".join(lines)
 
 
-def _footer(
-    results: Sequence[SystemResult], ref: SystemResult | None, tests: Sequence[IperfTest]
-) -> list[str]:
+def _footer(results: Sequence[SystemResult], ref: SystemResult | None, tests: Sequence[IperfTest]) -> list[str]:
     notes = [
         "",
         "Gbit/s and kpkt/s: median [min-max] of the runs (iperf3 receiver side).",
@@ -136,9 +132,7 @@ def write_chart(path: Path, results: Sequence[SystemResult]) -> str:
     return f"chart: {path}"
 
 
-def _bars(
-    ax: Any, results: Sequence[SystemResult], series: list[tuple[str, str]], metric: str, scale: float
-) -> None:
+def _bars(ax: Any, results: Sequence[SystemResult], series: list[tuple[str, str]], metric: str, scale: float) -> None:
     names = [r.name for r in results]
     width = 0.8 / len(series)
     for i, (key, label) in enumerate(series):

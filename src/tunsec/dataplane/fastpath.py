@@ -199,6 +199,10 @@ class Dataplane:
         self._dp = ffi.gc(dp, lib.ts_dp_free)
         self._buf = ffi.new("uint8_t[]", MAX_PACKET + 256)
         self._evbuf = ffi.new("uint8_t[]", MAX_PACKET)
+        self._dst = ffi.new("ts_addr *")
+        self._src = ffi.new("ts_addr *")
+        self._drop = ffi.new("int *")
+        self._icmp = ffi.new("size_t *")
 
     # --- wiring --------------------------------------------------------------
     def set_fds(self, tun: int, udp4: int = -1, udp6: int = -1) -> None:
@@ -308,26 +312,35 @@ class Dataplane:
     # --- single packets (tests, fuzzing, benchmarks) -------------------------
     def outbound(self, packet: bytes) -> tuple[bytes, Endpoint | None, Drop, bytes]:
         """Inner IP packet -> (ESP, peer, drop reason, ICMP answer for the TUN)."""
-        dst = ffi.new("ts_addr *")
-        drop = ffi.new("int *")
-        icmp = ffi.new("size_t *")
+        dst, drop, icmp = self._dst, self._drop, self._icmp
         n = lib.ts_dp_outbound(self._dp, packet, len(packet), self._buf, len(self._buf), dst, drop, icmp)
         _check("outbound", n)
-        esp = bytes(ffi.buffer(self._buf, n)) if n > 0 else b""
-        answer = bytes(ffi.buffer(self._buf, icmp[0])) if icmp[0] else b""
+        esp = ffi.buffer(self._buf, n)[:] if n > 0 else b""
+        answer = ffi.buffer(self._buf, icmp[0])[:] if icmp[0] else b""
         return esp, _addr_out(dst) if n > 0 else None, Drop(drop[0]), answer
 
     def inbound(self, udp_payload: bytes, src: Endpoint | None = None) -> tuple[bytes, Drop]:
         """UDP payload -> (inner IP packet or b"", drop reason)."""
-        a = ffi.new("ts_addr *")
-        _addr_in(a, src)
-        drop = ffi.new("int *")
-        n = lib.ts_dp_inbound(
-            self._dp, udp_payload, len(udp_payload), a if src else ffi.NULL, ffi.NULL,
-            self._buf, len(self._buf), drop,
-        )
+        if src is not None:
+            _addr_in(self._src, src)
+        n = lib.ts_dp_inbound(self._dp, udp_payload, len(udp_payload), self._src if src else ffi.NULL,
+                              ffi.NULL, self._buf, len(self._buf), self._drop)
         _check("inbound", n)
-        return (bytes(ffi.buffer(self._buf, n)) if n > 0 else b""), Drop(drop[0])
+        return (ffi.buffer(self._buf, n)[:] if n > 0 else b""), Drop(self._drop[0])
+
+    def bench_outbound(self, packet: bytes, count: int) -> int:
+        """Seal packet count times in one C call (benchmarks)."""
+        return int(_check("bench", lib.ts_bench_outbound(self._dp, packet, len(packet), count)))
+
+    def bench_inbound(self, udp_payload: bytes, count: int) -> int:
+        """Open the same ESP packet count times in one C call (needs replay_window 0)."""
+        return int(_check("bench", lib.ts_bench_inbound(self._dp, udp_payload, len(udp_payload), count)))
+
+
+def bench_gcm(key: bytes, size: int, count: int) -> int:
+    """OpenSSL's raw AES-GCM, keyed once, sealing a size-byte buffer count times in C."""
+    buf = ffi.new("uint8_t[]", size + 16)
+    return int(_check("bench", lib.ts_bench_gcm(key, len(key), buf, size, count)))
 
 
 def gcm_seal(key: bytes, iv: bytes, aad: bytes, plaintext: bytes) -> bytes:

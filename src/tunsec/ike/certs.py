@@ -25,9 +25,7 @@ from .identity import Identity, certificate_has_identity
 
 def ca_key_hash(ca: x509.Certificate) -> bytes:
     """SHA-1 of the CA's SubjectPublicKeyInfo, the CERTREQ entry (RFC 7296 §3.7)."""
-    return hashlib.sha1(
-        ca.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-    ).digest()
+    return hashlib.sha1(ca.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)).digest()
 
 
 def certreq_data(cas: Sequence[x509.Certificate]) -> bytes:

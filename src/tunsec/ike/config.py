@@ -72,9 +72,7 @@ class ChildConfig:
     name: str
     local_ts: tuple[Ts, ...] = (Ts.parse("dynamic"),)
     remote_ts: tuple[Ts, ...] = (Ts.parse("dynamic"),)
-    esp_proposals: tuple[ProposalSpec, ...] = field(
-        default_factory=lambda: parse_proposals("default", ProtocolId.ESP)
-    )
+    esp_proposals: tuple[ProposalSpec, ...] = field(default_factory=lambda: parse_proposals("default", ProtocolId.ESP))
     mode: Literal["tunnel"] = "tunnel"
 
     @property

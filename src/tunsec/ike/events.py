@@ -105,13 +105,4 @@ class SpiUnused:
     spi: int
 
 
-Event = (
-    IkeSaUp
-    | IkeSaDown
-    | ChildSaUp
-    | ChildSaDown
-    | AuthFailed
-    | NegotiationFailed
-    | PeerUnreachable
-    | SpiUnused
-)
+Event = IkeSaUp | IkeSaDown | ChildSaUp | ChildSaDown | AuthFailed | NegotiationFailed | PeerUnreachable | SpiUnused

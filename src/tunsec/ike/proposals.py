@@ -158,8 +158,7 @@ def _complete_ike(text: str, by_type: dict[TransformType, list[Transform]], aead
             raise ProposalError(f"AEAD proposal {text!r} needs a PRF (e.g. prfsha256)")
         # strongSwan derives the PRF from the integrity algorithm when none is given
         by_type[TransformType.PRF] = [
-            Transform.make(TransformType.PRF, _INTEG_TO_PRF[IntegId(t.id)])
-            for t in by_type[TransformType.INTEG]
+            Transform.make(TransformType.PRF, _INTEG_TO_PRF[IntegId(t.id)]) for t in by_type[TransformType.INTEG]
         ]
     if not by_type[TransformType.DH]:
         raise ProposalError(f"IKE proposal {text!r} needs a key exchange method")
@@ -183,10 +182,7 @@ def parse_proposals(texts: str | Sequence[str], protocol: int = ProtocolId.IKE) 
     specs: list[ProposalSpec] = []
     for item in (i.strip() for i in items):
         if item == "default":
-            specs += [
-                parse_proposal(d, protocol)
-                for d in (DEFAULT_IKE if protocol == ProtocolId.IKE else DEFAULT_ESP)
-            ]
+            specs += [parse_proposal(d, protocol) for d in (DEFAULT_IKE if protocol == ProtocolId.IKE else DEFAULT_ESP)]
         elif item:
             specs.append(parse_proposal(item, protocol))
     if not specs:
@@ -265,18 +261,14 @@ def select_proposal(
 
 
 def _strip_wire_dh(prop: Proposal) -> Proposal:
-    return Proposal(
-        prop.num, prop.protocol, prop.spi, tuple(t for t in prop.transforms if t.type != TransformType.DH)
-    )
+    return Proposal(prop.num, prop.protocol, prop.spi, tuple(t for t in prop.transforms if t.type != TransformType.DH))
 
 
 def accepts(ours: Sequence[ProposalSpec], chosen: Proposal, strip_dh: bool = False) -> bool:
     """Whether the responder's chosen proposal is one we offered (initiator side check)."""
     if len({t.type for t in chosen.transforms}) != len(chosen.transforms):
         return False
-    return select_proposal(ours, [chosen], strip_dh=strip_dh) == (
-        _strip_wire_dh(chosen) if strip_dh else chosen
-    )
+    return select_proposal(ours, [chosen], strip_dh=strip_dh) == (_strip_wire_dh(chosen) if strip_dh else chosen)
 
 
 # --------------------------------------------------------------------------
@@ -356,6 +348,4 @@ def describe(protocol: int, transforms: Sequence[Transform]) -> str:
 
 
 def describe_all(props: Iterable[Proposal | ProposalSpec]) -> str:
-    return ", ".join(
-        str(p) if isinstance(p, ProposalSpec) else describe(p.protocol, p.transforms) for p in props
-    )
+    return ", ".join(str(p) if isinstance(p, ProposalSpec) else describe(p.protocol, p.transforms) for p in props)

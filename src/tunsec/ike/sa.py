@@ -84,8 +84,13 @@ class IkeSa:
                 raise ValueError(f"connection {config.name}: no remote address to initiate to")
             remote_addr = (config.remote_addr, config.remote_port)
         self._st = IkeSaState(
-            config, is_initiator, rng, spi_allocator or random_spi_allocator(rng), wall_clock,
-            remote_addr, local_addr,
+            config,
+            is_initiator,
+            rng,
+            spi_allocator or random_spi_allocator(rng),
+            wall_clock,
+            remote_addr,
+            local_addr,
         )
         if is_initiator:
             self._st.spi_i = _nonzero_spi(rng)
@@ -303,8 +308,10 @@ class IkeSa:
         elif outcome == Outcome.AUTH_FAILED:
             self._send_once(informational.AuthFailedTask())
             self._close("authentication failed")
-        elif self._state == State.CONNECTING and self._st.peer_id is not None:
-            self._state = State.ESTABLISHED
+        else:
+            self._queue.extend(pending.task.followups())
+            if self._state == State.CONNECTING and self._st.peer_id is not None:
+                self._state = State.ESTABLISHED
 
     def _send_once(self, task: Task) -> None:
         """A request that is never retransmitted (an error report just before closing)."""
@@ -350,6 +357,7 @@ class IkeSa:
     def _respond_init(self, msg: Message, datagram: bytes, addr: Address) -> None:
         if self._st.is_initiator or self._state != State.IDLE:
             return
+        self._st.spi_i = msg.spi_i
         self._st.init_request = datagram
         self._state = State.CONNECTING
         response = ike_sa_init.respond(self._st, msg.payloads)
@@ -368,11 +376,8 @@ class IkeSa:
         if exchange == ExchangeType.INFORMATIONAL:
             return informational.respond(st, payloads)
         if exchange == ExchangeType.CREATE_CHILD_SA:
-            return create_child_sa.respond(st, payloads, self._pending_rekeys())
+            return create_child_sa.respond(st, payloads)
         return None
-
-    def _pending_rekeys(self) -> list[Task]:
-        return [self._pending.task] if self._pending is not None else []
 
     def _respond(self, msg: Message, response: Response, addr: Address) -> bytes:
         data = self._encode(msg.exchange, msg.message_id, response.payloads, response=True)
@@ -415,12 +420,15 @@ class IkeSa:
 
     def _addressed_to_us(self, msg: Message) -> bool:
         st = self._st
-        if msg.from_initiator == st.is_initiator or msg.spi_i != st.spi_i:
+        if msg.from_initiator == st.is_initiator:
             return False
-        if st.is_initiator and msg.exchange == ExchangeType.IKE_SA_INIT:
-            return True
-        if not st.is_initiator and msg.exchange == ExchangeType.IKE_SA_INIT and msg.message_id == 0:
-            return msg.spi_r in (bytes(8), st.spi_r) or self._state == State.IDLE
+        if not st.is_initiator and self._state == State.IDLE:
+            return msg.exchange == ExchangeType.IKE_SA_INIT and not msg.is_response  # adopts SPIi
+        if msg.spi_i != st.spi_i:
+            return False
+        if msg.exchange == ExchangeType.IKE_SA_INIT:
+            # responses to IKE_SA_INIT bring SPIr (or zero with COOKIE/errors); requests have zero
+            return st.is_initiator or msg.spi_r == bytes(8)
         return msg.spi_r == st.spi_r
 
     # ------------------------------------------------------------------ teardown

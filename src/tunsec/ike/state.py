@@ -134,9 +134,7 @@ class IkeSaState:
         )
         self.prf, self.keys = prf, keys
         ours_e, ours_a, theirs_e, theirs_a = (
-            (keys.ei, keys.ai, keys.er, keys.ar)
-            if self.is_initiator
-            else (keys.er, keys.ar, keys.ei, keys.ai)
+            (keys.ei, keys.ai, keys.er, keys.ar) if self.is_initiator else (keys.er, keys.ar, keys.ei, keys.ai)
         )
         integ = self.suite.integ_id
         self.tx = SkCrypter(self.suite.encr_id, ours_e, integ, ours_a if integ else None, self.rng)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -17,6 +17,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from .auth import PrivateKey
+from .endpoint import IkeEndpoint
+from .events import Event
+from .sa import IkeSa
 
 EPOCH = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 
@@ -67,9 +70,7 @@ def make_ca(cn: str = "tunsec test CA", kind: str = "ecdsa", issuer: Issued | No
         .not_valid_before(EPOCH)
         .not_valid_after(EPOCH + datetime.timedelta(days=3650))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
-        )
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
     )
     signer = issuer.key if issuer else key
@@ -98,3 +99,77 @@ def make_cert(
     if san:
         builder = builder.add_extension(_san(san), critical=False)
     return Issued(builder.sign(ca.key, hashes.SHA256()), key)
+
+
+# --------------------------------------------------------------------------
+# an in-memory network of endpoints with a fake clock
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class Sent:
+    """One datagram on the fake wire."""
+
+    time: float
+    src: tuple[str, int]
+    dst: tuple[str, int]
+    data: bytes
+    dropped: bool = False
+
+
+class Network:
+    """Endpoints keyed by IP address, a fake clock, and a packet filter to lose datagrams.
+
+    ``drop(sent)`` returning True loses that datagram. :meth:`run` delivers
+    datagrams and fires timers (jumping the clock) until nothing is left to do.
+    """
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.nodes: dict[str, IkeEndpoint] = {}
+        self.log: list[Sent] = []
+        self.drop: Callable[[Sent], bool] | None = None
+        self.events: dict[str, list[tuple[IkeSa, Event]]] = {}
+
+    def add(self, ip: str, endpoint: IkeEndpoint) -> IkeEndpoint:
+        self.nodes[ip] = endpoint
+        self.events[ip] = []
+        return endpoint
+
+    def _flush(self) -> list[Sent]:
+        flight: list[Sent] = []
+        for ip, node in self.nodes.items():
+            for dgram in node.datagrams_to_send(self.now):
+                sent = Sent(self.now, (ip, dgram.local_port), dgram.addr, dgram.data)
+                sent.dropped = bool(self.drop and self.drop(sent))
+                self.log.append(sent)
+                if not sent.dropped:
+                    flight.append(sent)
+            while (ev := node.next_event()) is not None:
+                self.events[ip].append(ev)
+        return flight
+
+    def run(self, until: float | None = None, max_steps: int = 10_000) -> None:
+        for _ in range(max_steps):
+            flight = self._flush()
+            if flight:
+                for sent in flight:
+                    node = self.nodes.get(sent.dst[0])
+                    if node is not None:
+                        node.receive(sent.data, sent.src, self.now, local_addr=sent.dst)
+                continue
+            timers = [t for t in (n.get_timer() for n in self.nodes.values()) if t is not None]
+            if not timers or (until is not None and min(timers) > until):
+                if until is not None:
+                    self.now = max(self.now, until)
+                return
+            self.now = max(self.now, min(timers))
+            for node in self.nodes.values():
+                node.handle_timer(self.now)
+        raise RuntimeError("network did not settle")
+
+    def take(self, ip: str) -> list[Event]:
+        """The events ``ip`` reported so far (and forget them)."""
+        events = [ev for _, ev in self.events[ip]]
+        self.events[ip] = []
+        return events

@@ -93,18 +93,14 @@ class Ts:
         sport, eport = max(self.start_port, other.start_port), min(self.end_port, other.end_port)
         if start > end or sport > eport:
             return None
-        return Ts(
-            _ip(self.version, start), _ip(self.version, end), self.protocol or other.protocol, sport, eport
-        )
+        return Ts(_ip(self.version, start), _ip(self.version, end), self.protocol or other.protocol, sport, eport)
 
     def contains(self, other: Ts) -> bool:
         return self.intersect(other) == other
 
     def to_wire(self) -> TrafficSelector:
         kind = TsType.IPV4_ADDR_RANGE if self.version == 4 else TsType.IPV6_ADDR_RANGE
-        return TrafficSelector(
-            kind, self.protocol, self.start_port, self.end_port, self.start.packed, self.end.packed
-        )
+        return TrafficSelector(kind, self.protocol, self.start_port, self.end_port, self.start.packed, self.end.packed)
 
     @classmethod
     def from_wire(cls, sel: TrafficSelector) -> Ts:
@@ -127,9 +123,7 @@ class Ts:
         proto = next((k for k, v in _PROTOCOLS.items() if v == self.protocol), str(self.protocol))
         if (self.start_port, self.end_port) == (0, 0xFFFF):
             return f"{addr}[{proto}]"
-        ports = (
-            str(self.start_port) if self.start_port == self.end_port else f"{self.start_port}-{self.end_port}"
-        )
+        ports = str(self.start_port) if self.start_port == self.end_port else f"{self.start_port}-{self.end_port}"
         return f"{addr}[{proto}/{ports}]"
 
 

@@ -81,6 +81,5 @@ class System(ABC):
         """Raise Unavailable unless A's inner address reaches B's."""
         if not topo.wait_ping(topo.a, topo.b.inner4, src=topo.a.inner4, timeout=timeout):
             raise Unavailable(
-                f"{self.name}: tunnel set up but {topo.a.inner4} -> {topo.b.inner4} "
-                f"ping fails after {timeout:.0f} s"
+                f"{self.name}: tunnel set up but {topo.a.inner4} -> {topo.b.inner4} ping fails after {timeout:.0f} s"
             )

@@ -27,9 +27,7 @@ def _wg_key_pair(path: Path) -> str:
     priv = subprocess.run(["wg", "genkey"], capture_output=True, text=True, check=True).stdout
     path.write_text(priv)
     path.chmod(0o600)
-    return subprocess.run(
-        ["wg", "pubkey"], input=priv, capture_output=True, text=True, check=True
-    ).stdout.strip()
+    return subprocess.run(["wg", "pubkey"], input=priv, capture_output=True, text=True, check=True).stdout.strip()
 
 
 class WireguardGo(System):

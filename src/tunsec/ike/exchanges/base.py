@@ -38,6 +38,10 @@ class Task(ABC):
     def abort(self, st: IkeSaState) -> None:  # noqa: B027 - optional hook
         """The IKE SA goes away while this exchange is outstanding."""
 
+    def followups(self) -> list[Task]:
+        """Exchanges to start once this one is done (e.g. deleting a rekeyed Child SA)."""
+        return []
+
 
 @dataclass
 class Response:

@@ -102,13 +102,22 @@ class Refusal:
 
 
 def responder_select(
-    st: IkeSaState, sa: SaPayload, tsi: Sequence[Ts], tsr: Sequence[Ts], strip_dh: bool
+    st: IkeSaState,
+    sa: SaPayload,
+    tsi: Sequence[Ts],
+    tsr: Sequence[Ts],
+    strip_dh: bool,
+    prefer_group: int | None = None,
+    only: ChildConfig | None = None,
 ) -> Selection | Refusal:
-    """Pick the first child config whose selectors narrow to something, then a proposal."""
+    """Pick the first child config whose selectors narrow to something, then a proposal.
+
+    ``only`` restricts the choice to one config (rekeying keeps the old one).
+    """
     theirs = [p for p in sa.proposals if p.protocol == ProtocolId.ESP and len(p.spi) == 4]
     remote_ip, local_ip = st.remote_addr[0], st.local_ip
     ts_refusal: Refusal | None = None
-    for cfg in st.config.children:
+    for cfg in (only,) if only is not None else st.config.children:
         new_tsi = narrow(tsi, resolve_all(cfg.remote_ts, remote_ip))
         new_tsr = narrow(tsr, resolve_all(cfg.local_ts, local_ip))
         if not new_tsi or not new_tsr:
@@ -119,7 +128,7 @@ def responder_select(
                 cfg.name,
             )
             continue
-        chosen = select_proposal(cfg.esp_proposals, theirs, strip_dh=strip_dh)
+        chosen = select_proposal(cfg.esp_proposals, theirs, prefer_group, strip_dh)
         if chosen is None:
             return Refusal(
                 NotifyType.NO_PROPOSAL_CHOSEN,
@@ -140,9 +149,7 @@ def check_response(
 ) -> Refusal | Proposal:
     """Validate a responder's choice against what the initiator proposed."""
     if len(sa.proposals) != 1 or len(sa.proposals[0].spi) != 4:
-        return Refusal(
-            NotifyType.NO_PROPOSAL_CHOSEN, "response must hold exactly one ESP proposal", child.name
-        )
+        return Refusal(NotifyType.NO_PROPOSAL_CHOSEN, "response must hold exactly one ESP proposal", child.name)
     chosen = sa.proposals[0]
     if chosen.protocol != ProtocolId.ESP or not accepts(child.config.esp_proposals, chosen, strip_dh):
         return Refusal(

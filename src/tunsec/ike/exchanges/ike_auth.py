@@ -120,11 +120,7 @@ class IkeAuthTask(Task):
             return []
         tsi, tsr = childmod.initiator_ts(st, cfg)
         if not tsi or not tsr:
-            st.emit(
-                NegotiationFailed(
-                    st.name, "TS_UNACCEPTABLE", "dynamic selector without a local address", cfg.name
-                )
-            )
+            st.emit(NegotiationFailed(st.name, "TS_UNACCEPTABLE", "dynamic selector without a local address", cfg.name))
             return []
         try:
             self._child = childmod.new_child(st, cfg)
@@ -137,9 +133,7 @@ class IkeAuthTask(Task):
     def process(self, st: IkeSaState, payloads: Sequence[Payload]) -> Outcome:
         err = error_notify(payloads)
         if err is not None and err.type == NotifyType.AUTHENTICATION_FAILED:
-            st.emit(
-                AuthFailed(st.name, "peer refused our authentication (AUTHENTICATION_FAILED)", by_peer=True)
-            )
+            st.emit(AuthFailed(st.name, "peer refused our authentication (AUTHENTICATION_FAILED)", by_peer=True))
             return Outcome.CLOSE
         if err is not None and err.type not in CHILD_ERRORS:
             st.emit(NegotiationFailed(st.name, notify_name(err.type), "IKE_AUTH refused by peer"))
@@ -212,7 +206,5 @@ def _respond_child(st: IkeSaState, payloads: Sequence[Payload]) -> list[Payload]
         st.emit(NegotiationFailed(st.name, "TEMPORARY_FAILURE", f"no inbound SPI: {exc}", result.config.name))
         return [notify(NotifyType.TEMPORARY_FAILURE)]
     spi_out = int.from_bytes(result.proposal.spi, "big")
-    childmod.install(
-        st, child, result.proposal, spi_out, result.tsr, result.tsi, False, (st.nonce_i, st.nonce_r)
-    )
+    childmod.install(st, child, result.proposal, spi_out, result.tsr, result.tsi, False, (st.nonce_i, st.nonce_r))
     return childmod.response_payloads(result, child)

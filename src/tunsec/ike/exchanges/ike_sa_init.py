@@ -105,9 +105,7 @@ class IkeSaInitTask(Task):
         err = error_notify(payloads)
         if err is not None:
             detail = f"peer refused our proposals {describe_all(st.config.proposals)}"
-            return self._fail(
-                st, notify_name(err.type), detail if err.type == NotifyType.NO_PROPOSAL_CHOSEN else ""
-            )
+            return self._fail(st, notify_name(err.type), detail if err.type == NotifyType.NO_PROPOSAL_CHOSEN else "")
         return self._accept(st, payloads)
 
     def _retry_group(self, st: IkeSaState, payload: NotifyPayload) -> Outcome:
@@ -124,9 +122,7 @@ class IkeSaInitTask(Task):
         if sa is None or ke is None or nonce is None:
             return self._fail(st, "INVALID_SYNTAX", "IKE_SA_INIT response lacks SA, KE or Nonce")
         if len(sa.proposals) != 1 or not accepts(st.config.proposals, sa.proposals[0]):
-            return self._fail(
-                st, "NO_PROPOSAL_CHOSEN", f"peer chose {describe_all(sa.proposals)}, not offered"
-            )
+            return self._fail(st, "NO_PROPOSAL_CHOSEN", f"peer chose {describe_all(sa.proposals)}, not offered")
         suite = Suite.of(sa.proposals[0])
         if ke.group != suite.dh_group or ke.group != self._ke.group:
             return self._fail(st, "INVALID_KE_PAYLOAD", f"peer's KE group {ke.group} is not the chosen one")
@@ -171,9 +167,7 @@ def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response:
     if suite.dh_group != ke.group:
         # stateless: the initiator comes back with a new request and a new IkeSa serves it
         assert suite.dh_group is not None
-        return Response(
-            [notify(NotifyType.INVALID_KE_PAYLOAD, struct.pack("!H", suite.dh_group))], close=True
-        )
+        return Response([notify(NotifyType.INVALID_KE_PAYLOAD, struct.pack("!H", suite.dh_group))], close=True)
     try:
         ours = new_key_exchange(ke.group)
         shared = ours.shared_secret(ke.data)

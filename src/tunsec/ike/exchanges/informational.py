@@ -101,4 +101,3 @@ def _by_spi_out(st: IkeSaState, spi: int) -> ChildSa | None:
         if child.installed and child.spi_out == spi:
             return child
     return None
-

@@ -1,0 +1,178 @@
+"""CREATE_CHILD_SA (RFC 7296 §1.3): additional Child SAs and Child SA rekeying.
+
+Request: [N(REKEY_SA)], SA, Ni, [KEi], TSi, TSr; response: SA, Nr, [KEr], TSi,
+TSr. With PFS (a key exchange in the ESP proposal) KEYMAT is
+prf+(SK_d, g^ir(new) | Ni | Nr). A rekeyed Child SA is deleted by its
+initiator once the new one is up. Rekeying the IKE SA itself is not
+implemented: such a request is answered with NO_ADDITIONAL_SAS.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+
+from ..config import ChildConfig
+from ..constants import ExchangeType, NotifyType, ProtocolId, notify_name
+from ..dh import DhError, KeyExchange, new_key_exchange
+from ..events import NegotiationFailed
+from ..message import KePayload, NoncePayload, NotifyPayload, Payload, SaPayload
+from ..proposals import Suite
+from ..state import ChildSa, IkeSaState, SpiUnavailable
+from ..ts import Ts
+from . import child as childmod
+from .base import Outcome, Response, Task, error_notify, find, find_notify, notify
+from .informational import DeleteChildTask
+
+NONCE_LEN = 32
+
+
+class CreateChildTask(Task):
+    """The initiator's CREATE_CHILD_SA for a new Child SA or to rekey ``rekey``."""
+
+    exchange = ExchangeType.CREATE_CHILD_SA
+
+    def __init__(self, cfg: ChildConfig, rekey: ChildSa | None = None) -> None:
+        self._cfg = cfg
+        self._rekey = rekey
+        self._child: ChildSa | None = None
+        self._ke: KeyExchange | None = None
+        self._nonce = b""
+        self._proposed: tuple[tuple[Ts, ...], tuple[Ts, ...]] = ((), ())
+        self._followups: list[Task] = []
+        groups = [g for p in cfg.esp_proposals for g in p.dh_groups]
+        self._group: int | None = groups[0] if groups else None
+        self._groups = set(groups)
+
+    def build(self, st: IkeSaState) -> list[Payload]:
+        if self._child is None:
+            self._child = childmod.new_child(st, self._cfg)
+            self._nonce = st.rng(NONCE_LEN)
+        if self._rekey is not None:
+            self._proposed = (self._rekey.local_ts, self._rekey.remote_ts)
+        else:
+            self._proposed = childmod.initiator_ts(st, self._cfg)
+        payloads: list[Payload] = []
+        if self._rekey is not None:
+            spi = childmod.spi_bytes(self._rekey.spi_in)
+            payloads.append(NotifyPayload(NotifyType.REKEY_SA, b"", ProtocolId.ESP, spi))
+        sa, tsi, tsr = childmod.sa_payloads(self._child, self._cfg.esp_proposals, *self._proposed, strip_dh=False)
+        payloads += [sa, NoncePayload(self._nonce)]
+        if self._group is not None:
+            self._ke = new_key_exchange(self._group)
+            payloads.append(KePayload(self._group, self._ke.public))
+        return [*payloads, tsi, tsr]
+
+    def process(self, st: IkeSaState, payloads: Sequence[Payload]) -> Outcome:
+        child = self._child
+        assert child is not None
+        err = error_notify(payloads)
+        if err is not None and err.type == NotifyType.INVALID_KE_PAYLOAD and len(err.data) == 2:
+            (group,) = struct.unpack("!H", err.data)
+            if group in self._groups and group != self._group:
+                self._group = group
+                return Outcome.RETRY
+        if err is not None:
+            self._refuse(st, notify_name(err.type), f"peer refused Child SA {child.name}")
+            return Outcome.DONE
+        sa, nonce, ts = find(payloads, SaPayload), find(payloads, NoncePayload), childmod.received_ts(payloads)
+        if sa is None or nonce is None or ts is None:
+            self._refuse(st, "INVALID_SYNTAX", "response lacks SA, Nonce or TS")
+            return Outcome.DONE
+        result = childmod.check_response(child, sa, ts[0], ts[1], self._proposed, strip_dh=False)
+        if isinstance(result, childmod.Refusal):
+            childmod.fail(st, child, result)
+            return Outcome.DONE
+        shared = self._pfs_secret(find(payloads, KePayload), Suite.of(result).dh_group)
+        if shared is None:
+            self._refuse(st, "INVALID_KE_PAYLOAD", "peer's KE does not match the chosen group")
+            return Outcome.DONE
+        spi_out = int.from_bytes(result.spi, "big")
+        rekey_of = self._rekey.unique_id if self._rekey else None
+        nonces = (self._nonce, nonce.data)
+        childmod.install(st, child, result, spi_out, ts[0], ts[1], True, nonces, shared or None, rekey_of)
+        if self._rekey is not None:
+            self._followups.append(DeleteChildTask([self._rekey], reason="rekeyed"))
+        return Outcome.DONE
+
+    def _pfs_secret(self, ke: KePayload | None, group: int | None) -> bytes | None:
+        """g^ir of the new key exchange; b"" without PFS; None when the KE is wrong."""
+        if group is None:
+            return b""
+        if ke is None or self._ke is None or ke.group != group or self._ke.group != group:
+            return None
+        try:
+            return self._ke.shared_secret(ke.data)
+        except DhError:
+            return None
+
+    def _refuse(self, st: IkeSaState, reason: str, detail: str) -> None:
+        assert self._child is not None
+        st.emit(NegotiationFailed(st.name, reason, detail, self._cfg.name))
+        childmod.drop_child(st, self._child)
+
+    def followups(self) -> list[Task]:
+        return self._followups
+
+    def abort(self, st: IkeSaState) -> None:
+        if self._child is not None:
+            childmod.drop_child(st, self._child)
+
+
+def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response:
+    sa, nonce, ts = find(payloads, SaPayload), find(payloads, NoncePayload), childmod.received_ts(payloads)
+    if sa is not None and any(p.protocol == ProtocolId.IKE for p in sa.proposals):
+        return Response([notify(NotifyType.NO_ADDITIONAL_SAS)])  # IKE SA rekeying: not implemented
+    if sa is None or nonce is None or ts is None:
+        return Response([notify(NotifyType.INVALID_SYNTAX)])
+    rekey = _rekeyed_child(st, payloads)
+    if rekey is None and find_notify(payloads, NotifyType.REKEY_SA) is not None:
+        return Response([notify(NotifyType.CHILD_SA_NOT_FOUND)])
+    ke = find(payloads, KePayload)
+    result = childmod.responder_select(
+        st,
+        sa,
+        ts[0],
+        ts[1],
+        strip_dh=False,
+        prefer_group=ke.group if ke else None,
+        only=rekey.config if rekey else None,
+    )
+    if isinstance(result, childmod.Refusal):
+        childmod.fail(st, None, result)
+        return Response([notify(result.notify)])
+    group = Suite.of(result.proposal).dh_group
+    if group is not None and (ke is None or ke.group != group):
+        return Response([notify(NotifyType.INVALID_KE_PAYLOAD, struct.pack("!H", group))])
+    try:
+        ours = new_key_exchange(group) if group is not None else None
+        shared = ours.shared_secret(ke.data) if ours is not None and ke is not None else None
+    except DhError:
+        return Response([notify(NotifyType.INVALID_SYNTAX)])
+    try:
+        child = childmod.new_child(st, result.config)
+    except SpiUnavailable as exc:
+        st.emit(NegotiationFailed(st.name, "TEMPORARY_FAILURE", f"no inbound SPI: {exc}", result.config.name))
+        return Response([notify(NotifyType.TEMPORARY_FAILURE)])
+    nonce_r = st.rng(NONCE_LEN)
+    spi_out = int.from_bytes(result.proposal.spi, "big")
+    rekey_of = rekey.unique_id if rekey else None
+    nonces = (nonce.data, nonce_r)
+    childmod.install(st, child, result.proposal, spi_out, result.tsr, result.tsi, False, nonces, shared, rekey_of)
+    sa_out, tsi_out, tsr_out = childmod.response_payloads(result, child)
+    response: list[Payload] = [sa_out, NoncePayload(nonce_r)]
+    if ours is not None:
+        response.append(KePayload(ours.group, ours.public))
+    return Response([*response, tsi_out, tsr_out])
+
+
+def _rekeyed_child(st: IkeSaState, payloads: Sequence[Payload]) -> ChildSa | None:
+    """The Child SA a REKEY_SA notify names by the peer's inbound SPI, if any."""
+    rekey = find_notify(payloads, NotifyType.REKEY_SA)
+    if rekey is None or rekey.protocol != ProtocolId.ESP or len(rekey.spi) != 4:
+        return None
+    spi = int.from_bytes(rekey.spi, "big")
+    for child in st.children.values():
+        if child.installed and child.spi_out == spi:
+            return child
+    return None
