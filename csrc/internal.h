@@ -108,6 +108,22 @@ bool ts_esp_open(ts_sa *sa, uint64_t seq, uint8_t *esp, size_t len, size_t *pt_l
 /* ---- ICMP too big (icmp.c) ----------------------------------------------- */
 size_t ts_icmp_too_big(const uint8_t *pkt, size_t len, uint32_t mtu, uint8_t *out, size_t outcap);
 
+/* ---- offloads (offload.c) --------------------------------------------------- */
+typedef void (*ts_gro_emit)(void *ctx, const uint8_t *p, size_t len);
+typedef struct ts_gro {
+    uint8_t *buf;              /* vnet header + the super-packet being built */
+    size_t cap, len, segs, mss, iphl, thl;
+    int family;
+    bool open;                 /* more segments may still join */
+    uint32_t next_seq;
+    ts_gro_emit emit;
+    void *ctx;
+} ts_gro;
+
+void ts_gro_init(ts_gro *g, uint8_t *buf, size_t cap, ts_gro_emit emit, void *ctx);
+void ts_gro_add(ts_gro *g, const uint8_t *p, size_t len);
+void ts_gro_flush(ts_gro *g);
+
 /* ---- events (events.c) ---------------------------------------------------- */
 typedef struct ts_event_slot {
     ts_event ev;
@@ -136,6 +152,7 @@ struct ts_dp {
     _Atomic uint64_t drops[TS_DROP__COUNT];
     _Atomic uint32_t tunnel_mtu;
     int tun_fd, udp4_fd, udp6_fd, wake_fd;
+    bool vnet, udp_gso, udp_gro;       /* offloads in use (ts_dp_set_offloads) */
     _Atomic bool stop;
     int last_errno;
     _Atomic uint64_t invalid_spi_tokens_ns;  /* rate limiter for INVALID_SPI */

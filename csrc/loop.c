@@ -1,63 +1,197 @@
-/* The batch loop between the TUN device and the ESP-in-UDP sockets: up to
- * TS_BATCH TUN reads per wakeup sent with one sendmmsg per socket, and
- * recvmmsg on the way in.  Buffers are allocated once, never per packet. */
+/* The batch loop between the TUN device and the ESP-in-UDP sockets.
+ *
+ * TUN -> UDP: up to TS_BATCH TUN reads per wakeup (with TUN offloads each
+ * read may be a 64 KiB TCP/UDP super-packet, segmented in offload.c); ESP
+ * packets are written back to back into an arena, and consecutive equal-size
+ * packets to one peer become one UDP_SEGMENT (GSO) message; one sendmmsg per
+ * socket sends the batch.
+ * UDP -> TUN: recvmmsg, with UDP_GRO the kernel hands us runs of datagrams
+ * in one buffer; decrypted TCP segments of one flow are coalesced into one
+ * TUN write (offload.c).  Buffers are allocated once, never per packet. */
 #include "internal.h"
 #include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/udp.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
-#define SLOT (TS_MAX_PACKET + 256)
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
+#ifndef UDP_GRO
+#define UDP_GRO 104
+#endif
+
+#define RXSLOT (65536 + 256)
+#define ARENA (4u << 20)
+#define MAX_MSGS 1024
+#define MAX_SEGS 256
+#define SEGCAP (65536 + MAX_SEGS * 128)
+#define GSO_MAX_SEGS 64
+#define GSO_MAX_BYTES 65000
+
+typedef union {
+    char buf[CMSG_SPACE(sizeof(int))];
+    struct cmsghdr align;
+} cmsg_space;
+
+typedef struct run {
+    int idx;                   /* message being extended, -1 = none */
+    const ts_sa *sa;
+    size_t seg, count, bytes;
+    bool closed;
+} run;
+
+typedef struct outq {
+    struct mmsghdr m[MAX_MSGS];
+    struct iovec iov[MAX_MSGS];
+    cmsg_space cm[MAX_MSGS];
+    unsigned n;
+    run r;
+} outq;
 
 struct ts_batch {
-    uint8_t *rx;                       /* TS_BATCH slots */
-    uint8_t *tx;
-    struct mmsghdr out4[TS_BATCH], out6[TS_BATCH], in[TS_BATCH];
-    struct iovec iov_out[TS_BATCH], iov_in[TS_BATCH];
+    uint8_t *rx;                       /* TS_BATCH slots of RXSLOT */
+    uint8_t *seg;                      /* segmentation output */
+    uint16_t seg_len[MAX_SEGS];
+    uint8_t *arena;                    /* ESP output, back to back */
+    size_t used;
+    outq q4, q6;
+    struct mmsghdr in[TS_BATCH];
+    struct iovec iov_in[TS_BATCH];
     struct sockaddr_storage names[TS_BATCH];
+    cmsg_space cm_in[TS_BATCH];
+    uint8_t *plain;                    /* one decrypted packet (vnet header room in front) */
+    uint8_t *gro_buf;
+    ts_gro gro;
 };
 
 static struct ts_batch *batch_new(void) {
     struct ts_batch *b = calloc(1, sizeof(*b));
     if (!b)
         return NULL;
-    b->rx = malloc((size_t)TS_BATCH * SLOT);
-    b->tx = malloc((size_t)TS_BATCH * SLOT);
-    if (!b->rx || !b->tx) {
-        free(b->rx);
-        free(b->tx);
+    b->rx = malloc((size_t)TS_BATCH * RXSLOT);
+    b->seg = malloc(SEGCAP);
+    b->arena = malloc(ARENA);
+    b->plain = malloc(RXSLOT);
+    b->gro_buf = malloc(TS_VNET_HDR_LEN + 65536);
+    if (!b->rx || !b->seg || !b->arena || !b->plain || !b->gro_buf) {
+        free(b->rx); free(b->seg); free(b->arena); free(b->plain); free(b->gro_buf);
         free(b);
         return NULL;
     }
+    b->q4.r.idx = b->q6.r.idx = -1;
     return b;
 }
 
 void ts_loop_free(ts_dp *dp) {
-    if (dp->batch) {
-        free(dp->batch->rx);
-        free(dp->batch->tx);
-        free(dp->batch);
-        dp->batch = NULL;
-    }
+    struct ts_batch *b = dp->batch;
+    if (!b)
+        return;
+    free(b->rx); free(b->seg); free(b->arena); free(b->plain); free(b->gro_buf);
+    free(b);
+    dp->batch = NULL;
 }
 
-static void send_all(ts_dp *dp, int fd, struct mmsghdr *m, unsigned n) {
+int ts_dp_set_offloads(ts_dp *dp, int vnet_hdr) {
+    int one = 1, zero = 0, active = 0;
+    dp->vnet = vnet_hdr != 0;
+    if (dp->vnet)
+        active |= TS_OFF_VNET;
+    /* UDP GSO on send needs every socket we send from to accept it */
+    bool gso = dp->udp4_fd >= 0 || dp->udp6_fd >= 0;
+    bool gro = gso;
+    int fds[2] = {dp->udp4_fd, dp->udp6_fd};
+    for (int i = 0; i < 2; i++) {
+        if (fds[i] < 0)
+            continue;
+        if (setsockopt(fds[i], SOL_UDP, UDP_SEGMENT, &zero, sizeof(zero)) < 0)
+            gso = false;
+        if (setsockopt(fds[i], SOL_UDP, UDP_GRO, &one, sizeof(one)) < 0)
+            gro = false;
+    }
+    dp->udp_gso = gso;
+    dp->udp_gro = gro;
+    if (gso)
+        active |= TS_OFF_UDP_GSO;
+    if (gro)
+        active |= TS_OFF_UDP_GRO;
+    return active;
+}
+
+static void send_queue(ts_dp *dp, int fd, outq *q) {
     unsigned done = 0;
-    while (done < n) {
-        int r = sendmmsg(fd, m + done, n - done, MSG_DONTWAIT);
+    while (done < q->n) {
+        int r = sendmmsg(fd, q->m + done, q->n - done, MSG_DONTWAIT);
         if (r < 0) {
             if (errno == EINTR)
                 continue;
-            /* EAGAIN/ENOBUFS/unreachable: the batch's rest is lost, like a full NIC queue */
+            /* EAGAIN/ENOBUFS/unreachable: the rest is lost, like a full NIC queue */
             dp->last_errno = errno;
-            for (; done < n; done++)
-                ts_drop(dp, TS_DROP_IO);
-            return;
+            for (; done < q->n; done++) {
+                size_t n = q->m[done].msg_hdr.msg_iov->iov_len, seg = n;
+                if (q->m[done].msg_hdr.msg_controllen) {
+                    uint16_t s;
+                    memcpy(&s, CMSG_DATA((struct cmsghdr *)q->cm[done].buf), sizeof(s));
+                    seg = s;
+                }
+                uint64_t lost = (n + seg - 1) / seg;
+                atomic_fetch_add_explicit(&dp->drops[TS_DROP_IO], lost, memory_order_relaxed);
+            }
+            break;
         }
         done += (unsigned)r;
     }
+    q->n = 0;
+    q->r.idx = -1;
+}
+
+static void flush_out(ts_dp *dp, struct ts_batch *b) {
+    if (b->q4.n)
+        send_queue(dp, dp->udp4_fd, &b->q4);
+    if (b->q6.n)
+        send_queue(dp, dp->udp6_fd, &b->q6);
+    b->used = 0;
+}
+
+/* the ESP packet just written at arena + used: extend the peer's GSO run or start a message */
+static void queue_esp(ts_dp *dp, struct ts_batch *b, const ts_sa *sa, size_t len) {
+    outq *q = sa->remote.family == 4 ? &b->q4 : &b->q6;
+    uint8_t *p = b->arena + b->used;
+    run *r = &q->r;
+    if (dp->udp_gso && r->idx >= 0 && !r->closed && r->sa == sa && len <= r->seg &&
+        r->count < GSO_MAX_SEGS && r->bytes + len <= GSO_MAX_BYTES &&
+        (uint8_t *)q->iov[r->idx].iov_base + q->iov[r->idx].iov_len == p) {
+        q->iov[r->idx].iov_len += len;
+        r->count++;
+        r->bytes += len;
+        r->closed = len < r->seg;   /* only the last segment may be shorter */
+        if (r->count == 2) {
+            struct msghdr *h = &q->m[r->idx].msg_hdr;
+            h->msg_control = q->cm[r->idx].buf;
+            h->msg_controllen = CMSG_SPACE(sizeof(uint16_t));
+            struct cmsghdr *c = CMSG_FIRSTHDR(h);
+            c->cmsg_level = SOL_UDP;
+            c->cmsg_type = UDP_SEGMENT;
+            c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+            uint16_t seg = (uint16_t)r->seg;
+            memcpy(CMSG_DATA(c), &seg, sizeof(seg));
+        }
+    } else {
+        unsigned i = q->n++;
+        q->iov[i].iov_base = p;
+        q->iov[i].iov_len = len;
+        memset(&q->m[i], 0, sizeof(q->m[i]));
+        q->m[i].msg_hdr.msg_name = (void *)&sa->peer;   /* valid while the read lock is held */
+        q->m[i].msg_hdr.msg_namelen = sa->peer_len;
+        q->m[i].msg_hdr.msg_iov = &q->iov[i];
+        q->m[i].msg_hdr.msg_iovlen = 1;
+        *r = (run){.idx = (int)i, .sa = sa, .seg = len, .count = 1, .bytes = len};
+    }
+    b->used += len;
 }
 
 static void tun_write(ts_dp *dp, const uint8_t *p, size_t n) {
@@ -67,42 +201,63 @@ static void tun_write(ts_dp *dp, const uint8_t *p, size_t n) {
     }
 }
 
-/* TUN -> ESP: returns the number of packets read */
+/* a complete packet for the TUN: with offloads it needs its (empty) virtio header */
+static void tun_write_packet(ts_dp *dp, const uint8_t *p, size_t n) {
+    if (!dp->vnet) {
+        tun_write(dp, p, n);
+        return;
+    }
+    uint8_t hdr[TS_VNET_HDR_LEN] = {0};
+    struct iovec iov[2] = {{hdr, sizeof(hdr)}, {(void *)p, n}};
+    if (writev(dp->tun_fd, iov, 2) < 0) {
+        dp->last_errno = errno;
+        ts_drop(dp, TS_DROP_IO);
+    }
+}
+
+static void outbound_one(ts_dp *dp, struct ts_batch *b, const uint8_t *pkt, size_t len) {
+    if (ARENA - b->used < RXSLOT || b->q4.n >= MAX_MSGS || b->q6.n >= MAX_MSGS)
+        flush_out(dp, b);
+    ts_sa *sa = NULL;
+    int drop;
+    size_t icmp = 0;
+    int r = ts_outbound_locked(dp, pkt, len, b->arena + b->used, ARENA - b->used, &sa, &drop, &icmp);
+    ts_drop(dp, drop);
+    if (icmp)
+        tun_write_packet(dp, b->arena + b->used, icmp);
+    if (r > 0)
+        queue_esp(dp, b, sa, (size_t)r);
+}
+
+/* TUN -> ESP: returns the number of TUN reads */
 static int outbound_batch(ts_dp *dp, struct ts_batch *b) {
-    unsigned n4 = 0, n6 = 0;
     int nread = 0;
     pthread_rwlock_rdlock(&dp->lock);
     for (int i = 0; i < TS_BATCH; i++) {
-        uint8_t *rx = b->rx + (size_t)i * SLOT, *tx = b->tx + (size_t)i * SLOT;
-        ssize_t n = read(dp->tun_fd, rx, SLOT);
+        uint8_t *rx = b->rx;
+        ssize_t n = read(dp->tun_fd, rx, RXSLOT);
         if (n < 0) {
             if (errno != EAGAIN && errno != EINTR)
                 dp->last_errno = errno;
             break;
         }
         nread++;
-        ts_sa *sa = NULL;
-        int drop;
-        size_t icmp = 0;
-        int r = ts_outbound_locked(dp, rx, (size_t)n, tx, SLOT, &sa, &drop, &icmp);
-        ts_drop(dp, drop);
-        if (icmp)
-            tun_write(dp, tx, icmp);
-        if (r <= 0)
+        if (!dp->vnet) {
+            outbound_one(dp, b, rx, (size_t)n);
             continue;
-        struct mmsghdr *m = sa->remote.family == 4 ? &b->out4[n4++] : &b->out6[n6++];
-        b->iov_out[i].iov_base = tx;
-        b->iov_out[i].iov_len = (size_t)r;
-        memset(m, 0, sizeof(*m));
-        m->msg_hdr.msg_name = &sa->peer;   /* valid while the read lock is held */
-        m->msg_hdr.msg_namelen = sa->peer_len;
-        m->msg_hdr.msg_iov = &b->iov_out[i];
-        m->msg_hdr.msg_iovlen = 1;
+        }
+        int nseg = ts_vnet_segment(rx, (size_t)n, b->seg, SEGCAP, b->seg_len, MAX_SEGS);
+        if (nseg < 0) {
+            ts_drop(dp, TS_DROP_MALFORMED);
+            continue;
+        }
+        size_t off = 0;
+        for (int s = 0; s < nseg; s++) {
+            outbound_one(dp, b, b->seg + off, b->seg_len[s]);
+            off += b->seg_len[s];
+        }
     }
-    if (n4)
-        send_all(dp, dp->udp4_fd, b->out4, n4);
-    if (n6)
-        send_all(dp, dp->udp6_fd, b->out6, n6);
+    flush_out(dp, b);
     pthread_rwlock_unlock(&dp->lock);
     return nread;
 }
@@ -122,16 +277,47 @@ static void addr_of(const struct sockaddr_storage *ss, ts_addr *a) {
     }
 }
 
-/* UDP -> TUN: returns the number of datagrams received */
+static size_t gro_size(struct msghdr *h, size_t len) {
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(h); c; c = CMSG_NXTHDR(h, c)) {
+        if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
+            int v;
+            memcpy(&v, CMSG_DATA(c), sizeof(v));
+            if (v > 0)
+                return (size_t)v;
+        }
+    }
+    return len;
+}
+
+static void gro_emit(void *ctx, const uint8_t *p, size_t len) {
+    tun_write((ts_dp *)ctx, p, len);
+}
+
+static void inbound_one(ts_dp *dp, struct ts_batch *b, uint8_t *udp, size_t len, const ts_addr *src) {
+    int drop;
+    int r = ts_inbound_locked(dp, udp, len, src, NULL, b->plain, RXSLOT, &drop);
+    ts_drop(dp, drop);
+    if (r <= 0)
+        return;
+    if (dp->vnet)
+        ts_gro_add(&b->gro, b->plain, (size_t)r);
+    else
+        tun_write(dp, b->plain, (size_t)r);
+}
+
+/* UDP -> TUN: returns the number of messages received */
 static int inbound_batch(ts_dp *dp, struct ts_batch *b, int fd) {
     for (int i = 0; i < TS_BATCH; i++) {
-        b->iov_in[i].iov_base = b->rx + (size_t)i * SLOT;
-        b->iov_in[i].iov_len = SLOT;
+        b->iov_in[i].iov_base = b->rx + (size_t)i * RXSLOT;
+        b->iov_in[i].iov_len = RXSLOT;
         memset(&b->in[i], 0, sizeof(b->in[i]));
-        b->in[i].msg_hdr.msg_name = &b->names[i];
-        b->in[i].msg_hdr.msg_namelen = sizeof(b->names[i]);
-        b->in[i].msg_hdr.msg_iov = &b->iov_in[i];
-        b->in[i].msg_hdr.msg_iovlen = 1;
+        struct msghdr *h = &b->in[i].msg_hdr;
+        h->msg_name = &b->names[i];
+        h->msg_namelen = sizeof(b->names[i]);
+        h->msg_iov = &b->iov_in[i];
+        h->msg_iovlen = 1;
+        h->msg_control = b->cm_in[i].buf;
+        h->msg_controllen = sizeof(b->cm_in[i].buf);
     }
     int n = recvmmsg(fd, b->in, TS_BATCH, MSG_DONTWAIT, NULL);
     if (n <= 0) {
@@ -140,20 +326,22 @@ static int inbound_batch(ts_dp *dp, struct ts_batch *b, int fd) {
         return 0;
     }
     pthread_rwlock_rdlock(&dp->lock);
+    ts_gro_init(&b->gro, b->gro_buf, TS_VNET_HDR_LEN + 65536, gro_emit, dp);
     for (int i = 0; i < n; i++) {
-        ts_addr src;
-        addr_of(&b->names[i], &src);
-        int drop;
+        struct msghdr *h = &b->in[i].msg_hdr;
         size_t len = b->in[i].msg_len;
-        if (b->in[i].msg_hdr.msg_flags & MSG_TRUNC) {
+        if (h->msg_flags & MSG_TRUNC) {
             ts_drop(dp, TS_DROP_MALFORMED);
             continue;
         }
-        int r = ts_inbound_locked(dp, b->iov_in[i].iov_base, len, &src, NULL, b->tx, SLOT, &drop);
-        ts_drop(dp, drop);
-        if (r > 0)
-            tun_write(dp, b->tx, (size_t)r);
+        ts_addr src;
+        addr_of(&b->names[i], &src);
+        size_t seg = gro_size(h, len);
+        uint8_t *base = b->iov_in[i].iov_base;
+        for (size_t off = 0; off < len; off += seg)
+            inbound_one(dp, b, base + off, len - off < seg ? len - off : seg, &src);
     }
+    ts_gro_flush(&b->gro);
     pthread_rwlock_unlock(&dp->lock);
     return n;
 }

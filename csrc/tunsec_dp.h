@@ -196,6 +196,23 @@ int ts_gcm_open(const uint8_t *key, size_t keylen, const uint8_t *iv12,
                 const uint8_t *aad, size_t aadlen, const uint8_t *in, size_t len,
                 const uint8_t tag[16], uint8_t *out);  /* 0 ok, TS_ECRYPTO on ICV failure */
 
+/* TUN offloads (IFF_VNET_HDR): a virtio_net_hdr precedes every packet.
+ * ts_vnet_segment: one TUN read (header + packet, possibly a TSO/USO
+ * super-packet) -> complete packets back to back in out, their lengths in
+ * seg_len; returns the count or -1 if malformed/unsupported.
+ * ts_gro_run: coalesce n inner packets (back to back in pkts) into TUN writes
+ * (each with its virtio_net_hdr), back to back in out; returns the count. */
+#define TS_VNET_HDR_LEN 10
+#define TS_OFF_VNET 1          /* TUN opened with IFF_VNET_HDR (+ TUNSETOFFLOAD by the caller) */
+#define TS_OFF_UDP_GSO 2       /* UDP_SEGMENT on send */
+#define TS_OFF_UDP_GRO 4       /* UDP_GRO on receive */
+/* after ts_dp_set_fds: use the offloads the TUN and sockets allow; returns TS_OFF_* bits active */
+int ts_dp_set_offloads(ts_dp *dp, int vnet_hdr);
+int ts_vnet_segment(const uint8_t *buf, size_t len, uint8_t *out, size_t outcap,
+                    uint16_t *seg_len, size_t max_segs);
+int ts_gro_run(const uint8_t *pkts, const uint32_t *lens, size_t n, uint8_t *out, size_t outcap,
+               uint32_t *out_lens, size_t max_out);
+
 /* benchmarks: the per-packet cost without Python in between.  Run the
  * single-packet path count times on the same input; return how many passed.
  * ts_bench_gcm: OpenSSL's raw AES-GCM (key set up once) sealing buf in place,

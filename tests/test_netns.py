@@ -151,6 +151,15 @@ def test_teardown_when_the_body_raises() -> None:
     assert names[0] not in listed and names[1] not in listed
 
 
+def test_teardown_ends_processes_that_left_the_tracked_tree() -> None:
+    with TwoHosts() as t:
+        proc = t.popen(t.a, ["sh", "-c", "sleep 600 >/dev/null 2>&1 & echo $!"], stdout=subprocess.PIPE)
+        out, _ = proc.communicate(timeout=10)
+        orphan = int(out)
+        assert os.path.exists(f"/proc/{orphan}")
+    assert wait_until(lambda: not os.path.exists(f"/proc/{orphan}"), 5)
+
+
 def test_teardown_when_create_fails() -> None:
     t = TwoHosts()
     t.a = dataclasses.replace(t.a, outer4="not-an-address")

@@ -853,12 +853,17 @@ def parse_selector(text: str) -> Selector:
         network: IPNetwork = ipaddress.ip_network(addr, strict=False)
     except ValueError:
         raise BadValue(f"not a CIDR prefix: {_show(addr)}") from None
+    return Selector(network, *_parse_protoport(protoport))
+
+
+def _parse_protoport(protoport: str | None) -> tuple[int, int, int]:
+    """(protocol, first port, last port) of a selector's ``[proto/port]`` part (None: any)."""
     if protoport is None:
-        return Selector(network)
+        return 0, 0, 0xFFFF
     proto_text, slash, port_text = protoport.partition("/")
     proto = _parse_proto(proto_text.strip())
     lo, hi = _parse_ports(port_text.strip(), proto) if slash else (0, 0xFFFF)
-    return Selector(network, proto, lo, hi)
+    return proto, lo, hi
 
 
 def parse_selectors(text: str) -> tuple[Selector, ...]:

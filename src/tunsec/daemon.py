@@ -30,6 +30,7 @@ from tunsec.status import status_document
 log = logging.getLogger("tunsec")
 
 SOCKET_BUFFER = 4 << 20
+UDP_SEGMENT, UDP_GRO = 103, 104   # linux/udp.h; Python 3.11's socket module lacks them
 # after a worker restart, resume outbound sequence numbers this far past the
 # last ones we saw, so the peer's replay window never sees a number twice
 SEQ_RESUME_MARGIN = 1 << 22
@@ -88,6 +89,20 @@ class Sockets:
         s = self.by_family.get(family)
         return s.fileno() if s else -1
 
+    def offloads(self) -> list[str]:
+        """UDP GSO/GRO as the worker's fast path finds them (the same sockets, the same probes)."""
+        if not self.by_family:
+            return []
+        found = []
+        for name, opt, value in (("udp-gso", UDP_SEGMENT, 0), ("udp-gro", UDP_GRO, 1)):
+            try:
+                for s in self.by_family.values():
+                    s.setsockopt(socket.IPPROTO_UDP, opt, value)
+            except OSError:
+                continue
+            found.append(name)
+        return found
+
     def close(self) -> None:
         for s in self.by_family.values():
             s.close()
@@ -144,7 +159,7 @@ class Daemon:
 
     async def _start_worker(self) -> None:
         assert self.tun is not None
-        fds = WorkerFds(self.tun.fileno(), self.sockets.fd(4), self.sockets.fd(6))
+        fds = WorkerFds(self.tun.fileno(), self.sockets.fd(4), self.sockets.fd(6), self.tun.vnet_hdr)
         s = self.cfg.tunsec
         self.worker = WorkerClient(self._on_event)
         await self.worker.start(fds, self.mtu, s.larval_timeout, s.log_level)

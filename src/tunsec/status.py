@@ -74,7 +74,9 @@ def status_document(d: Daemon, dump: Reply) -> dict[str, Any]:
                     if k in sas],
         })
     return {
-        "tun": {"name": d.cfg.tunsec.tun, "mtu": d.mtu, "created": bool(d.tun and d.tun.created)},
+        "tun": {"name": d.cfg.tunsec.tun, "mtu": d.mtu, "created": bool(d.tun and d.tun.created),
+                "offloads": d.tun.offload_names() if d.tun else [], "vnet_hdr": bool(d.tun and d.tun.vnet_hdr)},
+        "udp_offloads": d.sockets.offloads(),
         "worker": {"pid": d.worker.pid, "restarts": len(d.restarts)},
         "uptime_seconds": int(time.time() - d.started),
         "tunnels": tunnels,
@@ -89,6 +91,7 @@ def render(doc: dict[str, Any]) -> str:
     lines = [
         f"tunsec: TUN {tun['name']} MTU {tun['mtu']}, worker pid {worker['pid']} "
         f"(restarts {worker['restarts']}), up {doc['uptime_seconds']}s",
+        f"offloads: TUN {', '.join(tun['offloads']) or 'none'}; UDP {', '.join(doc['udp_offloads']) or 'none'}",
     ]
     for t in doc["tunnels"]:
         lines.append(f"{t['name']}: {t['type']} {t['local']} <-> {t['remote']} {t['esp']}")

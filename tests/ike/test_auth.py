@@ -8,6 +8,7 @@ import os
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from tunsec.ike.auth import (
     AuthError,
@@ -108,7 +109,9 @@ def test_chain_verification(kind: str) -> None:
     inter = make_ca("intermediate", kind=kind, issuer=root)
     leaf = make_cert(inter, "moon", san=["moon.example", "10.0.0.1", "moon@example"], kind=kind)
     pub = verify_peer([leaf.cert, inter.cert], [root.cert], NOW, Identity.parse("moon.example"))
-    assert pub.public_numbers() == leaf.key.public_key().public_numbers()
+    assert pub.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo) == leaf.key.public_key().public_bytes(
+        Encoding.DER, PublicFormat.SubjectPublicKeyInfo
+    )
     verify_peer([leaf.cert, inter.cert], [root.cert], NOW, Identity.parse("10.0.0.1"))
     verify_peer([leaf.cert, inter.cert], [root.cert], NOW, Identity.parse("moon@example"))
     verify_peer([leaf.cert, inter.cert], [root.cert], NOW, Identity.parse("C=CH, O=tunsec test, CN=moon"))

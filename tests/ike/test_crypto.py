@@ -37,8 +37,7 @@ def test_prf_rfc4231_case2() -> None:
     # RFC 4231 test case 2 for HMAC-SHA-256/384/512
     key, data = b"Jefe", b"what do ya want for nothing?"
     assert (
-        Prf(PrfId.HMAC_SHA2_256)(key, data).hex()
-        == "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        Prf(PrfId.HMAC_SHA2_256)(key, data).hex() == "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
     )
     assert Prf(PrfId.HMAC_SHA2_512)(key, data).hex().startswith("164b7a7bfcf819e2e395fbe73b56e0a387bd6422")
 

@@ -197,9 +197,7 @@ def test_unknown_critical_payload_is_refused() -> None:
 def test_known_payload_ignores_critical_bit() -> None:
     body = encode_payloads([VendorIdPayload(b"abc")])
     body = body[:1] + b"\x80" + body[2:]
-    assert decode_message(_header(PayloadType.VENDOR_ID, len(body)) + body).payloads == (
-        VendorIdPayload(b"abc"),
-    )
+    assert decode_message(_header(PayloadType.VENDOR_ID, len(body)) + body).payloads == (VendorIdPayload(b"abc"),)
 
 
 def test_wrong_major_version() -> None:

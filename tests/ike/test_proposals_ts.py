@@ -162,8 +162,14 @@ def test_narrowing() -> None:
     )
     assert narrow(parse_ts_list("10.0.0.0/8[udp]"), parse_ts_list("10.0.0.0/8[tcp]")) == ()
     assert narrow(parse_ts_list("fec1::/16"), parse_ts_list("10.0.0.0/8")) == ()
-    assert narrow(parse_ts_list("10.1.2.3-10.1.9.9"), parse_ts_list("10.1.5.0/24")) == (
-        Ts.parse("10.1.5.0/24"),
-    )
+    assert narrow(parse_ts_list("10.1.2.3-10.1.9.9"), parse_ts_list("10.1.5.0/24")) == (Ts.parse("10.1.5.0/24"),)
     assert Ts.parse("10.0.0.0/8").contains(Ts.parse("10.1.0.0/16"))
     assert not Ts.parse("10.1.0.0/16").contains(Ts.parse("10.0.0.0/8"))
+
+
+def test_accepts_ignores_transform_order() -> None:
+    ours = parse_proposals(["aes128-sha256-modp2048"])
+    wire = _wire("aes128-sha256-modp2048")
+    encr, prf, integ, dh = wire.transforms
+    assert accepts(ours, Proposal(1, ProtocolId.IKE, b"", (encr, integ, prf, dh)))
+    assert not accepts(ours, Proposal(1, ProtocolId.IKE, b"", (encr, integ, dh)))

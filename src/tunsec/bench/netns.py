@@ -30,6 +30,7 @@ import functools
 import os
 import secrets
 import shutil
+import signal
 import socket as _socket
 import subprocess
 import sys
@@ -42,7 +43,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from tunsec.bench.procs import stop_process
+from tunsec.bench.procs import kill_if_same, read_proc, same_process, stop_process
 
 CLONE_NEWNET = 0x40000000
 NETNS_DIR = Path("/run/netns")
@@ -183,6 +184,26 @@ def _ip(*args: str) -> None:
     res = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
     if res.returncode != 0:
         raise NetnsError(f"ip {' '.join(args)}: {res.stderr.strip()}")
+
+
+def netns_pids(name: str) -> list[int]:
+    """PIDs of the processes living in namespace ``name``."""
+    res = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True, timeout=30)
+    return [int(x) for x in res.stdout.split() if x.isdigit()]
+
+
+def _reap_namespace(name: str) -> None:
+    """End stragglers in a namespace this module created (e.g. a daemon that
+    forked away from a tracked process): SIGTERM, then SIGKILL, by PID."""
+    stragglers = [p for p in (read_proc(pid) for pid in netns_pids(name)) if p is not None]
+    if not stragglers:
+        return
+    print(f"tunsec.bench.netns: ending {len(stragglers)} leftover process(es) in {name}", file=sys.stderr)
+    for info in stragglers:
+        kill_if_same(info, signal.SIGTERM)
+    wait_until(lambda: not any(same_process(i) for i in stragglers), 3.0)
+    for info in stragglers:
+        kill_if_same(info, signal.SIGKILL)
 
 
 _LIVE: set[TwoHosts] = set()
@@ -332,6 +353,7 @@ class TwoHosts:
     @staticmethod
     def _delete_ns(name: str) -> None:
         if netns_exists(name):
+            _reap_namespace(name)
             _ip("netns", "del", name)
 
     # -- commands and processes -------------------------------------------

@@ -93,13 +93,13 @@ def tree_cpu_seconds(pids: Iterable[int]) -> float:
     return total
 
 
-def _same_process(info: ProcInfo) -> bool:
+def same_process(info: ProcInfo) -> bool:
     now = read_proc(info.pid)
     return now is not None and now.starttime == info.starttime
 
 
-def _kill_if_same(info: ProcInfo, sig: int) -> None:
-    if _same_process(info):
+def kill_if_same(info: ProcInfo, sig: int) -> None:
+    if same_process(info):
         with contextlib.suppress(ProcessLookupError):
             os.kill(info.pid, sig)
 
@@ -118,7 +118,7 @@ def stop_process(proc: subprocess.Popen[Any], timeout: float = 5.0) -> int | Non
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout)
     for kid in kids:
-        _kill_if_same(kid, signal.SIGKILL)
+        kill_if_same(kid, signal.SIGKILL)
     return proc.poll()
 
 

@@ -33,6 +33,7 @@ class WorkerFds:
     tun: int
     udp4: int = -1
     udp6: int = -1
+    vnet_hdr: bool = False
 
 
 class WorkerClient:
@@ -56,7 +57,7 @@ class WorkerClient:
             "--pipe-fd", str(theirs.fileno()), "--tun-fd", str(fds.tun),
             "--udp4-fd", str(fds.udp4), "--udp6-fd", str(fds.udp6),
             "--mtu", str(mtu), "--larval-timeout", str(larval_timeout), "--log-level", log_level,
-        ]
+        ] + (["--vnet-hdr"] if fds.vnet_hdr else [])
         keep = [f for f in (theirs.fileno(), fds.tun, fds.udp4, fds.udp6) if f >= 0]
         self.proc = await asyncio.create_subprocess_exec(*argv, pass_fds=keep)
         theirs.close()

@@ -29,6 +29,7 @@ from tunsec.dataplane.pipe import (
 )
 
 MAX_PACKET: int = lib.TS_MAX_PACKET
+VNET_HDR_LEN: int = lib.TS_VNET_HDR_LEN
 
 
 class Drop(IntEnum):
@@ -208,6 +209,12 @@ class Dataplane:
     def set_fds(self, tun: int, udp4: int = -1, udp6: int = -1) -> None:
         lib.ts_dp_set_fds(self._dp, tun, udp4, udp6)
 
+    def set_offloads(self, vnet_hdr: bool) -> list[str]:
+        """Use the TUN's virtio header and the sockets' UDP GSO/GRO where they work; what is active."""
+        bits = lib.ts_dp_set_offloads(self._dp, int(vnet_hdr))
+        names = {lib.TS_OFF_VNET: "tun-vnet-hdr", lib.TS_OFF_UDP_GSO: "udp-gso", lib.TS_OFF_UDP_GRO: "udp-gro"}
+        return [n for bit, n in names.items() if bits & bit]
+
     def set_tunnel_mtu(self, mtu: int) -> None:
         lib.ts_dp_set_tunnel_mtu(self._dp, mtu)
 
@@ -341,6 +348,34 @@ def bench_gcm(key: bytes, size: int, count: int) -> int:
     """OpenSSL's raw AES-GCM, keyed once, sealing a size-byte buffer count times in C."""
     buf = ffi.new("uint8_t[]", size + 16)
     return int(_check("bench", lib.ts_bench_gcm(key, len(key), buf, size, count)))
+
+
+def vnet_segment(read: bytes, max_segs: int = 256) -> list[bytes] | None:
+    """One TUN read with its virtio header -> the packets it carries (None if refused)."""
+    out = ffi.new("uint8_t[]", len(read) + max_segs * 128 + 64)
+    lens = ffi.new("uint16_t[]", max_segs)
+    n = lib.ts_vnet_segment(read, len(read), out, len(out), lens, max_segs)
+    if n < 0:
+        return None
+    segs, off = [], 0
+    for i in range(n):
+        segs.append(ffi.buffer(out + off, lens[i])[:])
+        off += lens[i]
+    return segs
+
+
+def gro_coalesce(packets: list[bytes]) -> list[bytes]:
+    """Inner packets -> the TUN writes (virtio header + packet) GRO makes of them."""
+    blob = b"".join(packets)
+    lens = ffi.new("uint32_t[]", [len(p) for p in packets] or [0])
+    out = ffi.new("uint8_t[]", len(blob) + VNET_HDR_LEN * max(len(packets), 1) + 16)
+    out_lens = ffi.new("uint32_t[]", max(len(packets), 1))
+    n = lib.ts_gro_run(blob, lens, len(packets), out, len(out), out_lens, max(len(packets), 1))
+    writes, off = [], 0
+    for i in range(n):
+        writes.append(ffi.buffer(out + off, out_lens[i])[:])
+        off += out_lens[i]
+    return writes
 
 
 def gcm_seal(key: bytes, iv: bytes, aad: bytes, plaintext: bytes) -> bytes:

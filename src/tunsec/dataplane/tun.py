@@ -14,7 +14,7 @@ from ipaddress import IPv4Network, IPv6Network, ip_address
 
 from pyroute2 import IPRoute
 from pytun_pmd3 import TunTapDevice
-from pytun_pmd3.linux import IFF_NO_PI, IFF_TUN
+from pytun_pmd3.linux import IFF_NO_PI, IFF_TUN, IFF_VNET_HDR
 
 log = logging.getLogger("tunsec.tun")
 
@@ -24,6 +24,18 @@ IPNetwork = IPv4Network | IPv6Network
 # UDP 8 + SPI/seq 8 + IV 8 + pad length/next header 2 + ICV 16
 ESP_UDP_OVERHEAD = 8 + 8 + 8 + 2 + 16
 TXQUEUELEN = 4096
+
+# linux/if_tun.h: pytun-pmd3 has no TUNSETOFFLOAD
+TUNSETOFFLOAD = 0x400454D0
+TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_USO4, TUN_F_USO6 = 0x01, 0x02, 0x04, 0x20, 0x40
+OFFLOAD_NAMES = {TUN_F_CSUM: "csum", TUN_F_TSO4: "tso4", TUN_F_TSO6: "tso6", TUN_F_USO4: "uso4", TUN_F_USO6: "uso6"}
+# most capable first: kernels before 6.2 refuse USO, very old ones TSO
+OFFLOAD_CHOICES = (
+    TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_USO4 | TUN_F_USO6,
+    TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6,
+    TUN_F_CSUM,
+    0,
+)
 
 
 def tunnel_mtu(outer_mtu: int, outer_family: int) -> int:
@@ -68,17 +80,37 @@ class Tun:
     name: str
     created: bool
     device: TunTapDevice
+    vnet_hdr: bool = False
+    offloads: int = 0
     routes: list[tuple[IPNetwork, str | None]] = field(default_factory=list)
 
     @classmethod
-    def open(cls, name: str) -> Tun:
+    def open(cls, name: str, offload: bool = True) -> Tun:
+        """Create or attach; with offload, a virtio header on every packet and TSO/USO super-packets."""
         existed = interface_exists(name)
-        dev = TunTapDevice(name=name, flags=IFF_TUN | IFF_NO_PI)
+        flags = IFF_TUN | IFF_NO_PI | (IFF_VNET_HDR if offload else 0)
+        dev = TunTapDevice(name=name, flags=flags)
         fd = dev.fileno()
-        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
-        fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_NONBLOCK)
-        log.info("%s TUN %s", "attached to" if existed else "created", dev.name)
-        return cls(name=dev.name, created=not existed, device=dev)
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
+        tun = cls(name=dev.name, created=not existed, device=dev, vnet_hdr=offload)
+        if offload:
+            tun.offloads = tun._set_offloads()
+        log.info("%s TUN %s, offloads: %s", "attached to" if existed else "created", dev.name,
+                 ", ".join(tun.offload_names()) or "none")
+        return tun
+
+    def _set_offloads(self) -> int:
+        for choice in OFFLOAD_CHOICES:
+            try:
+                fcntl.ioctl(self.device.fileno(), TUNSETOFFLOAD, choice)
+            except OSError as err:
+                log.debug("TUNSETOFFLOAD %#x refused: %s", choice, err)
+                continue
+            return choice
+        return 0
+
+    def offload_names(self) -> list[str]:
+        return [n for bit, n in OFFLOAD_NAMES.items() if self.offloads & bit]
 
     def fileno(self) -> int:
         return int(self.device.fileno())

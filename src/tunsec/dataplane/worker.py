@@ -229,6 +229,7 @@ async def serve(args: argparse.Namespace) -> int:
         udp[6] = socket.socket(fileno=args.udp6_fd)
     dp = Dataplane()
     dp.set_fds(args.tun_fd, args.udp4_fd, args.udp6_fd)
+    log.info("offloads: %s", ", ".join(dp.set_offloads(args.vnet_hdr)) or "none")
     if args.mtu:
         dp.set_tunnel_mtu(args.mtu)
     def send(data: bytes) -> None:
@@ -279,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--udp4-fd", type=int, default=-1)
     ap.add_argument("--udp6-fd", type=int, default=-1)
     ap.add_argument("--mtu", type=int, default=0)
+    ap.add_argument("--vnet-hdr", action="store_true", help="the TUN was opened with IFF_VNET_HDR")
     ap.add_argument("--larval-timeout", type=float, default=30.0)
     ap.add_argument("--log-level", default="info")
     args = ap.parse_args(argv)

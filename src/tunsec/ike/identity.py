@@ -131,8 +131,29 @@ class Identity:
         return f"@#{self.data.hex()}"
 
     def matches(self, other: Identity) -> bool:
-        """Whether a configured identity (self, possibly %any) accepts ``other``."""
-        return self.is_any or self == other
+        """Whether a configured identity (self, possibly %any) accepts ``other``.
+
+        DNs compare by their attributes, not their bytes: peers encode the same
+        name with different ASN.1 string types (PrintableString vs UTF8String).
+        """
+        if self.is_any or self == other:
+            return True
+        if self.type == other.type == IdType.DER_ASN1_DN:
+            return dn_equal(self.data, other.data)
+        if self.type == other.type and self.type in (IdType.FQDN, IdType.RFC822_ADDR):
+            return self.data.lower() == other.data.lower()
+        return False
+
+
+def dn_equal(a: bytes, b: bytes) -> bool:
+    """Whether two DER Names hold the same attributes in the same order."""
+    if a == b:
+        return True
+    try:
+        na, nb = parse_name(a), parse_name(b)
+    except ValueError:
+        return False
+    return [(x.oid, str(x.value)) for x in na] == [(x.oid, str(x.value)) for x in nb]
 
 
 def _parse_dn(text: str) -> x509.Name:
@@ -153,7 +174,7 @@ def _format_dn(name: x509.Name) -> str:
 def certificate_has_identity(cert: x509.Certificate, ident: Identity) -> bool:
     """Whether ``cert`` certifies ``ident``: its subject DN, a subjectAltName or its key id."""
     if ident.type == IdType.DER_ASN1_DN:
-        return cert.subject.public_bytes() == ident.data
+        return dn_equal(cert.subject.public_bytes(), ident.data)
     if ident.type == IdType.KEY_ID:
         return ident.data in _key_ids(cert)
     try:

@@ -199,7 +199,8 @@ def _pick(
     ttype: int, ours: Sequence[Transform], theirs: Sequence[Transform], prefer: int | None
 ) -> Transform | bool | None:
     """The selected transform of one type; None if the type is absent on both sides, False on mismatch."""
-    if ttype == TransformType.ESN:
+    if ttype == TransformType.ESN and (ours or theirs):
+        # one side without ESN transforms means "no ESN" (never added to IKE proposals)
         ours = ours or (Transform.make(ttype, EsnId.NO_ESN),)
         theirs = theirs or (Transform.make(ttype, EsnId.NO_ESN),)
     if not ours and not theirs:
@@ -268,7 +269,10 @@ def accepts(ours: Sequence[ProposalSpec], chosen: Proposal, strip_dh: bool = Fal
     """Whether the responder's chosen proposal is one we offered (initiator side check)."""
     if len({t.type for t in chosen.transforms}) != len(chosen.transforms):
         return False
-    return select_proposal(ours, [chosen], strip_dh=strip_dh) == (_strip_wire_dh(chosen) if strip_dh else chosen)
+    selected = select_proposal(ours, [chosen], strip_dh=strip_dh)
+    expected = _strip_wire_dh(chosen) if strip_dh else chosen
+    # the peer may order the transforms differently (strongSwan puts INTEG before PRF)
+    return selected is not None and set(selected.transforms) == set(expected.transforms)
 
 
 # --------------------------------------------------------------------------

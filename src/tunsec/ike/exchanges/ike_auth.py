@@ -16,9 +16,9 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from ..auth import AuthError, psk_auth_data, sign, signed_octets, verify_psk, verify_signature
 from ..certs import load_certificates, verify_peer
 from ..config import ChildConfig
-from ..constants import AuthMethod, CertEncoding, ExchangeType, NotifyType, notify_name
+from ..constants import AuthMethod, CertEncoding, ExchangeType, IdType, NotifyType, notify_name
 from ..events import AuthFailed, IkeSaUp, NegotiationFailed
-from ..identity import Identity
+from ..identity import Identity, dn_equal
 from ..message import AuthPayload, CertPayload, IdPayload, Payload, SaPayload
 from ..proposals import describe_all
 from ..state import ChildSa, IkeSaState, SpiUnavailable
@@ -30,6 +30,10 @@ from .ike_sa_init import certreq_payloads
 
 def _id_payload(st: IkeSaState, initiator: bool) -> IdPayload:
     ident = st.config.local.id
+    cert = st.config.local.cert
+    if cert is not None and ident.type == IdType.DER_ASN1_DN and dn_equal(ident.data, cert.subject.public_bytes()):
+        # send the subject exactly as the certificate encodes it (string types included)
+        return IdPayload(initiator, ident.type, cert.subject.public_bytes())
     return IdPayload(initiator, ident.type, ident.data)
 
 

@@ -1,0 +1,384 @@
+/* Offloads between the TUN device and ESP (issue: throughput).
+ *
+ * With IFF_VNET_HDR and TUNSETOFFLOAD the kernel hands us TCP/UDP
+ * super-packets (up to 64 KiB) behind a virtio_net_hdr, and accepts them
+ * from us.  Outbound we cut them into MTU-sized segments before ESP (fixing
+ * IP ids, lengths, TCP sequence numbers and checksums); inbound we coalesce
+ * consecutive decrypted TCP segments of one flow into one super-packet (GRO)
+ * so the receiving stack handles one packet instead of dozens. */
+#include "internal.h"
+#include <string.h>
+
+#define VNET_F_NEEDS_CSUM 1
+#define GSO_NONE 0
+#define GSO_TCPV4 1
+#define GSO_UDP 3
+#define GSO_TCPV6 4
+#define GSO_UDP_L4 5
+#define GSO_ECN 0x80
+
+/* ---- checksums (RFC 1071; byte order independent, so sum native words) -- */
+static uint64_t csum_add(const uint8_t *p, size_t n, uint64_t acc) {
+    while (n >= 8) {
+        uint64_t v;
+        memcpy(&v, p, 8);
+        acc += (v & 0xffffffffu) + (v >> 32);
+        p += 8;
+        n -= 8;
+    }
+    if (n >= 4) {
+        uint32_t v;
+        memcpy(&v, p, 4);
+        acc += v;
+        p += 4;
+        n -= 4;
+    }
+    if (n) {
+        uint8_t t[4] = {0};
+        uint32_t v;
+        memcpy(t, p, n);
+        memcpy(&v, t, 4);
+        acc += v;
+    }
+    return acc;
+}
+
+/* folded sum as a big-endian 16-bit value (not complemented) */
+static uint16_t csum_fold(uint64_t acc) {
+    acc = (acc & 0xffffffffu) + (acc >> 32);
+    acc = (acc & 0xffffffffu) + (acc >> 32);
+    uint32_t a = (uint32_t)acc;
+    a = (a & 0xffff) + (a >> 16);
+    a = (a & 0xffff) + (a >> 16);
+    uint16_t r = (uint16_t)a;
+    uint8_t b[2];
+    memcpy(b, &r, 2);
+    return ts_be16(b);
+}
+
+static uint64_t pseudo_sum(const uint8_t *ip, int family, uint8_t proto, size_t l4len) {
+    uint8_t tail[4] = {0, proto, (uint8_t)(l4len >> 8), (uint8_t)l4len};
+    uint64_t acc = family == 4 ? csum_add(ip + 12, 8, 0) : csum_add(ip + 8, 32, 0);
+    return csum_add(tail, 4, acc);
+}
+
+static void ipv4_fix_csum(uint8_t *ip, size_t ihl) {
+    ip[10] = ip[11] = 0;
+    ts_put16(ip + 10, (uint16_t)~csum_fold(csum_add(ip, ihl, 0)));
+}
+
+/* complete an L4 checksum over [start, len) of pkt, stored at start+off */
+static void l4_fix_csum(uint8_t *pkt, size_t len, size_t start, size_t off, uint64_t seed, bool udp) {
+    pkt[start + off] = pkt[start + off + 1] = 0;
+    uint16_t c = (uint16_t)~csum_fold(csum_add(pkt + start, len - start, seed));
+    if (udp && c == 0)
+        c = 0xffff;
+    ts_put16(pkt + start + off, c);
+}
+
+/* ---- outbound: segmentation ------------------------------------------------ */
+typedef struct vnet_hdr {
+    uint8_t flags, gso_type;
+    uint16_t hdr_len, gso_size, csum_start, csum_offset;
+} vnet_hdr;
+
+static void vnet_parse(const uint8_t *b, vnet_hdr *h) {
+    /* the TUN uses the host's byte order (little-endian on every target we build) */
+    h->flags = b[0];
+    h->gso_type = b[1];
+    h->hdr_len = (uint16_t)(b[2] | b[3] << 8);
+    h->gso_size = (uint16_t)(b[4] | b[5] << 8);
+    h->csum_start = (uint16_t)(b[6] | b[7] << 8);
+    h->csum_offset = (uint16_t)(b[8] | b[9] << 8);
+}
+
+static void vnet_put(uint8_t *b, const vnet_hdr *h) {
+    b[0] = h->flags;
+    b[1] = h->gso_type;
+    b[2] = (uint8_t)h->hdr_len; b[3] = (uint8_t)(h->hdr_len >> 8);
+    b[4] = (uint8_t)h->gso_size; b[5] = (uint8_t)(h->gso_size >> 8);
+    b[6] = (uint8_t)h->csum_start; b[7] = (uint8_t)(h->csum_start >> 8);
+    b[8] = (uint8_t)h->csum_offset; b[9] = (uint8_t)(h->csum_offset >> 8);
+}
+
+/* IP header length and L4 protocol of a packet the kernel built (no IPv6
+ * extension headers on GSO packets); 0 if unusable */
+static size_t ip_hdr(const uint8_t *p, size_t len, int *family, uint8_t *proto) {
+    if (len >= 20 && p[0] >> 4 == 4) {
+        size_t ihl = (size_t)(p[0] & 15) * 4;
+        if (ihl < 20 || ihl > len)
+            return 0;
+        *family = 4;
+        *proto = p[9];
+        return ihl;
+    }
+    if (len >= 40 && p[0] >> 4 == 6) {
+        *family = 6;
+        *proto = p[6];
+        return 40;
+    }
+    return 0;
+}
+
+static int segment_tcp(const uint8_t *p, size_t len, size_t iphl, int family, uint16_t mss,
+                       uint8_t *out, size_t outcap, uint16_t *seg_len, size_t max_segs) {
+    if (len < iphl + 20)
+        return -1;
+    size_t thl = (size_t)(p[iphl + 12] >> 4) * 4;
+    size_t hdr = iphl + thl;
+    if (thl < 20 || hdr > len || mss == 0)
+        return -1;
+    size_t payload = len - hdr, nseg = (payload + mss - 1) / mss;
+    if (nseg == 0)
+        nseg = 1;
+    if (nseg > max_segs || nseg * hdr + payload > outcap)
+        return -1;
+    uint32_t seq0 = ts_be32(p + iphl + 4);
+    uint16_t id0 = family == 4 ? ts_be16(p + 4) : 0;
+    size_t off = 0;
+    for (size_t i = 0; i < nseg; i++) {
+        size_t chunk = payload - i * mss < mss ? payload - i * mss : mss;
+        uint8_t *s = out + off;
+        memcpy(s, p, hdr);
+        memcpy(s + hdr, p + hdr + i * mss, chunk);
+        size_t slen = hdr + chunk;
+        if (family == 4) {
+            ts_put16(s + 2, (uint16_t)slen);
+            ts_put16(s + 4, (uint16_t)(id0 + i));
+            ipv4_fix_csum(s, iphl);
+        } else {
+            ts_put16(s + 4, (uint16_t)(slen - 40));
+        }
+        uint8_t *tcp = s + iphl;
+        ts_put32(tcp + 4, seq0 + (uint32_t)(i * mss));
+        if (i + 1 < nseg)
+            tcp[13] &= (uint8_t)~0x09;      /* FIN and PSH only on the last segment */
+        if (i > 0)
+            tcp[13] &= (uint8_t)~0x80;      /* CWR only on the first */
+        l4_fix_csum(s, slen, iphl, 16, pseudo_sum(s, family, 6, slen - iphl), false);
+        seg_len[i] = (uint16_t)slen;
+        off += slen;
+    }
+    return (int)nseg;
+}
+
+static int segment_udp(const uint8_t *p, size_t len, size_t iphl, int family, uint16_t size,
+                       uint8_t *out, size_t outcap, uint16_t *seg_len, size_t max_segs) {
+    size_t hdr = iphl + 8;
+    if (len < hdr || size == 0)
+        return -1;
+    size_t payload = len - hdr, nseg = (payload + size - 1) / size;
+    if (nseg == 0)
+        nseg = 1;
+    if (nseg > max_segs || nseg * hdr + payload > outcap)
+        return -1;
+    uint16_t id0 = family == 4 ? ts_be16(p + 4) : 0;
+    size_t off = 0;
+    for (size_t i = 0; i < nseg; i++) {
+        size_t chunk = payload - i * size < size ? payload - i * size : size;
+        uint8_t *s = out + off;
+        memcpy(s, p, hdr);
+        memcpy(s + hdr, p + hdr + i * size, chunk);
+        size_t slen = hdr + chunk;
+        if (family == 4) {
+            ts_put16(s + 2, (uint16_t)slen);
+            ts_put16(s + 4, (uint16_t)(id0 + i));
+            ipv4_fix_csum(s, iphl);
+        } else {
+            ts_put16(s + 4, (uint16_t)(slen - 40));
+        }
+        ts_put16(s + iphl + 4, (uint16_t)(slen - iphl));
+        l4_fix_csum(s, slen, iphl, 6, pseudo_sum(s, family, 17, slen - iphl), true);
+        seg_len[i] = (uint16_t)slen;
+        off += slen;
+    }
+    return (int)nseg;
+}
+
+int ts_vnet_segment(const uint8_t *buf, size_t len, uint8_t *out, size_t outcap,
+                    uint16_t *seg_len, size_t max_segs) {
+    if (len < TS_VNET_HDR_LEN || max_segs == 0)
+        return -1;
+    vnet_hdr h;
+    vnet_parse(buf, &h);
+    const uint8_t *p = buf + TS_VNET_HDR_LEN;
+    len -= TS_VNET_HDR_LEN;
+    if (len > TS_MAX_PACKET)
+        return -1;
+    int family = 0;
+    uint8_t proto = 0;
+    size_t iphl = ip_hdr(p, len, &family, &proto);
+    uint8_t gso = h.gso_type & (uint8_t)~GSO_ECN;
+    if (gso == GSO_NONE) {
+        if (len > outcap || len > 0xffff)
+            return -1;
+        memcpy(out, p, len);
+        if (h.flags & VNET_F_NEEDS_CSUM) {
+            /* the field holds the pseudo-header sum; finish it over the rest */
+            if ((size_t)h.csum_start + h.csum_offset + 2 > len)
+                return -1;
+            size_t at = (size_t)h.csum_start + h.csum_offset;
+            uint64_t seed = csum_add(out + at, 2, 0);
+            out[at] = out[at + 1] = 0;
+            uint16_t c = (uint16_t)~csum_fold(csum_add(out + h.csum_start, len - h.csum_start, seed));
+            if (proto == 17 && c == 0)
+                c = 0xffff;
+            ts_put16(out + at, c);
+        }
+        seg_len[0] = (uint16_t)len;
+        return 1;
+    }
+    if (!iphl)
+        return -1;
+    if ((gso == GSO_TCPV4 && family == 4 && proto == 6) || (gso == GSO_TCPV6 && family == 6 && proto == 6))
+        return segment_tcp(p, len, iphl, family, h.gso_size, out, outcap, seg_len, max_segs);
+    if ((gso == GSO_UDP_L4 || gso == GSO_UDP) && proto == 17)
+        return segment_udp(p, len, iphl, family, h.gso_size, out, outcap, seg_len, max_segs);
+    return -1;
+}
+
+/* ---- inbound: coalescing (GRO) ------------------------------------------------ */
+/* A run of TCP segments of one flow that can be written as one super-packet. */
+static bool gro_key(const uint8_t *p, size_t len, size_t *iphl, size_t *thl, int *family) {
+    uint8_t proto;
+    size_t ih = ip_hdr(p, len, family, &proto);
+    if (!ih || proto != 6 || len < ih + 20)
+        return false;
+    if (*family == 4 && (ih != 20 || (ts_be16(p + 6) & 0x3fff) || ts_be16(p + 2) != len))
+        return false;     /* options or fragments: not coalesced */
+    if (*family == 6 && (size_t)ts_be16(p + 4) + 40 != len)
+        return false;
+    size_t th = (size_t)(p[ih + 12] >> 4) * 4;
+    if (th < 20 || ih + th > len)
+        return false;
+    *iphl = ih;
+    *thl = th;
+    return true;
+}
+
+void ts_gro_init(ts_gro *g, uint8_t *buf, size_t cap, ts_gro_emit emit, void *ctx) {
+    memset(g, 0, sizeof(*g));
+    g->buf = buf;
+    g->cap = cap;
+    g->emit = emit;
+    g->ctx = ctx;
+}
+
+void ts_gro_flush(ts_gro *g) {
+    if (!g->len)
+        return;
+    uint8_t *pkt = g->buf + TS_VNET_HDR_LEN;
+    size_t len = g->len;
+    vnet_hdr h = {0};
+    if (g->segs > 1) {
+        if (g->family == 4) {
+            ts_put16(pkt + 2, (uint16_t)len);
+            ipv4_fix_csum(pkt, g->iphl);
+        } else {
+            ts_put16(pkt + 4, (uint16_t)(len - 40));
+        }
+        /* checksum left to the kernel: the field holds the pseudo-header sum */
+        size_t l4 = len - g->iphl;
+        ts_put16(pkt + g->iphl + 16, csum_fold(pseudo_sum(pkt, g->family, 6, l4)));
+        h.flags = VNET_F_NEEDS_CSUM;
+        h.gso_type = g->family == 4 ? GSO_TCPV4 : GSO_TCPV6;
+        h.hdr_len = (uint16_t)(g->iphl + g->thl);
+        h.gso_size = (uint16_t)g->mss;
+        h.csum_start = (uint16_t)g->iphl;
+        h.csum_offset = 16;
+    }
+    vnet_put(g->buf, &h);
+    g->emit(g->ctx, g->buf, TS_VNET_HDR_LEN + len);
+    g->len = 0;
+    g->segs = 0;
+}
+
+static bool gro_mergeable(const ts_gro *g, const uint8_t *p, size_t len, size_t iphl, size_t thl, int family) {
+    const uint8_t *q = g->buf + TS_VNET_HDR_LEN;
+    if (family != g->family || iphl != g->iphl || thl != g->thl || !g->open)
+        return false;
+    size_t payload = len - iphl - thl;
+    if (payload == 0 || payload > g->mss || g->len + payload > 65535 || g->segs >= 64)
+        return false;
+    if (family == 4) {
+        if (memcmp(p + 12, q + 12, 8) || p[1] != q[1] || p[8] != q[8])   /* addresses, TOS, TTL */
+            return false;
+    } else if (memcmp(p + 8, q + 8, 32) || memcmp(p, q, 4) || p[7] != q[7]) {
+        return false;
+    }
+    const uint8_t *t = p + iphl, *u = q + iphl;
+    if (memcmp(t, u, 4) || ts_be32(t + 4) != g->next_seq || memcmp(t + 8, u + 8, 4))
+        return false;     /* ports, sequence, ack number */
+    uint8_t flags = t[13];
+    if ((flags & (uint8_t)~0x08) != 0x10 || u[13] != 0x10)   /* ACK (+PSH on the newcomer) only */
+        return false;
+    return memcmp(t + 20, u + 20, thl - 20) == 0;             /* identical options */
+}
+
+void ts_gro_add(ts_gro *g, const uint8_t *p, size_t len) {
+    size_t iphl = 0, thl = 0;
+    int family = 0;
+    bool tcp = gro_key(p, len, &iphl, &thl, &family);
+    if (tcp && g->len && gro_mergeable(g, p, len, iphl, thl, family)) {
+        size_t payload = len - iphl - thl;
+        memcpy(g->buf + TS_VNET_HDR_LEN + g->len, p + iphl + thl, payload);
+        g->len += payload;
+        g->segs++;
+        g->next_seq += (uint32_t)payload;
+        uint8_t *tcph = g->buf + TS_VNET_HDR_LEN + iphl;
+        tcph[13] |= p[iphl + 13] & 0x08;
+        /* a short segment or a PSH ends the run */
+        g->open = payload == g->mss && !(p[iphl + 13] & 0x08);
+        if (!g->open)
+            ts_gro_flush(g);
+        return;
+    }
+    ts_gro_flush(g);
+    if (len + TS_VNET_HDR_LEN > g->cap)
+        return;
+    memcpy(g->buf + TS_VNET_HDR_LEN, p, len);
+    g->len = len;
+    g->segs = 1;
+    g->open = false;
+    if (tcp) {
+        size_t payload = len - iphl - thl;
+        g->family = family;
+        g->iphl = iphl;
+        g->thl = thl;
+        g->mss = payload;
+        g->next_seq = ts_be32(p + iphl + 4) + (uint32_t)payload;
+        g->open = payload > 0 && p[iphl + 13] == 0x10;
+    }
+    if (!g->open)
+        ts_gro_flush(g);
+}
+
+typedef struct gro_collect {
+    uint8_t *out;
+    size_t cap, used, n, max;
+    uint32_t *lens;
+} gro_collect;
+
+static void collect(void *ctx, const uint8_t *p, size_t len) {
+    gro_collect *c = ctx;
+    if (c->n >= c->max || c->used + len > c->cap)
+        return;
+    memcpy(c->out + c->used, p, len);
+    c->lens[c->n++] = (uint32_t)len;
+    c->used += len;
+}
+
+int ts_gro_run(const uint8_t *pkts, const uint32_t *lens, size_t n, uint8_t *out, size_t outcap,
+               uint32_t *out_lens, size_t max_out) {
+    static _Thread_local uint8_t buf[TS_VNET_HDR_LEN + 65536];
+    gro_collect c = {.out = out, .cap = outcap, .lens = out_lens, .max = max_out};
+    ts_gro g;
+    ts_gro_init(&g, buf, sizeof(buf), collect, &c);
+    size_t off = 0;
+    for (size_t i = 0; i < n; i++) {
+        ts_gro_add(&g, pkts + off, lens[i]);
+        off += lens[i];
+    }
+    ts_gro_flush(&g);
+    return (int)c.n;
+}

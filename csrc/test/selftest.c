@@ -1,0 +1,966 @@
+/* Standalone self-test of the C fast path, meant to run under
+ * -fsanitize=address,undefined -fno-sanitize-recover=all (make sanitize).
+ *
+ * Exercises the public API (tunsec_dp.h) end to end: AES-GCM known answers,
+ * outbound -> inbound round trips, packets from an ESP implementation of its
+ * own (OpenSSL EVP used directly, not csrc/esp.c) in both directions,
+ * anti-replay, sequence overflow, SAD/SPD errors, ICMP too-big, ~200k random
+ * and mutated packets with a fixed seed, and the batch loop over real
+ * sockets.  Exits non-zero on any failure.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "../tunsec_dp.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <openssl/evp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+static unsigned long checks, failures;
+
+#define CHECK(cond)                                                                  \
+    do {                                                                             \
+        checks++;                                                                    \
+        if (!(cond)) {                                                               \
+            failures++;                                                              \
+            if (failures <= 50)                                                      \
+                fprintf(stderr, "%s:%d: %s: check failed: %s\n", __FILE__, __LINE__, \
+                        __func__, #cond);                                            \
+        }                                                                            \
+    } while (0)
+
+#define FATAL_IF(cond)                                                        \
+    do {                                                                      \
+        if (cond) {                                                           \
+            fprintf(stderr, "%s:%d: fatal: %s\n", __FILE__, __LINE__, #cond); \
+            exit(2);                                                          \
+        }                                                                     \
+    } while (0)
+
+/* ---- a fixed-seed PRNG (xorshift64*) ---------------------------------------- */
+static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+static uint64_t rnd(void) {
+    rng_state ^= rng_state >> 12;
+    rng_state ^= rng_state << 25;
+    rng_state ^= rng_state >> 27;
+    return rng_state * 0x2545F4914F6CDD1Dull;
+}
+static uint32_t rnd_below(uint32_t n) { return n ? (uint32_t)(rnd() % n) : 0; }
+static void rnd_fill(uint8_t *p, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        p[i] = (uint8_t)rnd();
+}
+
+static size_t unhex(const char *s, uint8_t *out) {
+    size_t n = strlen(s) / 2;
+    for (size_t i = 0; i < n; i++) {
+        unsigned v;
+        FATAL_IF(sscanf(s + 2 * i, "%2x", &v) != 1);
+        out[i] = (uint8_t)v;
+    }
+    return n;
+}
+
+static void put32(uint8_t *p, uint32_t v) {
+    p[0] = (uint8_t)(v >> 24); p[1] = (uint8_t)(v >> 16); p[2] = (uint8_t)(v >> 8); p[3] = (uint8_t)v;
+}
+static void put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
+static uint32_t get32(const uint8_t *p) {
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+static uint16_t get16(const uint8_t *p) { return (uint16_t)((p[0] << 8) | p[1]); }
+
+/* ---- 1. AES-GCM known answers (McGrew & Viega, test cases 2-4, 14-16) ------ */
+struct kat {
+    const char *key, *iv, *aad, *pt, *ct, *tag;
+};
+#define P64 "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a72" \
+            "1c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b391aafd255"
+#define P60 "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a72" \
+            "1c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b39"
+#define AADV "feedfacedeadbeeffeedfacedeadbeefabaddad2"
+#define K128 "feffe9928665731c6d6a8f9467308308"
+#define IVV "cafebabefacedbaddecaf888"
+static const struct kat kats[] = {
+    {"00000000000000000000000000000000", "000000000000000000000000", "", "", "",
+     "58e2fccefa7e3061367f1d57a4e7455a"},
+    {"00000000000000000000000000000000", "000000000000000000000000", "",
+     "00000000000000000000000000000000", "0388dace60b6a392f328c2b971b2fe78",
+     "ab6e47d42cec13bdf53a67b21257bddf"},
+    {K128, IVV, "", P64,
+     "42831ec2217774244b7221b784d0d49ce3aa212f2c02a4e035c17e2329aca12e"
+     "21d514b25466931c7d8f6a5aac84aa051ba30b396a0aac973d58e091473f5985",
+     "4d5c2af327cd64a62cf35abd2ba6fab4"},
+    {K128, IVV, AADV, P60,
+     "42831ec2217774244b7221b784d0d49ce3aa212f2c02a4e035c17e2329aca12e"
+     "21d514b25466931c7d8f6a5aac84aa051ba30b396a0aac973d58e091",
+     "5bc94fbc3221a5db94fae95ae7121a47"},
+    {"0000000000000000000000000000000000000000000000000000000000000000", "000000000000000000000000",
+     "", "00000000000000000000000000000000", "cea7403d4d606b6e074ec5d3baf39d18",
+     "d0d1c8a799996bf0265b98b5d48ab919"},
+    {K128 K128, IVV, "", P64,
+     "522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa"
+     "8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662898015ad",
+     "b094dac5d93471bdec1a502270e3cc6c"},
+    {K128 K128, IVV, AADV, P60,
+     "522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa"
+     "8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662",
+     "76fc6ece0f4e1768cddf8853bb2d551b"},
+};
+
+static void test_kat(void) {
+    for (size_t k = 0; k < sizeof(kats) / sizeof(kats[0]); k++) {
+        uint8_t key[32], iv[12], aad[32], pt[64], ct[64], tag[16], out[65], otag[16];
+        size_t kl = unhex(kats[k].key, key), al = unhex(kats[k].aad, aad), pl = unhex(kats[k].pt, pt);
+        unhex(kats[k].iv, iv);
+        CHECK(unhex(kats[k].ct, ct) == pl);
+        unhex(kats[k].tag, tag);
+        CHECK(ts_gcm_seal(key, kl, iv, aad, al, pt, pl, out, otag) == TS_OK);
+        CHECK(memcmp(out, ct, pl) == 0);
+        CHECK(memcmp(otag, tag, 16) == 0);
+        memset(out, 0, sizeof(out));
+        CHECK(ts_gcm_open(key, kl, iv, aad, al, ct, pl, tag, out) == TS_OK);
+        CHECK(memcmp(out, pt, pl) == 0);
+        for (size_t i = 0; i < pl + 16; i++) {   /* any flipped bit fails */
+            uint8_t c2[64], t2[16];
+            memcpy(c2, ct, pl);
+            memcpy(t2, tag, 16);
+            if (i < pl)
+                c2[i] ^= 0x80;
+            else
+                t2[i - pl] ^= 0x01;
+            CHECK(ts_gcm_open(key, kl, iv, aad, al, c2, pl, t2, out) == TS_ECRYPTO);
+        }
+        if (al) {
+            aad[al - 1] ^= 1;
+            CHECK(ts_gcm_open(key, kl, iv, aad, al, ct, pl, tag, out) == TS_ECRYPTO);
+        }
+    }
+    uint8_t z[32] = {0}, t[16];
+    CHECK(ts_gcm_seal(z, 24, z, NULL, 0, z, 16, z, t) == TS_EINVAL);
+}
+
+/* ---- an ESP implementation of the test's own (RFC 4303 / RFC 4106) -------- */
+static const EVP_CIPHER *gcm(size_t keymat_len) {
+    return keymat_len == 20 ? EVP_aes_128_gcm() : EVP_aes_256_gcm();
+}
+
+/* payload (inner packet + any TFC) sealed with `padlen` bytes of padding
+ * (pad bytes from `pad`, or 1, 2, 3, ... if NULL); returns the ESP length */
+static size_t ref_seal(const uint8_t *keymat, size_t klen, uint32_t spi, uint64_t seq, bool esn,
+                       const uint8_t *iv8, const uint8_t *payload, size_t plen, size_t padlen,
+                       const uint8_t *pad, uint8_t nh, uint8_t *out) {
+    uint8_t *pt = out + 16;
+    memmove(pt, payload, plen);
+    for (size_t i = 0; i < padlen; i++)
+        pt[plen + i] = pad ? pad[i] : (uint8_t)(i + 1);
+    pt[plen + padlen] = (uint8_t)padlen;
+    pt[plen + padlen + 1] = nh;
+    size_t ctl = plen + padlen + 2;
+    put32(out, spi);
+    put32(out + 4, (uint32_t)seq);
+    if (iv8)
+        memcpy(out + 8, iv8, 8);
+    else {
+        put32(out + 8, (uint32_t)(seq >> 32));
+        put32(out + 12, (uint32_t)seq);
+    }
+    uint8_t nonce[12], aad[12];
+    memcpy(nonce, keymat + klen - 4, 4);
+    memcpy(nonce + 4, out + 8, 8);
+    put32(aad, spi);
+    size_t al = 8;
+    if (esn) {
+        put32(aad + 4, (uint32_t)(seq >> 32));
+        put32(aad + 8, (uint32_t)seq);
+        al = 12;
+    } else {
+        put32(aad + 4, (uint32_t)seq);
+    }
+    EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+    int n = 0;
+    FATAL_IF(!c);
+    FATAL_IF(!EVP_EncryptInit_ex(c, gcm(klen), NULL, keymat, nonce));
+    FATAL_IF(!EVP_EncryptUpdate(c, NULL, &n, aad, (int)al));
+    FATAL_IF(!EVP_EncryptUpdate(c, pt, &n, pt, (int)ctl));
+    FATAL_IF(!EVP_EncryptFinal_ex(c, pt + ctl, &n));
+    FATAL_IF(!EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, 16, pt + ctl));
+    EVP_CIPHER_CTX_free(c);
+    return 16 + ctl + 16;
+}
+
+static size_t min_pad(size_t plen) { return (4 - ((plen + 2) & 3)) & 3; }
+
+/* opens and checks the trailer; returns the payload length or -1 */
+static long ref_open(const uint8_t *keymat, size_t klen, bool esn, uint32_t seq_hi,
+                     const uint8_t *esp, size_t len, uint8_t *pt, uint8_t *nh) {
+    if (len < 36 || (len - 32) % 4)
+        return -1;
+    size_t ctl = len - 32;
+    uint8_t nonce[12], aad[12], tag[16];
+    memcpy(nonce, keymat + klen - 4, 4);
+    memcpy(nonce + 4, esp + 8, 8);
+    memcpy(aad, esp, 4);
+    size_t al = 8;
+    if (esn) {
+        put32(aad + 4, seq_hi);
+        memcpy(aad + 8, esp + 4, 4);
+        al = 12;
+    } else {
+        memcpy(aad + 4, esp + 4, 4);
+    }
+    memcpy(tag, esp + 16 + ctl, 16);
+    EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+    int n = 0;
+    FATAL_IF(!c);
+    int ok = EVP_DecryptInit_ex(c, gcm(klen), NULL, keymat, nonce) &&
+             EVP_DecryptUpdate(c, NULL, &n, aad, (int)al) &&
+             EVP_DecryptUpdate(c, pt, &n, esp + 16, (int)ctl) &&
+             EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, 16, tag) &&
+             EVP_DecryptFinal_ex(c, pt + ctl, &n) > 0;
+    EVP_CIPHER_CTX_free(c);
+    if (!ok)
+        return -1;
+    size_t padlen = pt[ctl - 2];
+    if (padlen + 2 > ctl)
+        return -1;
+    for (size_t i = 0; i < padlen; i++)
+        if (pt[ctl - 2 - padlen + i] != (uint8_t)(i + 1))
+            return -1;
+    *nh = pt[ctl - 1];
+    return (long)(ctl - 2 - padlen);
+}
+
+/* ---- inner packets and SA set-up ----------------------------------------- */
+static const uint8_t A4[4] = {10, 1, 0, 1}, B4[4] = {10, 2, 0, 1};
+static const uint8_t A6[16] = {0xfd, 0, 0, 0x0a, [15] = 1}, B6[16] = {0xfd, 0, 0, 0x0b, [15] = 1};
+
+static uint16_t csum(const uint8_t *p, size_t n) {
+    uint32_t s = 0;
+    for (size_t i = 0; i + 1 < n; i += 2)
+        s += get16(p + i);
+    if (n & 1)
+        s += (uint32_t)p[n - 1] << 8;
+    while (s >> 16)
+        s = (s & 0xffff) + (s >> 16);
+    return (uint16_t)~s;
+}
+
+/* a UDP packet of `family` from A's side to B's with `dlen` random payload bytes */
+static size_t make_inner(int family, size_t dlen, bool df, uint8_t *out) {
+    size_t hl = family == 4 ? 20 : 40, total = hl + 8 + dlen;
+    memset(out, 0, hl + 8);
+    if (family == 4) {
+        out[0] = 0x45;
+        put16(out + 2, (uint16_t)total);
+        put16(out + 4, (uint16_t)rnd());
+        put16(out + 6, df ? 0x4000 : 0);
+        out[8] = 64;
+        out[9] = 17;
+        memcpy(out + 12, A4, 4);
+        memcpy(out + 16, B4, 4);
+        put16(out + 10, csum(out, 20));
+    } else {
+        out[0] = 0x60;
+        put16(out + 4, (uint16_t)(8 + dlen));
+        out[6] = 17;
+        out[7] = 64;
+        memcpy(out + 8, A6, 16);
+        memcpy(out + 24, B6, 16);
+    }
+    put16(out + hl, 1234);
+    put16(out + hl + 2, 5678);
+    put16(out + hl + 4, (uint16_t)(8 + dlen));
+    rnd_fill(out + hl + 8, dlen);
+    return total;
+}
+
+static void sel_net(ts_selector *s, int family, const uint8_t *src, const uint8_t *dst, int plen_bytes) {
+    memset(s, 0, sizeof(*s));
+    s->family = (uint8_t)family;
+    size_t n = family == 4 ? 4 : 16;
+    memcpy(s->src_lo, src, n);
+    memcpy(s->src_hi, src, n);
+    memcpy(s->dst_lo, dst, n);
+    memcpy(s->dst_hi, dst, n);
+    for (size_t i = (size_t)plen_bytes; i < n; i++) {
+        s->src_lo[i] = s->dst_lo[i] = 0;
+        s->src_hi[i] = s->dst_hi[i] = 0xff;
+    }
+    s->sport_hi = s->dport_hi = 0xffff;
+}
+
+static void addr4(ts_addr *a, uint8_t last, uint16_t port) {
+    memset(a, 0, sizeof(*a));
+    a->family = 4;
+    a->addr[0] = 192; a->addr[1] = 0; a->addr[2] = 2; a->addr[3] = last;
+    a->port = port;
+}
+
+static void params(ts_sa_params *p, uint32_t spi, uint8_t dir, const uint8_t *key, uint8_t klen, bool esn,
+                   uint32_t window, uint64_t seq_start) {
+    memset(p, 0, sizeof(*p));
+    p->spi = spi;
+    p->dir = dir;
+    p->keylen = klen;
+    memcpy(p->key, key, klen);
+    p->esn = esn;
+    p->replay_window = window;
+    p->reqid = 1;
+    addr4(&p->local, dir == TS_DIR_OUT ? 1 : 2, 4500);
+    addr4(&p->remote, dir == TS_DIR_OUT ? 2 : 1, 4500);
+    p->seq_start = seq_start;
+    p->n_sel = 2;
+    sel_net(&p->sel[0], 4, A4, B4, 3);
+    sel_net(&p->sel[1], 6, A6, B6, 8);
+}
+
+static void protect(ts_dp *dp, uint32_t reqid) {
+    ts_policy pol;
+    memset(&pol, 0, sizeof(pol));
+    pol.action = TS_ACT_PROTECT;
+    pol.reqid = reqid;
+    pol.priority = 10;
+    pol.id = 1;
+    sel_net(&pol.sel, 4, A4, B4, 3);
+    CHECK(ts_spd_add(dp, &pol) == TS_OK);
+    pol.id = 2;
+    sel_net(&pol.sel, 6, A6, B6, 8);
+    CHECK(ts_spd_add(dp, &pol) == TS_OK);
+}
+
+struct pair {
+    ts_dp *tx, *rx;
+    uint32_t spi;
+    uint8_t key[36], klen;
+    bool esn;
+};
+
+static void pair_new(struct pair *pr, uint8_t klen, bool esn, uint32_t window, uint64_t seq_start) {
+    pr->tx = ts_dp_new();
+    pr->rx = ts_dp_new();
+    FATAL_IF(!pr->tx || !pr->rx);
+    pr->klen = klen;
+    pr->esn = esn;
+    rnd_fill(pr->key, klen);
+    CHECK(ts_sad_getspi(pr->rx, 256, 0xffffffffu, &pr->spi) == TS_OK);
+    ts_sa_params p;
+    params(&p, pr->spi, TS_DIR_IN, pr->key, klen, esn, window, 0);
+    CHECK(ts_sad_update(pr->rx, &p) == TS_OK);
+    params(&p, pr->spi, TS_DIR_OUT, pr->key, klen, esn, 0, seq_start);
+    CHECK(ts_sad_add(pr->tx, &p) == TS_OK);
+    protect(pr->tx, 1);
+}
+
+static void pair_free(struct pair *pr) {
+    ts_dp_free(pr->tx);
+    ts_dp_free(pr->rx);
+}
+
+static uint8_t bufA[TS_MAX_PACKET + 512], bufB[TS_MAX_PACKET + 512], bufC[TS_MAX_PACKET + 512];
+#define CAP (TS_MAX_PACKET + 256)
+
+static int out1(ts_dp *dp, const uint8_t *pkt, size_t len, uint8_t *out, int *drop, size_t *icmp) {
+    ts_addr dst;
+    return ts_dp_outbound(dp, pkt, len, out, CAP, &dst, drop, icmp);
+}
+static int in1(ts_dp *dp, const uint8_t *esp, size_t len, uint8_t *out, int *drop) {
+    ts_addr src;
+    addr4(&src, 1, 4500);
+    return ts_dp_inbound(dp, esp, len, &src, NULL, out, CAP, drop);
+}
+
+/* ---- 2. round trips and the reference in both directions ------------------ */
+static void test_round_trips(void) {
+    static const size_t sizes[] = {0, 1, 2, 3, 4, 5, 100, 1000, 1400, 8000, 30000};
+    for (int cfg = 0; cfg < 4; cfg++) {
+        struct pair pr;
+        uint8_t klen = cfg & 1 ? 36 : 20;
+        bool esn = cfg & 2;
+        pair_new(&pr, klen, esn, 65536, 0);
+        uint64_t seq = 0;
+        for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+            for (int family = 4; family <= 6; family += 2) {
+                size_t len = make_inner(family, sizes[k], false, bufA);
+                int drop = -1;
+                size_t icmp = 99;
+                int n = out1(pr.tx, bufA, len, bufB, &drop, &icmp);
+                seq++;
+                CHECK(n == (int)(32 + len + min_pad(len) + 2) && drop == TS_DROP_NONE && icmp == 0);
+                if (n <= 0)
+                    continue;
+                /* the reference opens what the C path sealed */
+                uint8_t nh = 0;
+                long pl = ref_open(pr.key, klen, esn, 0, bufB, (size_t)n, bufC, &nh);
+                CHECK(pl == (long)len && memcmp(bufC, bufA, len) == 0);
+                CHECK(nh == (family == 4 ? 4 : 41));
+                CHECK(get32(bufB) == pr.spi && get32(bufB + 4) == (uint32_t)seq);
+                /* and the C receiver accepts it exactly once */
+                int m = in1(pr.rx, bufB, (size_t)n, bufC, &drop);
+                CHECK(m == (int)len && drop == TS_DROP_NONE && memcmp(bufC, bufA, len) == 0);
+                m = in1(pr.rx, bufB, (size_t)n, bufC, &drop);
+                CHECK(m == 0 && drop == TS_DROP_REPLAY);
+                /* the reference's packets with a random IV and TFC padding are accepted */
+                uint8_t iv[8];
+                rnd_fill(iv, 8);
+                memcpy(bufC, bufA, len);
+                size_t tfc = rnd_below(64);
+                rnd_fill(bufC + len, tfc);
+                size_t pad = min_pad(len + tfc) + 4 * rnd_below(3);
+                size_t el = ref_seal(pr.key, klen, pr.spi, seq + 40000, esn, iv, bufC, len + tfc, pad, NULL,
+                                     family == 4 ? 4 : 41, bufB);
+                m = in1(pr.rx, bufB, el, bufC, &drop);
+                CHECK(m == (int)len && drop == TS_DROP_NONE && memcmp(bufC, bufA, len) == 0);
+            }
+        }
+        ts_sa_info info;
+        CHECK(ts_sad_get(pr.tx, pr.spi, TS_DIR_OUT, &info) == TS_OK && info.seq == seq && info.packets == seq);
+        CHECK(ts_sad_get(pr.rx, pr.spi, TS_DIR_IN, &info) == TS_OK && info.packets == 2 * seq);
+        pair_free(&pr);
+    }
+}
+
+/* ---- 3. drops on bad inner content ------------------------------------------ */
+static void test_bad_inner(void) {
+    struct pair pr;
+    pair_new(&pr, 20, false, 64, 0);
+    int drop;
+    size_t len = make_inner(4, 21, false, bufA);
+    uint32_t seq = 1;
+    struct {
+        uint8_t nh;
+        const uint8_t *pad;
+        size_t padlen;
+        int want;
+    } cases[] = {
+        {41, NULL, min_pad(len), TS_DROP_MALFORMED},           /* v4 packet under next header 41 */
+        {59, NULL, min_pad(len), TS_DROP_DUMMY},
+        {4, (const uint8_t *)"\x01\x03\x03", 3, TS_DROP_MALFORMED},
+        {4, NULL, min_pad(len), TS_DROP_NONE},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        size_t plen = len;
+        memcpy(bufC, bufA, len);
+        while ((plen + cases[i].padlen + 2) % 4)
+            bufC[plen++] = 0;
+        size_t el = ref_seal(pr.key, 20, pr.spi, seq++, false, NULL, bufC, plen, cases[i].padlen, cases[i].pad,
+                             cases[i].nh, bufB);
+        int m = in1(pr.rx, bufB, el, bufC, &drop);
+        CHECK(drop == cases[i].want);
+        CHECK((m > 0) == (cases[i].want == TS_DROP_NONE));
+    }
+    /* outside the SA's selectors */
+    len = make_inner(4, 10, false, bufA);
+    bufA[12] = 11;
+    size_t el = ref_seal(pr.key, 20, pr.spi, seq++, false, NULL, bufA, len, min_pad(len), NULL, 4, bufB);
+    CHECK(in1(pr.rx, bufB, el, bufC, &drop) == 0 && drop == TS_DROP_POLICY);
+    /* wrong key */
+    uint8_t other[20];
+    memcpy(other, pr.key, 20);
+    other[3] ^= 1;
+    len = make_inner(6, 10, false, bufA);
+    el = ref_seal(other, 20, pr.spi, seq++, false, NULL, bufA, len, min_pad(len), NULL, 41, bufB);
+    CHECK(in1(pr.rx, bufB, el, bufC, &drop) == 0 && drop == TS_DROP_AUTH);
+    pair_free(&pr);
+}
+
+/* ---- 4. anti-replay against a reference model -------------------------------- */
+struct model {
+    uint64_t top;
+    uint32_t w;
+    uint8_t *seen;    /* bitmap over the numbers the test uses (< 1 << 22) */
+};
+
+static int model_recv(struct model *m, uint64_t seq) {
+    if (seq == 0)
+        return TS_DROP_REPLAY;
+    if (m->w && seq <= m->top && (m->top - seq >= m->w || (m->seen[seq >> 3] >> (seq & 7) & 1)))
+        return TS_DROP_REPLAY;
+    m->seen[seq >> 3] |= (uint8_t)(1 << (seq & 7));
+    if (seq > m->top)
+        m->top = seq;
+    return TS_DROP_NONE;
+}
+
+static void test_replay(void) {
+    static const uint32_t windows[] = {0, 32, 64, 1000, 4096, 65536};
+    const uint64_t space = 1u << 22;
+    uint8_t *seen = calloc(space / 8, 1);
+    FATAL_IF(!seen);
+    for (size_t wi = 0; wi < sizeof(windows) / sizeof(windows[0]); wi++) {
+        struct pair pr;
+        pair_new(&pr, 20, false, windows[wi], 0);
+        struct model m = {0, windows[wi], seen};
+        memset(seen, 0, space / 8);
+        size_t len = make_inner(4, 16, false, bufA);
+        uint32_t w = windows[wi] ? windows[wi] : 64;
+        for (int i = 0; i < 4000; i++) {
+            uint64_t seq;
+            switch (rnd_below(4)) {
+            case 0: seq = m.top + 1 + rnd_below(3 * w); break;
+            case 1: seq = m.top > w + 8 ? m.top - rnd_below(w + 8) : rnd_below((uint32_t)m.top + 1); break;
+            case 2: seq = m.top + 1 + rnd_below(2); break;
+            default: seq = m.top - (m.top > w ? w - 1 + rnd_below(3) : 0); break;
+            }
+            if (seq >= space)
+                break;
+            bool forged = rnd_below(8) == 0;
+            size_t el = ref_seal(pr.key, 20, pr.spi, seq, false, NULL, bufA, len, min_pad(len), NULL, 4, bufB);
+            if (forged)
+                bufB[el - 1] ^= 0x20;
+            int drop;
+            int n = in1(pr.rx, bufB, el, bufC, &drop);
+            int want;
+            if (forged) {
+                struct model probe = m;   /* a forgery never changes the model */
+                bool fresh = seq != 0 && (!m.w || seq > m.top ||
+                                          (m.top - seq < m.w && !(m.seen[seq >> 3] >> (seq & 7) & 1)));
+                (void)probe;
+                want = fresh ? TS_DROP_AUTH : TS_DROP_REPLAY;
+            } else {
+                want = model_recv(&m, seq);
+            }
+            CHECK(drop == want);
+            CHECK((n > 0) == (want == TS_DROP_NONE));
+        }
+        ts_sa_info info;
+        CHECK(ts_sad_get(pr.rx, pr.spi, TS_DIR_IN, &info) == TS_OK && info.seq == m.top);
+        pair_free(&pr);
+    }
+    free(seen);
+
+    /* ESN: crossing 2^32 and a late packet from the previous epoch */
+    struct pair pr;
+    pair_new(&pr, 36, true, 64, 0);
+    size_t len = make_inner(6, 5, false, bufA);
+    const uint64_t seqs[] = {(1ull << 32) - 1000, (1ull << 32) - 1, 1ull << 32, (1ull << 32) + 3, (1ull << 32) - 5};
+    int drop;
+    for (size_t i = 0; i < 5; i++) {
+        size_t el = ref_seal(pr.key, 36, pr.spi, seqs[i], true, NULL, bufA, len, min_pad(len), NULL, 41, bufB);
+        CHECK(in1(pr.rx, bufB, el, bufC, &drop) == (int)len && drop == TS_DROP_NONE);
+    }
+    size_t el = ref_seal(pr.key, 36, pr.spi, (1ull << 32) - 5, true, NULL, bufA, len, min_pad(len), NULL, 41, bufB);
+    CHECK(in1(pr.rx, bufB, el, bufC, &drop) == 0 && drop == TS_DROP_REPLAY);
+    pair_free(&pr);
+}
+
+/* ---- 5. sequence number overflow ----------------------------------------------- */
+static int count_events(ts_dp *dp, int type, ts_event *last) {
+    ts_event ev;
+    int n = 0;
+    while (ts_dp_next_event(dp, &ev, bufC, sizeof(bufC)) == 1)
+        if (ev.type == type) {
+            n++;
+            if (last)
+                *last = ev;
+        }
+    return n;
+}
+
+static void test_overflow(void) {
+    struct pair pr;
+    pair_new(&pr, 20, false, 64, 0xfffffffeull);
+    size_t len = make_inner(4, 3, false, bufA), icmp;
+    int drop;
+    CHECK(out1(pr.tx, bufA, len, bufB, &drop, &icmp) > 0 && drop == TS_DROP_NONE);
+    CHECK(get32(bufB + 4) == 0xffffffffu);
+    CHECK(out1(pr.tx, bufA, len, bufB, &drop, &icmp) == 0 && drop == TS_DROP_SEQ_OVERFLOW);
+    ts_event ev;
+    CHECK(count_events(pr.tx, TS_EV_EXPIRE, &ev) == 1 && ev.hard == 1 && ev.reason == TS_EXP_SEQ &&
+          ev.spi == pr.spi && ev.dir == TS_DIR_OUT);
+    ts_sa_info info;
+    CHECK(ts_sad_get(pr.tx, pr.spi, TS_DIR_OUT, &info) == TS_OK && info.state == TS_SA_DEAD);
+    CHECK(out1(pr.tx, bufA, len, bufB, &drop, &icmp) == 0 && drop != TS_DROP_NONE);
+    pair_free(&pr);
+
+    pair_new(&pr, 20, true, 64, 0xfffffffeull);
+    for (uint64_t seq = 0xffffffffull; seq < 0x100000003ull; seq++) {
+        int n = out1(pr.tx, bufA, len, bufB, &drop, &icmp);
+        CHECK(n > 0 && drop == TS_DROP_NONE);
+        uint8_t nh;
+        CHECK(ref_open(pr.key, 20, true, (uint32_t)(seq >> 32), bufB, (size_t)n, bufC, &nh) == (long)len);
+        CHECK(get32(bufB + 8) == (uint32_t)(seq >> 32) && get32(bufB + 12) == (uint32_t)seq);
+    }
+    pair_free(&pr);
+}
+
+/* ---- 6. SAD / SPD API errors ------------------------------------------------------ */
+static void test_sad_errors(void) {
+    ts_dp *dp = ts_dp_new();
+    FATAL_IF(!dp);
+    uint32_t spi = 0, s2;
+    uint8_t key[20] = {1};
+    ts_sa_params p;
+    CHECK(ts_sad_getspi(dp, 0x1000, 0x1000, &spi) == TS_OK && spi == 0x1000);
+    CHECK(ts_sad_getspi(dp, 0x1000, 0x1000, &s2) == TS_ENOSPC);
+    CHECK(ts_sad_getspi(dp, 10, 5, &s2) == TS_EINVAL);
+    params(&p, 0x1000, TS_DIR_IN, key, 20, false, 31, 0);
+    CHECK(ts_sad_update(dp, &p) == TS_EINVAL);
+    params(&p, 0x1000, TS_DIR_IN, key, 20, false, 64, 0);
+    p.n_sel = TS_MAX_SELECTORS + 1;
+    CHECK(ts_sad_update(dp, &p) == TS_EINVAL);
+    params(&p, 0x1000, TS_DIR_IN, key, 20, false, 64, 0);
+    CHECK(ts_sad_update(dp, &p) == TS_OK);
+    CHECK(ts_sad_update(dp, &p) == TS_ESTATE);
+    p.spi = 0x2000;
+    CHECK(ts_sad_update(dp, &p) == TS_ENOENT);
+    params(&p, 0x3000, TS_DIR_OUT, key, 20, false, 0, 0);
+    CHECK(ts_sad_add(dp, &p) == TS_OK);
+    CHECK(ts_sad_add(dp, &p) == TS_EEXIST);
+    p.keylen = 21;
+    CHECK(ts_sad_add(dp, &p) == TS_EINVAL);
+    CHECK(ts_sad_count(dp) == 2);
+    ts_sa_info infos[4];
+    CHECK(ts_sad_list(dp, infos, 4) == 2);
+    CHECK(ts_sad_list(dp, infos, 1) == 1);
+    CHECK(ts_sad_delete(dp, 0x3000, TS_DIR_OUT) == TS_OK);
+    CHECK(ts_sad_delete(dp, 0x3000, TS_DIR_OUT) == TS_ENOENT);
+    CHECK(ts_sad_delete(dp, 0x1000, 7) == TS_EINVAL);
+    ts_policy pol;
+    memset(&pol, 0, sizeof(pol));
+    pol.action = 9;
+    sel_net(&pol.sel, 4, A4, B4, 3);
+    CHECK(ts_spd_add(dp, &pol) == TS_EINVAL);
+    pol.action = TS_ACT_BYPASS;
+    CHECK(ts_spd_add(dp, &pol) == TS_OK);
+    CHECK(ts_spd_add(dp, &pol) == TS_EEXIST);
+    for (uint32_t i = 1; i < 100; i++) {   /* grow the SPD past its first allocation */
+        pol.id = i;
+        pol.priority = (uint32_t)rnd_below(5);
+        CHECK(ts_spd_add(dp, &pol) == TS_OK);
+    }
+    ts_policy_info pinfo[128];
+    size_t np = ts_spd_list(dp, pinfo, 128);
+    CHECK(np == 100);
+    for (size_t i = 1; i < np; i++)
+        CHECK(pinfo[i - 1].priority <= pinfo[i].priority);
+    CHECK(ts_spd_delete(dp, 50) == TS_OK && ts_spd_delete(dp, 50) == TS_ENOENT);
+    ts_sad_flush(dp);
+    ts_spd_flush(dp);
+    CHECK(ts_sad_count(dp) == 0 && ts_spd_list(dp, pinfo, 128) == 0);
+    /* many SAs: the hash table grows */
+    for (int i = 0; i < 5000; i++)
+        CHECK(ts_sad_getspi(dp, 256, 0xffffffffu, &spi) == TS_OK);
+    CHECK(ts_sad_count(dp) == 5000);
+    ts_dp_free(dp);
+}
+
+/* ---- 7. ICMP too big --------------------------------------------------------------- */
+static void test_icmp(void) {
+    struct pair pr;
+    pair_new(&pr, 20, false, 64, 0);
+    ts_dp_set_tunnel_mtu(pr.tx, 1400);
+    int drop;
+    size_t icmp;
+    size_t len = make_inner(4, 1472, true, bufA);
+    CHECK(out1(pr.tx, bufA, len, bufB, &drop, &icmp) == 0 && drop == TS_DROP_TOO_BIG);
+    CHECK(icmp >= 28 && icmp <= 576 && bufB[20] == 3 && bufB[21] == 4 && get16(bufB + 26) == 1400);
+    CHECK(csum(bufB, 20) == 0 && csum(bufB + 20, icmp - 20) == 0);
+    CHECK(memcmp(bufB + 12, B4, 4) == 0 && memcmp(bufB + 16, A4, 4) == 0);
+    len = make_inner(4, 1472, false, bufA);
+    CHECK(out1(pr.tx, bufA, len, bufB, &drop, &icmp) > 0 && drop == TS_DROP_NONE && icmp == 0);
+    len = make_inner(6, 1452, false, bufA);
+    CHECK(out1(pr.tx, bufA, len, bufB, &drop, &icmp) == 0 && drop == TS_DROP_TOO_BIG);
+    CHECK(icmp > 48 && icmp <= 1280 && bufB[6] == 58 && bufB[40] == 2 && get32(bufB + 44) == 1400);
+    /* ICMPv6 checksum over the pseudo-header */
+    uint8_t ph[40 + 1280];
+    memcpy(ph, bufB + 8, 32);
+    put32(ph + 32, (uint32_t)(icmp - 40));
+    memset(ph + 36, 0, 3);
+    ph[39] = 58;
+    memcpy(ph + 40, bufB + 40, icmp - 40);
+    CHECK(csum(ph, 40 + icmp - 40) == 0);
+    pair_free(&pr);
+}
+
+/* ---- 8. random and mutated input ---------------------------------------------------- */
+static uint64_t drop_sum(ts_dp *dp, uint64_t *per) {
+    uint64_t d[TS_DROP__COUNT], s = 0;
+    ts_dp_drops(dp, d);
+    for (int i = 0; i < TS_DROP__COUNT; i++) {
+        s += d[i];
+        if (per)
+            per[i] = d[i];
+    }
+    return s;
+}
+
+static size_t mutate(uint8_t *p, size_t len, size_t cap, uint32_t other_spi) {
+    switch (rnd_below(7)) {
+    case 0: {   /* bit flips */
+        int n = 1 + (int)rnd_below(4);
+        for (int i = 0; i < n && len; i++)
+            p[rnd_below((uint32_t)len)] ^= (uint8_t)(1u << rnd_below(8));
+        return len;
+    }
+    case 1: return len ? rnd_below((uint32_t)len) : 0;                 /* truncate */
+    case 2: {                                                             /* extend */
+        size_t add = 1 + rnd_below(64);
+        if (len + add > cap)
+            add = cap - len;
+        rnd_fill(p + len, add);
+        return len + add;
+    }
+    case 3: put32(p, other_spi); return len;                             /* SPI swap */
+    case 4: put32(p + 4, (uint32_t)rnd()); return len;                   /* sequence number */
+    case 5: rnd_fill(p + 8, 8); return len;                              /* IV */
+    default:                                                              /* random byte values */
+        for (int i = 0; i < 3 && len; i++)
+            p[rnd_below((uint32_t)len)] = (uint8_t)rnd();
+        return len;
+    }
+}
+
+static void test_fuzz(long iterations) {
+    struct pair pr;
+    pair_new(&pr, 20, true, 4096, 0);
+    uint32_t larval;
+    CHECK(ts_sad_getspi(pr.rx, 256, 0xffffffffu, &larval) == TS_OK);
+    ts_dp_set_tunnel_mtu(pr.tx, 1000);
+    uint64_t per0_rx[TS_DROP__COUNT], per0_tx[TS_DROP__COUNT];
+    uint64_t base_rx = drop_sum(pr.rx, per0_rx), base_tx = drop_sum(pr.tx, per0_tx);
+    uint64_t rejected_rx = 0, rejected_tx = 0, ike = 0, ike_seen = 0, accepted = 0;
+    uint64_t why_rx[TS_DROP__COUNT] = {0}, why_tx[TS_DROP__COUNT] = {0};
+    uint32_t spis[] = {pr.spi, larval, 0, 0xffffffffu, 255, 256};
+    ts_event ev;
+    for (long it = 0; it < iterations; it++) {
+        int drop = -1;
+        size_t icmp = 0;
+        uint32_t op = rnd_below(10);
+        if (op < 5) {
+            /* a genuine packet from the C sender, then mutated */
+            size_t len = make_inner(rnd_below(2) ? 4 : 6, rnd_below(200), false, bufA);
+            int n = out1(pr.tx, bufA, len, bufB, &drop, &icmp);
+            CHECK(n > 0 && drop == TS_DROP_NONE);
+            if (n <= 0)
+                continue;
+            memcpy(bufC, bufB, (size_t)n);
+            size_t ml = mutate(bufB, (size_t)n, CAP, spis[rnd_below(6)]);
+            bool same = ml == (size_t)n && memcmp(bufB, bufC, ml) == 0;
+            int m = in1(pr.rx, bufB, ml, bufA + 512, &drop);
+            if (same) {
+                CHECK(m == (int)len && drop == TS_DROP_NONE);
+                accepted++;
+            } else {
+                CHECK(m == 0);   /* never an inner packet out of a changed packet */
+                if (drop == TS_DROP_NONE) {
+                    CHECK(ml >= 4 && get32(bufB) == 0);
+                    ike++;
+                }
+            }
+            if (m == 0 && drop != TS_DROP_NONE) {
+                rejected_rx++;
+                why_rx[drop]++;
+            }
+            /* now and then the genuine packet after its mutant: still accepted */
+            if (!same && rnd_below(4) == 0) {
+                m = in1(pr.rx, bufC, (size_t)n, bufA + 512, &drop);
+                CHECK(m > 0 && drop == TS_DROP_NONE);
+            }
+        } else if (op < 8) {
+            /* random bytes, sometimes with a known SPI or the IKE marker in front */
+            size_t len = rnd_below(8) == 0 ? rnd_below(4) : rnd_below(op == 7 ? 3000 : 200);
+            if (rnd_below(500) == 0)
+                len = TS_MAX_PACKET + 1 + rnd_below(100);
+            rnd_fill(bufB, len);
+            if (len >= 4 && rnd_below(3) == 0)
+                put32(bufB, spis[rnd_below(6)]);
+            if (len == 1 && rnd_below(2))
+                bufB[0] = 0xff;
+            int m = in1(pr.rx, bufB, len, bufA, &drop);
+            CHECK(m == 0 || (m > 0 && drop == TS_DROP_NONE));
+            CHECK(m == 0);   /* nothing random authenticates */
+            if (drop == TS_DROP_NONE) {
+                CHECK(len >= 4 && get32(bufB) == 0);
+                ike++;
+            } else {
+                rejected_rx++;
+                why_rx[drop]++;
+            }
+            if (len == 1 && bufB[0] == 0xff)
+                CHECK(drop == TS_DROP_KEEPALIVE);
+        } else {
+            /* outbound: random bytes or a mutated inner packet */
+            size_t len;
+            if (op == 8) {
+                len = rnd_below(300);
+                rnd_fill(bufA, len);
+                if (len && rnd_below(2))
+                    bufA[0] = (uint8_t)(rnd_below(2) ? 0x45 : 0x60);
+            } else {
+                len = make_inner(rnd_below(2) ? 4 : 6, rnd_below(1200), rnd_below(2), bufA);
+                len = mutate(bufA, len, CAP, 0);
+            }
+            int n = out1(pr.tx, bufA, len, bufB, &drop, &icmp);
+            CHECK(n >= 0);
+            if (n > 0) {
+                uint8_t nh = 0;
+                ts_sa_info info;
+                CHECK(ts_sad_get(pr.tx, pr.spi, TS_DIR_OUT, &info) == TS_OK);
+                long pl = ref_open(pr.key, 20, true, (uint32_t)(info.seq >> 32), bufB, (size_t)n, bufC, &nh);
+                CHECK(pl == (long)len && memcmp(bufC, bufA, len) == 0);
+                CHECK(nh == ((bufA[0] >> 4) == 4 ? 4 : 41));
+                /* keep the receiver's window in step so the mutated path keeps being accepted */
+                int m = in1(pr.rx, bufB, (size_t)n, bufC, &drop);
+                if (m == 0) {
+                    rejected_rx++;
+                    why_rx[drop]++;
+                }
+            } else {
+                CHECK(drop != TS_DROP_NONE);
+                CHECK(icmp == 0 || drop == TS_DROP_TOO_BIG);
+                rejected_tx++;
+                why_tx[drop]++;
+            }
+        }
+        while (ts_dp_next_event(pr.rx, &ev, bufC, sizeof(bufC)) == 1)
+            if (ev.type == TS_EV_IKE)
+                ike_seen++;
+        while (ts_dp_next_event(pr.tx, &ev, bufC, sizeof(bufC)) == 1) {
+        }
+    }
+    uint64_t per_rx[TS_DROP__COUNT], per_tx[TS_DROP__COUNT];
+    CHECK(drop_sum(pr.rx, per_rx) - base_rx == rejected_rx);
+    CHECK(drop_sum(pr.tx, per_tx) - base_tx == rejected_tx);
+    for (int i = 0; i < TS_DROP__COUNT; i++) {
+        CHECK(per_rx[i] - per0_rx[i] == why_rx[i]);
+        CHECK(per_tx[i] - per0_tx[i] == why_tx[i]);
+    }
+    CHECK(ike == ike_seen);
+    CHECK(accepted > 0 && rejected_rx > 0 && rejected_tx > 0);
+    printf("fuzz: %ld iterations, %llu inbound rejected, %llu outbound rejected, %llu IKE, %llu clean\n",
+           iterations, (unsigned long long)rejected_rx, (unsigned long long)rejected_tx,
+           (unsigned long long)ike, (unsigned long long)accepted);
+    pair_free(&pr);
+}
+
+/* ---- 9. the batch loop over real sockets ---------------------------------------------- */
+static void *run_thread(void *arg) {
+    int rc = ts_dp_run((ts_dp *)arg);
+    return (void *)(intptr_t)rc;
+}
+
+static int udp_bound(uint16_t *port) {
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    FATAL_IF(fd < 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    FATAL_IF(bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0);
+    socklen_t l = sizeof(a);
+    FATAL_IF(getsockname(fd, (struct sockaddr *)&a, &l) != 0);
+    *port = ntohs(a.sin_port);
+    return fd;
+}
+
+static ssize_t recv_wait(int fd, uint8_t *buf, size_t cap) {
+    struct pollfd pf = {.fd = fd, .events = POLLIN};
+    if (poll(&pf, 1, 10000) != 1)   /* only a hang fails here, never slowness */
+        return -1;
+    return recv(fd, buf, cap, 0);
+}
+
+static void test_loop(void) {
+    /* two dataplanes, each with a fake TUN (a datagram socketpair) and a UDP socket on loopback */
+    int tunA[2], tunB[2];
+    FATAL_IF(socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK, 0, tunA) != 0);
+    FATAL_IF(socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK, 0, tunB) != 0);
+    uint16_t pa, pb;
+    int ua = udp_bound(&pa), ub = udp_bound(&pb);
+    ts_dp *A = ts_dp_new(), *B = ts_dp_new();
+    FATAL_IF(!A || !B);
+    uint8_t key[20];
+    rnd_fill(key, 20);
+    uint32_t spi;
+    CHECK(ts_sad_getspi(B, 256, 0xffffffffu, &spi) == TS_OK);
+    ts_sa_params p;
+    params(&p, spi, TS_DIR_IN, key, 20, false, 1024, 0);
+    p.remote.addr[0] = 127; p.remote.addr[1] = 0; p.remote.addr[2] = 0; p.remote.addr[3] = 1;
+    p.remote.port = pa;
+    CHECK(ts_sad_update(B, &p) == TS_OK);
+    params(&p, spi, TS_DIR_OUT, key, 20, false, 0, 0);
+    p.remote.addr[0] = 127; p.remote.addr[1] = 0; p.remote.addr[2] = 0; p.remote.addr[3] = 1;
+    p.remote.port = pb;
+    CHECK(ts_sad_add(A, &p) == TS_OK);
+    protect(A, 1);
+    ts_dp_set_tunnel_mtu(A, 1400);
+    CHECK(ts_dp_set_fds(A, tunA[0], ua, -1) == TS_OK);
+    CHECK(ts_dp_set_fds(B, tunB[0], ub, -1) == TS_OK);
+    pthread_t ta, tb;
+    FATAL_IF(pthread_create(&ta, NULL, run_thread, A) != 0);
+    FATAL_IF(pthread_create(&tb, NULL, run_thread, B) != 0);
+    for (int i = 0; i < 300; i++) {
+        size_t len = make_inner(i % 2 ? 4 : 6, rnd_below(1300), i % 3 == 0, bufA);
+        FATAL_IF(send(tunA[1], bufA, len, 0) != (ssize_t)len);
+        ssize_t r = recv_wait(tunB[1], bufC, sizeof(bufC));
+        CHECK(r == (ssize_t)len && memcmp(bufC, bufA, len) == 0);
+    }
+    /* too big: the ICMP comes back into A's TUN */
+    size_t len = make_inner(4, 1472, true, bufA);
+    FATAL_IF(send(tunA[1], bufA, len, 0) != (ssize_t)len);
+    ssize_t r = recv_wait(tunA[1], bufC, sizeof(bufC));
+    CHECK(r >= 28 && bufC[9] == 1 && bufC[20] == 3 && bufC[21] == 4);
+    /* garbage and a keepalive at B's UDP port are dropped and counted, IKE becomes an event */
+    struct sockaddr_in to = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK), .sin_port = htons(pb)};
+    uint64_t before = drop_sum(B, NULL);
+    FATAL_IF(sendto(ua, "\xff", 1, 0, (struct sockaddr *)&to, sizeof(to)) != 1);
+    FATAL_IF(sendto(ua, "\0\0\0\0ike", 7, 0, (struct sockaddr *)&to, sizeof(to)) != 7);
+    rnd_fill(bufA, 100);
+    FATAL_IF(sendto(ua, bufA, 100, 0, (struct sockaddr *)&to, sizeof(to)) != 100);
+    struct pollfd pf = {.fd = ts_dp_event_fd(B), .events = POLLIN};
+    CHECK(poll(&pf, 1, 10000) == 1);
+    ts_event ev;
+    uint8_t data[16];
+    CHECK(ts_dp_next_event(B, &ev, data, sizeof(data)) == 1 && ev.type == TS_EV_IKE && ev.data_len == 3 &&
+          memcmp(data, "ike", 3) == 0 && ev.addr.family == 4 && ev.addr.port == pa);
+    /* a control change while the loop runs, then one more packet through */
+    CHECK(ts_sad_delete(A, spi, TS_DIR_OUT) == TS_OK);
+    params(&p, spi, TS_DIR_OUT, key, 20, false, 0, 1000);
+    p.remote.addr[0] = 127; p.remote.addr[1] = 0; p.remote.addr[2] = 0; p.remote.addr[3] = 1;
+    p.remote.port = pb;
+    CHECK(ts_sad_add(A, &p) == TS_OK);
+    len = make_inner(4, 50, false, bufA);
+    FATAL_IF(send(tunA[1], bufA, len, 0) != (ssize_t)len);
+    r = recv_wait(tunB[1], bufC, sizeof(bufC));
+    CHECK(r == (ssize_t)len && memcmp(bufC, bufA, len) == 0);
+    ts_dp_stop(A);
+    ts_dp_stop(B);
+    void *ra, *rb;
+    pthread_join(ta, &ra);
+    pthread_join(tb, &rb);
+    CHECK((intptr_t)ra == TS_OK && (intptr_t)rb == TS_OK);
+    /* the keepalive and the garbage were processed before the IKE event's successor packet */
+    CHECK(drop_sum(B, NULL) - before == 2);
+    ts_sa_info info;
+    CHECK(ts_sad_get(B, spi, TS_DIR_IN, &info) == TS_OK && info.packets == 301);
+    ts_dp_free(A);
+    ts_dp_free(B);
+    close(tunA[0]); close(tunA[1]); close(tunB[0]); close(tunB[1]);
+    close(ua);
+    close(ub);
+}
+
+int main(int argc, char **argv) {
+    long iterations = argc > 1 ? strtol(argv[1], NULL, 10) : 200000;
+    test_kat();
+    test_round_trips();
+    test_bad_inner();
+    test_replay();
+    test_overflow();
+    test_sad_errors();
+    test_icmp();
+    test_fuzz(iterations);
+    test_loop();
+    printf("selftest: %lu checks, %lu failures\n", checks, failures);
+    return failures ? 1 : 0;
+}
