@@ -1,0 +1,158 @@
+"""TUN offloads in the C path: TSO/USO super-packets cut into segments, and
+decrypted TCP segments coalesced into one TUN write (GRO).  scapy checks
+every header and checksum independently."""
+
+from __future__ import annotations
+
+import os
+import struct
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.inet6 import IPv6
+
+from tunsec.dataplane.fastpath import VNET_HDR_LEN, gro_coalesce, vnet_segment
+
+NEEDS_CSUM, GSO_NONE, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4 = 1, 0, 1, 4, 5
+
+
+def vnet(flags: int, gso_type: int, hdr_len: int, gso_size: int, csum_start: int, csum_offset: int) -> bytes:
+    return struct.pack("<BBHHHH", flags, gso_type, hdr_len, gso_size, csum_start, csum_offset)
+
+
+def _pseudo_sum(pkt: bytes, family: int, proto: int, l4len: int) -> int:
+    """The partial checksum the kernel leaves for NEEDS_CSUM: folded, not complemented."""
+    src = pkt[12:20] if family == 4 else pkt[8:40]
+    data = src + bytes([0, proto]) + l4len.to_bytes(2, "big")
+    s = sum(int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return s
+
+
+def super_tcp(payload: bytes, family: int = 4, flags: str = "PA") -> bytes:
+    """A TSO super-packet as the TUN gives it: L4 checksum = pseudo-header sum."""
+    l3 = IP(src="10.1.0.1", dst="10.2.0.1", id=100, flags="DF") if family == 4 else \
+        IPv6(src="fd00:1::1", dst="fd00:2::1")
+    pkt = bytearray(bytes(l3 / TCP(sport=40000, dport=5201, seq=1000, ack=77, flags=flags,
+                                   options=[("NOP", None), ("NOP", None), ("Timestamp", (1, 2))]) / payload))
+    iphl = 20 if family == 4 else 40
+    pkt[iphl + 16:iphl + 18] = _pseudo_sum(bytes(pkt), family, 6, len(pkt) - iphl).to_bytes(2, "big")
+    return bytes(pkt)
+
+
+def test_tso4_segments_have_right_headers_and_checksums() -> None:
+    payload, mss = os.urandom(5000), 1400
+    sp = super_tcp(payload)
+    segs = vnet_segment(vnet(NEEDS_CSUM, GSO_TCPV4, 52, mss, 20, 16) + sp)
+    assert segs is not None and len(segs) == 4
+    data = b""
+    for i, s in enumerate(segs):
+        ip = IP(s)
+        assert ip.len == len(s) and ip.id == 100 + i
+        tcp = ip[TCP]
+        assert tcp.seq == 1000 + i * mss
+        assert ("P" in tcp.flags) == (i == 3)             # PSH only on the last
+        chk_ip, chk_tcp = ip.chksum, tcp.chksum
+        del ip.chksum, tcp.chksum
+        rebuilt = IP(bytes(ip))
+        assert rebuilt.chksum == chk_ip and rebuilt[TCP].chksum == chk_tcp
+        data += bytes(tcp.payload)
+    assert data == payload
+
+
+def test_tso6_segments() -> None:
+    payload, mss = os.urandom(3000), 1000
+    segs = vnet_segment(vnet(NEEDS_CSUM, GSO_TCPV6, 72, mss, 40, 16) + super_tcp(payload, family=6))
+    assert segs is not None and len(segs) == 3
+    for i, s in enumerate(segs):
+        ip6 = IPv6(s)
+        assert ip6.plen == len(s) - 40
+        tcp = ip6[TCP]
+        assert tcp.seq == 1000 + i * mss
+        chk = tcp.chksum
+        del tcp.chksum
+        assert IPv6(bytes(ip6))[TCP].chksum == chk
+    assert b"".join(bytes(IPv6(s)[TCP].payload) for s in segs) == payload
+
+
+def test_uso_segments() -> None:
+    payload, size = os.urandom(2500), 1200
+    pkt = bytearray(bytes(IP(src="10.1.0.1", dst="10.2.0.1") / UDP(sport=1, dport=2) / payload))
+    pkt[26:28] = _pseudo_sum(bytes(pkt), 4, 17, len(pkt) - 20).to_bytes(2, "big")
+    segs = vnet_segment(vnet(NEEDS_CSUM, GSO_UDP_L4, 28, size, 20, 6) + bytes(pkt))
+    assert segs is not None and [len(s) for s in segs] == [1228, 1228, 128]
+    for s in segs:
+        udp = IP(s)[UDP]
+        assert udp.len == len(s) - 20
+        chk = udp.chksum
+        del udp.chksum
+        assert IP(bytes(IP(s)))[UDP].chksum == chk or IP(s)[UDP].chksum == chk
+        full = IP(s)
+        del full[UDP].chksum
+        assert IP(bytes(full))[UDP].chksum == chk
+    assert b"".join(bytes(IP(s)[UDP].payload) for s in segs) == payload
+
+
+def test_plain_packet_with_partial_checksum_is_completed() -> None:
+    sp = super_tcp(b"hello world")
+    (seg,) = vnet_segment(vnet(NEEDS_CSUM, GSO_NONE, 0, 0, 20, 16) + sp) or []
+    ip = IP(seg)
+    chk = ip[TCP].chksum
+    del ip[TCP].chksum
+    assert IP(bytes(ip))[TCP].chksum == chk
+
+
+def test_refuses_malformed_reads() -> None:
+    assert vnet_segment(b"\0" * 5) is None                                       # shorter than the header
+    assert vnet_segment(vnet(NEEDS_CSUM, GSO_NONE, 0, 0, 2000, 16) + super_tcp(b"x")) is None
+    assert vnet_segment(vnet(0, GSO_TCPV4, 0, 0, 20, 16) + super_tcp(b"x" * 100)) is None  # mss 0
+    assert vnet_segment(vnet(0, 0x33, 0, 100, 0, 0) + super_tcp(b"x" * 100)) is None       # unknown GSO
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=3000))
+def test_random_reads_never_crash(data: bytes) -> None:
+    segs = vnet_segment(data)
+    assert segs is None or all(len(s) <= len(data) for s in segs)
+
+
+def _segments(payload: bytes, mss: int, seq: int = 1000, family: int = 4) -> list[bytes]:
+    segs = vnet_segment(vnet(NEEDS_CSUM, GSO_TCPV4 if family == 4 else GSO_TCPV6, 0, mss,
+                             20 if family == 4 else 40, 16) + super_tcp(payload, family))
+    assert segs is not None
+    return segs
+
+
+def test_gro_coalesces_a_run_into_one_super_packet() -> None:
+    payload = os.urandom(1400 * 5)
+    writes = gro_coalesce(_segments(payload, 1400))
+    assert len(writes) == 1
+    flags, gso_type, hdr_len, gso_size, csum_start, csum_off = struct.unpack("<BBHHHH", writes[0][:VNET_HDR_LEN])
+    assert (flags, gso_type, gso_size, csum_start, csum_off) == (NEEDS_CSUM, GSO_TCPV4, 1400, 20, 16)
+    ip = IP(writes[0][VNET_HDR_LEN:])
+    assert bytes(ip[TCP].payload) == payload and ip.len == len(writes[0]) - VNET_HDR_LEN
+    assert hdr_len == 20 + len(ip[TCP]) - len(payload)
+    assert "P" in ip[TCP].flags
+    chk = ip.chksum
+    del ip.chksum
+    assert IP(bytes(ip)).chksum == chk
+
+
+def test_gro_keeps_flows_and_gaps_apart() -> None:
+    a = _segments(os.urandom(4200), 1400)
+    writes = gro_coalesce([a[0], a[2]])                   # the middle segment is missing
+    assert len(writes) == 2
+    for w in writes:
+        assert w[1] == GSO_NONE                            # lone segments go out untouched
+    udp = bytes(IP(src="10.1.0.1", dst="10.2.0.1") / UDP() / b"x")
+    writes = gro_coalesce([udp, *a])
+    assert len(writes) == 2 and writes[0][VNET_HDR_LEN:] == udp
+
+
+def test_gro_ipv6() -> None:
+    payload = os.urandom(1000 * 4)
+    writes = gro_coalesce(_segments(payload, 1000, family=6))
+    assert len(writes) == 1 and writes[0][1] == GSO_TCPV6
+    assert bytes(IPv6(writes[0][VNET_HDR_LEN:])[TCP].payload) == payload
