@@ -83,6 +83,9 @@ static bool account(ts_dp *dp, ts_sa *sa, size_t bytes) {
     uint64_t p = atomic_fetch_add_explicit(&sa->packets, 1, memory_order_relaxed) + 1;
     uint64_t b = atomic_fetch_add_explicit(&sa->bytes, bytes, memory_order_relaxed) + bytes;
     if ((sa->hard_packets && p > sa->hard_packets) || (sa->hard_bytes && b > sa->hard_bytes)) {
+        /* dropped, so not carried: the SA's counters show what went through */
+        atomic_fetch_sub_explicit(&sa->packets, 1, memory_order_relaxed);
+        atomic_fetch_sub_explicit(&sa->bytes, bytes, memory_order_relaxed);
         emit_expire(dp, sa, true, sa->hard_packets && p > sa->hard_packets ? TS_EXP_PACKETS : TS_EXP_BYTES);
         atomic_store(&sa->state, TS_SA_DEAD);
         return false;
@@ -163,7 +166,9 @@ int ts_outbound_locked(ts_dp *dp, const uint8_t *pkt, size_t len, uint8_t *out, 
     }
     uint64_t seq = atomic_fetch_add(&sa->seq, 1) + 1;
     if ((!sa->esn && seq > UINT32_MAX) || seq == 0) {
-        /* RFC 4303 §3.3.3: never wrap without ESN; the SA must be replaced */
+        /* RFC 4303 §3.3.3: never wrap without ESN; the SA must be replaced.
+         * Give the number back so that the SA still shows the last one sent. */
+        atomic_fetch_sub(&sa->seq, 1);
         emit_expire(dp, sa, true, TS_EXP_SEQ);
         atomic_store(&sa->state, TS_SA_DEAD);
         *drop = TS_DROP_SEQ_OVERFLOW;

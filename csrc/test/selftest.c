@@ -657,6 +657,140 @@ static void test_sad_errors(void) {
     ts_dp_free(dp);
 }
 
+/* ---- 6b. lifetimes and the event queue ------------------------------------------- */
+static void test_lifetimes(void) {
+    struct pair pr;
+    pair_new(&pr, 20, false, 64, 0);
+    ts_sa_params p;
+    params(&p, 0x7777, TS_DIR_OUT, pr.key, 20, false, 0, 0);
+    p.reqid = 2;
+    p.soft_packets = 3;
+    p.hard_packets = 5;
+    CHECK(ts_sad_add(pr.tx, &p) == TS_OK);
+    ts_policy pol;
+    memset(&pol, 0, sizeof(pol));
+    pol.id = 10;
+    pol.action = TS_ACT_PROTECT;
+    pol.reqid = 2;
+    sel_net(&pol.sel, 4, A4, B4, 3);
+    CHECK(ts_spd_add(pr.tx, &pol) == TS_OK);   /* same priority as policy 1, later: never chosen */
+    CHECK(ts_spd_delete(pr.tx, 1) == TS_OK);   /* now it is */
+    size_t len = make_inner(4, 12, false, bufA), icmp;
+    int drop, soft = 0, hard = 0;
+    ts_event ev;
+    for (int i = 1; i <= 8; i++) {
+        int n = out1(pr.tx, bufA, len, bufB, &drop, &icmp);
+        CHECK((n > 0) == (i <= 5));
+        CHECK(drop == (i <= 5 ? TS_DROP_NONE : TS_DROP_LIFETIME));
+        while (ts_dp_next_event(pr.tx, &ev, bufC, sizeof(bufC)) == 1) {
+            CHECK(ev.type == TS_EV_EXPIRE && ev.spi == 0x7777 && ev.reason == TS_EXP_PACKETS);
+            if (ev.hard) {
+                hard++;
+                CHECK(i == 6);
+            } else {
+                soft++;
+                CHECK(i == 3);
+            }
+        }
+    }
+    CHECK(soft == 1 && hard == 1);
+    ts_sa_info info;
+    CHECK(ts_sad_get(pr.tx, 0x7777, TS_DIR_OUT, &info) == TS_OK && info.state == TS_SA_DEAD &&
+          info.packets == 5 && info.bytes == 5 * len);
+
+    /* the event queue is bounded: IKE packets beyond it are counted, not queued */
+    uint64_t d0[TS_DROP__COUNT], d1[TS_DROP__COUNT];
+    ts_dp_drops(pr.rx, d0);
+    int queued = 0;
+    for (int i = 0; i < 1100; i++) {
+        uint8_t ike[8] = {0, 0, 0, 0, 1, 2, 3, (uint8_t)i};
+        CHECK(in1(pr.rx, ike, sizeof(ike), bufC, &drop) == 0);
+        CHECK(drop == TS_DROP_NONE || drop == TS_DROP_QUEUE_FULL);
+        queued += drop == TS_DROP_NONE;
+    }
+    ts_dp_drops(pr.rx, d1);
+    CHECK(queued > 0 && queued < 1100 && d1[TS_DROP_QUEUE_FULL] - d0[TS_DROP_QUEUE_FULL] == (uint64_t)(1100 - queued));
+    int popped = 0;
+    uint8_t small[2];
+    while (ts_dp_next_event(pr.rx, &ev, small, sizeof(small)) == 1) {
+        CHECK(ev.type == TS_EV_IKE && ev.data_len == 2 && small[0] == 1 && small[1] == 2);   /* truncated copy */
+        popped++;
+    }
+    CHECK(popped == queued);
+    pair_free(&pr);
+}
+
+/* ---- 8b. offload parsers (TUN super-packets, GRO) on random input ------------------ */
+static void test_offload_fuzz(long iterations) {
+    static uint8_t in[TS_VNET_HDR_LEN + TS_MAX_PACKET + 64], seg[2 * TS_MAX_PACKET + 8192];
+    static uint16_t seg_len[128];
+    static uint32_t lens[64], out_lens[64];
+    long produced = 0;
+    for (long it = 0; it < iterations; it++) {
+        size_t len;
+        uint8_t *pkt = in + TS_VNET_HDR_LEN;
+        rnd_fill(in, TS_VNET_HDR_LEN);
+        in[1] = (uint8_t)(rnd_below(2) ? rnd_below(6) : in[1]);   /* mostly known GSO types */
+        if (rnd_below(2)) {
+            /* a plausible TCP or UDP super-packet, then damaged a little */
+            int family = rnd_below(2) ? 4 : 6;
+            size_t dlen = rnd_below(rnd_below(8) ? 3000 : 66000);
+            len = make_inner(family, dlen > 65000 ? 65000 : dlen, false, pkt);
+            if (rnd_below(2)) {
+                size_t hl = family == 4 ? 20 : 40;
+                pkt[family == 4 ? 9 : 6] = 6;
+                pkt[hl + 12] = (uint8_t)((5 + rnd_below(11)) << 4);
+            }
+            for (uint32_t k = rnd_below(4); k > 0; k--)
+                pkt[rnd_below(len < 64 ? (uint32_t)len : 64)] = (uint8_t)rnd();
+            uint16_t gs = (uint16_t)(rnd_below(3) ? 500 + rnd_below(1500) : rnd());
+            in[4] = (uint8_t)gs;
+            in[5] = (uint8_t)(gs >> 8);
+        } else {
+            len = rnd_below(400);
+            rnd_fill(pkt, len);
+        }
+        size_t total = TS_VNET_HDR_LEN + len;
+        if (rnd_below(4) == 0)
+            total = rnd_below((uint32_t)total + 1);
+        size_t cap = rnd_below(2) ? sizeof(seg) : rnd_below(70000);
+        size_t max_segs = 1 + rnd_below(128);
+        int n = ts_vnet_segment(in, total, seg, cap, seg_len, max_segs);
+        CHECK(n >= -1 && n <= (int)max_segs);
+        size_t sum = 0;
+        for (int i = 0; i < n; i++)
+            sum += seg_len[i];
+        CHECK(n <= 0 || sum <= cap);
+        produced += n > 0 ? n : 0;
+
+        /* GRO over a run of random or TCP-like packets */
+        size_t cnt = 1 + rnd_below(64), off = 0;
+        for (size_t i = 0; i < cnt && off + 2000 < sizeof(seg); i++) {
+            lens[i] = (uint32_t)make_inner(rnd_below(2) ? 4 : 6, rnd_below(1500), false, seg + off);
+            if (rnd_below(2)) {
+                size_t hl = seg[off] >> 4 == 4 ? 20 : 40;
+                seg[off + (hl == 20 ? 9 : 6)] = 6;
+                seg[off + hl + 12] = 0x50;
+                seg[off + hl + 13] = rnd_below(2) ? 0x10 : (uint8_t)rnd();
+            }
+            if (rnd_below(4) == 0)
+                seg[off + rnd_below(lens[i])] ^= (uint8_t)rnd();
+            off += lens[i];
+            cnt = i + 1;
+        }
+        size_t ocap = rnd_below(2) ? 70000 : rnd_below(5000);
+        static uint8_t gout[70000 + 64];
+        size_t max_out = 1 + rnd_below(64);
+        int m = ts_gro_run(seg, lens, cnt, gout, ocap, out_lens, max_out);
+        CHECK(m >= 0 && m <= (int)max_out);
+        size_t gsum = 0;
+        for (int i = 0; i < m; i++)
+            gsum += out_lens[i];
+        CHECK(gsum <= ocap);
+    }
+    CHECK(produced > 0);
+}
+
 /* ---- 7. ICMP too big --------------------------------------------------------------- */
 static void test_icmp(void) {
     struct pair pr;
@@ -958,8 +1092,10 @@ int main(int argc, char **argv) {
     test_replay();
     test_overflow();
     test_sad_errors();
+    test_lifetimes();
     test_icmp();
     test_fuzz(iterations);
+    test_offload_fuzz(iterations / 10);
     test_loop();
     printf("selftest: %lu checks, %lu failures\n", checks, failures);
     return failures ? 1 : 0;

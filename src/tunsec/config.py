@@ -5,13 +5,17 @@ Two layers:
 * :func:`parse_settings` reads the strongSwan settings syntax (``name { }``
   sections, ``key = value``, ``#`` comments, quoted strings, ``include``) into
   a :class:`Section` tree that remembers the file and line of every key and
-  section. It knows nothing about tunsec; the IKEv2 ``connections``/``secrets``
-  validators reuse it.
+  section. It knows nothing about tunsec.
 * :func:`parse_config` / :func:`load_config` check that tree against a small
   validator per top-level section (see ``_TOP_LEVEL``) and build frozen
   dataclasses. Every problem becomes a :class:`ConfigIssue` naming file, line
   and key; all of them are collected and raised together as one
   :class:`ConfigError`, so ``tunsec check`` can show everything at once.
+
+This module does ``tunsec { }`` and ``manual { }``; swanctl.conf's
+``connections``, ``secrets`` and ``authorities`` (IKEv2) are validated by
+:mod:`tunsec.ike_config`, which builds the engine's config objects and finds
+certificates and keys next to the config file as swanctl does.
 
 Key material is wrapped in :class:`~tunsec.ike.secret.Secret` as soon as it is
 parsed and is never echoed in an error message.
@@ -29,9 +33,12 @@ import socket
 import stat
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 from tunsec.ike.secret import Secret
+
+if TYPE_CHECKING:  # ike_config imports this module; it is loaded when a config needs it
+    from tunsec.ike_config import Connection, IkeSecret
 
 __all__ = [
     "BadValue",
@@ -1265,11 +1272,27 @@ def _check_unique_spi_in(section: Section, issues: list[ConfigIssue]) -> None:
 
 @dataclass(frozen=True)
 class Config:
-    """A validated configuration file."""
+    """A validated configuration file.
+
+    ``connections`` are the IKEv2 connections (:class:`tunsec.ike_config.Connection`:
+    ``.ike`` is the engine's ``IkeConfig``, the rest is for the daemon);
+    ``ike_secrets`` the ``secrets.ike*`` PSKs (already attached to the
+    connections that use them); ``warnings`` are values accepted although
+    tunsec behaves a little differently from strongSwan, for the daemon to log.
+    """
 
     path: str
     tunsec: TunsecSettings = field(default_factory=TunsecSettings)
     manual: tuple[ManualTunnel, ...] = ()
+    connections: tuple[Connection, ...] = ()
+    ike_secrets: tuple[IkeSecret, ...] = ()
+    warnings: tuple[ConfigIssue, ...] = ()
+
+    def connection(self, name: str) -> Connection:
+        for conn in self.connections:
+            if conn.name == name:
+                return conn
+        raise KeyError(f"no connection {name!r}")
 
 
 @dataclass
@@ -1278,6 +1301,9 @@ class _Parts:
 
     tunsec: TunsecSettings = field(default_factory=TunsecSettings)
     manual: tuple[ManualTunnel, ...] = ()
+    # connections, secrets and authorities depend on each other: collected
+    # here and validated together by tunsec.ike_config once all are known.
+    ike_sections: dict[str, Section] = field(default_factory=dict)
 
 
 def _tunsec_section(section: Section, issues: list[ConfigIssue], parts: _Parts) -> None:
@@ -1310,21 +1336,26 @@ def _manual_section(section: Section, issues: list[ConfigIssue], parts: _Parts) 
     parts.manual = tuple(t for t in tunnels if t is not None)
 
 
-def _not_supported_yet(section: Section, issues: list[ConfigIssue], parts: _Parts) -> None:
-    issues.append(ConfigIssue(section.file, section.line, section.path, "section not supported yet (IKEv2 is coming)"))
+def _ike_section(section: Section, issues: list[ConfigIssue], parts: _Parts) -> None:
+    parts.ike_sections[section.name] = section
+
+
+def _pools_section(section: Section, issues: list[ConfigIssue], parts: _Parts) -> None:
+    issues.append(
+        ConfigIssue(section.file, section.line, section.path, "section not supported (tunsec assigns no virtual IPs)")
+    )
 
 
 _SectionHandler = Callable[[Section, list[ConfigIssue], _Parts], None]
 
-# The schema's top level. IKEv2 (issue 3) replaces the _not_supported_yet
-# entries with real handlers and adds the matching fields to _Parts and Config.
+# The schema's top level: swanctl.conf's sections plus tunsec's own.
 _TOP_LEVEL: dict[str, _SectionHandler] = {
     "tunsec": _tunsec_section,
     "manual": _manual_section,
-    "connections": _not_supported_yet,
-    "secrets": _not_supported_yet,
-    "authorities": _not_supported_yet,
-    "pools": _not_supported_yet,
+    "connections": _ike_section,
+    "secrets": _ike_section,
+    "authorities": _ike_section,
+    "pools": _pools_section,
 }
 
 
@@ -1357,15 +1388,31 @@ def _ordered(issues: list[ConfigIssue], files: list[str]) -> list[ConfigIssue]:
 def parse_config(text: str, path: str = "<string>") -> Config:
     """Parse and validate config text; raises :class:`ConfigError` listing every problem.
 
-    ``path`` names the text in messages and anchors relative ``include`` patterns.
+    ``path`` names the text in messages and anchors relative ``include`` patterns
+    and the credential folders (x509/, x509ca/, private/...) of ``connections``.
     """
     issues: list[ConfigIssue] = []
     root, files = _parse_tree(text, path, issues)
     parts = _Parts()
     _check_top_level(root, issues, parts)
+    connections: tuple[Connection, ...] = ()
+    ike_secrets: tuple[IkeSecret, ...] = ()
+    warnings: tuple[ConfigIssue, ...] = ()
+    if parts.ike_sections:
+        from tunsec.ike_config import read_ike  # here: ike_config imports this module
+
+        ike = read_ike(parts.ike_sections, os.path.dirname(path), issues)
+        connections, ike_secrets, warnings = ike.connections, ike.ike_secrets, ike.warnings
     if issues:
         raise ConfigError(_ordered(issues, files))
-    return Config(path=path, tunsec=parts.tunsec, manual=parts.manual)
+    return Config(
+        path=path,
+        tunsec=parts.tunsec,
+        manual=parts.manual,
+        connections=connections,
+        ike_secrets=ike_secrets,
+        warnings=tuple(_ordered(list(warnings), files)),
+    )
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:

@@ -214,11 +214,7 @@ def sender(
 ) -> Dataplane:
     """A Dataplane with one outbound SA and PROTECT policies for SEL4 and SEL6."""
     dp = Dataplane()
-    dp.add(
-        spec(
-            spi, Direction.OUT, key, esn=esn, window=0, reqid=reqid, seq_start=seq_start, soft=soft, hard=hard
-        )
-    )
+    dp.add(spec(spi, Direction.OUT, key, esn=esn, window=0, reqid=reqid, seq_start=seq_start, soft=soft, hard=hard))
     dp.spd_add(Policy(id=1, priority=10, action=Action.PROTECT, reqid=reqid, selector=SEL4))
     dp.spd_add(Policy(id=2, priority=10, action=Action.PROTECT, reqid=reqid, selector=SEL6))
     return dp

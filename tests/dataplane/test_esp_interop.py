@@ -206,9 +206,7 @@ def test_pad_length_beyond_plaintext_is_malformed() -> None:
     dp, spi = receiver(key)
     # plaintext of 4 bytes claiming 200 bytes of padding
     nonce_iv = struct.pack("!Q", 1)
-    body = AESGCM(key[:-4]).encrypt(
-        key[-4:] + nonce_iv, b"\x01\x02" + bytes([200, 4]), struct.pack("!II", spi, 1)
-    )
+    body = AESGCM(key[:-4]).encrypt(key[-4:] + nonce_iv, b"\x01\x02" + bytes([200, 4]), struct.pack("!II", spi, 1))
     esp = struct.pack("!II", spi, 1) + nonce_iv + body
     assert dp.inbound(esp) == (b"", Drop.MALFORMED)
 
@@ -257,9 +255,7 @@ def test_inner_outside_selectors_is_policy(pkt: bytes) -> None:
 
 def test_selector_ports_and_protocol_are_checked() -> None:
     key = new_key()
-    sel = Selector(
-        SEL4.src_lo, SEL4.src_hi, SEL4.dst_lo, SEL4.dst_hi, proto=17, sport=(1000, 2000), dport=(53, 53)
-    )
+    sel = Selector(SEL4.src_lo, SEL4.src_hi, SEL4.dst_lo, SEL4.dst_hi, proto=17, sport=(1000, 2000), dport=(53, 53))
     dp, spi = receiver(key, selectors=(sel,))
     ok = ipv4_udp("10.1.0.1", "10.2.0.1", b"q", sport=1500, dport=53)
     assert dp.inbound(esp_seal(key, spi, 1, ok, 4)) == (ok, Drop.NONE)

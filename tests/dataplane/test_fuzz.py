@@ -187,9 +187,7 @@ def test_mutated_esp_never_yields_a_packet(
         st.one_of(
             st.binary(max_size=200),
             st.binary(min_size=36, max_size=2000),
-            st.sampled_from(
-                [b"", b"\xff", b"\xff\xff", b"\0", b"\0\0\0\0", b"\0\0\0\0\xff", b"\x00\x00\x01\x00"]
-            ),
+            st.sampled_from([b"", b"\xff", b"\xff\xff", b"\0", b"\0\0\0\0", b"\0\0\0\0\xff", b"\x00\x00\x01\x00"]),
         ),
         min_size=1,
         max_size=20,
@@ -268,9 +266,7 @@ def _inner_mutants(draw: st.DrawFn) -> bytes:
     family = draw(st.sampled_from([4, 6]))
     payload = draw(st.binary(max_size=100))
     base = bytearray(
-        ipv4_udp("10.1.0.1", "10.2.0.1", payload)
-        if family == 4
-        else ipv6_udp("fd00:a::1", "fd00:b::1", payload)
+        ipv4_udp("10.1.0.1", "10.2.0.1", payload) if family == 4 else ipv6_udp("fd00:a::1", "fd00:b::1", payload)
     )
     for pos in draw(st.lists(st.integers(0, 60), max_size=4)):
         base[pos % len(base)] = draw(st.integers(0, 255))

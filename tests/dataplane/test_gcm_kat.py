@@ -110,9 +110,7 @@ def _flip(b: bytes, i: int) -> bytes:
 
 
 @pytest.mark.parametrize(("key", "iv", "aad", "pt", "ct", "tag"), _VEC, ids=_IDS)
-def test_any_change_fails_the_tag(
-    key: bytes, iv: bytes, aad: bytes, pt: bytes, ct: bytes, tag: bytes
-) -> None:
+def test_any_change_fails_the_tag(key: bytes, iv: bytes, aad: bytes, pt: bytes, ct: bytes, tag: bytes) -> None:
     sealed = ct + tag
     # a flipped bit anywhere in the ciphertext or the tag
     for i in range(len(sealed)):

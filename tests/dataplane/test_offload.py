@@ -25,7 +25,7 @@ def _pseudo_sum(pkt: bytes, family: int, proto: int, l4len: int) -> int:
     """The partial checksum the kernel leaves for NEEDS_CSUM: folded, not complemented."""
     src = pkt[12:20] if family == 4 else pkt[8:40]
     data = src + bytes([0, proto]) + l4len.to_bytes(2, "big")
-    s = sum(int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2))
+    s = sum(int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2))
     while s >> 16:
         s = (s & 0xFFFF) + (s >> 16)
     return s
@@ -33,12 +33,27 @@ def _pseudo_sum(pkt: bytes, family: int, proto: int, l4len: int) -> int:
 
 def super_tcp(payload: bytes, family: int = 4, flags: str = "PA") -> bytes:
     """A TSO super-packet as the TUN gives it: L4 checksum = pseudo-header sum."""
-    l3 = IP(src="10.1.0.1", dst="10.2.0.1", id=100, flags="DF") if family == 4 else \
-        IPv6(src="fd00:1::1", dst="fd00:2::1")
-    pkt = bytearray(bytes(l3 / TCP(sport=40000, dport=5201, seq=1000, ack=77, flags=flags,
-                                   options=[("NOP", None), ("NOP", None), ("Timestamp", (1, 2))]) / payload))
+    l3 = (
+        IP(src="10.1.0.1", dst="10.2.0.1", id=100, flags="DF")
+        if family == 4
+        else IPv6(src="fd00:1::1", dst="fd00:2::1")
+    )
+    pkt = bytearray(
+        bytes(
+            l3
+            / TCP(
+                sport=40000,
+                dport=5201,
+                seq=1000,
+                ack=77,
+                flags=flags,
+                options=[("NOP", None), ("NOP", None), ("Timestamp", (1, 2))],
+            )
+            / payload
+        )
+    )
     iphl = 20 if family == 4 else 40
-    pkt[iphl + 16:iphl + 18] = _pseudo_sum(bytes(pkt), family, 6, len(pkt) - iphl).to_bytes(2, "big")
+    pkt[iphl + 16 : iphl + 18] = _pseudo_sum(bytes(pkt), family, 6, len(pkt) - iphl).to_bytes(2, "big")
     return bytes(pkt)
 
 
@@ -53,7 +68,7 @@ def test_tso4_segments_have_right_headers_and_checksums() -> None:
         assert ip.len == len(s) and ip.id == 100 + i
         tcp = ip[TCP]
         assert tcp.seq == 1000 + i * mss
-        assert ("P" in tcp.flags) == (i == 3)             # PSH only on the last
+        assert ("P" in tcp.flags) == (i == 3)  # PSH only on the last
         chk_ip, chk_tcp = ip.chksum, tcp.chksum
         del ip.chksum, tcp.chksum
         rebuilt = IP(bytes(ip))
@@ -105,10 +120,10 @@ def test_plain_packet_with_partial_checksum_is_completed() -> None:
 
 
 def test_refuses_malformed_reads() -> None:
-    assert vnet_segment(b"\0" * 5) is None                                       # shorter than the header
+    assert vnet_segment(b"\0" * 5) is None  # shorter than the header
     assert vnet_segment(vnet(NEEDS_CSUM, GSO_NONE, 0, 0, 2000, 16) + super_tcp(b"x")) is None
     assert vnet_segment(vnet(0, GSO_TCPV4, 0, 0, 20, 16) + super_tcp(b"x" * 100)) is None  # mss 0
-    assert vnet_segment(vnet(0, 0x33, 0, 100, 0, 0) + super_tcp(b"x" * 100)) is None       # unknown GSO
+    assert vnet_segment(vnet(0, 0x33, 0, 100, 0, 0) + super_tcp(b"x" * 100)) is None  # unknown GSO
 
 
 @settings(max_examples=300, deadline=None)
@@ -119,8 +134,10 @@ def test_random_reads_never_crash(data: bytes) -> None:
 
 
 def _segments(payload: bytes, mss: int, seq: int = 1000, family: int = 4) -> list[bytes]:
-    segs = vnet_segment(vnet(NEEDS_CSUM, GSO_TCPV4 if family == 4 else GSO_TCPV6, 0, mss,
-                             20 if family == 4 else 40, 16) + super_tcp(payload, family))
+    segs = vnet_segment(
+        vnet(NEEDS_CSUM, GSO_TCPV4 if family == 4 else GSO_TCPV6, 0, mss, 20 if family == 4 else 40, 16)
+        + super_tcp(payload, family)
+    )
     assert segs is not None
     return segs
 
@@ -142,10 +159,10 @@ def test_gro_coalesces_a_run_into_one_super_packet() -> None:
 
 def test_gro_keeps_flows_and_gaps_apart() -> None:
     a = _segments(os.urandom(4200), 1400)
-    writes = gro_coalesce([a[0], a[2]])                   # the middle segment is missing
+    writes = gro_coalesce([a[0], a[2]])  # the middle segment is missing
     assert len(writes) == 2
     for w in writes:
-        assert w[1] == GSO_NONE                            # lone segments go out untouched
+        assert w[1] == GSO_NONE  # lone segments go out untouched
     udp = bytes(IP(src="10.1.0.1", dst="10.2.0.1") / UDP() / b"x")
     writes = gro_coalesce([udp, *a])
     assert len(writes) == 2 and writes[0][VNET_HDR_LEN:] == udp

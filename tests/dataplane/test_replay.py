@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tunsec.dataplane.fastpath import Dataplane, Drop, EventType
-from tunsec.dataplane.pipe import Direction, ExpireReason
+from tunsec.dataplane.pipe import Direction, ExpireReason, ExpireReason
 
 M32 = 0xFFFF_FFFF
 PKT = inner(4, b"replay")
@@ -275,6 +275,7 @@ def test_overflow_without_esn_stops_the_sa() -> None:
     assert _events(dp) == [(EventType.EXPIRE, 0x2001, Direction.OUT, True, ExpireReason.SEQ_OVERFLOW)]
     info = dp.get(0x2001, Direction.OUT)
     assert info.state == "dead" and info.hard_fired
+    assert (info.seq, info.packets) == (M32, 1), "the last number sent, not the one refused"
     # nothing more goes out on it, and the EXPIRE is not repeated
     for _ in range(3):
         esp, _, drop, _ = dp.outbound(PKT)

@@ -28,7 +28,17 @@ from hypothesis import strategies as st
 from tunsec.dataplane._fastpath import ffi, lib
 
 from tunsec.dataplane.fastpath import Dataplane, DataplaneError, Drop, Event, EventType, _params
-from tunsec.dataplane.pipe import Action, Alg, Direction, Endpoint, Errno, Lifetime, Policy, Selector
+from tunsec.dataplane.pipe import (
+    Action,
+    Alg,
+    Direction,
+    Endpoint,
+    Errno,
+    ExpireReason,
+    Lifetime,
+    Policy,
+    Selector,
+)
 
 PKT4 = inner(4)
 PKT6 = inner(6)
@@ -509,7 +519,7 @@ def test_outbound_lifetimes(kind: str) -> None:
         if kind == "packets"
         else (Lifetime(bytes=3 * n), Lifetime(bytes=5 * n))
     )
-    reason = 2 if kind == "packets" else 1
+    reason = ExpireReason.PACKETS if kind == "packets" else ExpireReason.BYTES
     dp = sender(key, 0x1001, soft=soft, hard=hard)
     verdicts = []
     events = []
@@ -520,6 +530,8 @@ def test_outbound_lifetimes(kind: str) -> None:
     assert events == [[], [], [(0x1001, False, reason)], [], [], [(0x1001, True, reason)], [], []]
     info = dp.get(0x1001, Direction.OUT)
     assert info.state == "dead" and info.soft_fired and info.hard_fired
+    # the counters show what went through, not the packet that hit the limit
+    assert (info.packets, info.bytes) == (5, 5 * n)
     assert dp.drops()["lifetime"] == 3
 
 
@@ -532,7 +544,7 @@ def test_inbound_lifetimes(kind: str) -> None:
         if kind == "packets"
         else (Lifetime(bytes=2 * n), Lifetime(bytes=4 * n - 1))
     )
-    reason = 2 if kind == "packets" else 1
+    reason = ExpireReason.PACKETS if kind == "packets" else ExpireReason.BYTES
     dp, spi = receiver(key, soft=soft, hard=hard)
     verdicts = []
     events = []
@@ -545,7 +557,9 @@ def test_inbound_lifetimes(kind: str) -> None:
     want[1] = [(spi, False, reason)]
     want[passed] = [(spi, True, reason)]
     assert events == want
-    assert dp.get(spi, Direction.IN).state == "dead"
+    info = dp.get(spi, Direction.IN)
+    assert info.state == "dead"
+    assert (info.packets, info.bytes) == (passed, passed * n)
     assert dp.drops()["lifetime"] == 7 - passed
 
 
@@ -554,7 +568,7 @@ def test_soft_only_lifetime_fires_once_and_keeps_going() -> None:
     dp = sender(key, 0x1001, soft=Lifetime(packets=1))
     for _ in range(5):
         assert dp.outbound(PKT4)[2] is Drop.NONE
-    assert _expires(dp) == [(0x1001, False, 2)]
+    assert _expires(dp) == [(0x1001, False, ExpireReason.PACKETS)]
 
 
 def test_aes256_sa_through_add() -> None:

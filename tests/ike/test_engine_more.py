@@ -324,3 +324,48 @@ def test_garbage_and_replays_are_ignored() -> None:
     net.run()
     assert not only(net.take(B), ChildSaUp) and not net.take(A)
     assert sa_b.children and not sa_b.is_closed
+
+
+# ------------------------------------------------------------------ IKE SA rekeying
+
+
+@pytest.mark.parametrize("side", ["initiator", "responder"])
+def test_rekey_ike_sa(side: str) -> None:
+    net, a, b = _established("aes128gcm16-ecp256")
+    old_a, old_b = a.sas[0], b.sas[0]
+    child_ids = [c.unique_id for c in old_a.children]
+    (old_a if side == "initiator" else old_b).rekey()
+    net.run()
+    ev_a, ev_b = net.take(A), net.take(B)
+    for events in (ev_a, ev_b):
+        assert [type(e).__name__ for e in events] == ["IkeSaRekeyed"]
+    assert old_a.is_closed and old_b.is_closed
+    new_a, new_b = a.sas[0], b.sas[0]
+    assert len(a.sas) == 1 and len(b.sas) == 1
+    assert (new_a.spi_i, new_a.spi_r) == (new_b.spi_i, new_b.spi_r) != (old_a.spi_i, old_a.spi_r)
+    assert new_a.is_initiator == (side == "initiator")
+    assert [c.unique_id for c in new_a.children] == child_ids
+    # the new IKE SA works: a Child SA rekey and a delete run over it
+    new_b.rekey_child(new_b.children[0].unique_id)
+    net.run()
+    assert len(only(net.take(A), ChildSaUp)) == 1 and len(only(net.take(B), ChildSaUp)) == 1
+    new_a.delete()
+    net.run()
+    assert [type(e).__name__ for e in net.take(B)] == ["ChildSaDown", "IkeSaDown"]
+
+
+def test_rekey_ike_sa_with_invalid_ke() -> None:
+    net, a, b = net_of(
+        cfg(True, "aes256gcm16-prfsha384-ecp256-ecp384"), cfg(False, "aes256gcm16-prfsha384-ecp384-ecp256")
+    )
+    a.initiate("conn", "net", net.now)
+    net.run()
+    net.take(A), net.take(B)
+    # the responder's policy now wants ecp384 first and no longer accepts ecp256
+    b.sas[0]._st.config = dataclasses.replace(
+        b.sas[0]._st.config, proposals=parse_proposals("aes256gcm16-prfsha384-ecp384")
+    )
+    a.sas[0].rekey()
+    net.run()
+    assert [type(e).__name__ for e in net.take(A)] == ["IkeSaRekeyed"]
+    assert a.sas[0]._st.suite is not None and a.sas[0]._st.suite.dh_group == 20

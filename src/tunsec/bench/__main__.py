@@ -4,4 +4,4 @@ import sys
 
 from tunsec.bench.harness import main
 
-sys.exit(main())
+sys.exit(main(prog="python -m tunsec.bench"))

@@ -87,6 +87,14 @@ def skeyseed(prf: Prf, nonce_i: bytes, nonce_r: bytes, shared: bytes) -> bytes:
     return prf(nonce_i + nonce_r, shared)
 
 
+def rekey_skeyseed(old_prf: Prf, old_sk_d: Secret, shared: bytes, nonce_i: bytes, nonce_r: bytes) -> bytes:
+    """SKEYSEED of a rekeyed IKE SA: prf(SK_d (old), g^ir (new) | Ni | Nr) (RFC 7296 §2.18).
+
+    The old IKE SA's PRF computes it; the new SA's PRF then drives prf+.
+    """
+    return old_prf(old_sk_d.reveal(), shared + nonce_i + nonce_r)
+
+
 @dataclass(frozen=True)
 class IkeKeys:
     """SK_d, SK_ai, SK_ar, SK_ei, SK_er, SK_pi, SK_pr of one IKE SA."""

@@ -211,12 +211,18 @@ class IkeEndpoint:
 
     def _collect(self, now: float) -> None:
         """Move datagrams and events out of the SAs, then forget closed SAs."""
-        for spi, sa in list(self._sas.items()):
+        pending = list(self._sas.items())
+        while pending:
+            spi, sa = pending.pop(0)
             port = sa.local_port
             for data, addr in sa.datagrams_to_send(now):
                 self._outbox.append(Datagram(data, addr, port))
             while (event := sa.next_event()) is not None:
                 self._events.append((sa, event))
+            successor = sa.take_successor()
+            if successor is not None:  # a rekeyed IKE SA: route its new SPI to the new object
+                self._sas[successor.local_spi] = successor
+                pending.append((successor.local_spi, successor))
             if sa.is_closed:
                 del self._sas[spi]
         for key, sa in list(self._by_init.items()):

@@ -27,6 +27,20 @@ class IkeSaUp:
 
 
 @dataclass(frozen=True)
+class IkeSaRekeyed:
+    """The IKE SA was replaced by a new one with new SPIs; its Child SAs moved along.
+
+    No IkeSaDown follows for the old SA; the new one reports from now on.
+    """
+
+    name: str
+    old_spi_i: bytes
+    old_spi_r: bytes
+    new_spi_i: bytes
+    new_spi_r: bytes
+
+
+@dataclass(frozen=True)
 class IkeSaDown:
     name: str
     reason: str
@@ -105,4 +119,14 @@ class SpiUnused:
     spi: int
 
 
-Event = IkeSaUp | IkeSaDown | ChildSaUp | ChildSaDown | AuthFailed | NegotiationFailed | PeerUnreachable | SpiUnused
+Event = (
+    IkeSaUp
+    | IkeSaRekeyed
+    | IkeSaDown
+    | ChildSaUp
+    | ChildSaDown
+    | AuthFailed
+    | NegotiationFailed
+    | PeerUnreachable
+    | SpiUnused
+)

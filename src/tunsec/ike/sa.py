@@ -37,10 +37,11 @@ from enum import Enum
 
 from .config import IkeConfig
 from .constants import IKE_PORT, NATT_PORT, ExchangeType, HeaderFlag, NotifyType
-from .events import Address, ChildSaDown, Event, IkeSaDown, PeerUnreachable, SpiUnused
-from .exchanges import create_child_sa, ike_auth, ike_sa_init, informational
+from .events import Address, ChildSaDown, Event, IkeSaDown, IkeSaRekeyed, PeerUnreachable, SpiUnused
+from .exchanges import create_child_sa, ike_auth, ike_sa_init, informational, rekey_ike
 from .exchanges.base import Outcome, Response, Task, notify
 from .message import DecodeError, Message, Payload, UnsupportedCriticalPayload, decode_message
+from .proposals import Suite
 from .sk import IntegrityError, decrypt_message, encrypt_message
 from .state import ChildSa, IkeSaState, Rng, SpiAllocator, now_utc, random_spi_allocator
 
@@ -52,7 +53,11 @@ class State(Enum):
     CONNECTING = "connecting"  # IKE_SA_INIT / IKE_AUTH in progress
     ESTABLISHED = "established"
     DELETING = "deleting"
+    REKEYED = "rekeyed"  # replaced by a successor; only waits for the old SA's DELETE
     CLOSED = "closed"
+
+
+REKEYED_LINGER = 60.0  # how long a replaced IKE SA waits for the peer to delete it
 
 
 @dataclass
@@ -99,6 +104,8 @@ class IkeSa:
         self._st.local_port = local_addr[1] if local_addr else IKE_PORT
         self._state = State.IDLE
         self._created = now
+        self._now = now
+        self._successor: IkeSa | None = None
         self._next_id = 0  # message ID of our next request
         self._peer_id = 0  # message ID we expect in the peer's next request
         self._pending: _Pending | None = None
@@ -180,6 +187,17 @@ class IkeSa:
         self._queue.append(informational.DeleteChildTask([child]))
         self._start_next()
 
+    def rekey(self) -> None:
+        """Replace the IKE SA with a new one (CREATE_CHILD_SA); see ``take_successor``."""
+        if self._state == State.ESTABLISHED and not self._rekeying():
+            self._queue.append(rekey_ike.RekeyIkeTask(self._st))
+            self._start_next()
+
+    def take_successor(self) -> IkeSa | None:
+        """The IKE SA that replaced this one after a rekey (handed out once)."""
+        successor, self._successor = self._successor, None
+        return successor
+
     def send_liveness(self) -> None:
         """Queue an empty INFORMATIONAL (dead peer detection)."""
         if self._state == State.ESTABLISHED:
@@ -193,7 +211,7 @@ class IkeSa:
             self._abort_queue()
             self._queue.append(informational.DeleteIkeTask())
             self._start_next()
-        elif self._state != State.DELETING:
+        elif self._state not in (State.DELETING, State.REKEYED):
             self._close("deleted locally")
 
     def receive(self, datagram: bytes, addr: Address, now: float, local_addr: Address | None = None) -> None:
@@ -201,6 +219,7 @@ class IkeSa:
 
         ``local_addr`` is the (IP, port) it arrived on, if the caller knows it.
         """
+        self._now = now
         if self._state == State.CLOSED:
             return
         try:
@@ -217,7 +236,11 @@ class IkeSa:
         self._start_next()
 
     def handle_timer(self, now: float) -> None:
+        self._now = now
         if self._state == State.CLOSED:
+            return
+        if self._state == State.REKEYED and now >= self._created + REKEYED_LINGER:
+            self._close("rekeyed")
             return
         if self.is_half_open and now >= self._created + self._st.config.half_open_timeout:
             self._close("half-open timeout")
@@ -239,6 +262,8 @@ class IkeSa:
             timers.append(self._pending.deadline)
         if self.is_half_open:
             timers.append(self._created + self._st.config.half_open_timeout)
+        if self._state == State.REKEYED:
+            timers.append(self._created + REKEYED_LINGER)
         return min(timers) if timers else None
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
@@ -299,12 +324,17 @@ class IkeSa:
 
     def _after(self, pending: _Pending, outcome: Outcome) -> None:
         if outcome == Outcome.RETRY:
-            self._st.spi_r = bytes(8)
-            self._send_request(pending.task, pending.message_id)
+            if pending.task.exchange == ExchangeType.IKE_SA_INIT:
+                # IKE_SA_INIT is retried with message ID 0; the responder kept no state
+                self._st.spi_r = bytes(8)
+                self._send_request(pending.task, pending.message_id)
+            else:  # any other exchange is retried as a new exchange (RFC 7296 §1.3)
+                self._next_id += 1
+                self._send_request(pending.task, self._next_id)
             return
         self._next_id += 1
         if outcome == Outcome.CLOSE:
-            self._close("deleted" if self._state == State.DELETING else "negotiation failed")
+            self._close("deleted" if self._state in (State.DELETING, State.REKEYED) else "negotiation failed")
         elif outcome == Outcome.AUTH_FAILED:
             self._send_once(informational.AuthFailedTask())
             self._close("authentication failed")
@@ -312,6 +342,8 @@ class IkeSa:
             self._queue.extend(pending.task.followups())
             if self._state == State.CONNECTING and self._st.peer_id is not None:
                 self._state = State.ESTABLISHED
+            if self._st.rekey is not None:
+                self._spawn_successor()
 
     def _send_once(self, task: Task) -> None:
         """A request that is never retransmitted (an error report just before closing)."""
@@ -353,6 +385,8 @@ class IkeSa:
         response = self._dispatch(msg.exchange, payloads)
         if response is not None:
             self._respond(msg, response, addr)
+            if self._st.rekey is not None and self._state == State.ESTABLISHED:
+                self._spawn_successor()
 
     def _respond_init(self, msg: Message, datagram: bytes, addr: Address) -> None:
         if self._st.is_initiator or self._state != State.IDLE:
@@ -371,13 +405,15 @@ class IkeSa:
             if st.peer_id is not None and not response.close:
                 self._state = State.ESTABLISHED
             return response
-        if self._state not in (State.ESTABLISHED, State.DELETING):
-            return None
-        if exchange == ExchangeType.INFORMATIONAL:
+        if exchange == ExchangeType.INFORMATIONAL and self._state in (State.ESTABLISHED, State.DELETING, State.REKEYED):
             return informational.respond(st, payloads)
-        if exchange == ExchangeType.CREATE_CHILD_SA:
-            return create_child_sa.respond(st, payloads)
+        if exchange == ExchangeType.CREATE_CHILD_SA and self._state == State.ESTABLISHED:
+            return create_child_sa.respond(st, payloads, self._rekeying())
         return None
+
+    def _rekeying(self) -> bool:
+        tasks = [*self._queue, *([self._pending.task] if self._pending else [])]
+        return any(isinstance(t, rekey_ike.RekeyIkeTask) for t in tasks)
 
     def _respond(self, msg: Message, response: Response, addr: Address) -> bytes:
         data = self._encode(msg.exchange, msg.message_id, response.payloads, response=True)
@@ -418,6 +454,39 @@ class IkeSa:
         else:
             self._st.local_port = NATT_PORT  # after IKE_SA_INIT everything is on 4500
 
+    def _spawn_successor(self) -> None:
+        """Build the IKE SA that replaces this one; it takes the Child SAs and queued work."""
+        old, rekey = self._st, self._st.rekey
+        assert rekey is not None and old.prf is not None and old.keys is not None
+        old.rekey = None
+        new = IkeSa(
+            old.config,
+            rekey.we_initiated,
+            self._now,
+            old.rng,
+            spi_allocator=old.spi_allocator,
+            remote_addr=old.remote_addr,
+            local_addr=old.local_addr,
+            wall_clock=old.wall_clock,
+        )
+        st = new._st
+        st.spi_i, st.spi_r, st.local_port = rekey.spi_i, rekey.spi_r, old.local_port
+        st.proposal, st.suite = rekey.proposal, Suite.of(rekey.proposal)
+        st.nonce_i, st.nonce_r = rekey.nonce_i, rekey.nonce_r
+        st.peer_id, st.peer_hashes = old.peer_id, old.peer_hashes
+        st.install_keys(rekey.shared, (old.prf, old.keys.d))
+        st.children, old.children = old.children, {}
+        st.next_child_id = old.next_child_id
+        new._state = State.ESTABLISHED
+        new._queue, self._queue = self._queue, deque()
+        self._successor = new
+        self._state = State.REKEYED
+        self._created = self._now  # the linger timer starts now
+        old.emit(IkeSaRekeyed(self.name, old.spi_i, old.spi_r, st.spi_i, st.spi_r))
+        if rekey.we_initiated:
+            self._queue.append(informational.DeleteIkeTask())
+        log.info("%s: IKE SA rekeyed", self.name)
+
     def _addressed_to_us(self, msg: Message) -> bool:
         st = self._st
         if msg.from_initiator == st.is_initiator:
@@ -446,7 +515,7 @@ class IkeSa:
     def _close(self, reason: str) -> None:
         if self._state == State.CLOSED:
             return
-        was_up = self._state in (State.ESTABLISHED, State.DELETING)
+        was_up = self._state in (State.ESTABLISHED, State.DELETING)  # a REKEYED SA goes quietly
         if self._pending is not None:
             self._pending.task.abort(self._st)
             self._pending = None

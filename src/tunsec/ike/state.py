@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from .config import ChildConfig, IkeConfig
-from .crypto import IkeKeys, Prf, derive_ike_keys, skeyseed
+from .crypto import IkeKeys, Prf, derive_ike_keys, rekey_skeyseed, skeyseed
 from .events import Address, Event
 from .identity import Identity
 from .message import Proposal
 from .proposals import Suite
+from .secret import Secret
 from .sk import SkCrypter
 from .ts import Ts
 
@@ -58,6 +59,19 @@ class ChildSa:
     installed: bool = False
 
 
+@dataclass(frozen=True)
+class IkeRekey:
+    """What a successful IKE SA rekey agreed on; ``sa.py`` builds the new IkeSa from it."""
+
+    we_initiated: bool
+    spi_i: bytes  # SPI of the rekey initiator (the new SA's initiator)
+    spi_r: bytes
+    proposal: Proposal
+    nonce_i: bytes
+    nonce_r: bytes
+    shared: bytes = field(repr=False)
+
+
 @dataclass
 class IkeSaState:
     config: IkeConfig
@@ -84,14 +98,15 @@ class IkeSaState:
     peer_id: Identity | None = None
     children: dict[int, ChildSa] = field(default_factory=dict)
     events: deque[Event] = field(default_factory=deque)
-    _next_child_id: int = 1
+    rekey: IkeRekey | None = None  # set when a CREATE_CHILD_SA produced a new IKE SA
+    next_child_id: int = 1
 
     def emit(self, event: Event) -> None:
         self.events.append(event)
 
     def new_child_id(self) -> int:
-        self._next_child_id += 1
-        return self._next_child_id - 1
+        self.next_child_id += 1
+        return self.next_child_id - 1
 
     @property
     def name(self) -> str:
@@ -117,11 +132,17 @@ class IkeSaState:
             raise SpiUnavailable(f"allocator returned invalid SPI {spi:#x}")
         return spi
 
-    def install_keys(self, shared: bytes) -> None:
-        """Derive SKEYSEED and the seven keys from g^ir and the nonces and SPIs."""
+    def install_keys(self, shared: bytes, rekeyed_from: tuple[Prf, Secret] | None = None) -> None:
+        """Derive SKEYSEED and the seven keys from g^ir and the nonces and SPIs.
+
+        ``rekeyed_from`` is (PRF, SK_d) of the IKE SA this one replaces.
+        """
         assert self.suite is not None and self.suite.prf_id is not None
         prf = Prf(self.suite.prf_id)
-        seed = skeyseed(prf, self.nonce_i, self.nonce_r, shared)
+        if rekeyed_from is None:
+            seed = skeyseed(prf, self.nonce_i, self.nonce_r, shared)
+        else:
+            seed = rekey_skeyseed(*rekeyed_from, shared, self.nonce_i, self.nonce_r)
         keys = derive_ike_keys(
             prf,
             seed,

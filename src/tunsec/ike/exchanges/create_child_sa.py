@@ -3,8 +3,8 @@
 Request: [N(REKEY_SA)], SA, Ni, [KEi], TSi, TSr; response: SA, Nr, [KEr], TSi,
 TSr. With PFS (a key exchange in the ESP proposal) KEYMAT is
 prf+(SK_d, g^ir(new) | Ni | Nr). A rekeyed Child SA is deleted by its
-initiator once the new one is up. Rekeying the IKE SA itself is not
-implemented: such a request is answered with NO_ADDITIONAL_SAS.
+initiator once the new one is up. Requests to rekey the IKE SA itself
+go to ``rekey_ike``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from ..proposals import Suite
 from ..state import ChildSa, IkeSaState, SpiUnavailable
 from ..ts import Ts
 from . import child as childmod
+from . import rekey_ike
 from .base import Outcome, Response, Task, error_notify, find, find_notify, notify
 from .informational import DeleteChildTask
 
@@ -119,10 +120,10 @@ class CreateChildTask(Task):
             childmod.drop_child(st, self._child)
 
 
-def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response:
+def respond(st: IkeSaState, payloads: Sequence[Payload], rekeying_ike: bool = False) -> Response:
     sa, nonce, ts = find(payloads, SaPayload), find(payloads, NoncePayload), childmod.received_ts(payloads)
-    if sa is not None and any(p.protocol == ProtocolId.IKE for p in sa.proposals):
-        return Response([notify(NotifyType.NO_ADDITIONAL_SAS)])  # IKE SA rekeying: not implemented
+    if sa is not None and sa.proposals and all(p.protocol == ProtocolId.IKE for p in sa.proposals):
+        return rekey_ike.respond(st, sa, payloads, rekeying_ike)
     if sa is None or nonce is None or ts is None:
         return Response([notify(NotifyType.INVALID_SYNTAX)])
     rekey = _rekeyed_child(st, payloads)

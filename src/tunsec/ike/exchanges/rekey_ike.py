@@ -1,0 +1,106 @@
+"""Rekeying the IKE SA with CREATE_CHILD_SA (RFC 7296 §1.3.2, §2.18).
+
+Request SA (IKE proposals carrying the initiator's new SPI), Ni, KEi; response
+SA (with the responder's new SPI), Nr, KEr. The rekey initiator becomes the
+initiator of the new IKE SA, which takes over the Child SAs; it then deletes
+the old IKE SA. Both sides record the outcome in ``st.rekey`` and ``sa.py``
+builds the new ``IkeSa`` from it.
+
+Simultaneous rekeying (RFC 7296 §2.8.2) is avoided rather than resolved: a
+side that is rekeying answers the peer's rekey request with TEMPORARY_FAILURE.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+
+from ..constants import ExchangeType, NotifyType, ProtocolId, notify_name
+from ..dh import DhError, KeyExchange, new_key_exchange
+from ..events import NegotiationFailed
+from ..message import KePayload, NoncePayload, Payload, Proposal, SaPayload
+from ..proposals import Suite, accepts, describe_all, select_proposal
+from ..state import IkeRekey, IkeSaState
+from .base import Outcome, Response, Task, error_notify, find, notify
+
+NONCE_LEN = 32
+
+
+def new_ike_spi(st: IkeSaState) -> bytes:
+    while True:
+        spi = st.rng(8)
+        if any(spi):
+            return spi
+
+
+class RekeyIkeTask(Task):
+    exchange = ExchangeType.CREATE_CHILD_SA
+
+    def __init__(self, st: IkeSaState) -> None:
+        assert st.suite is not None and st.suite.dh_group is not None
+        self._group: int = st.suite.dh_group
+        self._groups = {g for spec in st.config.proposals for g in spec.dh_groups}
+        self._spi = new_ike_spi(st)
+        self._nonce = st.rng(NONCE_LEN)
+        self._ke: KeyExchange | None = None
+
+    def build(self, st: IkeSaState) -> list[Payload]:
+        self._ke = new_key_exchange(self._group)
+        proposals = tuple(spec.to_wire(i + 1, self._spi) for i, spec in enumerate(st.config.proposals))
+        return [SaPayload(proposals), NoncePayload(self._nonce), KePayload(self._group, self._ke.public)]
+
+    def process(self, st: IkeSaState, payloads: Sequence[Payload]) -> Outcome:
+        err = error_notify(payloads)
+        if err is not None and err.type == NotifyType.INVALID_KE_PAYLOAD and len(err.data) == 2:
+            (group,) = struct.unpack("!H", err.data)
+            if group in self._groups and group != self._group:
+                self._group = group
+                return Outcome.RETRY
+        if err is not None:
+            st.emit(NegotiationFailed(st.name, notify_name(err.type), "peer refused to rekey the IKE SA"))
+            return Outcome.DONE
+        sa, nonce, ke = find(payloads, SaPayload), find(payloads, NoncePayload), find(payloads, KePayload)
+        chosen = sa.proposals[0] if sa is not None and len(sa.proposals) == 1 else None
+        if chosen is None or nonce is None or ke is None or len(chosen.spi) != 8:
+            st.emit(NegotiationFailed(st.name, "INVALID_SYNTAX", "IKE rekey response lacks SA, Nonce or KE"))
+            return Outcome.DONE
+        if chosen.protocol != ProtocolId.IKE or not accepts(st.config.proposals, chosen):
+            st.emit(NegotiationFailed(st.name, "NO_PROPOSAL_CHOSEN", f"peer chose {describe_all([chosen])}"))
+            return Outcome.DONE
+        assert self._ke is not None
+        try:
+            if ke.group != self._group or Suite.of(chosen).dh_group != self._group:
+                raise DhError("KE group differs from the chosen one")
+            shared = self._ke.shared_secret(ke.data)
+        except DhError as exc:
+            st.emit(NegotiationFailed(st.name, "INVALID_KE_PAYLOAD", f"IKE rekey: {exc}"))
+            return Outcome.DONE
+        st.rekey = IkeRekey(True, self._spi, chosen.spi, chosen, self._nonce, nonce.data, shared)
+        return Outcome.DONE
+
+
+def respond(st: IkeSaState, sa: SaPayload, payloads: Sequence[Payload], rekeying: bool) -> Response:
+    """Answer the peer's IKE SA rekey request (``rekeying``: we are rekeying ourselves)."""
+    nonce, ke = find(payloads, NoncePayload), find(payloads, KePayload)
+    if nonce is None or ke is None:
+        return Response([notify(NotifyType.INVALID_SYNTAX)])
+    if rekeying:
+        return Response([notify(NotifyType.TEMPORARY_FAILURE)])
+    theirs = [p for p in sa.proposals if p.protocol == ProtocolId.IKE and len(p.spi) == 8]
+    chosen = select_proposal(st.config.proposals, theirs, prefer_group=ke.group)
+    if chosen is None:
+        detail = f"IKE rekey: received {describe_all(sa.proposals)}; configured {describe_all(st.config.proposals)}"
+        st.emit(NegotiationFailed(st.name, "NO_PROPOSAL_CHOSEN", detail))
+        return Response([notify(NotifyType.NO_PROPOSAL_CHOSEN)])
+    group = Suite.of(chosen).dh_group
+    if group is None or group != ke.group:
+        return Response([notify(NotifyType.INVALID_KE_PAYLOAD, struct.pack("!H", group or 0))])
+    try:
+        ours = new_key_exchange(group)
+        shared = ours.shared_secret(ke.data)
+    except DhError:
+        return Response([notify(NotifyType.INVALID_SYNTAX)])
+    spi_r, nonce_r = new_ike_spi(st), st.rng(NONCE_LEN)
+    st.rekey = IkeRekey(False, chosen.spi, spi_r, chosen, nonce.data, nonce_r, shared)
+    reply = Proposal(chosen.num, chosen.protocol, spi_r, chosen.transforms)
+    return Response([SaPayload((reply,)), NoncePayload(nonce_r), KePayload(group, ours.public)])
