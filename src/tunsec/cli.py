@@ -127,6 +127,39 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _simple(request: dict[str, Any], args: argparse.Namespace) -> int:
+    path = _socket_path(args)
+    if path is None:
+        return 1
+    try:
+        answer = _ask(path, request, timeout=30)
+    except (OSError, ValueError) as err:
+        print(f"tunsec: no running tunsec on {path}: {err}", file=sys.stderr)
+        return 1
+    if not answer.get("ok"):
+        print(f"tunsec: {answer.get('error')}", file=sys.stderr)
+        return 1
+    print(answer.get("message", "ok"))
+    return 0
+
+
+def cmd_initiate(args: argparse.Namespace) -> int:
+    req: dict[str, Any] = {"cmd": "initiate", "child": args.child}
+    if args.ike:
+        req["ike"] = args.ike
+    return _simple(req, args)
+
+
+def cmd_terminate(args: argparse.Namespace) -> int:
+    return _simple({"cmd": "terminate", "ike": args.ike}, args)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from tunsec.bench.harness import main as bench_main
+
+    return int(bench_main(args.rest, prog="tunsec bench"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="tunsec", description="userspace IPsec VPN")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -139,6 +172,20 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--socket")
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_status)
+    ini = sub.add_parser("initiate", help="start negotiating a child (and its IKE SA)")
+    ini.add_argument("--child", required=True)
+    ini.add_argument("--ike", help="the connection, if the child name is not unique")
+    ini.add_argument("-c", "--config")
+    ini.add_argument("--socket")
+    ini.set_defaults(func=cmd_initiate)
+    ter = sub.add_parser("terminate", help="delete the IKE SAs of a connection and their children")
+    ter.add_argument("--ike", required=True)
+    ter.add_argument("-c", "--config")
+    ter.add_argument("--socket")
+    ter.set_defaults(func=cmd_terminate)
+    be = sub.add_parser("bench", help="throughput benchmark in two network namespaces (root)")
+    be.add_argument("rest", nargs=argparse.REMAINDER, help="harness options (see tunsec bench -- --help)")
+    be.set_defaults(func=cmd_bench)
     ck = sub.add_parser("check", help="validate a configuration file")
     ck.add_argument("-c", "--config", required=True)
     ck.set_defaults(func=cmd_check)

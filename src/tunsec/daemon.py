@@ -22,8 +22,10 @@ from typing import Any
 from tunsec.config import Config
 from tunsec.dataplane import pipe
 from tunsec.dataplane.client import WorkerClient, WorkerError, WorkerFds
-from tunsec.dataplane.pipe import Direction
+from tunsec.dataplane.pipe import Direction, ExpireReason
 from tunsec.dataplane.tun import Tun, local_address_in, outer_mtu_towards, tunnel_mtu
+from tunsec.ike_connections import connections_from_config, ike_endpoints
+from tunsec.ikeservice import IkeService
 from tunsec.manual import ManualPlan, plan
 from tunsec.status import status_document
 
@@ -67,20 +69,20 @@ class Sockets:
     by_family: dict[int, socket.socket] = field(default_factory=dict)
 
     @classmethod
-    def for_config(cls, cfg: Config) -> Sockets:
-        """One socket per outer family; bound to the local address when tunnels agree on one."""
+    def for_endpoints(cls, endpoints: list[tuple[int, str, int]]) -> Sockets:
+        """One ESP/NAT-T socket per outer family; bound to the local address when all agree on one."""
         out = cls()
         families: dict[int, tuple[set[str], set[int]]] = {}
-        for t in cfg.manual:
-            addrs, ports = families.setdefault(t.local_addr.version, (set(), set()))
-            addrs.add(str(t.local_addr))
-            ports.add(t.local_port)
+        for fam, addr, port in endpoints:
+            addrs, ports = families.setdefault(fam, (set(), set()))
+            addrs.add(addr)
+            ports.add(port)
         if not families:
             families[4] = ({"0.0.0.0"}, {4500})
         for fam, (addrs, ports) in families.items():
             if len(ports) != 1:
-                raise StartupError(f"IPv{fam} tunnels use different local_port values {sorted(ports)}; "
-                                   "tunsec listens on one port per address family")
+                raise StartupError(f"IPv{fam} tunnels use different local ports {sorted(ports)}; "
+                                   "tunsec listens on one ESP port per address family")
             addr = addrs.pop() if len(addrs) == 1 else ("0.0.0.0" if fam == 4 else "::")
             out.by_family[fam] = _udp_socket(fam, addr, ports.pop())
         return out
@@ -116,6 +118,10 @@ class Daemon:
         self.mtu = 0
         self.sockets = Sockets()
         self.worker = WorkerClient(self._on_event)
+        conns = connections_from_config(cfg)
+        self.ike: IkeService | None = None
+        if conns:
+            self.ike = IkeService(conns, lambda: self.worker, ike_endpoints(conns))
         self.started = time.time()
         self.restarts: list[float] = []
         self.last_seq: dict[int, int] = {}        # outbound SPI -> last sequence number seen
@@ -129,9 +135,12 @@ class Daemon:
         if s.mtu:
             return s.mtu
         sizes = []
-        for t in self.cfg.manual:
-            outer = s.outer_mtu or outer_mtu_towards(str(t.remote_addr))
-            sizes.append(tunnel_mtu(outer, t.remote_addr.version))
+        peers = [t.remote_addr for t in self.cfg.manual]
+        if self.ike is not None:
+            peers += self.ike.peer_addresses()
+        for peer in peers:
+            outer = s.outer_mtu or outer_mtu_towards(str(peer))
+            sizes.append(tunnel_mtu(outer, peer.version))
         return min(sizes) if sizes else tunnel_mtu(s.outer_mtu or 1500, 4)
 
     def _setup_tun(self) -> None:
@@ -145,17 +154,21 @@ class Daemon:
             log.warning("tunnel MTU %d is below IPv6's minimum 1280: IPv6 through it will fail", self.mtu)
         for p in self.plans:
             self._route(p)
+        if self.ike is not None:
+            for net, local_nets in self.ike.routes():
+                self._add_route(net, local_nets)
 
     def _route(self, p: ManualPlan) -> None:
-        assert self.tun is not None
         local_nets = tuple(ts.network for ts in p.tunnel.local_ts)
         for ts in p.tunnel.remote_ts:
-            net: IPv4Network | IPv6Network = ts.network
-            same = tuple(n for n in local_nets if n.version == net.version)
-            src = local_address_in(same) if same else None
-            if any(r[0] == net for r in self.tun.routes):
-                continue
-            self.tun.add_route(net, src)
+            self._add_route(ts.network, local_nets)
+
+    def _add_route(self, net: IPv4Network | IPv6Network, local_nets: tuple[IPv4Network | IPv6Network, ...]) -> None:
+        assert self.tun is not None
+        if any(r[0] == net for r in self.tun.routes):
+            return
+        same = tuple(n for n in local_nets if n.version == net.version)
+        self.tun.add_route(net, local_address_in(same) if same else None)
 
     async def _start_worker(self) -> None:
         assert self.tun is not None
@@ -164,6 +177,8 @@ class Daemon:
         self.worker = WorkerClient(self._on_event)
         await self.worker.start(fds, self.mtu, s.larval_timeout, s.log_level)
         await self._install()
+        if self.ike is not None and self.restarts:
+            await self.ike.worker_restarted()
 
     async def _install(self) -> None:
         for p in self.plans:
@@ -188,6 +203,8 @@ class Daemon:
 
     # --- running ---------------------------------------------------------------
     def _on_event(self, msg: pipe.Message) -> None:
+        if self.ike is not None and self._ike_event(msg):
+            return
         match msg:
             case pipe.Expire():
                 what = "hard" if msg.hard else "soft"
@@ -202,6 +219,21 @@ class Daemon:
                 log.debug("IKE message from %s ignored: no IKE connections configured", msg.remote.addr)
             case _:
                 log.debug("worker event %s", type(msg).__name__)
+
+    def _ike_event(self, msg: pipe.Message) -> bool:
+        """Worker events that belong to IKE; True when handled."""
+        assert self.ike is not None
+        match msg:
+            case pipe.Ike():
+                self.ike.receive_natt(msg)
+                return True
+            case pipe.Acquire() if self.ike.owns_policy(msg.policy_id):
+                self.ike.acquire(msg.policy_id)
+                return True
+            case pipe.Expire() if msg.reason is ExpireReason.LARVAL_TIMEOUT:
+                self.ike.larval_expired(msg.spi)
+                return True
+        return False
 
     async def dump(self) -> pipe.Reply:
         replies = await self.worker.request(lambda r: pipe.Dump(r))
@@ -260,6 +292,8 @@ class Daemon:
             cmd = req.get("cmd") if isinstance(req, dict) else None
         except ValueError:
             return {"ok": False, "error": "request is not JSON"}
+        if cmd in ("initiate", "terminate"):
+            return self._ike_command(cmd, req)
         if cmd == "status":
             try:
                 merged = await self.dump()
@@ -267,6 +301,24 @@ class Daemon:
                 return {"ok": False, "error": f"worker unavailable: {err}"}
             return {"ok": True, "status": status_document(self, merged)}
         return {"ok": False, "error": f"unknown command {cmd!r}"}
+
+    def _ike_command(self, cmd: str, req: dict[str, Any]) -> dict[str, Any]:
+        if self.ike is None:
+            return {"ok": False, "error": "no IKE connections configured"}
+        try:
+            if cmd == "initiate":
+                child = str(req.get("child", ""))
+                conn = req.get("ike") or self.ike.find_child(child)
+                if not conn:
+                    return {"ok": False, "error": f"no child {child!r} in any connection"}
+                self.ike.initiate(str(conn), child or None)
+                return {"ok": True, "message": f"initiating {conn}" + (f" child {child}" if child else "")}
+            n = self.ike.terminate(str(req.get("ike", "")))
+            if not n:
+                return {"ok": False, "error": f"no IKE SA of connection {req.get('ike')!r}"}
+            return {"ok": True, "message": f"deleting {n} IKE SA(s)"}
+        except KeyError as err:
+            return {"ok": False, "error": f"unknown connection {err}"}
 
     def _claim_control_socket(self) -> None:
         """Refuse to start next to a live instance; clear a stale socket file."""
@@ -296,13 +348,21 @@ class Daemon:
         """Sockets, TUN, MTU and routes; undone by close_network()."""
         self._claim_control_socket()
         try:
-            self.sockets = Sockets.for_config(self.cfg)
+            endpoints: list[tuple[int, str, int]] = [
+                (int(t.local_addr.version), str(t.local_addr), t.local_port) for t in self.cfg.manual
+            ]
+            if self.ike is not None:
+                endpoints += [(fam, addr, 4500) for fam, addr in self.ike.local_addrs.items()]
+                self.ike.open_sockets()
+            self.sockets = Sockets.for_endpoints(endpoints)
             self._setup_tun()
         except BaseException:
             self.close_network()
             raise
 
     def close_network(self) -> None:
+        if self.ike is not None:
+            self.ike.close_sockets()
         if self.tun is not None:
             self.tun.close()
             self.tun = None
@@ -316,9 +376,12 @@ class Daemon:
         try:
             await self._open_control_socket()
             await self._start_worker()
+            if self.ike is not None:
+                await self.ike.start()
             self._tasks = [asyncio.create_task(self._watch_worker()), asyncio.create_task(self._poll_counters())]
-            log.info("tunsec up: %d manual tunnel(s) on %s (MTU %d), control socket %s",
-                     len(self.plans), self.cfg.tunsec.tun, self.mtu, self.cfg.tunsec.control_socket)
+            log.info("tunsec up: %d manual tunnel(s), %d IKE connection(s) on %s (MTU %d), control socket %s",
+                     len(self.plans), len(self.ike.connections) if self.ike else 0, self.cfg.tunsec.tun,
+                     self.mtu, self.cfg.tunsec.control_socket)
             await self.stopping.wait()
             return 1 if len(self.restarts) > MAX_RESTARTS else 0
         finally:
@@ -331,6 +394,8 @@ class Daemon:
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
+        if self.ike is not None:
+            await self.ike.shutdown()   # DELETEs go out through the worker's socket: before it stops
         await self.worker.stop()
         if self._server is not None:
             self._server.close()

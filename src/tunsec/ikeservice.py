@@ -49,6 +49,12 @@ log = logging.getLogger("tunsec.ike")
 NATT_PORT = 4500
 SPI_POOL = 8
 ALGS = {"aes128gcm16": Alg.AES128GCM16, "aes256gcm16": Alg.AES256GCM16}
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def ts_networks(t: Ts) -> list[IPNetwork]:
+    return list(ipaddress.summarize_address_range(t.start, t.end))
 
 
 @dataclass(frozen=True)
@@ -58,8 +64,8 @@ class ChildPlan:
     name: str
     start_action: str = "none"          # none | start | trap
     replay_window: int = 4096
-    soft: Lifetime = Lifetime()
-    hard: Lifetime = Lifetime()
+    soft: Lifetime = field(default_factory=Lifetime)
+    hard: Lifetime = field(default_factory=Lifetime)
 
 
 @dataclass(frozen=True)
@@ -124,6 +130,7 @@ class IkeService:
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._refilling = False
+        self.trap_policies: dict[int, tuple[str, str]] = {}     # policy id -> (connection, child)
 
     # --- lifecycle -------------------------------------------------------------
     def open_sockets(self) -> None:
@@ -162,18 +169,47 @@ class IkeService:
                     sa.rekey_child(child.unique_id)
         self._pump()
 
-    def close(self) -> None:
+    async def shutdown(self) -> None:
+        """Delete every IKE SA (the peer learns it now, not at its DPD timeout)."""
         for sa in self.endpoint.sas:
-            with contextlib.suppress(Exception):
-                sa.delete(time.monotonic())
+            if not sa.is_closed:
+                with contextlib.suppress(Exception):
+                    sa.delete(time.monotonic())
         self._flush_datagrams()
-        loop = asyncio.get_event_loop()
-        for s in self.sockets.values():
-            with contextlib.suppress(Exception):
-                loop.remove_reader(s.fileno())
-            s.close()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=2.0)
         if self._timer:
             self._timer.cancel()
+            self._timer = None
+
+    def close_sockets(self) -> None:
+        for s in self.sockets.values():
+            with contextlib.suppress(Exception):
+                asyncio.get_event_loop().remove_reader(s.fileno())
+            s.close()
+        self.sockets.clear()
+
+    # --- what the daemon sets up around IKE ---------------------------------------
+    def routes(self) -> list[tuple[IPNetwork, tuple[IPNetwork, ...]]]:
+        """Configured (not dynamic) remote selectors, routed into the TUN, with our side's networks."""
+        out = []
+        for conn in self.connections.values():
+            for ch in conn.ike.children:
+                local = tuple(n for t in ch.local_ts if not t.dynamic for n in ts_networks(t))
+                for t in ch.remote_ts:
+                    if not t.dynamic:
+                        out += [(n, local) for n in ts_networks(t)]
+        return out
+
+    def peer_addresses(self) -> list[IPAddress]:
+        out = []
+        for conn in self.connections.values():
+            with contextlib.suppress(ValueError, TypeError):
+                out.append(ipaddress.ip_address(conn.ike.remote_addr or ""))
+        return out
+
+    def owns_policy(self, policy_id: int) -> bool:
+        return policy_id in self.trap_policies
 
     # --- SPIs ------------------------------------------------------------------
     def _take_spi(self) -> int:
@@ -215,11 +251,9 @@ class IkeService:
                 for sel in selector_pairs([t for t in local if t], [t for t in remote if t]):
                     pid = next(self._policy_ids)
                     self.trap_policies[pid] = (ike.name, ch.name)
-                    pol = Policy(id=pid, priority=2000, action=Action.PROTECT, reqid=self._trap_reqid(ike.name, ch.name),
-                                 selector=sel)
+                    reqid = self._trap_reqid(ike.name, ch.name)
+                    pol = Policy(id=pid, priority=2000, action=Action.PROTECT, reqid=reqid, selector=sel)
                     await self.worker().request(lambda r, pol=pol: pipe.SpdAdd(r, pol))  # type: ignore[misc]
-
-    trap_policies: dict[int, tuple[str, str]] = {}
 
     def _trap_reqid(self, conn: str, child: str) -> int:
         return 500000 + self.reqids[(conn, child)]

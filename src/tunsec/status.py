@@ -80,6 +80,7 @@ def status_document(d: Daemon, dump: Reply) -> dict[str, Any]:
         "worker": {"pid": d.worker.pid, "restarts": len(d.restarts)},
         "uptime_seconds": int(time.time() - d.started),
         "tunnels": tunnels,
+        "ike_sas": d.ike.status() if d.ike else [],
         "sas": [_sa(sa) for sa in dump.sas],
         "policies": [_policy(p) for p in dump.policies],
         "drops": dict(dump.drops),
@@ -93,6 +94,17 @@ def render(doc: dict[str, Any]) -> str:
         f"(restarts {worker['restarts']}), up {doc['uptime_seconds']}s",
         f"offloads: TUN {', '.join(tun['offloads']) or 'none'}; UDP {', '.join(doc['udp_offloads']) or 'none'}",
     ]
+    for ike in doc.get("ike_sas", []):
+        lines.append(
+            f"{ike['name']}: IKEv2 {ike['state']} with {ike['remote']}, {ike['proposal'] or '-'}, "
+            f"SPIs {ike['spi_i']}_i {ike['spi_r']}_r{'*' if ike['initiator'] else ''}, "
+            f"{ike['local_id'] or '-'} <-> {ike['remote_id'] or '-'}"
+            + (f", up {ike['age_seconds']}s" if ike["age_seconds"] is not None else "")
+        )
+        for c in ike["children"]:
+            lines.append(f"  {c['name']}: {c['alg']}{', ESN' if c['esn'] else ''}, SPIs {c['spi_in']}_i "
+                         f"{c['spi_out']}_o, up {c['age_seconds']}s")
+            lines.append(f"    {', '.join(c['local_ts'])} === {', '.join(c['remote_ts'])}")
     for t in doc["tunnels"]:
         lines.append(f"{t['name']}: {t['type']} {t['local']} <-> {t['remote']} {t['esp']}")
         lines.append(f"  {', '.join(t['local_ts'])} === {', '.join(t['remote_ts'])}")

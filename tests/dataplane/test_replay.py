@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tunsec.dataplane.fastpath import Dataplane, Drop, EventType
-from tunsec.dataplane.pipe import Direction, ExpireReason, ExpireReason
+from tunsec.dataplane.pipe import Direction, ExpireReason
 
 M32 = 0xFFFF_FFFF
 PKT = inner(4, b"replay")
@@ -276,12 +276,12 @@ def test_overflow_without_esn_stops_the_sa() -> None:
     info = dp.get(0x2001, Direction.OUT)
     assert info.state == "dead" and info.hard_fired
     assert (info.seq, info.packets) == (M32, 1), "the last number sent, not the one refused"
-    # nothing more goes out on it, and the EXPIRE is not repeated
+    # nothing more goes out on it (counted as what it is), and the EXPIRE is not repeated
     for _ in range(3):
-        esp, _, drop, _ = dp.outbound(PKT)
-        assert esp == b"" and drop is not Drop.NONE
+        assert dp.outbound(PKT)[:3] == (b"", None, Drop.SEQ_OVERFLOW)
     assert _events(dp) == []
-    assert dp.drops()["seq_overflow"] == 1
+    assert dp.drops()["seq_overflow"] == 4 and dp.drops()["lifetime"] == 0
+    assert dp.get(0x2001, Direction.OUT).seq == M32
 
 
 def test_seq_start_at_the_end_overflows_at_once() -> None:
@@ -326,3 +326,5 @@ def test_esn_overflow_at_2_64() -> None:
     assert esp_open(key, esp, esn=True, seq_hi=M32).iv == b"\xff" * 8
     assert dp.outbound(PKT)[2] is Drop.SEQ_OVERFLOW
     assert _events(dp) == [(EventType.EXPIRE, 0x2001, Direction.OUT, True, ExpireReason.SEQ_OVERFLOW)]
+    assert dp.outbound(PKT)[2] is Drop.SEQ_OVERFLOW
+    assert dp.get(0x2001, Direction.OUT).seq == 2**64 - 1
