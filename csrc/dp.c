@@ -74,8 +74,10 @@ static void emit_expire(ts_dp *dp, ts_sa *sa, bool hard, uint8_t reason) {
     if (atomic_exchange(flag, 1))
         return;   /* once per SA and kind */
     ts_event ev = {.type = TS_EV_EXPIRE, .dir = sa->dir, .hard = hard, .reason = reason, .spi = sa->spi};
-    if (!ts_events_push(&dp->events, &ev, NULL, 0))
+    if (!ts_events_push(&dp->events, &ev, NULL, 0)) {
         ts_drop(dp, TS_DROP_QUEUE_FULL);
+        atomic_store(flag, 0);   /* lost: report it again with the SA's next packet */
+    }
 }
 
 /* account a packet; false if the SA has reached its hard limit */
@@ -151,7 +153,9 @@ int ts_outbound_locked(ts_dp *dp, const uint8_t *pkt, size_t len, uint8_t *out, 
         return 0;
     }
     if (atomic_load(&sa->state) != TS_SA_MATURE) {
-        *drop = TS_DROP_LIFETIME;
+        /* dead: its numbers used up (the counter rests on the last one), or a hard limit */
+        bool spent = atomic_load(&sa->seq) == (sa->esn ? UINT64_MAX : UINT32_MAX);
+        *drop = spent ? TS_DROP_SEQ_OVERFLOW : TS_DROP_LIFETIME;
         return 0;
     }
     uint32_t mtu = atomic_load(&dp->tunnel_mtu);

@@ -33,7 +33,10 @@ bool ts_events_push(ts_events *q, const ts_event *ev, const uint8_t *data, size_
         memcpy(copy, data, len);
     }
     pthread_mutex_lock(&q->lock);
-    bool ok = q->count < TS_EVENT_CAP;
+    /* unauthenticated IKE datagrams may fill only part of the queue, so a
+     * flood of them never crowds out EXPIRE/ACQUIRE */
+    size_t cap = ev->type == TS_EV_IKE ? TS_EVENT_CAP / 2 : TS_EVENT_CAP;
+    bool ok = q->count < cap;
     if (ok) {
         ts_event_slot *s = &q->slots[(q->head + q->count) % TS_EVENT_CAP];
         s->ev = *ev;

@@ -582,7 +582,9 @@ static void test_overflow(void) {
           ev.spi == pr.spi && ev.dir == TS_DIR_OUT);
     ts_sa_info info;
     CHECK(ts_sad_get(pr.tx, pr.spi, TS_DIR_OUT, &info) == TS_OK && info.state == TS_SA_DEAD);
-    CHECK(out1(pr.tx, bufA, len, bufB, &drop, &icmp) == 0 && drop != TS_DROP_NONE);
+    CHECK(info.seq == 0xffffffffull && info.packets == 1);   /* the last number sent */
+    CHECK(out1(pr.tx, bufA, len, bufB, &drop, &icmp) == 0 && drop == TS_DROP_SEQ_OVERFLOW);
+    CHECK(count_events(pr.tx, TS_EV_EXPIRE, NULL) == 0);
     pair_free(&pr);
 
     pair_new(&pr, 20, true, 64, 0xfffffffeull);

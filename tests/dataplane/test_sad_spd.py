@@ -474,6 +474,20 @@ def test_ike_and_keepalive_on_the_esp_port() -> None:
     assert dp.drops()["keepalive"] == 1 and total_drops(dp) == 1
 
 
+def test_event_queue_is_bounded_and_counts_what_it_refuses() -> None:
+    dp = Dataplane()
+    verdicts = [dp.inbound(b"\0\0\0\0" + i.to_bytes(2, "big"))[1] for i in range(1100)]
+    queued = verdicts.count(Drop.NONE)
+    assert 0 < queued < 1100
+    assert verdicts == [Drop.NONE] * queued + [Drop.QUEUE_FULL] * (1100 - queued)
+    assert dp.drops()["queue_full"] == 1100 - queued and total_drops(dp) == 1100 - queued
+    evs = list(dp.events())
+    assert [e.data for e in evs] == [i.to_bytes(2, "big") for i in range(queued)], "in order, none lost"
+    # drained: room again
+    assert dp.inbound(b"\0\0\0\0again") == (b"", Drop.NONE)
+    assert [e.data for e in dp.events()] == [b"again"]
+
+
 # ------------------------------------------------------------ outbound binding
 
 

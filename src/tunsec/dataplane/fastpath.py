@@ -20,7 +20,6 @@ from tunsec.dataplane.pipe import (
     Direction,
     Endpoint,
     Errno,
-    ExpireReason,
     Policy,
     PolicyInfo,
     SaInfo,
@@ -166,13 +165,6 @@ def _wipe(p: Any) -> None:
 
 _STATE: dict[int, SaState] = {lib.TS_SA_LARVAL: "larval", lib.TS_SA_MATURE: "mature", lib.TS_SA_DEAD: "dead"}
 _ALG = {20: Alg.AES128GCM16, 36: Alg.AES256GCM16}
-# C's enum ts_expire_reason numbers differ from the pipe's (C 3 = sequence
-# overflow, pipe 3 = time): Event.reason carries the pipe's numbers.
-_EXPIRE_REASON = {
-    lib.TS_EXP_BYTES: ExpireReason.BYTES,
-    lib.TS_EXP_PACKETS: ExpireReason.PACKETS,
-    lib.TS_EXP_SEQ: ExpireReason.SEQ_OVERFLOW,
-}
 
 
 def _info(i: Any) -> SaInfo:
@@ -245,7 +237,7 @@ class Dataplane:
                 spi=ev.spi,
                 direction=Direction(ev.dir),
                 hard=bool(ev.hard),
-                reason=_EXPIRE_REASON.get(ev.reason, ev.reason) if ev.type == lib.TS_EV_EXPIRE else ev.reason,
+                reason=ev.reason,
                 policy_id=ev.policy_id,
                 remote=_addr_out(ev.addr),
                 local=_addr_out(ev.local),
