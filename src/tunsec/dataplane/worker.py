@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import ctypes
 import logging
 import signal
@@ -209,6 +210,58 @@ class Worker:
             log.warning("could not report %s: %s", type(msg).__name__, err)
 
 
+class PipeWriter:
+    """Sends on the non-blocking pipe; what does not fit waits here until it does.
+
+    While answers wait, requests are not read (backpressure on a control
+    process that sends faster than it reads); events beyond MAX_QUEUED are
+    dropped and counted rather than held without bound."""
+
+    MAX_QUEUED = 8192
+
+    def __init__(self, chan: socket.socket, loop: asyncio.AbstractEventLoop,
+                 pause_reading: Callable[[bool], None]) -> None:
+        self.chan = chan
+        self.loop = loop
+        self.pause_reading = pause_reading
+        self.queue: collections.deque[bytes] = collections.deque()
+        self.dropped_events = 0
+
+    def send(self, data: bytes, is_event: bool = False) -> None:
+        if self.queue:
+            if is_event and len(self.queue) >= self.MAX_QUEUED:
+                self.dropped_events += 1
+                return
+            self.queue.append(data)
+            return
+        try:
+            self.chan.send(data)
+        except BlockingIOError:
+            self.queue.append(data)
+            self.loop.add_writer(self.chan.fileno(), self._drain)
+            self.pause_reading(True)
+        except OSError as err:
+            # the control process is gone; the reader sees EOF and ends the worker
+            log.debug("pipe: %s", err)
+
+    def _drain(self) -> None:
+        while self.queue:
+            try:
+                self.chan.send(self.queue[0])
+            except BlockingIOError:
+                return
+            except OSError as err:
+                log.error("pipe: %s", err)
+                self.queue.clear()
+                break
+            self.queue.popleft()
+        self.loop.remove_writer(self.chan.fileno())
+        self.pause_reading(False)
+        if self.dropped_events:
+            log.warning("%d events dropped while the control process was not reading", self.dropped_events)
+            self.dropped_events = 0
+
+
 def _die_with_parent() -> None:
     # the worker must not outlive the control process that owns the routes
     try:
@@ -232,11 +285,19 @@ async def serve(args: argparse.Namespace) -> int:
     log.info("offloads: %s", ", ".join(dp.set_offloads(args.vnet_hdr)) or "none")
     if args.mtu:
         dp.set_tunnel_mtu(args.mtu)
-    def send(data: bytes) -> None:
-        chan.send(data)
-
-    worker = Worker(dp, send, udp, loop, args.larval_timeout)
     done: asyncio.Future[None] = loop.create_future()
+    reading = True
+
+    def pause_reading(pause: bool) -> None:
+        nonlocal reading
+        if pause and reading:
+            loop.remove_reader(chan.fileno())
+        elif not pause and not reading:
+            loop.add_reader(chan.fileno(), on_pipe)
+        reading = not pause
+
+    writer = PipeWriter(chan, loop, pause_reading)
+    worker = Worker(dp, lambda data: writer.send(data, is_event=True), udp, loop, args.larval_timeout)
 
     def on_pipe() -> None:
         while True:
@@ -252,7 +313,9 @@ async def serve(args: argparse.Namespace) -> int:
                     done.set_result(None)
                 return
             for answer in worker.handle_datagram(data):
-                chan.send(answer)
+                writer.send(answer)
+            if not reading:
+                return
 
     loop.add_reader(chan.fileno(), on_pipe)
     loop.add_reader(dp.event_fd, worker.drain_events)

@@ -1,0 +1,209 @@
+"""The worker process over the real pipe (AF_UNIX SOCK_SEQPACKET), with a
+real TUN device and a real UDP socket inside a network namespace: every
+message answered, concurrent GETSPI unique, malformed messages refused
+without changing anything, events reported upward."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+import socket
+import subprocess
+import struct
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from conftest import netns_unavailable
+from pytun_pmd3 import TunTapDevice
+from pytun_pmd3.linux import IFF_NO_PI, IFF_TUN
+
+from tunsec.bench.netns import in_netns, netns_socket
+from tunsec.dataplane import pipe
+from tunsec.dataplane.pipe import Action, Alg, Direction, Endpoint, Errno, Lifetime, Policy, SaSpec, Selector
+
+WHY = netns_unavailable()
+pytestmark = pytest.mark.skipif(WHY is not None, reason=f"NETNS UNAVAILABLE: {WHY}")
+
+A, B = ipaddress.ip_network("10.1.0.0/24"), ipaddress.ip_network("10.2.0.0/24")
+LOCAL = Endpoint(ipaddress.ip_address("127.0.0.1"), 4500)
+
+
+@dataclass
+class Worker:
+    proc: subprocess.Popen[bytes]
+    chan: socket.socket
+    udp: socket.socket
+    ns: str
+    next_id: int = 1
+
+    def send(self, build: object) -> int:
+        req_id = self.next_id
+        self.next_id += 1
+        self.chan.send(pipe.encode(build(req_id)))  # type: ignore[operator]
+        return req_id
+
+    def recv(self) -> pipe.Message:
+        return pipe.decode(self.chan.recv(65536))
+
+    def ask(self, build: object) -> list[pipe.Reply]:
+        req_id = self.send(build)
+        out: list[pipe.Reply] = []
+        while True:
+            msg = self.recv()
+            if isinstance(msg, pipe.Reply) and msg.req_id == req_id:
+                out.append(msg)
+                if not msg.more:
+                    return out
+
+    def dump(self) -> pipe.Reply:
+        return pipe.join_dump_replies(self.ask(lambda r: pipe.Dump(r)))
+
+
+@pytest.fixture
+def worker() -> Iterator[Worker]:
+    ns = f"tsw-{secrets.token_hex(3)}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+    try:
+        with in_netns(ns):
+            tun = TunTapDevice(name="tsw0", flags=IFF_TUN | IFF_NO_PI)
+        udp = netns_socket(ns, socket.AF_INET, socket.SOCK_DGRAM)
+        udp.bind(("127.0.0.1", 4500))
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours.settimeout(10)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tunsec.dataplane.worker", "--pipe-fd", str(theirs.fileno()),
+             "--tun-fd", str(tun.fileno()), "--udp4-fd", str(udp.fileno()), "--larval-timeout", "1"],
+            pass_fds=(theirs.fileno(), tun.fileno(), udp.fileno()),
+        )
+        theirs.close()
+        w = Worker(proc, ours, udp, ns)
+        yield w
+        ours.close()
+        assert proc.wait(timeout=10) == 0, "the worker must exit cleanly when the pipe closes"
+        tun.close()
+        udp.close()
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+def sa(spi: int, direction: Direction, **kw: object) -> SaSpec:
+    args: dict[str, object] = dict(
+        spi=spi, direction=direction, alg=Alg.AES128GCM16, key=os.urandom(20), esn=False,
+        replay_window=64 if direction is Direction.IN else 0, reqid=7, local=LOCAL,
+        remote=Endpoint(ipaddress.ip_address("127.0.0.2"), 4500), soft=Lifetime(), hard=Lifetime(),
+        selectors=(Selector.from_networks(B, A) if direction is Direction.IN else Selector.from_networks(A, B),),
+    )
+    args.update(kw)
+    return SaSpec(**args)  # type: ignore[arg-type]
+
+
+def test_every_request_is_answered(worker: Worker) -> None:
+    (r,) = worker.ask(lambda i: pipe.GetSpi(i, 0x1000, 0x1FFF))
+    assert r.errno is Errno.OK and r.spi is not None and 0x1000 <= r.spi <= 0x1FFF
+    spi = r.spi
+    assert worker.ask(lambda i: pipe.Update(i, sa(spi, Direction.IN)))[0].errno is Errno.OK
+    assert worker.ask(lambda i: pipe.Add(i, sa(0x2222, Direction.OUT)))[0].errno is Errno.OK
+    pol = Policy(id=5, priority=1, action=Action.PROTECT, reqid=7, selector=Selector.from_networks(A, B))
+    assert worker.ask(lambda i: pipe.SpdAdd(i, pol))[0].errno is Errno.OK
+    d = worker.dump()
+    assert {(s.spi, s.direction, s.state) for s in d.sas} == {(spi, Direction.IN, "mature"),
+                                                             (0x2222, Direction.OUT, "mature")}
+    assert [(p.id, p.out_spi) for p in d.policies] == [(5, 0x2222)]
+    assert dict(d.drops)["replay"] == 0
+    # answers that refuse: the state they name is checked
+    assert worker.ask(lambda i: pipe.Update(i, sa(spi, Direction.IN)))[0].errno is Errno.ESTATE
+    assert worker.ask(lambda i: pipe.Add(i, sa(0x2222, Direction.OUT)))[0].errno is Errno.EEXIST
+    assert worker.ask(lambda i: pipe.Delete(i, 0x9999, Direction.IN))[0].errno is Errno.ENOENT
+    assert worker.ask(lambda i: pipe.SpdDelete(i, 5))[0].errno is Errno.OK
+    assert worker.ask(lambda i: pipe.SpdFlush(i))[0].errno is Errno.OK
+    assert worker.ask(lambda i: pipe.Delete(i, 0x2222, Direction.OUT))[0].errno is Errno.OK
+    assert worker.ask(lambda i: pipe.Flush(i))[0].errno is Errno.OK
+    d = worker.dump()
+    assert d.sas == () and d.policies == ()
+
+
+def test_send_ike_goes_out_with_the_non_esp_marker(worker: Worker) -> None:
+    peer = netns_socket(worker.ns, socket.AF_INET, socket.SOCK_DGRAM)
+    with peer:
+        peer.bind(("127.0.0.2", 4500))
+        peer.settimeout(5)
+        remote = Endpoint(ipaddress.ip_address("127.0.0.2"), 4500)
+        assert worker.ask(lambda i: pipe.SendIke(i, b"ike-message", remote))[0].errno is Errno.OK
+        data, src = peer.recvfrom(2048)
+        assert data == b"\0\0\0\0ike-message" and src == ("127.0.0.1", 4500)
+        # and IKE arriving on 4500 comes up the pipe without the marker
+        peer.sendto(b"\0\0\0\0answer", ("127.0.0.1", 4500))
+        msg = worker.recv()
+        assert isinstance(msg, pipe.Ike) and msg.data == b"answer" and msg.remote == remote
+        # ESP for an SPI nobody has: INVALID_SPI, a hint upward
+        peer.sendto((0x4242).to_bytes(4, "big") + bytes(40), ("127.0.0.1", 4500))
+        msg = worker.recv()
+        assert isinstance(msg, pipe.InvalidSpi) and msg.spi == 0x4242 and msg.remote == remote
+
+
+def test_concurrent_getspi_are_unique(worker: Worker) -> None:
+    # 1000 requests in flight at once: a thread sends while we read
+    ids = list(range(worker.next_id, worker.next_id + 1000))
+    sender = threading.Thread(target=lambda: [worker.send(lambda i: pipe.GetSpi(i, 0x10000, 0x107FF))
+                                              for _ in ids])
+    sender.start()
+    spis = {}
+    while len(spis) < len(ids):
+        msg = worker.recv()
+        if isinstance(msg, pipe.Reply):
+            assert msg.errno is Errno.OK
+            spis[msg.req_id] = msg.spi
+    sender.join()
+    assert set(spis) == set(ids)
+    assert len(set(spis.values())) == 1000
+    # the range has 2048 SPIs; 1000 taken, so 1048 more fit and then it is full
+    for _ in range(1048):
+        assert worker.ask(lambda i: pipe.GetSpi(i, 0x10000, 0x107FF))[0].errno is Errno.OK
+    assert worker.ask(lambda i: pipe.GetSpi(i, 0x10000, 0x107FF))[0].errno is Errno.ENOSPC
+
+
+def test_malformed_messages_are_refused_and_change_nothing(worker: Worker) -> None:
+    assert worker.ask(lambda i: pipe.Add(i, sa(0x3333, Direction.OUT)))[0].errno is Errno.OK
+    before = worker.dump()
+    good = pipe.encode(pipe.Delete(99, 0x3333, Direction.OUT))
+    for bad in (good[:-4], good[:16] + b"\xff" * 20, b"\x01" * 3, good[:1] + b"\x63" + good[2:],
+                b"\x07" + good[1:]):
+        worker.chan.send(bad)
+    answers = []
+    worker.chan.settimeout(2)
+    try:
+        while True:
+            answers.append(worker.chan.recv(65536))
+    except TimeoutError:
+        pass
+    worker.chan.settimeout(10)
+    # each readable header got an answer: flagged REPLY, with an error code (not OK);
+    # the 3-byte datagram has no header to answer
+    assert len(answers) == 4
+    for a in answers:
+        _version, _type, errno, _req_id, flags = struct.unpack("!BBHIB", a[:9])
+        assert flags & 1 and errno != 0
+    after = worker.dump()
+    assert [(s.spi, s.state) for s in after.sas] == [(s.spi, s.state) for s in before.sas]
+
+
+def test_larval_sa_that_is_never_updated_expires(worker: Worker) -> None:
+    (r,) = worker.ask(lambda i: pipe.GetSpi(i, 0x5000, 0x5000))
+    assert r.spi == 0x5000
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        msg = worker.recv()
+        if isinstance(msg, pipe.Expire):
+            assert (msg.spi, msg.hard, msg.reason) == (0x5000, True, pipe.ExpireReason.LARVAL_TIMEOUT)
+            break
+    else:
+        pytest.fail("no EXPIRE for the larval SA")
+    assert worker.dump().sas == ()
+    # its SPI is free again
+    assert worker.ask(lambda i: pipe.GetSpi(i, 0x5000, 0x5000))[0].spi == 0x5000
