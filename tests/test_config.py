@@ -544,14 +544,16 @@ def test_unknown_keys_and_sections() -> None:
 
 def test_pools_are_not_supported() -> None:
     text = "tunsec {\n}\n\npools {\n  x { addrs = 10.3.0.0/24 }\n}\n"
-    assert only_issue(text) == ConfigIssue("tunsec.conf", 4, "pools", "section not supported (tunsec assigns no virtual IPs)")
+    assert only_issue(text) == ConfigIssue(
+        "tunsec.conf", 4, "pools", "section not supported (tunsec assigns no virtual IPs)"
+    )
 
 
 @pytest.mark.parametrize(
     ("name", "expected"),
     [
-        ("connections", ["5: connections.x.children: a connection needs at least one child ('children { NAME { ... } }')",
-                         "5: connections.x.y: unknown key"]),
+        ("connections", ["5: connections.x.children: a connection needs at least one child "
+                         "('children { NAME { ... } }')", "5: connections.x.y: unknown key"]),
         ("secrets", ["5: secrets.x: unknown secret type (sections are named ike..., private..., rsa..., ecdsa... "
                      "or pkcs8...)"]),
         ("authorities", ["5: authorities.x.cacert: required key is missing", "5: authorities.x.y: unknown key"]),

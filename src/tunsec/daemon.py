@@ -233,6 +233,8 @@ class Daemon:
             case pipe.Expire() if msg.reason is ExpireReason.LARVAL_TIMEOUT:
                 self.ike.larval_expired(msg.spi)
                 return True
+            case pipe.Expire():
+                return self.ike.expired(msg.spi, msg.direction, msg.hard)
         return False
 
     async def dump(self) -> pipe.Reply:
@@ -373,6 +375,8 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
+        for w in self.cfg.warnings:
+            log.warning("%s", w)
         try:
             await self._open_control_socket()
             await self._start_worker()

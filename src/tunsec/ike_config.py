@@ -430,9 +430,13 @@ def _parse_identity(text: str) -> Identity:
     elif sep and (prefix.lower() == "asn1gn" or prefix.startswith("{")):
         raise BadValue(f"identity type {prefix!r} is not supported")
     try:
-        return Identity.parse(value)
+        ident = Identity.parse(value)
     except ValueError as exc:
         raise BadValue(str(exc)) from None
+    if not ident.is_any and not ident.data:
+        # '#' starts a comment, so an unquoted "@#0a0b" arrives here as "@".
+        raise BadValue(f"empty identity {_show(value)} (quote values with '#': id = \"@#0a0b...\")")
+    return ident
 
 
 def _parse_local_identity(text: str) -> Identity:
@@ -666,7 +670,7 @@ class _Credentials:
         self.issues = issues
         self.authority_cas: list[x509.Certificate] = []
         self.passphrases: dict[str, _Passphrase] = {}
-        self.extra_keys: list[tuple[str, str]] = []  # (folder, absolute path) from secrets entries
+        self.extra_keys: list[tuple[str, str]] = []  # (folder, path): secrets entries outside the folders
         self._cas: list[x509.Certificate] | None = None
         self._keys: list[PrivateKey] | None = None
         self._own: list[tuple[str, x509.Certificate]] | None = None
@@ -743,8 +747,8 @@ class _Credentials:
         except _NeedsPassphrase:
             self.file_issue(
                 path,
-                f"the key is encrypted: add secrets {{ {folder}-NAME {{ file = {os.path.basename(path)}; "
-                "secret = PASSPHRASE }} }}",
+                f"the key is encrypted: add a secrets.{folder}-NAME section with "
+                f"file = {os.path.basename(path)} and secret = PASSPHRASE",
             )
             return None
         except _WrongPassphrase as exc:
@@ -807,20 +811,23 @@ _SECRET_REFUSED = (
 )
 
 
-def _read_secrets(section: Section, creds: _Credentials, issues: list[ConfigIssue]) -> list[IkeSecret]:
+def _read_secrets(section: Section, creds: _Credentials, issues: list[ConfigIssue]) -> tuple[list[IkeSecret], bool]:
+    """The PSK entries, and whether one of them was broken (reported)."""
     for name, setting in section.settings.items():
         issues.append(
             ConfigIssue(
                 setting.file, setting.line, section.key_path(name),
-                "secrets takes sections ('ike-NAME { id = ...; secret = ... }'), not keys",
+                "secrets takes sections ('ike-NAME { ... }', 'private-NAME { ... }'), not keys",
             )
         )  # fmt: skip
     psks: list[IkeSecret] = []
+    broken = False
     for name, sub in section.sections.items():
         if name.startswith("ike"):
             psk = _ike_secret(sub, issues)
             if psk is not None:
                 psks.append(psk)
+            broken = broken or psk is None
             continue
         folder = next((f for f in KEY_DIRS if name.startswith(f)), None)
         if folder is not None:
@@ -830,7 +837,7 @@ def _read_secrets(section: Section, creds: _Credentials, issues: list[ConfigIssu
         if why is None:
             why = "unknown secret type (sections are named ike..., private..., rsa..., ecdsa... or pkcs8...)"
         issues.append(ConfigIssue(sub.file, sub.line, sub.path, why))
-    return psks
+    return psks, broken
 
 
 def _ike_secret(section: Section, issues: list[ConfigIssue]) -> IkeSecret | None:
@@ -1049,8 +1056,11 @@ def _lifetimes(r: SectionReader, what: str, parse: Callable[[str], int], default
     life_v = rekey_v * 110 // 100 if life is None else life
     rand_v = life_v - min(life_v, rekey_v) if rand is None else rand
     soft, hard = f"rekey_{what}", f"life_{what}"
-    if rekey is not None and life is not None and life and rekey >= life and not {soft, hard} & r.failed:
-        r.error(soft, f"must be below {hard} ({rekey} >= {life})")
+    if life and rekey_v >= life and not {soft, hard} & r.failed:
+        if rekey is not None:
+            r.error(soft, f"must be below {hard} ({rekey} >= {life})")
+        else:
+            r.error(hard, f"must be above {soft} ({life} <= {rekey_v}, the default {soft})")
     return rekey_v, life_v, rand_v
 
 
@@ -1168,6 +1178,7 @@ _CONN_REFUSED = (
 class _ConnContext:
     creds: _Credentials
     psks: Sequence[IkeSecret]
+    psks_broken: bool  # a secrets.ike entry had errors: a missing PSK may be that one
     issues: list[ConfigIssue]
     warnings: list[ConfigIssue]
 
@@ -1255,12 +1266,14 @@ def _read_connection(section: Section, ctx: _ConnContext) -> Connection | None:
     psk: Secret | None = None
     if "psk" in (local_auth.method, remote_auth.method):
         entry = find_psk(ctx.psks, local_auth.id, remote_auth.id)
+        if entry is None and ctx.psks_broken:
+            return None
         if entry is None:
             where = local if local_auth.method == "psk" else remote
             where.reader.error(
                 "auth",
                 f"no PSK in secrets for local id {local_auth.id} and remote id {remote_auth.id} "
-                "(add secrets { ike-NAME { id-1 = ...; id-2 = ...; secret = ... } })",
+                "(add a secrets.ike-NAME section with their ids and the secret)",
             )
             return None
         psk = entry.secret
@@ -1277,8 +1290,8 @@ def _read_connection(section: Section, ctx: _ConnContext) -> Connection | None:
             remote_addr=str(remote_addrs[0]) if remote_addrs else None,
             remote_port=remote_port,
             send_certreq=send_certreq,
-            # strongSwan sends INITIAL_CONTACT only with unique = keep or replace.
-            initial_contact=unique in ("keep", "replace"),
+            # strongSwan 5.9 sends INITIAL_CONTACT (if it has no SA with the peer) unless unique = never.
+            initial_contact=unique != "never",
         )
     except ValueError as exc:  # the engine's own consistency checks; the checks above should cover them
         issues.append(ConfigIssue(section.file, section.line, section.path, str(exc)))
@@ -1464,8 +1477,8 @@ def read_ike(sections: Mapping[str, Section], base_dir: str, issues: list[Config
     if authorities is not None:
         _read_authorities(authorities, creds, issues)
     secrets = sections.get("secrets")
-    psks = _read_secrets(secrets, creds, issues) if secrets is not None else []
-    ctx = _ConnContext(creds, psks, issues, [])
+    psks, broken = _read_secrets(secrets, creds, issues) if secrets is not None else ([], False)
+    ctx = _ConnContext(creds, psks, broken, issues, [])
     connections: list[Connection] = []
     section = sections.get("connections")
     if section is not None:

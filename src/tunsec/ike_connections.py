@@ -3,14 +3,39 @@
 from __future__ import annotations
 
 import ipaddress
+import secrets
 
 from tunsec.config import Config
-from tunsec.ikeservice import IkeConnection
+from tunsec.dataplane.pipe import Lifetime
+from tunsec.ike_config import Child, Connection
+from tunsec.ikeservice import ChildPlan, IkeConnection
+
+
+def _jitter(rekey: int, rand: int) -> int:
+    """strongSwan's rekey limit: rekey minus a random part of rand, so both peers don't rekey at once."""
+    if rekey <= 0:
+        return 0
+    return max(1, rekey - (secrets.randbelow(rand + 1) if rand > 0 else 0))
+
+
+def child_plan(ch: Child) -> ChildPlan:
+    return ChildPlan(
+        name=ch.name,
+        start_action=ch.start_action,
+        replay_window=ch.replay_window,
+        soft=Lifetime(bytes=_jitter(ch.rekey_bytes, ch.rand_bytes),
+                      packets=_jitter(ch.rekey_packets, ch.rand_packets),
+                      seconds=_jitter(ch.rekey_time, ch.rand_time)),
+        hard=Lifetime(bytes=ch.life_bytes, packets=ch.life_packets, seconds=ch.life_time),
+    )
+
+
+def ike_connection(c: Connection) -> IkeConnection:
+    return IkeConnection(ike=c.ike, children=tuple(child_plan(ch) for ch in c.children), local_port=c.local_port)
 
 
 def connections_from_config(cfg: Config) -> list[IkeConnection]:
-    """The IKE connections of cfg (empty until the config knows `connections`)."""
-    return list(getattr(cfg, "connections", ()))
+    return [ike_connection(c) for c in cfg.connections]
 
 
 def ike_endpoints(conns: list[IkeConnection]) -> dict[int, str]:
@@ -18,20 +43,13 @@ def ike_endpoints(conns: list[IkeConnection]) -> dict[int, str]:
     out: dict[int, str] = {}
     for c in conns:
         addr = c.ike.local_addr
-        fams = {4, 6}
         if addr:
-            try:
-                ip = ipaddress.ip_address(addr)
-            except ValueError:
-                ip = None
-            if ip is not None:
-                if out.get(ip.version, str(ip)) != str(ip):
-                    out[ip.version] = "0.0.0.0" if ip.version == 4 else "::"
-                else:
-                    out[ip.version] = str(ip)
-                continue
+            ip = ipaddress.ip_address(addr)
+            wildcard = "0.0.0.0" if ip.version == 4 else "::"
+            out[ip.version] = str(ip) if out.get(ip.version, str(ip)) == str(ip) else wildcard
+            continue
         remote = c.ike.remote_addr
-        with_remote = {ipaddress.ip_address(remote).version} if remote and remote != "%any" else fams
-        for fam in with_remote:
+        fams = {ipaddress.ip_address(remote).version} if remote else {4, 6}
+        for fam in fams:
             out.setdefault(fam, "0.0.0.0" if fam == 4 else "::")
     return out

@@ -239,6 +239,23 @@ class IkeService:
             self.spis.remove(spi)
             self._spawn(self.refill_spis())
 
+    def expired(self, spi: int, direction: Direction, hard: bool) -> bool:
+        """A Child SA's lifetime: soft -> rekey it, hard -> delete it.  False if not ours."""
+        for state in self.children.values():
+            if spi != (state.spi_in if direction is Direction.IN else state.spi_out):
+                continue
+            for sa in self.endpoint.sas:
+                if sa.name == state.conn and any(c.unique_id == state.unique_id for c in sa.children):
+                    if hard:
+                        log.info("%s: CHILD_SA %s reached its hard limit; deleting", state.conn, state.child)
+                        sa.delete_child(state.unique_id)
+                    else:
+                        log.info("%s: CHILD_SA %s reached its soft limit; rekeying", state.conn, state.child)
+                        sa.rekey_child(state.unique_id)
+                    self._pump()
+                    return True
+        return False
+
     # --- traps -----------------------------------------------------------------
     async def install_traps(self) -> None:
         for conn in self.connections.values():
@@ -374,9 +391,9 @@ class IkeService:
                 log.info("%s: IKE SA closed: %s", ev.name, ev.reason)
                 self.ike_up.pop(sa.local_spi, None)
             case ChildSaUp():
-                self._spawn(self._child_up(ev))
+                self._spawn(self._child_up(sa.name, ev))
             case ChildSaDown():
-                self._spawn(self._child_down(ev))
+                self._spawn(self._child_down(sa.name, ev))
             case AuthFailed():
                 side = "the peer refused our authentication" if ev.by_peer else "the peer failed authentication"
                 log.error("%s: AUTHENTICATION_FAILED: %s (%s)", ev.name, side, ev.reason)
@@ -396,17 +413,17 @@ class IkeService:
         addr = self.local_addrs.get(family) or ("0.0.0.0" if family == 4 else "::")
         return Endpoint(ipaddress.ip_address(addr), port)
 
-    async def _child_up(self, ev: ChildSaUp) -> None:
-        conn = self.connections.get(ev.name)
-        plan = conn.child(self._child_name(ev)) if conn else ChildPlan(ev.name)
+    async def _child_up(self, conn_name: str, ev: ChildSaUp) -> None:
+        conn = self.connections.get(conn_name)
+        plan = conn.child(ev.child) if conn else ChildPlan(ev.child)
         alg = ALGS.get(ev.alg)
         if alg is None:
-            log.error("%s: negotiated ESP %s, which the fast path does not do", ev.name, ev.alg)
+            log.error("%s: negotiated ESP %s, which the fast path does not do", conn_name, ev.alg)
             return
         remote_ip = ipaddress.ip_address(ev.remote_addr[0])
         remote = Endpoint(remote_ip, ev.remote_addr[1])
         local = self._endpoint(remote_ip.version, ev.local_port)
-        reqid = self.reqids.get((ev.name, plan.name), 999)
+        reqid = self.reqids.get((conn_name, plan.name), 999)
         common = dict(alg=alg, esn=ev.esn, reqid=reqid, local=local, remote=remote, soft=plan.soft, hard=plan.hard)
         inbound = SaSpec(spi=ev.spi_in, direction=Direction.IN, key=ev.key_in.reveal(),
                          replay_window=plan.replay_window, selectors=selector_pairs(ev.remote_ts, ev.local_ts),
@@ -414,40 +431,35 @@ class IkeService:
         outbound = SaSpec(spi=ev.spi_out, direction=Direction.OUT, key=ev.key_out.reveal(), replay_window=0,
                           selectors=selector_pairs(ev.local_ts, ev.remote_ts), **common)  # type: ignore[arg-type]
         w = self.worker()
+        siblings = [c for c in self.children.values() if c.conn == conn_name and c.child == plan.name]
         try:
             await w.request(lambda r: pipe.Update(r, inbound))
             await w.request(lambda r: pipe.Add(r, outbound))
-            pids = []
-            if not any(c.conn == ev.name and c.child == plan.name for c in self.children.values()):
-                for sel in outbound.selectors:
-                    pid = next(self._policy_ids)
-                    pol = Policy(id=pid, priority=1500, action=Action.PROTECT, reqid=reqid, selector=sel)
-                    await w.request(lambda r, pol=pol: pipe.SpdAdd(r, pol))  # type: ignore[misc]
-                    pids.append(pid)
-            else:
-                pids = next(c.policy_ids for c in self.children.values()
-                            if c.conn == ev.name and c.child == plan.name)
+            # a rekeyed SA shares its predecessor's policies (same reqid: the newest SA wins)
+            pids = siblings[0].policy_ids if siblings else await self._protect(reqid, outbound.selectors)
         except WorkerError as err:
-            log.error("%s: installing Child SA %08x/%08x failed: %s", ev.name, ev.spi_in, ev.spi_out, err)
+            log.error("%s: installing CHILD_SA %s %08x_i %08x_o failed: %s", conn_name, plan.name, ev.spi_in,
+                      ev.spi_out, err)
             return
-        self.children[(ev.name, ev.unique_id)] = ChildState(
-            ev.name, plan.name, ev.unique_id, ev.spi_in, ev.spi_out, ev.alg, ev.esn, ev.local_ts, ev.remote_ts, pids)
-        log.info("%s: CHILD_SA %s up, SPIs %08x_i %08x_o, %s === %s", ev.name, plan.name, ev.spi_in, ev.spi_out,
+        self.children[(conn_name, ev.unique_id)] = ChildState(
+            conn_name, plan.name, ev.unique_id, ev.spi_in, ev.spi_out, ev.alg, ev.esn, ev.local_ts, ev.remote_ts, pids)
+        log.info("%s: CHILD_SA %s up, SPIs %08x_i %08x_o, %s === %s", conn_name, plan.name, ev.spi_in, ev.spi_out,
                  ", ".join(map(str, ev.local_ts)), ", ".join(map(str, ev.remote_ts)))
 
-    def _child_name(self, ev: ChildSaUp) -> str:
-        # the engine names events by connection; the child config comes from the SA's own record
-        for sa in self.endpoint.sas:
-            for child in sa.children:
-                if child.unique_id == ev.unique_id and sa.name == ev.name:
-                    return str(child.name)
-        return ev.name
+    async def _protect(self, reqid: int, selectors: Sequence[Selector]) -> list[int]:
+        pids = []
+        for sel in selectors:
+            pid = next(self._policy_ids)
+            pol = Policy(id=pid, priority=1500, action=Action.PROTECT, reqid=reqid, selector=sel)
+            await self.worker().request(lambda r, pol=pol: pipe.SpdAdd(r, pol))  # type: ignore[misc]
+            pids.append(pid)
+        return pids
 
-    async def _child_down(self, ev: ChildSaDown) -> None:
-        state = self.children.pop((ev.name, ev.unique_id), None)
+    async def _child_down(self, conn_name: str, ev: ChildSaDown) -> None:
+        state = self.children.pop((conn_name, ev.unique_id), None)
         await self._delete_sa(ev.spi_in, Direction.IN)
         await self._delete_sa(ev.spi_out, Direction.OUT)
-        log.info("%s: CHILD_SA %08x_i %08x_o deleted: %s", ev.name, ev.spi_in, ev.spi_out, ev.reason)
+        log.info("%s: CHILD_SA %s %08x_i %08x_o deleted: %s", conn_name, ev.child, ev.spi_in, ev.spi_out, ev.reason)
         if state is None:
             return
         if any(c.conn == state.conn and c.child == state.child for c in self.children.values()):

@@ -101,9 +101,16 @@ def render(doc: dict[str, Any]) -> str:
             f"{ike['local_id'] or '-'} <-> {ike['remote_id'] or '-'}"
             + (f", up {ike['age_seconds']}s" if ike["age_seconds"] is not None else "")
         )
+        counters = {(s["spi"], s["direction"]): s for s in doc["sas"]}
         for c in ike["children"]:
             lines.append(f"  {c['name']}: {c['alg']}{', ESN' if c['esn'] else ''}, SPIs {c['spi_in']}_i "
                          f"{c['spi_out']}_o, up {c['age_seconds']}s")
+            for spi, d in ((c["spi_in"], "in"), (c["spi_out"], "out")):
+                sa = counters.get((spi, d))
+                if sa:
+                    lines.append(f"    {d:<3} {sa['packets']} packets, {sa['bytes']} bytes"
+                                 + (f", drops: replay {sa['replay_drops']} auth {sa['auth_drops']}"
+                                    f" policy {sa['policy_drops']}" if d == "in" else ""))
             lines.append(f"    {', '.join(c['local_ts'])} === {', '.join(c['remote_ts'])}")
     for t in doc["tunnels"]:
         lines.append(f"{t['name']}: {t['type']} {t['local']} <-> {t['remote']} {t['esp']}")
