@@ -29,7 +29,8 @@ ts_dp *ts_dp_new(void) {
     pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
     pthread_rwlock_init(&dp->lock, &a);
     pthread_rwlockattr_destroy(&a);
-    dp->tun_fd = dp->udp4_fd = dp->udp6_fd = -1;
+    for (int i = 0; i < TS_MAX_QUEUES; i++)
+        dp->queues[i] = (ts_queue){.tun_fd = -1, .udp4_fd = -1, .udp6_fd = -1};
     dp->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (dp->wake_fd < 0 || ts_sad_init(&dp->sad) != TS_OK || ts_events_init(&dp->events) != TS_OK) {
         ts_dp_free(dp);
@@ -46,19 +47,45 @@ void ts_dp_free(ts_dp *dp) {
     ts_events_destroy(&dp->events);
     if (dp->wake_fd >= 0)
         close(dp->wake_fd);
-    extern void ts_loop_free(ts_dp *);
-    ts_loop_free(dp);
+    extern void ts_loop_free(ts_queue *);
+    for (int i = 0; i < TS_MAX_QUEUES; i++)
+        ts_loop_free(&dp->queues[i]);
     pthread_rwlock_destroy(&dp->lock);
     free(dp);
 }
 
+/* a stop from an earlier run no longer applies once fds are (re)assigned */
+static void rearm(ts_dp *dp) {
+    uint64_t v;
+    ssize_t r = read(dp->wake_fd, &v, sizeof(v));
+    (void)r;
+    atomic_store(&dp->stop, false);
+}
+
 int ts_dp_set_fds(ts_dp *dp, int tun_fd, int udp4_fd, int udp6_fd) {
     pthread_rwlock_wrlock(&dp->lock);
-    dp->tun_fd = tun_fd;
-    dp->udp4_fd = udp4_fd;
-    dp->udp6_fd = udp6_fd;
+    dp->queues[0].tun_fd = tun_fd;
+    dp->queues[0].udp4_fd = udp4_fd;
+    dp->queues[0].udp6_fd = udp6_fd;
+    if (dp->nqueues < 1)
+        dp->nqueues = 1;
+    rearm(dp);
     pthread_rwlock_unlock(&dp->lock);
     return TS_OK;
+}
+
+int ts_dp_add_queue(ts_dp *dp, int tun_fd, int udp4_fd, int udp6_fd) {
+    pthread_rwlock_wrlock(&dp->lock);
+    int i = dp->nqueues;
+    if (i >= TS_MAX_QUEUES) {
+        pthread_rwlock_unlock(&dp->lock);
+        return TS_ENOSPC;
+    }
+    dp->queues[i] = (ts_queue){.tun_fd = tun_fd, .udp4_fd = udp4_fd, .udp6_fd = udp6_fd};
+    dp->nqueues = i + 1;
+    rearm(dp);
+    pthread_rwlock_unlock(&dp->lock);
+    return i;
 }
 
 void ts_dp_set_tunnel_mtu(ts_dp *dp, uint32_t mtu) { atomic_store(&dp->tunnel_mtu, mtu); }
@@ -127,8 +154,8 @@ static bool dont_fragment(const uint8_t *pkt) {
     return (pkt[0] >> 4) == 6 || (ts_be16(pkt + 6) & 0x4000);
 }
 
-int ts_outbound_locked(ts_dp *dp, const uint8_t *pkt, size_t len, uint8_t *out, size_t outcap,
-                       ts_sa **sa_out, int *drop, size_t *icmp_len) {
+int ts_outbound_locked(ts_dp *dp, ts_flow_cache *cache, const uint8_t *pkt, size_t len, uint8_t *out,
+                       size_t outcap, ts_sa **sa_out, int *drop, size_t *icmp_len) {
     ts_flow f;
     *drop = TS_DROP_NONE;
     *icmp_len = 0;
@@ -136,7 +163,7 @@ int ts_outbound_locked(ts_dp *dp, const uint8_t *pkt, size_t len, uint8_t *out, 
         *drop = TS_DROP_MALFORMED;
         return 0;
     }
-    ts_spd_entry *e = ts_spd_lookup(&dp->spd, &f);
+    ts_spd_entry *e = ts_spd_lookup_cached(&dp->spd, cache, &f);
     if (!e) {
         *drop = TS_DROP_NO_POLICY;
         return 0;
@@ -183,9 +210,13 @@ int ts_outbound_locked(ts_dp *dp, const uint8_t *pkt, size_t len, uint8_t *out, 
         return 0;
     }
     memcpy(out + ESP_HDR + ESP_IV, pkt, len);
-    pthread_mutex_lock(&sa->lock);
+    /* loop threads seal with contexts of their own; control threads share slot 0 */
+    bool shared = ts_thread_slot() == 0;
+    if (shared)
+        pthread_mutex_lock(&sa->lock);
     size_t n = ts_esp_seal(sa, seq, out, len, f.family == 4 ? 4 : 41);
-    pthread_mutex_unlock(&sa->lock);
+    if (shared)
+        pthread_mutex_unlock(&sa->lock);
     if (!n) {
         *drop = TS_DROP_MALFORMED;
         return 0;
@@ -269,17 +300,26 @@ int ts_inbound_locked(ts_dp *dp, uint8_t *udp, size_t len, const ts_addr *src,
         return 0;
     }
     uint32_t seq_lo = ts_be32(udp + 4);
+    /* the window is checked before and updated after decryption, which runs
+     * outside the lock on loop threads (their own cipher contexts) */
+    bool shared = ts_thread_slot() == 0;
     pthread_mutex_lock(&sa->lock);
     uint64_t seq = ts_replay_infer(&sa->replay, seq_lo, sa->esn);
-    if (!ts_replay_check(&sa->replay, seq)) {
+    bool fresh = ts_replay_check(&sa->replay, seq);
+    if (!shared)
         pthread_mutex_unlock(&sa->lock);
+    if (!fresh) {
+        if (shared)
+            pthread_mutex_unlock(&sa->lock);
         atomic_fetch_add_explicit(&sa->replay_drops, 1, memory_order_relaxed);
         *drop = TS_DROP_REPLAY;
         return 0;
     }
     size_t pt_len = 0;
     bool ok = ts_esp_open(sa, seq, udp, len, &pt_len);
-    bool fresh = ok && ts_replay_update(&sa->replay, seq);
+    if (!shared)
+        pthread_mutex_lock(&sa->lock);
+    fresh = ok && ts_replay_update(&sa->replay, seq);   /* a duplicate may have won the race */
     pthread_mutex_unlock(&sa->lock);
     if (!ok) {
         atomic_fetch_add_explicit(&sa->auth_drops, 1, memory_order_relaxed);
@@ -317,7 +357,7 @@ int ts_dp_outbound(ts_dp *dp, const uint8_t *pkt, size_t len, uint8_t *out, size
     }
     ts_sa *sa = NULL;
     pthread_rwlock_rdlock(&dp->lock);
-    int n = ts_outbound_locked(dp, pkt, len, out, outcap, &sa, drop, icmp_len);
+    int n = ts_outbound_locked(dp, NULL, pkt, len, out, outcap, &sa, drop, icmp_len);
     if (n > 0 && dst)
         *dst = sa->remote;
     pthread_rwlock_unlock(&dp->lock);
@@ -344,23 +384,3 @@ int ts_dp_inbound(ts_dp *dp, const uint8_t *udp, size_t len, const ts_addr *src,
     return n;
 }
 
-int ts_bench_outbound(ts_dp *dp, const uint8_t *pkt, size_t len, uint32_t count) {
-    static _Thread_local uint8_t out[TS_MAX_PACKET + 256];
-    int ok = 0;
-    for (uint32_t i = 0; i < count; i++) {
-        int drop;
-        size_t icmp;
-        ok += ts_dp_outbound(dp, pkt, len, out, sizeof(out), NULL, &drop, &icmp) > 0;
-    }
-    return ok;
-}
-
-int ts_bench_inbound(ts_dp *dp, const uint8_t *udp, size_t len, uint32_t count) {
-    static _Thread_local uint8_t out[TS_MAX_PACKET];
-    int ok = 0;
-    for (uint32_t i = 0; i < count; i++) {
-        int drop;
-        ok += ts_dp_inbound(dp, udp, len, NULL, NULL, out, sizeof(out), &drop) > 0;
-    }
-    return ok;
-}

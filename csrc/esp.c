@@ -12,25 +12,45 @@ static const EVP_CIPHER *gcm_for(size_t keylen) {
     }
 }
 
+static _Thread_local unsigned thread_slot;
+
+void ts_set_thread_slot(unsigned slot) { thread_slot = slot <= TS_MAX_QUEUES ? slot : 0; }
+unsigned ts_thread_slot(void) { return thread_slot; }
+
+static EVP_CIPHER_CTX *keyed_ctx(const uint8_t *keymat, size_t keylen, bool encrypt) {
+    const EVP_CIPHER *c = gcm_for(keylen - 4);
+    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+    if (!ctx)
+        return NULL;
+    int ok = encrypt ? EVP_EncryptInit_ex(ctx, c, NULL, NULL, NULL) : EVP_DecryptInit_ex(ctx, c, NULL, NULL, NULL);
+    ok = ok && EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, 12, NULL);
+    ok = ok && (encrypt ? EVP_EncryptInit_ex(ctx, NULL, NULL, keymat, NULL)
+                        : EVP_DecryptInit_ex(ctx, NULL, NULL, keymat, NULL));
+    if (!ok) {
+        EVP_CIPHER_CTX_free(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
 int ts_esp_key(ts_sa *sa, const uint8_t *keymat, size_t keylen, bool encrypt) {
     if (keylen != 20 && keylen != 36)
         return TS_EINVAL;
-    const EVP_CIPHER *c = gcm_for(keylen - 4);
-    sa->ctx = EVP_CIPHER_CTX_new();
-    if (!sa->ctx)
-        return TS_ENOMEM;
-    int ok = encrypt ? EVP_EncryptInit_ex(sa->ctx, c, NULL, NULL, NULL)
-                     : EVP_DecryptInit_ex(sa->ctx, c, NULL, NULL, NULL);
-    ok = ok && EVP_CIPHER_CTX_ctrl(sa->ctx, EVP_CTRL_GCM_SET_IVLEN, 12, NULL);
-    ok = ok && (encrypt ? EVP_EncryptInit_ex(sa->ctx, NULL, NULL, keymat, NULL)
-                        : EVP_DecryptInit_ex(sa->ctx, NULL, NULL, keymat, NULL));
-    if (!ok) {
-        EVP_CIPHER_CTX_free(sa->ctx);
-        sa->ctx = NULL;
+    sa->ctx[0] = keyed_ctx(keymat, keylen, encrypt);
+    if (!sa->ctx[0])
         return TS_ECRYPTO;
-    }
+    memcpy(sa->keymat, keymat, keylen);
+    sa->encrypt = encrypt;
     memcpy(sa->salt, keymat + keylen - 4, 4);
     return TS_OK;
+}
+
+/* this thread's context for sa; a loop thread keys its own on first use */
+static EVP_CIPHER_CTX *ctx_of(ts_sa *sa) {
+    unsigned slot = thread_slot;
+    if (!sa->ctx[slot])
+        sa->ctx[slot] = keyed_ctx(sa->keymat, sa->keylen, sa->encrypt);
+    return sa->ctx[slot];
 }
 
 static size_t build_aad(const ts_sa *sa, uint64_t seq, uint8_t aad[12]) {
@@ -69,8 +89,8 @@ size_t ts_esp_seal(ts_sa *sa, uint64_t seq, uint8_t *out, size_t payload_len, ui
     size_t aadlen = build_aad(sa, seq, aad);
     build_nonce(sa, seq, nonce);
     int outl = 0;
-    EVP_CIPHER_CTX *c = sa->ctx;
-    if (!EVP_EncryptInit_ex(c, NULL, NULL, NULL, nonce) ||
+    EVP_CIPHER_CTX *c = ctx_of(sa);
+    if (!c || !EVP_EncryptInit_ex(c, NULL, NULL, NULL, nonce) ||
         !EVP_EncryptUpdate(c, NULL, &outl, aad, (int)aadlen) ||
         !EVP_EncryptUpdate(c, pt, &outl, pt, (int)ct_len) ||
         !EVP_EncryptFinal_ex(c, pt + ct_len, &outl) ||
@@ -87,9 +107,9 @@ bool ts_esp_open(ts_sa *sa, uint64_t seq, uint8_t *esp, size_t len, size_t *pt_l
     memcpy(nonce, sa->salt, 4);
     memcpy(nonce + 4, esp + ESP_HDR, ESP_IV);   /* the sender's IV, whatever it chose */
     int outl = 0;
-    EVP_CIPHER_CTX *c = sa->ctx;
+    EVP_CIPHER_CTX *c = ctx_of(sa);
     /* OpenSSL compares the tag in constant time (CRYPTO_memcmp) */
-    if (!EVP_DecryptInit_ex(c, NULL, NULL, NULL, nonce) ||
+    if (!c || !EVP_DecryptInit_ex(c, NULL, NULL, NULL, nonce) ||
         !EVP_DecryptUpdate(c, NULL, &outl, aad, (int)aadlen) ||
         !EVP_DecryptUpdate(c, ct, &outl, ct, (int)ct_len) ||
         !EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, ESP_ICV, ct + ct_len) ||

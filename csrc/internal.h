@@ -46,8 +46,12 @@ typedef struct ts_sa {
     struct sockaddr_storage peer;      /* prebuilt destination for sendmmsg */
     socklen_t peer_len;
     uint8_t salt[4];
-    EVP_CIPHER_CTX *ctx;               /* keyed once; per packet only the nonce changes */
-    pthread_mutex_t lock;              /* guards ctx and replay */
+    /* keyed once; per packet only the nonce changes.  One per loop thread
+     * (created on its first packet), slot 0 for control threads under lock */
+    EVP_CIPHER_CTX *ctx[TS_MAX_QUEUES + 1];
+    uint8_t keymat[TS_KEYMAT_MAX];     /* to key a new thread's ctx; wiped on free */
+    bool encrypt;
+    pthread_mutex_t lock;              /* guards ctx[0] and replay */
     ts_replay replay;
     _Atomic uint64_t seq;              /* OUT: last sequence number handed out */
     _Atomic uint64_t packets, bytes, replay_drops, auth_drops, policy_drops;
@@ -81,6 +85,7 @@ typedef struct ts_spd {
     ts_spd_entry *v;
     size_t n, cap;
     uint64_t next_order;
+    uint64_t generation;               /* bumped on every change: flow caches go stale */
 } ts_spd;
 
 typedef struct ts_flow {
@@ -89,6 +94,19 @@ typedef struct ts_flow {
     uint16_t sport, dport;
 } ts_flow;
 
+/* A loop thread's cache of outbound flow -> policy (RFC 4301 §4.4.2's SPD cache):
+ * the SPD is an ordered list, scanned only on a miss. */
+#define TS_FLOW_CACHE 1024
+typedef struct ts_flow_slot {
+    ts_flow key;
+    uint64_t generation;
+    ts_spd_entry *entry;
+} ts_flow_slot;
+typedef struct ts_flow_cache {
+    ts_flow_slot slot[TS_FLOW_CACHE];
+} ts_flow_cache;
+
+ts_spd_entry *ts_spd_lookup_cached(ts_spd *spd, ts_flow_cache *c, const ts_flow *f);
 bool ts_selector_match(const ts_selector *s, const ts_flow *f);
 bool ts_selector_valid(const ts_selector *s);
 /* 5-tuple of an IP packet; false if it is not a well-formed IPv4/IPv6 packet */
@@ -99,6 +117,9 @@ void ts_spd_bind_new(ts_spd *spd, ts_sa *sa);
 void ts_spd_unbind(ts_spd *spd, ts_sad *sad, const ts_sa *gone);
 
 /* ---- ESP transforms (esp.c) --------------------------------------------- */
+/* which ctx slot this thread uses: 0 = any control thread, k = loop queue k-1 */
+void ts_set_thread_slot(unsigned slot);
+unsigned ts_thread_slot(void);
 int ts_esp_key(ts_sa *sa, const uint8_t *keymat, size_t keylen, bool encrypt);
 /* seal payload (already at out + ESP_HDR + ESP_IV) in place; returns total length */
 size_t ts_esp_seal(ts_sa *sa, uint64_t seq, uint8_t *out, size_t payload_len, uint8_t next_header);
@@ -144,6 +165,11 @@ void ts_events_destroy(ts_events *q);
 bool ts_events_push(ts_events *q, const ts_event *ev, const uint8_t *data, size_t len);
 
 /* ---- the context (dp.c) ---------------------------------------------------- */
+typedef struct ts_queue {
+    int tun_fd, udp4_fd, udp6_fd;
+    struct ts_batch *batch;            /* loop buffers, preallocated */
+} ts_queue;
+
 struct ts_dp {
     pthread_rwlock_t lock;             /* SAD/SPD: loop reads, control writes */
     ts_sad sad;
@@ -151,18 +177,19 @@ struct ts_dp {
     ts_events events;
     _Atomic uint64_t drops[TS_DROP__COUNT];
     _Atomic uint32_t tunnel_mtu;
-    int tun_fd, udp4_fd, udp6_fd, wake_fd;
+    ts_queue queues[TS_MAX_QUEUES];
+    int nqueues;
+    int wake_fd;
     bool vnet, udp_gso, udp_gro;       /* offloads in use (ts_dp_set_offloads) */
     _Atomic bool stop;
     int last_errno;
     _Atomic uint64_t invalid_spi_tokens_ns;  /* rate limiter for INVALID_SPI */
-    struct ts_batch *batch;            /* loop buffers, preallocated */
 };
 
 uint64_t ts_now_ns(void);
 void ts_drop(ts_dp *dp, int reason);
-int ts_outbound_locked(ts_dp *dp, const uint8_t *pkt, size_t len, uint8_t *out, size_t outcap,
-                       ts_sa **sa_out, int *drop, size_t *icmp_len);
+int ts_outbound_locked(ts_dp *dp, ts_flow_cache *cache, const uint8_t *pkt, size_t len, uint8_t *out,
+                       size_t outcap, ts_sa **sa_out, int *drop, size_t *icmp_len);
 int ts_inbound_locked(ts_dp *dp, uint8_t *udp, size_t len, const ts_addr *src,
                       const ts_addr *local, uint8_t *out, size_t outcap, int *drop);
 

@@ -32,6 +32,9 @@
 #define SEGCAP (65536 + MAX_SEGS * 128)
 #define GSO_MAX_SEGS 64
 #define GSO_MAX_BYTES 65000
+/* send at least this often: with several loop threads sharing an SA, the
+ * sequence numbers one holds back are the reordering the peer's window sees */
+#define FLUSH_BYTES 65536
 
 typedef union {
     char buf[CMSG_SPACE(sizeof(int))];
@@ -54,6 +57,7 @@ typedef struct outq {
 } outq;
 
 struct ts_batch {
+    ts_queue *q;                       /* this loop's TUN queue and sockets */
     uint8_t *rx;                       /* TS_BATCH slots of RXSLOT */
     uint8_t *seg;                      /* segmentation output */
     uint16_t seg_len[MAX_SEGS];
@@ -65,6 +69,7 @@ struct ts_batch {
     struct sockaddr_storage names[TS_BATCH];
     cmsg_space cm_in[TS_BATCH];
     uint8_t *plain;                    /* one decrypted packet (vnet header room in front) */
+    ts_flow_cache flows;
     uint8_t *gro_buf;
     ts_gro gro;
 };
@@ -87,13 +92,13 @@ static struct ts_batch *batch_new(void) {
     return b;
 }
 
-void ts_loop_free(ts_dp *dp) {
-    struct ts_batch *b = dp->batch;
+void ts_loop_free(ts_queue *q) {
+    struct ts_batch *b = q->batch;
     if (!b)
         return;
     free(b->rx); free(b->seg); free(b->arena); free(b->plain); free(b->gro_buf);
     free(b);
-    dp->batch = NULL;
+    q->batch = NULL;
 }
 
 int ts_dp_set_offloads(ts_dp *dp, int vnet_hdr) {
@@ -101,23 +106,25 @@ int ts_dp_set_offloads(ts_dp *dp, int vnet_hdr) {
     dp->vnet = vnet_hdr != 0;
     if (dp->vnet)
         active |= TS_OFF_VNET;
-    /* UDP GSO on send needs every socket we send from to accept it */
-    bool gso = dp->udp4_fd >= 0 || dp->udp6_fd >= 0;
-    bool gro = gso;
-    int fds[2] = {dp->udp4_fd, dp->udp6_fd};
-    for (int i = 0; i < 2; i++) {
-        if (fds[i] < 0)
-            continue;
-        if (setsockopt(fds[i], SOL_UDP, UDP_SEGMENT, &zero, sizeof(zero)) < 0)
-            gso = false;
-        if (setsockopt(fds[i], SOL_UDP, UDP_GRO, &one, sizeof(one)) < 0)
-            gro = false;
+    /* UDP GSO/GRO count only if every socket of every queue accepts them */
+    bool gso = true, gro = true, any = false;
+    for (int q = 0; q < dp->nqueues; q++) {
+        int fds[2] = {dp->queues[q].udp4_fd, dp->queues[q].udp6_fd};
+        for (int i = 0; i < 2; i++) {
+            if (fds[i] < 0)
+                continue;
+            any = true;
+            if (setsockopt(fds[i], SOL_UDP, UDP_SEGMENT, &zero, sizeof(zero)) < 0)
+                gso = false;
+            if (setsockopt(fds[i], SOL_UDP, UDP_GRO, &one, sizeof(one)) < 0)
+                gro = false;
+        }
     }
-    dp->udp_gso = gso;
-    dp->udp_gro = gro;
-    if (gso)
+    dp->udp_gso = gso && any;
+    dp->udp_gro = gro && any;
+    if (dp->udp_gso)
         active |= TS_OFF_UDP_GSO;
-    if (gro)
+    if (dp->udp_gro)
         active |= TS_OFF_UDP_GRO;
     return active;
 }
@@ -151,9 +158,9 @@ static void send_queue(ts_dp *dp, int fd, outq *q) {
 
 static void flush_out(ts_dp *dp, struct ts_batch *b) {
     if (b->q4.n)
-        send_queue(dp, dp->udp4_fd, &b->q4);
+        send_queue(dp, b->q->udp4_fd, &b->q4);
     if (b->q6.n)
-        send_queue(dp, dp->udp6_fd, &b->q6);
+        send_queue(dp, b->q->udp6_fd, &b->q6);
     b->used = 0;
 }
 
@@ -194,22 +201,22 @@ static void queue_esp(ts_dp *dp, struct ts_batch *b, const ts_sa *sa, size_t len
     b->used += len;
 }
 
-static void tun_write(ts_dp *dp, const uint8_t *p, size_t n) {
-    if (write(dp->tun_fd, p, n) < 0) {
+static void tun_write(ts_dp *dp, int fd, const uint8_t *p, size_t n) {
+    if (write(fd, p, n) < 0) {
         dp->last_errno = errno;
         ts_drop(dp, TS_DROP_IO);
     }
 }
 
 /* a complete packet for the TUN: with offloads it needs its (empty) virtio header */
-static void tun_write_packet(ts_dp *dp, const uint8_t *p, size_t n) {
+static void tun_write_packet(ts_dp *dp, int fd, const uint8_t *p, size_t n) {
     if (!dp->vnet) {
-        tun_write(dp, p, n);
+        tun_write(dp, fd, p, n);
         return;
     }
     uint8_t hdr[TS_VNET_HDR_LEN] = {0};
     struct iovec iov[2] = {{hdr, sizeof(hdr)}, {(void *)p, n}};
-    if (writev(dp->tun_fd, iov, 2) < 0) {
+    if (writev(fd, iov, 2) < 0) {
         dp->last_errno = errno;
         ts_drop(dp, TS_DROP_IO);
     }
@@ -221,10 +228,10 @@ static void outbound_one(ts_dp *dp, struct ts_batch *b, const uint8_t *pkt, size
     ts_sa *sa = NULL;
     int drop;
     size_t icmp = 0;
-    int r = ts_outbound_locked(dp, pkt, len, b->arena + b->used, ARENA - b->used, &sa, &drop, &icmp);
+    int r = ts_outbound_locked(dp, &b->flows, pkt, len, b->arena + b->used, ARENA - b->used, &sa, &drop, &icmp);
     ts_drop(dp, drop);
     if (icmp)
-        tun_write_packet(dp, b->arena + b->used, icmp);
+        tun_write_packet(dp, b->q->tun_fd, b->arena + b->used, icmp);
     if (r > 0)
         queue_esp(dp, b, sa, (size_t)r);
 }
@@ -235,7 +242,7 @@ static int outbound_batch(ts_dp *dp, struct ts_batch *b) {
     pthread_rwlock_rdlock(&dp->lock);
     for (int i = 0; i < TS_BATCH; i++) {
         uint8_t *rx = b->rx;
-        ssize_t n = read(dp->tun_fd, rx, RXSLOT);
+        ssize_t n = read(b->q->tun_fd, rx, RXSLOT);
         if (n < 0) {
             if (errno != EAGAIN && errno != EINTR)
                 dp->last_errno = errno;
@@ -244,6 +251,8 @@ static int outbound_batch(ts_dp *dp, struct ts_batch *b) {
         nread++;
         if (!dp->vnet) {
             outbound_one(dp, b, rx, (size_t)n);
+            if (b->used >= FLUSH_BYTES)
+                flush_out(dp, b);
             continue;
         }
         int nseg = ts_vnet_segment(rx, (size_t)n, b->seg, SEGCAP, b->seg_len, MAX_SEGS);
@@ -256,6 +265,8 @@ static int outbound_batch(ts_dp *dp, struct ts_batch *b) {
             outbound_one(dp, b, b->seg + off, b->seg_len[s]);
             off += b->seg_len[s];
         }
+        if (b->used >= FLUSH_BYTES)
+            flush_out(dp, b);
     }
     flush_out(dp, b);
     pthread_rwlock_unlock(&dp->lock);
@@ -289,8 +300,14 @@ static size_t gro_size(struct msghdr *h, size_t len) {
     return len;
 }
 
+typedef struct gro_target {
+    ts_dp *dp;
+    int fd;
+} gro_target;
+
 static void gro_emit(void *ctx, const uint8_t *p, size_t len) {
-    tun_write((ts_dp *)ctx, p, len);
+    gro_target *t = ctx;
+    tun_write(t->dp, t->fd, p, len);
 }
 
 static void inbound_one(ts_dp *dp, struct ts_batch *b, uint8_t *udp, size_t len, const ts_addr *src) {
@@ -302,7 +319,7 @@ static void inbound_one(ts_dp *dp, struct ts_batch *b, uint8_t *udp, size_t len,
     if (dp->vnet)
         ts_gro_add(&b->gro, b->plain, (size_t)r);
     else
-        tun_write(dp, b->plain, (size_t)r);
+        tun_write(dp, b->q->tun_fd, b->plain, (size_t)r);
 }
 
 /* UDP -> TUN: returns the number of messages received */
@@ -326,7 +343,8 @@ static int inbound_batch(ts_dp *dp, struct ts_batch *b, int fd) {
         return 0;
     }
     pthread_rwlock_rdlock(&dp->lock);
-    ts_gro_init(&b->gro, b->gro_buf, TS_VNET_HDR_LEN + 65536, gro_emit, dp);
+    gro_target target = {dp, b->q->tun_fd};
+    ts_gro_init(&b->gro, b->gro_buf, TS_VNET_HDR_LEN + 65536, gro_emit, &target);
     for (int i = 0; i < n; i++) {
         struct msghdr *h = &b->in[i].msg_hdr;
         size_t len = b->in[i].msg_len;
@@ -346,12 +364,20 @@ static int inbound_batch(ts_dp *dp, struct ts_batch *b, int fd) {
     return n;
 }
 
-int ts_dp_run(ts_dp *dp) {
-    if (!dp->batch && !(dp->batch = batch_new()))
+int ts_dp_run_queue(ts_dp *dp, int queue) {
+    if (queue < 0 || queue >= dp->nqueues)
+        return TS_EINVAL;
+    ts_queue *q = &dp->queues[queue];
+    if (!q->batch && !(q->batch = batch_new()))
         return TS_ENOMEM;
-    struct ts_batch *b = dp->batch;
+    struct ts_batch *b = q->batch;
+    b->q = q;
+    ts_set_thread_slot((unsigned)queue + 1);
     struct pollfd pf[4];
-    int fds[4] = {dp->wake_fd, dp->tun_fd, dp->udp4_fd, dp->udp6_fd};
+    int fds[4] = {dp->wake_fd, q->tun_fd, q->udp4_fd, q->udp6_fd};
+    int rc = TS_OK;
+    /* the wake fd is never read here: it stays readable after ts_dp_stop so
+     * that every queue's loop sees it */
     while (!atomic_load(&dp->stop)) {
         nfds_t n = 0;
         int idx[4];
@@ -368,26 +394,28 @@ int ts_dp_run(ts_dp *dp) {
             if (errno == EINTR)
                 continue;
             dp->last_errno = errno;
-            return TS_EIO;
+            rc = TS_EIO;
+            break;
         }
-        for (nfds_t k = 0; k < n; k++) {
+        for (nfds_t k = 0; k < n && !atomic_load(&dp->stop); k++) {
             if (!(pf[k].revents & (POLLIN | POLLERR)))
                 continue;
             switch (idx[k]) {
-            case 0: {
-                uint64_t v;
-                ssize_t rd = read(dp->wake_fd, &v, sizeof(v));
-                (void)rd;
-                break;
-            }
             case 1: outbound_batch(dp, b); break;
-            case 2: inbound_batch(dp, b, dp->udp4_fd); break;
-            case 3: inbound_batch(dp, b, dp->udp6_fd); break;
+            case 2: inbound_batch(dp, b, q->udp4_fd); break;
+            case 3: inbound_batch(dp, b, q->udp6_fd); break;
+            default: break;
             }
         }
     }
-    atomic_store(&dp->stop, false);
-    return TS_OK;
+    ts_set_thread_slot(0);
+    return rc;
+}
+
+int ts_dp_run(ts_dp *dp) {
+    if (dp->nqueues < 1)
+        dp->nqueues = 1;
+    return ts_dp_run_queue(dp, 0);
 }
 
 void ts_dp_stop(ts_dp *dp) {

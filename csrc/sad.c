@@ -19,8 +19,9 @@ int ts_sad_init(ts_sad *s) {
 }
 
 static void sa_free(ts_sa *sa) {
-    if (sa->ctx)
-        EVP_CIPHER_CTX_free(sa->ctx);
+    for (int i = 0; i <= TS_MAX_QUEUES; i++)
+        if (sa->ctx[i])
+            EVP_CIPHER_CTX_free(sa->ctx[i]);
     ts_replay_free(&sa->replay);
     pthread_mutex_destroy(&sa->lock);
     /* the key schedule lived in ctx (freed, OpenSSL cleanses it); wipe the rest */

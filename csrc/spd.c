@@ -113,6 +113,23 @@ ts_spd_entry *ts_spd_lookup(ts_spd *spd, const ts_flow *f) {
     return NULL;
 }
 
+ts_spd_entry *ts_spd_lookup_cached(ts_spd *spd, ts_flow_cache *c, const ts_flow *f) {
+    if (!c)
+        return ts_spd_lookup(spd, f);
+    uint32_t h = 2166136261u;   /* FNV-1a over the 5-tuple */
+    const uint8_t *k = (const uint8_t *)f;
+    for (size_t i = 0; i < sizeof(*f); i++)
+        h = (h ^ k[i]) * 16777619u;
+    ts_flow_slot *s = &c->slot[h & (TS_FLOW_CACHE - 1)];
+    if (s->entry && s->generation == spd->generation && memcmp(&s->key, f, sizeof(*f)) == 0)
+        return s->entry;
+    ts_spd_entry *e = ts_spd_lookup(spd, f);
+    s->key = *f;
+    s->generation = spd->generation;
+    s->entry = e;
+    return e;
+}
+
 static ts_sa *newest_out(ts_sad *sad, uint32_t reqid) {
     ts_sa *best = NULL;
     if (reqid == 0)
@@ -171,6 +188,7 @@ int ts_spd_add(ts_dp *dp, const ts_policy *p) {
         memset(e, 0, sizeof(*e));
         e->pol = *p;
         e->order = spd->next_order++;
+        spd->generation++;
         e->out_sa = p->action == TS_ACT_PROTECT ? newest_out(&dp->sad, p->reqid) : NULL;
         spd->n++;
     }
@@ -186,6 +204,7 @@ int ts_spd_delete(ts_dp *dp, uint32_t id) {
         if (spd->v[i].pol.id == id) {
             memmove(&spd->v[i], &spd->v[i + 1], (spd->n - i - 1) * sizeof(*spd->v));
             spd->n--;
+            spd->generation++;
             rc = TS_OK;
             break;
         }
@@ -197,6 +216,7 @@ int ts_spd_delete(ts_dp *dp, uint32_t id) {
 void ts_spd_flush(ts_dp *dp) {
     pthread_rwlock_wrlock(&dp->lock);
     dp->spd.n = 0;
+    dp->spd.generation++;
     pthread_rwlock_unlock(&dp->lock);
 }
 

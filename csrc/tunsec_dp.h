@@ -19,6 +19,7 @@
 #define TS_KEYMAT_MAX 36      /* AES-256 key + 4-byte salt */
 #define TS_MAX_PACKET 65536
 #define TS_BATCH 64
+#define TS_MAX_QUEUES 16
 
 enum ts_err {
     TS_OK = 0,
@@ -149,8 +150,12 @@ void ts_dp_free(ts_dp *dp);
 int ts_dp_set_fds(ts_dp *dp, int tun_fd, int udp4_fd, int udp6_fd);
 /* largest inner packet the tunnel carries; bigger ones get ICMP too-big */
 void ts_dp_set_tunnel_mtu(ts_dp *dp, uint32_t mtu);
-int ts_dp_run(ts_dp *dp);          /* batch loop; returns when ts_dp_stop is called */
-void ts_dp_stop(ts_dp *dp);
+int ts_dp_run(ts_dp *dp);          /* batch loop of queue 0; returns when ts_dp_stop is called */
+/* more queues (IFF_MULTI_QUEUE TUN fd + SO_REUSEPORT sockets), one loop
+ * thread each: ts_dp_add_queue returns the index for ts_dp_run_queue */
+int ts_dp_add_queue(ts_dp *dp, int tun_fd, int udp4_fd, int udp6_fd);
+int ts_dp_run_queue(ts_dp *dp, int queue);
+void ts_dp_stop(ts_dp *dp);        /* every queue's loop returns */
 int ts_dp_event_fd(ts_dp *dp);     /* readable while events are queued */
 /* pops one event; IKE payload copied into buf (truncated to buflen).
  * returns 1 if an event was returned, 0 if none */
@@ -220,5 +225,9 @@ int ts_gro_run(const uint8_t *pkts, const uint32_t *lens, size_t n, uint8_t *out
 int ts_bench_outbound(ts_dp *dp, const uint8_t *pkt, size_t len, uint32_t count);
 int ts_bench_inbound(ts_dp *dp, const uint8_t *udp, size_t len, uint32_t count);
 int ts_bench_gcm(const uint8_t *key, size_t keylen, uint8_t *buf, size_t len, uint32_t count);
+int ts_bench_spd_lookup(ts_dp *dp, const uint8_t *pkt, size_t len, uint32_t count, int cached);
+int ts_bench_sad_lookup(ts_dp *dp, const uint32_t *spis, size_t n, uint32_t count);
+int ts_bench_segment(const uint8_t *buf, size_t len, uint32_t count);
+int ts_bench_gro(const uint8_t *pkts, const uint32_t *lens, size_t n, uint32_t count);
 
 #endif

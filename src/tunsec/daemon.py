@@ -45,9 +45,12 @@ class StartupError(Exception):
     """The daemon cannot start; the message says why."""
 
 
-def _udp_socket(family: int, addr: str, port: int) -> socket.socket:
+def _udp_socket(family: int, addr: str, port: int, reuseport: bool = False) -> socket.socket:
     af = socket.AF_INET if family == 4 else socket.AF_INET6
     s = socket.socket(af, socket.SOCK_DGRAM)
+    if reuseport:
+        # one socket per worker queue: the kernel spreads peers across them
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     if family == 6:
         s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
     for opt, force in ((socket.SO_RCVBUF, 33), (socket.SO_SNDBUF, 32)):   # SO_*BUFFORCE
@@ -66,11 +69,17 @@ def _udp_socket(family: int, addr: str, port: int) -> socket.socket:
 
 @dataclass
 class Sockets:
-    by_family: dict[int, socket.socket] = field(default_factory=dict)
+    """The ESP-in-UDP sockets: per queue, one per outer family (SO_REUSEPORT when several queues)."""
+
+    queues: list[dict[int, socket.socket]] = field(default_factory=list)
+
+    @property
+    def by_family(self) -> dict[int, socket.socket]:
+        return self.queues[0] if self.queues else {}
 
     @classmethod
-    def for_endpoints(cls, endpoints: list[tuple[int, str, int]]) -> Sockets:
-        """One ESP/NAT-T socket per outer family; bound to the local address when all agree on one."""
+    def for_endpoints(cls, endpoints: list[tuple[int, str, int]], nqueues: int = 1) -> Sockets:
+        """Bound to the local address when all tunnels of a family agree on one, else to any."""
         out = cls()
         families: dict[int, tuple[set[str], set[int]]] = {}
         for fam, addr, port in endpoints:
@@ -79,16 +88,22 @@ class Sockets:
             ports.add(port)
         if not families:
             families[4] = ({"0.0.0.0"}, {4500})
+        binds = {}
         for fam, (addrs, ports) in families.items():
             if len(ports) != 1:
                 raise StartupError(f"IPv{fam} tunnels use different local ports {sorted(ports)}; "
                                    "tunsec listens on one ESP port per address family")
-            addr = addrs.pop() if len(addrs) == 1 else ("0.0.0.0" if fam == 4 else "::")
-            out.by_family[fam] = _udp_socket(fam, addr, ports.pop())
+            binds[fam] = (addrs.pop() if len(addrs) == 1 else ("0.0.0.0" if fam == 4 else "::"), ports.pop())
+        try:
+            for _ in range(nqueues):
+                out.queues.append({fam: _udp_socket(fam, a, p, nqueues > 1) for fam, (a, p) in binds.items()})
+        except BaseException:
+            out.close()
+            raise
         return out
 
-    def fd(self, family: int) -> int:
-        s = self.by_family.get(family)
+    def fd(self, family: int, queue: int = 0) -> int:
+        s = self.queues[queue].get(family) if queue < len(self.queues) else None
         return s.fileno() if s else -1
 
     def offloads(self) -> list[str]:
@@ -106,8 +121,10 @@ class Sockets:
         return found
 
     def close(self) -> None:
-        for s in self.by_family.values():
-            s.close()
+        for q in self.queues:
+            for s in q.values():
+                s.close()
+        self.queues.clear()
 
 
 class Daemon:
@@ -122,6 +139,7 @@ class Daemon:
         self.ike: IkeService | None = None
         if conns:
             self.ike = IkeService(conns, lambda: self.worker, ike_endpoints(conns))
+        self.nqueues = max(1, min(cfg.tunsec.workers or os.cpu_count() or 1, 16))
         self.started = time.time()
         self.restarts: list[float] = []
         self.last_seq: dict[int, int] = {}        # outbound SPI -> last sequence number seen
@@ -145,7 +163,7 @@ class Daemon:
 
     def _setup_tun(self) -> None:
         try:
-            self.tun = Tun.open(self.cfg.tunsec.tun)
+            self.tun = Tun.open(self.cfg.tunsec.tun, queues=self.nqueues)
         except OSError as err:
             raise StartupError(f"cannot open TUN {self.cfg.tunsec.tun}: {err}") from err
         self.mtu = self._choose_mtu()
@@ -172,7 +190,9 @@ class Daemon:
 
     async def _start_worker(self) -> None:
         assert self.tun is not None
-        fds = WorkerFds(self.tun.fileno(), self.sockets.fd(4), self.sockets.fd(6), self.tun.vnet_hdr)
+        extra = [(self.tun.queue_fileno(q), self.sockets.fd(4, q), self.sockets.fd(6, q))
+                 for q in range(1, self.tun.nqueues)]
+        fds = WorkerFds(self.tun.fileno(), self.sockets.fd(4), self.sockets.fd(6), self.tun.vnet_hdr, extra)
         s = self.cfg.tunsec
         self.worker = WorkerClient(self._on_event)
         await self.worker.start(fds, self.mtu, s.larval_timeout, s.log_level)
@@ -356,7 +376,7 @@ class Daemon:
             if self.ike is not None:
                 endpoints += [(fam, addr, 4500) for fam, addr in self.ike.local_addrs.items()]
                 self.ike.open_sockets()
-            self.sockets = Sockets.for_endpoints(endpoints)
+            self.sockets = Sockets.for_endpoints(endpoints, self.nqueues)
             self._setup_tun()
         except BaseException:
             self.close_network()

@@ -10,7 +10,7 @@ import logging
 import socket
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tunsec.dataplane import pipe
 from tunsec.dataplane.pipe import Errno, PipeError
@@ -34,6 +34,7 @@ class WorkerFds:
     udp4: int = -1
     udp6: int = -1
     vnet_hdr: bool = False
+    queues: list[tuple[int, int, int]] = field(default_factory=list)   # more (tun, udp4, udp6)
 
 
 class WorkerClient:
@@ -58,7 +59,10 @@ class WorkerClient:
             "--udp4-fd", str(fds.udp4), "--udp6-fd", str(fds.udp6),
             "--mtu", str(mtu), "--larval-timeout", str(larval_timeout), "--log-level", log_level,
         ] + (["--vnet-hdr"] if fds.vnet_hdr else [])
-        keep = [f for f in (theirs.fileno(), fds.tun, fds.udp4, fds.udp6) if f >= 0]
+        for q in fds.queues:
+            argv += ["--queue", ",".join(map(str, q))]
+        keep = [f for f in (theirs.fileno(), fds.tun, fds.udp4, fds.udp6, *(x for q in fds.queues for x in q))
+                if f >= 0]
         self.proc = await asyncio.create_subprocess_exec(*argv, pass_fds=keep)
         theirs.close()
         ours.setblocking(False)

@@ -218,9 +218,13 @@ class Dataplane:
     def set_tunnel_mtu(self, mtu: int) -> None:
         lib.ts_dp_set_tunnel_mtu(self._dp, mtu)
 
-    def run(self) -> None:
-        """The packet loop; returns after stop().  Releases the GIL."""
-        _check("run", lib.ts_dp_run(self._dp))
+    def add_queue(self, tun: int, udp4: int = -1, udp6: int = -1) -> int:
+        """Another TUN queue with its own sockets, for one more loop thread; its index."""
+        return _check("add_queue", lib.ts_dp_add_queue(self._dp, tun, udp4, udp6))
+
+    def run(self, queue: int = 0) -> None:
+        """The packet loop of one queue; returns after stop().  Releases the GIL."""
+        _check("run", lib.ts_dp_run_queue(self._dp, queue) if queue else lib.ts_dp_run(self._dp))
 
     def stop(self) -> None:
         lib.ts_dp_stop(self._dp)
@@ -342,6 +346,27 @@ class Dataplane:
     def bench_inbound(self, udp_payload: bytes, count: int) -> int:
         """Open the same ESP packet count times in one C call (needs replay_window 0)."""
         return int(_check("bench", lib.ts_bench_inbound(self._dp, udp_payload, len(udp_payload), count)))
+
+
+    def bench_spd_lookup(self, packet: bytes, count: int, cached: bool) -> int:
+        """Look packet's flow up in the SPD count times (with a flow cache, or scanning)."""
+        return int(_check("bench", lib.ts_bench_spd_lookup(self._dp, packet, len(packet), count, int(cached))))
+
+    def bench_sad_lookup(self, spis: list[int], count: int) -> int:
+        """count rounds of inbound SAD lookups of spis."""
+        arr = ffi.new("uint32_t[]", spis)
+        return int(_check("bench", lib.ts_bench_sad_lookup(self._dp, arr, len(spis), count)))
+
+
+def bench_segment(read: bytes, count: int) -> int:
+    """Segment one TUN read (virtio header + super-packet) count times in C; segments made."""
+    return int(_check("bench", lib.ts_bench_segment(read, len(read), count)))
+
+
+def bench_gro(packets: list[bytes], count: int) -> int:
+    """Coalesce packets count times in C; TUN writes made."""
+    lens = ffi.new("uint32_t[]", [len(p) for p in packets])
+    return int(_check("bench", lib.ts_bench_gro(b"".join(packets), lens, len(packets), count)))
 
 
 def bench_gcm(key: bytes, size: int, count: int) -> int:

@@ -14,7 +14,7 @@ from ipaddress import IPv4Network, IPv6Network, ip_address
 
 from pyroute2 import IPRoute
 from pytun_pmd3 import TunTapDevice
-from pytun_pmd3.linux import IFF_NO_PI, IFF_TUN, IFF_VNET_HDR
+from pytun_pmd3.linux import IFF_MULTI_QUEUE, IFF_NO_PI, IFF_TUN, IFF_VNET_HDR
 
 log = logging.getLogger("tunsec.tun")
 
@@ -83,16 +83,24 @@ class Tun:
     vnet_hdr: bool = False
     offloads: int = 0
     routes: list[tuple[IPNetwork, str | None]] = field(default_factory=list)
+    extra: list[TunTapDevice] = field(default_factory=list)   # queues 1.. of a multi-queue TUN
 
     @classmethod
-    def open(cls, name: str, offload: bool = True) -> Tun:
-        """Create or attach; with offload, a virtio header on every packet and TSO/USO super-packets."""
+    def open(cls, name: str, offload: bool = True, queues: int = 1) -> Tun:
+        """Create or attach; with offload, a virtio header on every packet and TSO/USO
+        super-packets; with queues > 1, a multi-queue TUN (one queue per loop thread)."""
         existed = interface_exists(name)
         flags = IFF_TUN | IFF_NO_PI | (IFF_VNET_HDR if offload else 0)
-        dev = TunTapDevice(name=name, flags=flags)
-        fd = dev.fileno()
-        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
+        if existed and queues > 1 and not _is_multi_queue(name):
+            log.warning("TUN %s exists without multiple queues; using one queue", name)
+            queues = 1
+        dev = TunTapDevice(name=name, flags=flags | (IFF_MULTI_QUEUE if queues > 1 else 0))
         tun = cls(name=dev.name, created=not existed, device=dev, vnet_hdr=offload)
+        for _ in range(queues - 1):
+            tun.extra.append(TunTapDevice(name=dev.name, flags=flags | IFF_MULTI_QUEUE))
+        for d in (dev, *tun.extra):
+            fd = d.fileno()
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
         if offload:
             tun.offloads = tun._set_offloads()
         log.info("%s TUN %s, offloads: %s", "attached to" if existed else "created", dev.name,
@@ -114,6 +122,13 @@ class Tun:
 
     def fileno(self) -> int:
         return int(self.device.fileno())
+
+    @property
+    def nqueues(self) -> int:
+        return 1 + len(self.extra)
+
+    def queue_fileno(self, queue: int) -> int:
+        return int(self.device.fileno() if queue == 0 else self.extra[queue - 1].fileno())
 
     def configure(self, mtu: int) -> None:
         self._quiet_ipv6()
@@ -160,7 +175,18 @@ class Tun:
         if not self.created:
             self.remove_routes()   # the device stays; our routes must not
         self.routes.clear()
+        for d in self.extra:
+            d.close()
         self.device.close()        # a TUN we created disappears with its last fd
+
+
+def _is_multi_queue(name: str) -> bool:
+    """An existing TUN's flags (the kernel refuses to attach a queue of the other kind)."""
+    try:
+        with open(f"/sys/class/net/{name}/tun_flags") as f:
+            return bool(int(f.read(), 16) & IFF_MULTI_QUEUE)
+    except (OSError, ValueError):
+        return False
 
 
 def local_address_in(networks: tuple[IPNetwork, ...]) -> str | None:

@@ -282,6 +282,7 @@ async def serve(args: argparse.Namespace) -> int:
         udp[6] = socket.socket(fileno=args.udp6_fd)
     dp = Dataplane()
     dp.set_fds(args.tun_fd, args.udp4_fd, args.udp6_fd)
+    queues = [0] + [dp.add_queue(*q) for q in args.queue]
     log.info("offloads: %s", ", ".join(dp.set_offloads(args.vnet_hdr)) or "none")
     if args.mtu:
         dp.set_tunnel_mtu(args.mtu)
@@ -325,15 +326,23 @@ async def serve(args: argparse.Namespace) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, finish)
-    fast = threading.Thread(target=dp.run, name="tunsec-fastpath", daemon=True)
-    fast.start()
-    log.info("worker ready")
+    threads = [threading.Thread(target=dp.run, args=(q,), name=f"tunsec-fastpath-{q}", daemon=True)
+               for q in queues]
+    for t in threads:
+        t.start()
+    log.info("worker ready, %d queue(s)", len(threads))
     await done
     dp.stop()
-    fast.join(timeout=5)
+    for t in threads:
+        t.join(timeout=5)
     worker.timers.cancel_all()
     dp.flush()   # wipes the keys held in C before the process ends
     return 0
+
+
+def _queue_fds(text: str) -> tuple[int, int, int]:
+    tun, udp4, udp6 = (int(x) for x in text.split(","))
+    return tun, udp4, udp6
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -342,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tun-fd", type=int, required=True)
     ap.add_argument("--udp4-fd", type=int, default=-1)
     ap.add_argument("--udp6-fd", type=int, default=-1)
+    ap.add_argument("--queue", type=_queue_fds, action="append", default=[],
+                    help="TUN,UDP4,UDP6 fds of one more queue (one more loop thread)")
     ap.add_argument("--mtu", type=int, default=0)
     ap.add_argument("--vnet-hdr", action="store_true", help="the TUN was opened with IFF_VNET_HDR")
     ap.add_argument("--larval-timeout", type=float, default=30.0)

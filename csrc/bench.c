@@ -1,0 +1,72 @@
+/* Benchmark entry points: the per-packet work in C loops, so Python's call
+ * overhead does not hide the cost being measured (bench/test_micro_*.py). */
+#include "internal.h"
+#include <string.h>
+
+int ts_bench_outbound(ts_dp *dp, const uint8_t *pkt, size_t len, uint32_t count) {
+    static _Thread_local uint8_t out[TS_MAX_PACKET + 256];
+    int ok = 0;
+    for (uint32_t i = 0; i < count; i++) {
+        int drop;
+        size_t icmp;
+        ok += ts_dp_outbound(dp, pkt, len, out, sizeof(out), NULL, &drop, &icmp) > 0;
+    }
+    return ok;
+}
+
+int ts_bench_inbound(ts_dp *dp, const uint8_t *udp, size_t len, uint32_t count) {
+    static _Thread_local uint8_t out[TS_MAX_PACKET];
+    int ok = 0;
+    for (uint32_t i = 0; i < count; i++) {
+        int drop;
+        ok += ts_dp_inbound(dp, udp, len, NULL, NULL, out, sizeof(out), &drop) > 0;
+    }
+    return ok;
+}
+
+/* SPD lookup for one packet count times, through a flow cache or by scanning */
+int ts_bench_spd_lookup(ts_dp *dp, const uint8_t *pkt, size_t len, uint32_t count, int cached) {
+    static _Thread_local ts_flow_cache cache;
+    ts_flow f;
+    if (!ts_flow_parse(pkt, len, &f))
+        return TS_EINVAL;
+    int hits = 0;
+    pthread_rwlock_rdlock(&dp->lock);
+    for (uint32_t i = 0; i < count; i++)
+        hits += (cached ? ts_spd_lookup_cached(&dp->spd, &cache, &f) : ts_spd_lookup(&dp->spd, &f)) != NULL;
+    pthread_rwlock_unlock(&dp->lock);
+    return hits;
+}
+
+/* inbound SAD lookups of n SPIs, count rounds */
+int ts_bench_sad_lookup(ts_dp *dp, const uint32_t *spis, size_t n, uint32_t count) {
+    int hits = 0;
+    pthread_rwlock_rdlock(&dp->lock);
+    for (uint32_t r = 0; r < count; r++)
+        for (size_t i = 0; i < n; i++)
+            hits += ts_sad_find(&dp->sad, spis[i], TS_DIR_IN) != NULL;
+    pthread_rwlock_unlock(&dp->lock);
+    return hits;
+}
+
+int ts_bench_segment(const uint8_t *buf, size_t len, uint32_t count) {
+    static _Thread_local uint8_t out[65536 + 256 * 128];
+    static _Thread_local uint16_t lens[256];
+    int segs = 0;
+    for (uint32_t i = 0; i < count; i++) {
+        int n = ts_vnet_segment(buf, len, out, sizeof(out), lens, 256);
+        if (n < 0)
+            return TS_EINVAL;
+        segs += n;
+    }
+    return segs;
+}
+
+int ts_bench_gro(const uint8_t *pkts, const uint32_t *lens, size_t n, uint32_t count) {
+    static _Thread_local uint8_t out[1 << 20];
+    static _Thread_local uint32_t out_lens[1024];
+    int writes = 0;
+    for (uint32_t i = 0; i < count; i++)
+        writes += ts_gro_run(pkts, lens, n, out, sizeof(out), out_lens, 1024);
+    return writes;
+}
