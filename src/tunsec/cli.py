@@ -109,35 +109,35 @@ def _socket_path(args: argparse.Namespace) -> str | None:
     return DEFAULT_SOCKET
 
 
+def _request(request: dict[str, Any], args: argparse.Namespace) -> dict[str, Any] | None:
+    """Ask the running instance; None (after saying why on stderr) if it cannot answer yes."""
+    path = _socket_path(args)
+    if path is None:
+        return None
+    try:
+        answer = _ask(path, request, timeout=30)
+    except (OSError, ValueError) as err:
+        print(f"tunsec: no running tunsec on {path}: {err}", file=sys.stderr)
+        return None
+    if not answer.get("ok"):
+        print(f"tunsec: {answer.get('error')}", file=sys.stderr)
+        return None
+    return answer
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from tunsec.status import render
 
-    path = _socket_path(args)
-    if path is None:
-        return 1
-    try:
-        answer = _ask(path, {"cmd": "status"})
-    except (OSError, ValueError) as err:
-        print(f"tunsec: no running tunsec on {path}: {err}", file=sys.stderr)
-        return 1
-    if not answer.get("ok"):
-        print(f"tunsec: {answer.get('error')}", file=sys.stderr)
+    answer = _request({"cmd": "status"}, args)
+    if answer is None:
         return 1
     print(json.dumps(answer["status"], indent=2) if args.json else render(answer["status"]))
     return 0
 
 
 def _simple(request: dict[str, Any], args: argparse.Namespace) -> int:
-    path = _socket_path(args)
-    if path is None:
-        return 1
-    try:
-        answer = _ask(path, request, timeout=30)
-    except (OSError, ValueError) as err:
-        print(f"tunsec: no running tunsec on {path}: {err}", file=sys.stderr)
-        return 1
-    if not answer.get("ok"):
-        print(f"tunsec: {answer.get('error')}", file=sys.stderr)
+    answer = _request(request, args)
+    if answer is None:
         return 1
     print(answer.get("message", "ok"))
     return 0

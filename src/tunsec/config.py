@@ -873,23 +873,27 @@ def _parse_protoport(protoport: str | None) -> tuple[int, int, int]:
     return proto, lo, hi
 
 
-def parse_selectors(text: str) -> tuple[Selector, ...]:
-    """A comma-separated, non-empty list of selectors; reports every bad item."""
+def parse_list(text: str, parse_item: Callable[[str], T], empty: str) -> tuple[T, ...]:
+    """A comma-separated, non-empty list; reports every bad item, not just the first."""
     if not text.strip():
-        raise BadValue("must list at least one subnet")
-    selectors: list[Selector] = []
+        raise BadValue(empty)
+    items: list[T] = []
     problems: list[str] = []
     for item in text.split(","):
         if not item.strip():
             problems.append("empty item in the list")
             continue
         try:
-            selectors.append(parse_selector(item))
+            items.append(parse_item(item))
         except BadValue as exc:
             problems.append(str(exc))
     if problems:
         raise BadValue("; ".join(problems))
-    return tuple(selectors)
+    return tuple(items)
+
+
+def parse_selectors(text: str) -> tuple[Selector, ...]:
+    return parse_list(text, parse_selector, "must list at least one subnet")
 
 
 # --------------------------------------------------------------------------
@@ -1007,6 +1011,25 @@ _parse_mtu = _auto_or(_int_range(576, 65535, "an MTU"))
 _parse_workers = _auto_or(_int_range(1, 1 << 16, "a worker count"))
 
 
+def _float_range(lo: float, hi: float, what: str) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text.strip())
+        except ValueError:
+            raise BadValue(f"not {what}: {_show(text)}") from None
+        if not lo <= value <= hi:  # also refuses nan
+            raise BadValue(f"{_show(text)} is out of range {lo:g}..{hi:g}")
+        return value
+
+    return parse
+
+
+# IKE retransmission, as strongswan.conf's charon.retransmit_timeout/_base/_tries
+_parse_retransmit_timeout = _float_range(0.05, 3600, "a number of seconds")
+_parse_retransmit_base = _float_range(1, 10, "a number")
+_parse_retransmit_tries = _int_range(0, 100, "a number of retransmissions")
+
+
 @dataclass(frozen=True)
 class TunsecSettings:
     """The ``tunsec { }`` section. ``None`` stands for ``auto``."""
@@ -1018,6 +1041,12 @@ class TunsecSettings:
     workers: int | None = None
     log_level: LogLevel = "info"
     larval_timeout: int = 30
+    # IKE requests: first retransmission after retransmit_timeout seconds, each
+    # wait retransmit_base times the one before, give up after retransmit_tries
+    # (strongswan.conf's charon.retransmit_* and their defaults)
+    retransmit_timeout: float = 4.0
+    retransmit_base: float = 1.8
+    retransmit_tries: int = 5
 
 
 # --------------------------------------------------------------------------
@@ -1317,6 +1346,9 @@ def _tunsec_section(section: Section, issues: list[ConfigIssue], parts: _Parts) 
         workers=r.get("workers", _parse_workers, d.workers),
         log_level=r.get("log_level", _parse_log_level, d.log_level),
         larval_timeout=r.get("larval_timeout", _parse_larval_timeout, d.larval_timeout),
+        retransmit_timeout=r.get("retransmit_timeout", _parse_retransmit_timeout, d.retransmit_timeout),
+        retransmit_base=r.get("retransmit_base", _parse_retransmit_base, d.retransmit_base),
+        retransmit_tries=r.get("retransmit_tries", _parse_retransmit_tries, d.retransmit_tries),
     )
     r.finish()
 

@@ -65,6 +65,7 @@ from tunsec.config import (
     parse_bool,
     parse_bytes,
     parse_duration,
+    parse_list,
 )
 from tunsec.ike.auth import PrivateKey
 from tunsec.ike.config import ChildConfig, IkeConfig, LocalAuth, RemoteAuth
@@ -530,21 +531,7 @@ def _parse_ts(text: str) -> Ts:
 
 
 def _parse_ts_list(text: str) -> tuple[Ts, ...]:
-    if not text.strip():
-        raise BadValue("must list at least one selector")
-    selectors: list[Ts] = []
-    problems: list[str] = []
-    for item in text.split(","):
-        if not item.strip():
-            problems.append("empty item in the list")
-            continue
-        try:
-            selectors.append(_parse_ts(item))
-        except BadValue as exc:
-            problems.append(str(exc))
-    if problems:
-        raise BadValue("; ".join(problems))
-    return tuple(selectors)
+    return parse_list(text, _parse_ts, "must list at least one selector")
 
 
 # --------------------------------------------------------------------------
