@@ -1067,7 +1067,7 @@ def negotiate(moon: Config, sun: Config, conn: str, child: str) -> tuple[ChildSa
     a = net.add(MOON_IP, IkeEndpoint([c.ike for c in moon.connections], wall_clock=lambda: WHEN))
     net.add(SUN_IP, IkeEndpoint([c.ike for c in sun.connections], wall_clock=lambda: WHEN))
     a.initiate(conn, child, net.now)
-    net.run()
+    net.run(until=net.now + 60)   # the rekey and DPD timers of the config lie hours ahead
     ev_a, ev_b = net.take(MOON_IP), net.take(SUN_IP)
     assert [type(e) for e in ev_a] == [IkeSaUp, ChildSaUp], ev_a
     assert [type(e) for e in ev_b] == [IkeSaUp, ChildSaUp], ev_b

@@ -1106,6 +1106,7 @@ def _read_child(section: Section, issues: list[ConfigIssue]) -> _Draft | None:
         remote_ts,
         esp if esp is not None else parse_proposals("default", ProtocolId.ESP),
         mode,
+        rekey_time=rekey_time or None,   # the engine rekeys on time; the dataplane on bytes/packets
     )
     child = Child(
         section.name,
@@ -1279,6 +1280,8 @@ def _read_connection(section: Section, ctx: _ConnContext) -> Connection | None:
             send_certreq=send_certreq,
             # strongSwan 5.9 sends INITIAL_CONTACT (if it has no SA with the peer) unless unique = never.
             initial_contact=unique != "never",
+            rekey_time=rekey_time or None,
+            dpd_delay=dpd_delay or None,
         )
     except ValueError as exc:  # the engine's own consistency checks; the checks above should cover them
         issues.append(ConfigIssue(section.file, section.line, section.path, str(exc)))

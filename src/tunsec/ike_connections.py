@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import secrets
 
 from tunsec.config import Config
 from tunsec.dataplane.pipe import Lifetime
+from tunsec.ike.config import RetransmitConfig
 from tunsec.ike_config import Child, Connection
 from tunsec.ikeservice import ChildPlan, IkeConnection
 
@@ -23,19 +25,23 @@ def child_plan(ch: Child) -> ChildPlan:
         name=ch.name,
         start_action=ch.start_action,
         replay_window=ch.replay_window,
+        # rekeying on time is the engine's (ChildConfig.rekey_time); the dataplane
+        # counts bytes and packets and reports the soft limits
         soft=Lifetime(bytes=_jitter(ch.rekey_bytes, ch.rand_bytes),
-                      packets=_jitter(ch.rekey_packets, ch.rand_packets),
-                      seconds=_jitter(ch.rekey_time, ch.rand_time)),
+                      packets=_jitter(ch.rekey_packets, ch.rand_packets)),
         hard=Lifetime(bytes=ch.life_bytes, packets=ch.life_packets, seconds=ch.life_time),
     )
 
 
-def ike_connection(c: Connection) -> IkeConnection:
-    return IkeConnection(ike=c.ike, children=tuple(child_plan(ch) for ch in c.children), local_port=c.local_port)
+def ike_connection(c: Connection, retransmit: RetransmitConfig | None = None) -> IkeConnection:
+    ike = c.ike if retransmit is None else dataclasses.replace(c.ike, retransmit=retransmit)
+    return IkeConnection(ike=ike, children=tuple(child_plan(ch) for ch in c.children), local_port=c.local_port)
 
 
 def connections_from_config(cfg: Config) -> list[IkeConnection]:
-    return [ike_connection(c) for c in cfg.connections]
+    s = cfg.tunsec
+    retransmit = RetransmitConfig(s.retransmit_timeout, s.retransmit_base, s.retransmit_tries)
+    return [ike_connection(c, retransmit) for c in cfg.connections]
 
 
 def ike_endpoints(conns: list[IkeConnection]) -> dict[int, str]:

@@ -35,12 +35,13 @@ from tunsec.ike.events import (
     ChildSaDown,
     ChildSaUp,
     IkeSaDown,
+    IkeSaRekeyed,
     IkeSaUp,
     NegotiationFailed,
     PeerUnreachable,
     SpiUnused,
 )
-from tunsec.ike.sa import IkeSa
+from tunsec.ike.sa import IkeSa, State
 from tunsec.ike.state import SpiUnavailable
 from tunsec.ike.ts import Ts
 
@@ -291,7 +292,12 @@ class IkeService:
     def initiate(self, conn: str, child: str | None) -> None:
         if conn not in self.connections:
             raise KeyError(conn)
-        self.endpoint.initiate(conn, child, time.monotonic())
+        # like strongSwan: a child of a connection whose IKE SA is up is added to it (CREATE_CHILD_SA)
+        up = next((sa for sa in self.endpoint.sas if sa.name == conn and sa.state is State.ESTABLISHED), None)
+        if up is not None and child is not None:
+            up.initiate(child)
+        else:
+            self.endpoint.initiate(conn, child, time.monotonic())
         self._pump()
 
     def find_child(self, child: str) -> str | None:
@@ -387,6 +393,13 @@ class IkeService:
                                              "local_id": str(ev.local_id), "remote_id": str(ev.remote_id),
                                              "spi_i": ev.spi_i.hex(), "spi_r": ev.spi_r.hex(),
                                              "established": time.time()}
+            case IkeSaRekeyed():
+                old = ev.old_spi_i if sa.is_initiator else ev.old_spi_r
+                info = self.ike_up.pop(old, None)
+                if info is not None:
+                    info.update(spi_i=ev.new_spi_i.hex(), spi_r=ev.new_spi_r.hex(), established=time.time())
+                    self.ike_up[ev.new_spi_i if sa.is_initiator else ev.new_spi_r] = info
+                log.info("%s: IKE SA rekeyed, SPIs %s_i %s_r", ev.name, ev.new_spi_i.hex(), ev.new_spi_r.hex())
             case IkeSaDown():
                 log.info("%s: IKE SA closed: %s", ev.name, ev.reason)
                 self.ike_up.pop(sa.local_spi, None)

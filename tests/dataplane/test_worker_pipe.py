@@ -9,8 +9,8 @@ import ipaddress
 import os
 import secrets
 import socket
-import subprocess
 import struct
+import subprocess
 import sys
 import threading
 import time

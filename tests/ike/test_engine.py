@@ -24,6 +24,7 @@ from tunsec.ike.events import (
 from tunsec.ike.identity import Identity
 from tunsec.ike.message import decode_header
 from tunsec.ike.proposals import parse_proposals
+from tunsec.ike.sa import IkeSa
 from tunsec.ike.secret import Secret
 from tunsec.ike.testing import Network, Sent
 
@@ -320,3 +321,67 @@ def test_delete_child_sa(side: str) -> None:
     assert len(da) == 1 and len(db) == 1
     assert da[0].spi_in == db[0].spi_out and da[0].spi_out == db[0].spi_in
     assert len(a.sas) == 1 and len(b.sas) == 1 and not a.sas[0].children
+
+
+def test_bare_ike_sa_objects_without_endpoint() -> None:
+    """The IkeSa API on its own: two objects, a fake clock, hand-carried datagrams."""
+    now = 0.0
+    init = IkeSa(initiator_cfg(), True, now)
+    resp = IkeSa(responder_cfg(), False, now, remote_addr=(A, 500))
+    init.initiate("net")
+    for _ in range(4):
+        for data, addr in init.datagrams_to_send(now):
+            assert addr[0] == B
+            resp.receive(data, (A, init.local_port), now, local_addr=addr)
+        for data, addr in resp.datagrams_to_send(now):
+            assert addr[0] == A
+            init.receive(data, (B, resp.local_port), now, local_addr=addr)
+    events_i = []
+    while (ev := init.next_event()) is not None:
+        events_i.append(ev)
+    events_r = []
+    while (ev := resp.next_event()) is not None:
+        events_r.append(ev)
+    assert [type(e) for e in events_i] == [IkeSaUp, ChildSaUp]
+    assert [type(e) for e in events_r] == [IkeSaUp, ChildSaUp]
+    assert init.get_timer() is None and resp.get_timer() is None
+    assert init.local_port == resp.local_port == 4500
+
+
+@pytest.mark.parametrize("ike", ["aes128gcm16-prfsha256-curve25519"])
+def test_ipv6_outer_and_inner(ike: str) -> None:
+    a6, b6 = "2001:db8::1", "2001:db8::2"
+    init = dataclasses.replace(
+        initiator_cfg(proposals=parse_proposals(ike)),
+        local_addr=a6,
+        remote_addr=b6,
+        children=(child_config("net", "fd00:1::/64", "fd00:2::/64", "aes128gcm16"),),
+    )
+    resp = dataclasses.replace(
+        responder_cfg(proposals=parse_proposals(ike)),
+        local_addr=b6,
+        children=(child_config("net", "fd00:2::/64", "fd00:1::/64", "aes128gcm16"),),
+    )
+    net = Network()
+    a = net.add(a6, IkeEndpoint([init]))
+    net.add(b6, IkeEndpoint([resp]))
+    a.initiate("a-to-b", "net", net.now)
+    net.run()
+    up = only(net.take(a6), ChildSaUp)[0]
+    assert [str(t) for t in up.remote_ts] == ["fd00:2::/64"] and up.remote_addr == (b6, 4500)
+
+
+def test_info_snapshot_has_no_keys() -> None:
+    _net, a, b = _up()
+    info = a.sas[0].info()
+    assert info.state == "established" and info.is_initiator and info.local_port == 4500
+    assert info.proposal == "IKE:aes256gcm16-prfsha384-ecp384"
+    assert [c.alg for c in info.children] == ["aes128gcm16"]
+    assert str(info.remote_id) == "sun.example"
+    st = a.sas[0]._st
+    assert st.keys is not None
+    state_repr = repr(st) + repr(a.sas[0]._pending) + repr(PSK)  # the whole negotiated state
+    for key in (st.keys.d, st.keys.ei, st.keys.er, st.keys.pi, PSK):
+        for text in (repr(info), state_repr):
+            assert key.reveal().hex() not in text and repr(key.reveal())[2:-1] not in text
+    assert not b.sas[0].info().is_initiator

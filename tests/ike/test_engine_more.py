@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import pytest
@@ -25,7 +26,7 @@ from tunsec.ike.message import NotifyPayload, decode_header, decode_message
 from tunsec.ike.proposals import parse_proposals
 from tunsec.ike.secret import Secret
 from tunsec.ike.state import SpiUnavailable
-from tunsec.ike.testing import EPOCH, Issued, Network, make_ca, make_cert
+from tunsec.ike.testing import EPOCH, Issued, Network, Sent, make_ca, make_cert
 
 A, B = "192.0.2.1", "192.0.2.2"
 PSK = Secret(b"a shared secret of some length")
@@ -252,7 +253,12 @@ def test_additional_child_sa(esp: str) -> None:
     net.run()
     ca, cb = only(net.take(A), ChildSaUp), only(net.take(B), ChildSaUp)
     assert len(ca) == 1 and len(cb) == 1
-    assert ca[0].name == "web" and ca[0].key_in == cb[0].key_out and ca[0].key_out == cb[0].key_in
+    assert (
+        ca[0].child == "web"
+        and ca[0].name == "conn"
+        and ca[0].key_in == cb[0].key_out
+        and ca[0].key_out == cb[0].key_in
+    )
     assert [str(t) for t in ca[0].local_ts] == ["10.1.9.0/24"]
     assert len(a.sas[0].children) == 2
 
@@ -369,3 +375,138 @@ def test_rekey_ike_sa_with_invalid_ke() -> None:
     net.run()
     assert [type(e).__name__ for e in net.take(A)] == ["IkeSaRekeyed"]
     assert a.sas[0]._st.suite is not None and a.sas[0]._st.suite.dh_group == 20
+
+
+# ------------------------------------------------------------------ several connections, INITIAL_CONTACT
+
+
+def test_responder_picks_connection_by_identity() -> None:
+    carol_psk = Secret(b"carol's own secret")
+    carol = dataclasses.replace(
+        cfg(True), name="carol", local=LocalAuth("psk", Identity.parse("carol@example")), psk=carol_psk
+    )
+    moon_conn = dataclasses.replace(cfg(False), name="for-moon")
+    carol_conn = dataclasses.replace(
+        cfg(False), name="for-carol", remote=RemoteAuth("psk", Identity.parse("carol@example")), psk=carol_psk
+    )
+    net = Network()
+    a = net.add(A, IkeEndpoint([carol, cfg(True)]))
+    b = net.add(B, IkeEndpoint([moon_conn, carol_conn]))
+    a.initiate("carol", "net", net.now)
+    a.initiate("conn", "net", net.now)
+    net.run()
+    ups = only(net.take(B), IkeSaUp)
+    assert sorted((u.name, str(u.remote_id)) for u in ups) == [
+        ("for-carol", "carol@example"),
+        ("for-moon", "moon.example"),
+    ]
+    assert sorted(sa.config.name for sa in b.sas) == ["for-carol", "for-moon"]
+
+
+def test_initial_contact_replaces_old_sa() -> None:
+    net, _a, b = _established()
+    old_b = b.sas[0]
+    # the initiator "reboots": a fresh endpoint with the same identity connects again
+    net.nodes[A] = IkeEndpoint([cfg(True)], wall_clock=lambda: NOW)
+    net.nodes[A].initiate("conn", "net", net.now)
+    net.run()
+    events = net.take(B)
+    assert [type(e).__name__ for e in events] == ["IkeSaUp", "ChildSaUp", "ChildSaDown", "IkeSaDown"]
+    assert events[0].initial_contact  # type: ignore[union-attr]
+    assert old_b.is_closed and len(b.sas) == 1
+
+
+# ------------------------------------------------------------------ timers: rekey and DPD
+
+
+def _with_child_rekey(c: IkeConfig, seconds: float) -> IkeConfig:
+    return dataclasses.replace(c, children=tuple(dataclasses.replace(ch, rekey_time=seconds) for ch in c.children))
+
+
+def test_child_rekey_timer() -> None:
+    net, a, _ = net_of(_with_child_rekey(cfg(True), 100.0), cfg(False))
+    a.initiate("conn", "net", net.now)
+    net.run(until=101.0)
+    net.take(B)
+    events = net.take(A)
+    ups = only(events, ChildSaUp)
+    assert len(ups) == 2 and ups[1].rekey_of == ups[0].unique_id
+    assert only(events, ChildSaDown)[0].reason == "rekeyed"
+    rekey_time = next(s.time for s in net.log if decode_header(s.data).exchange == ExchangeType.CREATE_CHILD_SA)
+    assert 90.0 <= rekey_time <= 100.0  # jittered by up to 10 %
+    net.run(until=205.0)
+    assert len(only(net.take(A), ChildSaUp)) == 1  # and again for the new one
+
+
+def test_ike_rekey_timer() -> None:
+    net, a, b = net_of(dataclasses.replace(cfg(True), rekey_time=200.0), cfg(False))
+    a.initiate("conn", "net", net.now)
+    net.run(until=201.0)
+    assert [type(e).__name__ for e in net.take(A)][-1] == "IkeSaRekeyed"
+    assert [type(e).__name__ for e in net.take(B)][-1] == "IkeSaRekeyed"
+    assert len(a.sas) == 1 and len(b.sas) == 1 and a.sas[0].children
+
+
+def test_dpd_keeps_checking_and_detects_a_dead_peer() -> None:
+    net, a, _ = net_of(dataclasses.replace(cfg(True), dpd_delay=30.0), cfg(False))
+    a.initiate("conn", "net", net.now)
+    net.run(until=100.0)
+    informational = [s for s in net.log if decode_header(s.data).exchange == ExchangeType.INFORMATIONAL]
+    assert [round(s.time) for s in informational] == [30, 30, 60, 60, 90, 90]
+    net.take(A)
+    net.drop = lambda sent: True
+    net.run(until=400.0)
+    events = net.take(A)
+    assert [type(e).__name__ for e in events] == ["PeerUnreachable", "ChildSaDown", "IkeSaDown"]
+
+
+def test_create_child_invalid_ke_retry() -> None:
+    net, a, _ = net_of(cfg(True, esp="aes128gcm16-ecp256-curve25519"), cfg(False, esp="aes128gcm16-curve25519"))
+    a.initiate("conn", "net", net.now)
+    net.run()
+    net.take(A), net.take(B)
+    a.sas[0].initiate("web")
+    net.run()
+    ca, cb = only(net.take(A), ChildSaUp), only(net.take(B), ChildSaUp)
+    assert len(ca) == 1 and len(cb) == 1 and ca[0].key_in == cb[0].key_out
+    ids = [decode_header(s.data).message_id for s in net.log if decode_header(s.data).exchange == 36]
+    assert ids == [2, 2, 3, 3]  # the retry is a new exchange with the group the responder asked for
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_simultaneous_child_rekey_leaves_one_pair(seed: int) -> None:
+    allocated: dict[str, list[int]] = {A: [], B: []}
+
+    def allocator(ip: str) -> Callable[[], int]:
+        def allocate() -> int:
+            allocated[ip].append(0x1000 + len(allocated[A]) + len(allocated[B]) + (0x10000 if ip == B else 0))
+            return allocated[ip][-1]
+
+        return allocate
+
+    net = Network()
+    a = net.add(A, IkeEndpoint([cfg(True)], spi_allocator=allocator(A)))
+    b = net.add(B, IkeEndpoint([cfg(False)], spi_allocator=allocator(B)))
+    a.initiate("conn", "net", net.now)
+    net.run()
+    seen = {"n": 0}
+
+    def drop(sent: Sent) -> bool:  # vary the interleaving by losing the seed-th CREATE_CHILD_SA message
+        if decode_header(sent.data).exchange != ExchangeType.CREATE_CHILD_SA:
+            return False
+        seen["n"] += 1
+        return seen["n"] == seed
+
+    net.drop = drop
+    sa_a, sa_b = a.sas[0], b.sas[0]
+    sa_a.rekey_child(sa_a.children[0].unique_id)
+    sa_b.rekey_child(sa_b.children[0].unique_id)
+    net.run()
+    ca, cb = sa_a.children, sa_b.children
+    assert len(ca) == 1 and len(cb) == 1, (ca, cb)
+    assert (ca[0].spi_in, ca[0].spi_out) == (cb[0].spi_out, cb[0].spi_in)
+    for ip, sa in ((A, sa_a), (B, sa_b)):
+        events = net.take(ip)
+        gone = {e.spi_in for e in only(events, ChildSaDown)} | {e.spi for e in only(events, SpiUnused)}
+        # every SPI taken from the allocator is in use, went down, or was handed back
+        assert set(allocated[ip]) == gone | {sa.children[0].spi_in}

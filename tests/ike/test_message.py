@@ -100,11 +100,13 @@ messages = st.builds(
 )
 
 
+@settings(deadline=None)
 @given(messages)
 def test_message_round_trip(msg: Message) -> None:
     assert decode_message(msg.encode()) == msg
 
 
+@settings(deadline=None)
 @given(messages, st.binary(min_size=1, max_size=64), u8)
 def test_message_with_sk_round_trip(msg: Message, body: bytes, first: int) -> None:
     sealed = Message(
@@ -113,6 +115,7 @@ def test_message_with_sk_round_trip(msg: Message, body: bytes, first: int) -> No
     assert decode_message(sealed.encode()) == sealed
 
 
+@settings(deadline=None)
 @given(messages, st.data())
 def test_truncated_message_is_refused(msg: Message, data: st.DataObject) -> None:
     raw = msg.encode()
@@ -121,6 +124,7 @@ def test_truncated_message_is_refused(msg: Message, data: st.DataObject) -> None
         decode_message(raw[:cut])
 
 
+@settings(deadline=None)
 @given(messages, st.binary(min_size=1, max_size=16))
 def test_trailing_bytes_are_refused(msg: Message, extra: bytes) -> None:
     raw = msg.encode() + extra
@@ -132,14 +136,14 @@ def test_trailing_bytes_are_refused(msg: Message, extra: bytes) -> None:
         decode_message(fixed)
 
 
-@settings(max_examples=500)
+@settings(max_examples=500, deadline=None)
 @given(st.binary(max_size=300))
 def test_random_bytes_only_raise_decode_error(raw: bytes) -> None:
     with contextlib.suppress(DecodeError):
         decode_message(raw)
 
 
-@settings(max_examples=500)
+@settings(max_examples=500, deadline=None)
 @given(messages, st.data())
 def test_mutated_messages_only_raise_decode_error(msg: Message, data: st.DataObject) -> None:
     raw = bytearray(msg.encode())
@@ -150,13 +154,14 @@ def test_mutated_messages_only_raise_decode_error(msg: Message, data: st.DataObj
         decode_message(bytes(raw))
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(u8, st.binary(max_size=200))
 def test_random_payload_chains_only_raise_decode_error(first: int, raw: bytes) -> None:
     with contextlib.suppress(DecodeError):
         decode_payloads(first, raw)
 
 
+@settings(deadline=None)
 @given(messages, st.data())
 def test_oversized_payload_length_is_refused(msg: Message, data: st.DataObject) -> None:
     if not msg.payloads:

@@ -158,8 +158,11 @@ def choose_scheme(key: PrivateKey, peer_hashes: Collection[int], rsa_pss: bool =
 
 
 def sign(key: PrivateKey, octets: bytes, peer_hashes: Collection[int], rsa_pss: bool = False) -> AuthPayload:
-    """An AUTH payload signing ``octets``: RFC 7427 if the peer supports it, else classic."""
-    if peer_hashes:
+    """An AUTH payload signing ``octets``: RFC 7427 if the peer supports it, else classic.
+
+    Ed25519 has no classic method, so it always uses RFC 7427 (as RFC 8420 says).
+    """
+    if peer_hashes or isinstance(key, ed25519.Ed25519PrivateKey):
         scheme = choose_scheme(key, peer_hashes, rsa_pss)
         alg = scheme.alg_id()
         sig = _sign_raw(key, scheme, octets)

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509 import verification
 
@@ -65,6 +66,15 @@ def verify_peer(
         raise AuthError("peer sent no certificate")
     if not cas:
         raise AuthError("no CA configured to verify the peer's certificate")
+    try:
+        return _verify(chain, cas, when, peer_id)
+    except (ValueError, UnsupportedAlgorithm) as exc:  # lazily parsed parts of a hostile certificate
+        raise AuthError(f"peer certificate unusable: {exc}") from None
+
+
+def _verify(
+    chain: Sequence[x509.Certificate], cas: Sequence[x509.Certificate], when: datetime, peer_id: Identity
+) -> PublicKey:
     leaf = chain[0]
     try:
         _policy_builder(cas, when).build_client_verifier().verify(leaf, list(chain[1:]))

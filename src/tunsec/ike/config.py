@@ -74,6 +74,7 @@ class ChildConfig:
     remote_ts: tuple[Ts, ...] = (Ts.parse("dynamic"),)
     esp_proposals: tuple[ProposalSpec, ...] = field(default_factory=lambda: parse_proposals("default", ProtocolId.ESP))
     mode: Literal["tunnel"] = "tunnel"
+    rekey_time: float | None = None  # seconds; strongSwan's default is 3600 (swanctl rekey_time)
 
     @property
     def wants_pfs(self) -> bool:
@@ -83,6 +84,11 @@ class ChildConfig:
 @dataclass(frozen=True)
 class IkeConfig:
     """One IKE connection.
+
+    Timers are off unless set: the swanctl.conf mapping should apply strongSwan's
+    defaults (``rekey_time`` 4 h here and 1 h for children); the engine subtracts
+    a random 0-10 % from each, as strongSwan's ``rand_time`` does, so that both
+    peers rarely rekey at once.
 
     ``psk`` is the shared secret used in both directions when either side
     authenticates with ``psk`` (swanctl ``secrets { ike { ... } }``).
@@ -104,6 +110,8 @@ class IkeConfig:
     send_certreq: bool = True
     initial_contact: bool = True
     half_open_timeout: float = 30.0
+    rekey_time: float | None = None  # seconds; strongSwan's default is 14400 (swanctl rekey_time)
+    dpd_delay: float | None = None  # seconds of silence before a liveness check (swanctl dpd_delay)
 
     def __post_init__(self) -> None:
         if "psk" in (self.local.method, self.remote.method) and self.psk is None:

@@ -26,7 +26,7 @@ from typing import NamedTuple
 
 from .config import IkeConfig
 from .constants import ExchangeType, HeaderFlag, NotifyType
-from .events import Address, Event
+from .events import Address, Event, IkeSaUp
 from .message import (
     DecodeError,
     Message,
@@ -56,7 +56,7 @@ class IkeEndpoint:
         spi_allocator: SpiAllocator | None = None,
         wall_clock: Callable[[], datetime] = now_utc,
         cookie_threshold: int = 10,
-        config_selector: Callable[[Address], IkeConfig | None] | None = None,
+        config_selector: Callable[[Address], Sequence[IkeConfig]] | None = None,
     ) -> None:
         self._configs = {c.name: c for c in configs}
         self._rng = rng
@@ -125,27 +125,22 @@ class IkeEndpoint:
 
     # ------------------------------------------------------------------ internals
 
-    def _default_selector(self, addr: Address) -> IkeConfig | None:
-        """The first connection whose remote address is the peer's, or any (``%any``)."""
-        for cfg in self._configs.values():
-            if cfg.remote_addr in (None, "%any", "0.0.0.0", "::") or _same_ip(cfg.remote_addr, addr[0]):
-                return cfg
-        return None
+    def _default_selector(self, addr: Address) -> list[IkeConfig]:
+        """Connections whose remote address is the peer's, then those open to any (``%any``)."""
+        exact = [c for c in self._configs.values() if c.remote_addr and _same_ip(c.remote_addr, addr[0])]
+        anyone = [c for c in self._configs.values() if c.remote_addr in (None, "%any", "0.0.0.0", "::")]
+        return exact + anyone
 
     def _new_sa(
-        self, config: IkeConfig, initiator: bool, now: float, remote: Address | None, local: Address | None
+        self,
+        config: IkeConfig,
+        initiator: bool,
+        now: float,
+        remote: Address | None,
+        local: Address | None,
+        candidates: Sequence[IkeConfig] = (),
     ) -> IkeSa:
-        sa = IkeSa(
-            config,
-            initiator,
-            now,
-            self._rng,
-            spi_allocator=self._spi_allocator,
-            remote_addr=remote,
-            local_addr=local,
-            wall_clock=self._wall_clock,
-        )
-        while sa.local_spi in self._sas:  # SPIs are random; a clash is unlikely but possible
+        while True:  # SPIs are random; a clash is unlikely but possible
             sa = IkeSa(
                 config,
                 initiator,
@@ -155,9 +150,11 @@ class IkeEndpoint:
                 remote_addr=remote,
                 local_addr=local,
                 wall_clock=self._wall_clock,
+                candidates=candidates,
             )
-        self._sas[sa.local_spi] = sa
-        return sa
+            if sa.local_spi not in self._sas:
+                self._sas[sa.local_spi] = sa
+                return sa
 
     def _on_init_request(self, datagram: bytes, addr: Address, now: float, local: Address | None, spi_i: bytes) -> None:
         existing = self._by_init.get((spi_i, addr))
@@ -167,10 +164,10 @@ class IkeEndpoint:
         if self.half_open >= self._cookie_threshold and not self._cookie_ok(datagram, addr):
             self._send_cookie(datagram, addr, local)
             return
-        config = self._select(addr)
-        if config is None:
+        candidates = list(self._select(addr))
+        if not candidates:
             return
-        sa = self._new_sa(config, False, now, addr, local)
+        sa = self._new_sa(candidates[0], False, now, addr, local, candidates)
         self._by_init[(spi_i, addr)] = sa
         sa.receive(datagram, addr, now, local)
 
@@ -219,15 +216,26 @@ class IkeEndpoint:
                 self._outbox.append(Datagram(data, addr, port))
             while (event := sa.next_event()) is not None:
                 self._events.append((sa, event))
+                if isinstance(event, IkeSaUp) and event.initial_contact:
+                    pending += [(old.local_spi, old) for old in self._initial_contact(sa, event)]
             successor = sa.take_successor()
             if successor is not None:  # a rekeyed IKE SA: route its new SPI to the new object
                 self._sas[successor.local_spi] = successor
                 pending.append((successor.local_spi, successor))
-            if sa.is_closed:
+            if sa.is_closed and self._sas.get(spi) is sa:
                 del self._sas[spi]
         for key, sa in list(self._by_init.items()):
             if sa.is_closed or not sa.is_half_open:
                 del self._by_init[key]
+
+    def _initial_contact(self, fresh: IkeSa, up: IkeSaUp) -> list[IkeSa]:
+        """The peer rebooted: forget our older IKE SAs with the same identities (RFC 7296 §2.4)."""
+        dropped = []
+        for sa in list(self._sas.values()):
+            if sa is not fresh and not sa.is_closed and sa.name == fresh.name and sa.peer_id == up.remote_id:
+                sa.drop("replaced (peer sent INITIAL_CONTACT)")
+                dropped.append(sa)
+        return dropped
 
 
 def _same_ip(a: str, b: str) -> bool:

@@ -15,6 +15,37 @@ Address = tuple[str, int]
 
 
 @dataclass(frozen=True)
+class ChildSaInfo:
+    """A Child SA as ``tunsec status`` shows it (no keys)."""
+
+    name: str
+    unique_id: int
+    spi_in: int
+    spi_out: int
+    alg: str
+    local_ts: tuple[Ts, ...]
+    remote_ts: tuple[Ts, ...]
+
+
+@dataclass(frozen=True)
+class IkeSaInfo:
+    """An IKE SA as ``tunsec status`` shows it (no keys); from ``IkeSa.info()``."""
+
+    name: str
+    state: str
+    is_initiator: bool
+    spi_i: bytes
+    spi_r: bytes
+    local_id: Identity
+    remote_id: Identity | None
+    remote_addr: Address
+    local_port: int
+    proposal: str | None
+    created: float
+    children: tuple[ChildSaInfo, ...]
+
+
+@dataclass(frozen=True)
 class IkeSaUp:
     name: str
     spi_i: bytes
@@ -24,6 +55,7 @@ class IkeSaUp:
     remote_addr: Address
     local_port: int
     proposal: str
+    initial_contact: bool = False  # the peer says it has no other SAs with us (RFC 7296 §2.4)
 
 
 @dataclass(frozen=True)
@@ -53,9 +85,11 @@ class ChildSaUp:
     ``key_in``/``key_out`` are the ESP keys of each direction; for AES-GCM
     (``alg`` ``aes128gcm16``/``aes256gcm16``) each is key || 4-byte salt.
     ESP is carried in UDP between ``local_port`` and ``remote_addr``.
+    ``name`` is the connection (as in every event), ``child`` the child config.
     """
 
     name: str
+    child: str
     unique_id: int
     spi_in: int
     spi_out: int
@@ -73,7 +107,8 @@ class ChildSaUp:
 
 @dataclass(frozen=True)
 class ChildSaDown:
-    name: str
+    name: str  # the connection
+    child: str
     unique_id: int
     spi_in: int
     spi_out: int

@@ -30,18 +30,29 @@ from __future__ import annotations
 import logging
 import os
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 
 from .config import IkeConfig
 from .constants import IKE_PORT, NATT_PORT, ExchangeType, HeaderFlag, NotifyType
-from .events import Address, ChildSaDown, Event, IkeSaDown, IkeSaRekeyed, PeerUnreachable, SpiUnused
+from .events import (
+    Address,
+    ChildSaDown,
+    ChildSaInfo,
+    Event,
+    IkeSaDown,
+    IkeSaInfo,
+    IkeSaRekeyed,
+    PeerUnreachable,
+    SpiUnused,
+)
 from .exchanges import create_child_sa, ike_auth, ike_sa_init, informational, rekey_ike
 from .exchanges.base import Outcome, Response, Task, notify
+from .identity import Identity
 from .message import DecodeError, Message, Payload, UnsupportedCriticalPayload, decode_message
-from .proposals import Suite
+from .proposals import Suite, describe_all
 from .sk import IntegrityError, decrypt_message, encrypt_message
 from .state import ChildSa, IkeSaState, Rng, SpiAllocator, now_utc, random_spi_allocator
 
@@ -83,7 +94,11 @@ class IkeSa:
         remote_addr: Address | None = None,
         local_addr: Address | None = None,
         wall_clock: Callable[[], datetime] = now_utc,
+        candidates: Sequence[IkeConfig] = (),
     ) -> None:
+        """``candidates``: for a responder, the connections this peer may be using (the
+        endpoint passes all that match its address); IKE_SA_INIT and IKE_AUTH pick one.
+        """
         if remote_addr is None:
             if config.remote_addr is None:
                 raise ValueError(f"connection {config.name}: no remote address to initiate to")
@@ -97,6 +112,7 @@ class IkeSa:
             remote_addr,
             local_addr,
         )
+        self._st.candidates = tuple(candidates)
         if is_initiator:
             self._st.spi_i = _nonzero_spi(rng)
         else:
@@ -106,6 +122,10 @@ class IkeSa:
         self._created = now
         self._now = now
         self._successor: IkeSa | None = None
+        self._rekey_at: float | None = None  # IKE SA rekey timer
+        self._last_heard = now  # last authenticated message from the peer (for DPD)
+        self._established_at: float | None = None
+        self._linger_until = 0.0  # a REKEYED SA closes by then if the peer never deletes it
         self._next_id = 0  # message ID of our next request
         self._peer_id = 0  # message ID we expect in the peer's next request
         self._pending: _Pending | None = None
@@ -155,6 +175,40 @@ class IkeSa:
     @property
     def local_port(self) -> int:
         return self._st.local_port
+
+    @property
+    def config(self) -> IkeConfig:
+        """The connection in use (a responder may switch candidates during IKE_AUTH)."""
+        return self._st.config
+
+    @property
+    def peer_id(self) -> Identity | None:
+        """The authenticated identity of the peer, once IKE_AUTH succeeded."""
+        return self._st.peer_id
+
+    def info(self) -> IkeSaInfo:
+        """A snapshot for status displays; contains no key material."""
+        st = self._st
+        children = tuple(
+            ChildSaInfo(
+                c.name, c.unique_id, c.spi_in, c.spi_out, c.suite.esp_name if c.suite else "", c.local_ts, c.remote_ts
+            )
+            for c in self.children
+        )
+        return IkeSaInfo(
+            self.name,
+            self._state.value,
+            st.is_initiator,
+            st.spi_i,
+            st.spi_r,
+            st.config.local.id,
+            st.peer_id,
+            st.remote_addr,
+            st.local_port,
+            describe_all([st.proposal]) if st.proposal else None,
+            self._established_at if self._established_at is not None else self._created,
+            children,
+        )
 
     @property
     def children(self) -> list[ChildSa]:
@@ -214,6 +268,10 @@ class IkeSa:
         elif self._state not in (State.DELETING, State.REKEYED):
             self._close("deleted locally")
 
+    def drop(self, reason: str) -> None:
+        """Forget the IKE SA and its Child SAs without telling the peer (it is gone or replaced)."""
+        self._close(reason)
+
     def receive(self, datagram: bytes, addr: Address, now: float, local_addr: Address | None = None) -> None:
         """Process one IKE message (without non-ESP marker) from ``addr``.
 
@@ -233,13 +291,16 @@ class IkeSa:
             self._on_response(msg, datagram, addr, local_addr)
         else:
             self._on_request(msg, datagram, addr, local_addr)
+        self._schedule()
         self._start_next()
 
     def handle_timer(self, now: float) -> None:
         self._now = now
         if self._state == State.CLOSED:
             return
-        if self._state == State.REKEYED and now >= self._created + REKEYED_LINGER:
+        if self._state == State.ESTABLISHED:
+            self._fire_maintenance(now)
+        if self._state == State.REKEYED and now >= self._linger_until:
             self._close("rekeyed")
             return
         if self.is_half_open and now >= self._created + self._st.config.half_open_timeout:
@@ -263,8 +324,66 @@ class IkeSa:
         if self.is_half_open:
             timers.append(self._created + self._st.config.half_open_timeout)
         if self._state == State.REKEYED:
-            timers.append(self._created + REKEYED_LINGER)
+            timers.append(self._linger_until)
+        if self._state == State.ESTABLISHED:
+            timers += self._maintenance_timers()
         return min(timers) if timers else None
+
+    # ------------------------------------------------------------------ rekey and DPD timers
+
+    def _jittered(self, period: float) -> float:
+        """``now + period`` minus a random 0-10 % (strongSwan's rand_time) against collisions."""
+        fraction = int.from_bytes(self._st.rng(2), "big") / 0xFFFF
+        return self._now + period * (1.0 - 0.1 * fraction)
+
+    def _schedule(self) -> None:
+        """Arm the IKE and Child SA rekey timers that are not armed yet."""
+        if self._state != State.ESTABLISHED:
+            return
+        if self._established_at is None:
+            self._established_at = self._now
+        if self._rekey_at is None and self._st.config.rekey_time:
+            self._rekey_at = self._jittered(self._st.config.rekey_time)
+        for child in self._st.children.values():
+            if child.installed and child.rekey_at is None and child.config.rekey_time:
+                child.rekey_at = self._jittered(child.config.rekey_time)
+
+    def _rearm_failed_rekey(self, task: Task) -> None:
+        """A refused rekey (e.g. TEMPORARY_FAILURE after a collision) is tried again soon."""
+        retry = self._now + 2.0 + 8.0 * int.from_bytes(self._st.rng(2), "big") / 0xFFFF
+        if isinstance(task, rekey_ike.RekeyIkeTask) and self._rekey_at == float("inf"):
+            self._rekey_at = retry
+        if isinstance(task, create_child_sa.CreateChildTask):
+            old = task.rekeying
+            if old is not None and old.installed and old.rekeyed_by_us is None and old.rekey_at == float("inf"):
+                old.rekey_at = retry
+
+    def _dpd_at(self) -> float | None:
+        delay = self._st.config.dpd_delay
+        if not delay or self._pending is not None or self._queue:
+            return None  # an exchange in flight proves liveness (or its retransmits will fail)
+        return self._last_heard + delay
+
+    def _maintenance_timers(self) -> list[float]:
+        timers = [c.rekey_at for c in self._st.children.values() if c.installed and c.rekey_at is not None]
+        if self._rekey_at is not None:
+            timers.append(self._rekey_at)
+        dpd = self._dpd_at()
+        if dpd is not None:
+            timers.append(dpd)
+        return [t for t in timers if t != float("inf")]
+
+    def _fire_maintenance(self, now: float) -> None:
+        if self._rekey_at is not None and now >= self._rekey_at:
+            self._rekey_at = float("inf")  # the successor arms its own timer
+            self.rekey()
+        for child in list(self._st.children.values()):
+            if child.installed and child.rekey_at is not None and now >= child.rekey_at:
+                child.rekey_at = float("inf")
+                self.rekey_child(child.unique_id)
+        dpd = self._dpd_at()
+        if dpd is not None and now >= dpd:
+            self.send_liveness()
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         out, self._outbox = self._outbox, []
@@ -318,6 +437,7 @@ class IkeSa:
             if decrypted is None:
                 return
             payloads = decrypted
+            self._last_heard = self._now
         self._pending = None
         outcome = pending.task.process(self._st, payloads)
         self._after(pending, outcome)
@@ -344,6 +464,8 @@ class IkeSa:
                 self._state = State.ESTABLISHED
             if self._st.rekey is not None:
                 self._spawn_successor()
+            else:
+                self._rearm_failed_rekey(pending.task)
 
     def _send_once(self, task: Task) -> None:
         """A request that is never retransmitted (an error report just before closing)."""
@@ -381,12 +503,17 @@ class IkeSa:
             return
         if payloads is None:
             return
+        self._last_heard = self._now
         self._float(addr, local)
         response = self._dispatch(msg.exchange, payloads)
-        if response is not None:
-            self._respond(msg, response, addr)
-            if self._st.rekey is not None and self._state == State.ESTABLISHED:
-                self._spawn_successor()
+        if response is None:
+            # an authenticated request we cannot serve here still gets an answer,
+            # or the peer would retransmit it and its window would stall
+            response = Response([notify(NotifyType.INVALID_SYNTAX)])
+        self._respond(msg, response, addr)
+        self._queue.extend(response.followups)
+        if self._st.rekey is not None and self._state == State.ESTABLISHED:
+            self._spawn_successor()
 
     def _respond_init(self, msg: Message, datagram: bytes, addr: Address) -> None:
         if self._st.is_initiator or self._state != State.IDLE:
@@ -408,7 +535,8 @@ class IkeSa:
         if exchange == ExchangeType.INFORMATIONAL and self._state in (State.ESTABLISHED, State.DELETING, State.REKEYED):
             return informational.respond(st, payloads)
         if exchange == ExchangeType.CREATE_CHILD_SA and self._state == State.ESTABLISHED:
-            return create_child_sa.respond(st, payloads, self._rekeying())
+            pending = self._pending.task if self._pending else None
+            return create_child_sa.respond(st, payloads, self._rekeying(), pending)
         return None
 
     def _rekeying(self) -> bool:
@@ -479,9 +607,10 @@ class IkeSa:
         st.next_child_id = old.next_child_id
         new._state = State.ESTABLISHED
         new._queue, self._queue = self._queue, deque()
+        new._schedule()
         self._successor = new
         self._state = State.REKEYED
-        self._created = self._now  # the linger timer starts now
+        self._linger_until = self._now + REKEYED_LINGER
         old.emit(IkeSaRekeyed(self.name, old.spi_i, old.spi_r, st.spi_i, st.spi_r))
         if rekey.we_initiated:
             self._queue.append(informational.DeleteIkeTask())
@@ -522,7 +651,7 @@ class IkeSa:
         self._abort_queue()
         for child in list(self._st.children.values()):
             if child.installed:
-                self._st.emit(ChildSaDown(child.name, child.unique_id, child.spi_in, child.spi_out, reason))
+                self._st.emit(ChildSaDown(self.name, child.name, child.unique_id, child.spi_in, child.spi_out, reason))
             else:
                 self._st.emit(SpiUnused(child.spi_in))
         self._st.children.clear()

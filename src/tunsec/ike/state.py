@@ -57,6 +57,10 @@ class ChildSa:
     local_ts: tuple[Ts, ...] = ()
     remote_ts: tuple[Ts, ...] = ()
     installed: bool = False
+    rekey_at: float | None = None  # when our rekey timer fires; inf once a rekey is under way
+    # after we rekeyed this SA: (lowest nonce of our exchange, the new SA), to settle a
+    # collision with a rekey of the peer that crossed ours (RFC 7296 §2.8.1)
+    rekeyed_by_us: tuple[bytes, ChildSa] | None = None
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,9 @@ class IkeSaState:
     children: dict[int, ChildSa] = field(default_factory=dict)
     events: deque[Event] = field(default_factory=deque)
     rekey: IkeRekey | None = None  # set when a CREATE_CHILD_SA produced a new IKE SA
+    # a responder's possible connections; IKE_AUTH picks one by the peer's identity
+    candidates: tuple[IkeConfig, ...] = ()
+    initial_contact: bool = False  # the peer sent INITIAL_CONTACT in IKE_AUTH
     next_child_id: int = 1
 
     def emit(self, event: Event) -> None:

@@ -50,6 +50,7 @@ class Response:
     payloads: list[Payload] = field(default_factory=list)
     close: bool = False
     reason: str = "negotiation failed"
+    followups: list[Task] = field(default_factory=list)  # requests to start afterwards
 
 
 def find(payloads: Sequence[Payload], cls: type[P]) -> P | None:

@@ -202,6 +202,7 @@ def install(
     child.installed = True
     st.emit(
         ChildSaUp(
+            st.name,
             child.name,
             child.unique_id,
             child.spi_in,

@@ -41,6 +41,8 @@ class CreateChildTask(Task):
         self._nonce = b""
         self._proposed: tuple[tuple[Ts, ...], tuple[Ts, ...]] = ((), ())
         self._followups: list[Task] = []
+        # the peer rekeyed the same Child SA while our request was out: (its lowest nonce, its SA)
+        self.collision: tuple[bytes, ChildSa] | None = None
         groups = [g for p in cfg.esp_proposals for g in p.dh_groups]
         self._group: int | None = groups[0] if groups else None
         self._groups = set(groups)
@@ -93,8 +95,27 @@ class CreateChildTask(Task):
         nonces = (self._nonce, nonce.data)
         childmod.install(st, child, result, spi_out, ts[0], ts[1], True, nonces, shared or None, rekey_of)
         if self._rekey is not None:
-            self._followups.append(DeleteChildTask([self._rekey], reason="rekeyed"))
+            self._settle_rekey(child, min(nonces))
         return Outcome.DONE
+
+    @property
+    def rekeying(self) -> ChildSa | None:
+        return self._rekey
+
+    def _settle_rekey(self, new: ChildSa, our_min: bytes) -> None:
+        """Delete what our rekey replaced, or, after a collision, whichever SA is redundant.
+
+        RFC 7296 §2.8.1: of two rekeys of one Child SA, the one whose exchange had
+        the lowest nonce is redundant and is deleted by the side that created it;
+        the other side deletes the old SA.
+        """
+        old = self._rekey
+        assert old is not None
+        old.rekeyed_by_us = (our_min, new)
+        if self.collision is not None and our_min < self.collision[0]:
+            self._followups.append(DeleteChildTask([new], reason="redundant (rekey collision)"))
+            return
+        self._followups.append(DeleteChildTask([old], reason="rekeyed"))
 
     def _pfs_secret(self, ke: KePayload | None, group: int | None) -> bytes | None:
         """g^ir of the new key exchange; b"" without PFS; None when the KE is wrong."""
@@ -120,7 +141,10 @@ class CreateChildTask(Task):
             childmod.drop_child(st, self._child)
 
 
-def respond(st: IkeSaState, payloads: Sequence[Payload], rekeying_ike: bool = False) -> Response:
+def respond(
+    st: IkeSaState, payloads: Sequence[Payload], rekeying_ike: bool = False, pending: Task | None = None
+) -> Response:
+    """Answer a CREATE_CHILD_SA request; ``pending`` is our own outstanding request, if any."""
     sa, nonce, ts = find(payloads, SaPayload), find(payloads, NoncePayload), childmod.received_ts(payloads)
     if sa is not None and sa.proposals and all(p.protocol == ProtocolId.IKE for p in sa.proposals):
         return rekey_ike.respond(st, sa, payloads, rekeying_ike)
@@ -164,7 +188,20 @@ def respond(st: IkeSaState, payloads: Sequence[Payload], rekeying_ike: bool = Fa
     response: list[Payload] = [sa_out, NoncePayload(nonce_r)]
     if ours is not None:
         response.append(KePayload(ours.group, ours.public))
-    return Response([*response, tsi_out, tsr_out])
+    followups = _collision(rekey, child, min(nonces), pending) if rekey is not None else []
+    return Response([*response, tsi_out, tsr_out], followups=followups)
+
+
+def _collision(old: ChildSa, theirs: ChildSa, their_min: bytes, pending: Task | None) -> list[Task]:
+    """The peer rekeyed ``old``; if we did too, note or settle the collision (RFC 7296 §2.8.1)."""
+    if isinstance(pending, CreateChildTask) and pending.rekeying is old:
+        pending.collision = (their_min, theirs)  # settled when our response arrives
+        return []
+    if old.rekeyed_by_us is not None:
+        our_min, ours = old.rekeyed_by_us
+        if our_min < their_min:  # ours came second in nonce order: it is the redundant one
+            return [DeleteChildTask([ours], reason="redundant (rekey collision)")]
+    return []
 
 
 def _rekeyed_child(st: IkeSaState, payloads: Sequence[Payload]) -> ChildSa | None:

@@ -24,7 +24,7 @@ from ..proposals import describe_all
 from ..state import ChildSa, IkeSaState, SpiUnavailable
 from ..ts import Ts
 from . import child as childmod
-from .base import CHILD_ERRORS, Outcome, Response, Task, error_notify, find, find_all, notify
+from .base import CHILD_ERRORS, Outcome, Response, Task, error_notify, find, find_all, find_notify, notify
 from .ike_sa_init import certreq_payloads
 
 
@@ -91,8 +91,20 @@ def _ike_up(st: IkeSaState) -> None:
             st.remote_addr,
             st.local_port,
             describe_all([st.proposal]),
+            st.initial_contact,
         )
     )
+
+
+def _select_config(st: IkeSaState, idi: IdPayload, payloads: Sequence[Payload]) -> None:
+    """Switch a responder to the connection that fits IDi (and IDr, if the peer sent one)."""
+    peer = Identity(idi.id_type, idi.data)
+    idr = next((p for p in find_all(payloads, IdPayload) if not p.initiator), None)
+    wanted = Identity(idr.id_type, idr.data) if idr is not None else None
+    for cfg in st.candidates:
+        if cfg.remote.id.matches(peer) and (wanted is None or cfg.local.id.matches(wanted)):
+            st.config = cfg
+            return
 
 
 class IkeAuthTask(Task):
@@ -185,6 +197,8 @@ def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response:
     try:
         if idi is None:
             raise AuthError("request has no IDi")
+        _select_config(st, idi, payloads)
+        st.initial_contact = find_notify(payloads, NotifyType.INITIAL_CONTACT) is not None
         _verify_peer(st, payloads, idi)
     except AuthError as exc:
         st.emit(AuthFailed(st.name, str(exc), by_peer=False))

@@ -153,13 +153,20 @@ def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response:
     if sa is None or ke is None or nonce is None:
         return Response([notify(NotifyType.INVALID_SYNTAX)], close=True)
     theirs = [p for p in sa.proposals if p.protocol == ProtocolId.IKE and not p.spi]
-    chosen = select_proposal(st.config.proposals, theirs, prefer_group=ke.group)
+    candidates = st.candidates or (st.config,)
+    chosen = None
+    for cfg in candidates:
+        chosen = select_proposal(cfg.proposals, theirs, prefer_group=ke.group)
+        if chosen is not None:
+            st.config = cfg
+            # IKE_AUTH may still switch to another connection that accepts this proposal
+            st.candidates = tuple(c for c in candidates if accepts(c.proposals, chosen))
+            break
     if chosen is None:
+        configured = describe_all(p for c in candidates for p in c.proposals)
         st.emit(
             NegotiationFailed(
-                st.name,
-                "NO_PROPOSAL_CHOSEN",
-                f"received {describe_all(sa.proposals)}; configured {describe_all(st.config.proposals)}",
+                st.name, "NO_PROPOSAL_CHOSEN", f"received {describe_all(sa.proposals)}; configured {configured}"
             )
         )
         return Response([notify(NotifyType.NO_PROPOSAL_CHOSEN)], close=True)

@@ -71,7 +71,7 @@ class AuthFailedTask(Task):
 
 def child_down(st: IkeSaState, child: ChildSa, reason: str) -> None:
     if st.children.pop(child.spi_in, None) is not None and child.installed:
-        st.emit(ChildSaDown(child.name, child.unique_id, child.spi_in, child.spi_out, reason))
+        st.emit(ChildSaDown(st.name, child.name, child.unique_id, child.spi_in, child.spi_out, reason))
 
 
 def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response:
