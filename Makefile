@@ -5,7 +5,8 @@ CSRC := $(wildcard csrc/*.c)
 CFLAGS_SAN := -std=c11 -D_GNU_SOURCE -g -O1 -Wall -Wextra -Werror -fsanitize=address,undefined \
               -fno-sanitize-recover=all -fno-omit-frame-pointer -Icsrc
 
-.PHONY: deps build demo test unit lint sanitize bench clean
+
+.PHONY: deps build demo demo-manual test unit lint sanitize bench clean
 
 .deps.stamp: scripts/install-deps.sh pyproject.toml setup.py $(CSRC) csrc/tunsec_dp.h
 	bash scripts/install-deps.sh
@@ -17,6 +18,9 @@ build: .deps.stamp
 
 demo: .deps.stamp
 	bash scripts/demo.sh
+
+demo-manual: .deps.stamp
+	MODE=manual bash scripts/demo.sh
 
 # ASan/UBSan over the C fast path, then the full suite (unit, netns e2e, interop)
 test: .deps.stamp sanitize
