@@ -39,7 +39,9 @@ class Instance:
         return self.dir / "charon.log"
 
 
-def strongswan_conf(inst: Instance) -> str:
+def strongswan_conf(inst: Instance, level: int = 1, extra: str = "") -> str:
+    """charon's strongswan.conf for one instance; ``level`` is the ike/cfg log level
+    (2 shows payloads and proposals), ``extra`` more lines in ``charon { }``."""
     return f"""charon {{
   load_modular = no
   load = {PLUGINS}
@@ -52,14 +54,15 @@ def strongswan_conf(inst: Instance) -> str:
     main {{
       path = {inst.log}
       default = 1
-      ike = 1
+      ike = {level}
+      cfg = {level}
       knl = 1
       esp = 1
       flush_line = yes
     }}
   }}
   syslog {{ daemon {{ default = -1 }} auth {{ default = -1 }} }}
-}}
+{extra}}}
 """
 
 
@@ -97,6 +100,30 @@ secrets {{
   }}
 }}
 """
+
+
+def start_charon(topo: TwoHosts, inst: Instance) -> subprocess.Popen[bytes]:
+    """Start charon in ``inst.host``'s namespace with its own /run (tracked by
+    ``topo``, stopped by PID on close); returns once its vici socket exists.
+    Raises :class:`Unavailable` if it does not come up."""
+    env = {**os.environ, "STRONGSWAN_CONF": str(inst.dir / "strongswan.conf")}
+    argv = ["unshare", "-m", "--propagation", "private", "sh", "-c", CHARON_SH, str(inst.dir), CHARON]
+    proc = topo.popen(inst.host, argv, env=env, log=inst.dir / "charon.out")
+    sock = inst.dir / "run" / "charon.vici"
+    if not wait_until(lambda: sock.exists() or proc.poll() is not None, 15):
+        topo.stop(proc)
+        raise Unavailable(f"charon in {inst.host.ns}: no vici socket after 15 s")
+    if proc.poll() is not None:
+        raise Unavailable(
+            f"charon in {inst.host.ns} exited {proc.returncode}: {log_tail(inst.dir / 'charon.out', 5)}"
+        )
+    return proc
+
+
+def swanctl(topo: TwoHosts, inst: Instance, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run ``swanctl <args> --uri <inst's vici>`` in its namespace (SWANCTL_DIR = ``inst.dir``)."""
+    env = {**os.environ, "SWANCTL_DIR": str(inst.dir)}
+    return topo.run(inst.host, ["swanctl", *args, "--uri", inst.uri], env=env, check=False, timeout=timeout)
 
 
 class StrongSwanLibipsec(System):
@@ -141,22 +168,10 @@ class StrongSwanLibipsec(System):
         return inst
 
     def _start_charon(self, topo: TwoHosts, inst: Instance) -> None:
-        env = {**os.environ, "STRONGSWAN_CONF": str(inst.dir / "strongswan.conf")}
-        argv = ["unshare", "-m", "--propagation", "private", "sh", "-c", CHARON_SH, str(inst.dir), CHARON]
-        proc = topo.popen(inst.host, argv, env=env, log=inst.dir / "charon.out")
-        self._procs.append(proc)
-        sock = inst.dir / "run" / "charon.vici"
-        if not wait_until(lambda: sock.exists() or proc.poll() is not None, 15):
-            raise Unavailable(f"charon in {inst.host.ns}: no vici socket after 15 s")
-        if proc.poll() is not None:
-            raise Unavailable(
-                f"charon in {inst.host.ns} exited {proc.returncode}: {log_tail(inst.dir / 'charon.out', 5)}"
-            )
+        self._procs.append(start_charon(topo, inst))
 
     def _swanctl(self, inst: Instance, *args: str) -> str:
-        topo = self._require_topo()
-        env = {**os.environ, "SWANCTL_DIR": str(inst.dir)}
-        res = topo.run(inst.host, ["swanctl", *args, "--uri", inst.uri], env=env, check=False, timeout=60)
+        res = swanctl(self._require_topo(), inst, *args)
         if res.returncode != 0:
             raise Unavailable(
                 f"swanctl {args[0]} in {inst.host.ns} failed: "

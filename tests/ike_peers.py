@@ -1,0 +1,433 @@
+"""IKEv2 peers for the netns tests: tunsec running IKE, and strongSwan's charon.
+
+Both read the same swanctl.conf ``connections``/``secrets`` text (tunsec adds
+its ``tunsec { }`` section), and both find certificates the swanctl way in
+x509/, x509ca/ and private/ next to that file, so one :class:`Conn` describes a
+side for either implementation.
+
+charon runs with its kernel-libipsec plugin (userspace ESP in UDP over a TUN
+``ipsec0``, routes in table 220) in a private mount namespace, started with the
+helpers of :mod:`tunsec.bench.systems.strongswan`; it logs ike/cfg/knl at level
+2 (proposals, payloads) to ``charon.log`` in its directory.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from tunsec.bench.netns import Host, TwoHosts, wait_until
+from tunsec.bench.systems.base import Unavailable, missing_commands
+from tunsec.bench.systems.strongswan import (
+    CHARON,
+    LIBIPSEC_PLUGIN,
+    Instance,
+    start_charon,
+    strongswan_conf,
+    swanctl,
+)
+
+CONN, CHILD = "tun", "net"
+# debug lines of pyroute2 that drown tunsec's own in a log tail
+_NOISE = re.compile(r"DEBUG (message \{|yield \{|SOCK_DGRAM|await data|preventing override|Using selector|get: )")
+PSK = "tunsec interop secret 0123456789"
+
+
+def strongswan_missing() -> str | None:
+    """Why charon cannot be a test peer here, or None."""
+    missing = missing_commands(CHARON, "swanctl", "pki", "unshare", "iperf3")
+    if missing:
+        return missing
+    if not Path(LIBIPSEC_PLUGIN).is_file():
+        return "kernel-libipsec plugin missing (apt install libcharon-extra-plugins)"
+    return None
+
+
+def ident(host: Host) -> str:
+    """The FQDN identity of a side (also the subjectAltName of its certificate)."""
+    return f"{host.ns[:4]}.tunsec.test"     # ts-a-xxxxxx -> "ts-a.tunsec.test"
+
+
+@dataclass(frozen=True)
+class Conn:
+    """One side's connection ``tun`` with child ``net``, in swanctl.conf syntax."""
+
+    me: Host
+    peer: Host
+    proposals: str = "aes128gcm16-prfsha256-curve25519"
+    esp_proposals: str = "aes128gcm16"
+    local_ts: str = ""                  # default: my inner IPv4 network
+    remote_ts: str = ""                 # default: the peer's
+    auth: str = "psk"                   # psk | pubkey
+    psk: str = PSK
+    cert: str = ""                      # with auth = pubkey: the file in x509/
+    start_action: str = "none"
+    extra_conn: str = ""                # more lines in the connection
+
+    def swanctl_text(self) -> str:
+        local_ts = self.local_ts or self.me.inner_net4
+        remote_ts = self.remote_ts or self.peer.inner_net4
+        certs = f"\n      certs = {self.cert}" if self.auth == "pubkey" else ""
+        secrets = (f"""secrets {{
+  ike-peers {{
+    id-me = {ident(self.me)}
+    id-peer = {ident(self.peer)}
+    secret = "{self.psk}"
+  }}
+}}
+""" if self.auth == "psk" else "")
+        return f"""connections {{
+  {CONN} {{
+    version = 2
+    local_addrs = {self.me.outer4}
+    remote_addrs = {self.peer.outer4}
+    encap = yes
+    proposals = {self.proposals}
+{self.extra_conn}    local {{
+      auth = {self.auth}
+      id = {ident(self.me)}{certs}
+    }}
+    remote {{
+      auth = {self.auth}
+      id = {ident(self.peer)}
+    }}
+    children {{
+      {CHILD} {{
+        local_ts = {local_ts}
+        remote_ts = {remote_ts}
+        esp_proposals = {self.esp_proposals}
+        mode = tunnel
+        start_action = {self.start_action}
+      }}
+    }}
+  }}
+}}
+{secrets}"""
+
+
+# --------------------------------------------------------------------------
+# Certificates, made with strongSwan's pki
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pki:
+    """A test CA and end-entity certificates for ``<ns[:4]>.tunsec.test``, made by ``pki``."""
+
+    dir: Path
+    kind: str                           # rsa | ecdsa
+
+    def _pki(self, *args: str, out: Path) -> None:
+        with open(out, "wb") as f:
+            r = subprocess.run(["pki", *args], stdout=f, stderr=subprocess.PIPE, timeout=60, check=False)
+        assert r.returncode == 0, f"pki {' '.join(args)}: {r.stderr.decode(errors='replace')}"
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.dir / "ca.crt"
+
+    def make_ca(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        key = self.dir / "ca.key"
+        size = ["--size", "3072"] if self.kind == "rsa" else ["--size", "384"]
+        self._pki("--gen", "--type", self.kind, *size, "--outform", "pem", out=key)
+        self._pki("--self", "--ca", "--lifetime", "30", "--in", str(key), "--type", self.kind,
+                  "--dn", f"C=CH, O=tunsec test, CN=tunsec {self.kind} test CA", "--outform", "pem",
+                  out=self.ca_cert)
+
+    def issue(self, name: str) -> tuple[Path, Path]:
+        """Key and certificate with subjectAltName ``name`` (cached in the CA's directory)."""
+        key, cert = self.dir / f"{name}.key", self.dir / f"{name}.crt"
+        if cert.exists():
+            return key, cert
+        size = ["--size", "2048"] if self.kind == "rsa" else ["--size", "256"]
+        self._pki("--gen", "--type", self.kind, *size, "--outform", "pem", out=key)
+        pub = self.dir / f"{name}.pub"
+        self._pki("--pub", "--in", str(key), "--type", self.kind, out=pub)
+        self._pki("--issue", "--lifetime", "30", "--cacert", str(self.ca_cert), "--cakey", str(self.dir / "ca.key"),
+                  "--type", "pub", "--in", str(pub), "--dn", f"C=CH, O=tunsec test, CN={name}",
+                  "--san", name, "--flag", "serverAuth", "--outform", "pem", out=cert)
+        return key, cert
+
+    def install(self, confdir: Path, host: Host) -> str:
+        """Copy the CA, the host's certificate and key where swanctl (and tunsec) look; the cert's file name."""
+        key, cert = self.issue(ident(host))
+        for sub in ("x509", "x509ca", "private"):
+            (confdir / sub).mkdir(parents=True, exist_ok=True)
+        shutil.copy(self.ca_cert, confdir / "x509ca" / "ca.crt")
+        shutil.copy(cert, confdir / "x509" / cert.name)
+        shutil.copy(key, confdir / "private" / key.name)
+        (confdir / "private" / key.name).chmod(0o600)
+        return cert.name
+
+
+# --------------------------------------------------------------------------
+# tunsec with IKE
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class TunsecIke:
+    """tunsec in one namespace with the connection ``conn`` (debug log)."""
+
+    topo: TwoHosts
+    conn: Conn
+    pki: Pki | None = None
+    dir: Path = field(init=False)
+    proc: subprocess.Popen[bytes] | None = None
+
+    def __post_init__(self) -> None:
+        self.dir = self.topo.workdir / f"tunsec-{self.host.ns}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.write()
+
+    @property
+    def host(self) -> Host:
+        return self.conn.me
+
+    @property
+    def conf(self) -> Path:
+        return self.dir / "tunsec.conf"
+
+    @property
+    def log(self) -> Path:
+        return self.dir / "tunsec.log"
+
+    @property
+    def sock(self) -> Path:
+        return self.dir / "tunsec.sock"
+
+    def write(self, **changes: Any) -> None:
+        if changes:
+            self.conn = replace(self.conn, **changes)
+        if self.conn.auth == "pubkey" and self.pki is not None:
+            self.conn = replace(self.conn, cert=self.pki.install(self.dir, self.host))
+        self.conf.write_text(f"""# tunsec IKE test, {self.host.ns}
+tunsec {{
+  tun = tunsec0
+  control_socket = {self.sock}
+  log_level = debug
+}}
+{self.conn.swanctl_text()}""")
+        self.conf.chmod(0o600)
+
+    def start(self) -> None:
+        argv = [sys.executable, "-m", "tunsec", "up", "-c", str(self.conf)]
+        self.proc = proc = self.topo.popen(self.host, argv, log=self.log)
+        ok = wait_until(lambda: proc.poll() is not None or self.cli("status").returncode == 0, 20)
+        assert ok and proc.poll() is None, f"tunsec in {self.host.ns} did not start:\n{self.log_text()}"
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.topo.stop(self.proc)
+            self.proc = None
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "tunsec", *args, "-c", str(self.conf)]
+        return self.topo.run(self.host, argv, check=False, timeout=20)
+
+    def status(self) -> dict[str, Any]:
+        r = self.cli("status", "--json")
+        assert r.returncode == 0, r.stderr
+        doc: dict[str, Any] = json.loads(r.stdout)
+        return doc
+
+    def ike_sas(self) -> list[dict[str, Any]]:
+        sas: list[dict[str, Any]] = self.status()["ike_sas"]
+        return sas
+
+    def established(self) -> list[dict[str, Any]]:
+        """IKE SAs that are up and carry at least one child."""
+        return [sa for sa in self.ike_sas() if sa["state"] == "established" and sa["children"]]
+
+    def wait_established(self, timeout: float = 15) -> dict[str, Any]:
+        assert wait_until(lambda: bool(self.established()), timeout), \
+            f"no IKE SA with a child in {self.host.ns}:\n{self.log_tail()}"
+        (sa,) = self.established()
+        return sa
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The end of the log without pyroute2's netlink chatter (debug level logs everything)."""
+        mine = [ln for ln in self.log_text().splitlines() if not _NOISE.search(ln)]
+        return "\n".join(mine[-lines:])
+
+    def wait_log(self, pattern: str, timeout: float = 15) -> re.Match[str]:
+        found: list[re.Match[str]] = []
+
+        def seen() -> bool:
+            m = re.search(pattern, self.log_text())
+            if m:
+                found.append(m)
+            return m is not None
+
+        assert wait_until(seen, timeout), f"{pattern!r} not in the log of tunsec in {self.host.ns}:\n{self.log_tail()}"
+        return found[0]
+
+
+# --------------------------------------------------------------------------
+# strongSwan's charon
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class Charon:
+    """charon (kernel-libipsec) in one namespace, configured with ``conn``, driven by swanctl."""
+
+    topo: TwoHosts
+    conn: Conn
+    pki: Pki | None = None
+    inst: Instance = field(init=False)
+    proc: subprocess.Popen[bytes] | None = None
+
+    def __post_init__(self) -> None:
+        self.inst = Instance(host=self.conn.me, dir=self.topo.workdir / f"strongswan-{self.conn.me.ns}")
+        (self.inst.dir / "run").mkdir(parents=True, exist_ok=True)
+        (self.inst.dir / "strongswan.conf").write_text(strongswan_conf(self.inst, level=2))
+        self.write()
+
+    @property
+    def host(self) -> Host:
+        return self.conn.me
+
+    @property
+    def log(self) -> Path:
+        return self.inst.log
+
+    def write(self, **changes: Any) -> None:
+        if changes:
+            self.conn = replace(self.conn, **changes)
+        if self.conn.auth == "pubkey" and self.pki is not None:
+            self.conn = replace(self.conn, cert=self.pki.install(self.inst.dir, self.host))
+        path = self.inst.dir / "swanctl.conf"
+        path.write_text(self.conn.swanctl_text())
+        path.chmod(0o600)
+
+    def start(self) -> None:
+        try:
+            self.proc = start_charon(self.topo, self.inst)
+        except Unavailable as exc:
+            raise AssertionError(str(exc)) from exc
+        self.swanctl_ok("--load-all", "--noprompt")
+
+    def swanctl(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return swanctl(self.topo, self.inst, *args, timeout=timeout)
+
+    def swanctl_ok(self, *args: str) -> str:
+        r = self.swanctl(*args)
+        assert r.returncode == 0, f"swanctl {' '.join(args)}: {r.stdout}{r.stderr}\n{self.log_tail()}"
+        return r.stdout
+
+    def initiate(self, timeout: int = 15) -> subprocess.CompletedProcess[str]:
+        return self.swanctl("--initiate", "--child", CHILD, "--timeout", str(timeout), timeout=timeout + 15)
+
+    def list_sas(self) -> str:
+        return self.swanctl_ok("--list-sas")
+
+    def sas(self) -> dict[str, Any]:
+        """``swanctl --list-sas --raw`` parsed into {ike name: {key: value or dict}} (vici's tree)."""
+        out = self.swanctl_ok("--list-sas", "--raw")
+        return {k: v for line in out.splitlines() if line.strip() for k, v in _vici_raw(line).items()}
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    def wait_log(self, pattern: str, timeout: float = 15) -> re.Match[str]:
+        found: list[re.Match[str]] = []
+
+        def seen() -> bool:
+            m = re.search(pattern, self.log_text())
+            if m:
+                found.append(m)
+            return m is not None
+
+        assert wait_until(seen, timeout), f"{pattern!r} not in charon.log of {self.host.ns}:\n{self.log_tail()}"
+        return found[0]
+
+
+def _vici_raw(line: str) -> dict[str, Any]:
+    """One line of ``swanctl --raw`` output (``list-sa event {tun {k=v sub {..} list [a b]}}``) as a dict."""
+    tokens = re.findall(r"\{|\}|\[|\]|[^\s{}\[\]=]+=[^\s{}\[\]]*|[^\s{}\[\]]+", line)
+    pos = 0
+
+    def parse_block() -> dict[str, Any]:
+        nonlocal pos
+        out: dict[str, Any] = {}
+        while pos < len(tokens) and tokens[pos] != "}":
+            tok = tokens[pos]
+            pos += 1
+            nxt = tokens[pos] if pos < len(tokens) else ""
+            if tok.endswith("=") and nxt == "[":      # key=[a b]
+                pos += 1
+                items = []
+                while pos < len(tokens) and tokens[pos] != "]":
+                    items.append(tokens[pos])
+                    pos += 1
+                pos += 1     # ']'
+                out[tok[:-1]] = items
+            elif "=" in tok:
+                k, _, v = tok.partition("=")
+                out[k] = v
+            elif nxt == "{":
+                pos += 1
+                out[tok] = parse_block()
+                pos += 1     # '}'
+        return out
+
+    # skip the "list-sa event" prefix up to the first '{'
+    while pos < len(tokens) and tokens[pos] != "{":
+        pos += 1
+    pos += 1
+    return parse_block()
+
+
+# --------------------------------------------------------------------------
+# Traffic
+# --------------------------------------------------------------------------
+
+
+def ping_both_ways(topo: TwoHosts, count: int = 3) -> None:
+    a, b = topo.a, topo.b
+    assert topo.wait_ping(a, b.inner4, src=a.inner4, timeout=10), "A cannot ping B's inner address"
+    assert topo.ping(a, b.inner4, count=count, src=a.inner4), "ping A -> B lost packets"
+    assert topo.ping(b, a.inner4, count=count, src=b.inner4), "ping B -> A lost packets"
+
+
+def iperf3_tcp(topo: TwoHosts, seconds: int = 2, reverse: bool = False) -> int:
+    """A TCP run from A to B through the tunnel (``reverse``: B sends); bytes received."""
+    srv = topo.popen(topo.b, ["iperf3", "-s", "-1", "-B", topo.b.inner4])
+    try:
+        listening = wait_until(lambda: ":5201" in topo.run(topo.b, ["ss", "-ltn"], check=False).stdout, 10)
+        assert listening, "iperf3 server did not start"
+        argv = ["iperf3", "-c", topo.b.inner4, "-B", topo.a.inner4, "-t", str(seconds), "--json"]
+        if reverse:
+            argv.append("-R")
+        r = topo.run(topo.a, argv, check=False, timeout=seconds + 30)
+        doc = json.loads(r.stdout)
+        assert "error" not in doc, doc["error"]
+        received = int(doc["end"]["sum_received"]["bytes"])
+        assert received > 0
+        return received
+    finally:
+        topo.stop(srv)
+
+
+def tunsec_counters(side: TunsecIke, child: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The dataplane counters of a child's SAs: {"in": {...}, "out": {...}}."""
+    sas = side.status()["sas"]
+    out = {}
+    for d, spi in (("in", child["spi_in"]), ("out", child["spi_out"])):
+        (found,) = [s for s in sas if s["spi"] == spi and s["direction"] == d]
+        out[d] = found
+    return out
