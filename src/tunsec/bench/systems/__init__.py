@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from tunsec.bench.systems.base import System, Unavailable
+from tunsec.bench.systems.mixed import TunsecStrongSwan
 from tunsec.bench.systems.strongswan import StrongSwanLibipsec
 from tunsec.bench.systems.tunsec import Tunsec
 from tunsec.bench.systems.veth import PlainVeth
@@ -16,6 +17,7 @@ SYSTEMS: dict[str, Callable[[], System]] = {
     Tunsec.name: Tunsec,
     StrongSwanLibipsec.name: StrongSwanLibipsec,
     WireguardGo.name: WireguardGo,
+    TunsecStrongSwan.name: TunsecStrongSwan,
     KernelXfrm.name: KernelXfrm,
 }
 
@@ -26,6 +28,7 @@ __all__ = [
     "StrongSwanLibipsec",
     "System",
     "Tunsec",
+    "TunsecStrongSwan",
     "Unavailable",
     "WireguardGo",
 ]
