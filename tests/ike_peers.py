@@ -69,6 +69,7 @@ class Conn:
     cert: str = ""                      # with auth = pubkey: the file in x509/
     start_action: str = "none"
     extra_conn: str = ""                # more lines in the connection
+    extra_child: str = ""               # more lines in the child
 
     def swanctl_text(self) -> str:
         local_ts = self.local_ts or self.me.inner_net4
@@ -104,7 +105,7 @@ class Conn:
         esp_proposals = {self.esp_proposals}
         mode = tunnel
         start_action = {self.start_action}
-      }}
+{self.extra_child}      }}
     }}
   }}
 }}

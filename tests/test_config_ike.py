@@ -370,9 +370,9 @@ def test_accepted_keys_and_their_values() -> None:
         ("conn", "dpd_delay = 30s"),
         ("conn", "dpd_timeout = 150s"),
         ("conn", "rekey_time = 2h"),
-        ("conn", "reauth_time = 1d"),
+        ("conn", "reauth_time = 0"),
         ("conn", "keyingtries = 0"),
-        ("conn", "unique = replace"),
+        ("conn", "unique = never"),
         ("conn", "send_certreq = no"),
         ("conn", "send_cert = always"),
         ("conn", "mobike = no"),
@@ -392,7 +392,7 @@ def test_accepted_keys_and_their_values() -> None:
         ("child", "rekey_bytes = 1g"),
         ("child", "rekey_packets = 1000000"),
         ("child", "replay_window = 1024"),
-        ("child", "inactivity = 5m"),
+        ("child", "inactivity = 0"),
         ("child", "hostaccess = yes"),
         ("child", "policies = yes"),
         ("child", "ipcomp = no"),
@@ -403,17 +403,36 @@ def test_accepted_keys_and_their_values() -> None:
     config = parse_config(text)
     conn = config.connections[0]
     assert (conn.local_port, conn.remote_port, conn.ike.remote_port) == (4500, 4501, 4501)
-    assert (conn.dpd_delay, conn.rekey_time, conn.reauth_time) == (30, 7200, 86400)
-    assert (conn.over_time, conn.rand_time) == (8640, 3600)  # 10% of the longer; half the shorter
-    assert (conn.keyingtries, conn.unique, conn.send_cert, conn.fragmentation) == (0, "replace", "always", "no")
-    assert conn.ike.initial_contact and not conn.ike.send_certreq
+    assert (conn.dpd_delay, conn.rekey_time, conn.reauth_time) == (30, 7200, 0)
+    assert (conn.over_time, conn.rand_time) == (720, 720)  # 10% of rekey_time; no more than over_time
+    assert (conn.keyingtries, conn.unique, conn.send_cert, conn.fragmentation) == (0, "never", "always", "no")
+    assert not conn.ike.initial_contact and not conn.ike.send_certreq
+    assert (conn.ike.rekey_time, conn.ike.dpd_delay) == (7200, 30)   # the engine runs these timers
     child = conn.children[0]
     assert (child.close_action, child.dpd_action) == ("start", "trap")
     assert (child.rekey_time, child.life_time, child.rand_time) == (1200, 1320, 120)
     assert (child.rekey_bytes, child.life_bytes, child.rand_bytes) == (1 << 30, 2 << 30, 1 << 30)
     assert (child.rekey_packets, child.life_packets, child.rand_packets) == (1000000, 1100000, 100000)
-    assert (child.replay_window, child.inactivity) == (1024, 300)
+    assert (child.replay_window, child.inactivity) == (1024, 0)
+    assert child.config.rekey_time == 1200
     assert config.warnings == ()
+
+
+@pytest.mark.parametrize(
+    ("where", "line", "message"),
+    [
+        ("conn", "reauth_time = 1d", "reauthentication is not supported"),
+        ("conn", "over_time = 10m", "does not force-close"),
+        ("conn", "unique = replace", "unique = replace is not supported"),
+        ("conn", "unique = keep", "unique = keep is not supported"),
+        ("child", "inactivity = 5m", "inactivity timeouts are not supported"),
+    ],
+)
+def test_settings_tunsec_does_not_act_on_are_refused(where: str, line: str, message: str) -> None:
+    text = with_line(where, line)
+    issue = only_issue(text)
+    assert issue.line == line_of(text, line) and message in issue.message
+    assert issue.key.endswith(line.split(" =")[0])
 
 
 @pytest.mark.parametrize(
@@ -426,9 +445,9 @@ def test_actions_normalised_like_strongswan(value: str, expected: str) -> None:
     assert parse_config(text).connections[0].children[0].start_action == expected
 
 
-def test_reauth_time_alone_disables_rekeying_like_strongswan() -> None:
-    conn = parse_config(with_line("conn", "reauth_time = 3h")).connections[0]
-    assert (conn.rekey_time, conn.reauth_time, conn.over_time, conn.rand_time) == (0, 10800, 1080, 1080)
+def test_rekey_time_zero_disables_ike_rekeying() -> None:
+    conn = parse_config(with_line("conn", "rekey_time = 0")).connections[0]
+    assert (conn.rekey_time, conn.reauth_time, conn.ike.rekey_time) == (0, 0, None)
 
 
 def test_warnings_for_accepted_values_tunsec_treats_differently() -> None:

@@ -1080,7 +1080,8 @@ def _read_child(section: Section, issues: list[ConfigIssue]) -> _Draft | None:
     rekey_bytes, life_bytes, rand_bytes = _lifetimes(r, "bytes", parse_bytes, 0)
     rekey_packets, life_packets, rand_packets = _lifetimes(r, "packets", _parse_packets, 0)
     replay_window = r.get("replay_window", _parse_replay_window, DEFAULT_REPLAY_WINDOW)
-    inactivity = r.get("inactivity", parse_duration, 0)
+    _only(r, "inactivity", parse_duration, {0}, "inactivity timeouts are not supported")
+    inactivity = 0
     # Only passed to updown scripts (refused below), so it has no effect, as in strongSwan without one.
     r.get("hostaccess", parse_bool, False)
     _only(r, "policies", parse_bool, {True}, "policies = no is not supported (tunsec always installs policies)")
@@ -1177,6 +1178,10 @@ def _ike_lifetimes(r: SectionReader) -> tuple[int, int, int, int]:
     reauth = r.get("reauth_time", parse_duration, None)
     over = r.get("over_time", parse_duration, None)
     rand = r.get("rand_time", parse_duration, None)
+    if reauth:
+        r.error("reauth_time", "reauthentication is not supported (tunsec rekeys IKE SAs: use rekey_time)")
+    if over is not None:
+        r.error("over_time", "not supported: tunsec does not force-close an SA whose rekey keeps failing")
     if rekey is None and reauth is None:
         rekey, reauth = DEFAULT_IKE_REKEY_TIME, 0
     rekey, reauth = rekey or 0, reauth or 0
@@ -1215,6 +1220,8 @@ def _read_connection(section: Section, ctx: _ConnContext) -> Connection | None:
     send_cert: SendCert = r.get("send_cert", _parse_send_cert, "ifasked")
     keyingtries = r.get("keyingtries", _parse_keyingtries, 1)
     unique: Unique = r.get("unique", _parse_unique, "no")
+    if unique in ("keep", "replace"):
+        r.error("unique", f"unique = {unique} is not supported (no, never: INITIAL_CONTACT replaces a peer's old SAs)")
     rekey_time, reauth_time, over_time, rand_time = _ike_lifetimes(r)
     _only(r, "aggressive", parse_bool, {False}, "Aggressive Mode is IKEv1 and not supported")
     _only(r, "pull", parse_bool, {True}, "push mode (IKEv1 Mode Config) is not supported")

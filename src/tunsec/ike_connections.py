@@ -24,6 +24,8 @@ def child_plan(ch: Child) -> ChildPlan:
     return ChildPlan(
         name=ch.name,
         start_action=ch.start_action,
+        close_action=ch.close_action,
+        dpd_action=ch.dpd_action,
         replay_window=ch.replay_window,
         # rekeying on time is the engine's (ChildConfig.rekey_time); the dataplane
         # counts bytes and packets and reports the soft limits
@@ -35,7 +37,8 @@ def child_plan(ch: Child) -> ChildPlan:
 
 def ike_connection(c: Connection, retransmit: RetransmitConfig | None = None) -> IkeConnection:
     ike = c.ike if retransmit is None else dataclasses.replace(c.ike, retransmit=retransmit)
-    return IkeConnection(ike=ike, children=tuple(child_plan(ch) for ch in c.children), local_port=c.local_port)
+    return IkeConnection(ike=ike, children=tuple(child_plan(ch) for ch in c.children), local_port=c.local_port,
+                         keyingtries=c.keyingtries)
 
 
 def connections_from_config(cfg: Config) -> list[IkeConnection]:

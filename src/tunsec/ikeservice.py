@@ -64,6 +64,8 @@ class ChildPlan:
 
     name: str
     start_action: str = "none"          # none | start | trap
+    close_action: str = "none"          # when the peer deletes it: none | start | trap
+    dpd_action: str = "none"            # when the peer stops answering: none | start | trap
     replay_window: int = 4096
     soft: Lifetime = field(default_factory=Lifetime)
     hard: Lifetime = field(default_factory=Lifetime)
@@ -74,6 +76,7 @@ class IkeConnection:
     ike: IkeConfig
     children: tuple[ChildPlan, ...] = ()
     local_port: int = 500
+    keyingtries: int = 1                # attempts to establish before giving up; 0 = forever
 
     def child(self, name: str) -> ChildPlan:
         for c in self.children:
@@ -132,6 +135,8 @@ class IkeService:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._refilling = False
         self.trap_policies: dict[int, tuple[str, str]] = {}     # policy id -> (connection, child)
+        self.attempts: dict[str, int] = {}                       # connection -> failed tries in a row
+        self.closing = False
 
     # --- lifecycle -------------------------------------------------------------
     def open_sockets(self) -> None:
@@ -172,6 +177,7 @@ class IkeService:
 
     async def shutdown(self) -> None:
         """Delete every IKE SA (the peer learns it now, not at its DPD timeout)."""
+        self.closing = True
         for sa in self.endpoint.sas:
             if not sa.is_closed:
                 with contextlib.suppress(Exception):
@@ -258,11 +264,15 @@ class IkeService:
         return False
 
     # --- traps -----------------------------------------------------------------
-    async def install_traps(self) -> None:
+    async def install_traps(self, only: tuple[str, str] | None = None) -> None:
+        """Trap policies of start_action = trap children (or of the one child named)."""
         for conn in self.connections.values():
             ike = conn.ike
             for ch in ike.children:
-                if conn.child(ch.name).start_action != "trap":
+                if only is not None:
+                    if only != (ike.name, ch.name) or (ike.name, ch.name) in self.trap_policies.values():
+                        continue
+                elif conn.child(ch.name).start_action != "trap":
                     continue
                 local = [t.resolve(ike.local_addr) for t in ch.local_ts]
                 remote = [t.resolve(ike.remote_addr) for t in ch.remote_ts]
@@ -387,6 +397,7 @@ class IkeService:
     def _event(self, sa: IkeSa, ev: Any) -> None:
         match ev:
             case IkeSaUp():
+                self.attempts.pop(ev.name, None)
                 log.info("%s: IKE SA established with %s (%s), %s <-> %s", ev.name, ev.remote_addr[0],
                          ev.proposal, ev.local_id, ev.remote_id)
                 self.ike_up[sa.local_spi] = {"name": ev.name, "remote": ev.remote_addr[0], "proposal": ev.proposal,
@@ -402,7 +413,9 @@ class IkeService:
                 log.info("%s: IKE SA rekeyed, SPIs %s_i %s_r", ev.name, ev.new_spi_i.hex(), ev.new_spi_r.hex())
             case IkeSaDown():
                 log.info("%s: IKE SA closed: %s", ev.name, ev.reason)
-                self.ike_up.pop(sa.local_spi, None)
+                was_up = self.ike_up.pop(sa.local_spi, None) is not None
+                if was_up and "by peer" in ev.reason:
+                    self._after_loss(ev.name, "close_action")
             case ChildSaUp():
                 self._spawn(self._child_up(sa.name, ev))
             case ChildSaDown():
@@ -415,8 +428,50 @@ class IkeService:
                 log.error("%s%s: %s: %s", ev.name, child, ev.reason, ev.detail)
             case PeerUnreachable():
                 log.error("%s: peer did not answer after %d retransmissions; giving up", ev.name, ev.tries)
+                if self.ike_up.pop(sa.local_spi, None) is not None:
+                    self._after_loss(ev.name, "dpd_action")     # it was up: dead peer detected
+                elif sa.is_initiator:
+                    self._retry(ev.name)
             case SpiUnused():
                 self._spawn(self._delete_sa(ev.spi, Direction.IN))
+
+    def _after_loss(self, conn_name: str, which: str) -> None:
+        """close_action / dpd_action of each child of a connection whose IKE SA went away."""
+        conn = self.connections.get(conn_name)
+        if conn is None or self.closing:
+            return
+        for plan in conn.children:
+            action = getattr(plan, which)
+            if action == "start":
+                log.info("%s: %s = start: re-initiating child %s", conn_name, which, plan.name)
+                asyncio.get_event_loop().call_later(1.0, self._initiate_quietly, conn_name, plan.name)
+            elif action == "trap" and plan.start_action != "trap":
+                log.info("%s: %s = trap: child %s waits for traffic", conn_name, which, plan.name)
+                self._spawn(self.install_traps(only=(conn_name, plan.name)))
+
+    def _retry(self, conn_name: str) -> None:
+        conn = self.connections.get(conn_name)
+        if conn is None or self.closing:
+            return
+        tries = self.attempts[conn_name] = self.attempts.get(conn_name, 0) + 1
+        if conn.keyingtries and tries >= conn.keyingtries:
+            if conn.keyingtries > 1:
+                log.error("%s: giving up after %d keying tries", conn_name, tries)
+            self.attempts.pop(conn_name, None)
+            return
+        log.info("%s: keying try %d%s failed; trying again", conn_name, tries,
+                 f" of {conn.keyingtries}" if conn.keyingtries else "")
+        children: list[str | None] = [p.name for p in conn.children if p.start_action == "start"] or [None]
+        for child in children:
+            asyncio.get_event_loop().call_later(1.0, self._initiate_quietly, conn_name, child)
+
+    def _initiate_quietly(self, conn_name: str, child: str | None) -> None:
+        if self.closing:
+            return
+        try:
+            self.initiate(conn_name, child)
+        except (KeyError, ValueError) as err:
+            log.error("%s: cannot initiate: %s", conn_name, err)
 
     async def _delete_sa(self, spi: int, direction: Direction) -> None:
         with contextlib.suppress(WorkerError):
@@ -475,6 +530,13 @@ class IkeService:
         log.info("%s: CHILD_SA %s %08x_i %08x_o deleted: %s", conn_name, ev.child, ev.spi_in, ev.spi_out, ev.reason)
         if state is None:
             return
+        conn = self.connections.get(conn_name)
+        ike_up = any(sa.name == conn_name and sa.state is State.ESTABLISHED for sa in self.endpoint.sas)
+        if conn is not None and ike_up and "by peer" in ev.reason and not self.closing:
+            plan = conn.child(state.child)
+            if plan.close_action == "start":
+                log.info("%s: close_action = start: re-creating child %s", conn_name, plan.name)
+                asyncio.get_event_loop().call_later(1.0, self._initiate_quietly, conn_name, plan.name)
         if any(c.conn == state.conn and c.child == state.child for c in self.children.values()):
             return   # a rekeyed successor keeps the policies
         for pid in state.policy_ids:

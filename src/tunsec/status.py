@@ -81,7 +81,9 @@ def status_document(d: Daemon, dump: Reply) -> dict[str, Any]:
         "uptime_seconds": int(time.time() - d.started),
         "tunnels": tunnels,
         "ike_sas": d.ike.status() if d.ike else [],
-        "sas": [_sa(sa) for sa in dump.sas],
+        # larval SAs are the inbound SPIs IKE keeps ready (GETSPI): counted, not listed
+        "sas": [_sa(sa) for sa in dump.sas if sa.state != "larval"],
+        "larval_sas": sum(1 for sa in dump.sas if sa.state == "larval"),
         "policies": [_policy(p) for p in dump.policies],
         "drops": dict(dump.drops),
     }

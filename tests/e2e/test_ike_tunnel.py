@@ -173,3 +173,28 @@ def test_initiator_gives_up_when_the_peer_never_answers(topo: TwoHosts) -> None:
     assert retransmits == ["1", "2", "3"]
     assert wait_until(lambda: no_ike_sas(a), 10), a.ike_sas()
     assert no_traffic(topo)
+
+
+def test_close_action_start_rebuilds_what_the_peer_deleted(topo: TwoHosts) -> None:
+    a, b = pair(topo, a={"extra_child": "        close_action = start\n"})
+    first = a.wait_established()
+    b.wait_established()
+    assert b.cli("terminate", "--ike", CONN).returncode == 0
+    a.wait_log(r"tun: IKE SA closed: deleted by peer")
+    a.wait_log(rf"close_action: re-initiating child {CHILD}|close_action = start: re-initiating child {CHILD}")
+    assert wait_until(lambda: any(sa["spi_i"] != first["spi_i"] for sa in a.established()), 15), a.log_tail()
+    b.wait_established()
+    ping_both_ways(topo, count=1)
+
+
+def test_keyingtries_retries_then_gives_up(topo: TwoHosts) -> None:
+    a, _ = pair(topo, a={"extra_conn": "    keyingtries = 2\n"}, start=False)
+    text = a.conf.read_text().replace(
+        "  log_level = debug\n",
+        "  log_level = debug\n  retransmit_timeout = 0.2\n  retransmit_base = 1.5\n  retransmit_tries = 1\n")
+    a.conf.write_text(text)
+    a.start()      # nobody answers
+    a.wait_log(r"tun: keying try 1 of 2 failed; trying again")
+    a.wait_log(r"ERROR tun: giving up after 2 keying tries")
+    assert len(re.findall(r"peer did not answer after 1 retransmissions", a.log_text())) == 2
+    assert wait_until(lambda: no_ike_sas(a), 10), a.ike_sas()

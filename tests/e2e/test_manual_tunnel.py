@@ -139,7 +139,7 @@ def test_attaches_to_existing_tun_and_leaves_it(topo: TwoHosts) -> None:
     # B uses the default name; only A attaches to a pre-made device
     pair.b.conf.write_text(pair.b.conf.read_text().replace("tun = tsx0", "tun = tunsec0"))
     pair.start_both()
-    assert topo.ping(topo.a, topo.b.inner4, count=2, src=topo.a.inner4)
+    assert topo.wait_ping(topo.a, topo.b.inner4, src=topo.a.inner4)
     assert pair.a.status_json(topo)["tun"]["created"] is False
     assert pair.a.proc is not None
     pair.a.proc.send_signal(signal.SIGTERM)

@@ -48,7 +48,7 @@ from tunsec.bench.report import print_table, write_chart, write_json
 from tunsec.bench.results import RunSample, SystemResult, TestSummary
 from tunsec.bench.systems import SYSTEMS, System, Tunsec, Unavailable
 
-DEFAULT_ORDER = ("veth", "tunsec", "strongswan", "wireguard-go", "kernel-xfrm")
+DEFAULT_ORDER = ("veth", "tunsec", "strongswan", "wireguard-go", "tunsec-strongswan", "kernel-xfrm")
 CPU_METHOD = (
     "cpu_system: host-wide busy CPU seconds (/proc/stat delta, all CPUs, includes "
     "iperf3 and kernel softirq work) per GB received; cpu_tunnel: user+system "

@@ -478,7 +478,7 @@ class IkeSa:
         if isinstance(pending.task, informational.DeleteIkeTask):
             self._close("deleted (peer did not answer)")
             return
-        log.info("%s: giving up after %d retransmissions", self.name, tries)
+        log.debug("%s: giving up after %d retransmissions", self.name, tries)
         self._st.emit(PeerUnreachable(self.name, tries))
         self._close("peer unreachable")
 
@@ -614,7 +614,7 @@ class IkeSa:
         old.emit(IkeSaRekeyed(self.name, old.spi_i, old.spi_r, st.spi_i, st.spi_r))
         if rekey.we_initiated:
             self._queue.append(informational.DeleteIkeTask())
-        log.info("%s: IKE SA rekeyed", self.name)
+        log.debug("%s: IKE SA rekeyed", self.name)
 
     def _addressed_to_us(self, msg: Message) -> bool:
         st = self._st
@@ -658,7 +658,7 @@ class IkeSa:
         if was_up:
             self._st.emit(IkeSaDown(self.name, reason))
         self._state = State.CLOSED
-        log.info("%s: IKE SA closed: %s", self.name, reason)
+        log.debug("%s: IKE SA closed: %s", self.name, reason)
 
 
 class _Refuse(Exception):

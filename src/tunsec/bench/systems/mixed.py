@@ -47,7 +47,7 @@ class TunsecStrongSwan(System):
         self.topo = topo
         psk = secrets.token_hex(16)
         a, b = topo.a, topo.b
-        windowed = "        mode = tunnel\n        replay_window = %d\n" % REPLAY_WINDOW
+        windowed = f"        mode = tunnel\n        replay_window = {REPLAY_WINDOW}\n"
 
         inst = Instance(host=b, dir=topo.workdir / f"strongswan-{b.ns}")
         (inst.dir / "run").mkdir(parents=True)
