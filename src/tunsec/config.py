@@ -1140,6 +1140,11 @@ def _section_not_allowed(name: str, known_keys: Sequence[str]) -> str:
 # --------------------------------------------------------------------------
 
 
+
+# strongSwan's default is 32, but tunsec's loop threads share an SA's sequence
+# numbers, and a window that narrow would count their reordering as replays
+DEFAULT_REPLAY_WINDOW = 4096
+
 @dataclass(frozen=True)
 class ManualTunnel:
     """One manually keyed tunnel (RFC 4301 §4.5): a pair of SAs with fixed keys.
@@ -1161,7 +1166,7 @@ class ManualTunnel:
     remote_port: int = 4500
     esp: Esp = Esp.AES128GCM16
     esn: bool = False
-    replay_window: int = 1024
+    replay_window: int = DEFAULT_REPLAY_WINDOW
     life_bytes: int = 0
     life_packets: int = 0
     life_time: int = 0
@@ -1231,7 +1236,7 @@ def _manual_tunnel(section: Section, issues: list[ConfigIssue]) -> ManualTunnel 
     local_port = r.get("local_port", _parse_port, 4500)
     remote_port = r.get("remote_port", _parse_port, 4500)
     esn = r.get("esn", parse_bool, False)
-    replay_window = r.get("replay_window", _parse_replay_window, 1024)
+    replay_window = r.get("replay_window", _parse_replay_window, DEFAULT_REPLAY_WINDOW)
     limits = _read_limits(r)
     r.finish()
     _check_families(r, local_addr, remote_addr)

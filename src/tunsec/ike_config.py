@@ -50,6 +50,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from tunsec.config import (
     _SELECTOR,
+    DEFAULT_REPLAY_WINDOW,
     BadValue,
     ConfigIssue,
     IPAddress,
@@ -96,7 +97,6 @@ Fragmentation = Literal["yes", "accept", "force", "no"]
 # strongSwan's defaults (vici_config.c): IKE SA rekeying every 4 h, Child SA every hour.
 DEFAULT_IKE_REKEY_TIME = 4 * 3600
 DEFAULT_CHILD_REKEY_TIME = 3600
-DEFAULT_REPLAY_WINDOW = 32
 
 # Folders next to the config file, as swanctl's --load-all uses them.
 X509_DIR = "x509"
