@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import random
 import secrets
 import socket
 import struct
@@ -73,6 +74,7 @@ def worker() -> Iterator[Worker]:
         with in_netns(ns):
             tun = TunTapDevice(name="tsw0", flags=IFF_TUN | IFF_NO_PI)
         udp = netns_socket(ns, socket.AF_INET, socket.SOCK_DGRAM)
+        udp.setsockopt(socket.SOL_SOCKET, 33, 4 << 20)   # SO_RCVBUFFORCE, as the daemon sets it
         udp.bind(("127.0.0.1", 4500))
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         ours.settimeout(10)
@@ -207,3 +209,38 @@ def test_larval_sa_that_is_never_updated_expires(worker: Worker) -> None:
     assert worker.dump().sas == ()
     # its SPI is free again
     assert worker.ask(lambda i: pipe.GetSpi(i, 0x5000, 0x5000))[0].spi == 0x5000
+
+
+def test_garbage_on_the_esp_socket_is_counted_and_survived(worker: Worker) -> None:
+    """Random and mutated datagrams at the worker's real UDP socket: each one a counted
+    drop (or, with the non-ESP marker, an IKE event), the worker still answering."""
+    spi = worker.ask(lambda i: pipe.GetSpi(i, 0x7000, 0x7000))[0].spi
+    assert spi is not None
+    assert worker.ask(lambda i: pipe.Update(i, sa(spi, Direction.IN)))[0].errno is Errno.OK
+    rng = random.Random(1234)
+    sender = netns_socket(worker.ns, socket.AF_INET, socket.SOCK_DGRAM)
+    sent = 0
+    with sender:
+        sender.bind(("127.0.0.2", 4500))
+        for n in range(2000):
+            size = rng.choice([1, 2, 7, 8, 35, 36, 60, 200, 1400])
+            data = bytearray(rng.randbytes(size))
+            if n % 3 == 0 and size >= 8:
+                data[:4] = spi.to_bytes(4, "big")       # our SPI, garbage after it: ICV failure or malformed
+            if data[:4] == b"\0\0\0\0":
+                data[0] = 1                              # keep the non-ESP marker out of this test
+            sender.sendto(bytes(data), ("127.0.0.1", 4500))
+            sent += 1
+        deadline = time.monotonic() + 10
+        total = 0
+        while time.monotonic() < deadline:
+            drops = dict(worker.dump().drops)
+            total = sum(drops.values()) - drops["queue_full"]
+            if total >= sent:
+                break
+            time.sleep(0.1)
+    assert total == sent, drops
+    assert drops["auth"] > 0 and drops["malformed"] > 0 and drops["no_sa"] > 0
+    assert worker.proc.poll() is None
+    (info,) = [s for s in worker.dump().sas if s.spi == spi]
+    assert info.packets == 0 and info.auth_drops == drops["auth"]
