@@ -22,8 +22,8 @@ demo: .deps.stamp
 demo-manual: .deps.stamp
 	MODE=manual bash scripts/demo.sh
 
-# ASan/UBSan over the C fast path, then the full suite (unit, netns e2e, interop)
-test: .deps.stamp sanitize
+# ASan/UBSan over the C fast path, ruff and mypy, then the full suite (unit, netns e2e, interop)
+test: .deps.stamp sanitize lint
 	$(PY) -m pytest -q
 
 unit: .deps.stamp
