@@ -8,7 +8,9 @@ on both sides, `tunsec status`, and that no traffic passes.
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -198,3 +200,20 @@ def test_keyingtries_retries_then_gives_up(topo: TwoHosts) -> None:
     a.wait_log(r"ERROR tun: giving up after 2 keying tries")
     assert len(re.findall(r"peer did not answer after 1 retransmissions", a.log_text())) == 2
     assert wait_until(lambda: no_ike_sas(a), 10), a.ike_sas()
+
+
+def test_worker_death_renegotiates_the_children(topo: TwoHosts) -> None:
+    a, b = pair(topo)
+    before = a.wait_established()
+    b.wait_established()
+    ping_both_ways(topo, count=1)
+    old_pid = a.status()["worker"]["pid"]
+    os.kill(old_pid, signal.SIGKILL)
+    # the daemon restarts the worker; the IKE SA survives and its child is rekeyed into the new one
+    assert wait_until(lambda: a.status()["worker"]["restarts"] == 1, 15), a.log_tail()
+    assert wait_until(lambda: bool(a.established()) and a.established()[0]["children"][0]["spi_in"]
+                      != before["children"][0]["spi_in"], 20), a.log_tail()
+    after = a.established()[0]
+    assert after["spi_i"] == before["spi_i"]          # same IKE SA
+    assert wait_until(lambda: topo.ping(topo.a, topo.b.inner4, count=1, src=topo.a.inner4, timeout=1), 15)
+    ping_both_ways(topo, count=2)
