@@ -120,52 +120,15 @@ static size_t ip_hdr(const uint8_t *p, size_t len, int *family, uint8_t *proto) 
     return 0;
 }
 
-static int segment_tcp(const uint8_t *p, size_t len, size_t iphl, int family, uint16_t mss,
-                       uint8_t *out, size_t outcap, uint16_t *seg_len, size_t max_segs) {
-    if (len < iphl + 20)
-        return -1;
-    size_t thl = (size_t)(p[iphl + 12] >> 4) * 4;
-    size_t hdr = iphl + thl;
-    if (thl < 20 || hdr > len || mss == 0)
-        return -1;
-    size_t payload = len - hdr, nseg = (payload + mss - 1) / mss;
-    if (nseg == 0)
-        nseg = 1;
-    if (nseg > max_segs || nseg * hdr + payload > outcap)
-        return -1;
-    uint32_t seq0 = ts_be32(p + iphl + 4);
-    uint16_t id0 = family == 4 ? ts_be16(p + 4) : 0;
-    size_t off = 0;
-    for (size_t i = 0; i < nseg; i++) {
-        size_t chunk = payload - i * mss < mss ? payload - i * mss : mss;
-        uint8_t *s = out + off;
-        memcpy(s, p, hdr);
-        memcpy(s + hdr, p + hdr + i * mss, chunk);
-        size_t slen = hdr + chunk;
-        if (family == 4) {
-            ts_put16(s + 2, (uint16_t)slen);
-            ts_put16(s + 4, (uint16_t)(id0 + i));
-            ipv4_fix_csum(s, iphl);
-        } else {
-            ts_put16(s + 4, (uint16_t)(slen - 40));
-        }
-        uint8_t *tcp = s + iphl;
-        ts_put32(tcp + 4, seq0 + (uint32_t)(i * mss));
-        if (i + 1 < nseg)
-            tcp[13] &= (uint8_t)~0x09;      /* FIN and PSH only on the last segment */
-        if (i > 0)
-            tcp[13] &= (uint8_t)~0x80;      /* CWR only on the first */
-        l4_fix_csum(s, slen, iphl, 16, pseudo_sum(s, family, 6, slen - iphl), false);
-        seg_len[i] = (uint16_t)slen;
-        off += slen;
-    }
-    return (int)nseg;
-}
+/* Cut a super-packet into segments of `size` payload bytes after `hdr` bytes
+ * of headers (IP + the L4 header), each with its own IP header fixed up; the
+ * protocol's own fields and checksum are set by the caller's fixup. */
+typedef void (*l4_fixup)(uint8_t *seg, size_t slen, size_t iphl, int family, size_t i, size_t nseg,
+                         size_t size, const uint8_t *orig);
 
-static int segment_udp(const uint8_t *p, size_t len, size_t iphl, int family, uint16_t size,
-                       uint8_t *out, size_t outcap, uint16_t *seg_len, size_t max_segs) {
-    size_t hdr = iphl + 8;
-    if (len < hdr || size == 0)
+static int segment(const uint8_t *p, size_t len, size_t iphl, size_t hdr, int family, uint16_t size,
+                   l4_fixup fix, uint8_t *out, size_t outcap, uint16_t *seg_len, size_t max_segs) {
+    if (hdr > len || size == 0)
         return -1;
     size_t payload = len - hdr, nseg = (payload + size - 1) / size;
     if (nseg == 0)
@@ -187,12 +150,44 @@ static int segment_udp(const uint8_t *p, size_t len, size_t iphl, int family, ui
         } else {
             ts_put16(s + 4, (uint16_t)(slen - 40));
         }
-        ts_put16(s + iphl + 4, (uint16_t)(slen - iphl));
-        l4_fix_csum(s, slen, iphl, 6, pseudo_sum(s, family, 17, slen - iphl), true);
+        fix(s, slen, iphl, family, i, nseg, size, p);
         seg_len[i] = (uint16_t)slen;
         off += slen;
     }
     return (int)nseg;
+}
+
+static void fix_tcp(uint8_t *s, size_t slen, size_t iphl, int family, size_t i, size_t nseg, size_t mss,
+                    const uint8_t *orig) {
+    uint8_t *tcp = s + iphl;
+    ts_put32(tcp + 4, ts_be32(orig + iphl + 4) + (uint32_t)(i * mss));
+    if (i + 1 < nseg)
+        tcp[13] &= (uint8_t)~0x09;      /* FIN and PSH only on the last segment */
+    if (i > 0)
+        tcp[13] &= (uint8_t)~0x80;      /* CWR only on the first */
+    l4_fix_csum(s, slen, iphl, 16, pseudo_sum(s, family, 6, slen - iphl), false);
+}
+
+static void fix_udp(uint8_t *s, size_t slen, size_t iphl, int family, size_t i, size_t nseg, size_t size,
+                    const uint8_t *orig) {
+    (void)i, (void)nseg, (void)size, (void)orig;
+    ts_put16(s + iphl + 4, (uint16_t)(slen - iphl));
+    l4_fix_csum(s, slen, iphl, 6, pseudo_sum(s, family, 17, slen - iphl), true);
+}
+
+static int segment_tcp(const uint8_t *p, size_t len, size_t iphl, int family, uint16_t mss,
+                       uint8_t *out, size_t outcap, uint16_t *seg_len, size_t max_segs) {
+    if (len < iphl + 20)
+        return -1;
+    size_t thl = (size_t)(p[iphl + 12] >> 4) * 4;
+    if (thl < 20)
+        return -1;
+    return segment(p, len, iphl, iphl + thl, family, mss, fix_tcp, out, outcap, seg_len, max_segs);
+}
+
+static int segment_udp(const uint8_t *p, size_t len, size_t iphl, int family, uint16_t size,
+                       uint8_t *out, size_t outcap, uint16_t *seg_len, size_t max_segs) {
+    return segment(p, len, iphl, iphl + 8, family, size, fix_udp, out, outcap, seg_len, max_segs);
 }
 
 int ts_vnet_segment(const uint8_t *buf, size_t len, uint8_t *out, size_t outcap,
