@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import secrets
 import shutil
 import socket
 import subprocess
@@ -20,30 +19,14 @@ from collections.abc import Iterator
 from typing import ClassVar
 
 import pytest
+from conftest import netns_unavailable
 
 from tunsec.bench.harness import BenchConfig, bench_system, rcvbuf_errors
 from tunsec.bench.iperf import TCP1, UDP64, run_once
 from tunsec.bench.netns import TwoHosts, in_netns, netns_exists, wait_until
 from tunsec.bench.systems import KernelXfrm, PlainVeth, System, Unavailable
 
-
-def _netns_problem() -> str | None:
-    """Why network namespaces cannot be used here, or None."""
-    if not sys.platform.startswith("linux"):
-        return f"not Linux ({sys.platform})"
-    if os.geteuid() != 0:
-        return "not root (creating network namespaces needs CAP_SYS_ADMIN/CAP_NET_ADMIN)"
-    if shutil.which("ip") is None:
-        return "iproute2 `ip` is not installed"
-    name = f"ts-probe-{secrets.token_hex(3)}"
-    res = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
-    if res.returncode != 0:
-        return f"`ip netns add` fails: {res.stderr.strip()}"
-    subprocess.run(["ip", "netns", "del", name], capture_output=True)
-    return None
-
-
-NETNS_PROBLEM = _netns_problem()
+NETNS_PROBLEM = netns_unavailable()
 if NETNS_PROBLEM is not None:
     warnings.warn(f"NETNS TESTS SKIPPED: {NETNS_PROBLEM}", stacklevel=1)
 
