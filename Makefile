@@ -22,7 +22,7 @@ demo: .deps.stamp
 demo-manual: .deps.stamp
 	MODE=manual bash scripts/demo.sh
 
-# ASan/UBSan over the C fast path, ruff and mypy, then the full suite (unit, netns e2e, interop)
+# ASan/UBSan and TSan over the C fast path, ruff and mypy, then the full suite (unit, netns e2e, interop)
 test: .deps.stamp sanitize lint
 	$(PY) -m pytest -q
 
@@ -37,8 +37,15 @@ build/selftest: $(CSRC) csrc/tunsec_dp.h csrc/internal.h csrc/test/selftest.c
 	mkdir -p build
 	gcc $(CFLAGS_SAN) -o $@ $(CSRC) csrc/test/selftest.c -lcrypto -lpthread
 
-sanitize: build/selftest
+build/selftest-tsan: $(CSRC) csrc/tunsec_dp.h csrc/internal.h csrc/test/selftest.c
+	mkdir -p build
+	gcc -std=c11 -D_GNU_SOURCE -g -O1 -Wall -Wextra -Werror -fsanitize=thread -Icsrc -o $@ \
+	    $(CSRC) csrc/test/selftest.c -lcrypto -lpthread
+
+# ASan/UBSan, then ThreadSanitizer over the loop threads sharing an SA
+sanitize: build/selftest build/selftest-tsan
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 ./build/selftest
+	TSAN_OPTIONS=halt_on_error=1 ./build/selftest-tsan
 
 bench: .deps.stamp
 	$(PY) bench/run.py --seconds 10 --runs 3 --json bench/results.json --png bench/results.png

@@ -182,7 +182,7 @@ struct ts_dp {
     int wake_fd;
     bool vnet, udp_gso, udp_gro;       /* offloads in use (ts_dp_set_offloads) */
     _Atomic bool stop;
-    int last_errno;
+    _Atomic int last_errno;           /* written by every loop thread */
     _Atomic uint64_t invalid_spi_tokens_ns;  /* rate limiter for INVALID_SPI */
 };
 

@@ -1086,6 +1086,81 @@ static void test_loop(void) {
     close(ub);
 }
 
+/* ---- 10. two loop threads sharing one SA ---------------------------------------------- */
+typedef struct queue_run {
+    ts_dp *dp;
+    int queue;
+} queue_run;
+
+static void *run_queue_thread(void *arg) {
+    queue_run *q = arg;
+    return (void *)(intptr_t)ts_dp_run_queue(q->dp, q->queue);
+}
+
+static void test_loop_two_queues(void) {
+    /* A: two queues (two fake TUN queues, two UDP sockets) sealing with one SA's
+     * sequence numbers from two threads; B: one queue opening all of them */
+    int tunA0[2], tunA1[2], tunB[2];
+    FATAL_IF(socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK, 0, tunA0) != 0);
+    FATAL_IF(socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK, 0, tunA1) != 0);
+    FATAL_IF(socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK, 0, tunB) != 0);
+    uint16_t pa0, pa1, pb;
+    int ua0 = udp_bound(&pa0), ua1 = udp_bound(&pa1), ub = udp_bound(&pb);
+    int big = 4 << 20;
+    setsockopt(ub, SOL_SOCKET, SO_RCVBUF, &big, sizeof(big));
+    ts_dp *A = ts_dp_new(), *B = ts_dp_new();
+    FATAL_IF(!A || !B);
+    uint8_t key[20];
+    rnd_fill(key, 20);
+    uint32_t spi;
+    CHECK(ts_sad_getspi(B, 256, 0xffffffffu, &spi) == TS_OK);
+    ts_sa_params p;
+    params(&p, spi, TS_DIR_IN, key, 20, false, 4096, 0);
+    p.remote.addr[0] = 127; p.remote.addr[1] = 0; p.remote.addr[2] = 0; p.remote.addr[3] = 1;
+    p.remote.port = pa0;
+    CHECK(ts_sad_update(B, &p) == TS_OK);
+    params(&p, spi, TS_DIR_OUT, key, 20, false, 0, 0);
+    p.remote.addr[0] = 127; p.remote.addr[1] = 0; p.remote.addr[2] = 0; p.remote.addr[3] = 1;
+    p.remote.port = pb;
+    CHECK(ts_sad_add(A, &p) == TS_OK);
+    protect(A, 1);
+    CHECK(ts_dp_set_fds(A, tunA0[0], ua0, -1) == TS_OK);
+    CHECK(ts_dp_add_queue(A, tunA1[0], ua1, -1) == 1);
+    CHECK(ts_dp_set_fds(B, tunB[0], ub, -1) == TS_OK);
+    queue_run qa0 = {A, 0}, qa1 = {A, 1}, qb = {B, 0};
+    pthread_t t0, t1, tb;
+    FATAL_IF(pthread_create(&t0, NULL, run_queue_thread, &qa0) != 0);
+    FATAL_IF(pthread_create(&t1, NULL, run_queue_thread, &qa1) != 0);
+    FATAL_IF(pthread_create(&tb, NULL, run_queue_thread, &qb) != 0);
+    /* bursts of 8 (a unix datagram socket queues only ~10): both threads busy at once */
+    enum { N = 400, BURST = 8 };
+    int got = 0;
+    for (int i = 0; i < N; i += BURST) {
+        for (int k = 0; k < BURST; k++) {
+            size_t len = make_inner(4, 200 + (size_t)(i + k), false, bufA);
+            FATAL_IF(send(k % 2 ? tunA1[1] : tunA0[1], bufA, len, 0) != (ssize_t)len);
+        }
+        for (int k = 0; k < BURST && recv_wait(tunB[1], bufC, sizeof(bufC)) > 0; k++)
+            got++;
+    }
+    CHECK(got == N);   /* every packet through, whatever order the two threads sent them in */
+    ts_dp_stop(A);
+    ts_dp_stop(B);
+    void *r0, *r1, *rb;
+    pthread_join(t0, &r0);
+    pthread_join(t1, &r1);
+    pthread_join(tb, &rb);
+    CHECK((intptr_t)r0 == TS_OK && (intptr_t)r1 == TS_OK && (intptr_t)rb == TS_OK);
+    ts_sa_info info;
+    CHECK(ts_sad_get(A, spi, TS_DIR_OUT, &info) == TS_OK && info.seq == N && info.packets == N);
+    CHECK(ts_sad_get(B, spi, TS_DIR_IN, &info) == TS_OK && info.packets == N && info.replay_drops == 0);
+    ts_dp_free(A);
+    ts_dp_free(B);
+    int fds[] = {tunA0[0], tunA0[1], tunA1[0], tunA1[1], tunB[0], tunB[1], ua0, ua1, ub};
+    for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
+        close(fds[i]);
+}
+
 int main(int argc, char **argv) {
     long iterations = argc > 1 ? strtol(argv[1], NULL, 10) : 200000;
     test_kat();
@@ -1099,6 +1174,7 @@ int main(int argc, char **argv) {
     test_fuzz(iterations);
     test_offload_fuzz(iterations / 10);
     test_loop();
+    test_loop_two_queues();
     printf("selftest: %lu checks, %lu failures\n", checks, failures);
     return failures ? 1 : 0;
 }
