@@ -41,7 +41,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     if problems:
         print("\n".join(problems), file=sys.stderr)
         return 1
-    print(f"{args.config}: OK ({len(cfg.manual)} manual tunnel(s))")
+    for w in cfg.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    print(f"{args.config}: OK ({len(cfg.manual)} manual tunnel(s), {len(cfg.connections)} IKE connection(s))")
     return 0
 
 

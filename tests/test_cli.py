@@ -1,0 +1,65 @@
+"""The `tunsec` command line without a running instance: check, and the
+errors a user sees when nothing is running."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+GOOD = """tunsec {
+  tun = tunsec0
+}
+manual {
+  site-b {
+    local_addr = 192.0.2.1
+    remote_addr = 192.0.2.2
+    local_ts = 10.1.0.0/24
+    remote_ts = 10.2.0.0/24
+    spi_in = 0xc0010001
+    key_in = 0x0102030405060708090a0b0c0d0e0f1011121314
+    spi_out = 0xc0020001
+    key_out = 0x1112131415161718191a1b1c1d1e1f2021222324
+  }
+}
+"""
+
+
+def tunsec(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "tunsec", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_check_accepts_a_good_config(tmp_path: Path) -> None:
+    conf = tmp_path / "tunsec.conf"
+    conf.write_text(GOOD)
+    r = tunsec("check", "-c", str(conf))
+    assert r.returncode == 0 and "OK (1 manual tunnel(s), 0 IKE connection(s))" in r.stdout
+
+
+def test_check_names_file_line_and_key_of_every_error_without_keys(tmp_path: Path) -> None:
+    conf = tmp_path / "tunsec.conf"
+    bad = GOOD.replace("spi_in = 0xc0010001", "spi_in = 0xzz").replace(
+        "remote_port", "x").replace("key_out = 0x1112131415161718191a1b1c1d1e1f2021222324",
+                                    "key_out = 0x1112131415161718191a1b1c1d1e1f20212223").replace(
+        "  tun = tunsec0", "  tun = tunsec0\n  colour = blue")
+    conf.write_text(bad)
+    r = tunsec("check", "-c", str(conf))
+    assert r.returncode == 1
+    lines = bad.splitlines()
+    for key, needle in (("tunsec.colour", "colour"), ("manual.site-b.spi_in", "spi_in"),
+                        ("manual.site-b.key_out", "key_out")):
+        line = next(i for i, text in enumerate(lines, 1) if needle in text)
+        assert f"{conf}:{line}: {key}:" in r.stderr, r.stderr
+    assert "1112131415161718" not in r.stderr + r.stdout       # the key's value never echoed
+
+
+def test_check_reports_an_unreadable_file(tmp_path: Path) -> None:
+    r = tunsec("check", "-c", str(tmp_path / "missing.conf"))
+    assert r.returncode == 1 and "missing.conf" in r.stderr
+
+
+def test_status_without_a_running_instance_says_so(tmp_path: Path) -> None:
+    r = tunsec("status", "--socket", str(tmp_path / "nobody.sock"))
+    assert r.returncode == 1 and "no running tunsec" in r.stderr
+    r = tunsec("initiate", "--child", "net", "--socket", str(tmp_path / "nobody.sock"))
+    assert r.returncode == 1 and "no running tunsec" in r.stderr
