@@ -81,6 +81,7 @@ class TunnelOptions:
     tun: str = "tunsec0"
     extra_manual: str = ""
     wrong_key_on_b: bool = False
+    tunsec_extra: str = ""          # more lines in the tunsec { } section
     keys: dict[str, str] = field(default_factory=dict)
 
 
@@ -95,7 +96,7 @@ tunsec {{
   tun = {o.tun}
   mtu = auto
   control_socket = {sock}
-}}
+{o.tunsec_extra}}}
 manual {{
   peer {{
     local_addr = {local}

@@ -63,3 +63,10 @@ def test_status_without_a_running_instance_says_so(tmp_path: Path) -> None:
     assert r.returncode == 1 and "no running tunsec" in r.stderr
     r = tunsec("initiate", "--child", "net", "--socket", str(tmp_path / "nobody.sock"))
     assert r.returncode == 1 and "no running tunsec" in r.stderr
+
+
+def test_check_refuses_an_unknown_user(tmp_path: Path) -> None:
+    conf = tmp_path / "tunsec.conf"
+    conf.write_text(GOOD.replace("  tun = tunsec0", "  tun = tunsec0\n  user = no-such-user-here"))
+    r = tunsec("check", "-c", str(conf))
+    assert r.returncode == 1 and f"{conf}:3: tunsec.user: no such user on this host" in r.stderr

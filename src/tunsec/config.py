@@ -28,6 +28,7 @@ import enum
 import glob
 import ipaddress
 import os
+import pwd
 import re
 import socket
 import stat
@@ -1000,6 +1001,15 @@ def _parse_log_level(text: str) -> LogLevel:
         raise BadValue(f"not a log level (debug, info, warning, error): {_show(text)}") from None
 
 
+def _parse_user(text: str) -> str:
+    name = text.strip()
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        raise BadValue(f"no such user on this host: {_show(name)}") from None
+    return name
+
+
 def _parse_larval_timeout(text: str) -> int:
     seconds = parse_duration(text)
     if seconds < 1:
@@ -1047,6 +1057,9 @@ class TunsecSettings:
     retransmit_timeout: float = 4.0
     retransmit_base: float = 1.8
     retransmit_tries: int = 5
+    # the dataplane worker drops to this user once its TUN and sockets are open
+    # (it holds Child SA keys only; the control process keeps root for routes)
+    user: str | None = None
 
 
 # --------------------------------------------------------------------------
@@ -1354,6 +1367,7 @@ def _tunsec_section(section: Section, issues: list[ConfigIssue], parts: _Parts) 
         retransmit_timeout=r.get("retransmit_timeout", _parse_retransmit_timeout, d.retransmit_timeout),
         retransmit_base=r.get("retransmit_base", _parse_retransmit_base, d.retransmit_base),
         retransmit_tries=r.get("retransmit_tries", _parse_retransmit_tries, d.retransmit_tries),
+        user=r.get("user", _parse_user, d.user),
     )
     r.finish()
 

@@ -195,7 +195,7 @@ class Daemon:
         fds = WorkerFds(self.tun.fileno(), self.sockets.fd(4), self.sockets.fd(6), self.tun.vnet_hdr, extra)
         s = self.cfg.tunsec
         self.worker = WorkerClient(self._on_event)
-        await self.worker.start(fds, self.mtu, s.larval_timeout, s.log_level)
+        await self.worker.start(fds, self.mtu, s.larval_timeout, s.log_level, s.user)
         await self._install()
         if self.ike is not None and self.restarts:
             await self.ike.worker_restarted()

@@ -175,3 +175,13 @@ def test_second_instance_on_same_socket_is_refused(pair: TunsecPair) -> None:
     assert r.returncode != 0
     assert "another tunsec is running" in r.stderr
     assert pair.topo.ping(pair.topo.a, pair.topo.b.inner4, count=1, src=pair.topo.a.inner4)
+
+
+def test_worker_runs_unprivileged_when_asked(topo: TwoHosts) -> None:
+    pair = TunsecPair(topo, TunnelOptions(tunsec_extra="  user = nobody\n", inner6=False))
+    pair.start_both()
+    assert topo.wait_ping(topo.a, topo.b.inner4, src=topo.a.inner4)
+    pid = pair.a.status_json(topo)["worker"]["pid"]
+    uids = next(line for line in open(f"/proc/{pid}/status") if line.startswith("Uid:")).split()[1:]
+    assert set(uids) == {"65534"}            # real, effective, saved and filesystem uid: nobody
+    assert "running as nobody" in pair.a.log.read_text()

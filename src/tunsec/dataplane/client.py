@@ -51,7 +51,8 @@ class WorkerClient:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
-    async def start(self, fds: WorkerFds, mtu: int, larval_timeout: float, log_level: str) -> None:
+    async def start(self, fds: WorkerFds, mtu: int, larval_timeout: float, log_level: str,
+                    user: str | None = None) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         argv = [
             sys.executable, "-m", "tunsec.dataplane.worker",
@@ -61,6 +62,8 @@ class WorkerClient:
         ] + (["--vnet-hdr"] if fds.vnet_hdr else [])
         for q in fds.queues:
             argv += ["--queue", ",".join(map(str, q))]
+        if user:
+            argv += ["--user", user]
         keep = [f for f in (theirs.fileno(), fds.tun, fds.udp4, fds.udp6, *(x for q in fds.queues for x in q))
                 if f >= 0]
         self.proc = await asyncio.create_subprocess_exec(*argv, pass_fds=keep)

@@ -18,6 +18,8 @@ import asyncio
 import collections
 import ctypes
 import logging
+import os
+import pwd
 import signal
 import socket
 import sys
@@ -262,6 +264,15 @@ class PipeWriter:
             self.dropped_events = 0
 
 
+def drop_privileges(user: str) -> None:
+    """Become user (and its primary group, no supplementary groups) for good."""
+    pw = pwd.getpwnam(user)
+    os.setgroups([])
+    os.setgid(pw.pw_gid)
+    os.setuid(pw.pw_uid)
+    log.info("running as %s (uid %d)", user, pw.pw_uid)
+
+
 def _die_with_parent() -> None:
     # the worker must not outlive the control process that owns the routes
     try:
@@ -283,6 +294,9 @@ async def serve(args: argparse.Namespace) -> int:
     dp = Dataplane()
     dp.set_fds(args.tun_fd, args.udp4_fd, args.udp6_fd)
     queues = [0] + [dp.add_queue(*q) for q in args.queue]
+    if args.user:
+        drop_privileges(args.user)
+        _die_with_parent()   # a change of credentials clears the parent-death signal
     log.info("offloads: %s", ", ".join(dp.set_offloads(args.vnet_hdr)) or "none")
     if args.mtu:
         dp.set_tunnel_mtu(args.mtu)
@@ -357,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--vnet-hdr", action="store_true", help="the TUN was opened with IFF_VNET_HDR")
     ap.add_argument("--larval-timeout", type=float, default=30.0)
     ap.add_argument("--log-level", default="info")
+    ap.add_argument("--user", help="drop to this user once the descriptors are set up")
     args = ap.parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s tunsec-worker[%(process)d] %(levelname)s %(message)s"
