@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -182,6 +183,7 @@ def test_worker_runs_unprivileged_when_asked(topo: TwoHosts) -> None:
     pair.start_both()
     assert topo.wait_ping(topo.a, topo.b.inner4, src=topo.a.inner4)
     pid = pair.a.status_json(topo)["worker"]["pid"]
-    uids = next(line for line in open(f"/proc/{pid}/status") if line.startswith("Uid:")).split()[1:]
+    status = Path(f"/proc/{pid}/status").read_text()
+    uids = next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1:]
     assert set(uids) == {"65534"}            # real, effective, saved and filesystem uid: nobody
     assert "running as nobody" in pair.a.log.read_text()
