@@ -161,11 +161,14 @@ class Daemon:
             sizes.append(tunnel_mtu(outer, peer.version))
         return min(sizes) if sizes else tunnel_mtu(s.outer_mtu or 1500, 4)
 
-    def _setup_tun(self) -> None:
+    def _open_tun(self) -> None:
         try:
             self.tun = Tun.open(self.cfg.tunsec.tun, queues=self.nqueues)
         except OSError as err:
             raise StartupError(f"cannot open TUN {self.cfg.tunsec.tun}: {err}") from err
+
+    def _setup_tun(self) -> None:
+        assert self.tun is not None
         self.mtu = self._choose_mtu()
         self.tun.configure(self.mtu)
         if self.mtu < 1280 and any(ts.network.version == 6 for p in self.plans for ts in p.tunnel.remote_ts):
@@ -376,7 +379,11 @@ class Daemon:
             if self.ike is not None:
                 endpoints += [(fam, addr, 4500) for fam, addr in self.ike.local_addrs.items()]
                 self.ike.open_sockets()
-            self.sockets = Sockets.for_endpoints(endpoints, self.nqueues)
+            self._open_tun()
+            assert self.tun is not None
+            # one socket per TUN queue actually opened: an SO_REUSEPORT socket that no
+            # loop thread reads would swallow the share of the peers the kernel gives it
+            self.sockets = Sockets.for_endpoints(endpoints, self.tun.nqueues)
             self._setup_tun()
         except BaseException:
             self.close_network()

@@ -140,8 +140,15 @@ def test_attaches_to_existing_tun_and_leaves_it(topo: TwoHosts) -> None:
     # B uses the default name; only A attaches to a pre-made device
     pair.b.conf.write_text(pair.b.conf.read_text().replace("tun = tsx0", "tun = tunsec0"))
     pair.start_both()
-    assert topo.wait_ping(topo.a, topo.b.inner4, src=topo.a.inner4)
+    assert topo.wait_ping(topo.a, topo.b.inner4, src=topo.a.inner4), (
+        pair.logs() + pair.a.status(topo).stdout + pair.b.status(topo).stdout
+        + topo.run(topo.a, ["ip", "-d", "link", "show", "tsx0"], check=False).stdout
+        + topo.run(topo.a, ["ip", "route"], check=False).stdout)
     assert pair.a.status_json(topo)["tun"]["created"] is False
+    # a single-queue device means one loop thread and one ESP socket: a second
+    # SO_REUSEPORT socket nobody reads would swallow part of the peer's traffic
+    sockets = topo.run(topo.a, ["ss", "-uan", "sport", "= :4500"], check=False).stdout.splitlines()[1:]
+    assert len(sockets) == 1, sockets
     assert pair.a.proc is not None
     pair.a.proc.send_signal(signal.SIGTERM)
     assert pair.a.proc.wait(timeout=10) == 0
