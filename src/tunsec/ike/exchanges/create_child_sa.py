@@ -17,7 +17,7 @@ from ..constants import ExchangeType, NotifyType, ProtocolId, notify_name
 from ..dh import DhError, KeyExchange, new_key_exchange
 from ..events import NegotiationFailed
 from ..message import KePayload, NoncePayload, NotifyPayload, Payload, SaPayload
-from ..proposals import Suite
+from ..proposals import Suite, describe_all
 from ..state import ChildSa, IkeSaState, SpiUnavailable
 from ..ts import Ts
 from . import child as childmod
@@ -76,7 +76,8 @@ class CreateChildTask(Task):
                 self._group = group
                 return Outcome.RETRY
         if err is not None:
-            self._refuse(st, notify_name(err.type), f"peer refused Child SA {child.name}")
+            ours = describe_all(child.config.esp_proposals)
+            self._refuse(st, notify_name(err.type), f"peer refused Child SA {child.name} (we proposed {ours})")
             return Outcome.DONE
         sa, nonce, ts = find(payloads, SaPayload), find(payloads, NoncePayload), childmod.received_ts(payloads)
         if sa is None or nonce is None or ts is None:

@@ -171,7 +171,9 @@ class IkeAuthTask(Task):
         if child is None:
             return
         if err is not None:
-            refusal = childmod.Refusal(NotifyType(err), f"peer refused Child SA {child.name}", child.name)
+            ours = describe_all(child.config.esp_proposals)
+            refusal = childmod.Refusal(NotifyType(err), f"peer refused Child SA {child.name} (we proposed {ours})",
+                                       child.name)
             childmod.fail(st, child, refusal)
             return
         sa, ts = find(payloads, SaPayload), childmod.received_ts(payloads)
