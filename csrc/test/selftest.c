@@ -1006,6 +1006,26 @@ static ssize_t recv_wait(int fd, uint8_t *buf, size_t cap) {
     return recv(fd, buf, cap, 0);
 }
 
+/* keys A -> B over loopback: B's inbound SA (from port_a), A's outbound SA
+ * (to port_b) and A's PROTECT policy; returns the SPI, the key in key[20] */
+static uint32_t loopback_sa_pair(ts_dp *A, ts_dp *B, uint16_t port_a, uint16_t port_b, uint32_t window,
+                                 uint8_t key[20]) {
+    rnd_fill(key, 20);
+    uint32_t spi = 0;
+    CHECK(ts_sad_getspi(B, 256, 0xffffffffu, &spi) == TS_OK);
+    ts_sa_params p;
+    params(&p, spi, TS_DIR_IN, key, 20, false, window, 0);
+    p.remote.addr[0] = 127; p.remote.addr[1] = 0; p.remote.addr[2] = 0; p.remote.addr[3] = 1;
+    p.remote.port = port_a;
+    CHECK(ts_sad_update(B, &p) == TS_OK);
+    params(&p, spi, TS_DIR_OUT, key, 20, false, 0, 0);
+    p.remote.addr[0] = 127; p.remote.addr[1] = 0; p.remote.addr[2] = 0; p.remote.addr[3] = 1;
+    p.remote.port = port_b;
+    CHECK(ts_sad_add(A, &p) == TS_OK);
+    protect(A, 1);
+    return spi;
+}
+
 static void test_loop(void) {
     /* two dataplanes, each with a fake TUN (a datagram socketpair) and a UDP socket on loopback */
     int tunA[2], tunB[2];
@@ -1016,19 +1036,8 @@ static void test_loop(void) {
     ts_dp *A = ts_dp_new(), *B = ts_dp_new();
     FATAL_IF(!A || !B);
     uint8_t key[20];
-    rnd_fill(key, 20);
-    uint32_t spi;
-    CHECK(ts_sad_getspi(B, 256, 0xffffffffu, &spi) == TS_OK);
+    uint32_t spi = loopback_sa_pair(A, B, pa, pb, 1024, key);
     ts_sa_params p;
-    params(&p, spi, TS_DIR_IN, key, 20, false, 1024, 0);
-    p.remote.addr[0] = 127; p.remote.addr[1] = 0; p.remote.addr[2] = 0; p.remote.addr[3] = 1;
-    p.remote.port = pa;
-    CHECK(ts_sad_update(B, &p) == TS_OK);
-    params(&p, spi, TS_DIR_OUT, key, 20, false, 0, 0);
-    p.remote.addr[0] = 127; p.remote.addr[1] = 0; p.remote.addr[2] = 0; p.remote.addr[3] = 1;
-    p.remote.port = pb;
-    CHECK(ts_sad_add(A, &p) == TS_OK);
-    protect(A, 1);
     ts_dp_set_tunnel_mtu(A, 1400);
     CHECK(ts_dp_set_fds(A, tunA[0], ua, -1) == TS_OK);
     CHECK(ts_dp_set_fds(B, tunB[0], ub, -1) == TS_OK);
@@ -1111,19 +1120,7 @@ static void test_loop_two_queues(void) {
     ts_dp *A = ts_dp_new(), *B = ts_dp_new();
     FATAL_IF(!A || !B);
     uint8_t key[20];
-    rnd_fill(key, 20);
-    uint32_t spi;
-    CHECK(ts_sad_getspi(B, 256, 0xffffffffu, &spi) == TS_OK);
-    ts_sa_params p;
-    params(&p, spi, TS_DIR_IN, key, 20, false, 4096, 0);
-    p.remote.addr[0] = 127; p.remote.addr[1] = 0; p.remote.addr[2] = 0; p.remote.addr[3] = 1;
-    p.remote.port = pa0;
-    CHECK(ts_sad_update(B, &p) == TS_OK);
-    params(&p, spi, TS_DIR_OUT, key, 20, false, 0, 0);
-    p.remote.addr[0] = 127; p.remote.addr[1] = 0; p.remote.addr[2] = 0; p.remote.addr[3] = 1;
-    p.remote.port = pb;
-    CHECK(ts_sad_add(A, &p) == TS_OK);
-    protect(A, 1);
+    uint32_t spi = loopback_sa_pair(A, B, pa0, pb, 4096, key);
     CHECK(ts_dp_set_fds(A, tunA0[0], ua0, -1) == TS_OK);
     CHECK(ts_dp_add_queue(A, tunA1[0], ua1, -1) == 1);
     CHECK(ts_dp_set_fds(B, tunB[0], ub, -1) == TS_OK);
