@@ -255,14 +255,11 @@ static int check_inner(ts_sa *sa, const uint8_t *pt, size_t pt_len, size_t *inne
         return TS_DROP_MALFORMED;
     /* TFC padding may follow the inner packet: its own length field wins */
     *inner_len = f.family == 4 ? ts_be16(pt + 2) : (size_t)ts_be16(pt + 4) + 40;
-    if (sa->n_sel) {
-        bool ok = false;
-        for (uint32_t i = 0; i < sa->n_sel && !ok; i++)
-            ok = ts_selector_match(&sa->sel[i], &f);
-        if (!ok)
-            return TS_DROP_POLICY;
-    }
-    return TS_DROP_NONE;
+    /* an SA without selectors admits nothing: "no selector" never means "any" */
+    bool ok = false;
+    for (uint32_t i = 0; i < sa->n_sel && !ok; i++)
+        ok = ts_selector_match(&sa->sel[i], &f);
+    return ok ? TS_DROP_NONE : TS_DROP_POLICY;
 }
 
 int ts_inbound_locked(ts_dp *dp, uint8_t *udp, size_t len, const ts_addr *src,

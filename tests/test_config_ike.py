@@ -702,8 +702,34 @@ def test_bad_proposals_are_reported(old: str, new: str, key: str, message: str) 
     ],
 )
 def test_traffic_selectors(text: str, expected: Ts) -> None:
-    config = parse_config(PSK_CONF.replace("local_ts = 10.1.0.0/16", f"local_ts = {text}"))
+    remote = "fec2::/64" if expected.version == 6 and not expected.dynamic else "10.2.0.0/16"
+    config = parse_config(PSK_CONF.replace("local_ts = 10.1.0.0/16", f"local_ts = {text}")
+                          .replace("remote_ts = 10.2.0.0/16", f"remote_ts = {remote}"))
     assert config.connections[0].ike.children[0].local_ts == (expected,)
+
+
+@pytest.mark.parametrize(
+    ("local", "remote", "message"),
+    [
+        ("fec1::/64", "10.2.0.0/16", "no local/remote selector pair of the same address family and protocol"),
+        ("10.1.0.0/16[tcp]", "10.2.0.0/16[udp]", "no local/remote selector pair of the same address family"),
+        (", ".join(f"10.1.{i}.0/24" for i in range(9)), "10.2.0.0/16",
+         "9 local/remote selector pairs; the fast path takes at most 8 per SA"),
+    ],
+)  # fmt: skip
+def test_child_selectors_that_cannot_reach_the_fast_path(local: str, remote: str, message: str) -> None:
+    text = PSK_CONF.replace("local_ts = 10.1.0.0/16", f"local_ts = {local}").replace(
+        "remote_ts = 10.2.0.0/16", f"remote_ts = {remote}")
+    issue = only_issue(text)
+    assert (issue.line, issue.key) == (line_of(text, "remote_ts"), "connections.gw-gw.children.net-net.remote_ts")
+    assert issue.message.startswith(message), issue.message
+
+
+def test_dynamic_selectors_are_checked_per_sa_not_in_the_config() -> None:
+    # dynamic is the IKE address, only known per SA: the engine checks those (tests/ike/test_ts_fast_path.py)
+    text = PSK_CONF.replace("local_ts = 10.1.0.0/16", "local_ts = dynamic").replace(
+        "remote_ts = 10.2.0.0/16", "remote_ts = fec2::/64")
+    assert parse_config(text).connections[0].ike.children[0].remote_ts == (Ts.parse("fec2::/64"),)
 
 
 def test_traffic_selector_lists_and_errors() -> None:

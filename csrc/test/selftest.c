@@ -474,6 +474,37 @@ static void test_bad_inner(void) {
     el = ref_seal(other, 20, pr.spi, seq++, false, NULL, bufA, len, min_pad(len), NULL, 41, bufB);
     CHECK(in1(pr.rx, bufB, el, bufC, &drop) == 0 && drop == TS_DROP_AUTH);
     pair_free(&pr);
+
+    /* an SA without selectors admits nothing, however good the packet */
+    pair_new(&pr, 20, false, 64, 0);
+    uint32_t bare, one;
+    CHECK(ts_sad_getspi(pr.rx, 256, 0xffffffffu, &bare) == TS_OK);
+    CHECK(ts_sad_getspi(pr.rx, 256, 0xffffffffu, &one) == TS_OK);
+    ts_sa_params p;
+    params(&p, bare, TS_DIR_IN, pr.key, 20, false, 64, 0);
+    p.n_sel = 0;
+    CHECK(ts_sad_update(pr.rx, &p) == TS_OK);
+    params(&p, one, TS_DIR_IN, pr.key, 20, false, 64, 0);
+    p.n_sel = 1;   /* the IPv4 selector only */
+    CHECK(ts_sad_update(pr.rx, &p) == TS_OK);
+    uint64_t before[TS_DROP__COUNT], after[TS_DROP__COUNT];
+    ts_dp_drops(pr.rx, before);
+    for (int family = 4; family <= 6; family += 2) {
+        len = make_inner(family, 10, false, bufA);
+        el = ref_seal(pr.key, 20, bare, 1 + (uint32_t)family, false, NULL, bufA, len, min_pad(len), NULL,
+                      family == 4 ? 4 : 41, bufB);
+        CHECK(in1(pr.rx, bufB, el, bufC, &drop) == 0 && drop == TS_DROP_POLICY);
+    }
+    ts_dp_drops(pr.rx, after);
+    CHECK(after[TS_DROP_POLICY] == before[TS_DROP_POLICY] + 2);
+    /* the same IPv4 packet passes an SA whose one selector covers it; IPv6 does not */
+    len = make_inner(4, 10, false, bufA);
+    el = ref_seal(pr.key, 20, one, 1, false, NULL, bufA, len, min_pad(len), NULL, 4, bufB);
+    CHECK(in1(pr.rx, bufB, el, bufC, &drop) == (int)len && drop == TS_DROP_NONE);
+    len = make_inner(6, 10, false, bufA);
+    el = ref_seal(pr.key, 20, one, 2, false, NULL, bufA, len, min_pad(len), NULL, 41, bufB);
+    CHECK(in1(pr.rx, bufB, el, bufC, &drop) == 0 && drop == TS_DROP_POLICY);
+    pair_free(&pr);
 }
 
 /* ---- 4. anti-replay against a reference model -------------------------------- */

@@ -30,13 +30,14 @@ import ipaddress
 import os
 import pwd
 import re
-import socket
 import stat
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, TypeVar
 
 from tunsec.ike.secret import Secret
+from tunsec.policy.selector import SelectorError, Ts, TsError, fast_selectors
+from tunsec.policy.selector import parse_ts_list as _parse_ts_list
 
 if TYPE_CHECKING:  # ike_config imports this module; it is loaded when a config needs it
     from tunsec.ike_config import Connection, IkeSecret
@@ -54,17 +55,17 @@ __all__ = [
     "Secret",
     "Section",
     "SectionReader",
-    "Selector",
     "Setting",
+    "Ts",
     "TunsecSettings",
     "load_config",
     "parse_bool",
     "parse_bytes",
     "parse_config",
     "parse_duration",
-    "parse_selector",
-    "parse_selectors",
+    "parse_manual_ts_list",
     "parse_settings",
+    "parse_ts_list",
 ]
 
 T = TypeVar("T")
@@ -721,157 +722,24 @@ def _parse_address(text: str) -> IPAddress:
 
 
 # --------------------------------------------------------------------------
-# Traffic selectors
+# Traffic selectors: one parser (tunsec.policy.selector) for manual{} and connections{}
 # --------------------------------------------------------------------------
 
-# A fixed table so a config means the same on every host, with or without
-# /etc/protocols; other names fall back to getprotobyname() like strongSwan.
-_PROTOCOLS = {
-    "any": 0, "icmp": 1, "igmp": 2, "ipencap": 4, "tcp": 6, "udp": 17,
-    "dccp": 33, "ipv6": 41, "gre": 47, "esp": 50, "ah": 51, "ipv6-icmp": 58,
-    "icmpv6": 58, "ospf": 89, "ipip": 94, "pim": 103, "vrrp": 112, "l2tp": 115,
-    "sctp": 132, "mobility-header": 135, "udplite": 136,
-}  # fmt: skip
-_PROTOCOL_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "ipv6-icmp", 132: "sctp", 136: "udplite"}
-# Protocols whose selectors may carry ports (RFC 4301 §4.4.1.1); for ICMP the
-# "port" is the message type/code.
-_PORT_PROTOCOLS = frozenset({1, 6, 17, 33, 58, 132, 135, 136})
-_ICMP_PROTOCOLS = frozenset({1, 58})
-_SERVICES = {"ssh": 22, "domain": 53, "http": 80, "ntp": 123, "https": 443, "isakmp": 500}
-_NUMBER_START = re.compile(r"[0-9]")
-_PORT_RANGE = re.compile(r"([0-9]\w*)(?:\s*-\s*([0-9]\w*))?", re.ASCII)
-# Names handed to getprotobyname()/getservbyname(): plain ASCII, so no NUL
-# or unencodable character can turn into an exception other than BadValue.
-_SYMBOL = re.compile(r"[A-Za-z][A-Za-z0-9_.+-]{0,63}")
 
-
-@dataclass(frozen=True)
-class Selector:
-    """One traffic selector: a prefix, an IP protocol (0 = any) and a port range.
-
-    Ports are inclusive; 0..65535 means any. For ICMP/ICMPv6 the 16-bit "port"
-    is strongSwan's (and IKEv2's) encoding: type in the high byte, code in the
-    low byte, so ``[icmp/8]`` is 0x0800..0x08ff (type 8, any code).
-    """
-
-    network: IPNetwork
-    proto: int = 0
-    port_lo: int = 0
-    port_hi: int = 0xFFFF
-
-    @property
-    def version(self) -> int:
-        return self.network.version
-
-    def icmp_type_code(self) -> tuple[tuple[int, int], tuple[int, int]]:
-        """(type range, code range) of an ICMP/ICMPv6 selector's 16-bit encoding.
-
-        The fast path matches type and code separately (RFC 4301 §4.4.1.1). A
-        range within one type keeps its codes; one spanning several types can
-        only be covered by allowing every code of those types.
-        """
-        type_lo, type_hi = self.port_lo >> 8, self.port_hi >> 8
-        if type_lo == type_hi:
-            return (type_lo, type_hi), (self.port_lo & 0xFF, self.port_hi & 0xFF)
-        return (type_lo, type_hi), (0, 0xFF)
-
-    def __str__(self) -> str:
-        if self.proto == 0 and (self.port_lo, self.port_hi) == (0, 0xFFFF):
-            return str(self.network)
-        proto = _PROTOCOL_NAMES.get(self.proto, str(self.proto))
-        if (self.port_lo, self.port_hi) == (0, 0xFFFF):
-            return f"{self.network}[{proto}]"
-        if self.port_lo == self.port_hi:
-            return f"{self.network}[{proto}/{self.port_lo}]"
-        return f"{self.network}[{proto}/{self.port_lo}-{self.port_hi}]"
-
-
-def _parse_proto(text: str) -> int:
-    if not text:
-        return 0  # strongSwan reads "[]" and "[/80]" as any protocol
-    known = _PROTOCOLS.get(text.lower())
-    if known is not None:
-        return known
-    if _NUMBER_START.match(text):
-        return _int_range(0, 255, "a protocol number")(text)
-    if _SYMBOL.fullmatch(text):
-        try:
-            return socket.getprotobyname(text)
-        except OSError:
-            pass
-    raise BadValue(f"unknown protocol {_show(text)}")
-
-
-def _service_port(text: str, proto: int) -> int:
-    known = _SERVICES.get(text.lower())
-    if known is not None:
-        return known
+def parse_ts_list(text: str) -> tuple[Ts, ...]:
+    """local_ts / remote_ts: every bad item reported, as config errors."""
     try:
-        return socket.getservbyname(text, _PROTOCOL_NAMES.get(proto, "tcp"))
-    except OSError:
-        raise BadValue(f"unknown service name {_show(text)}") from None
+        return _parse_ts_list(text)
+    except TsError as exc:
+        raise BadValue(str(exc)) from None
 
 
-def _parse_ports(text: str, proto: int) -> tuple[int, int]:
-    if text.lower() == "any":
-        return 0, 0xFFFF
-    if text.lower() == "opaque":
-        raise BadValue("OPAQUE port selectors are not supported")
-    if proto not in _PORT_PROTOCOLS:
-        raise BadValue("a port needs a protocol that has ports (tcp, udp, sctp, udplite, dccp, icmp, ipv6-icmp)")
-    numeric = _PORT_RANGE.fullmatch(text)
-    if numeric:
-        port = _int_range(0, 0xFFFF, "a port")
-        lo = port(numeric.group(1))
-        hi = lo if numeric.group(2) is None else port(numeric.group(2))
-    elif _SYMBOL.fullmatch(text):  # like strongSwan, a service name is never a range
-        lo = hi = _service_port(text, proto)
-    else:
-        raise BadValue(f"not a port or port range: {_show(text)}")
-    if lo > hi:
-        raise BadValue(f"port range {lo}-{hi} is backwards")
-    if proto in _ICMP_PROTOCOLS:
-        # strongSwan: below 256 the number is a type, meaning any code of it.
-        lo = lo << 8 if lo < 256 else lo
-        hi = (hi << 8) | 0xFF if hi < 256 else hi
-    return lo, hi
-
-
-_SELECTOR = re.compile(r"([^\[\]]*)(?:\[([^\[\]]*)\])?")
-
-
-def parse_selector(text: str) -> Selector:
-    """``10.1.0.0/24``, ``10.1.0.1`` (= /32), ``2001:db8::/32[tcp/443]``, ``0.0.0.0/0[udp/1000-2000]``."""
-    text = text.strip()
-    m = _SELECTOR.fullmatch(text)
-    if not m:
-        raise BadValue(f"not a traffic selector: {_show(text)}")
-    addr, protoport = m.group(1).strip(), m.group(2)
-    if not addr:
-        raise BadValue(f"missing subnet in {_show(text)}")
-    if addr.lower() == "dynamic":
-        raise BadValue("'dynamic' needs IKE; manual tunnels need explicit subnets")
-    if "-" in addr:
-        raise BadValue(f"address ranges are not supported, use CIDR prefixes: {_show(addr)}")
-    prefix = addr.partition("/")[2]
-    if "%" in addr or ("/" in addr and not prefix.isdigit()):
-        raise BadValue(f"not a CIDR prefix: {_show(addr)}")
-    try:
-        # Host bits are masked off silently, as strongSwan does.
-        network: IPNetwork = ipaddress.ip_network(addr, strict=False)
-    except ValueError:
-        raise BadValue(f"not a CIDR prefix: {_show(addr)}") from None
-    return Selector(network, *_parse_protoport(protoport))
-
-
-def _parse_protoport(protoport: str | None) -> tuple[int, int, int]:
-    """(protocol, first port, last port) of a selector's ``[proto/port]`` part (None: any)."""
-    if protoport is None:
-        return 0, 0, 0xFFFF
-    proto_text, slash, port_text = protoport.partition("/")
-    proto = _parse_proto(proto_text.strip())
-    lo, hi = _parse_ports(port_text.strip(), proto) if slash else (0, 0xFFFF)
-    return proto, lo, hi
+def parse_manual_ts_list(text: str) -> tuple[Ts, ...]:
+    """A manual tunnel's local_ts / remote_ts: like IKE's, without ``dynamic``."""
+    selectors = parse_ts_list(text)
+    if any(t.dynamic for t in selectors):
+        raise BadValue("'dynamic' needs IKE; manual tunnels need explicit subnets or ranges")
+    return selectors
 
 
 def parse_list(text: str, parse_item: Callable[[str], T], empty: str) -> tuple[T, ...]:
@@ -891,10 +759,6 @@ def parse_list(text: str, parse_item: Callable[[str], T], empty: str) -> tuple[T
     if problems:
         raise BadValue("; ".join(problems))
     return tuple(items)
-
-
-def parse_selectors(text: str) -> tuple[Selector, ...]:
-    return parse_list(text, parse_selector, "must list at least one subnet")
 
 
 # --------------------------------------------------------------------------
@@ -1169,8 +1033,8 @@ class ManualTunnel:
     name: str
     local_addr: IPAddress
     remote_addr: IPAddress
-    local_ts: tuple[Selector, ...]
-    remote_ts: tuple[Selector, ...]
+    local_ts: tuple[Ts, ...]
+    remote_ts: tuple[Ts, ...]
     spi_in: int
     spi_out: int
     key_in: Secret
@@ -1235,12 +1099,25 @@ def _check_families(r: SectionReader, local: IPAddress | None, remote: IPAddress
         r.error("remote_addr", f"is IPv{remote.version} but local_addr is IPv{local.version}")
 
 
+def _check_fast_selectors(r: SectionReader, local: tuple[Ts, ...] | None, remote: tuple[Ts, ...] | None) -> None:
+    """The pairs must fit the fast path: none would admit nothing, and too many are never cut silently.
+
+    ``dynamic`` (IKE only) is resolved per SA; the engine checks those then.
+    """
+    if local is None or remote is None or any(t.dynamic for t in (*local, *remote)):
+        return
+    try:
+        fast_selectors(local, remote)
+    except SelectorError as exc:
+        r.error("remote_ts", str(exc))
+
+
 def _manual_tunnel(section: Section, issues: list[ConfigIssue]) -> ManualTunnel | None:
     r = SectionReader(section, issues)
     local_addr = r.require("local_addr", _parse_address)
     remote_addr = r.require("remote_addr", _parse_address)
-    local_ts = r.require("local_ts", parse_selectors)
-    remote_ts = r.require("remote_ts", parse_selectors)
+    local_ts = r.require("local_ts", parse_manual_ts_list)
+    remote_ts = r.require("remote_ts", parse_manual_ts_list)
     spi_in = r.require("spi_in", _parse_spi)
     spi_out = r.require("spi_out", _parse_spi)
     esp = r.get("esp", _parse_esp, Esp.AES128GCM16)
@@ -1255,6 +1132,7 @@ def _manual_tunnel(section: Section, issues: list[ConfigIssue]) -> ManualTunnel 
     _check_families(r, local_addr, remote_addr)
     _check_key_length(r, "key_in", key_in, esp)
     _check_key_length(r, "key_out", key_out, esp)
+    _check_fast_selectors(r, local_ts, remote_ts)
     if (
         r.failed
         or local_addr is None or remote_addr is None

@@ -171,7 +171,7 @@ class Daemon:
         assert self.tun is not None
         self.mtu = self._choose_mtu()
         self.tun.configure(self.mtu)
-        if self.mtu < 1280 and any(ts.network.version == 6 for p in self.plans for ts in p.tunnel.remote_ts):
+        if self.mtu < 1280 and any(ts.version == 6 for p in self.plans for ts in p.tunnel.remote_ts):
             log.warning("tunnel MTU %d is below IPv6's minimum 1280: IPv6 through it will fail", self.mtu)
         for p in self.plans:
             self._route(p)
@@ -180,9 +180,10 @@ class Daemon:
                 self._add_route(net, local_nets)
 
     def _route(self, p: ManualPlan) -> None:
-        local_nets = tuple(ts.network for ts in p.tunnel.local_ts)
+        local_nets = tuple(net for ts in p.tunnel.local_ts for net in ts.networks())
         for ts in p.tunnel.remote_ts:
-            self._add_route(ts.network, local_nets)
+            for net in ts.networks():
+                self._add_route(net, local_nets)
 
     def _add_route(self, net: IPv4Network | IPv6Network, local_nets: tuple[IPv4Network | IPv6Network, ...]) -> None:
         assert self.tun is not None

@@ -49,24 +49,23 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from tunsec.config import (
-    _SELECTOR,
     DEFAULT_REPLAY_WINDOW,
     BadValue,
     ConfigIssue,
     IPAddress,
     Section,
     SectionReader,
+    _check_fast_selectors,
     _int_range,
     _parse_address,
     _parse_packets,
     _parse_port,
-    _parse_protoport,
     _parse_replay_window,
     _show,
     parse_bool,
     parse_bytes,
     parse_duration,
-    parse_list,
+    parse_ts_list,
 )
 from tunsec.ike.auth import PrivateKey
 from tunsec.ike.config import ChildConfig, IkeConfig, LocalAuth, RemoteAuth
@@ -74,7 +73,7 @@ from tunsec.ike.constants import IKE_PORT, ProtocolId
 from tunsec.ike.identity import Identity, certificate_has_identity
 from tunsec.ike.proposals import ProposalSpec, parse_proposals
 from tunsec.ike.secret import Secret
-from tunsec.ike.ts import Ts
+from tunsec.policy.selector import Ts, parse_ts
 
 __all__ = [
     "Action",
@@ -496,42 +495,8 @@ def _parse_passphrase(text: str) -> Secret:
 # Traffic selectors in strongSwan's notation, as the engine's Ts
 # --------------------------------------------------------------------------
 
-DYNAMIC = Ts(ipaddress.IPv4Address(0), ipaddress.IPv4Address(0), dynamic=True)
+DYNAMIC = parse_ts("dynamic")
 _DYNAMIC_ONLY: tuple[Ts, ...] = (DYNAMIC,)
-
-
-def _parse_ts(text: str) -> Ts:
-    """``dynamic``, ``10.1.0.0/16``, ``10.1.0.1``, ``10.1.0.5-10.1.0.9``, each with ``[proto/port]``."""
-    text = text.strip()
-    m = _SELECTOR.fullmatch(text)
-    if not m:
-        raise BadValue(f"not a traffic selector: {_show(text)}")
-    addr = m.group(1).strip()
-    proto, lo, hi = _parse_protoport(m.group(2))
-    if not addr:
-        raise BadValue(f"missing subnet in {_show(text)}")
-    if addr.lower() == "dynamic":
-        return Ts(DYNAMIC.start, DYNAMIC.end, proto, lo, hi, dynamic=True)
-    if "%" in addr:
-        raise BadValue(f"not a CIDR prefix or address range: {_show(addr)}")
-    try:
-        if "-" in addr:
-            first, last = (ipaddress.ip_address(a.strip()) for a in addr.split("-", 1))
-        else:
-            prefix = addr.partition("/")[2]
-            if "/" in addr and not prefix.isdigit():
-                raise ValueError(addr)
-            net = ipaddress.ip_network(addr, strict=False)  # host bits masked, as strongSwan does
-            first, last = net.network_address, net.broadcast_address
-    except ValueError:
-        raise BadValue(f"not a CIDR prefix or address range: {_show(addr)}") from None
-    if first.version != last.version or int(first) > int(last):
-        raise BadValue(f"not an address range (mixed families or backwards): {_show(addr)}")
-    return Ts(first, last, proto, lo, hi)
-
-
-def _parse_ts_list(text: str) -> tuple[Ts, ...]:
-    return parse_list(text, _parse_ts, "must list at least one selector")
 
 
 # --------------------------------------------------------------------------
@@ -1069,8 +1034,8 @@ _CHILD_REFUSED = (
 
 def _read_child(section: Section, issues: list[ConfigIssue]) -> _Draft | None:
     r = SectionReader(section, issues)
-    local_ts = r.get("local_ts", _parse_ts_list, _DYNAMIC_ONLY)
-    remote_ts = r.get("remote_ts", _parse_ts_list, _DYNAMIC_ONLY)
+    local_ts = r.get("local_ts", parse_ts_list, _DYNAMIC_ONLY)
+    remote_ts = r.get("remote_ts", parse_ts_list, _DYNAMIC_ONLY)
     esp = r.get("esp_proposals", _parse_esp_proposals, None)
     mode: Literal["tunnel"] = r.get("mode", _parse_mode, "tunnel")
     start_action: Action = r.get("start_action", _parse_action, "none")
@@ -1099,6 +1064,7 @@ def _read_child(section: Section, issues: list[ConfigIssue]) -> _Draft | None:
     for key, why in _CHILD_REFUSED:
         r.get(key, _refuse(why), None)
     r.finish()
+    _check_fast_selectors(r, local_ts, remote_ts)
     if r.failed:
         return None
     config = ChildConfig(

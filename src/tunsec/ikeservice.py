@@ -44,6 +44,7 @@ from tunsec.ike.events import (
 from tunsec.ike.sa import IkeSa, State
 from tunsec.ike.state import SpiUnavailable
 from tunsec.ike.ts import Ts
+from tunsec.policy.selector import SelectorError, fast_selectors
 
 log = logging.getLogger("tunsec.ike")
 
@@ -83,19 +84,6 @@ class IkeConnection:
             if c.name == name:
                 return c
         return ChildPlan(name)
-
-
-def ts_selector(src: Ts, dst: Ts) -> Selector | None:
-    """The fast path's selector for packets from src to dst (None if families differ)."""
-    if src.version != dst.version or (src.protocol and dst.protocol and src.protocol != dst.protocol):
-        return None
-    return Selector(src.start, src.end, dst.start, dst.end, proto=src.protocol or dst.protocol,
-                    sport=(src.start_port, src.end_port), dport=(dst.start_port, dst.end_port))
-
-
-def selector_pairs(srcs: Sequence[Ts], dsts: Sequence[Ts]) -> tuple[Selector, ...]:
-    out = [ts_selector(s, d) for s in srcs for d in dsts]
-    return tuple(x for x in out if x is not None)[: pipe.MAX_SELECTORS]
 
 
 @dataclass
@@ -276,7 +264,12 @@ class IkeService:
                     continue
                 local = [t.resolve(ike.local_addr) for t in ch.local_ts]
                 remote = [t.resolve(ike.remote_addr) for t in ch.remote_ts]
-                for sel in selector_pairs([t for t in local if t], [t for t in remote if t]):
+                try:
+                    trap = fast_selectors([t for t in local if t], [t for t in remote if t]).outbound
+                except SelectorError as err:
+                    log.error("%s: child %s: no trap policy: %s", ike.name, ch.name, err)
+                    continue
+                for sel in trap:
                     pid = next(self._policy_ids)
                     self.trap_policies[pid] = (ike.name, ch.name)
                     reqid = self._trap_reqid(ike.name, ch.name)
@@ -492,12 +485,17 @@ class IkeService:
         remote = Endpoint(remote_ip, ev.remote_addr[1])
         local = self._endpoint(remote_ip.version, ev.local_port)
         reqid = self.reqids.get((conn_name, plan.name), 999)
+        try:
+            sels = fast_selectors(ev.local_ts, ev.remote_ts)
+        except SelectorError as err:   # the engine refuses such children; never install one that admits nothing
+            log.error("%s: CHILD_SA %s not installed: %s", conn_name, ev.child, err)
+            return
         common = dict(alg=alg, esn=ev.esn, reqid=reqid, local=local, remote=remote, soft=plan.soft, hard=plan.hard)
         inbound = SaSpec(spi=ev.spi_in, direction=Direction.IN, key=ev.key_in.reveal(),
-                         replay_window=plan.replay_window, selectors=selector_pairs(ev.remote_ts, ev.local_ts),
+                         replay_window=plan.replay_window, selectors=sels.inbound,
                          **common)  # type: ignore[arg-type]
         outbound = SaSpec(spi=ev.spi_out, direction=Direction.OUT, key=ev.key_out.reveal(), replay_window=0,
-                          selectors=selector_pairs(ev.local_ts, ev.remote_ts), **common)  # type: ignore[arg-type]
+                          selectors=sels.outbound, **common)  # type: ignore[arg-type]
         w = self.worker()
         siblings = [c for c in self.children.values() if c.conn == conn_name and c.child == plan.name]
         try:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from tunsec.config import Esp, ManualTunnel
 from tunsec.dataplane.pipe import Alg, Direction, Endpoint, Lifetime, Policy, SaSpec
-from tunsec.policy.spd import inbound_selectors, outbound_selectors, pairs, protect_policies
+from tunsec.policy.spd import protect_policies, tunnel_selectors
 
 ALGS = {Esp.AES128GCM16: Alg.AES128GCM16, Esp.AES256GCM16: Alg.AES256GCM16}
 
@@ -37,8 +37,8 @@ class ManualPlan:
 def plan(t: ManualTunnel, index: int) -> ManualPlan:
     """index (0-based) keeps reqids, policy ids and priorities apart per tunnel."""
     reqid = index + 1
-    ps = pairs(t.local_ts, t.remote_ts)
-    policies = protect_policies(t.name, ps, reqid, first_id=reqid * 100, priority=1000 + index)
+    sels = tunnel_selectors(t.name, t.local_ts, t.remote_ts)
+    policies = protect_policies(sels, reqid, first_id=reqid * 100, priority=1000 + index)
     local = Endpoint(t.local_addr, t.local_port)
     remote = Endpoint(t.remote_addr, t.remote_port)
     soft = Lifetime(bytes=t.rekey_bytes, packets=t.rekey_packets, seconds=t.rekey_time)
@@ -47,11 +47,11 @@ def plan(t: ManualTunnel, index: int) -> ManualPlan:
     inbound = SaSpec(
         spi=t.spi_in, direction=Direction.IN, alg=alg, key=t.key_in.reveal(), esn=t.esn,
         replay_window=t.replay_window, reqid=reqid, local=local, remote=remote,
-        soft=soft, hard=hard, selectors=inbound_selectors(ps),
+        soft=soft, hard=hard, selectors=sels.inbound,
     )
     outbound = SaSpec(
         spi=t.spi_out, direction=Direction.OUT, alg=alg, key=t.key_out.reveal(), esn=t.esn,
         replay_window=0, reqid=reqid, local=local, remote=remote,
-        soft=soft, hard=hard, selectors=outbound_selectors(ps),
+        soft=soft, hard=hard, selectors=sels.outbound,
     )
     return ManualPlan(t, reqid, inbound, outbound, tuple(policies))

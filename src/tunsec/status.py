@@ -68,8 +68,8 @@ def status_document(d: Daemon, dump: Reply) -> dict[str, Any]:
             "local": f"{t.local_addr}[{t.local_port}]",
             "remote": f"{t.remote_addr}[{t.remote_port}]",
             "esp": str(t.esp),
-            "local_ts": [str(ts.network) for ts in t.local_ts],
-            "remote_ts": [str(ts.network) for ts in t.remote_ts],
+            "local_ts": [str(ts) for ts in t.local_ts],
+            "remote_ts": [str(ts) for ts in t.remote_ts],
             "sas": [_sa(sas[k]) for k in ((p.inbound.spi, Direction.IN), (p.outbound.spi, Direction.OUT))
                     if k in sas],
         })

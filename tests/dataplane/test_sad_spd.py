@@ -593,3 +593,24 @@ def test_aes256_sa_through_add() -> None:
     assert drop is Drop.NONE and peer == spec(1000, Direction.OUT, key).remote
     assert esp_open(key, esp).payload == PKT6
     assert peer != A_OUTER
+
+
+# ------------------------------------------------------------ inbound selectors
+
+
+def test_inbound_sa_without_selectors_admits_nothing() -> None:
+    """No selector never means "any": every packet is a counted policy drop."""
+    key = new_key()
+    dp, spi = receiver(key, selectors=())
+    before = dp.drops()["policy"]
+    for seq, (pkt, nh) in enumerate(((PKT4, 4), (PKT6, 41)), 1):
+        out, drop = dp.inbound(esp_seal(key, spi, seq, pkt, nh))
+        assert (out, drop) == (b"", Drop.POLICY)
+    assert dp.drops()["policy"] == before + 2
+
+
+def test_inbound_selectors_admit_their_family_only() -> None:
+    key = new_key()
+    dp, spi = receiver(key, selectors=(SEL4,))
+    assert dp.inbound(esp_seal(key, spi, 1, PKT4, 4)) == (PKT4, Drop.NONE)
+    assert dp.inbound(esp_seal(key, spi, 2, PKT6, 41))[1] is Drop.POLICY

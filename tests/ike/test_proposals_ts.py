@@ -15,7 +15,7 @@ from tunsec.ike.proposals import (
     parse_proposals,
     select_proposal,
 )
-from tunsec.ike.ts import Ts, TsError, narrow, parse_ts_list
+from tunsec.ike.ts import Ts, TsError, from_wire, narrow, parse_ts_list, to_wire
 
 ESP = ProtocolId.ESP
 
@@ -148,9 +148,14 @@ def test_ts_parse_and_str() -> None:
 
 
 def test_ts_wire_round_trip() -> None:
-    for text in ("10.1.0.0/16", "fec1::/64[tcp/443]", "0.0.0.0/0"):
+    for text in ("10.1.0.0/16", "fec1::/64[tcp/443]", "0.0.0.0/0", "10.0.0.0/8[icmp/8]", "10.1.0.1-10.1.0.9[udp/53]"):
         ts = Ts.parse(text)
-        assert Ts.from_wire(ts.to_wire()) == ts
+        assert from_wire(to_wire(ts)) == ts
+    # ICMP type in the high byte, code in the low byte of the port fields (RFC 4301 §4.4.1.3)
+    wire = to_wire(Ts.parse("10.0.0.0/8[icmp/0x0303]"))
+    assert (wire.ip_protocol, wire.start_port, wire.end_port) == (1, 0x0303, 0x0303)
+    wire = to_wire(Ts.parse("::/0[ipv6-icmp/128]"))
+    assert (wire.ip_protocol, wire.start_port, wire.end_port) == (58, 0x8000, 0x80FF)
 
 
 def test_narrowing() -> None:

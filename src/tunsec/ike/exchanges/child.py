@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from tunsec.policy.selector import SelectorError, fast_selectors
+
 from ..config import ChildConfig
 from ..constants import NotifyType, ProtocolId
 from ..crypto import derive_child_keys
@@ -17,7 +19,7 @@ from ..events import ChildSaUp, NegotiationFailed, SpiUnused
 from ..message import Payload, Proposal, SaPayload, TsPayload
 from ..proposals import ProposalSpec, Suite, accepts, describe_all, select_proposal
 from ..state import ChildSa, IkeSaState
-from ..ts import Ts, narrow, resolve_all
+from ..ts import Ts, from_wire, narrow, resolve_all, to_wire
 from .base import find_all
 
 
@@ -56,8 +58,8 @@ def sa_payloads(
     props = tuple(spec.to_wire(i + 1, spi_bytes(child.spi_in)) for i, spec in enumerate(specs))
     return [
         SaPayload(props),
-        TsPayload(True, tuple(t.to_wire() for t in tsi)),
-        TsPayload(False, tuple(t.to_wire() for t in tsr)),
+        TsPayload(True, tuple(to_wire(t) for t in tsi)),
+        TsPayload(False, tuple(to_wire(t) for t in tsr)),
     ]
 
 
@@ -67,8 +69,8 @@ def response_payloads(selection: Selection, child: ChildSa) -> list[Payload]:
     ours = Proposal(chosen.num, chosen.protocol, spi_bytes(child.spi_in), chosen.transforms)
     return [
         SaPayload((ours,)),
-        TsPayload(True, tuple(t.to_wire() for t in selection.tsi)),
-        TsPayload(False, tuple(t.to_wire() for t in selection.tsr)),
+        TsPayload(True, tuple(to_wire(t) for t in selection.tsi)),
+        TsPayload(False, tuple(to_wire(t) for t in selection.tsr)),
     ]
 
 
@@ -79,8 +81,8 @@ def received_ts(payloads: Sequence[Payload]) -> tuple[tuple[Ts, ...], tuple[Ts, 
     if not tsi or not tsr:
         return None
     return (
-        tuple(Ts.from_wire(s) for s in tsi[0].selectors),
-        tuple(Ts.from_wire(s) for s in tsr[0].selectors),
+        tuple(from_wire(s) for s in tsi[0].selectors),
+        tuple(from_wire(s) for s in tsr[0].selectors),
     )
 
 
@@ -128,6 +130,15 @@ def responder_select(
                 cfg.name,
             )
             continue
+        unusable = _unusable(new_tsr, new_tsi)
+        if unusable is not None:
+            ts_refusal = ts_refusal or Refusal(
+                NotifyType.TS_UNACCEPTABLE,
+                f"proposed TSi {_ts_text(tsi)} TSr {_ts_text(tsr)} narrow for child {cfg.name} "
+                f"to TSi {_ts_text(new_tsi)} TSr {_ts_text(new_tsr)}: {unusable}",
+                cfg.name,
+            )
+            continue
         chosen = select_proposal(cfg.esp_proposals, theirs, prefer_group, strip_dh)
         if chosen is None:
             return Refusal(
@@ -163,7 +174,24 @@ def check_response(
             f"peer narrowed to TSi {_ts_text(tsi)} TSr {_ts_text(tsr)}, outside what we proposed",
             child.name,
         )
+    unusable = _unusable(tsi, tsr)
+    if unusable is not None:
+        return Refusal(NotifyType.TS_UNACCEPTABLE, f"peer narrowed to TSi {_ts_text(tsi)} TSr {_ts_text(tsr)}: "
+                       f"{unusable}", child.name)
     return chosen
+
+
+def _unusable(local: Sequence[Ts], remote: Sequence[Ts]) -> str | None:
+    """Why these selectors cannot be installed in the fast path, or None when they can.
+
+    Narrowing keeps TSi and TSr lists whose pairs may all differ in family or
+    protocol; such a Child SA would carry no selector, so it is refused.
+    """
+    try:
+        fast_selectors(local, remote)
+    except SelectorError as exc:
+        return str(exc)
+    return None
 
 
 def _within(selected: Sequence[Ts], proposed: Sequence[Ts]) -> bool:

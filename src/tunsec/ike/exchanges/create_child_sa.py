@@ -86,6 +86,8 @@ class CreateChildTask(Task):
         result = childmod.check_response(child, sa, ts[0], ts[1], self._proposed, strip_dh=False)
         if isinstance(result, childmod.Refusal):
             childmod.fail(st, child, result)
+            # the peer installed its half: ask it to delete that (by our inbound SPI, its outbound one)
+            self._followups.append(DeleteChildTask([child], reason=f"refused: {result.notify.name}"))
             return Outcome.DONE
         shared = self._pfs_secret(find(payloads, KePayload), Suite.of(result).dh_group)
         if shared is None:

@@ -26,6 +26,7 @@ from ..ts import Ts
 from . import child as childmod
 from .base import CHILD_ERRORS, Outcome, Response, Task, error_notify, find, find_all, find_notify, notify
 from .ike_sa_init import certreq_payloads
+from .informational import DeleteChildTask
 
 
 def _id_payload(st: IkeSaState, initiator: bool) -> IdPayload:
@@ -116,6 +117,10 @@ class IkeAuthTask(Task):
         self._child_cfg = child_cfg
         self._child: ChildSa | None = None
         self._proposed: tuple[tuple[Ts, ...], tuple[Ts, ...]] = ((), ())
+        self._followups: list[Task] = []
+
+    def followups(self) -> list[Task]:
+        return self._followups
 
     def build(self, st: IkeSaState) -> list[Payload]:
         idi = _id_payload(st, True)
@@ -184,6 +189,8 @@ class IkeAuthTask(Task):
         result = childmod.check_response(child, sa, ts[0], ts[1], self._proposed, strip_dh=True)
         if isinstance(result, childmod.Refusal):
             childmod.fail(st, child, result)
+            # the peer installed its half: ask it to delete that (by our inbound SPI, its outbound one)
+            self._followups.append(DeleteChildTask([child], reason=f"refused: {result.notify.name}"))
             return
         spi_out = int.from_bytes(result.spi, "big")
         childmod.install(st, child, result, spi_out, ts[0], ts[1], True, (st.nonce_i, st.nonce_r))
