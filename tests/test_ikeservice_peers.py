@@ -11,6 +11,7 @@ touches nothing of another's, even when the peers picked the same SPIs.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import itertools
 import struct
@@ -112,7 +113,8 @@ class Gateway:
         for i in range(self.n):
             cfg = psk_ike(f"site{i}", f"site{i}.example", RemoteAuth("psk", Identity.parse("gw.example")),
                           site_ip(i), GW, site_net(i), "10.1.0.0/16")
-            self.sites.append(IkeEndpoint([cfg], spi_allocator=lambda: SHARED_SPI))
+            # every site's first inbound SPI is the same; later ones (rekeys) differ from its own earlier ones
+            self.sites.append(IkeEndpoint([cfg], spi_allocator=functools.partial(next, itertools.count(SHARED_SPI))))
             self.site_events.append([])
 
     def _natt_out(self, msg: pipe.SendIke) -> None:
@@ -199,7 +201,7 @@ def assert_reaches_only_its_site(gw: Gateway, i: int) -> None:
     assert drop is Drop.NONE
     assert dst == Endpoint(ipaddress.ip_address(site_ip(i)), 4500)
     spi, inner = esp_open(gw.site_key_in(i), esp)
-    assert spi == SHARED_SPI and inner == ipv4_udp("10.1.0.5", f"10.2.{i + 1}.7")
+    assert spi == max(c.spi_out for c in gw.children_of(i)) and inner == ipv4_udp("10.1.0.5", f"10.2.{i + 1}.7")
 
 
 # ----------------------------------------------------------------------------- tests
@@ -287,11 +289,8 @@ def test_rekey_keeps_the_reqid_and_policies_of_its_own_lineage_only() -> None:
         (a,) = gw.children_of(0)
         (b,) = gw.children_of(1)
         policies = {(p.id, p.reqid) for p in gw.worker.dp.policies()}
-        # site 0 rekeys its Child SA (it picks a new inbound SPI this time)
+        # site 0 rekeys its Child SA (with a new inbound SPI, SHARED_SPI + 1)
         site = gw.site_sa(0)
-        gw.sites[0]._spi_allocator = lambda: 0xC0FFEE02  # type: ignore[attr-defined]
-        for sa in gw.sites[0].sas:
-            sa._st.spi_allocator = lambda: 0xC0FFEE02
         site.rekey_child(site.children[0].unique_id)
         await gw.settle()
         (a2,) = gw.children_of(0)
@@ -333,3 +332,66 @@ def test_ids_are_one_space_for_manual_and_ike() -> None:
     small.release_reqid(2)
     assert small.reqid() == 2
     assert priority(Band.MANUAL, 10) < priority(Band.IKE_CHILD) < priority(Band.TRAP)
+
+
+def test_a_half_open_responder_sa_does_not_hold_back_trap_initiation() -> None:
+    """Anyone can leave a half-open IKE SA on our connection by sending one IKE_SA_INIT; that must
+    not stop our own negotiation when traffic hits the trap policy.  Our own attempt under way does."""
+    from tunsec.ikeservice import ChildPlan
+    from tunsec.policy.ids import Band, priority
+
+    peer = "198.51.100.9"
+
+    async def body() -> None:
+        wire: list[tuple[tuple[str, int], tuple[str, int], bytes]] = []
+        worker = InProcessWorker(asyncio.get_running_loop(), lambda m: None)
+        ike = psk_ike("trap", "gw.example", RemoteAuth("psk", Identity.parse("peer.example")), GW, peer,
+                      "10.1.0.0/16", "10.9.0.0/16")
+        conn = IkeConnection(ike, (ChildPlan("net", start_action="trap"),))
+        svc = IkeService([conn], lambda: worker, {4: GW}, IdSpace())  # type: ignore[arg-type,return-value]
+        await svc.start()
+        svc.sockets = {4: FakeSocket(wire)}  # type: ignore[dict-item]
+        (trap,) = worker.dp.policies()
+        assert trap.priority == priority(Band.TRAP) and trap.id in svc.trap_policies
+        # the peer's IKE_SA_INIT arrives; its answer is lost: a half-open responder SA remains
+        other = IkeEndpoint([psk_ike("x", "peer.example", RemoteAuth("psk", Identity.parse("gw.example")), peer, GW,
+                                     "10.9.0.0/16", "10.1.0.0/16")])
+        other.initiate("x", "net", _now())
+        (init,) = other.datagrams_to_send(_now())
+        svc.endpoint.receive(init.data, (peer, 500), _now(), (GW, 500))
+        svc._pump()
+        wire.clear()
+        (half,) = svc.endpoint.sas
+        assert not half.is_initiator and half.name == "trap"
+        svc.acquire(trap.id)
+        ours = [sa for sa in svc.endpoint.sas if sa.is_initiator]
+        assert len(ours) == 1 and ours[0].name == "trap"
+        assert [(dst, len(data) > 0) for _, dst, data in wire] == [((peer, 500), True)]
+        svc.acquire(trap.id)           # ours is under way: no second one
+        assert len([sa for sa in svc.endpoint.sas if sa.is_initiator]) == 1
+
+    run(body())
+
+
+def test_an_outbound_expire_rekeys_the_child_of_that_peer_only() -> None:
+    """EXPIRE names an outbound SA by (SPI, peer); with colliding SPIs the SPI alone would pick anyone."""
+    async def body() -> None:
+        gw = Gateway(3)
+        await gw.start()
+        for i in range(gw.n):
+            gw.connect(i)
+        await gw.settle()
+        before = {i: gw.children_of(i)[0] for i in range(gw.n)}
+        peer1 = Endpoint(ipaddress.ip_address(site_ip(1)), 4500)
+        assert gw.service.expired(SHARED_SPI, Direction.OUT, False, peer1)
+        await gw.settle()
+        (after1,) = gw.children_of(1)
+        assert after1.handle != before[1].handle and after1.reqid == before[1].reqid   # rekeyed in its lineage
+        for i in (0, 2):
+            assert gw.children_of(i) == [before[i]]
+        assert not gw.service.expired(SHARED_SPI, Direction.OUT, False, Endpoint(ipaddress.ip_address("192.0.2.99"),
+                                                                                 4500))
+        for i in range(gw.n):
+            assert_reaches_only_its_site(gw, i)
+
+    run(body())

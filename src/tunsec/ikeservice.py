@@ -134,6 +134,7 @@ class ChildState:
     remote_ts: tuple[Ts, ...]
     lineage: Lineage
     established: float = field(default_factory=time.time)
+    out_installed: bool = False    # our ADD succeeded: the outbound SA (spi_out, remote) is ours to delete
 
     @property
     def reqid(self) -> int:
@@ -600,6 +601,7 @@ class IkeService:
             try:
                 await w.request(lambda r: pipe.Update(r, inbound))
                 await w.request(lambda r: pipe.Add(r, outbound))
+                state.out_installed = True
                 if not state.lineage.policy_ids:   # a rekey finds its predecessor's policies in place
                     await self._protect(state.lineage, outbound.selectors)
             except WorkerError as err:
@@ -623,7 +625,8 @@ class IkeService:
         """The worker side of a Child SA going away: its SAs, and its policies if it was the last of its
         lineage.  Only what this Child SA installed: its outbound SA is named by (SPI, its peer)."""
         await self._delete_sa(state.spi_in, Direction.IN)
-        await self._delete_sa(state.spi_out, Direction.OUT, state.remote)
+        if state.out_installed:   # a refused ADD (EEXIST) leaves the SA that was there alone
+            await self._delete_sa(state.spi_out, Direction.OUT, state.remote)
         if not lineage_ended:
             return
         for pid in state.lineage.policy_ids:
