@@ -609,9 +609,9 @@ class IkeService:
                           ev.spi_in, ev.spi_out, err)
                 await self._remove(state, self._forget(state))
                 return
-        log.info("%s: CHILD_SA %s up with %s, SPIs %08x_i %08x_o, reqid %d, %s === %s", state.conn, plan.name,
-                 state.remote.addr, ev.spi_in, ev.spi_out, state.reqid, ", ".join(map(str, ev.local_ts)),
-                 ", ".join(map(str, ev.remote_ts)))
+        log.info("%s: CHILD_SA %s up, SPIs %08x_i %08x_o, %s === %s (peer %s, reqid %d)", state.conn, plan.name,
+                 ev.spi_in, ev.spi_out, ", ".join(map(str, ev.local_ts)), ", ".join(map(str, ev.remote_ts)),
+                 state.remote.addr, state.reqid)
 
     async def _protect(self, lineage: Lineage, selectors: Sequence[Selector]) -> None:
         for sel in selectors:
@@ -649,8 +649,8 @@ class IkeService:
         async with self._changes:
             await self._remove(state, lineage_ended)
         conn_name = state.conn
-        log.info("%s: CHILD_SA %s with %s %08x_i %08x_o deleted: %s", conn_name, state.child, state.remote.addr,
-                 state.spi_in, state.spi_out, reason)
+        log.info("%s: CHILD_SA %s %08x_i %08x_o deleted: %s (peer %s)", conn_name, state.child, state.spi_in,
+                 state.spi_out, reason, state.remote.addr)
         conn = self.connections.get(conn_name)
         ike = self._ike_sa(state.ike)
         if conn is not None and ike is not None and ike.state is State.ESTABLISHED and "by peer" in reason \
