@@ -101,6 +101,8 @@ static void emit_expire(ts_dp *dp, ts_sa *sa, bool hard, uint8_t reason) {
     if (atomic_exchange(flag, 1))
         return;   /* once per SA and kind */
     ts_event ev = {.type = TS_EV_EXPIRE, .dir = sa->dir, .hard = hard, .reason = reason, .spi = sa->spi};
+    if (sa->dir == TS_DIR_OUT)
+        ev.addr = sa->remote;   /* an outbound SPI alone does not say which peer's SA */
     if (!ts_events_push(&dp->events, &ev, NULL, 0)) {
         ts_drop(dp, TS_DROP_QUEUE_FULL);
         atomic_store(flag, 0);   /* lost: report it again with the SA's next packet */

@@ -70,7 +70,8 @@ typedef struct ts_sad {
 
 int ts_sad_init(ts_sad *s);
 void ts_sad_destroy(ts_sad *s);
-ts_sa *ts_sad_find(const ts_sad *s, uint32_t spi, uint8_t dir);
+ts_sa *ts_sad_find(const ts_sad *s, uint32_t spi, uint8_t dir);   /* IN: SPIs are ours, unique */
+ts_sa *ts_sad_find_sa(const ts_sad *s, uint32_t spi, uint8_t dir, const ts_addr *remote);   /* OUT: (SPI, peer) */
 
 /* ---- policies (spd.c) --------------------------------------------------- */
 typedef struct ts_spd_entry {

@@ -1,5 +1,7 @@
 /* The SAD: SAs hashed by (SPI, direction).  Inbound SPIs are allocated here
- * (GETSPI) so that they are unique among live and larval SAs. */
+ * (GETSPI) so that they are unique among live and larval SAs.  Outbound SPIs
+ * are chosen by the peers, so two peers may pick the same one: an outbound SA
+ * is known by (SPI, remote address, remote port), never by its SPI alone. */
 #include "internal.h"
 #include <stdlib.h>
 #include <string.h>
@@ -43,9 +45,27 @@ void ts_sad_destroy(ts_sad *s) {
     s->count = 0;
 }
 
+static bool same_peer(const ts_addr *a, const ts_addr *b) {
+    return a->family == b->family && a->port == b->port &&
+           memcmp(a->addr, b->addr, a->family == 4 ? 4 : 16) == 0;
+}
+
+/* IN: remote is ignored (inbound SPIs are ours, locally unique); OUT: the
+ * peer the SA sends to is part of its identity */
+static bool is_sa(const ts_sa *sa, uint32_t spi, uint8_t dir, const ts_addr *remote) {
+    return sa->spi == spi && sa->dir == dir && (dir == TS_DIR_IN || same_peer(&sa->remote, remote));
+}
+
 ts_sa *ts_sad_find(const ts_sad *s, uint32_t spi, uint8_t dir) {
     for (ts_sa *sa = s->buckets[slot(s, spi, dir)]; sa; sa = sa->next)
         if (sa->spi == spi && sa->dir == dir)
+            return sa;
+    return NULL;
+}
+
+ts_sa *ts_sad_find_sa(const ts_sad *s, uint32_t spi, uint8_t dir, const ts_addr *remote) {
+    for (ts_sa *sa = s->buckets[slot(s, spi, dir)]; sa; sa = sa->next)
+        if (is_sa(sa, spi, dir, remote))
             return sa;
     return NULL;
 }
@@ -81,10 +101,10 @@ static void insert(ts_sad *s, ts_sa *sa) {
     s->count++;
 }
 
-static ts_sa *unlink_sa(ts_sad *s, uint32_t spi, uint8_t dir) {
+static ts_sa *unlink_sa(ts_sad *s, uint32_t spi, uint8_t dir, const ts_addr *remote) {
     ts_sa **pp = &s->buckets[slot(s, spi, dir)];
     for (; *pp; pp = &(*pp)->next) {
-        if ((*pp)->spi == spi && (*pp)->dir == dir) {
+        if (is_sa(*pp, spi, dir, remote)) {
             ts_sa *sa = *pp;
             *pp = sa->next;
             s->count--;
@@ -239,7 +259,7 @@ int ts_sad_add(ts_dp *dp, const ts_sa_params *p) {
         return rc;
     }
     pthread_rwlock_wrlock(&dp->lock);
-    if (ts_sad_find(&dp->sad, p->spi, TS_DIR_OUT)) {
+    if (ts_sad_find_sa(&dp->sad, p->spi, TS_DIR_OUT, &p->remote)) {
         rc = TS_EEXIST;
     } else {
         insert(&dp->sad, sa);
@@ -252,11 +272,18 @@ int ts_sad_add(ts_dp *dp, const ts_sa_params *p) {
     return rc;
 }
 
-int ts_sad_delete(ts_dp *dp, uint32_t spi, uint8_t dir) {
-    if (dir > TS_DIR_OUT)
+/* OUT needs the peer (remote address and port); IN takes NULL */
+static bool sa_id_valid(uint8_t dir, const ts_addr *remote) {
+    if (dir == TS_DIR_IN)
+        return remote == NULL;
+    return dir == TS_DIR_OUT && remote != NULL && addr_valid(remote);
+}
+
+int ts_sad_delete(ts_dp *dp, uint32_t spi, uint8_t dir, const ts_addr *remote) {
+    if (!sa_id_valid(dir, remote))
         return TS_EINVAL;
     pthread_rwlock_wrlock(&dp->lock);
-    ts_sa *sa = unlink_sa(&dp->sad, spi, dir);
+    ts_sa *sa = unlink_sa(&dp->sad, spi, dir, remote);
     if (sa && dir == TS_DIR_OUT)
         ts_spd_unbind(&dp->spd, &dp->sad, sa);
     pthread_rwlock_unlock(&dp->lock);
@@ -304,9 +331,11 @@ static void info_of(const ts_sa *sa, ts_sa_info *o) {
     o->age_ns = ts_now_ns() - sa->created_ns;
 }
 
-int ts_sad_get(ts_dp *dp, uint32_t spi, uint8_t dir, ts_sa_info *out) {
+int ts_sad_get(ts_dp *dp, uint32_t spi, uint8_t dir, const ts_addr *remote, ts_sa_info *out) {
+    if (!sa_id_valid(dir, remote))
+        return TS_EINVAL;
     pthread_rwlock_rdlock(&dp->lock);
-    ts_sa *sa = ts_sad_find(&dp->sad, spi, dir);
+    ts_sa *sa = ts_sad_find_sa(&dp->sad, spi, dir, remote);
     if (sa) {
         pthread_mutex_lock(&sa->lock);   /* replay.top is guarded by the SA lock */
         info_of(sa, out);

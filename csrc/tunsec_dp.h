@@ -122,7 +122,7 @@ typedef struct ts_policy_info {
 
 enum ts_event_type {
     TS_EV_ACQUIRE = 1,           /* policy_id, sel = the packet's 5-tuple */
-    TS_EV_EXPIRE = 2,            /* spi, dir, hard (0 soft / 1 hard), reason */
+    TS_EV_EXPIRE = 2,            /* spi, dir, hard (0 soft / 1 hard), reason; OUT: addr = the SA's peer */
     TS_EV_INVALID_SPI = 3,       /* spi, addr = sender */
     TS_EV_IKE = 4,               /* addr = sender, data = IKE message (marker stripped) */
 };
@@ -135,7 +135,7 @@ typedef struct ts_event {
     uint8_t dir, hard, reason;
     uint32_t spi;
     uint32_t policy_id;
-    ts_addr addr;                /* peer (INVALID_SPI, IKE) */
+    ts_addr addr;                /* peer (INVALID_SPI, IKE, EXPIRE of an OUT SA) */
     ts_addr local;               /* our address the packet arrived on */
     ts_selector sel;             /* ACQUIRE: single-packet selector */
     uint32_t data_len;           /* IKE: bytes copied into the caller's buffer */
@@ -166,9 +166,11 @@ int ts_dp_errno(ts_dp *dp);
 int ts_sad_getspi(ts_dp *dp, uint32_t lo, uint32_t hi, uint32_t *spi_out); /* inserts a larval inbound SA */
 int ts_sad_update(ts_dp *dp, const ts_sa_params *p);   /* larval IN -> mature */
 int ts_sad_add(ts_dp *dp, const ts_sa_params *p);      /* OUT (or a fully keyed IN without GETSPI: refused) */
-int ts_sad_delete(ts_dp *dp, uint32_t spi, uint8_t dir);
+/* An SA is (spi, IN) with remote NULL, or (spi, OUT, remote = the peer's address and port):
+ * peers choose outbound SPIs, so two of them may pick the same one (TS_EINVAL otherwise) */
+int ts_sad_delete(ts_dp *dp, uint32_t spi, uint8_t dir, const ts_addr *remote);
 void ts_sad_flush(ts_dp *dp);
-int ts_sad_get(ts_dp *dp, uint32_t spi, uint8_t dir, ts_sa_info *out);
+int ts_sad_get(ts_dp *dp, uint32_t spi, uint8_t dir, const ts_addr *remote, ts_sa_info *out);
 size_t ts_sad_count(ts_dp *dp);
 size_t ts_sad_list(ts_dp *dp, ts_sa_info *out, size_t max);   /* returns number written */
 

@@ -28,6 +28,7 @@ from tunsec.config import (
 )
 from tunsec.dataplane.pipe import Selector
 from tunsec.manual import plan
+from tunsec.policy.ids import IdSpace
 from tunsec.policy.selector import parse_ts
 
 KEY_IN_HEX = "0102030405060708090a0b0c0d0e0f1011121314"
@@ -511,13 +512,13 @@ def test_more_selector_pairs_than_an_sa_holds_are_a_config_error() -> None:
     assert issue.message.startswith("9 local/remote selector pairs; the fast path takes at most 8 per SA")
     eight = ", ".join(f"10.1.{i}.0/24" for i in range(8))
     (t,) = parse_config(manual(tunnel(local_ts=eight))).manual
-    assert len(plan(t, 0).inbound.selectors) == 8
+    assert len(plan(t, 0, IdSpace()).inbound.selectors) == 8
 
 
 def test_pairs_of_one_family_are_kept_the_others_dropped() -> None:
     text = manual(tunnel(local_ts="2001:db8::/64, 10.1.0.0/24", remote_ts="10.0.0.0/8"))
     (t,) = parse_config(text).manual
-    p = plan(t, 0)
+    p = plan(t, 0, IdSpace())
     v4 = ipaddress.IPv4Address
     assert p.outbound.selectors == (Selector(v4("10.1.0.0"), v4("10.1.0.255"), v4("10.0.0.0"), v4("10.255.255.255")),)
     assert p.inbound.selectors == (Selector(v4("10.0.0.0"), v4("10.255.255.255"), v4("10.1.0.0"), v4("10.1.0.255")),)
@@ -525,7 +526,7 @@ def test_pairs_of_one_family_are_kept_the_others_dropped() -> None:
 
 def test_manual_address_range_goes_to_the_fast_path_as_a_range() -> None:
     (t,) = parse_config(manual(tunnel(local_ts="10.1.0.5-10.1.0.9"))).manual
-    (sel,) = plan(t, 0).outbound.selectors
+    (sel,) = plan(t, 0, IdSpace()).outbound.selectors
     assert (str(sel.src_lo), str(sel.src_hi)) == ("10.1.0.5", "10.1.0.9")
 
 

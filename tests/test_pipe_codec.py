@@ -246,7 +246,8 @@ messages: st.SearchStrategy[Message] = st.one_of(
     spi_ranges(),
     st.builds(Update, req_ids, sa_specs()),
     st.builds(Add, req_ids, sa_specs()),
-    st.builds(Delete, req_ids, spis, st.sampled_from(Direction)),
+    st.builds(Delete, req_ids, spis, st.just(Direction.IN)),
+    st.builds(Delete, req_ids, spis, st.just(Direction.OUT), endpoints()),
     st.builds(Flush, req_ids),
     st.builds(SpdAdd, req_ids, policies()),
     st.builds(SpdDelete, req_ids, u32s),
@@ -258,9 +259,17 @@ messages: st.SearchStrategy[Message] = st.one_of(
     st.builds(
         Expire,
         spi=spis,
-        direction=st.sampled_from(Direction),
+        direction=st.just(Direction.IN),
         hard=st.booleans(),
         reason=st.sampled_from(ExpireReason),
+    ),
+    st.builds(
+        Expire,
+        spi=spis,
+        direction=st.just(Direction.OUT),
+        hard=st.booleans(),
+        reason=st.sampled_from(ExpireReason),
+        remote=endpoints(),
     ),
     st.builds(InvalidSpi, spi=u32s, remote=endpoints()),
     ike_args().map(lambda a: Ike(data=a[0], remote=a[1], local=a[2])),
@@ -360,10 +369,13 @@ REALISTIC: list[Message] = [
     Acquire(
         policy_id=1, selector=Selector.from_networks(ip_network("10.1.0.5/32"), ip_network("10.2.0.9/32"))
     ),
-    Expire(spi=0xC1A2B3C4, direction=Direction.OUT, hard=False, reason=ExpireReason.BYTES),
+    Expire(spi=0xC1A2B3C4, direction=Direction.OUT, hard=False, reason=ExpireReason.BYTES, remote=REMOTE6),
     Expire(spi=0xC0000123, direction=Direction.IN, hard=True, reason=ExpireReason.LARVAL_TIMEOUT),
     InvalidSpi(spi=0xDEADBEEF, remote=REMOTE4),
     Ike(data=b"\x11" * 300, remote=REMOTE6, local=LOCAL6),
+    # an outbound SA is named by (SPI, peer): peers choose those SPIs and two may choose the same
+    Delete(14, 0xCAFE0002, Direction.OUT, REMOTE4),
+    Delete(15, 0xCAFE0002, Direction.OUT, REMOTE6),
 ]
 
 # ----------------------------------------------------------------- raw helpers
@@ -579,7 +591,8 @@ SPI_300 = ext(Ext.SPI, struct.pack("!I", 300))
 DUMP_EIO = Reply(1, MsgType.DUMP, Errno.EIO)
 NO_ESN = Add(1, out_sa(esn=False))
 DATA_65001 = ext(Ext.DATA, struct.pack("!I", 65001) + bytes(65001))
-REMOTE4_EXT = ext(Ext.ADDR_REMOTE, split(encode(IKE))[1][1])
+REMOTE4_BODY = split(encode(IKE))[1][1]
+REMOTE4_EXT = ext(Ext.ADDR_REMOTE, REMOTE4_BODY)
 SEND4 = SendIke(1, b"x", REMOTE4)
 LOCAL6_BODY = split(encode(Ike(data=b"x", remote=REMOTE6)))[1][1]
 
@@ -667,6 +680,15 @@ MALFORMED: list[tuple[str, bytes, Errno]] = [
     ("selector IPv4 tail", patch(A_SA, Ext.SELECTOR, put(75, b"\1")), Errno.EINVAL),
     ("DELETE direction 7", patch(Delete(1, 300, Direction.IN), Ext.SA_ID, put(4, b"\7")), Errno.EINVAL),
     ("DELETE reserved", patch(Delete(1, 300, Direction.IN), Ext.SA_ID, put(5, b"\1")), Errno.EINVAL),
+    ("DELETE OUT without its peer", without(Delete(1, 300, Direction.OUT, REMOTE4), Ext.ADDR_REMOTE), Errno.EINVAL),
+    ("DELETE IN with a peer", plus(Delete(1, 300, Direction.IN), (Ext.ADDR_REMOTE, REMOTE4_BODY)), Errno.EINVAL),
+    ("DELETE two peers", plus(Delete(1, 300, Direction.OUT, REMOTE4), (Ext.ADDR_REMOTE, REMOTE4_BODY)), Errno.EINVAL),
+    ("DELETE peer family 0", patch(Delete(1, 300, Direction.OUT, REMOTE4), Ext.ADDR_REMOTE, put(0, b"\0")),
+     Errno.EINVAL),
+    ("EXPIRE OUT without its peer", without(Expire(spi=300, direction=Direction.OUT, hard=True,
+                                                   reason=ExpireReason.TIME, remote=REMOTE4), Ext.ADDR_REMOTE),
+     Errno.EINVAL),
+    ("EXPIRE IN with a peer", plus(EXPIRE, (Ext.ADDR_REMOTE, REMOTE4_BODY)), Errno.EINVAL),
     ("POLICY action 3", patch(SPD, Ext.POLICY, put(8, b"\3")), Errno.EINVAL),
     ("POLICY reserved", patch(SPD, Ext.POLICY, put(9, b"\1")), Errno.EINVAL),
     ("PROTECT without reqid", patch(SPD, Ext.POLICY, put(12, bytes(4))), Errno.EINVAL),
@@ -980,6 +1002,10 @@ INVALID: list[tuple[str, Callable[[], object]]] = [
     ("getspi low", lambda: GetSpi(1, 0, 0x1000)),
     ("event id", lambda: Expire(req_id=1, spi=300, direction=Direction.IN, hard=True, reason=TIME)),
     ("expire hard int", lambda: Expire(spi=300, direction=Direction.IN, hard=1, reason=TIME)),  # type: ignore[arg-type]
+    ("expire out without peer", lambda: Expire(spi=300, direction=Direction.OUT, hard=True, reason=TIME)),
+    ("expire in with peer", lambda: Expire(spi=300, direction=Direction.IN, hard=True, reason=TIME, remote=REMOTE4)),
+    ("delete out without peer", lambda: Delete(1, 300, Direction.OUT)),
+    ("delete in with peer", lambda: Delete(1, 300, Direction.IN, REMOTE4)),
     ("ike empty", lambda: Ike(data=b"", remote=REMOTE4)),
     ("ike families", lambda: Ike(data=b"x", remote=REMOTE4, local=LOCAL6)),
     ("send_ike bytearray", lambda: SendIke(1, bytearray(b"x"), REMOTE4)),  # type: ignore[arg-type]

@@ -309,6 +309,9 @@ static void addr4(ts_addr *a, uint8_t last, uint16_t port) {
     a->port = port;
 }
 
+/* the peer of params()'s outbound SAs */
+static const ts_addr PEER = {.family = 4, .addr = {192, 0, 2, 2}, .port = 4500};
+
 static void params(ts_sa_params *p, uint32_t spi, uint8_t dir, const uint8_t *key, uint8_t klen, bool esn,
                    uint32_t window, uint64_t seq_start) {
     memset(p, 0, sizeof(*p));
@@ -426,8 +429,8 @@ static void test_round_trips(void) {
             }
         }
         ts_sa_info info;
-        CHECK(ts_sad_get(pr.tx, pr.spi, TS_DIR_OUT, &info) == TS_OK && info.seq == seq && info.packets == seq);
-        CHECK(ts_sad_get(pr.rx, pr.spi, TS_DIR_IN, &info) == TS_OK && info.packets == 2 * seq);
+        CHECK(ts_sad_get(pr.tx, pr.spi, TS_DIR_OUT, &PEER, &info) == TS_OK && info.seq == seq && info.packets == seq);
+        CHECK(ts_sad_get(pr.rx, pr.spi, TS_DIR_IN, NULL, &info) == TS_OK && info.packets == 2 * seq);
         pair_free(&pr);
     }
 }
@@ -567,7 +570,7 @@ static void test_replay(void) {
             CHECK((n > 0) == (want == TS_DROP_NONE));
         }
         ts_sa_info info;
-        CHECK(ts_sad_get(pr.rx, pr.spi, TS_DIR_IN, &info) == TS_OK && info.seq == m.top);
+        CHECK(ts_sad_get(pr.rx, pr.spi, TS_DIR_IN, NULL, &info) == TS_OK && info.seq == m.top);
         pair_free(&pr);
     }
     free(seen);
@@ -611,8 +614,9 @@ static void test_overflow(void) {
     ts_event ev;
     CHECK(count_events(pr.tx, TS_EV_EXPIRE, &ev) == 1 && ev.hard == 1 && ev.reason == TS_EXP_SEQ &&
           ev.spi == pr.spi && ev.dir == TS_DIR_OUT);
+    CHECK(ev.addr.family == 4 && ev.addr.port == PEER.port && memcmp(ev.addr.addr, PEER.addr, 4) == 0);
     ts_sa_info info;
-    CHECK(ts_sad_get(pr.tx, pr.spi, TS_DIR_OUT, &info) == TS_OK && info.state == TS_SA_DEAD);
+    CHECK(ts_sad_get(pr.tx, pr.spi, TS_DIR_OUT, &PEER, &info) == TS_OK && info.state == TS_SA_DEAD);
     CHECK(info.seq == 0xffffffffull && info.packets == 1);   /* the last number sent */
     CHECK(out1(pr.tx, bufA, len, bufB, &drop, &icmp) == 0 && drop == TS_DROP_SEQ_OVERFLOW);
     CHECK(count_events(pr.tx, TS_EV_EXPIRE, NULL) == 0);
@@ -658,9 +662,15 @@ static void test_sad_errors(void) {
     ts_sa_info infos[4];
     CHECK(ts_sad_list(dp, infos, 4) == 2);
     CHECK(ts_sad_list(dp, infos, 1) == 1);
-    CHECK(ts_sad_delete(dp, 0x3000, TS_DIR_OUT) == TS_OK);
-    CHECK(ts_sad_delete(dp, 0x3000, TS_DIR_OUT) == TS_ENOENT);
-    CHECK(ts_sad_delete(dp, 0x1000, 7) == TS_EINVAL);
+    CHECK(ts_sad_delete(dp, 0x3000, TS_DIR_OUT, NULL) == TS_EINVAL);    /* an OUT SA needs its peer */
+    CHECK(ts_sad_delete(dp, 0x1000, TS_DIR_IN, &PEER) == TS_EINVAL);   /* an IN SA is named by SPI alone */
+    CHECK(ts_sad_get(dp, 0x3000, TS_DIR_OUT, NULL, infos) == TS_EINVAL);
+    ts_addr other = PEER;
+    other.port = 4501;
+    CHECK(ts_sad_delete(dp, 0x3000, TS_DIR_OUT, &other) == TS_ENOENT);   /* same SPI, another peer */
+    CHECK(ts_sad_delete(dp, 0x3000, TS_DIR_OUT, &PEER) == TS_OK);
+    CHECK(ts_sad_delete(dp, 0x3000, TS_DIR_OUT, &PEER) == TS_ENOENT);
+    CHECK(ts_sad_delete(dp, 0x1000, 7, NULL) == TS_EINVAL);
     ts_policy pol;
     memset(&pol, 0, sizeof(pol));
     pol.action = 9;
@@ -687,6 +697,63 @@ static void test_sad_errors(void) {
     for (int i = 0; i < 5000; i++)
         CHECK(ts_sad_getspi(dp, 256, 0xffffffffu, &spi) == TS_OK);
     CHECK(ts_sad_count(dp) == 5000);
+    ts_dp_free(dp);
+}
+
+/* ---- 6a. two peers chose the same outbound SPI ------------------------------------
+ * Each has its own SA (own key, own reqid and policy); each SA seals for its own
+ * peer only, and deleting one leaves the other working. */
+static void test_shared_out_spi(void) {
+    ts_dp *dp = ts_dp_new();
+    FATAL_IF(!dp);
+    static const uint8_t C4[4] = {10, 3, 0, 1};
+    const uint32_t spi = 0xc0ffee01;
+    uint8_t key[2][20];
+    ts_addr peer[2] = {PEER, PEER};
+    peer[1].addr[3] = 3;
+    for (int i = 0; i < 2; i++) {
+        rnd_fill(key[i], 20);
+        ts_sa_params p;
+        params(&p, spi, TS_DIR_OUT, key[i], 20, false, 0, 0);
+        p.remote = peer[i];
+        p.reqid = 10 + (uint32_t)i;
+        p.n_sel = 1;
+        sel_net(&p.sel[0], 4, A4, i == 0 ? B4 : C4, 3);
+        CHECK(ts_sad_add(dp, &p) == TS_OK);
+        CHECK(ts_sad_add(dp, &p) == TS_EEXIST);   /* the same (SPI, peer) twice */
+        ts_policy pol;
+        memset(&pol, 0, sizeof(pol));
+        pol.id = 100 + (uint32_t)i;
+        pol.action = TS_ACT_PROTECT;
+        pol.reqid = p.reqid;
+        sel_net(&pol.sel, 4, A4, i == 0 ? B4 : C4, 3);
+        CHECK(ts_spd_add(dp, &pol) == TS_OK);
+    }
+    CHECK(ts_sad_count(dp) == 2);
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < 2; i++) {
+            size_t len = make_inner(4, 20, false, bufA), icmp;
+            if (i == 1)
+                memcpy(bufA + 16, C4, 4);   /* to site C; the checksum does not matter here */
+            ts_addr dst;
+            int drop;
+            int n = ts_dp_outbound(dp, bufA, len, bufB, CAP, &dst, &drop, &icmp);
+            if (round == 1 && i == 1) {   /* its SA is gone: nothing goes anywhere */
+                CHECK(n == 0 && drop == TS_DROP_NO_SA);
+                continue;
+            }
+            CHECK(n > 0 && drop == TS_DROP_NONE && get32(bufB) == spi);
+            CHECK(dst.family == 4 && memcmp(dst.addr, peer[i].addr, 4) == 0);
+            uint8_t nh;
+            CHECK(ref_open(key[i], 20, false, 0, bufB, (size_t)n, bufC, &nh) == (long)len);
+            CHECK(ref_open(key[1 - i], 20, false, 0, bufB, (size_t)n, bufC, &nh) < 0);
+        }
+        if (round == 0)
+            CHECK(ts_sad_delete(dp, spi, TS_DIR_OUT, &peer[1]) == TS_OK);
+    }
+    ts_sa_info info;
+    CHECK(ts_sad_get(dp, spi, TS_DIR_OUT, &peer[0], &info) == TS_OK && info.packets == 2 && info.reqid == 10);
+    CHECK(ts_sad_get(dp, spi, TS_DIR_OUT, &peer[1], &info) == TS_ENOENT);
     ts_dp_free(dp);
 }
 
@@ -728,7 +795,7 @@ static void test_lifetimes(void) {
     }
     CHECK(soft == 1 && hard == 1);
     ts_sa_info info;
-    CHECK(ts_sad_get(pr.tx, 0x7777, TS_DIR_OUT, &info) == TS_OK && info.state == TS_SA_DEAD &&
+    CHECK(ts_sad_get(pr.tx, 0x7777, TS_DIR_OUT, &PEER, &info) == TS_OK && info.state == TS_SA_DEAD &&
           info.packets == 5 && info.bytes == 5 * len);
 
     /* the event queue is bounded: IKE packets beyond it are counted, not queued */
@@ -975,7 +1042,7 @@ static void test_fuzz(long iterations) {
             if (n > 0) {
                 uint8_t nh = 0;
                 ts_sa_info info;
-                CHECK(ts_sad_get(pr.tx, pr.spi, TS_DIR_OUT, &info) == TS_OK);
+                CHECK(ts_sad_get(pr.tx, pr.spi, TS_DIR_OUT, &PEER, &info) == TS_OK);
                 long pl = ref_open(pr.key, 20, true, (uint32_t)(info.seq >> 32), bufB, (size_t)n, bufC, &nh);
                 CHECK(pl == (long)len && memcmp(bufC, bufA, len) == 0);
                 CHECK(nh == ((bufA[0] >> 4) == 4 ? 4 : 41));
@@ -1100,7 +1167,8 @@ static void test_loop(void) {
     CHECK(ts_dp_next_event(B, &ev, data, sizeof(data)) == 1 && ev.type == TS_EV_IKE && ev.data_len == 3 &&
           memcmp(data, "ike", 3) == 0 && ev.addr.family == 4 && ev.addr.port == pa);
     /* a control change while the loop runs, then one more packet through */
-    CHECK(ts_sad_delete(A, spi, TS_DIR_OUT) == TS_OK);
+    ts_addr to_b = {.family = 4, .addr = {127, 0, 0, 1}, .port = pb};
+    CHECK(ts_sad_delete(A, spi, TS_DIR_OUT, &to_b) == TS_OK);
     params(&p, spi, TS_DIR_OUT, key, 20, false, 0, 1000);
     p.remote.addr[0] = 127; p.remote.addr[1] = 0; p.remote.addr[2] = 0; p.remote.addr[3] = 1;
     p.remote.port = pb;
@@ -1118,7 +1186,7 @@ static void test_loop(void) {
     /* the keepalive and the garbage were processed before the IKE event's successor packet */
     CHECK(drop_sum(B, NULL) - before == 2);
     ts_sa_info info;
-    CHECK(ts_sad_get(B, spi, TS_DIR_IN, &info) == TS_OK && info.packets == 301);
+    CHECK(ts_sad_get(B, spi, TS_DIR_IN, NULL, &info) == TS_OK && info.packets == 301);
     ts_dp_free(A);
     ts_dp_free(B);
     close(tunA[0]); close(tunA[1]); close(tunB[0]); close(tunB[1]);
@@ -1180,8 +1248,9 @@ static void test_loop_two_queues(void) {
     pthread_join(tb, &rb);
     CHECK((intptr_t)r0 == TS_OK && (intptr_t)r1 == TS_OK && (intptr_t)rb == TS_OK);
     ts_sa_info info;
-    CHECK(ts_sad_get(A, spi, TS_DIR_OUT, &info) == TS_OK && info.seq == N && info.packets == N);
-    CHECK(ts_sad_get(B, spi, TS_DIR_IN, &info) == TS_OK && info.packets == N && info.replay_drops == 0);
+    ts_addr to_b = {.family = 4, .addr = {127, 0, 0, 1}, .port = pb};
+    CHECK(ts_sad_get(A, spi, TS_DIR_OUT, &to_b, &info) == TS_OK && info.seq == N && info.packets == N);
+    CHECK(ts_sad_get(B, spi, TS_DIR_IN, NULL, &info) == TS_OK && info.packets == N && info.replay_drops == 0);
     ts_dp_free(A);
     ts_dp_free(B);
     int fds[] = {tunA0[0], tunA0[1], tunA1[0], tunA1[1], tunB[0], tunB[1], ua0, ua1, ub};
@@ -1197,6 +1266,7 @@ int main(int argc, char **argv) {
     test_replay();
     test_overflow();
     test_sad_errors();
+    test_shared_out_spi();
     test_lifetimes();
     test_icmp();
     test_fuzz(iterations);

@@ -30,12 +30,14 @@ def cmd_check(args: argparse.Namespace) -> int:
     if cfg is None:
         return 1
     from tunsec.manual import plan
+    from tunsec.policy.ids import IdSpace
     from tunsec.policy.spd import PolicyError
 
     problems = []
+    ids = IdSpace()
     for i, t in enumerate(cfg.manual):
         try:
-            plan(t, i)
+            plan(t, i, ids)
         except PolicyError as err:
             problems.append(f"{t.file}:{t.line}: manual.{t.name}: {err}")
     if problems:

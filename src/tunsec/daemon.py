@@ -27,6 +27,7 @@ from tunsec.dataplane.tun import Tun, local_address_in, outer_mtu_towards, tunne
 from tunsec.ike_connections import connections_from_config, ike_endpoints
 from tunsec.ikeservice import IkeService
 from tunsec.manual import ManualPlan, plan
+from tunsec.policy.ids import IdSpace
 from tunsec.status import status_document
 
 log = logging.getLogger("tunsec")
@@ -130,7 +131,8 @@ class Sockets:
 class Daemon:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
-        self.plans: list[ManualPlan] = [plan(t, i) for i, t in enumerate(cfg.manual)]
+        self.ids = IdSpace()                     # reqids, policy ids: manual and IKE alike
+        self.plans: list[ManualPlan] = [plan(t, i, self.ids) for i, t in enumerate(cfg.manual)]
         self.tun: Tun | None = None
         self.mtu = 0
         self.sockets = Sockets()
@@ -138,11 +140,12 @@ class Daemon:
         conns = connections_from_config(cfg)
         self.ike: IkeService | None = None
         if conns:
-            self.ike = IkeService(conns, lambda: self.worker, ike_endpoints(conns))
+            self.ike = IkeService(conns, lambda: self.worker, ike_endpoints(conns), self.ids)
         self.nqueues = max(1, min(cfg.tunsec.workers or os.cpu_count() or 1, 16))
         self.started = time.time()
         self.restarts: list[float] = []
-        self.last_seq: dict[int, int] = {}        # outbound SPI -> last sequence number seen
+        # (outbound SPI, peer) -> last sequence number seen; peers choose outbound SPIs, so they may repeat
+        self.last_seq: dict[tuple[int, pipe.Endpoint | None], int] = {}
         self.stopping = asyncio.Event()
         self._server: asyncio.AbstractServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -206,7 +209,7 @@ class Daemon:
 
     async def _install(self) -> None:
         for p in self.plans:
-            seq = self.last_seq.get(p.outbound.spi)
+            seq = self.last_seq.get((p.outbound.spi, p.outbound.remote))
             if seq is not None:
                 limit = (1 << 64) - 1 if p.outbound.esn else (1 << 32) - 1
                 p = p.with_seq_start(min(seq + SEQ_RESUME_MARGIN, limit))
@@ -258,7 +261,7 @@ class Daemon:
                 self.ike.larval_expired(msg.spi)
                 return True
             case pipe.Expire():
-                return self.ike.expired(msg.spi, msg.direction, msg.hard)
+                return self.ike.expired(msg.spi, msg.direction, msg.hard, msg.remote)
         return False
 
     async def dump(self) -> pipe.Reply:
@@ -266,7 +269,7 @@ class Daemon:
         merged = pipe.join_dump_replies(replies)
         for sa in merged.sas:
             if sa.direction is Direction.OUT:
-                self.last_seq[sa.spi] = sa.seq
+                self.last_seq[(sa.spi, sa.remote)] = sa.seq
         return merged
 
     async def _watch_worker(self) -> None:

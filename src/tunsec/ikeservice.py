@@ -9,6 +9,11 @@
 - ChildSaUp -> UPDATE (inbound) + ADD (outbound) + PROTECT policies for the
   negotiated selectors; ChildSaDown -> DELETE.  Trap policies (start_action
   = trap) have a reqid no SA ever gets, so their packets raise ACQUIRE.
+- Ownership: each Child SA is known by a handle unique across IKE SAs (many
+  peers may share one connection, and unique ids restart per IKE SA).  A
+  Child SA and the ones that rekey it form a lineage with its own reqid and
+  policies (from tunsec.policy.ids), released when the lineage ends; a
+  peer's DELETE touches only what its own IKE SA created.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from tunsec.ike.events import (
 from tunsec.ike.sa import IkeSa, State
 from tunsec.ike.state import SpiUnavailable
 from tunsec.ike.ts import Ts
+from tunsec.policy.ids import Band, IdSpace, priority
 from tunsec.policy.selector import SelectorError, fast_selectors
 
 log = logging.getLogger("tunsec.ike")
@@ -87,38 +93,61 @@ class IkeConnection:
 
 
 @dataclass
-class ChildState:
-    """A Child SA installed in the worker."""
+class Lineage:
+    """A Child SA and those that rekeyed it: one reqid, one set of policies.
 
+    The policies bind to the lineage's newest outbound SA, so a rekey moves
+    traffic over; they go when the last member does."""
+
+    reqid: int
+    members: set[int] = field(default_factory=set)     # handles of its Child SAs
+    policy_ids: list[int] = field(default_factory=list)
+
+
+@dataclass
+class ChildState:
+    """A Child SA installed in the worker (or being installed)."""
+
+    handle: int
+    ike: int                       # handle of the IKE SA that negotiated it (kept across IKE rekeys)
     conn: str
     child: str
-    unique_id: int
+    unique_id: int                 # the engine's id, unique only within its IKE SA
     spi_in: int
     spi_out: int
+    remote: Endpoint               # the outbound SA's peer: with spi_out, what names that SA
     alg: str
     esn: bool
     local_ts: tuple[Ts, ...]
     remote_ts: tuple[Ts, ...]
-    policy_ids: list[int]
+    lineage: Lineage
     established: float = field(default_factory=time.time)
+    out_installed: bool = False    # our ADD succeeded: the outbound SA (spi_out, remote) is ours to delete
+
+    @property
+    def reqid(self) -> int:
+        return self.lineage.reqid
 
 
 class IkeService:
     """Runs the engine for the daemon; see the module docstring."""
 
     def __init__(self, connections: Sequence[IkeConnection], worker: Callable[[], WorkerClient],
-                 local_addrs: dict[int, str]) -> None:
+                 local_addrs: dict[int, str], ids: IdSpace | None = None) -> None:
         self.connections = {c.ike.name: c for c in connections}
         self.worker = worker
         self.local_addrs = local_addrs     # family -> our outer address for ESP SAs
         self.spis: collections.deque[int] = collections.deque()
         self.endpoint = IkeEndpoint([c.ike for c in connections], spi_allocator=self._take_spi)
         self.sockets: dict[int, socket.socket] = {}
-        self.children: dict[tuple[str, int], ChildState] = {}
+        self.ids = ids if ids is not None else IdSpace()
+        self.children: dict[int, ChildState] = {}                # child handle -> state
+        self._by_uid: dict[tuple[int, int], int] = {}            # (IKE SA handle, unique id) -> child handle
+        self._ike_handles: dict[IkeSa, int] = {}
+        self._handles = itertools.count(1)
+        self._changes = asyncio.Lock()   # SA/SPD changes reach the worker in the order the engine reported them
         self.ike_up: dict[bytes, dict[str, Any]] = {}
-        self.reqids = {(c.ike.name, ch.name): 1000 + i
-                       for i, (c, ch) in enumerate((c, ch) for c in connections for ch in c.ike.children)}
-        self._policy_ids = itertools.count(100000)
+        self.trap_reqids: dict[tuple[str, str], int] = {}        # (connection, child) -> reqid of its traps
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._refilling = False
@@ -154,7 +183,12 @@ class IkeService:
     async def worker_restarted(self) -> None:
         """A new worker has an empty SAD: IKE SAs survive, their children must be renegotiated."""
         self.spis.clear()
+        for state in self.children.values():
+            self._release(state.lineage)
         self.children.clear()
+        self._by_uid.clear()
+        self.ids.release_policy_ids(list(self.trap_policies))
+        self.trap_policies.clear()
         await self.refill_spis()
         await self.install_traps()
         for sa in self.endpoint.sas:
@@ -234,22 +268,42 @@ class IkeService:
             self.spis.remove(spi)
             self._spawn(self.refill_spis())
 
-    def expired(self, spi: int, direction: Direction, hard: bool) -> bool:
-        """A Child SA's lifetime: soft -> rekey it, hard -> delete it.  False if not ours."""
+    def expired(self, spi: int, direction: Direction, hard: bool, remote: Endpoint | None = None) -> bool:
+        """A Child SA's lifetime: soft -> rekey it, hard -> delete it.  False if not ours.
+
+        An outbound SA is named by (spi, remote): two peers may have chosen the same SPI."""
         for state in self.children.values():
-            if spi != (state.spi_in if direction is Direction.IN else state.spi_out):
+            if direction is Direction.IN and spi != state.spi_in:
                 continue
-            for sa in self.endpoint.sas:
-                if sa.name == state.conn and any(c.unique_id == state.unique_id for c in sa.children):
-                    if hard:
-                        log.info("%s: CHILD_SA %s reached its hard limit; deleting", state.conn, state.child)
-                        sa.delete_child(state.unique_id)
-                    else:
-                        log.info("%s: CHILD_SA %s reached its soft limit; rekeying", state.conn, state.child)
-                        sa.rekey_child(state.unique_id)
-                    self._pump()
-                    return True
+            if direction is Direction.OUT and (spi, remote) != (state.spi_out, state.remote):
+                continue
+            sa = self._ike_sa(state.ike)
+            if sa is None or not any(c.unique_id == state.unique_id for c in sa.children):
+                continue
+            if hard:
+                log.info("%s: CHILD_SA %s reached its hard limit; deleting", state.conn, state.child)
+                sa.delete_child(state.unique_id)
+            else:
+                log.info("%s: CHILD_SA %s reached its soft limit; rekeying", state.conn, state.child)
+                sa.rekey_child(state.unique_id)
+            self._pump()
+            return True
         return False
+
+    # --- who owns what -------------------------------------------------------------
+    def _ike_handle(self, sa: IkeSa) -> int:
+        handle = self._ike_handles.get(sa)
+        if handle is None:
+            handle = self._ike_handles[sa] = next(self._handles)
+        return handle
+
+    def _ike_sa(self, handle: int) -> IkeSa | None:
+        return next((sa for sa, h in self._ike_handles.items() if h == handle), None)
+
+    def _release(self, lineage: Lineage) -> None:
+        self.ids.release_policy_ids(lineage.policy_ids)
+        self.ids.release_reqid(lineage.reqid)
+        lineage.policy_ids = []
 
     # --- traps -----------------------------------------------------------------
     async def install_traps(self, only: tuple[str, str] | None = None) -> None:
@@ -270,14 +324,19 @@ class IkeService:
                     log.error("%s: child %s: no trap policy: %s", ike.name, ch.name, err)
                     continue
                 for sel in trap:
-                    pid = next(self._policy_ids)
+                    pid = self.ids.policy_id()
                     self.trap_policies[pid] = (ike.name, ch.name)
                     reqid = self._trap_reqid(ike.name, ch.name)
-                    pol = Policy(id=pid, priority=2000, action=Action.PROTECT, reqid=reqid, selector=sel)
+                    pol = Policy(id=pid, priority=priority(Band.TRAP), action=Action.PROTECT, reqid=reqid,
+                                 selector=sel)
                     await self.worker().request(lambda r, pol=pol: pipe.SpdAdd(r, pol))  # type: ignore[misc]
 
     def _trap_reqid(self, conn: str, child: str) -> int:
-        return 500000 + self.reqids[(conn, child)]
+        """A reqid no SA ever gets: its policies always raise ACQUIRE."""
+        reqid = self.trap_reqids.get((conn, child))
+        if reqid is None:
+            reqid = self.trap_reqids[(conn, child)] = self.ids.reqid()
+        return reqid
 
     def acquire(self, policy_id: int) -> None:
         target = self.trap_policies.get(policy_id)
@@ -286,8 +345,11 @@ class IkeService:
         conn, child = target
         if any(c.conn == conn and c.child == child for c in self.children.values()):
             return
-        if any(sa.name == conn and not sa.is_closed for sa in self.endpoint.sas):
-            return   # negotiation already under way
+        # only our own IKE SA being set up for it is "under way"; a half-open SA some peer
+        # started (as responder) must not hold our traffic back
+        if any(sa.name == conn and sa.is_initiator and sa.state in (State.IDLE, State.CONNECTING)
+               for sa in self.endpoint.sas):
+            return
         log.info("%s: traffic for child %s: initiating (start_action = trap)", conn, child)
         self.initiate(conn, child)
 
@@ -398,21 +460,19 @@ class IkeService:
                                              "spi_i": ev.spi_i.hex(), "spi_r": ev.spi_r.hex(),
                                              "established": time.time()}
             case IkeSaRekeyed():
-                old = ev.old_spi_i if sa.is_initiator else ev.old_spi_r
-                info = self.ike_up.pop(old, None)
-                if info is not None:
-                    info.update(spi_i=ev.new_spi_i.hex(), spi_r=ev.new_spi_r.hex(), established=time.time())
-                    self.ike_up[ev.new_spi_i if sa.is_initiator else ev.new_spi_r] = info
-                log.info("%s: IKE SA rekeyed, SPIs %s_i %s_r", ev.name, ev.new_spi_i.hex(), ev.new_spi_r.hex())
+                self._ike_rekeyed(sa, ev)
             case IkeSaDown():
                 log.info("%s: IKE SA closed: %s", ev.name, ev.reason)
+                self._ike_handles.pop(sa, None)
                 was_up = self.ike_up.pop(sa.local_spi, None) is not None
                 if was_up and "by peer" in ev.reason:
                     self._after_loss(ev.name, "close_action")
             case ChildSaUp():
-                self._spawn(self._child_up(sa.name, ev))
+                state = self._child_registered(sa, ev)
+                if state is not None:
+                    self._spawn(self._child_up(state, ev))
             case ChildSaDown():
-                self._spawn(self._child_down(sa.name, ev))
+                self._child_gone(sa, ev)
             case AuthFailed():
                 side = "the peer refused our authentication" if ev.by_peer else "the peer failed authentication"
                 log.error("%s: AUTHENTICATION_FAILED: %s (%s)", ev.name, side, ev.reason)
@@ -427,6 +487,19 @@ class IkeService:
                     self._retry(ev.name)
             case SpiUnused():
                 self._spawn(self._delete_sa(ev.spi, Direction.IN))
+
+    def _ike_rekeyed(self, sa: IkeSa, ev: IkeSaRekeyed) -> None:
+        """The successor carries on the old IKE SA's children, so it takes over its handle."""
+        new = next((s for s in self.endpoint.sas if s is not sa and (s.spi_i, s.spi_r) == (ev.new_spi_i, ev.new_spi_r)),
+                   None)
+        handle = self._ike_handles.pop(sa, None)
+        if new is not None and handle is not None:
+            self._ike_handles[new] = handle
+        info = self.ike_up.pop(sa.local_spi, None)
+        if info is not None and new is not None:
+            info.update(spi_i=ev.new_spi_i.hex(), spi_r=ev.new_spi_r.hex(), established=time.time())
+            self.ike_up[new.local_spi] = info
+        log.info("%s: IKE SA rekeyed, SPIs %s_i %s_r", ev.name, ev.new_spi_i.hex(), ev.new_spi_r.hex())
 
     def _after_loss(self, conn_name: str, which: str) -> None:
         """close_action / dpd_action of each child of a connection whose IKE SA went away."""
@@ -466,80 +539,125 @@ class IkeService:
         except (KeyError, ValueError) as err:
             log.error("%s: cannot initiate: %s", conn_name, err)
 
-    async def _delete_sa(self, spi: int, direction: Direction) -> None:
+    async def _delete_sa(self, spi: int, direction: Direction, remote: Endpoint | None = None) -> None:
         with contextlib.suppress(WorkerError):
-            await self.worker().request(lambda r: pipe.Delete(r, spi, direction))
+            await self.worker().request(lambda r: pipe.Delete(r, spi, direction, remote))
 
     def _endpoint(self, family: int, port: int) -> Endpoint:
         addr = self.local_addrs.get(family) or ("0.0.0.0" if family == 4 else "::")
         return Endpoint(ipaddress.ip_address(addr), port)
 
-    async def _child_up(self, conn_name: str, ev: ChildSaUp) -> None:
-        conn = self.connections.get(conn_name)
+    def _child_registered(self, sa: IkeSa, ev: ChildSaUp) -> ChildState | None:
+        """Book a new Child SA now, in event order: a rekey joins its predecessor's lineage,
+        anything else (another peer's child of the same connection too) starts its own."""
+        if ALGS.get(ev.alg) is None:
+            log.error("%s: negotiated ESP %s, which the fast path does not do", sa.name, ev.alg)
+            return None
+        ike = self._ike_handle(sa)
+        pred = self._by_uid.get((ike, ev.rekey_of)) if ev.rekey_of is not None else None
+        lineage = self.children[pred].lineage if pred is not None else Lineage(self.ids.reqid())
+        conn = self.connections.get(sa.name)
         plan = conn.child(ev.child) if conn else ChildPlan(ev.child)
-        alg = ALGS.get(ev.alg)
-        if alg is None:
-            log.error("%s: negotiated ESP %s, which the fast path does not do", conn_name, ev.alg)
-            return
         remote_ip = ipaddress.ip_address(ev.remote_addr[0])
-        remote = Endpoint(remote_ip, ev.remote_addr[1])
-        local = self._endpoint(remote_ip.version, ev.local_port)
-        reqid = self.reqids.get((conn_name, plan.name), 999)
+        handle = next(self._handles)
+        state = ChildState(handle, ike, sa.name, plan.name, ev.unique_id, ev.spi_in, ev.spi_out,
+                           Endpoint(remote_ip, ev.remote_addr[1]), ev.alg, ev.esn, ev.local_ts, ev.remote_ts,
+                           lineage)
+        lineage.members.add(handle)
+        self.children[handle] = state
+        self._by_uid[(ike, ev.unique_id)] = handle
+        return state
+
+    def _forget(self, state: ChildState) -> bool:
+        """Unbook a Child SA; True if its lineage ended (its policies and reqid are free to go)."""
+        self.children.pop(state.handle, None)
+        if self._by_uid.get((state.ike, state.unique_id)) == state.handle:
+            del self._by_uid[(state.ike, state.unique_id)]
+        state.lineage.members.discard(state.handle)
+        return not state.lineage.members
+
+    async def _child_up(self, state: ChildState, ev: ChildSaUp) -> None:
+        conn = self.connections.get(state.conn)
+        plan = conn.child(ev.child) if conn else ChildPlan(ev.child)
+        local = self._endpoint(state.remote.addr.version, ev.local_port)
         try:
             sels = fast_selectors(ev.local_ts, ev.remote_ts)
         except SelectorError as err:   # the engine refuses such children; never install one that admits nothing
-            log.error("%s: CHILD_SA %s not installed: %s", conn_name, ev.child, err)
+            log.error("%s: CHILD_SA %s not installed: %s", state.conn, ev.child, err)
+            self._forget(state)
             return
-        common = dict(alg=alg, esn=ev.esn, reqid=reqid, local=local, remote=remote, soft=plan.soft, hard=plan.hard)
+        common = dict(alg=ALGS[ev.alg], esn=ev.esn, reqid=state.reqid, local=local, remote=state.remote,
+                      soft=plan.soft, hard=plan.hard)
         inbound = SaSpec(spi=ev.spi_in, direction=Direction.IN, key=ev.key_in.reveal(),
                          replay_window=plan.replay_window, selectors=sels.inbound,
                          **common)  # type: ignore[arg-type]
         outbound = SaSpec(spi=ev.spi_out, direction=Direction.OUT, key=ev.key_out.reveal(), replay_window=0,
                           selectors=sels.outbound, **common)  # type: ignore[arg-type]
         w = self.worker()
-        siblings = [c for c in self.children.values() if c.conn == conn_name and c.child == plan.name]
-        try:
-            await w.request(lambda r: pipe.Update(r, inbound))
-            await w.request(lambda r: pipe.Add(r, outbound))
-            # a rekeyed SA shares its predecessor's policies (same reqid: the newest SA wins)
-            pids = siblings[0].policy_ids if siblings else await self._protect(reqid, outbound.selectors)
-        except WorkerError as err:
-            log.error("%s: installing CHILD_SA %s %08x_i %08x_o failed: %s", conn_name, plan.name, ev.spi_in,
-                      ev.spi_out, err)
-            return
-        self.children[(conn_name, ev.unique_id)] = ChildState(
-            conn_name, plan.name, ev.unique_id, ev.spi_in, ev.spi_out, ev.alg, ev.esn, ev.local_ts, ev.remote_ts, pids)
-        log.info("%s: CHILD_SA %s up, SPIs %08x_i %08x_o, %s === %s", conn_name, plan.name, ev.spi_in, ev.spi_out,
-                 ", ".join(map(str, ev.local_ts)), ", ".join(map(str, ev.remote_ts)))
+        async with self._changes:
+            if state.handle not in self.children:
+                return   # already deleted again
+            try:
+                await w.request(lambda r: pipe.Update(r, inbound))
+                await w.request(lambda r: pipe.Add(r, outbound))
+                state.out_installed = True
+                if not state.lineage.policy_ids:   # a rekey finds its predecessor's policies in place
+                    await self._protect(state.lineage, outbound.selectors)
+            except WorkerError as err:
+                log.error("%s: installing CHILD_SA %s %08x_i %08x_o failed: %s", state.conn, plan.name,
+                          ev.spi_in, ev.spi_out, err)
+                await self._remove(state, self._forget(state))
+                return
+        log.info("%s: CHILD_SA %s up, SPIs %08x_i %08x_o, %s === %s (peer %s, reqid %d)", state.conn, plan.name,
+                 ev.spi_in, ev.spi_out, ", ".join(map(str, ev.local_ts)), ", ".join(map(str, ev.remote_ts)),
+                 state.remote.addr, state.reqid)
 
-    async def _protect(self, reqid: int, selectors: Sequence[Selector]) -> list[int]:
-        pids = []
+    async def _protect(self, lineage: Lineage, selectors: Sequence[Selector]) -> None:
         for sel in selectors:
-            pid = next(self._policy_ids)
-            pol = Policy(id=pid, priority=1500, action=Action.PROTECT, reqid=reqid, selector=sel)
+            pid = self.ids.policy_id()
+            lineage.policy_ids.append(pid)   # before the request: released with the lineage even if it fails
+            pol = Policy(id=pid, priority=priority(Band.IKE_CHILD), action=Action.PROTECT, reqid=lineage.reqid,
+                         selector=sel)
             await self.worker().request(lambda r, pol=pol: pipe.SpdAdd(r, pol))  # type: ignore[misc]
-            pids.append(pid)
-        return pids
 
-    async def _child_down(self, conn_name: str, ev: ChildSaDown) -> None:
-        state = self.children.pop((conn_name, ev.unique_id), None)
-        await self._delete_sa(ev.spi_in, Direction.IN)
-        await self._delete_sa(ev.spi_out, Direction.OUT)
-        log.info("%s: CHILD_SA %s %08x_i %08x_o deleted: %s", conn_name, ev.child, ev.spi_in, ev.spi_out, ev.reason)
-        if state is None:
+    async def _remove(self, state: ChildState, lineage_ended: bool) -> None:
+        """The worker side of a Child SA going away: its SAs, and its policies if it was the last of its
+        lineage.  Only what this Child SA installed: its outbound SA is named by (SPI, its peer)."""
+        await self._delete_sa(state.spi_in, Direction.IN)
+        if state.out_installed:   # a refused ADD (EEXIST) leaves the SA that was there alone
+            await self._delete_sa(state.spi_out, Direction.OUT, state.remote)
+        if not lineage_ended:
             return
+        for pid in state.lineage.policy_ids:
+            with contextlib.suppress(WorkerError):
+                await self.worker().request(lambda r, pid=pid: pipe.SpdDelete(r, pid))  # type: ignore[misc]
+        self._release(state.lineage)
+
+    def _child_gone(self, sa: IkeSa, ev: ChildSaDown) -> None:
+        handle = self._by_uid.get((self._ike_handle(sa), ev.unique_id))
+        state = self.children.get(handle) if handle is not None else None
+        if state is None:
+            # never installed (or lost with a worker restart): only our inbound SPI may be left
+            self._spawn(self._delete_sa(ev.spi_in, Direction.IN))
+            log.info("%s: CHILD_SA %s %08x_i %08x_o deleted: %s", sa.name, ev.child, ev.spi_in, ev.spi_out,
+                     ev.reason)
+            return
+        self._spawn(self._child_down(state, self._forget(state), ev.reason))
+
+    async def _child_down(self, state: ChildState, lineage_ended: bool, reason: str) -> None:
+        async with self._changes:
+            await self._remove(state, lineage_ended)
+        conn_name = state.conn
+        log.info("%s: CHILD_SA %s %08x_i %08x_o deleted: %s (peer %s)", conn_name, state.child, state.spi_in,
+                 state.spi_out, reason, state.remote.addr)
         conn = self.connections.get(conn_name)
-        ike_up = any(sa.name == conn_name and sa.state is State.ESTABLISHED for sa in self.endpoint.sas)
-        if conn is not None and ike_up and "by peer" in ev.reason and not self.closing:
+        ike = self._ike_sa(state.ike)
+        if conn is not None and ike is not None and ike.state is State.ESTABLISHED and "by peer" in reason \
+                and not self.closing:
             plan = conn.child(state.child)
             if plan.close_action == "start":
                 log.info("%s: close_action = start: re-creating child %s", conn_name, plan.name)
                 asyncio.get_event_loop().call_later(1.0, self._initiate_quietly, conn_name, plan.name)
-        if any(c.conn == state.conn and c.child == state.child for c in self.children.values()):
-            return   # a rekeyed successor keeps the policies
-        for pid in state.policy_ids:
-            with contextlib.suppress(WorkerError):
-                await self.worker().request(lambda r, pid=pid: pipe.SpdDelete(r, pid))  # type: ignore[misc]
 
     # --- status ------------------------------------------------------------------------
     def status(self) -> list[dict[str, Any]]:
@@ -559,10 +677,10 @@ class IkeService:
                 "age_seconds": int(time.time() - info["established"]) if info else None,
                 "children": [
                     {"name": c.child, "spi_in": f"{c.spi_in:08x}", "spi_out": f"{c.spi_out:08x}", "alg": c.alg,
-                     "esn": c.esn, "local_ts": [str(t) for t in c.local_ts], "remote_ts": [str(t) for t in c.remote_ts],
+                     "esn": c.esn, "reqid": c.reqid, "remote": f"{c.remote.addr}[{c.remote.port}]",
+                     "local_ts": [str(t) for t in c.local_ts], "remote_ts": [str(t) for t in c.remote_ts],
                      "age_seconds": int(time.time() - c.established)}
-                    for c in self.children.values() if c.conn == sa.name
-                    and any(ch.unique_id == c.unique_id for ch in sa.children)
+                    for c in self.children.values() if c.ike == self._ike_handles.get(sa)
                 ],
             })
         return out

@@ -4,10 +4,12 @@ SPI, UPDATE keys it, ADD installs the outbound SA)."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from tunsec.config import Esp, ManualTunnel
 from tunsec.dataplane.pipe import Alg, Direction, Endpoint, Lifetime, Policy, SaSpec
+from tunsec.policy.ids import Band, IdSpace, priority
 from tunsec.policy.spd import protect_policies, tunnel_selectors
 
 ALGS = {Esp.AES128GCM16: Alg.AES128GCM16, Esp.AES256GCM16: Alg.AES256GCM16}
@@ -34,11 +36,13 @@ class ManualPlan:
         return ManualPlan(self.tunnel, self.reqid, self.inbound, out, self.policies)
 
 
-def plan(t: ManualTunnel, index: int) -> ManualPlan:
-    """index (0-based) keeps reqids, policy ids and priorities apart per tunnel."""
-    reqid = index + 1
+def plan(t: ManualTunnel, index: int, ids: IdSpace) -> ManualPlan:
+    """Reqid and policy ids come from ids; index (0-based, config order) orders the tunnels'
+    policies within the manual band."""
     sels = tunnel_selectors(t.name, t.local_ts, t.remote_ts)
-    policies = protect_policies(sels, reqid, first_id=reqid * 100, priority=1000 + index)
+    reqid = ids.reqid()
+    checked = protect_policies(sels, reqid, first_id=0, priority=priority(Band.MANUAL, index))
+    policies = [dataclasses.replace(p, id=ids.policy_id()) for p in checked]
     local = Endpoint(t.local_addr, t.local_port)
     remote = Endpoint(t.remote_addr, t.remote_port)
     soft = Lifetime(bytes=t.rekey_bytes, packets=t.rekey_packets, seconds=t.rekey_time)

@@ -58,7 +58,8 @@ def _policy(p: PolicyInfo) -> dict[str, Any]:
 
 
 def status_document(d: Daemon, dump: Reply) -> dict[str, Any]:
-    sas = {(sa.spi, sa.direction): sa for sa in dump.sas}
+    # an outbound SA is (SPI, peer): peers choose those SPIs, two may choose the same
+    sas = {(sa.spi, sa.direction, sa.remote if sa.direction is Direction.OUT else None): sa for sa in dump.sas}
     tunnels = []
     for p in d.plans:
         t = p.tunnel
@@ -70,8 +71,8 @@ def status_document(d: Daemon, dump: Reply) -> dict[str, Any]:
             "esp": str(t.esp),
             "local_ts": [str(ts) for ts in t.local_ts],
             "remote_ts": [str(ts) for ts in t.remote_ts],
-            "sas": [_sa(sas[k]) for k in ((p.inbound.spi, Direction.IN), (p.outbound.spi, Direction.OUT))
-                    if k in sas],
+            "sas": [_sa(sas[k]) for k in ((p.inbound.spi, Direction.IN, None),
+                                          (p.outbound.spi, Direction.OUT, p.outbound.remote)) if k in sas],
         })
     return {
         "tun": {"name": d.cfg.tunsec.tun, "mtu": d.mtu, "created": bool(d.tun and d.tun.created),
@@ -103,12 +104,13 @@ def render(doc: dict[str, Any]) -> str:
             f"{ike['local_id'] or '-'} <-> {ike['remote_id'] or '-'}"
             + (f", up {ike['age_seconds']}s" if ike["age_seconds"] is not None else "")
         )
-        counters = {(s["spi"], s["direction"]): s for s in doc["sas"]}
+        counters = {(s["spi"], s["direction"], s["remote"] if s["direction"] == "out" else None): s
+                    for s in doc["sas"]}
         for c in ike["children"]:
             lines.append(f"  {c['name']}: {c['alg']}{', ESN' if c['esn'] else ''}, SPIs {c['spi_in']}_i "
                          f"{c['spi_out']}_o, up {c['age_seconds']}s")
-            for spi, d in ((c["spi_in"], "in"), (c["spi_out"], "out")):
-                sa = counters.get((spi, d))
+            for spi, d, peer in ((c["spi_in"], "in", None), (c["spi_out"], "out", c.get("remote"))):
+                sa = counters.get((spi, d, peer))
                 if sa:
                     lines.append(f"    {d:<3} {sa['packets']} packets, {sa['bytes']} bytes"
                                  + (f", drops: replay {sa['replay_drops']} auth {sa['auth_drops']}"

@@ -61,7 +61,7 @@ def test_outbound_opens_with_reference(family: int, alg: Alg, esn: bool) -> None
         assert o.payload == pkt
         assert o.next_header == NH[family]
         assert len(o.pad) == (4 - (len(pkt) + 2) % 4) % 4, "minimal RFC 4303 padding"
-    info = dp.get(SPI, Direction.OUT)
+    info = dp.get(SPI, Direction.OUT, B_OUTER)
     assert info.packets == 9 and info.seq == 9
 
 

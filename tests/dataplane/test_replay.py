@@ -11,7 +11,7 @@ import struct
 from dataclasses import dataclass, field
 
 import pytest
-from esp_ref import esp_open, esp_seal, inner, new_key, receiver, sender
+from esp_ref import B_OUTER, esp_open, esp_seal, inner, new_key, receiver, sender
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -273,7 +273,7 @@ def test_overflow_without_esn_stops_the_sa() -> None:
     esp, peer, drop, _ = dp.outbound(PKT)
     assert (esp, peer, drop) == (b"", None, Drop.SEQ_OVERFLOW)
     assert _events(dp) == [(EventType.EXPIRE, 0x2001, Direction.OUT, True, ExpireReason.SEQ_OVERFLOW)]
-    info = dp.get(0x2001, Direction.OUT)
+    info = dp.get(0x2001, Direction.OUT, B_OUTER)
     assert info.state == "dead" and info.hard_fired
     assert (info.seq, info.packets) == (M32, 1), "the last number sent, not the one refused"
     # nothing more goes out on it (counted as what it is), and the EXPIRE is not repeated
@@ -281,14 +281,14 @@ def test_overflow_without_esn_stops_the_sa() -> None:
         assert dp.outbound(PKT)[:3] == (b"", None, Drop.SEQ_OVERFLOW)
     assert _events(dp) == []
     assert dp.drops()["seq_overflow"] == 4 and dp.drops()["lifetime"] == 0
-    assert dp.get(0x2001, Direction.OUT).seq == M32
+    assert dp.get(0x2001, Direction.OUT, B_OUTER).seq == M32
 
 
 def test_seq_start_at_the_end_overflows_at_once() -> None:
     key = new_key()
     dp = sender(key, 0x2001, esn=False, seq_start=M32)
     assert dp.outbound(PKT)[2] is Drop.SEQ_OVERFLOW
-    assert dp.get(0x2001, Direction.OUT).state == "dead"
+    assert dp.get(0x2001, Direction.OUT, B_OUTER).state == "dead"
 
 
 def test_esn_continues_past_2_32() -> None:
@@ -301,7 +301,7 @@ def test_esn_continues_past_2_32() -> None:
         assert o.iv == struct.pack("!Q", seq)  # and so does the IV
         assert o.seq_lo == seq & M32
     assert _events(dp) == []
-    info = dp.get(0x2001, Direction.OUT)
+    info = dp.get(0x2001, Direction.OUT, B_OUTER)
     assert info.state == "mature" and info.seq == 2**32 + 2
 
 
@@ -327,4 +327,4 @@ def test_esn_overflow_at_2_64() -> None:
     assert dp.outbound(PKT)[2] is Drop.SEQ_OVERFLOW
     assert _events(dp) == [(EventType.EXPIRE, 0x2001, Direction.OUT, True, ExpireReason.SEQ_OVERFLOW)]
     assert dp.outbound(PKT)[2] is Drop.SEQ_OVERFLOW
-    assert dp.get(0x2001, Direction.OUT).seq == 2**64 - 1
+    assert dp.get(0x2001, Direction.OUT, B_OUTER).seq == 2**64 - 1

@@ -3,14 +3,17 @@ actions, ACQUIRE, binding of outbound SAs), through the C path."""
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import threading
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from cryptography.exceptions import InvalidTag
 from esp_ref import (
     A_OUTER,
+    B_OUTER,
     SEL4,
     SEL6,
     esp_open,
@@ -268,15 +271,15 @@ def test_delete() -> None:
     key = new_key()
     rx, spi = receiver(key)
     assert rx.inbound(esp_seal(key, spi, 1, PKT4, 4)) == (PKT4, Drop.NONE)
-    assert errno_of(lambda: rx.delete(spi, Direction.OUT)) is Errno.ENOENT  # wrong direction
+    assert errno_of(lambda: rx.delete(spi, Direction.OUT, B_OUTER)) is Errno.ENOENT  # wrong direction
     rx.delete(spi, Direction.IN)
     assert errno_of(lambda: rx.delete(spi, Direction.IN)) is Errno.ENOENT
     assert rx.sas() == []
     assert rx.inbound(esp_seal(key, spi, 2, PKT4, 4)) == (b"", Drop.NO_SA)
-    assert lib.ts_sad_delete(rx._dp, spi, 2) == lib.TS_EINVAL
+    assert lib.ts_sad_delete(rx._dp, spi, 2, ffi.NULL) == lib.TS_EINVAL
 
     tx = sender(key, 0x1001)
-    tx.delete(0x1001, Direction.OUT)
+    tx.delete(0x1001, Direction.OUT, B_OUTER)
     assert tx.outbound(PKT4)[2] is Drop.NO_SA
     assert all(p.out_spi == 0 for p in tx.policies())
 
@@ -506,15 +509,46 @@ def test_outbound_rebinding_newest_then_fallback() -> None:
     assert {p.out_spi for p in dp.policies()} == {0x1002}
     dp.add(spec(0x1003, Direction.OUT, key, reqid=6))  # another reqid: not bound here
     assert _out_spi(dp, key) == 0x1002
-    dp.delete(0x1002, Direction.OUT)
+    dp.delete(0x1002, Direction.OUT, B_OUTER)
     assert _out_spi(dp, key) == 0x1001
-    dp.delete(0x1001, Direction.OUT)
+    dp.delete(0x1001, Direction.OUT, B_OUTER)
     assert dp.outbound(PKT4)[2] is Drop.NO_SA
     # a policy added after its SAs binds the newest of them
     dp.add(spec(0x2001, Direction.OUT, key, reqid=8))
     dp.add(spec(0x2002, Direction.OUT, key, reqid=8))
     dp.spd_add(Policy(id=9, priority=1, action=Action.PROTECT, reqid=8, selector=SEL4))
     assert _out_spi(dp, key) == 0x2002
+
+
+def test_two_peers_choose_the_same_outbound_spi() -> None:
+    """Peers choose outbound SPIs: two may pick the same one.  Each SA is (SPI, peer):
+    both carry their own traffic to their own peer, and deleting one leaves the other."""
+    spi = 0xC0FFEE01
+    peers = [Endpoint(ipaddress.ip_address("198.51.100.1"), 4500), Endpoint(ipaddress.ip_address("198.51.100.2"), 4500)]
+    nets = ["10.2.1.0/24", "10.2.2.0/24"]
+    keys = [new_key(), new_key()]
+    dp = Dataplane()
+    for i in range(2):
+        sel = Selector.from_networks(_net("10.1.0.0/16"), _net(nets[i]))
+        dp.add(dataclasses.replace(spec(spi, Direction.OUT, keys[i], reqid=10 + i, selectors=(sel,)), remote=peers[i]))
+        dp.spd_add(Policy(id=100 + i, priority=1, action=Action.PROTECT, reqid=10 + i, selector=sel))
+    assert errno_of(lambda: dp.add(dataclasses.replace(spec(spi, Direction.OUT, keys[1], reqid=11),
+                                                       remote=peers[1]))) is Errno.EEXIST
+    assert errno_of(lambda: dp.get(spi, Direction.OUT)) is Errno.EINVAL   # which one? the SPI alone cannot say
+    for i in range(2):
+        esp, dst, drop, _ = dp.outbound(_to(f"10.2.{i + 1}.7"))
+        assert drop is Drop.NONE and dst == peers[i]
+        assert esp_open(keys[i], esp).spi == spi
+        with pytest.raises(InvalidTag):
+            esp_open(keys[1 - i], esp)
+    assert {p.id: p.out_spi for p in dp.policies()} == {100: spi, 101: spi}
+    dp.delete(spi, Direction.OUT, peers[1])
+    assert errno_of(lambda: dp.delete(spi, Direction.OUT, peers[1])) is Errno.ENOENT
+    esp, dst, drop, _ = dp.outbound(_to("10.2.1.8"))
+    assert drop is Drop.NONE and dst == peers[0] and esp_open(keys[0], esp).seq_lo == 2
+    assert dp.outbound(_to("10.2.2.8"))[2] is Drop.NO_SA
+    assert dp.get(spi, Direction.OUT, peers[0]).packets == 2
+    assert [(s.spi, s.remote) for s in dp.sas()] == [(spi, peers[0])]
 
 
 # --------------------------------------------------------------------- lifetimes
@@ -542,7 +576,7 @@ def test_outbound_lifetimes(kind: str) -> None:
         events.append(_expires(dp))
     assert verdicts == [Drop.NONE] * 5 + [Drop.LIFETIME] * 3
     assert events == [[], [], [(0x1001, False, reason)], [], [], [(0x1001, True, reason)], [], []]
-    info = dp.get(0x1001, Direction.OUT)
+    info = dp.get(0x1001, Direction.OUT, B_OUTER)
     assert info.state == "dead" and info.soft_fired and info.hard_fired
     # the counters show what went through, not the packet that hit the limit
     assert (info.packets, info.bytes) == (5, 5 * n)
@@ -588,7 +622,7 @@ def test_soft_only_lifetime_fires_once_and_keeps_going() -> None:
 def test_aes256_sa_through_add() -> None:
     key = new_key(Alg.AES256GCM16)
     dp = sender(key, 0x1001)
-    assert dp.get(0x1001, Direction.OUT).alg is Alg.AES256GCM16
+    assert dp.get(0x1001, Direction.OUT, B_OUTER).alg is Alg.AES256GCM16
     esp, peer, drop, _ = dp.outbound(PKT6)
     assert drop is Drop.NONE and peer == spec(1000, Direction.OUT, key).remote
     assert esp_open(key, esp).payload == PKT6

@@ -32,6 +32,7 @@ pytestmark = pytest.mark.skipif(WHY is not None, reason=f"NETNS UNAVAILABLE: {WH
 
 A, B = ipaddress.ip_network("10.1.0.0/24"), ipaddress.ip_network("10.2.0.0/24")
 LOCAL = Endpoint(ipaddress.ip_address("127.0.0.1"), 4500)
+PEER = Endpoint(ipaddress.ip_address("127.0.0.2"), 4500)
 
 
 @dataclass
@@ -98,7 +99,7 @@ def sa(spi: int, direction: Direction, **kw: object) -> SaSpec:
     args: dict[str, object] = dict(
         spi=spi, direction=direction, alg=Alg.AES128GCM16, key=os.urandom(20), esn=False,
         replay_window=64 if direction is Direction.IN else 0, reqid=7, local=LOCAL,
-        remote=Endpoint(ipaddress.ip_address("127.0.0.2"), 4500), soft=Lifetime(), hard=Lifetime(),
+        remote=PEER, soft=Lifetime(), hard=Lifetime(),
         selectors=(Selector.from_networks(B, A) if direction is Direction.IN else Selector.from_networks(A, B),),
     )
     args.update(kw)
@@ -124,7 +125,7 @@ def test_every_request_is_answered(worker: Worker) -> None:
     assert worker.ask(lambda i: pipe.Delete(i, 0x9999, Direction.IN))[0].errno is Errno.ENOENT
     assert worker.ask(lambda i: pipe.SpdDelete(i, 5))[0].errno is Errno.OK
     assert worker.ask(lambda i: pipe.SpdFlush(i))[0].errno is Errno.OK
-    assert worker.ask(lambda i: pipe.Delete(i, 0x2222, Direction.OUT))[0].errno is Errno.OK
+    assert worker.ask(lambda i: pipe.Delete(i, 0x2222, Direction.OUT, PEER))[0].errno is Errno.OK
     assert worker.ask(lambda i: pipe.Flush(i))[0].errno is Errno.OK
     d = worker.dump()
     assert d.sas == () and d.policies == ()
@@ -173,7 +174,7 @@ def test_concurrent_getspi_are_unique(worker: Worker) -> None:
 def test_malformed_messages_are_refused_and_change_nothing(worker: Worker) -> None:
     assert worker.ask(lambda i: pipe.Add(i, sa(0x3333, Direction.OUT)))[0].errno is Errno.OK
     before = worker.dump()
-    good = pipe.encode(pipe.Delete(99, 0x3333, Direction.OUT))
+    good = pipe.encode(pipe.Delete(99, 0x3333, Direction.OUT, PEER))
     for bad in (good[:-4], good[:16] + b"\xff" * 20, b"\x01" * 3, good[:1] + b"\x63" + good[2:],
                 b"\x07" + good[1:]):
         worker.chan.send(bad)

@@ -437,3 +437,56 @@ class TwoHosts:
             if self.ipv6:
                 route6 = f"ip -6 route replace {peer.inner_net6} via {peer.outer6} src {host.inner6}"
                 self.run(host, route6.split())
+
+
+class StarHosts(TwoHosts):
+    """A gateway namespace ``g`` and two site namespaces ``a`` and ``b``, each joined to the
+    gateway by its own veth pair (no bridge): a gateway with several peers.  IPv4 only.
+
+    ``g`` is the gateway as site A sees it (outer address on the A link); :meth:`gateway_for`
+    gives it as seen from either site.  Inner networks: gateway 10.1.0.0/24, sites
+    10.2.1.0/24 and 10.2.2.0/24.
+    """
+
+    def __init__(self, *, prefix: str = "st", keep_workdir: bool = False) -> None:
+        super().__init__(ipv6=False, prefix=prefix, keep_workdir=keep_workdir)
+        self.g = Host(ns=f"{prefix}-g-{self.suffix}", outer4="192.0.2.1", outer6="", inner4="10.1.0.1",
+                      inner6="", inner_net4="10.1.0.0/24", inner_net6="", veth="va")
+        self.g_b = Host(ns=self.g.ns, outer4="198.51.100.1", outer6="", inner4="10.1.0.1",
+                        inner6="", inner_net4="10.1.0.0/24", inner_net6="", veth="vb")
+        self.a = Host(ns=f"{prefix}-a-{self.suffix}", outer4="192.0.2.2", outer6="", inner4="10.2.1.1",
+                      inner6="", inner_net4="10.2.1.0/24", inner_net6="")
+        self.b = Host(ns=f"{prefix}-b-{self.suffix}", outer4="198.51.100.2", outer6="", inner4="10.2.2.1",
+                      inner6="", inner_net4="10.2.2.0/24", inner_net6="")
+
+    @property
+    def hosts(self) -> tuple[Host, Host]:
+        return (self.a, self.b)
+
+    def gateway_for(self, site: NsLike) -> Host:
+        return self.g if ns_name(site) == self.a.ns else self.g_b
+
+    def peer(self, host: NsLike) -> Host:
+        return self.gateway_for(host)
+
+    def create(self) -> None:
+        _LIVE.add(self)
+        try:
+            for name in (self.g.ns, self.a.ns, self.b.ns):
+                _ip("netns", "add", name)
+                self._namespaces.append(name)
+            for gw, site in ((self.g, self.a), (self.g_b, self.b)):
+                _ip("link", "add", gw.veth, "netns", gw.ns, "type", "veth", "peer", "name", site.veth, "netns", site.ns)
+            _ip("-n", self.g.ns, "link", "set", "lo", "up")
+            _ip("-n", self.g.ns, "addr", "add", f"{self.g.inner4}/32", "dev", "lo")
+            for gw, site in ((self.g, self.a), (self.g_b, self.b)):
+                _ip("-n", gw.ns, "link", "set", gw.veth, "up")
+                _ip("-n", gw.ns, "addr", "add", f"{gw.outer4}/24", "dev", gw.veth)
+                self._links_up(site)
+                self._add_addresses(site)
+            for gw, site in ((self.g, self.a), (self.g_b, self.b)):
+                if not self.wait_ping(site, gw.outer4, timeout=10.0):
+                    raise NetnsError(f"{site.ns} cannot ping {gw.outer4} over the veth")
+        except BaseException:
+            self.close()
+            raise

@@ -120,6 +120,15 @@ def _addr_out(a: Any) -> Endpoint | None:
     return None
 
 
+def _remote_arg(ep: Endpoint | None) -> Any:
+    """The C SA id's peer: NULL for inbound SAs, the remote endpoint for outbound ones."""
+    if ep is None:
+        return ffi.NULL
+    a = ffi.new("ts_addr *")
+    _addr_in(a, ep)
+    return a
+
+
 def _sel_in(s: Any, sel: Selector) -> None:
     s.family = sel.family
     s.proto = sel.proto
@@ -269,15 +278,16 @@ class Dataplane:
         finally:
             _wipe(p)
 
-    def delete(self, spi: int, direction: Direction) -> None:
-        _check("DELETE", lib.ts_sad_delete(self._dp, spi, int(direction)))
+    def delete(self, spi: int, direction: Direction, remote: Endpoint | None = None) -> None:
+        """An inbound SA by SPI; an outbound one by SPI and remote (peers choose those SPIs)."""
+        _check("DELETE", lib.ts_sad_delete(self._dp, spi, int(direction), _remote_arg(remote)))
 
     def flush(self) -> None:
         lib.ts_sad_flush(self._dp)
 
-    def get(self, spi: int, direction: Direction) -> SaInfo:
+    def get(self, spi: int, direction: Direction, remote: Endpoint | None = None) -> SaInfo:
         i = ffi.new("ts_sa_info *")
-        _check("GET", lib.ts_sad_get(self._dp, spi, int(direction), i))
+        _check("GET", lib.ts_sad_get(self._dp, spi, int(direction), _remote_arg(remote), i))
         return _info(i)
 
     def sas(self) -> list[SaInfo]:

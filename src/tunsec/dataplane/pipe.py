@@ -262,6 +262,14 @@ def _check_same_family(a: "Endpoint | None", b: "Endpoint | None") -> None:
         raise ValueError("local and remote endpoints are of different address families")
 
 
+def _check_sa_peer(direction: object, remote: object) -> None:
+    # An inbound SA is ours by SPI alone; an outbound one is (SPI, peer).
+    if direction is Direction.OUT:
+        _check_type("remote", remote, Endpoint)
+    elif remote is not None:
+        raise ValueError("an inbound SA is named by its SPI alone: remote must be None")
+
+
 def _check_ike_data(value: object) -> None:
     if not isinstance(value, bytes):
         raise TypeError(f"data must be bytes, not {type(value).__name__}")
@@ -575,11 +583,13 @@ class Delete:
     req_id: int
     spi: int
     direction: Direction
+    remote: Endpoint | None = None   # OUT: the peer; peers choose outbound SPIs, so they may collide
 
     def __post_init__(self) -> None:
         _check_request_id(self.req_id)
         _check_spi("spi", self.spi)
         _check_type("direction", self.direction, Direction)
+        _check_sa_peer(self.direction, self.remote)
 
 
 @dataclass(frozen=True)
@@ -718,11 +728,13 @@ class Expire:
     direction: Direction
     hard: bool
     reason: ExpireReason
+    remote: Endpoint | None = None   # OUT: the SA's peer (see Delete)
 
     def __post_init__(self) -> None:
         _check_event_id(self.req_id)
         _check_spi("spi", self.spi)
         _check_type("direction", self.direction, Direction)
+        _check_sa_peer(self.direction, self.remote)
         _check_type("hard", self.hard, bool)
         _check_type("reason", self.reason, ExpireReason)
 
@@ -827,7 +839,7 @@ _SCHEMA: Final[dict[MsgType, _Schema]] = {
     MsgType.GETSPI: {Ext.SPI_RANGE: (1, 1)},
     MsgType.UPDATE: _SA_SCHEMA,
     MsgType.ADD: _SA_SCHEMA,
-    MsgType.DELETE: {Ext.SA_ID: (1, 1)},
+    MsgType.DELETE: {Ext.SA_ID: (1, 1), Ext.ADDR_REMOTE: (0, 1)},
     MsgType.FLUSH: {},
     MsgType.SPDADD: {Ext.POLICY: (1, 1), Ext.SELECTOR: (1, 1)},
     MsgType.SPDDELETE: {Ext.POLICY_ID: (1, 1)},
@@ -835,7 +847,7 @@ _SCHEMA: Final[dict[MsgType, _Schema]] = {
     MsgType.DUMP: {},
     MsgType.SEND_IKE: _IKE_SCHEMA,
     MsgType.ACQUIRE: {Ext.POLICY_ID: (1, 1), Ext.SELECTOR: (1, 1)},
-    MsgType.EXPIRE: {Ext.EXPIRE: (1, 1)},
+    MsgType.EXPIRE: {Ext.EXPIRE: (1, 1), Ext.ADDR_REMOTE: (0, 1)},
     MsgType.INVALID_SPI: {Ext.SPI: (1, 1), Ext.ADDR_REMOTE: (1, 1)},
     MsgType.IKE: _IKE_SCHEMA,
 }
@@ -958,8 +970,8 @@ def _extensions(msg: Message) -> list[bytes]:
             return [_ext(Ext.SPI_RANGE, _SPI_RANGE.pack(lo, hi))]
         case Update(sa=sa) | Add(sa=sa):
             return _sa_exts(sa)
-        case Delete(spi=spi, direction=direction):
-            return [_ext(Ext.SA_ID, _SA_ID.pack(spi, direction, bytes(3)))]
+        case Delete(spi=spi, direction=direction, remote=remote):
+            return [_ext(Ext.SA_ID, _SA_ID.pack(spi, direction, bytes(3))), *_opt_remote(remote)]
         case SpdAdd(policy=p):
             body = _POLICY.pack(p.id, p.priority, p.action, bytes(3), p.reqid)
             return [_ext(Ext.POLICY, body), _ext(Ext.SELECTOR, _pack_selector(p.selector))]
@@ -972,8 +984,8 @@ def _extensions(msg: Message) -> list[bytes]:
             ]
         case SendIke(data=data, remote=remote, local=local) | Ike(data=data, remote=remote, local=local):
             return _ike_exts(data, remote, local)
-        case Expire(spi=spi, direction=direction, hard=hard, reason=reason):
-            return [_ext(Ext.EXPIRE, _EXPIRE.pack(spi, direction, int(hard), reason, 0))]
+        case Expire(spi=spi, direction=direction, hard=hard, reason=reason, remote=remote):
+            return [_ext(Ext.EXPIRE, _EXPIRE.pack(spi, direction, int(hard), reason, 0)), *_opt_remote(remote)]
         case InvalidSpi(spi=spi, remote=remote):
             return [
                 _ext(Ext.SPI, _U32_BODY.pack(spi)),
@@ -984,6 +996,10 @@ def _extensions(msg: Message) -> list[bytes]:
         case Flush() | SpdFlush() | Dump():
             return []  # the header says it all
     raise TypeError(f"not a pipe message: {type(msg).__name__}")
+
+
+def _opt_remote(remote: Endpoint | None) -> list[bytes]:
+    return [] if remote is None else [_ext(Ext.ADDR_REMOTE, _pack_endpoint(remote))]
 
 
 def _join(msg_type: int, errno: int, req_id: int, flags: int, exts: list[bytes]) -> bytes:
@@ -1322,6 +1338,11 @@ def _unpack_sa(exts: _Exts) -> SaSpec:
     )
 
 
+def _unpack_remote_opt(exts: _Exts) -> Endpoint | None:
+    raw = exts.opt(Ext.ADDR_REMOTE)
+    return None if raw is None else _unpack_endpoint(raw)
+
+
 def _unpack_data(body: bytes) -> bytes:
     if len(body) < _DATA_HDR.size:
         raise _Malformed("DATA extension too short")
@@ -1344,7 +1365,7 @@ def _unpack_policy(exts: _Exts) -> Policy:
 def _unpack_delete(req_id: int, exts: _Exts) -> Delete:
     spi, direction, reserved = _SA_ID.unpack(exts.one(Ext.SA_ID))
     _zero(reserved, "SA_ID")
-    return Delete(req_id, spi, Direction(direction))
+    return Delete(req_id, spi, Direction(direction), _unpack_remote_opt(exts))
 
 
 def _unpack_expire(exts: _Exts) -> Expire:
@@ -1355,6 +1376,7 @@ def _unpack_expire(exts: _Exts) -> Expire:
         direction=Direction(direction),
         hard=_flag(hard, "EXPIRE hard"),
         reason=ExpireReason(reason),
+        remote=_unpack_remote_opt(exts),
     )
 
 

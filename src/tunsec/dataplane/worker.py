@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 from tunsec.dataplane import pipe
 from tunsec.dataplane.fastpath import Dataplane, DataplaneError, Event, EventType
-from tunsec.dataplane.pipe import Direction, Errno, ExpireReason, PipeError
+from tunsec.dataplane.pipe import Direction, Endpoint, Errno, ExpireReason, PipeError
 
 log = logging.getLogger("tunsec.worker")
 
@@ -46,16 +46,25 @@ REQUESTS = (
 )
 
 
+# An SA's identity: inbound (spi, IN, None); outbound (spi, OUT, peer), since
+# peers choose outbound SPIs and two of them may choose the same one.
+SaKey = tuple[int, Direction, Endpoint | None]
+
+
+def sa_key(sa: pipe.SaSpec) -> SaKey:
+    return (sa.spi, sa.direction, sa.remote if sa.direction is Direction.OUT else None)
+
+
 @dataclass
 class Timers:
-    """Time-based lifetimes and larval expiry, keyed by (spi, direction)."""
+    """Time-based lifetimes and larval expiry, keyed by SA (see SaKey)."""
 
-    handles: dict[tuple[int, Direction], list[asyncio.TimerHandle]] = field(default_factory=dict)
+    handles: dict[SaKey, list[asyncio.TimerHandle]] = field(default_factory=dict)
 
-    def add(self, key: tuple[int, Direction], handle: asyncio.TimerHandle) -> None:
+    def add(self, key: SaKey, handle: asyncio.TimerHandle) -> None:
         self.handles.setdefault(key, []).append(handle)
 
-    def cancel(self, key: tuple[int, Direction]) -> None:
+    def cancel(self, key: SaKey) -> None:
         for h in self.handles.pop(key, []):
             h.cancel()
 
@@ -113,18 +122,18 @@ class Worker:
                 return self._ok(msg, spi=spi)
             case pipe.Update():
                 self.dp.update(msg.sa)
-                self.timers.cancel((msg.sa.spi, Direction.IN))
+                self.timers.cancel((msg.sa.spi, Direction.IN, None))
                 self._lifetime_timers(msg.sa)
                 log.info("SA in %08x installed", msg.sa.spi)
                 return self._ok(msg)
             case pipe.Add():
                 self.dp.add(msg.sa)
                 self._lifetime_timers(msg.sa)
-                log.info("SA out %08x installed", msg.sa.spi)
+                log.info("SA out %08x to %s installed", msg.sa.spi, msg.sa.remote.addr)
                 return self._ok(msg)
             case pipe.Delete():
-                self.dp.delete(msg.spi, msg.direction)
-                self.timers.cancel((msg.spi, msg.direction))
+                self.dp.delete(msg.spi, msg.direction, msg.remote)
+                self.timers.cancel((msg.spi, msg.direction, msg.remote))
                 return self._ok(msg)
             case pipe.Flush():
                 self.dp.flush()
@@ -156,7 +165,7 @@ class Worker:
     # --- timers ------------------------------------------------------------------
     def _larval_timer(self, spi: int) -> None:
         h = self.loop.call_later(self.larval_timeout, self._larval_expired, spi)
-        self.timers.add((spi, Direction.IN), h)
+        self.timers.add((spi, Direction.IN, None), h)
 
     def _larval_expired(self, spi: int) -> None:
         try:
@@ -165,26 +174,26 @@ class Worker:
             self.dp.delete(spi, Direction.IN)
         except DataplaneError:
             return
-        self.timers.handles.pop((spi, Direction.IN), None)
+        self.timers.handles.pop((spi, Direction.IN, None), None)
         log.info("larval SA %08x never completed; removed", spi)
         self._emit(pipe.Expire(spi=spi, direction=Direction.IN, hard=True, reason=ExpireReason.LARVAL_TIMEOUT))
 
     def _lifetime_timers(self, sa: pipe.SaSpec) -> None:
-        key = (sa.spi, sa.direction)
+        key = sa_key(sa)
         if sa.soft.seconds:
             self.timers.add(key, self.loop.call_later(sa.soft.seconds, self._time_expired, key, False))
         if sa.hard.seconds:
             self.timers.add(key, self.loop.call_later(sa.hard.seconds, self._time_expired, key, True))
 
-    def _time_expired(self, key: tuple[int, Direction], hard: bool) -> None:
-        spi, direction = key
+    def _time_expired(self, key: SaKey, hard: bool) -> None:
+        spi, direction, remote = key
         if hard:
             try:
-                self.dp.delete(spi, direction)
+                self.dp.delete(spi, direction, remote)
             except DataplaneError:
                 return
             self.timers.cancel(key)
-        self._emit(pipe.Expire(spi=spi, direction=direction, hard=hard, reason=ExpireReason.TIME))
+        self._emit(pipe.Expire(spi=spi, direction=direction, hard=hard, reason=ExpireReason.TIME, remote=remote))
 
     # --- events ------------------------------------------------------------------
     def drain_events(self) -> None:
@@ -198,7 +207,11 @@ class Worker:
         if ev.type is EventType.ACQUIRE and ev.selector is not None:
             return pipe.Acquire(policy_id=ev.policy_id, selector=ev.selector)
         if ev.type is EventType.EXPIRE:
-            return pipe.Expire(spi=ev.spi, direction=ev.direction, hard=ev.hard, reason=ExpireReason(ev.reason))
+            remote = ev.remote if ev.direction is Direction.OUT else None
+            if ev.direction is Direction.OUT and remote is None:
+                return None
+            return pipe.Expire(spi=ev.spi, direction=ev.direction, hard=ev.hard, reason=ExpireReason(ev.reason),
+                               remote=remote)
         if ev.type is EventType.INVALID_SPI and ev.remote is not None:
             return pipe.InvalidSpi(spi=ev.spi, remote=ev.remote)
         if ev.type is EventType.IKE and ev.remote is not None and len(ev.data) <= pipe.MAX_IKE_DATA:

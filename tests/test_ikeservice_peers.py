@@ -1,0 +1,397 @@
+"""Many peers on one `remote_addrs = %any` connection, through the IKE service.
+
+The gateway is a real IkeService driving the real worker logic and C fast path
+in-process (tunsec.dataplane.worker.Worker over a Dataplane); the sites are
+IKE engines wired to it in memory.  What a gateway must guarantee: every
+peer's Child SA owns its reqid, policies and SAs, traffic for a site is sealed
+with that site's key and sent to that site, and one peer's teardown or rekey
+touches nothing of another's, even when the peers picked the same SPIs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import ipaddress
+import itertools
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from tunsec.dataplane import pipe
+from tunsec.dataplane.client import WorkerError
+from tunsec.dataplane.fastpath import Dataplane, Drop
+from tunsec.dataplane.pipe import Action, Direction, Endpoint, Errno
+from tunsec.dataplane.worker import Worker
+from tunsec.ike.config import IkeConfig, LocalAuth, RemoteAuth, child_config
+from tunsec.ike.endpoint import IkeEndpoint
+from tunsec.ike.events import ChildSaUp
+from tunsec.ike.identity import Identity
+from tunsec.ike.proposals import parse_proposals
+from tunsec.ike.sa import IkeSa
+from tunsec.ike.secret import Secret
+from tunsec.ikeservice import IkeConnection, IkeService
+from tunsec.policy.ids import IdSpace
+
+GW = "192.0.2.1"
+PSK = Secret(b"a shared secret of some length")
+SHARED_SPI = 0xC0FFEE01     # every site picks this inbound SPI: the gateway's outbound SPIs all collide
+
+
+def site_ip(i: int) -> str:
+    return f"198.51.100.{i + 1}"
+
+
+def site_net(i: int) -> str:
+    return f"10.2.{i + 1}.0/24"
+
+
+def psk_ike(name: str, local_id: str, remote: RemoteAuth, local_ip: str, remote_ip: str | None,
+            local_ts: str, remote_ts: str) -> IkeConfig:
+    return IkeConfig(name, LocalAuth("psk", Identity.parse(local_id)), remote,
+                     parse_proposals("aes128gcm16-prfsha256-curve25519"),
+                     (child_config("net", local_ts, remote_ts, "aes128gcm16"),),
+                     psk=PSK, local_addr=local_ip, remote_addr=remote_ip)
+
+
+class InProcessWorker:
+    """The worker's request handling and the C fast path, without the process and pipe around them."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, send_ike: Callable[[pipe.SendIke], None]) -> None:
+        self.dp = Dataplane()
+        self.worker = Worker(self.dp, lambda data: None, {}, loop)
+        self.send_ike = send_ike
+        self.ids = itertools.count(1)
+        self.log: list[pipe.Message] = []
+
+    async def request(self, build: Callable[[int], pipe.Message]) -> list[pipe.Reply]:
+        msg = build(next(self.ids))
+        self.log.append(msg)
+        await asyncio.sleep(0)     # a round trip: other tasks run meanwhile
+        if isinstance(msg, pipe.SendIke):
+            self.send_ike(msg)
+            return [pipe.Reply(msg.req_id, msg.TYPE, Errno.OK)]
+        replies = [pipe.decode(b) for b in self.worker.handle_datagram(pipe.encode(msg))]
+        assert all(isinstance(r, pipe.Reply) for r in replies)
+        bad = [r for r in replies if isinstance(r, pipe.Reply) and r.errno is not Errno.OK]
+        if bad:
+            raise WorkerError(type(msg).__name__, bad[0].errno)
+        return replies  # type: ignore[return-value]
+
+
+@dataclass
+class FakeSocket:
+    """The gateway's port-500 socket."""
+
+    wire: list[tuple[tuple[str, int], tuple[str, int], bytes]]
+
+    def sendto(self, data: bytes, addr: tuple[str, int]) -> int:
+        self.wire.append(((GW, 500), addr, data))
+        return len(data)
+
+
+@dataclass
+class Gateway:
+    """An IkeService on GW with `remote_addrs = %any`, n sites, and the wire between them."""
+
+    n: int
+    service: IkeService = field(init=False)
+    worker: InProcessWorker = field(init=False)
+    sites: list[IkeEndpoint] = field(default_factory=list)
+    site_events: list[list[Any]] = field(default_factory=list)
+    wire: list[tuple[tuple[str, int], tuple[str, int], bytes]] = field(default_factory=list)
+
+    async def start(self) -> None:
+        gw = psk_ike("gw", "gw.example", RemoteAuth("psk"), GW, None, "10.1.0.0/16", "10.2.0.0/16")
+        self.worker = InProcessWorker(asyncio.get_running_loop(), self._natt_out)
+        self.service = IkeService([IkeConnection(gw)], lambda: self.worker, {4: GW}, IdSpace())  # type: ignore[arg-type,return-value]
+        await self.service.start()
+        self.service.sockets = {4: FakeSocket(self.wire)}  # type: ignore[dict-item]
+        for i in range(self.n):
+            cfg = psk_ike(f"site{i}", f"site{i}.example", RemoteAuth("psk", Identity.parse("gw.example")),
+                          site_ip(i), GW, site_net(i), "10.1.0.0/16")
+            # every site's first inbound SPI is the same; later ones (rekeys) differ from its own earlier ones
+            self.sites.append(IkeEndpoint([cfg], spi_allocator=functools.partial(next, itertools.count(SHARED_SPI))))
+            self.site_events.append([])
+
+    def _natt_out(self, msg: pipe.SendIke) -> None:
+        self.wire.append(((GW, 4500), (str(msg.remote.addr), msg.remote.port), msg.data))
+
+    def connect(self, i: int) -> None:
+        self.sites[i].initiate(f"site{i}", "net", _now())
+
+    async def settle(self) -> None:
+        """Deliver datagrams and let the service's tasks run until nothing moves."""
+        idle = 0
+        while idle < 20:
+            moved = False
+            for i, site in enumerate(self.sites):
+                for d in site.datagrams_to_send(_now()):
+                    self.wire.append(((site_ip(i), d.local_port), d.addr, d.data))
+                while (ev := site.next_event()) is not None:
+                    self.site_events[i].append(ev[1])
+            while self.wire:
+                moved = True
+                src, dst, data = self.wire.pop(0)
+                if dst[0] == GW:
+                    if dst[1] == 4500:
+                        self.service.receive_natt(pipe.Ike(data=data, remote=Endpoint(ipaddress.ip_address(src[0]),
+                                                                                      src[1])))
+                    else:
+                        self.service.endpoint.receive(data, src, _now(), dst)
+                        self.service._pump()
+                else:
+                    i = next(k for k in range(self.n) if site_ip(k) == dst[0])
+                    self.sites[i].receive(data, src, _now(), dst)
+            for _ in range(5):
+                await asyncio.sleep(0)
+            if self.service._tasks:
+                await asyncio.wait(list(self.service._tasks))
+                moved = True
+            idle = 0 if moved else idle + 1
+
+    def site_sa(self, i: int) -> IkeSa:
+        return next(sa for sa in self.sites[i].sas if sa.state.value == "established")
+
+    def site_key_in(self, i: int) -> bytes:
+        """The key site i opens the gateway's ESP with (its newest Child SA)."""
+        ups = [e for e in self.site_events[i] if isinstance(e, ChildSaUp)]
+        return ups[-1].key_in.reveal()
+
+    def children_of(self, i: int) -> list[Any]:
+        return [c for c in self.service.children.values() if str(c.remote.addr) == site_ip(i)]
+
+    def send_to_site(self, i: int) -> tuple[bytes, Endpoint | None, Drop]:
+        esp, dst, drop, _ = self.worker.dp.outbound(ipv4_udp("10.1.0.5", f"10.2.{i + 1}.7"))
+        return esp, dst, drop
+
+
+def _now() -> float:
+    import time
+    return time.monotonic()
+
+
+def ipv4_udp(src: str, dst: str, payload: bytes = b"for one site only") -> bytes:
+    udp = struct.pack("!HHHH", 1234, 5678, 8 + len(payload), 0) + payload
+    hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0,
+                      ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed)
+    csum = sum(struct.unpack("!10H", hdr))
+    csum = (csum & 0xFFFF) + (csum >> 16)
+    csum = ~((csum & 0xFFFF) + (csum >> 16)) & 0xFFFF
+    return hdr[:10] + struct.pack("!H", csum) + hdr[12:] + udp
+
+
+def esp_open(key: bytes, esp: bytes) -> tuple[int, bytes]:
+    """(SPI, inner packet) of an RFC 4106 ESP packet; raises InvalidTag for the wrong key."""
+    spi = struct.unpack("!I", esp[:4])[0]
+    plain = AESGCM(key[:-4]).decrypt(key[-4:] + esp[8:16], esp[16:], esp[:8])
+    pad_len = plain[-2]
+    return spi, plain[: len(plain) - 2 - pad_len]
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def assert_reaches_only_its_site(gw: Gateway, i: int) -> None:
+    esp, dst, drop = gw.send_to_site(i)
+    assert drop is Drop.NONE
+    assert dst == Endpoint(ipaddress.ip_address(site_ip(i)), 4500)
+    spi, inner = esp_open(gw.site_key_in(i), esp)
+    assert spi == max(c.spi_out for c in gw.children_of(i)) and inner == ipv4_udp("10.1.0.5", f"10.2.{i + 1}.7")
+
+
+# ----------------------------------------------------------------------------- tests
+
+
+def test_each_peer_owns_its_reqid_policies_and_sas() -> None:
+    async def body() -> None:
+        gw = Gateway(6)
+        await gw.start()
+        for i in range(gw.n):
+            gw.connect(i)
+            await gw.settle()
+        svc = gw.service
+        # every peer's child is booked, none overwrote another (unique ids restart per IKE SA)
+        assert len(svc.children) == gw.n
+        assert len({c.unique_id for c in svc.children.values()}) == 1   # the engine's ids repeat per IKE SA
+        reqids = {c.reqid for c in svc.children.values()}
+        assert len(reqids) == gw.n
+        # each reqid has exactly the policy for its own site's subnet, bound to its own SA
+        policies = gw.worker.dp.policies()
+        assert len(policies) == gw.n and {p.reqid for p in policies} == reqids
+        for i in range(gw.n):
+            (child,) = gw.children_of(i)
+            (pol,) = [p for p in policies if p.reqid == child.reqid]
+            assert pol.action is Action.PROTECT and str(pol.selector.dst_lo) == f"10.2.{i + 1}.0"
+            assert child.spi_out == SHARED_SPI
+        outs = [s for s in gw.worker.dp.sas() if s.direction is Direction.OUT]
+        assert len(outs) == gw.n and {s.spi for s in outs} == {SHARED_SPI}
+        for i in range(gw.n):
+            assert_reaches_only_its_site(gw, i)
+        # status: each IKE SA lists its own child, and only that one
+        status = svc.status()
+        assert len(status) == gw.n
+        for entry in status:
+            (child,) = entry["children"]
+            assert child["remote"].startswith(entry["remote"].split("[")[0] + "[")
+        assert len({e["children"][0]["reqid"] for e in status}) == gw.n
+
+    run(body())
+
+
+def test_one_peer_leaving_and_returning_leaves_the_others_untouched() -> None:
+    async def body() -> None:
+        gw = Gateway(3)
+        await gw.start()
+        for i in range(gw.n):
+            gw.connect(i)
+        await gw.settle()
+        svc = gw.service
+        before = {i: gw.children_of(i)[0] for i in (0, 2)}
+        policies_before = {p.id: p for p in gw.worker.dp.policies() if p.reqid != gw.children_of(1)[0].reqid}
+        b_reqid = gw.children_of(1)[0].reqid
+        # site 1 (B) terminates its IKE SA
+        gw.site_sa(1).delete(_now())
+        await gw.settle()
+        assert gw.children_of(1) == []
+        assert not any(p.reqid == b_reqid for p in gw.worker.dp.policies())
+        assert {p.id: (p.reqid, p.selector) for p in gw.worker.dp.policies()} == \
+            {k: (p.reqid, p.selector) for k, p in policies_before.items()}
+        outs = {(s.spi, str(s.remote.addr)) for s in gw.worker.dp.sas() if s.direction is Direction.OUT and s.remote}
+        assert outs == {(SHARED_SPI, site_ip(0)), (SHARED_SPI, site_ip(2))}
+        assert gw.send_to_site(1)[2] is Drop.NO_POLICY
+        for i in (0, 2):
+            assert gw.children_of(i) == [before[i]]
+            assert_reaches_only_its_site(gw, i)
+        # and comes back: a fresh reqid, nobody else's
+        gw.connect(1)
+        await gw.settle()
+        (back,) = gw.children_of(1)
+        assert back.reqid not in {before[0].reqid, before[2].reqid}
+        for i in range(gw.n):
+            assert_reaches_only_its_site(gw, i)
+        assert len(svc.children) == 3 and len(gw.worker.dp.policies()) == 3
+
+    run(body())
+
+
+def test_rekey_keeps_the_reqid_and_policies_of_its_own_lineage_only() -> None:
+    async def body() -> None:
+        gw = Gateway(2)
+        await gw.start()
+        for i in range(gw.n):
+            gw.connect(i)
+        await gw.settle()
+        (a,) = gw.children_of(0)
+        (b,) = gw.children_of(1)
+        policies = {(p.id, p.reqid) for p in gw.worker.dp.policies()}
+        # site 0 rekeys its Child SA (with a new inbound SPI, SHARED_SPI + 1)
+        site = gw.site_sa(0)
+        site.rekey_child(site.children[0].unique_id)
+        await gw.settle()
+        (a2,) = gw.children_of(0)
+        assert a2.handle != a.handle and a2.spi_out == 0xC0FFEE02
+        assert a2.reqid == a.reqid and a2.lineage is a.lineage
+        assert {(p.id, p.reqid) for p in gw.worker.dp.policies()} == policies
+        assert gw.children_of(1) == [b]
+        outs = {(s.spi, str(s.remote.addr)) for s in gw.worker.dp.sas() if s.direction is Direction.OUT and s.remote}
+        assert outs == {(0xC0FFEE02, site_ip(0)), (SHARED_SPI, site_ip(1))}
+        esp, _, drop = gw.send_to_site(0)
+        assert drop is Drop.NONE and esp_open(gw.site_key_in(0), esp)[0] == 0xC0FFEE02
+        assert_reaches_only_its_site(gw, 1)
+        # the lineage ends with its IKE SA: reqid and policy ids go back to the pool
+        gw.site_sa(0).delete(_now())
+        await gw.settle()
+        assert a.reqid not in gw.service.ids.reqids.used
+        assert {p.reqid for p in gw.worker.dp.policies()} == {b.reqid}
+
+    run(body())
+
+
+def test_ids_are_one_space_for_manual_and_ike() -> None:
+    from tunsec.policy.ids import Band, IdsExhausted, priority
+
+    ids = IdSpace()
+    taken = {ids.reqid() for _ in range(100)}
+    assert len(taken) == 100
+    ids.release_reqid(5)
+    assert ids.reqid() not in taken     # released ids come back only after a full cycle
+    small = IdSpace()
+    small.reqids.hi = 3
+    got = [small.reqid() for _ in range(3)]
+    assert sorted(got) == [1, 2, 3]
+    try:
+        small.reqid()
+        raise AssertionError("a full space must refuse")
+    except IdsExhausted:
+        pass
+    small.release_reqid(2)
+    assert small.reqid() == 2
+    assert priority(Band.MANUAL, 10) < priority(Band.IKE_CHILD) < priority(Band.TRAP)
+
+
+def test_a_half_open_responder_sa_does_not_hold_back_trap_initiation() -> None:
+    """Anyone can leave a half-open IKE SA on our connection by sending one IKE_SA_INIT; that must
+    not stop our own negotiation when traffic hits the trap policy.  Our own attempt under way does."""
+    from tunsec.ikeservice import ChildPlan
+    from tunsec.policy.ids import Band, priority
+
+    peer = "198.51.100.9"
+
+    async def body() -> None:
+        wire: list[tuple[tuple[str, int], tuple[str, int], bytes]] = []
+        worker = InProcessWorker(asyncio.get_running_loop(), lambda m: None)
+        ike = psk_ike("trap", "gw.example", RemoteAuth("psk", Identity.parse("peer.example")), GW, peer,
+                      "10.1.0.0/16", "10.9.0.0/16")
+        conn = IkeConnection(ike, (ChildPlan("net", start_action="trap"),))
+        svc = IkeService([conn], lambda: worker, {4: GW}, IdSpace())  # type: ignore[arg-type,return-value]
+        await svc.start()
+        svc.sockets = {4: FakeSocket(wire)}  # type: ignore[dict-item]
+        (trap,) = worker.dp.policies()
+        assert trap.priority == priority(Band.TRAP) and trap.id in svc.trap_policies
+        # the peer's IKE_SA_INIT arrives; its answer is lost: a half-open responder SA remains
+        other = IkeEndpoint([psk_ike("x", "peer.example", RemoteAuth("psk", Identity.parse("gw.example")), peer, GW,
+                                     "10.9.0.0/16", "10.1.0.0/16")])
+        other.initiate("x", "net", _now())
+        (init,) = other.datagrams_to_send(_now())
+        svc.endpoint.receive(init.data, (peer, 500), _now(), (GW, 500))
+        svc._pump()
+        wire.clear()
+        (half,) = svc.endpoint.sas
+        assert not half.is_initiator and half.name == "trap"
+        svc.acquire(trap.id)
+        ours = [sa for sa in svc.endpoint.sas if sa.is_initiator]
+        assert len(ours) == 1 and ours[0].name == "trap"
+        assert [(dst, len(data) > 0) for _, dst, data in wire] == [((peer, 500), True)]
+        svc.acquire(trap.id)           # ours is under way: no second one
+        assert len([sa for sa in svc.endpoint.sas if sa.is_initiator]) == 1
+
+    run(body())
+
+
+def test_an_outbound_expire_rekeys_the_child_of_that_peer_only() -> None:
+    """EXPIRE names an outbound SA by (SPI, peer); with colliding SPIs the SPI alone would pick anyone."""
+    async def body() -> None:
+        gw = Gateway(3)
+        await gw.start()
+        for i in range(gw.n):
+            gw.connect(i)
+        await gw.settle()
+        before = {i: gw.children_of(i)[0] for i in range(gw.n)}
+        peer1 = Endpoint(ipaddress.ip_address(site_ip(1)), 4500)
+        assert gw.service.expired(SHARED_SPI, Direction.OUT, False, peer1)
+        await gw.settle()
+        (after1,) = gw.children_of(1)
+        assert after1.handle != before[1].handle and after1.reqid == before[1].reqid   # rekeyed in its lineage
+        for i in (0, 2):
+            assert gw.children_of(i) == [before[i]]
+        assert not gw.service.expired(SHARED_SPI, Direction.OUT, False, Endpoint(ipaddress.ip_address("192.0.2.99"),
+                                                                                 4500))
+        for i in range(gw.n):
+            assert_reaches_only_its_site(gw, i)
+
+    run(body())
