@@ -5,10 +5,12 @@
  * a single ping through an on-demand tunnel is answered once the SA is up.
  * Each PROTECT policy owns one hold, allocated with the policy (never per
  * packet): at most TS_HOLD_PKTS packets and TS_HOLD_BYTES bytes, the oldest
- * dropped (TS_DROP_HOLD_FULL) to make room.  Installing the outbound SA
- * (ts_spd_bind_new/rebind/unbind under the write lock) wakes the loop threads
- * through spd.hold_fd; a loop thread sends the held packets through the
- * normal outbound path.  A packet older than TS_HOLD_TIMEOUT_NS is dropped
+ * dropped (TS_DROP_HOLD_FULL) to make room.  Binding an outbound SA or adding
+ * a policy while packets wait (spd.c, under the write lock) wakes the loop
+ * threads through spd.hold_fd; one loop thread runs the held packets through
+ * the normal outbound path again: they leave through whichever policy now has
+ * an SA (a trap policy's packets through the child's policy), or wait again
+ * with their first hold time.  A packet older than TS_HOLD_TIMEOUT_NS is dropped
  * (TS_DROP_HOLD_TIMEOUT) instead of sent: that is how a failed negotiation
  * empties the hold, without a message from the control side. */
 #include "internal.h"
@@ -37,7 +39,8 @@ static void drop_oldest(ts_dp *dp, ts_hold *h, int reason) {
 }
 
 static void expire_locked(ts_dp *dp, ts_hold *h, uint64_t now_ns) {
-    while (h->n && now_ns - h->t_ns[0] > TS_HOLD_TIMEOUT_NS)
+    /* a packet held again keeps its first hold time: pushes are not in time order */
+    while (h->n && now_ns > h->t_ns[0] && now_ns - h->t_ns[0] > TS_HOLD_TIMEOUT_NS)
         drop_oldest(dp, h, TS_DROP_HOLD_TIMEOUT);
 }
 
@@ -57,12 +60,14 @@ bool ts_hold_push(ts_dp *dp, ts_hold *h, const uint8_t *pkt, size_t len, uint64_
     return true;
 }
 
-size_t ts_hold_pop(ts_dp *dp, ts_hold *h, uint8_t *out, size_t outcap, uint64_t now_ns) {
+size_t ts_hold_pop(ts_dp *dp, ts_hold *h, uint8_t *out, size_t outcap, uint64_t now_ns, uint64_t *held_ns) {
     size_t n = 0;
     pthread_mutex_lock(&h->lock);
     expire_locked(dp, h, now_ns);
     if (h->n && h->len[0] <= outcap) {
         n = h->len[0];
+        if (held_ns)
+            *held_ns = h->t_ns[0];
         memcpy(out, h->buf, n);
         drop_oldest(NULL, h, TS_DROP_NONE);   /* taken, not dropped */
     }

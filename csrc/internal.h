@@ -135,8 +135,8 @@ ts_hold *ts_hold_new(void);
 void ts_hold_free(ts_dp *dp, ts_hold *h);          /* counts what it still held (dp may be NULL) */
 /* false if not held (no hold, empty or oversized packet); may drop the oldest */
 bool ts_hold_push(ts_dp *dp, ts_hold *h, const uint8_t *pkt, size_t len, uint64_t now_ns);
-/* the oldest packet that has not timed out into out; 0 if none */
-size_t ts_hold_pop(ts_dp *dp, ts_hold *h, uint8_t *out, size_t outcap, uint64_t now_ns);
+/* the oldest packet that has not timed out into out (when it was held into *held_ns); 0 if none */
+size_t ts_hold_pop(ts_dp *dp, ts_hold *h, uint8_t *out, size_t outcap, uint64_t now_ns, uint64_t *held_ns);
 size_t ts_hold_count(ts_hold *h);
 void ts_hold_kick(ts_spd *spd);                    /* wake the loops to send held packets */
 bool ts_hold_take_kick(ts_spd *spd);               /* true for the one loop that takes the wakeup */

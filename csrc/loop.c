@@ -223,28 +223,33 @@ static void tun_write_packet(ts_dp *dp, int fd, const uint8_t *p, size_t n) {
 }
 
 /* a PROTECT policy without SA (ACQUIRE raised): the packet waits in the policy's hold */
-static bool hold(ts_dp *dp, struct ts_batch *b, const uint8_t *pkt, size_t len) {
+static bool hold(ts_dp *dp, struct ts_batch *b, const uint8_t *pkt, size_t len, uint64_t held_ns) {
     ts_flow f;
     if (!ts_flow_parse(pkt, len, &f))
         return false;
     ts_spd_entry *e = ts_spd_lookup_cached(&dp->spd, &b->flows, &f);
-    return e && !e->out_sa && ts_hold_push(dp, e->hold, pkt, len, ts_now_ns());
+    return e && !e->out_sa && ts_hold_push(dp, e->hold, pkt, len, held_ns ? held_ns : ts_now_ns());
 }
 
-static void outbound_one(ts_dp *dp, struct ts_batch *b, const uint8_t *pkt, size_t len) {
+/* held_ns: when the packet was first held (0 = it is new) */
+static void outbound_one_at(ts_dp *dp, struct ts_batch *b, const uint8_t *pkt, size_t len, uint64_t held_ns) {
     if (ARENA - b->used < RXSLOT || b->q4.n >= MAX_MSGS || b->q6.n >= MAX_MSGS)
         flush_out(dp, b);
     ts_sa *sa = NULL;
     int drop;
     size_t icmp = 0;
     int r = ts_outbound_locked(dp, &b->flows, pkt, len, b->arena + b->used, ARENA - b->used, &sa, &drop, &icmp);
-    if (drop == TS_DROP_NO_SA && hold(dp, b, pkt, len))
+    if (drop == TS_DROP_NO_SA && hold(dp, b, pkt, len, held_ns))
         return;
     ts_drop(dp, drop);
     if (icmp)
         tun_write_packet(dp, b->q->tun_fd, b->arena + b->used, icmp);
     if (r > 0)
         queue_esp(dp, b, sa, (size_t)r);
+}
+
+static void outbound_one(ts_dp *dp, struct ts_batch *b, const uint8_t *pkt, size_t len) {
+    outbound_one_at(dp, b, pkt, len, 0);
 }
 
 /* TUN -> ESP: returns the number of TUN reads */
@@ -284,21 +289,22 @@ static int outbound_batch(ts_dp *dp, struct ts_batch *b) {
     return nread;
 }
 
-/* an SA was bound: send what waited for it (packets of policies still without
- * an SA stay).  Each packet is copied out of its hold first: the outbound path
- * may hold it again. */
+/* an SA was bound or a policy added: every waiting packet takes the outbound
+ * path again; those still without an SA wait again, keeping their first hold
+ * time.  Each is copied out of its hold first, as the path may hold it again. */
 static void send_held(ts_dp *dp, struct ts_batch *b) {
     pthread_rwlock_rdlock(&dp->lock);
     uint64_t now = ts_now_ns();
     for (size_t i = 0; i < dp->spd.n; i++) {
         ts_spd_entry *e = &dp->spd.v[i];
-        if (!e->hold || !e->out_sa)
+        if (!e->hold)
             continue;
         for (size_t k = ts_hold_count(e->hold); k > 0; k--) {
-            size_t len = ts_hold_pop(dp, e->hold, b->rx, RXSLOT, now);
+            uint64_t held_ns = 0;
+            size_t len = ts_hold_pop(dp, e->hold, b->rx, RXSLOT, now, &held_ns);
             if (!len)
                 break;
-            outbound_one(dp, b, b->rx, len);
+            outbound_one_at(dp, b, b->rx, len, held_ns);
         }
     }
     flush_out(dp, b);

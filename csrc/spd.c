@@ -143,12 +143,15 @@ static ts_sa *newest_out(ts_sad *sad, uint32_t reqid) {
     return best;
 }
 
-/* an SA for packets that wait in the hold: the loops send them (hold.c).
- * Called under the write lock, so no loop thread is touching the hold. */
+/* an SA was bound or a policy added while packets wait: the loops look again
+ * whether they can go (hold.c).  A trap policy's packets may leave through
+ * another policy (the child's own) while the trap policy itself stays
+ * unbound, so any waiting packet counts.  Called under the write lock: no
+ * loop thread is touching the holds. */
 static void kick_held(ts_spd *spd) {
     for (size_t i = 0; i < spd->n; i++) {
         const ts_spd_entry *e = &spd->v[i];
-        if (e->out_sa && e->hold && e->hold->n) {
+        if (e->hold && e->hold->n) {
             ts_hold_kick(spd);
             return;
         }
@@ -220,6 +223,7 @@ int ts_spd_add(ts_dp *dp, const ts_policy *p) {
         e->hold = hold;
         hold = NULL;
         spd->n++;
+        kick_held(spd);
     }
     pthread_rwlock_unlock(&dp->lock);
     ts_hold_free(NULL, hold);

@@ -1174,8 +1174,8 @@ static void test_hold_unit(void) {
     ts_dp_drops(dp, d);
     CHECK(d[TS_DROP_HOLD_FULL] == 2 && ts_hold_count(h) == TS_HOLD_PKTS);
     for (uint8_t i = 2; i < 10; i++)
-        CHECK(ts_hold_pop(dp, h, bufB, CAP, 2000) == 100 && bufB[0] == i && bufB[99] == i);
-    CHECK(ts_hold_pop(dp, h, bufB, CAP, 2000) == 0);
+        CHECK(ts_hold_pop(dp, h, bufB, CAP, 2000, NULL) == 100 && bufB[0] == i && bufB[99] == i);
+    CHECK(ts_hold_pop(dp, h, bufB, CAP, 2000, NULL) == 0);
     /* byte cap: three 30000-byte packets do not fit in 64 KiB: the first goes */
     for (uint8_t i = 0; i < 3; i++) {
         memset(bufA, 0x40 + i, 30000);
@@ -1183,12 +1183,12 @@ static void test_hold_unit(void) {
     }
     ts_dp_drops(dp, d);
     CHECK(d[TS_DROP_HOLD_FULL] == 3 && ts_hold_count(h) == 2 && h->used == 60000);
-    CHECK(ts_hold_pop(dp, h, bufB, CAP, 3000) == 30000 && bufB[0] == 0x41 && bufB[29999] == 0x41);
+    CHECK(ts_hold_pop(dp, h, bufB, CAP, 3000, NULL) == 30000 && bufB[0] == 0x41 && bufB[29999] == 0x41);
     /* too big for any hold: not held, the caller drops it as before */
     CHECK(!ts_hold_push(dp, h, bufA, TS_HOLD_BYTES + 1, 3000));
     /* negotiation failed: nothing binds, the packet times out, counted, never sent */
     CHECK(ts_hold_push(dp, h, bufA, 64, 5000));
-    CHECK(ts_hold_pop(dp, h, bufB, CAP, 5000 + TS_HOLD_TIMEOUT_NS + 1) == 0);
+    CHECK(ts_hold_pop(dp, h, bufB, CAP, 5000 + TS_HOLD_TIMEOUT_NS + 1, NULL) == 0);
     ts_dp_drops(dp, d);
     CHECK(d[TS_DROP_HOLD_TIMEOUT] == 2 && ts_hold_count(h) == 0);
     CHECK(d[TS_DROP_NO_SA] == 0);
@@ -1206,8 +1206,10 @@ static uint64_t policy_packets(ts_dp *dp, uint32_t id) {
 }
 
 static void test_hold_loop(void) {
-    /* A has a PROTECT policy and no SA: the packets wait, ACQUIRE goes up; once
-     * the SA is added (control thread, loop running) they arrive at B in order */
+    /* A has a trap policy (a PROTECT policy whose reqid no SA ever gets): the
+     * packets wait, ACQUIRE goes up.  Then, as the IKE side does it, the SA is
+     * added (nothing binds to the trap: the packets wait again) and the child's
+     * own policy after it: the packets arrive at B, in order. */
     int tunA[2], tunB[2];
     FATAL_IF(socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK, 0, tunA) != 0);
     FATAL_IF(socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK, 0, tunB) != 0);
@@ -1215,7 +1217,14 @@ static void test_hold_loop(void) {
     int ua = udp_bound(&pa), ub = udp_bound(&pb);
     ts_dp *A = ts_dp_new(), *B = ts_dp_new();
     FATAL_IF(!A || !B);
-    protect(A, 1);
+    ts_policy trap;
+    memset(&trap, 0, sizeof(trap));
+    trap.action = TS_ACT_PROTECT;
+    trap.reqid = 99;
+    trap.priority = 20;
+    trap.id = 7;
+    sel_net(&trap.sel, 4, A4, B4, 3);
+    CHECK(ts_spd_add(A, &trap) == TS_OK);
     CHECK(ts_dp_set_fds(A, tunA[0], ua, -1) == TS_OK);
     CHECK(ts_dp_set_fds(B, tunB[0], ub, -1) == TS_OK);
     pthread_t ta, tb;
@@ -1231,10 +1240,10 @@ static void test_hold_loop(void) {
     struct pollfd pf = {.fd = ts_dp_event_fd(A), .events = POLLIN};
     CHECK(poll(&pf, 1, 10000) == 1);
     ts_event ev;
-    CHECK(ts_dp_next_event(A, &ev, bufC, sizeof(bufC)) == 1 && ev.type == TS_EV_ACQUIRE && ev.policy_id == 1);
-    for (int w = 0; w < 1000 && policy_packets(A, 1) < N; w++)
+    CHECK(ts_dp_next_event(A, &ev, bufC, sizeof(bufC)) == 1 && ev.type == TS_EV_ACQUIRE && ev.policy_id == 7);
+    for (int w = 0; w < 1000 && policy_packets(A, 7) < N; w++)
         usleep(10000);
-    CHECK(policy_packets(A, 1) == N);
+    CHECK(policy_packets(A, 7) == N);
     uint64_t d[TS_DROP__COUNT];
     ts_dp_drops(A, d);
     CHECK(d[TS_DROP_NO_SA] == 0 && d[TS_DROP_HOLD_FULL] == 0);
@@ -1253,6 +1262,12 @@ static void test_hold_loop(void) {
     addr4(&p.remote, 0, pb);
     p.remote.addr[0] = 127; p.remote.addr[2] = 0; p.remote.addr[3] = 1;
     CHECK(ts_sad_add(A, &p) == TS_OK);
+    /* the SA alone does not let them out: they take the trap policy again and wait */
+    for (int w = 0; w < 1000 && policy_packets(A, 7) < 2 * N; w++)
+        usleep(10000);
+    CHECK(policy_packets(A, 7) == 2 * N);
+    CHECK(recv(tunB[1], bufC, sizeof(bufC), MSG_DONTWAIT) < 0);
+    protect(A, 1);   /* the child's policy, bound to the SA at once */
     for (int i = 0; i < N; i++) {
         ssize_t r = recv_wait(tunB[1], bufC, sizeof(bufC));
         CHECK(r == (ssize_t)lens[i] && memcmp(bufC, sent[i], lens[i]) == 0);

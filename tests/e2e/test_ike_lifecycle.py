@@ -1,0 +1,53 @@
+"""tunsec <-> tunsec IKE lifecycle edges, end to end in two namespaces.
+
+- start_action = trap: the packet that triggers the negotiation waits in the
+  dataplane's per-policy hold and goes out once the SA is installed, so a
+  single echo request through an on-demand tunnel is answered.
+- SIGTERM: the IKE DELETE reaches the peer before the worker stops, and the
+  stopping side logs no failed send.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from ike_peers import Conn, TunsecIke
+
+from tunsec.bench.netns import TwoHosts, wait_until
+
+
+@pytest.fixture
+def topo() -> Iterator[TwoHosts]:
+    with TwoHosts(ipv6=False) as t:
+        yield t
+
+
+def test_trap_single_ping_is_answered(topo: TwoHosts) -> None:
+    a = TunsecIke(topo, Conn(topo.a, topo.b, start_action="trap"))
+    b = TunsecIke(topo, Conn(topo.b, topo.a))
+    b.start()
+    a.start()
+    a.wait_log(r"trap")   # the trap policy is in place before the first packet
+    assert a.ike_sas() == [] and b.ike_sas() == []
+    # one echo request, nothing else: it is the packet that raises ACQUIRE
+    assert topo.ping(topo.a, topo.b.inner4, count=1, src=topo.a.inner4, timeout=5), \
+        f"A:\n{a.log_tail()}\nB:\n{b.log_tail()}"
+    a.wait_established()
+    drops = a.status()["drops"]
+    assert drops["no_sa"] == 0 and drops["hold_full"] == 0 and drops["hold_timeout"] == 0, drops
+
+
+def test_sigterm_sends_delete_before_the_worker_stops(topo: TwoHosts) -> None:
+    a = TunsecIke(topo, Conn(topo.a, topo.b, start_action="start"))
+    b = TunsecIke(topo, Conn(topo.b, topo.a))
+    b.start()
+    a.start()
+    a.wait_established()
+    b.wait_established()
+    assert a.proc is not None
+    a.stop()   # SIGTERM
+    b.wait_log(r"IKE SA closed: deleted by peer")
+    assert wait_until(lambda: b.ike_sas() == [], 10), b.ike_sas()
+    text = a.log_text()
+    assert "failed: worker" not in text and "EIO" not in text, text[-3000:]
