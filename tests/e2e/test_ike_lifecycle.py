@@ -28,7 +28,8 @@ def test_trap_single_ping_is_answered(topo: TwoHosts) -> None:
     b = TunsecIke(topo, Conn(topo.b, topo.a))
     b.start()
     a.start()
-    a.wait_log(r"trap")   # the trap policy is in place before the first packet
+    # the trap policy is in place before the first packet, and nothing else
+    assert wait_until(lambda: len(a.status()["policies"]) > 0, 10), a.status()
     assert a.ike_sas() == [] and b.ike_sas() == []
     # one echo request, nothing else: it is the packet that raises ACQUIRE
     assert topo.ping(topo.a, topo.b.inner4, count=1, src=topo.a.inner4, timeout=5), \
