@@ -49,6 +49,7 @@ log = logging.getLogger("tunsec.ike")
 
 NATT_PORT = 4500
 SPI_POOL = 8
+SHUTDOWN_WAIT = 3.0   # seconds for the peers to acknowledge our DELETEs at shutdown
 ALGS = {"aes128gcm16": Alg.AES128GCM16, "aes256gcm16": Alg.AES256GCM16}
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -183,11 +184,18 @@ class IkeService:
                 with contextlib.suppress(Exception):
                     sa.delete(time.monotonic())
         self._flush_datagrams()
+        await self._await_deletes(time.monotonic() + SHUTDOWN_WAIT)
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=2.0)
         if self._timer:
             self._timer.cancel()
             self._timer = None
+
+    async def _await_deletes(self, deadline: float) -> None:
+        """Until the peers acknowledged our DELETEs (their answers come in through
+        the worker, still running) or the deadline: the worker stops after this."""
+        while any(not sa.is_closed for sa in self.endpoint.sas) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
 
     def close_sockets(self) -> None:
         for s in self.sockets.values():
