@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from test_engine_more import A, B, cfg, net_of, only
+from test_engine_more import A, B, cfg, only
 
 from tunsec.ike.constants import ExchangeType
 from tunsec.ike.endpoint import IkeEndpoint
