@@ -258,6 +258,14 @@ class IkeSa:
             self._queue.append(informational.LivenessTask())
             self._start_next()
 
+    def send_invalid_spi(self, spi: int) -> bool:
+        """Queue an INFORMATIONAL with an INVALID_SPI notify for ``spi`` (established SAs only)."""
+        if self._state != State.ESTABLISHED:
+            return False
+        self._queue.append(informational.InvalidSpiTask(spi))
+        self._start_next()
+        return True
+
     def delete(self, now: float | None = None) -> None:
         """Delete the IKE SA and its Child SAs (INFORMATIONAL DELETE if established)."""
         if self._state == State.ESTABLISHED:
@@ -511,9 +519,21 @@ class IkeSa:
             # or the peer would retransmit it and its window would stall
             response = Response([notify(NotifyType.INVALID_SYNTAX)])
         self._respond(msg, response, addr)
-        self._queue.extend(response.followups)
+        self._queue_followups(response.followups)
         if self._st.rekey is not None and self._state == State.ESTABLISHED:
             self._spawn_successor()
+
+    def _queue_followups(self, tasks: Sequence[Task]) -> None:
+        for task in tasks:
+            if isinstance(task, informational.LivenessTask) and (
+                self._state != State.ESTABLISHED or self._liveness_queued()
+            ):
+                continue   # a liveness check is on its way already, or moot
+            self._queue.append(task)
+
+    def _liveness_queued(self) -> bool:
+        tasks = [*self._queue, *([self._pending.task] if self._pending else [])]
+        return any(isinstance(t, informational.LivenessTask) for t in tasks)
 
     def _respond_init(self, msg: Message, datagram: bytes, addr: Address) -> None:
         if self._st.is_initiator or self._state != State.IDLE:

@@ -146,8 +146,8 @@ def respond(st: IkeSaState, payloads: Sequence[Payload], pending: Task | None = 
     """Answer a CREATE_CHILD_SA request; ``pending`` is our own outstanding request, if any."""
     sa, nonce, ts = find(payloads, SaPayload), find(payloads, NoncePayload), childmod.received_ts(payloads)
     if sa is not None and sa.proposals and all(p.protocol == ProtocolId.IKE for p in sa.proposals):
-        ours = pending if isinstance(pending, rekey_ike.RekeyIkeTask) else None
-        return rekey_ike.respond(st, sa, payloads, ours)
+        our_rekey = pending if isinstance(pending, rekey_ike.RekeyIkeTask) else None
+        return rekey_ike.respond(st, sa, payloads, our_rekey)
     if sa is None or nonce is None or ts is None:
         return Response([notify(NotifyType.INVALID_SYNTAX)])
     rekey = _rekeyed_child(st, payloads)
