@@ -32,7 +32,8 @@ ts_dp *ts_dp_new(void) {
     for (int i = 0; i < TS_MAX_QUEUES; i++)
         dp->queues[i] = (ts_queue){.tun_fd = -1, .udp4_fd = -1, .udp6_fd = -1};
     dp->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (dp->wake_fd < 0 || ts_sad_init(&dp->sad) != TS_OK || ts_events_init(&dp->events) != TS_OK) {
+    dp->spd.hold_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (dp->wake_fd < 0 || dp->spd.hold_fd < 0 || ts_sad_init(&dp->sad) != TS_OK || ts_events_init(&dp->events) != TS_OK) {
         ts_dp_free(dp);
         return NULL;
     }
@@ -43,10 +44,12 @@ void ts_dp_free(ts_dp *dp) {
     if (!dp)
         return;
     ts_sad_destroy(&dp->sad);
-    free(dp->spd.v);
+    ts_spd_destroy(&dp->spd);
     ts_events_destroy(&dp->events);
     if (dp->wake_fd >= 0)
         close(dp->wake_fd);
+    if (dp->spd.hold_fd >= 0)
+        close(dp->spd.hold_fd);
     extern void ts_loop_free(ts_queue *);
     for (int i = 0; i < TS_MAX_QUEUES; i++)
         ts_loop_free(&dp->queues[i]);

@@ -73,6 +73,18 @@ void ts_sad_destroy(ts_sad *s);
 ts_sa *ts_sad_find(const ts_sad *s, uint32_t spi, uint8_t dir);   /* IN: SPIs are ours, unique */
 ts_sa *ts_sad_find_sa(const ts_sad *s, uint32_t spi, uint8_t dir, const ts_addr *remote);   /* OUT: (SPI, peer) */
 
+/* ---- packets waiting for their SA (hold.c) -------------------------------- */
+#define TS_HOLD_PKTS 8
+#define TS_HOLD_BYTES 65536
+#define TS_HOLD_TIMEOUT_NS (10ull * 1000000000ull)
+typedef struct ts_hold {
+    pthread_mutex_t lock;              /* loop threads push/pop under the read lock */
+    uint32_t n, used;                  /* packets, bytes in buf (oldest first, back to back) */
+    uint32_t len[TS_HOLD_PKTS];
+    uint64_t t_ns[TS_HOLD_PKTS];       /* when each was held */
+    uint8_t buf[TS_HOLD_BYTES];
+} ts_hold;
+
 /* ---- policies (spd.c) --------------------------------------------------- */
 typedef struct ts_spd_entry {
     ts_policy pol;
@@ -80,6 +92,7 @@ typedef struct ts_spd_entry {
     ts_sa *out_sa;                     /* newest mature OUT SA with pol.reqid */
     _Atomic uint64_t packets;
     _Atomic uint64_t last_acquire_ns;
+    ts_hold *hold;                     /* PROTECT: packets waiting for out_sa (hold.c) */
 } ts_spd_entry;
 
 typedef struct ts_spd {
@@ -87,6 +100,7 @@ typedef struct ts_spd {
     size_t n, cap;
     uint64_t next_order;
     uint64_t generation;               /* bumped on every change: flow caches go stale */
+    int hold_fd;                       /* eventfd: a held packet's SA was bound (hold.c) */
 } ts_spd;
 
 typedef struct ts_flow {
@@ -116,6 +130,17 @@ ts_spd_entry *ts_spd_lookup(ts_spd *spd, const ts_flow *f);
 void ts_spd_rebind(ts_spd *spd, ts_sad *sad);
 void ts_spd_bind_new(ts_spd *spd, ts_sa *sa);
 void ts_spd_unbind(ts_spd *spd, ts_sad *sad, const ts_sa *gone);
+void ts_spd_destroy(ts_spd *spd);
+
+ts_hold *ts_hold_new(void);
+void ts_hold_free(ts_dp *dp, ts_hold *h);          /* counts what it still held (dp may be NULL) */
+/* false if not held (no hold, empty or oversized packet); may drop the oldest */
+bool ts_hold_push(ts_dp *dp, ts_hold *h, const uint8_t *pkt, size_t len, uint64_t now_ns);
+/* the oldest packet that has not timed out into out (when it was held into *held_ns); 0 if none */
+size_t ts_hold_pop(ts_dp *dp, ts_hold *h, uint8_t *out, size_t outcap, uint64_t now_ns, uint64_t *held_ns);
+size_t ts_hold_count(ts_hold *h);
+void ts_hold_kick(ts_spd *spd);                    /* wake the loops to send held packets */
+bool ts_hold_take_kick(ts_spd *spd);               /* true for the one loop that takes the wakeup */
 
 /* ---- ESP transforms (esp.c) --------------------------------------------- */
 /* which ctx slot this thread uses: 0 = any control thread, k = loop queue k-1 */

@@ -222,18 +222,34 @@ static void tun_write_packet(ts_dp *dp, int fd, const uint8_t *p, size_t n) {
     }
 }
 
-static void outbound_one(ts_dp *dp, struct ts_batch *b, const uint8_t *pkt, size_t len) {
+/* a PROTECT policy without SA (ACQUIRE raised): the packet waits in the policy's hold */
+static bool hold(ts_dp *dp, struct ts_batch *b, const uint8_t *pkt, size_t len, uint64_t held_ns) {
+    ts_flow f;
+    if (!ts_flow_parse(pkt, len, &f))
+        return false;
+    ts_spd_entry *e = ts_spd_lookup_cached(&dp->spd, &b->flows, &f);
+    return e && !e->out_sa && ts_hold_push(dp, e->hold, pkt, len, held_ns ? held_ns : ts_now_ns());
+}
+
+/* held_ns: when the packet was first held (0 = it is new) */
+static void outbound_one_at(ts_dp *dp, struct ts_batch *b, const uint8_t *pkt, size_t len, uint64_t held_ns) {
     if (ARENA - b->used < RXSLOT || b->q4.n >= MAX_MSGS || b->q6.n >= MAX_MSGS)
         flush_out(dp, b);
     ts_sa *sa = NULL;
     int drop;
     size_t icmp = 0;
     int r = ts_outbound_locked(dp, &b->flows, pkt, len, b->arena + b->used, ARENA - b->used, &sa, &drop, &icmp);
+    if (drop == TS_DROP_NO_SA && hold(dp, b, pkt, len, held_ns))
+        return;
     ts_drop(dp, drop);
     if (icmp)
         tun_write_packet(dp, b->q->tun_fd, b->arena + b->used, icmp);
     if (r > 0)
         queue_esp(dp, b, sa, (size_t)r);
+}
+
+static void outbound_one(ts_dp *dp, struct ts_batch *b, const uint8_t *pkt, size_t len) {
+    outbound_one_at(dp, b, pkt, len, 0);
 }
 
 /* TUN -> ESP: returns the number of TUN reads */
@@ -271,6 +287,28 @@ static int outbound_batch(ts_dp *dp, struct ts_batch *b) {
     flush_out(dp, b);
     pthread_rwlock_unlock(&dp->lock);
     return nread;
+}
+
+/* an SA was bound or a policy added: every waiting packet takes the outbound
+ * path again; those still without an SA wait again, keeping their first hold
+ * time.  Each is copied out of its hold first, as the path may hold it again. */
+static void send_held(ts_dp *dp, struct ts_batch *b) {
+    pthread_rwlock_rdlock(&dp->lock);
+    uint64_t now = ts_now_ns();
+    for (size_t i = 0; i < dp->spd.n; i++) {
+        ts_spd_entry *e = &dp->spd.v[i];
+        if (!e->hold)
+            continue;
+        for (size_t k = ts_hold_count(e->hold); k > 0; k--) {
+            uint64_t held_ns = 0;
+            size_t len = ts_hold_pop(dp, e->hold, b->rx, RXSLOT, now, &held_ns);
+            if (!len)
+                break;
+            outbound_one_at(dp, b, b->rx, len, held_ns);
+        }
+    }
+    flush_out(dp, b);
+    pthread_rwlock_unlock(&dp->lock);
 }
 
 static void addr_of(const struct sockaddr_storage *ss, ts_addr *a) {
@@ -373,15 +411,15 @@ int ts_dp_run_queue(ts_dp *dp, int queue) {
     struct ts_batch *b = q->batch;
     b->q = q;
     ts_set_thread_slot((unsigned)queue + 1);
-    struct pollfd pf[4];
-    int fds[4] = {dp->wake_fd, q->tun_fd, q->udp4_fd, q->udp6_fd};
+    struct pollfd pf[5];
+    int fds[5] = {dp->wake_fd, q->tun_fd, q->udp4_fd, q->udp6_fd, dp->spd.hold_fd};
     int rc = TS_OK;
     /* the wake fd is never read here: it stays readable after ts_dp_stop so
      * that every queue's loop sees it */
     while (!atomic_load(&dp->stop)) {
         nfds_t n = 0;
-        int idx[4];
-        for (int i = 0; i < 4; i++) {
+        int idx[5];
+        for (int i = 0; i < 5; i++) {
             if (fds[i] < 0)
                 continue;
             pf[n].fd = fds[i];
@@ -404,6 +442,10 @@ int ts_dp_run_queue(ts_dp *dp, int queue) {
             case 1: outbound_batch(dp, b); break;
             case 2: inbound_batch(dp, b, q->udp4_fd); break;
             case 3: inbound_batch(dp, b, q->udp6_fd); break;
+            case 4:
+                if (ts_hold_take_kick(&dp->spd))
+                    send_held(dp, b);
+                break;
             default: break;
             }
         }

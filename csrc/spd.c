@@ -143,26 +143,56 @@ static ts_sa *newest_out(ts_sad *sad, uint32_t reqid) {
     return best;
 }
 
+/* an SA was bound or a policy added while packets wait: the loops look again
+ * whether they can go (hold.c).  A trap policy's packets may leave through
+ * another policy (the child's own) while the trap policy itself stays
+ * unbound, so any waiting packet counts.  Called under the write lock: no
+ * loop thread is touching the holds. */
+static void kick_held(ts_spd *spd) {
+    for (size_t i = 0; i < spd->n; i++) {
+        const ts_spd_entry *e = &spd->v[i];
+        if (e->hold && e->hold->n) {
+            ts_hold_kick(spd);
+            return;
+        }
+    }
+}
+
 void ts_spd_rebind(ts_spd *spd, ts_sad *sad) {
     for (size_t i = 0; i < spd->n; i++)
         spd->v[i].out_sa = newest_out(sad, spd->v[i].pol.reqid);
+    kick_held(spd);
 }
 
 void ts_spd_bind_new(ts_spd *spd, ts_sa *sa) {
     for (size_t i = 0; i < spd->n; i++)
         if (spd->v[i].pol.reqid == sa->reqid && sa->reqid != 0)
             spd->v[i].out_sa = sa;   /* the SA just added is the newest */
+    kick_held(spd);
 }
 
 void ts_spd_unbind(ts_spd *spd, ts_sad *sad, const ts_sa *gone) {
     for (size_t i = 0; i < spd->n; i++)
         if (spd->v[i].out_sa == gone)
             spd->v[i].out_sa = newest_out(sad, spd->v[i].pol.reqid);
+    kick_held(spd);
+}
+
+void ts_spd_destroy(ts_spd *spd) {
+    for (size_t i = 0; i < spd->n; i++)
+        ts_hold_free(NULL, spd->v[i].hold);
+    free(spd->v);
+    spd->v = NULL;
+    spd->n = spd->cap = 0;
 }
 
 int ts_spd_add(ts_dp *dp, const ts_policy *p) {
     if (p->action > TS_ACT_PROTECT || !ts_selector_valid(&p->sel))
         return TS_EINVAL;
+    /* allocated with the policy, never per packet */
+    ts_hold *hold = p->action == TS_ACT_PROTECT ? ts_hold_new() : NULL;
+    if (p->action == TS_ACT_PROTECT && !hold)
+        return TS_ENOMEM;
     int rc = TS_OK;
     pthread_rwlock_wrlock(&dp->lock);
     ts_spd *spd = &dp->spd;
@@ -190,9 +220,13 @@ int ts_spd_add(ts_dp *dp, const ts_policy *p) {
         e->order = spd->next_order++;
         spd->generation++;
         e->out_sa = p->action == TS_ACT_PROTECT ? newest_out(&dp->sad, p->reqid) : NULL;
+        e->hold = hold;
+        hold = NULL;
         spd->n++;
+        kick_held(spd);
     }
     pthread_rwlock_unlock(&dp->lock);
+    ts_hold_free(NULL, hold);
     return rc;
 }
 
@@ -202,6 +236,7 @@ int ts_spd_delete(ts_dp *dp, uint32_t id) {
     ts_spd *spd = &dp->spd;
     for (size_t i = 0; i < spd->n; i++) {
         if (spd->v[i].pol.id == id) {
+            ts_hold_free(dp, spd->v[i].hold);
             memmove(&spd->v[i], &spd->v[i + 1], (spd->n - i - 1) * sizeof(*spd->v));
             spd->n--;
             spd->generation++;
@@ -215,6 +250,8 @@ int ts_spd_delete(ts_dp *dp, uint32_t id) {
 
 void ts_spd_flush(ts_dp *dp) {
     pthread_rwlock_wrlock(&dp->lock);
+    for (size_t i = 0; i < dp->spd.n; i++)
+        ts_hold_free(dp, dp->spd.v[i].hold);
     dp->spd.n = 0;
     dp->spd.generation++;
     pthread_rwlock_unlock(&dp->lock);

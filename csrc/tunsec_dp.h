@@ -51,6 +51,8 @@ enum ts_drop {
     TS_DROP_DUMMY,          /* next header 59 (TFC dummy packet), expected */
     TS_DROP_IO,             /* send/write failed (EAGAIN, ENOBUFS, ...) */
     TS_DROP_QUEUE_FULL,     /* event queue to the control side full */
+    TS_DROP_HOLD_FULL,      /* waiting for its SA, pushed out of the policy's hold by newer ones */
+    TS_DROP_HOLD_TIMEOUT,   /* waited for its SA too long (negotiation failed), or its policy went away */
     TS_DROP__COUNT
 };
 

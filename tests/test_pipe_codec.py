@@ -345,6 +345,7 @@ def policy_info(i: int) -> PolicyInfo:
 
 DROP_NAMES = ["no_sa", "replay", "auth", "policy", "malformed", "too_big", "no_policy", "discard"]
 DROP_NAMES += ["bypass", "seq_overflow", "lifetime", "keepalive", "dummy", "io", "queue_full"]
+DROP_NAMES += ["hold_full", "hold_timeout"]
 DROPS = tuple((name, n) for n, name in enumerate(DROP_NAMES))
 
 REALISTIC: list[Message] = [

@@ -262,6 +262,9 @@ class Daemon:
                 return True
             case pipe.Expire():
                 return self.ike.expired(msg.spi, msg.direction, msg.hard, msg.remote)
+            case pipe.InvalidSpi():
+                self.ike.invalid_spi(msg.spi, msg.remote)
+                return False   # still logged below
         return False
 
     async def dump(self) -> pipe.Reply:

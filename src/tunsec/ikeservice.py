@@ -56,6 +56,8 @@ log = logging.getLogger("tunsec.ike")
 
 NATT_PORT = 4500
 SPI_POOL = 8
+SHUTDOWN_WAIT = 3.0   # seconds for the peers to acknowledge our DELETEs at shutdown
+INVALID_SPI_INTERVAL = 1.0   # seconds between two INVALID_SPI notifies in one IKE SA
 ALGS = {"aes128gcm16": Alg.AES128GCM16, "aes256gcm16": Alg.AES256GCM16}
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -154,6 +156,7 @@ class IkeService:
         self.trap_policies: dict[int, tuple[str, str]] = {}     # policy id -> (connection, child)
         self.attempts: dict[str, int] = {}                       # connection -> failed tries in a row
         self.closing = False
+        self._invalid_spi_sent: dict[bytes, float] = {}         # IKE SA (our SPI) -> last INVALID_SPI
 
     # --- lifecycle -------------------------------------------------------------
     def open_sockets(self) -> None:
@@ -205,11 +208,18 @@ class IkeService:
                 with contextlib.suppress(Exception):
                     sa.delete(time.monotonic())
         self._flush_datagrams()
+        await self._await_deletes(time.monotonic() + SHUTDOWN_WAIT)
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=2.0)
         if self._timer:
             self._timer.cancel()
             self._timer = None
+
+    async def _await_deletes(self, deadline: float) -> None:
+        """Until the peers acknowledged our DELETEs (their answers come in through
+        the worker, still running) or the deadline: the worker stops after this."""
+        while any(not sa.is_closed for sa in self.endpoint.sas) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
 
     def close_sockets(self) -> None:
         for s in self.sockets.values():
@@ -304,6 +314,33 @@ class IkeService:
         self.ids.release_policy_ids(lineage.policy_ids)
         self.ids.release_reqid(lineage.reqid)
         lineage.policy_ids = []
+
+    # --- INVALID_SPI -------------------------------------------------------------
+    def invalid_spi(self, spi: int, remote: Endpoint) -> bool:
+        """ESP from ``remote`` for an SPI the worker does not know (a hint, rate-limited there).
+
+        Tell the peer with an INVALID_SPI notify, but only inside an IKE SA we have
+        established with that address (never a new exchange or state for anyone
+        else: the ESP packet proves nothing) and at most once per INVALID_SPI_INTERVAL
+        per IKE SA.  True if a notify was queued.
+        """
+        now = time.monotonic()
+        sas = [sa for sa in self.endpoint.sas if sa.state is State.ESTABLISHED and _same_addr(sa, remote)]
+        live = {sa.local_spi for sa in self.endpoint.sas}
+        for key in [k for k in self._invalid_spi_sent if k not in live]:
+            del self._invalid_spi_sent[key]   # bounded by the IKE SAs that exist
+        if not sas:
+            return False
+        sa = sas[0]
+        last = self._invalid_spi_sent.get(sa.local_spi)
+        if last is not None and now - last < INVALID_SPI_INTERVAL:
+            return False
+        if not sa.send_invalid_spi(spi):
+            return False
+        self._invalid_spi_sent[sa.local_spi] = now
+        log.info("%s: ESP for unknown SPI %08x from %s: telling the peer (INVALID_SPI)", sa.name, spi, remote.addr)
+        self._pump()
+        return True
 
     # --- traps -----------------------------------------------------------------
     async def install_traps(self, only: tuple[str, str] | None = None) -> None:
@@ -684,3 +721,11 @@ class IkeService:
                 ],
             })
         return out
+
+
+def _same_addr(sa: IkeSa, remote: Endpoint) -> bool:
+    """The IKE SA's peer is at ``remote``'s address (ports differ behind NATs)."""
+    try:
+        return ipaddress.ip_address(sa.remote_addr[0]) == remote.addr
+    except ValueError:
+        return False

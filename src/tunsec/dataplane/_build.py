@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[3]
 CSRC = ROOT / "csrc"
 HEADER = CSRC / "tunsec_dp.h"
 SOURCES = ["dp.c", "esp.c", "replay.c", "sad.c", "spd.c", "icmp.c", "events.c", "loop.c", "offload.c", "bench.c"]
+SOURCES += ["hold.c"]
 
 CFLAGS = ["-std=c11", "-D_GNU_SOURCE", "-O2", "-Wall", "-Wextra", "-Werror"]
 

@@ -51,6 +51,8 @@ class Drop(IntEnum):
     DUMMY = lib.TS_DROP_DUMMY
     IO = lib.TS_DROP_IO
     QUEUE_FULL = lib.TS_DROP_QUEUE_FULL
+    HOLD_FULL = lib.TS_DROP_HOLD_FULL
+    HOLD_TIMEOUT = lib.TS_DROP_HOLD_TIMEOUT
 
 
 class EventType(IntEnum):

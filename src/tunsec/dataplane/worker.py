@@ -351,8 +351,9 @@ async def serve(args: argparse.Namespace) -> int:
         if not done.done():
             done.set_result(None)
 
+    parent = os.getppid()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, finish)
+        loop.add_signal_handler(sig, _on_stop_signal, loop, parent, finish)
     threads = [threading.Thread(target=dp.run, args=(q,), name=f"tunsec-fastpath-{q}", daemon=True)
                for q in queues]
     for t in threads:
@@ -365,6 +366,27 @@ async def serve(args: argparse.Namespace) -> int:
     worker.timers.cancel_all()
     dp.flush()   # wipes the keys held in C before the process ends
     return 0
+
+
+# how long a signalled worker waits for the control process to close the pipe
+STOP_SIGNAL_GRACE = 5.0
+
+
+def _on_stop_signal(loop: asyncio.AbstractEventLoop, parent: int, finish: Callable[[], None]) -> None:
+    """SIGTERM/SIGINT: stop now only if the control process is gone.
+
+    A signal sent to the whole group or unit (Ctrl-C, systemd's stop) reaches the
+    worker together with the control process, which still sends its IKE DELETEs
+    through our sockets and then closes the pipe (EOF ends us); stopping at once
+    would fail them with EIO.  If the control process never closes the pipe (the
+    signal was for the worker alone), the worker stops after a grace period.
+    """
+    if os.getppid() != parent:   # the parent-death signal: nobody will close the pipe
+        finish()
+        return
+    log.info("stop signal: waiting for the control process to close the pipe (at most %.0f s)",
+             STOP_SIGNAL_GRACE)
+    loop.call_later(STOP_SIGNAL_GRACE, finish)
 
 
 def _queue_fds(text: str) -> tuple[int, int, int]:

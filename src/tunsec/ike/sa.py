@@ -54,7 +54,7 @@ from .identity import Identity
 from .message import DecodeError, Message, Payload, UnsupportedCriticalPayload, decode_message
 from .proposals import Suite, describe_all
 from .sk import IntegrityError, decrypt_message, encrypt_message
-from .state import ChildSa, IkeSaState, Rng, SpiAllocator, now_utc, random_spi_allocator
+from .state import ChildSa, IkeRekey, IkeSaState, Rng, SpiAllocator, now_utc, random_spi_allocator
 
 log = logging.getLogger(__name__)
 
@@ -257,6 +257,14 @@ class IkeSa:
         if self._state == State.ESTABLISHED:
             self._queue.append(informational.LivenessTask())
             self._start_next()
+
+    def send_invalid_spi(self, spi: int) -> bool:
+        """Queue an INFORMATIONAL with an INVALID_SPI notify for ``spi`` (established SAs only)."""
+        if self._state != State.ESTABLISHED:
+            return False
+        self._queue.append(informational.InvalidSpiTask(spi))
+        self._start_next()
+        return True
 
     def delete(self, now: float | None = None) -> None:
         """Delete the IKE SA and its Child SAs (INFORMATIONAL DELETE if established)."""
@@ -511,9 +519,21 @@ class IkeSa:
             # or the peer would retransmit it and its window would stall
             response = Response([notify(NotifyType.INVALID_SYNTAX)])
         self._respond(msg, response, addr)
-        self._queue.extend(response.followups)
+        self._queue_followups(response.followups)
         if self._st.rekey is not None and self._state == State.ESTABLISHED:
             self._spawn_successor()
+
+    def _queue_followups(self, tasks: Sequence[Task]) -> None:
+        for task in tasks:
+            if isinstance(task, informational.LivenessTask) and (
+                self._state != State.ESTABLISHED or self._liveness_queued()
+            ):
+                continue   # a liveness check is on its way already, or moot
+            self._queue.append(task)
+
+    def _liveness_queued(self) -> bool:
+        tasks = [*self._queue, *([self._pending.task] if self._pending else [])]
+        return any(isinstance(t, informational.LivenessTask) for t in tasks)
 
     def _respond_init(self, msg: Message, datagram: bytes, addr: Address) -> None:
         if self._st.is_initiator or self._state != State.IDLE:
@@ -536,7 +556,7 @@ class IkeSa:
             return informational.respond(st, payloads)
         if exchange == ExchangeType.CREATE_CHILD_SA and self._state == State.ESTABLISHED:
             pending = self._pending.task if self._pending else None
-            return create_child_sa.respond(st, payloads, self._rekeying(), pending)
+            return create_child_sa.respond(st, payloads, pending)
         return None
 
     def _rekeying(self) -> bool:
@@ -582,11 +602,10 @@ class IkeSa:
         else:
             self._st.local_port = NATT_PORT  # after IKE_SA_INIT everything is on 4500
 
-    def _spawn_successor(self) -> None:
-        """Build the IKE SA that replaces this one; it takes the Child SAs and queued work."""
-        old, rekey = self._st, self._st.rekey
-        assert rekey is not None and old.prf is not None and old.keys is not None
-        old.rekey = None
+    def _rekeyed_sa(self, rekey: IkeRekey) -> IkeSa:
+        """A new IKE SA keyed by a rekey exchange of this one (RFC 7296 §2.18)."""
+        old = self._st
+        assert old.prf is not None and old.keys is not None
         new = IkeSa(
             old.config,
             rekey.we_initiated,
@@ -603,10 +622,21 @@ class IkeSa:
         st.nonce_i, st.nonce_r = rekey.nonce_i, rekey.nonce_r
         st.peer_id, st.peer_hashes = old.peer_id, old.peer_hashes
         st.install_keys(rekey.shared, (old.prf, old.keys.d))
+        return new
+
+    def _spawn_successor(self) -> None:
+        """Build the IKE SA that replaces this one; it takes the Child SAs and queued work."""
+        old, rekey = self._st, self._st.rekey
+        assert rekey is not None
+        old.rekey = None
+        new = self._rekeyed_sa(rekey)
+        st = new._st
         st.children, old.children = old.children, {}
         st.next_child_id = old.next_child_id
         new._state = State.ESTABLISHED
-        new._queue, self._queue = self._queue, deque()
+        # a rekey of ours still queued is moot: the IKE SA was just replaced
+        new._queue = deque(t for t in self._queue if not isinstance(t, rekey_ike.RekeyIkeTask))
+        self._queue = deque()
         new._schedule()
         self._successor = new
         self._state = State.REKEYED
@@ -614,7 +644,25 @@ class IkeSa:
         old.emit(IkeSaRekeyed(self.name, old.spi_i, old.spi_r, st.spi_i, st.spi_r))
         if rekey.we_initiated:
             self._queue.append(informational.DeleteIkeTask())
+        if old.redundant is not None:
+            new._successor = self._redundant_sa(old.redundant)
+            old.redundant = None
         log.debug("%s: IKE SA rekeyed", self.name)
+
+    def _redundant_sa(self, rekey: IkeRekey) -> IkeSa:
+        """The loser of a rekey collision (RFC 7296 §2.8.2): no Child SAs, deleted by the
+        side that initiated its exchange; the other side keeps it only to answer that
+        DELETE.  It goes quietly, like a rekeyed IKE SA (the endpoint finds it as the
+        successor's successor, so that its SPI is routed)."""
+        sa = self._rekeyed_sa(rekey)
+        sa._state = State.REKEYED
+        sa._linger_until = self._now + REKEYED_LINGER
+        if rekey.we_initiated:
+            sa._queue.append(informational.DeleteIkeTask())
+            sa._start_next()
+        log.debug("%s: IKE SA rekey collision: %s redundant SA deleted by %s", self.name,
+                  "our" if rekey.we_initiated else "the peer's", "us" if rekey.we_initiated else "the peer")
+        return sa
 
     def _addressed_to_us(self, msg: Message) -> bool:
         st = self._st

@@ -103,6 +103,8 @@ class IkeSaState:
     children: dict[int, ChildSa] = field(default_factory=dict)
     events: deque[Event] = field(default_factory=deque)
     rekey: IkeRekey | None = None  # set when a CREATE_CHILD_SA produced a new IKE SA
+    # after a rekey collision (RFC 7296 §2.8.2): the other new IKE SA, to delete or be deleted
+    redundant: IkeRekey | None = None
     # a responder's possible connections; IKE_AUTH picks one by the peer's identity
     candidates: tuple[IkeConfig, ...] = ()
     initial_contact: bool = False  # the peer sent INITIAL_CONTACT in IKE_AUTH

@@ -115,7 +115,7 @@ class CreateChildTask(Task):
         old = self._rekey
         assert old is not None
         old.rekeyed_by_us = (our_min, new)
-        if self.collision is not None and our_min < self.collision[0]:
+        if self.collision is not None and rekey_ike.redundant_is_ours(our_min, self.collision[0]):
             self._followups.append(DeleteChildTask([new], reason="redundant (rekey collision)"))
             return
         self._followups.append(DeleteChildTask([old], reason="rekeyed"))
@@ -144,13 +144,12 @@ class CreateChildTask(Task):
             childmod.drop_child(st, self._child)
 
 
-def respond(
-    st: IkeSaState, payloads: Sequence[Payload], rekeying_ike: bool = False, pending: Task | None = None
-) -> Response:
+def respond(st: IkeSaState, payloads: Sequence[Payload], pending: Task | None = None) -> Response:
     """Answer a CREATE_CHILD_SA request; ``pending`` is our own outstanding request, if any."""
     sa, nonce, ts = find(payloads, SaPayload), find(payloads, NoncePayload), childmod.received_ts(payloads)
     if sa is not None and sa.proposals and all(p.protocol == ProtocolId.IKE for p in sa.proposals):
-        return rekey_ike.respond(st, sa, payloads, rekeying_ike)
+        our_rekey = pending if isinstance(pending, rekey_ike.RekeyIkeTask) else None
+        return rekey_ike.respond(st, sa, payloads, our_rekey)
     if sa is None or nonce is None or ts is None:
         return Response([notify(NotifyType.INVALID_SYNTAX)])
     rekey = _rekeyed_child(st, payloads)
@@ -202,7 +201,7 @@ def _collision(old: ChildSa, theirs: ChildSa, their_min: bytes, pending: Task | 
         return []
     if old.rekeyed_by_us is not None:
         our_min, ours = old.rekeyed_by_us
-        if our_min < their_min:  # ours came second in nonce order: it is the redundant one
+        if rekey_ike.redundant_is_ours(our_min, their_min):
             return [DeleteChildTask([ours], reason="redundant (rekey collision)")]
     return []
 

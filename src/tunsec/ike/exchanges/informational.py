@@ -1,5 +1,9 @@
 """INFORMATIONAL (RFC 7296 §1.4): DELETE of the IKE SA or Child SAs, liveness, errors.
 
+A received INVALID_SPI notify starts a liveness check and nothing else (a hint,
+not proof: RFC 7296 §1.5); we send one for ESP from a peer we share an
+established IKE SA with (the daemon rate-limits them).
+
 A Delete payload for ESP lists the SPIs the *sender* receives on, i.e. our
 outbound SPIs when the peer sends it; the response lists the matching SPIs of
 the other direction (RFC 7296 §1.4.1). Deleting the IKE SA takes its Child SAs
@@ -57,6 +61,23 @@ class LivenessTask(Task):
         return Outcome.DONE
 
 
+class InvalidSpiTask(Task):
+    """Tell the peer that ESP arrived from it for an SPI we do not know (RFC 7296 §3.10.1,
+    INVALID_SPI, the SPI in the notification data), inside the IKE SA: a hint for it to
+    check the SA, never proof that anything is gone."""
+
+    exchange = ExchangeType.INFORMATIONAL
+
+    def __init__(self, spi: int) -> None:
+        self._spi = spi
+
+    def build(self, st: IkeSaState) -> list[Payload]:
+        return [notify(NotifyType.INVALID_SPI, self._spi.to_bytes(4, "big"))]
+
+    def process(self, st: IkeSaState, payloads: Sequence[Payload]) -> Outcome:
+        return Outcome.DONE
+
+
 class AuthFailedTask(Task):
     """Tell the responder we rejected its AUTH (RFC 7296 §2.21.2); sent once, never retried."""
 
@@ -93,7 +114,10 @@ def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response:
                 child_down(st, child, "deleted by peer")
     if ours:
         response.append(DeletePayload(ProtocolId.ESP, 4, tuple(ours)))
-    return Response(response)
+    # INVALID_SPI: maybe the peer lost our SA (or someone forged this in a valid
+    # IKE SA); find out whether the peer is alive, delete nothing because of it
+    followups: list[Task] = [LivenessTask()] if find_notify(payloads, NotifyType.INVALID_SPI) else []
+    return Response(response, followups=followups)
 
 
 def _by_spi_out(st: IkeSaState, spi: int) -> ChildSa | None:

@@ -6,8 +6,13 @@ initiator of the new IKE SA, which takes over the Child SAs; it then deletes
 the old IKE SA. Both sides record the outcome in ``st.rekey`` and ``sa.py``
 builds the new ``IkeSa`` from it.
 
-Simultaneous rekeying (RFC 7296 §2.8.2) is avoided rather than resolved: a
-side that is rekeying answers the peer's rekey request with TEMPORARY_FAILURE.
+Simultaneous rekeying (RFC 7296 §2.8.2): a side whose own rekey request is out
+answers the peer's as usual and keeps the result in ``RekeyIkeTask.collision``.
+When its own response arrives, both sides hold the same two new IKE SAs and the
+same four nonces: the one created by the exchange with the lowest nonce is
+redundant (``redundant_is_ours``, shared with Child SA rekey collisions) and is
+deleted by the side that initiated that exchange; the other one takes over, and
+its initiator deletes the old IKE SA. No retry, no TEMPORARY_FAILURE.
 """
 
 from __future__ import annotations
@@ -24,6 +29,13 @@ from ..state import IkeRekey, IkeSaState
 from .base import Outcome, Response, Task, error_notify, find, notify
 
 NONCE_LEN = 32
+
+
+def redundant_is_ours(our_min: bytes, their_min: bytes) -> bool:
+    """RFC 7296 §2.8.1/§2.8.2: of two SAs made by simultaneous exchanges, the one
+    whose exchange had the lowest of the four nonces is redundant.  ``our_min`` and
+    ``their_min``: the lower nonce of our exchange and of the peer's."""
+    return our_min < their_min
 
 
 def new_ike_spi(st: IkeSaState) -> bytes:
@@ -43,6 +55,8 @@ class RekeyIkeTask(Task):
         self._spi = new_ike_spi(st)
         self._nonce = st.rng(NONCE_LEN)
         self._ke: KeyExchange | None = None
+        # the peer's rekey of the same IKE SA, answered while this request was out
+        self.collision: IkeRekey | None = None
 
     def build(self, st: IkeSaState) -> list[Payload]:
         self._ke = new_key_exchange(self._group)
@@ -50,6 +64,12 @@ class RekeyIkeTask(Task):
         return [SaPayload(proposals), NoncePayload(self._nonce), KePayload(self._group, self._ke.public)]
 
     def process(self, st: IkeSaState, payloads: Sequence[Payload]) -> Outcome:
+        outcome = self._process(st, payloads)
+        if outcome == Outcome.DONE and self.collision is not None:
+            settle_collision(st, self.collision)
+        return outcome
+
+    def _process(self, st: IkeSaState, payloads: Sequence[Payload]) -> Outcome:
         err = error_notify(payloads)
         if err is not None and err.type == NotifyType.INVALID_KE_PAYLOAD and len(err.data) == 2:
             (group,) = struct.unpack("!H", err.data)
@@ -79,13 +99,28 @@ class RekeyIkeTask(Task):
         return Outcome.DONE
 
 
-def respond(st: IkeSaState, sa: SaPayload, payloads: Sequence[Payload], rekeying: bool) -> Response:
-    """Answer the peer's IKE SA rekey request (``rekeying``: we are rekeying ourselves)."""
+def settle_collision(st: IkeSaState, theirs: IkeRekey) -> None:
+    """Our rekey ended (``st.rekey`` is set if it succeeded) while the peer's had
+    succeeded too: keep one new IKE SA in ``st.rekey``, the other in ``st.redundant``."""
+    ours = st.rekey
+    if ours is None:   # ours failed: the peer's is the only one
+        st.rekey = theirs
+        return
+    if redundant_is_ours(min(ours.nonce_i, ours.nonce_r), min(theirs.nonce_i, theirs.nonce_r)):
+        st.rekey, st.redundant = theirs, ours
+    else:
+        st.rekey, st.redundant = ours, theirs
+
+
+def respond(st: IkeSaState, sa: SaPayload, payloads: Sequence[Payload], pending: RekeyIkeTask | None) -> Response:
+    """Answer the peer's IKE SA rekey request; ``pending``: our own rekey request, if it is out.
+
+    Then the new IKE SA is kept in ``pending.collision`` until our response
+    arrives (RFC 7296 §2.8.2), instead of replacing the IKE SA at once.
+    """
     nonce, ke = find(payloads, NoncePayload), find(payloads, KePayload)
     if nonce is None or ke is None:
         return Response([notify(NotifyType.INVALID_SYNTAX)])
-    if rekeying:
-        return Response([notify(NotifyType.TEMPORARY_FAILURE)])
     theirs = [p for p in sa.proposals if p.protocol == ProtocolId.IKE and len(p.spi) == 8]
     chosen = select_proposal(st.config.proposals, theirs, prefer_group=ke.group)
     if chosen is None:
@@ -101,6 +136,10 @@ def respond(st: IkeSaState, sa: SaPayload, payloads: Sequence[Payload], rekeying
     except DhError:
         return Response([notify(NotifyType.INVALID_SYNTAX)])
     spi_r, nonce_r = new_ike_spi(st), st.rng(NONCE_LEN)
-    st.rekey = IkeRekey(False, chosen.spi, spi_r, chosen, nonce.data, nonce_r, shared)
+    rekey = IkeRekey(False, chosen.spi, spi_r, chosen, nonce.data, nonce_r, shared)
+    if pending is not None:
+        pending.collision = rekey
+    else:
+        st.rekey = rekey
     reply = Proposal(chosen.num, chosen.protocol, spi_r, chosen.transforms)
     return Response([SaPayload((reply,)), NoncePayload(nonce_r), KePayload(group, ours.public)])

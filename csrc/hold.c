@@ -1,0 +1,103 @@
+/* Packets that wait for their SA (start_action = trap).
+ *
+ * A PROTECT policy without an outbound SA raises ACQUIRE; the packet that
+ * triggered it (and the next few) wait here instead of being dropped, so that
+ * a single ping through an on-demand tunnel is answered once the SA is up.
+ * Each PROTECT policy owns one hold, allocated with the policy (never per
+ * packet): at most TS_HOLD_PKTS packets and TS_HOLD_BYTES bytes, the oldest
+ * dropped (TS_DROP_HOLD_FULL) to make room.  Binding an outbound SA or adding
+ * a policy while packets wait (spd.c, under the write lock) wakes the loop
+ * threads through spd.hold_fd; one loop thread runs the held packets through
+ * the normal outbound path again: they leave through whichever policy now has
+ * an SA (a trap policy's packets through the child's policy), or wait again
+ * with their first hold time.  A packet older than TS_HOLD_TIMEOUT_NS is dropped
+ * (TS_DROP_HOLD_TIMEOUT) instead of sent: that is how a failed negotiation
+ * empties the hold, without a message from the control side. */
+#include "internal.h"
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+ts_hold *ts_hold_new(void) {
+    ts_hold *h = calloc(1, sizeof(*h));
+    if (h)
+        pthread_mutex_init(&h->lock, NULL);
+    return h;
+}
+
+static void drop_oldest(ts_dp *dp, ts_hold *h, int reason) {
+    uint32_t first = h->len[0];
+    memmove(h->buf, h->buf + first, h->used - first);
+    memmove(h->len, h->len + 1, (h->n - 1) * sizeof(h->len[0]));
+    memmove(h->t_ns, h->t_ns + 1, (h->n - 1) * sizeof(h->t_ns[0]));
+    h->used -= first;
+    h->n--;
+    if (dp)
+        ts_drop(dp, reason);
+}
+
+static void expire_locked(ts_dp *dp, ts_hold *h, uint64_t now_ns) {
+    /* a packet held again keeps its first hold time: pushes are not in time order */
+    while (h->n && now_ns > h->t_ns[0] && now_ns - h->t_ns[0] > TS_HOLD_TIMEOUT_NS)
+        drop_oldest(dp, h, TS_DROP_HOLD_TIMEOUT);
+}
+
+bool ts_hold_push(ts_dp *dp, ts_hold *h, const uint8_t *pkt, size_t len, uint64_t now_ns) {
+    if (!h || len == 0 || len > TS_HOLD_BYTES)
+        return false;
+    pthread_mutex_lock(&h->lock);
+    expire_locked(dp, h, now_ns);
+    while (h->n == TS_HOLD_PKTS || h->used + len > TS_HOLD_BYTES)
+        drop_oldest(dp, h, TS_DROP_HOLD_FULL);
+    memcpy(h->buf + h->used, pkt, len);
+    h->len[h->n] = (uint32_t)len;
+    h->t_ns[h->n] = now_ns;
+    h->n++;
+    h->used += (uint32_t)len;
+    pthread_mutex_unlock(&h->lock);
+    return true;
+}
+
+size_t ts_hold_pop(ts_dp *dp, ts_hold *h, uint8_t *out, size_t outcap, uint64_t now_ns, uint64_t *held_ns) {
+    size_t n = 0;
+    pthread_mutex_lock(&h->lock);
+    expire_locked(dp, h, now_ns);
+    if (h->n && h->len[0] <= outcap) {
+        n = h->len[0];
+        if (held_ns)
+            *held_ns = h->t_ns[0];
+        memcpy(out, h->buf, n);
+        drop_oldest(NULL, h, TS_DROP_NONE);   /* taken, not dropped */
+    }
+    pthread_mutex_unlock(&h->lock);
+    return n;
+}
+
+size_t ts_hold_count(ts_hold *h) {
+    pthread_mutex_lock(&h->lock);
+    size_t n = h->n;
+    pthread_mutex_unlock(&h->lock);
+    return n;
+}
+
+void ts_hold_free(ts_dp *dp, ts_hold *h) {
+    if (!h)
+        return;
+    for (uint32_t i = 0; dp && i < h->n; i++)
+        ts_drop(dp, TS_DROP_HOLD_TIMEOUT);   /* the policy went away before its SA came */
+    pthread_mutex_destroy(&h->lock);
+    free(h);
+}
+
+void ts_hold_kick(ts_spd *spd) {
+    uint64_t one = 1;
+    ssize_t w = write(spd->hold_fd, &one, sizeof(one));
+    (void)w;
+}
+
+bool ts_hold_take_kick(ts_spd *spd) {
+    uint64_t v;
+    return read(spd->hold_fd, &v, sizeof(v)) == (ssize_t)sizeof(v);
+}

@@ -1,0 +1,82 @@
+"""Simultaneous IKE SA rekeying (RFC 7296 §2.8.2), two engines on a fake clock.
+
+Both sides start a rekey of the same IKE SA at the same moment. Each answers
+the other's request; of the two new IKE SAs the one whose exchange had the
+lowest of the four nonces is deleted by the side that initiated it, the other
+takes over the Child SAs, and its initiator deletes the old IKE SA. No
+TEMPORARY_FAILURE, no retry some seconds later.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from test_engine_more import A, B, cfg, only
+
+from tunsec.ike.constants import ExchangeType
+from tunsec.ike.endpoint import IkeEndpoint
+from tunsec.ike.events import ChildSaDown, ChildSaUp, IkeSaDown, IkeSaRekeyed
+from tunsec.ike.message import decode_header
+from tunsec.ike.testing import EPOCH, Network
+
+
+def _pair(seed: int) -> tuple[Network, IkeEndpoint, IkeEndpoint]:
+    rng_a, rng_b = random.Random(seed), random.Random(seed + 1000)
+    net = Network()
+    a = net.add(A, IkeEndpoint([cfg(True)], rng_a.randbytes, wall_clock=lambda: EPOCH))
+    b = net.add(B, IkeEndpoint([cfg(False)], rng_b.randbytes, wall_clock=lambda: EPOCH))
+    a.initiate("conn", "net", net.now)
+    net.run()
+    assert only(net.take(A), ChildSaUp) and only(net.take(B), ChildSaUp)
+    return net, a, b
+
+
+def _exchanges(net: Network, exchange: int, since: int) -> list[float]:
+    return [s.time for s in net.log[since:] if decode_header(s.data).exchange == exchange]
+
+
+def _collide(seed: int, first: str) -> bool:
+    """Run one collision; True if A's exchange made the surviving IKE SA."""
+    net, a, b = _pair(seed)
+    old_a, old_b = a.sas[0], b.sas[0]
+    children = [(c.unique_id, c.spi_in, c.spi_out) for c in old_a.children]
+    peer_children = [(c.spi_in, c.spi_out) for c in old_b.children]
+    start, mark = net.now, len(net.log)
+    for sa in ((old_a, old_b) if first == "A" else (old_b, old_a)):
+        sa.rekey()
+    net.run()
+    # exactly one new IKE SA, the same on both sides
+    assert len(a.sas) == 1 and len(b.sas) == 1, (a.sas, b.sas)
+    new_a, new_b = a.sas[0], b.sas[0]
+    assert old_a.is_closed and old_b.is_closed
+    assert (new_a.spi_i, new_a.spi_r) == (new_b.spi_i, new_b.spi_r) != (old_a.spi_i, old_a.spi_r)
+    assert new_a.is_initiator != new_b.is_initiator
+    # the Child SAs moved over untouched, on both sides
+    assert [(c.unique_id, c.spi_in, c.spi_out) for c in new_a.children] == children
+    assert [(c.spi_in, c.spi_out) for c in new_b.children] == peer_children
+    for ip in (A, B):
+        events = net.take(ip)
+        assert len(only(events, IkeSaRekeyed)) == 1, events
+        assert not only(events, IkeSaDown) and not only(events, ChildSaDown), events
+        (rekeyed,) = only(events, IkeSaRekeyed)
+        assert (rekeyed.new_spi_i, rekeyed.new_spi_r) == (new_a.spi_i, new_a.spi_r)
+    # two rekey exchanges, both at the start (no refusal, no retry seconds later);
+    # two DELETEs (the old IKE SA and the redundant new one), answered at once
+    assert _exchanges(net, ExchangeType.CREATE_CHILD_SA, mark) == [start] * 4
+    assert _exchanges(net, ExchangeType.INFORMATIONAL, mark) == [start] * 4
+    # the survivor works: a Child SA rekey, then a delete, over it
+    new_b.rekey_child(new_b.children[0].unique_id)
+    net.run()
+    assert len(only(net.take(A), ChildSaUp)) == 1 and len(only(net.take(B), ChildSaUp)) == 1
+    new_a.delete()
+    net.run()
+    assert [type(e).__name__ for e in net.take(B)] == ["ChildSaDown", "IkeSaDown"]
+    return new_a.is_initiator
+
+
+@pytest.mark.parametrize("first", ["A", "B"])
+def test_simultaneous_ike_rekey_leaves_one_ike_sa(first: str) -> None:
+    winners = {_collide(seed, first) for seed in range(8)}
+    # the nonces decide: over these seeds each side's exchange survives at least once
+    assert winners == {True, False}
