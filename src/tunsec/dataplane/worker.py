@@ -6,9 +6,11 @@ reports fast-path events upward.  It holds Child SA keys only, never the
 long-term secrets.  Python here runs per SA change and per timer, never per
 packet.
 
-Started by the control process as
-``python -m tunsec.dataplane.worker --pipe-fd P --tun-fd T [--udp4-fd U] [--udp6-fd U6]``
-with those descriptors inherited.  It exits when the pipe closes.
+Started by the control process (client.worker_command: ``python -I`` from
+"/", so nothing on the daemon's path is imported as root) with
+``--pipe-fd P --tun-fd T [--udp4-fd U] [--udp6-fd U6] [--user U]`` and those
+descriptors inherited.  It drops to U, with no capabilities, before reading
+anything from the network.  It exits when the pipe closes.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from tunsec.dataplane import pipe
 from tunsec.dataplane.fastpath import Dataplane, DataplaneError, Event, EventType
@@ -264,13 +267,42 @@ class PipeWriter:
             self.dropped_events = 0
 
 
+PR_CAPBSET_DROP = 24
+PR_SET_NO_NEW_PRIVS = 38
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+
+def _prctl(option: int, arg2: int = 0) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(option, ctypes.c_ulong(arg2), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0)) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl({option}): {os.strerror(err)}")
+
+
+def _last_cap() -> int:
+    try:
+        return int(Path("/proc/sys/kernel/cap_last_cap").read_text())
+    except (OSError, ValueError):
+        return 63
+
+
 def drop_privileges(user: str) -> None:
-    """Become user (and its primary group, no supplementary groups) for good."""
+    """Become user (its primary group, no supplementary groups) for good, with
+    no capability left in any set and no way to gain one (no_new_privs).
+
+    The bounding set is emptied first, while CAP_SETPCAP is still held; the
+    change of uid from root then clears the permitted and effective sets."""
     pw = pwd.getpwnam(user)
+    if os.geteuid() == 0:
+        for cap in range(_last_cap() + 1):
+            _prctl(PR_CAPBSET_DROP, cap)
+    _prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
     os.setgroups([])
-    os.setgid(pw.pw_gid)
-    os.setuid(pw.pw_uid)
-    log.info("running as %s (uid %d)", user, pw.pw_uid)
+    os.setresgid(pw.pw_gid, pw.pw_gid, pw.pw_gid)
+    os.setresuid(pw.pw_uid, pw.pw_uid, pw.pw_uid)
+    _prctl(PR_SET_NO_NEW_PRIVS, 1)
+    log.info("running as %s (uid %d), no capabilities", user, pw.pw_uid)
 
 
 def _die_with_parent() -> None:
