@@ -112,7 +112,9 @@ class Worker:
         match msg:
             case pipe.GetSpi():
                 spi = self.dp.getspi(msg.lo, msg.hi)
-                self._larval_timer(spi)
+                larval = self.larval_timeout if msg.larval_seconds is None else msg.larval_seconds
+                if larval:   # 0: the requester completes or deletes it; never expired under it
+                    self._larval_timer(spi, larval)
                 return self._ok(msg, spi=spi)
             case pipe.Update():
                 self.dp.update(msg.sa)
@@ -157,8 +159,8 @@ class Worker:
         return self._ok(msg)
 
     # --- timers ------------------------------------------------------------------
-    def _larval_timer(self, spi: int) -> None:
-        h = self.loop.call_later(self.larval_timeout, self._larval_expired, spi)
+    def _larval_timer(self, spi: int, seconds: float) -> None:
+        h = self.loop.call_later(seconds, self._larval_expired, spi)
         self.timers.add((spi, Direction.IN), h)
 
     def _larval_expired(self, spi: int) -> None:
@@ -204,7 +206,7 @@ class Worker:
             return pipe.Expire(spi=ev.spi, direction=ev.direction, hard=ev.hard, reason=ExpireReason(ev.reason))
         if ev.type is EventType.INVALID_SPI and ev.remote is not None:
             return pipe.InvalidSpi(spi=ev.spi, remote=ev.remote)
-        if ev.type is EventType.IKE and ev.remote is not None and len(ev.data) <= pipe.MAX_IKE_DATA:
+        if ev.type is EventType.IKE and ev.remote is not None and 1 <= len(ev.data) <= pipe.MAX_IKE_DATA:
             return pipe.Ike(data=ev.data, remote=ev.remote, local=ev.local)
         return None
 
