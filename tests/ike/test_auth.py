@@ -10,6 +10,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from tunsec.ike.auth import (
     AuthError,
@@ -180,7 +181,7 @@ def _eku(*oids: x509.ObjectIdentifier) -> x509.ExtendedKeyUsage:
 
 
 IPSEC_IKE = x509.ObjectIdentifier("1.3.6.1.5.5.7.3.17")
-EKU = x509.ExtendedKeyUsageOID
+EKU = ExtendedKeyUsageOID
 
 USABLE = {
     "no keyUsage, no EKU": [],

@@ -1373,9 +1373,9 @@ def _unpack_expire(exts: _Exts) -> Expire:
 def _build(msg_type: MsgType, req_id: int, exts: _Exts) -> Message:
     match msg_type:
         case MsgType.GETSPI:
+            lo, hi = _SPI_RANGE.unpack(exts.one(Ext.SPI_RANGE))
             larval = exts.opt(Ext.LARVAL_LIFETIME)
-            return GetSpi(req_id, *_SPI_RANGE.unpack(exts.one(Ext.SPI_RANGE)),
-                          larval_seconds=_U32_BODY.unpack(larval)[0] if larval is not None else None)
+            return GetSpi(req_id, lo, hi, _U32_BODY.unpack(larval)[0] if larval is not None else None)
         case MsgType.UPDATE:
             return Update(req_id, _unpack_sa(exts))
         case MsgType.ADD:

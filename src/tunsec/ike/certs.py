@@ -25,6 +25,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509 import verification
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from .auth import AuthError, PublicKey
 from .identity import Identity, certificate_has_identity
@@ -54,9 +55,9 @@ def _policy_builder(cas: Sequence[x509.Certificate], when: datetime) -> verifica
 ID_KP_IPSEC_IKE = x509.ObjectIdentifier("1.3.6.1.5.5.7.3.17")
 IKE_USAGES = frozenset({
     ID_KP_IPSEC_IKE,
-    x509.ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE,
-    x509.ExtendedKeyUsageOID.SERVER_AUTH,
-    x509.ExtendedKeyUsageOID.CLIENT_AUTH,
+    ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE,
+    ExtendedKeyUsageOID.SERVER_AUTH,
+    ExtendedKeyUsageOID.CLIENT_AUTH,
 })
 
 
