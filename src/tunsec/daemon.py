@@ -198,7 +198,8 @@ class Daemon:
         fds = WorkerFds(self.tun.fileno(), self.sockets.fd(4), self.sockets.fd(6), self.tun.vnet_hdr, extra)
         s = self.cfg.tunsec
         try:
-            user = worker_user(s.user)
+            # a daemon that is not root has no privilege to give up by changing user
+            user = worker_user(s.user) if os.geteuid() == 0 else None
         except LookupError as err:
             raise StartupError(f"starting the dataplane worker: {err}") from None
         self.worker = WorkerClient(self._on_event)
