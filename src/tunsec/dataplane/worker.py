@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import collections
 import ctypes
+import errno
 import logging
 import os
 import pwd
@@ -286,7 +287,15 @@ def _last_cap() -> int:
     try:
         return int(Path("/proc/sys/kernel/cap_last_cap").read_text())
     except (OSError, ValueError):
-        return 63
+        return 63   # past the kernel's last capability PR_CAPBSET_DROP says EINVAL: the loop stops there
+
+
+def _check_no_capabilities() -> None:
+    """Refuse to go on if the kernel left any capability (a drop that silently failed)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb") and int(value, 16):
+            raise OSError(f"dropping privileges left {key} = {value.strip()}")
 
 
 def drop_privileges(user: str) -> None:
@@ -298,12 +307,18 @@ def drop_privileges(user: str) -> None:
     pw = pwd.getpwnam(user)
     if os.geteuid() == 0:
         for cap in range(_last_cap() + 1):
-            _prctl(PR_CAPBSET_DROP, cap)
+            try:
+                _prctl(PR_CAPBSET_DROP, cap)
+            except OSError as err:
+                if err.errno != errno.EINVAL:
+                    raise
+                break
     _prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
     os.setgroups([])
     os.setresgid(pw.pw_gid, pw.pw_gid, pw.pw_gid)
     os.setresuid(pw.pw_uid, pw.pw_uid, pw.pw_uid)
     _prctl(PR_SET_NO_NEW_PRIVS, 1)
+    _check_no_capabilities()
     log.info("running as %s (uid %d), no capabilities", user, pw.pw_uid)
 
 
