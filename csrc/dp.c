@@ -138,6 +138,23 @@ static bool rate_ok(_Atomic uint64_t *last, uint64_t interval_ns) {
     return atomic_compare_exchange_strong(last, &prev, now);
 }
 
+/* Token bucket as GCRA: one _Atomic holds the theoretical arrival time, so
+ * loop threads share it without a lock.  burst answers at once, then one
+ * per interval. */
+static bool bucket_ok(_Atomic uint64_t *tat, uint64_t interval_ns, uint64_t burst) {
+    uint64_t now = ts_now_ns(), prev = atomic_load(tat);
+    for (;;) {
+        uint64_t next = (prev > now ? prev : now) + interval_ns;
+        if (next - now > burst * interval_ns)
+            return false;
+        if (atomic_compare_exchange_weak(tat, &prev, next))
+            return true;
+    }
+}
+
+#define ICMP_INTERVAL_NS 10000000ull   /* 100 ICMP answers per second ... */
+#define ICMP_BURST 20                  /* ... after a burst of 20 */
+
 static void acquire(ts_dp *dp, ts_spd_entry *e, const ts_flow *f) {
     if (!rate_ok(&e->last_acquire_ns, 1000000000ull))
         return;
@@ -192,8 +209,11 @@ int ts_outbound_locked(ts_dp *dp, ts_flow_cache *cache, const uint8_t *pkt, size
     }
     uint32_t mtu = atomic_load(&dp->tunnel_mtu);
     if (mtu && len > mtu && dont_fragment(pkt)) {
-        *icmp_len = ts_icmp_too_big(pkt, len, mtu, out, outcap);
         *drop = TS_DROP_TOO_BIG;
+        if (ts_icmp_may_answer(pkt, len, &f) && bucket_ok(&dp->icmp_tat_ns, ICMP_INTERVAL_NS, ICMP_BURST))
+            *icmp_len = ts_icmp_too_big(pkt, len, mtu, out, outcap);
+        else
+            ts_drop(dp, TS_DROP_ICMP_SUPPRESSED);
         return 0;
     }
     if (len + ESP_HDR + ESP_IV + 3 + 2 + ESP_ICV > outcap) {
@@ -275,6 +295,10 @@ int ts_inbound_locked(ts_dp *dp, uint8_t *udp, size_t len, const ts_addr *src,
         return 0;
     }
     if (len >= 4 && ts_be32(udp) == 0) {
+        if (len == 4) {             /* the non-ESP marker and nothing after it */
+            *drop = TS_DROP_MALFORMED;
+            return 0;
+        }
         ts_event ev = {.type = TS_EV_IKE};
         if (src)
             ev.addr = *src;

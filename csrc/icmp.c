@@ -68,3 +68,34 @@ size_t ts_icmp_too_big(const uint8_t *pkt, size_t len, uint32_t mtu, uint8_t *ou
         return too_big_v6(pkt, len, mtu, out, outcap);
     return 0;
 }
+
+static bool v4_one_host(const uint8_t *a) {
+    /* 0/8 "this network", 127/8 loopback, 224/4 multicast, 240/4 incl. broadcast */
+    return a[0] != 0 && a[0] != 127 && a[0] < 224;
+}
+
+static bool v6_one_host(const uint8_t *a) {
+    static const uint8_t zero[15];
+    if (a[0] == 0xff)                                   /* multicast */
+        return false;
+    return memcmp(a, zero, 15) != 0 || a[15] > 1;       /* :: unspecified, ::1 loopback */
+}
+
+bool ts_icmp_may_answer(const uint8_t *pkt, size_t len, const ts_flow *f) {
+    if (f->family == 4) {
+        if (len < 20 || (ts_be16(pkt + 6) & 0x1fff))    /* a later fragment: type unknown */
+            return false;
+        if (!v4_one_host(f->src) || f->dst[0] >= 224)   /* nor to broadcast/multicast traffic */
+            return false;
+        if (f->proto == 1) {
+            uint8_t type = (uint8_t)(f->sport >> 8);    /* ts_flow_parse puts type<<8|code there */
+            return !(type == 3 || type == 4 || type == 5 || type == 11 || type == 12);
+        }
+        return true;
+    }
+    if (!v6_one_host(f->src))
+        return false;
+    /* ICMPv6 errors are types 0..127 (a later fragment reads as type 0: refused too);
+     * Packet Too Big may answer multicast destinations (RFC 4443 §2.4 e.2) */
+    return f->proto != 58 || (f->sport >> 8) >= 128;
+}

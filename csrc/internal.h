@@ -71,6 +71,8 @@ typedef struct ts_sad {
 int ts_sad_init(ts_sad *s);
 void ts_sad_destroy(ts_sad *s);
 ts_sa *ts_sad_find(const ts_sad *s, uint32_t spi, uint8_t dir);   /* IN: SPIs are ours, unique */
+/* release what an SA owns and wipe it (OPENSSL_cleanse); does not free sa */
+void ts_sa_wipe(ts_sa *sa);
 ts_sa *ts_sad_find_sa(const ts_sad *s, uint32_t spi, uint8_t dir, const ts_addr *remote);   /* OUT: (SPI, peer) */
 
 /* ---- packets waiting for their SA (hold.c) -------------------------------- */
@@ -154,6 +156,10 @@ bool ts_esp_open(ts_sa *sa, uint64_t seq, uint8_t *esp, size_t len, size_t *pt_l
 
 /* ---- ICMP too big (icmp.c) ----------------------------------------------- */
 size_t ts_icmp_too_big(const uint8_t *pkt, size_t len, uint32_t mtu, uint8_t *out, size_t outcap);
+/* false for packets no ICMP error may answer (RFC 1122 §3.2.2, RFC 1812
+ * §4.3.2.7, RFC 4443 §2.4): ICMP errors themselves, later fragments, and
+ * sources that are not one unicast host */
+bool ts_icmp_may_answer(const uint8_t *pkt, size_t len, const ts_flow *f);
 
 /* ---- offloads (offload.c) --------------------------------------------------- */
 typedef void (*ts_gro_emit)(void *ctx, const uint8_t *p, size_t len);
@@ -210,6 +216,7 @@ struct ts_dp {
     _Atomic bool stop;
     _Atomic int last_errno;           /* written by every loop thread */
     _Atomic uint64_t invalid_spi_tokens_ns;  /* rate limiter for INVALID_SPI */
+    _Atomic uint64_t icmp_tat_ns;     /* token bucket (GCRA) for ICMP too-big answers */
 };
 
 uint64_t ts_now_ns(void);

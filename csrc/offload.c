@@ -310,10 +310,19 @@ static bool gro_mergeable(const ts_gro *g, const uint8_t *p, size_t len, size_t 
     return memcmp(t + 20, u + 20, thl - 20) == 0;             /* identical options */
 }
 
+/* A coalesced write carries VIRTIO_NET_HDR_F_NEEDS_CSUM: the kernel takes
+ * the payload as good and fills the checksum in.  So only segments whose own
+ * TCP checksum verifies may join one; any other is written alone, as it came,
+ * for the receiving stack to check (and drop). */
+static bool tcp_csum_ok(const uint8_t *p, size_t len, size_t iphl, int family) {
+    size_t l4 = len - iphl;
+    return csum_fold(csum_add(p + iphl, l4, pseudo_sum(p, family, 6, l4))) == 0xffff;
+}
+
 void ts_gro_add(ts_gro *g, const uint8_t *p, size_t len) {
     size_t iphl = 0, thl = 0;
     int family = 0;
-    bool tcp = gro_key(p, len, &iphl, &thl, &family);
+    bool tcp = gro_key(p, len, &iphl, &thl, &family) && tcp_csum_ok(p, len, iphl, family);
     if (tcp && g->len && gro_mergeable(g, p, len, iphl, thl, family)) {
         size_t payload = len - iphl - thl;
         memcpy(g->buf + TS_VNET_HDR_LEN + g->len, p + iphl + thl, payload);

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <arpa/inet.h>
+#include <openssl/crypto.h>
 
 static size_t slot(const ts_sad *s, uint32_t spi, uint8_t dir) {
     uint32_t h = spi * 2654435761u ^ dir;   /* SPIs are random already; mix for manual ones */
@@ -20,14 +21,21 @@ int ts_sad_init(ts_sad *s) {
     return s->buckets ? TS_OK : TS_ENOMEM;
 }
 
-static void sa_free(ts_sa *sa) {
+/* Release what an SA owns and wipe it.  The key schedule lived in ctx
+ * (freed, OpenSSL cleanses it); keymat and salt are wiped here with
+ * OPENSSL_cleanse, which the compiler cannot drop as a dead store the way it
+ * may drop a memset right before free(). */
+void ts_sa_wipe(ts_sa *sa) {
     for (int i = 0; i <= TS_MAX_QUEUES; i++)
         if (sa->ctx[i])
             EVP_CIPHER_CTX_free(sa->ctx[i]);
     ts_replay_free(&sa->replay);
     pthread_mutex_destroy(&sa->lock);
-    /* the key schedule lived in ctx (freed, OpenSSL cleanses it); wipe the rest */
-    memset(sa, 0, sizeof(*sa));
+    OPENSSL_cleanse(sa, sizeof(*sa));
+}
+
+static void sa_free(ts_sa *sa) {
+    ts_sa_wipe(sa);
     free(sa);
 }
 
@@ -145,6 +153,33 @@ static void build_peer(ts_sa *sa) {
         memcpy(&in6->sin6_addr, sa->remote.addr, 16);
         sa->peer_len = sizeof(*in6);
     }
+}
+
+size_t ts_test_sa_size(void) { return sizeof(ts_sa); }
+
+static int validate(const ts_sa_params *p, uint8_t dir);
+static int fill(ts_sa *sa, const ts_sa_params *p);
+
+int ts_test_sa_wipe(const ts_sa_params *p, uint8_t *buf, size_t cap, int *key_seen) {
+    *key_seen = 0;
+    if (cap < sizeof(ts_sa) || (uintptr_t)buf % 16)
+        return TS_EINVAL;
+    int rc = validate(p, p->dir);
+    if (rc)
+        return rc;
+    ts_sa *sa = (ts_sa *)buf;
+    memset(sa, 0, sizeof(*sa));
+    sa->spi = p->spi;
+    sa->dir = p->dir;
+    pthread_mutex_init(&sa->lock, NULL);
+    rc = fill(sa, p);
+    if (rc) {
+        pthread_mutex_destroy(&sa->lock);
+        return rc;
+    }
+    *key_seen = memmem(buf, sizeof(*sa), p->key, p->keylen) != NULL;
+    ts_sa_wipe(sa);
+    return TS_OK;
 }
 
 static int validate(const ts_sa_params *p, uint8_t dir) {

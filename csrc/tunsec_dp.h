@@ -53,6 +53,9 @@ enum ts_drop {
     TS_DROP_QUEUE_FULL,     /* event queue to the control side full */
     TS_DROP_HOLD_FULL,      /* waiting for its SA, pushed out of the policy's hold by newer ones */
     TS_DROP_HOLD_TIMEOUT,   /* waited for its SA too long (negotiation failed), or its policy went away */
+    TS_DROP_ICMP_SUPPRESSED, /* too big, but no ICMP answer: rate limit, or the packet was an
+                                ICMP error or came from a non-unicast source (counted per
+                                answer withheld, on top of TS_DROP_TOO_BIG for the packet) */
     TS_DROP__COUNT
 };
 
@@ -233,5 +236,13 @@ int ts_bench_spd_lookup(ts_dp *dp, const uint8_t *pkt, size_t len, uint32_t coun
 int ts_bench_sad_lookup(ts_dp *dp, const uint32_t *spis, size_t n, uint32_t count);
 int ts_bench_segment(const uint8_t *buf, size_t len, uint32_t count);
 int ts_bench_gro(const uint8_t *pkts, const uint32_t *lens, size_t n, uint32_t count);
+
+/* Key hygiene test hook: key an SA from p inside the caller's buffer (at least
+ * ts_test_sa_size() bytes, 16-byte aligned), then release and wipe it with the
+ * same code that frees every SA of the SAD.  *key_seen is 1 if the key bytes
+ * were in the buffer before the wipe, so the caller can check the buffer holds
+ * no key (all zero) afterwards. */
+size_t ts_test_sa_size(void);
+int ts_test_sa_wipe(const ts_sa_params *p, uint8_t *buf, size_t cap, int *key_seen);
 
 #endif

@@ -25,6 +25,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# the dataplane worker's own unprivileged user (tunsec { user } defaults to it)
+if ! getent passwd tunsec >/dev/null; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  $SUDO useradd --system --no-create-home --shell /usr/sbin/nologin tunsec
+fi
+
 PY=${PYTHON:-python3}
 $PY -m pip install -q --disable-pip-version-check --root-user-action=ignore setuptools wheel "cffi>=1.16"
 $PY -m pip install -q --disable-pip-version-check --root-user-action=ignore --no-build-isolation -e '.[test]'

@@ -136,9 +136,9 @@ class TunsecPair:
         conf.chmod(0o600)
         return Side(me, conf, d / f"{me.ns}.log", sock)
 
-    def start(self, side: Side) -> None:
+    def start(self, side: Side, **popen: Any) -> None:
         argv = [sys.executable, "-m", "tunsec", "up", "-c", str(side.conf)]
-        side.proc = self.topo.popen(side.host, argv, log=side.log)
+        side.proc = self.topo.popen(side.host, argv, log=side.log, **popen)
         ok = wait_until(lambda: side.proc is not None and (side.proc.poll() is not None
                                                            or side.status(self.topo).returncode == 0), 20)
         assert ok and side.proc.poll() is None, f"tunsec in {side.host.ns} did not start:\n{side.log.read_text()}"

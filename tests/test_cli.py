@@ -70,3 +70,52 @@ def test_check_refuses_an_unknown_user(tmp_path: Path) -> None:
     conf.write_text(GOOD.replace("  tun = tunsec0", "  tun = tunsec0\n  user = no-such-user-here"))
     r = tunsec("check", "-c", str(conf))
     assert r.returncode == 1 and f"{conf}:3: tunsec.user: no such user on this host" in r.stderr
+
+
+PSK = """connections {{
+  gw {{
+    remote_addrs = 192.0.2.2
+    local {{
+      auth = psk
+      id = moon.example
+    }}
+    remote {{
+      auth = psk
+      id = sun.example
+    }}
+    children {{
+      net {{
+        local_ts = 10.1.0.0/24
+        remote_ts = 10.2.0.0/24
+      }}
+    }}
+  }}
+}}
+secrets {{
+  ike-gw {{
+    id = sun.example
+    secret = {secret}
+  }}
+}}
+"""
+
+
+def test_check_warns_about_a_weak_psk_without_showing_it(tmp_path: Path) -> None:
+    conf = tmp_path / "tunsec.conf"
+    weak = {
+        "hunter2": "is only 7 bytes long; use at least 16",
+        "0x" + "00112233445566778899aabbccdd": "is only 14 bytes long",
+        "aaaaaaaaaaaaaaaaaaaaaaaa": "uses only 1 distinct characters",
+        "abababababababababababab": "uses only 2 distinct characters",
+        "Tr0ub4dor&3Tr0ub4dor&3": "is a shorter pattern repeated",
+    }
+    for secret, why in weak.items():
+        conf.write_text(PSK.format(secret=secret))
+        r = tunsec("check", "-c", str(conf))
+        assert r.returncode == 0, r.stderr        # a warning, not an error: the config still loads
+        assert f"warning: {conf}:23: secrets.ike-gw.secret: weak pre-shared key: it {why}" in r.stderr, r.stderr
+        assert secret not in r.stderr + r.stdout
+    for strong in ("0sBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyAhIiMkJSY=", "correct horse battery staple, 2026!"):
+        conf.write_text(PSK.format(secret=strong))
+        r = tunsec("check", "-c", str(conf))
+        assert r.returncode == 0 and "pre-shared key" not in r.stderr, r.stderr

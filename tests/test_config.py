@@ -984,3 +984,24 @@ def test_section_reader_for_future_schemas() -> None:
     assert r.subsection("local") is None
     r.finish()
     assert [str(i) for i in issues] == ["s:4: c.extra: unknown section"]
+
+
+def test_worker_user_when_the_install_made_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Neither tunsec nor nobody on the host: a startup error that says what to do."""
+    import pwd
+
+    from tunsec.config import worker_user
+
+    real = pwd.getpwnam
+
+    def lookup(name: str) -> pwd.struct_passwd:
+        if name in ("tunsec", "nobody"):
+            raise KeyError(name)
+        return real(name)
+
+    monkeypatch.setattr(pwd, "getpwnam", lookup)
+    with pytest.raises(LookupError) as err:
+        worker_user(None)
+    msg = str(err.value)
+    assert "tunsec or nobody does not exist" in msg and "useradd --system" in msg and "user = root" in msg
+    assert worker_user("root") is None

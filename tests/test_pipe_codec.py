@@ -230,7 +230,7 @@ def replies(draw: st.DrawFn) -> Reply:
 @st.composite
 def spi_ranges(draw: st.DrawFn) -> GetSpi:
     lo, hi = sorted([draw(spis), draw(spis)])
-    return GetSpi(draw(req_ids), lo, hi)
+    return GetSpi(draw(req_ids), lo, hi, draw(st.none() | st.integers(0, U32)))
 
 
 ike_data = st.binary(min_size=1, max_size=600)
@@ -346,6 +346,7 @@ def policy_info(i: int) -> PolicyInfo:
 DROP_NAMES = ["no_sa", "replay", "auth", "policy", "malformed", "too_big", "no_policy", "discard"]
 DROP_NAMES += ["bypass", "seq_overflow", "lifetime", "keepalive", "dummy", "io", "queue_full"]
 DROP_NAMES += ["hold_full", "hold_timeout"]
+DROP_NAMES += ["icmp_suppressed"]
 DROPS = tuple((name, n) for n, name in enumerate(DROP_NAMES))
 
 REALISTIC: list[Message] = [
@@ -377,6 +378,7 @@ REALISTIC: list[Message] = [
     # an outbound SA is named by (SPI, peer): peers choose those SPIs and two may choose the same
     Delete(14, 0xCAFE0002, Direction.OUT, REMOTE4),
     Delete(15, 0xCAFE0002, Direction.OUT, REMOTE6),
+    GetSpi(1, 0xC0000000, 0xCFFFFFFF, larval_seconds=0),
 ]
 
 # ----------------------------------------------------------------- raw helpers
@@ -636,6 +638,10 @@ MALFORMED: list[tuple[str, bytes, Errno]] = [
     ("missing KEY", without(A_SA, Ext.KEY), Errno.EINVAL),
     ("missing LIFETIME_HARD", without(U_SA, Ext.LIFETIME_HARD), Errno.EINVAL),
     ("missing SPI_RANGE", without(GETSPI, Ext.SPI_RANGE), Errno.EINVAL),
+    ("duplicate LARVAL_LIFETIME", plus(GETSPI, (Ext.LARVAL_LIFETIME, bytes(4)), (Ext.LARVAL_LIFETIME, bytes(4))),
+     Errno.EINVAL),
+    ("LARVAL_LIFETIME too long", plus(GETSPI, (Ext.LARVAL_LIFETIME, bytes(8))), Errno.EINVAL),
+    ("LARVAL_LIFETIME in an UPDATE", plus(Update(1, in_sa()), (Ext.LARVAL_LIFETIME, bytes(4))), Errno.EINVAL),
     ("missing DATA", without(IKE, Ext.DATA), Errno.EINVAL),
     ("missing SELECTOR in SPDADD", without(SPD, Ext.SELECTOR), Errno.EINVAL),
     ("two SELECTORs in SPDADD", plus(SPD, (Ext.SELECTOR, split(encode(SPD))[1][1])), Errno.EINVAL),

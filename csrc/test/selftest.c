@@ -920,6 +920,122 @@ static void test_icmp(void) {
     pair_free(&pr);
 }
 
+static uint64_t drop_count(ts_dp *dp, int reason) {
+    uint64_t d[TS_DROP__COUNT];
+    ts_dp_drops(dp, d);
+    return d[reason];
+}
+
+/* Packets no ICMP error may answer (ICMP errors, non-unicast sources, later
+ * fragments) and the rate limit: each withheld answer is counted. */
+static void test_icmp_limits(void) {
+    struct pair pr;
+    pair_new(&pr, 20, false, 64, 0);
+    ts_dp_set_tunnel_mtu(pr.tx, 1400);
+    ts_policy pol;                      /* any source, so odd ones reach the MTU check */
+    memset(&pol, 0, sizeof(pol));
+    pol.action = TS_ACT_PROTECT;
+    pol.reqid = 1;
+    pol.priority = 20;
+    pol.id = 3;
+    sel_net(&pol.sel, 4, A4, B4, 0);
+    CHECK(ts_spd_add(pr.tx, &pol) == TS_OK);
+    pol.id = 4;
+    sel_net(&pol.sel, 6, A6, B6, 0);
+    CHECK(ts_spd_add(pr.tx, &pol) == TS_OK);
+    int drop;
+    size_t icmp;
+    struct { int family; uint8_t proto, type; uint8_t src0, src_last; bool later_frag; bool answer; } cases[] = {
+        {4, 17, 0, 10, 1, false, true},      /* ordinary UDP from a host */
+        {4, 1, 8, 10, 1, false, true},       /* echo request */
+        {4, 1, 3, 10, 1, false, false},      /* destination unreachable: an error */
+        {4, 1, 11, 10, 1, false, false},     /* time exceeded */
+        {4, 17, 0, 224, 1, false, false},    /* multicast source */
+        {4, 17, 0, 255, 255, false, false},  /* broadcast source */
+        {4, 17, 0, 127, 1, false, false},    /* loopback source */
+        {4, 17, 0, 0, 0, false, false},      /* unspecified source */
+        {4, 17, 0, 10, 1, true, false},      /* a later fragment */
+        {6, 17, 0, 0xfd, 1, false, true},
+        {6, 58, 128, 0xfd, 1, false, true},  /* echo request */
+        {6, 58, 1, 0xfd, 1, false, false},   /* destination unreachable */
+        {6, 58, 2, 0xfd, 1, false, false},   /* packet too big itself */
+        {6, 17, 0, 0xff, 1, false, false},   /* multicast source */
+        {6, 17, 0, 0, 0, false, false},      /* :: */
+        {6, 17, 0, 0, 1, false, false},      /* ::1 */
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int fam = cases[i].family;
+        size_t hl = fam == 4 ? 20 : 40;
+        size_t len = make_inner(fam, 1452, true, bufA);
+        if (fam == 4) {
+            bufA[9] = cases[i].proto;
+            memset(bufA + 12, cases[i].src_last, 4);
+            bufA[12] = cases[i].src0;
+            if (cases[i].later_frag)
+                put16(bufA + 6, 0x4000 | 100);
+            bufA[10] = bufA[11] = 0;
+            put16(bufA + 10, csum(bufA, 20));
+        } else {
+            bufA[6] = cases[i].proto;
+            memset(bufA + 8, 0, 16);
+            bufA[8] = cases[i].src0;
+            bufA[23] = cases[i].src_last;
+        }
+        if (cases[i].proto != 17)
+            bufA[hl] = cases[i].type, bufA[hl + 1] = 0;
+        uint64_t before = drop_count(pr.tx, TS_DROP_ICMP_SUPPRESSED);
+        CHECK(out1(pr.tx, bufA, len, bufB, &drop, &icmp) == 0 && drop == TS_DROP_TOO_BIG);
+        CHECK((icmp > 0) == cases[i].answer);
+        CHECK(drop_count(pr.tx, TS_DROP_ICMP_SUPPRESSED) == before + !cases[i].answer);
+        if ((icmp > 0) != cases[i].answer)
+            fprintf(stderr, "icmp case %zu: answer %zu\n", i, icmp);
+    }
+    pair_free(&pr);
+
+    /* a flood: the first answers go out, then the bucket runs dry (it refills
+     * at 100/s, far slower than this loop), and every withheld one is counted */
+    pair_new(&pr, 20, false, 64, 0);
+    ts_dp_set_tunnel_mtu(pr.tx, 1400);
+    size_t len = make_inner(4, 1472, true, bufA);
+    int answered = 0, n = 500;
+    for (int i = 0; i < n; i++) {
+        CHECK(out1(pr.tx, bufA, len, bufB, &drop, &icmp) == 0 && drop == TS_DROP_TOO_BIG);
+        answered += icmp > 0;
+    }
+    CHECK(answered >= 20 && answered < n);
+    CHECK(drop_count(pr.tx, TS_DROP_ICMP_SUPPRESSED) == (uint64_t)(n - answered));
+    CHECK(drop_count(pr.tx, TS_DROP_TOO_BIG) == (uint64_t)n);
+    pair_free(&pr);
+}
+
+/* The wipe every freed SA goes through leaves no key behind: keyed in a
+ * buffer of ours, the key is there; after the wipe the buffer is all zero. */
+static void test_key_wipe(void) {
+    size_t sz = ts_test_sa_size();
+    uint8_t *buf = aligned_alloc(16, (sz + 15) / 16 * 16);
+    FATAL_IF(!buf);
+    uint8_t key[36];
+    rnd_fill(key, sizeof(key));
+    for (int k = 0; k < 2; k++) {
+        uint8_t klen = k ? 36 : 20;
+        ts_sa_params p;
+        params(&p, 0x1234, k ? TS_DIR_OUT : TS_DIR_IN, key, klen, false, 64, 0);
+        memset(buf, 0xa5, sz);
+        int seen = 0;
+        CHECK(ts_test_sa_wipe(&p, buf, sz, &seen) == TS_OK);
+        CHECK(seen == 1);
+        size_t nonzero = 0;
+        for (size_t i = 0; i < sz; i++)
+            nonzero += buf[i] != 0;
+        CHECK(nonzero == 0);
+    }
+    int seen = 1;
+    ts_sa_params p;
+    params(&p, 0x1234, TS_DIR_IN, key, 20, false, 64, 0);
+    CHECK(ts_test_sa_wipe(&p, buf, sz - 1, &seen) == TS_EINVAL && seen == 0);
+    free(buf);
+}
+
 /* ---- 8. random and mutated input ---------------------------------------------------- */
 static uint64_t drop_sum(ts_dp *dp, uint64_t *per) {
     uint64_t d[TS_DROP__COUNT], s = 0;
@@ -1058,6 +1174,8 @@ static void test_fuzz(long iterations) {
                 CHECK(icmp == 0 || drop == TS_DROP_TOO_BIG);
                 rejected_tx++;
                 why_tx[drop]++;
+                if (drop == TS_DROP_TOO_BIG && icmp == 0)   /* the answer withheld, counted apart */
+                    why_tx[TS_DROP_ICMP_SUPPRESSED]++;
             }
         }
         while (ts_dp_next_event(pr.rx, &ev, bufC, sizeof(bufC)) == 1)
@@ -1068,7 +1186,7 @@ static void test_fuzz(long iterations) {
     }
     uint64_t per_rx[TS_DROP__COUNT], per_tx[TS_DROP__COUNT];
     CHECK(drop_sum(pr.rx, per_rx) - base_rx == rejected_rx);
-    CHECK(drop_sum(pr.tx, per_tx) - base_tx == rejected_tx);
+    CHECK(drop_sum(pr.tx, per_tx) - base_tx == rejected_tx + why_tx[TS_DROP_ICMP_SUPPRESSED]);
     for (int i = 0; i < TS_DROP__COUNT; i++) {
         CHECK(per_rx[i] - per0_rx[i] == why_rx[i]);
         CHECK(per_tx[i] - per0_tx[i] == why_tx[i]);
@@ -1377,7 +1495,7 @@ static void test_hold_loop(void) {
     pthread_join(ta, NULL);
     pthread_join(tb, NULL);
     ts_sa_info info;
-    CHECK(ts_sad_get(A, spi, TS_DIR_OUT, &info) == TS_OK && info.packets == N);
+    CHECK(ts_sad_get(A, spi, TS_DIR_OUT, &p.remote, &info) == TS_OK && info.packets == N);
     ts_dp_drops(A, d);
     CHECK(d[TS_DROP_NO_SA] == 0 && d[TS_DROP_HOLD_TIMEOUT] == 0);
     ts_dp_free(A);
@@ -1412,6 +1530,8 @@ int main(int argc, char **argv) {
     test_shared_out_spi();
     test_lifetimes();
     test_icmp();
+    test_icmp_limits();
+    test_key_wipe();
     test_fuzz(iterations);
     test_offload_fuzz(iterations / 10);
     test_loop();

@@ -874,6 +874,29 @@ def _parse_user(text: str) -> str:
     return name
 
 
+WORKER_USER = "tunsec"   # the system user scripts/install-deps.sh creates for the worker
+
+
+def worker_user(configured: str | None) -> str | None:
+    """Whom the dataplane worker runs as; None keeps root (only ``user = root`` asks for that).
+
+    Unset means the dedicated ``tunsec`` user when the install created it, else
+    ``nobody``: the worker parses packets from the network and needs no privilege
+    once the daemon has handed it the TUN and sockets."""
+    names = [configured] if configured else [WORKER_USER, "nobody"]
+    for name in names:
+        try:
+            uid = pwd.getpwnam(name).pw_uid
+        except KeyError:
+            continue
+        return None if uid == 0 else name
+    raise LookupError(
+        f"no user to run the dataplane worker as: {' or '.join(names)} does not exist on this host; "
+        f"create it (useradd --system --no-create-home --shell /usr/sbin/nologin {WORKER_USER}, as "
+        "scripts/install-deps.sh does), or write user = root in tunsec { } to keep the worker root"
+    )
+
+
 def _parse_larval_timeout(text: str) -> int:
     seconds = parse_duration(text)
     if seconds < 1:
@@ -922,7 +945,8 @@ class TunsecSettings:
     retransmit_base: float = 1.8
     retransmit_tries: int = 5
     # the dataplane worker drops to this user once its TUN and sockets are open
-    # (it holds Child SA keys only; the control process keeps root for routes)
+    # (it holds Child SA keys only; the control process keeps root for routes);
+    # None = tunsec if it exists, else nobody; "root" keeps root (worker_user)
     user: str | None = None
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network
 from typing import Any
 
-from tunsec.config import Config
+from tunsec.config import Config, worker_user
 from tunsec.dataplane import pipe
 from tunsec.dataplane.client import WorkerClient, WorkerError, WorkerFds
 from tunsec.dataplane.pipe import Direction, ExpireReason
@@ -201,8 +201,13 @@ class Daemon:
                  for q in range(1, self.tun.nqueues)]
         fds = WorkerFds(self.tun.fileno(), self.sockets.fd(4), self.sockets.fd(6), self.tun.vnet_hdr, extra)
         s = self.cfg.tunsec
+        try:
+            # a daemon that is not root has no privilege to give up by changing user
+            user = worker_user(s.user) if os.geteuid() == 0 else None
+        except LookupError as err:
+            raise StartupError(f"starting the dataplane worker: {err}") from None
         self.worker = WorkerClient(self._on_event)
-        await self.worker.start(fds, self.mtu, s.larval_timeout, s.log_level, s.user)
+        await self.worker.start(fds, self.mtu, s.larval_timeout, s.log_level, user)
         await self._install()
         if self.ike is not None and self.restarts:
             await self.ike.worker_restarted()

@@ -802,6 +802,38 @@ def _ike_secret(section: Section, issues: list[ConfigIssue]) -> IkeSecret | None
     return IkeSecret(section.name, tuple(i for i in ids if i is not None), secret, section.file, section.line)
 
 
+MIN_PSK_BYTES = 16
+
+
+def psk_weakness(value: bytes) -> str | None:
+    """Why a PSK is too weak to resist an offline guess, or None.
+
+    Whoever records one IKE_AUTH exchange can test guesses offline, as fast as
+    they can compute HMACs; only length and randomness protect the PSK."""
+    if len(value) < MIN_PSK_BYTES:
+        return f"is only {len(value)} bytes long; use at least {MIN_PSK_BYTES}"
+    distinct = len(set(value))
+    if distinct < 8:
+        return f"uses only {distinct} distinct characters"
+    if value in (value + value)[1:-1]:      # found inside its own rotation: a repeated pattern
+        return "is a shorter pattern repeated"
+    return None
+
+
+def _weak_psk_warnings(secrets: Section | None, psks: Sequence[IkeSecret]) -> list[ConfigIssue]:
+    out = []
+    for psk in psks:
+        why = psk_weakness(psk.secret.reveal())
+        if why is None or secrets is None:
+            continue
+        section = secrets.sections[psk.name]
+        setting = section.settings["secret"]
+        out.append(ConfigIssue(setting.file, setting.line, section.key_path("secret"),
+                               f"weak pre-shared key: it {why} (an observer of one IKE exchange can guess it "
+                               "offline); use e.g. 0s followed by `openssl rand -base64 32`"))
+    return out
+
+
 def _key_passphrase(section: Section, folder: str, creds: _Credentials, issues: list[ConfigIssue]) -> None:
     r = SectionReader(section, issues)
     name = r.require("file", _parse_file)
@@ -1441,7 +1473,7 @@ def read_ike(sections: Mapping[str, Section], base_dir: str, issues: list[Config
         _read_authorities(authorities, creds, issues)
     secrets = sections.get("secrets")
     psks, broken = _read_secrets(secrets, creds, issues) if secrets is not None else ([], False)
-    ctx = _ConnContext(creds, psks, broken, issues, [])
+    ctx = _ConnContext(creds, psks, broken, issues, _weak_psk_warnings(secrets, psks))
     connections: list[Connection] = []
     section = sections.get("connections")
     if section is not None:

@@ -264,7 +264,12 @@ class IkeService:
         self._refilling = True
         try:
             while len(self.spis) < SPI_POOL:
-                replies = await self.worker().request(lambda r: pipe.GetSpi(r, 0xC0000000, 0xCFFFFFFF))
+                # larval_seconds=0: no larval timeout for these.  A pooled SPI is ours; a
+                # handed one is installed (ChildSaUp) or handed back (SpiUnused -> DELETE)
+                # by the engine, so none is expired under a negotiation, and an idle
+                # pool does not churn (it used to expire and log each SPI every 30 s)
+                replies = await self.worker().request(
+                    lambda r: pipe.GetSpi(r, 0xC0000000, 0xCFFFFFFF, larval_seconds=0))
                 spi = replies[0].spi
                 if spi is not None:
                     self.spis.append(spi)

@@ -4,13 +4,16 @@ parsed and checksum-verified by scapy."""
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 from esp_ref import esp_open, inner, new_key, sender
-from scapy.layers.inet import ICMP, IP, IPerror, UDPerror
-from scapy.layers.inet6 import ICMPv6PacketTooBig, IPv6
-from scapy.packet import Packet
+from scapy.layers.inet import ICMP, IP, UDP, IPerror, UDPerror
+from scapy.layers.inet6 import ICMPv6DestUnreach, ICMPv6EchoRequest, ICMPv6PacketTooBig, ICMPv6TimeExceeded, IPv6
+from scapy.packet import Packet, Raw
 
 from tunsec.dataplane.fastpath import Dataplane, Drop
+from tunsec.dataplane.pipe import Action, Policy, Selector
 
 MTU = 1400
 
@@ -143,3 +146,83 @@ def test_small_quote_for_small_packets() -> None:
     assert bytes(icmp.payload) == pkt and icmp.nexthopmtu == 100
     assert IP(answer)[UDPerror].dport == 5678
     _checksums_verify(answer, ICMP, IP)
+
+
+# --- what no ICMP error may answer, and the rate limit ---------------------------
+
+ANY4 = Selector.from_networks(ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("0.0.0.0/0"))
+ANY6 = Selector.from_networks(ipaddress.ip_network("::/0"), ipaddress.ip_network("::/0"))
+
+
+def _dp_any() -> Dataplane:
+    """MTU set, and PROTECT for any source, so odd sources reach the MTU check."""
+    dp, _ = _dp()
+    dp.spd_add(Policy(id=3, priority=20, action=Action.PROTECT, reqid=1, selector=ANY4))
+    dp.spd_add(Policy(id=4, priority=20, action=Action.PROTECT, reqid=1, selector=ANY6))
+    return dp
+
+
+def _big(layers: Packet) -> bytes:
+    pkt = bytes(layers / Raw(b"\x5a" * 1500))
+    assert len(pkt) > MTU
+    return pkt
+
+
+NOT_ANSWERED = {
+    "ICMP destination unreachable": IP(src="10.1.0.1", dst="10.2.0.1", flags="DF") / ICMP(type=3, code=1),
+    "ICMP time exceeded": IP(src="10.1.0.1", dst="10.2.0.1", flags="DF") / ICMP(type=11),
+    "ICMP frag needed": IP(src="10.1.0.1", dst="10.2.0.1", flags="DF") / ICMP(type=3, code=4),
+    "ICMP parameter problem": IP(src="10.1.0.1", dst="10.2.0.1", flags="DF") / ICMP(type=12),
+    "multicast source": IP(src="224.0.0.5", dst="10.2.0.1", flags="DF") / UDP(),
+    "broadcast source": IP(src="255.255.255.255", dst="10.2.0.1", flags="DF") / UDP(),
+    "loopback source": IP(src="127.0.0.1", dst="10.2.0.1", flags="DF") / UDP(),
+    "unspecified source": IP(src="0.0.0.0", dst="10.2.0.1", flags="DF") / UDP(),
+    "multicast destination": IP(src="10.1.0.1", dst="239.1.2.3", flags="DF") / UDP(),
+    "later fragment": IP(src="10.1.0.1", dst="10.2.0.1", flags="DF", frag=100, proto=1),
+    "ICMPv6 destination unreachable": IPv6(src="fd00:a::1", dst="fd00:b::1") / ICMPv6DestUnreach(),
+    "ICMPv6 packet too big": IPv6(src="fd00:a::1", dst="fd00:b::1") / ICMPv6PacketTooBig(mtu=1280),
+    "ICMPv6 time exceeded": IPv6(src="fd00:a::1", dst="fd00:b::1") / ICMPv6TimeExceeded(),
+    "IPv6 multicast source": IPv6(src="ff02::1", dst="fd00:b::1") / UDP(),
+    "IPv6 unspecified source": IPv6(src="::", dst="fd00:b::1") / UDP(),
+    "IPv6 loopback source": IPv6(src="::1", dst="fd00:b::1") / UDP(),
+}
+ANSWERED = {
+    "ICMP echo request": IP(src="10.1.0.1", dst="10.2.0.1", flags="DF") / ICMP(type=8),
+    "UDP": IP(src="10.1.0.1", dst="10.2.0.1", flags="DF") / UDP(),
+    "ICMPv6 echo request": IPv6(src="fd00:a::1", dst="fd00:b::1") / ICMPv6EchoRequest(),
+    "IPv6 to a multicast group": IPv6(src="fd00:a::1", dst="ff0e::1") / UDP(),   # RFC 4443 §2.4 e.2
+}
+
+
+@pytest.mark.parametrize("name", sorted(NOT_ANSWERED))
+def test_no_icmp_answer_for(name: str) -> None:
+    dp = _dp_any()
+    esp, _, drop, answer = dp.outbound(_big(NOT_ANSWERED[name]))
+    assert (esp, drop, answer) == (b"", Drop.TOO_BIG, b"")
+    assert dp.drops()["too_big"] == 1 and dp.drops()["icmp_suppressed"] == 1
+
+
+@pytest.mark.parametrize("name", sorted(ANSWERED))
+def test_icmp_answer_for(name: str) -> None:
+    dp = _dp_any()
+    sent = _big(ANSWERED[name])
+    esp, _, drop, answer = dp.outbound(sent)
+    assert (esp, drop) == (b"", Drop.TOO_BIG) and answer
+    quoted = bytes(IP(answer)[ICMP].payload) if sent[0] >> 4 == 4 else bytes(IPv6(answer)[ICMPv6PacketTooBig].payload)
+    assert sent.startswith(quoted)
+    assert dp.drops()["icmp_suppressed"] == 0
+
+
+def test_icmp_answers_are_rate_limited() -> None:
+    """A flood of oversized packets gets a burst of answers, then none: the
+    bucket refills at 100 a second, far slower than 2000 calls take; every
+    answer withheld is counted."""
+    dp, _ = _dp()
+    big = _v4(1500, df=True)
+    n = 2000
+    answers = [dp.outbound(big)[3] for _ in range(n)]
+    sent = sum(1 for a in answers if a)
+    assert answers[0] and IP(answers[0])[ICMP].type == 3
+    assert 20 <= sent < n
+    drops = dp.drops()
+    assert drops["too_big"] == n and drops["icmp_suppressed"] == n - sent

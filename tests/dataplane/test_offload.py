@@ -173,3 +173,42 @@ def test_gro_ipv6() -> None:
     writes = gro_coalesce(_segments(payload, 1000, family=6))
     assert len(writes) == 1 and writes[0][1] == GSO_TCPV6
     assert bytes(IPv6(writes[0][VNET_HDR_LEN:])[TCP].payload) == payload
+
+
+def _corrupt_payload(seg: bytes, family: int = 4) -> bytes:
+    """seg with one payload byte flipped and its TCP checksum left as it was."""
+    b = bytearray(seg)
+    b[-10] ^= 0x40
+    return bytes(b)
+
+
+def _tcp_checksum_ok(pkt: bytes, family: int) -> bool:
+    ip = IP(pkt) if family == 4 else IPv6(pkt)
+    got = ip[TCP].chksum
+    del ip[TCP].chksum
+    rebuilt = IP(bytes(ip)) if family == 4 else IPv6(bytes(ip))
+    return bool(rebuilt[TCP].chksum == got)
+
+
+def test_gro_never_vouches_for_a_segment_whose_checksum_fails() -> None:
+    """A coalesced write says NEEDS_CSUM: the kernel then trusts the payload and
+    fills the checksum in.  A corrupted segment must not be folded into one; it
+    goes out alone, as it came, with its wrong checksum for the stack to drop."""
+    for family in (4, 6):
+        segs = _segments(os.urandom(1000 * 4), 1000, family=family)
+        assert all(_tcp_checksum_ok(s, family) for s in segs)
+        bad = _corrupt_payload(segs[2], family)
+        assert not _tcp_checksum_ok(bad, family)
+        writes = gro_coalesce([segs[0], segs[1], bad, segs[3]])
+        alone = [w for w in writes if w[VNET_HDR_LEN:] == bad]
+        assert len(alone) == 1, "the corrupted segment is written by itself"
+        assert alone[0][:VNET_HDR_LEN] == bytes(VNET_HDR_LEN), "no checksum offload claimed for it"
+        for w in writes:
+            if w[0] & NEEDS_CSUM:
+                merged = IP(w[VNET_HDR_LEN:]) if family == 4 else IPv6(w[VNET_HDR_LEN:])
+                assert bytes(bad[-10:]) not in bytes(merged[TCP].payload)
+        # the good ones before it still coalesce
+        assert writes[0][1] == (GSO_TCPV4 if family == 4 else GSO_TCPV6)
+        # corrupted first segment: it never opens a run either
+        writes = gro_coalesce([_corrupt_payload(segs[0], family), segs[1]])
+        assert [w[1] for w in writes] == [GSO_NONE, GSO_NONE]

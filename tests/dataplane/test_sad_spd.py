@@ -30,7 +30,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tunsec.dataplane._fastpath import ffi, lib
 
-from tunsec.dataplane.fastpath import Dataplane, DataplaneError, Drop, Event, EventType, _params
+from tunsec.dataplane.fastpath import Dataplane, DataplaneError, Drop, Event, EventType, _params, sa_wipe_probe
 from tunsec.dataplane.pipe import (
     Action,
     Alg,
@@ -648,3 +648,16 @@ def test_inbound_selectors_admit_their_family_only() -> None:
     dp, spi = receiver(key, selectors=(SEL4,))
     assert dp.inbound(esp_seal(key, spi, 1, PKT4, 4)) == (PKT4, Drop.NONE)
     assert dp.inbound(esp_seal(key, spi, 2, PKT6, 41))[1] is Drop.POLICY
+
+
+@pytest.mark.parametrize("alg", [Alg.AES128GCM16, Alg.AES256GCM16])
+@pytest.mark.parametrize("direction", [Direction.IN, Direction.OUT])
+def test_a_freed_sa_leaves_no_key_behind(alg: Alg, direction: Direction) -> None:
+    """The wipe every freed SA goes through (OPENSSL_cleanse, which the compiler
+    may not elide), run on an SA keyed inside a buffer we can read afterwards:
+    the key was there, and afterwards not one byte of the SA is left."""
+    key = new_key(alg)
+    seen, after = sa_wipe_probe(spec(0x4242, direction, key))
+    assert seen, "the SA held its key before the wipe"
+    assert key not in after and key[:16] not in after
+    assert after == bytes(len(after))

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from conftest import netns_unavailable
@@ -41,6 +42,7 @@ class Worker:
     chan: socket.socket
     udp: socket.socket
     ns: str
+    log: Path
     next_id: int = 1
 
     def send(self, build: object) -> int:
@@ -67,7 +69,7 @@ class Worker:
 
 
 @pytest.fixture
-def worker() -> Iterator[Worker]:
+def worker(tmp_path: Path) -> Iterator[Worker]:
     ns = f"tsw-{secrets.token_hex(3)}"
     subprocess.run(["ip", "netns", "add", ns], check=True)
     subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
@@ -79,13 +81,15 @@ def worker() -> Iterator[Worker]:
         udp.bind(("127.0.0.1", 4500))
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         ours.settimeout(10)
+        log = tmp_path / "worker.log"
         proc = subprocess.Popen(
             [sys.executable, "-m", "tunsec.dataplane.worker", "--pipe-fd", str(theirs.fileno()),
              "--tun-fd", str(tun.fileno()), "--udp4-fd", str(udp.fileno()), "--larval-timeout", "1"],
             pass_fds=(theirs.fileno(), tun.fileno(), udp.fileno()),
+            stderr=log.open("wb"),
         )
         theirs.close()
-        w = Worker(proc, ours, udp, ns)
+        w = Worker(proc, ours, udp, ns, log)
         yield w
         ours.close()
         assert proc.wait(timeout=10) == 0, "the worker must exit cleanly when the pipe closes"
@@ -150,11 +154,15 @@ def test_send_ike_goes_out_with_the_non_esp_marker(worker: Worker) -> None:
         assert isinstance(msg, pipe.InvalidSpi) and msg.spi == 0x4242 and msg.remote == remote
 
 
+def getspi_kept(i: int) -> pipe.GetSpi:
+    # larval_seconds=0: none of them expires (and frees its SPI) however slow the machine
+    return pipe.GetSpi(i, 0x10000, 0x107FF, larval_seconds=0)
+
+
 def test_concurrent_getspi_are_unique(worker: Worker) -> None:
     # 1000 requests in flight at once: a thread sends while we read
     ids = list(range(worker.next_id, worker.next_id + 1000))
-    sender = threading.Thread(target=lambda: [worker.send(lambda i: pipe.GetSpi(i, 0x10000, 0x107FF))
-                                              for _ in ids])
+    sender = threading.Thread(target=lambda: [worker.send(getspi_kept) for _ in ids])
     sender.start()
     spis = {}
     while len(spis) < len(ids):
@@ -167,8 +175,8 @@ def test_concurrent_getspi_are_unique(worker: Worker) -> None:
     assert len(set(spis.values())) == 1000
     # the range has 2048 SPIs; 1000 taken, so 1048 more fit and then it is full
     for _ in range(1048):
-        assert worker.ask(lambda i: pipe.GetSpi(i, 0x10000, 0x107FF))[0].errno is Errno.OK
-    assert worker.ask(lambda i: pipe.GetSpi(i, 0x10000, 0x107FF))[0].errno is Errno.ENOSPC
+        assert worker.ask(getspi_kept)[0].errno is Errno.OK
+    assert worker.ask(getspi_kept)[0].errno is Errno.ENOSPC
 
 
 def test_malformed_messages_are_refused_and_change_nothing(worker: Worker) -> None:
@@ -245,3 +253,39 @@ def test_garbage_on_the_esp_socket_is_counted_and_survived(worker: Worker) -> No
     assert worker.proc.poll() is None
     (info,) = [s for s in worker.dump().sas if s.spi == spi]
     assert info.packets == 0 and info.auth_drops == drops["auth"]
+
+
+def test_a_larval_sa_asked_never_to_expire_is_not_expired(worker: Worker) -> None:
+    """The IKE service's pool asks for larval_seconds=0: such an SPI is never
+    expired under the negotiation it is handed to.  One asked for first with 0
+    and one after it with the worker's default (1 s here): the second expires,
+    the first is still there, larval, and can be completed."""
+    assert worker.ask(lambda i: pipe.GetSpi(i, 0x5100, 0x5100, larval_seconds=0))[0].spi == 0x5100
+    assert worker.ask(lambda i: pipe.GetSpi(i, 0x5101, 0x5101))[0].spi == 0x5101
+    deadline = time.monotonic() + 10
+    expired = []
+    while time.monotonic() < deadline and 0x5101 not in expired:
+        msg = worker.recv()
+        if isinstance(msg, pipe.Expire):
+            expired.append(msg.spi)
+    assert expired == [0x5101]
+    assert [(s.spi, s.state) for s in worker.dump().sas] == [(0x5100, "larval")]
+    assert "00005100" not in worker.log.read_text() and "00005101 never completed" in worker.log.read_text()
+    assert worker.ask(lambda i: pipe.Update(i, sa(0x5100, Direction.IN)))[0].errno is Errno.OK
+
+
+def test_an_empty_non_esp_marker_is_a_counted_drop(worker: Worker) -> None:
+    """Four zero bytes on port 4500: the non-ESP marker with no IKE message
+    after it.  A counted malformed drop, no event, no traceback; the next IKE
+    message still comes up."""
+    peer = netns_socket(worker.ns, socket.AF_INET, socket.SOCK_DGRAM)
+    with peer:
+        peer.bind(("127.0.0.2", 4500))
+        before = dict(worker.dump().drops)["malformed"]
+        peer.sendto(b"\0\0\0\0", ("127.0.0.1", 4500))
+        peer.sendto(b"\0\0\0\0after", ("127.0.0.1", 4500))
+        msg = worker.recv()
+        assert isinstance(msg, pipe.Ike) and msg.data == b"after"
+    assert dict(worker.dump().drops)["malformed"] == before + 1
+    assert worker.proc.poll() is None
+    assert "Traceback" not in worker.log.read_text()

@@ -7,8 +7,10 @@ import hmac
 import os
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from tunsec.ike.auth import (
     AuthError,
@@ -168,3 +170,51 @@ def test_identity_dn_and_any() -> None:
     assert not Identity.parse("moon").matches(dn)
     garbage = Identity(IdType.DER_ASN1_DN, b"\x30\x05zz")
     assert "9" in str(garbage)  # printable even when malformed
+
+
+def _ku(digital_signature: bool, key_encipherment: bool = False) -> x509.KeyUsage:
+    return x509.KeyUsage(digital_signature, False, key_encipherment, False, False, False, False, False, False)
+
+
+def _eku(*oids: x509.ObjectIdentifier) -> x509.ExtendedKeyUsage:
+    return x509.ExtendedKeyUsage(list(oids))
+
+
+IPSEC_IKE = x509.ObjectIdentifier("1.3.6.1.5.5.7.3.17")
+EKU = ExtendedKeyUsageOID
+
+USABLE = {
+    "no keyUsage, no EKU": [],
+    "digitalSignature": [(_ku(True), True)],
+    "digitalSignature + keyEncipherment": [(_ku(True, True), True)],
+    "EKU ipsecIKE": [(_eku(IPSEC_IKE), False)],
+    "EKU serverAuth": [(_eku(EKU.SERVER_AUTH), False)],
+    "EKU clientAuth": [(_eku(EKU.CLIENT_AUTH), False)],
+    "EKU anyExtendedKeyUsage": [(_eku(EKU.ANY_EXTENDED_KEY_USAGE), False)],
+    "EKU emailProtection + ipsecIKE": [(_eku(EKU.EMAIL_PROTECTION, IPSEC_IKE), False)],
+    "both, usable": [(_ku(True), True), (_eku(EKU.SERVER_AUTH, EKU.CLIENT_AUTH), False)],
+}
+UNUSABLE = {
+    "keyUsage keyEncipherment only": ([(_ku(False, True), True)], "lacks digitalSignature"),
+    "EKU emailProtection only": ([(_eku(EKU.EMAIL_PROTECTION), False)], "emailProtection, not ipsecIKE"),
+    "EKU codeSigning + timeStamping": ([(_eku(EKU.CODE_SIGNING, EKU.TIME_STAMPING), False)], "not for IKE"),
+    "good EKU, keyUsage without signing": (
+        [(_ku(False, True), True), (_eku(IPSEC_IKE), False)], "lacks digitalSignature"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(USABLE))
+def test_end_entity_usage_that_allows_ike(name: str) -> None:
+    ca = make_ca()
+    leaf = make_cert(ca, "moon", san=["moon.example"], extensions=USABLE[name])
+    verify_peer([leaf.cert], [ca.cert], NOW, Identity.parse("moon.example"))
+
+
+@pytest.mark.parametrize("name", sorted(UNUSABLE))
+def test_end_entity_usage_that_forbids_ike_is_refused(name: str) -> None:
+    """A chain that verifies and names the peer, but a leaf made for something else."""
+    ca = make_ca()
+    exts, why = UNUSABLE[name]
+    leaf = make_cert(ca, "moon", san=["moon.example"], extensions=exts)
+    with pytest.raises(AuthError, match=why):
+        verify_peer([leaf.cert], [ca.cert], NOW, Identity.parse("moon.example"))

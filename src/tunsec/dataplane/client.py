@@ -11,7 +11,9 @@ import socket
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import tunsec
 from tunsec.dataplane import pipe
 from tunsec.dataplane.pipe import Errno, PipeError
 
@@ -26,6 +28,20 @@ class WorkerError(Exception):
     def __init__(self, what: str, errno: Errno) -> None:
         self.errno = errno
         super().__init__(f"{what}: {errno.name}")
+
+
+# The worker starts as root and parses packets from the network: it runs
+# isolated (-I: no PYTHONPATH, no user site, not the current directory on
+# sys.path) from "/", and imports the very tunsec package this process runs,
+# named explicitly, so nothing lying in the daemon's working directory or
+# environment can be imported into it.
+_BOOT = "import sys; sys.path.insert(0, sys.argv.pop(1)); from tunsec.dataplane.worker import main; sys.exit(main())"
+
+
+def worker_command() -> list[str]:
+    """argv prefix that runs tunsec.dataplane.worker.main isolated; worker options follow."""
+    package_parent = str(Path(tunsec.__file__).resolve().parent.parent)
+    return [sys.executable, "-I", "-c", _BOOT, package_parent]
 
 
 @dataclass(frozen=True)
@@ -55,7 +71,7 @@ class WorkerClient:
                     user: str | None = None) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         argv = [
-            sys.executable, "-m", "tunsec.dataplane.worker",
+            *worker_command(),
             "--pipe-fd", str(theirs.fileno()), "--tun-fd", str(fds.tun),
             "--udp4-fd", str(fds.udp4), "--udp6-fd", str(fds.udp6),
             "--mtu", str(mtu), "--larval-timeout", str(larval_timeout), "--log-level", log_level,
@@ -66,7 +82,7 @@ class WorkerClient:
             argv += ["--user", user]
         keep = [f for f in (theirs.fileno(), fds.tun, fds.udp4, fds.udp6, *(x for q in fds.queues for x in q))
                 if f >= 0]
-        self.proc = await asyncio.create_subprocess_exec(*argv, pass_fds=keep)
+        self.proc = await asyncio.create_subprocess_exec(*argv, pass_fds=keep, cwd="/")
         theirs.close()
         ours.setblocking(False)
         self._sock = ours

@@ -53,6 +53,7 @@ class Drop(IntEnum):
     QUEUE_FULL = lib.TS_DROP_QUEUE_FULL
     HOLD_FULL = lib.TS_DROP_HOLD_FULL
     HOLD_TIMEOUT = lib.TS_DROP_HOLD_TIMEOUT
+    ICMP_SUPPRESSED = lib.TS_DROP_ICMP_SUPPRESSED   # an ICMP answer withheld, not a packet
 
 
 class EventType(IntEnum):
@@ -172,6 +173,21 @@ def _params(sa: SaSpec) -> Any:
 def _wipe(p: Any) -> None:
     # the key was copied into C: don't leave it in a cffi buffer the GC frees later
     ffi.memmove(p.key, b"\0" * lib.TS_KEYMAT_MAX, lib.TS_KEYMAT_MAX)
+
+
+def sa_wipe_probe(sa: SaSpec) -> tuple[bool, bytes]:
+    """Key sa inside a buffer of ours and wipe it as every freed SA is wiped
+    (test hook): (whether the key was in the buffer before, the buffer after)."""
+    size = lib.ts_test_sa_size()
+    buf = ffi.new("uint8_t[]", size + 16)
+    off = (-int(ffi.cast("uintptr_t", buf))) % 16      # the SA needs 16-byte alignment
+    seen = ffi.new("int *")
+    p = _params(sa)
+    try:
+        _check("sa_wipe_probe", lib.ts_test_sa_wipe(p, buf + off, size, seen))
+    finally:
+        _wipe(p)
+    return bool(seen[0]), ffi.buffer(buf + off, size)[:]
 
 
 _STATE: dict[int, SaState] = {lib.TS_SA_LARVAL: "larval", lib.TS_SA_MATURE: "mature", lib.TS_SA_DEAD: "dead"}

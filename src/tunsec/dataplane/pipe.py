@@ -169,6 +169,7 @@ class Ext(IntEnum):
     SA_INFO = 15
     POLICY_INFO = 16
     DROP = 17
+    LARVAL_LIFETIME = 18
 
 
 class PipeError(Exception):
@@ -542,15 +543,22 @@ def _check_event_id(req_id: object) -> None:
 
 @dataclass(frozen=True)
 class GetSpi:
+    """A larval inbound SA.  larval_seconds: how long it may stay larval before
+    the worker removes it (None: the worker's --larval-timeout; 0: never, the
+    requester completes or deletes it itself)."""
+
     TYPE: ClassVar[MsgType] = MsgType.GETSPI
     req_id: int
     lo: int
     hi: int
+    larval_seconds: int | None = None
 
     def __post_init__(self) -> None:
         _check_request_id(self.req_id)
         _check_spi("lo", self.lo)
         _check_spi("hi", self.hi)
+        if self.larval_seconds is not None:
+            _check_int("larval_seconds", self.larval_seconds, 0, _U32)
         if self.lo > self.hi:
             raise ValueError(f"SPI range {self.lo:#x}..{self.hi:#x} is reversed")
 
@@ -821,6 +829,7 @@ _BODY_LEN: Final[dict[Ext, int | None]] = {
     Ext.SA_INFO: _SA_INFO.size,
     Ext.POLICY_INFO: _POLICY_INFO.size,
     Ext.DROP: None,
+    Ext.LARVAL_LIFETIME: _U32_BODY.size,
 }
 
 _MANY: Final = MAX_MESSAGE  # no count limit beyond the datagram size
@@ -836,7 +845,7 @@ _SA_SCHEMA: Final[_Schema] = {
 }
 _IKE_SCHEMA: Final[_Schema] = {Ext.DATA: (1, 1), Ext.ADDR_REMOTE: (1, 1), Ext.ADDR_LOCAL: (0, 1)}
 _SCHEMA: Final[dict[MsgType, _Schema]] = {
-    MsgType.GETSPI: {Ext.SPI_RANGE: (1, 1)},
+    MsgType.GETSPI: {Ext.SPI_RANGE: (1, 1), Ext.LARVAL_LIFETIME: (0, 1)},
     MsgType.UPDATE: _SA_SCHEMA,
     MsgType.ADD: _SA_SCHEMA,
     MsgType.DELETE: {Ext.SA_ID: (1, 1), Ext.ADDR_REMOTE: (0, 1)},
@@ -966,8 +975,11 @@ def _reply_exts(msg: Reply) -> list[bytes]:
 
 def _extensions(msg: Message) -> list[bytes]:
     match msg:
-        case GetSpi(lo=lo, hi=hi):
-            return [_ext(Ext.SPI_RANGE, _SPI_RANGE.pack(lo, hi))]
+        case GetSpi(lo=lo, hi=hi, larval_seconds=larval):
+            exts = [_ext(Ext.SPI_RANGE, _SPI_RANGE.pack(lo, hi))]
+            if larval is not None:
+                exts.append(_ext(Ext.LARVAL_LIFETIME, _U32_BODY.pack(larval)))
+            return exts
         case Update(sa=sa) | Add(sa=sa):
             return _sa_exts(sa)
         case Delete(spi=spi, direction=direction, remote=remote):
@@ -1383,7 +1395,9 @@ def _unpack_expire(exts: _Exts) -> Expire:
 def _build(msg_type: MsgType, req_id: int, exts: _Exts) -> Message:
     match msg_type:
         case MsgType.GETSPI:
-            return GetSpi(req_id, *_SPI_RANGE.unpack(exts.one(Ext.SPI_RANGE)))
+            lo, hi = _SPI_RANGE.unpack(exts.one(Ext.SPI_RANGE))
+            larval = exts.opt(Ext.LARVAL_LIFETIME)
+            return GetSpi(req_id, lo, hi, _U32_BODY.unpack(larval)[0] if larval is not None else None)
         case MsgType.UPDATE:
             return Update(req_id, _unpack_sa(exts))
         case MsgType.ADD:

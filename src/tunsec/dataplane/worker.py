@@ -6,9 +6,11 @@ reports fast-path events upward.  It holds Child SA keys only, never the
 long-term secrets.  Python here runs per SA change and per timer, never per
 packet.
 
-Started by the control process as
-``python -m tunsec.dataplane.worker --pipe-fd P --tun-fd T [--udp4-fd U] [--udp6-fd U6]``
-with those descriptors inherited.  It exits when the pipe closes.
+Started by the control process (client.worker_command: ``python -I`` from
+"/", so nothing on the daemon's path is imported as root) with
+``--pipe-fd P --tun-fd T [--udp4-fd U] [--udp6-fd U6] [--user U]`` and those
+descriptors inherited.  It drops to U, with no capabilities, before reading
+anything from the network.  It exits when the pipe closes.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import argparse
 import asyncio
 import collections
 import ctypes
+import errno
 import logging
 import os
 import pwd
@@ -26,6 +29,7 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from tunsec.dataplane import pipe
 from tunsec.dataplane.fastpath import Dataplane, DataplaneError, Event, EventType
@@ -118,7 +122,9 @@ class Worker:
         match msg:
             case pipe.GetSpi():
                 spi = self.dp.getspi(msg.lo, msg.hi)
-                self._larval_timer(spi)
+                larval = self.larval_timeout if msg.larval_seconds is None else msg.larval_seconds
+                if larval:   # 0: the requester completes or deletes it; never expired under it
+                    self._larval_timer(spi, larval)
                 return self._ok(msg, spi=spi)
             case pipe.Update():
                 self.dp.update(msg.sa)
@@ -163,8 +169,8 @@ class Worker:
         return self._ok(msg)
 
     # --- timers ------------------------------------------------------------------
-    def _larval_timer(self, spi: int) -> None:
-        h = self.loop.call_later(self.larval_timeout, self._larval_expired, spi)
+    def _larval_timer(self, spi: int, seconds: float) -> None:
+        h = self.loop.call_later(seconds, self._larval_expired, spi)
         self.timers.add((spi, Direction.IN, None), h)
 
     def _larval_expired(self, spi: int) -> None:
@@ -214,7 +220,7 @@ class Worker:
                                remote=remote)
         if ev.type is EventType.INVALID_SPI and ev.remote is not None:
             return pipe.InvalidSpi(spi=ev.spi, remote=ev.remote)
-        if ev.type is EventType.IKE and ev.remote is not None and len(ev.data) <= pipe.MAX_IKE_DATA:
+        if ev.type is EventType.IKE and ev.remote is not None and 1 <= len(ev.data) <= pipe.MAX_IKE_DATA:
             return pipe.Ike(data=ev.data, remote=ev.remote, local=ev.local)
         return None
 
@@ -277,13 +283,56 @@ class PipeWriter:
             self.dropped_events = 0
 
 
+PR_CAPBSET_DROP = 24
+PR_SET_NO_NEW_PRIVS = 38
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+
+def _prctl(option: int, arg2: int = 0) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(option, ctypes.c_ulong(arg2), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0)) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl({option}): {os.strerror(err)}")
+
+
+def _last_cap() -> int:
+    try:
+        return int(Path("/proc/sys/kernel/cap_last_cap").read_text())
+    except (OSError, ValueError):
+        return 63   # past the kernel's last capability PR_CAPBSET_DROP says EINVAL: the loop stops there
+
+
+def _check_no_capabilities() -> None:
+    """Refuse to go on if the kernel left any capability (a drop that silently failed)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb") and int(value, 16):
+            raise OSError(f"dropping privileges left {key} = {value.strip()}")
+
+
 def drop_privileges(user: str) -> None:
-    """Become user (and its primary group, no supplementary groups) for good."""
+    """Become user (its primary group, no supplementary groups) for good, with
+    no capability left in any set and no way to gain one (no_new_privs).
+
+    The bounding set is emptied first, while CAP_SETPCAP is still held; the
+    change of uid from root then clears the permitted and effective sets."""
     pw = pwd.getpwnam(user)
+    if os.geteuid() == 0:
+        for cap in range(_last_cap() + 1):
+            try:
+                _prctl(PR_CAPBSET_DROP, cap)
+            except OSError as err:
+                if err.errno != errno.EINVAL:
+                    raise
+                break
+    _prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
     os.setgroups([])
-    os.setgid(pw.pw_gid)
-    os.setuid(pw.pw_uid)
-    log.info("running as %s (uid %d)", user, pw.pw_uid)
+    os.setresgid(pw.pw_gid, pw.pw_gid, pw.pw_gid)
+    os.setresuid(pw.pw_uid, pw.pw_uid, pw.pw_uid)
+    _prctl(PR_SET_NO_NEW_PRIVS, 1)
+    _check_no_capabilities()
+    log.info("running as %s (uid %d), no capabilities", user, pw.pw_uid)
 
 
 def _die_with_parent() -> None:

@@ -7,6 +7,12 @@ clientAuth EKU, no authority key identifier and no subjectAltName; the chain
 signatures, validity periods and CA basicConstraints are still enforced.
 Whether the certificate belongs to the peer is checked separately: the peer's
 ID must be its subject DN, one of its subjectAltNames or its key id.
+
+The end-entity certificate's purpose is checked like strongSwan does: a
+keyUsage, when present, must allow digitalSignature (an IKE AUTH payload is a
+signature); an extendedKeyUsage, when present, must allow IKE: ipsecIKE
+(RFC 4945 §5.1.3.12), anyExtendedKeyUsage, or serverAuth/clientAuth (what
+most IPsec certificates carry).  Without either extension any use is allowed.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509 import verification
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from .auth import AuthError, PublicKey
 from .identity import Identity, certificate_has_identity
@@ -43,6 +50,40 @@ def _policy_builder(cas: Sequence[x509.Certificate], when: datetime) -> verifica
         .time(when)
         .extension_policies(ca_policy=ca_policy, ee_policy=verification.ExtensionPolicy.permit_all())
     )
+
+
+ID_KP_IPSEC_IKE = x509.ObjectIdentifier("1.3.6.1.5.5.7.3.17")
+IKE_USAGES = frozenset({
+    ID_KP_IPSEC_IKE,
+    ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE,
+    ExtendedKeyUsageOID.SERVER_AUTH,
+    ExtendedKeyUsageOID.CLIENT_AUTH,
+})
+
+
+def _oid_name(oid: x509.ObjectIdentifier) -> str:
+    name = oid._name
+    return oid.dotted_string if name == "Unknown OID" else name
+
+
+def check_usage(leaf: x509.Certificate) -> None:
+    """AuthError unless the end-entity certificate may sign for IKE (see the module doc)."""
+    name = leaf.subject.rfc4514_string()
+    try:
+        ku = leaf.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        pass
+    else:
+        if not ku.digital_signature:
+            raise AuthError(f"certificate {name} is not for signatures: its keyUsage lacks digitalSignature")
+    try:
+        eku = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return
+    if not IKE_USAGES.intersection(eku):
+        allowed = ", ".join(_oid_name(oid) for oid in eku) or "none"
+        raise AuthError(f"certificate {name} is not for IKE: its extendedKeyUsage allows {allowed}, not "
+                        "ipsecIKE, serverAuth, clientAuth or anyExtendedKeyUsage")
 
 
 def load_certificates(ders: Sequence[bytes]) -> list[x509.Certificate]:
@@ -80,6 +121,7 @@ def _verify(
         _policy_builder(cas, when).build_client_verifier().verify(leaf, list(chain[1:]))
     except verification.VerificationError as exc:
         raise AuthError(f"certificate of {leaf.subject.rfc4514_string()} not trusted: {exc}") from None
+    check_usage(leaf)
     if not certificate_has_identity(leaf, peer_id):
         raise AuthError(f"certificate {leaf.subject.rfc4514_string()} does not certify identity {peer_id}")
     key = leaf.public_key()

@@ -84,8 +84,10 @@ def make_cert(
     kind: str = "ecdsa",
     days: int = 365,
     not_before: datetime.datetime = EPOCH,
+    extensions: Sequence[tuple[x509.ExtensionType, bool]] = (),
 ) -> Issued:
-    """An end-entity certificate signed by ``ca`` (no EKU, like ``pki --issue`` by default)."""
+    """An end-entity certificate signed by ``ca`` (no EKU, like ``pki --issue`` by default);
+    ``extensions``: more (extension, critical) pairs, e.g. keyUsage or extendedKeyUsage."""
     key = new_key(kind)
     builder = (
         x509.CertificateBuilder()
@@ -98,6 +100,8 @@ def make_cert(
     )
     if san:
         builder = builder.add_extension(_san(san), critical=False)
+    for ext, critical in extensions:
+        builder = builder.add_extension(ext, critical=critical)
     return Issued(builder.sign(ca.key, hashes.SHA256()), key)
 
 
