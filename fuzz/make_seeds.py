@@ -182,6 +182,12 @@ def tun_vnet_seeds() -> Iterable[tuple[str, bytes]]:
     yield "tso-v4-options", b"\0" + vnet(1, 1, 0, 100, 0, 0) + bytes(
         IP(src="10.1.0.1", dst="10.2.0.1", options=b"\x01\x01\x01\x00") / TCP(flags="A") / Raw(b"z" * 300))
     yield "short", b"\0" + vnet()[:7]
+    # regression: a 64 KiB TSO read with gso_size covering it made one
+    # 65536-byte segment whose 16-bit length wrapped to 0 (mostly zeros: git
+    # stores it in a few hundred bytes)
+    big = bytearray(v4_tcp(0))
+    big += bytes(65536 - len(big))
+    yield "regress-seg-len-wrap", b"\0" + vnet(1, 1, 40, 65535, 20, 16) + bytes(big)
 
 
 # ------------------------------------------------------------------ GRO
