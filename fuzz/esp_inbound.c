@@ -14,7 +14,8 @@
  *               limits 3/6, no selectors) instead of SA A (AES-128-GCM,
  *               window 64, selectors 10.0.0.0/8 and fd00::/8 both ways)
  *         bit2  sealed: flip one bit of the tag (must be dropped as AUTH)
- *         bit3  output buffer exactly as large as the datagram, not 64 KiB
+ *         bit3  a tight output buffer: (bits 6-7 + 1) quarters of the
+ *               datagram's length instead of 64 KiB
  *         bit4  raw: write SA B's SPI over the first 4 bytes
  *         bit5  raw: write the larval SA's SPI over the first 4 bytes
  * Both SAs are re-created before every input, so each input starts from the
@@ -125,7 +126,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             if (len >= 4 && (flags & 0x20))
                 fz_put32(datagram, SPI_LARVAL);
         }
-        size_t outcap = (flags & 8) ? dlen : TS_MAX_PACKET;
+        size_t outcap = (flags & 8) ? dlen * (((flags >> 6) & 3) + 1) / 4 : TS_MAX_PACKET;
         uint8_t *out = malloc(outcap ? outcap : 1);
         FUZZ_SETUP(out != NULL);
         /* the datagram in a buffer of its own size: reads past it are caught */

@@ -1,8 +1,10 @@
 /* libFuzzer target: ts_dp_outbound, an inner packet from the TUN -> ESP,
  * with a round trip through ts_dp_inbound as the oracle.
  *
- * input := mtu:u8 packet...
+ * input := mtu:u8 room:u8 packet...
  *   mtu 0: no tunnel MTU; otherwise 500 + 8 * mtu bytes (ICMP too-big path)
+ *   room 0: a 64 KiB output buffer; otherwise exactly len + room - 41 bytes
+ *   (around what ESP needs: the sender must refuse rather than overrun)
  * SPD (first match wins): 10.0.0.0/8 -> any PROTECT (reqid 1, keyed),
  * fd00::/8 -> any PROTECT (reqid 1), 192.168.0.0/16 BYPASS,
  * 172.16.0.0/12-ish DISCARD, 198.51.100.0/24 PROTECT reqid 2 (no SA: ACQUIRE).
@@ -52,27 +54,31 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     return 0;
 }
 
-static uint8_t esp[TS_MAX_PACKET + 256], inner[TS_MAX_PACKET];
+static uint8_t inner[TS_MAX_PACKET];
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    if (size < 1)
+    if (size < 2)
         return 0;
     ts_dp_set_tunnel_mtu(tx, data[0] ? 500u + 8u * data[0] : 0);
-    size_t len = size - 1;
-    uint8_t *pkt = fz_dup(data + 1, len);
+    size_t len = size - 2;
+    size_t outcap = data[1] ? (len + data[1] > 41 ? len + data[1] - 41 : 0) : TS_MAX_PACKET + 256;
+    uint8_t *pkt = fz_dup(data + 2, len);
+    uint8_t *esp = malloc(outcap ? outcap : 1);
+    FUZZ_SETUP(esp != NULL);
     ts_addr dst;
     int drop = -1;
     size_t icmp = 12345;
-    int n = ts_dp_outbound(tx, pkt, len, esp, sizeof(esp), &dst, &drop, &icmp);
+    int n = ts_dp_outbound(tx, pkt, len, esp, outcap, &dst, &drop, &icmp);
     if (fz_trace())
         fprintf(stderr, "outbound %zu bytes -> %d, drop %d, icmp %zu\n", len, n, drop, icmp);
     FUZZ_ASSERT(n >= 0 && drop >= 0 && drop < TS_DROP__COUNT);
     FUZZ_ASSERT((n > 0) == (drop == TS_DROP_NONE));
     if (icmp) {
-        FUZZ_ASSERT(n == 0 && drop == TS_DROP_TOO_BIG && icmp <= 1280);
+        FUZZ_ASSERT(n == 0 && drop == TS_DROP_TOO_BIG && icmp <= 1280 && icmp <= outcap);
         FUZZ_ASSERT(esp[0] >> 4 == pkt[0] >> 4);
     }
     if (n > 0) {
+        FUZZ_ASSERT((size_t)n <= outcap);
         FUZZ_ASSERT((size_t)n >= len + 16 + 2 + 16 && (size_t)n <= len + 16 + 5 + 16 && ((size_t)n - 32) % 4 == 0);
         FUZZ_ASSERT(fz_be32(esp) == SPI && dst.family == 4 && dst.port == 4500);
         ts_addr src;
@@ -84,6 +90,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         FUZZ_ASSERT(m > 0 && rdrop == TS_DROP_NONE);
         FUZZ_ASSERT((size_t)m <= len && memcmp(inner, pkt, (size_t)m) == 0);
     }
+    free(esp);
     free(pkt);
     fz_drain_events(tx);
     fz_drain_events(rx);

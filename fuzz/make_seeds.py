@@ -89,8 +89,10 @@ def esp_trailer(inner: bytes, nh: int, tfc: int = 0, bad_pad: bool = False) -> b
     return body + padding + bytes([pad, nh])
 
 
-def sealed(plain: bytes, seq: int, b: bool = False, bad_tag: bool = False, tight: bool = False) -> bytes:
-    flags = 1 | (2 if b else 0) | (4 if bad_tag else 0) | (8 if tight else 0)
+def sealed(
+    plain: bytes, seq: int, b: bool = False, bad_tag: bool = False, tight: bool = False, quarters: int = 4
+) -> bytes:
+    flags = 1 | (2 if b else 0) | (4 if bad_tag else 0) | (8 if tight else 0) | (quarters - 1) << 6
     iv = struct.pack("!Q", seq ^ 0x5A5A)
     return struct.pack("!BH", flags, len(plain)) + struct.pack("!Q", seq) + iv + plain
 
@@ -119,7 +121,8 @@ def esp_inbound_seeds() -> Iterable[tuple[str, bytes]]:
     yield "sealed-wrong-nh", sealed(esp_trailer(v4_udp(), 41), 1)
     yield "sealed-policy", sealed(esp_trailer(v4_udp(src="11.0.0.1"), 4), 1)
     yield "sealed-bad-tag", sealed(p4, 1, bad_tag=True)
-    yield "sealed-tight-out", sealed(p4, 1, tight=True)
+    yield "sealed-tight-out", sealed(p4, 1, tight=True, quarters=4)
+    yield "sealed-tight-short", sealed(p4, 1, tight=True, quarters=2)
     # the replay window: in order, a replay, a jump, one left of the window, one inside it
     yield "replay-window", b"".join(sealed(p4, s) for s in (1, 2, 2, 100, 30, 99))
     # ESN (SA B): crossing 2^32, and the soft/hard packet limits
@@ -140,22 +143,26 @@ def esp_inbound_seeds() -> Iterable[tuple[str, bytes]]:
 
 
 def esp_outbound_seeds() -> Iterable[tuple[str, bytes]]:
-    yield "v4-udp", b"\0" + v4_udp()
-    yield "v4-tcp", b"\0" + v4_tcp()
-    yield "v4-icmp", b"\0" + v4_icmp()
-    yield "v4-frag", b"\0" + v4_udp(flags=1, frag=100)
-    yield "v4-options", b"\0" + bytes(IP(src="10.1.0.1", dst="10.2.0.1", options=b"\x01\x01\x01\x00") / UDP())
-    yield "v4-df-too-big", b"\x01" + v4_udp(600, flags=2)
-    yield "v4-too-big-no-df", b"\x01" + v4_udp(600)
-    yield "v6-udp", b"\0" + v6_udp()
-    yield "v6-too-big", b"\x01" + v6_udp(700)
-    yield "v6-ext", b"\0" + v6_ext()
-    yield "v6-frag", b"\0" + v6_frag(16)
-    yield "bypass", b"\0" + v4_udp(src="192.168.1.1")
-    yield "discard", b"\0" + v4_udp(src="172.16.0.1")
-    yield "acquire", b"\0" + v4_udp(src="198.51.100.7")
-    yield "no-policy", b"\0" + v4_udp(src="203.0.113.1")
-    yield "trailing", b"\0" + v4_udp(8) + b"\xaa" * 11
+    yield "v4-udp", b"\0\0" + v4_udp()
+    yield "v4-tcp", b"\0\0" + v4_tcp()
+    yield "v4-icmp", b"\0\0" + v4_icmp()
+    yield "v4-frag", b"\0\0" + v4_udp(flags=1, frag=100)
+    yield "v4-options", b"\0\0" + bytes(IP(src="10.1.0.1", dst="10.2.0.1", options=b"\x01\x01\x01\x00") / UDP())
+    yield "v4-df-too-big", b"\x01\0" + v4_udp(600, flags=2)
+    yield "v4-too-big-no-df", b"\x01\0" + v4_udp(600)
+    yield "v6-udp", b"\0\0" + v6_udp()
+    yield "v6-too-big", b"\x01\0" + v6_udp(700)
+    yield "v6-ext", b"\0\0" + v6_ext()
+    yield "v6-frag", b"\0\0" + v6_frag(16)
+    yield "bypass", b"\0\0" + v4_udp(src="192.168.1.1")
+    yield "discard", b"\0\0" + v4_udp(src="172.16.0.1")
+    yield "acquire", b"\0\0" + v4_udp(src="198.51.100.7")
+    yield "no-policy", b"\0\0" + v4_udp(src="203.0.113.1")
+    yield "tight-room", b"\0\x4e" + v4_udp(9)  # just the room the sender asks for
+    yield "tight-short", b"\0\x4d" + v4_udp(9)  # a byte short of it
+    yield "tight-icmp", b"\x01\x20" + v4_udp(600, flags=2)
+    yield "tight-icmp6", b"\x01\x01" + v6_udp(700)
+    yield "trailing", b"\0\0" + v4_udp(8) + b"\xaa" * 11
 
 
 # ------------------------------------------------------------------ TUN offloads
