@@ -17,6 +17,7 @@ import struct
 from collections.abc import Iterable
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from scapy.layers.inet import ICMP, IP, TCP, UDP
@@ -45,11 +46,11 @@ def write(target: str, seeds: Iterable[tuple[str, bytes]]) -> None:
 # ------------------------------------------------------------------ inner packets
 
 
-def v4_udp(n: int = 32, src: str = "10.1.0.1", dst: str = "10.2.0.1", **ip: int) -> bytes:
+def v4_udp(n: int = 32, src: str = "10.1.0.1", dst: str = "10.2.0.1", **ip: Any) -> bytes:
     return bytes(IP(src=src, dst=dst, **ip) / UDP(sport=1234, dport=5678) / Raw(bytes(i & 0xFF for i in range(n))))
 
 
-def v4_tcp(n: int = 40, seq: int = 1000, flags: str = "A", src: str = "10.1.0.1", **ip: int) -> bytes:
+def v4_tcp(n: int = 40, seq: int = 1000, flags: str = "A", src: str = "10.1.0.1", **ip: Any) -> bytes:
     return bytes(IP(src=src, dst="10.2.0.1", **ip) / TCP(sport=40000, dport=80, seq=seq, ack=1, flags=flags)
                  / Raw(b"x" * n))
 
