@@ -6,7 +6,7 @@ CFLAGS_SAN := -std=c11 -D_GNU_SOURCE -g -O1 -Wall -Wextra -Werror -fsanitize=add
               -fno-sanitize-recover=all -fno-omit-frame-pointer -Icsrc
 
 
-.PHONY: deps build demo demo-manual test unit lint sanitize bench clean
+.PHONY: deps build demo demo-manual test unit lint sanitize bench clean fuzz fuzz-smoke fuzz-build
 
 .deps.stamp: scripts/install-deps.sh pyproject.toml setup.py $(CSRC) csrc/tunsec_dp.h
 	bash scripts/install-deps.sh
@@ -23,14 +23,14 @@ demo-manual: .deps.stamp
 	MODE=manual bash scripts/demo.sh
 
 # ASan/UBSan and TSan over the C fast path, ruff and mypy, then the full suite (unit, netns e2e, interop)
-test: .deps.stamp sanitize lint
+test: .deps.stamp sanitize lint fuzz-smoke
 	$(PY) -m pytest -q
 
 unit: .deps.stamp
 	$(PY) -m pytest -q -m "not netns and not interop"
 
 lint: .deps.stamp
-	$(PY) -m ruff check src tests bench
+	$(PY) -m ruff check src tests bench fuzz
 	$(PY) -m mypy
 
 build/selftest: $(CSRC) csrc/tunsec_dp.h csrc/internal.h csrc/test/selftest.c
@@ -46,6 +46,42 @@ build/selftest-tsan: $(CSRC) csrc/tunsec_dp.h csrc/internal.h csrc/test/selftest
 sanitize: build/selftest build/selftest-tsan
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 ./build/selftest
 	TSAN_OPTIONS=halt_on_error=1 ./build/selftest-tsan
+
+# Coverage-guided fuzzing (fuzz/README.md): libFuzzer + ASan/UBSan over the C
+# packet paths, atheris over the Python codecs.  `make fuzz` runs each target
+# for FUZZ_SECONDS; `make fuzz-smoke` (part of `make test`) for FUZZ_SMOKE_SECONDS.
+CLANG ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_SMOKE_SECONDS ?= 6
+FUZZ_C := esp_inbound esp_outbound tun_vnet gro
+FUZZ_PY := ike_message pipe_codec
+CFLAGS_FUZZ := -std=c11 -D_GNU_SOURCE -g -O1 -Wall -Wextra -Werror -fsanitize=address,undefined \
+               -fno-sanitize-recover=all -fno-omit-frame-pointer -Icsrc
+FUZZ_OBJ := $(patsubst csrc/%.c,build/fuzz/obj/%.o,$(CSRC))
+.SECONDARY: $(FUZZ_OBJ)
+
+build/fuzz/obj/%.o: csrc/%.c csrc/tunsec_dp.h csrc/internal.h
+	@mkdir -p build/fuzz/obj
+	$(CLANG) $(CFLAGS_FUZZ) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+build/fuzz/%: fuzz/%.c fuzz/fuzz_util.h $(FUZZ_OBJ)
+	$(CLANG) $(CFLAGS_FUZZ) -fsanitize=fuzzer -o $@ $< $(FUZZ_OBJ) -lcrypto -lpthread
+
+fuzz-build: $(addprefix build/fuzz/,$(FUZZ_C))
+
+fuzz: .deps.stamp fuzz-build
+	@for t in $(FUZZ_C) $(FUZZ_PY); do \
+	  echo "== fuzz $$t for $(FUZZ_SECONDS) s"; \
+	  PY=$(PY) bash fuzz/run.sh $$t $(FUZZ_SECONDS) || exit 1; \
+	done
+
+fuzz-smoke: .deps.stamp fuzz-build
+	@for t in $(FUZZ_C) $(FUZZ_PY); do \
+	  echo "== fuzz $$t for $(FUZZ_SMOKE_SECONDS) s"; \
+	  PY=$(PY) bash fuzz/run.sh $$t $(FUZZ_SMOKE_SECONDS) >build/fuzz/$$t.log 2>&1 \
+	    || { tail -n 60 build/fuzz/$$t.log; exit 1; }; \
+	  grep -h "^Done" build/fuzz/$$t.log; \
+	done
 
 bench: .deps.stamp
 	$(PY) bench/run.py --seconds 10 --runs 3 --json bench/results.json --png bench/results.png

@@ -135,6 +135,10 @@ static int segment(const uint8_t *p, size_t len, size_t iphl, size_t hdr, int fa
         nseg = 1;
     if (nseg > max_segs || nseg * hdr + payload > outcap)
         return -1;
+    /* a segment's length must fit the IP length field and seg_len (16 bits):
+     * a 64 KiB read with a gso_size covering it all would wrap to 0 */
+    if (hdr + (payload < size ? payload : size) > 0xffff)
+        return -1;
     uint16_t id0 = family == 4 ? ts_be16(p + 4) : 0;
     size_t off = 0;
     for (size_t i = 0; i < nseg; i++) {

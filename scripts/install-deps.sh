@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Everything tunsec needs on a fresh Debian 12 machine: the C toolchain and
 # OpenSSL headers for the fast path, the tools the tests and benchmarks use
-# (iperf3, strongSwan with kernel-libipsec, wireguard-go), and the Python
-# package with its C extension.  Idempotent.
+# (iperf3, strongSwan with kernel-libipsec, wireguard-go), clang with the
+# libFuzzer runtime for `make fuzz`, and the Python package with its C
+# extension (its test extras bring atheris).  Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +13,7 @@ APT_PACKAGES=(
   strongswan-charon strongswan-swanctl libcharon-extra-plugins
   libstrongswan-standard-plugins libstrongswan-extra-plugins strongswan-pki
   wireguard-go wireguard-tools
+  clang libclang-rt-14-dev
 )
 
 missing=()
@@ -34,4 +36,7 @@ fi
 
 PY=${PYTHON:-python3}
 $PY -m pip install -q --disable-pip-version-check --root-user-action=ignore setuptools wheel "cffi>=1.16"
-$PY -m pip install -q --disable-pip-version-check --root-user-action=ignore --no-build-isolation -e '.[test]'
+# atheris (test extras) comes as a manylinux wheel for CPython 3.11 on x86-64;
+# where pip has to build it, it needs the clang above (CLANG_BIN says which)
+CLANG_BIN=${CLANG_BIN:-$(command -v clang)} \
+  $PY -m pip install -q --disable-pip-version-check --root-user-action=ignore --no-build-isolation -e '.[test]'

@@ -822,6 +822,22 @@ static void test_lifetimes(void) {
 }
 
 /* ---- 8b. offload parsers (TUN super-packets, GRO) on random input ------------------ */
+/* found by fuzz/tun_vnet.c: a 64 KiB TSO read whose gso_size covers it all
+ * made one 65536-byte segment, its 16-bit length wrapped to 0 */
+static void test_segment_64k(void) {
+    static uint8_t in[TS_VNET_HDR_LEN + TS_MAX_PACKET], seg[TS_MAX_PACKET + 1024];
+    uint16_t seg_len[4];
+    memset(in, 0, sizeof(in));
+    in[0] = 1;                                 /* NEEDS_CSUM */
+    in[1] = 1;                                 /* TCPV4 */
+    in[4] = 0xff; in[5] = 0xff;                /* gso_size 65535 */
+    uint8_t *ip = in + TS_VNET_HDR_LEN;
+    ip[0] = 0x45; ip[9] = 6; ip[20 + 12] = 0x50; ip[20 + 13] = 0x10;
+    CHECK(ts_vnet_segment(in, sizeof(in), seg, sizeof(seg), seg_len, 4) == -1);
+    int n = ts_vnet_segment(in, sizeof(in) - 1, seg, sizeof(seg), seg_len, 4);   /* 65535 bytes: fits */
+    CHECK(n == 1 && seg_len[0] == 65535);
+}
+
 static void test_offload_fuzz(long iterations) {
     static uint8_t in[TS_VNET_HDR_LEN + TS_MAX_PACKET + 64], seg[2 * TS_MAX_PACKET + 8192];
     static uint16_t seg_len[128];
@@ -1533,6 +1549,7 @@ int main(int argc, char **argv) {
     test_icmp_limits();
     test_key_wipe();
     test_fuzz(iterations);
+    test_segment_64k();
     test_offload_fuzz(iterations / 10);
     test_loop();
     test_loop_two_queues();

@@ -1,0 +1,155 @@
+/* libFuzzer target: ts_dp_inbound, a UDP payload from the peer -> inner packet.
+ *
+ * Random bytes almost never pass the ICV, so the input is a script of up to
+ * MAX_RECORDS datagrams sent one after another to the same context, each
+ * either raw (the bytes as they arrive: keepalive, IKE marker, bad lengths,
+ * unknown SPIs, ...) or "sealed": the harness encrypts the fuzzed plaintext
+ * (inner packet, padding, pad length, next header) under the inbound SA's
+ * key, so mutations reach the trailer, inner-header and selector checks, and
+ * the fuzzed sequence numbers drive the replay window and ESN inference.
+ *
+ * record := flags:u8 len:u16be [seq:u64be iv:8]? body[len]
+ *   flags bit0  sealed (seq and iv present; body = plaintext)
+ *         bit1  SA B (AES-256-GCM, ESN, window 1024, soft/hard packet
+ *               limits 3/6, no selectors) instead of SA A (AES-128-GCM,
+ *               window 64, selectors 10.0.0.0/8 and fd00::/8 both ways)
+ *         bit2  sealed: flip one bit of the tag (must be dropped as AUTH)
+ *         bit3  a tight output buffer: (bits 6-7 + 1) quarters of the
+ *               datagram's length instead of 64 KiB
+ *         bit4  raw: write SA B's SPI over the first 4 bytes
+ *         bit5  raw: write the larval SA's SPI over the first 4 bytes
+ * Both SAs are re-created before every input, so each input starts from the
+ * same state and a crash reproduces from its file alone. */
+#include "fuzz_util.h"
+
+#define SPI_A 0x1000u
+#define SPI_B 0x2000u
+#define SPI_LARVAL 0x3000u
+#define MAX_RECORDS 16
+
+static const uint8_t KEY_A[20] = "0123456789abcdefSALT";
+static const uint8_t KEY_B[36] = "0123456789abcdef0123456789abcdefsalt";
+
+static ts_dp *dp;
+static uint8_t datagram[TS_MAX_PACKET + 64];
+
+static void key_in(uint32_t spi, const uint8_t *key, uint8_t keylen, uint8_t esn, uint32_t window) {
+    uint32_t got = 0;
+    ts_sad_delete(dp, spi, TS_DIR_IN);
+    FUZZ_SETUP(ts_sad_getspi(dp, spi, spi, &got) == TS_OK && got == spi);
+    ts_sa_params p;
+    fz_params(&p, spi, TS_DIR_IN, key, keylen, esn, window);
+    if (spi == SPI_A) {
+        static const uint8_t net4[1] = {10}, net6[1] = {0xfd};
+        p.n_sel = 2;
+        fz_sel(&p.sel[0], 4, net4, 1, net4, 1);
+        fz_sel(&p.sel[1], 6, net6, 1, net6, 1);
+    } else {
+        p.soft_packets = 3;
+        p.hard_packets = 6;
+    }
+    FUZZ_SETUP(ts_sad_update(dp, &p) == TS_OK);
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv) {
+    (void)argc, (void)argv;
+    dp = ts_dp_new();
+    FUZZ_SETUP(dp != NULL);
+    uint32_t got = 0;
+    FUZZ_SETUP(ts_sad_getspi(dp, SPI_LARVAL, SPI_LARVAL, &got) == TS_OK);
+    return 0;
+}
+
+/* SPI | seq_lo | IV | AES-GCM(plaintext) | ICV, as a peer would send it */
+static size_t seal(int which_b, uint64_t seq, const uint8_t *iv, const uint8_t *pt, size_t len, int bad_tag) {
+    uint32_t spi = which_b ? SPI_B : SPI_A;
+    const uint8_t *key = which_b ? KEY_B : KEY_A;
+    size_t keylen = which_b ? 32 : 16;
+    uint8_t aad[12], nonce[12];
+    size_t aadlen;
+    fz_put32(aad, spi);
+    if (which_b) {    /* ESN: the high half is in the AAD, never on the wire */
+        fz_put32(aad + 4, (uint32_t)(seq >> 32));
+        fz_put32(aad + 8, (uint32_t)seq);
+        aadlen = 12;
+    } else {
+        fz_put32(aad + 4, (uint32_t)seq);
+        aadlen = 8;
+    }
+    memcpy(nonce, key + keylen, 4);
+    memcpy(nonce + 4, iv, 8);
+    fz_put32(datagram, spi);
+    fz_put32(datagram + 4, (uint32_t)seq);
+    memcpy(datagram + 8, iv, 8);
+    FUZZ_SETUP(ts_gcm_seal(key, keylen, nonce, aad, aadlen, pt, len, datagram + 16, datagram + 16 + len) == TS_OK);
+    if (bad_tag)
+        datagram[16 + len + (seq & 15)] ^= (uint8_t)(1u << (iv[0] & 7));
+    return 16 + len + 16;
+}
+
+static void check_inner(const uint8_t *out, int n, size_t outcap) {
+    FUZZ_ASSERT((size_t)n <= outcap);
+    FUZZ_ASSERT(out[0] >> 4 == 4 || out[0] >> 4 == 6);
+    if (out[0] >> 4 == 4)
+        FUZZ_ASSERT(n >= 20 && fz_be16(out + 2) == (uint16_t)n);
+    else
+        FUZZ_ASSERT(n >= 40 && fz_be16(out + 4) + 40u == (unsigned)n);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    key_in(SPI_A, KEY_A, 20, 0, 64);
+    key_in(SPI_B, KEY_B, 36, 1, 1024);
+    fz_in in = {data, size};
+    ts_addr src, local;
+    fz_addr4(&src, 192, 0, 2, 1, 4500);
+    fz_addr4(&local, 192, 0, 2, 2, 4500);
+    for (int r = 0; r < MAX_RECORDS && in.n; r++) {
+        uint8_t flags = fz_u8(&in);
+        size_t want = fz_u16(&in), len = 0, dlen;
+        int sealed = flags & 1, bad_tag = 0;
+        if (sealed) {
+            uint64_t seq = fz_u64(&in);
+            uint8_t iv[8];
+            for (int i = 0; i < 8; i++)
+                iv[i] = fz_u8(&in);
+            const uint8_t *pt = fz_take(&in, want, &len);
+            if (len > TS_MAX_PACKET - 32)
+                len = TS_MAX_PACKET - 32;
+            bad_tag = (flags >> 2) & 1;
+            dlen = seal((flags >> 1) & 1, seq, iv, pt, len, bad_tag);
+        } else {
+            const uint8_t *raw = fz_take(&in, want, &len);
+            dlen = len;
+            memcpy(datagram, raw, len);
+            if (len >= 4 && (flags & 0x10))
+                fz_put32(datagram, SPI_B);
+            if (len >= 4 && (flags & 0x20))
+                fz_put32(datagram, SPI_LARVAL);
+        }
+        size_t outcap = (flags & 8) ? dlen * (((flags >> 6) & 3) + 1) / 4 : TS_MAX_PACKET;
+        uint8_t *out = malloc(outcap ? outcap : 1);
+        FUZZ_SETUP(out != NULL);
+        /* the datagram in a buffer of its own size: reads past it are caught */
+        uint8_t *udp = fz_dup(datagram, dlen);
+        int drop = -1;
+        int n = ts_dp_inbound(dp, udp, dlen, &src, &local, out, outcap, &drop);
+        if (fz_trace())
+            fprintf(stderr, "record %d: %s %zu bytes -> %d, drop %d\n", r, sealed ? "sealed" : "raw", dlen, n, drop);
+        FUZZ_ASSERT(n >= 0 && drop >= 0 && drop < TS_DROP__COUNT);
+        FUZZ_ASSERT((n > 0) == (drop == TS_DROP_NONE) || (n == 0 && dlen >= 4 && fz_be32(udp) == 0));
+        if (n > 0) {
+            check_inner(out, n, outcap);
+            FUZZ_ASSERT(!bad_tag);   /* nothing unauthenticated gets through */
+            FUZZ_ASSERT((size_t)n + 2 <= (sealed ? len : dlen));
+        }
+        if (bad_tag)
+            FUZZ_ASSERT(drop != TS_DROP_NONE);
+        free(udp);
+        free(out);
+    }
+    fz_drain_events(dp);
+    ts_sa_info info;
+    FUZZ_ASSERT(ts_sad_get(dp, SPI_B, TS_DIR_IN, &info) == TS_OK);
+    FUZZ_ASSERT(info.packets <= 6);    /* the hard limit holds */
+    return 0;
+}

@@ -1,0 +1,47 @@
+"""atheris target: the pipe codec (tunsec.dataplane.pipe) between the control
+process and the dataplane worker.
+
+The worker decodes whatever arrives on its end of the pipe and answers a
+malformed request with an error reply, so decode() must raise PipeError and
+nothing else, error_reply() must answer every PipeError with a bare header
+(it echoes the type byte even when unknown, so the reply need not decode), and a
+decoded message encodes to bytes that decode to the same message.
+
+Input: one datagram as it would arrive on the SOCK_SEQPACKET pair.
+
+Run: python3 fuzz/pipe_codec.py [libFuzzer flags] [corpus dirs]   (see fuzz/README.md)
+"""
+
+from __future__ import annotations
+
+import sys
+
+import atheris
+
+with atheris.instrument_imports():
+    from tunsec.dataplane.pipe import HEADER_LEN, PipeError, decode, encode, error_reply
+
+
+def test_one_input(data: bytes) -> None:
+    try:
+        msg = decode(data)
+    except PipeError as err:
+        reply = error_reply(err)
+        if reply is not None and len(reply) != HEADER_LEN:
+            raise AssertionError(f"error reply of {len(reply)} bytes") from err
+        return
+    encoded = encode(msg)
+    again = decode(encoded)
+    if again != msg:
+        raise AssertionError(f"round trip changed the message:\n{msg!r}\n{again!r}")
+    if encode(again) != encoded:
+        raise AssertionError("encoding is not stable")
+
+
+def main() -> None:
+    atheris.Setup(sys.argv, test_one_input)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main()
