@@ -35,7 +35,7 @@ static uint8_t datagram[TS_MAX_PACKET + 64];
 
 static void key_in(uint32_t spi, const uint8_t *key, uint8_t keylen, uint8_t esn, uint32_t window) {
     uint32_t got = 0;
-    ts_sad_delete(dp, spi, TS_DIR_IN);
+    ts_sad_delete(dp, spi, TS_DIR_IN, NULL);
     FUZZ_SETUP(ts_sad_getspi(dp, spi, spi, &got) == TS_OK && got == spi);
     ts_sa_params p;
     fz_params(&p, spi, TS_DIR_IN, key, keylen, esn, window);
@@ -149,7 +149,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     fz_drain_events(dp);
     ts_sa_info info;
-    FUZZ_ASSERT(ts_sad_get(dp, SPI_B, TS_DIR_IN, &info) == TS_OK);
+    FUZZ_ASSERT(ts_sad_get(dp, SPI_B, TS_DIR_IN, NULL, &info) == TS_OK);
     FUZZ_ASSERT(info.packets <= 6);    /* the hard limit holds */
     return 0;
 }
