@@ -29,7 +29,7 @@ from tunsec.dataplane import pipe
 from tunsec.dataplane.client import WorkerClient, WorkerError
 from tunsec.dataplane.pipe import Action, Alg, Direction, Endpoint, Lifetime, Policy, SaSpec, Selector
 from tunsec.ike.config import IkeConfig
-from tunsec.ike.endpoint import IkeEndpoint
+from tunsec.ike.endpoint import DosLimits, IkeEndpoint
 from tunsec.ike.events import (
     AuthFailed,
     ChildSaDown,
@@ -119,12 +119,12 @@ class IkeService:
     """Runs the engine for the daemon; see the module docstring."""
 
     def __init__(self, connections: Sequence[IkeConnection], worker: Callable[[], WorkerClient],
-                 local_addrs: dict[int, str]) -> None:
+                 local_addrs: dict[int, str], limits: DosLimits | None = None) -> None:
         self.connections = {c.ike.name: c for c in connections}
         self.worker = worker
         self.local_addrs = local_addrs     # family -> our outer address for ESP SAs
         self.spis: collections.deque[int] = collections.deque()
-        self.endpoint = IkeEndpoint([c.ike for c in connections], spi_allocator=self._take_spi)
+        self.endpoint = IkeEndpoint([c.ike for c in connections], spi_allocator=self._take_spi, limits=limits)
         self.sockets: dict[int, socket.socket] = {}
         self.children: dict[tuple[str, int], ChildState] = {}
         self.ike_up: dict[bytes, dict[str, Any]] = {}

@@ -297,19 +297,20 @@ class IkeEndpoint:
         return struct.pack("!I", version) + hmac.new(secret, bound, hashlib.sha256).digest()
 
     def _cookie_ok(self, msg: Message, addr: Address) -> bool:
-        first = msg.payloads[0]
-        if not isinstance(first, NotifyPayload) or first.type != NotifyType.COOKIE or len(first.data) < 4:
+        first = msg.payloads[0]  # RFC 7296 §2.6: the COOKIE comes first
+        if not isinstance(first, NotifyPayload) or first.type != NotifyType.COOKIE:
             return False
-        nonce = _find_nonce(msg)
-        (version,) = struct.unpack_from("!I", first.data)
+        version = struct.unpack_from("!I", first.data)[0] if len(first.data) >= 4 else None
         if version == self._cookie_version:
             secret: bytes | None = self._cookie_secret
         elif version == (self._cookie_version - 1) & 0xFFFFFFFF:
             secret = self._previous_secret
         else:
             secret = None
-        if secret is not None and hmac.compare_digest(first.data, self._cookie_for(msg, nonce, addr, version, secret)):
-            return True
+        if secret is not None and version is not None:
+            expected = self._cookie_for(msg, _find_nonce(msg), addr, version, secret)
+            if hmac.compare_digest(first.data, expected):
+                return True
         self.stats.cookie_refused += 1
         return False
 
