@@ -182,6 +182,7 @@ class TunsecIke:
     pki: Pki | None = None
     dir: Path = field(init=False)
     proc: subprocess.Popen[bytes] | None = None
+    extra_tunsec: str = ""              # more lines in the tunsec { } section
 
     def __post_init__(self) -> None:
         self.dir = self.topo.workdir / f"tunsec-{self.host.ns}"
@@ -214,7 +215,7 @@ tunsec {{
   tun = tunsec0
   control_socket = {self.sock}
   log_level = debug
-}}
+{self.extra_tunsec}}}
 {self.conn.swanctl_text()}""")
         self.conf.chmod(0o600)
 

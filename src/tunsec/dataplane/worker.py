@@ -201,7 +201,7 @@ class Worker:
             return pipe.Expire(spi=ev.spi, direction=ev.direction, hard=ev.hard, reason=ExpireReason(ev.reason))
         if ev.type is EventType.INVALID_SPI and ev.remote is not None:
             return pipe.InvalidSpi(spi=ev.spi, remote=ev.remote)
-        if ev.type is EventType.IKE and ev.remote is not None and len(ev.data) <= pipe.MAX_IKE_DATA:
+        if ev.type is EventType.IKE and ev.remote is not None and 0 < len(ev.data) <= pipe.MAX_IKE_DATA:
             return pipe.Ike(data=ev.data, remote=ev.remote, local=ev.local)
         return None
 
