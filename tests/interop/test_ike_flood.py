@@ -121,14 +121,15 @@ def _ipv4_udp(src: str, dst: str, sport: int, dport: int, payload: bytes) -> byt
     return ip + udp + payload
 
 
-def flood(topo: TwoHosts, request: bytes, n: int, seed: int) -> int:
-    """Send ``n`` hostile datagrams from B to A's ports 500 and 4500 in turn; how many left."""
+def flood(topo: TwoHosts, request: bytes, n: int, seed: int, ports: tuple[int, ...] = (500, 4500)) -> int:
+    """Send ``n`` hostile datagrams from B to A's ``ports`` in turn; how many left."""
     rng = random.Random(seed)
     raw = topo.socket(topo.b, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
     sent = 0
     try:
         for i, (src, sport, ike) in enumerate(hostile_datagrams(rng, request, topo.b.outer4, n)):
-            dport, data = (4500, bytes(4) + ike) if i % 2 else (500, ike)
+            dport = ports[i % len(ports)]
+            data = bytes(4) + ike if dport == 4500 else ike  # the non-ESP marker on 4500
             packet = _ipv4_udp(src, topo.a.outer4, sport, dport, data)
             for _ in range(100):
                 try:
@@ -183,6 +184,10 @@ def test_flood_of_hostile_ike_datagrams_leaves_the_tunnel_and_nothing_else(topo:
     ping_both_ways(topo)
     request = init_request(topo, proposals)
 
+    # port 4500 alone: IKE behind the non-ESP marker reaches the engine through the worker
+    before = drops(tunsec)
+    flood(topo, request, 64, seed=0, ports=(4500,))
+    assert wait_until(lambda: drops(tunsec)["unknown_spi"] > before["unknown_spi"], 10), drops(tunsec)
     # a warm-up flood brings the control process to its working size
     flood(topo, request, WARMUP, seed=1)
     assert wait_until(lambda: settled(tunsec, spis), 30), tunsec.status()["ike_sas"]
