@@ -187,6 +187,8 @@ class IkeEndpoint:
         self._collect(now)
 
     def get_timer(self) -> float | None:
+        """The earliest timer, as of the last receive/handle_timer/datagrams_to_send (call that first
+        after driving an SA directly: it is what arms a request's retransmission)."""
         heap = self._heap
         while heap and self._deadline.get(heap[0][2]) != heap[0][0]:
             heapq.heappop(heap)
