@@ -294,11 +294,7 @@ int ts_inbound_locked(ts_dp *dp, uint8_t *udp, size_t len, const ts_addr *src,
         *drop = TS_DROP_KEEPALIVE;
         return 0;
     }
-    if (len >= 4 && ts_be32(udp) == 0) {
-        if (len == 4) {             /* the non-ESP marker and nothing after it */
-            *drop = TS_DROP_MALFORMED;
-            return 0;
-        }
+    if (len > 4 && ts_be32(udp) == 0) {   /* the marker alone carries no IKE: malformed below */
         ts_event ev = {.type = TS_EV_IKE};
         if (src)
             ev.addr = *src;

@@ -477,6 +477,11 @@ static void test_bad_inner(void) {
     len = make_inner(6, 10, false, bufA);
     el = ref_seal(other, 20, pr.spi, seq++, false, NULL, bufA, len, min_pad(len), NULL, 41, bufB);
     CHECK(in1(pr.rx, bufB, el, bufC, &drop) == 0 && drop == TS_DROP_AUTH);
+    /* the non-ESP marker with nothing after it is no IKE message: counted, no event */
+    memset(bufB, 0, 4);
+    CHECK(in1(pr.rx, bufB, 4, bufC, &drop) == 0 && drop == TS_DROP_MALFORMED);
+    ts_event ev;
+    CHECK(ts_dp_next_event(pr.rx, &ev, bufC, sizeof(bufC)) == 0);
     pair_free(&pr);
 
     /* an SA without selectors admits nothing, however good the packet */

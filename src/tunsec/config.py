@@ -925,6 +925,11 @@ def _float_range(lo: float, hi: float, what: str) -> Callable[[str], float]:
 _parse_retransmit_timeout = _float_range(0.05, 3600, "a number of seconds")
 _parse_retransmit_base = _float_range(1, 10, "a number")
 _parse_retransmit_tries = _int_range(0, 100, "a number of retransmissions")
+# unauthenticated IKE_SA_INIT, as strongswan.conf's charon.half_open_timeout,
+# charon.cookie_threshold and charon.init_limit_half_open (which has no "unlimited" here)
+_parse_half_open_timeout = _float_range(0.5, 3600, "a number of seconds")
+_parse_cookie_threshold = _int_range(0, 1 << 20, "a number of half-open IKE SAs")
+_parse_half_open_limit = _int_range(1, 1 << 20, "a number of half-open IKE SAs")
 
 
 @dataclass(frozen=True)
@@ -948,6 +953,12 @@ class TunsecSettings:
     # (it holds Child SA keys only; the control process keeps root for routes);
     # None = tunsec if it exists, else nobody; "root" keeps root (worker_user)
     user: str | None = None
+    # IKE SAs a peer has not authenticated yet ("half-open"): closed after
+    # half_open_timeout seconds; above cookie_threshold of them a COOKIE is
+    # demanded (RFC 7296 §2.6); above half_open_limit requests are dropped
+    half_open_timeout: float = 30.0
+    cookie_threshold: int = 30
+    half_open_limit: int = 1000
 
 
 # --------------------------------------------------------------------------
@@ -1270,6 +1281,9 @@ def _tunsec_section(section: Section, issues: list[ConfigIssue], parts: _Parts) 
         retransmit_base=r.get("retransmit_base", _parse_retransmit_base, d.retransmit_base),
         retransmit_tries=r.get("retransmit_tries", _parse_retransmit_tries, d.retransmit_tries),
         user=r.get("user", _parse_user, d.user),
+        half_open_timeout=r.get("half_open_timeout", _parse_half_open_timeout, d.half_open_timeout),
+        cookie_threshold=r.get("cookie_threshold", _parse_cookie_threshold, d.cookie_threshold),
+        half_open_limit=r.get("half_open_limit", _parse_half_open_limit, d.half_open_limit),
     )
     r.finish()
 

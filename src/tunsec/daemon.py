@@ -24,7 +24,7 @@ from tunsec.dataplane import pipe
 from tunsec.dataplane.client import WorkerClient, WorkerError, WorkerFds
 from tunsec.dataplane.pipe import Direction, ExpireReason
 from tunsec.dataplane.tun import Tun, local_address_in, outer_mtu_towards, tunnel_mtu
-from tunsec.ike_connections import connections_from_config, ike_endpoints
+from tunsec.ike_connections import connections_from_config, dos_limits, ike_endpoints
 from tunsec.ikeservice import IkeService
 from tunsec.manual import ManualPlan, plan
 from tunsec.policy.ids import IdSpace
@@ -140,7 +140,7 @@ class Daemon:
         conns = connections_from_config(cfg)
         self.ike: IkeService | None = None
         if conns:
-            self.ike = IkeService(conns, lambda: self.worker, ike_endpoints(conns), self.ids)
+            self.ike = IkeService(conns, lambda: self.worker, ike_endpoints(conns), self.ids, dos_limits(cfg))
         self.nqueues = max(1, min(cfg.tunsec.workers or os.cpu_count() or 1, 16))
         self.started = time.time()
         self.restarts: list[float] = []

@@ -9,6 +9,7 @@ import secrets
 from tunsec.config import Config
 from tunsec.dataplane.pipe import Lifetime
 from tunsec.ike.config import RetransmitConfig
+from tunsec.ike.endpoint import DosLimits
 from tunsec.ike_config import Child, Connection
 from tunsec.ikeservice import ChildPlan, IkeConnection
 
@@ -35,8 +36,11 @@ def child_plan(ch: Child) -> ChildPlan:
     )
 
 
-def ike_connection(c: Connection, retransmit: RetransmitConfig | None = None) -> IkeConnection:
+def ike_connection(c: Connection, retransmit: RetransmitConfig | None = None,
+                   half_open_timeout: float | None = None) -> IkeConnection:
     ike = c.ike if retransmit is None else dataclasses.replace(c.ike, retransmit=retransmit)
+    if half_open_timeout is not None:
+        ike = dataclasses.replace(ike, half_open_timeout=half_open_timeout)
     return IkeConnection(ike=ike, children=tuple(child_plan(ch) for ch in c.children), local_port=c.local_port,
                          keyingtries=c.keyingtries)
 
@@ -44,7 +48,13 @@ def ike_connection(c: Connection, retransmit: RetransmitConfig | None = None) ->
 def connections_from_config(cfg: Config) -> list[IkeConnection]:
     s = cfg.tunsec
     retransmit = RetransmitConfig(s.retransmit_timeout, s.retransmit_base, s.retransmit_tries)
-    return [ike_connection(c, retransmit) for c in cfg.connections]
+    return [ike_connection(c, retransmit, s.half_open_timeout) for c in cfg.connections]
+
+
+def dos_limits(cfg: Config) -> DosLimits:
+    """The IKE endpoint's limits on unauthenticated IKE_SA_INIT requests (tunsec { })."""
+    s = cfg.tunsec
+    return DosLimits(cookie_threshold=s.cookie_threshold, half_open_limit=s.half_open_limit)
 
 
 def ike_endpoints(conns: list[IkeConnection]) -> dict[int, str]:

@@ -34,7 +34,7 @@ from tunsec.dataplane import pipe
 from tunsec.dataplane.client import WorkerClient, WorkerError
 from tunsec.dataplane.pipe import Action, Alg, Direction, Endpoint, Lifetime, Policy, SaSpec, Selector
 from tunsec.ike.config import IkeConfig
-from tunsec.ike.endpoint import IkeEndpoint
+from tunsec.ike.endpoint import DosLimits, IkeEndpoint
 from tunsec.ike.events import (
     AuthFailed,
     ChildSaDown,
@@ -135,12 +135,13 @@ class IkeService:
     """Runs the engine for the daemon; see the module docstring."""
 
     def __init__(self, connections: Sequence[IkeConnection], worker: Callable[[], WorkerClient],
-                 local_addrs: dict[int, str], ids: IdSpace | None = None) -> None:
+                 local_addrs: dict[int, str], ids: IdSpace | None = None,
+                 limits: DosLimits | None = None) -> None:
         self.connections = {c.ike.name: c for c in connections}
         self.worker = worker
         self.local_addrs = local_addrs     # family -> our outer address for ESP SAs
         self.spis: collections.deque[int] = collections.deque()
-        self.endpoint = IkeEndpoint([c.ike for c in connections], spi_allocator=self._take_spi)
+        self.endpoint = IkeEndpoint([c.ike for c in connections], spi_allocator=self._take_spi, limits=limits)
         self.sockets: dict[int, socket.socket] = {}
         self.ids = ids if ids is not None else IdSpace()
         self.children: dict[int, ChildState] = {}                # child handle -> state

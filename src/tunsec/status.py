@@ -3,6 +3,7 @@ material ever enters it) and its rendering for people."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -87,6 +88,9 @@ def status_document(d: Daemon, dump: Reply) -> dict[str, Any]:
         "larval_sas": sum(1 for sa in dump.sas if sa.state == "larval"),
         "policies": [_policy(p) for p in dump.policies],
         "drops": dict(dump.drops),
+        # unauthenticated IKE: half-open responder SAs now, and what was dropped or answered statelessly
+        "ike_half_open": d.ike.endpoint.half_open if d.ike else 0,
+        "ike_drops": dataclasses.asdict(d.ike.endpoint.stats) if d.ike else {},
     }
 
 
@@ -135,4 +139,7 @@ def render(doc: dict[str, Any]) -> str:
             lines.append(f"  {p['id']:>5} {p['action']:<8} {p['selector']}{spi}: {p['packets']} packets")
     drops = doc["drops"]
     lines.append("drops: " + ", ".join(f"{k} {v}" for k, v in drops.items()))
+    if doc.get("ike_drops"):
+        lines.append(f"IKE: {doc['ike_half_open']} half-open; unauthenticated: "
+                     + ", ".join(f"{k} {v}" for k, v in doc["ike_drops"].items()))
     return "\n".join(lines)

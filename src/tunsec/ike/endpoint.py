@@ -6,21 +6,35 @@ with the non-ESP marker stripped) to :meth:`IkeEndpoint.receive`, sends what
 :meth:`IkeEndpoint.handle_timer` at :meth:`IkeEndpoint.get_timer`, and reads
 ``(IkeSa, Event)`` pairs from :meth:`IkeEndpoint.next_event`.
 
-Denial-of-service protection (RFC 7296 §2.6): when more than
-``cookie_threshold`` responder SAs are half-open, an IKE_SA_INIT request without
-a valid COOKIE gets a stateless COOKIE response and no state at all. The cookie
-is ``version | HMAC-SHA256(secret, Ni | IPi | SPIi)``.
+Denial-of-service protection (RFC 7296 §2.6), as strongSwan's charon does it:
+
+- Nothing is kept for a datagram before it has been parsed as a well-formed
+  IKE_SA_INIT request (message ID 0, zero SPIr, SA, KE and Nonce present, no
+  trailing bytes). Anything else that names no SPI of ours is dropped (counted).
+- Responder SAs that have answered IKE_SA_INIT but are not authenticated yet are
+  half-open: counted in O(1), capped at ``half_open_limit`` (further requests
+  are dropped, counted) and closed after the connection's ``half_open_timeout``.
+- Above ``cookie_threshold`` half-open SAs, a request without a valid COOKIE
+  gets a stateless COOKIE response. The cookie is
+  ``version | HMAC-SHA256(secret, Ni | IPi | port | SPIi)``; the secret is
+  replaced every ``cookie_lifetime`` seconds and the previous one is still
+  accepted for one more period (initiators in flight keep working).
+- Work per datagram does not depend on the number of SAs: SAs report changes
+  through :meth:`IkeSa.watch` and only those are visited; timers sit in a heap.
 """
 
 from __future__ import annotations
 
 import hashlib
+import heapq
 import hmac
 import ipaddress
+import itertools
 import os
 import struct
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
@@ -29,14 +43,19 @@ from .constants import ExchangeType, HeaderFlag, NotifyType
 from .events import Address, Event, IkeSaUp
 from .message import (
     DecodeError,
+    Header,
+    KePayload,
     Message,
     NoncePayload,
     NotifyPayload,
+    SaPayload,
     decode_header,
     decode_message,
 )
-from .sa import IkeSa
+from .sa import IkeSa, State
 from .state import Rng, SpiAllocator, now_utc, random_spi_allocator
+
+ZERO_SPI = bytes(8)
 
 
 class Datagram(NamedTuple):
@@ -47,6 +66,40 @@ class Datagram(NamedTuple):
     local_port: int
 
 
+@dataclass(frozen=True)
+class DosLimits:
+    """Thresholds for unauthenticated IKE_SA_INIT requests (strongswan.conf names in brackets).
+
+    ``cookie_threshold`` [charon.cookie_threshold]: half-open SAs above which a
+    COOKIE is demanded. ``half_open_limit`` [charon.init_limit_half_open, but 0
+    is not "unlimited" here]: half-open SAs above which requests are dropped.
+    ``cookie_lifetime``: seconds a cookie secret is handed out (it is accepted
+    for twice as long).
+    """
+
+    cookie_threshold: int = 30
+    half_open_limit: int = 1000
+    cookie_lifetime: float = 60.0
+
+
+@dataclass
+class EndpointStats:
+    """Datagrams the endpoint dropped or answered without creating state."""
+
+    malformed: int = 0  # undecodable, or an IKE_SA_INIT request that is not well-formed
+    unknown_spi: int = 0  # not an IKE_SA_INIT request, and no SA of ours has its SPI
+    cookies_sent: int = 0  # stateless COOKIE responses
+    cookie_refused: int = 0  # a COOKIE was needed and the one sent (if any) was not valid
+    half_open_limit: int = 0  # requests dropped because half_open_limit SAs are half-open
+    no_connection: int = 0  # no connection accepts IKE from the source address
+    half_open_closed: int = 0  # half-open SAs that timed out or failed before authentication
+
+
+@dataclass
+class _HalfOpen:
+    init_key: tuple[bytes, Address]
+
+
 class IkeEndpoint:
     def __init__(
         self,
@@ -55,27 +108,48 @@ class IkeEndpoint:
         *,
         spi_allocator: SpiAllocator | None = None,
         wall_clock: Callable[[], datetime] = now_utc,
-        cookie_threshold: int = 10,
+        cookie_threshold: int | None = None,
         config_selector: Callable[[Address], Sequence[IkeConfig]] | None = None,
+        limits: DosLimits | None = None,
     ) -> None:
+        limits = limits or DosLimits()
+        if cookie_threshold is not None:
+            limits = DosLimits(cookie_threshold, limits.half_open_limit, limits.cookie_lifetime)
+        self.limits = limits
+        self.stats = EndpointStats()
         self._configs = {c.name: c for c in configs}
         self._rng = rng
         self._spi_allocator = spi_allocator or random_spi_allocator(rng)
         self._wall_clock = wall_clock
-        self._cookie_threshold = cookie_threshold
         self._select = config_selector or self._default_selector
         self._sas: dict[bytes, IkeSa] = {}
         self._by_init: dict[tuple[bytes, Address], IkeSa] = {}
+        self._half_open: dict[bytes, _HalfOpen] = {}  # local SPI -> how the request is found again
         self._events: deque[tuple[IkeSa, Event]] = deque()
         self._outbox: list[Datagram] = []
+        self._dirty: dict[IkeSa, None] = {}  # SAs that changed since the last _collect (ordered)
+        self._deadline: dict[bytes, float] = {}  # local SPI -> the SA's timer as last scheduled
+        self._heap: list[tuple[float, int, bytes]] = []  # (deadline, seq, local SPI); stale entries skipped
+        self._seq = itertools.count()
         self._cookie_version = 0
         self._cookie_secret = rng(32)
+        self._previous_secret: bytes | None = None
+        self._cookie_rotate_at: float | None = None
 
     # ------------------------------------------------------------------ API
 
     @property
     def sas(self) -> list[IkeSa]:
         return list(self._sas.values())
+
+    @property
+    def sa_count(self) -> int:
+        return len(self._sas)
+
+    @property
+    def half_open(self) -> int:
+        """Responder SAs that answered IKE_SA_INIT and are not authenticated yet."""
+        return len(self._half_open)
 
     def initiate(self, config_name: str, child_name: str | None, now: float) -> IkeSa:
         sa = self._new_sa(self._configs[config_name], True, now, None, None)
@@ -87,24 +161,38 @@ class IkeEndpoint:
         try:
             hdr = decode_header(datagram)
         except DecodeError:
+            self.stats.malformed += 1
             return
         if hdr.exchange == ExchangeType.IKE_SA_INIT and hdr.from_initiator and not hdr.is_response:
-            self._on_init_request(datagram, addr, now, local_addr, hdr.spi_i)
+            self._on_init_request(hdr, datagram, addr, now, local_addr)
         else:
             our_spi = hdr.spi_r if hdr.from_initiator else hdr.spi_i
             sa = self._sas.get(our_spi)
-            if sa is not None:
-                sa.receive(datagram, addr, now, local_addr)
+            if sa is None:
+                self.stats.unknown_spi += 1
+                return
+            sa.receive(datagram, addr, now, local_addr)
         self._collect(now)
 
     def handle_timer(self, now: float) -> None:
-        for sa in list(self._sas.values()):
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            deadline, _, spi = heapq.heappop(heap)
+            sa = self._sas.get(spi)
+            if sa is None or self._deadline.get(spi) != deadline:
+                continue  # stale: the SA is gone or its timer moved
+            del self._deadline[spi]
             sa.handle_timer(now)
+            self._touch(sa)
         self._collect(now)
 
     def get_timer(self) -> float | None:
-        timers = [t for t in (sa.get_timer() for sa in self._sas.values()) if t is not None]
-        return min(timers) if timers else None
+        """The earliest timer, as of the last receive/handle_timer/datagrams_to_send (call that first
+        after driving an SA directly: it is what arms a request's retransmission)."""
+        heap = self._heap
+        while heap and self._deadline.get(heap[0][2]) != heap[0][0]:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
 
     def datagrams_to_send(self, now: float) -> list[Datagram]:
         self._collect(now)
@@ -115,13 +203,10 @@ class IkeEndpoint:
         return self._events.popleft() if self._events else None
 
     def rotate_cookie_secret(self) -> None:
-        """Start a new cookie secret; cookies of the previous one stop working."""
+        """Start a new cookie secret; cookies of the previous one work until the next rotation."""
         self._cookie_version = (self._cookie_version + 1) & 0xFFFFFFFF
+        self._previous_secret = self._cookie_secret
         self._cookie_secret = self._rng(32)
-
-    @property
-    def half_open(self) -> int:
-        return sum(1 for sa in self._sas.values() if sa.is_half_open)
 
     # ------------------------------------------------------------------ internals
 
@@ -130,6 +215,9 @@ class IkeEndpoint:
         exact = [c for c in self._configs.values() if c.remote_addr and _same_ip(c.remote_addr, addr[0])]
         anyone = [c for c in self._configs.values() if c.remote_addr in (None, "%any", "0.0.0.0", "::")]
         return exact + anyone
+
+    def _touch(self, sa: IkeSa) -> None:
+        self._dirty[sa] = None
 
     def _new_sa(
         self,
@@ -153,89 +241,168 @@ class IkeEndpoint:
                 candidates=candidates,
             )
             if sa.local_spi not in self._sas:
-                self._sas[sa.local_spi] = sa
+                self._register(sa)
                 return sa
 
-    def _on_init_request(self, datagram: bytes, addr: Address, now: float, local: Address | None, spi_i: bytes) -> None:
-        existing = self._by_init.get((spi_i, addr))
+    def _register(self, sa: IkeSa) -> None:
+        self._sas[sa.local_spi] = sa
+        sa.watch(self._touch)
+        self._touch(sa)
+
+    def _on_init_request(
+        self, hdr: Header, datagram: bytes, addr: Address, now: float, local: Address | None
+    ) -> None:
+        existing = self._by_init.get((hdr.spi_i, addr))
         if existing is not None and not existing.is_closed:
             existing.receive(datagram, addr, now, local)  # a retransmission: answered from storage
             return
-        if self.half_open >= self._cookie_threshold and not self._cookie_ok(datagram, addr):
-            self._send_cookie(datagram, addr, local)
+        msg = _init_request(hdr, datagram)
+        if msg is None:
+            self.stats.malformed += 1
+            return
+        self._rotate_cookie_secret_if_due(now)
+        if self.half_open >= self.limits.cookie_threshold and not self._cookie_ok(msg, addr):
+            self._send_cookie(msg, addr, local)
+            return
+        if self.half_open >= self.limits.half_open_limit:
+            self.stats.half_open_limit += 1
             return
         candidates = list(self._select(addr))
         if not candidates:
+            self.stats.no_connection += 1
             return
         sa = self._new_sa(candidates[0], False, now, addr, local, candidates)
-        self._by_init[(spi_i, addr)] = sa
         sa.receive(datagram, addr, now, local)
+        if sa.is_half_open:
+            key = (hdr.spi_i, addr)
+            self._half_open[sa.local_spi] = _HalfOpen(key)
+            self._by_init[key] = sa
+        elif sa.state is State.IDLE:
+            sa.drop("IKE_SA_INIT request not taken")  # cannot happen after _init_request; keep nothing anyway
 
-    def _cookie_for(self, nonce: bytes, addr: Address, spi_i: bytes, version: int, secret: bytes) -> bytes:
+    # ------------------------------------------------------------------ cookies
+
+    def _rotate_cookie_secret_if_due(self, now: float) -> None:
+        lifetime = self.limits.cookie_lifetime
+        if self._cookie_rotate_at is None:
+            self._cookie_rotate_at = now + lifetime
+        elif now >= self._cookie_rotate_at:
+            stale = now >= self._cookie_rotate_at + lifetime  # idle for a whole period: nothing is in flight
+            self.rotate_cookie_secret()
+            if stale:
+                self._previous_secret = None
+            self._cookie_rotate_at = now + lifetime
+
+    def _cookie_for(self, msg: Message, nonce: bytes, addr: Address, version: int, secret: bytes) -> bytes:
         ip = ipaddress.ip_address(addr[0]).packed
-        return struct.pack("!I", version) + hmac.new(secret, nonce + ip + spi_i, hashlib.sha256).digest()
+        bound = nonce + ip + struct.pack("!H", addr[1]) + msg.spi_i
+        return struct.pack("!I", version) + hmac.new(secret, bound, hashlib.sha256).digest()
 
-    def _cookie_ok(self, datagram: bytes, addr: Address) -> bool:
-        try:
-            msg = decode_message(datagram)
-        except DecodeError:
+    def _cookie_ok(self, msg: Message, addr: Address) -> bool:
+        first = msg.payloads[0]  # RFC 7296 §2.6: the COOKIE comes first
+        if not isinstance(first, NotifyPayload) or first.type != NotifyType.COOKIE:
             return False
-        nonce = next((p for p in msg.payloads if isinstance(p, NoncePayload)), None)
-        first = msg.payloads[0] if msg.payloads else None
-        if nonce is None or not isinstance(first, NotifyPayload) or first.type != NotifyType.COOKIE:
-            return False
-        expected = self._cookie_for(nonce.data, addr, msg.spi_i, self._cookie_version, self._cookie_secret)
-        return hmac.compare_digest(first.data, expected)
+        version = struct.unpack_from("!I", first.data)[0] if len(first.data) >= 4 else None
+        if version == self._cookie_version:
+            secret: bytes | None = self._cookie_secret
+        elif version == (self._cookie_version - 1) & 0xFFFFFFFF:
+            secret = self._previous_secret
+        else:
+            secret = None
+        if secret is not None and version is not None:
+            expected = self._cookie_for(msg, _find_nonce(msg), addr, version, secret)
+            if hmac.compare_digest(first.data, expected):
+                return True
+        self.stats.cookie_refused += 1
+        return False
 
-    def _send_cookie(self, datagram: bytes, addr: Address, local: Address | None) -> None:
-        try:
-            msg = decode_message(datagram)
-        except DecodeError:
-            return
-        nonce = next((p for p in msg.payloads if isinstance(p, NoncePayload)), None)
-        if nonce is None:
-            return
-        cookie = self._cookie_for(nonce.data, addr, msg.spi_i, self._cookie_version, self._cookie_secret)
+    def _send_cookie(self, msg: Message, addr: Address, local: Address | None) -> None:
+        cookie = self._cookie_for(msg, _find_nonce(msg), addr, self._cookie_version, self._cookie_secret)
         reply = Message(
             msg.spi_i,
-            bytes(8),
+            ZERO_SPI,
             ExchangeType.IKE_SA_INIT,
             int(HeaderFlag.RESPONSE),
             0,
             (NotifyPayload(NotifyType.COOKIE, cookie),),
         )
+        self.stats.cookies_sent += 1
         self._outbox.append(Datagram(reply.encode(), addr, local[1] if local else 500))
 
-    def _collect(self, now: float) -> None:
-        """Move datagrams and events out of the SAs, then forget closed SAs."""
-        pending = list(self._sas.items())
-        while pending:
-            spi, sa = pending.pop(0)
-            port = sa.local_port
-            for data, addr in sa.datagrams_to_send(now):
-                self._outbox.append(Datagram(data, addr, port))
-            while (event := sa.next_event()) is not None:
-                self._events.append((sa, event))
-                if isinstance(event, IkeSaUp) and event.initial_contact:
-                    pending += [(old.local_spi, old) for old in self._initial_contact(sa, event)]
-            successor = sa.take_successor()
-            if successor is not None:  # a rekeyed IKE SA: route its new SPI to the new object
-                self._sas[successor.local_spi] = successor
-                pending.append((successor.local_spi, successor))
-            if sa.is_closed and self._sas.get(spi) is sa:
-                del self._sas[spi]
-        for key, sa in list(self._by_init.items()):
-            if sa.is_closed or not sa.is_half_open:
-                del self._by_init[key]
+    # ------------------------------------------------------------------ bookkeeping
 
-    def _initial_contact(self, fresh: IkeSa, up: IkeSaUp) -> list[IkeSa]:
+    def _collect(self, now: float) -> None:
+        """Move datagrams and events out of the SAs that changed, reschedule them, forget closed ones."""
+        while self._dirty:
+            batch, self._dirty = self._dirty, {}
+            for sa in batch:
+                self._collect_one(sa, now)
+
+    def _collect_one(self, sa: IkeSa, now: float) -> None:
+        spi, port = sa.local_spi, sa.local_port
+        for data, addr in sa.datagrams_to_send(now):
+            self._outbox.append(Datagram(data, addr, port))
+        while (event := sa.next_event()) is not None:
+            self._events.append((sa, event))
+            if isinstance(event, IkeSaUp) and event.initial_contact:
+                self._initial_contact(sa, event)  # the dropped SAs report themselves through watch()
+        successor = sa.take_successor()
+        if successor is not None:  # a rekeyed IKE SA: route its new SPI to the new object
+            self._register(successor)
+        if spi in self._half_open and not sa.is_half_open:
+            record = self._half_open.pop(spi)
+            if self._by_init.get(record.init_key) is sa:
+                del self._by_init[record.init_key]
+            if sa.is_closed:
+                self.stats.half_open_closed += 1
+        if sa.is_closed:
+            if self._sas.get(spi) is sa:
+                del self._sas[spi]
+                self._deadline.pop(spi, None)
+            sa.watch(None)
+            return
+        self._schedule(spi, sa.get_timer())
+
+    def _schedule(self, spi: bytes, when: float | None) -> None:
+        if self._deadline.get(spi) == when:
+            return
+        if when is None:
+            del self._deadline[spi]
+            return
+        self._deadline[spi] = when
+        heapq.heappush(self._heap, (when, next(self._seq), spi))
+        if len(self._heap) > 2 * len(self._deadline) + 64:
+            # drop the stale entries now and then, so the heap stays proportional to the live timers
+            self._heap = [(t, next(self._seq), s) for s, t in self._deadline.items()]
+            heapq.heapify(self._heap)
+
+    def _initial_contact(self, fresh: IkeSa, up: IkeSaUp) -> None:
         """The peer rebooted: forget our older IKE SAs with the same identities (RFC 7296 §2.4)."""
-        dropped = []
         for sa in list(self._sas.values()):
             if sa is not fresh and not sa.is_closed and sa.name == fresh.name and sa.peer_id == up.remote_id:
                 sa.drop("replaced (peer sent INITIAL_CONTACT)")
-                dropped.append(sa)
-        return dropped
+
+
+def _init_request(hdr: Header, datagram: bytes) -> Message | None:
+    """The IKE_SA_INIT request if it is well-formed enough to answer (RFC 7296 §1.2, §3.1)."""
+    if hdr.message_id != 0 or hdr.spi_r != ZERO_SPI or not any(hdr.spi_i):
+        return None
+    try:
+        msg = decode_message(datagram)
+    except DecodeError:
+        return None
+    kinds = [type(p) for p in msg.payloads]
+    if kinds.count(SaPayload) != 1 or kinds.count(KePayload) != 1 or kinds.count(NoncePayload) != 1:
+        return None
+    sa = next(p for p in msg.payloads if isinstance(p, SaPayload))
+    ke = next(p for p in msg.payloads if isinstance(p, KePayload))
+    if not sa.proposals or not ke.data:
+        return None
+    return msg
+
+
+def _find_nonce(msg: Message) -> bytes:
+    return next(p.data for p in msg.payloads if isinstance(p, NoncePayload))
 
 
 def _same_ip(a: str, b: str) -> bool:

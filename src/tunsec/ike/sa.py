@@ -27,6 +27,7 @@ larval SA; a used one shows up in :class:`~tunsec.ike.events.ChildSaUp`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections import deque
@@ -34,6 +35,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
+from typing import Concatenate, ParamSpec, TypeVar
 
 from .config import IkeConfig
 from .constants import IKE_PORT, NATT_PORT, ExchangeType, HeaderFlag, NotifyType
@@ -57,6 +59,23 @@ from .sk import IntegrityError, decrypt_message, encrypt_message
 from .state import ChildSa, IkeRekey, IkeSaState, Rng, SpiAllocator, now_utc, random_spi_allocator
 
 log = logging.getLogger(__name__)
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _notifies(method: Callable[Concatenate[IkeSa, _P], _R]) -> Callable[Concatenate[IkeSa, _P], _R]:
+    """Tell the SA's watcher after a call that may change its output, timer or state."""
+
+    @functools.wraps(method)
+    def wrapper(self: IkeSa, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            if self._watcher is not None:
+                self._watcher(self)
+
+    return wrapper
 
 
 class State(Enum):
@@ -132,6 +151,14 @@ class IkeSa:
         self._queue: deque[Task] = deque()
         self._last_response: tuple[int, bytes] | None = None
         self._outbox: list[tuple[bytes, Address]] = []
+        self._watcher: Callable[[IkeSa], None] | None = None
+
+    def watch(self, watcher: Callable[[IkeSa], None] | None) -> None:
+        """Have ``watcher(self)`` called after each public call that may change this SA.
+
+        The endpoint uses it to visit only the SAs that changed, never all of them.
+        """
+        self._watcher = watcher
 
     # ------------------------------------------------------------------ inspection
 
@@ -216,6 +243,7 @@ class IkeSa:
 
     # ------------------------------------------------------------------ API
 
+    @_notifies
     def initiate(self, child_name: str | None = None) -> None:
         """Start the IKE SA (initiator), or add a Child SA to an established one."""
         child_cfg = self._st.config.child(child_name) if child_name else None
@@ -229,18 +257,21 @@ class IkeSa:
             raise RuntimeError(f"cannot initiate on an IKE SA in state {self._state.value}")
         self._start_next()
 
+    @_notifies
     def rekey_child(self, unique_id: int) -> None:
         """Replace a Child SA with a new one (CREATE_CHILD_SA with REKEY_SA)."""
         child = self._child_by_id(unique_id)
         self._queue.append(create_child_sa.CreateChildTask(child.config, rekey=child))
         self._start_next()
 
+    @_notifies
     def delete_child(self, unique_id: int) -> None:
         """Delete one Child SA with an INFORMATIONAL DELETE."""
         child = self._child_by_id(unique_id)
         self._queue.append(informational.DeleteChildTask([child]))
         self._start_next()
 
+    @_notifies
     def rekey(self) -> None:
         """Replace the IKE SA with a new one (CREATE_CHILD_SA); see ``take_successor``."""
         if self._state == State.ESTABLISHED and not self._rekeying():
@@ -252,12 +283,14 @@ class IkeSa:
         successor, self._successor = self._successor, None
         return successor
 
+    @_notifies
     def send_liveness(self) -> None:
         """Queue an empty INFORMATIONAL (dead peer detection)."""
         if self._state == State.ESTABLISHED:
             self._queue.append(informational.LivenessTask())
             self._start_next()
 
+    @_notifies
     def send_invalid_spi(self, spi: int) -> bool:
         """Queue an INFORMATIONAL with an INVALID_SPI notify for ``spi`` (established SAs only)."""
         if self._state != State.ESTABLISHED:
@@ -266,6 +299,7 @@ class IkeSa:
         self._start_next()
         return True
 
+    @_notifies
     def delete(self, now: float | None = None) -> None:
         """Delete the IKE SA and its Child SAs (INFORMATIONAL DELETE if established)."""
         if self._state == State.ESTABLISHED:
@@ -276,10 +310,12 @@ class IkeSa:
         elif self._state not in (State.DELETING, State.REKEYED):
             self._close("deleted locally")
 
+    @_notifies
     def drop(self, reason: str) -> None:
         """Forget the IKE SA and its Child SAs without telling the peer (it is gone or replaced)."""
         self._close(reason)
 
+    @_notifies
     def receive(self, datagram: bytes, addr: Address, now: float, local_addr: Address | None = None) -> None:
         """Process one IKE message (without non-ESP marker) from ``addr``.
 
@@ -302,6 +338,7 @@ class IkeSa:
         self._schedule()
         self._start_next()
 
+    @_notifies
     def handle_timer(self, now: float) -> None:
         self._now = now
         if self._state == State.CLOSED:

@@ -1,0 +1,398 @@
+"""Unauthenticated IKE datagrams at a responder (RFC 7296 §2.6), on a fake clock.
+
+Nothing is kept for a datagram that is not a well-formed IKE_SA_INIT request;
+half-open responder SAs are counted, capped and reaped; COOKIEs are demanded
+above a threshold, bound to the source address, port, SPIi and Ni, with a secret
+that rotates; and the work per datagram does not grow with the number of SAs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tunsec.ike.config import IkeConfig, LocalAuth, RemoteAuth, child_config
+from tunsec.ike.constants import ExchangeType, HeaderFlag, NotifyType
+from tunsec.ike.endpoint import DosLimits, IkeEndpoint
+from tunsec.ike.events import ChildSaUp, IkeSaUp
+from tunsec.ike.identity import Identity
+from tunsec.ike.message import Message, NotifyPayload, decode_message
+from tunsec.ike.proposals import parse_proposals
+from tunsec.ike.sa import IkeSa, State
+from tunsec.ike.secret import Secret
+from tunsec.ike.testing import Network
+
+A, B = "192.0.2.1", "192.0.2.2"
+PSK = Secret(b"a shared secret of some length")
+TIMEOUT = 30.0
+
+
+def cfg(initiator: bool, peer: str | None = None, **kw: Any) -> IkeConfig:
+    local_ts, remote_ts = ("10.1.0.0/16", "10.2.0.0/16") if initiator else ("10.2.0.0/16", "10.1.0.0/16")
+    ids = ("moon.example", "sun.example") if initiator else ("sun.example", "moon.example")
+    base = IkeConfig(
+        "conn",
+        LocalAuth("psk", Identity.parse(ids[0])),
+        RemoteAuth("psk", Identity.parse(ids[1])),
+        parse_proposals("aes128gcm16-prfsha256-curve25519"),
+        (child_config("net", local_ts, remote_ts, "aes128gcm16"),),
+        psk=PSK,
+        local_addr=A if initiator else B,
+        remote_addr=B if initiator else peer,
+        half_open_timeout=TIMEOUT,
+    )
+    return dataclasses.replace(base, **kw)
+
+
+def init_request() -> bytes:
+    """A genuine IKE_SA_INIT request, as an initiator sends it."""
+    a = IkeEndpoint([cfg(True)])
+    a.initiate("conn", "net", 0.0)
+    (first,) = a.datagrams_to_send(0.0)
+    return first.data
+
+
+def with_spi(request: bytes, i: int) -> bytes:
+    """The same request under another SPIi (IKE_SA_INIT is not integrity protected)."""
+    return struct.pack("!Q", 0x1000 + i) + request[8:]
+
+
+def with_cookie(request: bytes, cookie: bytes) -> bytes:
+    msg = decode_message(request)
+    return dataclasses.replace(msg, payloads=(NotifyPayload(NotifyType.COOKIE, cookie), *msg.payloads)).encode()
+
+
+def cookie_of(reply: bytes) -> bytes:
+    msg = decode_message(reply)
+    assert msg.is_response and msg.spi_r == bytes(8)
+    (payload,) = msg.payloads
+    assert isinstance(payload, NotifyPayload) and payload.type == NotifyType.COOKIE
+    return payload.data
+
+
+def patched(request: bytes, *, offset: int, data: bytes) -> bytes:
+    out = bytearray(request)
+    out[offset : offset + len(data)] = data
+    return bytes(out)
+
+
+def header(exchange: int, flags: int, msg_id: int = 0, spi_i: bytes = b"\x01" * 8, spi_r: bytes = bytes(8),
+           next_payload: int = 0, body: bytes = b"") -> bytes:
+    return spi_i + spi_r + struct.pack("!BBBBII", next_payload, 0x20, exchange, flags, msg_id, 28 + len(body)) + body
+
+
+def hostile(request: bytes) -> dict[str, bytes]:
+    """Datagrams of many shapes, none of them a well-formed IKE_SA_INIT request."""
+    init = int(HeaderFlag.INITIATOR)
+    msg = decode_message(request)
+    no_ke = dataclasses.replace(msg, payloads=tuple(p for p in msg.payloads if type(p).__name__ != "KePayload"))
+    no_nonce = dataclasses.replace(msg, payloads=tuple(p for p in msg.payloads if type(p).__name__ != "NoncePayload"))
+    garbage = request + b"\x00" * 4
+    return {
+        "empty": b"",
+        "truncated header": request[:20],
+        "truncated body": request[:-5],
+        "28 bytes, SA announced, no body": header(ExchangeType.IKE_SA_INIT, init, next_payload=33),
+        "28 bytes, no payload": header(ExchangeType.IKE_SA_INIT, init),
+        "28 bytes, bogus payload type": header(ExchangeType.IKE_SA_INIT, init, next_payload=200),
+        "non-zero message id": patched(request, offset=20, data=struct.pack("!I", 1)),
+        "non-zero SPIr": patched(request, offset=8, data=b"\x02" * 8),
+        "zero SPIi": patched(request, offset=0, data=bytes(8)),
+        "response flag": patched(request, offset=19, data=bytes([init | HeaderFlag.RESPONSE])),
+        "IKEv1 version": patched(request, offset=17, data=b"\x10"),
+        "no KE": no_ke.encode(),
+        "no Nonce": no_nonce.encode(),
+        "trailing bytes (length field covers them)": patched(
+            garbage, offset=24, data=struct.pack("!I", len(garbage))
+        ),
+        "IKE_AUTH to an unknown SPI": header(ExchangeType.IKE_AUTH, init, 1, spi_r=b"\x03" * 8, next_payload=46,
+                                             body=b"\x00\x00\x00\x14" + b"\x00" * 16),
+        "INFORMATIONAL response to an unknown SPI": header(ExchangeType.INFORMATIONAL, HeaderFlag.RESPONSE, 5,
+                                                           spi_r=b"\x04" * 8),
+        "CREATE_CHILD_SA to an unknown SPI": header(ExchangeType.CREATE_CHILD_SA, init, 2, spi_r=b"\x05" * 8),
+        "IKE_SA_INIT response to nothing": header(ExchangeType.IKE_SA_INIT, HeaderFlag.RESPONSE, spi_r=b"\x06" * 8),
+    }
+
+
+def test_hostile_datagrams_from_the_configured_peer_leave_no_state() -> None:
+    request = init_request()
+    b = IkeEndpoint([cfg(False, peer=A)])
+    for name, data in hostile(request).items():
+        for port in (500, 4500, 31337):
+            b.receive(data, (A, port), 1.0, (B, 500))
+        assert b.sa_count == 0 and b.half_open == 0, name
+        assert b.get_timer() is None, name
+    assert b.datagrams_to_send(1.0) == []
+    dropped = b.stats.malformed + b.stats.unknown_spi
+    assert dropped == 3 * len(hostile(request))
+    # the genuine request still works, once
+    b.receive(request, (A, 500), 2.0, (B, 500))
+    assert b.sa_count == 1 and b.half_open == 1
+
+
+def test_requests_from_unconfigured_addresses_leave_no_state() -> None:
+    b = IkeEndpoint([cfg(False, peer=A)])
+    request = init_request()
+    for i in range(50):
+        b.receive(with_spi(request, i), (f"198.51.100.{i + 1}", 500), 1.0)
+    assert b.sa_count == 0 and b.stats.no_connection == 50 and not b.datagrams_to_send(1.0)
+
+
+def test_half_open_sas_are_counted_capped_and_reaped() -> None:
+    b = IkeEndpoint([cfg(False)], limits=DosLimits(cookie_threshold=1000, half_open_limit=20))
+    request = init_request()
+    for i in range(50):
+        b.receive(with_spi(request, i), (f"198.51.100.{i + 1}", 500), float(i) / 10)
+    assert b.half_open == b.sa_count == 20
+    assert b.stats.half_open_limit == 30
+    assert len(b.datagrams_to_send(5.0)) == 20  # only the accepted ones were answered
+    assert all(sa.state is State.CONNECTING for sa in b.sas)
+    # nothing fires before the timeout ...
+    b.handle_timer(TIMEOUT - 1)
+    assert b.half_open == 20
+    # ... and after it nothing is left, not even an index entry or a timer
+    now = b.get_timer()
+    while now is not None:
+        b.handle_timer(now)
+        now = b.get_timer()
+    assert b.sa_count == 0 and b.half_open == 0 and b.stats.half_open_closed == 20
+    assert not b._by_init and not b._deadline  # the indexes must not leak
+    # room again for new requests
+    b.receive(with_spi(request, 99), ("198.51.100.99", 500), 100.0)
+    assert b.half_open == 1
+
+
+def test_a_retransmitted_request_is_answered_from_the_same_sa() -> None:
+    b = IkeEndpoint([cfg(False)])
+    request = init_request()
+    b.receive(request, (A, 500), 1.0)
+    (first,) = b.datagrams_to_send(1.0)
+    b.receive(request, (A, 500), 2.0)
+    (again,) = b.datagrams_to_send(2.0)
+    assert again.data == first.data and b.sa_count == 1
+
+
+def _fill(b: IkeEndpoint, n: int, request: bytes, now: float = 1.0) -> None:
+    for i in range(n):
+        b.receive(with_spi(request, 10_000 + i), (f"198.51.100.{i % 250 + 1}", 1000 + i), now)
+    b.datagrams_to_send(now)
+
+
+def test_cookie_demanded_above_the_threshold_and_bound_to_address_port_spi_and_nonce() -> None:
+    b = IkeEndpoint([cfg(False)], limits=DosLimits(cookie_threshold=3))
+    request = init_request()
+    _fill(b, 3, request)
+    c = ("203.0.113.7", 500)
+    b.receive(request, c, 2.0)
+    (reply,) = b.datagrams_to_send(2.0)
+    assert b.sa_count == 3 and b.stats.cookies_sent == 1
+    cookie = cookie_of(reply.data)
+    assert reply.addr == c and decode_message(reply.data).spi_i == request[:8]
+
+    # the same cookie from another port, another address, under another SPIi or nonce: refused
+    for data, src in [
+        (with_cookie(request, cookie), (c[0], 501)),
+        (with_cookie(request, cookie), ("203.0.113.8", 500)),
+        (with_cookie(with_spi(request, 7), cookie), c),
+        (with_cookie(request, cookie[:-1] + bytes([cookie[-1] ^ 1])), c),
+        (with_cookie(request, b"\x00"), c),
+    ]:
+        b.receive(data, src, 2.0)
+        assert b.sa_count == 3
+    assert b.stats.cookie_refused == 5
+    assert all(cookie_of(d.data) for d in b.datagrams_to_send(2.0))  # each got a fresh COOKIE, nothing else
+
+    # the right one from the right place: a half-open SA
+    b.receive(with_cookie(request, cookie), c, 3.0)
+    assert b.sa_count == 4 and b.half_open == 4
+    (answer,) = b.datagrams_to_send(3.0)
+    assert decode_message(answer.data).spi_r != bytes(8)
+
+
+def test_nonce_is_bound_into_the_cookie() -> None:
+    b = IkeEndpoint([cfg(False)], limits=DosLimits(cookie_threshold=0))
+    request = init_request()
+    b.receive(request, (A, 500), 1.0)
+    cookie = cookie_of(b.datagrams_to_send(1.0)[0].data)
+    other = decode_message(init_request())  # another initiator's nonce (and KE) under the same SPIi
+    forged = Message(request[:8], bytes(8), other.exchange, other.flags, 0,
+                     (NotifyPayload(NotifyType.COOKIE, cookie), *other.payloads)).encode()
+    b.receive(forged, (A, 500), 1.0)
+    assert b.sa_count == 0 and b.stats.cookie_refused == 1
+
+
+def _cookie_for(b: IkeEndpoint, request: bytes, addr: tuple[str, int], now: float) -> bytes:
+    b.datagrams_to_send(now)
+    b.receive(request, addr, now)
+    replies = b.datagrams_to_send(now)
+    assert len(replies) == 1
+    return cookie_of(replies[0].data)
+
+
+def test_previous_secret_accepted_for_one_rotation_then_refused() -> None:
+    b = IkeEndpoint([cfg(False)], limits=DosLimits(cookie_threshold=0))
+    request = init_request()
+    addr = (A, 500)
+    cookie = _cookie_for(b, request, addr, 1.0)
+    b.rotate_cookie_secret()
+    b.rotate_cookie_secret()
+    b.receive(with_cookie(request, cookie), addr, 1.0)
+    assert b.sa_count == 0  # two rotations ago: refused
+
+    cookie = _cookie_for(b, request, addr, 2.0)
+    b.rotate_cookie_secret()
+    b.receive(with_cookie(request, cookie), addr, 2.0)
+    assert b.sa_count == 1  # one rotation ago: still good
+
+
+def test_secret_rotates_with_time() -> None:
+    lifetime = 60.0
+    b = IkeEndpoint([cfg(False, half_open_timeout=1e6)],
+                    limits=DosLimits(cookie_threshold=0, cookie_lifetime=lifetime))
+    request = init_request()
+    one, two, three = (with_spi(request, i) for i in (1, 2, 3))
+    first = _cookie_for(b, one, (A, 500), 0.0)
+    assert _cookie_for(b, one, (A, 500), lifetime - 1) == first  # same secret within the period
+    second = _cookie_for(b, two, (A, 500), lifetime + 1)
+    assert second[:4] != first[:4]  # a new secret (version) after it
+    b.receive(with_cookie(one, first), (A, 500), lifetime + 1)
+    assert b.sa_count == 1  # the previous secret is still accepted
+    _cookie_for(b, three, (A, 500), 2 * lifetime + 2)  # the next rotation
+    b.receive(with_cookie(one, first), (A, 501), 2 * lifetime + 2)
+    assert b.sa_count == 1  # (another port: a new request, and its cookie is two secrets old)
+    b.receive(with_cookie(two, second), (A, 500), 2 * lifetime + 2)
+    assert b.sa_count == 2  # one rotation old: accepted
+    stale = _cookie_for(b, three, (A, 502), 2 * lifetime + 2)
+    b.receive(with_cookie(three, first[:4] + stale[4:]), (A, 502), 2 * lifetime + 2)
+    assert b.sa_count == 2  # the first secret's version is no longer accepted at all
+
+
+def test_old_cookie_refused_after_two_periods() -> None:
+    lifetime = 60.0
+    b = IkeEndpoint([cfg(False)], limits=DosLimits(cookie_threshold=0, cookie_lifetime=lifetime))
+    request = init_request()
+    cookie = _cookie_for(b, request, (A, 500), 0.0)
+    b.receive(with_cookie(request, cookie), (A, 500), 2.5 * lifetime)  # idle for two periods: both secrets new
+    assert b.sa_count == 0 and b.stats.cookie_refused == 1
+
+
+def test_the_flood_is_cookie_answered_and_creates_nothing() -> None:
+    b = IkeEndpoint([cfg(False)], limits=DosLimits(cookie_threshold=5))
+    request = init_request()
+    _fill(b, 5, request)
+    for i in range(500):
+        b.receive(with_spi(request, 50_000 + i), (f"198.51.100.{i % 250 + 1}", 2000 + i), 2.0)
+    assert b.sa_count == 5 and b.stats.cookies_sent == 500
+    assert all(len(d.data) < len(request) for d in b.datagrams_to_send(2.0))  # no amplification
+
+
+# ---------------------------------------------------------------------- cost per datagram
+
+
+@pytest.fixture
+def visits(monkeypatch: pytest.MonkeyPatch) -> Iterator[Counter[str]]:
+    """How often any IkeSa method that the endpoint calls per SA is entered."""
+    counts: Counter[str] = Counter()
+    for name in ("get_timer", "handle_timer", "datagrams_to_send", "next_event", "take_successor", "receive"):
+        original: Callable[..., Any] = getattr(IkeSa, name)
+
+        def counting(self: IkeSa, *args: Any, _name: str = name, _orig: Callable[..., Any] = original,
+                     **kw: Any) -> Any:
+            counts[_name] += 1
+            return _orig(self, *args, **kw)
+
+        monkeypatch.setattr(IkeSa, name, counting)
+    yield counts
+
+
+def _flood_cost(n: int, visits: Counter[str]) -> Counter[str]:
+    b = IkeEndpoint([cfg(False)], limits=DosLimits(cookie_threshold=n + 10, half_open_limit=n + 10))
+    request = init_request()
+    _fill(b, n, request)
+    datagrams = list(hostile(request).values())
+    datagrams += [with_spi(request, 10_000)]  # a retransmission of a known request
+    datagrams += [with_spi(request, 90_000 + i) for i in range(5)]  # five new ones
+    visits.clear()
+    for i, data in enumerate(datagrams):
+        # what the daemon does per datagram: receive, send, look at the timer
+        b.receive(data, ("198.51.100.1", 1000), 2.0 + i / 1000)
+        b.datagrams_to_send(2.0)
+        b.handle_timer(2.0)
+        b.get_timer()
+    assert b.sa_count == n + 5
+    return visits.copy()
+
+
+def test_per_datagram_work_does_not_grow_with_the_number_of_sas(visits: Counter[str]) -> None:
+    small, large = _flood_cost(5, visits), _flood_cost(200, visits)
+    assert small == large
+    assert sum(small.values()) > 0
+
+
+def test_timers_fire_per_sa_without_scanning(visits: Counter[str]) -> None:
+    b = IkeEndpoint([cfg(False)], limits=DosLimits(cookie_threshold=1000))
+    request = init_request()
+    for i in range(100):
+        b.receive(with_spi(request, i), (A, 1000 + i), float(i))
+    b.datagrams_to_send(100.0)
+    visits.clear()
+    b.handle_timer(TIMEOUT + 9.5)  # the ten oldest time out
+    assert b.sa_count == 90 and visits["handle_timer"] == 10
+
+
+# ---------------------------------------------------------------------- an established peer is not disturbed
+
+
+def test_established_sa_survives_a_flood_and_a_fresh_initiation_works() -> None:
+    net = Network()
+    a = net.add(A, IkeEndpoint([cfg(True)]))
+    b = net.add(B, IkeEndpoint([cfg(False, peer=A)], limits=DosLimits(cookie_threshold=5, half_open_limit=50)))
+    a.initiate("conn", "net", net.now)
+    net.run()
+    assert [type(e) for e in net.take(B)].count(ChildSaUp) == 1
+    assert b.half_open == 0 and b.sa_count == 1
+    established = b.sas[0]
+
+    request = init_request()
+    for i in range(200):
+        for data in hostile(request).values():
+            b.receive(data, (A, 500 + i), net.now)
+        # spoofed from the configured peer's address: above the threshold only cookies
+        b.receive(with_spi(request, i), (A, 500 + i), net.now)
+    assert b.half_open == 5 and b.sa_count == 6
+    net.run(until=net.now + TIMEOUT + 1)
+    assert b.sas == [established] and established.state is State.ESTABLISHED and b.half_open == 0
+
+    # the tunnel still works: a liveness check is answered, then a restart of the initiator
+    a.sas[0].send_liveness()
+    net.run(until=net.now + 1)
+    assert established.state is State.ESTABLISHED
+    a.sas[0].delete(net.now)
+    net.run(until=net.now + 1)
+    assert b.sa_count == 0
+    net.take(A)
+    a.initiate("conn", "net", net.now)
+    net.run(until=net.now + 1)
+    events = net.take(A)
+    assert any(isinstance(e, IkeSaUp) for e in events) and any(isinstance(e, ChildSaUp) for e in events)
+    assert b.sa_count == 1 and b.half_open == 0
+
+
+def test_authenticated_sa_leaves_the_half_open_count() -> None:
+    net = Network()
+    a = net.add(A, IkeEndpoint([cfg(True)]))
+    b = net.add(B, IkeEndpoint([cfg(False)]))
+    a.initiate("conn", "net", net.now)
+    (request,) = a.datagrams_to_send(net.now)
+    b.receive(request.data, (A, 500), net.now, (B, 500))
+    assert b.half_open == 1
+    (response,) = b.datagrams_to_send(net.now)
+    a.receive(response.data, (B, 500), net.now, (A, 500))
+    net.run()
+    assert any(isinstance(e, ChildSaUp) for e in net.take(B))
+    assert b.half_open == 0 and b.sa_count == 1 and not b._by_init
