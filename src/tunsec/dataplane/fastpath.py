@@ -51,6 +51,7 @@ class Drop(IntEnum):
     DUMMY = lib.TS_DROP_DUMMY
     IO = lib.TS_DROP_IO
     QUEUE_FULL = lib.TS_DROP_QUEUE_FULL
+    UNRESERVED = lib.TS_DROP_UNRESERVED
 
 
 class EventType(IntEnum):
@@ -58,6 +59,7 @@ class EventType(IntEnum):
     EXPIRE = lib.TS_EV_EXPIRE
     INVALID_SPI = lib.TS_EV_INVALID_SPI
     IKE = lib.TS_EV_IKE
+    RESERVE = lib.TS_EV_RESERVE
 
 
 _ERRNO = {
@@ -152,6 +154,8 @@ def _params(sa: SaSpec) -> Any:
     p.soft_bytes, p.soft_packets = sa.soft.bytes, sa.soft.packets
     p.hard_bytes, p.hard_packets = sa.hard.bytes, sa.hard.packets
     p.seq_start = sa.seq_start
+    p.seq_limit = sa.seq_limit
+    p.seq_notify = sa.seq_notify
     p.n_sel = len(sa.selectors)
     for i, sel in enumerate(sa.selectors):
         _sel_in(p.sel[i], sel)
@@ -274,6 +278,16 @@ class Dataplane:
 
     def flush(self) -> None:
         lib.ts_sad_flush(self._dp)
+
+    def reserve(self, spi: int, direction: Direction, limit: int, notify: int = 0) -> None:
+        """Raise an SA's sequence number reservation (never lowers it)."""
+        _check("RESERVE", lib.ts_sad_reserve(self._dp, spi, int(direction), limit, notify))
+
+    def seq_limit(self, spi: int, direction: Direction) -> tuple[int, int]:
+        """An SA's (seq_limit, seq_notify); (0, 0) without a reservation."""
+        i = ffi.new("ts_sa_info *")
+        _check("GET", lib.ts_sad_get(self._dp, spi, int(direction), i))
+        return int(i.seq_limit), int(i.seq_notify)
 
     def get(self, spi: int, direction: Direction) -> SaInfo:
         i = ffi.new("ts_sa_info *")
