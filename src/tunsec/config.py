@@ -1010,6 +1010,15 @@ def _parse_user(text: str) -> str:
     return name
 
 
+def _parse_state_dir(text: str) -> str:
+    path = text.strip()
+    if "\0" in path:
+        raise BadValue("path contains a NUL character")
+    if not os.path.isabs(path):
+        raise BadValue(f"must be an absolute path (a directory on persistent storage), got {_show(path)}")
+    return os.path.normpath(path)
+
+
 def _parse_larval_timeout(text: str) -> int:
     seconds = parse_duration(text)
     if seconds < 1:
@@ -1060,6 +1069,9 @@ class TunsecSettings:
     # the dataplane worker drops to this user once its TUN and sockets are open
     # (it holds Child SA keys only; the control process keeps root for routes)
     user: str | None = None
+    # manual tunnels persist their sequence number reservations here (RFC 4106
+    # forbids GCM with static keys unless nonces never repeat across restarts)
+    state_dir: str = "/var/lib/tunsec"
 
 
 # --------------------------------------------------------------------------
@@ -1368,6 +1380,7 @@ def _tunsec_section(section: Section, issues: list[ConfigIssue], parts: _Parts) 
         retransmit_base=r.get("retransmit_base", _parse_retransmit_base, d.retransmit_base),
         retransmit_tries=r.get("retransmit_tries", _parse_retransmit_tries, d.retransmit_tries),
         user=r.get("user", _parse_user, d.user),
+        state_dir=r.get("state_dir", _parse_state_dir, d.state_dir),
     )
     r.finish()
 
