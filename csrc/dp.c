@@ -154,11 +154,16 @@ static bool dont_fragment(const uint8_t *pkt) {
     return (pkt[0] >> 4) == 6 || (ts_be16(pkt + 6) & 0x4000);
 }
 
-static void emit_reserve(ts_dp *dp, ts_sa *sa, uint64_t seq) {
+/* once per reservation: seq reached seq_notify, or (above) an authenticated
+ * inbound packet is past seq_limit, e.g. from a sender that restarted and
+ * jumped ahead: the control side then reserves past it */
+static void emit_reserve(ts_dp *dp, ts_sa *sa, uint64_t seq, bool above) {
     uint64_t notify = atomic_load(&sa->seq_notify);
-    if (!notify || seq < notify || atomic_exchange(&sa->reserve_fired, 1))
+    if (!above && (!notify || seq < notify))
         return;
-    ts_event ev = {.type = TS_EV_RESERVE, .dir = sa->dir, .spi = sa->spi};
+    if (atomic_exchange(&sa->reserve_fired, 1))
+        return;
+    ts_event ev = {.type = TS_EV_RESERVE, .dir = sa->dir, .spi = sa->spi, .seq = above ? seq : 0};
     if (!ts_events_push(&dp->events, &ev, NULL, 0)) {
         ts_drop(dp, TS_DROP_QUEUE_FULL);
         atomic_store(&sa->reserve_fired, 0);   /* lost: ask again with the next packet */
@@ -252,7 +257,7 @@ int ts_outbound_locked(ts_dp *dp, ts_flow_cache *cache, const uint8_t *pkt, size
         *drop = TS_DROP_LIFETIME;
         return 0;
     }
-    emit_reserve(dp, sa, seq);
+    emit_reserve(dp, sa, seq, false);
     memcpy(out + ESP_HDR + ESP_IV, pkt, len);
     /* loop threads seal with contexts of their own; control threads share slot 0 */
     bool shared = ts_thread_slot() == 0;
@@ -349,14 +354,12 @@ int ts_inbound_locked(ts_dp *dp, uint8_t *udp, size_t len, const ts_addr *src,
     bool shared = ts_thread_slot() == 0;
     pthread_mutex_lock(&sa->lock);
     uint64_t seq = ts_replay_infer(&sa->replay, seq_lo, sa->esn);
+    /* past the high-water mark persisted for a restart: accepting it could
+     * let a restarted receiver accept it a second time.  It is still
+     * authenticated (never recorded), so that a genuine sender's jump makes
+     * the control side reserve past it. */
     uint64_t limit = atomic_load(&sa->seq_limit);
-    if (limit && seq > limit) {
-        /* past the high-water mark persisted for a restart: accepting it
-         * could let a restarted receiver accept it a second time */
-        pthread_mutex_unlock(&sa->lock);
-        *drop = TS_DROP_UNRESERVED;
-        return 0;
-    }
+    bool above = limit && seq > limit;
     bool fresh = ts_replay_check(&sa->replay, seq);
     if (!shared)
         pthread_mutex_unlock(&sa->lock);
@@ -371,11 +374,16 @@ int ts_inbound_locked(ts_dp *dp, uint8_t *udp, size_t len, const ts_addr *src,
     bool ok = ts_esp_open(sa, seq, udp, len, &pt_len);
     if (!shared)
         pthread_mutex_lock(&sa->lock);
-    fresh = ok && ts_replay_update(&sa->replay, seq);   /* a duplicate may have won the race */
+    fresh = ok && !above && ts_replay_update(&sa->replay, seq);   /* a duplicate may have won the race */
     pthread_mutex_unlock(&sa->lock);
     if (!ok) {
         atomic_fetch_add_explicit(&sa->auth_drops, 1, memory_order_relaxed);
         *drop = TS_DROP_AUTH;
+        return 0;
+    }
+    if (above) {
+        emit_reserve(dp, sa, seq, true);
+        *drop = TS_DROP_UNRESERVED;
         return 0;
     }
     if (!fresh) {
@@ -396,7 +404,7 @@ int ts_inbound_locked(ts_dp *dp, uint8_t *udp, size_t len, const ts_addr *src,
         *drop = TS_DROP_LIFETIME;
         return 0;
     }
-    emit_reserve(dp, sa, seq);
+    emit_reserve(dp, sa, seq, false);
     memcpy(out, pt, inner_len);
     return (int)inner_len;
 }

@@ -135,7 +135,7 @@ enum ts_event_type {
     TS_EV_EXPIRE = 2,            /* spi, dir, hard (0 soft / 1 hard), reason */
     TS_EV_INVALID_SPI = 3,       /* spi, addr = sender */
     TS_EV_IKE = 4,               /* addr = sender, data = IKE message (marker stripped) */
-    TS_EV_RESERVE = 5,           /* spi, dir: the SA reached seq_notify, reserve more numbers */
+    TS_EV_RESERVE = 5,           /* spi, dir, seq: the SA reached seq_notify, or (IN) a peer is past seq_limit */
 };
 
 /* numbered as the pipe's ExpireReason (3 = TIME is the worker's own) */
@@ -150,6 +150,7 @@ typedef struct ts_event {
     ts_addr local;               /* our address the packet arrived on */
     ts_selector sel;             /* ACQUIRE: single-packet selector */
     uint32_t data_len;           /* IKE: bytes copied into the caller's buffer */
+    uint64_t seq;                /* RESERVE: IN, an authenticated number above seq_limit (0 = none) */
 } ts_event;
 
 typedef struct ts_dp ts_dp;

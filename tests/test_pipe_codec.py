@@ -274,7 +274,7 @@ messages: st.SearchStrategy[Message] = st.one_of(
     ),
     st.builds(InvalidSpi, spi=u32s, remote=endpoints()),
     st.builds(Reserve, req_ids, spis, st.sampled_from(Direction), st.integers(1, U64), u64s),
-    st.builds(ReserveLow, spi=spis, direction=st.sampled_from(Direction)),
+    st.builds(ReserveLow, spi=spis, direction=st.sampled_from(Direction), needed=u64s),
     ike_args().map(lambda a: Ike(data=a[0], remote=a[1], local=a[2])),
 )
 
@@ -382,6 +382,7 @@ REALISTIC: list[Message] = [
     Reserve(16, 0xC1A2B3C4, Direction.OUT, 1 << 21, (1 << 21) - 2048),
     Reserve(17, 0xC0000123, Direction.IN, U64, 0),
     ReserveLow(spi=0xC1A2B3C4, direction=Direction.OUT),
+    ReserveLow(spi=0xC0000123, direction=Direction.IN, needed=(1 << 20) + 7),
 ]
 
 # ----------------------------------------------------------------- raw helpers
@@ -731,6 +732,11 @@ MALFORMED: list[tuple[str, bytes, Errno]] = [
     ("seq_limit past 32 bits without ESN", patch(LIMITED, Ext.SEQ_LIMIT, put(0, b"\0\0\0\1")), Errno.EINVAL),
     ("RESERVE_LOW with a request id", raw(MsgType.RESERVE_LOW, SA_ID_300, req_id=3), Errno.EINVAL),
     ("RESERVE_LOW without SA_ID", raw(MsgType.RESERVE_LOW, req_id=0), Errno.EINVAL),
+    ("RESERVE_LOW needed 0", raw(MsgType.RESERVE_LOW, SA_ID_300 + ext(Ext.SEQ_LIMIT, bytes(16)), req_id=0),
+     Errno.EINVAL),
+    ("RESERVE_LOW with notify",
+     raw(MsgType.RESERVE_LOW, SA_ID_300 + ext(Ext.SEQ_LIMIT, bytes(7) + b"\1" + bytes(7) + b"\1"), req_id=0),
+     Errno.EINVAL),
 ]  # fmt: skip
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tunsec.dataplane.pipe import Direction
-from tunsec.seqstate import MAX_BLOCK, MIN_BLOCK, SEQ_MAX_32, SeqState, StateError, prepare_dir
+from tunsec.seqstate import MAX_BLOCK, MIN_BLOCK_IN, MIN_BLOCK_OUT, SEQ_MAX_32, SeqState, StateError, prepare_dir
 
 KEY = bytes(range(1, 21))
 OTHER_KEY = bytes(range(2, 22))
@@ -27,9 +27,9 @@ def test_a_new_key_starts_at_zero_and_persists_its_first_block_before_use(tmp_pa
     st = state(tmp_path)
     assert not st.path.exists()
     start, limit, notify = st.restart()
-    assert (start, limit, notify) == (0, MIN_BLOCK, MIN_BLOCK // 2)
+    assert (start, limit, notify) == (0, MIN_BLOCK_OUT, MIN_BLOCK_OUT // 2)
     doc = json.loads(st.path.read_text())
-    assert doc["limit"] == MIN_BLOCK and doc["spi"] == SPI and doc["direction"] == "out"
+    assert doc["limit"] == MIN_BLOCK_OUT and doc["spi"] == SPI and doc["direction"] == "out"
     assert stat.S_IMODE(st.path.stat().st_mode) == 0o600
     raw = st.path.read_bytes()
     assert KEY not in raw and KEY.hex().encode() not in raw and KEY[:16].hex().encode() not in raw
@@ -51,11 +51,11 @@ def test_in_and_out_of_one_spi_and_a_new_key_have_files_of_their_own(tmp_path: P
     out = state(tmp_path)
     out.restart()
     out.restart()
-    assert state(tmp_path, direction=Direction.IN).restart()[0] == 0
+    assert state(tmp_path, direction=Direction.IN).restart() == (0, MIN_BLOCK_IN, MIN_BLOCK_IN // 2)
     new_key = state(tmp_path, key=OTHER_KEY)
     assert new_key.path != out.path
     assert new_key.restart()[0] == 0              # a changed key starts fresh
-    assert state(tmp_path).restart()[0] == 2 * MIN_BLOCK   # the old key's state is untouched
+    assert state(tmp_path).restart()[0] == 2 * MIN_BLOCK_OUT   # the old key's state is untouched
 
 
 @pytest.mark.parametrize(
@@ -130,25 +130,29 @@ def test_a_failed_write_keeps_the_old_state_and_the_old_limit(tmp_path: Path,
     monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(StateError, match="No space left on device"):
         st.extend(now=1.0)
-    assert st.limit == MIN_BLOCK                  # nothing past the persisted limit is handed out
+    assert st.limit == MIN_BLOCK_OUT              # nothing past the persisted limit is handed out
     assert st.path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == [st.path.name]   # no temporary file left
 
 
 def test_block_follows_the_packet_rate(tmp_path: Path) -> None:
-    st = state(tmp_path, esn=True)
+    st = state(tmp_path, esn=True, direction=Direction.IN)
+    b = MIN_BLOCK_IN
     st.restart()
     limit, notify = st.extend(now=100.0)          # no rate known yet: the same block
-    assert (limit, notify) == (2 * MIN_BLOCK, 2 * MIN_BLOCK - MIN_BLOCK // 2)
-    limit, _ = st.extend(now=100.001)             # 64 numbers in 1 ms: 64k per second
-    assert st.block == 65536 and limit == 2 * MIN_BLOCK + 65536
-    st.extend(now=100.002)                       # 10 Gbit/s and beyond: capped
+    assert (limit, notify) == (2 * b, 2 * b - b // 2)
+    limit, _ = st.extend(now=100.1)               # a block in 0.1 s: ten blocks a second
+    assert st.block == 16 * b and limit == 2 * b + 16 * b
+    st.extend(now=100.101)                       # 10 Gbit/s and beyond: capped
     assert st.block == MAX_BLOCK
-    st.extend(now=5000.0)                        # half a 2^24 block in 5000 s: ~1700 per second
-    assert st.block == 2048
     st.extend(now=1e9)                           # idle: back to the smallest block
-    assert st.block == MIN_BLOCK
-    assert state(tmp_path, esn=True).block == MIN_BLOCK   # the block is persisted too
+    assert st.block == MIN_BLOCK_IN
+    assert state(tmp_path, esn=True, direction=Direction.IN).block == MIN_BLOCK_IN   # persisted too
+    out = state(tmp_path, esn=True)
+    out.restart()
+    out.extend(now=1.0)
+    out.extend(now=1e9)
+    assert out.block == MIN_BLOCK_OUT             # a sender's block never goes below its own minimum
 
 
 def test_without_esn_the_limit_stops_at_2_to_the_32(tmp_path: Path) -> None:
@@ -206,3 +210,11 @@ def test_tunsec_up_refuses_a_tunnel_whose_state_is_corrupt(tmp_path: Path) -> No
     assert "Traceback" not in r.stderr and key_out.hex() not in r.stderr
     link = subprocess.run(["ip", "link", "show", "tsst0"], capture_output=True)
     assert link.returncode != 0   # refused before the TUN was created
+
+
+def test_a_receiver_reserves_past_a_sender_that_jumped_ahead(tmp_path: Path) -> None:
+    st = state(tmp_path, direction=Direction.IN)
+    st.restart()
+    limit, notify = st.extend(now=1.0, needed=1_000_000)
+    assert limit == 1_000_000 + MIN_BLOCK_IN and notify == limit - MIN_BLOCK_IN // 2
+    assert state(tmp_path, direction=Direction.IN).restart()[0] == limit

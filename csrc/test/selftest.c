@@ -662,8 +662,18 @@ static void test_reservation(void) {
         CHECK(in1(pr.rx, bufB, el, bufC, &drop) == (int)len && drop == TS_DROP_NONE);
     }
     CHECK(count_events(pr.rx, TS_EV_RESERVE, &ev) == 1 && ev.spi == spi_in && ev.dir == TS_DIR_IN);
+    /* above the limit: refused, and once authenticated it asks for a reservation past it */
     size_t el = ref_seal(pr.key, 20, spi_in, 2001, false, NULL, bufA, len, min_pad(len), NULL, 4, bufB);
+    bufB[el - 1] ^= 1;
+    CHECK(in1(pr.rx, bufB, el, bufC, &drop) == 0 && drop == TS_DROP_AUTH);
+    CHECK(count_events(pr.rx, TS_EV_RESERVE, NULL) == 0);   /* a forgery moves nothing */
+    bufB[el - 1] ^= 1;
+    CHECK(ts_sad_reserve(pr.rx, spi_in, TS_DIR_IN, 2000, 0) == TS_OK);   /* re-arm, as a refill does */
+    size_t el9 = ref_seal(pr.key, 20, spi_in, 90000, false, NULL, bufA, len, min_pad(len), NULL, 4, bufC);
+    memcpy(bufA + 4096, bufC, el9);
+    CHECK(in1(pr.rx, bufA + 4096, el9, bufC, &drop) == 0 && drop == TS_DROP_UNRESERVED);
     CHECK(in1(pr.rx, bufB, el, bufC, &drop) == 0 && drop == TS_DROP_UNRESERVED);
+    CHECK(count_events(pr.rx, TS_EV_RESERVE, &ev) == 1 && ev.seq == 90000 && ev.dir == TS_DIR_IN);
     CHECK(ts_sad_get(pr.rx, spi_in, TS_DIR_IN, &info) == TS_OK && info.seq == 2000 && info.replay_drops == 5);
     CHECK(ts_sad_reserve(pr.rx, spi_in, TS_DIR_IN, 3000, 2500) == TS_OK);
     CHECK(in1(pr.rx, bufB, el, bufC, &drop) == (int)len && drop == TS_DROP_NONE);

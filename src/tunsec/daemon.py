@@ -248,24 +248,27 @@ class Daemon:
 
     def _reserve_more(self, msg: pipe.ReserveLow) -> None:
         key = (msg.spi, msg.direction)
+        log.debug("SA %s %08x reached its reservation's refill point", msg.direction.name.lower(), msg.spi)
         if key not in self.seq or key in self._extending:
             return
         self._extending.add(key)
-        task = asyncio.create_task(self._extend(key))
+        task = asyncio.create_task(self._extend(key, msg.needed))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _extend(self, key: tuple[int, Direction]) -> None:
+    async def _extend(self, key: tuple[int, Direction], needed: int) -> None:
         """Persist a further block for an SA, then (only then) let the worker use it."""
         st = self.seq[key]
         try:
             while not self.stopping.is_set():
                 async with self._seq_locks[key]:
                     try:
-                        limit, notify = await asyncio.to_thread(st.extend, time.monotonic())
+                        limit, notify = await asyncio.to_thread(st.extend, time.monotonic(), needed)
                     except StateError as err:
                         log.error("%s; the SA drops packets past %d until this succeeds", err, st.limit)
                     else:
+                        log.debug("SA %s %08x: sequence numbers up to %d reserved", key[1].name.lower(), key[0],
+                                  limit)
                         await self._send_reserve(key, limit, notify)
                         return
                 await asyncio.sleep(RESERVE_RETRY)

@@ -34,10 +34,13 @@ LABEL = b"tunsec manual SA sequence state v1"
 VERSION = 1
 # A block is about TARGET_INTERVAL seconds of the SA's recent packet rate:
 # at 10 Gbit/s (~1M packets/s of 1400 bytes) about one fsync a second, and a
-# refill that starts at half a block never makes traffic wait.  Small blocks
-# at low rates keep short what a receiver restarted alone may drop (up to one
-# block, until the sender passes its old limit).
-MIN_BLOCK = 64
+# refill that starts at half a block never makes traffic wait.  The smallest
+# blocks absorb a burst from idle while the first refill (an fsync, some ms)
+# is under way.  A sender's block costs only numbers skipped at a restart
+# (2^16 of 2^32), so it starts large; a receiver's block is what it may drop
+# when restarted alone (until the sender passes its old mark), so it is smaller.
+MIN_BLOCK_OUT = 1 << 16
+MIN_BLOCK_IN = 1 << 12
 MAX_BLOCK = 1 << 24
 TARGET_INTERVAL = 1.0
 SEQ_MAX_32 = (1 << 32) - 1
@@ -96,7 +99,8 @@ class SeqState:
     key_id: str
     seq_max: int
     limit: int = 0          # persisted: nothing above it was ever sent / accepted
-    block: int = MIN_BLOCK
+    min_block: int = MIN_BLOCK_OUT
+    block: int = MIN_BLOCK_OUT
     last_low: float | None = None   # monotonic time of the last RESERVE_LOW
     last_notify: int = 0
 
@@ -106,7 +110,9 @@ class SeqState:
         """The state for this key; a missing file means a key never used (limit 0)."""
         key_id = fingerprint(key, spi, direction)
         name = f"manual-{direction.name.lower()}-{spi:08x}-{key_id[:16]}.json"
-        st = cls(state_dir / name, tunnel, spi, direction, key_id, SEQ_MAX_64 if esn else SEQ_MAX_32)
+        smallest = MIN_BLOCK_OUT if direction is Direction.OUT else MIN_BLOCK_IN
+        st = cls(state_dir / name, tunnel, spi, direction, key_id, SEQ_MAX_64 if esn else SEQ_MAX_32,
+                 min_block=smallest, block=smallest)
         st._load()
         return st
 
@@ -130,7 +136,7 @@ class SeqState:
             ok = False
         if not ok or not _is_int(limit) or not _is_int(block) or not 0 <= limit <= SEQ_MAX_64:
             raise self._unreadable("not a sequence state file of this SA (corrupt or truncated)")
-        self.limit, self.block = limit, min(max(block, MIN_BLOCK), MAX_BLOCK)
+        self.limit, self.block = limit, min(max(block, self.min_block), MAX_BLOCK)
 
     def _unreadable(self, why: str) -> StateError:
         return StateError(
@@ -161,15 +167,16 @@ class SeqState:
         self.last_low, self.last_notify = None, 0
         return start, self.limit, self._notify()
 
-    def extend(self, now: float) -> tuple[int, int]:
-        """The SA reached its notify point: persist a further block; (limit, notify)."""
+    def extend(self, now: float, needed: int = 0) -> tuple[int, int]:
+        """The SA reached its notify point (or, IN, saw an authenticated number
+        `needed` past its limit): persist a further block; (limit, notify)."""
         notify = self._notify()
         block = self.block
         if self.last_low is not None and notify > self.last_notify:
             rate = (notify - self.last_notify) / max(now - self.last_low, 1e-3)
-            block = min(max(_pow2_at_least(rate * TARGET_INTERVAL), MIN_BLOCK), MAX_BLOCK)
+            block = min(max(_pow2_at_least(rate * TARGET_INTERVAL), self.min_block), MAX_BLOCK)
         self.last_low, self.last_notify = now, notify
-        self._store(min(self.limit + block, self.seq_max), block)
+        self._store(min(max(self.limit, needed) + block, self.seq_max), block)
         return self.limit, self._notify()
 
 

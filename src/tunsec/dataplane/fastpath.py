@@ -102,6 +102,7 @@ class Event:
     local: Endpoint | None = None
     selector: Selector | None = None
     data: bytes = b""
+    seq: int = 0
 
 
 def _addr_in(a: Any, ep: Endpoint | None) -> None:
@@ -251,6 +252,7 @@ class Dataplane:
                 local=_addr_out(ev.local),
                 selector=_sel_out(ev.sel) if ev.type == lib.TS_EV_ACQUIRE else None,
                 data=bytes(ffi.buffer(self._evbuf, ev.data_len)),
+                seq=int(ev.seq),
             )
 
     # --- SAD -----------------------------------------------------------------

@@ -801,17 +801,21 @@ class Ike:
 
 @dataclass(frozen=True, kw_only=True)
 class ReserveLow:
-    """An SA reached the notify point of its reservation: reserve more numbers."""
+    """An SA reached the notify point of its reservation: reserve more numbers.
+    needed (IN) != 0: an authenticated packet carried this number, above the
+    limit (a sender that restarted and jumped ahead); reserve past it."""
 
     TYPE: ClassVar[MsgType] = MsgType.RESERVE_LOW
     req_id: int = 0
     spi: int
     direction: Direction
+    needed: int = 0
 
     def __post_init__(self) -> None:
         _check_event_id(self.req_id)
         _check_spi("spi", self.spi)
         _check_type("direction", self.direction, Direction)
+        _check_int("needed", self.needed, 0, _U64)
 
 
 Request: TypeAlias = (
@@ -897,7 +901,7 @@ _SCHEMA: Final[dict[MsgType, _Schema]] = {
     MsgType.INVALID_SPI: {Ext.SPI: (1, 1), Ext.ADDR_REMOTE: (1, 1)},
     MsgType.IKE: _IKE_SCHEMA,
     MsgType.RESERVE: {Ext.SA_ID: (1, 1), Ext.SEQ_LIMIT: (1, 1)},
-    MsgType.RESERVE_LOW: {Ext.SA_ID: (1, 1)},
+    MsgType.RESERVE_LOW: {Ext.SA_ID: (1, 1), Ext.SEQ_LIMIT: (0, 1)},
 }
 _DUMP_REPLY_SCHEMA: Final[_Schema] = {
     Ext.SA_INFO: (0, _MANY),
@@ -1047,8 +1051,11 @@ def _extensions(msg: Message) -> list[bytes]:
                 _ext(Ext.SA_ID, _SA_ID.pack(spi, direction, bytes(3))),
                 _ext(Ext.SEQ_LIMIT, _SEQ_LIMIT.pack(limit, notify)),
             ]
-        case ReserveLow(spi=spi, direction=direction):
-            return [_ext(Ext.SA_ID, _SA_ID.pack(spi, direction, bytes(3)))]
+        case ReserveLow(spi=spi, direction=direction, needed=needed):
+            exts = [_ext(Ext.SA_ID, _SA_ID.pack(spi, direction, bytes(3)))]
+            if needed:
+                exts.append(_ext(Ext.SEQ_LIMIT, _SEQ_LIMIT.pack(needed, 0)))
+            return exts
         case Reply():
             return _reply_exts(msg)
         case Flush() | SpdFlush() | Dump():
@@ -1408,6 +1415,15 @@ def _unpack_reserve(req_id: int, exts: _Exts) -> Reserve:
     return Reserve(req_id, spi, direction, limit, notify)
 
 
+def _unpack_reserve_low(exts: _Exts) -> ReserveLow:
+    spi, direction = _unpack_sa_id(exts)
+    body = exts.opt(Ext.SEQ_LIMIT)
+    needed, notify = _SEQ_LIMIT.unpack(body) if body is not None else (0, 0)
+    if body is not None and (needed == 0 or notify != 0):
+        raise _Malformed("SEQ_LIMIT of RESERVE_LOW: needed must be != 0 and notify 0")
+    return ReserveLow(spi=spi, direction=direction, needed=needed)
+
+
 def _unpack_data(body: bytes) -> bytes:
     if len(body) < _DATA_HDR.size:
         raise _Malformed("DATA extension too short")
@@ -1484,8 +1500,7 @@ def _build(msg_type: MsgType, req_id: int, exts: _Exts) -> Message:
         case MsgType.RESERVE:
             return _unpack_reserve(req_id, exts)
         case MsgType.RESERVE_LOW:
-            spi, direction = _unpack_sa_id(exts)
-            return ReserveLow(spi=spi, direction=direction)
+            return _unpack_reserve_low(exts)
     raise AssertionError(msg_type)  # pragma: no cover - the match is exhaustive
 
 

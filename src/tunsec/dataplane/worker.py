@@ -207,7 +207,7 @@ class Worker:
         if ev.type is EventType.IKE and ev.remote is not None and len(ev.data) <= pipe.MAX_IKE_DATA:
             return pipe.Ike(data=ev.data, remote=ev.remote, local=ev.local)
         if ev.type is EventType.RESERVE:
-            return pipe.ReserveLow(spi=ev.spi, direction=ev.direction)
+            return pipe.ReserveLow(spi=ev.spi, direction=ev.direction, needed=ev.seq)
         return None
 
     def _emit(self, msg: pipe.Message) -> None:
