@@ -141,9 +141,11 @@ def test_block_follows_the_packet_rate(tmp_path: Path) -> None:
     st.restart()
     limit, notify = st.extend(now=100.0)          # no rate known yet: the same block
     assert (limit, notify) == (2 * b, 2 * b - b // 2)
-    limit, _ = st.extend(now=100.1)               # a block in 0.1 s: ten blocks a second
-    assert st.block == 16 * b and limit == 2 * b + 16 * b
-    st.extend(now=100.101)                       # 10 Gbit/s and beyond: capped
+    limit, _ = st.extend(now=100.1)               # a block in 0.1 s: 2.5 blocks per 0.25 s
+    assert st.block == 4 * b and limit == 2 * b + 4 * b
+    st.extend(now=100.101)                       # 128 numbers in 1 ms: 32768 per 0.25 s
+    assert st.block == 32768
+    st.extend(now=100.1011)                      # 10 Gbit/s and beyond: capped
     assert st.block == MAX_BLOCK
     st.extend(now=1e9)                           # idle: back to the smallest block
     assert st.block == MIN_BLOCK_IN
