@@ -681,6 +681,67 @@ static void test_reservation(void) {
     pair_free(&pr);
 }
 
+/* several threads taking numbers from one reserved SA: each number once, none past the limit */
+struct res_thread {
+    ts_dp *dp;
+    const uint8_t *in;
+    size_t len;
+    uint32_t got[3000];
+    size_t n;
+};
+static void *res_worker(void *arg) {
+    struct res_thread *t = arg;
+    static _Thread_local uint8_t out[512];
+    for (int i = 0; i < 3000; i++) {
+        ts_addr dst;
+        int drop;
+        size_t icmp;
+        int n = ts_dp_outbound(t->dp, t->in, t->len, out, sizeof(out), &dst, &drop, &icmp);
+        if (n > 0)
+            t->got[t->n++] = get32(out + 4);
+    }
+    return NULL;
+}
+
+static void test_reservation_threads(void) {
+    struct pair pr;
+    pair_new(&pr, 20, false, 64, 0);
+    CHECK(ts_sad_delete(pr.tx, pr.spi, TS_DIR_OUT) == TS_OK);
+    ts_sa_params p;
+    params(&p, pr.spi, TS_DIR_OUT, pr.key, 20, false, 0, 1000);
+    p.seq_limit = 6000;
+    CHECK(ts_sad_add(pr.tx, &p) == TS_OK);
+    static struct res_thread th[4];
+    static uint8_t inner[256];
+    size_t len = make_inner(4, 10, false, inner);
+    pthread_t tid[4];
+    for (int i = 0; i < 4; i++) {
+        th[i].dp = pr.tx;
+        th[i].in = inner;
+        th[i].len = len;
+        th[i].n = 0;
+        FATAL_IF(pthread_create(&tid[i], NULL, res_worker, &th[i]) != 0);
+    }
+    for (int i = 0; i < 4; i++)
+        pthread_join(tid[i], NULL);
+    static uint8_t seen[6001];
+    memset(seen, 0, sizeof(seen));
+    size_t total = 0, dup = 0, out_of_range = 0;
+    for (int i = 0; i < 4; i++)
+        for (size_t k = 0; k < th[i].n; k++, total++) {
+            uint32_t s = th[i].got[k];
+            if (s <= 1000 || s > 6000)
+                out_of_range++;
+            else if (seen[s]++)
+                dup++;
+        }
+    CHECK(total == 5000 && dup == 0 && out_of_range == 0);
+    uint64_t drops[TS_DROP__COUNT];
+    ts_dp_drops(pr.tx, drops);
+    CHECK(drops[TS_DROP_UNRESERVED] == 12000 - 5000);
+    pair_free(&pr);
+}
+
 /* ---- 6. SAD / SPD API errors ------------------------------------------------------ */
 static void test_sad_errors(void) {
     ts_dp *dp = ts_dp_new();
@@ -1249,6 +1310,7 @@ int main(int argc, char **argv) {
     test_replay();
     test_overflow();
     test_reservation();
+    test_reservation_threads();
     test_sad_errors();
     test_lifetimes();
     test_icmp();
