@@ -224,6 +224,10 @@ class Daemon:
                                            f"{sa.direction.name.lower()} SPI {sa.spi:08x} and key: their "
                                            "AES-GCM nonces would collide; give each tunnel its own keys")
                     owner[st.path] = p.tunnel.name
+                    if (sa.spi, sa.direction) in self.seq:
+                        # the worker's RESERVE_LOW names an SA by SPI and direction only
+                        raise StartupError(f"manual tunnel {p.tunnel.name}: {sa.direction.name.lower()} SPI "
+                                           f"{sa.spi:08x} is used by another manual tunnel; give each its own")
                     self.seq[(sa.spi, sa.direction)] = st
                     self._seq_locks[(sa.spi, sa.direction)] = asyncio.Lock()
         except StateError as err:
