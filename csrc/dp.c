@@ -176,6 +176,51 @@ static bool dont_fragment(const uint8_t *pkt) {
     return (pkt[0] >> 4) == 6 || (ts_be16(pkt + 6) & 0x4000);
 }
 
+/* once per reservation: seq reached seq_notify, or (above) an authenticated
+ * inbound packet is past seq_limit, e.g. from a sender that restarted and
+ * jumped ahead: the control side then reserves past it */
+static void emit_reserve(ts_dp *dp, ts_sa *sa, uint64_t seq, bool above) {
+    uint64_t notify = atomic_load(&sa->seq_notify);
+    if (!above && (!notify || seq < notify))
+        return;
+    if (atomic_exchange(&sa->reserve_fired, 1))
+        return;
+    ts_event ev = {.type = TS_EV_RESERVE, .dir = sa->dir, .spi = sa->spi, .seq = above ? seq : 0};
+    if (sa->dir == TS_DIR_OUT)
+        ev.addr = sa->remote;   /* (SPI, peer) names an outbound SA */
+    if (!ts_events_push(&dp->events, &ev, NULL, 0)) {
+        ts_drop(dp, TS_DROP_QUEUE_FULL);
+        atomic_store(&sa->reserve_fired, 0);   /* lost: ask again with the next packet */
+    }
+}
+
+/* The next outbound sequence number.  Without a reservation a plain
+ * fetch-add (an overflow is given back: the SA dies with it).  With one, a
+ * number is only taken if it is <= seq_limit: giving numbers back could let
+ * another thread take one twice once the limit moves. */
+static int next_seq(ts_sa *sa, uint64_t *out) {
+    uint64_t max = sa->esn ? UINT64_MAX : UINT32_MAX;
+    if (!atomic_load_explicit(&sa->seq_limit, memory_order_relaxed)) {
+        uint64_t seq = atomic_fetch_add(&sa->seq, 1) + 1;
+        *out = seq;
+        return (seq > max || seq == 0) ? TS_DROP_SEQ_OVERFLOW : TS_DROP_NONE;
+    }
+    uint64_t cur = atomic_load(&sa->seq);
+    for (;;) {
+        uint64_t limit = atomic_load(&sa->seq_limit);
+        if (cur >= limit) {
+            if (limit < max)
+                return TS_DROP_UNRESERVED;
+            atomic_fetch_add(&sa->seq, 1);   /* the overflow path gives it back */
+            return TS_DROP_SEQ_OVERFLOW;
+        }
+        if (atomic_compare_exchange_weak(&sa->seq, &cur, cur + 1)) {
+            *out = cur + 1;
+            return TS_DROP_NONE;
+        }
+    }
+}
+
 int ts_outbound_locked(ts_dp *dp, ts_flow_cache *cache, const uint8_t *pkt, size_t len, uint8_t *out,
                        size_t outcap, ts_sa **sa_out, int *drop, size_t *icmp_len) {
     ts_flow f;
@@ -220,8 +265,13 @@ int ts_outbound_locked(ts_dp *dp, ts_flow_cache *cache, const uint8_t *pkt, size
         *drop = TS_DROP_TOO_BIG;
         return 0;
     }
-    uint64_t seq = atomic_fetch_add(&sa->seq, 1) + 1;
-    if ((!sa->esn && seq > UINT32_MAX) || seq == 0) {
+    uint64_t seq;
+    int why = next_seq(sa, &seq);
+    if (why == TS_DROP_UNRESERVED) {
+        *drop = why;
+        return 0;
+    }
+    if (why == TS_DROP_SEQ_OVERFLOW) {
         /* RFC 4303 §3.3.3: never wrap without ESN; the SA must be replaced.
          * Give the number back so that the SA still shows the last one sent. */
         atomic_fetch_sub(&sa->seq, 1);
@@ -234,6 +284,7 @@ int ts_outbound_locked(ts_dp *dp, ts_flow_cache *cache, const uint8_t *pkt, size
         *drop = TS_DROP_LIFETIME;
         return 0;
     }
+    emit_reserve(dp, sa, seq, false);
     memcpy(out + ESP_HDR + ESP_IV, pkt, len);
     /* loop threads seal with contexts of their own; control threads share slot 0 */
     bool shared = ts_thread_slot() == 0;
@@ -327,6 +378,12 @@ int ts_inbound_locked(ts_dp *dp, uint8_t *udp, size_t len, const ts_addr *src,
     bool shared = ts_thread_slot() == 0;
     pthread_mutex_lock(&sa->lock);
     uint64_t seq = ts_replay_infer(&sa->replay, seq_lo, sa->esn);
+    /* past the high-water mark persisted for a restart: accepting it could
+     * let a restarted receiver accept it a second time.  It is still
+     * authenticated (never recorded), so that a genuine sender's jump makes
+     * the control side reserve past it. */
+    uint64_t limit = atomic_load(&sa->seq_limit);
+    bool above = limit && seq > limit;
     bool fresh = ts_replay_check(&sa->replay, seq);
     if (!shared)
         pthread_mutex_unlock(&sa->lock);
@@ -341,11 +398,16 @@ int ts_inbound_locked(ts_dp *dp, uint8_t *udp, size_t len, const ts_addr *src,
     bool ok = ts_esp_open(sa, seq, udp, len, &pt_len);
     if (!shared)
         pthread_mutex_lock(&sa->lock);
-    fresh = ok && ts_replay_update(&sa->replay, seq);   /* a duplicate may have won the race */
+    fresh = ok && !above && ts_replay_update(&sa->replay, seq);   /* a duplicate may have won the race */
     pthread_mutex_unlock(&sa->lock);
     if (!ok) {
         atomic_fetch_add_explicit(&sa->auth_drops, 1, memory_order_relaxed);
         *drop = TS_DROP_AUTH;
+        return 0;
+    }
+    if (above) {
+        emit_reserve(dp, sa, seq, true);
+        *drop = TS_DROP_UNRESERVED;
         return 0;
     }
     if (!fresh) {
@@ -366,6 +428,7 @@ int ts_inbound_locked(ts_dp *dp, uint8_t *udp, size_t len, const ts_addr *src,
         *drop = TS_DROP_LIFETIME;
         return 0;
     }
+    emit_reserve(dp, sa, seq, false);
     memcpy(out, pt, inner_len);
     return (int)inner_len;
 }

@@ -34,6 +34,8 @@ uint64_t ts_replay_infer(const ts_replay *r, uint32_t seq_lo, bool esn);
 bool ts_replay_check(const ts_replay *r, uint64_t seq);
 /* record seq after its ICV verified; returns false if it raced a duplicate */
 bool ts_replay_update(ts_replay *r, uint64_t seq);
+/* a fresh window in which every number <= floor counts as already received */
+void ts_replay_set_floor(ts_replay *r, uint64_t floor);
 
 /* ---- security associations (sad.c) ------------------------------------- */
 typedef struct ts_sa {
@@ -60,6 +62,8 @@ typedef struct ts_sa {
     uint32_t n_sel;
     ts_selector sel[TS_MAX_SELECTORS];
     uint64_t created_ns;
+    _Atomic uint64_t seq_limit, seq_notify;   /* reservation (ts_sa_params), 0 = none */
+    _Atomic uint8_t reserve_fired;
 } ts_sa;
 
 typedef struct ts_sad {

@@ -91,3 +91,15 @@ bool ts_replay_update(ts_replay *r, uint64_t seq) {
     r->bits[word_of(r, seq)] |= bit_of(seq);
     return true;
 }
+
+void ts_replay_set_floor(ts_replay *r, uint64_t floor) {
+    r->top = floor;
+    if (r->window == 0 || floor == 0)
+        return;
+    /* every word but top's holds older numbers only: all seen; top's word
+     * only up to top itself, so later numbers sharing it stay acceptable */
+    for (uint32_t i = 0; i < r->nwords; i++)
+        r->bits[i] = ~0ull;
+    unsigned b = (unsigned)(floor & 63);
+    r->bits[word_of(r, floor)] = b == 63 ? ~0ull : (1ull << (b + 1)) - 1;
+}

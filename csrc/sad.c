@@ -200,6 +200,8 @@ static int validate(const ts_sa_params *p, uint8_t dir) {
             return TS_EINVAL;
     if (!p->esn && p->seq_start > UINT32_MAX)
         return TS_EINVAL;
+    if (p->seq_limit && (p->seq_limit < p->seq_start || (!p->esn && p->seq_limit > UINT32_MAX)))
+        return TS_EINVAL;
     return TS_OK;
 }
 
@@ -210,6 +212,8 @@ static int fill(ts_sa *sa, const ts_sa_params *p) {
     int rc = ts_replay_init(&rp, p->dir == TS_DIR_IN ? p->replay_window : 0);
     if (rc)
         return rc;
+    if (p->dir == TS_DIR_IN)
+        ts_replay_set_floor(&rp, p->seq_start);
     rc = ts_esp_key(sa, p->key, p->keylen, p->dir == TS_DIR_OUT);
     if (rc) {
         ts_replay_free(&rp);
@@ -227,6 +231,9 @@ static int fill(ts_sa *sa, const ts_sa_params *p) {
     sa->soft_packets = p->soft_packets;
     sa->hard_packets = p->hard_packets;
     atomic_store(&sa->seq, p->seq_start);
+    atomic_store(&sa->seq_limit, p->seq_limit);
+    atomic_store(&sa->seq_notify, p->seq_notify);
+    atomic_store(&sa->reserve_fired, 0);
     sa->n_sel = p->n_sel;
     memcpy(sa->sel, p->sel, sizeof(ts_selector) * p->n_sel);
     sa->created_ns = ts_now_ns();
@@ -364,6 +371,8 @@ static void info_of(const ts_sa *sa, ts_sa_info *o) {
     o->soft_fired = atomic_load(&sa->soft_fired);
     o->hard_fired = atomic_load(&sa->hard_fired);
     o->age_ns = ts_now_ns() - sa->created_ns;
+    o->seq_limit = atomic_load(&sa->seq_limit);
+    o->seq_notify = atomic_load(&sa->seq_notify);
 }
 
 int ts_sad_get(ts_dp *dp, uint32_t spi, uint8_t dir, const ts_addr *remote, ts_sa_info *out) {
@@ -399,4 +408,26 @@ size_t ts_sad_list(ts_dp *dp, ts_sa_info *out, size_t max) {
     }
     pthread_rwlock_unlock(&dp->lock);
     return n;
+}
+
+int ts_sad_reserve(ts_dp *dp, uint32_t spi, uint8_t dir, const ts_addr *remote, uint64_t limit, uint64_t notify) {
+    if (dir > TS_DIR_OUT || limit == 0)
+        return TS_EINVAL;
+    int rc = TS_OK;
+    /* the loop reads the limit atomically: the read lock keeps the SA alive */
+    pthread_rwlock_rdlock(&dp->lock);
+    ts_sa *sa = ts_sad_find_sa(&dp->sad, spi, dir, remote);
+    if (!sa)
+        rc = TS_ENOENT;
+    else if (atomic_load(&sa->state) == TS_SA_LARVAL)
+        rc = TS_ESTATE;
+    else if ((!sa->esn && limit > UINT32_MAX) || limit < atomic_load(&sa->seq_limit))
+        rc = TS_EINVAL;   /* a lower limit could undercut numbers already in use */
+    if (rc == TS_OK) {
+        atomic_store(&sa->seq_notify, notify);
+        atomic_store(&sa->seq_limit, limit);
+        atomic_store(&sa->reserve_fired, 0);
+    }
+    pthread_rwlock_unlock(&dp->lock);
+    return rc;
 }

@@ -56,6 +56,7 @@ enum ts_drop {
     TS_DROP_ICMP_SUPPRESSED, /* too big, but no ICMP answer: rate limit, or the packet was an
                                 ICMP error or came from a non-unicast source (counted per
                                 answer withheld, on top of TS_DROP_TOO_BIG for the packet) */
+    TS_DROP_UNRESERVED,     /* sequence number past the SA's persisted reservation (seq_limit) */
     TS_DROP__COUNT
 };
 
@@ -93,6 +94,14 @@ typedef struct ts_sa_params {
     uint64_t seq_start;          /* first outbound sequence number - 1 (normally 0) */
     uint32_t n_sel;              /* inner selectors the SA carries (src=local side for OUT) */
     ts_selector sel[TS_MAX_SELECTORS];
+    /* Reservations (manually keyed SAs, whose sequence state must survive
+     * restarts).  seq_limit 0 = none.  OUT: no sequence number above
+     * seq_limit is ever sent.  IN: none above it is accepted, and seq_start
+     * is the replay floor: everything <= seq_start counts as already seen.
+     * When OUT's last sent / IN's highest accepted number reaches seq_notify
+     * (0 = never), one TS_EV_RESERVE is raised; ts_sad_reserve re-arms it. */
+    uint64_t seq_limit;
+    uint64_t seq_notify;
 } ts_sa_params;
 
 #define TS_REPLAY_MAX 65536
@@ -107,6 +116,7 @@ typedef struct ts_sa_info {
     uint64_t replay_drops, auth_drops, policy_drops;
     uint8_t soft_fired, hard_fired;
     uint64_t age_ns;             /* since GETSPI/ADD, or since UPDATE */
+    uint64_t seq_limit, seq_notify;   /* reservation, 0 = none */
 } ts_sa_info;
 
 typedef struct ts_policy {
@@ -130,6 +140,7 @@ enum ts_event_type {
     TS_EV_EXPIRE = 2,            /* spi, dir, hard (0 soft / 1 hard), reason; OUT: addr = the SA's peer */
     TS_EV_INVALID_SPI = 3,       /* spi, addr = sender */
     TS_EV_IKE = 4,               /* addr = sender, data = IKE message (marker stripped) */
+    TS_EV_RESERVE = 5,           /* spi, dir, seq: the SA reached seq_notify, or (IN) a peer is past seq_limit */
 };
 
 /* numbered as the pipe's ExpireReason (3 = TIME is the worker's own) */
@@ -144,6 +155,7 @@ typedef struct ts_event {
     ts_addr local;               /* our address the packet arrived on */
     ts_selector sel;             /* ACQUIRE: single-packet selector */
     uint32_t data_len;           /* IKE: bytes copied into the caller's buffer */
+    uint64_t seq;                /* RESERVE: IN, an authenticated number above seq_limit (0 = none) */
 } ts_event;
 
 typedef struct ts_dp ts_dp;
@@ -178,6 +190,10 @@ void ts_sad_flush(ts_dp *dp);
 int ts_sad_get(ts_dp *dp, uint32_t spi, uint8_t dir, const ts_addr *remote, ts_sa_info *out);
 size_t ts_sad_count(ts_dp *dp);
 size_t ts_sad_list(ts_dp *dp, ts_sa_info *out, size_t max);   /* returns number written */
+/* raise a mature SA's reservation to limit (never lowers it: TS_EINVAL) and
+ * set the next notify point; re-arms TS_EV_RESERVE */
+/* remote: the peer of an OUT SA (its identity with the SPI); ignored for IN */
+int ts_sad_reserve(ts_dp *dp, uint32_t spi, uint8_t dir, const ts_addr *remote, uint64_t limit, uint64_t notify);
 
 /* SPD */
 int ts_spd_add(ts_dp *dp, const ts_policy *p);

@@ -40,6 +40,7 @@ tunsec {
   tun = tunsec0
   mtu = auto
   control_socket = $DIR/$1.sock
+  state_dir = $DIR/$1-state
 }
 manual {
   peer {

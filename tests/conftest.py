@@ -96,6 +96,7 @@ tunsec {{
   tun = {o.tun}
   mtu = auto
   control_socket = {sock}
+  state_dir = {sock.parent / (me.ns + "-state")}
 {o.tunsec_extra}}}
 manual {{
   peer {{

@@ -36,6 +36,16 @@ def test_check_accepts_a_good_config(tmp_path: Path) -> None:
     assert r.returncode == 0 and "OK (1 manual tunnel(s), 0 IKE connection(s))" in r.stdout
 
 
+def test_check_warns_that_manual_keys_are_not_for_production(tmp_path: Path) -> None:
+    conf = tmp_path / "tunsec.conf"
+    conf.write_text(GOOD)
+    r = tunsec("check", "-c", str(conf))
+    assert r.returncode == 0
+    (warning,) = [line for line in r.stderr.splitlines() if "manual keys" in line]
+    assert f"{conf}:" in warning and "use IKE in production" in warning and "RFC 4106" in warning
+    assert "/var/lib/tunsec" in warning
+
+
 def test_check_names_file_line_and_key_of_every_error_without_keys(tmp_path: Path) -> None:
     conf = tmp_path / "tunsec.conf"
     bad = GOOD.replace("spi_in = 0xc0010001", "spi_in = 0xzz").replace(

@@ -465,6 +465,8 @@ def test_manual_value_errors(key: str, value: str, message: str) -> None:
         ("larval_timeout", "soon", "not a duration (e.g. 30s, 5m, 1h, 1d): 'soon'"),
         ("control_socket", "/" + "s" * 107, "unix socket paths are at most 107 bytes"),
         ("tunn", "x", "unknown key (did you mean 'tun'?)"),
+        ("state_dir", "var/lib/tunsec",
+         "must be an absolute path (a directory on persistent storage), got 'var/lib/tunsec'"),
     ],
 )
 def test_tunsec_value_errors(key: str, value: str, message: str) -> None:

@@ -36,6 +36,8 @@ from tunsec.dataplane.pipe import (
     Policy,
     PolicyInfo,
     Reply,
+    Reserve,
+    ReserveLow,
     SaInfo,
     SaSpec,
     SaState,
@@ -153,8 +155,16 @@ def sa_specs(draw: st.DrawFn) -> SaSpec:
         soft=soft,
         hard=hard,
         selectors=tuple(draw(st.lists(selectors, max_size=8))),
-        seq_start=draw(st.integers(0, U64 if esn else U32)),
+        **draw(reservations(esn)),
     )
+
+
+@st.composite
+def reservations(draw: st.DrawFn, esn: bool) -> dict[str, int]:
+    top = U64 if esn else U32
+    start = draw(st.integers(0, top))
+    limit = draw(st.just(0) | st.integers(start, top))
+    return {"seq_start": start, "seq_limit": limit, "seq_notify": draw(u64s)}
 
 
 @st.composite
@@ -272,6 +282,10 @@ messages: st.SearchStrategy[Message] = st.one_of(
         remote=endpoints(),
     ),
     st.builds(InvalidSpi, spi=u32s, remote=endpoints()),
+    st.builds(Reserve, req_ids, spis, st.just(Direction.IN), st.integers(1, U64), u64s),
+    st.builds(Reserve, req_ids, spis, st.just(Direction.OUT), st.integers(1, U64), u64s, endpoints()),
+    st.builds(ReserveLow, spi=spis, direction=st.just(Direction.IN), needed=u64s),
+    st.builds(ReserveLow, spi=spis, direction=st.just(Direction.OUT), needed=u64s, remote=endpoints()),
     ike_args().map(lambda a: Ike(data=a[0], remote=a[1], local=a[2])),
 )
 
@@ -347,6 +361,7 @@ DROP_NAMES = ["no_sa", "replay", "auth", "policy", "malformed", "too_big", "no_p
 DROP_NAMES += ["bypass", "seq_overflow", "lifetime", "keepalive", "dummy", "io", "queue_full"]
 DROP_NAMES += ["hold_full", "hold_timeout"]
 DROP_NAMES += ["icmp_suppressed"]
+DROP_NAMES += ["unreserved"]
 DROPS = tuple((name, n) for n, name in enumerate(DROP_NAMES))
 
 REALISTIC: list[Message] = [
@@ -379,6 +394,13 @@ REALISTIC: list[Message] = [
     Delete(14, 0xCAFE0002, Direction.OUT, REMOTE4),
     Delete(15, 0xCAFE0002, Direction.OUT, REMOTE6),
     GetSpi(1, 0xC0000000, 0xCFFFFFFF, larval_seconds=0),
+    # manual keys: reservations that survive restarts
+    Add(14, out_sa(esn=False, seq_start=1 << 20, seq_limit=(1 << 20) + 4096, seq_notify=(1 << 20) + 2048)),
+    Update(15, in_sa(seq_start=70000, seq_limit=74096, seq_notify=72048)),
+    Reserve(16, 0xC1A2B3C4, Direction.OUT, 1 << 21, (1 << 21) - 2048, REMOTE4),
+    Reserve(17, 0xC0000123, Direction.IN, U64, 0),
+    ReserveLow(spi=0xC1A2B3C4, direction=Direction.OUT, remote=REMOTE6),
+    ReserveLow(spi=0xC0000123, direction=Direction.IN, needed=(1 << 20) + 7),
 ]
 
 # ----------------------------------------------------------------- raw helpers
@@ -525,6 +547,7 @@ EXT_LENGTHS = {
     Ext.SA_INFO: 116,
     Ext.POLICY_INFO: 108,
     Ext.DROP: 16 + 4,  # the name "auth" needs no padding
+    Ext.SEQ_LIMIT: 20,
 }
 
 
@@ -538,6 +561,7 @@ def test_extension_lengths() -> None:
         Expire(spi=300, direction=Direction.IN, hard=True, reason=ExpireReason.TIME),
         InvalidSpi(spi=1, remote=REMOTE4),
         Ike(data=b"x" * 301, remote=REMOTE4),
+        Reserve(1, 300, Direction.OUT, 5000, 4000, REMOTE4),
         Reply(1, MsgType.DUMP, Errno.OK, sas=(sa_info(1),), policies=(policy_info(1),), drops=(("auth", 1),)),
     ]
     seen: dict[int, int] = {}
@@ -572,7 +596,7 @@ def test_bad_version_is_answered() -> None:
 
 
 def test_unknown_type_is_answered_with_its_raw_type() -> None:
-    for msg_type in (0, 11, 15, 20, 255):
+    for msg_type in (0, 12, 15, 21, 255):
         err = decode_error(raw(msg_type, req_id=43))
         assert err.errno is Errno.ETYPE and err.req_id == 43 and err.msg_type == msg_type
         answer = error_reply(err)
@@ -593,6 +617,9 @@ flush = encode(Flush(1))
 SPI_300 = ext(Ext.SPI, struct.pack("!I", 300))
 DUMP_EIO = Reply(1, MsgType.DUMP, Errno.EIO)
 NO_ESN = Add(1, out_sa(esn=False))
+RESERVE = Reserve(1, 300, Direction.IN, 5000, 4000)
+LIMITED = Add(1, out_sa(esn=False, seq_start=100, seq_limit=200, seq_notify=150))
+SA_ID_300 = ext(Ext.SA_ID, b"\0\0\1\x2c\0\0\0\0")
 DATA_65001 = ext(Ext.DATA, struct.pack("!I", 65001) + bytes(65001))
 REMOTE4_BODY = split(encode(IKE))[1][1]
 REMOTE4_EXT = ext(Ext.ADDR_REMOTE, REMOTE4_BODY)
@@ -726,6 +753,22 @@ MALFORMED: list[tuple[str, bytes, Errno]] = [
     ("DROP twice", plus(DUMP_OK, (Ext.DROP, split(encode(DUMP_OK))[0][1])), Errno.EINVAL),
     ("INVALID_SPI without remote", without(InvalidSpi(spi=9, remote=REMOTE4), Ext.ADDR_REMOTE), Errno.EINVAL),
     ("SEND_IKE families differ", plus(SEND4, (Ext.ADDR_LOCAL, LOCAL6_BODY)), Errno.EINVAL),
+    ("RESERVE limit 0", patch(RESERVE, Ext.SEQ_LIMIT, put(0, bytes(8))), Errno.EINVAL),
+    ("RESERVE without SEQ_LIMIT", without(RESERVE, Ext.SEQ_LIMIT), Errno.EINVAL),
+    ("RESERVE without SA_ID", without(RESERVE, Ext.SA_ID), Errno.EINVAL),
+    ("RESERVE direction 2", patch(RESERVE, Ext.SA_ID, put(4, b"\2")), Errno.EINVAL),
+    ("RESERVE spi 255", patch(RESERVE, Ext.SA_ID, put(0, b"\0\0\0\xff")), Errno.EINVAL),
+    ("SEQ_LIMIT too short", patch(RESERVE, Ext.SEQ_LIMIT, lambda b: b[:8]), Errno.EINVAL),
+    ("SEQ_LIMIT twice in ADD", plus(LIMITED, (Ext.SEQ_LIMIT, split(encode(LIMITED))[-1][1])), Errno.EINVAL),
+    ("seq_limit below seq_start", patch(LIMITED, Ext.SEQ_LIMIT, put(0, bytes(7) + b"\1")), Errno.EINVAL),
+    ("seq_limit past 32 bits without ESN", patch(LIMITED, Ext.SEQ_LIMIT, put(0, b"\0\0\0\1")), Errno.EINVAL),
+    ("RESERVE_LOW with a request id", raw(MsgType.RESERVE_LOW, SA_ID_300, req_id=3), Errno.EINVAL),
+    ("RESERVE_LOW without SA_ID", raw(MsgType.RESERVE_LOW, req_id=0), Errno.EINVAL),
+    ("RESERVE_LOW needed 0", raw(MsgType.RESERVE_LOW, SA_ID_300 + ext(Ext.SEQ_LIMIT, bytes(16)), req_id=0),
+     Errno.EINVAL),
+    ("RESERVE_LOW with notify",
+     raw(MsgType.RESERVE_LOW, SA_ID_300 + ext(Ext.SEQ_LIMIT, bytes(7) + b"\1" + bytes(7) + b"\1"), req_id=0),
+     Errno.EINVAL),
 ]  # fmt: skip
 
 

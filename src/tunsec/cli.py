@@ -45,6 +45,11 @@ def cmd_check(args: argparse.Namespace) -> int:
         return 1
     for w in cfg.warnings:
         print(f"warning: {w}", file=sys.stderr)
+    for t in cfg.manual:
+        print(f"warning: {t.file}:{t.line}: manual.{t.name}: manual keys are for tests and benchmarks; use IKE "
+              "in production (RFC 4106 §8.1 forbids AES-GCM with statically configured keys). Its sequence "
+              f"numbers are persisted in {cfg.tunsec.state_dir}: losing that directory while keeping the "
+              "keys is unsafe", file=sys.stderr)
     print(f"{args.config}: OK ({len(cfg.manual)} manual tunnel(s), {len(cfg.connections)} IKE connection(s))")
     return 0
 

@@ -897,6 +897,15 @@ def worker_user(configured: str | None) -> str | None:
     )
 
 
+def _parse_state_dir(text: str) -> str:
+    path = text.strip()
+    if "\0" in path:
+        raise BadValue("path contains a NUL character")
+    if not os.path.isabs(path):
+        raise BadValue(f"must be an absolute path (a directory on persistent storage), got {_show(path)}")
+    return os.path.normpath(path)
+
+
 def _parse_larval_timeout(text: str) -> int:
     seconds = parse_duration(text)
     if seconds < 1:
@@ -959,6 +968,9 @@ class TunsecSettings:
     half_open_timeout: float = 30.0
     cookie_threshold: int = 30
     half_open_limit: int = 1000
+    # manual tunnels persist their sequence number reservations here (RFC 4106
+    # forbids GCM with static keys unless nonces never repeat across restarts)
+    state_dir: str = "/var/lib/tunsec"
 
 
 # --------------------------------------------------------------------------
@@ -1284,6 +1296,7 @@ def _tunsec_section(section: Section, issues: list[ConfigIssue], parts: _Parts) 
         half_open_timeout=r.get("half_open_timeout", _parse_half_open_timeout, d.half_open_timeout),
         cookie_threshold=r.get("cookie_threshold", _parse_cookie_threshold, d.cookie_threshold),
         half_open_limit=r.get("half_open_limit", _parse_half_open_limit, d.half_open_limit),
+        state_dir=r.get("state_dir", _parse_state_dir, d.state_dir),
     )
     r.finish()
 

@@ -17,6 +17,7 @@ import stat
 import time
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network
+from pathlib import Path
 from typing import Any
 
 from tunsec.config import Config, worker_user
@@ -28,18 +29,26 @@ from tunsec.ike_connections import connections_from_config, dos_limits, ike_endp
 from tunsec.ikeservice import IkeService
 from tunsec.manual import ManualPlan, plan
 from tunsec.policy.ids import IdSpace
+from tunsec.seqstate import SeqState, StateError, prepare_dir
 from tunsec.status import status_document
 
 log = logging.getLogger("tunsec")
 
 SOCKET_BUFFER = 4 << 20
 UDP_SEGMENT, UDP_GRO = 103, 104   # linux/udp.h; Python 3.11's socket module lacks them
-# after a worker restart, resume outbound sequence numbers this far past the
-# last ones we saw, so the peer's replay window never sees a number twice
-SEQ_RESUME_MARGIN = 1 << 22
-STATUS_POLL = 2.0
+RESERVE_RETRY = 1.0
+MANUAL_WARNING = ("manual keys are for tests and benchmarks; use IKE in production (RFC 4106 §8.1 forbids "
+                  "AES-GCM with statically configured keys; tunsec persists sequence numbers in state_dir)")
 MAX_RESTARTS = 5
 RESTART_WINDOW = 60.0
+
+
+# How the worker names an SA: inbound by SPI, outbound by SPI and peer (peers choose those SPIs)
+SaKey = tuple[int, Direction, pipe.Endpoint | None]
+
+
+def _sa_key(spi: int, direction: Direction, remote: pipe.Endpoint | None) -> SaKey:
+    return (spi, direction, remote if direction is Direction.OUT else None)
 
 
 class StartupError(Exception):
@@ -144,8 +153,11 @@ class Daemon:
         self.nqueues = max(1, min(cfg.tunsec.workers or os.cpu_count() or 1, 16))
         self.started = time.time()
         self.restarts: list[float] = []
-        # (outbound SPI, peer) -> last sequence number seen; peers choose outbound SPIs, so they may repeat
-        self.last_seq: dict[tuple[int, pipe.Endpoint | None], int] = {}
+        # manual SAs' persisted sequence number reservations, by SA (see _sa_key)
+        self.seq: dict[SaKey, SeqState] = {}
+        self._seq_locks: dict[SaKey, asyncio.Lock] = {}
+        self._extending: set[SaKey] = set()
+        self._background: set[asyncio.Task[None]] = set()
         self.stopping = asyncio.Event()
         self._server: asyncio.AbstractServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -212,13 +224,77 @@ class Daemon:
         if self.ike is not None and self.restarts:
             await self.ike.worker_restarted()
 
+    def _open_seq_state(self) -> None:
+        """Every manual SA's persisted reservation; refuses to start on unreadable state."""
+        if not self.plans:
+            return
+        state_dir = Path(self.cfg.tunsec.state_dir)
+        owner: dict[Path, str] = {}
+        try:
+            prepare_dir(state_dir)
+            for p in self.plans:
+                for sa in (p.inbound, p.outbound):
+                    st = SeqState.open(state_dir, p.tunnel.name, sa.spi, sa.direction, sa.key, sa.esn)
+                    if st.path in owner:
+                        raise StartupError(f"manual tunnels {owner[st.path]} and {p.tunnel.name} use the same "
+                                           f"{sa.direction.name.lower()} SPI {sa.spi:08x} and key: their "
+                                           "AES-GCM nonces would collide; give each tunnel its own keys")
+                    owner[st.path] = p.tunnel.name
+                    key = _sa_key(sa.spi, sa.direction, sa.remote)
+                    if key in self.seq:
+                        raise StartupError(f"manual tunnel {p.tunnel.name}: {sa.direction.name.lower()} SA "
+                                           f"{sa.spi:08x} is also another manual tunnel's; give each its own SPI")
+                    self.seq[key] = st
+                    self._seq_locks[key] = asyncio.Lock()
+        except StateError as err:
+            raise StartupError(str(err)) from err
+
     async def _install(self) -> None:
         for p in self.plans:
-            seq = self.last_seq.get((p.outbound.spi, p.outbound.remote))
-            if seq is not None:
-                limit = (1 << 64) - 1 if p.outbound.esn else (1 << 32) - 1
-                p = p.with_seq_start(min(seq + SEQ_RESUME_MARGIN, limit))
-            await self._install_one(p)
+            await self._install_one(await self._reserved(p))
+
+    async def _reserved(self, p: ManualPlan) -> ManualPlan:
+        """p with both SAs starting past their persisted limits, a new block persisted first."""
+        kin = _sa_key(p.inbound.spi, Direction.IN, p.inbound.remote)
+        kout = _sa_key(p.outbound.spi, Direction.OUT, p.outbound.remote)
+        try:
+            async with self._seq_locks[kin], self._seq_locks[kout]:
+                r_in = await asyncio.to_thread(self.seq[kin].restart)
+                r_out = await asyncio.to_thread(self.seq[kout].restart)
+        except StateError as err:
+            raise StartupError(str(err)) from err
+        log.info("%s: sequence numbers reserved: out %08x from %d to %d, in %08x accepts %d..%d", p.tunnel.name,
+                 p.outbound.spi, r_out[0] + 1, r_out[1], p.inbound.spi, r_in[0] + 1, r_in[1])
+        return p.with_reservations(r_in, r_out)
+
+    def _reserve_more(self, msg: pipe.ReserveLow) -> None:
+        key = _sa_key(msg.spi, msg.direction, msg.remote)
+        log.debug("SA %s %08x reached its reservation's refill point", msg.direction.name.lower(), msg.spi)
+        if key not in self.seq or key in self._extending:
+            return
+        self._extending.add(key)
+        task = asyncio.create_task(self._extend(key, msg.needed))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _extend(self, key: SaKey, needed: int) -> None:
+        """Persist a further block for an SA, then (only then) let the worker use it."""
+        st = self.seq[key]
+        try:
+            while not self.stopping.is_set():
+                async with self._seq_locks[key]:
+                    try:
+                        limit, notify = await asyncio.to_thread(st.extend, time.monotonic(), needed)
+                    except StateError as err:
+                        log.error("%s; the SA drops packets past %d until this succeeds", err, st.limit)
+                    else:
+                        log.debug("SA %s %08x: sequence numbers up to %d reserved", key[1].name.lower(), key[0],
+                                  limit)
+                        await self._send_reserve(key, limit, notify)
+                        return
+                await asyncio.sleep(RESERVE_RETRY)
+        finally:
+            self._extending.discard(key)
 
     async def _install_one(self, p: ManualPlan) -> None:
         name = p.tunnel.name
@@ -232,6 +308,10 @@ class Daemon:
             raise StartupError(f"{name}: installing SAs failed: {err}") from err
         log.info("%s: SAs in %08x / out %08x installed, %d policies", name, p.inbound.spi,
                  p.outbound.spi, len(p.policies))
+
+    async def _send_reserve(self, key: SaKey, limit: int, notify: int) -> None:
+        with contextlib.suppress(WorkerError):   # a restarted worker starts past the limit anyway
+            await self.worker.request(lambda r: pipe.Reserve(r, key[0], key[1], limit, notify, key[2]))
 
     # --- running ---------------------------------------------------------------
     def _on_event(self, msg: pipe.Message) -> None:
@@ -249,6 +329,8 @@ class Daemon:
                 log.info("traffic for policy %d has no SA (no IKE configured for it)", msg.policy_id)
             case pipe.Ike():
                 log.debug("IKE message from %s ignored: no IKE connections configured", msg.remote.addr)
+            case pipe.ReserveLow():
+                self._reserve_more(msg)
             case _:
                 log.debug("worker event %s", type(msg).__name__)
 
@@ -274,11 +356,7 @@ class Daemon:
 
     async def dump(self) -> pipe.Reply:
         replies = await self.worker.request(lambda r: pipe.Dump(r))
-        merged = pipe.join_dump_replies(replies)
-        for sa in merged.sas:
-            if sa.direction is Direction.OUT:
-                self.last_seq[(sa.spi, sa.remote)] = sa.seq
-        return merged
+        return pipe.join_dump_replies(replies)
 
     async def _watch_worker(self) -> None:
         while not self.stopping.is_set():
@@ -303,13 +381,6 @@ class Daemon:
                 log.error("restarting the worker failed: %s", err)
                 self.stopping.set()
                 return
-
-    async def _poll_counters(self) -> None:
-        # keeps last_seq fresh so a restarted worker resumes past it
-        while not self.stopping.is_set():
-            await asyncio.sleep(STATUS_POLL)
-            with contextlib.suppress(WorkerError):
-                await self.dump()
 
     # --- control socket ----------------------------------------------------------
     async def _serve_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -384,6 +455,7 @@ class Daemon:
     def prepare(self) -> None:
         """Sockets, TUN, MTU and routes; undone by close_network()."""
         self._claim_control_socket()
+        self._open_seq_state()
         try:
             endpoints: list[tuple[int, str, int]] = [
                 (int(t.local_addr.version), str(t.local_addr), t.local_port) for t in self.cfg.manual
@@ -416,12 +488,14 @@ class Daemon:
             loop.add_signal_handler(sig, self.stopping.set)
         for w in self.cfg.warnings:
             log.warning("%s", w)
+        if self.plans:
+            log.warning("%s", MANUAL_WARNING)
         try:
             await self._open_control_socket()
             await self._start_worker()
             if self.ike is not None:
                 await self.ike.start()
-            self._tasks = [asyncio.create_task(self._watch_worker()), asyncio.create_task(self._poll_counters())]
+            self._tasks = [asyncio.create_task(self._watch_worker())]
             log.info("tunsec up: %d manual tunnel(s), %d IKE connection(s) on %s (MTU %d), control socket %s",
                      len(self.plans), len(self.ike.connections) if self.ike else 0, self.cfg.tunsec.tun,
                      self.mtu, self.cfg.tunsec.control_socket)
@@ -432,9 +506,9 @@ class Daemon:
 
     async def shutdown(self) -> None:
         self.stopping.set()
-        for t in self._tasks:
+        for t in self._tasks + list(self._background):
             t.cancel()
-        for t in self._tasks:
+        for t in self._tasks + list(self._background):
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         if self.ike is not None:

@@ -25,15 +25,12 @@ class ManualPlan:
     outbound: SaSpec
     policies: tuple[Policy, ...]
 
-    def with_seq_start(self, seq: int) -> ManualPlan:
-        """The same plan with the outbound sequence resumed at seq (worker restart)."""
-        o = self.outbound
-        out = SaSpec(
-            spi=o.spi, direction=o.direction, alg=o.alg, key=o.key, esn=o.esn,
-            replay_window=o.replay_window, reqid=o.reqid, local=o.local, remote=o.remote,
-            soft=o.soft, hard=o.hard, selectors=o.selectors, seq_start=seq,
-        )
-        return ManualPlan(self.tunnel, self.reqid, self.inbound, out, self.policies)
+    def with_reservations(self, inbound: tuple[int, int, int], outbound: tuple[int, int, int]) -> ManualPlan:
+        """The same plan with each SA's (seq_start, seq_limit, seq_notify) from its persisted state."""
+        def apply(sa: SaSpec, r: tuple[int, int, int]) -> SaSpec:
+            return dataclasses.replace(sa, seq_start=r[0], seq_limit=r[1], seq_notify=r[2])
+
+        return dataclasses.replace(self, inbound=apply(self.inbound, inbound), outbound=apply(self.outbound, outbound))
 
 
 def plan(t: ManualTunnel, index: int, ids: IdSpace) -> ManualPlan:

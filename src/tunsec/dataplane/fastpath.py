@@ -54,6 +54,7 @@ class Drop(IntEnum):
     HOLD_FULL = lib.TS_DROP_HOLD_FULL
     HOLD_TIMEOUT = lib.TS_DROP_HOLD_TIMEOUT
     ICMP_SUPPRESSED = lib.TS_DROP_ICMP_SUPPRESSED   # an ICMP answer withheld, not a packet
+    UNRESERVED = lib.TS_DROP_UNRESERVED
 
 
 class EventType(IntEnum):
@@ -61,6 +62,7 @@ class EventType(IntEnum):
     EXPIRE = lib.TS_EV_EXPIRE
     INVALID_SPI = lib.TS_EV_INVALID_SPI
     IKE = lib.TS_EV_IKE
+    RESERVE = lib.TS_EV_RESERVE
 
 
 _ERRNO = {
@@ -103,6 +105,7 @@ class Event:
     local: Endpoint | None = None
     selector: Selector | None = None
     data: bytes = b""
+    seq: int = 0
 
 
 def _addr_in(a: Any, ep: Endpoint | None) -> None:
@@ -164,6 +167,8 @@ def _params(sa: SaSpec) -> Any:
     p.soft_bytes, p.soft_packets = sa.soft.bytes, sa.soft.packets
     p.hard_bytes, p.hard_packets = sa.hard.bytes, sa.hard.packets
     p.seq_start = sa.seq_start
+    p.seq_limit = sa.seq_limit
+    p.seq_notify = sa.seq_notify
     p.n_sel = len(sa.selectors)
     for i, sel in enumerate(sa.selectors):
         _sel_in(p.sel[i], sel)
@@ -274,6 +279,7 @@ class Dataplane:
                 local=_addr_out(ev.local),
                 selector=_sel_out(ev.sel) if ev.type == lib.TS_EV_ACQUIRE else None,
                 data=bytes(ffi.buffer(self._evbuf, ev.data_len)),
+                seq=int(ev.seq),
             )
 
     # --- SAD -----------------------------------------------------------------
@@ -302,6 +308,17 @@ class Dataplane:
 
     def flush(self) -> None:
         lib.ts_sad_flush(self._dp)
+
+    def reserve(self, spi: int, direction: Direction, limit: int, notify: int = 0,
+                remote: Endpoint | None = None) -> None:
+        """Raise an SA's sequence number reservation (never lowers it); SAs named as in delete."""
+        _check("RESERVE", lib.ts_sad_reserve(self._dp, spi, int(direction), _remote_arg(remote), limit, notify))
+
+    def seq_limit(self, spi: int, direction: Direction, remote: Endpoint | None = None) -> tuple[int, int]:
+        """An SA's (seq_limit, seq_notify); (0, 0) without a reservation."""
+        i = ffi.new("ts_sa_info *")
+        _check("GET", lib.ts_sad_get(self._dp, spi, int(direction), _remote_arg(remote), i))
+        return int(i.seq_limit), int(i.seq_notify)
 
     def get(self, spi: int, direction: Direction, remote: Endpoint | None = None) -> SaInfo:
         i = ffi.new("ts_sa_info *")

@@ -48,6 +48,8 @@ __all__ = [
     "Policy",
     "PolicyInfo",
     "Reply",
+    "Reserve",
+    "ReserveLow",
     "SaInfo",
     "SaSpec",
     "SaState",
@@ -97,12 +99,14 @@ class MsgType(IntEnum):
     SPDFLUSH = 8
     DUMP = 9
     SEND_IKE = 10
+    RESERVE = 11
     # Events live in their own range so a glance at the type tells the
     # direction and whether an answer is due.
     ACQUIRE = 16
     EXPIRE = 17
     INVALID_SPI = 18
     IKE = 19
+    RESERVE_LOW = 20
 
     @property
     def is_event(self) -> bool:
@@ -170,6 +174,7 @@ class Ext(IntEnum):
     POLICY_INFO = 16
     DROP = 17
     LARVAL_LIFETIME = 18
+    SEQ_LIMIT = 19
 
 
 class PipeError(Exception):
@@ -382,6 +387,11 @@ class Lifetime:
             _check_int(f.name, getattr(self, f.name), 0, _U64)
 
 
+def _check_reservation(limit: object, notify: object, esn: bool) -> None:
+    _check_int("seq_limit", limit, 0, _U64 if esn else _U32)
+    _check_int("seq_notify", notify, 0, _U64)
+
+
 def _check_lifetimes(soft: Lifetime, hard: Lifetime) -> None:
     # A soft limit past the hard one could never fire: the SA is gone first.
     for f in fields(Lifetime):
@@ -407,6 +417,10 @@ class SaSpec:
     hard: Lifetime
     selectors: tuple[Selector, ...]
     seq_start: int = 0
+    # reservation (manual keys): 0 = none; see Reserve.  With a limit, an IN
+    # SA's seq_start is its replay floor: everything <= it counts as seen.
+    seq_limit: int = 0
+    seq_notify: int = 0
 
     def __post_init__(self) -> None:
         _check_spi("spi", self.spi)
@@ -427,6 +441,9 @@ class SaSpec:
         _check_tuple_of("selectors", self.selectors, Selector, MAX_SELECTORS)
         # Without ESN sequence numbers are 32 bits wide (RFC 4303 2.2).
         _check_int("seq_start", self.seq_start, 0, _U64 if self.esn else _U32)
+        _check_reservation(self.seq_limit, self.seq_notify, self.esn)
+        if self.seq_limit and self.seq_limit < self.seq_start:
+            raise ValueError(f"seq_limit={self.seq_limit} is below seq_start={self.seq_start}")
 
     def __repr__(self) -> str:
         # The key must never reach a log, a traceback or a test report.
@@ -669,6 +686,29 @@ class SendIke:
 
 
 @dataclass(frozen=True)
+class Reserve:
+    """Raise an SA's reservation: no sequence number above limit is sent (OUT)
+    or accepted (IN); RESERVE_LOW comes once the SA reaches notify (0 = never).
+    The limit never goes down (EINVAL); send it only once it is persisted."""
+
+    TYPE: ClassVar[MsgType] = MsgType.RESERVE
+    req_id: int
+    spi: int
+    direction: Direction
+    limit: int
+    notify: int = 0
+    remote: Endpoint | None = None   # OUT: the peer, as in Delete
+
+    def __post_init__(self) -> None:
+        _check_request_id(self.req_id)
+        _check_spi("spi", self.spi)
+        _check_type("direction", self.direction, Direction)
+        _check_int("limit", self.limit, 1, _U64)
+        _check_int("notify", self.notify, 0, _U64)
+        _check_sa_peer(self.direction, self.remote)
+
+
+@dataclass(frozen=True)
 class Reply:
     """The answer to any request; `type` names the request it answers.
 
@@ -781,8 +821,31 @@ class Ike:
         _check_same_family(self.local, self.remote)
 
 
-Request: TypeAlias = GetSpi | Update | Add | Delete | Flush | SpdAdd | SpdDelete | SpdFlush | Dump | SendIke
-Event: TypeAlias = Acquire | Expire | InvalidSpi | Ike
+@dataclass(frozen=True, kw_only=True)
+class ReserveLow:
+    """An SA reached the notify point of its reservation: reserve more numbers.
+    needed (IN) != 0: an authenticated packet carried this number, above the
+    limit (a sender that restarted and jumped ahead); reserve past it."""
+
+    TYPE: ClassVar[MsgType] = MsgType.RESERVE_LOW
+    req_id: int = 0
+    spi: int
+    direction: Direction
+    needed: int = 0
+    remote: Endpoint | None = None   # OUT: the peer, as in Delete
+
+    def __post_init__(self) -> None:
+        _check_event_id(self.req_id)
+        _check_spi("spi", self.spi)
+        _check_type("direction", self.direction, Direction)
+        _check_int("needed", self.needed, 0, _U64)
+        _check_sa_peer(self.direction, self.remote)
+
+
+Request: TypeAlias = (
+    GetSpi | Update | Add | Delete | Flush | SpdAdd | SpdDelete | SpdFlush | Dump | SendIke | Reserve
+)
+Event: TypeAlias = Acquire | Expire | InvalidSpi | Ike | ReserveLow
 Message: TypeAlias = Request | Reply | Event
 
 # --------------------------------------------------------------- wire structs
@@ -803,6 +866,7 @@ _DATA_HDR = struct.Struct("!I")
 _SA_INFO = struct.Struct("!IBBBBII20s20sQQQQQQQ")
 _POLICY_INFO = struct.Struct("!IIB3sIIQ76s")
 _DROP_HDR = struct.Struct("!B3sQ")
+_SEQ_LIMIT = struct.Struct("!QQ")
 
 # SA flag bits (SA and SA_INFO extensions)
 _SA_ESN: Final = 0x01
@@ -830,6 +894,7 @@ _BODY_LEN: Final[dict[Ext, int | None]] = {
     Ext.POLICY_INFO: _POLICY_INFO.size,
     Ext.DROP: None,
     Ext.LARVAL_LIFETIME: _U32_BODY.size,
+    Ext.SEQ_LIMIT: _SEQ_LIMIT.size,
 }
 
 _MANY: Final = MAX_MESSAGE  # no count limit beyond the datagram size
@@ -842,6 +907,7 @@ _SA_SCHEMA: Final[_Schema] = {
     Ext.LIFETIME_SOFT: (1, 1),
     Ext.LIFETIME_HARD: (1, 1),
     Ext.SELECTOR: (0, MAX_SELECTORS),
+    Ext.SEQ_LIMIT: (0, 1),
 }
 _IKE_SCHEMA: Final[_Schema] = {Ext.DATA: (1, 1), Ext.ADDR_REMOTE: (1, 1), Ext.ADDR_LOCAL: (0, 1)}
 _SCHEMA: Final[dict[MsgType, _Schema]] = {
@@ -859,6 +925,8 @@ _SCHEMA: Final[dict[MsgType, _Schema]] = {
     MsgType.EXPIRE: {Ext.EXPIRE: (1, 1), Ext.ADDR_REMOTE: (0, 1)},
     MsgType.INVALID_SPI: {Ext.SPI: (1, 1), Ext.ADDR_REMOTE: (1, 1)},
     MsgType.IKE: _IKE_SCHEMA,
+    MsgType.RESERVE: {Ext.SA_ID: (1, 1), Ext.SEQ_LIMIT: (1, 1), Ext.ADDR_REMOTE: (0, 1)},
+    MsgType.RESERVE_LOW: {Ext.SA_ID: (1, 1), Ext.SEQ_LIMIT: (0, 1), Ext.ADDR_REMOTE: (0, 1)},
 }
 _DUMP_REPLY_SCHEMA: Final[_Schema] = {
     Ext.SA_INFO: (0, _MANY),
@@ -922,7 +990,10 @@ def _sa_exts(sa: SaSpec) -> list[bytes]:
         _ext(Ext.LIFETIME_SOFT, _pack_lifetime(sa.soft)),
         _ext(Ext.LIFETIME_HARD, _pack_lifetime(sa.hard)),
     ]
-    return exts + [_ext(Ext.SELECTOR, _pack_selector(s)) for s in sa.selectors]
+    exts += [_ext(Ext.SELECTOR, _pack_selector(s)) for s in sa.selectors]
+    if sa.seq_limit or sa.seq_notify:
+        exts.append(_ext(Ext.SEQ_LIMIT, _SEQ_LIMIT.pack(sa.seq_limit, sa.seq_notify)))
+    return exts
 
 
 def _ike_exts(data: bytes, remote: Endpoint, local: Endpoint | None) -> list[bytes]:
@@ -1003,6 +1074,17 @@ def _extensions(msg: Message) -> list[bytes]:
                 _ext(Ext.SPI, _U32_BODY.pack(spi)),
                 _ext(Ext.ADDR_REMOTE, _pack_endpoint(remote)),
             ]
+        case Reserve(spi=spi, direction=direction, limit=limit, notify=notify, remote=remote):
+            return [
+                _ext(Ext.SA_ID, _SA_ID.pack(spi, direction, bytes(3))),
+                _ext(Ext.SEQ_LIMIT, _SEQ_LIMIT.pack(limit, notify)),
+                *_opt_remote(remote),
+            ]
+        case ReserveLow(spi=spi, direction=direction, needed=needed, remote=remote):
+            exts = [_ext(Ext.SA_ID, _SA_ID.pack(spi, direction, bytes(3)))]
+            if needed:
+                exts.append(_ext(Ext.SEQ_LIMIT, _SEQ_LIMIT.pack(needed, 0)))
+            return [*exts, *_opt_remote(remote)]
         case Reply():
             return _reply_exts(msg)
         case Flush() | SpdFlush() | Dump():
@@ -1333,6 +1415,8 @@ def _unpack_sa(exts: _Exts) -> SaSpec:
         raise _Malformed("KEY extension too short")
     key_len, key_reserved = _KEY_HDR.unpack_from(key_body)
     _zero(key_reserved, "KEY")
+    limit_body = exts.opt(Ext.SEQ_LIMIT)
+    seq_limit, seq_notify = _SEQ_LIMIT.unpack(limit_body) if limit_body is not None else (0, 0)
     return SaSpec(
         spi=spi,
         direction=Direction(direction),
@@ -1347,12 +1431,35 @@ def _unpack_sa(exts: _Exts) -> SaSpec:
         hard=_unpack_lifetime(exts.one(Ext.LIFETIME_HARD)),
         selectors=tuple(_unpack_selector(s) for s in exts.all(Ext.SELECTOR)),
         seq_start=seq_start,
+        seq_limit=seq_limit,
+        seq_notify=seq_notify,
     )
 
 
 def _unpack_remote_opt(exts: _Exts) -> Endpoint | None:
     raw = exts.opt(Ext.ADDR_REMOTE)
     return None if raw is None else _unpack_endpoint(raw)
+
+
+def _unpack_sa_id(exts: _Exts) -> tuple[int, Direction]:
+    spi, direction, reserved = _SA_ID.unpack(exts.one(Ext.SA_ID))
+    _zero(reserved, "SA_ID")
+    return spi, Direction(direction)
+
+
+def _unpack_reserve(req_id: int, exts: _Exts) -> Reserve:
+    spi, direction = _unpack_sa_id(exts)
+    limit, notify = _SEQ_LIMIT.unpack(exts.one(Ext.SEQ_LIMIT))
+    return Reserve(req_id, spi, direction, limit, notify, _unpack_remote_opt(exts))
+
+
+def _unpack_reserve_low(exts: _Exts) -> ReserveLow:
+    spi, direction = _unpack_sa_id(exts)
+    body = exts.opt(Ext.SEQ_LIMIT)
+    needed, notify = _SEQ_LIMIT.unpack(body) if body is not None else (0, 0)
+    if body is not None and (needed == 0 or notify != 0):
+        raise _Malformed("SEQ_LIMIT of RESERVE_LOW: needed must be != 0 and notify 0")
+    return ReserveLow(spi=spi, direction=direction, needed=needed, remote=_unpack_remote_opt(exts))
 
 
 def _unpack_data(body: bytes) -> bytes:
@@ -1431,6 +1538,10 @@ def _build(msg_type: MsgType, req_id: int, exts: _Exts) -> Message:
         case MsgType.IKE:
             data, remote, local = _unpack_ike(exts)
             return Ike(data=data, remote=remote, local=local)
+        case MsgType.RESERVE:
+            return _unpack_reserve(req_id, exts)
+        case MsgType.RESERVE_LOW:
+            return _unpack_reserve_low(exts)
     raise AssertionError(msg_type)  # pragma: no cover - the match is exhaustive
 
 

@@ -42,11 +42,11 @@ NON_ESP_MARKER = b"\0\0\0\0"
 
 Request = (
     pipe.GetSpi | pipe.Update | pipe.Add | pipe.Delete | pipe.Flush
-    | pipe.SpdAdd | pipe.SpdDelete | pipe.SpdFlush | pipe.Dump | pipe.SendIke
+    | pipe.SpdAdd | pipe.SpdDelete | pipe.SpdFlush | pipe.Dump | pipe.SendIke | pipe.Reserve
 )
 REQUESTS = (
     pipe.GetSpi, pipe.Update, pipe.Add, pipe.Delete, pipe.Flush,
-    pipe.SpdAdd, pipe.SpdDelete, pipe.SpdFlush, pipe.Dump, pipe.SendIke,
+    pipe.SpdAdd, pipe.SpdDelete, pipe.SpdFlush, pipe.Dump, pipe.SendIke, pipe.Reserve,
 )
 
 
@@ -159,6 +159,9 @@ class Worker:
                 return pipe.encode_dump_replies(msg.req_id, self.dp.sas(), self.dp.policies(), drops)
             case pipe.SendIke():
                 return self._send_ike(msg)
+            case pipe.Reserve():
+                self.dp.reserve(msg.spi, msg.direction, msg.limit, msg.notify, msg.remote)
+                return self._ok(msg)
         return [pipe.encode(pipe.Reply(msg.req_id, msg.TYPE, Errno.ETYPE))]
 
     def _send_ike(self, msg: pipe.SendIke) -> list[bytes]:
@@ -222,6 +225,11 @@ class Worker:
             return pipe.InvalidSpi(spi=ev.spi, remote=ev.remote)
         if ev.type is EventType.IKE and ev.remote is not None and 1 <= len(ev.data) <= pipe.MAX_IKE_DATA:
             return pipe.Ike(data=ev.data, remote=ev.remote, local=ev.local)
+        if ev.type is EventType.RESERVE:
+            remote = ev.remote if ev.direction is Direction.OUT else None
+            if ev.direction is Direction.OUT and remote is None:
+                return None
+            return pipe.ReserveLow(spi=ev.spi, direction=ev.direction, needed=ev.seq, remote=remote)
         return None
 
     def _emit(self, msg: pipe.Message) -> None:

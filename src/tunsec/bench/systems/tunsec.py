@@ -42,6 +42,7 @@ def manual_config(sa: ManualSa, replay_window: int = 4096, extra: str = "") -> s
   tun = tunsec0
   mtu = auto
   control_socket = {control_socket(sa.me)}
+  state_dir = {control_socket(sa.me).parent / "state"}
 {extra}}}
 manual {{
   {sa.peer_name} {{

@@ -1,0 +1,223 @@
+"""The persisted sequence number reservations of manually keyed SAs."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tunsec.dataplane.pipe import Direction
+from tunsec.seqstate import MAX_BLOCK, MIN_BLOCK_IN, MIN_BLOCK_OUT, SEQ_MAX_32, SeqState, StateError, prepare_dir
+
+KEY = bytes(range(1, 21))
+OTHER_KEY = bytes(range(2, 22))
+SPI = 0xC0020001
+
+
+def state(d: Path, key: bytes = KEY, esn: bool = False, direction: Direction = Direction.OUT) -> SeqState:
+    return SeqState.open(d, "site-b", SPI, direction, key, esn)
+
+
+def test_a_new_key_starts_at_zero_and_persists_its_first_block_before_use(tmp_path: Path) -> None:
+    st = state(tmp_path)
+    assert not st.path.exists()
+    start, limit, notify = st.restart()
+    assert (start, limit, notify) == (0, MIN_BLOCK_OUT, MIN_BLOCK_OUT // 2)
+    doc = json.loads(st.path.read_text())
+    assert doc["limit"] == MIN_BLOCK_OUT and doc["spi"] == SPI and doc["direction"] == "out"
+    assert stat.S_IMODE(st.path.stat().st_mode) == 0o600
+    raw = st.path.read_bytes()
+    assert KEY not in raw and KEY.hex().encode() not in raw and KEY[:16].hex().encode() not in raw
+
+
+def test_every_restart_starts_past_everything_reserved_before(tmp_path: Path) -> None:
+    st = state(tmp_path)
+    st.restart()
+    st.extend(now=10.0)
+    reserved = st.limit
+    # a new process: only the file survives
+    again = state(tmp_path)
+    start, limit, _ = again.restart()
+    assert start == reserved and limit > reserved
+    assert state(tmp_path).restart()[0] == limit
+
+
+def test_in_and_out_of_one_spi_and_a_new_key_have_files_of_their_own(tmp_path: Path) -> None:
+    out = state(tmp_path)
+    out.restart()
+    out.restart()
+    assert state(tmp_path, direction=Direction.IN).restart() == (0, MIN_BLOCK_IN, MIN_BLOCK_IN // 2)
+    new_key = state(tmp_path, key=OTHER_KEY)
+    assert new_key.path != out.path
+    assert new_key.restart()[0] == 0              # a changed key starts fresh
+    assert state(tmp_path).restart()[0] == 2 * MIN_BLOCK_OUT   # the old key's state is untouched
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"{", b"[]", b'{"version": 1}', b"\xff\xfe", "limit"],
+    ids=["empty", "truncated", "not an object", "no fields", "not utf-8", "other fields wrong"],
+)
+def test_unreadable_state_refuses_with_what_to_do(tmp_path: Path, content: bytes | str) -> None:
+    st = state(tmp_path)
+    st.restart()
+    if isinstance(content, str):   # a well-formed file whose fields are not this SA's
+        doc = json.loads(st.path.read_text())
+        doc[content] = -5
+        content = json.dumps(doc).encode()
+    st.path.write_bytes(content)
+    with pytest.raises(StateError) as err:
+        state(tmp_path)
+    text = str(err.value)
+    assert str(st.path) in text and "site-b" in text and "c0020001" in text
+    assert "Generate new keys" in text and "AES-GCM nonces" in text
+    assert KEY.hex() not in text
+
+
+def test_a_file_of_another_key_under_this_name_is_refused(tmp_path: Path) -> None:
+    st = state(tmp_path)
+    st.restart()
+    doc = json.loads(st.path.read_text())
+    doc["key_id"] = "0" * 32
+    st.path.write_text(json.dumps(doc))
+    with pytest.raises(StateError, match="corrupt"):
+        state(tmp_path)
+
+
+def test_a_state_path_that_cannot_be_read_is_refused(tmp_path: Path) -> None:
+    st = state(tmp_path)
+    st.path.mkdir()
+    with pytest.raises(StateError, match="Is a directory"):
+        state(tmp_path)
+
+
+def test_write_is_fsynced_then_renamed_then_the_directory_fsynced(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    st = state(tmp_path)
+    st.restart()
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append("fsync-dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync-file")
+        real_fsync(fd)
+
+    def replace(a: str | Path, b: str | Path) -> None:
+        events.append("rename")
+        assert Path(b) == st.path and Path(a).parent == st.path.parent
+        real_replace(a, b)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    st.extend(now=1.0)
+    assert events == ["fsync-file", "rename", "fsync-dir"]
+
+
+def test_a_failed_write_keeps_the_old_state_and_the_old_limit(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    st = state(tmp_path)
+    st.restart()
+    before = st.path.read_bytes()
+
+    def crash(a: str | Path, b: str | Path) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(StateError, match="No space left on device"):
+        st.extend(now=1.0)
+    assert st.limit == MIN_BLOCK_OUT              # nothing past the persisted limit is handed out
+    assert st.path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [st.path.name]   # no temporary file left
+
+
+def test_block_follows_the_packet_rate(tmp_path: Path) -> None:
+    st = state(tmp_path, esn=True, direction=Direction.IN)
+    b = MIN_BLOCK_IN
+    st.restart()
+    limit, notify = st.extend(now=100.0)          # no rate known yet: the same block
+    assert (limit, notify) == (2 * b, 2 * b - b // 2)
+    limit, _ = st.extend(now=100.1)               # a block in 0.1 s: 2.5 blocks per 0.25 s
+    assert st.block == 4 * b and limit == 2 * b + 4 * b
+    st.extend(now=100.101)                       # 160 numbers in 1 ms: 40000 per 0.25 s
+    assert st.block == 65536
+    st.extend(now=100.102)
+    st.extend(now=100.103)                       # 10 Gbit/s and beyond: capped
+    assert st.block == MAX_BLOCK
+    st.extend(now=1e9)                           # idle: back to the smallest block
+    assert st.block == MIN_BLOCK_IN
+    assert state(tmp_path, esn=True, direction=Direction.IN).block == MIN_BLOCK_IN   # persisted too
+    out = state(tmp_path, esn=True)
+    out.restart()
+    out.extend(now=1.0)
+    out.extend(now=1e9)
+    assert out.block == MIN_BLOCK_OUT             # a sender's block never goes below its own minimum
+
+
+def test_without_esn_the_limit_stops_at_2_to_the_32(tmp_path: Path) -> None:
+    st = state(tmp_path)
+    st.restart()
+    doc = json.loads(st.path.read_text())
+    doc["limit"] = SEQ_MAX_32 - 10
+    st.path.write_text(json.dumps(doc))
+    start, limit, notify = state(tmp_path).restart()
+    assert (start, limit, notify) == (SEQ_MAX_32 - 10, SEQ_MAX_32, 0)
+
+
+def test_state_dir_that_cannot_be_created_is_named_with_the_fix(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(StateError) as err:
+        prepare_dir(blocker / "state")
+    assert str(blocker / "state") in str(err.value) and "state_dir" in str(err.value)
+
+
+CONF = """tunsec {{
+  tun = tsst0
+  control_socket = {sock}
+  state_dir = {state}
+}}
+manual {{
+  site-b {{
+    local_addr = 192.0.2.1
+    remote_addr = 192.0.2.2
+    local_ts = 10.1.0.0/24
+    remote_ts = 10.2.0.0/24
+    spi_in = 0xc0010001
+    key_in = 0x0102030405060708090a0b0c0d0e0f1011121314
+    spi_out = 0xc0020001
+    key_out = 0x1112131415161718191a1b1c1d1e1f2021222324
+  }}
+}}
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="tunsec up needs root")
+def test_tunsec_up_refuses_a_tunnel_whose_state_is_corrupt(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    key_out = bytes.fromhex("1112131415161718191a1b1c1d1e1f2021222324")
+    prepare_dir(state_dir)
+    st = SeqState.open(state_dir, "site-b", SPI, Direction.OUT, key_out, False)
+    st.restart()
+    st.path.write_text("{ truncated")
+    conf = tmp_path / "t.conf"
+    conf.write_text(CONF.format(sock=tmp_path / "t.sock", state=state_dir))
+    r = subprocess.run([sys.executable, "-m", "tunsec", "up", "-c", str(conf)], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 1
+    assert "cannot start" in r.stderr and str(st.path) in r.stderr and "Generate new keys" in r.stderr
+    assert "Traceback" not in r.stderr and key_out.hex() not in r.stderr
+    link = subprocess.run(["ip", "link", "show", "tsst0"], capture_output=True)
+    assert link.returncode != 0   # refused before the TUN was created
+
+
+def test_a_receiver_reserves_past_a_sender_that_jumped_ahead(tmp_path: Path) -> None:
+    st = state(tmp_path, direction=Direction.IN)
+    st.restart()
+    limit, notify = st.extend(now=1.0, needed=1_000_000)
+    assert limit == 1_000_000 + MIN_BLOCK_IN and notify == limit - MIN_BLOCK_IN // 2
+    assert state(tmp_path, direction=Direction.IN).restart()[0] == limit
