@@ -49,6 +49,7 @@ from tunsec.ike.events import (
 from tunsec.ike.sa import IkeSa, State
 from tunsec.ike.state import SpiUnavailable
 from tunsec.ike.ts import Ts
+from tunsec.loglimit import LogLimiter, suffix
 from tunsec.policy.ids import Band, IdSpace, priority
 from tunsec.policy.selector import SelectorError, fast_selectors
 
@@ -157,6 +158,7 @@ class IkeService:
         self.trap_policies: dict[int, tuple[str, str]] = {}     # policy id -> (connection, child)
         self.attempts: dict[str, int] = {}                       # connection -> failed tries in a row
         self.closing = False
+        self.unauthenticated_log = LogLimiter()                 # failures peers cause before authenticating
         self._invalid_spi_sent: dict[bytes, float] = {}         # IKE SA (our SPI) -> last INVALID_SPI
 
     # --- lifecycle -------------------------------------------------------------
@@ -492,6 +494,13 @@ class IkeService:
         task.add_done_callback(self._tasks.discard)
 
     # --- events ----------------------------------------------------------------------
+    def _admit_log(self, sa: IkeSa) -> int | None:
+        """Failures of IKE SAs a peer opened and never authenticated pass a rate limit (anyone can cause
+        them); our own negotiations and established SAs always log.  See tunsec.loglimit."""
+        if sa.is_initiator or sa.local_spi in self.ike_up:
+            return 0
+        return self.unauthenticated_log.admit()
+
     def _event(self, sa: IkeSa, ev: Any) -> None:
         match ev:
             case IkeSaUp():
@@ -517,11 +526,13 @@ class IkeService:
             case ChildSaDown():
                 self._child_gone(sa, ev)
             case AuthFailed():
-                side = "the peer refused our authentication" if ev.by_peer else "the peer failed authentication"
-                log.error("%s: AUTHENTICATION_FAILED: %s (%s)", ev.name, side, ev.reason)
+                if (held := self._admit_log(sa)) is not None:
+                    side = "the peer refused our authentication" if ev.by_peer else "the peer failed authentication"
+                    log.error("%s: AUTHENTICATION_FAILED: %s (%s)%s", ev.name, side, ev.reason, suffix(held))
             case NegotiationFailed():
-                child = f" child {ev.child}" if ev.child else ""
-                log.error("%s%s: %s: %s", ev.name, child, ev.reason, ev.detail)
+                if (held := self._admit_log(sa)) is not None:
+                    child = f" child {ev.child}" if ev.child else ""
+                    log.error("%s%s: %s: %s%s", ev.name, child, ev.reason, ev.detail, suffix(held))
             case PeerUnreachable():
                 log.error("%s: peer did not answer after %d retransmissions; giving up", ev.name, ev.tries)
                 if self.ike_up.pop(sa.local_spi, None) is not None:

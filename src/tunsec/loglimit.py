@@ -1,0 +1,42 @@
+"""Rate limits for log lines an unauthenticated peer can cause.
+
+Anyone can send an IKE_SA_INIT with proposals we refuse, or an IKE_AUTH that
+fails: each would write an error line, so a flood of them would flood the log
+(and the disk behind it).  Lines of such a kind pass in bursts; the rest are
+counted and the count is reported with the next line that passes.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+@dataclass
+class LogLimiter:
+    """At most ``burst`` lines every ``period`` seconds."""
+
+    burst: int = 10
+    period: float = 10.0
+    clock: Callable[[], float] = time.monotonic
+    _window: float = field(default=-math.inf, init=False)
+    _passed: int = field(default=0, init=False)
+    _held: int = field(default=0, init=False)
+
+    def admit(self) -> int | None:
+        """None: drop this line.  Else how many lines were dropped since the last one that passed."""
+        now = self.clock()
+        if now - self._window >= self.period:
+            self._window, self._passed = now, 0
+        if self._passed >= self.burst:
+            self._held += 1
+            return None
+        self._passed += 1
+        held, self._held = self._held, 0
+        return held
+
+
+def suffix(held: int) -> str:
+    return f" ({held} more like it suppressed)" if held else ""

@@ -1,0 +1,92 @@
+"""Log lines an unauthenticated peer can cause pass a rate limit; ours always log."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+import pytest
+
+from tunsec.ike.config import IkeConfig, LocalAuth, RemoteAuth, child_config
+from tunsec.ike.endpoint import IkeEndpoint
+from tunsec.ike.identity import Identity
+from tunsec.ike.proposals import parse_proposals
+from tunsec.ike.secret import Secret
+from tunsec.ikeservice import IkeConnection, IkeService
+from tunsec.loglimit import LogLimiter
+from tunsec.policy.ids import IdSpace
+
+GW, PEER = "192.0.2.1", "198.51.100.7"
+PSK = Secret(b"a shared secret of some length")
+
+
+@dataclass
+class Clock:
+    now: float = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_burst_passes_then_lines_are_held_and_counted() -> None:
+    clock = Clock()
+    lim = LogLimiter(burst=3, period=10.0, clock=clock)
+    assert [lim.admit() for _ in range(5)] == [0, 0, 0, None, None]
+    clock.now += 9.9
+    assert lim.admit() is None
+    clock.now += 0.1
+    assert lim.admit() == 3          # the first line of the next period reports the three held back
+    assert lim.admit() == 0
+
+
+def _cfg(name: str, proposals: str, local: str, remote: str | None, remote_id: str | None) -> IkeConfig:
+    remote_auth = RemoteAuth("psk", Identity.parse(remote_id)) if remote_id else RemoteAuth("psk")
+    return IkeConfig(name, LocalAuth("psk", Identity.parse(f"{name}.example")), remote_auth,
+                     parse_proposals(proposals), (child_config("net", "10.1.0.0/16", "10.2.0.0/16", "aes128gcm16"),),
+                     psk=PSK, local_addr=local, remote_addr=remote)
+
+
+@dataclass
+class FakeSocket:
+    sent: list[bytes] = field(default_factory=list)
+
+    def sendto(self, data: bytes, addr: tuple[str, int]) -> int:
+        self.sent.append(data)
+        return len(data)
+
+
+def _refused_inits(service: IkeService, n: int) -> None:
+    """n IKE_SA_INIT requests whose proposals the gateway refuses, each from a new initiator."""
+    loop_now = asyncio.get_running_loop().time()
+    for i in range(n):
+        peer = IkeEndpoint([_cfg("site", "aes256gcm16-prfsha384-ecp384", PEER, GW, "gw.example")])
+        peer.initiate("site", "net", loop_now)
+        for d in peer.datagrams_to_send(loop_now):
+            service.endpoint.receive(d.data, (PEER, 500 + i), loop_now, (GW, 500))
+        service._pump()
+
+
+def test_refused_negotiations_from_unauthenticated_peers_do_not_flood_the_log(
+        caplog: pytest.LogCaptureFixture) -> None:
+    async def body() -> tuple[list[str], list[str]]:
+        gw = _cfg("gw", "aes128gcm16-prfsha256-curve25519", GW, None, None)
+        service = IkeService([IkeConnection(gw)], lambda: None, {4: GW}, IdSpace())  # type: ignore[arg-type,return-value]
+        sock = FakeSocket()
+        service.sockets = {4: sock}  # type: ignore[dict-item]
+        clock = Clock()
+        service.unauthenticated_log = LogLimiter(burst=10, period=10.0, clock=clock)
+        with caplog.at_level(logging.ERROR, logger="tunsec.ike"):
+            _refused_inits(service, 200)
+            first = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+            caplog.clear()
+            clock.now += 10.0
+            _refused_inits(service, 1)
+            later = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(sock.sent) >= 200, "every request was still answered"
+        assert not service.endpoint.sas, "and nothing was kept for any of them"
+        return first, later
+
+    first, later = asyncio.run(body())
+    assert len(first) == 10 and all("NO_PROPOSAL_CHOSEN" in m for m in first)
+    assert len(later) == 1 and "(190 more like it suppressed)" in later[0]
