@@ -59,6 +59,8 @@ NATT_PORT = 4500
 SPI_POOL = 8
 SHUTDOWN_WAIT = 3.0   # seconds for the peers to acknowledge our DELETEs at shutdown
 INVALID_SPI_INTERVAL = 1.0   # seconds between two INVALID_SPI notifies in one IKE SA
+INBOUND_LINGER = 5.0   # seconds a rekeyed Child SA's inbound SA outlives its DELETE (packets in flight; as strongSwan)
+STANDBY_TIMEOUT = 10.0   # seconds a rekey responder waits for the old SA's DELETE before sending on the new one
 ALGS = {"aes128gcm16": Alg.AES128GCM16, "aes256gcm16": Alg.AES256GCM16}
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -126,6 +128,11 @@ class ChildState:
     lineage: Lineage
     established: float = field(default_factory=time.time)
     out_installed: bool = False    # our ADD succeeded: the outbound SA (spi_out, remote) is ours to delete
+    pred: int | None = None        # handle of the Child SA this one rekeyed
+    # a rekey we answered: its outbound SA, added when the old one's DELETE arrives (we keep sending on
+    # the old SA until the initiator, which installs first, tells us it is done with it)
+    standby: SaSpec | None = field(default=None, repr=False)
+    standby_timer: asyncio.TimerHandle | None = None
 
     @property
     def reqid(self) -> int:
@@ -160,6 +167,12 @@ class IkeService:
         self.closing = False
         self.unauthenticated_log = LogLimiter()                 # failures peers cause before authenticating
         self._invalid_spi_sent: dict[bytes, float] = {}         # IKE SA (our SPI) -> last INVALID_SPI
+        # make-before-break: datagrams wait while Child SAs are being installed (see _flush_datagrams)
+        self._installs = 0
+        self._installed = asyncio.Event()
+        self._installed.set()
+        self._flush_held = False
+        self._timers: dict[asyncio.TimerHandle, Callable[[], object]] = {}   # lingering inbound SAs, standby ends
 
     # --- lifecycle -------------------------------------------------------------
     def open_sockets(self) -> None:
@@ -189,6 +202,7 @@ class IkeService:
     async def worker_restarted(self) -> None:
         """A new worker has an empty SAD: IKE SAs survive, their children must be renegotiated."""
         self.spis.clear()
+        self._cancel_timers()   # their SPIs mean nothing (or someone else's SA) to the new worker
         for state in self.children.values():
             self._release(state.lineage)
         self.children.clear()
@@ -217,6 +231,25 @@ class IkeService:
         if self._timer:
             self._timer.cancel()
             self._timer = None
+        self._cancel_timers()
+
+    def _cancel_timers(self) -> None:
+        for handle in self._timers:
+            handle.cancel()
+        self._timers.clear()
+
+    def _later(self, delay: float, fn: Callable[[], object]) -> asyncio.TimerHandle:
+        """``fn`` after ``delay`` seconds, unless a worker restart or shutdown comes first."""
+        def fire() -> None:
+            del self._timers[handle]
+            fn()
+        handle = asyncio.get_event_loop().call_later(delay, fire)
+        self._timers[handle] = fn
+        return handle
+
+    def _unlater(self, handle: asyncio.TimerHandle | None) -> None:
+        if handle is not None and self._timers.pop(handle, None) is not None:
+            handle.cancel()
 
     async def _await_deletes(self, deadline: float) -> None:
         """Until the peers acknowledged our DELETEs (their answers come in through
@@ -445,6 +478,37 @@ class IkeService:
         self._pump()
 
     def _flush_datagrams(self) -> None:
+        """Send what the engine has queued, but not before pending Child SA installs are acknowledged.
+
+        Make-before-break (RFC 7296 §2.8): a rekey responder's CREATE_CHILD_SA response must not
+        leave before its new inbound SA is in the worker, nor a rekey initiator's DELETE of the old
+        Child SA before its new SAs are; both were queued in the step that reported the ChildSaUp.
+        Everything waits (one queue, so no datagram of an IKE SA overtakes another); installs take
+        a few pipe round trips."""
+        if self._installs:
+            if not self._flush_held:
+                self._flush_held = True
+                self._spawn(self._flush_after_installs())
+            return
+        self._send_datagrams()
+
+    async def _flush_after_installs(self) -> None:
+        try:
+            await self._installed.wait()
+        finally:
+            self._flush_held = False
+        self._flush_datagrams()
+
+    def _install_started(self) -> None:
+        self._installs += 1
+        self._installed.clear()
+
+    def _install_done(self, _task: Any = None) -> None:
+        self._installs -= 1
+        if not self._installs:
+            self._installed.set()
+
+    def _send_datagrams(self) -> None:
         for data, addr, local_port in self.endpoint.datagrams_to_send(time.monotonic()):
             ip = ipaddress.ip_address(addr[0])
             if local_port == NATT_PORT:
@@ -465,8 +529,7 @@ class IkeService:
             log.warning("sending IKE to %s failed: %s", remote.addr, err)
 
     def _pump(self) -> None:
-        """After any input: send, handle events, re-arm the timer."""
-        self._flush_datagrams()
+        """After any input: handle events (starting installs), send, re-arm the timer."""
         while (item := self.endpoint.next_event()) is not None:
             sa, ev = item
             self._event(sa, ev)
@@ -488,10 +551,11 @@ class IkeService:
         self.endpoint.handle_timer(time.monotonic())
         self._pump()
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     # --- events ----------------------------------------------------------------------
     def _admit_log(self, sa: IkeSa) -> int | None:
@@ -522,7 +586,8 @@ class IkeService:
             case ChildSaUp():
                 state = self._child_registered(sa, ev)
                 if state is not None:
-                    self._spawn(self._child_up(state, ev))
+                    self._install_started()   # even a task cancelled before it ran releases the datagrams
+                    self._spawn(self._child_up(state, ev)).add_done_callback(self._install_done)
             case ChildSaDown():
                 self._child_gone(sa, ev)
             case AuthFailed():
@@ -616,7 +681,7 @@ class IkeService:
         handle = next(self._handles)
         state = ChildState(handle, ike, sa.name, plan.name, ev.unique_id, ev.spi_in, ev.spi_out,
                            Endpoint(remote_ip, ev.remote_addr[1]), ev.alg, ev.esn, ev.local_ts, ev.remote_ts,
-                           lineage)
+                           lineage, pred=pred)
         lineage.members.add(handle)
         self.children[handle] = state
         self._by_uid[(ike, ev.unique_id)] = handle
@@ -653,8 +718,16 @@ class IkeService:
                 return   # already deleted again
             try:
                 await w.request(lambda r: pipe.Update(r, inbound))
-                await w.request(lambda r: pipe.Add(r, outbound))
-                state.out_installed = True
+                pred = self.children.get(state.pred) if state.pred is not None else None
+                if not ev.initiator and pred is not None and pred.out_installed:
+                    # we answered a rekey: the initiator installs after our response, so it may not open
+                    # the new SA yet; the old one carries our traffic until its DELETE (or a timeout)
+                    state.standby = outbound
+                    state.standby_timer = self._later(
+                        STANDBY_TIMEOUT, lambda: self._spawn(self._promote(state, "no DELETE came")))
+                else:
+                    await w.request(lambda r: pipe.Add(r, outbound))
+                    state.out_installed = True
                 if not state.lineage.policy_ids:   # a rekey finds its predecessor's policies in place
                     await self._protect(state.lineage, outbound.selectors)
             except WorkerError as err:
@@ -666,6 +739,24 @@ class IkeService:
                  ev.spi_in, ev.spi_out, ", ".join(map(str, ev.local_ts)), ", ".join(map(str, ev.remote_ts)),
                  state.remote.addr, state.reqid)
 
+    async def _promote(self, state: ChildState, why: str) -> None:
+        async with self._changes:
+            await self._add_standby(state, why)
+
+    async def _add_standby(self, state: ChildState, why: str) -> None:
+        """ADD a rekey responder's held-back outbound SA (under ``_changes``); the SPD moves to it."""
+        spec, state.standby = state.standby, None
+        self._unlater(state.standby_timer)
+        if spec is None or state.handle not in self.children:
+            return
+        try:
+            await self.worker().request(lambda r: pipe.Add(r, spec))
+            state.out_installed = True
+            log.debug("%s: CHILD_SA %s sending on %08x_o (%s)", state.conn, state.child, state.spi_out, why)
+        except WorkerError as err:
+            log.error("%s: installing outbound SA %08x of CHILD_SA %s failed: %s", state.conn, state.spi_out,
+                      state.child, err)
+
     async def _protect(self, lineage: Lineage, selectors: Sequence[Selector]) -> None:
         for sel in selectors:
             pid = self.ids.policy_id()
@@ -674,12 +765,21 @@ class IkeService:
                          selector=sel)
             await self.worker().request(lambda r, pol=pol: pipe.SpdAdd(r, pol))  # type: ignore[misc]
 
-    async def _remove(self, state: ChildState, lineage_ended: bool) -> None:
+    async def _remove(self, state: ChildState, lineage_ended: bool, linger: bool = False) -> None:
         """The worker side of a Child SA going away: its SAs, and its policies if it was the last of its
-        lineage.  Only what this Child SA installed: its outbound SA is named by (SPI, its peer)."""
-        await self._delete_sa(state.spi_in, Direction.IN)
+        lineage.  Only what this Child SA installed: its outbound SA is named by (SPI, its peer).
+        ``linger``: it was rekeyed; its inbound SA stays INBOUND_LINGER seconds for packets in flight."""
+        state.standby = None
+        self._unlater(state.standby_timer)
         if state.out_installed:   # a refused ADD (EEXIST) leaves the SA that was there alone
             await self._delete_sa(state.spi_out, Direction.OUT, state.remote)
+        if linger and not self.closing:
+            log.debug("%s: inbound SA %08x of rekeyed CHILD_SA %s lingers %.0f s", state.conn, state.spi_in,
+                      state.child, INBOUND_LINGER)
+            spi = state.spi_in
+            self._later(INBOUND_LINGER, lambda: self._spawn(self._delete_sa(spi, Direction.IN)))
+        else:
+            await self._delete_sa(state.spi_in, Direction.IN)
         if not lineage_ended:
             return
         for pid in state.lineage.policy_ids:
@@ -700,7 +800,11 @@ class IkeService:
 
     async def _child_down(self, state: ChildState, lineage_ended: bool, reason: str) -> None:
         async with self._changes:
-            await self._remove(state, lineage_ended)
+            # its successor, if we answered that rekey, sends from now on (before the old SA goes)
+            for member in [self.children[h] for h in state.lineage.members if h in self.children]:
+                if member.pred == state.handle and member.standby is not None:
+                    await self._add_standby(member, "old SA deleted")
+            await self._remove(state, lineage_ended, linger=not lineage_ended)
         conn_name = state.conn
         log.info("%s: CHILD_SA %s %08x_i %08x_o deleted: %s (peer %s)", conn_name, state.child, state.spi_in,
                  state.spi_out, reason, state.remote.addr)

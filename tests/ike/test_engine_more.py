@@ -282,6 +282,8 @@ def test_rekey_child_sa(side: str) -> None:
         ups, downs = only(events, ChildSaUp), only(events, ChildSaDown)
         assert len(ups) == 1 and len(downs) == 1
         assert ups[0].rekey_of is not None and downs[0].reason in ("rekeyed", "deleted by peer")
+        # the service orders its installs by this: who sent the CREATE_CHILD_SA request
+        assert ups[0].initiator is ((ip == A) == (side == "initiator"))
         assert events.index(ups[0]) < events.index(downs[0])  # make before break
     assert len(a.sas[0].children) == 1 and a.sas[0].children[0].unique_id != old.unique_id
 

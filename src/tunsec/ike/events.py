@@ -103,6 +103,7 @@ class ChildSaUp:
     local_port: int
     mode: str = "tunnel"
     rekey_of: int | None = None  # unique_id of the Child SA this one replaces
+    initiator: bool = False  # we sent the request of the exchange that created it (a rekey: we started it)
 
 
 @dataclass(frozen=True)

@@ -244,6 +244,7 @@ def install(
             st.remote_addr,
             st.local_port,
             rekey_of=rekey_of,
+            initiator=we_initiated,
         )
     )
 

@@ -1,0 +1,312 @@
+"""Child SA rekeys are make-before-break in every role (RFC 7296 §2.8, ordered as strongSwan does).
+
+Two real IkeServices, each driving the real worker logic and C fast path in-process
+(tests/test_ikeservice_peers.py's InProcessWorker), wired together in memory.  One
+timeline records every pipe request and every IKE datagram of both sides, and after
+each pipe request and each datagram delivered, one packet goes through each side's
+dataplane to the other's: it must be sealed with an SA the other side opens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from test_ikeservice_peers import InProcessWorker, ipv4_udp, psk_ike
+
+from tunsec.dataplane import pipe
+from tunsec.dataplane.fastpath import Drop
+from tunsec.dataplane.pipe import Direction, Endpoint
+from tunsec.ike.config import RemoteAuth
+from tunsec.ike.identity import Identity
+from tunsec.ike.sa import IkeSa
+from tunsec.ikeservice import IkeConnection, IkeService
+from tunsec.policy.ids import IdSpace
+
+A_IP, B_IP = "192.0.2.1", "192.0.2.2"
+A_NET, B_NET = "10.1.0.0/16", "10.2.0.0/16"
+
+Event = tuple[str, str, Any]    # ("pipe" | "send", side, message or (dst, data))
+
+
+class RecordingWorker(InProcessWorker):
+    """Logs each request on the shared timeline and checks the dataplanes after it."""
+
+    def __init__(self, side: str, pair: Pair) -> None:
+        super().__init__(asyncio.get_running_loop(), lambda m: pair.sent(side, m.data, 4500))
+        self.side, self.pair = side, pair
+
+    async def request(self, build: Callable[[int], pipe.Message]) -> list[pipe.Reply]:
+        def logged(req_id: int) -> pipe.Message:
+            msg = build(req_id)
+            self.pair.timeline.append(("pipe", self.side, msg))
+            return msg
+        try:
+            return await super().request(logged)
+        finally:
+            self.pair.probe(f"after {self.side} {type(self.log[-1]).__name__}")
+
+
+@dataclass
+class Wire:
+    side: str
+    pair: Pair
+
+    def sendto(self, data: bytes, addr: tuple[str, int]) -> int:
+        self.pair.sent(self.side, data, 500)
+        return len(data)
+
+
+@dataclass
+class Pair:
+    """Two tunsec IKE peers, A (IKE initiator) and B."""
+
+    timeline: list[Event] = field(default_factory=list)
+    wire: list[tuple[str, bytes, int]] = field(default_factory=list)   # (from, datagram, port)
+    failures: list[str] = field(default_factory=list)
+    probing: bool = False
+    svc: dict[str, IkeService] = field(default_factory=dict)
+    workers: dict[str, RecordingWorker] = field(default_factory=dict)
+
+    async def start(self) -> None:
+        for side, ip, peer, local, remote in (("a", A_IP, B_IP, A_NET, B_NET), ("b", B_IP, A_IP, B_NET, A_NET)):
+            cfg = psk_ike("tun", f"{side}.example", RemoteAuth("psk", Identity.parse(f"{'b' if side == 'a' else 'a'}"
+                                                                                     ".example")),
+                          ip, peer, local, remote)
+            worker = self.workers[side] = RecordingWorker(side, self)
+            svc = self.svc[side] = IkeService([IkeConnection(cfg)], lambda w=worker: w,  # type: ignore[misc]
+                                              {4: ip}, IdSpace())
+            await svc.start()
+            svc.sockets = {4: Wire(side, self)}  # type: ignore[dict-item]
+
+    def sent(self, side: str, data: bytes, port: int) -> None:
+        self.timeline.append(("send", side, data))
+        self.wire.append((side, data, port))
+
+    def deliver(self, side: str, data: bytes, port: int) -> None:
+        to = "b" if side == "a" else "a"
+        if port == 4500:
+            self.svc[to].receive_natt(pipe.Ike(data=data, remote=Endpoint(ipaddress.ip_address(self.ip(side)), port),
+                                               local=Endpoint(ipaddress.ip_address(self.ip(to)), port)))
+        else:
+            self.svc[to].endpoint.receive(data, (self.ip(side), port), _now(), (self.ip(to), port))
+            self.svc[to]._pump()
+        self.probe(f"after a datagram {side}->{to}")
+
+    def ip(self, side: str) -> str:
+        return A_IP if side == "a" else B_IP
+
+    async def settle(self) -> None:
+        """Deliver datagrams one at a time, letting both services' tasks finish after each."""
+        idle = 0
+        while idle < 10:
+            moved = False
+            if self.wire:
+                moved = True
+                self.deliver(*self.wire.pop(0))
+            for _ in range(5):
+                await asyncio.sleep(0)
+            tasks = [t for s in self.svc.values() for t in s._tasks]
+            if tasks:
+                await asyncio.wait(tasks)
+                moved = True
+            idle = 0 if moved else idle + 1
+
+    def probe(self, when: str) -> None:
+        """One packet each way through the dataplanes, once both sides have a tunnel."""
+        if not self.probing:
+            return
+        for src, dst, s_net, d_net in (("a", "b", "10.1.0.5", "10.2.0.7"), ("b", "a", "10.2.0.7", "10.1.0.5")):
+            packet = ipv4_udp(s_net, d_net)
+            esp, _, drop, _ = self.workers[src].dp.outbound(packet)
+            if drop is not Drop.NONE:
+                self.failures.append(f"{when}: {src} cannot send: {drop.name}")
+                continue
+            inner, drop = self.workers[dst].dp.inbound(esp, Endpoint(ipaddress.ip_address(self.ip(src)), 500))
+            if drop is not Drop.NONE or inner != packet:
+                spi = int.from_bytes(esp[:4], "big")
+                self.failures.append(f"{when}: {dst} cannot open {src}'s ESP (SPI {spi:08x}): {drop.name}")
+
+    def ike(self, side: str) -> IkeSa:
+        return next(sa for sa in self.svc[side].endpoint.sas if sa.state.value == "established")
+
+    def rekey(self, side: str) -> None:
+        sa = self.ike(side)
+        sa.rekey_child(sa.children[0].unique_id)
+        self.svc[side]._pump()
+
+    def child(self, side: str) -> Any:
+        (c,) = self.svc[side].children.values()
+        return c
+
+    def sa_spis(self, side: str, direction: Direction) -> set[int]:
+        return {s.spi for s in self.workers[side].dp.sas() if s.direction is direction and s.state == "mature"}
+
+    def after(self, mark: int, kind: str, side: str, test: Callable[[Any], bool] = lambda _: True) -> list[int]:
+        return [i for i, (k, s, m) in enumerate(self.timeline) if i >= mark and k == kind and s == side and test(m)]
+
+
+def _now() -> float:
+    import time
+    return time.monotonic()
+
+
+def fire_timers(svc: IkeService) -> None:
+    """The service's lingering deletes and standby fallbacks, now (a fake clock for call_later)."""
+    for handle, fn in list(svc._timers.items()):
+        handle.cancel()
+        del svc._timers[handle]
+        fn()
+
+
+def adds(spi: int) -> Callable[[Any], bool]:
+    return lambda m: isinstance(m, pipe.Add) and m.sa.spi == spi
+
+
+def updates(spi: int) -> Callable[[Any], bool]:
+    return lambda m: isinstance(m, pipe.Update) and m.sa.spi == spi
+
+
+async def established() -> Pair:
+    pair = Pair()
+    await pair.start()
+    pair.svc["a"].initiate("tun", "net")
+    await pair.settle()
+    pair.probing = True
+    pair.probe("established")
+    assert pair.failures == []
+    return pair
+
+
+@pytest.mark.parametrize("starter", ["a", "b"])
+def test_a_rekey_installs_before_it_signals_and_never_loses_a_packet(starter: str) -> None:
+    async def body() -> None:
+        pair = await established()
+        ini, resp = starter, ("b" if starter == "a" else "a")
+        old_ini, old_resp = pair.child(ini), pair.child(resp)
+        mark = len(pair.timeline)
+        pair.rekey(ini)
+        await pair.settle()
+        new_ini, new_resp = pair.child(ini), pair.child(resp)
+        assert new_ini.spi_in != old_ini.spi_in and new_resp.spi_in != old_resp.spi_in
+        assert pair.failures == []
+        # the responder: its new inbound SA is in the worker before its response leaves
+        (request, delete) = pair.after(mark, "send", ini)[:2]
+        response = pair.after(request, "send", resp)[0]
+        assert pair.after(mark, "pipe", resp, updates(new_resp.spi_in))[0] < response
+        # the initiator: both new SAs are in before its DELETE of the old Child SA leaves
+        assert max(pair.after(mark, "pipe", ini, updates(new_ini.spi_in))[0],
+                   pair.after(mark, "pipe", ini, adds(new_ini.spi_out))[0]) < delete
+        # the responder sends on the old SA until that DELETE arrives
+        assert pair.after(mark, "pipe", resp, adds(new_resp.spi_out))[0] > delete
+        # old inbound SAs stay a while for packets in flight, outbound ones go at once
+        for side, old in ((ini, old_ini), (resp, old_resp)):
+            assert old.spi_in in pair.sa_spis(side, Direction.IN)
+            assert pair.sa_spis(side, Direction.OUT) == {pair.child(side).spi_out}
+            fire_timers(pair.svc[side])
+        await pair.settle()
+        for side in (ini, resp):
+            assert pair.sa_spis(side, Direction.IN) == {pair.child(side).spi_in}
+            assert all(p.out_spi == pair.child(side).spi_out for p in pair.workers[side].dp.policies())
+        assert pair.failures == []
+
+    asyncio.run(body())
+
+
+def test_rekeys_from_both_ends_and_collisions_lose_nothing() -> None:
+    async def body() -> None:
+        pair = await established()
+        for starters in (["a"], ["b"], ["a", "b"], ["b", "a"], ["a"]):
+            for side in starters:        # both before any delivery: a collision (RFC 7296 §2.8.1)
+                pair.rekey(side)
+            await pair.settle()
+            assert pair.failures == []
+            a, b = pair.child("a"), pair.child("b")
+            assert (a.spi_in, a.spi_out) == (b.spi_out, b.spi_in)
+            assert a.standby is None and b.standby is None
+            for side in "ab":
+                fire_timers(pair.svc[side])
+            await pair.settle()
+            assert pair.failures == []
+        for side in "ab":
+            assert pair.sa_spis(side, Direction.IN) == {pair.child(side).spi_in}
+            assert pair.sa_spis(side, Direction.OUT) == {pair.child(side).spi_out}
+
+    asyncio.run(body())
+
+
+def test_standby_timeout_moves_a_responder_to_the_new_sa() -> None:
+    """If the initiator's DELETE never comes, the standby timeout moves our traffic to the new SA."""
+    async def body() -> None:
+        pair = await established()
+        old_b = pair.child("b")
+        lost: list[bytes] = []
+        deliver = pair.settle
+
+        async def settle_losing_deletes() -> None:
+            # the initiator's datagrams after the CREATE_CHILD_SA request are its DELETE: lost
+            sent_by_a = 0
+            while pair.wire or any(s._tasks for s in pair.svc.values()):
+                if pair.wire:
+                    side, data, port = pair.wire.pop(0)
+                    if side == "a":
+                        sent_by_a += 1
+                        if sent_by_a > 1:
+                            lost.append(data)
+                            continue
+                    pair.deliver(side, data, port)
+                tasks = [t for s in pair.svc.values() for t in s._tasks]
+                if tasks:
+                    await asyncio.wait(tasks)
+                for _ in range(5):
+                    await asyncio.sleep(0)
+
+        pair.rekey("a")
+        await settle_losing_deletes()
+        assert lost, "the DELETE was not sent"
+        new_b = next(c for c in pair.svc["b"].children.values() if c.handle != old_b.handle)
+        assert new_b.standby is not None
+        policies = pair.workers["b"].dp.policies()
+        assert policies and all(p.out_spi == old_b.spi_out for p in policies)
+        fire_timers(pair.svc["b"])
+        await deliver()
+        assert new_b.standby is None and new_b.out_installed
+        assert all(p.out_spi == new_b.spi_out for p in pair.workers["b"].dp.policies())
+        assert pair.failures == []
+
+    asyncio.run(body())
+
+
+def test_a_worker_restart_cancels_lingering_deletes() -> None:
+    """A lingering DELETE must never reach a new worker, where the SPI may be someone else's by then."""
+    async def body() -> None:
+        pair = await established()
+        pair.rekey("a")
+        await pair.settle()
+        svc = pair.svc["a"]
+        assert svc._timers
+        pair.probing = False
+        await svc.worker_restarted()
+        assert not svc._timers
+
+    asyncio.run(body())
+
+
+def test_shutdown_deletes_without_lingering() -> None:
+    async def body() -> None:
+        pair = await established()
+        pair.probing = False
+        for side in "ab":
+            pair.svc[side].closing = True
+        pair.rekey("a")
+        await pair.settle()
+        for side in "ab":
+            assert not pair.svc[side]._timers
+            assert pair.sa_spis(side, Direction.IN) == {pair.child(side).spi_in}
+
+    asyncio.run(body())
+
