@@ -810,8 +810,9 @@ class IkeService:
                  state.spi_out, reason, state.remote.addr)
         conn = self.connections.get(conn_name)
         ike = self._ike_sa(state.ike)
+        # a rekeyed child's DELETE (its lineage goes on) is no reason to re-create it
         if conn is not None and ike is not None and ike.state is State.ESTABLISHED and "by peer" in reason \
-                and not self.closing:
+                and lineage_ended and not self.closing:
             plan = conn.child(state.child)
             if plan.close_action == "start":
                 log.info("%s: close_action = start: re-creating child %s", conn_name, plan.name)
