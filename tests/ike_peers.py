@@ -433,3 +433,23 @@ def tunsec_counters(side: TunsecIke, child: dict[str, Any]) -> dict[str, dict[st
         (found,) = [s for s in sas if s["spi"] == spi and s["direction"] == d]
         out[d] = found
     return out
+
+
+def iperf3_two_streams(topo: TwoHosts, seconds: int, bidir: bool = False) -> dict[str, Any]:
+    """Two parallel TCP streams A -> B through the tunnel (``bidir``: and two B -> A); iperf3's JSON report."""
+    srv = topo.popen(topo.b, ["iperf3", "-s", "-1", "-B", topo.b.inner4])
+    try:
+        listening = wait_until(lambda: ":5201" in topo.run(topo.b, ["ss", "-ltn"], check=False).stdout, 10)
+        assert listening, "iperf3 server did not start"
+        argv = ["iperf3", "-c", topo.b.inner4, "-B", topo.a.inner4, "-t", str(seconds), "-P", "2", "--json"]
+        r = topo.run(topo.a, argv + (["--bidir"] if bidir else []), check=False, timeout=seconds + 30)
+        doc: dict[str, Any] = json.loads(r.stdout)
+        assert "error" not in doc, doc["error"]
+        return doc
+    finally:
+        topo.stop(srv)
+
+
+def children_up(side: TunsecIke) -> list[str]:
+    """Inbound SPIs of the Child SAs this side installed, in order (the first one and each rekey)."""
+    return re.findall(rf"CHILD_SA {CHILD} up, SPIs ([0-9a-f]{{8}})_i", side.log_text())

@@ -718,10 +718,10 @@ class IkeService:
                 return   # already deleted again
             try:
                 await w.request(lambda r: pipe.Update(r, inbound))
-                pred = self.children.get(state.pred) if state.pred is not None else None
-                if not ev.initiator and pred is not None and pred.out_installed:
+                if not ev.initiator and state.pred in self.children:
                     # we answered a rekey: the initiator installs after our response, so it may not open
-                    # the new SA yet; the old one carries our traffic until its DELETE (or a timeout)
+                    # the new SA yet; the old one carries our traffic until its DELETE (or a timeout).
+                    # If the old one is itself on standby, this one waits for it: promoted in turn
                     state.standby = outbound
                     state.standby_timer = self._later(
                         STANDBY_TIMEOUT, lambda: self._spawn(self._promote(state, "no DELETE came")))

@@ -9,15 +9,12 @@ on both sides.
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
-from ike_peers import Conn, TunsecIke, ping_both_ways
+from ike_peers import Conn, TunsecIke, children_up, iperf3_two_streams, ping_both_ways
 
-from tunsec.bench.netns import TwoHosts, wait_until
+from tunsec.bench.netns import TwoHosts
 
 SECONDS = 40
 REKEY = "        rekey_time = {}\n"
@@ -27,26 +24,6 @@ REKEY = "        rekey_time = {}\n"
 def topo() -> Iterator[TwoHosts]:
     with TwoHosts(ipv6=False) as t:
         yield t
-
-
-def iperf3_two_streams(topo: TwoHosts, seconds: int) -> dict[str, Any]:
-    """Two parallel TCP streams A -> B through the tunnel; iperf3's JSON report."""
-    srv = topo.popen(topo.b, ["iperf3", "-s", "-1", "-B", topo.b.inner4])
-    try:
-        listening = wait_until(lambda: ":5201" in topo.run(topo.b, ["ss", "-ltn"], check=False).stdout, 10)
-        assert listening, "iperf3 server did not start"
-        r = topo.run(topo.a, ["iperf3", "-c", topo.b.inner4, "-B", topo.a.inner4, "-t", str(seconds), "-P", "2",
-                              "--json"], check=False, timeout=seconds + 30)
-        doc: dict[str, Any] = json.loads(r.stdout)
-        assert "error" not in doc, doc["error"]
-        return doc
-    finally:
-        topo.stop(srv)
-
-
-def children_up(side: TunsecIke) -> list[str]:
-    """Inbound SPIs of the Child SAs this side installed, in order (the first one and each rekey)."""
-    return re.findall(r"CHILD_SA net up, SPIs ([0-9a-f]{8})_i", side.log_text())
 
 
 def test_bulk_traffic_survives_rekeys_from_both_ends(topo: TwoHosts) -> None:
