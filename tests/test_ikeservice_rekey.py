@@ -24,7 +24,7 @@ from tunsec.dataplane.pipe import Direction, Endpoint
 from tunsec.ike.config import RemoteAuth
 from tunsec.ike.identity import Identity
 from tunsec.ike.sa import IkeSa
-from tunsec.ikeservice import IkeConnection, IkeService
+from tunsec.ikeservice import ChildPlan, IkeConnection, IkeService
 from tunsec.policy.ids import IdSpace
 
 A_IP, B_IP = "192.0.2.1", "192.0.2.2"
@@ -72,13 +72,13 @@ class Pair:
     svc: dict[str, IkeService] = field(default_factory=dict)
     workers: dict[str, RecordingWorker] = field(default_factory=dict)
 
-    async def start(self) -> None:
+    async def start(self, plans: tuple[ChildPlan, ...] = ()) -> None:
         for side, ip, peer, local, remote in (("a", A_IP, B_IP, A_NET, B_NET), ("b", B_IP, A_IP, B_NET, A_NET)):
             cfg = psk_ike("tun", f"{side}.example", RemoteAuth("psk", Identity.parse(f"{'b' if side == 'a' else 'a'}"
                                                                                      ".example")),
                           ip, peer, local, remote)
             worker = self.workers[side] = RecordingWorker(side, self)
-            svc = self.svc[side] = IkeService([IkeConnection(cfg)], lambda w=worker: w,  # type: ignore[misc]
+            svc = self.svc[side] = IkeService([IkeConnection(cfg, plans)], lambda w=worker: w,  # type: ignore[misc]
                                               {4: ip}, IdSpace())
             await svc.start()
             svc.sockets = {4: Wire(side, self)}  # type: ignore[dict-item]
@@ -171,9 +171,9 @@ def updates(spi: int) -> Callable[[Any], bool]:
     return lambda m: isinstance(m, pipe.Update) and m.sa.spi == spi
 
 
-async def established() -> Pair:
+async def established(plans: tuple[ChildPlan, ...] = ()) -> Pair:
     pair = Pair()
-    await pair.start()
+    await pair.start(plans)
     pair.svc["a"].initiate("tun", "net")
     await pair.settle()
     pair.probing = True
@@ -310,3 +310,42 @@ def test_shutdown_deletes_without_lingering() -> None:
 
     asyncio.run(body())
 
+
+
+def test_the_delete_of_a_rekeyed_child_is_no_reason_for_close_action() -> None:
+    """close_action = start re-creates a child the peer deleted, not one the peer replaced by a rekey."""
+    async def body() -> None:
+        pair = await established((ChildPlan("net", close_action="start"),))
+        loop = asyncio.get_running_loop()
+        later: list[Any] = []
+        real = loop.call_later
+
+        def recording(delay: float, callback: Any, *args: Any) -> asyncio.TimerHandle:
+            later.append((callback, args))
+            return real(delay, callback, *args)
+
+        loop.call_later = recording  # type: ignore[method-assign]
+        try:
+            pair.rekey("a")
+            await pair.settle()
+            for side in "ab":
+                fire_timers(pair.svc[side])
+            await pair.settle()
+        finally:
+            loop.call_later = real  # type: ignore[method-assign]
+        restarts = [args for cb, args in later if getattr(cb, "__name__", "") == "_initiate_quietly"]
+        assert restarts == []
+        assert len(pair.svc["b"].children) == 1 and pair.failures == []
+        # and a child the peer really deletes is re-created
+        pair.probing = False
+        sa = pair.ike("a")
+        sa.delete_child(sa.children[0].unique_id)
+        pair.svc["a"]._pump()
+        loop.call_later = recording  # type: ignore[method-assign]
+        try:
+            await pair.settle()
+        finally:
+            loop.call_later = real  # type: ignore[method-assign]
+        assert [args for cb, args in later if getattr(cb, "__name__", "") == "_initiate_quietly"] == [("tun", "net")]
+
+    asyncio.run(body())

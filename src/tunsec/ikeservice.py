@@ -9,6 +9,12 @@
 - ChildSaUp -> UPDATE (inbound) + ADD (outbound) + PROTECT policies for the
   negotiated selectors; ChildSaDown -> DELETE.  Trap policies (start_action
   = trap) have a reqid no SA ever gets, so their packets raise ACQUIRE.
+- Rekeys make before they break (RFC 7296 §2.8, in strongSwan's order): no
+  datagram leaves while a Child SA is being installed (the responder's
+  CREATE_CHILD_SA response waits for its new inbound SA, the initiator's
+  DELETE for both new SAs); a rekey responder adds its new outbound SA only
+  when the old SA's DELETE arrives (or after STANDBY_TIMEOUT); a rekeyed
+  Child SA's inbound SA lingers INBOUND_LINGER seconds for packets in flight.
 - Ownership: each Child SA is known by a handle unique across IKE SAs (many
   peers may share one connection, and unique ids restart per IKE SA).  A
   Child SA and the ones that rekey it form a lineage with its own reqid and
