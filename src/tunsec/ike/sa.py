@@ -122,6 +122,9 @@ class IkeSa:
         self._created = now
         self._now = now
         self._successor: IkeSa | None = None
+        # after a rekey: the IKE SA that took our Child SAs (it shares the children dict),
+        # so exchanges still finishing here act on them and their follow-ups run there
+        self._heir: IkeSa | None = None
         self._rekey_at: float | None = None  # IKE SA rekey timer
         self._last_heard = now  # last authenticated message from the peer (for DPD)
         self._established_at: float | None = None
@@ -212,6 +215,8 @@ class IkeSa:
 
     @property
     def children(self) -> list[ChildSa]:
+        if self._heir is not None:
+            return []  # they belong to the IKE SA that replaced this one
         return [c for c in self._st.children.values() if c.installed]
 
     # ------------------------------------------------------------------ API
@@ -459,7 +464,7 @@ class IkeSa:
             self._send_once(informational.AuthFailedTask())
             self._close("authentication failed")
         else:
-            self._queue.extend(pending.task.followups())
+            self._enqueue(pending.task.followups())
             if self._state == State.CONNECTING and self._st.peer_id is not None:
                 self._state = State.ESTABLISHED
             if self._st.rekey is not None:
@@ -477,6 +482,9 @@ class IkeSa:
         tries = self._st.config.retransmit.tries
         if isinstance(pending.task, informational.DeleteIkeTask):
             self._close("deleted (peer did not answer)")
+            return
+        if self._heir is not None:  # the peer is done with the replaced SA; the heir carries on
+            self._close("rekeyed")
             return
         log.debug("%s: giving up after %d retransmissions", self.name, tries)
         self._st.emit(PeerUnreachable(self.name, tries))
@@ -511,7 +519,7 @@ class IkeSa:
             # or the peer would retransmit it and its window would stall
             response = Response([notify(NotifyType.INVALID_SYNTAX)])
         self._respond(msg, response, addr)
-        self._queue.extend(response.followups)
+        self._enqueue(response.followups)
         if self._st.rekey is not None and self._state == State.ESTABLISHED:
             self._spawn_successor()
 
@@ -537,6 +545,9 @@ class IkeSa:
         if exchange == ExchangeType.CREATE_CHILD_SA and self._state == State.ESTABLISHED:
             pending = self._pending.task if self._pending else None
             return create_child_sa.respond(st, payloads, self._rekeying(), pending)
+        if exchange == ExchangeType.CREATE_CHILD_SA and self._state == State.REKEYED:
+            # a Child SA made with this SA's keys would outlive them: ask for it on the new one
+            return Response([notify(NotifyType.TEMPORARY_FAILURE)])
         return None
 
     def _rekeying(self) -> bool:
@@ -603,12 +614,12 @@ class IkeSa:
         st.nonce_i, st.nonce_r = rekey.nonce_i, rekey.nonce_r
         st.peer_id, st.peer_hashes = old.peer_id, old.peer_hashes
         st.install_keys(rekey.shared, (old.prf, old.keys.d))
-        st.children, old.children = old.children, {}
+        st.children = old.children  # shared: see _heir
         st.next_child_id = old.next_child_id
         new._state = State.ESTABLISHED
         new._queue, self._queue = self._queue, deque()
         new._schedule()
-        self._successor = new
+        self._successor = self._heir = new
         self._state = State.REKEYED
         self._linger_until = self._now + REKEYED_LINGER
         old.emit(IkeSaRekeyed(self.name, old.spi_i, old.spi_r, st.spi_i, st.spi_r))
@@ -632,10 +643,19 @@ class IkeSa:
     # ------------------------------------------------------------------ teardown
 
     def _child_by_id(self, unique_id: int) -> ChildSa:
-        for child in self._st.children.values():
-            if child.unique_id == unique_id and child.installed:
+        for child in self.children:
+            if child.unique_id == unique_id:
                 return child
         raise KeyError(f"no Child SA {unique_id} in {self.name}")
+
+    def _enqueue(self, tasks: Sequence[Task]) -> None:
+        """Start follow-up exchanges here, or on the heir once this SA is replaced."""
+        heir = self._heir
+        if heir is None:
+            self._queue.extend(tasks)
+        elif tasks and not heir.is_closed:
+            heir._enqueue(tasks)
+            heir._start_next()
 
     def _abort_queue(self) -> None:
         while self._queue:
@@ -646,9 +666,13 @@ class IkeSa:
             return
         was_up = self._state in (State.ESTABLISHED, State.DELETING)  # a REKEYED SA goes quietly
         if self._pending is not None:
-            self._pending.task.abort(self._st)
-            self._pending = None
+            task, self._pending = self._pending.task, None
+            self._end_pending(task)
         self._abort_queue()
+        if self._heir is not None:  # the Child SAs live on in the heir
+            self._state = State.CLOSED
+            log.debug("%s: replaced IKE SA closed: %s", self.name, reason)
+            return
         for child in list(self._st.children.values()):
             if child.installed:
                 self._st.emit(ChildSaDown(self.name, child.name, child.unique_id, child.spi_in, child.spi_out, reason))
@@ -659,6 +683,20 @@ class IkeSa:
             self._st.emit(IkeSaDown(self.name, reason))
         self._state = State.CLOSED
         log.debug("%s: IKE SA closed: %s", self.name, reason)
+
+
+    def _end_pending(self, task: Task) -> None:
+        """Our request will never be answered here: abort it, or hand it to the heir."""
+        if self._heir is not None and isinstance(task, informational.DeleteChildTask):
+            self._enqueue([task])  # the peer may never have seen it; asking again is harmless
+            return
+        task.abort(self._st)
+        if self._heir is not None and isinstance(task, create_child_sa.CreateChildTask):
+            self._rearm_failed_rekey(task)
+            if task.proposed is not None:
+                # the peer may have installed it and lost only its answer: its outbound SPI
+                # is our inbound one, so a DELETE naming that SPI removes it there
+                self._enqueue([informational.DeleteChildTask([task.proposed], reason="never answered")])
 
 
 class _Refuse(Exception):

@@ -103,6 +103,11 @@ class CreateChildTask(Task):
     def rekeying(self) -> ChildSa | None:
         return self._rekey
 
+    @property
+    def proposed(self) -> ChildSa | None:
+        """The Child SA our request offered (None before it was built)."""
+        return self._child
+
     def _settle_rekey(self, new: ChildSa, our_min: bytes) -> None:
         """Delete what our rekey replaced, or, after a collision, whichever SA is redundant.
 
