@@ -235,8 +235,14 @@ class IkeSa:
         self._start_next()
 
     def rekey_child(self, unique_id: int) -> None:
-        """Replace a Child SA with a new one (CREATE_CHILD_SA with REKEY_SA)."""
+        """Replace a Child SA with a new one (CREATE_CHILD_SA with REKEY_SA).
+
+        Does nothing while a rekey of it is under way or after either side replaced it.
+        """
         child = self._child_by_id(unique_id)
+        if child.rekey_at == float("inf"):
+            return
+        child.rekey_at = float("inf")
         self._queue.append(create_child_sa.CreateChildTask(child.config, rekey=child))
         self._start_next()
 
@@ -384,7 +390,6 @@ class IkeSa:
             self.rekey()
         for child in list(self._st.children.values()):
             if child.installed and child.rekey_at is not None and now >= child.rekey_at:
-                child.rekey_at = float("inf")
                 self.rekey_child(child.unique_id)
         dpd = self._dpd_at()
         if dpd is not None and now >= dpd:

@@ -194,7 +194,10 @@ def respond(
     response: list[Payload] = [sa_out, NoncePayload(nonce_r)]
     if ours is not None:
         response.append(KePayload(ours.group, ours.public))
-    followups = _collision(rekey, child, min(nonces), pending) if rekey is not None else []
+    followups: list[Task] = []
+    if rekey is not None:
+        rekey.rekey_at = float("inf")  # replaced: the peer deletes it, we must not rekey it again
+        followups = _collision(rekey, child, min(nonces), pending)
     return Response([*response, tsi_out, tsr_out], followups=followups)
 
 
