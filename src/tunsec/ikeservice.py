@@ -405,11 +405,12 @@ class IkeService:
                                              "spi_i": ev.spi_i.hex(), "spi_r": ev.spi_r.hex(),
                                              "established": time.time()}
             case IkeSaRekeyed():
-                old = ev.old_spi_i if sa.is_initiator else ev.old_spi_r
-                info = self.ike_up.pop(old, None)
-                if info is not None:
+                info = self.ike_up.pop(sa.local_spi, None)
+                # keyed by the new SA's own SPI: its role is the rekey's, not the old SA's
+                new = next((s for s in self.endpoint.sas if (s.spi_i, s.spi_r) == (ev.new_spi_i, ev.new_spi_r)), None)
+                if info is not None and new is not None:
                     info.update(spi_i=ev.new_spi_i.hex(), spi_r=ev.new_spi_r.hex(), established=time.time())
-                    self.ike_up[ev.new_spi_i if sa.is_initiator else ev.new_spi_r] = info
+                    self.ike_up[new.local_spi] = info
                 log.info("%s: IKE SA rekeyed, SPIs %s_i %s_r", ev.name, ev.new_spi_i.hex(), ev.new_spi_r.hex())
             case IkeSaDown():
                 log.info("%s: IKE SA closed: %s", ev.name, ev.reason)
