@@ -263,8 +263,11 @@ class Daemon:
     async def dump(self) -> pipe.Reply:
         replies = await self.worker.request(lambda r: pipe.Dump(r))
         merged = pipe.join_dump_replies(replies)
+        manual = {p.outbound.spi for p in self.plans}
         for sa in merged.sas:
-            if sa.direction is Direction.OUT:
+            # only manual SAs are reinstalled with their counter; IKE renegotiates its own,
+            # and recording those kept one entry per rekey forever
+            if sa.direction is Direction.OUT and sa.spi in manual:
                 self.last_seq[sa.spi] = sa.seq
         return merged
 
