@@ -172,3 +172,16 @@ def test_delete_on_old_ike_sa_after_children_moved() -> None:
         assert not pair.live(ip).children
     exchanges = [decode_header(s.data).exchange for s in net.log]
     assert exchanges.count(ExchangeType.INFORMATIONAL) == 4  # DELETE child and DELETE IKE, each answered
+
+
+def test_queued_rekey_of_a_child_the_peer_rekeyed_is_dropped() -> None:
+    """Our rekey of a child waits behind another exchange while the peer rekeys the same child."""
+    pair = established()
+    sa_a, sa_b = pair.live(A), pair.live(B)
+    sa_a.send_liveness()  # holds A's window of one
+    sa_a.rekey_child(sa_a.children[0].unique_id)  # queued behind it
+    sa_b.rekey_child(sa_b.children[0].unique_id)
+    pair.net.run()
+    check(pair, ("rekey_child", "rekey_child"))  # exactly one Child SA, the same on both sides
+    exchanges = [decode_header(s.data).exchange for s in pair.net.log]
+    assert exchanges.count(ExchangeType.CREATE_CHILD_SA) == 2  # B's rekey and its answer; A's was dropped

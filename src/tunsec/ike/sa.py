@@ -408,6 +408,8 @@ class IkeSa:
     # ------------------------------------------------------------------ requests we send
 
     def _start_next(self) -> None:
+        while self._queue and self._obsolete(self._queue[0]):
+            self._queue.popleft()  # nothing was built for it yet: nothing to undo
         if self._pending is not None or not self._queue or self._state == State.CLOSED:
             return
         if self._state == State.CONNECTING and not isinstance(
@@ -652,6 +654,11 @@ class IkeSa:
             if child.unique_id == unique_id:
                 return child
         raise KeyError(f"no Child SA {unique_id} in {self.name}")
+
+    def _obsolete(self, task: Task) -> bool:
+        """A queued rekey of a Child SA that the peer rekeyed, or that went away, meanwhile."""
+        old = task.rekeying if isinstance(task, create_child_sa.CreateChildTask) else None
+        return old is not None and (old.rekeyed_by_peer or self._st.children.get(old.spi_in) is not old)
 
     def _enqueue(self, tasks: Sequence[Task]) -> None:
         """Start follow-up exchanges here, or on the heir once this SA is replaced."""

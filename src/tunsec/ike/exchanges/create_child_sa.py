@@ -197,6 +197,7 @@ def respond(
     followups: list[Task] = []
     if rekey is not None:
         rekey.rekey_at = float("inf")  # replaced: the peer deletes it, we must not rekey it again
+        rekey.rekeyed_by_peer = True
         followups = _collision(rekey, child, min(nonces), pending)
     return Response([*response, tsi_out, tsr_out], followups=followups)
 
