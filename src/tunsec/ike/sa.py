@@ -349,6 +349,10 @@ class IkeSa:
 
     def _schedule(self) -> None:
         """Arm the IKE and Child SA rekey timers that are not armed yet."""
+        heir = self._heir
+        if heir is not None and not heir.is_closed:  # a child that came up here lives there
+            heir._now = max(heir._now, self._now)
+            heir._schedule()
         if self._state != State.ESTABLISHED:
             return
         if self._established_at is None:
