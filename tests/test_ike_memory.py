@@ -3,10 +3,11 @@
 Two daemons (real Daemon and IkeService objects from a parsed config, real
 engines) talk through an in-memory wire on a fake clock; each has a fake
 worker that keeps an SAD and SPD the way the real one answers the pipe. After
-a warm-up, the live objects of every type are counted (``gc``), many more
-Child SA and IKE SA rekeys and `status` requests run, and no type may have
-grown by more than a few instances: anything kept per rekey or per request
-would have grown by hundreds. The fake SAD must also hold exactly the Child
+a warm-up, the live objects of every type are counted (``gc``), over a
+thousand Child SA installs (and hundreds of IKE SA rekeys) and thousands of
+`status` requests run, and no type may have grown by more than a fifth of the
+number of rekeys: anything kept per rekey or per request would have grown by
+at least that. The fake SAD must also hold exactly the Child
 SAs both sides report, so nothing is left installed either.
 """
 
@@ -272,11 +273,12 @@ def test_rekeys_and_status_requests_leave_nothing_behind(tmp_path: Path, monkeyp
         await pair.run(30 * CHILD_REKEY)  # warm-up: every path has run, caches are filled
         before, statuses = live_objects(), pair.statuses
         installs = sum(w.installs for w in pair.workers.values())
-        await pair.run(300 * CHILD_REKEY)
+        await pair.run(600 * CHILD_REKEY)
         after = live_objects()
-        grown = {k: after[k] - before[k] for k in after if after[k] - before[k] > 25}
         rekeys = sum(w.installs for w in pair.workers.values()) - installs
-        assert pair.statuses - statuses >= 1000 and rekeys >= 500
+        assert pair.statuses - statuses >= 2000 and rekeys >= 1000
+        # anything kept once per five rekeys shows; asyncio keeps up to ~100 cancelled timers
+        grown = {k: after[k] - before[k] for k in after if after[k] - before[k] > rekeys // 5}
         assert not grown, f"live objects grew over {rekeys} rekeys, {pair.statuses - statuses} status requests: {grown}"
         for ip in (A, B):
             ike, worker = pair.ike(ip), pair.workers[ip]
