@@ -6,7 +6,7 @@ CFLAGS_SAN := -std=c11 -D_GNU_SOURCE -g -O1 -Wall -Wextra -Werror -fsanitize=add
               -fno-sanitize-recover=all -fno-omit-frame-pointer -Icsrc
 
 
-.PHONY: deps build demo demo-manual test unit lint sanitize bench clean fuzz fuzz-smoke fuzz-build
+.PHONY: deps build demo demo-manual test unit lint sanitize bench clean fuzz fuzz-smoke fuzz-build soak
 
 .deps.stamp: scripts/install-deps.sh pyproject.toml setup.py $(CSRC) csrc/tunsec_dp.h
 	bash scripts/install-deps.sh
@@ -86,6 +86,12 @@ fuzz-smoke: .deps.stamp fuzz-build
 bench: .deps.stamp
 	$(PY) bench/run.py --seconds 10 --runs 3 --json bench/results.json --png bench/results.png
 	$(PY) -m pytest -q bench --benchmark-only
+
+# not in CI: two tunsec IKE peers rekeying every few seconds with `status` polled, for
+# SOAK_SECONDS; prints the RSS and descriptor slopes of both control processes and workers
+SOAK_SECONDS ?= 600
+soak: .deps.stamp
+	$(PY) bench/soak.py --seconds $(SOAK_SECONDS)
 
 clean:
 	rm -rf build .deps.stamp src/tunsec/dataplane/_fastpath*.so

@@ -143,8 +143,8 @@ def test_block_follows_the_packet_rate(tmp_path: Path) -> None:
     assert (limit, notify) == (2 * b, 2 * b - b // 2)
     limit, _ = st.extend(now=100.1)               # a block in 0.1 s: 2.5 blocks per 0.25 s
     assert st.block == 4 * b and limit == 2 * b + 4 * b
-    st.extend(now=100.101)                       # 160 numbers in 1 ms: 40000 per 0.25 s
-    assert st.block == 65536
+    st.extend(now=100.101)                       # 2.5 blocks in 1 ms: 625 blocks per 0.25 s
+    assert st.block == 1024 * b                  # the power of two above that
     st.extend(now=100.102)
     st.extend(now=100.103)                       # 10 Gbit/s and beyond: capped
     assert st.block == MAX_BLOCK

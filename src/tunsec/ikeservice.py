@@ -355,7 +355,10 @@ class IkeService:
         return handle
 
     def _ike_sa(self, handle: int) -> IkeSa | None:
-        return next((sa for sa, h in self._ike_handles.items() if h == handle), None)
+        """The live IKE SA behind a handle: after a rekey the old SA (which still answers a DELETE for the
+        children it shares with its successor) and the successor hold the same handle."""
+        sas = [sa for sa, h in self._ike_handles.items() if h == handle]
+        return next((sa for sa in sas if sa.state not in (State.REKEYED, State.CLOSED)), sas[0] if sas else None)
 
     def _release(self, lineage: Lineage) -> None:
         self.ids.release_policy_ids(lineage.policy_ids)
@@ -615,10 +618,12 @@ class IkeService:
 
     def _ike_rekeyed(self, sa: IkeSa, ev: IkeSaRekeyed) -> None:
         """The successor carries on the old IKE SA's children, so it takes over its handle."""
-        new = next((s for s in self.endpoint.sas if s is not sa and (s.spi_i, s.spi_r) == (ev.new_spi_i, ev.new_spi_r)),
-                   None)
-        handle = self._ike_handles.pop(sa, None)
-        if new is not None and handle is not None:
+        new = sa.heir
+        for gone in [s for s in self._ike_handles if s.is_closed]:
+            del self._ike_handles[gone]
+        # the old SA keeps its handle too: a DELETE for a shared child may still arrive on it
+        handle = self._ike_handle(sa)
+        if new is not None:
             self._ike_handles[new] = handle
         info = self.ike_up.pop(sa.local_spi, None)
         if info is not None and new is not None:
@@ -845,7 +850,8 @@ class IkeService:
                      "esn": c.esn, "reqid": c.reqid, "remote": f"{c.remote.addr}[{c.remote.port}]",
                      "local_ts": [str(t) for t in c.local_ts], "remote_ts": [str(t) for t in c.remote_ts],
                      "age_seconds": int(time.time() - c.established)}
-                    for c in self.children.values() if c.ike == self._ike_handles.get(sa)
+                    for c in self.children.values()
+                    if c.ike == self._ike_handles.get(sa) and self._ike_sa(c.ike) is sa
                 ],
             })
         return out

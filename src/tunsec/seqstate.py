@@ -43,7 +43,7 @@ VERSION = 1
 # burst from idle costs it a few refills (each grows the block by the rate
 # seen) and a sender's jump one refill (it reserves past the first packet).
 MIN_BLOCK_OUT = 1 << 16
-MIN_BLOCK_IN = 64
+MIN_BLOCK_IN = 16   # at ping rates a restarted receiver is deaf for at most ~16 packets
 MAX_BLOCK = 1 << 24
 TARGET_INTERVAL = 0.25
 SEQ_MAX_32 = (1 << 32) - 1

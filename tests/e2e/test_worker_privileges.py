@@ -57,6 +57,9 @@ def test_worker_is_unprivileged_by_default_and_after_a_restart(topo: TwoHosts) -
                       and pair.a.status_json(topo)["worker"]["pid"] != pid, 15)
     new = int(pair.a.status_json(topo)["worker"]["pid"])
     assert_unprivileged(new, user)
+    # the new worker refuses B's sequence numbers up to its persisted reservation (manual keys never accept
+    # a number twice across a crash): B's traffic must pass that mark before A hears B again
+    topo.run(topo.b, ["ping", "-c", "60", "-i", "0.02", "-W", "1", topo.a.inner4], check=False, timeout=30)
     assert topo.wait_ping(topo.a, topo.b.inner4, src=topo.a.inner4)
     assert f"running as {user}" in pair.a.log.read_text()
 

@@ -18,7 +18,7 @@ from tunsec.ike.constants import ExchangeType
 from tunsec.ike.endpoint import IkeEndpoint
 from tunsec.ike.events import ChildSaDown, ChildSaUp, IkeSaDown, IkeSaRekeyed
 from tunsec.ike.message import decode_header
-from tunsec.ike.testing import EPOCH, Network
+from tunsec.ike.testing import EPOCH, Network, Sent
 
 
 def _pair(seed: int) -> tuple[Network, IkeEndpoint, IkeEndpoint]:
@@ -80,3 +80,35 @@ def test_simultaneous_ike_rekey_leaves_one_ike_sa(first: str) -> None:
     winners = {_collide(seed, first) for seed in range(8)}
     # the nonces decide: over these seeds each side's exchange survives at least once
     assert winners == {True, False}
+
+
+@pytest.mark.parametrize("late", [A, B])
+@pytest.mark.parametrize("seed", range(6))
+def test_the_winners_delete_may_overtake_the_losers_answer(late: str, seed: int) -> None:
+    """The answer to one side's rekey is lost: the other side settles the collision first and
+    deletes the old IKE SA. Whichever side that leaves behind takes the surviving SA as it is,
+    with the Child SAs, and does not close them with the old one."""
+    net, a, b = _pair(seed)
+    children = [(c.spi_in, c.spi_out) for c in a.sas[0].children]
+    lost: list[bool] = []
+
+    def lose_first_answer(sent: Sent) -> bool:
+        hdr = decode_header(sent.data)
+        if not lost and sent.dst[0] == late and hdr.exchange == ExchangeType.CREATE_CHILD_SA and hdr.is_response:
+            lost.append(True)
+            return True
+        return False
+
+    net.drop = lose_first_answer
+    a.sas[0].rekey()
+    b.sas[0].rekey()
+    net.run()
+    assert lost
+    live_a = [sa for sa in a.sas if not sa.is_closed]
+    live_b = [sa for sa in b.sas if not sa.is_closed]
+    assert len(live_a) == 1 and len(live_b) == 1, (a.sas, b.sas)
+    assert (live_a[0].spi_i, live_a[0].spi_r) == (live_b[0].spi_i, live_b[0].spi_r)
+    assert [(c.spi_in, c.spi_out) for c in live_a[0].children] == children
+    for ip in (A, B):
+        events = net.take(ip)
+        assert not only(events, IkeSaDown) and not only(events, ChildSaDown), events

@@ -141,6 +141,9 @@ class IkeSa:
         self._created = now
         self._now = now
         self._successor: IkeSa | None = None
+        # after a rekey: the IKE SA that took our Child SAs (it shares the children dict),
+        # so exchanges still finishing here act on them and their follow-ups run there
+        self._heir: IkeSa | None = None
         self._rekey_at: float | None = None  # IKE SA rekey timer
         self._last_heard = now  # last authenticated message from the peer (for DPD)
         self._established_at: float | None = None
@@ -239,6 +242,8 @@ class IkeSa:
 
     @property
     def children(self) -> list[ChildSa]:
+        if self._heir is not None:
+            return []  # they belong to the IKE SA that replaced this one
         return [c for c in self._st.children.values() if c.installed]
 
     # ------------------------------------------------------------------ API
@@ -259,8 +264,14 @@ class IkeSa:
 
     @_notifies
     def rekey_child(self, unique_id: int) -> None:
-        """Replace a Child SA with a new one (CREATE_CHILD_SA with REKEY_SA)."""
+        """Replace a Child SA with a new one (CREATE_CHILD_SA with REKEY_SA).
+
+        Does nothing while a rekey of it is under way or after either side replaced it.
+        """
         child = self._child_by_id(unique_id)
+        if child.rekey_at == float("inf"):
+            return
+        child.rekey_at = float("inf")
         self._queue.append(create_child_sa.CreateChildTask(child.config, rekey=child))
         self._start_next()
 
@@ -277,6 +288,11 @@ class IkeSa:
         if self._state == State.ESTABLISHED and not self._rekeying():
             self._queue.append(rekey_ike.RekeyIkeTask(self._st))
             self._start_next()
+
+    @property
+    def heir(self) -> IkeSa | None:
+        """The IKE SA that replaced this one by a rekey; it shares this one's Child SAs."""
+        return self._heir
 
     def take_successor(self) -> IkeSa | None:
         """The IKE SA that replaced this one after a rekey (handed out once)."""
@@ -383,6 +399,11 @@ class IkeSa:
 
     def _schedule(self) -> None:
         """Arm the IKE and Child SA rekey timers that are not armed yet."""
+        heir = self._heir
+        if heir is not None and not heir.is_closed:  # a child that came up here lives there
+            heir._now = max(heir._now, self._now)
+            heir._schedule()
+            heir._changed()
         if self._state != State.ESTABLISHED:
             return
         if self._established_at is None:
@@ -424,7 +445,6 @@ class IkeSa:
             self.rekey()
         for child in list(self._st.children.values()):
             if child.installed and child.rekey_at is not None and now >= child.rekey_at:
-                child.rekey_at = float("inf")
                 self.rekey_child(child.unique_id)
         dpd = self._dpd_at()
         if dpd is not None and now >= dpd:
@@ -443,6 +463,8 @@ class IkeSa:
     # ------------------------------------------------------------------ requests we send
 
     def _start_next(self) -> None:
+        while self._queue and self._obsolete(self._queue[0]):
+            self._queue.popleft()  # nothing was built for it yet: nothing to undo
         if self._pending is not None or not self._queue or self._state == State.CLOSED:
             return
         if self._state == State.CONNECTING and not isinstance(
@@ -504,7 +526,7 @@ class IkeSa:
             self._send_once(informational.AuthFailedTask())
             self._close("authentication failed")
         else:
-            self._queue.extend(pending.task.followups())
+            self._enqueue(pending.task.followups())
             if self._state == State.CONNECTING and self._st.peer_id is not None:
                 self._state = State.ESTABLISHED
             if self._st.rekey is not None:
@@ -522,6 +544,9 @@ class IkeSa:
         tries = self._st.config.retransmit.tries
         if isinstance(pending.task, informational.DeleteIkeTask):
             self._close("deleted (peer did not answer)")
+            return
+        if self._heir is not None:  # the peer is done with the replaced SA; the heir carries on
+            self._close("rekeyed")
             return
         log.debug("%s: giving up after %d retransmissions", self.name, tries)
         self._st.emit(PeerUnreachable(self.name, tries))
@@ -555,18 +580,36 @@ class IkeSa:
             # an authenticated request we cannot serve here still gets an answer,
             # or the peer would retransmit it and its window would stall
             response = Response([notify(NotifyType.INVALID_SYNTAX)])
+        if response.close and response.reason == "deleted by peer" and self._adopt_peer_rekey():
+            response = Response(response.payloads)   # the peer's new IKE SA carries on: see _adopt_peer_rekey
         self._respond(msg, response, addr)
         self._queue_followups(response.followups)
         if self._st.rekey is not None and self._state == State.ESTABLISHED:
             self._spawn_successor()
 
+    def _adopt_peer_rekey(self) -> bool:
+        """The peer deletes this IKE SA while our rekey request is still out and we have answered
+        its rekey (a collision, RFC 7296 §2.8.2): its new SA won, and its DELETE overtook the
+        answer to ours.  Take its SA as the successor and drop our request (the peer holds our
+        SA as the redundant one and lets it go) instead of closing with the Child SAs."""
+        pending = self._pending.task if self._pending else None
+        if not isinstance(pending, rekey_ike.RekeyIkeTask) or pending.collision is None:
+            return False
+        assert self._pending is not None
+        self._st.rekey, pending.collision = pending.collision, None
+        self._pending = None
+        pending.abort(self._st)
+        log.debug("%s: IKE SA rekey collision: the peer's SA won; its DELETE came before our answer", self.name)
+        return True
+
     def _queue_followups(self, tasks: Sequence[Task]) -> None:
-        for task in tasks:
-            if isinstance(task, informational.LivenessTask) and (
-                self._state != State.ESTABLISHED or self._liveness_queued()
-            ):
-                continue   # a liveness check is on its way already, or moot
-            self._queue.append(task)
+        kept = [
+            task for task in tasks
+            # a liveness check on its way already, or moot, is not asked for again
+            if not (isinstance(task, informational.LivenessTask)
+                    and (self._state != State.ESTABLISHED or self._liveness_queued()))
+        ]
+        self._enqueue(kept)
 
     def _liveness_queued(self) -> bool:
         tasks = [*self._queue, *([self._pending.task] if self._pending else [])]
@@ -594,6 +637,9 @@ class IkeSa:
         if exchange == ExchangeType.CREATE_CHILD_SA and self._state == State.ESTABLISHED:
             pending = self._pending.task if self._pending else None
             return create_child_sa.respond(st, payloads, pending)
+        if exchange == ExchangeType.CREATE_CHILD_SA and self._state == State.REKEYED:
+            # a Child SA made with this SA's keys would outlive them: ask for it on the new one
+            return Response([notify(NotifyType.TEMPORARY_FAILURE)])
         return None
 
     def _rekeying(self) -> bool:
@@ -668,14 +714,14 @@ class IkeSa:
         old.rekey = None
         new = self._rekeyed_sa(rekey)
         st = new._st
-        st.children, old.children = old.children, {}
+        st.children = old.children  # shared: see _heir
         st.next_child_id = old.next_child_id
         new._state = State.ESTABLISHED
         # a rekey of ours still queued is moot: the IKE SA was just replaced
         new._queue = deque(t for t in self._queue if not isinstance(t, rekey_ike.RekeyIkeTask))
         self._queue = deque()
         new._schedule()
-        self._successor = new
+        self._successor = self._heir = new
         self._state = State.REKEYED
         self._linger_until = self._now + REKEYED_LINGER
         old.emit(IkeSaRekeyed(self.name, old.spi_i, old.spi_r, st.spi_i, st.spi_r))
@@ -717,10 +763,30 @@ class IkeSa:
     # ------------------------------------------------------------------ teardown
 
     def _child_by_id(self, unique_id: int) -> ChildSa:
-        for child in self._st.children.values():
-            if child.unique_id == unique_id and child.installed:
+        for child in self.children:
+            if child.unique_id == unique_id:
                 return child
         raise KeyError(f"no Child SA {unique_id} in {self.name}")
+
+    def _obsolete(self, task: Task) -> bool:
+        """A queued rekey of a Child SA that the peer rekeyed, or that went away, meanwhile."""
+        old = task.rekeying if isinstance(task, create_child_sa.CreateChildTask) else None
+        return old is not None and (old.rekeyed_by_peer or self._st.children.get(old.spi_in) is not old)
+
+    def _enqueue(self, tasks: Sequence[Task]) -> None:
+        """Start follow-up exchanges here, or on the heir once this SA is replaced."""
+        heir = self._heir
+        if heir is None:
+            self._queue.extend(tasks)
+        elif tasks and not heir.is_closed:
+            heir._enqueue(tasks)
+            heir._start_next()
+            heir._changed()
+
+    def _changed(self) -> None:
+        """Tell the watcher of a change made from outside this SA's API (by the SA it replaced)."""
+        if self._watcher is not None:
+            self._watcher(self)
 
     def _abort_queue(self) -> None:
         while self._queue:
@@ -731,9 +797,13 @@ class IkeSa:
             return
         was_up = self._state in (State.ESTABLISHED, State.DELETING)  # a REKEYED SA goes quietly
         if self._pending is not None:
-            self._pending.task.abort(self._st)
-            self._pending = None
+            task, self._pending = self._pending.task, None
+            self._end_pending(task)
         self._abort_queue()
+        if self._heir is not None:  # the Child SAs live on in the heir
+            self._state = State.CLOSED
+            log.debug("%s: replaced IKE SA closed: %s", self.name, reason)
+            return
         for child in list(self._st.children.values()):
             if child.installed:
                 self._st.emit(ChildSaDown(self.name, child.name, child.unique_id, child.spi_in, child.spi_out, reason))
@@ -744,6 +814,20 @@ class IkeSa:
             self._st.emit(IkeSaDown(self.name, reason))
         self._state = State.CLOSED
         log.debug("%s: IKE SA closed: %s", self.name, reason)
+
+
+    def _end_pending(self, task: Task) -> None:
+        """Our request will never be answered here: abort it, or hand it to the heir."""
+        if self._heir is not None and isinstance(task, informational.DeleteChildTask):
+            self._enqueue([task])  # the peer may never have seen it; asking again is harmless
+            return
+        task.abort(self._st)
+        if self._heir is not None and isinstance(task, create_child_sa.CreateChildTask):
+            self._rearm_failed_rekey(task)
+            if task.proposed is not None:
+                # the peer may have installed it and lost only its answer: its outbound SPI
+                # is our inbound one, so a DELETE naming that SPI removes it there
+                self._enqueue([informational.DeleteChildTask([task.proposed], reason="never answered")])
 
 
 class _Refuse(Exception):

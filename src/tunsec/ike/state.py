@@ -61,6 +61,7 @@ class ChildSa:
     # after we rekeyed this SA: (lowest nonce of our exchange, the new SA), to settle a
     # collision with a rekey of the peer that crossed ours (RFC 7296 §2.8.1)
     rekeyed_by_us: tuple[bytes, ChildSa] | None = None
+    rekeyed_by_peer: bool = False  # we answered the peer's rekey of it: it waits for the peer's DELETE
 
 
 @dataclass(frozen=True)

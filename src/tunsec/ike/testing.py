@@ -153,14 +153,18 @@ class Network:
                 self.events[ip].append(ev)
         return flight
 
+    def step(self) -> bool:
+        """Deliver the datagrams in flight now (one hop); False if there were none."""
+        flight = self._flush()
+        for sent in flight:
+            node = self.nodes.get(sent.dst[0])
+            if node is not None:
+                node.receive(sent.data, sent.src, self.now, local_addr=sent.dst)
+        return bool(flight)
+
     def run(self, until: float | None = None, max_steps: int = 10_000) -> None:
         for _ in range(max_steps):
-            flight = self._flush()
-            if flight:
-                for sent in flight:
-                    node = self.nodes.get(sent.dst[0])
-                    if node is not None:
-                        node.receive(sent.data, sent.src, self.now, local_addr=sent.dst)
+            if self.step():
                 continue
             timers = [t for t in (n.get_timer() for n in self.nodes.values()) if t is not None]
             if not timers or (until is not None and min(timers) > until):

@@ -105,6 +105,11 @@ class CreateChildTask(Task):
     def rekeying(self) -> ChildSa | None:
         return self._rekey
 
+    @property
+    def proposed(self) -> ChildSa | None:
+        """The Child SA our request offered (None before it was built)."""
+        return self._child
+
     def _settle_rekey(self, new: ChildSa, our_min: bytes) -> None:
         """Delete what our rekey replaced, or, after a collision, whichever SA is redundant.
 
@@ -190,7 +195,11 @@ def respond(st: IkeSaState, payloads: Sequence[Payload], pending: Task | None = 
     response: list[Payload] = [sa_out, NoncePayload(nonce_r)]
     if ours is not None:
         response.append(KePayload(ours.group, ours.public))
-    followups = _collision(rekey, child, min(nonces), pending) if rekey is not None else []
+    followups: list[Task] = []
+    if rekey is not None:
+        rekey.rekey_at = float("inf")  # replaced: the peer deletes it, we must not rekey it again
+        rekey.rekeyed_by_peer = True
+        followups = _collision(rekey, child, min(nonces), pending)
     return Response([*response, tsi_out, tsr_out], followups=followups)
 
 
