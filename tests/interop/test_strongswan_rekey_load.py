@@ -43,7 +43,9 @@ def topo() -> Iterator[TwoHosts]:
 
 
 def test_bulk_traffic_survives_rekeys_tunsec_starts(topo: TwoHosts) -> None:
-    tunsec = TunsecIke(topo, Conn(topo.a, topo.b, start_action="start", extra_child="        rekey_time = 10s\n"))
+    # life_time well past rekey_time: the worker hard-expires an SA that long after it was made
+    ours = "        rekey_time = 10s\n        life_time = 30s\n"
+    tunsec = TunsecIke(topo, Conn(topo.a, topo.b, start_action="start", extra_child=ours))
     charon = Charon(topo, Conn(topo.b, topo.a, extra_child="        rekey_time = 1h\n"))
     charon.start()
     tunsec.start()
@@ -61,7 +63,8 @@ def test_bulk_traffic_survives_rekeys_tunsec_starts(topo: TwoHosts) -> None:
     # every rekey was ours: charon answered them
     assert len(re.findall(r"parsed CREATE_CHILD_SA request \d+ \[ (?:N\(REKEY_SA\) )?SA No", charon.log_text())) \
         >= 3, charon.log_tail()
-    assert no_sa == 0
+    assert no_sa == 0, "\n".join(line for line in tunsec.log_text().splitlines()
+                                  if re.search(r"CHILD_SA|unknown SPI|INVALID_SPI|IKE SA", line))[-6000:]
     (sa,) = tunsec.established()
     (child,) = sa["children"]
     assert child["name"] == CHILD
