@@ -66,6 +66,5 @@ def test_bulk_traffic_survives_rekeys_tunsec_starts(topo: TwoHosts) -> None:
     assert no_sa == 0, "\n".join(line for line in tunsec.log_text().splitlines()
                                   if re.search(r"CHILD_SA|unknown SPI|INVALID_SPI|IKE SA", line))[-6000:]
     (sa,) = tunsec.established()
-    (child,) = sa["children"]
-    assert child["name"] == CHILD
+    assert {c["name"] for c in sa["children"]} == {CHILD}   # one child, or two in the middle of a rekey
     ping_both_ways(topo)
