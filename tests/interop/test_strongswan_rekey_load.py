@@ -33,7 +33,7 @@ pytestmark = [
     pytest.mark.interop,
     pytest.mark.skipif(_MISSING is not None, reason=f"STRONGSWAN UNAVAILABLE: {_MISSING}"),
 ]
-SECONDS = 40
+SECONDS = 45
 
 
 @pytest.fixture
