@@ -742,25 +742,6 @@ def parse_manual_ts_list(text: str) -> tuple[Ts, ...]:
     return selectors
 
 
-def parse_list(text: str, parse_item: Callable[[str], T], empty: str) -> tuple[T, ...]:
-    """A comma-separated, non-empty list; reports every bad item, not just the first."""
-    if not text.strip():
-        raise BadValue(empty)
-    items: list[T] = []
-    problems: list[str] = []
-    for item in text.split(","):
-        if not item.strip():
-            problems.append("empty item in the list")
-            continue
-        try:
-            items.append(parse_item(item))
-        except BadValue as exc:
-            problems.append(str(exc))
-    if problems:
-        raise BadValue("; ".join(problems))
-    return tuple(items)
-
-
 # --------------------------------------------------------------------------
 # ESP, SPIs and keys
 # --------------------------------------------------------------------------
