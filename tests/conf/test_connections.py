@@ -19,9 +19,10 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from tunsec.conf.config import Config, load_config, parse_config
-from tunsec.conf.connections import find_child
+from tunsec.conf.connections import find_child, rekey_limit
 from tunsec.conf.errors import ConfigError, ConfigIssue
 from tunsec.conf.secrets import IkeSecret, find_psk
+from tunsec.dataplane.pipe import Lifetime
 from tunsec.ike.auth import PrivateKey
 from tunsec.ike.constants import IdType, ProtocolId
 from tunsec.ike.endpoint import IkeEndpoint
@@ -1262,3 +1263,25 @@ def test_any_value_of_any_key_is_a_clean_error(empty_dir: str, where_key: tuple[
     for issue in _parse_or_error(text, empty_dir):
         assert issue.message and issue.line >= 1
         assert PSK_TEXT not in str(issue)
+
+
+def test_byte_and_packet_soft_limits_are_jittered_per_sa() -> None:
+    # strongSwan: the soft limit is rekey_* minus a random part of rand_* (life_* - rekey_* by default),
+    # drawn for every SA so that peers and SAs do not all rekey at once
+    text = with_line("child", "rekey_bytes = 1000")
+    text = with_line("child", "life_bytes = 1500", text)
+    text = with_line("child", "rekey_packets = 100", text)
+    (child,) = parse_config(text).connections[0].children
+    assert child.hard_lifetime() == Lifetime(bytes=1500, packets=110, seconds=3960)
+    draws: list[int] = []
+
+    def randbelow(n: int) -> int:
+        draws.append(n)
+        return n - 1   # the largest jitter allowed
+
+    assert child.soft_lifetime(randbelow) == Lifetime(bytes=500, packets=90)
+    assert draws == [501, 11]   # rand_bytes = 500, rand_packets = 10: up to and including them
+    assert child.soft_lifetime(lambda n: 0) == Lifetime(bytes=1000, packets=100)
+    limits = {child.soft_lifetime().bytes for _ in range(50)}   # the real random source
+    assert len(limits) > 1 and all(500 <= b <= 1000 for b in limits)
+    assert rekey_limit(0, 100) == 0 and rekey_limit(10, 100, lambda n: n - 1) == 1   # 0 = none; never 0 by jitter
