@@ -614,11 +614,12 @@ def test_address_lists(key: str, value: str, message: str) -> None:
     assert (issue.line, issue.key, issue.message) == (line_of(text, value), f"connections.gw-gw.{key}", message)
 
 
-def test_several_addresses_and_the_first_is_used_to_initiate() -> None:
-    text = PSK_CONF.replace("remote_addrs = 192.168.0.2", "remote_addrs = 192.168.0.2, 2001:db8::2, 192.168.0.3")
-    conn = parse_config(text).connections[0]
-    assert [str(a) for a in conn.remote_addrs] == ["192.168.0.2", "2001:db8::2", "192.168.0.3"]
-    assert conn.ike.remote_addr == "192.168.0.2"
+def test_several_addresses_are_an_error() -> None:
+    # the engine initiates to and accepts IKE from one address: the others would silently not match
+    text = PSK_CONF.replace("remote_addrs = 192.168.0.2", "remote_addrs = 192.168.0.2, 192.168.0.3")
+    issue = only_issue(text)
+    assert (issue.line, issue.key) == (line_of(text, "remote_addrs ="), "connections.gw-gw.remote_addrs")
+    assert issue.message.startswith("tunsec uses one address per side (or %any): list one")
 
 
 def test_start_needs_a_remote_address() -> None:

@@ -217,10 +217,12 @@ _ANY_ADDR: tuple[IPAddress, ...] = ()
 
 
 def _parse_addrs(text: str) -> tuple[IPAddress, ...]:
-    """A comma-separated list of IP addresses, or ``%any`` (the empty tuple).
+    """One IP address, or ``%any`` (the empty tuple), in swanctl's list syntax.
 
-    strongSwan also takes DNS names, subnets and ranges; tunsec resolves no
-    names and needs one address per peer, so those are errors.
+    strongSwan also takes DNS names, subnets, ranges and several addresses;
+    tunsec resolves no names, and its engine initiates to, accepts IKE from and
+    binds one address per side, so the others would be accepted and never used:
+    errors.
     """
     addrs: list[IPAddress] = []
     anywhere = False
@@ -242,6 +244,9 @@ def _parse_addrs(text: str) -> tuple[IPAddress, ...]:
         raise BadValue("%any cannot be combined with addresses")
     if len(set(addrs)) != len(addrs):
         raise BadValue("an address is listed twice")
+    if len(addrs) > 1:
+        raise BadValue("tunsec uses one address per side (or %any): list one; IKE from or to the others "
+                       "would not match this connection")
     return tuple(addrs)
 
 
