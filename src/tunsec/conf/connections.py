@@ -99,7 +99,8 @@ DEFAULT_CHILD_REKEY_TIME = 3600
 
 @dataclass(frozen=True)
 class Child:
-    """One ``children.<name>`` section: the engine's :class:`ChildConfig` plus daemon-level settings.
+    """One ``children.<name>`` section: the engine's :class:`ChildConfig` plus what the IKE service needs
+    to install its SAs (actions, lifetimes the dataplane counts, replay window).
 
     Lifetimes are strongSwan's, with its defaults already applied (``life_* =
     rekey_* + 10%``, ``rand_* = life_* - rekey_*``); 0 means "none". The
@@ -346,14 +347,7 @@ _HW_OFFLOAD = {"no": "no", "yes": "yes", "auto": "auto", "crypto": "crypto", "pa
 
 
 _NO_FILES: tuple[str, ...] = ()
-
-
-# --------------------------------------------------------------------------
-# Traffic selectors in strongSwan's notation, as the engine's Ts
-# --------------------------------------------------------------------------
-
-DYNAMIC = parse_ts("dynamic")
-_DYNAMIC_ONLY: tuple[Ts, ...] = (DYNAMIC,)
+_DYNAMIC_ONLY: tuple[Ts, ...] = (parse_ts("dynamic"),)   # strongSwan's default local_ts/remote_ts
 
 
 # --------------------------------------------------------------------------
