@@ -166,10 +166,9 @@ class Connection:
     local_addrs: tuple[IPAddress, ...] = ()
     remote_addrs: tuple[IPAddress, ...] = ()
     local_port: int = IKE_PORT
-    remote_port: int = IKE_PORT
-    dpd_delay: int = 0
+    # remote_port, dpd_delay and the engine's timers live in ike (IkeConfig), once;
+    # rekey_time (0 = never) is here too as the base of over_time and rand_time
     rekey_time: int = DEFAULT_IKE_REKEY_TIME
-    reauth_time: int = 0
     over_time: int = DEFAULT_IKE_REKEY_TIME // 10
     rand_time: int = DEFAULT_IKE_REKEY_TIME // 10
     keyingtries: int = 1
@@ -666,7 +665,7 @@ def _read_connection(section: Section, ctx: _ConnContext) -> Connection | None:
     unique: Unique = r.get("unique", _parse_unique, "no")
     if unique in ("keep", "replace"):
         r.error("unique", f"unique = {unique} is not supported (no, never: INITIAL_CONTACT replaces a peer's old SAs)")
-    rekey_time, reauth_time, over_time, rand_time = _ike_lifetimes(r)
+    rekey_time, _reauth_time, over_time, rand_time = _ike_lifetimes(r)   # reauth_time: 0 only
     accept_only(r, "aggressive", parse_bool, {False}, "Aggressive Mode is IKEv1 and not supported")
     accept_only(r, "pull", parse_bool, {True}, "push mode (IKEv1 Mode Config) is not supported")
     accept_only(r, "dscp", _parse_dscp, {"000000"}, "setting a DSCP on IKE packets is not supported")
@@ -742,10 +741,7 @@ def _read_connection(section: Section, ctx: _ConnContext) -> Connection | None:
         local_addrs=local_addrs,
         remote_addrs=remote_addrs,
         local_port=local_port,
-        remote_port=remote_port,
-        dpd_delay=dpd_delay,
         rekey_time=rekey_time,
-        reauth_time=reauth_time,
         over_time=over_time,
         rand_time=rand_time,
         keyingtries=keyingtries,
