@@ -8,7 +8,7 @@ CFLAGS_SAN := -std=c11 -D_GNU_SOURCE -g -O1 -Wall -Wextra -Werror -fsanitize=add
 
 .PHONY: deps build demo demo-manual test unit lint sanitize bench clean fuzz fuzz-smoke fuzz-build soak
 
-.deps.stamp: scripts/install-deps.sh pyproject.toml setup.py $(CSRC) csrc/tunsec_dp.h
+.deps.stamp: scripts/install-deps.sh pyproject.toml setup.py $(CSRC) csrc/tunsec_dp.h csrc/tunsec_bench.h
 	bash scripts/install-deps.sh
 	touch $@
 
@@ -94,4 +94,4 @@ soak: .deps.stamp
 	$(PY) bench/soak.py --seconds $(SOAK_SECONDS)
 
 clean:
-	rm -rf build .deps.stamp src/tunsec/dataplane/_fastpath*.so
+	rm -rf build .deps.stamp src/tunsec/dataplane/_fastpath*.so src/tunsec/bench/_cbench*.so

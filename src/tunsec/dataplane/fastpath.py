@@ -349,6 +349,11 @@ class Dataplane:
             for p in (arr[i] for i in range(got))
         ]
 
+    @property
+    def address(self) -> int:
+        """The C context's address: how the separately built benchmark module (tunsec.bench.micro) reaches it."""
+        return int(ffi.cast("uintptr_t", self._dp))
+
     def drops(self) -> dict[str, int]:
         arr = ffi.new("uint64_t[]", lib.TS_DROP__COUNT)
         lib.ts_dp_drops(self._dp, arr)
@@ -372,41 +377,6 @@ class Dataplane:
                               ffi.NULL, self._buf, len(self._buf), self._drop)
         _check("inbound", n)
         return (ffi.buffer(self._buf, n)[:] if n > 0 else b""), Drop(self._drop[0])
-
-    def bench_outbound(self, packet: bytes, count: int) -> int:
-        """Seal packet count times in one C call (benchmarks)."""
-        return int(_check("bench", lib.ts_bench_outbound(self._dp, packet, len(packet), count)))
-
-    def bench_inbound(self, udp_payload: bytes, count: int) -> int:
-        """Open the same ESP packet count times in one C call (needs replay_window 0)."""
-        return int(_check("bench", lib.ts_bench_inbound(self._dp, udp_payload, len(udp_payload), count)))
-
-
-    def bench_spd_lookup(self, packet: bytes, count: int, cached: bool) -> int:
-        """Look packet's flow up in the SPD count times (with a flow cache, or scanning)."""
-        return int(_check("bench", lib.ts_bench_spd_lookup(self._dp, packet, len(packet), count, int(cached))))
-
-    def bench_sad_lookup(self, spis: list[int], count: int) -> int:
-        """count rounds of inbound SAD lookups of spis."""
-        arr = ffi.new("uint32_t[]", spis)
-        return int(_check("bench", lib.ts_bench_sad_lookup(self._dp, arr, len(spis), count)))
-
-
-def bench_segment(read: bytes, count: int) -> int:
-    """Segment one TUN read (virtio header + super-packet) count times in C; segments made."""
-    return int(_check("bench", lib.ts_bench_segment(read, len(read), count)))
-
-
-def bench_gro(packets: list[bytes], count: int) -> int:
-    """Coalesce packets count times in C; TUN writes made."""
-    lens = ffi.new("uint32_t[]", [len(p) for p in packets])
-    return int(_check("bench", lib.ts_bench_gro(b"".join(packets), lens, len(packets), count)))
-
-
-def bench_gcm(key: bytes, size: int, count: int) -> int:
-    """OpenSSL's raw AES-GCM, keyed once, sealing a size-byte buffer count times in C."""
-    buf = ffi.new("uint8_t[]", size + 16)
-    return int(_check("bench", lib.ts_bench_gcm(key, len(key), buf, size, count)))
 
 
 def vnet_segment(read: bytes, max_segs: int = 256) -> list[bytes] | None:

@@ -1,4 +1,5 @@
-"""The Python side of the fast path follows csrc/tunsec_dp.h.
+"""The Python side of the fast path follows csrc/tunsec_dp.h, and the production
+module carries the fast path only (the benchmark entry points are built apart).
 
 Drop reasons are read from the header at import (fastpath.Drop), so what can
 go wrong there is a reason the pipe or `tunsec status` cannot carry.  The
@@ -49,3 +50,10 @@ def test_per_sa_counters_match_the_header() -> None:
     counters = {_SA_RENAMED.get(f, f) for f in fields if f not in _SA_NOT_COUNTERS}
     python = {f.name for f in dataclasses.fields(pipe.SaInfo)} - _SA_NOT_COUNTERS - {"direction", "alg"}
     assert counters == python, "a per-SA counter in ts_sa_info needs pipe.SaInfo, fastpath._info and status"
+
+
+def test_benchmark_entry_points_are_not_in_the_production_module() -> None:
+    from tunsec.bench import _cbench
+
+    assert [n for n in dir(lib) if n.startswith("ts_bench")] == []
+    assert "ts_bench_outbound" in dir(_cbench.lib)
