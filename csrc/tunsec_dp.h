@@ -33,7 +33,11 @@ enum ts_err {
     TS_EIO = -8,       /* system call failed; errno is kept in ts_dp_errno */
 };
 
-/* Why an incoming/outgoing packet was not forwarded. */
+/* Why an incoming/outgoing packet was not forwarded.  A new reason is one line
+ * here (before TS_DROP__COUNT) and the ts_drop() call that counts it: Python
+ * reads this enum through cffi (fastpath.Drop), and DUMP and `tunsec status`
+ * carry each counter by its lower-case name without TS_DROP_ (at most 32
+ * characters); the numbers never leave the process. */
 enum ts_drop {
     TS_DROP_NONE = 0,
     TS_DROP_NO_SA,          /* inbound SPI unknown, or PROTECT policy without SA */
