@@ -27,6 +27,7 @@ from tunsec.dataplane import pipe
 from tunsec.dataplane.client import WorkerClient, WorkerError, WorkerFds
 from tunsec.dataplane.pipe import Direction, ExpireReason
 from tunsec.dataplane.tun import Tun, local_address_in, outer_mtu_towards, tunnel_mtu
+from tunsec.ike.constants import NATT_PORT
 from tunsec.ikeservice import IkeService
 from tunsec.manual import ManualPlan, plan
 from tunsec.policy.ids import IdSpace
@@ -98,7 +99,7 @@ class Sockets:
             addrs.add(addr)
             ports.add(port)
         if not families:
-            families[4] = ({"0.0.0.0"}, {4500})
+            families[4] = ({"0.0.0.0"}, {NATT_PORT})
         binds = {}
         for fam, (addrs, ports) in families.items():
             if len(ports) != 1:
@@ -463,7 +464,7 @@ class Daemon:
                 (int(t.local_addr.version), str(t.local_addr), t.local_port) for t in self.cfg.manual
             ]
             if self.ike is not None:
-                endpoints += [(fam, addr, 4500) for fam, addr in self.ike.local_addrs.items()]
+                endpoints += [(fam, addr, NATT_PORT) for fam, addr in self.ike.local_addrs.items()]
                 self.ike.open_sockets()
             self._open_tun()
             assert self.tun is not None

@@ -41,6 +41,7 @@ from tunsec.dataplane import pipe
 from tunsec.dataplane.client import WorkerClient, WorkerError
 from tunsec.dataplane.pipe import Action, Alg, Direction, Endpoint, Policy, SaSpec, Selector
 from tunsec.ike.config import ChildConfig
+from tunsec.ike.constants import IKE_PORT, NATT_PORT
 from tunsec.ike.endpoint import DosLimits, IkeEndpoint
 from tunsec.ike.events import (
     AuthFailed,
@@ -62,7 +63,6 @@ from tunsec.policy.selector import SelectorError, fast_selectors
 
 log = logging.getLogger("tunsec.ike")
 
-NATT_PORT = 4500
 SPI_POOL = 8
 SHUTDOWN_WAIT = 3.0   # seconds for the peers to acknowledge our DELETEs at shutdown
 INVALID_SPI_INTERVAL = 1.0   # seconds between two INVALID_SPI notifies in one IKE SA
@@ -157,7 +157,7 @@ class IkeService:
     # --- lifecycle -------------------------------------------------------------
     def open_sockets(self) -> None:
         """UDP 500 (or the configured port) per family, before the event loop starts."""
-        ports = {c.local_port for c in self.connections.values()} or {500}
+        ports = {c.local_port for c in self.connections.values()} or {IKE_PORT}
         for fam, addr in self.local_addrs.items():
             for port in ports:
                 af = socket.AF_INET if fam == 4 else socket.AF_INET6
