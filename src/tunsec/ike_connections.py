@@ -8,7 +8,7 @@ import secrets
 
 from tunsec.config import Config
 from tunsec.dataplane.pipe import Lifetime
-from tunsec.ike.config import RetransmitConfig
+from tunsec.ike.config import IkeConfig, RetransmitConfig
 from tunsec.ike.endpoint import DosLimits
 from tunsec.ike_config import Child, Connection
 from tunsec.ikeservice import ChildPlan, IkeConnection
@@ -36,13 +36,22 @@ def child_plan(ch: Child) -> ChildPlan:
     )
 
 
+def engine_config(c: Connection) -> IkeConfig:
+    """The engine's IkeConfig with the connection's and children's timing and send_cert keys on it."""
+    children = tuple(dataclasses.replace(ch.config, rand_time=float(ch.rand_time)) for ch in c.children)
+    return dataclasses.replace(c.ike, children=children, rand_time=float(c.rand_time), over_time=float(c.over_time),
+                               send_cert=c.send_cert)
+
+
 def ike_connection(c: Connection, retransmit: RetransmitConfig | None = None,
                    half_open_timeout: float | None = None) -> IkeConnection:
-    ike = c.ike if retransmit is None else dataclasses.replace(c.ike, retransmit=retransmit)
+    ike = engine_config(c)
+    if retransmit is not None:
+        ike = dataclasses.replace(ike, retransmit=retransmit)
     if half_open_timeout is not None:
         ike = dataclasses.replace(ike, half_open_timeout=half_open_timeout)
     return IkeConnection(ike=ike, children=tuple(child_plan(ch) for ch in c.children), local_port=c.local_port,
-                         keyingtries=c.keyingtries)
+                         keyingtries=c.keyingtries, unique=c.unique)
 
 
 def connections_from_config(cfg: Config) -> list[IkeConnection]:

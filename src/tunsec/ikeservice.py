@@ -45,6 +45,7 @@ from tunsec.ike.events import (
     AuthFailed,
     ChildSaDown,
     ChildSaUp,
+    DownReason,
     IkeSaDown,
     IkeSaRekeyed,
     IkeSaUp,
@@ -95,6 +96,8 @@ class IkeConnection:
     children: tuple[ChildPlan, ...] = ()
     local_port: int = 500
     keyingtries: int = 1                # attempts to establish before giving up; 0 = forever
+    # strongSwan's uniqueness policy for IKE SAs of one remote identity: no | never | replace | keep
+    unique: str = "no"
 
     def child(self, name: str) -> ChildPlan:
         for c in self.children:
@@ -339,7 +342,7 @@ class IkeService:
                 continue
             if hard:
                 log.info("%s: CHILD_SA %s reached its hard limit; deleting", state.conn, state.child)
-                sa.delete_child(state.unique_id)
+                sa.delete_child(state.unique_id, DownReason.EXPIRED)
             else:
                 log.info("%s: CHILD_SA %s reached its soft limit; rekeying", state.conn, state.child)
                 sa.rekey_child(state.unique_id)
@@ -590,7 +593,7 @@ class IkeService:
                 log.info("%s: IKE SA closed: %s", ev.name, ev.reason)
                 self._ike_handles.pop(sa, None)
                 was_up = self.ike_up.pop(sa.local_spi, None) is not None
-                if was_up and "by peer" in ev.reason:
+                if was_up and ev.reason is DownReason.DELETED_BY_PEER:
                     self._after_loss(ev.name, "close_action")
             case ChildSaUp():
                 state = self._child_registered(sa, ev)
@@ -805,11 +808,11 @@ class IkeService:
             # never installed (or lost with a worker restart): only our inbound SPI may be left
             self._spawn(self._delete_sa(ev.spi_in, Direction.IN))
             log.info("%s: CHILD_SA %s %08x_i %08x_o deleted: %s", sa.name, ev.child, ev.spi_in, ev.spi_out,
-                     ev.reason)
+                     ev.describe())
             return
-        self._spawn(self._child_down(state, self._forget(state), ev.reason))
+        self._spawn(self._child_down(state, self._forget(state), ev))
 
-    async def _child_down(self, state: ChildState, lineage_ended: bool, reason: str) -> None:
+    async def _child_down(self, state: ChildState, lineage_ended: bool, ev: ChildSaDown) -> None:
         async with self._changes:
             # its successor, if we answered that rekey, sends from now on (before the old SA goes)
             for member in [self.children[h] for h in state.lineage.members if h in self.children]:
@@ -818,11 +821,12 @@ class IkeService:
             await self._remove(state, lineage_ended, linger=not lineage_ended)
         conn_name = state.conn
         log.info("%s: CHILD_SA %s %08x_i %08x_o deleted: %s (peer %s)", conn_name, state.child, state.spi_in,
-                 state.spi_out, reason, state.remote.addr)
+                 state.spi_out, ev.describe(), state.remote.addr)
         conn = self.connections.get(conn_name)
         ike = self._ike_sa(state.ike)
         # a rekeyed child's DELETE (its lineage goes on) is no reason to re-create it
-        if conn is not None and ike is not None and ike.state is State.ESTABLISHED and "by peer" in reason \
+        if conn is not None and ike is not None and ike.state is State.ESTABLISHED \
+                and ev.reason is DownReason.DELETED_BY_PEER \
                 and lineage_ended and not self.closing:
             plan = conn.child(state.child)
             if plan.close_action == "start":

@@ -16,6 +16,7 @@ from tunsec.ike.events import (
     AuthFailed,
     ChildSaDown,
     ChildSaUp,
+    DownReason,
     Event,
     IkeSaUp,
     NegotiationFailed,
@@ -281,7 +282,7 @@ def test_rekey_child_sa(side: str) -> None:
         events = net.take(ip)
         ups, downs = only(events, ChildSaUp), only(events, ChildSaDown)
         assert len(ups) == 1 and len(downs) == 1
-        assert ups[0].rekey_of is not None and downs[0].reason in ("rekeyed", "deleted by peer")
+        assert ups[0].rekey_of is not None and downs[0].reason is DownReason.REKEYED
         # the service orders its installs by this: who sent the CREATE_CHILD_SA request
         assert ups[0].initiator is ((ip == A) == (side == "initiator"))
         assert events.index(ups[0]) < events.index(downs[0])  # make before break
@@ -433,7 +434,7 @@ def test_child_rekey_timer() -> None:
     events = net.take(A)
     ups = only(events, ChildSaUp)
     assert len(ups) == 2 and ups[1].rekey_of == ups[0].unique_id
-    assert only(events, ChildSaDown)[0].reason == "rekeyed"
+    assert only(events, ChildSaDown)[0].reason is DownReason.REKEYED
     rekey_time = next(s.time for s in net.log if decode_header(s.data).exchange == ExchangeType.CREATE_CHILD_SA)
     assert 90.0 <= rekey_time <= 100.0  # jittered by up to 10 %
     net.run(until=205.0)

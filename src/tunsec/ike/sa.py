@@ -37,12 +37,13 @@ from datetime import datetime
 from enum import Enum
 from typing import Concatenate, ParamSpec, TypeVar
 
-from .config import IkeConfig
+from .config import IkeConfig, default_rand_time
 from .constants import IKE_PORT, NATT_PORT, ExchangeType, HeaderFlag, NotifyType
 from .events import (
     Address,
     ChildSaDown,
     ChildSaInfo,
+    DownReason,
     Event,
     IkeSaDown,
     IkeSaInfo,
@@ -56,7 +57,17 @@ from .identity import Identity
 from .message import DecodeError, Message, Payload, UnsupportedCriticalPayload, decode_message
 from .proposals import Suite, describe_all
 from .sk import IntegrityError, decrypt_message, encrypt_message
-from .state import ChildSa, IkeRekey, IkeSaState, Rng, SpiAllocator, now_utc, random_spi_allocator
+from .state import (
+    ChildSa,
+    IkeRekey,
+    IkeSaState,
+    Jitter,
+    Rng,
+    SpiAllocator,
+    now_utc,
+    random_jitter,
+    random_spi_allocator,
+)
 
 log = logging.getLogger(__name__)
 
@@ -114,9 +125,12 @@ class IkeSa:
         local_addr: Address | None = None,
         wall_clock: Callable[[], datetime] = now_utc,
         candidates: Sequence[IkeConfig] = (),
+        jitter: Jitter | None = None,
     ) -> None:
         """``candidates``: for a responder, the connections this peer may be using (the
         endpoint passes all that match its address); IKE_SA_INIT and IKE_AUTH pick one.
+        ``jitter(bound)``: how much earlier than rekey_time a rekey fires, in [0, bound]
+        (random by default; tests pass a fixed one).
         """
         if remote_addr is None:
             if config.remote_addr is None:
@@ -132,6 +146,7 @@ class IkeSa:
             local_addr,
         )
         self._st.candidates = tuple(candidates)
+        self._st.jitter = jitter or random_jitter(rng)
         if is_initiator:
             self._st.spi_i = _nonzero_spi(rng)
         else:
@@ -145,6 +160,8 @@ class IkeSa:
         # so exchanges still finishing here act on them and their follow-ups run there
         self._heir: IkeSa | None = None
         self._rekey_at: float | None = None  # IKE SA rekey timer
+        self._expire_at: float | None = None  # hard lifetime: rekey time + over_time
+        self._delete_reason = DownReason.DELETED  # why we sent (or will send) our DELETE
         self._last_heard = now  # last authenticated message from the peer (for DPD)
         self._established_at: float | None = None
         self._linger_until = 0.0  # a REKEYED SA closes by then if the peer never deletes it
@@ -276,10 +293,10 @@ class IkeSa:
         self._start_next()
 
     @_notifies
-    def delete_child(self, unique_id: int) -> None:
+    def delete_child(self, unique_id: int, reason: DownReason = DownReason.DELETED) -> None:
         """Delete one Child SA with an INFORMATIONAL DELETE."""
         child = self._child_by_id(unique_id)
-        self._queue.append(informational.DeleteChildTask([child]))
+        self._queue.append(informational.DeleteChildTask([child], reason))
         self._start_next()
 
     @_notifies
@@ -316,18 +333,19 @@ class IkeSa:
         return True
 
     @_notifies
-    def delete(self, now: float | None = None) -> None:
+    def delete(self, now: float | None = None, reason: DownReason = DownReason.DELETED) -> None:
         """Delete the IKE SA and its Child SAs (INFORMATIONAL DELETE if established)."""
         if self._state == State.ESTABLISHED:
             self._state = State.DELETING
+            self._delete_reason = reason
             self._abort_queue()
             self._queue.append(informational.DeleteIkeTask())
             self._start_next()
         elif self._state not in (State.DELETING, State.REKEYED):
-            self._close("deleted locally")
+            self._close(reason)
 
     @_notifies
-    def drop(self, reason: str) -> None:
+    def drop(self, reason: DownReason) -> None:
         """Forget the IKE SA and its Child SAs without telling the peer (it is gone or replaced)."""
         self._close(reason)
 
@@ -362,10 +380,10 @@ class IkeSa:
         if self._state == State.ESTABLISHED:
             self._fire_maintenance(now)
         if self._state == State.REKEYED and now >= self._linger_until:
-            self._close("rekeyed")
+            self._close(DownReason.REKEYED)
             return
         if self.is_half_open and now >= self._created + self._st.config.half_open_timeout:
-            self._close("half-open timeout")
+            self._close(DownReason.HALF_OPEN_TIMEOUT)
             return
         pending = self._pending
         if pending is None or pending.deadline is None or now < pending.deadline:
@@ -392,10 +410,11 @@ class IkeSa:
 
     # ------------------------------------------------------------------ rekey and DPD timers
 
-    def _jittered(self, period: float) -> float:
-        """``now + period`` minus a random 0-10 % (strongSwan's rand_time) against collisions."""
-        fraction = int.from_bytes(self._st.rng(2), "big") / 0xFFFF
-        return self._now + period * (1.0 - 0.1 * fraction)
+    def _jittered(self, period: float, rand_time: float | None) -> float:
+        """``now + period`` minus a random 0..rand_time (strongSwan's rand_time) against collisions."""
+        bound = default_rand_time(period) if rand_time is None else min(rand_time, period)
+        assert self._st.jitter is not None
+        return self._now + period - min(max(self._st.jitter(bound), 0.0), bound)
 
     def _schedule(self) -> None:
         """Arm the IKE and Child SA rekey timers that are not armed yet."""
@@ -408,11 +427,15 @@ class IkeSa:
             return
         if self._established_at is None:
             self._established_at = self._now
-        if self._rekey_at is None and self._st.config.rekey_time:
-            self._rekey_at = self._jittered(self._st.config.rekey_time)
+        cfg = self._st.config
+        if self._rekey_at is None and cfg.rekey_time:
+            self._rekey_at = self._jittered(cfg.rekey_time, cfg.rand_time)
+            # strongSwan deletes an IKE SA whose rekey did not succeed over_time after it was due
+            over = default_rand_time(cfg.rekey_time) if cfg.over_time is None else cfg.over_time
+            self._expire_at = self._rekey_at + over
         for child in self._st.children.values():
             if child.installed and child.rekey_at is None and child.config.rekey_time:
-                child.rekey_at = self._jittered(child.config.rekey_time)
+                child.rekey_at = self._jittered(child.config.rekey_time, child.config.rand_time)
 
     def _rearm_failed_rekey(self, task: Task) -> None:
         """A refused rekey (e.g. TEMPORARY_FAILURE after a collision) is tried again soon."""
@@ -434,12 +457,18 @@ class IkeSa:
         timers = [c.rekey_at for c in self._st.children.values() if c.installed and c.rekey_at is not None]
         if self._rekey_at is not None:
             timers.append(self._rekey_at)
+        if self._expire_at is not None:
+            timers.append(self._expire_at)
         dpd = self._dpd_at()
         if dpd is not None:
             timers.append(dpd)
         return [t for t in timers if t != float("inf")]
 
     def _fire_maintenance(self, now: float) -> None:
+        if self._expire_at is not None and now >= self._expire_at:
+            log.debug("%s: IKE SA reached its hard lifetime (rekey_time + over_time)", self.name)
+            self.delete(now, DownReason.EXPIRED)
+            return
         if self._rekey_at is not None and now >= self._rekey_at:
             self._rekey_at = float("inf")  # the successor arms its own timer
             self.rekey()
@@ -521,10 +550,11 @@ class IkeSa:
             return
         self._next_id += 1
         if outcome == Outcome.CLOSE:
-            self._close("deleted" if self._state in (State.DELETING, State.REKEYED) else "negotiation failed")
+            closing = self._state in (State.DELETING, State.REKEYED)
+            self._close(self._delete_reason if closing else DownReason.NEGOTIATION_FAILED)
         elif outcome == Outcome.AUTH_FAILED:
             self._send_once(informational.AuthFailedTask())
-            self._close("authentication failed")
+            self._close(DownReason.AUTH_FAILED)
         else:
             self._enqueue(pending.task.followups())
             if self._state == State.CONNECTING and self._st.peer_id is not None:
@@ -543,14 +573,14 @@ class IkeSa:
     def _give_up(self, pending: _Pending) -> None:
         tries = self._st.config.retransmit.tries
         if isinstance(pending.task, informational.DeleteIkeTask):
-            self._close("deleted (peer did not answer)")
+            self._close(self._delete_reason)
             return
         if self._heir is not None:  # the peer is done with the replaced SA; the heir carries on
-            self._close("rekeyed")
+            self._close(DownReason.REKEYED)
             return
         log.debug("%s: giving up after %d retransmissions", self.name, tries)
         self._st.emit(PeerUnreachable(self.name, tries))
-        self._close("peer unreachable")
+        self._close(DownReason.PEER_UNREACHABLE)
 
     # ------------------------------------------------------------------ requests we answer
 
@@ -580,7 +610,7 @@ class IkeSa:
             # an authenticated request we cannot serve here still gets an answer,
             # or the peer would retransmit it and its window would stall
             response = Response([notify(NotifyType.INVALID_SYNTAX)])
-        if response.close and response.reason == "deleted by peer" and self._adopt_peer_rekey():
+        if response.close and response.reason is DownReason.DELETED_BY_PEER and self._adopt_peer_rekey():
             response = Response(response.payloads)   # the peer's new IKE SA carries on: see _adopt_peer_rekey
         self._respond(msg, response, addr)
         self._queue_followups(response.followups)
@@ -698,6 +728,7 @@ class IkeSa:
             remote_addr=old.remote_addr,
             local_addr=old.local_addr,
             wall_clock=old.wall_clock,
+            jitter=old.jitter,
         )
         st = new._st
         st.spi_i, st.spi_r, st.local_port = rekey.spi_i, rekey.spi_r, old.local_port
@@ -792,7 +823,7 @@ class IkeSa:
         while self._queue:
             self._queue.popleft().abort(self._st)
 
-    def _close(self, reason: str) -> None:
+    def _close(self, reason: DownReason) -> None:
         if self._state == State.CLOSED:
             return
         was_up = self._state in (State.ESTABLISHED, State.DELETING)  # a REKEYED SA goes quietly
@@ -827,7 +858,7 @@ class IkeSa:
             if task.proposed is not None:
                 # the peer may have installed it and lost only its answer: its outbound SPI
                 # is our inbound one, so a DELETE naming that SPI removes it there
-                self._enqueue([informational.DeleteChildTask([task.proposed], reason="never answered")])
+                self._enqueue([informational.DeleteChildTask([task.proposed], DownReason.UNANSWERED)])
 
 
 class _Refuse(Exception):

@@ -9,6 +9,7 @@ from enum import Enum, auto
 from typing import TypeVar
 
 from ..constants import ERROR_NOTIFY_LIMIT, NotifyType
+from ..events import DownReason
 from ..message import NotifyPayload, Payload
 from ..state import IkeSaState
 
@@ -49,7 +50,7 @@ class Response:
 
     payloads: list[Payload] = field(default_factory=list)
     close: bool = False
-    reason: str = "negotiation failed"
+    reason: DownReason = DownReason.NEGOTIATION_FAILED
     followups: list[Task] = field(default_factory=list)  # requests to start afterwards
 
 

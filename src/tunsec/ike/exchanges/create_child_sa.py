@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from ..config import ChildConfig
 from ..constants import ExchangeType, NotifyType, ProtocolId, notify_name
 from ..dh import DhError, KeyExchange, new_key_exchange
-from ..events import NegotiationFailed
+from ..events import DownReason, NegotiationFailed
 from ..message import KePayload, NoncePayload, NotifyPayload, Payload, SaPayload
 from ..proposals import Suite, describe_all
 from ..state import ChildSa, IkeSaState, SpiUnavailable
@@ -87,7 +87,7 @@ class CreateChildTask(Task):
         if isinstance(result, childmod.Refusal):
             childmod.fail(st, child, result)
             # the peer installed its half: ask it to delete that (by our inbound SPI, its outbound one)
-            self._followups.append(DeleteChildTask([child], reason=f"refused: {result.notify.name}"))
+            self._followups.append(DeleteChildTask([child], DownReason.REFUSED, result.notify.name))
             return Outcome.DONE
         shared = self._pfs_secret(find(payloads, KePayload), Suite.of(result).dh_group)
         if shared is None:
@@ -121,9 +121,9 @@ class CreateChildTask(Task):
         assert old is not None
         old.rekeyed_by_us = (our_min, new)
         if self.collision is not None and rekey_ike.redundant_is_ours(our_min, self.collision[0]):
-            self._followups.append(DeleteChildTask([new], reason="redundant (rekey collision)"))
+            self._followups.append(DeleteChildTask([new], DownReason.REKEY_COLLISION))
             return
-        self._followups.append(DeleteChildTask([old], reason="rekeyed"))
+        self._followups.append(DeleteChildTask([old], DownReason.REKEYED))
 
     def _pfs_secret(self, ke: KePayload | None, group: int | None) -> bytes | None:
         """g^ir of the new key exchange; b"" without PFS; None when the KE is wrong."""
@@ -211,7 +211,7 @@ def _collision(old: ChildSa, theirs: ChildSa, their_min: bytes, pending: Task | 
     if old.rekeyed_by_us is not None:
         our_min, ours = old.rekeyed_by_us
         if rekey_ike.redundant_is_ours(our_min, their_min):
-            return [DeleteChildTask([ours], reason="redundant (rekey collision)")]
+            return [DeleteChildTask([ours], DownReason.REKEY_COLLISION)]
     return []
 
 

@@ -132,6 +132,7 @@ class IkeSaInitTask(Task):
             return self._fail(st, "INVALID_SYNTAX", str(exc))
         st.proposal, st.suite, st.nonce_r = sa.proposals[0], suite, nonce.data
         st.peer_hashes = _peer_hashes(payloads)
+        st.peer_certreq = find(payloads, CertReqPayload) is not None
         st.install_keys(shared)
         _float_to_natt(st)
         return Outcome.DONE
@@ -183,6 +184,7 @@ def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response:
     st.proposal, st.suite = chosen, suite
     st.nonce_i, st.nonce_r = nonce.data, st.rng(NONCE_LEN)
     st.peer_hashes = _peer_hashes(payloads)
+    st.peer_certreq = find(payloads, CertReqPayload) is not None
     st.install_keys(shared)
     return Response(
         [
