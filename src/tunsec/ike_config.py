@@ -90,7 +90,7 @@ T = TypeVar("T")
 # strongSwan's actions (vici's parse_action): none/clear, trap/route, start/restart.
 Action = Literal["none", "trap", "start"]
 Unique = Literal["never", "no", "keep", "replace"]
-SendCert = Literal["always", "ifasked"]
+SendCert = Literal["always", "ifasked", "never"]
 Fragmentation = Literal["yes", "accept", "force", "no"]
 
 # strongSwan's defaults (vici_config.c): IKE SA rekeying every 4 h, Child SA every hour.
@@ -386,8 +386,8 @@ def _parse_send_cert(text: str) -> SendCert:
     if value == "ifasked":
         return "ifasked"
     if value == "never":
-        raise BadValue("never is not supported: tunsec always sends its certificate with auth = pubkey")
-    raise BadValue(f"not a send_cert mode (always, ifasked): {_show(text)}")
+        return "never"
+    raise BadValue(f"not a send_cert mode (always, ifasked, never): {_show(text)}")
 
 
 _ACTIONS: dict[str, Action] = {
@@ -1178,8 +1178,6 @@ def _ike_lifetimes(r: SectionReader) -> tuple[int, int, int, int]:
     rand = r.get("rand_time", parse_duration, None)
     if reauth:
         r.error("reauth_time", "reauthentication is not supported (tunsec rekeys IKE SAs: use rekey_time)")
-    if over is not None:
-        r.error("over_time", "not supported: tunsec does not force-close an SA whose rekey keeps failing")
     if rekey is None and reauth is None:
         rekey, reauth = DEFAULT_IKE_REKEY_TIME, 0
     rekey, reauth = rekey or 0, reauth or 0
@@ -1218,8 +1216,6 @@ def _read_connection(section: Section, ctx: _ConnContext) -> Connection | None:
     send_cert: SendCert = r.get("send_cert", _parse_send_cert, "ifasked")
     keyingtries = r.get("keyingtries", _parse_keyingtries, 1)
     unique: Unique = r.get("unique", _parse_unique, "no")
-    if unique in ("keep", "replace"):
-        r.error("unique", f"unique = {unique} is not supported (no, never: INITIAL_CONTACT replaces a peer's old SAs)")
     rekey_time, reauth_time, over_time, rand_time = _ike_lifetimes(r)
     _only(r, "aggressive", parse_bool, {False}, "Aggressive Mode is IKEv1 and not supported")
     _only(r, "pull", parse_bool, {True}, "push mode (IKEv1 Mode Config) is not supported")

@@ -587,6 +587,7 @@ class IkeService:
                                              "local_id": str(ev.local_id), "remote_id": str(ev.remote_id),
                                              "spi_i": ev.spi_i.hex(), "spi_r": ev.spi_r.hex(),
                                              "established": time.time()}
+                self._enforce_unique(sa, ev)
             case IkeSaRekeyed():
                 self._ike_rekeyed(sa, ev)
             case IkeSaDown():
@@ -618,6 +619,29 @@ class IkeService:
                     self._retry(ev.name)
             case SpiUnused():
                 self._spawn(self._delete_sa(ev.spi, Direction.IN))
+
+    def _enforce_unique(self, fresh: IkeSa, ev: IkeSaUp) -> None:
+        """strongSwan's ``unique`` for a new IKE SA whose peer identity already has one on this connection:
+        ``replace`` deletes the old ones; ``keep`` deletes the new one if an old one is with another address
+        (from the same address it may be a reauthentication, which strongSwan lets through too);
+        ``no``/``never`` allow duplicates (INITIAL_CONTACT still replaces, see IkeEndpoint)."""
+        conn = self.connections.get(ev.name)
+        if conn is None or conn.unique not in ("replace", "keep"):
+            return
+        dups = [s for s in self.endpoint.sas if s is not fresh and s.name == fresh.name
+                and s.state is State.ESTABLISHED and s.peer_id == ev.remote_id]
+        if not dups:
+            return
+        if conn.unique == "keep":
+            if any(s.remote_addr[0] != fresh.remote_addr[0] for s in dups):
+                log.info("%s: IKE SA with %s from %s is a duplicate (unique = keep): deleting the new one",
+                         ev.name, ev.remote_id, ev.remote_addr[0])
+                fresh.delete(time.monotonic(), DownReason.DUPLICATE)
+            return
+        for old in dups:
+            log.info("%s: replacing IKE SA with %s from %s (unique = replace)", ev.name, ev.remote_id,
+                     old.remote_addr[0])
+            old.delete(time.monotonic(), DownReason.REPLACED)
 
     def _ike_rekeyed(self, sa: IkeSa, ev: IkeSaRekeyed) -> None:
         """The successor carries on the old IKE SA's children, so it takes over its handle."""

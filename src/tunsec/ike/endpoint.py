@@ -381,7 +381,11 @@ class IkeEndpoint:
             heapq.heapify(self._heap)
 
     def _initial_contact(self, fresh: IkeSa, up: IkeSaUp) -> None:
-        """The peer rebooted: forget our older IKE SAs with the same identities (RFC 7296 §2.4)."""
+        """The peer rebooted: forget our older IKE SAs with the same identities (RFC 7296 §2.4).
+
+        Not with ``unique = never`` (``initial_contact`` off), which strongSwan also ignores it for."""
+        if not fresh.config.initial_contact:
+            return
         for sa in list(self._sas.values()):
             if sa is not fresh and not sa.is_closed and sa.name == fresh.name and sa.peer_id == up.remote_id:
                 sa.drop(DownReason.REPLACED)

@@ -466,8 +466,7 @@ class IkeSa:
 
     def _fire_maintenance(self, now: float) -> None:
         if self._expire_at is not None and now >= self._expire_at:
-            log.debug("%s: IKE SA reached its hard lifetime (rekey_time + over_time)", self.name)
-            self.delete(now, DownReason.EXPIRED)
+            self._expire()
             return
         if self._rekey_at is not None and now >= self._rekey_at:
             self._rekey_at = float("inf")  # the successor arms its own timer
@@ -478,6 +477,15 @@ class IkeSa:
         dpd = self._dpd_at()
         if dpd is not None and now >= dpd:
             self.send_liveness()
+
+    def _expire(self) -> None:
+        """The hard lifetime (rekey time + over_time): gone now, as strongSwan forces it. The peer
+        hears a DELETE once if the window is free; an exchange stuck in retransmission does not
+        hold the SA any longer."""
+        log.debug("%s: IKE SA reached its hard lifetime (rekey_time + over_time)", self.name)
+        if self._pending is None:
+            self._send_once(informational.DeleteIkeTask())
+        self._close(DownReason.EXPIRED)
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         out, self._outbox = self._outbox, []
