@@ -34,7 +34,6 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from enum import Enum
 from typing import Concatenate, ParamSpec, TypeVar
 
 from .config import IkeConfig, default_rand_time
@@ -52,7 +51,8 @@ from .events import (
     SpiUnused,
 )
 from .exchanges import create_child_sa, ike_auth, ike_sa_init, informational, rekey_ike
-from .exchanges.base import Outcome, Response, Task, notify
+from .exchanges.base import GiveUp, Outcome, Response, Task, notify
+from .exchanges.responders import responder_for
 from .identity import Identity
 from .message import DecodeError, Message, Payload, UnsupportedCriticalPayload, decode_message
 from .proposals import Suite, describe_all
@@ -64,10 +64,13 @@ from .state import (
     Jitter,
     Rng,
     SpiAllocator,
+    State,
     now_utc,
     random_jitter,
     random_spi_allocator,
 )
+
+__all__ = ["REKEYED_LINGER", "IkeSa", "State"]
 
 log = logging.getLogger(__name__)
 
@@ -87,15 +90,6 @@ def _notifies(method: Callable[Concatenate[IkeSa, _P], _R]) -> Callable[Concaten
                 self._watcher(self)
 
     return wrapper
-
-
-class State(Enum):
-    IDLE = "idle"
-    CONNECTING = "connecting"  # IKE_SA_INIT / IKE_AUTH in progress
-    ESTABLISHED = "established"
-    DELETING = "deleting"
-    REKEYED = "rekeyed"  # replaced by a successor; only waits for the old SA's DELETE
-    CLOSED = "closed"
 
 
 REKEYED_LINGER = 60.0  # how long a replaced IKE SA waits for the peer to delete it
@@ -440,12 +434,11 @@ class IkeSa:
     def _rearm_failed_rekey(self, task: Task) -> None:
         """A refused rekey (e.g. TEMPORARY_FAILURE after a collision) is tried again soon."""
         retry = self._now + 2.0 + 8.0 * int.from_bytes(self._st.rng(2), "big") / 0xFFFF
-        if isinstance(task, rekey_ike.RekeyIkeTask) and self._rekey_at == float("inf"):
+        if task.rekeys_ike_sa and self._rekey_at == float("inf"):
             self._rekey_at = retry
-        if isinstance(task, create_child_sa.CreateChildTask):
-            old = task.rekeying
-            if old is not None and old.installed and old.rekeyed_by_us is None and old.rekey_at == float("inf"):
-                old.rekey_at = retry
+        old = task.rekeying
+        if old is not None and old.installed and old.rekeyed_by_us is None and old.rekey_at == float("inf"):
+            old.rekey_at = retry
 
     def _dpd_at(self) -> float | None:
         delay = self._st.config.dpd_delay
@@ -504,9 +497,7 @@ class IkeSa:
             self._queue.popleft()  # nothing was built for it yet: nothing to undo
         if self._pending is not None or not self._queue or self._state == State.CLOSED:
             return
-        if self._state == State.CONNECTING and not isinstance(
-            self._queue[0], ike_sa_init.IkeSaInitTask | ike_auth.IkeAuthTask
-        ):
+        if self._state == State.CONNECTING and not self._queue[0].runs_while_connecting:
             return  # other exchanges wait until the IKE SA is authenticated
         self._send_request(self._queue.popleft(), self._next_id)
 
@@ -580,7 +571,7 @@ class IkeSa:
 
     def _give_up(self, pending: _Pending) -> None:
         tries = self._st.config.retransmit.tries
-        if isinstance(pending.task, informational.DeleteIkeTask):
+        if pending.task.on_give_up is GiveUp.CLOSE:
             self._close(self._delete_reason)
             return
         if self._heir is not None:  # the peer is done with the replaced SA; the heir carries on
@@ -631,10 +622,10 @@ class IkeSa:
         answer to ours.  Take its SA as the successor and drop our request (the peer holds our
         SA as the redundant one and lets it go) instead of closing with the Child SAs."""
         pending = self._pending.task if self._pending else None
-        if not isinstance(pending, rekey_ike.RekeyIkeTask) or pending.collision is None:
+        theirs = pending.yield_to_peer_rekey() if pending is not None else None
+        if pending is None or theirs is None:
             return False
-        assert self._pending is not None
-        self._st.rekey, pending.collision = pending.collision, None
+        self._st.rekey = theirs
         self._pending = None
         pending.abort(self._st)
         log.debug("%s: IKE SA rekey collision: the peer's SA won; its DELETE came before our answer", self.name)
@@ -644,45 +635,38 @@ class IkeSa:
         kept = [
             task for task in tasks
             # a liveness check on its way already, or moot, is not asked for again
-            if not (isinstance(task, informational.LivenessTask)
-                    and (self._state != State.ESTABLISHED or self._liveness_queued()))
+            if not (task.coalesces and (self._state != State.ESTABLISHED or self._queued(type(task))))
         ]
         self._enqueue(kept)
 
-    def _liveness_queued(self) -> bool:
+    def _queued(self, kind: type[Task]) -> bool:
+        """A task of this kind waits or is in flight."""
         tasks = [*self._queue, *([self._pending.task] if self._pending else [])]
-        return any(isinstance(t, informational.LivenessTask) for t in tasks)
+        return any(type(t) is kind for t in tasks)
 
     def _respond_init(self, msg: Message, datagram: bytes, addr: Address) -> None:
-        if self._st.is_initiator or self._state != State.IDLE:
+        responder = responder_for(msg.exchange, self._state, self._st.is_initiator, msg.payloads)
+        if responder is None:
             return
         self._st.spi_i = msg.spi_i
         self._st.init_request = datagram
         self._state = State.CONNECTING
-        response = ike_sa_init.respond(self._st, msg.payloads)
+        response = responder.respond(self._st, msg.payloads, None)
         data = self._respond(msg, response, addr)
         self._st.init_response = data
 
     def _dispatch(self, exchange: int, payloads: tuple[Payload, ...]) -> Response | None:
-        st = self._st
-        if exchange == ExchangeType.IKE_AUTH and not st.is_initiator and self._state == State.CONNECTING:
-            response = ike_auth.respond(st, payloads)
-            if st.peer_id is not None and not response.close:
-                self._state = State.ESTABLISHED
-            return response
-        if exchange == ExchangeType.INFORMATIONAL and self._state in (State.ESTABLISHED, State.DELETING, State.REKEYED):
-            return informational.respond(st, payloads)
-        if exchange == ExchangeType.CREATE_CHILD_SA and self._state == State.ESTABLISHED:
-            pending = self._pending.task if self._pending else None
-            return create_child_sa.respond(st, payloads, pending)
-        if exchange == ExchangeType.CREATE_CHILD_SA and self._state == State.REKEYED:
-            # a Child SA made with this SA's keys would outlive them: ask for it on the new one
-            return Response([notify(NotifyType.TEMPORARY_FAILURE)])
-        return None
+        responder = responder_for(exchange, self._state, self._st.is_initiator, payloads)
+        if responder is None:
+            return None
+        response = responder.respond(self._st, payloads, self._pending.task if self._pending else None)
+        if self._state == State.CONNECTING and self._st.peer_id is not None and not response.close:
+            self._state = State.ESTABLISHED  # IKE_AUTH authenticated the peer
+        return response
 
     def _rekeying(self) -> bool:
         tasks = [*self._queue, *([self._pending.task] if self._pending else [])]
-        return any(isinstance(t, rekey_ike.RekeyIkeTask) for t in tasks)
+        return any(t.rekeys_ike_sa for t in tasks)
 
     def _respond(self, msg: Message, response: Response, addr: Address) -> bytes:
         data = self._encode(msg.exchange, msg.message_id, response.payloads, response=True)
@@ -757,7 +741,7 @@ class IkeSa:
         st.next_child_id = old.next_child_id
         new._state = State.ESTABLISHED
         # a rekey of ours still queued is moot: the IKE SA was just replaced
-        new._queue = deque(t for t in self._queue if not isinstance(t, rekey_ike.RekeyIkeTask))
+        new._queue = deque(t for t in self._queue if not t.rekeys_ike_sa)
         self._queue = deque()
         new._schedule()
         self._successor = self._heir = new
@@ -809,7 +793,7 @@ class IkeSa:
 
     def _obsolete(self, task: Task) -> bool:
         """A queued rekey of a Child SA that the peer rekeyed, or that went away, meanwhile."""
-        old = task.rekeying if isinstance(task, create_child_sa.CreateChildTask) else None
+        old = task.rekeying
         return old is not None and (old.rekeyed_by_peer or self._st.children.get(old.spi_in) is not old)
 
     def _enqueue(self, tasks: Sequence[Task]) -> None:
@@ -856,17 +840,14 @@ class IkeSa:
 
 
     def _end_pending(self, task: Task) -> None:
-        """Our request will never be answered here: abort it, or hand it to the heir."""
-        if self._heir is not None and isinstance(task, informational.DeleteChildTask):
-            self._enqueue([task])  # the peer may never have seen it; asking again is harmless
+        """Our request will never be answered here: abort it, or hand what it leaves to the heir."""
+        if self._heir is None:
+            task.abort(self._st)
             return
-        task.abort(self._st)
-        if self._heir is not None and isinstance(task, create_child_sa.CreateChildTask):
+        instead = task.handover(self._st)
+        if task.rekeying is not None:
             self._rearm_failed_rekey(task)
-            if task.proposed is not None:
-                # the peer may have installed it and lost only its answer: its outbound SPI
-                # is our inbound one, so a DELETE naming that SPI removes it there
-                self._enqueue([informational.DeleteChildTask([task.proposed], DownReason.UNANSWERED)])
+        self._enqueue(instead)
 
 
 class _Refuse(Exception):

@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import Enum
 
 from .config import ChildConfig, IkeConfig
 from .crypto import IkeKeys, Prf, derive_ike_keys, rekey_skeyseed, skeyseed
@@ -36,6 +37,17 @@ def random_jitter(rng: Rng = os.urandom) -> Jitter:
         return bound * int.from_bytes(rng(2), "big") / 0xFFFF
 
     return jitter
+
+
+class State(Enum):
+    """The life of an IKE SA (``IkeSa.state``)."""
+
+    IDLE = "idle"
+    CONNECTING = "connecting"  # IKE_SA_INIT / IKE_AUTH in progress
+    ESTABLISHED = "established"
+    DELETING = "deleting"
+    REKEYED = "rekeyed"  # replaced by a successor; only waits for the old SA's DELETE
+    CLOSED = "closed"
 
 
 class SpiUnavailable(Exception):

@@ -118,6 +118,7 @@ class IkeAuthTask(Task):
     """The initiator's IKE_AUTH, optionally with the first Child SA."""
 
     exchange = ExchangeType.IKE_AUTH
+    runs_while_connecting = True
 
     def __init__(self, child_cfg: ChildConfig | None) -> None:
         self._child_cfg = child_cfg

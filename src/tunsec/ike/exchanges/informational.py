@@ -18,12 +18,13 @@ from ..constants import ExchangeType, NotifyType, ProtocolId
 from ..events import AuthFailed, ChildSaDown, DownReason
 from ..message import DeletePayload, Payload
 from ..state import ChildSa, IkeSaState
-from .base import Outcome, Response, Task, find_all, find_notify, notify
+from .base import GiveUp, Outcome, Response, Task, find_all, find_notify, notify
 from .child import spi_bytes
 
 
 class DeleteIkeTask(Task):
     exchange = ExchangeType.INFORMATIONAL
+    on_give_up = GiveUp.CLOSE  # an unanswered DELETE still ends the IKE SA
 
     def build(self, st: IkeSaState) -> list[Payload]:
         return [DeletePayload(ProtocolId.IKE, 0)]
@@ -43,6 +44,9 @@ class DeleteChildTask(Task):
     def build(self, st: IkeSaState) -> list[Payload]:
         return [DeletePayload(ProtocolId.ESP, 4, tuple(spi_bytes(c.spi_in) for c in self._children))]
 
+    def handover(self, st: IkeSaState) -> list[Task]:
+        return [self]  # the peer may never have seen it; asking again on the new IKE SA is harmless
+
     def process(self, st: IkeSaState, payloads: Sequence[Payload]) -> Outcome:
         # the SAs are gone whatever the peer answers: we asked, and it has heard us
         for child in self._children:
@@ -54,6 +58,7 @@ class LivenessTask(Task):
     """An empty INFORMATIONAL request: the peer is alive if it answers (RFC 7296 §2.4)."""
 
     exchange = ExchangeType.INFORMATIONAL
+    coalesces = True
 
     def build(self, st: IkeSaState) -> list[Payload]:
         return []
