@@ -30,7 +30,8 @@ class DownReason(Enum):
     REPLACED = "replaced by a new IKE SA of the same peer"  # INITIAL_CONTACT or unique = replace
     DUPLICATE = "duplicate of an existing IKE SA (unique = keep)"
     AUTH_FAILED = "authentication failed"
-    PEER_UNREACHABLE = "peer unreachable"  # retransmissions exhausted (dead peer detection too)
+    PEER_UNREACHABLE = "peer unreachable"  # retransmissions of a request exhausted
+    DEAD_PEER = "dead peer detection: no answer to a liveness check"
     NEGOTIATION_FAILED = "negotiation failed"
     REFUSED = "refused by the peer"  # the peer refused a Child SA we had already installed
     HALF_OPEN_TIMEOUT = "half-open timeout"

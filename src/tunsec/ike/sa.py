@@ -579,7 +579,8 @@ class IkeSa:
             return
         log.debug("%s: giving up after %d retransmissions", self.name, tries)
         self._st.emit(PeerUnreachable(self.name, tries))
-        self._close(DownReason.PEER_UNREACHABLE)
+        dead = pending.task.on_give_up is GiveUp.DEAD_PEER
+        self._close(DownReason.DEAD_PEER if dead else DownReason.PEER_UNREACHABLE)
 
     # ------------------------------------------------------------------ requests we answer
 

@@ -35,6 +35,7 @@ class GiveUp(Enum):
     """What it means when a task's request is never answered (retransmissions exhausted)."""
 
     PEER_UNREACHABLE = auto()  # the peer is gone: report PeerUnreachable, close the IKE SA
+    DEAD_PEER = auto()  # the same, found by a liveness check (dead peer detection)
     CLOSE = auto()  # we were closing anyway (our DELETE of the IKE SA): close, nothing to report
 
 

@@ -59,6 +59,7 @@ class LivenessTask(Task):
 
     exchange = ExchangeType.INFORMATIONAL
     coalesces = True
+    on_give_up = GiveUp.DEAD_PEER
 
     def build(self, st: IkeSaState) -> list[Payload]:
         return []
