@@ -416,7 +416,25 @@ def test_initial_contact_replaces_old_sa() -> None:
     events = net.take(B)
     assert [type(e).__name__ for e in events] == ["IkeSaUp", "ChildSaUp", "ChildSaDown", "IkeSaDown"]
     assert events[0].initial_contact  # type: ignore[union-attr]
+    assert events[3].reason is DownReason.REPLACED  # type: ignore[union-attr]
     assert old_b.is_closed and len(b.sas) == 1
+
+
+def test_initial_contact_ignored_with_unique_never() -> None:
+    """unique = never (initial_contact off on B's connection): strongSwan ignores INITIAL_CONTACT too."""
+    net = Network()
+    net.add(A, IkeEndpoint([cfg(True)], wall_clock=lambda: NOW))
+    b = net.add(B, IkeEndpoint([cfg(False, initial_contact=False)], wall_clock=lambda: NOW))
+    net.nodes[A].initiate("conn", "net", net.now)
+    net.run()
+    net.take(B)
+    net.nodes[A] = IkeEndpoint([cfg(True)], wall_clock=lambda: NOW)
+    net.nodes[A].initiate("conn", "net", net.now)
+    net.run()
+    events = net.take(B)
+    assert [type(e).__name__ for e in events] == ["IkeSaUp", "ChildSaUp"]
+    assert events[0].initial_contact  # type: ignore[union-attr]
+    assert len(b.sas) == 2
 
 
 # ------------------------------------------------------------------ timers: rekey and DPD
