@@ -11,6 +11,11 @@ exponential back-off (strongSwan's 4 s x 1.8^n, 5 retransmissions) until a
 response arrives or we give up (:class:`PeerUnreachable`); a retransmitted
 request of the peer is answered with the stored response, never processed twice.
 
+Exchanges live in ``exchanges/``: our requests are :class:`~.exchanges.base.Task`
+objects, known here only by what they declare (never by their class); the peer's
+requests are answered by the row of ``exchanges/responders.RESPONDERS`` that
+serves them. ``exchanges/__init__.py`` says where a new exchange goes.
+
 Ports: the caller sends every datagram from :attr:`IkeSa.local_port` (500
 until IKE_SA_INIT is done, then 4500, because tunsec forces UDP encapsulation).
 On port 4500 the caller adds and strips the 4-byte non-ESP marker; the engine
