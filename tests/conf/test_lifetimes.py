@@ -1,20 +1,19 @@
 """rand_time and over_time from swanctl.conf reach the engine and act (engines in memory, fake clock).
 
-The connection runs as the daemon builds it (connections_from_config); the peer is
-the same configuration seen from the other side.
+The connection's IkeConfig runs as parsed (the daemon hands it over as it is); the
+peer is the same configuration seen from the other side.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from tunsec.config import parse_config
+from tunsec.conf.config import parse_config
 from tunsec.ike.constants import ExchangeType
 from tunsec.ike.endpoint import IkeEndpoint
 from tunsec.ike.events import DownReason, IkeSaDown
 from tunsec.ike.message import decode_header
 from tunsec.ike.testing import Network
-from tunsec.ike_connections import connections_from_config
 
 A, B = "192.0.2.1", "192.0.2.2"
 
@@ -43,8 +42,8 @@ secrets {{ ike {{ secret = s3cret-of-some-length }} }}
 def network(extra: str, child_extra: str) -> Network:
     """A runs the configuration with the keys under test and takes the full rand_time spread;
     B never rekeys first (rekey times far out)."""
-    (a_conn,) = connections_from_config(parse_config(conf(A, B, extra, child_extra)))
-    (b_conn,) = connections_from_config(parse_config(conf(B, A, "rekey_time = 1d", "rekey_time = 1d")))
+    (a_conn,) = parse_config(conf(A, B, extra, child_extra)).connections
+    (b_conn,) = parse_config(conf(B, A, "rekey_time = 1d", "rekey_time = 1d")).connections
     net = Network()
     net.add(A, IkeEndpoint([a_conn.ike], jitter=lambda bound: bound))
     net.add(B, IkeEndpoint([b_conn.ike], jitter=lambda bound: 0.0))
