@@ -47,6 +47,7 @@ from tunsec.ike.events import (
     AuthFailed,
     ChildSaDown,
     ChildSaUp,
+    DownReason,
     IkeSaDown,
     IkeSaRekeyed,
     IkeSaUp,
@@ -313,7 +314,7 @@ class IkeService:
                 continue
             if hard:
                 log.info("%s: CHILD_SA %s reached its hard limit; deleting", state.conn, state.child)
-                sa.delete_child(state.unique_id)
+                sa.delete_child(state.unique_id, DownReason.EXPIRED)
             else:
                 log.info("%s: CHILD_SA %s reached its soft limit; rekeying", state.conn, state.child)
                 sa.rekey_child(state.unique_id)
@@ -552,13 +553,14 @@ class IkeService:
                                              "local_id": str(ev.local_id), "remote_id": str(ev.remote_id),
                                              "spi_i": ev.spi_i.hex(), "spi_r": ev.spi_r.hex(),
                                              "established": time.time()}
+                self._enforce_unique(sa, ev)
             case IkeSaRekeyed():
                 self._ike_rekeyed(sa, ev)
             case IkeSaDown():
                 log.info("%s: IKE SA closed: %s", ev.name, ev.reason)
                 self._ike_handles.pop(sa, None)
                 was_up = self.ike_up.pop(sa.local_spi, None) is not None
-                if was_up and "by peer" in ev.reason:
+                if was_up and ev.reason is DownReason.DELETED_BY_PEER:
                     self._after_loss(ev.name, "close_action")
             case ChildSaUp():
                 state = self._child_registered(sa, ev)
@@ -583,6 +585,29 @@ class IkeService:
                     self._retry(ev.name)
             case SpiUnused():
                 self._spawn(self._delete_sa(ev.spi, Direction.IN))
+
+    def _enforce_unique(self, fresh: IkeSa, ev: IkeSaUp) -> None:
+        """strongSwan's ``unique`` for a new IKE SA whose peer identity already has one on this connection:
+        ``replace`` deletes the old ones; ``keep`` deletes the new one if an old one is with another address
+        (from the same address it may be a reauthentication, which strongSwan lets through too);
+        ``no``/``never`` allow duplicates (INITIAL_CONTACT still replaces, see IkeEndpoint)."""
+        conn = self.connections.get(ev.name)
+        if conn is None or conn.unique not in ("replace", "keep"):
+            return
+        dups = [s for s in self.endpoint.sas if s is not fresh and s.name == fresh.name
+                and s.state is State.ESTABLISHED and s.peer_id == ev.remote_id]
+        if not dups:
+            return
+        if conn.unique == "keep":
+            if any(s.remote_addr[0] != fresh.remote_addr[0] for s in dups):
+                log.info("%s: IKE SA with %s from %s is a duplicate (unique = keep): deleting the new one",
+                         ev.name, ev.remote_id, ev.remote_addr[0])
+                fresh.delete(time.monotonic(), DownReason.DUPLICATE)
+            return
+        for old in dups:
+            log.info("%s: replacing IKE SA with %s from %s (unique = replace)", ev.name, ev.remote_id,
+                     old.remote_addr[0])
+            old.delete(time.monotonic(), DownReason.REPLACED)
 
     def _ike_rekeyed(self, sa: IkeSa, ev: IkeSaRekeyed) -> None:
         """The successor carries on the old IKE SA's children, so it takes over its handle."""
@@ -773,11 +798,11 @@ class IkeService:
             # never installed (or lost with a worker restart): only our inbound SPI may be left
             self._spawn(self._delete_sa(ev.spi_in, Direction.IN))
             log.info("%s: CHILD_SA %s %08x_i %08x_o deleted: %s", sa.name, ev.child, ev.spi_in, ev.spi_out,
-                     ev.reason)
+                     ev.describe())
             return
-        self._spawn(self._child_down(state, self._forget(state), ev.reason))
+        self._spawn(self._child_down(state, self._forget(state), ev))
 
-    async def _child_down(self, state: ChildState, lineage_ended: bool, reason: str) -> None:
+    async def _child_down(self, state: ChildState, lineage_ended: bool, ev: ChildSaDown) -> None:
         async with self._changes:
             # its successor, if we answered that rekey, sends from now on (before the old SA goes)
             for member in [self.children[h] for h in state.lineage.members if h in self.children]:
@@ -786,11 +811,12 @@ class IkeService:
             await self._remove(state, lineage_ended, linger=not lineage_ended)
         conn_name = state.conn
         log.info("%s: CHILD_SA %s %08x_i %08x_o deleted: %s (peer %s)", conn_name, state.child, state.spi_in,
-                 state.spi_out, reason, state.remote.addr)
+                 state.spi_out, ev.describe(), state.remote.addr)
         conn = self.connections.get(conn_name)
         ike = self._ike_sa(state.ike)
         # a rekeyed child's DELETE (its lineage goes on) is no reason to re-create it
-        if conn is not None and ike is not None and ike.state is State.ESTABLISHED and "by peer" in reason \
+        if conn is not None and ike is not None and ike.state is State.ESTABLISHED \
+                and ev.reason is DownReason.DELETED_BY_PEER \
                 and lineage_ended and not self.closing:
             plan = conn.child(state.child)
             if plan.close_action == "start":
