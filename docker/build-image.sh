@@ -35,7 +35,8 @@ if [ "$ENGINE" = podman ]; then
   command -v runc >/dev/null && ENGINE_FLAGS+=(--runtime runc)
   # podman's default RLIMIT_NOFILE is above what these machines allow
   # --format docker: OCI images have no HEALTHCHECK
-  BUILD_LIMITS=(--ulimit nofile=20000:20000 --ulimit nproc=4096:4096 --format docker)
+  # --jobs 2: the runtime stage's apt-get runs while the build stage compiles
+  BUILD_LIMITS=(--ulimit nofile=20000:20000 --ulimit nproc=4096:4096 --format docker --jobs 2)
   # pip in the build stage trusts what the host trusts (a TLS-inspecting proxy's CA); the
   # bundle is a build volume, not a layer
   HOST_CA=/etc/ssl/certs/ca-certificates.crt
@@ -62,13 +63,14 @@ base_from_mirror() {
   echo "build-image: no registry for $FULL_BASE; building it from $DEBIAN_MIRROR with mmdebstrap" >&2
   BASE_TAR=$(mktemp --suffix=.tar)
   trap 'rm -f "$BASE_TAR"' EXIT
-  # --variant=minbase and the slim image's dpkg excludes; usrmerge via the hook,
-  # not the usrmerge package (which would drag perl into every image)
+  # --variant=minbase and the slim image's dpkg settings (no docs, man pages, locales;
+  # unsafe-io as its docker-apt-speedup); merged /usr via the hook, not the usrmerge
+  # package (which would drag perl into every image)
   mmdebstrap --quiet --variant=minbase ${hooks:+--hook-dir=$hooks} \
     --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
     --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*' \
     --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-include=/usr/share/locale/locale.alias' \
-    --aptopt='Acquire::Languages "none"' \
+    --aptopt='Acquire::Languages "none"' --dpkgopt='force-unsafe-io' \
     "$suite" "$BASE_TAR" "$DEBIAN_MIRROR"
   engine import --change 'CMD ["bash"]' --message "mmdebstrap $suite minbase from $DEBIAN_MIRROR" \
     "$BASE_TAR" "$FULL_BASE" >/dev/null
