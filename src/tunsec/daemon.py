@@ -20,12 +20,14 @@ from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Any
 
-from tunsec.config import Config, worker_user
+from tunsec.conf.config import Config
+from tunsec.conf.connections import find_child, ike_endpoints
+from tunsec.conf.tunsec_section import worker_user
 from tunsec.dataplane import pipe
 from tunsec.dataplane.client import WorkerClient, WorkerError, WorkerFds
 from tunsec.dataplane.pipe import Direction, ExpireReason
 from tunsec.dataplane.tun import Tun, local_address_in, outer_mtu_towards, tunnel_mtu
-from tunsec.ike_connections import connections_from_config, dos_limits, ike_endpoints
+from tunsec.ike.constants import NATT_PORT
 from tunsec.ikeservice import IkeService
 from tunsec.manual import ManualPlan, plan
 from tunsec.policy.ids import IdSpace
@@ -98,7 +100,7 @@ class Sockets:
             addrs.add(addr)
             ports.add(port)
         if not families:
-            families[4] = ({"0.0.0.0"}, {4500})
+            families[4] = ({"0.0.0.0"}, {NATT_PORT})
         binds = {}
         for fam, (addrs, ports) in families.items():
             if len(ports) != 1:
@@ -147,10 +149,10 @@ class Daemon:
         self.mtu = 0
         self.sockets = Sockets()
         self.worker = WorkerClient(self._on_event)
-        conns = connections_from_config(cfg)
+        conns = cfg.connections
         self.ike: IkeService | None = None
         if conns:
-            self.ike = IkeService(conns, lambda: self.worker, ike_endpoints(conns), self.ids, dos_limits(cfg))
+            self.ike = IkeService(conns, lambda: self.worker, ike_endpoints(conns), self.ids, cfg.tunsec.dos)
         self.nqueues = max(1, min(cfg.tunsec.workers or os.cpu_count() or 1, 16))
         self.started = time.time()
         self.restarts: list[float] = []
@@ -417,10 +419,11 @@ class Daemon:
         try:
             if cmd == "initiate":
                 child = str(req.get("child", ""))
-                conn = req.get("ike") or self.ike.find_child(child)
-                if not conn:
-                    return {"ok": False, "error": f"no child {child!r} in any connection"}
-                self.ike.initiate(str(conn), child or None)
+                try:
+                    conn = find_child(self.cfg.connections, child, str(req.get("ike") or "")).name
+                except LookupError as err:
+                    return {"ok": False, "error": str(err.args[0])}
+                self.ike.initiate(conn, child or None)
                 return {"ok": True, "message": f"initiating {conn}" + (f" child {child}" if child else "")}
             n = self.ike.terminate(str(req.get("ike", "")))
             if not n:
@@ -462,7 +465,7 @@ class Daemon:
                 (int(t.local_addr.version), str(t.local_addr), t.local_port) for t in self.cfg.manual
             ]
             if self.ike is not None:
-                endpoints += [(fam, addr, 4500) for fam, addr in self.ike.local_addrs.items()]
+                endpoints += [(fam, addr, NATT_PORT) for fam, addr in self.ike.local_addrs.items()]
                 self.ike.open_sockets()
             self._open_tun()
             assert self.tun is not None

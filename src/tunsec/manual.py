@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from tunsec.config import Esp, ManualTunnel
+from tunsec.conf.manual import Esp, ManualTunnel
 from tunsec.dataplane.pipe import Alg, Direction, Endpoint, Lifetime, Policy, SaSpec
 from tunsec.policy.ids import Band, IdSpace, priority
 from tunsec.policy.spd import protect_policies, tunnel_selectors
