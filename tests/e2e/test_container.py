@@ -133,7 +133,8 @@ def pair(topo: TwoHosts, image: str) -> Iterator[tuple[Container, Container]]:
 def test_two_containers_ike_traffic_status_and_clean_stop(topo: TwoHosts, pair: tuple[Container, Container]) -> None:
     a, b = pair
     b.run()     # the responder first and ready, so the initiator's first IKE_SA_INIT finds it
-    assert wait_until(lambda: b.status() is not None, 30), f"{b.name} did not start:\n{b.logs()}"
+    # "tunsec up" (what READY=1 means under systemd) comes after IKE has inbound SPIs to hand out
+    assert wait_until(lambda: "tunsec up:" in b.logs(), 30), f"{b.name} did not start:\n{b.logs()}"
     a.run()
     for c in (a, b):
         assert wait_until(lambda c=c: bool(c.established()), 30), f"{c.name}: no IKE SA:\n{c.logs()}"  # type: ignore[misc]
