@@ -31,6 +31,7 @@ from tunsec.ike.constants import NATT_PORT
 from tunsec.ikeservice import IkeService
 from tunsec.manual import ManualPlan, plan
 from tunsec.policy.ids import IdSpace
+from tunsec.sdnotify import notify
 from tunsec.seqstate import SeqState, StateError, prepare_dir
 from tunsec.status import status_document
 
@@ -502,6 +503,7 @@ class Daemon:
             log.info("tunsec up: %d manual tunnel(s), %d IKE connection(s) on %s (MTU %d), control socket %s",
                      len(self.plans), len(self.ike.connections) if self.ike else 0, self.cfg.tunsec.tun,
                      self.mtu, self.cfg.tunsec.control_socket)
+            notify("READY=1", "STATUS=tunnels up, control socket listening")   # systemd Type=notify
             await self.stopping.wait()
             return 1 if len(self.restarts) > MAX_RESTARTS else 0
         finally:
@@ -509,6 +511,7 @@ class Daemon:
 
     async def shutdown(self) -> None:
         self.stopping.set()
+        notify("STOPPING=1")
         for t in self._tasks + list(self._background):
             t.cancel()
         for t in self._tasks + list(self._background):
