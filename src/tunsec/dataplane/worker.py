@@ -130,7 +130,8 @@ class Worker:
                 self.dp.update(msg.sa)
                 self.timers.cancel((msg.sa.spi, Direction.IN, None))
                 self._lifetime_timers(msg.sa)
-                log.info("SA in %08x installed%s", msg.sa.spi, ", first use reported" if msg.sa.report_first_use else "")
+                log.info("SA in %08x installed%s", msg.sa.spi,
+                         ", first use reported" if msg.sa.report_first_use else "")
                 return self._ok(msg)
             case pipe.Add():
                 self.dp.add(msg.sa)
