@@ -228,9 +228,11 @@ def test_a_rekey_installs_before_it_signals_and_never_loses_a_packet(starter: st
     asyncio.run(body())
 
 
-def test_rekeys_from_both_ends_and_collisions_lose_nothing() -> None:
+@pytest.mark.parametrize("first_use", [False, True], ids=["on-delete", "on-first-use"])
+def test_rekeys_from_both_ends_and_collisions_lose_nothing(first_use: bool) -> None:
     async def body() -> None:
         pair = await established()
+        pair.first_use = first_use
         for starters in (["a"], ["b"], ["a", "b"], ["b", "a"], ["a"]):
             for side in starters:        # both before any delivery: a collision (RFC 7296 §2.8.1)
                 pair.rekey(side)
