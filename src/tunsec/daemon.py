@@ -355,6 +355,9 @@ class Daemon:
             case pipe.InvalidSpi():
                 self.ike.invalid_spi(msg.spi, msg.remote)
                 return False   # still logged below
+            case pipe.FirstUse():
+                self.ike.first_use(msg.spi)
+                return True
         return False
 
     async def dump(self) -> pipe.Reply:

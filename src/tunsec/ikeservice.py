@@ -13,7 +13,9 @@
   datagram leaves while a Child SA is being installed (the responder's
   CREATE_CHILD_SA response waits for its new inbound SA, the initiator's
   DELETE for both new SAs); a rekey responder adds its new outbound SA only
-  when the old SA's DELETE arrives (or after STANDBY_TIMEOUT); a rekeyed
+  when the first packet arrives on its new inbound SA (the worker's
+  FIRST_USE: the initiator has installed its side), or when the old SA's
+  DELETE arrives, or after STANDBY_TIMEOUT, whichever comes first; a rekeyed
   Child SA's inbound SA lingers INBOUND_LINGER seconds for packets in flight.
 - Ownership: each Child SA is known by a handle unique across IKE SAs (many
   peers may share one connection, and unique ids restart per IKE SA).  A
@@ -68,7 +70,7 @@ SPI_POOL = 8
 SHUTDOWN_WAIT = 3.0   # seconds for the peers to acknowledge our DELETEs at shutdown
 INVALID_SPI_INTERVAL = 1.0   # seconds between two INVALID_SPI notifies in one IKE SA
 INBOUND_LINGER = 5.0   # seconds a rekeyed Child SA's inbound SA outlives its DELETE (packets in flight; as strongSwan)
-STANDBY_TIMEOUT = 10.0   # seconds a rekey responder waits for the old SA's DELETE before sending on the new one
+STANDBY_TIMEOUT = 10.0   # seconds a rekey responder waits for traffic on the new SA or the old one's DELETE
 ALGS = {"aes128gcm16": Alg.AES128GCM16, "aes256gcm16": Alg.AES256GCM16}
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -110,8 +112,8 @@ class ChildState:
     established: float = field(default_factory=time.time)
     out_installed: bool = False    # our ADD succeeded: the outbound SA (spi_out, remote) is ours to delete
     pred: int | None = None        # handle of the Child SA this one rekeyed
-    # a rekey we answered: its outbound SA, added when the old one's DELETE arrives (we keep sending on
-    # the old SA until the initiator, which installs first, tells us it is done with it)
+    # a rekey we answered: its outbound SA, added when the initiator shows it has installed the new Child
+    # SA (its first packet on our new inbound SA, or its DELETE of the old one); until then we send on the old
     standby: SaSpec | None = field(default=None, repr=False)
     standby_timer: asyncio.TimerHandle | None = None
 
@@ -711,8 +713,10 @@ class IkeService:
             return
         common = dict(alg=ALGS[ev.alg], esn=ev.esn, reqid=state.reqid, local=local, remote=state.remote,
                       soft=plan.soft_lifetime(), hard=plan.hard_lifetime())
+        # a rekey we answer: the worker tells us when the initiator first sends on it (see first_use)
         inbound = SaSpec(spi=ev.spi_in, direction=Direction.IN, key=ev.key_in.reveal(),
                          replay_window=plan.replay_window, selectors=sels.inbound,
+                         report_first_use=not ev.initiator and state.pred is not None,
                          **common)  # type: ignore[arg-type]
         outbound = SaSpec(spi=ev.spi_out, direction=Direction.OUT, key=ev.key_out.reveal(), replay_window=0,
                           selectors=sels.outbound, **common)  # type: ignore[arg-type]
@@ -742,6 +746,24 @@ class IkeService:
         log.info("%s: CHILD_SA %s up, SPIs %08x_i %08x_o, %s === %s (peer %s, reqid %d)", state.conn, plan.name,
                  ev.spi_in, ev.spi_out, ", ".join(map(str, ev.local_ts)), ", ".join(map(str, ev.remote_ts)),
                  state.remote.addr, state.reqid)
+
+    def first_use(self, spi: int) -> bool:
+        """The worker's FIRST_USE: an authenticated packet arrived on our inbound SA ``spi``.
+
+        If it belongs to a rekey we answered, the initiator has installed the new Child SA and
+        sends on it, so our traffic moves to the new outbound SA now rather than at the old SA's
+        DELETE or the standby timeout.  Older standbys of the lineage are dropped: the peer has
+        moved past them, and adding one later would move our traffic back.  True if promoted."""
+        state = next((c for c in self.children.values() if c.spi_in == spi), None)
+        if state is None or state.standby is None:
+            return False   # the DELETE or the timeout came first, or the child is gone
+        pred = self.children.get(state.pred) if state.pred is not None else None
+        while pred is not None:
+            pred.standby = None
+            self._unlater(pred.standby_timer)
+            pred = self.children.get(pred.pred) if pred.pred is not None else None
+        self._spawn(self._promote(state, "the peer sends on the new SA"))
+        return True
 
     async def _promote(self, state: ChildState, why: str) -> None:
         async with self._changes:

@@ -130,7 +130,8 @@ class Worker:
                 self.dp.update(msg.sa)
                 self.timers.cancel((msg.sa.spi, Direction.IN, None))
                 self._lifetime_timers(msg.sa)
-                log.info("SA in %08x installed", msg.sa.spi)
+                log.info("SA in %08x installed%s", msg.sa.spi,
+                         ", first use reported" if msg.sa.report_first_use else "")
                 return self._ok(msg)
             case pipe.Add():
                 self.dp.add(msg.sa)
@@ -230,6 +231,8 @@ class Worker:
             if ev.direction is Direction.OUT and remote is None:
                 return None
             return pipe.ReserveLow(spi=ev.spi, direction=ev.direction, needed=ev.seq, remote=remote)
+        if ev.type is EventType.FIRST_USE:
+            return pipe.FirstUse(spi=ev.spi)
         return None
 
     def _emit(self, msg: pipe.Message) -> None:
