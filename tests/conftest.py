@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from reachable import python_argv
 
 from tunsec.bench.netns import Host, TwoHosts, wait_until
 
@@ -138,7 +139,7 @@ class TunsecPair:
         return Side(me, conf, d / f"{me.ns}.log", sock)
 
     def start(self, side: Side, **popen: Any) -> None:
-        argv = [sys.executable, "-m", "tunsec", "up", "-c", str(side.conf)]
+        argv = [*python_argv(), "-m", "tunsec", "up", "-c", str(side.conf)]
         side.proc = self.topo.popen(side.host, argv, log=side.log, **popen)
         ok = wait_until(lambda: side.proc is not None and (side.proc.poll() is not None
                                                            or side.status(self.topo).returncode == 0), 20)

@@ -929,7 +929,7 @@ class TunsecSettings:
     tun: str = "tunsec0"
     mtu: int | None = None
     outer_mtu: int | None = None
-    control_socket: str = "/run/tunsec/tunsec.sock"
+    control_socket: str = ""   # "" = the default runtime.default_control_socket() resolves
     workers: int | None = None
     log_level: LogLevel = "info"
     larval_timeout: int = 30

@@ -20,6 +20,7 @@ from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Any
 
+from tunsec import privilege
 from tunsec.config import Config, worker_user
 from tunsec.dataplane import pipe
 from tunsec.dataplane.client import WorkerClient, WorkerError, WorkerFds
@@ -72,7 +73,7 @@ def _udp_socket(family: int, addr: str, port: int, reuseport: bool = False) -> s
         s.bind((addr, port))
     except OSError as err:
         s.close()
-        raise StartupError(f"cannot bind UDP {addr} port {port}: {err.strerror}") from err
+        raise StartupError(privilege.bind_error("UDP", addr, port, err)) from err
     s.setblocking(False)
     return s
 
@@ -161,6 +162,9 @@ class Daemon:
         self.stopping = asyncio.Event()
         self._server: asyncio.AbstractServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self.privilege = privilege.Plan(False, None)   # privilege: set by prepare()
+        self._made_socket_dir = False
+        self._privilege_given_up = False
 
     # --- setup -----------------------------------------------------------------
     def _choose_mtu(self) -> int:
@@ -220,6 +224,7 @@ class Daemon:
             raise StartupError(f"starting the dataplane worker: {err}") from None
         self.worker = WorkerClient(self._on_event)
         await self.worker.start(fds, self.mtu, s.larval_timeout, s.log_level, user)
+        self._give_up_privilege()   # privilege: once, the first worker started, before any thread or IKE
         await self._install()
         if self.ike is not None and self.restarts:
             await self.ike.worker_restarted()
@@ -431,7 +436,15 @@ class Daemon:
     def _claim_control_socket(self) -> None:
         """Refuse to start next to a live instance; clear a stale socket file."""
         path = self.cfg.tunsec.control_socket
-        os.makedirs(os.path.dirname(path) or ".", mode=0o750, exist_ok=True)
+        directory = os.path.dirname(path) or "."
+        if not os.path.isdir(directory):
+            try:
+                os.makedirs(directory, mode=0o750)
+            except OSError as err:
+                raise StartupError(f"creating the control socket directory: {err.strerror}; "
+                                   + privilege.writable_error("control socket directory", Path(directory), None)
+                                   + " (or start it with RUNTIME_DIRECTORY or XDG_RUNTIME_DIR set)") from err
+            self._made_socket_dir = True
         if not os.path.lexists(path):
             return
         if not stat.S_ISSOCK(os.lstat(path).st_mode):
@@ -446,14 +459,48 @@ class Daemon:
 
     async def _open_control_socket(self) -> None:
         path = self.cfg.tunsec.control_socket
-        self._server = await asyncio.start_unix_server(self._serve_client, path=path)
+        try:
+            self._server = await asyncio.start_unix_server(self._serve_client, path=path)
+        except OSError as err:
+            raise StartupError(f"creating the control socket {path}: {err.strerror}; " + privilege.writable_error(
+                "control socket directory", Path(os.path.dirname(path) or "."), None)) from err
         os.chmod(path, 0o660)
+
+    def _give_up_privilege(self) -> None:
+        """Become the configured user with only the capabilities still used: CAP_NET_ADMIN only to
+        remove at exit the routes put on a TUN that outlives us (routes are static: they follow the
+        configured selectors, installed above; one on a TUN we created goes with it)."""
+        assert self.tun is not None
+        if self._privilege_given_up:
+            return
+        self._privilege_given_up = True
+        sock = Path(self.cfg.tunsec.control_socket)
+        hand = [sock] + ([sock.parent] if self._made_socket_dir else [])
+        writable: list[tuple[str, Path]] = []
+        if self.plans:
+            state = Path(self.cfg.tunsec.state_dir)
+            hand += [state, *sorted(state.iterdir())]
+            writable.append(("state_dir", state))
+        keep = privilege.mask(privilege.CAP_NET_ADMIN) if self.tun.routes and not self.tun.created else 0
+        try:
+            line = privilege.give_up(self.privilege, keep, hand, writable)
+        except (privilege.PrivilegeError, OSError) as err:
+            raise StartupError(f"dropping privileges: {err}") from err
+        if line:
+            log.info("control process %s", line)
+            restart = privilege.spawn_problem()
+            if restart:
+                log.warning("a worker that dies cannot be restarted: %s", restart)
 
     # --- lifecycle -----------------------------------------------------------------
     # Netlink work (pyroute2's synchronous API runs an event loop of its own)
     # happens in prepare()/close_network(), outside the daemon's event loop.
     def prepare(self) -> None:
         """Sockets, TUN, MTU and routes; undone by close_network()."""
+        try:   # privilege: whom both processes become, checked before anything is set up
+            self.privilege = privilege.plan(self.cfg.tunsec.user)
+        except privilege.PrivilegeError as err:
+            raise StartupError(str(err)) from err
         self._claim_control_socket()
         self._open_seq_state()
         try:
@@ -462,13 +509,17 @@ class Daemon:
             ]
             if self.ike is not None:
                 endpoints += [(fam, addr, 4500) for fam, addr in self.ike.local_addrs.items()]
-                self.ike.open_sockets()
+                try:
+                    self.ike.open_sockets()
+                except OSError as err:   # privilege: the message names address, port and the fix
+                    raise StartupError(err.strerror or str(err)) from err
             self._open_tun()
             assert self.tun is not None
             # one socket per TUN queue actually opened: an SO_REUSEPORT socket that no
             # loop thread reads would swallow the share of the peers the kernel gives it
             self.sockets = Sockets.for_endpoints(endpoints, self.tun.nqueues)
             self._setup_tun()
+            self.tun.report_unapplied(self.cfg.path)   # privilege: the one warning when unprivileged
         except BaseException:
             self.close_network()
             raise
@@ -516,7 +567,7 @@ class Daemon:
         await self.worker.stop()
         if self._server is not None:
             self._server.close()
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(FileNotFoundError, PermissionError):   # stale ones are cleared at start
                 os.unlink(self.cfg.tunsec.control_socket)
             self._server = None
         log.info("tunsec stopped")
