@@ -37,11 +37,12 @@ def _closed_dir(path: Path) -> tuple[Path, Path] | None:
     return None
 
 
-def python_argv() -> list[str]:
-    """sys.executable, wrapped so that any user can run it again."""
+def python_argv(as_user: list[str] | None = None) -> list[str]:
+    """sys.executable, wrapped so that any user can run it again; as_user (a setpriv command, say)
+    runs it after the mounts are made."""
     closed = _closed_dir(Path(sys.executable).resolve())
+    tail = [*(as_user or []), sys.executable]
     if closed is None:
-        return [sys.executable]
+        return tail
     d, child = closed
-    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", SCRIPT, "sh", str(child), str(d),
-            sys.executable]
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", SCRIPT, "sh", str(child), str(d), *tail]

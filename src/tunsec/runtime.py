@@ -36,11 +36,15 @@ def resolved(cfg: Config) -> Config:
 
 
 def owner_name(path: str) -> str:
-    """Who owns path (for 'run as root or as user U'); the uid when it has no name."""
+    """Who owns path (for 'run as root or as user U'), or the directory it is in when that is all
+    this user may see; the uid when it has no name."""
     try:
         uid = os.stat(path).st_uid
     except OSError:
-        return "its owner"
+        try:
+            uid = os.stat(os.path.dirname(path) or ".").st_uid
+        except OSError:
+            return "its owner"
     try:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
