@@ -116,7 +116,7 @@ def test_example_parses_to_the_right_values() -> None:
     config = parse_config(EXAMPLE, "tunsec.conf")
     assert config.path == "tunsec.conf"
     t = config.tunsec
-    assert (t.tun, t.mtu, t.outer_mtu, t.control_socket) == ("tunsec0", None, None, "")
+    assert (t.tun, t.mtu, t.outer_mtu, t.control_socket) == ("tunsec0", None, None, "/run/tunsec/tunsec.sock")
     assert (t.workers, t.log_level, t.larval_timeout) == (None, "info", 30)
     (site,) = config.manual
     assert site.name == "site-b"
