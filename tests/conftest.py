@@ -132,7 +132,8 @@ class TunsecPair:
 
     def _side(self, me: Host, peer: Host, spi_in: int, key_in: str, spi_out: int, key_out: str) -> Side:
         d = self.topo.workdir
-        sock = d / f"{me.ns}.sock"
+        # in a directory tunsec makes: it hands it to the user it drops to, so it can remove the socket at exit
+        sock = d / me.ns / "tunsec.sock"
         conf = d / f"{me.ns}.conf"
         conf.write_text(manual_conf(me, peer, sock, spi_in, key_in, spi_out, key_out, self.o))
         conf.chmod(0o600)

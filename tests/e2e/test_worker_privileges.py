@@ -199,3 +199,33 @@ def test_unprivileged_on_a_tun_made_for_it(topo: TwoHosts) -> None:
     denied = status_as(topo, a, other, "--socket", str(a.sock))
     assert denied.returncode == 1
     assert f"permission denied on {a.sock}: run as root or as user {user}" in denied.stderr, denied.stderr
+
+
+CONTAINER_CAPS = ("net_admin", "net_bind_service", "setuid", "setgid")   # --cap-drop ALL --cap-add ...
+
+
+def test_root_with_a_containers_capabilities_drops_to_the_user(topo: TwoHosts) -> None:
+    """Root in a container (--cap-drop ALL plus NET_ADMIN, NET_BIND_SERVICE, SETUID, SETGID, and CHOWN for
+    manual keys' state_dir): both processes
+    end as the user with no capability; the bounding set stays the container's (no CAP_SETPCAP to empty it)
+    and no-new-privs keeps it unused."""
+    user = expected_default_user()
+    pair = TunsecPair(topo, TunnelOptions(inner6=False))
+    # manual keys persist sequence numbers in state_dir, which root makes and hands to the user: + CHOWN
+    caps = (*CONTAINER_CAPS, "chown")
+    limit = ["setpriv", "--inh-caps=-all", "--bounding-set=-all," + ",".join("+" + c for c in caps), "--"]
+    pw = pwd.getpwnam(user)
+    pair.a.proc = topo.popen(topo.a, [*python_argv(limit), "-m", "tunsec", "up", "-c", str(pair.a.conf)],
+                             log=pair.a.log)
+    pair.start(pair.b)
+    assert wait_until(lambda: pair.a.proc is not None and (pair.a.proc.poll() is not None
+                                                           or pair.a.status(topo).returncode == 0), 20)
+    assert pair.a.proc.poll() is None, pair.a.log.read_text()
+    assert topo.wait_ping(topo.a, topo.b.inner4, src=topo.a.inner4)
+    worker = int(pair.a.status_json(topo)["worker"]["pid"])
+    bounding = sum(1 << n for n in (12, 10, 7, 6, 0))
+    for pid in (worker, control_pid(worker)):
+        st = proc_status(pid)
+        assert st["Uid"] == [str(pw.pw_uid)] * 4 and st["Groups"] == [] and st["NoNewPrivs"] == ["1"], st
+        assert all(int(st[c][0], 16) == 0 for c in ("CapInh", "CapPrm", "CapEff", "CapAmb")), st
+        assert int(st["CapBnd"][0], 16) == bounding, st["CapBnd"]
