@@ -314,7 +314,8 @@ def give_up(p: Plan, keep: int, hand: list[Path], writable: list[tuple[str, Path
     there (a startup error now rather than a lost sequence number reservation later)."""
     if not p.drop:
         return None
-    for path in hand:
+    # deepest first: root without CAP_DAC_OVERRIDE (a container) cannot enter a directory once it is the user's
+    for path in sorted(hand, key=lambda x: len(x.parts), reverse=True):
         hand_over(path, p.target)
     line = drop(p.target, keep & get_caps().permitted)
     for what, path in writable:
