@@ -63,8 +63,8 @@ def _ensure_tun(name: str, flags: int, owner: Target) -> str:
     return "kept"
 
 
-def _own_dir(path: Path, owner: Target) -> None:
-    path.mkdir(mode=0o750, parents=True, exist_ok=True)
+def _own_dir(path: Path, owner: Target, mode: int = 0o750) -> None:
+    path.mkdir(mode=mode, parents=True, exist_ok=True)
     os.chown(path, owner.uid, owner.gid)
 
 
@@ -95,11 +95,15 @@ def prepare(cfg: Config, user: str) -> str:
         d.tun = None
     _own_dir(Path(cfg.tunsec.control_socket).parent, owner)
     if d.plans:
-        _own_dir(Path(cfg.tunsec.state_dir), owner)
+        _own_dir(Path(cfg.tunsec.state_dir), owner, 0o700)   # sequence number reservations: the user's alone
         for f in Path(cfg.tunsec.state_dir).iterdir():
             os.chown(f, owner.uid, owner.gid, follow_symlinks=False)
     mq = " multi_queue" if flags & IFF_MULTI_QUEUE else ""
+    st = os.stat(cfg.path)
+    unreadable = st.st_uid != owner.uid and not st.st_mode & 0o004 and not (st.st_gid == owner.gid
+                                                                            and st.st_mode & 0o040)
     return (f"TUN {name} {how} (owner {owner.name}{mq} vnet_hdr), MTU {d.mtu}, up; routes added: "
             f"{', '.join(routes) or 'none (already there)'}; {Path(cfg.tunsec.control_socket).parent} "
             f"{'and ' + cfg.tunsec.state_dir + ' ' if d.plans else ''}owned by {owner.name}. "
-            f"Now, as {owner.name}: tunsec up -c {cfg.path}")
+            f"Now, as {owner.name}: tunsec up -c {cfg.path}"
+            + (f" ({cfg.path} is not readable by {owner.name}: chown {owner.name} {cfg.path})" if unreadable else ""))
