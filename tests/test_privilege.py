@@ -80,9 +80,12 @@ def tmp_path() -> Iterator[Path]:
     shutil.rmtree(d, ignore_errors=True)
 
 
-def up(conf: Path, prefix: list[str]) -> subprocess.CompletedProcess[str]:
-    """tunsec up in a network namespace of its own, with lo up; it must refuse to start."""
-    argv = ["unshare", "--net", "sh", "-c", 'ip link set lo up && exec "$@"', "sh",
+def up(conf: Path, prefix: list[str], before: str = "true") -> subprocess.CompletedProcess[str]:
+    """tunsec up in a network namespace of its own, with lo up (and the shell command before run first,
+    as root); it must refuse to start."""
+    # sysfs mounted again, so /sys/class/net shows this namespace's devices
+    argv = ["unshare", "--net", "--mount", "--propagation", "private", "sh", "-c",
+            f'mount -t sysfs none /sys && ip link set lo up && {before} && exec "$@"', "sh",
             *python_argv(prefix), "-m", "tunsec", "up", "-c", str(conf)]
     return subprocess.run(argv, capture_output=True, text=True, timeout=60)
 
@@ -157,3 +160,26 @@ def test_status_reads_the_same_default(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "tunsec", "status"], capture_output=True, text=True, env=env,
                        timeout=30)
     assert r.returncode == 1 and f"no running tunsec on {tmp_path}/tunsec/tunsec.sock" in r.stderr, r.stderr
+
+
+def as_nobody() -> list[str]:
+    pw = pwd.getpwnam("nobody")
+    return ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--clear-groups", "--inh-caps=-all", "--"]
+
+
+@pytest.mark.parametrize("before, expected", [
+    ("true", "creating TUN tunsec0 as nobody: needs CAP_NET_ADMIN; as root, once: tunsec prepare"),
+    ("ip tuntap add dev tunsec0 mode tun user daemon",
+     "attaching to TUN tunsec0 (owner daemon) as nobody: needs CAP_NET_ADMIN or to be its owner"),
+])
+def test_a_tun_the_user_may_not_open_names_the_device_and_the_fix(tmp_path: Path, before: str,
+                                                                  expected: str) -> None:
+    pw = pwd.getpwnam("nobody")
+    d = user_dir(tmp_path, pw)
+    conf = d / "t.conf"
+    conf.write_text(MANUAL.format(sock=d / "s.sock", state=d / "state", extra="", key="55" * 20))
+    os.chown(conf, pw.pw_uid, pw.pw_gid)
+    r = up(conf, as_nobody(), before)
+    assert r.returncode == 1
+    assert f"cannot open TUN tunsec0: {expected}" in r.stderr, r.stderr
+    assert "ip tuntap add dev tunsec0 mode tun user nobody vnet_hdr" in r.stderr and "Traceback" not in r.stderr

@@ -184,7 +184,7 @@ class Daemon:
         try:
             self.tun = Tun.open(self.cfg.tunsec.tun, queues=self.nqueues)
         except OSError as err:
-            raise StartupError(f"cannot open TUN {self.cfg.tunsec.tun}: {err}") from err
+            raise StartupError(f"cannot open TUN {self.cfg.tunsec.tun}: {err.strerror or err}") from err
 
     def _setup_tun(self) -> None:
         assert self.tun is not None

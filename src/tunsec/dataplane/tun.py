@@ -104,6 +104,9 @@ class Tun:
             dev_flags = tun_flags(name)
             multi_queue = bool(dev_flags & IFF_MULTI_QUEUE)
             offload = bool(dev_flags & IFF_VNET_HDR)
+            if tun_owner(name).startswith("none") and _tun_group(name) < 0:
+                log.warning("TUN %s has no owner: any local user may attach to it and read or inject its "
+                            "packets; make it with ip tuntap add ... user U (tunsec prepare does)", name)
             if queues > 1 and not multi_queue:
                 log.warning("TUN %s exists without multiple queues; using one queue", name)
                 queues = 1
@@ -272,6 +275,14 @@ def tun_owner(name: str) -> str:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
         return f"uid {uid}"
+
+
+def _tun_group(name: str) -> int:
+    try:
+        with open(f"/sys/class/net/{name}/group") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return -1
 
 
 ADDR_GEN_MODE_NONE = 1   # linux/if_link.h IN6_ADDR_GEN_MODE_NONE
