@@ -467,30 +467,15 @@ class Daemon:
         os.chmod(path, 0o660)
 
     def _give_up_privilege(self) -> None:
-        """Become the configured user with only the capabilities still used: CAP_NET_ADMIN only to
-        remove at exit the routes put on a TUN that outlives us (routes are static: they follow the
-        configured selectors, installed above; one on a TUN we created goes with it)."""
-        assert self.tun is not None
+        """privilege: become the configured user, once (see privilege.give_up_control)."""
         if self._privilege_given_up:
             return
         self._privilege_given_up = True
-        sock = Path(self.cfg.tunsec.control_socket)
-        hand = [sock] + ([sock.parent] if self._made_socket_dir else [])
-        writable: list[tuple[str, Path]] = []
-        if self.plans:
-            state = Path(self.cfg.tunsec.state_dir)
-            hand += [state, *sorted(state.iterdir())]
-            writable.append(("state_dir", state))
-        keep = privilege.mask(privilege.CAP_NET_ADMIN) if self.tun.routes and not self.tun.created else 0
         try:
-            line = privilege.give_up(self.privilege, keep, hand, writable)
+            privilege.give_up_control(self.privilege, self.cfg.tunsec, self._made_socket_dir, bool(self.plans),
+                                      bool(self.tun and self.tun.routes and not self.tun.created))
         except (privilege.PrivilegeError, OSError) as err:
             raise StartupError(f"dropping privileges: {err}") from err
-        if line:
-            log.info("control process %s", line)
-            restart = privilege.spawn_problem()
-            if restart:
-                log.warning("a worker that dies cannot be restarted: %s", restart)
 
     # --- lifecycle -----------------------------------------------------------------
     # Netlink work (pyroute2's synchronous API runs an event loop of its own)

@@ -20,6 +20,10 @@ import os
 import pwd
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tunsec.config import TunsecSettings
 
 log = logging.getLogger("tunsec.privilege")
 
@@ -337,3 +341,24 @@ def spawn_problem() -> str | None:
             return (f"{what} {path} is not reachable by {_me()}; install tunsec where that user can run it "
                     "(a system Python or a venv outside /root)")
     return None
+
+
+def give_up_control(p: Plan, settings: TunsecSettings, made_socket_dir: bool, manual: bool,
+                    own_routes_on_kept_tun: bool) -> None:
+    """The control process, once set up (TUN, sockets, routes, control socket, first worker), before
+    any IKE is read: the user, with only the capabilities it still uses.  Routes follow the configured
+    selectors and are installed by then, so that is none; except CAP_NET_ADMIN to remove at exit the
+    routes it put on a TUN that outlives it (one it created takes its routes with it)."""
+    sock = Path(settings.control_socket)
+    hand = [sock] + ([sock.parent] if made_socket_dir else [])
+    writable: list[tuple[str, Path]] = []
+    if manual:   # sequence number reservations are written from now on
+        state = Path(settings.state_dir)
+        hand += [state, *sorted(state.iterdir())]
+        writable.append(("state_dir", state))
+    line = give_up(p, mask(CAP_NET_ADMIN) if own_routes_on_kept_tun else 0, hand, writable)
+    if line:
+        log.info("control process %s", line)
+        restart = spawn_problem()
+        if restart:
+            log.warning("a worker that dies cannot be restarted: %s", restart)
