@@ -38,6 +38,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from tunsec import privilege
 from tunsec.conf.connections import Child, Connection
 from tunsec.dataplane import pipe
 from tunsec.dataplane.client import WorkerClient, WorkerError
@@ -167,7 +168,11 @@ class IkeService:
                 s = socket.socket(af, socket.SOCK_DGRAM)
                 if fam == 6:
                     s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                s.bind((addr, port))
+                try:
+                    s.bind((addr, port))
+                except OSError as err:
+                    s.close()
+                    raise OSError(err.errno, privilege.bind_error("UDP (IKE)", addr, port, err)) from err
                 s.setblocking(False)
                 self.sockets[fam] = s
 
