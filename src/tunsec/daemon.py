@@ -20,7 +20,7 @@ from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Any
 
-from tunsec import privilege
+from tunsec import privilege, sdnotify
 from tunsec.conf.config import Config
 from tunsec.conf.connections import find_child, ike_endpoints
 from tunsec.conf.tunsec_section import worker_user
@@ -493,6 +493,7 @@ class Daemon:
             self.privilege = privilege.plan(self.cfg.tunsec.user)
         except privilege.PrivilegeError as err:
             raise StartupError(str(err)) from err
+        sdnotify.connect()   # before the drop: the supervisor's socket may be root's alone
         self._claim_control_socket()
         self._open_seq_state()
         try:

@@ -24,16 +24,42 @@ def _address() -> str | None:
     return None     # unset, or a transport this sender does not speak (vsock:)
 
 
+_sock: socket.socket | None = None
+_sock_addr: str | None = None
+
+
+def connect() -> None:
+    """Connect to $NOTIFY_SOCKET now, while the process may still reach it.
+
+    The daemon calls this before it drops to its user: systemd's socket is
+    writable by anyone, but one made by a supervisor (or a test) may be root's
+    alone, and a connected datagram socket keeps working after the drop."""
+    global _sock, _sock_addr
+    addr = _address()
+    if addr is None or (_sock is not None and _sock_addr == addr):
+        return
+    if _sock is not None:
+        _sock.close()
+        _sock = None
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+    try:
+        s.connect(addr)
+    except OSError as err:
+        s.close()
+        log.warning("cannot notify systemd on %s: %s", os.environ.get("NOTIFY_SOCKET"), err.strerror or err)
+        return
+    _sock, _sock_addr = s, addr
+
+
 def notify(*assignments: str) -> bool:
     """Send e.g. notify("READY=1", "STATUS=..."); True if the message went out."""
-    addr = _address()
-    if addr is None:
+    if _address() is None:
         return False
-    message = "\n".join(assignments).encode()
+    connect()
+    if _sock is None:
+        return False
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
-            s.connect(addr)
-            s.sendall(message)
+        _sock.send("\n".join(assignments).encode())
     except OSError as err:
         # the service still runs; systemd will time the start out and say so
         log.warning("cannot notify systemd on %s: %s", os.environ.get("NOTIFY_SOCKET"), err.strerror or err)
