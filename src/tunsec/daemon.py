@@ -220,7 +220,7 @@ class Daemon:
         except LookupError as err:
             raise StartupError(f"starting the dataplane worker: {err}") from None
         self.worker = WorkerClient(self._on_event)
-        await self.worker.start(fds, self.mtu, s.larval_timeout, s.log_level, user)
+        await self.worker.start(fds, self.mtu, s.larval_timeout, s.log_level, user, s.log_format)
         await self._install()
         if self.ike is not None and self.restarts:
             await self.ike.worker_restarted()
