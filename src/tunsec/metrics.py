@@ -232,7 +232,7 @@ class MetricsServer:
         except OSError as err:
             raise ListenError(
                 f"cannot listen for Prometheus scrapes on TCP {self.listen} (tunsec {{ metrics_listen }}): "
-                f"{err.strerror or err}; choose a free port, or an address this host has"
+                f"{os.strerror(err.errno) if err.errno else err}; choose a free port, or an address this host has"
             ) from err
         log.info("Prometheus metrics on http://%s/metrics", self.listen)
 

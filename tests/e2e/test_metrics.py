@@ -3,7 +3,8 @@
 tunsec A <-> tunsec B with IKEv2 in two namespaces; A serves metrics on its
 loopback (`metrics_listen`), a Prometheus started here in A's namespace
 scrapes it every second, and the values are read back through Prometheus's
-HTTP API.  Then the worker is stopped (SIGSTOP): a scrape still answers, with
+HTTP API.  Before that, A starts with the port taken and must say so.  Then
+the worker is stopped (SIGSTOP): a scrape still answers, with
 `tunsec_worker_up 0`; then killed: the restart is counted.
 """
 
@@ -17,7 +18,6 @@ import socket
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -104,6 +104,14 @@ def test_prometheus_scrapes_child_sa_counters_and_survives_a_stuck_worker(topo: 
     a = TunsecIke(topo, Conn(topo.a, topo.b, start_action="start"),
                   tunsec_extra=f"  metrics_listen = 127.0.0.1:{port}\n")
     b.start()
+    # the port taken: a startup error that says where and what to do
+    with topo.socket(topo.a, socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        with pytest.raises(AssertionError, match="did not start"):
+            a.start()
+    assert (f"cannot start: cannot listen for Prometheus scrapes on TCP 127.0.0.1:{port} "
+            "(tunsec { metrics_listen }): Address already in use; choose a free port") in a.log_text()
     a.start()
     prom = Prometheus(topo, f"127.0.0.1:{port}")
     child = a.wait_established()["children"][0]
@@ -142,14 +150,3 @@ def test_prometheus_scrapes_child_sa_counters_and_survives_a_stuck_worker(topo: 
     prom.wait_value("tunsec_worker_up", lambda v: v == 1)
     prom.stop()
 
-
-def test_metrics_port_in_use_is_a_clear_startup_error(topo: TwoHosts, tmp_path: Path) -> None:
-    with topo.socket(topo.a, socket.AF_INET, socket.SOCK_STREAM) as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        a = TunsecIke(topo, Conn(topo.a, topo.b), tunsec_extra=f"  metrics_listen = 127.0.0.1:{port}\n")
-        with pytest.raises(AssertionError, match="did not start"):
-            a.start()
-    assert (f"cannot start: cannot listen for Prometheus scrapes on TCP 127.0.0.1:{port} "
-            "(tunsec { metrics_listen }): Address already in use") in a.log_text()
