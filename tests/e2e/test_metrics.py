@@ -5,7 +5,8 @@ loopback (`metrics_listen`), a Prometheus started here in A's namespace
 scrapes it every second, and the values are read back through Prometheus's
 HTTP API.  Before that, A starts with the port taken and must say so.  Then
 the worker is stopped (SIGSTOP): a scrape still answers, with
-`tunsec_worker_up 0`; then killed: the restart is counted.
+`tunsec_worker_up 0`; then killed: the restart is counted.  A logs in JSON
+(`log_format = json`), both its processes.
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ def test_prometheus_scrapes_child_sa_counters_and_survives_a_stuck_worker(topo: 
     port = free_port(topo)
     b = TunsecIke(topo, Conn(topo.b, topo.a))
     a = TunsecIke(topo, Conn(topo.a, topo.b, start_action="start"),
-                  tunsec_extra=f"  metrics_listen = 127.0.0.1:{port}\n")
+                  tunsec_extra=f"  metrics_listen = 127.0.0.1:{port}\n  log_format = json\n")
     b.start()
     # the port taken: a startup error that says where and what to do
     with topo.socket(topo.a, socket.AF_INET, socket.SOCK_STREAM) as taken:
@@ -149,4 +150,9 @@ def test_prometheus_scrapes_child_sa_counters_and_survives_a_stuck_worker(topo: 
     prom.wait_value("tunsec_worker_restarts_total", lambda v: v == 1)
     prom.wait_value("tunsec_worker_up", lambda v: v == 1)
     prom.stop()
+    # log_format = json: every line of both processes is one JSON object
+    docs = [json.loads(line) for line in a.log_text().splitlines()]
+    assert {d["process"] for d in docs} == {"tunsec", "tunsec-worker"}
+    assert any(d["logger"] == "tunsec.metrics" and d["msg"] == f"Prometheus metrics on http://127.0.0.1:{port}/metrics"
+               for d in docs)
 
