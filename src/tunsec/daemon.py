@@ -20,7 +20,7 @@ from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Any
 
-from tunsec import metrics
+from tunsec import metrics, privilege
 from tunsec.conf.config import Config
 from tunsec.conf.connections import find_child, ike_endpoints
 from tunsec.conf.tunsec_section import worker_user
@@ -28,9 +28,11 @@ from tunsec.dataplane import pipe
 from tunsec.dataplane.client import WorkerClient, WorkerError, WorkerFds
 from tunsec.dataplane.pipe import Direction, ExpireReason
 from tunsec.dataplane.tun import Tun, local_address_in, outer_mtu_towards, tunnel_mtu
+from tunsec.ike.constants import NATT_PORT
 from tunsec.ikeservice import IkeService
 from tunsec.manual import ManualPlan, plan
 from tunsec.policy.ids import IdSpace
+from tunsec.sdnotify import notify
 from tunsec.seqstate import SeqState, StateError, prepare_dir
 from tunsec.status import status_document
 
@@ -74,7 +76,7 @@ def _udp_socket(family: int, addr: str, port: int, reuseport: bool = False) -> s
         s.bind((addr, port))
     except OSError as err:
         s.close()
-        raise StartupError(f"cannot bind UDP {addr} port {port}: {err.strerror}") from err
+        raise StartupError(privilege.bind_error("UDP", addr, port, err)) from err
     s.setblocking(False)
     return s
 
@@ -99,7 +101,7 @@ class Sockets:
             addrs.add(addr)
             ports.add(port)
         if not families:
-            families[4] = ({"0.0.0.0"}, {4500})
+            families[4] = ({"0.0.0.0"}, {NATT_PORT})
         binds = {}
         for fam, (addrs, ports) in families.items():
             if len(ports) != 1:
@@ -165,6 +167,9 @@ class Daemon:
         self.stopping = asyncio.Event()
         self._server: asyncio.AbstractServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self.privilege = privilege.Plan(False, None)   # privilege: set by prepare()
+        self._made_socket_dir = False
+        self._privilege_given_up = False
 
     # --- setup -----------------------------------------------------------------
     def _choose_mtu(self) -> int:
@@ -184,7 +189,7 @@ class Daemon:
         try:
             self.tun = Tun.open(self.cfg.tunsec.tun, queues=self.nqueues)
         except OSError as err:
-            raise StartupError(f"cannot open TUN {self.cfg.tunsec.tun}: {err}") from err
+            raise StartupError(f"cannot open TUN {self.cfg.tunsec.tun}: {err.strerror or err}") from err
 
     def _setup_tun(self) -> None:
         assert self.tun is not None
@@ -224,6 +229,7 @@ class Daemon:
             raise StartupError(f"starting the dataplane worker: {err}") from None
         self.worker = WorkerClient(self._on_event)
         await self.worker.start(fds, self.mtu, s.larval_timeout, s.log_level, user, s.log_format)
+        self._give_up_privilege()   # privilege: once, the first worker started, before any thread or IKE
         await self._install()
         if self.ike is not None and self.restarts:
             await self.ike.worker_restarted()
@@ -355,6 +361,9 @@ class Daemon:
                 return self.ike.expired(msg.spi, msg.direction, msg.hard, msg.remote)
             case pipe.InvalidSpi():
                 return self.ike.invalid_spi(msg.spi, msg.remote)   # True: it logged the notify it sent
+            case pipe.FirstUse():
+                self.ike.first_use(msg.spi)
+                return True
         return False
 
     async def dump(self) -> pipe.Reply:
@@ -436,7 +445,15 @@ class Daemon:
     def _claim_control_socket(self) -> None:
         """Refuse to start next to a live instance; clear a stale socket file."""
         path = self.cfg.tunsec.control_socket
-        os.makedirs(os.path.dirname(path) or ".", mode=0o750, exist_ok=True)
+        directory = os.path.dirname(path) or "."
+        if not os.path.isdir(directory):
+            try:
+                os.makedirs(directory, mode=0o750)
+            except OSError as err:
+                raise StartupError(f"creating the control socket directory: {err.strerror}; "
+                                   + privilege.writable_error("control socket directory", Path(directory), None)
+                                   + " (or start it with RUNTIME_DIRECTORY or XDG_RUNTIME_DIR set)") from err
+            self._made_socket_dir = True
         if not os.path.lexists(path):
             return
         if not stat.S_ISSOCK(os.lstat(path).st_mode):
@@ -451,7 +468,11 @@ class Daemon:
 
     async def _open_control_socket(self) -> None:
         path = self.cfg.tunsec.control_socket
-        self._server = await asyncio.start_unix_server(self._serve_client, path=path)
+        try:
+            self._server = await asyncio.start_unix_server(self._serve_client, path=path)
+        except OSError as err:
+            raise StartupError(f"creating the control socket {path}: {err.strerror}; " + privilege.writable_error(
+                "control socket directory", Path(os.path.dirname(path) or "."), None)) from err
         os.chmod(path, 0o660)
 
     async def _start_metrics(self) -> None:
@@ -468,11 +489,26 @@ class Daemon:
         except metrics.ListenError as err:
             raise StartupError(str(err)) from err
 
+    def _give_up_privilege(self) -> None:
+        """privilege: become the configured user, once (see privilege.give_up_control)."""
+        if self._privilege_given_up:
+            return
+        self._privilege_given_up = True
+        try:
+            privilege.give_up_control(self.privilege, self.cfg.tunsec, self._made_socket_dir, bool(self.plans),
+                                      bool(self.tun and self.tun.routes and not self.tun.created))
+        except (privilege.PrivilegeError, OSError) as err:
+            raise StartupError(f"dropping privileges: {err}") from err
+
     # --- lifecycle -----------------------------------------------------------------
     # Netlink work (pyroute2's synchronous API runs an event loop of its own)
     # happens in prepare()/close_network(), outside the daemon's event loop.
     def prepare(self) -> None:
         """Sockets, TUN, MTU and routes; undone by close_network()."""
+        try:   # privilege: whom both processes become, checked before anything is set up
+            self.privilege = privilege.plan(self.cfg.tunsec.user)
+        except privilege.PrivilegeError as err:
+            raise StartupError(str(err)) from err
         self._claim_control_socket()
         self._open_seq_state()
         try:
@@ -480,14 +516,18 @@ class Daemon:
                 (int(t.local_addr.version), str(t.local_addr), t.local_port) for t in self.cfg.manual
             ]
             if self.ike is not None:
-                endpoints += [(fam, addr, 4500) for fam, addr in self.ike.local_addrs.items()]
-                self.ike.open_sockets()
+                endpoints += [(fam, addr, NATT_PORT) for fam, addr in self.ike.local_addrs.items()]
+                try:
+                    self.ike.open_sockets()
+                except OSError as err:   # privilege: the message names address, port and the fix
+                    raise StartupError(err.strerror or str(err)) from err
             self._open_tun()
             assert self.tun is not None
             # one socket per TUN queue actually opened: an SO_REUSEPORT socket that no
             # loop thread reads would swallow the share of the peers the kernel gives it
             self.sockets = Sockets.for_endpoints(endpoints, self.tun.nqueues)
             self._setup_tun()
+            self.tun.report_unapplied(self.cfg.path)   # privilege: the one warning when unprivileged
         except BaseException:
             self.close_network()
             raise
@@ -519,6 +559,7 @@ class Daemon:
             log.info("tunsec up: %d manual tunnel(s), %d IKE connection(s) on %s (MTU %d), control socket %s",
                      len(self.plans), len(self.ike.connections) if self.ike else 0, self.cfg.tunsec.tun,
                      self.mtu, self.cfg.tunsec.control_socket)
+            notify("READY=1", "STATUS=tunnels up, control socket listening")   # systemd Type=notify
             await self.stopping.wait()
             return 1 if len(self.restarts) > MAX_RESTARTS else 0
         finally:
@@ -526,6 +567,7 @@ class Daemon:
 
     async def shutdown(self) -> None:
         self.stopping.set()
+        notify("STOPPING=1")
         for t in self._tasks + list(self._background):
             t.cancel()
         for t in self._tasks + list(self._background):
@@ -539,7 +581,7 @@ class Daemon:
             self._metrics = None
         if self._server is not None:
             self._server.close()
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(FileNotFoundError, PermissionError):   # stale ones are cleared at start
                 os.unlink(self.cfg.tunsec.control_socket)
             self._server = None
         log.info("tunsec stopped")

@@ -22,6 +22,7 @@ import collections
 import contextlib
 import logging
 import os
+import socket
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -226,10 +227,20 @@ class MetricsServer:
         ProcessCollector(namespace="tunsec_worker", pid=lambda: str(source.worker_pid()), registry=self.registry)
 
     async def start(self) -> None:
-        host = str(self.listen.addr)
+        # a socket of our own: start_server(host, port) would resolve the address in
+        # the loop's thread pool, and the daemon must have no thread when it drops privilege
+        family = socket.AF_INET6 if self.listen.addr.version == 6 else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
         try:
-            self._server = await asyncio.start_server(self._serve, host, self.listen.port, limit=MAX_REQUEST_HEAD)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((str(self.listen.addr), self.listen.port))
+            sock.listen(MAX_CLIENTS)
+            sock.setblocking(False)
+            self._server = await asyncio.start_server(self._serve, sock=sock, limit=MAX_REQUEST_HEAD)
         except OSError as err:
+            sock.close()
             raise ListenError(
                 f"cannot listen for Prometheus scrapes on TCP {self.listen} (tunsec {{ metrics_listen }}): "
                 f"{os.strerror(err.errno) if err.errno else err}; choose a free port, or an address this host has"

@@ -28,6 +28,7 @@ from tunsec.conf.values import (
     parse_replay_window,
     parse_uint,
 )
+from tunsec.ike.constants import NATT_PORT
 from tunsec.ike.secret import Secret
 from tunsec.policy.selector import Ts
 
@@ -111,8 +112,8 @@ class ManualTunnel:
     spi_out: int
     key_in: Secret
     key_out: Secret
-    local_port: int = 4500
-    remote_port: int = 4500
+    local_port: int = NATT_PORT
+    remote_port: int = NATT_PORT
     esp: Esp = Esp.AES128GCM16
     esn: bool = False
     replay_window: int = DEFAULT_REPLAY_WINDOW
@@ -176,8 +177,8 @@ def _manual_tunnel(section: Section, issues: list[ConfigIssue]) -> ManualTunnel 
     esp = r.get("esp", _parse_esp, Esp.AES128GCM16)
     key_in = r.require("key_in", _parse_key)
     key_out = r.require("key_out", _parse_key)
-    local_port = r.get("local_port", parse_port, 4500)
-    remote_port = r.get("remote_port", parse_port, 4500)
+    local_port = r.get("local_port", parse_port, NATT_PORT)
+    remote_port = r.get("remote_port", parse_port, NATT_PORT)
     esn = r.get("esn", parse_bool, False)
     replay_window = r.get("replay_window", parse_replay_window, DEFAULT_REPLAY_WINDOW)
     limits = _read_limits(r)
