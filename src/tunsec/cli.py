@@ -11,6 +11,7 @@ import socket
 import sys
 from typing import Any
 
+from tunsec import logs
 from tunsec.conf.config import Config, load_config
 from tunsec.conf.errors import ConfigError
 from tunsec.runtime import default_control_socket, owner_name, resolved
@@ -59,8 +60,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     if cfg is None:
         return 1
     level = (args.log_level or cfg.tunsec.log_level).upper()
-    logging.basicConfig(level=level, format="%(asctime)s tunsec[%(process)d] %(levelname)s %(message)s",
-                        stream=sys.stderr)
+    logs.configure(level, cfg.tunsec.log_format, "tunsec")
     from tunsec.daemon import Daemon, StartupError
     from tunsec.policy.spd import PolicyError
 

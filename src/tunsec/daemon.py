@@ -20,7 +20,7 @@ from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Any
 
-from tunsec import privilege, sdnotify
+from tunsec import metrics, privilege, sdnotify
 from tunsec.conf.config import Config
 from tunsec.conf.connections import find_child, ike_endpoints
 from tunsec.conf.tunsec_section import worker_user
@@ -157,6 +157,8 @@ class Daemon:
         self.nqueues = max(1, min(cfg.tunsec.workers or os.cpu_count() or 1, 16))
         self.started = time.time()
         self.restarts: list[float] = []
+        self.worker_restarts = 0                 # all of them (restarts holds the recent ones)
+        self._metrics: metrics.MetricsServer | None = None
         # manual SAs' persisted sequence number reservations, by SA (see _sa_key)
         self.seq: dict[SaKey, SeqState] = {}
         self._seq_locks: dict[SaKey, asyncio.Lock] = {}
@@ -226,7 +228,7 @@ class Daemon:
         except LookupError as err:
             raise StartupError(f"starting the dataplane worker: {err}") from None
         self.worker = WorkerClient(self._on_event)
-        await self.worker.start(fds, self.mtu, s.larval_timeout, s.log_level, user)
+        await self.worker.start(fds, self.mtu, s.larval_timeout, s.log_level, user, s.log_format)
         self._give_up_privilege()   # privilege: once, the first worker started, before any thread or IKE
         await self._install()
         if self.ike is not None and self.restarts:
@@ -358,8 +360,7 @@ class Daemon:
             case pipe.Expire():
                 return self.ike.expired(msg.spi, msg.direction, msg.hard, msg.remote)
             case pipe.InvalidSpi():
-                self.ike.invalid_spi(msg.spi, msg.remote)
-                return False   # still logged below
+                return self.ike.invalid_spi(msg.spi, msg.remote)   # True: it logged the notify it sent
             case pipe.FirstUse():
                 self.ike.first_use(msg.spi)
                 return True
@@ -381,6 +382,7 @@ class Daemon:
             await self.worker.stop()
             now = time.monotonic()
             self.restarts = [t for t in self.restarts if now - t < RESTART_WINDOW] + [now]
+            self.worker_restarts += 1
             if len(self.restarts) > MAX_RESTARTS:
                 log.error("worker died %d times in %ds; giving up", len(self.restarts), RESTART_WINDOW)
                 self.stopping.set()
@@ -473,6 +475,20 @@ class Daemon:
                 "control socket directory", Path(os.path.dirname(path) or "."), None)) from err
         os.chmod(path, 0o660)
 
+    async def _start_metrics(self) -> None:
+        listen = self.cfg.tunsec.metrics_listen
+        if listen is None:
+            return
+        source = metrics.Source(
+            dump=self.dump, document=lambda reply: status_document(self, reply),
+            events=lambda: self.ike.events if self.ike else None,
+            worker_restarts=lambda: self.worker_restarts, worker_pid=lambda: self.worker.pid,
+        )
+        try:
+            self._metrics = await metrics.start(listen, source)
+        except metrics.ListenError as err:
+            raise StartupError(str(err)) from err
+
     def _give_up_privilege(self) -> None:
         """privilege: become the configured user, once (see privilege.give_up_control)."""
         if self._privilege_given_up:
@@ -536,6 +552,7 @@ class Daemon:
             log.warning("%s", MANUAL_WARNING)
         try:
             await self._open_control_socket()
+            await self._start_metrics()
             await self._start_worker()
             if self.ike is not None:
                 await self.ike.start()
@@ -560,6 +577,9 @@ class Daemon:
         if self.ike is not None:
             await self.ike.shutdown()   # DELETEs go out through the worker's socket: before it stops
         await self.worker.stop()
+        if self._metrics is not None:
+            await self._metrics.close()
+            self._metrics = None
         if self._server is not None:
             self._server.close()
             with contextlib.suppress(FileNotFoundError, PermissionError):   # stale ones are cleared at start

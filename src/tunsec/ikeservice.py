@@ -62,6 +62,7 @@ from tunsec.ike.sa import IkeSa, State
 from tunsec.ike.state import SpiUnavailable
 from tunsec.ike.ts import Ts
 from tunsec.loglimit import LogLimiter, suffix
+from tunsec.metrics import EventCounts
 from tunsec.policy.ids import Band, IdSpace, priority
 from tunsec.policy.selector import SelectorError, fast_selectors
 
@@ -150,6 +151,7 @@ class IkeService:
         self.attempts: dict[str, int] = {}                       # connection -> failed tries in a row
         self.closing = False
         self.unauthenticated_log = LogLimiter()                 # failures peers cause before authenticating
+        self.events = EventCounts()                             # rekeys, dead peers (Prometheus counters)
         self._invalid_spi_sent: dict[bytes, float] = {}         # IKE SA (our SPI) -> last INVALID_SPI
         # make-before-break: datagrams wait while Child SAs are being installed (see _flush_datagrams)
         self._installs = 0
@@ -562,6 +564,7 @@ class IkeService:
                                              "established": time.time()}
                 self._enforce_unique(sa, ev)
             case IkeSaRekeyed():
+                self.events.ike_rekeys[ev.name] += 1
                 self._ike_rekeyed(sa, ev)
             case IkeSaDown():
                 log.info("%s: IKE SA closed: %s", ev.name, ev.reason)
@@ -570,6 +573,8 @@ class IkeService:
                 if was_up and ev.reason is DownReason.DELETED_BY_PEER:
                     self._after_loss(ev.name, "close_action")
             case ChildSaUp():
+                if ev.rekey_of is not None:
+                    self.events.child_rekeys[(ev.name, ev.child)] += 1
                 state = self._child_registered(sa, ev)
                 if state is not None:
                     self._install_started()   # even a task cancelled before it ran releases the datagrams
@@ -587,6 +592,7 @@ class IkeService:
             case PeerUnreachable():
                 log.error("%s: peer did not answer after %d retransmissions; giving up", ev.name, ev.tries)
                 if self.ike_up.pop(sa.local_spi, None) is not None:
+                    self.events.dpd_failures[ev.name] += 1
                     self._after_loss(ev.name, "dpd_action")     # it was up: dead peer detected
                 elif sa.is_initiator:
                     self._retry(ev.name)

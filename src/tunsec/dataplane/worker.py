@@ -28,7 +28,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tunsec import privilege
+from tunsec import logs, privilege
 from tunsec.dataplane import pipe
 from tunsec.dataplane.fastpath import Dataplane, DataplaneError, Event, EventType
 from tunsec.dataplane.pipe import Direction, Endpoint, Errno, ExpireReason, PipeError
@@ -414,11 +414,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--vnet-hdr", action="store_true", help="the TUN was opened with IFF_VNET_HDR")
     ap.add_argument("--larval-timeout", type=float, default=30.0)
     ap.add_argument("--log-level", default="info")
+    ap.add_argument("--log-format", choices=["text", "json"], default="text")
     ap.add_argument("--user", help="drop to this user once the descriptors are set up")
     args = ap.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s tunsec-worker[%(process)d] %(levelname)s %(message)s"
-    )
+    logs.configure(args.log_level, args.log_format, "tunsec-worker")
     _die_with_parent()
     try:
         import uvloop
