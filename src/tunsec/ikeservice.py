@@ -65,6 +65,7 @@ from tunsec.policy.selector import SelectorError, fast_selectors
 log = logging.getLogger("tunsec.ike")
 
 SPI_POOL = 8
+HELD_MAX = 64   # incoming IKE datagrams held while the SPI pool is empty (beyond: dropped, the peer retransmits)
 SHUTDOWN_WAIT = 3.0   # seconds for the peers to acknowledge our DELETEs at shutdown
 INVALID_SPI_INTERVAL = 1.0   # seconds between two INVALID_SPI notifies in one IKE SA
 INBOUND_LINGER = 5.0   # seconds a rekeyed Child SA's inbound SA outlives its DELETE (packets in flight; as strongSwan)
@@ -142,13 +143,18 @@ class IkeService:
         self.trap_reqids: dict[tuple[str, str], int] = {}        # (connection, child) -> reqid of its traps
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._refilling = False
+        self._refill: asyncio.Task[None] | None = None
+        self._spi_wait = False     # the pool is empty and a refill in flight: the barrier is up (_spi_barrier)
+        self._held_in: collections.deque[tuple[bytes, tuple[str, int], tuple[str, int] | None]] = collections.deque()
+        self.held_dropped = 0      # incoming IKE datagrams dropped because HELD_MAX were already held
+        self._held_log = LogLimiter()
         self.trap_policies: dict[int, tuple[str, str]] = {}     # policy id -> (connection, child)
         self.attempts: dict[str, int] = {}                       # connection -> failed tries in a row
         self.closing = False
         self.unauthenticated_log = LogLimiter()                 # failures peers cause before authenticating
         self._invalid_spi_sent: dict[bytes, float] = {}         # IKE SA (our SPI) -> last INVALID_SPI
-        # make-before-break: datagrams wait while Child SAs are being installed (see _flush_datagrams)
+        # make-before-break: datagrams wait while Child SAs are being installed (see _flush_datagrams),
+        # and while the SPI pool is empty and being refilled (see receive)
         self._installs = 0
         self._installed = asyncio.Event()
         self._installed.set()
@@ -171,9 +177,9 @@ class IkeService:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        await self.refill_spis()    # before answering anyone: an IKE_AUTH finds its inbound SPI in the pool
         for s in self.sockets.values():
             loop.add_reader(s.fileno(), self._readable, s)
-        await self.refill_spis()
         await self.install_traps()
         for conn in self.connections.values():
             for ch in conn.ike.children:
@@ -183,6 +189,7 @@ class IkeService:
     async def worker_restarted(self) -> None:
         """A new worker has an empty SAD: IKE SAs survive, their children must be renegotiated."""
         self.spis.clear()
+        self._spi_barrier()
         self._cancel_timers()   # their SPIs mean nothing (or someone else's SA) to the new worker
         for state in self.children.values():
             self._release(state.lineage)
@@ -272,13 +279,34 @@ class IkeService:
         if not self.spis:
             raise SpiUnavailable("no inbound SPI from the worker yet")
         spi = self.spis.popleft()
-        self._spawn(self.refill_spis())
+        self._start_refill()
         return spi
 
+    def _start_refill(self) -> asyncio.Task[None]:
+        """Top the pool up in the background (one refill at a time)."""
+        if self._refill is None:
+            self._refill = self._spawn(self._refill_spis())
+            self._spi_barrier()
+        return self._refill
+
     async def refill_spis(self) -> None:
-        if self._refilling:
-            return
-        self._refilling = True
+        """Top the pool up; returns when it is full (or the worker refused)."""
+        await asyncio.shield(self._start_refill())
+
+    def _spi_barrier(self) -> None:
+        """The install barrier (see _flush_datagrams) is also up while the pool is empty and a
+        refill is in flight: incoming IKE that may need an inbound SPI waits (see receive), and
+        so do timers (a rekey takes one), rather than fail the Child SA with TEMPORARY_FAILURE.
+        With no refill in flight (the worker refused GETSPI) nothing waits: the failure is real."""
+        wait = self._refill is not None and not self.spis
+        if wait != self._spi_wait:
+            self._spi_wait = wait
+            if wait:
+                self._install_started()
+            else:
+                self._install_done()
+
+    async def _refill_spis(self) -> None:
         try:
             while len(self.spis) < SPI_POOL:
                 # larval_seconds=0: no larval timeout for these.  A pooled SPI is ours; a
@@ -290,15 +318,17 @@ class IkeService:
                 spi = replies[0].spi
                 if spi is not None:
                     self.spis.append(spi)
+                    self._spi_barrier()
         except WorkerError as err:
             log.warning("GETSPI failed: %s", err)
         finally:
-            self._refilling = False
+            self._refill = None
+            self._spi_barrier()
 
     def larval_expired(self, spi: int) -> None:
         if spi in self.spis:
             self.spis.remove(spi)
-            self._spawn(self.refill_spis())
+            self._start_refill()
 
     def expired(self, spi: int, direction: Direction, hard: bool, remote: Endpoint | None = None) -> bool:
         """A Child SA's lifetime: soft -> rekey it, hard -> delete it.  False if not ours.
@@ -446,14 +476,48 @@ class IkeService:
             except OSError as err:
                 log.debug("IKE socket: %s", err)
                 break
-            self.endpoint.receive(data, (addr[0], addr[1]), time.monotonic())
+            self.receive(data, (addr[0], addr[1]))
         self._pump()
 
     def receive_natt(self, msg: pipe.Ike) -> None:
         """IKE that arrived on port 4500 via the worker."""
         local = (str(msg.local.addr), msg.local.port) if msg.local else None
-        self.endpoint.receive(msg.data, (str(msg.remote.addr), msg.remote.port), time.monotonic(), local)
+        self.receive(msg.data, (str(msg.remote.addr), msg.remote.port), local)
         self._pump()
+
+    def receive(self, data: bytes, remote: tuple[str, int], local: tuple[str, int] | None = None) -> None:
+        """One IKE datagram into the engine (the caller pumps), unless it must wait for an SPI.
+
+        The engine takes inbound SPIs synchronously from the pool.  A datagram of an existing IKE
+        SA (IKE_AUTH, CREATE_CHILD_SA, an IKE_SA_INIT response) may need one; while the pool is
+        empty it is held (at most HELD_MAX) until the refill brings one, behind the same barrier
+        that holds outgoing datagrams during installs.  Held ones keep their order; IKE_SA_INIT
+        requests need no SPI and never wait."""
+        if _may_need_spi(data):
+            if not self.spis:
+                self._start_refill()
+            if self._spi_wait or self._held_in:
+                self._hold(data, remote, local)
+                return
+        self.endpoint.receive(data, remote, time.monotonic(), local)
+
+    def _hold(self, data: bytes, remote: tuple[str, int], local: tuple[str, int] | None) -> None:
+        if len(self._held_in) >= HELD_MAX:
+            self.held_dropped += 1
+            if (held := self._held_log.admit()) is not None:
+                log.warning("IKE datagram from %s dropped: %d already wait for inbound SPIs from the worker%s",
+                            remote[0], HELD_MAX, suffix(held))
+            return
+        self._held_in.append((data, remote, local))
+        self._flush_datagrams()    # starts the wait for the barrier if none is pending
+
+    def _receive_held(self) -> None:
+        """The barrier is down: held datagrams go in until one empties the pool again; then what
+        is queued leaves and the timer (held back while the pool was empty) is re-armed."""
+        while self._held_in and not self._installs:
+            data, remote, local = self._held_in.popleft()
+            self.endpoint.receive(data, remote, time.monotonic(), local)
+        self._pump()   # installs it started, datagrams, timer; waits again if datagrams are still held
 
     def _flush_datagrams(self) -> None:
         """Send what the engine has queued, but not before pending Child SA installs are acknowledged.
@@ -475,7 +539,7 @@ class IkeService:
             await self._installed.wait()
         finally:
             self._flush_held = False
-        self._flush_datagrams()
+        self._receive_held()
 
     def _install_started(self) -> None:
         self._installs += 1
@@ -526,6 +590,9 @@ class IkeService:
 
     def _on_timer(self) -> None:
         self._timer = None
+        if self._spi_wait:           # a rekey would find no SPI: the barrier's end re-arms the timer
+            self._flush_datagrams()
+            return
         self.endpoint.handle_timer(time.monotonic())
         self._pump()
 
@@ -849,6 +916,12 @@ class IkeService:
                 ],
             })
         return out
+
+
+def _may_need_spi(data: bytes) -> bool:
+    """Whether a datagram belongs to an existing IKE SA (its responder SPI is set), so handling
+    it may take an inbound Child SA SPI; IKE_SA_INIT requests (and junk too short) do not."""
+    return len(data) >= 16 and any(data[8:16])
 
 
 def _same_addr(sa: IkeSa, remote: Endpoint) -> bool:
