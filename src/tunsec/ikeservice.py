@@ -466,6 +466,20 @@ class IkeService:
         self._pump()
         return n
 
+    def terminate_child(self, conn: str, child: str) -> int:
+        """Delete the Child SAs named ``child`` of the connection's IKE SAs (INFORMATIONAL DELETE,
+        as ``swanctl --terminate --child``); the IKE SAs stay up.  How many deletes were started."""
+        n = 0
+        for sa in self.endpoint.sas:
+            if sa.name != conn or sa.state is not State.ESTABLISHED:
+                continue
+            for ch in sa.children:
+                if ch.name == child:
+                    sa.delete_child(ch.unique_id)
+                    n += 1
+        self._pump()
+        return n
+
     # --- I/O -----------------------------------------------------------------------
     def _readable(self, s: socket.socket) -> None:
         for _ in range(64):

@@ -111,6 +111,18 @@ def test_terminate_deletes_both_sides_and_initiate_brings_it_back(topo: TwoHosts
     assert {second["spi_in"], second["spi_out"]}.isdisjoint({first["spi_in"], first["spi_out"]})
     ping_both_ways(topo, count=2)
 
+    # --child: that Child SA goes, its IKE SA stays (and carries the next one)
+    r = a.cli("terminate", "--child", CHILD)
+    assert r.returncode == 0, r.stderr
+    b.wait_log(rf"CHILD_SA {CHILD} {second['spi_out']}_i {second['spi_in']}_o deleted: deleted by peer")
+    assert wait_until(lambda: nothing_installed(a) and nothing_installed(b), 10)
+    assert [(sa["state"], sa["children"]) for sa in a.ike_sas() + b.ike_sas()] == [("established", [])] * 2
+    assert no_traffic(topo)
+    assert a.cli("initiate", "--child", CHILD).returncode == 0
+    second = a.wait_established()["children"][0]
+    b.wait_established()
+    ping_both_ways(topo, count=1)
+
     # and the other direction: the responder deletes, the initiator hears it
     r = b.cli("terminate", "--ike", CONN)
     assert r.returncode == 0, r.stderr
