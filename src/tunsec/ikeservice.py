@@ -5,7 +5,8 @@
   up the pipe from the worker (non-ESP marker stripped) and goes back down as
   SEND_IKE, so one socket carries both IKE and ESP as RFC 3948 wants.
 - Inbound Child SA SPIs come from the worker (GETSPI: it owns the SAD); the
-  engine takes them synchronously from a pool kept topped up here.
+  engine takes them synchronously from a pool kept topped up here; while
+  it is empty, IKE of existing IKE SAs waits for the refill (see receive).
 - ChildSaUp -> UPDATE (inbound) + ADD (outbound) + PROTECT policies for the
   negotiated selectors; ChildSaDown -> DELETE.  Trap policies (start_action
   = trap) have a reqid no SA ever gets, so their packets raise ACQUIRE.
@@ -198,6 +199,8 @@ class IkeService:
         self.ids.release_policy_ids(list(self.trap_policies))
         self.trap_policies.clear()
         await self.refill_spis()
+        if not self.spis:          # the refill in flight at the restart asked the old worker
+            await self.refill_spis()
         await self.install_traps()
         for sa in self.endpoint.sas:
             with contextlib.suppress(Exception):
