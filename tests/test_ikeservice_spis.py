@@ -3,17 +3,20 @@
 The engine takes inbound SPIs synchronously from a pool the service keeps
 topped up with GETSPI.  When the pool is empty (the service just started, or
 a burst of negotiations used it up) an IKE_AUTH or CREATE_CHILD_SA request
-waits for the refill instead of being answered TEMPORARY_FAILURE.  A real
+waits for the refill instead of being answered TEMPORARY_FAILURE, and so does
+a rekey this side starts.  A real
 IkeService over the in-process worker (see test_ikeservice_peers).
 """
 
 from __future__ import annotations
 
+import asyncio
 import struct
 
-from test_ikeservice_peers import SHARED_SPI, Gateway, esp_open, run, site_ip
+from test_ikeservice_peers import SHARED_SPI, Gateway, InProcessWorker, esp_open, run, site_ip
 
 from tunsec.dataplane.fastpath import Drop
+from tunsec.dataplane.pipe import Direction
 from tunsec.ike.events import ChildSaUp, NegotiationFailed
 from tunsec.ikeservice import HELD_MAX, SPI_POOL
 
@@ -71,4 +74,38 @@ def test_held_datagrams_are_bounded() -> None:
         gw.connect(0)
         await gw.settle()
         assert failures(gw, 0) == [] and len(gw.children_of(0)) == 1
+    run(body())
+
+
+def test_a_soft_expire_rekeys_when_the_pool_is_empty() -> None:
+    async def body() -> None:
+        gw = Gateway(1)
+        await gw.start()
+        gw.connect(0)
+        await gw.settle()
+        (old,) = gw.children_of(0)
+        gw.service.spis.clear()
+        assert gw.service.expired(old.spi_in, Direction.IN, hard=False)
+        await gw.settle()
+        assert failures(gw, 0) == []
+        (new,) = gw.children_of(0)
+        assert new.handle != old.handle and new.lineage is old.lineage
+    run(body())
+
+
+def test_after_a_worker_restart_more_children_than_the_pool_holds_all_come_back() -> None:
+    async def body() -> None:
+        n = SPI_POOL + 2
+        gw = Gateway(n)
+        await gw.start()
+        for i in range(n):
+            gw.connect(i)
+        await gw.settle()
+        gw.worker = InProcessWorker(asyncio.get_running_loop(), gw._natt_out)   # a new, empty worker
+        await gw.service.worker_restarted()
+        await gw.settle()
+        assert [failures(gw, i) for i in range(n)] == [[]] * n
+        assert all(len(gw.children_of(i)) == 1 for i in range(n))
+        outs = {str(s.remote.addr) for s in gw.worker.dp.sas() if s.direction is Direction.OUT and s.remote}
+        assert outs == {site_ip(i) for i in range(n)}
     run(body())

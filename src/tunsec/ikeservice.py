@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import ipaddress
 import itertools
 import logging
@@ -146,7 +147,8 @@ class IkeService:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._refill: asyncio.Task[None] | None = None
         self._spi_wait = False     # the pool is empty and a refill in flight: the barrier is up (_spi_barrier)
-        self._held_in: collections.deque[tuple[bytes, tuple[str, int], tuple[str, int] | None]] = collections.deque()
+        self._held: collections.deque[Callable[[], None]] = collections.deque()   # what waits for an SPI
+        self._held_datagrams = 0   # how many of those are incoming datagrams (at most HELD_MAX)
         self.held_dropped = 0      # incoming IKE datagrams dropped because HELD_MAX were already held
         self._held_log = LogLimiter()
         self.trap_policies: dict[int, tuple[str, str]] = {}     # policy id -> (connection, child)
@@ -205,7 +207,7 @@ class IkeService:
         for sa in self.endpoint.sas:
             with contextlib.suppress(Exception):
                 for child in sa.children:
-                    sa.rekey_child(child.unique_id)
+                    self._with_spi(functools.partial(self._rekey_child, sa, child.unique_id))
         self._pump()
 
     async def shutdown(self) -> None:
@@ -289,7 +291,7 @@ class IkeService:
         """Top the pool up in the background (one refill at a time)."""
         if self._refill is None:
             self._refill = self._spawn(self._refill_spis())
-            self._spi_barrier()
+        self._spi_barrier()    # the pool may have just run empty under a refill in flight
         return self._refill
 
     async def refill_spis(self) -> None:
@@ -350,7 +352,7 @@ class IkeService:
                 sa.delete_child(state.unique_id, DownReason.EXPIRED)
             else:
                 log.info("%s: CHILD_SA %s reached its soft limit; rekeying", state.conn, state.child)
-                sa.rekey_child(state.unique_id)
+                self._with_spi(functools.partial(self._rekey_child, sa, state.unique_id))
             self._pump()
             return True
         return False
@@ -452,13 +454,22 @@ class IkeService:
     def initiate(self, conn: str, child: str | None) -> None:
         if conn not in self.connections:
             raise KeyError(conn)
+        self._with_spi(functools.partial(self._initiate, conn, child))
+        self._pump()
+
+    def _initiate(self, conn: str, child: str | None) -> None:
         # like strongSwan: a child of a connection whose IKE SA is up is added to it (CREATE_CHILD_SA)
         up = next((sa for sa in self.endpoint.sas if sa.name == conn and sa.state is State.ESTABLISHED), None)
         if up is not None and child is not None:
             up.initiate(child)
         else:
             self.endpoint.initiate(conn, child, time.monotonic())
-        self._pump()
+
+    @staticmethod
+    def _rekey_child(sa: IkeSa, unique_id: int) -> None:
+        """Rekey a Child SA unless it went away while the rekey waited for an SPI."""
+        if sa.state is State.ESTABLISHED and any(c.unique_id == unique_id for c in sa.children):
+            sa.rekey_child(unique_id)
 
     def terminate(self, conn: str) -> int:
         n = 0
@@ -510,31 +521,45 @@ class IkeService:
         empty it is held (at most HELD_MAX) until the refill brings one, behind the same barrier
         that holds outgoing datagrams during installs.  Held ones keep their order; IKE_SA_INIT
         requests need no SPI and never wait."""
-        if _may_need_spi(data):
-            if not self.spis:
-                self._start_refill()
-            if self._spi_wait or self._held_in:
-                self._hold(data, remote, local)
-                return
-        self.endpoint.receive(data, remote, time.monotonic(), local)
-
-    def _hold(self, data: bytes, remote: tuple[str, int], local: tuple[str, int] | None) -> None:
-        if len(self._held_in) >= HELD_MAX:
+        if not (_may_need_spi(data) and self._must_wait_for_spi()):
+            self.endpoint.receive(data, remote, time.monotonic(), local)
+        elif self._held_datagrams >= HELD_MAX:
             self.held_dropped += 1
             if (held := self._held_log.admit()) is not None:
                 log.warning("IKE datagram from %s dropped: %d already wait for inbound SPIs from the worker%s",
                             remote[0], HELD_MAX, suffix(held))
-            return
-        self._held_in.append((data, remote, local))
+        else:
+            self._held_datagrams += 1
+            self._hold(functools.partial(self._receive_held_datagram, data, remote, local))
+
+    def _receive_held_datagram(self, data: bytes, remote: tuple[str, int], local: tuple[str, int] | None) -> None:
+        self._held_datagrams -= 1
+        self.endpoint.receive(data, remote, time.monotonic(), local)
+
+    def _with_spi(self, action: Callable[[], None]) -> None:
+        """Run a local action that may take an inbound SPI (a rekey, a CREATE_CHILD_SA) now, or
+        after the refill if the pool is empty; the caller pumps."""
+        if self._must_wait_for_spi():
+            self._hold(action)
+        else:
+            action()
+
+    def _must_wait_for_spi(self) -> bool:
+        """The pool is empty (a refill is started) or others already wait: wait behind them."""
+        if not self.spis:
+            self._start_refill()
+        return self._spi_wait or bool(self._held)
+
+    def _hold(self, action: Callable[[], None]) -> None:
+        self._held.append(action)
         self._flush_datagrams()    # starts the wait for the barrier if none is pending
 
-    def _receive_held(self) -> None:
-        """The barrier is down: held datagrams go in until one empties the pool again; then what
-        is queued leaves and the timer (held back while the pool was empty) is re-armed."""
-        while self._held_in and not self._installs:
-            data, remote, local = self._held_in.popleft()
-            self.endpoint.receive(data, remote, time.monotonic(), local)
-        self._pump()   # installs it started, datagrams, timer; waits again if datagrams are still held
+    def _run_held(self) -> None:
+        """The barrier is down: what waited for an SPI runs, in order, until the pool is empty
+        again; then what is queued leaves and the timer (held back meanwhile) is re-armed."""
+        while self._held and not self._installs:
+            self._held.popleft()()
+        self._pump()   # installs it started, datagrams, timer; waits again if some still wait
 
     def _flush_datagrams(self) -> None:
         """Send what the engine has queued, but not before pending Child SA installs are acknowledged.
@@ -556,7 +581,7 @@ class IkeService:
             await self._installed.wait()
         finally:
             self._flush_held = False
-        self._receive_held()
+        self._run_held()
 
     def _install_started(self) -> None:
         self._installs += 1
