@@ -150,7 +150,8 @@ class IkeService:
         self._held: collections.deque[Callable[[], None]] = collections.deque()   # what waits for an SPI
         self._held_datagrams = 0   # how many of those are incoming datagrams (at most HELD_MAX)
         self.held_dropped = 0      # incoming IKE datagrams dropped because HELD_MAX were already held
-        self._held_log = LogLimiter()
+        self._held_log = LogLimiter()     # lines a flood can cause while inbound SPIs are short
+        self._getspi_log = LogLimiter()
         self.trap_policies: dict[int, tuple[str, str]] = {}     # policy id -> (connection, child)
         self.attempts: dict[str, int] = {}                       # connection -> failed tries in a row
         self.closing = False
@@ -325,7 +326,9 @@ class IkeService:
                     self.spis.append(spi)
                     self._spi_barrier()
         except WorkerError as err:
-            log.warning("GETSPI failed: %s", err)
+            # rate-limited: with the SAD full, any datagram of an IKE SA (a peer's junk too) retries
+            if (held := self._getspi_log.admit()) is not None:
+                log.warning("GETSPI failed: %s%s", err, suffix(held))
         finally:
             self._refill = None
             self._spi_barrier()
