@@ -461,6 +461,8 @@ class IkeService:
         self._pump()
 
     def _initiate(self, conn: str, child: str | None) -> None:
+        if self.closing:    # it waited for an SPI into the shutdown
+            return
         # like strongSwan: a child of a connection whose IKE SA is up is added to it (CREATE_CHILD_SA)
         up = next((sa for sa in self.endpoint.sas if sa.name == conn and sa.state is State.ESTABLISHED), None)
         if up is not None and child is not None:
@@ -561,7 +563,11 @@ class IkeService:
         """The barrier is down: what waited for an SPI runs, in order, until the pool is empty
         again; then what is queued leaves and the timer (held back meanwhile) is re-armed."""
         while self._held and not self._installs:
-            self._held.popleft()()
+            action = self._held.popleft()
+            try:
+                action()
+            except Exception as err:   # its caller has moved on; the rest must still run
+                log.warning("IKE action that waited for an inbound SPI failed: %s", err)
         self._pump()   # installs it started, datagrams, timer; waits again if some still wait
 
     def _flush_datagrams(self) -> None:
