@@ -142,7 +142,7 @@ class Gateway:
                         self.service.receive_natt(pipe.Ike(data=data, remote=Endpoint(ipaddress.ip_address(src[0]),
                                                                                       src[1])))
                     else:
-                        self.service.endpoint.receive(data, src, _now(), dst)
+                        self.service.receive(data, src, dst)
                         self.service._pump()
                 else:
                     i = next(k for k in range(self.n) if site_ip(k) == dst[0])

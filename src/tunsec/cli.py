@@ -190,7 +190,13 @@ def cmd_initiate(args: argparse.Namespace) -> int:
 
 
 def cmd_terminate(args: argparse.Namespace) -> int:
-    return _simple({"cmd": "terminate", "ike": args.ike}, args)
+    if not args.ike and not args.child:
+        print("tunsec terminate: name --ike CONN, --child NAME, or both", file=sys.stderr)
+        return 2
+    req: dict[str, Any] = {"cmd": "terminate", "ike": args.ike}
+    if args.child:
+        req["child"] = args.child
+    return _simple(req, args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -211,8 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
     ini.add_argument("-c", "--config")
     ini.add_argument("--socket")
     ini.set_defaults(func=cmd_initiate)
-    ter = sub.add_parser("terminate", help="delete the IKE SAs of a connection and their children")
-    ter.add_argument("--ike", required=True)
+    ter = sub.add_parser("terminate", help="delete the IKE SAs of a connection and their children, "
+                                           "or with --child that Child SA only")
+    ter.add_argument("--ike", help="the connection (with --child: only if the child name is not unique)")
+    ter.add_argument("--child", help="delete this Child SA only; its IKE SA stays")
     ter.add_argument("-c", "--config")
     ter.add_argument("--socket")
     ter.set_defaults(func=cmd_terminate)

@@ -427,14 +427,20 @@ class Daemon:
         if self.ike is None:
             return {"ok": False, "error": "no IKE connections configured"}
         try:
-            if cmd == "initiate":
-                child = str(req.get("child", ""))
+            child = str(req.get("child") or "")
+            if cmd == "initiate" or child:
                 try:
                     conn = find_child(self.cfg.connections, child, str(req.get("ike") or "")).name
                 except LookupError as err:
                     return {"ok": False, "error": str(err.args[0])}
+            if cmd == "initiate":
                 self.ike.initiate(conn, child or None)
                 return {"ok": True, "message": f"initiating {conn}" + (f" child {child}" if child else "")}
+            if child:   # that Child SA only; its IKE SA stays
+                n = self.ike.terminate_child(conn, child)
+                if not n:
+                    return {"ok": False, "error": f"no CHILD_SA {child!r} of connection {conn!r} is up"}
+                return {"ok": True, "message": f"deleting {n} CHILD_SA(s) {child} of {conn}"}
             n = self.ike.terminate(str(req.get("ike", "")))
             if not n:
                 return {"ok": False, "error": f"no IKE SA of connection {req.get('ike')!r}"}

@@ -5,7 +5,8 @@
   up the pipe from the worker (non-ESP marker stripped) and goes back down as
   SEND_IKE, so one socket carries both IKE and ESP as RFC 3948 wants.
 - Inbound Child SA SPIs come from the worker (GETSPI: it owns the SAD); the
-  engine takes them synchronously from a pool kept topped up here.
+  engine takes them synchronously from a pool kept topped up here; while
+  it is empty, IKE of existing IKE SAs waits for the refill (see receive).
 - ChildSaUp -> UPDATE (inbound) + ADD (outbound) + PROTECT policies for the
   negotiated selectors; ChildSaDown -> DELETE.  Trap policies (start_action
   = trap) have a reqid no SA ever gets, so their packets raise ACQUIRE.
@@ -29,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import ipaddress
 import itertools
 import logging
@@ -69,6 +71,7 @@ from tunsec.policy.selector import SelectorError, fast_selectors
 log = logging.getLogger("tunsec.ike")
 
 SPI_POOL = 8
+HELD_MAX = 64   # incoming IKE datagrams held while the SPI pool is empty (beyond: dropped, the peer retransmits)
 SHUTDOWN_WAIT = 3.0   # seconds for the peers to acknowledge our DELETEs at shutdown
 INVALID_SPI_INTERVAL = 1.0   # seconds between two INVALID_SPI notifies in one IKE SA
 INBOUND_LINGER = 5.0   # seconds a rekeyed Child SA's inbound SA outlives its DELETE (packets in flight; as strongSwan)
@@ -146,14 +149,21 @@ class IkeService:
         self.trap_reqids: dict[tuple[str, str], int] = {}        # (connection, child) -> reqid of its traps
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._refilling = False
+        self._refill: asyncio.Task[None] | None = None
+        self._spi_wait = False     # the pool is empty and a refill in flight: the barrier is up (_spi_barrier)
+        self._held: collections.deque[Callable[[], None]] = collections.deque()   # what waits for an SPI
+        self._held_datagrams = 0   # how many of those are incoming datagrams (at most HELD_MAX)
+        self.held_dropped = 0      # incoming IKE datagrams dropped because HELD_MAX were already held
+        self._held_log = LogLimiter()     # lines a flood can cause while inbound SPIs are short
+        self._getspi_log = LogLimiter()
         self.trap_policies: dict[int, tuple[str, str]] = {}     # policy id -> (connection, child)
         self.attempts: dict[str, int] = {}                       # connection -> failed tries in a row
         self.closing = False
         self.unauthenticated_log = LogLimiter()                 # failures peers cause before authenticating
         self.events = EventCounts()                             # rekeys, dead peers (Prometheus counters)
         self._invalid_spi_sent: dict[bytes, float] = {}         # IKE SA (our SPI) -> last INVALID_SPI
-        # make-before-break: datagrams wait while Child SAs are being installed (see _flush_datagrams)
+        # make-before-break: datagrams wait while Child SAs are being installed (see _flush_datagrams),
+        # and while the SPI pool is empty and being refilled (see receive)
         self._installs = 0
         self._installed = asyncio.Event()
         self._installed.set()
@@ -180,9 +190,9 @@ class IkeService:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        await self.refill_spis()    # before answering anyone: an IKE_AUTH finds its inbound SPI in the pool
         for s in self.sockets.values():
             loop.add_reader(s.fileno(), self._readable, s)
-        await self.refill_spis()
         await self.install_traps()
         for conn in self.connections.values():
             for ch in conn.ike.children:
@@ -192,6 +202,7 @@ class IkeService:
     async def worker_restarted(self) -> None:
         """A new worker has an empty SAD: IKE SAs survive, their children must be renegotiated."""
         self.spis.clear()
+        self._spi_barrier()
         self._cancel_timers()   # their SPIs mean nothing (or someone else's SA) to the new worker
         for state in self.children.values():
             self._release(state.lineage)
@@ -200,11 +211,13 @@ class IkeService:
         self.ids.release_policy_ids(list(self.trap_policies))
         self.trap_policies.clear()
         await self.refill_spis()
+        if not self.spis:          # the refill in flight at the restart asked the old worker
+            await self.refill_spis()
         await self.install_traps()
         for sa in self.endpoint.sas:
             with contextlib.suppress(Exception):
                 for child in sa.children:
-                    sa.rekey_child(child.unique_id)
+                    self._with_spi(functools.partial(self._rekey_child, sa, child.unique_id))
         self._pump()
 
     async def shutdown(self) -> None:
@@ -281,13 +294,34 @@ class IkeService:
         if not self.spis:
             raise SpiUnavailable("no inbound SPI from the worker yet")
         spi = self.spis.popleft()
-        self._spawn(self.refill_spis())
+        self._start_refill()
         return spi
 
+    def _start_refill(self) -> asyncio.Task[None]:
+        """Top the pool up in the background (one refill at a time)."""
+        if self._refill is None:
+            self._refill = self._spawn(self._refill_spis())
+        self._spi_barrier()    # the pool may have just run empty under a refill in flight
+        return self._refill
+
     async def refill_spis(self) -> None:
-        if self._refilling:
-            return
-        self._refilling = True
+        """Top the pool up; returns when it is full (or the worker refused)."""
+        await asyncio.shield(self._start_refill())
+
+    def _spi_barrier(self) -> None:
+        """The install barrier (see _flush_datagrams) is also up while the pool is empty and a
+        refill is in flight: incoming IKE that may need an inbound SPI waits (see receive), and
+        so do timers (a rekey takes one), rather than fail the Child SA with TEMPORARY_FAILURE.
+        With no refill in flight (the worker refused GETSPI) nothing waits: the failure is real."""
+        wait = self._refill is not None and not self.spis
+        if wait != self._spi_wait:
+            self._spi_wait = wait
+            if wait:
+                self._install_started()
+            else:
+                self._install_done()
+
+    async def _refill_spis(self) -> None:
         try:
             while len(self.spis) < SPI_POOL:
                 # larval_seconds=0: no larval timeout for these.  A pooled SPI is ours; a
@@ -299,15 +333,19 @@ class IkeService:
                 spi = replies[0].spi
                 if spi is not None:
                     self.spis.append(spi)
+                    self._spi_barrier()
         except WorkerError as err:
-            log.warning("GETSPI failed: %s", err)
+            # rate-limited: with the SAD full, any datagram of an IKE SA (a peer's junk too) retries
+            if (held := self._getspi_log.admit()) is not None:
+                log.warning("GETSPI failed: %s%s", err, suffix(held))
         finally:
-            self._refilling = False
+            self._refill = None
+            self._spi_barrier()
 
     def larval_expired(self, spi: int) -> None:
         if spi in self.spis:
             self.spis.remove(spi)
-            self._spawn(self.refill_spis())
+            self._start_refill()
 
     def expired(self, spi: int, direction: Direction, hard: bool, remote: Endpoint | None = None) -> bool:
         """A Child SA's lifetime: soft -> rekey it, hard -> delete it.  False if not ours.
@@ -326,7 +364,7 @@ class IkeService:
                 sa.delete_child(state.unique_id, DownReason.EXPIRED)
             else:
                 log.info("%s: CHILD_SA %s reached its soft limit; rekeying", state.conn, state.child)
-                sa.rekey_child(state.unique_id)
+                self._with_spi(functools.partial(self._rekey_child, sa, state.unique_id))
             self._pump()
             return True
         return False
@@ -428,13 +466,24 @@ class IkeService:
     def initiate(self, conn: str, child: str | None) -> None:
         if conn not in self.connections:
             raise KeyError(conn)
+        self._with_spi(functools.partial(self._initiate, conn, child))
+        self._pump()
+
+    def _initiate(self, conn: str, child: str | None) -> None:
+        if self.closing:    # it waited for an SPI into the shutdown
+            return
         # like strongSwan: a child of a connection whose IKE SA is up is added to it (CREATE_CHILD_SA)
         up = next((sa for sa in self.endpoint.sas if sa.name == conn and sa.state is State.ESTABLISHED), None)
         if up is not None and child is not None:
             up.initiate(child)
         else:
             self.endpoint.initiate(conn, child, time.monotonic())
-        self._pump()
+
+    @staticmethod
+    def _rekey_child(sa: IkeSa, unique_id: int) -> None:
+        """Rekey a Child SA unless it went away while the rekey waited for an SPI."""
+        if sa.state is State.ESTABLISHED and any(c.unique_id == unique_id for c in sa.children):
+            sa.rekey_child(unique_id)
 
     def terminate(self, conn: str) -> int:
         n = 0
@@ -442,6 +491,20 @@ class IkeService:
             if sa.name == conn and not sa.is_closed:
                 sa.delete(time.monotonic())
                 n += 1
+        self._pump()
+        return n
+
+    def terminate_child(self, conn: str, child: str) -> int:
+        """Delete the Child SAs named ``child`` of the connection's IKE SAs (INFORMATIONAL DELETE,
+        as ``swanctl --terminate --child``); the IKE SAs stay up.  How many deletes were started."""
+        n = 0
+        for sa in self.endpoint.sas:
+            if sa.name != conn or sa.state is not State.ESTABLISHED:
+                continue
+            for ch in sa.children:
+                if ch.name == child:
+                    sa.delete_child(ch.unique_id)
+                    n += 1
         self._pump()
         return n
 
@@ -455,14 +518,66 @@ class IkeService:
             except OSError as err:
                 log.debug("IKE socket: %s", err)
                 break
-            self.endpoint.receive(data, (addr[0], addr[1]), time.monotonic())
+            self.receive(data, (addr[0], addr[1]))
         self._pump()
 
     def receive_natt(self, msg: pipe.Ike) -> None:
         """IKE that arrived on port 4500 via the worker."""
         local = (str(msg.local.addr), msg.local.port) if msg.local else None
-        self.endpoint.receive(msg.data, (str(msg.remote.addr), msg.remote.port), time.monotonic(), local)
+        self.receive(msg.data, (str(msg.remote.addr), msg.remote.port), local)
         self._pump()
+
+    def receive(self, data: bytes, remote: tuple[str, int], local: tuple[str, int] | None = None) -> None:
+        """One IKE datagram into the engine (the caller pumps), unless it must wait for an SPI.
+
+        The engine takes inbound SPIs synchronously from the pool.  A datagram of an existing IKE
+        SA (IKE_AUTH, CREATE_CHILD_SA, an IKE_SA_INIT response) may need one; while the pool is
+        empty it is held (at most HELD_MAX) until the refill brings one, behind the same barrier
+        that holds outgoing datagrams during installs.  Held ones keep their order; IKE_SA_INIT
+        requests need no SPI and never wait."""
+        if not (_may_need_spi(data) and self._must_wait_for_spi()):
+            self.endpoint.receive(data, remote, time.monotonic(), local)
+        elif self._held_datagrams >= HELD_MAX:
+            self.held_dropped += 1
+            if (held := self._held_log.admit()) is not None:
+                log.warning("IKE datagram from %s dropped: %d already wait for inbound SPIs from the worker%s",
+                            remote[0], HELD_MAX, suffix(held))
+        else:
+            self._held_datagrams += 1
+            self._hold(functools.partial(self._receive_held_datagram, data, remote, local))
+
+    def _receive_held_datagram(self, data: bytes, remote: tuple[str, int], local: tuple[str, int] | None) -> None:
+        self._held_datagrams -= 1
+        self.endpoint.receive(data, remote, time.monotonic(), local)
+
+    def _with_spi(self, action: Callable[[], None]) -> None:
+        """Run a local action that may take an inbound SPI (a rekey, a CREATE_CHILD_SA) now, or
+        after the refill if the pool is empty; the caller pumps."""
+        if self._must_wait_for_spi():
+            self._hold(action)
+        else:
+            action()
+
+    def _must_wait_for_spi(self) -> bool:
+        """The pool is empty (a refill is started) or others already wait: wait behind them."""
+        if not self.spis:
+            self._start_refill()
+        return self._spi_wait or bool(self._held)
+
+    def _hold(self, action: Callable[[], None]) -> None:
+        self._held.append(action)
+        self._flush_datagrams()    # starts the wait for the barrier if none is pending
+
+    def _run_held(self) -> None:
+        """The barrier is down: what waited for an SPI runs, in order, until the pool is empty
+        again; then what is queued leaves and the timer (held back meanwhile) is re-armed."""
+        while self._held and not self._installs:
+            action = self._held.popleft()
+            try:
+                action()
+            except Exception as err:   # its caller has moved on; the rest must still run
+                log.warning("IKE action that waited for an inbound SPI failed: %s", err)
+        self._pump()   # installs it started, datagrams, timer; waits again if some still wait
 
     def _flush_datagrams(self) -> None:
         """Send what the engine has queued, but not before pending Child SA installs are acknowledged.
@@ -484,7 +599,7 @@ class IkeService:
             await self._installed.wait()
         finally:
             self._flush_held = False
-        self._flush_datagrams()
+        self._run_held()
 
     def _install_started(self) -> None:
         self._installs += 1
@@ -535,6 +650,9 @@ class IkeService:
 
     def _on_timer(self) -> None:
         self._timer = None
+        if self._spi_wait:           # a rekey would find no SPI: the barrier's end re-arms the timer
+            self._flush_datagrams()
+            return
         self.endpoint.handle_timer(time.monotonic())
         self._pump()
 
@@ -882,6 +1000,12 @@ class IkeService:
                 ],
             })
         return out
+
+
+def _may_need_spi(data: bytes) -> bool:
+    """Whether a datagram belongs to an existing IKE SA (its responder SPI is set), so handling
+    it may take an inbound Child SA SPI; IKE_SA_INIT requests (and junk too short) do not."""
+    return len(data) >= 16 and any(data[8:16])
 
 
 def _same_addr(sa: IkeSa, remote: Endpoint) -> bool:
