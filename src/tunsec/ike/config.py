@@ -15,6 +15,8 @@ from typing import Literal
 
 from cryptography import x509
 
+from tunsec.policy.selector import IPAddress
+
 from .auth import PrivateKey
 from .constants import IKE_PORT, ProtocolId
 from .identity import Identity
@@ -128,6 +130,10 @@ class IkeConfig:
     rand_time: float | None = None  # None: 10 % of rekey_time
     over_time: float | None = None  # None: 10 % of rekey_time
     send_cert: SendCertMode = "ifasked"
+    # virtual IPs (RFC 7296 §3.15): a client's ``vips`` to request (0.0.0.0 / :: for any of that
+    # family); a gateway's ``pools`` to lease them from (names in the service's AddressPools)
+    vips: tuple[IPAddress, ...] = ()
+    pools: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if "psk" in (self.local.method, self.remote.method) and self.psk is None:

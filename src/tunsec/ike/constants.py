@@ -104,6 +104,25 @@ class AttributeType(IntEnum):
     KEY_LENGTH = 14
 
 
+class CfgType(IntEnum):
+    """CFG Type of a Configuration payload (RFC 7296 §3.15)."""
+
+    CFG_REQUEST = 1
+    CFG_REPLY = 2
+    CFG_SET = 3
+    CFG_ACK = 4
+
+
+class CfgAttribute(IntEnum):
+    """Configuration attributes tunsec sends or reads (RFC 7296 §3.15.1)."""
+
+    INTERNAL_IP4_ADDRESS = 1
+    INTERNAL_IP4_NETMASK = 2
+    INTERNAL_IP4_DNS = 3
+    INTERNAL_IP6_ADDRESS = 8
+    INTERNAL_IP6_DNS = 10
+
+
 class IdType(IntEnum):
     IPV4_ADDR = 1
     FQDN = 2

@@ -53,7 +53,7 @@ from .message import (
     decode_message,
 )
 from .sa import IkeSa, State
-from .state import Jitter, Rng, SpiAllocator, now_utc, random_spi_allocator
+from .state import AddressPool, Jitter, Rng, SpiAllocator, now_utc, random_spi_allocator
 
 ZERO_SPI = bytes(8)
 
@@ -112,8 +112,10 @@ class IkeEndpoint:
         config_selector: Callable[[Address], Sequence[IkeConfig]] | None = None,
         limits: DosLimits | None = None,
         jitter: Jitter | None = None,
+        address_pool: AddressPool | None = None,
     ) -> None:
-        """``jitter``: see :class:`IkeSa` (how much earlier than rekey_time rekeys fire)."""
+        """``jitter``: see :class:`IkeSa` (how much earlier than rekey_time rekeys fire);
+        ``address_pool``: where responders lease virtual IPs (``tunsec.policy.pools.AddressPools``)."""
         limits = limits or DosLimits()
         if cookie_threshold is not None:
             limits = DosLimits(cookie_threshold, limits.half_open_limit, limits.cookie_lifetime)
@@ -122,6 +124,7 @@ class IkeEndpoint:
         self._configs = {c.name: c for c in configs}
         self._rng = rng
         self._jitter = jitter
+        self._address_pool = address_pool
         self._spi_allocator = spi_allocator or random_spi_allocator(rng)
         self._wall_clock = wall_clock
         self._select = config_selector or self._default_selector
@@ -243,6 +246,7 @@ class IkeEndpoint:
                 wall_clock=self._wall_clock,
                 candidates=candidates,
                 jitter=self._jitter,
+                address_pool=self._address_pool,
             )
             if sa.local_spi not in self._sas:
                 self._register(sa)

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from tunsec.policy.selector import IPAddress
+
 from .identity import Identity
 from .secret import Secret
 from .ts import Ts
@@ -83,6 +85,11 @@ class IkeSaUp:
     local_port: int
     proposal: str
     initial_contact: bool = False  # the peer says it has no other SAs with us (RFC 7296 §2.4)
+    # virtual IPs (RFC 7296 §3.15): the ones the peer assigned us, with its DNS servers (a client),
+    # and the ones we leased the peer (a gateway; released by the engine when the IKE SA goes)
+    own_vips: tuple[IPAddress, ...] = ()
+    dns: tuple[IPAddress, ...] = ()
+    peer_vips: tuple[IPAddress, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,7 @@ from .message import DecodeError, Message, Payload, UnsupportedCriticalPayload, 
 from .proposals import Suite, describe_all
 from .sk import IntegrityError, decrypt_message, encrypt_message
 from .state import (
+    AddressPool,
     ChildSa,
     IkeRekey,
     IkeSaState,
@@ -125,8 +126,10 @@ class IkeSa:
         wall_clock: Callable[[], datetime] = now_utc,
         candidates: Sequence[IkeConfig] = (),
         jitter: Jitter | None = None,
+        address_pool: AddressPool | None = None,
     ) -> None:
-        """``candidates``: for a responder, the connections this peer may be using (the
+        """``address_pool``: where a responder leases virtual IPs (connections with ``pools``).
+        ``candidates``: for a responder, the connections this peer may be using (the
         endpoint passes all that match its address); IKE_SA_INIT and IKE_AUTH pick one.
         ``jitter(bound)``: how much earlier than rekey_time a rekey fires, in [0, bound]
         (random by default; tests pass a fixed one).
@@ -146,6 +149,7 @@ class IkeSa:
         )
         self._st.candidates = tuple(candidates)
         self._st.jitter = jitter or random_jitter(rng)
+        self._st.address_pool = address_pool
         if is_initiator:
             self._st.spi_i = _nonzero_spi(rng)
         else:
@@ -727,6 +731,7 @@ class IkeSa:
             local_addr=old.local_addr,
             wall_clock=old.wall_clock,
             jitter=old.jitter,
+            address_pool=old.address_pool,
         )
         st = new._st
         st.spi_i, st.spi_r, st.local_port = rekey.spi_i, rekey.spi_r, old.local_port
@@ -744,6 +749,9 @@ class IkeSa:
         new = self._rekeyed_sa(rekey)
         st = new._st
         st.children = old.children  # shared: see _heir
+        # the virtual IPs move with the Child SAs; the old SA must not release them
+        st.peer_vips, st.own_vips, st.own_dns = old.peer_vips, old.own_vips, old.own_dns
+        old.peer_vips = ()
         st.next_child_id = old.next_child_id
         new._state = State.ESTABLISHED
         # a rekey of ours still queued is moot: the IKE SA was just replaced
@@ -839,11 +847,20 @@ class IkeSa:
             else:
                 self._st.emit(SpiUnused(child.spi_in))
         self._st.children.clear()
+        self._release_vips()
         if was_up:
             self._st.emit(IkeSaDown(self.name, reason))
         self._state = State.CLOSED
         log.debug("%s: IKE SA closed: %s", self.name, reason)
 
+
+    def _release_vips(self) -> None:
+        """Give the peer's leases back (they stay bound to its identity while it is offline)."""
+        st = self._st
+        if st.address_pool is not None and st.peer_id is not None:
+            for lease in st.peer_vips:
+                st.address_pool.release(lease, st.peer_id)
+        st.peer_vips = ()
 
     def _end_pending(self, task: Task) -> None:
         """Our request will never be answered here: abort it, or hand what it leaves to the heir."""

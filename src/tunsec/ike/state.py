@@ -10,10 +10,11 @@ import hashlib
 import ipaddress
 import os
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
+from typing import TYPE_CHECKING, Protocol
 
 from .config import ChildConfig, IkeConfig
 from .constants import IKE_PORT
@@ -25,6 +26,10 @@ from .proposals import Suite
 from .secret import Secret
 from .sk import SkCrypter
 from .ts import Ts
+
+if TYPE_CHECKING:
+    from tunsec.policy.pools import Lease
+    from tunsec.policy.selector import IPAddress
 
 Rng = Callable[[int], bytes]
 SpiAllocator = Callable[[], int]
@@ -53,6 +58,19 @@ class State(Enum):
 
 class SpiUnavailable(Exception):
     """The SPI allocator has no SPI to give (e.g. its GETSPI pool is empty)."""
+
+
+class AddressPool(Protocol):
+    """Where a responder gets virtual IPs (``tunsec.policy.pools.AddressPools``).
+
+    Leases outlive an IKE SA (the same identity gets its address back), so the
+    service keeps them; the engine asks for one per requested address family in
+    IKE_AUTH and gives them back when the IKE SA is gone for good.
+    """
+
+    def acquire(self, names: Sequence[str], peer: Identity, family: int) -> Lease | None: ...
+
+    def release(self, lease: Lease, peer: Identity) -> None: ...
 
 
 def random_spi_allocator(rng: Rng = os.urandom) -> SpiAllocator:
@@ -135,6 +153,10 @@ class IkeSaState:
     peer_certreq: bool = False  # the peer sent a CERTREQ (send_cert = ifasked answers it)
     next_child_id: int = 1
     jitter: Jitter | None = None  # None: random_jitter(rng)
+    address_pool: AddressPool | None = None  # a responder's virtual IP leases (connections.X.pools)
+    peer_vips: tuple[Lease, ...] = ()  # leases we gave the peer in IKE_AUTH (released when the SA goes)
+    own_vips: tuple[IPAddress, ...] = ()  # virtual IPs the peer assigned to us (CFG_REPLY)
+    own_dns: tuple[IPAddress, ...] = ()  # DNS servers that came with them
 
     def emit(self, event: Event) -> None:
         self.events.append(event)

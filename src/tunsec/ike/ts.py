@@ -20,7 +20,10 @@ from tunsec.policy.selector import IPAddress, Ts, TsError, parse_ts, parse_ts_li
 from .constants import TsType
 from .message import TrafficSelector
 
-__all__ = ["Ts", "TsError", "from_wire", "narrow", "parse_ts", "parse_ts_list", "resolve_all", "to_wire"]
+__all__ = [
+    "Ts", "TsError", "any_of_family", "from_wire", "narrow", "parse_ts", "parse_ts_list", "resolve_all",
+    "resolve_each", "to_wire",
+]
 
 
 def to_wire(ts: Ts) -> TrafficSelector:
@@ -36,6 +39,30 @@ def from_wire(sel: TrafficSelector) -> Ts:
 
 def resolve_all(selectors: Iterable[Ts], addr: str | IPAddress | None) -> tuple[Ts, ...]:
     return tuple(r for r in (s.resolve(addr) for s in selectors) if r is not None)
+
+
+def resolve_each(selectors: Iterable[Ts], addrs: Sequence[str | IPAddress]) -> tuple[Ts, ...]:
+    """``dynamic`` becomes each of ``addrs`` (a client's virtual IPs, one per family)."""
+    out: list[Ts] = []
+    for sel in selectors:
+        for resolved in ((sel.resolve(a) for a in addrs) if sel.dynamic else (sel,)):
+            if resolved is not None and resolved not in out:
+                out.append(resolved)
+    return tuple(out)
+
+
+def any_of_family(selectors: Iterable[Ts], families: Iterable[int]) -> tuple[Ts, ...]:
+    """``dynamic`` becomes the whole address space of each family: what a client proposes as TSi
+    before it knows its virtual IP (the gateway narrows it to the lease, RFC 7296 §2.19)."""
+    out: list[Ts] = []
+    for sel in selectors:
+        if not sel.dynamic:
+            out.append(sel)
+            continue
+        for family in families:
+            net = ipaddress.ip_network("0.0.0.0/0" if family == 4 else "::/0")
+            out.append(Ts(net.network_address, net.broadcast_address, sel.protocol, sel.start_port, sel.end_port))
+    return tuple(out)
 
 
 def narrow(proposed: Sequence[Ts], allowed: Sequence[Ts]) -> tuple[Ts, ...]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tunsec.policy.selector import SelectorError, fast_selectors
+from tunsec.policy.selector import IPAddress, SelectorError, fast_selectors
 
 from ..config import ChildConfig
 from ..constants import NotifyType, ProtocolId
@@ -19,7 +19,7 @@ from ..events import ChildSaUp, NegotiationFailed, SpiUnused
 from ..message import Payload, Proposal, SaPayload, TsPayload
 from ..proposals import ProposalSpec, Suite, accepts, describe_all, select_proposal
 from ..state import ChildSa, IkeSaState
-from ..ts import Ts, from_wire, narrow, resolve_all, to_wire
+from ..ts import Ts, any_of_family, from_wire, narrow, resolve_each, to_wire
 from .base import find_all
 
 
@@ -41,9 +41,32 @@ def drop_child(st: IkeSaState, child: ChildSa) -> None:
         st.emit(SpiUnused(child.spi_in))
 
 
-def initiator_ts(st: IkeSaState, cfg: ChildConfig) -> tuple[tuple[Ts, ...], tuple[Ts, ...]]:
-    """TSi and TSr to propose: our local_ts and remote_ts with ``dynamic`` filled in."""
-    return resolve_all(cfg.local_ts, st.local_ip), resolve_all(cfg.remote_ts, st.remote_addr[0])
+def local_dynamic(st: IkeSaState) -> tuple[str | IPAddress, ...]:
+    """What our ``dynamic`` selectors stand for: our virtual IPs once assigned, else our IKE address."""
+    if st.own_vips:
+        return st.own_vips
+    return (st.local_ip,) if st.local_ip is not None else ()
+
+
+def remote_dynamic(st: IkeSaState) -> tuple[str | IPAddress, ...]:
+    """What the peer's ``dynamic`` selectors stand for: the addresses we leased it, else its IKE address."""
+    if st.peer_vips:
+        return tuple(lease.address for lease in st.peer_vips)
+    return (st.remote_addr[0],)
+
+
+def initiator_ts(
+    st: IkeSaState, cfg: ChildConfig, requesting_vips: bool = False
+) -> tuple[tuple[Ts, ...], tuple[Ts, ...]]:
+    """TSi and TSr to propose: our local_ts and remote_ts with ``dynamic`` filled in.
+
+    ``requesting_vips``: IKE_AUTH with a CFG_REQUEST, where our address is not known yet.
+    """
+    if requesting_vips:
+        tsi = any_of_family(cfg.local_ts, sorted({v.version for v in st.config.vips}))
+    else:
+        tsi = resolve_each(cfg.local_ts, local_dynamic(st))
+    return tsi, resolve_each(cfg.remote_ts, remote_dynamic(st))
 
 
 def sa_payloads(
@@ -117,11 +140,11 @@ def responder_select(
     ``only`` restricts the choice to one config (rekeying keeps the old one).
     """
     theirs = [p for p in sa.proposals if p.protocol == ProtocolId.ESP and len(p.spi) == 4]
-    remote_ip, local_ip = st.remote_addr[0], st.local_ip
+    remote_ips, local_ips = remote_dynamic(st), local_dynamic(st)
     ts_refusal: Refusal | None = None
     for cfg in (only,) if only is not None else st.config.children:
-        new_tsi = narrow(tsi, resolve_all(cfg.remote_ts, remote_ip))
-        new_tsr = narrow(tsr, resolve_all(cfg.local_ts, local_ip))
+        new_tsi = narrow(tsi, resolve_each(cfg.remote_ts, remote_ips))
+        new_tsr = narrow(tsr, resolve_each(cfg.local_ts, local_ips))
         if not new_tsi or not new_tsr:
             ts_refusal = ts_refusal or Refusal(
                 NotifyType.TS_UNACCEPTABLE,

@@ -24,6 +24,7 @@ from ..proposals import describe_all
 from ..state import ChildSa, IkeSaState, SpiUnavailable
 from ..ts import Ts
 from . import child as childmod
+from . import ike_config
 from .base import CHILD_ERRORS, Outcome, Response, Task, error_notify, find, find_all, find_notify, notify
 from .ike_sa_init import certreq_payloads
 from .informational import DeleteChildTask
@@ -99,6 +100,9 @@ def _ike_up(st: IkeSaState) -> None:
             st.local_port,
             describe_all([st.proposal]),
             st.initial_contact,
+            st.own_vips,
+            st.own_dns,
+            tuple(lease.address for lease in st.peer_vips),
         )
     )
 
@@ -139,6 +143,7 @@ class IkeAuthTask(Task):
         payloads.append(own[-1])
         if st.config.initial_contact:
             payloads.append(notify(NotifyType.INITIAL_CONTACT))
+        payloads += ike_config.request_payloads(st)
         payloads += self._child_payloads(st)
         return payloads
 
@@ -146,7 +151,7 @@ class IkeAuthTask(Task):
         cfg = self._child_cfg
         if cfg is None:
             return []
-        tsi, tsr = childmod.initiator_ts(st, cfg)
+        tsi, tsr = childmod.initiator_ts(st, cfg, requesting_vips=bool(st.config.vips))
         if not tsi or not tsr:
             st.emit(NegotiationFailed(st.name, "TS_UNACCEPTABLE", "dynamic selector without a local address", cfg.name))
             return []
@@ -174,6 +179,7 @@ class IkeAuthTask(Task):
         except AuthError as exc:
             st.emit(AuthFailed(st.name, str(exc), by_peer=False))
             return Outcome.AUTH_FAILED
+        ike_config.process_reply(st, payloads)
         _ike_up(st)
         self._finish_child(st, payloads, err.type if err is not None else None)
         return Outcome.DONE
@@ -194,6 +200,8 @@ class IkeAuthTask(Task):
             childmod.fail(st, child, refusal)
             return
         result = childmod.check_response(child, sa, ts[0], ts[1], self._proposed, strip_dh=True)
+        if not isinstance(result, childmod.Refusal) and st.config.vips:
+            result = _check_vip_ts(st, child.name, ts[0]) or result
         if isinstance(result, childmod.Refusal):
             childmod.fail(st, child, result)
             # the peer installed its half: ask it to delete that (by our inbound SPI, its outbound one)
@@ -222,9 +230,33 @@ def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response:
         return Response([notify(NotifyType.AUTHENTICATION_FAILED)], close=True, reason=DownReason.AUTH_FAILED)
     idr = _id_payload(st, False)
     response: list[Payload] = [idr, *_own_auth(st, idr)]
+    cp = ike_config.respond(st, payloads)
+    response += cp.payloads
     _ike_up(st)
+    if cp.failure is not None:
+        # as strongSwan: the IKE SA comes up, the Child SA is not built
+        if find(payloads, SaPayload) is not None:
+            st.emit(NegotiationFailed(st.name, "INTERNAL_ADDRESS_FAILURE", cp.failure, _child_hint(st)))
+        return Response(response)
     response += _respond_child(st, payloads)
     return Response(response)
+
+
+def _child_hint(st: IkeSaState) -> str | None:
+    """The child a failed CP request stopped (the first configured; the request did not get that far)."""
+    return st.config.children[0].name if st.config.children else None
+
+
+def _check_vip_ts(st: IkeSaState, child: str, tsi: Sequence[Ts]) -> childmod.Refusal | None:
+    """With ``vips`` our TSi must be our assigned address: a gateway may not make us source other ones."""
+    if not st.own_vips:
+        return childmod.Refusal(NotifyType.FAILED_CP_REQUIRED, "the gateway assigned no virtual IP "
+                                f"(we requested {', '.join(map(str, st.config.vips))})", child)
+    hosts = [Ts.host(a) for a in st.own_vips]
+    if not all(any(h.contains(t) for h in hosts) for t in tsi):
+        return childmod.Refusal(NotifyType.TS_UNACCEPTABLE, f"gateway narrowed TSi to {', '.join(map(str, tsi))}, "
+                                f"not our virtual IP {', '.join(map(str, st.own_vips))}", child)
+    return None
 
 
 def _respond_child(st: IkeSaState, payloads: Sequence[Payload]) -> list[Payload]:

@@ -1,0 +1,161 @@
+"""Virtual IPs in IKE_AUTH: the Configuration payload (RFC 7296 §2.19, §3.15).
+
+Like strongSwan's ike_config task, this rides along in IKE_AUTH: a client with
+``vips`` sends CP(CFG_REQUEST) with INTERNAL_IP4_ADDRESS / INTERNAL_IP6_ADDRESS
+(empty for "any", or the address it would like) and asks for DNS servers; a
+gateway with ``pools`` answers CP(CFG_REPLY) with one lease per requested
+family from its :class:`~tunsec.ike.state.AddressPool`, and the pools' DNS
+servers. When no family could be served, the gateway answers
+N(INTERNAL_ADDRESS_FAILURE) and builds no Child SA, as strongSwan does.
+
+Attribute parsing is strict about lengths (a malformed request is treated as
+no request) and only ever reads the attributes below; the rest are ignored.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..constants import CfgAttribute, CfgType, NotifyType
+from ..message import CpPayload, Payload
+from ..state import IkeSaState
+from .base import find_all, notify
+
+Attribute = tuple[int, bytes]
+
+_ADDRESS_ATTR = {4: CfgAttribute.INTERNAL_IP4_ADDRESS, 6: CfgAttribute.INTERNAL_IP6_ADDRESS}
+_DNS_ATTR = {4: CfgAttribute.INTERNAL_IP4_DNS, 6: CfgAttribute.INTERNAL_IP6_DNS}
+_MAX_ATTRIBUTES = 64  # a request is a handful; more is not a client we serve
+
+
+class MalformedCp(ValueError):
+    pass
+
+
+def encode_attributes(attrs: Sequence[Attribute]) -> bytes:
+    return b"".join(struct.pack("!HH", kind & 0x7FFF, len(value)) + value for kind, value in attrs)
+
+
+def decode_attributes(data: bytes) -> list[Attribute]:
+    """The attributes of a CP payload body (after its 4-byte header); MalformedCp if they do not fit."""
+    attrs: list[Attribute] = []
+    pos = 0
+    while pos < len(data):
+        if len(data) - pos < 4:
+            raise MalformedCp("truncated attribute header")
+        kind, length = struct.unpack_from("!HH", data, pos)
+        pos += 4
+        if length > len(data) - pos:
+            raise MalformedCp(f"attribute {kind & 0x7FFF} longer than the payload")
+        attrs.append((kind & 0x7FFF, data[pos : pos + length]))
+        pos += length
+        if len(attrs) > _MAX_ATTRIBUTES:
+            raise MalformedCp("too many attributes")
+    return attrs
+
+
+def _find_cp(payloads: Sequence[Payload], cfg_type: CfgType) -> list[Attribute] | None:
+    for cp in find_all(payloads, CpPayload):
+        if cp.cfg_type == cfg_type:
+            try:
+                return decode_attributes(cp.attributes)
+            except MalformedCp:
+                return None
+    return None
+
+
+# ---------------------------------------------------------------- initiator
+
+
+def request_payloads(st: IkeSaState) -> list[Payload]:
+    """CP(CFG_REQUEST) for the configured ``vips``; nothing without them."""
+    attrs: list[Attribute] = []
+    for vip in st.config.vips:
+        value = b"" if vip.is_unspecified else vip.packed
+        if vip.version == 6 and value:
+            value += bytes([128])
+        attrs.append((_ADDRESS_ATTR[vip.version], value))
+    for family in sorted({v.version for v in st.config.vips}):
+        attrs.append((_DNS_ATTR[family], b""))
+    return [CpPayload(CfgType.CFG_REQUEST, encode_attributes(attrs))] if attrs else []
+
+
+def process_reply(st: IkeSaState, payloads: Sequence[Payload]) -> None:
+    """Take the virtual IPs (of the families we asked for) and DNS servers from CP(CFG_REPLY)."""
+    if not st.config.vips:
+        return
+    attrs = _find_cp(payloads, CfgType.CFG_REPLY) or []
+    wanted = {v.version for v in st.config.vips}
+    addresses, dns = [], []
+    for kind, value in attrs:
+        addr = _address(kind, value)
+        if addr is None:
+            continue
+        if kind in (CfgAttribute.INTERNAL_IP4_ADDRESS, CfgAttribute.INTERNAL_IP6_ADDRESS):
+            if addr.version in wanted and not _unusable(addr) and addr not in addresses:
+                addresses.append(addr)
+        elif kind in (CfgAttribute.INTERNAL_IP4_DNS, CfgAttribute.INTERNAL_IP6_DNS) and addr not in dns:
+            dns.append(addr)
+    st.own_vips, st.own_dns = tuple(addresses), tuple(dns[:8])
+
+
+def _address(kind: int, value: bytes) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    if kind in (CfgAttribute.INTERNAL_IP4_ADDRESS, CfgAttribute.INTERNAL_IP4_DNS) and len(value) == 4:
+        return ipaddress.IPv4Address(value)
+    if kind == CfgAttribute.INTERNAL_IP6_ADDRESS and len(value) == 17:
+        return ipaddress.IPv6Address(value[:16])
+    if kind == CfgAttribute.INTERNAL_IP6_DNS and len(value) == 16:
+        return ipaddress.IPv6Address(value)
+    return None
+
+
+def _unusable(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    return addr.is_unspecified or addr.is_multicast or addr.is_loopback or addr.is_link_local
+
+
+# ---------------------------------------------------------------- responder
+
+
+@dataclass(frozen=True)
+class CpAnswer:
+    payloads: list[Payload]
+    failure: str | None = None  # why no address could be assigned (the child is then not built)
+
+
+def respond(st: IkeSaState, payloads: Sequence[Payload]) -> CpAnswer:
+    """Lease an address per requested family; CFG_REPLY, or N(INTERNAL_ADDRESS_FAILURE) if none."""
+    attrs = _find_cp(payloads, CfgType.CFG_REQUEST)
+    pools = st.config.pools
+    if attrs is None or not pools or st.address_pool is None or st.peer_id is None:
+        return CpAnswer([])
+    families = list(dict.fromkeys(
+        4 if kind == CfgAttribute.INTERNAL_IP4_ADDRESS else 6
+        for kind, _ in attrs
+        if kind in (CfgAttribute.INTERNAL_IP4_ADDRESS, CfgAttribute.INTERNAL_IP6_ADDRESS)
+    ))
+    if not families:
+        return CpAnswer([])
+    leases = []
+    for family in families:
+        lease = st.address_pool.acquire(pools, st.peer_id, family)
+        if lease is not None:
+            leases.append(lease)
+    st.peer_vips = tuple(leases)
+    if not leases:
+        wanted = " and ".join(f"IPv{f}" for f in families)
+        return CpAnswer(
+            [notify(NotifyType.INTERNAL_ADDRESS_FAILURE)],
+            f"no virtual IP ({wanted}) for {st.peer_id}: pools {', '.join(pools)} exhausted or of another family",
+        )
+    reply: list[Attribute] = [(_ADDRESS_ATTR[lease.address.version], _address_value(lease.address))
+                              for lease in leases]
+    dns = dict.fromkeys(d for lease in leases for d in lease.dns)
+    reply += [(_DNS_ATTR[d.version], d.packed) for d in dns]
+    return CpAnswer([CpPayload(CfgType.CFG_REPLY, encode_attributes(reply))])
+
+
+def _address_value(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bytes:
+    return addr.packed + (bytes([128]) if addr.version == 6 else b"")

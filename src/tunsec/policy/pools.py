@@ -1,0 +1,180 @@
+"""Virtual IP address pools: the one place where leases live (swanctl.conf ``pools``).
+
+A gateway hands each road-warrior client an address from a pool (RFC 7296
+§3.15, INTERNAL_IP4_ADDRESS / INTERNAL_IP6_ADDRESS). Leases outlive any one
+IKE SA, so they are kept here, in the IKE service, and the sans-I/O engine
+asks for them through the :class:`~tunsec.ike.state.AddressPool` interface
+(:meth:`AddressPools.acquire` / :meth:`AddressPools.release`).
+
+The rules follow strongSwan's in-memory pools (``mem_pool.c``):
+
+- an identity keeps its address while it is online; a second IKE SA of the
+  same identity shares it (the lease counts its holders);
+- when the last holder goes, the lease turns *offline* but stays bound to the
+  identity, so a reconnecting client gets the same address back;
+- a new identity takes a never-used address first, and only when none is left
+  the address of the identity that has been offline the longest;
+- with no free and no offline address the pool is exhausted (acquire gives None).
+
+A CIDR pool skips its network address (and for IPv4 prefixes shorter than /31
+its broadcast address), as strongSwan does; a range ``a-b`` uses every address.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from tunsec.ike.identity import Identity
+from tunsec.policy.selector import IPAddress
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """One ``pools.<name>`` section: an inclusive address range and what is sent with a lease."""
+
+    name: str
+    first: IPAddress
+    last: IPAddress
+    dns: tuple[IPAddress, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.first.version != self.last.version or int(self.first) > int(self.last):
+            raise ValueError(f"pool {self.name}: {self.first}-{self.last} is not an address range")
+
+    @property
+    def version(self) -> int:
+        return self.first.version
+
+    @property
+    def size(self) -> int:
+        return int(self.last) - int(self.first) + 1
+
+    @classmethod
+    def parse_addrs(cls, name: str, text: str, dns: tuple[IPAddress, ...] = ()) -> PoolConfig:
+        """``addrs`` as swanctl.conf writes it: ``10.3.0.0/24`` or ``10.3.0.10-10.3.0.20``; ValueError if not."""
+        text = text.strip()
+        if "-" in text:
+            lo, _, hi = text.partition("-")
+            return cls(name, ipaddress.ip_address(lo.strip()), ipaddress.ip_address(hi.strip()), dns)
+        net = ipaddress.ip_network(text, strict=False)
+        first, last = int(net.network_address), int(net.broadcast_address)
+        if net.num_addresses > 2:
+            first += 1  # the network address
+            if net.version == 4:
+                last -= 1  # the broadcast address
+        return cls(name, ipaddress.ip_address(first) if net.version == 4 else ipaddress.IPv6Address(first),
+                   ipaddress.ip_address(last) if net.version == 4 else ipaddress.IPv6Address(last), dns)
+
+
+@dataclass(frozen=True)
+class Lease:
+    """What the engine puts in a CFG_REPLY: the address, and the DNS servers of its pool."""
+
+    pool: str
+    address: IPAddress
+    dns: tuple[IPAddress, ...] = ()
+
+
+@dataclass(frozen=True)
+class LeaseInfo:
+    """A lease as ``tunsec status`` shows it."""
+
+    pool: str
+    address: IPAddress
+    identity: str
+    online: bool
+
+
+@dataclass
+class _Pool:
+    config: PoolConfig
+    unused: int = 0  # offsets below this were handed out at least once
+    owner: dict[int, Identity] = field(default_factory=dict)  # offset -> identity it is bound to
+    by_id: dict[Identity, int] = field(default_factory=dict)  # identity -> offset
+    holders: dict[int, int] = field(default_factory=dict)  # online offset -> number of IKE SAs holding it
+    offline: OrderedDict[int, None] = field(default_factory=OrderedDict)  # oldest first
+
+    def address(self, offset: int) -> IPAddress:
+        return ipaddress.ip_address(int(self.config.first) + offset) if self.config.version == 4 else \
+            ipaddress.IPv6Address(int(self.config.first) + offset)
+
+    def offset(self, addr: IPAddress) -> int | None:
+        if addr.version != self.config.version:
+            return None
+        off = int(addr) - int(self.config.first)
+        return off if 0 <= off < self.config.size else None
+
+    def acquire(self, peer: Identity) -> int | None:
+        off = self.by_id.get(peer)
+        if off is None:
+            off = self._fresh()
+            if off is None:
+                return None
+            self.owner[off], self.by_id[peer] = peer, off
+        self.offline.pop(off, None)
+        self.holders[off] = self.holders.get(off, 0) + 1
+        return off
+
+    def _fresh(self) -> int | None:
+        if self.unused < self.config.size:
+            self.unused += 1
+            return self.unused - 1
+        if not self.offline:
+            return None
+        off, _ = self.offline.popitem(last=False)  # the identity offline the longest loses its address
+        del self.by_id[self.owner.pop(off)]
+        return off
+
+    def release(self, off: int, peer: Identity) -> bool:
+        if self.owner.get(off) != peer or off not in self.holders:
+            return False
+        self.holders[off] -= 1
+        if self.holders[off] == 0:
+            del self.holders[off]
+            self.offline[off] = None
+        return True
+
+
+class AddressPools:
+    """Every configured pool and its leases (one instance per IKE service)."""
+
+    def __init__(self, pools: Sequence[PoolConfig] = ()) -> None:
+        self._pools = {p.name: _Pool(p) for p in pools}
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._pools
+
+    def acquire(self, names: Sequence[str], peer: Identity, family: int) -> Lease | None:
+        """An address of IP version ``family`` for ``peer`` from the first of ``names`` that has one."""
+        for name in names:
+            pool = self._pools.get(name)
+            if pool is None or pool.config.version != family:
+                continue
+            off = pool.acquire(peer)
+            if off is not None:
+                return Lease(name, pool.address(off), pool.config.dns)
+        return None
+
+    def release(self, lease: Lease, peer: Identity) -> None:
+        """``peer``'s IKE SA holding ``lease`` is gone; the address stays bound to ``peer`` while offline."""
+        pool = self._pools.get(lease.pool)
+        off = pool.offset(lease.address) if pool is not None else None
+        if pool is not None and off is not None:
+            pool.release(off, peer)
+
+    def families(self, names: Sequence[str]) -> set[int]:
+        return {self._pools[n].config.version for n in names if n in self._pools}
+
+    def exhausted(self, names: Sequence[str], family: int) -> list[str]:
+        """The pools of ``names`` with IP version ``family`` (for the log line of a failed request)."""
+        return [n for n in names if n in self._pools and self._pools[n].config.version == family]
+
+    def leases(self) -> list[LeaseInfo]:
+        out: list[LeaseInfo] = []
+        for name, pool in self._pools.items():
+            for off in sorted(pool.owner):
+                out.append(LeaseInfo(name, pool.address(off), str(pool.owner[off]), off in pool.holders))
+        return out
