@@ -565,11 +565,34 @@ def test_unknown_keys_and_sections() -> None:
     ]
 
 
-def test_pools_are_not_supported() -> None:
-    text = "tunsec {\n}\n\npools {\n  x { addrs = 10.3.0.0/24 }\n}\n"
-    assert only_issue(text) == ConfigIssue(
-        "tunsec.conf", 4, "pools", "section not supported (tunsec assigns no virtual IPs)"
-    )
+def test_pools_section_gives_the_service_its_pools() -> None:
+    text = ("pools {\n  v4 { addrs = 10.3.0.0/24\n dns = 10.3.0.53, 2001:db8::53 }\n"
+            "  v6 { addrs = fd00:3::10-fd00:3::20 }\n}\n")
+    pools = {p.name: p for p in parse_config(text, "tunsec.conf").pools}
+    assert (str(pools["v4"].first), str(pools["v4"].last), pools["v4"].size) == ("10.3.0.1", "10.3.0.254", 254)
+    assert [str(d) for d in pools["v4"].dns] == ["10.3.0.53", "2001:db8::53"]
+    assert (str(pools["v6"].first), pools["v6"].size) == ("fd00:3::10", 17)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("addrs = 10.3.0.0/24\n  }\n  b { addrs = 10.3.0.128-10.3.1.1",
+         "pools.b.addrs: overlaps pool a (10.3.0.1-10.3.0.254)"),
+        ("addrs = dhcp", "pools.a.addrs: addrs = dhcp is not supported: write a subnet (10.3.0.0/24) or a range (a-b)"),
+        ("addrs = 10.3.0.9-10.3.0.1", "pools.a.addrs: not a subnet (10.3.0.0/24) or an address range (a-b): "
+         "'10.3.0.9-10.3.0.1'"),
+        ("addrs = 10.0.0.0/4", "pools.a.addrs: 10.0.0.0/4 is too large a pool (at most /8)"),
+        ("dns = 10.3.0.53", "pools.a.addrs: required key is missing"),
+        ("addrs = 10.3.0.0/24\n dns = resolver", "pools.a.dns: not an IPv4 or IPv6 address: 'resolver'"),
+        ("addrs = 10.3.0.0/24\n split_include = 10.0.0.0/8",
+         "pools.a.split_include: split tunnelling attributes are not supported: use the child's local_ts"),
+    ],
+)
+def test_bad_pools_name_file_line_and_key(body: str, message: str) -> None:
+    text = f"pools {{\n  a {{ {body} }}\n}}\n"
+    issue = only_issue(text)
+    assert f"{issue.key}: {issue.message}" == message
 
 
 @pytest.mark.parametrize(

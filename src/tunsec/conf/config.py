@@ -20,9 +20,11 @@ from tunsec.conf.connections import Connection, read_connections
 from tunsec.conf.credentials import Credentials
 from tunsec.conf.errors import ConfigError, ConfigIssue
 from tunsec.conf.manual import ManualTunnel, read_manual_section
+from tunsec.conf.pools import read_pools
 from tunsec.conf.secrets import IkeSecret, read_secrets, weak_psk_warnings
 from tunsec.conf.syntax import Section, Unreadable, parse_tree, read_config_text
 from tunsec.conf.tunsec_section import TunsecSettings, read_tunsec_section
+from tunsec.policy.pools import PoolConfig
 
 __all__ = ["Config", "load_config", "parse_config"]
 
@@ -42,6 +44,7 @@ class Config:
     manual: tuple[ManualTunnel, ...] = ()
     connections: tuple[Connection, ...] = ()
     ike_secrets: tuple[IkeSecret, ...] = ()
+    pools: tuple[PoolConfig, ...] = ()  # virtual IP pools (pools { }), leased by the IKE service
     warnings: tuple[ConfigIssue, ...] = ()
 
     def connection(self, name: str) -> Connection:
@@ -49,12 +52,6 @@ class Config:
             if conn.name == name:
                 return conn
         raise KeyError(f"no connection {name!r}")
-
-
-def _pools_section(section: Section, issues: list[ConfigIssue]) -> None:
-    issues.append(
-        ConfigIssue(section.file, section.line, section.path, "section not supported (tunsec assigns no virtual IPs)")
-    )
 
 
 def _ignore(section: Section, issues: list[ConfigIssue]) -> None:
@@ -68,7 +65,7 @@ _TOP_LEVEL: dict[str, Callable[[Section, list[ConfigIssue]], None]] = {
     "connections": _ignore,
     "secrets": _ignore,
     "authorities": _ignore,
-    "pools": _pools_section,
+    "pools": _ignore,
 }
 
 
@@ -116,11 +113,13 @@ def parse_config(text: str, path: str = "<string>") -> Config:
         read_authorities(sections["authorities"], creds, issues)
     secrets = sections.get("secrets")
     psks, broken = read_secrets(secrets, creds, issues) if secrets is not None else ([], False)
+    pools = read_pools(sections["pools"], issues) if "pools" in sections else ()
     connections: tuple[Connection, ...] = ()
     if "connections" in sections:
         connections = read_connections(
             sections["connections"], creds, psks, issues, psks_broken=broken,
             retransmit=tunsec.retransmit, half_open_timeout=tunsec.half_open_timeout,
+            pools={p.name: p.version for p in pools},
         )  # fmt: skip
     if issues:
         raise ConfigError(_ordered(issues, files))
@@ -130,6 +129,7 @@ def parse_config(text: str, path: str = "<string>") -> Config:
         manual=manual,
         connections=connections,
         ike_secrets=tuple(psks),
+        pools=pools,
         warnings=tuple(_ordered(weak_psk_warnings(secrets, psks), files)),
     )
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -597,8 +597,6 @@ def _read_children(r: SectionReader, issues: list[ConfigIssue]) -> list[_Draft] 
 
 
 _CONN_REFUSED = (
-    ("vips", "virtual IPs are not supported"),
-    ("pools", "address pools (virtual IPs) are not supported"),
     ("if_id_in", "XFRM interface IDs are not supported"),
     ("if_id_out", "XFRM interface IDs are not supported"),
     ("ppk_id", "postquantum preshared keys (PPK) are not supported"),
@@ -615,6 +613,37 @@ class _ConnContext:
     issues: list[ConfigIssue]
     retransmit: RetransmitConfig
     half_open_timeout: float
+    pools: Mapping[str, int] = field(default_factory=dict)  # pools.<name> -> IP version
+
+
+def _parse_vips(text: str) -> tuple[IPAddress, ...]:
+    """``vips``: addresses to request; 0.0.0.0 and :: ask for any address of that family."""
+    out: list[IPAddress] = []
+    for item in (i.strip() for i in text.split(",")):
+        try:
+            addr = ipaddress.ip_address(item)
+        except ValueError:
+            raise BadValue(f"not an IPv4 or IPv6 address (0.0.0.0 or :: for any): {show_value(item)}") from None
+        if addr.is_multicast or addr.is_loopback:
+            raise BadValue(f"{addr} cannot be a virtual IP")
+        if addr in out or any(a.version == addr.version for a in out):
+            raise BadValue(f"one virtual IP per address family (got {show_value(text)})")
+        out.append(addr)
+    return tuple(out)
+
+
+def _parse_pool_names(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(","))
+    if any(not n for n in names):
+        raise BadValue(f"a list of pool names: {show_value(text)}")
+    return names
+
+
+def _check_pools(r: SectionReader, names: tuple[str, ...], known: Mapping[str, int]) -> None:
+    missing = [n for n in names if n not in known]
+    if missing:
+        have = ", ".join(sorted(known)) or "none"
+        r.error("pools", f"no pool {', '.join(missing)} in pools {{ }} (configured: {have})")
 
 
 def _ike_lifetimes(r: SectionReader) -> tuple[int, int, int, int]:
@@ -665,6 +694,10 @@ def _read_connection(section: Section, ctx: _ConnContext) -> Connection | None:
     accept_only(r, "mediation", parse_bool, {False}, "mediation is not supported")
     for key, why in _CONN_REFUSED:
         r.get(key, refuse(why), None)
+    vips: tuple[IPAddress, ...] = r.get("vips", _parse_vips, ())
+    pools: tuple[str, ...] = r.get("pools", _parse_pool_names, ())
+    if pools:
+        _check_pools(r, pools, ctx.pools)
     local = _read_local(_round_sections(r, "local", issues), issues, section)
     remote = _read_remote(_round_sections(r, "remote", issues), issues, section)
     drafts = _read_children(r, issues)
@@ -724,6 +757,8 @@ def _read_connection(section: Section, ctx: _ConnContext) -> Connection | None:
             over_time=float(over_time),   # the hard lifetime: deleted over_time after the rekey was due
             send_cert=send_cert,
             dpd_delay=dpd_delay or None,
+            vips=vips,
+            pools=pools,
         )
     except ValueError as exc:  # the engine's own consistency checks; the checks above should cover them
         issues.append(ConfigIssue(section.file, section.line, section.path, str(exc)))
@@ -896,14 +931,17 @@ def read_connections(
     psks_broken: bool = False,
     retransmit: RetransmitConfig | None = None,
     half_open_timeout: float = 30.0,
+    pools: Mapping[str, int] | None = None,
 ) -> tuple[Connection, ...]:
     """The valid connections of ``connections { }``; every problem goes to ``issues``.
 
     ``psks`` are the ``secrets.ike*`` entries (``psks_broken``: one of them had
     errors, so a connection without a PSK says nothing more); ``retransmit`` and
-    ``half_open_timeout`` come from ``tunsec { }`` and go into every ``IkeConfig``.
+    ``half_open_timeout`` come from ``tunsec { }`` and go into every ``IkeConfig``;
+    ``pools`` names the configured address pools (their IP version), which ``connections.X.pools`` may use.
     """
-    ctx = _ConnContext(creds, psks, psks_broken, issues, retransmit or RetransmitConfig(), half_open_timeout)
+    ctx = _ConnContext(creds, psks, psks_broken, issues, retransmit or RetransmitConfig(), half_open_timeout,
+                       dict(pools or {}))
     for name, setting in section.settings.items():
         issues.append(
             ConfigIssue(

@@ -1,0 +1,85 @@
+"""swanctl.conf's ``pools { <name> { addrs = ..., dns = ... } }``: virtual IP address pools.
+
+Each section becomes a :class:`~tunsec.policy.pools.PoolConfig` (the leases
+themselves live in :class:`~tunsec.policy.pools.AddressPools`, in the IKE
+service). ``addrs`` is one CIDR subnet (``10.3.0.0/24``, ``fd00:3::/120``) or
+one range (``10.3.0.10-10.3.0.20``); ``dns`` a list of addresses sent with
+each lease. Pools must not overlap, as strongSwan requires. The other
+attributes strongSwan can hand out (NBNS, DHCP, split tunnelling...) are
+refused rather than silently left out of the reply.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from tunsec.conf.errors import BadValue, ConfigIssue, show_value
+from tunsec.conf.reader import SectionReader
+from tunsec.conf.syntax import Section
+from tunsec.conf.values import refuse
+from tunsec.policy.pools import PoolConfig
+from tunsec.policy.selector import IPAddress
+
+__all__ = ["read_pools"]
+
+_REFUSED = (
+    ("nbns", "NBNS (WINS) servers are not supported"),
+    ("dhcp", "DHCP servers are not supported"),
+    ("netmask", "INTERNAL_IP4_NETMASK is not supported"),
+    ("server", "INTERNAL_IP4_SERVER is not supported"),
+    ("subnet", "INTERNAL_IP4_SUBNET is not supported"),
+    ("split_include", "split tunnelling attributes are not supported: use the child's local_ts"),
+    ("split_exclude", "split tunnelling attributes are not supported: use the child's local_ts"),
+)
+# strongSwan caps nothing here; a /64 pool is fine (offsets are integers), but a /0 is a mistake
+_MIN_PREFIX = {4: 8, 6: 64}
+
+
+def _parse_addrs(text: str) -> tuple[IPAddress, IPAddress]:
+    text = text.strip()
+    if text.lower() in ("dhcp", "radius"):
+        raise BadValue(f"addrs = {text} is not supported: write a subnet (10.3.0.0/24) or a range (a-b)")
+    try:
+        pool = PoolConfig.parse_addrs("_", text)
+    except ValueError:
+        raise BadValue(f"not a subnet (10.3.0.0/24) or an address range (a-b): {show_value(text)}") from None
+    if "/" in text and ipaddress.ip_network(text, strict=False).prefixlen < _MIN_PREFIX[pool.version]:
+        raise BadValue(f"{text} is too large a pool (at most /{_MIN_PREFIX[pool.version]})")
+    if pool.first.is_unspecified or pool.first.is_multicast or pool.last.is_multicast or pool.first.is_loopback:
+        raise BadValue(f"{text} holds unspecified, loopback or multicast addresses")
+    return pool.first, pool.last
+
+
+def _parse_dns(text: str) -> tuple[IPAddress, ...]:
+    out: list[IPAddress] = []
+    for item in (i.strip() for i in text.split(",")):
+        try:
+            out.append(ipaddress.ip_address(item))
+        except ValueError:
+            raise BadValue(f"not an IPv4 or IPv6 address: {show_value(item)}") from None
+    return tuple(out)
+
+
+def read_pools(section: Section, issues: list[ConfigIssue]) -> tuple[PoolConfig, ...]:
+    for name, setting in section.settings.items():
+        issues.append(ConfigIssue(setting.file, setting.line, section.key_path(name),
+                                  "pools takes one section per pool ('NAME { addrs = ... }'), not keys"))
+    pools: list[PoolConfig] = []
+    for name, sub in section.sections.items():
+        r = SectionReader(sub, issues)
+        addrs = r.require("addrs", _parse_addrs)
+        dns: tuple[IPAddress, ...] = r.get("dns", _parse_dns, ())
+        for key, why in _REFUSED:
+            r.get(key, refuse(why), None)
+        r.finish()
+        if addrs is None:
+            continue
+        pool = PoolConfig(name, addrs[0], addrs[1], dns)
+        for other in pools:
+            if other.version == pool.version and int(pool.first) <= int(other.last) \
+                    and int(other.first) <= int(pool.last):
+                r.error("addrs", f"overlaps pool {other.name} ({other.first}-{other.last})")
+                break
+        else:
+            pools.append(pool)
+    return tuple(pools)
