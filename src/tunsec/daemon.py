@@ -153,7 +153,8 @@ class Daemon:
         conns = cfg.connections
         self.ike: IkeService | None = None
         if conns:
-            self.ike = IkeService(conns, lambda: self.worker, ike_endpoints(conns), self.ids, cfg.tunsec.dos)
+            self.ike = IkeService(conns, lambda: self.worker, ike_endpoints(conns), self.ids, cfg.tunsec.dos,
+                                  pools=cfg.pools)
         self.nqueues = max(1, min(cfg.tunsec.workers or os.cpu_count() or 1, 16))
         self.started = time.time()
         self.restarts: list[float] = []

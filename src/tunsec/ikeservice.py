@@ -66,6 +66,7 @@ from tunsec.ike.ts import Ts
 from tunsec.loglimit import LogLimiter, suffix
 from tunsec.metrics import EventCounts
 from tunsec.policy.ids import Band, IdSpace, priority
+from tunsec.policy.pools import AddressPools, PoolConfig
 from tunsec.policy.selector import SelectorError, fast_selectors
 
 log = logging.getLogger("tunsec.ike")
@@ -132,12 +133,15 @@ class IkeService:
 
     def __init__(self, connections: Sequence[Connection], worker: Callable[[], WorkerClient],
                  local_addrs: dict[int, str], ids: IdSpace | None = None,
-                 limits: DosLimits | None = None) -> None:
+                 limits: DosLimits | None = None, pools: Sequence[PoolConfig] = ()) -> None:
         self.connections = {c.ike.name: c for c in connections}
+        self.pool_configs = {p.name: p for p in pools}
+        self.pools = AddressPools(pools)    # virtual IP leases: they outlive IKE SAs, so they live here
         self.worker = worker
         self.local_addrs = local_addrs     # family -> our outer address for ESP SAs
         self.spis: collections.deque[int] = collections.deque()
-        self.endpoint = IkeEndpoint([c.ike for c in connections], spi_allocator=self._take_spi, limits=limits)
+        self.endpoint = IkeEndpoint([c.ike for c in connections], spi_allocator=self._take_spi, limits=limits,
+                                    address_pool=self.pools)
         self.sockets: dict[int, socket.socket] = {}
         self.ids = ids if ids is not None else IdSpace()
         self.children: dict[int, ChildState] = {}                # child handle -> state
@@ -277,6 +281,12 @@ class IkeService:
                 for t in ch.remote_ts:
                     if not t.dynamic:
                         out += [(n, local) for n in ts_networks(t)]
+                # a gateway's dynamic remote_ts are its clients' virtual IPs: the pools go into the TUN
+                if any(t.dynamic for t in ch.remote_ts):
+                    for name in conn.ike.pools:
+                        pool = self.pool_configs[name]
+                        nets = Ts(pool.first, pool.last).networks()
+                        out += [(n, local) for n in nets if (n, local) not in out]
         return out
 
     def peer_addresses(self) -> list[IPAddress]:
@@ -676,10 +686,15 @@ class IkeService:
                 self.attempts.pop(ev.name, None)
                 log.info("%s: IKE SA established with %s (%s), %s <-> %s", ev.name, ev.remote_addr[0],
                          ev.proposal, ev.local_id, ev.remote_id)
+                if ev.peer_vips:
+                    log.info("%s: assigned virtual IP %s to peer %s", ev.name,
+                             ", ".join(map(str, ev.peer_vips)), ev.remote_id)
                 self.ike_up[sa.local_spi] = {"name": ev.name, "remote": ev.remote_addr[0], "proposal": ev.proposal,
                                              "local_id": str(ev.local_id), "remote_id": str(ev.remote_id),
                                              "spi_i": ev.spi_i.hex(), "spi_r": ev.spi_r.hex(),
-                                             "established": time.time()}
+                                             "established": time.time(),
+                                             "local_vips": [str(a) for a in ev.own_vips],
+                                             "remote_vips": [str(a) for a in ev.peer_vips]}
                 self._enforce_unique(sa, ev)
             case IkeSaRekeyed():
                 self.events.ike_rekeys[ev.name] += 1
@@ -989,6 +1004,8 @@ class IkeService:
                 "remote_id": info.get("remote_id"),
                 "spi_i": sa.spi_i.hex(),
                 "spi_r": sa.spi_r.hex(),
+                "local_vips": info.get("local_vips", []),
+                "remote_vips": info.get("remote_vips", []),
                 "age_seconds": int(time.time() - info["established"]) if info else None,
                 "children": [
                     {"name": c.child, "spi_in": f"{c.spi_in:08x}", "spi_out": f"{c.spi_out:08x}", "alg": c.alg,
@@ -1000,6 +1017,12 @@ class IkeService:
                 ],
             })
         return out
+
+
+    def leases(self) -> list[dict[str, Any]]:
+        """Virtual IP leases for ``tunsec status``: pool, address, identity, online or offline."""
+        return [{"pool": x.pool, "address": str(x.address), "identity": x.identity,
+                 "status": "online" if x.online else "offline"} for x in self.pools.leases()]
 
 
 def _may_need_spi(data: bytes) -> bool:

@@ -83,6 +83,7 @@ def status_document(d: Daemon, dump: Reply) -> dict[str, Any]:
         "uptime_seconds": int(time.time() - d.started),
         "tunnels": tunnels,
         "ike_sas": d.ike.status() if d.ike else [],
+        "leases": d.ike.leases() if d.ike else [],
         # larval SAs are the inbound SPIs IKE keeps ready (GETSPI): counted, not listed
         "sas": [_sa(sa) for sa in dump.sas if sa.state != "larval"],
         "larval_sas": sum(1 for sa in dump.sas if sa.state == "larval"),
@@ -108,6 +109,9 @@ def render(doc: dict[str, Any]) -> str:
             f"{ike['local_id'] or '-'} <-> {ike['remote_id'] or '-'}"
             + (f", up {ike['age_seconds']}s" if ike["age_seconds"] is not None else "")
         )
+        if ike.get("local_vips") or ike.get("remote_vips"):
+            lines.append(f"  virtual IPs: local {', '.join(ike.get('local_vips') or ['-'])}, "
+                         f"remote {', '.join(ike.get('remote_vips') or ['-'])}")
         counters = {(s["spi"], s["direction"], s["remote"] if s["direction"] == "out" else None): s
                     for s in doc["sas"]}
         for c in ike["children"]:
@@ -120,6 +124,10 @@ def render(doc: dict[str, Any]) -> str:
                                  + (f", drops: replay {sa['replay_drops']} auth {sa['auth_drops']}"
                                     f" policy {sa['policy_drops']}" if d == "in" else ""))
             lines.append(f"    {', '.join(c['local_ts'])} === {', '.join(c['remote_ts'])}")
+    if doc.get("leases"):
+        lines.append("leases:")
+        for x in doc["leases"]:
+            lines.append(f"  {x['pool']}: {x['address']} {x['status']} {x['identity']}")
     for t in doc["tunnels"]:
         lines.append(f"{t['name']}: {t['type']} {t['local']} <-> {t['remote']} {t['esp']}")
         lines.append(f"  {', '.join(t['local_ts'])} === {', '.join(t['remote_ts'])}")

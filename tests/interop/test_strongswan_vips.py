@@ -1,0 +1,146 @@
+"""Virtual IPs with strongSwan: a charon road-warrior client (kernel-libipsec, ``vips = 0.0.0.0, ::``)
+in namespace B against a tunsec gateway with an IPv4 and an IPv6 pool in namespace A.
+
+The client must get the first address of each pool (seen by charon in ``swanctl --list-sas``
+and installed on its TUN), the gateway's Child SA must cover exactly those addresses, pings
+from each virtual IP to the gateway's inner addresses must pass, and ``tunsec status`` must
+list the leases; after the client leaves, the leases are offline and come back to it when it
+reconnects.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from ike_peers import CHILD, CONN, PSK, Charon, Conn, TunsecIke, ident, strongswan_missing
+
+from tunsec.bench.netns import TwoHosts, wait_until
+from tunsec.bench.systems.strongswan import strongswan_conf
+
+_MISSING = strongswan_missing()
+if _MISSING:
+    print(f"\n*** strongSwan interop tests SKIPPED: {_MISSING} ***\n", file=sys.stderr)
+pytestmark = [
+    pytest.mark.interop,
+    pytest.mark.skipif(_MISSING is not None, reason=f"STRONGSWAN UNAVAILABLE: {_MISSING}"),
+]
+
+POOL4, POOL6 = "10.3.0.0/24", "fd00:3::/120"
+VIP4, VIP6 = "10.3.0.1", "fd00:3::1"
+DNS4 = "10.1.0.53"
+
+
+@dataclass(frozen=True)
+class GatewayConn(Conn):
+    """A remote-access gateway: any peer address, pools, remote_ts = dynamic."""
+
+    def swanctl_text(self) -> str:
+        return f"""pools {{
+  rw4 {{
+    addrs = {POOL4}
+    dns = {DNS4}
+  }}
+  rw6 {{
+    addrs = {POOL6}
+  }}
+}}
+connections {{
+  {CONN} {{
+    version = 2
+    local_addrs = {self.me.outer4}
+    encap = yes
+    proposals = {self.proposals}
+    pools = rw4, rw6
+    local {{
+      auth = psk
+      id = {ident(self.me)}
+    }}
+    remote {{
+      auth = psk
+      id = {ident(self.peer)}
+    }}
+    children {{
+      {CHILD} {{
+        local_ts = {self.me.inner_net4}, {self.me.inner_net6}
+        remote_ts = dynamic
+        esp_proposals = {self.esp_proposals}
+      }}
+    }}
+  }}
+}}
+secrets {{
+  ike-peers {{
+    id-me = {ident(self.me)}
+    id-peer = {ident(self.peer)}
+    secret = "{PSK}"
+  }}
+}}
+"""
+
+
+@dataclass(frozen=True)
+class RoadWarriorConn(Conn):
+    """strongSwan's road warrior: asks for an IPv4 and an IPv6 address, local_ts = dynamic."""
+
+    def swanctl_text(self) -> str:
+        text = super().swanctl_text()
+        text = text.replace("    encap = yes\n", "    encap = yes\n    vips = 0.0.0.0, ::\n", 1)
+        return text.replace(f"local_ts = {self.me.inner_net4}", "local_ts = dynamic").replace(
+            f"remote_ts = {self.peer.inner_net4}", f"remote_ts = {self.peer.inner_net4}, {self.peer.inner_net6}")
+
+
+@pytest.fixture
+def topo() -> Iterator[TwoHosts]:
+    with TwoHosts(ipv6=True) as t:
+        yield t
+
+
+def road_warrior(topo: TwoHosts) -> tuple[TunsecIke, Charon]:
+    gateway = TunsecIke(topo, GatewayConn(topo.a, topo.b))
+    client = Charon(topo, RoadWarriorConn(topo.b, topo.a))
+    # the client installs its virtual IPs (on its libipsec TUN), as a real road warrior does
+    (client.inst.dir / "strongswan.conf").write_text(
+        strongswan_conf(client.inst, level=2, extra="  install_virtual_ip = yes\n"))
+    client.start()
+    gateway.start()
+    return gateway, client
+
+
+def leases(gateway: TunsecIke) -> set[tuple[str, str, str, str]]:
+    return {(x["pool"], x["address"], x["identity"], x["status"]) for x in gateway.status()["leases"]}
+
+
+def test_strongswan_road_warrior_gets_pool_addresses_and_pings_through(topo: TwoHosts) -> None:
+    gateway, client = road_warrior(topo)
+    r = client.initiate()
+    assert r.returncode == 0, f"swanctl --initiate: {r.stdout[-2000:]}{r.stderr}\ntunsec:\n{gateway.log_tail()}"
+    sa = gateway.wait_established()
+    theirs = client.sas()[CONN]
+    assert sorted(theirs["local-vips"]) == sorted([VIP4, VIP6]), theirs
+    (child,) = sa["children"]
+    assert sorted(child["remote_ts"]) == sorted([f"{VIP4}/32", f"{VIP6}/128"])     # exactly the lease
+    assert sorted(sa["remote_vips"]) == sorted([VIP4, VIP6])
+    (their_child,) = theirs["child-sas"].values()
+    assert sorted(their_child["local-ts"]) == sorted([f"{VIP4}/32", f"{VIP6}/128"])
+    client.wait_log(rf"installing new virtual IP {VIP4}")
+    # the reply carries both addresses and the pool's DNS server, before the SA payload
+    client.wait_log(r"parsed IKE_AUTH response 1 \[ IDr AUTH CPRP\(ADDR ADDR6 DNS\) SA TSi TSr")
+    peer = client.conn.me
+    assert topo.wait_ping(peer, topo.a.inner4, src=VIP4, timeout=10)
+    assert topo.wait_ping(peer, topo.a.inner6, src=VIP6, timeout=10)
+    me = ident(topo.b)
+    assert leases(gateway) == {("rw4", VIP4, me, "online"), ("rw6", VIP6, me, "online")}
+    gateway.wait_log(rf"assigned virtual IP {VIP4}, {VIP6} to peer {me}")
+
+    # the client leaves: leases offline; it comes back and gets the same addresses
+    client.swanctl_ok("--terminate", "--ike", CONN)
+    assert wait_until(lambda: leases(gateway) == {("rw4", VIP4, me, "offline"), ("rw6", VIP6, me, "offline")}, 10)
+    assert gateway.status()["policies"] == []
+    r = client.initiate()
+    assert r.returncode == 0, r.stdout[-2000:]
+    gateway.wait_established()
+    assert sorted(client.sas()[CONN]["local-vips"]) == sorted([VIP4, VIP6])
+    assert topo.wait_ping(peer, topo.a.inner4, src=VIP4, timeout=10)
