@@ -191,6 +191,8 @@ class Daemon:
             self.tun = Tun.open(self.cfg.tunsec.tun, queues=self.nqueues)
         except OSError as err:
             raise StartupError(f"cannot open TUN {self.cfg.tunsec.tun}: {err.strerror or err}") from err
+        if self.ike is not None:
+            self.ike.tun = self.tun   # a client's virtual IPs go on it
 
     def _setup_tun(self) -> None:
         assert self.tun is not None
@@ -503,7 +505,8 @@ class Daemon:
         self._privilege_given_up = True
         try:
             privilege.give_up_control(self.privilege, self.cfg.tunsec, self._made_socket_dir, bool(self.plans),
-                                      bool(self.tun and self.tun.routes and not self.tun.created))
+                                      bool(self.tun and self.tun.routes and not self.tun.created),
+                                      virtual_ips=any(c.ike.vips for c in self.cfg.connections))
         except (privilege.PrivilegeError, OSError) as err:
             raise StartupError(f"dropping privileges: {err}") from err
 

@@ -137,6 +137,11 @@ class IkeService:
         self.connections = {c.ike.name: c for c in connections}
         self.pool_configs = {p.name: p for p in pools}
         self.pools = AddressPools(pools)    # virtual IP leases: they outlive IKE SAs, so they live here
+        # a client's virtual IPs: set by the daemon to its TUN (add_address, remove_address, set_route_source)
+        self.tun: Any = None
+        self._vips: dict[int, tuple[str, tuple[IPAddress, ...]]] = {}   # IKE SA handle -> (connection, ours)
+        self._vip_refs: collections.Counter[IPAddress] = collections.Counter()   # IKE SAs using each address
+        self._vip_lock = asyncio.Lock()     # netlink changes in the order the engine reported them
         self.worker = worker
         self.local_addrs = local_addrs     # family -> our outer address for ESP SAs
         self.spis: collections.deque[int] = collections.deque()
@@ -689,6 +694,8 @@ class IkeService:
                 if ev.peer_vips:
                     log.info("%s: assigned virtual IP %s to peer %s", ev.name,
                              ", ".join(map(str, ev.peer_vips)), ev.remote_id)
+                if ev.own_vips:
+                    self._vips_up(sa, ev)
                 self.ike_up[sa.local_spi] = {"name": ev.name, "remote": ev.remote_addr[0], "proposal": ev.proposal,
                                              "local_id": str(ev.local_id), "remote_id": str(ev.remote_id),
                                              "spi_i": ev.spi_i.hex(), "spi_r": ev.spi_r.hex(),
@@ -701,6 +708,7 @@ class IkeService:
                 self._ike_rekeyed(sa, ev)
             case IkeSaDown():
                 log.info("%s: IKE SA closed: %s", ev.name, ev.reason)
+                self._vips_down(sa)
                 self._ike_handles.pop(sa, None)
                 was_up = self.ike_up.pop(sa.local_spi, None) is not None
                 if was_up and ev.reason is DownReason.DELETED_BY_PEER:
@@ -731,6 +739,49 @@ class IkeService:
                     self._retry(ev.name)
             case SpiUnused():
                 self._spawn(self._delete_sa(ev.spi, Direction.IN))
+
+    # --- a client's virtual IPs (RFC 7296 §3.15) ------------------------------------
+    def _vips_up(self, sa: IkeSa, ev: IkeSaUp) -> None:
+        """Put the addresses the gateway assigned on the TUN, as the source of the connection's routes."""
+        self._vips[self._ike_handle(sa)] = (ev.name, ev.own_vips)
+        log.info("%s: virtual IP %s assigned by the peer%s", ev.name, ", ".join(map(str, ev.own_vips)),
+                 f", DNS {', '.join(map(str, ev.dns))}" if ev.dns else "")
+        fresh = [a for a in ev.own_vips if self._vip_refs[a] == 0]
+        self._vip_refs.update(ev.own_vips)
+        if fresh:
+            self._spawn(self._apply_vips(ev.name, fresh, up=True))
+
+    def _vips_down(self, sa: IkeSa) -> None:
+        """The IKE SA is gone: its virtual IPs leave the TUN unless another IKE SA holds them too."""
+        handle = self._ike_handles.get(sa)
+        entry = self._vips.pop(handle, None) if handle is not None else None
+        if entry is None:
+            return
+        self._vip_refs.subtract(entry[1])
+        gone = [a for a in entry[1] if self._vip_refs[a] <= 0]
+        for a in gone:
+            del self._vip_refs[a]
+        if gone:
+            self._spawn(self._apply_vips(entry[0], gone, up=False))
+
+    async def _apply_vips(self, conn: str, addrs: Sequence[IPAddress], up: bool) -> None:
+        tun = self.tun
+        if tun is None:
+            return
+        c = self.connections.get(conn)
+        nets = [n for ch in c.ike.children for t in ch.remote_ts if not t.dynamic for n in ts_networks(t)] if c else []
+        async with self._vip_lock:
+            for addr in addrs:
+                try:   # netlink in a thread: pyroute2's synchronous calls run an event loop of their own
+                    if up:
+                        await asyncio.to_thread(tun.add_address, str(addr))
+                    else:
+                        await asyncio.to_thread(tun.remove_address, str(addr))
+                    for net in (n for n in nets if n.version == addr.version):
+                        await asyncio.to_thread(tun.set_route_source, net, str(addr) if up else None)
+                except Exception as exc:   # pyroute2's NetlinkError is an OSError with the kernel's errno
+                    log.error("%s: cannot %s virtual IP %s on TUN %s: %s", conn, "add" if up else "remove",
+                              addr, getattr(tun, "name", "?"), exc)
 
     def _enforce_unique(self, fresh: IkeSa, ev: IkeSaUp) -> None:
         """strongSwan's ``unique`` for a new IKE SA whose peer identity already has one on this connection:

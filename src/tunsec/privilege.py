@@ -344,11 +344,12 @@ def spawn_problem() -> str | None:
 
 
 def give_up_control(p: Plan, settings: TunsecSettings, made_socket_dir: bool, manual: bool,
-                    own_routes_on_kept_tun: bool) -> None:
+                    own_routes_on_kept_tun: bool, virtual_ips: bool = False) -> None:
     """The control process, once set up (TUN, sockets, routes, control socket, first worker), before
     any IKE is read: the user, with only the capabilities it still uses.  Routes follow the configured
     selectors and are installed by then, so that is none; except CAP_NET_ADMIN to remove at exit the
-    routes it put on a TUN that outlives it (one it created takes its routes with it)."""
+    routes it put on a TUN that outlives it (one it created takes its routes with it), and to put on
+    the TUN (and take off) the virtual IPs a gateway assigns at run time (a connection with ``vips``)."""
     sock = Path(settings.control_socket)
     hand = [sock] + ([sock.parent] if made_socket_dir else [])
     writable: list[tuple[str, Path]] = []
@@ -356,7 +357,8 @@ def give_up_control(p: Plan, settings: TunsecSettings, made_socket_dir: bool, ma
         state = Path(settings.state_dir)
         hand += [state, *sorted(state.iterdir())]
         writable.append(("state_dir", state))
-    line = give_up(p, mask(CAP_NET_ADMIN) if own_routes_on_kept_tun else 0, hand, writable)
+    keep = mask(CAP_NET_ADMIN) if own_routes_on_kept_tun or virtual_ips else 0
+    line = give_up(p, keep, hand, writable)
     if line:
         log.info("control process %s", line)
         restart = spawn_problem()

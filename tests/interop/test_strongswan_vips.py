@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from ike_peers import CHILD, CONN, PSK, Charon, Conn, TunsecIke, ident, strongswan_missing
@@ -144,3 +145,57 @@ def test_strongswan_road_warrior_gets_pool_addresses_and_pings_through(topo: Two
     gateway.wait_established()
     assert sorted(client.sas()[CONN]["local-vips"]) == sorted([VIP4, VIP6])
     assert topo.wait_ping(peer, topo.a.inner4, src=VIP4, timeout=10)
+
+
+# --------------------------------------------------------------------------
+# tunsec as the road warrior, a strongSwan gateway with pools
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CharonGatewayConn(Conn):
+    """strongSwan's gateway: pools and remote_ts = dynamic, as its docs' road-warrior example."""
+
+    def swanctl_text(self) -> str:
+        text = GatewayConn.swanctl_text(self)    # the same text: swanctl.conf syntax is shared
+        return text.replace(f"    local_addrs = {self.me.outer4}\n",
+                            f"    local_addrs = {self.me.outer4}\n    remote_addrs = %any\n")
+
+
+def _proc_status(pid: int, key: str) -> str:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{key}:"):
+            return line.split()[1]
+    raise AssertionError(f"no {key} for {pid}")
+
+
+def _tun_addresses(topo: TwoHosts) -> str:
+    return topo.run(topo.a, ["ip", "-o", "addr", "show", "dev", "tunsec0"], check=False).stdout
+
+
+def test_tunsec_road_warrior_against_a_strongswan_gateway(topo: TwoHosts) -> None:
+    gateway = Charon(topo, CharonGatewayConn(topo.b, topo.a))
+    client = TunsecIke(topo, RoadWarriorConn(topo.a, topo.b, start_action="start"))
+    gateway.start()
+    client.start()
+    sa = client.wait_established()
+    assert sorted(sa["local_vips"]) == sorted([VIP4, VIP6])
+    (child,) = sa["children"]
+    assert sorted(child["local_ts"]) == sorted([f"{VIP4}/32", f"{VIP6}/128"])
+    (theirs,) = gateway.sas()[CONN]["child-sas"].values()
+    assert sorted(theirs["remote-ts"]) == sorted([f"{VIP4}/32", f"{VIP6}/128"])
+    # on the TUN, after the control process dropped to its user: it kept CAP_NET_ADMIN for this only
+    assert wait_until(lambda: VIP4 in _tun_addresses(topo) and VIP6 in _tun_addresses(topo), 10), \
+        _tun_addresses(topo)
+    worker = int(client.status()["worker"]["pid"])
+    control = int(_proc_status(worker, "PPid"))
+    assert int(_proc_status(control, "CapEff"), 16) == 1 << 12     # CAP_NET_ADMIN
+    assert _proc_status(control, "Uid") != "0"
+    # no -I: the routes to the gateway's networks carry the virtual IP as their source
+    assert topo.wait_ping(topo.a, topo.b.inner4, timeout=10)
+    assert topo.wait_ping(topo.a, topo.b.inner6, timeout=10)
+    client.wait_log(rf"virtual IP {VIP4}, {VIP6} assigned by the peer")
+    # the gateway deletes the IKE SA: the addresses leave the TUN
+    gateway.swanctl_ok("--terminate", "--ike", CONN)
+    assert wait_until(lambda: VIP4 not in _tun_addresses(topo) and VIP6 not in _tun_addresses(topo), 10), \
+        _tun_addresses(topo)

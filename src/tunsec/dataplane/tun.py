@@ -28,6 +28,7 @@ IPNetwork = IPv4Network | IPv6Network
 # UDP 8 + SPI/seq 8 + IV 8 + pad length/next header 2 + ICV 16
 ESP_UDP_OVERHEAD = 8 + 8 + 8 + 2 + 16
 TXQUEUELEN = 4096
+IFA_F_NODAD = 0x02   # linux/if_addr.h
 
 # linux/if_tun.h: pytun-pmd3 has no TUNSETOFFLOAD
 TUNSETOFFLOAD = 0x400454D0
@@ -197,6 +198,42 @@ class Tun:
             if len(self.unapplied) > before:
                 return
         self.routes.append((dst, src))
+        log.info("route %s via %s%s", dst, self.name, f" src {src}" if src else "")
+
+    def add_address(self, addr: str) -> None:
+        """A virtual IP the peer assigned us (host prefix, no DAD: it is ours alone); idempotent.
+
+        Runs at any time after start-up: the control process keeps CAP_NET_ADMIN for it
+        (privilege.give_up_control, ``vips``). Raises OSError with the kernel's reason."""
+        with IPRoute() as ipr:
+            idx = ipr.link_lookup(ifname=self.name)[0]
+            ip = ip_address(addr)
+            prefix = 32 if ip.version == 4 else 128
+            if any(msg.get_attr("IFA_ADDRESS") == str(ip) for msg in ipr.get_addr(index=idx)):
+                return
+            ipr.addr("add", index=idx, address=str(ip), prefixlen=prefix, flags=IFA_F_NODAD)
+        log.info("virtual IP %s on %s", addr, self.name)
+
+    def remove_address(self, addr: str) -> None:
+        with IPRoute() as ipr:
+            links = ipr.link_lookup(ifname=self.name)
+            ip = ip_address(addr)
+            if links and any(msg.get_attr("IFA_ADDRESS") == str(ip) for msg in ipr.get_addr(index=links[0])):
+                ipr.addr("del", index=links[0], address=str(ip), prefixlen=32 if ip.version == 4 else 128)
+        log.info("virtual IP %s removed from %s", addr, self.name)
+
+    def set_route_source(self, dst: IPNetwork, src: str | None) -> None:
+        """Give one of our routes a preferred source (a virtual IP) or none; others' routes are left alone.
+
+        The kernel drops an IPv4 route whose source address goes away, so it is put back without one."""
+        if not any(r[0] == dst for r in self.routes):
+            return
+        kw: dict[str, object] = {"dst": str(dst)}
+        if src:
+            kw["prefsrc"] = src
+        with IPRoute() as ipr:
+            ipr.route("replace", oif=ipr.link_lookup(ifname=self.name)[0], **kw)
+        self.routes = [(d, src if d == dst else s) for d, s in self.routes]
         log.info("route %s via %s%s", dst, self.name, f" src {src}" if src else "")
 
     def report_unapplied(self, config_path: str) -> None:
