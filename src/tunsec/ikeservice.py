@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import functools
 import ipaddress
 import itertools
@@ -40,7 +41,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tunsec import privilege
+from tunsec import privilege, updown
 from tunsec.conf.connections import Child, Connection
 from tunsec.dataplane import pipe
 from tunsec.dataplane.client import WorkerClient, WorkerError
@@ -96,6 +97,7 @@ class Lineage:
     reqid: int
     members: set[int] = field(default_factory=set)     # handles of its Child SAs
     policy_ids: list[int] = field(default_factory=list)
+    updown: updown.ChildEvent | None = None   # what its script was told at up-client (down reuses it)
 
 
 @dataclass
@@ -142,6 +144,7 @@ class IkeService:
         self._vips: dict[int, tuple[str, tuple[IPAddress, ...]]] = {}   # IKE SA handle -> (connection, ours)
         self._vip_refs: collections.Counter[IPAddress] = collections.Counter()   # IKE SAs using each address
         self._vip_lock = asyncio.Lock()     # netlink changes in the order the engine reported them
+        self._updown_lock = asyncio.Lock()  # updown scripts run one at a time, in the order of the events
         self.worker = worker
         self.local_addrs = local_addrs     # family -> our outer address for ESP SAs
         self.spis: collections.deque[int] = collections.deque()
@@ -701,7 +704,8 @@ class IkeService:
                                              "spi_i": ev.spi_i.hex(), "spi_r": ev.spi_r.hex(),
                                              "established": time.time(),
                                              "local_vips": [str(a) for a in ev.own_vips],
-                                             "remote_vips": [str(a) for a in ev.peer_vips]}
+                                             "remote_vips": [str(a) for a in ev.peer_vips],
+                                             "vips": (ev.own_vips, ev.peer_vips, ev.dns)}
                 self._enforce_unique(sa, ev)
             case IkeSaRekeyed():
                 self.events.ike_rekeys[ev.name] += 1
@@ -941,6 +945,9 @@ class IkeService:
         log.info("%s: CHILD_SA %s up, SPIs %08x_i %08x_o, %s === %s (peer %s, reqid %d)", state.conn, plan.name,
                  ev.spi_in, ev.spi_out, ", ".join(map(str, ev.local_ts)), ", ".join(map(str, ev.remote_ts)),
                  state.remote.addr, state.reqid)
+        if plan.updown and state.pred is None:   # a new Child SA, not a rekey (as strongSwan's updown plugin)
+            state.lineage.updown = self._updown_event(state, plan, local.addr)
+            self._spawn(self._run_updown(plan.updown, state.lineage.updown))
 
     def first_use(self, spi: int) -> bool:
         """The worker's FIRST_USE: an authenticated packet arrived on our inbound SA ``spi``.
@@ -1030,6 +1037,9 @@ class IkeService:
         log.info("%s: CHILD_SA %s %08x_i %08x_o deleted: %s (peer %s)", conn_name, state.child, state.spi_in,
                  state.spi_out, ev.describe(), state.remote.addr)
         conn = self.connections.get(conn_name)
+        if lineage_ended and state.lineage.updown is not None and conn is not None:
+            up, state.lineage.updown = state.lineage.updown, None
+            self._spawn(self._run_updown(conn.child(state.child).updown, dataclasses.replace(up, up=False)))
         ike = self._ike_sa(state.ike)
         # a rekeyed child's DELETE (its lineage goes on) is no reason to re-create it
         if conn is not None and ike is not None and ike.state is State.ESTABLISHED \
@@ -1039,6 +1049,23 @@ class IkeService:
             if plan.close_action == "start":
                 log.info("%s: close_action = start: re-creating child %s", conn_name, plan.name)
                 asyncio.get_event_loop().call_later(1.0, self._initiate_quietly, conn_name, plan.name)
+
+    # --- updown scripts ----------------------------------------------------------------
+    def _updown_event(self, state: ChildState, plan: Child, me: IPAddress) -> updown.ChildEvent:
+        ike = self._ike_sa(state.ike)
+        info = self.ike_up.get(ike.local_spi, {}) if ike is not None else {}
+        own, peer, dns = info.get("vips", ((), (), ()))
+        return updown.ChildEvent(
+            up=True, child=state.child, interface=getattr(self.tun, "name", ""), reqid=state.reqid,
+            ike_unique_id=state.ike, me=str(me), peer=str(state.remote.addr), peer_port=state.remote.port,
+            my_id=info.get("local_id", ""), peer_id=info.get("remote_id", ""),
+            local_ts=state.local_ts, remote_ts=state.remote_ts, own_vips=own, peer_vips=peer, dns=dns,
+            hostaccess=plan.hostaccess)
+
+    async def _run_updown(self, argv: Sequence[str], ev: updown.ChildEvent) -> None:
+        async with self._updown_lock:
+            for env in updown.environments(ev):
+                await updown.run(argv, env)
 
     # --- status ------------------------------------------------------------------------
     def status(self) -> list[dict[str, Any]]:

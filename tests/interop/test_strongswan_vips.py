@@ -10,7 +10,9 @@ reconnects.
 
 from __future__ import annotations
 
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,7 +70,7 @@ connections {{
         local_ts = {self.me.inner_net4}, {self.me.inner_net6}
         remote_ts = dynamic
         esp_proposals = {self.esp_proposals}
-      }}
+{self.extra_child}      }}
     }}
   }}
 }}
@@ -99,8 +101,30 @@ def topo() -> Iterator[TwoHosts]:
         yield t
 
 
-def road_warrior(topo: TwoHosts) -> tuple[TunsecIke, Charon]:
-    gateway = TunsecIke(topo, GatewayConn(topo.a, topo.b))
+@pytest.fixture
+def scripts() -> Iterator[Path]:
+    """An updown script that saves its PLUTO_* variables per call, where tunsec's unprivileged user may write."""
+    out = Path(tempfile.mkdtemp(prefix="tunsec-updown-"))
+    out.chmod(0o1777)
+    script = out / "updown.sh"
+    script.write_text('#!/bin/sh\nenv | grep ^PLUTO_ | sort > "$(dirname "$0")/$PLUTO_VERB.$$"\n')
+    script.chmod(0o755)
+    yield script
+    shutil.rmtree(out, ignore_errors=True)
+
+
+def updown_calls(script: Path, verb: str) -> list[dict[str, str]]:
+    return [dict(line.split("=", 1) for line in f.read_text().splitlines())
+            for f in sorted(script.parent.glob(f"{verb}.*"))]
+
+
+def wait_calls(script: Path, verb: str, n: int = 1) -> list[dict[str, str]]:
+    assert wait_until(lambda: len(updown_calls(script, verb)) >= n, 10), list(script.parent.iterdir())
+    return updown_calls(script, verb)
+
+
+def road_warrior(topo: TwoHosts, script: Path) -> tuple[TunsecIke, Charon]:
+    gateway = TunsecIke(topo, GatewayConn(topo.a, topo.b, extra_child=f"        updown = {script}\n"))
     client = Charon(topo, RoadWarriorConn(topo.b, topo.a))
     # the client installs its virtual IPs (on its libipsec TUN), as a real road warrior does
     (client.inst.dir / "strongswan.conf").write_text(
@@ -114,8 +138,8 @@ def leases(gateway: TunsecIke) -> set[tuple[str, str, str, str]]:
     return {(x["pool"], x["address"], x["identity"], x["status"]) for x in gateway.status()["leases"]}
 
 
-def test_strongswan_road_warrior_gets_pool_addresses_and_pings_through(topo: TwoHosts) -> None:
-    gateway, client = road_warrior(topo)
+def test_strongswan_road_warrior_gets_pool_addresses_and_pings_through(topo: TwoHosts, scripts: Path) -> None:
+    gateway, client = road_warrior(topo, scripts)
     r = client.initiate()
     assert r.returncode == 0, f"swanctl --initiate: {r.stdout[-2000:]}{r.stderr}\ntunsec:\n{gateway.log_tail()}"
     sa = gateway.wait_established()
@@ -135,11 +159,22 @@ def test_strongswan_road_warrior_gets_pool_addresses_and_pings_through(topo: Two
     me = ident(topo.b)
     assert leases(gateway) == {("rw4", VIP4, me, "online"), ("rw6", VIP6, me, "online")}
     gateway.wait_log(rf"assigned virtual IP {VIP4}, {VIP6} to peer {me}")
+    # the gateway's updown script: one call per family, strongSwan's variables
+    (up4,) = wait_calls(scripts, "up-client")
+    (up6,) = wait_calls(scripts, "up-client-v6")
+    assert (up4["PLUTO_MY_CLIENT"], up4["PLUTO_PEER_CLIENT"]) == (topo.a.inner_net4, f"{VIP4}/32")
+    assert up6["PLUTO_PEER_CLIENT"] == f"{VIP6}/128"
+    assert up4["PLUTO_PEER_SOURCEIP"] == VIP4 and up4["PLUTO_PEER_SOURCEIP6_1"] == VIP6
+    assert (up4["PLUTO_ME"], up4["PLUTO_PEER"], up4["PLUTO_PEER_ID"]) == (topo.a.outer4, topo.b.outer4, me)
+    assert (up4["PLUTO_CONNECTION"], up4["PLUTO_INTERFACE"], up4["PLUTO_PROTO"]) == (CHILD, "tunsec0", "esp")
+    assert up4["PLUTO_REQID"] == up6["PLUTO_REQID"] and int(up4["PLUTO_REQID"]) > 0
 
     # the client leaves: leases offline; it comes back and gets the same addresses
     client.swanctl_ok("--terminate", "--ike", CONN)
     assert wait_until(lambda: leases(gateway) == {("rw4", VIP4, me, "offline"), ("rw6", VIP6, me, "offline")}, 10)
     assert gateway.status()["policies"] == []
+    (down4,) = wait_calls(scripts, "down-client")
+    assert down4["PLUTO_PEER_CLIENT"] == f"{VIP4}/32" and down4["PLUTO_REQID"] == up4["PLUTO_REQID"]
     r = client.initiate()
     assert r.returncode == 0, r.stdout[-2000:]
     gateway.wait_established()
@@ -173,9 +208,10 @@ def _tun_addresses(topo: TwoHosts) -> str:
     return topo.run(topo.a, ["ip", "-o", "addr", "show", "dev", "tunsec0"], check=False).stdout
 
 
-def test_tunsec_road_warrior_against_a_strongswan_gateway(topo: TwoHosts) -> None:
+def test_tunsec_road_warrior_against_a_strongswan_gateway(topo: TwoHosts, scripts: Path) -> None:
     gateway = Charon(topo, CharonGatewayConn(topo.b, topo.a))
-    client = TunsecIke(topo, RoadWarriorConn(topo.a, topo.b, start_action="start"))
+    client = TunsecIke(topo, RoadWarriorConn(topo.a, topo.b, start_action="start",
+                                             extra_child=f"        updown = {scripts}\n"))
     gateway.start()
     client.start()
     sa = client.wait_established()
@@ -195,7 +231,14 @@ def test_tunsec_road_warrior_against_a_strongswan_gateway(topo: TwoHosts) -> Non
     assert topo.wait_ping(topo.a, topo.b.inner4, timeout=10)
     assert topo.wait_ping(topo.a, topo.b.inner6, timeout=10)
     client.wait_log(rf"virtual IP {VIP4}, {VIP6} assigned by the peer")
+    # the client's updown script hears its virtual IPs and the gateway's DNS server
+    (up4,) = wait_calls(scripts, "up-client")
+    assert (up4["PLUTO_MY_CLIENT"], up4["PLUTO_PEER_CLIENT"]) == (f"{VIP4}/32", topo.b.inner_net4)
+    assert (up4["PLUTO_MY_SOURCEIP"], up4["PLUTO_MY_SOURCEIP6_1"]) == (VIP4, VIP6)
+    assert up4["PLUTO_DNS4_1"] == DNS4
     # the gateway deletes the IKE SA: the addresses leave the TUN
     gateway.swanctl_ok("--terminate", "--ike", CONN)
     assert wait_until(lambda: VIP4 not in _tun_addresses(topo) and VIP6 not in _tun_addresses(topo), 10), \
         _tun_addresses(topo)
+    (down4,) = wait_calls(scripts, "down-client")
+    assert down4["PLUTO_MY_SOURCEIP"] == VIP4

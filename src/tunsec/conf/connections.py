@@ -22,6 +22,7 @@ Certificates and keys come from :mod:`tunsec.conf.credentials`, PSKs from
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import secrets
 from collections.abc import Callable, Mapping, Sequence
@@ -72,6 +73,7 @@ from tunsec.ike.identity import Identity, certificate_has_identity
 from tunsec.ike.proposals import ProposalSpec, parse_proposals
 from tunsec.ike.secret import Secret
 from tunsec.policy.selector import Ts, parse_ts
+from tunsec.updown import UpdownError, parse_command
 
 __all__ = [
     "DEFAULT_CHILD_REKEY_TIME",
@@ -122,6 +124,8 @@ class Child:
     rand_packets: int = 0
     replay_window: int = DEFAULT_REPLAY_WINDOW
     inactivity: int = 0
+    updown: tuple[str, ...] = ()   # the script and its arguments (tunsec.updown), run without a shell
+    hostaccess: bool = False       # only passed to the updown script (PLUTO_HOST_ACCESS)
     file: str = field(default="", compare=False)
     line: int = field(default=0, compare=False)
 
@@ -495,7 +499,6 @@ def _lifetimes(r: SectionReader, what: str, parse: Callable[[str], int], default
 
 _CHILD_REFUSED = (
     ("ah_proposals", "AH is not supported (tunsec does ESP only)"),
-    ("updown", "updown scripts are not supported"),
     ("interface", "restricting policies to an interface is not supported"),
     ("mark_in", "netfilter marks are not supported"),
     ("mark_in_sa", "netfilter marks are not supported"),
@@ -524,8 +527,9 @@ def _read_child(section: Section, issues: list[ConfigIssue]) -> _Draft | None:
     replay_window = r.get("replay_window", parse_replay_window, DEFAULT_REPLAY_WINDOW)
     accept_only(r, "inactivity", parse_duration, {0}, "inactivity timeouts are not supported")
     inactivity = 0
-    # Only passed to updown scripts (refused below), so it has no effect, as in strongSwan without one.
-    r.get("hostaccess", parse_bool, False)
+    updown: tuple[str, ...] = r.get("updown", _parse_updown, ())
+    # only passed to updown scripts (PLUTO_HOST_ACCESS), as in strongSwan
+    hostaccess = r.get("hostaccess", parse_bool, False)
     accept_only(r, "policies", parse_bool, {True}, "policies = no is not supported (tunsec always installs policies)")
     accept_only(r, "policies_fwd_out", parse_bool, {False}, "outbound FWD policies are not supported")
     accept_only(r, "ipcomp", parse_bool, {False}, "IPComp is not supported")
@@ -570,10 +574,23 @@ def _read_child(section: Section, issues: list[ConfigIssue]) -> _Draft | None:
         rand_packets=rand_packets,
         replay_window=replay_window,
         inactivity=inactivity,
+        updown=updown,
+        hostaccess=hostaccess,
         file=section.file,
         line=section.line,
     )
     return _Draft(section, r, child)
+
+
+def _parse_updown(text: str) -> tuple[str, ...]:
+    """``updown``: a script (with arguments) run without a shell; it must exist and be executable now."""
+    try:
+        argv = parse_command(text)
+    except UpdownError as exc:
+        raise BadValue(str(exc)) from None
+    if not os.path.isfile(argv[0]) or not os.access(argv[0], os.X_OK):
+        raise BadValue(f"{argv[0]} is not an executable file (chmod +x it, or fix the path)")
+    return argv
 
 
 def _read_children(r: SectionReader, issues: list[ConfigIssue]) -> list[_Draft] | None:

@@ -1,0 +1,184 @@
+"""updown scripts (swanctl.conf ``children.<name>.updown``), with strongSwan's environment.
+
+When a Child SA comes up or goes down, the script runs once per pair of
+local/remote selectors, as strongSwan's updown plugin runs it, with the
+variables of its ``_updown`` convention:
+
+- ``PLUTO_VERB``: ``up-client``/``down-client`` (``-host`` when the local
+  selector is our IKE address alone; ``-v6`` suffixed for IPv6 selectors);
+- ``PLUTO_VERSION=1.1``, ``PLUTO_CONNECTION`` (the child's name, as strongSwan),
+  ``PLUTO_INTERFACE`` (the TUN), ``PLUTO_REQID``, ``PLUTO_PROTO=esp``,
+  ``PLUTO_UNIQUEID`` (the IKE SA);
+- ``PLUTO_ME``, ``PLUTO_MY_ID``, ``PLUTO_MY_CLIENT`` (addr/prefix),
+  ``PLUTO_MY_PORT``, ``PLUTO_MY_PROTOCOL`` and the ``PLUTO_PEER*`` counterparts;
+- ``PLUTO_MY_SOURCEIP`` (with ``PLUTO_MY_SOURCEIP4_n``/``6_n``) for virtual IPs the
+  peer gave us, ``PLUTO_PEER_SOURCEIP`` (``..4_n``/``6_n``) for the ones we leased it;
+- ``PLUTO_DNS4_n``/``PLUTO_DNS6_n``: DNS servers received with a virtual IP;
+- ``PLUTO_UDP_ENC``: the peer's UDP port (tunsec always encapsulates ESP in UDP);
+- ``PLUTO_HOST_ACCESS=1`` with ``hostaccess = yes``.
+
+Unlike strongSwan, which hands a command line to ``sh``, the script runs
+without a shell: ``updown`` is split like a shell would split it (quotes) and
+executed directly, with only ``PATH`` and the ``PLUTO_*`` variables in its
+environment, as the unprivileged user the control process runs as (no
+capabilities, no-new-privs). It has ``UPDOWN_TIMEOUT`` seconds; then it is
+killed. Its output and a failure are logged; the event loop never waits for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tunsec.policy.selector import IPAddress, Ts
+
+log = logging.getLogger("tunsec.updown")
+
+UPDOWN_TIMEOUT = 30.0
+_OUTPUT_LIMIT = 4096    # bytes of a script's output that reach the log
+_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+class UpdownError(ValueError):
+    """An updown value that cannot be run (the message says why)."""
+
+
+def parse_command(text: str) -> tuple[str, ...]:
+    """``updown`` as an argv: split like a shell would, without running one; the program path must be absolute."""
+    try:
+        argv = tuple(shlex.split(text))
+    except ValueError as exc:
+        raise UpdownError(f"cannot split the command: {exc}") from None
+    if not argv:
+        raise UpdownError("empty command")
+    if not argv[0].startswith("/"):
+        raise UpdownError(f"write the script's absolute path ({argv[0]!r} is relative; no shell searches PATH)")
+    return argv
+
+
+@dataclass(frozen=True)
+class ChildEvent:
+    """What a Child SA's up or down tells its script."""
+
+    up: bool
+    child: str
+    interface: str
+    reqid: int
+    ike_unique_id: int
+    me: str
+    peer: str
+    peer_port: int
+    my_id: str
+    peer_id: str
+    local_ts: tuple[Ts, ...]
+    remote_ts: tuple[Ts, ...]
+    own_vips: tuple[IPAddress, ...] = ()
+    peer_vips: tuple[IPAddress, ...] = ()
+    dns: tuple[IPAddress, ...] = ()
+    hostaccess: bool = False
+
+
+def environments(ev: ChildEvent) -> list[dict[str, str]]:
+    """One environment per (local, remote) selector pair of the same family, as strongSwan's policies."""
+    out = []
+    for mine in ev.local_ts:
+        for theirs in ev.remote_ts:
+            if mine.version == theirs.version:
+                out.append(_environment(ev, mine, theirs))
+    return out
+
+
+def _environment(ev: ChildEvent, mine: Ts, theirs: Ts) -> dict[str, str]:
+    me = ipaddress.ip_address(ev.me)
+    is_host = mine.start == mine.end == me
+    verb = ("up" if ev.up else "down") + ("-host" if is_host else "-client") + ("-v6" if mine.version == 6 else "")
+    env = {
+        "PATH": _PATH,
+        "PLUTO_VERSION": "1.1",
+        "PLUTO_VERB": verb,
+        "PLUTO_CONNECTION": ev.child,
+        "PLUTO_INTERFACE": ev.interface,
+        "PLUTO_REQID": str(ev.reqid),
+        "PLUTO_PROTO": "esp",
+        "PLUTO_UNIQUEID": str(ev.ike_unique_id),
+        "PLUTO_ME": ev.me,
+        "PLUTO_MY_ID": ev.my_id,
+        "PLUTO_MY_CLIENT": _subnet(mine),
+        "PLUTO_MY_PORT": str(_port(mine, theirs, local=True)),
+        "PLUTO_MY_PROTOCOL": str(mine.protocol),
+        "PLUTO_PEER": ev.peer,
+        "PLUTO_PEER_ID": ev.peer_id,
+        "PLUTO_PEER_CLIENT": _subnet(theirs),
+        "PLUTO_PEER_PORT": str(_port(mine, theirs, local=False)),
+        "PLUTO_PEER_PROTOCOL": str(theirs.protocol),
+        "PLUTO_UDP_ENC": str(ev.peer_port),
+    }
+    env.update(_numbered("PLUTO_MY_SOURCEIP", ev.own_vips))
+    env.update(_numbered("PLUTO_PEER_SOURCEIP", ev.peer_vips))
+    env.update(_numbered("PLUTO_DNS", ev.dns, legacy=False))
+    if ev.hostaccess:
+        env["PLUTO_HOST_ACCESS"] = "1"
+    return env
+
+
+def _numbered(prefix: str, addrs: Sequence[IPAddress], legacy: bool = True) -> dict[str, str]:
+    """``PREFIX`` (the first, strongSwan's legacy variable) and ``PREFIX4_n``/``PREFIX6_n``."""
+    env: dict[str, str] = {}
+    if addrs and legacy:
+        env[prefix] = str(addrs[0])
+    counts = {4: 0, 6: 0}
+    for addr in addrs:
+        counts[addr.version] += 1
+        env[f"{prefix}{addr.version}_{counts[addr.version]}"] = str(addr)
+    return env
+
+
+def _subnet(ts: Ts) -> str:
+    """addr/prefix of the smallest subnet holding the range (strongSwan's to_subnet)."""
+    nets = ts.networks()
+    if len(nets) == 1:
+        return str(nets[0])
+    width = 32 if ts.version == 4 else 128
+    diff = int(ts.start) ^ int(ts.end)
+    prefix = width - diff.bit_length()
+    return str(ipaddress.ip_network(f"{ts.start}/{prefix}", strict=False))
+
+
+def _port(mine: Ts, theirs: Ts, local: bool) -> int:
+    """strongSwan's get_port: ICMP selectors carry type (local) and code (remote) in the ports."""
+    if max(mine.protocol, theirs.protocol) in (1, 58):
+        port = max(mine.start_port, theirs.start_port)
+        return port >> 8 if local else port & 0xFF
+    return mine.start_port if local else theirs.start_port
+
+
+async def run(argv: Sequence[str], env: dict[str, str], timeout: float = UPDOWN_TIMEOUT) -> bool:
+    """Run the script once; True if it exited 0. Failures, timeouts and output are logged, never raised."""
+    what = f"updown {argv[0]} {env.get('PLUTO_VERB', '')} for {env.get('PLUTO_CONNECTION', '?')}"
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+    except OSError as exc:
+        log.error("%s: cannot run it: %s", what, exc.strerror or exc)
+        return False
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        log.error("%s: killed after %.0f s without finishing", what, timeout)
+        return False
+    text = out[:_OUTPUT_LIMIT].decode(errors="replace").strip()
+    if text:
+        log.info("%s: %s", what, text.replace("\n", " | "))
+    if proc.returncode != 0:
+        log.error("%s: exited with status %s", what, proc.returncode)
+        return False
+    return True

@@ -1,0 +1,100 @@
+"""updown scripts: strongSwan's environment (tunsec.updown.environments) and running them (updown.run)."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from pathlib import Path
+
+import pytest
+
+from tunsec.policy.selector import Ts
+from tunsec.updown import ChildEvent, UpdownError, environments, parse_command, run
+
+
+def event(**kw: object) -> ChildEvent:
+    base = dict(up=True, child="net", interface="tunsec0", reqid=7, ike_unique_id=3, me="192.0.2.1",
+                peer="192.0.2.2", peer_port=4500, my_id="moon.example", peer_id="sun.example",
+                local_ts=(Ts.parse("10.1.0.0/24"),), remote_ts=(Ts.parse("10.2.0.0/16"),))
+    base.update(kw)
+    return ChildEvent(**base)  # type: ignore[arg-type]
+
+
+def test_site_to_site_child_gets_strongswans_variables() -> None:
+    (env,) = environments(event())
+    assert {k: v for k, v in env.items() if k != "PATH"} == {
+        "PLUTO_VERSION": "1.1", "PLUTO_VERB": "up-client", "PLUTO_CONNECTION": "net", "PLUTO_INTERFACE": "tunsec0",
+        "PLUTO_REQID": "7", "PLUTO_PROTO": "esp", "PLUTO_UNIQUEID": "3", "PLUTO_ME": "192.0.2.1",
+        "PLUTO_MY_ID": "moon.example", "PLUTO_MY_CLIENT": "10.1.0.0/24", "PLUTO_MY_PORT": "0",
+        "PLUTO_MY_PROTOCOL": "0", "PLUTO_PEER": "192.0.2.2", "PLUTO_PEER_ID": "sun.example",
+        "PLUTO_PEER_CLIENT": "10.2.0.0/16", "PLUTO_PEER_PORT": "0", "PLUTO_PEER_PROTOCOL": "0",
+        "PLUTO_UDP_ENC": "4500",
+    }
+
+
+def test_road_warrior_verbs_sourceips_dns_and_one_call_per_family() -> None:
+    v4, v6 = ipaddress.ip_address("10.3.0.1"), ipaddress.ip_address("fd00:3::1")
+    dns = (ipaddress.ip_address("10.1.0.53"), ipaddress.ip_address("fd00:1::53"))
+    envs = environments(event(up=False, local_ts=(Ts.host(v4), Ts.host(v6)),
+                              remote_ts=(Ts.parse("10.1.0.0/24"), Ts.parse("fd00:1::/64")),
+                              own_vips=(v4, v6), dns=dns))
+    assert [e["PLUTO_VERB"] for e in envs] == ["down-client", "down-client-v6"]
+    assert [e["PLUTO_MY_CLIENT"] for e in envs] == ["10.3.0.1/32", "fd00:3::1/128"]
+    assert envs[0]["PLUTO_MY_SOURCEIP"] == "10.3.0.1" and envs[0]["PLUTO_MY_SOURCEIP6_1"] == "fd00:3::1"
+    assert envs[0]["PLUTO_DNS4_1"] == "10.1.0.53" and envs[0]["PLUTO_DNS6_1"] == "fd00:1::53"
+    assert "PLUTO_PEER_SOURCEIP" not in envs[0]
+
+
+def test_host_to_host_child_is_up_host_and_gateway_sees_peer_sourceip() -> None:
+    (env,) = environments(event(local_ts=(Ts.host("192.0.2.1"),), remote_ts=(Ts.host("10.3.0.9"),),
+                                peer_vips=(ipaddress.ip_address("10.3.0.9"),), hostaccess=True))
+    assert env["PLUTO_VERB"] == "up-host"
+    assert env["PLUTO_PEER_SOURCEIP"] == env["PLUTO_PEER_SOURCEIP4_1"] == "10.3.0.9"
+    assert env["PLUTO_HOST_ACCESS"] == "1"
+
+
+def test_icmp_selectors_carry_type_and_code_as_ports() -> None:
+    (env,) = environments(event(local_ts=(Ts.parse("10.1.0.0/24[icmp/0x0800]"),),
+                                remote_ts=(Ts.parse("10.2.0.0/16[icmp/0x0800]"),)))
+    assert (env["PLUTO_MY_PROTOCOL"], env["PLUTO_MY_PORT"], env["PLUTO_PEER_PORT"]) == ("1", "8", "0")
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("", "empty command"),
+    ("updown.sh", "write the script's absolute path"),
+    ("'/bin/x", "cannot split the command"),
+])
+def test_bad_commands(text: str, message: str) -> None:
+    with pytest.raises(UpdownError, match=message):
+        parse_command(text)
+
+
+def _script(tmp_path: Path, body: str) -> tuple[str, ...]:
+    path = tmp_path / "updown.sh"
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(0o755)
+    return parse_command(f"'{path}' 'an arg; not a shell'")
+
+
+def test_script_runs_without_a_shell_with_only_pluto_variables(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    argv = _script(tmp_path, f'printf "%s|" "$1" > {out}; env | sort >> {out}\n')
+    (env,) = environments(event())
+    assert asyncio.run(run(argv, env))
+    text = out.read_text()
+    assert text.startswith("an arg; not a shell|")           # one argument, no shell splitting it
+    names = {line.split("=", 1)[0] for line in text.split("|", 1)[1].splitlines()}
+    assert names - {"PWD", "SHLVL", "_"} == set(env)          # nothing of tunsec's own environment
+
+
+def test_failure_and_timeout_are_logged_not_raised(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "tunsec.updown")
+    (env,) = environments(event())
+    assert not asyncio.run(run(_script(tmp_path, "echo broken; exit 3\n"), env))
+    assert "updown" in caplog.text and "up-client for net: broken" in caplog.text
+    assert "exited with status 3" in caplog.text
+    assert not asyncio.run(run(_script(tmp_path, "exec sleep 30\n"), env, timeout=0.2))
+    assert "killed after 0 s without finishing" in caplog.text
+    assert not asyncio.run(run(("/nonexistent/updown",), env))
+    assert "cannot run it" in caplog.text
