@@ -189,12 +189,30 @@ def test_ike_rekey_keeps_the_lease_and_the_final_delete_releases_it() -> None:
     assert [x.online for x in pool.leases()] == [False]
 
 
-def test_gateway_without_pools_gives_no_address_and_the_client_refuses_the_child() -> None:
+def test_gateway_without_pools_answers_internal_address_failure_as_strongswan() -> None:
     net, pool = Network(), pools()
     gateway(net, pool, gateway_cfg(pools=()))
     connect(net, "c1.example", "198.51.100.1", (V4,))
+    (failed,) = only(net.take(GW), NegotiationFailed)
+    assert failed.reason == "INTERNAL_ADDRESS_FAILURE" and "connection rw has no pools" in failed.detail
     client = net.take("198.51.100.1")
     assert only(client, IkeSaUp) and not only(client, ChildSaUp)
     (refused,) = only(client, NegotiationFailed)
-    assert refused.reason == "FAILED_CP_REQUIRED" and "no virtual IP" in refused.detail
+    assert refused.reason == "INTERNAL_ADDRESS_FAILURE"
     assert pool.leases() == []
+
+
+def test_client_refuses_a_tsi_wider_than_its_virtual_ip() -> None:
+    """A gateway whose remote_ts is not dynamic leaves TSi 0.0.0.0/0: we would source any address, so no."""
+    net, pool = Network(), pools()
+    cfg = gateway_cfg()
+    wide = IkeConfig(cfg.name, cfg.local, cfg.remote, cfg.proposals,
+                     (child_config("net", ["10.9.0.0/16"], "0.0.0.0/0", "aes128gcm16"),),
+                     psk=PSK, local_addr=GW, pools=cfg.pools)
+    gateway(net, pool, wide)
+    connect(net, "c1.example", "198.51.100.1", (V4,))
+    client = net.take("198.51.100.1")
+    (up,) = only(client, IkeSaUp)
+    assert up.own_vips == (ipaddress.ip_address("10.3.0.1"),) and not only(client, ChildSaUp)
+    (refused,) = only(client, NegotiationFailed)
+    assert refused.reason == "TS_UNACCEPTABLE" and "not our virtual IP 10.3.0.1" in refused.detail

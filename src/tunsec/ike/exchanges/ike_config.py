@@ -128,8 +128,7 @@ class CpAnswer:
 def respond(st: IkeSaState, payloads: Sequence[Payload]) -> CpAnswer:
     """Lease an address per requested family; CFG_REPLY, or N(INTERNAL_ADDRESS_FAILURE) if none."""
     attrs = _find_cp(payloads, CfgType.CFG_REQUEST)
-    pools = st.config.pools
-    if attrs is None or not pools or st.address_pool is None or st.peer_id is None:
+    if attrs is None or st.peer_id is None:
         return CpAnswer([])
     families = list(dict.fromkeys(
         4 if kind == CfgAttribute.INTERNAL_IP4_ADDRESS else 6
@@ -138,18 +137,19 @@ def respond(st: IkeSaState, payloads: Sequence[Payload]) -> CpAnswer:
     ))
     if not families:
         return CpAnswer([])
+    pools = st.config.pools
     leases = []
     for family in families:
-        lease = st.address_pool.acquire(pools, st.peer_id, family)
+        lease = st.address_pool.acquire(pools, st.peer_id, family) if st.address_pool and pools else None
         if lease is not None:
             leases.append(lease)
     st.peer_vips = tuple(leases)
-    if not leases:
+    if not leases:   # as strongSwan: whether or not the connection has pools at all
         wanted = " and ".join(f"IPv{f}" for f in families)
-        return CpAnswer(
-            [notify(NotifyType.INTERNAL_ADDRESS_FAILURE)],
-            f"no virtual IP ({wanted}) for {st.peer_id}: pools {', '.join(pools)} exhausted or of another family",
-        )
+        why = (f"pools {', '.join(pools)} exhausted or of another family" if pools
+               else f"connection {st.name} has no pools")
+        return CpAnswer([notify(NotifyType.INTERNAL_ADDRESS_FAILURE)],
+                        f"no virtual IP ({wanted}) for {st.peer_id}: {why}")
     reply: list[Attribute] = [(_ADDRESS_ATTR[lease.address.version], _address_value(lease.address))
                               for lease in leases]
     dns = dict.fromkeys(d for lease in leases for d in lease.dns)
