@@ -242,3 +242,20 @@ def test_tunsec_road_warrior_against_a_strongswan_gateway(topo: TwoHosts, script
         _tun_addresses(topo)
     (down4,) = wait_calls(scripts, "down-client")
     assert down4["PLUTO_MY_SOURCEIP"] == VIP4
+
+
+def test_no_address_left_fails_the_child_and_tells_the_client(topo: TwoHosts) -> None:
+    """A gateway whose pools cannot serve the request (here: IPv6 only, the client asks for IPv4)."""
+    gateway = TunsecIke(topo, GatewayConn(topo.a, topo.b))
+    gateway.conf.write_text(gateway.conf.read_text().replace("pools = rw4, rw6", "pools = rw6"))
+    client = Charon(topo, RoadWarriorConn(topo.b, topo.a))
+    client.write()
+    path = client.inst.dir / "swanctl.conf"
+    path.write_text(path.read_text().replace("vips = 0.0.0.0, ::", "vips = 0.0.0.0"))
+    client.start()
+    gateway.start()
+    r = client.initiate()
+    assert r.returncode != 0 and "received INTERNAL_ADDRESS_FAILURE notify, no CHILD_SA built" in r.stdout
+    line = gateway.wait_log(r"ERROR tun child net: INTERNAL_ADDRESS_FAILURE: .*").group(0)
+    assert f"no virtual IP (IPv4) for {ident(topo.b)}: pools rw6 exhausted or of another family" in line
+    assert gateway.status()["leases"] == [] and gateway.status()["policies"] == []
