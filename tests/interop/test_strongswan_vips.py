@@ -159,6 +159,8 @@ def test_strongswan_road_warrior_gets_pool_addresses_and_pings_through(topo: Two
     me = ident(topo.b)
     assert leases(gateway) == {("rw4", VIP4, me, "online"), ("rw6", VIP6, me, "online")}
     gateway.wait_log(rf"assigned virtual IP {VIP4}, {VIP6} to peer {me}")
+    text = gateway.cli("status").stdout
+    assert f"rw4: {VIP4} online {me}" in text and f"rw6: {VIP6} online {me}" in text
     # the gateway's updown script: one call per family, strongSwan's variables
     (up4,) = wait_calls(scripts, "up-client")
     (up6,) = wait_calls(scripts, "up-client-v6")

@@ -235,8 +235,8 @@ def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response:
     _ike_up(st)
     if cp.failure is not None:
         # as strongSwan: the IKE SA comes up, the Child SA is not built
-        if find(payloads, SaPayload) is not None:
-            st.emit(NegotiationFailed(st.name, "INTERNAL_ADDRESS_FAILURE", cp.failure, _child_hint(st)))
+        child = _child_hint(st) if find(payloads, SaPayload) is not None else None
+        st.emit(NegotiationFailed(st.name, "INTERNAL_ADDRESS_FAILURE", cp.failure, child))
         return Response(response)
     response += _respond_child(st, payloads)
     return Response(response)
