@@ -8,6 +8,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from tunsec.dataplane.pipe import Direction, PolicyInfo, Reply, SaInfo, Selector
+from tunsec.ike.endpoint import EndpointStats
 
 if TYPE_CHECKING:
     from tunsec.daemon import Daemon
@@ -58,6 +59,11 @@ def _policy(p: PolicyInfo) -> dict[str, Any]:
     }
 
 
+# Named once: dataclasses.asdict()/fields() build a tuple(<generator>) per call, and each such
+# 7-tuple stays in CPython's free list for that length (see the note in dataplane/pipe.py).
+_IKE_DROPS = tuple([f.name for f in dataclasses.fields(EndpointStats)])
+
+
 def status_document(d: Daemon, dump: Reply) -> dict[str, Any]:
     # an outbound SA is (SPI, peer): peers choose those SPIs, two may choose the same
     sas = {(sa.spi, sa.direction, sa.remote if sa.direction is Direction.OUT else None): sa for sa in dump.sas}
@@ -90,7 +96,7 @@ def status_document(d: Daemon, dump: Reply) -> dict[str, Any]:
         "drops": dict(dump.drops),
         # unauthenticated IKE: half-open responder SAs now, and what was dropped or answered statelessly
         "ike_half_open": d.ike.endpoint.half_open if d.ike else 0,
-        "ike_drops": dataclasses.asdict(d.ike.endpoint.stats) if d.ike else {},
+        "ike_drops": {n: getattr(d.ike.endpoint.stats, n) for n in _IKE_DROPS} if d.ike else {},
     }
 
 
