@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from tunsec import ikeservice
+from tunsec.services import ike as ikeservice
 from tunsec.config import parse_config
 from tunsec.daemon import Daemon
 from tunsec.dataplane import pipe

@@ -33,7 +33,7 @@ from tunsec.ike.identity import Identity
 from tunsec.ike.proposals import parse_proposals
 from tunsec.ike.sa import IkeSa
 from tunsec.ike.secret import Secret
-from tunsec.ikeservice import IkeConnection, IkeService
+from tunsec.services.ike import IkeConnection, IkeService
 from tunsec.policy.ids import IdSpace
 
 GW = "192.0.2.1"
@@ -337,7 +337,7 @@ def test_ids_are_one_space_for_manual_and_ike() -> None:
 def test_a_half_open_responder_sa_does_not_hold_back_trap_initiation() -> None:
     """Anyone can leave a half-open IKE SA on our connection by sending one IKE_SA_INIT; that must
     not stop our own negotiation when traffic hits the trap policy.  Our own attempt under way does."""
-    from tunsec.ikeservice import ChildPlan
+    from tunsec.services.ike import ChildPlan
     from tunsec.policy.ids import Band, priority
 
     peer = "198.51.100.9"

@@ -24,7 +24,7 @@ from tunsec.dataplane.pipe import Direction, Endpoint
 from tunsec.ike.config import RemoteAuth
 from tunsec.ike.identity import Identity
 from tunsec.ike.sa import IkeSa
-from tunsec.ikeservice import ChildPlan, IkeConnection, IkeService
+from tunsec.services.ike import ChildPlan, IkeConnection, IkeService
 from tunsec.policy.ids import IdSpace
 
 A_IP, B_IP = "192.0.2.1", "192.0.2.2"

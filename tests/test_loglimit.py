@@ -13,7 +13,7 @@ from tunsec.ike.endpoint import IkeEndpoint
 from tunsec.ike.identity import Identity
 from tunsec.ike.proposals import parse_proposals
 from tunsec.ike.secret import Secret
-from tunsec.ikeservice import IkeConnection, IkeService
+from tunsec.services.ike import IkeConnection, IkeService
 from tunsec.loglimit import LogLimiter
 from tunsec.policy.ids import IdSpace
 

@@ -26,7 +26,7 @@ from tunsec.dataplane.client import WorkerClient, WorkerError, WorkerFds
 from tunsec.dataplane.pipe import Direction, ExpireReason
 from tunsec.dataplane.tun import Tun, local_address_in, outer_mtu_towards, tunnel_mtu
 from tunsec.ike_connections import connections_from_config, dos_limits, ike_endpoints
-from tunsec.ikeservice import IkeService
+from tunsec.services.ike import IkeService
 from tunsec.manual import ManualPlan, plan
 from tunsec.policy.ids import IdSpace
 from tunsec.seqstate import SeqState, StateError, prepare_dir

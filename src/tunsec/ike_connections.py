@@ -11,7 +11,7 @@ from tunsec.dataplane.pipe import Lifetime
 from tunsec.ike.config import RetransmitConfig
 from tunsec.ike.endpoint import DosLimits
 from tunsec.ike_config import Child, Connection
-from tunsec.ikeservice import ChildPlan, IkeConnection
+from tunsec.services.ike import ChildPlan, IkeConnection
 
 
 def _jitter(rekey: int, rand: int) -> int:
