@@ -33,8 +33,8 @@ from tunsec.ike.identity import Identity
 from tunsec.ike.proposals import parse_proposals
 from tunsec.ike.sa import IkeSa
 from tunsec.ike.secret import Secret
-from tunsec.services.ike import IkeConnection, IkeService
 from tunsec.policy.ids import IdSpace
+from tunsec.services.ike import IkeConnection, IkeService
 
 GW = "192.0.2.1"
 PSK = Secret(b"a shared secret of some length")
@@ -233,7 +233,7 @@ def test_each_peer_owns_its_reqid_policies_and_sas() -> None:
         for i in range(gw.n):
             assert_reaches_only_its_site(gw, i)
         # status: each IKE SA lists its own child, and only that one
-        status = svc.status()
+        status = svc.ike_sas()
         assert len(status) == gw.n
         for entry in status:
             (child,) = entry["children"]
@@ -337,8 +337,8 @@ def test_ids_are_one_space_for_manual_and_ike() -> None:
 def test_a_half_open_responder_sa_does_not_hold_back_trap_initiation() -> None:
     """Anyone can leave a half-open IKE SA on our connection by sending one IKE_SA_INIT; that must
     not stop our own negotiation when traffic hits the trap policy.  Our own attempt under way does."""
-    from tunsec.services.ike import ChildPlan
     from tunsec.policy.ids import Band, priority
+    from tunsec.services.ike import ChildPlan
 
     peer = "198.51.100.9"
 

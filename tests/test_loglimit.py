@@ -13,9 +13,9 @@ from tunsec.ike.endpoint import IkeEndpoint
 from tunsec.ike.identity import Identity
 from tunsec.ike.proposals import parse_proposals
 from tunsec.ike.secret import Secret
-from tunsec.services.ike import IkeConnection, IkeService
 from tunsec.loglimit import LogLimiter
 from tunsec.policy.ids import IdSpace
+from tunsec.services.ike import IkeConnection, IkeService
 
 GW, PEER = "192.0.2.1", "198.51.100.7"
 PSK = Secret(b"a shared secret of some length")

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import ipaddress
 import itertools
 import logging
@@ -38,7 +39,7 @@ from typing import Any
 
 from tunsec.dataplane import pipe
 from tunsec.dataplane.client import WorkerClient, WorkerError
-from tunsec.dataplane.pipe import Action, Alg, Direction, Endpoint, Lifetime, Policy, SaSpec, Selector
+from tunsec.dataplane.pipe import Action, Alg, Direction, Endpoint, ExpireReason, Lifetime, Policy, SaSpec, Selector
 from tunsec.ike.config import IkeConfig
 from tunsec.ike.endpoint import DosLimits, IkeEndpoint
 from tunsec.ike.events import (
@@ -58,6 +59,7 @@ from tunsec.ike.ts import Ts
 from tunsec.loglimit import LogLimiter, suffix
 from tunsec.policy.ids import Band, IdSpace, priority
 from tunsec.policy.selector import SelectorError, fast_selectors
+from tunsec.services.base import EspEndpoint, Service, bind_udp
 
 log = logging.getLogger("tunsec.ike")
 
@@ -145,8 +147,10 @@ class ChildState:
         return self.lineage.reqid
 
 
-class IkeService:
+class IkeService(Service):
     """Runs the engine for the daemon; see the module docstring."""
+
+    name = "ike"
 
     def __init__(self, connections: Sequence[IkeConnection], worker: Callable[[], WorkerClient],
                  local_addrs: dict[int, str], ids: IdSpace | None = None,
@@ -181,18 +185,18 @@ class IkeService:
         self._timers: dict[asyncio.TimerHandle, Callable[[], object]] = {}   # lingering inbound SAs, standby ends
 
     # --- lifecycle -------------------------------------------------------------
+    def prepare(self) -> None:
+        self.open_sockets()
+
+    def close(self) -> None:
+        self.close_sockets()
+
     def open_sockets(self) -> None:
         """UDP 500 (or the configured port) per family, before the event loop starts."""
         ports = {c.local_port for c in self.connections.values()} or {500}
         for fam, addr in self.local_addrs.items():
             for port in ports:
-                af = socket.AF_INET if fam == 4 else socket.AF_INET6
-                s = socket.socket(af, socket.SOCK_DGRAM)
-                if fam == 6:
-                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                s.bind((addr, port))
-                s.setblocking(False)
-                self.sockets[fam] = s
+                self.sockets[fam] = bind_udp(fam, addr, port, purpose="IKE", port_setting="local_port")
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -271,6 +275,10 @@ class IkeService:
         self.sockets.clear()
 
     # --- what the daemon sets up around IKE ---------------------------------------
+    def esp_endpoints(self) -> list[EspEndpoint]:
+        """ESP and IKE after the NAT-T float share the worker's port 4500 sockets (RFC 3948)."""
+        return [(fam, addr, NATT_PORT) for fam, addr in self.local_addrs.items()]
+
     def routes(self) -> list[tuple[IPNetwork, tuple[IPNetwork, ...]]]:
         """Configured (not dynamic) remote selectors, routed into the TUN, with our side's networks."""
         out = []
@@ -829,8 +837,40 @@ class IkeService:
                 log.info("%s: close_action = start: re-creating child %s", conn_name, plan.name)
                 asyncio.get_event_loop().call_later(1.0, self._initiate_quietly, conn_name, plan.name)
 
+    # --- worker events -------------------------------------------------------------
+    def on_event(self, msg: pipe.Message) -> bool:
+        """Worker events that belong to IKE; True when handled."""
+        match msg:
+            case pipe.Ike():
+                self.receive_natt(msg)
+                return True
+            case pipe.Acquire() if self.owns_policy(msg.policy_id):
+                self.acquire(msg.policy_id)
+                return True
+            case pipe.Expire() if msg.reason is ExpireReason.LARVAL_TIMEOUT:
+                self.larval_expired(msg.spi)
+                return True
+            case pipe.Expire():
+                return self.expired(msg.spi, msg.direction, msg.hard, msg.remote)
+            case pipe.InvalidSpi():
+                self.invalid_spi(msg.spi, msg.remote)
+                return False   # the daemon still logs it
+        return False
+
     # --- status ------------------------------------------------------------------------
-    def status(self) -> list[dict[str, Any]]:
+    def status(self, dump: pipe.Reply) -> dict[str, Any]:
+        return {
+            "ike_sas": self.ike_sas(),
+            # unauthenticated IKE: half-open responder SAs now, and what was dropped or answered statelessly
+            "ike_half_open": self.endpoint.half_open,
+            "ike_drops": dataclasses.asdict(self.endpoint.stats),
+        }
+
+    @classmethod
+    def idle_status(cls) -> dict[str, Any]:
+        return {"ike_sas": [], "ike_half_open": 0, "ike_drops": {}}
+
+    def ike_sas(self) -> list[dict[str, Any]]:
         out = []
         for sa in self.endpoint.sas:
             info = self.ike_up.get(sa.local_spi, {})
