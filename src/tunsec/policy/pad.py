@@ -29,6 +29,7 @@ from tunsec.ike.constants import AuthMethod
 from tunsec.policy.selector import Ts
 
 if TYPE_CHECKING:
+    from tunsec.ike.config import IkeConfig
     from tunsec.ike.identity import Identity
 
 # "anyone": no remote address configured, or a wildcard
@@ -106,6 +107,11 @@ class PadEntry:
     remote_id: Identity                # the identity the peer must assert (%any: any authenticated one)
     auth: str                          # how it must prove it: "psk" | "pubkey"
     remote_addr: str | None = None     # where it may come from (None / %any: anywhere)
+
+    @classmethod
+    def of(cls, cfg: IkeConfig) -> PadEntry:
+        """The entry a configured connection (swanctl remote {} and remote_addrs) makes."""
+        return cls(cfg.name, cfg.remote.id, cfg.remote.method, cfg.remote_addr)
 
     def address_match(self, peer: str) -> AddressMatch:
         return address_match(self.remote_addr, peer)
