@@ -8,7 +8,7 @@ CFLAGS_SAN := -std=c11 -D_GNU_SOURCE -g -O1 -Wall -Wextra -Werror -fsanitize=add
 
 .PHONY: deps build demo demo-manual test unit lint sanitize bench clean fuzz fuzz-smoke fuzz-build soak
 
-.deps.stamp: scripts/install-deps.sh pyproject.toml setup.py $(CSRC) csrc/tunsec_dp.h
+.deps.stamp: scripts/install-deps.sh pyproject.toml setup.py $(CSRC) csrc/tunsec_dp.h csrc/tunsec_bench.h
 	bash scripts/install-deps.sh
 	touch $@
 
@@ -33,11 +33,11 @@ lint: .deps.stamp
 	$(PY) -m ruff check src tests bench fuzz
 	$(PY) -m mypy
 
-build/selftest: $(CSRC) csrc/tunsec_dp.h csrc/internal.h csrc/test/selftest.c
+build/selftest: $(CSRC) csrc/tunsec_dp.h csrc/tunsec_bench.h csrc/internal.h csrc/test/selftest.c
 	mkdir -p build
 	gcc $(CFLAGS_SAN) -o $@ $(CSRC) csrc/test/selftest.c -lcrypto -lpthread
 
-build/selftest-tsan: $(CSRC) csrc/tunsec_dp.h csrc/internal.h csrc/test/selftest.c
+build/selftest-tsan: $(CSRC) csrc/tunsec_dp.h csrc/tunsec_bench.h csrc/internal.h csrc/test/selftest.c
 	mkdir -p build
 	gcc -std=c11 -D_GNU_SOURCE -g -O1 -Wall -Wextra -Werror -fsanitize=thread -Icsrc -o $@ \
 	    $(CSRC) csrc/test/selftest.c -lcrypto -lpthread
@@ -60,7 +60,7 @@ CFLAGS_FUZZ := -std=c11 -D_GNU_SOURCE -g -O1 -Wall -Wextra -Werror -fsanitize=ad
 FUZZ_OBJ := $(patsubst csrc/%.c,build/fuzz/obj/%.o,$(CSRC))
 .SECONDARY: $(FUZZ_OBJ)
 
-build/fuzz/obj/%.o: csrc/%.c csrc/tunsec_dp.h csrc/internal.h
+build/fuzz/obj/%.o: csrc/%.c csrc/tunsec_dp.h csrc/tunsec_bench.h csrc/internal.h
 	@mkdir -p build/fuzz/obj
 	$(CLANG) $(CFLAGS_FUZZ) -fsanitize=fuzzer-no-link -c -o $@ $<
 
@@ -94,4 +94,4 @@ soak: .deps.stamp
 	$(PY) bench/soak.py --seconds $(SOAK_SECONDS)
 
 clean:
-	rm -rf build .deps.stamp src/tunsec/dataplane/_fastpath*.so
+	rm -rf build .deps.stamp src/tunsec/dataplane/_fastpath*.so src/tunsec/bench/_cbench*.so

@@ -1,4 +1,5 @@
-# The C fast path is a cffi extension; everything else lives in pyproject.toml.
+# The C fast path and, apart from it, the benchmark entry points are cffi
+# extensions (src/tunsec/dataplane/_build.py); everything else lives in pyproject.toml.
 from setuptools import setup
 
-setup(cffi_modules=["src/tunsec/dataplane/_build.py:ffibuilder"])
+setup(cffi_modules=["src/tunsec/dataplane/_build.py:ffibuilder", "src/tunsec/dataplane/_build.py:benchbuilder"])

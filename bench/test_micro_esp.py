@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from tunsec.dataplane.fastpath import Dataplane, bench_gcm
+from tunsec.bench import micro
+from tunsec.dataplane.fastpath import Dataplane
 from tunsec.dataplane.pipe import Action, Alg, Direction, Endpoint, Lifetime, Policy, SaSpec, Selector
 
 SIZES = [64, 512, 1400, 8192]
@@ -95,7 +96,7 @@ BATCH = 64
 def test_seal_tunsec_c_batch(benchmark: Any, size: int) -> None:
     benchmark.group = f"C batch of {BATCH}: seal {size}B"
     tx, _ = _pair(os.urandom(20))
-    assert benchmark(tx.bench_outbound, _udp_packet(size), BATCH) == BATCH
+    assert benchmark(micro.outbound, tx, _udp_packet(size), BATCH) == BATCH
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -103,7 +104,7 @@ def test_open_tunsec_c_batch(benchmark: Any, size: int) -> None:
     benchmark.group = f"C batch of {BATCH}: open {size}B"
     tx, rx = _pair(os.urandom(20))
     esp, *_ = tx.outbound(_udp_packet(size))
-    assert benchmark(rx.bench_inbound, esp, BATCH) == BATCH
+    assert benchmark(micro.inbound, rx, esp, BATCH) == BATCH
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -111,4 +112,4 @@ def test_open_tunsec_c_batch(benchmark: Any, size: int) -> None:
 def test_openssl_raw_c_batch(benchmark: Any, size: int, op: str) -> None:
     # GCM open costs what seal costs (same CTR + GHASH); one reference row per group
     benchmark.group = f"C batch of {BATCH}: {op} {size}B"
-    assert benchmark(bench_gcm, os.urandom(16), size, BATCH) == BATCH
+    assert benchmark(micro.gcm, os.urandom(16), size, BATCH) == BATCH

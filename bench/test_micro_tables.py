@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from tunsec.dataplane.fastpath import Dataplane, bench_gcm, bench_gro, bench_segment, vnet_segment
+from tunsec.bench import micro
+from tunsec.dataplane.fastpath import Dataplane, vnet_segment
 from tunsec.dataplane.pipe import Action, Alg, Direction, Endpoint, Lifetime, Policy, SaSpec, Selector
 
 ROUNDS = 100
@@ -37,7 +38,7 @@ def test_sad_lookup(benchmark: Any, n_sas: int) -> None:
     benchmark.group = "SAD: 1000 inbound lookups"
     dp, spis = _dp_with_sas(n_sas)
     probe = (spis * (1000 // len(spis) + 1))[:1000]
-    assert benchmark(dp.bench_sad_lookup, probe, 1) == 1000
+    assert benchmark(micro.sad_lookup, dp, probe, 1) == 1000
 
 
 def _packet(dst_last: int) -> bytes:
@@ -62,7 +63,7 @@ def test_spd_lookup_1000_policies(benchmark: Any, cached: bool) -> None:
     benchmark.group = "SPD: 1000 policies, last one matches, x100"
     dp = _dp_with_policies(1000)
     pkt = _packet(999)
-    assert benchmark(dp.bench_spd_lookup, pkt, ROUNDS, cached) == ROUNDS
+    assert benchmark(micro.spd_lookup, dp, pkt, ROUNDS, cached) == ROUNDS
 
 
 def _tso_read(payload_len: int, mss: int) -> bytes:
@@ -75,17 +76,17 @@ def _tso_read(payload_len: int, mss: int) -> bytes:
 def test_gso_segmentation_64k(benchmark: Any) -> None:
     benchmark.group = "64 KiB burst"
     read = _tso_read(1388 * 47, 1388)
-    assert benchmark(bench_segment, read, 1) == 47
+    assert benchmark(micro.segment, read, 1) == 47
 
 
 def test_gro_coalescing_64k(benchmark: Any) -> None:
     benchmark.group = "64 KiB burst"
     segs = vnet_segment(_tso_read(1388 * 47, 1388))
     assert segs is not None
-    assert benchmark(bench_gro, segs, 1) == 1
+    assert benchmark(micro.gro, segs, 1) == 1
 
 
 def test_openssl_seal_same_bytes_reference(benchmark: Any) -> None:
     benchmark.group = "64 KiB burst"
     # what ESP does to the same burst: 47 packets of 1428 bytes through AES-GCM
-    assert benchmark(bench_gcm, os.urandom(16), 1428, 47) == 47
+    assert benchmark(micro.gcm, os.urandom(16), 1428, 47) == 47

@@ -1,6 +1,7 @@
 /* Benchmark entry points: the per-packet work in C loops, so Python's call
  * overhead does not hide the cost being measured (bench/test_micro_*.py). */
 #include "internal.h"
+#include "tunsec_bench.h"
 #include <string.h>
 
 int ts_bench_outbound(ts_dp *dp, const uint8_t *pkt, size_t len, uint32_t count) {
@@ -69,4 +70,26 @@ int ts_bench_gro(const uint8_t *pkts, const uint32_t *lens, size_t n, uint32_t c
     for (uint32_t i = 0; i < count; i++)
         writes += ts_gro_run(pkts, lens, n, out, sizeof(out), out_lens, 1024);
     return writes;
+}
+
+/* OpenSSL's AES-GCM with the key set up once: the reference next to the ESP paths */
+int ts_bench_gcm(const uint8_t *key, size_t keylen, uint8_t *buf, size_t len, uint32_t count) {
+    const EVP_CIPHER *cipher = keylen == 16 ? EVP_aes_128_gcm() : keylen == 32 ? EVP_aes_256_gcm() : NULL;
+    if (!cipher || len > INT32_MAX)
+        return TS_EINVAL;
+    EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+    if (!c)
+        return TS_ENOMEM;
+    uint8_t nonce[12] = {0}, aad[8] = {0}, tag[16];
+    int outl = 0, ok = EVP_EncryptInit_ex(c, cipher, NULL, key, NULL);
+    for (uint32_t i = 0; ok && i < count; i++) {
+        ts_put32(nonce + 8, i);
+        ok = EVP_EncryptInit_ex(c, NULL, NULL, NULL, nonce) &&
+             EVP_EncryptUpdate(c, NULL, &outl, aad, sizeof(aad)) &&
+             EVP_EncryptUpdate(c, buf, &outl, buf, (int)len) &&
+             EVP_EncryptFinal_ex(c, buf + len, &outl) &&
+             EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, 16, tag);
+    }
+    EVP_CIPHER_CTX_free(c);
+    return ok ? (int)count : TS_ECRYPTO;
 }

@@ -341,17 +341,17 @@ static int check_inner(ts_sa *sa, const uint8_t *pt, size_t pt_len, size_t *inne
 int ts_inbound_locked(ts_dp *dp, uint8_t *udp, size_t len, const ts_addr *src,
                       const ts_addr *local, uint8_t *out, size_t outcap, int *drop) {
     *drop = TS_DROP_NONE;
-    if (len == 1 && udp[0] == 0xff) {
+    if (len == 1 && udp[0] == UDP_KEEPALIVE) {
         *drop = TS_DROP_KEEPALIVE;
         return 0;
     }
-    if (len > 4 && ts_be32(udp) == 0) {   /* the marker alone carries no IKE: malformed below */
+    if (len > NON_ESP_MARKER_LEN && ts_be32(udp) == 0) {   /* the marker alone carries no IKE: malformed below */
         ts_event ev = {.type = TS_EV_IKE};
         if (src)
             ev.addr = *src;
         if (local)
             ev.local = *local;
-        if (!ts_events_push(&dp->events, &ev, udp + 4, len - 4))
+        if (!ts_events_push(&dp->events, &ev, udp + NON_ESP_MARKER_LEN, len - NON_ESP_MARKER_LEN))
             *drop = TS_DROP_QUEUE_FULL;
         return 0;
     }

@@ -159,24 +159,3 @@ int ts_gcm_open(const uint8_t *key, size_t keylen, const uint8_t *iv12,
     memcpy(t, tag, 16);
     return gcm_raw(false, key, keylen, iv12, aad, aadlen, in, len, out, t);
 }
-
-int ts_bench_gcm(const uint8_t *key, size_t keylen, uint8_t *buf, size_t len, uint32_t count) {
-    const EVP_CIPHER *cipher = gcm_for(keylen);
-    if (!cipher || len > INT32_MAX)
-        return TS_EINVAL;
-    EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
-    if (!c)
-        return TS_ENOMEM;
-    uint8_t nonce[12] = {0}, aad[8] = {0}, tag[16];
-    int outl = 0, ok = EVP_EncryptInit_ex(c, cipher, NULL, key, NULL);
-    for (uint32_t i = 0; ok && i < count; i++) {
-        ts_put32(nonce + 8, i);
-        ok = EVP_EncryptInit_ex(c, NULL, NULL, NULL, nonce) &&
-             EVP_EncryptUpdate(c, NULL, &outl, aad, sizeof(aad)) &&
-             EVP_EncryptUpdate(c, buf, &outl, buf, (int)len) &&
-             EVP_EncryptFinal_ex(c, buf + len, &outl) &&
-             EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, 16, tag);
-    }
-    EVP_CIPHER_CTX_free(c);
-    return ok ? (int)count : TS_ECRYPTO;
-}

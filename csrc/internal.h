@@ -15,6 +15,10 @@
 #define ESP_ICV 16
 #define ESP_MIN (ESP_HDR + ESP_IV + 4 + ESP_ICV)   /* smallest ciphertext is one 4-byte block */
 #define PROTO_DUMMY 59
+/* ESP in UDP (RFC 3948): a NAT-keepalive is this one byte (§2.3); IKE on the
+ * same port starts with this many zero bytes where ESP has its SPI (§2.2) */
+#define UDP_KEEPALIVE 0xff
+#define NON_ESP_MARKER_LEN 4
 
 /* ---- anti-replay (replay.c) ---------------------------------------------
  * RFC 6479 style: a ring of 64-bit words; sliding the window clears whole

@@ -33,7 +33,11 @@ enum ts_err {
     TS_EIO = -8,       /* system call failed; errno is kept in ts_dp_errno */
 };
 
-/* Why an incoming/outgoing packet was not forwarded. */
+/* Why an incoming/outgoing packet was not forwarded.  A new reason is one line
+ * here (before TS_DROP__COUNT) and the ts_drop() call that counts it: Python
+ * reads this enum through cffi (fastpath.Drop), and DUMP and `tunsec status`
+ * carry each counter by its lower-case name without TS_DROP_ (at most 32
+ * characters); the numbers never leave the process. */
 enum ts_drop {
     TS_DROP_NONE = 0,
     TS_DROP_NO_SA,          /* inbound SPI unknown, or PROTECT policy without SA */
@@ -240,18 +244,6 @@ int ts_vnet_segment(const uint8_t *buf, size_t len, uint8_t *out, size_t outcap,
                     uint16_t *seg_len, size_t max_segs);
 int ts_gro_run(const uint8_t *pkts, const uint32_t *lens, size_t n, uint8_t *out, size_t outcap,
                uint32_t *out_lens, size_t max_out);
-
-/* benchmarks: the per-packet cost without Python in between.  Run the
- * single-packet path count times on the same input; return how many passed.
- * ts_bench_gcm: OpenSSL's raw AES-GCM (key set up once) sealing buf in place,
- * the reference next to them. */
-int ts_bench_outbound(ts_dp *dp, const uint8_t *pkt, size_t len, uint32_t count);
-int ts_bench_inbound(ts_dp *dp, const uint8_t *udp, size_t len, uint32_t count);
-int ts_bench_gcm(const uint8_t *key, size_t keylen, uint8_t *buf, size_t len, uint32_t count);
-int ts_bench_spd_lookup(ts_dp *dp, const uint8_t *pkt, size_t len, uint32_t count, int cached);
-int ts_bench_sad_lookup(ts_dp *dp, const uint32_t *spis, size_t n, uint32_t count);
-int ts_bench_segment(const uint8_t *buf, size_t len, uint32_t count);
-int ts_bench_gro(const uint8_t *pkts, const uint32_t *lens, size_t n, uint32_t count);
 
 /* Key hygiene test hook: key an SA from p inside the caller's buffer (at least
  * ts_test_sa_size() bytes, 16-byte aligned), then release and wipe it with the

@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from tunsec.config import parse_config
+from tunsec.conf.config import parse_config
 from tunsec.daemon import Daemon
 from tunsec.dataplane import pipe
 from tunsec.dataplane.client import WorkerError

@@ -21,6 +21,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from tunsec.conf.connections import Child, Connection
 from tunsec.dataplane import pipe
 from tunsec.dataplane.client import WorkerError
 from tunsec.dataplane.fastpath import Dataplane, Drop
@@ -34,7 +35,7 @@ from tunsec.ike.proposals import parse_proposals
 from tunsec.ike.sa import IkeSa
 from tunsec.ike.secret import Secret
 from tunsec.policy.ids import IdSpace
-from tunsec.services.ike import IkeConnection, IkeService
+from tunsec.services.ike import IkeService
 
 GW = "192.0.2.1"
 PSK = Secret(b"a shared secret of some length")
@@ -107,7 +108,7 @@ class Gateway:
     async def start(self) -> None:
         gw = psk_ike("gw", "gw.example", RemoteAuth("psk"), GW, None, "10.1.0.0/16", "10.2.0.0/16")
         self.worker = InProcessWorker(asyncio.get_running_loop(), self._natt_out)
-        self.service = IkeService([IkeConnection(gw)], lambda: self.worker, {4: GW}, IdSpace())  # type: ignore[arg-type,return-value]
+        self.service = IkeService([Connection(gw.name, gw)], lambda: self.worker, {4: GW}, IdSpace())  # type: ignore[arg-type,return-value]
         await self.service.start()
         self.service.sockets = {4: FakeSocket(self.wire)}  # type: ignore[dict-item]
         for i in range(self.n):
@@ -338,7 +339,6 @@ def test_a_half_open_responder_sa_does_not_hold_back_trap_initiation() -> None:
     """Anyone can leave a half-open IKE SA on our connection by sending one IKE_SA_INIT; that must
     not stop our own negotiation when traffic hits the trap policy.  Our own attempt under way does."""
     from tunsec.policy.ids import Band, priority
-    from tunsec.services.ike import ChildPlan
 
     peer = "198.51.100.9"
 
@@ -347,7 +347,7 @@ def test_a_half_open_responder_sa_does_not_hold_back_trap_initiation() -> None:
         worker = InProcessWorker(asyncio.get_running_loop(), lambda m: None)
         ike = psk_ike("trap", "gw.example", RemoteAuth("psk", Identity.parse("peer.example")), GW, peer,
                       "10.1.0.0/16", "10.9.0.0/16")
-        conn = IkeConnection(ike, (ChildPlan("net", start_action="trap"),))
+        conn = Connection(ike.name, ike, (Child("net", ike.child("net"), start_action="trap"),))
         svc = IkeService([conn], lambda: worker, {4: GW}, IdSpace())  # type: ignore[arg-type,return-value]
         await svc.start()
         svc.sockets = {4: FakeSocket(wire)}  # type: ignore[dict-item]

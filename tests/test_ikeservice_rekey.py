@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from test_ikeservice_peers import InProcessWorker, ipv4_udp, psk_ike
 
+from tunsec.conf.connections import Action, Child, Connection
 from tunsec.dataplane import pipe
 from tunsec.dataplane.fastpath import Drop
 from tunsec.dataplane.pipe import Direction, Endpoint
@@ -25,7 +26,7 @@ from tunsec.ike.config import RemoteAuth
 from tunsec.ike.identity import Identity
 from tunsec.ike.sa import IkeSa
 from tunsec.policy.ids import IdSpace
-from tunsec.services.ike import ChildPlan, IkeConnection, IkeService
+from tunsec.services.ike import IkeService
 
 A_IP, B_IP = "192.0.2.1", "192.0.2.2"
 A_NET, B_NET = "10.1.0.0/16", "10.2.0.0/16"
@@ -72,13 +73,14 @@ class Pair:
     svc: dict[str, IkeService] = field(default_factory=dict)
     workers: dict[str, RecordingWorker] = field(default_factory=dict)
 
-    async def start(self, plans: tuple[ChildPlan, ...] = ()) -> None:
+    async def start(self, close_action: Action = "none") -> None:
         for side, ip, peer, local, remote in (("a", A_IP, B_IP, A_NET, B_NET), ("b", B_IP, A_IP, B_NET, A_NET)):
             cfg = psk_ike("tun", f"{side}.example", RemoteAuth("psk", Identity.parse(f"{'b' if side == 'a' else 'a'}"
                                                                                      ".example")),
                           ip, peer, local, remote)
             worker = self.workers[side] = RecordingWorker(side, self)
-            svc = self.svc[side] = IkeService([IkeConnection(cfg, plans)], lambda w=worker: w,  # type: ignore[misc]
+            conn = Connection(cfg.name, cfg, (Child("net", cfg.child("net"), close_action=close_action),))
+            svc = self.svc[side] = IkeService([conn], lambda w=worker: w,  # type: ignore[misc]
                                               {4: ip}, IdSpace())
             await svc.start()
             svc.sockets = {4: Wire(side, self)}  # type: ignore[dict-item]
@@ -171,9 +173,9 @@ def updates(spi: int) -> Callable[[Any], bool]:
     return lambda m: isinstance(m, pipe.Update) and m.sa.spi == spi
 
 
-async def established(plans: tuple[ChildPlan, ...] = ()) -> Pair:
+async def established(close_action: Action = "none") -> Pair:
     pair = Pair()
-    await pair.start(plans)
+    await pair.start(close_action)
     pair.svc["a"].initiate("tun", "net")
     await pair.settle()
     pair.probing = True
@@ -315,7 +317,7 @@ def test_shutdown_deletes_without_lingering() -> None:
 def test_the_delete_of_a_rekeyed_child_is_no_reason_for_close_action() -> None:
     """close_action = start re-creates a child the peer deleted, not one the peer replaced by a rekey."""
     async def body() -> None:
-        pair = await established((ChildPlan("net", close_action="start"),))
+        pair = await established(close_action="start")
         loop = asyncio.get_running_loop()
         later: list[Any] = []
         real = loop.call_later

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from tunsec.conf.connections import Connection
 from tunsec.ike.config import IkeConfig, LocalAuth, RemoteAuth, child_config
 from tunsec.ike.endpoint import IkeEndpoint
 from tunsec.ike.identity import Identity
@@ -15,7 +16,7 @@ from tunsec.ike.proposals import parse_proposals
 from tunsec.ike.secret import Secret
 from tunsec.loglimit import LogLimiter
 from tunsec.policy.ids import IdSpace
-from tunsec.services.ike import IkeConnection, IkeService
+from tunsec.services.ike import IkeService
 
 GW, PEER = "192.0.2.1", "198.51.100.7"
 PSK = Secret(b"a shared secret of some length")
@@ -71,7 +72,7 @@ def test_refused_negotiations_from_unauthenticated_peers_do_not_flood_the_log(
         caplog: pytest.LogCaptureFixture) -> None:
     async def body() -> tuple[list[str], list[str]]:
         gw = _cfg("gw", "aes128gcm16-prfsha256-curve25519", GW, None, None)
-        service = IkeService([IkeConnection(gw)], lambda: None, {4: GW}, IdSpace())  # type: ignore[arg-type,return-value]
+        service = IkeService([Connection(gw.name, gw)], lambda: None, {4: GW}, IdSpace())  # type: ignore[arg-type,return-value]
         sock = FakeSocket()
         service.sockets = {4: sock}  # type: ignore[dict-item]
         clock = Clock()

@@ -16,12 +16,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tunsec.config import ConfigError, parse_config
+from tunsec.conf.config import parse_config
+from tunsec.conf.connections import Connection
+from tunsec.conf.errors import ConfigError
 from tunsec.dataplane.pipe import MAX_SELECTORS, Selector
 from tunsec.ike.endpoint import IkeEndpoint
 from tunsec.ike.events import ChildSaUp
 from tunsec.ike.testing import Network
-from tunsec.ike_config import Connection
 from tunsec.policy.ids import IdSpace
 from tunsec.policy.selector import (
     FastSelectors,

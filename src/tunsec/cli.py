@@ -11,7 +11,9 @@ import socket
 import sys
 from typing import Any
 
-from tunsec.config import Config, ConfigError, TunsecSettings, load_config
+from tunsec.conf.config import Config, load_config
+from tunsec.conf.errors import ConfigError
+from tunsec.conf.tunsec_section import TunsecSettings
 
 DEFAULT_SOCKET = TunsecSettings().control_socket
 

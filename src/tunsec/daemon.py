@@ -22,11 +22,13 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network
 from typing import Any
 
-from tunsec.config import Config, worker_user
+from tunsec.conf.config import Config
+from tunsec.conf.connections import find_child, ike_endpoints
+from tunsec.conf.tunsec_section import worker_user
 from tunsec.dataplane import pipe
 from tunsec.dataplane.client import WorkerClient, WorkerError, WorkerFds
 from tunsec.dataplane.tun import Tun, local_address_in, outer_mtu_towards, tunnel_mtu
-from tunsec.ike_connections import connections_from_config, dos_limits, ike_endpoints
+from tunsec.ike.constants import NATT_PORT
 from tunsec.policy.ids import IdSpace
 from tunsec.services.base import EspEndpoint, Service, StartupError, bind_udp
 from tunsec.services.ike import IkeService
@@ -62,7 +64,7 @@ class Sockets:
             addrs.add(addr)
             ports.add(port)
         if not families:
-            families[4] = ({"0.0.0.0"}, {4500})
+            families[4] = ({"0.0.0.0"}, {NATT_PORT})
         binds = {}
         for fam, (addrs, ports) in families.items():
             if len(ports) != 1:
@@ -113,10 +115,10 @@ class Daemon:
         self.sockets = Sockets()
         self.worker = WorkerClient(self._on_event)
         self.manual = ManualService(cfg.manual, self.ids, cfg.tunsec.state_dir, lambda: self.worker)
-        conns = connections_from_config(cfg)
+        conns = cfg.connections
         self.ike: IkeService | None = None
         if conns:
-            self.ike = IkeService(conns, lambda: self.worker, ike_endpoints(conns), self.ids, dos_limits(cfg))
+            self.ike = IkeService(conns, lambda: self.worker, ike_endpoints(conns), self.ids, cfg.tunsec.dos)
         # every service the daemon runs, in start order; a new kind of service is added here
         self.services: list[Service] = [self.manual] + ([self.ike] if self.ike is not None else [])
         self.nqueues = max(1, min(cfg.tunsec.workers or os.cpu_count() or 1, 16))
@@ -262,10 +264,11 @@ class Daemon:
         try:
             if cmd == "initiate":
                 child = str(req.get("child", ""))
-                conn = req.get("ike") or self.ike.find_child(child)
-                if not conn:
-                    return {"ok": False, "error": f"no child {child!r} in any connection"}
-                self.ike.initiate(str(conn), child or None)
+                try:
+                    conn = find_child(self.cfg.connections, child, str(req.get("ike") or "")).name
+                except LookupError as err:
+                    return {"ok": False, "error": str(err.args[0])}
+                self.ike.initiate(conn, child or None)
                 return {"ok": True, "message": f"initiating {conn}" + (f" child {child}" if child else "")}
             n = self.ike.terminate(str(req.get("ike", "")))
             if not n:

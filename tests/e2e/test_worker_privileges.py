@@ -13,7 +13,7 @@ from pathlib import Path
 from conftest import TunnelOptions, TunsecPair
 
 from tunsec.bench.netns import TwoHosts, wait_until
-from tunsec.config import WORKER_USER
+from tunsec.conf.tunsec_section import WORKER_USER
 
 
 def proc_status(pid: int) -> dict[str, list[str]]:

@@ -1,6 +1,6 @@
 """The engine against a real strongSwan 5.9 (charon, kernel-libipsec) in two netns.
 
-No daemon and no dataplane: ``python -m tunsec.ike.driver`` runs the engine on
+No daemon and no dataplane: ``tests/ike_driver.py`` runs the engine on
 real UDP sockets in one namespace, charon runs in the other. Besides IKE, one
 ICMP echo goes through the first Child SA with the engine's keys (and the reply
 is decrypted with them), which checks the KEYMAT against strongSwan's.
@@ -28,6 +28,7 @@ import tunsec
 pytestmark = [pytest.mark.interop, pytest.mark.netns]
 
 CHARON = Path("/usr/lib/ipsec/charon")
+DRIVER = Path(__file__).resolve().parents[1] / "ike_driver.py"   # the engine on real sockets, run in ns A
 PSK = "a shared secret for the interop test"
 PROPOSALS = "aes256gcm16-prfsha384-ecp384, aes128-sha256-modp2048, aes128gcm16-prfsha256-curve25519"
 
@@ -155,7 +156,7 @@ class Swan:
         path.write_text(json.dumps(sc))
         env = {**os.environ, "PYTHONPATH": str(Path(tunsec.__file__).resolve().parents[1])}
         proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.ns_a, sys.executable, "-m", "tunsec.ike.driver", str(path)],
+            ["ip", "netns", "exec", self.ns_a, sys.executable, str(DRIVER), str(path)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

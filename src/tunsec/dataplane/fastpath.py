@@ -32,29 +32,18 @@ MAX_PACKET: int = lib.TS_MAX_PACKET
 VNET_HDR_LEN: int = lib.TS_VNET_HDR_LEN
 
 
-class Drop(IntEnum):
-    """Why a packet was not forwarded (csrc/tunsec_dp.h enum ts_drop)."""
+def _c_enum(ctype: str, prefix: str) -> dict[str, int]:
+    """The members of a C enum as cffi read them from csrc/tunsec_dp.h, prefix and __COUNT dropped."""
+    members: dict[str, int] = ffi.typeof(ctype).relements
+    return {name.removeprefix(prefix): value for name, value in members.items() if not name.endswith("__COUNT")}
 
-    NONE = lib.TS_DROP_NONE
-    NO_SA = lib.TS_DROP_NO_SA
-    REPLAY = lib.TS_DROP_REPLAY
-    AUTH = lib.TS_DROP_AUTH
-    POLICY = lib.TS_DROP_POLICY
-    MALFORMED = lib.TS_DROP_MALFORMED
-    TOO_BIG = lib.TS_DROP_TOO_BIG
-    NO_POLICY = lib.TS_DROP_NO_POLICY
-    DISCARD = lib.TS_DROP_DISCARD
-    BYPASS = lib.TS_DROP_BYPASS
-    SEQ_OVERFLOW = lib.TS_DROP_SEQ_OVERFLOW
-    LIFETIME = lib.TS_DROP_LIFETIME
-    KEEPALIVE = lib.TS_DROP_KEEPALIVE
-    DUMMY = lib.TS_DROP_DUMMY
-    IO = lib.TS_DROP_IO
-    QUEUE_FULL = lib.TS_DROP_QUEUE_FULL
-    HOLD_FULL = lib.TS_DROP_HOLD_FULL
-    HOLD_TIMEOUT = lib.TS_DROP_HOLD_TIMEOUT
-    ICMP_SUPPRESSED = lib.TS_DROP_ICMP_SUPPRESSED   # an ICMP answer withheld, not a packet
-    UNRESERVED = lib.TS_DROP_UNRESERVED
+
+# Why a packet was not forwarded: enum ts_drop, read from the C header at import, so a new
+# reason is one line there (plus the code that counts it).  Its lower-case name is what DUMP
+# carries and `tunsec status` prints (TS_DROP_ICMP_SUPPRESSED counts ICMP answers withheld,
+# not packets).  mypy cannot see members built at run time; no Python code names one.
+_DROPS = sorted(_c_enum("enum ts_drop", "TS_DROP_").items(), key=lambda kv: kv[1])
+Drop = IntEnum("Drop", _DROPS)  # type: ignore[misc]
 
 
 class EventType(IntEnum):
@@ -360,10 +349,15 @@ class Dataplane:
             for p in (arr[i] for i in range(got))
         ]
 
+    @property
+    def address(self) -> int:
+        """The C context's address: how the separately built benchmark module (tunsec.bench.micro) reaches it."""
+        return int(ffi.cast("uintptr_t", self._dp))
+
     def drops(self) -> dict[str, int]:
         arr = ffi.new("uint64_t[]", lib.TS_DROP__COUNT)
         lib.ts_dp_drops(self._dp, arr)
-        return {d.name.lower(): int(arr[d.value]) for d in Drop if d is not Drop.NONE}
+        return {d.name.lower(): int(arr[d.value]) for d in Drop if d != lib.TS_DROP_NONE}
 
     # --- single packets (tests, fuzzing, benchmarks) -------------------------
     def outbound(self, packet: bytes) -> tuple[bytes, Endpoint | None, Drop, bytes]:
@@ -383,41 +377,6 @@ class Dataplane:
                               ffi.NULL, self._buf, len(self._buf), self._drop)
         _check("inbound", n)
         return (ffi.buffer(self._buf, n)[:] if n > 0 else b""), Drop(self._drop[0])
-
-    def bench_outbound(self, packet: bytes, count: int) -> int:
-        """Seal packet count times in one C call (benchmarks)."""
-        return int(_check("bench", lib.ts_bench_outbound(self._dp, packet, len(packet), count)))
-
-    def bench_inbound(self, udp_payload: bytes, count: int) -> int:
-        """Open the same ESP packet count times in one C call (needs replay_window 0)."""
-        return int(_check("bench", lib.ts_bench_inbound(self._dp, udp_payload, len(udp_payload), count)))
-
-
-    def bench_spd_lookup(self, packet: bytes, count: int, cached: bool) -> int:
-        """Look packet's flow up in the SPD count times (with a flow cache, or scanning)."""
-        return int(_check("bench", lib.ts_bench_spd_lookup(self._dp, packet, len(packet), count, int(cached))))
-
-    def bench_sad_lookup(self, spis: list[int], count: int) -> int:
-        """count rounds of inbound SAD lookups of spis."""
-        arr = ffi.new("uint32_t[]", spis)
-        return int(_check("bench", lib.ts_bench_sad_lookup(self._dp, arr, len(spis), count)))
-
-
-def bench_segment(read: bytes, count: int) -> int:
-    """Segment one TUN read (virtio header + super-packet) count times in C; segments made."""
-    return int(_check("bench", lib.ts_bench_segment(read, len(read), count)))
-
-
-def bench_gro(packets: list[bytes], count: int) -> int:
-    """Coalesce packets count times in C; TUN writes made."""
-    lens = ffi.new("uint32_t[]", [len(p) for p in packets])
-    return int(_check("bench", lib.ts_bench_gro(b"".join(packets), lens, len(packets), count)))
-
-
-def bench_gcm(key: bytes, size: int, count: int) -> int:
-    """OpenSSL's raw AES-GCM, keyed once, sealing a size-byte buffer count times in C."""
-    buf = ffi.new("uint8_t[]", size + 16)
-    return int(_check("bench", lib.ts_bench_gcm(key, len(key), buf, size, count)))
 
 
 def vnet_segment(read: bytes, max_segs: int = 256) -> list[bytes] | None:

@@ -34,11 +34,11 @@ from pathlib import Path
 from tunsec.dataplane import pipe
 from tunsec.dataplane.fastpath import Dataplane, DataplaneError, Event, EventType
 from tunsec.dataplane.pipe import Direction, Endpoint, Errno, ExpireReason, PipeError
+from tunsec.ike.constants import NON_ESP_MARKER
 
 log = logging.getLogger("tunsec.worker")
 
 MAX_DATAGRAM = 65536
-NON_ESP_MARKER = b"\0\0\0\0"
 
 Request = (
     pipe.GetSpi | pipe.Update | pipe.Add | pipe.Delete | pipe.Flush

@@ -1,4 +1,5 @@
-"""IANA numbers of IKEv2 (RFC 7296 §3 and the IANA registry) used by the engine."""
+"""IANA numbers and wire constants of IKEv2 (RFC 7296 §3, RFC 3948 §2.2) used by the engine and by
+whoever carries its datagrams: the one definition of the IKE and NAT-T ports and the non-ESP marker."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ from enum import IntEnum, IntFlag
 IKE_HEADER_LEN = 28
 IKE_VERSION = 0x20  # major 2, minor 0
 IKE_PORT = 500
-NATT_PORT = 4500
+NATT_PORT = 4500  # IKE after IKE_SA_INIT, and ESP in UDP (RFC 3948)
+# RFC 3948 §2.2: on NATT_PORT, 4 zero bytes where ESP has its SPI mark an IKE message (the caller of
+# the engine adds and strips them; the dataplane worker does so for port 4500)
+NON_ESP_MARKER = b"\0\0\0\0"
 
 
 class ExchangeType(IntEnum):

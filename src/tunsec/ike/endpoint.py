@@ -41,7 +41,7 @@ from typing import NamedTuple
 from tunsec.policy.pad import AddressMatch, address_match
 
 from .config import IkeConfig
-from .constants import ExchangeType, HeaderFlag, NotifyType
+from .constants import IKE_PORT, ExchangeType, HeaderFlag, NotifyType
 from .events import Address, Event, IkeSaUp
 from .message import (
     DecodeError,
@@ -329,7 +329,7 @@ class IkeEndpoint:
             (NotifyPayload(NotifyType.COOKIE, cookie),),
         )
         self.stats.cookies_sent += 1
-        self._outbox.append(Datagram(reply.encode(), addr, local[1] if local else 500))
+        self._outbox.append(Datagram(reply.encode(), addr, local[1] if local else IKE_PORT))
 
     # ------------------------------------------------------------------ bookkeeping
 

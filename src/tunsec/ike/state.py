@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from .config import ChildConfig, IkeConfig
+from .constants import IKE_PORT
 from .crypto import IkeKeys, Prf, derive_ike_keys, rekey_skeyseed, skeyseed
 from .events import Address, Event
 from .identity import Identity
@@ -88,7 +89,7 @@ class IkeSaState:
     local_addr: Address | None
     spi_i: bytes = b"\0" * 8
     spi_r: bytes = b"\0" * 8
-    local_port: int = 500
+    local_port: int = IKE_PORT
     proposal: Proposal | None = None
     suite: Suite | None = None
     prf: Prf | None = None

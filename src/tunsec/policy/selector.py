@@ -26,6 +26,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from tunsec.dataplane.pipe import MAX_SELECTORS, Selector
+from tunsec.ike.constants import IKE_PORT, NATT_PORT
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -45,7 +46,8 @@ _PROTOCOL_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "ipv6-icmp", 132: "sctp",
 # "port" is the message type/code.
 _PORT_PROTOCOLS = frozenset({1, 6, 17, 33, 58, 132, 135, 136})
 ICMP_PROTOCOLS = frozenset({1, 58})
-_SERVICES = {"ssh": 22, "domain": 53, "http": 80, "ntp": 123, "https": 443, "isakmp": 500, "ipsec-nat-t": 4500}
+_SERVICES = {"ssh": 22, "domain": 53, "http": 80, "ntp": 123, "https": 443, "isakmp": IKE_PORT,
+             "ipsec-nat-t": NATT_PORT}
 _UINT = re.compile(r"0[xX][0-9a-fA-F]+|[0-9]+")
 _NUMBER_START = re.compile(r"[0-9]")
 _PORT_RANGE = re.compile(r"([0-9]\w*)(?:\s*-\s*([0-9]\w*))?", re.ASCII)

@@ -37,10 +37,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from tunsec.conf.connections import Child, Connection
 from tunsec.dataplane import pipe
 from tunsec.dataplane.client import WorkerClient, WorkerError
-from tunsec.dataplane.pipe import Action, Alg, Direction, Endpoint, ExpireReason, Lifetime, Policy, SaSpec, Selector
-from tunsec.ike.config import IkeConfig
+from tunsec.dataplane.pipe import Action, Alg, Direction, Endpoint, ExpireReason, Policy, SaSpec, Selector
+from tunsec.ike.config import ChildConfig
+from tunsec.ike.constants import IKE_PORT, NATT_PORT
 from tunsec.ike.endpoint import DosLimits, IkeEndpoint
 from tunsec.ike.events import (
     AuthFailed,
@@ -63,7 +65,6 @@ from tunsec.services.base import EspEndpoint, Service, bind_udp
 
 log = logging.getLogger("tunsec.ike")
 
-NATT_PORT = 4500
 SPI_POOL = 8
 SHUTDOWN_WAIT = 3.0   # seconds for the peers to acknowledge our DELETEs at shutdown
 INVALID_SPI_INTERVAL = 1.0   # seconds between two INVALID_SPI notifies in one IKE SA
@@ -76,33 +77,6 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 def ts_networks(t: Ts) -> list[IPNetwork]:
     return list(ipaddress.summarize_address_range(t.start, t.end))
-
-
-@dataclass(frozen=True)
-class ChildPlan:
-    """Daemon-level settings of one child the engine does not need."""
-
-    name: str
-    start_action: str = "none"          # none | start | trap
-    close_action: str = "none"          # when the peer deletes it: none | start | trap
-    dpd_action: str = "none"            # when the peer stops answering: none | start | trap
-    replay_window: int = 4096
-    soft: Lifetime = field(default_factory=Lifetime)
-    hard: Lifetime = field(default_factory=Lifetime)
-
-
-@dataclass(frozen=True)
-class IkeConnection:
-    ike: IkeConfig
-    children: tuple[ChildPlan, ...] = ()
-    local_port: int = 500
-    keyingtries: int = 1                # attempts to establish before giving up; 0 = forever
-
-    def child(self, name: str) -> ChildPlan:
-        for c in self.children:
-            if c.name == name:
-                return c
-        return ChildPlan(name)
 
 
 @dataclass
@@ -152,7 +126,7 @@ class IkeService(Service):
 
     name = "ike"
 
-    def __init__(self, connections: Sequence[IkeConnection], worker: Callable[[], WorkerClient],
+    def __init__(self, connections: Sequence[Connection], worker: Callable[[], WorkerClient],
                  local_addrs: dict[int, str], ids: IdSpace | None = None,
                  limits: DosLimits | None = None) -> None:
         self.connections = {c.ike.name: c for c in connections}
@@ -193,7 +167,7 @@ class IkeService(Service):
 
     def open_sockets(self) -> None:
         """UDP 500 (or the configured port) per family, before the event loop starts."""
-        ports = {c.local_port for c in self.connections.values()} or {500}
+        ports = {c.local_port for c in self.connections.values()} or {IKE_PORT}
         for fam, addr in self.local_addrs.items():
             for port in ports:
                 self.sockets[fam] = bind_udp(fam, addr, port, purpose="IKE", port_setting="local_port")
@@ -460,12 +434,6 @@ class IkeService(Service):
             self.endpoint.initiate(conn, child, time.monotonic())
         self._pump()
 
-    def find_child(self, child: str) -> str | None:
-        for conn in self.connections.values():
-            if any(ch.name == child for ch in conn.ike.children):
-                return conn.ike.name
-        return None
-
     def terminate(self, conn: str) -> int:
         n = 0
         for sa in self.endpoint.sas:
@@ -695,7 +663,7 @@ class IkeService(Service):
         pred = self._by_uid.get((ike, ev.rekey_of)) if ev.rekey_of is not None else None
         lineage = self.children[pred].lineage if pred is not None else Lineage(self.ids.reqid())
         conn = self.connections.get(sa.name)
-        plan = conn.child(ev.child) if conn else ChildPlan(ev.child)
+        plan = conn.child(ev.child) if conn else Child(ev.child, ChildConfig(ev.child))
         remote_ip = ipaddress.ip_address(ev.remote_addr[0])
         handle = next(self._handles)
         state = ChildState(handle, ike, sa.name, plan.name, ev.unique_id, ev.spi_in, ev.spi_out,
@@ -716,7 +684,7 @@ class IkeService(Service):
 
     async def _child_up(self, state: ChildState, ev: ChildSaUp) -> None:
         conn = self.connections.get(state.conn)
-        plan = conn.child(ev.child) if conn else ChildPlan(ev.child)
+        plan = conn.child(ev.child) if conn else Child(ev.child, ChildConfig(ev.child))
         local = self._endpoint(state.remote.addr.version, ev.local_port)
         try:
             sels = fast_selectors(ev.local_ts, ev.remote_ts)
@@ -725,7 +693,7 @@ class IkeService(Service):
             self._forget(state)
             return
         common = dict(alg=ALGS[ev.alg], esn=ev.esn, reqid=state.reqid, local=local, remote=state.remote,
-                      soft=plan.soft, hard=plan.hard)
+                      soft=plan.soft_lifetime(), hard=plan.hard_lifetime())
         inbound = SaSpec(spi=ev.spi_in, direction=Direction.IN, key=ev.key_in.reveal(),
                          replay_window=plan.replay_window, selectors=sels.inbound,
                          **common)  # type: ignore[arg-type]

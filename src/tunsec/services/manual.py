@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tunsec.config import Esp, ManualTunnel
+from tunsec.conf.manual import Esp, ManualTunnel
 from tunsec.dataplane import pipe
 from tunsec.dataplane.client import WorkerClient, WorkerError
 from tunsec.dataplane.pipe import Alg, Direction, Endpoint, Lifetime, Policy, SaInfo, SaSpec

@@ -7,10 +7,10 @@ import socket
 
 from tunsec.bench.netns import CommandError, Host, TwoHosts
 from tunsec.bench.systems.base import System, Unavailable, missing_commands
+from tunsec.ike.constants import NATT_PORT
 
 UDP_ENCAP = 100
 UDP_ENCAP_ESPINUDP = 2
-NATT_PORT = 4500
 AEAD = "rfc4106(gcm(aes))"
 
 

@@ -1,4 +1,4 @@
-"""Tests for swanctl.conf's connections, secrets and authorities (tunsec.ike_config via tunsec.config)."""
+"""Tests for swanctl.conf's connections, secrets and authorities (tunsec.conf.connections, .secrets, .authorities)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,11 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from tunsec.config import Config, ConfigError, ConfigIssue, load_config, parse_config
+from tunsec.conf.config import Config, load_config, parse_config
+from tunsec.conf.connections import find_child, rekey_limit
+from tunsec.conf.errors import ConfigError, ConfigIssue
+from tunsec.conf.secrets import IkeSecret, find_psk
+from tunsec.dataplane.pipe import Lifetime
 from tunsec.ike.auth import PrivateKey
 from tunsec.ike.constants import IdType, ProtocolId
 from tunsec.ike.endpoint import IkeEndpoint
@@ -28,7 +32,6 @@ from tunsec.ike.proposals import parse_proposals
 from tunsec.ike.secret import Secret
 from tunsec.ike.testing import EPOCH, Issued, Network, make_ca, make_cert
 from tunsec.ike.ts import Ts
-from tunsec.ike_config import IkeSecret, find_psk
 
 PSK_TEXT = "This is a strong secret, 32+ chars long"
 PSK_B64 = base64.b64encode(PSK_TEXT.encode()).decode()
@@ -140,16 +143,16 @@ def test_psk_config_maps_to_the_engine_config() -> None:
     # daemon-level fields, with strongSwan's defaults
     assert conn.local_addrs == (ipaddress.ip_address("192.168.0.1"),)
     assert conn.remote_addrs == (ipaddress.ip_address("192.168.0.2"),)
-    assert (conn.local_port, conn.remote_port, conn.encap) == (500, 500, True)
-    assert (conn.rekey_time, conn.reauth_time, conn.over_time, conn.rand_time) == (14400, 0, 1440, 1440)
-    assert (conn.dpd_delay, conn.keyingtries, conn.unique, conn.send_cert) == (0, 1, "no", "ifasked")
+    assert conn.local_port == 500 and ike.dpd_delay is None and ike.rekey_time == 14400
+    assert (conn.rekey_time, conn.over_time, conn.rand_time) == (14400, 1440, 1440)
+    assert (conn.keyingtries, conn.unique, conn.send_cert) == (1, "no", "ifasked")
     assert (conn.file, conn.line) == ("swanctl.conf", line_of(PSK_CONF, "gw-gw {"))
     (child,) = conn.children
     assert child.config is child_cfg and conn.child("net-net") is child
     assert (child.start_action, child.close_action, child.dpd_action) == ("start", "none", "none")
     assert (child.rekey_time, child.life_time, child.rand_time) == (3600, 3960, 360)
     assert (child.rekey_bytes, child.life_bytes, child.rekey_packets, child.life_packets) == (0, 0, 0, 0)
-    assert (child.replay_window, child.inactivity) == (4096, 0)   # wider than strongSwan's 32: see ike_config
+    assert (child.replay_window, child.inactivity) == (4096, 0)   # wider than strongSwan's 32: see conf.values
     assert (child.file, child.line) == ("swanctl.conf", line_of(PSK_CONF, "net-net {"))
 
     (entry,) = config.ike_secrets
@@ -402,10 +405,9 @@ def test_accepted_keys_and_their_values() -> None:
         text = with_line(where, line, text)
     config = parse_config(text)
     conn = config.connections[0]
-    assert (conn.local_port, conn.remote_port, conn.ike.remote_port) == (4500, 4501, 4501)
-    assert (conn.dpd_delay, conn.rekey_time, conn.reauth_time) == (30, 7200, 0)
+    assert (conn.local_port, conn.ike.remote_port) == (4500, 4501)
     assert (conn.over_time, conn.rand_time) == (720, 720)  # 10% of rekey_time; no more than over_time
-    assert (conn.keyingtries, conn.unique, conn.send_cert, conn.fragmentation) == (0, "never", "always", "no")
+    assert (conn.keyingtries, conn.unique, conn.send_cert) == (0, "never", "always")
     assert not conn.ike.initial_contact and not conn.ike.send_certreq
     assert (conn.ike.rekey_time, conn.ike.dpd_delay) == (7200, 30)   # the engine runs these timers
     child = conn.children[0]
@@ -447,19 +449,28 @@ def test_actions_normalised_like_strongswan(value: str, expected: str) -> None:
 
 def test_rekey_time_zero_disables_ike_rekeying() -> None:
     conn = parse_config(with_line("conn", "rekey_time = 0")).connections[0]
-    assert (conn.rekey_time, conn.reauth_time, conn.ike.rekey_time) == (0, 0, None)
+    assert (conn.rekey_time, conn.ike.rekey_time) == (0, None)
 
 
-def test_warnings_for_accepted_values_tunsec_treats_differently() -> None:
-    text = with_line("conn", "fragmentation = yes").replace("encap = yes", "encap = no")
-    config = parse_config(text, "swanctl.conf")
-    assert config.connections[0].encap is False
-    assert [str(w) for w in config.warnings] == [
-        f"swanctl.conf:{line_of(text, 'encap = no')}: connections.gw-gw.encap: "
-        "tunsec always encapsulates ESP in UDP (as with encap = yes)",
-        f"swanctl.conf:{line_of(text, 'fragmentation')}: connections.gw-gw.fragmentation: "
-        "tunsec does no IKE fragmentation (RFC 7383); large messages go unfragmented",
-    ]
+def test_encap_no_is_an_error_naming_file_and_line() -> None:
+    assert parse_config(PSK_CONF).connections   # encap = yes: what tunsec does anyway
+    text = PSK_CONF.replace("encap = yes", "encap = no")
+    issue = only_issue(text)
+    assert (issue.file, issue.line) == ("swanctl.conf", line_of(text, "encap = no"))
+    assert issue.key == "connections.gw-gw.encap"
+    assert issue.message.startswith("encap = no is not supported: tunsec always encapsulates ESP in UDP (RFC 3948)")
+
+
+@pytest.mark.parametrize("value", ["yes", "accept", "force", "YES"])
+def test_ike_fragmentation_is_an_error_until_it_is_implemented(value: str) -> None:
+    assert parse_config(with_line("conn", "fragmentation = no")).connections
+    text = with_line("conn", f"fragmentation = {value}")
+    issue = only_issue(text)
+    assert (issue.file, issue.line) == ("swanctl.conf", line_of(text, "fragmentation ="))
+    assert issue.key == "connections.gw-gw.fragmentation"
+    assert issue.message == (
+        "IKE fragmentation (RFC 7383) is not supported yet; set fragmentation = no or remove the key"
+    )
 
 
 UNSUPPORTED = [
@@ -602,11 +613,12 @@ def test_address_lists(key: str, value: str, message: str) -> None:
     assert (issue.line, issue.key, issue.message) == (line_of(text, value), f"connections.gw-gw.{key}", message)
 
 
-def test_several_addresses_and_the_first_is_used_to_initiate() -> None:
-    text = PSK_CONF.replace("remote_addrs = 192.168.0.2", "remote_addrs = 192.168.0.2, 2001:db8::2, 192.168.0.3")
-    conn = parse_config(text).connections[0]
-    assert [str(a) for a in conn.remote_addrs] == ["192.168.0.2", "2001:db8::2", "192.168.0.3"]
-    assert conn.ike.remote_addr == "192.168.0.2"
+def test_several_addresses_are_an_error() -> None:
+    # the engine initiates to and accepts IKE from one address: the others would silently not match
+    text = PSK_CONF.replace("remote_addrs = 192.168.0.2", "remote_addrs = 192.168.0.2, 192.168.0.3")
+    issue = only_issue(text)
+    assert (issue.line, issue.key) == (line_of(text, "remote_addrs ="), "connections.gw-gw.remote_addrs")
+    assert issue.message.startswith("tunsec uses one address per side (or %any): list one")
 
 
 def test_start_needs_a_remote_address() -> None:
@@ -617,7 +629,7 @@ def test_start_needs_a_remote_address() -> None:
     assert parse_config(text.replace("start_action = start", "start_action = none")).connections[0].remote_addrs == ()
 
 
-def test_connection_needs_children_and_child_names_are_unique() -> None:
+def test_connection_needs_children() -> None:
     no_children = PSK_CONF.replace("net-net {", "net-net-gone {").replace("        children {", "        kids {")
     errors = [(e.key, e.message) for e in issues_of(no_children)]
     assert (
@@ -626,11 +638,26 @@ def test_connection_needs_children_and_child_names_are_unique() -> None:
     ) in errors
     assert ("connections.gw-gw.kids", "unknown section") in errors
 
+
+def test_child_names_may_repeat_across_connections_and_ike_disambiguates() -> None:
+    # strongSwan's examples call every connection's child "net"; --child is then resolved with --ike
     second = PSK_CONF.replace("connections {\n", "connections {\n" + PSK_CONF.split("connections {\n")[1].split(
         "\n}\n")[0].replace("gw-gw {", "gw-gw-2 {") + "\n", 1)  # fmt: skip
-    issue = only_issue(second)
-    assert issue.key == "connections.gw-gw.children.net-net"
-    assert issue.message.startswith("child name already used in connection gw-gw-2 (swanctl.conf:")
+    conns = parse_config(second).connections
+    assert [(c.name, [ch.name for ch in c.children]) for c in conns] == [
+        ("gw-gw-2", ["net-net"]), ("gw-gw", ["net-net"])]
+    with pytest.raises(LookupError, match=r"child 'net-net' is in several connections \(gw-gw-2, gw-gw\): "
+                                          "choose one with --ike"):
+        find_child(conns, "net-net")
+    assert find_child(conns, "net-net", "gw-gw") is conns[1]
+    assert find_child(conns, "net-net", "gw-gw-2") is conns[0]
+    with pytest.raises(LookupError, match=r"connection gw-gw has no child 'web' \(its children: net-net\)"):
+        find_child(conns, "web", "gw-gw")
+    with pytest.raises(LookupError, match="no connection 'gw'"):
+        find_child(conns, "net-net", "gw")
+    with pytest.raises(LookupError, match="no child 'web' in any connection"):
+        find_child(conns, "web")
+    assert find_child(conns[1:], "net-net") is conns[1]   # unique: --ike may be left out
 
 
 def test_keys_directly_in_sections_that_take_sections() -> None:
@@ -1006,7 +1033,7 @@ def test_mixed_authentication_pubkey_and_psk(tmp_path: Path, pki: Pki) -> None:
         (lambda d, c: c.replace("certs = moonCert.pem", "certs = nothere.pem"),
          ("connections.host-host.local.certs", "x509/nothere.pem: cannot read: No such file or directory")),
         (lambda d, c: c.replace("certs = moonCert.pem", "certs = moonCert.pem, other.pem"),
-         ("connections.host-host.local.certs", "tunsec uses one certificate per connection: list one")),
+         ("connections.host-host.local.certs", "x509/other.pem: cannot read: No such file or directory")),
         (lambda d, c: c.replace(SUN_DN, f"{SUN_DN}\n            cacerts = ../x509/moonCert.pem"),
          ("connections.host-host.remote.cacerts", "x509ca/../x509/moonCert.pem: CN=moon.strongswan.org,"
           "O=tunsec test,C=CH is not a CA certificate")),
@@ -1019,6 +1046,31 @@ def test_certificate_errors(
     errors = load_errors(moon_dir(tmp_path, pki, conf))
     assert [(e.key, e.message) for e in errors] == [expected]
     assert errors[0].line == line_of(conf, expected[0].rsplit(".", 1)[1] + " =")
+
+
+def test_certs_lists_candidates_and_the_one_with_the_local_id_is_used(tmp_path: Path, pki: Pki) -> None:
+    write(tmp_path / "x509" / "sunCert.pem", pem(pki.sun.cert))   # listed first, but not moon's identity
+    conf = CERT_CONF.replace("certs = moonCert.pem", "certs = sunCert.pem, moonCert.pem")
+    local = load_config(moon_dir(tmp_path, pki, conf)).connections[0].ike.local
+    assert local.cert == pki.moon.cert and local.id == Identity.parse("moon.strongswan.org")
+    assert local.private_key is not None and spki(local.private_key) == spki(pki.moon.key)
+
+    # without an id the first candidate is used and its subject is the identity, as in strongSwan
+    no_id = CERT_CONF.replace("            id = moon.strongswan.org\n", "")
+    local = load_config(moon_dir(tmp_path, pki, no_id.replace("certs = moonCert.pem", "certs = moonCert.pem, "
+                                                             "sunCert.pem"))).connections[0].ike.local
+    assert local.cert == pki.moon.cert and local.id == Identity.from_name(pki.moon.cert.subject)
+    errors = load_errors(moon_dir(tmp_path, pki, no_id.replace("certs = moonCert.pem", "certs = sunCert.pem, "
+                                                               "moonCert.pem")))
+    assert [(e.key, e.message.split(" (")[0]) for e in errors] == [
+        ("connections.host-host.local.certs", "no private key for x509/sunCert.pem")]
+
+    # none of them has the identity: the error names every candidate
+    venus = conf.replace("id = moon.strongswan.org", "id = venus.strongswan.org")
+    (error,) = load_errors(moon_dir(tmp_path, pki, venus))
+    assert error.key == "connections.host-host.local.id"
+    assert error.message.startswith("is not in the certificates x509/sunCert.pem (")
+    assert "x509/moonCert.pem (" in error.message
 
 
 def test_files_that_are_not_credentials(tmp_path: Path, pki: Pki) -> None:
@@ -1211,3 +1263,25 @@ def test_any_value_of_any_key_is_a_clean_error(empty_dir: str, where_key: tuple[
     for issue in _parse_or_error(text, empty_dir):
         assert issue.message and issue.line >= 1
         assert PSK_TEXT not in str(issue)
+
+
+def test_byte_and_packet_soft_limits_are_jittered_per_sa() -> None:
+    # strongSwan: the soft limit is rekey_* minus a random part of rand_* (life_* - rekey_* by default),
+    # drawn for every SA so that peers and SAs do not all rekey at once
+    text = with_line("child", "rekey_bytes = 1000")
+    text = with_line("child", "life_bytes = 1500", text)
+    text = with_line("child", "rekey_packets = 100", text)
+    (child,) = parse_config(text).connections[0].children
+    assert child.hard_lifetime() == Lifetime(bytes=1500, packets=110, seconds=3960)
+    draws: list[int] = []
+
+    def randbelow(n: int) -> int:
+        draws.append(n)
+        return n - 1   # the largest jitter allowed
+
+    assert child.soft_lifetime(randbelow) == Lifetime(bytes=500, packets=90)
+    assert draws == [501, 11]   # rand_bytes = 500, rand_packets = 10: up to and including them
+    assert child.soft_lifetime(lambda n: 0) == Lifetime(bytes=1000, packets=100)
+    limits = {child.soft_lifetime().bytes for _ in range(50)}   # the real random source
+    assert len(limits) > 1 and all(500 <= b <= 1000 for b in limits)
+    assert rekey_limit(0, 100) == 0 and rekey_limit(10, 100, lambda n: n - 1) == 1   # 0 = none; never 0 by jitter

@@ -1,6 +1,6 @@
-"""A small blocking UDP driver for the engine, for interop tests and debugging.
+"""A small blocking UDP driver for the engine, for interop tests (tests/ike/test_strongswan.py) and debugging.
 
-``python -m tunsec.ike.driver SCENARIO.json`` runs one :class:`IkeEndpoint`
+``python tests/ike_driver.py SCENARIO.json`` runs one :class:`IkeEndpoint`
 over real sockets on ports 500 and 4500 for a while, performs timed actions
 and prints every event as a JSON line on stdout (keys never printed). It is
 not the daemon: no dataplane, no pipe; ESP is only touched by the
@@ -31,15 +31,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from .auth import PrivateKey
-from .config import IkeConfig, LocalAuth, RemoteAuth, child_config
-from .endpoint import IkeEndpoint
-from .events import ChildSaUp, Event
-from .identity import Identity
-from .proposals import parse_proposals
-from .secret import Secret
-
-NON_ESP_MARKER = b"\0\0\0\0"
+from tunsec.ike.auth import PrivateKey
+from tunsec.ike.config import IkeConfig, LocalAuth, RemoteAuth, child_config
+from tunsec.ike.constants import IKE_PORT, NATT_PORT, NON_ESP_MARKER
+from tunsec.ike.endpoint import IkeEndpoint
+from tunsec.ike.events import ChildSaUp, Event
+from tunsec.ike.identity import Identity
+from tunsec.ike.proposals import parse_proposals
+from tunsec.ike.secret import Secret
 
 
 def build_config(sc: dict[str, Any]) -> IkeConfig:
@@ -129,7 +128,7 @@ class Driver:
         self.config = build_config(sc)
         self.endpoint = IkeEndpoint([self.config], cookie_threshold=sc.get("cookie_threshold", 10))
         self.socks = {}
-        for port in (500, 4500):
+        for port in (IKE_PORT, NATT_PORT):
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             s.bind((sc["local"], port))
             self.socks[port] = s
@@ -141,7 +140,7 @@ class Driver:
 
     def flush(self) -> None:
         for dgram in self.endpoint.datagrams_to_send(self.now()):
-            data = dgram.data if dgram.local_port == 500 else NON_ESP_MARKER + dgram.data
+            data = dgram.data if dgram.local_port == IKE_PORT else NON_ESP_MARKER + dgram.data
             self.socks[dgram.local_port].sendto(data, dgram.addr)
         while (item := self.endpoint.next_event()) is not None:
             event = item[1]
@@ -167,7 +166,7 @@ class Driver:
             sa.delete()
         elif action == "esp_ping" and self.child is not None:
             inner = icmp_echo(self.sc["inner_src"], self.sc["inner_dst"], b"tunsec-ike-driver")
-            self.socks[4500].sendto(esp_seal(self.child, 1, inner), (self.sc["remote_esp"], 4500))
+            self.socks[NATT_PORT].sendto(esp_seal(self.child, 1, inner), (self.sc["remote_esp"], NATT_PORT))
 
     def on_esp(self, packet: bytes) -> None:
         if self.child is None:
@@ -195,10 +194,11 @@ class Driver:
             for s in readable:
                 data, addr = s.recvfrom(65535)
                 port = s.getsockname()[1]
-                if port == 4500 and not data.startswith(NON_ESP_MARKER):
+                if port == NATT_PORT and not data.startswith(NON_ESP_MARKER):
                     self.on_esp(data)
                     continue
-                self.endpoint.receive(data[4:] if port == 4500 else data, addr, self.now(), (self.sc["local"], port))
+                ike = data.removeprefix(NON_ESP_MARKER) if port == NATT_PORT else data
+                self.endpoint.receive(ike, addr, self.now(), (self.sc["local"], port))
             self.endpoint.handle_timer(self.now())
         self.flush()
 

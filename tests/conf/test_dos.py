@@ -7,13 +7,13 @@ import struct
 
 import pytest
 
-from tunsec.config import ConfigError, parse_config
+from tunsec.conf.config import parse_config
+from tunsec.conf.errors import ConfigError
 from tunsec.ike.config import IkeConfig, LocalAuth, RemoteAuth, child_config
 from tunsec.ike.endpoint import IkeEndpoint
 from tunsec.ike.identity import Identity
 from tunsec.ike.proposals import parse_proposals
 from tunsec.ike.secret import Secret
-from tunsec.ike_connections import connections_from_config, dos_limits
 
 CONNECTION = """
 connections {
@@ -44,7 +44,7 @@ def _request() -> bytes:
 
 def _engine(text: str) -> IkeEndpoint:
     cfg = parse_config(text)
-    return IkeEndpoint([c.ike for c in connections_from_config(cfg)], limits=dos_limits(cfg))
+    return IkeEndpoint([c.ike for c in cfg.connections], limits=cfg.tunsec.dos)
 
 
 def _flood(b: IkeEndpoint, n: int, now: float) -> None:
@@ -54,8 +54,7 @@ def _flood(b: IkeEndpoint, n: int, now: float) -> None:
 
 
 def test_defaults_are_strongswans() -> None:
-    t = parse_config(CONNECTION).tunsec
-    assert (t.half_open_timeout, t.cookie_threshold) == (30.0, 30)  # charon.half_open_timeout, cookie_threshold
+    # charon.half_open_timeout = 30 s, charon.cookie_threshold = 30
     b = _engine(CONNECTION)
     _flood(b, 35, 0.0)
     assert b.half_open == 30 and b.stats.cookies_sent == 5

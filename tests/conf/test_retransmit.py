@@ -1,5 +1,5 @@
 """The tunsec-only IKE retransmission settings (tunsec { retransmit_timeout/_base/_tries }),
-named after strongswan.conf's charon.retransmit_*, and how they reach the engine."""
+named after strongswan.conf's charon.retransmit_*, and what they do to an engine run from the parsed connection."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tunsec.config import ConfigError, parse_config
-from tunsec.ike.config import RetransmitConfig
-from tunsec.ike_connections import connections_from_config
+from tunsec.conf.config import parse_config
+from tunsec.conf.errors import ConfigError
+from tunsec.ike.endpoint import IkeEndpoint
+from tunsec.ike.events import PeerUnreachable
 
 CONNECTION = """
 connections {
@@ -27,20 +28,34 @@ secrets { ike { secret = s3cret } }
 """
 
 
-def test_defaults_are_strongswans_and_reach_the_engine() -> None:
-    cfg = parse_config(CONNECTION)
-    t = cfg.tunsec
-    assert (t.retransmit_timeout, t.retransmit_base, t.retransmit_tries) == (4.0, 1.8, 5)
-    (conn,) = connections_from_config(cfg)
-    assert conn.ike.retransmit == RetransmitConfig()
+def _sends_until_given_up(text: str) -> list[float]:
+    """When an engine run from the parsed connection sends IKE_SA_INIT to a silent peer; the last
+    entry is when it gives up."""
+    (conn,) = parse_config(text).connections
+    engine = IkeEndpoint([conn.ike])
+    engine.initiate("gw", "net", 0.0)
+    sends, now = [], 0.0
+    while True:
+        sends += [now] * len(engine.datagrams_to_send(now))
+        event = engine.next_event()
+        if event is not None and isinstance(event[1], PeerUnreachable):
+            return [*sends, now]
+        timer = engine.get_timer()
+        assert timer is not None
+        now = timer
+        engine.handle_timer(now)
 
 
-def test_settings_reach_every_connection() -> None:
-    text = "tunsec {\n  retransmit_timeout = 0.5\n  retransmit_base = 1\n  retransmit_tries = 2\n}\n" + CONNECTION
-    cfg = parse_config(text)
-    (conn,) = connections_from_config(cfg)
-    assert conn.ike.retransmit == RetransmitConfig(timeout=0.5, base=1.0, tries=2)
-    assert [conn.ike.retransmit.delay(i) for i in range(3)] == [0.5, 0.5, 0.5]
+def test_defaults_are_strongswans() -> None:
+    # charon: 4 s, times 1.8 per try, 5 retransmissions, give up after the last wait
+    delays = [4.0 * 1.8**i for i in range(6)]
+    expected = [round(sum(delays[:i]), 6) for i in range(7)]
+    assert [round(t, 6) for t in _sends_until_given_up(CONNECTION)] == expected
+
+
+def test_settings_drive_the_engine() -> None:
+    text = "tunsec {\n  retransmit_timeout = 0.5\n  retransmit_base = 2\n  retransmit_tries = 2\n}\n" + CONNECTION
+    assert _sends_until_given_up(text) == [0.0, 0.5, 1.5, 3.5]
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Tests for tunsec.config: strongSwan settings syntax, validation and error reporting."""
+"""Tests for tunsec.conf: strongSwan settings syntax, tunsec { }, manual { }, validation and error reporting."""
 
 from __future__ import annotations
 
@@ -12,20 +12,12 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from tunsec.config import (
-    BadValue,
-    Config,
-    ConfigError,
-    ConfigIssue,
-    Esp,
-    SectionReader,
-    load_config,
-    parse_bool,
-    parse_bytes,
-    parse_config,
-    parse_duration,
-    parse_settings,
-)
+from tunsec.conf.config import Config, load_config, parse_config
+from tunsec.conf.errors import BadValue, ConfigError, ConfigIssue
+from tunsec.conf.manual import Esp
+from tunsec.conf.reader import SectionReader
+from tunsec.conf.syntax import parse_settings
+from tunsec.conf.values import parse_bool, parse_bytes, parse_duration
 from tunsec.dataplane.pipe import Selector
 from tunsec.policy.ids import IdSpace
 from tunsec.policy.selector import parse_ts
@@ -992,7 +984,7 @@ def test_worker_user_when_the_install_made_none(monkeypatch: pytest.MonkeyPatch)
     """Neither tunsec nor nobody on the host: a startup error that says what to do."""
     import pwd
 
-    from tunsec.config import worker_user
+    from tunsec.conf.tunsec_section import worker_user
 
     real = pwd.getpwnam
 

@@ -1,0 +1,148 @@
+"""A whole tunsec config file: :func:`load_config` / :func:`parse_config` -> :class:`Config`.
+
+The file is strongSwan's swanctl.conf plus a ``tunsec { }`` section. The
+syntax is read by :mod:`tunsec.conf.syntax`; each top-level section then has
+its own module (see ``_TOP_LEVEL`` and the package docstring). Every problem
+becomes a :class:`~tunsec.conf.errors.ConfigIssue` naming file, line and key;
+all of them are raised together as one :class:`~tunsec.conf.errors.ConfigError`,
+so ``tunsec check`` shows everything at once.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from tunsec.conf.authorities import read_authorities
+from tunsec.conf.connections import Connection, read_connections
+from tunsec.conf.credentials import Credentials
+from tunsec.conf.errors import ConfigError, ConfigIssue
+from tunsec.conf.manual import ManualTunnel, read_manual_section
+from tunsec.conf.secrets import IkeSecret, read_secrets, weak_psk_warnings
+from tunsec.conf.syntax import Section, Unreadable, parse_tree, read_config_text
+from tunsec.conf.tunsec_section import TunsecSettings, read_tunsec_section
+
+__all__ = ["Config", "load_config", "parse_config"]
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated configuration file.
+
+    ``connections`` are the IKEv2 connections, as the IKE service runs them
+    (:class:`~tunsec.conf.connections.Connection`); ``ike_secrets`` the
+    ``secrets.ike*`` PSKs (already in the connections that use them);
+    ``warnings`` are accepted values worth a log line (weak PSKs).
+    """
+
+    path: str
+    tunsec: TunsecSettings = field(default_factory=TunsecSettings)
+    manual: tuple[ManualTunnel, ...] = ()
+    connections: tuple[Connection, ...] = ()
+    ike_secrets: tuple[IkeSecret, ...] = ()
+    warnings: tuple[ConfigIssue, ...] = ()
+
+    def connection(self, name: str) -> Connection:
+        for conn in self.connections:
+            if conn.name == name:
+                return conn
+        raise KeyError(f"no connection {name!r}")
+
+
+def _pools_section(section: Section, issues: list[ConfigIssue]) -> None:
+    issues.append(
+        ConfigIssue(section.file, section.line, section.path, "section not supported (tunsec assigns no virtual IPs)")
+    )
+
+
+def _ignore(section: Section, issues: list[ConfigIssue]) -> None:
+    """Read in :func:`parse_config` once every section is known (they depend on one another)."""
+
+
+# The schema's top level: swanctl.conf's sections plus tunsec's own.
+_TOP_LEVEL: dict[str, Callable[[Section, list[ConfigIssue]], None]] = {
+    "tunsec": _ignore,
+    "manual": _ignore,
+    "connections": _ignore,
+    "secrets": _ignore,
+    "authorities": _ignore,
+    "pools": _pools_section,
+}
+
+
+def _check_top_level(root: Section, issues: list[ConfigIssue]) -> None:
+    known = sorted(_TOP_LEVEL)
+    for name, setting in root.settings.items():
+        message = (
+            f"'{name}' is a section: write '{name} {{ ... }}'"
+            if name in _TOP_LEVEL
+            else f"unknown key at the top level (sections are: {', '.join(known)})"
+        )
+        issues.append(ConfigIssue(setting.file, setting.line, name, message))
+    for name, section in root.sections.items():
+        handler = _TOP_LEVEL.get(name)
+        if handler is not None:
+            handler(section, issues)
+            continue
+        hint = difflib.get_close_matches(name, known, n=1)
+        suffix = f" (did you mean '{hint[0]}'?)" if hint else f" (known: {', '.join(known)})"
+        issues.append(ConfigIssue(section.file, section.line, name, "unknown section" + suffix))
+
+
+def _ordered(issues: list[ConfigIssue], files: list[str]) -> list[ConfigIssue]:
+    """File by file in reading order, then by line; exact duplicates dropped."""
+    rank = {f: i for i, f in reversed(list(enumerate(files)))}
+    unique = list(dict.fromkeys(issues))
+    return sorted(unique, key=lambda i: (rank.get(i.file, -1), i.line))
+
+
+def parse_config(text: str, path: str = "<string>") -> Config:
+    """Parse and validate config text; raises :class:`ConfigError` listing every problem.
+
+    ``path`` names the text in messages and anchors relative ``include`` patterns
+    and the credential folders (x509/, x509ca/, private/...) of ``connections``.
+    """
+    issues: list[ConfigIssue] = []
+    root, files = parse_tree(text, path, issues)
+    _check_top_level(root, issues)
+    sections = root.sections
+    tunsec = read_tunsec_section(sections["tunsec"], issues) if "tunsec" in sections else TunsecSettings()
+    manual = read_manual_section(sections["manual"], issues) if "manual" in sections else ()
+    # credentials are read only when a connection needs them (a manual-only config has no x509/)
+    creds = Credentials(os.path.dirname(path), issues)
+    if "authorities" in sections:
+        read_authorities(sections["authorities"], creds, issues)
+    secrets = sections.get("secrets")
+    psks, broken = read_secrets(secrets, creds, issues) if secrets is not None else ([], False)
+    connections: tuple[Connection, ...] = ()
+    if "connections" in sections:
+        connections = read_connections(
+            sections["connections"], creds, psks, issues, psks_broken=broken,
+            retransmit=tunsec.retransmit, half_open_timeout=tunsec.half_open_timeout,
+        )  # fmt: skip
+    if issues:
+        raise ConfigError(_ordered(issues, files))
+    return Config(
+        path=path,
+        tunsec=tunsec,
+        manual=manual,
+        connections=connections,
+        ike_secrets=tuple(psks),
+        warnings=tuple(_ordered(weak_psk_warnings(secrets, psks), files)),
+    )
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read, parse and validate a config file.
+
+    An unreadable file is reported as a :class:`ConfigError` (chained from the
+    ``OSError``) so callers handle one exception type.
+    """
+    name = os.fspath(path)
+    try:
+        text = read_config_text(name)
+    except Unreadable as exc:
+        raise ConfigError([exc.issue]) from exc.__cause__
+    return parse_config(text, name)

@@ -1,0 +1,260 @@
+"""The ``manual { <name> { } }`` section: manually keyed tunnels (RFC 4301 §4.5).
+
+Each tunnel is a pair of ESP SAs with fixed SPIs and keys; :mod:`tunsec.services.manual`
+turns a :class:`ManualTunnel` into the SAs and policies the worker installs.
+Keys are :class:`~tunsec.ike.secret.Secret` from the moment they are parsed.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from tunsec.conf.errors import BadValue, ConfigIssue, show_value
+from tunsec.conf.reader import SectionReader, check_fast_selectors
+from tunsec.conf.syntax import Section, Setting
+from tunsec.conf.values import (
+    DEFAULT_REPLAY_WINDOW,
+    IPAddress,
+    parse_address,
+    parse_bool,
+    parse_bytes,
+    parse_duration,
+    parse_manual_ts_list,
+    parse_packets,
+    parse_port,
+    parse_replay_window,
+    parse_uint,
+)
+from tunsec.ike.constants import NATT_PORT
+from tunsec.ike.secret import Secret
+from tunsec.policy.selector import Ts
+
+__all__ = ["Esp", "ManualTunnel", "parse_spi", "read_manual_section"]
+
+
+class Esp(enum.StrEnum):
+    """The AEAD transforms the dataplane implements (RFC 4106, 16-byte ICV)."""
+
+    AES128GCM16 = "aes128gcm16"
+    AES256GCM16 = "aes256gcm16"
+
+    @property
+    def key_bytes(self) -> int:
+        return 16 if self is Esp.AES128GCM16 else 32
+
+    @property
+    def keymat_bytes(self) -> int:
+        """AES key || 4-byte salt (RFC 4106 §8.1)."""
+        return self.key_bytes + 4
+
+
+# strongSwan names the ICV length in bytes (gcm16) or bits (gcm128); plain
+# "aes128gcm" is its alias for the 16-byte ICV too.
+_ESP_ALIASES = {f"aes{bits}gcm{suffix}": Esp(f"aes{bits}gcm16") for bits in (128, 256) for suffix in ("", "16", "128")}
+_SHORT_ICV = re.compile(r"aes(128|192|256)gcm(8|12|64|96)")
+
+
+def _parse_esp(text: str) -> Esp:
+    name = text.strip().lower()
+    esp = _ESP_ALIASES.get(name)
+    if esp is not None:
+        return esp
+    if _SHORT_ICV.fullmatch(name):
+        raise BadValue(f"{show_value(text)}: tunsec supports only the 16-byte ICV (aes128gcm16, aes256gcm16)")
+    raise BadValue(f"unsupported ESP algorithm {show_value(text)} (use aes128gcm16 or aes256gcm16)")
+
+
+def parse_spi(text: str) -> int:
+    try:
+        value = parse_uint(text, "a 32-bit SPI")
+    except BadValue:
+        raise BadValue(f"not a 32-bit SPI: {show_value(text.strip())}") from None
+    if value > 0xFFFFFFFF:
+        raise BadValue(f"not a 32-bit SPI: {show_value(text.strip())}")
+    if value < 256:
+        # RFC 4303 §2.1: 0 is never sent, 1..255 are reserved by IANA.
+        raise BadValue(f"SPI {value} is reserved (SPIs 0..255 are); use 256 or more")
+    return value
+
+
+_HEX_KEY = re.compile(r"0[xX]([0-9a-fA-F]*)")
+
+
+def _parse_key(text: str) -> Secret:
+    """0x-hex key material. Messages never contain the value, not even in part."""
+    m = _HEX_KEY.fullmatch(text.strip())
+    if not m:
+        raise BadValue("must be 0x followed by hex digits (AES key || 4-byte salt)")
+    digits = m.group(1)
+    if len(digits) % 2:
+        raise BadValue(f"has an odd number of hex digits ({len(digits)})")
+    return Secret(bytes.fromhex(digits))
+
+
+
+@dataclass(frozen=True)
+class ManualTunnel:
+    """One manually keyed tunnel (RFC 4301 §4.5): a pair of SAs with fixed keys.
+
+    Lifetimes and soft limits are 0 for "none". ``file``/``line`` locate the
+    tunnel's section for messages and are ignored when comparing tunnels.
+    """
+
+    name: str
+    local_addr: IPAddress
+    remote_addr: IPAddress
+    local_ts: tuple[Ts, ...]
+    remote_ts: tuple[Ts, ...]
+    spi_in: int
+    spi_out: int
+    key_in: Secret
+    key_out: Secret
+    local_port: int = NATT_PORT
+    remote_port: int = NATT_PORT
+    esp: Esp = Esp.AES128GCM16
+    esn: bool = False
+    replay_window: int = DEFAULT_REPLAY_WINDOW
+    life_bytes: int = 0
+    life_packets: int = 0
+    life_time: int = 0
+    rekey_bytes: int = 0
+    rekey_packets: int = 0
+    rekey_time: int = 0
+    file: str = field(default="", compare=False)
+    line: int = field(default=0, compare=False)
+
+
+
+
+
+
+def _check_key_length(r: SectionReader, key: str, secret: Secret | None, esp: Esp) -> None:
+    if secret is None or "esp" in r.failed or len(secret) == esp.keymat_bytes:
+        return
+    want = esp.keymat_bytes
+    r.error(key, f"must be {2 * want} hex digits ({want} bytes) for {esp}, got {len(secret)} bytes")
+
+
+def _check_soft_below_hard(r: SectionReader, soft_key: str, soft: int, hard_key: str, hard: int) -> None:
+    if soft and hard and soft >= hard and soft_key not in r.failed and hard_key not in r.failed:
+        r.error(soft_key, f"must be below {hard_key} ({soft} >= {hard})")
+
+
+_LIMITS: tuple[tuple[str, Callable[[str], int]], ...] = (
+    ("life_bytes", parse_bytes),
+    ("life_packets", parse_packets),
+    ("life_time", parse_duration),
+    ("rekey_bytes", parse_bytes),
+    ("rekey_packets", parse_packets),
+    ("rekey_time", parse_duration),
+)
+
+
+def _read_limits(r: SectionReader) -> dict[str, int]:
+    limits = {key: r.get(key, parse, 0) for key, parse in _LIMITS}
+    for what in ("bytes", "packets", "time"):
+        soft, hard = f"rekey_{what}", f"life_{what}"
+        _check_soft_below_hard(r, soft, limits[soft], hard, limits[hard])
+    return limits
+
+
+def _check_families(r: SectionReader, local: IPAddress | None, remote: IPAddress | None) -> None:
+    if local and remote and local.version != remote.version:
+        r.error("remote_addr", f"is IPv{remote.version} but local_addr is IPv{local.version}")
+
+
+def _manual_tunnel(section: Section, issues: list[ConfigIssue]) -> ManualTunnel | None:
+    r = SectionReader(section, issues)
+    local_addr = r.require("local_addr", parse_address)
+    remote_addr = r.require("remote_addr", parse_address)
+    local_ts = r.require("local_ts", parse_manual_ts_list)
+    remote_ts = r.require("remote_ts", parse_manual_ts_list)
+    spi_in = r.require("spi_in", parse_spi)
+    spi_out = r.require("spi_out", parse_spi)
+    esp = r.get("esp", _parse_esp, Esp.AES128GCM16)
+    key_in = r.require("key_in", _parse_key)
+    key_out = r.require("key_out", _parse_key)
+    local_port = r.get("local_port", parse_port, NATT_PORT)
+    remote_port = r.get("remote_port", parse_port, NATT_PORT)
+    esn = r.get("esn", parse_bool, False)
+    replay_window = r.get("replay_window", parse_replay_window, DEFAULT_REPLAY_WINDOW)
+    limits = _read_limits(r)
+    r.finish()
+    _check_families(r, local_addr, remote_addr)
+    _check_key_length(r, "key_in", key_in, esp)
+    _check_key_length(r, "key_out", key_out, esp)
+    check_fast_selectors(r, local_ts, remote_ts)
+    if (
+        r.failed
+        or local_addr is None or remote_addr is None
+        or local_ts is None or remote_ts is None
+        or spi_in is None or spi_out is None
+        or key_in is None or key_out is None
+    ):  # fmt: skip
+        return None
+    return ManualTunnel(
+        name=section.name,
+        local_addr=local_addr,
+        remote_addr=remote_addr,
+        local_ts=local_ts,
+        remote_ts=remote_ts,
+        spi_in=spi_in,
+        spi_out=spi_out,
+        key_in=key_in,
+        key_out=key_out,
+        local_port=local_port,
+        remote_port=remote_port,
+        esp=esp,
+        esn=esn,
+        replay_window=replay_window,
+        life_bytes=limits["life_bytes"],
+        life_packets=limits["life_packets"],
+        life_time=limits["life_time"],
+        rekey_bytes=limits["rekey_bytes"],
+        rekey_packets=limits["rekey_packets"],
+        rekey_time=limits["rekey_time"],
+        file=section.file,
+        line=section.line,
+    )
+
+
+def _check_unique_spi_in(section: Section, issues: list[ConfigIssue]) -> None:
+    """Inbound SAs are found by SPI alone, so two tunnels may not share one."""
+    seen: dict[int, Setting] = {}
+    for tunnel in section.sections.values():
+        setting = tunnel.settings.get("spi_in")
+        if setting is None:
+            continue
+        try:
+            spi = parse_spi(setting.value)
+        except BadValue:
+            continue  # already reported by the tunnel's own validation
+        first = seen.setdefault(spi, setting)
+        if first is not setting:
+            issues.append(
+                ConfigIssue(
+                    setting.file,
+                    setting.line,
+                    tunnel.key_path("spi_in"),
+                    f"SPI {spi:#x} is already the spi_in of another tunnel ({first.file}:{first.line})",
+                )
+            )
+
+
+def read_manual_section(section: Section, issues: list[ConfigIssue]) -> tuple[ManualTunnel, ...]:
+    """The tunnels of ``manual { }``; broken ones are reported and left out."""
+    for name, setting in section.settings.items():
+        issues.append(
+            ConfigIssue(
+                setting.file,
+                setting.line,
+                section.key_path(name),
+                "manual takes one section per tunnel ('<name> { ... }'), not keys",
+            )
+        )
+    tunnels = [_manual_tunnel(sub, issues) for sub in section.sections.values()]
+    _check_unique_spi_in(section, issues)
+    return tuple(t for t in tunnels if t is not None)

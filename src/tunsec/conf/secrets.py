@@ -1,0 +1,207 @@
+"""swanctl.conf's ``secrets { }``: PSKs (``ike<suffix>``) and passphrases of
+encrypted private keys (``private<suffix>``, ``rsa...``, ``ecdsa...``, ``pkcs8...``).
+
+A connection's PSK is the entry that matches its identities best, ranked as
+strongSwan ranks them (:func:`find_psk`). Weak PSKs are accepted with a warning
+(:func:`weak_psk_warnings`). PSKs and passphrases are
+:class:`~tunsec.ike.secret.Secret` from the moment they are parsed; no message
+ever contains them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from tunsec.conf.credentials import KEY_DIRS, Credentials, Passphrase
+from tunsec.conf.errors import BadValue, ConfigIssue
+from tunsec.conf.reader import SectionReader
+from tunsec.conf.syntax import Section
+from tunsec.conf.values import parse_file, parse_identity
+from tunsec.ike.identity import Identity
+from tunsec.ike.secret import Secret
+
+__all__ = [
+    "MIN_PSK_BYTES",
+    "IkeSecret",
+    "find_psk",
+    "parse_psk",
+    "psk_weakness",
+    "read_secrets",
+    "weak_psk_warnings",
+]
+
+
+@dataclass(frozen=True)
+class IkeSecret:
+    """A ``secrets.ike<suffix>`` entry: a PSK and the identities it belongs to (none: any)."""
+
+    name: str
+    ids: tuple[Identity, ...]
+    secret: Secret
+    file: str = field(default="", compare=False)
+    line: int = field(default=0, compare=False)
+
+
+_MATCH_NONE, _MATCH_ANY, _MATCH_PERFECT = 0, 1, 20
+
+
+def _owner_match(entry: IkeSecret, ident: Identity) -> int:
+    """How well ``ident`` matches one of the entry's ids; an entry without ids matches anyone."""
+    if not entry.ids:
+        return _MATCH_ANY
+    best = _MATCH_NONE
+    for owner in entry.ids:
+        if owner.is_any:
+            best = max(best, _MATCH_ANY)
+        elif owner == ident:
+            best = _MATCH_PERFECT
+    return best
+
+
+def find_psk(secrets: Sequence[IkeSecret], local_id: Identity, remote_id: Identity) -> IkeSecret | None:
+    """The PSK strongSwan would pick for these identities, or None.
+
+    An entry qualifies if one of its ids matches either identity (or it has
+    none); the best match of the remote identity wins, then the best match of
+    the local one, then the entry written first. A remote identity of
+    ``%any`` matches only entries without ids or with ``%any``.
+    """
+    best: IkeSecret | None = None
+    best_me = best_other = _MATCH_NONE
+    for entry in secrets:
+        me, other = _owner_match(entry, local_id), _owner_match(entry, remote_id)
+        if me == _MATCH_NONE and other == _MATCH_NONE:
+            continue
+        if other > best_other or (other == best_other and me > best_me):
+            best, best_me, best_other = entry, me, other
+    return best
+
+
+def parse_psk(text: str) -> Secret:
+    """strongSwan's secret notation: ``0x`` hex, ``0s`` base64, otherwise the string itself."""
+    prefix = text[:2].lower()
+    if prefix == "0x":
+        digits = "".join(text[2:].split())
+        try:
+            value = bytes.fromhex(digits)
+        except ValueError:
+            raise BadValue("0x must be followed by an even number of hex digits") from None
+    elif prefix == "0s":
+        try:
+            value = base64.b64decode("".join(text[2:].split()), validate=True)
+        except (binascii.Error, ValueError):
+            raise BadValue("0s must be followed by base64") from None
+    else:
+        value = text.encode("utf-8", "surrogateescape")
+    if not value:
+        raise BadValue("the secret is empty")
+    return Secret(value)
+
+
+def _parse_passphrase(text: str) -> Secret:
+    return Secret(text.encode("utf-8", "surrogateescape"))
+
+
+_SECRET_REFUSED = (
+    ("eap", "EAP secrets are not supported (tunsec does no EAP)"),
+    ("xauth", "XAuth secrets are not supported (XAuth is IKEv1)"),
+    ("ntlm", "NTLM secrets are not supported (tunsec does no EAP)"),
+    ("ppk", "postquantum preshared keys (PPK) are not supported"),
+    ("pkcs12", "PKCS#12 containers are not supported (put the certificate in x509/ and the key in private/)"),
+    ("token", "keys on tokens or smartcards (PKCS#11) are not supported"),
+)
+
+
+def read_secrets(section: Section, creds: Credentials, issues: list[ConfigIssue]) -> tuple[list[IkeSecret], bool]:
+    """The PSK entries, and whether one of them was broken (reported)."""
+    for name, setting in section.settings.items():
+        issues.append(
+            ConfigIssue(
+                setting.file, setting.line, section.key_path(name),
+                "secrets takes sections ('ike-NAME { ... }', 'private-NAME { ... }'), not keys",
+            )
+        )  # fmt: skip
+    psks: list[IkeSecret] = []
+    broken = False
+    for name, sub in section.sections.items():
+        if name.startswith("ike"):
+            psk = _ike_secret(sub, issues)
+            if psk is not None:
+                psks.append(psk)
+            broken = broken or psk is None
+            continue
+        folder = next((f for f in KEY_DIRS if name.startswith(f)), None)
+        if folder is not None:
+            _key_passphrase(sub, folder, creds, issues)
+            continue
+        why = next((why for prefix, why in _SECRET_REFUSED if name.startswith(prefix)), None)
+        if why is None:
+            why = "unknown secret type (sections are named ike..., private..., rsa..., ecdsa... or pkcs8...)"
+        issues.append(ConfigIssue(sub.file, sub.line, sub.path, why))
+    return psks, broken
+
+
+def _ike_secret(section: Section, issues: list[ConfigIssue]) -> IkeSecret | None:
+    r = SectionReader(section, issues)
+    secret = r.require("secret", parse_psk)
+    ids = [r.get(key, parse_identity, None) for key in section.settings if key.startswith("id")]
+    r.finish()
+    if secret is None or r.failed:
+        return None
+    return IkeSecret(section.name, tuple(i for i in ids if i is not None), secret, section.file, section.line)
+
+
+MIN_PSK_BYTES = 16
+
+
+def psk_weakness(value: bytes) -> str | None:
+    """Why a PSK is too weak to resist an offline guess, or None.
+
+    Whoever records one IKE_AUTH exchange can test guesses offline, as fast as
+    they can compute HMACs; only length and randomness protect the PSK."""
+    if len(value) < MIN_PSK_BYTES:
+        return f"is only {len(value)} bytes long; use at least {MIN_PSK_BYTES}"
+    distinct = len(set(value))
+    if distinct < 8:
+        return f"uses only {distinct} distinct characters"
+    if value in (value + value)[1:-1]:      # found inside its own rotation: a repeated pattern
+        return "is a shorter pattern repeated"
+    return None
+
+
+def weak_psk_warnings(secrets: Section | None, psks: Sequence[IkeSecret]) -> list[ConfigIssue]:
+    out = []
+    for psk in psks:
+        why = psk_weakness(psk.secret.reveal())
+        if why is None or secrets is None:
+            continue
+        section = secrets.sections[psk.name]
+        setting = section.settings["secret"]
+        out.append(ConfigIssue(setting.file, setting.line, section.key_path("secret"),
+                               f"weak pre-shared key: it {why} (an observer of one IKE exchange can guess it "
+                               "offline); use e.g. 0s followed by `openssl rand -base64 32`"))
+    return out
+
+
+def _key_passphrase(section: Section, folder: str, creds: Credentials, issues: list[ConfigIssue]) -> None:
+    r = SectionReader(section, issues)
+    name = r.require("file", parse_file)
+    secret = r.require("secret", _parse_passphrase)
+    r.finish()
+    if name is None:
+        return
+    path = os.path.normpath(creds.path(folder, name))
+    if not os.path.isfile(path):
+        r.error("file", f"no such file: {creds.shown(path)}")
+        return
+    if os.path.dirname(path) != os.path.normpath(os.path.join(creds.base_dir, folder)):
+        creds.extra_keys.append((folder, path))  # not found by the folder scan: load it explicitly
+    if secret is not None:
+        setting = section.settings["secret"]
+        creds.passphrases.setdefault(path, Passphrase(secret, setting.file, setting.line, section.key_path("secret")))
+
+

@@ -1,0 +1,508 @@
+"""strongSwan's settings syntax (swanctl.conf, strongswan.conf), file- and line-aware.
+
+:func:`parse_settings` reads ``name { }`` sections, ``key = value``, ``#``
+comments, quoted strings and ``include`` into a :class:`Section` tree that
+remembers the file and line of every key and section. It knows nothing about
+tunsec's keys: :mod:`tunsec.conf.config` gives the tree its meaning.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import stat
+from dataclasses import dataclass, field
+
+from tunsec.conf.errors import HEX_RUN, ConfigError, ConfigIssue, show_value
+
+__all__ = [
+    "MAX_INCLUDE_DEPTH",
+    "MAX_SECTION_DEPTH",
+    "Section",
+    "Setting",
+    "Unreadable",
+    "parse_settings",
+    "parse_tree",
+    "read_config_text",
+]
+
+# Deep enough for any real swanctl.conf (connections.<c>.children.<c>.x is 4),
+# shallow enough that the recursive parser can never hit Python's recursion limit.
+MAX_SECTION_DEPTH = 32
+MAX_INCLUDE_DEPTH = 16
+
+
+@dataclass
+class Setting:
+    """``name = value`` with where its (last, effective) value was written."""
+
+    name: str
+    value: str
+    file: str
+    line: int
+
+
+@dataclass
+class Section:
+    """A ``name { }`` block. Repeated blocks merge into the first one, as in strongSwan.
+
+    ``file``/``line`` are those of the first block. ``damaged`` is set when a
+    syntax error occurred directly inside, so validators can skip "missing key"
+    complaints that would only repeat the syntax error.
+    """
+
+    name: str
+    path: str
+    file: str
+    line: int
+    settings: dict[str, Setting] = field(default_factory=dict)
+    sections: dict[str, Section] = field(default_factory=dict)
+    damaged: bool = False
+
+    def key_path(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def child(self, name: str, file: str, line: int) -> Section:
+        existing = self.sections.get(name)
+        if existing is None:
+            existing = Section(name, self.key_path(name), file, line)
+            self.sections[name] = existing
+        return existing
+
+    def set(self, name: str, value: str, file: str, line: int) -> None:
+        # strongSwan: a repeated key silently takes the later value.
+        self.settings.pop(name, None)
+        self.settings[name] = Setting(name, value, file, line)
+
+
+class _Cursor:
+    """Position in one file's text. ``peek()`` returns '' at the end."""
+
+    __slots__ = ("file", "line", "pos", "text")
+
+    def __init__(self, text: str, file: str) -> None:
+        self.text = text
+        self.file = file
+        self.pos = 0
+        self.line = 1
+
+    def peek(self) -> str:
+        return self.text[self.pos] if self.pos < len(self.text) else ""
+
+    def next(self) -> str:
+        c = self.peek()
+        if c:
+            self.pos += 1
+            if c == "\n":
+                self.line += 1
+        return c
+
+    def skip_spaces(self) -> None:
+        while self.peek() in (" ", "\t", "\r"):
+            self.pos += 1
+
+    def skip_to_eol(self) -> None:
+        """Leave the cursor on the next newline (or at the end)."""
+        end = self.text.find("\n", self.pos)
+        self.pos = len(self.text) if end < 0 else end
+
+    def skip_blanks(self) -> None:
+        """Skip spaces and a trailing comment, never the newline."""
+        self.skip_spaces()
+        if self.peek() == "#":
+            self.skip_to_eol()
+
+    def read_while(self, stop: str) -> str:
+        start = self.pos
+        while self.pos < len(self.text) and self.text[self.pos] not in stop:
+            self.pos += 1
+        return self.text[start : self.pos]
+
+
+# Characters that end a bare name, and a bare value part (strongSwan's lexer).
+_NAME_STOP = '#{}="\r\n\t '
+_VALUE_STOP = '#}"\r\n\t '
+_STRING_ESCAPES = {"n": "\n", "r": "\r", "t": "\t"}
+_GLOB_MAGIC = re.compile(r"[*?[]")
+_SAFE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
+
+
+def _echo_name(name: str) -> str | None:
+    """The name if it is fit to echo in an error: short and not key-like hex."""
+    if _SAFE_NAME.fullmatch(name) and not HEX_RUN.search(name):
+        return name
+    return None
+
+
+class _SettingsParser:
+    """Recursive-descent parser over strongSwan's settings grammar.
+
+    Unlike strongSwan it does not stop at the first syntax error: it reports
+    the error, skips the rest of the offending line (keeping braces balanced)
+    and carries on, so one run finds every mistake.
+    """
+
+    def __init__(self, issues: list[ConfigIssue]) -> None:
+        self.issues = issues
+        self.files: list[str] = []
+
+    def error(self, file: str, line: int, key: str, message: str) -> None:
+        self.issues.append(ConfigIssue(file, line, key, message))
+
+    # -- files ----------------------------------------------------------
+
+    def parse_text(
+        self,
+        text: str,
+        file: str,
+        into: Section,
+        depth: int,
+        stack: tuple[str, ...],
+    ) -> None:
+        self.files.append(file)
+        self._body(_Cursor(text, file), into, depth, None, stack)
+
+    # -- grammar ----------------------------------------------------------
+
+    def _body(
+        self,
+        cur: _Cursor,
+        section: Section,
+        depth: int,
+        opened_at: int | None,
+        stack: tuple[str, ...],
+    ) -> None:
+        """Statements until the matching '}' (or the end of the file at top level)."""
+        while True:
+            cur.skip_blanks()
+            c = cur.peek()
+            if c == "":
+                if opened_at is not None:
+                    self.error(
+                        cur.file,
+                        opened_at,
+                        section.path,
+                        f"section '{section.name}' is never closed (missing '}}')",
+                    )
+                    section.damaged = True
+                return
+            if c == "\n":
+                cur.next()
+            elif c == "}":
+                line = cur.line
+                cur.next()
+                if opened_at is not None:
+                    return
+                self.error(cur.file, line, section.path, "'}' without a matching '{'")
+            else:
+                self._statement(cur, section, depth, stack)
+
+    def _statement(self, cur: _Cursor, section: Section, depth: int, stack: tuple[str, ...]) -> None:
+        line = cur.line
+        c = cur.peek()
+        if c in ("{", "=", '"'):
+            self._stray(cur, section, depth)
+            return
+        name = cur.read_while(_NAME_STOP)
+        if name == "include" and self._include_follows(cur):
+            self._include(cur, section, line, depth, stack)
+            return
+        cur.skip_blanks()
+        c = cur.peek()
+        if c == "=":
+            cur.next()
+            value = self._value(cur, section, section.key_path(name))
+            if value is not None:
+                section.set(name, value, cur.file, line)
+        elif c == "{" or (c == "\n" and self._brace_on_later_line(cur)):
+            cur.next()
+            self._subsection(cur, section, name, line, depth, stack)
+        else:
+            shown = _echo_name(name)
+            key = section.key_path(shown) if shown else section.path
+            self.error(cur.file, line, key, "expected '= value' or '{' after the name")
+            section.damaged = True
+            self._skip_line(cur, section, depth)
+
+    def _stray(self, cur: _Cursor, section: Section, depth: int) -> None:
+        line = cur.line
+        c = cur.peek()
+        section.damaged = True
+        if c == "{":
+            self.error(cur.file, line, section.path, "'{' without a section name")
+        elif c == "=":
+            self.error(cur.file, line, section.path, "'=' without a key name")
+        else:
+            self.error(
+                cur.file,
+                line,
+                section.path,
+                "unexpected quoted string (quotes are only allowed in values)",
+            )
+        self._skip_line(cur, section, depth)
+
+    def _brace_on_later_line(self, cur: _Cursor) -> bool:
+        """strongSwan accepts ``name`` and ``{`` on separate lines; look ahead for it."""
+        pos, line = cur.pos, cur.line
+        while cur.peek() == "\n":
+            cur.next()
+            cur.skip_blanks()
+        if cur.peek() == "{":
+            return True
+        cur.pos, cur.line = pos, line
+        return False
+
+    def _subsection(
+        self,
+        cur: _Cursor,
+        parent: Section,
+        name: str,
+        line: int,
+        depth: int,
+        stack: tuple[str, ...],
+    ) -> None:
+        if depth + 1 > MAX_SECTION_DEPTH:
+            self.error(
+                cur.file,
+                line,
+                parent.path,
+                f"sections nested deeper than {MAX_SECTION_DEPTH} levels",
+            )
+            parent.damaged = True
+            self._skip_block(cur)
+            return
+        child = parent.child(name, cur.file, line)
+        self._body(cur, child, depth + 1, line, stack)
+
+    def _value(self, cur: _Cursor, section: Section, key: str) -> str | None:
+        """The value after '=': parts separated by blanks, joined by one space.
+
+        Like strongSwan, a bare value ends at '#', '}' or the end of the line;
+        quoted parts keep their spaces. An empty value is returned as ''.
+        """
+        parts: list[str] = []
+        while True:
+            cur.skip_spaces()
+            c = cur.peek()
+            if c in ("", "\n", "#", "}"):
+                return " ".join(parts)
+            if c == '"':
+                text = self._string(cur, section, key)
+                if text is None:
+                    return None
+                parts.append(text)
+            else:
+                parts.append(cur.read_while(_VALUE_STOP))
+
+    def _string(self, cur: _Cursor, section: Section, key: str) -> str | None:
+        """A double-quoted string; may span lines. None (reported) if unterminated."""
+        start_pos, start_line = cur.pos, cur.line
+        cur.next()
+        out: list[str] = []
+        while True:
+            c = cur.next()
+            if c == '"':
+                return "".join(out)
+            if c == "\\":
+                c = cur.next()
+                if c == "\r" and cur.peek() == "\n":
+                    c = cur.next()
+                if c == "\n":
+                    continue  # an escaped line end joins the lines
+                if c:
+                    out.append(_STRING_ESCAPES.get(c, c))
+                    continue
+            if c == "":
+                self.error(cur.file, start_line, key, "unterminated quoted string")
+                section.damaged = True
+                # Resume after the line the quote opened on, not at the end of file.
+                cur.pos, cur.line = start_pos, start_line
+                cur.skip_to_eol()
+                return None
+            if c != "\r":
+                out.append(c)
+
+    def _skip_line(self, cur: _Cursor, section: Section, depth: int) -> None:
+        """Error recovery: drop the rest of the line but keep braces balanced."""
+        while True:
+            c = cur.peek()
+            if c in ("", "\n", "}"):
+                return
+            if c == "#":
+                cur.skip_to_eol()
+            elif c == '"':
+                self._string(cur, section, section.path)
+            elif c == "{":
+                line = cur.line
+                cur.next()
+                scratch = Section("", section.path, cur.file, line)
+                if depth + 1 > MAX_SECTION_DEPTH:
+                    self._skip_block(cur)
+                else:
+                    self._body(cur, scratch, depth + 1, line, ())
+            else:
+                cur.next()
+
+    def _skip_block(self, cur: _Cursor) -> None:
+        """Skip to the '}' matching an already consumed '{', without recursion."""
+        level = 1
+        while level:
+            c = cur.next()
+            if c == "":
+                return
+            if c == "#":
+                cur.skip_to_eol()
+            elif c == "{":
+                level += 1
+            elif c == "}":
+                level -= 1
+
+    # -- include ----------------------------------------------------------
+
+    @staticmethod
+    def _include_follows(cur: _Cursor) -> bool:
+        """``include`` + blank + not '='/'{': a directive, else a key or section name."""
+        if cur.peek() not in (" ", "\t"):
+            return False
+        rest = cur.text[cur.pos : cur.pos + 256].lstrip(" \t")
+        return not rest.startswith(("=", "{"))
+
+    def _include(
+        self,
+        cur: _Cursor,
+        section: Section,
+        line: int,
+        depth: int,
+        stack: tuple[str, ...],
+    ) -> None:
+        pattern = self._include_pattern(cur, section)
+        if pattern is None:
+            return
+        cur.skip_blanks()
+        if cur.peek() not in ("", "\n", "}"):
+            self.error(
+                cur.file,
+                line,
+                "include",
+                "takes one file pattern (quote it or escape spaces with '\\')",
+            )
+            self._skip_line(cur, section, depth)
+            return
+        if not pattern:
+            self.error(cur.file, line, "include", "missing file pattern")
+            return
+        try:
+            paths = self._resolve(cur.file, pattern)
+        except ValueError:  # NUL or unencodable characters in the pattern
+            self.error(cur.file, line, "include", f"invalid file pattern {show_value(pattern)}")
+            return
+        for path in paths:
+            self._include_file(path, section, cur.file, line, depth, stack)
+
+    def _include_pattern(self, cur: _Cursor, section: Section) -> str | None:
+        """strongSwan: a bare pattern may escape '"', '#', '}' and ' ' with '\\'."""
+        cur.skip_spaces()
+        out: list[str] = []
+        while True:
+            c = cur.peek()
+            if c in ("", "\n", "#", "}", " ", "\t"):
+                return "".join(out)
+            if c == '"':
+                text = self._string(cur, section, "include")
+                return None if text is None else "".join(out) + text
+            cur.next()
+            if c == "\\" and cur.peek() in ('"', "#", "}", " "):
+                out.append(cur.next())
+            elif c != "\r":
+                out.append(c)
+
+    @staticmethod
+    def _resolve(including: str, pattern: str) -> list[str]:
+        """Relative patterns are relative to the including file, as in strongSwan."""
+        if not os.path.isabs(pattern):
+            pattern = os.path.join(glob.escape(os.path.dirname(including)), pattern)
+        if _GLOB_MAGIC.search(pattern):
+            return sorted(glob.glob(pattern))  # no match is fine for a glob
+        return [pattern]
+
+    def _include_file(
+        self,
+        path: str,
+        section: Section,
+        from_file: str,
+        line: int,
+        depth: int,
+        stack: tuple[str, ...],
+    ) -> None:
+        try:
+            text = read_config_text(path, regular_only=True)
+            real = os.path.realpath(path)
+        except Unreadable as exc:
+            if exc.issue.line:  # a problem inside the file: point there
+                self.issues.append(exc.issue)
+            else:
+                self.error(from_file, line, "include", f"'{path}': {exc.issue.message}")
+            return
+        if real in stack:
+            self.error(from_file, line, "include", f"'{path}' includes itself (include loop)")
+            return
+        if len(stack) >= MAX_INCLUDE_DEPTH:
+            self.error(from_file, line, "include", f"includes nested deeper than {MAX_INCLUDE_DEPTH}")
+            return
+        self.parse_text(text, path, section, depth, (*stack, real))
+
+
+class Unreadable(Exception):
+    """A file that cannot serve as config text; ``issue`` says why."""
+
+    def __init__(self, issue: ConfigIssue) -> None:
+        super().__init__(str(issue))
+        self.issue = issue
+
+
+def read_config_text(path: str, *, regular_only: bool = False) -> str:
+    """A config file's text, or :class:`Unreadable` (chained to any ``OSError``).
+
+    Included files must be regular: a glob that picks up a FIFO or a device
+    would hang or never end. The main file may be a pipe (``-c <(...)``).
+    """
+    try:
+        if regular_only and not stat.S_ISREG(os.stat(path).st_mode):
+            raise Unreadable(ConfigIssue(path, 0, "", "not a regular file"))
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise Unreadable(ConfigIssue(path, 0, "", f"cannot read: {reason}")) from exc
+    except ValueError as exc:  # NUL or unencodable characters in the name
+        raise Unreadable(ConfigIssue(path, 0, "", "invalid file name")) from exc
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise Unreadable(ConfigIssue(path, line, "", "not valid UTF-8")) from None
+
+
+def parse_tree(text: str, path: str, issues: list[ConfigIssue]) -> tuple[Section, list[str]]:
+    """The tree and the files read (``path`` first, then includes in reading order); errors go to ``issues``."""
+    root = Section("", "", path, 0)
+    parser = _SettingsParser(issues)
+    stack = (os.path.realpath(path),) if os.path.exists(path) else ()
+    parser.parse_text(text, path, root, 0, stack)
+    return root, parser.files
+
+
+def parse_settings(text: str, path: str = "<string>", issues: list[ConfigIssue] | None = None) -> Section:
+    """Parse strongSwan settings syntax into a tree (the root has ``path == ''``).
+
+    Syntax errors are appended to ``issues`` when it is given (and the partial
+    tree is returned); without it they are raised as one :class:`ConfigError`.
+    Includes are resolved relative to ``path``'s directory.
+    """
+    collected: list[ConfigIssue] = [] if issues is None else issues
+    before = len(collected)
+    root, _files = parse_tree(text, path, collected)
+    if issues is None and len(collected) > before:
+        raise ConfigError(collected)
+    return root

@@ -1,0 +1,185 @@
+"""The ``tunsec { }`` section: tunsec's own settings (TUN, MTU, control socket,
+worker user, IKE retransmission and half-open limits, state directory).
+
+Settings the IKE engine takes are built here as the engine's own types
+(:class:`~tunsec.ike.config.RetransmitConfig`, :class:`~tunsec.ike.endpoint.DosLimits`),
+so what is parsed is what runs; :mod:`tunsec.conf.connections` puts the
+retransmission settings into every connection's ``IkeConfig``.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+from dataclasses import dataclass, field
+from typing import Literal
+
+from tunsec.conf.errors import BadValue, ConfigIssue, show_value
+from tunsec.conf.reader import SectionReader
+from tunsec.conf.syntax import Section
+from tunsec.conf.values import auto_or, float_range, int_range, parse_duration
+from tunsec.ike.config import RetransmitConfig
+from tunsec.ike.endpoint import DosLimits
+
+__all__ = ["WORKER_USER", "LogLevel", "TunsecSettings", "read_tunsec_section", "worker_user"]
+
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+def _parse_ifname(text: str) -> str:
+    """Linux dev_valid_name(): 1..15 bytes, no '/', ':' or whitespace, not '.'/'..'."""
+    name = text.strip()
+    size = len(name.encode("utf-8", "surrogatepass"))
+    if not 1 <= size <= 15:
+        raise BadValue(f"interface names are 1..15 bytes, got {size}")
+    if name in (".", "..") or any(c in "/:\0" or c.isspace() for c in name):
+        raise BadValue(f"not a valid Linux interface name: {show_value(name)}")
+    return name
+
+
+_SUN_PATH_MAX = 107  # sockaddr_un.sun_path is 108 bytes including the NUL
+
+
+def _parse_socket_path(text: str) -> str:
+    path = text.strip()
+    if "\0" in path:
+        raise BadValue("path contains a NUL character")
+    if len(path.encode("utf-8", "surrogatepass")) > _SUN_PATH_MAX:
+        raise BadValue(f"unix socket paths are at most {_SUN_PATH_MAX} bytes")
+    return path
+
+
+_LOG_LEVELS: dict[str, LogLevel] = {
+    "debug": "debug", "info": "info", "warning": "warning", "error": "error"
+}  # fmt: skip
+
+
+def _parse_log_level(text: str) -> LogLevel:
+    try:
+        return _LOG_LEVELS[text.strip().lower()]
+    except KeyError:
+        raise BadValue(f"not a log level (debug, info, warning, error): {show_value(text)}") from None
+
+
+def _parse_user(text: str) -> str:
+    name = text.strip()
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        raise BadValue(f"no such user on this host: {show_value(name)}") from None
+    return name
+
+
+WORKER_USER = "tunsec"   # the system user scripts/install-deps.sh creates for the worker
+
+
+def worker_user(configured: str | None) -> str | None:
+    """Whom the dataplane worker runs as; None keeps root (only ``user = root`` asks for that).
+
+    Unset means the dedicated ``tunsec`` user when the install created it, else
+    ``nobody``: the worker parses packets from the network and needs no privilege
+    once the daemon has handed it the TUN and sockets."""
+    names = [configured] if configured else [WORKER_USER, "nobody"]
+    for name in names:
+        try:
+            uid = pwd.getpwnam(name).pw_uid
+        except KeyError:
+            continue
+        return None if uid == 0 else name
+    raise LookupError(
+        f"no user to run the dataplane worker as: {' or '.join(names)} does not exist on this host; "
+        f"create it (useradd --system --no-create-home --shell /usr/sbin/nologin {WORKER_USER}, as "
+        "scripts/install-deps.sh does), or write user = root in tunsec { } to keep the worker root"
+    )
+
+
+def _parse_state_dir(text: str) -> str:
+    path = text.strip()
+    if "\0" in path:
+        raise BadValue("path contains a NUL character")
+    if not os.path.isabs(path):
+        raise BadValue(f"must be an absolute path (a directory on persistent storage), got {show_value(path)}")
+    return os.path.normpath(path)
+
+
+def _parse_larval_timeout(text: str) -> int:
+    seconds = parse_duration(text)
+    if seconds < 1:
+        raise BadValue("must be at least 1 second")
+    return seconds
+
+
+_parse_mtu = auto_or(int_range(576, 65535, "an MTU"))
+_parse_workers = auto_or(int_range(1, 1 << 16, "a worker count"))
+
+
+
+
+# IKE retransmission, as strongswan.conf's charon.retransmit_timeout/_base/_tries
+_parse_retransmit_timeout = float_range(0.05, 3600, "a number of seconds")
+_parse_retransmit_base = float_range(1, 10, "a number")
+_parse_retransmit_tries = int_range(0, 100, "a number of retransmissions")
+# unauthenticated IKE_SA_INIT, as strongswan.conf's charon.half_open_timeout,
+# charon.cookie_threshold and charon.init_limit_half_open (which has no "unlimited" here)
+_parse_half_open_timeout = float_range(0.5, 3600, "a number of seconds")
+_parse_cookie_threshold = int_range(0, 1 << 20, "a number of half-open IKE SAs")
+_parse_half_open_limit = int_range(1, 1 << 20, "a number of half-open IKE SAs")
+
+
+@dataclass(frozen=True)
+class TunsecSettings:
+    """The ``tunsec { }`` section. ``None`` stands for ``auto``."""
+
+    tun: str = "tunsec0"
+    mtu: int | None = None
+    outer_mtu: int | None = None
+    control_socket: str = "/run/tunsec/tunsec.sock"
+    workers: int | None = None
+    log_level: LogLevel = "info"
+    larval_timeout: int = 30
+    # IKE requests (retransmit_timeout, retransmit_base, retransmit_tries): first
+    # retransmission after timeout seconds, each wait base times the one before,
+    # give up after tries (strongswan.conf's charon.retransmit_* and their defaults);
+    # every connection's IkeConfig carries this
+    retransmit: RetransmitConfig = field(default_factory=RetransmitConfig)
+    # the dataplane worker drops to this user once its TUN and sockets are open
+    # (it holds Child SA keys only; the control process keeps root for routes);
+    # None = tunsec if it exists, else nobody; "root" keeps root (worker_user)
+    user: str | None = None
+    # IKE SAs a peer has not authenticated yet ("half-open"): closed after
+    # half_open_timeout seconds (every connection's IkeConfig carries it); above
+    # dos.cookie_threshold of them a COOKIE is demanded (RFC 7296 §2.6); above
+    # dos.half_open_limit requests are dropped
+    half_open_timeout: float = 30.0
+    dos: DosLimits = field(default_factory=DosLimits)
+    # manual tunnels persist their sequence number reservations here (RFC 4106
+    # forbids GCM with static keys unless nonces never repeat across restarts)
+    state_dir: str = "/var/lib/tunsec"
+
+
+def read_tunsec_section(section: Section, issues: list[ConfigIssue]) -> TunsecSettings:
+    r = SectionReader(section, issues)
+    d = TunsecSettings()
+    settings = TunsecSettings(
+        tun=r.get("tun", _parse_ifname, d.tun),
+        mtu=r.get("mtu", _parse_mtu, d.mtu),
+        outer_mtu=r.get("outer_mtu", _parse_mtu, d.outer_mtu),
+        control_socket=r.get("control_socket", _parse_socket_path, d.control_socket),
+        workers=r.get("workers", _parse_workers, d.workers),
+        log_level=r.get("log_level", _parse_log_level, d.log_level),
+        larval_timeout=r.get("larval_timeout", _parse_larval_timeout, d.larval_timeout),
+        retransmit=RetransmitConfig(
+            timeout=r.get("retransmit_timeout", _parse_retransmit_timeout, d.retransmit.timeout),
+            base=r.get("retransmit_base", _parse_retransmit_base, d.retransmit.base),
+            tries=r.get("retransmit_tries", _parse_retransmit_tries, d.retransmit.tries),
+        ),
+        user=r.get("user", _parse_user, d.user),
+        half_open_timeout=r.get("half_open_timeout", _parse_half_open_timeout, d.half_open_timeout),
+        dos=DosLimits(
+            cookie_threshold=r.get("cookie_threshold", _parse_cookie_threshold, d.dos.cookie_threshold),
+            half_open_limit=r.get("half_open_limit", _parse_half_open_limit, d.dos.half_open_limit),
+        ),
+        state_dir=r.get("state_dir", _parse_state_dir, d.state_dir),
+    )
+    r.finish()
+    return settings

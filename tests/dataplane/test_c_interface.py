@@ -1,0 +1,59 @@
+"""The Python side of the fast path follows csrc/tunsec_dp.h, and the production
+module carries the fast path only (the benchmark entry points are built apart).
+
+Drop reasons are read from the header at import (fastpath.Drop), so what can
+go wrong there is a reason the pipe or `tunsec status` cannot carry.  The
+per-SA counters cross the pipe in a fixed record (pipe.SaInfo), so that one is
+a copy, and this test is what fails when the header grows a counter the copy
+lacks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from tunsec.dataplane._fastpath import ffi, lib
+
+from tunsec.dataplane import pipe
+from tunsec.dataplane.fastpath import Dataplane, Drop
+from tunsec.status import render
+
+
+def test_drop_enum_is_the_header_enum() -> None:
+    header = {name: value for name, value in ffi.typeof("enum ts_drop").relements.items()}
+    assert {f"TS_DROP_{d.name}": d.value for d in Drop} == {k: v for k, v in header.items() if k != "TS_DROP__COUNT"}
+    assert len(Drop) == lib.TS_DROP__COUNT
+
+
+def test_every_drop_reason_crosses_the_pipe_and_reaches_status() -> None:
+    drops = Dataplane().drops()
+    assert set(drops) == {d.name.lower() for d in Drop if d != lib.TS_DROP_NONE}
+    counted = tuple((name, i + 1) for i, name in enumerate(drops))
+    replies = [pipe.decode(b) for b in pipe.encode_dump_replies(7, (), (), counted)]
+    joined = pipe.join_dump_replies([r for r in replies if isinstance(r, pipe.Reply)])
+    assert joined.drops == counted
+    doc = {"tun": {"name": "tun0", "mtu": 1400, "offloads": []}, "worker": {"pid": 1, "restarts": 0},
+           "uptime_seconds": 0, "udp_offloads": [], "tunnels": [], "policies": [], "drops": dict(joined.drops)}
+    text = render(doc)
+    for name, count in counted:
+        assert f"{name} {count}" in text
+
+
+# ts_sa_info fields that are not counters, and how the counters are named on the Python side
+_SA_NOT_COUNTERS = {"spi", "dir", "state", "esn", "keylen", "reqid", "replay_window", "local", "remote",
+                    "soft_fired", "hard_fired", "seq_limit", "seq_notify"}
+_SA_RENAMED = {"age_ns": "age_seconds"}
+
+
+def test_per_sa_counters_match_the_header() -> None:
+    fields = [name for name, _ in ffi.typeof("ts_sa_info").fields]
+    counters = {_SA_RENAMED.get(f, f) for f in fields if f not in _SA_NOT_COUNTERS}
+    python = {f.name for f in dataclasses.fields(pipe.SaInfo)} - _SA_NOT_COUNTERS - {"direction", "alg"}
+    assert counters == python, "a per-SA counter in ts_sa_info needs pipe.SaInfo, fastpath._info and status"
+
+
+def test_benchmark_entry_points_are_not_in_the_production_module() -> None:
+    from tunsec.bench import _cbench
+
+    assert [n for n in dir(lib) if n.startswith("ts_bench")] == []
+    assert "ts_bench_outbound" in dir(_cbench.lib)
