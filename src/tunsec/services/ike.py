@@ -1,7 +1,7 @@
 """IKEv2 in the control process: the glue between the sans-I/O engine
 (tunsec.ike), the sockets and timers of asyncio, and the dataplane worker.
 
-- IKE on port 500 arrives on the daemon's own sockets; on port 4500 it comes
+- IKE on port 500 arrives on this service's own sockets; on port 4500 it comes
   up the pipe from the worker (non-ESP marker stripped) and goes back down as
   SEND_IKE, so one socket carries both IKE and ESP as RFC 3948 wants.
 - Inbound Child SA SPIs come from the worker (GETSPI: it owns the SAD); the
