@@ -20,8 +20,10 @@ import stat
 import time
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network
+from pathlib import Path
 from typing import Any
 
+from tunsec import privilege
 from tunsec.conf.config import Config
 from tunsec.conf.connections import find_child, ike_endpoints
 from tunsec.conf.tunsec_section import worker_user
@@ -30,6 +32,7 @@ from tunsec.dataplane.client import WorkerClient, WorkerError, WorkerFds
 from tunsec.dataplane.tun import Tun, local_address_in, outer_mtu_towards, tunnel_mtu
 from tunsec.ike.constants import NATT_PORT
 from tunsec.policy.ids import IdSpace
+from tunsec.sdnotify import notify
 from tunsec.services.base import EspEndpoint, Service, StartupError, bind_udp
 from tunsec.services.ike import IkeService
 from tunsec.services.manual import ManualService
@@ -73,8 +76,8 @@ class Sockets:
             binds[fam] = (addrs.pop() if len(addrs) == 1 else ("0.0.0.0" if fam == 4 else "::"), ports.pop())
         try:
             for _ in range(nqueues):
-                out.queues.append({fam: bind_udp(fam, a, p, purpose="ESP-in-UDP", port_setting="local_port",
-                                                 reuseport=nqueues > 1, big_buffers=True)
+                out.queues.append({fam: bind_udp(fam, a, p, purpose="ESP-in-UDP", reuseport=nqueues > 1,
+                                                 big_buffers=True)
                                    for fam, (a, p) in binds.items()})
         except BaseException:
             out.close()
@@ -127,6 +130,9 @@ class Daemon:
         self.stopping = asyncio.Event()
         self._server: asyncio.AbstractServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self.privilege = privilege.Plan(False, None)   # privilege: set by prepare()
+        self._made_socket_dir = False
+        self._privilege_given_up = False
 
     # --- setup -----------------------------------------------------------------
     def _choose_mtu(self) -> int:
@@ -143,7 +149,7 @@ class Daemon:
         try:
             self.tun = Tun.open(self.cfg.tunsec.tun, queues=self.nqueues)
         except OSError as err:
-            raise StartupError(f"cannot open TUN {self.cfg.tunsec.tun}: {err}") from err
+            raise StartupError(f"cannot open TUN {self.cfg.tunsec.tun}: {err.strerror or err}") from err
 
     def _setup_tun(self) -> None:
         assert self.tun is not None
@@ -175,6 +181,7 @@ class Daemon:
             raise StartupError(f"starting the dataplane worker: {err}") from None
         self.worker = WorkerClient(self._on_event)
         await self.worker.start(fds, self.mtu, s.larval_timeout, s.log_level, user)
+        self._give_up_privilege()   # privilege: once, the first worker started, before any thread or IKE
         for svc in self.services:
             await (svc.worker_restarted() if self.restarts else svc.start())
 
@@ -280,7 +287,15 @@ class Daemon:
     def _claim_control_socket(self) -> None:
         """Refuse to start next to a live instance; clear a stale socket file."""
         path = self.cfg.tunsec.control_socket
-        os.makedirs(os.path.dirname(path) or ".", mode=0o750, exist_ok=True)
+        directory = os.path.dirname(path) or "."
+        if not os.path.isdir(directory):
+            try:
+                os.makedirs(directory, mode=0o750)
+            except OSError as err:
+                raise StartupError(f"creating the control socket directory: {err.strerror}; "
+                                   + privilege.writable_error("control socket directory", Path(directory), None)
+                                   + " (or start it with RUNTIME_DIRECTORY or XDG_RUNTIME_DIR set)") from err
+            self._made_socket_dir = True
         if not os.path.lexists(path):
             return
         if not stat.S_ISSOCK(os.lstat(path).st_mode):
@@ -295,14 +310,33 @@ class Daemon:
 
     async def _open_control_socket(self) -> None:
         path = self.cfg.tunsec.control_socket
-        self._server = await asyncio.start_unix_server(self._serve_client, path=path)
+        try:
+            self._server = await asyncio.start_unix_server(self._serve_client, path=path)
+        except OSError as err:
+            raise StartupError(f"creating the control socket {path}: {err.strerror}; " + privilege.writable_error(
+                "control socket directory", Path(os.path.dirname(path) or "."), None)) from err
         os.chmod(path, 0o660)
+
+    def _give_up_privilege(self) -> None:
+        """privilege: become the configured user, once (see privilege.give_up_control)."""
+        if self._privilege_given_up:
+            return
+        self._privilege_given_up = True
+        try:
+            privilege.give_up_control(self.privilege, self.cfg.tunsec, self._made_socket_dir, bool(self.manual.plans),
+                                      bool(self.tun and self.tun.routes and not self.tun.created))
+        except (privilege.PrivilegeError, OSError) as err:
+            raise StartupError(f"dropping privileges: {err}") from err
 
     # --- lifecycle -----------------------------------------------------------------
     # Netlink work (pyroute2's synchronous API runs an event loop of its own)
     # happens in prepare()/close_network(), outside the daemon's event loop.
     def prepare(self) -> None:
         """Sockets, TUN, MTU and routes; undone by close_network()."""
+        try:   # privilege: whom both processes become, checked before anything is set up
+            self.privilege = privilege.plan(self.cfg.tunsec.user)
+        except privilege.PrivilegeError as err:
+            raise StartupError(str(err)) from err
         self._claim_control_socket()
         try:
             for svc in self.services:
@@ -314,6 +348,7 @@ class Daemon:
             endpoints = [e for svc in self.services for e in svc.esp_endpoints()]
             self.sockets = Sockets.for_endpoints(endpoints, self.tun.nqueues)
             self._setup_tun()
+            self.tun.report_unapplied(self.cfg.path)   # privilege: the one warning when unprivileged
         except BaseException:
             self.close_network()
             raise
@@ -340,6 +375,7 @@ class Daemon:
             log.info("tunsec up: %d manual tunnel(s), %d IKE connection(s) on %s (MTU %d), control socket %s",
                      len(self.manual.plans), len(self.ike.connections) if self.ike else 0, self.cfg.tunsec.tun,
                      self.mtu, self.cfg.tunsec.control_socket)
+            notify("READY=1", "STATUS=tunnels up, control socket listening")   # systemd Type=notify
             await self.stopping.wait()
             return 1 if len(self.restarts) > MAX_RESTARTS else 0
         finally:
@@ -347,6 +383,7 @@ class Daemon:
 
     async def shutdown(self) -> None:
         self.stopping.set()
+        notify("STOPPING=1")
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -357,7 +394,7 @@ class Daemon:
         await self.worker.stop()
         if self._server is not None:
             self._server.close()
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(FileNotFoundError, PermissionError):   # stale ones are cleared at start
                 os.unlink(self.cfg.tunsec.control_socket)
             self._server = None
         log.info("tunsec stopped")

@@ -424,9 +424,6 @@ def test_accepted_keys_and_their_values() -> None:
     ("where", "line", "message"),
     [
         ("conn", "reauth_time = 1d", "reauthentication is not supported"),
-        ("conn", "over_time = 10m", "does not force-close"),
-        ("conn", "unique = replace", "unique = replace is not supported"),
-        ("conn", "unique = keep", "unique = keep is not supported"),
         ("child", "inactivity = 5m", "inactivity timeouts are not supported"),
     ],
 )
@@ -486,7 +483,6 @@ UNSUPPORTED = [
     ("conn", "aggressive = yes", "Aggressive Mode is IKEv1 and not supported"),
     ("conn", "pull = no", "push mode (IKEv1 Mode Config) is not supported"),
     ("conn", "dscp = 101110", "setting a DSCP on IKE packets is not supported"),
-    ("conn", "send_cert = never", "never is not supported: tunsec always sends its certificate with auth = pubkey"),
     ("conn", "childless = force", "childless IKE SAs are not supported"),
     ("conn", "ppk_id = x", "postquantum preshared keys (PPK) are not supported"),
     ("conn", "mediation = yes", "mediation is not supported"),

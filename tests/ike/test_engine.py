@@ -14,6 +14,7 @@ from tunsec.ike.events import (
     AuthFailed,
     ChildSaDown,
     ChildSaUp,
+    DownReason,
     Event,
     IkeSaDown,
     IkeSaUp,
@@ -286,6 +287,7 @@ def test_peer_gone_after_established() -> None:
     net.run()
     events = net.take(A)
     assert [type(e) for e in events] == [PeerUnreachable, ChildSaDown, IkeSaDown]
+    assert {e.reason for e in events if isinstance(e, ChildSaDown | IkeSaDown)} == {DownReason.DEAD_PEER}
 
 
 # ------------------------------------------------------------------ delete
@@ -308,6 +310,9 @@ def test_delete_ike_sa(side: str) -> None:
     for ip in (A, B):
         events = net.take(ip)
         assert [type(e) for e in events] == [ChildSaDown, IkeSaDown]
+        deleter = A if side == "initiator" else B
+        want = DownReason.DELETED if ip == deleter else DownReason.DELETED_BY_PEER
+        assert {e.reason for e in events if isinstance(e, ChildSaDown | IkeSaDown)} == {want}
     assert not a.sas and not b.sas
 
 

@@ -16,6 +16,7 @@ from tunsec.ike.events import (
     AuthFailed,
     ChildSaDown,
     ChildSaUp,
+    DownReason,
     Event,
     IkeSaUp,
     NegotiationFailed,
@@ -281,7 +282,7 @@ def test_rekey_child_sa(side: str) -> None:
         events = net.take(ip)
         ups, downs = only(events, ChildSaUp), only(events, ChildSaDown)
         assert len(ups) == 1 and len(downs) == 1
-        assert ups[0].rekey_of is not None and downs[0].reason in ("rekeyed", "deleted by peer")
+        assert ups[0].rekey_of is not None and downs[0].reason is DownReason.REKEYED
         # the service orders its installs by this: who sent the CREATE_CHILD_SA request
         assert ups[0].initiator is ((ip == A) == (side == "initiator"))
         assert events.index(ups[0]) < events.index(downs[0])  # make before break
@@ -415,7 +416,25 @@ def test_initial_contact_replaces_old_sa() -> None:
     events = net.take(B)
     assert [type(e).__name__ for e in events] == ["IkeSaUp", "ChildSaUp", "ChildSaDown", "IkeSaDown"]
     assert events[0].initial_contact  # type: ignore[union-attr]
+    assert events[3].reason is DownReason.REPLACED  # type: ignore[union-attr]
     assert old_b.is_closed and len(b.sas) == 1
+
+
+def test_initial_contact_ignored_with_unique_never() -> None:
+    """unique = never (initial_contact off on B's connection): strongSwan ignores INITIAL_CONTACT too."""
+    net = Network()
+    net.add(A, IkeEndpoint([cfg(True)], wall_clock=lambda: NOW))
+    b = net.add(B, IkeEndpoint([cfg(False, initial_contact=False)], wall_clock=lambda: NOW))
+    net.nodes[A].initiate("conn", "net", net.now)
+    net.run()
+    net.take(B)
+    net.nodes[A] = IkeEndpoint([cfg(True)], wall_clock=lambda: NOW)
+    net.nodes[A].initiate("conn", "net", net.now)
+    net.run()
+    events = net.take(B)
+    assert [type(e).__name__ for e in events] == ["IkeSaUp", "ChildSaUp"]
+    assert events[0].initial_contact  # type: ignore[union-attr]
+    assert len(b.sas) == 2
 
 
 # ------------------------------------------------------------------ timers: rekey and DPD
@@ -433,7 +452,7 @@ def test_child_rekey_timer() -> None:
     events = net.take(A)
     ups = only(events, ChildSaUp)
     assert len(ups) == 2 and ups[1].rekey_of == ups[0].unique_id
-    assert only(events, ChildSaDown)[0].reason == "rekeyed"
+    assert only(events, ChildSaDown)[0].reason is DownReason.REKEYED
     rekey_time = next(s.time for s in net.log if decode_header(s.data).exchange == ExchangeType.CREATE_CHILD_SA)
     assert 90.0 <= rekey_time <= 100.0  # jittered by up to 10 %
     net.run(until=205.0)

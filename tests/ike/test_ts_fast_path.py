@@ -17,7 +17,7 @@ import pytest
 from tunsec.ike.config import ChildConfig, IkeConfig, LocalAuth, RemoteAuth, child_config
 from tunsec.ike.constants import ExchangeType, ProtocolId
 from tunsec.ike.endpoint import IkeEndpoint
-from tunsec.ike.events import ChildSaDown, ChildSaUp, Event, IkeSaUp, NegotiationFailed, SpiUnused
+from tunsec.ike.events import ChildSaDown, ChildSaUp, DownReason, Event, IkeSaUp, NegotiationFailed, SpiUnused
 from tunsec.ike.exchanges import child as childmod
 from tunsec.ike.identity import Identity
 from tunsec.ike.message import SaPayload, decode_header
@@ -175,7 +175,7 @@ def test_initiator_refuses_and_deletes_a_crossed_answer_in_ike_auth() -> None:
     assert [u.spi for u in only(ev_a, SpiUnused)] == [cb.spi_out]
     assert _deletes(net, A)
     (down,) = only(ev_b, ChildSaDown)
-    assert down.spi_in == cb.spi_in and down.reason == "deleted by peer"
+    assert down.spi_in == cb.spi_in and down.reason is DownReason.DELETED_BY_PEER
     assert not a.sas[0].children and not b.sas[0].children
     assert only(ev_a, IkeSaUp) and len(a.sas) == 1   # the IKE SA itself is fine
 

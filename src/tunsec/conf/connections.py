@@ -90,7 +90,7 @@ __all__ = [
 # strongSwan's actions (vici's parse_action): none/clear, trap/route, start/restart.
 Action = Literal["none", "trap", "start"]
 Unique = Literal["never", "no", "keep", "replace"]
-SendCert = Literal["always", "ifasked"]
+SendCert = Literal["always", "ifasked", "never"]
 
 # strongSwan's defaults (vici_config.c): IKE SA rekeying every 4 h, Child SA every hour.
 DEFAULT_IKE_REKEY_TIME = 4 * 3600
@@ -312,8 +312,8 @@ def _parse_send_cert(text: str) -> SendCert:
     if value == "ifasked":
         return "ifasked"
     if value == "never":
-        raise BadValue("never is not supported: tunsec always sends its certificate with auth = pubkey")
-    raise BadValue(f"not a send_cert mode (always, ifasked): {show_value(text)}")
+        return "never"
+    raise BadValue(f"not a send_cert mode (always, ifasked, never): {show_value(text)}")
 
 
 _ACTIONS: dict[str, Action] = {
@@ -557,6 +557,7 @@ def _read_child(section: Section, issues: list[ConfigIssue]) -> _Draft | None:
         esp if esp is not None else parse_proposals("default", ProtocolId.ESP),
         mode,
         rekey_time=rekey_time or None,   # the engine rekeys on time; the dataplane on bytes/packets
+        rand_time=float(rand_time),      # ... rand_time earlier at most (strongSwan's jitter)
     )
     child = Child(
         section.name,
@@ -630,8 +631,6 @@ def _ike_lifetimes(r: SectionReader) -> tuple[int, int, int, int]:
     rand = r.get("rand_time", parse_duration, None)
     if reauth:
         r.error("reauth_time", "reauthentication is not supported (tunsec rekeys IKE SAs: use rekey_time)")
-    if over is not None:
-        r.error("over_time", "not supported: tunsec does not force-close an SA whose rekey keeps failing")
     if rekey is None and reauth is None:
         rekey, reauth = DEFAULT_IKE_REKEY_TIME, 0
     rekey, reauth = rekey or 0, reauth or 0
@@ -663,8 +662,6 @@ def _read_connection(section: Section, ctx: _ConnContext) -> Connection | None:
     send_cert: SendCert = r.get("send_cert", _parse_send_cert, "ifasked")
     keyingtries = r.get("keyingtries", _parse_keyingtries, 1)
     unique: Unique = r.get("unique", _parse_unique, "no")
-    if unique in ("keep", "replace"):
-        r.error("unique", f"unique = {unique} is not supported (no, never: INITIAL_CONTACT replaces a peer's old SAs)")
     rekey_time, _reauth_time, over_time, rand_time = _ike_lifetimes(r)   # reauth_time: 0 only
     accept_only(r, "aggressive", parse_bool, {False}, "Aggressive Mode is IKEv1 and not supported")
     accept_only(r, "pull", parse_bool, {True}, "push mode (IKEv1 Mode Config) is not supported")
@@ -729,6 +726,9 @@ def _read_connection(section: Section, ctx: _ConnContext) -> Connection | None:
             # strongSwan 5.9 sends INITIAL_CONTACT (if it has no SA with the peer) unless unique = never.
             initial_contact=unique != "never",
             rekey_time=rekey_time or None,
+            rand_time=float(rand_time),
+            over_time=float(over_time),   # the hard lifetime: deleted over_time after the rekey was due
+            send_cert=send_cert,
             dpd_delay=dpd_delay or None,
         )
     except ValueError as exc:  # the engine's own consistency checks; the checks above should cover them

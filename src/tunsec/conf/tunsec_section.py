@@ -74,7 +74,7 @@ WORKER_USER = "tunsec"   # the system user scripts/install-deps.sh creates for t
 
 
 def worker_user(configured: str | None) -> str | None:
-    """Whom the dataplane worker runs as; None keeps root (only ``user = root`` asks for that).
+    """Whom both processes run as after set-up; None keeps root (only ``user = root`` asks for that).
 
     Unset means the dedicated ``tunsec`` user when the install created it, else
     ``nobody``: the worker parses packets from the network and needs no privilege
@@ -133,7 +133,7 @@ class TunsecSettings:
     tun: str = "tunsec0"
     mtu: int | None = None
     outer_mtu: int | None = None
-    control_socket: str = "/run/tunsec/tunsec.sock"
+    control_socket: str = ""   # "" = resolved at run time by runtime.default_control_socket()
     workers: int | None = None
     log_level: LogLevel = "info"
     larval_timeout: int = 30
@@ -142,9 +142,10 @@ class TunsecSettings:
     # give up after tries (strongswan.conf's charon.retransmit_* and their defaults);
     # every connection's IkeConfig carries this
     retransmit: RetransmitConfig = field(default_factory=RetransmitConfig)
-    # the dataplane worker drops to this user once its TUN and sockets are open
-    # (it holds Child SA keys only; the control process keeps root for routes);
-    # None = tunsec if it exists, else nobody; "root" keeps root (worker_user)
+    # both processes drop to this user once the TUN, sockets, routes and control
+    # socket are set up (tunsec.privilege): the worker keeps no capability, the
+    # control process only what it still uses; None = tunsec if it exists, else
+    # nobody; "root" keeps root (worker_user)
     user: str | None = None
     # IKE SAs a peer has not authenticated yet ("half-open"): closed after
     # half_open_timeout seconds (every connection's IkeConfig carries it); above

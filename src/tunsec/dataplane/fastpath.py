@@ -52,6 +52,7 @@ class EventType(IntEnum):
     INVALID_SPI = lib.TS_EV_INVALID_SPI
     IKE = lib.TS_EV_IKE
     RESERVE = lib.TS_EV_RESERVE
+    FIRST_USE = lib.TS_EV_FIRST_USE
 
 
 _ERRNO = {
@@ -158,6 +159,7 @@ def _params(sa: SaSpec) -> Any:
     p.seq_start = sa.seq_start
     p.seq_limit = sa.seq_limit
     p.seq_notify = sa.seq_notify
+    p.report_first_use = int(sa.report_first_use)
     p.n_sel = len(sa.selectors)
     for i, sel in enumerate(sa.selectors):
         _sel_in(p.sel[i], sel)

@@ -25,6 +25,8 @@ Modules, one concern each: ``message`` (codec), ``crypto`` (prf, prf+, key
 derivation), ``dh`` (key exchange groups), ``sk`` (the Encrypted payload),
 ``auth`` and ``certs`` (AUTH payloads, X.509), ``identity``, ``proposals``,
 ``ts`` (traffic selectors), ``config``, ``events``, ``state`` (negotiated
-state), ``exchanges/`` (one module per exchange), ``sa`` (transport: message
-IDs, retransmission) and ``endpoint`` (dispatch, COOKIE).
+state), ``exchanges/`` (one module per exchange; ``exchanges/responders.py`` is
+the table of who answers which request; ``exchanges/__init__.py`` says where a
+new exchange goes), ``sa`` (transport: message IDs, retransmission; knows tasks
+only through ``exchanges/base.Task``) and ``endpoint`` (dispatch, COOKIE).
 """

@@ -23,6 +23,12 @@ from .secret import Secret
 from .ts import Ts, parse_ts_list
 
 AuthMethodName = Literal["psk", "pubkey"]
+SendCertMode = Literal["always", "ifasked", "never"]
+
+
+def default_rand_time(rekey_time: float | None) -> float:
+    """strongSwan's default spread: 10 % of the rekey time (life - rekey for children, over_time for IKE)."""
+    return (rekey_time or 0.0) / 10
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,8 @@ class ChildConfig:
     esp_proposals: tuple[ProposalSpec, ...] = field(default_factory=lambda: parse_proposals("default", ProtocolId.ESP))
     mode: Literal["tunnel"] = "tunnel"
     rekey_time: float | None = None  # seconds; strongSwan's default is 3600 (swanctl rekey_time)
+    # the rekey fires at rekey_time minus a random 0..rand_time (None: 10 % of rekey_time)
+    rand_time: float | None = None
 
     @property
     def wants_pfs(self) -> bool:
@@ -86,9 +94,14 @@ class IkeConfig:
     """One IKE connection.
 
     Timers are off unless set: the swanctl.conf mapping should apply strongSwan's
-    defaults (``rekey_time`` 4 h here and 1 h for children); the engine subtracts
-    a random 0-10 % from each, as strongSwan's ``rand_time`` does, so that both
-    peers rarely rekey at once.
+    defaults (``rekey_time`` 4 h here and 1 h for children). The engine rekeys at
+    ``rekey_time`` minus a random 0..``rand_time`` (default 10 % of rekey_time), as
+    strongSwan does, so that both peers rarely rekey at once; an IKE SA whose rekey
+    has not succeeded ``over_time`` after that (default 10 % of rekey_time) is
+    deleted (its hard lifetime, strongSwan's over_time).
+
+    ``send_cert`` (with ``pubkey`` authentication): ``ifasked`` sends our certificate
+    only if the peer sent a CERTREQ, ``always`` always, ``never`` never.
 
     ``psk`` is the shared secret used in both directions when either side
     authenticates with ``psk`` (swanctl ``secrets { ike { ... } }``).
@@ -112,6 +125,9 @@ class IkeConfig:
     half_open_timeout: float = 30.0
     rekey_time: float | None = None  # seconds; strongSwan's default is 14400 (swanctl rekey_time)
     dpd_delay: float | None = None  # seconds of silence before a liveness check (swanctl dpd_delay)
+    rand_time: float | None = None  # None: 10 % of rekey_time
+    over_time: float | None = None  # None: 10 % of rekey_time
+    send_cert: SendCertMode = "ifasked"
 
     def __post_init__(self) -> None:
         if "psk" in (self.local.method, self.remote.method) and self.psk is None:

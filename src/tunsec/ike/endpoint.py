@@ -42,7 +42,7 @@ from tunsec.policy.pad import AddressMatch, address_match
 
 from .config import IkeConfig
 from .constants import IKE_PORT, ExchangeType, HeaderFlag, NotifyType
-from .events import Address, Event, IkeSaUp
+from .events import Address, DownReason, Event, IkeSaUp
 from .message import (
     DecodeError,
     Header,
@@ -55,7 +55,7 @@ from .message import (
     decode_message,
 )
 from .sa import IkeSa, State
-from .state import Rng, SpiAllocator, now_utc, random_spi_allocator
+from .state import Jitter, Rng, SpiAllocator, now_utc, random_spi_allocator
 
 ZERO_SPI = bytes(8)
 
@@ -113,7 +113,9 @@ class IkeEndpoint:
         cookie_threshold: int | None = None,
         config_selector: Callable[[Address], Sequence[IkeConfig]] | None = None,
         limits: DosLimits | None = None,
+        jitter: Jitter | None = None,
     ) -> None:
+        """``jitter``: see :class:`IkeSa` (how much earlier than rekey_time rekeys fire)."""
         limits = limits or DosLimits()
         if cookie_threshold is not None:
             limits = DosLimits(cookie_threshold, limits.half_open_limit, limits.cookie_lifetime)
@@ -121,6 +123,7 @@ class IkeEndpoint:
         self.stats = EndpointStats()
         self._configs = {c.name: c for c in configs}
         self._rng = rng
+        self._jitter = jitter
         self._spi_allocator = spi_allocator or random_spi_allocator(rng)
         self._wall_clock = wall_clock
         self._select = config_selector or self._default_selector
@@ -241,6 +244,7 @@ class IkeEndpoint:
                 local_addr=local,
                 wall_clock=self._wall_clock,
                 candidates=candidates,
+                jitter=self._jitter,
             )
             if sa.local_spi not in self._sas:
                 self._register(sa)
@@ -280,7 +284,7 @@ class IkeEndpoint:
             self._half_open[sa.local_spi] = _HalfOpen(key)
             self._by_init[key] = sa
         elif sa.state is State.IDLE:
-            sa.drop("IKE_SA_INIT request not taken")  # cannot happen after _init_request; keep nothing anyway
+            sa.drop(DownReason.NEGOTIATION_FAILED)  # cannot happen after _init_request; keep nothing anyway
 
     # ------------------------------------------------------------------ cookies
 
@@ -379,10 +383,14 @@ class IkeEndpoint:
             heapq.heapify(self._heap)
 
     def _initial_contact(self, fresh: IkeSa, up: IkeSaUp) -> None:
-        """The peer rebooted: forget our older IKE SAs with the same identities (RFC 7296 §2.4)."""
+        """The peer rebooted: forget our older IKE SAs with the same identities (RFC 7296 §2.4).
+
+        Not with ``unique = never`` (``initial_contact`` off), which strongSwan also ignores it for."""
+        if not fresh.config.initial_contact:
+            return
         for sa in list(self._sas.values()):
             if sa is not fresh and not sa.is_closed and sa.name == fresh.name and sa.peer_id == up.remote_id:
-                sa.drop("replaced (peer sent INITIAL_CONTACT)")
+                sa.drop(DownReason.REPLACED)
 
 
 def _init_request(hdr: Header, datagram: bytes) -> Message | None:

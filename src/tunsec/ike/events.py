@@ -6,12 +6,39 @@ Keys travel as :class:`Secret` so that printing an event never prints a key.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 
 from .identity import Identity
 from .secret import Secret
 from .ts import Ts
 
 Address = tuple[str, int]
+
+
+class DownReason(Enum):
+    """Why an IKE or Child SA went down (:class:`IkeSaDown`, :class:`ChildSaDown`).
+
+    Consumers decide on the member (close_action runs on ``DELETED_BY_PEER`` only,
+    dpd_action on ``PEER_UNREACHABLE``...); the value is the text logs show.
+    """
+
+    DELETED_BY_PEER = "deleted by peer"
+    DELETED = "deleted locally"  # terminated by us (API call, shutdown)
+    EXPIRED = "expired (hard lifetime)"
+    REKEYED = "rekeyed"  # replaced by a rekey; its successor carries on
+    REKEY_COLLISION = "redundant (rekey collision)"  # the losing SA of simultaneous rekeys
+    REPLACED = "replaced by a new IKE SA of the same peer"  # INITIAL_CONTACT or unique = replace
+    DUPLICATE = "duplicate of an existing IKE SA (unique = keep)"
+    AUTH_FAILED = "authentication failed"
+    PEER_UNREACHABLE = "peer unreachable"  # retransmissions of a request exhausted
+    DEAD_PEER = "dead peer detection: no answer to a liveness check"
+    NEGOTIATION_FAILED = "negotiation failed"
+    REFUSED = "refused by the peer"  # the peer refused a Child SA we had already installed
+    HALF_OPEN_TIMEOUT = "half-open timeout"
+    UNANSWERED = "request never answered"
+
+    def __str__(self) -> str:
+        return self.value
 
 
 @dataclass(frozen=True)
@@ -75,7 +102,7 @@ class IkeSaRekeyed:
 @dataclass(frozen=True)
 class IkeSaDown:
     name: str
-    reason: str
+    reason: DownReason
 
 
 @dataclass(frozen=True)
@@ -113,7 +140,11 @@ class ChildSaDown:
     unique_id: int
     spi_in: int
     spi_out: int
-    reason: str
+    reason: DownReason
+    detail: str = ""  # more words for the log (e.g. the notify a refusal carried)
+
+    def describe(self) -> str:
+        return f"{self.reason.value}: {self.detail}" if self.detail else self.reason.value
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,11 @@ exponential back-off (strongSwan's 4 s x 1.8^n, 5 retransmissions) until a
 response arrives or we give up (:class:`PeerUnreachable`); a retransmitted
 request of the peer is answered with the stored response, never processed twice.
 
+Exchanges live in ``exchanges/``: our requests are :class:`~.exchanges.base.Task`
+objects, known here only by what they declare (never by their class); the peer's
+requests are answered by the row of ``exchanges/responders.RESPONDERS`` that
+serves them. ``exchanges/__init__.py`` says where a new exchange goes.
+
 Ports: the caller sends every datagram from :attr:`IkeSa.local_port` (500
 until IKE_SA_INIT is done, then 4500, because tunsec forces UDP encapsulation).
 On port 4500 the caller adds and strips the 4-byte non-ESP marker; the engine
@@ -34,15 +39,15 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from enum import Enum
 from typing import Concatenate, ParamSpec, TypeVar
 
-from .config import IkeConfig
+from .config import IkeConfig, default_rand_time
 from .constants import IKE_PORT, NATT_PORT, ExchangeType, HeaderFlag, NotifyType
 from .events import (
     Address,
     ChildSaDown,
     ChildSaInfo,
+    DownReason,
     Event,
     IkeSaDown,
     IkeSaInfo,
@@ -51,12 +56,26 @@ from .events import (
     SpiUnused,
 )
 from .exchanges import create_child_sa, ike_auth, ike_sa_init, informational, rekey_ike
-from .exchanges.base import Outcome, Response, Task, notify
+from .exchanges.base import GiveUp, Outcome, Response, Task, notify
+from .exchanges.responders import responder_for
 from .identity import Identity
 from .message import DecodeError, Message, Payload, UnsupportedCriticalPayload, decode_message
 from .proposals import Suite, describe_all
 from .sk import IntegrityError, decrypt_message, encrypt_message
-from .state import ChildSa, IkeRekey, IkeSaState, Rng, SpiAllocator, now_utc, random_spi_allocator
+from .state import (
+    ChildSa,
+    IkeRekey,
+    IkeSaState,
+    Jitter,
+    Rng,
+    SpiAllocator,
+    State,
+    now_utc,
+    random_jitter,
+    random_spi_allocator,
+)
+
+__all__ = ["REKEYED_LINGER", "IkeSa", "State"]
 
 log = logging.getLogger(__name__)
 
@@ -76,15 +95,6 @@ def _notifies(method: Callable[Concatenate[IkeSa, _P], _R]) -> Callable[Concaten
                 self._watcher(self)
 
     return wrapper
-
-
-class State(Enum):
-    IDLE = "idle"
-    CONNECTING = "connecting"  # IKE_SA_INIT / IKE_AUTH in progress
-    ESTABLISHED = "established"
-    DELETING = "deleting"
-    REKEYED = "rekeyed"  # replaced by a successor; only waits for the old SA's DELETE
-    CLOSED = "closed"
 
 
 REKEYED_LINGER = 60.0  # how long a replaced IKE SA waits for the peer to delete it
@@ -114,9 +124,12 @@ class IkeSa:
         local_addr: Address | None = None,
         wall_clock: Callable[[], datetime] = now_utc,
         candidates: Sequence[IkeConfig] = (),
+        jitter: Jitter | None = None,
     ) -> None:
         """``candidates``: for a responder, the connections this peer may be using (the
         endpoint passes all that match its address); IKE_SA_INIT and IKE_AUTH pick one.
+        ``jitter(bound)``: how much earlier than rekey_time a rekey fires, in [0, bound]
+        (random by default; tests pass a fixed one).
         """
         if remote_addr is None:
             if config.remote_addr is None:
@@ -132,6 +145,7 @@ class IkeSa:
             local_addr,
         )
         self._st.candidates = tuple(candidates)
+        self._st.jitter = jitter or random_jitter(rng)
         if is_initiator:
             self._st.spi_i = _nonzero_spi(rng)
         else:
@@ -145,6 +159,8 @@ class IkeSa:
         # so exchanges still finishing here act on them and their follow-ups run there
         self._heir: IkeSa | None = None
         self._rekey_at: float | None = None  # IKE SA rekey timer
+        self._expire_at: float | None = None  # hard lifetime: rekey time + over_time
+        self._delete_reason = DownReason.DELETED  # why we sent (or will send) our DELETE
         self._last_heard = now  # last authenticated message from the peer (for DPD)
         self._established_at: float | None = None
         self._linger_until = 0.0  # a REKEYED SA closes by then if the peer never deletes it
@@ -276,10 +292,10 @@ class IkeSa:
         self._start_next()
 
     @_notifies
-    def delete_child(self, unique_id: int) -> None:
+    def delete_child(self, unique_id: int, reason: DownReason = DownReason.DELETED) -> None:
         """Delete one Child SA with an INFORMATIONAL DELETE."""
         child = self._child_by_id(unique_id)
-        self._queue.append(informational.DeleteChildTask([child]))
+        self._queue.append(informational.DeleteChildTask([child], reason))
         self._start_next()
 
     @_notifies
@@ -316,18 +332,19 @@ class IkeSa:
         return True
 
     @_notifies
-    def delete(self, now: float | None = None) -> None:
+    def delete(self, now: float | None = None, reason: DownReason = DownReason.DELETED) -> None:
         """Delete the IKE SA and its Child SAs (INFORMATIONAL DELETE if established)."""
         if self._state == State.ESTABLISHED:
             self._state = State.DELETING
+            self._delete_reason = reason
             self._abort_queue()
             self._queue.append(informational.DeleteIkeTask())
             self._start_next()
         elif self._state not in (State.DELETING, State.REKEYED):
-            self._close("deleted locally")
+            self._close(reason)
 
     @_notifies
-    def drop(self, reason: str) -> None:
+    def drop(self, reason: DownReason) -> None:
         """Forget the IKE SA and its Child SAs without telling the peer (it is gone or replaced)."""
         self._close(reason)
 
@@ -362,10 +379,10 @@ class IkeSa:
         if self._state == State.ESTABLISHED:
             self._fire_maintenance(now)
         if self._state == State.REKEYED and now >= self._linger_until:
-            self._close("rekeyed")
+            self._close(DownReason.REKEYED)
             return
         if self.is_half_open and now >= self._created + self._st.config.half_open_timeout:
-            self._close("half-open timeout")
+            self._close(DownReason.HALF_OPEN_TIMEOUT)
             return
         pending = self._pending
         if pending is None or pending.deadline is None or now < pending.deadline:
@@ -392,10 +409,11 @@ class IkeSa:
 
     # ------------------------------------------------------------------ rekey and DPD timers
 
-    def _jittered(self, period: float) -> float:
-        """``now + period`` minus a random 0-10 % (strongSwan's rand_time) against collisions."""
-        fraction = int.from_bytes(self._st.rng(2), "big") / 0xFFFF
-        return self._now + period * (1.0 - 0.1 * fraction)
+    def _jittered(self, period: float, rand_time: float | None) -> float:
+        """``now + period`` minus a random 0..rand_time (strongSwan's rand_time) against collisions."""
+        bound = default_rand_time(period) if rand_time is None else min(rand_time, period)
+        assert self._st.jitter is not None
+        return self._now + period - min(max(self._st.jitter(bound), 0.0), bound)
 
     def _schedule(self) -> None:
         """Arm the IKE and Child SA rekey timers that are not armed yet."""
@@ -408,21 +426,24 @@ class IkeSa:
             return
         if self._established_at is None:
             self._established_at = self._now
-        if self._rekey_at is None and self._st.config.rekey_time:
-            self._rekey_at = self._jittered(self._st.config.rekey_time)
+        cfg = self._st.config
+        if self._rekey_at is None and cfg.rekey_time:
+            self._rekey_at = self._jittered(cfg.rekey_time, cfg.rand_time)
+            # strongSwan deletes an IKE SA whose rekey did not succeed over_time after it was due
+            over = default_rand_time(cfg.rekey_time) if cfg.over_time is None else cfg.over_time
+            self._expire_at = self._rekey_at + over
         for child in self._st.children.values():
             if child.installed and child.rekey_at is None and child.config.rekey_time:
-                child.rekey_at = self._jittered(child.config.rekey_time)
+                child.rekey_at = self._jittered(child.config.rekey_time, child.config.rand_time)
 
     def _rearm_failed_rekey(self, task: Task) -> None:
         """A refused rekey (e.g. TEMPORARY_FAILURE after a collision) is tried again soon."""
         retry = self._now + 2.0 + 8.0 * int.from_bytes(self._st.rng(2), "big") / 0xFFFF
-        if isinstance(task, rekey_ike.RekeyIkeTask) and self._rekey_at == float("inf"):
+        if task.rekeys_ike_sa and self._rekey_at == float("inf"):
             self._rekey_at = retry
-        if isinstance(task, create_child_sa.CreateChildTask):
-            old = task.rekeying
-            if old is not None and old.installed and old.rekeyed_by_us is None and old.rekey_at == float("inf"):
-                old.rekey_at = retry
+        old = task.rekeying
+        if old is not None and old.installed and old.rekeyed_by_us is None and old.rekey_at == float("inf"):
+            old.rekey_at = retry
 
     def _dpd_at(self) -> float | None:
         delay = self._st.config.dpd_delay
@@ -434,12 +455,17 @@ class IkeSa:
         timers = [c.rekey_at for c in self._st.children.values() if c.installed and c.rekey_at is not None]
         if self._rekey_at is not None:
             timers.append(self._rekey_at)
+        if self._expire_at is not None:
+            timers.append(self._expire_at)
         dpd = self._dpd_at()
         if dpd is not None:
             timers.append(dpd)
         return [t for t in timers if t != float("inf")]
 
     def _fire_maintenance(self, now: float) -> None:
+        if self._expire_at is not None and now >= self._expire_at:
+            self._expire()
+            return
         if self._rekey_at is not None and now >= self._rekey_at:
             self._rekey_at = float("inf")  # the successor arms its own timer
             self.rekey()
@@ -449,6 +475,15 @@ class IkeSa:
         dpd = self._dpd_at()
         if dpd is not None and now >= dpd:
             self.send_liveness()
+
+    def _expire(self) -> None:
+        """The hard lifetime (rekey time + over_time): gone now, as strongSwan forces it. The peer
+        hears a DELETE once if the window is free; an exchange stuck in retransmission does not
+        hold the SA any longer."""
+        log.debug("%s: IKE SA reached its hard lifetime (rekey_time + over_time)", self.name)
+        if self._pending is None:
+            self._send_once(informational.DeleteIkeTask())
+        self._close(DownReason.EXPIRED)
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         out, self._outbox = self._outbox, []
@@ -467,9 +502,7 @@ class IkeSa:
             self._queue.popleft()  # nothing was built for it yet: nothing to undo
         if self._pending is not None or not self._queue or self._state == State.CLOSED:
             return
-        if self._state == State.CONNECTING and not isinstance(
-            self._queue[0], ike_sa_init.IkeSaInitTask | ike_auth.IkeAuthTask
-        ):
+        if self._state == State.CONNECTING and not self._queue[0].runs_while_connecting:
             return  # other exchanges wait until the IKE SA is authenticated
         self._send_request(self._queue.popleft(), self._next_id)
 
@@ -521,10 +554,11 @@ class IkeSa:
             return
         self._next_id += 1
         if outcome == Outcome.CLOSE:
-            self._close("deleted" if self._state in (State.DELETING, State.REKEYED) else "negotiation failed")
+            closing = self._state in (State.DELETING, State.REKEYED)
+            self._close(self._delete_reason if closing else DownReason.NEGOTIATION_FAILED)
         elif outcome == Outcome.AUTH_FAILED:
             self._send_once(informational.AuthFailedTask())
-            self._close("authentication failed")
+            self._close(DownReason.AUTH_FAILED)
         else:
             self._enqueue(pending.task.followups())
             if self._state == State.CONNECTING and self._st.peer_id is not None:
@@ -542,15 +576,16 @@ class IkeSa:
 
     def _give_up(self, pending: _Pending) -> None:
         tries = self._st.config.retransmit.tries
-        if isinstance(pending.task, informational.DeleteIkeTask):
-            self._close("deleted (peer did not answer)")
+        if pending.task.on_give_up is GiveUp.CLOSE:
+            self._close(self._delete_reason)
             return
         if self._heir is not None:  # the peer is done with the replaced SA; the heir carries on
-            self._close("rekeyed")
+            self._close(DownReason.REKEYED)
             return
         log.debug("%s: giving up after %d retransmissions", self.name, tries)
         self._st.emit(PeerUnreachable(self.name, tries))
-        self._close("peer unreachable")
+        dead = pending.task.on_give_up is GiveUp.DEAD_PEER
+        self._close(DownReason.DEAD_PEER if dead else DownReason.PEER_UNREACHABLE)
 
     # ------------------------------------------------------------------ requests we answer
 
@@ -580,7 +615,7 @@ class IkeSa:
             # an authenticated request we cannot serve here still gets an answer,
             # or the peer would retransmit it and its window would stall
             response = Response([notify(NotifyType.INVALID_SYNTAX)])
-        if response.close and response.reason == "deleted by peer" and self._adopt_peer_rekey():
+        if response.close and response.reason is DownReason.DELETED_BY_PEER and self._adopt_peer_rekey():
             response = Response(response.payloads)   # the peer's new IKE SA carries on: see _adopt_peer_rekey
         self._respond(msg, response, addr)
         self._queue_followups(response.followups)
@@ -593,10 +628,10 @@ class IkeSa:
         answer to ours.  Take its SA as the successor and drop our request (the peer holds our
         SA as the redundant one and lets it go) instead of closing with the Child SAs."""
         pending = self._pending.task if self._pending else None
-        if not isinstance(pending, rekey_ike.RekeyIkeTask) or pending.collision is None:
+        theirs = pending.yield_to_peer_rekey() if pending is not None else None
+        if pending is None or theirs is None:
             return False
-        assert self._pending is not None
-        self._st.rekey, pending.collision = pending.collision, None
+        self._st.rekey = theirs
         self._pending = None
         pending.abort(self._st)
         log.debug("%s: IKE SA rekey collision: the peer's SA won; its DELETE came before our answer", self.name)
@@ -606,45 +641,38 @@ class IkeSa:
         kept = [
             task for task in tasks
             # a liveness check on its way already, or moot, is not asked for again
-            if not (isinstance(task, informational.LivenessTask)
-                    and (self._state != State.ESTABLISHED or self._liveness_queued()))
+            if not (task.coalesces and (self._state != State.ESTABLISHED or self._queued(type(task))))
         ]
         self._enqueue(kept)
 
-    def _liveness_queued(self) -> bool:
+    def _queued(self, kind: type[Task]) -> bool:
+        """A task of this kind waits or is in flight."""
         tasks = [*self._queue, *([self._pending.task] if self._pending else [])]
-        return any(isinstance(t, informational.LivenessTask) for t in tasks)
+        return any(type(t) is kind for t in tasks)
 
     def _respond_init(self, msg: Message, datagram: bytes, addr: Address) -> None:
-        if self._st.is_initiator or self._state != State.IDLE:
+        responder = responder_for(msg.exchange, self._state, self._st.is_initiator, msg.payloads)
+        if responder is None:
             return
         self._st.spi_i = msg.spi_i
         self._st.init_request = datagram
         self._state = State.CONNECTING
-        response = ike_sa_init.respond(self._st, msg.payloads)
+        response = responder.respond(self._st, msg.payloads, None)
         data = self._respond(msg, response, addr)
         self._st.init_response = data
 
     def _dispatch(self, exchange: int, payloads: tuple[Payload, ...]) -> Response | None:
-        st = self._st
-        if exchange == ExchangeType.IKE_AUTH and not st.is_initiator and self._state == State.CONNECTING:
-            response = ike_auth.respond(st, payloads)
-            if st.peer_id is not None and not response.close:
-                self._state = State.ESTABLISHED
-            return response
-        if exchange == ExchangeType.INFORMATIONAL and self._state in (State.ESTABLISHED, State.DELETING, State.REKEYED):
-            return informational.respond(st, payloads)
-        if exchange == ExchangeType.CREATE_CHILD_SA and self._state == State.ESTABLISHED:
-            pending = self._pending.task if self._pending else None
-            return create_child_sa.respond(st, payloads, pending)
-        if exchange == ExchangeType.CREATE_CHILD_SA and self._state == State.REKEYED:
-            # a Child SA made with this SA's keys would outlive them: ask for it on the new one
-            return Response([notify(NotifyType.TEMPORARY_FAILURE)])
-        return None
+        responder = responder_for(exchange, self._state, self._st.is_initiator, payloads)
+        if responder is None:
+            return None
+        response = responder.respond(self._st, payloads, self._pending.task if self._pending else None)
+        if self._state == State.CONNECTING and self._st.peer_id is not None and not response.close:
+            self._state = State.ESTABLISHED  # IKE_AUTH authenticated the peer
+        return response
 
     def _rekeying(self) -> bool:
         tasks = [*self._queue, *([self._pending.task] if self._pending else [])]
-        return any(isinstance(t, rekey_ike.RekeyIkeTask) for t in tasks)
+        return any(t.rekeys_ike_sa for t in tasks)
 
     def _respond(self, msg: Message, response: Response, addr: Address) -> bytes:
         data = self._encode(msg.exchange, msg.message_id, response.payloads, response=True)
@@ -698,6 +726,7 @@ class IkeSa:
             remote_addr=old.remote_addr,
             local_addr=old.local_addr,
             wall_clock=old.wall_clock,
+            jitter=old.jitter,
         )
         st = new._st
         st.spi_i, st.spi_r, st.local_port = rekey.spi_i, rekey.spi_r, old.local_port
@@ -718,7 +747,7 @@ class IkeSa:
         st.next_child_id = old.next_child_id
         new._state = State.ESTABLISHED
         # a rekey of ours still queued is moot: the IKE SA was just replaced
-        new._queue = deque(t for t in self._queue if not isinstance(t, rekey_ike.RekeyIkeTask))
+        new._queue = deque(t for t in self._queue if not t.rekeys_ike_sa)
         self._queue = deque()
         new._schedule()
         self._successor = self._heir = new
@@ -770,7 +799,7 @@ class IkeSa:
 
     def _obsolete(self, task: Task) -> bool:
         """A queued rekey of a Child SA that the peer rekeyed, or that went away, meanwhile."""
-        old = task.rekeying if isinstance(task, create_child_sa.CreateChildTask) else None
+        old = task.rekeying
         return old is not None and (old.rekeyed_by_peer or self._st.children.get(old.spi_in) is not old)
 
     def _enqueue(self, tasks: Sequence[Task]) -> None:
@@ -792,7 +821,7 @@ class IkeSa:
         while self._queue:
             self._queue.popleft().abort(self._st)
 
-    def _close(self, reason: str) -> None:
+    def _close(self, reason: DownReason) -> None:
         if self._state == State.CLOSED:
             return
         was_up = self._state in (State.ESTABLISHED, State.DELETING)  # a REKEYED SA goes quietly
@@ -817,17 +846,14 @@ class IkeSa:
 
 
     def _end_pending(self, task: Task) -> None:
-        """Our request will never be answered here: abort it, or hand it to the heir."""
-        if self._heir is not None and isinstance(task, informational.DeleteChildTask):
-            self._enqueue([task])  # the peer may never have seen it; asking again is harmless
+        """Our request will never be answered here: abort it, or hand what it leaves to the heir."""
+        if self._heir is None:
+            task.abort(self._st)
             return
-        task.abort(self._st)
-        if self._heir is not None and isinstance(task, create_child_sa.CreateChildTask):
+        instead = task.handover(self._st)
+        if task.rekeying is not None:
             self._rearm_failed_rekey(task)
-            if task.proposed is not None:
-                # the peer may have installed it and lost only its answer: its outbound SPI
-                # is our inbound one, so a DELETE naming that SPI removes it there
-                self._enqueue([informational.DeleteChildTask([task.proposed], reason="never answered")])
+        self._enqueue(instead)
 
 
 class _Refuse(Exception):

@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import Enum
 
 from .config import ChildConfig, IkeConfig
 from .constants import IKE_PORT
@@ -27,6 +28,27 @@ from .ts import Ts
 
 Rng = Callable[[int], bytes]
 SpiAllocator = Callable[[], int]
+# a random amount in [0, bound] subtracted from a rekey time (strongSwan's rand_time);
+# injectable so that tests on a fake clock know when a rekey fires
+Jitter = Callable[[float], float]
+
+
+def random_jitter(rng: Rng = os.urandom) -> Jitter:
+    def jitter(bound: float) -> float:
+        return bound * int.from_bytes(rng(2), "big") / 0xFFFF
+
+    return jitter
+
+
+class State(Enum):
+    """The life of an IKE SA (``IkeSa.state``)."""
+
+    IDLE = "idle"
+    CONNECTING = "connecting"  # IKE_SA_INIT / IKE_AUTH in progress
+    ESTABLISHED = "established"
+    DELETING = "deleting"
+    REKEYED = "rekeyed"  # replaced by a successor; only waits for the old SA's DELETE
+    CLOSED = "closed"
 
 
 class SpiUnavailable(Exception):
@@ -110,7 +132,9 @@ class IkeSaState:
     # a responder's possible connections; IKE_AUTH picks one by the peer's identity
     candidates: tuple[IkeConfig, ...] = ()
     initial_contact: bool = False  # the peer sent INITIAL_CONTACT in IKE_AUTH
+    peer_certreq: bool = False  # the peer sent a CERTREQ (send_cert = ifasked answers it)
     next_child_id: int = 1
+    jitter: Jitter | None = None  # None: random_jitter(rng)
 
     def emit(self, event: Event) -> None:
         self.events.append(event)

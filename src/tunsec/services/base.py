@@ -21,12 +21,12 @@ A new service subclasses Service, and the daemon adds an instance to its list
 
 from __future__ import annotations
 
-import errno
 import socket
 from abc import ABC, abstractmethod
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any
 
+from tunsec import privilege
 from tunsec.dataplane import pipe
 
 IPAddress = IPv4Address | IPv6Address
@@ -42,30 +42,16 @@ class StartupError(Exception):
     """The daemon cannot start; the message says why."""
 
 
-def _bind_fix(err: OSError, port: int, port_setting: str) -> str:
-    """What was missing and how to fix it, for the common bind failures."""
-    if err.errno in (errno.EACCES, errno.EPERM) and port < 1024:
-        return f"needs CAP_NET_BIND_SERVICE (or root), or {port_setting} >= 1024"
-    if err.errno == errno.EADDRINUSE:
-        return (f"another process (another tunsec, or strongSwan's charon?) uses it; stop it or choose "
-                f"another {port_setting}")
-    if err.errno == errno.EADDRNOTAVAIL:
-        return "the address is not configured on this host; add it to an interface or fix the configured address"
-    if err.errno == errno.EAFNOSUPPORT:
-        return "this host has no support for that address family"
-    return "check the configured address and port"
-
-
-def bind_udp(family: int, addr: str, port: int, *, purpose: str, port_setting: str,
+def bind_udp(family: int, addr: str, port: int, *, purpose: str,
              reuseport: bool = False, big_buffers: bool = False) -> socket.socket:
     """A non-blocking UDP socket bound to addr:port, or a StartupError naming the operation
-    (purpose), the address and port, the cause and the fix.  Every service binds through here."""
+    (purpose), the address and port, the cause and the fix (privilege.bind_error).  Every service
+    binds through here."""
     af = socket.AF_INET if family == 4 else socket.AF_INET6
     try:
         s = socket.socket(af, socket.SOCK_DGRAM)
     except OSError as err:
-        raise StartupError(f"cannot open a UDP socket for {purpose} (IPv{family}): {err.strerror}; "
-                           f"{_bind_fix(err, port, port_setting)}") from err
+        raise StartupError(privilege.bind_error(f"UDP ({purpose})", addr, port, err)) from err
     try:
         if reuseport:
             # one socket per worker queue: the kernel spreads peers across them
@@ -82,9 +68,7 @@ def bind_udp(family: int, addr: str, port: int, *, purpose: str, port_setting: s
         s.setblocking(False)
     except OSError as err:
         s.close()
-        where = f"[{addr}]:{port}" if family == 6 else f"{addr}:{port}"
-        raise StartupError(f"cannot bind UDP {where} for {purpose}: {err.strerror}; "
-                           f"{_bind_fix(err, port, port_setting)}") from err
+        raise StartupError(privilege.bind_error(f"UDP ({purpose})", addr, port, err)) from err
     return s
 
 

@@ -13,7 +13,9 @@
   datagram leaves while a Child SA is being installed (the responder's
   CREATE_CHILD_SA response waits for its new inbound SA, the initiator's
   DELETE for both new SAs); a rekey responder adds its new outbound SA only
-  when the old SA's DELETE arrives (or after STANDBY_TIMEOUT); a rekeyed
+  when the first packet arrives on its new inbound SA (the worker's
+  FIRST_USE: the initiator has installed its side), or when the old SA's
+  DELETE arrives, or after STANDBY_TIMEOUT, whichever comes first; a rekeyed
   Child SA's inbound SA lingers INBOUND_LINGER seconds for packets in flight.
 - Ownership: each Child SA is known by a handle unique across IKE SAs (many
   peers may share one connection, and unique ids restart per IKE SA).  A
@@ -48,6 +50,7 @@ from tunsec.ike.events import (
     AuthFailed,
     ChildSaDown,
     ChildSaUp,
+    DownReason,
     IkeSaDown,
     IkeSaRekeyed,
     IkeSaUp,
@@ -69,7 +72,7 @@ SPI_POOL = 8
 SHUTDOWN_WAIT = 3.0   # seconds for the peers to acknowledge our DELETEs at shutdown
 INVALID_SPI_INTERVAL = 1.0   # seconds between two INVALID_SPI notifies in one IKE SA
 INBOUND_LINGER = 5.0   # seconds a rekeyed Child SA's inbound SA outlives its DELETE (packets in flight; as strongSwan)
-STANDBY_TIMEOUT = 10.0   # seconds a rekey responder waits for the old SA's DELETE before sending on the new one
+STANDBY_TIMEOUT = 10.0   # seconds a rekey responder waits for traffic on the new SA or the old one's DELETE
 ALGS = {"aes128gcm16": Alg.AES128GCM16, "aes256gcm16": Alg.AES256GCM16}
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -111,8 +114,8 @@ class ChildState:
     established: float = field(default_factory=time.time)
     out_installed: bool = False    # our ADD succeeded: the outbound SA (spi_out, remote) is ours to delete
     pred: int | None = None        # handle of the Child SA this one rekeyed
-    # a rekey we answered: its outbound SA, added when the old one's DELETE arrives (we keep sending on
-    # the old SA until the initiator, which installs first, tells us it is done with it)
+    # a rekey we answered: its outbound SA, added when the initiator shows it has installed the new Child
+    # SA (its first packet on our new inbound SA, or its DELETE of the old one); until then we send on the old
     standby: SaSpec | None = field(default=None, repr=False)
     standby_timer: asyncio.TimerHandle | None = None
 
@@ -170,7 +173,7 @@ class IkeService(Service):
         ports = {c.local_port for c in self.connections.values()} or {IKE_PORT}
         for fam, addr in self.local_addrs.items():
             for port in ports:
-                self.sockets[fam] = bind_udp(fam, addr, port, purpose="IKE", port_setting="local_port")
+                self.sockets[fam] = bind_udp(fam, addr, port, purpose="IKE")
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -321,7 +324,7 @@ class IkeService(Service):
                 continue
             if hard:
                 log.info("%s: CHILD_SA %s reached its hard limit; deleting", state.conn, state.child)
-                sa.delete_child(state.unique_id)
+                sa.delete_child(state.unique_id, DownReason.EXPIRED)
             else:
                 log.info("%s: CHILD_SA %s reached its soft limit; rekeying", state.conn, state.child)
                 sa.rekey_child(state.unique_id)
@@ -560,13 +563,14 @@ class IkeService(Service):
                                              "local_id": str(ev.local_id), "remote_id": str(ev.remote_id),
                                              "spi_i": ev.spi_i.hex(), "spi_r": ev.spi_r.hex(),
                                              "established": time.time()}
+                self._enforce_unique(sa, ev)
             case IkeSaRekeyed():
                 self._ike_rekeyed(sa, ev)
             case IkeSaDown():
                 log.info("%s: IKE SA closed: %s", ev.name, ev.reason)
                 self._ike_handles.pop(sa, None)
                 was_up = self.ike_up.pop(sa.local_spi, None) is not None
-                if was_up and "by peer" in ev.reason:
+                if was_up and ev.reason is DownReason.DELETED_BY_PEER:
                     self._after_loss(ev.name, "close_action")
             case ChildSaUp():
                 state = self._child_registered(sa, ev)
@@ -591,6 +595,29 @@ class IkeService(Service):
                     self._retry(ev.name)
             case SpiUnused():
                 self._spawn(self._delete_sa(ev.spi, Direction.IN))
+
+    def _enforce_unique(self, fresh: IkeSa, ev: IkeSaUp) -> None:
+        """strongSwan's ``unique`` for a new IKE SA whose peer identity already has one on this connection:
+        ``replace`` deletes the old ones; ``keep`` deletes the new one if an old one is with another address
+        (from the same address it may be a reauthentication, which strongSwan lets through too);
+        ``no``/``never`` allow duplicates (INITIAL_CONTACT still replaces, see IkeEndpoint)."""
+        conn = self.connections.get(ev.name)
+        if conn is None or conn.unique not in ("replace", "keep"):
+            return
+        dups = [s for s in self.endpoint.sas if s is not fresh and s.name == fresh.name
+                and s.state is State.ESTABLISHED and s.peer_id == ev.remote_id]
+        if not dups:
+            return
+        if conn.unique == "keep":
+            if any(s.remote_addr[0] != fresh.remote_addr[0] for s in dups):
+                log.info("%s: IKE SA with %s from %s is a duplicate (unique = keep): deleting the new one",
+                         ev.name, ev.remote_id, ev.remote_addr[0])
+                fresh.delete(time.monotonic(), DownReason.DUPLICATE)
+            return
+        for old in dups:
+            log.info("%s: replacing IKE SA with %s from %s (unique = replace)", ev.name, ev.remote_id,
+                     old.remote_addr[0])
+            old.delete(time.monotonic(), DownReason.REPLACED)
 
     def _ike_rekeyed(self, sa: IkeSa, ev: IkeSaRekeyed) -> None:
         """The successor carries on the old IKE SA's children, so it takes over its handle."""
@@ -694,8 +721,10 @@ class IkeService(Service):
             return
         common = dict(alg=ALGS[ev.alg], esn=ev.esn, reqid=state.reqid, local=local, remote=state.remote,
                       soft=plan.soft_lifetime(), hard=plan.hard_lifetime())
+        # a rekey we answer: the worker tells us when the initiator first sends on it (see first_use)
         inbound = SaSpec(spi=ev.spi_in, direction=Direction.IN, key=ev.key_in.reveal(),
                          replay_window=plan.replay_window, selectors=sels.inbound,
+                         report_first_use=not ev.initiator and state.pred is not None,
                          **common)  # type: ignore[arg-type]
         outbound = SaSpec(spi=ev.spi_out, direction=Direction.OUT, key=ev.key_out.reveal(), replay_window=0,
                           selectors=sels.outbound, **common)  # type: ignore[arg-type]
@@ -725,6 +754,24 @@ class IkeService(Service):
         log.info("%s: CHILD_SA %s up, SPIs %08x_i %08x_o, %s === %s (peer %s, reqid %d)", state.conn, plan.name,
                  ev.spi_in, ev.spi_out, ", ".join(map(str, ev.local_ts)), ", ".join(map(str, ev.remote_ts)),
                  state.remote.addr, state.reqid)
+
+    def first_use(self, spi: int) -> bool:
+        """The worker's FIRST_USE: an authenticated packet arrived on our inbound SA ``spi``.
+
+        If it belongs to a rekey we answered, the initiator has installed the new Child SA and
+        sends on it, so our traffic moves to the new outbound SA now rather than at the old SA's
+        DELETE or the standby timeout.  Older standbys of the lineage are dropped: the peer has
+        moved past them, and adding one later would move our traffic back.  True if promoted."""
+        state = next((c for c in self.children.values() if c.spi_in == spi), None)
+        if state is None or state.standby is None:
+            return False   # the DELETE or the timeout came first, or the child is gone
+        pred = self.children.get(state.pred) if state.pred is not None else None
+        while pred is not None:
+            pred.standby = None
+            self._unlater(pred.standby_timer)
+            pred = self.children.get(pred.pred) if pred.pred is not None else None
+        self._spawn(self._promote(state, "the peer sends on the new SA"))
+        return True
 
     async def _promote(self, state: ChildState, why: str) -> None:
         async with self._changes:
@@ -781,11 +828,11 @@ class IkeService(Service):
             # never installed (or lost with a worker restart): only our inbound SPI may be left
             self._spawn(self._delete_sa(ev.spi_in, Direction.IN))
             log.info("%s: CHILD_SA %s %08x_i %08x_o deleted: %s", sa.name, ev.child, ev.spi_in, ev.spi_out,
-                     ev.reason)
+                     ev.describe())
             return
-        self._spawn(self._child_down(state, self._forget(state), ev.reason))
+        self._spawn(self._child_down(state, self._forget(state), ev))
 
-    async def _child_down(self, state: ChildState, lineage_ended: bool, reason: str) -> None:
+    async def _child_down(self, state: ChildState, lineage_ended: bool, ev: ChildSaDown) -> None:
         async with self._changes:
             # its successor, if we answered that rekey, sends from now on (before the old SA goes)
             for member in [self.children[h] for h in state.lineage.members if h in self.children]:
@@ -794,11 +841,12 @@ class IkeService(Service):
             await self._remove(state, lineage_ended, linger=not lineage_ended)
         conn_name = state.conn
         log.info("%s: CHILD_SA %s %08x_i %08x_o deleted: %s (peer %s)", conn_name, state.child, state.spi_in,
-                 state.spi_out, reason, state.remote.addr)
+                 state.spi_out, ev.describe(), state.remote.addr)
         conn = self.connections.get(conn_name)
         ike = self._ike_sa(state.ike)
         # a rekeyed child's DELETE (its lineage goes on) is no reason to re-create it
-        if conn is not None and ike is not None and ike.state is State.ESTABLISHED and "by peer" in reason \
+        if conn is not None and ike is not None and ike.state is State.ESTABLISHED \
+                and ev.reason is DownReason.DELETED_BY_PEER \
                 and lineage_ended and not self.closing:
             plan = conn.child(state.child)
             if plan.close_action == "start":
@@ -823,6 +871,9 @@ class IkeService(Service):
             case pipe.InvalidSpi():
                 self.invalid_spi(msg.spi, msg.remote)
                 return False   # the daemon still logs it
+            case pipe.FirstUse():
+                self.first_use(msg.spi)
+                return True
         return False
 
     # --- status ------------------------------------------------------------------------

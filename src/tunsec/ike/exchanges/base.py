@@ -1,16 +1,25 @@
-"""What every exchange shares: the Task interface, outcomes and payload lookups."""
+"""What every exchange shares: the Task interface, outcomes, the responder table entry,
+the INVALID_KE_PAYLOAD retry and payload lookups.
+
+The transport (``sa.py``) knows tasks only through this interface: what a task needs
+(``runs_while_connecting``), what its giving up means (``on_give_up``), whether it
+rekeys (``rekeys_ike_sa``, ``rekeying``) and what it leaves to the IKE SA that
+replaced its own (``handover``). It never tests for a concrete task class.
+"""
 
 from __future__ import annotations
 
+import struct
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum, auto
 from typing import TypeVar
 
 from ..constants import ERROR_NOTIFY_LIMIT, NotifyType
+from ..events import DownReason
 from ..message import NotifyPayload, Payload
-from ..state import IkeSaState
+from ..state import ChildSa, IkeRekey, IkeSaState, State
 
 P = TypeVar("P")
 
@@ -22,10 +31,28 @@ class Outcome(Enum):
     AUTH_FAILED = auto()  # we rejected the peer: tell it (INFORMATIONAL) and close
 
 
+class GiveUp(Enum):
+    """What it means when a task's request is never answered (retransmissions exhausted)."""
+
+    PEER_UNREACHABLE = auto()  # the peer is gone: report PeerUnreachable, close the IKE SA
+    DEAD_PEER = auto()  # the same, found by a liveness check (dead peer detection)
+    CLOSE = auto()  # we were closing anyway (our DELETE of the IKE SA): close, nothing to report
+
+
 class Task(ABC):
     """The initiator side of one exchange."""
 
     exchange: int
+    runs_while_connecting = False  # may go out before the IKE SA is authenticated (IKE_SA_INIT, IKE_AUTH)
+    on_give_up = GiveUp.PEER_UNREACHABLE
+    # one queued or in flight is enough (a liveness check), and it is moot unless the SA is established
+    coalesces = False
+    rekeys_ike_sa = False  # a rekey of the IKE SA: moot once the SA was replaced; re-armed if refused
+
+    @property
+    def rekeying(self) -> ChildSa | None:
+        """The Child SA this task rekeys: moot once that one is gone; re-armed if refused."""
+        return None
 
     @abstractmethod
     def build(self, st: IkeSaState) -> list[Payload]:
@@ -42,6 +69,53 @@ class Task(ABC):
         """Exchanges to start once this one is done (e.g. deleting a rekeyed Child SA)."""
         return []
 
+    def handover(self, st: IkeSaState) -> list[Task]:
+        """The IKE SA was replaced by a rekey while this request was out, so it will not be
+        answered here: undo what it built and return what the new IKE SA should do instead."""
+        self.abort(st)
+        return []
+
+    def yield_to_peer_rekey(self) -> IkeRekey | None:
+        """The peer deletes the IKE SA while this request is out: the new IKE SA of the peer's
+        rekey that replaces ours after a collision (RFC 7296 §2.8.2), or None to just close."""
+        return None
+
+
+class KeRetry(Enum):
+    NONE = auto()  # the response has no INVALID_KE_PAYLOAD
+    RETRY = auto()  # switched to the group the peer asks for: send the request again
+    REFUSED = auto()  # it asks for a group we do not offer (or the one we used, or none)
+
+
+class KeGroups:
+    """The key exchange group of an exchange that sends KE, and the INVALID_KE_PAYLOAD retry
+    (RFC 7296 §1.2, §1.3): the peer names the group it wants; we retry once per group we offer."""
+
+    def __init__(self, offered: Iterable[int], first: int | None = None) -> None:
+        ordered = list(offered)
+        self.offered = frozenset(ordered)
+        self.group: int | None = first if first is not None else (ordered[0] if ordered else None)
+
+    def follow(self, payloads: Sequence[Payload]) -> KeRetry:
+        invalid_ke = find_notify(payloads, NotifyType.INVALID_KE_PAYLOAD)
+        if invalid_ke is None:
+            return KeRetry.NONE
+        if len(invalid_ke.data) != 2:
+            return KeRetry.REFUSED
+        (group,) = struct.unpack("!H", invalid_ke.data)
+        if group not in self.offered or group == self.group:
+            return KeRetry.REFUSED
+        self.group = group
+        return KeRetry.RETRY
+
+    @staticmethod
+    def requested(payloads: Sequence[Payload]) -> str:
+        """The group an INVALID_KE_PAYLOAD asks for, for messages."""
+        invalid_ke = find_notify(payloads, NotifyType.INVALID_KE_PAYLOAD)
+        if invalid_ke is None or len(invalid_ke.data) != 2:
+            return "no group"
+        return f"group {struct.unpack('!H', invalid_ke.data)[0]}"
+
 
 @dataclass
 class Response:
@@ -49,8 +123,32 @@ class Response:
 
     payloads: list[Payload] = field(default_factory=list)
     close: bool = False
-    reason: str = "negotiation failed"
+    reason: DownReason = DownReason.NEGOTIATION_FAILED
     followups: list[Task] = field(default_factory=list)  # requests to start afterwards
+
+
+Respond = Callable[[IkeSaState, Sequence[Payload], "Task | None"], Response]
+
+
+@dataclass(frozen=True)
+class Responder:
+    """One row of the responder table (``responders.RESPONDERS``): who answers a request.
+
+    ``respond(st, payloads, pending)`` gets the decrypted payloads and our own outstanding
+    request (``pending``, to notice collisions); ``shape`` picks among rows of one exchange
+    type by the payloads (an IKE SA rekey is a CREATE_CHILD_SA with IKE proposals).
+    """
+
+    exchange: int
+    states: frozenset[State]
+    respond: Respond
+    shape: Callable[[Sequence[Payload]], bool] | None = None
+    responder_only: bool = False  # only the IKE SA's original responder answers it (IKE_SA_INIT, IKE_AUTH)
+
+    def serves(self, exchange: int, state: State, is_initiator: bool, payloads: Sequence[Payload]) -> bool:
+        if exchange != self.exchange or state not in self.states or (self.responder_only and is_initiator):
+            return False
+        return self.shape is None or self.shape(payloads)
 
 
 def find(payloads: Sequence[Payload], cls: type[P]) -> P | None:

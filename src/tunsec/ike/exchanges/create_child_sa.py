@@ -15,14 +15,14 @@ from collections.abc import Sequence
 from ..config import ChildConfig
 from ..constants import ExchangeType, NotifyType, ProtocolId, notify_name
 from ..dh import DhError, KeyExchange, new_key_exchange
-from ..events import NegotiationFailed
+from ..events import DownReason, NegotiationFailed
 from ..message import KePayload, NoncePayload, NotifyPayload, Payload, SaPayload
 from ..proposals import Suite, describe_all
 from ..state import ChildSa, IkeSaState, SpiUnavailable
 from ..ts import Ts
 from . import child as childmod
 from . import rekey_ike
-from .base import Outcome, Response, Task, error_notify, find, find_notify, notify
+from .base import KeGroups, KeRetry, Outcome, Response, Task, error_notify, find, find_notify, notify
 from .informational import DeleteChildTask
 
 NONCE_LEN = 32
@@ -43,9 +43,7 @@ class CreateChildTask(Task):
         self._followups: list[Task] = []
         # the peer rekeyed the same Child SA while our request was out: (its lowest nonce, its SA)
         self.collision: tuple[bytes, ChildSa] | None = None
-        groups = [g for p in cfg.esp_proposals for g in p.dh_groups]
-        self._group: int | None = groups[0] if groups else None
-        self._groups = set(groups)
+        self._groups = KeGroups(g for p in cfg.esp_proposals for g in p.dh_groups)
 
     def build(self, st: IkeSaState) -> list[Payload]:
         if self._child is None:
@@ -61,20 +59,18 @@ class CreateChildTask(Task):
             payloads.append(NotifyPayload(NotifyType.REKEY_SA, b"", ProtocolId.ESP, spi))
         sa, tsi, tsr = childmod.sa_payloads(self._child, self._cfg.esp_proposals, *self._proposed, strip_dh=False)
         payloads += [sa, NoncePayload(self._nonce)]
-        if self._group is not None:
-            self._ke = new_key_exchange(self._group)
-            payloads.append(KePayload(self._group, self._ke.public))
+        group = self._groups.group
+        if group is not None:
+            self._ke = new_key_exchange(group)
+            payloads.append(KePayload(group, self._ke.public))
         return [*payloads, tsi, tsr]
 
     def process(self, st: IkeSaState, payloads: Sequence[Payload]) -> Outcome:
         child = self._child
         assert child is not None
+        if self._groups.follow(payloads) is KeRetry.RETRY:
+            return Outcome.RETRY
         err = error_notify(payloads)
-        if err is not None and err.type == NotifyType.INVALID_KE_PAYLOAD and len(err.data) == 2:
-            (group,) = struct.unpack("!H", err.data)
-            if group in self._groups and group != self._group:
-                self._group = group
-                return Outcome.RETRY
         if err is not None:
             ours = describe_all(child.config.esp_proposals)
             self._refuse(st, notify_name(err.type), f"peer refused Child SA {child.name} (we proposed {ours})")
@@ -87,7 +83,7 @@ class CreateChildTask(Task):
         if isinstance(result, childmod.Refusal):
             childmod.fail(st, child, result)
             # the peer installed its half: ask it to delete that (by our inbound SPI, its outbound one)
-            self._followups.append(DeleteChildTask([child], reason=f"refused: {result.notify.name}"))
+            self._followups.append(DeleteChildTask([child], DownReason.REFUSED, result.notify.name))
             return Outcome.DONE
         shared = self._pfs_secret(find(payloads, KePayload), Suite.of(result).dh_group)
         if shared is None:
@@ -121,9 +117,9 @@ class CreateChildTask(Task):
         assert old is not None
         old.rekeyed_by_us = (our_min, new)
         if self.collision is not None and rekey_ike.redundant_is_ours(our_min, self.collision[0]):
-            self._followups.append(DeleteChildTask([new], reason="redundant (rekey collision)"))
+            self._followups.append(DeleteChildTask([new], DownReason.REKEY_COLLISION))
             return
-        self._followups.append(DeleteChildTask([old], reason="rekeyed"))
+        self._followups.append(DeleteChildTask([old], DownReason.REKEYED))
 
     def _pfs_secret(self, ke: KePayload | None, group: int | None) -> bytes | None:
         """g^ir of the new key exchange; b"" without PFS; None when the KE is wrong."""
@@ -148,13 +144,19 @@ class CreateChildTask(Task):
         if self._child is not None:
             childmod.drop_child(st, self._child)
 
+    def handover(self, st: IkeSaState) -> list[Task]:
+        self.abort(st)
+        if self._child is None:
+            return []
+        # the peer may have installed it and lost only its answer: its outbound SPI
+        # is our inbound one, so a DELETE naming that SPI removes it there
+        return [DeleteChildTask([self._child], DownReason.UNANSWERED)]
+
 
 def respond(st: IkeSaState, payloads: Sequence[Payload], pending: Task | None = None) -> Response:
-    """Answer a CREATE_CHILD_SA request; ``pending`` is our own outstanding request, if any."""
+    """Answer a CREATE_CHILD_SA request for a Child SA (new or rekeyed; an IKE SA rekey is
+    rekey_ike's); ``pending`` is our own outstanding request, if any."""
     sa, nonce, ts = find(payloads, SaPayload), find(payloads, NoncePayload), childmod.received_ts(payloads)
-    if sa is not None and sa.proposals and all(p.protocol == ProtocolId.IKE for p in sa.proposals):
-        our_rekey = pending if isinstance(pending, rekey_ike.RekeyIkeTask) else None
-        return rekey_ike.respond(st, sa, payloads, our_rekey)
     if sa is None or nonce is None or ts is None:
         return Response([notify(NotifyType.INVALID_SYNTAX)])
     rekey = _rekeyed_child(st, payloads)
@@ -211,7 +213,7 @@ def _collision(old: ChildSa, theirs: ChildSa, their_min: bytes, pending: Task | 
     if old.rekeyed_by_us is not None:
         our_min, ours = old.rekeyed_by_us
         if rekey_ike.redundant_is_ours(our_min, their_min):
-            return [DeleteChildTask([ours], reason="redundant (rekey collision)")]
+            return [DeleteChildTask([ours], DownReason.REKEY_COLLISION)]
     return []
 
 

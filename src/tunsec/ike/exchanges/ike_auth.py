@@ -19,9 +19,9 @@ from ..auth import AuthError, psk_auth_data, sign, signed_octets, verify_psk, ve
 from ..certs import load_certificates, verify_peer
 from ..config import ChildConfig
 from ..constants import AuthMethod, CertEncoding, ExchangeType, IdType, NotifyType, notify_name
-from ..events import AuthFailed, IkeSaUp, NegotiationFailed
+from ..events import AuthFailed, DownReason, IkeSaUp, NegotiationFailed
 from ..identity import Identity, dn_equal
-from ..message import AuthPayload, CertPayload, IdPayload, Payload, SaPayload
+from ..message import AuthPayload, CertPayload, CertReqPayload, IdPayload, Payload, SaPayload
 from ..proposals import describe_all
 from ..state import ChildSa, IkeSaState, SpiUnavailable
 from ..ts import Ts
@@ -54,8 +54,14 @@ def _own_auth(st: IkeSaState, id_payload: IdPayload) -> list[Payload]:
     certs: list[Payload] = [
         CertPayload(CertEncoding.X509_SIGNATURE, c.public_bytes(Encoding.DER))
         for c in (local.cert, *local.intermediates)
-    ]
+    ] if _sends_cert(st) else []
     return [*certs, sign(local.private_key, octets, st.peer_hashes, local.rsa_pss)]
+
+
+def _sends_cert(st: IkeSaState) -> bool:
+    """strongSwan's send_cert: ``ifasked`` answers a CERTREQ of the peer (in its IKE_SA_INIT or IKE_AUTH)."""
+    mode = st.config.send_cert
+    return mode == "always" or (mode == "ifasked" and st.peer_certreq)
 
 
 def _verify_peer(st: IkeSaState, payloads: Sequence[Payload], peer_id_payload: IdPayload) -> Identity:
@@ -118,6 +124,7 @@ class IkeAuthTask(Task):
     """The initiator's IKE_AUTH, optionally with the first Child SA."""
 
     exchange = ExchangeType.IKE_AUTH
+    runs_while_connecting = True
 
     def __init__(self, child_cfg: ChildConfig | None) -> None:
         self._child_cfg = child_cfg
@@ -196,7 +203,7 @@ class IkeAuthTask(Task):
         if isinstance(result, childmod.Refusal):
             childmod.fail(st, child, result)
             # the peer installed its half: ask it to delete that (by our inbound SPI, its outbound one)
-            self._followups.append(DeleteChildTask([child], reason=f"refused: {result.notify.name}"))
+            self._followups.append(DeleteChildTask([child], DownReason.REFUSED, result.notify.name))
             return
         spi_out = int.from_bytes(result.spi, "big")
         childmod.install(st, child, result, spi_out, ts[0], ts[1], True, (st.nonce_i, st.nonce_r))
@@ -214,10 +221,11 @@ def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response:
             raise AuthError("request has no IDi")
         _select_config(st, idi, payloads)
         st.initial_contact = find_notify(payloads, NotifyType.INITIAL_CONTACT) is not None
+        st.peer_certreq = st.peer_certreq or find(payloads, CertReqPayload) is not None
         _verify_peer(st, payloads, idi)
     except AuthError as exc:
         st.emit(AuthFailed(st.name, str(exc), by_peer=False))
-        return Response([notify(NotifyType.AUTHENTICATION_FAILED)], close=True, reason="authentication failed")
+        return Response([notify(NotifyType.AUTHENTICATION_FAILED)], close=True, reason=DownReason.AUTH_FAILED)
     idr = _id_payload(st, False)
     response: list[Payload] = [idr, *_own_auth(st, idr)]
     _ike_up(st)

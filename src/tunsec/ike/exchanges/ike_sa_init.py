@@ -34,7 +34,7 @@ from ..events import NegotiationFailed
 from ..message import CertReqPayload, KePayload, NoncePayload, NotifyPayload, Payload, SaPayload
 from ..proposals import Suite, accepts, describe_all, select_proposal
 from ..state import IkeSaState, nat_hash
-from .base import Outcome, Response, Task, error_notify, find, find_notify, notify
+from .base import KeGroups, KeRetry, Outcome, Response, Task, error_notify, find, find_notify, notify
 
 NONCE_LEN = 32
 
@@ -70,11 +70,12 @@ class IkeSaInitTask(Task):
     """The initiator's IKE_SA_INIT."""
 
     exchange = ExchangeType.IKE_SA_INIT
+    runs_while_connecting = True
 
     def __init__(self, st: IkeSaState) -> None:
-        groups = [g for spec in st.config.proposals for g in spec.dh_groups]
-        self._acceptable = set(groups)
-        self._ke: KeyExchange = new_key_exchange(groups[0])
+        self._groups = KeGroups(g for spec in st.config.proposals for g in spec.dh_groups)
+        assert self._groups.group is not None
+        self._ke: KeyExchange = new_key_exchange(self._groups.group)
         self._cookie: bytes | None = None
         st.nonce_i = st.rng(NONCE_LEN)
 
@@ -99,23 +100,19 @@ class IkeSaInitTask(Task):
                 return self._fail(st, "INVALID_SYNTAX", "COOKIE of invalid length")
             self._cookie = cookie.data
             return Outcome.RETRY
-        invalid_ke = find_notify(payloads, NotifyType.INVALID_KE_PAYLOAD)
-        if invalid_ke is not None:
-            return self._retry_group(st, invalid_ke)
+        retry = self._groups.follow(payloads)
+        if retry is KeRetry.RETRY:
+            assert self._groups.group is not None
+            self._ke = new_key_exchange(self._groups.group)
+            return Outcome.RETRY
+        if retry is KeRetry.REFUSED:
+            wanted = KeGroups.requested(payloads)
+            return self._fail(st, "INVALID_KE_PAYLOAD", f"peer asks for {wanted}, which we do not offer")
         err = error_notify(payloads)
         if err is not None:
             detail = f"peer refused our proposals {describe_all(st.config.proposals)}"
             return self._fail(st, notify_name(err.type), detail if err.type == NotifyType.NO_PROPOSAL_CHOSEN else "")
         return self._accept(st, payloads)
-
-    def _retry_group(self, st: IkeSaState, payload: NotifyPayload) -> Outcome:
-        if len(payload.data) != 2:
-            return self._fail(st, "INVALID_SYNTAX", "INVALID_KE_PAYLOAD without a group")
-        (group,) = struct.unpack("!H", payload.data)
-        if group not in self._acceptable or group == self._ke.group:
-            return self._fail(st, "INVALID_KE_PAYLOAD", f"peer asks for group {group}, which we do not offer")
-        self._ke = new_key_exchange(group)
-        return Outcome.RETRY
 
     def _accept(self, st: IkeSaState, payloads: Sequence[Payload]) -> Outcome:
         sa, ke, nonce = find(payloads, SaPayload), find(payloads, KePayload), find(payloads, NoncePayload)
@@ -132,6 +129,7 @@ class IkeSaInitTask(Task):
             return self._fail(st, "INVALID_SYNTAX", str(exc))
         st.proposal, st.suite, st.nonce_r = sa.proposals[0], suite, nonce.data
         st.peer_hashes = _peer_hashes(payloads)
+        st.peer_certreq = find(payloads, CertReqPayload) is not None
         st.install_keys(shared)
         _float_to_natt(st)
         return Outcome.DONE
@@ -183,6 +181,7 @@ def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response:
     st.proposal, st.suite = chosen, suite
     st.nonce_i, st.nonce_r = nonce.data, st.rng(NONCE_LEN)
     st.peer_hashes = _peer_hashes(payloads)
+    st.peer_certreq = find(payloads, CertReqPayload) is not None
     st.install_keys(shared)
     return Response(
         [

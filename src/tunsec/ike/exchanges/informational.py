@@ -15,15 +15,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..constants import ExchangeType, NotifyType, ProtocolId
-from ..events import AuthFailed, ChildSaDown
+from ..events import AuthFailed, ChildSaDown, DownReason
 from ..message import DeletePayload, Payload
 from ..state import ChildSa, IkeSaState
-from .base import Outcome, Response, Task, find_all, find_notify, notify
+from .base import GiveUp, Outcome, Response, Task, find_all, find_notify, notify
 from .child import spi_bytes
 
 
 class DeleteIkeTask(Task):
     exchange = ExchangeType.INFORMATIONAL
+    on_give_up = GiveUp.CLOSE  # an unanswered DELETE still ends the IKE SA
 
     def build(self, st: IkeSaState) -> list[Payload]:
         return [DeletePayload(ProtocolId.IKE, 0)]
@@ -35,17 +36,21 @@ class DeleteIkeTask(Task):
 class DeleteChildTask(Task):
     exchange = ExchangeType.INFORMATIONAL
 
-    def __init__(self, children: Sequence[ChildSa], reason: str = "deleted locally") -> None:
+    def __init__(self, children: Sequence[ChildSa], reason: DownReason = DownReason.DELETED, detail: str = "") -> None:
         self._children = list(children)
         self._reason = reason
+        self._detail = detail
 
     def build(self, st: IkeSaState) -> list[Payload]:
         return [DeletePayload(ProtocolId.ESP, 4, tuple(spi_bytes(c.spi_in) for c in self._children))]
 
+    def handover(self, st: IkeSaState) -> list[Task]:
+        return [self]  # the peer may never have seen it; asking again on the new IKE SA is harmless
+
     def process(self, st: IkeSaState, payloads: Sequence[Payload]) -> Outcome:
         # the SAs are gone whatever the peer answers: we asked, and it has heard us
         for child in self._children:
-            child_down(st, child, self._reason)
+            child_down(st, child, self._reason, self._detail)
         return Outcome.DONE
 
 
@@ -53,6 +58,8 @@ class LivenessTask(Task):
     """An empty INFORMATIONAL request: the peer is alive if it answers (RFC 7296 §2.4)."""
 
     exchange = ExchangeType.INFORMATIONAL
+    coalesces = True
+    on_give_up = GiveUp.DEAD_PEER
 
     def build(self, st: IkeSaState) -> list[Payload]:
         return []
@@ -90,18 +97,18 @@ class AuthFailedTask(Task):
         return Outcome.CLOSE
 
 
-def child_down(st: IkeSaState, child: ChildSa, reason: str) -> None:
+def child_down(st: IkeSaState, child: ChildSa, reason: DownReason, detail: str = "") -> None:
     if st.children.pop(child.spi_in, None) is not None and child.installed:
-        st.emit(ChildSaDown(st.name, child.name, child.unique_id, child.spi_in, child.spi_out, reason))
+        st.emit(ChildSaDown(st.name, child.name, child.unique_id, child.spi_in, child.spi_out, reason, detail))
 
 
 def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response:
     deletes = find_all(payloads, DeletePayload)
     if any(d.protocol == ProtocolId.IKE for d in deletes):
-        return Response([], close=True, reason="deleted by peer")
+        return Response([], close=True, reason=DownReason.DELETED_BY_PEER)
     if find_notify(payloads, NotifyType.AUTHENTICATION_FAILED) is not None:
         st.emit(AuthFailed(st.name, "peer rejected our AUTH (AUTHENTICATION_FAILED)", by_peer=True))
-        return Response([], close=True, reason="authentication failed")
+        return Response([], close=True, reason=DownReason.AUTH_FAILED)
     response: list[Payload] = []
     ours: list[bytes] = []
     for delete in deletes:
@@ -111,7 +118,8 @@ def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response:
             child = _by_spi_out(st, int.from_bytes(spi, "big"))
             if child is not None:
                 ours.append(spi_bytes(child.spi_in))
-                child_down(st, child, "deleted by peer")
+                # the peer ends a Child SA it rekeyed with us: its successor carries on
+                child_down(st, child, DownReason.REKEYED if child.rekeyed_by_peer else DownReason.DELETED_BY_PEER)
     if ours:
         response.append(DeletePayload(ProtocolId.ESP, 4, tuple(ours)))
     # INVALID_SPI: maybe the peer lost our SA (or someone forged this in a valid

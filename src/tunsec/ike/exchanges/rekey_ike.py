@@ -26,7 +26,7 @@ from ..events import NegotiationFailed
 from ..message import KePayload, NoncePayload, Payload, Proposal, SaPayload
 from ..proposals import Suite, accepts, describe_all, select_proposal
 from ..state import IkeRekey, IkeSaState
-from .base import Outcome, Response, Task, error_notify, find, notify
+from .base import KeGroups, KeRetry, Outcome, Response, Task, error_notify, find, notify
 
 NONCE_LEN = 32
 
@@ -47,11 +47,11 @@ def new_ike_spi(st: IkeSaState) -> bytes:
 
 class RekeyIkeTask(Task):
     exchange = ExchangeType.CREATE_CHILD_SA
+    rekeys_ike_sa = True
 
     def __init__(self, st: IkeSaState) -> None:
         assert st.suite is not None and st.suite.dh_group is not None
-        self._group: int = st.suite.dh_group
-        self._groups = {g for spec in st.config.proposals for g in spec.dh_groups}
+        self._groups = KeGroups((g for spec in st.config.proposals for g in spec.dh_groups), st.suite.dh_group)
         self._spi = new_ike_spi(st)
         self._nonce = st.rng(NONCE_LEN)
         self._ke: KeyExchange | None = None
@@ -59,9 +59,15 @@ class RekeyIkeTask(Task):
         self.collision: IkeRekey | None = None
 
     def build(self, st: IkeSaState) -> list[Payload]:
-        self._ke = new_key_exchange(self._group)
+        group = self._groups.group
+        assert group is not None
+        self._ke = new_key_exchange(group)
         proposals = tuple(spec.to_wire(i + 1, self._spi) for i, spec in enumerate(st.config.proposals))
-        return [SaPayload(proposals), NoncePayload(self._nonce), KePayload(self._group, self._ke.public)]
+        return [SaPayload(proposals), NoncePayload(self._nonce), KePayload(group, self._ke.public)]
+
+    def yield_to_peer_rekey(self) -> IkeRekey | None:
+        rekey, self.collision = self.collision, None
+        return rekey
 
     def process(self, st: IkeSaState, payloads: Sequence[Payload]) -> Outcome:
         outcome = self._process(st, payloads)
@@ -70,12 +76,9 @@ class RekeyIkeTask(Task):
         return outcome
 
     def _process(self, st: IkeSaState, payloads: Sequence[Payload]) -> Outcome:
+        if self._groups.follow(payloads) is KeRetry.RETRY:
+            return Outcome.RETRY
         err = error_notify(payloads)
-        if err is not None and err.type == NotifyType.INVALID_KE_PAYLOAD and len(err.data) == 2:
-            (group,) = struct.unpack("!H", err.data)
-            if group in self._groups and group != self._group:
-                self._group = group
-                return Outcome.RETRY
         if err is not None:
             st.emit(NegotiationFailed(st.name, notify_name(err.type), "peer refused to rekey the IKE SA"))
             return Outcome.DONE
@@ -89,7 +92,7 @@ class RekeyIkeTask(Task):
             return Outcome.DONE
         assert self._ke is not None
         try:
-            if ke.group != self._group or Suite.of(chosen).dh_group != self._group:
+            if ke.group != self._groups.group or Suite.of(chosen).dh_group != self._groups.group:
                 raise DhError("KE group differs from the chosen one")
             shared = self._ke.shared_secret(ke.data)
         except DhError as exc:
@@ -112,14 +115,21 @@ def settle_collision(st: IkeSaState, theirs: IkeRekey) -> None:
         st.rekey, st.redundant = ours, theirs
 
 
-def respond(st: IkeSaState, sa: SaPayload, payloads: Sequence[Payload], pending: RekeyIkeTask | None) -> Response:
-    """Answer the peer's IKE SA rekey request; ``pending``: our own rekey request, if it is out.
+def is_rekey_request(payloads: Sequence[Payload]) -> bool:
+    """A CREATE_CHILD_SA request that rekeys the IKE SA: its proposals are for IKE."""
+    sa = find(payloads, SaPayload)
+    return sa is not None and bool(sa.proposals) and all(p.protocol == ProtocolId.IKE for p in sa.proposals)
 
-    Then the new IKE SA is kept in ``pending.collision`` until our response
-    arrives (RFC 7296 §2.8.2), instead of replacing the IKE SA at once.
+
+def respond(st: IkeSaState, payloads: Sequence[Payload], pending: Task | None = None) -> Response:
+    """Answer the peer's IKE SA rekey request; ``pending``: our own request, if one is out.
+
+    If that is a rekey of the IKE SA too, the new IKE SA is kept in ``pending.collision``
+    until our response arrives (RFC 7296 §2.8.2), instead of replacing the IKE SA at once.
     """
-    nonce, ke = find(payloads, NoncePayload), find(payloads, KePayload)
-    if nonce is None or ke is None:
+    ours_out = pending if isinstance(pending, RekeyIkeTask) else None
+    sa, nonce, ke = find(payloads, SaPayload), find(payloads, NoncePayload), find(payloads, KePayload)
+    if sa is None or nonce is None or ke is None:
         return Response([notify(NotifyType.INVALID_SYNTAX)])
     theirs = [p for p in sa.proposals if p.protocol == ProtocolId.IKE and len(p.spi) == 8]
     chosen = select_proposal(st.config.proposals, theirs, prefer_group=ke.group)
@@ -137,8 +147,8 @@ def respond(st: IkeSaState, sa: SaPayload, payloads: Sequence[Payload], pending:
         return Response([notify(NotifyType.INVALID_SYNTAX)])
     spi_r, nonce_r = new_ike_spi(st), st.rng(NONCE_LEN)
     rekey = IkeRekey(False, chosen.spi, spi_r, chosen, nonce.data, nonce_r, shared)
-    if pending is not None:
-        pending.collision = rekey
+    if ours_out is not None:
+        ours_out.collision = rekey
     else:
         st.rekey = rekey
     reply = Proposal(chosen.num, chosen.protocol, spi_r, chosen.transforms)

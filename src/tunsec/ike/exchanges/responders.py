@@ -1,0 +1,53 @@
+"""Who answers which request: the one table the transport (``sa.py``) dispatches from.
+
+A request is served by the first row whose exchange type, IKE SA state and payload
+shape match; a request no row serves gets INVALID_SYNTAX (an authenticated request
+is always answered, or the peer's window would stall). IKE_SA_INIT is in the table
+too: the transport hands it over unencrypted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..constants import ExchangeType, NotifyType
+from ..message import Payload
+from ..state import IkeSaState, State
+from . import create_child_sa, ike_auth, ike_sa_init, informational, rekey_ike
+from .base import Responder, Response, Task, notify
+
+
+def _ike_sa_init(st: IkeSaState, payloads: Sequence[Payload], pending: Task | None) -> Response:
+    return ike_sa_init.respond(st, payloads)
+
+
+def _ike_auth(st: IkeSaState, payloads: Sequence[Payload], pending: Task | None) -> Response:
+    return ike_auth.respond(st, payloads)
+
+
+def _informational(st: IkeSaState, payloads: Sequence[Payload], pending: Task | None) -> Response:
+    return informational.respond(st, payloads)
+
+
+def _not_on_a_rekeyed_sa(st: IkeSaState, payloads: Sequence[Payload], pending: Task | None) -> Response:
+    # a Child SA made with this SA's keys would outlive them: ask for it on the new one
+    return Response([notify(NotifyType.TEMPORARY_FAILURE)])
+
+
+_ALIVE = frozenset({State.ESTABLISHED, State.DELETING, State.REKEYED})
+
+RESPONDERS: tuple[Responder, ...] = (
+    Responder(ExchangeType.IKE_SA_INIT, frozenset({State.IDLE}), _ike_sa_init, responder_only=True),
+    Responder(ExchangeType.IKE_AUTH, frozenset({State.CONNECTING}), _ike_auth, responder_only=True),
+    Responder(ExchangeType.CREATE_CHILD_SA, frozenset({State.ESTABLISHED}), rekey_ike.respond,
+              shape=rekey_ike.is_rekey_request),
+    Responder(ExchangeType.CREATE_CHILD_SA, frozenset({State.ESTABLISHED}), create_child_sa.respond),
+    Responder(ExchangeType.CREATE_CHILD_SA, frozenset({State.REKEYED}), _not_on_a_rekeyed_sa),
+    Responder(ExchangeType.INFORMATIONAL, _ALIVE, _informational),
+)
+
+
+def responder_for(
+    exchange: int, state: State, is_initiator: bool, payloads: Sequence[Payload]
+) -> Responder | None:
+    return next((r for r in RESPONDERS if r.serves(exchange, state, is_initiator, payloads)), None)

@@ -1,0 +1,75 @@
+"""rand_time and over_time from swanctl.conf reach the engine and act (engines in memory, fake clock).
+
+The connection's IkeConfig runs as parsed (the daemon hands it over as it is); the
+peer is the same configuration seen from the other side.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tunsec.conf.config import parse_config
+from tunsec.ike.constants import ExchangeType
+from tunsec.ike.endpoint import IkeEndpoint
+from tunsec.ike.events import DownReason, IkeSaDown
+from tunsec.ike.message import decode_header
+from tunsec.ike.testing import Network
+
+A, B = "192.0.2.1", "192.0.2.2"
+
+
+def conf(me: str, peer: str, extra: str, child_extra: str) -> str:
+    nets = ("10.1.0.0/24", "10.2.0.0/24") if me == A else ("10.2.0.0/24", "10.1.0.0/24")
+    return f"""
+connections {{
+  gw {{
+    local_addrs = {me}
+    remote_addrs = {peer}
+    {extra}
+    local {{ auth = psk
+            id = {me} }}
+    remote {{ auth = psk
+             id = {peer} }}
+    children {{ net {{ local_ts = {nets[0]}
+                     remote_ts = {nets[1]}
+                     {child_extra} }} }}
+  }}
+}}
+secrets {{ ike {{ secret = s3cret-of-some-length }} }}
+"""
+
+
+def network(extra: str, child_extra: str) -> Network:
+    """A runs the configuration with the keys under test and takes the full rand_time spread;
+    B never rekeys first (rekey times far out)."""
+    (a_conn,) = parse_config(conf(A, B, extra, child_extra)).connections
+    (b_conn,) = parse_config(conf(B, A, "rekey_time = 1d", "rekey_time = 1d")).connections
+    net = Network()
+    net.add(A, IkeEndpoint([a_conn.ike], jitter=lambda bound: bound))
+    net.add(B, IkeEndpoint([b_conn.ike], jitter=lambda bound: 0.0))
+    net.nodes[A].initiate("gw", "net", net.now)
+    return net
+
+
+def rekeys(net: Network) -> list[float]:
+    return [s.time for s in net.log if s.src[0] == A and decode_header(s.data).exchange == ExchangeType.CREATE_CHILD_SA
+            and not decode_header(s.data).is_response]
+
+
+def test_rand_time_from_the_config_moves_the_rekeys() -> None:
+    net = network("rekey_time = 200s\n    rand_time = 60s", "rekey_time = 100s\n    rand_time = 30s")
+    net.run(until=150.0)
+    assert [type(e).__name__ for e in net.take(A)].count("ChildSaUp") == 2   # the first and its rekey
+    # the child at 100 - 30, the IKE SA at 200 - 60 (the new child's own rekey comes at 140 too)
+    assert rekeys(net)[:2] == [pytest.approx(70.0), pytest.approx(140.0)]
+
+
+def test_over_time_from_the_config_ends_an_ike_sa_whose_rekey_fails() -> None:
+    net = network("rekey_time = 200s\n    rand_time = 0s\n    over_time = 25s", "rekey_time = 1d")
+    net.run(until=100.0)
+    net.take(A)
+    net.drop = lambda sent: sent.src[0] == A     # the rekey at 200 s never arrives
+    net.run(until=224.9)
+    assert not [e for e in net.take(A) if isinstance(e, IkeSaDown)]
+    net.run(until=225.1)
+    assert [e.reason for e in net.take(A) if isinstance(e, IkeSaDown)] == [DownReason.EXPIRED]
