@@ -35,13 +35,13 @@ from typing import Any
 
 import pytest
 
-from tunsec import ikeservice
 from tunsec.conf.config import parse_config
 from tunsec.daemon import Daemon
 from tunsec.dataplane import pipe
 from tunsec.dataplane.client import WorkerError
 from tunsec.dataplane.fastpath import Drop
 from tunsec.dataplane.pipe import Direction, Endpoint, Errno, Reply, SaInfo
+from tunsec.services import ike as ikeservice
 
 A, B = "192.0.2.1", "192.0.2.2"
 CHILD_REKEY, IKE_REKEY = 20, 50         # seconds on the fake clock
@@ -365,7 +365,7 @@ def test_rekeys_and_status_requests_leave_nothing_behind(tmp_path: Path, monkeyp
             assert len(worker.larval) <= ikeservice.SPI_POOL
             (sa,) = [s for s in ike.endpoint.sas if not s.is_closed]
             assert ike.ike_up.keys() == {sa.local_spi}
-            assert not pair.wire.daemons[ip].seq  # no manual SAs: no sequence number reservations
+            assert not pair.wire.daemons[ip].manual.seq  # no manual SAs: no sequence number reservations
         pair.close()
 
     asyncio.run(scenario())

@@ -30,9 +30,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     if cfg is None:
         return 1
-    from tunsec.manual import plan
     from tunsec.policy.ids import IdSpace
     from tunsec.policy.spd import PolicyError
+    from tunsec.services.manual import plan
 
     problems = []
     ids = IdSpace()
