@@ -22,12 +22,13 @@ On port 4500 the caller adds and strips the 4-byte non-ESP marker; the engine
 only ever sees bare IKE messages.
 
 Inbound Child SA SPIs: ``spi_allocator`` is a synchronous ``() -> int``. The
-daemon backs it with SPIs it obtained from the dataplane beforehand (GETSPI
-creates the larval SAs; keep a small pool topped up). If it has none, it
+IKE service (tunsec.services.ike) backs it with SPIs it obtained from the
+dataplane beforehand (GETSPI creates the larval SAs; it keeps a small pool
+topped up). If it has none, it
 raises :class:`~tunsec.ike.state.SpiUnavailable` and the Child SA fails with
 TEMPORARY_FAILURE. Every SPI the engine took but will not use is handed back
-as a :class:`~tunsec.ike.events.SpiUnused` event, so the daemon can DELETE the
-larval SA; a used one shows up in :class:`~tunsec.ike.events.ChildSaUp`.
+as a :class:`~tunsec.ike.events.SpiUnused` event, so the IKE service can
+DELETE the larval SA; a used one shows up in :class:`~tunsec.ike.events.ChildSaUp`.
 """
 
 from __future__ import annotations
