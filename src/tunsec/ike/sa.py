@@ -2,8 +2,9 @@
 
 Feed it datagrams with :meth:`IkeSa.receive`, call :meth:`IkeSa.handle_timer`
 when :meth:`IkeSa.get_timer` says so, send what :meth:`IkeSa.datagrams_to_send`
-returns, and act on :meth:`IkeSa.next_event`. It never reads a clock or
-touches a socket: ``now`` is any monotonic float the caller supplies.
+returns, and act on :meth:`IkeSa.next_event`. It never touches a socket and
+keeps time only by ``now``, any monotonic float the caller supplies (the wall
+clock for certificate validity is the ``wall_clock`` parameter).
 
 Transport rules implemented here (RFC 7296 §2.1-§2.3): message IDs with a
 window of one in each direction; our requests are retransmitted with
