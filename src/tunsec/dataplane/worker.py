@@ -17,9 +17,12 @@ Python here runs per SA change, per event and per timer, never per packet.
 
 Started by the control process (client.worker_command: ``python -I`` from
 "/", so nothing on the daemon's path is imported as root) with
-``--pipe-fd P --tun-fd T [--udp4-fd U] [--udp6-fd U6] [--user U]`` and those
-descriptors inherited.  It drops to U, with no capabilities, before reading
-anything from the network.  It exits when the pipe closes.
+``--pipe-fd P --tun-fd T [--udp4-fd U] [--udp6-fd U6] [--queue T,U,U6]...
+[--vnet-hdr] [--mtu N] [--larval-timeout S] [--user U]`` (and the log options)
+and those descriptors inherited.  It drops to U (or, not started as root, stays
+who it is) with no capabilities and no-new-privs before reading anything from
+the network.  It exits when the pipe closes; the control process starts a new
+one if it dies.
 """
 
 from __future__ import annotations
