@@ -1,4 +1,5 @@
-"""The `tunsec` command: up (foreground daemon), status, check."""
+"""The `tunsec` command: up (the daemon, in the foreground), check, status, initiate, terminate,
+prepare and bench (the netns benchmark harness of tunsec.bench); --help lists them."""
 
 from __future__ import annotations
 

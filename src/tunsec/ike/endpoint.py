@@ -1,7 +1,7 @@
 """``IkeEndpoint``: routes datagrams to IKE SAs and creates responder SAs.
 
-Still sans-I/O: the daemon feeds every IKE datagram (port 500, and port 4500
-with the non-ESP marker stripped) to :meth:`IkeEndpoint.receive`, sends what
+Still sans-I/O: its user (the IKE service, tunsec.services.ike) feeds every IKE
+datagram (port 500, and port 4500 with the non-ESP marker stripped) to :meth:`IkeEndpoint.receive`, sends what
 :meth:`IkeEndpoint.datagrams_to_send` returns from the given local port, calls
 :meth:`IkeEndpoint.handle_timer` at :meth:`IkeEndpoint.get_timer`, and reads
 ``(IkeSa, Event)`` pairs from :meth:`IkeEndpoint.next_event`.

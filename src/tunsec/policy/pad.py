@@ -5,14 +5,20 @@ remote addresses, prove its identity with the connection's auth method, be the
 connection's remote identity, and may then claim only traffic selectors inside
 what the connection's children allow for the remote side.
 
-Every authorization decision of the IKE engine is taken here:
+Every authorization decision of the IKE engine is taken here; the engine calls
+the module's functions with the connection's IkeConfig values:
 - which connections a new IKE_SA_INIT from an address may be for
-  (IkeEndpoint's default config selector -> PadEntry.address_match),
+  (IkeEndpoint._default_selector -> address_match; only those become the
+  IKE SA's candidates, so a later switch never leaves them),
 - whether an authenticated identity may use a connection, and which connection
   a responder switches to for an IDi/IDr (exchanges/ike_auth.py -> identity_allowed),
-- whether the AUTH payload's method is one the connection accepts (auth_allowed),
+- whether the AUTH payload's method is one the connection accepts
+  (exchanges/ike_auth.py -> check_auth_method),
 - which traffic selectors a peer may claim: the narrowing of its proposal to the
   allowed ones (exchanges/child.py via ike/ts.py's narrow -> narrow here).
+
+PadEntry bundles the same checks for one connection (PadEntry.of(IkeConfig);
+tests/test_pad.py); the engine does not hold PadEntry objects.
 
 Pure logic: no sockets, no clocks; the engine (sans-I/O) calls it with what it parsed.
 """

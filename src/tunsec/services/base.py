@@ -15,8 +15,10 @@ this interface, in this order:
     shutdown()             before the worker stops (DELETEs still go out through it)
     close()                after the event loop: close what prepare() opened
 
-A new service subclasses Service, and the daemon adds an instance to its list
-(Daemon.__init__); nothing else in the daemon names it.
+A new service subclasses Service; the daemon builds an instance and adds it to
+its list (Daemon.__init__), and names its class once more in
+Daemon.service_status (so a service not configured still shows its empty part,
+Service.idle_status).  Nothing else in the daemon names it.
 """
 
 from __future__ import annotations
