@@ -26,7 +26,7 @@ from typing import Any
 from tunsec import metrics, privilege, sdnotify
 from tunsec.conf.config import Config
 from tunsec.conf.connections import find_child, ike_endpoints
-from tunsec.conf.tunsec_section import worker_user
+from tunsec.conf.tunsec_section import MAX_WORKERS, worker_user
 from tunsec.dataplane import pipe
 from tunsec.dataplane.client import WorkerClient, WorkerError, WorkerFds
 from tunsec.dataplane.tun import Tun, local_address_in, outer_mtu_towards, tunnel_mtu
@@ -124,7 +124,7 @@ class Daemon:
             self.ike = IkeService(conns, lambda: self.worker, ike_endpoints(conns), self.ids, cfg.tunsec.dos)
         # every service the daemon runs, in start order; a new kind of service is added here
         self.services: list[Service] = [self.manual] + ([self.ike] if self.ike is not None else [])
-        self.nqueues = max(1, min(cfg.tunsec.workers or os.cpu_count() or 1, 16))
+        self.nqueues = max(1, min(cfg.tunsec.workers or os.cpu_count() or 1, MAX_WORKERS))
         self.started = time.time()
         self.restarts: list[float] = []
         self.worker_restarts = 0                 # all of them (restarts holds the recent ones)
