@@ -29,7 +29,7 @@ image:
 
 # ASan/UBSan and TSan over the C fast path, ruff and mypy, then the full suite (unit, netns e2e, interop)
 test: .deps.stamp sanitize lint fuzz-smoke
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=20
 
 unit: .deps.stamp
 	$(PY) -m pytest -q -m "not netns and not interop"

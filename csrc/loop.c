@@ -7,7 +7,36 @@
  * socket sends the batch.
  * UDP -> TUN: recvmmsg, with UDP_GRO the kernel hands us runs of datagrams
  * in one buffer; decrypted TCP segments of one flow are coalesced into one
- * TUN write (offload.c).  Buffers are allocated once, never per packet. */
+ * TUN write (offload.c).  Buffers are allocated once, never per packet.
+ *
+ * One loop (ts_dp_run_queue) per TUN queue, each on its own thread named
+ * tunsec-q<N>, polling its TUN queue, its UDP sockets, the wake fd and the
+ * hold fd; every batch runs under dp->lock taken for reading (control
+ * changes take it for writing between batches).  A packet's way through:
+ *
+ *   TUN read (TS_BATCH per wakeup)                     outbound_batch
+ *     -> [vnet header: segment super-packet]           offload.c ts_vnet_segment
+ *     -> parse 5-tuple, SPD lookup (flow cache)        dp.c ts_outbound_locked, spd.c
+ *          no policy / DISCARD / BYPASS: drop
+ *          PROTECT, no SA: ACQUIRE, packet held        hold.c (resent by send_held)
+ *     -> SA mature?  too big? (ICMP back into TUN)     icmp.c
+ *     -> next sequence number (reservation)            dp.c next_seq
+ *     -> lifetime accounting, AES-GCM seal            esp.c ts_esp_seal
+ *     -> arena; equal-size run to one peer = 1 GSO     queue_esp
+ *     -> sendmmsg per socket                           flush_out
+ *
+ *   recvmmsg (UDP GRO: runs of datagrams)              inbound_batch
+ *     -> 0xFF keepalive: drop; non-ESP marker: IKE     dp.c ts_inbound_locked
+ *        event up the pipe (events.c)
+ *     -> SPI lookup (unknown: INVALID_SPI event)       sad.c
+ *     -> replay check, AES-GCM open, replay update     replay.c, esp.c ts_esp_open
+ *     -> reservation, padding/next header, inner       dp.c check_inner
+ *        addresses inside the SA's selectors
+ *     -> lifetime accounting
+ *     -> TUN write (TCP segments coalesced: GRO)       offload.c ts_gro_*
+ *
+ * Every drop is counted once by reason (ts_drop, enum ts_drop in tunsec_dp.h);
+ * replay, auth and policy drops also on the SA. */
 #include "internal.h"
 #include <arpa/inet.h>
 #include <errno.h>

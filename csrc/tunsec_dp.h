@@ -1,8 +1,9 @@
 /* tunsec dataplane: the C fast path's public API (consumed by cffi).
  *
  * One ts_dp holds the SAD, the SPD, the counters and the batch loop between a
- * TUN fd and the ESP-in-UDP sockets.  The loop runs on its own thread
- * (ts_dp_run); control calls (SA/SPD changes, dumps) may come from any other
+ * TUN fd and the ESP-in-UDP sockets.  One loop per TUN queue, each on its own
+ * thread (ts_dp_run_queue; ts_dp_run is queue 0; the per-packet pipeline is
+ * drawn at the top of loop.c); control calls (SA/SPD changes, dumps) may come from any other
  * thread at any time: they take the context's write lock, the loop takes the
  * read lock once per batch.  Per-SA counters are atomics so that several loop
  * threads can share an SA.

@@ -25,8 +25,8 @@ from tunsec.dataplane.pipe import Direction, Endpoint
 from tunsec.ike.config import RemoteAuth
 from tunsec.ike.identity import Identity
 from tunsec.ike.sa import IkeSa
-from tunsec.ikeservice import IkeService
 from tunsec.policy.ids import IdSpace
+from tunsec.services.ike import IkeService
 
 A_IP, B_IP = "192.0.2.1", "192.0.2.2"
 A_NET, B_NET = "10.1.0.0/16", "10.2.0.0/16"

@@ -18,7 +18,7 @@ from test_ikeservice_peers import SHARED_SPI, Gateway, InProcessWorker, esp_open
 from tunsec.dataplane.fastpath import Drop
 from tunsec.dataplane.pipe import Direction
 from tunsec.ike.events import ChildSaUp, NegotiationFailed
-from tunsec.ikeservice import HELD_MAX, SPI_POOL
+from tunsec.services.ike import HELD_MAX, SPI_POOL
 
 
 def failures(gw: Gateway, i: int) -> list[NegotiationFailed]:

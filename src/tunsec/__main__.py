@@ -1,3 +1,5 @@
+"""``python -m tunsec``: the ``tunsec`` command (tunsec.cli)."""
+
 import sys
 
 from tunsec.cli import main

@@ -1,4 +1,5 @@
-"""The `tunsec` command: up (foreground daemon), status, check."""
+"""The `tunsec` command: up (the daemon, in the foreground), check, status, initiate, terminate,
+prepare and bench (the netns benchmark harness of tunsec.bench); --help lists them."""
 
 from __future__ import annotations
 
@@ -30,9 +31,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     if cfg is None:
         return 1
-    from tunsec.manual import plan
     from tunsec.policy.ids import IdSpace
     from tunsec.policy.spd import PolicyError
+    from tunsec.services.manual import plan
 
     problems = []
     ids = IdSpace()

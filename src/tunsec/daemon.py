@@ -1,7 +1,10 @@
-"""The control process: configuration -> TUN, routes, sockets, the worker
-and the SAs/policies in it; the control socket `tunsec status` talks to.
+"""The control process: configuration -> TUN, routes, the shared ESP-in-UDP
+sockets, the worker process and the control socket `tunsec status` talks to.
 
-asyncio lives here, at the edge; the worker does the packets.
+The SAs and policies in the worker belong to the services (tunsec.services:
+manual tunnels, IKE tunnels); the daemon starts and stops them, routes each
+worker event to the service that owns it and asks each for its part of the
+status.  asyncio lives here, at the edge; the worker does the packets.
 """
 
 from __future__ import annotations
@@ -23,62 +26,25 @@ from typing import Any
 from tunsec import metrics, privilege, sdnotify
 from tunsec.conf.config import Config
 from tunsec.conf.connections import find_child, ike_endpoints
-from tunsec.conf.tunsec_section import worker_user
+from tunsec.conf.tunsec_section import MAX_WORKERS, worker_user
 from tunsec.dataplane import pipe
 from tunsec.dataplane.client import WorkerClient, WorkerError, WorkerFds
-from tunsec.dataplane.pipe import Direction, ExpireReason
 from tunsec.dataplane.tun import Tun, local_address_in, outer_mtu_towards, tunnel_mtu
 from tunsec.ike.constants import NATT_PORT
-from tunsec.ikeservice import IkeService
-from tunsec.manual import ManualPlan, plan
 from tunsec.policy.ids import IdSpace
 from tunsec.sdnotify import notify
-from tunsec.seqstate import SeqState, StateError, prepare_dir
+from tunsec.services.base import EspEndpoint, Service, StartupError, bind_udp
+from tunsec.services.ike import IkeService
+from tunsec.services.manual import ManualService
 from tunsec.status import status_document
 
 log = logging.getLogger("tunsec")
 
-SOCKET_BUFFER = 4 << 20
 UDP_SEGMENT, UDP_GRO = 103, 104   # linux/udp.h; Python 3.11's socket module lacks them
-RESERVE_RETRY = 1.0
-MANUAL_WARNING = ("manual keys are for tests and benchmarks; use IKE in production (RFC 4106 §8.1 forbids "
-                  "AES-GCM with statically configured keys; tunsec persists sequence numbers in state_dir)")
 MAX_RESTARTS = 5
 RESTART_WINDOW = 60.0
 
-
-# How the worker names an SA: inbound by SPI, outbound by SPI and peer (peers choose those SPIs)
-SaKey = tuple[int, Direction, pipe.Endpoint | None]
-
-
-def _sa_key(spi: int, direction: Direction, remote: pipe.Endpoint | None) -> SaKey:
-    return (spi, direction, remote if direction is Direction.OUT else None)
-
-
-class StartupError(Exception):
-    """The daemon cannot start; the message says why."""
-
-
-def _udp_socket(family: int, addr: str, port: int, reuseport: bool = False) -> socket.socket:
-    af = socket.AF_INET if family == 4 else socket.AF_INET6
-    s = socket.socket(af, socket.SOCK_DGRAM)
-    if reuseport:
-        # one socket per worker queue: the kernel spreads peers across them
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    if family == 6:
-        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-    for opt, force in ((socket.SO_RCVBUF, 33), (socket.SO_SNDBUF, 32)):   # SO_*BUFFORCE
-        try:
-            s.setsockopt(socket.SOL_SOCKET, force, SOCKET_BUFFER)
-        except OSError:
-            s.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
-    try:
-        s.bind((addr, port))
-    except OSError as err:
-        s.close()
-        raise StartupError(privilege.bind_error("UDP", addr, port, err)) from err
-    s.setblocking(False)
-    return s
+__all__ = ["Daemon", "Sockets", "StartupError"]
 
 
 @dataclass
@@ -92,7 +58,7 @@ class Sockets:
         return self.queues[0] if self.queues else {}
 
     @classmethod
-    def for_endpoints(cls, endpoints: list[tuple[int, str, int]], nqueues: int = 1) -> Sockets:
+    def for_endpoints(cls, endpoints: list[EspEndpoint], nqueues: int = 1) -> Sockets:
         """Bound to the local address when all tunnels of a family agree on one, else to any."""
         out = cls()
         families: dict[int, tuple[set[str], set[int]]] = {}
@@ -110,7 +76,9 @@ class Sockets:
             binds[fam] = (addrs.pop() if len(addrs) == 1 else ("0.0.0.0" if fam == 4 else "::"), ports.pop())
         try:
             for _ in range(nqueues):
-                out.queues.append({fam: _udp_socket(fam, a, p, nqueues > 1) for fam, (a, p) in binds.items()})
+                out.queues.append({fam: bind_udp(fam, a, p, purpose="ESP-in-UDP", reuseport=nqueues > 1,
+                                                 big_buffers=True)
+                                   for fam, (a, p) in binds.items()})
         except BaseException:
             out.close()
             raise
@@ -145,26 +113,23 @@ class Daemon:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.ids = IdSpace()                     # reqids, policy ids: manual and IKE alike
-        self.plans: list[ManualPlan] = [plan(t, i, self.ids) for i, t in enumerate(cfg.manual)]
         self.tun: Tun | None = None
         self.mtu = 0
         self.sockets = Sockets()
         self.worker = WorkerClient(self._on_event)
+        self.manual = ManualService(cfg.manual, self.ids, cfg.tunsec.state_dir, lambda: self.worker)
         conns = cfg.connections
         self.ike: IkeService | None = None
         if conns:
             self.ike = IkeService(conns, lambda: self.worker, ike_endpoints(conns), self.ids, cfg.tunsec.dos,
                                   pools=cfg.pools)
-        self.nqueues = max(1, min(cfg.tunsec.workers or os.cpu_count() or 1, 16))
+        # every service the daemon runs, in start order; a new kind of service is added here
+        self.services: list[Service] = [self.manual] + ([self.ike] if self.ike is not None else [])
+        self.nqueues = max(1, min(cfg.tunsec.workers or os.cpu_count() or 1, MAX_WORKERS))
         self.started = time.time()
         self.restarts: list[float] = []
         self.worker_restarts = 0                 # all of them (restarts holds the recent ones)
         self._metrics: metrics.MetricsServer | None = None
-        # manual SAs' persisted sequence number reservations, by SA (see _sa_key)
-        self.seq: dict[SaKey, SeqState] = {}
-        self._seq_locks: dict[SaKey, asyncio.Lock] = {}
-        self._extending: set[SaKey] = set()
-        self._background: set[asyncio.Task[None]] = set()
         self.stopping = asyncio.Event()
         self._server: asyncio.AbstractServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -178,10 +143,7 @@ class Daemon:
         if s.mtu:
             return s.mtu
         sizes = []
-        peers = [t.remote_addr for t in self.cfg.manual]
-        if self.ike is not None:
-            peers += self.ike.peer_addresses()
-        for peer in peers:
+        for peer in (addr for svc in self.services for addr in svc.peer_addresses()):
             outer = s.outer_mtu or outer_mtu_towards(str(peer))
             sizes.append(tunnel_mtu(outer, peer.version))
         return min(sizes) if sizes else tunnel_mtu(s.outer_mtu or 1500, 4)
@@ -198,18 +160,10 @@ class Daemon:
         assert self.tun is not None
         self.mtu = self._choose_mtu()
         self.tun.configure(self.mtu)
-        if self.mtu < 1280 and any(ts.version == 6 for p in self.plans for ts in p.tunnel.remote_ts):
+        if self.mtu < 1280 and self.manual.carries_ipv6():
             log.warning("tunnel MTU %d is below IPv6's minimum 1280: IPv6 through it will fail", self.mtu)
-        for p in self.plans:
-            self._route(p)
-        if self.ike is not None:
-            for net, local_nets in self.ike.routes():
-                self._add_route(net, local_nets)
-
-    def _route(self, p: ManualPlan) -> None:
-        local_nets = tuple(net for ts in p.tunnel.local_ts for net in ts.networks())
-        for ts in p.tunnel.remote_ts:
-            for net in ts.networks():
+        for svc in self.services:
+            for net, local_nets in svc.routes():
                 self._add_route(net, local_nets)
 
     def _add_route(self, net: IPv4Network | IPv6Network, local_nets: tuple[IPv4Network | IPv6Network, ...]) -> None:
@@ -233,141 +187,32 @@ class Daemon:
         self.worker = WorkerClient(self._on_event)
         await self.worker.start(fds, self.mtu, s.larval_timeout, s.log_level, user, s.log_format)
         self._give_up_privilege()   # privilege: once, the first worker started, before any thread or IKE
-        await self._install()
-        if self.ike is not None and self.restarts:
-            await self.ike.worker_restarted()
-
-    def _open_seq_state(self) -> None:
-        """Every manual SA's persisted reservation; refuses to start on unreadable state."""
-        if not self.plans:
-            return
-        state_dir = Path(self.cfg.tunsec.state_dir)
-        owner: dict[Path, str] = {}
-        try:
-            prepare_dir(state_dir)
-            for p in self.plans:
-                for sa in (p.inbound, p.outbound):
-                    st = SeqState.open(state_dir, p.tunnel.name, sa.spi, sa.direction, sa.key, sa.esn)
-                    if st.path in owner:
-                        raise StartupError(f"manual tunnels {owner[st.path]} and {p.tunnel.name} use the same "
-                                           f"{sa.direction.name.lower()} SPI {sa.spi:08x} and key: their "
-                                           "AES-GCM nonces would collide; give each tunnel its own keys")
-                    owner[st.path] = p.tunnel.name
-                    key = _sa_key(sa.spi, sa.direction, sa.remote)
-                    if key in self.seq:
-                        raise StartupError(f"manual tunnel {p.tunnel.name}: {sa.direction.name.lower()} SA "
-                                           f"{sa.spi:08x} is also another manual tunnel's; give each its own SPI")
-                    self.seq[key] = st
-                    self._seq_locks[key] = asyncio.Lock()
-        except StateError as err:
-            raise StartupError(str(err)) from err
-
-    async def _install(self) -> None:
-        for p in self.plans:
-            await self._install_one(await self._reserved(p))
-
-    async def _reserved(self, p: ManualPlan) -> ManualPlan:
-        """p with both SAs starting past their persisted limits, a new block persisted first."""
-        kin = _sa_key(p.inbound.spi, Direction.IN, p.inbound.remote)
-        kout = _sa_key(p.outbound.spi, Direction.OUT, p.outbound.remote)
-        try:
-            async with self._seq_locks[kin], self._seq_locks[kout]:
-                r_in = await asyncio.to_thread(self.seq[kin].restart)
-                r_out = await asyncio.to_thread(self.seq[kout].restart)
-        except StateError as err:
-            raise StartupError(str(err)) from err
-        log.info("%s: sequence numbers reserved: out %08x from %d to %d, in %08x accepts %d..%d", p.tunnel.name,
-                 p.outbound.spi, r_out[0] + 1, r_out[1], p.inbound.spi, r_in[0] + 1, r_in[1])
-        return p.with_reservations(r_in, r_out)
-
-    def _reserve_more(self, msg: pipe.ReserveLow) -> None:
-        key = _sa_key(msg.spi, msg.direction, msg.remote)
-        log.debug("SA %s %08x reached its reservation's refill point", msg.direction.name.lower(), msg.spi)
-        if key not in self.seq or key in self._extending:
-            return
-        self._extending.add(key)
-        task = asyncio.create_task(self._extend(key, msg.needed))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _extend(self, key: SaKey, needed: int) -> None:
-        """Persist a further block for an SA, then (only then) let the worker use it."""
-        st = self.seq[key]
-        try:
-            while not self.stopping.is_set():
-                async with self._seq_locks[key]:
-                    try:
-                        limit, notify = await asyncio.to_thread(st.extend, time.monotonic(), needed)
-                    except StateError as err:
-                        log.error("%s; the SA drops packets past %d until this succeeds", err, st.limit)
-                    else:
-                        log.debug("SA %s %08x: sequence numbers up to %d reserved", key[1].name.lower(), key[0],
-                                  limit)
-                        await self._send_reserve(key, limit, notify)
-                        return
-                await asyncio.sleep(RESERVE_RETRY)
-        finally:
-            self._extending.discard(key)
-
-    async def _install_one(self, p: ManualPlan) -> None:
-        name = p.tunnel.name
-        try:
-            await self.worker.request(lambda r: pipe.GetSpi(r, p.inbound.spi, p.inbound.spi))
-            await self.worker.request(lambda r: pipe.Update(r, p.inbound))
-            await self.worker.request(lambda r: pipe.Add(r, p.outbound))
-            for pol in p.policies:
-                await self.worker.request(lambda r, pol=pol: pipe.SpdAdd(r, pol))  # type: ignore[misc]
-        except WorkerError as err:
-            raise StartupError(f"{name}: installing SAs failed: {err}") from err
-        log.info("%s: SAs in %08x / out %08x installed, %d policies", name, p.inbound.spi,
-                 p.outbound.spi, len(p.policies))
-
-    async def _send_reserve(self, key: SaKey, limit: int, notify: int) -> None:
-        with contextlib.suppress(WorkerError):   # a restarted worker starts past the limit anyway
-            await self.worker.request(lambda r: pipe.Reserve(r, key[0], key[1], limit, notify, key[2]))
+        for svc in self.services:
+            await (svc.worker_restarted() if self.restarts else svc.start())
 
     # --- running ---------------------------------------------------------------
     def _on_event(self, msg: pipe.Message) -> None:
-        if self.ike is not None and self._ike_event(msg):
+        """Each worker event goes to the service that owns its SA or policy; the rest is logged."""
+        if any(svc.on_event(msg) for svc in self.services):
             return
         match msg:
             case pipe.Expire():
-                what = "hard" if msg.hard else "soft"
-                log.warning("SA %s %08x reached its %s %s limit%s", msg.direction.name.lower(), msg.spi,
-                            what, msg.reason.name.lower(),
-                            "; manual keys cannot be renewed: replace them in the config" if msg.hard else "")
+                log.warning("SA %s %08x reached its %s %s limit", msg.direction.name.lower(), msg.spi,
+                            "hard" if msg.hard else "soft", msg.reason.name.lower())
             case pipe.InvalidSpi():
                 log.info("ESP for unknown SPI %08x from %s port %d", msg.spi, msg.remote.addr, msg.remote.port)
             case pipe.Acquire():
                 log.info("traffic for policy %d has no SA (no IKE configured for it)", msg.policy_id)
             case pipe.Ike():
                 log.debug("IKE message from %s ignored: no IKE connections configured", msg.remote.addr)
-            case pipe.ReserveLow():
-                self._reserve_more(msg)
             case _:
                 log.debug("worker event %s", type(msg).__name__)
 
-    def _ike_event(self, msg: pipe.Message) -> bool:
-        """Worker events that belong to IKE; True when handled."""
-        assert self.ike is not None
-        match msg:
-            case pipe.Ike():
-                self.ike.receive_natt(msg)
-                return True
-            case pipe.Acquire() if self.ike.owns_policy(msg.policy_id):
-                self.ike.acquire(msg.policy_id)
-                return True
-            case pipe.Expire() if msg.reason is ExpireReason.LARVAL_TIMEOUT:
-                self.ike.larval_expired(msg.spi)
-                return True
-            case pipe.Expire():
-                return self.ike.expired(msg.spi, msg.direction, msg.hard, msg.remote)
-            case pipe.InvalidSpi():
-                return self.ike.invalid_spi(msg.spi, msg.remote)   # True: it logged the notify it sent
-            case pipe.FirstUse():
-                self.ike.first_use(msg.spi)
-                return True
-        return False
+    def service_status(self, dump: pipe.Reply) -> list[dict[str, Any]]:
+        """Each service's part of the status document; a kind not configured gives its empty part."""
+        running = {type(svc): svc for svc in self.services}
+        kinds: list[type[Service]] = [ManualService, IkeService]
+        return [running[k].status(dump) if k in running else k.idle_status() for k in kinds]
 
     async def dump(self) -> pipe.Reply:
         replies = await self.worker.request(lambda r: pipe.Dump(r))
@@ -381,7 +226,7 @@ class Daemon:
             if self.stopping.is_set():
                 return
             log.error("worker %d exited with status %s; restarting it and reinstalling %d tunnel(s)",
-                      proc.pid, code, len(self.plans))
+                      proc.pid, code, len(self.manual.plans))
             await self.worker.stop()
             now = time.monotonic()
             self.restarts = [t for t in self.restarts if now - t < RESTART_WINDOW] + [now]
@@ -504,7 +349,7 @@ class Daemon:
             return
         self._privilege_given_up = True
         try:
-            privilege.give_up_control(self.privilege, self.cfg.tunsec, self._made_socket_dir, bool(self.plans),
+            privilege.give_up_control(self.privilege, self.cfg.tunsec, self._made_socket_dir, bool(self.manual.plans),
                                       bool(self.tun and self.tun.routes and not self.tun.created),
                                       virtual_ips=any(c.ike.vips for c in self.cfg.connections))
         except (privilege.PrivilegeError, OSError) as err:
@@ -521,21 +366,14 @@ class Daemon:
             raise StartupError(str(err)) from err
         sdnotify.connect()   # before the drop: the supervisor's socket may be root's alone
         self._claim_control_socket()
-        self._open_seq_state()
         try:
-            endpoints: list[tuple[int, str, int]] = [
-                (int(t.local_addr.version), str(t.local_addr), t.local_port) for t in self.cfg.manual
-            ]
-            if self.ike is not None:
-                endpoints += [(fam, addr, NATT_PORT) for fam, addr in self.ike.local_addrs.items()]
-                try:
-                    self.ike.open_sockets()
-                except OSError as err:   # privilege: the message names address, port and the fix
-                    raise StartupError(err.strerror or str(err)) from err
+            for svc in self.services:
+                svc.prepare()
             self._open_tun()
             assert self.tun is not None
             # one socket per TUN queue actually opened: an SO_REUSEPORT socket that no
             # loop thread reads would swallow the share of the peers the kernel gives it
+            endpoints = [e for svc in self.services for e in svc.esp_endpoints()]
             self.sockets = Sockets.for_endpoints(endpoints, self.tun.nqueues)
             self._setup_tun()
             self.tun.report_unapplied(self.cfg.path)   # privilege: the one warning when unprivileged
@@ -544,8 +382,8 @@ class Daemon:
             raise
 
     def close_network(self) -> None:
-        if self.ike is not None:
-            self.ike.close_sockets()
+        for svc in self.services:
+            svc.close()
         if self.tun is not None:
             self.tun.close()
             self.tun = None
@@ -558,17 +396,13 @@ class Daemon:
             loop.add_signal_handler(sig, self.stopping.set)
         for w in self.cfg.warnings:
             log.warning("%s", w)
-        if self.plans:
-            log.warning("%s", MANUAL_WARNING)
         try:
             await self._open_control_socket()
             await self._start_metrics()
             await self._start_worker()
-            if self.ike is not None:
-                await self.ike.start()
             self._tasks = [asyncio.create_task(self._watch_worker())]
             log.info("tunsec up: %d manual tunnel(s), %d IKE connection(s) on %s (MTU %d), control socket %s",
-                     len(self.plans), len(self.ike.connections) if self.ike else 0, self.cfg.tunsec.tun,
+                     len(self.manual.plans), len(self.ike.connections) if self.ike else 0, self.cfg.tunsec.tun,
                      self.mtu, self.cfg.tunsec.control_socket)
             notify("READY=1", "STATUS=tunnels up, control socket listening")   # systemd Type=notify
             await self.stopping.wait()
@@ -579,13 +413,13 @@ class Daemon:
     async def shutdown(self) -> None:
         self.stopping.set()
         notify("STOPPING=1")
-        for t in self._tasks + list(self._background):
+        for t in self._tasks:
             t.cancel()
-        for t in self._tasks + list(self._background):
+        for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
-        if self.ike is not None:
-            await self.ike.shutdown()   # DELETEs go out through the worker's socket: before it stops
+        for svc in self.services:
+            await svc.shutdown()   # IKE's DELETEs go out through the worker's socket: before it stops
         await self.worker.stop()
         if self._metrics is not None:
             await self._metrics.close()

@@ -94,7 +94,7 @@ def prepare(cfg: Config, user: str) -> str:
         tun.close()
         d.tun = None
     _own_dir(Path(cfg.tunsec.control_socket).parent, owner)
-    if d.plans:
+    if d.manual.plans:
         _own_dir(Path(cfg.tunsec.state_dir), owner, 0o700)   # sequence number reservations: the user's alone
         for f in Path(cfg.tunsec.state_dir).iterdir():
             os.chown(f, owner.uid, owner.gid, follow_symlinks=False)
@@ -104,6 +104,6 @@ def prepare(cfg: Config, user: str) -> str:
                                                                             and st.st_mode & 0o040)
     return (f"TUN {name} {how} (owner {owner.name}{mq} vnet_hdr), MTU {d.mtu}, up; routes added: "
             f"{', '.join(routes) or 'none (already there)'}; {Path(cfg.tunsec.control_socket).parent} "
-            f"{'and ' + cfg.tunsec.state_dir + ' ' if d.plans else ''}owned by {owner.name}. "
+            f"{'and ' + cfg.tunsec.state_dir + ' ' if d.manual.plans else ''}owned by {owner.name}. "
             f"Now, as {owner.name}: tunsec up -c {cfg.path}"
             + (f" ({cfg.path} is not readable by {owner.name}: chown {owner.name} {cfg.path})" if unreadable else ""))

@@ -19,9 +19,9 @@ from tunsec.conf.reader import SectionReader
 from tunsec.conf.syntax import parse_settings
 from tunsec.conf.values import parse_bool, parse_bytes, parse_duration
 from tunsec.dataplane.pipe import Selector
-from tunsec.manual import plan
 from tunsec.policy.ids import IdSpace
 from tunsec.policy.selector import parse_ts
+from tunsec.services.manual import plan
 
 KEY_IN_HEX = "0102030405060708090a0b0c0d0e0f1011121314"
 KEY_OUT_HEX = "1112131415161718191a1b1c1d1e1f2021222324"
@@ -451,7 +451,7 @@ def test_manual_value_errors(key: str, value: str, message: str) -> None:
         ("mtu", "575", "575 is out of range 576..65535"),
         ("mtu", "65536", "65536 is out of range 576..65535"),
         ("outer_mtu", "big", "not an MTU: 'big'"),
-        ("workers", "0", "0 is out of range 1..65536"),
+        ("workers", "0", "0 is out of range 1..16"),
         ("log_level", "verbose", "not a log level (debug, info, warning, error): 'verbose'"),
         ("larval_timeout", "0s", "must be at least 1 second"),
         ("larval_timeout", "soon", "not a duration (e.g. 30s, 5m, 1h, 1d): 'soon'"),
@@ -751,7 +751,7 @@ def test_errors_in_included_files_name_that_file(tmp_path: Path) -> None:
         f"{main}:2: manual.x.spi_out: required key is missing",
         f"{main}:2: manual.x.key_in: required key is missing",
         f"{main}:2: manual.x.key_out: required key is missing",
-        f"{main}:7: tunsec.workers: 0 is out of range 1..65536",
+        f"{main}:7: tunsec.workers: 0 is out of range 1..16",
         f"{tmp_path / 'bad.conf'}:3: tunsec.mtu: not an MTU: 'tiny'",
     ]
 
@@ -1022,3 +1022,14 @@ def test_worker_user_when_the_install_made_none(monkeypatch: pytest.MonkeyPatch)
     msg = str(err.value)
     assert "tunsec or nobody does not exist" in msg and "useradd --system" in msg and "user = root" in msg
     assert worker_user("root") is None
+
+
+def test_more_workers_than_tun_queues_is_an_error_naming_the_line(tmp_path: Path) -> None:
+    """workers above what the daemon opens was once capped silently; now the file says so."""
+    conf = tmp_path / "tunsec.conf"
+    conf.write_text("tunsec {\n    workers = 17\n}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(conf)
+    assert f"{conf}:2" in str(err.value) and "1..16" in str(err.value)
+    conf.write_text("tunsec {\n    workers = 16\n}\n")
+    assert load_config(conf).tunsec.workers == 16

@@ -149,7 +149,8 @@ def _parse_larval_timeout(text: str) -> int:
 
 
 _parse_mtu = auto_or(int_range(576, 65535, "an MTU"))
-_parse_workers = auto_or(int_range(1, 1 << 16, "a worker count"))
+MAX_WORKERS = 16   # TUN queues (one loop thread each) the daemon opens at most
+_parse_workers = auto_or(int_range(1, MAX_WORKERS, "a worker count"))
 
 
 

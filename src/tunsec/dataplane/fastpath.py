@@ -217,7 +217,7 @@ def _info(i: Any) -> SaInfo:
 
 
 class Dataplane:
-    """One SAD + SPD + batch loop.  Thread-safe: run() on one thread, the rest anywhere."""
+    """One SAD + SPD + batch loops.  Thread-safe: run(queue) on one thread per queue, the rest anywhere."""
 
     def __init__(self) -> None:
         dp = lib.ts_dp_new()

@@ -1190,11 +1190,12 @@ def join_dump_replies(replies: Sequence[Reply]) -> Reply:
             raise ValueError(f"reply {i} has more={r.more} in a run of {len(replies)}")
     if last.errno is not Errno.OK:
         return last
+    # tuple([...]), not tuple(<generator>): see the note at the top of decoding
     return Reply(
         first.req_id, MsgType.DUMP, Errno.OK,
-        sas=tuple(s for r in replies for s in r.sas),
-        policies=tuple(p for r in replies for p in r.policies),
-        drops=tuple(d for r in replies for d in r.drops),
+        sas=tuple([s for r in replies for s in r.sas]),
+        policies=tuple([p for r in replies for p in r.policies]),
+        drops=tuple([d for r in replies for d in r.drops]),
     )  # fmt: skip
 
 
@@ -1211,6 +1212,13 @@ def error_reply(err: PipeError) -> bytes | None:
 
 
 # ------------------------------------------------------------------ decoding
+
+# Tuples of a variable length are built as tuple([...]), never tuple(<generator>):
+# CPython builds the latter as a 10-tuple resized to fit, and when it dies it
+# goes to the free list of its final length (2000 kept per length), which only
+# an exact-size tuple takes from again.  A DUMP answer's 19 drop counters did
+# that on every `status`: the control process grew by ~0.5 MiB per length
+# until the lists were full (docs/benchmarks.md, "Memory under rekeys").
 
 
 _TYPES: Final = frozenset(int(t) for t in MsgType)
@@ -1455,7 +1463,7 @@ def _unpack_sa(exts: _Exts) -> SaSpec:
         remote=_unpack_endpoint(exts.one(Ext.ADDR_REMOTE)),
         soft=_unpack_lifetime(exts.one(Ext.LIFETIME_SOFT)),
         hard=_unpack_lifetime(exts.one(Ext.LIFETIME_HARD)),
-        selectors=tuple(_unpack_selector(s) for s in exts.all(Ext.SELECTOR)),
+        selectors=tuple([_unpack_selector(s) for s in exts.all(Ext.SELECTOR)]),
         seq_start=seq_start,
         seq_limit=seq_limit,
         seq_notify=seq_notify,
@@ -1591,9 +1599,9 @@ def _build_reply(hdr: _Header, msg_type: MsgType, errno: Errno, exts: _Exts) -> 
         errno,
         spi=None if spi_body is None else _unpack_u32(spi_body),
         more=bool(hdr.flags & FLAG_MORE),
-        sas=tuple(_unpack_sa_info(b) for b in exts.all(Ext.SA_INFO)),
-        policies=tuple(_unpack_policy_info(b) for b in exts.all(Ext.POLICY_INFO)),
-        drops=tuple(_unpack_drop(b) for b in exts.all(Ext.DROP)),
+        sas=tuple([_unpack_sa_info(b) for b in exts.all(Ext.SA_INFO)]),
+        policies=tuple([_unpack_policy_info(b) for b in exts.all(Ext.POLICY_INFO)]),
+        drops=tuple([_unpack_drop(b) for b in exts.all(Ext.DROP)]),
     )
 
 

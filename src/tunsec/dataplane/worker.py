@@ -1,16 +1,28 @@
 """The dataplane worker process.
 
-It owns the SAD (so it alone allocates inbound SPIs), runs the C packet loop
-on a thread of its own, answers the control process's pipe requests and
-reports fast-path events upward.  It holds Child SA keys only, never the
-long-term secrets.  Python here runs per SA change and per timer, never per
-packet.
+It owns the SAD (so it alone allocates inbound SPIs) and holds Child SA keys
+only, never the long-term secrets.  Its threads:
+
+- one C packet loop per TUN queue (``tunsec { workers = N }``: queue 0 from
+  ``--tun-fd``, one more per ``--queue``), each a Python thread that makes one
+  long ``Dataplane.run(queue)`` call (cffi releases the GIL); the loop names
+  itself ``tunsec-q<N>`` (the per-queue CPU metric reads that name) and
+  serves its own TUN queue and ``SO_REUSEPORT`` UDP sockets (csrc/loop.c);
+- the main thread's asyncio loop: answers the control process's pipe requests
+  (SAD/SPD changes, DUMP, SEND_IKE from port 4500), drains the fast path's
+  event queue (eventfd) into ACQUIRE/EXPIRE/INVALID_SPI/IKE/... events upward,
+  and runs the larval and time-lifetime timers.
+
+Python here runs per SA change, per event and per timer, never per packet.
 
 Started by the control process (client.worker_command: ``python -I`` from
 "/", so nothing on the daemon's path is imported as root) with
-``--pipe-fd P --tun-fd T [--udp4-fd U] [--udp6-fd U6] [--user U]`` and those
-descriptors inherited.  It drops to U, with no capabilities, before reading
-anything from the network.  It exits when the pipe closes.
+``--pipe-fd P --tun-fd T [--udp4-fd U] [--udp6-fd U6] [--queue T,U,U6]...
+[--vnet-hdr] [--mtu N] [--larval-timeout S] [--user U]`` (and the log options)
+and those descriptors inherited.  It drops to U (or, not started as root, stays
+who it is) with no capabilities and no-new-privs before reading anything from
+the network.  It exits when the pipe closes; the control process starts a new
+one if it dies.
 """
 
 from __future__ import annotations

@@ -1,10 +1,13 @@
 """tunsec.ike: a sans-I/O IKEv2 engine (RFC 7296).
 
-Bytes and time go in, bytes and events come out; there are no sockets, clocks
-or dataplane calls inside, so two engines can be wired together in a unit test
-with a fake clock (see ``tunsec.ike.testing.Network``).
+Bytes and time go in, bytes and events come out; there are no sockets, timers
+or dataplane calls inside, and the only clock read is the wall clock that checks
+certificate validity (``wall_clock``, a parameter of IkeEndpoint/IkeSa), so two
+engines can be wired together in a unit test with a fake clock (see
+``tunsec.ike.testing.Network``).
 
-How the daemon drives it::
+How its user drives it (tunsec.services.ike.IkeService; tests/ike_driver.py on
+plain sockets)::
 
     endpoint = IkeEndpoint(configs, spi_allocator=pool.take)   # endpoint.py
     endpoint.initiate("conn", "child", now)                    # start_action=start

@@ -1,10 +1,12 @@
 """What the engine needs to know about a connection, as frozen dataclasses.
 
-The daemon maps swanctl.conf ``connections`` (and ``secrets``/``authorities``)
-onto these: one :class:`IkeConfig` per connection, one :class:`ChildConfig` per
-child. Proposals and traffic selectors are parsed with ``proposals.parse_proposals``
-and ``ts.parse_ts_list``, identities with ``Identity.parse``; the helpers
-:func:`ike_config` and :func:`child_config` accept the swanctl strings directly.
+:mod:`tunsec.conf.connections` builds these from swanctl.conf's ``connections``
+(and ``secrets``/``authorities``): one :class:`IkeConfig` per connection, one
+:class:`ChildConfig` per child, which the IKE service hands to the engine as
+they are. Proposals are parsed with ``proposals.parse_proposals``, traffic
+selectors with ``parse_ts_list`` (tunsec.policy.selector, shared with manual
+tunnels), identities with ``Identity.parse``; the test helper
+:func:`child_config` accepts the swanctl strings directly.
 """
 
 from __future__ import annotations
@@ -107,7 +109,7 @@ class IkeConfig:
 
     ``psk`` is the shared secret used in both directions when either side
     authenticates with ``psk`` (swanctl ``secrets { ike { ... } }``).
-    ``local_addr`` is our IP address for ``dynamic`` selectors (the daemon may
+    ``local_addr`` is our IP address for ``dynamic`` selectors (the IKE service may
     instead pass the receiving address to ``IkeSa.receive``); ``remote_addr``
     is where an initiator sends IKE_SA_INIT.
     """

@@ -1,7 +1,7 @@
 """``IkeEndpoint``: routes datagrams to IKE SAs and creates responder SAs.
 
-Still sans-I/O: the daemon feeds every IKE datagram (port 500, and port 4500
-with the non-ESP marker stripped) to :meth:`IkeEndpoint.receive`, sends what
+Still sans-I/O: its user (the IKE service, tunsec.services.ike) feeds every IKE
+datagram (port 500, and port 4500 with the non-ESP marker stripped) to :meth:`IkeEndpoint.receive`, sends what
 :meth:`IkeEndpoint.datagrams_to_send` returns from the given local port, calls
 :meth:`IkeEndpoint.handle_timer` at :meth:`IkeEndpoint.get_timer`, and reads
 ``(IkeSa, Event)`` pairs from :meth:`IkeEndpoint.next_event`.
@@ -37,6 +37,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
+
+from tunsec.policy.pad import AddressMatch, address_match
 
 from .config import IkeConfig
 from .constants import IKE_PORT, ExchangeType, HeaderFlag, NotifyType
@@ -217,9 +219,9 @@ class IkeEndpoint:
     # ------------------------------------------------------------------ internals
 
     def _default_selector(self, addr: Address) -> list[IkeConfig]:
-        """Connections whose remote address is the peer's, then those open to any (``%any``)."""
-        exact = [c for c in self._configs.values() if c.remote_addr and _same_ip(c.remote_addr, addr[0])]
-        anyone = [c for c in self._configs.values() if c.remote_addr in (None, "%any", "0.0.0.0", "::")]
+        """Connections whose remote address is the peer's, then those open to any (``%any``): the PAD's order."""
+        exact = [c for c in self._configs.values() if address_match(c.remote_addr, addr[0]) is AddressMatch.EXACT]
+        anyone = [c for c in self._configs.values() if address_match(c.remote_addr, addr[0]) is AddressMatch.ANY]
         return exact + anyone
 
     def _touch(self, sa: IkeSa) -> None:
@@ -415,10 +417,3 @@ def _init_request(hdr: Header, datagram: bytes) -> Message | None:
 
 def _find_nonce(msg: Message) -> bytes:
     return next(p.data for p in msg.payloads if isinstance(p, NoncePayload))
-
-
-def _same_ip(a: str, b: str) -> bool:
-    try:
-        return ipaddress.ip_address(a) == ipaddress.ip_address(b)
-    except ValueError:
-        return a == b

@@ -2,8 +2,9 @@
 
 Feed it datagrams with :meth:`IkeSa.receive`, call :meth:`IkeSa.handle_timer`
 when :meth:`IkeSa.get_timer` says so, send what :meth:`IkeSa.datagrams_to_send`
-returns, and act on :meth:`IkeSa.next_event`. It never reads a clock or
-touches a socket: ``now`` is any monotonic float the caller supplies.
+returns, and act on :meth:`IkeSa.next_event`. It never touches a socket and
+keeps time only by ``now``, any monotonic float the caller supplies (the wall
+clock for certificate validity is the ``wall_clock`` parameter).
 
 Transport rules implemented here (RFC 7296 §2.1-§2.3): message IDs with a
 window of one in each direction; our requests are retransmitted with
@@ -22,12 +23,13 @@ On port 4500 the caller adds and strips the 4-byte non-ESP marker; the engine
 only ever sees bare IKE messages.
 
 Inbound Child SA SPIs: ``spi_allocator`` is a synchronous ``() -> int``. The
-daemon backs it with SPIs it obtained from the dataplane beforehand (GETSPI
-creates the larval SAs; keep a small pool topped up). If it has none, it
+IKE service (tunsec.services.ike) backs it with SPIs it obtained from the
+dataplane beforehand (GETSPI creates the larval SAs; it keeps a small pool
+topped up). If it has none, it
 raises :class:`~tunsec.ike.state.SpiUnavailable` and the Child SA fails with
 TEMPORARY_FAILURE. Every SPI the engine took but will not use is handed back
-as a :class:`~tunsec.ike.events.SpiUnused` event, so the daemon can DELETE the
-larval SA; a used one shows up in :class:`~tunsec.ike.events.ChildSaUp`.
+as a :class:`~tunsec.ike.events.SpiUnused` event, so the IKE service can
+DELETE the larval SA; a used one shows up in :class:`~tunsec.ike.events.ChildSaUp`.
 """
 
 from __future__ import annotations

@@ -74,7 +74,7 @@ class AddressPool(Protocol):
 
 
 def random_spi_allocator(rng: Rng = os.urandom) -> SpiAllocator:
-    """A stand-alone allocator for tests; the daemon must use GETSPI-backed SPIs."""
+    """A stand-alone allocator for tests; the IKE service uses GETSPI-backed SPIs."""
 
     def allocate() -> int:
         while True:

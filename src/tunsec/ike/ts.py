@@ -15,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Sequence
 
+from tunsec.policy.pad import narrow  # which selectors a peer may claim is the PAD's decision
 from tunsec.policy.selector import IPAddress, Ts, TsError, parse_ts, parse_ts_list
 
 from .constants import TsType
@@ -64,13 +65,3 @@ def any_of_family(selectors: Iterable[Ts], families: Iterable[int]) -> tuple[Ts,
             out.append(Ts(net.network_address, net.broadcast_address, sel.protocol, sel.start_port, sel.end_port))
     return tuple(out)
 
-
-def narrow(proposed: Sequence[Ts], allowed: Sequence[Ts]) -> tuple[Ts, ...]:
-    """Every non-empty intersection of a proposed with an allowed selector, deduplicated."""
-    result: list[Ts] = []
-    for want in proposed:
-        for have in allowed:
-            common = want.intersect(have)
-            if common is not None and common not in result:
-                result.append(common)
-    return tuple(result)

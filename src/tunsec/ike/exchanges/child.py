@@ -1,6 +1,6 @@
 """Child SA negotiation shared by IKE_AUTH and CREATE_CHILD_SA.
 
-Inbound SPIs come from ``IkeSaState.spi_allocator`` (GETSPI in the daemon);
+Inbound SPIs come from ``IkeSaState.spi_allocator`` (backed by GETSPI in the IKE service);
 each ``ChildSa`` is registered in ``st.children`` as soon as its SPI is
 allocated, so that a failure anywhere reports ``SpiUnused`` for it.
 """

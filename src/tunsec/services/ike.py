@@ -1,7 +1,7 @@
 """IKEv2 in the control process: the glue between the sans-I/O engine
 (tunsec.ike), the sockets and timers of asyncio, and the dataplane worker.
 
-- IKE on port 500 arrives on the daemon's own sockets; on port 4500 it comes
+- IKE on port 500 arrives on this service's own sockets; on port 4500 it comes
   up the pipe from the worker (non-ESP marker stripped) and goes back down as
   SEND_IKE, so one socket carries both IKE and ESP as RFC 3948 wants.
 - Inbound Child SA SPIs come from the worker (GETSPI: it owns the SAD); the
@@ -41,14 +41,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tunsec import privilege, updown
+from tunsec import updown
 from tunsec.conf.connections import Child, Connection
 from tunsec.dataplane import pipe
 from tunsec.dataplane.client import WorkerClient, WorkerError
-from tunsec.dataplane.pipe import Action, Alg, Direction, Endpoint, Policy, SaSpec, Selector
+from tunsec.dataplane.pipe import Action, Alg, Direction, Endpoint, ExpireReason, Policy, SaSpec, Selector
 from tunsec.ike.config import ChildConfig
 from tunsec.ike.constants import IKE_PORT, NATT_PORT
-from tunsec.ike.endpoint import DosLimits, IkeEndpoint
+from tunsec.ike.endpoint import DosLimits, EndpointStats, IkeEndpoint
 from tunsec.ike.events import (
     AuthFailed,
     ChildSaDown,
@@ -69,8 +69,13 @@ from tunsec.metrics import EventCounts
 from tunsec.policy.ids import Band, IdSpace, priority
 from tunsec.policy.pools import AddressPools, PoolConfig
 from tunsec.policy.selector import SelectorError, fast_selectors
+from tunsec.services.base import EspEndpoint, Service, bind_udp
 
 log = logging.getLogger("tunsec.ike")
+
+# Named once: dataclasses.asdict()/fields() build a tuple(<generator>) per call, and each such
+# 7-tuple stays in CPython's free list for that length (see the note in dataplane/pipe.py).
+_IKE_DROPS = tuple([f.name for f in dataclasses.fields(EndpointStats)])
 
 SPI_POOL = 8
 HELD_MAX = 64   # incoming IKE datagrams held while the SPI pool is empty (beyond: dropped, the peer retransmits)
@@ -130,8 +135,10 @@ class ChildState:
         return self.lineage.reqid
 
 
-class IkeService:
+class IkeService(Service):
     """Runs the engine for the daemon; see the module docstring."""
+
+    name = "ike"
 
     def __init__(self, connections: Sequence[Connection], worker: Callable[[], WorkerClient],
                  local_addrs: dict[int, str], ids: IdSpace | None = None,
@@ -183,22 +190,18 @@ class IkeService:
         self._timers: dict[asyncio.TimerHandle, Callable[[], object]] = {}   # lingering inbound SAs, standby ends
 
     # --- lifecycle -------------------------------------------------------------
+    def prepare(self) -> None:
+        self.open_sockets()
+
+    def close(self) -> None:
+        self.close_sockets()
+
     def open_sockets(self) -> None:
         """UDP 500 (or the configured port) per family, before the event loop starts."""
         ports = {c.local_port for c in self.connections.values()} or {IKE_PORT}
         for fam, addr in self.local_addrs.items():
             for port in ports:
-                af = socket.AF_INET if fam == 4 else socket.AF_INET6
-                s = socket.socket(af, socket.SOCK_DGRAM)
-                if fam == 6:
-                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                try:
-                    s.bind((addr, port))
-                except OSError as err:
-                    s.close()
-                    raise OSError(err.errno, privilege.bind_error("UDP (IKE)", addr, port, err)) from err
-                s.setblocking(False)
-                self.sockets[fam] = s
+                self.sockets[fam] = bind_udp(fam, addr, port, purpose="IKE")
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -280,6 +283,10 @@ class IkeService:
         self.sockets.clear()
 
     # --- what the daemon sets up around IKE ---------------------------------------
+    def esp_endpoints(self) -> list[EspEndpoint]:
+        """ESP and IKE after the NAT-T float share the worker's port 4500 sockets (RFC 3948)."""
+        return [(fam, addr, NATT_PORT) for fam, addr in self.local_addrs.items()]
+
     def routes(self) -> list[tuple[IPNetwork, tuple[IPNetwork, ...]]]:
         """Configured (not dynamic) remote selectors, routed into the TUN, with our side's networks."""
         out = []
@@ -1067,8 +1074,43 @@ class IkeService:
             for env in updown.environments(ev):
                 await updown.run(argv, env)
 
+    # --- worker events -------------------------------------------------------------
+    def on_event(self, msg: pipe.Message) -> bool:
+        """Worker events that belong to IKE; True when handled."""
+        match msg:
+            case pipe.Ike():
+                self.receive_natt(msg)
+                return True
+            case pipe.Acquire() if self.owns_policy(msg.policy_id):
+                self.acquire(msg.policy_id)
+                return True
+            case pipe.Expire() if msg.reason is ExpireReason.LARVAL_TIMEOUT:
+                self.larval_expired(msg.spi)
+                return True
+            case pipe.Expire():
+                return self.expired(msg.spi, msg.direction, msg.hard, msg.remote)
+            case pipe.InvalidSpi():
+                return self.invalid_spi(msg.spi, msg.remote)   # True: it logged the notify it sent
+            case pipe.FirstUse():
+                self.first_use(msg.spi)
+                return True
+        return False
+
     # --- status ------------------------------------------------------------------------
-    def status(self) -> list[dict[str, Any]]:
+    def status(self, dump: pipe.Reply) -> dict[str, Any]:
+        return {
+            "ike_sas": self.ike_sas(),
+            "leases": self.leases(),
+            # unauthenticated IKE: half-open responder SAs now, and what was dropped or answered statelessly
+            "ike_half_open": self.endpoint.half_open,
+            "ike_drops": {n: getattr(self.endpoint.stats, n) for n in _IKE_DROPS},
+        }
+
+    @classmethod
+    def idle_status(cls) -> dict[str, Any]:
+        return {"ike_sas": [], "leases": [], "ike_half_open": 0, "ike_drops": {}}
+
+    def ike_sas(self) -> list[dict[str, Any]]:
         out = []
         for sa in self.endpoint.sas:
             info = self.ike_up.get(sa.local_spi, {})
