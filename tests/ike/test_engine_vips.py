@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import ipaddress
 
+import pytest
+
 from tunsec.ike.config import IkeConfig, LocalAuth, RemoteAuth, child_config
 from tunsec.ike.endpoint import IkeEndpoint
 from tunsec.ike.events import ChildSaUp, Event, IkeSaDown, IkeSaRekeyed, IkeSaUp, NegotiationFailed
+from tunsec.ike.exchanges.ike_config import MalformedCp, decode_attributes, encode_attributes
 from tunsec.ike.identity import Identity
 from tunsec.ike.proposals import parse_proposals
 from tunsec.ike.sa import State
@@ -216,3 +219,13 @@ def test_client_refuses_a_tsi_wider_than_its_virtual_ip() -> None:
     assert up.own_vips == (ipaddress.ip_address("10.3.0.1"),) and not only(client, ChildSaUp)
     (refused,) = only(client, NegotiationFailed)
     assert refused.reason == "TS_UNACCEPTABLE" and "not our virtual IP 10.3.0.1" in refused.detail
+
+
+def test_malformed_configuration_attributes_are_refused_whole() -> None:
+    good = encode_attributes([(1, b""), (8, bytes(17)), (3, b"")])
+    assert decode_attributes(good) == [(1, b""), (8, bytes(17)), (3, b"")]
+    for bad in (good[:-1] + b"\x00\x01\x00\x09abc", b"\x00\x01\x00", b"\x00\x01\x00\x05abcd"):
+        with pytest.raises(MalformedCp):
+            decode_attributes(bad)
+    with pytest.raises(MalformedCp, match="too many"):
+        decode_attributes(encode_attributes([(1, b"")] * 65))
