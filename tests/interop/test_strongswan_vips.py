@@ -5,7 +5,8 @@ The client must get the first address of each pool (seen by charon in ``swanctl 
 and installed on its TUN), the gateway's Child SA must cover exactly those addresses, pings
 from each virtual IP to the gateway's inner addresses must pass, and ``tunsec status`` must
 list the leases; after the client leaves, the leases are offline and come back to it when it
-reconnects.
+reconnects. The updown scripts of both roles, and of a site-to-site child, get strongSwan's
+PLUTO_* variables.
 """
 
 from __future__ import annotations
@@ -261,3 +262,20 @@ def test_no_address_left_fails_the_child_and_tells_the_client(topo: TwoHosts) ->
     line = gateway.wait_log(r"ERROR tun child net: INTERNAL_ADDRESS_FAILURE: .*").group(0)
     assert f"no virtual IP (IPv4) for {ident(topo.b)}: pools rw6 exhausted or of another family" in line
     assert gateway.status()["leases"] == [] and gateway.status()["policies"] == []
+
+
+def test_updown_for_a_site_to_site_child(topo: TwoHosts, scripts: Path) -> None:
+    """updown is not only for road warriors: a subnet-to-subnet child gets up-client and down-client."""
+    tunsec = TunsecIke(topo, Conn(topo.a, topo.b, start_action="start",
+                                  extra_child=f"        updown = {scripts} --from-tunsec\n"))
+    charon = Charon(topo, Conn(topo.b, topo.a))
+    charon.start()
+    tunsec.start()
+    sa = tunsec.wait_established()
+    (up,) = wait_calls(scripts, "up-client")
+    assert (up["PLUTO_MY_CLIENT"], up["PLUTO_PEER_CLIENT"]) == (topo.a.inner_net4, topo.b.inner_net4)
+    assert (up["PLUTO_MY_ID"], up["PLUTO_PEER_ID"]) == (sa["local_id"], sa["remote_id"])
+    assert "PLUTO_MY_SOURCEIP" not in up and "PLUTO_PEER_SOURCEIP" not in up
+    charon.swanctl_ok("--terminate", "--ike", CONN)
+    (down,) = wait_calls(scripts, "down-client")
+    assert down["PLUTO_REQID"] == up["PLUTO_REQID"] and down["PLUTO_UNIQUEID"] == up["PLUTO_UNIQUEID"]
