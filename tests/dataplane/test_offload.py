@@ -214,7 +214,7 @@ def test_gro_never_vouches_for_a_segment_whose_checksum_fails() -> None:
         assert [w[1] for w in writes] == [GSO_NONE, GSO_NONE]
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     mss=st.integers(min_value=1, max_value=1440),
     family=st.sampled_from([4, 6]),
