@@ -6,7 +6,7 @@ CFLAGS_SAN := -std=c11 -D_GNU_SOURCE -g -O1 -Wall -Wextra -Werror -fsanitize=add
               -fno-sanitize-recover=all -fno-omit-frame-pointer -Icsrc
 
 
-.PHONY: deps build demo demo-manual test unit lint sanitize bench clean fuzz fuzz-smoke fuzz-build soak
+.PHONY: deps build demo demo-manual test unit lint sanitize bench clean fuzz fuzz-smoke fuzz-build soak image
 
 .deps.stamp: scripts/install-deps.sh pyproject.toml setup.py $(CSRC) csrc/tunsec_dp.h csrc/tunsec_bench.h
 	bash scripts/install-deps.sh
@@ -21,6 +21,11 @@ demo: .deps.stamp
 
 demo-manual: .deps.stamp
 	MODE=manual bash scripts/demo.sh
+
+# localhost/tunsec:latest from docker/Dockerfile with podman (or docker); builds the base
+# image from the Debian mirror when no registry is reachable (docker/build-image.sh)
+image:
+	bash docker/build-image.sh
 
 # ASan/UBSan and TSan over the C fast path, ruff and mypy, then the full suite (unit, netns e2e, interop)
 test: .deps.stamp sanitize lint fuzz-smoke

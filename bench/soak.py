@@ -245,29 +245,51 @@ def main() -> int:
         first = s.rss_kib[keep[0]] if keep else 0
         print(f"{s.name:<12} {first:>14.0f} {s.rss_kib[-1] if s.rss_kib else 0:>12.0f} {rss:>9.1f} "
               f"{s.fds[-1] if s.fds else 0:>8.0f} {fds:>8.2f}")
+    print_timeline(series, args.seconds)
     if len(snapshots) == 2:
         for before, after in zip(snapshots["t0"], snapshots["t1"], strict=True):
             print(f"\ntracemalloc growth of {after.name.split('-')[0]} from the end of the warm-up to the end:")
             stats = tracemalloc.Snapshot.load(str(after)).compare_to(tracemalloc.Snapshot.load(str(before)), "lineno")
             for stat in stats[:15]:
                 print(f"  {stat}")
-            after_snap = tracemalloc.Snapshot.load(str(after))
-            for held in after_snap.statistics("traceback")[:5]:
-                print(f"  held {held.size / 1024:.1f} KiB in {held.count} blocks, allocated at:")
-                for line in held.traceback.format()[-12:]:
+            print_sidecars(before, after)
+            by_tb = tracemalloc.Snapshot.load(str(after)).compare_to(tracemalloc.Snapshot.load(str(before)),
+                                                                      "traceback")
+            for grew in by_tb[:8]:
+                print(f"  grew {grew.size_diff / 1024:+.1f} KiB ({grew.count_diff:+d} blocks), allocated at:")
+                for line in grew.traceback.format(most_recent_first=True)[:2 * 25]:
                     print(f"    {line}")
     return 0
+
+
+def print_timeline(series: dict[str, Series], seconds: float) -> None:
+    """RSS of each process at ten points of the run: a slope that levels off shows here."""
+    marks = [seconds * i / 10 for i in range(11)]
+    print("RSS (KiB) at " + ", ".join(f"{m:.0f}" for m in marks) + " s:")
+    for s in series.values():
+        if not s.t:
+            continue
+        at = [s.rss_kib[min(range(len(s.t)), key=lambda i, m=m: abs(s.t[i] - m))] for m in marks]
+        print(f"  {s.name:<12} " + " ".join(f"{v:.0f}" for v in at))
+
+
+def print_sidecars(before: Path, after: Path) -> None:
+    """Traced memory against RSS, and the object types that grew, between two snapshots."""
+    a, b = (json.loads(p.with_suffix(".json").read_text()) for p in (before, after))
+    print(f"  traced {a['traced'] / 1024:.0f} -> {b['traced'] / 1024:.0f} KiB, "
+          f"RSS {a['rss_kib']} -> {b['rss_kib']} KiB, gc objects {a['objects']} -> {b['objects']}")
+    grown = sorted(((n - a["types"].get(k, 0), k) for k, n in b["types"].items()), reverse=True)[:10]
+    print("  object types that grew most: " + ", ".join(f"{k} +{d}" for d, k in grown if d > 0))
 
 
 def take_snapshots(directory: Path, pids: list[int]) -> list[Path]:
     """SIGUSR2 each traced control process and wait for its snapshot file."""
     directory.mkdir(parents=True, exist_ok=True)
-    before = set(directory.iterdir())
+    before = set(directory.glob("*.snap"))
     for pid in pids:
         os.kill(pid, signal.SIGUSR2)
-    wait_until(lambda: len(set(directory.iterdir()) - before) >= len(pids), 60)
-    time.sleep(1.0)  # the files are complete once written; give the last one a moment
-    new = sorted(set(directory.iterdir()) - before)
+    wait_until(lambda: len(set(directory.glob("*.snap")) - before) >= len(pids), 120)
+    new = sorted(set(directory.glob("*.snap")) - before)   # renamed into place once complete
     return sorted(new, key=lambda p: pids.index(int(p.name.split("-")[0])))
 
 

@@ -194,6 +194,21 @@ static void emit_reserve(ts_dp *dp, ts_sa *sa, uint64_t seq, bool above) {
     }
 }
 
+/* once per SA UPDATEd with report_first_use: the first packet that passed ICV
+ * verification proves the peer installed its side and sends on this SA.  After
+ * that one relaxed load per packet; the exchange lets only one loop thread
+ * report it.  A full queue re-arms it for the next packet. */
+static void emit_first_use(ts_dp *dp, ts_sa *sa) {
+    if (!atomic_load_explicit(&sa->first_use_armed, memory_order_relaxed) ||
+        !atomic_exchange(&sa->first_use_armed, 0))
+        return;
+    ts_event ev = {.type = TS_EV_FIRST_USE, .dir = TS_DIR_IN, .spi = sa->spi};
+    if (!ts_events_push(&dp->events, &ev, NULL, 0)) {
+        ts_drop(dp, TS_DROP_QUEUE_FULL);
+        atomic_store(&sa->first_use_armed, 1);
+    }
+}
+
 /* The next outbound sequence number.  Without a reservation a plain
  * fetch-add (an overflow is given back: the SA dies with it).  With one, a
  * number is only taken if it is <= seq_limit: giving numbers back could let
@@ -405,6 +420,7 @@ int ts_inbound_locked(ts_dp *dp, uint8_t *udp, size_t len, const ts_addr *src,
         *drop = TS_DROP_AUTH;
         return 0;
     }
+    emit_first_use(dp, sa);   /* authentic, even if replayed or past the reservation below */
     if (above) {
         emit_reserve(dp, sa, seq, true);
         *drop = TS_DROP_UNRESERVED;

@@ -68,6 +68,7 @@ typedef struct ts_sa {
     uint64_t created_ns;
     _Atomic uint64_t seq_limit, seq_notify;   /* reservation (ts_sa_params), 0 = none */
     _Atomic uint8_t reserve_fired;
+    _Atomic uint8_t first_use_armed;   /* TS_EV_FIRST_USE still to raise (ts_sa_params.report_first_use) */
 } ts_sa;
 
 typedef struct ts_sad {

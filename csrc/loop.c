@@ -15,6 +15,8 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdio.h>
+#include <sys/prctl.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -411,6 +413,11 @@ int ts_dp_run_queue(ts_dp *dp, int queue) {
     struct ts_batch *b = q->batch;
     b->q = q;
     ts_set_thread_slot((unsigned)queue + 1);
+    /* the thread's name says which queue it serves: the control process reads
+     * each queue's CPU time from /proc/PID/task/TID/{comm,stat} (its load metric) */
+    char name[24];   /* the kernel keeps 15 bytes: "tunsec-q" and up to 7 digits */
+    snprintf(name, sizeof name, "tunsec-q%d", queue);
+    prctl(PR_SET_NAME, name, 0, 0, 0);
     struct pollfd pf[5];
     int fds[5] = {dp->wake_fd, q->tun_fd, q->udp4_fd, q->udp6_fd, dp->spd.hold_fd};
     int rc = TS_OK;

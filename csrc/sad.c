@@ -202,6 +202,8 @@ static int validate(const ts_sa_params *p, uint8_t dir) {
         return TS_EINVAL;
     if (p->seq_limit && (p->seq_limit < p->seq_start || (!p->esn && p->seq_limit > UINT32_MAX)))
         return TS_EINVAL;
+    if (p->report_first_use > 1 || (p->report_first_use && p->dir != TS_DIR_IN))
+        return TS_EINVAL;   /* only what we receive can prove the peer uses an SA */
     return TS_OK;
 }
 
@@ -234,6 +236,7 @@ static int fill(ts_sa *sa, const ts_sa_params *p) {
     atomic_store(&sa->seq_limit, p->seq_limit);
     atomic_store(&sa->seq_notify, p->seq_notify);
     atomic_store(&sa->reserve_fired, 0);
+    atomic_store(&sa->first_use_armed, p->report_first_use);   /* armed before the SA turns mature */
     sa->n_sel = p->n_sel;
     memcpy(sa->sel, p->sel, sizeof(ts_selector) * p->n_sel);
     sa->created_ns = ts_now_ns();

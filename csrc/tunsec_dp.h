@@ -106,6 +106,10 @@ typedef struct ts_sa_params {
      * (0 = never), one TS_EV_RESERVE is raised; ts_sad_reserve re-arms it. */
     uint64_t seq_limit;
     uint64_t seq_notify;
+    /* IN only (0 or 1): raise one TS_EV_FIRST_USE when the first packet passes
+     * ICV verification: proof the peer sends on this SA (a rekey responder
+     * then moves its own traffic to the new outbound SA) */
+    uint8_t report_first_use;
 } ts_sa_params;
 
 #define TS_REPLAY_MAX 65536
@@ -145,6 +149,7 @@ enum ts_event_type {
     TS_EV_INVALID_SPI = 3,       /* spi, addr = sender */
     TS_EV_IKE = 4,               /* addr = sender, data = IKE message (marker stripped) */
     TS_EV_RESERVE = 5,           /* spi, dir, seq: the SA reached seq_notify, or (IN) a peer is past seq_limit */
+    TS_EV_FIRST_USE = 6,         /* spi (IN): first authenticated packet on an SA with report_first_use */
 };
 
 /* numbered as the pipe's ExpireReason (3 = TIME is the worker's own) */

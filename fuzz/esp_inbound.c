@@ -18,6 +18,8 @@
  *               datagram's length instead of 64 KiB
  *         bit4  raw: write SA B's SPI over the first 4 bytes
  *         bit5  raw: write the larval SA's SPI over the first 4 bytes
+ * SA A is armed with report_first_use: one FIRST_USE at most per input, never
+ * without an untampered record with A's SPI, and always once one got through.
  * Both SAs are re-created before every input, so each input starts from the
  * same state and a crash reproduces from its file alone. */
 #include "fuzz_util.h"
@@ -44,6 +46,7 @@ static void key_in(uint32_t spi, const uint8_t *key, uint8_t keylen, uint8_t esn
         p.n_sel = 2;
         fz_sel(&p.sel[0], 4, net4, 1, net4, 1);
         fz_sel(&p.sel[1], 6, net6, 1, net6, 1);
+        p.report_first_use = 1;
     } else {
         p.soft_packets = 3;
         p.hard_packets = 6;
@@ -103,6 +106,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     ts_addr src, local;
     fz_addr4(&src, 192, 0, 2, 1, 4500);
     fz_addr4(&local, 192, 0, 2, 2, 4500);
+    int a_sent = 0, a_through = 0;   /* records with SA A's SPI (not tampered with): sent, delivered */
     for (int r = 0; r < MAX_RECORDS && in.n; r++) {
         uint8_t flags = fz_u8(&in);
         size_t want = fz_u16(&in), len = 0, dlen;
@@ -133,6 +137,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         uint8_t *udp = fz_dup(datagram, dlen);
         int drop = -1;
         int n = ts_dp_inbound(dp, udp, dlen, &src, &local, out, outcap, &drop);
+        int for_a = dlen >= 4 && fz_be32(udp) == SPI_A;   /* raw ones too: the seeds hold sealed packets */
+        a_sent += for_a && !bad_tag;
+        a_through |= for_a && n > 0;
         if (fz_trace())
             fprintf(stderr, "record %d: %s %zu bytes -> %d, drop %d\n", r, sealed ? "sealed" : "raw", dlen, n, drop);
         FUZZ_ASSERT(n >= 0 && drop >= 0 && drop < TS_DROP__COUNT);
@@ -147,6 +154,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         free(udp);
         free(out);
     }
+    int first_use = 0;
+    ts_event ev;
+    static uint8_t evbuf[TS_MAX_PACKET];
+    while (ts_dp_next_event(dp, &ev, evbuf, sizeof(evbuf)) == 1)
+        if (ev.type == TS_EV_FIRST_USE) {
+            FUZZ_ASSERT(ev.spi == SPI_A);
+            first_use++;
+        }
+    FUZZ_ASSERT(first_use <= 1 && first_use <= a_sent && first_use >= a_through);
     fz_drain_events(dp);
     ts_sa_info info;
     FUZZ_ASSERT(ts_sad_get(dp, SPI_B, TS_DIR_IN, NULL, &info) == TS_OK);

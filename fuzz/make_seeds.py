@@ -13,6 +13,7 @@ Run: PYTHONPATH=src python3 fuzz/make_seeds.py
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from collections.abc import Iterable
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
@@ -320,6 +321,8 @@ def pipe_seeds() -> Iterable[tuple[str, bytes]]:
                                reason=pipe.ExpireReason.PACKETS)),
         ("invalid-spi", pipe.InvalidSpi(spi=0x9999, remote=ep_r)),
         ("ike", pipe.Ike(data=b"\x22" * 40, remote=ep_r, local=ep_l)),
+        ("update-first-use", pipe.Update(12, dataclasses.replace(spec, report_first_use=True))),
+        ("first-use", pipe.FirstUse(spi=0x1000)),
     ]
     for name, m in msgs:
         yield name, pipe.encode(m)

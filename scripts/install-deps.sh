@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Everything tunsec needs on a fresh Debian 12 machine: the C toolchain and
 # OpenSSL headers for the fast path, the tools the tests and benchmarks use
-# (iperf3, strongSwan with kernel-libipsec, wireguard-go), clang with the
-# libFuzzer runtime for `make fuzz`, and the Python package with its C
-# extension (its test extras bring atheris).  Idempotent.
+# (iperf3, strongSwan with kernel-libipsec, wireguard-go, a Prometheus server
+# that tests/e2e/test_metrics.py starts itself), clang with the
+# libFuzzer runtime for `make fuzz`, podman (runc: crun rejects hybrid cgroups)
+# and mmdebstrap for `make image` and the container test, systemd-analyze for the
+# unit file, and the Python package with its C extension (its test extras bring
+# atheris).  Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +17,8 @@ APT_PACKAGES=(
   libstrongswan-standard-plugins libstrongswan-extra-plugins strongswan-pki
   wireguard-go wireguard-tools
   clang libclang-rt-14-dev
+  podman runc mmdebstrap systemd
+  prometheus
 )
 
 missing=()

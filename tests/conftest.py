@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from reachable import python_argv
 
 from tunsec.bench.netns import Host, TwoHosts, wait_until
 
@@ -131,14 +132,15 @@ class TunsecPair:
 
     def _side(self, me: Host, peer: Host, spi_in: int, key_in: str, spi_out: int, key_out: str) -> Side:
         d = self.topo.workdir
-        sock = d / f"{me.ns}.sock"
+        # in a directory tunsec makes: it hands it to the user it drops to, so it can remove the socket at exit
+        sock = d / me.ns / "tunsec.sock"
         conf = d / f"{me.ns}.conf"
         conf.write_text(manual_conf(me, peer, sock, spi_in, key_in, spi_out, key_out, self.o))
         conf.chmod(0o600)
         return Side(me, conf, d / f"{me.ns}.log", sock)
 
     def start(self, side: Side, **popen: Any) -> None:
-        argv = [sys.executable, "-m", "tunsec", "up", "-c", str(side.conf)]
+        argv = [*python_argv(), "-m", "tunsec", "up", "-c", str(side.conf)]
         side.proc = self.topo.popen(side.host, argv, log=side.log, **popen)
         ok = wait_until(lambda: side.proc is not None and (side.proc.poll() is not None
                                                            or side.status(self.topo).returncode == 0), 20)

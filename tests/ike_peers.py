@@ -22,6 +22,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from reachable import python_argv
+
 from tunsec.bench.netns import Host, TwoHosts, wait_until
 from tunsec.bench.systems.base import Unavailable, missing_commands
 from tunsec.bench.systems.strongswan import (
@@ -220,7 +222,7 @@ tunsec {{
         self.conf.chmod(0o600)
 
     def start(self) -> None:
-        argv = [sys.executable, "-m", "tunsec", "up", "-c", str(self.conf)]
+        argv = [*python_argv(), "-m", "tunsec", "up", "-c", str(self.conf)]
         self.proc = proc = self.topo.popen(self.host, argv, log=self.log)
         ok = wait_until(lambda: proc.poll() is not None or self.cli("status").returncode == 0, 20)
         assert ok and proc.poll() is None, f"tunsec in {self.host.ns} did not start:\n{self.log_text()}"

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 GOOD = """tunsec {
   tun = tunsec0
 }
@@ -129,3 +131,10 @@ def test_check_warns_about_a_weak_psk_without_showing_it(tmp_path: Path) -> None
         conf.write_text(PSK.format(secret=strong))
         r = tunsec("check", "-c", str(conf))
         assert r.returncode == 0 and "pre-shared key" not in r.stderr, r.stderr
+
+
+def test_terminate_needs_a_connection_or_a_child(capsys: pytest.CaptureFixture[str]) -> None:
+    from tunsec.cli import main
+
+    assert main(["terminate", "--socket", "/nonexistent/tunsec.sock"]) == 2
+    assert "--ike CONN, --child NAME, or both" in capsys.readouterr().err

@@ -34,8 +34,8 @@ from tunsec.ike.identity import Identity
 from tunsec.ike.proposals import parse_proposals
 from tunsec.ike.sa import IkeSa
 from tunsec.ike.secret import Secret
-from tunsec.ikeservice import IkeService
 from tunsec.policy.ids import IdSpace
+from tunsec.services.ike import IkeService
 
 GW = "192.0.2.1"
 PSK = Secret(b"a shared secret of some length")
@@ -142,7 +142,7 @@ class Gateway:
                         self.service.receive_natt(pipe.Ike(data=data, remote=Endpoint(ipaddress.ip_address(src[0]),
                                                                                       src[1])))
                     else:
-                        self.service.endpoint.receive(data, src, _now(), dst)
+                        self.service.receive(data, src, dst)
                         self.service._pump()
                 else:
                     i = next(k for k in range(self.n) if site_ip(k) == dst[0])
@@ -234,7 +234,7 @@ def test_each_peer_owns_its_reqid_policies_and_sas() -> None:
         for i in range(gw.n):
             assert_reaches_only_its_site(gw, i)
         # status: each IKE SA lists its own child, and only that one
-        status = svc.status()
+        status = svc.ike_sas()
         assert len(status) == gw.n
         for entry in status:
             (child,) = entry["children"]

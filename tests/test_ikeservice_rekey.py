@@ -25,13 +25,13 @@ from tunsec.dataplane.pipe import Direction, Endpoint
 from tunsec.ike.config import RemoteAuth
 from tunsec.ike.identity import Identity
 from tunsec.ike.sa import IkeSa
-from tunsec.ikeservice import IkeService
 from tunsec.policy.ids import IdSpace
+from tunsec.services.ike import IkeService
 
 A_IP, B_IP = "192.0.2.1", "192.0.2.2"
 A_NET, B_NET = "10.1.0.0/16", "10.2.0.0/16"
 
-Event = tuple[str, str, Any]    # ("pipe" | "send", side, message or (dst, data))
+Event = tuple[str, str, Any]    # ("pipe" | "send" | "event", side, message or datagram)
 
 
 class RecordingWorker(InProcessWorker):
@@ -40,6 +40,7 @@ class RecordingWorker(InProcessWorker):
     def __init__(self, side: str, pair: Pair) -> None:
         super().__init__(asyncio.get_running_loop(), lambda m: pair.sent(side, m.data, 4500))
         self.side, self.pair = side, pair
+        self.worker.send = lambda data: pair.worker_event(side, data)
 
     async def request(self, build: Callable[[int], pipe.Message]) -> list[pipe.Reply]:
         def logged(req_id: int) -> pipe.Message:
@@ -72,6 +73,9 @@ class Pair:
     probing: bool = False
     svc: dict[str, IkeService] = field(default_factory=dict)
     workers: dict[str, RecordingWorker] = field(default_factory=dict)
+    # hand the workers' FIRST_USE events to the services, as the daemon does (off: the tests of the
+    # DELETE and timeout paths, where probe packets on a new SA would otherwise promote it first)
+    first_use: bool = False
 
     async def start(self, close_action: Action = "none") -> None:
         for side, ip, peer, local, remote in (("a", A_IP, B_IP, A_NET, B_NET), ("b", B_IP, A_IP, B_NET, A_NET)):
@@ -84,6 +88,12 @@ class Pair:
                                               {4: ip}, IdSpace())
             await svc.start()
             svc.sockets = {4: Wire(side, self)}  # type: ignore[dict-item]
+
+    def worker_event(self, side: str, data: bytes) -> None:
+        msg = pipe.decode(data)
+        self.timeline.append(("event", side, msg))
+        if self.first_use and isinstance(msg, pipe.FirstUse):
+            self.svc[side].first_use(msg.spi)
 
     def sent(self, side: str, data: bytes, port: int) -> None:
         self.timeline.append(("send", side, data))
@@ -129,6 +139,7 @@ class Pair:
                 self.failures.append(f"{when}: {src} cannot send: {drop.name}")
                 continue
             inner, drop = self.workers[dst].dp.inbound(esp, Endpoint(ipaddress.ip_address(self.ip(src)), 500))
+            self.workers[dst].worker.drain_events()
             if drop is not Drop.NONE or inner != packet:
                 spi = int.from_bytes(esp[:4], "big")
                 self.failures.append(f"{when}: {dst} cannot open {src}'s ESP (SPI {spi:08x}): {drop.name}")
@@ -219,9 +230,11 @@ def test_a_rekey_installs_before_it_signals_and_never_loses_a_packet(starter: st
     asyncio.run(body())
 
 
-def test_rekeys_from_both_ends_and_collisions_lose_nothing() -> None:
+@pytest.mark.parametrize("first_use", [False, True], ids=["on-delete", "on-first-use"])
+def test_rekeys_from_both_ends_and_collisions_lose_nothing(first_use: bool) -> None:
     async def body() -> None:
         pair = await established()
+        pair.first_use = first_use
         for starters in (["a"], ["b"], ["a", "b"], ["b", "a"], ["a"]):
             for side in starters:        # both before any delivery: a collision (RFC 7296 §2.8.1)
                 pair.rekey(side)
@@ -241,34 +254,36 @@ def test_rekeys_from_both_ends_and_collisions_lose_nothing() -> None:
     asyncio.run(body())
 
 
+async def settle_holding_a_delete(pair: Pair) -> list[tuple[str, bytes, int]]:
+    """Settle a rekey A started, but hold back A's datagrams after its CREATE_CHILD_SA request
+    (its DELETE of the old Child SA); they are returned, to be lost or delivered later."""
+    held: list[tuple[str, bytes, int]] = []
+    sent_by_a = 0
+    while pair.wire or any(s._tasks for s in pair.svc.values()):
+        if pair.wire:
+            side, data, port = pair.wire.pop(0)
+            if side == "a":
+                sent_by_a += 1
+                if sent_by_a > 1:
+                    held.append((side, data, port))
+                    continue
+            pair.deliver(side, data, port)
+        tasks = [t for s in pair.svc.values() for t in s._tasks]
+        if tasks:
+            await asyncio.wait(tasks)
+        for _ in range(5):
+            await asyncio.sleep(0)
+    return held
+
+
 def test_standby_timeout_moves_a_responder_to_the_new_sa() -> None:
     """If the initiator's DELETE never comes, the standby timeout moves our traffic to the new SA."""
     async def body() -> None:
         pair = await established()
         old_b = pair.child("b")
-        lost: list[bytes] = []
         deliver = pair.settle
-
-        async def settle_losing_deletes() -> None:
-            # the initiator's datagrams after the CREATE_CHILD_SA request are its DELETE: lost
-            sent_by_a = 0
-            while pair.wire or any(s._tasks for s in pair.svc.values()):
-                if pair.wire:
-                    side, data, port = pair.wire.pop(0)
-                    if side == "a":
-                        sent_by_a += 1
-                        if sent_by_a > 1:
-                            lost.append(data)
-                            continue
-                    pair.deliver(side, data, port)
-                tasks = [t for s in pair.svc.values() for t in s._tasks]
-                if tasks:
-                    await asyncio.wait(tasks)
-                for _ in range(5):
-                    await asyncio.sleep(0)
-
         pair.rekey("a")
-        await settle_losing_deletes()
+        lost = await settle_holding_a_delete(pair)
         assert lost, "the DELETE was not sent"
         new_b = next(c for c in pair.svc["b"].children.values() if c.handle != old_b.handle)
         assert new_b.standby is not None
@@ -278,6 +293,43 @@ def test_standby_timeout_moves_a_responder_to_the_new_sa() -> None:
         await deliver()
         assert new_b.standby is None and new_b.out_installed
         assert all(p.out_spi == new_b.spi_out for p in pair.workers["b"].dp.policies())
+        assert pair.failures == []
+
+    asyncio.run(body())
+
+
+def test_a_responder_sends_on_the_new_sa_as_soon_as_the_initiator_does() -> None:
+    """The initiator's first packet on the new Child SA (the worker's FIRST_USE for the responder's
+    new inbound SA) moves the responder's traffic over at once: its DELETE of the old SA is still on
+    its way and the standby timer has not fired.  The DELETE, when it comes, removes the old SAs."""
+    async def body() -> None:
+        pair = await established()
+        pair.first_use = True
+        old_b = pair.child("b")
+        mark = len(pair.timeline)
+        pair.rekey("a")
+        held = await settle_holding_a_delete(pair)
+        assert held, "the DELETE was not sent"
+        new_b = next(c for c in pair.svc["b"].children.values() if c.handle != old_b.handle)
+        new_a = next(c for c in pair.svc["a"].children.values() if c.spi_in == new_b.spi_out)
+        # only the responder's new inbound SA asks for FIRST_USE, and it is reported once
+        assert [m.sa.report_first_use for _, _, m in (pair.timeline[i] for i in pair.after(
+            mark, "pipe", "b", updates(new_b.spi_in)))] == [True]
+        assert [m.sa.report_first_use for _, _, m in (pair.timeline[i] for i in pair.after(
+            mark, "pipe", "a", updates(new_a.spi_in)))] == [False]
+        reports = pair.after(mark, "event", "b", lambda m: isinstance(m, pipe.FirstUse))
+        assert [pair.timeline[i][2].spi for i in reports] == [new_b.spi_in]
+        # promoted on it: before the DELETE (held) and without the timer
+        assert old_b.handle in pair.svc["b"].children
+        assert new_b.standby is None and new_b.out_installed
+        assert new_b.standby_timer not in pair.svc["b"]._timers
+        assert reports[0] < pair.after(mark, "pipe", "b", adds(new_b.spi_out))[0]
+        assert all(p.out_spi == new_b.spi_out for p in pair.workers["b"].dp.policies())
+        assert pair.failures == []
+        pair.wire.extend(held)
+        await pair.settle()
+        assert set(pair.svc["b"].children) == {new_b.handle}
+        assert pair.sa_spis("b", Direction.OUT) == {new_b.spi_out}
         assert pair.failures == []
 
     asyncio.run(body())

@@ -14,9 +14,9 @@ from tunsec.ike.endpoint import IkeEndpoint
 from tunsec.ike.identity import Identity
 from tunsec.ike.proposals import parse_proposals
 from tunsec.ike.secret import Secret
-from tunsec.ikeservice import IkeService
 from tunsec.loglimit import LogLimiter
 from tunsec.policy.ids import IdSpace
+from tunsec.services.ike import IkeService
 
 GW, PEER = "192.0.2.1", "198.51.100.7"
 PSK = Secret(b"a shared secret of some length")

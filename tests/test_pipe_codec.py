@@ -25,6 +25,7 @@ from tunsec.dataplane.pipe import (
     Expire,
     ExpireReason,
     Ext,
+    FirstUse,
     Flush,
     GetSpi,
     Ike,
@@ -142,9 +143,10 @@ def sa_specs(draw: st.DrawFn) -> SaSpec:
     esn = draw(st.booleans())
     local, remote = draw(endpoint_pairs())
     soft, hard = draw(lifetime_pairs())
+    direction = draw(st.sampled_from(Direction))
     return SaSpec(
         spi=draw(spis),
-        direction=draw(st.sampled_from(Direction)),
+        direction=direction,
         alg=alg,
         key=draw(st.binary(min_size=alg.key_len, max_size=alg.key_len)),
         esn=esn,
@@ -156,6 +158,7 @@ def sa_specs(draw: st.DrawFn) -> SaSpec:
         hard=hard,
         selectors=tuple(draw(st.lists(selectors, max_size=8))),
         **draw(reservations(esn)),
+        report_first_use=direction is Direction.IN and draw(st.booleans()),
     )
 
 
@@ -287,6 +290,7 @@ messages: st.SearchStrategy[Message] = st.one_of(
     st.builds(ReserveLow, spi=spis, direction=st.just(Direction.IN), needed=u64s),
     st.builds(ReserveLow, spi=spis, direction=st.just(Direction.OUT), needed=u64s, remote=endpoints()),
     ike_args().map(lambda a: Ike(data=a[0], remote=a[1], local=a[2])),
+    st.builds(FirstUse, spi=spis),
 )
 
 # ------------------------------------------------------------ realistic values
@@ -401,6 +405,9 @@ REALISTIC: list[Message] = [
     Reserve(17, 0xC0000123, Direction.IN, U64, 0),
     ReserveLow(spi=0xC1A2B3C4, direction=Direction.OUT, remote=REMOTE6),
     ReserveLow(spi=0xC0000123, direction=Direction.IN, needed=(1 << 20) + 7),
+    # a rekey responder's new inbound SA: the worker reports its first authenticated packet
+    Update(18, in_sa(report_first_use=True)),
+    FirstUse(spi=0xC0000123),
 ]
 
 # ----------------------------------------------------------------- raw helpers
@@ -506,6 +513,14 @@ def test_extensions_may_come_in_any_order() -> None:
     assert decode(rebuild(data, split(data)[::-1])) == Update(2, in_sa(selectors=in_sa().selectors[::-1]))
 
 
+def test_report_first_use_is_bit3_of_the_sa_flags() -> None:
+    for esn, flags in ((True, 0x09), (False, 0x08)):
+        data = encode(Update(1, in_sa(esn=esn, report_first_use=True)))
+        assert split(data)[0][1][6] == flags
+        assert split(encode(Update(1, in_sa(esn=esn))))[0][1][6] == flags & 1
+    assert split(encode(FirstUse(spi=0xC0000123))) == [(Ext.SPI, b"\xc0\x00\x01\x23")]
+
+
 def test_largest_ike_message() -> None:
     msg = SendIke(1, b"\xab" * MAX_IKE_DATA, REMOTE6, LOCAL6)
     assert decode(encode(msg)) == msg
@@ -596,7 +611,7 @@ def test_bad_version_is_answered() -> None:
 
 
 def test_unknown_type_is_answered_with_its_raw_type() -> None:
-    for msg_type in (0, 12, 15, 21, 255):
+    for msg_type in (0, 12, 15, 22, 255):
         err = decode_error(raw(msg_type, req_id=43))
         assert err.errno is Errno.ETYPE and err.req_id == 43 and err.msg_type == msg_type
         answer = error_reply(err)
@@ -769,6 +784,14 @@ MALFORMED: list[tuple[str, bytes, Errno]] = [
     ("RESERVE_LOW with notify",
      raw(MsgType.RESERVE_LOW, SA_ID_300 + ext(Ext.SEQ_LIMIT, bytes(7) + b"\1" + bytes(7) + b"\1"), req_id=0),
      Errno.EINVAL),
+    ("SA first-use flag on an ADD", patch(A_SA, Ext.SA, put(6, b"\x09")), Errno.EINVAL),
+    ("SA unknown flag 0x10", patch(U_SA, Ext.SA, put(6, b"\x10")), Errno.EINVAL),
+    ("FIRST_USE with a request id", raw(MsgType.FIRST_USE, SPI_300, req_id=3), Errno.EINVAL),
+    ("FIRST_USE without SPI", raw(MsgType.FIRST_USE, req_id=0), Errno.EINVAL),
+    ("FIRST_USE two SPIs", raw(MsgType.FIRST_USE, SPI_300 + SPI_300, req_id=0), Errno.EINVAL),
+    ("FIRST_USE spi 255", raw(MsgType.FIRST_USE, ext(Ext.SPI, b"\0\0\0\xff"), req_id=0), Errno.EINVAL),
+    ("FIRST_USE with a peer", raw(MsgType.FIRST_USE, SPI_300 + REMOTE4_EXT, req_id=0), Errno.EINVAL),
+    ("reply to FIRST_USE", raw(MsgType.FIRST_USE, flags=0x01), Errno.EINVAL),
 ]  # fmt: skip
 
 
@@ -1072,6 +1095,10 @@ INVALID: list[tuple[str, Callable[[], object]]] = [
     ("mature without alg", lambda: SaInfo(**(vars(sa_info(1)) | {"alg": None}))),
     ("sa_info window", lambda: SaInfo(**(vars(sa_info(1)) | {"replay_window": 31}))),
     ("policy_info out_spi", lambda: PolicyInfo(1, 1, Action.PROTECT, 1, 255, 0, SEL4)),
+    ("first use on an outbound SA", lambda: out_sa(report_first_use=True)),
+    ("first use int", lambda: in_sa(report_first_use=1)),
+    ("first_use spi 255", lambda: FirstUse(spi=255)),
+    ("first_use with an id", lambda: FirstUse(req_id=1, spi=300)),
 ]
 
 

@@ -23,7 +23,6 @@ from tunsec.dataplane.pipe import MAX_SELECTORS, Selector
 from tunsec.ike.endpoint import IkeEndpoint
 from tunsec.ike.events import ChildSaUp
 from tunsec.ike.testing import Network
-from tunsec.manual import plan
 from tunsec.policy.ids import IdSpace
 from tunsec.policy.selector import (
     FastSelectors,
@@ -36,6 +35,7 @@ from tunsec.policy.selector import (
     parse_ts,
     parse_ts_list,
 )
+from tunsec.services.manual import plan
 
 V4, V6 = ipaddress.IPv4Address, ipaddress.IPv6Address
 ANY = (0, 0xFFFF)

@@ -788,6 +788,145 @@ static void test_reservation_threads(void) {
     pair_free(&pr);
 }
 
+/* ---- 5c. FIRST_USE: the first authenticated packet on an armed inbound SA ---- */
+static uint64_t drop_count(ts_dp *dp, int reason);
+
+static void test_first_use(void) {
+    struct pair pr;
+    pair_new(&pr, 20, false, 64, 0);   /* its IN SA is not armed: never reports */
+    size_t len = make_inner(4, 10, false, bufA), icmp;
+    int drop;
+    int n = out1(pr.tx, bufA, len, bufB, &drop, &icmp);
+    CHECK(n > 0 && in1(pr.rx, bufB, (size_t)n, bufC, &drop) == (int)len);
+    CHECK(count_events(pr.rx, TS_EV_FIRST_USE, NULL) == 0);
+
+    uint32_t spi;
+    CHECK(ts_sad_getspi(pr.rx, 0x6000, 0x6000, &spi) == TS_OK);
+    ts_sa_params p;
+    params(&p, spi, TS_DIR_IN, pr.key, 20, false, 64, 0);
+    p.report_first_use = 2;
+    CHECK(ts_sad_update(pr.rx, &p) == TS_EINVAL);
+    p.report_first_use = 1;
+    CHECK(ts_sad_update(pr.rx, &p) == TS_OK);
+    params(&p, spi, TS_DIR_OUT, pr.key, 20, false, 0, 0);
+    p.report_first_use = 1;
+    CHECK(ts_sad_add(pr.tx, &p) == TS_EINVAL);   /* what we send proves nothing */
+    /* a forgery raises nothing */
+    size_t el = ref_seal(pr.key, 20, spi, 1, false, NULL, bufA, len, min_pad(len), NULL, 4, bufB);
+    bufB[el - 1] ^= 1;
+    CHECK(in1(pr.rx, bufB, el, bufC, &drop) == 0 && drop == TS_DROP_AUTH);
+    CHECK(count_events(pr.rx, TS_EV_FIRST_USE, NULL) == 0);
+    /* the first authentic packet raises it once, with the SA's SPI */
+    el = ref_seal(pr.key, 20, spi, 1, false, NULL, bufA, len, min_pad(len), NULL, 4, bufB);
+    CHECK(in1(pr.rx, bufB, el, bufC, &drop) == (int)len && drop == TS_DROP_NONE);
+    ts_event ev;
+    CHECK(count_events(pr.rx, TS_EV_FIRST_USE, &ev) == 1 && ev.spi == spi && ev.dir == TS_DIR_IN);
+    el = ref_seal(pr.key, 20, spi, 2, false, NULL, bufA, len, min_pad(len), NULL, 4, bufB);
+    CHECK(in1(pr.rx, bufB, el, bufC, &drop) == (int)len);
+    CHECK(count_events(pr.rx, TS_EV_FIRST_USE, NULL) == 0);
+
+    /* a full event queue loses the report: the next packet makes it again */
+    CHECK(ts_sad_getspi(pr.rx, 0x6001, 0x6001, &spi) == TS_OK);
+    params(&p, spi, TS_DIR_IN, pr.key, 20, false, 64, 0);
+    p.report_first_use = 1;
+    CHECK(ts_sad_update(pr.rx, &p) == TS_OK);
+    ts_event filler = {.type = TS_EV_ACQUIRE};
+    while (ts_events_push(&pr.rx->events, &filler, NULL, 0))
+        ;
+    uint64_t full_before = drop_count(pr.rx, TS_DROP_QUEUE_FULL);
+    el = ref_seal(pr.key, 20, spi, 1, false, NULL, bufA, len, min_pad(len), NULL, 4, bufB);
+    CHECK(in1(pr.rx, bufB, el, bufC, &drop) == (int)len);   /* the packet itself goes through */
+    CHECK(drop_count(pr.rx, TS_DROP_QUEUE_FULL) == full_before + 1);
+    CHECK(count_events(pr.rx, TS_EV_FIRST_USE, NULL) == 0);
+    el = ref_seal(pr.key, 20, spi, 2, false, NULL, bufA, len, min_pad(len), NULL, 4, bufB);
+    CHECK(in1(pr.rx, bufB, el, bufC, &drop) == (int)len);
+    CHECK(count_events(pr.rx, TS_EV_FIRST_USE, &ev) == 1 && ev.spi == spi);
+    pair_free(&pr);
+}
+
+/* several threads open the first packets of many armed SAs at once: one report per SA */
+#define FU_SAS 32
+#define FU_THREADS 4
+#define FU_PKTS 6
+#define FU_LEN 128
+struct fu_thread {
+    ts_dp *dp;
+    unsigned slot;
+    uint8_t pkt[FU_SAS][FU_PKTS][FU_LEN];
+    size_t len[FU_SAS][FU_PKTS];
+    int accepted;
+};
+static void *fu_worker(void *arg) {
+    struct fu_thread *t = arg;
+    static _Thread_local uint8_t out[512];
+    ts_set_thread_slot(t->slot);   /* a loop thread's own cipher contexts, as in ts_dp_run_queue */
+    ts_addr src;
+    addr4(&src, 1, 4500);
+    for (int k = 0; k < FU_PKTS; k++)
+        for (int i = 0; i < FU_SAS; i++) {
+            int drop;
+            if (ts_dp_inbound(t->dp, t->pkt[i][k], t->len[i][k], &src, NULL, out, sizeof(out), &drop) > 0)
+                t->accepted++;
+        }
+    ts_set_thread_slot(0);
+    return NULL;
+}
+
+static void test_first_use_threads(void) {
+    ts_dp *dp = ts_dp_new();
+    FATAL_IF(!dp);
+    uint8_t key[20];
+    rnd_fill(key, sizeof(key));
+    uint32_t spis[FU_SAS];
+    for (int i = 0; i < FU_SAS; i++) {
+        ts_sa_params p;
+        CHECK(ts_sad_getspi(dp, 0x7000, 0x7fff, &spis[i]) == TS_OK);
+        params(&p, spis[i], TS_DIR_IN, key, 20, false, 1024, 0);
+        p.report_first_use = 1;
+        CHECK(ts_sad_update(dp, &p) == TS_OK);
+    }
+    static struct fu_thread th[FU_THREADS];
+    static uint8_t inner[FU_LEN];
+    size_t len = make_inner(4, 10, false, inner);
+    for (int t = 0; t < FU_THREADS; t++) {
+        th[t].dp = dp;
+        th[t].slot = (unsigned)t + 1;
+        th[t].accepted = 0;
+        for (int i = 0; i < FU_SAS; i++)
+            for (int k = 0; k < FU_PKTS; k++) {   /* every thread its own sequence numbers */
+                uint64_t seq = (uint64_t)t * FU_PKTS + (uint64_t)k + 1;
+                th[t].len[i][k] = ref_seal(key, 20, spis[i], seq, false, NULL, inner, len, min_pad(len), NULL,
+                                           4, th[t].pkt[i][k]);
+                FATAL_IF(th[t].len[i][k] > FU_LEN);
+            }
+    }
+    pthread_t tid[FU_THREADS];
+    for (int t = 0; t < FU_THREADS; t++)
+        FATAL_IF(pthread_create(&tid[t], NULL, fu_worker, &th[t]) != 0);
+    int accepted = 0;
+    for (int t = 0; t < FU_THREADS; t++) {
+        pthread_join(tid[t], NULL);
+        accepted += th[t].accepted;
+    }
+    CHECK(accepted == FU_SAS * FU_THREADS * FU_PKTS);
+    int reports[FU_SAS] = {0}, events = 0, stray = 0;
+    ts_event ev;
+    while (ts_dp_next_event(dp, &ev, bufC, sizeof(bufC)) == 1) {
+        if (ev.type != TS_EV_FIRST_USE) {
+            stray++;
+            continue;
+        }
+        events++;
+        for (int i = 0; i < FU_SAS; i++)
+            if (spis[i] == ev.spi)
+                reports[i]++;
+    }
+    CHECK(events == FU_SAS && stray == 0);
+    for (int i = 0; i < FU_SAS; i++)
+        CHECK(reports[i] == 1);
+    ts_dp_free(dp);
+}
+
 /* ---- 6. SAD / SPD API errors ------------------------------------------------------ */
 static void test_sad_errors(void) {
     ts_dp *dp = ts_dp_new();
@@ -1698,6 +1837,8 @@ int main(int argc, char **argv) {
     test_overflow();
     test_reservation();
     test_reservation_threads();
+    test_first_use();
+    test_first_use_threads();
     test_sad_errors();
     test_shared_out_spi();
     test_lifetimes();

@@ -11,16 +11,15 @@ import socket
 import sys
 from typing import Any
 
+from tunsec import logs
 from tunsec.conf.config import Config, load_config
 from tunsec.conf.errors import ConfigError
-from tunsec.conf.tunsec_section import TunsecSettings
-
-DEFAULT_SOCKET = TunsecSettings().control_socket
+from tunsec.runtime import default_control_socket, owner_name, resolved
 
 
 def _load(path: str) -> Config | None:
     try:
-        return load_config(path)
+        return resolved(load_config(path))
     except ConfigError as err:
         print(f"tunsec: {path}: configuration invalid:", file=sys.stderr)
         print(str(err), file=sys.stderr)
@@ -31,9 +30,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     if cfg is None:
         return 1
-    from tunsec.manual import plan
     from tunsec.policy.ids import IdSpace
     from tunsec.policy.spd import PolicyError
+    from tunsec.services.manual import plan
 
     problems = []
     ids = IdSpace()
@@ -61,8 +60,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     if cfg is None:
         return 1
     level = (args.log_level or cfg.tunsec.log_level).upper()
-    logging.basicConfig(level=level, format="%(asctime)s tunsec[%(process)d] %(levelname)s %(message)s",
-                        stream=sys.stderr)
+    logs.configure(level, cfg.tunsec.log_format, "tunsec")
     from tunsec.daemon import Daemon, StartupError
     from tunsec.policy.spd import PolicyError
 
@@ -73,6 +71,12 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 1
 
     async def main() -> int:
+        if sys.version_info < (3, 12) and not _uvloop_running():
+            # asyncio's default child watcher waits for the worker in a thread of its own; the
+            # privilege drop needs the process single-threaded (capabilities are per thread)
+            watcher = asyncio.PidfdChildWatcher()
+            watcher.attach_loop(asyncio.get_running_loop())
+            asyncio.set_child_watcher(watcher)
         return await daemon.run()
 
     try:
@@ -92,6 +96,26 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 1
     finally:
         daemon.close_network()
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    if cfg is None:
+        return 1
+    logging.basicConfig(level=cfg.tunsec.log_level.upper(), format="tunsec prepare: %(levelname)s %(message)s",
+                        stream=sys.stderr)
+    from tunsec.prepare import PrepareError, prepare
+
+    try:
+        print(prepare(cfg, args.user))
+    except PrepareError as err:
+        print(f"tunsec prepare: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _uvloop_running() -> bool:
+    return type(asyncio.get_running_loop()).__module__.startswith("uvloop")
 
 
 def _ask(path: str, request: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
@@ -117,7 +141,7 @@ def _socket_path(args: argparse.Namespace) -> str | None:
     if args.config:
         cfg = _load(args.config)
         return cfg.tunsec.control_socket if cfg else None
-    return DEFAULT_SOCKET
+    return default_control_socket()
 
 
 def _request(request: dict[str, Any], args: argparse.Namespace) -> dict[str, Any] | None:
@@ -127,6 +151,10 @@ def _request(request: dict[str, Any], args: argparse.Namespace) -> dict[str, Any
         return None
     try:
         answer = _ask(path, request, timeout=30)
+    except PermissionError:
+        # it runs, but this user may not talk to it: say so rather than "not running"
+        print(f"tunsec: permission denied on {path}: run as root or as user {owner_name(path)}", file=sys.stderr)
+        return None
     except (OSError, ValueError) as err:
         print(f"tunsec: no running tunsec on {path}: {err}", file=sys.stderr)
         return None
@@ -162,7 +190,13 @@ def cmd_initiate(args: argparse.Namespace) -> int:
 
 
 def cmd_terminate(args: argparse.Namespace) -> int:
-    return _simple({"cmd": "terminate", "ike": args.ike}, args)
+    if not args.ike and not args.child:
+        print("tunsec terminate: name --ike CONN, --child NAME, or both", file=sys.stderr)
+        return 2
+    req: dict[str, Any] = {"cmd": "terminate", "ike": args.ike}
+    if args.child:
+        req["child"] = args.child
+    return _simple(req, args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -183,11 +217,18 @@ def build_parser() -> argparse.ArgumentParser:
     ini.add_argument("-c", "--config")
     ini.add_argument("--socket")
     ini.set_defaults(func=cmd_initiate)
-    ter = sub.add_parser("terminate", help="delete the IKE SAs of a connection and their children")
-    ter.add_argument("--ike", required=True)
+    ter = sub.add_parser("terminate", help="delete the IKE SAs of a connection and their children, "
+                                           "or with --child that Child SA only")
+    ter.add_argument("--ike", help="the connection (with --child: only if the child name is not unique)")
+    ter.add_argument("--child", help="delete this Child SA only; its IKE SA stays")
     ter.add_argument("-c", "--config")
     ter.add_argument("--socket")
     ter.set_defaults(func=cmd_terminate)
+    pre = sub.add_parser("prepare", help="as root: create and configure the TUN and routes for an unprivileged "
+                                         "tunsec up, then exit")
+    pre.add_argument("-c", "--config", required=True)
+    pre.add_argument("--user", required=True, help="the user tunsec up will run as (owner of the TUN)")
+    pre.set_defaults(func=cmd_prepare)
     sub.add_parser("bench", help="throughput benchmark in two network namespaces (root; tunsec bench --help)")
     ck = sub.add_parser("check", help="validate a configuration file")
     ck.add_argument("-c", "--config", required=True)

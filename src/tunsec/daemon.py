@@ -1,7 +1,10 @@
-"""The control process: configuration -> TUN, routes, sockets, the worker
-and the SAs/policies in it; the control socket `tunsec status` talks to.
+"""The control process: configuration -> TUN, routes, the shared ESP-in-UDP
+sockets, the worker process and the control socket `tunsec status` talks to.
 
-asyncio lives here, at the edge; the worker does the packets.
+The SAs and policies in the worker belong to the services (tunsec.services:
+manual tunnels, IKE tunnels); the daemon starts and stops them, routes each
+worker event to the service that owns it and asks each for its part of the
+status.  asyncio lives here, at the edge; the worker does the packets.
 """
 
 from __future__ import annotations
@@ -20,63 +23,28 @@ from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Any
 
+from tunsec import metrics, privilege, sdnotify
 from tunsec.conf.config import Config
 from tunsec.conf.connections import find_child, ike_endpoints
 from tunsec.conf.tunsec_section import worker_user
 from tunsec.dataplane import pipe
 from tunsec.dataplane.client import WorkerClient, WorkerError, WorkerFds
-from tunsec.dataplane.pipe import Direction, ExpireReason
 from tunsec.dataplane.tun import Tun, local_address_in, outer_mtu_towards, tunnel_mtu
 from tunsec.ike.constants import NATT_PORT
-from tunsec.ikeservice import IkeService
-from tunsec.manual import ManualPlan, plan
 from tunsec.policy.ids import IdSpace
-from tunsec.seqstate import SeqState, StateError, prepare_dir
+from tunsec.sdnotify import notify
+from tunsec.services.base import EspEndpoint, Service, StartupError, bind_udp
+from tunsec.services.ike import IkeService
+from tunsec.services.manual import ManualService
 from tunsec.status import status_document
 
 log = logging.getLogger("tunsec")
 
-SOCKET_BUFFER = 4 << 20
 UDP_SEGMENT, UDP_GRO = 103, 104   # linux/udp.h; Python 3.11's socket module lacks them
-RESERVE_RETRY = 1.0
-MANUAL_WARNING = ("manual keys are for tests and benchmarks; use IKE in production (RFC 4106 §8.1 forbids "
-                  "AES-GCM with statically configured keys; tunsec persists sequence numbers in state_dir)")
 MAX_RESTARTS = 5
 RESTART_WINDOW = 60.0
 
-
-# How the worker names an SA: inbound by SPI, outbound by SPI and peer (peers choose those SPIs)
-SaKey = tuple[int, Direction, pipe.Endpoint | None]
-
-
-def _sa_key(spi: int, direction: Direction, remote: pipe.Endpoint | None) -> SaKey:
-    return (spi, direction, remote if direction is Direction.OUT else None)
-
-
-class StartupError(Exception):
-    """The daemon cannot start; the message says why."""
-
-
-def _udp_socket(family: int, addr: str, port: int, reuseport: bool = False) -> socket.socket:
-    af = socket.AF_INET if family == 4 else socket.AF_INET6
-    s = socket.socket(af, socket.SOCK_DGRAM)
-    if reuseport:
-        # one socket per worker queue: the kernel spreads peers across them
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    if family == 6:
-        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-    for opt, force in ((socket.SO_RCVBUF, 33), (socket.SO_SNDBUF, 32)):   # SO_*BUFFORCE
-        try:
-            s.setsockopt(socket.SOL_SOCKET, force, SOCKET_BUFFER)
-        except OSError:
-            s.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
-    try:
-        s.bind((addr, port))
-    except OSError as err:
-        s.close()
-        raise StartupError(f"cannot bind UDP {addr} port {port}: {err.strerror}") from err
-    s.setblocking(False)
-    return s
+__all__ = ["Daemon", "Sockets", "StartupError"]
 
 
 @dataclass
@@ -90,7 +58,7 @@ class Sockets:
         return self.queues[0] if self.queues else {}
 
     @classmethod
-    def for_endpoints(cls, endpoints: list[tuple[int, str, int]], nqueues: int = 1) -> Sockets:
+    def for_endpoints(cls, endpoints: list[EspEndpoint], nqueues: int = 1) -> Sockets:
         """Bound to the local address when all tunnels of a family agree on one, else to any."""
         out = cls()
         families: dict[int, tuple[set[str], set[int]]] = {}
@@ -108,7 +76,9 @@ class Sockets:
             binds[fam] = (addrs.pop() if len(addrs) == 1 else ("0.0.0.0" if fam == 4 else "::"), ports.pop())
         try:
             for _ in range(nqueues):
-                out.queues.append({fam: _udp_socket(fam, a, p, nqueues > 1) for fam, (a, p) in binds.items()})
+                out.queues.append({fam: bind_udp(fam, a, p, purpose="ESP-in-UDP", reuseport=nqueues > 1,
+                                                 big_buffers=True)
+                                   for fam, (a, p) in binds.items()})
         except BaseException:
             out.close()
             raise
@@ -143,29 +113,28 @@ class Daemon:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.ids = IdSpace()                     # reqids, policy ids: manual and IKE alike
-        self.plans: list[ManualPlan] = [plan(t, i, self.ids) for i, t in enumerate(cfg.manual)]
         self.tun: Tun | None = None
         self.mtu = 0
         self.sockets = Sockets()
         self.worker = WorkerClient(self._on_event)
+        self.manual = ManualService(cfg.manual, self.ids, cfg.tunsec.state_dir, lambda: self.worker)
         conns = cfg.connections
         self.ike: IkeService | None = None
         if conns:
             self.ike = IkeService(conns, lambda: self.worker, ike_endpoints(conns), self.ids, cfg.tunsec.dos)
+        # every service the daemon runs, in start order; a new kind of service is added here
+        self.services: list[Service] = [self.manual] + ([self.ike] if self.ike is not None else [])
         self.nqueues = max(1, min(cfg.tunsec.workers or os.cpu_count() or 1, 16))
         self.started = time.time()
         self.restarts: list[float] = []
-        # manual SAs' persisted sequence number reservations, by SA (see _sa_key)
-        self.seq: dict[SaKey, SeqState] = {}
-        self._seq_locks: dict[SaKey, asyncio.Lock] = {}
-        self._extending: set[SaKey] = set()
-        # RESERVE_LOW that came while that SA's refill was under way: the worker
-        # sends one per reservation, so it is never stale and must not be lost
-        self._again: dict[SaKey, int] = {}
-        self._background: set[asyncio.Task[None]] = set()
+        self.worker_restarts = 0                 # all of them (restarts holds the recent ones)
+        self._metrics: metrics.MetricsServer | None = None
         self.stopping = asyncio.Event()
         self._server: asyncio.AbstractServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self.privilege = privilege.Plan(False, None)   # privilege: set by prepare()
+        self._made_socket_dir = False
+        self._privilege_given_up = False
 
     # --- setup -----------------------------------------------------------------
     def _choose_mtu(self) -> int:
@@ -173,10 +142,7 @@ class Daemon:
         if s.mtu:
             return s.mtu
         sizes = []
-        peers = [t.remote_addr for t in self.cfg.manual]
-        if self.ike is not None:
-            peers += self.ike.peer_addresses()
-        for peer in peers:
+        for peer in (addr for svc in self.services for addr in svc.peer_addresses()):
             outer = s.outer_mtu or outer_mtu_towards(str(peer))
             sizes.append(tunnel_mtu(outer, peer.version))
         return min(sizes) if sizes else tunnel_mtu(s.outer_mtu or 1500, 4)
@@ -185,24 +151,16 @@ class Daemon:
         try:
             self.tun = Tun.open(self.cfg.tunsec.tun, queues=self.nqueues)
         except OSError as err:
-            raise StartupError(f"cannot open TUN {self.cfg.tunsec.tun}: {err}") from err
+            raise StartupError(f"cannot open TUN {self.cfg.tunsec.tun}: {err.strerror or err}") from err
 
     def _setup_tun(self) -> None:
         assert self.tun is not None
         self.mtu = self._choose_mtu()
         self.tun.configure(self.mtu)
-        if self.mtu < 1280 and any(ts.version == 6 for p in self.plans for ts in p.tunnel.remote_ts):
+        if self.mtu < 1280 and self.manual.carries_ipv6():
             log.warning("tunnel MTU %d is below IPv6's minimum 1280: IPv6 through it will fail", self.mtu)
-        for p in self.plans:
-            self._route(p)
-        if self.ike is not None:
-            for net, local_nets in self.ike.routes():
-                self._add_route(net, local_nets)
-
-    def _route(self, p: ManualPlan) -> None:
-        local_nets = tuple(net for ts in p.tunnel.local_ts for net in ts.networks())
-        for ts in p.tunnel.remote_ts:
-            for net in ts.networks():
+        for svc in self.services:
+            for net, local_nets in svc.routes():
                 self._add_route(net, local_nets)
 
     def _add_route(self, net: IPv4Network | IPv6Network, local_nets: tuple[IPv4Network | IPv6Network, ...]) -> None:
@@ -224,150 +182,34 @@ class Daemon:
         except LookupError as err:
             raise StartupError(f"starting the dataplane worker: {err}") from None
         self.worker = WorkerClient(self._on_event)
-        await self.worker.start(fds, self.mtu, s.larval_timeout, s.log_level, user)
-        await self._install()
-        if self.ike is not None and self.restarts:
-            await self.ike.worker_restarted()
-
-    def _open_seq_state(self) -> None:
-        """Every manual SA's persisted reservation; refuses to start on unreadable state."""
-        if not self.plans:
-            return
-        state_dir = Path(self.cfg.tunsec.state_dir)
-        owner: dict[Path, str] = {}
-        try:
-            prepare_dir(state_dir)
-            for p in self.plans:
-                for sa in (p.inbound, p.outbound):
-                    st = SeqState.open(state_dir, p.tunnel.name, sa.spi, sa.direction, sa.key, sa.esn)
-                    if st.path in owner:
-                        raise StartupError(f"manual tunnels {owner[st.path]} and {p.tunnel.name} use the same "
-                                           f"{sa.direction.name.lower()} SPI {sa.spi:08x} and key: their "
-                                           "AES-GCM nonces would collide; give each tunnel its own keys")
-                    owner[st.path] = p.tunnel.name
-                    key = _sa_key(sa.spi, sa.direction, sa.remote)
-                    if key in self.seq:
-                        raise StartupError(f"manual tunnel {p.tunnel.name}: {sa.direction.name.lower()} SA "
-                                           f"{sa.spi:08x} is also another manual tunnel's; give each its own SPI")
-                    self.seq[key] = st
-                    self._seq_locks[key] = asyncio.Lock()
-        except StateError as err:
-            raise StartupError(str(err)) from err
-
-    async def _install(self) -> None:
-        for p in self.plans:
-            await self._install_one(await self._reserved(p))
-
-    async def _reserved(self, p: ManualPlan) -> ManualPlan:
-        """p with both SAs starting past their persisted limits, a new block persisted first."""
-        kin = _sa_key(p.inbound.spi, Direction.IN, p.inbound.remote)
-        kout = _sa_key(p.outbound.spi, Direction.OUT, p.outbound.remote)
-        try:
-            async with self._seq_locks[kin], self._seq_locks[kout]:
-                r_in = await asyncio.to_thread(self.seq[kin].restart)
-                r_out = await asyncio.to_thread(self.seq[kout].restart)
-        except StateError as err:
-            raise StartupError(str(err)) from err
-        log.info("%s: sequence numbers reserved: out %08x from %d to %d, in %08x accepts %d..%d", p.tunnel.name,
-                 p.outbound.spi, r_out[0] + 1, r_out[1], p.inbound.spi, r_in[0] + 1, r_in[1])
-        return p.with_reservations(r_in, r_out)
-
-    def _reserve_more(self, msg: pipe.ReserveLow) -> None:
-        key = _sa_key(msg.spi, msg.direction, msg.remote)
-        log.debug("SA %s %08x reached its reservation's refill point", msg.direction.name.lower(), msg.spi)
-        if key not in self.seq:
-            return
-        if key in self._extending:
-            # the worker may have taken the new reservation before we saw its
-            # answer; it asks only once per reservation, so ignoring this would
-            # leave the SA dropping everything past its limit for good
-            self._again[key] = max(self._again.get(key, 0), msg.needed)
-            return
-        self._extending.add(key)
-        task = asyncio.create_task(self._extend(key, msg.needed))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _extend(self, key: SaKey, needed: int) -> None:
-        """Persist a further block for an SA, then (only then) let the worker use it."""
-        st = self.seq[key]
-        try:
-            while not self.stopping.is_set():
-                async with self._seq_locks[key]:
-                    try:
-                        limit, notify = await asyncio.to_thread(st.extend, time.monotonic(), needed)
-                    except StateError as err:
-                        log.error("%s; the SA drops packets past %d until this succeeds", err, st.limit)
-                    else:
-                        log.debug("SA %s %08x: sequence numbers up to %d reserved", key[1].name.lower(), key[0],
-                                  limit)
-                        await self._send_reserve(key, limit, notify)
-                        if key not in self._again:
-                            return
-                        needed = self._again.pop(key)
-                        continue
-                await asyncio.sleep(RESERVE_RETRY)
-        finally:
-            self._extending.discard(key)
-            self._again.pop(key, None)
-
-    async def _install_one(self, p: ManualPlan) -> None:
-        name = p.tunnel.name
-        try:
-            await self.worker.request(lambda r: pipe.GetSpi(r, p.inbound.spi, p.inbound.spi))
-            await self.worker.request(lambda r: pipe.Update(r, p.inbound))
-            await self.worker.request(lambda r: pipe.Add(r, p.outbound))
-            for pol in p.policies:
-                await self.worker.request(lambda r, pol=pol: pipe.SpdAdd(r, pol))  # type: ignore[misc]
-        except WorkerError as err:
-            raise StartupError(f"{name}: installing SAs failed: {err}") from err
-        log.info("%s: SAs in %08x / out %08x installed, %d policies", name, p.inbound.spi,
-                 p.outbound.spi, len(p.policies))
-
-    async def _send_reserve(self, key: SaKey, limit: int, notify: int) -> None:
-        with contextlib.suppress(WorkerError):   # a restarted worker starts past the limit anyway
-            await self.worker.request(lambda r: pipe.Reserve(r, key[0], key[1], limit, notify, key[2]))
+        await self.worker.start(fds, self.mtu, s.larval_timeout, s.log_level, user, s.log_format)
+        self._give_up_privilege()   # privilege: once, the first worker started, before any thread or IKE
+        for svc in self.services:
+            await (svc.worker_restarted() if self.restarts else svc.start())
 
     # --- running ---------------------------------------------------------------
     def _on_event(self, msg: pipe.Message) -> None:
-        if self.ike is not None and self._ike_event(msg):
+        """Each worker event goes to the service that owns its SA or policy; the rest is logged."""
+        if any(svc.on_event(msg) for svc in self.services):
             return
         match msg:
             case pipe.Expire():
-                what = "hard" if msg.hard else "soft"
-                log.warning("SA %s %08x reached its %s %s limit%s", msg.direction.name.lower(), msg.spi,
-                            what, msg.reason.name.lower(),
-                            "; manual keys cannot be renewed: replace them in the config" if msg.hard else "")
+                log.warning("SA %s %08x reached its %s %s limit", msg.direction.name.lower(), msg.spi,
+                            "hard" if msg.hard else "soft", msg.reason.name.lower())
             case pipe.InvalidSpi():
                 log.info("ESP for unknown SPI %08x from %s port %d", msg.spi, msg.remote.addr, msg.remote.port)
             case pipe.Acquire():
                 log.info("traffic for policy %d has no SA (no IKE configured for it)", msg.policy_id)
             case pipe.Ike():
                 log.debug("IKE message from %s ignored: no IKE connections configured", msg.remote.addr)
-            case pipe.ReserveLow():
-                self._reserve_more(msg)
             case _:
                 log.debug("worker event %s", type(msg).__name__)
 
-    def _ike_event(self, msg: pipe.Message) -> bool:
-        """Worker events that belong to IKE; True when handled."""
-        assert self.ike is not None
-        match msg:
-            case pipe.Ike():
-                self.ike.receive_natt(msg)
-                return True
-            case pipe.Acquire() if self.ike.owns_policy(msg.policy_id):
-                self.ike.acquire(msg.policy_id)
-                return True
-            case pipe.Expire() if msg.reason is ExpireReason.LARVAL_TIMEOUT:
-                self.ike.larval_expired(msg.spi)
-                return True
-            case pipe.Expire():
-                return self.ike.expired(msg.spi, msg.direction, msg.hard, msg.remote)
-            case pipe.InvalidSpi():
-                self.ike.invalid_spi(msg.spi, msg.remote)
-                return False   # still logged below
-        return False
+    def service_status(self, dump: pipe.Reply) -> list[dict[str, Any]]:
+        """Each service's part of the status document; a kind not configured gives its empty part."""
+        running = {type(svc): svc for svc in self.services}
+        kinds: list[type[Service]] = [ManualService, IkeService]
+        return [running[k].status(dump) if k in running else k.idle_status() for k in kinds]
 
     async def dump(self) -> pipe.Reply:
         replies = await self.worker.request(lambda r: pipe.Dump(r))
@@ -381,10 +223,11 @@ class Daemon:
             if self.stopping.is_set():
                 return
             log.error("worker %d exited with status %s; restarting it and reinstalling %d tunnel(s)",
-                      proc.pid, code, len(self.plans))
+                      proc.pid, code, len(self.manual.plans))
             await self.worker.stop()
             now = time.monotonic()
             self.restarts = [t for t in self.restarts if now - t < RESTART_WINDOW] + [now]
+            self.worker_restarts += 1
             if len(self.restarts) > MAX_RESTARTS:
                 log.error("worker died %d times in %ds; giving up", len(self.restarts), RESTART_WINDOW)
                 self.stopping.set()
@@ -429,14 +272,20 @@ class Daemon:
         if self.ike is None:
             return {"ok": False, "error": "no IKE connections configured"}
         try:
-            if cmd == "initiate":
-                child = str(req.get("child", ""))
+            child = str(req.get("child") or "")
+            if cmd == "initiate" or child:
                 try:
                     conn = find_child(self.cfg.connections, child, str(req.get("ike") or "")).name
                 except LookupError as err:
                     return {"ok": False, "error": str(err.args[0])}
+            if cmd == "initiate":
                 self.ike.initiate(conn, child or None)
                 return {"ok": True, "message": f"initiating {conn}" + (f" child {child}" if child else "")}
+            if child:   # that Child SA only; its IKE SA stays
+                n = self.ike.terminate_child(conn, child)
+                if not n:
+                    return {"ok": False, "error": f"no CHILD_SA {child!r} of connection {conn!r} is up"}
+                return {"ok": True, "message": f"deleting {n} CHILD_SA(s) {child} of {conn}"}
             n = self.ike.terminate(str(req.get("ike", "")))
             if not n:
                 return {"ok": False, "error": f"no IKE SA of connection {req.get('ike')!r}"}
@@ -447,7 +296,15 @@ class Daemon:
     def _claim_control_socket(self) -> None:
         """Refuse to start next to a live instance; clear a stale socket file."""
         path = self.cfg.tunsec.control_socket
-        os.makedirs(os.path.dirname(path) or ".", mode=0o750, exist_ok=True)
+        directory = os.path.dirname(path) or "."
+        if not os.path.isdir(directory):
+            try:
+                os.makedirs(directory, mode=0o750)
+            except OSError as err:
+                raise StartupError(f"creating the control socket directory: {err.strerror}; "
+                                   + privilege.writable_error("control socket directory", Path(directory), None)
+                                   + " (or start it with RUNTIME_DIRECTORY or XDG_RUNTIME_DIR set)") from err
+            self._made_socket_dir = True
         if not os.path.lexists(path):
             return
         if not stat.S_ISSOCK(os.lstat(path).st_mode):
@@ -462,36 +319,67 @@ class Daemon:
 
     async def _open_control_socket(self) -> None:
         path = self.cfg.tunsec.control_socket
-        self._server = await asyncio.start_unix_server(self._serve_client, path=path)
+        try:
+            self._server = await asyncio.start_unix_server(self._serve_client, path=path)
+        except OSError as err:
+            raise StartupError(f"creating the control socket {path}: {err.strerror}; " + privilege.writable_error(
+                "control socket directory", Path(os.path.dirname(path) or "."), None)) from err
         os.chmod(path, 0o660)
+
+    async def _start_metrics(self) -> None:
+        listen = self.cfg.tunsec.metrics_listen
+        if listen is None:
+            return
+        source = metrics.Source(
+            dump=self.dump, document=lambda reply: status_document(self, reply),
+            events=lambda: self.ike.events if self.ike else None,
+            worker_restarts=lambda: self.worker_restarts, worker_pid=lambda: self.worker.pid,
+        )
+        try:
+            self._metrics = await metrics.start(listen, source)
+        except metrics.ListenError as err:
+            raise StartupError(str(err)) from err
+
+    def _give_up_privilege(self) -> None:
+        """privilege: become the configured user, once (see privilege.give_up_control)."""
+        if self._privilege_given_up:
+            return
+        self._privilege_given_up = True
+        try:
+            privilege.give_up_control(self.privilege, self.cfg.tunsec, self._made_socket_dir, bool(self.manual.plans),
+                                      bool(self.tun and self.tun.routes and not self.tun.created))
+        except (privilege.PrivilegeError, OSError) as err:
+            raise StartupError(f"dropping privileges: {err}") from err
 
     # --- lifecycle -----------------------------------------------------------------
     # Netlink work (pyroute2's synchronous API runs an event loop of its own)
     # happens in prepare()/close_network(), outside the daemon's event loop.
     def prepare(self) -> None:
         """Sockets, TUN, MTU and routes; undone by close_network()."""
+        try:   # privilege: whom both processes become, checked before anything is set up
+            self.privilege = privilege.plan(self.cfg.tunsec.user)
+        except privilege.PrivilegeError as err:
+            raise StartupError(str(err)) from err
+        sdnotify.connect()   # before the drop: the supervisor's socket may be root's alone
         self._claim_control_socket()
-        self._open_seq_state()
         try:
-            endpoints: list[tuple[int, str, int]] = [
-                (int(t.local_addr.version), str(t.local_addr), t.local_port) for t in self.cfg.manual
-            ]
-            if self.ike is not None:
-                endpoints += [(fam, addr, NATT_PORT) for fam, addr in self.ike.local_addrs.items()]
-                self.ike.open_sockets()
+            for svc in self.services:
+                svc.prepare()
             self._open_tun()
             assert self.tun is not None
             # one socket per TUN queue actually opened: an SO_REUSEPORT socket that no
             # loop thread reads would swallow the share of the peers the kernel gives it
+            endpoints = [e for svc in self.services for e in svc.esp_endpoints()]
             self.sockets = Sockets.for_endpoints(endpoints, self.tun.nqueues)
             self._setup_tun()
+            self.tun.report_unapplied(self.cfg.path)   # privilege: the one warning when unprivileged
         except BaseException:
             self.close_network()
             raise
 
     def close_network(self) -> None:
-        if self.ike is not None:
-            self.ike.close_sockets()
+        for svc in self.services:
+            svc.close()
         if self.tun is not None:
             self.tun.close()
             self.tun = None
@@ -504,17 +392,15 @@ class Daemon:
             loop.add_signal_handler(sig, self.stopping.set)
         for w in self.cfg.warnings:
             log.warning("%s", w)
-        if self.plans:
-            log.warning("%s", MANUAL_WARNING)
         try:
             await self._open_control_socket()
+            await self._start_metrics()
             await self._start_worker()
-            if self.ike is not None:
-                await self.ike.start()
             self._tasks = [asyncio.create_task(self._watch_worker())]
             log.info("tunsec up: %d manual tunnel(s), %d IKE connection(s) on %s (MTU %d), control socket %s",
-                     len(self.plans), len(self.ike.connections) if self.ike else 0, self.cfg.tunsec.tun,
+                     len(self.manual.plans), len(self.ike.connections) if self.ike else 0, self.cfg.tunsec.tun,
                      self.mtu, self.cfg.tunsec.control_socket)
+            notify("READY=1", "STATUS=tunnels up, control socket listening")   # systemd Type=notify
             await self.stopping.wait()
             return 1 if len(self.restarts) > MAX_RESTARTS else 0
         finally:
@@ -522,17 +408,21 @@ class Daemon:
 
     async def shutdown(self) -> None:
         self.stopping.set()
-        for t in self._tasks + list(self._background):
+        notify("STOPPING=1")
+        for t in self._tasks:
             t.cancel()
-        for t in self._tasks + list(self._background):
+        for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
-        if self.ike is not None:
-            await self.ike.shutdown()   # DELETEs go out through the worker's socket: before it stops
+        for svc in self.services:
+            await svc.shutdown()   # IKE's DELETEs go out through the worker's socket: before it stops
         await self.worker.stop()
+        if self._metrics is not None:
+            await self._metrics.close()
+            self._metrics = None
         if self._server is not None:
             self._server.close()
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(FileNotFoundError, PermissionError):   # stale ones are cleared at start
                 os.unlink(self.cfg.tunsec.control_socket)
             self._server = None
         log.info("tunsec stopped")

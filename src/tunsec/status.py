@@ -1,13 +1,14 @@
-"""What `tunsec status` shows: a JSON document built by the daemon (no key
-material ever enters it) and its rendering for people."""
+"""What `tunsec status` shows: a JSON document (no key material ever enters
+it) and its rendering for people.  The daemon writes its own part (TUN,
+worker, the worker's SAs, policies and drop counters); each service adds its
+own keys (Service.status)."""
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from typing import TYPE_CHECKING, Any
 
-from tunsec.dataplane.pipe import Direction, PolicyInfo, Reply, SaInfo, Selector
+from tunsec.dataplane.pipe import PolicyInfo, Reply, SaInfo, Selector
 
 if TYPE_CHECKING:
     from tunsec.daemon import Daemon
@@ -26,7 +27,7 @@ def _sel(s: Selector) -> str:
     return text
 
 
-def _sa(sa: SaInfo) -> dict[str, Any]:
+def sa_status(sa: SaInfo) -> dict[str, Any]:
     return {
         "spi": f"{sa.spi:08x}",
         "direction": sa.direction.name.lower(),
@@ -59,39 +60,21 @@ def _policy(p: PolicyInfo) -> dict[str, Any]:
 
 
 def status_document(d: Daemon, dump: Reply) -> dict[str, Any]:
-    # an outbound SA is (SPI, peer): peers choose those SPIs, two may choose the same
-    sas = {(sa.spi, sa.direction, sa.remote if sa.direction is Direction.OUT else None): sa for sa in dump.sas}
-    tunnels = []
-    for p in d.plans:
-        t = p.tunnel
-        tunnels.append({
-            "name": t.name,
-            "type": "manual",
-            "local": f"{t.local_addr}[{t.local_port}]",
-            "remote": f"{t.remote_addr}[{t.remote_port}]",
-            "esp": str(t.esp),
-            "local_ts": [str(ts) for ts in t.local_ts],
-            "remote_ts": [str(ts) for ts in t.remote_ts],
-            "sas": [_sa(sas[k]) for k in ((p.inbound.spi, Direction.IN, None),
-                                          (p.outbound.spi, Direction.OUT, p.outbound.remote)) if k in sas],
-        })
-    return {
+    doc: dict[str, Any] = {
         "tun": {"name": d.cfg.tunsec.tun, "mtu": d.mtu, "created": bool(d.tun and d.tun.created),
                 "offloads": d.tun.offload_names() if d.tun else [], "vnet_hdr": bool(d.tun and d.tun.vnet_hdr)},
         "udp_offloads": d.sockets.offloads(),
         "worker": {"pid": d.worker.pid, "restarts": len(d.restarts)},
         "uptime_seconds": int(time.time() - d.started),
-        "tunnels": tunnels,
-        "ike_sas": d.ike.status() if d.ike else [],
         # larval SAs are the inbound SPIs IKE keeps ready (GETSPI): counted, not listed
-        "sas": [_sa(sa) for sa in dump.sas if sa.state != "larval"],
+        "sas": [sa_status(sa) for sa in dump.sas if sa.state != "larval"],
         "larval_sas": sum(1 for sa in dump.sas if sa.state == "larval"),
         "policies": [_policy(p) for p in dump.policies],
         "drops": dict(dump.drops),
-        # unauthenticated IKE: half-open responder SAs now, and what was dropped or answered statelessly
-        "ike_half_open": d.ike.endpoint.half_open if d.ike else 0,
-        "ike_drops": dataclasses.asdict(d.ike.endpoint.stats) if d.ike else {},
     }
+    for part in d.service_status(dump):
+        doc.update(part)
+    return doc
 
 
 def render(doc: dict[str, Any]) -> str:

@@ -19,9 +19,9 @@ from tunsec.conf.reader import SectionReader
 from tunsec.conf.syntax import parse_settings
 from tunsec.conf.values import parse_bool, parse_bytes, parse_duration
 from tunsec.dataplane.pipe import Selector
-from tunsec.manual import plan
 from tunsec.policy.ids import IdSpace
 from tunsec.policy.selector import parse_ts
+from tunsec.services.manual import plan
 
 KEY_IN_HEX = "0102030405060708090a0b0c0d0e0f1011121314"
 KEY_OUT_HEX = "1112131415161718191a1b1c1d1e1f2021222324"

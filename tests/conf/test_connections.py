@@ -144,8 +144,8 @@ def test_psk_config_maps_to_the_engine_config() -> None:
     assert conn.local_addrs == (ipaddress.ip_address("192.168.0.1"),)
     assert conn.remote_addrs == (ipaddress.ip_address("192.168.0.2"),)
     assert conn.local_port == 500 and ike.dpd_delay is None and ike.rekey_time == 14400
-    assert (conn.rekey_time, conn.over_time, conn.rand_time) == (14400, 1440, 1440)
-    assert (conn.keyingtries, conn.unique, conn.send_cert) == (1, "no", "ifasked")
+    assert (ike.rekey_time, ike.over_time, ike.rand_time) == (14400, 1440, 1440)
+    assert (conn.keyingtries, conn.unique, ike.send_cert) == (1, "no", "ifasked")
     assert (conn.file, conn.line) == ("swanctl.conf", line_of(PSK_CONF, "gw-gw {"))
     (child,) = conn.children
     assert child.config is child_cfg and conn.child("net-net") is child
@@ -406,8 +406,8 @@ def test_accepted_keys_and_their_values() -> None:
     config = parse_config(text)
     conn = config.connections[0]
     assert (conn.local_port, conn.ike.remote_port) == (4500, 4501)
-    assert (conn.over_time, conn.rand_time) == (720, 720)  # 10% of rekey_time; no more than over_time
-    assert (conn.keyingtries, conn.unique, conn.send_cert) == (0, "never", "always")
+    assert (conn.ike.over_time, conn.ike.rand_time) == (720, 720)  # 10% of rekey_time; no more than over_time
+    assert (conn.keyingtries, conn.unique, conn.ike.send_cert) == (0, "never", "always")
     assert not conn.ike.initial_contact and not conn.ike.send_certreq
     assert (conn.ike.rekey_time, conn.ike.dpd_delay) == (7200, 30)   # the engine runs these timers
     child = conn.children[0]
@@ -446,7 +446,7 @@ def test_actions_normalised_like_strongswan(value: str, expected: str) -> None:
 
 def test_rekey_time_zero_disables_ike_rekeying() -> None:
     conn = parse_config(with_line("conn", "rekey_time = 0")).connections[0]
-    assert (conn.rekey_time, conn.ike.rekey_time) == (0, None)
+    assert conn.ike.rekey_time is None
 
 
 def test_encap_no_is_an_error_naming_file_and_line() -> None:

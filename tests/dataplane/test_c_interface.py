@@ -5,7 +5,9 @@ Drop reasons are read from the header at import (fastpath.Drop), so what can
 go wrong there is a reason the pipe or `tunsec status` cannot carry.  The
 per-SA counters cross the pipe in a fixed record (pipe.SaInfo), so that one is
 a copy, and this test is what fails when the header grows a counter the copy
-lacks.
+lacks.  The same for the enums Python code names members of (fastpath.EventType,
+whose values come from the header but whose member list is written out for mypy)
+and for pipe.ExpireReason, which the control process imports without the C module.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import dataclasses
 from tunsec.dataplane._fastpath import ffi, lib
 
 from tunsec.dataplane import pipe
-from tunsec.dataplane.fastpath import Dataplane, Drop
+from tunsec.dataplane.fastpath import Dataplane, Drop, EventType
 from tunsec.status import render
 
 
@@ -23,6 +25,26 @@ def test_drop_enum_is_the_header_enum() -> None:
     header = {name: value for name, value in ffi.typeof("enum ts_drop").relements.items()}
     assert {f"TS_DROP_{d.name}": d.value for d in Drop} == {k: v for k, v in header.items() if k != "TS_DROP__COUNT"}
     assert len(Drop) == lib.TS_DROP__COUNT
+
+
+def test_event_types_are_the_header_enum() -> None:
+    header = ffi.typeof("enum ts_event_type").relements
+    assert {f"TS_EV_{t.name}": t.value for t in EventType} == header, \
+        "an event in enum ts_event_type needs a member of fastpath.EventType and a case in Worker._event_message"
+
+
+# C names of expire reasons the pipe spells out in full
+_EXPIRE_RENAMED = {"SEQ": "SEQ_OVERFLOW"}
+
+
+def test_expire_reasons_of_the_fast_path_are_pipe_expire_reasons() -> None:
+    """Every reason the C path reports is the pipe's reason of that number and name; the pipe's
+    others (TIME, LARVAL_TIMEOUT) are the worker's own, and no C reason may take their numbers."""
+    members = ffi.typeof("enum ts_expire_reason").relements.items()
+    header = {name.removeprefix("TS_EXP_"): value for name, value in members}
+    assert {_EXPIRE_RENAMED.get(n, n): v for n, v in header.items()} == \
+        {r.name: r.value for r in pipe.ExpireReason if r.value in header.values()}
+    assert {pipe.ExpireReason.TIME, pipe.ExpireReason.LARVAL_TIMEOUT}.isdisjoint(header.values())
 
 
 def test_every_drop_reason_crosses_the_pipe_and_reaches_status() -> None:

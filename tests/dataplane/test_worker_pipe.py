@@ -15,12 +15,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from conftest import netns_unavailable
+from esp_ref import esp_seal, ipv4_udp
 from pytun_pmd3 import TunTapDevice
 from pytun_pmd3.linux import IFF_NO_PI, IFF_TUN
 
@@ -289,3 +290,49 @@ def test_an_empty_non_esp_marker_is_a_counted_drop(worker: Worker) -> None:
     assert dict(worker.dump().drops)["malformed"] == before + 1
     assert worker.proc.poll() is None
     assert "Traceback" not in worker.log.read_text()
+
+
+def test_the_first_authenticated_packet_of_an_armed_sa_is_reported_once(worker: Worker) -> None:
+    """UPDATE with report_first_use arms an inbound SA: the first ESP packet that passes
+    its ICV raises one FIRST_USE on the pipe (a rekey responder's proof that the peer sends
+    on the new SA).  A forgery, an unarmed SA and the packets after the first raise none."""
+    key = os.urandom(20)
+    armed, plain, barrier = 0x7100, 0x7101, 0x7102
+    for spi in (armed, plain, barrier):
+        assert worker.ask(lambda i, s=spi: pipe.GetSpi(i, s, s))[0].spi == spi  # type: ignore[misc]
+        spec = sa(spi, Direction.IN, key=key, report_first_use=spi != plain)
+        assert worker.ask(lambda i, s=spec: pipe.Update(i, s))[0].errno is Errno.OK  # type: ignore[misc]
+    inner = ipv4_udp("10.2.0.5", "10.1.0.5", b"first")
+    events: list[pipe.Message] = []
+
+    def until(done: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + 10
+        while not done() and time.monotonic() < deadline:
+            msg = worker.recv()
+            if not isinstance(msg, pipe.Reply):
+                events.append(msg)
+
+    peer = netns_socket(worker.ns, socket.AF_INET, socket.SOCK_DGRAM)
+    with peer:
+        peer.bind(("127.0.0.2", 4500))
+        forged = bytearray(esp_seal(key, armed, 1, inner, 4))
+        forged[-1] ^= 1
+        peer.sendto(bytes(forged), ("127.0.0.1", 4500))
+        for seq in (1, 2, 3):
+            peer.sendto(esp_seal(key, plain, seq, inner, 4), ("127.0.0.1", 4500))
+            peer.sendto(esp_seal(key, armed, seq, inner, 4), ("127.0.0.1", 4500))
+        until(lambda: any(isinstance(e, pipe.FirstUse) for e in events))
+        # events come up in order: once the barrier SA's report is here, any second report of
+        # the armed one would be too
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            counts = {s.spi: (s.packets, s.auth_drops) for s in worker.dump().sas}
+            if counts[armed][0] + counts[plain][0] == 6:
+                break
+            time.sleep(0.05)
+        assert counts[armed] == (3, 1) and counts[plain] == (3, 0)
+        peer.sendto(esp_seal(key, barrier, 1, inner, 4), ("127.0.0.1", 4500))
+        until(lambda: pipe.FirstUse(spi=barrier) in events)
+    assert [e for e in events if isinstance(e, pipe.FirstUse)] == [pipe.FirstUse(spi=armed),
+                                                                   pipe.FirstUse(spi=barrier)]
+    assert "first use reported" in worker.log.read_text()

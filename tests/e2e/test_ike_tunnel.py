@@ -50,6 +50,13 @@ def nothing_installed(side: TunsecIke) -> bool:
     return doc["policies"] == [] and all(sa["state"] == "larval" for sa in doc["sas"])
 
 
+def only_ike_left(side: TunsecIke) -> bool:
+    """The IKE SA is up without children, and the worker holds nothing of them."""
+    doc = side.status()
+    return ([(sa["state"], sa["children"]) for sa in doc["ike_sas"]] == [("established", [])]
+            and doc["policies"] == [] and all(sa["state"] == "larval" for sa in doc["sas"]))
+
+
 def no_traffic(topo: TwoHosts) -> bool:
     return not topo.ping(topo.a, topo.b.inner4, count=1, src=topo.a.inner4, timeout=1)
 
@@ -110,6 +117,17 @@ def test_terminate_deletes_both_sides_and_initiate_brings_it_back(topo: TwoHosts
     b.wait_established()
     assert {second["spi_in"], second["spi_out"]}.isdisjoint({first["spi_in"], first["spi_out"]})
     ping_both_ways(topo, count=2)
+
+    # --child: that Child SA goes, its IKE SA stays (and carries the next one)
+    r = a.cli("terminate", "--child", CHILD)
+    assert r.returncode == 0, r.stderr
+    b.wait_log(rf"CHILD_SA {CHILD} {second['spi_out']}_i {second['spi_in']}_o deleted: deleted by peer")
+    assert wait_until(lambda: only_ike_left(a) and only_ike_left(b), 10)
+    assert no_traffic(topo)
+    assert a.cli("initiate", "--child", CHILD).returncode == 0
+    second = a.wait_established()["children"][0]
+    b.wait_established()
+    ping_both_ways(topo, count=1)
 
     # and the other direction: the responder deletes, the initiator hears it
     r = b.cli("terminate", "--ike", CONN)

@@ -155,6 +155,12 @@ def test_attaches_to_existing_tun_and_leaves_it(topo: TwoHosts) -> None:
         + topo.run(topo.a, ["ip", "-d", "link", "show", "tsx0"], check=False).stdout
         + topo.run(topo.a, ["ip", "route"], check=False).stdout)
     assert pair.a.status_json(topo)["tun"]["created"] is False
+    # the control process keeps CAP_NET_ADMIN (only) to take its routes off the TUN that outlives it
+    worker = pair.a.status_json(topo)["worker"]["pid"]
+    control = Path(f"/proc/{worker}/status").read_text().split("PPid:")[1].split()[0]
+    caps = dict(line.split(":\t") for line in Path(f"/proc/{control}/status").read_text().splitlines()
+                if line.startswith("Cap"))
+    assert (int(caps["CapEff"], 16), int(caps["CapPrm"], 16), int(caps["CapBnd"], 16)) == (1 << 12, 1 << 12, 0), caps
     # a single-queue device means one loop thread and one ESP socket: a second
     # SO_REUSEPORT socket nobody reads would swallow part of the peer's traffic
     sockets = topo.run(topo.a, ["ss", "-uan", "sport", "= :4500"], check=False).stdout.splitlines()[1:]

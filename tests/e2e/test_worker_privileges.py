@@ -1,16 +1,21 @@
-"""The dataplane worker parses packets from the network: it runs without
-privilege (a dedicated user, no capabilities, no_new_privs) unless
-``user = root`` asks otherwise, and nothing on the daemon's path is imported
-into it.  Read from /proc for the running worker."""
+"""Both processes parse data from the network: once set up, the control process
+and the worker run as a dedicated user with no capabilities and no-new-privs
+(unless ``user = root`` asks otherwise), and nothing on the daemon's path is
+imported into the worker.  tunsec also runs as that user from the start, with no
+capability at all, on a TUN root made for it (by hand or with ``tunsec prepare``).
+Read from /proc for the running processes."""
 
 from __future__ import annotations
 
 import os
 import pwd
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
-from conftest import TunnelOptions, TunsecPair
+from conftest import Side, TunnelOptions, TunsecPair
+from reachable import python_argv
 
 from tunsec.bench.netns import TwoHosts, wait_until
 from tunsec.conf.tunsec_section import WORKER_USER
@@ -22,6 +27,11 @@ def proc_status(pid: int) -> dict[str, list[str]]:
         key, _, value = line.partition(":")
         out[key] = value.split()
     return out
+
+
+def control_pid(worker: int) -> int:
+    """The control process is the worker's parent."""
+    return int(proc_status(worker)["PPid"][0])
 
 
 def assert_unprivileged(pid: int, user: str) -> None:
@@ -51,12 +61,17 @@ def test_worker_is_unprivileged_by_default_and_after_a_restart(topo: TwoHosts) -
     user = expected_default_user()
     pid = int(pair.a.status_json(topo)["worker"]["pid"])
     assert_unprivileged(pid, user)
+    # the control process too (routes are static and on a TUN it created: it keeps no capability)
+    control = control_pid(pid)
+    assert control != pid and "tunsec" in Path(f"/proc/{control}/cmdline").read_text()
+    assert_unprivileged(control, user)
     # the daemon (root) opens the TUN and sockets again for a new worker, which drops again
     os.kill(pid, signal.SIGKILL)
     assert wait_until(lambda: pair.a.status(topo).returncode == 0
                       and pair.a.status_json(topo)["worker"]["pid"] != pid, 15)
     new = int(pair.a.status_json(topo)["worker"]["pid"])
     assert_unprivileged(new, user)
+    assert control_pid(new) == control   # started by the control process that dropped
     # the new worker refuses B's sequence numbers up to its persisted reservation (manual keys never accept
     # a number twice across a crash): B's traffic must pass that mark before A hears B again
     topo.run(topo.b, ["ping", "-c", "60", "-i", "0.02", "-W", "1", topo.a.inner4], check=False, timeout=30)
@@ -68,8 +83,10 @@ def test_user_root_keeps_the_worker_root(topo: TwoHosts) -> None:
     pair = TunsecPair(topo, TunnelOptions(tunsec_extra="  user = root\n", inner6=False))
     pair.start_both()
     assert topo.wait_ping(topo.a, topo.b.inner4, src=topo.a.inner4)
-    st = proc_status(int(pair.a.status_json(topo)["worker"]["pid"]))
-    assert st["Uid"] == ["0"] * 4 and int(st["CapEff"][0], 16) != 0
+    worker = int(pair.a.status_json(topo)["worker"]["pid"])
+    for pid in (worker, control_pid(worker)):
+        st = proc_status(pid)
+        assert st["Uid"] == ["0"] * 4 and int(st["CapEff"][0], 16) != 0
 
 
 EVIL = """import os, sys
@@ -101,3 +118,114 @@ def test_nothing_on_the_daemons_path_is_imported_into_the_worker(topo: TwoHosts,
     assert pair.a.proc.pid in pids, f"the trap did not work on the daemon itself: {lines}"
     assert worker not in pids, lines
     assert not any("--pipe-fd" in line for line in lines), lines
+
+
+def setpriv(pw: pwd.struct_passwd, bounding: bool = True) -> list[str]:
+    """Start as pw from the beginning, as a service manager would: no capability, no groups."""
+    return ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--clear-groups", "--inh-caps=-all",
+            *(["--bounding-set=-all"] if bounding else []), "--"]
+
+
+def own_side(topo: TwoHosts, side: Side, pw: pwd.struct_passwd) -> Side:
+    """side with its control socket and state in a directory of pw's, and its config readable by pw."""
+    d = topo.workdir / f"{side.host.ns}-run"
+    d.mkdir(mode=0o750)
+    os.chown(d, pw.pw_uid, pw.pw_gid)
+    sock = d / "tunsec.sock"
+    text = side.conf.read_text().replace(str(side.sock.parent / (side.host.ns + "-state")), str(d / "state"))
+    side.conf.write_text(text.replace(str(side.sock), str(sock)))
+    os.chown(side.conf, pw.pw_uid, pw.pw_gid)
+    return Side(side.host, side.conf, side.log, sock)
+
+
+def start_as(topo: TwoHosts, side: Side, pw: pwd.struct_passwd, bounding: bool = True) -> None:
+    argv = [*python_argv(setpriv(pw, bounding)), "-m", "tunsec", "up", "-c", str(side.conf)]
+    side.proc = topo.popen(side.host, argv, log=side.log)
+    assert wait_until(lambda: side.proc is not None and (side.proc.poll() is not None
+                                                         or side.status(topo).returncode == 0), 20)
+    assert side.proc.poll() is None, f"tunsec in {side.host.ns} did not start:\n{side.log.read_text()}"
+
+
+def status_as(topo: TwoHosts, side: Side, pw: pwd.struct_passwd, *args: str) -> subprocess.CompletedProcess[str]:
+    argv = [*python_argv(setpriv(pw)), "-m", "tunsec", "status", *args]
+    return topo.run(side.host, argv, check=False, timeout=20)
+
+
+def tun_warnings(side: Side) -> list[str]:
+    return [line for line in side.log.read_text().splitlines() if "WARNING TUN tunsec0" in line]
+
+
+def test_unprivileged_on_a_tun_made_for_it(topo: TwoHosts) -> None:
+    """A: root made a multi-queue TUN for the user by hand and left its MTU at 1500; tunsec runs with one
+    worker and no capability at all, and says once what root should change.  B: `tunsec prepare` made
+    everything, then tunsec runs unprivileged without a warning.  Manual keys on UDP 4500 (>= 1024)."""
+    user = expected_default_user()
+    pw = pwd.getpwnam(user)
+    pair = TunsecPair(topo, TunnelOptions(inner6=False, tunsec_extra="  workers = 1\n"))
+    a, b = own_side(topo, pair.a, pw), own_side(topo, pair.b, pw)
+    for cmd in (f"ip tuntap add dev tunsec0 mode tun user {user} multi_queue vnet_hdr",
+                "ip link set dev tunsec0 addrgenmode none", "ip link set dev tunsec0 up",
+                f"ip route add {topo.b.inner_net4} dev tunsec0"):
+        topo.run(topo.a, cmd.split())
+    prep = topo.run(topo.b, [sys.executable, "-m", "tunsec", "prepare", "-c", str(b.conf), "--user", user],
+                    check=False)
+    assert prep.returncode == 0, prep.stderr
+    link = topo.run(topo.b, ["ip", "-d", "link", "show", "tunsec0"]).stdout
+    assert f"user {user}" in link and "vnet_hdr on" in link and "multi_queue" not in link, link
+    start_as(topo, a, pw)
+    start_as(topo, b, pw, bounding=False)
+    assert topo.wait_ping(topo.a, topo.b.inner4, src=topo.a.inner4)
+    for side in (a, b):
+        worker = int(side.status_json(topo)["worker"]["pid"])
+        control = control_pid(worker)
+        for pid in (worker, control):
+            if side is a:
+                assert_unprivileged(pid, user)
+            else:   # no CAP_SETPCAP to empty the bounding set it was given: no-new-privs keeps it unused
+                st = proc_status(pid)
+                assert st["Uid"] == [str(pw.pw_uid)] * 4 and st["NoNewPrivs"] == ["1"]
+                assert all(int(st[c][0], 16) == 0 for c in ("CapInh", "CapPrm", "CapEff", "CapAmb")), st
+                assert int(st["CapBnd"][0], 16) != 0
+    mtu = a.status_json(topo)["tun"]["mtu"]
+    warnings = tun_warnings(a)
+    assert len(warnings) == 1, a.log.read_text()
+    assert "its MTU is 1500" in warnings[0] and f"ip link set dev tunsec0 mtu {mtu}" in warnings[0], warnings
+    assert "route" not in warnings[0].split("as root run:")[1], warnings   # the route was there
+    assert "1 queue(s)" in a.log.read_text()
+    assert tun_warnings(b) == [], b.log.read_text()
+    # status: from root (side.status above) and from the user; another user is told why it may not
+    assert status_as(topo, a, pw, "-c", str(a.conf)).returncode == 0
+    other = pwd.getpwnam("nobody" if user != "nobody" else "daemon")
+    denied = status_as(topo, a, other, "--socket", str(a.sock))
+    assert denied.returncode == 1
+    assert f"permission denied on {a.sock}: run as root or as user {user}" in denied.stderr, denied.stderr
+
+
+CONTAINER_CAPS = ("net_admin", "net_bind_service", "setuid", "setgid")   # --cap-drop ALL --cap-add ...
+
+
+def test_root_with_a_containers_capabilities_drops_to_the_user(topo: TwoHosts) -> None:
+    """Root in a container (--cap-drop ALL plus NET_ADMIN, NET_BIND_SERVICE, SETUID, SETGID, and CHOWN for
+    manual keys' state_dir): both processes
+    end as the user with no capability; the bounding set stays the container's (no CAP_SETPCAP to empty it)
+    and no-new-privs keeps it unused."""
+    user = expected_default_user()
+    pair = TunsecPair(topo, TunnelOptions(inner6=False))
+    # manual keys persist sequence numbers in state_dir, which root makes and hands to the user: + CHOWN
+    caps = (*CONTAINER_CAPS, "chown")
+    limit = ["setpriv", "--inh-caps=-all", "--bounding-set=-all," + ",".join("+" + c for c in caps), "--"]
+    pw = pwd.getpwnam(user)
+    pair.a.proc = topo.popen(topo.a, [*python_argv(limit), "-m", "tunsec", "up", "-c", str(pair.a.conf)],
+                             log=pair.a.log)
+    pair.start(pair.b)
+    assert wait_until(lambda: pair.a.proc is not None and (pair.a.proc.poll() is not None
+                                                           or pair.a.status(topo).returncode == 0), 20)
+    assert pair.a.proc.poll() is None, pair.a.log.read_text()
+    assert topo.wait_ping(topo.a, topo.b.inner4, src=topo.a.inner4)
+    worker = int(pair.a.status_json(topo)["worker"]["pid"])
+    bounding = sum(1 << n for n in (12, 10, 7, 6, 0))
+    for pid in (worker, control_pid(worker)):
+        st = proc_status(pid)
+        assert st["Uid"] == [str(pw.pw_uid)] * 4 and st["Groups"] == [] and st["NoNewPrivs"] == ["1"], st
+        assert all(int(st[c][0], 16) == 0 for c in ("CapInh", "CapPrm", "CapEff", "CapAmb")), st
+        assert int(st["CapBnd"][0], 16) == bounding, st["CapBnd"]

@@ -23,7 +23,7 @@ from tunsec.ike.message import NotifyPayload, Payload, decode_header
 from tunsec.ike.sa import State
 from tunsec.ike.state import IkeSaState
 from tunsec.ike.testing import Network
-from tunsec.ikeservice import IkeService
+from tunsec.services.ike import IkeService
 
 
 def informational_from(net: Network, ip: str, since: int) -> list[bool]:
@@ -101,7 +101,7 @@ class Clock:
 @pytest.fixture
 def service(monkeypatch: pytest.MonkeyPatch) -> tuple[IkeService, Network, Clock]:
     clock = Clock()
-    monkeypatch.setattr("tunsec.ikeservice.time", types.SimpleNamespace(monotonic=clock.monotonic))
+    monkeypatch.setattr("tunsec.services.ike.time", types.SimpleNamespace(monotonic=clock.monotonic))
     net, a, _b = _established()
     svc = IkeService([], worker=lambda: None, local_addrs={})  # type: ignore[arg-type,return-value]
     svc.endpoint = a          # A's engine, wired to B on the fake network

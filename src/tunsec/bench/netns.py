@@ -255,6 +255,8 @@ class TwoHosts:
             inner_net6="fd00:2::/64",
         )
         self.workdir = Path(tempfile.mkdtemp(prefix=f"{prefix}-{self.suffix}-"))
+        # searchable by the unprivileged users tunsec drops to (its control socket, state_dir live here)
+        self.workdir.chmod(0o755)
         self._namespaces: list[str] = []
         self._procs: list[subprocess.Popen[bytes]] = []
         self._closed = False

@@ -66,7 +66,7 @@ from tunsec.conf.values import (
 )
 from tunsec.dataplane.pipe import Lifetime
 from tunsec.ike.auth import PrivateKey
-from tunsec.ike.config import ChildConfig, IkeConfig, LocalAuth, RemoteAuth, RetransmitConfig
+from tunsec.ike.config import ChildConfig, IkeConfig, LocalAuth, RemoteAuth, RetransmitConfig, SendCertMode
 from tunsec.ike.constants import IKE_PORT, ProtocolId
 from tunsec.ike.identity import Identity, certificate_has_identity
 from tunsec.ike.proposals import ProposalSpec, parse_proposals
@@ -79,7 +79,6 @@ __all__ = [
     "Action",
     "Child",
     "Connection",
-    "SendCert",
     "Unique",
     "find_child",
     "ike_endpoints",
@@ -90,7 +89,6 @@ __all__ = [
 # strongSwan's actions (vici's parse_action): none/clear, trap/route, start/restart.
 Action = Literal["none", "trap", "start"]
 Unique = Literal["never", "no", "keep", "replace"]
-SendCert = Literal["always", "ifasked", "never"]
 
 # strongSwan's defaults (vici_config.c): IKE SA rekeying every 4 h, Child SA every hour.
 DEFAULT_IKE_REKEY_TIME = 4 * 3600
@@ -166,14 +164,10 @@ class Connection:
     local_addrs: tuple[IPAddress, ...] = ()
     remote_addrs: tuple[IPAddress, ...] = ()
     local_port: int = IKE_PORT
-    # remote_port, dpd_delay and the engine's timers live in ike (IkeConfig), once;
-    # rekey_time (0 = never) is here too as the base of over_time and rand_time
-    rekey_time: int = DEFAULT_IKE_REKEY_TIME
-    over_time: int = DEFAULT_IKE_REKEY_TIME // 10
-    rand_time: int = DEFAULT_IKE_REKEY_TIME // 10
+    # remote_port, dpd_delay, send_cert and the engine's timers (rekey_time, rand_time,
+    # over_time) live in ike (IkeConfig), once
     keyingtries: int = 1
     unique: Unique = "no"
-    send_cert: SendCert = "ifasked"
     file: str = field(default="", compare=False)
     line: int = field(default=0, compare=False)
 
@@ -305,7 +299,7 @@ def _parse_fragmentation(text: str) -> bool:
     raise BadValue(f"not a fragmentation mode (yes, accept, force, no): {show_value(text)}")
 
 
-def _parse_send_cert(text: str) -> SendCert:
+def _parse_send_cert(text: str) -> SendCertMode:
     value = text.strip().lower()
     if value == "always":
         return "always"
@@ -659,7 +653,7 @@ def _read_connection(section: Section, ctx: _ConnContext) -> Connection | None:
     # only "no" describes that; strongSwan's default "yes" must not be assumed
     r.get("fragmentation", _parse_fragmentation, False)
     send_certreq = r.get("send_certreq", parse_bool, True)
-    send_cert: SendCert = r.get("send_cert", _parse_send_cert, "ifasked")
+    send_cert: SendCertMode = r.get("send_cert", _parse_send_cert, "ifasked")
     keyingtries = r.get("keyingtries", _parse_keyingtries, 1)
     unique: Unique = r.get("unique", _parse_unique, "no")
     rekey_time, _reauth_time, over_time, rand_time = _ike_lifetimes(r)   # reauth_time: 0 only
@@ -741,12 +735,8 @@ def _read_connection(section: Section, ctx: _ConnContext) -> Connection | None:
         local_addrs=local_addrs,
         remote_addrs=remote_addrs,
         local_port=local_port,
-        rekey_time=rekey_time,
-        over_time=over_time,
-        rand_time=rand_time,
         keyingtries=keyingtries,
         unique=unique,
-        send_cert=send_cert,
         file=section.file,
         line=section.line,
     )

@@ -1,6 +1,6 @@
 """The ``manual { <name> { } }`` section: manually keyed tunnels (RFC 4301 §4.5).
 
-Each tunnel is a pair of ESP SAs with fixed SPIs and keys; :mod:`tunsec.manual`
+Each tunnel is a pair of ESP SAs with fixed SPIs and keys; :mod:`tunsec.services.manual`
 turns a :class:`ManualTunnel` into the SAs and policies the worker installs.
 Keys are :class:`~tunsec.ike.secret.Secret` from the moment they are parsed.
 """

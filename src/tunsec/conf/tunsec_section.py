@@ -9,21 +9,26 @@ retransmission settings into every connection's ``IkeConfig``.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import pwd
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
 from tunsec.conf.errors import BadValue, ConfigIssue, show_value
 from tunsec.conf.reader import SectionReader
 from tunsec.conf.syntax import Section
-from tunsec.conf.values import auto_or, float_range, int_range, parse_duration
+from tunsec.conf.values import IPAddress, auto_or, choice, float_range, int_range, parse_duration
 from tunsec.ike.config import RetransmitConfig
 from tunsec.ike.endpoint import DosLimits
 
-__all__ = ["WORKER_USER", "LogLevel", "TunsecSettings", "read_tunsec_section", "worker_user"]
+__all__ = [
+    "WORKER_USER", "ListenAddress", "LogFormat", "LogLevel", "TunsecSettings", "read_tunsec_section", "worker_user"
+]  # fmt: skip
 
 LogLevel = Literal["debug", "info", "warning", "error"]
+LogFormat = Literal["text", "json"]
 
 
 def _parse_ifname(text: str) -> str:
@@ -61,6 +66,40 @@ def _parse_log_level(text: str) -> LogLevel:
         raise BadValue(f"not a log level (debug, info, warning, error): {show_value(text)}") from None
 
 
+_LOG_FORMATS: dict[str, LogFormat] = {"text": "text", "json": "json"}
+_parse_log_format = choice("a log format", _LOG_FORMATS)
+
+
+@dataclass(frozen=True)
+class ListenAddress:
+    """An IP address and TCP port to listen on (``metrics_listen``)."""
+
+    addr: IPAddress
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.addr}]:{self.port}" if self.addr.version == 6 else f"{self.addr}:{self.port}"
+
+
+def _parse_listen(text: str) -> ListenAddress:
+    """``ADDRESS:PORT`` or ``[IPV6]:PORT``; an address literal, no host name (nothing to resolve at startup)."""
+    value = text.strip()
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host:
+        raise BadValue(f"expected ADDRESS:PORT (e.g. 127.0.0.1:9101 or [::1]:9101), got {show_value(value)}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise BadValue(f"write an IPv6 address in brackets, e.g. [::1]:9101, got {show_value(value)}")
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        raise BadValue(f"not an IP address: {show_value(host)} (write 127.0.0.1 or [::1], not a host name)") from None
+    if not re.fullmatch(r"[0-9]{1,5}", port_text) or not 1 <= int(port_text) <= 65535:
+        raise BadValue(f"not a TCP port (1..65535): {show_value(port_text)}")
+    return ListenAddress(addr, int(port_text))
+
+
 def _parse_user(text: str) -> str:
     name = text.strip()
     try:
@@ -74,7 +113,7 @@ WORKER_USER = "tunsec"   # the system user scripts/install-deps.sh creates for t
 
 
 def worker_user(configured: str | None) -> str | None:
-    """Whom the dataplane worker runs as; None keeps root (only ``user = root`` asks for that).
+    """Whom both processes run as after set-up; None keeps root (only ``user = root`` asks for that).
 
     Unset means the dedicated ``tunsec`` user when the install created it, else
     ``nobody``: the worker parses packets from the network and needs no privilege
@@ -133,18 +172,23 @@ class TunsecSettings:
     tun: str = "tunsec0"
     mtu: int | None = None
     outer_mtu: int | None = None
-    control_socket: str = "/run/tunsec/tunsec.sock"
+    control_socket: str = ""   # "" = resolved at run time by runtime.default_control_socket()
     workers: int | None = None
     log_level: LogLevel = "info"
+    # text (one line per event, no timestamp when journald is the sink) or json (one object a line)
+    log_format: LogFormat = "text"
+    # Prometheus metrics over HTTP at this address (GET /metrics); None = no endpoint
+    metrics_listen: ListenAddress | None = None
     larval_timeout: int = 30
     # IKE requests (retransmit_timeout, retransmit_base, retransmit_tries): first
     # retransmission after timeout seconds, each wait base times the one before,
     # give up after tries (strongswan.conf's charon.retransmit_* and their defaults);
     # every connection's IkeConfig carries this
     retransmit: RetransmitConfig = field(default_factory=RetransmitConfig)
-    # the dataplane worker drops to this user once its TUN and sockets are open
-    # (it holds Child SA keys only; the control process keeps root for routes);
-    # None = tunsec if it exists, else nobody; "root" keeps root (worker_user)
+    # both processes drop to this user once the TUN, sockets, routes and control
+    # socket are set up (tunsec.privilege): the worker keeps no capability, the
+    # control process only what it still uses; None = tunsec if it exists, else
+    # nobody; "root" keeps root (worker_user)
     user: str | None = None
     # IKE SAs a peer has not authenticated yet ("half-open"): closed after
     # half_open_timeout seconds (every connection's IkeConfig carries it); above
@@ -167,6 +211,8 @@ def read_tunsec_section(section: Section, issues: list[ConfigIssue]) -> TunsecSe
         control_socket=r.get("control_socket", _parse_socket_path, d.control_socket),
         workers=r.get("workers", _parse_workers, d.workers),
         log_level=r.get("log_level", _parse_log_level, d.log_level),
+        log_format=r.get("log_format", _parse_log_format, d.log_format),
+        metrics_listen=r.get("metrics_listen", _parse_listen, d.metrics_listen),
         larval_timeout=r.get("larval_timeout", _parse_larval_timeout, d.larval_timeout),
         retransmit=RetransmitConfig(
             timeout=r.get("retransmit_timeout", _parse_retransmit_timeout, d.retransmit.timeout),

@@ -68,13 +68,14 @@ class WorkerClient:
         return self.proc.pid if self.proc else None
 
     async def start(self, fds: WorkerFds, mtu: int, larval_timeout: float, log_level: str,
-                    user: str | None = None) -> None:
+                    user: str | None = None, log_format: str = "text") -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         argv = [
             *worker_command(),
             "--pipe-fd", str(theirs.fileno()), "--tun-fd", str(fds.tun),
             "--udp4-fd", str(fds.udp4), "--udp6-fd", str(fds.udp6),
             "--mtu", str(mtu), "--larval-timeout", str(larval_timeout), "--log-level", log_level,
+            "--log-format", log_format,
         ] + (["--vnet-hdr"] if fds.vnet_hdr else [])
         for q in fds.queues:
             argv += ["--queue", ",".join(map(str, q))]

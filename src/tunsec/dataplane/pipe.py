@@ -37,6 +37,7 @@ __all__ = [
     "Expire",
     "ExpireReason",
     "Ext",
+    "FirstUse",
     "Flush",
     "GetSpi",
     "Ike",
@@ -107,6 +108,7 @@ class MsgType(IntEnum):
     INVALID_SPI = 18
     IKE = 19
     RESERVE_LOW = 20
+    FIRST_USE = 21
 
     @property
     def is_event(self) -> bool:
@@ -421,6 +423,9 @@ class SaSpec:
     # SA's seq_start is its replay floor: everything <= it counts as seen.
     seq_limit: int = 0
     seq_notify: int = 0
+    # IN only: the worker sends one FIRST_USE when the first packet passes ICV
+    # verification (proof the peer sends on this SA; see FirstUse)
+    report_first_use: bool = False
 
     def __post_init__(self) -> None:
         _check_spi("spi", self.spi)
@@ -444,6 +449,9 @@ class SaSpec:
         _check_reservation(self.seq_limit, self.seq_notify, self.esn)
         if self.seq_limit and self.seq_limit < self.seq_start:
             raise ValueError(f"seq_limit={self.seq_limit} is below seq_start={self.seq_start}")
+        _check_type("report_first_use", self.report_first_use, bool)
+        if self.report_first_use and self.direction is not Direction.IN:
+            raise ValueError("report_first_use is for inbound SAs: only what arrives proves the peer uses an SA")
 
     def __repr__(self) -> str:
         # The key must never reach a log, a traceback or a test report.
@@ -842,10 +850,24 @@ class ReserveLow:
         _check_sa_peer(self.direction, self.remote)
 
 
+@dataclass(frozen=True, kw_only=True)
+class FirstUse:
+    """The first authenticated packet arrived on an inbound SA that was UPDATEd
+    with report_first_use: the peer has installed it and sends on it."""
+
+    TYPE: ClassVar[MsgType] = MsgType.FIRST_USE
+    req_id: int = 0
+    spi: int
+
+    def __post_init__(self) -> None:
+        _check_event_id(self.req_id)
+        _check_spi("spi", self.spi)
+
+
 Request: TypeAlias = (
     GetSpi | Update | Add | Delete | Flush | SpdAdd | SpdDelete | SpdFlush | Dump | SendIke | Reserve
 )
-Event: TypeAlias = Acquire | Expire | InvalidSpi | Ike | ReserveLow
+Event: TypeAlias = Acquire | Expire | InvalidSpi | Ike | ReserveLow | FirstUse
 Message: TypeAlias = Request | Reply | Event
 
 # --------------------------------------------------------------- wire structs
@@ -872,6 +894,7 @@ _SEQ_LIMIT = struct.Struct("!QQ")
 _SA_ESN: Final = 0x01
 _SA_SOFT_FIRED: Final = 0x02
 _SA_HARD_FIRED: Final = 0x04
+_SA_FIRST_USE: Final = 0x08   # SA only: report_first_use
 
 # Body length of the fixed-size extensions (None = variable, checked by the
 # extension's own decoder).
@@ -927,6 +950,7 @@ _SCHEMA: Final[dict[MsgType, _Schema]] = {
     MsgType.IKE: _IKE_SCHEMA,
     MsgType.RESERVE: {Ext.SA_ID: (1, 1), Ext.SEQ_LIMIT: (1, 1), Ext.ADDR_REMOTE: (0, 1)},
     MsgType.RESERVE_LOW: {Ext.SA_ID: (1, 1), Ext.SEQ_LIMIT: (0, 1), Ext.ADDR_REMOTE: (0, 1)},
+    MsgType.FIRST_USE: {Ext.SPI: (1, 1)},
 }
 _DUMP_REPLY_SCHEMA: Final[_Schema] = {
     Ext.SA_INFO: (0, _MANY),
@@ -980,7 +1004,7 @@ def _pack_lifetime(lt: Lifetime) -> bytes:
 
 
 def _sa_exts(sa: SaSpec) -> list[bytes]:
-    flags = _SA_ESN if sa.esn else 0
+    flags = (_SA_ESN if sa.esn else 0) | (_SA_FIRST_USE if sa.report_first_use else 0)
     sa_body = _SA.pack(sa.spi, sa.direction, sa.alg, flags, 0, sa.replay_window, sa.reqid, sa.seq_start)
     exts = [
         _ext(Ext.SA, sa_body),
@@ -1085,6 +1109,8 @@ def _extensions(msg: Message) -> list[bytes]:
             if needed:
                 exts.append(_ext(Ext.SEQ_LIMIT, _SEQ_LIMIT.pack(needed, 0)))
             return [*exts, *_opt_remote(remote)]
+        case FirstUse(spi=spi):
+            return [_ext(Ext.SPI, _U32_BODY.pack(spi))]
         case Reply():
             return _reply_exts(msg)
         case Flush() | SpdFlush() | Dump():
@@ -1164,11 +1190,12 @@ def join_dump_replies(replies: Sequence[Reply]) -> Reply:
             raise ValueError(f"reply {i} has more={r.more} in a run of {len(replies)}")
     if last.errno is not Errno.OK:
         return last
+    # tuple([...]), not tuple(<generator>): see the note at the top of decoding
     return Reply(
         first.req_id, MsgType.DUMP, Errno.OK,
-        sas=tuple(s for r in replies for s in r.sas),
-        policies=tuple(p for r in replies for p in r.policies),
-        drops=tuple(d for r in replies for d in r.drops),
+        sas=tuple([s for r in replies for s in r.sas]),
+        policies=tuple([p for r in replies for p in r.policies]),
+        drops=tuple([d for r in replies for d in r.drops]),
     )  # fmt: skip
 
 
@@ -1185,6 +1212,13 @@ def error_reply(err: PipeError) -> bytes | None:
 
 
 # ------------------------------------------------------------------ decoding
+
+# Tuples of a variable length are built as tuple([...]), never tuple(<generator>):
+# CPython builds the latter as a 10-tuple resized to fit, and when it dies it
+# goes to the free list of its final length (2000 kept per length), which only
+# an exact-size tuple takes from again.  A DUMP answer's 19 drop counters did
+# that on every `status`: the control process grew by ~0.5 MiB per length
+# until the lists were full (docs/benchmarks.md, "Memory under rekeys").
 
 
 _TYPES: Final = frozenset(int(t) for t in MsgType)
@@ -1408,7 +1442,7 @@ def _unpack_lifetime(raw: bytes) -> Lifetime:
 def _unpack_sa(exts: _Exts) -> SaSpec:
     spi, direction, alg, flags, reserved, window, reqid, seq_start = _SA.unpack(exts.one(Ext.SA))
     _zero(reserved, "SA")
-    if flags & ~_SA_ESN:
+    if flags & ~(_SA_ESN | _SA_FIRST_USE):
         raise _Malformed(f"unknown SA flags {flags:#04x}")
     key_body = exts.one(Ext.KEY)
     if len(key_body) < _KEY_HDR.size:
@@ -1429,10 +1463,11 @@ def _unpack_sa(exts: _Exts) -> SaSpec:
         remote=_unpack_endpoint(exts.one(Ext.ADDR_REMOTE)),
         soft=_unpack_lifetime(exts.one(Ext.LIFETIME_SOFT)),
         hard=_unpack_lifetime(exts.one(Ext.LIFETIME_HARD)),
-        selectors=tuple(_unpack_selector(s) for s in exts.all(Ext.SELECTOR)),
+        selectors=tuple([_unpack_selector(s) for s in exts.all(Ext.SELECTOR)]),
         seq_start=seq_start,
         seq_limit=seq_limit,
         seq_notify=seq_notify,
+        report_first_use=bool(flags & _SA_FIRST_USE),
     )
 
 
@@ -1542,6 +1577,8 @@ def _build(msg_type: MsgType, req_id: int, exts: _Exts) -> Message:
             return _unpack_reserve(req_id, exts)
         case MsgType.RESERVE_LOW:
             return _unpack_reserve_low(exts)
+        case MsgType.FIRST_USE:
+            return FirstUse(spi=_unpack_u32(exts.one(Ext.SPI)))
     raise AssertionError(msg_type)  # pragma: no cover - the match is exhaustive
 
 
@@ -1562,9 +1599,9 @@ def _build_reply(hdr: _Header, msg_type: MsgType, errno: Errno, exts: _Exts) -> 
         errno,
         spi=None if spi_body is None else _unpack_u32(spi_body),
         more=bool(hdr.flags & FLAG_MORE),
-        sas=tuple(_unpack_sa_info(b) for b in exts.all(Ext.SA_INFO)),
-        policies=tuple(_unpack_policy_info(b) for b in exts.all(Ext.POLICY_INFO)),
-        drops=tuple(_unpack_drop(b) for b in exts.all(Ext.DROP)),
+        sas=tuple([_unpack_sa_info(b) for b in exts.all(Ext.SA_INFO)]),
+        policies=tuple([_unpack_policy_info(b) for b in exts.all(Ext.POLICY_INFO)]),
+        drops=tuple([_unpack_drop(b) for b in exts.all(Ext.DROP)]),
     )
 
 

@@ -5,12 +5,16 @@ broken and it has no TUNSETOFFLOAD)."""
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
+import pwd
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network, ip_address
+from typing import Any
 
 from pyroute2 import IPRoute
 from pytun_pmd3 import TunTapDevice
@@ -84,20 +88,36 @@ class Tun:
     offloads: int = 0
     routes: list[tuple[IPNetwork, str | None]] = field(default_factory=list)
     extra: list[TunTapDevice] = field(default_factory=list)   # queues 1.. of a multi-queue TUN
+    # what this configuration needs on the device that tunsec may not change (no
+    # CAP_NET_ADMIN): (what is wrong, the command root should run); see report_unapplied
+    unapplied: list[tuple[str, str]] = field(default_factory=list)
 
     @classmethod
     def open(cls, name: str, offload: bool = True, queues: int = 1) -> Tun:
         """Create or attach; with offload, a virtio header on every packet and TSO/USO
         super-packets; with queues > 1, a multi-queue TUN (one queue per loop thread)."""
         existed = interface_exists(name)
-        flags = IFF_TUN | IFF_NO_PI | (IFF_VNET_HDR if offload else 0)
-        if existed and queues > 1 and not _is_multi_queue(name):
-            log.warning("TUN %s exists without multiple queues; using one queue", name)
-            queues = 1
-        dev = TunTapDevice(name=name, flags=flags | (IFF_MULTI_QUEUE if queues > 1 else 0))
+        multi_queue = queues > 1
+        if existed:
+            # a TUN made for us (ip tuntap add ... [multi_queue] [vnet_hdr]) is opened as it was made:
+            # the kernel refuses a queue of the other kind (EINVAL), whatever workers says
+            dev_flags = tun_flags(name)
+            multi_queue = bool(dev_flags & IFF_MULTI_QUEUE)
+            offload = bool(dev_flags & IFF_VNET_HDR)
+            if tun_owner(name).startswith("none") and _tun_group(name) < 0:
+                log.warning("TUN %s has no owner: any local user may attach to it and read or inject its "
+                            "packets; make it with ip tuntap add ... user U (tunsec prepare does)", name)
+            if queues > 1 and not multi_queue:
+                log.warning("TUN %s exists without multiple queues; using one queue", name)
+                queues = 1
+        flags = IFF_TUN | IFF_NO_PI | (IFF_VNET_HDR if offload else 0) | (IFF_MULTI_QUEUE if multi_queue else 0)
+        try:
+            dev = TunTapDevice(name=name, flags=flags)
+        except OSError as err:
+            raise OSError(err.errno, _open_error(name, existed, err)) from err
         tun = cls(name=dev.name, created=not existed, device=dev, vnet_hdr=offload)
         for _ in range(queues - 1):
-            tun.extra.append(TunTapDevice(name=dev.name, flags=flags | IFF_MULTI_QUEUE))
+            tun.extra.append(TunTapDevice(name=dev.name, flags=flags))
         for d in (dev, *tun.extra):
             fd = d.fileno()
             fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
@@ -131,34 +151,65 @@ class Tun:
         return int(self.device.fileno() if queue == 0 else self.extra[queue - 1].fileno())
 
     def configure(self, mtu: int) -> None:
-        self._quiet_ipv6()
-        self.device.mtu = mtu
+        """MTU, IPv6 quiet, txqueuelen, link up: each only where the device is not so already,
+        and where tunsec may not change it (EPERM), noted in unapplied instead."""
         with IPRoute() as ipr:
+            idx = ipr.link_lookup(ifname=self.name)[0]
+            link = ipr.link("get", index=idx)[0]
+            # no link-local address, so no router solicitations or MLD reports that match no policy:
+            # inner IPv6 only needs the routes.  Netlink, not /proc/sys (read-only in containers)
+            if _addr_gen_mode(link) not in (None, ADDR_GEN_MODE_NONE):
+                self._change(lambda: ipr.link("set", index=idx, IFLA_AF_SPEC=_NO_ADDR_GEN),
+                             "it would get an IPv6 link-local address", f"ip link set dev {self.name} addrgenmode none")
+            if int(link.get_attr("IFLA_MTU") or 0) != mtu:
+                self._change(lambda: ipr.link("set", index=idx, mtu=mtu),
+                             f"its MTU is {link.get_attr('IFLA_MTU')}, not {mtu}", f"mtu {mtu}")
             # a longer queue absorbs bursts while the worker is busy with a batch,
-            # instead of dropping them into TCP retransmits
-            ipr.link("set", index=ipr.link_lookup(ifname=self.name)[0], txqlen=TXQUEUELEN)
-        self.device.up()
+            # instead of dropping them into TCP retransmits (a tuning only: never warned about)
+            if int(link.get_attr("IFLA_TXQLEN") or 0) < TXQUEUELEN:
+                self._change(lambda: ipr.link("set", index=idx, txqlen=TXQUEUELEN), "", "")
+            if not link["flags"] & IFF_UP:
+                self._change(lambda: ipr.link("set", index=idx, state="up"), "it is down", "up")
         log.info("TUN %s up, MTU %d", self.name, mtu)
 
-    def _quiet_ipv6(self) -> None:
-        # no link-local address, so no router solicitations or MLD reports
-        # that match no policy: inner IPv6 only needs the routes
-        path = f"/proc/sys/net/ipv6/conf/{self.name}/addr_gen_mode"
+    def _change(self, apply: Callable[[], object], what: str, fix: str) -> None:
         try:
-            with open(path, "w") as f:
-                f.write("1")
-        except OSError as err:
-            log.debug("%s: %s", path, err)
+            apply()
+        except Exception as exc:   # pyroute2's NetlinkError is an OSError with the kernel's errno
+            if getattr(exc, "code", None) != errno.EPERM and getattr(exc, "errno", None) != errno.EPERM:
+                raise
+            if what:
+                self.unapplied.append((what, fix))
+            log.debug("TUN %s: %s: %s", self.name, fix or "tuning", exc)
 
     def add_route(self, dst: IPNetwork, src: str | None) -> None:
         with IPRoute() as ipr:
             idx = ipr.link_lookup(ifname=self.name)[0]
+            if _has_route(ipr, idx, dst):
+                log.info("route %s via %s exists", dst, self.name)
+                return   # not ours: left in place at exit
             kw: dict[str, object] = {"dst": str(dst), "oif": idx}
             if src:
                 kw["prefsrc"] = src
-            ipr.route("replace", **kw)
+            cmd = f"ip route add {dst} dev {self.name}" + (f" src {src}" if src else "")
+            before = len(self.unapplied)
+            self._change(lambda: ipr.route("replace", **kw), f"no route to {dst} through it", cmd)
+            if len(self.unapplied) > before:
+                return
         self.routes.append((dst, src))
         log.info("route %s via %s%s", dst, self.name, f" src {src}" if src else "")
+
+    def report_unapplied(self, config_path: str) -> None:
+        """The one warning for an unprivileged start on a TUN not set up as needed."""
+        if not self.unapplied:
+            return
+        link = [fix for _, fix in self.unapplied if fix in ("up",) or fix.startswith("mtu ")]
+        cmds = [f"ip link set dev {self.name} {' '.join(link)}"] if link else []
+        cmds += [fix for _, fix in self.unapplied if fix.startswith("ip ")]
+        log.warning("TUN %s is not set up as this configuration needs and %s may not change it (no CAP_NET_ADMIN): "
+                    "%s. Starting anyway; as root run: %s (or once: tunsec prepare -c %s --user %s)",
+                    self.name, _me(), "; ".join(what for what, _ in self.unapplied), "; ".join(cmds),
+                    config_path, _me())
 
     def remove_routes(self) -> None:
         with IPRoute() as ipr:
@@ -180,13 +231,80 @@ class Tun:
         self.device.close()        # a TUN we created disappears with its last fd
 
 
-def _is_multi_queue(name: str) -> bool:
-    """An existing TUN's flags (the kernel refuses to attach a queue of the other kind)."""
+def tun_flags(name: str) -> int:
+    """An existing TUN's flags as it was made (IFF_MULTI_QUEUE, IFF_VNET_HDR...); 0 if unknown."""
     try:
         with open(f"/sys/class/net/{name}/tun_flags") as f:
-            return bool(int(f.read(), 16) & IFF_MULTI_QUEUE)
+            return int(f.read(), 16)
     except (OSError, ValueError):
-        return False
+        return 0
+
+
+def _me() -> str:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
+
+
+def _open_error(name: str, existed: bool, err: OSError) -> str:
+    """Why opening the TUN failed, and what to do about it."""
+    if err.errno in (errno.EPERM, errno.EACCES) and existed:
+        owner = tun_owner(name)
+        return (f"attaching to TUN {name} (owner {owner}) as {_me()}: needs CAP_NET_ADMIN or to be its owner; "
+                f"as root: ip tuntap del dev {name} mode tun, then tunsec prepare -c FILE --user {_me()} "
+                f"(or ip tuntap add dev {name} mode tun user {_me()} vnet_hdr)")
+    if err.errno in (errno.EPERM, errno.EACCES):
+        return (f"creating TUN {name} as {_me()}: needs CAP_NET_ADMIN; as root, once: tunsec prepare -c FILE "
+                f"--user {_me()} (or ip tuntap add dev {name} mode tun user {_me()} vnet_hdr)")
+    if err.errno == errno.ENOENT:
+        return (f"opening /dev/net/tun for TUN {name}: it does not exist "
+                "(modprobe tun; in a container --device /dev/net/tun)")
+    return f"{name}: {err.strerror or err}"
+
+
+def tun_owner(name: str) -> str:
+    try:
+        with open(f"/sys/class/net/{name}/owner") as f:
+            uid = int(f.read())
+    except (OSError, ValueError):
+        return "unknown"
+    if uid < 0:
+        return "none: anyone with CAP_NET_ADMIN"
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _tun_group(name: str) -> int:
+    try:
+        with open(f"/sys/class/net/{name}/group") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return -1
+
+
+ADDR_GEN_MODE_NONE = 1   # linux/if_link.h IN6_ADDR_GEN_MODE_NONE
+IFF_UP = 0x1
+_NO_ADDR_GEN = {"attrs": [("AF_INET6", {"attrs": [("IFLA_INET6_ADDR_GEN_MODE", ADDR_GEN_MODE_NONE)]})]}
+
+
+def _addr_gen_mode(link: Any) -> int | None:
+    af = link.get_attr("IFLA_AF_SPEC")
+    inet6 = af.get_attr("AF_INET6") if af is not None else None
+    mode = inet6.get_attr("IFLA_INET6_ADDR_GEN_MODE") if inet6 is not None else None
+    return None if mode is None else int(mode)
+
+
+def _has_route(ipr: IPRoute, idx: int, dst: IPNetwork) -> bool:
+    """dst already routed through the TUN (main table), as root or tunsec prepare may have done."""
+    family = socket.AF_INET if dst.version == 4 else socket.AF_INET6
+    for r in ipr.route("dump", family=family, oif=idx):
+        have = r.get_attr("RTA_DST")
+        if have is not None and r["dst_len"] == dst.prefixlen and ip_address(have) == dst.network_address:
+            return True
+    return False
 
 
 def local_address_in(networks: tuple[IPNetwork, ...]) -> str | None:

@@ -19,18 +19,16 @@ import argparse
 import asyncio
 import collections
 import ctypes
-import errno
 import logging
 import os
-import pwd
 import signal
 import socket
 import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from tunsec import logs, privilege
 from tunsec.dataplane import pipe
 from tunsec.dataplane.fastpath import Dataplane, DataplaneError, Event, EventType
 from tunsec.dataplane.pipe import Direction, Endpoint, Errno, ExpireReason, PipeError
@@ -130,7 +128,8 @@ class Worker:
                 self.dp.update(msg.sa)
                 self.timers.cancel((msg.sa.spi, Direction.IN, None))
                 self._lifetime_timers(msg.sa)
-                log.info("SA in %08x installed", msg.sa.spi)
+                log.info("SA in %08x installed%s", msg.sa.spi,
+                         ", first use reported" if msg.sa.report_first_use else "")
                 return self._ok(msg)
             case pipe.Add():
                 self.dp.add(msg.sa)
@@ -230,6 +229,8 @@ class Worker:
             if ev.direction is Direction.OUT and remote is None:
                 return None
             return pipe.ReserveLow(spi=ev.spi, direction=ev.direction, needed=ev.seq, remote=remote)
+        if ev.type is EventType.FIRST_USE:
+            return pipe.FirstUse(spi=ev.spi)
         return None
 
     def _emit(self, msg: pipe.Message) -> None:
@@ -291,58 +292,6 @@ class PipeWriter:
             self.dropped_events = 0
 
 
-PR_CAPBSET_DROP = 24
-PR_SET_NO_NEW_PRIVS = 38
-PR_CAP_AMBIENT = 47
-PR_CAP_AMBIENT_CLEAR_ALL = 4
-
-
-def _prctl(option: int, arg2: int = 0) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(option, ctypes.c_ulong(arg2), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0)) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"prctl({option}): {os.strerror(err)}")
-
-
-def _last_cap() -> int:
-    try:
-        return int(Path("/proc/sys/kernel/cap_last_cap").read_text())
-    except (OSError, ValueError):
-        return 63   # past the kernel's last capability PR_CAPBSET_DROP says EINVAL: the loop stops there
-
-
-def _check_no_capabilities() -> None:
-    """Refuse to go on if the kernel left any capability (a drop that silently failed)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb") and int(value, 16):
-            raise OSError(f"dropping privileges left {key} = {value.strip()}")
-
-
-def drop_privileges(user: str) -> None:
-    """Become user (its primary group, no supplementary groups) for good, with
-    no capability left in any set and no way to gain one (no_new_privs).
-
-    The bounding set is emptied first, while CAP_SETPCAP is still held; the
-    change of uid from root then clears the permitted and effective sets."""
-    pw = pwd.getpwnam(user)
-    if os.geteuid() == 0:
-        for cap in range(_last_cap() + 1):
-            try:
-                _prctl(PR_CAPBSET_DROP, cap)
-            except OSError as err:
-                if err.errno != errno.EINVAL:
-                    raise
-                break
-    _prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
-    os.setgroups([])
-    os.setresgid(pw.pw_gid, pw.pw_gid, pw.pw_gid)
-    os.setresuid(pw.pw_uid, pw.pw_uid, pw.pw_uid)
-    _prctl(PR_SET_NO_NEW_PRIVS, 1)
-    _check_no_capabilities()
-    log.info("running as %s (uid %d), no capabilities", user, pw.pw_uid)
-
-
 def _die_with_parent() -> None:
     # the worker must not outlive the control process that owns the routes
     try:
@@ -364,8 +313,10 @@ async def serve(args: argparse.Namespace) -> int:
     dp = Dataplane()
     dp.set_fds(args.tun_fd, args.udp4_fd, args.udp6_fd)
     queues = [0] + [dp.add_queue(*q) for q in args.queue]
-    if args.user:
-        drop_privileges(args.user)
+    if args.user or os.geteuid() != 0:
+        # to the user the daemon names; or, started by a daemon that already dropped (or never was
+        # root), as that user: either way no capability, no-new-privs (only user = root keeps root)
+        log.info("%s", privilege.drop(privilege.target_for(args.user)))
         _die_with_parent()   # a change of credentials clears the parent-death signal
     log.info("offloads: %s", ", ".join(dp.set_offloads(args.vnet_hdr)) or "none")
     if args.mtu:
@@ -463,11 +414,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--vnet-hdr", action="store_true", help="the TUN was opened with IFF_VNET_HDR")
     ap.add_argument("--larval-timeout", type=float, default=30.0)
     ap.add_argument("--log-level", default="info")
+    ap.add_argument("--log-format", choices=["text", "json"], default="text")
     ap.add_argument("--user", help="drop to this user once the descriptors are set up")
     args = ap.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s tunsec-worker[%(process)d] %(levelname)s %(message)s"
-    )
+    logs.configure(args.log_level, args.log_format, "tunsec-worker")
     _die_with_parent()
     try:
         import uvloop

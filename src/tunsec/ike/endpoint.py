@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
+from tunsec.policy.pad import AddressMatch, address_match
+
 from .config import IkeConfig
 from .constants import IKE_PORT, ExchangeType, HeaderFlag, NotifyType
 from .events import Address, DownReason, Event, IkeSaUp
@@ -214,9 +216,9 @@ class IkeEndpoint:
     # ------------------------------------------------------------------ internals
 
     def _default_selector(self, addr: Address) -> list[IkeConfig]:
-        """Connections whose remote address is the peer's, then those open to any (``%any``)."""
-        exact = [c for c in self._configs.values() if c.remote_addr and _same_ip(c.remote_addr, addr[0])]
-        anyone = [c for c in self._configs.values() if c.remote_addr in (None, "%any", "0.0.0.0", "::")]
+        """Connections whose remote address is the peer's, then those open to any (``%any``): the PAD's order."""
+        exact = [c for c in self._configs.values() if address_match(c.remote_addr, addr[0]) is AddressMatch.EXACT]
+        anyone = [c for c in self._configs.values() if address_match(c.remote_addr, addr[0]) is AddressMatch.ANY]
         return exact + anyone
 
     def _touch(self, sa: IkeSa) -> None:
@@ -411,10 +413,3 @@ def _init_request(hdr: Header, datagram: bytes) -> Message | None:
 
 def _find_nonce(msg: Message) -> bytes:
     return next(p.data for p in msg.payloads if isinstance(p, NoncePayload))
-
-
-def _same_ip(a: str, b: str) -> bool:
-    try:
-        return ipaddress.ip_address(a) == ipaddress.ip_address(b)
-    except ValueError:
-        return a == b

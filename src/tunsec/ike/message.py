@@ -166,7 +166,7 @@ def _decode_proposal(data: bytes) -> Proposal:
     chunks = _split_substructures(rest, 3, "transform") if n_transforms else []
     if len(chunks) != n_transforms or (not n_transforms and rest):
         raise DecodeError(f"proposal says {n_transforms} transforms, found {len(chunks)}")
-    return Proposal(num, proto, spi, tuple(_decode_transform(c) for c in chunks))
+    return Proposal(num, proto, spi, tuple([_decode_transform(c) for c in chunks]))
 
 
 # --------------------------------------------------------------------------
@@ -185,7 +185,7 @@ class SaPayload:
 
     @classmethod
     def decode_body(cls, data: bytes) -> SaPayload:
-        return cls(tuple(_decode_proposal(c) for c in _split_substructures(data, 2, "proposal")))
+        return cls(tuple([_decode_proposal(c) for c in _split_substructures(data, 2, "proposal")]))
 
 
 @dataclass(frozen=True)
@@ -321,7 +321,7 @@ class DeletePayload:
         proto, spi_size, count = struct.unpack_from("!BBH", data, 0)
         if len(data) - 4 != spi_size * count:
             raise DecodeError(f"Delete payload: {count} SPIs of {spi_size} bytes do not fill {len(data) - 4}")
-        spis = tuple(data[4 + i * spi_size : 4 + (i + 1) * spi_size] for i in range(count))
+        spis = tuple([data[4 + i * spi_size : 4 + (i + 1) * spi_size] for i in range(count)])
         return cls(proto, spi_size, spis)
 
 

@@ -13,8 +13,9 @@ either side is TS_UNACCEPTABLE.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
+from tunsec.policy.pad import narrow  # which selectors a peer may claim is the PAD's decision
 from tunsec.policy.selector import IPAddress, Ts, TsError, parse_ts, parse_ts_list
 
 from .constants import TsType
@@ -37,13 +38,3 @@ def from_wire(sel: TrafficSelector) -> Ts:
 def resolve_all(selectors: Iterable[Ts], addr: str | IPAddress | None) -> tuple[Ts, ...]:
     return tuple(r for r in (s.resolve(addr) for s in selectors) if r is not None)
 
-
-def narrow(proposed: Sequence[Ts], allowed: Sequence[Ts]) -> tuple[Ts, ...]:
-    """Every non-empty intersection of a proposed with an allowed selector, deduplicated."""
-    result: list[Ts] = []
-    for want in proposed:
-        for have in allowed:
-            common = want.intersect(have)
-            if common is not None and common not in result:
-                result.append(common)
-    return tuple(result)

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from tunsec.policy.pad import Refused, check_auth_method, identity_allowed
+
 from ..auth import AuthError, psk_auth_data, sign, signed_octets, verify_psk, verify_signature
 from ..certs import load_certificates, verify_peer
 from ..config import ChildConfig
@@ -67,11 +69,15 @@ def _verify_peer(st: IkeSaState, payloads: Sequence[Payload], peer_id_payload: I
     assert st.prf is not None and st.keys is not None
     peer_id = Identity(peer_id_payload.id_type, peer_id_payload.data)
     remote = st.config.remote
-    if not remote.id.matches(peer_id):
+    if not identity_allowed(remote.id, peer_id):
         raise AuthError(f"peer identity {peer_id} is not the configured {remote.id}")
     auth = find(payloads, AuthPayload)
     if auth is None:
         raise AuthError("no AUTH payload")
+    try:
+        check_auth_method(remote.method, auth.method)
+    except Refused as err:
+        raise AuthError(str(err)) from None
     sk_p = st.keys.pr if st.is_initiator else st.keys.pi
     peer_msg = st.init_response if st.is_initiator else st.init_request
     octets = signed_octets(peer_msg, st.own_nonce, st.prf, sk_p, peer_id_payload)
@@ -109,7 +115,7 @@ def _select_config(st: IkeSaState, idi: IdPayload, payloads: Sequence[Payload]) 
     idr = next((p for p in find_all(payloads, IdPayload) if not p.initiator), None)
     wanted = Identity(idr.id_type, idr.data) if idr is not None else None
     for cfg in st.candidates:
-        if cfg.remote.id.matches(peer) and (wanted is None or cfg.local.id.matches(wanted)):
+        if identity_allowed(cfg.remote.id, peer) and (wanted is None or cfg.local.id.matches(wanted)):
             st.config = cfg
             return
 

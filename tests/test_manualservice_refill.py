@@ -1,4 +1,4 @@
-"""The control side's refills of manual SAs' sequence number reservations."""
+"""The manual service's refills of manual SAs' sequence number reservations."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
-from tunsec.daemon import Daemon, _sa_key
 from tunsec.dataplane import pipe
 from tunsec.dataplane.pipe import Direction
+from tunsec.policy.ids import IdSpace
 from tunsec.seqstate import MIN_BLOCK_IN, SeqState
+from tunsec.services.manual import ManualService, sa_key
 
 SPI = 0xC0020001
 
@@ -29,17 +30,14 @@ class _Worker:
         await asyncio.sleep(0)
 
 
-def _daemon(tmp_path: Path) -> tuple[Daemon, _Worker, SeqState]:
-    d = Daemon.__new__(Daemon)   # only the refill machinery: no config, TUN or sockets
-    key = _sa_key(SPI, Direction.IN, None)
+def _service(tmp_path: Path) -> tuple[ManualService, _Worker, SeqState]:
+    worker = _Worker()
+    svc = ManualService([], IdSpace(), str(tmp_path), lambda: worker)  # type: ignore[arg-type,return-value]
+    key = sa_key(SPI, Direction.IN, None)
     st = SeqState.open(tmp_path, "site-b", SPI, Direction.IN, bytes(20), False)
     st.restart()
-    worker = _Worker()
-    d.seq, d._seq_locks = {key: st}, {key: asyncio.Lock()}
-    d._extending, d._again, d._background = set(), {}, set()
-    d.stopping = asyncio.Event()
-    d.worker = worker  # type: ignore[assignment]
-    return d, worker, st
+    svc.seq[key], svc._seq_locks[key] = st, asyncio.Lock()
+    return svc, worker, st
 
 
 def test_a_refill_point_reached_while_the_last_refill_is_answered_is_not_lost(tmp_path: Path) -> None:
@@ -48,7 +46,7 @@ def test_a_refill_point_reached_while_the_last_refill_is_answered_is_not_lost(tm
     served, or the SA drops every packet past its limit from then on."""
 
     async def run() -> None:
-        d, worker, st = _daemon(tmp_path)
+        d, worker, st = _service(tmp_path)
         asked: list[int] = []
 
         def busy(limit: int) -> None:

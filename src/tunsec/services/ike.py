@@ -1,11 +1,12 @@
 """IKEv2 in the control process: the glue between the sans-I/O engine
 (tunsec.ike), the sockets and timers of asyncio, and the dataplane worker.
 
-- IKE on port 500 arrives on the daemon's own sockets; on port 4500 it comes
+- IKE on port 500 arrives on this service's own sockets; on port 4500 it comes
   up the pipe from the worker (non-ESP marker stripped) and goes back down as
   SEND_IKE, so one socket carries both IKE and ESP as RFC 3948 wants.
 - Inbound Child SA SPIs come from the worker (GETSPI: it owns the SAD); the
-  engine takes them synchronously from a pool kept topped up here.
+  engine takes them synchronously from a pool kept topped up here; while
+  it is empty, IKE of existing IKE SAs waits for the refill (see receive).
 - ChildSaUp -> UPDATE (inbound) + ADD (outbound) + PROTECT policies for the
   negotiated selectors; ChildSaDown -> DELETE.  Trap policies (start_action
   = trap) have a reqid no SA ever gets, so their packets raise ACQUIRE.
@@ -13,7 +14,9 @@
   datagram leaves while a Child SA is being installed (the responder's
   CREATE_CHILD_SA response waits for its new inbound SA, the initiator's
   DELETE for both new SAs); a rekey responder adds its new outbound SA only
-  when the old SA's DELETE arrives (or after STANDBY_TIMEOUT); a rekeyed
+  when the first packet arrives on its new inbound SA (the worker's
+  FIRST_USE: the initiator has installed its side), or when the old SA's
+  DELETE arrives, or after STANDBY_TIMEOUT, whichever comes first; a rekeyed
   Child SA's inbound SA lingers INBOUND_LINGER seconds for packets in flight.
 - Ownership: each Child SA is known by a handle unique across IKE SAs (many
   peers may share one connection, and unique ids restart per IKE SA).  A
@@ -27,6 +30,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
+import functools
 import ipaddress
 import itertools
 import logging
@@ -39,10 +44,10 @@ from typing import Any
 from tunsec.conf.connections import Child, Connection
 from tunsec.dataplane import pipe
 from tunsec.dataplane.client import WorkerClient, WorkerError
-from tunsec.dataplane.pipe import Action, Alg, Direction, Endpoint, Policy, SaSpec, Selector
+from tunsec.dataplane.pipe import Action, Alg, Direction, Endpoint, ExpireReason, Policy, SaSpec, Selector
 from tunsec.ike.config import ChildConfig
 from tunsec.ike.constants import IKE_PORT, NATT_PORT
-from tunsec.ike.endpoint import DosLimits, IkeEndpoint
+from tunsec.ike.endpoint import DosLimits, EndpointStats, IkeEndpoint
 from tunsec.ike.events import (
     AuthFailed,
     ChildSaDown,
@@ -59,16 +64,23 @@ from tunsec.ike.sa import IkeSa, State
 from tunsec.ike.state import SpiUnavailable
 from tunsec.ike.ts import Ts
 from tunsec.loglimit import LogLimiter, suffix
+from tunsec.metrics import EventCounts
 from tunsec.policy.ids import Band, IdSpace, priority
 from tunsec.policy.selector import SelectorError, fast_selectors
+from tunsec.services.base import EspEndpoint, Service, bind_udp
 
 log = logging.getLogger("tunsec.ike")
 
+# Named once: dataclasses.asdict()/fields() build a tuple(<generator>) per call, and each such
+# 7-tuple stays in CPython's free list for that length (see the note in dataplane/pipe.py).
+_IKE_DROPS = tuple([f.name for f in dataclasses.fields(EndpointStats)])
+
 SPI_POOL = 8
+HELD_MAX = 64   # incoming IKE datagrams held while the SPI pool is empty (beyond: dropped, the peer retransmits)
 SHUTDOWN_WAIT = 3.0   # seconds for the peers to acknowledge our DELETEs at shutdown
 INVALID_SPI_INTERVAL = 1.0   # seconds between two INVALID_SPI notifies in one IKE SA
 INBOUND_LINGER = 5.0   # seconds a rekeyed Child SA's inbound SA outlives its DELETE (packets in flight; as strongSwan)
-STANDBY_TIMEOUT = 10.0   # seconds a rekey responder waits for the old SA's DELETE before sending on the new one
+STANDBY_TIMEOUT = 10.0   # seconds a rekey responder waits for traffic on the new SA or the old one's DELETE
 ALGS = {"aes128gcm16": Alg.AES128GCM16, "aes256gcm16": Alg.AES256GCM16}
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -110,8 +122,8 @@ class ChildState:
     established: float = field(default_factory=time.time)
     out_installed: bool = False    # our ADD succeeded: the outbound SA (spi_out, remote) is ours to delete
     pred: int | None = None        # handle of the Child SA this one rekeyed
-    # a rekey we answered: its outbound SA, added when the old one's DELETE arrives (we keep sending on
-    # the old SA until the initiator, which installs first, tells us it is done with it)
+    # a rekey we answered: its outbound SA, added when the initiator shows it has installed the new Child
+    # SA (its first packet on our new inbound SA, or its DELETE of the old one); until then we send on the old
     standby: SaSpec | None = field(default=None, repr=False)
     standby_timer: asyncio.TimerHandle | None = None
 
@@ -120,8 +132,10 @@ class ChildState:
         return self.lineage.reqid
 
 
-class IkeService:
+class IkeService(Service):
     """Runs the engine for the daemon; see the module docstring."""
+
+    name = "ike"
 
     def __init__(self, connections: Sequence[Connection], worker: Callable[[], WorkerClient],
                  local_addrs: dict[int, str], ids: IdSpace | None = None,
@@ -142,13 +156,21 @@ class IkeService:
         self.trap_reqids: dict[tuple[str, str], int] = {}        # (connection, child) -> reqid of its traps
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._refilling = False
+        self._refill: asyncio.Task[None] | None = None
+        self._spi_wait = False     # the pool is empty and a refill in flight: the barrier is up (_spi_barrier)
+        self._held: collections.deque[Callable[[], None]] = collections.deque()   # what waits for an SPI
+        self._held_datagrams = 0   # how many of those are incoming datagrams (at most HELD_MAX)
+        self.held_dropped = 0      # incoming IKE datagrams dropped because HELD_MAX were already held
+        self._held_log = LogLimiter()     # lines a flood can cause while inbound SPIs are short
+        self._getspi_log = LogLimiter()
         self.trap_policies: dict[int, tuple[str, str]] = {}     # policy id -> (connection, child)
         self.attempts: dict[str, int] = {}                       # connection -> failed tries in a row
         self.closing = False
         self.unauthenticated_log = LogLimiter()                 # failures peers cause before authenticating
+        self.events = EventCounts()                             # rekeys, dead peers (Prometheus counters)
         self._invalid_spi_sent: dict[bytes, float] = {}         # IKE SA (our SPI) -> last INVALID_SPI
-        # make-before-break: datagrams wait while Child SAs are being installed (see _flush_datagrams)
+        # make-before-break: datagrams wait while Child SAs are being installed (see _flush_datagrams),
+        # and while the SPI pool is empty and being refilled (see receive)
         self._installs = 0
         self._installed = asyncio.Event()
         self._installed.set()
@@ -156,24 +178,24 @@ class IkeService:
         self._timers: dict[asyncio.TimerHandle, Callable[[], object]] = {}   # lingering inbound SAs, standby ends
 
     # --- lifecycle -------------------------------------------------------------
+    def prepare(self) -> None:
+        self.open_sockets()
+
+    def close(self) -> None:
+        self.close_sockets()
+
     def open_sockets(self) -> None:
         """UDP 500 (or the configured port) per family, before the event loop starts."""
         ports = {c.local_port for c in self.connections.values()} or {IKE_PORT}
         for fam, addr in self.local_addrs.items():
             for port in ports:
-                af = socket.AF_INET if fam == 4 else socket.AF_INET6
-                s = socket.socket(af, socket.SOCK_DGRAM)
-                if fam == 6:
-                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                s.bind((addr, port))
-                s.setblocking(False)
-                self.sockets[fam] = s
+                self.sockets[fam] = bind_udp(fam, addr, port, purpose="IKE")
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        await self.refill_spis()    # before answering anyone: an IKE_AUTH finds its inbound SPI in the pool
         for s in self.sockets.values():
             loop.add_reader(s.fileno(), self._readable, s)
-        await self.refill_spis()
         await self.install_traps()
         for conn in self.connections.values():
             for ch in conn.ike.children:
@@ -183,6 +205,7 @@ class IkeService:
     async def worker_restarted(self) -> None:
         """A new worker has an empty SAD: IKE SAs survive, their children must be renegotiated."""
         self.spis.clear()
+        self._spi_barrier()
         self._cancel_timers()   # their SPIs mean nothing (or someone else's SA) to the new worker
         for state in self.children.values():
             self._release(state.lineage)
@@ -191,11 +214,13 @@ class IkeService:
         self.ids.release_policy_ids(list(self.trap_policies))
         self.trap_policies.clear()
         await self.refill_spis()
+        if not self.spis:          # the refill in flight at the restart asked the old worker
+            await self.refill_spis()
         await self.install_traps()
         for sa in self.endpoint.sas:
             with contextlib.suppress(Exception):
                 for child in sa.children:
-                    sa.rekey_child(child.unique_id)
+                    self._with_spi(functools.partial(self._rekey_child, sa, child.unique_id))
         self._pump()
 
     async def shutdown(self) -> None:
@@ -246,6 +271,10 @@ class IkeService:
         self.sockets.clear()
 
     # --- what the daemon sets up around IKE ---------------------------------------
+    def esp_endpoints(self) -> list[EspEndpoint]:
+        """ESP and IKE after the NAT-T float share the worker's port 4500 sockets (RFC 3948)."""
+        return [(fam, addr, NATT_PORT) for fam, addr in self.local_addrs.items()]
+
     def routes(self) -> list[tuple[IPNetwork, tuple[IPNetwork, ...]]]:
         """Configured (not dynamic) remote selectors, routed into the TUN, with our side's networks."""
         out = []
@@ -272,13 +301,34 @@ class IkeService:
         if not self.spis:
             raise SpiUnavailable("no inbound SPI from the worker yet")
         spi = self.spis.popleft()
-        self._spawn(self.refill_spis())
+        self._start_refill()
         return spi
 
+    def _start_refill(self) -> asyncio.Task[None]:
+        """Top the pool up in the background (one refill at a time)."""
+        if self._refill is None:
+            self._refill = self._spawn(self._refill_spis())
+        self._spi_barrier()    # the pool may have just run empty under a refill in flight
+        return self._refill
+
     async def refill_spis(self) -> None:
-        if self._refilling:
-            return
-        self._refilling = True
+        """Top the pool up; returns when it is full (or the worker refused)."""
+        await asyncio.shield(self._start_refill())
+
+    def _spi_barrier(self) -> None:
+        """The install barrier (see _flush_datagrams) is also up while the pool is empty and a
+        refill is in flight: incoming IKE that may need an inbound SPI waits (see receive), and
+        so do timers (a rekey takes one), rather than fail the Child SA with TEMPORARY_FAILURE.
+        With no refill in flight (the worker refused GETSPI) nothing waits: the failure is real."""
+        wait = self._refill is not None and not self.spis
+        if wait != self._spi_wait:
+            self._spi_wait = wait
+            if wait:
+                self._install_started()
+            else:
+                self._install_done()
+
+    async def _refill_spis(self) -> None:
         try:
             while len(self.spis) < SPI_POOL:
                 # larval_seconds=0: no larval timeout for these.  A pooled SPI is ours; a
@@ -290,15 +340,19 @@ class IkeService:
                 spi = replies[0].spi
                 if spi is not None:
                     self.spis.append(spi)
+                    self._spi_barrier()
         except WorkerError as err:
-            log.warning("GETSPI failed: %s", err)
+            # rate-limited: with the SAD full, any datagram of an IKE SA (a peer's junk too) retries
+            if (held := self._getspi_log.admit()) is not None:
+                log.warning("GETSPI failed: %s%s", err, suffix(held))
         finally:
-            self._refilling = False
+            self._refill = None
+            self._spi_barrier()
 
     def larval_expired(self, spi: int) -> None:
         if spi in self.spis:
             self.spis.remove(spi)
-            self._spawn(self.refill_spis())
+            self._start_refill()
 
     def expired(self, spi: int, direction: Direction, hard: bool, remote: Endpoint | None = None) -> bool:
         """A Child SA's lifetime: soft -> rekey it, hard -> delete it.  False if not ours.
@@ -317,7 +371,7 @@ class IkeService:
                 sa.delete_child(state.unique_id, DownReason.EXPIRED)
             else:
                 log.info("%s: CHILD_SA %s reached its soft limit; rekeying", state.conn, state.child)
-                sa.rekey_child(state.unique_id)
+                self._with_spi(functools.partial(self._rekey_child, sa, state.unique_id))
             self._pump()
             return True
         return False
@@ -419,13 +473,24 @@ class IkeService:
     def initiate(self, conn: str, child: str | None) -> None:
         if conn not in self.connections:
             raise KeyError(conn)
+        self._with_spi(functools.partial(self._initiate, conn, child))
+        self._pump()
+
+    def _initiate(self, conn: str, child: str | None) -> None:
+        if self.closing:    # it waited for an SPI into the shutdown
+            return
         # like strongSwan: a child of a connection whose IKE SA is up is added to it (CREATE_CHILD_SA)
         up = next((sa for sa in self.endpoint.sas if sa.name == conn and sa.state is State.ESTABLISHED), None)
         if up is not None and child is not None:
             up.initiate(child)
         else:
             self.endpoint.initiate(conn, child, time.monotonic())
-        self._pump()
+
+    @staticmethod
+    def _rekey_child(sa: IkeSa, unique_id: int) -> None:
+        """Rekey a Child SA unless it went away while the rekey waited for an SPI."""
+        if sa.state is State.ESTABLISHED and any(c.unique_id == unique_id for c in sa.children):
+            sa.rekey_child(unique_id)
 
     def terminate(self, conn: str) -> int:
         n = 0
@@ -433,6 +498,20 @@ class IkeService:
             if sa.name == conn and not sa.is_closed:
                 sa.delete(time.monotonic())
                 n += 1
+        self._pump()
+        return n
+
+    def terminate_child(self, conn: str, child: str) -> int:
+        """Delete the Child SAs named ``child`` of the connection's IKE SAs (INFORMATIONAL DELETE,
+        as ``swanctl --terminate --child``); the IKE SAs stay up.  How many deletes were started."""
+        n = 0
+        for sa in self.endpoint.sas:
+            if sa.name != conn or sa.state is not State.ESTABLISHED:
+                continue
+            for ch in sa.children:
+                if ch.name == child:
+                    sa.delete_child(ch.unique_id)
+                    n += 1
         self._pump()
         return n
 
@@ -446,14 +525,66 @@ class IkeService:
             except OSError as err:
                 log.debug("IKE socket: %s", err)
                 break
-            self.endpoint.receive(data, (addr[0], addr[1]), time.monotonic())
+            self.receive(data, (addr[0], addr[1]))
         self._pump()
 
     def receive_natt(self, msg: pipe.Ike) -> None:
         """IKE that arrived on port 4500 via the worker."""
         local = (str(msg.local.addr), msg.local.port) if msg.local else None
-        self.endpoint.receive(msg.data, (str(msg.remote.addr), msg.remote.port), time.monotonic(), local)
+        self.receive(msg.data, (str(msg.remote.addr), msg.remote.port), local)
         self._pump()
+
+    def receive(self, data: bytes, remote: tuple[str, int], local: tuple[str, int] | None = None) -> None:
+        """One IKE datagram into the engine (the caller pumps), unless it must wait for an SPI.
+
+        The engine takes inbound SPIs synchronously from the pool.  A datagram of an existing IKE
+        SA (IKE_AUTH, CREATE_CHILD_SA, an IKE_SA_INIT response) may need one; while the pool is
+        empty it is held (at most HELD_MAX) until the refill brings one, behind the same barrier
+        that holds outgoing datagrams during installs.  Held ones keep their order; IKE_SA_INIT
+        requests need no SPI and never wait."""
+        if not (_may_need_spi(data) and self._must_wait_for_spi()):
+            self.endpoint.receive(data, remote, time.monotonic(), local)
+        elif self._held_datagrams >= HELD_MAX:
+            self.held_dropped += 1
+            if (held := self._held_log.admit()) is not None:
+                log.warning("IKE datagram from %s dropped: %d already wait for inbound SPIs from the worker%s",
+                            remote[0], HELD_MAX, suffix(held))
+        else:
+            self._held_datagrams += 1
+            self._hold(functools.partial(self._receive_held_datagram, data, remote, local))
+
+    def _receive_held_datagram(self, data: bytes, remote: tuple[str, int], local: tuple[str, int] | None) -> None:
+        self._held_datagrams -= 1
+        self.endpoint.receive(data, remote, time.monotonic(), local)
+
+    def _with_spi(self, action: Callable[[], None]) -> None:
+        """Run a local action that may take an inbound SPI (a rekey, a CREATE_CHILD_SA) now, or
+        after the refill if the pool is empty; the caller pumps."""
+        if self._must_wait_for_spi():
+            self._hold(action)
+        else:
+            action()
+
+    def _must_wait_for_spi(self) -> bool:
+        """The pool is empty (a refill is started) or others already wait: wait behind them."""
+        if not self.spis:
+            self._start_refill()
+        return self._spi_wait or bool(self._held)
+
+    def _hold(self, action: Callable[[], None]) -> None:
+        self._held.append(action)
+        self._flush_datagrams()    # starts the wait for the barrier if none is pending
+
+    def _run_held(self) -> None:
+        """The barrier is down: what waited for an SPI runs, in order, until the pool is empty
+        again; then what is queued leaves and the timer (held back meanwhile) is re-armed."""
+        while self._held and not self._installs:
+            action = self._held.popleft()
+            try:
+                action()
+            except Exception as err:   # its caller has moved on; the rest must still run
+                log.warning("IKE action that waited for an inbound SPI failed: %s", err)
+        self._pump()   # installs it started, datagrams, timer; waits again if some still wait
 
     def _flush_datagrams(self) -> None:
         """Send what the engine has queued, but not before pending Child SA installs are acknowledged.
@@ -475,7 +606,7 @@ class IkeService:
             await self._installed.wait()
         finally:
             self._flush_held = False
-        self._flush_datagrams()
+        self._run_held()
 
     def _install_started(self) -> None:
         self._installs += 1
@@ -526,6 +657,9 @@ class IkeService:
 
     def _on_timer(self) -> None:
         self._timer = None
+        if self._spi_wait:           # a rekey would find no SPI: the barrier's end re-arms the timer
+            self._flush_datagrams()
+            return
         self.endpoint.handle_timer(time.monotonic())
         self._pump()
 
@@ -555,6 +689,7 @@ class IkeService:
                                              "established": time.time()}
                 self._enforce_unique(sa, ev)
             case IkeSaRekeyed():
+                self.events.ike_rekeys[ev.name] += 1
                 self._ike_rekeyed(sa, ev)
             case IkeSaDown():
                 log.info("%s: IKE SA closed: %s", ev.name, ev.reason)
@@ -563,6 +698,8 @@ class IkeService:
                 if was_up and ev.reason is DownReason.DELETED_BY_PEER:
                     self._after_loss(ev.name, "close_action")
             case ChildSaUp():
+                if ev.rekey_of is not None:
+                    self.events.child_rekeys[(ev.name, ev.child)] += 1
                 state = self._child_registered(sa, ev)
                 if state is not None:
                     self._install_started()   # even a task cancelled before it ran releases the datagrams
@@ -580,6 +717,7 @@ class IkeService:
             case PeerUnreachable():
                 log.error("%s: peer did not answer after %d retransmissions; giving up", ev.name, ev.tries)
                 if self.ike_up.pop(sa.local_spi, None) is not None:
+                    self.events.dpd_failures[ev.name] += 1
                     self._after_loss(ev.name, "dpd_action")     # it was up: dead peer detected
                 elif sa.is_initiator:
                     self._retry(ev.name)
@@ -711,8 +849,10 @@ class IkeService:
             return
         common = dict(alg=ALGS[ev.alg], esn=ev.esn, reqid=state.reqid, local=local, remote=state.remote,
                       soft=plan.soft_lifetime(), hard=plan.hard_lifetime())
+        # a rekey we answer: the worker tells us when the initiator first sends on it (see first_use)
         inbound = SaSpec(spi=ev.spi_in, direction=Direction.IN, key=ev.key_in.reveal(),
                          replay_window=plan.replay_window, selectors=sels.inbound,
+                         report_first_use=not ev.initiator and state.pred is not None,
                          **common)  # type: ignore[arg-type]
         outbound = SaSpec(spi=ev.spi_out, direction=Direction.OUT, key=ev.key_out.reveal(), replay_window=0,
                           selectors=sels.outbound, **common)  # type: ignore[arg-type]
@@ -742,6 +882,24 @@ class IkeService:
         log.info("%s: CHILD_SA %s up, SPIs %08x_i %08x_o, %s === %s (peer %s, reqid %d)", state.conn, plan.name,
                  ev.spi_in, ev.spi_out, ", ".join(map(str, ev.local_ts)), ", ".join(map(str, ev.remote_ts)),
                  state.remote.addr, state.reqid)
+
+    def first_use(self, spi: int) -> bool:
+        """The worker's FIRST_USE: an authenticated packet arrived on our inbound SA ``spi``.
+
+        If it belongs to a rekey we answered, the initiator has installed the new Child SA and
+        sends on it, so our traffic moves to the new outbound SA now rather than at the old SA's
+        DELETE or the standby timeout.  Older standbys of the lineage are dropped: the peer has
+        moved past them, and adding one later would move our traffic back.  True if promoted."""
+        state = next((c for c in self.children.values() if c.spi_in == spi), None)
+        if state is None or state.standby is None:
+            return False   # the DELETE or the timeout came first, or the child is gone
+        pred = self.children.get(state.pred) if state.pred is not None else None
+        while pred is not None:
+            pred.standby = None
+            self._unlater(pred.standby_timer)
+            pred = self.children.get(pred.pred) if pred.pred is not None else None
+        self._spawn(self._promote(state, "the peer sends on the new SA"))
+        return True
 
     async def _promote(self, state: ChildState, why: str) -> None:
         async with self._changes:
@@ -823,8 +981,42 @@ class IkeService:
                 log.info("%s: close_action = start: re-creating child %s", conn_name, plan.name)
                 asyncio.get_event_loop().call_later(1.0, self._initiate_quietly, conn_name, plan.name)
 
+    # --- worker events -------------------------------------------------------------
+    def on_event(self, msg: pipe.Message) -> bool:
+        """Worker events that belong to IKE; True when handled."""
+        match msg:
+            case pipe.Ike():
+                self.receive_natt(msg)
+                return True
+            case pipe.Acquire() if self.owns_policy(msg.policy_id):
+                self.acquire(msg.policy_id)
+                return True
+            case pipe.Expire() if msg.reason is ExpireReason.LARVAL_TIMEOUT:
+                self.larval_expired(msg.spi)
+                return True
+            case pipe.Expire():
+                return self.expired(msg.spi, msg.direction, msg.hard, msg.remote)
+            case pipe.InvalidSpi():
+                return self.invalid_spi(msg.spi, msg.remote)   # True: it logged the notify it sent
+            case pipe.FirstUse():
+                self.first_use(msg.spi)
+                return True
+        return False
+
     # --- status ------------------------------------------------------------------------
-    def status(self) -> list[dict[str, Any]]:
+    def status(self, dump: pipe.Reply) -> dict[str, Any]:
+        return {
+            "ike_sas": self.ike_sas(),
+            # unauthenticated IKE: half-open responder SAs now, and what was dropped or answered statelessly
+            "ike_half_open": self.endpoint.half_open,
+            "ike_drops": {n: getattr(self.endpoint.stats, n) for n in _IKE_DROPS},
+        }
+
+    @classmethod
+    def idle_status(cls) -> dict[str, Any]:
+        return {"ike_sas": [], "ike_half_open": 0, "ike_drops": {}}
+
+    def ike_sas(self) -> list[dict[str, Any]]:
         out = []
         for sa in self.endpoint.sas:
             info = self.ike_up.get(sa.local_spi, {})
@@ -849,6 +1041,12 @@ class IkeService:
                 ],
             })
         return out
+
+
+def _may_need_spi(data: bytes) -> bool:
+    """Whether a datagram belongs to an existing IKE SA (its responder SPI is set), so handling
+    it may take an inbound Child SA SPI; IKE_SA_INIT requests (and junk too short) do not."""
+    return len(data) >= 16 and any(data[8:16])
 
 
 def _same_addr(sa: IkeSa, remote: Endpoint) -> bool:

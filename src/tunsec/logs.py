@@ -1,0 +1,109 @@
+"""How both processes write their logs: one line per event on stderr.
+
+``text``: ``TIMESTAMP tunsec[PID] LEVEL message``.  When stderr is journald's
+stream (systemd sets ``JOURNAL_STREAM`` to its ``device:inode``), journald
+stamps every line itself: the timestamp is left out and the line starts with
+the syslog priority (``<3>`` ...), which journald takes as the entry's level.
+``json``: one object a line with ``ts``, ``level``, ``logger``, ``msg``,
+``process``, ``pid`` and the fields a call passed as ``extra={...}``.
+
+Messages carry text from the network (identities, proposal names, addresses):
+control characters, newlines among them, are escaped so that no peer can split
+a line in two or forge one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+import time
+from typing import Any, TextIO
+
+__all__ = ["JsonFormatter", "TextFormatter", "configure", "journald_is_stderr"]
+
+# LogRecord's own attributes: anything else on a record came in through extra={...}
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# sd-daemon.h's SD_ERR... prefixes, read by journald from a stream
+_PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6, logging.DEBUG: 7}
+
+
+def _escape(text: str) -> str:
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if m.group() != "\n" else "\\n", text)
+
+
+def journald_is_stderr(stream: TextIO | None = None) -> bool:
+    """stderr is the journal stream systemd connected it to (not merely inherited the variable).
+
+    ``JOURNAL_STREAM`` is ``DEVICE:INODE`` of that stream; a child whose stderr
+    was redirected elsewhere still has the variable, so compare it with stderr."""
+    value = os.environ.get("JOURNAL_STREAM", "")
+    dev, sep, ino = value.partition(":")
+    if not sep or not dev.isdigit() or not ino.isdigit():
+        return False
+    try:
+        st = os.fstat((stream or sys.stderr).fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+    return (st.st_dev, st.st_ino) == (int(dev), int(ino))
+
+
+class TextFormatter(logging.Formatter):
+    """One line per record; ``journald``: no timestamp, syslog priority prefix."""
+
+    def __init__(self, process: str, journald: bool = False) -> None:
+        super().__init__()
+        self.process = process
+        self.journald = journald
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = _escape(record.getMessage())
+        if record.exc_info:
+            text += " | " + _escape(self.formatException(record.exc_info))
+        head = f"{self.process}[{record.process}] {record.levelname}"
+        if self.journald:
+            return f"<{_PRIORITY.get(record.levelno, 6)}>{head} {text}"
+        return f"{self.formatTime(record)} {head} {text}"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line (json.dumps escapes control characters itself)."""
+
+    def __init__(self, process: str) -> None:
+        super().__init__()
+        self.process = process
+
+    def format(self, record: logging.LogRecord) -> str:
+        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
+        doc: dict[str, Any] = {
+            "ts": ts,
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+            "process": self.process,
+            "pid": record.process,
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD and key not in doc and not key.startswith("_"):
+                doc[key] = value
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        return json.dumps(doc, default=str, ensure_ascii=False)
+
+
+def configure(level: str, fmt: str = "text", process: str = "tunsec", stream: TextIO | None = None) -> None:
+    """Replace the root logger's handlers with one on ``stream`` (stderr) in format ``fmt``."""
+    out = stream or sys.stderr
+    handler = logging.StreamHandler(out)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter(process))
+    else:
+        handler.setFormatter(TextFormatter(process, journald=journald_is_stderr(out)))
+    root = logging.getLogger()
+    for old in root.handlers[:]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())

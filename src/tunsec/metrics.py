@@ -1,0 +1,329 @@
+"""Prometheus metrics of a running tunsec: ``tunsec { metrics_listen = ADDR:PORT }``.
+
+Nothing is copied per packet: the worker's C fast path keeps the counters (per
+SA, per drop reason) and a scrape asks for them with one DUMP, the request
+``tunsec status`` makes, turned into metric families by a collector asked at
+scrape time.  The HTTP endpoint is served from the control process's event
+loop (no thread).  A worker that is dead or does not answer the DUMP within
+:data:`DUMP_TIMEOUT` never holds a scrape up: the scrape returns the control
+process's own metrics with ``tunsec_worker_up 0``.
+
+Events the control process sees (rekeys, dead peers, worker restarts) are
+counted where they happen, in an :class:`EventCounts`, and read at scrape time.
+
+Names follow Prometheus conventions (base units, ``_total`` for counters); the
+README maps them to the strongSwan exporters' names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from tunsec.conf.tunsec_section import ListenAddress
+from tunsec.dataplane import pipe
+
+__all__ = ["DUMP_TIMEOUT", "EventCounts", "ListenError", "MetricsServer", "Source", "start"]
+
+log = logging.getLogger("tunsec.metrics")
+
+DUMP_TIMEOUT = 2.0        # a scrape waits this long for the worker's counters
+REQUEST_TIMEOUT = 5.0     # for a client to send its request head
+MAX_REQUEST_HEAD = 8192   # bytes; Prometheus sends a few hundred
+MAX_CLIENTS = 16          # connections served at once; more are closed unanswered
+
+
+@dataclass
+class EventCounts:
+    """Events counted where they happen; only ever incremented."""
+
+    ike_rekeys: collections.Counter[str] = field(default_factory=collections.Counter)   # by connection
+    child_rekeys: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)  # (conn, child)
+    dpd_failures: collections.Counter[str] = field(default_factory=collections.Counter)  # established, then dead
+
+
+@dataclass(frozen=True)
+class Source:
+    """What a scrape asks the daemon (callables: read at scrape time, never copied)."""
+
+    dump: Callable[[], Awaitable[pipe.Reply]]               # the worker's DUMP (Daemon.dump)
+    document: Callable[[pipe.Reply], dict[str, Any]]         # status.status_document for that DUMP
+    events: Callable[[], EventCounts | None]                 # the IKE service's, None without IKE
+    worker_restarts: Callable[[], int]                       # since the daemon started
+    worker_pid: Callable[[], int | None]
+
+
+class ListenError(Exception):
+    """The endpoint cannot listen; the message says where and what to do."""
+
+
+# --- what a scrape shows ------------------------------------------------------------------
+_SA_LABELS = ["connection", "child", "direction", "spi"]
+_SA_DROPS = ("replay", "auth", "policy")
+# EndpointStats fields that are not drops (the rest are: requests dropped without state)
+_IKE_NOT_DROPS = {"cookies_sent", "half_open_closed"}
+
+
+def _sa_owners(doc: dict[str, Any]) -> dict[tuple[str, str, str | None], tuple[str, str]]:
+    """(spi, direction, remote of an outbound SA) -> (connection, child), as `tunsec status` matches them."""
+    owners: dict[tuple[str, str, str | None], tuple[str, str]] = {}
+    for ike in doc.get("ike_sas", []):
+        for c in ike["children"]:
+            owners[(c["spi_in"], "in", None)] = (ike["name"], c["name"])
+            owners[(c["spi_out"], "out", c.get("remote"))] = (ike["name"], c["name"])
+    for t in doc.get("tunnels", []):
+        for sa in t["sas"]:
+            owners[(sa["spi"], sa["direction"], sa["remote"] if sa["direction"] == "out" else None)] = \
+                (t["name"], t["name"])
+    return owners
+
+
+def sa_families(doc: dict[str, Any]) -> Iterator[Metric]:
+    """Per Child SA (each direction is an SA of its own in the worker): counters and age."""
+    byte = CounterMetricFamily("tunsec_child_sa_bytes", "Bytes of inner packets through the SA", labels=_SA_LABELS)
+    packets = CounterMetricFamily("tunsec_child_sa_packets", "Packets through the SA", labels=_SA_LABELS)
+    drops = CounterMetricFamily("tunsec_child_sa_drops", "Inbound packets the SA dropped, by reason",
+                                labels=[*_SA_LABELS, "reason"])
+    age = GaugeMetricFamily("tunsec_child_sa_age_seconds", "Seconds since the SA was installed", labels=_SA_LABELS)
+    owners = _sa_owners(doc)
+    for sa in doc.get("sas", []):
+        remote = sa["remote"] if sa["direction"] == "out" else None
+        conn, child = owners.get((sa["spi"], sa["direction"], remote), ("", ""))
+        labels = [conn, child, sa["direction"], sa["spi"]]
+        byte.add_metric(labels, sa["bytes"])
+        packets.add_metric(labels, sa["packets"])
+        age.add_metric(labels, sa["age_seconds"])
+        if sa["direction"] == "in":
+            for reason in _SA_DROPS:
+                drops.add_metric([*labels, reason], sa[f"{reason}_drops"])
+    yield from (byte, packets, drops, age)
+
+
+def state_families(doc: dict[str, Any], worker_up: bool) -> Iterator[Metric]:
+    """Counts of things (gauges) and the worker's global counters."""
+    yield GaugeMetricFamily("tunsec_worker_up", "1 if the dataplane worker answered this scrape's DUMP in time",
+                            value=1 if worker_up else 0)
+    ike = GaugeMetricFamily("tunsec_ike_sas", "IKE SAs by connection and state", labels=["connection", "state"])
+    by_state = collections.Counter((s["name"], s["state"]) for s in doc.get("ike_sas", []))
+    for (conn, state), n in sorted(by_state.items()):
+        ike.add_metric([conn, state], n)
+    yield ike
+    children = GaugeMetricFamily("tunsec_child_sas", "Installed Child SAs (pairs of SAs) by connection and child",
+                                 labels=["connection", "child"])
+    per_child = collections.Counter((s["name"], c["name"]) for s in doc.get("ike_sas", []) for c in s["children"])
+    per_child.update((t["name"], t["name"]) for t in doc.get("tunnels", []) if t["sas"])
+    for (conn, child), n in sorted(per_child.items()):
+        children.add_metric([conn, child], n)
+    yield children
+    if worker_up:
+        esp = GaugeMetricFamily("tunsec_esp_sas", "SAs in the worker by direction and state",
+                                labels=["direction", "state"])
+        states = collections.Counter((s["direction"], s["state"]) for s in doc.get("sas", []))
+        states[("in", "larval")] += doc.get("larval_sas", 0)
+        for (direction, state), n in sorted(states.items()):
+            esp.add_metric([direction, state], n)
+        yield esp
+        drops = CounterMetricFamily("tunsec_drops", "Packets the worker dropped, by reason", labels=["reason"])
+        for reason, n in sorted(doc.get("drops", {}).items()):
+            drops.add_metric([reason], n)
+        yield drops
+        policies = CounterMetricFamily("tunsec_policy_packets", "Packets that matched a policy",
+                                       labels=["policy", "action"])
+        for p in doc.get("policies", []):
+            policies.add_metric([str(p["id"]), p["action"]], p["packets"])
+        yield policies
+    yield GaugeMetricFamily("tunsec_ike_half_open_sas", "IKE SAs not authenticated yet (responder side)",
+                            value=doc.get("ike_half_open", 0))
+    dropped = CounterMetricFamily("tunsec_ike_requests_dropped", "IKE requests dropped before any state was kept",
+                                  labels=["reason"])
+    stats = doc.get("ike_drops", {})
+    for reason, n in sorted(stats.items()):
+        if reason not in _IKE_NOT_DROPS:
+            dropped.add_metric([reason], n)
+    yield dropped
+    yield CounterMetricFamily("tunsec_ike_cookies_sent", "Stateless COOKIE answers (RFC 7296 2.6)",
+                              value=stats.get("cookies_sent", 0))
+    yield CounterMetricFamily("tunsec_ike_half_open_closed", "Half-open IKE SAs closed before authentication",
+                              value=stats.get("half_open_closed", 0))
+
+
+def event_families(events: EventCounts | None, worker_restarts: int) -> Iterator[Metric]:
+    ike = CounterMetricFamily("tunsec_ike_sa_rekeys", "IKE SAs rekeyed", labels=["connection"])
+    child = CounterMetricFamily("tunsec_child_sa_rekeys", "Child SAs rekeyed (the new SA installed)",
+                                labels=["connection", "child"])
+    dpd = CounterMetricFamily("tunsec_dpd_failures", "Established IKE SAs whose peer stopped answering",
+                              labels=["connection"])
+    if events is not None:
+        for conn, n in sorted(events.ike_rekeys.items()):
+            ike.add_metric([conn], n)
+        for (conn, name), n in sorted(events.child_rekeys.items()):
+            child.add_metric([conn, name], n)
+        for conn, n in sorted(events.dpd_failures.items()):
+            dpd.add_metric([conn], n)
+    yield from (ike, child, dpd)
+    yield CounterMetricFamily("tunsec_worker_restarts", "Times the dataplane worker died and was restarted",
+                              value=worker_restarts)
+
+
+def queue_cpu(pid: int | None, proc: str = "/proc") -> Iterator[Metric]:
+    """Each worker queue's loop thread's CPU time (the C loop names its thread tunsec-qN): its load."""
+    family = CounterMetricFamily("tunsec_worker_queue_cpu_seconds", "CPU time of a worker queue's packet loop",
+                                 labels=["queue", "mode"])
+    if pid is not None:
+        tick = os.sysconf("SC_CLK_TCK")
+        tasks = f"{proc}/{pid}/task"
+        with contextlib.suppress(OSError):
+            for tid in os.listdir(tasks):
+                try:
+                    with open(f"{tasks}/{tid}/stat", "rb") as f:
+                        stat = f.read().decode("ascii", "replace")
+                except OSError:
+                    continue   # the thread ended meanwhile
+                # pid (comm) state ...: comm may hold spaces and parentheses, the fields follow the last ')'
+                comm = stat[stat.find("(") + 1:stat.rfind(")")]
+                fields = stat[stat.rfind(")") + 2:].split()
+                if not comm.startswith("tunsec-q") or len(fields) < 13:
+                    continue
+                queue = comm.removeprefix("tunsec-q")
+                family.add_metric([queue, "user"], int(fields[11]) / tick)
+                family.add_metric([queue, "system"], int(fields[12]) / tick)
+    yield family
+
+
+class _Snapshot(Collector):
+    """The families of one scrape, built before the registry renders them."""
+
+    def __init__(self) -> None:
+        self.families: list[Metric] = []
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self.families)
+
+
+# --- the endpoint ------------------------------------------------------------------------
+class MetricsServer:
+    def __init__(self, listen: ListenAddress, source: Source) -> None:
+        self.listen = listen
+        self.source = source
+        self._server: asyncio.AbstractServer | None = None
+        self._dump: asyncio.Task[pipe.Reply] | None = None
+        self._clients = 0
+        self._snapshot = _Snapshot()
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self._snapshot)
+        ProcessCollector(registry=self.registry)   # the control process: process_cpu_seconds_total ...
+        ProcessCollector(namespace="tunsec_worker", pid=lambda: str(source.worker_pid()), registry=self.registry)
+
+    async def start(self) -> None:
+        # a socket of our own: start_server(host, port) would resolve the address in
+        # the loop's thread pool, and the daemon must have no thread when it drops privilege
+        family = socket.AF_INET6 if self.listen.addr.version == 6 else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((str(self.listen.addr), self.listen.port))
+            sock.listen(MAX_CLIENTS)
+            sock.setblocking(False)
+            self._server = await asyncio.start_server(self._serve, sock=sock, limit=MAX_REQUEST_HEAD)
+        except OSError as err:
+            sock.close()
+            raise ListenError(
+                f"cannot listen for Prometheus scrapes on TCP {self.listen} (tunsec {{ metrics_listen }}): "
+                f"{os.strerror(err.errno) if err.errno else err}; choose a free port, or an address this host has"
+            ) from err
+        log.info("Prometheus metrics on http://%s/metrics", self.listen)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        if self._dump is not None and not self._dump.done():
+            self._dump.cancel()
+
+    # One DUMP at a time: concurrent scrapes share it, and one that timed out
+    # leaves it running (the pipe client bounds it) rather than cancelling it.
+    async def _worker_dump(self) -> pipe.Reply | None:
+        if self._dump is None or self._dump.done():
+            self._dump = asyncio.ensure_future(self.source.dump())
+            self._dump.add_done_callback(lambda t: t.cancelled() or t.exception())
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._dump), DUMP_TIMEOUT)
+        except TimeoutError:
+            log.warning("metrics: the worker did not answer a DUMP within %.0f s", DUMP_TIMEOUT)
+            return None
+        except Exception as err:   # WorkerError, or a worker that is being restarted
+            log.debug("metrics: no DUMP from the worker: %s", err)
+            return None
+
+    async def render(self, accept: str) -> tuple[bytes, str]:
+        reply = await self._worker_dump()
+        empty = pipe.Reply(1, pipe.MsgType.DUMP, pipe.Errno.OK)
+        doc = self.source.document(reply if reply is not None else empty)
+        self._snapshot.families = [
+            *state_families(doc, reply is not None),
+            *sa_families(doc),
+            *event_families(self.source.events(), self.source.worker_restarts()),
+            *queue_cpu(self.source.worker_pid()),
+        ]
+        encoder, content_type = choose_encoder(accept)
+        try:
+            return encoder(self.registry), content_type
+        finally:
+            self._snapshot.families = []
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._clients += 1
+        try:
+            if self._clients <= MAX_CLIENTS:
+                await self._answer(reader, writer)
+        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass   # a client that is slow, gone or sends too much gets nothing
+        finally:
+            self._clients -= 1
+            writer.close()
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT)
+        lines = head.decode("latin-1").split("\r\n")
+        parts = lines[0].split(" ")
+        headers = {}
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            if sep:
+                headers[name.strip().lower()] = value.strip()
+        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+            status, body, ctype = "400 Bad Request", b"bad request\n", "text/plain"
+        elif parts[0] not in ("GET", "HEAD"):
+            status, body, ctype = "405 Method Not Allowed", b"GET /metrics\n", "text/plain"
+        elif parts[1].split("?")[0] != "/metrics":
+            status, body, ctype = "404 Not Found", b"tunsec: metrics are at /metrics\n", "text/plain"
+        else:
+            status = "200 OK"
+            body, ctype = await self.render(headers.get("accept", ""))
+        writer.write(f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+                     "Connection: close\r\n\r\n".encode("latin-1"))
+        if parts[0] != "HEAD":
+            writer.write(body)
+        await asyncio.wait_for(writer.drain(), REQUEST_TIMEOUT)
+
+
+async def start(listen: ListenAddress, source: Source) -> MetricsServer:
+    """Serve GET /metrics on ``listen`` from the running event loop; ListenError if it cannot bind."""
+    server = MetricsServer(listen, source)
+    await server.start()
+    return server

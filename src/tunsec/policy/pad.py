@@ -1,0 +1,137 @@
+"""The Peer Authorization Database (RFC 4301 §4.4.3): who may use which connection.
+
+One entry per IKE connection: the peer must come from one of the connection's
+remote addresses, prove its identity with the connection's auth method, be the
+connection's remote identity, and may then claim only traffic selectors inside
+what the connection's children allow for the remote side.
+
+Every authorization decision of the IKE engine is taken here:
+- which connections a new IKE_SA_INIT from an address may be for
+  (IkeEndpoint's default config selector -> PadEntry.address_match),
+- whether an authenticated identity may use a connection, and which connection
+  a responder switches to for an IDi/IDr (exchanges/ike_auth.py -> identity_allowed),
+- whether the AUTH payload's method is one the connection accepts (auth_allowed),
+- which traffic selectors a peer may claim: the narrowing of its proposal to the
+  allowed ones (exchanges/child.py via ike/ts.py's narrow -> narrow here).
+
+Pure logic: no sockets, no clocks; the engine (sans-I/O) calls it with what it parsed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import TYPE_CHECKING
+
+from tunsec.ike.constants import AuthMethod
+from tunsec.policy.selector import Ts
+
+if TYPE_CHECKING:
+    from tunsec.ike.config import IkeConfig
+    from tunsec.ike.identity import Identity
+
+# "anyone": no remote address configured, or a wildcard
+ANY_ADDRESS = (None, "%any", "0.0.0.0", "::")
+
+# the AUTH payload methods that prove each configured method (swanctl remote.auth)
+AUTH_METHODS: dict[str, frozenset[AuthMethod]] = {
+    "psk": frozenset({AuthMethod.PSK}),
+    "pubkey": frozenset({AuthMethod.RSA_SIG, AuthMethod.DIGITAL_SIGNATURE, AuthMethod.ECDSA_SHA256_P256,
+                         AuthMethod.ECDSA_SHA384_P384, AuthMethod.ECDSA_SHA512_P521}),
+}
+_EXPECTED = {"psk": "a shared key", "pubkey": "a signature"}
+
+
+class AddressMatch(IntEnum):
+    """How a peer's address fits an entry; an exact match is preferred to a wildcard."""
+
+    NONE = 0
+    ANY = 1
+    EXACT = 2
+
+
+class Refused(Exception):
+    """The PAD does not let this peer use this connection; the message says why."""
+
+
+def same_ip(a: str, b: str) -> bool:
+    try:
+        return ipaddress.ip_address(a) == ipaddress.ip_address(b)
+    except ValueError:
+        return a == b
+
+
+def address_match(remote_addr: str | None, peer: str) -> AddressMatch:
+    """A connection's configured remote address against the address a datagram came from."""
+    if remote_addr in ANY_ADDRESS:
+        return AddressMatch.ANY
+    assert remote_addr is not None
+    return AddressMatch.EXACT if same_ip(remote_addr, peer) else AddressMatch.NONE
+
+
+def identity_allowed(allowed: Identity, peer: Identity) -> bool:
+    """The configured remote identity (possibly %any) accepts the identity the peer asserted."""
+    return allowed.matches(peer)
+
+
+def auth_allowed(method: str, received: int) -> bool:
+    """The peer's AUTH payload method proves the configured method ("psk" or "pubkey")."""
+    return received in AUTH_METHODS.get(method, frozenset())
+
+
+def check_auth_method(method: str, received: int) -> None:
+    """auth_allowed, or Refused naming what was expected."""
+    if not auth_allowed(method, received):
+        raise Refused(f"peer used AUTH method {received}, expected {_EXPECTED.get(method, method)}")
+
+
+def narrow(proposed: Sequence[Ts], allowed: Sequence[Ts]) -> tuple[Ts, ...]:
+    """The traffic selectors a peer may claim: every non-empty intersection of a proposed
+    selector with an allowed one, deduplicated (RFC 7296 §2.9).  Empty: none of it is allowed."""
+    result: list[Ts] = []
+    for want in proposed:
+        for have in allowed:
+            common = want.intersect(have)
+            if common is not None and common not in result:
+                result.append(common)
+    return tuple(result)
+
+
+@dataclass(frozen=True)
+class PadEntry:
+    """Who may use one connection, and as what."""
+
+    name: str                          # the connection
+    remote_id: Identity                # the identity the peer must assert (%any: any authenticated one)
+    auth: str                          # how it must prove it: "psk" | "pubkey"
+    remote_addr: str | None = None     # where it may come from (None / %any: anywhere)
+
+    @classmethod
+    def of(cls, cfg: IkeConfig) -> PadEntry:
+        """The entry a configured connection (swanctl remote {} and remote_addrs) makes."""
+        return cls(cfg.name, cfg.remote.id, cfg.remote.method, cfg.remote_addr)
+
+    def address_match(self, peer: str) -> AddressMatch:
+        return address_match(self.remote_addr, peer)
+
+    def authorize(self, peer_id: Identity, method: int, addr: str) -> None:
+        """Refused unless an authenticated peer (identity, AUTH method, address) may use this connection."""
+        if self.address_match(addr) is AddressMatch.NONE:
+            raise Refused(f"connection {self.name}: peer address {addr} is not its remote address {self.remote_addr}")
+        if not identity_allowed(self.remote_id, peer_id):
+            raise Refused(f"peer identity {peer_id} is not the configured {self.remote_id}")
+        check_auth_method(self.auth, method)
+
+    def selectors(self, proposed: Sequence[Ts], allowed: Sequence[Ts]) -> tuple[Ts, ...]:
+        """Of what the peer proposed, what it may claim (allowed: this connection's child's
+        remote selectors, dynamic ones resolved to the peer's address)."""
+        return narrow(proposed, allowed)
+
+
+def candidates(entries: Sequence[PadEntry], peer: str) -> list[str]:
+    """Connections a peer at this address may be using: exact address matches first, then wildcards."""
+    exact = [e.name for e in entries if e.address_match(peer) is AddressMatch.EXACT]
+    anyone = [e.name for e in entries if e.address_match(peer) is AddressMatch.ANY]
+    return exact + anyone

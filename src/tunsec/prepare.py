@@ -1,0 +1,109 @@
+"""`tunsec prepare -c FILE --user U`: what root does once so that `tunsec up` can run as U with no
+capability at all (or systemd's ExecStartPre=+tunsec prepare ...).
+
+It creates the TUN persistent and owned by U, with the flags `tunsec up` will open it with
+(multi_queue when the configuration has more than one worker, vnet_hdr for the offloads), sets its
+MTU, quiets IPv6 on it and brings it up, installs the configuration's routes through it, and makes the
+control socket's directory and the state directory U's.  It may run again: what is right stays.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import struct
+from pathlib import Path
+
+from pytun_pmd3.linux import IFF_MULTI_QUEUE, IFF_NO_PI, IFF_TUN, IFF_VNET_HDR
+
+from tunsec.conf.config import Config
+from tunsec.dataplane.tun import Tun, interface_exists, tun_flags, tun_owner
+from tunsec.privilege import PrivilegeError, Target, target_for
+
+log = logging.getLogger("tunsec.prepare")
+
+# linux/if_tun.h
+TUNSETIFF, TUNSETPERSIST, TUNSETOWNER = 0x400454CA, 0x400454CB, 0x400454CC
+
+
+class PrepareError(Exception):
+    """prepare cannot do its work; the message says why and what to do."""
+
+
+def _create_persistent(name: str, flags: int, owner: Target) -> None:
+    try:
+        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
+    except OSError as err:
+        raise PrepareError(f"opening /dev/net/tun: {err.strerror} (modprobe tun)") from err
+    try:
+        fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), flags))
+        fcntl.ioctl(fd, TUNSETOWNER, owner.uid)
+        fcntl.ioctl(fd, TUNSETPERSIST, 1)
+    except OSError as err:
+        raise PrepareError(f"creating TUN {name}: {err.strerror}; tunsec prepare needs root "
+                           "(CAP_NET_ADMIN)") from err
+    finally:
+        os.close(fd)
+
+
+def _ensure_tun(name: str, flags: int, owner: Target) -> str:
+    """The TUN as `tunsec up` will open it; an existing one of the other kind is an error."""
+    if not interface_exists(name):
+        _create_persistent(name, flags, owner)
+        return "created"
+    have = tun_flags(name)
+    if not have:
+        raise PrepareError(f"{name} exists and is not a TUN device: choose another tunsec {{ tun = }}")
+    if bool(have & IFF_MULTI_QUEUE) != bool(flags & IFF_MULTI_QUEUE) or tun_owner(name) != owner.name:
+        raise PrepareError(
+            f"TUN {name} exists with owner {tun_owner(name)}, {'' if have & IFF_MULTI_QUEUE else 'not '}multi_queue; "
+            f"this configuration needs owner {owner.name}, {'' if flags & IFF_MULTI_QUEUE else 'not '}multi_queue: "
+            f"delete it first (ip tuntap del dev {name} mode tun{' multi_queue' if have & IFF_MULTI_QUEUE else ''})")
+    return "kept"
+
+
+def _own_dir(path: Path, owner: Target, mode: int = 0o750) -> None:
+    path.mkdir(mode=mode, parents=True, exist_ok=True)
+    os.chown(path, owner.uid, owner.gid)
+
+
+def prepare(cfg: Config, user: str) -> str:
+    """Set up the host for cfg run as user; a summary of what is in place."""
+    from tunsec.daemon import Daemon  # the daemon's own MTU and route choices, not a second copy
+
+    if os.geteuid() != 0:
+        raise PrepareError("tunsec prepare runs as root (it creates the TUN and routes for the user tunsec up "
+                           "runs as)")
+    try:
+        owner = target_for(user)
+    except PrivilegeError as err:
+        raise PrepareError(str(err)) from err
+    assert owner is not None
+    d = Daemon(cfg)
+    name = cfg.tunsec.tun
+    flags = IFF_TUN | IFF_NO_PI | IFF_VNET_HDR | (IFF_MULTI_QUEUE if d.nqueues > 1 else 0)
+    how = _ensure_tun(name, flags, owner)
+    tun = Tun.open(name, queues=d.nqueues)
+    try:
+        d.tun = tun
+        d._setup_tun()
+        routes = [str(r[0]) for r in tun.routes]
+        tun.routes.clear()   # they stay when tunsec up starts (and after it stops)
+    finally:
+        tun.close()
+        d.tun = None
+    _own_dir(Path(cfg.tunsec.control_socket).parent, owner)
+    if d.manual.plans:
+        _own_dir(Path(cfg.tunsec.state_dir), owner, 0o700)   # sequence number reservations: the user's alone
+        for f in Path(cfg.tunsec.state_dir).iterdir():
+            os.chown(f, owner.uid, owner.gid, follow_symlinks=False)
+    mq = " multi_queue" if flags & IFF_MULTI_QUEUE else ""
+    st = os.stat(cfg.path)
+    unreadable = st.st_uid != owner.uid and not st.st_mode & 0o004 and not (st.st_gid == owner.gid
+                                                                            and st.st_mode & 0o040)
+    return (f"TUN {name} {how} (owner {owner.name}{mq} vnet_hdr), MTU {d.mtu}, up; routes added: "
+            f"{', '.join(routes) or 'none (already there)'}; {Path(cfg.tunsec.control_socket).parent} "
+            f"{'and ' + cfg.tunsec.state_dir + ' ' if d.manual.plans else ''}owned by {owner.name}. "
+            f"Now, as {owner.name}: tunsec up -c {cfg.path}"
+            + (f" ({cfg.path} is not readable by {owner.name}: chown {owner.name} {cfg.path})" if unreadable else ""))

@@ -1,0 +1,123 @@
+"""What every service of the daemon looks like, and the socket helper they share.
+
+A service (manual tunnels, IKE tunnels) owns its SAs and policies in the worker;
+the daemon owns only the lifecycle, the TUN, the shared ESP-in-UDP sockets, the
+worker process and the control socket.  The daemon drives each service through
+this interface, in this order:
+
+    prepare()              before the event loop: own sockets and files (StartupError)
+    esp_endpoints(), peer_addresses(), routes()
+                           what the daemon sets up for it (shared ESP sockets, MTU, TUN routes)
+    start()                the worker is up and empty: install SAs/policies, begin negotiating
+    worker_restarted()     a new worker replaced a dead one: its SAD and SPD are empty again
+    on_event(msg)          a worker event; True if the service owns it (the daemon logs the rest)
+    status(dump)           its part of `tunsec status` (merged into one JSON document)
+    shutdown()             before the worker stops (DELETEs still go out through it)
+    close()                after the event loop: close what prepare() opened
+
+A new service subclasses Service, and the daemon adds an instance to its list
+(Daemon.__init__); nothing else in the daemon names it.
+"""
+
+from __future__ import annotations
+
+import socket
+from abc import ABC, abstractmethod
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from typing import Any
+
+from tunsec import privilege
+from tunsec.dataplane import pipe
+
+IPAddress = IPv4Address | IPv6Address
+IPNetwork = IPv4Network | IPv6Network
+Route = tuple[IPNetwork, tuple[IPNetwork, ...]]   # a remote network, and our side's networks (source address)
+EspEndpoint = tuple[int, str, int]                 # outer family, local address, UDP port
+
+SOCKET_BUFFER = 4 << 20
+_SO_RCVBUFFORCE, _SO_SNDBUFFORCE = 33, 32          # linux/socket.h; root may exceed rmem_max/wmem_max
+
+
+class StartupError(Exception):
+    """The daemon cannot start; the message says why."""
+
+
+def bind_udp(family: int, addr: str, port: int, *, purpose: str,
+             reuseport: bool = False, big_buffers: bool = False) -> socket.socket:
+    """A non-blocking UDP socket bound to addr:port, or a StartupError naming the operation
+    (purpose), the address and port, the cause and the fix (privilege.bind_error).  Every service
+    binds through here."""
+    af = socket.AF_INET if family == 4 else socket.AF_INET6
+    try:
+        s = socket.socket(af, socket.SOCK_DGRAM)
+    except OSError as err:
+        raise StartupError(privilege.bind_error(f"UDP ({purpose})", addr, port, err)) from err
+    try:
+        if reuseport:
+            # one socket per worker queue: the kernel spreads peers across them
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == 6:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if big_buffers:
+            for opt, force in ((socket.SO_RCVBUF, _SO_RCVBUFFORCE), (socket.SO_SNDBUF, _SO_SNDBUFFORCE)):
+                try:
+                    s.setsockopt(socket.SOL_SOCKET, force, SOCKET_BUFFER)
+                except OSError:
+                    s.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+        s.bind((addr, port))
+        s.setblocking(False)
+    except OSError as err:
+        s.close()
+        raise StartupError(privilege.bind_error(f"UDP ({purpose})", addr, port, err)) from err
+    return s
+
+
+class Service(ABC):
+    """One kind of tunnel the daemon runs; see the module docstring for the call order."""
+
+    name: str = "service"
+
+    def prepare(self) -> None:
+        """Before the event loop starts: open this service's own sockets and files."""
+        return None
+
+    def close(self) -> None:
+        """After the event loop: undo prepare()."""
+        return None
+
+    def esp_endpoints(self) -> list[EspEndpoint]:
+        """The local ESP-in-UDP endpoints this service's SAs use (the daemon binds the shared sockets)."""
+        return []
+
+    def peer_addresses(self) -> list[IPAddress]:
+        """Known outer peer addresses (the daemon sizes the TUN MTU for the paths towards them)."""
+        return []
+
+    def routes(self) -> list[Route]:
+        """Remote networks the daemon routes into the TUN."""
+        return []
+
+    @abstractmethod
+    async def start(self) -> None:
+        """The worker is up: install this service's SAs and policies."""
+
+    @abstractmethod
+    async def worker_restarted(self) -> None:
+        """A new worker with an empty SAD and SPD replaced the one that died."""
+
+    @abstractmethod
+    def on_event(self, msg: pipe.Message) -> bool:
+        """A worker event; True if it concerns an SA or policy this service owns (and was handled)."""
+
+    @abstractmethod
+    def status(self, dump: pipe.Reply) -> dict[str, Any]:
+        """This service's keys of the `tunsec status` document (dump: the worker's SAs and counters)."""
+
+    @classmethod
+    def idle_status(cls) -> dict[str, Any]:
+        """The same keys when this kind of service is not configured (the document keeps its shape)."""
+        return {}
+
+    @abstractmethod
+    async def shutdown(self) -> None:
+        """Stop: the worker still runs (messages to peers still go out)."""

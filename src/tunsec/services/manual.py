@@ -1,0 +1,288 @@
+"""Manual keying (RFC 4301 §4.5): fixed SPIs and keys from the config,
+installed through the same pipe messages IKE uses (GETSPI pins the inbound
+SPI, UPDATE keys it, ADD installs the outbound SA).
+
+RFC 4106 forbids AES-GCM with static keys because a restart would repeat
+nonces: every SA's sequence numbers are reserved in blocks persisted
+(tunsec.seqstate) before the worker may use them; the worker asks for the
+next block (RESERVE_LOW) and gets it (RESERVE) only once it is on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tunsec.conf.manual import Esp, ManualTunnel
+from tunsec.dataplane import pipe
+from tunsec.dataplane.client import WorkerClient, WorkerError
+from tunsec.dataplane.pipe import Alg, Direction, Endpoint, Lifetime, Policy, SaInfo, SaSpec
+from tunsec.policy.ids import Band, IdSpace, priority
+from tunsec.policy.spd import protect_policies, tunnel_selectors
+from tunsec.seqstate import SeqState, StateError, prepare_dir
+from tunsec.services.base import EspEndpoint, IPAddress, Route, Service, StartupError
+from tunsec.status import sa_status
+
+log = logging.getLogger("tunsec")
+
+ALGS = {Esp.AES128GCM16: Alg.AES128GCM16, Esp.AES256GCM16: Alg.AES256GCM16}
+
+
+@dataclass(frozen=True)
+class ManualPlan:
+    """What one manual tunnel puts into the worker."""
+
+    tunnel: ManualTunnel
+    reqid: int
+    inbound: SaSpec
+    outbound: SaSpec
+    policies: tuple[Policy, ...]
+
+    def with_reservations(self, inbound: tuple[int, int, int], outbound: tuple[int, int, int]) -> ManualPlan:
+        """The same plan with each SA's (seq_start, seq_limit, seq_notify) from its persisted state."""
+        def apply(sa: SaSpec, r: tuple[int, int, int]) -> SaSpec:
+            return dataclasses.replace(sa, seq_start=r[0], seq_limit=r[1], seq_notify=r[2])
+
+        return dataclasses.replace(self, inbound=apply(self.inbound, inbound), outbound=apply(self.outbound, outbound))
+
+
+def plan(t: ManualTunnel, index: int, ids: IdSpace) -> ManualPlan:
+    """Reqid and policy ids come from ids; index (0-based, config order) orders the tunnels'
+    policies within the manual band."""
+    sels = tunnel_selectors(t.name, t.local_ts, t.remote_ts)
+    reqid = ids.reqid()
+    checked = protect_policies(sels, reqid, first_id=0, priority=priority(Band.MANUAL, index))
+    policies = [dataclasses.replace(p, id=ids.policy_id()) for p in checked]
+    local = Endpoint(t.local_addr, t.local_port)
+    remote = Endpoint(t.remote_addr, t.remote_port)
+    soft = Lifetime(bytes=t.rekey_bytes, packets=t.rekey_packets, seconds=t.rekey_time)
+    hard = Lifetime(bytes=t.life_bytes, packets=t.life_packets, seconds=t.life_time)
+    alg = ALGS[t.esp]
+    inbound = SaSpec(
+        spi=t.spi_in, direction=Direction.IN, alg=alg, key=t.key_in.reveal(), esn=t.esn,
+        replay_window=t.replay_window, reqid=reqid, local=local, remote=remote,
+        soft=soft, hard=hard, selectors=sels.inbound,
+    )
+    outbound = SaSpec(
+        spi=t.spi_out, direction=Direction.OUT, alg=alg, key=t.key_out.reveal(), esn=t.esn,
+        replay_window=0, reqid=reqid, local=local, remote=remote,
+        soft=soft, hard=hard, selectors=sels.outbound,
+    )
+    return ManualPlan(t, reqid, inbound, outbound, tuple(policies))
+
+
+RESERVE_RETRY = 1.0
+MANUAL_WARNING = ("manual keys are for tests and benchmarks; use IKE in production (RFC 4106 §8.1 forbids "
+                  "AES-GCM with statically configured keys; tunsec persists sequence numbers in state_dir)")
+
+# How the worker names an SA: inbound by SPI, outbound by SPI and peer (peers choose those SPIs)
+SaKey = tuple[int, Direction, Endpoint | None]
+
+
+def sa_key(spi: int, direction: Direction, remote: Endpoint | None) -> SaKey:
+    return (spi, direction, remote if direction is Direction.OUT else None)
+
+
+class ManualService(Service):
+    """The manual tunnels of the config: their SAs, policies and persisted sequence numbers."""
+
+    name = "manual"
+
+    def __init__(self, tunnels: Sequence[ManualTunnel], ids: IdSpace, state_dir: str,
+                 worker: Callable[[], WorkerClient]) -> None:
+        self.plans: list[ManualPlan] = [plan(t, i, ids) for i, t in enumerate(tunnels)]
+        self.state_dir = state_dir
+        self.worker = worker
+        # manual SAs' persisted sequence number reservations, by SA (see sa_key)
+        self.seq: dict[SaKey, SeqState] = {}
+        self._seq_locks: dict[SaKey, asyncio.Lock] = {}
+        self._extending: set[SaKey] = set()
+        # RESERVE_LOW that came while that SA's refill was under way: the worker
+        # sends one per reservation, so it is never stale and must not be lost
+        self._again: dict[SaKey, int] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        self.closing = False
+
+    # --- what the daemon sets up -------------------------------------------------
+    def esp_endpoints(self) -> list[EspEndpoint]:
+        return [(int(p.tunnel.local_addr.version), str(p.tunnel.local_addr), p.tunnel.local_port)
+                for p in self.plans]
+
+    def peer_addresses(self) -> list[IPAddress]:
+        return [p.tunnel.remote_addr for p in self.plans]
+
+    def routes(self) -> list[Route]:
+        out: list[Route] = []
+        for p in self.plans:
+            local_nets = tuple(net for ts in p.tunnel.local_ts for net in ts.networks())
+            out += [(net, local_nets) for ts in p.tunnel.remote_ts for net in ts.networks()]
+        return out
+
+    def carries_ipv6(self) -> bool:
+        return any(ts.version == 6 for p in self.plans for ts in p.tunnel.remote_ts)
+
+    # --- lifecycle -----------------------------------------------------------------
+    def prepare(self) -> None:
+        self._open_seq_state()
+
+    async def start(self) -> None:
+        if self.plans:
+            log.warning("%s", MANUAL_WARNING)
+        await self._install()
+
+    async def worker_restarted(self) -> None:
+        await self._install()
+
+    async def shutdown(self) -> None:
+        self.closing = True
+        for t in list(self._background):
+            t.cancel()
+        for t in list(self._background):
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+
+    def _open_seq_state(self) -> None:
+        """Every manual SA's persisted reservation; refuses to start on unreadable state."""
+        if not self.plans:
+            return
+        state_dir = Path(self.state_dir)
+        owner: dict[Path, str] = {}
+        try:
+            prepare_dir(state_dir)
+            for p in self.plans:
+                for sa in (p.inbound, p.outbound):
+                    st = SeqState.open(state_dir, p.tunnel.name, sa.spi, sa.direction, sa.key, sa.esn)
+                    if st.path in owner:
+                        raise StartupError(f"manual tunnels {owner[st.path]} and {p.tunnel.name} use the same "
+                                           f"{sa.direction.name.lower()} SPI {sa.spi:08x} and key: their "
+                                           "AES-GCM nonces would collide; give each tunnel its own keys")
+                    owner[st.path] = p.tunnel.name
+                    key = sa_key(sa.spi, sa.direction, sa.remote)
+                    if key in self.seq:
+                        raise StartupError(f"manual tunnel {p.tunnel.name}: {sa.direction.name.lower()} SA "
+                                           f"{sa.spi:08x} is also another manual tunnel's; give each its own SPI")
+                    self.seq[key] = st
+                    self._seq_locks[key] = asyncio.Lock()
+        except StateError as err:
+            raise StartupError(str(err)) from err
+
+    async def _install(self) -> None:
+        for p in self.plans:
+            await self._install_one(await self._reserved(p))
+
+    async def _reserved(self, p: ManualPlan) -> ManualPlan:
+        """p with both SAs starting past their persisted limits, a new block persisted first."""
+        kin = sa_key(p.inbound.spi, Direction.IN, p.inbound.remote)
+        kout = sa_key(p.outbound.spi, Direction.OUT, p.outbound.remote)
+        try:
+            async with self._seq_locks[kin], self._seq_locks[kout]:
+                r_in = await asyncio.to_thread(self.seq[kin].restart)
+                r_out = await asyncio.to_thread(self.seq[kout].restart)
+        except StateError as err:
+            raise StartupError(str(err)) from err
+        log.info("%s: sequence numbers reserved: out %08x from %d to %d, in %08x accepts %d..%d", p.tunnel.name,
+                 p.outbound.spi, r_out[0] + 1, r_out[1], p.inbound.spi, r_in[0] + 1, r_in[1])
+        return p.with_reservations(r_in, r_out)
+
+    def _reserve_more(self, msg: pipe.ReserveLow) -> None:
+        key = sa_key(msg.spi, msg.direction, msg.remote)
+        log.debug("SA %s %08x reached its reservation's refill point", msg.direction.name.lower(), msg.spi)
+        if key not in self.seq:
+            return
+        if key in self._extending:
+            # the worker may have taken the new reservation before we saw its
+            # answer; it asks only once per reservation, so ignoring this would
+            # leave the SA dropping everything past its limit for good
+            self._again[key] = max(self._again.get(key, 0), msg.needed)
+            return
+        self._extending.add(key)
+        task = asyncio.create_task(self._extend(key, msg.needed))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _extend(self, key: SaKey, needed: int) -> None:
+        """Persist a further block for an SA, then (only then) let the worker use it."""
+        st = self.seq[key]
+        try:
+            while not self.closing:
+                async with self._seq_locks[key]:
+                    try:
+                        limit, notify = await asyncio.to_thread(st.extend, time.monotonic(), needed)
+                    except StateError as err:
+                        log.error("%s; the SA drops packets past %d until this succeeds", err, st.limit)
+                    else:
+                        log.debug("SA %s %08x: sequence numbers up to %d reserved", key[1].name.lower(), key[0],
+                                  limit)
+                        await self._send_reserve(key, limit, notify)
+                        if key not in self._again:
+                            return
+                        needed = self._again.pop(key)
+                        continue
+                await asyncio.sleep(RESERVE_RETRY)
+        finally:
+            self._extending.discard(key)
+            self._again.pop(key, None)
+
+    async def _install_one(self, p: ManualPlan) -> None:
+        name = p.tunnel.name
+        worker = self.worker()
+        try:
+            await worker.request(lambda r: pipe.GetSpi(r, p.inbound.spi, p.inbound.spi))
+            await worker.request(lambda r: pipe.Update(r, p.inbound))
+            await worker.request(lambda r: pipe.Add(r, p.outbound))
+            for pol in p.policies:
+                await worker.request(lambda r, pol=pol: pipe.SpdAdd(r, pol))  # type: ignore[misc]
+        except WorkerError as err:
+            raise StartupError(f"{name}: installing SAs failed: {err}") from err
+        log.info("%s: SAs in %08x / out %08x installed, %d policies", name, p.inbound.spi,
+                 p.outbound.spi, len(p.policies))
+
+    async def _send_reserve(self, key: SaKey, limit: int, notify: int) -> None:
+        with contextlib.suppress(WorkerError):   # a restarted worker starts past the limit anyway
+            await self.worker().request(lambda r: pipe.Reserve(r, key[0], key[1], limit, notify, key[2]))
+
+    # --- worker events -------------------------------------------------------------
+    def on_event(self, msg: pipe.Message) -> bool:
+        match msg:
+            case pipe.ReserveLow() if sa_key(msg.spi, msg.direction, msg.remote) in self.seq:
+                self._reserve_more(msg)
+                return True
+            case pipe.Expire() if sa_key(msg.spi, msg.direction, msg.remote) in self.seq:
+                what = "hard" if msg.hard else "soft"
+                log.warning("SA %s %08x reached its %s %s limit%s", msg.direction.name.lower(), msg.spi,
+                            what, msg.reason.name.lower(),
+                            "; manual keys cannot be renewed: replace them in the config" if msg.hard else "")
+                return True
+        return False
+
+    # --- status ----------------------------------------------------------------------
+    def status(self, dump: pipe.Reply) -> dict[str, Any]:
+        sas = {sa_key(sa.spi, sa.direction, sa.remote): sa for sa in dump.sas}
+        return {"tunnels": [self._tunnel_status(p, sas) for p in self.plans]}
+
+    @classmethod
+    def idle_status(cls) -> dict[str, Any]:
+        return {"tunnels": []}
+
+    @staticmethod
+    def _tunnel_status(p: ManualPlan, sas: dict[SaKey, SaInfo]) -> dict[str, Any]:
+        t = p.tunnel
+        return {
+            "name": t.name,
+            "type": "manual",
+            "local": f"{t.local_addr}[{t.local_port}]",
+            "remote": f"{t.remote_addr}[{t.remote_port}]",
+            "esp": str(t.esp),
+            "local_ts": [str(ts) for ts in t.local_ts],
+            "remote_ts": [str(ts) for ts in t.remote_ts],
+            "sas": [sa_status(sas[k]) for k in (sa_key(p.inbound.spi, Direction.IN, None),
+                                                sa_key(p.outbound.spi, Direction.OUT, p.outbound.remote))
+                    if k in sas],
+        }

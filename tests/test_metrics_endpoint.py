@@ -1,0 +1,164 @@
+"""The metrics endpoint on loopback, with the daemon's side replaced by callables.
+
+The real daemon, worker and a real Prometheus are in tests/e2e/test_metrics.py;
+here: what a scrape shows when the worker does not answer, what labels SAs get,
+and what the HTTP side does with requests that are not a scrape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+
+from tunsec import metrics
+from tunsec.conf.tunsec_section import ListenAddress
+from tunsec.dataplane import pipe
+
+LOOPBACK = ListenAddress(ipaddress.ip_address("127.0.0.1"), 0)
+
+
+def document(reply: pipe.Reply) -> dict[str, Any]:
+    """What status_document gives for one IKE child (SPIs 0000abcd in, 0000beef out to 192.0.2.2[4500])."""
+    sa = {"packets": 7, "bytes": 700, "age_seconds": 3, "replay_drops": 1, "auth_drops": 2, "policy_drops": 0}
+    return {
+        "ike_sas": [
+            {"name": "gw", "state": "established", "children": [
+                {"name": "net", "spi_in": "0000abcd", "spi_out": "0000beef", "remote": "192.0.2.2[4500]"}]},
+            {"name": "gw", "state": "connecting", "children": []},
+        ],
+        "tunnels": [],
+        "sas": [{**sa, "spi": "0000abcd", "direction": "in", "state": "mature", "remote": "192.0.2.2[4500]"},
+                {**sa, "spi": "0000beef", "direction": "out", "state": "mature", "remote": "192.0.2.2[4500]"}]
+        if reply.req_id == 7 else [],
+        "larval_sas": 4,
+        "policies": [],
+        "drops": {"auth": 2, "no_sa": 5} if reply.req_id == 7 else {},
+        "ike_half_open": 1,
+        "ike_drops": {"malformed": 9, "cookies_sent": 3, "half_open_closed": 2},
+    }
+
+
+def source(dump: Callable[[], Any], events: metrics.EventCounts | None = None) -> metrics.Source:
+    return metrics.Source(dump=dump, document=document, events=lambda: events, worker_restarts=lambda: 3,
+                          worker_pid=lambda: None)
+
+
+@asynccontextmanager
+async def serving(src: metrics.Source) -> AsyncIterator[int]:
+    server = await metrics.start(LOOPBACK, src)
+    assert server._server is not None
+    try:
+        yield server._server.sockets[0].getsockname()[1]
+    finally:
+        await server.close()
+
+
+async def http(port: int, request: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    await writer.drain()
+    try:
+        data = await asyncio.wait_for(reader.read(), 10)
+    except ConnectionResetError:
+        data = b""   # closed with our request unread
+    writer.close()
+    return data
+
+
+def samples(answer: bytes) -> dict[str, float]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK"), head
+    out = {}
+    for line in body.decode().splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
+
+
+SCRAPE = b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: text/plain\r\n\r\n"
+
+
+def test_a_worker_that_does_not_answer_gives_the_control_process_metrics(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(metrics, "DUMP_TIMEOUT", 0.05)
+    calls = 0
+
+    async def stuck() -> pipe.Reply:
+        nonlocal calls
+        calls += 1
+        await asyncio.Event().wait()
+        raise AssertionError("never")
+
+    events = metrics.EventCounts()
+    events.child_rekeys[("gw", "net")] += 2
+    events.dpd_failures["gw"] += 1
+
+    async def run() -> list[dict[str, float]]:
+        async with serving(source(stuck, events)) as port:
+            answers = await asyncio.gather(*(http(port, SCRAPE) for _ in range(3)))
+        return [samples(a) for a in answers]
+
+    for got in asyncio.run(run()):
+        assert got["tunsec_worker_up"] == 0
+        assert got['tunsec_ike_sas{connection="gw",state="established"}'] == 1
+        assert got['tunsec_ike_sas{connection="gw",state="connecting"}'] == 1
+        assert got['tunsec_child_sa_rekeys_total{child="net",connection="gw"}'] == 2
+        assert got['tunsec_dpd_failures_total{connection="gw"}'] == 1
+        assert got["tunsec_worker_restarts_total"] == 3
+        assert got["tunsec_ike_half_open_sas"] == 1
+        assert got['tunsec_ike_requests_dropped_total{reason="malformed"}'] == 9
+        assert got["tunsec_ike_cookies_sent_total"] == 3
+        assert not any(k.startswith(("tunsec_child_sa_packets", "tunsec_drops")) for k in got)
+    assert calls == 1   # the scrapes waited on one DUMP, left running, instead of piling up more
+
+
+def test_sa_counters_carry_connection_child_direction_and_spi() -> None:
+    async def answer() -> pipe.Reply:
+        return pipe.Reply(7, pipe.MsgType.DUMP, pipe.Errno.OK)
+
+    async def run() -> bytes:
+        async with serving(source(answer)) as port:
+            return await http(port, SCRAPE)
+
+    got = samples(asyncio.run(run()))
+    labels = 'child="net",connection="gw",direction="{}",spi="{}"'
+    assert got["tunsec_worker_up"] == 1
+    assert got["tunsec_child_sa_packets_total{" + labels.format("in", "0000abcd") + "}"] == 7
+    assert got["tunsec_child_sa_bytes_total{" + labels.format("out", "0000beef") + "}"] == 700
+    drops = 'tunsec_child_sa_drops_total{{child="net",connection="gw",direction="in",reason="{}",spi="0000abcd"}}'
+    assert got[drops.format("auth")] == 2
+    assert got[drops.format("replay")] == 1
+    assert drops.format("auth").replace('"in"', '"out"').replace("abcd", "beef") not in got
+    assert got['tunsec_drops_total{reason="no_sa"}'] == 5
+    assert got['tunsec_esp_sas{direction="in",state="larval"}'] == 4
+    assert got['tunsec_child_sas{child="net",connection="gw"}'] == 1
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"GET / HTTP/1.1\r\n\r\n", b"HTTP/1.1 404 Not Found"),
+        (b"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n", b"HTTP/1.1 405 Method Not Allowed"),
+        (b"\x16\x03\x01 garbage\r\n\r\n", b"HTTP/1.1 400 Bad Request"),
+        (b"GET /metrics HTTP/1.1\r\nX: " + b"a" * 10000 + b"\r\n\r\n", b""),   # too long: closed unanswered
+        (b"GET /metrics HTTP/1.1\r\n", b""),                                     # never finished: closed
+    ],
+)
+def test_requests_that_are_not_a_scrape(monkeypatch: pytest.MonkeyPatch, request_bytes: bytes,
+                                        status: bytes) -> None:
+    monkeypatch.setattr(metrics, "REQUEST_TIMEOUT", 0.2)
+
+    async def never() -> pipe.Reply:
+        raise AssertionError("no DUMP for a request that is not a scrape")
+
+    async def run() -> bytes:
+        async with serving(source(never)) as port:
+            return await http(port, request_bytes)
+
+    answer = asyncio.run(run())
+    assert answer.split(b"\r\n", 1)[0] == status

@@ -1,0 +1,185 @@
+"""Startup checks around privilege, each run in a throwaway network namespace
+(``unshare --net``) so that nothing reaches the host's network: the error names
+the operation, the object, the missing privilege and the fix."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from reachable import python_argv
+
+from tunsec.runtime import default_control_socket
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to make namespaces and change user")
+
+MANUAL = """tunsec {{
+  control_socket = {sock}
+  state_dir = {state}
+{extra}}}
+manual {{
+  t {{
+    local_addr = 127.0.0.1
+    remote_addr = 127.0.0.2
+    local_ts = 10.1.0.0/24
+    remote_ts = 10.2.0.0/24
+    esp = aes128gcm16
+    spi_in = 0xc0010001
+    key_in = 0x{key}
+    spi_out = 0xc0020001
+    key_out = 0x{key}
+  }}
+}}
+"""
+
+IKE = """tunsec {{
+  control_socket = {sock}
+}}
+connections {{
+  c {{
+    local_addrs = 127.0.0.1
+    remote_addrs = 127.0.0.2
+    local {{
+      auth = psk
+      id = a
+    }}
+    remote {{
+      auth = psk
+      id = b
+    }}
+    children {{
+      x {{
+        local_ts = 10.1.0.0/24
+        remote_ts = 10.2.0.0/24
+      }}
+    }}
+  }}
+}}
+secrets {{
+  ike-1 {{
+    id = b
+    secret = 0x{key}
+  }}
+}}
+"""
+
+
+@pytest.fixture
+def tmp_path() -> Iterator[Path]:
+    """A scratch directory the users tunsec drops to can reach (pytest's own is root's alone)."""
+    d = Path(tempfile.mkdtemp(prefix="tunsec-priv-"))
+    d.chmod(0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def up(conf: Path, prefix: list[str], before: str = "true") -> subprocess.CompletedProcess[str]:
+    """tunsec up in a network namespace of its own, with lo up (and the shell command before run first,
+    as root); it must refuse to start."""
+    # sysfs mounted again, so /sys/class/net shows this namespace's devices
+    argv = ["unshare", "--net", "--mount", "--propagation", "private", "sh", "-c",
+            f'mount -t sysfs none /sys && ip link set lo up && {before} && exec "$@"', "sh",
+            *python_argv(prefix), "-m", "tunsec", "up", "-c", str(conf)]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+
+
+def user_dir(tmp_path: Path, pw: pwd.struct_passwd) -> Path:
+    d = tmp_path / "run"
+    d.mkdir()
+    os.chown(d, pw.pw_uid, pw.pw_gid)
+    return d
+
+
+def test_user_set_without_setuid_is_refused_before_anything_is_set_up(tmp_path: Path) -> None:
+    conf = tmp_path / "t.conf"
+    conf.write_text(MANUAL.format(sock=tmp_path / "s.sock", state=tmp_path / "state", extra="  user = nobody\n",
+                                  key="11" * 20))
+    r = up(conf, ["setpriv", "--inh-caps=-all", "--bounding-set=-setuid,-setgid", "--"])
+    assert r.returncode == 1
+    assert "to nobody" in r.stderr and "needs CAP_SETUID and CAP_SETGID" in r.stderr, r.stderr
+    assert "user = root" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "s.sock").exists()
+
+
+def test_state_dir_the_user_cannot_reach_is_a_startup_error(tmp_path: Path) -> None:
+    closed = tmp_path / "closed"
+    closed.mkdir(mode=0o700)   # root's: nobody cannot search it, whatever state/ inside is
+    conf = tmp_path / "t.conf"
+    conf.write_text(MANUAL.format(sock=tmp_path / "s.sock", state=closed / "state", extra="  user = nobody\n",
+                                  key="22" * 20))
+    r = up(conf, [])
+    assert r.returncode == 1
+    assert f"state_dir {closed / 'state'} is not writable by nobody" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_ike_on_port_500_as_a_user_names_the_capability_and_the_port_fix(tmp_path: Path) -> None:
+    pw = pwd.getpwnam("nobody")
+    d = user_dir(tmp_path, pw)
+    conf = d / "t.conf"
+    conf.write_text(IKE.format(sock=d / "s.sock", key="33" * 16))
+    os.chown(conf, pw.pw_uid, pw.pw_gid)
+    conf.chmod(0o600)
+    r = up(conf, ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--clear-groups",
+                  "--inh-caps=-all", "--"])
+    assert r.returncode == 1
+    assert "cannot bind UDP (IKE) 127.0.0.1 port 500" in r.stderr, r.stderr
+    assert "CAP_NET_BIND_SERVICE" in r.stderr and "port >= 1024" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_control_socket_directory_the_user_may_not_create(tmp_path: Path) -> None:
+    pw = pwd.getpwnam("nobody")
+    d = user_dir(tmp_path, pw)
+    conf = d / "t.conf"
+    conf.write_text(IKE.format(sock=tmp_path / "root-only" / "s.sock", key="44" * 16))
+    os.chown(conf, pw.pw_uid, pw.pw_gid)
+    r = up(conf, ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--clear-groups",
+                  "--inh-caps=-all", "--"])
+    assert r.returncode == 1
+    assert f"control socket directory {tmp_path / 'root-only'} is not writable by nobody" in r.stderr, r.stderr
+    assert "RUNTIME_DIRECTORY" in r.stderr
+
+
+def test_default_control_socket_follows_the_runtime_directory() -> None:
+    assert default_control_socket({"RUNTIME_DIRECTORY": "/run/tunsec-a:/run/other"}) == "/run/tunsec-a/tunsec.sock"
+    assert default_control_socket({"XDG_RUNTIME_DIR": "/run/user/1000"}) == "/run/user/1000/tunsec/tunsec.sock"
+    assert default_control_socket({"XDG_RUNTIME_DIR": "relative"}) == "/run/tunsec/tunsec.sock"
+    assert default_control_socket({}) == "/run/tunsec/tunsec.sock"
+
+
+def test_status_reads_the_same_default(tmp_path: Path) -> None:
+    env = dict(os.environ, XDG_RUNTIME_DIR=str(tmp_path))
+    r = subprocess.run([sys.executable, "-m", "tunsec", "status"], capture_output=True, text=True, env=env,
+                       timeout=30)
+    assert r.returncode == 1 and f"no running tunsec on {tmp_path}/tunsec/tunsec.sock" in r.stderr, r.stderr
+
+
+def as_nobody() -> list[str]:
+    pw = pwd.getpwnam("nobody")
+    return ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--clear-groups", "--inh-caps=-all", "--"]
+
+
+@pytest.mark.parametrize("before, expected", [
+    ("true", "creating TUN tunsec0 as nobody: needs CAP_NET_ADMIN; as root, once: tunsec prepare"),
+    ("ip tuntap add dev tunsec0 mode tun user daemon",
+     "attaching to TUN tunsec0 (owner daemon) as nobody: needs CAP_NET_ADMIN or to be its owner"),
+])
+def test_a_tun_the_user_may_not_open_names_the_device_and_the_fix(tmp_path: Path, before: str,
+                                                                  expected: str) -> None:
+    pw = pwd.getpwnam("nobody")
+    d = user_dir(tmp_path, pw)
+    conf = d / "t.conf"
+    conf.write_text(MANUAL.format(sock=d / "s.sock", state=d / "state", extra="", key="55" * 20))
+    os.chown(conf, pw.pw_uid, pw.pw_gid)
+    r = up(conf, as_nobody(), before)
+    assert r.returncode == 1
+    assert f"cannot open TUN tunsec0: {expected}" in r.stderr, r.stderr
+    assert "ip tuntap add dev tunsec0 mode tun user nobody vnet_hdr" in r.stderr and "Traceback" not in r.stderr
