@@ -8,6 +8,9 @@
  * so the receiving stack handles one packet instead of dozens. */
 #include "internal.h"
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #define VNET_F_NEEDS_CSUM 1
 #define GSO_NONE 0
@@ -18,7 +21,32 @@
 #define GSO_ECN 0x80
 
 /* ---- checksums (RFC 1071; byte order independent, so sum native words) -- */
+/* Every TCP segment that GRO coalesces has its checksum verified (below),
+ * so this runs over every byte received: sum 16 bytes per step into two
+ * vectors of 64-bit lanes (each 32-bit word zero-extended, so no carry is
+ * lost for up to 2^32 words), the same sum of native 32-bit words as the
+ * scalar tail. */
 static uint64_t csum_add(const uint8_t *p, size_t n, uint64_t acc) {
+#if defined(__SSE2__)
+    if (n >= 32) {
+        const __m128i zero = _mm_setzero_si128();
+        __m128i a = zero, b = zero, c = zero, d = zero;
+        while (n >= 32) {
+            __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+            __m128i w = _mm_loadu_si128((const __m128i *)(const void *)(p + 16));
+            a = _mm_add_epi64(a, _mm_unpacklo_epi32(v, zero));
+            b = _mm_add_epi64(b, _mm_unpackhi_epi32(v, zero));
+            c = _mm_add_epi64(c, _mm_unpacklo_epi32(w, zero));
+            d = _mm_add_epi64(d, _mm_unpackhi_epi32(w, zero));
+            p += 32;
+            n -= 32;
+        }
+        uint64_t lanes[2];
+        _mm_storeu_si128((__m128i *)(void *)lanes, _mm_add_epi64(_mm_add_epi64(a, b), _mm_add_epi64(c, d)));
+        /* each lane < 2^48 for any packet we handle: no overflow in acc */
+        acc += lanes[0] + lanes[1];
+    }
+#endif
     while (n >= 8) {
         uint64_t v;
         memcpy(&v, p, 8);

@@ -230,3 +230,18 @@ def test_tunsec_accepts_the_harness_manual_config(topo: TwoHosts) -> None:
         res = subprocess.run([sys.executable, "-m", "tunsec", "check", "-c", str(path)], capture_output=True, text=True)
         assert res.returncode == 0, res.stdout + res.stderr
         assert sa.key_in not in res.stdout + res.stderr
+
+
+def test_harness_measures_tunsec_keyed_by_ike() -> None:
+    """The tunsec-ike row: both sides negotiate with IKEv2 (A initiates) and the
+    data goes through the SAs that produced; `tunsec status` shows them."""
+    from tunsec.bench.systems.tunsec import TunsecIke, tunsec_importable
+
+    missing = tunsec_importable()
+    if missing is not None:
+        pytest.skip(missing)
+    result = bench_system(TunsecIke, BenchConfig(seconds=1, runs=1, tests=(TCP1,)))
+    assert result.reason is None, result.reason
+    stat = result.tests["tcp1"].gbps
+    assert stat is not None and stat.median > 0
+    assert result.diagnostics and all("manual" not in text for text in result.diagnostics.values())

@@ -158,6 +158,26 @@ def test_block_follows_the_packet_rate(tmp_path: Path) -> None:
     assert out.block == MIN_BLOCK_OUT             # a sender's block never goes below its own minimum
 
 
+def test_a_receiver_that_ran_out_grows_its_block_quickly(tmp_path: Path) -> None:
+    # pings, then a bulk transfer: the refills come too late and packets past the
+    # limit are dropped, so TCP backs off and the rate seen stays low.  Each refill
+    # asked for by a number just past the limit grows the block 16-fold instead.
+    st = state(tmp_path, direction=Direction.IN)
+    st.restart()
+    limit, _ = st.extend(now=100.0)                    # notify reached while pinging
+    assert st.block == MIN_BLOCK_IN
+    limit, _ = st.extend(now=110.0, needed=limit + 1)  # ran out: drops until this refill
+    assert st.block == 16 * MIN_BLOCK_IN
+    limit, _ = st.extend(now=110.5, needed=limit + 3)
+    assert st.block == 256 * MIN_BLOCK_IN
+    assert state(tmp_path, direction=Direction.IN).block == 256 * MIN_BLOCK_IN   # persisted
+    # a sender that jumped ahead (it restarted) is not a lack of numbers: no growth
+    # beyond what the rate says (here 0.5 blocks in 100 s: the smallest block)
+    jumped = limit + 1_000_000
+    limit, _ = st.extend(now=210.5, needed=jumped)
+    assert st.block == MIN_BLOCK_IN and limit == jumped + MIN_BLOCK_IN
+
+
 def test_without_esn_the_limit_stops_at_2_to_the_32(tmp_path: Path) -> None:
     st = state(tmp_path)
     st.restart()

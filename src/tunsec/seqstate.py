@@ -46,6 +46,7 @@ MIN_BLOCK_OUT = 1 << 16
 MIN_BLOCK_IN = 16   # at ping rates a restarted receiver is deaf for at most ~16 packets
 MAX_BLOCK = 1 << 24
 TARGET_INTERVAL = 0.25
+GROWTH_WHEN_SHORT = 16   # a refill that came too late: 16, 256, 4096, 65536 ... (see extend)
 SEQ_MAX_32 = (1 << 32) - 1
 SEQ_MAX_64 = (1 << 64) - 1
 
@@ -178,6 +179,15 @@ class SeqState:
         if self.last_low is not None and notify > self.last_notify:
             rate = (notify - self.last_notify) / max(now - self.last_low, 1e-3)
             block = min(max(_pow2_at_least(rate * TARGET_INTERVAL), self.min_block), MAX_BLOCK)
+        if self.limit < needed <= self.limit + self.block:
+            # The SA ran out: packets were dropped while this refill was on its
+            # way, so the rate seen understates the demand (TCP backs off after
+            # such drops, and a rate measured then keeps the block small: a
+            # tunnel that goes from pings to a bulk transfer would crawl).  Grow
+            # the block quickly instead; the next refill measures the rate
+            # again.  A number a whole block or more past the limit is a sender
+            # that jumped ahead (restarted), not a lack of numbers.
+            block = max(block, min(self.block * GROWTH_WHEN_SHORT, MAX_BLOCK))
         self.last_low, self.last_notify = now, notify
         self._store(min(max(self.limit, needed) + block, self.seq_max), block)
         return self.limit, self._notify()

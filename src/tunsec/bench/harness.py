@@ -46,9 +46,9 @@ from tunsec.bench.netns import TwoHosts, read_netns_file
 from tunsec.bench.procs import CpuTimes, tree_cpu_seconds
 from tunsec.bench.report import print_table, write_chart, write_json
 from tunsec.bench.results import RunSample, SystemResult, TestSummary
-from tunsec.bench.systems import SYSTEMS, System, Tunsec, Unavailable
+from tunsec.bench.systems import SYSTEMS, System, Tunsec, TunsecIke, Unavailable
 
-DEFAULT_ORDER = ("veth", "tunsec", "strongswan", "wireguard-go", "tunsec-strongswan", "kernel-xfrm")
+DEFAULT_ORDER = ("veth", "tunsec", "tunsec-ike", "strongswan", "wireguard-go", "tunsec-strongswan", "kernel-xfrm")
 CPU_METHOD = (
     "cpu_system: host-wide busy CPU seconds (/proc/stat delta, all CPUs, includes "
     "iperf3 and kernel softirq work) per GB received; cpu_tunnel: user+system "
@@ -206,9 +206,9 @@ def bench_system(factory: Callable[[], System], cfg: BenchConfig) -> SystemResul
 
 
 def system_factory(name: str, cfg: BenchConfig) -> Callable[[], System]:
-    if name == Tunsec.name and cfg.tunsec_options:
+    if name in (Tunsec.name, TunsecIke.name) and cfg.tunsec_options:
         extra = "".join(f"  {k} = {v}\n" for k, v in cfg.tunsec_options)
-        return functools.partial(Tunsec, extra_tunsec=extra)
+        return functools.partial(TunsecIke if name == TunsecIke.name else Tunsec, extra_tunsec=extra)
     return SYSTEMS[name]
 
 

@@ -12,6 +12,11 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from functools import cache
 
+# X25519/X448 generate() import the OpenSSL backend on first use.  Load it with
+# this module: the control process gives up root before IKE runs, and a Python
+# installed under /root (mode 0700) is then out of reach (ModuleNotFoundError
+# on the first x25519 negotiation).
+from cryptography.hazmat.backends.openssl import backend as _openssl_backend  # noqa: F401
 from cryptography.hazmat.primitives.asymmetric import dh, ec, x448, x25519
 
 from .constants import DhGroup

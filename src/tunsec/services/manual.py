@@ -104,6 +104,9 @@ class ManualService(Service):
         self.seq: dict[SaKey, SeqState] = {}
         self._seq_locks: dict[SaKey, asyncio.Lock] = {}
         self._extending: set[SaKey] = set()
+        # RESERVE_LOW that came while that SA's refill was under way: the worker
+        # sends one per reservation, so it is never stale and must not be lost
+        self._again: dict[SaKey, int] = {}
         self._background: set[asyncio.Task[None]] = set()
         self.closing = False
 
@@ -191,7 +194,13 @@ class ManualService(Service):
     def _reserve_more(self, msg: pipe.ReserveLow) -> None:
         key = sa_key(msg.spi, msg.direction, msg.remote)
         log.debug("SA %s %08x reached its reservation's refill point", msg.direction.name.lower(), msg.spi)
-        if key not in self.seq or key in self._extending:
+        if key not in self.seq:
+            return
+        if key in self._extending:
+            # the worker may have taken the new reservation before we saw its
+            # answer; it asks only once per reservation, so ignoring this would
+            # leave the SA dropping everything past its limit for good
+            self._again[key] = max(self._again.get(key, 0), msg.needed)
             return
         self._extending.add(key)
         task = asyncio.create_task(self._extend(key, msg.needed))
@@ -212,10 +221,14 @@ class ManualService(Service):
                         log.debug("SA %s %08x: sequence numbers up to %d reserved", key[1].name.lower(), key[0],
                                   limit)
                         await self._send_reserve(key, limit, notify)
-                        return
+                        if key not in self._again:
+                            return
+                        needed = self._again.pop(key)
+                        continue
                 await asyncio.sleep(RESERVE_RETRY)
         finally:
             self._extending.discard(key)
+            self._again.pop(key, None)
 
     async def _install_one(self, p: ManualPlan) -> None:
         name = p.tunnel.name

@@ -1,4 +1,5 @@
-"""tunsec <-> tunsec with manual keys (``tunsec up -c FILE`` in each namespace)."""
+"""tunsec <-> tunsec (``tunsec up -c FILE`` in each namespace), keyed manually
+(`Tunsec`) or by IKEv2 with a PSK (`TunsecIke`)."""
 
 from __future__ import annotations
 
@@ -172,3 +173,47 @@ class Tunsec(System):
             res = self._status(host, path)
             out[host.ns] = (res.stdout + res.stderr).strip()
         return out
+
+
+class TunsecIke(Tunsec):
+    """The same pair keyed by IKEv2: A initiates, both run the IKE service.
+
+    The manual row's SAs reserve sequence numbers in persisted blocks (RFC
+    4106 forbids GCM with static keys otherwise); IKE-keyed SAs do not, so
+    this row shows what production tunnels get and the difference between
+    the two shows what the reservation costs."""
+
+    name = "tunsec-ike"
+    description = "tunsec <-> tunsec, IKEv2 PSK, AES-GCM-128"
+
+    def setup(self, topo: TwoHosts) -> None:
+        from tunsec.bench.systems.strongswan import swanctl_conf
+
+        self.topo = topo
+        psk = secrets.token_hex(16)
+        windowed = f"        mode = tunnel\n        replay_window = {self.replay_window}\n"
+        for me, peer in ((topo.a, topo.b), (topo.b, topo.a)):
+            path = topo.workdir / f"tunsec-{me.ns}.conf"
+            sock = control_socket(me)
+            path.write_text(
+                f"tunsec {{\n  tun = tunsec0\n  mtu = auto\n  control_socket = {sock}\n"
+                f"  state_dir = {sock.parent / 'state'}\n{self.extra_tunsec}}}\n"
+                + swanctl_conf(me, peer, psk).replace("        mode = tunnel\n", windowed)
+            )
+            path.chmod(0o600)
+            sock.parent.mkdir(parents=True, exist_ok=True)
+            self._configs.append((me, path))
+        for host, path in self._configs:
+            self._start(topo, host, path)
+        for host, path in self._configs:
+            self._wait_ready(topo, host, path)
+        host, path = self._configs[0]
+        argv = [sys.executable, "-m", "tunsec", "initiate", "--child", "net", "-c", str(path)]
+        res = topo.run(host, argv, env=_tunsec_env(), check=False, timeout=30)
+        if res.returncode != 0:
+            raise Unavailable(f"tunsec initiate in {host.ns} failed: {(res.stdout + res.stderr).strip()}\n"
+                              f"{self._failure_details()}")
+        try:
+            self._wait_inner_ping(topo)
+        except Unavailable as exc:
+            raise Unavailable(f"{exc}\n{self._failure_details()}") from exc
