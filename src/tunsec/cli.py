@@ -199,6 +199,15 @@ def cmd_terminate(args: argparse.Namespace) -> int:
     return _simple(req, args)
 
 
+def cmd_reload(args: argparse.Namespace) -> int:
+    """The running tunsec reads its configuration file again and applies the difference."""
+    answer = _request({"cmd": "reload"}, args)   # a refusal (file:line, or what needs a restart) goes to stderr
+    if answer is None:
+        return 1
+    print(answer.get("message", "ok"))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="tunsec", description="userspace IPsec VPN")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -224,6 +233,11 @@ def build_parser() -> argparse.ArgumentParser:
     ter.add_argument("-c", "--config")
     ter.add_argument("--socket")
     ter.set_defaults(func=cmd_terminate)
+    rl = sub.add_parser("reload", help="read the configuration file again and apply the difference "
+                                       "(what is unchanged keeps its SAs); same as SIGHUP")
+    rl.add_argument("-c", "--config")
+    rl.add_argument("--socket")
+    rl.set_defaults(func=cmd_reload)
     pre = sub.add_parser("prepare", help="as root: create and configure the TUN and routes for an unprivileged "
                                          "tunsec up, then exit")
     pre.add_argument("-c", "--config", required=True)
