@@ -138,9 +138,8 @@ def _ask(path: str, request: dict[str, Any], timeout: float = 10.0) -> dict[str,
 def _socket_path(args: argparse.Namespace) -> str | None:
     if args.socket:
         return str(args.socket)
-    if args.config:
-        cfg = _load(args.config)
-        return cfg.tunsec.control_socket if cfg else None
+    if args.config:   # found even while the file is being edited and has errors elsewhere
+        return _socket_of_any(args.config)
     return default_control_socket()
 
 
@@ -197,6 +196,22 @@ def cmd_terminate(args: argparse.Namespace) -> int:
     if args.child:
         req["child"] = args.child
     return _simple(req, args)
+
+
+def _socket_of_any(path: str) -> str:
+    """The control socket a config file names, even when the file has errors elsewhere (`tunsec
+    status` still works, and a reload of a broken file reaches the daemon, which refuses it and logs why)."""
+    from tunsec.conf.syntax import Unreadable, parse_tree, read_config_text
+    from tunsec.conf.tunsec_section import TunsecSettings, read_tunsec_section
+
+    try:
+        text = read_config_text(path)
+    except Unreadable:
+        return default_control_socket()
+    root, _ = parse_tree(text, path, [])
+    section = root.sections.get("tunsec")
+    settings = read_tunsec_section(section, []) if section is not None else TunsecSettings()
+    return settings.control_socket or default_control_socket()
 
 
 def cmd_reload(args: argparse.Namespace) -> int:

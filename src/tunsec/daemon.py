@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import grp
 import json
 import logging
 import os
@@ -435,6 +436,9 @@ class Daemon:
                                       bool(self.tun and self.tun.routes and not self.tun.created))
         except (privilege.PrivilegeError, OSError) as err:
             raise StartupError(f"dropping privileges: {err}") from err
+        if not os.access(self.cfg.path, os.R_OK):   # said now, not at the first reload
+            log.warning("%s is not readable by %s: `tunsec reload` and SIGHUP will fail; as root: chgrp %s %s; "
+                        "chmod g+r %s", self.cfg.path, privilege._me(), _my_group(), self.cfg.path, self.cfg.path)
 
     # --- lifecycle -----------------------------------------------------------------
     # Netlink work (pyroute2's synchronous API runs an event loop of its own)
@@ -538,6 +542,14 @@ def _unreadable_hint(err: ConfigError) -> list[str]:
     """After the start, tunsec reads its files as the user it became: say so when that is the cause."""
     if "Permission denied" not in str(err):
         return []
-    return [f"(tunsec runs as {privilege._me()} since it started: make the configuration and the files "
-            "it includes readable by that user, e.g. chgrp that user's group and chmod g+r, or restart tunsec)"]
+    return [f"(tunsec runs as {privilege._me()} since it started and reads its files as that user: make the "
+            f"configuration and the files it includes readable by it, e.g. as root: chgrp {_my_group()} FILE; "
+            "chmod g+r FILE)"]
+
+
+def _my_group() -> str:
+    try:
+        return grp.getgrgid(os.getegid()).gr_name
+    except KeyError:
+        return str(os.getegid())
 
