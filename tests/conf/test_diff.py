@@ -4,21 +4,25 @@ too); a changed secret, certificate or key is a change, told apart as credential
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from test_connections import Pki, key_bytes, moon_dir, pem, pki, write  # noqa: F401 (pki: a fixture)
 
+from tunsec.conf.config import load_config
 from tunsec.conf.diff import comparable, credentials_only, diff_by_name, restart_keys
 from tunsec.conf.tunsec_section import TunsecSettings
 from tunsec.ike.config import IkeConfig, LocalAuth, RemoteAuth
 from tunsec.ike.identity import Identity
 from tunsec.ike.secret import Secret
+from tunsec.ike.testing import make_cert
 
 
 def pem_copy(key: ec.EllipticCurvePrivateKey) -> ec.EllipticCurvePrivateKey:
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
-    loaded = serialization.load_pem_private_key(pem, None)
+    text = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+    loaded = serialization.load_pem_private_key(text, None)
     assert isinstance(loaded, ec.EllipticCurvePrivateKey)
     return loaded
 
@@ -47,3 +51,17 @@ def test_diff_by_name_and_restart_keys() -> None:
     changed = dataclasses.replace(s, workers=2, retransmit=dataclasses.replace(s.retransmit, tries=3))
     assert restart_keys(s, changed) == ["workers", "retransmit_tries"]
     assert restart_keys(s, TunsecSettings()) == []
+
+
+def test_a_config_read_twice_is_unchanged_and_a_new_key_file_is_a_credentials_change(
+        tmp_path: Path, pki: Pki) -> None:  # noqa: F811 (the fixture)
+    path = moon_dir(tmp_path, pki)
+    first, again = load_config(path), load_config(path)
+    assert first.connections[0].ike.local.private_key is not again.connections[0].ike.local.private_key
+    assert diff_by_name(first.connections, again.connections).empty
+    other = make_cert(pki.ca, "moon.strongswan.org", ["moon.strongswan.org", "192.168.0.1"], kind="rsa")
+    write(tmp_path / "x509" / "moonCert.pem", pem(other.cert))
+    write(tmp_path / "private" / "moonKey.pem", key_bytes(other.key))
+    d = diff_by_name(first.connections, load_config(path).connections)
+    assert [new.name for _, new in d.changed] == ["host-host"]
+    assert credentials_only(*d.changed[0])
