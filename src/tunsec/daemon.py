@@ -4,7 +4,9 @@ sockets, the worker process and the control socket `tunsec status` talks to.
 The SAs and policies in the worker belong to the services (tunsec.services:
 manual tunnels, IKE tunnels); the daemon starts and stops them, routes each
 worker event to the service that owns it and asks each for its part of the
-status.  asyncio lives here, at the edge; the worker does the packets.
+status.  `tunsec reload`/SIGHUP: the daemon reads the file, refuses what needs
+a restart (tunsec { }, sockets), and hands each service the new configuration.
+asyncio lives here, at the edge; the worker does the packets.
 """
 
 from __future__ import annotations
@@ -347,6 +349,7 @@ class Daemon:
                 lines += await svc.reload(cfg)
             self.cfg = cfg
             lines += await self._reload_routes()
+            lines += await self._reload_mtu()
             for line in lines:
                 log.info("reload: %s", line)
             log.info("reload of %s done%s", cfg.path, "" if lines else ": no changes")
@@ -376,6 +379,19 @@ class Daemon:
             return [f"routes added: {', '.join(str(r[0]) for r in wanted)}"]
         line = (f"routes not added ({privilege._me()} may not change routes, no CAP_NET_ADMIN): as root run "
                 f"{'; '.join(missing)} (or restart tunsec)")
+        log.warning("reload: %s", line)
+        return [line]
+
+    async def _reload_mtu(self) -> list[str]:
+        """The TUN's MTU stays (changing it under running traffic is a restart's job); say so when
+        the paths to new peers need a smaller one."""
+        if self.tun is None or self.cfg.tunsec.mtu or not self.mtu:
+            return []
+        needed = await asyncio.to_thread(self._choose_mtu)   # route lookups through netlink
+        if needed >= self.mtu:
+            return []
+        line = (f"the tunnel MTU stays {self.mtu}; the paths to the new peers need {needed}: restart tunsec "
+                f"(or set tunsec {{ mtu = {needed} }} and restart)")
         log.warning("reload: %s", line)
         return [line]
 
