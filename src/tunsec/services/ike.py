@@ -150,6 +150,7 @@ class IkeService(Service):
         self.spis: collections.deque[int] = collections.deque()
         self.endpoint = IkeEndpoint([c.ike for c in connections], spi_allocator=self._take_spi, limits=limits)
         self.sockets: dict[int, socket.socket] = {}
+        self.ports = {c.local_port for c in connections} or {IKE_PORT}   # what open_sockets binds, per family
         self.ids = ids if ids is not None else IdSpace()
         self.children: dict[int, ChildState] = {}                # child handle -> state
         self._by_uid: dict[tuple[int, int], int] = {}            # (IKE SA handle, unique id) -> child handle
@@ -190,7 +191,7 @@ class IkeService(Service):
 
     def open_sockets(self) -> None:
         """UDP 500 (or the configured port) per family, before the event loop starts."""
-        ports = {c.local_port for c in self.connections.values()} or {IKE_PORT}
+        ports = self.ports = {c.local_port for c in self.connections.values()} or {IKE_PORT}
         for fam, addr in self.local_addrs.items():
             for port in ports:
                 self.sockets[fam] = bind_udp(fam, addr, port, purpose="IKE")
@@ -253,7 +254,7 @@ class IkeService(Service):
             if have != addr:
                 out.append(f"needs a restart: IKE on IPv{fam} address {addr} (tunsec listens on "
                            f"{have or f'no IPv{fam} address'})")
-        ports = {c.local_port for c in self.connections.values()} or {IKE_PORT}
+        ports = self.ports
         for c in cfg.connections:
             if c.local_port not in ports:
                 out.append(f"needs a restart: connection {c.name}: IKE on local_port {c.local_port} "
