@@ -139,9 +139,8 @@ def _ask(path: str, request: dict[str, Any], timeout: float = 10.0) -> dict[str,
 def _socket_path(args: argparse.Namespace) -> str | None:
     if args.socket:
         return str(args.socket)
-    if args.config:
-        cfg = _load(args.config)
-        return cfg.tunsec.control_socket if cfg else None
+    if args.config:   # found even while the file is being edited and has errors elsewhere
+        return _socket_of_any(args.config)
     return default_control_socket()
 
 
@@ -200,6 +199,31 @@ def cmd_terminate(args: argparse.Namespace) -> int:
     return _simple(req, args)
 
 
+def _socket_of_any(path: str) -> str:
+    """The control socket a config file names, even when the file has errors elsewhere (`tunsec
+    status` still works, and a reload of a broken file reaches the daemon, which refuses it and logs why)."""
+    from tunsec.conf.syntax import Unreadable, parse_tree, read_config_text
+    from tunsec.conf.tunsec_section import TunsecSettings, read_tunsec_section
+
+    try:
+        text = read_config_text(path)
+    except Unreadable:
+        return default_control_socket()
+    root, _ = parse_tree(text, path, [])
+    section = root.sections.get("tunsec")
+    settings = read_tunsec_section(section, []) if section is not None else TunsecSettings()
+    return settings.control_socket or default_control_socket()
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    """The running tunsec reads its configuration file again and applies the difference."""
+    answer = _request({"cmd": "reload"}, args)   # a refusal (file:line, or what needs a restart) goes to stderr
+    if answer is None:
+        return 1
+    print(answer.get("message", "ok"))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="tunsec", description="userspace IPsec VPN")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -225,6 +249,11 @@ def build_parser() -> argparse.ArgumentParser:
     ter.add_argument("-c", "--config")
     ter.add_argument("--socket")
     ter.set_defaults(func=cmd_terminate)
+    rl = sub.add_parser("reload", help="read the configuration file again and apply the difference "
+                                       "(what is unchanged keeps its SAs); same as SIGHUP")
+    rl.add_argument("-c", "--config")
+    rl.add_argument("--socket")
+    rl.set_defaults(func=cmd_reload)
     pre = sub.add_parser("prepare", help="as root: create and configure the TUN and routes for an unprivileged "
                                          "tunsec up, then exit")
     pre.add_argument("-c", "--config", required=True)

@@ -4,13 +4,16 @@ sockets, the worker process and the control socket `tunsec status` talks to.
 The SAs and policies in the worker belong to the services (tunsec.services:
 manual tunnels, IKE tunnels); the daemon starts and stops them, routes each
 worker event to the service that owns it and asks each for its part of the
-status.  asyncio lives here, at the edge; the worker does the packets.
+status.  `tunsec reload`/SIGHUP: the daemon reads the file, refuses what needs
+a restart (tunsec { }, sockets), and hands each service the new configuration.
+asyncio lives here, at the edge; the worker does the packets.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import grp
 import json
 import logging
 import os
@@ -24,14 +27,17 @@ from pathlib import Path
 from typing import Any
 
 from tunsec import metrics, privilege, sdnotify
-from tunsec.conf.config import Config
+from tunsec.conf.config import Config, load_config
 from tunsec.conf.connections import find_child, ike_endpoints
+from tunsec.conf.diff import comparable, restart_keys
+from tunsec.conf.errors import ConfigError
 from tunsec.conf.tunsec_section import MAX_WORKERS, worker_user
 from tunsec.dataplane import pipe
 from tunsec.dataplane.client import WorkerClient, WorkerError, WorkerFds
 from tunsec.dataplane.tun import Tun, local_address_in, outer_mtu_towards, tunnel_mtu
 from tunsec.ike.constants import NATT_PORT
 from tunsec.policy.ids import IdSpace
+from tunsec.runtime import resolved
 from tunsec.sdnotify import notify
 from tunsec.services.base import EspEndpoint, Service, StartupError, bind_udp
 from tunsec.services.ike import IkeService
@@ -52,6 +58,7 @@ class Sockets:
     """The ESP-in-UDP sockets: per queue, one per outer family (SO_REUSEPORT when several queues)."""
 
     queues: list[dict[int, socket.socket]] = field(default_factory=list)
+    binds: dict[int, tuple[str, int]] = field(default_factory=dict)   # family -> (address, port) bound
 
     @property
     def by_family(self) -> dict[int, socket.socket]:
@@ -60,7 +67,20 @@ class Sockets:
     @classmethod
     def for_endpoints(cls, endpoints: list[EspEndpoint], nqueues: int = 1) -> Sockets:
         """Bound to the local address when all tunnels of a family agree on one, else to any."""
-        out = cls()
+        out = cls(binds=cls.binds_for(endpoints))
+        try:
+            for _ in range(nqueues):
+                out.queues.append({fam: bind_udp(fam, a, p, purpose="ESP-in-UDP", reuseport=nqueues > 1,
+                                                 big_buffers=True)
+                                   for fam, (a, p) in out.binds.items()})
+        except BaseException:
+            out.close()
+            raise
+        return out
+
+    @staticmethod
+    def binds_for(endpoints: list[EspEndpoint]) -> dict[int, tuple[str, int]]:
+        """Per family, the one (address, port) the ESP socket binds: the address all agree on, else any."""
         families: dict[int, tuple[set[str], set[int]]] = {}
         for fam, addr, port in endpoints:
             addrs, ports = families.setdefault(fam, (set(), set()))
@@ -74,14 +94,16 @@ class Sockets:
                 raise StartupError(f"IPv{fam} tunnels use different local ports {sorted(ports)}; "
                                    "tunsec listens on one ESP port per address family")
             binds[fam] = (addrs.pop() if len(addrs) == 1 else ("0.0.0.0" if fam == 4 else "::"), ports.pop())
-        try:
-            for _ in range(nqueues):
-                out.queues.append({fam: bind_udp(fam, a, p, purpose="ESP-in-UDP", reuseport=nqueues > 1,
-                                                 big_buffers=True)
-                                   for fam, (a, p) in binds.items()})
-        except BaseException:
-            out.close()
-            raise
+        return binds
+
+    def serves(self, endpoints: list[EspEndpoint]) -> list[str]:
+        """What the bound sockets cannot carry of endpoints (a reload cannot bind new ones), one line each."""
+        out = []
+        for fam, addr, port in sorted(set(endpoints)):
+            have = self.binds.get(fam)
+            if have is None or have[1] != port or have[0] not in (addr, "0.0.0.0", "::"):
+                bound = f"{have[0]} port {have[1]}" if have else f"no IPv{fam} address"
+                out.append(f"needs a restart: ESP-in-UDP on IPv{fam} {addr} port {port} (tunsec listens on {bound})")
         return out
 
     def fd(self, family: int, queue: int = 0) -> int:
@@ -136,6 +158,8 @@ class Daemon:
         self.privilege = privilege.Plan(False, None)   # privilege: set by prepare()
         self._made_socket_dir = False
         self._privilege_given_up = False
+        self._reloading = asyncio.Lock()   # one reload at a time (SIGHUP and `tunsec reload` may meet)
+        self._reloads: set[asyncio.Task[None]] = set()   # SIGHUP's
 
     # --- setup -----------------------------------------------------------------
     def _choose_mtu(self) -> int:
@@ -263,6 +287,10 @@ class Daemon:
             return {"ok": False, "error": "request is not JSON"}
         if cmd in ("initiate", "terminate"):
             return self._ike_command(cmd, req)
+        if cmd == "reload":
+            ok, lines = await self.reload()
+            text = "\n".join(lines)
+            return {"ok": True, "message": text or "no changes"} if ok else {"ok": False, "error": text}
         if cmd == "status":
             try:
                 merged = await self.dump()
@@ -295,6 +323,83 @@ class Daemon:
             return {"ok": True, "message": f"deleting {n} IKE SA(s)"}
         except KeyError as err:
             return {"ok": False, "error": f"unknown connection {err}"}
+
+    # --- reload ---------------------------------------------------------------------
+    async def reload(self) -> tuple[bool, list[str]]:
+        """Read the configuration file again and apply the difference (as swanctl --load-all):
+        (True, what changed) or (False, why nothing did).  A file with errors, or with a change
+        that needs a restart (a tunsec { } key, a new socket), is refused as a whole."""
+        async with self._reloading:
+            try:
+                cfg = resolved(await asyncio.to_thread(load_config, self.cfg.path))
+            except ConfigError as err:
+                return self._refused([f"{self.cfg.path}: configuration invalid, nothing changed:",
+                                      *str(err).splitlines(), *_unreadable_hint(err)])
+            problems = [f"needs a restart: {key} (tunsec {{ }} settings cannot change while tunsec runs)"
+                        for key in restart_keys(self.cfg.tunsec, cfg.tunsec)]
+            if cfg.connections and self.ike is None:
+                problems.append("needs a restart: IKE connections in a tunsec started without any "
+                                "(the IKE sockets are opened at start)")
+            if comparable(cfg.pools) != comparable(self.cfg.pools):
+                # leases are handed out from the pools the IKE service was built with
+                problems.append("needs a restart: pools (virtual IP pools cannot change while tunsec runs)")
+            problems += self.sockets.serves(_esp_endpoints(cfg))
+            for svc in self.services:
+                problems += svc.check_reload(cfg)
+            if problems:
+                return self._refused([f"{cfg.path}: reload refused, nothing changed:", *problems])
+            lines: list[str] = []
+            for w in cfg.warnings:
+                log.warning("%s", w)
+            for svc in self.services:
+                lines += await svc.reload(cfg)
+            self.cfg = cfg
+            lines += await self._reload_routes()
+            lines += await self._reload_mtu()
+            for line in lines:
+                log.info("reload: %s", line)
+            log.info("reload of %s done%s", cfg.path, "" if lines else ": no changes")
+            return True, lines
+
+    @staticmethod
+    def _refused(lines: list[str]) -> tuple[bool, list[str]]:
+        log.error("%s", "\n  ".join(lines))
+        return False, lines
+
+    async def _reload_routes(self) -> list[str]:
+        """Routes for the new tunnels' remote networks.  Those of removed tunnels stay until exit: their
+        traffic goes into the TUN and is dropped there (no policy), never out in the clear.  Without
+        CAP_NET_ADMIN (given up at start, see privilege.py) tunsec cannot add one: it says what to run."""
+        tun = self.tun
+        if tun is None:
+            return []
+        wanted = [r for svc in self.services for r in svc.routes() if not any(x[0] == r[0] for x in tun.routes)]
+        if not wanted:
+            return []
+        before = len(tun.unapplied)
+        for net, local_nets in wanted:
+            await asyncio.to_thread(self._add_route, net, local_nets)   # pyroute2 runs a loop of its own
+        missing = [fix for _, fix in tun.unapplied[before:]]
+        del tun.unapplied[before:]
+        if not missing:
+            return [f"routes added: {', '.join(str(r[0]) for r in wanted)}"]
+        line = (f"routes not added ({privilege._me()} may not change routes, no CAP_NET_ADMIN): as root run "
+                f"{'; '.join(missing)} (or restart tunsec)")
+        log.warning("reload: %s", line)
+        return [line]
+
+    async def _reload_mtu(self) -> list[str]:
+        """The TUN's MTU stays (changing it under running traffic is a restart's job); say so when
+        the paths to new peers need a smaller one."""
+        if self.tun is None or self.cfg.tunsec.mtu or not self.mtu:
+            return []
+        needed = await asyncio.to_thread(self._choose_mtu)   # route lookups through netlink
+        if needed >= self.mtu:
+            return []
+        line = (f"the tunnel MTU stays {self.mtu}; the paths to the new peers need {needed}: restart tunsec "
+                f"(or set tunsec {{ mtu = {needed} }} and restart)")
+        log.warning("reload: %s", line)
+        return [line]
 
     def _claim_control_socket(self) -> None:
         """Refuse to start next to a live instance; clear a stale socket file."""
@@ -354,6 +459,9 @@ class Daemon:
                                       virtual_ips=any(c.ike.vips for c in self.cfg.connections))
         except (privilege.PrivilegeError, OSError) as err:
             raise StartupError(f"dropping privileges: {err}") from err
+        if not os.access(self.cfg.path, os.R_OK):   # said now, not at the first reload
+            log.warning("%s is not readable by %s: `tunsec reload` and SIGHUP will fail; as root: chgrp %s %s; "
+                        "chmod g+r %s", self.cfg.path, privilege._me(), _my_group(), self.cfg.path, self.cfg.path)
 
     # --- lifecycle -----------------------------------------------------------------
     # Netlink work (pyroute2's synchronous API runs an event loop of its own)
@@ -394,6 +502,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         for w in self.cfg.warnings:
             log.warning("%s", w)
         try:
@@ -410,10 +519,22 @@ class Daemon:
         finally:
             await self.shutdown()
 
+    def _on_sighup(self) -> None:
+        """SIGHUP: the same reload as `tunsec reload` (its outcome goes to the log)."""
+        if self.stopping.is_set():
+            return
+        log.info("SIGHUP: reloading %s", self.cfg.path)
+        task = asyncio.create_task(self._reload_logged())
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    async def _reload_logged(self) -> None:
+        await self.reload()   # it logs what it did, or why not
+
     async def shutdown(self) -> None:
         self.stopping.set()
         notify("STOPPING=1")
-        for t in self._tasks:
+        for t in [*self._reloads, *self._tasks]:
             t.cancel()
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
@@ -430,3 +551,28 @@ class Daemon:
                 os.unlink(self.cfg.tunsec.control_socket)
             self._server = None
         log.info("tunsec stopped")
+
+
+def _esp_endpoints(cfg: Config) -> list[EspEndpoint]:
+    """The ESP-in-UDP endpoints cfg's tunnels use (as ManualService/IkeService.esp_endpoints would)."""
+    out: list[EspEndpoint] = [(int(t.local_addr.version), str(t.local_addr), t.local_port) for t in cfg.manual]
+    if cfg.connections:
+        out += [(fam, addr, NATT_PORT) for fam, addr in ike_endpoints(cfg.connections).items()]
+    return out
+
+
+def _unreadable_hint(err: ConfigError) -> list[str]:
+    """After the start, tunsec reads its files as the user it became: say so when that is the cause."""
+    if "Permission denied" not in str(err):
+        return []
+    return [f"(tunsec runs as {privilege._me()} since it started and reads its files as that user: make the "
+            f"configuration and the files it includes readable by it, e.g. as root: chgrp {_my_group()} FILE; "
+            "chmod g+r FILE)"]
+
+
+def _my_group() -> str:
+    try:
+        return grp.getgrgid(os.getegid()).gr_name
+    except KeyError:
+        return str(os.getegid())
+

@@ -159,6 +159,11 @@ class IkeEndpoint:
         """Responder SAs that answered IKE_SA_INIT and are not authenticated yet."""
         return len(self._half_open)
 
+    def set_configs(self, configs: Sequence[IkeConfig]) -> None:
+        """The connections from now on (a reload): new IKE_SA_INIT requests and initiations see
+        these; SAs that exist keep the config they were made with."""
+        self._configs = {c.name: c for c in configs}
+
     def initiate(self, config_name: str, child_name: str | None, now: float) -> IkeSa:
         sa = self._new_sa(self._configs[config_name], True, now, None, None)
         sa.initiate(child_name)

@@ -10,6 +10,8 @@ this interface, in this order:
                            what the daemon sets up for it (shared ESP sockets, MTU, TUN routes)
     start()                the worker is up and empty: install SAs/policies, begin negotiating
     worker_restarted()     a new worker replaced a dead one: its SAD and SPD are empty again
+    check_reload(cfg)      `tunsec reload`: what of the new configuration it cannot apply while running
+    reload(cfg)            then (every service agreed) apply it: add, remove, replace; the rest untouched
     on_event(msg)          a worker event; True if the service owns it (the daemon logs the rest)
     status(dump)           its part of `tunsec status` (merged into one JSON document)
     shutdown()             before the worker stops (DELETEs still go out through it)
@@ -26,10 +28,13 @@ from __future__ import annotations
 import socket
 from abc import ABC, abstractmethod
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tunsec import privilege
 from tunsec.dataplane import pipe
+
+if TYPE_CHECKING:
+    from tunsec.conf.config import Config
 
 IPAddress = IPv4Address | IPv6Address
 IPNetwork = IPv4Network | IPv6Network
@@ -42,6 +47,10 @@ _SO_RCVBUFFORCE, _SO_SNDBUFFORCE = 33, 32          # linux/socket.h; root may ex
 
 class StartupError(Exception):
     """The daemon cannot start; the message says why."""
+
+
+class ReloadRefused(Exception):
+    """A new configuration this service cannot apply while running; the message says why."""
 
 
 def bind_udp(family: int, addr: str, port: int, *, purpose: str,
@@ -123,3 +132,14 @@ class Service(ABC):
     @abstractmethod
     async def shutdown(self) -> None:
         """Stop: the worker still runs (messages to peers still go out)."""
+
+    def check_reload(self, cfg: Config) -> list[str]:
+        """`tunsec reload`, before anything changes: what of cfg this service cannot apply while
+        running, one line each (the daemon then refuses the whole reload); [] if all of it can."""
+        return []
+
+    @abstractmethod
+    async def reload(self, cfg: Config) -> list[str]:
+        """Apply this service's part of cfg (check_reload found nothing): start what was added,
+        delete what was removed, replace what changed, leave the rest and its SAs alone.
+        Returns one line per kind of change for the log and `tunsec reload`."""

@@ -39,10 +39,11 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tunsec import updown
-from tunsec.conf.connections import Child, Connection
+from tunsec.conf.connections import Child, Connection, ike_endpoints
+from tunsec.conf.diff import credentials_only, diff_by_name
 from tunsec.dataplane import pipe
 from tunsec.dataplane.client import WorkerClient, WorkerError
 from tunsec.dataplane.pipe import Action, Alg, Direction, Endpoint, ExpireReason, Policy, SaSpec, Selector
@@ -70,6 +71,9 @@ from tunsec.policy.ids import Band, IdSpace, priority
 from tunsec.policy.pools import AddressPools, PoolConfig
 from tunsec.policy.selector import SelectorError, fast_selectors
 from tunsec.services.base import EspEndpoint, Service, bind_udp
+
+if TYPE_CHECKING:
+    from tunsec.conf.config import Config
 
 log = logging.getLogger("tunsec.ike")
 
@@ -158,6 +162,7 @@ class IkeService(Service):
         self.endpoint = IkeEndpoint([c.ike for c in connections], spi_allocator=self._take_spi, limits=limits,
                                     address_pool=self.pools)
         self.sockets: dict[int, socket.socket] = {}
+        self.ports = {c.local_port for c in connections} or {IKE_PORT}   # what open_sockets binds, per family
         self.ids = ids if ids is not None else IdSpace()
         self.children: dict[int, ChildState] = {}                # child handle -> state
         self._by_uid: dict[tuple[int, int], int] = {}            # (IKE SA handle, unique id) -> child handle
@@ -198,7 +203,7 @@ class IkeService(Service):
 
     def open_sockets(self) -> None:
         """UDP 500 (or the configured port) per family, before the event loop starts."""
-        ports = {c.local_port for c in self.connections.values()} or {IKE_PORT}
+        ports = self.ports = {c.local_port for c in self.connections.values()} or {IKE_PORT}
         for fam, addr in self.local_addrs.items():
             for port in ports:
                 self.sockets[fam] = bind_udp(fam, addr, port, purpose="IKE")
@@ -250,6 +255,65 @@ class IkeService(Service):
             self._timer.cancel()
             self._timer = None
         self._cancel_timers()
+
+    # --- reload ---------------------------------------------------------------------
+    def check_reload(self, cfg: Config) -> list[str]:
+        """The IKE sockets were bound at start (port 500 needs a privilege given up since)."""
+        out = []
+        want = ike_endpoints(cfg.connections) if cfg.connections else {}
+        for fam, addr in sorted(want.items()):
+            have = self.local_addrs.get(fam)
+            if have != addr:
+                out.append(f"needs a restart: IKE on IPv{fam} address {addr} (tunsec listens on "
+                           f"{have or f'no IPv{fam} address'})")
+        ports = self.ports
+        for c in cfg.connections:
+            if c.local_port not in ports:
+                out.append(f"needs a restart: connection {c.name}: IKE on local_port {c.local_port} "
+                           f"(tunsec listens on {', '.join(map(str, sorted(ports)))})")
+        return out
+
+    async def reload(self, cfg: Config) -> list[str]:
+        """As swanctl --load-conns: IKE SAs of removed and changed connections are deleted (the peer
+        is told), the changed and added ones start as configured; a connection that differs only in
+        its credentials (PSK, certificates, keys) keeps its SAs and negotiates anew with the new ones."""
+        d = diff_by_name(list(self.connections.values()), cfg.connections)
+        creds = {new.name for old, new in d.changed if credentials_only(old, new)}
+        replaced = [new for _, new in d.changed if new.name not in creds]
+        gone = {c.name for c in d.removed} | {c.name for c in replaced}
+        now = time.monotonic()
+        for sa in self.endpoint.sas:
+            if sa.name in gone and not sa.is_closed:
+                with contextlib.suppress(Exception):
+                    sa.delete(now)
+        await self._remove_traps(gone)
+        for name in gone:
+            self.attempts.pop(name, None)
+        self.connections = {c.name: c for c in cfg.connections}
+        self.endpoint.set_configs([c.ike for c in cfg.connections])
+        self._pump()   # the DELETEs go out (the children's SAs leave the worker as they are confirmed)
+        for conn in [*d.added, *replaced]:
+            for ch in conn.children:
+                if ch.start_action == "trap":
+                    await self.install_traps(only=(conn.name, ch.name))
+                elif ch.start_action == "start":
+                    self.initiate(conn.name, ch.name)
+        out = dataclasses.replace(d, changed=tuple((o, n) for o, n in d.changed if n.name not in creds)
+                                  ).summary("IKE connections")
+        if creds:
+            out.append(f"IKE connections with new credentials (for new negotiations): {', '.join(sorted(creds))}")
+        return out
+
+    async def _remove_traps(self, conns: set[str]) -> None:
+        for pid, (conn, _child) in list(self.trap_policies.items()):
+            if conn not in conns:
+                continue
+            del self.trap_policies[pid]
+            with contextlib.suppress(WorkerError):
+                await self.worker().request(lambda r, pid=pid: pipe.SpdDelete(r, pid))  # type: ignore[misc]
+            self.ids.release_policy_ids([pid])
+        for key in [k for k in self.trap_reqids if k[0] in conns]:
+            self.ids.release_reqid(self.trap_reqids.pop(key))
 
     def _cancel_timers(self) -> None:
         for handle in self._timers:

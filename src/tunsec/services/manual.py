@@ -13,22 +13,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from tunsec.conf.diff import diff_by_name
 from tunsec.conf.manual import Esp, ManualTunnel
 from tunsec.dataplane import pipe
 from tunsec.dataplane.client import WorkerClient, WorkerError
 from tunsec.dataplane.pipe import Alg, Direction, Endpoint, Lifetime, Policy, SaInfo, SaSpec
 from tunsec.policy.ids import Band, IdSpace, priority
-from tunsec.policy.spd import protect_policies, tunnel_selectors
-from tunsec.seqstate import SeqState, StateError, prepare_dir
-from tunsec.services.base import EspEndpoint, IPAddress, Route, Service, StartupError
+from tunsec.policy.spd import PolicyError, protect_policies, tunnel_selectors
+from tunsec.seqstate import SeqState, StateError, fingerprint, prepare_dir
+from tunsec.services.base import EspEndpoint, IPAddress, ReloadRefused, Route, Service, StartupError
 from tunsec.status import sa_status
+
+if TYPE_CHECKING:
+    from tunsec.conf.config import Config
 
 log = logging.getLogger("tunsec")
 
@@ -78,6 +83,27 @@ def plan(t: ManualTunnel, index: int, ids: IdSpace) -> ManualPlan:
     return ManualPlan(t, reqid, inbound, outbound, tuple(policies))
 
 
+def check_unique(tunnels: Sequence[ManualTunnel]) -> None:
+    """No two manual SAs share a sequence number state (SPI and key: their AES-GCM nonces would
+    collide) or how the worker names them (SPI, and the peer for outbound ones)."""
+    paths: dict[tuple[Direction, int, str], str] = {}
+    keys: dict[SaKey, str] = {}
+    for t in tunnels:
+        remote = Endpoint(t.remote_addr, t.remote_port)
+        for spi, direction, key in ((t.spi_in, Direction.IN, t.key_in), (t.spi_out, Direction.OUT, t.key_out)):
+            path = (direction, spi, fingerprint(key.reveal(), spi, direction))
+            if path in paths:
+                raise ReloadRefused(f"manual tunnels {paths[path]} and {t.name} use the same "
+                                    f"{direction.name.lower()} SPI {spi:08x} and key: their "
+                                    "AES-GCM nonces would collide; give each tunnel its own keys")
+            paths[path] = t.name
+            k = sa_key(spi, direction, remote)
+            if k in keys:
+                raise ReloadRefused(f"manual tunnel {t.name}: {direction.name.lower()} SA {spi:08x} is also "
+                                    f"manual tunnel {keys[k]}'s; give each its own SPI")
+            keys[k] = t.name
+
+
 RESERVE_RETRY = 1.0
 MANUAL_WARNING = ("manual keys are for tests and benchmarks; use IKE in production (RFC 4106 §8.1 forbids "
                   "AES-GCM with statically configured keys; tunsec persists sequence numbers in state_dir)")
@@ -97,13 +123,14 @@ class ManualService(Service):
 
     def __init__(self, tunnels: Sequence[ManualTunnel], ids: IdSpace, state_dir: str,
                  worker: Callable[[], WorkerClient]) -> None:
+        self.ids = ids
         self.plans: list[ManualPlan] = [plan(t, i, ids) for i, t in enumerate(tunnels)]
         self.state_dir = state_dir
         self.worker = worker
         # manual SAs' persisted sequence number reservations, by SA (see sa_key)
         self.seq: dict[SaKey, SeqState] = {}
         self._seq_locks: dict[SaKey, asyncio.Lock] = {}
-        self._extending: set[SaKey] = set()
+        self._extending: dict[SaKey, asyncio.Task[None]] = {}
         # RESERVE_LOW that came while that SA's refill was under way: the worker
         # sends one per reservation, so it is never stale and must not be lost
         self._again: dict[SaKey, int] = {}
@@ -152,26 +179,92 @@ class ManualService(Service):
         """Every manual SA's persisted reservation; refuses to start on unreadable state."""
         if not self.plans:
             return
-        state_dir = Path(self.state_dir)
-        owner: dict[Path, str] = {}
         try:
-            prepare_dir(state_dir)
-            for p in self.plans:
-                for sa in (p.inbound, p.outbound):
-                    st = SeqState.open(state_dir, p.tunnel.name, sa.spi, sa.direction, sa.key, sa.esn)
-                    if st.path in owner:
-                        raise StartupError(f"manual tunnels {owner[st.path]} and {p.tunnel.name} use the same "
-                                           f"{sa.direction.name.lower()} SPI {sa.spi:08x} and key: their "
-                                           "AES-GCM nonces would collide; give each tunnel its own keys")
-                    owner[st.path] = p.tunnel.name
-                    key = sa_key(sa.spi, sa.direction, sa.remote)
-                    if key in self.seq:
-                        raise StartupError(f"manual tunnel {p.tunnel.name}: {sa.direction.name.lower()} SA "
-                                           f"{sa.spi:08x} is also another manual tunnel's; give each its own SPI")
-                    self.seq[key] = st
-                    self._seq_locks[key] = asyncio.Lock()
-        except StateError as err:
+            prepare_dir(Path(self.state_dir))
+            self._open_states(self.plans)
+        except (StateError, ReloadRefused) as err:
             raise StartupError(str(err)) from err
+
+    def _open_states(self, plans: Sequence[ManualPlan]) -> None:
+        """The persisted reservations of plans' SAs (tunnels being added) next to those already open."""
+        check_unique([p.tunnel for p in self.plans])
+        for p in plans:
+            for sa in (p.inbound, p.outbound):
+                st = SeqState.open(Path(self.state_dir), p.tunnel.name, sa.spi, sa.direction, sa.key, sa.esn)
+                key = sa_key(sa.spi, sa.direction, sa.remote)
+                self.seq[key] = st
+                self._seq_locks[key] = asyncio.Lock()
+
+    # --- reload ---------------------------------------------------------------------
+    def check_reload(self, cfg: Config) -> list[str]:
+        """The new tunnels must plan (selectors), keep their SAs apart and find their sequence state."""
+        scratch = IdSpace()
+        try:
+            for i, t in enumerate(cfg.manual):
+                plan(t, i, scratch)
+            check_unique(cfg.manual)
+            d = diff_by_name([p.tunnel for p in self.plans], cfg.manual)
+            fresh = list(d.added) + [new for _, new in d.changed]
+            if fresh:
+                prepare_dir(Path(self.state_dir))
+            for t in fresh:   # read-only: a state file that is corrupt refuses the reload now
+                for spi, direction, key in ((t.spi_in, Direction.IN, t.key_in), (t.spi_out, Direction.OUT, t.key_out)):
+                    SeqState.open(Path(self.state_dir), t.name, spi, direction, key.reveal(), t.esn)
+        except (PolicyError, ReloadRefused, StateError) as err:
+            return [str(err)]
+        return []
+
+    async def reload(self, cfg: Config) -> list[str]:
+        d = diff_by_name([p.tunnel for p in self.plans], cfg.manual)
+        if d.empty:
+            return []
+        by_name = {p.tunnel.name: p for p in self.plans}
+        for t in list(d.removed) + [old for old, _ in d.changed]:
+            await self._uninstall(by_name.pop(t.name))
+        fresh = {t.name for t in d.added} | {new.name for _, new in d.changed}
+        # config order, as at start (it orders the tunnels' policies); kept tunnels keep their plans and ids
+        self.plans = [by_name[t.name] if t.name not in fresh else plan(t, i, self.ids)
+                      for i, t in enumerate(cfg.manual)]
+        added = [p for p in self.plans if p.tunnel.name in fresh]
+        try:
+            self._open_states(added)
+        except (StateError, ReloadRefused) as err:   # checked before: only a file changed since
+            log.error("manual tunnels %s not installed: %s", ", ".join(sorted(fresh)), err)
+            self.plans = [p for p in self.plans if p.tunnel.name not in fresh]
+            return d.summary("manual tunnels")
+        if added:
+            log.warning("%s", MANUAL_WARNING)
+        for p in added:
+            try:
+                await self._install_one(await self._reserved(p))
+            except StartupError as err:
+                log.error("%s", err)
+        return d.summary("manual tunnels")
+
+    async def _uninstall(self, p: ManualPlan) -> None:
+        """A removed (or replaced) tunnel: its policies and SAs leave the worker, its sequence state is
+        retired.  The state file stays: the same key used again starts past what this SA used."""
+        worker = self.worker()
+        requests: list[Callable[[int], Any]] = [
+            *(functools.partial(pipe.SpdDelete, id=pol.id) for pol in p.policies),   # policies first: no
+            lambda r: pipe.Delete(r, p.outbound.spi, Direction.OUT, p.outbound.remote),   # ACQUIRE/drop gap
+            lambda r: pipe.Delete(r, p.inbound.spi, Direction.IN, None),
+        ]
+        for make in requests:
+            with contextlib.suppress(WorkerError):   # already gone (a worker restart) is gone
+                await worker.request(make)
+        self.ids.release_policy_ids([pol.id for pol in p.policies])
+        self.ids.release_reqid(p.reqid)
+        for sa in (p.inbound, p.outbound):
+            key = sa_key(sa.spi, sa.direction, sa.remote)
+            self.seq.pop(key, None)
+            task = self._extending.get(key)
+            if task is not None:   # it stops once retired; its write (if any) lands before a re-add reads
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            self._seq_locks.pop(key, None)
+        log.info("%s: SAs in %08x / out %08x and %d policies removed", p.tunnel.name, p.inbound.spi,
+                 p.outbound.spi, len(p.policies))
 
     async def _install(self) -> None:
         for p in self.plans:
@@ -202,8 +295,7 @@ class ManualService(Service):
             # leave the SA dropping everything past its limit for good
             self._again[key] = max(self._again.get(key, 0), msg.needed)
             return
-        self._extending.add(key)
-        task = asyncio.create_task(self._extend(key, msg.needed))
+        task = self._extending[key] = asyncio.create_task(self._extend(key, msg.needed))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -211,7 +303,8 @@ class ManualService(Service):
         """Persist a further block for an SA, then (only then) let the worker use it."""
         st = self.seq[key]
         try:
-            while not self.closing:
+            # a reload that removes the tunnel retires st (see _uninstall): it must not write again
+            while not self.closing and self.seq.get(key) is st:
                 async with self._seq_locks[key]:
                     try:
                         limit, notify = await asyncio.to_thread(st.extend, time.monotonic(), needed)
@@ -227,7 +320,7 @@ class ManualService(Service):
                         continue
                 await asyncio.sleep(RESERVE_RETRY)
         finally:
-            self._extending.discard(key)
+            self._extending.pop(key, None)
             self._again.pop(key, None)
 
     async def _install_one(self, p: ManualPlan) -> None:

@@ -1,0 +1,115 @@
+"""``tunsec reload`` with manual tunnels, through the daemon's control command into the real
+ManualService and the worker's logic and C fast path in-process: a removed tunnel's SAs and
+policies leave the worker, an added one is installed, a changed one replaced, an untouched one is
+not touched at all; a re-added key never reuses a sequence number (AES-GCM nonce) it had used."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from test_ikeservice_peers import InProcessWorker
+
+from tunsec.conf.config import load_config
+from tunsec.daemon import Daemon, Sockets
+from tunsec.dataplane import pipe
+from tunsec.dataplane.pipe import Direction
+from tunsec.runtime import resolved
+
+KEY_A = "0x0102030405060708090a0b0c0d0e0f1011121314"
+KEY_A2 = "0xa1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4"
+
+
+def tunnel(name: str, n: int, key: str = KEY_A, spi_in: int | None = None, local: str = "192.0.2.1") -> str:
+    return f"""  {name} {{ local_addr = {local}
+    remote_addr = 192.0.2.{10 + n}
+    local_ts = 10.1.0.0/24
+    remote_ts = 10.2.{n}.0/24
+    spi_in = {hex(spi_in or 0xC0010000 + n)}
+    key_in = {key}
+    spi_out = {hex(0xC0020000 + n)}
+    key_out = {key} }}
+"""
+
+
+def conf(tmp: Path, *tunnels: str) -> str:
+    return (f"tunsec {{ control_socket = {tmp}/t.sock\n state_dir = {tmp}/state }}\n"
+            "manual {\n" + "".join(tunnels) + "}\n")
+
+
+class Harness:
+    def __init__(self, tmp: Path, text: str) -> None:
+        self.tmp = tmp
+        self.path = tmp / "tunsec.conf"
+        self.path.write_text(text)
+        self.daemon = Daemon(resolved(load_config(self.path)))
+        self.worker = InProcessWorker(asyncio.get_running_loop(), lambda m: None)
+        self.daemon.worker = self.worker  # type: ignore[assignment]
+        self.daemon.sockets.binds = Sockets.binds_for(self.daemon.manual.esp_endpoints())
+
+    async def start(self) -> None:
+        self.daemon.manual.prepare()
+        await self.daemon.manual.start()
+
+    async def reload(self, text: str) -> dict[str, Any]:
+        self.path.write_text(text)
+        return await self.daemon._command(json.dumps({"cmd": "reload"}).encode())
+
+    def sas(self) -> set[tuple[int, Direction]]:
+        return {(sa.spi, sa.direction) for sa in self.worker.dp.sas()}
+
+    def policy_ids(self) -> set[int]:
+        return {p.id for p in self.worker.dp.policies()}
+
+    def requests_for(self, spi: int) -> list[pipe.Message]:
+        return [m for m in self.worker.log if isinstance(m, (pipe.Update, pipe.Add)) and m.sa.spi == spi]
+
+    def adds(self, spi: int) -> list[pipe.Add]:
+        return [m for m in self.worker.log if isinstance(m, pipe.Add) and m.sa.spi == spi]
+
+
+def sa_pair(n: int) -> set[tuple[int, Direction]]:
+    return {(0xC0010000 + n, Direction.IN), (0xC0020000 + n, Direction.OUT)}
+
+
+def test_manual_reload_adds_removes_replaces_and_never_reuses_a_sequence_number(tmp_path: Path) -> None:
+    async def body() -> None:
+        h = Harness(tmp_path, conf(tmp_path, tunnel("keep", 1), tunnel("gone", 2), tunnel("change", 3)))
+        await h.start()
+        assert h.sas() == sa_pair(1) | sa_pair(2) | sa_pair(3)
+        keep_requests = len(h.requests_for(0xC0020001))
+        keep_policies = {p.id for p in h.daemon.manual.plans[0].policies}
+        gone_policies = {p.id for p in h.daemon.manual.plans[1].policies}
+        first = h.adds(0xC0020003)[-1].sa
+        assert first.seq_start == 0
+
+        answer = await h.reload(conf(tmp_path, tunnel("keep", 1), tunnel("change", 3, KEY_A2), tunnel("new", 4)))
+        assert answer == {"ok": True, "message": "manual tunnels added: new\nmanual tunnels removed: gone\n"
+                                                 "manual tunnels replaced: change"}
+        assert h.sas() == sa_pair(1) | sa_pair(3) | sa_pair(4)
+        assert not gone_policies & h.policy_ids()
+        assert keep_policies <= h.policy_ids()
+        assert len(h.requests_for(0xC0020001)) == keep_requests     # keep was not touched
+        assert h.adds(0xC0020003)[-1].sa.key == bytes.fromhex(KEY_A2[2:])
+
+        # back to the first key: it starts past everything that key reserved before (no (key, seq) reused)
+        answer = await h.reload(conf(tmp_path, tunnel("keep", 1), tunnel("change", 3), tunnel("new", 4)))
+        assert answer["ok"] and answer["message"] == "manual tunnels replaced: change"
+        again = h.adds(0xC0020003)[-1].sa
+        assert again.key == first.key and again.seq_start >= first.seq_limit > 0
+
+        # refused as a whole: two tunnels with one inbound SPI; an address no ESP socket is bound to
+        before = (h.sas(), h.policy_ids(), len(h.worker.log))
+        answer = await h.reload(conf(tmp_path, tunnel("keep", 1), tunnel("dup", 5, KEY_A2, spi_in=0xC0010001)))
+        assert answer["ok"] is False
+        assert ":16: manual.dup.spi_in: SPI 0xc0010001 is already the spi_in of another tunnel" in answer["error"]
+        answer = await h.reload(conf(tmp_path, tunnel("keep", 1), tunnel("far", 6, local="192.0.2.99")))
+        assert answer["ok"] is False
+        assert "needs a restart: ESP-in-UDP on IPv4 192.0.2.99 port 4500 (tunsec listens on 192.0.2.1 port 4500)" \
+            in answer["error"]
+        answer = await h.reload(conf(tmp_path, tunnel("keep", 1)).replace("local_ts = 10.1.0.0/24", "local_ts = x"))
+        assert answer["ok"] is False and f"{h.path}:" in answer["error"]
+        assert (h.sas(), h.policy_ids(), len(h.worker.log)) == before
+    asyncio.run(body())
