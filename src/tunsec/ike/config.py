@@ -17,6 +17,7 @@ from cryptography import x509
 
 from .auth import PrivateKey
 from .constants import IKE_PORT, ProtocolId
+from .fragments import DEFAULT_FRAGMENT_SIZE, FragmentationMode
 from .identity import Identity
 from .proposals import ProposalSpec, parse_proposals
 from .secret import Secret
@@ -103,6 +104,12 @@ class IkeConfig:
     ``send_cert`` (with ``pubkey`` authentication): ``ifasked`` sends our certificate
     only if the peer sent a CERTREQ, ``always`` always, ``never`` never.
 
+    ``fragmentation`` (swanctl's, RFC 7383; see ``fragments.py``): ``yes`` announces
+    support and sends messages that exceed ``fragment_size`` (the whole IP datagram,
+    strongswan.conf's ``charon.fragment_size``) in fragments if the peer supports them;
+    ``accept`` only announces; ``force`` fragments even if the peer did not announce;
+    ``no`` does not announce. Fragments from the peer are reassembled in every mode.
+
     ``psk`` is the shared secret used in both directions when either side
     authenticates with ``psk`` (swanctl ``secrets { ike { ... } }``).
     ``local_addr`` is our IP address for ``dynamic`` selectors (the daemon may
@@ -128,6 +135,8 @@ class IkeConfig:
     rand_time: float | None = None  # None: 10 % of rekey_time
     over_time: float | None = None  # None: 10 % of rekey_time
     send_cert: SendCertMode = "ifasked"
+    fragmentation: FragmentationMode = "yes"
+    fragment_size: int = DEFAULT_FRAGMENT_SIZE
 
     def __post_init__(self) -> None:
         if "psk" in (self.local.method, self.remote.method) and self.psk is None:

@@ -41,6 +41,7 @@ from typing import NamedTuple
 from .config import IkeConfig
 from .constants import IKE_PORT, ExchangeType, HeaderFlag, NotifyType
 from .events import Address, DownReason, Event, IkeSaUp
+from .fragments import FragmentStats
 from .message import (
     DecodeError,
     Header,
@@ -119,6 +120,7 @@ class IkeEndpoint:
             limits = DosLimits(cookie_threshold, limits.half_open_limit, limits.cookie_lifetime)
         self.limits = limits
         self.stats = EndpointStats()
+        self.fragment_stats = FragmentStats()  # IKE fragments (RFC 7383) of all SAs
         self._configs = {c.name: c for c in configs}
         self._rng = rng
         self._jitter = jitter
@@ -243,6 +245,7 @@ class IkeEndpoint:
                 wall_clock=self._wall_clock,
                 candidates=candidates,
                 jitter=self._jitter,
+                fragment_stats=self.fragment_stats,
             )
             if sa.local_spi not in self._sas:
                 self._register(sa)
