@@ -12,7 +12,8 @@ Keys mean what they mean in strongSwan 5.9's swanctl.conf. A key or value
 tunsec does not honour is an error naming file and line, never silently
 ignored; a few keys are accepted only with the value that describes what
 tunsec does anyway (``mobike = no``, ``encap = yes``, ``policies = yes``...).
-Child names may repeat across connections, as in strongSwan: :func:`find_child` resolves ``--child NAME`` with ``--ike CONN``.
+Child names may repeat across connections, as in strongSwan: :func:`find_child`
+resolves ``--child NAME`` with ``--ike CONN``.
 
 Certificates and keys come from :mod:`tunsec.conf.credentials`, PSKs from
 :mod:`tunsec.conf.secrets` (:func:`~tunsec.conf.secrets.find_psk`).
