@@ -76,6 +76,7 @@ class Reassembly:
     started: float = 0.0
     size: int = 0
     parts: dict[int, bytes] = field(default_factory=dict)
+    abandoned: int | None = None  # message ID given up as too large: its other fragments are dropped too
 
     @property
     def deadline(self) -> float | None:
@@ -94,6 +95,8 @@ class Reassembly:
         plaintext) once complete, else None. Raises FragmentRejected if not stored."""
         if fragment.total > MAX_FRAGMENTS:
             raise FragmentRejected(f"{fragment.total} fragments announced, at most {MAX_FRAGMENTS} accepted")
+        if message_id == self.abandoned:
+            raise FragmentRejected("of a message abandoned as too large")
         if message_id != self.message_id or fragment.total > self.total:
             self.clear()
             self.message_id, self.total, self.started = message_id, fragment.total, now
@@ -103,6 +106,7 @@ class Reassembly:
             raise FragmentRejected(f"duplicate fragment {fragment.number}")
         if self.size + len(plain) > MAX_MESSAGE:
             self.clear()
+            self.abandoned = message_id
             raise FragmentRejected(f"message larger than {MAX_MESSAGE} bytes; reassembly abandoned")
         self.parts[fragment.number] = plain
         self.size += len(plain)
