@@ -91,6 +91,8 @@ def status_document(d: Daemon, dump: Reply) -> dict[str, Any]:
         # unauthenticated IKE: half-open responder SAs now, and what was dropped or answered statelessly
         "ike_half_open": d.ike.endpoint.half_open if d.ike else 0,
         "ike_drops": dataclasses.asdict(d.ike.endpoint.stats) if d.ike else {},
+        # IKE fragmentation (RFC 7383): messages split and reassembled, fragments dropped
+        "ike_fragments": dataclasses.asdict(d.ike.endpoint.fragment_stats) if d.ike else {},
     }
 
 

@@ -108,6 +108,9 @@ def test_certificate_chains_over_a_1280_path(
     charon.wait_log(r"reassembled fragmented IKE message \(\d+ bytes\)")
     tunsec.wait_log(r"splitting IKE message 1 into \d+ fragments")
     tunsec.wait_log(r"reassembled message 1 from \d+ fragments")
+    counted = tunsec.status()["ike_fragments"]
+    assert counted["messages_fragmented"] == counted["messages_reassembled"] == 1
+    assert counted["fragments_dropped"] == 0
     # and nothing arrived as IP fragments (they would have been dropped and counted)
     for host in (topo.a, topo.b):
         assert _ip_counters(topo, host)["ReasmReqds"] == 0
