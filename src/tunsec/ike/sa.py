@@ -194,8 +194,9 @@ class IkeSa:
         self._queue: deque[Task] = deque()
         self._last_response: tuple[int, tuple[bytes, ...]] | None = None
         self._frag_stats = fragment_stats if fragment_stats is not None else FragmentStats()
-        self._rx_request = Reassembly()  # fragments of the peer's request
-        self._rx_response = Reassembly()  # fragments of the response to our request
+        # fragments of the peer's request [False] and of the response to ours [True], only
+        # while some are held (most IKE SAs never see one: no memory for them)
+        self._reassembly: dict[bool, Reassembly] = {}
         self._outbox: list[tuple[bytes, Address]] = []
         self._watcher: Callable[[IkeSa], None] | None = None
 
@@ -426,7 +427,7 @@ class IkeSa:
         self._outbox.extend((data, self._st.remote_addr) for data in pending.datagrams)
 
     def get_timer(self) -> float | None:
-        timers = [t for t in (self._rx_request.deadline, self._rx_response.deadline) if t is not None]
+        timers = [t for t in (r.deadline for r in self._reassembly.values()) if t is not None]
         if self._pending is not None and self._pending.deadline is not None:
             timers.append(self._pending.deadline)
         if self.is_half_open:
@@ -590,7 +591,7 @@ class IkeSa:
 
     def _accept_response(self, pending: _Pending, payloads: tuple[Payload, ...]) -> None:
         self._pending = None
-        self._rx_response.clear()
+        self._reassembly.pop(True, None)
         outcome = pending.task.process(self._st, payloads)
         self._after(pending, outcome)
 
@@ -734,7 +735,7 @@ class IkeSa:
         data = self._encode(msg.exchange, msg.message_id, response.payloads, response=True)
         self._last_response = (msg.message_id, data)
         self._peer_id = msg.message_id + 1
-        self._rx_request.clear()
+        self._reassembly.pop(False, None)
         self._outbox.extend((d, addr) for d in data)
         if response.close:
             self._close(response.reason)
@@ -765,7 +766,7 @@ class IkeSa:
         if msg.is_response:
             if pending is None or msg.message_id != pending.message_id or msg.exchange != pending.task.exchange:
                 return
-            buffer = self._rx_response
+            buffer = self._reassembly.setdefault(True, Reassembly())
         else:
             last = self._last_response
             if last is not None and msg.message_id == last[0]:
@@ -776,7 +777,7 @@ class IkeSa:
                 return
             if msg.message_id != self._peer_id:
                 return
-            buffer = self._rx_request
+            buffer = self._reassembly.setdefault(False, Reassembly())
         whole = self._store_fragment(buffer, msg, skf, datagram)
         if whole is None:
             return
@@ -834,10 +835,11 @@ class IkeSa:
 
     def _expire_reassembly(self, now: float) -> None:
         """Drop an incomplete message once REASSEMBLY_TIMEOUT passed since its first fragment."""
-        for buffer in (self._rx_request, self._rx_response):
+        for key, buffer in list(self._reassembly.items()):
             deadline = buffer.deadline
             if deadline is not None and now >= deadline:
                 dropped = buffer.clear()
+                del self._reassembly[key]
                 self._frag_stats.fragments_dropped += dropped
                 log.debug("%s: incomplete fragmented message dropped after its timeout", self.name)
 
@@ -977,8 +979,7 @@ class IkeSa:
             task, self._pending = self._pending.task, None
             self._end_pending(task)
         self._abort_queue()
-        self._rx_request.clear()
-        self._rx_response.clear()
+        self._reassembly.clear()
         if self._heir is not None:  # the Child SAs live on in the heir
             self._state = State.CLOSED
             log.debug("%s: replaced IKE SA closed: %s", self.name, reason)
