@@ -57,7 +57,7 @@ def _pki() -> _Pki:
     return _Pki(root, tuple(chain), moon, sun)
 
 
-def _cert_cfg(initiator: bool, fragmentation: str = "yes") -> IkeConfig:
+def _cert_cfg(initiator: bool, fragmentation: str = "yes", fragment_size: int = 1280) -> IkeConfig:
     pki = _pki()
     me, ids = (pki.moon, ("moon", "sun")) if initiator else (pki.sun, ("sun", "moon"))
     ts = ("10.1.0.0/16", "10.2.0.0/16") if initiator else ("10.2.0.0/16", "10.1.0.0/16")
@@ -72,6 +72,7 @@ def _cert_cfg(initiator: bool, fragmentation: str = "yes") -> IkeConfig:
         remote_addr=B if initiator else None,
         send_cert="always",
         fragmentation=fragmentation,  # type: ignore[arg-type]
+        fragment_size=fragment_size,
     )
 
 
@@ -118,6 +119,19 @@ def test_certificate_chains_pass_a_1280_path_only_in_fragments() -> None:
         assert ep.fragment_stats.messages_fragmented == 1
         assert ep.fragment_stats.messages_reassembled == 1
         assert ep.fragment_stats.fragments_dropped == 0
+
+
+def test_fragment_size_zero_is_576_on_ipv4() -> None:
+    # strongswan.conf's charon.fragment_size = 0: the address family's minimum datagram
+    net = Network()
+    a = net.add(A, IkeEndpoint([_cert_cfg(True, fragment_size=0)]))
+    b = net.add(B, IkeEndpoint([_cert_cfg(False, fragment_size=0)]))
+    net.drop = lambda sent: 20 + 8 + 4 + len(sent.data) > 576
+    a.initiate("c", "net", net.now)
+    net.run()
+    assert _up(net.take(A)) and _up(net.take(B))
+    assert not any(s.dropped for s in net.log)
+    assert a.fragment_stats.fragments_sent > 6 and b.fragment_stats.messages_reassembled == 1
 
 
 @pytest.mark.parametrize(

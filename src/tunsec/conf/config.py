@@ -121,6 +121,7 @@ def parse_config(text: str, path: str = "<string>") -> Config:
         connections = read_connections(
             sections["connections"], creds, psks, issues, psks_broken=broken,
             retransmit=tunsec.retransmit, half_open_timeout=tunsec.half_open_timeout,
+            fragment_size=tunsec.fragment_size,
         )  # fmt: skip
     if issues:
         raise ConfigError(_ordered(issues, files))

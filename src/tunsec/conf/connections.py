@@ -68,7 +68,7 @@ from tunsec.dataplane.pipe import Lifetime
 from tunsec.ike.auth import PrivateKey
 from tunsec.ike.config import ChildConfig, IkeConfig, LocalAuth, RemoteAuth, RetransmitConfig, SendCertMode
 from tunsec.ike.constants import IKE_PORT, ProtocolId
-from tunsec.ike.fragments import FragmentationMode
+from tunsec.ike.fragments import DEFAULT_FRAGMENT_SIZE, FragmentationMode
 from tunsec.ike.identity import Identity, certificate_has_identity
 from tunsec.ike.proposals import ProposalSpec, parse_proposals
 from tunsec.ike.secret import Secret
@@ -609,6 +609,7 @@ class _ConnContext:
     issues: list[ConfigIssue]
     retransmit: RetransmitConfig
     half_open_timeout: float
+    fragment_size: int = DEFAULT_FRAGMENT_SIZE
 
 
 def _ike_lifetimes(r: SectionReader) -> tuple[int, int, int, int]:
@@ -718,6 +719,7 @@ def _read_connection(section: Section, ctx: _ConnContext) -> Connection | None:
             send_cert=send_cert,
             dpd_delay=dpd_delay or None,
             fragmentation=fragmentation,
+            fragment_size=ctx.fragment_size,
         )
     except ValueError as exc:  # the engine's own consistency checks; the checks above should cover them
         issues.append(ConfigIssue(section.file, section.line, section.path, str(exc)))
@@ -890,14 +892,17 @@ def read_connections(
     psks_broken: bool = False,
     retransmit: RetransmitConfig | None = None,
     half_open_timeout: float = 30.0,
+    fragment_size: int = DEFAULT_FRAGMENT_SIZE,
 ) -> tuple[Connection, ...]:
     """The valid connections of ``connections { }``; every problem goes to ``issues``.
 
     ``psks`` are the ``secrets.ike*`` entries (``psks_broken``: one of them had
-    errors, so a connection without a PSK says nothing more); ``retransmit`` and
-    ``half_open_timeout`` come from ``tunsec { }`` and go into every ``IkeConfig``.
+    errors, so a connection without a PSK says nothing more); ``retransmit``,
+    ``half_open_timeout`` and ``fragment_size`` come from ``tunsec { }`` and go into
+    every ``IkeConfig``.
     """
-    ctx = _ConnContext(creds, psks, psks_broken, issues, retransmit or RetransmitConfig(), half_open_timeout)
+    ctx = _ConnContext(creds, psks, psks_broken, issues, retransmit or RetransmitConfig(), half_open_timeout,
+                       fragment_size)
     for name, setting in section.settings.items():
         issues.append(
             ConfigIssue(

@@ -106,7 +106,7 @@ class IkeConfig:
 
     ``fragmentation`` (swanctl's, RFC 7383; see ``fragments.py``): ``yes`` announces
     support and sends messages that exceed ``fragment_size`` (the whole IP datagram,
-    strongswan.conf's ``charon.fragment_size``) in fragments if the peer supports them;
+    strongswan.conf's ``charon.fragment_size``; 0: 576 for IPv4, 1280 for IPv6) in fragments if the peer supports them;
     ``accept`` only announces; ``force`` fragments even if the peer did not announce;
     ``no`` does not announce. Fragments from the peer are reassembled in every mode.
 

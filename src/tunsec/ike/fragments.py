@@ -31,6 +31,8 @@ from .sk import MAX_FRAGMENTS
 FragmentationMode = Literal["yes", "accept", "force", "no"]
 
 DEFAULT_FRAGMENT_SIZE = 1280  # strongSwan's charon.fragment_size: whole IP datagram, IPv4 and IPv6
+# fragment_size = 0: the family's minimum (strongSwan's "address family specific default")
+_FAMILY_FRAGMENT_SIZE = {4: 576, 6: 1280}
 MAX_MESSAGE = 10_000  # plaintext bytes of a reassembled message (strongSwan's charon.max_packet)
 REASSEMBLY_TIMEOUT = 30.0  # seconds an incomplete message is kept after its first fragment
 _IP_HEADER = {4: 20, 6: 40}
@@ -39,13 +41,14 @@ _NON_ESP_MARKER = 4
 
 
 def max_message_len(fragment_size: int, remote_ip: str, local_port: int, remote_port: int) -> int:
-    """The largest IKE message that fits an IP datagram of ``fragment_size`` bytes (as
-    strongSwan computes it: no IP options, the non-ESP marker unless either port is 500)."""
+    """The largest IKE message that fits an IP datagram of ``fragment_size`` bytes (0: 576
+    for IPv4, 1280 for IPv6), as strongSwan computes it: no IP options, the non-ESP marker
+    unless either port is 500."""
     try:
         version = ipaddress.ip_address(remote_ip).version
     except ValueError:
         version = 6  # the larger header: never too big
-    size = fragment_size - _IP_HEADER[version] - _UDP_HEADER
+    size = (fragment_size or _FAMILY_FRAGMENT_SIZE[version]) - _IP_HEADER[version] - _UDP_HEADER
     if IKE_PORT not in (local_port, remote_port):
         size -= _NON_ESP_MARKER
     return max(1, size)
