@@ -13,6 +13,8 @@ import struct
 from functools import cache
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tunsec.ike.config import IkeConfig, LocalAuth, RemoteAuth, child_config
 from tunsec.ike.constants import IKE_HEADER_LEN, ExchangeType, HeaderFlag, PayloadType
@@ -207,13 +209,14 @@ def _request_fragments(sender: IkeSa, size: int, content_len: int) -> list[bytes
     return encrypt_fragments(msg, st.tx, content_len)
 
 
-def _skf(sender: IkeSa, message_id: int, number: int, total: int, plain: bytes) -> bytes:
+def _skf(sender: IkeSa, message_id: int, number: int, total: int, plain: bytes,
+         first: int = PayloadType.VENDOR_ID) -> bytes:
     """One fragment with any number and total, sealed with the sender's real keys."""
     st = sender._st
     assert st.tx is not None
     padded = st.tx.pad(plain)
     body_len = st.tx.iv_len + len(padded) + st.tx.icv_len
-    first = PayloadType.VENDOR_ID if number == 1 else 0
+    first = first if number == 1 else 0
     skf = struct.pack("!BBHHH", first, 0, SKF_HEADER_LEN + body_len, number, total)
     header = Header(st.spi_i, st.spi_r, PayloadType.SKF, ExchangeType.INFORMATIONAL, int(HeaderFlag.INITIATOR),
                     message_id, IKE_HEADER_LEN + SKF_HEADER_LEN + body_len).encode()
@@ -316,3 +319,25 @@ def test_reassembly_restarts_for_a_newer_message_or_a_larger_total() -> None:
     assert r.add(3, frag(1, 3), b"1", 0.0) is None
     assert r.add(3, frag(3, 3), b"3", 0.0) == (PayloadType.NOTIFY, b"1y3")
     assert r.deadline is None  # nothing held once complete
+
+
+@settings(max_examples=25, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 70), st.integers(1, 70), st.binary(max_size=300), st.integers(0, 60)),
+                min_size=1, max_size=12))
+def test_authenticated_garbage_fragments_never_stall_the_responder(frags: list[tuple[int, int, bytes, int]]) -> None:
+    # sealed with the real keys: any number/total, any plaintext (malformed chains once reassembled)
+    b, sender = _established()
+    mid = sender._next_id
+    for number, total, plain, first in frags:
+        if number <= total:
+            _deliver(b, [_skf(sender, mid, number, total, plain, first=first)])
+    assert b.fragment_stats.fragments_received <= MAX_FRAGMENTS
+    # whatever happened to that message ID, the window moves on: once an incomplete message timed
+    # out (a smaller Total Fragments for it is refused until then, RFC 7383 §2.6), a real request
+    # still gets its answer
+    later = 2.0 + REASSEMBLY_TIMEOUT
+    b.handle_timer(later)
+    sender._next_id = mid
+    if b.fragment_stats.messages_reassembled:
+        sender._next_id = mid + 1  # that one was answered (INVALID_SYNTAX or a real response)
+    assert _deliver(b, _request_fragments(sender, 2000, 700), now=later) == 1
