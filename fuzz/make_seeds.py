@@ -266,6 +266,11 @@ def ike_message_seeds() -> Iterable[tuple[str, bytes]]:
     yield "sa-init-cookie", b"\0" + msg(ExchangeType.IKE_SA_INIT, HeaderFlag.RESPONSE, 0,
                                          (ike.NotifyPayload(NotifyType.COOKIE, b"c" * 16),))
     yield "auth-sk", b"\0" + msg(ExchangeType.IKE_AUTH, i, 1, (ike.SkPayload(PayloadType.IDI, b"e" * 80),))
+    # IKE fragments (RFC 7383): the first names the first inner payload, the others 0
+    yield "auth-skf-first", b"\0" + msg(ExchangeType.IKE_AUTH, i, 1,
+                                         (ike.SkfPayload(PayloadType.IDI, 1, 3, b"f" * 80),))
+    yield "auth-skf-last", b"\0" + msg(ExchangeType.IKE_AUTH, HeaderFlag.RESPONSE, 1,
+                                        (ike.SkfPayload(0, 3, 3, b"g" * 40),))
     yield "informational", b"\0" + msg(ExchangeType.INFORMATIONAL, i, 2, info)
     unknown = bytearray(msg(ExchangeType.INFORMATIONAL, i, 3, (ike.NoncePayload(b"n" * 16),)))
     unknown[16] = 200  # an unknown first payload, not critical

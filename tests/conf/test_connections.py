@@ -24,11 +24,13 @@ from tunsec.conf.errors import ConfigError, ConfigIssue
 from tunsec.conf.secrets import IkeSecret, find_psk
 from tunsec.dataplane.pipe import Lifetime
 from tunsec.ike.auth import PrivateKey
-from tunsec.ike.constants import IdType, ProtocolId
+from tunsec.ike.constants import IdType, NotifyType, ProtocolId
 from tunsec.ike.endpoint import IkeEndpoint
 from tunsec.ike.events import ChildSaUp, IkeSaUp
 from tunsec.ike.identity import Identity
+from tunsec.ike.message import NotifyPayload, decode_message
 from tunsec.ike.proposals import parse_proposals
+from tunsec.ike.sa import IkeSa
 from tunsec.ike.secret import Secret
 from tunsec.ike.testing import EPOCH, Issued, Network, make_ca, make_cert
 from tunsec.ike.ts import Ts
@@ -458,16 +460,20 @@ def test_encap_no_is_an_error_naming_file_and_line() -> None:
     assert issue.message.startswith("encap = no is not supported: tunsec always encapsulates ESP in UDP (RFC 3948)")
 
 
-@pytest.mark.parametrize("value", ["yes", "accept", "force", "YES"])
-def test_ike_fragmentation_is_an_error_until_it_is_implemented(value: str) -> None:
-    assert parse_config(with_line("conn", "fragmentation = no")).connections
-    text = with_line("conn", f"fragmentation = {value}")
-    issue = only_issue(text)
-    assert (issue.file, issue.line) == ("swanctl.conf", line_of(text, "fragmentation ="))
-    assert issue.key == "connections.gw-gw.fragmentation"
-    assert issue.message == (
-        "IKE fragmentation (RFC 7383) is not supported yet; set fragmentation = no or remove the key"
-    )
+@pytest.mark.parametrize(("value", "mode"), [("yes", "yes"), ("accept", "accept"), ("force", "force"),
+                                            ("NO", "no"), (None, "yes")])
+def test_ike_fragmentation_modes_reach_the_engine(value: str | None, mode: str) -> None:
+    # strongSwan's default is yes; the engine acts on the mode (tests/ike/test_engine_fragments.py)
+    text = with_line("conn", f"fragmentation = {value}") if value else with_line("conn", "")
+    (conn,) = parse_config(text).connections
+    assert conn.ike.fragmentation == mode
+    # what it drives first: IKE_SA_INIT announces IKEV2_FRAGMENTATION_SUPPORTED unless "no"
+    sa = IkeSa(conn.ike, True, 0.0)
+    sa.initiate()
+    ((data, _),) = sa.datagrams_to_send(0.0)
+    announced = [p for p in decode_message(data).payloads
+                 if isinstance(p, NotifyPayload) and p.type == NotifyType.IKEV2_FRAGMENTATION_SUPPORTED]
+    assert bool(announced) == (mode != "no")
 
 
 UNSUPPORTED = [

@@ -75,6 +75,13 @@ def test_settings_drive_the_engine() -> None:
     assert b.sa_count == 0 and b.stats.cookies_sent == 10
 
 
+@pytest.mark.parametrize(("line", "size"), [("", 1280), ("fragment_size = 0", 0), ("fragment_size = 1400", 1400)])
+def test_fragment_size_goes_into_every_connection(line: str, size: int) -> None:
+    # what it drives is in tests/ike/test_engine_fragments.py (0: 576 bytes on IPv4)
+    (conn,) = parse_config(f"tunsec {{\n  {line}\n}}\n" + CONNECTION).connections
+    assert conn.ike.fragment_size == size
+
+
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
@@ -82,6 +89,8 @@ def test_settings_drive_the_engine() -> None:
         ("half_open_timeout", "0", "'0' is out of range 0.5..3600"),
         ("cookie_threshold", "-1", "not a number of half-open IKE SAs: '-1'"),
         ("half_open_limit", "0", "0 is out of range 1..1048576"),
+        ("fragment_size", "100", "100 is out of range 576..65535"),
+        ("fragment_size", "big", "not a size in bytes: 'big'"),
     ],
 )
 def test_bad_values_name_line_and_key(key: str, value: str, message: str) -> None:

@@ -28,6 +28,7 @@ from tunsec.ike.message import (
     Payload,
     Proposal,
     SaPayload,
+    SkfPayload,
     SkPayload,
     TrafficSelector,
     Transform,
@@ -223,6 +224,32 @@ def test_sk_must_be_last() -> None:
     # an SK payload whose own length ends before the message does
     with pytest.raises(DecodeError):
         decode_message(_header(PayloadType.SK, len(sk) + len(vid)) + sk + vid)
+
+
+@settings(deadline=None)
+@given(messages, st.binary(max_size=64), u8, st.integers(1, 0xFFFF), st.data())
+def test_message_with_skf_round_trip(msg: Message, body: bytes, first: int, total: int, data: st.DataObject) -> None:
+    number = data.draw(st.integers(1, total))
+    frag = SkfPayload(first, number, total, body)
+    sealed = Message(msg.spi_i, msg.spi_r, msg.exchange, msg.flags, msg.message_id, (*msg.payloads, frag))
+    assert decode_message(sealed.encode()) == sealed
+
+
+@pytest.mark.parametrize(("number", "total"), [(0, 3), (4, 3), (1, 0), (0, 0)])
+def test_skf_fragment_number_out_of_range(number: int, total: int) -> None:
+    skf = struct.pack("!BBHHH", 0, 0, 8 + 20, number, total) + b"e" * 20
+    with pytest.raises(DecodeError, match="fragment"):
+        decode_message(_header(PayloadType.SKF, len(skf)) + skf)
+
+
+def test_skf_needs_number_and_total_and_must_be_last() -> None:
+    short = struct.pack("!BBH", 0, 0, 6) + b"\x00\x01"
+    with pytest.raises(DecodeError):
+        decode_message(_header(PayloadType.SKF, len(short)) + short)
+    skf = struct.pack("!BBHHH", PayloadType.VENDOR_ID, 0, 12, 1, 1) + b"abcd"
+    vid = encode_payloads([VendorIdPayload(b"x")])
+    with pytest.raises(DecodeError):
+        decode_message(_header(PayloadType.SKF, len(skf) + len(vid)) + skf + vid)
 
 
 def test_proposal_transform_count_mismatch() -> None:

@@ -120,6 +120,7 @@ def parse_config(text: str, path: str = "<string>") -> Config:
             sections["connections"], creds, psks, issues, psks_broken=broken,
             retransmit=tunsec.retransmit, half_open_timeout=tunsec.half_open_timeout,
             pools={p.name: p.version for p in pools},
+            fragment_size=tunsec.fragment_size,
         )  # fmt: skip
     if issues:
         raise ConfigError(_ordered(issues, files))

@@ -11,9 +11,9 @@ they are: the value on the parsed object is the value that runs.
 Keys mean what they mean in strongSwan 5.9's swanctl.conf. A key or value
 tunsec does not honour is an error naming file and line, never silently
 ignored; a few keys are accepted only with the value that describes what
-tunsec does anyway (``mobike = no``, ``encap = yes``, ``fragmentation = no``,
-``policies = yes``...). Child names may repeat across connections, as in
-strongSwan: :func:`find_child` resolves ``--child NAME`` with ``--ike CONN``.
+tunsec does anyway (``mobike = no``, ``encap = yes``, ``policies = yes``...).
+Child names may repeat across connections, as in strongSwan: :func:`find_child`
+resolves ``--child NAME`` with ``--ike CONN``.
 
 Certificates and keys come from :mod:`tunsec.conf.credentials`, PSKs from
 :mod:`tunsec.conf.secrets` (:func:`~tunsec.conf.secrets.find_psk`).
@@ -69,6 +69,7 @@ from tunsec.dataplane.pipe import Lifetime
 from tunsec.ike.auth import PrivateKey
 from tunsec.ike.config import ChildConfig, IkeConfig, LocalAuth, RemoteAuth, RetransmitConfig, SendCertMode
 from tunsec.ike.constants import IKE_PORT, ProtocolId
+from tunsec.ike.fragments import DEFAULT_FRAGMENT_SIZE, FragmentationMode
 from tunsec.ike.identity import Identity, certificate_has_identity
 from tunsec.ike.proposals import ProposalSpec, parse_proposals
 from tunsec.ike.secret import Secret
@@ -292,15 +293,8 @@ def _parse_encap(text: str) -> bool:
     return True
 
 
-def _parse_fragmentation(text: str) -> bool:
-    value = text.strip().lower()
-    if value == "no":
-        return False
-    if value in ("yes", "accept", "force"):
-        raise BadValue(
-            "IKE fragmentation (RFC 7383) is not supported yet; set fragmentation = no or remove the key"
-        )
-    raise BadValue(f"not a fragmentation mode (yes, accept, force, no): {show_value(text)}")
+_FRAGMENTATION: dict[str, FragmentationMode] = {"yes": "yes", "accept": "accept", "force": "force", "no": "no"}
+_parse_fragmentation = choice("a fragmentation mode", _FRAGMENTATION)
 
 
 def _parse_send_cert(text: str) -> SendCertMode:
@@ -630,6 +624,7 @@ class _ConnContext:
     issues: list[ConfigIssue]
     retransmit: RetransmitConfig
     half_open_timeout: float
+    fragment_size: int = DEFAULT_FRAGMENT_SIZE
     pools: Mapping[str, int] = field(default_factory=dict)  # pools.<name> -> IP version
 
 
@@ -695,9 +690,8 @@ def _read_connection(section: Section, ctx: _ConnContext) -> Connection | None:
     r.get("mobike", _parse_mobike, False)
     dpd_delay = r.get("dpd_delay", parse_duration, 0)
     r.get("dpd_timeout", parse_duration, 0)  # IKEv1 only: no effect on IKEv2 in strongSwan either
-    # the engine neither sends nor reassembles IKE fragments (RFC 7383) yet:
-    # only "no" describes that; strongSwan's default "yes" must not be assumed
-    r.get("fragmentation", _parse_fragmentation, False)
+    # IKE fragmentation (RFC 7383): strongSwan's modes and default (see tunsec.ike.fragments)
+    fragmentation: FragmentationMode = r.get("fragmentation", _parse_fragmentation, "yes")
     send_certreq = r.get("send_certreq", parse_bool, True)
     send_cert: SendCertMode = r.get("send_cert", _parse_send_cert, "ifasked")
     keyingtries = r.get("keyingtries", _parse_keyingtries, 1)
@@ -776,6 +770,8 @@ def _read_connection(section: Section, ctx: _ConnContext) -> Connection | None:
             dpd_delay=dpd_delay or None,
             vips=vips,
             pools=pools,
+            fragmentation=fragmentation,
+            fragment_size=ctx.fragment_size,
         )
     except ValueError as exc:  # the engine's own consistency checks; the checks above should cover them
         issues.append(ConfigIssue(section.file, section.line, section.path, str(exc)))
@@ -949,16 +945,18 @@ def read_connections(
     retransmit: RetransmitConfig | None = None,
     half_open_timeout: float = 30.0,
     pools: Mapping[str, int] | None = None,
+    fragment_size: int = DEFAULT_FRAGMENT_SIZE,
 ) -> tuple[Connection, ...]:
     """The valid connections of ``connections { }``; every problem goes to ``issues``.
 
     ``psks`` are the ``secrets.ike*`` entries (``psks_broken``: one of them had
-    errors, so a connection without a PSK says nothing more); ``retransmit`` and
-    ``half_open_timeout`` come from ``tunsec { }`` and go into every ``IkeConfig``;
-    ``pools`` names the configured address pools (their IP version), which ``connections.X.pools`` may use.
+    errors, so a connection without a PSK says nothing more); ``retransmit``,
+    ``half_open_timeout`` and ``fragment_size`` come from ``tunsec { }`` and go into
+    every ``IkeConfig``; ``pools`` names the configured address pools (their IP
+    version), which ``connections.X.pools`` may use.
     """
     ctx = _ConnContext(creds, psks, psks_broken, issues, retransmit or RetransmitConfig(), half_open_timeout,
-                       dict(pools or {}))
+                       fragment_size=fragment_size, pools=dict(pools or {}))
     for name, setting in section.settings.items():
         issues.append(
             ConfigIssue(

@@ -22,6 +22,7 @@ from tunsec.conf.syntax import Section
 from tunsec.conf.values import IPAddress, auto_or, choice, float_range, int_range, parse_duration
 from tunsec.ike.config import RetransmitConfig
 from tunsec.ike.endpoint import DosLimits
+from tunsec.ike.fragments import DEFAULT_FRAGMENT_SIZE
 
 __all__ = [
     "WORKER_USER", "ListenAddress", "LogFormat", "LogLevel", "TunsecSettings", "read_tunsec_section", "worker_user"
@@ -164,6 +165,12 @@ _parse_retransmit_tries = int_range(0, 100, "a number of retransmissions")
 _parse_half_open_timeout = float_range(0.5, 3600, "a number of seconds")
 _parse_cookie_threshold = int_range(0, 1 << 20, "a number of half-open IKE SAs")
 _parse_half_open_limit = int_range(1, 1 << 20, "a number of half-open IKE SAs")
+_parse_datagram_size = int_range(576, 65535, "a size in bytes")
+
+
+def _parse_fragment_size(text: str) -> int:
+    """strongswan.conf's charon.fragment_size: 0 (the address family's minimum) or 576..65535."""
+    return 0 if text.strip() == "0" else _parse_datagram_size(text)
 
 
 @dataclass(frozen=True)
@@ -196,6 +203,9 @@ class TunsecSettings:
     # dos.cookie_threshold of them a COOKIE is demanded (RFC 7296 §2.6); above
     # dos.half_open_limit requests are dropped
     half_open_timeout: float = 30.0
+    # IKE fragments (RFC 7383) fill IP datagrams of at most this many bytes (strongswan.conf's
+    # charon.fragment_size; 0: 576 for IPv4, 1280 for IPv6); every connection's IkeConfig carries it
+    fragment_size: int = DEFAULT_FRAGMENT_SIZE
     dos: DosLimits = field(default_factory=DosLimits)
     # manual tunnels persist their sequence number reservations here (RFC 4106
     # forbids GCM with static keys unless nonces never repeat across restarts)
@@ -222,6 +232,7 @@ def read_tunsec_section(section: Section, issues: list[ConfigIssue]) -> TunsecSe
         ),
         user=r.get("user", _parse_user, d.user),
         half_open_timeout=r.get("half_open_timeout", _parse_half_open_timeout, d.half_open_timeout),
+        fragment_size=r.get("fragment_size", _parse_fragment_size, d.fragment_size),
         dos=DosLimits(
             cookie_threshold=r.get("cookie_threshold", _parse_cookie_threshold, d.dos.cookie_threshold),
             half_open_limit=r.get("half_open_limit", _parse_half_open_limit, d.dos.half_open_limit),

@@ -21,6 +21,7 @@ from tunsec.policy.selector import IPAddress
 
 from .auth import PrivateKey
 from .constants import IKE_PORT, ProtocolId
+from .fragments import DEFAULT_FRAGMENT_SIZE, FragmentationMode
 from .identity import Identity
 from .proposals import ProposalSpec, parse_proposals
 from .secret import Secret
@@ -107,6 +108,12 @@ class IkeConfig:
     ``send_cert`` (with ``pubkey`` authentication): ``ifasked`` sends our certificate
     only if the peer sent a CERTREQ, ``always`` always, ``never`` never.
 
+    ``fragmentation`` (swanctl's, RFC 7383; see ``fragments.py``): ``yes`` announces
+    support and sends messages that exceed ``fragment_size`` (the whole IP datagram,
+    strongswan.conf's ``charon.fragment_size``; 0: 576 for IPv4, 1280 for IPv6) in fragments if the peer supports them;
+    ``accept`` only announces; ``force`` fragments even if the peer did not announce;
+    ``no`` does not announce. Fragments from the peer are reassembled in every mode.
+
     ``psk`` is the shared secret used in both directions when either side
     authenticates with ``psk`` (swanctl ``secrets { ike { ... } }``).
     ``local_addr`` is our IP address for ``dynamic`` selectors (the IKE service may
@@ -136,6 +143,8 @@ class IkeConfig:
     # family); a gateway's ``pools`` to lease them from (names in the service's AddressPools)
     vips: tuple[IPAddress, ...] = ()
     pools: tuple[str, ...] = ()
+    fragmentation: FragmentationMode = "yes"
+    fragment_size: int = DEFAULT_FRAGMENT_SIZE
 
     def __post_init__(self) -> None:
         if "psk" in (self.local.method, self.remote.method) and self.psk is None:

@@ -46,6 +46,7 @@ class PayloadType(IntEnum):
     SK = 46
     CP = 47
     EAP = 48
+    SKF = 53  # Encrypted Fragment (RFC 7383 §2.5)
 
 
 class ProtocolId(IntEnum):

@@ -43,6 +43,7 @@ from tunsec.policy.pad import AddressMatch, address_match
 from .config import IkeConfig
 from .constants import IKE_PORT, ExchangeType, HeaderFlag, NotifyType
 from .events import Address, DownReason, Event, IkeSaUp
+from .fragments import FragmentStats
 from .message import (
     DecodeError,
     Header,
@@ -123,6 +124,7 @@ class IkeEndpoint:
             limits = DosLimits(cookie_threshold, limits.half_open_limit, limits.cookie_lifetime)
         self.limits = limits
         self.stats = EndpointStats()
+        self.fragment_stats = FragmentStats()  # IKE fragments (RFC 7383) of all SAs
         self._configs = {c.name: c for c in configs}
         self._rng = rng
         self._jitter = jitter
@@ -254,6 +256,7 @@ class IkeEndpoint:
                 candidates=candidates,
                 jitter=self._jitter,
                 address_pool=self._address_pool,
+                fragment_stats=self.fragment_stats,
             )
             if sa.local_spi not in self._sas:
                 self._register(sa)

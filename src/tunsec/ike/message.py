@@ -8,7 +8,9 @@ UNSUPPORTED_CRITICAL_PAYLOAD notify.
 
 The Encrypted payload (SK) is kept opaque here: :class:`SkPayload` holds its
 raw body and the type of the first inner payload; ``sk.py`` decrypts it and
-:func:`decode_payloads` parses the plaintext.
+:func:`decode_payloads` parses the plaintext. The Encrypted Fragment payload
+(SKF, RFC 7383) is the same with a fragment number and total in front:
+:class:`SkfPayload`; ``fragments.py`` reassembles the plaintexts.
 """
 
 from __future__ import annotations
@@ -412,6 +414,35 @@ class SkPayload:
 
 
 @dataclass(frozen=True)
+class SkfPayload:
+    """One Encrypted Fragment payload (RFC 7383 §2.5), still sealed.
+
+    ``first_payload`` is the type of the first inner payload in fragment 1 and 0 in the
+    others; ``body`` is IV || ciphertext || ICV of this fragment's share of the plaintext.
+    """
+
+    first_payload: int
+    number: int
+    total: int
+    body: bytes
+    ptype: ClassVar[int] = PayloadType.SKF
+
+    def encode_body(self) -> bytes:
+        return struct.pack("!HH", self.number, self.total) + self.body
+
+    @classmethod
+    def decode(cls, first_payload: int, data: bytes) -> SkfPayload:
+        _need(data, 4, "Encrypted Fragment payload")
+        number, total = struct.unpack_from("!HH", data, 0)
+        if not 1 <= number <= total:
+            raise DecodeError(f"Encrypted Fragment payload: fragment {number} of {total}")
+        return cls(first_payload, number, total, data[4:])
+
+
+Sealed = SkPayload | SkfPayload
+
+
+@dataclass(frozen=True)
 class CpPayload:
     cfg_type: int
     attributes: bytes  # kept opaque: tunsec does not assign virtual IPs
@@ -453,6 +484,7 @@ Payload = (
     | VendorIdPayload
     | TsPayload
     | SkPayload
+    | SkfPayload
     | CpPayload
     | EapPayload
 )
@@ -484,13 +516,13 @@ _DECODERS: dict[int, Callable[[bytes], Payload]] = {
 
 
 def encode_payloads(payloads: Sequence[Payload]) -> bytes:
-    """Encode a payload chain; an SkPayload must be last and is left as given."""
+    """Encode a payload chain; an SK or SKF payload must be last and is left as given."""
     out = bytearray()
     for i, payload in enumerate(payloads):
-        if isinstance(payload, SkPayload):
+        if isinstance(payload, SkPayload | SkfPayload):
             nxt = payload.first_payload
             if i != len(payloads) - 1:
-                raise ValueError("the SK payload must be the last payload")
+                raise ValueError("the SK or SKF payload must be the last payload")
         else:
             nxt = payloads[i + 1].ptype if i + 1 < len(payloads) else PayloadType.NONE
         body = payload.encode_body()
@@ -509,10 +541,10 @@ def decode_payloads(first_type: int, data: bytes) -> tuple[Payload, ...]:
         if length < 4 or pos + length > len(data):
             raise DecodeError(f"payload {ptype}: length {length} out of bounds")
         body = data[pos + 4 : pos + length]
-        if ptype == PayloadType.SK:
+        if ptype in (PayloadType.SK, PayloadType.SKF):
             if pos + length != len(data):
-                raise DecodeError("the SK payload is not the last payload")
-            payloads.append(SkPayload(nxt, body))
+                raise DecodeError(f"the {PayloadType(ptype).name} payload is not the last payload")
+            payloads.append(SkPayload(nxt, body) if ptype == PayloadType.SK else SkfPayload.decode(nxt, body))
             return tuple(payloads)
         decoded = _decode_body(ptype, body)
         if decoded is not None:

@@ -7,10 +7,15 @@ keeps time only by ``now``, any monotonic float the caller supplies (the wall
 clock for certificate validity is the ``wall_clock`` parameter).
 
 Transport rules implemented here (RFC 7296 §2.1-§2.3): message IDs with a
-window of one in each direction; our requests are retransmitted with
+window of one in each direction; our requests (all fragments) are retransmitted with
 exponential back-off (strongSwan's 4 s x 1.8^n, 5 retransmissions) until a
 response arrives or we give up (:class:`PeerUnreachable`); a retransmitted
 request of the peer is answered with the stored response, never processed twice.
+
+IKE fragmentation (RFC 7383, ``fragments.py``) lives in the encode/decode path:
+:meth:`IkeSa._encode` returns a message as one datagram or as Encrypted Fragment
+datagrams, and :meth:`IkeSa._on_fragment` verifies each fragment as it arrives and
+hands a reassembled message to the same code as an unfragmented one.
 
 Exchanges live in ``exchanges/``: our requests are :class:`~.exchanges.base.Task`
 objects, known here only by what they declare (never by their class); the peer's
@@ -60,10 +65,27 @@ from .events import (
 from .exchanges import create_child_sa, ike_auth, ike_sa_init, informational, rekey_ike
 from .exchanges.base import GiveUp, Outcome, Response, Task, notify
 from .exchanges.responders import responder_for
+from .fragments import FragmentRejected, FragmentStats, Reassembly, max_message_len
 from .identity import Identity
-from .message import DecodeError, Message, Payload, UnsupportedCriticalPayload, decode_message
+from .message import (
+    DecodeError,
+    Message,
+    Payload,
+    SkfPayload,
+    UnsupportedCriticalPayload,
+    decode_message,
+    decode_payloads,
+)
 from .proposals import Suite, describe_all
-from .sk import IntegrityError, decrypt_message, encrypt_message
+from .sk import (
+    IntegrityError,
+    decrypt_message,
+    encrypt_fragments,
+    encrypt_message,
+    fragment_content_len,
+    open_sealed,
+    sealed_len,
+)
 from .state import (
     AddressPool,
     ChildSa,
@@ -109,7 +131,7 @@ class _Pending:
 
     task: Task
     message_id: int
-    datagram: bytes
+    datagrams: tuple[bytes, ...]  # one, or its fragments (each retransmission resends all)
     attempts: int = 0  # retransmissions so far
     deadline: float | None = None  # set when the datagram is handed to the caller
 
@@ -129,12 +151,14 @@ class IkeSa:
         candidates: Sequence[IkeConfig] = (),
         jitter: Jitter | None = None,
         address_pool: AddressPool | None = None,
+        fragment_stats: FragmentStats | None = None,
     ) -> None:
         """``address_pool``: where a responder leases virtual IPs (connections with ``pools``).
         ``candidates``: for a responder, the connections this peer may be using (the
         endpoint passes all that match its address); IKE_SA_INIT and IKE_AUTH pick one.
         ``jitter(bound)``: how much earlier than rekey_time a rekey fires, in [0, bound]
-        (random by default; tests pass a fixed one).
+        (random by default; tests pass a fixed one). ``fragment_stats``: counters to add
+        this SA's IKE fragments to (the endpoint shares one among its SAs).
         """
         if remote_addr is None:
             if config.remote_addr is None:
@@ -174,7 +198,11 @@ class IkeSa:
         self._peer_id = 0  # message ID we expect in the peer's next request
         self._pending: _Pending | None = None
         self._queue: deque[Task] = deque()
-        self._last_response: tuple[int, bytes] | None = None
+        self._last_response: tuple[int, tuple[bytes, ...]] | None = None
+        self._frag_stats = fragment_stats if fragment_stats is not None else FragmentStats()
+        # fragments of the peer's request [False] and of the response to ours [True], only
+        # while some are held (most IKE SAs never see one: no memory for them)
+        self._reassembly: dict[bool, Reassembly] = {}
         self._outbox: list[tuple[bytes, Address]] = []
         self._watcher: Callable[[IkeSa], None] | None = None
 
@@ -370,7 +398,9 @@ class IkeSa:
             return
         if not self._addressed_to_us(msg):
             return
-        if msg.is_response:
+        if msg.payloads and isinstance(msg.payloads[-1], SkfPayload):
+            self._on_fragment(msg, datagram, addr, local_addr)
+        elif msg.is_response:
             self._on_response(msg, datagram, addr, local_addr)
         else:
             self._on_request(msg, datagram, addr, local_addr)
@@ -382,6 +412,7 @@ class IkeSa:
         self._now = now
         if self._state == State.CLOSED:
             return
+        self._expire_reassembly(now)
         if self._state == State.ESTABLISHED:
             self._fire_maintenance(now)
         if self._state == State.REKEYED and now >= self._linger_until:
@@ -399,10 +430,10 @@ class IkeSa:
         pending.attempts += 1
         pending.deadline = None
         log.debug("%s: retransmit %d of message %d", self.name, pending.attempts, pending.message_id)
-        self._outbox.append((pending.datagram, self._st.remote_addr))
+        self._outbox.extend((data, self._st.remote_addr) for data in pending.datagrams)
 
     def get_timer(self) -> float | None:
-        timers: list[float] = []
+        timers = [t for t in (r.deadline for r in self._reassembly.values()) if t is not None]
         if self._pending is not None and self._pending.deadline is not None:
             timers.append(self._pending.deadline)
         if self.is_half_open:
@@ -516,19 +547,37 @@ class IkeSa:
         payloads = task.build(self._st)
         data = self._encode(task.exchange, message_id, payloads, response=False)
         if task.exchange == ExchangeType.IKE_SA_INIT:
-            self._st.init_request = data
+            self._st.init_request = data[0]
         self._pending = _Pending(task, message_id, data)
-        self._outbox.append((data, self._st.remote_addr))
+        self._outbox.extend((d, self._st.remote_addr) for d in data)
 
-    def _encode(self, exchange: int, message_id: int, payloads: list[Payload], response: bool) -> bytes:
+    def _encode(self, exchange: int, message_id: int, payloads: list[Payload], response: bool) -> tuple[bytes, ...]:
+        """The message as one datagram, or as its fragments (RFC 7383) if it does not fit."""
         flags = HeaderFlag.INITIATOR if self._st.is_initiator else HeaderFlag.NONE
         if response:
             flags |= HeaderFlag.RESPONSE
         msg = Message(self._st.spi_i, self._st.spi_r, exchange, int(flags), message_id, tuple(payloads))
         if exchange == ExchangeType.IKE_SA_INIT:
-            return msg.encode()
-        assert self._st.tx is not None
-        return encrypt_message(msg, self._st.tx)
+            return (msg.encode(),)  # never fragmented: there are no keys yet
+        tx = self._st.tx
+        assert tx is not None
+        limit = self._fragment_limit()
+        if limit is None or sealed_len(msg, tx) <= limit:
+            return (encrypt_message(msg, tx),)
+        fragments = encrypt_fragments(msg, tx, fragment_content_len(tx, limit))
+        self._frag_stats.messages_fragmented += 1
+        self._frag_stats.fragments_sent += len(fragments)
+        log.debug("%s: splitting IKE message %d into %d fragments of at most %d bytes",
+                  self.name, message_id, len(fragments), limit)
+        return tuple(fragments)
+
+    def _fragment_limit(self) -> int | None:
+        """The largest IKE message we send whole; None if we send no fragments (fragments.py)."""
+        st = self._st
+        mode = st.config.fragmentation
+        if mode == "force" or (mode == "yes" and st.peer_fragmentation):
+            return max_message_len(st.config.fragment_size, st.remote_addr[0], st.local_port, st.remote_addr[1])
+        return None
 
     def _on_response(self, msg: Message, datagram: bytes, addr: Address, local: Address | None) -> None:
         pending = self._pending
@@ -544,7 +593,11 @@ class IkeSa:
                 return
             payloads = decrypted
             self._last_heard = self._now
+        self._accept_response(pending, payloads)
+
+    def _accept_response(self, pending: _Pending, payloads: tuple[Payload, ...]) -> None:
         self._pending = None
+        self._reassembly.pop(True, None)
         outcome = pending.task.process(self._st, payloads)
         self._after(pending, outcome)
 
@@ -578,7 +631,7 @@ class IkeSa:
         """A request that is never retransmitted (an error report just before closing)."""
         data = self._encode(task.exchange, self._next_id, task.build(self._st), response=False)
         self._next_id += 1
-        self._outbox.append((data, self._st.remote_addr))
+        self._outbox.extend((d, self._st.remote_addr) for d in data)
 
     def _give_up(self, pending: _Pending) -> None:
         tries = self._st.config.retransmit.tries
@@ -598,7 +651,7 @@ class IkeSa:
     def _on_request(self, msg: Message, datagram: bytes, addr: Address, local: Address | None) -> None:
         if self._last_response is not None and msg.message_id == self._last_response[0]:
             if msg.message_id + 1 == self._peer_id:
-                self._outbox.append((self._last_response[1], addr))  # retransmitted request
+                self._outbox.extend((d, addr) for d in self._last_response[1])  # retransmitted request
             return
         if msg.message_id != self._peer_id:
             return
@@ -614,6 +667,10 @@ class IkeSa:
             return
         if payloads is None:
             return
+        self._serve(msg, payloads, addr, local)
+
+    def _serve(self, msg: Message, payloads: tuple[Payload, ...], addr: Address, local: Address | None) -> None:
+        """Answer an authenticated request (whole or reassembled)."""
         self._last_heard = self._now
         self._float(addr, local)
         response = self._dispatch(msg.exchange, payloads)
@@ -665,7 +722,7 @@ class IkeSa:
         self._state = State.CONNECTING
         response = responder.respond(self._st, msg.payloads, None)
         data = self._respond(msg, response, addr)
-        self._st.init_response = data
+        self._st.init_response = data[0]
 
     def _dispatch(self, exchange: int, payloads: tuple[Payload, ...]) -> Response | None:
         responder = responder_for(exchange, self._state, self._st.is_initiator, payloads)
@@ -680,11 +737,12 @@ class IkeSa:
         tasks = [*self._queue, *([self._pending.task] if self._pending else [])]
         return any(t.rekeys_ike_sa for t in tasks)
 
-    def _respond(self, msg: Message, response: Response, addr: Address) -> bytes:
+    def _respond(self, msg: Message, response: Response, addr: Address) -> tuple[bytes, ...]:
         data = self._encode(msg.exchange, msg.message_id, response.payloads, response=True)
         self._last_response = (msg.message_id, data)
         self._peer_id = msg.message_id + 1
-        self._outbox.append((data, addr))
+        self._reassembly.pop(False, None)
+        self._outbox.extend((d, addr) for d in data)
         if response.close:
             self._close(response.reason)
         return data
@@ -700,6 +758,96 @@ class IkeSa:
             raise _Refuse(notify(NotifyType.UNSUPPORTED_CRITICAL_PAYLOAD, bytes([exc.payload_type]))) from None
         except DecodeError:
             raise _Refuse(notify(NotifyType.INVALID_SYNTAX)) from None
+
+    # ------------------------------------------------------------------ fragments (RFC 7383)
+
+    def _on_fragment(self, msg: Message, datagram: bytes, addr: Address, local: Address | None) -> None:
+        """An Encrypted Fragment message: verified before it is kept (§2.6); the message
+        it completes goes where an unfragmented one would."""
+        skf = msg.payloads[-1]
+        assert isinstance(skf, SkfPayload)
+        if self._st.rx is None or msg.exchange == ExchangeType.IKE_SA_INIT:
+            return
+        pending = self._pending
+        if msg.is_response:
+            if pending is None or msg.message_id != pending.message_id or msg.exchange != pending.task.exchange:
+                return
+            buffer = self._reassembly.setdefault(True, Reassembly())
+        else:
+            last = self._last_response
+            if last is not None and msg.message_id == last[0]:
+                # a retransmitted request: only its first fragment, once verified, gets the response again
+                # (§2.6.1), so neither each fragment nor a forged one multiplies our answer
+                if msg.message_id + 1 == self._peer_id and skf.number == 1 and self._verified(msg, datagram):
+                    self._outbox.extend((d, addr) for d in last[1])
+                return
+            if msg.message_id != self._peer_id:
+                return
+            buffer = self._reassembly.setdefault(False, Reassembly())
+        whole = self._store_fragment(buffer, msg, skf, datagram)
+        if whole is None:
+            return
+        first, plain = whole
+        if msg.is_response:
+            assert pending is not None
+            try:
+                payloads = decode_payloads(first, plain)
+            except DecodeError:
+                return  # as an unfragmented response that does not parse: keep retransmitting
+            self._last_heard = self._now
+            self._accept_response(pending, payloads)
+            return
+        try:
+            payloads = _decode_inner(first, plain)
+        except _Refuse as refusal:
+            self._respond(msg, Response([refusal.payload]), addr)
+            return
+        self._serve(msg, payloads, addr, local)
+
+    def _store_fragment(
+        self, buffer: Reassembly, msg: Message, skf: SkfPayload, datagram: bytes
+    ) -> tuple[int, bytes] | None:
+        """Verify and keep one fragment; the whole message's (first payload type, plaintext) once complete."""
+        assert self._st.rx is not None
+        stats = self._frag_stats
+        try:
+            plain = open_sealed(datagram, msg, self._st.rx)
+        except IntegrityError:
+            stats.fragments_dropped += 1
+            log.debug("%s: fragment %d/%d of message %d failed verification", self.name, skf.number, skf.total,
+                      msg.message_id)
+            return None
+        try:
+            whole = buffer.add(msg.message_id, skf, plain, self._now)
+        except FragmentRejected as exc:
+            stats.fragments_dropped += 1
+            log.debug("%s: fragment %d/%d of message %d dropped: %s", self.name, skf.number, skf.total,
+                      msg.message_id, exc)
+            return None
+        stats.fragments_received += 1
+        if whole is not None:
+            stats.messages_reassembled += 1
+            log.debug("%s: reassembled message %d from %d fragments", self.name, msg.message_id, skf.total)
+        return whole
+
+    def _verified(self, msg: Message, datagram: bytes) -> bool:
+        assert self._st.rx is not None
+        try:
+            open_sealed(datagram, msg, self._st.rx)
+        except IntegrityError:
+            self._frag_stats.fragments_dropped += 1
+            return False
+        return True
+
+    def _expire_reassembly(self, now: float) -> None:
+        """Drop an incomplete message once REASSEMBLY_TIMEOUT passed since its first fragment."""
+        for key, buffer in list(self._reassembly.items()):
+            deadline = buffer.deadline
+            if deadline is not None and now >= deadline:
+                dropped = buffer.clear()
+                del self._reassembly[key]
+                self._frag_stats.fragments_dropped += dropped
+                log.debug("%s: incomplete fragmented message dropped after its timeout", self.name)
 
     def _open(self, msg: Message, datagram: bytes) -> tuple[Payload, ...] | None:
         """Decrypt a response; anything wrong with it means drop (and keep retransmitting)."""
@@ -734,12 +882,14 @@ class IkeSa:
             wall_clock=old.wall_clock,
             jitter=old.jitter,
             address_pool=old.address_pool,
+            fragment_stats=self._frag_stats,
         )
         st = new._st
         st.spi_i, st.spi_r, st.local_port = rekey.spi_i, rekey.spi_r, old.local_port
         st.proposal, st.suite = rekey.proposal, Suite.of(rekey.proposal)
         st.nonce_i, st.nonce_r = rekey.nonce_i, rekey.nonce_r
         st.peer_id, st.peer_hashes = old.peer_id, old.peer_hashes
+        st.peer_fragmentation = old.peer_fragmentation
         st.install_keys(rekey.shared, (old.prf, old.keys.d))
         return new
 
@@ -839,6 +989,7 @@ class IkeSa:
             task, self._pending = self._pending.task, None
             self._end_pending(task)
         self._abort_queue()
+        self._reassembly.clear()
         if self._heir is not None:  # the Child SAs live on in the heir
             self._state = State.CLOSED
             log.debug("%s: replaced IKE SA closed: %s", self.name, reason)
@@ -879,6 +1030,16 @@ class _Refuse(Exception):
     def __init__(self, payload: Payload) -> None:
         super().__init__("refuse request")
         self.payload = payload
+
+
+def _decode_inner(first: int, plain: bytes) -> tuple[Payload, ...]:
+    """The payloads of an authenticated plaintext; raises _Refuse with the error to answer."""
+    try:
+        return decode_payloads(first, plain)
+    except UnsupportedCriticalPayload as exc:
+        raise _Refuse(notify(NotifyType.UNSUPPORTED_CRITICAL_PAYLOAD, bytes([exc.payload_type]))) from None
+    except DecodeError:
+        raise _Refuse(notify(NotifyType.INVALID_SYNTAX)) from None
 
 
 def _nonzero_spi(rng: Rng) -> bytes:

@@ -7,6 +7,12 @@ because a GCM nonce must never repeat under one key.
 
 AES-CBC uses a random 16-byte IV (it must be unpredictable) and an HMAC-SHA2
 ICV truncated as RFC 4868 says, computed over the whole message up to the ICV.
+
+IKE fragmentation (RFC 7383 §2.5): :func:`encrypt_fragments` splits the inner
+payload chain into pieces that are each padded and sealed on their own in an
+Encrypted Fragment payload (SKF). Its associated data is the IKE header and the
+SKF header including Fragment Number and Total Fragments, which is again everything
+before the IV, so :func:`open_sealed` opens an SK and an SKF payload alike.
 """
 
 from __future__ import annotations
@@ -21,10 +27,25 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .constants import IKE_HEADER_LEN, PayloadType
 from .crypto import GCM_SALT_LEN, CryptoError, integ_params, is_aead
-from .message import DecodeError, Message, Payload, SkPayload, decode_payloads, encode_payloads
+from .message import (
+    DecodeError,
+    Header,
+    Message,
+    Payload,
+    Sealed,
+    SkfPayload,
+    SkPayload,
+    decode_payloads,
+    encode_payloads,
+)
 from .secret import Secret
 
 Rng = Callable[[int], bytes]
+
+SKF_HEADER_LEN = 8  # generic payload header, Fragment Number, Total Fragments
+# fragments of one message we send or reassemble at most (a 10000-byte message in
+# fragments for a 576-byte IPv4 path needs 21)
+MAX_FRAGMENTS = 64
 
 
 class IntegrityError(Exception):
@@ -55,6 +76,10 @@ class SkCrypter:
 
     def __repr__(self) -> str:
         return f"SkCrypter(aead={self._aead})"
+
+    def overhead(self) -> int:
+        """Bytes an SK/SKF payload adds around its padded plaintext (IV and ICV)."""
+        return self.iv_len + self.icv_len
 
     def pad(self, plain: bytes) -> bytes:
         """Append padding and the pad-length byte so the result fills whole blocks."""
@@ -109,21 +134,64 @@ def encrypt_message(msg: Message, crypter: SkCrypter) -> bytes:
     return aad + crypter.seal(aad, padded)
 
 
+def sealed_len(msg: Message, crypter: SkCrypter) -> int:
+    """The length :func:`encrypt_message` would give ``msg`` (without encrypting it)."""
+    inner = len(encode_payloads(msg.payloads))
+    padded = inner + 1 + (-(inner + 1)) % crypter.block
+    return IKE_HEADER_LEN + 4 + crypter.overhead() + padded
+
+
+def fragment_content_len(crypter: SkCrypter, max_message: int) -> int:
+    """The most plaintext one fragment may carry so that its IKE message stays within
+    ``max_message`` bytes (as strongSwan computes it: header, SKF header, IV, ICV, whole
+    blocks, pad length byte); at least 1."""
+    room = max_message - IKE_HEADER_LEN - SKF_HEADER_LEN - crypter.overhead()
+    room -= room % crypter.block
+    return max(1, room - 1)
+
+
+def encrypt_fragments(msg: Message, crypter: SkCrypter, content_len: int) -> list[bytes]:
+    """Encode ``msg`` as Encrypted Fragment messages of at most ``content_len`` plaintext
+    bytes each (RFC 7383 §2.5); the first names the first inner payload."""
+    inner = encode_payloads(msg.payloads)
+    first = msg.payloads[0].ptype if msg.payloads else PayloadType.NONE
+    content_len = max(content_len, -(-len(inner) // MAX_FRAGMENTS))  # never more than the peer takes
+    chunks = [inner[i : i + content_len] for i in range(0, len(inner), content_len)] or [b""]
+    out = []
+    for number, chunk in enumerate(chunks, 1):
+        padded = crypter.pad(chunk)
+        body_len = crypter.iv_len + len(padded) + crypter.icv_len
+        skf = struct.pack("!BBHHH", first if number == 1 else 0, 0, SKF_HEADER_LEN + body_len, number, len(chunks))
+        header = Header(msg.spi_i, msg.spi_r, PayloadType.SKF, msg.exchange, msg.flags, msg.message_id,
+                        IKE_HEADER_LEN + SKF_HEADER_LEN + body_len)
+        aad = header.encode() + skf
+        out.append(aad + crypter.seal(aad, padded))
+    return out
+
+
+def open_sealed(datagram: bytes, msg: Message, crypter: SkCrypter) -> bytes:
+    """The verified plaintext of ``msg``'s SK or SKF payload (which the codec guarantees is
+    last); IntegrityError if it does not verify."""
+    sealed = _find_sealed(msg.payloads)
+    aad = datagram[: len(datagram) - len(sealed.body)]
+    if len(aad) < IKE_HEADER_LEN + 4:
+        raise IntegrityError("no room for the SK payload header")
+    return crypter.open(aad, sealed.body)
+
+
 def decrypt_message(datagram: bytes, msg: Message, crypter: SkCrypter) -> tuple[Payload, ...]:
     """The payloads inside ``msg``'s SK payload (which the codec guarantees is last).
 
     Raises IntegrityError (drop silently) or DecodeError (the authenticated
     plaintext is malformed: answer INVALID_SYNTAX).
     """
-    sk = _find_sk(msg.payloads)
-    aad = datagram[: len(datagram) - len(sk.body)]
-    if len(aad) < IKE_HEADER_LEN + 4:
-        raise IntegrityError("no room for the SK payload header")
-    plain = crypter.open(aad, sk.body)
-    return decode_payloads(sk.first_payload, plain)
-
-
-def _find_sk(payloads: Sequence[Payload]) -> SkPayload:
-    if not payloads or not isinstance(payloads[-1], SkPayload):
+    sk = msg.payloads[-1] if msg.payloads else None
+    if not isinstance(sk, SkPayload):
         raise DecodeError("message has no SK payload")
+    return decode_payloads(sk.first_payload, open_sealed(datagram, msg, crypter))
+
+
+def _find_sealed(payloads: Sequence[Payload]) -> Sealed:
+    if not payloads or not isinstance(payloads[-1], SkPayload | SkfPayload):
+        raise DecodeError("message has no SK or SKF payload")
     return payloads[-1]

@@ -151,6 +151,7 @@ class IkeSaState:
     candidates: tuple[IkeConfig, ...] = ()
     initial_contact: bool = False  # the peer sent INITIAL_CONTACT in IKE_AUTH
     peer_certreq: bool = False  # the peer sent a CERTREQ (send_cert = ifasked answers it)
+    peer_fragmentation: bool = False  # the peer announced IKEV2_FRAGMENTATION_SUPPORTED (RFC 7383)
     next_child_id: int = 1
     jitter: Jitter | None = None  # None: random_jitter(rng)
     address_pool: AddressPool | None = None  # a responder's virtual IP leases (connections.X.pools)

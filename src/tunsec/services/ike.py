@@ -62,6 +62,7 @@ from tunsec.ike.events import (
     PeerUnreachable,
     SpiUnused,
 )
+from tunsec.ike.fragments import FragmentStats
 from tunsec.ike.sa import IkeSa, State
 from tunsec.ike.state import SpiUnavailable
 from tunsec.ike.ts import Ts
@@ -80,6 +81,7 @@ log = logging.getLogger("tunsec.ike")
 # Named once: dataclasses.asdict()/fields() build a tuple(<generator>) per call, and each such
 # 7-tuple stays in CPython's free list for that length (see the note in dataplane/pipe.py).
 _IKE_DROPS = tuple([f.name for f in dataclasses.fields(EndpointStats)])
+_FRAGMENT_COUNTERS = tuple([f.name for f in dataclasses.fields(FragmentStats)])
 
 SPI_POOL = 8
 HELD_MAX = 64   # incoming IKE datagrams held while the SPI pool is empty (beyond: dropped, the peer retransmits)
@@ -1168,11 +1170,13 @@ class IkeService(Service):
             # unauthenticated IKE: half-open responder SAs now, and what was dropped or answered statelessly
             "ike_half_open": self.endpoint.half_open,
             "ike_drops": {n: getattr(self.endpoint.stats, n) for n in _IKE_DROPS},
+            # IKE fragmentation (RFC 7383): messages split and reassembled, fragments dropped
+            "ike_fragments": {n: getattr(self.endpoint.fragment_stats, n) for n in _FRAGMENT_COUNTERS},
         }
 
     @classmethod
     def idle_status(cls) -> dict[str, Any]:
-        return {"ike_sas": [], "leases": [], "ike_half_open": 0, "ike_drops": {}}
+        return {"ike_sas": [], "leases": [], "ike_half_open": 0, "ike_drops": {}, "ike_fragments": {}}
 
     def ike_sas(self) -> list[dict[str, Any]]:
         out = []

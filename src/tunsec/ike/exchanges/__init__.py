@@ -15,7 +15,8 @@ Where a new exchange goes (IKE_INTERMEDIATE, a MOBIKE UPDATE_SA_ADDRESSES, ...):
 3. where it is started: an ``IkeSa`` API method that queues the Task, or the
    ``followups()`` of the exchange it follows (IKE_INTERMEDIATE: IkeSaInitTask's).
 
-A feature that changes every message rather than adding an exchange (IKE
-fragmentation, RFC 7383) belongs in the transport's encode/decode path
-(``sa.py``: ``_encode``, ``_open``, ``_decrypt_request``), not in a task.
+A feature that changes every message rather than adding an exchange belongs in
+the transport's encode/decode path (``sa.py``: ``_encode``, ``_open``,
+``_decrypt_request``), not in a task: IKE fragmentation (RFC 7383) is there
+(``_encode`` splits, ``_on_fragment`` reassembles; rules in ``fragments.py``).
 """

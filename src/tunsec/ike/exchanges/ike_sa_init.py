@@ -2,7 +2,7 @@
 
 Payload order as strongSwan sends and expects it: [N(COOKIE)], SA, KE, Nonce,
 N(NAT_DETECTION_SOURCE_IP), N(NAT_DETECTION_DESTINATION_IP),
-N(SIGNATURE_HASH_ALGORITHMS), [CERTREQ].
+[N(IKEV2_FRAGMENTATION_SUPPORTED)], N(SIGNATURE_HASH_ALGORITHMS), [CERTREQ].
 
 UDP encapsulation is forced (RFC 7296 §2.23, strongSwan's ``encap=yes``): the
 source hash we send is random, so the peer always believes we are behind a NAT
@@ -58,6 +58,16 @@ def _certreq(st: IkeSaState) -> list[Payload]:
     return [CertReqPayload(CertEncoding.X509_SIGNATURE, certreq_data(remote.cas))]
 
 
+def _fragmentation(st: IkeSaState, payloads: Sequence[Payload] | None) -> list[Payload]:
+    """IKEV2_FRAGMENTATION_SUPPORTED unless fragmentation = no; a responder sends it only
+    in answer to the initiator's (``payloads``: the request)."""
+    if st.config.fragmentation == "no":
+        return []
+    if payloads is not None and find_notify(payloads, NotifyType.IKEV2_FRAGMENTATION_SUPPORTED) is None:
+        return []
+    return [notify(NotifyType.IKEV2_FRAGMENTATION_SUPPORTED)]
+
+
 def _peer_hashes(payloads: Sequence[Payload]) -> frozenset[int]:
     sig = find_notify(payloads, NotifyType.SIGNATURE_HASH_ALGORITHMS)
     if sig is None:
@@ -89,6 +99,7 @@ class IkeSaInitTask(Task):
             KePayload(self._ke.group, self._ke.public),
             NoncePayload(st.nonce_i),
             *_nat_notifies(st, bytes(8)),
+            *_fragmentation(st, None),
             notify(NotifyType.SIGNATURE_HASH_ALGORITHMS, _hash_algorithms()),
         ]
         return payloads
@@ -130,6 +141,7 @@ class IkeSaInitTask(Task):
         st.proposal, st.suite, st.nonce_r = sa.proposals[0], suite, nonce.data
         st.peer_hashes = _peer_hashes(payloads)
         st.peer_certreq = find(payloads, CertReqPayload) is not None
+        st.peer_fragmentation = find_notify(payloads, NotifyType.IKEV2_FRAGMENTATION_SUPPORTED) is not None
         st.install_keys(shared)
         _float_to_natt(st)
         return Outcome.DONE
@@ -182,6 +194,7 @@ def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response:
     st.nonce_i, st.nonce_r = nonce.data, st.rng(NONCE_LEN)
     st.peer_hashes = _peer_hashes(payloads)
     st.peer_certreq = find(payloads, CertReqPayload) is not None
+    st.peer_fragmentation = find_notify(payloads, NotifyType.IKEV2_FRAGMENTATION_SUPPORTED) is not None
     st.install_keys(shared)
     return Response(
         [
@@ -189,6 +202,7 @@ def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response:
             KePayload(ke.group, ours.public),
             NoncePayload(st.nonce_r),
             *_nat_notifies(st, st.spi_r),
+            *_fragmentation(st, payloads),
             notify(NotifyType.SIGNATURE_HASH_ALGORITHMS, _hash_algorithms()),
             *_certreq(st),
         ]

@@ -1,0 +1,116 @@
+"""IKE fragmentation (RFC 7383) against strongSwan's charon over a 1280-byte path.
+
+Both sides authenticate with RSA certificates under three intermediate CAs (each
+IKE_AUTH carries several kilobytes of certificates). The veth MTU is 1280 on both
+ends and neither namespace reassembles IP fragments, so a message that does not fit
+one 1280-byte datagram arrives only as IKE fragments. tunsec is the initiator and
+the responder; the tunnel must come up and carry pings, charon's log must show that
+it split its IKE_AUTH and reassembled tunsec's, and tunsec's log the same.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from ike_peers import CONN, Charon, Conn, TunsecIke, ident, ping_both_ways, strongswan_missing
+
+from tunsec.bench.netns import Host, TwoHosts, wait_until
+from tunsec.ike.testing import Issued, make_ca, make_cert
+
+_MISSING = strongswan_missing()
+if _MISSING:
+    print(f"\n*** strongSwan fragmentation interop tests SKIPPED: {_MISSING} ***\n", file=sys.stderr)
+pytestmark = [
+    pytest.mark.interop,
+    pytest.mark.skipif(_MISSING is not None, reason=f"STRONGSWAN UNAVAILABLE: {_MISSING}"),
+]
+
+PATH_MTU = 1280
+# no memory for IP reassembly in either namespace: every IP fragment is dropped (and counted)
+_NO_IP_REASSEMBLY = ["sysctl", "-q", "-w", "net.ipv4.ipfrag_low_thresh=0", "net.ipv4.ipfrag_high_thresh=0"]
+
+
+def _ip_counters(topo: TwoHosts, host: Host) -> dict[str, int]:
+    """The Ip: line of /proc/net/snmp in the host's namespace."""
+    names, values = [ln.split()[1:] for ln in topo.run(host, ["cat", "/proc/net/snmp"]).stdout.splitlines()
+                     if ln.startswith("Ip:")][:2]
+    return dict(zip(names, map(int, values), strict=True))
+
+
+@pytest.fixture
+def topo() -> Iterator[TwoHosts]:
+    with TwoHosts(ipv6=False, veth_mtu=PATH_MTU) as t:
+        for host in (t.a, t.b):
+            t.run(host, _NO_IP_REASSEMBLY)
+        yield t
+
+
+@pytest.fixture(scope="module")
+def chain() -> tuple[Issued, tuple[Issued, ...]]:
+    """An RSA root and three intermediate CAs (nearest the root first)."""
+    root = make_ca("tunsec frag test root", "rsa")
+    ims = [make_ca("tunsec frag intermediate 1", "rsa", issuer=root)]
+    for n in (2, 3):
+        ims.append(make_ca(f"tunsec frag intermediate {n}", "rsa", issuer=ims[-1]))
+    return root, tuple(ims)
+
+
+def _pem(issued: Issued) -> bytes:
+    return issued.cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _install(confdir: Path, host: Host, chain: tuple[Issued, tuple[Issued, ...]]) -> str:
+    """The root and intermediates in x509ca/, the host's certificate and key; the cert's file name.
+
+    The end-entity certificate carries a long subjectAltName list, so that even a peer
+    that sent no intermediates would need more than one datagram for its IKE_AUTH."""
+    root, ims = chain
+    name = ident(host)
+    ee = make_cert(ims[-1], name, [name, *(f"pad{i}.{name}" for i in range(40))], kind="rsa")
+    for sub in ("x509", "x509ca", "private"):
+        (confdir / sub).mkdir(parents=True, exist_ok=True)
+    (confdir / "x509ca" / "root.crt").write_bytes(_pem(root))
+    for n, im in enumerate(ims, 1):
+        (confdir / "x509ca" / f"intermediate{n}.crt").write_bytes(_pem(im))
+    (confdir / "x509" / f"{name}.crt").write_bytes(_pem(ee))
+    key = confdir / "private" / f"{name}.key"
+    key.write_bytes(ee.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                                         serialization.NoEncryption()))
+    key.chmod(0o600)
+    return f"{name}.crt"
+
+
+@pytest.mark.parametrize("tunsec_initiates", [True, False], ids=["tunsec-initiator", "tunsec-responder"])
+def test_certificate_chains_over_a_1280_path(
+    topo: TwoHosts, chain: tuple[Issued, tuple[Issued, ...]], tunsec_initiates: bool
+) -> None:
+    extra = "    fragmentation = yes\n    send_cert = always\n"
+    tunsec = TunsecIke(topo, Conn(topo.a, topo.b, auth="pubkey", extra_conn=extra,
+                                  start_action="start" if tunsec_initiates else "none"))
+    charon = Charon(topo, Conn(topo.b, topo.a, auth="pubkey", extra_conn=extra))
+    tunsec.write(cert=_install(tunsec.dir, topo.a, chain))
+    charon.write(cert=_install(charon.inst.dir, topo.b, chain))
+    charon.start()
+    tunsec.start()
+    if not tunsec_initiates:
+        r = charon.initiate()
+        assert r.returncode == 0, f"swanctl --initiate: {r.stdout[-2000:]}{r.stderr}\ntunsec:\n{tunsec.log_tail()}"
+    sa = tunsec.wait_established()
+    assert sa["initiator"] is tunsec_initiates
+    assert wait_until(lambda: charon.sas().get(CONN, {}).get("state") == "ESTABLISHED", 10), charon.list_sas()
+    ping_both_ways(topo)
+    # charon split its IKE_AUTH and put tunsec's back together; tunsec did the same
+    charon.wait_log(r"splitting IKE message \(\d+ bytes\) into \d+ fragments")
+    charon.wait_log(r"reassembled fragmented IKE message \(\d+ bytes\)")
+    tunsec.wait_log(r"splitting IKE message 1 into \d+ fragments")
+    tunsec.wait_log(r"reassembled message 1 from \d+ fragments")
+    counted = tunsec.status()["ike_fragments"]
+    assert counted["messages_fragmented"] == counted["messages_reassembled"] == 1
+    assert counted["fragments_dropped"] == 0
+    # and nothing arrived as IP fragments (they would have been dropped and counted)
+    for host in (topo.a, topo.b):
+        assert _ip_counters(topo, host)["ReasmReqds"] == 0
