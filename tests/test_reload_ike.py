@@ -134,8 +134,13 @@ def test_reload_removes_adds_replaces_and_leaves_the_rest_alone(tmp_path: Path) 
         assert down_events(gw, 0) == [] and gw.site_sa(0) is keep_sa
         assert [(c.spi_in, c.spi_out) for c in gw.children_of(0)] == keep_children
         # the same file again: no changes
-        answer = await gw.reload(gw.path.read_text())
+        same = gw.path.read_text()
+        answer = await gw.reload(same)
         assert answer == {"ok": True, "message": "no changes"}
+        # address pools are leased from what the IKE service was built with: a new one needs a restart
+        answer = await gw.reload(same + "pools { rw { addrs = 10.3.0.0/24 } }\n")
+        assert answer["ok"] is False and "needs a restart: pools" in answer["error"], answer
+        assert down_events(gw, 0) == [] and gw.site_sa(0) is keep_sa
     run(body())
 
 
