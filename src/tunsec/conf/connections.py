@@ -733,7 +733,8 @@ def _read_connection(section: Section, ctx: _ConnContext) -> Connection | None:
     pools: tuple[str, ...] = r.get("pools", _parse_pool_names, ())
     redirect_to: str | None = r.get("redirect_to", _parse_redirect_to, None)
     redirect_when: int = r.get("redirect_when", _parse_redirect_when, 0)
-    if "redirect_when" in section.settings and redirect_to is None and "redirect_to" not in r.failed:
+    needs_target = "redirect_when" in section.settings and not {"redirect_to", "redirect_when"} & r.failed
+    if needs_target and redirect_to is None:
         r.error("redirect_when", "redirect_when needs redirect_to (the gateway to send clients to)")
     if pools:
         _check_pools(r, pools, ctx.pools)
