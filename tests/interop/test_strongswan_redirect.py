@@ -132,3 +132,21 @@ def test_strongswan_client_redirected_to_gateway_b(star: StarHosts) -> None:
     assert "N(REDIR)" in client.log_text() and b.outer4 in client.list_sas(), logs()  # charon followed A's REDIRECT
     assert star.wait_ping(g, b.inner4, src=g.inner4, timeout=10), f"{client.log_tail()}\n{gw_b.log_tail()}"
     assert star.ping(g, b.inner4, count=3, src=g.inner4), "pings through the SA at B lost"
+
+
+def test_tunsec_client_follows_redirect_to_gateway_b(star: StarHosts) -> None:
+    # the same topology with tunsec as the client: the service sends to B and takes B's answers
+    g, a, b = star.g, star.a, star.b
+    gw_a = TunsecIke(star, GatewayConn(a, g, extra_conn=f"    redirect_to = {b.outer4}\n"))
+    gw_b = TunsecIke(star, GatewayConn(b, star.g_b))
+    client = TunsecIke(star, ClientConn(g, a))
+    for side in (gw_a, gw_b, client):
+        side.start()
+    r = client.cli("initiate", "--child", CHILD)
+    logs = f"{r.stdout}{r.stderr}\n{client.log_tail()}\n{gw_a.log_tail()}\n{gw_b.log_tail()}"
+    assert r.returncode == 0, logs
+    (sa,) = client.established()
+    assert sa["remote"].startswith(b.outer4 + "["), sa
+    assert gw_a.ike_sas() == [] and len(gw_b.established()) == 1, logs
+    client.wait_log(rf"gateway {a.outer4} redirected us to {b.outer4}")
+    assert star.wait_ping(g, b.inner4, src=g.inner4, timeout=10), logs
