@@ -73,7 +73,7 @@ class ListenError(Exception):
 _SA_LABELS = ["connection", "child", "direction", "spi"]
 _SA_DROPS = ("replay", "auth", "policy")
 # EndpointStats fields that are not drops (the rest are: requests dropped without state)
-_IKE_NOT_DROPS = {"cookies_sent", "half_open_closed"}
+_IKE_NOT_DROPS = {"cookies_sent", "half_open_closed", "redirects_sent"}
 
 
 def _sa_owners(doc: dict[str, Any]) -> dict[tuple[str, str, str | None], tuple[str, str]]:
@@ -155,6 +155,8 @@ def state_families(doc: dict[str, Any], worker_up: bool) -> Iterator[Metric]:
     yield dropped
     yield CounterMetricFamily("tunsec_ike_cookies_sent", "Stateless COOKIE answers (RFC 7296 2.6)",
                               value=stats.get("cookies_sent", 0))
+    yield CounterMetricFamily("tunsec_ike_redirects_sent", "Stateless REDIRECT answers (RFC 5685)",
+                              value=stats.get("redirects_sent", 0))
     yield CounterMetricFamily("tunsec_ike_half_open_closed", "Half-open IKE SAs closed before authentication",
                               value=stats.get("half_open_closed", 0))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime
 import ipaddress
 import os
@@ -476,6 +477,34 @@ def test_ike_fragmentation_modes_reach_the_engine(value: str | None, mode: str) 
     assert bool(announced) == (mode != "no")
 
 
+@pytest.mark.parametrize(("lines", "redirects"), [((), 0), (("redirect_to = 198.51.100.7",), 1),
+                                                   (("redirect_to = 198.51.100.7", "redirect_when = 1"), 0)])
+def test_redirect_keys_reach_the_gateway(lines: tuple[str, ...], redirects: int) -> None:
+    # what they drive: a client's IKE_SA_INIT to a gateway holding no IKE SA (tests/ike/test_engine_redirect.py)
+    text = with_line("conn", "")
+    for line in lines:
+        text = with_line("conn", line, text)
+    (conn,) = parse_config(text).connections
+    client = IkeSa(dataclasses.replace(conn.ike, remote_addr="192.168.0.1"), True, 0.0)
+    client.initiate()
+    ((request, _),) = client.datagrams_to_send(0.0)
+    gateway = IkeEndpoint([dataclasses.replace(conn.ike, remote_addr=None)])
+    gateway.receive(request, ("192.168.0.2", 500), 0.0, ("192.168.0.1", 500))
+    (reply,) = gateway.datagrams_to_send(0.0)
+    payloads = decode_message(reply.data).payloads
+    sent = [p for p in payloads if isinstance(p, NotifyPayload) and p.type == NotifyType.REDIRECT]
+    assert (gateway.stats.redirects_sent, len(sent)) == (redirects, redirects)
+    if redirects:
+        assert sent[0].data[:6] == bytes((1, 4, 198, 51, 100, 7))
+
+
+def test_redirect_when_needs_redirect_to() -> None:
+    text = with_line("conn", "redirect_when = always")
+    issue = only_issue(text)
+    assert (issue.line, issue.key) == (line_of(text, "redirect_when"), "connections.gw-gw.redirect_when")
+    assert issue.message == "redirect_when needs redirect_to (the gateway to send clients to)"
+
+
 UNSUPPORTED = [
     ("conn", "version = 1", "1 (IKEv1): IKEv1 is not supported, tunsec speaks IKEv2 only (write version = 2)"),
     ("conn", "version = 0", "0 (IKEv1 and IKEv2): IKEv1 is not supported, tunsec speaks IKEv2 only "
@@ -496,6 +525,9 @@ UNSUPPORTED = [
     ("conn", "mediation = yes", "mediation is not supported"),
     ("conn", "unique = sometimes", "not a uniqueness policy (never, no, keep, replace): 'sometimes'"),
     ("conn", "fragmentation = maybe", "not a fragmentation mode (yes, accept, force, no): 'maybe'"),
+    ("conn", "redirect_to = gw.example", "not an IPv4 or IPv6 address (names are not supported): 'gw.example'"),
+    ("conn", "redirect_to = 0.0.0.0", "0.0.0.0 cannot be a gateway to redirect to"),
+    ("conn", "redirect_when = sometimes", "expected always or a number of IKE SAs (1 or more), got 'sometimes'"),
     ("conn", "local_port = 0", "0 is out of range 1..65535"),
     ("conn", "dpd_delay = soon", "not a duration (e.g. 30s, 5m, 1h, 1d): 'soon'"),
     ("local", "auth = eap-md5", "EAP authentication is not supported (psk or pubkey)"),

@@ -12,6 +12,10 @@ Keys mean what they mean in strongSwan 5.9's swanctl.conf. A key or value
 tunsec does not honour is an error naming file and line, never silently
 ignored; a few keys are accepted only with the value that describes what
 tunsec does anyway (``mobike = no``, ``encap = yes``, ``policies = yes``...).
+Two keys are tunsec's own, since strongSwan configures redirects in plugins
+(RFC 5685, see tunsec.ike.redirect): ``redirect_to = ADDRESS`` makes a gateway
+send new clients to the gateway at that IPv4/IPv6 address, and
+``redirect_when = always | N`` only once it holds at least N IKE SAs.
 Child names may repeat across connections, as in strongSwan: :func:`find_child`
 resolves ``--child NAME`` with ``--ike CONN``.
 
@@ -677,6 +681,26 @@ def _ike_lifetimes(r: SectionReader) -> tuple[int, int, int, int]:
     return rekey, reauth, over, rand
 
 
+def _parse_redirect_to(text: str) -> str:
+    """``redirect_to``: the gateway (an IPv4 or IPv6 address) new clients are redirected to."""
+    try:
+        addr = ipaddress.ip_address(text.strip())
+    except ValueError:
+        raise BadValue(f"not an IPv4 or IPv6 address (names are not supported): {show_value(text)}") from None
+    if addr.is_unspecified or addr.is_multicast:
+        raise BadValue(f"{addr} cannot be a gateway to redirect to")
+    return str(addr)
+
+
+def _parse_redirect_when(text: str) -> int:
+    """``redirect_when``: ``always`` (0), or the number of IKE SAs held from which on clients are redirected."""
+    if text.strip() == "always":
+        return 0
+    if not text.strip().isdigit() or not 1 <= int(text) <= 0xFFFFFFFF:
+        raise BadValue(f"expected always or a number of IKE SAs (1 or more), got {show_value(text)}")
+    return int(text)
+
+
 def _read_connection(section: Section, ctx: _ConnContext) -> Connection | None:
     issues = ctx.issues
     r = SectionReader(section, issues)
@@ -707,6 +731,11 @@ def _read_connection(section: Section, ctx: _ConnContext) -> Connection | None:
         r.get(key, refuse(why), None)
     vips: tuple[IPAddress, ...] = r.get("vips", _parse_vips, ())
     pools: tuple[str, ...] = r.get("pools", _parse_pool_names, ())
+    redirect_to: str | None = r.get("redirect_to", _parse_redirect_to, None)
+    redirect_when: int = r.get("redirect_when", _parse_redirect_when, 0)
+    needs_target = "redirect_when" in section.settings and not {"redirect_to", "redirect_when"} & r.failed
+    if needs_target and redirect_to is None:
+        r.error("redirect_when", "redirect_when needs redirect_to (the gateway to send clients to)")
     if pools:
         _check_pools(r, pools, ctx.pools)
     local = _read_local(_round_sections(r, "local", issues), issues, section)
@@ -772,6 +801,8 @@ def _read_connection(section: Section, ctx: _ConnContext) -> Connection | None:
             pools=pools,
             fragmentation=fragmentation,
             fragment_size=ctx.fragment_size,
+            redirect_to=redirect_to,
+            redirect_when=redirect_when,
         )
     except ValueError as exc:  # the engine's own consistency checks; the checks above should cover them
         issues.append(ConfigIssue(section.file, section.line, section.path, str(exc)))

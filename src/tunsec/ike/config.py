@@ -145,6 +145,10 @@ class IkeConfig:
     pools: tuple[str, ...] = ()
     fragmentation: FragmentationMode = "yes"
     fragment_size: int = DEFAULT_FRAGMENT_SIZE
+    # Redirect (RFC 5685, see redirect.py): as a gateway, answer new clients' IKE_SA_INIT with
+    # N(REDIRECT) to this address once the endpoint holds at least ``redirect_when`` IKE SAs
+    redirect_to: str | None = None
+    redirect_when: int = 0
 
     def __post_init__(self) -> None:
         if "psk" in (self.local.method, self.remote.method) and self.psk is None:

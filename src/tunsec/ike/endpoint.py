@@ -19,6 +19,10 @@ Denial-of-service protection (RFC 7296 §2.6), as strongSwan's charon does it:
   ``version | HMAC-SHA256(secret, Ni | IPi | port | SPIi)``; the secret is
   replaced every ``cookie_lifetime`` seconds and the previous one is still
   accepted for one more period (initiators in flight keep working).
+- Redirect (RFC 5685, ``redirect.py``): when the connection chosen for a request
+  has ``redirect_to`` and the endpoint holds at least its ``redirect_when`` IKE
+  SAs, a client that sent REDIRECT_SUPPORTED gets a stateless N(REDIRECT)
+  answer, like a COOKIE: nothing is kept for it.
 - Work per datagram does not depend on the number of SAs: SAs report changes
   through :meth:`IkeSa.watch` and only those are visited; timers sit in a heap.
 """
@@ -55,6 +59,7 @@ from .message import (
     decode_header,
     decode_message,
 )
+from .redirect import encode_redirect
 from .sa import IkeSa, State
 from .state import AddressPool, Jitter, Rng, SpiAllocator, now_utc, random_spi_allocator
 
@@ -96,6 +101,7 @@ class EndpointStats:
     half_open_limit: int = 0  # requests dropped because half_open_limit SAs are half-open
     no_connection: int = 0  # no connection accepts IKE from the source address
     half_open_closed: int = 0  # half-open SAs that timed out or failed before authentication
+    redirects_sent: int = 0  # stateless REDIRECT responses (RFC 5685)
 
 
 @dataclass
@@ -289,6 +295,10 @@ class IkeEndpoint:
         if not candidates:
             self.stats.no_connection += 1
             return
+        target = self._redirect_target(candidates[0], msg)
+        if target is not None:
+            self._send_redirect(msg, addr, local, target)
+            return
         sa = self._new_sa(candidates[0], False, now, addr, local, candidates)
         sa.receive(datagram, addr, now, local)
         if sa.is_half_open:
@@ -345,6 +355,32 @@ class IkeEndpoint:
             (NotifyPayload(NotifyType.COOKIE, cookie),),
         )
         self.stats.cookies_sent += 1
+        self._outbox.append(Datagram(reply.encode(), addr, local[1] if local else IKE_PORT))
+
+    # ------------------------------------------------------------------ redirect (RFC 5685)
+
+    def _redirect_target(self, config: IkeConfig, msg: Message) -> str | None:
+        """Where to send this client instead, if its connection redirects now and the client can follow."""
+        if config.redirect_to is None or self.sa_count < config.redirect_when:
+            return None
+        # RFC 5685 §3: only clients that announced support are redirected; a client already
+        # redirected announces it with REDIRECTED_FROM instead (as strongSwan's does)
+        support = (NotifyType.REDIRECT_SUPPORTED, NotifyType.REDIRECTED_FROM)
+        if not any(isinstance(p, NotifyPayload) and p.type in support for p in msg.payloads):
+            return None
+        return config.redirect_to
+
+    def _send_redirect(self, msg: Message, addr: Address, local: Address | None, target: str) -> None:
+        data = encode_redirect(target, _find_nonce(msg))
+        reply = Message(
+            msg.spi_i,
+            ZERO_SPI,
+            ExchangeType.IKE_SA_INIT,
+            int(HeaderFlag.RESPONSE),
+            0,
+            (NotifyPayload(NotifyType.REDIRECT, data),),
+        )
+        self.stats.redirects_sent += 1
         self._outbox.append(Datagram(reply.encode(), addr, local[1] if local else IKE_PORT))
 
     # ------------------------------------------------------------------ bookkeeping

@@ -187,6 +187,15 @@ class PeerUnreachable:
 
 
 @dataclass(frozen=True)
+class Redirected:
+    """The gateway redirected our IKE_SA_INIT (RFC 5685); the same IKE SA now tries ``to_addr``."""
+
+    name: str
+    from_addr: str
+    to_addr: str
+
+
+@dataclass(frozen=True)
 class SpiUnused:
     """An inbound SPI from the allocator will not be used: DELETE its larval SA."""
 
@@ -202,5 +211,6 @@ Event = (
     | AuthFailed
     | NegotiationFailed
     | PeerUnreachable
+    | Redirected
     | SpiUnused
 )

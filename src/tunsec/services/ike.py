@@ -60,6 +60,7 @@ from tunsec.ike.events import (
     IkeSaUp,
     NegotiationFailed,
     PeerUnreachable,
+    Redirected,
     SpiUnused,
 )
 from tunsec.ike.fragments import FragmentStats
@@ -814,6 +815,8 @@ class IkeService(Service):
                     self._after_loss(ev.name, "dpd_action")     # it was up: dead peer detected
                 elif sa.is_initiator:
                     self._retry(ev.name)
+            case Redirected():
+                log.info("%s: gateway %s redirected us to %s (RFC 5685)", ev.name, ev.from_addr, ev.to_addr)
             case SpiUnused():
                 self._spawn(self._delete_sa(ev.spi, Direction.IN))
 

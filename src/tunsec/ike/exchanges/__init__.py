@@ -19,4 +19,8 @@ A feature that changes every message rather than adding an exchange belongs in
 the transport's encode/decode path (``sa.py``: ``_encode``, ``_open``,
 ``_decrypt_request``), not in a task: IKE fragmentation (RFC 7383) is there
 (``_encode`` splits, ``_on_fragment`` reassembles; rules in ``fragments.py``).
+
+A stateless answer to an IKE_SA_INIT request, given before any SA exists (COOKIE,
+RFC 5685's REDIRECT), belongs in ``endpoint.py``; what the initiator does with it
+in ``ike_sa_init.py``'s task (REDIRECT's notify data in ``redirect.py``).
 """

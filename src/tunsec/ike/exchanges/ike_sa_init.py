@@ -12,6 +12,11 @@ therefore not needed to decide anything and are not checked.
 INVALID_KE_PAYLOAD: the initiator retries with the group the responder asks
 for, if it is one we would accept. COOKIE: the initiator repeats its request
 with the cookie first, keeping its SPI, nonce and KE value (RFC 7296 §2.6).
+
+Redirect (RFC 5685, ``redirect.py``): the initiator sends N(REDIRECT_SUPPORTED),
+or N(REDIRECTED_FROM) once redirected; on N(REDIRECT) it sends a new request
+(fresh nonce) to the named gateway, at most ``MAX_REDIRECTS`` times. The
+responder's side (a stateless REDIRECT answer) is in ``endpoint.py``.
 """
 
 from __future__ import annotations
@@ -30,9 +35,10 @@ from ..constants import (
     notify_name,
 )
 from ..dh import DhError, KeyExchange, new_key_exchange
-from ..events import NegotiationFailed
+from ..events import NegotiationFailed, Redirected
 from ..message import CertReqPayload, KePayload, NoncePayload, NotifyPayload, Payload, SaPayload
 from ..proposals import Suite, accepts, describe_all, select_proposal
+from ..redirect import MAX_REDIRECTS, RedirectError, decode_redirect, encode_gateway
 from ..state import IkeSaState, nat_hash
 from .base import KeGroups, KeRetry, Outcome, Response, Task, error_notify, find, find_notify, notify
 
@@ -87,6 +93,8 @@ class IkeSaInitTask(Task):
         assert self._groups.group is not None
         self._ke: KeyExchange = new_key_exchange(self._groups.group)
         self._cookie: bytes | None = None
+        self._redirected_from: str | None = None  # the gateway that redirected us last (RFC 5685)
+        self._redirects = 0
         st.nonce_i = st.rng(NONCE_LEN)
 
     def build(self, st: IkeSaState) -> list[Payload]:
@@ -101,10 +109,38 @@ class IkeSaInitTask(Task):
             *_nat_notifies(st, bytes(8)),
             *_fragmentation(st, None),
             notify(NotifyType.SIGNATURE_HASH_ALGORITHMS, _hash_algorithms()),
+            self._redirect_notify(),
         ]
         return payloads
 
+    def _redirect_notify(self) -> Payload:
+        if self._redirected_from is None:
+            return notify(NotifyType.REDIRECT_SUPPORTED)
+        return notify(NotifyType.REDIRECTED_FROM, encode_gateway(self._redirected_from))
+
+    def _follow_redirect(self, st: IkeSaState, data: bytes) -> Outcome:
+        """Start over at the gateway N(REDIRECT) names (RFC 5685 §4), a bounded number of times."""
+        try:
+            redirect = decode_redirect(data)
+        except RedirectError as exc:
+            return self._fail(st, "INVALID_SYNTAX", str(exc))
+        if redirect.nonce != st.nonce_i:
+            return self._fail(st, "INVALID_SYNTAX", "REDIRECT does not carry our nonce (not an answer to our request)")
+        self._redirects += 1
+        if self._redirects > MAX_REDIRECTS:
+            return self._fail(st, "REDIRECT", f"redirected more than {MAX_REDIRECTS} times, last to {redirect.gateway}")
+        old = st.remote_addr[0]
+        st.emit(Redirected(st.name, old, redirect.gateway))
+        self._redirected_from = old
+        self._cookie = None  # a cookie belongs to the gateway that sent it
+        st.remote_addr = (redirect.gateway, st.config.remote_port)
+        st.nonce_i = st.rng(NONCE_LEN)
+        return Outcome.RETRY
+
     def process(self, st: IkeSaState, payloads: Sequence[Payload]) -> Outcome:
+        redirect = find_notify(payloads, NotifyType.REDIRECT)
+        if redirect is not None and error_notify(payloads) is None:
+            return self._follow_redirect(st, redirect.data)
         cookie = find_notify(payloads, NotifyType.COOKIE)
         if cookie is not None and error_notify(payloads) is None:
             if not 1 <= len(cookie.data) <= 64:

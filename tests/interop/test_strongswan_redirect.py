@@ -1,0 +1,152 @@
+"""Redirect (RFC 5685) with strongSwan as the client, in network namespaces.
+
+Three namespaces (tunsec.bench.netns.StarHosts): charon (kernel-libipsec) in
+the hub ``g`` is the road warrior; tunsec gateway A in ``a`` (192.0.2.2) has
+``redirect_to = 198.51.100.2``, tunsec gateway B in ``b``. charon initiates to A,
+follows A's REDIRECT to B (strongSwan clients announce REDIRECT_SUPPORTED by
+default), and must end up with its IKE and Child SA at B, pings passing; A keeps
+no SA for it.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from ike_peers import CHILD, CONN, PSK, Charon, Conn, TunsecIke, ident, strongswan_missing
+
+from tunsec.bench.netns import StarHosts, wait_until
+
+_MISSING = strongswan_missing()
+if _MISSING:
+    print(f"\n*** strongSwan redirect test SKIPPED: {_MISSING} ***\n", file=sys.stderr)
+pytestmark = [
+    pytest.mark.interop,
+    pytest.mark.netns,
+    pytest.mark.skipif(_MISSING is not None, reason=f"STRONGSWAN UNAVAILABLE: {_MISSING}"),
+]
+
+GW_ID = "gw.tunsec.test"  # both gateways: the client accepts either
+
+
+@dataclass(frozen=True)
+class GatewayConn(Conn):
+    """A gateway's connection: any client address and identity, the client's network narrowed per peer."""
+
+    def swanctl_text(self) -> str:
+        return f"""connections {{
+  {CONN} {{
+    version = 2
+    remote_addrs = %any
+    encap = yes
+    proposals = {self.proposals}
+{self.extra_conn}    local {{
+      auth = psk
+      id = {GW_ID}
+    }}
+    remote {{
+      auth = psk
+    }}
+    children {{
+      {CHILD} {{
+        local_ts = {self.me.inner_net4}
+        remote_ts = {self.peer.inner_net4}
+        esp_proposals = {self.esp_proposals}
+        mode = tunnel
+        start_action = none
+      }}
+    }}
+  }}
+}}
+secrets {{
+  ike-gw {{
+    id-gw = {GW_ID}
+    secret = "{PSK}"
+  }}
+}}
+"""
+
+
+@dataclass(frozen=True)
+class ClientConn(Conn):
+    """The road warrior: no local address (the route picks it, so it can follow a redirect), gateway id fixed."""
+
+    def swanctl_text(self) -> str:
+        return f"""connections {{
+  {CONN} {{
+    version = 2
+    remote_addrs = {self.peer.outer4}
+    encap = yes
+    proposals = {self.proposals}
+    local {{
+      auth = psk
+      id = {ident(self.me)}
+    }}
+    remote {{
+      auth = psk
+      id = {GW_ID}
+    }}
+    children {{
+      {CHILD} {{
+        local_ts = {self.me.inner_net4}
+        remote_ts = 10.2.0.0/16
+        esp_proposals = {self.esp_proposals}
+        mode = tunnel
+        start_action = none
+      }}
+    }}
+  }}
+}}
+secrets {{
+  ike-rw {{
+    id-rw = {ident(self.me)}
+    secret = "{PSK}"
+  }}
+}}
+"""
+
+
+@pytest.fixture
+def star() -> Iterator[StarHosts]:
+    with StarHosts(prefix="rd") as t:
+        yield t
+
+
+def test_strongswan_client_redirected_to_gateway_b(star: StarHosts) -> None:
+    g, a, b = star.g, star.a, star.b
+    gw_a = TunsecIke(star, GatewayConn(a, g, extra_conn=f"    redirect_to = {b.outer4}\n"))
+    gw_b = TunsecIke(star, GatewayConn(b, star.g_b))
+    client = Charon(star, ClientConn(g, a))
+    for side in (gw_a, gw_b):
+        side.start()
+    client.start()
+    client.initiate()
+    logs = lambda: f"{client.log_tail()}\n{gw_a.log_tail()}\n{gw_b.log_tail()}"  # noqa: E731
+    assert wait_until(lambda: bool(gw_b.established()), 15), logs()
+    (sa,) = gw_b.established()
+    assert sa["remote"].startswith(star.g_b.outer4 + "["), sa
+    assert gw_a.ike_sas() == [], gw_a.log_tail()  # A answered statelessly and holds nothing
+    assert gw_a.status()["ike_drops"]["redirects_sent"] >= 1  # (charon retransmits if it is slow to read)
+    assert "N(REDIR)" in client.log_text() and b.outer4 in client.list_sas(), logs()  # charon followed A's REDIRECT
+    assert star.wait_ping(g, b.inner4, src=g.inner4, timeout=10), f"{client.log_tail()}\n{gw_b.log_tail()}"
+    assert star.ping(g, b.inner4, count=3, src=g.inner4), "pings through the SA at B lost"
+
+
+def test_tunsec_client_follows_redirect_to_gateway_b(star: StarHosts) -> None:
+    # the same topology with tunsec as the client: the service sends to B and takes B's answers
+    g, a, b = star.g, star.a, star.b
+    gw_a = TunsecIke(star, GatewayConn(a, g, extra_conn=f"    redirect_to = {b.outer4}\n"))
+    gw_b = TunsecIke(star, GatewayConn(b, star.g_b))
+    client = TunsecIke(star, ClientConn(g, a))
+    for side in (gw_a, gw_b, client):
+        side.start()
+    r = client.cli("initiate", "--child", CHILD)
+    logs = f"{r.stdout}{r.stderr}\n{client.log_tail()}\n{gw_a.log_tail()}\n{gw_b.log_tail()}"
+    assert r.returncode == 0, logs
+    (sa,) = client.established()
+    assert sa["remote"].startswith(b.outer4 + "["), sa
+    assert gw_a.ike_sas() == [] and len(gw_b.established()) == 1, logs
+    client.wait_log(rf"gateway {a.outer4} redirected us to {b.outer4}")
+    assert star.wait_ping(g, b.inner4, src=g.inner4, timeout=10), logs
