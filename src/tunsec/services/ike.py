@@ -181,6 +181,7 @@ class IkeService(Service):
         self._held: collections.deque[Callable[[], None]] = collections.deque()   # what waits for an SPI
         self._held_datagrams = 0   # how many of those are incoming datagrams (at most HELD_MAX)
         self._peer_may_have_moved = False   # an IKE datagram came in: check for NAT rebinding (_follow_peers)
+        self._ike_peers: dict[int, tuple[str, int]] = {}   # IKE SA handle -> its peer at the last check
         self.held_dropped = 0      # incoming IKE datagrams dropped because HELD_MAX were already held
         self._held_log = LogLimiter()     # lines a flood can cause while inbound SPIs are short
         self._getspi_log = LogLimiter()
@@ -739,11 +740,16 @@ class IkeService(Service):
     def _follow_peers(self) -> None:
         """NAT rebinding (RFC 7296 §2.23): the engine moves an IKE SA to the address and port of
         the peer's latest authenticated request; the Child SAs it negotiated follow, their
-        outbound ESP to the new mapping (MIGRATE, no re-keying).  Checked after input only."""
+        outbound ESP to the new mapping (MIGRATE, no re-keying).  Checked after input only, and
+        the children only when an IKE SA's peer changed: per datagram this costs one pass over
+        the IKE SAs, not over their children."""
         peers: dict[int, tuple[str, int]] = {}
         for sa, handle in self._ike_handles.items():
             if sa.state not in (State.REKEYED, State.CLOSED):
                 peers[handle] = sa.remote_addr
+        last, self._ike_peers = self._ike_peers, peers
+        if all(last.get(h, addr) == addr for h, addr in peers.items()):
+            return
         for state in list(self.children.values()):
             now = peers.get(state.ike)
             known = state.moving_to or state.remote
