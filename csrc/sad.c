@@ -338,6 +338,36 @@ int ts_sad_delete(ts_dp *dp, uint32_t spi, uint8_t dir, const ts_addr *remote) {
     return TS_OK;
 }
 
+/* Move a mature SA to a new peer endpoint (NAT rebinding, MOBIKE) without
+ * re-keying.  The hash slot depends on (SPI, dir) only, so the SA stays in
+ * its chain; the write lock makes the change of remote and of the prebuilt
+ * sendmmsg destination atomic for the loop threads, which read both under
+ * the read lock.  An OUT SA is named by its old peer; moving it onto a peer
+ * that already has an SA with the same SPI would make two SAs one (EEXIST).
+ * IN: remote NULL; its stored peer (NAT-T source checks) moves too. */
+int ts_sad_migrate(ts_dp *dp, uint32_t spi, uint8_t dir, const ts_addr *remote, const ts_addr *new_remote) {
+    if (!sa_id_valid(dir, remote) || !new_remote || !addr_valid(new_remote))
+        return TS_EINVAL;
+    int rc = TS_OK;
+    pthread_rwlock_wrlock(&dp->lock);
+    ts_sa *sa = ts_sad_find_sa(&dp->sad, spi, dir, remote);
+    if (!sa)
+        rc = TS_ENOENT;
+    else if (atomic_load(&sa->state) != TS_SA_MATURE)
+        rc = TS_ESTATE;
+    else if (sa->remote.family != new_remote->family || sa->local.family != new_remote->family)
+        rc = TS_EINVAL;   /* the local address stays: a family change needs a new SA */
+    else if (dir == TS_DIR_OUT && !same_peer(remote, new_remote) &&
+             ts_sad_find_sa(&dp->sad, spi, dir, new_remote))
+        rc = TS_EEXIST;
+    if (rc == TS_OK) {
+        sa->remote = *new_remote;
+        build_peer(sa);
+    }
+    pthread_rwlock_unlock(&dp->lock);
+    return rc;
+}
+
 void ts_sad_flush(ts_dp *dp) {
     pthread_rwlock_wrlock(&dp->lock);
     for (size_t i = 0; i < dp->sad.nbuckets; i++) {

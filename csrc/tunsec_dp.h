@@ -197,6 +197,9 @@ int ts_sad_add(ts_dp *dp, const ts_sa_params *p);      /* OUT (or a fully keyed 
  * peers choose outbound SPIs, so two of them may pick the same one (TS_EINVAL otherwise) */
 int ts_sad_delete(ts_dp *dp, uint32_t spi, uint8_t dir, const ts_addr *remote);
 void ts_sad_flush(ts_dp *dp);
+/* move a mature SA (named as in delete) to new_remote, same family, keys kept:
+ * NAT rebinding and MOBIKE.  TS_EEXIST if an OUT SA with that SPI already goes there */
+int ts_sad_migrate(ts_dp *dp, uint32_t spi, uint8_t dir, const ts_addr *remote, const ts_addr *new_remote);
 int ts_sad_get(ts_dp *dp, uint32_t spi, uint8_t dir, const ts_addr *remote, ts_sa_info *out);
 size_t ts_sad_count(ts_dp *dp);
 size_t ts_sad_list(ts_dp *dp, ts_sa_info *out, size_t max);   /* returns number written */

@@ -104,6 +104,7 @@ class Gateway:
     sites: list[IkeEndpoint] = field(default_factory=list)
     site_events: list[list[Any]] = field(default_factory=list)
     wire: list[tuple[tuple[str, int], tuple[str, int], bytes]] = field(default_factory=list)
+    nat: dict[int, tuple[str, int]] = field(default_factory=dict)   # site -> its NAT's outside mapping
 
     async def start(self) -> None:
         gw = psk_ike("gw", "gw.example", RemoteAuth("psk"), GW, None, "10.1.0.0/16", "10.2.0.0/16")
@@ -131,7 +132,7 @@ class Gateway:
             moved = False
             for i, site in enumerate(self.sites):
                 for d in site.datagrams_to_send(_now()):
-                    self.wire.append(((site_ip(i), d.local_port), d.addr, d.data))
+                    self.wire.append((self.nat.get(i, (site_ip(i), d.local_port)), d.addr, d.data))
                 while (ev := site.next_event()) is not None:
                     self.site_events[i].append(ev[1])
             while self.wire:
@@ -145,8 +146,10 @@ class Gateway:
                         self.service.receive(data, src, dst)
                         self.service._pump()
                 else:
-                    i = next(k for k in range(self.n) if site_ip(k) == dst[0])
-                    self.sites[i].receive(data, src, _now(), dst)
+                    inside = {v: k for k, v in self.nat.items()}
+                    i = inside.get(dst) if dst in inside else next(k for k in range(self.n) if site_ip(k) == dst[0])
+                    assert i is not None
+                    self.sites[i].receive(data, src, _now(), dst if dst not in inside else (site_ip(i), 4500))
             for _ in range(5):
                 await asyncio.sleep(0)
             if self.service._tasks:
@@ -393,5 +396,41 @@ def test_an_outbound_expire_rekeys_the_child_of_that_peer_only() -> None:
                                                                                  4500))
         for i in range(gw.n):
             assert_reaches_only_its_site(gw, i)
+
+    run(body())
+
+
+def test_nat_rebinding_moves_the_peers_child_sas_with_its_ike_sa() -> None:
+    """RFC 7296 §2.23: a site's NAT mapping changes (new address and port); its next authenticated
+    IKE request (a DPD) moves the gateway's IKE SA, and the Child SAs follow it: the gateway's ESP
+    for that site goes to the new mapping, same keys, numbers going on.  The other site's SAs stay."""
+    async def body() -> None:
+        gw = Gateway(2)
+        await gw.start()
+        for i in range(gw.n):
+            gw.connect(i)
+        await gw.settle()
+        assert_reaches_only_its_site(gw, 0)
+        (child,) = gw.children_of(0)
+        other = [(s.spi, s.remote) for s in gw.worker.dp.sas() if s.remote != child.remote]
+        gw.nat[0] = ("198.51.100.201", 40000)
+        gw.site_sa(0).send_liveness()
+        await gw.settle()
+        moved = Endpoint(ipaddress.ip_address("198.51.100.201"), 40000)
+        assert gw.service.children[child.handle].remote == moved
+        esp, dst, drop = gw.send_to_site(0)
+        assert drop is Drop.NONE and dst == moved
+        spi, inner = esp_open(gw.site_key_in(0), esp)   # the site's key: the same SA, numbers going on
+        assert spi == child.spi_out and struct.unpack("!I", esp[4:8])[0] == 2 and inner[16:20] == bytes([10, 2, 1, 7])
+        migrates = [m for m in gw.worker.log if isinstance(m, pipe.Migrate)]
+        assert {(m.spi, m.direction, m.new_remote) for m in migrates} == {
+            (child.spi_out, Direction.OUT, moved), (child.spi_in, Direction.IN, moved)}
+        assert [(s.spi, s.remote) for s in gw.worker.dp.sas() if s.remote != moved] == other
+        # the site is still reachable at its new mapping, and the other site where it was
+        gw.site_sa(0).send_liveness()
+        await gw.settle()
+        assert len([m for m in gw.worker.log if isinstance(m, pipe.Migrate)]) == 2   # nothing moved again
+        esp, dst, drop = gw.send_to_site(1)
+        assert drop is Drop.NONE and dst == Endpoint(ipaddress.ip_address(site_ip(1)), 4500)
 
     run(body())

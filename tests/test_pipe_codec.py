@@ -32,6 +32,7 @@ from tunsec.dataplane.pipe import (
     InvalidSpi,
     Lifetime,
     Message,
+    Migrate,
     MsgType,
     PipeError,
     Policy,
@@ -291,6 +292,13 @@ messages: st.SearchStrategy[Message] = st.one_of(
     st.builds(ReserveLow, spi=spis, direction=st.just(Direction.OUT), needed=u64s, remote=endpoints()),
     ike_args().map(lambda a: Ike(data=a[0], remote=a[1], local=a[2])),
     st.builds(FirstUse, spi=spis),
+    st.builds(Migrate, req_ids, spis, st.just(Direction.IN), endpoints()),
+    endpoints().flatmap(
+        lambda e: st.builds(
+            Migrate, req_ids, spis, st.just(Direction.OUT), endpoints().filter(lambda n: n.family == e.family),
+            st.just(e),
+        )
+    ),
 )
 
 # ------------------------------------------------------------ realistic values
@@ -301,6 +309,7 @@ LOCAL4 = Endpoint(ip_address("192.0.2.10"), 4500)
 REMOTE4 = Endpoint(ip_address("198.51.100.20"), 4500)
 LOCAL6 = Endpoint(ip_address("2001:db8::10"), 4500)
 REMOTE6 = Endpoint(ip_address("2001:db8:ffff::20"), 61234)
+REMOTE4_MOVED = Endpoint(ip_address("192.0.2.77"), 40001)
 SEL4 = Selector.from_networks(ip_network("10.1.0.0/16"), ip_network("10.2.0.0/24"))
 SEL6_TCP = Selector.from_networks(
     ip_network("fd00:1::/64"), ip_network("fd00:2::/64"), proto=6, dport=(443, 443)
@@ -408,6 +417,9 @@ REALISTIC: list[Message] = [
     # a rekey responder's new inbound SA: the worker reports its first authenticated packet
     Update(18, in_sa(report_first_use=True)),
     FirstUse(spi=0xC0000123),
+    # NAT rebinding / MOBIKE: a mature SA follows its peer to a new address and port
+    Migrate(19, 0xCAFE0002, Direction.OUT, REMOTE4_MOVED, REMOTE4),
+    Migrate(20, 0xC0000123, Direction.IN, REMOTE6),
 ]
 
 # ----------------------------------------------------------------- raw helpers
@@ -563,6 +575,7 @@ EXT_LENGTHS = {
     Ext.POLICY_INFO: 108,
     Ext.DROP: 16 + 4,  # the name "auth" needs no padding
     Ext.SEQ_LIMIT: 20,
+    Ext.ADDR_NEW_REMOTE: 24,
 }
 
 
@@ -577,6 +590,7 @@ def test_extension_lengths() -> None:
         InvalidSpi(spi=1, remote=REMOTE4),
         Ike(data=b"x" * 301, remote=REMOTE4),
         Reserve(1, 300, Direction.OUT, 5000, 4000, REMOTE4),
+        Migrate(1, 300, Direction.IN, REMOTE4),
         Reply(1, MsgType.DUMP, Errno.OK, sas=(sa_info(1),), policies=(policy_info(1),), drops=(("auth", 1),)),
     ]
     seen: dict[int, int] = {}
@@ -611,7 +625,7 @@ def test_bad_version_is_answered() -> None:
 
 
 def test_unknown_type_is_answered_with_its_raw_type() -> None:
-    for msg_type in (0, 12, 15, 22, 255):
+    for msg_type in (0, 13, 15, 22, 255):
         err = decode_error(raw(msg_type, req_id=43))
         assert err.errno is Errno.ETYPE and err.req_id == 43 and err.msg_type == msg_type
         answer = error_reply(err)
@@ -639,6 +653,7 @@ DATA_65001 = ext(Ext.DATA, struct.pack("!I", 65001) + bytes(65001))
 REMOTE4_BODY = split(encode(IKE))[1][1]
 REMOTE4_EXT = ext(Ext.ADDR_REMOTE, REMOTE4_BODY)
 SEND4 = SendIke(1, b"x", REMOTE4)
+MIGRATE_OUT = Migrate(1, 300, Direction.OUT, REMOTE4_MOVED, REMOTE4)
 LOCAL6_BODY = split(encode(Ike(data=b"x", remote=REMOTE6)))[1][1]
 
 # (name, datagram, errno); every one has a readable header.
@@ -729,6 +744,12 @@ MALFORMED: list[tuple[str, bytes, Errno]] = [
     ("selector IPv4 tail", patch(A_SA, Ext.SELECTOR, put(75, b"\1")), Errno.EINVAL),
     ("DELETE direction 7", patch(Delete(1, 300, Direction.IN), Ext.SA_ID, put(4, b"\7")), Errno.EINVAL),
     ("DELETE reserved", patch(Delete(1, 300, Direction.IN), Ext.SA_ID, put(5, b"\1")), Errno.EINVAL),
+    ("MIGRATE OUT without its old peer", without(MIGRATE_OUT, Ext.ADDR_REMOTE), Errno.EINVAL),
+    ("MIGRATE without a new peer", without(MIGRATE_OUT, Ext.ADDR_NEW_REMOTE), Errno.EINVAL),
+    ("MIGRATE IN with a peer", plus(Migrate(1, 300, Direction.IN, REMOTE4), (Ext.ADDR_REMOTE, REMOTE4_BODY)),
+     Errno.EINVAL),
+    ("MIGRATE across families", patch(MIGRATE_OUT, Ext.ADDR_NEW_REMOTE, put(0, b"\6")), Errno.EINVAL),
+    ("MIGRATE new peer family 0", patch(MIGRATE_OUT, Ext.ADDR_NEW_REMOTE, put(0, b"\0")), Errno.EINVAL),
     ("DELETE OUT without its peer", without(Delete(1, 300, Direction.OUT, REMOTE4), Ext.ADDR_REMOTE), Errno.EINVAL),
     ("DELETE IN with a peer", plus(Delete(1, 300, Direction.IN), (Ext.ADDR_REMOTE, REMOTE4_BODY)), Errno.EINVAL),
     ("DELETE two peers", plus(Delete(1, 300, Direction.OUT, REMOTE4), (Ext.ADDR_REMOTE, REMOTE4_BODY)), Errno.EINVAL),
@@ -1078,6 +1099,10 @@ INVALID: list[tuple[str, Callable[[], object]]] = [
     ("expire out without peer", lambda: Expire(spi=300, direction=Direction.OUT, hard=True, reason=TIME)),
     ("expire in with peer", lambda: Expire(spi=300, direction=Direction.IN, hard=True, reason=TIME, remote=REMOTE4)),
     ("delete out without peer", lambda: Delete(1, 300, Direction.OUT)),
+    ("migrate out without old peer", lambda: Migrate(1, 300, Direction.OUT, REMOTE4)),
+    ("migrate in with peer", lambda: Migrate(1, 300, Direction.IN, REMOTE4, REMOTE4)),
+    ("migrate across families", lambda: Migrate(1, 300, Direction.OUT, REMOTE6, REMOTE4)),
+    ("migrate new_remote str", lambda: Migrate(1, 300, Direction.IN, "192.0.2.9")),  # type: ignore[arg-type]
     ("delete in with peer", lambda: Delete(1, 300, Direction.IN, REMOTE4)),
     ("ike empty", lambda: Ike(data=b"", remote=REMOTE4)),
     ("ike families", lambda: Ike(data=b"x", remote=REMOTE4, local=LOCAL6)),

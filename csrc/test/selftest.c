@@ -1051,6 +1051,53 @@ static void test_shared_out_spi(void) {
     ts_dp_free(dp);
 }
 
+/* ---- 6a. migrate: NAT rebinding / MOBIKE move a mature SA, keys and numbers kept ---- */
+static void test_migrate(void) {
+    struct pair pr;
+    pair_new(&pr, 20, false, 64, 0);
+    size_t len = make_inner(4, 20, false, bufA), icmp;
+    int drop;
+    ts_addr dst;
+    CHECK(ts_dp_outbound(pr.tx, bufA, len, bufB, CAP, &dst, &drop, &icmp) > 0 && dst.port == PEER.port);
+    ts_addr moved = PEER;
+    moved.addr[3] = 9;
+    moved.port = 40001;
+    CHECK(ts_sad_migrate(pr.tx, pr.spi, TS_DIR_OUT, &PEER, &moved) == TS_OK);
+    ts_sa_info info;
+    CHECK(ts_sad_get(pr.tx, pr.spi, TS_DIR_OUT, &PEER, &info) == TS_ENOENT);   /* known by its new peer */
+    CHECK(ts_sad_get(pr.tx, pr.spi, TS_DIR_OUT, &moved, &info) == TS_OK && info.packets == 1);
+    CHECK(info.remote.port == 40001 && info.remote.addr[3] == 9);
+    int n = ts_dp_outbound(pr.tx, bufA, len, bufB, CAP, &dst, &drop, &icmp);
+    CHECK(n > 0 && drop == TS_DROP_NONE && get32(bufB + 4) == 2);   /* the sequence goes on */
+    CHECK(dst.family == 4 && dst.port == 40001 && memcmp(dst.addr, moved.addr, 4) == 0);
+    uint8_t nh;
+    CHECK(ref_open(pr.key, 20, false, 0, bufB, (size_t)n, bufC, &nh) == (long)len);   /* same keys */
+    /* refused: the old name, a NULL or other-family target, IN named with a peer */
+    CHECK(ts_sad_migrate(pr.tx, pr.spi, TS_DIR_OUT, &PEER, &moved) == TS_ENOENT);
+    CHECK(ts_sad_migrate(pr.tx, pr.spi, TS_DIR_OUT, &moved, NULL) == TS_EINVAL);
+    ts_addr v6 = {.family = 6, .port = 4500};
+    v6.addr[15] = 1;
+    CHECK(ts_sad_migrate(pr.tx, pr.spi, TS_DIR_OUT, &moved, &v6) == TS_EINVAL);
+    ts_addr bad = moved;
+    bad.family = 5;
+    CHECK(ts_sad_migrate(pr.tx, pr.spi, TS_DIR_OUT, &moved, &bad) == TS_EINVAL);
+    CHECK(ts_sad_migrate(pr.rx, pr.spi, TS_DIR_IN, &PEER, &moved) == TS_EINVAL);
+    /* two peers' SAs with one SPI must stay two: no move onto the other */
+    ts_sa_params p;
+    params(&p, pr.spi, TS_DIR_OUT, pr.key, 20, false, 0, 0);
+    CHECK(ts_sad_add(pr.tx, &p) == TS_OK);   /* (spi, PEER) again, a second SA */
+    CHECK(ts_sad_migrate(pr.tx, pr.spi, TS_DIR_OUT, &moved, &PEER) == TS_EEXIST);
+    CHECK(ts_sad_migrate(pr.tx, pr.spi, TS_DIR_OUT, &moved, &moved) == TS_OK);   /* no-op */
+    /* IN keeps the peer for NAT-T checks: it moves too; larval SAs do not */
+    CHECK(ts_sad_migrate(pr.rx, pr.spi, TS_DIR_IN, NULL, &moved) == TS_OK);
+    CHECK(ts_sad_get(pr.rx, pr.spi, TS_DIR_IN, NULL, &info) == TS_OK && info.remote.port == 40001);
+    uint32_t larval;
+    CHECK(ts_sad_getspi(pr.rx, 0x6000, 0x6000, &larval) == TS_OK);
+    CHECK(ts_sad_migrate(pr.rx, larval, TS_DIR_IN, NULL, &moved) == TS_ESTATE);
+    CHECK(ts_sad_migrate(pr.rx, 0x6001, TS_DIR_IN, NULL, &moved) == TS_ENOENT);
+    pair_free(&pr);
+}
+
 /* ---- 6b. lifetimes and the event queue ------------------------------------------- */
 static void test_lifetimes(void) {
     struct pair pr;
@@ -1841,6 +1888,7 @@ int main(int argc, char **argv) {
     test_first_use_threads();
     test_sad_errors();
     test_shared_out_spi();
+    test_migrate();
     test_lifetimes();
     test_icmp();
     test_icmp_limits();

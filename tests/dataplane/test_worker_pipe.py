@@ -77,6 +77,7 @@ def worker(tmp_path: Path) -> Iterator[Worker]:
     try:
         with in_netns(ns):
             tun = TunTapDevice(name="tsw0", flags=IFF_TUN | IFF_NO_PI)
+        os.set_blocking(tun.fileno(), False)   # as tun.py opens it: the loop reads until EAGAIN
         udp = netns_socket(ns, socket.AF_INET, socket.SOCK_DGRAM)
         udp.setsockopt(socket.SOL_SOCKET, 33, 4 << 20)   # SO_RCVBUFFORCE, as the daemon sets it
         udp.bind(("127.0.0.1", 4500))
@@ -336,3 +337,38 @@ def test_the_first_authenticated_packet_of_an_armed_sa_is_reported_once(worker: 
     assert [e for e in events if isinstance(e, pipe.FirstUse)] == [pipe.FirstUse(spi=armed),
                                                                    pipe.FirstUse(spi=barrier)]
     assert "first use reported" in worker.log.read_text()
+
+
+def test_migrate_moves_an_outbound_sa_to_its_peers_new_endpoint(worker: Worker) -> None:
+    """NAT rebinding / MOBIKE: after MIGRATE the worker's ESP for the SA goes to the peer's
+    new address and port, with the same keys and the sequence numbers going on; the old
+    endpoint gets nothing more.  The SA is then known by its new peer only."""
+    key = os.urandom(20)
+    assert worker.ask(lambda i: pipe.Add(i, sa(0x7200, Direction.OUT, key=key)))[0].errno is Errno.OK
+    pol = Policy(id=9, priority=1, action=Action.PROTECT, reqid=7, selector=Selector.from_networks(A, B))
+    assert worker.ask(lambda i: pipe.SpdAdd(i, pol))[0].errno is Errno.OK
+    for cmd in (["addr", "add", "10.1.0.1/24", "dev", "tsw0"], ["link", "set", "tsw0", "up"],
+                ["route", "add", str(B), "dev", "tsw0"]):
+        subprocess.run(["ip", "-n", worker.ns, *cmd], check=True)
+    moved = Endpoint(ipaddress.ip_address("127.0.0.3"), 40001)
+    old_peer = netns_socket(worker.ns, socket.AF_INET, socket.SOCK_DGRAM)
+    new_peer = netns_socket(worker.ns, socket.AF_INET, socket.SOCK_DGRAM)
+    app = netns_socket(worker.ns, socket.AF_INET, socket.SOCK_DGRAM)
+    with old_peer, new_peer, app:
+        old_peer.bind(("127.0.0.2", 4500))
+        new_peer.bind(("127.0.0.3", 40001))
+        for s in (old_peer, new_peer):
+            s.settimeout(5)
+        app.sendto(b"before", ("10.2.0.5", 9))
+        esp, src = old_peer.recvfrom(2048)
+        assert src == ("127.0.0.1", 4500) and esp[:8] == struct.pack("!II", 0x7200, 1)
+        assert worker.ask(lambda i: pipe.Migrate(i, 0x7200, Direction.OUT, moved, PEER))[0].errno is Errno.OK
+        app.sendto(b"after", ("10.2.0.5", 9))
+        esp, src = new_peer.recvfrom(2048)
+        assert src == ("127.0.0.1", 4500) and esp[:8] == struct.pack("!II", 0x7200, 2)
+        old_peer.settimeout(0.2)
+        with pytest.raises(TimeoutError):
+            old_peer.recvfrom(2048)
+    # the old name is gone, the new one answers; an SA that is not there is ENOENT
+    assert worker.ask(lambda i: pipe.Migrate(i, 0x7200, Direction.OUT, moved, PEER))[0].errno is Errno.ENOENT
+    assert worker.ask(lambda i: pipe.Delete(i, 0x7200, Direction.OUT, moved))[0].errno is Errno.OK

@@ -44,6 +44,7 @@ __all__ = [
     "InvalidSpi",
     "Lifetime",
     "Message",
+    "Migrate",
     "MsgType",
     "PipeError",
     "Policy",
@@ -101,6 +102,7 @@ class MsgType(IntEnum):
     DUMP = 9
     SEND_IKE = 10
     RESERVE = 11
+    MIGRATE = 12   # the last request type; events start at 16
     # Events live in their own range so a glance at the type tells the
     # direction and whether an answer is due.
     ACQUIRE = 16
@@ -177,6 +179,7 @@ class Ext(IntEnum):
     DROP = 17
     LARVAL_LIFETIME = 18
     SEQ_LIMIT = 19
+    ADDR_NEW_REMOTE = 20
 
 
 class PipeError(Exception):
@@ -717,6 +720,31 @@ class Reserve:
 
 
 @dataclass(frozen=True)
+class Migrate:
+    """Move a mature SA to a new peer endpoint without re-keying: the peer's
+    address or NAT mapping changed (NAT rebinding, MOBIKE).  The SA is named
+    as in Delete (an OUT SA by its old peer); keys, sequence numbers and
+    counters stay.  ENOENT: no such SA; ESTATE: larval; EINVAL: another
+    address family; EEXIST: an OUT SA with this SPI already goes there."""
+
+    TYPE: ClassVar[MsgType] = MsgType.MIGRATE
+    req_id: int
+    spi: int
+    direction: Direction
+    new_remote: Endpoint
+    remote: Endpoint | None = None   # OUT: the peer it goes to now
+
+    def __post_init__(self) -> None:
+        _check_request_id(self.req_id)
+        _check_spi("spi", self.spi)
+        _check_type("direction", self.direction, Direction)
+        _check_type("new_remote", self.new_remote, Endpoint)
+        _check_sa_peer(self.direction, self.remote)
+        if self.remote is not None and self.remote.family != self.new_remote.family:
+            raise ValueError("an SA moves within its address family: remote and new_remote differ")
+
+
+@dataclass(frozen=True)
 class Reply:
     """The answer to any request; `type` names the request it answers.
 
@@ -866,6 +894,7 @@ class FirstUse:
 
 Request: TypeAlias = (
     GetSpi | Update | Add | Delete | Flush | SpdAdd | SpdDelete | SpdFlush | Dump | SendIke | Reserve
+    | Migrate
 )
 Event: TypeAlias = Acquire | Expire | InvalidSpi | Ike | ReserveLow | FirstUse
 Message: TypeAlias = Request | Reply | Event
@@ -918,6 +947,7 @@ _BODY_LEN: Final[dict[Ext, int | None]] = {
     Ext.DROP: None,
     Ext.LARVAL_LIFETIME: _U32_BODY.size,
     Ext.SEQ_LIMIT: _SEQ_LIMIT.size,
+    Ext.ADDR_NEW_REMOTE: _ENDPOINT.size,
 }
 
 _MANY: Final = MAX_MESSAGE  # no count limit beyond the datagram size
@@ -951,6 +981,7 @@ _SCHEMA: Final[dict[MsgType, _Schema]] = {
     MsgType.RESERVE: {Ext.SA_ID: (1, 1), Ext.SEQ_LIMIT: (1, 1), Ext.ADDR_REMOTE: (0, 1)},
     MsgType.RESERVE_LOW: {Ext.SA_ID: (1, 1), Ext.SEQ_LIMIT: (0, 1), Ext.ADDR_REMOTE: (0, 1)},
     MsgType.FIRST_USE: {Ext.SPI: (1, 1)},
+    MsgType.MIGRATE: {Ext.SA_ID: (1, 1), Ext.ADDR_NEW_REMOTE: (1, 1), Ext.ADDR_REMOTE: (0, 1)},
 }
 _DUMP_REPLY_SCHEMA: Final[_Schema] = {
     Ext.SA_INFO: (0, _MANY),
@@ -1102,6 +1133,12 @@ def _extensions(msg: Message) -> list[bytes]:
             return [
                 _ext(Ext.SA_ID, _SA_ID.pack(spi, direction, bytes(3))),
                 _ext(Ext.SEQ_LIMIT, _SEQ_LIMIT.pack(limit, notify)),
+                *_opt_remote(remote),
+            ]
+        case Migrate(spi=spi, direction=direction, new_remote=new_remote, remote=remote):
+            return [
+                _ext(Ext.SA_ID, _SA_ID.pack(spi, direction, bytes(3))),
+                _ext(Ext.ADDR_NEW_REMOTE, _pack_endpoint(new_remote)),
                 *_opt_remote(remote),
             ]
         case ReserveLow(spi=spi, direction=direction, needed=needed, remote=remote):
@@ -1488,6 +1525,12 @@ def _unpack_reserve(req_id: int, exts: _Exts) -> Reserve:
     return Reserve(req_id, spi, direction, limit, notify, _unpack_remote_opt(exts))
 
 
+def _unpack_migrate(req_id: int, exts: _Exts) -> Migrate:
+    spi, direction = _unpack_sa_id(exts)
+    new_remote = _unpack_endpoint(exts.one(Ext.ADDR_NEW_REMOTE))
+    return Migrate(req_id, spi, direction, new_remote, _unpack_remote_opt(exts))
+
+
 def _unpack_reserve_low(exts: _Exts) -> ReserveLow:
     spi, direction = _unpack_sa_id(exts)
     body = exts.opt(Ext.SEQ_LIMIT)
@@ -1573,6 +1616,8 @@ def _build(msg_type: MsgType, req_id: int, exts: _Exts) -> Message:
         case MsgType.IKE:
             data, remote, local = _unpack_ike(exts)
             return Ike(data=data, remote=remote, local=local)
+        case MsgType.MIGRATE:
+            return _unpack_migrate(req_id, exts)
         case MsgType.RESERVE:
             return _unpack_reserve(req_id, exts)
         case MsgType.RESERVE_LOW:

@@ -53,10 +53,11 @@ MAX_DATAGRAM = 65536
 Request = (
     pipe.GetSpi | pipe.Update | pipe.Add | pipe.Delete | pipe.Flush
     | pipe.SpdAdd | pipe.SpdDelete | pipe.SpdFlush | pipe.Dump | pipe.SendIke | pipe.Reserve
+    | pipe.Migrate
 )
 REQUESTS = (
     pipe.GetSpi, pipe.Update, pipe.Add, pipe.Delete, pipe.Flush,
-    pipe.SpdAdd, pipe.SpdDelete, pipe.SpdFlush, pipe.Dump, pipe.SendIke, pipe.Reserve,
+    pipe.SpdAdd, pipe.SpdDelete, pipe.SpdFlush, pipe.Dump, pipe.SendIke, pipe.Reserve, pipe.Migrate,
 )
 
 
@@ -172,6 +173,9 @@ class Worker:
                 return self._send_ike(msg)
             case pipe.Reserve():
                 self.dp.reserve(msg.spi, msg.direction, msg.limit, msg.notify, msg.remote)
+                return self._ok(msg)
+            case pipe.Migrate():
+                self.dp.migrate(msg.spi, msg.direction, msg.new_remote, msg.remote)
                 return self._ok(msg)
         return [pipe.encode(pipe.Reply(msg.req_id, msg.TYPE, Errno.ETYPE))]
 

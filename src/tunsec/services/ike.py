@@ -132,6 +132,7 @@ class ChildState:
     established: float = field(default_factory=time.time)
     out_installed: bool = False    # our ADD succeeded: the outbound SA (spi_out, remote) is ours to delete
     pred: int | None = None        # handle of the Child SA this one rekeyed
+    moving_to: Endpoint | None = None   # a MIGRATE to the peer's new endpoint is queued (NAT rebinding)
     # a rekey we answered: its outbound SA, added when the initiator shows it has installed the new Child
     # SA (its first packet on our new inbound SA, or its DELETE of the old one); until then we send on the old
     standby: SaSpec | None = field(default=None, repr=False)
@@ -180,6 +181,8 @@ class IkeService(Service):
         self._spi_wait = False     # the pool is empty and a refill in flight: the barrier is up (_spi_barrier)
         self._held: collections.deque[Callable[[], None]] = collections.deque()   # what waits for an SPI
         self._held_datagrams = 0   # how many of those are incoming datagrams (at most HELD_MAX)
+        self._peer_may_have_moved = False   # an IKE datagram came in: check for NAT rebinding (_follow_peers)
+        self._ike_peers: dict[int, tuple[str, int]] = {}   # IKE SA handle -> its peer at the last check
         self.held_dropped = 0      # incoming IKE datagrams dropped because HELD_MAX were already held
         self._held_log = LogLimiter()     # lines a flood can cause while inbound SPIs are short
         self._getspi_log = LogLimiter()
@@ -627,6 +630,7 @@ class IkeService(Service):
         empty it is held (at most HELD_MAX) until the refill brings one, behind the same barrier
         that holds outgoing datagrams during installs.  Held ones keep their order; IKE_SA_INIT
         requests need no SPI and never wait."""
+        self._peer_may_have_moved = True
         if not (_may_need_spi(data) and self._must_wait_for_spi()):
             self.endpoint.receive(data, remote, time.monotonic(), local)
         elif self._held_datagrams >= HELD_MAX:
@@ -640,6 +644,7 @@ class IkeService(Service):
 
     def _receive_held_datagram(self, data: bytes, remote: tuple[str, int], local: tuple[str, int] | None) -> None:
         self._held_datagrams -= 1
+        self._peer_may_have_moved = True
         self.endpoint.receive(data, remote, time.monotonic(), local)
 
     def _with_spi(self, action: Callable[[], None]) -> None:
@@ -727,8 +732,60 @@ class IkeService(Service):
         while (item := self.endpoint.next_event()) is not None:
             sa, ev = item
             self._event(sa, ev)
+        if self._peer_may_have_moved:
+            self._peer_may_have_moved = False
+            self._follow_peers()
         self._flush_datagrams()
         self._arm()
+
+    def _follow_peers(self) -> None:
+        """NAT rebinding (RFC 7296 §2.23): the engine moves an IKE SA to the address and port of
+        the peer's latest authenticated request; the Child SAs it negotiated follow, their
+        outbound ESP to the new mapping (MIGRATE, no re-keying).  Checked after input only, and
+        the children only when an IKE SA's peer changed: per datagram this costs one pass over
+        the IKE SAs, not over their children."""
+        peers: dict[int, tuple[str, int]] = {}
+        for sa, handle in self._ike_handles.items():
+            if sa.state not in (State.REKEYED, State.CLOSED):
+                peers[handle] = sa.remote_addr
+        last, self._ike_peers = self._ike_peers, peers
+        if all(last.get(h, addr) == addr for h, addr in peers.items()):
+            return
+        for state in list(self.children.values()):
+            now = peers.get(state.ike)
+            known = state.moving_to or state.remote
+            if now is None or (str(known.addr), known.port) == now:
+                continue
+            try:
+                moved = Endpoint(ipaddress.ip_address(now[0]), now[1])
+            except ValueError:
+                continue
+            if moved.family != state.remote.family:
+                continue   # an SA keeps its family: a change needs new Child SAs (MOBIKE's job)
+            state.moving_to = moved   # the next check must not move it again
+            self._spawn(self._migrate_child(state, moved))
+
+    async def _migrate_child(self, state: ChildState, moved: Endpoint) -> None:
+        """MIGRATE a Child SA's inbound and (if added) outbound SA to the peer's new endpoint."""
+        async with self._changes:
+            if state.moving_to == moved:
+                state.moving_to = None
+            if state.handle not in self.children or state.remote == moved:
+                return
+            old, w = state.remote, self.worker()
+            try:
+                if state.out_installed:   # the worker knows the outbound SA by its peer (spi_out, old)
+                    await w.request(lambda r: pipe.Migrate(r, state.spi_out, Direction.OUT, moved, old))
+                await w.request(lambda r: pipe.Migrate(r, state.spi_in, Direction.IN, moved))
+                state.remote = moved
+                if state.standby is not None:
+                    state.standby = dataclasses.replace(state.standby, remote=moved)
+            except WorkerError as err:
+                log.error("%s: moving CHILD_SA %s %08x_i %08x_o to %s:%d failed: %s", state.conn, state.child,
+                          state.spi_in, state.spi_out, moved.addr, moved.port, err)
+                return
+        log.info("%s: CHILD_SA %s %08x_i %08x_o follows its peer to %s:%d", state.conn, state.child,
+                 state.spi_in, state.spi_out, moved.addr, moved.port)
 
     def _arm(self) -> None:
         if self._timer:
