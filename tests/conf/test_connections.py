@@ -498,13 +498,13 @@ UNSUPPORTED = [
     ("conn", "fragmentation = maybe", "not a fragmentation mode (yes, accept, force, no): 'maybe'"),
     ("conn", "local_port = 0", "0 is out of range 1..65535"),
     ("conn", "dpd_delay = soon", "not a duration (e.g. 30s, 5m, 1h, 1d): 'soon'"),
-    ("local", "auth = eap-md5", "EAP authentication is not supported (psk or pubkey)"),
+    ("local", "auth = eap-md5", "of the EAP methods only eap-mschapv2 is supported"),
     ("local", "auth = xauth", "XAuth is IKEv1 and not supported (psk or pubkey)"),
     ("local", "auth = pubkey-sha256", "signature scheme and key strength constraints are not supported "
      "(psk, pubkey, rsa, rsa/pss, ecdsa or ed25519)"),
     ("local", "auth = magic", "not an authentication method (psk, pubkey, rsa, rsa/pss, ecdsa, ed25519): 'magic'"),
     ("local", "pubkeys = moon.pub", "raw public keys are not supported: use certificates"),
-    ("local", "eap_id = carol", "EAP and XAuth are not supported"),
+    ("local", "eap_id = carol", "eap_id is only used with auth = eap-mschapv2"),
     ("local", "certs = moonCert.pem", "certificates are only used with auth = pubkey"),
     ("remote", "auth = ecdsa", "constraints on the peer's key type are not supported: write auth = pubkey"),
     ("remote", "revocation = strict", "revocation checking is not supported (only relaxed, the default)"),
@@ -683,12 +683,12 @@ def test_keys_directly_in_sections_that_take_sections() -> None:
 @pytest.mark.parametrize(
     ("name", "message"),
     [
-        ("eap-carol", "EAP secrets are not supported (tunsec does no EAP)"),
+        ("ntlm-carol", "NTLM secrets are not supported (EAP-MSCHAPv2 passwords go in eap-NAME sections)"),
         ("xauth", "XAuth secrets are not supported (XAuth is IKEv1)"),
         ("ppk1", "postquantum preshared keys (PPK) are not supported"),
         ("pkcs12-a", "PKCS#12 containers are not supported (put the certificate in x509/ and the key in private/)"),
         ("token-1", "keys on tokens or smartcards (PKCS#11) are not supported"),
-        ("psk", "unknown secret type (sections are named ike..., private..., rsa..., ecdsa... or pkcs8...)"),
+        ("psk", "unknown secret type (sections are named ike..., eap..., private..., rsa..., ecdsa... or pkcs8...)"),
     ],
 )
 def test_unsupported_secret_types(name: str, message: str) -> None:
