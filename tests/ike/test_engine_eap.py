@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import TypeVar
 
+import pytest
+
 from tunsec.ike.config import EapSecret, IkeConfig, LocalAuth, RemoteAuth, child_config
 from tunsec.ike.constants import ExchangeType
 from tunsec.ike.endpoint import IkeEndpoint
@@ -90,3 +92,19 @@ def test_wrong_password_is_refused_and_nothing_stays() -> None:
 
 def test_unknown_user_is_refused_and_nothing_stays() -> None:
     _refused(client(user="mallory", password=b"Mallory-pw"), "unknown EAP user")
+
+
+def test_client_gives_up_on_a_gateway_that_never_ends_eap(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tunsec.ike.eap.mschapv2 import EapAuthenticator
+    from tunsec.ike.eap.packet import EapCode, EapPacket, EapType
+
+    endless = EapPacket(EapCode.REQUEST, 7, EapType.IDENTITY).encode()
+
+    def process(self: EapAuthenticator, raw: bytes) -> tuple[bytes, None]:
+        return endless, None  # asks for the identity again and again
+
+    monkeypatch.setattr(EapAuthenticator, "process", process)
+    _, a, _, ev_a, _ = run(client(), gateway())
+    (fa,) = only(ev_a, AuthFailed)
+    assert "more than 8 requests" in fa.reason and not fa.by_peer
+    assert not a.sas and not only(ev_a, IkeSaUp)

@@ -122,6 +122,8 @@ def gateway_auth(st: IkeSaState, ge: GatewayEap, idr: IdPayload) -> AuthPayload:
 
 # --------------------------------------------------------------------------- client
 
+MAX_ROUNDS = 8  # Identity, Challenge, Success and some slack; more is a gateway stringing us along
+
 
 @dataclass
 class ClientEap:
@@ -131,6 +133,7 @@ class ClientEap:
     gateway_id: Identity | None = None
     out: bytes = b""  # our next EAP response
     msk: Secret | None = None
+    rounds: int = 0
 
     @property
     def started(self) -> bool:
@@ -179,6 +182,10 @@ def client_step(st: IkeSaState, ce: ClientEap, payloads: Sequence[Payload]) -> O
         st.emit(AuthFailed(st.name, f"EAP-MSCHAPv2: {exc}", by_peer=False))
         return Outcome.AUTH_FAILED
     if out is not None:
+        ce.rounds += 1
+        if ce.rounds > MAX_ROUNDS:  # a gateway that never ends the conversation
+            st.emit(AuthFailed(st.name, f"EAP: the gateway sent more than {MAX_ROUNDS} requests", by_peer=False))
+            return Outcome.AUTH_FAILED
         ce.out = out
         return Outcome.RETRY
     result = ce.peer.result
