@@ -2,7 +2,8 @@
 namespace B authenticates with EAP-Identity + EAP-MSCHAPv2 against a tunsec gateway in A that
 proves itself with a certificate of the test CA (made by ``pki``).
 
-With the right password the tunnel comes up and pings pass; with a wrong one charon gets
+With the right password the tunnel comes up and pings pass (also with tunsec as the EAP
+client of a charon gateway); with a wrong one charon gets
 EAP-Failure / AUTHENTICATION_FAILED, tunsec logs why (without the password) and keeps no IKE SA.
 """
 
@@ -150,3 +151,21 @@ def test_strongswan_eap_wrong_password_is_refused_and_nothing_stays(topo: TwoHos
     assert wait_until(lambda: gateway.ike_sas() == [], 10), gateway.ike_sas()
     log = gateway.log_text()
     assert PASSWORD not in log and "not-the-password" not in log
+
+
+def test_tunsec_eap_client_against_strongswan_gateway(topo: TwoHosts, pki: Pki) -> None:
+    """tunsec as the EAP-MSCHAPv2 road warrior: charon checks tunsec's MSK AUTH and tunsec charon's."""
+    # the same gateway connection as tunsec's: the swanctl.conf syntax is shared
+    gateway = Charon(topo, EapGatewayConn(topo.b, topo.a, auth="pubkey"), pki=pki)
+    conf = strongswan_conf(gateway.inst, level=2).replace(f"load = {PLUGINS}",
+                                                          f"load = {PLUGINS} eap-mschapv2 eap-identity")
+    (gateway.inst.dir / "strongswan.conf").write_text(conf)
+    client = TunsecIke(topo, EapClientConn(topo.a, topo.b, auth="pubkey", psk=PASSWORD), pki=pki)
+    gateway.start()
+    client.start()
+    r = client.cli("initiate", "--child", CHILD)
+    assert r.returncode == 0, f"{r.stdout}{r.stderr}\n{client.log_tail()}"
+    client.wait_established()
+    gateway.wait_log(r"EAP method EAP_MSCHAPV2 succeeded, MSK established")
+    gateway.wait_log(r"authentication of '.*' with EAP successful")
+    ping_both_ways(topo)
