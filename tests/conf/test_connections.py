@@ -1292,3 +1292,29 @@ def test_byte_and_packet_soft_limits_are_jittered_per_sa() -> None:
     limits = {child.soft_lifetime().bytes for _ in range(50)}   # the real random source
     assert len(limits) > 1 and all(500 <= b <= 1000 for b in limits)
     assert rekey_limit(0, 100) == 0 and rekey_limit(10, 100, lambda n: n - 1) == 1   # 0 = none; never 0 by jitter
+
+
+# --------------------------------------------------------------------------
+# EAP-MSCHAPv2 (the interop test covers a gateway with certificates)
+# --------------------------------------------------------------------------
+
+EAP_CONF = PSK_CONF.replace(
+    "            auth = psk\n            id = moon.strongswan.org",
+    "            auth = eap-mschapv2\n            id = moon.strongswan.org\n            eap_id = carol", 1,
+).replace("secrets {\n", 'secrets {\n    eap-carol {\n        id = carol\n        secret = "Carol pw 1"\n    }\n', 1)
+
+
+def test_eap_client_config_reaches_the_engine() -> None:
+    (conn,) = parse_config(EAP_CONF, "swanctl.conf").connections
+    local = conn.ike.local
+    assert (local.method, local.eap_id, str(local.id)) == ("eap-mschapv2", "carol", "moon.strongswan.org")
+    password = conn.ike.eap_password("carol")
+    assert password is not None and password.reveal() == b"Carol pw 1"
+    assert conn.ike.eap_password("moon.strongswan.org") is None
+
+
+def test_eap_client_without_its_password_is_an_error_at_auth() -> None:
+    text = EAP_CONF.replace("id = carol\n        secret", "id = dave\n        secret")
+    issue = only_issue(text)
+    assert issue.key == "connections.gw-gw.local.auth"
+    assert issue.message == "no EAP password for 'carol': add a secrets.eap-NAME section with id = carol"
