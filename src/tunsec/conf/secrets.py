@@ -1,4 +1,5 @@
-"""swanctl.conf's ``secrets { }``: PSKs (``ike<suffix>``) and passphrases of
+"""swanctl.conf's ``secrets { }``: PSKs (``ike<suffix>``), EAP passwords (``eap<suffix>``,
+kept as :class:`IkeSecret` with ``eap`` set: same shape, never picked as a PSK) and passphrases of
 encrypted private keys (``private<suffix>``, ``rsa...``, ``ecdsa...``, ``pkcs8...``).
 
 A connection's PSK is the entry that matches its identities best, ranked as
