@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   build-essential libssl-dev python3-dev pkg-config
   iproute2 iputils-ping iperf3 procps iptables
-  strongswan-charon strongswan-swanctl libcharon-extra-plugins
+  strongswan-charon strongswan-swanctl libcharon-extra-plugins libcharon-extauth-plugins
   libstrongswan-standard-plugins libstrongswan-extra-plugins strongswan-pki
   wireguard-go wireguard-tools
   clang libclang-rt-14-dev

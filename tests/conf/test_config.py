@@ -600,8 +600,8 @@ def test_bad_pools_name_file_line_and_key(body: str, message: str) -> None:
     [
         ("connections", ["5: connections.x.children: a connection needs at least one child "
                          "('children { NAME { ... } }')", "5: connections.x.y: unknown key"]),
-        ("secrets", ["5: secrets.x: unknown secret type (sections are named ike..., private..., rsa..., ecdsa... "
-                     "or pkcs8...)"]),
+        ("secrets", ["5: secrets.x: unknown secret type (sections are named ike..., eap..., private..., rsa..., "
+                     "ecdsa... or pkcs8...)"]),
         ("authorities", ["5: authorities.x.cacert: required key is missing", "5: authorities.x.y: unknown key"]),
     ],
 )  # fmt: skip

@@ -530,13 +530,13 @@ UNSUPPORTED = [
     ("conn", "redirect_when = sometimes", "expected always or a number of IKE SAs (1 or more), got 'sometimes'"),
     ("conn", "local_port = 0", "0 is out of range 1..65535"),
     ("conn", "dpd_delay = soon", "not a duration (e.g. 30s, 5m, 1h, 1d): 'soon'"),
-    ("local", "auth = eap-md5", "EAP authentication is not supported (psk or pubkey)"),
+    ("local", "auth = eap-md5", "of the EAP methods only eap-mschapv2 is supported"),
     ("local", "auth = xauth", "XAuth is IKEv1 and not supported (psk or pubkey)"),
     ("local", "auth = pubkey-sha256", "signature scheme and key strength constraints are not supported "
      "(psk, pubkey, rsa, rsa/pss, ecdsa or ed25519)"),
     ("local", "auth = magic", "not an authentication method (psk, pubkey, rsa, rsa/pss, ecdsa, ed25519): 'magic'"),
     ("local", "pubkeys = moon.pub", "raw public keys are not supported: use certificates"),
-    ("local", "eap_id = carol", "EAP and XAuth are not supported"),
+    ("local", "eap_id = carol", "eap_id is only used with auth = eap-mschapv2"),
     ("local", "certs = moonCert.pem", "certificates are only used with auth = pubkey"),
     ("remote", "auth = ecdsa", "constraints on the peer's key type are not supported: write auth = pubkey"),
     ("remote", "revocation = strict", "revocation checking is not supported (only relaxed, the default)"),
@@ -715,12 +715,12 @@ def test_keys_directly_in_sections_that_take_sections() -> None:
 @pytest.mark.parametrize(
     ("name", "message"),
     [
-        ("eap-carol", "EAP secrets are not supported (tunsec does no EAP)"),
+        ("ntlm-carol", "NTLM secrets are not supported (EAP-MSCHAPv2 passwords go in eap-NAME sections)"),
         ("xauth", "XAuth secrets are not supported (XAuth is IKEv1)"),
         ("ppk1", "postquantum preshared keys (PPK) are not supported"),
         ("pkcs12-a", "PKCS#12 containers are not supported (put the certificate in x509/ and the key in private/)"),
         ("token-1", "keys on tokens or smartcards (PKCS#11) are not supported"),
-        ("psk", "unknown secret type (sections are named ike..., private..., rsa..., ecdsa... or pkcs8...)"),
+        ("psk", "unknown secret type (sections are named ike..., eap..., private..., rsa..., ecdsa... or pkcs8...)"),
     ],
 )
 def test_unsupported_secret_types(name: str, message: str) -> None:
@@ -1324,3 +1324,29 @@ def test_byte_and_packet_soft_limits_are_jittered_per_sa() -> None:
     limits = {child.soft_lifetime().bytes for _ in range(50)}   # the real random source
     assert len(limits) > 1 and all(500 <= b <= 1000 for b in limits)
     assert rekey_limit(0, 100) == 0 and rekey_limit(10, 100, lambda n: n - 1) == 1   # 0 = none; never 0 by jitter
+
+
+# --------------------------------------------------------------------------
+# EAP-MSCHAPv2 (the interop test covers a gateway with certificates)
+# --------------------------------------------------------------------------
+
+EAP_CONF = PSK_CONF.replace(
+    "            auth = psk\n            id = moon.strongswan.org",
+    "            auth = eap-mschapv2\n            id = moon.strongswan.org\n            eap_id = carol", 1,
+).replace("secrets {\n", 'secrets {\n    eap-carol {\n        id = carol\n        secret = "Carol pw 1"\n    }\n', 1)
+
+
+def test_eap_client_config_reaches_the_engine() -> None:
+    (conn,) = parse_config(EAP_CONF, "swanctl.conf").connections
+    local = conn.ike.local
+    assert (local.method, local.eap_id, str(local.id)) == ("eap-mschapv2", "carol", "moon.strongswan.org")
+    password = conn.ike.eap_password("carol")
+    assert password is not None and password.reveal() == b"Carol pw 1"
+    assert conn.ike.eap_password("moon.strongswan.org") is None
+
+
+def test_eap_client_without_its_password_is_an_error_at_auth() -> None:
+    text = EAP_CONF.replace("id = carol\n        secret", "id = dave\n        secret")
+    issue = only_issue(text)
+    assert issue.key == "connections.gw-gw.local.auth"
+    assert issue.message == "no EAP password for 'carol': add a secrets.eap-NAME section with id = carol"

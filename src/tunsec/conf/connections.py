@@ -71,7 +71,7 @@ from tunsec.conf.values import (
 )
 from tunsec.dataplane.pipe import Lifetime
 from tunsec.ike.auth import PrivateKey
-from tunsec.ike.config import ChildConfig, IkeConfig, LocalAuth, RemoteAuth, RetransmitConfig, SendCertMode
+from tunsec.ike.config import ChildConfig, EapSecret, IkeConfig, LocalAuth, RemoteAuth, RetransmitConfig, SendCertMode
 from tunsec.ike.constants import IKE_PORT, ProtocolId
 from tunsec.ike.fragments import DEFAULT_FRAGMENT_SIZE, FragmentationMode
 from tunsec.ike.identity import Identity, certificate_has_identity
@@ -349,7 +349,7 @@ _DYNAMIC_ONLY: tuple[Ts, ...] = (parse_ts("dynamic"),)   # strongSwan's default 
 # connections { <name> { local { } remote { } children { } } }
 # --------------------------------------------------------------------------
 
-AuthMethod = Literal["psk", "pubkey"]
+AuthMethod = Literal["psk", "pubkey", "eap-mschapv2"]
 KeyKind = Literal["rsa", "ecdsa", "ed25519"]
 
 
@@ -369,11 +369,12 @@ def _parse_auth(text: str) -> _Auth:
         "rsa/pss": _Auth("pubkey", "rsa", rsa_pss=True),
         "ecdsa": _Auth("pubkey", "ecdsa"),
         "ed25519": _Auth("pubkey", "ed25519"),
+        "eap-mschapv2": _Auth("eap-mschapv2"),
     }
     if value in simple:
         return simple[value]
     if value.startswith("eap"):
-        raise BadValue("EAP authentication is not supported (psk or pubkey)")
+        raise BadValue("of the EAP methods only eap-mschapv2 is supported")
     if value.startswith("xauth"):
         raise BadValue("XAuth is IKEv1 and not supported (psk or pubkey)")
     if value.startswith("ike:") or "-" in value:
@@ -394,9 +395,10 @@ class _Round:
     id: Identity | None
     certs: tuple[str, ...] = ()
     cacerts: tuple[str, ...] = ()
+    eap_id: str = ""
 
 
-_EAP_KEYS = ("eap_id", "aaa_id", "xauth_id")
+_EAP_KEYS = ("aaa_id", "xauth_id")
 _PKCS11_SECTION = "certificate sections on tokens (PKCS#11) are not supported: use {key} = FILE"
 
 
@@ -434,13 +436,16 @@ def _read_local(section: Section | None, issues: list[ConfigIssue], parent: Sect
     r = SectionReader(sec, issues)
     auth, ident = _common_round_keys(r, True)
     certs = r.get("certs", parse_files, _NO_FILES)
-    eap = refuse("EAP and XAuth are not supported")
+    eap = refuse("AAA and XAuth identities are not supported")
     for key in _EAP_KEYS:
         r.get(key, eap, None)
+    eap_id = r.get("eap_id", str.strip, "")
     r.finish()
+    if eap_id and auth is not None and auth.method != "eap-mschapv2":
+        r.error("eap_id", "eap_id is only used with auth = eap-mschapv2")
     if auth is not None and auth.method == "psk" and certs:
         r.error("certs", "certificates are only used with auth = pubkey")
-    return _Round(sec, r, auth, ident, certs=certs)
+    return _Round(sec, r, auth, ident, certs=certs, eap_id=eap_id)
 
 
 def _read_remote(section: Section | None, issues: list[ConfigIssue], parent: Section) -> _Round:
@@ -460,13 +465,15 @@ def _read_remote(section: Section | None, issues: list[ConfigIssue], parent: Sec
         ("groups", "group membership constraints are not supported"),
         ("cert_policy", "certificate policy constraints are not supported"),
         ("ca_id", "CA identity constraints are not supported: use cacerts"),
-        ("eap_id", "EAP is not supported"),
     ):
         r.get(key, refuse(why), None)
+    eap_id = r.get("eap_id", str.strip, "")
     r.finish()
+    if eap_id and auth is not None and auth.method != "eap-mschapv2":
+        r.error("eap_id", "eap_id is only used with auth = eap-mschapv2")
     if auth is not None and auth.method == "psk" and cacerts:
         r.error("cacerts", "CA certificates are only used with auth = pubkey")
-    return _Round(sec, r, auth, ident, cacerts=cacerts)
+    return _Round(sec, r, auth, ident, cacerts=cacerts, eap_id=eap_id)
 
 
 @dataclass
@@ -784,6 +791,7 @@ def _read_connection(section: Section, ctx: _ConnContext) -> Connection | None:
             proposals if proposals is not None else parse_proposals("default", ProtocolId.IKE),
             tuple(c.config for c in children),
             psk=psk,
+            eap_secrets=_eap_secrets(ctx.psks) if "eap-mschapv2" in (local_auth.method, remote_auth.method) else (),
             local_addr=str(local_addrs[0]) if local_addrs else None,
             remote_addr=str(remote_addrs[0]) if remote_addrs else None,
             remote_port=remote_port,
@@ -836,6 +844,15 @@ def _local_auth(local: _Round, local_addrs: tuple[IPAddress, ...], ctx: _ConnCon
                 return None
             ident = Identity.parse(str(local_addrs[0]))
         return LocalAuth("psk", ident)
+    if local.auth.method == "eap-mschapv2":
+        if local.id is None:
+            r.error("id", "required with auth = eap-mschapv2 (the IKE identity we send)")
+            return None
+        user = local.eap_id or str(local.id)
+        if not any(user in s.ids for s in _eap_secrets(ctx.psks)):
+            r.error("auth", f"no EAP password for {user!r}: add a secrets.eap-NAME section with id = {user}")
+            return None
+        return LocalAuth("eap-mschapv2", local.id, eap_id=local.eap_id)
     found = _own_certificate(local, ctx)
     if found is None:
         return None
@@ -919,6 +936,8 @@ def _remote_auth(remote: _Round, ctx: _ConnContext) -> RemoteAuth | None:
     ident = remote.id if remote.id is not None else Identity.any()
     if remote.auth.method == "psk":
         return RemoteAuth("psk", ident)
+    if remote.auth.method == "eap-mschapv2":
+        return RemoteAuth("eap-mschapv2", ident, eap_id=remote.eap_id)
     r, creds = remote.reader, ctx.creds
     cas: list[x509.Certificate] = []
     for name in remote.cacerts:
@@ -944,6 +963,11 @@ def _remote_auth(remote: _Round, ctx: _ConnContext) -> RemoteAuth | None:
         )
         return None
     return RemoteAuth("pubkey", ident, tuple(dict.fromkeys(cas)))
+
+
+def _eap_secrets(entries: Sequence[IkeSecret]) -> tuple[EapSecret, ...]:
+    """The ``secrets.eap*`` entries as the engine wants them: passwords by user name."""
+    return tuple(EapSecret(tuple(str(i) for i in e.ids), e.secret) for e in entries if e.eap)
 
 
 def _uses_pubkey(section: Section) -> bool:

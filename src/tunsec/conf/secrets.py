@@ -1,4 +1,5 @@
-"""swanctl.conf's ``secrets { }``: PSKs (``ike<suffix>``) and passphrases of
+"""swanctl.conf's ``secrets { }``: PSKs (``ike<suffix>``), EAP passwords (``eap<suffix>``,
+kept as :class:`IkeSecret` with ``eap`` set: same shape, never picked as a PSK) and passphrases of
 encrypted private keys (``private<suffix>``, ``rsa...``, ``ecdsa...``, ``pkcs8...``).
 
 A connection's PSK is the entry that matches its identities best, ranked as
@@ -37,13 +38,15 @@ __all__ = [
 
 @dataclass(frozen=True)
 class IkeSecret:
-    """A ``secrets.ike<suffix>`` entry: a PSK and the identities it belongs to (none: any)."""
+    """A ``secrets.ike<suffix>`` entry: a PSK and the identities it belongs to (none: any);
+    with ``eap``, a ``secrets.eap<suffix>`` entry: an EAP password and its user names."""
 
     name: str
     ids: tuple[Identity, ...]
     secret: Secret
     file: str = field(default="", compare=False)
     line: int = field(default=0, compare=False)
+    eap: bool = False
 
 
 _MATCH_NONE, _MATCH_ANY, _MATCH_PERFECT = 0, 1, 20
@@ -73,6 +76,8 @@ def find_psk(secrets: Sequence[IkeSecret], local_id: Identity, remote_id: Identi
     best: IkeSecret | None = None
     best_me = best_other = _MATCH_NONE
     for entry in secrets:
+        if entry.eap:
+            continue
         me, other = _owner_match(entry, local_id), _owner_match(entry, remote_id)
         if me == _MATCH_NONE and other == _MATCH_NONE:
             continue
@@ -107,9 +112,8 @@ def _parse_passphrase(text: str) -> Secret:
 
 
 _SECRET_REFUSED = (
-    ("eap", "EAP secrets are not supported (tunsec does no EAP)"),
     ("xauth", "XAuth secrets are not supported (XAuth is IKEv1)"),
-    ("ntlm", "NTLM secrets are not supported (tunsec does no EAP)"),
+    ("ntlm", "NTLM secrets are not supported (EAP-MSCHAPv2 passwords go in eap-NAME sections)"),
     ("ppk", "postquantum preshared keys (PPK) are not supported"),
     ("pkcs12", "PKCS#12 containers are not supported (put the certificate in x509/ and the key in private/)"),
     ("token", "keys on tokens or smartcards (PKCS#11) are not supported"),
@@ -128,8 +132,8 @@ def read_secrets(section: Section, creds: Credentials, issues: list[ConfigIssue]
     psks: list[IkeSecret] = []
     broken = False
     for name, sub in section.sections.items():
-        if name.startswith("ike"):
-            psk = _ike_secret(sub, issues)
+        if name.startswith(("ike", "eap")):
+            psk = _ike_secret(sub, issues, eap=name.startswith("eap"))
             if psk is not None:
                 psks.append(psk)
             broken = broken or psk is None
@@ -140,19 +144,20 @@ def read_secrets(section: Section, creds: Credentials, issues: list[ConfigIssue]
             continue
         why = next((why for prefix, why in _SECRET_REFUSED if name.startswith(prefix)), None)
         if why is None:
-            why = "unknown secret type (sections are named ike..., private..., rsa..., ecdsa... or pkcs8...)"
+            why = "unknown secret type (sections are named ike..., eap..., private..., rsa..., ecdsa... or pkcs8...)"
         issues.append(ConfigIssue(sub.file, sub.line, sub.path, why))
     return psks, broken
 
 
-def _ike_secret(section: Section, issues: list[ConfigIssue]) -> IkeSecret | None:
+def _ike_secret(section: Section, issues: list[ConfigIssue], eap: bool = False) -> IkeSecret | None:
     r = SectionReader(section, issues)
     secret = r.require("secret", parse_psk)
     ids = [r.get(key, parse_identity, None) for key in section.settings if key.startswith("id")]
     r.finish()
     if secret is None or r.failed:
         return None
-    return IkeSecret(section.name, tuple(i for i in ids if i is not None), secret, section.file, section.line)
+    return IkeSecret(section.name, tuple(i for i in ids if i is not None), secret, section.file, section.line,
+                     eap=eap)
 
 
 MIN_PSK_BYTES = 16
@@ -176,6 +181,8 @@ def psk_weakness(value: bytes) -> str | None:
 def weak_psk_warnings(secrets: Section | None, psks: Sequence[IkeSecret]) -> list[ConfigIssue]:
     out = []
     for psk in psks:
+        if psk.eap:
+            continue  # a user's password, not a key: its strength is the user's business
         why = psk_weakness(psk.secret.reveal())
         if why is None or secrets is None:
             continue

@@ -27,7 +27,7 @@ from .proposals import ProposalSpec, parse_proposals
 from .secret import Secret
 from .ts import Ts, parse_ts_list
 
-AuthMethodName = Literal["psk", "pubkey"]
+AuthMethodName = Literal["psk", "pubkey", "eap-mschapv2"]
 SendCertMode = Literal["always", "ifasked", "never"]
 
 
@@ -59,6 +59,7 @@ class LocalAuth:
     intermediates: tuple[x509.Certificate, ...] = ()
     private_key: PrivateKey | None = field(default=None, repr=False)
     rsa_pss: bool = False  # sign with RSASSA-PSS instead of PKCS#1 v1.5 (strongSwan's rsa_pss)
+    eap_id: str = ""  # with eap-mschapv2: the EAP user name ("": our IKE identity)
 
     def __post_init__(self) -> None:
         if self.method == "pubkey" and (self.cert is None or self.private_key is None):
@@ -72,10 +73,21 @@ class RemoteAuth:
     method: AuthMethodName
     id: Identity = field(default_factory=Identity.any)
     cas: tuple[x509.Certificate, ...] = ()  # trust anchors for pubkey authentication
+    # with eap-mschapv2: the EAP identity to authenticate ("": the peer's IKE identity,
+    # "%any": ask for it with EAP-Identity), as swanctl's remote.eap_id
+    eap_id: str = ""
 
     def __post_init__(self) -> None:
         if self.method == "pubkey" and not self.cas:
             raise ValueError("pubkey authentication of the peer needs at least one CA")
+
+
+@dataclass(frozen=True)
+class EapSecret:
+    """A swanctl ``secrets.eap<suffix>`` entry: a password and the EAP user names it is for."""
+
+    ids: tuple[str, ...]
+    secret: Secret = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -127,6 +139,7 @@ class IkeConfig:
     proposals: tuple[ProposalSpec, ...] = field(default_factory=lambda: parse_proposals("default"))
     children: tuple[ChildConfig, ...] = ()
     psk: Secret | None = None
+    eap_secrets: tuple[EapSecret, ...] = ()  # EAP passwords (ours as a client, users' as a gateway)
     local_addr: str | None = None
     remote_addr: str | None = None
     remote_port: int = IKE_PORT
@@ -153,6 +166,15 @@ class IkeConfig:
     def __post_init__(self) -> None:
         if "psk" in (self.local.method, self.remote.method) and self.psk is None:
             raise ValueError(f"connection {self.name}: psk authentication needs a shared secret")
+        if self.remote.method == "eap-mschapv2" and self.local.method != "pubkey":
+            # RFC 7296 §2.16: the gateway proves itself with a certificate; EAP only proves the client
+            raise ValueError(f"connection {self.name}: remote auth = eap-mschapv2 needs local auth = pubkey")
+        if self.local.method == "eap-mschapv2" and self.eap_password(self.local.eap_id or str(self.local.id)) is None:
+            raise ValueError(f"connection {self.name}: no EAP secret for {self.local.eap_id or self.local.id}")
+
+    def eap_password(self, user: str) -> Secret | None:
+        """The EAP secret of ``user`` (a gateway's users, or a client's own)."""
+        return next((s.secret for s in self.eap_secrets if user in s.ids), None)
 
     def child(self, name: str) -> ChildConfig:
         for child in self.children:

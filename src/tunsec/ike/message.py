@@ -459,7 +459,7 @@ class CpPayload:
 
 @dataclass(frozen=True)
 class EapPayload:
-    data: bytes  # opaque: tunsec does not do EAP
+    data: bytes  # an EAP packet: tunsec.ike.eap parses it
     ptype: ClassVar[int] = PayloadType.EAP
 
     def encode_body(self) -> bytes:

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from tunsec.policy.pools import Lease
     from tunsec.policy.selector import IPAddress
 
+    from .exchanges.ike_auth_eap import GatewayEap
+
 Rng = Callable[[int], bytes]
 SpiAllocator = Callable[[], int]
 # a random amount in [0, bound] subtracted from a rekey time (strongSwan's rand_time);
@@ -158,6 +160,7 @@ class IkeSaState:
     peer_vips: tuple[Lease, ...] = ()  # leases we gave the peer in IKE_AUTH (released when the SA goes)
     own_vips: tuple[IPAddress, ...] = ()  # virtual IPs the peer assigned to us (CFG_REPLY)
     own_dns: tuple[IPAddress, ...] = ()  # DNS servers that came with them
+    eap: GatewayEap | None = None  # a gateway's EAP rounds of IKE_AUTH in progress (RFC 7296 §2.16)
 
     def emit(self, event: Event) -> None:
         self.events.append(event)

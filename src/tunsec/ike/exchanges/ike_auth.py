@@ -26,6 +26,7 @@ from ..proposals import describe_all
 from ..state import ChildSa, IkeSaState, SpiUnavailable
 from ..ts import Ts
 from . import child as childmod
+from . import ike_auth_eap as eap
 from . import ike_config
 from .base import CHILD_ERRORS, Outcome, Response, Task, error_notify, find, find_all, find_notify, notify
 from .ike_sa_init import certreq_payloads
@@ -135,18 +136,22 @@ class IkeAuthTask(Task):
         self._child: ChildSa | None = None
         self._proposed: tuple[tuple[Ts, ...], tuple[Ts, ...]] = ((), ())
         self._followups: list[Task] = []
+        self._eap: eap.ClientEap | None = None  # we authenticate with EAP (RFC 7296 §2.16)
 
     def followups(self) -> list[Task]:
         return self._followups
 
     def build(self, st: IkeSaState) -> list[Payload]:
+        if self._eap is not None and self._eap.started:
+            return self._eap.request(st)  # a later EAP round
         idi = _id_payload(st, True)
         payloads: list[Payload] = [idi]
-        own = _own_auth(st, idi)
+        self._eap = eap.new_client(st, idi)
+        own = _own_auth(st, idi) if self._eap is None else []  # with EAP: no AUTH yet
         payloads += own[:-1] + certreq_payloads(st)
         if not st.config.remote.id.is_any:
             payloads.append(IdPayload(False, st.config.remote.id.type, st.config.remote.id.data))
-        payloads.append(own[-1])
+        payloads += own[-1:]
         if st.config.initial_contact:
             payloads.append(notify(NotifyType.INITIAL_CONTACT))
         payloads += ike_config.request_payloads(st)
@@ -177,14 +182,21 @@ class IkeAuthTask(Task):
         if err is not None and err.type not in CHILD_ERRORS:
             st.emit(NegotiationFailed(st.name, notify_name(err.type), "IKE_AUTH refused by peer"))
             return Outcome.CLOSE
-        idr = next((p for p in find_all(payloads, IdPayload) if not p.initiator), None)
-        try:
-            if idr is None:
-                raise AuthError("response has no IDr")
-            _verify_peer(st, payloads, idr)
-        except AuthError as exc:
-            st.emit(AuthFailed(st.name, str(exc), by_peer=False))
-            return Outcome.AUTH_FAILED
+        if self._eap is None or not self._eap.started:
+            idr = next((p for p in find_all(payloads, IdPayload) if not p.initiator), None)
+            try:
+                if idr is None:
+                    raise AuthError("response has no IDr")
+                _verify_peer(st, payloads, idr)
+            except AuthError as exc:
+                st.emit(AuthFailed(st.name, str(exc), by_peer=False))
+                return Outcome.AUTH_FAILED
+            if self._eap is not None:
+                eap.gateway_verified(st, self._eap, idr)
+        if self._eap is not None:
+            outcome = eap.client_step(st, self._eap, payloads)
+            if outcome is not Outcome.DONE:
+                return outcome
         ike_config.process_reply(st, payloads)
         _ike_up(st)
         self._finish_child(st, payloads, err.type if err is not None else None)
@@ -225,17 +237,38 @@ def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response:
     """The responder's IKE_AUTH."""
     idi = next((p for p in find_all(payloads, IdPayload) if p.initiator), None)
     try:
+        if st.eap is not None:
+            return _respond_eap_round(st, payloads)
         if idi is None:
             raise AuthError("request has no IDi")
         _select_config(st, idi, payloads)
         st.initial_contact = find_notify(payloads, NotifyType.INITIAL_CONTACT) is not None
         st.peer_certreq = st.peer_certreq or find(payloads, CertReqPayload) is not None
+        if eap.wanted(st, payloads):
+            peer_id = Identity(idi.id_type, idi.data)
+            if not identity_allowed(st.config.remote.id, peer_id):
+                raise AuthError(f"peer identity {peer_id} is not the configured {st.config.remote.id}")
+            idr = _id_payload(st, False)
+            return eap.start(st, idi, payloads, [idr, *_own_auth(st, idr)])
         _verify_peer(st, payloads, idi)
     except AuthError as exc:
         st.emit(AuthFailed(st.name, str(exc), by_peer=False))
         return Response([notify(NotifyType.AUTHENTICATION_FAILED)], close=True, reason=DownReason.AUTH_FAILED)
     idr = _id_payload(st, False)
-    response: list[Payload] = [idr, *_own_auth(st, idr)]
+    return _authenticated(st, payloads, [idr, *_own_auth(st, idr)])
+
+
+def _respond_eap_round(st: IkeSaState, payloads: Sequence[Payload]) -> Response:
+    """A later round of an EAP IKE_AUTH; the last one answers the first request's SA/TS/CP."""
+    step = eap.respond(st, payloads)
+    if isinstance(step, Response):
+        return step
+    st.eap = None
+    return _authenticated(st, step.request, [eap.gateway_auth(st, step, _id_payload(st, False))])
+
+
+def _authenticated(st: IkeSaState, payloads: Sequence[Payload], response: list[Payload]) -> Response:
+    """The rest of the answer once the peer is authenticated: CP and the Child SA."""
     cp = ike_config.respond(st, payloads)
     response += cp.payloads
     _ike_up(st)

@@ -1,0 +1,285 @@
+"""EAP-MSCHAPv2: RFC 2759 crypto in draft-kamath-pppext-eap-mschapv2 packets.
+
+The MSK is RFC 3079's MasterReceiveKey | MasterSendKey, both from the
+server's point of view on both sides, padded with 32 zero bytes to 64, as
+strongSwan's eap-mschapv2 plugin derives it (a mismatch would only show as a
+wrong AUTH payload, so it must be exact).
+
+No password, hash or response ever goes into an exception text: callers log
+those texts.
+"""
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import os
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from cryptography.hazmat.primitives.ciphers import Cipher, modes
+
+from . import identity
+from .md4 import md4
+from .packet import EapCode, EapError, EapPacket, EapType
+
+try:  # cryptography >= 43 keeps DES in "decrepit"
+    from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+except ImportError:  # pragma: no cover - older cryptography
+    from cryptography.hazmat.primitives.ciphers.algorithms import TripleDES  # type: ignore[no-redef,unused-ignore]
+
+_MAGIC1 = b"Magic server to client signing constant"
+_MAGIC2 = b"Pad to make it do more than one iteration"
+_MASTER = b"This is the MPPE Master Key"
+_SEND_CLIENT = (b"On the client side, this is the send key; "
+                b"on the server side, it is the receive key.")
+_RECV_CLIENT = (b"On the client side, this is the receive key; "
+                b"on the server side, it is the send key.")
+_PAD1 = b"\x00" * 40
+_PAD2 = b"\xf2" * 40
+
+MSK_LEN = 64
+
+
+class OpCode(enum.IntEnum):
+    CHALLENGE = 1
+    RESPONSE = 2
+    SUCCESS = 3
+    FAILURE = 4
+
+
+# --- RFC 2759 §8 --------------------------------------------------------
+
+def nt_password_hash(password: str) -> bytes:
+    return md4(password.encode("utf-16-le"))
+
+
+def hash_nt_password_hash(password_hash: bytes) -> bytes:
+    return md4(password_hash)
+
+
+def challenge_hash(peer_challenge: bytes, auth_challenge: bytes, username: bytes) -> bytes:
+    return hashlib.sha1(peer_challenge + auth_challenge + username).digest()[:8]
+
+
+def _des_key(key7: bytes) -> bytes:
+    """Spread 56 key bits over 8 bytes (parity bits left 0; DES ignores them)."""
+    n = int.from_bytes(key7, "big")
+    return bytes(((n >> (49 - 7 * i)) & 0x7F) << 1 for i in range(8))
+
+
+def _des(key7: bytes, block: bytes) -> bytes:
+    k = _des_key(key7)
+    # 3DES with K1 = K2 = K3 is single DES; cryptography has no DES of its own.
+    enc = Cipher(TripleDES(k * 3), modes.ECB()).encryptor()
+    return enc.update(block) + enc.finalize()
+
+
+def challenge_response(challenge: bytes, password_hash: bytes) -> bytes:
+    z = password_hash.ljust(21, b"\x00")
+    return b"".join(_des(z[i:i + 7], challenge) for i in (0, 7, 14))
+
+
+def generate_nt_response(auth_challenge: bytes, peer_challenge: bytes,
+                         username: bytes, password: str) -> bytes:
+    ch = challenge_hash(peer_challenge, auth_challenge, username)
+    return challenge_response(ch, nt_password_hash(password))
+
+
+def authenticator_response(password: str, nt_response: bytes, peer_challenge: bytes,
+                           auth_challenge: bytes, username: bytes) -> bytes:
+    """The ``S=<40 hex>`` string the server proves itself with."""
+    hh = hash_nt_password_hash(nt_password_hash(password))
+    digest = hashlib.sha1(hh + nt_response + _MAGIC1).digest()
+    ch = challenge_hash(peer_challenge, auth_challenge, username)
+    digest = hashlib.sha1(digest + ch + _MAGIC2).digest()
+    return b"S=" + digest.hex().upper().encode()
+
+
+# --- RFC 3079 §3.4 ------------------------------------------------------
+
+def _start_key(master: bytes, magic: bytes) -> bytes:
+    return hashlib.sha1(master + _PAD1 + magic + _PAD2).digest()[:16]
+
+
+def msk(password: str, nt_response: bytes) -> bytes:
+    hh = hash_nt_password_hash(nt_password_hash(password))
+    master = hashlib.sha1(hh + nt_response + _MASTER).digest()[:16]
+    recv = _start_key(master, _SEND_CLIENT)  # the server's receive key
+    send = _start_key(master, _RECV_CLIENT)  # the server's send key
+    return recv + send + b"\x00" * 32
+
+
+# --- draft-kamath packets ----------------------------------------------
+
+def _ms(op: OpCode, ms_id: int, body: bytes) -> bytes:
+    return struct.pack("!BBH", op, ms_id, 4 + len(body)) + body
+
+
+def _parse_ms(pkt: EapPacket) -> tuple[OpCode, int, bytes]:
+    if pkt.type != EapType.MSCHAPV2 or not pkt.data:
+        raise EapError("expected an EAP-MSCHAPv2 packet")
+    try:
+        op = OpCode(pkt.data[0])
+    except ValueError:
+        raise EapError(f"unknown MSCHAPv2 OpCode {pkt.data[0]}") from None
+    if len(pkt.data) == 1:  # a peer's Success/Failure acknowledgement
+        return op, pkt.ident, b""
+    if len(pkt.data) < 4:
+        raise EapError("truncated MSCHAPv2 header")
+    _, ms_id, ms_len = struct.unpack_from("!BBH", pkt.data)
+    if ms_len != len(pkt.data):
+        raise EapError(f"MSCHAPv2 MS-Length {ms_len} but {len(pkt.data)} bytes")
+    return op, ms_id, pkt.data[4:]
+
+
+@dataclass
+class EapResult:
+    ok: bool
+    identity: bytes
+    msk: bytes = b""
+    reason: str = ""  # why it failed, safe to log
+
+
+PasswordLookup = Callable[[bytes], "str | None"]
+
+
+@dataclass
+class EapAuthenticator:
+    """The gateway's side: optional EAP-Identity, then one MSCHAPv2 round.
+
+    ``start()`` gives the first EAP request; each ``process(response)`` gives
+    the next packet to send and, once decided, the result (the next packet is
+    then EAP-Success or EAP-Failure).
+    """
+
+    lookup: PasswordLookup
+    peer_identity: bytes | None  # None: ask with EAP-Identity
+    rand: Callable[[int], bytes] = os.urandom
+    server_name: bytes = b"tunsec"
+    _ident: int = 0
+    _state: str = "new"
+    _challenge: bytes = b""
+    _password: str | None = None
+    _msk: bytes = b""
+    _auth_resp: bytes = field(default=b"", repr=False)
+
+    def start(self) -> bytes:
+        self._ident = self.rand(1)[0]
+        if self.peer_identity is None:
+            self._state = "identity"
+            return identity.request(self._ident).encode()
+        return self._challenge_packet()
+
+    def _challenge_packet(self) -> bytes:
+        self._state = "challenge"
+        self._ident = (self._ident + 1) & 0xFF
+        self._challenge = self.rand(16)
+        body = bytes([16]) + self._challenge + self.server_name
+        data = _ms(OpCode.CHALLENGE, self._ident, body)
+        return EapPacket(EapCode.REQUEST, self._ident, EapType.MSCHAPV2, data).encode()
+
+    def _fail(self, reason: str) -> tuple[bytes, EapResult]:
+        self._state = "done"
+        out = EapPacket(EapCode.FAILURE, self._ident).encode()
+        return out, EapResult(False, self.peer_identity or b"", reason=reason)
+
+    def process(self, raw: bytes) -> tuple[bytes, EapResult | None]:
+        try:
+            pkt = EapPacket.decode(raw)
+            if pkt.code != EapCode.RESPONSE or pkt.ident != self._ident:
+                raise EapError("EAP packet is not the response to the last request")
+            if pkt.type == EapType.NAK:
+                return self._fail("peer refused EAP-MSCHAPv2 (EAP-Nak)")
+            if self._state == "identity":
+                self.peer_identity = identity.parse_response(pkt)
+                return self._challenge_packet(), None
+            if self._state == "challenge":
+                return self._on_response(pkt)
+            if self._state == "success":
+                op, _, _ = _parse_ms(pkt)
+                if op != OpCode.SUCCESS:
+                    return self._fail("peer did not accept the server's MSCHAPv2 proof")
+                self._state = "done"
+                out = EapPacket(EapCode.SUCCESS, self._ident).encode()
+                return out, EapResult(True, self.peer_identity or b"", self._msk)
+        except EapError as e:
+            return self._fail(str(e))
+        return self._fail(f"EAP response in state {self._state}")
+
+    def _on_response(self, pkt: EapPacket) -> tuple[bytes, EapResult | None]:
+        op, ms_id, body = _parse_ms(pkt)
+        if op != OpCode.RESPONSE or ms_id != self._ident or len(body) < 50 or body[0] != 49:
+            raise EapError("malformed MSCHAPv2 Response")
+        peer_challenge, nt_resp, name = body[1:17], body[25:49], body[50:]
+        user = self.peer_identity or b""
+        password = self.lookup(user)
+        if password is None:
+            return self._fail("unknown EAP user")
+        expect = generate_nt_response(self._challenge, peer_challenge, name, password)
+        if not hmac.compare_digest(expect, nt_resp):
+            return self._fail("wrong EAP-MSCHAPv2 password")
+        self._msk = msk(password, nt_resp)
+        self._auth_resp = authenticator_response(password, nt_resp, peer_challenge,
+                                                 self._challenge, name)
+        self._state = "success"
+        self._ident = (self._ident + 1) & 0xFF
+        data = _ms(OpCode.SUCCESS, ms_id, self._auth_resp + b" M=welcome")
+        return EapPacket(EapCode.REQUEST, self._ident, EapType.MSCHAPV2, data).encode(), None
+
+
+@dataclass
+class EapPeer:
+    """The client's side: answers EAP-Identity and one MSCHAPv2 challenge.
+
+    ``process(request)`` returns the response to send, or None once the server
+    sent EAP-Success/Failure; then ``result`` says which.
+    """
+
+    identity: bytes
+    password: str = field(repr=False)
+    rand: Callable[[int], bytes] = os.urandom
+    result: EapResult | None = None
+    _expect_s: bytes = field(default=b"", repr=False)
+    _msk: bytes = field(default=b"", repr=False)
+    _verified: bool = False
+
+    def process(self, raw: bytes) -> bytes | None:
+        pkt = EapPacket.decode(raw)
+        if pkt.code == EapCode.SUCCESS:
+            if not self._verified:
+                raise EapError("EAP-Success before the server proved the password")
+            self.result = EapResult(True, self.identity, self._msk)
+            return None
+        if pkt.code == EapCode.FAILURE:
+            self.result = EapResult(False, self.identity, reason="server sent EAP-Failure")
+            return None
+        if pkt.code != EapCode.REQUEST:
+            raise EapError("EAP packet from the server is not a request")
+        if pkt.type == EapType.IDENTITY:
+            return identity.response(pkt.ident, self.identity).encode()
+        if pkt.type != EapType.MSCHAPV2:
+            return EapPacket(EapCode.RESPONSE, pkt.ident, EapType.NAK,
+                             bytes([EapType.MSCHAPV2])).encode()
+        op, ms_id, body = _parse_ms(pkt)
+        if op == OpCode.CHALLENGE:
+            if len(body) < 17 or body[0] != 16:
+                raise EapError("malformed MSCHAPv2 Challenge")
+            auth_ch, peer_ch = body[1:17], self.rand(16)
+            nt = generate_nt_response(auth_ch, peer_ch, self.identity, self.password)
+            self._expect_s = authenticator_response(self.password, nt, peer_ch, auth_ch,
+                                                    self.identity)
+            self._msk = msk(self.password, nt)
+            value = bytes([49]) + peer_ch + b"\x00" * 8 + nt + b"\x00"
+            data = _ms(OpCode.RESPONSE, ms_id, value + self.identity)
+            return EapPacket(EapCode.RESPONSE, pkt.ident, EapType.MSCHAPV2, data).encode()
+        if op == OpCode.SUCCESS:
+            if not hmac.compare_digest(body[:42], self._expect_s):
+                raise EapError("the server's MSCHAPv2 proof is wrong (it does not know the password)")
+            self._verified = True
+            return EapPacket(EapCode.RESPONSE, pkt.ident, EapType.MSCHAPV2,
+                             bytes([OpCode.SUCCESS])).encode()
+        # OpCode FAILURE: acknowledge; the server ends with EAP-Failure
+        return EapPacket(EapCode.RESPONSE, pkt.ident, EapType.MSCHAPV2,
+                         bytes([OpCode.FAILURE])).encode()

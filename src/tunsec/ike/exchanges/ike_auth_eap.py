@@ -1,0 +1,198 @@
+"""EAP in IKE_AUTH (RFC 7296 §2.16): the extra rounds of both sides.
+
+The client's first IKE_AUTH request has no AUTH payload; the gateway answers
+with IDr, CERT, AUTH (its signature) and the first EAP request. The rounds
+that follow carry one EAP payload each way, until EAP-Success; then both send
+AUTH = prf(prf(MSK, "Key Pad for IKEv2"), <their signed octets>) in a last
+round, and the gateway builds the Child SA the first request asked for. The
+EAP methods themselves are in :mod:`tunsec.ike.eap`; ``ike_auth.py`` calls in
+here and keeps the parts both flows share (config selection, CP, Child SA).
+
+Until the last AUTH checks out the peer identity stays unset, so the transport
+keeps the SA in CONNECTING: an abandoned EAP exchange ends with the half-open
+timeout, a failed one closes the SA at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ..auth import AuthError, psk_auth_data, signed_octets, verify_psk
+from ..constants import AuthMethod, NotifyType
+from ..eap.mschapv2 import EapAuthenticator, EapPeer
+from ..eap.packet import EapError
+from ..events import AuthFailed, DownReason
+from ..identity import Identity
+from ..message import AuthPayload, EapPayload, IdPayload, Payload
+from ..secret import Secret
+from ..state import IkeSaState
+from .base import Outcome, Response, find, notify
+
+
+def _user(name: bytes) -> str:
+    """A peer-chosen user name, fit for a log line (quoted, control characters escaped)."""
+    return repr(name[:64].decode("utf-8", "replace"))
+
+
+def _msk_auth(st: IkeSaState, msk: Secret, initiator_side: bool, id_payload: IdPayload) -> bytes:
+    """The AUTH data of one side keyed with the MSK (RFC 7296 §2.16)."""
+    assert st.prf is not None and st.keys is not None
+    if initiator_side:
+        octets = signed_octets(st.init_request, st.nonce_r, st.prf, st.keys.pi, id_payload)
+    else:
+        octets = signed_octets(st.init_response, st.nonce_i, st.prf, st.keys.pr, id_payload)
+    return psk_auth_data(st.prf, msk, octets)
+
+
+def _check_msk_auth(st: IkeSaState, msk: Secret, initiator_side: bool, id_payload: IdPayload,
+                    payloads: Sequence[Payload]) -> None:
+    auth = find(payloads, AuthPayload)
+    if auth is None:
+        raise AuthError("no AUTH payload after EAP")
+    assert st.prf is not None and st.keys is not None
+    sk_p = st.keys.pi if initiator_side else st.keys.pr
+    msg = st.init_request if initiator_side else st.init_response
+    peer_nonce = st.nonce_r if initiator_side else st.nonce_i
+    try:
+        verify_psk(st.prf, msk, signed_octets(msg, peer_nonce, st.prf, sk_p, id_payload), auth)
+    except AuthError:
+        raise AuthError("AUTH from the EAP MSK does not match") from None
+
+
+# --------------------------------------------------------------------------- gateway
+
+
+@dataclass
+class GatewayEap:
+    authenticator: EapAuthenticator
+    idi: IdPayload
+    request: tuple[Payload, ...]  # the first IKE_AUTH request: its SA, TS and CP are answered last
+    msk: Secret | None = None
+
+
+def wanted(st: IkeSaState, payloads: Sequence[Payload]) -> bool:
+    """The client asks for EAP: our connection authenticates it with EAP and it sent no AUTH."""
+    return st.config.remote.method == "eap-mschapv2" and find(payloads, AuthPayload) is None
+
+
+def start(st: IkeSaState, idi: IdPayload, payloads: Sequence[Payload], own: list[Payload]) -> Response:
+    """Answer the first request: our IDr/CERT/AUTH (``own``) and the first EAP request."""
+    cfg = st.config
+
+    def lookup(user: bytes) -> str | None:
+        secret = cfg.eap_password(user.decode("utf-8", "replace"))
+        return None if secret is None else secret.reveal().decode("utf-8", "surrogateescape")
+
+    eap_id = cfg.remote.eap_id
+    first_id = None if eap_id == "%any" else (eap_id.encode() if eap_id else idi.data)
+    session = EapAuthenticator(lookup, first_id, rand=st.rng)
+    st.eap = GatewayEap(session, idi, tuple(payloads))
+    return Response([*own, EapPayload(session.start())])
+
+
+def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response | GatewayEap:
+    """A later round: the next EAP request, or (after EAP-Success and a good AUTH) the
+    finished session, whose first request ``ike_auth`` then answers. Raises AuthError."""
+    ge = st.eap
+    assert ge is not None
+    if ge.msk is None:
+        eap = find(payloads, EapPayload)
+        if eap is None:
+            raise AuthError("IKE_AUTH request without the EAP payload the exchange is at")
+        out, result = ge.authenticator.process(eap.data)
+        if result is None:
+            return Response([EapPayload(out)])
+        if not result.ok:
+            st.emit(AuthFailed(st.name, f"EAP-MSCHAPv2 authentication of {_user(result.identity)} failed: "
+                               f"{result.reason}", by_peer=False))
+            return Response([EapPayload(out), notify(NotifyType.AUTHENTICATION_FAILED)], close=True,
+                            reason=DownReason.AUTH_FAILED)
+        ge.msk = Secret(result.msk)
+        return Response([EapPayload(out)])
+    _check_msk_auth(st, ge.msk, True, ge.idi, payloads)
+    st.peer_id = Identity(ge.idi.id_type, ge.idi.data)
+    return ge
+
+
+def gateway_auth(st: IkeSaState, ge: GatewayEap, idr: IdPayload) -> AuthPayload:
+    assert ge.msk is not None
+    return AuthPayload(AuthMethod.PSK, _msk_auth(st, ge.msk, False, idr))
+
+
+# --------------------------------------------------------------------------- client
+
+MAX_ROUNDS = 8  # Identity, Challenge, Success and some slack; more is a gateway stringing us along
+
+
+@dataclass
+class ClientEap:
+    peer: EapPeer = field(repr=False)
+    idi: IdPayload
+    idr: IdPayload | None = None  # the gateway's, once its certificate AUTH checked out
+    gateway_id: Identity | None = None
+    out: bytes = b""  # our next EAP response
+    msk: Secret | None = None
+    rounds: int = 0
+
+    @property
+    def started(self) -> bool:
+        return self.idr is not None
+
+    def request(self, st: IkeSaState) -> list[Payload]:
+        """The payloads of the next round's request."""
+        if self.msk is None:
+            return [EapPayload(self.out)]
+        return [AuthPayload(AuthMethod.PSK, _msk_auth(st, self.msk, True, self.idi))]
+
+
+def new_client(st: IkeSaState, idi: IdPayload) -> ClientEap | None:
+    local = st.config.local
+    if local.method != "eap-mschapv2":
+        return None
+    user = local.eap_id or str(local.id)
+    secret = st.config.eap_password(user)
+    assert secret is not None  # IkeConfig checks this
+    peer = EapPeer(user.encode(), secret.reveal().decode("utf-8", "surrogateescape"), rand=st.rng)
+    return ClientEap(peer, idi)
+
+
+def gateway_verified(st: IkeSaState, ce: ClientEap, idr: IdPayload) -> None:
+    """The gateway's certificate AUTH checked out; it counts as up only after EAP."""
+    ce.idr, ce.gateway_id, st.peer_id = idr, st.peer_id, None
+
+
+def client_step(st: IkeSaState, ce: ClientEap, payloads: Sequence[Payload]) -> Outcome:
+    """One response: RETRY sends the next round, DONE means the gateway's MSK AUTH checked out."""
+    assert ce.idr is not None
+    if ce.msk is not None:
+        try:
+            _check_msk_auth(st, ce.msk, False, ce.idr, payloads)
+        except AuthError as exc:
+            st.emit(AuthFailed(st.name, str(exc), by_peer=False))
+            return Outcome.AUTH_FAILED
+        st.peer_id = ce.gateway_id
+        return Outcome.DONE
+    eap = find(payloads, EapPayload)
+    try:
+        if eap is None:
+            raise EapError("IKE_AUTH response without an EAP payload")
+        out = ce.peer.process(eap.data)
+    except EapError as exc:
+        st.emit(AuthFailed(st.name, f"EAP-MSCHAPv2: {exc}", by_peer=False))
+        return Outcome.AUTH_FAILED
+    if out is not None:
+        ce.rounds += 1
+        if ce.rounds > MAX_ROUNDS:  # a gateway that never ends the conversation
+            st.emit(AuthFailed(st.name, f"EAP: the gateway sent more than {MAX_ROUNDS} requests", by_peer=False))
+            return Outcome.AUTH_FAILED
+        ce.out = out
+        return Outcome.RETRY
+    result = ce.peer.result
+    assert result is not None
+    if not result.ok:
+        st.emit(AuthFailed(st.name, "the gateway refused our EAP-MSCHAPv2 authentication (EAP-Failure)",
+                           by_peer=True))
+        return Outcome.CLOSE
+    ce.msk = Secret(result.msk)
+    return Outcome.RETRY

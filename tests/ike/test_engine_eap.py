@@ -1,0 +1,110 @@
+"""EAP-MSCHAPv2 in IKE_AUTH (RFC 7296 §2.16): a client engine against a gateway engine."""
+from __future__ import annotations
+
+from typing import TypeVar
+
+import pytest
+
+from tunsec.ike.config import EapSecret, IkeConfig, LocalAuth, RemoteAuth, child_config
+from tunsec.ike.constants import ExchangeType
+from tunsec.ike.endpoint import IkeEndpoint
+from tunsec.ike.events import AuthFailed, ChildSaUp, Event, IkeSaUp
+from tunsec.ike.identity import Identity
+from tunsec.ike.message import decode_header
+from tunsec.ike.proposals import parse_proposals
+from tunsec.ike.secret import Secret
+from tunsec.ike.testing import Network, make_ca, make_cert
+
+A, B = "192.0.2.1", "192.0.2.2"
+E = TypeVar("E")
+CA = make_ca()
+GW = make_cert(CA, "sun", san=["sun.example"])
+USERS = (EapSecret(("alice",), Secret(b"Alice-pw-1")), EapSecret(("bob",), Secret(b"Bob-pw-2")))
+
+
+def gateway(eap_id: str = "%any") -> IkeConfig:
+    child = child_config("net", "10.2.0.0/16", "10.1.0.0/16")
+    return IkeConfig("gw", LocalAuth("pubkey", Identity.parse("sun.example"), GW.cert, private_key=GW.key),
+                     RemoteAuth("eap-mschapv2", Identity.any(), eap_id=eap_id), parse_proposals("default"),
+                     (child,), eap_secrets=USERS, local_addr=B)
+
+
+def client(user: str = "alice", password: bytes = b"Alice-pw-1", ike_id: str = "moon.example") -> IkeConfig:
+    child = child_config("net", "10.1.0.0/16", "10.2.0.0/16")
+    return IkeConfig("rw", LocalAuth("eap-mschapv2", Identity.parse(ike_id), eap_id=user),
+                     RemoteAuth("pubkey", Identity.parse("sun.example"), cas=(CA.cert,)),
+                     parse_proposals("default"), (child,), eap_secrets=(EapSecret((user,), Secret(password)),),
+                     local_addr=A, remote_addr=B)
+
+
+def only(events: list[Event], kind: type[E]) -> list[E]:
+    return [e for e in events if isinstance(e, kind)]
+
+
+def run(cli: IkeConfig, gw: IkeConfig) -> tuple[Network, IkeEndpoint, IkeEndpoint, list[Event], list[Event]]:
+    net = Network()
+    a = net.add(A, IkeEndpoint([cli]))
+    b = net.add(B, IkeEndpoint([gw]))
+    a.initiate("rw", "net", net.now)
+    net.run()
+    return net, a, b, net.take(A), net.take(B)
+
+
+def _ike_auth_count(net: Network) -> int:
+    return sum(1 for s in net.log if decode_header(s.data).exchange == ExchangeType.IKE_AUTH)
+
+
+def test_eap_identity_then_mschapv2_brings_up_the_child_sa() -> None:
+    net, a, b, ev_a, ev_b = run(client(), gateway("%any"))
+    assert [type(e) for e in ev_a] == [IkeSaUp, ChildSaUp]
+    assert [type(e) for e in ev_b] == [IkeSaUp, ChildSaUp]
+    ca, cb = ev_a[1], ev_b[1]
+    assert isinstance(ca, ChildSaUp) and isinstance(cb, ChildSaUp)
+    assert ca.key_in == cb.key_out and (ca.spi_in, ca.spi_out) == (cb.spi_out, cb.spi_in)
+    up_b = ev_b[0]
+    assert isinstance(up_b, IkeSaUp) and str(up_b.remote_id) == "moon.example"
+    # Identity, MSCHAPv2 challenge, MSCHAPv2 success, EAP-Success, AUTH: 5 requests, 5 responses
+    assert _ike_auth_count(net) == 10
+    assert len(a.sas) == 1 and len(b.sas) == 1
+
+
+def test_eap_without_identity_round_uses_the_ike_identity() -> None:
+    net, _, _, ev_a, ev_b = run(client("bob", b"Bob-pw-2", ike_id="bob"), gateway(""))
+    assert [type(e) for e in ev_b] == [IkeSaUp, ChildSaUp]
+    assert [type(e) for e in ev_a] == [IkeSaUp, ChildSaUp]
+    assert _ike_auth_count(net) == 8
+
+
+def _refused(cli: IkeConfig, why: str) -> None:
+    _, a, b, ev_a, ev_b = run(cli, gateway())
+    fa, fb = only(ev_a, AuthFailed), only(ev_b, AuthFailed)
+    assert len(fb) == 1 and not fb[0].by_peer and why in fb[0].reason
+    assert len(fa) == 1 and fa[0].by_peer
+    assert not only(ev_a, IkeSaUp) and not only(ev_b, IkeSaUp) and not only(ev_b, ChildSaUp)
+    assert not a.sas and not b.sas  # nothing left behind on either side
+    for ev in ev_a + ev_b:  # neither password nor its hash in what gets logged
+        assert "pw" not in repr(ev)
+
+
+def test_wrong_password_is_refused_and_nothing_stays() -> None:
+    _refused(client(password=b"Alice-pw-X"), "wrong EAP-MSCHAPv2 password")
+
+
+def test_unknown_user_is_refused_and_nothing_stays() -> None:
+    _refused(client(user="mallory", password=b"Mallory-pw"), "unknown EAP user")
+
+
+def test_client_gives_up_on_a_gateway_that_never_ends_eap(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tunsec.ike.eap.mschapv2 import EapAuthenticator
+    from tunsec.ike.eap.packet import EapCode, EapPacket, EapType
+
+    endless = EapPacket(EapCode.REQUEST, 7, EapType.IDENTITY).encode()
+
+    def process(self: EapAuthenticator, raw: bytes) -> tuple[bytes, None]:
+        return endless, None  # asks for the identity again and again
+
+    monkeypatch.setattr(EapAuthenticator, "process", process)
+    _, a, _, ev_a, _ = run(client(), gateway())
+    (fa,) = only(ev_a, AuthFailed)
+    assert "more than 8 requests" in fa.reason and not fa.by_peer
+    assert not a.sas and not only(ev_a, IkeSaUp)
