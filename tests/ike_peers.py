@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import pytest
 from reachable import python_argv
 
 from tunsec.bench.netns import Host, TwoHosts, wait_until
@@ -49,6 +50,17 @@ def strongswan_missing() -> str | None:
     if not Path(LIBIPSEC_PLUGIN).is_file():
         return "kernel-libipsec plugin missing (apt install libcharon-extra-plugins)"
     return None
+
+
+def _strongswan_mark() -> pytest.MarkDecorator:
+    missing = strongswan_missing()
+    if missing:
+        print(f"\n*** strongSwan interop tests SKIPPED: {missing} ***\n", file=sys.stderr)
+    return pytest.mark.skipif(missing is not None, reason=f"STRONGSWAN UNAVAILABLE: {missing}")
+
+
+# the mark of every test with charon as its peer: `pytestmark = [pytest.mark.interop, requires_strongswan]`
+requires_strongswan = _strongswan_mark()
 
 
 def ident(host: Host) -> str:

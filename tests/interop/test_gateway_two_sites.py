@@ -11,23 +11,19 @@ back must leave A's continuous ping untouched (every echo answered).
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from ike_peers import CONN, PSK, Charon, Conn, TunsecIke, ident, strongswan_missing
+from ike_peers import CONN, PSK, Charon, Conn, TunsecIke, ident, requires_strongswan
 
 from tunsec.bench.netns import StarHosts, wait_until
 
-_MISSING = strongswan_missing()
-if _MISSING:
-    print(f"\n*** strongSwan gateway tests SKIPPED: {_MISSING} ***\n", file=sys.stderr)
 pytestmark = [
     pytest.mark.interop,
     pytest.mark.netns,
-    pytest.mark.skipif(_MISSING is not None, reason=f"STRONGSWAN UNAVAILABLE: {_MISSING}"),
+    requires_strongswan,
 ]
 
 

@@ -25,13 +25,12 @@ import re
 import socket
 import struct
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ike_peers import CHILD, CONN, PSK, Charon, Conn, TunsecIke, ident, ping_both_ways, strongswan_missing
+from ike_peers import CHILD, CONN, PSK, Charon, Conn, TunsecIke, ident, ping_both_ways, requires_strongswan
 
 from tunsec.bench.netns import TwoHosts, wait_until
 from tunsec.ike.config import IkeConfig, LocalAuth, RemoteAuth, child_config
@@ -40,12 +39,9 @@ from tunsec.ike.identity import Identity
 from tunsec.ike.proposals import parse_proposals
 from tunsec.ike.secret import Secret
 
-_MISSING = strongswan_missing()
-if _MISSING:
-    print(f"\n*** strongSwan interop tests SKIPPED: {_MISSING} ***\n", file=sys.stderr)
 pytestmark = [
     pytest.mark.interop,
-    pytest.mark.skipif(_MISSING is not None, reason=f"STRONGSWAN UNAVAILABLE: {_MISSING}"),
+    requires_strongswan,
 ]
 
 HALF_OPEN_TIMEOUT = 2.0

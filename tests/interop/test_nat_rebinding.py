@@ -12,23 +12,19 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 from collections.abc import Iterator
 
 import pytest
-from ike_peers import Charon, Conn, TunsecIke, strongswan_missing
+from ike_peers import Charon, Conn, TunsecIke, requires_strongswan
 from pyroute2 import Conntrack
 from test_gateway_two_sites import GatewayConn, children
 
 from tunsec.bench.netns import StarHosts, in_netns, wait_until
 
-_MISSING = strongswan_missing()
-if _MISSING:
-    print(f"\n*** NAT rebinding test SKIPPED: {_MISSING} ***\n", file=sys.stderr)
 pytestmark = [
     pytest.mark.interop,
     pytest.mark.netns,
-    pytest.mark.skipif(_MISSING is not None, reason=f"STRONGSWAN UNAVAILABLE: {_MISSING}"),
+    requires_strongswan,
 ]
 
 FIRST, SECOND = "192.0.2.3", "192.0.2.4"   # A's NAT's outside addresses, before and after

@@ -9,23 +9,19 @@ EAP-Failure / AUTHENTICATION_FAILED, tunsec logs why (without the password) and 
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from ike_peers import CHILD, CONN, Charon, Conn, Pki, TunsecIke, ident, ping_both_ways, strongswan_missing
+from ike_peers import CHILD, CONN, Charon, Conn, Pki, TunsecIke, ident, ping_both_ways, requires_strongswan
 
 from tunsec.bench.netns import TwoHosts, wait_until
 from tunsec.bench.systems.strongswan import PLUGINS, strongswan_conf
 
-_MISSING = strongswan_missing()
-if _MISSING:
-    print(f"\n*** strongSwan interop tests SKIPPED: {_MISSING} ***\n", file=sys.stderr)
 pytestmark = [
     pytest.mark.interop,
-    pytest.mark.skipif(_MISSING is not None, reason=f"STRONGSWAN UNAVAILABLE: {_MISSING}"),
+    requires_strongswan,
 ]
 
 USER, PASSWORD = "alice", "Alice-Interop-pw-7"

@@ -10,23 +10,19 @@ it split its IKE_AUTH and reassembled tunsec's, and tunsec's log the same.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from ike_peers import CONN, Charon, Conn, TunsecIke, ident, ping_both_ways, strongswan_missing
+from ike_peers import CONN, Charon, Conn, TunsecIke, ident, ping_both_ways, requires_strongswan
 
 from tunsec.bench.netns import Host, TwoHosts, wait_until
 from tunsec.ike.testing import Issued, make_ca, make_cert
 
-_MISSING = strongswan_missing()
-if _MISSING:
-    print(f"\n*** strongSwan fragmentation interop tests SKIPPED: {_MISSING} ***\n", file=sys.stderr)
 pytestmark = [
     pytest.mark.interop,
-    pytest.mark.skipif(_MISSING is not None, reason=f"STRONGSWAN UNAVAILABLE: {_MISSING}"),
+    requires_strongswan,
 ]
 
 PATH_MTU = 1280

@@ -13,7 +13,6 @@ log and ``swanctl --list-sas``.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,18 +28,15 @@ from ike_peers import (
     TunsecIke,
     iperf3_tcp,
     ping_both_ways,
-    strongswan_missing,
+    requires_strongswan,
     tunsec_counters,
 )
 
 from tunsec.bench.netns import TwoHosts, wait_until
 
-_MISSING = strongswan_missing()
-if _MISSING:
-    print(f"\n*** strongSwan interop tests SKIPPED: {_MISSING} ***\n", file=sys.stderr)
 pytestmark = [
     pytest.mark.interop,
-    pytest.mark.skipif(_MISSING is not None, reason=f"STRONGSWAN UNAVAILABLE: {_MISSING}"),
+    requires_strongswan,
 ]
 
 

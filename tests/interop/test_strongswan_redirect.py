@@ -10,22 +10,18 @@ no SA for it.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from ike_peers import CHILD, CONN, PSK, Charon, Conn, TunsecIke, ident, strongswan_missing
+from ike_peers import CHILD, CONN, PSK, Charon, Conn, TunsecIke, ident, requires_strongswan
 
 from tunsec.bench.netns import StarHosts, wait_until
 
-_MISSING = strongswan_missing()
-if _MISSING:
-    print(f"\n*** strongSwan redirect test SKIPPED: {_MISSING} ***\n", file=sys.stderr)
 pytestmark = [
     pytest.mark.interop,
     pytest.mark.netns,
-    pytest.mark.skipif(_MISSING is not None, reason=f"STRONGSWAN UNAVAILABLE: {_MISSING}"),
+    requires_strongswan,
 ]
 
 GW_ID = "gw.tunsec.test"  # both gateways: the client accepts either

@@ -23,15 +23,14 @@ from ike_peers import (
     children_up,
     iperf3_two_streams,
     ping_both_ways,
-    strongswan_missing,
+    requires_strongswan,
 )
 
 from tunsec.bench.netns import TwoHosts
 
-_MISSING = strongswan_missing()
 pytestmark = [
     pytest.mark.interop,
-    pytest.mark.skipif(_MISSING is not None, reason=f"STRONGSWAN UNAVAILABLE: {_MISSING}"),
+    requires_strongswan,
 ]
 SECONDS = 45
 

@@ -12,24 +12,20 @@ PLUTO_* variables.
 from __future__ import annotations
 
 import shutil
-import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from ike_peers import CHILD, CONN, PSK, Charon, Conn, TunsecIke, ident, strongswan_missing
+from ike_peers import CHILD, CONN, PSK, Charon, Conn, TunsecIke, ident, requires_strongswan
 
 from tunsec.bench.netns import TwoHosts, wait_until
 from tunsec.bench.systems.strongswan import strongswan_conf
 
-_MISSING = strongswan_missing()
-if _MISSING:
-    print(f"\n*** strongSwan interop tests SKIPPED: {_MISSING} ***\n", file=sys.stderr)
 pytestmark = [
     pytest.mark.interop,
-    pytest.mark.skipif(_MISSING is not None, reason=f"STRONGSWAN UNAVAILABLE: {_MISSING}"),
+    requires_strongswan,
 ]
 
 POOL4, POOL6 = "10.3.0.0/24", "fd00:3::/120"
