@@ -441,11 +441,15 @@ def _read_local(section: Section | None, issues: list[ConfigIssue], parent: Sect
         r.get(key, eap, None)
     eap_id = r.get("eap_id", str.strip, "")
     r.finish()
-    if eap_id and auth is not None and auth.method != "eap-mschapv2":
-        r.error("eap_id", "eap_id is only used with auth = eap-mschapv2")
+    _check_eap_id(r, auth, eap_id)
     if auth is not None and auth.method == "psk" and certs:
         r.error("certs", "certificates are only used with auth = pubkey")
     return _Round(sec, r, auth, ident, certs=certs, eap_id=eap_id)
+
+
+def _check_eap_id(r: SectionReader, auth: _Auth | None, eap_id: str) -> None:
+    if eap_id and auth is not None and auth.method != "eap-mschapv2":
+        r.error("eap_id", "eap_id is only used with auth = eap-mschapv2")
 
 
 def _read_remote(section: Section | None, issues: list[ConfigIssue], parent: Section) -> _Round:
@@ -469,8 +473,7 @@ def _read_remote(section: Section | None, issues: list[ConfigIssue], parent: Sec
         r.get(key, refuse(why), None)
     eap_id = r.get("eap_id", str.strip, "")
     r.finish()
-    if eap_id and auth is not None and auth.method != "eap-mschapv2":
-        r.error("eap_id", "eap_id is only used with auth = eap-mschapv2")
+    _check_eap_id(r, auth, eap_id)
     if auth is not None and auth.method == "psk" and cacerts:
         r.error("cacerts", "CA certificates are only used with auth = pubkey")
     return _Round(sec, r, auth, ident, cacerts=cacerts, eap_id=eap_id)
