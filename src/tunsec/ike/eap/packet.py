@@ -16,6 +16,7 @@ class EapCode(enum.IntEnum):
 class EapType(enum.IntEnum):
     IDENTITY = 1
     NAK = 3
+    TLS = 13
     MSCHAPV2 = 26
 
 

@@ -1,0 +1,346 @@
+"""EAP-TLS (RFC 5216) on the gateway: the client proves itself with a certificate inside TLS.
+
+The TLS itself is OpenSSL's (pyOpenSSL, a ``Connection`` on memory BIOs); this
+module only carries its bytes in EAP-TLS packets and decides afterwards:
+
+- Packets: Code/Id/Length/Type 13, then Flags (L = a 4-byte TLS Message Length
+  follows, M = more fragments follow, S = start) and TLS data.  A message longer
+  than :data:`FRAGMENT_DATA` goes out in fragments, each acknowledged by the peer
+  with an empty EAP-TLS response; a fragmented message of the peer is
+  acknowledged with an empty request (§2.1.5).
+- Bounds, since the client can lie in any field: a peer message may announce
+  and carry at most :data:`MAX_MESSAGE` bytes, each fragment must make progress,
+  and a conversation ends after :data:`MAX_REQUESTS` requests.  Everything of one
+  conversation is in one :class:`EapTlsAuthenticator`, which lives in its IKE
+  SA: a half-open SA that is reaped takes its TLS state with it.
+- TLS 1.2 only: strongSwan's libtls negotiates 1.2 unless
+  ``charon.tls.version_max`` is raised, and TLS 1.3 in EAP (RFC 9190) changes
+  the key derivation and the end of the handshake.  No session resumption (no
+  cache, no tickets) and no renegotiation: every conversation sees a certificate.
+- The client certificate is checked after OpenSSL has verified the handshake
+  (the CertificateVerify proves the key) and before our Finished goes out: it
+  must chain to the connection's CAs, be valid now, be fit for use like an
+  IKE certificate, and certify the EAP identity (the IKE identity, ``eap_id``,
+  or the EAP-Identity answer with ``eap_id = %any``), as strongSwan checks it.
+- MSK (§2.3): TLS-PRF(master secret, "client EAP encryption",
+  client.random || server.random), 64 bytes, which is the TLS 1.2 exporter
+  (RFC 5705) with that label and no context.
+
+Reasons for failure are fit for a log line: they name the certificate or the
+TLS alert, never key material.
+"""
+from __future__ import annotations
+
+import enum
+import os
+import struct
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from cryptography import x509
+from OpenSSL import SSL, crypto
+
+from ..auth import AuthError, PrivateKey
+from ..certs import verify_peer
+from ..identity import Identity, IdentityError
+from . import identity
+from .mschapv2 import EapResult
+from .packet import EapCode, EapError, EapPacket, EapType
+
+FLAG_L, FLAG_M, FLAG_S = 0x80, 0x40, 0x20
+# TLS data per EAP-TLS packet: strongSwan's fragment_size (1024 for the whole EAP
+# packet) less the headers; the IKE message around it stays under IKE fragmentation sizes
+FRAGMENT_DATA = 1024 - 10
+MAX_MESSAGE = 64 * 1024  # a client flight with a chain of several certificates fits; more is an attack
+MAX_REQUESTS = 64  # a handshake needs ~10 with fragments (strongSwan: max_message_count = 32 each way)
+MSK_LABEL = b"client EAP encryption"
+MSK_LEN = 64
+
+
+@dataclass(frozen=True)
+class TlsPacket:
+    """The EAP-TLS part of an EAP packet: flags, the L field if present, the TLS data."""
+
+    flags: int
+    length: int | None
+    data: bytes
+
+    @classmethod
+    def parse(cls, pkt: EapPacket) -> TlsPacket:
+        if pkt.type != EapType.TLS:
+            raise EapError(f"expected an EAP-TLS packet, got EAP type {pkt.type}")
+        if not pkt.data:
+            raise EapError("EAP-TLS packet without its Flags byte")
+        flags = pkt.data[0]  # the reserved bits are ignored on receipt (§3.1)
+        if flags & FLAG_L:
+            if len(pkt.data) < 5:
+                raise EapError("EAP-TLS L flag set but no 4-byte TLS Message Length")
+            (length,) = struct.unpack_from("!I", pkt.data, 1)
+            return cls(flags, length, pkt.data[5:])
+        return cls(flags, None, pkt.data[1:])
+
+    @property
+    def is_ack(self) -> bool:
+        return not self.data and not self.flags & (FLAG_L | FLAG_M)
+
+    def encode(self, code: EapCode, ident: int) -> bytes:
+        head = bytes([self.flags]) + (b"" if self.length is None else struct.pack("!I", self.length))
+        return EapPacket(code, ident, EapType.TLS, head + self.data).encode()
+
+
+ACK = TlsPacket(0, None, b"")
+
+
+@dataclass
+class Reassembly:
+    """One TLS message of the peer, from its fragments; bounded by ``limit``."""
+
+    limit: int = MAX_MESSAGE
+    expected: int | None = None
+    buf: bytearray = field(default_factory=bytearray)
+    started: bool = False
+
+    def add(self, frag: TlsPacket) -> bytes | None:
+        """The whole message once its last fragment is in, else None (acknowledge and wait).
+        EapError for lengths that lie or fragments that make no progress."""
+        if frag.length is not None:
+            if self.started and frag.length != self.expected:
+                raise EapError(f"EAP-TLS Message Length changed from {self.expected} to {frag.length}")
+            if not 0 < frag.length <= self.limit:
+                raise EapError(f"EAP-TLS Message Length {frag.length} refused (limit {self.limit})")
+            self.expected = frag.length
+        elif frag.flags & FLAG_M and not self.started:
+            raise EapError("first EAP-TLS fragment without the L flag and TLS Message Length")
+        if frag.flags & FLAG_M and not frag.data:
+            raise EapError("empty EAP-TLS fragment with the M flag")
+        self.started = True
+        self.buf += frag.data
+        if len(self.buf) > (self.expected if self.expected is not None else self.limit):
+            raise EapError(f"EAP-TLS fragments carry more than the {self.expected or self.limit} bytes announced")
+        if frag.flags & FLAG_M:
+            return None
+        if self.expected is not None and len(self.buf) != self.expected:
+            raise EapError(f"EAP-TLS message of {len(self.buf)} bytes, announced {self.expected}")
+        msg = bytes(self.buf)
+        self.buf.clear()
+        self.expected, self.started = None, False
+        return msg
+
+
+@dataclass
+class Fragments:
+    """Our TLS message cut into EAP-TLS packets; the first says the whole length (L)."""
+
+    data: bytes
+    size: int = FRAGMENT_DATA
+    offset: int = 0
+
+    @property
+    def pending(self) -> bool:
+        return self.offset < len(self.data)
+
+    def next(self) -> TlsPacket:
+        chunk = self.data[self.offset:self.offset + self.size]
+        first = self.offset == 0
+        self.offset += len(chunk)
+        flags = (FLAG_L if first else 0) | (FLAG_M if self.pending else 0)
+        return TlsPacket(flags, len(self.data) if first else None, chunk)
+
+
+@dataclass(frozen=True)
+class TlsServerCredentials:
+    """What the gateway's TLS server needs: its certificate and key, and the CAs of clients."""
+
+    cert: x509.Certificate
+    key: PrivateKey = field(repr=False)
+    intermediates: tuple[x509.Certificate, ...] = ()
+    cas: tuple[x509.Certificate, ...] = ()
+
+
+def _accept_for_now(conn: SSL.Connection, cert: crypto.X509, err: int, depth: int, ok: int) -> bool:
+    """OpenSSL's verdict is replaced by verify_peer after the handshake (same checks as IKE's)."""
+    return True
+
+
+def server_context(creds: TlsServerCredentials) -> SSL.Context:
+    ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
+    ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
+    ctx.set_max_proto_version(SSL.TLS1_2_VERSION)
+    ctx.set_options(SSL.OP_NO_TICKET | SSL.OP_NO_RENEGOTIATION | SSL.OP_CIPHER_SERVER_PREFERENCE)
+    ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+    ctx.use_certificate(creds.cert)
+    ctx.use_privatekey(creds.key)
+    ctx.check_privatekey()
+    for cert in creds.intermediates:
+        ctx.add_extra_chain_cert(cert)
+    ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, _accept_for_now)
+    # the CertificateRequest names our CAs, so a client with several certificates picks the right one
+    ctx.set_client_ca_list([crypto.X509.from_cryptography(ca).get_subject() for ca in creds.cas])
+    return ctx
+
+
+def _tls_reason(exc: SSL.Error) -> str:
+    """OpenSSL's error queue as one short line (library, reason: no data in it)."""
+    parts = [str(e[2]) for e in exc.args[0] if isinstance(e, tuple) and len(e) == 3] if exc.args and \
+        isinstance(exc.args[0], list) else []
+    return "; ".join(parts) or str(exc) or type(exc).__name__
+
+
+class _State(enum.Enum):
+    IDENTITY = "identity"  # asked EAP-Identity
+    TLS = "tls"  # in the handshake
+    FINISHED = "finished"  # sent our last flight, waiting for its acknowledgement
+    DONE = "done"
+
+
+@dataclass
+class EapTlsAuthenticator:
+    """The gateway's side: optional EAP-Identity, EAP-TLS Start, the handshake, the verdict.
+
+    ``start()`` gives the first EAP request; each ``process(response)`` gives the
+    next packet to send and, once decided, the result (the packet is then
+    EAP-Success or EAP-Failure). Same interface as :class:`mschapv2.EapAuthenticator`.
+    """
+
+    creds: TlsServerCredentials
+    peer_identity: Identity | None  # the identity the certificate must certify; None: ask (EAP-Identity)
+    now: Callable[[], datetime]
+    rand: Callable[[int], bytes] = os.urandom
+    fragment: int = FRAGMENT_DATA  # TLS bytes per request
+    _ident: int = 0
+    _requests: int = 0
+    _state: _State = _State.IDENTITY
+    _name: bytes = b""  # the peer's identity as text, for the result
+    _tls: SSL.Connection | None = field(default=None, repr=False)
+    _in: Reassembly = field(default_factory=Reassembly)
+    _out: Fragments | None = None
+    _msk: bytes = field(default=b"", repr=False)
+
+    def start(self) -> bytes:
+        self._ident = self.rand(1)[0]
+        if self.peer_identity is None:
+            self._state = _State.IDENTITY
+            return identity.request(self._ident).encode()
+        self._name = str(self.peer_identity).encode()
+        return self._tls_start()
+
+    def _request(self, pkt: TlsPacket) -> bytes:
+        self._requests += 1
+        if self._requests > MAX_REQUESTS:
+            raise EapError(f"EAP-TLS conversation longer than {MAX_REQUESTS} requests")
+        self._ident = (self._ident + 1) & 0xFF
+        return pkt.encode(EapCode.REQUEST, self._ident)
+
+    def _tls_start(self) -> bytes:
+        self._state = _State.TLS
+        tls = SSL.Connection(server_context(self.creds), None)
+        tls.set_accept_state()
+        self._tls = tls
+        return self._request(TlsPacket(FLAG_S, None, b""))
+
+    def _fail(self, reason: str) -> tuple[bytes, EapResult]:
+        self._state = _State.DONE
+        self._tls = None  # drop OpenSSL's state now, not with the SA
+        self._out, self._in = None, Reassembly()
+        return EapPacket(EapCode.FAILURE, self._ident).encode(), EapResult(False, self._name, reason=reason)
+
+    def process(self, raw: bytes) -> tuple[bytes, EapResult | None]:
+        try:
+            pkt = EapPacket.decode(raw)
+            if pkt.code != EapCode.RESPONSE or pkt.ident != self._ident:
+                raise EapError("EAP packet is not the response to the last request")
+            if pkt.type == EapType.NAK:
+                return self._fail("peer refused EAP-TLS (EAP-Nak)")
+            if self._state == _State.IDENTITY:
+                return self._on_identity(pkt), None
+            if self._state in (_State.TLS, _State.FINISHED):
+                return self._on_tls(TlsPacket.parse(pkt))
+        except EapError as exc:
+            return self._fail(str(exc))
+        return self._fail(f"EAP response in state {self._state.value}")
+
+    def _on_identity(self, pkt: EapPacket) -> bytes:
+        name = identity.parse_response(pkt)
+        try:
+            self.peer_identity = Identity.parse(name.decode("utf-8"))
+        except (UnicodeDecodeError, IdentityError):
+            raise EapError("EAP identity is not an identity a certificate can certify") from None
+        self._name = name
+        return self._tls_start()
+
+    def _on_tls(self, frag: TlsPacket) -> tuple[bytes, EapResult | None]:
+        if self._out is not None and self._out.pending:
+            if not frag.is_ack:  # the peer must take all of our message before it says anything
+                raise EapError("expected an empty EAP-TLS response acknowledging our fragment")
+            return self._request(self._out.next()), None
+        if self._state == _State.FINISHED:
+            if not frag.is_ack:
+                raise EapError("client answered our TLS Finished with more TLS data (an alert?), not an acknowledgement")
+            return self._succeed()
+        if frag.is_ack and not self._in.started:
+            raise EapError("empty EAP-TLS response where a TLS message was due")
+        msg = self._in.add(frag)
+        if msg is None:
+            return self._request(ACK), None
+        return self._feed(msg)
+
+    def _feed(self, msg: bytes) -> tuple[bytes, EapResult | None]:
+        tls = self._tls
+        assert tls is not None
+        tls.bio_write(msg)
+        done = False
+        try:
+            tls.do_handshake()
+            done = True
+        except SSL.WantReadError:
+            pass
+        except SSL.Error as exc:
+            return self._fail(f"TLS handshake failed: {_tls_reason(exc)}")
+        if done:
+            reason = self._check_client()
+            if reason is not None:
+                return self._fail(reason)
+            self._msk = tls.export_keying_material(MSK_LABEL, MSK_LEN)
+            self._state = _State.FINISHED
+        out = _drain(tls)
+        if not out:
+            raise EapError("the client's TLS message leaves nothing to answer")
+        self._out = Fragments(out, self.fragment)
+        return self._request(self._out.next()), None
+
+    def _check_client(self) -> str | None:
+        """Why the client's certificate does not authenticate the EAP identity, or None."""
+        tls = self._tls
+        assert tls is not None and self.peer_identity is not None
+        leaf = tls.get_peer_certificate(as_cryptography=True)
+        if leaf is None:
+            return "client sent no certificate"
+        # a server's peer chain leaves the client's own certificate out (OpenSSL)
+        chain: Sequence[x509.Certificate] = tls.get_peer_cert_chain(as_cryptography=True) or []
+        rest = [c for c in chain if c != leaf]
+        try:
+            verify_peer([leaf, *rest], self.creds.cas, self.now(), self.peer_identity)
+        except AuthError as exc:
+            return f"client certificate refused: {exc}"
+        return None
+
+    def _succeed(self) -> tuple[bytes, EapResult]:
+        self._state = _State.DONE
+        self._tls, self._out = None, None
+        out = EapPacket(EapCode.SUCCESS, self._ident).encode()
+        return out, EapResult(True, self._name, self._msk)
+
+
+def _drain(tls: SSL.Connection) -> bytes:
+    """Everything OpenSSL has to send."""
+    out = bytearray()
+    while True:
+        try:
+            chunk = tls.bio_read(16384)
+        except SSL.WantReadError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    return bytes(out)

@@ -1,0 +1,304 @@
+"""EAP-TLS (RFC 5216) on the gateway: the authenticator against an in-memory OpenSSL client.
+
+The client here is a small EAP-TLS peer on pyOpenSSL (memory BIOs) written from the RFC, so
+both directions of fragmentation, the MSK and every refusal are exercised without a network;
+tests/interop/test_strongswan_eap_tls.py runs strongSwan's client against the whole gateway.
+"""
+from __future__ import annotations
+
+import datetime
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pytest
+from cryptography import x509
+from OpenSSL import SSL, crypto
+
+from tunsec.ike.eap import tls
+from tunsec.ike.eap.mschapv2 import EapResult
+from tunsec.ike.eap.packet import EapCode, EapPacket, EapType
+from tunsec.ike.eap.tls import (
+    FLAG_L,
+    FLAG_M,
+    FLAG_S,
+    EapTlsAuthenticator,
+    Fragments,
+    Reassembly,
+    TlsPacket,
+    TlsServerCredentials,
+)
+from tunsec.ike.identity import Identity
+from tunsec.ike.testing import EPOCH, Issued, make_ca, make_cert
+
+CA = make_ca("tunsec EAP-TLS test CA")
+OTHER_CA = make_ca("someone else's CA")
+GW = make_cert(CA, "gw", san=["gw.example"])
+ALICE = make_cert(CA, "alice", san=["alice@example.org"])
+NOW = EPOCH + datetime.timedelta(days=30)
+
+
+def _accept(conn: SSL.Connection, cert: crypto.X509, err: int, depth: int, ok: int) -> bool:
+    return True  # the test checks the server's certificate itself (no dependence on today's date)
+
+
+@dataclass
+class Peer:
+    """An EAP-TLS client: answers EAP-Identity and runs TLS 1.2 through EAP-TLS packets."""
+
+    issued: Issued
+    identity: bytes
+    fragment: int = tls.FRAGMENT_DATA
+    result: EapCode | None = None
+    msk: bytes = b""
+    tls: SSL.Connection = field(init=False)
+    inbound: Reassembly = field(default_factory=Reassembly)
+    out: Fragments | None = None
+    acks_sent: int = 0
+    acks_received: int = 0
+
+    def __post_init__(self) -> None:
+        ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
+        ctx.set_max_proto_version(SSL.TLS1_2_VERSION)
+        ctx.use_certificate(self.issued.cert)
+        ctx.use_privatekey(self.issued.key)
+        ctx.set_verify(SSL.VERIFY_PEER, _accept)
+        self.tls = SSL.Connection(ctx, None)
+        self.tls.set_connect_state()
+
+    def _send(self, ident: int, pkt: TlsPacket) -> bytes:
+        return pkt.encode(EapCode.RESPONSE, ident)
+
+    def _handshake(self, ident: int) -> bytes:
+        try:
+            self.tls.do_handshake()
+            self.msk = self.tls.export_keying_material(tls.MSK_LABEL, tls.MSK_LEN)
+        except SSL.WantReadError:
+            pass
+        data = tls._drain(self.tls)
+        if not data:
+            return self._send(ident, tls.ACK)
+        self.out = Fragments(data, self.fragment)
+        return self._send(ident, self.out.next())
+
+    def process(self, raw: bytes) -> bytes | None:
+        pkt = EapPacket.decode(raw)
+        if pkt.code in (EapCode.SUCCESS, EapCode.FAILURE):
+            self.result = pkt.code
+            return None
+        if pkt.type == EapType.IDENTITY:
+            return EapPacket(EapCode.RESPONSE, pkt.ident, EapType.IDENTITY, self.identity).encode()
+        frag = TlsPacket.parse(pkt)
+        if frag.flags & FLAG_S:
+            return self._handshake(pkt.ident)
+        if self.out is not None and self.out.pending:
+            assert frag.is_ack
+            self.acks_received += 1
+            return self._send(pkt.ident, self.out.next())
+        msg = self.inbound.add(frag)
+        if msg is None:
+            self.acks_sent += 1
+            return self._send(pkt.ident, tls.ACK)
+        self.tls.bio_write(msg)
+        return self._handshake(pkt.ident)
+
+
+def server(peer_identity: Identity | None = None, cas: tuple[x509.Certificate, ...] = (CA.cert,),
+           now: Callable[[], datetime.datetime] = lambda: NOW, fragment: int = tls.FRAGMENT_DATA) -> EapTlsAuthenticator:
+    return EapTlsAuthenticator(TlsServerCredentials(GW.cert, GW.key, cas=cas), peer_identity, now,
+                               fragment=fragment)
+
+
+def converse(srv: EapTlsAuthenticator, peer: Peer, max_rounds: int = 100) -> EapResult:
+    """Run the conversation to its result; every packet in between goes through both ends."""
+    out = srv.start()
+    for _ in range(max_rounds):
+        answer = peer.process(out)
+        if answer is None:
+            raise AssertionError("the peer ended without the server deciding")
+        out, result = srv.process(answer)
+        if result is not None:
+            assert peer.process(out) is None
+            return result
+    raise AssertionError("conversation did not end")
+
+
+def test_handshake_with_eap_identity_gives_the_same_msk_on_both_sides() -> None:
+    peer = Peer(ALICE, b"alice@example.org")
+    result = converse(server(None), peer)
+    assert result.ok, result.reason
+    assert result.identity == b"alice@example.org"
+    assert peer.result == EapCode.SUCCESS
+    assert len(result.msk) == 64 and result.msk == peer.msk
+    assert peer.tls.get_peer_certificate(as_cryptography=True) == GW.cert
+
+
+def test_server_flight_in_small_fragments_is_acknowledged_and_reassembled() -> None:
+    peer = Peer(ALICE, b"alice@example.org")
+    result = converse(server(None, fragment=100), peer)
+    assert result.ok, result.reason
+    assert peer.acks_sent >= 5  # the ServerHello..ServerHelloDone flight is several hundred bytes
+    assert result.msk == peer.msk
+
+
+def test_client_flight_in_small_fragments_is_reassembled() -> None:
+    peer = Peer(ALICE, b"alice@example.org", fragment=100)
+    result = converse(server(Identity.parse("alice@example.org")), peer)
+    assert result.ok, result.reason
+    assert peer.acks_received >= 3  # the server acknowledged each of the client's fragments
+    assert result.msk == peer.msk
+
+
+def test_certificate_of_another_ca_is_refused() -> None:
+    peer = Peer(make_cert(OTHER_CA, "mallory", san=["alice@example.org"]), b"alice@example.org")
+    result = converse(server(None), peer)
+    assert not result.ok
+    assert "client certificate refused" in result.reason and "not trusted" in result.reason
+    assert peer.result == EapCode.FAILURE
+    assert result.msk == b""
+
+
+def test_expired_certificate_is_refused() -> None:
+    old = make_cert(CA, "alice", san=["alice@example.org"], days=10)
+    result = converse(server(None), Peer(old, b"alice@example.org"))
+    assert not result.ok and "not trusted" in result.reason
+
+
+def test_certificate_for_another_identity_is_refused() -> None:
+    bob = make_cert(CA, "bob", san=["bob@example.org"])
+    result = converse(server(None), Peer(bob, b"alice@example.org"))
+    assert not result.ok
+    assert "does not certify identity alice@example.org" in result.reason
+
+
+def test_configured_identity_must_be_in_the_certificate() -> None:
+    result = converse(server(Identity.parse("carol@example.org")), Peer(ALICE, b"ignored"))
+    assert not result.ok and "carol@example.org" in result.reason
+
+
+def test_subject_dn_identity_is_accepted() -> None:
+    # strongSwan writes a DN identity most significant RDN first
+    result = converse(server(None), Peer(ALICE, b"C=CH, O=tunsec test, CN=alice"))
+    assert result.ok, result.reason
+
+
+# --- malformed and lying responses -------------------------------------------------------
+
+
+def _tls_request_ident(srv: EapTlsAuthenticator) -> int:
+    """Start a conversation with a known identity; the Identifier of the Start request."""
+    start = EapPacket.decode(srv.start())
+    assert start.type == EapType.TLS and start.data == bytes([FLAG_S])
+    return start.ident
+
+
+def _response(ident: int, body: bytes, eap_type: int = EapType.TLS) -> bytes:
+    return EapPacket(EapCode.RESPONSE, ident, eap_type, body).encode()
+
+
+def _refused(srv: EapTlsAuthenticator, raw: bytes) -> str:
+    out, result = srv.process(raw)
+    assert result is not None and not result.ok
+    assert EapPacket.decode(out).code == EapCode.FAILURE
+    assert srv._tls is None  # OpenSSL's state is gone at once
+    return result.reason
+
+
+@pytest.mark.parametrize(("body", "why"), [
+    (b"", "without its Flags byte"),
+    (bytes([FLAG_L]) + b"\x00\x00", "no 4-byte TLS Message Length"),
+    (bytes([FLAG_L | FLAG_M]) + struct.pack("!I", 10 * 1024 * 1024) + b"x", "Message Length 10485760 refused"),
+    (bytes([FLAG_L | FLAG_M]) + struct.pack("!I", 0) + b"x", "Message Length 0 refused"),
+    (bytes([FLAG_M]) + b"x" * 10, "without the L flag"),
+    (bytes([FLAG_L]) + struct.pack("!I", 5) + b"x" * 10, "more than the 5 bytes"),
+    (bytes([FLAG_L]) + struct.pack("!I", 50) + b"x" * 10, "announced 50"),
+    (bytes([0]), "where a TLS message was due"),
+    (bytes([0]) + b"\x16\x03\x01\x00\x05hello", "TLS handshake failed"),
+])
+def test_bad_first_message_fails_cleanly(body: bytes, why: str) -> None:
+    srv = server(Identity.parse("alice@example.org"))
+    ident = _tls_request_ident(srv)
+    assert why in _refused(srv, _response(ident, body))
+
+
+def test_wrong_identifier_or_type_or_nak_fails() -> None:
+    srv = server(Identity.parse("alice@example.org"))
+    ident = _tls_request_ident(srv)
+    assert "not the response to the last request" in _refused(srv, _response((ident + 1) & 0xFF, b"\x00"))
+    srv = server(Identity.parse("alice@example.org"))
+    ident = _tls_request_ident(srv)
+    assert "EAP-Nak" in _refused(srv, _response(ident, bytes([EapType.MSCHAPV2]), EapType.NAK))
+    srv = server(Identity.parse("alice@example.org"))
+    ident = _tls_request_ident(srv)
+    assert "expected an EAP-TLS packet" in _refused(srv, _response(ident, b"x", EapType.MSCHAPV2))
+
+
+def test_length_changing_between_fragments_fails() -> None:
+    srv = server(Identity.parse("alice@example.org"))
+    ident = _tls_request_ident(srv)
+    out, result = srv.process(_response(ident, bytes([FLAG_L | FLAG_M]) + struct.pack("!I", 100) + b"x" * 10))
+    assert result is None
+    ack = EapPacket.decode(out)
+    assert ack.code == EapCode.REQUEST and ack.data == b"\x00"  # an empty request acknowledges the fragment
+    reason = _refused(srv, _response(ack.ident, bytes([FLAG_L | FLAG_M]) + struct.pack("!I", 200) + b"x" * 10))
+    assert "changed from 100 to 200" in reason
+
+
+def test_empty_fragment_with_more_flag_fails() -> None:
+    srv = server(Identity.parse("alice@example.org"))
+    ident = _tls_request_ident(srv)
+    out, _ = srv.process(_response(ident, bytes([FLAG_L | FLAG_M]) + struct.pack("!I", 100) + b"x" * 10))
+    assert "empty EAP-TLS fragment" in _refused(srv, _response(EapPacket.decode(out).ident, bytes([FLAG_M])))
+
+
+def test_data_instead_of_an_ack_of_our_fragment_fails() -> None:
+    srv = server(Identity.parse("alice@example.org"), fragment=100)
+    peer = Peer(ALICE, b"alice@example.org")
+    first = peer.process(srv.start())
+    assert first is not None
+    out, result = srv.process(first)  # the ServerHello flight, first fragment (M set)
+    assert result is None and TlsPacket.parse(EapPacket.decode(out)).flags & FLAG_M
+    assert "acknowledging our fragment" in _refused(srv, _response(EapPacket.decode(out).ident, b"\x00junk"))
+
+
+def test_a_client_that_never_finishes_is_cut_off() -> None:
+    """Fragments of one byte under the 64 KiB limit: the request count ends it, not memory."""
+    srv = server(Identity.parse("alice@example.org"))
+    ident = _tls_request_ident(srv)
+    body = bytes([FLAG_L | FLAG_M]) + struct.pack("!I", tls.MAX_MESSAGE) + b"x"
+    for _ in range(tls.MAX_REQUESTS + 5):
+        out, result = srv.process(_response(ident, body))
+        if result is not None:
+            assert not result.ok and "longer than" in result.reason
+            return
+        ident = EapPacket.decode(out).ident
+        body = bytes([FLAG_M]) + b"x"
+    raise AssertionError("the conversation was not cut off")
+
+
+def test_bad_eap_identity_fails() -> None:
+    srv = server(None)
+    req = EapPacket.decode(srv.start())
+    assert req.type == EapType.IDENTITY
+    reason = _refused_identity(srv, _response(req.ident, b"CN=\xff\xfe", EapType.IDENTITY))
+    assert "EAP identity" in reason
+
+
+def _refused_identity(srv: EapTlsAuthenticator, raw: bytes) -> str:
+    out, result = srv.process(raw)
+    assert result is not None and not result.ok
+    assert EapPacket.decode(out).code == EapCode.FAILURE
+    return result.reason
+
+
+def test_fragments_roundtrip_with_lengths() -> None:
+    data = bytes(range(256)) * 10
+    frags = Fragments(data, 1000)
+    packets = []
+    while frags.pending:
+        packets.append(frags.next())
+    assert [p.length for p in packets] == [len(data), None, None]
+    assert [bool(p.flags & FLAG_M) for p in packets] == [True, True, False]
+    r = Reassembly()
+    got = [r.add(TlsPacket.parse(EapPacket.decode(p.encode(EapCode.REQUEST, 1)))) for p in packets]
+    assert got == [None, None, data]
