@@ -104,7 +104,8 @@ class Peer:
 
 
 def server(peer_identity: Identity | None = None, cas: tuple[x509.Certificate, ...] = (CA.cert,),
-           now: Callable[[], datetime.datetime] = lambda: NOW, fragment: int = tls.FRAGMENT_DATA) -> EapTlsAuthenticator:
+           now: Callable[[], datetime.datetime] = lambda: NOW,
+           fragment: int = tls.FRAGMENT_DATA) -> EapTlsAuthenticator:
     return EapTlsAuthenticator(TlsServerCredentials(GW.cert, GW.key, cas=cas), peer_identity, now,
                                fragment=fragment)
 

@@ -74,7 +74,7 @@ from tunsec.ike.auth import PrivateKey
 from tunsec.ike.config import ChildConfig, EapSecret, IkeConfig, LocalAuth, RemoteAuth, RetransmitConfig, SendCertMode
 from tunsec.ike.constants import IKE_PORT, ProtocolId
 from tunsec.ike.fragments import DEFAULT_FRAGMENT_SIZE, FragmentationMode
-from tunsec.ike.identity import Identity, certificate_has_identity
+from tunsec.ike.identity import Identity, IdentityError, certificate_has_identity
 from tunsec.ike.proposals import ProposalSpec, parse_proposals
 from tunsec.ike.secret import Secret
 from tunsec.policy.selector import Ts, parse_ts
@@ -349,7 +349,7 @@ _DYNAMIC_ONLY: tuple[Ts, ...] = (parse_ts("dynamic"),)   # strongSwan's default 
 # connections { <name> { local { } remote { } children { } } }
 # --------------------------------------------------------------------------
 
-AuthMethod = Literal["psk", "pubkey", "eap-mschapv2"]
+AuthMethod = Literal["psk", "pubkey", "eap-mschapv2", "eap-tls"]
 KeyKind = Literal["rsa", "ecdsa", "ed25519"]
 
 
@@ -370,11 +370,12 @@ def _parse_auth(text: str) -> _Auth:
         "ecdsa": _Auth("pubkey", "ecdsa"),
         "ed25519": _Auth("pubkey", "ed25519"),
         "eap-mschapv2": _Auth("eap-mschapv2"),
+        "eap-tls": _Auth("eap-tls"),
     }
     if value in simple:
         return simple[value]
     if value.startswith("eap"):
-        raise BadValue("of the EAP methods only eap-mschapv2 is supported")
+        raise BadValue("of the EAP methods only eap-mschapv2 and eap-tls are supported")
     if value.startswith("xauth"):
         raise BadValue("XAuth is IKEv1 and not supported (psk or pubkey)")
     if value.startswith("ike:") or "-" in value:
@@ -448,8 +449,13 @@ def _read_local(section: Section | None, issues: list[ConfigIssue], parent: Sect
 
 
 def _check_eap_id(r: SectionReader, auth: _Auth | None, eap_id: str) -> None:
-    if eap_id and auth is not None and auth.method != "eap-mschapv2":
-        r.error("eap_id", "eap_id is only used with auth = eap-mschapv2")
+    if eap_id and auth is not None and auth.method not in ("eap-mschapv2", "eap-tls"):
+        r.error("eap_id", "eap_id is only used with auth = eap-mschapv2 or eap-tls")
+    if eap_id and eap_id != "%any" and auth is not None and auth.method == "eap-tls":
+        try:  # the identity the client's certificate must certify
+            Identity.parse(eap_id)
+        except IdentityError as exc:
+            r.error("eap_id", str(exc))
 
 
 def _read_remote(section: Section | None, issues: list[ConfigIssue], parent: Section) -> _Round:
@@ -835,6 +841,9 @@ def _read_connection(section: Section, ctx: _ConnContext) -> Connection | None:
 def _local_auth(local: _Round, local_addrs: tuple[IPAddress, ...], ctx: _ConnContext) -> LocalAuth | None:
     assert local.auth is not None
     r = local.reader
+    if local.auth.method == "eap-tls":
+        r.error("auth", "eap-tls authenticates clients (remote.auth); as a client tunsec has eap-mschapv2")
+        return None
     if local.auth.method == "psk":
         ident = local.id
         if ident is None:
@@ -941,6 +950,8 @@ def _remote_auth(remote: _Round, ctx: _ConnContext) -> RemoteAuth | None:
         return RemoteAuth("psk", ident)
     if remote.auth.method == "eap-mschapv2":
         return RemoteAuth("eap-mschapv2", ident, eap_id=remote.eap_id)
+    # pubkey, or eap-tls: both verify a client certificate against the CAs
+    method = remote.auth.method
     r, creds = remote.reader, ctx.creds
     cas: list[x509.Certificate] = []
     for name in remote.cacerts:
@@ -961,11 +972,11 @@ def _remote_auth(remote: _Round, ctx: _ConnContext) -> RemoteAuth | None:
     if not cas:
         r.error(
             "auth",
-            "auth = pubkey needs a CA certificate to verify the peer: put it in x509ca/, "
+            f"auth = {method} needs a CA certificate to verify the peer: put it in x509ca/, "
             "in authorities or in remote.cacerts",
         )
         return None
-    return RemoteAuth("pubkey", ident, tuple(dict.fromkeys(cas)))
+    return RemoteAuth(method, ident, tuple(dict.fromkeys(cas)), eap_id=remote.eap_id)
 
 
 def _eap_secrets(entries: Sequence[IkeSecret]) -> tuple[EapSecret, ...]:
@@ -981,7 +992,7 @@ def _uses_pubkey(section: Section) -> bool:
         if setting is None or setting.value == "":
             return True  # strongSwan's default is pubkey
         try:
-            if _parse_auth(setting.value).method == "pubkey":
+            if _parse_auth(setting.value).method in ("pubkey", "eap-tls"):
                 return True
         except BadValue:
             pass

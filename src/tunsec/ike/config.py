@@ -27,7 +27,7 @@ from .proposals import ProposalSpec, parse_proposals
 from .secret import Secret
 from .ts import Ts, parse_ts_list
 
-AuthMethodName = Literal["psk", "pubkey", "eap-mschapv2"]
+AuthMethodName = Literal["psk", "pubkey", "eap-mschapv2", "eap-tls"]
 SendCertMode = Literal["always", "ifasked", "never"]
 
 
@@ -72,14 +72,14 @@ class RemoteAuth:
 
     method: AuthMethodName
     id: Identity = field(default_factory=Identity.any)
-    cas: tuple[x509.Certificate, ...] = ()  # trust anchors for pubkey authentication
+    cas: tuple[x509.Certificate, ...] = ()  # trust anchors for pubkey (and eap-tls) authentication
     # with eap-mschapv2: the EAP identity to authenticate ("": the peer's IKE identity,
     # "%any": ask for it with EAP-Identity), as swanctl's remote.eap_id
     eap_id: str = ""
 
     def __post_init__(self) -> None:
-        if self.method == "pubkey" and not self.cas:
-            raise ValueError("pubkey authentication of the peer needs at least one CA")
+        if self.method in ("pubkey", "eap-tls") and not self.cas:
+            raise ValueError(f"{self.method} authentication of the peer needs at least one CA")
 
 
 @dataclass(frozen=True)
@@ -166,9 +166,9 @@ class IkeConfig:
     def __post_init__(self) -> None:
         if "psk" in (self.local.method, self.remote.method) and self.psk is None:
             raise ValueError(f"connection {self.name}: psk authentication needs a shared secret")
-        if self.remote.method == "eap-mschapv2" and self.local.method != "pubkey":
+        if self.remote.method.startswith("eap") and self.local.method != "pubkey":
             # RFC 7296 §2.16: the gateway proves itself with a certificate; EAP only proves the client
-            raise ValueError(f"connection {self.name}: remote auth = eap-mschapv2 needs local auth = pubkey")
+            raise ValueError(f"connection {self.name}: remote auth = {self.remote.method} needs local auth = pubkey")
         if self.local.method == "eap-mschapv2" and self.eap_password(self.local.eap_id or str(self.local.id)) is None:
             raise ValueError(f"connection {self.name}: no EAP secret for {self.local.eap_id or self.local.id}")
 

@@ -276,7 +276,7 @@ class EapTlsAuthenticator:
             return self._request(self._out.next()), None
         if self._state == _State.FINISHED:
             if not frag.is_ack:
-                raise EapError("client answered our TLS Finished with more TLS data (an alert?), not an acknowledgement")
+                raise EapError("client answered our TLS Finished with TLS data (an alert?), not an acknowledgement")
             return self._succeed()
         if frag.is_ack and not self._in.started:
             raise EapError("empty EAP-TLS response where a TLS message was due")

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from ..auth import AuthError, psk_auth_data, signed_octets, verify_psk
 from ..constants import AuthMethod, NotifyType
-from ..eap.mschapv2 import EapAuthenticator, EapPeer
+from ..eap.mschapv2 import EapAuthenticator, EapPeer, EapResult
 from ..eap.packet import EapError
+from ..eap.tls import EapTlsAuthenticator, TlsServerCredentials
 from ..events import AuthFailed, DownReason
 from ..identity import Identity
 from ..message import AuthPayload, EapPayload, IdPayload, Payload
@@ -63,9 +65,21 @@ def _check_msk_auth(st: IkeSaState, msk: Secret, initiator_side: bool, id_payloa
 # --------------------------------------------------------------------------- gateway
 
 
+class EapServer(Protocol):
+    """A gateway's EAP method: the first request, then one answer per response until decided."""
+
+    def start(self) -> bytes: ...
+
+    def process(self, raw: bytes) -> tuple[bytes, EapResult | None]: ...
+
+
+# the gateway's EAP methods (remote.auth) and their names in log lines
+METHOD_NAMES = {"eap-mschapv2": "EAP-MSCHAPv2", "eap-tls": "EAP-TLS"}
+
+
 @dataclass
 class GatewayEap:
-    authenticator: EapAuthenticator
+    authenticator: EapServer
     idi: IdPayload
     request: tuple[Payload, ...]  # the first IKE_AUTH request: its SA, TS and CP are answered last
     msk: Secret | None = None
@@ -73,7 +87,7 @@ class GatewayEap:
 
 def wanted(st: IkeSaState, payloads: Sequence[Payload]) -> bool:
     """The client asks for EAP: our connection authenticates it with EAP and it sent no AUTH."""
-    return st.config.remote.method == "eap-mschapv2" and find(payloads, AuthPayload) is None
+    return st.config.remote.method in METHOD_NAMES and find(payloads, AuthPayload) is None
 
 
 def start(st: IkeSaState, idi: IdPayload, payloads: Sequence[Payload], own: list[Payload]) -> Response:
@@ -85,10 +99,29 @@ def start(st: IkeSaState, idi: IdPayload, payloads: Sequence[Payload], own: list
         return None if secret is None else secret.reveal().decode("utf-8", "surrogateescape")
 
     eap_id = cfg.remote.eap_id
-    first_id = None if eap_id == "%any" else (eap_id.encode() if eap_id else idi.data)
-    session = EapAuthenticator(lookup, first_id, rand=st.rng)
+    session: EapServer
+    if cfg.remote.method == "eap-tls":
+        session = _tls_server(st, idi)
+    else:
+        first_id = None if eap_id == "%any" else (eap_id.encode() if eap_id else idi.data)
+        session = EapAuthenticator(lookup, first_id, rand=st.rng)
     st.eap = GatewayEap(session, idi, tuple(payloads))
     return Response([*own, EapPayload(session.start())])
+
+
+def _tls_server(st: IkeSaState, idi: IdPayload) -> EapTlsAuthenticator:
+    """EAP-TLS with our IKE certificate; the client's must certify the EAP identity: ``eap_id``,
+    the one EAP-Identity gives (``%any``), or else its IKE identity (as strongSwan)."""
+    local, remote = st.config.local, st.config.remote
+    assert local.cert is not None and local.private_key is not None  # IkeConfig: EAP needs local pubkey
+    creds = TlsServerCredentials(local.cert, local.private_key, local.intermediates, remote.cas)
+    if remote.eap_id == "%any":
+        peer: Identity | None = None
+    elif remote.eap_id:
+        peer = Identity.parse(remote.eap_id)
+    else:
+        peer = Identity(idi.id_type, idi.data)
+    return EapTlsAuthenticator(creds, peer, st.wall_clock, rand=st.rng)
 
 
 def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response | GatewayEap:
@@ -104,7 +137,8 @@ def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response | GatewayEa
         if result is None:
             return Response([EapPayload(out)])
         if not result.ok:
-            st.emit(AuthFailed(st.name, f"EAP-MSCHAPv2 authentication of {_user(result.identity)} failed: "
+            method = METHOD_NAMES[st.config.remote.method]
+            st.emit(AuthFailed(st.name, f"{method} authentication of {_user(result.identity)} failed: "
                                f"{result.reason}", by_peer=False))
             return Response([EapPayload(out), notify(NotifyType.AUTHENTICATION_FAILED)], close=True,
                             reason=DownReason.AUTH_FAILED)
