@@ -1,0 +1,169 @@
+"""EAP-TLS with strongSwan (RFC 5216 in RFC 7296 §2.16): a charon road warrior (kernel-libipsec,
+``vips = 0.0.0.0``) in namespace B proves itself with a client certificate inside EAP-TLS to a
+tunsec gateway in A, which proves itself with its own certificate (IKE AUTH and TLS server) and
+asks for the EAP identity (``eap_id = %any``).
+
+With a certificate of the configured CA the client gets the pool's first address and pings
+through (which needs the same MSK on both sides: the AUTH payloads are keyed with it); with a
+certificate of another CA charon gets EAP-Failure / AUTHENTICATION_FAILED, tunsec logs why and
+keeps no IKE SA.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from ike_peers import CHILD, CONN, Charon, Conn, Pki, TunsecIke, ident, requires_strongswan
+
+from tunsec.bench.netns import TwoHosts, wait_until
+from tunsec.bench.systems.strongswan import PLUGINS, strongswan_conf
+
+pytestmark = [
+    pytest.mark.interop,
+    requires_strongswan,
+]
+
+POOL4, VIP4 = "10.3.0.0/24", "10.3.0.1"
+
+
+@dataclass(frozen=True)
+class EapTlsGatewayConn(Conn):
+    """tunsec's side: a certificate for itself, EAP-TLS (after EAP-Identity) for the client, a pool."""
+
+    def swanctl_text(self) -> str:
+        return f"""pools {{
+  rw4 {{
+    addrs = {POOL4}
+  }}
+}}
+connections {{
+  {CONN} {{
+    version = 2
+    local_addrs = {self.me.outer4}
+    encap = yes
+    proposals = {self.proposals}
+    pools = rw4
+    local {{
+      auth = pubkey
+      id = {ident(self.me)}
+      certs = {self.cert}
+    }}
+    remote {{
+      auth = eap-tls
+      eap_id = %any
+      cacerts = ca.crt
+    }}
+    children {{
+      {CHILD} {{
+        local_ts = {self.me.inner_net4}
+        remote_ts = dynamic
+        esp_proposals = {self.esp_proposals}
+      }}
+    }}
+  }}
+}}
+"""
+
+
+@dataclass(frozen=True)
+class EapTlsClientConn(Conn):
+    """charon's side: EAP-TLS with its certificate (EAP identity = its IKE identity), a virtual IP."""
+
+    def swanctl_text(self) -> str:
+        return f"""connections {{
+  {CONN} {{
+    version = 2
+    local_addrs = {self.me.outer4}
+    remote_addrs = {self.peer.outer4}
+    encap = yes
+    vips = 0.0.0.0
+    proposals = {self.proposals}
+    local {{
+      auth = eap-tls
+      id = {ident(self.me)}
+      certs = {self.cert}
+    }}
+    remote {{
+      auth = pubkey
+      id = {ident(self.peer)}
+    }}
+    children {{
+      {CHILD} {{
+        local_ts = dynamic
+        remote_ts = {self.peer.inner_net4}
+        esp_proposals = {self.esp_proposals}
+      }}
+    }}
+  }}
+}}
+"""
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    p = Pki(Path(tmp_path_factory.mktemp("pki-eap-tls")), "ecdsa")
+    p.make_ca()
+    return p
+
+
+@pytest.fixture(scope="module")
+def other_pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """Another CA, whose certificates the gateway must not accept."""
+    p = Pki(Path(tmp_path_factory.mktemp("pki-other")), "ecdsa")
+    p.make_ca()
+    return p
+
+
+@pytest.fixture
+def topo() -> Iterator[TwoHosts]:
+    with TwoHosts() as t:
+        yield t
+
+
+def peers(topo: TwoHosts, pki: Pki, client_pki: Pki | None = None) -> tuple[TunsecIke, Charon]:
+    """The gateway and the client, started; ``client_pki`` issues the client's certificate
+    (default: the gateway's CA). The client trusts the gateway's CA either way."""
+    gateway = TunsecIke(topo, EapTlsGatewayConn(topo.a, topo.b, auth="pubkey"), pki=pki)
+    client = Charon(topo, EapTlsClientConn(topo.b, topo.a, auth="pubkey"), pki=pki)
+    if client_pki is not None:
+        key, cert = client_pki.issue(ident(topo.b))
+        shutil.copy(cert, client.inst.dir / "x509" / cert.name)
+        shutil.copy(key, client.inst.dir / "private" / key.name)
+    conf = strongswan_conf(client.inst, level=2, extra="  install_virtual_ip = yes\n")
+    conf = conf.replace(f"load = {PLUGINS}", f"load = {PLUGINS} eap-identity eap-tls")
+    (client.inst.dir / "strongswan.conf").write_text(conf.replace("      esp = 1\n", "      esp = 1\n      tls = 2\n"))
+    client.start()
+    gateway.start()
+    return gateway, client
+
+
+def test_strongswan_eap_tls_road_warrior_gets_a_pool_address_and_pings_through(topo: TwoHosts, pki: Pki) -> None:
+    gateway, client = peers(topo, pki)
+    r = client.initiate()
+    assert r.returncode == 0, f"swanctl --initiate: {r.stdout[-3000:]}{r.stderr}\ntunsec:\n{gateway.log_tail()}"
+    sa = gateway.wait_established()
+    assert sa["remote_id"] == ident(topo.b)
+    assert sa["remote_vips"] == [VIP4]
+    client.wait_log(r"EAP method EAP_TLS succeeded, MSK established")
+    client.wait_log(r"authentication of '.*' with EAP successful")
+    client.wait_log(r"negotiated TLS 1.2")
+    assert client.sas()[CONN]["local-vips"] == [VIP4]
+    assert topo.wait_ping(topo.b, topo.a.inner4, src=VIP4, timeout=10)
+    assert topo.ping(topo.b, topo.a.inner4, count=3, src=VIP4), "ping through the tunnel lost packets"
+
+
+def test_strongswan_eap_tls_certificate_of_another_ca_is_refused_and_nothing_stays(
+        topo: TwoHosts, pki: Pki, other_pki: Pki) -> None:
+    gateway, client = peers(topo, pki, client_pki=other_pki)
+    r = client.initiate(timeout=10)
+    assert r.returncode != 0
+    client.wait_log(r"received EAP_FAILURE|AUTHENTICATION_FAILED")
+    line = gateway.wait_log(rf"EAP-TLS authentication of '{ident(topo.b)}' failed: client certificate refused: "
+                            r"certificate .* not trusted")
+    assert line is not None
+    assert wait_until(lambda: gateway.ike_sas() == [], 10), gateway.ike_sas()
+    assert gateway.status()["leases"] == []
