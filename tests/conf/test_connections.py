@@ -1350,3 +1350,42 @@ def test_eap_client_without_its_password_is_an_error_at_auth() -> None:
     issue = only_issue(text)
     assert issue.key == "connections.gw-gw.local.auth"
     assert issue.message == "no EAP password for 'carol': add a secrets.eap-NAME section with id = carol"
+
+
+# --------------------------------------------------------------------------
+# EAP-TLS on the gateway (tests/interop/test_strongswan_eap_tls.py runs it with strongSwan)
+# --------------------------------------------------------------------------
+
+EAP_TLS_CONF = CERT_CONF.replace(
+    '            auth = pubkey\n            id = "C=CH, O=tunsec test, CN=sun.strongswan.org"',
+    "            auth = eap-tls\n            eap_id = %any\n            cacerts = caCert.der",
+)
+
+
+def test_eap_tls_gateway_config_reaches_the_engine(tmp_path: Path, pki: Pki) -> None:
+    (conn,) = load_config(moon_dir(tmp_path, pki, EAP_TLS_CONF)).connections
+    remote = conn.ike.remote
+    assert (remote.method, remote.eap_id, remote.id) == ("eap-tls", "%any", Identity.any())
+    assert remote.cas == (pki.ca.cert,)  # only the listed CA, not the sub CA also in x509ca/
+    assert conn.ike.local.method == "pubkey" and conn.ike.local.cert == pki.moon.cert
+
+
+def test_eap_tls_needs_a_ca_and_a_parsable_eap_id(tmp_path: Path, pki: Pki) -> None:
+    path = moon_dir(tmp_path, pki, EAP_TLS_CONF.replace("            cacerts = caCert.der\n", ""))
+    for ca in (tmp_path / "x509ca").iterdir():
+        ca.unlink()
+    (issue,) = load_errors(path)
+    assert issue.key == "connections.host-host.remote.auth"
+    assert issue.message.startswith("auth = eap-tls needs a CA certificate to verify the peer")
+    path = moon_dir(tmp_path, pki, EAP_TLS_CONF.replace("eap_id = %any", 'eap_id = "CN=x, BOGUS=y"'))
+    (issue,) = load_errors(path)
+    assert issue.key == "connections.host-host.remote.eap_id"
+    assert "invalid DER_ASN1_DN identity" in issue.message
+
+
+def test_eap_tls_as_a_client_is_refused(tmp_path: Path, pki: Pki) -> None:
+    text = CERT_CONF.replace("            auth = pubkey\n            certs = moonCert.pem",
+                             "            auth = eap-tls\n            certs = moonCert.pem", 1)
+    (issue,) = load_errors(moon_dir(tmp_path, pki, text))
+    assert issue.key == "connections.host-host.local.auth"
+    assert issue.message == "eap-tls authenticates clients (remote.auth); as a client tunsec has eap-mschapv2"
