@@ -303,3 +303,16 @@ def test_fragments_roundtrip_with_lengths() -> None:
     r = Reassembly()
     got = [r.add(TlsPacket.parse(EapPacket.decode(p.encode(EapCode.REQUEST, 1)))) for p in packets]
     assert got == [None, None, data]
+
+
+def test_tls13_only_client_is_refused_with_the_reason() -> None:
+    """strongSwan's libtls negotiates TLS 1.2 by default; 1.3 (RFC 9190) is not offered."""
+    peer = Peer(ALICE, b"alice@example.org")
+    ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
+    ctx.set_min_proto_version(SSL.TLS1_3_VERSION)
+    ctx.use_certificate(ALICE.cert)
+    ctx.use_privatekey(ALICE.key)
+    peer.tls = SSL.Connection(ctx, None)
+    peer.tls.set_connect_state()
+    result = converse(server(None), peer)
+    assert not result.ok and result.reason == "TLS handshake failed: unsupported protocol"

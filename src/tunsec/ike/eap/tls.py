@@ -52,7 +52,7 @@ FLAG_L, FLAG_M, FLAG_S = 0x80, 0x40, 0x20
 # TLS data per EAP-TLS packet: strongSwan's fragment_size (1024 for the whole EAP
 # packet) less the headers; the IKE message around it stays under IKE fragmentation sizes
 FRAGMENT_DATA = 1024 - 10
-MAX_MESSAGE = 64 * 1024  # a client flight with a chain of several certificates fits; more is an attack
+MAX_MESSAGE = 16 * 1024  # a client flight with a chain of several certificates fits; more is an attack
 MAX_REQUESTS = 64  # a handshake needs ~10 with fragments (strongSwan: max_message_count = 32 each way)
 MSK_LABEL = b"client EAP encryption"
 MSK_LEN = 64
