@@ -15,6 +15,7 @@ import pytest
 from cryptography import x509
 from OpenSSL import SSL, crypto
 
+from tunsec.ike.config import EapSecret, IkeConfig, LocalAuth, RemoteAuth, child_config
 from tunsec.ike.eap import tls
 from tunsec.ike.eap.mschapv2 import EapResult
 from tunsec.ike.eap.packet import EapCode, EapPacket, EapType
@@ -28,8 +29,12 @@ from tunsec.ike.eap.tls import (
     TlsPacket,
     TlsServerCredentials,
 )
+from tunsec.ike.endpoint import IkeEndpoint
+from tunsec.ike.events import AuthFailed, IkeSaUp
 from tunsec.ike.identity import Identity
-from tunsec.ike.testing import EPOCH, Issued, make_ca, make_cert
+from tunsec.ike.proposals import parse_proposals
+from tunsec.ike.secret import Secret
+from tunsec.ike.testing import EPOCH, Issued, Network, make_ca, make_cert
 
 CA = make_ca("tunsec EAP-TLS test CA")
 OTHER_CA = make_ca("someone else's CA")
@@ -316,3 +321,30 @@ def test_tls13_only_client_is_refused_with_the_reason() -> None:
     peer.tls.set_connect_state()
     result = converse(server(None), peer)
     assert not result.ok and result.reason == "TLS handshake failed: unsupported protocol"
+
+
+# --- through the IKE engine ---------------------------------------------------------------
+
+
+def test_gateway_engine_offers_eap_tls_and_a_client_that_refuses_it_leaves_nothing() -> None:
+    """tunsec's own client speaks EAP-MSCHAPv2 only: it answers the EAP-TLS Start with EAP-Nak,
+    and the gateway ends the exchange with AUTHENTICATION_FAILED and keeps no SA."""
+    gw = IkeConfig("gw", LocalAuth("pubkey", Identity.parse("gw.example"), GW.cert, private_key=GW.key),
+                   RemoteAuth("eap-tls", Identity.any(), cas=(CA.cert,), eap_id="%any"), parse_proposals("default"),
+                   (child_config("net", "10.2.0.0/16", "10.1.0.0/16"),), local_addr="192.0.2.2")
+    cli = IkeConfig("rw", LocalAuth("eap-mschapv2", Identity.parse("alice@example.org")),
+                    RemoteAuth("pubkey", Identity.parse("gw.example"), cas=(CA.cert,)), parse_proposals("default"),
+                    (child_config("net", "10.1.0.0/16", "10.2.0.0/16"),),
+                    eap_secrets=(EapSecret(("alice@example.org",), Secret(b"pw")),),
+                    local_addr="192.0.2.1", remote_addr="192.0.2.2")
+    net = Network()
+    a = net.add("192.0.2.1", IkeEndpoint([cli]))
+    b = net.add("192.0.2.2", IkeEndpoint([gw]))
+    a.initiate("rw", "net", net.now)
+    net.run()
+    ev_a, ev_b = net.take("192.0.2.1"), net.take("192.0.2.2")
+    (fb,) = [e for e in ev_b if isinstance(e, AuthFailed)]
+    assert fb.reason == "EAP-TLS authentication of 'alice@example.org' failed: peer refused EAP-TLS (EAP-Nak)"
+    assert any(isinstance(e, AuthFailed) and e.by_peer for e in ev_a)
+    assert not [e for e in ev_a + ev_b if isinstance(e, IkeSaUp)]
+    assert not a.sas and not b.sas
