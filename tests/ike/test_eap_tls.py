@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import pytest
 from cryptography import x509
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from OpenSSL import SSL, crypto
 
 from tunsec.ike.config import EapSecret, IkeConfig, LocalAuth, RemoteAuth, child_config
@@ -348,3 +350,22 @@ def test_gateway_engine_offers_eap_tls_and_a_client_that_refuses_it_leaves_nothi
     assert any(isinstance(e, AuthFailed) and e.by_peer for e in ev_a)
     assert not [e for e in ev_a + ev_b if isinstance(e, IkeSaUp)]
     assert not a.sas and not b.sas
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([0, FLAG_L, FLAG_M, FLAG_L | FLAG_M, FLAG_S, 0x1F, 0xFF]),
+                          st.binary(max_size=12), st.binary(max_size=40)), min_size=1, max_size=6))
+def test_any_sequence_of_responses_ends_in_a_packet_or_a_clean_failure(
+        frags: list[tuple[int, bytes, bytes]]) -> None:
+    """Each response answers the last request (right Identifier), so the state machine gets past the
+    first check; whatever flags, lengths and data follow, the answer is a request or EAP-Failure."""
+    srv = server(Identity.parse("alice@example.org"), fragment=50)
+    ident = _tls_request_ident(srv)
+    for flags, length, data in frags:
+        out, result = srv.process(_response(ident, bytes([flags]) + length + data))
+        pkt = EapPacket.decode(out)
+        if result is not None:
+            assert not result.ok and result.reason and pkt.code == EapCode.FAILURE
+            return
+        assert pkt.code == EapCode.REQUEST and pkt.type == EapType.TLS
+        ident = pkt.ident
