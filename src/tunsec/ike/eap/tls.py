@@ -14,9 +14,12 @@ module only carries its bytes in EAP-TLS packets and decides afterwards:
   conversation is in one :class:`EapTlsAuthenticator`, which lives in its IKE
   SA: a half-open SA that is reaped takes its TLS state with it.
 - TLS 1.2 only: strongSwan's libtls negotiates 1.2 unless
-  ``charon.tls.version_max`` is raised, and TLS 1.3 in EAP (RFC 9190) changes
-  the key derivation and the end of the handshake.  No session resumption (no
-  cache, no tickets) and no renegotiation: every conversation sees a certificate.
+  ``charon.tls.version_max`` is raised, and its TLS 1.3 EAP-TLS (5.9.8) predates
+  RFC 9190: tried against it, it keys the MSK with the exporter label
+  "client EAP encryption" and no context (RFC 9190: "EXPORTER_EAP_TLS_Key_Material",
+  context 0x0D) and its charon crashes on RFC 9190's commitment message, so no
+  1.3 variant would serve both it and RFC 9190 clients.  No session resumption
+  (no cache, no tickets) and no renegotiation: every conversation sees a certificate.
 - The client certificate is checked after OpenSSL has verified the handshake
   (the CertificateVerify proves the key) and before our Finished goes out: it
   must chain to the connection's CAs, be valid now, be fit for use like an
