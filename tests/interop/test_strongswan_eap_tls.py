@@ -3,10 +3,10 @@
 tunsec gateway in A, which proves itself with its own certificate (IKE AUTH and TLS server) and
 asks for the EAP identity (``eap_id = %any``).
 
-With a certificate of the configured CA the client gets the pool's first address and pings
-through (which needs the same MSK on both sides: the AUTH payloads are keyed with it); with a
-certificate of another CA charon gets EAP-Failure / AUTHENTICATION_FAILED, tunsec logs why and
-keeps no IKE SA.
+With a certificate of another CA (same CA name, other key) charon gets EAP-Failure /
+AUTHENTICATION_FAILED, tunsec logs why and keeps no IKE SA and no lease; then, with a certificate
+of the configured CA, the client gets the pool's first address and pings through (which needs the
+same MSK on both sides: the AUTH payloads are keyed with it).
 """
 
 from __future__ import annotations
@@ -141,29 +141,29 @@ def peers(topo: TwoHosts, pki: Pki, client_pki: Pki | None = None) -> tuple[Tuns
     return gateway, client
 
 
-def test_strongswan_eap_tls_road_warrior_gets_a_pool_address_and_pings_through(topo: TwoHosts, pki: Pki) -> None:
-    gateway, client = peers(topo, pki)
-    r = client.initiate()
-    assert r.returncode == 0, f"swanctl --initiate: {r.stdout[-3000:]}{r.stderr}\ntunsec:\n{gateway.log_tail()}"
-    sa = gateway.wait_established()
-    assert sa["remote_id"] == ident(topo.b)
-    assert sa["remote_vips"] == [VIP4]
-    client.wait_log(r"EAP method EAP_TLS succeeded, MSK established")
-    client.wait_log(r"authentication of '.*' with EAP successful")
-    client.wait_log(r"negotiated TLS 1.2")
-    assert client.sas()[CONN]["local-vips"] == [VIP4]
-    assert topo.wait_ping(topo.b, topo.a.inner4, src=VIP4, timeout=10)
-    assert topo.ping(topo.b, topo.a.inner4, count=3, src=VIP4), "ping through the tunnel lost packets"
-
-
-def test_strongswan_eap_tls_certificate_of_another_ca_is_refused_and_nothing_stays(
+def test_strongswan_eap_tls_refused_with_another_ca_then_gets_a_pool_address_and_pings(
         topo: TwoHosts, pki: Pki, other_pki: Pki) -> None:
+    """One gateway and one client for both cases (each costs a tunsec and a charon start)."""
     gateway, client = peers(topo, pki, client_pki=other_pki)
     r = client.initiate(timeout=10)
     assert r.returncode != 0
     client.wait_log(r"received EAP_FAILURE|AUTHENTICATION_FAILED")
-    line = gateway.wait_log(rf"EAP-TLS authentication of '{ident(topo.b)}' failed: client certificate refused: "
-                            r"certificate .* not trusted")
-    assert line is not None
+    gateway.wait_log(rf"EAP-TLS authentication of '{ident(topo.b)}' failed: client certificate refused: "
+                     r"certificate .* not trusted")
     assert wait_until(lambda: gateway.ike_sas() == [], 10), gateway.ike_sas()
     assert gateway.status()["leases"] == []
+
+    # the same client with a certificate of the gateway's CA
+    pki.install(client.inst.dir, topo.b)
+    client.swanctl_ok("--load-all", "--clear", "--noprompt")
+    r = client.initiate()
+    assert r.returncode == 0, f"swanctl --initiate: {r.stdout[-3000:]}{r.stderr}\ntunsec:\n{gateway.log_tail()}"
+    sa = gateway.wait_established()
+    assert sa["remote_id"] == ident(topo.b)
+    assert sa["remote_vips"] == [VIP4]  # the pool's first address: the refused attempt leased nothing
+    client.wait_log(r"negotiated TLS 1.2")
+    client.wait_log(r"EAP method EAP_TLS succeeded, MSK established")
+    client.wait_log(r"authentication of '.*' with EAP successful")  # the gateway's AUTH from the MSK
+    assert client.sas()[CONN]["local-vips"] == [VIP4]
+    assert topo.wait_ping(topo.b, topo.a.inner4, src=VIP4, timeout=10)
+    assert topo.ping(topo.b, topo.a.inner4, count=3, src=VIP4), "ping through the tunnel lost packets"
