@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from OpenSSL import SSL, crypto
 
 from tunsec.ike.config import EapSecret, IkeConfig, LocalAuth, RemoteAuth, child_config
+from tunsec.ike.constants import ExchangeType
 from tunsec.ike.eap import tls
 from tunsec.ike.eap.mschapv2 import EapResult
 from tunsec.ike.eap.packet import EapCode, EapPacket, EapType
@@ -34,9 +35,10 @@ from tunsec.ike.eap.tls import (
 from tunsec.ike.endpoint import IkeEndpoint
 from tunsec.ike.events import AuthFailed, IkeSaUp
 from tunsec.ike.identity import Identity
+from tunsec.ike.message import decode_header
 from tunsec.ike.proposals import parse_proposals
 from tunsec.ike.secret import Secret
-from tunsec.ike.testing import EPOCH, Issued, Network, make_ca, make_cert
+from tunsec.ike.testing import EPOCH, Issued, Network, Sent, make_ca, make_cert
 
 CA = make_ca("tunsec EAP-TLS test CA")
 OTHER_CA = make_ca("someone else's CA")
@@ -328,17 +330,23 @@ def test_tls13_only_client_is_refused_with_the_reason() -> None:
 # --- through the IKE engine ---------------------------------------------------------------
 
 
-def test_gateway_engine_offers_eap_tls_and_a_client_that_refuses_it_leaves_nothing() -> None:
-    """tunsec's own client speaks EAP-MSCHAPv2 only: it answers the EAP-TLS Start with EAP-Nak,
-    and the gateway ends the exchange with AUTHENTICATION_FAILED and keeps no SA."""
+def _engine_configs(eap_id: str) -> tuple[IkeConfig, IkeConfig]:
+    """The gateway (EAP-TLS for clients) and tunsec's own client, which has EAP-MSCHAPv2 only."""
     gw = IkeConfig("gw", LocalAuth("pubkey", Identity.parse("gw.example"), GW.cert, private_key=GW.key),
-                   RemoteAuth("eap-tls", Identity.any(), cas=(CA.cert,), eap_id="%any"), parse_proposals("default"),
+                   RemoteAuth("eap-tls", Identity.any(), cas=(CA.cert,), eap_id=eap_id), parse_proposals("default"),
                    (child_config("net", "10.2.0.0/16", "10.1.0.0/16"),), local_addr="192.0.2.2")
     cli = IkeConfig("rw", LocalAuth("eap-mschapv2", Identity.parse("alice@example.org")),
                     RemoteAuth("pubkey", Identity.parse("gw.example"), cas=(CA.cert,)), parse_proposals("default"),
                     (child_config("net", "10.1.0.0/16", "10.2.0.0/16"),),
                     eap_secrets=(EapSecret(("alice@example.org",), Secret(b"pw")),),
                     local_addr="192.0.2.1", remote_addr="192.0.2.2")
+    return gw, cli
+
+
+def test_gateway_engine_offers_eap_tls_and_a_client_that_refuses_it_leaves_nothing() -> None:
+    """tunsec's own client answers the EAP-TLS Start with EAP-Nak; the gateway ends the
+    exchange with AUTHENTICATION_FAILED and keeps no SA."""
+    gw, cli = _engine_configs("%any")
     net = Network()
     a = net.add("192.0.2.1", IkeEndpoint([cli]))
     b = net.add("192.0.2.2", IkeEndpoint([gw]))
@@ -350,6 +358,35 @@ def test_gateway_engine_offers_eap_tls_and_a_client_that_refuses_it_leaves_nothi
     assert any(isinstance(e, AuthFailed) and e.by_peer for e in ev_a)
     assert not [e for e in ev_a + ev_b if isinstance(e, IkeSaUp)]
     assert not a.sas and not b.sas
+
+
+def test_an_abandoned_eap_tls_conversation_is_reaped_with_its_half_open_sa() -> None:
+    """The client goes silent after the EAP-TLS Start: the gateway's SA, which holds the TLS
+    state, stays half-open and is closed at the half-open timeout like any other."""
+    gw, cli = _engine_configs("")  # no EAP-Identity round: the first IKE_AUTH response starts TLS
+    net = Network()
+    a = net.add("192.0.2.1", IkeEndpoint([cli]))
+    b = net.add("192.0.2.2", IkeEndpoint([gw]))
+    auth_requests = 0
+
+    def drop(sent: Sent) -> bool:
+        nonlocal auth_requests
+        if sent.src[0] != "192.0.2.1" or decode_header(sent.data).exchange != ExchangeType.IKE_AUTH:
+            return False
+        auth_requests += 1
+        return auth_requests > 1  # the first IKE_AUTH passes; the answer to the TLS Start never arrives
+
+    net.drop = drop
+    a.initiate("rw", "net", net.now)
+    net.run(until=1.0)
+    assert b.half_open == 1 and len(b.sas) == 1
+    answered = [x for x in net.log
+                if x.src[0] == "192.0.2.2" and decode_header(x.data).exchange == ExchangeType.IKE_AUTH]
+    assert len(answered) == 1  # IDr, CERT, AUTH and the EAP-TLS Start: the TLS server exists from here
+    net.run()
+    assert not b.sas and b.half_open == 0
+    assert b.stats.half_open_closed == 1
+    assert not [e for e in net.take("192.0.2.2") if isinstance(e, IkeSaUp)]
 
 
 @settings(max_examples=100, deadline=None)
