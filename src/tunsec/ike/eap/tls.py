@@ -184,10 +184,10 @@ def server_context(creds: TlsServerCredentials) -> SSL.Context:
 
 
 def _tls_reason(exc: SSL.Error) -> str:
-    """OpenSSL's error queue as one short line (library, reason: no data in it)."""
-    parts = [str(e[2]) for e in exc.args[0] if isinstance(e, tuple) and len(e) == 3] if exc.args and \
-        isinstance(exc.args[0], list) else []
-    return "; ".join(parts) or str(exc) or type(exc).__name__
+    """OpenSSL's error queue as one short line: the reasons only (no data is in them)."""
+    queue = exc.args[0] if exc.args and isinstance(exc.args[0], list) else []
+    reasons = [str(e[2]) for e in queue if isinstance(e, tuple) and len(e) == 3]
+    return "; ".join(reasons) or type(exc).__name__
 
 
 class _State(enum.Enum):
