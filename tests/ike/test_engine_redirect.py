@@ -20,6 +20,7 @@ from tunsec.ike.config import IkeConfig, LocalAuth, RemoteAuth, child_config
 from tunsec.ike.constants import ExchangeType, HeaderFlag, NotifyType
 from tunsec.ike.endpoint import IkeEndpoint
 from tunsec.ike.events import (
+    AuthFailed,
     ChildSaUp,
     DownReason,
     IkeSaDown,
@@ -36,7 +37,7 @@ from tunsec.ike.proposals import parse_proposals
 from tunsec.ike.redirect import MAX_REDIRECTS, RESOLVE_TIMEOUT, encode_redirect
 from tunsec.ike.sa import IkeSa, State
 from tunsec.ike.secret import Secret
-from tunsec.ike.testing import Network, Sent
+from tunsec.ike.testing import Network, Sent, make_ca, make_cert
 
 CLIENT, GW_A, GW_B = "192.0.2.1", "192.0.2.2", "192.0.2.3"
 PSK = Secret(b"a shared secret of some length")
@@ -56,7 +57,7 @@ def client_cfg(**kw: Any) -> IkeConfig:
     return dataclasses.replace(base, **kw)
 
 
-def gateway_cfg(local: str, **kw: Any) -> IkeConfig:
+def gateway_cfg(address: str, **kw: Any) -> IkeConfig:
     base = IkeConfig(
         "rw",
         LocalAuth("psk", Identity.parse("gw.example")),
@@ -64,7 +65,7 @@ def gateway_cfg(local: str, **kw: Any) -> IkeConfig:
         parse_proposals("aes128gcm16-prfsha256-curve25519"),
         (child_config("net", "10.2.0.0/16", "10.1.0.0/16", "aes128gcm16"),),
         psk=PSK,
-        local_addr=local,
+        local_addr=address,
     )
     return dataclasses.replace(base, **kw)
 
@@ -319,13 +320,20 @@ def test_redirects_count_within_the_period(history: tuple[float, ...], followed:
     assert any(isinstance(e, NegotiationFailed) and e.reason == "REDIRECT" for e in events) is not followed
 
 
-def test_ike_auth_redirect_from_an_unauthenticated_response_is_not_followed() -> None:
-    # a REDIRECT next to a bad AUTH: the client refuses the gateway and goes nowhere
-    net, _a, b = three({"redirect_to": GW_B, "redirect_on": "auth", "psk": Secret(b"not the client's secret!!!!")})
+def test_ike_auth_redirect_next_to_an_auth_we_refuse_is_not_followed() -> None:
+    # A accepts the client's PSK and redirects it, but proves itself with a signature where the client
+    # expects a PSK: the client refuses A's AUTH and goes nowhere, least of all where A says
+    ca = make_ca()
+    gw = make_cert(ca, "gw", san=["gw.example"])
+    own = LocalAuth("pubkey", Identity.parse("gw.example"), gw.cert, private_key=gw.key)
+    net, _a, b = three({"redirect_to": GW_B, "redirect_on": "auth", "local": own})
     net.nodes[CLIENT].initiate("rw", "net", 0.0)
     net.run(until=5.0)
+    assert [e.to for e in net.take(GW_A) if isinstance(e, PeerRedirected)] == [GW_B]  # A did redirect
     events = net.take(CLIENT)
     assert not any(isinstance(e, Redirected) for e in events)
+    (failed,) = [e for e in events if isinstance(e, AuthFailed)]
+    assert not failed.by_peer
     assert sas_of(net.nodes[CLIENT]) == [] and sas_of(b) == []
     assert not any(s.dst[0] == GW_B for s in net.log)
 
