@@ -185,7 +185,9 @@ class IkeAuthTask(Task):
     def process(self, st: IkeSaState, payloads: Sequence[Payload]) -> Outcome:
         err = error_notify(payloads)
         if err is not None and err.type == NotifyType.AUTHENTICATION_FAILED:
-            st.emit(AuthFailed(st.name, "peer refused our authentication (AUTHENTICATION_FAILED)", by_peer=True))
+            said = self._eap.peer.failure if self._eap is not None else None  # its MSCHAPv2 Failure, if any
+            st.emit(AuthFailed(st.name, "peer refused our authentication (AUTHENTICATION_FAILED)"
+                               + (f": EAP-MSCHAPv2 {said}" if said else ""), by_peer=True))
             return Outcome.CLOSE
         if err is not None and err.type not in CHILD_ERRORS:
             st.emit(NegotiationFailed(st.name, notify_name(err.type), "IKE_AUTH refused by peer"))
