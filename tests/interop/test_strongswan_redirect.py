@@ -5,11 +5,16 @@ the hub ``g`` is the road warrior; tunsec gateway A in ``a`` (192.0.2.2) has
 ``redirect_to = 198.51.100.2``, tunsec gateway B in ``b``. charon initiates to A,
 follows A's REDIRECT to B (strongSwan clients announce REDIRECT_SUPPORTED by
 default), and must end up with its IKE and Child SA at B, pings passing; A keeps
-no SA for it. With ``redirect_on = auth`` A first authenticates charon and
-redirects it in the IKE_AUTH response (RFC 5685 §6); charon deletes that SA and
-starts over at B. A tunsec client redirected to B by an FQDN (GW Ident type 3)
-resolves it with the system resolver: /etc/netns/<its namespace>/hosts, which
-``ip netns exec`` puts over /etc/hosts for that namespace only.
+no SA for it.
+
+Redirect in IKE_AUTH (``redirect_on = auth``, RFC 5685 §6) is tested with tunsec as
+the client, redirected by tunsec gateway A to charon as gateway B, by an FQDN (GW
+Ident type 3) the client resolves with the system resolver: /etc/netns/<its
+namespace>/hosts, which ``ip netns exec`` puts over /etc/hosts for that namespace
+only. Not with charon as the client: Debian 12's charon (strongSwan 5.9.8) handles a
+REDIRECT in the IKE_AUTH response while its IKE SA is still CONNECTING ("redirected
+to ...", state CONNECTING => CREATED, "initiating IKE_SA ... to B") and dies with
+SIGABRT while building the new IKE_SA_INIT, whichever gateway sent the REDIRECT.
 """
 
 from __future__ import annotations
