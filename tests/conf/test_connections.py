@@ -477,9 +477,18 @@ def test_ike_fragmentation_modes_reach_the_engine(value: str | None, mode: str) 
     assert bool(announced) == (mode != "no")
 
 
-@pytest.mark.parametrize(("lines", "redirects"), [((), 0), (("redirect_to = 198.51.100.7",), 1),
-                                                   (("redirect_to = 198.51.100.7", "redirect_when = 1"), 0)])
-def test_redirect_keys_reach_the_gateway(lines: tuple[str, ...], redirects: int) -> None:
+IPV4_GW = bytes((1, 4, 198, 51, 100, 7))
+FQDN_GW = bytes((3, 15)) + b"gw2.example.net"
+
+
+@pytest.mark.parametrize(("lines", "redirects"), [
+    ((), b""), (("redirect_to = 198.51.100.7",), IPV4_GW), (("redirect_to = gw2.example.net",), FQDN_GW),
+    (("redirect_to = 198.51.100.7", "redirect_when = 1"), b""),
+    (("redirect_to = 198.51.100.7", "redirect_on = init"), IPV4_GW),
+    # in IKE_AUTH instead, after authenticating the client (tests/ike/test_engine_redirect.py)
+    (("redirect_to = 198.51.100.7", "redirect_on = auth"), b""),
+])
+def test_redirect_keys_reach_the_gateway(lines: tuple[str, ...], redirects: bytes) -> None:
     # what they drive: a client's IKE_SA_INIT to a gateway holding no IKE SA (tests/ike/test_engine_redirect.py)
     text = with_line("conn", "")
     for line in lines:
@@ -493,16 +502,18 @@ def test_redirect_keys_reach_the_gateway(lines: tuple[str, ...], redirects: int)
     (reply,) = gateway.datagrams_to_send(0.0)
     payloads = decode_message(reply.data).payloads
     sent = [p for p in payloads if isinstance(p, NotifyPayload) and p.type == NotifyType.REDIRECT]
-    assert (gateway.stats.redirects_sent, len(sent)) == (redirects, redirects)
+    assert (gateway.stats.redirects_sent, len(sent)) == (int(bool(redirects)), int(bool(redirects)))
     if redirects:
-        assert sent[0].data[:6] == bytes((1, 4, 198, 51, 100, 7))
+        assert sent[0].data[: len(redirects)] == redirects
 
 
-def test_redirect_when_needs_redirect_to() -> None:
-    text = with_line("conn", "redirect_when = always")
+@pytest.mark.parametrize("key", ["redirect_when = always", "redirect_on = auth"])
+def test_redirect_when_and_on_need_redirect_to(key: str) -> None:
+    text = with_line("conn", key)
     issue = only_issue(text)
-    assert (issue.line, issue.key) == (line_of(text, "redirect_when"), "connections.gw-gw.redirect_when")
-    assert issue.message == "redirect_when needs redirect_to (the gateway to send clients to)"
+    name = key.split()[0]
+    assert (issue.line, issue.key) == (line_of(text, name), f"connections.gw-gw.{name}")
+    assert issue.message == f"{name} needs redirect_to (the gateway to send clients to)"
 
 
 UNSUPPORTED = [
@@ -525,7 +536,8 @@ UNSUPPORTED = [
     ("conn", "mediation = yes", "mediation is not supported"),
     ("conn", "unique = sometimes", "not a uniqueness policy (never, no, keep, replace): 'sometimes'"),
     ("conn", "fragmentation = maybe", "not a fragmentation mode (yes, accept, force, no): 'maybe'"),
-    ("conn", "redirect_to = gw.example", "not an IPv4 or IPv6 address (names are not supported): 'gw.example'"),
+    ("conn", "redirect_to = gw..example", "not an IPv4 or IPv6 address or a host name: 'gw..example'"),
+    ("conn", "redirect_on = later", "expected init or auth, got 'later'"),
     ("conn", "redirect_to = 0.0.0.0", "0.0.0.0 cannot be a gateway to redirect to"),
     ("conn", "redirect_when = sometimes", "expected always or a number of IKE SAs (1 or more), got 'sometimes'"),
     ("conn", "local_port = 0", "0 is out of range 1..65535"),

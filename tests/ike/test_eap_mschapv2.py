@@ -102,3 +102,31 @@ def test_server_rejects_garbage_and_replayed_identifiers() -> None:
         out, result = server.process(junk)
         assert result is not None and not result.ok
         assert EapPacket.decode(out).code == EapCode.FAILURE
+
+
+@pytest.mark.parametrize(("message", "words"), [
+    (b"E=691 R=1 C=00112233445566778899AABBCCDDEEFF V=3 M=bad", "E=691 (authentication failure: wrong user name or "
+     "password), retry allowed (R=1) but not attempted: the same password would fail again; the gateway says 'bad'"),
+    (b"E=648 R=0 V=3", "E=648 (password expired: it must be changed at the server before this account can connect)"),
+    (b"E=12345 R=0", "E=12345 (unknown error)"),
+    # the gateway's text is its own: cut short, quoted, control characters escaped
+    (b"junk M=\x1b[2J" + b"x" * 200, "without an error code; the gateway says '\\x1b[2J" + "x" * 76 + "'"),
+])
+def test_failure_packets_are_described_for_the_log(message: bytes, words: str) -> None:
+    assert ms.describe_failure(message) == words
+
+
+def test_peer_answers_one_challenge_and_nothing_but_eap_failure_after_a_failure() -> None:
+    server = ms.EapAuthenticator(_lookup, b"alice")
+    peer = ms.EapPeer(b"alice", "s3cret")
+    challenge = server.start()
+    assert peer.process(challenge) is not None
+    with pytest.raises(EapError, match="second MSCHAPv2 Challenge"):
+        peer.process(challenge)  # the same password is not tried twice
+    failure = EapPacket(EapCode.REQUEST, 9, 26, bytes((4, 9, 0, 17)) + b"E=691 R=1 V=3").encode()
+    ack = peer.process(failure)
+    assert ack is not None and EapPacket.decode(ack).data == bytes((4,))
+    with pytest.raises(EapError, match="after refusing us"):
+        peer.process(EapPacket(EapCode.SUCCESS, 10).encode())
+    assert peer.process(EapPacket(EapCode.FAILURE, 10).encode()) is None
+    assert peer.result is not None and not peer.result.ok and peer.result.reason.startswith("E=691")

@@ -9,6 +9,7 @@ EAP-Failure / AUTHENTICATION_FAILED, tunsec logs why (without the password) and 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,3 +166,25 @@ def test_tunsec_eap_client_against_strongswan_gateway(topo: TwoHosts, pki: Pki) 
     gateway.wait_log(r"EAP method EAP_MSCHAPV2 succeeded, MSK established")
     gateway.wait_log(r"authentication of '.*' with EAP successful")
     ping_both_ways(topo)
+
+
+def test_tunsec_eap_client_with_a_wrong_password_fails_cleanly(topo: TwoHosts, pki: Pki) -> None:
+    """charon answers a wrong password with an MSCHAPv2 Failure request (E=691 R=1): tunsec acknowledges it,
+    does not try the same password again, logs why and keeps nothing."""
+    gateway = Charon(topo, EapGatewayConn(topo.b, topo.a, auth="pubkey"), pki=pki)
+    conf = strongswan_conf(gateway.inst, level=2).replace(f"load = {PLUGINS}",
+                                                          f"load = {PLUGINS} eap-mschapv2 eap-identity")
+    (gateway.inst.dir / "strongswan.conf").write_text(conf)
+    client = TunsecIke(topo, EapClientConn(topo.a, topo.b, auth="pubkey", psk="not-the-password"), pki=pki)
+    gateway.start()
+    client.start()
+    r = client.cli("initiate", "--child", CHILD)
+    assert r.returncode == 0, f"{r.stdout}{r.stderr}\n{client.log_tail()}"
+    client.wait_log(r"AUTHENTICATION_FAILED: the peer refused our authentication \(the gateway refused our "
+                    r"EAP-MSCHAPv2 authentication: E=691 \(authentication failure: wrong user name or password\), "
+                    r"retry allowed \(R=1\) but not attempted")
+    assert wait_until(lambda: client.ike_sas() == [], 10), client.log_tail()
+    assert client.established() == [] and "IKE SA established" not in client.log_text()
+    log = gateway.log_text()
+    assert len(re.findall(r"EAP-MS-CHAPv2 verification failed", log)) == 1, gateway.log_tail()  # one try only
+    assert "not-the-password" not in client.log_text()

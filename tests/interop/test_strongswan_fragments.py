@@ -6,11 +6,19 @@ ends and neither namespace reassembles IP fragments, so a message that does not 
 one 1280-byte datagram arrives only as IKE fragments. tunsec is the initiator and
 the responder; the tunnel must come up and carry pings, charon's log must show that
 it split its IKE_AUTH and reassembled tunsec's, and tunsec's log the same.
+
+Over IPv4 and over IPv6 outer addresses. 1280 is IPv6's minimum MTU, so there a
+full-size datagram leaves no room at all: the IPv6 case also drops every packet
+with a Fragment header before the kernel's defragmentation sees it (nftables,
+``exthdr frag exists``, counted) and checks that the counter stayed at zero, so
+IPv6 fragmentation cannot be what makes it pass.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -28,6 +36,14 @@ pytestmark = [
 PATH_MTU = 1280
 # no memory for IP reassembly in either namespace: every IP fragment is dropped (and counted)
 _NO_IP_REASSEMBLY = ["sysctl", "-q", "-w", "net.ipv4.ipfrag_low_thresh=0", "net.ipv4.ipfrag_high_thresh=0"]
+_NO_IPV6_REASSEMBLY = ["sysctl", "-q", "-w", "net.ipv6.ip6frag_low_thresh=0", "net.ipv6.ip6frag_high_thresh=0"]
+# every IPv6 packet with a Fragment header, dropped and counted before defragmentation (priority -400)
+_NFT_TABLE = "tunsec_fragtest"
+_NFT_DROP_V6_FRAGMENTS = [
+    ["nft", "add", "table", "inet", _NFT_TABLE],
+    ["nft", "add", "chain", "inet", _NFT_TABLE, "pre", "{ type filter hook prerouting priority -500 ; }"],
+    ["nft", "add", "rule", "inet", _NFT_TABLE, "pre", "exthdr", "frag", "exists", "counter", "drop"],
+]
 
 
 def _ip_counters(topo: TwoHosts, host: Host) -> dict[str, int]:
@@ -37,11 +53,37 @@ def _ip_counters(topo: TwoHosts, host: Host) -> dict[str, int]:
     return dict(zip(names, map(int, values), strict=True))
 
 
-@pytest.fixture
-def topo() -> Iterator[TwoHosts]:
-    with TwoHosts(ipv6=False, veth_mtu=PATH_MTU) as t:
+def _ip6_counters(topo: TwoHosts, host: Host) -> dict[str, int]:
+    """/proc/net/snmp6 in the host's namespace (one "name value" per line)."""
+    lines = topo.run(host, ["cat", "/proc/net/snmp6"]).stdout.splitlines()
+    return {name: int(value) for name, value in (ln.split() for ln in lines if len(ln.split()) == 2)}
+
+
+def _v6_fragments_dropped(topo: TwoHosts, host: Host) -> int:
+    out = topo.run(host, ["nft", "list", "chain", "inet", _NFT_TABLE, "pre"]).stdout
+    (packets,) = re.findall(r"counter packets (\d+) bytes", out)
+    return int(packets)
+
+
+@dataclass(frozen=True)
+class Conn6(Conn):
+    """The same connection with the IPv6 outer addresses (IKE and ESP over IPv6)."""
+
+    def swanctl_text(self) -> str:
+        text = super().swanctl_text()
+        return (text.replace(f"local_addrs = {self.me.outer4}\n", f"local_addrs = {self.me.outer6}\n")
+                .replace(f"remote_addrs = {self.peer.outer4}\n", f"remote_addrs = {self.peer.outer6}\n"))
+
+
+@pytest.fixture(params=[4, 6], ids=["ipv4", "ipv6"])
+def topo(request: pytest.FixtureRequest) -> Iterator[TwoHosts]:
+    with TwoHosts(ipv6=request.param == 6, veth_mtu=PATH_MTU) as t:
         for host in (t.a, t.b):
             t.run(host, _NO_IP_REASSEMBLY)
+            if t.ipv6:
+                t.run(host, _NO_IPV6_REASSEMBLY)
+                for argv in _NFT_DROP_V6_FRAGMENTS:
+                    t.run(host, argv)
         yield t
 
 
@@ -85,9 +127,10 @@ def test_certificate_chains_over_a_1280_path(
     topo: TwoHosts, chain: tuple[Issued, tuple[Issued, ...]], tunsec_initiates: bool
 ) -> None:
     extra = "    fragmentation = yes\n    send_cert = always\n"
-    tunsec = TunsecIke(topo, Conn(topo.a, topo.b, auth="pubkey", extra_conn=extra,
+    conn = Conn6 if topo.ipv6 else Conn
+    tunsec = TunsecIke(topo, conn(topo.a, topo.b, auth="pubkey", extra_conn=extra,
                                   start_action="start" if tunsec_initiates else "none"))
-    charon = Charon(topo, Conn(topo.b, topo.a, auth="pubkey", extra_conn=extra))
+    charon = Charon(topo, conn(topo.b, topo.a, auth="pubkey", extra_conn=extra))
     tunsec.write(cert=_install(tunsec.dir, topo.a, chain))
     charon.write(cert=_install(charon.inst.dir, topo.b, chain))
     charon.start()
@@ -97,6 +140,8 @@ def test_certificate_chains_over_a_1280_path(
         assert r.returncode == 0, f"swanctl --initiate: {r.stdout[-2000:]}{r.stderr}\ntunsec:\n{tunsec.log_tail()}"
     sa = tunsec.wait_established()
     assert sa["initiator"] is tunsec_initiates
+    outer = topo.b.outer6 if topo.ipv6 else topo.b.outer4
+    assert sa["remote"].startswith(f"{outer}["), sa  # IKE ran over the family under test
     assert wait_until(lambda: charon.sas().get(CONN, {}).get("state") == "ESTABLISHED", 10), charon.list_sas()
     ping_both_ways(topo)
     # charon split its IKE_AUTH and put tunsec's back together; tunsec did the same
@@ -110,3 +155,6 @@ def test_certificate_chains_over_a_1280_path(
     # and nothing arrived as IP fragments (they would have been dropped and counted)
     for host in (topo.a, topo.b):
         assert _ip_counters(topo, host)["ReasmReqds"] == 0
+        if topo.ipv6:
+            assert _v6_fragments_dropped(topo, host) == 0
+            assert _ip6_counters(topo, host)["Ip6ReasmReqds"] == 0

@@ -12,10 +12,12 @@ Keys mean what they mean in strongSwan 5.9's swanctl.conf. A key or value
 tunsec does not honour is an error naming file and line, never silently
 ignored; a few keys are accepted only with the value that describes what
 tunsec does anyway (``mobike = no``, ``encap = yes``, ``policies = yes``...).
-Two keys are tunsec's own, since strongSwan configures redirects in plugins
-(RFC 5685, see tunsec.ike.redirect): ``redirect_to = ADDRESS`` makes a gateway
-send new clients to the gateway at that IPv4/IPv6 address, and
-``redirect_when = always | N`` only once it holds at least N IKE SAs.
+Three keys are tunsec's own, since strongSwan configures redirects in plugins
+(RFC 5685, see tunsec.ike.redirect): ``redirect_to = ADDRESS | FQDN`` makes a
+gateway send new clients to the gateway at that IPv4/IPv6 address or host name,
+``redirect_when = always | N`` only once it holds at least N IKE SAs, and
+``redirect_on = init | auth`` in answer to IKE_SA_INIT (the default) or only
+after authenticating the client, in IKE_AUTH.
 Child names may repeat across connections, as in strongSwan: :func:`find_child`
 resolves ``--child NAME`` with ``--ike CONN``.
 
@@ -71,11 +73,21 @@ from tunsec.conf.values import (
 )
 from tunsec.dataplane.pipe import Lifetime
 from tunsec.ike.auth import PrivateKey
-from tunsec.ike.config import ChildConfig, EapSecret, IkeConfig, LocalAuth, RemoteAuth, RetransmitConfig, SendCertMode
+from tunsec.ike.config import (
+    ChildConfig,
+    EapSecret,
+    IkeConfig,
+    LocalAuth,
+    RedirectOn,
+    RemoteAuth,
+    RetransmitConfig,
+    SendCertMode,
+)
 from tunsec.ike.constants import IKE_PORT, ProtocolId
 from tunsec.ike.fragments import DEFAULT_FRAGMENT_SIZE, FragmentationMode
 from tunsec.ike.identity import Identity, IdentityError, certificate_has_identity
 from tunsec.ike.proposals import ProposalSpec, parse_proposals
+from tunsec.ike.redirect import is_fqdn
 from tunsec.ike.secret import Secret
 from tunsec.policy.selector import Ts, parse_ts
 from tunsec.updown import UpdownError, parse_command
@@ -698,11 +710,13 @@ def _ike_lifetimes(r: SectionReader) -> tuple[int, int, int, int]:
 
 
 def _parse_redirect_to(text: str) -> str:
-    """``redirect_to``: the gateway (an IPv4 or IPv6 address) new clients are redirected to."""
+    """``redirect_to``: the gateway (an IPv4 or IPv6 address, or an FQDN) new clients are redirected to."""
     try:
         addr = ipaddress.ip_address(text.strip())
     except ValueError:
-        raise BadValue(f"not an IPv4 or IPv6 address (names are not supported): {show_value(text)}") from None
+        if is_fqdn(text.strip()):
+            return text.strip()   # sent as GW Ident type FQDN: each client resolves it
+        raise BadValue(f"not an IPv4 or IPv6 address or a host name: {show_value(text)}") from None
     if addr.is_unspecified or addr.is_multicast:
         raise BadValue(f"{addr} cannot be a gateway to redirect to")
     return str(addr)
@@ -715,6 +729,16 @@ def _parse_redirect_when(text: str) -> int:
     if not text.strip().isdigit() or not 1 <= int(text) <= 0xFFFFFFFF:
         raise BadValue(f"expected always or a number of IKE SAs (1 or more), got {show_value(text)}")
     return int(text)
+
+
+def _parse_redirect_on(text: str) -> RedirectOn:
+    """``redirect_on``: ``init`` (answer IKE_SA_INIT) or ``auth`` (authenticate the client first)."""
+    value = text.strip()
+    if value == "init":
+        return "init"
+    if value == "auth":
+        return "auth"
+    raise BadValue(f"expected init or auth, got {show_value(text)}")
 
 
 def _read_connection(section: Section, ctx: _ConnContext) -> Connection | None:
@@ -749,9 +773,10 @@ def _read_connection(section: Section, ctx: _ConnContext) -> Connection | None:
     pools: tuple[str, ...] = r.get("pools", _parse_pool_names, ())
     redirect_to: str | None = r.get("redirect_to", _parse_redirect_to, None)
     redirect_when: int = r.get("redirect_when", _parse_redirect_when, 0)
-    needs_target = "redirect_when" in section.settings and not {"redirect_to", "redirect_when"} & r.failed
-    if needs_target and redirect_to is None:
-        r.error("redirect_when", "redirect_when needs redirect_to (the gateway to send clients to)")
+    redirect_on: RedirectOn = r.get("redirect_on", _parse_redirect_on, "init")
+    for key in ("redirect_when", "redirect_on"):
+        if key in section.settings and not {"redirect_to", key} & r.failed and redirect_to is None:
+            r.error(key, f"{key} needs redirect_to (the gateway to send clients to)")
     if pools:
         _check_pools(r, pools, ctx.pools)
     local = _read_local(_round_sections(r, "local", issues), issues, section)
@@ -820,6 +845,7 @@ def _read_connection(section: Section, ctx: _ConnContext) -> Connection | None:
             fragment_size=ctx.fragment_size,
             redirect_to=redirect_to,
             redirect_when=redirect_when,
+            redirect_on=redirect_on,
         )
     except ValueError as exc:  # the engine's own consistency checks; the checks above should cover them
         issues.append(ConfigIssue(section.file, section.line, section.path, str(exc)))

@@ -29,6 +29,7 @@ from .ts import Ts, parse_ts_list
 
 AuthMethodName = Literal["psk", "pubkey", "eap-mschapv2", "eap-tls"]
 SendCertMode = Literal["always", "ifasked", "never"]
+RedirectOn = Literal["init", "auth"]  # when a gateway redirects (RFC 5685 §5 or §6)
 
 
 def default_rand_time(rekey_time: float | None) -> float:
@@ -158,10 +159,12 @@ class IkeConfig:
     pools: tuple[str, ...] = ()
     fragmentation: FragmentationMode = "yes"
     fragment_size: int = DEFAULT_FRAGMENT_SIZE
-    # Redirect (RFC 5685, see redirect.py): as a gateway, answer new clients' IKE_SA_INIT with
-    # N(REDIRECT) to this address once the endpoint holds at least ``redirect_when`` IKE SAs
+    # Redirect (RFC 5685, see redirect.py): as a gateway, send new clients to this address or
+    # FQDN once the endpoint holds at least ``redirect_when`` IKE SAs, answering their
+    # IKE_SA_INIT (``redirect_on = init``) or, after authenticating them, their IKE_AUTH (``auth``)
     redirect_to: str | None = None
     redirect_when: int = 0
+    redirect_on: RedirectOn = "init"
 
     def __post_init__(self) -> None:
         if "psk" in (self.local.method, self.remote.method) and self.psk is None:

@@ -20,9 +20,10 @@ Denial-of-service protection (RFC 7296 §2.6), as strongSwan's charon does it:
   replaced every ``cookie_lifetime`` seconds and the previous one is still
   accepted for one more period (initiators in flight keep working).
 - Redirect (RFC 5685, ``redirect.py``): when the connection chosen for a request
-  has ``redirect_to`` and the endpoint holds at least its ``redirect_when`` IKE
-  SAs, a client that sent REDIRECT_SUPPORTED gets a stateless N(REDIRECT)
-  answer, like a COOKIE: nothing is kept for it.
+  has ``redirect_to`` (and ``redirect_on = init``) and the endpoint holds at least
+  its ``redirect_when`` IKE SAs, a client that sent REDIRECT_SUPPORTED gets a
+  stateless N(REDIRECT) answer, like a COOKIE: nothing is kept for it.
+  (``redirect_on = auth`` is IKE_AUTH's: the SA learns the count through ``load``.)
 - Work per datagram does not depend on the number of SAs: SAs report changes
   through :meth:`IkeSa.watch` and only those are visited; timers sit in a heap.
 """
@@ -237,6 +238,9 @@ class IkeEndpoint:
         anyone = [c for c in self._configs.values() if address_match(c.remote_addr, addr[0]) is AddressMatch.ANY]
         return exact + anyone
 
+    def _load(self) -> int:
+        return len(self._sas)
+
     def _touch(self, sa: IkeSa) -> None:
         self._dirty[sa] = None
 
@@ -263,6 +267,7 @@ class IkeEndpoint:
                 jitter=self._jitter,
                 address_pool=self._address_pool,
                 fragment_stats=self.fragment_stats,
+                load=self._load,
             )
             if sa.local_spi not in self._sas:
                 self._register(sa)
@@ -361,7 +366,7 @@ class IkeEndpoint:
 
     def _redirect_target(self, config: IkeConfig, msg: Message) -> str | None:
         """Where to send this client instead, if its connection redirects now and the client can follow."""
-        if config.redirect_to is None or self.sa_count < config.redirect_when:
+        if config.redirect_to is None or config.redirect_on != "init" or self.sa_count < config.redirect_when:
             return None
         # RFC 5685 §3: only clients that announced support are redirected; a client already
         # redirected announces it with REDIRECTED_FROM instead (as strongSwan's does)
@@ -401,7 +406,7 @@ class IkeEndpoint:
             if isinstance(event, IkeSaUp) and event.initial_contact:
                 self._initial_contact(sa, event)  # the dropped SAs report themselves through watch()
         successor = sa.take_successor()
-        if successor is not None:  # a rekeyed IKE SA: route its new SPI to the new object
+        if successor is not None:  # a rekeyed IKE SA, or one redirected in IKE_AUTH: route its new SPI
             self._register(successor)
         if spi in self._half_open and not sa.is_half_open:
             record = self._half_open.pop(spi)

@@ -37,6 +37,7 @@ class DownReason(Enum):
     NEGOTIATION_FAILED = "negotiation failed"
     REFUSED = "refused by the peer"  # the peer refused a Child SA we had already installed
     HALF_OPEN_TIMEOUT = "half-open timeout"
+    REDIRECTED = "redirected to another gateway (RFC 5685)"
     UNANSWERED = "request never answered"
 
     def __str__(self) -> str:
@@ -188,11 +189,32 @@ class PeerUnreachable:
 
 @dataclass(frozen=True)
 class Redirected:
-    """The gateway redirected our IKE_SA_INIT (RFC 5685); the same IKE SA now tries ``to_addr``."""
+    """The gateway redirected us (RFC 5685) to ``to_addr`` (an address or an FQDN). In IKE_SA_INIT
+    the same IKE SA tries there; in IKE_AUTH (``in_auth``) this IKE SA is deleted and a new one
+    (the endpoint's next, with the same connection and child) starts there."""
 
     name: str
     from_addr: str
     to_addr: str
+    in_auth: bool = False
+
+
+@dataclass(frozen=True)
+class PeerRedirected:
+    """As a gateway we authenticated ``peer`` and redirected it to ``to`` in IKE_AUTH (RFC 5685 §6)."""
+
+    name: str
+    peer: Identity
+    to: str
+
+
+@dataclass(frozen=True)
+class ResolveGateway:
+    """The IKE SA needs the addresses of ``gateway``, an FQDN a REDIRECT named: look it up
+    (without blocking) and hand the result to :meth:`IkeSa.gateway_resolved`."""
+
+    name: str
+    gateway: str
 
 
 @dataclass(frozen=True)
@@ -212,5 +234,7 @@ Event = (
     | NegotiationFailed
     | PeerUnreachable
     | Redirected
+    | PeerRedirected
+    | ResolveGateway
     | SpiUnused
 )

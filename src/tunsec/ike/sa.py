@@ -59,7 +59,10 @@ from .events import (
     IkeSaDown,
     IkeSaInfo,
     IkeSaRekeyed,
+    NegotiationFailed,
     PeerUnreachable,
+    Redirected,
+    ResolveGateway,
     SpiUnused,
 )
 from .exchanges import create_child_sa, ike_auth, ike_sa_init, informational, rekey_ike
@@ -77,6 +80,7 @@ from .message import (
     decode_payloads,
 )
 from .proposals import Suite, describe_all
+from .redirect import MAX_REDIRECTS, REDIRECT_PERIOD, RESOLVE_TIMEOUT, Redirect, usable_gateway
 from .sk import (
     IntegrityError,
     decrypt_message,
@@ -152,13 +156,15 @@ class IkeSa:
         jitter: Jitter | None = None,
         address_pool: AddressPool | None = None,
         fragment_stats: FragmentStats | None = None,
+        load: Callable[[], int] | None = None,
     ) -> None:
         """``address_pool``: where a responder leases virtual IPs (connections with ``pools``).
         ``candidates``: for a responder, the connections this peer may be using (the
         endpoint passes all that match its address); IKE_SA_INIT and IKE_AUTH pick one.
         ``jitter(bound)``: how much earlier than rekey_time a rekey fires, in [0, bound]
         (random by default; tests pass a fixed one). ``fragment_stats``: counters to add
-        this SA's IKE fragments to (the endpoint shares one among its SAs).
+        this SA's IKE fragments to (the endpoint shares one among its SAs). ``load()``: how
+        many IKE SAs the endpoint holds (a gateway's ``redirect_when`` in IKE_AUTH).
         """
         if remote_addr is None:
             if config.remote_addr is None:
@@ -176,6 +182,7 @@ class IkeSa:
         self._st.candidates = tuple(candidates)
         self._st.jitter = jitter or random_jitter(rng)
         self._st.address_pool = address_pool
+        self._st.load = load
         if is_initiator:
             self._st.spi_i = _nonzero_spi(rng)
         else:
@@ -205,6 +212,12 @@ class IkeSa:
         self._reassembly: dict[bool, Reassembly] = {}
         self._outbox: list[tuple[bytes, Address]] = []
         self._watcher: Callable[[IkeSa], None] | None = None
+        # Redirect (RFC 5685): when we give up waiting for an FQDN gateway's address; when a
+        # gateway deletes a client it redirected in IKE_AUTH that did not delete the SA itself;
+        # when this client was redirected in IKE_AUTH lately (loop detection, carried to the new SA)
+        self._resolve_deadline: float | None = None
+        self._redirect_deadline: float | None = None
+        self._redirect_history: tuple[float, ...] = ()
 
     def watch(self, watcher: Callable[[IkeSa], None] | None) -> None:
         """Have ``watcher(self)`` called after each public call that may change this SA.
@@ -413,6 +426,13 @@ class IkeSa:
         if self._state == State.CLOSED:
             return
         self._expire_reassembly(now)
+        if self._resolve_deadline is not None and now >= self._resolve_deadline:
+            self._resolve_failed(f"no address for gateway {self._st.resolving} within {RESOLVE_TIMEOUT:.0f} s")
+            return
+        if self._redirect_deadline is not None and now >= self._redirect_deadline:
+            self._redirect_deadline = None
+            log.debug("%s: the client we redirected did not delete its IKE SA; deleting it", self.name)
+            self.delete(now, DownReason.REDIRECTED)
         if self._state == State.ESTABLISHED:
             self._fire_maintenance(now)
         if self._state == State.REKEYED and now >= self._linger_until:
@@ -440,6 +460,9 @@ class IkeSa:
             timers.append(self._created + self._st.config.half_open_timeout)
         if self._state == State.REKEYED:
             timers.append(self._linger_until)
+        for deadline in (self._resolve_deadline, self._redirect_deadline):
+            if deadline is not None:
+                timers.append(deadline)
         if self._state == State.ESTABLISHED:
             timers += self._maintenance_timers()
         return min(timers) if timers else None
@@ -539,6 +562,8 @@ class IkeSa:
             self._queue.popleft()  # nothing was built for it yet: nothing to undo
         if self._pending is not None or not self._queue or self._state == State.CLOSED:
             return
+        if self._st.resolving is not None:
+            return  # the gateway's address is not known yet (gateway_resolved)
         if self._state == State.CONNECTING and not self._queue[0].runs_while_connecting:
             return  # other exchanges wait until the IKE SA is authenticated
         self._send_request(self._queue.popleft(), self._next_id)
@@ -606,6 +631,10 @@ class IkeSa:
             if pending.task.exchange == ExchangeType.IKE_SA_INIT:
                 # IKE_SA_INIT is retried with message ID 0; the responder kept no state
                 self._st.spi_r = bytes(8)
+                if self._st.resolving is not None:  # redirected to an FQDN: look it up first
+                    self._queue.appendleft(pending.task)
+                    self._await_address()
+                    return
                 self._send_request(pending.task, pending.message_id)
             else:  # any other exchange is retried as a new exchange (RFC 7296 §1.3)
                 self._next_id += 1
@@ -618,6 +647,12 @@ class IkeSa:
         elif outcome == Outcome.AUTH_FAILED:
             self._send_once(informational.AuthFailedTask())
             self._close(DownReason.AUTH_FAILED)
+        elif outcome == Outcome.REDIRECT:
+            self._state = State.ESTABLISHED  # authenticated: the gateway hears our DELETE
+            redirect, self._st.auth_redirect = self._st.auth_redirect, None
+            if redirect is not None:
+                self._follow_auth_redirect(redirect)
+            self.delete(self._now, DownReason.REDIRECTED)
         else:
             self._enqueue(pending.task.followups())
             if self._state == State.CONNECTING and self._st.peer_id is not None:
@@ -645,6 +680,68 @@ class IkeSa:
         self._st.emit(PeerUnreachable(self.name, tries))
         dead = pending.task.on_give_up is GiveUp.DEAD_PEER
         self._close(DownReason.DEAD_PEER if dead else DownReason.PEER_UNREACHABLE)
+
+    # ------------------------------------------------------------------ redirect (RFC 5685)
+
+    @_notifies
+    def gateway_resolved(self, gateway: str, addresses: Sequence[str], now: float) -> None:
+        """The addresses ``gateway`` (from :class:`ResolveGateway`) resolved to, best first;
+        none if the lookup failed. The IKE SA sends its IKE_SA_INIT to the first usable one."""
+        st = self._st
+        if st.resolving != gateway or self._state == State.CLOSED:
+            return  # an answer for a lookup we no longer wait for
+        self._now = now
+        usable = [a for a in addresses if usable_gateway(a)]
+        if not usable:
+            self._resolve_failed(f"gateway {gateway} has no usable address")
+            return
+        st.resolving, self._resolve_deadline = None, None
+        st.remote_addr = (usable[0], st.config.remote_port)
+        log.debug("%s: gateway %s is at %s", self.name, gateway, usable[0])
+        self._start_next()
+
+    def _await_address(self) -> None:
+        st = self._st
+        assert st.resolving is not None
+        self._resolve_deadline = self._now + RESOLVE_TIMEOUT
+        st.emit(ResolveGateway(self.name, st.resolving))
+
+    def _resolve_failed(self, why: str) -> None:
+        self._st.emit(NegotiationFailed(self.name, "REDIRECT", why))
+        self._st.resolving, self._resolve_deadline = None, None
+        self._close(DownReason.NEGOTIATION_FAILED)
+
+    def _follow_auth_redirect(self, redirect: Redirect) -> None:
+        """Start a new IKE SA at the gateway the IKE_AUTH response named (RFC 5685 §6), unless
+        that makes more than MAX_REDIRECTS within REDIRECT_PERIOD (a loop between gateways)."""
+        st, now = self._st, self._now
+        history = (*(t for t in self._redirect_history if now - t < REDIRECT_PERIOD), now)
+        if len(history) > MAX_REDIRECTS:
+            st.emit(NegotiationFailed(self.name, "REDIRECT", f"redirected more than {MAX_REDIRECTS} times within "
+                                      f"{REDIRECT_PERIOD:.0f} s, last to {redirect.gateway}: not followed"))
+            return
+        old = st.remote_addr[0]
+        st.emit(Redirected(self.name, old, redirect.gateway, in_auth=True))
+        remote = st.remote_addr if redirect.fqdn else (redirect.gateway, st.config.remote_port)
+        new = IkeSa(
+            st.config,
+            True,
+            now,
+            st.rng,
+            spi_allocator=st.spi_allocator,
+            remote_addr=remote,
+            local_addr=None,  # as a fresh initiation: from port 500, the address the route picks
+            wall_clock=st.wall_clock,
+            jitter=st.jitter,
+            fragment_stats=self._frag_stats,
+        )
+        new._redirect_history = history
+        new._st.redirected_from = old
+        if redirect.fqdn:
+            new._st.resolving = redirect.gateway
+            new._await_address()
+        new.initiate(st.auth_redirect_child)
+        self._successor = new  # the endpoint routes its SPI (it is no heir: nothing is shared)
 
     # ------------------------------------------------------------------ requests we answer
 
@@ -681,6 +778,9 @@ class IkeSa:
         if response.close and response.reason is DownReason.DELETED_BY_PEER and self._adopt_peer_rekey():
             response = Response(response.payloads)   # the peer's new IKE SA carries on: see _adopt_peer_rekey
         self._respond(msg, response, addr)
+        if self._st.redirected_to is not None and self._redirect_deadline is None and self._state == State.ESTABLISHED:
+            # RFC 5685 §6: the client deletes the SA; if it does not, we do (as strongSwan, after half_open_timeout)
+            self._redirect_deadline = self._now + self._st.config.half_open_timeout
         self._queue_followups(response.followups)
         if self._st.rekey is not None and self._state == State.ESTABLISHED:
             self._spawn_successor()

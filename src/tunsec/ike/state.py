@@ -23,6 +23,7 @@ from .events import Address, Event
 from .identity import Identity
 from .message import Proposal
 from .proposals import Suite
+from .redirect import Redirect
 from .secret import Secret
 from .sk import SkCrypter
 from .ts import Ts
@@ -161,6 +162,17 @@ class IkeSaState:
     own_vips: tuple[IPAddress, ...] = ()  # virtual IPs the peer assigned to us (CFG_REPLY)
     own_dns: tuple[IPAddress, ...] = ()  # DNS servers that came with them
     eap: GatewayEap | None = None  # a gateway's EAP rounds of IKE_AUTH in progress (RFC 7296 §2.16)
+    # Redirect (RFC 5685, redirect.py). A gateway's: how many IKE SAs the endpoint holds (for
+    # redirect_when), whether the client announced support, and where we sent it in IKE_AUTH
+    load: Callable[[], int] | None = None
+    peer_redirect_support: bool = False
+    redirected_to: str | None = None
+    # A client's: the gateway that redirected it to this one (N(REDIRECTED_FROM)), the FQDN of the
+    # gateway whose address it waits for, and a REDIRECT received in IKE_AUTH (with the child it asked for)
+    redirected_from: str | None = None
+    resolving: str | None = None
+    auth_redirect: Redirect | None = None
+    auth_redirect_child: str | None = None
 
     def emit(self, event: Event) -> None:
         self.events.append(event)

@@ -59,8 +59,10 @@ from tunsec.ike.events import (
     IkeSaRekeyed,
     IkeSaUp,
     NegotiationFailed,
+    PeerRedirected,
     PeerUnreachable,
     Redirected,
+    ResolveGateway,
     SpiUnused,
 )
 from tunsec.ike.fragments import FragmentStats
@@ -85,6 +87,7 @@ _IKE_DROPS = tuple([f.name for f in dataclasses.fields(EndpointStats)])
 _FRAGMENT_COUNTERS = tuple([f.name for f in dataclasses.fields(FragmentStats)])
 
 SPI_POOL = 8
+RESOLVE_WAIT = 5.0  # seconds a lookup of a gateway named by FQDN (RFC 5685 REDIRECT) may take
 HELD_MAX = 64   # incoming IKE datagrams held while the SPI pool is empty (beyond: dropped, the peer retransmits)
 SHUTDOWN_WAIT = 3.0   # seconds for the peers to acknowledge our DELETEs at shutdown
 INVALID_SPI_INTERVAL = 1.0   # seconds between two INVALID_SPI notifies in one IKE SA
@@ -873,9 +876,32 @@ class IkeService(Service):
                 elif sa.is_initiator:
                     self._retry(ev.name)
             case Redirected():
-                log.info("%s: gateway %s redirected us to %s (RFC 5685)", ev.name, ev.from_addr, ev.to_addr)
+                log.info("%s: gateway %s redirected us to %s (RFC 5685%s)", ev.name, ev.from_addr, ev.to_addr,
+                         ", in IKE_AUTH" if ev.in_auth else "")
+            case PeerRedirected():
+                log.info("%s: authenticated %s and redirected it to %s (RFC 5685, in IKE_AUTH)", ev.name, ev.peer,
+                         ev.to)
+            case ResolveGateway():
+                self._spawn(self._resolve_gateway(sa, ev.gateway))
             case SpiUnused():
                 self._spawn(self._delete_sa(ev.spi, Direction.IN))
+
+    async def _resolve_gateway(self, sa: IkeSa, gateway: str) -> None:
+        """Look up the gateway a REDIRECT named by FQDN with the system resolver, in the loop's
+        executor (getaddrinfo blocks) and bounded in time; the engine gives up by itself too."""
+        family = ipaddress.ip_address(sa.remote_addr[0]).version
+        try:
+            infos = await asyncio.wait_for(
+                asyncio.get_running_loop().getaddrinfo(gateway, None, type=socket.SOCK_DGRAM), RESOLVE_WAIT)
+        except (OSError, UnicodeError, TimeoutError) as exc:
+            log.error("%s: cannot resolve gateway %s we were redirected to: %s", sa.name, gateway,
+                      exc or "no answer in time")
+            infos = []
+        addrs = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        # addresses of the family we reached the redirecting gateway in first (a route for it exists)
+        addrs.sort(key=lambda a: ipaddress.ip_address(a.split("%")[0]).version != family)
+        sa.gateway_resolved(gateway, addrs, time.monotonic())
+        self._pump()
 
     # --- a client's virtual IPs (RFC 7296 §3.15) ------------------------------------
     def _vips_up(self, sa: IkeSa, ev: IkeSaUp) -> None:

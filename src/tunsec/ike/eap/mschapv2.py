@@ -229,31 +229,68 @@ class EapAuthenticator:
         return EapPacket(EapCode.REQUEST, self._ident, EapType.MSCHAPV2, data).encode(), None
 
 
+# RFC 2759 §6: the errors a Failure packet's E= names
+_ERRORS = {
+    646: "restricted logon hours",
+    647: "account disabled",
+    648: "password expired: it must be changed at the server before this account can connect",
+    649: "no dial-in permission",
+    691: "authentication failure: wrong user name or password",
+    709: "error changing the password",
+}
+
+
+def describe_failure(message: bytes) -> str:
+    """A log line's words for a Failure packet's "E=eeeeeeeeee R=r C=... V=... M=<text>" (RFC 2759 §6);
+    the gateway's free text is cut short and shown quoted, control characters escaped."""
+    text, _, said = message.partition(b"M=")
+    fields = dict(f.split(b"=", 1) for f in text.split() if b"=" in f)
+    raw_e = fields.get(b"E", b"")
+    code = int(raw_e) if raw_e.isdigit() and len(raw_e) <= 10 else None
+    what = "without an error code" if code is None else f"E={code} ({_ERRORS.get(code, 'unknown error')})"
+    if fields.get(b"R") == b"1":
+        what += ", retry allowed (R=1) but not attempted: the same password would fail again"
+    if said.strip():
+        what += f"; the gateway says {said.strip()[:80].decode('ascii', 'replace')!r}"
+    return what
+
+
 @dataclass
 class EapPeer:
     """The client's side: answers EAP-Identity and one MSCHAPv2 challenge.
 
     ``process(request)`` returns the response to send, or None once the server
     sent EAP-Success/Failure; then ``result`` says which.
+
+    The order is RFC 2759's (and strongSwan's eap-mschapv2): Challenge, our
+    Response, then either a Success request whose "S=" proves the server knows
+    the password (we acknowledge it, EAP-Success follows) or a Failure request
+    (we acknowledge it, EAP-Failure follows). We answer one Challenge only: a
+    gateway that refused us, or asks again, is not answered with the same
+    password a second time; EAP-Success is accepted only after a proven Success
+    request, and nothing but EAP-Failure after a Failure request.
     """
 
     identity: bytes
     password: str = field(repr=False)
     rand: Callable[[int], bytes] = os.urandom
     result: EapResult | None = None
+    failure: str | None = None  # what the server's MSCHAPv2 Failure request said, once it sent one
     _expect_s: bytes = field(default=b"", repr=False)
     _msk: bytes = field(default=b"", repr=False)
     _verified: bool = False
 
     def process(self, raw: bytes) -> bytes | None:
         pkt = EapPacket.decode(raw)
+        if pkt.code == EapCode.FAILURE:
+            self.result = EapResult(False, self.identity, reason=self.failure or "EAP-Failure")
+            return None
+        if self.failure is not None:
+            raise EapError(f"after refusing us ({self.failure}) the gateway did not end with EAP-Failure")
         if pkt.code == EapCode.SUCCESS:
             if not self._verified:
                 raise EapError("EAP-Success before the server proved the password")
             self.result = EapResult(True, self.identity, self._msk)
-            return None
-        if pkt.code == EapCode.FAILURE:
-            self.result = EapResult(False, self.identity, reason="server sent EAP-Failure")
             return None
         if pkt.code != EapCode.REQUEST:
             raise EapError("EAP packet from the server is not a request")
@@ -264,22 +301,31 @@ class EapPeer:
                              bytes([EapType.MSCHAPV2])).encode()
         op, ms_id, body = _parse_ms(pkt)
         if op == OpCode.CHALLENGE:
-            if len(body) < 17 or body[0] != 16:
-                raise EapError("malformed MSCHAPv2 Challenge")
-            auth_ch, peer_ch = body[1:17], self.rand(16)
-            nt = generate_nt_response(auth_ch, peer_ch, self.identity, self.password)
-            self._expect_s = authenticator_response(self.password, nt, peer_ch, auth_ch,
-                                                    self.identity)
-            self._msk = msk(self.password, nt)
-            value = bytes([49]) + peer_ch + b"\x00" * 8 + nt + b"\x00"
-            data = _ms(OpCode.RESPONSE, ms_id, value + self.identity)
-            return EapPacket(EapCode.RESPONSE, pkt.ident, EapType.MSCHAPV2, data).encode()
+            return self._on_challenge(pkt.ident, ms_id, body)
         if op == OpCode.SUCCESS:
-            if not hmac.compare_digest(body[:42], self._expect_s):
+            if self._verified:
+                raise EapError("a second MSCHAPv2 Success request")
+            if not self._expect_s or not hmac.compare_digest(body[:42], self._expect_s):
                 raise EapError("the server's MSCHAPv2 proof is wrong (it does not know the password)")
             self._verified = True
             return EapPacket(EapCode.RESPONSE, pkt.ident, EapType.MSCHAPV2,
                              bytes([OpCode.SUCCESS])).encode()
-        # OpCode FAILURE: acknowledge; the server ends with EAP-Failure
-        return EapPacket(EapCode.RESPONSE, pkt.ident, EapType.MSCHAPV2,
-                         bytes([OpCode.FAILURE])).encode()
+        if op == OpCode.FAILURE:
+            # acknowledge (RFC 2759 §6, draft-kamath §2); the server ends with EAP-Failure
+            self.failure = describe_failure(body)
+            return EapPacket(EapCode.RESPONSE, pkt.ident, EapType.MSCHAPV2,
+                             bytes([OpCode.FAILURE])).encode()
+        raise EapError(f"unexpected MSCHAPv2 {op.name} request from the server")
+
+    def _on_challenge(self, ident: int, ms_id: int, body: bytes) -> bytes:
+        if self._expect_s:
+            raise EapError("a second MSCHAPv2 Challenge: not answered (no second try with the same password)")
+        if len(body) < 17 or body[0] != 16:
+            raise EapError("malformed MSCHAPv2 Challenge")
+        auth_ch, peer_ch = body[1:17], self.rand(16)
+        nt = generate_nt_response(auth_ch, peer_ch, self.identity, self.password)
+        self._expect_s = authenticator_response(self.password, nt, peer_ch, auth_ch, self.identity)
+        self._msk = msk(self.password, nt)
+        value = bytes([49]) + peer_ch + b"\x00" * 8 + nt + b"\x00"
+        data = _ms(OpCode.RESPONSE, ms_id, value + self.identity)
+        return EapPacket(EapCode.RESPONSE, ident, EapType.MSCHAPV2, data).encode()

@@ -29,6 +29,7 @@ class Outcome(Enum):
     RETRY = auto()  # send a new request with the same message ID (COOKIE, INVALID_KE)
     CLOSE = auto()  # the IKE SA is gone (failure or delete); events already emitted
     AUTH_FAILED = auto()  # we rejected the peer: tell it (INFORMATIONAL) and close
+    REDIRECT = auto()  # authenticated, but the gateway sent us elsewhere (RFC 5685 §6): delete the IKE SA
 
 
 class GiveUp(Enum):

@@ -5,6 +5,13 @@ AUTH, [N(INITIAL_CONTACT)], SA, TSi, TSr. Response: IDr, [CERT...], AUTH, SA,
 TSi, TSr (or an error notify for the Child SA, in which case the IKE SA still
 comes up, RFC 7296 §1.2). Key exchange transforms are stripped from the ESP
 proposals here: the first Child SA takes its keys from the IKE SA.
+
+Redirect in IKE_AUTH (RFC 5685 §6, ``redirect.py``): a gateway with
+``redirect_on = auth`` answers the request that completes the client's
+authentication with IDr, AUTH and N(REDIRECT) (GW Ident only, no nonce: the AUTH
+payloads protect it) instead of CP and Child SA. A client acts on N(REDIRECT) only
+in the response whose AUTH it verified (the last one, with EAP); ``sa.py`` then
+deletes the IKE SA and starts over at the new gateway.
 """
 
 from __future__ import annotations
@@ -19,10 +26,11 @@ from ..auth import AuthError, psk_auth_data, sign, signed_octets, verify_psk, ve
 from ..certs import load_certificates, verify_peer
 from ..config import ChildConfig
 from ..constants import AuthMethod, CertEncoding, ExchangeType, IdType, NotifyType, notify_name
-from ..events import AuthFailed, DownReason, IkeSaUp, NegotiationFailed
+from ..events import AuthFailed, DownReason, IkeSaUp, NegotiationFailed, PeerRedirected
 from ..identity import Identity, dn_equal
 from ..message import AuthPayload, CertPayload, CertReqPayload, IdPayload, Payload, SaPayload
 from ..proposals import describe_all
+from ..redirect import RedirectError, decode_redirect, encode_gateway
 from ..state import ChildSa, IkeSaState, SpiUnavailable
 from ..ts import Ts
 from . import child as childmod
@@ -177,7 +185,9 @@ class IkeAuthTask(Task):
     def process(self, st: IkeSaState, payloads: Sequence[Payload]) -> Outcome:
         err = error_notify(payloads)
         if err is not None and err.type == NotifyType.AUTHENTICATION_FAILED:
-            st.emit(AuthFailed(st.name, "peer refused our authentication (AUTHENTICATION_FAILED)", by_peer=True))
+            said = self._eap.peer.failure if self._eap is not None else None  # its MSCHAPv2 Failure, if any
+            st.emit(AuthFailed(st.name, "peer refused our authentication (AUTHENTICATION_FAILED)"
+                               + (f": EAP-MSCHAPv2 {said}" if said else ""), by_peer=True))
             return Outcome.CLOSE
         if err is not None and err.type not in CHILD_ERRORS:
             st.emit(NegotiationFailed(st.name, notify_name(err.type), "IKE_AUTH refused by peer"))
@@ -197,10 +207,25 @@ class IkeAuthTask(Task):
             outcome = eap.client_step(st, self._eap, payloads)
             if outcome is not Outcome.DONE:
                 return outcome
+        redirect = find_notify(payloads, NotifyType.REDIRECT)
+        if redirect is not None:  # the gateway's AUTH checked out: we may follow it
+            return self._redirected(st, redirect.data)
         ike_config.process_reply(st, payloads)
         _ike_up(st)
         self._finish_child(st, payloads, err.type if err is not None else None)
         return Outcome.DONE
+
+    def _redirected(self, st: IkeSaState, data: bytes) -> Outcome:
+        """N(REDIRECT) in the authenticated response: no Child SA here; ``sa.py`` deletes this
+        IKE SA and follows ``st.auth_redirect`` (left None if the notify is malformed)."""
+        self.abort(st)  # the gateway built no Child SA for us: our inbound SPI goes back
+        self._child = None
+        try:
+            st.auth_redirect = decode_redirect(data)
+        except RedirectError as exc:
+            st.emit(NegotiationFailed(st.name, "INVALID_SYNTAX", f"IKE_AUTH: {exc}"))
+        st.auth_redirect_child = self._child_cfg.name if self._child_cfg is not None else None
+        return Outcome.REDIRECT
 
     def _finish_child(self, st: IkeSaState, payloads: Sequence[Payload], err: int | None) -> None:
         child = self._child
@@ -268,7 +293,13 @@ def _respond_eap_round(st: IkeSaState, payloads: Sequence[Payload]) -> Response:
 
 
 def _authenticated(st: IkeSaState, payloads: Sequence[Payload], response: list[Payload]) -> Response:
-    """The rest of the answer once the peer is authenticated: CP and the Child SA."""
+    """The rest of the answer once the peer is authenticated: CP and the Child SA, or a REDIRECT."""
+    target = _redirect_target(st)
+    if target is not None:
+        assert st.peer_id is not None
+        st.redirected_to = target
+        st.emit(PeerRedirected(st.name, st.peer_id, target))
+        return Response([*response, notify(NotifyType.REDIRECT, encode_gateway(target))])
     cp = ike_config.respond(st, payloads)
     response += cp.payloads
     _ike_up(st)
@@ -279,6 +310,16 @@ def _authenticated(st: IkeSaState, payloads: Sequence[Payload], response: list[P
         return Response(response)
     response += _respond_child(st, payloads)
     return Response(response)
+
+
+def _redirect_target(st: IkeSaState) -> str | None:
+    """Where this authenticated client goes instead (``redirect_on = auth``), if anywhere: only a
+    client that announced support, and only once we hold ``redirect_when`` other IKE SAs."""
+    cfg = st.config
+    if cfg.redirect_to is None or cfg.redirect_on != "auth" or not st.peer_redirect_support:
+        return None
+    others = st.load() - 1 if st.load is not None else 0
+    return cfg.redirect_to if others >= cfg.redirect_when else None
 
 
 def _child_hint(st: IkeSaState) -> str | None:

@@ -225,7 +225,7 @@ def client_step(st: IkeSaState, ce: ClientEap, payloads: Sequence[Payload]) -> O
     result = ce.peer.result
     assert result is not None
     if not result.ok:
-        st.emit(AuthFailed(st.name, "the gateway refused our EAP-MSCHAPv2 authentication (EAP-Failure)",
+        st.emit(AuthFailed(st.name, f"the gateway refused our EAP-MSCHAPv2 authentication: {result.reason}",
                            by_peer=True))
         return Outcome.CLOSE
     ce.msk = Secret(result.msk)

@@ -15,8 +15,10 @@ with the cookie first, keeping its SPI, nonce and KE value (RFC 7296 §2.6).
 
 Redirect (RFC 5685, ``redirect.py``): the initiator sends N(REDIRECT_SUPPORTED),
 or N(REDIRECTED_FROM) once redirected; on N(REDIRECT) it sends a new request
-(fresh nonce) to the named gateway, at most ``MAX_REDIRECTS`` times. The
-responder's side (a stateless REDIRECT answer) is in ``endpoint.py``.
+(fresh nonce) to the named gateway, at most ``MAX_REDIRECTS`` times; a gateway
+named by an FQDN is looked up first (``sa.py`` waits for the address). The
+responder's side (a stateless REDIRECT answer) is in ``endpoint.py``; a responder
+notes here whether the client could follow a REDIRECT in IKE_AUTH.
 """
 
 from __future__ import annotations
@@ -93,7 +95,7 @@ class IkeSaInitTask(Task):
         assert self._groups.group is not None
         self._ke: KeyExchange = new_key_exchange(self._groups.group)
         self._cookie: bytes | None = None
-        self._redirected_from: str | None = None  # the gateway that redirected us last (RFC 5685)
+        self._redirected_from = st.redirected_from  # the gateway that redirected us last (RFC 5685)
         self._redirects = 0
         st.nonce_i = st.rng(NONCE_LEN)
 
@@ -133,7 +135,10 @@ class IkeSaInitTask(Task):
         st.emit(Redirected(st.name, old, redirect.gateway))
         self._redirected_from = old
         self._cookie = None  # a cookie belongs to the gateway that sent it
-        st.remote_addr = (redirect.gateway, st.config.remote_port)
+        if redirect.fqdn:
+            st.resolving = redirect.gateway  # sa.py sends the request once the name has an address
+        else:
+            st.remote_addr = (redirect.gateway, st.config.remote_port)
         st.nonce_i = st.rng(NONCE_LEN)
         return Outcome.RETRY
 
@@ -231,6 +236,10 @@ def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response:
     st.peer_hashes = _peer_hashes(payloads)
     st.peer_certreq = find(payloads, CertReqPayload) is not None
     st.peer_fragmentation = find_notify(payloads, NotifyType.IKEV2_FRAGMENTATION_SUPPORTED) is not None
+    # RFC 5685 §6: only a client that announced support may be redirected in IKE_AUTH
+    st.peer_redirect_support = any(
+        find_notify(payloads, kind) is not None for kind in (NotifyType.REDIRECT_SUPPORTED, NotifyType.REDIRECTED_FROM)
+    )
     st.install_keys(shared)
     return Response(
         [

@@ -8,7 +8,7 @@ too: the transport hands it over unencrypted.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ..constants import ExchangeType, NotifyType
 from ..message import Payload
@@ -34,14 +34,26 @@ def _not_on_a_rekeyed_sa(st: IkeSaState, payloads: Sequence[Payload], pending: T
     return Response([notify(NotifyType.TEMPORARY_FAILURE)])
 
 
+def _unless_redirected(respond: Callable[[IkeSaState, Sequence[Payload], Task | None], Response],
+                       ) -> Callable[[IkeSaState, Sequence[Payload], Task | None], Response]:
+    """A client we redirected in IKE_AUTH (RFC 5685 §6) gets no Child SA, and no new IKE SA by a rekey:
+    it is to go elsewhere, and this IKE SA only waits for its DELETE."""
+    def serve(st: IkeSaState, payloads: Sequence[Payload], pending: Task | None) -> Response:
+        if st.redirected_to is not None:
+            return Response([notify(NotifyType.NO_ADDITIONAL_SAS)])
+        return respond(st, payloads, pending)
+    return serve
+
+
 _ALIVE = frozenset({State.ESTABLISHED, State.DELETING, State.REKEYED})
 
 RESPONDERS: tuple[Responder, ...] = (
     Responder(ExchangeType.IKE_SA_INIT, frozenset({State.IDLE}), _ike_sa_init, responder_only=True),
     Responder(ExchangeType.IKE_AUTH, frozenset({State.CONNECTING}), _ike_auth, responder_only=True),
-    Responder(ExchangeType.CREATE_CHILD_SA, frozenset({State.ESTABLISHED}), rekey_ike.respond,
+    Responder(ExchangeType.CREATE_CHILD_SA, frozenset({State.ESTABLISHED}), _unless_redirected(rekey_ike.respond),
               shape=rekey_ike.is_rekey_request),
-    Responder(ExchangeType.CREATE_CHILD_SA, frozenset({State.ESTABLISHED}), create_child_sa.respond),
+    Responder(ExchangeType.CREATE_CHILD_SA, frozenset({State.ESTABLISHED}),
+              _unless_redirected(create_child_sa.respond)),
     Responder(ExchangeType.CREATE_CHILD_SA, frozenset({State.REKEYED}), _not_on_a_rekeyed_sa),
     Responder(ExchangeType.INFORMATIONAL, _ALIVE, _informational),
 )
