@@ -16,6 +16,7 @@ IPv6 fragmentation cannot be what makes it pass.
 
 from __future__ import annotations
 
+import datetime
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -108,7 +109,11 @@ def _install(confdir: Path, host: Host, chain: tuple[Issued, tuple[Issued, ...]]
     that sent no intermediates would need more than one datagram for its IKE_AUTH."""
     root, ims = chain
     name = ident(host)
-    ee = make_cert(ims[-1], name, [name, *(f"pad{i}.{name}" for i in range(40))], kind="rsa")
+    # charon and tunsec check validity against the real clock, so the leaf starts yesterday
+    # rather than at testing.EPOCH, whose default 365 days run out on 2027-01-01.
+    yesterday = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=1)
+    ee = make_cert(ims[-1], name, [name, *(f"pad{i}.{name}" for i in range(40))], kind="rsa",
+                   not_before=yesterday)
     for sub in ("x509", "x509ca", "private"):
         (confdir / sub).mkdir(parents=True, exist_ok=True)
     (confdir / "x509ca" / "root.crt").write_bytes(_pem(root))
