@@ -34,6 +34,7 @@ from prometheus_client.registry import Collector
 
 from tunsec.conf.tunsec_section import ListenAddress
 from tunsec.dataplane import pipe
+from tunsec.status import SA_FIELDS
 
 __all__ = ["DUMP_TIMEOUT", "EventCounts", "ListenError", "MetricsServer", "Source", "start"]
 
@@ -71,7 +72,14 @@ class ListenError(Exception):
 
 # --- what a scrape shows ------------------------------------------------------------------
 _SA_LABELS = ["connection", "child", "direction", "spi"]
-_SA_DROPS = ("replay", "auth", "policy")
+# The worker's per-SA counters (enum ts_sa_counter in csrc/tunsec_dp.h), by the name DUMP and
+# `tunsec status` carry: their help text.  Every counter is exported, listed here or not: a
+# <reason>_drops counter as tunsec_child_sa_drops_total{reason} (on inbound SAs, the only
+# ones that drop), any other as tunsec_child_sa_<name>_total.
+SA_COUNTER_HELP: dict[str, str] = {
+    "bytes": "Bytes of inner packets through the SA",
+    "packets": "Packets through the SA",
+}
 # EndpointStats fields that are not drops (the rest are: requests dropped without state)
 _IKE_NOT_DROPS = {"cookies_sent", "half_open_closed", "redirects_sent"}
 
@@ -91,9 +99,9 @@ def _sa_owners(doc: dict[str, Any]) -> dict[tuple[str, str, str | None], tuple[s
 
 
 def sa_families(doc: dict[str, Any]) -> Iterator[Metric]:
-    """Per Child SA (each direction is an SA of its own in the worker): counters and age."""
-    byte = CounterMetricFamily("tunsec_child_sa_bytes", "Bytes of inner packets through the SA", labels=_SA_LABELS)
-    packets = CounterMetricFamily("tunsec_child_sa_packets", "Packets through the SA", labels=_SA_LABELS)
+    """Per Child SA (each direction is an SA of its own in the worker): its counters and age."""
+    counters = {name: CounterMetricFamily(f"tunsec_child_sa_{name}", help_text, labels=_SA_LABELS)
+                for name, help_text in SA_COUNTER_HELP.items()}
     drops = CounterMetricFamily("tunsec_child_sa_drops", "Inbound packets the SA dropped, by reason",
                                 labels=[*_SA_LABELS, "reason"])
     age = GaugeMetricFamily("tunsec_child_sa_age_seconds", "Seconds since the SA was installed", labels=_SA_LABELS)
@@ -102,13 +110,21 @@ def sa_families(doc: dict[str, Any]) -> Iterator[Metric]:
         remote = sa["remote"] if sa["direction"] == "out" else None
         conn, child = owners.get((sa["spi"], sa["direction"], remote), ("", ""))
         labels = [conn, child, sa["direction"], sa["spi"]]
-        byte.add_metric(labels, sa["bytes"])
-        packets.add_metric(labels, sa["packets"])
         age.add_metric(labels, sa["age_seconds"])
-        if sa["direction"] == "in":
-            for reason in _SA_DROPS:
-                drops.add_metric([*labels, reason], sa[f"{reason}_drops"])
-    yield from (byte, packets, drops, age)
+        for name, count in sa.items():
+            if name in SA_FIELDS:
+                continue
+            if name.endswith("_drops"):
+                if sa["direction"] == "in":
+                    drops.add_metric([*labels, name.removesuffix("_drops")], count)
+                continue
+            if name not in counters:
+                counters[name] = CounterMetricFamily(
+                    f"tunsec_child_sa_{name}", f"The fast path's per-SA counter {name} (enum ts_sa_counter)",
+                    labels=_SA_LABELS)
+            counters[name].add_metric(labels, count)
+    yield from counters.values()
+    yield from (drops, age)
 
 
 def state_families(doc: dict[str, Any], worker_up: bool) -> Iterator[Metric]:
