@@ -82,6 +82,15 @@ SA_COUNTER_HELP: dict[str, str] = {
 }
 # EndpointStats fields that are not drops (the rest are: requests dropped without state)
 _IKE_NOT_DROPS = {"cookies_sent", "half_open_closed", "redirects_sent"}
+# IKE fragmentation (RFC 7383): `tunsec status`'s ike_fragments (ike.fragments.FragmentStats) by
+# name, each tunsec_ike_<name>_total; a counter not listed here is exported with a generic help
+IKE_FRAGMENT_HELP: dict[str, str] = {
+    "messages_fragmented": "IKE messages sent in fragments (RFC 7383)",
+    "fragments_sent": "IKE fragments sent (each retransmission counts again)",
+    "messages_reassembled": "IKE messages of peers put back together from fragments",
+    "fragments_received": "Verified IKE fragments stored for reassembly",
+    "fragments_dropped": "IKE fragments dropped: failed ICV, duplicate, over a bound, or of a message that expired",
+}
 
 
 def _sa_owners(doc: dict[str, Any]) -> dict[tuple[str, str, str | None], tuple[str, str]]:
@@ -175,6 +184,24 @@ def state_families(doc: dict[str, Any], worker_up: bool) -> Iterator[Metric]:
                               value=stats.get("redirects_sent", 0))
     yield CounterMetricFamily("tunsec_ike_half_open_closed", "Half-open IKE SAs closed before authentication",
                               value=stats.get("half_open_closed", 0))
+    yield from ike_families(doc)
+
+
+def ike_families(doc: dict[str, Any]) -> Iterator[Metric]:
+    """The IKE service's fragmentation counters and its barrier (`tunsec status`: ike_fragments, ike_held)."""
+    fragments = doc.get("ike_fragments", {})
+    for name in [*IKE_FRAGMENT_HELP, *[n for n in fragments if n not in IKE_FRAGMENT_HELP]]:
+        yield CounterMetricFamily(f"tunsec_ike_{name}", IKE_FRAGMENT_HELP.get(name, f"IKE fragmentation: {name}"),
+                                  value=fragments.get(name, 0))
+    held = doc.get("ike_held", {})
+    yield GaugeMetricFamily("tunsec_ike_datagrams_waiting", "Incoming IKE datagrams waiting for an inbound SPI now",
+                            value=held.get("waiting", 0))
+    yield CounterMetricFamily("tunsec_ike_datagrams_held", "Incoming IKE datagrams that waited for an inbound SPI "
+                              "from the worker (the pool was empty)", value=held.get("held", 0))
+    yield CounterMetricFamily("tunsec_ike_datagrams_held_dropped", "Incoming IKE datagrams dropped because the "
+                              "most that may wait for an inbound SPI already did", value=held.get("held_dropped", 0))
+    yield CounterMetricFamily("tunsec_ike_install_waits", "Times outgoing IKE waited for Child SA installs or "
+                              "inbound SPIs (make-before-break)", value=held.get("install_waits", 0))
 
 
 def event_families(events: EventCounts | None, worker_restarts: int) -> Iterator[Metric]:

@@ -149,4 +149,9 @@ def render(doc: dict[str, Any]) -> str:
     if doc.get("ike_drops"):
         lines.append(f"IKE: {doc['ike_half_open']} half-open; unauthenticated: "
                      + ", ".join(f"{k} {v}" for k, v in doc["ike_drops"].items()))
+    if doc.get("ike_fragments"):
+        lines.append("IKE fragments: " + ", ".join(f"{k} {v}" for k, v in doc["ike_fragments"].items()))
+    if doc.get("ike_held"):
+        lines.append("IKE held for inbound SPIs and installs: "
+                     + ", ".join(f"{k} {v}" for k, v in doc["ike_held"].items()))
     return "\n".join(lines)
