@@ -184,7 +184,6 @@ def state_families(doc: dict[str, Any], worker_up: bool) -> Iterator[Metric]:
                               value=stats.get("redirects_sent", 0))
     yield CounterMetricFamily("tunsec_ike_half_open_closed", "Half-open IKE SAs closed before authentication",
                               value=stats.get("half_open_closed", 0))
-    yield from ike_families(doc)
 
 
 def ike_families(doc: dict[str, Any]) -> Iterator[Metric]:
@@ -322,6 +321,7 @@ class MetricsServer:
         self._snapshot.families = [
             *state_families(doc, reply is not None),
             *sa_families(doc),
+            *ike_families(doc),
             *event_families(self.source.events(), self.source.worker_restarts()),
             *queue_cpu(self.source.worker_pid()),
         ]

@@ -74,7 +74,7 @@ HEADER_LEN: Final = 16
 MAX_MESSAGE: Final = 65536
 MAX_IKE_DATA: Final = 65000
 MAX_SELECTORS: Final = 8
-MAX_SA_COUNTERS: Final = 64   # per-SA counters a DUMP may name (enum ts_sa_counter has 5)
+MAX_SA_COUNTERS: Final = 64   # per-SA counters a DUMP may name (enum ts_sa_counter)
 REPLAY_MAX: Final = 65536
 # RFC 4303 2.1: SPI 0 is for local use and 1..255 are reserved by IANA, so
 # no SA on the wire may carry them.
