@@ -319,7 +319,8 @@ def _check_counters(value: object) -> None:
     for name, count in value.items():
         if not isinstance(name, str) or not _DROP_NAME.fullmatch(name):
             raise ValueError(f"per-SA counter name {name!r} is not [a-z][a-z0-9_]{{0,31}}")
-        _check_int(f"counters[{name}]", count, 0, _U64)
+        if type(count) is not int or not 0 <= count <= _U64:   # per SA per DUMP: the message only on failure
+            _check_int(f"counters[{name}]", count, 0, _U64)
 
 
 # --------------------------------------------------------------- value types
