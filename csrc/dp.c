@@ -114,12 +114,12 @@ static void emit_expire(ts_dp *dp, ts_sa *sa, bool hard, uint8_t reason) {
 
 /* account a packet; false if the SA has reached its hard limit */
 static bool account(ts_dp *dp, ts_sa *sa, size_t bytes) {
-    uint64_t p = atomic_fetch_add_explicit(&sa->packets, 1, memory_order_relaxed) + 1;
-    uint64_t b = atomic_fetch_add_explicit(&sa->bytes, bytes, memory_order_relaxed) + bytes;
+    uint64_t p = atomic_fetch_add_explicit(&sa->counters[TS_CTR_PACKETS], 1, memory_order_relaxed) + 1;
+    uint64_t b = atomic_fetch_add_explicit(&sa->counters[TS_CTR_BYTES], bytes, memory_order_relaxed) + bytes;
     if ((sa->hard_packets && p > sa->hard_packets) || (sa->hard_bytes && b > sa->hard_bytes)) {
         /* dropped, so not carried: the SA's counters show what went through */
-        atomic_fetch_sub_explicit(&sa->packets, 1, memory_order_relaxed);
-        atomic_fetch_sub_explicit(&sa->bytes, bytes, memory_order_relaxed);
+        atomic_fetch_sub_explicit(&sa->counters[TS_CTR_PACKETS], 1, memory_order_relaxed);
+        atomic_fetch_sub_explicit(&sa->counters[TS_CTR_BYTES], bytes, memory_order_relaxed);
         emit_expire(dp, sa, true, sa->hard_packets && p > sa->hard_packets ? TS_EXP_PACKETS : TS_EXP_BYTES);
         atomic_store(&sa->state, TS_SA_DEAD);
         return false;
@@ -405,7 +405,7 @@ int ts_inbound_locked(ts_dp *dp, uint8_t *udp, size_t len, const ts_addr *src,
     if (!fresh) {
         if (shared)
             pthread_mutex_unlock(&sa->lock);
-        atomic_fetch_add_explicit(&sa->replay_drops, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&sa->counters[TS_CTR_REPLAY_DROPS], 1, memory_order_relaxed);
         *drop = TS_DROP_REPLAY;
         return 0;
     }
@@ -416,7 +416,7 @@ int ts_inbound_locked(ts_dp *dp, uint8_t *udp, size_t len, const ts_addr *src,
     fresh = ok && !above && ts_replay_update(&sa->replay, seq);   /* a duplicate may have won the race */
     pthread_mutex_unlock(&sa->lock);
     if (!ok) {
-        atomic_fetch_add_explicit(&sa->auth_drops, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&sa->counters[TS_CTR_AUTH_DROPS], 1, memory_order_relaxed);
         *drop = TS_DROP_AUTH;
         return 0;
     }
@@ -427,7 +427,7 @@ int ts_inbound_locked(ts_dp *dp, uint8_t *udp, size_t len, const ts_addr *src,
         return 0;
     }
     if (!fresh) {
-        atomic_fetch_add_explicit(&sa->replay_drops, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&sa->counters[TS_CTR_REPLAY_DROPS], 1, memory_order_relaxed);
         *drop = TS_DROP_REPLAY;
         return 0;
     }
@@ -436,7 +436,7 @@ int ts_inbound_locked(ts_dp *dp, uint8_t *udp, size_t len, const ts_addr *src,
     int why = check_inner(sa, pt, pt_len, &inner_len);
     if (why != TS_DROP_NONE) {
         if (why == TS_DROP_POLICY)
-            atomic_fetch_add_explicit(&sa->policy_drops, 1, memory_order_relaxed);
+            atomic_fetch_add_explicit(&sa->counters[TS_CTR_POLICY_DROPS], 1, memory_order_relaxed);
         *drop = why;
         return 0;
     }

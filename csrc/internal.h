@@ -60,7 +60,7 @@ typedef struct ts_sa {
     pthread_mutex_t lock;              /* guards ctx[0] and replay */
     ts_replay replay;
     _Atomic uint64_t seq;              /* OUT: last sequence number handed out */
-    _Atomic uint64_t packets, bytes, replay_drops, auth_drops, policy_drops;
+    _Atomic uint64_t counters[TS_CTR__COUNT];   /* enum ts_sa_counter, copied out by ts_sad_get/list */
     uint64_t soft_bytes, hard_bytes, soft_packets, hard_packets;
     _Atomic uint8_t soft_fired, hard_fired;
     uint32_t n_sel;

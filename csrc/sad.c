@@ -395,12 +395,9 @@ static void info_of(const ts_sa *sa, ts_sa_info *o) {
     o->replay_window = sa->replay.window;
     o->local = sa->local;
     o->remote = sa->remote;
-    o->packets = atomic_load(&sa->packets);
-    o->bytes = atomic_load(&sa->bytes);
+    for (size_t c = 0; c < TS_CTR__COUNT; c++)
+        o->counters[c] = atomic_load(&sa->counters[c]);
     o->seq = sa->dir == TS_DIR_OUT ? atomic_load(&sa->seq) : sa->replay.top;
-    o->replay_drops = atomic_load(&sa->replay_drops);
-    o->auth_drops = atomic_load(&sa->auth_drops);
-    o->policy_drops = atomic_load(&sa->policy_drops);
     o->soft_fired = atomic_load(&sa->soft_fired);
     o->hard_fired = atomic_load(&sa->hard_fired);
     o->age_ns = ts_now_ns() - sa->created_ns;

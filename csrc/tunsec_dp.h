@@ -65,6 +65,22 @@ enum ts_drop {
     TS_DROP__COUNT
 };
 
+/* Per-SA counters, the index of ts_sa_info.counters[] (and of the SA's own
+ * array).  As with enum ts_drop, a new counter is one line here (before
+ * TS_CTR__COUNT) and the code that counts it: Python reads this enum through
+ * cffi (fastpath.SA_COUNTERS), DUMP carries each counter by its lower-case
+ * name without TS_CTR_ (at most 32 characters), and `tunsec status` and the
+ * tunsec_child_sa_<name> metric show it (metrics.SA_COUNTER_HELP holds the
+ * help text, or says how a counter is exported differently). */
+enum ts_sa_counter {
+    TS_CTR_PACKETS = 0,     /* packets through the SA: OUT sent, IN accepted */
+    TS_CTR_BYTES,           /* inner bytes of those packets */
+    TS_CTR_REPLAY_DROPS,    /* IN: sequence number replayed or left of the window */
+    TS_CTR_AUTH_DROPS,      /* IN: ICV did not verify */
+    TS_CTR_POLICY_DROPS,    /* IN: inner packet outside the SA's selectors */
+    TS_CTR__COUNT
+};
+
 enum ts_action { TS_ACT_DISCARD = 0, TS_ACT_BYPASS = 1, TS_ACT_PROTECT = 2 };
 enum ts_dir { TS_DIR_IN = 0, TS_DIR_OUT = 1 };
 enum ts_sa_state { TS_SA_LARVAL = 0, TS_SA_MATURE = 1, TS_SA_DEAD = 2 };
@@ -120,9 +136,8 @@ typedef struct ts_sa_info {
     uint8_t dir, state, esn, keylen;
     uint32_t reqid, replay_window;
     ts_addr local, remote;
-    uint64_t packets, bytes;     /* inner bytes through the SA */
+    uint64_t counters[TS_CTR__COUNT];   /* enum ts_sa_counter */
     uint64_t seq;                /* OUT: last sequence number sent; IN: highest accepted */
-    uint64_t replay_drops, auth_drops, policy_drops;
     uint8_t soft_fired, hard_fired;
     uint64_t age_ns;             /* since GETSPI/ADD, or since UPDATE */
     uint64_t seq_limit, seq_notify;   /* reservation, 0 = none */

@@ -166,6 +166,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     fz_drain_events(dp);
     ts_sa_info info;
     FUZZ_ASSERT(ts_sad_get(dp, SPI_B, TS_DIR_IN, NULL, &info) == TS_OK);
-    FUZZ_ASSERT(info.packets <= 6);    /* the hard limit holds */
+    FUZZ_ASSERT(info.counters[TS_CTR_PACKETS] <= 6);    /* the hard limit holds */
     return 0;
 }

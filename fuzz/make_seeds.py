@@ -299,10 +299,11 @@ def pipe_seeds() -> Iterable[tuple[str, bytes]]:
     out = pipe.SaSpec(0x2000, pipe.Direction.OUT, pipe.Alg.AES256GCM16, b"K" * 36, True, 0, 7, ep_l, ep_r,
                       pipe.Lifetime(), pipe.Lifetime(), (), 5)
     pol = pipe.Policy(3, 10, pipe.Action.PROTECT, 7, sel)
+    counters = {"packets": 5, "bytes": 500, "replay_drops": 1, "auth_drops": 2, "policy_drops": 3}
     info = pipe.SaInfo(0x1000, pipe.Direction.IN, "mature", pipe.Alg.AES128GCM16, False, 1, 64, ep_l, ep_r,
-                       5, 500, 5, 1, 2, 3, False, False, 9)
+                       5, False, False, 9, counters)
     larval = pipe.SaInfo(0x3000, pipe.Direction.IN, "larval", None, False, 0, 0, None, None,
-                         0, 0, 0, 0, 0, 0, False, False, 1)
+                         0, False, False, 1, dict.fromkeys(counters, 0))
     pinfo = pipe.PolicyInfo(3, 10, pipe.Action.PROTECT, 7, 0x2000, 42, sel)
     msgs: list[tuple[str, pipe.Message]] = [
         ("getspi", pipe.GetSpi(1, 256, 0xFFFFFFFF)),

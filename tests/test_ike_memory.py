@@ -39,7 +39,7 @@ from tunsec.conf.config import parse_config
 from tunsec.daemon import Daemon
 from tunsec.dataplane import pipe
 from tunsec.dataplane.client import WorkerError
-from tunsec.dataplane.fastpath import Drop
+from tunsec.dataplane.fastpath import SA_COUNTERS, Drop
 from tunsec.dataplane.pipe import Direction, Endpoint, Errno, Reply, SaInfo
 from tunsec.services import ike as ikeservice
 
@@ -162,11 +162,12 @@ class FakeWorker:
         return [reply]
 
     def _dump(self) -> list[SaInfo]:
-        out = [SaInfo(spi, Direction.IN, "larval", None, False, 0, 0, None, None, 0, 0, 0, 0, 0, 0, False, False, 1)
+        out = [SaInfo(spi, Direction.IN, "larval", None, False, 0, 0, None, None, 0, False, False, 1,
+                      dict.fromkeys(SA_COUNTERS, 0))
                for spi in self.larval]
         for (spi, direction), sa in self.sad.items():
             out.append(SaInfo(spi, direction, "mature", sa.alg, sa.esn, sa.reqid, sa.replay_window, sa.local,
-                              sa.remote, 1, 100, 7, 0, 0, 0, False, False, 1))
+                              sa.remote, 7, False, False, 1, dict.fromkeys(SA_COUNTERS, 100)))
         return out
 
 

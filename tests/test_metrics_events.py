@@ -1,12 +1,25 @@
-"""Rekeys are counted where the IKE service sees them (the counters `tunsec_*_rekeys_total` read).
+"""Rekeys are counted where the IKE service sees them (the counters `tunsec_*_rekeys_total` read);
+IKE fragments and datagrams held for SPIs or installs are in `tunsec status` and scraped from it.
 
 Two real IkeServices with in-process workers, wired in memory (tests/test_ikeservice_rekey.py)."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import struct
+from typing import Any
 
+import pytest
+import test_ikeservice_rekey
+from test_ikeservice_peers import psk_ike
 from test_ikeservice_rekey import established
+from test_metrics_endpoint import SCRAPE, http, samples, serving
+
+from tunsec import metrics
+from tunsec.dataplane import pipe
+from tunsec.ike.config import IkeConfig
+from tunsec.services.ike import HELD_MAX, IkeService
 
 
 def test_child_and_ike_rekeys_are_counted_on_both_sides() -> None:
@@ -26,5 +39,76 @@ def test_child_and_ike_rekeys_are_counted_on_both_sides() -> None:
             assert events.child_rekeys == {("tun", "net"): 2}, side
             assert events.ike_rekeys == {"tun": 1}, side
             assert events.dpd_failures == {}
+
+    asyncio.run(body())
+
+
+async def scrape(svc: IkeService) -> dict[str, float]:
+    """What Prometheus reads from a metrics endpoint whose document is this IKE service's status."""
+    empty = pipe.Reply(1, pipe.MsgType.DUMP, pipe.Errno.OK)
+
+    async def dump() -> pipe.Reply:
+        return empty
+
+    def document(reply: pipe.Reply) -> dict[str, Any]:
+        return {"sas": [], "tunnels": [], "policies": [], "drops": {}, **svc.status(reply)}
+
+    source = metrics.Source(dump=dump, document=document, events=lambda: svc.events, worker_restarts=lambda: 0,
+                            worker_pid=lambda: None)
+
+    async with serving(source) as port:
+        return samples(await http(port, SCRAPE))
+
+
+def test_ike_fragments_are_counted_in_status_and_scraped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """IKE_AUTH in fragments (RFC 7383, a small fragment_size): the sender counts what it split, the
+    receiver what it put together, in `tunsec status` and as metrics."""
+    def small(*args: Any) -> IkeConfig:
+        return dataclasses.replace(psk_ike(*args), fragment_size=200)
+
+    monkeypatch.setattr(test_ikeservice_rekey, "psk_ike", small)
+
+    async def body() -> dict[str, dict[str, float]]:
+        pair = await established()
+        return {side: await scrape(pair.svc[side]) for side in "ab"} | \
+            {f"{side}-status": pair.svc[side].status(pipe.Reply(1, pipe.MsgType.DUMP, pipe.Errno.OK))["ike_fragments"]
+             for side in "ab"}
+
+    got = asyncio.run(body())
+    # A sends IKE_AUTH in fragments, B answers in fragments: each side splits one message and joins one
+    for side in "ab":
+        status = got[f"{side}-status"]
+        assert status["messages_fragmented"] == status["messages_reassembled"] == 1, (side, status)
+        assert status["fragments_sent"] >= 2 and status["fragments_received"] >= 2
+        for name, n in status.items():
+            assert got[side][f"tunsec_ike_{name}_total"] == n, (side, name)
+        assert got[side]["tunsec_ike_fragments_dropped_total"] == 0
+
+
+def test_datagrams_held_for_an_spi_and_install_waits_are_scraped() -> None:
+    """Incoming IKE that waits for an inbound SPI (the pool empty), what is dropped past HELD_MAX,
+    and outgoing IKE held behind Child SA installs (a rekey) are in `tunsec status` and scraped."""
+    async def body() -> None:
+        pair = await established()
+        svc = pair.svc["b"]
+        waits = svc.install_waits
+        assert waits >= 1, "B's IKE_AUTH response waited for its Child SA's install"
+        svc.spis.clear()   # as if the refill had not come back yet
+        # datagrams of an IKE SA (responder SPI set) that may need an SPI: a flood
+        junk = struct.pack("!8s8sBBBBII", b"\x01" * 8, b"\x02" * 8, 35, 0x20, 37, 0x08, 1, 28)
+        for _ in range(HELD_MAX + 3):
+            svc.receive(junk, ("192.0.2.9", 500))
+        # before anything awaits: the refill has not come back
+        assert svc.status(pipe.Reply(1, pipe.MsgType.DUMP, pipe.Errno.OK))["ike_held"] == \
+            {"waiting": HELD_MAX, "held": HELD_MAX, "held_dropped": 3, "install_waits": waits + 1}
+        got = await scrape(svc)
+        assert got["tunsec_ike_datagrams_held_total"] == HELD_MAX
+        assert got["tunsec_ike_datagrams_held_dropped_total"] == 3
+        await pair.settle()   # the refill lets them in (the engine drops them: no such SA)
+        got = await scrape(svc)
+        assert got["tunsec_ike_datagrams_waiting"] == 0 and got["tunsec_ike_datagrams_held_total"] == HELD_MAX
+        pair.rekey("a")       # B answers the rekey only once its new inbound SA is installed
+        await pair.settle()
+        assert (await scrape(svc))["tunsec_ike_install_waits_total"] > waits + 1
 
     asyncio.run(body())

@@ -178,6 +178,11 @@ def policies(draw: st.DrawFn) -> Policy:
     return Policy(draw(u32s), draw(u32s), action, reqid, draw(selectors))
 
 
+# the names a worker sends today (enum ts_sa_counter); the codec carries any
+SA_COUNTER_NAMES = ("packets", "bytes", "replay_drops", "auth_drops", "policy_drops")
+SA_COUNTERS_EXT = 4 + 4 + len(",".join(SA_COUNTER_NAMES)) + 2   # names, 2 bytes of padding
+
+
 @st.composite
 def sa_infos(draw: st.DrawFn) -> SaInfo:
     states: tuple[SaState, ...] = ("larval", "mature", "dead")
@@ -194,15 +199,11 @@ def sa_infos(draw: st.DrawFn) -> SaInfo:
         replay_window=draw(replay_windows),
         local=draw(st.none() | st.just(local)) if optional else local,
         remote=draw(st.none() | st.just(remote)) if optional else remote,
-        packets=draw(u64s),
-        bytes=draw(u64s),
         seq=draw(u64s),
-        replay_drops=draw(u64s),
-        auth_drops=draw(u64s),
-        policy_drops=draw(u64s),
         soft_fired=draw(st.booleans()),
         hard_fired=draw(st.booleans()),
         age_seconds=draw(u64s),
+        counters={name: draw(u64s) for name in SA_COUNTER_NAMES},   # one DUMP's SAs share their names
     )
 
 
@@ -354,15 +355,12 @@ def sa_info(i: int) -> SaInfo:
         replay_window=4096,
         local=LOCAL6,
         remote=REMOTE6,
-        packets=i * 1000,
-        bytes=i * 1_400_000,
         seq=i * 1000,
-        replay_drops=i % 3,
-        auth_drops=i % 5,
-        policy_drops=i % 7,
         soft_fired=i % 11 == 0,
         hard_fired=False,
         age_seconds=i,
+        counters={"packets": i * 1000, "bytes": i * 1_400_000, "replay_drops": i % 3, "auth_drops": i % 5,
+                  "policy_drops": i % 7},
     )
 
 
@@ -571,7 +569,8 @@ EXT_LENGTHS = {
     Ext.POLICY_ID: 8,
     Ext.EXPIRE: 12,
     Ext.DATA: 8 + 304,
-    Ext.SA_INFO: 116,
+    Ext.SA_INFO: 76 + 8 * len(SA_COUNTER_NAMES),
+    Ext.SA_COUNTERS: SA_COUNTERS_EXT,
     Ext.POLICY_INFO: 108,
     Ext.DROP: 16 + 4,  # the name "auth" needs no padding
     Ext.SEQ_LIMIT: 20,
@@ -644,6 +643,8 @@ IKE = Ike(data=b"hello", remote=REMOTE4, local=LOCAL4)
 big = b"\0" * (MAX_MESSAGE - HEADER_LEN + 4)
 flush = encode(Flush(1))
 SPI_300 = ext(Ext.SPI, struct.pack("!I", 300))
+DUMP_AB = Reply(1, MsgType.DUMP, Errno.OK, sas=(SaInfo(**(vars(sa_info(1)) | {"counters": {"aa": 1, "ab": 2}})),))
+SA_COUNTERS_BODY = next(b for t, b in split(encode(DUMP_OK)) if t == Ext.SA_COUNTERS)
 DUMP_EIO = Reply(1, MsgType.DUMP, Errno.EIO)
 NO_ESN = Add(1, out_sa(esn=False))
 RESERVE = Reserve(1, 300, Direction.IN, 5000, 4000)
@@ -778,6 +779,19 @@ MALFORMED: list[tuple[str, bytes, Errno]] = [
     ("mature SA_INFO without alg", patch(DUMP_OK, Ext.SA_INFO, put(6, b"\0")), Errno.EINVAL),
     ("mature SA_INFO without local", patch(DUMP_OK, Ext.SA_INFO, put(16, bytes(20))), Errno.EINVAL),
     ("SA_INFO unset addr, port", patch(DUMP_OK, Ext.SA_INFO, put(16, b"\0\0\0\1")), Errno.EINVAL),
+    ("SA_INFO without SA_COUNTERS", without(DUMP_OK, Ext.SA_COUNTERS), Errno.EINVAL),
+    ("SA_COUNTERS without SA_INFO", without(DUMP_OK, Ext.SA_INFO), Errno.EINVAL),
+    ("SA_COUNTERS twice", plus(DUMP_OK, (Ext.SA_COUNTERS, SA_COUNTERS_BODY)), Errno.EINVAL),
+    ("SA_INFO one counter short", patch(DUMP_OK, Ext.SA_INFO, lambda b: b[:-8]), Errno.EINVAL),
+    ("SA_INFO one counter more", patch(DUMP_OK, Ext.SA_INFO, lambda b: b + bytes(8)), Errno.EINVAL),
+    ("SA_COUNTERS name uppercase", patch(DUMP_OK, Ext.SA_COUNTERS, put(4, b"P")), Errno.EINVAL),
+    ("SA_COUNTERS name twice", patch(DUMP_AB, Ext.SA_COUNTERS, put(8, b"a")), Errno.EINVAL),
+    ("SA_COUNTERS empty name", patch(DUMP_OK, Ext.SA_COUNTERS, put(11, b",,")), Errno.EINVAL),
+    ("SA_COUNTERS not ASCII", patch(DUMP_OK, Ext.SA_COUNTERS, put(4, b"\xc3")), Errno.EINVAL),
+    ("SA_COUNTERS length disagrees", patch(DUMP_OK, Ext.SA_COUNTERS, put(0, b"\0\3")), Errno.EINVAL),
+    ("SA_COUNTERS reserved", patch(DUMP_OK, Ext.SA_COUNTERS, put(2, b"\1")), Errno.EINVAL),
+    ("SA_COUNTERS padding", patch(DUMP_OK, Ext.SA_COUNTERS, lambda b: b[:-1] + b"\1"), Errno.EINVAL),
+    ("SA_COUNTERS too short", patch(DUMP_OK, Ext.SA_COUNTERS, lambda b: b"\0"), Errno.EINVAL),
     ("POLICY_INFO out_spi 5", patch(DUMP_OK, Ext.POLICY_INFO, put(16, b"\0\0\0\5")), Errno.EINVAL),
     ("POLICY_INFO reserved", patch(DUMP_OK, Ext.POLICY_INFO, put(9, b"\1")), Errno.EINVAL),
     ("DROP name uppercase", patch(DUMP_OK, Ext.DROP, put(12, b"N")), Errno.EINVAL),
@@ -1021,8 +1035,11 @@ def test_dump_of_5000_sas_splits_and_reassembles() -> None:
     whole = join_dump_replies(parts)
     assert whole == Reply(99, MsgType.DUMP, Errno.OK, sas=tuple(sas), policies=tuple(pols), drops=DROPS)
     # Packed, not one SA per message: the extensions fill each datagram.
+    # Each datagram with SAs leads them with the SA_COUNTERS that names their counters.
     payload = sum(len(d) - HEADER_LEN for d in datagrams)
-    assert payload == 5000 * 116 + 300 * 108 + sum(16 + -(-len(n) // 4) * 4 for n, _ in DROPS)
+    with_sas = sum(1 for r in parts if r.sas)
+    assert payload == 5000 * 116 + 300 * 108 + sum(16 + -(-len(n) // 4) * 4 for n, _ in DROPS) \
+        + with_sas * SA_COUNTERS_EXT
     assert len(datagrams) == -(-payload // (MAX_MESSAGE - HEADER_LEN))
 
 
@@ -1119,6 +1136,13 @@ INVALID: list[tuple[str, Callable[[], object]]] = [
     ("sa_info state", lambda: SaInfo(**(vars(sa_info(1)) | {"state": "alive"}))),
     ("mature without alg", lambda: SaInfo(**(vars(sa_info(1)) | {"alg": None}))),
     ("sa_info window", lambda: SaInfo(**(vars(sa_info(1)) | {"replay_window": 31}))),
+    ("sa_info counter name", lambda: SaInfo(**(vars(sa_info(1)) | {"counters": {"Packets": 1}}))),
+    ("sa_info counter name with a comma", lambda: SaInfo(**(vars(sa_info(1)) | {"counters": {"a,b": 1}}))),
+    ("sa_info counter negative", lambda: SaInfo(**(vars(sa_info(1)) | {"counters": {"packets": -1}}))),
+    ("sa_info counters list", lambda: SaInfo(**(vars(sa_info(1)) | {"counters": [("packets", 1)]}))),
+    ("sa_info 65 counters", lambda: SaInfo(**(vars(sa_info(1)) | {"counters": {f"c{i}": 0 for i in range(65)}}))),
+    ("dump sas with other counters", lambda: Reply(1, MsgType.DUMP, Errno.OK, sas=(
+        sa_info(1), SaInfo(**(vars(sa_info(2)) | {"counters": {"packets": 1}}))))),
     ("policy_info out_spi", lambda: PolicyInfo(1, 1, Action.PROTECT, 1, 255, 0, SEL4)),
     ("first use on an outbound SA", lambda: out_sa(report_first_use=True)),
     ("first use int", lambda: in_sa(report_first_use=1)),
@@ -1140,6 +1164,11 @@ def test_value_helpers() -> None:
     assert LOCAL6.family == 6
     assert Alg.AES128GCM16.key_len == 20 and Alg.AES256GCM16.key_len == 36
     larval = SaInfo(**(vars(sa_info(1)) | {"state": "larval", "alg": None, "local": None, "remote": None}))
+    # the codec carries whichever counters the worker names, none included
+    for counters in ({"fragments": 3, "packets": 1}, {}):
+        sa = SaInfo(**(vars(sa_info(1)) | {"counters": counters}))
+        reply = Reply(1, MsgType.DUMP, Errno.OK, sas=(sa,))
+        assert decode(encode(reply)) == reply
     assert decode(encode(Reply(1, MsgType.DUMP, Errno.OK, sas=(larval,)))) == Reply(
         1, MsgType.DUMP, Errno.OK, sas=(larval,)
     )

@@ -430,8 +430,8 @@ static void test_round_trips(void) {
             }
         }
         ts_sa_info info;
-        CHECK(ts_sad_get(pr.tx, pr.spi, TS_DIR_OUT, &PEER, &info) == TS_OK && info.seq == seq && info.packets == seq);
-        CHECK(ts_sad_get(pr.rx, pr.spi, TS_DIR_IN, NULL, &info) == TS_OK && info.packets == 2 * seq);
+        CHECK(ts_sad_get(pr.tx, pr.spi, TS_DIR_OUT, &PEER, &info) == TS_OK && info.seq == seq && info.counters[TS_CTR_PACKETS] == seq);
+        CHECK(ts_sad_get(pr.rx, pr.spi, TS_DIR_IN, NULL, &info) == TS_OK && info.counters[TS_CTR_PACKETS] == 2 * seq);
         pair_free(&pr);
     }
 }
@@ -623,7 +623,7 @@ static void test_overflow(void) {
     CHECK(ev.addr.family == 4 && ev.addr.port == PEER.port && memcmp(ev.addr.addr, PEER.addr, 4) == 0);
     ts_sa_info info;
     CHECK(ts_sad_get(pr.tx, pr.spi, TS_DIR_OUT, &PEER, &info) == TS_OK && info.state == TS_SA_DEAD);
-    CHECK(info.seq == 0xffffffffull && info.packets == 1);   /* the last number sent */
+    CHECK(info.seq == 0xffffffffull && info.counters[TS_CTR_PACKETS] == 1);   /* the last number sent */
     CHECK(out1(pr.tx, bufA, len, bufB, &drop, &icmp) == 0 && drop == TS_DROP_SEQ_OVERFLOW);
     CHECK(count_events(pr.tx, TS_EV_EXPIRE, NULL) == 0);
     pair_free(&pr);
@@ -720,7 +720,7 @@ static void test_reservation(void) {
     CHECK(in1(pr.rx, bufA + 4096, el9, bufC, &drop) == 0 && drop == TS_DROP_UNRESERVED);
     CHECK(in1(pr.rx, bufB, el, bufC, &drop) == 0 && drop == TS_DROP_UNRESERVED);
     CHECK(count_events(pr.rx, TS_EV_RESERVE, &ev) == 1 && ev.seq == 90000 && ev.dir == TS_DIR_IN);
-    CHECK(ts_sad_get(pr.rx, spi_in, TS_DIR_IN, NULL, &info) == TS_OK && info.seq == 2000 && info.replay_drops == 5);
+    CHECK(ts_sad_get(pr.rx, spi_in, TS_DIR_IN, NULL, &info) == TS_OK && info.seq == 2000 && info.counters[TS_CTR_REPLAY_DROPS] == 5);
     CHECK(ts_sad_reserve(pr.rx, spi_in, TS_DIR_IN, NULL, 3000, 2500) == TS_OK);
     CHECK(in1(pr.rx, bufB, el, bufC, &drop) == (int)len && drop == TS_DROP_NONE);
     CHECK(in1(pr.rx, bufB, el, bufC, &drop) == 0 && drop == TS_DROP_REPLAY);
@@ -1046,7 +1046,7 @@ static void test_shared_out_spi(void) {
             CHECK(ts_sad_delete(dp, spi, TS_DIR_OUT, &peer[1]) == TS_OK);
     }
     ts_sa_info info;
-    CHECK(ts_sad_get(dp, spi, TS_DIR_OUT, &peer[0], &info) == TS_OK && info.packets == 2 && info.reqid == 10);
+    CHECK(ts_sad_get(dp, spi, TS_DIR_OUT, &peer[0], &info) == TS_OK && info.counters[TS_CTR_PACKETS] == 2 && info.reqid == 10);
     CHECK(ts_sad_get(dp, spi, TS_DIR_OUT, &peer[1], &info) == TS_ENOENT);
     ts_dp_free(dp);
 }
@@ -1065,7 +1065,7 @@ static void test_migrate(void) {
     CHECK(ts_sad_migrate(pr.tx, pr.spi, TS_DIR_OUT, &PEER, &moved) == TS_OK);
     ts_sa_info info;
     CHECK(ts_sad_get(pr.tx, pr.spi, TS_DIR_OUT, &PEER, &info) == TS_ENOENT);   /* known by its new peer */
-    CHECK(ts_sad_get(pr.tx, pr.spi, TS_DIR_OUT, &moved, &info) == TS_OK && info.packets == 1);
+    CHECK(ts_sad_get(pr.tx, pr.spi, TS_DIR_OUT, &moved, &info) == TS_OK && info.counters[TS_CTR_PACKETS] == 1);
     CHECK(info.remote.port == 40001 && info.remote.addr[3] == 9);
     int n = ts_dp_outbound(pr.tx, bufA, len, bufB, CAP, &dst, &drop, &icmp);
     CHECK(n > 0 && drop == TS_DROP_NONE && get32(bufB + 4) == 2);   /* the sequence goes on */
@@ -1137,7 +1137,7 @@ static void test_lifetimes(void) {
     CHECK(soft == 1 && hard == 1);
     ts_sa_info info;
     CHECK(ts_sad_get(pr.tx, 0x7777, TS_DIR_OUT, &PEER, &info) == TS_OK && info.state == TS_SA_DEAD &&
-          info.packets == 5 && info.bytes == 5 * len);
+          info.counters[TS_CTR_PACKETS] == 5 && info.counters[TS_CTR_BYTES] == 5 * len);
 
     /* the event queue is bounded: IKE packets beyond it are counted, not queued */
     uint64_t d0[TS_DROP__COUNT], d1[TS_DROP__COUNT];
@@ -1661,7 +1661,7 @@ static void test_loop(void) {
     /* the keepalive and the garbage were processed before the IKE event's successor packet */
     CHECK(drop_sum(B, NULL) - before == 2);
     ts_sa_info info;
-    CHECK(ts_sad_get(B, spi, TS_DIR_IN, NULL, &info) == TS_OK && info.packets == 301);
+    CHECK(ts_sad_get(B, spi, TS_DIR_IN, NULL, &info) == TS_OK && info.counters[TS_CTR_PACKETS] == 301);
     ts_dp_free(A);
     ts_dp_free(B);
     close(tunA[0]); close(tunA[1]); close(tunB[0]); close(tunB[1]);
@@ -1724,8 +1724,8 @@ static void test_loop_two_queues(void) {
     CHECK((intptr_t)r0 == TS_OK && (intptr_t)r1 == TS_OK && (intptr_t)rb == TS_OK);
     ts_sa_info info;
     ts_addr to_b = {.family = 4, .addr = {127, 0, 0, 1}, .port = pb};
-    CHECK(ts_sad_get(A, spi, TS_DIR_OUT, &to_b, &info) == TS_OK && info.seq == N && info.packets == N);
-    CHECK(ts_sad_get(B, spi, TS_DIR_IN, NULL, &info) == TS_OK && info.packets == N && info.replay_drops == 0);
+    CHECK(ts_sad_get(A, spi, TS_DIR_OUT, &to_b, &info) == TS_OK && info.seq == N && info.counters[TS_CTR_PACKETS] == N);
+    CHECK(ts_sad_get(B, spi, TS_DIR_IN, NULL, &info) == TS_OK && info.counters[TS_CTR_PACKETS] == N && info.counters[TS_CTR_REPLAY_DROPS] == 0);
     ts_dp_free(A);
     ts_dp_free(B);
     int fds[] = {tunA0[0], tunA0[1], tunA1[0], tunA1[1], tunB[0], tunB[1], ua0, ua1, ub};
@@ -1851,7 +1851,7 @@ static void test_hold_loop(void) {
     pthread_join(ta, NULL);
     pthread_join(tb, NULL);
     ts_sa_info info;
-    CHECK(ts_sad_get(A, spi, TS_DIR_OUT, &p.remote, &info) == TS_OK && info.packets == N);
+    CHECK(ts_sad_get(A, spi, TS_DIR_OUT, &p.remote, &info) == TS_OK && info.counters[TS_CTR_PACKETS] == N);
     ts_dp_drops(A, d);
     CHECK(d[TS_DROP_NO_SA] == 0 && d[TS_DROP_HOLD_TIMEOUT] == 0);
     ts_dp_free(A);

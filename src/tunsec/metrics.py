@@ -34,6 +34,7 @@ from prometheus_client.registry import Collector
 
 from tunsec.conf.tunsec_section import ListenAddress
 from tunsec.dataplane import pipe
+from tunsec.status import SA_FIELDS
 
 __all__ = ["DUMP_TIMEOUT", "EventCounts", "ListenError", "MetricsServer", "Source", "start"]
 
@@ -71,9 +72,25 @@ class ListenError(Exception):
 
 # --- what a scrape shows ------------------------------------------------------------------
 _SA_LABELS = ["connection", "child", "direction", "spi"]
-_SA_DROPS = ("replay", "auth", "policy")
+# The worker's per-SA counters (enum ts_sa_counter in csrc/tunsec_dp.h), by the name DUMP and
+# `tunsec status` carry: their help text.  Every counter is exported, listed here or not: a
+# <reason>_drops counter as tunsec_child_sa_drops_total{reason} (on inbound SAs, the only
+# ones that drop), any other as tunsec_child_sa_<name>_total.
+SA_COUNTER_HELP: dict[str, str] = {
+    "bytes": "Bytes of inner packets through the SA",
+    "packets": "Packets through the SA",
+}
 # EndpointStats fields that are not drops (the rest are: requests dropped without state)
 _IKE_NOT_DROPS = {"cookies_sent", "half_open_closed", "redirects_sent"}
+# IKE fragmentation (RFC 7383): `tunsec status`'s ike_fragments (ike.fragments.FragmentStats) by
+# name, each tunsec_ike_<name>_total; a counter not listed here is exported with a generic help
+IKE_FRAGMENT_HELP: dict[str, str] = {
+    "messages_fragmented": "IKE messages sent in fragments (RFC 7383)",
+    "fragments_sent": "IKE fragments sent (each retransmission counts again)",
+    "messages_reassembled": "IKE messages of peers put back together from fragments",
+    "fragments_received": "Verified IKE fragments stored for reassembly",
+    "fragments_dropped": "IKE fragments dropped: failed ICV, duplicate, over a bound, or of a message that expired",
+}
 
 
 def _sa_owners(doc: dict[str, Any]) -> dict[tuple[str, str, str | None], tuple[str, str]]:
@@ -91,9 +108,9 @@ def _sa_owners(doc: dict[str, Any]) -> dict[tuple[str, str, str | None], tuple[s
 
 
 def sa_families(doc: dict[str, Any]) -> Iterator[Metric]:
-    """Per Child SA (each direction is an SA of its own in the worker): counters and age."""
-    byte = CounterMetricFamily("tunsec_child_sa_bytes", "Bytes of inner packets through the SA", labels=_SA_LABELS)
-    packets = CounterMetricFamily("tunsec_child_sa_packets", "Packets through the SA", labels=_SA_LABELS)
+    """Per Child SA (each direction is an SA of its own in the worker): its counters and age."""
+    counters = {name: CounterMetricFamily(f"tunsec_child_sa_{name}", help_text, labels=_SA_LABELS)
+                for name, help_text in SA_COUNTER_HELP.items()}
     drops = CounterMetricFamily("tunsec_child_sa_drops", "Inbound packets the SA dropped, by reason",
                                 labels=[*_SA_LABELS, "reason"])
     age = GaugeMetricFamily("tunsec_child_sa_age_seconds", "Seconds since the SA was installed", labels=_SA_LABELS)
@@ -102,13 +119,21 @@ def sa_families(doc: dict[str, Any]) -> Iterator[Metric]:
         remote = sa["remote"] if sa["direction"] == "out" else None
         conn, child = owners.get((sa["spi"], sa["direction"], remote), ("", ""))
         labels = [conn, child, sa["direction"], sa["spi"]]
-        byte.add_metric(labels, sa["bytes"])
-        packets.add_metric(labels, sa["packets"])
         age.add_metric(labels, sa["age_seconds"])
-        if sa["direction"] == "in":
-            for reason in _SA_DROPS:
-                drops.add_metric([*labels, reason], sa[f"{reason}_drops"])
-    yield from (byte, packets, drops, age)
+        for name, count in sa.items():
+            if name in SA_FIELDS:
+                continue
+            if name.endswith("_drops"):
+                if sa["direction"] == "in":
+                    drops.add_metric([*labels, name.removesuffix("_drops")], count)
+                continue
+            if name not in counters:
+                counters[name] = CounterMetricFamily(
+                    f"tunsec_child_sa_{name}", f"The fast path's per-SA counter {name} (enum ts_sa_counter)",
+                    labels=_SA_LABELS)
+            counters[name].add_metric(labels, count)
+    yield from counters.values()
+    yield from (drops, age)
 
 
 def state_families(doc: dict[str, Any], worker_up: bool) -> Iterator[Metric]:
@@ -159,6 +184,23 @@ def state_families(doc: dict[str, Any], worker_up: bool) -> Iterator[Metric]:
                               value=stats.get("redirects_sent", 0))
     yield CounterMetricFamily("tunsec_ike_half_open_closed", "Half-open IKE SAs closed before authentication",
                               value=stats.get("half_open_closed", 0))
+
+
+def ike_families(doc: dict[str, Any]) -> Iterator[Metric]:
+    """The IKE service's fragmentation counters and its barrier (`tunsec status`: ike_fragments, ike_held)."""
+    fragments = doc.get("ike_fragments", {})
+    for name in [*IKE_FRAGMENT_HELP, *[n for n in fragments if n not in IKE_FRAGMENT_HELP]]:
+        yield CounterMetricFamily(f"tunsec_ike_{name}", IKE_FRAGMENT_HELP.get(name, f"IKE fragmentation: {name}"),
+                                  value=fragments.get(name, 0))
+    held = doc.get("ike_held", {})
+    yield GaugeMetricFamily("tunsec_ike_datagrams_waiting", "Incoming IKE datagrams waiting for an inbound SPI now",
+                            value=held.get("waiting", 0))
+    yield CounterMetricFamily("tunsec_ike_datagrams_held", "Incoming IKE datagrams that waited for an inbound SPI "
+                              "from the worker (the pool was empty)", value=held.get("held", 0))
+    yield CounterMetricFamily("tunsec_ike_datagrams_held_dropped", "Incoming IKE datagrams dropped because the "
+                              "most that may wait for an inbound SPI already did", value=held.get("held_dropped", 0))
+    yield CounterMetricFamily("tunsec_ike_install_waits", "Times outgoing IKE waited for Child SA installs or "
+                              "inbound SPIs (make-before-break)", value=held.get("install_waits", 0))
 
 
 def event_families(events: EventCounts | None, worker_restarts: int) -> Iterator[Metric]:
@@ -279,6 +321,7 @@ class MetricsServer:
         self._snapshot.families = [
             *state_families(doc, reply is not None),
             *sa_families(doc),
+            *ike_families(doc),
             *event_families(self.source.events(), self.source.worker_restarts()),
             *queue_cpu(self.source.worker_pid()),
         ]

@@ -1,24 +1,25 @@
 """The Python side of the fast path follows csrc/tunsec_dp.h, and the production
 module carries the fast path only (the benchmark entry points are built apart).
 
-Drop reasons are read from the header at import (fastpath.Drop), so what can
-go wrong there is a reason the pipe or `tunsec status` cannot carry.  The
-per-SA counters cross the pipe in a fixed record (pipe.SaInfo), so that one is
-a copy, and this test is what fails when the header grows a counter the copy
-lacks.  The same for the enums Python code names members of (fastpath.EventType,
+Drop reasons and per-SA counters are read from the header at import
+(fastpath.Drop, fastpath.SA_COUNTERS), so what can go wrong there is a name the
+pipe, `tunsec status` or the metrics cannot carry (tests/dataplane/
+test_worker_pipe.py takes each per-SA counter from a real worker's DUMP to
+status and metrics).  This test fails for the enums Python code names members of (fastpath.EventType,
 whose values come from the header but whose member list is written out for mypy)
 and for pipe.ExpireReason, which the control process imports without the C module.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import re
 
 from tunsec.dataplane._fastpath import ffi, lib
 
 from tunsec.dataplane import pipe
-from tunsec.dataplane.fastpath import Dataplane, Drop, EventType
-from tunsec.status import render
+from tunsec.dataplane.fastpath import SA_COUNTERS, Dataplane, Drop, EventType
+from tunsec.metrics import SA_COUNTER_HELP
+from tunsec.status import SA_FIELDS, render
 
 
 def test_drop_enum_is_the_header_enum() -> None:
@@ -61,17 +62,15 @@ def test_every_drop_reason_crosses_the_pipe_and_reaches_status() -> None:
         assert f"{name} {count}" in text
 
 
-# ts_sa_info fields that are not counters, and how the counters are named on the Python side
-_SA_NOT_COUNTERS = {"spi", "dir", "state", "esn", "keylen", "reqid", "replay_window", "local", "remote",
-                    "soft_fired", "hard_fired", "seq_limit", "seq_notify"}
-_SA_RENAMED = {"age_ns": "age_seconds"}
-
-
-def test_per_sa_counters_match_the_header() -> None:
-    fields = [name for name, _ in ffi.typeof("ts_sa_info").fields]
-    counters = {_SA_RENAMED.get(f, f) for f in fields if f not in _SA_NOT_COUNTERS}
-    python = {f.name for f in dataclasses.fields(pipe.SaInfo)} - _SA_NOT_COUNTERS - {"direction", "alg"}
-    assert counters == python, "a per-SA counter in ts_sa_info needs pipe.SaInfo, fastpath._info and status"
+def test_per_sa_counters_are_the_header_enum() -> None:
+    header = ffi.typeof("enum ts_sa_counter").relements
+    assert {f"TS_CTR_{name.upper()}": i for i, name in enumerate(SA_COUNTERS)} == \
+        {k: v for k, v in header.items() if k != "TS_CTR__COUNT"}
+    assert dict(ffi.typeof("ts_sa_info").fields)["counters"].type.length == lib.TS_CTR__COUNT
+    # a name DUMP can carry, that no fixed key of an SA's status shadows
+    assert all(re.fullmatch(r"[a-z][a-z0-9_]{0,31}", n) for n in SA_COUNTERS)
+    assert SA_FIELDS.isdisjoint(SA_COUNTERS), "a per-SA counter may not take the name of an SA's status key"
+    assert set(SA_COUNTER_HELP) <= set(SA_COUNTERS), "metrics.SA_COUNTER_HELP names a counter the header lacks"
 
 
 def test_benchmark_entry_points_are_not_in_the_production_module() -> None:

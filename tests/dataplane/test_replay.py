@@ -122,9 +122,9 @@ def _run(window: int, esn: bool, ops: list[tuple[str, int]]) -> None:
         counts[want] += 1
     info = dp.get(spi, Direction.IN)
     assert info.seq == model.top
-    assert info.packets == counts[Drop.NONE]
-    assert info.replay_drops == counts[Drop.REPLAY]
-    assert info.auth_drops == counts[Drop.AUTH]
+    assert info.counters["packets"] == counts[Drop.NONE]
+    assert info.counters["replay_drops"] == counts[Drop.REPLAY]
+    assert info.counters["auth_drops"] == counts[Drop.AUTH]
     drops = dp.drops()
     assert drops["replay"] == counts[Drop.REPLAY] and drops["auth"] == counts[Drop.AUTH]
     assert sum(drops.values()) == counts[Drop.REPLAY] + counts[Drop.AUTH]
@@ -213,7 +213,7 @@ def test_replayed_forgery_is_replay_not_auth() -> None:
     assert send(dp, key, spi, 7, False) is Drop.NONE
     assert send(dp, key, spi, 7, False, genuine=False) is Drop.REPLAY
     info = dp.get(spi, Direction.IN)
-    assert info.replay_drops == 1 and info.auth_drops == 0
+    assert info.counters["replay_drops"] == 1 and info.counters["auth_drops"] == 0
 
 
 def test_esn_left_of_window_across_the_epoch() -> None:
@@ -253,7 +253,7 @@ def test_window_zero_accepts_duplicates(esn: bool) -> None:
     assert send(dp, key, spi, 0, esn) is Drop.REPLAY  # 0 is never a valid number
     assert send(dp, key, spi, 9, esn, genuine=False) is Drop.AUTH
     info = dp.get(spi, Direction.IN)
-    assert info.packets == 6 and info.seq == 1000
+    assert info.counters["packets"] == 6 and info.seq == 1000
 
 
 # ------------------------------------------------------------- sequence overflow
@@ -275,7 +275,7 @@ def test_overflow_without_esn_stops_the_sa() -> None:
     assert _events(dp) == [(EventType.EXPIRE, 0x2001, Direction.OUT, True, ExpireReason.SEQ_OVERFLOW)]
     info = dp.get(0x2001, Direction.OUT, B_OUTER)
     assert info.state == "dead" and info.hard_fired
-    assert (info.seq, info.packets) == (M32, 1), "the last number sent, not the one refused"
+    assert (info.seq, info.counters["packets"]) == (M32, 1), "the last number sent, not the one refused"
     # nothing more goes out on it (counted as what it is), and the EXPIRE is not repeated
     for _ in range(3):
         assert dp.outbound(PKT)[:3] == (b"", None, Drop.SEQ_OVERFLOW)

@@ -66,7 +66,7 @@ def snapshot(dp: Dataplane) -> list[tuple[Any, ...]]:
             s.replay_window,
             s.local,
             s.remote,
-            s.packets,
+            s.counters["packets"],
             s.seq,
         )
         for s in dp.sas()
@@ -547,7 +547,7 @@ def test_two_peers_choose_the_same_outbound_spi() -> None:
     esp, dst, drop, _ = dp.outbound(_to("10.2.1.8"))
     assert drop is Drop.NONE and dst == peers[0] and esp_open(keys[0], esp).seq_lo == 2
     assert dp.outbound(_to("10.2.2.8"))[2] is Drop.NO_SA
-    assert dp.get(spi, Direction.OUT, peers[0]).packets == 2
+    assert dp.get(spi, Direction.OUT, peers[0]).counters["packets"] == 2
     assert [(s.spi, s.remote) for s in dp.sas()] == [(spi, peers[0])]
 
 
@@ -579,7 +579,7 @@ def test_outbound_lifetimes(kind: str) -> None:
     info = dp.get(0x1001, Direction.OUT, B_OUTER)
     assert info.state == "dead" and info.soft_fired and info.hard_fired
     # the counters show what went through, not the packet that hit the limit
-    assert (info.packets, info.bytes) == (5, 5 * n)
+    assert (info.counters["packets"], info.counters["bytes"]) == (5, 5 * n)
     assert dp.drops()["lifetime"] == 3
 
 
@@ -607,7 +607,7 @@ def test_inbound_lifetimes(kind: str) -> None:
     assert events == want
     info = dp.get(spi, Direction.IN)
     assert info.state == "dead"
-    assert (info.packets, info.bytes) == (passed, passed * n)
+    assert (info.counters["packets"], info.counters["bytes"]) == (passed, passed * n)
     assert dp.drops()["lifetime"] == 7 - passed
 
 

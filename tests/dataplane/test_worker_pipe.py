@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import random
+import re
 import secrets
 import socket
 import struct
@@ -24,10 +25,13 @@ from conftest import netns_unavailable
 from esp_ref import esp_seal, ipv4_udp
 from pytun_pmd3 import TunTapDevice
 from pytun_pmd3.linux import IFF_NO_PI, IFF_TUN
+from tunsec.dataplane._fastpath import ffi
 
+from tunsec import status
 from tunsec.bench.netns import in_netns, netns_socket
 from tunsec.dataplane import pipe
 from tunsec.dataplane.pipe import Action, Alg, Direction, Endpoint, Errno, Lifetime, Policy, SaSpec, Selector
+from tunsec.metrics import sa_families
 
 WHY = netns_unavailable()
 pytestmark = pytest.mark.skipif(WHY is not None, reason=f"NETNS UNAVAILABLE: {WHY}")
@@ -254,7 +258,7 @@ def test_garbage_on_the_esp_socket_is_counted_and_survived(worker: Worker) -> No
     assert drops["auth"] > 0 and drops["malformed"] > 0 and drops["no_sa"] > 0
     assert worker.proc.poll() is None
     (info,) = [s for s in worker.dump().sas if s.spi == spi]
-    assert info.packets == 0 and info.auth_drops == drops["auth"]
+    assert info.counters["packets"] == 0 and info.counters["auth_drops"] == drops["auth"]
 
 
 def test_a_larval_sa_asked_never_to_expire_is_not_expired(worker: Worker) -> None:
@@ -327,7 +331,7 @@ def test_the_first_authenticated_packet_of_an_armed_sa_is_reported_once(worker: 
         # the armed one would be too
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            counts = {s.spi: (s.packets, s.auth_drops) for s in worker.dump().sas}
+            counts = {s.spi: (s.counters["packets"], s.counters["auth_drops"]) for s in worker.dump().sas}
             if counts[armed][0] + counts[plain][0] == 6:
                 break
             time.sleep(0.05)
@@ -372,3 +376,41 @@ def test_migrate_moves_an_outbound_sa_to_its_peers_new_endpoint(worker: Worker) 
     # the old name is gone, the new one answers; an SA that is not there is ENOENT
     assert worker.ask(lambda i: pipe.Migrate(i, 0x7200, Direction.OUT, moved, PEER))[0].errno is Errno.ENOENT
     assert worker.ask(lambda i: pipe.Delete(i, 0x7200, Direction.OUT, moved))[0].errno is Errno.OK
+
+
+def test_every_per_sa_counter_of_the_header_reaches_status_and_metrics(worker: Worker) -> None:
+    """Nothing between the C header and the user names a per-SA counter: each member of
+    enum ts_sa_counter is in a real worker's DUMP, in `tunsec status` (JSON and text) and
+    in a metric, with the SA's own count (an ICV failure counted in C shows as 1)."""
+    header = [n.removeprefix("TS_CTR_").lower()
+              for n, v in sorted(ffi.typeof("enum ts_sa_counter").relements.items(), key=lambda kv: kv[1])
+              if n != "TS_CTR__COUNT"]
+    (r,) = worker.ask(lambda i: pipe.GetSpi(i, 0x1000, 0x1FFF))
+    assert r.spi is not None
+    spi = r.spi
+    assert worker.ask(lambda i: pipe.Update(i, sa(spi, Direction.IN)))[0].errno is Errno.OK
+    assert worker.ask(lambda i: pipe.Add(i, sa(0x2222, Direction.OUT)))[0].errno is Errno.OK
+    with netns_socket(worker.ns, socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        esp = spi.to_bytes(4, "big") + (1).to_bytes(4, "big") + bytes(56)   # our SPI, sequence 1, a bad ICV
+        sender.sendto(esp, ("127.0.0.1", 4500))
+    deadline = time.monotonic() + 10
+    dump = worker.dump()
+    while not dict(dump.drops)["auth"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+        dump = worker.dump()
+    assert [list(s.counters) for s in dump.sas] == [header, header]
+    doc = {"sas": [status.sa_status(s) for s in dump.sas], "tunnels": [], "policies": []}
+    inbound = next(s for s in doc["sas"] if s["direction"] == "in")
+    assert {n: inbound[n] for n in header} == next(s.counters for s in dump.sas if s.spi == spi)
+    assert inbound["auth_drops"] == 1
+    text = status.sa_counters_text(inbound)
+    metrics = {s.name: s for f in sa_families(doc) for s in f.samples if s.labels["spi"] == f"{spi:08x}"}
+    for name in header:
+        shown = name.removesuffix("_drops") if name.endswith("_drops") else name
+        assert re.search(rf"\b{inbound[name]} {shown}\b|\b{shown} {inbound[name]}\b", text), (name, text)
+        if name.endswith("_drops"):
+            (sample,) = [s for s in sa_families(doc) for s in s.samples
+                         if s.labels["spi"] == f"{spi:08x}" and s.labels.get("reason") == shown]
+            assert sample.name == "tunsec_child_sa_drops_total" and sample.value == inbound[name]
+        else:
+            assert metrics[f"tunsec_child_sa_{name}_total"].value == inbound[name]

@@ -45,6 +45,13 @@ def _c_enum(ctype: str, prefix: str) -> dict[str, int]:
 _DROPS = sorted(_c_enum("enum ts_drop", "TS_DROP_").items(), key=lambda kv: kv[1])
 Drop = IntEnum("Drop", _DROPS)  # type: ignore[misc]
 
+# The per-SA counters: enum ts_sa_counter, the index of ts_sa_info.counters[], read the same
+# way, so a new counter is one line in the header (plus the code that counts it).  DUMP carries
+# them by these names (pipe.SaInfo.counters); `tunsec status` and the metrics iterate over them.
+SA_COUNTERS: tuple[str, ...] = tuple(
+    name.lower() for name, _ in sorted(_c_enum("enum ts_sa_counter", "TS_CTR_").items(), key=lambda kv: kv[1])
+)
+
 
 # enum ts_event_type: the values come from the header, the members are written out because
 # the worker names them (mypy cannot see members built at run time); tests/dataplane/
@@ -204,15 +211,11 @@ def _info(i: Any) -> SaInfo:
         replay_window=i.replay_window,
         local=_addr_out(i.local),
         remote=_addr_out(i.remote),
-        packets=i.packets,
-        bytes=i.bytes,
         seq=i.seq,
-        replay_drops=i.replay_drops,
-        auth_drops=i.auth_drops,
-        policy_drops=i.policy_drops,
         soft_fired=bool(i.soft_fired),
         hard_fired=bool(i.hard_fired),
         age_seconds=i.age_ns // 1_000_000_000,
+        counters=dict(zip(SA_COUNTERS, ffi.unpack(i.counters, len(SA_COUNTERS)), strict=True)),
     )
 
 

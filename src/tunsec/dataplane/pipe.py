@@ -12,7 +12,7 @@ act on.  decode() raises only PipeError, whatever the bytes.
 
 import re
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from enum import IntEnum
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
@@ -22,6 +22,7 @@ __all__ = [
     "HEADER_LEN",
     "MAX_IKE_DATA",
     "MAX_MESSAGE",
+    "MAX_SA_COUNTERS",
     "MAX_SELECTORS",
     "MIN_SPI",
     "VERSION",
@@ -73,6 +74,7 @@ HEADER_LEN: Final = 16
 MAX_MESSAGE: Final = 65536
 MAX_IKE_DATA: Final = 65000
 MAX_SELECTORS: Final = 8
+MAX_SA_COUNTERS: Final = 64   # per-SA counters a DUMP may name (enum ts_sa_counter)
 REPLAY_MAX: Final = 65536
 # RFC 4303 2.1: SPI 0 is for local use and 1..255 are reserved by IANA, so
 # no SA on the wire may carry them.
@@ -180,6 +182,7 @@ class Ext(IntEnum):
     LARVAL_LIFETIME = 18
     SEQ_LIMIT = 19
     ADDR_NEW_REMOTE = 20
+    SA_COUNTERS = 22
 
 
 class PipeError(Exception):
@@ -288,6 +291,7 @@ def _check_ike_data(value: object) -> None:
         raise ValueError(f"IKE data of {len(value)} bytes, 1..{MAX_IKE_DATA} allowed")
 
 
+# a drop or per-SA counter's name (DUMP carries them by name, the C enum member in lower case)
 _DROP_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 
 
@@ -305,6 +309,18 @@ def _check_drops(value: object) -> None:
             raise ValueError(f"drop counter {name!r} appears twice")
         seen.add(name)
         _check_int(f"drops[{name}]", count, 0, _U64)
+
+
+def _check_counters(value: object) -> None:
+    if not isinstance(value, Mapping):
+        raise TypeError("counters must be a mapping of name to count")
+    if len(value) > MAX_SA_COUNTERS:
+        raise ValueError(f"{len(value)} per-SA counters, at most {MAX_SA_COUNTERS}")
+    for name, count in value.items():
+        if not isinstance(name, str) or not _DROP_NAME.fullmatch(name):
+            raise ValueError(f"per-SA counter name {name!r} is not [a-z][a-z0-9_]{{0,31}}")
+        if type(count) is not int or not 0 <= count <= _U64:   # per SA per DUMP: the message only on failure
+            _check_int(f"counters[{name}]", count, 0, _U64)
 
 
 # --------------------------------------------------------------- value types
@@ -492,7 +508,13 @@ _STATES: Final[tuple[SaState, ...]] = ("larval", "mature", "dead")
 
 @dataclass(frozen=True)
 class SaInfo:
-    """One SA in a DUMP.  alg/local/remote are None while an SA is larval."""
+    """One SA in a DUMP.  alg/local/remote are None while an SA is larval.
+
+    counters are the fast path's per-SA counters by name (enum ts_sa_counter
+    in csrc/tunsec_dp.h, read by fastpath.SA_COUNTERS; packets, bytes,
+    replay_drops, ...): the codec carries whatever names the worker sends, so a
+    new counter needs no change here.  The SAs of one DUMP share one set of names.
+    """
 
     spi: int
     direction: Direction
@@ -503,15 +525,11 @@ class SaInfo:
     replay_window: int
     local: Endpoint | None
     remote: Endpoint | None
-    packets: int
-    bytes: int
     seq: int
-    replay_drops: int
-    auth_drops: int
-    policy_drops: int
     soft_fired: bool
     hard_fired: bool
     age_seconds: int
+    counters: Mapping[str, int]
 
     def __post_init__(self) -> None:
         _check_spi("spi", self.spi)
@@ -530,8 +548,9 @@ class SaInfo:
         _check_same_family(self.local, self.remote)
         if self.state == "mature" and None in (self.alg, self.local, self.remote):
             raise ValueError("a mature SA has an algorithm and both endpoints")
-        for name in ("packets", "bytes", "seq", "replay_drops", "auth_drops", "policy_drops", "age_seconds"):
+        for name in ("seq", "age_seconds"):
             _check_int(name, getattr(self, name), 0, _U64)
+        _check_counters(self.counters)
 
 
 @dataclass(frozen=True)
@@ -783,6 +802,8 @@ class Reply:
         _check_tuple_of("sas", self.sas, SaInfo, _U32)
         _check_tuple_of("policies", self.policies, PolicyInfo, _U32)
         _check_drops(self.drops)
+        if self.sas and any(sa.counters.keys() != self.sas[0].counters.keys() for sa in self.sas):
+            raise ValueError("the SAs of one DUMP reply must have the same counter names")
         if self.type is MsgType.DUMP and ok:
             return
         if self.more or self.sas or self.policies or self.drops:
@@ -914,7 +935,8 @@ _SA_ID = struct.Struct("!IB3s")
 _POLICY = struct.Struct("!IIB3sI")
 _EXPIRE = struct.Struct("!IBBBB")
 _DATA_HDR = struct.Struct("!I")
-_SA_INFO = struct.Struct("!IBBBBII20s20sQQQQQQQ")
+_SA_INFO = struct.Struct("!IBBBBII20s20sQQ")   # followed by the counters SA_COUNTERS names
+_SA_COUNTERS_HDR = struct.Struct("!H2s")
 _POLICY_INFO = struct.Struct("!IIB3sIIQ76s")
 _DROP_HDR = struct.Struct("!B3sQ")
 _SEQ_LIMIT = struct.Struct("!QQ")
@@ -942,12 +964,13 @@ _BODY_LEN: Final[dict[Ext, int | None]] = {
     Ext.POLICY_ID: _U32_BODY.size,
     Ext.EXPIRE: _EXPIRE.size,
     Ext.DATA: None,
-    Ext.SA_INFO: _SA_INFO.size,
+    Ext.SA_INFO: None,
     Ext.POLICY_INFO: _POLICY_INFO.size,
     Ext.DROP: None,
     Ext.LARVAL_LIFETIME: _U32_BODY.size,
     Ext.SEQ_LIMIT: _SEQ_LIMIT.size,
     Ext.ADDR_NEW_REMOTE: _ENDPOINT.size,
+    Ext.SA_COUNTERS: None,
 }
 
 _MANY: Final = MAX_MESSAGE  # no count limit beyond the datagram size
@@ -984,6 +1007,7 @@ _SCHEMA: Final[dict[MsgType, _Schema]] = {
     MsgType.MIGRATE: {Ext.SA_ID: (1, 1), Ext.ADDR_NEW_REMOTE: (1, 1), Ext.ADDR_REMOTE: (0, 1)},
 }
 _DUMP_REPLY_SCHEMA: Final[_Schema] = {
+    Ext.SA_COUNTERS: (0, 1),
     Ext.SA_INFO: (0, _MANY),
     Ext.POLICY_INFO: (0, _MANY),
     Ext.DROP: (0, _MANY),
@@ -1061,7 +1085,12 @@ def _ike_exts(data: bytes, remote: Endpoint, local: Endpoint | None) -> list[byt
     return exts
 
 
-def _sa_info_ext(info: SaInfo) -> bytes:
+def _sa_counters_ext(names: Sequence[str]) -> bytes:
+    raw = ",".join(names).encode("ascii")
+    return _ext(Ext.SA_COUNTERS, _SA_COUNTERS_HDR.pack(len(raw), bytes(2)) + raw)
+
+
+def _sa_info_ext(info: SaInfo, names: Sequence[str]) -> bytes:
     flags = (
         (_SA_ESN if info.esn else 0)
         | (_SA_SOFT_FIRED if info.soft_fired else 0)
@@ -1071,10 +1100,10 @@ def _sa_info_ext(info: SaInfo) -> bytes:
         info.spi, info.direction, _STATES.index(info.state), info.alg or 0, flags,
         info.reqid, info.replay_window,
         _pack_endpoint(info.local), _pack_endpoint(info.remote),
-        info.packets, info.bytes, info.seq,
-        info.replay_drops, info.auth_drops, info.policy_drops, info.age_seconds,
+        info.seq, info.age_seconds,
     )  # fmt: skip
-    return _ext(Ext.SA_INFO, body)
+    counters = info.counters
+    return _ext(Ext.SA_INFO, body + struct.pack(f"!{len(names)}Q", *[counters[n] for n in names]))
 
 
 def _policy_info_ext(info: PolicyInfo) -> bytes:
@@ -1090,10 +1119,18 @@ def _drop_ext(name: str, count: int) -> bytes:
     return _ext(Ext.DROP, _DROP_HDR.pack(len(raw), bytes(3), count) + raw)
 
 
+def _sa_info_exts(sas: Sequence[SaInfo]) -> list[bytes]:
+    """SA_INFO extensions, led by the SA_COUNTERS that names their counters (none without SAs)."""
+    if not sas:
+        return []
+    names = list(sas[0].counters)
+    return [_sa_counters_ext(names)] + [_sa_info_ext(s, names) for s in sas]
+
+
 def _reply_exts(msg: Reply) -> list[bytes]:
     exts = [_drop_ext(name, count) for name, count in msg.drops]
     exts += [_policy_info_ext(p) for p in msg.policies]
-    exts += [_sa_info_ext(s) for s in msg.sas]
+    exts += _sa_info_exts(msg.sas)
     if msg.spi is not None:
         exts.append(_ext(Ext.SPI, _U32_BODY.pack(msg.spi)))
     return exts
@@ -1185,7 +1222,8 @@ def encode_dump_replies(
     """The successful answer to DUMP req_id, split into datagrams that fit.
 
     Every datagram but the last has flag MORE.  Drop counters come first,
-    then policies, then SAs, each in the order given.
+    then policies, then SAs, each in the order given; every datagram with SAs
+    starts their part with the SA_COUNTERS that names their counters.
     """
     whole = Reply(
         req_id, MsgType.DUMP, Errno.OK,
@@ -1202,10 +1240,13 @@ def encode_dump_replies(
 def _chunk(exts: list[bytes], budget: int) -> list[list[bytes]]:
     chunks: list[list[bytes]] = [[]]
     used = 0
+    names: bytes | None = None   # the SA_COUNTERS ext: SA_INFOs follow it, and it leads each datagram of them
     for ext in exts:
         if used + len(ext) > budget:
-            chunks.append([])
-            used = 0
+            chunks.append([] if names is None else [names])
+            used = 0 if names is None else len(names)
+        if names is None and _EXT_HDR.unpack_from(ext)[1] == Ext.SA_COUNTERS:
+            names = ext
         chunks[-1].append(ext)
         used += len(ext)
     return chunks
@@ -1644,15 +1685,53 @@ def _build_reply(hdr: _Header, msg_type: MsgType, errno: Errno, exts: _Exts) -> 
         errno,
         spi=None if spi_body is None else _unpack_u32(spi_body),
         more=bool(hdr.flags & FLAG_MORE),
-        sas=tuple([_unpack_sa_info(b) for b in exts.all(Ext.SA_INFO)]),
+        sas=_unpack_sa_infos(exts),
         policies=tuple([_unpack_policy_info(b) for b in exts.all(Ext.POLICY_INFO)]),
         drops=tuple([_unpack_drop(b) for b in exts.all(Ext.DROP)]),
     )
 
 
-def _unpack_sa_info(body: bytes) -> SaInfo:
+def _unpack_sa_infos(exts: _Exts) -> tuple[SaInfo, ...]:
+    names_body, bodies = exts.opt(Ext.SA_COUNTERS), exts.all(Ext.SA_INFO)
+    if names_body is None:
+        if bodies:
+            raise _Malformed("SA_INFO without the SA_COUNTERS that names its counters")
+        return ()
+    if not bodies:
+        raise _Malformed("SA_COUNTERS without SA_INFO")
+    names = _unpack_sa_counters(names_body)
+    counters = struct.Struct(f"!{len(names)}Q")
+    size = _SA_INFO.size + counters.size
+    want = size + -size % 4
+    infos = []
+    for body in bodies:
+        if len(body) != want:
+            raise _Malformed(f"SA_INFO of {len(body)} bytes, expected {want} for {len(names)} counters")
+        _zero(body[size:], "SA_INFO padding")
+        infos.append(_unpack_sa_info(body, dict(zip(names, counters.unpack_from(body, _SA_INFO.size), strict=True))))
+    return tuple(infos)
+
+
+def _unpack_sa_counters(body: bytes) -> list[str]:
+    if len(body) < _SA_COUNTERS_HDR.size:
+        raise _Malformed("SA_COUNTERS extension too short")
+    n, reserved = _SA_COUNTERS_HDR.unpack_from(body)
+    _zero(reserved, "SA_COUNTERS")
+    raw = _variable(body, _SA_COUNTERS_HDR.size, n, "SA_COUNTERS")
+    if not raw.isascii():
+        raise _Malformed("SA_COUNTERS names are not ASCII")
+    names = raw.decode("ascii").split(",") if raw else []
+    if len(names) > MAX_SA_COUNTERS or len(set(names)) != len(names):
+        raise _Malformed(f"SA_COUNTERS names {len(names)} counters, some twice or more than {MAX_SA_COUNTERS}")
+    for name in names:
+        if not _DROP_NAME.fullmatch(name):
+            raise _Malformed(f"per-SA counter name {name!r}")
+    return names
+
+
+def _unpack_sa_info(body: bytes, counters: dict[str, int]) -> SaInfo:
     (spi, direction, state, alg, flags, reqid, window, local, remote,
-     packets, nbytes, seq, replay_drops, auth_drops, policy_drops, age) = _SA_INFO.unpack(body)  # fmt: skip
+     seq, age) = _SA_INFO.unpack_from(body)  # fmt: skip
     if flags & ~(_SA_ESN | _SA_SOFT_FIRED | _SA_HARD_FIRED):
         raise _Malformed(f"unknown SA_INFO flags {flags:#04x}")
     if state >= len(_STATES):
@@ -1667,15 +1746,11 @@ def _unpack_sa_info(body: bytes) -> SaInfo:
         replay_window=window,
         local=_unpack_endpoint_opt(local),
         remote=_unpack_endpoint_opt(remote),
-        packets=packets,
-        bytes=nbytes,
         seq=seq,
-        replay_drops=replay_drops,
-        auth_drops=auth_drops,
-        policy_drops=policy_drops,
         soft_fired=bool(flags & _SA_SOFT_FIRED),
         hard_fired=bool(flags & _SA_HARD_FIRED),
         age_seconds=age,
+        counters=counters,
     )
 
 

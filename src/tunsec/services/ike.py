@@ -186,7 +186,9 @@ class IkeService(Service):
         self._held_datagrams = 0   # how many of those are incoming datagrams (at most HELD_MAX)
         self._peer_may_have_moved = False   # an IKE datagram came in: check for NAT rebinding (_follow_peers)
         self._ike_peers: dict[int, tuple[str, int]] = {}   # IKE SA handle -> its peer at the last check
+        self.held_total = 0        # incoming IKE datagrams that waited for an SPI (status: ike_held)
         self.held_dropped = 0      # incoming IKE datagrams dropped because HELD_MAX were already held
+        self.install_waits = 0     # times outgoing datagrams waited behind the barrier (_flush_datagrams)
         self._held_log = LogLimiter()     # lines a flood can cause while inbound SPIs are short
         self._getspi_log = LogLimiter()
         self.trap_policies: dict[int, tuple[str, str]] = {}     # policy id -> (connection, child)
@@ -643,6 +645,7 @@ class IkeService(Service):
                             remote[0], HELD_MAX, suffix(held))
         else:
             self._held_datagrams += 1
+            self.held_total += 1
             self._hold(functools.partial(self._receive_held_datagram, data, remote, local))
 
     def _receive_held_datagram(self, data: bytes, remote: tuple[str, int], local: tuple[str, int] | None) -> None:
@@ -690,6 +693,7 @@ class IkeService(Service):
         if self._installs:
             if not self._flush_held:
                 self._flush_held = True
+                self.install_waits += 1
                 self._spawn(self._flush_after_installs())
             return
         self._send_datagrams()
@@ -1258,11 +1262,15 @@ class IkeService(Service):
             "ike_drops": {n: getattr(self.endpoint.stats, n) for n in _IKE_DROPS},
             # IKE fragmentation (RFC 7383): messages split and reassembled, fragments dropped
             "ike_fragments": {n: getattr(self.endpoint.fragment_stats, n) for n in _FRAGMENT_COUNTERS},
+            # the barrier: incoming datagrams that waited for an inbound SPI (now, in all, dropped at
+            # HELD_MAX), and how often outgoing ones waited for installs or SPIs (see receive)
+            "ike_held": {"waiting": self._held_datagrams, "held": self.held_total, "held_dropped": self.held_dropped,
+                         "install_waits": self.install_waits},
         }
 
     @classmethod
     def idle_status(cls) -> dict[str, Any]:
-        return {"ike_sas": [], "leases": [], "ike_half_open": 0, "ike_drops": {}, "ike_fragments": {}}
+        return {"ike_sas": [], "leases": [], "ike_half_open": 0, "ike_drops": {}, "ike_fragments": {}, "ike_held": {}}
 
     def ike_sas(self) -> list[dict[str, Any]]:
         out = []
