@@ -50,6 +50,7 @@ from typing import Concatenate, ParamSpec, TypeVar
 
 from .config import IkeConfig, default_rand_time
 from .constants import IKE_PORT, NATT_PORT, ExchangeType, HeaderFlag, NotifyType
+from .eap.relay import RelayReply
 from .events import (
     Address,
     ChildSaDown,
@@ -62,8 +63,8 @@ from .events import (
     PeerUnreachable,
     SpiUnused,
 )
-from .exchanges import create_child_sa, ike_auth, ike_sa_init, informational, rekey_ike
-from .exchanges.base import GiveUp, Outcome, Response, Task, notify
+from .exchanges import create_child_sa, ike_auth, ike_auth_eap, ike_sa_init, informational, rekey_ike
+from .exchanges.base import Awaiting, GiveUp, Outcome, Response, Task, notify
 from .exchanges.responders import responder_for
 from .fragments import FragmentRejected, FragmentStats, Reassembly, max_message_len
 from .identity import Identity
@@ -136,6 +137,16 @@ class _Pending:
     deadline: float | None = None  # set when the datagram is handed to the caller
 
 
+@dataclass
+class _Waiting:
+    """A peer's request whose answer waits for the AAA backend (see ``Awaiting``)."""
+
+    message_id: int
+    exchange: int
+    addr: Address
+    awaits: Awaiting
+
+
 class IkeSa:
     def __init__(
         self,
@@ -199,6 +210,7 @@ class IkeSa:
         self._pending: _Pending | None = None
         self._queue: deque[Task] = deque()
         self._last_response: tuple[int, tuple[bytes, ...]] | None = None
+        self._waiting: _Waiting | None = None  # the peer's request we answer once the backend has
         self._frag_stats = fragment_stats if fragment_stats is not None else FragmentStats()
         # fragments of the peer's request [False] and of the response to ours [True], only
         # while some are held (most IKE SAs never see one: no memory for them)
@@ -406,6 +418,21 @@ class IkeSa:
             self._on_request(msg, datagram, addr, local_addr)
         self._schedule()
         self._start_next()
+
+    @_notifies
+    def relay_reply(self, reply: RelayReply, now: float) -> bool:
+        """The AAA backend's answer to the last ``EapRelayRequest``: the held request is answered.
+        False if nothing waits for it any more (the SA closed meanwhile): the caller drops it."""
+        self._now = now
+        waiting = self._waiting
+        if waiting is None or self._state == State.CLOSED:
+            return False
+        self._waiting = None
+        response = waiting.awaits.resume(self._st, reply)
+        self._answer(waiting.message_id, waiting.exchange, response, waiting.addr)
+        self._schedule()
+        self._start_next()
+        return True
 
     @_notifies
     def handle_timer(self, now: float) -> None:
@@ -671,6 +698,8 @@ class IkeSa:
 
     def _serve(self, msg: Message, payloads: tuple[Payload, ...], addr: Address, local: Address | None) -> None:
         """Answer an authenticated request (whole or reassembled)."""
+        if self._waiting is not None:
+            return  # a retransmission of the request whose answer waits for the backend
         self._last_heard = self._now
         self._float(addr, local)
         response = self._dispatch(msg.exchange, payloads)
@@ -678,9 +707,18 @@ class IkeSa:
             # an authenticated request we cannot serve here still gets an answer,
             # or the peer would retransmit it and its window would stall
             response = Response([notify(NotifyType.INVALID_SYNTAX)])
+        if response.awaits is not None:
+            self._waiting = _Waiting(msg.message_id, msg.exchange, addr, response.awaits)
+            return
+        self._answer(msg.message_id, msg.exchange, response, addr)
+
+    def _answer(self, message_id: int, exchange: int, response: Response, addr: Address) -> None:
+        """Send the response to an authenticated request and act on what it started."""
+        if self._state == State.CONNECTING and self._st.peer_id is not None and not response.close:
+            self._state = State.ESTABLISHED  # IKE_AUTH authenticated the peer
         if response.close and response.reason is DownReason.DELETED_BY_PEER and self._adopt_peer_rekey():
             response = Response(response.payloads)   # the peer's new IKE SA carries on: see _adopt_peer_rekey
-        self._respond(msg, response, addr)
+        self._respond_to(message_id, exchange, response, addr)
         self._queue_followups(response.followups)
         if self._st.rekey is not None and self._state == State.ESTABLISHED:
             self._spawn_successor()
@@ -728,19 +766,19 @@ class IkeSa:
         responder = responder_for(exchange, self._state, self._st.is_initiator, payloads)
         if responder is None:
             return None
-        response = responder.respond(self._st, payloads, self._pending.task if self._pending else None)
-        if self._state == State.CONNECTING and self._st.peer_id is not None and not response.close:
-            self._state = State.ESTABLISHED  # IKE_AUTH authenticated the peer
-        return response
+        return responder.respond(self._st, payloads, self._pending.task if self._pending else None)
 
     def _rekeying(self) -> bool:
         tasks = [*self._queue, *([self._pending.task] if self._pending else [])]
         return any(t.rekeys_ike_sa for t in tasks)
 
     def _respond(self, msg: Message, response: Response, addr: Address) -> tuple[bytes, ...]:
-        data = self._encode(msg.exchange, msg.message_id, response.payloads, response=True)
-        self._last_response = (msg.message_id, data)
-        self._peer_id = msg.message_id + 1
+        return self._respond_to(msg.message_id, msg.exchange, response, addr)
+
+    def _respond_to(self, message_id: int, exchange: int, response: Response, addr: Address) -> tuple[bytes, ...]:
+        data = self._encode(exchange, message_id, response.payloads, response=True)
+        self._last_response = (message_id, data)
+        self._peer_id = message_id + 1
         self._reassembly.pop(False, None)
         self._outbox.extend((d, addr) for d in data)
         if response.close:
@@ -990,6 +1028,8 @@ class IkeSa:
             self._end_pending(task)
         self._abort_queue()
         self._reassembly.clear()
+        self._waiting = None
+        ike_auth_eap.closing(self._st)  # an EAP relay conversation the backend still holds
         if self._heir is not None:  # the Child SAs live on in the heir
             self._state = State.CLOSED
             log.debug("%s: replaced IKE SA closed: %s", self.name, reason)

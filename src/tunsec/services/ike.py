@@ -49,12 +49,15 @@ from tunsec.dataplane.client import WorkerClient, WorkerError
 from tunsec.dataplane.pipe import Action, Alg, Direction, Endpoint, ExpireReason, Policy, SaSpec, Selector
 from tunsec.ike.config import ChildConfig
 from tunsec.ike.constants import IKE_PORT, NATT_PORT
+from tunsec.ike.eap.relay import RelayOutcome, RelayReply
 from tunsec.ike.endpoint import DosLimits, EndpointStats, IkeEndpoint
 from tunsec.ike.events import (
     AuthFailed,
     ChildSaDown,
     ChildSaUp,
     DownReason,
+    EapRelayAbandoned,
+    EapRelayRequest,
     IkeSaDown,
     IkeSaRekeyed,
     IkeSaUp,
@@ -72,6 +75,9 @@ from tunsec.metrics import EventCounts
 from tunsec.policy.ids import Band, IdSpace, priority
 from tunsec.policy.pools import AddressPools, PoolConfig
 from tunsec.policy.selector import SelectorError, fast_selectors
+from tunsec.radius.messages import Station
+from tunsec.radius.relay import RadiusRelay
+from tunsec.radius.settings import RadiusSettings
 from tunsec.services.base import EspEndpoint, Service, bind_udp
 
 if TYPE_CHECKING:
@@ -150,7 +156,8 @@ class IkeService(Service):
 
     def __init__(self, connections: Sequence[Connection], worker: Callable[[], WorkerClient],
                  local_addrs: dict[int, str], ids: IdSpace | None = None,
-                 limits: DosLimits | None = None, pools: Sequence[PoolConfig] = ()) -> None:
+                 limits: DosLimits | None = None, pools: Sequence[PoolConfig] = (),
+                 radius: RadiusSettings | None = None) -> None:
         self.connections = {c.ike.name: c for c in connections}
         self.pool_configs = {p.name: p for p in pools}
         self.pools = AddressPools(pools)    # virtual IP leases: they outlive IKE SAs, so they live here
@@ -199,6 +206,9 @@ class IkeService(Service):
         self._installed.set()
         self._flush_held = False
         self._timers: dict[asyncio.TimerHandle, Callable[[], object]] = {}   # lingering inbound SAs, standby ends
+        # auth = eap-radius: the RADIUS client, and the round trip each IKE SA waits for
+        self.radius = RadiusRelay(radius) if radius is not None else None
+        self._relay_rounds: dict[IkeSa, asyncio.Task[None]] = {}
 
     # --- lifecycle -------------------------------------------------------------
     def prepare(self) -> None:
@@ -206,6 +216,8 @@ class IkeService(Service):
 
     def close(self) -> None:
         self.close_sockets()
+        if self.radius is not None:
+            self.radius.close()
 
     def open_sockets(self) -> None:
         """UDP 500 (or the configured port) per family, before the event loop starts."""
@@ -249,6 +261,8 @@ class IkeService(Service):
     async def shutdown(self) -> None:
         """Delete every IKE SA (the peer learns it now, not at its DPD timeout)."""
         self.closing = True
+        for task in self._relay_rounds.values():
+            task.cancel()     # the IKE SAs they wait for are deleted next
         for sa in self.endpoint.sas:
             if not sa.is_closed:
                 with contextlib.suppress(Exception):
@@ -876,6 +890,39 @@ class IkeService(Service):
                 log.info("%s: gateway %s redirected us to %s (RFC 5685)", ev.name, ev.from_addr, ev.to_addr)
             case SpiUnused():
                 self._spawn(self._delete_sa(ev.spi, Direction.IN))
+            case EapRelayRequest():
+                self._relay_round(sa, ev)
+            case EapRelayAbandoned():
+                self._end_relay(sa)
+
+    # --- auth = eap-radius: EAP between the engine and RADIUS ----------------------------
+    def _relay_round(self, sa: IkeSa, ev: EapRelayRequest) -> None:
+        """The engine holds the client's IKE_AUTH request until RADIUS answers (or gives up)."""
+        if self.radius is None:   # the config check refuses eap-radius without servers; a reload might not
+            sa.relay_reply(RelayReply(RelayOutcome.FAILED, reason="no RADIUS server configured"), time.monotonic())
+            return
+        self._relay_rounds[sa] = self._spawn(self._relay(sa, ev, self.radius))
+
+    async def _relay(self, sa: IkeSa, ev: EapRelayRequest, radius: RadiusRelay) -> None:
+        reply = await radius.round(sa, ev, self._station(sa, ev))
+        self._relay_rounds.pop(sa, None)
+        if not sa.relay_reply(reply, time.monotonic()):
+            radius.stats.late += 1   # the IKE SA went away in the meantime
+        self._pump()
+
+    def _end_relay(self, sa: IkeSa) -> None:
+        task = self._relay_rounds.pop(sa, None)
+        if task is not None:
+            task.cancel()   # gives its RADIUS identifier back; an answer still to come is dropped as late
+        if self.radius is not None:
+            self.radius.abandon(sa)
+
+    def _station(self, sa: IkeSa, ev: EapRelayRequest) -> Station:
+        """The attributes strongSwan's eap-radius sends: our IKE address, both endpoints as addr[port]."""
+        me = self._endpoint(ipaddress.ip_address(ev.peer[0]).version, sa.local_port)
+        assert self.radius is not None
+        return Station(self.radius.settings.nas_identifier, None if me.addr.is_unspecified else str(me.addr),
+                       f"{me.addr}[{me.port}]", f"{ev.peer[0]}[{ev.peer[1]}]", int.from_bytes(sa.local_spi[:4]))
 
     # --- a client's virtual IPs (RFC 7296 §3.15) ------------------------------------
     def _vips_up(self, sa: IkeSa, ev: IkeSaUp) -> None:
@@ -1232,11 +1279,15 @@ class IkeService(Service):
             "ike_drops": {n: getattr(self.endpoint.stats, n) for n in _IKE_DROPS},
             # IKE fragmentation (RFC 7383): messages split and reassembled, fragments dropped
             "ike_fragments": {n: getattr(self.endpoint.fragment_stats, n) for n in _FRAGMENT_COUNTERS},
+            # auth = eap-radius: requests and answers, what was dropped, what is open now
+            "radius": {} if self.radius is None else {
+                **self.radius.stats.as_dict(), "conversations": self.radius.conversations,
+                "outstanding": self.radius.client.outstanding()},
         }
 
     @classmethod
     def idle_status(cls) -> dict[str, Any]:
-        return {"ike_sas": [], "leases": [], "ike_half_open": 0, "ike_drops": {}, "ike_fragments": {}}
+        return {"ike_sas": [], "leases": [], "ike_half_open": 0, "ike_drops": {}, "ike_fragments": {}, "radius": {}}
 
     def ike_sas(self) -> list[dict[str, Any]]:
         out = []
