@@ -20,7 +20,7 @@ import collections
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, cast
 
 from tunsec.loglimit import LogLimiter, suffix
 
@@ -91,8 +91,7 @@ class ServerLink(asyncio.DatagramProtocol):
             await loop.create_datagram_endpoint(lambda: self, remote_addr=addr)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        self.transport = cast(asyncio.DatagramTransport, transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
@@ -164,6 +163,7 @@ class ServerLink(asyncio.DatagramProtocol):
                     return await asyncio.wait_for(asyncio.shield(waiting.answer), self.settings.wait(attempt))
                 except TimeoutError:
                     continue
+            self.stats.timeouts += 1
             raise NoAnswer(f"no answer from RADIUS server {self.server} after "
                            f"{self.settings.retransmit_tries + 1} tries")
         finally:

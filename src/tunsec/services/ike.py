@@ -899,14 +899,15 @@ class IkeService(Service):
     def _relay_round(self, sa: IkeSa, ev: EapRelayRequest) -> None:
         """The engine holds the client's IKE_AUTH request until RADIUS answers (or gives up)."""
         if self.radius is None:   # the config check refuses eap-radius without servers; a reload might not
-            sa.relay_reply(RelayReply(RelayOutcome.FAILED, reason="no RADIUS server configured"), time.monotonic())
+            self.endpoint.relay_reply(sa, RelayReply(RelayOutcome.FAILED, reason="no RADIUS server configured"),
+                                      time.monotonic())
             return
         self._relay_rounds[sa] = self._spawn(self._relay(sa, ev, self.radius))
 
     async def _relay(self, sa: IkeSa, ev: EapRelayRequest, radius: RadiusRelay) -> None:
         reply = await radius.round(sa, ev, self._station(sa, ev))
         self._relay_rounds.pop(sa, None)
-        if not sa.relay_reply(reply, time.monotonic()):
+        if not self.endpoint.relay_reply(sa, reply, time.monotonic()):
             radius.stats.late += 1   # the IKE SA went away in the meantime
         self._pump()
 
