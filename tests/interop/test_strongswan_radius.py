@@ -32,21 +32,19 @@ pytestmark = [
 
 USER, PASSWORD = "alice", "Alice-Radius-pw-3"
 RADIUS_SECRET = "radius-shared-secret-5"
-POOL, VIP = "10.3.0.0/24", "10.3.0.1"
+POOL, VIP = "10.3.0.1-10.3.0.2", "10.3.0.1"   # small: the gateway routes the pool's range
 
 
 @dataclass(frozen=True)
 class RadiusGatewayConn(Conn):
     """tunsec's side: certificate for itself, eap-radius for the client, a pool, one RADIUS server."""
 
-    radius_port: int = 1812
-
     def swanctl_text(self) -> str:
         return f"""radius {{
   servers {{
     fr {{
       address = 127.0.0.1
-      auth_port = {self.radius_port}
+      auth_port = 1812
       secret = "{RADIUS_SECRET}"
     }}
   }}
@@ -142,11 +140,10 @@ def topo() -> Iterator[TwoHosts]:
         yield t
 
 
-def setup(topo: TwoHosts, pki: Pki, *, password: str = PASSWORD, radius: bool = True,
-          radius_port: int = 1812) -> tuple[TunsecIke, Charon]:
-    if radius:
-        FreeRadius(topo, topo.a, RADIUS_SECRET, {USER: PASSWORD}).start()
-    gateway = TunsecIke(topo, RadiusGatewayConn(topo.a, topo.b, auth="pubkey", radius_port=radius_port), pki=pki)
+def setup(topo: TwoHosts, pki: Pki, *, password: str = PASSWORD) -> tuple[TunsecIke, Charon, FreeRadius]:
+    radius = FreeRadius(topo, topo.a, RADIUS_SECRET, {USER: PASSWORD})
+    radius.start()
+    gateway = TunsecIke(topo, RadiusGatewayConn(topo.a, topo.b, auth="pubkey"), pki=pki)
     client = Charon(topo, RoadWarriorConn(topo.b, topo.a, auth="pubkey", psk=password), pki=pki)
     # MD4 and DES for MSCHAPv2 come from OpenSSL's legacy provider (the openssl plugin loads it)
     conf = strongswan_conf(client.inst, level=2, extra="  install_virtual_ip = yes\n").replace(
@@ -154,30 +151,31 @@ def setup(topo: TwoHosts, pki: Pki, *, password: str = PASSWORD, radius: bool = 
     (client.inst.dir / "strongswan.conf").write_text(conf)
     client.start()
     gateway.start()
-    return gateway, client
+    return gateway, client, radius
 
 
-def radius_status(gateway: TunsecIke) -> dict[str, Any]:
-    doc: dict[str, Any] = gateway.status()["radius"]
-    return doc
-
-
-def assert_refused_and_nothing_left(gateway: TunsecIke, client: Charon, log_line: str) -> None:
+def assert_refused_and_nothing_left(gateway: TunsecIke, client: Charon, log_line: str) -> dict[str, Any]:
+    """The client is refused as strongSwan's gateway refuses it; the gateway's RADIUS counters."""
     r = client.initiate(timeout=10)
     assert r.returncode != 0, r.stdout[-2000:]
     # EAP-Failure, then the notify, in one response (as strongSwan's gateway sends them)
     client.wait_log(r"parsed IKE_AUTH response \d+ \[ EAP/FAIL N\(AUTH_FAILED\) \]")
     gateway.wait_log(log_line)
-    assert wait_until(lambda: gateway.ike_sas() == [], 10), gateway.ike_sas()
-    assert gateway.status()["leases"] == []
-    status = radius_status(gateway)
-    assert (status["conversations"], status["outstanding"]) == (0, 0), status
+    status: dict[str, Any] = {}
+
+    def nothing_left() -> bool:
+        status.update(gateway.status())
+        return not status["ike_sas"] and not status["leases"] and status["ike_half_open"] == 0
+    assert wait_until(nothing_left, 10), status
+    radius = status["radius"]
+    assert (radius["conversations"], radius["outstanding"], radius["bad"]) == (0, 0, 0), radius
     log = gateway.log_text()
     assert RADIUS_SECRET not in log and PASSWORD not in log
+    return radius
 
 
 def test_strongswan_eap_radius_road_warrior_gets_pool_address_and_pings(topo: TwoHosts, pki: Pki) -> None:
-    gateway, client = setup(topo, pki)
+    gateway, client, _ = setup(topo, pki)
     r = client.initiate()
     assert r.returncode == 0, f"swanctl --initiate: {r.stdout[-3000:]}{r.stderr}\ntunsec:\n{gateway.log_tail()}"
     sa = gateway.wait_established()
@@ -186,14 +184,15 @@ def test_strongswan_eap_radius_road_warrior_gets_pool_address_and_pings(topo: Tw
     client.wait_log(r"authentication of '.*' with EAP successful")
     gateway.wait_log(r"RADIUS server fr \(127\.0\.0\.1:1812\) accepted user 'alice'")
     assert topo.wait_ping(topo.b, topo.a.inner4, src=VIP, timeout=10)
-    status = radius_status(gateway)
+    status = gateway.status()["radius"]
     # Identity answered by the gateway; MSCHAPv2 challenge, success, then Access-Accept
     assert (status["challenges"], status["accepts"], status["rejects"]) == (2, 1, 0), status
     assert (status["conversations"], status["outstanding"], status["bad"]) == (0, 0, 0), status
 
 
-def test_strongswan_eap_radius_wrong_password_and_unknown_user_are_refused(topo: TwoHosts, pki: Pki) -> None:
-    gateway, client = setup(topo, pki, password="not-the-password")
+def test_strongswan_eap_radius_wrong_password_unknown_user_and_silent_server_are_refused(
+        topo: TwoHosts, pki: Pki) -> None:
+    gateway, client, server = setup(topo, pki, password="not-the-password")
     assert_refused_and_nothing_left(
         gateway, client, r"AUTHENTICATION_FAILED: the peer failed authentication \(EAP-RADIUS authentication of "
         r"'alice' failed: RADIUS server fr \(127\.0\.0\.1:1812\) rejected it \(Access-Reject")
@@ -201,15 +200,16 @@ def test_strongswan_eap_radius_wrong_password_and_unknown_user_are_refused(topo:
     # the same client as a user FreeRADIUS does not know
     client.write(eap_user="mallory")
     client.swanctl_ok("--load-all", "--noprompt")
-    assert_refused_and_nothing_left(gateway, client, r"EAP-RADIUS authentication of 'mallory' failed: RADIUS "
-                                    r"server fr \(127\.0\.0\.1:1812\) rejected it")
-    assert radius_status(gateway)["rejects"] == 2
-
-
-def test_strongswan_eap_radius_server_not_answering_fails_after_timeout(topo: TwoHosts, pki: Pki) -> None:
-    # nothing listens on A's 127.0.0.1:1812: requests go unanswered
-    gateway, client = setup(topo, pki, radius=False)
-    assert_refused_and_nothing_left(gateway, client, r"EAP-RADIUS authentication of 'alice' failed: no answer "
-                                    r"from RADIUS server fr \(127\.0\.0\.1:1812\) after 2 tries")
-    status = radius_status(gateway)
-    assert (status["requests"], status["retransmissions"], status["timeouts"]) == (1, 1, 1), status
+    radius = assert_refused_and_nothing_left(gateway, client, r"EAP-RADIUS authentication of 'mallory' failed: "
+                                             r"RADIUS server fr \(127\.0\.0\.1:1812\) rejected it")
+    assert (radius["rejects"], radius["timeouts"]) == (2, 0), radius
+    # the server is gone (nothing listens on A's 127.0.0.1:1812): the request and its one
+    # retransmission go unanswered, and the client is refused once the gateway gives up
+    server.stop()
+    client.write(eap_user=USER)
+    client.swanctl_ok("--load-all", "--noprompt")
+    before = radius
+    radius = assert_refused_and_nothing_left(gateway, client, r"EAP-RADIUS authentication of 'alice' failed: no "
+                                             r"answer from RADIUS server fr \(127\.0\.0\.1:1812\) after 2 tries")
+    assert (radius["requests"] - before["requests"], radius["retransmissions"] - before["retransmissions"],
+            radius["timeouts"]) == (1, 1, 1), radius
