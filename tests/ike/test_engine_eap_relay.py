@@ -163,7 +163,7 @@ def test_an_accept_without_keys_is_a_failure() -> None:
 
 
 def test_retransmissions_are_not_answered_while_the_backend_is_asked_and_abandon_is_reported() -> None:
-    net, a, b = setup(client(), gateway())
+    net, _, b = setup(client(), gateway())
     held: list[tuple[EapRelayRequest, float]] = []
 
     def slow(ev: EapRelayRequest) -> None:

@@ -311,6 +311,7 @@ class IkeService(Service):
             self.attempts.pop(name, None)
         self.connections = {c.name: c for c in cfg.connections}
         self.endpoint.set_configs([c.ike for c in cfg.connections])
+        self._reload_radius(cfg.radius)
         self._pump()   # the DELETEs go out (the children's SAs leave the worker as they are confirmed)
         for conn in [*d.added, *replaced]:
             for ch in conn.children:
@@ -323,6 +324,14 @@ class IkeService(Service):
         if creds:
             out.append(f"IKE connections with new credentials (for new negotiations): {', '.join(sorted(creds))}")
         return out
+
+    def _reload_radius(self, settings: RadiusSettings | None) -> None:
+        """New RADIUS servers or timers serve new rounds; a round in flight fails (its client is closed)."""
+        if (self.radius.settings if self.radius is not None else None) == settings:
+            return
+        if self.radius is not None:
+            self.radius.close()
+        self.radius = RadiusRelay(settings) if settings is not None else None
 
     async def _remove_traps(self, conns: set[str]) -> None:
         for pid, (conn, _child) in list(self.trap_policies.items()):
