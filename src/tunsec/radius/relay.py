@@ -78,9 +78,11 @@ class RadiusRelay:
                 answer = await self.client.exchange(server, build)
             except (NoAnswer, Busy, TooLarge) as exc:
                 why = str(exc)
-                log.warning("RADIUS: user %s from %s: %s", user, ev.peer[0], why)
-                continue
-            return self._answered(key, conv, server, answer, user)
+            except OSError as exc:   # no route to it, no address of its family...
+                why = f"cannot send to RADIUS server {server}: {exc.strerror or exc}"
+            else:
+                return self._answered(key, conv, server, answer, user)
+            log.warning("RADIUS: user %s from %s: %s", user, ev.peer[0], why)
         self._conversations.pop(key, None)
         return RelayReply(RelayOutcome.FAILED, reason=why)
 

@@ -914,7 +914,11 @@ class IkeService(Service):
         self._relay_rounds[sa] = self._spawn(self._relay(sa, ev, self.radius))
 
     async def _relay(self, sa: IkeSa, ev: EapRelayRequest, radius: RadiusRelay) -> None:
-        reply = await radius.round(sa, ev, self._station(sa, ev))
+        try:
+            reply = await radius.round(sa, ev, self._station(sa, ev))
+        except Exception as err:   # answer anyway: the client's request must not wait for the half-open timeout
+            log.error("%s: RADIUS round failed: %s: %s", ev.name, type(err).__name__, err)
+            reply = RelayReply(RelayOutcome.FAILED, reason=f"RADIUS round failed ({type(err).__name__})")
         self._relay_rounds.pop(sa, None)
         if not self.endpoint.relay_reply(sa, reply, time.monotonic()):
             radius.stats.late += 1   # the IKE SA went away in the meantime
