@@ -111,7 +111,7 @@ def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response | GatewayEa
             step = ge.authenticator.process(eap.data)
             if isinstance(step, RelayAsk):
                 return _ask_backend(st, ge, step, [])
-            return _conclude(st, ge, *step, "EAP-RADIUS")
+            return _conclude(st, ge, *step, ge.authenticator.label)
         out, result = ge.authenticator.process(eap.data)
         return _conclude(st, ge, out, result, "EAP-MSCHAPv2")
     _check_msk_auth(st, ge.msk, True, ge.idi, payloads)
