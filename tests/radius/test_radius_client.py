@@ -109,3 +109,14 @@ def test_identifiers_are_bounded_per_server() -> None:
 
     srv, stats = asyncio.run(main())
     assert stats.busy == 1 and srv.outstanding == 0
+
+
+def test_counters_reach_prometheus_without_the_gauges() -> None:
+    from tunsec.metrics import state_families
+
+    stats = RadiusStats(requests=3, late=1)
+    doc = {"radius": {**stats.as_dict(), "conversations": 2, "outstanding": 1}}
+    (family,) = [f for f in state_families(doc, False) if f.name == "tunsec_radius_packets"]
+    values = {s.labels["kind"]: s.value for s in family.samples}
+    assert values["requests"] == 3 and values["late"] == 1 and values["unmatched"] == 0
+    assert "conversations" not in values and "outstanding" not in values
