@@ -112,3 +112,11 @@ def test_eap_radius_is_for_the_remote_side() -> None:
                                                                           "auth = psk")
     found = errors(text + RADIUS)
     assert any(e.startswith("tunsec.conf:4: connections.rw.local.auth: eap-radius is for remote") for e in found), found
+
+
+def test_waiting_longer_than_the_half_open_timeout_is_warned_about() -> None:
+    assert parse_config(RADIUS, "tunsec.conf").warnings == ()   # 2 servers x (0.5 + 0.7 + 0.98 s)
+    slow = RADIUS.replace("retransmit_timeout = 0.5", "retransmit_timeout = 5")
+    (warning,) = parse_config(slow, "tunsec.conf").warnings
+    assert str(warning).startswith("tunsec.conf:1: radius: when no server answers, a round waits 43.6 s "
+                                   "(2 server(s) x 21.8 s), not less than tunsec.half_open_timeout (30 s)")

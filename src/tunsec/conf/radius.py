@@ -30,7 +30,7 @@ from tunsec.conf.values import float_range, int_range, parse_address, parse_port
 from tunsec.ike.secret import Secret
 from tunsec.radius.settings import AUTH_PORT, RadiusServer, RadiusSettings
 
-__all__ = ["read_radius"]
+__all__ = ["radius_warnings", "read_radius"]
 
 _parse_timeout = float_range(0.05, 60, "a number of seconds")
 _parse_base = float_range(1, 10, "a number")
@@ -91,3 +91,17 @@ def read_radius(section: Section, issues: list[ConfigIssue]) -> RadiusSettings:
             issues.append(ConfigIssue(servers_section.file, servers_section.line, servers_section.path,
                                       "no server: add NAME { address = ..., secret = ... }"))
     return RadiusSettings(tuple(servers), nas_identifier, timeout, base, tries)
+
+
+def radius_warnings(section: Section, settings: RadiusSettings, half_open_timeout: float) -> list[ConfigIssue]:
+    """A round that waits for every server longer than a client may stay half-open: the IKE SA
+    is gone before the gateway gives up, so the client hears no AUTHENTICATION_FAILED."""
+    per_server = sum(settings.wait(n) for n in range(settings.retransmit_tries + 1))
+    total = per_server * len(settings.servers)
+    if total < half_open_timeout:
+        return []
+    return [ConfigIssue(section.file, section.line, section.path,
+                        f"when no server answers, a round waits {total:.1f} s ({len(settings.servers)} server(s) x "
+                        f"{per_server:.1f} s), not less than tunsec.half_open_timeout ({half_open_timeout:g} s): "
+                        "the client's IKE SA is closed first and gets no AUTHENTICATION_FAILED; lower "
+                        "retransmit_timeout/retransmit_tries or raise half_open_timeout")]
