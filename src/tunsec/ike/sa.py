@@ -22,6 +22,12 @@ objects, known here only by what they declare (never by their class); the peer's
 requests are answered by the row of ``exchanges/responders.RESPONDERS`` that
 serves them. ``exchanges/__init__.py`` says where a new exchange goes.
 
+A request may be answered later: a responder that returns ``Response(awaits=...)`` (a
+gateway relaying EAP to RADIUS, ``auth = eap-radius``) has emitted an ``EapRelayRequest``;
+the request is held, its retransmissions are dropped, and :meth:`IkeSa.relay_reply` with
+the backend's answer sends the response. A held request counts towards the half-open
+timeout like any unauthenticated IKE SA; closing emits ``EapRelayAbandoned``.
+
 Ports: the caller sends every datagram from :attr:`IkeSa.local_port` (500
 until IKE_SA_INIT is done, then 4500, because tunsec forces UDP encapsulation).
 On port 4500 the caller adds and strips the 4-byte non-ESP marker; the engine
