@@ -184,6 +184,12 @@ def state_families(doc: dict[str, Any], worker_up: bool) -> Iterator[Metric]:
                               value=stats.get("redirects_sent", 0))
     yield CounterMetricFamily("tunsec_ike_half_open_closed", "Half-open IKE SAs closed before authentication",
                               value=stats.get("half_open_closed", 0))
+    radius = CounterMetricFamily("tunsec_radius_packets", "RADIUS (auth = eap-radius): requests sent, answers "
+                                 "taken, datagrams dropped, by kind", labels=["kind"])
+    for kind, n in sorted(doc.get("radius", {}).items()):
+        if kind not in ("conversations", "outstanding"):   # gauges, not counts
+            radius.add_metric([kind], n)
+    yield radius
 
 
 def ike_families(doc: dict[str, Any]) -> Iterator[Metric]:

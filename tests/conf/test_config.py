@@ -560,7 +560,7 @@ def test_unknown_keys_and_sections() -> None:
         f"f:{t_line + 10}: manual.t.extra: unknown section",
         f"f:{line_of(text, 'tunsek')}: tunsek: unknown section (did you mean 'tunsec'?)",
         f"f:{line_of(text, 'connection =')}: connection: unknown key at the top level "
-        "(sections are: authorities, connections, manual, pools, secrets, tunsec)",
+        "(sections are: authorities, connections, manual, pools, radius, secrets, tunsec)",
         f"f:{line_of(text, 'manual = y')}: manual: 'manual' is a section: write 'manual {{ ... }}'",
     ]
 
@@ -799,8 +799,8 @@ def test_include_syntax_errors(tmp_path: Path) -> None:
         (2, "include", "missing file pattern"),
         (3, "include", "takes one file pattern (quote it or escape spaces with '\\')"),
         (4, "include", "unknown key at the top level (sections are: authorities, connections, "
-         "manual, pools, secrets, tunsec)"),
-        (5, "include", "unknown section (known: authorities, connections, manual, pools, secrets, tunsec)"),
+         "manual, pools, radius, secrets, tunsec)"),
+        (5, "include", "unknown section (known: authorities, connections, manual, pools, radius, secrets, tunsec)"),
     ]  # fmt: skip
 
 

@@ -21,10 +21,12 @@ from tunsec.conf.credentials import Credentials
 from tunsec.conf.errors import ConfigError, ConfigIssue
 from tunsec.conf.manual import ManualTunnel, read_manual_section
 from tunsec.conf.pools import read_pools
+from tunsec.conf.radius import radius_warnings, read_radius
 from tunsec.conf.secrets import IkeSecret, read_secrets, weak_psk_warnings
 from tunsec.conf.syntax import Section, Unreadable, parse_tree, read_config_text
 from tunsec.conf.tunsec_section import TunsecSettings, read_tunsec_section
 from tunsec.policy.pools import PoolConfig
+from tunsec.radius.settings import RadiusSettings
 
 __all__ = ["Config", "load_config", "parse_config"]
 
@@ -45,6 +47,7 @@ class Config:
     connections: tuple[Connection, ...] = ()
     ike_secrets: tuple[IkeSecret, ...] = ()
     pools: tuple[PoolConfig, ...] = ()  # virtual IP pools (pools { }), leased by the IKE service
+    radius: RadiusSettings | None = None  # radius { }: where auth = eap-radius relays EAP
     warnings: tuple[ConfigIssue, ...] = ()
 
     def connection(self, name: str) -> Connection:
@@ -66,6 +69,7 @@ _TOP_LEVEL: dict[str, Callable[[Section, list[ConfigIssue]], None]] = {
     "secrets": _ignore,
     "authorities": _ignore,
     "pools": _ignore,
+    "radius": _ignore,
 }
 
 
@@ -114,6 +118,7 @@ def parse_config(text: str, path: str = "<string>") -> Config:
     secrets = sections.get("secrets")
     psks, broken = read_secrets(secrets, creds, issues) if secrets is not None else ([], False)
     pools = read_pools(sections["pools"], issues) if "pools" in sections else ()
+    radius = read_radius(sections["radius"], issues) if "radius" in sections else None
     connections: tuple[Connection, ...] = ()
     if "connections" in sections:
         connections = read_connections(
@@ -121,6 +126,7 @@ def parse_config(text: str, path: str = "<string>") -> Config:
             retransmit=tunsec.retransmit, half_open_timeout=tunsec.half_open_timeout,
             pools={p.name: p.version for p in pools},
             fragment_size=tunsec.fragment_size,
+            radius=radius is not None and bool(radius.servers),
         )  # fmt: skip
     if issues:
         raise ConfigError(_ordered(issues, files))
@@ -131,7 +137,11 @@ def parse_config(text: str, path: str = "<string>") -> Config:
         connections=connections,
         ike_secrets=tuple(psks),
         pools=pools,
-        warnings=tuple(_ordered(weak_psk_warnings(secrets, psks), files)),
+        radius=radius,
+        warnings=tuple(_ordered([
+            *weak_psk_warnings(secrets, psks),
+            *(radius_warnings(sections["radius"], radius, tunsec.half_open_timeout) if radius is not None else ()),
+        ], files)),
     )
 
 

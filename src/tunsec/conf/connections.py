@@ -361,7 +361,7 @@ _DYNAMIC_ONLY: tuple[Ts, ...] = (parse_ts("dynamic"),)   # strongSwan's default 
 # connections { <name> { local { } remote { } children { } } }
 # --------------------------------------------------------------------------
 
-AuthMethod = Literal["psk", "pubkey", "eap-mschapv2", "eap-tls"]
+AuthMethod = Literal["psk", "pubkey", "eap-mschapv2", "eap-tls", "eap-radius"]
 KeyKind = Literal["rsa", "ecdsa", "ed25519"]
 
 
@@ -383,11 +383,12 @@ def _parse_auth(text: str) -> _Auth:
         "ed25519": _Auth("pubkey", "ed25519"),
         "eap-mschapv2": _Auth("eap-mschapv2"),
         "eap-tls": _Auth("eap-tls"),
+        "eap-radius": _Auth("eap-radius"),
     }
     if value in simple:
         return simple[value]
     if value.startswith("eap"):
-        raise BadValue("of the EAP methods only eap-mschapv2 and eap-tls are supported")
+        raise BadValue("of the EAP methods only eap-mschapv2, eap-tls and eap-radius are supported")
     if value.startswith("xauth"):
         raise BadValue("XAuth is IKEv1 and not supported (psk or pubkey)")
     if value.startswith("ike:") or "-" in value:
@@ -455,14 +456,17 @@ def _read_local(section: Section | None, issues: list[ConfigIssue], parent: Sect
     eap_id = r.get("eap_id", str.strip, "")
     r.finish()
     _check_eap_id(r, auth, eap_id)
+    if auth is not None and auth.method == "eap-radius":
+        r.error("auth", "eap-radius is for remote: the gateway relays its clients' EAP to RADIUS "
+                "(a client authenticates with eap-mschapv2)")
     if auth is not None and auth.method == "psk" and certs:
         r.error("certs", "certificates are only used with auth = pubkey")
     return _Round(sec, r, auth, ident, certs=certs, eap_id=eap_id)
 
 
 def _check_eap_id(r: SectionReader, auth: _Auth | None, eap_id: str) -> None:
-    if eap_id and auth is not None and auth.method not in ("eap-mschapv2", "eap-tls"):
-        r.error("eap_id", "eap_id is only used with auth = eap-mschapv2 or eap-tls")
+    if eap_id and auth is not None and not auth.method.startswith("eap-"):
+        r.error("eap_id", "eap_id is only used with auth = eap-mschapv2, eap-tls or eap-radius")
     if eap_id and eap_id != "%any" and auth is not None and auth.method == "eap-tls":
         try:  # the identity the client's certificate must certify
             Identity.parse(eap_id)
@@ -658,6 +662,7 @@ class _ConnContext:
     half_open_timeout: float
     fragment_size: int = DEFAULT_FRAGMENT_SIZE
     pools: Mapping[str, int] = field(default_factory=dict)  # pools.<name> -> IP version
+    radius: bool = False  # radius { servers { } } names at least one server (for auth = eap-radius)
 
 
 def _parse_vips(text: str) -> tuple[IPAddress, ...]:
@@ -976,6 +981,12 @@ def _remote_auth(remote: _Round, ctx: _ConnContext) -> RemoteAuth | None:
         return RemoteAuth("psk", ident)
     if remote.auth.method == "eap-mschapv2":
         return RemoteAuth("eap-mschapv2", ident, eap_id=remote.eap_id)
+    if remote.auth.method == "eap-radius":
+        if not ctx.radius:
+            remote.reader.error("auth", "auth = eap-radius needs a RADIUS server: add radius { servers { NAME { "
+                                "address = ..., secret = ... } } }")
+            return None
+        return RemoteAuth("eap-radius", ident, eap_id=remote.eap_id)
     # pubkey, or eap-tls: both verify a client certificate against the CAs
     method = remote.auth.method
     r, creds = remote.reader, ctx.creds
@@ -1041,6 +1052,7 @@ def read_connections(
     half_open_timeout: float = 30.0,
     pools: Mapping[str, int] | None = None,
     fragment_size: int = DEFAULT_FRAGMENT_SIZE,
+    radius: bool = False,
 ) -> tuple[Connection, ...]:
     """The valid connections of ``connections { }``; every problem goes to ``issues``.
 
@@ -1048,10 +1060,11 @@ def read_connections(
     errors, so a connection without a PSK says nothing more); ``retransmit``,
     ``half_open_timeout`` and ``fragment_size`` come from ``tunsec { }`` and go into
     every ``IkeConfig``; ``pools`` names the configured address pools (their IP
-    version), which ``connections.X.pools`` may use.
+    version), which ``connections.X.pools`` may use; ``radius``: RADIUS servers are
+    configured, so ``auth = eap-radius`` may be used.
     """
     ctx = _ConnContext(creds, psks, psks_broken, issues, retransmit or RetransmitConfig(), half_open_timeout,
-                       fragment_size=fragment_size, pools=dict(pools or {}))
+                       fragment_size=fragment_size, pools=dict(pools or {}), radius=radius)
     for name, setting in section.settings.items():
         issues.append(
             ConfigIssue(

@@ -27,7 +27,7 @@ from .proposals import ProposalSpec, parse_proposals
 from .secret import Secret
 from .ts import Ts, parse_ts_list
 
-AuthMethodName = Literal["psk", "pubkey", "eap-mschapv2", "eap-tls"]
+AuthMethodName = Literal["psk", "pubkey", "eap-mschapv2", "eap-tls", "eap-radius"]
 SendCertMode = Literal["always", "ifasked", "never"]
 RedirectOn = Literal["init", "auth"]  # when a gateway redirects (RFC 5685 §5 or §6)
 
@@ -169,9 +169,11 @@ class IkeConfig:
     def __post_init__(self) -> None:
         if "psk" in (self.local.method, self.remote.method) and self.psk is None:
             raise ValueError(f"connection {self.name}: psk authentication needs a shared secret")
-        if self.remote.method.startswith("eap") and self.local.method != "pubkey":
+        if self.remote.method.startswith("eap-") and self.local.method != "pubkey":
             # RFC 7296 §2.16: the gateway proves itself with a certificate; EAP only proves the client
             raise ValueError(f"connection {self.name}: remote auth = {self.remote.method} needs local auth = pubkey")
+        if self.local.method == "eap-radius":
+            raise ValueError(f"connection {self.name}: eap-radius authenticates clients (remote), not us")
         if self.local.method == "eap-mschapv2" and self.eap_password(self.local.eap_id or str(self.local.id)) is None:
             raise ValueError(f"connection {self.name}: no EAP secret for {self.local.eap_id or self.local.id}")
 

@@ -47,6 +47,7 @@ from tunsec.policy.pad import AddressMatch, address_match
 
 from .config import IkeConfig
 from .constants import IKE_PORT, ExchangeType, HeaderFlag, NotifyType
+from .eap.relay import RelayReply
 from .events import Address, DownReason, Event, IkeSaUp
 from .fragments import FragmentStats
 from .message import (
@@ -220,6 +221,14 @@ class IkeEndpoint:
         self._collect(now)
         out, self._outbox = self._outbox, []
         return out
+
+    def relay_reply(self, sa: IkeSa, reply: RelayReply, now: float) -> bool:
+        """The AAA backend's answer for ``sa``'s EAP relay (``IkeSa.relay_reply``), with its
+        datagrams and events collected; False if the SA no longer waits for it."""
+        done = sa.relay_reply(reply, now)
+        self._touch(sa)
+        self._collect(now)
+        return done
 
     def next_event(self) -> tuple[IkeSa, Event] | None:
         return self._events.popleft() if self._events else None

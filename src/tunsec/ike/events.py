@@ -5,7 +5,7 @@ Keys travel as :class:`Secret` so that printing an event never prints a key.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 from tunsec.policy.selector import IPAddress
@@ -224,6 +224,27 @@ class SpiUnused:
     spi: int
 
 
+@dataclass(frozen=True)
+class EapRelayRequest:
+    """A gateway's IKE_AUTH waits for the AAA backend (``auth = eap-radius``): send ``eap``, the
+    client's EAP response, for user ``identity`` and answer with ``IkeSa.relay_reply``. One at
+    a time per IKE SA; ``first`` starts a conversation (no backend state to echo yet)."""
+
+    name: str
+    identity: bytes
+    eap: bytes = field(repr=False)
+    peer: Address
+    first: bool
+
+
+@dataclass(frozen=True)
+class EapRelayAbandoned:
+    """The IKE SA went away while its EAP relay conversation was open (waiting or between
+    rounds): forget the backend state, and drop an answer still to come."""
+
+    name: str
+
+
 Event = (
     IkeSaUp
     | IkeSaRekeyed
@@ -237,4 +258,6 @@ Event = (
     | PeerRedirected
     | ResolveGateway
     | SpiUnused
+    | EapRelayRequest
+    | EapRelayAbandoned
 )

@@ -22,6 +22,12 @@ objects, known here only by what they declare (never by their class); the peer's
 requests are answered by the row of ``exchanges/responders.RESPONDERS`` that
 serves them. ``exchanges/__init__.py`` says where a new exchange goes.
 
+A request may be answered later: a responder that returns ``Response(awaits=...)`` (a
+gateway relaying EAP to RADIUS, ``auth = eap-radius``) has emitted an ``EapRelayRequest``;
+the request is held, its retransmissions are dropped, and :meth:`IkeSa.relay_reply` with
+the backend's answer sends the response. A held request counts towards the half-open
+timeout like any unauthenticated IKE SA; closing emits ``EapRelayAbandoned``.
+
 Ports: the caller sends every datagram from :attr:`IkeSa.local_port` (500
 until IKE_SA_INIT is done, then 4500, because tunsec forces UDP encapsulation).
 On port 4500 the caller adds and strips the 4-byte non-ESP marker; the engine
@@ -50,6 +56,7 @@ from typing import Concatenate, ParamSpec, TypeVar
 
 from .config import IkeConfig, default_rand_time
 from .constants import IKE_PORT, NATT_PORT, ExchangeType, HeaderFlag, NotifyType
+from .eap.relay import RelayReply
 from .events import (
     Address,
     ChildSaDown,
@@ -65,8 +72,8 @@ from .events import (
     ResolveGateway,
     SpiUnused,
 )
-from .exchanges import create_child_sa, ike_auth, ike_sa_init, informational, rekey_ike
-from .exchanges.base import GiveUp, Outcome, Response, Task, notify
+from .exchanges import create_child_sa, ike_auth, ike_auth_eap, ike_sa_init, informational, rekey_ike
+from .exchanges.base import Awaiting, GiveUp, Outcome, Response, Task, notify
 from .exchanges.responders import responder_for
 from .fragments import FragmentRejected, FragmentStats, Reassembly, max_message_len
 from .identity import Identity
@@ -140,6 +147,16 @@ class _Pending:
     deadline: float | None = None  # set when the datagram is handed to the caller
 
 
+@dataclass
+class _Waiting:
+    """A peer's request whose answer waits for the AAA backend (see ``Awaiting``)."""
+
+    message_id: int
+    exchange: int
+    addr: Address
+    awaits: Awaiting
+
+
 class IkeSa:
     def __init__(
         self,
@@ -206,6 +223,7 @@ class IkeSa:
         self._pending: _Pending | None = None
         self._queue: deque[Task] = deque()
         self._last_response: tuple[int, tuple[bytes, ...]] | None = None
+        self._waiting: _Waiting | None = None  # the peer's request we answer once the backend has
         self._frag_stats = fragment_stats if fragment_stats is not None else FragmentStats()
         # fragments of the peer's request [False] and of the response to ours [True], only
         # while some are held (most IKE SAs never see one: no memory for them)
@@ -419,6 +437,21 @@ class IkeSa:
             self._on_request(msg, datagram, addr, local_addr)
         self._schedule()
         self._start_next()
+
+    @_notifies
+    def relay_reply(self, reply: RelayReply, now: float) -> bool:
+        """The AAA backend's answer to the last ``EapRelayRequest``: the held request is answered.
+        False if nothing waits for it any more (the SA closed meanwhile): the caller drops it."""
+        self._now = now
+        waiting = self._waiting
+        if waiting is None or self._state == State.CLOSED:
+            return False
+        self._waiting = None
+        response = waiting.awaits.resume(self._st, reply)
+        self._answer(waiting.message_id, waiting.exchange, response, waiting.addr)
+        self._schedule()
+        self._start_next()
+        return True
 
     @_notifies
     def handle_timer(self, now: float) -> None:
@@ -768,6 +801,8 @@ class IkeSa:
 
     def _serve(self, msg: Message, payloads: tuple[Payload, ...], addr: Address, local: Address | None) -> None:
         """Answer an authenticated request (whole or reassembled)."""
+        if self._waiting is not None:
+            return  # a retransmission of the request whose answer waits for the backend
         self._last_heard = self._now
         self._float(addr, local)
         response = self._dispatch(msg.exchange, payloads)
@@ -775,9 +810,18 @@ class IkeSa:
             # an authenticated request we cannot serve here still gets an answer,
             # or the peer would retransmit it and its window would stall
             response = Response([notify(NotifyType.INVALID_SYNTAX)])
+        if response.awaits is not None:
+            self._waiting = _Waiting(msg.message_id, msg.exchange, addr, response.awaits)
+            return
+        self._answer(msg.message_id, msg.exchange, response, addr)
+
+    def _answer(self, message_id: int, exchange: int, response: Response, addr: Address) -> None:
+        """Send the response to an authenticated request and act on what it started."""
+        if self._state == State.CONNECTING and self._st.peer_id is not None and not response.close:
+            self._state = State.ESTABLISHED  # IKE_AUTH authenticated the peer
         if response.close and response.reason is DownReason.DELETED_BY_PEER and self._adopt_peer_rekey():
             response = Response(response.payloads)   # the peer's new IKE SA carries on: see _adopt_peer_rekey
-        self._respond(msg, response, addr)
+        self._respond_to(message_id, exchange, response, addr)
         if self._st.redirected_to is not None and self._redirect_deadline is None and self._state == State.ESTABLISHED:
             # RFC 5685 §6: the client deletes the SA; if it does not, we do (as strongSwan, after half_open_timeout)
             self._redirect_deadline = self._now + self._st.config.half_open_timeout
@@ -828,19 +872,19 @@ class IkeSa:
         responder = responder_for(exchange, self._state, self._st.is_initiator, payloads)
         if responder is None:
             return None
-        response = responder.respond(self._st, payloads, self._pending.task if self._pending else None)
-        if self._state == State.CONNECTING and self._st.peer_id is not None and not response.close:
-            self._state = State.ESTABLISHED  # IKE_AUTH authenticated the peer
-        return response
+        return responder.respond(self._st, payloads, self._pending.task if self._pending else None)
 
     def _rekeying(self) -> bool:
         tasks = [*self._queue, *([self._pending.task] if self._pending else [])]
         return any(t.rekeys_ike_sa for t in tasks)
 
     def _respond(self, msg: Message, response: Response, addr: Address) -> tuple[bytes, ...]:
-        data = self._encode(msg.exchange, msg.message_id, response.payloads, response=True)
-        self._last_response = (msg.message_id, data)
-        self._peer_id = msg.message_id + 1
+        return self._respond_to(msg.message_id, msg.exchange, response, addr)
+
+    def _respond_to(self, message_id: int, exchange: int, response: Response, addr: Address) -> tuple[bytes, ...]:
+        data = self._encode(exchange, message_id, response.payloads, response=True)
+        self._last_response = (message_id, data)
+        self._peer_id = message_id + 1
         self._reassembly.pop(False, None)
         self._outbox.extend((d, addr) for d in data)
         if response.close:
@@ -1090,6 +1134,8 @@ class IkeSa:
             self._end_pending(task)
         self._abort_queue()
         self._reassembly.clear()
+        self._waiting = None
+        ike_auth_eap.closing(self._st)  # an EAP relay conversation the backend still holds
         if self._heir is not None:  # the Child SAs live on in the heir
             self._state = State.CLOSED
             log.debug("%s: replaced IKE SA closed: %s", self.name, reason)

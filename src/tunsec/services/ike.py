@@ -49,12 +49,15 @@ from tunsec.dataplane.client import WorkerClient, WorkerError
 from tunsec.dataplane.pipe import Action, Alg, Direction, Endpoint, ExpireReason, Policy, SaSpec, Selector
 from tunsec.ike.config import ChildConfig
 from tunsec.ike.constants import IKE_PORT, NATT_PORT
+from tunsec.ike.eap.relay import RelayOutcome, RelayReply
 from tunsec.ike.endpoint import DosLimits, EndpointStats, IkeEndpoint
 from tunsec.ike.events import (
     AuthFailed,
     ChildSaDown,
     ChildSaUp,
     DownReason,
+    EapRelayAbandoned,
+    EapRelayRequest,
     IkeSaDown,
     IkeSaRekeyed,
     IkeSaUp,
@@ -74,6 +77,9 @@ from tunsec.metrics import EventCounts
 from tunsec.policy.ids import Band, IdSpace, priority
 from tunsec.policy.pools import AddressPools, PoolConfig
 from tunsec.policy.selector import SelectorError, fast_selectors
+from tunsec.radius.messages import Station
+from tunsec.radius.relay import RadiusRelay
+from tunsec.radius.settings import RadiusSettings
 from tunsec.services.base import EspEndpoint, Service, bind_udp
 
 if TYPE_CHECKING:
@@ -153,7 +159,8 @@ class IkeService(Service):
 
     def __init__(self, connections: Sequence[Connection], worker: Callable[[], WorkerClient],
                  local_addrs: dict[int, str], ids: IdSpace | None = None,
-                 limits: DosLimits | None = None, pools: Sequence[PoolConfig] = ()) -> None:
+                 limits: DosLimits | None = None, pools: Sequence[PoolConfig] = (),
+                 radius: RadiusSettings | None = None) -> None:
         self.connections = {c.ike.name: c for c in connections}
         self.pool_configs = {p.name: p for p in pools}
         self.pools = AddressPools(pools)    # virtual IP leases: they outlive IKE SAs, so they live here
@@ -204,6 +211,9 @@ class IkeService(Service):
         self._installed.set()
         self._flush_held = False
         self._timers: dict[asyncio.TimerHandle, Callable[[], object]] = {}   # lingering inbound SAs, standby ends
+        # auth = eap-radius: the RADIUS client, and the round trip each IKE SA waits for
+        self.radius = RadiusRelay(radius) if radius is not None else None
+        self._relay_rounds: dict[IkeSa, asyncio.Task[None]] = {}
 
     # --- lifecycle -------------------------------------------------------------
     def prepare(self) -> None:
@@ -211,6 +221,8 @@ class IkeService(Service):
 
     def close(self) -> None:
         self.close_sockets()
+        if self.radius is not None:
+            self.radius.close()
 
     def open_sockets(self) -> None:
         """UDP 500 (or the configured port) per family, before the event loop starts."""
@@ -254,6 +266,8 @@ class IkeService(Service):
     async def shutdown(self) -> None:
         """Delete every IKE SA (the peer learns it now, not at its DPD timeout)."""
         self.closing = True
+        for task in self._relay_rounds.values():
+            task.cancel()     # the IKE SAs they wait for are deleted next
         for sa in self.endpoint.sas:
             if not sa.is_closed:
                 with contextlib.suppress(Exception):
@@ -302,6 +316,7 @@ class IkeService(Service):
             self.attempts.pop(name, None)
         self.connections = {c.name: c for c in cfg.connections}
         self.endpoint.set_configs([c.ike for c in cfg.connections])
+        self._reload_radius(cfg.radius)
         self._pump()   # the DELETEs go out (the children's SAs leave the worker as they are confirmed)
         for conn in [*d.added, *replaced]:
             for ch in conn.children:
@@ -314,6 +329,14 @@ class IkeService(Service):
         if creds:
             out.append(f"IKE connections with new credentials (for new negotiations): {', '.join(sorted(creds))}")
         return out
+
+    def _reload_radius(self, settings: RadiusSettings | None) -> None:
+        """New RADIUS servers or timers serve new rounds; a round in flight fails (its client is closed)."""
+        if (self.radius.settings if self.radius is not None else None) == settings:
+            return
+        if self.radius is not None:
+            self.radius.close()
+        self.radius = RadiusRelay(settings) if settings is not None else None
 
     async def _remove_traps(self, conns: set[str]) -> None:
         for pid, (conn, _child) in list(self.trap_policies.items()):
@@ -889,6 +912,44 @@ class IkeService(Service):
                 self._spawn(self._resolve_gateway(sa, ev.gateway))
             case SpiUnused():
                 self._spawn(self._delete_sa(ev.spi, Direction.IN))
+            case EapRelayRequest():
+                self._relay_round(sa, ev)
+            case EapRelayAbandoned():
+                self._end_relay(sa)
+
+    # --- auth = eap-radius: EAP between the engine and RADIUS ----------------------------
+    def _relay_round(self, sa: IkeSa, ev: EapRelayRequest) -> None:
+        """The engine holds the client's IKE_AUTH request until RADIUS answers (or gives up)."""
+        if self.radius is None:   # the config check refuses eap-radius without servers; a reload might not
+            self.endpoint.relay_reply(sa, RelayReply(RelayOutcome.FAILED, reason="no RADIUS server configured"),
+                                      time.monotonic())
+            return
+        self._relay_rounds[sa] = self._spawn(self._relay(sa, ev, self.radius))
+
+    async def _relay(self, sa: IkeSa, ev: EapRelayRequest, radius: RadiusRelay) -> None:
+        try:
+            reply = await radius.round(sa, ev, self._station(sa, ev))
+        except Exception as err:   # answer anyway: the client's request must not wait for the half-open timeout
+            log.error("%s: RADIUS round failed: %s: %s", ev.name, type(err).__name__, err)
+            reply = RelayReply(RelayOutcome.FAILED, reason=f"RADIUS round failed ({type(err).__name__})")
+        self._relay_rounds.pop(sa, None)
+        if not self.endpoint.relay_reply(sa, reply, time.monotonic()):
+            radius.stats.late += 1   # the IKE SA went away in the meantime
+        self._pump()
+
+    def _end_relay(self, sa: IkeSa) -> None:
+        task = self._relay_rounds.pop(sa, None)
+        if task is not None:
+            task.cancel()   # gives its RADIUS identifier back; an answer still to come is dropped as late
+        if self.radius is not None:
+            self.radius.abandon(sa)
+
+    def _station(self, sa: IkeSa, ev: EapRelayRequest) -> Station:
+        """The attributes strongSwan's eap-radius sends: our IKE address, both endpoints as addr[port]."""
+        me = self._endpoint(ipaddress.ip_address(ev.peer[0]).version, sa.local_port)
+        assert self.radius is not None
+        return Station(self.radius.settings.nas_identifier, None if me.addr.is_unspecified else str(me.addr),
+                       f"{me.addr}[{me.port}]", f"{ev.peer[0]}[{ev.peer[1]}]", int.from_bytes(sa.local_spi[:4]))
 
     async def _resolve_gateway(self, sa: IkeSa, gateway: str) -> None:
         """Look up the gateway a REDIRECT named by FQDN with the system resolver, in the loop's
@@ -1266,11 +1327,16 @@ class IkeService(Service):
             # HELD_MAX), and how often outgoing ones waited for installs or SPIs (see receive)
             "ike_held": {"waiting": self._held_datagrams, "held": self.held_total, "held_dropped": self.held_dropped,
                          "install_waits": self.install_waits},
+            # auth = eap-radius: requests and answers, what was dropped, what is open now
+            "radius": {} if self.radius is None else {
+                **self.radius.stats.as_dict(), "conversations": self.radius.conversations,
+                "outstanding": self.radius.client.outstanding()},
         }
 
     @classmethod
     def idle_status(cls) -> dict[str, Any]:
-        return {"ike_sas": [], "leases": [], "ike_half_open": 0, "ike_drops": {}, "ike_fragments": {}, "ike_held": {}}
+        return {"ike_sas": [], "leases": [], "ike_half_open": 0, "ike_drops": {}, "ike_fragments": {}, "ike_held": {},
+                "radius": {}}
 
     def ike_sas(self) -> list[dict[str, Any]]:
         out = []

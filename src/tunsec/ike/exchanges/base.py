@@ -17,6 +17,7 @@ from enum import Enum, auto
 from typing import TypeVar
 
 from ..constants import ERROR_NOTIFY_LIMIT, NotifyType
+from ..eap.relay import RelayReply
 from ..events import DownReason
 from ..message import NotifyPayload, Payload
 from ..state import ChildSa, IkeRekey, IkeSaState, State
@@ -126,6 +127,19 @@ class Response:
     close: bool = False
     reason: DownReason = DownReason.NEGOTIATION_FAILED
     followups: list[Task] = field(default_factory=list)  # requests to start afterwards
+    # no answer yet: it waits for the AAA backend (see Awaiting); the other fields are unused
+    awaits: Awaiting | None = None
+
+
+class Awaiting(ABC):
+    """A request whose answer waits for a result from outside the engine (an EAP relay round,
+    ``auth = eap-radius``). The transport holds the request, drops its retransmissions (the
+    peer's window stays at it) and, when ``IkeSa.relay_reply`` delivers the backend's answer,
+    sends what :meth:`resume` returns as the response."""
+
+    @abstractmethod
+    def resume(self, st: IkeSaState, reply: RelayReply) -> Response:
+        """The response, now that the backend answered."""
 
 
 Respond = Callable[[IkeSaState, Sequence[Payload], "Task | None"], Response]

@@ -23,13 +23,14 @@ from ..auth import AuthError, psk_auth_data, signed_octets, verify_psk
 from ..constants import AuthMethod, NotifyType
 from ..eap.mschapv2 import EapAuthenticator, EapPeer, EapResult
 from ..eap.packet import EapError
+from ..eap.relay import EapRelay, RelayAsk, RelayReply
 from ..eap.tls import EapTlsAuthenticator, TlsServerCredentials
-from ..events import AuthFailed, DownReason
+from ..events import AuthFailed, DownReason, EapRelayAbandoned, EapRelayRequest
 from ..identity import Identity
 from ..message import AuthPayload, EapPayload, IdPayload, Payload
 from ..secret import Secret
 from ..state import IkeSaState
-from .base import Outcome, Response, find, notify
+from .base import Awaiting, Outcome, Response, find, notify
 
 
 def _user(name: bytes) -> str:
@@ -74,15 +75,16 @@ class EapServer(Protocol):
 
 
 # the gateway's EAP methods (remote.auth) and their names in log lines
-METHOD_NAMES = {"eap-mschapv2": "EAP-MSCHAPv2", "eap-tls": "EAP-TLS"}
+METHOD_NAMES = {"eap-mschapv2": "EAP-MSCHAPv2", "eap-tls": "EAP-TLS", "eap-radius": "EAP-RADIUS"}
 
 
 @dataclass
 class GatewayEap:
-    authenticator: EapServer
+    authenticator: EapServer | EapRelay  # a method run here, or the relay to the AAA backend
     idi: IdPayload
     request: tuple[Payload, ...]  # the first IKE_AUTH request: its SA, TS and CP are answered last
     msk: Secret | None = None
+    relayed: bool = False  # the backend holds state of this conversation (until its final answer)
 
 
 def wanted(st: IkeSaState, payloads: Sequence[Payload]) -> bool:
@@ -99,11 +101,13 @@ def start(st: IkeSaState, idi: IdPayload, payloads: Sequence[Payload], own: list
         return None if secret is None else secret.reveal().decode("utf-8", "surrogateescape")
 
     eap_id = cfg.remote.eap_id
+    first_id = None if eap_id == "%any" else (eap_id.encode() if eap_id else idi.data)
+    if cfg.remote.method == "eap-radius":
+        return _start_relay(st, EapRelay(first_id, rand=st.rng), idi, payloads, own)
     session: EapServer
     if cfg.remote.method == "eap-tls":
         session = _tls_server(st, idi)
     else:
-        first_id = None if eap_id == "%any" else (eap_id.encode() if eap_id else idi.data)
         session = EapAuthenticator(lookup, first_id, rand=st.rng)
     st.eap = GatewayEap(session, idi, tuple(payloads))
     return Response([*own, EapPayload(session.start())])
@@ -133,20 +137,72 @@ def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response | GatewayEa
         eap = find(payloads, EapPayload)
         if eap is None:
             raise AuthError("IKE_AUTH request without the EAP payload the exchange is at")
+        if isinstance(ge.authenticator, EapRelay):
+            step = ge.authenticator.process(eap.data)
+            if isinstance(step, RelayAsk):
+                return _ask_backend(st, ge, step, [])
+            return _conclude(st, ge, *step, ge.authenticator.label)
         out, result = ge.authenticator.process(eap.data)
-        if result is None:
-            return Response([EapPayload(out)])
-        if not result.ok:
-            method = METHOD_NAMES[st.config.remote.method]
-            st.emit(AuthFailed(st.name, f"{method} authentication of {_user(result.identity)} failed: "
-                               f"{result.reason}", by_peer=False))
-            return Response([EapPayload(out), notify(NotifyType.AUTHENTICATION_FAILED)], close=True,
-                            reason=DownReason.AUTH_FAILED)
-        ge.msk = Secret(result.msk)
-        return Response([EapPayload(out)])
+        return _conclude(st, ge, out, result, METHOD_NAMES[st.config.remote.method])
     _check_msk_auth(st, ge.msk, True, ge.idi, payloads)
     st.peer_id = Identity(ge.idi.id_type, ge.idi.data)
     return ge
+
+
+def _conclude(st: IkeSaState, ge: GatewayEap, out: bytes, result: EapResult | None, method: str) -> Response:
+    """Send the method's next packet; on failure also AUTHENTICATION_FAILED, and close."""
+    if result is None:
+        return Response([EapPayload(out)])
+    if not result.ok:
+        st.emit(AuthFailed(st.name, f"{method} authentication of {_user(result.identity)} failed: "
+                           f"{result.reason}", by_peer=False))
+        return Response([EapPayload(out), notify(NotifyType.AUTHENTICATION_FAILED)], close=True,
+                        reason=DownReason.AUTH_FAILED)
+    ge.msk = Secret(result.msk)
+    return Response([EapPayload(out)])
+
+
+# ----------------------------------------------------------- gateway: relay to the AAA backend
+
+
+@dataclass
+class _BackendRound(Awaiting):
+    """An IKE_AUTH request held until the backend answers (``auth = eap-radius``)."""
+
+    ge: GatewayEap
+    prefix: list[Payload]  # our IDr/CERT/AUTH, when it is the first request that waits
+
+    def resume(self, st: IkeSaState, reply: RelayReply) -> Response:
+        assert isinstance(self.ge.authenticator, EapRelay)
+        out, result = self.ge.authenticator.reply(reply)
+        if result is not None:
+            self.ge.relayed = False  # a final answer: the backend is done with it
+        response = _conclude(st, self.ge, out, result, self.ge.authenticator.label)
+        response.payloads[:0] = self.prefix
+        return response
+
+
+def _start_relay(st: IkeSaState, relay: EapRelay, idi: IdPayload, payloads: Sequence[Payload],
+                 own: list[Payload]) -> Response:
+    ge = st.eap = GatewayEap(relay, idi, tuple(payloads))
+    first = relay.start()
+    if isinstance(first, RelayAsk):  # we know the identity: the backend sends the first request
+        return _ask_backend(st, ge, first, own)
+    return Response([*own, EapPayload(first)])
+
+
+def _ask_backend(st: IkeSaState, ge: GatewayEap, ask: RelayAsk, prefix: list[Payload]) -> Response:
+    st.emit(EapRelayRequest(st.name, ask.identity, ask.eap, st.remote_addr, first=not ge.relayed))
+    ge.relayed = True
+    return Response(awaits=_BackendRound(ge, prefix))
+
+
+def closing(st: IkeSaState) -> None:
+    """The IKE SA closes: tell the edge to forget a relay conversation the backend still holds."""
+    ge = st.eap
+    if ge is not None and ge.relayed:
+        ge.relayed = False
+        st.emit(EapRelayAbandoned(st.name))
 
 
 def gateway_auth(st: IkeSaState, ge: GatewayEap, idr: IdPayload) -> AuthPayload:

@@ -1,0 +1,107 @@
+"""``radius { }``: the RADIUS servers a gateway relays EAP to (``remote { auth = eap-radius }``).
+
+strongSwan configures these in strongswan.conf (``charon.plugins.eap-radius``); tunsec keeps
+them in its one config file, with the same key names::
+
+    radius {
+      servers {
+        primary {
+          address = 10.0.0.5       # an IP address (no name to resolve at start)
+          secret = "shared secret"
+          auth_port = 1812
+        }
+      }
+      nas_identifier = tunsec
+      retransmit_timeout = 2.0     # seconds until the first retransmission
+      retransmit_base = 1.4
+      retransmit_tries = 4
+    }
+
+The result is a :class:`~tunsec.radius.settings.RadiusSettings`, which the IKE service hands
+to its RADIUS client as it is.
+"""
+
+from __future__ import annotations
+
+from tunsec.conf.errors import BadValue, ConfigIssue
+from tunsec.conf.reader import SectionReader
+from tunsec.conf.syntax import Section
+from tunsec.conf.values import float_range, int_range, parse_address, parse_port
+from tunsec.ike.secret import Secret
+from tunsec.radius.settings import AUTH_PORT, RadiusServer, RadiusSettings
+
+__all__ = ["radius_warnings", "read_radius"]
+
+_parse_timeout = float_range(0.05, 60, "a number of seconds")
+_parse_base = float_range(1, 10, "a number")
+_parse_tries = int_range(0, 20, "a number of retransmissions")
+MAX_SERVERS = 16
+
+
+def _parse_secret(text: str) -> Secret:
+    # RFC 2865 §3 allows any length; an empty one is a mistake (the config's "key =" resets)
+    value = text.encode("utf-8", "surrogateescape")
+    if len(value) > 128:
+        raise BadValue("at most 128 bytes")
+    return Secret(value)
+
+
+def _parse_nas_identifier(text: str) -> str:
+    value = text.strip()
+    if not 1 <= len(value.encode()) <= 253 or not value.isprintable():
+        raise BadValue("1..253 printable characters (a RADIUS attribute holds 253)")
+    return value
+
+
+def _read_server(sub: Section, issues: list[ConfigIssue]) -> RadiusServer | None:
+    r = SectionReader(sub, issues)
+    address = r.require("address", parse_address)
+    secret = r.require("secret", _parse_secret)
+    port = r.get("auth_port", parse_port, AUTH_PORT)
+    r.finish()
+    if address is None or secret is None:
+        return None
+    return RadiusServer(sub.name, address, secret, port)
+
+
+def read_radius(section: Section, issues: list[ConfigIssue]) -> RadiusSettings:
+    r = SectionReader(section, issues)
+    d = RadiusSettings()
+    nas_identifier = r.get("nas_identifier", _parse_nas_identifier, d.nas_identifier)
+    timeout = r.get("retransmit_timeout", _parse_timeout, d.retransmit_timeout)
+    base = r.get("retransmit_base", _parse_base, d.retransmit_base)
+    tries = r.get("retransmit_tries", _parse_tries, d.retransmit_tries)
+    servers_section = r.subsection("servers")
+    r.finish()
+    servers: list[RadiusServer] = []
+    if servers_section is None:
+        r.error("servers", "required section is missing: servers { NAME { address = ..., secret = ... } }")
+    else:
+        for name, setting in servers_section.settings.items():
+            issues.append(ConfigIssue(setting.file, setting.line, servers_section.key_path(name),
+                                      "servers takes one section per server ('NAME { address = ... }'), not keys"))
+        for sub in servers_section.sections.values():
+            server = _read_server(sub, issues)
+            if server is not None:
+                servers.append(server)
+        if len(servers_section.sections) > MAX_SERVERS:
+            issues.append(ConfigIssue(servers_section.file, servers_section.line, servers_section.path,
+                                      f"at most {MAX_SERVERS} servers"))
+        elif not servers_section.sections:
+            issues.append(ConfigIssue(servers_section.file, servers_section.line, servers_section.path,
+                                      "no server: add NAME { address = ..., secret = ... }"))
+    return RadiusSettings(tuple(servers), nas_identifier, timeout, base, tries)
+
+
+def radius_warnings(section: Section, settings: RadiusSettings, half_open_timeout: float) -> list[ConfigIssue]:
+    """A round that waits for every server longer than a client may stay half-open: the IKE SA
+    is gone before the gateway gives up, so the client hears no AUTHENTICATION_FAILED."""
+    per_server = sum(settings.wait(n) for n in range(settings.retransmit_tries + 1))
+    total = per_server * len(settings.servers)
+    if total < half_open_timeout:
+        return []
+    return [ConfigIssue(section.file, section.line, section.path,
+                        f"when no server answers, a round waits {total:.1f} s ({len(settings.servers)} server(s) x "
+                        f"{per_server:.1f} s), not less than tunsec.half_open_timeout ({half_open_timeout:g} s): "
+                        "the client's IKE SA is closed first and gets no AUTHENTICATION_FAILED; lower "
+                        "retransmit_timeout/retransmit_tries or raise half_open_timeout")]

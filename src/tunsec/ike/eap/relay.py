@@ -1,0 +1,129 @@
+"""The gateway as an EAP pass-through authenticator (RFC 3748 §2.3, RFC 3579): the EAP
+method runs between the client and an AAA server (RADIUS, ``auth = eap-radius``); the
+gateway only carries the packets and takes the MSK from the server's final answer.
+
+Sans-I/O like the rest of the engine: :class:`EapRelay` says what to send the backend
+(:class:`RelayAsk`) and takes its answer (:class:`RelayReply`) whenever the caller has it;
+the I/O (RADIUS over UDP) lives in :mod:`tunsec.radius`, at the edge.
+
+EAP-Identity: with ``eap_id = %any`` the gateway asks for the identity itself and passes
+the client's answer on; otherwise it starts the conversation with an EAP-Response/Identity
+of the configured identity (identifier 0), as strongSwan's eap-radius plugin does.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..secret import Secret
+from . import identity
+from .mschapv2 import EapResult
+from .packet import EapCode, EapError, EapPacket
+
+
+class RelayOutcome(enum.Enum):
+    CHALLENGE = "challenge"  # the server sent the next EAP request (Access-Challenge)
+    ACCEPT = "accept"  # EAP-Success and the MSK (Access-Accept)
+    REJECT = "reject"  # the server refused the user (Access-Reject)
+    FAILED = "failed"  # no usable answer (no server answered, none is configured...)
+
+
+@dataclass(frozen=True)
+class RelayAsk:
+    """An EAP response of the client (or the identity we start with) for the backend."""
+
+    identity: bytes  # the EAP identity (RADIUS User-Name)
+    eap: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class RelayReply:
+    """The backend's answer to one :class:`RelayAsk`. ``reason`` is for the log: it names the
+    server and says why, never a secret; ``msk`` only with ACCEPT."""
+
+    outcome: RelayOutcome
+    eap: bytes = field(default=b"", repr=False)
+    msk: Secret | None = None
+    reason: str = ""
+
+
+MAX_ROUNDS = 16  # backend round trips per conversation (EAP-TLS takes ~10); more is a loop
+
+
+@dataclass
+class EapRelay:
+    """One client's conversation through the gateway.
+
+    ``start()`` gives the first EAP request for the client, or the first ask for the backend;
+    ``process(response)`` turns a client's EAP response into an ask (or fails it);
+    ``reply(answer)`` gives the packet for the client and, once decided, the result.
+    """
+
+    peer_identity: bytes | None  # None: ask with EAP-Identity first
+    rand: Callable[[int], bytes] = os.urandom
+    label: str = "EAP-RADIUS"  # names the method in log lines
+    _ident: int = 0  # identifier of the last request the client got
+    _state: str = "new"
+    _rounds: int = 0
+
+    @property
+    def user(self) -> bytes:
+        return self.peer_identity or b""
+
+    def start(self) -> bytes | RelayAsk:
+        if self.peer_identity is None:
+            self._ident = self.rand(1)[0]
+            self._state = "identity"
+            return identity.request(self._ident).encode()
+        return self._ask(identity.response(0, self.peer_identity).encode())
+
+    def _ask(self, eap: bytes) -> RelayAsk:
+        self._state = "asking"
+        self._rounds += 1
+        return RelayAsk(self.user, eap)
+
+    def fail(self, reason: str) -> tuple[bytes, EapResult]:
+        self._state = "done"
+        return EapPacket(EapCode.FAILURE, self._ident).encode(), EapResult(False, self.user, reason=reason)
+
+    def process(self, raw: bytes) -> RelayAsk | tuple[bytes, EapResult]:
+        """A client's EAP response: relay it, or fail the conversation if it is not one."""
+        try:
+            pkt = EapPacket.decode(raw)
+            if self._state not in ("identity", "relaying"):
+                raise EapError(f"EAP response while the conversation is {self._state}")
+            if pkt.code != EapCode.RESPONSE or pkt.ident != self._ident:
+                raise EapError("EAP packet is not the response to the last request")
+            if self._state == "identity":
+                self.peer_identity = identity.parse_response(pkt)
+            if self._rounds >= MAX_ROUNDS:
+                raise EapError(f"more than {MAX_ROUNDS} EAP rounds")
+        except EapError as exc:
+            return self.fail(str(exc))
+        return self._ask(raw[: len(pkt.encode())])  # without trailing bytes beyond its Length
+
+    def reply(self, answer: RelayReply) -> tuple[bytes, EapResult | None]:
+        """The backend's answer: the EAP packet for the client, and the result once decided."""
+        if self._state != "asking":
+            return self.fail("backend answer without a question")
+        if answer.outcome in (RelayOutcome.REJECT, RelayOutcome.FAILED):
+            return self.fail(answer.reason)
+        try:
+            pkt = EapPacket.decode(answer.eap) if answer.eap else None
+        except EapError as exc:
+            return self.fail(f"{answer.reason}: {exc}")
+        if answer.outcome is RelayOutcome.CHALLENGE:
+            if pkt is None or pkt.code != EapCode.REQUEST:
+                return self.fail(f"{answer.reason}: Access-Challenge without an EAP request")
+            self._ident, self._state = pkt.ident, "relaying"
+            return answer.eap[: len(pkt.encode())], None
+        if answer.msk is None:
+            return self.fail(f"{answer.reason}: Access-Accept without MPPE keys (no MSK)")
+        if pkt is not None and pkt.code != EapCode.SUCCESS:
+            return self.fail(f"{answer.reason}: Access-Accept without EAP-Success")
+        self._state = "done"
+        out = pkt.encode() if pkt is not None else EapPacket(EapCode.SUCCESS, self._ident).encode()
+        return out, EapResult(True, self.user, answer.msk.reveal())

@@ -1,0 +1,8 @@
+"""RADIUS for the gateway's ``auth = eap-radius`` (RFC 2865, RFC 3579, RFC 2548), at the edge
+of the IKE service; the engine only relays EAP (``tunsec.ike.eap.relay``).
+
+``settings.py``: the servers and timers (``radius { }``, read by ``tunsec.conf.radius``);
+``messages.py``: Access-Request and authenticated answers, with pyrad and its dictionary
+(``dictionary`` beside it); ``client.py``: asyncio UDP, identifiers, retransmission,
+counters; ``relay.py``: one EAP conversation per IKE SA.
+"""

@@ -1,0 +1,209 @@
+"""The RADIUS client of the EAP relay: asyncio UDP, one socket per server.
+
+Each server gets a UDP socket connected to it (the kernel then drops datagrams from
+anyone else) and its own 256 identifiers (RFC 2865 §3). A request is sent, and
+retransmitted unchanged (same identifier and authenticator, RFC 5080 §2.2.1) after
+``RadiusSettings.wait(n)`` seconds, ``retransmit_tries`` times; then :class:`NoAnswer`.
+At most 256 requests per server are outstanding: beyond that :class:`Busy`, at once.
+
+A datagram is used only if it authenticates as the answer to an outstanding request
+(:func:`~tunsec.radius.messages.read_reply`). Everything else is dropped and counted:
+an answer to a request we no longer wait for (timed out, or its IKE SA is gone) as
+``late``, one that does not verify as ``bad``, one for no request at all as ``unmatched``.
+A reply that does not verify does not end the wait: the real answer may still come.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any, cast
+
+from tunsec.loglimit import LogLimiter, suffix
+
+from .messages import ACCESS_ACCEPT, ACCESS_CHALLENGE, Answer, BadReply, read_reply, verifies
+from .settings import RadiusServer, RadiusSettings
+
+log = logging.getLogger("tunsec.radius")
+
+IDS = 256  # the Identifier is one octet
+
+
+class NoAnswer(Exception):
+    """The server did not answer a request and its retransmissions."""
+
+
+class Busy(Exception):
+    """All 256 identifiers of the server are in use."""
+
+
+@dataclass
+class RadiusStats:
+    """Counters for ``tunsec status`` (``radius``)."""
+
+    requests: int = 0
+    retransmissions: int = 0
+    timeouts: int = 0  # requests no server answered
+    accepts: int = 0
+    rejects: int = 0
+    challenges: int = 0
+    bad: int = 0  # did not decode or authenticate: dropped
+    late: int = 0  # authentic answers to requests given up (timed out, IKE SA gone): dropped
+    unmatched: int = 0  # answers to no request we sent: dropped
+    busy: int = 0  # refused at once: 256 requests to the server outstanding
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass
+class _Outstanding:
+    request: Any  # the pyrad AuthPacket
+    answer: asyncio.Future[Answer]
+
+
+class ServerLink(asyncio.DatagramProtocol):
+    """The socket, identifiers and outstanding requests of one server."""
+
+    def __init__(self, server: RadiusServer, settings: RadiusSettings, stats: RadiusStats) -> None:
+        self.server = server
+        self.settings = settings
+        self.stats = stats
+        self.transport: asyncio.DatagramTransport | None = None
+        self._free: collections.deque[int] = collections.deque(range(IDS))  # least recently used first
+        self._outstanding: dict[int, _Outstanding] = {}
+        # requests given up, by identifier, until the identifier is reused: to tell a late answer
+        # from junk (at most IDS entries)
+        self._given_up: dict[int, Any] = {}
+        self._log = LogLimiter()
+
+    @property
+    def outstanding(self) -> int:
+        return len(self._outstanding)
+
+    async def open(self) -> None:
+        if self.transport is None:
+            loop = asyncio.get_running_loop()
+            addr = (str(self.server.address), self.server.auth_port)
+            await loop.create_datagram_endpoint(lambda: self, remote_addr=addr)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable and the like: the retransmissions go on (the server may be restarting)
+        log.debug("RADIUS server %s: %s", self.server, exc)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+            self.transport = None
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        ident = data[1] if len(data) >= 20 else -1
+        waiting = self._outstanding.get(ident)
+        if waiting is None:
+            given_up = self._given_up.get(ident)
+            if given_up is not None and verifies(given_up, data):
+                self.stats.late += 1
+                log.debug("RADIUS server %s: answer to request %d came after we gave up on it; dropped",
+                          self.server, ident)
+            else:
+                self.stats.unmatched += 1
+                self._warn("answer to no request we sent dropped")
+            return
+        try:
+            answer = read_reply(waiting.request, data)
+        except BadReply as exc:
+            self.stats.bad += 1
+            self._warn(f"reply dropped: {exc}")
+            return
+        if not waiting.answer.done():
+            waiting.answer.set_result(answer)
+
+    def _warn(self, what: str) -> None:
+        if (held := self._log.admit()) is not None:
+            log.warning("RADIUS server %s: %s%s", self.server, what, suffix(held))
+
+    def _take_id(self) -> int:
+        if not self._free:
+            self.stats.busy += 1
+            raise Busy(f"{IDS} requests to RADIUS server {self.server} are outstanding")
+        ident = self._free.popleft()
+        self._given_up.pop(ident, None)
+        return ident
+
+    async def exchange(self, build: Callable[[int], Any]) -> Answer:
+        """Send the request ``build(identifier)`` until it is answered; raises NoAnswer, Busy,
+        and whatever ``build`` raises. Cancelling gives the identifier back."""
+        await self.open()
+        ident = self._take_id()
+        try:
+            request = build(ident)
+            raw = request.RequestPacket()
+        except BaseException:
+            self._free.append(ident)
+            raise
+        waiting = _Outstanding(request, asyncio.get_running_loop().create_future())
+        self._outstanding[ident] = waiting
+        self.stats.requests += 1
+        try:
+            for attempt in range(self.settings.retransmit_tries + 1):
+                if attempt:
+                    self.stats.retransmissions += 1
+                if self.transport is not None:
+                    self.transport.sendto(raw)
+                try:
+                    return await asyncio.wait_for(asyncio.shield(waiting.answer), self.settings.wait(attempt))
+                except TimeoutError:
+                    continue
+            self.stats.timeouts += 1
+            raise NoAnswer(f"no answer from RADIUS server {self.server} after "
+                           f"{self.settings.retransmit_tries + 1} tries")
+        finally:
+            del self._outstanding[ident]
+            if not waiting.answer.done():
+                waiting.answer.cancel()
+                self._given_up[ident] = request
+            self._free.append(ident)
+
+
+class RadiusClient:
+    """Requests to the configured servers; sockets are opened at the first request."""
+
+    def __init__(self, settings: RadiusSettings, stats: RadiusStats | None = None) -> None:
+        self.settings = settings
+        self.stats = stats if stats is not None else RadiusStats()
+        self._links: dict[str, ServerLink] = {}
+
+    def link(self, server: RadiusServer) -> ServerLink:
+        found = self._links.get(server.name)
+        if found is None or found.server != server:
+            if found is not None:
+                found.close()
+            found = self._links[server.name] = ServerLink(server, self.settings, self.stats)
+        return found
+
+    async def exchange(self, server: RadiusServer, build: Callable[[int], Any]) -> Answer:
+        answer = await self.link(server).exchange(build)
+        if answer.code == ACCESS_CHALLENGE:
+            self.stats.challenges += 1
+        elif answer.code == ACCESS_ACCEPT:
+            self.stats.accepts += 1
+        else:
+            self.stats.rejects += 1
+        return answer
+
+    def outstanding(self) -> int:
+        return sum(link.outstanding for link in self._links.values())
+
+    def close(self) -> None:
+        for link in self._links.values():
+            link.close()
+        self._links.clear()

@@ -1,0 +1,100 @@
+"""EAP over RADIUS for the IKE service: one conversation per IKE SA (``auth = eap-radius``).
+
+The engine asks with an ``EapRelayRequest`` (the client's EAP response); :meth:`RadiusRelay.round`
+sends it in an Access-Request and turns the server's answer into the engine's ``RelayReply``.
+Between rounds a conversation keeps what the server must see again: its State attribute
+(echoed, RFC 2865 §5.24) and the server itself (the State means nothing to another one).
+A new conversation tries the servers in the configured order, the next one only if one
+does not answer. A conversation ends with the server's final answer, or when the engine
+reports the IKE SA gone (``EapRelayAbandoned`` -> :meth:`abandon`): nothing stays behind.
+
+Log lines say which user, which server and why; never the secret, the keys or EAP data.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Hashable
+from dataclasses import dataclass
+from typing import Any
+
+from tunsec.ike.eap.relay import RelayOutcome, RelayReply
+from tunsec.ike.events import EapRelayRequest
+
+from .client import Busy, NoAnswer, RadiusClient, RadiusStats
+from .messages import ACCESS_ACCEPT, ACCESS_CHALLENGE, Answer, Station, TooLarge, access_request
+from .settings import RadiusServer, RadiusSettings
+
+log = logging.getLogger("tunsec.radius")
+
+
+def user_text(name: bytes) -> str:
+    """A client-chosen user name, fit for a log line."""
+    return repr(name[:64].decode("utf-8", "replace"))
+
+
+@dataclass
+class _Conversation:
+    server: RadiusServer | None = None  # the one that answered first; the rest of it goes there
+    state: bytes | None = None  # the State of its last Access-Challenge
+
+
+class RadiusRelay:
+    def __init__(self, settings: RadiusSettings, stats: RadiusStats | None = None) -> None:
+        self.settings = settings
+        self.client = RadiusClient(settings, stats)
+        self._conversations: dict[Hashable, _Conversation] = {}
+
+    @property
+    def stats(self) -> RadiusStats:
+        return self.client.stats
+
+    @property
+    def conversations(self) -> int:
+        return len(self._conversations)
+
+    def abandon(self, key: Hashable) -> None:
+        self._conversations.pop(key, None)
+
+    def close(self) -> None:
+        self._conversations.clear()
+        self.client.close()
+
+    async def round(self, key: Hashable, ev: EapRelayRequest, station: Station) -> RelayReply:
+        """One round trip for the IKE SA ``key``; the reply for ``IkeSa.relay_reply``."""
+        conv = self._conversations.get(key)
+        if ev.first or conv is None:
+            conv = self._conversations[key] = _Conversation()
+        user = user_text(ev.identity)
+        servers = (conv.server,) if conv.server is not None else self.settings.servers
+        why = "no RADIUS server configured"
+        for server in servers:
+            if key not in self._conversations:
+                break  # abandoned while we waited for the previous server
+            def build(ident: int, server: RadiusServer = server, state: bytes | None = conv.state) -> Any:
+                return access_request(server.secret, ident, ev.identity, ev.eap, state, station)
+
+            try:
+                answer = await self.client.exchange(server, build)
+            except (NoAnswer, Busy, TooLarge) as exc:
+                why = str(exc)
+            except OSError as exc:   # no route to it, no address of its family...
+                why = f"cannot send to RADIUS server {server}: {exc.strerror or exc}"
+            else:
+                return self._answered(key, conv, server, answer, user)
+            log.warning("RADIUS: user %s from %s: %s", user, ev.peer[0], why)
+        self._conversations.pop(key, None)
+        return RelayReply(RelayOutcome.FAILED, reason=why)
+
+    def _answered(self, key: Hashable, conv: _Conversation, server: RadiusServer, answer: Answer,
+                  user: str) -> RelayReply:
+        said = f": {answer.message!r}" if answer.message else ""
+        if answer.code == ACCESS_CHALLENGE:
+            conv.server, conv.state = server, answer.state
+            return RelayReply(RelayOutcome.CHALLENGE, answer.eap, reason=f"RADIUS server {server}")
+        self._conversations.pop(key, None)
+        if answer.code == ACCESS_ACCEPT:
+            log.info("RADIUS server %s accepted user %s%s", server, user, said)
+            return RelayReply(RelayOutcome.ACCEPT, answer.eap, answer.msk, reason=f"RADIUS server {server}")
+        return RelayReply(RelayOutcome.REJECT, answer.eap,
+                          reason=f"RADIUS server {server} rejected it ({answer.name}{said})")

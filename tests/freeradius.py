@@ -1,0 +1,116 @@
+"""Debian's FreeRADIUS 3 as a test RADIUS server, in a network namespace of the test.
+
+:class:`FreeRadius` copies the packaged configuration (/etc/freeradius/3.0) into a directory
+of the test and changes only what a test needs: it runs as root (the test's directory is not
+the freerad user's), listens on the namespace's loopback (127.0.0.1 and ::1, ports 1812/1813:
+the namespace is the test's own), knows one client (the gateway, from 127.0.0.1), answers
+rejects at once (no reject_delay), keeps users in the ``files`` module, and its EAP module
+does EAP-MSCHAPv2 only (the packaged one also wants TLS certificates the package does not make).
+``freeradius -X`` runs in the foreground and logs to ``radiusd.log``; it is stopped by PID.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tunsec.bench.netns import Host, TwoHosts, wait_until
+
+PACKAGED = Path("/etc/freeradius/3.0")
+BINARY = "freeradius"
+
+_EAP = """eap {
+  default_eap_type = mschapv2
+  timer_expire = 60
+  ignore_unknown_eap_types = no
+  cisco_accounting_username_bug = no
+  max_sessions = ${max_requests}
+  mschapv2 {
+  }
+}
+"""
+
+
+def freeradius_missing() -> str | None:
+    if shutil.which(BINARY) is None or not (PACKAGED / "radiusd.conf").is_file():
+        return "FreeRADIUS missing (apt install freeradius)"
+    return None
+
+
+def _mark() -> pytest.MarkDecorator:
+    missing = freeradius_missing()
+    if missing:
+        print(f"\n*** FreeRADIUS tests SKIPPED: {missing} ***\n", file=sys.stderr)
+    return pytest.mark.skipif(missing is not None, reason=f"FREERADIUS UNAVAILABLE: {missing}")
+
+
+requires_freeradius = _mark()
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@dataclass
+class FreeRadius:
+    """A FreeRADIUS in ``host``'s namespace with ``users`` (name -> password) and one client."""
+
+    topo: TwoHosts
+    host: Host
+    secret: str
+    users: dict[str, str]
+    dir: Path = field(init=False)
+    proc: subprocess.Popen[bytes] | None = None
+
+    def __post_init__(self) -> None:
+        self.dir = self.topo.workdir / f"freeradius-{self.host.ns}"
+        self.write()
+
+    @property
+    def log(self) -> Path:
+        return self.dir / "radiusd.log"
+
+    def write(self) -> None:
+        d = self.dir
+        shutil.rmtree(d, ignore_errors=True)
+        shutil.copytree(PACKAGED, d, symlinks=True)
+        conf = (d / "radiusd.conf").read_text()
+        conf = re.sub(r"(?m)^\s*(user|group) = freerad\s*$", "", conf)
+        for key, value in (("raddbdir", d), ("logdir", d / "log"), ("run_dir", d / "run")):
+            conf = re.sub(rf"(?m)^{key} = .*$", f"{key} = {value}", conf)
+        conf = re.sub(r"(?m)^(\s*)reject_delay = .*$", r"\1reject_delay = 0", conf)
+        (d / "radiusd.conf").write_text(conf)
+        for sub in ("log", "run"):
+            (d / sub).mkdir()
+        site = (PACKAGED / "sites-available" / "default").read_text()
+        site = site.replace("ipaddr = *", "ipaddr = 127.0.0.1").replace("ipv6addr = ::", "ipv6addr = ::1")
+        (d / "sites-enabled" / "default").unlink()
+        (d / "sites-enabled" / "default").write_text(site)
+        (d / "sites-enabled" / "inner-tunnel").unlink()   # PEAP/TTLS only
+        (d / "mods-enabled" / "eap").unlink()
+        (d / "mods-enabled" / "eap").write_text(_EAP)
+        authorize = d / "mods-config" / "files" / "authorize"
+        authorize.write_text("".join(f"{name} Cleartext-Password := {_quote(pw)}\n" for name, pw in self.users.items()))
+        clients = f"client gateway {{\n  ipaddr = 127.0.0.1\n  secret = {_quote(self.secret)}\n}}\n"
+        (d / "clients.conf").write_text(clients)
+        os.chmod(d, 0o700)
+
+    def start(self) -> None:
+        self.proc = proc = self.topo.popen(self.host, [BINARY, "-X", "-d", str(self.dir)], log=self.log)
+        ready = wait_until(lambda: proc.poll() is not None or "Ready to process requests" in self.log_text(), 20)
+        assert ready and proc.poll() is None, f"FreeRADIUS did not start:\n{self.log_text()[-3000:]}"
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.topo.stop(self.proc)
+            self.proc = None
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""

@@ -1,0 +1,201 @@
+"""eap-radius in the engine: the gateway relays the client's EAP to an AAA backend and holds the
+IKE_AUTH request until the backend answers (``Response.awaits``, ``IkeSa.relay_reply``).
+
+The backend here is the test: it answers each ``EapRelayRequest`` with a ``RelayReply`` that an
+EAP-MSCHAPv2 server (the engine's own, standing in for FreeRADIUS) computes, and gives the MSK
+as FreeRADIUS does, MS-MPPE-Recv-Key || MS-MPPE-Send-Key (32 bytes, not strongSwan's 64).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+from tunsec.ike.config import EapSecret, IkeConfig, LocalAuth, RemoteAuth, child_config
+from tunsec.ike.constants import ExchangeType
+from tunsec.ike.eap.mschapv2 import EapAuthenticator
+from tunsec.ike.eap.relay import RelayOutcome, RelayReply
+from tunsec.ike.endpoint import IkeEndpoint
+from tunsec.ike.events import AuthFailed, ChildSaUp, EapRelayAbandoned, EapRelayRequest, Event, IkeSaUp
+from tunsec.ike.identity import Identity
+from tunsec.ike.message import decode_header
+from tunsec.ike.proposals import parse_proposals
+from tunsec.ike.sa import IkeSa
+from tunsec.ike.secret import Secret
+from tunsec.ike.testing import Network, make_ca, make_cert
+
+A, B = "192.0.2.1", "192.0.2.2"
+E = TypeVar("E")
+CA = make_ca()
+GW = make_cert(CA, "sun", san=["sun.example"])
+PASSWORDS = {b"alice": "Alice-pw-1"}
+
+
+def gateway(eap_id: str = "%any") -> IkeConfig:
+    child = child_config("net", "10.2.0.0/16", "10.1.0.0/16")
+    return IkeConfig("gw", LocalAuth("pubkey", Identity.parse("sun.example"), GW.cert, private_key=GW.key),
+                     RemoteAuth("eap-radius", Identity.any(), eap_id=eap_id), parse_proposals("default"),
+                     (child,), local_addr=B, half_open_timeout=30.0)
+
+
+def client(user: str = "alice", password: bytes = b"Alice-pw-1", ike_id: str = "moon.example") -> IkeConfig:
+    child = child_config("net", "10.1.0.0/16", "10.2.0.0/16")
+    return IkeConfig("rw", LocalAuth("eap-mschapv2", Identity.parse(ike_id), eap_id=user),
+                     RemoteAuth("pubkey", Identity.parse("sun.example"), cas=(CA.cert,)),
+                     parse_proposals("default"), (child,), eap_secrets=(EapSecret((user,), Secret(password)),),
+                     local_addr=A, remote_addr=B)
+
+
+class MschapBackend:
+    """A RADIUS server's part, without RADIUS: EAP-MSCHAPv2 for the users it knows."""
+
+    def __init__(self) -> None:
+        self.server: EapAuthenticator | None = None
+        self.asked: list[EapRelayRequest] = []
+
+    def __call__(self, ev: EapRelayRequest) -> RelayReply:
+        self.asked.append(ev)
+        if ev.first:  # the client's EAP-Identity response: start MSCHAPv2 for that user
+            self.server = EapAuthenticator(lambda user: PASSWORDS.get(user), ev.identity)
+            return RelayReply(RelayOutcome.CHALLENGE, self.server.start(), reason="backend")
+        assert self.server is not None
+        out, result = self.server.process(ev.eap)
+        if result is None:
+            return RelayReply(RelayOutcome.CHALLENGE, out, reason="backend")
+        if result.ok:
+            return RelayReply(RelayOutcome.ACCEPT, out, Secret(result.msk[:32]), reason="backend")
+        return RelayReply(RelayOutcome.REJECT, out, reason=f"backend rejected it ({result.reason})")
+
+
+Backend = Callable[[EapRelayRequest], "RelayReply | None"]
+
+
+def only(events: list[Event], kind: type[E]) -> list[E]:
+    return [e for e in events if isinstance(e, kind)]
+
+
+def relay(net: Network, gw: IkeEndpoint, backend: Backend, until: float = 1000.0) -> list[tuple[IkeSa, Event]]:
+    """Run the network; answer each EapRelayRequest of the gateway at once (None: never)."""
+    seen = 0
+    while True:
+        net.run(until=min(until, net.now + 1.0))
+        events = net.events[B]
+        new, seen = events[seen:], len(events)
+        for sa, ev in new:
+            if isinstance(ev, EapRelayRequest):
+                reply = backend(ev)
+                if reply is not None:
+                    assert gw.relay_reply(sa, reply, net.now)
+        if not new and (net.now >= until or all(n.get_timer() is None for n in net.nodes.values())):
+            return events
+
+
+def setup(cli: IkeConfig, gw_cfg: IkeConfig) -> tuple[Network, IkeEndpoint, IkeEndpoint]:
+    net = Network()
+    a = net.add(A, IkeEndpoint([cli]))
+    b = net.add(B, IkeEndpoint([gw_cfg]))
+    a.initiate("rw", "net", net.now)
+    return net, a, b
+
+
+def ike_auth_responses(net: Network) -> int:
+    return sum(1 for s in net.log if s.src[0] == B and decode_header(s.data).exchange == ExchangeType.IKE_AUTH)
+
+
+def test_relayed_mschapv2_brings_up_the_child_sa_with_the_backends_32_byte_msk() -> None:
+    net, a, b = setup(client(), gateway())
+    backend = MschapBackend()
+    relay(net, b, backend, until=20.0)
+    ev_a, ev_b = net.take(A), net.take(B)
+    assert [type(e) for e in ev_a] == [IkeSaUp, ChildSaUp]
+    assert [type(e) for e in ev_b if not isinstance(e, EapRelayRequest)] == [IkeSaUp, ChildSaUp]
+    # the gateway asked for the identity itself; the backend saw it, then MSCHAPv2's response and ack
+    assert [(e.identity, e.first) for e in backend.asked] == [(b"alice", True), (b"alice", False), (b"alice", False)]
+    assert backend.asked[0].peer[0] == A
+    assert str(only(ev_b, IkeSaUp)[0].remote_id) == "moon.example"
+    assert len(a.sas) == 1 and len(b.sas) == 1
+
+
+def test_the_first_response_waits_for_the_backend_when_the_identity_is_known() -> None:
+    net, _, b = setup(client(ike_id="alice"), gateway(eap_id=""))
+    backend = MschapBackend()
+    relay(net, b, backend, until=20.0)
+    assert [type(e) for e in net.take(A)] == [IkeSaUp, ChildSaUp]
+    # no EAP-Identity round: the gateway starts with an EAP-Response/Identity of the IKE identity
+    assert backend.asked[0].identity == b"alice" and backend.asked[0].eap[:1] == b"\x02"
+
+
+def _refused(reply: Callable[[EapRelayRequest], RelayReply | None], why: str, until: float = 20.0) -> Network:
+    net, a, b = setup(client(), gateway())
+    relay(net, b, reply, until=until)
+    ev_a, ev_b = net.take(A), net.take(B)
+    (fb,) = only(ev_b, AuthFailed)
+    assert not fb.by_peer and why in fb.reason, fb.reason
+    assert [e.by_peer for e in only(ev_a, AuthFailed)] == [True]   # EAP-Failure + AUTHENTICATION_FAILED
+    assert not only(ev_a, IkeSaUp) and not only(ev_b, IkeSaUp) and not only(ev_b, ChildSaUp)
+    assert not a.sas and not b.sas and b.half_open == 0
+    # the backend gave its final answer: the gateway has no conversation to abandon
+    assert not only(ev_b, EapRelayAbandoned)
+    return net
+
+
+def test_access_reject_fails_the_client_with_the_backends_reason() -> None:
+    backend = MschapBackend()
+    PASSWORDS[b"alice"] = "another password"
+    try:
+        _refused(backend, "EAP-RADIUS authentication of 'alice' failed: backend rejected it "
+                 "(wrong EAP-MSCHAPv2 password)")
+    finally:
+        PASSWORDS[b"alice"] = "Alice-pw-1"
+
+
+def test_a_backend_that_does_not_answer_fails_the_client() -> None:
+    _refused(lambda ev: RelayReply(RelayOutcome.FAILED, reason="no answer from RADIUS server r1"),
+             "EAP-RADIUS authentication of 'alice' failed: no answer from RADIUS server r1")
+
+
+def test_an_accept_without_keys_is_a_failure() -> None:
+    backend = MschapBackend()
+
+    def no_keys(ev: EapRelayRequest) -> RelayReply:
+        reply = backend(ev)
+        return RelayReply(reply.outcome, reply.eap, None, reply.reason)
+    _refused(no_keys, "Access-Accept without MPPE keys")
+
+
+def test_retransmissions_are_not_answered_while_the_backend_is_asked_and_abandon_is_reported() -> None:
+    net, _, b = setup(client(), gateway())
+    held: list[tuple[EapRelayRequest, float]] = []
+
+    def slow(ev: EapRelayRequest) -> None:
+        held.append((ev, net.now))
+        return None   # never answers: the request stays held
+
+    relay(net, b, slow, until=25.0)
+    # the client retransmitted its IKE_AUTH request (4 s, 7.2 s, ...); the gateway answered only
+    # the first one (IDr, CERT, AUTH, EAP-Identity) and is silent while the backend is asked
+    assert len(held) == 1 and ike_auth_responses(net) == 1
+    resent = [s for s in net.log if s.src[0] == A and decode_header(s.data).exchange == ExchangeType.IKE_AUTH]
+    assert len(resent) >= 3 and resent[-1].data == resent[-2].data
+    (sa,) = b.sas
+    # the half-open timeout ends it: the backend's state is to be dropped, a late answer is refused
+    relay(net, b, slow, until=40.0)
+    ev_b = net.take(B)
+    assert [type(e) for e in ev_b if isinstance(e, EapRelayAbandoned | IkeSaUp)] == [EapRelayAbandoned]
+    assert not b.sas and b.half_open == 0
+    assert not b.relay_reply(sa, RelayReply(RelayOutcome.CHALLENGE, b"\x01\x05\x00\x05\x1a", reason="late"), net.now)
+
+
+def test_a_late_answer_after_a_reply_is_refused() -> None:
+    net, _, b = setup(client(), gateway())
+    backend = MschapBackend()
+    captured: list[IkeSa] = []
+
+    def once(ev: EapRelayRequest) -> RelayReply:
+        captured.extend(sa for sa, e in net.events[B] if e is ev)
+        return backend(ev)
+
+    relay(net, b, once, until=20.0)
+    (sa,) = set(captured)
+    # every request was answered; a second answer to the last one has nothing to resume
+    assert not b.relay_reply(sa, RelayReply(RelayOutcome.ACCEPT, b"\x03\x01\x00\x04", Secret(bytes(32))), net.now)
+    assert [type(e) for e in net.take(A)] == [IkeSaUp, ChildSaUp]

@@ -1,0 +1,215 @@
+"""eap-radius (RFC 3579) with strongSwan and FreeRADIUS: a charon road warrior (kernel-libipsec)
+in namespace B authenticates with EAP-Identity + EAP-MSCHAPv2 to a tunsec gateway in A, which
+proves itself with a certificate and relays the EAP conversation to a FreeRADIUS started in A
+(on A's loopback), as strongSwan's eap-radius plugin does.
+
+With the right password the client gets an address from the gateway's pool and pings through;
+a wrong password, an unknown user and a RADIUS server that does not answer each end with
+EAP-Failure / AUTHENTICATION_FAILED at the client, a log line at the gateway that names the
+user, the server and why (never the secret or the password), and nothing left behind: no IKE
+SA, no lease, no RADIUS conversation or outstanding request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from freeradius import FreeRadius, requires_freeradius
+from ike_peers import CHILD, CONN, Charon, Conn, Pki, TunsecIke, ident, requires_strongswan
+
+from tunsec.bench.netns import TwoHosts, wait_until
+from tunsec.bench.systems.strongswan import PLUGINS, strongswan_conf
+
+pytestmark = [
+    pytest.mark.interop,
+    requires_strongswan,
+    requires_freeradius,
+]
+
+USER, PASSWORD = "alice", "Alice-Radius-pw-3"
+RADIUS_SECRET = "radius-shared-secret-5"
+POOL, VIP = "10.3.0.1-10.3.0.2", "10.3.0.1"   # small: the gateway routes the pool's range
+
+
+@dataclass(frozen=True)
+class RadiusGatewayConn(Conn):
+    """tunsec's side: certificate for itself, eap-radius for the client, a pool, one RADIUS server."""
+
+    def swanctl_text(self) -> str:
+        return f"""radius {{
+  servers {{
+    fr {{
+      address = 127.0.0.1
+      auth_port = 1812
+      secret = "{RADIUS_SECRET}"
+    }}
+  }}
+  retransmit_timeout = 0.5
+  retransmit_base = 1.0
+  retransmit_tries = 1
+}}
+pools {{
+  rw4 {{
+    addrs = {POOL}
+  }}
+}}
+connections {{
+  {CONN} {{
+    version = 2
+    local_addrs = {self.me.outer4}
+    encap = yes
+    proposals = {self.proposals}
+    pools = rw4
+    local {{
+      auth = pubkey
+      id = {ident(self.me)}
+      certs = {self.cert}
+    }}
+    remote {{
+      auth = eap-radius
+      eap_id = %any
+    }}
+    children {{
+      {CHILD} {{
+        local_ts = {self.me.inner_net4}
+        remote_ts = dynamic
+        esp_proposals = aes128gcm16
+      }}
+    }}
+  }}
+}}
+"""
+
+
+@dataclass(frozen=True)
+class RoadWarriorConn(Conn):
+    """charon's side: a virtual IP, EAP-MSCHAPv2 as ``eap_user``, the gateway by its certificate."""
+
+    eap_user: str = USER
+
+    def swanctl_text(self) -> str:
+        return f"""connections {{
+  {CONN} {{
+    version = 2
+    local_addrs = {self.me.outer4}
+    remote_addrs = {self.peer.outer4}
+    encap = yes
+    vips = 0.0.0.0
+    proposals = {self.proposals}
+    local {{
+      auth = eap-mschapv2
+      id = {ident(self.me)}
+      eap_id = {self.eap_user}
+    }}
+    remote {{
+      auth = pubkey
+      id = {ident(self.peer)}
+    }}
+    children {{
+      {CHILD} {{
+        local_ts = dynamic
+        remote_ts = {self.peer.inner_net4}
+        esp_proposals = aes128gcm16
+      }}
+    }}
+  }}
+}}
+secrets {{
+  eap-user {{
+    id = {self.eap_user}
+    secret = "{self.psk}"
+  }}
+}}
+"""
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    p = Pki(Path(tmp_path_factory.mktemp("pki-radius")), "ecdsa")
+    p.make_ca()
+    return p
+
+
+@pytest.fixture
+def topo() -> Iterator[TwoHosts]:
+    with TwoHosts() as t:
+        yield t
+
+
+def setup(topo: TwoHosts, pki: Pki, *, password: str = PASSWORD) -> tuple[TunsecIke, Charon, FreeRadius]:
+    radius = FreeRadius(topo, topo.a, RADIUS_SECRET, {USER: PASSWORD})
+    radius.start()
+    gateway = TunsecIke(topo, RadiusGatewayConn(topo.a, topo.b, auth="pubkey"), pki=pki)
+    client = Charon(topo, RoadWarriorConn(topo.b, topo.a, auth="pubkey", psk=password), pki=pki)
+    # MD4 and DES for MSCHAPv2 come from OpenSSL's legacy provider (the openssl plugin loads it)
+    conf = strongswan_conf(client.inst, level=2, extra="  install_virtual_ip = yes\n").replace(
+        f"load = {PLUGINS}", f"load = {PLUGINS} eap-mschapv2 eap-identity")
+    (client.inst.dir / "strongswan.conf").write_text(conf)
+    client.start()
+    gateway.start()
+    return gateway, client, radius
+
+
+def assert_refused_and_nothing_left(gateway: TunsecIke, client: Charon, log_line: str) -> dict[str, Any]:
+    """The client is refused as strongSwan's gateway refuses it; the gateway's RADIUS counters."""
+    r = client.initiate(timeout=10)
+    assert r.returncode != 0, r.stdout[-2000:]
+    # EAP-Failure, then the notify, in one response (as strongSwan's gateway sends them)
+    client.wait_log(r"parsed IKE_AUTH response \d+ \[ EAP/FAIL N\(AUTH_FAILED\) \]")
+    gateway.wait_log(log_line)
+    status: dict[str, Any] = {}
+
+    def nothing_left() -> bool:
+        status.update(gateway.status())
+        return not status["ike_sas"] and not status["leases"] and status["ike_half_open"] == 0
+    assert wait_until(nothing_left, 10), status
+    radius = status["radius"]
+    assert (radius["conversations"], radius["outstanding"], radius["bad"]) == (0, 0, 0), radius
+    log = gateway.log_text()
+    assert RADIUS_SECRET not in log and PASSWORD not in log
+    return radius
+
+
+def test_strongswan_eap_radius_road_warrior_gets_pool_address_and_pings(topo: TwoHosts, pki: Pki) -> None:
+    gateway, client, _ = setup(topo, pki)
+    r = client.initiate()
+    assert r.returncode == 0, f"swanctl --initiate: {r.stdout[-3000:]}{r.stderr}\ntunsec:\n{gateway.log_tail()}"
+    sa = gateway.wait_established()
+    assert sa["remote_id"] == ident(topo.b) and sa["remote_vips"] == [VIP]
+    client.wait_log(r"EAP method EAP_MSCHAPV2 succeeded, MSK established")
+    client.wait_log(r"authentication of '.*' with EAP successful")
+    gateway.wait_log(r"RADIUS server fr \(127\.0\.0\.1:1812\) accepted user 'alice'")
+    assert topo.wait_ping(topo.b, topo.a.inner4, src=VIP, timeout=10)
+    status = gateway.status()["radius"]
+    # Identity answered by the gateway; MSCHAPv2 challenge, success, then Access-Accept
+    assert (status["challenges"], status["accepts"], status["rejects"]) == (2, 1, 0), status
+    assert (status["conversations"], status["outstanding"], status["bad"]) == (0, 0, 0), status
+
+
+def test_strongswan_eap_radius_wrong_password_unknown_user_and_silent_server_are_refused(
+        topo: TwoHosts, pki: Pki) -> None:
+    gateway, client, server = setup(topo, pki, password="not-the-password")
+    assert_refused_and_nothing_left(
+        gateway, client, r"AUTHENTICATION_FAILED: the peer failed authentication \(EAP-RADIUS authentication of "
+        r"'alice' failed: RADIUS server fr \(127\.0\.0\.1:1812\) rejected it \(Access-Reject")
+    assert "not-the-password" not in gateway.log_text()
+    # the same client as a user FreeRADIUS does not know
+    client.write(eap_user="mallory")
+    client.swanctl_ok("--load-all", "--noprompt")
+    radius = assert_refused_and_nothing_left(gateway, client, r"EAP-RADIUS authentication of 'mallory' failed: "
+                                             r"RADIUS server fr \(127\.0\.0\.1:1812\) rejected it")
+    assert (radius["rejects"], radius["timeouts"]) == (2, 0), radius
+    # the server is gone (nothing listens on A's 127.0.0.1:1812): the request and its one
+    # retransmission go unanswered, and the client is refused once the gateway gives up
+    server.stop()
+    client.write(eap_user=USER)
+    client.swanctl_ok("--load-all", "--noprompt")
+    before = radius
+    radius = assert_refused_and_nothing_left(gateway, client, r"EAP-RADIUS authentication of 'alice' failed: no "
+                                             r"answer from RADIUS server fr \(127\.0\.0\.1:1812\) after 2 tries")
+    assert (radius["requests"] - before["requests"], radius["retransmissions"] - before["retransmissions"],
+            radius["timeouts"]) == (1, 1, 1), radius

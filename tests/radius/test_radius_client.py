@@ -1,0 +1,122 @@
+"""The RADIUS client's per-server bookkeeping, with a fake transport (no network): what is
+sent and retransmitted, which datagrams end a wait, and what is dropped and counted."""
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from typing import Any
+
+import pytest
+from test_radius_messages import SECRET, STATION, reply
+
+from tunsec.ike.secret import Secret
+from tunsec.radius.client import IDS, Busy, NoAnswer, RadiusStats, ServerLink
+from tunsec.radius.messages import ACCESS_ACCEPT, ACCESS_CHALLENGE, Answer, access_request
+from tunsec.radius.settings import RadiusServer, RadiusSettings
+
+SERVER = RadiusServer("r1", ipaddress.ip_address("127.0.0.1"), Secret(SECRET))
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def sendto(self, data: bytes, addr: Any = None) -> None:
+        self.sent.append(data)
+
+    def close(self) -> None:
+        pass
+
+
+def link(tries: int = 2, timeout: float = 0.05) -> tuple[ServerLink, FakeTransport, RadiusStats]:
+    stats = RadiusStats()
+    srv = ServerLink(SERVER, RadiusSettings((SERVER,), retransmit_timeout=timeout, retransmit_base=1.0,
+                                            retransmit_tries=tries), stats)
+    transport = FakeTransport()
+    srv.connection_made(transport)  # type: ignore[arg-type]
+    return srv, transport, stats
+
+
+def build(ident: int) -> Any:
+    return access_request(Secret(SECRET), ident, b"alice", b"\x02\x01\x00\x0a\x01alice", None, STATION)
+
+
+async def sent_once(transport: FakeTransport, n: int = 1) -> bytes:
+    while len(transport.sent) < n:
+        await asyncio.sleep(0)
+    return transport.sent[n - 1]
+
+
+def test_an_authentic_answer_ends_the_wait_and_a_forged_one_does_not() -> None:
+    async def main() -> tuple[Answer, RadiusStats, list[bytes]]:
+        srv, transport, stats = link(tries=0, timeout=5.0)
+        task = asyncio.ensure_future(srv.exchange(build))
+        raw = await sent_once(transport)
+        srv.datagram_received(reply(ACCESS_CHALLENGE, raw, [], secret=b"forger"), ("127.0.0.1", 1812))
+        await asyncio.sleep(0)
+        assert not task.done()   # still waiting for the real one
+        srv.datagram_received(reply(ACCESS_CHALLENGE, raw, [(24, b"s")]), ("127.0.0.1", 1812))
+        return await task, stats, transport.sent
+
+    answer, stats, sent = asyncio.run(main())
+    assert answer.code == ACCESS_CHALLENGE and answer.state == b"s"
+    assert (stats.requests, stats.bad, stats.retransmissions) == (1, 1, 0) and len(sent) == 1
+
+
+def test_no_answer_after_the_retransmissions_which_repeat_the_request() -> None:
+    async def main() -> tuple[ServerLink, FakeTransport, RadiusStats]:
+        srv, transport, stats = link(tries=2)
+        with pytest.raises(NoAnswer, match=r"no answer from RADIUS server r1 \(127\.0\.0\.1:1812\) after 3 tries"):
+            await srv.exchange(build)
+        return srv, transport, stats
+
+    srv, transport, stats = asyncio.run(main())
+    assert len(transport.sent) == 3 and len(set(transport.sent)) == 1   # same identifier and authenticator
+    assert (stats.requests, stats.retransmissions, stats.timeouts) == (1, 2, 1)
+    assert srv.outstanding == 0
+
+
+def test_a_late_answer_is_counted_as_late_and_junk_as_unmatched() -> None:
+    async def main() -> tuple[ServerLink, RadiusStats]:
+        srv, transport, stats = link(tries=0, timeout=5.0)
+        task = asyncio.ensure_future(srv.exchange(build))
+        raw = await sent_once(transport)
+        task.cancel()   # the IKE SA went away: the service cancels the round
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert srv.outstanding == 0
+        srv.datagram_received(reply(ACCESS_ACCEPT, raw, []), ("127.0.0.1", 1812))
+        srv.datagram_received(reply(ACCESS_ACCEPT, raw, [], secret=b"forger"), ("127.0.0.1", 1812))
+        srv.datagram_received(b"\x02", ("127.0.0.1", 1812))
+        return srv, stats
+
+    _, stats = asyncio.run(main())
+    assert (stats.late, stats.unmatched, stats.bad) == (1, 2, 0)
+
+
+def test_identifiers_are_bounded_per_server() -> None:
+    async def main() -> tuple[ServerLink, RadiusStats]:
+        srv, transport, stats = link(tries=0, timeout=5.0)
+        tasks = [asyncio.ensure_future(srv.exchange(build)) for _ in range(IDS)]
+        await sent_once(transport, IDS)
+        assert srv.outstanding == IDS and len({raw[1] for raw in transport.sent}) == IDS
+        with pytest.raises(Busy):
+            await srv.exchange(build)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return srv, stats
+
+    srv, stats = asyncio.run(main())
+    assert stats.busy == 1 and srv.outstanding == 0
+
+
+def test_counters_reach_prometheus_without_the_gauges() -> None:
+    from tunsec.metrics import state_families
+
+    stats = RadiusStats(requests=3, late=1)
+    doc = {"radius": {**stats.as_dict(), "conversations": 2, "outstanding": 1}}
+    (family,) = [f for f in state_families(doc, False) if f.name == "tunsec_radius_packets"]
+    values = {s.labels["kind"]: s.value for s in family.samples}
+    assert values["requests"] == 3 and values["late"] == 1 and values["unmatched"] == 0
+    assert "conversations" not in values and "outstanding" not in values

@@ -1,0 +1,117 @@
+"""One EAP conversation per IKE SA over RADIUS, against a scripted RADIUS server on loopback
+(ephemeral ports: safe in parallel): the State is echoed, the conversation stays with the server
+that answered, a silent server is skipped for a new conversation, and nothing stays behind."""
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from test_radius_messages import SECRET, STATION, attributes, reply
+
+from tunsec.ike.eap.relay import RelayOutcome, RelayReply
+from tunsec.ike.events import EapRelayRequest
+from tunsec.ike.secret import Secret
+from tunsec.radius.messages import ACCESS_ACCEPT, ACCESS_CHALLENGE, ACCESS_REJECT
+from tunsec.radius.relay import RadiusRelay
+from tunsec.radius.settings import RadiusServer, RadiusSettings
+
+
+class ScriptedServer(asyncio.DatagramProtocol):
+    """Answers the n-th request with ``script[n]`` (code, attributes) and keeps what it got."""
+
+    def __init__(self, script: list[tuple[int, list[tuple[int, bytes]]]]) -> None:
+        self.script = script
+        self.got: list[bytes] = []
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.got.append(data)
+        code, attrs = self.script[len(self.got) - 1]
+        assert self.transport is not None
+        self.transport.sendto(reply(code, data, attrs), addr)
+
+
+@pytest.fixture
+def quiet_port() -> Iterator[int]:
+    """A loopback UDP port nobody answers on (bound, so no other test takes it meanwhile)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        yield s.getsockname()[1]
+
+
+def server(name: str, port: int) -> RadiusServer:
+    return RadiusServer(name, ipaddress.ip_address("127.0.0.1"), Secret(SECRET), port)
+
+
+def ask(eap: bytes, first: bool) -> EapRelayRequest:
+    return EapRelayRequest("gw", b"alice", eap, ("198.51.100.7", 4500), first)
+
+
+async def scripted(script: list[tuple[int, list[tuple[int, bytes]]]]) -> tuple[ScriptedServer, int]:
+    loop = asyncio.get_running_loop()
+    proto = ScriptedServer(script)
+    transport, _ = await loop.create_datagram_endpoint(lambda: proto, local_addr=("127.0.0.1", 0))
+    return proto, transport.get_extra_info("sockname")[1]
+
+
+def test_a_conversation_echoes_state_stays_with_its_server_and_ends_with_the_accept(quiet_port: int) -> None:
+    async def main() -> tuple[list[RelayReply], ScriptedServer, RadiusRelay]:
+        fr, port = await scripted([
+            (ACCESS_CHALLENGE, [(79, b"\x01\x10\x00\x06\x1a\x01"), (24, b"state-1")]),
+            (ACCESS_ACCEPT, [(79, b"\x03\x11\x00\x04")]),
+        ])
+        relay = RadiusRelay(RadiusSettings((server("quiet", quiet_port), server("fr", port)),
+                                           retransmit_timeout=0.05, retransmit_base=1.0, retransmit_tries=1))
+        replies = [await relay.round("sa-1", ask(b"\x02\x0f\x00\x0a\x01alice", True), STATION),
+                   await relay.round("sa-1", ask(b"\x02\x10\x00\x06\x1a\x02", False), STATION)]
+        relay.close()
+        return replies, fr, relay
+
+    (challenge, accept), fr, relay = asyncio.run(main())
+    assert (challenge.outcome, challenge.eap) == (RelayOutcome.CHALLENGE, b"\x01\x10\x00\x06\x1a\x01")
+    assert accept.outcome is RelayOutcome.ACCEPT and accept.eap == b"\x03\x11\x00\x04"
+    assert accept.msk is None   # no MPPE keys in this script: the engine refuses such an accept
+    first, second = (dict(attributes(raw)) for raw in fr.got)
+    assert 24 not in first and second[24] == b"state-1"   # the State of the challenge, echoed
+    # the silent server was tried for the new conversation only: 2 sends, then never again
+    stats = relay.stats
+    assert (stats.requests, stats.timeouts, stats.challenges, stats.accepts) == (3, 1, 1, 1)
+    assert relay.conversations == 0
+
+
+def test_a_reject_names_the_server_and_ends_the_conversation() -> None:
+    async def main() -> tuple[RelayReply, RadiusRelay]:
+        _, port = await scripted([(ACCESS_REJECT, [(79, b"\x04\x0f\x00\x04"), (18, b"bad password")])])
+        relay = RadiusRelay(RadiusSettings((server("fr", port),)))
+        out = await relay.round("sa-2", ask(b"\x02\x0f\x00\x0a\x01alice", True), STATION)
+        relay.close()
+        return out, relay
+
+    out, relay = asyncio.run(main())
+    assert out.outcome is RelayOutcome.REJECT and out.eap == b"\x04\x0f\x00\x04"
+    assert out.reason == f"RADIUS server fr (127.0.0.1:{relay.settings.servers[0].auth_port}) rejected it " \
+                         "(Access-Reject: 'bad password')"
+    assert relay.conversations == 0 and relay.stats.rejects == 1
+
+
+def test_no_server_answering_fails_and_nothing_stays(quiet_port: int) -> None:
+    async def main() -> tuple[RelayReply, RadiusRelay]:
+        relay = RadiusRelay(RadiusSettings((server("quiet", quiet_port),), retransmit_timeout=0.05,
+                                           retransmit_tries=0))
+        task = asyncio.ensure_future(relay.round("sa-3", ask(b"\x02\x01\x00\x0a\x01alice", True), STATION))
+        await asyncio.sleep(0)
+        assert relay.conversations == 1
+        out = await task
+        relay.close()
+        return out, relay
+
+    out, relay = asyncio.run(main())
+    assert out.outcome is RelayOutcome.FAILED and "no answer from RADIUS server quiet" in out.reason
+    assert relay.conversations == 0 and relay.client.outstanding() == 0
