@@ -12,7 +12,7 @@ from test_ikeservice_peers import Gateway, run
 from tunsec.conf.config import parse_config
 from tunsec.daemon import Daemon
 from tunsec.dataplane.pipe import Action
-from tunsec.ike.events import ChildSaDown, IkeSaDown
+from tunsec.ike.events import ChildSaDown, DownReason, IkeSaDown
 from tunsec.ike.sa import State
 
 # the daemon's view of the configuration: both connections call their child "net"
@@ -73,4 +73,25 @@ def test_terminate_child_deletes_the_child_and_keeps_the_ike_sa() -> None:
         gw.site_sa(0).initiate("net")
         await gw.settle()
         assert len(gw.children_of(0)) == 1
+    run(body())
+
+
+def test_events_of_a_call_made_straight_on_an_sa_are_handled_in_the_same_pump(caplog: Any) -> None:
+    """The service calls some IkeSa methods directly (delete, delete_child, rekey_child,
+    gateway_resolved); what they emit must be handled by the pump that follows the call, not
+    be left queued until the next datagram or timer."""
+    async def body() -> None:
+        gw = Gateway(1)
+        await gw.start()
+        gw.connect(0)
+        await gw.settle()
+        (sa,) = gw.service.endpoint.sas
+        assert sa.state is State.ESTABLISHED and gw.service.ike_up
+        caplog.clear()
+        with caplog.at_level("INFO", logger="tunsec"):
+            sa.drop(DownReason.DELETED)   # emits ChildSaDown and IkeSaDown on the spot
+            gw.service._pump()
+        assert "gw: IKE SA closed" in caplog.text
+        assert not gw.service.ike_up
+        assert not gw.service.endpoint.has_events
     run(body())

@@ -233,6 +233,15 @@ class IkeEndpoint:
     def next_event(self) -> tuple[IkeSa, Event] | None:
         return self._events.popleft() if self._events else None
 
+    def collect(self, now: float) -> None:
+        """Take the datagrams and events of SAs changed by calls made on them directly."""
+        self._collect(now)
+
+    @property
+    def has_events(self) -> bool:
+        """Events collected and not yet taken (``next_event``)."""
+        return bool(self._events)
+
     def rotate_cookie_secret(self) -> None:
         """Start a new cookie secret; cookies of the previous one work until the next rotation."""
         self._cookie_version = (self._cookie_version + 1) & 0xFFFFFFFF

@@ -759,9 +759,15 @@ class IkeService(Service):
 
     def _pump(self) -> None:
         """After any input: handle events (starting installs), send, re-arm the timer."""
-        while (item := self.endpoint.next_event()) is not None:
-            sa, ev = item
-            self._event(sa, ev)
+        while True:
+            # calls made straight on an SA (delete, delete_child, rekey_child...) left their events
+            # in it: collect them now, not at the next input
+            self.endpoint.collect(time.monotonic())
+            if not self.endpoint.has_events:
+                break
+            while (item := self.endpoint.next_event()) is not None:
+                sa, ev = item
+                self._event(sa, ev)
         if self._peer_may_have_moved:
             self._peer_may_have_moved = False
             self._follow_peers()
