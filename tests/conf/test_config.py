@@ -1033,3 +1033,19 @@ def test_more_workers_than_tun_queues_is_an_error_naming_the_line(tmp_path: Path
     assert f"{conf}:2" in str(err.value) and "1..16" in str(err.value)
     conf.write_text("tunsec {\n    workers = 16\n}\n")
     assert load_config(conf).tunsec.workers == 16
+
+
+@pytest.mark.parametrize(("addrs", "routed"), [
+    ("10.3.0.0/24", ["10.3.0.0/24"]),            # one route, though .0 and .255 are never leased
+    ("fd00:3::/120", ["fd00:3::/120"]),
+    ("10.3.0.0-10.3.0.255", ["10.3.0.0/24"]),
+    ("10.3.0.1-10.3.0.254", ["10.3.0.0/24"]),    # the same pool written as a range
+    ("10.3.0.10-10.3.0.20", ["10.3.0.10/31", "10.3.0.12/30", "10.3.0.16/30", "10.3.0.20/32"]),
+    ("10.3.0.2-10.3.0.3", ["10.3.0.2/31"]),
+    ("10.3.0.5/32", ["10.3.0.5/32"]),
+])
+def test_a_pool_is_routed_through_the_fewest_networks_that_hold_only_it(addrs: str, routed: list[str]) -> None:
+    """The gateway routes its pools into the TUN: a subnet pool is one route (a /24 summarized
+    from .1-.254 was 14 routes, each a netlink round trip at start), a range exactly its blocks."""
+    (pool,) = parse_config(f"pools {{\n  p {{ addrs = {addrs} }}\n}}\n", "tunsec.conf").pools
+    assert [str(n) for n in pool.networks()] == routed

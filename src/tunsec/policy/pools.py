@@ -52,6 +52,24 @@ class PoolConfig:
     def size(self) -> int:
         return int(self.last) - int(self.first) + 1
 
+    def networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        """The networks to route the pool through: for a subnet pool the subnet itself, one route,
+        although its network (and IPv4 broadcast) address is never leased; for a range the
+        aligned blocks that cover it exactly."""
+        first, last = int(self.first), int(self.last)
+        width = self.first.max_prefixlen
+        for prefixlen in range(width, -1, -1):   # the smallest aligned block holding both ends
+            size = 1 << (width - prefixlen)
+            if first // size == last // size:
+                break
+        base = first - first % size
+        # exactly what parse_addrs makes of that subnet written as one
+        subnet = size <= 2 or (first == base + 1 and last == base + size - (2 if self.version == 4 else 1))
+        if subnet or (first, last) == (base, base + size - 1):
+            net = ipaddress.IPv4Network if self.version == 4 else ipaddress.IPv6Network
+            return [net((base, prefixlen))]
+        return list(ipaddress.summarize_address_range(self.first, self.last))
+
     @classmethod
     def parse_addrs(cls, name: str, text: str, dns: tuple[IPAddress, ...] = ()) -> PoolConfig:
         """``addrs`` as swanctl.conf writes it: ``10.3.0.0/24`` or ``10.3.0.10-10.3.0.20``; ValueError if not."""

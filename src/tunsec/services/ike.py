@@ -398,7 +398,7 @@ class IkeService(Service):
                 if any(t.dynamic for t in ch.remote_ts):
                     for name in conn.ike.pools:
                         pool = self.pool_configs[name]
-                        nets = Ts(pool.first, pool.last).networks()
+                        nets = pool.networks()   # one route for a subnet pool
                         out += [(n, local) for n in nets if (n, local) not in out]
         return out
 
