@@ -138,6 +138,7 @@ def test_handshake_with_eap_identity_gives_the_same_msk_on_both_sides() -> None:
     result = converse(server(None), peer)
     assert result.ok, result.reason
     assert result.identity == b"alice@example.org"
+    assert result.peer == Identity.parse("alice@example.org")  # what the gateway then knows the client as
     assert peer.result == EapCode.SUCCESS
     assert len(result.msk) == 64 and result.msk == peer.msk
     assert peer.tls.get_peer_certificate(as_cryptography=True) == GW.cert

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.ciphers import Cipher, modes
 
+from ..identity import Identity
 from . import identity
 from .md4 import md4
 from .packet import EapCode, EapError, EapPacket, EapType
@@ -140,6 +141,7 @@ class EapResult:
     identity: bytes
     msk: bytes = b""
     reason: str = ""  # why it failed, safe to log
+    peer: Identity | None = None  # the identity proven, if the method knows it as one (EAP-TLS: certified)
 
 
 PasswordLookup = Callable[[bytes], "str | None"]

@@ -335,7 +335,7 @@ class EapTlsAuthenticator:
         self._state = _State.DONE
         self._tls, self._out = None, None
         out = EapPacket(EapCode.SUCCESS, self._ident).encode()
-        return out, EapResult(True, self._name, self._msk)
+        return out, EapResult(True, self._name, self._msk, peer=self.peer_identity)
 
 
 def _drain(tls: SSL.Connection) -> bytes:

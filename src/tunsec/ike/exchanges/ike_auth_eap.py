@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..auth import AuthError, psk_auth_data, signed_octets, verify_psk
-from ..constants import AuthMethod, NotifyType
+from ..constants import AuthMethod, IdType, NotifyType
 from ..eap.mschapv2 import EapAuthenticator, EapPeer, EapResult
 from ..eap.packet import EapError
 from ..eap.tls import EapTlsAuthenticator, TlsServerCredentials
 from ..events import AuthFailed, DownReason
-from ..identity import Identity
+from ..identity import Identity, IdentityError
 from ..message import AuthPayload, EapPayload, IdPayload, Payload
 from ..secret import Secret
 from ..state import IkeSaState
@@ -83,6 +83,7 @@ class GatewayEap:
     idi: IdPayload
     request: tuple[Payload, ...]  # the first IKE_AUTH request: its SA, TS and CP are answered last
     msk: Secret | None = None
+    peer: Identity | None = None  # the identity EAP proved (set with msk)
 
 
 def wanted(st: IkeSaState, payloads: Sequence[Payload]) -> bool:
@@ -142,11 +143,27 @@ def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response | GatewayEa
                                f"{result.reason}", by_peer=False))
             return Response([EapPayload(out), notify(NotifyType.AUTHENTICATION_FAILED)], close=True,
                             reason=DownReason.AUTH_FAILED)
-        ge.msk = Secret(result.msk)
+        ge.msk, ge.peer = Secret(result.msk), _proven_identity(st, ge.idi, result)
         return Response([EapPayload(out)])
     _check_msk_auth(st, ge.msk, True, ge.idi, payloads)
-    st.peer_id = Identity(ge.idi.id_type, ge.idi.data)
+    st.peer_id = ge.peer
     return ge
+
+
+def _proven_identity(st: IkeSaState, idi: IdPayload, result: EapResult) -> Identity:
+    """The peer's identity once EAP succeeded: the EAP identity, which is IDi only without ``eap_id``.
+    With ``eap_id`` (a name, or %any: EAP-Identity) EAP proves nothing about IDi, so leases,
+    ``unique`` and INITIAL_CONTACT must go by the EAP identity (as strongSwan's), or a client
+    with credentials for one name could claim another's IDi and take over its address and SAs."""
+    if result.peer is not None:
+        return result.peer
+    if not st.config.remote.eap_id:
+        return Identity(idi.id_type, idi.data)  # the EAP user was IDi's data
+    try:
+        proven = Identity.parse(result.identity.decode("utf-8"))
+    except (UnicodeDecodeError, IdentityError):
+        proven = Identity.any()
+    return proven if not proven.is_any else Identity(IdType.KEY_ID, result.identity)
 
 
 def gateway_auth(st: IkeSaState, ge: GatewayEap, idr: IdPayload) -> AuthPayload:
