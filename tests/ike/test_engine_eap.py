@@ -118,19 +118,37 @@ def test_a_client_claiming_another_users_ike_identity_gets_neither_its_address_n
     """eap_id = %any: EAP proves the EAP identity, not IDi. bob is up with a pool address; alice
     (her own password) claims IDi "bob" with INITIAL_CONTACT. She is known as alice: her own
     address, and bob's IKE SA stays (INITIAL_CONTACT only replaces SAs of the same identity)."""
-    pool = AddressPools([PoolConfig.parse_addrs("v4", "10.3.0.0/24")])
-    gw = dataclasses.replace(gateway("%any"), pools=("v4",), children=(child_config("net", "10.2.0.0/16", "dynamic"),))
-    net = Network()
-    b = net.add(B, IkeEndpoint([gw], address_pool=pool))
-    for addr, user, password in ((A, "bob", b"Bob-pw-2"), ("192.0.2.3", "alice", b"Alice-pw-1")):
-        cli = dataclasses.replace(client(user, password, ike_id="bob"), local_addr=addr,
-                                  vips=(ipaddress.ip_address("0.0.0.0"),),
-                                  children=(child_config("net", "dynamic", "10.2.0.0/16"),))
-        net.add(addr, IkeEndpoint([cli])).initiate("rw", "net", net.now)
-        net.run(until=net.now + 5)
+    net, b, pool = _two_pool_clients((A, "bob", b"Bob-pw-2"), ("192.0.2.3", "alice", b"Alice-pw-1"))
     ups = only(net.take(B), IkeSaUp)
     assert [(str(u.remote_id), [str(v) for v in u.peer_vips]) for u in ups] == [
         ("bob", ["10.3.0.1"]), ("alice", ["10.3.0.2"])]
     assert len(b.sas) == 2 and all(not sa.is_closed for sa in b.sas)
     assert sorted((lease.identity, str(lease.address)) for lease in pool.leases()) == [
         ("alice", "10.3.0.2"), ("bob", "10.3.0.1")]
+
+
+def test_eap_user_names_that_parse_alike_are_still_two_users() -> None:
+    """"@alice" would parse as the FQDN identity alice: the gateway keeps the user name as it is."""
+    users = (EapSecret(("alice",), Secret(b"Alice-pw-1")), EapSecret(("@alice",), Secret(b"At-alice-pw")))
+    net, b, pool = _two_pool_clients((A, "alice", b"Alice-pw-1"), ("192.0.2.3", "@alice", b"At-alice-pw"),
+                                     users=users)
+    assert [str(u.remote_id) for u in only(net.take(B), IkeSaUp)] == ["alice", "@alice"]
+    assert len(b.sas) == 2 and sorted(str(lease.address) for lease in pool.leases()) == ["10.3.0.1", "10.3.0.2"]
+
+
+def _two_pool_clients(*clients: tuple[str, str, bytes], users: tuple[EapSecret, ...] = USERS,
+                      ) -> tuple[Network, IkeEndpoint, AddressPools]:
+    """A gateway (eap_id = %any) with a pool, and clients (address, EAP user, password) that all
+    claim IDi "bob", one after the other; each asks for a virtual IP."""
+    pool = AddressPools([PoolConfig.parse_addrs("v4", "10.3.0.0/24")])
+    gw = dataclasses.replace(gateway("%any"), pools=("v4",), eap_secrets=users,
+                             children=(child_config("net", "10.2.0.0/16", "dynamic"),))
+    net = Network()
+    b = net.add(B, IkeEndpoint([gw], address_pool=pool))
+    for addr, user, password in clients:
+        cli = dataclasses.replace(client(user, password, ike_id="bob"), local_addr=addr,
+                                  vips=(ipaddress.ip_address("0.0.0.0"),),
+                                  children=(child_config("net", "dynamic", "10.2.0.0/16"),))
+        net.add(addr, IkeEndpoint([cli])).initiate("rw", "net", net.now)
+        net.run(until=net.now + 5)
+    return net, b, pool

@@ -25,7 +25,7 @@ from ..eap.mschapv2 import EapAuthenticator, EapPeer, EapResult
 from ..eap.packet import EapError
 from ..eap.tls import EapTlsAuthenticator, TlsServerCredentials
 from ..events import AuthFailed, DownReason
-from ..identity import Identity, IdentityError
+from ..identity import Identity
 from ..message import AuthPayload, EapPayload, IdPayload, Payload
 from ..secret import Secret
 from ..state import IkeSaState
@@ -159,11 +159,9 @@ def _proven_identity(st: IkeSaState, idi: IdPayload, result: EapResult) -> Ident
         return result.peer
     if not st.config.remote.eap_id:
         return Identity(idi.id_type, idi.data)  # the EAP user was IDi's data
-    try:
-        proven = Identity.parse(result.identity.decode("utf-8"))
-    except (UnicodeDecodeError, IdentityError):
-        proven = Identity.any()
-    return proven if not proven.is_any else Identity(IdType.KEY_ID, result.identity)
+    # the user name as it is, not parsed: "@alice" and "alice" are two users (the secrets' ids)
+    name = result.identity
+    return Identity(IdType.RFC822_ADDR if b"@" in name else IdType.FQDN, name)
 
 
 def gateway_auth(st: IkeSaState, ge: GatewayEap, idr: IdPayload) -> AuthPayload:
