@@ -141,6 +141,7 @@ def test_handshake_with_eap_identity_gives_the_same_msk_on_both_sides() -> None:
     assert result.peer == Identity.parse("alice@example.org")  # what the gateway then knows the client as
     assert peer.result == EapCode.SUCCESS
     assert len(result.msk) == 64 and result.msk == peer.msk
+    assert result.msk.hex() not in repr(result) and repr(result.msk)[2:-1] not in repr(result)
     assert peer.tls.get_peer_certificate(as_cryptography=True) == GW.cert
 
 

@@ -139,7 +139,7 @@ def _parse_ms(pkt: EapPacket) -> tuple[OpCode, int, bytes]:
 class EapResult:
     ok: bool
     identity: bytes
-    msk: bytes = b""
+    msk: bytes = field(default=b"", repr=False)  # key material: never in a repr (EapPeer's shows its result)
     reason: str = ""  # why it failed, safe to log
     peer: Identity | None = None  # the identity proven, if the method knows it as one (EAP-TLS: certified)
 
