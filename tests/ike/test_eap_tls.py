@@ -138,8 +138,10 @@ def test_handshake_with_eap_identity_gives_the_same_msk_on_both_sides() -> None:
     result = converse(server(None), peer)
     assert result.ok, result.reason
     assert result.identity == b"alice@example.org"
+    assert result.peer == Identity.parse("alice@example.org")  # what the gateway then knows the client as
     assert peer.result == EapCode.SUCCESS
     assert len(result.msk) == 64 and result.msk == peer.msk
+    assert result.msk.hex() not in repr(result) and repr(result.msk)[2:-1] not in repr(result)
     assert peer.tls.get_peer_certificate(as_cryptography=True) == GW.cert
 
 
@@ -184,6 +186,39 @@ def test_certificate_for_another_identity_is_refused() -> None:
 def test_configured_identity_must_be_in_the_certificate() -> None:
     result = converse(server(Identity.parse("carol@example.org")), Peer(ALICE, b"ignored"))
     assert not result.ok and "carol@example.org" in result.reason
+
+
+def _der_len(n: int) -> bytes:
+    return bytes([n]) if n < 128 else bytes([0x82]) + n.to_bytes(2, "big")
+
+
+def _version4(issued: Issued, ca: Issued) -> crypto.X509:
+    """``issued``'s certificate as X.509 version 4 (INTEGER 3), signed again by ``ca``: OpenSSL
+    loads and accepts it in a handshake, cryptography refuses to load it (InvalidVersion)."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    der = issued.cert.public_bytes(serialization.Encoding.DER)
+    tbs = issued.cert.tbs_certificate_bytes
+    rest = der[der.index(tbs) + len(tbs):]
+    alg_id = rest[:rest[1] + 2]
+    tbs4 = tbs.replace(b"\xa0\x03\x02\x01\x02", b"\xa0\x03\x02\x01\x03", 1)
+    assert tbs4 != tbs and isinstance(ca.key, ec.EllipticCurvePrivateKey)
+    sig = ca.key.sign(tbs4, ec.ECDSA(hashes.SHA256()))
+    body = tbs4 + alg_id + b"\x03" + _der_len(len(sig) + 1) + b"\x00" + sig
+    return crypto.load_certificate(crypto.FILETYPE_ASN1, b"\x30" + _der_len(len(body)) + body)
+
+
+# cryptography cannot load such a certificate, so the client is handed pyOpenSSL's X509 (deprecated)
+@pytest.mark.filterwarnings("ignore:Passing pyOpenSSL X509 objects is deprecated:DeprecationWarning")
+def test_certificate_cryptography_cannot_load_fails_cleanly() -> None:
+    """A client certificate OpenSSL takes but cryptography refuses ends in EAP-Failure with the
+    reason, not in an exception out of the authenticator (the CA need not even have issued it)."""
+    peer = Peer(ALICE, b"alice@example.org")
+    peer.tls.use_certificate(_version4(ALICE, CA))
+    result = converse(server(None), peer)
+    assert not result.ok and peer.result == EapCode.FAILURE
+    assert result.reason == "client certificate unusable: 3 is not a valid X509 version"
 
 
 def test_subject_dn_identity_is_accepted() -> None:

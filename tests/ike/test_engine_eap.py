@@ -1,6 +1,8 @@
 """EAP-MSCHAPv2 in IKE_AUTH (RFC 7296 §2.16): a client engine against a gateway engine."""
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
 from typing import TypeVar
 
 import pytest
@@ -14,6 +16,7 @@ from tunsec.ike.message import decode_header
 from tunsec.ike.proposals import parse_proposals
 from tunsec.ike.secret import Secret
 from tunsec.ike.testing import Network, make_ca, make_cert
+from tunsec.policy.pools import AddressPools, PoolConfig
 
 A, B = "192.0.2.1", "192.0.2.2"
 E = TypeVar("E")
@@ -62,7 +65,8 @@ def test_eap_identity_then_mschapv2_brings_up_the_child_sa() -> None:
     assert isinstance(ca, ChildSaUp) and isinstance(cb, ChildSaUp)
     assert ca.key_in == cb.key_out and (ca.spi_in, ca.spi_out) == (cb.spi_out, cb.spi_in)
     up_b = ev_b[0]
-    assert isinstance(up_b, IkeSaUp) and str(up_b.remote_id) == "moon.example"
+    # IDi moon.example is not what EAP proved: the gateway knows the client as its EAP identity
+    assert isinstance(up_b, IkeSaUp) and str(up_b.remote_id) == "alice"
     # Identity, MSCHAPv2 challenge, MSCHAPv2 success, EAP-Success, AUTH: 5 requests, 5 responses
     assert _ike_auth_count(net) == 10
     assert len(a.sas) == 1 and len(b.sas) == 1
@@ -108,3 +112,43 @@ def test_client_gives_up_on_a_gateway_that_never_ends_eap(monkeypatch: pytest.Mo
     (fa,) = only(ev_a, AuthFailed)
     assert "more than 8 requests" in fa.reason and not fa.by_peer
     assert not a.sas and not only(ev_a, IkeSaUp)
+
+
+def test_a_client_claiming_another_users_ike_identity_gets_neither_its_address_nor_its_sa() -> None:
+    """eap_id = %any: EAP proves the EAP identity, not IDi. bob is up with a pool address; alice
+    (her own password) claims IDi "bob" with INITIAL_CONTACT. She is known as alice: her own
+    address, and bob's IKE SA stays (INITIAL_CONTACT only replaces SAs of the same identity)."""
+    net, b, pool = _two_pool_clients((A, "bob", b"Bob-pw-2"), ("192.0.2.3", "alice", b"Alice-pw-1"))
+    ups = only(net.take(B), IkeSaUp)
+    assert [(str(u.remote_id), [str(v) for v in u.peer_vips]) for u in ups] == [
+        ("bob", ["10.3.0.1"]), ("alice", ["10.3.0.2"])]
+    assert len(b.sas) == 2 and all(not sa.is_closed for sa in b.sas)
+    assert sorted((lease.identity, str(lease.address)) for lease in pool.leases()) == [
+        ("alice", "10.3.0.2"), ("bob", "10.3.0.1")]
+
+
+def test_eap_user_names_that_parse_alike_are_still_two_users() -> None:
+    """"@alice" would parse as the FQDN identity alice: the gateway keeps the user name as it is."""
+    users = (EapSecret(("alice",), Secret(b"Alice-pw-1")), EapSecret(("@alice",), Secret(b"At-alice-pw")))
+    net, b, pool = _two_pool_clients((A, "alice", b"Alice-pw-1"), ("192.0.2.3", "@alice", b"At-alice-pw"),
+                                     users=users)
+    assert [str(u.remote_id) for u in only(net.take(B), IkeSaUp)] == ["alice", "@alice"]
+    assert len(b.sas) == 2 and sorted(str(lease.address) for lease in pool.leases()) == ["10.3.0.1", "10.3.0.2"]
+
+
+def _two_pool_clients(*clients: tuple[str, str, bytes], users: tuple[EapSecret, ...] = USERS,
+                      ) -> tuple[Network, IkeEndpoint, AddressPools]:
+    """A gateway (eap_id = %any) with a pool, and clients (address, EAP user, password) that all
+    claim IDi "bob", one after the other; each asks for a virtual IP."""
+    pool = AddressPools([PoolConfig.parse_addrs("v4", "10.3.0.0/24")])
+    gw = dataclasses.replace(gateway("%any"), pools=("v4",), eap_secrets=users,
+                             children=(child_config("net", "10.2.0.0/16", "dynamic"),))
+    net = Network()
+    b = net.add(B, IkeEndpoint([gw], address_pool=pool))
+    for addr, user, password in clients:
+        cli = dataclasses.replace(client(user, password, ike_id="bob"), local_addr=addr,
+                                  vips=(ipaddress.ip_address("0.0.0.0"),),
+                                  children=(child_config("net", "dynamic", "10.2.0.0/16"),))
+        net.add(addr, IkeEndpoint([cli])).initiate("rw", "net", net.now)
+        net.run(until=net.now + 5)
+    return net, b, pool

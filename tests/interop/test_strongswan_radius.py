@@ -179,7 +179,8 @@ def test_strongswan_eap_radius_road_warrior_gets_pool_address_and_pings(topo: Tw
     r = client.initiate()
     assert r.returncode == 0, f"swanctl --initiate: {r.stdout[-3000:]}{r.stderr}\ntunsec:\n{gateway.log_tail()}"
     sa = gateway.wait_established()
-    assert sa["remote_id"] == ident(topo.b) and sa["remote_vips"] == [VIP]
+    # eap_id = %any: the peer is the user RADIUS accepted, not the IKE identity it claimed
+    assert sa["remote_id"] == USER and sa["remote_vips"] == [VIP]
     client.wait_log(r"EAP method EAP_MSCHAPV2 succeeded, MSK established")
     client.wait_log(r"authentication of '.*' with EAP successful")
     gateway.wait_log(r"RADIUS server fr \(127\.0\.0\.1:1812\) accepted user 'alice'")

@@ -966,7 +966,7 @@ class IkeService(Service):
                 asyncio.get_running_loop().getaddrinfo(gateway, None, type=socket.SOCK_DGRAM), RESOLVE_WAIT)
         except (OSError, UnicodeError, TimeoutError) as exc:
             log.error("%s: cannot resolve gateway %s we were redirected to: %s", sa.name, gateway,
-                      exc or "no answer in time")
+                      str(exc) or "no answer in time")  # an exception is true even with no message
             infos = []
         addrs = list(dict.fromkeys(str(info[4][0]) for info in infos))
         # addresses of the family we reached the redirecting gateway in first (a route for it exists)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.ciphers import Cipher, modes
 
+from ..identity import Identity
 from . import identity
 from .md4 import md4
 from .packet import EapCode, EapError, EapPacket, EapType
@@ -138,8 +139,9 @@ def _parse_ms(pkt: EapPacket) -> tuple[OpCode, int, bytes]:
 class EapResult:
     ok: bool
     identity: bytes
-    msk: bytes = b""
+    msk: bytes = field(default=b"", repr=False)  # key material: never in a repr (EapPeer's shows its result)
     reason: str = ""  # why it failed, safe to log
+    peer: Identity | None = None  # the identity proven, if the method knows it as one (EAP-TLS: certified)
 
 
 PasswordLookup = Callable[[bytes], "str | None"]

@@ -316,11 +316,14 @@ class EapTlsAuthenticator:
         """Why the client's certificate does not authenticate the EAP identity, or None."""
         tls = self._tls
         assert tls is not None and self.peer_identity is not None
-        leaf = tls.get_peer_certificate(as_cryptography=True)
+        try:  # OpenSSL takes certificates cryptography refuses (e.g. version 4): InvalidVersion, ValueError
+            leaf = tls.get_peer_certificate(as_cryptography=True)
+            # a server's peer chain leaves the client's own certificate out (OpenSSL)
+            chain: Sequence[x509.Certificate] = tls.get_peer_cert_chain(as_cryptography=True) or []
+        except (ValueError, x509.InvalidVersion) as exc:
+            return f"client certificate unusable: {exc}"
         if leaf is None:
             return "client sent no certificate"
-        # a server's peer chain leaves the client's own certificate out (OpenSSL)
-        chain: Sequence[x509.Certificate] = tls.get_peer_cert_chain(as_cryptography=True) or []
         rest = [c for c in chain if c != leaf]
         try:
             verify_peer([leaf, *rest], self.creds.cas, self.now(), self.peer_identity)
@@ -332,7 +335,7 @@ class EapTlsAuthenticator:
         self._state = _State.DONE
         self._tls, self._out = None, None
         out = EapPacket(EapCode.SUCCESS, self._ident).encode()
-        return out, EapResult(True, self._name, self._msk)
+        return out, EapResult(True, self._name, self._msk, peer=self.peer_identity)
 
 
 def _drain(tls: SSL.Connection) -> bytes:

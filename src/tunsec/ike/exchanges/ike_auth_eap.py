@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..auth import AuthError, psk_auth_data, signed_octets, verify_psk
-from ..constants import AuthMethod, NotifyType
+from ..constants import AuthMethod, IdType, NotifyType
 from ..eap.mschapv2 import EapAuthenticator, EapPeer, EapResult
 from ..eap.packet import EapError
 from ..eap.relay import EapRelay, RelayAsk, RelayReply
@@ -85,6 +85,7 @@ class GatewayEap:
     request: tuple[Payload, ...]  # the first IKE_AUTH request: its SA, TS and CP are answered last
     msk: Secret | None = None
     relayed: bool = False  # the backend holds state of this conversation (until its final answer)
+    peer: Identity | None = None  # the identity EAP proved (set with msk)
 
 
 def wanted(st: IkeSaState, payloads: Sequence[Payload]) -> bool:
@@ -145,7 +146,7 @@ def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response | GatewayEa
         out, result = ge.authenticator.process(eap.data)
         return _conclude(st, ge, out, result, METHOD_NAMES[st.config.remote.method])
     _check_msk_auth(st, ge.msk, True, ge.idi, payloads)
-    st.peer_id = Identity(ge.idi.id_type, ge.idi.data)
+    st.peer_id = ge.peer
     return ge
 
 
@@ -158,7 +159,7 @@ def _conclude(st: IkeSaState, ge: GatewayEap, out: bytes, result: EapResult | No
                            f"{result.reason}", by_peer=False))
         return Response([EapPayload(out), notify(NotifyType.AUTHENTICATION_FAILED)], close=True,
                         reason=DownReason.AUTH_FAILED)
-    ge.msk = Secret(result.msk)
+    ge.msk, ge.peer = Secret(result.msk), _proven_identity(st, ge.idi, result)
     return Response([EapPayload(out)])
 
 
@@ -203,6 +204,20 @@ def closing(st: IkeSaState) -> None:
     if ge is not None and ge.relayed:
         ge.relayed = False
         st.emit(EapRelayAbandoned(st.name))
+
+
+def _proven_identity(st: IkeSaState, idi: IdPayload, result: EapResult) -> Identity:
+    """The peer's identity once EAP succeeded: the EAP identity, which is IDi only without ``eap_id``.
+    With ``eap_id`` (a name, or %any: EAP-Identity) EAP proves nothing about IDi, so leases,
+    ``unique`` and INITIAL_CONTACT must go by the EAP identity (as strongSwan's), or a client
+    with credentials for one name could claim another's IDi and take over its address and SAs."""
+    if result.peer is not None:
+        return result.peer
+    if not st.config.remote.eap_id:
+        return Identity(idi.id_type, idi.data)  # the EAP user was IDi's data
+    # the user name as it is, not parsed: "@alice" and "alice" are two users (the secrets' ids)
+    name = result.identity
+    return Identity(IdType.RFC822_ADDR if b"@" in name else IdType.FQDN, name)
 
 
 def gateway_auth(st: IkeSaState, ge: GatewayEap, idr: IdPayload) -> AuthPayload:
