@@ -305,6 +305,9 @@ class RoadWarriors:
         """Start charon with no connections loaded yet (they start when :meth:`load` loads them)."""
         self.proc = start_charon(self.topo, self.inst)
 
+    def pids(self) -> list[int]:
+        return [self.proc.pid] if self.proc is not None else []
+
     def load(self) -> None:
         """Load the connections and the PSK: every connection starts at once."""
         _swanctl_ok(self.topo, self.inst, "--load-creds", "--noprompt")
@@ -363,7 +366,7 @@ class RoadWarriors:
 def _checksum(data: bytes) -> int:
     if len(data) % 2:
         data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
     total = (total >> 16) + (total & 0xFFFF)
     total += total >> 16
     return ~total & 0xFFFF
@@ -460,7 +463,7 @@ def run_clients(topo: TwoHosts, gateway: Gateway, clients: RoadWarriors, timeout
     time.sleep(1.0)                         # let both settle before the "before" sample
     res.rss_before = tree_rss_bytes(gateway.pids())
     cpu0 = tree_cpu_seconds(gateway.pids())
-    ccpu0 = tree_cpu_seconds(clients.proc and [clients.proc.pid] or [])
+    ccpu0 = tree_cpu_seconds(clients.pids())
     t0 = time.monotonic()
     clients.load()
     if clients.wait_established(timeout):
@@ -474,7 +477,7 @@ def run_clients(topo: TwoHosts, gateway: Gateway, clients: RoadWarriors, timeout
     if res.pinged == clients.clients:
         res.t_pinged = time.monotonic() - t0
     res.cpu_gateway = tree_cpu_seconds(gateway.pids()) - cpu0
-    res.cpu_clients = tree_cpu_seconds(clients.proc and [clients.proc.pid] or []) - ccpu0
+    res.cpu_clients = tree_cpu_seconds(clients.pids()) - ccpu0
     res.rss_after = tree_rss_bytes(gateway.pids())
     if res.pinged < clients.clients:
         res.reason = (f"{res.established} established, {len(vips)} with a virtual IP, {res.pinged} pinged\n"
