@@ -48,7 +48,7 @@ from types import FrameType
 from typing import Any, Protocol
 
 from tunsec.bench.netns import Host, TwoHosts, netns_socket, wait_until
-from tunsec.bench.procs import tree_cpu_seconds, tree_rss_bytes
+from tunsec.bench.procs import rss_bytes, tree_cpu_seconds, tree_rss_bytes
 from tunsec.bench.systems.base import Unavailable, log_tail, missing_commands
 from tunsec.bench.systems.strongswan import CHARON, LIBIPSEC_PLUGIN, Instance, start_charon, strongswan_conf, swanctl
 from tunsec.bench.systems.tunsec import _tunsec_env, tunsec_importable
@@ -448,6 +448,8 @@ class ScaleResult:
     t_pinged: float | None = None         # ... until every virtual IP answered a ping
     rss_before: int = 0
     rss_after: int = 0
+    rss_main_before: int = 0        # of these, the gateway's main process (tunsec: the control process)
+    rss_main_after: int = 0
     cpu_gateway: float = 0.0        # user+system seconds of the gateway's processes, load to last ping
     cpu_clients: float = 0.0        # ... of the client charon (is it the bottleneck?)
     reason: str = ""
@@ -468,6 +470,7 @@ def run_clients(topo: TwoHosts, gateway: Gateway, clients: RoadWarriors, timeout
     clients.start()
     time.sleep(1.0)                         # let both settle before the "before" sample
     res.rss_before = tree_rss_bytes(gateway.pids())
+    res.rss_main_before = sum(rss_bytes(p) for p in gateway.pids())
     cpu0 = tree_cpu_seconds(gateway.pids())
     ccpu0 = tree_cpu_seconds(clients.pids())
     t0 = time.monotonic()
@@ -485,6 +488,7 @@ def run_clients(topo: TwoHosts, gateway: Gateway, clients: RoadWarriors, timeout
     res.cpu_gateway = tree_cpu_seconds(gateway.pids()) - cpu0
     res.cpu_clients = tree_cpu_seconds(clients.pids()) - ccpu0
     res.rss_after = tree_rss_bytes(gateway.pids())
+    res.rss_main_after = sum(rss_bytes(p) for p in gateway.pids())
     if res.pinged < clients.clients:
         res.reason = (f"{res.established} established, {len(vips)} with a virtual IP, {res.pinged} pinged\n"
                       f"gateway:\n{gateway.diagnostics()}\nclients:\n{clients.diagnostics()}")
@@ -528,6 +532,7 @@ def format_table(results: Sequence[ScaleResult]) -> str:
         ("gateway RSS before, MiB", [r.rss_before / 2**20 for r in results], 1),
         ("gateway RSS after, MiB", [r.rss_after / 2**20 for r in results], 1),
         ("gateway KiB per client", [r.kib_per_client for r in results], 1),
+        ("  of which main process", [(r.rss_main_after - r.rss_main_before) / 1024 / r.clients for r in results], 1),
         ("gateway CPU s (user+sys)", [r.cpu_gateway for r in results], 2),
         ("gateway CPU ms per client", [r.cpu_gateway * 1000 / r.clients for r in results], 2),
         ("client charon CPU s", [r.cpu_clients for r in results], 2),
