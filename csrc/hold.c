@@ -4,7 +4,9 @@
  * triggered it (and the next few) wait here instead of being dropped, so that
  * a single ping through an on-demand tunnel is answered once the SA is up.
  * Each PROTECT policy owns one hold, allocated with the policy (never per
- * packet): at most TS_HOLD_PKTS packets and TS_HOLD_BYTES bytes, the oldest
+ * packet), whose buffer exists only while packets wait (a gateway's thousand
+ * client policies would otherwise carry 64 KiB each): at most TS_HOLD_PKTS
+ * packets and TS_HOLD_BYTES bytes, the oldest
  * dropped (TS_DROP_HOLD_FULL) to make room.  Binding an outbound SA or adding
  * a policy while packets wait (spd.c, under the write lock) wakes the loop
  * threads through spd.hold_fd; one loop thread runs the held packets through
@@ -38,10 +40,18 @@ static void drop_oldest(ts_dp *dp, ts_hold *h, int reason) {
         ts_drop(dp, reason);
 }
 
+static void release_if_empty(ts_hold *h) {
+    if (h->n == 0 && h->buf) {
+        free(h->buf);
+        h->buf = NULL;
+    }
+}
+
 static void expire_locked(ts_dp *dp, ts_hold *h, uint64_t now_ns) {
     /* a packet held again keeps its first hold time: pushes are not in time order */
     while (h->n && now_ns > h->t_ns[0] && now_ns - h->t_ns[0] > TS_HOLD_TIMEOUT_NS)
         drop_oldest(dp, h, TS_DROP_HOLD_TIMEOUT);
+    release_if_empty(h);
 }
 
 bool ts_hold_push(ts_dp *dp, ts_hold *h, const uint8_t *pkt, size_t len, uint64_t now_ns) {
@@ -49,6 +59,10 @@ bool ts_hold_push(ts_dp *dp, ts_hold *h, const uint8_t *pkt, size_t len, uint64_
         return false;
     pthread_mutex_lock(&h->lock);
     expire_locked(dp, h, now_ns);
+    if (!h->buf && !(h->buf = malloc(TS_HOLD_BYTES))) {
+        pthread_mutex_unlock(&h->lock);
+        return false;
+    }
     while (h->n == TS_HOLD_PKTS || h->used + len > TS_HOLD_BYTES)
         drop_oldest(dp, h, TS_DROP_HOLD_FULL);
     memcpy(h->buf + h->used, pkt, len);
@@ -70,6 +84,7 @@ size_t ts_hold_pop(ts_dp *dp, ts_hold *h, uint8_t *out, size_t outcap, uint64_t 
             *held_ns = h->t_ns[0];
         memcpy(out, h->buf, n);
         drop_oldest(NULL, h, TS_DROP_NONE);   /* taken, not dropped */
+        release_if_empty(h);
     }
     pthread_mutex_unlock(&h->lock);
     return n;
@@ -88,6 +103,7 @@ void ts_hold_free(ts_dp *dp, ts_hold *h) {
     for (uint32_t i = 0; dp && i < h->n; i++)
         ts_drop(dp, TS_DROP_HOLD_TIMEOUT);   /* the policy went away before its SA came */
     pthread_mutex_destroy(&h->lock);
+    free(h->buf);
     free(h);
 }
 

@@ -93,7 +93,8 @@ typedef struct ts_hold {
     uint32_t n, used;                  /* packets, bytes in buf (oldest first, back to back) */
     uint32_t len[TS_HOLD_PKTS];
     uint64_t t_ns[TS_HOLD_PKTS];       /* when each was held */
-    uint8_t buf[TS_HOLD_BYTES];
+    uint8_t *buf;                      /* TS_HOLD_BYTES, only while packets wait: most policies never
+                                          hold one, and a gateway has a policy per client */
 } ts_hold;
 
 /* ---- policies (spd.c) --------------------------------------------------- */

@@ -1740,6 +1740,7 @@ static void test_hold_unit(void) {
     ts_hold *h = ts_hold_new();
     FATAL_IF(!h);
     uint64_t d[TS_DROP__COUNT];
+    CHECK(h->buf == NULL);   /* no packet buffer until a packet waits (a policy per client) */
     /* count cap: 10 pushed, the 2 oldest dropped and counted, the rest in order */
     for (uint8_t i = 0; i < 10; i++) {
         memset(bufA, i, 100);
@@ -1750,6 +1751,7 @@ static void test_hold_unit(void) {
     for (uint8_t i = 2; i < 10; i++)
         CHECK(ts_hold_pop(dp, h, bufB, CAP, 2000, NULL) == 100 && bufB[0] == i && bufB[99] == i);
     CHECK(ts_hold_pop(dp, h, bufB, CAP, 2000, NULL) == 0);
+    CHECK(h->buf == NULL);   /* emptied: the buffer is given back */
     /* byte cap: three 30000-byte packets do not fit in 64 KiB: the first goes */
     for (uint8_t i = 0; i < 3; i++) {
         memset(bufA, 0x40 + i, 30000);
@@ -1764,7 +1766,7 @@ static void test_hold_unit(void) {
     CHECK(ts_hold_push(dp, h, bufA, 64, 5000));
     CHECK(ts_hold_pop(dp, h, bufB, CAP, 5000 + TS_HOLD_TIMEOUT_NS + 1, NULL) == 0);
     ts_dp_drops(dp, d);
-    CHECK(d[TS_DROP_HOLD_TIMEOUT] == 2 && ts_hold_count(h) == 0);
+    CHECK(d[TS_DROP_HOLD_TIMEOUT] == 2 && ts_hold_count(h) == 0 && h->buf == NULL);
     CHECK(d[TS_DROP_NO_SA] == 0);
     ts_hold_free(dp, h);
     ts_dp_free(dp);

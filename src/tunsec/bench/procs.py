@@ -93,6 +93,29 @@ def tree_cpu_seconds(pids: Iterable[int]) -> float:
     return total
 
 
+def rss_bytes(pid: int) -> int:
+    """Resident set size of one process (VmRSS of /proc/<pid>/status); 0 if it is gone."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def tree_rss_bytes(pids: Iterable[int]) -> int:
+    """Summed resident set size of the given processes and all their live descendants
+    (shared pages, such as libraries, count once per process: an upper bound)."""
+    procs = all_procs()
+    seen: set[int] = set()
+    for pid in pids:
+        seen.update([pid] if pid in procs else [])
+        seen.update(info.pid for info in descendants(pid, procs))
+    return sum(rss_bytes(pid) for pid in seen)
+
+
 def same_process(info: ProcInfo) -> bool:
     now = read_proc(info.pid)
     return now is not None and now.starttime == info.starttime

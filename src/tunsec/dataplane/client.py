@@ -5,6 +5,7 @@ events (ACQUIRE, EXPIRE, INVALID_SPI, IKE) to a callback."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import logging
 import socket
@@ -20,6 +21,7 @@ from tunsec.dataplane.pipe import Errno, PipeError
 log = logging.getLogger("tunsec.pipe")
 
 REQUEST_TIMEOUT = 10.0
+SEND_QUEUE_MAX = 65536   # requests waiting for room in the pipe (a burst of clients sends thousands at once)
 
 
 class WorkerError(Exception):
@@ -62,6 +64,7 @@ class WorkerClient:
         self._sock: socket.socket | None = None
         self._ids = itertools.count(1)
         self._pending: dict[int, tuple[asyncio.Future[list[pipe.Reply]], list[pipe.Reply]]] = {}
+        self._outq: collections.deque[bytes] = collections.deque()   # in order, while the pipe is full
 
     @property
     def pid(self) -> int | None:
@@ -127,6 +130,9 @@ class WorkerClient:
     def _closed(self) -> None:
         if self._sock is not None:
             asyncio.get_running_loop().remove_reader(self._sock.fileno())
+            if self._outq:
+                asyncio.get_running_loop().remove_writer(self._sock.fileno())
+                self._outq.clear()
             self._sock.close()
             self._sock = None
         for fut, _ in self._pending.values():
@@ -143,7 +149,7 @@ class WorkerClient:
         fut: asyncio.Future[list[pipe.Reply]] = asyncio.get_running_loop().create_future()
         self._pending[req_id] = (fut, [])
         try:
-            self._sock.send(pipe.encode(msg))
+            self._send(pipe.encode(msg))
             replies = await asyncio.wait_for(fut, REQUEST_TIMEOUT)
         except (OSError, TimeoutError) as err:
             self._pending.pop(req_id, None)
@@ -152,6 +158,34 @@ class WorkerClient:
         if bad:
             raise WorkerError(type(msg).__name__, bad[0].errno)
         return replies
+
+    def _send(self, data: bytes) -> None:
+        """Send now, or queue behind what waits for room in the pipe (the worker reads no further
+        requests while its answers do not fit): requests reach it in the order they were made."""
+        assert self._sock is not None
+        if not self._outq:
+            try:
+                self._sock.send(data)
+                return
+            except BlockingIOError:
+                asyncio.get_running_loop().add_writer(self._sock.fileno(), self._drain)
+        if len(self._outq) >= SEND_QUEUE_MAX:
+            raise OSError(f"{len(self._outq)} requests already wait for room in the pipe")
+        self._outq.append(data)
+
+    def _drain(self) -> None:
+        sock = self._sock
+        while sock is not None and self._outq:
+            try:
+                sock.send(self._outq[0])
+            except BlockingIOError:
+                return
+            except OSError:
+                break    # the reader sees the worker go; its requests fail then
+            self._outq.popleft()
+        self._outq.clear()
+        if sock is not None:
+            asyncio.get_running_loop().remove_writer(sock.fileno())
 
     async def stop(self, timeout: float = 5.0) -> int | None:
         """Close the pipe (the worker exits on EOF) and reap it."""

@@ -141,6 +141,10 @@ class IkeEndpoint:
         self._wall_clock = wall_clock
         self._select = config_selector or self._default_selector
         self._sas: dict[bytes, IkeSa] = {}
+        # (connection, authenticated peer identity) -> local SPIs of its IKE SAs, so INITIAL_CONTACT finds
+        # a peer's older SAs without a pass over every SA (a thousand clients connecting made that O(N^2))
+        self._by_peer: dict[tuple[str, object], set[bytes]] = {}
+        self._peer_key: dict[bytes, tuple[str, object]] = {}
         self._by_init: dict[tuple[bytes, Address], IkeSa] = {}
         self._half_open: dict[bytes, _HalfOpen] = {}  # local SPI -> how the request is found again
         self._events: deque[tuple[IkeSa, Event]] = deque()
@@ -421,11 +425,14 @@ class IkeEndpoint:
             self._outbox.append(Datagram(data, addr, port))
         while (event := sa.next_event()) is not None:
             self._events.append((sa, event))
-            if isinstance(event, IkeSaUp) and event.initial_contact:
-                self._initial_contact(sa, event)  # the dropped SAs report themselves through watch()
+            if isinstance(event, IkeSaUp):
+                self._index_peer(sa)
+                if event.initial_contact:
+                    self._initial_contact(sa, event)  # the dropped SAs report themselves through watch()
         successor = sa.take_successor()
         if successor is not None:  # a rekeyed IKE SA, or one redirected in IKE_AUTH: route its new SPI
             self._register(successor)
+            self._index_peer(successor)
         if spi in self._half_open and not sa.is_half_open:
             record = self._half_open.pop(spi)
             if self._by_init.get(record.init_key) is sa:
@@ -436,6 +443,10 @@ class IkeEndpoint:
             if self._sas.get(spi) is sa:
                 del self._sas[spi]
                 self._deadline.pop(spi, None)
+                if (key := self._peer_key.pop(spi, None)) is not None:
+                    self._by_peer[key].discard(spi)
+                    if not self._by_peer[key]:
+                        del self._by_peer[key]
             sa.watch(None)
             return
         self._schedule(spi, sa.get_timer())
@@ -459,9 +470,19 @@ class IkeEndpoint:
         Not with ``unique = never`` (``initial_contact`` off), which strongSwan also ignores it for."""
         if not fresh.config.initial_contact:
             return
-        for sa in list(self._sas.values()):
-            if sa is not fresh and not sa.is_closed and sa.name == fresh.name and sa.peer_id == up.remote_id:
+        for spi in list(self._by_peer.get((fresh.name, up.remote_id), ())):
+            sa = self._sas.get(spi)
+            if sa is not None and sa is not fresh and not sa.is_closed and sa.name == fresh.name \
+                    and sa.peer_id == up.remote_id:
                 sa.drop(DownReason.REPLACED)
+
+    def _index_peer(self, sa: IkeSa) -> None:
+        """Note an authenticated IKE SA under its connection and peer identity (see _by_peer)."""
+        if sa.peer_id is None or sa.local_spi in self._peer_key:
+            return
+        key = (sa.name, sa.peer_id)
+        self._peer_key[sa.local_spi] = key
+        self._by_peer.setdefault(key, set()).add(sa.local_spi)
 
 
 def _init_request(hdr: Header, datagram: bytes) -> Message | None:

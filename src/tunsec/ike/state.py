@@ -88,7 +88,7 @@ def random_spi_allocator(rng: Rng = os.urandom) -> SpiAllocator:
     return allocate
 
 
-@dataclass
+@dataclass(slots=True)   # one per Child SA: no per-instance dict (a gateway holds thousands)
 class ChildSa:
     """One negotiated (or being negotiated) Child SA."""
 
@@ -121,7 +121,7 @@ class IkeRekey:
     shared: bytes = field(repr=False)
 
 
-@dataclass
+@dataclass(slots=True)   # one per IKE SA: ~40 fields, no per-instance dict (a gateway holds thousands)
 class IkeSaState:
     config: IkeConfig
     is_initiator: bool

@@ -92,9 +92,12 @@ log = logging.getLogger("tunsec.ike")
 _IKE_DROPS = tuple([f.name for f in dataclasses.fields(EndpointStats)])
 _FRAGMENT_COUNTERS = tuple([f.name for f in dataclasses.fields(FragmentStats)])
 
-SPI_POOL = 8
+SPI_POOL = 32   # inbound SPIs asked for ahead (larval SAs in the worker); refilled in one round trip
+# incoming IKE datagrams held while the SPI pool is empty (beyond: dropped, the peer retransmits): a burst
+# of clients' IKE_AUTHs is read from the socket in one go, so room for many, but bounded in bytes too
+HELD_MAX = 1024
+HELD_BYTES_MAX = 4 << 20
 RESOLVE_WAIT = 5.0  # seconds a lookup of a gateway named by FQDN (RFC 5685 REDIRECT) may take
-HELD_MAX = 64   # incoming IKE datagrams held while the SPI pool is empty (beyond: dropped, the peer retransmits)
 SHUTDOWN_WAIT = 3.0   # seconds for the peers to acknowledge our DELETEs at shutdown
 INVALID_SPI_INTERVAL = 1.0   # seconds between two INVALID_SPI notifies in one IKE SA
 INBOUND_LINGER = 5.0   # seconds a rekeyed Child SA's inbound SA outlives its DELETE (packets in flight; as strongSwan)
@@ -191,6 +194,7 @@ class IkeService(Service):
         self._spi_wait = False     # the pool is empty and a refill in flight: the barrier is up (_spi_barrier)
         self._held: collections.deque[Callable[[], None]] = collections.deque()   # what waits for an SPI
         self._held_datagrams = 0   # how many of those are incoming datagrams (at most HELD_MAX)
+        self._held_bytes = 0       # and their size (at most HELD_BYTES_MAX)
         self._peer_may_have_moved = False   # an IKE datagram came in: check for NAT rebinding (_follow_peers)
         self._ike_peers: dict[int, tuple[str, int]] = {}   # IKE SA handle -> its peer at the last check
         self.held_total = 0        # incoming IKE datagrams that waited for an SPI (status: ike_held)
@@ -443,20 +447,27 @@ class IkeService(Service):
                 self._install_started()
             else:
                 self._install_done()
+                if self._held:   # SPIs are in: what waits for one runs now, not after every pending install
+                    asyncio.get_running_loop().call_soon(self._run_held)
 
     async def _refill_spis(self) -> None:
         try:
-            while len(self.spis) < SPI_POOL:
+            # asked for all at once: one round trip per refill, not one per SPI (a burst of clients
+            # empties the pool again and again)
+            while (want := SPI_POOL - len(self.spis)) > 0:
                 # larval_seconds=0: no larval timeout for these.  A pooled SPI is ours; a
                 # handed one is installed (ChildSaUp) or handed back (SpiUnused -> DELETE)
                 # by the engine, so none is expired under a negotiation, and an idle
                 # pool does not churn (it used to expire and log each SPI every 30 s)
-                replies = await self.worker().request(
-                    lambda r: pipe.GetSpi(r, 0xC0000000, 0xCFFFFFFF, larval_seconds=0))
-                spi = replies[0].spi
-                if spi is not None:
-                    self.spis.append(spi)
-                    self._spi_barrier()
+                answers = await asyncio.gather(*(self.worker().request(
+                    lambda r: pipe.GetSpi(r, 0xC0000000, 0xCFFFFFFF, larval_seconds=0)) for _ in range(want)),
+                    return_exceptions=True)
+                for replies in answers:     # keep every SPI the worker gave before reporting a failure
+                    if not isinstance(replies, BaseException) and replies[0].spi is not None:
+                        self.spis.append(replies[0].spi)
+                self._spi_barrier()
+                if failed := next((a for a in answers if isinstance(a, BaseException)), None):
+                    raise failed
         except WorkerError as err:
             # rate-limited: with the SAD full, any datagram of an IKE SA (a peer's junk too) retries
             if (held := self._getspi_log.admit()) is not None:
@@ -661,18 +672,20 @@ class IkeService(Service):
         self._peer_may_have_moved = True
         if not (_may_need_spi(data) and self._must_wait_for_spi()):
             self.endpoint.receive(data, remote, time.monotonic(), local)
-        elif self._held_datagrams >= HELD_MAX:
+        elif self._held_datagrams >= HELD_MAX or self._held_bytes + len(data) > HELD_BYTES_MAX:
             self.held_dropped += 1
             if (held := self._held_log.admit()) is not None:
-                log.warning("IKE datagram from %s dropped: %d already wait for inbound SPIs from the worker%s",
-                            remote[0], HELD_MAX, suffix(held))
+                log.warning("IKE datagram from %s dropped: %d (%d bytes) already wait for inbound SPIs from the "
+                            "worker%s", remote[0], self._held_datagrams, self._held_bytes, suffix(held))
         else:
             self._held_datagrams += 1
             self.held_total += 1
+            self._held_bytes += len(data)
             self._hold(functools.partial(self._receive_held_datagram, data, remote, local))
 
     def _receive_held_datagram(self, data: bytes, remote: tuple[str, int], local: tuple[str, int] | None) -> None:
         self._held_datagrams -= 1
+        self._held_bytes -= len(data)
         self._peer_may_have_moved = True
         self.endpoint.receive(data, remote, time.monotonic(), local)
 
@@ -697,7 +710,9 @@ class IkeService(Service):
     def _run_held(self) -> None:
         """The barrier is down: what waited for an SPI runs, in order, until the pool is empty
         again; then what is queued leaves and the timer (held back meanwhile) is re-armed."""
-        while self._held and not self._installs:
+        # not "until no install is pending": that let one held IKE_AUTH through per Child SA install,
+        # and a burst of clients overflowed HELD_MAX; what is sent still waits for the installs
+        while self._held and not self._spi_wait:
             action = self._held.popleft()
             try:
                 action()
@@ -1154,7 +1169,10 @@ class IkeService(Service):
             if state.handle not in self.children:
                 return   # already deleted again
             try:
-                await w.request(lambda r: pipe.Update(r, inbound))
+                # UPDATE, ADD and the SPDADDs leave together (one pipe round trip, not one each: a burst
+                # of clients installs many); the worker applies them in this order
+                update = self._spawn(w.request(lambda r: pipe.Update(r, inbound)))
+                add = None
                 if not ev.initiator and state.pred in self.children:
                     # we answered a rekey: the initiator installs after our response, so it may not open
                     # the new SA yet; the old one carries our traffic until its DELETE (or a timeout).
@@ -1163,10 +1181,16 @@ class IkeService(Service):
                     state.standby_timer = self._later(
                         STANDBY_TIMEOUT, lambda: self._spawn(self._promote(state, "no DELETE came")))
                 else:
-                    await w.request(lambda r: pipe.Add(r, outbound))
-                    state.out_installed = True
+                    add = self._spawn(w.request(lambda r: pipe.Add(r, outbound)))
+                protect = None
                 if not state.lineage.policy_ids:   # a rekey finds its predecessor's policies in place
-                    await self._protect(state.lineage, outbound.selectors)
+                    protect = self._spawn(self._protect(state.lineage, outbound.selectors))
+                await asyncio.wait([t for t in (update, add, protect) if t is not None])
+                if add is not None and not add.exception():
+                    state.out_installed = True
+                for task in (update, add, protect):
+                    if task is not None and (exc := task.exception()) is not None:
+                        raise exc
             except WorkerError as err:
                 log.error("%s: installing CHILD_SA %s %08x_i %08x_o failed: %s", state.conn, plan.name,
                           ev.spi_in, ev.spi_out, err)
@@ -1216,12 +1240,14 @@ class IkeService(Service):
                       state.child, err)
 
     async def _protect(self, lineage: Lineage, selectors: Sequence[Selector]) -> None:
+        sent = []
         for sel in selectors:
             pid = self.ids.policy_id()
             lineage.policy_ids.append(pid)   # before the request: released with the lineage even if it fails
             pol = Policy(id=pid, priority=priority(Band.IKE_CHILD), action=Action.PROTECT, reqid=lineage.reqid,
                          selector=sel)
-            await self.worker().request(lambda r, pol=pol: pipe.SpdAdd(r, pol))  # type: ignore[misc]
+            sent.append(self.worker().request(lambda r, pol=pol: pipe.SpdAdd(r, pol)))  # type: ignore[misc]
+        await asyncio.gather(*sent)   # sent together, in order; the first failure is raised
 
     async def _remove(self, state: ChildState, lineage_ended: bool, linger: bool = False) -> None:
         """The worker side of a Child SA going away: its SAs, and its policies if it was the last of its

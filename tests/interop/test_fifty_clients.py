@@ -1,0 +1,70 @@
+"""50 strongSwan road warriors at once against a tunsec gateway with a pool (issue 9's "50 clients").
+
+One charon in namespace B holds 50 connections with the identities ``rw1..rw50@example.org``, each
+asking for a virtual IP; they all start when loaded, so the gateway in A sees a burst of 50
+IKE_SA_INITs from one address (its COOKIE threshold is set above that: this tests setup, not the
+DoS protection). The setup is the scale benchmark's (:mod:`tunsec.bench.scale`), with N = 50.
+
+Every client must get its own pool address, every virtual IP must pass a ping through its own
+tunnel (the source address picks the Child SA on both sides), ``tunsec status`` must list the 50
+leases and 50 IKE SAs, and when the clients leave, every lease must be released (offline).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+from collections.abc import Iterator
+
+import pytest
+from ike_peers import requires_strongswan
+from reachable import python_argv
+
+from tunsec.bench.netns import TwoHosts, wait_until
+from tunsec.bench.scale import CONN, POOL, RoadWarriors, TunsecGateway, client_id, ping_from
+
+pytestmark = [pytest.mark.interop, requires_strongswan]
+
+N = 50
+POOL_NET = "10.3.0.0/24"
+
+
+@pytest.fixture
+def topo() -> Iterator[TwoHosts]:
+    with TwoHosts(ipv6=False, prefix="fc") as t:
+        yield t
+
+
+def test_fifty_road_warriors_at_once(topo: TwoHosts) -> None:
+    psk = secrets.token_hex(16)
+    gateway = TunsecGateway(topo, psk, N, pool=POOL_NET)
+    clients = RoadWarriors(topo, psk, N)
+    gateway.start(python_argv())
+    clients.start()
+    clients.load()
+
+    assert clients.wait_established(30), \
+        f"{clients.established()} of {N} IKE SAs up\n{gateway.diagnostics()}\n{clients.diagnostics()}"
+    vips = clients.wait_vips(15)
+    assert sorted(vips) == sorted(f"{CONN}{k}" for k in range(1, N + 1)), sorted(vips)
+    assert len(set(vips.values())) == N, f"shared addresses: {sorted(vips.values())}"
+    assert all(ipaddress.ip_address(v) in ipaddress.ip_network(POOL_NET) for v in vips.values()), vips
+
+    answered = ping_from(topo.b, list(vips.values()), topo.a.inner4, timeout=15)
+    assert answered == set(vips.values()), f"no echo reply for {sorted(set(vips.values()) - answered)}"
+
+    status = gateway.status()
+    leases = {(x["pool"], x["address"], x["identity"], x["status"]) for x in status["leases"]}
+    assert leases == {(POOL, vips[f"{CONN}{k}"], client_id(k), "online") for k in range(1, N + 1)}
+    up = [sa for sa in status["ike_sas"] if sa["state"] == "established" and sa["children"]]
+    assert sorted(sa["remote_id"] for sa in up) == sorted(client_id(k) for k in range(1, N + 1))
+    assert all(sa["remote_vips"] == [vips[sa["remote_id"].split("@")[0]]] for sa in up)
+
+    assert clients.terminate_all() == []
+
+    def released() -> bool:
+        now = gateway.status()
+        return not now["ike_sas"] and all(x["status"] == "offline" for x in now["leases"])
+
+    assert wait_until(released, 15), gateway.status()["leases"]
+    assert {x["address"] for x in gateway.status()["leases"]} == set(vips.values())
