@@ -164,6 +164,10 @@ class IkeEndpoint:
     def sas(self) -> list[IkeSa]:
         return list(self._sas.values())
 
+    def sa_by_spi(self, spi: bytes) -> IkeSa | None:
+        """The IKE SA whose SPI (ours) is ``spi``."""
+        return self._sas.get(spi)
+
     @property
     def sa_count(self) -> int:
         return len(self._sas)

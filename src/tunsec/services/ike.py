@@ -48,7 +48,7 @@ from tunsec.dataplane import pipe
 from tunsec.dataplane.client import WorkerClient, WorkerError
 from tunsec.dataplane.pipe import Action, Alg, Direction, Endpoint, ExpireReason, Policy, SaSpec, Selector
 from tunsec.ike.config import ChildConfig
-from tunsec.ike.constants import IKE_PORT, NATT_PORT
+from tunsec.ike.constants import IKE_PORT, NATT_PORT, HeaderFlag
 from tunsec.ike.eap.relay import RelayOutcome, RelayReply
 from tunsec.ike.endpoint import DosLimits, EndpointStats, IkeEndpoint
 from tunsec.ike.events import (
@@ -195,7 +195,7 @@ class IkeService(Service):
         self._held: collections.deque[Callable[[], None]] = collections.deque()   # what waits for an SPI
         self._held_datagrams = 0   # how many of those are incoming datagrams (at most HELD_MAX)
         self._held_bytes = 0       # and their size (at most HELD_BYTES_MAX)
-        self._peer_may_have_moved = False   # an IKE datagram came in: check for NAT rebinding (_follow_peers)
+        self._peers_to_check: set[bytes] = set()   # our SPIs of IKE SAs that got a datagram (_follow_peers)
         self._ike_peers: dict[int, tuple[str, int]] = {}   # IKE SA handle -> its peer at the last check
         self.held_total = 0        # incoming IKE datagrams that waited for an SPI (status: ike_held)
         self.held_dropped = 0      # incoming IKE datagrams dropped because HELD_MAX were already held
@@ -669,7 +669,7 @@ class IkeService(Service):
         empty it is held (at most HELD_MAX) until the refill brings one, behind the same barrier
         that holds outgoing datagrams during installs.  Held ones keep their order; IKE_SA_INIT
         requests need no SPI and never wait."""
-        self._peer_may_have_moved = True
+        self._note_peer(data)
         if not (_may_need_spi(data) and self._must_wait_for_spi()):
             self.endpoint.receive(data, remote, time.monotonic(), local)
         elif self._held_datagrams >= HELD_MAX or self._held_bytes + len(data) > HELD_BYTES_MAX:
@@ -686,7 +686,7 @@ class IkeService(Service):
     def _receive_held_datagram(self, data: bytes, remote: tuple[str, int], local: tuple[str, int] | None) -> None:
         self._held_datagrams -= 1
         self._held_bytes -= len(data)
-        self._peer_may_have_moved = True
+        self._note_peer(data)
         self.endpoint.receive(data, remote, time.monotonic(), local)
 
     def _with_spi(self, action: Callable[[], None]) -> None:
@@ -783,24 +783,34 @@ class IkeService(Service):
             while (item := self.endpoint.next_event()) is not None:
                 sa, ev = item
                 self._event(sa, ev)
-        if self._peer_may_have_moved:
-            self._peer_may_have_moved = False
+        if self._peers_to_check:
             self._follow_peers()
         self._flush_datagrams()
         self._arm()
+
+    def _note_peer(self, data: bytes) -> None:
+        """Remember which IKE SA a datagram is for (our SPI in its header): only its peer may have moved."""
+        if len(data) >= 28:
+            from_initiator = data[19] & HeaderFlag.INITIATOR
+            self._peers_to_check.add(data[8:16] if from_initiator else data[0:8])
 
     def _follow_peers(self) -> None:
         """NAT rebinding (RFC 7296 §2.23): the engine moves an IKE SA to the address and port of
         the peer's latest authenticated request; the Child SAs it negotiated follow, their
         outbound ESP to the new mapping (MIGRATE, no re-keying).  Checked after input only, and
-        the children only when an IKE SA's peer changed: per datagram this costs one pass over
-        the IKE SAs, not over their children."""
+        only for the IKE SAs that got a datagram (not a pass over all of them per datagram); the
+        children only when one's peer changed."""
+        spis, self._peers_to_check = self._peers_to_check, set()
         peers: dict[int, tuple[str, int]] = {}
-        for sa, handle in self._ike_handles.items():
-            if sa.state not in (State.REKEYED, State.CLOSED):
-                peers[handle] = sa.remote_addr
-        last, self._ike_peers = self._ike_peers, peers
-        if all(last.get(h, addr) == addr for h, addr in peers.items()):
+        for spi in spis:
+            sa = self.endpoint.sa_by_spi(spi)
+            handle = self._ike_handles.get(sa) if sa is not None else None
+            if sa is None or handle is None or sa.state in (State.REKEYED, State.CLOSED):
+                continue   # no handle: no Child SA of it is installed, nothing to move
+            last = self._ike_peers.setdefault(handle, sa.remote_addr)
+            if last != sa.remote_addr:
+                peers[handle] = self._ike_peers[handle] = sa.remote_addr
+        if not peers:
             return
         for state in list(self.children.values()):
             now = peers.get(state.ike)
@@ -895,7 +905,8 @@ class IkeService(Service):
             case IkeSaDown():
                 log.info("%s: IKE SA closed: %s", ev.name, ev.reason)
                 self._vips_down(sa)
-                self._ike_handles.pop(sa, None)
+                if (handle := self._ike_handles.pop(sa, None)) is not None and sa.heir is None:
+                    self._ike_peers.pop(handle, None)   # not rekeyed: no successor uses the handle
                 was_up = self.ike_up.pop(sa.local_spi, None) is not None
                 if was_up and ev.reason is DownReason.DELETED_BY_PEER:
                     self._after_loss(ev.name, "close_action")
