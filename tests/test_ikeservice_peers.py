@@ -125,8 +125,9 @@ class Gateway:
     def connect(self, i: int) -> None:
         self.sites[i].initiate(f"site{i}", "net", _now())
 
-    async def settle(self) -> None:
-        """Deliver datagrams and let the service's tasks run until nothing moves."""
+    async def settle(self, wait_tasks: bool = True) -> None:
+        """Deliver datagrams and let the service's tasks run until nothing moves (without
+        ``wait_tasks``, tasks that wait for something else are left waiting)."""
         idle = 0
         while idle < 20:
             moved = False
@@ -152,7 +153,7 @@ class Gateway:
                     self.sites[i].receive(data, src, _now(), dst if dst not in inside else (site_ip(i), 4500))
             for _ in range(5):
                 await asyncio.sleep(0)
-            if self.service._tasks:
+            if self.service._tasks and wait_tasks:
                 await asyncio.wait(list(self.service._tasks))
                 moved = True
             idle = 0 if moved else idle + 1
@@ -432,5 +433,42 @@ def test_nat_rebinding_moves_the_peers_child_sas_with_its_ike_sa() -> None:
         assert len([m for m in gw.worker.log if isinstance(m, pipe.Migrate)]) == 2   # nothing moved again
         esp, dst, drop = gw.send_to_site(1)
         assert drop is Drop.NONE and dst == Endpoint(ipaddress.ip_address(site_ip(1)), 4500)
+
+    run(body())
+
+
+def test_one_peers_pending_install_holds_back_only_its_own_datagrams() -> None:
+    """Make-before-break is per peer: while the worker has not answered the install of site 0's
+    Child SA, the gateway's IKE_AUTH response to site 0 waits, but site 1's leaves (a burst of
+    clients is not serialised behind one install).  Site 0's follows once the install is answered."""
+    async def body() -> None:
+        gw = Gateway(2)
+        await gw.start()
+        gate = asyncio.Event()
+        answer = gw.worker.request
+
+        async def slow_for_site0(build: Callable[[int], pipe.Message]) -> list[pipe.Reply]:
+            sent: list[pipe.Message] = []
+
+            def keep(req_id: int) -> pipe.Message:
+                sent.append(build(req_id))
+                return sent[0]
+
+            replies = await answer(keep)
+            if isinstance(sent[0], pipe.Update) and sent[0].sa.remote.addr == ipaddress.ip_address(site_ip(0)):
+                await gate.wait()
+            return replies
+
+        gw.worker.request = slow_for_site0  # type: ignore[method-assign]
+        gw.connect(0)
+        gw.connect(1)
+        await gw.settle(wait_tasks=False)   # site 0's install is not answered until the gate opens
+        assert [sa.state.value for sa in gw.sites[1].sas] == ["established"]
+        assert [sa.state.value for sa in gw.sites[0].sas] != ["established"]
+        assert gw.service.install_waits >= 1
+        gate.set()
+        await gw.settle()
+        assert_reaches_only_its_site(gw, 0)
+        assert_reaches_only_its_site(gw, 1)
 
     run(body())

@@ -50,7 +50,7 @@ from tunsec.dataplane.pipe import Action, Alg, Direction, Endpoint, ExpireReason
 from tunsec.ike.config import ChildConfig
 from tunsec.ike.constants import IKE_PORT, NATT_PORT, HeaderFlag
 from tunsec.ike.eap.relay import RelayOutcome, RelayReply
-from tunsec.ike.endpoint import DosLimits, EndpointStats, IkeEndpoint
+from tunsec.ike.endpoint import Datagram, DosLimits, EndpointStats, IkeEndpoint
 from tunsec.ike.events import (
     AuthFailed,
     ChildSaDown,
@@ -149,6 +149,9 @@ class ChildState:
     # SA (its first packet on our new inbound SA, or its DELETE of the old one); until then we send on the old
     standby: SaSpec | None = field(default=None, repr=False)
     standby_timer: asyncio.TimerHandle | None = None
+    # the install's requests are sent, their answers not all in (see _child_up): what else changes
+    # this Child SA in the worker waits for them (_install_answered)
+    install: asyncio.Future[None] | None = field(default=None, repr=False)
 
     @property
     def reqid(self) -> int:
@@ -208,8 +211,10 @@ class IkeService(Service):
         self.unauthenticated_log = LogLimiter()                 # failures peers cause before authenticating
         self.events = EventCounts()                             # rekeys, dead peers (Prometheus counters)
         self._invalid_spi_sent: dict[bytes, float] = {}         # IKE SA (our SPI) -> last INVALID_SPI
-        # make-before-break: datagrams wait while Child SAs are being installed (see _flush_datagrams),
-        # and while the SPI pool is empty and being refilled (see receive)
+        # make-before-break: datagrams to a peer wait while its Child SAs are being installed (see
+        # _flush_datagrams); all wait while the SPI pool is empty and being refilled (see receive)
+        self._installing: collections.Counter[tuple[str, int]] = collections.Counter()   # peer -> installs
+        self._parked: dict[tuple[str, int], list[Datagram]] = {}   # peer -> what waits for its installs
         self._installs = 0
         self._installed = asyncio.Event()
         self._installed.set()
@@ -705,7 +710,8 @@ class IkeService(Service):
 
     def _hold(self, action: Callable[[], None]) -> None:
         self._held.append(action)
-        self._flush_datagrams()    # starts the wait for the barrier if none is pending
+        if self._installs:   # starts the wait for the barrier if none is pending (else _spi_barrier's
+            self._flush_datagrams()   # call_soon runs it): not a send before the events are handled
 
     def _run_held(self) -> None:
         """The barrier is down: what waited for an SPI runs, in order, until the pool is empty
@@ -721,13 +727,16 @@ class IkeService(Service):
         self._pump()   # installs it started, datagrams, timer; waits again if some still wait
 
     def _flush_datagrams(self) -> None:
-        """Send what the engine has queued, but not before pending Child SA installs are acknowledged.
+        """Send what the engine has queued, but not before the peer's pending Child SA installs are
+        acknowledged.
 
         Make-before-break (RFC 7296 §2.8): a rekey responder's CREATE_CHILD_SA response must not
         leave before its new inbound SA is in the worker, nor a rekey initiator's DELETE of the old
-        Child SA before its new SAs are; both were queued in the step that reported the ChildSaUp.
-        Everything waits (one queue, so no datagram of an IKE SA overtakes another); installs take
-        a few pipe round trips."""
+        Child SA before its new SAs are; both were queued in the step that reported the ChildSaUp,
+        to the IKE SA's peer.  What goes to that peer (address and port) waits in its own queue until
+        its installs are answered, so no datagram of an IKE SA overtakes another; other peers'
+        datagrams leave (installs take a few pipe round trips, and a burst of clients installs many).
+        While the SPI pool is refilled everything waits (see _spi_barrier)."""
         if self._installs:
             if not self._flush_held:
                 self._flush_held = True
@@ -752,19 +761,36 @@ class IkeService(Service):
         if not self._installs:
             self._installed.set()
 
+    def _peer_install_done(self, peer: tuple[str, int]) -> None:
+        self._installing[peer] -= 1
+        if self._installing[peer] <= 0:
+            del self._installing[peer]
+            for datagram in self._parked.pop(peer, []):   # older than anything the engine still holds
+                self._send(datagram)
+
     def _send_datagrams(self) -> None:
-        for data, addr, local_port in self.endpoint.datagrams_to_send(time.monotonic()):
-            ip = ipaddress.ip_address(addr[0])
-            if local_port == NATT_PORT:
-                remote = Endpoint(ip, addr[1])
-                self._spawn(self._send_natt(data, remote))
+        for datagram in self.endpoint.datagrams_to_send(time.monotonic()):
+            parked = self._parked.get(datagram.addr)
+            if parked is None:
+                self._send(datagram)
                 continue
-            s = self.sockets.get(ip.version)
-            if s is None:
-                log.warning("no IPv%d IKE socket for %s", ip.version, addr[0])
-                continue
-            with contextlib.suppress(OSError):
-                s.sendto(data, addr)
+            if not parked:
+                self.install_waits += 1
+            parked.append(datagram)
+
+    def _send(self, datagram: Datagram) -> None:
+        data, addr, local_port = datagram
+        ip = ipaddress.ip_address(addr[0])
+        if local_port == NATT_PORT:
+            remote = Endpoint(ip, addr[1])
+            self._spawn(self._send_natt(data, remote))
+            return
+        s = self.sockets.get(ip.version)
+        if s is None:
+            log.warning("no IPv%d IKE socket for %s", ip.version, addr[0])
+            return
+        with contextlib.suppress(OSError):
+            s.sendto(data, addr)
 
     async def _send_natt(self, data: bytes, remote: Endpoint) -> None:
         try:
@@ -829,6 +855,7 @@ class IkeService(Service):
     async def _migrate_child(self, state: ChildState, moved: Endpoint) -> None:
         """MIGRATE a Child SA's inbound and (if added) outbound SA to the peer's new endpoint."""
         async with self._changes:
+            await self._install_answered(state)
             if state.moving_to == moved:
                 state.moving_to = None
             if state.handle not in self.children or state.remote == moved:
@@ -915,8 +942,13 @@ class IkeService(Service):
                     self.events.child_rekeys[(ev.name, ev.child)] += 1
                 state = self._child_registered(sa, ev)
                 if state is not None:
-                    self._install_started()   # even a task cancelled before it ran releases the datagrams
-                    self._spawn(self._child_up(state, ev)).add_done_callback(self._install_done)
+                    # the datagrams queued with this event go to the IKE SA's peer (then): they wait for the
+                    # install (even a task cancelled before it ran releases them)
+                    peer = ev.remote_addr
+                    self._installing[peer] += 1
+                    self._parked.setdefault(peer, [])
+                    self._spawn(self._child_up(state, ev)).add_done_callback(
+                        lambda _task: self._peer_install_done(peer))
             case ChildSaDown():
                 self._child_gone(sa, ev)
             case AuthFailed():
@@ -1179,34 +1211,38 @@ class IkeService(Service):
         async with self._changes:
             if state.handle not in self.children:
                 return   # already deleted again
-            try:
-                # UPDATE, ADD and the SPDADDs leave together (one pipe round trip, not one each: a burst
-                # of clients installs many); the worker applies them in this order
-                update = self._spawn(w.request(lambda r: pipe.Update(r, inbound)))
-                add = None
-                if not ev.initiator and state.pred in self.children:
-                    # we answered a rekey: the initiator installs after our response, so it may not open
-                    # the new SA yet; the old one carries our traffic until its DELETE (or a timeout).
-                    # If the old one is itself on standby, this one waits for it: promoted in turn
-                    state.standby = outbound
-                    state.standby_timer = self._later(
-                        STANDBY_TIMEOUT, lambda: self._spawn(self._promote(state, "no DELETE came")))
-                else:
-                    add = self._spawn(w.request(lambda r: pipe.Add(r, outbound)))
-                protect = None
-                if not state.lineage.policy_ids:   # a rekey finds its predecessor's policies in place
-                    protect = self._spawn(self._protect(state.lineage, outbound.selectors))
-                await asyncio.wait([t for t in (update, add, protect) if t is not None])
-                if add is not None and not add.exception():
-                    state.out_installed = True
-                for task in (update, add, protect):
-                    if task is not None and (exc := task.exception()) is not None:
-                        raise exc
-            except WorkerError as err:
-                log.error("%s: installing CHILD_SA %s %08x_i %08x_o failed: %s", state.conn, plan.name,
-                          ev.spi_in, ev.spi_out, err)
-                await self._remove(state, self._forget(state))
-                return
+            # UPDATE, ADD and the SPDADDs are sent under the lock, in order (each request is written
+            # when its task first runs, before anyone else takes the lock); their answers are awaited
+            # outside it, so installs of different Child SAs overlap.  The worker applies requests
+            # in the order they came; what else changes this Child SA awaits its answers first
+            update = self._spawn(w.request(lambda r: pipe.Update(r, inbound)))
+            add = None
+            if not ev.initiator and state.pred in self.children:
+                # we answered a rekey: the initiator installs after our response, so it may not open
+                # the new SA yet; the old one carries our traffic until its DELETE (or a timeout).
+                # If the old one is itself on standby, this one waits for it: promoted in turn
+                state.standby = outbound
+                state.standby_timer = self._later(
+                    STANDBY_TIMEOUT, lambda: self._spawn(self._promote(state, "no DELETE came")))
+            else:
+                add = self._spawn(w.request(lambda r: pipe.Add(r, outbound)))
+            protect = []
+            if not state.lineage.policy_ids:   # a rekey finds its predecessor's policies in place
+                protect = self._protect(state.lineage, outbound.selectors)
+            install = state.install = self._spawn(self._answered(state, [update, *protect], add))
+        try:
+            await install
+        except WorkerError as err:
+            log.error("%s: installing CHILD_SA %s %08x_i %08x_o failed: %s", state.conn, plan.name,
+                      ev.spi_in, ev.spi_out, err)
+            async with self._changes:
+                if state.handle in self.children:   # not deleted meanwhile (its DELETE, a worker restart)
+                    await self._remove(state, self._forget(state))
+            return
+        finally:
+            state.install = None
+        if state.handle not in self.children:
+            return   # deleted while its install was answered: _child_down has taken it out again
         log.info("%s: CHILD_SA %s up, SPIs %08x_i %08x_o, %s === %s (peer %s, reqid %d)", state.conn, plan.name,
                  ev.spi_in, ev.spi_out, ", ".join(map(str, ev.local_ts)), ", ".join(map(str, ev.remote_ts)),
                  state.remote.addr, state.reqid)
@@ -1238,6 +1274,7 @@ class IkeService(Service):
 
     async def _add_standby(self, state: ChildState, why: str) -> None:
         """ADD a rekey responder's held-back outbound SA (under ``_changes``); the SPD moves to it."""
+        await self._install_answered(state)
         spec, state.standby = state.standby, None
         self._unlater(state.standby_timer)
         if spec is None or state.handle not in self.children:
@@ -1250,20 +1287,38 @@ class IkeService(Service):
             log.error("%s: installing outbound SA %08x of CHILD_SA %s failed: %s", state.conn, state.spi_out,
                       state.child, err)
 
-    async def _protect(self, lineage: Lineage, selectors: Sequence[Selector]) -> None:
+    async def _answered(self, state: ChildState, tasks: list[asyncio.Task[Any]],
+                        add: asyncio.Task[Any] | None) -> None:
+        """The answers to a Child SA's install requests; the first failure is raised."""
+        every = [*tasks, add] if add is not None else tasks
+        await asyncio.wait(every)
+        if add is not None and not add.exception():
+            state.out_installed = True
+        for task in every:
+            if (exc := task.exception()) is not None:
+                raise exc
+
+    async def _install_answered(self, state: ChildState) -> None:
+        """Wait (under ``_changes``) for the answers to the Child SA's install, whatever they are."""
+        if state.install is not None:
+            await asyncio.wait([state.install])
+
+    def _protect(self, lineage: Lineage, selectors: Sequence[Selector]) -> list[asyncio.Task[Any]]:
+        """Send the SPDADDs of a new lineage (tasks that write their request when they first run)."""
         sent = []
         for sel in selectors:
             pid = self.ids.policy_id()
             lineage.policy_ids.append(pid)   # before the request: released with the lineage even if it fails
             pol = Policy(id=pid, priority=priority(Band.IKE_CHILD), action=Action.PROTECT, reqid=lineage.reqid,
                          selector=sel)
-            sent.append(self.worker().request(lambda r, pol=pol: pipe.SpdAdd(r, pol)))  # type: ignore[misc]
-        await asyncio.gather(*sent)   # sent together, in order; the first failure is raised
+            sent.append(self._spawn(self.worker().request(lambda r, pol=pol: pipe.SpdAdd(r, pol))))  # type: ignore[misc]
+        return sent
 
     async def _remove(self, state: ChildState, lineage_ended: bool, linger: bool = False) -> None:
         """The worker side of a Child SA going away: its SAs, and its policies if it was the last of its
         lineage.  Only what this Child SA installed: its outbound SA is named by (SPI, its peer).
         ``linger``: it was rekeyed; its inbound SA stays INBOUND_LINGER seconds for packets in flight."""
+        await self._install_answered(state)   # out_installed is known then
         state.standby = None
         self._unlater(state.standby_timer)
         if state.out_installed:   # a refused ADD (EEXIST) leaves the SA that was there alone
