@@ -120,6 +120,9 @@ def _ike_up(st: IkeSaState) -> None:
             tuple(lease.address for lease in st.peer_vips),
         )
     )
+    # only the AUTH payloads sign the IKE_SA_INIT messages, and both sides' are done: not kept for
+    # the SA's lifetime (a KiB or more per client on a gateway)
+    st.init_request = st.init_response = b""
 
 
 def _select_config(st: IkeSaState, idi: IdPayload, payloads: Sequence[Payload]) -> None:
