@@ -253,6 +253,17 @@ class IkeSa:
         return self._st.remote_addr
 
     @property
+    def esp_remote(self) -> Address:
+        """Where this SA's Child SAs send ESP: ``remote_addr``, unless a MOBIKE update of it
+        still waits for its return routability check (exchanges/mobike.py)."""
+        return self._st.esp_remote
+
+    @property
+    def mobike(self) -> bool:
+        """Both sides announced MOBIKE (RFC 4555) in IKE_AUTH."""
+        return self._st.mobike
+
+    @property
     def local_port(self) -> int:
         return self._st.local_port
 
@@ -672,8 +683,13 @@ class IkeSa:
     def _serve(self, msg: Message, payloads: tuple[Payload, ...], addr: Address, local: Address | None) -> None:
         """Answer an authenticated request (whole or reassembled)."""
         self._last_heard = self._now
-        self._float(addr, local)
-        response = self._dispatch(msg.exchange, payloads)
+        if not self._st.mobike:
+            self._float(addr, local)  # with MOBIKE only UPDATE_SA_ADDRESSES moves the SA (exchanges/mobike.py)
+        self._st.request_path = (addr, local)
+        try:
+            response = self._dispatch(msg.exchange, payloads)
+        finally:
+            self._st.request_path = None
         if response is None:
             # an authenticated request we cannot serve here still gets an answer,
             # or the peer would retransmit it and its window would stall
@@ -890,6 +906,7 @@ class IkeSa:
         st.nonce_i, st.nonce_r = rekey.nonce_i, rekey.nonce_r
         st.peer_id, st.peer_hashes = old.peer_id, old.peer_hashes
         st.peer_fragmentation = old.peer_fragmentation
+        st.mobike, st.esp_hold, st.nat_peer, st.nat_here = old.mobike, old.esp_hold, old.nat_peer, old.nat_here
         st.install_keys(rekey.shared, (old.prf, old.keys.d))
         return new
 

@@ -161,6 +161,16 @@ class IkeSaState:
     own_vips: tuple[IPAddress, ...] = ()  # virtual IPs the peer assigned to us (CFG_REPLY)
     own_dns: tuple[IPAddress, ...] = ()  # DNS servers that came with them
     eap: GatewayEap | None = None  # a gateway's EAP rounds of IKE_AUTH in progress (RFC 7296 §2.16)
+    # MOBIKE (RFC 4555, exchanges/mobike.py): both sides announced MOBIKE_SUPPORTED in IKE_AUTH
+    mobike: bool = False
+    # the (source, destination) of the authenticated request being answered (set by sa.py for
+    # the responders; destination None if the socket did not tell)
+    request_path: tuple[Address, Address | None] | None = None
+    # a MOBIKE return routability check is under way: the Child SAs stay at this address until
+    # the peer answers at its new one (``esp_remote``)
+    esp_hold: Address | None = None
+    nat_peer: bool = False  # the peer is behind a NAT, as the last NAT detection showed
+    nat_here: bool = False  # we are behind a NAT, as the last NAT detection showed
 
     def emit(self, event: Event) -> None:
         self.events.append(event)
@@ -180,6 +190,12 @@ class IkeSaState:
     @property
     def peer_nonce(self) -> bytes:
         return self.nonce_r if self.is_initiator else self.nonce_i
+
+    @property
+    def esp_remote(self) -> Address:
+        """Where the Child SAs send ESP: the IKE SA's peer, unless a MOBIKE update is still
+        waiting for its return routability check."""
+        return self.esp_hold or self.remote_addr
 
     @property
     def local_ip(self) -> str | None:

@@ -739,15 +739,17 @@ class IkeService(Service):
         self._arm()
 
     def _follow_peers(self) -> None:
-        """NAT rebinding (RFC 7296 §2.23): the engine moves an IKE SA to the address and port of
-        the peer's latest authenticated request; the Child SAs it negotiated follow, their
+        """NAT rebinding (RFC 7296 §2.23) and MOBIKE (RFC 4555): the engine moves an IKE SA to the
+        address and port of the peer's latest authenticated request (with MOBIKE: its
+        UPDATE_SA_ADDRESSES, once the new address passed the return routability check:
+        ``IkeSa.esp_remote``); the Child SAs it negotiated follow, their
         outbound ESP to the new mapping (MIGRATE, no re-keying).  Checked after input only, and
         the children only when an IKE SA's peer changed: per datagram this costs one pass over
         the IKE SAs, not over their children."""
         peers: dict[int, tuple[str, int]] = {}
         for sa, handle in self._ike_handles.items():
             if sa.state not in (State.REKEYED, State.CLOSED):
-                peers[handle] = sa.remote_addr
+                peers[handle] = sa.esp_remote   # MOBIKE: after the return routability check
         last, self._ike_peers = self._ike_peers, peers
         if all(last.get(h, addr) == addr for h, addr in peers.items()):
             return

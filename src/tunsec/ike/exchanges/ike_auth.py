@@ -27,7 +27,7 @@ from ..state import ChildSa, IkeSaState, SpiUnavailable
 from ..ts import Ts
 from . import child as childmod
 from . import ike_auth_eap as eap
-from . import ike_config
+from . import ike_config, mobike
 from .base import CHILD_ERRORS, Outcome, Response, Task, error_notify, find, find_all, find_notify, notify
 from .ike_sa_init import certreq_payloads
 from .informational import DeleteChildTask
@@ -154,6 +154,7 @@ class IkeAuthTask(Task):
         payloads += own[-1:]
         if st.config.initial_contact:
             payloads.append(notify(NotifyType.INITIAL_CONTACT))
+        payloads += mobike.announce(st)
         payloads += ike_config.request_payloads(st)
         payloads += self._child_payloads(st)
         return payloads
@@ -198,6 +199,7 @@ class IkeAuthTask(Task):
             if outcome is not Outcome.DONE:
                 return outcome
         ike_config.process_reply(st, payloads)
+        mobike.accept(st, payloads)
         _ike_up(st)
         self._finish_child(st, payloads, err.type if err is not None else None)
         return Outcome.DONE
@@ -271,6 +273,7 @@ def _authenticated(st: IkeSaState, payloads: Sequence[Payload], response: list[P
     """The rest of the answer once the peer is authenticated: CP and the Child SA."""
     cp = ike_config.respond(st, payloads)
     response += cp.payloads
+    response += mobike.answer(st, payloads)
     _ike_up(st)
     if cp.failure is not None:
         # as strongSwan: the IKE SA comes up, the Child SA is not built
