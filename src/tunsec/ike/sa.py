@@ -62,7 +62,7 @@ from .events import (
     PeerUnreachable,
     SpiUnused,
 )
-from .exchanges import create_child_sa, ike_auth, ike_sa_init, informational, rekey_ike
+from .exchanges import create_child_sa, ike_auth, ike_sa_init, informational, mobike, rekey_ike
 from .exchanges.base import GiveUp, Outcome, Response, Task, notify
 from .exchanges.responders import responder_for
 from .fragments import FragmentRejected, FragmentStats, Reassembly, max_message_len
@@ -366,6 +366,19 @@ class IkeSa:
         if self._state == State.ESTABLISHED:
             self._queue.append(informational.LivenessTask())
             self._start_next()
+
+    @_notifies
+    def update_addresses(self, local: Address | None = None) -> bool:
+        """We moved (MOBIKE, RFC 4555 §3.5): send UPDATE_SA_ADDRESSES so that the peer moves the
+        IKE SA and its Child SAs to the address this request leaves from. ``local``: our new
+        (address, port), for NAT detection. False if MOBIKE was not negotiated or the SA is not up."""
+        if self._state != State.ESTABLISHED or not self._st.mobike:
+            return False
+        if local is not None:
+            self._st.local_addr = local
+        self._queue.append(mobike.UpdateSaAddressesTask(local))
+        self._start_next()
+        return True
 
     @_notifies
     def send_invalid_spi(self, spi: int) -> bool:

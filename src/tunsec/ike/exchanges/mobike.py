@@ -179,7 +179,7 @@ def _unacceptable(st: IkeSaState, source: Address) -> str:
 
 def _update(st: IkeSaState, source: Address, arrived_on: Address | None) -> list[Task]:
     """Move the IKE SA now; hold the Child SAs at their address until the return routability check."""
-    old = st.remote_addr
+    old, esp = st.remote_addr, st.esp_remote
     st.remote_addr = source
     if arrived_on is not None:
         st.local_addr = arrived_on
@@ -188,11 +188,10 @@ def _update(st: IkeSaState, source: Address, arrived_on: Address | None) -> list
         st.local_port = NATT_PORT  # port 500's socket does not say; after IKE_SA_INIT it is 4500
     if old != source:
         log.info("%s: MOBIKE: peer moved from %s[%d] to %s[%d]", st.name, *old, *source)
-    if source == st.esp_remote:
+    if source == esp:
         st.esp_hold = None  # back where ESP goes (or never left): nothing to check
         return []
-    if st.esp_hold is None:
-        st.esp_hold = old
+    st.esp_hold = esp
     return [ReturnRoutabilityTask()]
 
 
@@ -234,3 +233,47 @@ class ReturnRoutabilityTask(Task):
 
     def handover(self, st: IkeSaState) -> list[Task]:
         return [ReturnRoutabilityTask()]  # the IKE SA that replaced ours checks again (it keeps esp_hold)
+
+
+# ---------------------------------------------------------------- the initiator (we moved)
+
+class UpdateSaAddressesTask(Task):
+    """Our INFORMATIONAL with N(UPDATE_SA_ADDRESSES), N(COOKIE2) and NAT detection, sent from
+    our new address (§3.5): the peer moves the IKE SA and its side of the Child SAs to where
+    this request came from. ``local`` is our new (address, port) if known, for NAT detection."""
+
+    exchange = ExchangeType.INFORMATIONAL
+
+    def __init__(self, local: Address | None = None) -> None:
+        self._local = local
+        self._cookie = b""
+
+    def build(self, st: IkeSaState) -> list[Payload]:
+        self._cookie = st.rng(COOKIE2_LEN)
+        try:
+            own = nat_hash(st.spi_i, st.spi_r, self._local) if self._local else st.rng(20)
+        except ValueError:
+            own = st.rng(20)
+        return [
+            notify(NotifyType.UPDATE_SA_ADDRESSES),
+            notify(NotifyType.COOKIE2, self._cookie),
+            notify(NotifyType.NAT_DETECTION_SOURCE_IP, own),
+            notify(NotifyType.NAT_DETECTION_DESTINATION_IP, nat_hash(st.spi_i, st.spi_r, st.remote_addr)),
+        ]
+
+    def process(self, st: IkeSaState, payloads: Sequence[Payload]) -> Outcome:
+        echoed = find_notify(payloads, NotifyType.COOKIE2)
+        if echoed is None or not hmac.compare_digest(echoed.data, self._cookie):
+            log.warning("%s: MOBIKE: the answer to our UPDATE_SA_ADDRESSES lacks our COOKIE2; closing the IKE SA",
+                        st.name)
+            return Outcome.CLOSE
+        for refusal in (NotifyType.UNACCEPTABLE_ADDRESSES, NotifyType.UNEXPECTED_NAT_DETECTED):
+            if find_notify(payloads, refusal) is not None:
+                log.warning("%s: MOBIKE: the peer refused our new address: %s", st.name, refusal.name)
+                return Outcome.DONE
+        sources = [n.data for n in find_all(payloads, NotifyPayload) if n.type == NotifyType.NAT_DETECTION_SOURCE_IP]
+        if sources:
+            theirs = nat_hash(st.spi_i, st.spi_r, st.remote_addr)
+            st.nat_peer = not any(hmac.compare_digest(h, theirs) for h in sources)
+        log.info("%s: MOBIKE: the peer updated its SAs to our new address", st.name)
+        return Outcome.DONE
