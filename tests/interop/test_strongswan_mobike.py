@@ -69,7 +69,7 @@ def test_a_client_that_changes_its_address_keeps_its_sas(star: StarHosts) -> Non
     before = ike_sa(gw)
     assert before is not None
     assert star.wait_ping(a, g.inner4, src=a.inner4, timeout=10)
-    assert "peer supports MOBIKE" in client.log_text()
+    assert "peer supports MOBIKE" in client.log_text() and before["mobike"] is True
 
     def ping() -> bool:
         return star.ping(a, g.inner4, src=a.inner4, timeout=1.0)

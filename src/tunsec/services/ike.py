@@ -1249,6 +1249,7 @@ class IkeService(Service):
                 "state": sa.state.value,
                 "initiator": sa.is_initiator,
                 "remote": f"{sa.remote_addr[0]}[{sa.remote_addr[1]}]",
+                "mobike": sa.mobike,   # RFC 4555 negotiated: only UPDATE_SA_ADDRESSES moves it
                 "proposal": info.get("proposal"),
                 "local_id": info.get("local_id"),
                 "remote_id": info.get("remote_id"),
