@@ -267,3 +267,17 @@ def test_the_check_survives_an_ike_rekey() -> None:
     net.drop = None
     net.run(until=net.now + 60)
     assert new.esp_remote == (A2, 4500) and len(new.children) == 1
+
+
+def test_a_check_answered_on_the_rekeyed_sa_still_releases_the_successor() -> None:
+    """The client's IKE rekey overtakes the answer to the gateway's check: the answer reaches the
+    old IKE SA, the Child SAs belong to the new one, which must not wait for it forever."""
+    net, client, gateway = _up()
+    _move(net, A, A2)
+    client.update_addresses((A2, 4500))
+    assert net.step()          # the update reaches the gateway; its answer and its check are on the way
+    client.rekey()             # queued behind the update: goes out when its answer arrives
+    net.run(until=net.now + 60)
+    new = gateway.heir
+    assert new is not None and not new.is_closed
+    assert new.esp_remote == (A2, 4500) and len(new.children) == 1

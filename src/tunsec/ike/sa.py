@@ -939,6 +939,11 @@ class IkeSa:
         # a rekey of ours still queued is moot: the IKE SA was just replaced
         new._queue = deque(t for t in self._queue if not t.rekeys_ike_sa)
         self._queue = deque()
+        if st.esp_hold is not None and not new._queued(mobike.ReturnRoutabilityTask):
+            # a MOBIKE return routability check was under way here: the successor, which holds
+            # the Child SAs now, checks again (an answer on this SA would not release them there)
+            new._queue.append(mobike.ReturnRoutabilityTask())
+            new._start_next()   # now: nothing else would start it before the peer's next request
         new._schedule()
         self._successor = self._heir = new
         self._state = State.REKEYED

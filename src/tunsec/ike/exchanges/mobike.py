@@ -31,7 +31,8 @@ send) until our INFORMATIONAL with a fresh 16-octet COOKIE2, sent to the new add
 back with the same COOKIE2 (``ReturnRoutabilityTask``); then the IKE service MIGRATEs them.
 A mismatching COOKIE2 closes the IKE SA, as strongSwan does; no answer at all is a peer that
 cannot be reached (the IKE SA goes). At most one check is queued or in flight: one that
-finds the peer moved again meanwhile starts one more for the newest address.
+finds the peer moved again meanwhile starts one more for the newest address. An IKE SA that
+replaces this one by a rekey while a check is under way takes ``esp_hold`` and checks again.
 
 ADDITIONAL_IP4/IP6_ADDRESS and NO_ADDITIONAL_ADDRESSES (§3.6) are accepted and ignored: tunsec
 uses only the address a peer speaks from and keeps no list (no state for a peer to grow).
@@ -232,7 +233,7 @@ class ReturnRoutabilityTask(Task):
         return [ReturnRoutabilityTask()] if self._again else []
 
     def handover(self, st: IkeSaState) -> list[Task]:
-        return [ReturnRoutabilityTask()]  # the IKE SA that replaced ours checks again (it keeps esp_hold)
+        return []  # the IKE SA that replaced ours checks again by itself (sa.py, _spawn_successor)
 
 
 # ---------------------------------------------------------------- the initiator (we moved)
