@@ -9,6 +9,9 @@ from collections.abc import Sequence
 
 import pytest
 from test_engine import A, B, initiator_cfg, only, responder_cfg
+from test_engine_eap import client as eap_client
+from test_engine_eap import gateway as eap_gateway
+from test_engine_eap import run as eap_run
 
 from tunsec.ike.constants import ExchangeType, NotifyType
 from tunsec.ike.endpoint import IkeEndpoint
@@ -281,3 +284,15 @@ def test_a_check_answered_on_the_rekeyed_sa_still_releases_the_successor() -> No
     new = gateway.heir
     assert new is not None and not new.is_closed
     assert new.esp_remote == (A2, 4500) and len(new.children) == 1
+
+
+def test_mobike_is_negotiated_across_eap_rounds() -> None:
+    """The client announces MOBIKE in its first IKE_AUTH request; the gateway answers in the last
+    of the EAP rounds, and an update then moves the gateway's SAs."""
+    net, a, b, _, _ = eap_run(eap_client(), eap_gateway("%any"))
+    (cli,), (gw,) = a.sas, b.sas
+    assert cli.mobike and gw.mobike
+    _move(net, A, A2)
+    cli.update_addresses((A2, 4500))
+    net.run(until=net.now + 1)
+    assert gw.esp_remote == (A2, 4500)
