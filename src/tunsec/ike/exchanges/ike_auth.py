@@ -154,9 +154,9 @@ class IkeAuthTask(Task):
         payloads += own[-1:]
         if st.config.initial_contact:
             payloads.append(notify(NotifyType.INITIAL_CONTACT))
-        payloads += mobike.announce(st)
         payloads += ike_config.request_payloads(st)
         payloads += self._child_payloads(st)
+        payloads += mobike.announce(st)  # after the Child SA's payloads, where strongSwan puts it
         return payloads
 
     def _child_payloads(self, st: IkeSaState) -> list[Payload]:
@@ -273,15 +273,15 @@ def _authenticated(st: IkeSaState, payloads: Sequence[Payload], response: list[P
     """The rest of the answer once the peer is authenticated: CP and the Child SA."""
     cp = ike_config.respond(st, payloads)
     response += cp.payloads
-    response += mobike.answer(st, payloads)
+    supported = mobike.answer(st, payloads)  # last in the response, where strongSwan puts it
     _ike_up(st)
     if cp.failure is not None:
         # as strongSwan: the IKE SA comes up, the Child SA is not built
         child = _child_hint(st) if find(payloads, SaPayload) is not None else None
         st.emit(NegotiationFailed(st.name, "INTERNAL_ADDRESS_FAILURE", cp.failure, child))
-        return Response(response)
+        return Response(response + supported)
     response += _respond_child(st, payloads)
-    return Response(response)
+    return Response(response + supported)
 
 
 def _child_hint(st: IkeSaState) -> str | None:
