@@ -1,5 +1,6 @@
 """MOBIKE (RFC 4555) end to end: a strongSwan road warrior (``mobike = yes``, kernel-libipsec)
-changes its address in the middle of a ping; the tunsec gateway follows it.
+changes its address in the middle of a ping; the tunsec gateway follows it.  And the other way
+round: tunsec as the road warrior changes its address; a strongSwan gateway follows it.
 
 StarHosts' site A is the client; its outer address 192.0.2.2 is deleted and 192.0.2.12 added
 on the same link.  charon notices through netlink and sends UPDATE_SA_ADDRESSES from the new
@@ -99,3 +100,49 @@ def test_a_client_that_changes_its_address_keeps_its_sas(star: StarHosts) -> Non
     assert f"return routability of {NEW}[4500] confirmed" in log
     print(f"pings lost after the new address came and before the gateway moved: "
           f"{before_the_move.count(False)} of {len(before_the_move)}")
+
+
+def charon_peer(charon: Charon) -> str:
+    """The address:port of the client in the gateway charon's only IKE SA ('' if none is up)."""
+    for sa in charon.sas().values():
+        if isinstance(sa, dict) and sa.get("state") == "ESTABLISHED":
+            return f"{sa.get('remote-host')}[{sa.get('remote-port')}]"
+    return ""
+
+
+def test_tunsec_as_a_client_that_changes_its_address_keeps_its_ike_sa(star: StarHosts) -> None:
+    """tunsec (no local_addrs) watches its addresses (rtnetlink) and sends UPDATE_SA_ADDRESSES
+    when they change; the strongSwan gateway moves the IKE SA and its Child SA to the new address."""
+    g, a = star.g, star.a
+    gateway = Charon(star, GatewayConn(g, a))
+    client = TunsecIke(star, RoamingConn(a, g, start_action="start"))
+    gateway.start()
+    client.start()
+    sa = client.wait_established()
+    assert sa["mobike"] is True, client.log_tail()
+    assert star.wait_ping(a, g.inner4, src=a.inner4, timeout=10)
+    assert charon_peer(gateway) == f"{a.outer4}[4500]"
+
+    def ping() -> bool:
+        return star.ping(a, g.inner4, src=a.inner4, timeout=1.0)
+
+    sent_before = [ping() for _ in range(5)]
+    subprocess.run(["ip", "-n", a.ns, "addr", "del", f"{a.outer4}/24", "dev", a.veth], check=True)
+    without_address = [ping() for _ in range(2)]
+    subprocess.run(["ip", "-n", a.ns, "addr", "add", f"{NEW}/24", "dev", a.veth], check=True)
+    before_the_move: list[bool] = []
+    while charon_peer(gateway) != f"{NEW}[4500]" and len(before_the_move) < 15:
+        before_the_move.append(ping())
+    assert charon_peer(gateway) == f"{NEW}[4500]", f"{client.log_tail()}\n{gateway.log_tail(30)}"
+    # charon (kernel-libipsec) rekeys its Child SA after the update; let that settle
+    assert wait_until(ping, 10), client.log_tail()
+    sent_after = [ping() for _ in range(5)]
+
+    assert all(sent_before), sent_before
+    assert not any(without_address), "a ping passed while the client had no address"
+    assert all(sent_after), f"pings lost after the gateway moved: {sent_after}\n{client.log_tail()}"
+    after = client.wait_established()
+    assert (after["spi_i"], after["spi_r"]) == (sa["spi_i"], sa["spi_r"])   # the same IKE SA
+    log = client.log_text()
+    assert "MOBIKE: our addresses changed: updating 1 IKE SA(s)" in log
+    assert "MOBIKE: the peer updated its SAs to our new address" in log

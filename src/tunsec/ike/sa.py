@@ -376,7 +376,15 @@ class IkeSa:
             return False
         if local is not None:
             self._st.local_addr = local
-        self._queue.append(mobike.UpdateSaAddressesTask(local))
+        pending = self._pending
+        if pending is not None and isinstance(pending.task, mobike.UpdateSaAddressesTask):
+            # one is out (maybe sent while we had no address): its retransmission leaves from
+            # the address we have now, so send it again at once rather than after the backoff
+            if pending.deadline is not None:
+                pending.deadline = min(pending.deadline, self._now)
+            return True
+        if not self._queued(mobike.UpdateSaAddressesTask):
+            self._queue.append(mobike.UpdateSaAddressesTask(local))
         self._start_next()
         return True
 

@@ -72,6 +72,7 @@ from tunsec.metrics import EventCounts
 from tunsec.policy.ids import Band, IdSpace, priority
 from tunsec.policy.pools import AddressPools, PoolConfig
 from tunsec.policy.selector import SelectorError, fast_selectors
+from tunsec.services.addrwatch import AddressWatch
 from tunsec.services.base import EspEndpoint, Service, bind_udp
 
 if TYPE_CHECKING:
@@ -182,6 +183,7 @@ class IkeService(Service):
         self._held: collections.deque[Callable[[], None]] = collections.deque()   # what waits for an SPI
         self._held_datagrams = 0   # how many of those are incoming datagrams (at most HELD_MAX)
         self._peer_may_have_moved = False   # an IKE datagram came in: check for NAT rebinding (_follow_peers)
+        self._addr_watch: AddressWatch | None = None   # a MOBIKE client's own address changes
         self._ike_peers: dict[int, tuple[str, int]] = {}   # IKE SA handle -> its peer at the last check
         self.held_dropped = 0      # incoming IKE datagrams dropped because HELD_MAX were already held
         self._held_log = LogLimiter()     # lines a flood can cause while inbound SPIs are short
@@ -206,6 +208,9 @@ class IkeService(Service):
 
     def close(self) -> None:
         self.close_sockets()
+        if self._addr_watch is not None:
+            self._addr_watch.close()
+            self._addr_watch = None
 
     def open_sockets(self) -> None:
         """UDP 500 (or the configured port) per family, before the event loop starts."""
@@ -220,10 +225,34 @@ class IkeService(Service):
         for s in self.sockets.values():
             loop.add_reader(s.fileno(), self._readable, s)
         await self.install_traps()
+        self._watch_addresses()
         for conn in self.connections.values():
             for ch in conn.ike.children:
                 if conn.child(ch.name).start_action == "start":
                     self.initiate(conn.ike.name, ch.name)
+
+    def _watch_addresses(self) -> None:
+        """A MOBIKE client (a connection with a remote address and no fixed local one) follows
+        its own address changes: each one sends UPDATE_SA_ADDRESSES (RFC 4555 §3.5)."""
+        if not any(c.ike.mobike and c.ike.remote_addr and not c.ike.local_addr for c in self.connections.values()):
+            return
+        watch = AddressWatch(self.local_addresses_changed)
+        try:
+            watch.start()
+        except OSError as err:
+            log.warning("MOBIKE: cannot watch the host's addresses (rtnetlink): %s; "
+                        "the gateways will not hear of our address changes", err)
+            return
+        self._addr_watch = watch
+
+    def local_addresses_changed(self) -> int:
+        """Our addresses changed: every established IKE SA we initiated with MOBIKE sends
+        UPDATE_SA_ADDRESSES from the address the kernel now picks; how many did."""
+        n = sum(1 for sa in self.endpoint.sas if sa.is_initiator and sa.update_addresses())
+        if n:
+            log.info("MOBIKE: our addresses changed: updating %d IKE SA(s)", n)
+            self._pump()
+        return n
 
     async def worker_restarted(self) -> None:
         """A new worker has an empty SAD: IKE SAs survive, their children must be renegotiated."""
