@@ -296,3 +296,22 @@ def test_mobike_is_negotiated_across_eap_rounds() -> None:
     cli.update_addresses((A2, 4500))
     net.run(until=net.now + 1)
     assert gw.esp_remote == (A2, 4500)
+
+
+def test_an_update_sent_while_we_had_no_address_goes_again_when_one_comes() -> None:
+    """The first update is lost (no address yet); the next address change re-sends it at once
+    rather than after the retransmission backoff, and never queues a second one."""
+    net, client, gateway = _up()
+    _move(net, A, A2)
+    net.drop = lambda s: s.src[0] == A2   # nothing leaves the client
+    assert client.update_addresses()
+    net.run(until=net.now + 0.1)
+    assert gateway.remote_addr == (A, 4500)
+    net.drop = None
+    t = net.now
+    assert client.update_addresses()
+    assert len(client._queue) == 0   # the one in flight is sent again, no second one waits
+    net.run(until=t)   # the fake clock does not move: only what is due now
+    assert gateway.remote_addr == (A2, 4500)
+    net.run(until=t + 1)
+    assert gateway.esp_remote == (A2, 4500)
