@@ -315,3 +315,18 @@ def test_an_update_sent_while_we_had_no_address_goes_again_when_one_comes() -> N
     assert gateway.remote_addr == (A2, 4500)
     net.run(until=t + 1)
     assert gateway.esp_remote == (A2, 4500)
+
+
+def test_the_original_initiator_sends_updates_after_the_gateway_rekeyed() -> None:
+    """A rekey by the gateway makes it the new IKE SA's initiator; the client still decides on
+    the addresses (RFC 4555 §3.1) and the gateway sends none."""
+    net, client, gateway = _up()
+    gateway.rekey()
+    net.run(until=net.now + 1)
+    cli, gw = client.heir, gateway.heir
+    assert cli is not None and gw is not None and gw.is_initiator and not cli.is_initiator
+    assert not gw.update_addresses()
+    _move(net, A, A2)
+    assert cli.update_addresses((A2, 4500))
+    net.run(until=net.now + 1)
+    assert gw.esp_remote == (A2, 4500)

@@ -176,6 +176,7 @@ class IkeSa:
         self._st.candidates = tuple(candidates)
         self._st.jitter = jitter or random_jitter(rng)
         self._st.address_pool = address_pool
+        self._st.original_initiator = is_initiator  # a rekeyed SA takes its predecessor's (_rekeyed_sa)
         if is_initiator:
             self._st.spi_i = _nonzero_spi(rng)
         else:
@@ -371,9 +372,10 @@ class IkeSa:
     def update_addresses(self, local: Address | None = None) -> bool:
         """We moved (MOBIKE, RFC 4555 §3.5): send UPDATE_SA_ADDRESSES so that the peer moves the
         IKE SA and its Child SAs to the address this request leaves from. ``local``: our new
-        (address, port), for NAT detection. False if MOBIKE was not negotiated or the SA is not up."""
-        if self._state != State.ESTABLISHED or not self._st.mobike:
-            return False
+        (address, port), for NAT detection. False if MOBIKE was not negotiated, the SA is not up
+        or we are not its original initiator."""
+        if self._state != State.ESTABLISHED or not self._st.mobike or not self._st.original_initiator:
+            return False  # RFC 4555 §3.1: the original initiator decides which addresses are used
         if local is not None:
             self._st.local_addr = local
         pending = self._pending
@@ -928,6 +930,7 @@ class IkeSa:
         st.peer_id, st.peer_hashes = old.peer_id, old.peer_hashes
         st.peer_fragmentation = old.peer_fragmentation
         st.mobike, st.esp_hold, st.nat_peer, st.nat_here = old.mobike, old.esp_hold, old.nat_peer, old.nat_here
+        st.original_initiator = old.original_initiator
         st.install_keys(rekey.shared, (old.prf, old.keys.d))
         return new
 

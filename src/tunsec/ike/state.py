@@ -163,6 +163,9 @@ class IkeSaState:
     eap: GatewayEap | None = None  # a gateway's EAP rounds of IKE_AUTH in progress (RFC 7296 §2.16)
     # MOBIKE (RFC 4555, exchanges/mobike.py): both sides announced MOBIKE_SUPPORTED in IKE_AUTH
     mobike: bool = False
+    # we initiated the first IKE SA of this lineage (kept across IKE rekeys, which may swap the
+    # roles): the side that decides on addresses and sends UPDATE_SA_ADDRESSES (RFC 4555 §3.1)
+    original_initiator: bool = False
     # the (source, destination) of the authenticated request being answered (set by sa.py for
     # the responders; destination None if the socket did not tell)
     request_path: tuple[Address, Address | None] | None = None

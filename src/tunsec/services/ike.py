@@ -246,9 +246,9 @@ class IkeService(Service):
         self._addr_watch = watch
 
     def local_addresses_changed(self) -> int:
-        """Our addresses changed: every established IKE SA we initiated with MOBIKE sends
-        UPDATE_SA_ADDRESSES from the address the kernel now picks; how many did."""
-        n = sum(1 for sa in self.endpoint.sas if sa.is_initiator and sa.update_addresses())
+        """Our addresses changed: every established IKE SA we (originally) initiated with MOBIKE
+        sends UPDATE_SA_ADDRESSES from the address the kernel now picks; how many did."""
+        n = sum(1 for sa in self.endpoint.sas if sa.update_addresses())
         if n:
             log.info("MOBIKE: our addresses changed: updating %d IKE SA(s)", n)
             self._pump()
