@@ -326,6 +326,8 @@ class IkeService(Service):
             self.attempts.pop(name, None)
         self.connections = {c.name: c for c in cfg.connections}
         self.endpoint.set_configs([c.ike for c in cfg.connections])
+        if self._addr_watch is None:
+            self._watch_addresses()   # a MOBIKE client connection may have been added
         self._pump()   # the DELETEs go out (the children's SAs leave the worker as they are confirmed)
         for conn in [*d.added, *replaced]:
             for ch in conn.children:
