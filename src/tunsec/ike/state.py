@@ -173,6 +173,19 @@ class IkeSaState:
     resolving: str | None = None
     auth_redirect: Redirect | None = None
     auth_redirect_child: str | None = None
+    # MOBIKE (RFC 4555, exchanges/mobike.py): both sides announced MOBIKE_SUPPORTED in IKE_AUTH
+    mobike: bool = False
+    # we initiated the first IKE SA of this lineage (kept across IKE rekeys, which may swap the
+    # roles): the side that decides on addresses and sends UPDATE_SA_ADDRESSES (RFC 4555 §3.1)
+    original_initiator: bool = False
+    # the (source, destination) of the authenticated request being answered (set by sa.py for
+    # the responders; destination None if the socket did not tell)
+    request_path: tuple[Address, Address | None] | None = None
+    # a MOBIKE return routability check is under way: the Child SAs stay at this address until
+    # the peer answers at its new one (``esp_remote``)
+    esp_hold: Address | None = None
+    nat_peer: bool = False  # the peer is behind a NAT, as the last NAT detection showed
+    nat_here: bool = False  # we are behind a NAT, as the last NAT detection showed
 
     def emit(self, event: Event) -> None:
         self.events.append(event)
@@ -192,6 +205,12 @@ class IkeSaState:
     @property
     def peer_nonce(self) -> bytes:
         return self.nonce_r if self.is_initiator else self.nonce_i
+
+    @property
+    def esp_remote(self) -> Address:
+        """Where the Child SAs send ESP: the IKE SA's peer, unless a MOBIKE update is still
+        waiting for its return routability check."""
+        return self.esp_hold or self.remote_addr
 
     @property
     def local_ip(self) -> str | None:

@@ -80,6 +80,7 @@ from tunsec.policy.selector import SelectorError, fast_selectors
 from tunsec.radius.messages import Station
 from tunsec.radius.relay import RadiusRelay
 from tunsec.radius.settings import RadiusSettings
+from tunsec.services.addrwatch import AddressWatch
 from tunsec.services.base import EspEndpoint, Service, bind_udp
 
 if TYPE_CHECKING:
@@ -196,6 +197,7 @@ class IkeService(Service):
         self._held_datagrams = 0   # how many of those are incoming datagrams (at most HELD_MAX)
         self._held_bytes = 0       # and their size (at most HELD_BYTES_MAX)
         self._peer_may_have_moved = False   # an IKE datagram came in: check for NAT rebinding (_follow_peers)
+        self._addr_watch: AddressWatch | None = None   # a MOBIKE client's own address changes
         self._ike_peers: dict[int, tuple[str, int]] = {}   # IKE SA handle -> its peer at the last check
         self.held_total = 0        # incoming IKE datagrams that waited for an SPI (status: ike_held)
         self.held_dropped = 0      # incoming IKE datagrams dropped because HELD_MAX were already held
@@ -227,6 +229,9 @@ class IkeService(Service):
         self.close_sockets()
         if self.radius is not None:
             self.radius.close()
+        if self._addr_watch is not None:
+            self._addr_watch.close()
+            self._addr_watch = None
 
     def open_sockets(self) -> None:
         """UDP 500 (or the configured port) per family, before the event loop starts."""
@@ -241,10 +246,34 @@ class IkeService(Service):
         for s in self.sockets.values():
             loop.add_reader(s.fileno(), self._readable, s)
         await self.install_traps()
+        self._watch_addresses()
         for conn in self.connections.values():
             for ch in conn.ike.children:
                 if conn.child(ch.name).start_action == "start":
                     self.initiate(conn.ike.name, ch.name)
+
+    def _watch_addresses(self) -> None:
+        """A MOBIKE client (a connection with a remote address and no fixed local one) follows
+        its own address changes: each one sends UPDATE_SA_ADDRESSES (RFC 4555 §3.5)."""
+        if not any(c.ike.mobike and c.ike.remote_addr and not c.ike.local_addr for c in self.connections.values()):
+            return
+        watch = AddressWatch(self.local_addresses_changed)
+        try:
+            watch.start()
+        except OSError as err:
+            log.warning("MOBIKE: cannot watch the host's addresses (rtnetlink): %s; "
+                        "the gateways will not hear of our address changes", err)
+            return
+        self._addr_watch = watch
+
+    def local_addresses_changed(self) -> int:
+        """Our addresses changed: every established IKE SA we (originally) initiated with MOBIKE
+        sends UPDATE_SA_ADDRESSES from the address the kernel now picks; how many did."""
+        n = sum(1 for sa in self.endpoint.sas if sa.update_addresses())
+        if n:
+            log.info("MOBIKE: our addresses changed: updating %d IKE SA(s)", n)
+            self._pump()
+        return n
 
     async def worker_restarted(self) -> None:
         """A new worker has an empty SAD: IKE SAs survive, their children must be renegotiated."""
@@ -321,6 +350,8 @@ class IkeService(Service):
         self.connections = {c.name: c for c in cfg.connections}
         self.endpoint.set_configs([c.ike for c in cfg.connections])
         self._reload_radius(cfg.radius)
+        if self._addr_watch is None:
+            self._watch_addresses()   # a MOBIKE client connection may have been added
         self._pump()   # the DELETEs go out (the children's SAs leave the worker as they are confirmed)
         for conn in [*d.added, *replaced]:
             for ch in conn.children:
@@ -790,15 +821,17 @@ class IkeService(Service):
         self._arm()
 
     def _follow_peers(self) -> None:
-        """NAT rebinding (RFC 7296 §2.23): the engine moves an IKE SA to the address and port of
-        the peer's latest authenticated request; the Child SAs it negotiated follow, their
+        """NAT rebinding (RFC 7296 §2.23) and MOBIKE (RFC 4555): the engine moves an IKE SA to the
+        address and port of the peer's latest authenticated request (with MOBIKE: its
+        UPDATE_SA_ADDRESSES, once the new address passed the return routability check:
+        ``IkeSa.esp_remote``); the Child SAs it negotiated follow, their
         outbound ESP to the new mapping (MIGRATE, no re-keying).  Checked after input only, and
         the children only when an IKE SA's peer changed: per datagram this costs one pass over
         the IKE SAs, not over their children."""
         peers: dict[int, tuple[str, int]] = {}
         for sa, handle in self._ike_handles.items():
             if sa.state not in (State.REKEYED, State.CLOSED):
-                peers[handle] = sa.remote_addr
+                peers[handle] = sa.esp_remote   # MOBIKE: after the return routability check
         last, self._ike_peers = self._ike_peers, peers
         if all(last.get(h, addr) == addr for h, addr in peers.items()):
             return
@@ -1379,6 +1412,7 @@ class IkeService(Service):
                 "state": sa.state.value,
                 "initiator": sa.is_initiator,
                 "remote": f"{sa.remote_addr[0]}[{sa.remote_addr[1]}]",
+                "mobike": sa.mobike,   # RFC 4555 negotiated: only UPDATE_SA_ADDRESSES moves it
                 "proposal": info.get("proposal"),
                 "local_id": info.get("local_id"),
                 "remote_id": info.get("remote_id"),
