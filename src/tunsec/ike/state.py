@@ -185,7 +185,10 @@ class IkeSaState:
     def local_ip(self) -> str | None:
         if self.config.local_addr:
             return self.config.local_addr
-        return self.local_addr[0] if self.local_addr else None
+        # a socket bound to the wildcard (0.0.0.0, ::) tells the port it received on, not our address
+        if self.local_addr and self.local_addr[0] not in ("0.0.0.0", "::"):
+            return self.local_addr[0]
+        return None
 
     def allocate_spi(self) -> int:
         spi = self.spi_allocator()
