@@ -89,6 +89,7 @@ from .sk import (
 from .state import (
     AddressPool,
     ChildSa,
+    DuplicateCheck,
     IkeRekey,
     IkeSaState,
     Jitter,
@@ -152,6 +153,7 @@ class IkeSa:
         jitter: Jitter | None = None,
         address_pool: AddressPool | None = None,
         fragment_stats: FragmentStats | None = None,
+        refuse_duplicate: DuplicateCheck | None = None,
     ) -> None:
         """``address_pool``: where a responder leases virtual IPs (connections with ``pools``).
         ``candidates``: for a responder, the connections this peer may be using (the
@@ -159,6 +161,8 @@ class IkeSa:
         ``jitter(bound)``: how much earlier than rekey_time a rekey fires, in [0, bound]
         (random by default; tests pass a fixed one). ``fragment_stats``: counters to add
         this SA's IKE fragments to (the endpoint shares one among its SAs).
+        ``refuse_duplicate``: a responder asks it in IKE_AUTH once the peer is authenticated
+        (the endpoint's ``unique = keep``).
         """
         if remote_addr is None:
             if config.remote_addr is None:
@@ -176,6 +180,7 @@ class IkeSa:
         self._st.candidates = tuple(candidates)
         self._st.jitter = jitter or random_jitter(rng)
         self._st.address_pool = address_pool
+        self._st.refuse_duplicate = refuse_duplicate
         if is_initiator:
             self._st.spi_i = _nonzero_spi(rng)
         else:

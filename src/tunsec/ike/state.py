@@ -120,6 +120,9 @@ class IkeRekey:
     shared: bytes = field(repr=False)
 
 
+DuplicateCheck = Callable[["IkeSaState"], str | None]
+
+
 @dataclass
 class IkeSaState:
     config: IkeConfig
@@ -161,6 +164,9 @@ class IkeSaState:
     own_vips: tuple[IPAddress, ...] = ()  # virtual IPs the peer assigned to us (CFG_REPLY)
     own_dns: tuple[IPAddress, ...] = ()  # DNS servers that came with them
     eap: GatewayEap | None = None  # a gateway's EAP rounds of IKE_AUTH in progress (RFC 7296 §2.16)
+    # a responder's uniqueness check once the peer is authenticated (IkeEndpoint: unique = keep):
+    # why this IKE SA must be refused, or None
+    refuse_duplicate: DuplicateCheck | None = None
 
     def emit(self, event: Event) -> None:
         self.events.append(event)

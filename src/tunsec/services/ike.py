@@ -165,7 +165,7 @@ class IkeService(Service):
         self.local_addrs = local_addrs     # family -> our outer address for ESP SAs
         self.spis: collections.deque[int] = collections.deque()
         self.endpoint = IkeEndpoint([c.ike for c in connections], spi_allocator=self._take_spi, limits=limits,
-                                    address_pool=self.pools)
+                                    address_pool=self.pools, unique_keep=self._unique_keep)
         # (family, bound address, port) -> socket: one per local_port in use (open_sockets, _close_unused)
         self.sockets: dict[IkeSocketKey, socket.socket] = {}
         self.ports = _ports(connections)   # what open_sockets binds, per family
@@ -942,24 +942,21 @@ class IkeService(Service):
                     log.error("%s: cannot %s virtual IP %s on TUN %s: %s", conn, "add" if up else "remove",
                               addr, getattr(tun, "name", "?"), exc)
 
+    def _unique_keep(self, conn: str) -> bool:
+        """For the engine: a responder refuses a duplicate of this connection in IKE_AUTH."""
+        c = self.connections.get(conn)
+        return c is not None and c.unique == "keep"
+
     def _enforce_unique(self, fresh: IkeSa, ev: IkeSaUp) -> None:
         """strongSwan's ``unique`` for a new IKE SA whose peer identity already has one on this connection:
-        ``replace`` deletes the old ones; ``keep`` deletes the new one if an old one is with another address
-        (from the same address it may be a reauthentication, which strongSwan lets through too);
-        ``no``/``never`` allow duplicates (INITIAL_CONTACT still replaces, see IkeEndpoint)."""
+        ``replace`` deletes the old ones; ``keep`` was decided in IKE_AUTH (the engine refused the new
+        one, see IkeEndpoint._refuse_duplicate); ``no``/``never`` allow duplicates (INITIAL_CONTACT
+        still replaces, see IkeEndpoint)."""
         conn = self.connections.get(ev.name)
-        if conn is None or conn.unique not in ("replace", "keep"):
+        if conn is None or conn.unique != "replace":
             return
         dups = [s for s in self.endpoint.sas if s is not fresh and s.name == fresh.name
                 and s.state is State.ESTABLISHED and s.peer_id == ev.remote_id]
-        if not dups:
-            return
-        if conn.unique == "keep":
-            if any(s.remote_addr[0] != fresh.remote_addr[0] for s in dups):
-                log.info("%s: IKE SA with %s from %s is a duplicate (unique = keep): deleting the new one",
-                         ev.name, ev.remote_id, ev.remote_addr[0])
-                fresh.delete(time.monotonic(), DownReason.DUPLICATE)
-            return
         for old in dups:
             log.info("%s: replacing IKE SA with %s from %s (unique = replace)", ev.name, ev.remote_id,
                      old.remote_addr[0])
