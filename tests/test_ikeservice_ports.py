@@ -91,8 +91,7 @@ def test_each_local_port_has_its_socket_answers_and_is_closed_when_unused() -> N
             assert src_port == ports["one"] and hdr.is_response
             assert not can_bind(ports["one"])
         finally:
-            await svc.shutdown()
-            svc.close()
+            svc.close()     # what the daemon's close_network does at exit (after shutdown's DELETEs)
         assert can_bind(ports["one"]) and svc.sockets == {}
 
     run(body())
