@@ -701,7 +701,9 @@ def _ike_lifetimes(r: SectionReader) -> tuple[int, int, int, int]:
         rekey, reauth = DEFAULT_IKE_REKEY_TIME, 0
     rekey, reauth = rekey or 0, reauth or 0
     if over is None:
-        over = max(rekey, reauth) // 10
+        # at least a second: 10% of a rekey_time under 10 s rounds to 0, and an IKE SA whose hard
+        # lifetime falls on its rekey time expires instead of rekeying
+        over = max(max(rekey, reauth) // 10, 1) if rekey or reauth else 0
     if rand is None:
         rand = min(rekey, reauth) if rekey and reauth else max(rekey, reauth)
         rand = min(over, rand // 2)

@@ -100,6 +100,7 @@ from .sk import (
 from .state import (
     AddressPool,
     ChildSa,
+    DuplicateCheck,
     IkeRekey,
     IkeSaState,
     Jitter,
@@ -174,6 +175,7 @@ class IkeSa:
         address_pool: AddressPool | None = None,
         fragment_stats: FragmentStats | None = None,
         load: Callable[[], int] | None = None,
+        refuse_duplicate: DuplicateCheck | None = None,
     ) -> None:
         """``address_pool``: where a responder leases virtual IPs (connections with ``pools``).
         ``candidates``: for a responder, the connections this peer may be using (the
@@ -182,6 +184,8 @@ class IkeSa:
         (random by default; tests pass a fixed one). ``fragment_stats``: counters to add
         this SA's IKE fragments to (the endpoint shares one among its SAs). ``load()``: how
         many IKE SAs the endpoint holds (a gateway's ``redirect_when`` in IKE_AUTH).
+        ``refuse_duplicate``: a responder asks it in IKE_AUTH once the peer is authenticated
+        (the endpoint's ``unique = keep``).
         """
         if remote_addr is None:
             if config.remote_addr is None:
@@ -201,6 +205,7 @@ class IkeSa:
         self._st.address_pool = address_pool
         self._st.load = load
         self._st.original_initiator = is_initiator  # a rekeyed SA takes its predecessor's (_rekeyed_sa)
+        self._st.refuse_duplicate = refuse_duplicate
         if is_initiator:
             self._st.spi_i = _nonzero_spi(rng)
         else:

@@ -121,6 +121,9 @@ class IkeRekey:
     shared: bytes = field(repr=False)
 
 
+DuplicateCheck = Callable[["IkeSaState"], str | None]
+
+
 @dataclass(slots=True)   # one per IKE SA: ~40 fields, no per-instance dict (a gateway holds thousands)
 class IkeSaState:
     config: IkeConfig
@@ -186,6 +189,9 @@ class IkeSaState:
     esp_hold: Address | None = None
     nat_peer: bool = False  # the peer is behind a NAT, as the last NAT detection showed
     nat_here: bool = False  # we are behind a NAT, as the last NAT detection showed
+    # a responder's uniqueness check once the peer is authenticated (IkeEndpoint: unique = keep):
+    # why this IKE SA must be refused, or None
+    refuse_duplicate: DuplicateCheck | None = None
 
     def emit(self, event: Event) -> None:
         self.events.append(event)
@@ -216,7 +222,10 @@ class IkeSaState:
     def local_ip(self) -> str | None:
         if self.config.local_addr:
             return self.config.local_addr
-        return self.local_addr[0] if self.local_addr else None
+        # a socket bound to the wildcard (0.0.0.0, ::) tells the port it received on, not our address
+        if self.local_addr and self.local_addr[0] not in ("0.0.0.0", "::"):
+            return self.local_addr[0]
+        return None
 
     def allocate_spi(self) -> int:
         spi = self.spi_allocator()

@@ -295,7 +295,12 @@ def _respond_eap_round(st: IkeSaState, payloads: Sequence[Payload]) -> Response:
 
 
 def _authenticated(st: IkeSaState, payloads: Sequence[Payload], response: list[Payload]) -> Response:
-    """The rest of the answer once the peer is authenticated: CP and the Child SA, or a REDIRECT."""
+    """The rest of the answer once the peer is authenticated: CP and the Child SA, or a REDIRECT;
+    or AUTHENTICATION_FAILED for a duplicate the connection refuses (unique = keep, as strongSwan),
+    before any virtual IP or Child SA is made for it."""
+    if st.refuse_duplicate is not None and (why := st.refuse_duplicate(st)) is not None:
+        st.emit(AuthFailed(st.name, why, by_peer=False))
+        return Response([notify(NotifyType.AUTHENTICATION_FAILED)], close=True, reason=DownReason.DUPLICATE)
     target = _redirect_target(st)
     if target is not None:
         assert st.peer_id is not None
