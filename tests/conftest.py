@@ -6,6 +6,7 @@ missing facility fails the run instead of hiding behind a skip."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import secrets
@@ -55,12 +56,39 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.longrepr = f"skipped in CI, where the whole suite must run: {report.longrepr}"
 
 
+@pytest.hookimpl(tryfirst=True)      # before xdist reads the xdist_group marks (it runs in every worker)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if any(d in str(item.fspath) for d in NETNS_DIRS):
             item.add_marker(pytest.mark.netns)
             if _WHY:
                 item.add_marker(pytest.mark.skip(reason=f"NETNS UNAVAILABLE: {_WHY}"))
+    # The slow tests (namespaces, charon, podman: mostly waiting) first, so that under
+    # `pytest -n N` the quick unit tests fill the workers' gaps at the end instead of one
+    # long test starting last.  A stable sort: each module's tests stay together and in order.
+    items.sort(key=lambda item: 0 if item.get_closest_marker("netns") else 1)
+
+
+@pytest.fixture(autouse=True)
+def _serial_alone(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Under xdist (`make test` runs `pytest -n N`, tests/README.md) a test marked `serial` runs
+    alone on the machine: it holds an exclusive lock that every other test holds shared.  The
+    gate lock keeps new tests from starting while a serial one waits for the running ones."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        yield
+        return
+    run_dir = tmp_path_factory.getbasetemp().parent        # one per pytest run, shared by its workers
+    serial = request.node.get_closest_marker("serial") is not None
+    with open(run_dir / "serial.gate", "a+b") as gate, open(run_dir / "serial.lock", "a+b") as lock:
+        fcntl.flock(gate, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX if serial else fcntl.LOCK_SH)
+        finally:
+            fcntl.flock(gate, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @dataclass
