@@ -7,7 +7,6 @@ missing facility fails the run instead of hiding behind a skip."""
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import secrets
 import shutil
@@ -18,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import control
 import pytest
 from reachable import python_argv
 
@@ -106,10 +106,8 @@ class Side:
                         check=False, timeout=20)
 
     def status_json(self, topo: TwoHosts) -> dict[str, Any]:
-        r = self.status(topo, "--json")
-        assert r.returncode == 0, r.stderr
-        doc: dict[str, Any] = json.loads(r.stdout)
-        return doc
+        """``tunsec status --json``, asked from this process (control.py: no interpreter per poll)."""
+        return control.status(self.sock)
 
 
 @dataclass
@@ -183,7 +181,7 @@ class TunsecPair:
         argv = [*python_argv(), "-m", "tunsec", "up", "-c", str(side.conf)]
         side.proc = self.topo.popen(side.host, argv, log=side.log, **popen)
         ok = wait_until(lambda: side.proc is not None and (side.proc.poll() is not None
-                                                           or side.status(self.topo).returncode == 0), 20)
+                                                           or control.answers(side.sock)), 20)
         assert ok and side.proc.poll() is None, f"tunsec in {side.host.ns} did not start:\n{side.log.read_text()}"
 
     def start_both(self) -> None:
