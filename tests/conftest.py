@@ -21,7 +21,7 @@ import control
 import pytest
 from reachable import python_argv
 
-from tunsec.bench.netns import Host, TwoHosts, wait_until
+from tunsec.bench.netns import Host, TwoHosts
 
 
 def netns_unavailable() -> str | None:
@@ -179,10 +179,10 @@ class TunsecPair:
 
     def start(self, side: Side, **popen: Any) -> None:
         argv = [*python_argv(), "-m", "tunsec", "up", "-c", str(side.conf)]
+        offset = control.log_size(side.log)
         side.proc = self.topo.popen(side.host, argv, log=side.log, **popen)
-        ok = wait_until(lambda: side.proc is not None and (side.proc.poll() is not None
-                                                           or control.answers(side.sock)), 20)
-        assert ok and side.proc.poll() is None, f"tunsec in {side.host.ns} did not start:\n{side.log.read_text()}"
+        assert control.wait_up(side.proc, side.log, offset, side.sock), \
+            f"tunsec in {side.host.ns} did not start:\n{side.log.read_text()}"
 
     def start_both(self) -> None:
         self.start(self.a)

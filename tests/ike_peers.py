@@ -236,9 +236,10 @@ tunsec {{
 
     def start(self) -> None:
         argv = [*python_argv(), "-m", "tunsec", "up", "-c", str(self.conf)]
+        offset = control.log_size(self.log)
         self.proc = proc = self.topo.popen(self.host, argv, log=self.log)
-        ok = wait_until(lambda: proc.poll() is not None or control.answers(self.sock), 20)
-        assert ok and proc.poll() is None, f"tunsec in {self.host.ns} did not start:\n{self.log_text()}"
+        assert control.wait_up(proc, self.log, offset, self.sock), \
+            f"tunsec in {self.host.ns} did not start:\n{self.log_text()}"
 
     def stop(self) -> None:
         if self.proc is not None:
