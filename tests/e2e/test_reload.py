@@ -72,8 +72,9 @@ def test_reload_keeps_the_untouched_tunnel_and_applies_the_rest(topo: TwoHosts) 
     x_before = next(sa for sa in a.ike_sas() if sa["name"] == "x")
     assert [p for p in a.status()["policies"] if "10.2.5.0-" in p["selector"]]   # y's, until the reload
 
-    # 300 pings 0.05 s apart through x while A's configuration changes under it
-    ping = subprocess.Popen(["ip", "netns", "exec", topo.a.ns, "ping", "-n", "-q", "-c", "300", "-i", "0.05",
+    # 300 pings 0.1 s apart through x while A's configuration changes under it (30 s: the reloads
+    # below take longer than 15 s when the suite's workers load the machine)
+    ping = subprocess.Popen(["ip", "netns", "exec", topo.a.ns, "ping", "-n", "-q", "-c", "300", "-i", "0.1",
                              "-W", "2", "-I", topo.a.inner4, topo.b.inner4], stdout=subprocess.PIPE, text=True)
     try:
         write(a, topo.b, "xz", "start")
