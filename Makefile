@@ -27,9 +27,17 @@ demo-manual: .deps.stamp
 image:
 	bash docker/build-image.sh
 
-# ASan/UBSan and TSan over the C fast path, ruff and mypy, then the full suite (unit, netns e2e, interop)
-test: .deps.stamp sanitize lint fuzz-smoke
-	$(PY) -m pytest -q --durations=20
+# The suite runs on PYTEST_WORKERS pytest-xdist workers: most end-to-end and interop tests wait
+# (rekeys, pings, charon) rather than compute, so more workers than cores pay.  loadgroup keeps
+# each xdist_group on one worker; tests marked `serial` run alone (tests/README.md).
+PYTEST_WORKERS ?= 4
+PYTEST_PARALLEL = -n $(PYTEST_WORKERS) --dist loadgroup -p no:benchmark
+
+# ASan/UBSan and TSan over the C fast path, ruff and mypy, the fuzz smoke run (these three side
+# by side, each one's output kept together), then the full suite (unit, netns e2e, interop)
+test: .deps.stamp
+	$(MAKE) --no-print-directory -j3 --output-sync=target sanitize lint fuzz-smoke
+	$(PY) -m pytest -q $(PYTEST_PARALLEL) --durations=20
 
 unit: .deps.stamp
 	$(PY) -m pytest -q -m "not netns and not interop"
@@ -80,13 +88,16 @@ fuzz: .deps.stamp fuzz-build
 	  PY=$(PY) bash fuzz/run.sh $$t $(FUZZ_SECONDS) || exit 1; \
 	done
 
-fuzz-smoke: .deps.stamp fuzz-build
-	@for t in $(FUZZ_C) $(FUZZ_PY); do \
-	  echo "== fuzz $$t for $(FUZZ_SMOKE_SECONDS) s"; \
-	  PY=$(PY) bash fuzz/run.sh $$t $(FUZZ_SMOKE_SECONDS) >build/fuzz/$$t.log 2>&1 \
-	    || { tail -n 60 build/fuzz/$$t.log; exit 1; }; \
-	  grep -h "^Done" build/fuzz/$$t.log; \
-	done
+# one target per rule, so that `make -j` runs them side by side
+FUZZ_SMOKE := $(addprefix fuzz-smoke-,$(FUZZ_C) $(FUZZ_PY))
+.PHONY: $(FUZZ_SMOKE)
+fuzz-smoke: $(FUZZ_SMOKE)
+
+$(FUZZ_SMOKE): fuzz-smoke-%: .deps.stamp fuzz-build
+	@echo "== fuzz $* for $(FUZZ_SMOKE_SECONDS) s"
+	@PY=$(PY) bash fuzz/run.sh $* $(FUZZ_SMOKE_SECONDS) >build/fuzz/$*.log 2>&1 \
+	  || { tail -n 60 build/fuzz/$*.log; exit 1; }
+	@grep -h "^Done" build/fuzz/$*.log
 
 bench: .deps.stamp
 	$(PY) bench/run.py --seconds 10 --runs 3 --json bench/results.json --png bench/results.png

@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
   build-essential libssl-dev python3-dev pkg-config
-  iproute2 iputils-ping iperf3 procps iptables
+  iproute2 iputils-ping iperf3 procps iptables nftables
   strongswan-charon strongswan-swanctl libcharon-extra-plugins libcharon-extauth-plugins
   libstrongswan-standard-plugins libstrongswan-extra-plugins strongswan-pki
   wireguard-go wireguard-tools

@@ -6,7 +6,7 @@ missing facility fails the run instead of hiding behind a skip."""
 
 from __future__ import annotations
 
-import json
+import fcntl
 import os
 import secrets
 import shutil
@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import control
 import pytest
 from reachable import python_argv
 
-from tunsec.bench.netns import Host, TwoHosts, wait_until
+from tunsec.bench.netns import Host, TwoHosts
 
 
 def netns_unavailable() -> str | None:
@@ -55,12 +56,39 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.longrepr = f"skipped in CI, where the whole suite must run: {report.longrepr}"
 
 
+@pytest.hookimpl(tryfirst=True)      # before xdist reads the xdist_group marks (it runs in every worker)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if any(d in str(item.fspath) for d in NETNS_DIRS):
             item.add_marker(pytest.mark.netns)
             if _WHY:
                 item.add_marker(pytest.mark.skip(reason=f"NETNS UNAVAILABLE: {_WHY}"))
+    # The slow tests (namespaces, charon, podman: mostly waiting) first, so that under
+    # `pytest -n N` the quick unit tests fill the workers' gaps at the end instead of one
+    # long test starting last.  A stable sort: each module's tests stay together and in order.
+    items.sort(key=lambda item: 0 if item.get_closest_marker("netns") else 1)
+
+
+@pytest.fixture(autouse=True)
+def _serial_alone(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Under xdist (`make test` runs `pytest -n N`, tests/README.md) a test marked `serial` runs
+    alone on the machine: it holds an exclusive lock that every other test holds shared.  The
+    gate lock keeps new tests from starting while a serial one waits for the running ones."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        yield
+        return
+    run_dir = tmp_path_factory.getbasetemp().parent        # one per pytest run, shared by its workers
+    serial = request.node.get_closest_marker("serial") is not None
+    with open(run_dir / "serial.gate", "a+b") as gate, open(run_dir / "serial.lock", "a+b") as lock:
+        fcntl.flock(gate, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX if serial else fcntl.LOCK_SH)
+        finally:
+            fcntl.flock(gate, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @dataclass
@@ -78,10 +106,8 @@ class Side:
                         check=False, timeout=20)
 
     def status_json(self, topo: TwoHosts) -> dict[str, Any]:
-        r = self.status(topo, "--json")
-        assert r.returncode == 0, r.stderr
-        doc: dict[str, Any] = json.loads(r.stdout)
-        return doc
+        """``tunsec status --json``, asked from this process (control.py: no interpreter per poll)."""
+        return control.status(self.sock)
 
 
 @dataclass
@@ -153,10 +179,10 @@ class TunsecPair:
 
     def start(self, side: Side, **popen: Any) -> None:
         argv = [*python_argv(), "-m", "tunsec", "up", "-c", str(side.conf)]
+        offset = control.log_size(side.log)
         side.proc = self.topo.popen(side.host, argv, log=side.log, **popen)
-        ok = wait_until(lambda: side.proc is not None and (side.proc.poll() is not None
-                                                           or side.status(self.topo).returncode == 0), 20)
-        assert ok and side.proc.poll() is None, f"tunsec in {side.host.ns} did not start:\n{side.log.read_text()}"
+        assert control.wait_up(side.proc, side.log, offset, side.sock), \
+            f"tunsec in {side.host.ns} did not start:\n{side.log.read_text()}"
 
     def start_both(self) -> None:
         self.start(self.a)

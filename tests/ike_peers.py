@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import control
 import pytest
 from reachable import python_argv
 
@@ -235,9 +236,10 @@ tunsec {{
 
     def start(self) -> None:
         argv = [*python_argv(), "-m", "tunsec", "up", "-c", str(self.conf)]
+        offset = control.log_size(self.log)
         self.proc = proc = self.topo.popen(self.host, argv, log=self.log)
-        ok = wait_until(lambda: proc.poll() is not None or self.cli("status").returncode == 0, 20)
-        assert ok and proc.poll() is None, f"tunsec in {self.host.ns} did not start:\n{self.log_text()}"
+        assert control.wait_up(proc, self.log, offset, self.sock), \
+            f"tunsec in {self.host.ns} did not start:\n{self.log_text()}"
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -249,10 +251,8 @@ tunsec {{
         return self.topo.run(self.host, argv, check=False, timeout=20)
 
     def status(self) -> dict[str, Any]:
-        r = self.cli("status", "--json")
-        assert r.returncode == 0, r.stderr
-        doc: dict[str, Any] = json.loads(r.stdout)
-        return doc
+        """``tunsec status --json``, asked from this process (control.py: no interpreter per poll)."""
+        return control.status(self.sock)
 
     def ike_sas(self) -> list[dict[str, Any]]:
         sas: list[dict[str, Any]] = self.status()["ike_sas"]

@@ -11,6 +11,7 @@ touches nothing of another's, even when the peers picked the same SPIs.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import ipaddress
 import itertools
@@ -19,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from tunsec.conf.connections import Child, Connection
@@ -105,16 +107,18 @@ class Gateway:
     site_events: list[list[Any]] = field(default_factory=list)
     wire: list[tuple[tuple[str, int], tuple[str, int], bytes]] = field(default_factory=list)
     nat: dict[int, tuple[str, int]] = field(default_factory=dict)   # site -> its NAT's outside mapping
+    mobike: bool = True   # the sites announce MOBIKE (RFC 4555), as the gateway does
 
     async def start(self) -> None:
         gw = psk_ike("gw", "gw.example", RemoteAuth("psk"), GW, None, "10.1.0.0/16", "10.2.0.0/16")
         self.worker = InProcessWorker(asyncio.get_running_loop(), self._natt_out)
         self.service = IkeService([Connection(gw.name, gw)], lambda: self.worker, {4: GW}, IdSpace())  # type: ignore[arg-type,return-value]
         await self.service.start()
-        self.service.sockets = {4: FakeSocket(self.wire)}  # type: ignore[dict-item]
+        self.service.sockets = {(4, GW, 500): FakeSocket(self.wire)}  # type: ignore[dict-item]
         for i in range(self.n):
             cfg = psk_ike(f"site{i}", f"site{i}.example", RemoteAuth("psk", Identity.parse("gw.example")),
                           site_ip(i), GW, site_net(i), "10.1.0.0/16")
+            cfg = dataclasses.replace(cfg, mobike=self.mobike)
             # every site's first inbound SPI is the same; later ones (rekeys) differ from its own earlier ones
             self.sites.append(IkeEndpoint([cfg], spi_allocator=functools.partial(next, itertools.count(SHARED_SPI))))
             self.site_events.append([])
@@ -354,7 +358,7 @@ def test_a_half_open_responder_sa_does_not_hold_back_trap_initiation() -> None:
         conn = Connection(ike.name, ike, (Child("net", ike.child("net"), start_action="trap"),))
         svc = IkeService([conn], lambda: worker, {4: GW}, IdSpace())  # type: ignore[arg-type,return-value]
         await svc.start()
-        svc.sockets = {4: FakeSocket(wire)}  # type: ignore[dict-item]
+        svc.sockets = {(4, GW, 500): FakeSocket(wire)}  # type: ignore[dict-item]
         (trap,) = worker.dp.policies()
         assert trap.priority == priority(Band.TRAP) and trap.id in svc.trap_policies
         # the peer's IKE_SA_INIT arrives; its answer is lost: a half-open responder SA remains
@@ -401,12 +405,15 @@ def test_an_outbound_expire_rekeys_the_child_of_that_peer_only() -> None:
     run(body())
 
 
-def test_nat_rebinding_moves_the_peers_child_sas_with_its_ike_sa() -> None:
+@pytest.mark.parametrize("mobike", [False, True])
+def test_nat_rebinding_moves_the_peers_child_sas_with_its_ike_sa(mobike: bool) -> None:
     """RFC 7296 §2.23: a site's NAT mapping changes (new address and port); its next authenticated
     IKE request (a DPD) moves the gateway's IKE SA, and the Child SAs follow it: the gateway's ESP
-    for that site goes to the new mapping, same keys, numbers going on.  The other site's SAs stay."""
+    for that site goes to the new mapping, same keys, numbers going on.  The other site's SAs stay.
+    With MOBIKE (RFC 4555) the request that moves it is the site's UPDATE_SA_ADDRESSES, and the Child
+    SAs follow once the gateway's return routability check came back from the new mapping."""
     async def body() -> None:
-        gw = Gateway(2)
+        gw = Gateway(2, mobike=mobike)
         await gw.start()
         for i in range(gw.n):
             gw.connect(i)
@@ -415,7 +422,10 @@ def test_nat_rebinding_moves_the_peers_child_sas_with_its_ike_sa() -> None:
         (child,) = gw.children_of(0)
         other = [(s.spi, s.remote) for s in gw.worker.dp.sas() if s.remote != child.remote]
         gw.nat[0] = ("198.51.100.201", 40000)
-        gw.site_sa(0).send_liveness()
+        if mobike:
+            assert gw.site_sa(0).update_addresses()
+        else:
+            gw.site_sa(0).send_liveness()
         await gw.settle()
         moved = Endpoint(ipaddress.ip_address("198.51.100.201"), 40000)
         assert gw.service.children[child.handle].remote == moved

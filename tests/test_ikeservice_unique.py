@@ -15,14 +15,16 @@ import itertools
 import pytest
 from test_ikeservice_peers import GW, SHARED_SPI, Gateway, psk_ike, run, site_ip, site_net
 
+from tunsec.dataplane import pipe
 from tunsec.ike.config import RemoteAuth
 from tunsec.ike.endpoint import IkeEndpoint
-from tunsec.ike.events import DownReason, IkeSaDown
+from tunsec.ike.events import AuthFailed, ChildSaUp, DownReason, IkeSaDown, IkeSaUp
 from tunsec.ike.identity import Identity
 from tunsec.ike.sa import State
 
 
-async def two_roadwarriors(unique: str) -> Gateway:
+async def two_roadwarriors(unique: str) -> tuple[Gateway, int]:
+    """The gateway after both connected, and how many worker requests it had made before the second."""
     gw = Gateway(2)
     await gw.start()
     gw.service.connections["gw"] = dataclasses.replace(gw.service.connections["gw"], unique=unique)
@@ -33,9 +35,10 @@ async def two_roadwarriors(unique: str) -> Gateway:
         gw.sites[i] = IkeEndpoint([cfg], spi_allocator=functools.partial(next, itertools.count(SHARED_SPI + 16 * i)))
     gw.connect(0)
     await gw.settle()
+    before = len(gw.worker.log)
     gw.connect(1)
     await gw.settle()
-    return gw
+    return gw, before
 
 
 def gateway_peers(gw: Gateway) -> list[str]:
@@ -50,7 +53,7 @@ def downs(gw: Gateway, i: int) -> list[DownReason]:
 @pytest.mark.parametrize("unique", ["no", "never"])
 def test_duplicates_allowed(unique: str) -> None:
     async def go() -> None:
-        gw = await two_roadwarriors(unique)
+        gw, _ = await two_roadwarriors(unique)
         assert gateway_peers(gw) == [site_ip(0), site_ip(1)]
         assert len(gw.children_of(0)) == 1 and len(gw.children_of(1)) == 1
         assert downs(gw, 0) == downs(gw, 1) == []
@@ -59,17 +62,24 @@ def test_duplicates_allowed(unique: str) -> None:
 
 def test_replace_deletes_the_old_ike_sa() -> None:
     async def go() -> None:
-        gw = await two_roadwarriors("replace")
+        gw, _ = await two_roadwarriors("replace")
         assert gateway_peers(gw) == [site_ip(1)]
         assert downs(gw, 0) == [DownReason.DELETED_BY_PEER] and downs(gw, 1) == []
         assert not gw.children_of(0) and len(gw.children_of(1)) == 1   # the old SA's child left the worker
     run(go())
 
 
-def test_keep_deletes_the_new_ike_sa() -> None:
+def test_keep_refuses_the_new_ike_sa_in_ike_auth() -> None:
+    """As strongSwan: the second road warrior gets AUTHENTICATION_FAILED in IKE_AUTH; nothing of
+    its IKE SA reaches the worker (no SA installed and then deleted, no policy)."""
     async def go() -> None:
-        gw = await two_roadwarriors("keep")
+        gw, before = await two_roadwarriors("keep")
         assert gateway_peers(gw) == [site_ip(0)]
-        assert downs(gw, 0) == [] and downs(gw, 1) == [DownReason.DELETED_BY_PEER]
-        assert len(gw.children_of(0)) == 1 and not gw.children_of(1)
+        refused = [e for e in gw.site_events[1] if isinstance(e, AuthFailed)]
+        assert len(refused) == 1 and refused[0].by_peer
+        assert not any(isinstance(e, (IkeSaUp, ChildSaUp)) for e in gw.site_events[1])
+        # only IKE datagrams go out (the AUTHENTICATION_FAILED answer) and the SPI pool is refilled
+        changes = [m for m in gw.worker.log[before:] if not isinstance(m, (pipe.GetSpi, pipe.SendIke))]
+        assert changes == []
+        assert downs(gw, 0) == [] and len(gw.children_of(0)) == 1 and not gw.children_of(1)
     run(go())

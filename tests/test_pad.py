@@ -17,7 +17,7 @@ from tunsec.ike.identity import Identity
 from tunsec.ike.proposals import parse_proposals
 from tunsec.ike.secret import Secret
 from tunsec.ike.testing import Network
-from tunsec.policy.pad import AddressMatch, PadEntry, Refused, candidates
+from tunsec.policy.pad import AddressMatch, PadEntry, Refused, candidates, check_unique_keep
 from tunsec.policy.selector import Ts
 from tunsec.services.base import StartupError, bind_udp
 
@@ -136,3 +136,12 @@ def test_a_bind_conflict_names_operation_address_cause_and_fix() -> None:
             bind_udp(4, "127.0.0.1", port, purpose="IKE")
     text = str(err.value)
     assert f"cannot bind UDP (IKE) 127.0.0.1 port {port}" in text and "another program" in text
+
+
+def test_unique_keep_refuses_the_identity_from_another_address_only() -> None:
+    road, other = Identity.parse("road.example"), Identity.parse("other.example")
+    established = [(road, "198.51.100.1"), (other, "198.51.100.2")]
+    with pytest.raises(Refused, match=r"road\.example already has an IKE SA from 198\.51\.100\.1"):
+        check_unique_keep(road, "198.51.100.9", established)
+    check_unique_keep(road, "198.51.100.1", established)      # the same address: a reauthentication
+    check_unique_keep(Identity.parse("new.example"), "198.51.100.9", established)

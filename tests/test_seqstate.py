@@ -12,7 +12,16 @@ from pathlib import Path
 import pytest
 
 from tunsec.dataplane.pipe import Direction
-from tunsec.seqstate import MAX_BLOCK, MIN_BLOCK_IN, MIN_BLOCK_OUT, SEQ_MAX_32, SeqState, StateError, prepare_dir
+from tunsec.seqstate import (
+    MAX_BLOCK,
+    MIN_BLOCK_IN,
+    MIN_BLOCK_OUT,
+    RAMP_GROWTH,
+    SEQ_MAX_32,
+    SeqState,
+    StateError,
+    prepare_dir,
+)
 
 KEY = bytes(range(1, 21))
 OTHER_KEY = bytes(range(2, 22))
@@ -176,6 +185,53 @@ def test_a_receiver_that_ran_out_grows_its_block_quickly(tmp_path: Path) -> None
     jumped = limit + 1_000_000
     limit, _ = st.extend(now=210.5, needed=jumped)
     assert st.block == MIN_BLOCK_IN and limit == jumped + MIN_BLOCK_IN
+
+
+def _idle_then_bulk(tmp_path: Path, rate: float, rtt: float) -> tuple[int, int]:
+    """A receiver's worker, modelled: 40 pings a second apart, then a burst at ``rate`` packets/s for
+    0.15 s.  As the worker, it accepts no number past the limit in force, asks once per reservation
+    (at the notify point, or with the first number past the limit), and a refill is persisted when
+    asked (SeqState.extend) and lands ``rtt`` later.  (packets dropped past the limit, highest
+    number accepted)"""
+    st = state(tmp_path, direction=Direction.IN)
+    seq, limit, notify = st.restart()
+    times = [float(i) for i in range(40)] + [40 + i / rate for i in range(int(rate * 0.15))]
+    landing: tuple[float, tuple[int, int]] | None = None
+    asked, drops, accepted = False, 0, 0
+    for now in times:
+        seq += 1
+        if landing is not None and landing[0] <= now:
+            (limit, notify), landing, asked = landing[1], None, False
+        above = seq > limit
+        if above:
+            drops += 1
+        else:
+            accepted = seq
+        if not asked and (above or seq >= notify):
+            asked, landing = True, (now + rtt, st.extend(now, seq if above else 0))
+    return drops, accepted
+
+
+@pytest.mark.parametrize(("rate", "rtt"), [(40_000, 0.02), (100_000, 0.01), (1_000_000, 0.005)])
+def test_idle_to_bulk_costs_two_refills_of_drops(tmp_path: Path, rate: int, rtt: float) -> None:
+    """A receiver idle at ping rate has a small block (a restarted one is deaf for at most that
+    many packets): the first refill of a burst drops a round trip's packets, whatever is done.
+    The refill asked for by the first number past the limit is sized by the rate that number
+    shows, so the second refill's reservation covers the burst (without that a third refill
+    dropped a third round trip's packets); and every number accepted stays covered on disk."""
+    drops, accepted = _idle_then_bulk(tmp_path, rate, rtt)
+    assert 0 < drops <= 2 * rate * rtt
+    assert state(tmp_path, direction=Direction.IN).restart()[0] >= accepted   # a restart starts past them
+
+
+def test_a_jump_right_after_a_refill_grows_the_block_at_most_ramp_growth_fold(tmp_path: Path) -> None:
+    """A sender that restarted and jumped ahead just after a refill looks like a ramp: the block
+    may grow, but only so far (a receiver restarted then is deaf for at most that many packets)."""
+    st = state(tmp_path, direction=Direction.IN)
+    st.restart()
+    limit, _ = st.extend(now=100.0)
+    limit, _ = st.extend(now=100.01, needed=limit + 10_000_000)
+    assert st.block == MIN_BLOCK_IN * RAMP_GROWTH and limit == st.limit
 
 
 def test_without_esn_the_limit_stops_at_2_to_the_32(tmp_path: Path) -> None:

@@ -367,26 +367,67 @@ class Daemon:
         return False, lines
 
     async def _reload_routes(self) -> list[str]:
-        """Routes for the new tunnels' remote networks.  Those of removed tunnels stay until exit: their
-        traffic goes into the TUN and is dropped there (no policy), never out in the clear.  Without
-        CAP_NET_ADMIN (given up at start, see privilege.py) tunsec cannot add one: it says what to run."""
+        """The TUN's routes follow the new configuration: those of removed or changed tunnels that no
+        other tunnel still needs go (as strongSwan unroutes a connection: that traffic takes the host's
+        other routes again), the new tunnels' remote networks get one.  Without CAP_NET_ADMIN (given up
+        at start when tunsec made the TUN, see privilege.py) tunsec cannot change them: it says what to run."""
         tun = self.tun
         if tun is None:
             return []
+        lines = await self._unroute()
         wanted = [r for svc in self.services for r in svc.routes() if not any(x[0] == r[0] for x in tun.routes)]
         if not wanted:
-            return []
+            return lines
         before = len(tun.unapplied)
         for net, local_nets in wanted:
             await asyncio.to_thread(self._add_route, net, local_nets)   # pyroute2 runs a loop of its own
         missing = [fix for _, fix in tun.unapplied[before:]]
         del tun.unapplied[before:]
         if not missing:
-            return [f"routes added: {', '.join(str(r[0]) for r in wanted)}"]
+            return [*lines, f"routes added: {', '.join(str(r[0]) for r in wanted)}"]
         line = (f"routes not added ({privilege._me()} may not change routes, no CAP_NET_ADMIN): as root run "
                 f"{'; '.join(missing)} (or restart tunsec)")
         log.warning("reload: %s", line)
-        return [line]
+        return [*lines, line]
+
+    async def _unroute(self) -> list[str]:
+        """Our routes no tunnel of the new configuration needs (or with another source address now)
+        off the TUN; a network two tunnels route stays while one of them is left."""
+        tun = self.tun
+        assert tun is not None
+        wanted: dict[IPv4Network | IPv6Network, tuple[IPv4Network | IPv6Network, ...]] = {}
+        for svc in self.services:
+            for net, local_nets in svc.routes():
+                wanted.setdefault(net, local_nets)
+
+        def stale() -> list[IPv4Network | IPv6Network]:   # netlink: the sources are looked up
+            out = []
+            for net, src in tun.routes:
+                if net not in wanted:
+                    out.append(net)
+                    continue
+                same = tuple(n for n in wanted[net] if n.version == net.version)
+                now = local_address_in(same) if same else None
+                if now is not None and now != src:   # None: no source of ours (or a virtual IP's, set at run time)
+                    out.append(net)
+            return out
+
+        gone = await asyncio.to_thread(stale)
+        if not gone:
+            return []
+        before = len(tun.unapplied)
+        for net in gone:
+            await asyncio.to_thread(tun.remove_route, net)   # pyroute2 runs a loop of its own
+        missing = [fix for _, fix in tun.unapplied[before:]]
+        del tun.unapplied[before:]
+        removed = [str(n) for n in gone if not any(r[0] == n for r in tun.routes)]
+        lines = [f"routes removed: {', '.join(removed)}"] if removed else []
+        if missing:
+            line = (f"routes not removed ({privilege._me()} may not change routes, no CAP_NET_ADMIN): as root "
+                    f"run {'; '.join(missing)} (or restart tunsec)")
+            log.warning("reload: %s", line)
+            lines.append(line)
+        return lines
 
     async def _reload_mtu(self) -> list[str]:
         """The TUN's MTU stays (changing it under running traffic is a restart's job); say so when

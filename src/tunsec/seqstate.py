@@ -40,13 +40,15 @@ VERSION = 1
 # large and absorbs a burst from idle while the first refill (an fsync, some
 # ms) is under way.  A receiver's block is what it may drop when restarted
 # alone (until the sender passes its old mark), so at low rates it is small; a
-# burst from idle costs it a few refills (each grows the block by the rate
-# seen) and a sender's jump one refill (it reserves past the first packet).
+# burst from idle costs it two refills' round trips of drops (the first refill
+# cannot know the rate; the second is sized by the sender's number past the
+# limit) and a sender's jump one refill (it reserves past the first packet).
 MIN_BLOCK_OUT = 1 << 16
 MIN_BLOCK_IN = 16   # at ping rates a restarted receiver is deaf for at most ~16 packets
 MAX_BLOCK = 1 << 24
 TARGET_INTERVAL = 0.25
 GROWTH_WHEN_SHORT = 16   # a refill that came too late: 16, 256, 4096, 65536 ... (see extend)
+RAMP_GROWTH = 4096       # at most, on one refill sized by the sender's number past the limit (see extend)
 SEQ_MAX_32 = (1 << 32) - 1
 SEQ_MAX_64 = (1 << 64) - 1
 
@@ -179,6 +181,16 @@ class SeqState:
         if self.last_low is not None and notify > self.last_notify:
             rate = (notify - self.last_notify) / max(now - self.last_low, 1e-3)
             block = min(max(_pow2_at_least(rate * TARGET_INTERVAL), self.min_block), MAX_BLOCK)
+        if needed > self.limit and self.last_low is not None and now - self.last_low < TARGET_INTERVAL:
+            # The SA ran out within a refill period of the last refill: traffic went from idle to
+            # bulk and reached each new limit within the refill's round trip.  How far the sender got
+            # (the worker's first number past the limit) shows its rate; the notify points show
+            # only the numbers the worker had.  Sized on that, the next reservation covers the
+            # ramp, instead of growing over several refills that each drop a round trip's packets.
+            # Capped (RAMP_GROWTH-fold) because a sender that restarted and jumped ahead at that
+            # moment looks the same; a jump after a quiet spell is left to the branch below.
+            seen = (needed - self.last_notify) / max(now - self.last_low, 1e-3)
+            block = max(block, min(_pow2_at_least(seen * TARGET_INTERVAL), self.block * RAMP_GROWTH, MAX_BLOCK))
         if self.limit < needed <= self.limit + self.block:
             # The SA ran out: packets were dropped while this refill was on its
             # way, so the rate seen understates the demand (TCP backs off after

@@ -111,6 +111,7 @@ def render(doc: dict[str, Any]) -> str:
             f"{ike['name']}: IKEv2 {ike['state']} with {ike['remote']}, {ike['proposal'] or '-'}, "
             f"SPIs {ike['spi_i']}_i {ike['spi_r']}_r{'*' if ike['initiator'] else ''}, "
             f"{ike['local_id'] or '-'} <-> {ike['remote_id'] or '-'}"
+            + (", MOBIKE" if ike.get("mobike") else "")
             + (f", up {ike['age_seconds']}s" if ike["age_seconds"] is not None else "")
         )
         if ike.get("local_vips") or ike.get("remote_vips"):
@@ -120,7 +121,7 @@ def render(doc: dict[str, Any]) -> str:
                     for s in doc["sas"]}
         for c in ike["children"]:
             lines.append(f"  {c['name']}: {c['alg']}{', ESN' if c['esn'] else ''}, SPIs {c['spi_in']}_i "
-                         f"{c['spi_out']}_o, up {c['age_seconds']}s")
+                         f"{c['spi_out']}_o to {c['remote']}, up {c['age_seconds']}s")
             for spi, d, peer in ((c["spi_in"], "in", None), (c["spi_out"], "out", c.get("remote"))):
                 sa = counters.get((spi, d, peer))
                 if sa:

@@ -521,7 +521,7 @@ UNSUPPORTED = [
     ("conn", "version = 0", "0 (IKEv1 and IKEv2): IKEv1 is not supported, tunsec speaks IKEv2 only "
      "(write version = 2)"),
     ("conn", "version = 3", "not an IKE version (2): '3'"),
-    ("conn", "mobike = yes", "MOBIKE is not supported (write mobike = no or leave it out)"),
+    ("conn", "mobike = perhaps", "not a boolean (yes or no): 'perhaps'"),
     ("conn", "if_id_in = 42", "XFRM interface IDs are not supported"),
     ("conn", "if_id_out = %unique", "XFRM interface IDs are not supported"),
     ("conn", "vips = 224.0.0.1", "224.0.0.1 cannot be a virtual IP"),

@@ -73,3 +73,13 @@ def test_over_time_from_the_config_ends_an_ike_sa_whose_rekey_fails() -> None:
     assert not [e for e in net.take(A) if isinstance(e, IkeSaDown)]
     net.run(until=225.1)
     assert [e.reason for e in net.take(A) if isinstance(e, IkeSaDown)] == [DownReason.EXPIRED]
+
+
+def test_a_short_ike_rekey_time_rekeys_rather_than_expires() -> None:
+    """rekey_time under 10 s: 10% of it (over_time's default) must not round to a hard lifetime
+    that falls on the rekey itself."""
+    net = network("rekey_time = 7s", "rekey_time = 1d")
+    net.run(until=10.0)
+    events = net.take(A)
+    assert [type(e).__name__ for e in events].count("IkeSaRekeyed") == 1
+    assert not [e for e in events if isinstance(e, IkeSaDown)]

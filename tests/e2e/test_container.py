@@ -37,6 +37,8 @@ CAPS_IKE = ["NET_ADMIN", "NET_BIND_SERVICE"]
 # RLIMIT_NOFILE is above what the host allows (shared/notes/containers.md)
 PODMAN = ["podman", "--runtime", "runc"]
 LIMITS = ["--ulimit", "nofile=20000:20000", "--ulimit", "nproc=4096:4096"]
+# one worker builds the image and runs every test that uses it (`pytest -n N --dist loadgroup`, tests/README.md)
+pytestmark = pytest.mark.xdist_group("podman-image")
 
 
 def podman(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

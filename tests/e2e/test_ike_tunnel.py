@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
+import control
 import pytest
 from ike_peers import CHILD, CONN, Conn, TunsecIke, iperf3_tcp, ping_both_ways, tunsec_counters
 
@@ -228,7 +229,9 @@ def test_worker_death_renegotiates_the_children(topo: TwoHosts) -> None:
     old_pid = a.status()["worker"]["pid"]
     os.kill(old_pid, signal.SIGKILL)
     # the daemon restarts the worker; the IKE SA survives and its child is rekeyed into the new one
-    assert wait_until(lambda: a.status()["worker"]["restarts"] == 1, 15), a.log_tail()
+    # (until the new worker runs, status answers "worker unavailable")
+    assert wait_until(lambda: (st := control.status_if_ok(a.sock)) is not None and st["worker"]["restarts"] == 1,
+                      15), a.log_tail()
     assert wait_until(lambda: bool(a.established()) and a.established()[0]["children"][0]["spi_in"]
                       != before["children"][0]["spi_in"], 20), a.log_tail()
     after = a.established()[0]

@@ -21,8 +21,8 @@ from tunsec.bench.netns import Host, TwoHosts, wait_until
 NETS = {"x": 0, "y": 5, "z": 7}
 
 
-def connection(name: str, me: Host, peer: Host, start: str) -> str:
-    octet = NETS[name]
+def connection(name: str, me: Host, peer: Host, start: str, octet: int | None = None) -> str:
+    octet = NETS[name] if octet is None else octet
     mine, theirs = me.inner_net4.split(".")[:2], peer.inner_net4.split(".")[:2]
     return f"""  {name} {{
     local_addrs = {me.outer4}
@@ -41,9 +41,12 @@ def connection(name: str, me: Host, peer: Host, start: str) -> str:
 """
 
 
-def write(side: TunsecIke, peer: Host, names: str, start: str, tail: str = "") -> None:
+def write(side: TunsecIke, peer: Host, names: str, start: str, tail: str = "",
+          octets: dict[str, int] | None = None) -> None:
     text = side.conf.read_text().split("connections {")[0]
-    side.conf.write_text(text + "connections {\n" + "".join(connection(n, side.host, peer, start) for n in names)
+    octets = octets or {}
+    side.conf.write_text(text + "connections {\n" + "".join(connection(n, side.host, peer, start, octets.get(n))
+                                                           for n in names)
                          + f'}}\nsecrets {{ ike {{ secret = "{PSK}" }} }}\n' + tail)
 
 
@@ -69,8 +72,9 @@ def test_reload_keeps_the_untouched_tunnel_and_applies_the_rest(topo: TwoHosts) 
     x_before = next(sa for sa in a.ike_sas() if sa["name"] == "x")
     assert [p for p in a.status()["policies"] if "10.2.5.0-" in p["selector"]]   # y's, until the reload
 
-    # 300 pings 0.05 s apart through x while A's configuration changes under it
-    ping = subprocess.Popen(["ip", "netns", "exec", topo.a.ns, "ping", "-n", "-q", "-c", "300", "-i", "0.05",
+    # 300 pings 0.1 s apart through x while A's configuration changes under it (30 s: the reloads
+    # below take longer than 15 s when the suite's workers load the machine)
+    ping = subprocess.Popen(["ip", "netns", "exec", topo.a.ns, "ping", "-n", "-q", "-c", "300", "-i", "0.1",
                              "-W", "2", "-I", topo.a.inner4, topo.b.inner4], stdout=subprocess.PIPE, text=True)
     try:
         write(a, topo.b, "xz", "start")
@@ -116,3 +120,32 @@ def test_reload_keeps_the_untouched_tunnel_and_applies_the_rest(topo: TwoHosts) 
     assert wait_until(lambda: names_up(a) == ["x"], 10)
     a.wait_log(r"reload: IKE connections removed: z")
     assert topo.ping(topo.a, topo.b.inner4, count=3, src=topo.a.inner4)
+
+
+def tun_routes(side: TunsecIke) -> list[str]:
+    out = side.topo.run(side.host, ["ip", "-4", "route", "show", "dev", "tunsec0"]).stdout
+    return sorted(line.split()[0] for line in out.splitlines() if line.strip())
+
+
+def test_reload_removes_the_routes_no_tunnel_needs_any_more(topo: TwoHosts) -> None:
+    """A reload takes the routes of removed and changed tunnels off the TUN (a network another
+    tunnel still routes stays) and routes the new ones. tunsec runs as root here: it may."""
+    a = TunsecIke(topo, Conn(topo.a, topo.b), tunsec_extra="  user = root\n")
+    b_net = ".".join(topo.b.inner_net4.split(".")[:2])
+    # w routes y's network too; no peer runs: the routes follow the configuration alone
+    write(a, topo.b, "xyzw", "none", octets={"w": NETS["y"]})
+    a.start()
+    assert tun_routes(a) == [f"{b_net}.0.0/24", f"{b_net}.5.0/24", f"{b_net}.7.0/24"], a.log_tail()
+
+    # y goes (w still needs its network), z moves to .8
+    write(a, topo.b, "xzw", "none", octets={"w": NETS["y"], "z": 8})
+    r = a.cli("reload")
+    assert r.returncode == 0, r.stderr
+    assert f"routes removed: {b_net}.7.0/24" in r.stdout and f"routes added: {b_net}.8.0/24" in r.stdout, r.stdout
+    assert tun_routes(a) == [f"{b_net}.0.0/24", f"{b_net}.5.0/24", f"{b_net}.8.0/24"]
+
+    write(a, topo.b, "x", "none")
+    r = a.cli("reload")
+    assert r.returncode == 0, r.stderr
+    assert tun_routes(a) == [f"{b_net}.0.0/24"], r.stdout
+    a.stop()

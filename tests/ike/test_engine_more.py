@@ -29,7 +29,7 @@ from tunsec.ike.secret import Secret
 from tunsec.ike.state import SpiUnavailable
 from tunsec.ike.testing import EPOCH, Issued, Network, Sent, make_ca, make_cert
 
-A, B = "192.0.2.1", "192.0.2.2"
+A, B, C = "192.0.2.1", "192.0.2.2", "192.0.2.3"
 PSK = Secret(b"a shared secret of some length")
 E = TypeVar("E")
 NOW = EPOCH + datetime.timedelta(days=30)
@@ -435,6 +435,49 @@ def test_initial_contact_ignored_with_unique_never() -> None:
     assert [type(e).__name__ for e in events] == ["IkeSaUp", "ChildSaUp"]
     assert events[0].initial_contact  # type: ignore[union-attr]
     assert len(b.sas) == 2
+
+
+def _keep_gateway(unique_keep: bool = True) -> tuple[Network, IkeEndpoint]:
+    """B with unique = keep, and moon (same identity) established from A."""
+    net = Network()
+    net.add(A, IkeEndpoint([cfg(True, initial_contact=False)], wall_clock=lambda: NOW))
+    b = net.add(B, IkeEndpoint([cfg(False)], wall_clock=lambda: NOW, unique_keep=lambda name: unique_keep))
+    net.nodes[A].initiate("conn", "net", net.now)
+    net.run()
+    assert only(net.take(B), IkeSaUp)
+    return net, b
+
+
+def test_unique_keep_refuses_a_duplicate_in_ike_auth() -> None:
+    """unique = keep: moon's identity has an IKE SA from A; the same identity from C is refused
+    with AUTHENTICATION_FAILED in IKE_AUTH (as strongSwan): no IkeSaUp, no Child SA at B."""
+    net, b = _keep_gateway()
+    c = net.add(C, IkeEndpoint([cfg(True, initial_contact=False, local_addr=C)], wall_clock=lambda: NOW))
+    c.initiate("conn", "net", net.now)
+    net.run()
+    at_b, at_c = net.take(B), net.take(C)
+    assert [type(e).__name__ for e in at_b] == ["AuthFailed"]     # it never came up: no IkeSaDown either
+    assert "already has an IKE SA from 192.0.2.1 (unique = keep)" in at_b[0].reason  # type: ignore[union-attr]
+    assert only(at_c, AuthFailed) and only(at_c, AuthFailed)[0].by_peer and not only(at_c, ChildSaUp)
+    assert [sa.remote_addr[0] for sa in b.sas] == [A] and len(b.sas[0].children) == 1
+
+
+def test_unique_keep_yields_to_initial_contact_and_is_per_connection() -> None:
+    """INITIAL_CONTACT (the peer rebooted) replaces the old SA even with unique = keep; without
+    unique = keep a duplicate from another address comes up."""
+    net, b = _keep_gateway()
+    c = net.add(C, IkeEndpoint([cfg(True, local_addr=C)], wall_clock=lambda: NOW))   # sends INITIAL_CONTACT
+    c.initiate("conn", "net", net.now)
+    net.run()
+    assert [type(e).__name__ for e in net.take(B)] == ["IkeSaUp", "ChildSaUp", "ChildSaDown", "IkeSaDown"]
+    assert [sa.remote_addr[0] for sa in b.sas] == [C]
+
+    net, b = _keep_gateway(unique_keep=False)
+    c = net.add(C, IkeEndpoint([cfg(True, initial_contact=False, local_addr=C)], wall_clock=lambda: NOW))
+    c.initiate("conn", "net", net.now)
+    net.run()
+    assert [type(e).__name__ for e in net.take(B)] == ["IkeSaUp", "ChildSaUp"]
+    assert sorted(sa.remote_addr[0] for sa in b.sas) == [A, C]
 
 
 # ------------------------------------------------------------------ timers: rekey and DPD

@@ -11,7 +11,7 @@ they are: the value on the parsed object is the value that runs.
 Keys mean what they mean in strongSwan 5.9's swanctl.conf. A key or value
 tunsec does not honour is an error naming file and line, never silently
 ignored; a few keys are accepted only with the value that describes what
-tunsec does anyway (``mobike = no``, ``encap = yes``, ``policies = yes``...).
+tunsec does anyway (``encap = yes``, ``policies = yes``...).
 Three keys are tunsec's own, since strongSwan configures redirects in plugins
 (RFC 5685, see tunsec.ike.redirect): ``redirect_to = ADDRESS | FQDN`` makes a
 gateway send new clients to the gateway at that IPv4/IPv6 address or host name,
@@ -277,12 +277,6 @@ def _parse_esp_proposals(text: str) -> tuple[ProposalSpec, ...]:
         return parse_proposals(text, ProtocolId.ESP)
     except ValueError as exc:
         raise BadValue(str(exc)) from None
-
-
-def _parse_mobike(text: str) -> bool:
-    if parse_bool(text):
-        raise BadValue("MOBIKE is not supported (write mobike = no or leave it out)")
-    return False
 
 
 def _parse_dscp(text: str) -> str:
@@ -707,7 +701,9 @@ def _ike_lifetimes(r: SectionReader) -> tuple[int, int, int, int]:
         rekey, reauth = DEFAULT_IKE_REKEY_TIME, 0
     rekey, reauth = rekey or 0, reauth or 0
     if over is None:
-        over = max(rekey, reauth) // 10
+        # at least a second: 10% of a rekey_time under 10 s rounds to 0, and an IKE SA whose hard
+        # lifetime falls on its rekey time expires instead of rekeying
+        over = max(max(rekey, reauth) // 10, 1) if rekey or reauth else 0
     if rand is None:
         rand = min(rekey, reauth) if rekey and reauth else max(rekey, reauth)
         rand = min(over, rand // 2)
@@ -756,7 +752,7 @@ def _read_connection(section: Section, ctx: _ConnContext) -> Connection | None:
     remote_port = r.get("remote_port", parse_port, IKE_PORT)
     proposals = r.get("proposals", _parse_ike_proposals, None)
     r.get("encap", _parse_encap, True)  # tunsec forces UDP encapsulation, as encap = yes does
-    r.get("mobike", _parse_mobike, False)
+    mobike = r.get("mobike", parse_bool, True)   # RFC 4555; strongSwan's default
     dpd_delay = r.get("dpd_delay", parse_duration, 0)
     r.get("dpd_timeout", parse_duration, 0)  # IKEv1 only: no effect on IKEv2 in strongSwan either
     # IKE fragmentation (RFC 7383): strongSwan's modes and default (see tunsec.ike.fragments)
@@ -851,6 +847,7 @@ def _read_connection(section: Section, ctx: _ConnContext) -> Connection | None:
             redirect_to=redirect_to,
             redirect_when=redirect_when,
             redirect_on=redirect_on,
+            mobike=mobike,
         )
     except ValueError as exc:  # the engine's own consistency checks; the checks above should cover them
         issues.append(ConfigIssue(section.file, section.line, section.path, str(exc)))

@@ -200,6 +200,27 @@ class Tun:
         self.routes.append((dst, src))
         log.info("route %s via %s%s", dst, self.name, f" src {src}" if src else "")
 
+    def remove_route(self, dst: IPNetwork) -> None:
+        """One of our routes off the TUN (a reload removed or changed its tunnel); a route that is not
+        ours is left alone.  Without CAP_NET_ADMIN it stays (still ours: removed at exit if it can be)
+        and the command for root is in unapplied."""
+        if not any(r[0] == dst for r in self.routes):
+            return
+        with IPRoute() as ipr:
+            links = ipr.link_lookup(ifname=self.name)
+            before = len(self.unapplied)
+            try:
+                if links:
+                    self._change(lambda: ipr.route("del", dst=str(dst), oif=links[0]),
+                                 f"route to {dst} through it", f"ip route del {dst} dev {self.name}")
+            except Exception as exc:   # already gone (someone removed it): nothing left to do
+                if getattr(exc, "code", None) != errno.ESRCH:
+                    raise
+            if len(self.unapplied) > before:
+                return
+        self.routes = [r for r in self.routes if r[0] != dst]
+        log.info("route %s via %s removed", dst, self.name)
+
     def add_address(self, addr: str) -> None:
         """A virtual IP the peer assigned us (host prefix, no DAD: it is ours alone); idempotent.
 

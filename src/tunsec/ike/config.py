@@ -165,6 +165,9 @@ class IkeConfig:
     redirect_to: str | None = None
     redirect_when: int = 0
     redirect_on: RedirectOn = "init"
+    # MOBIKE (RFC 4555, see exchanges/mobike.py): announce MOBIKE_SUPPORTED in IKE_AUTH and, once both
+    # did, move the IKE SA and its Child SAs only on UPDATE_SA_ADDRESSES (strongSwan's mobike, default yes)
+    mobike: bool = True
 
     def __post_init__(self) -> None:
         if "psk" in (self.local.method, self.remote.method) and self.psk is None:

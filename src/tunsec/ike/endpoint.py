@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
-from tunsec.policy.pad import AddressMatch, address_match
+from tunsec.policy.pad import AddressMatch, Refused, address_match, check_unique_keep
 
 from .config import IkeConfig
 from .constants import IKE_PORT, ExchangeType, HeaderFlag, NotifyType
@@ -63,7 +63,7 @@ from .message import (
 )
 from .redirect import encode_redirect
 from .sa import IkeSa, State
-from .state import AddressPool, Jitter, Rng, SpiAllocator, now_utc, random_spi_allocator
+from .state import AddressPool, IkeSaState, Jitter, Rng, SpiAllocator, now_utc, random_spi_allocator
 
 ZERO_SPI = bytes(8)
 
@@ -124,9 +124,12 @@ class IkeEndpoint:
         limits: DosLimits | None = None,
         jitter: Jitter | None = None,
         address_pool: AddressPool | None = None,
+        unique_keep: Callable[[str], bool] | None = None,
     ) -> None:
         """``jitter``: see :class:`IkeSa` (how much earlier than rekey_time rekeys fire);
-        ``address_pool``: where responders lease virtual IPs (``tunsec.policy.pools.AddressPools``)."""
+        ``address_pool``: where responders lease virtual IPs (``tunsec.policy.pools.AddressPools``);
+        ``unique_keep(connection)``: whether the connection has ``unique = keep``: then a
+        responder refuses in IKE_AUTH an identity that already has an IKE SA (_refuse_duplicate)."""
         limits = limits or DosLimits()
         if cookie_threshold is not None:
             limits = DosLimits(cookie_threshold, limits.half_open_limit, limits.cookie_lifetime)
@@ -137,6 +140,7 @@ class IkeEndpoint:
         self._rng = rng
         self._jitter = jitter
         self._address_pool = address_pool
+        self._unique_keep = unique_keep
         self._spi_allocator = spi_allocator or random_spi_allocator(rng)
         self._wall_clock = wall_clock
         self._select = config_selector or self._default_selector
@@ -294,6 +298,7 @@ class IkeEndpoint:
                 address_pool=self._address_pool,
                 fragment_stats=self.fragment_stats,
                 load=self._load,
+                refuse_duplicate=self._refuse_duplicate if not initiator and self._unique_keep else None,
             )
             if sa.local_spi not in self._sas:
                 self._register(sa)
@@ -467,6 +472,19 @@ class IkeEndpoint:
             # drop the stale entries now and then, so the heap stays proportional to the live timers
             self._heap = [(t, next(self._seq), s) for s, t in self._deadline.items()]
             heapq.heapify(self._heap)
+
+    def _refuse_duplicate(self, st: IkeSaState) -> str | None:
+        """Why a responder's authenticated IKE SA must be refused (unique = keep), or None.  As
+        strongSwan, INITIAL_CONTACT overrides it: the peer rebooted, its old SAs are replaced."""
+        if self._unique_keep is None or st.peer_id is None or st.initial_contact or not self._unique_keep(st.name):
+            return None
+        established = [(sa.peer_id, sa.remote_addr[0]) for sa in self._sas.values()
+                       if sa.name == st.name and sa.state is State.ESTABLISHED]
+        try:
+            check_unique_keep(st.peer_id, st.remote_addr[0], established)
+        except Refused as err:
+            return str(err)
+        return None
 
     def _initial_contact(self, fresh: IkeSa, up: IkeSaUp) -> None:
         """The peer rebooted: forget our older IKE SAs with the same identities (RFC 7296 §2.4).

@@ -72,7 +72,7 @@ from .events import (
     ResolveGateway,
     SpiUnused,
 )
-from .exchanges import create_child_sa, ike_auth, ike_auth_eap, ike_sa_init, informational, rekey_ike
+from .exchanges import create_child_sa, ike_auth, ike_auth_eap, ike_sa_init, informational, mobike, rekey_ike
 from .exchanges.base import Awaiting, GiveUp, Outcome, Response, Task, notify
 from .exchanges.responders import responder_for
 from .fragments import FragmentRejected, FragmentStats, Reassembly, max_message_len
@@ -100,6 +100,7 @@ from .sk import (
 from .state import (
     AddressPool,
     ChildSa,
+    DuplicateCheck,
     IkeRekey,
     IkeSaState,
     Jitter,
@@ -174,6 +175,7 @@ class IkeSa:
         address_pool: AddressPool | None = None,
         fragment_stats: FragmentStats | None = None,
         load: Callable[[], int] | None = None,
+        refuse_duplicate: DuplicateCheck | None = None,
     ) -> None:
         """``address_pool``: where a responder leases virtual IPs (connections with ``pools``).
         ``candidates``: for a responder, the connections this peer may be using (the
@@ -182,6 +184,8 @@ class IkeSa:
         (random by default; tests pass a fixed one). ``fragment_stats``: counters to add
         this SA's IKE fragments to (the endpoint shares one among its SAs). ``load()``: how
         many IKE SAs the endpoint holds (a gateway's ``redirect_when`` in IKE_AUTH).
+        ``refuse_duplicate``: a responder asks it in IKE_AUTH once the peer is authenticated
+        (the endpoint's ``unique = keep``).
         """
         if remote_addr is None:
             if config.remote_addr is None:
@@ -200,6 +204,8 @@ class IkeSa:
         self._st.jitter = jitter or random_jitter(rng)
         self._st.address_pool = address_pool
         self._st.load = load
+        self._st.original_initiator = is_initiator  # a rekeyed SA takes its predecessor's (_rekeyed_sa)
+        self._st.refuse_duplicate = refuse_duplicate
         if is_initiator:
             self._st.spi_i = _nonzero_spi(rng)
         else:
@@ -282,6 +288,17 @@ class IkeSa:
     @property
     def remote_addr(self) -> Address:
         return self._st.remote_addr
+
+    @property
+    def esp_remote(self) -> Address:
+        """Where this SA's Child SAs send ESP: ``remote_addr``, unless a MOBIKE update of it
+        still waits for its return routability check (exchanges/mobike.py)."""
+        return self._st.esp_remote
+
+    @property
+    def mobike(self) -> bool:
+        """Both sides announced MOBIKE (RFC 4555) in IKE_AUTH."""
+        return self._st.mobike
 
     @property
     def local_port(self) -> int:
@@ -386,6 +403,28 @@ class IkeSa:
         if self._state == State.ESTABLISHED:
             self._queue.append(informational.LivenessTask())
             self._start_next()
+
+    @_notifies
+    def update_addresses(self, local: Address | None = None) -> bool:
+        """We moved (MOBIKE, RFC 4555 §3.5): send UPDATE_SA_ADDRESSES so that the peer moves the
+        IKE SA and its Child SAs to the address this request leaves from. ``local``: our new
+        (address, port), for NAT detection. False if MOBIKE was not negotiated, the SA is not up
+        or we are not its original initiator."""
+        if self._state != State.ESTABLISHED or not self._st.mobike or not self._st.original_initiator:
+            return False  # RFC 4555 §3.1: the original initiator decides which addresses are used
+        if local is not None:
+            self._st.local_addr = local
+        pending = self._pending
+        if pending is not None and isinstance(pending.task, mobike.UpdateSaAddressesTask):
+            # one is out (maybe sent while we had no address): its retransmission leaves from
+            # the address we have now, so send it again at once rather than after the backoff
+            if pending.deadline is not None:
+                pending.deadline = min(pending.deadline, self._now)
+            return True
+        if not self._queued(mobike.UpdateSaAddressesTask):
+            self._queue.append(mobike.UpdateSaAddressesTask(local))
+        self._start_next()
+        return True
 
     @_notifies
     def send_invalid_spi(self, spi: int) -> bool:
@@ -804,8 +843,13 @@ class IkeSa:
         if self._waiting is not None:
             return  # a retransmission of the request whose answer waits for the backend
         self._last_heard = self._now
-        self._float(addr, local)
-        response = self._dispatch(msg.exchange, payloads)
+        if not self._st.mobike:
+            self._float(addr, local)  # with MOBIKE only UPDATE_SA_ADDRESSES moves the SA (exchanges/mobike.py)
+        self._st.request_path = (addr, local)
+        try:
+            response = self._dispatch(msg.exchange, payloads)
+        finally:
+            self._st.request_path = None
         if response is None:
             # an authenticated request we cannot serve here still gets an answer,
             # or the peer would retransmit it and its window would stall
@@ -1034,6 +1078,8 @@ class IkeSa:
         st.nonce_i, st.nonce_r = rekey.nonce_i, rekey.nonce_r
         st.peer_id, st.peer_hashes = old.peer_id, old.peer_hashes
         st.peer_fragmentation = old.peer_fragmentation
+        st.mobike, st.esp_hold, st.nat_peer, st.nat_here = old.mobike, old.esp_hold, old.nat_peer, old.nat_here
+        st.original_initiator = old.original_initiator
         st.install_keys(rekey.shared, (old.prf, old.keys.d))
         return new
 
@@ -1053,6 +1099,11 @@ class IkeSa:
         # a rekey of ours still queued is moot: the IKE SA was just replaced
         new._queue = deque(t for t in self._queue if not t.rekeys_ike_sa)
         self._queue = deque()
+        if st.esp_hold is not None and not new._queued(mobike.ReturnRoutabilityTask):
+            # a MOBIKE return routability check was under way here: the successor, which holds
+            # the Child SAs now, checks again (an answer on this SA would not release them there)
+            new._queue.append(mobike.ReturnRoutabilityTask())
+            new._start_next()   # now: nothing else would start it before the peer's next request
         new._schedule()
         self._successor = self._heir = new
         self._state = State.REKEYED

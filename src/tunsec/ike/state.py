@@ -121,6 +121,9 @@ class IkeRekey:
     shared: bytes = field(repr=False)
 
 
+DuplicateCheck = Callable[["IkeSaState"], str | None]
+
+
 @dataclass(slots=True)   # one per IKE SA: ~40 fields, no per-instance dict (a gateway holds thousands)
 class IkeSaState:
     config: IkeConfig
@@ -173,6 +176,22 @@ class IkeSaState:
     resolving: str | None = None
     auth_redirect: Redirect | None = None
     auth_redirect_child: str | None = None
+    # MOBIKE (RFC 4555, exchanges/mobike.py): both sides announced MOBIKE_SUPPORTED in IKE_AUTH
+    mobike: bool = False
+    # we initiated the first IKE SA of this lineage (kept across IKE rekeys, which may swap the
+    # roles): the side that decides on addresses and sends UPDATE_SA_ADDRESSES (RFC 4555 §3.1)
+    original_initiator: bool = False
+    # the (source, destination) of the authenticated request being answered (set by sa.py for
+    # the responders; destination None if the socket did not tell)
+    request_path: tuple[Address, Address | None] | None = None
+    # a MOBIKE return routability check is under way: the Child SAs stay at this address until
+    # the peer answers at its new one (``esp_remote``)
+    esp_hold: Address | None = None
+    nat_peer: bool = False  # the peer is behind a NAT, as the last NAT detection showed
+    nat_here: bool = False  # we are behind a NAT, as the last NAT detection showed
+    # a responder's uniqueness check once the peer is authenticated (IkeEndpoint: unique = keep):
+    # why this IKE SA must be refused, or None
+    refuse_duplicate: DuplicateCheck | None = None
 
     def emit(self, event: Event) -> None:
         self.events.append(event)
@@ -194,10 +213,19 @@ class IkeSaState:
         return self.nonce_r if self.is_initiator else self.nonce_i
 
     @property
+    def esp_remote(self) -> Address:
+        """Where the Child SAs send ESP: the IKE SA's peer, unless a MOBIKE update is still
+        waiting for its return routability check."""
+        return self.esp_hold or self.remote_addr
+
+    @property
     def local_ip(self) -> str | None:
         if self.config.local_addr:
             return self.config.local_addr
-        return self.local_addr[0] if self.local_addr else None
+        # a socket bound to the wildcard (0.0.0.0, ::) tells the port it received on, not our address
+        if self.local_addr and self.local_addr[0] not in ("0.0.0.0", "::"):
+            return self.local_addr[0]
+        return None
 
     def allocate_spi(self) -> int:
         spi = self.spi_allocator()

@@ -14,6 +14,8 @@ the module's functions with the connection's IkeConfig values:
   a responder switches to for an IDi/IDr (exchanges/ike_auth.py -> identity_allowed),
 - whether the AUTH payload's method is one the connection accepts
   (exchanges/ike_auth.py -> check_auth_method),
+- whether a responder refuses a second IKE SA of an identity (``unique = keep``;
+  exchanges/ike_auth.py via IkeEndpoint -> check_unique_keep),
 - which traffic selectors a peer may claim: the narrowing of its proposal to the
   allowed ones (exchanges/child.py via ike/ts.py's narrow -> narrow here).
 
@@ -26,7 +28,7 @@ Pure logic: no sockets, no clocks; the engine (sans-I/O) calls it with what it p
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import TYPE_CHECKING
@@ -91,6 +93,17 @@ def check_auth_method(method: str, received: int) -> None:
     """auth_allowed, or Refused naming what was expected."""
     if not auth_allowed(method, received):
         raise Refused(f"peer used AUTH method {received}, expected {_EXPECTED.get(method, method)}")
+
+
+def check_unique_keep(peer_id: Identity, peer_addr: str,
+                      established: Iterable[tuple[Identity | None, str]]) -> None:
+    """``unique = keep`` (strongSwan's UNIQUE_KEEP): Refused if the connection already has an
+    established IKE SA (identity, peer address) with this identity from another address.  From
+    the same address it may be a reauthentication, which strongSwan lets through too; the caller
+    does not ask when the peer sent INITIAL_CONTACT (it rebooted: its old SAs are replaced)."""
+    for other_id, other_addr in established:
+        if other_id == peer_id and not same_ip(other_addr, peer_addr):
+            raise Refused(f"peer identity {peer_id} already has an IKE SA from {other_addr} (unique = keep)")
 
 
 def narrow(proposed: Sequence[Ts], allowed: Sequence[Ts]) -> tuple[Ts, ...]:

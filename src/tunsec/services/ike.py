@@ -37,7 +37,7 @@ import itertools
 import logging
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -80,6 +80,7 @@ from tunsec.policy.selector import SelectorError, fast_selectors
 from tunsec.radius.messages import Station
 from tunsec.radius.relay import RadiusRelay
 from tunsec.radius.settings import RadiusSettings
+from tunsec.services.addrwatch import AddressWatch
 from tunsec.services.base import EspEndpoint, Service, bind_udp
 
 if TYPE_CHECKING:
@@ -102,6 +103,7 @@ SHUTDOWN_WAIT = 3.0   # seconds for the peers to acknowledge our DELETEs at shut
 INVALID_SPI_INTERVAL = 1.0   # seconds between two INVALID_SPI notifies in one IKE SA
 INBOUND_LINGER = 5.0   # seconds a rekeyed Child SA's inbound SA outlives its DELETE (packets in flight; as strongSwan)
 STANDBY_TIMEOUT = 10.0   # seconds a rekey responder waits for traffic on the new SA or the old one's DELETE
+IkeSocketKey = tuple[int, str, int]   # family, bound address, UDP port
 ALGS = {"aes128gcm16": Alg.AES128GCM16, "aes256gcm16": Alg.AES256GCM16}
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -180,9 +182,10 @@ class IkeService(Service):
         self.local_addrs = local_addrs     # family -> our outer address for ESP SAs
         self.spis: collections.deque[int] = collections.deque()
         self.endpoint = IkeEndpoint([c.ike for c in connections], spi_allocator=self._take_spi, limits=limits,
-                                    address_pool=self.pools)
-        self.sockets: dict[int, socket.socket] = {}
-        self.ports = {c.local_port for c in connections} or {IKE_PORT}   # what open_sockets binds, per family
+                                    address_pool=self.pools, unique_keep=self._unique_keep)
+        # (family, bound address, port) -> socket: one per local_port in use (open_sockets, _close_unused)
+        self.sockets: dict[IkeSocketKey, socket.socket] = {}
+        self.ports = _ports(connections)   # what open_sockets binds, per family
         self.ids = ids if ids is not None else IdSpace()
         self.children: dict[int, ChildState] = {}                # child handle -> state
         self._by_uid: dict[tuple[int, int], int] = {}            # (IKE SA handle, unique id) -> child handle
@@ -199,6 +202,7 @@ class IkeService(Service):
         self._held_datagrams = 0   # how many of those are incoming datagrams (at most HELD_MAX)
         self._held_bytes = 0       # and their size (at most HELD_BYTES_MAX)
         self._peers_to_check: set[bytes] = set()   # our SPIs of IKE SAs that got a datagram (_follow_peers)
+        self._addr_watch: AddressWatch | None = None   # a MOBIKE client's own address changes
         self._ike_peers: dict[int, tuple[str, int]] = {}   # IKE SA handle -> its peer at the last check
         self.held_total = 0        # incoming IKE datagrams that waited for an SPI (status: ike_held)
         self.held_dropped = 0      # incoming IKE datagrams dropped because HELD_MAX were already held
@@ -232,24 +236,52 @@ class IkeService(Service):
         self.close_sockets()
         if self.radius is not None:
             self.radius.close()
+        if self._addr_watch is not None:
+            self._addr_watch.close()
+            self._addr_watch = None
 
     def open_sockets(self) -> None:
-        """UDP 500 (or the configured port) per family, before the event loop starts."""
-        ports = self.ports = {c.local_port for c in self.connections.values()} or {IKE_PORT}
+        """UDP 500 (or the configured ports) per family, before the event loop starts."""
+        self.ports = _ports(self.connections.values())
         for fam, addr in self.local_addrs.items():
-            for port in ports:
-                self.sockets[fam] = bind_udp(fam, addr, port, purpose="IKE")
+            for port in sorted(self.ports):
+                if (fam, addr, port) not in self.sockets:
+                    self.sockets[(fam, addr, port)] = bind_udp(fam, addr, port, purpose="IKE")
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         await self.refill_spis()    # before answering anyone: an IKE_AUTH finds its inbound SPI in the pool
-        for s in self.sockets.values():
-            loop.add_reader(s.fileno(), self._readable, s)
+        for key, s in self.sockets.items():
+            loop.add_reader(s.fileno(), self._readable, s, key)
         await self.install_traps()
+        self._watch_addresses()
         for conn in self.connections.values():
             for ch in conn.ike.children:
                 if conn.child(ch.name).start_action == "start":
                     self.initiate(conn.ike.name, ch.name)
+
+    def _watch_addresses(self) -> None:
+        """A MOBIKE client (a connection with a remote address and no fixed local one) follows
+        its own address changes: each one sends UPDATE_SA_ADDRESSES (RFC 4555 §3.5)."""
+        if not any(c.ike.mobike and c.ike.remote_addr and not c.ike.local_addr for c in self.connections.values()):
+            return
+        watch = AddressWatch(self.local_addresses_changed)
+        try:
+            watch.start()
+        except OSError as err:
+            log.warning("MOBIKE: cannot watch the host's addresses (rtnetlink): %s; "
+                        "the gateways will not hear of our address changes", err)
+            return
+        self._addr_watch = watch
+
+    def local_addresses_changed(self) -> int:
+        """Our addresses changed: every established IKE SA we (originally) initiated with MOBIKE
+        sends UPDATE_SA_ADDRESSES from the address the kernel now picks; how many did."""
+        n = sum(1 for sa in self.endpoint.sas if sa.update_addresses())
+        if n:
+            log.info("MOBIKE: our addresses changed: updating %d IKE SA(s)", n)
+            self._pump()
+        return n
 
     async def worker_restarted(self) -> None:
         """A new worker has an empty SAD: IKE SAs survive, their children must be renegotiated."""
@@ -326,6 +358,9 @@ class IkeService(Service):
         self.connections = {c.name: c for c in cfg.connections}
         self.endpoint.set_configs([c.ike for c in cfg.connections])
         self._reload_radius(cfg.radius)
+        if self._addr_watch is None:
+            self._watch_addresses()   # a MOBIKE client connection may have been added
+        self._close_unused()
         self._pump()   # the DELETEs go out (the children's SAs leave the worker as they are confirmed)
         for conn in [*d.added, *replaced]:
             for ch in conn.children:
@@ -383,11 +418,22 @@ class IkeService(Service):
             await asyncio.sleep(0.05)
 
     def close_sockets(self) -> None:
-        for s in self.sockets.values():
-            with contextlib.suppress(Exception):
-                asyncio.get_event_loop().remove_reader(s.fileno())
-            s.close()
-        self.sockets.clear()
+        for key in list(self.sockets):
+            self._close_socket(key)
+
+    def _close_socket(self, key: IkeSocketKey) -> None:
+        s = self.sockets.pop(key)
+        with contextlib.suppress(Exception):
+            asyncio.get_event_loop().remove_reader(s.fileno())
+        s.close()
+
+    def _close_unused(self) -> None:
+        """After a reload: the ports no connection uses any more are closed (a new port needs a
+        restart, see check_reload, so none is opened here)."""
+        want = _ports(self.connections.values())
+        for key in [k for k in self.sockets if k[2] not in want]:
+            self._close_socket(key)
+        self.ports = want & self.ports
 
     # --- what the daemon sets up around IKE ---------------------------------------
     def esp_endpoints(self) -> list[EspEndpoint]:
@@ -648,7 +694,8 @@ class IkeService(Service):
         return n
 
     # --- I/O -----------------------------------------------------------------------
-    def _readable(self, s: socket.socket) -> None:
+    def _readable(self, s: socket.socket, key: IkeSocketKey) -> None:
+        local = (key[1], key[2])   # the port it came in on is the one the answer leaves from
         for _ in range(64):
             try:
                 data, addr = s.recvfrom(65535)
@@ -657,7 +704,7 @@ class IkeService(Service):
             except OSError as err:
                 log.debug("IKE socket: %s", err)
                 break
-            self.receive(data, (addr[0], addr[1]))
+            self.receive(data, (addr[0], addr[1]), local)
         self._pump()
 
     def receive_natt(self, msg: pipe.Ike) -> None:
@@ -785,12 +832,18 @@ class IkeService(Service):
             remote = Endpoint(ip, addr[1])
             self._spawn(self._send_natt(data, remote))
             return
-        s = self.sockets.get(ip.version)
+        s = self._socket(ip.version, local_port)
         if s is None:
             log.warning("no IPv%d IKE socket for %s", ip.version, addr[0])
             return
         with contextlib.suppress(OSError):
             s.sendto(data, addr)
+
+    def _socket(self, family: int, port: int) -> socket.socket | None:
+        """The socket bound to ``port``; else (an initiator's IKE_SA_INIT: the engine sends those
+        from port 500) the family's first one."""
+        fam = [(k, s) for k, s in self.sockets.items() if k[0] == family]
+        return next((s for k, s in fam if k[2] == port), fam[0][1] if fam else None)
 
     async def _send_natt(self, data: bytes, remote: Endpoint) -> None:
         try:
@@ -821,8 +874,10 @@ class IkeService(Service):
             self._peers_to_check.add(data[8:16] if from_initiator else data[0:8])
 
     def _follow_peers(self) -> None:
-        """NAT rebinding (RFC 7296 §2.23): the engine moves an IKE SA to the address and port of
-        the peer's latest authenticated request; the Child SAs it negotiated follow, their
+        """NAT rebinding (RFC 7296 §2.23) and MOBIKE (RFC 4555): the engine moves an IKE SA to the
+        address and port of the peer's latest authenticated request (with MOBIKE: its
+        UPDATE_SA_ADDRESSES, once the new address passed the return routability check:
+        ``IkeSa.esp_remote``); the Child SAs it negotiated follow, their
         outbound ESP to the new mapping (MIGRATE, no re-keying).  Checked after input only, and
         only for the IKE SAs that got a datagram (not a pass over all of them per datagram); the
         children only when one's peer changed."""
@@ -833,9 +888,9 @@ class IkeService(Service):
             handle = self._ike_handles.get(sa) if sa is not None else None
             if sa is None or handle is None or sa.state in (State.REKEYED, State.CLOSED):
                 continue   # no handle: no Child SA of it is installed, nothing to move
-            last = self._ike_peers.setdefault(handle, sa.remote_addr)
-            if last != sa.remote_addr:
-                peers[handle] = self._ike_peers[handle] = sa.remote_addr
+            now = sa.esp_remote   # MOBIKE: after the return routability check
+            if self._ike_peers.get(handle) != now:   # moved, or not seen yet: its children compare
+                peers[handle] = self._ike_peers[handle] = now
         if not peers:
             return
         for state in list(self.children.values()):
@@ -1075,24 +1130,21 @@ class IkeService(Service):
                     log.error("%s: cannot %s virtual IP %s on TUN %s: %s", conn, "add" if up else "remove",
                               addr, getattr(tun, "name", "?"), exc)
 
+    def _unique_keep(self, conn: str) -> bool:
+        """For the engine: a responder refuses a duplicate of this connection in IKE_AUTH."""
+        c = self.connections.get(conn)
+        return c is not None and c.unique == "keep"
+
     def _enforce_unique(self, fresh: IkeSa, ev: IkeSaUp) -> None:
         """strongSwan's ``unique`` for a new IKE SA whose peer identity already has one on this connection:
-        ``replace`` deletes the old ones; ``keep`` deletes the new one if an old one is with another address
-        (from the same address it may be a reauthentication, which strongSwan lets through too);
-        ``no``/``never`` allow duplicates (INITIAL_CONTACT still replaces, see IkeEndpoint)."""
+        ``replace`` deletes the old ones; ``keep`` was decided in IKE_AUTH (the engine refused the new
+        one, see IkeEndpoint._refuse_duplicate); ``no``/``never`` allow duplicates (INITIAL_CONTACT
+        still replaces, see IkeEndpoint)."""
         conn = self.connections.get(ev.name)
-        if conn is None or conn.unique not in ("replace", "keep"):
+        if conn is None or conn.unique != "replace":
             return
         dups = [s for s in self.endpoint.sas if s is not fresh and s.name == fresh.name
                 and s.state is State.ESTABLISHED and s.peer_id == ev.remote_id]
-        if not dups:
-            return
-        if conn.unique == "keep":
-            if any(s.remote_addr[0] != fresh.remote_addr[0] for s in dups):
-                log.info("%s: IKE SA with %s from %s is a duplicate (unique = keep): deleting the new one",
-                         ev.name, ev.remote_id, ev.remote_addr[0])
-                fresh.delete(time.monotonic(), DownReason.DUPLICATE)
-            return
         for old in dups:
             log.info("%s: replacing IKE SA with %s from %s (unique = replace)", ev.name, ev.remote_id,
                      old.remote_addr[0])
@@ -1445,6 +1497,7 @@ class IkeService(Service):
                 "state": sa.state.value,
                 "initiator": sa.is_initiator,
                 "remote": f"{sa.remote_addr[0]}[{sa.remote_addr[1]}]",
+                "mobike": sa.mobike,   # RFC 4555 negotiated: only UPDATE_SA_ADDRESSES moves it
                 "proposal": info.get("proposal"),
                 "local_id": info.get("local_id"),
                 "remote_id": info.get("remote_id"),
@@ -1469,6 +1522,10 @@ class IkeService(Service):
         """Virtual IP leases for ``tunsec status``: pool, address, identity, online or offline."""
         return [{"pool": x.pool, "address": str(x.address), "identity": x.identity,
                  "status": "online" if x.online else "offline"} for x in self.pools.leases()]
+
+
+def _ports(connections: Iterable[Connection]) -> set[int]:
+    return {c.local_port for c in connections} or {IKE_PORT}
 
 
 def _may_need_spi(data: bytes) -> bool:

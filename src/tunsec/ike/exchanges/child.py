@@ -264,7 +264,7 @@ def install(
             suite.esn,
             local_ts,
             remote_ts,
-            st.remote_addr,
+            st.esp_remote,  # not yet a MOBIKE address still under its return routability check
             st.local_port,
             rekey_of=rekey_of,
             initiator=we_initiated,

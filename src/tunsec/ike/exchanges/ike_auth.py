@@ -35,7 +35,7 @@ from ..state import ChildSa, IkeSaState, SpiUnavailable
 from ..ts import Ts
 from . import child as childmod
 from . import ike_auth_eap as eap
-from . import ike_config
+from . import ike_config, mobike
 from .base import CHILD_ERRORS, Outcome, Response, Task, error_notify, find, find_all, find_notify, notify
 from .ike_sa_init import certreq_payloads
 from .informational import DeleteChildTask
@@ -167,6 +167,7 @@ class IkeAuthTask(Task):
             payloads.append(notify(NotifyType.INITIAL_CONTACT))
         payloads += ike_config.request_payloads(st)
         payloads += self._child_payloads(st)
+        payloads += mobike.announce(st)  # after the Child SA's payloads, where strongSwan puts it
         return payloads
 
     def _child_payloads(self, st: IkeSaState) -> list[Payload]:
@@ -214,6 +215,7 @@ class IkeAuthTask(Task):
         if redirect is not None:  # the gateway's AUTH checked out: we may follow it
             return self._redirected(st, redirect.data)
         ike_config.process_reply(st, payloads)
+        mobike.accept(st, payloads)
         _ike_up(st)
         self._finish_child(st, payloads, err.type if err is not None else None)
         return Outcome.DONE
@@ -296,7 +298,12 @@ def _respond_eap_round(st: IkeSaState, payloads: Sequence[Payload]) -> Response:
 
 
 def _authenticated(st: IkeSaState, payloads: Sequence[Payload], response: list[Payload]) -> Response:
-    """The rest of the answer once the peer is authenticated: CP and the Child SA, or a REDIRECT."""
+    """The rest of the answer once the peer is authenticated: CP and the Child SA, or a REDIRECT;
+    or AUTHENTICATION_FAILED for a duplicate the connection refuses (unique = keep, as strongSwan),
+    before any virtual IP or Child SA is made for it."""
+    if st.refuse_duplicate is not None and (why := st.refuse_duplicate(st)) is not None:
+        st.emit(AuthFailed(st.name, why, by_peer=False))
+        return Response([notify(NotifyType.AUTHENTICATION_FAILED)], close=True, reason=DownReason.DUPLICATE)
     target = _redirect_target(st)
     if target is not None:
         assert st.peer_id is not None
@@ -305,14 +312,15 @@ def _authenticated(st: IkeSaState, payloads: Sequence[Payload], response: list[P
         return Response([*response, notify(NotifyType.REDIRECT, encode_gateway(target))])
     cp = ike_config.respond(st, payloads)
     response += cp.payloads
+    supported = mobike.answer(st, payloads)  # last in the response, where strongSwan puts it
     _ike_up(st)
     if cp.failure is not None:
         # as strongSwan: the IKE SA comes up, the Child SA is not built
         child = _child_hint(st) if find(payloads, SaPayload) is not None else None
         st.emit(NegotiationFailed(st.name, "INTERNAL_ADDRESS_FAILURE", cp.failure, child))
-        return Response(response)
+        return Response(response + supported)
     response += _respond_child(st, payloads)
-    return Response(response)
+    return Response(response + supported)
 
 
 def _redirect_target(st: IkeSaState) -> str | None:

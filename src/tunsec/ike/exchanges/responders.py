@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from ..constants import ExchangeType, NotifyType
 from ..message import Payload
 from ..state import IkeSaState, State
-from . import create_child_sa, ike_auth, ike_sa_init, informational, rekey_ike
+from . import create_child_sa, ike_auth, ike_sa_init, informational, mobike, rekey_ike
 from .base import Responder, Response, Task, notify
 
 
@@ -27,6 +27,10 @@ def _ike_auth(st: IkeSaState, payloads: Sequence[Payload], pending: Task | None)
 
 def _informational(st: IkeSaState, payloads: Sequence[Payload], pending: Task | None) -> Response:
     return informational.respond(st, payloads)
+
+
+def _mobike(st: IkeSaState, payloads: Sequence[Payload], pending: Task | None) -> Response:
+    return mobike.respond(st, payloads)
 
 
 def _not_on_a_rekeyed_sa(st: IkeSaState, payloads: Sequence[Payload], pending: Task | None) -> Response:
@@ -55,6 +59,7 @@ RESPONDERS: tuple[Responder, ...] = (
     Responder(ExchangeType.CREATE_CHILD_SA, frozenset({State.ESTABLISHED}),
               _unless_redirected(create_child_sa.respond)),
     Responder(ExchangeType.CREATE_CHILD_SA, frozenset({State.REKEYED}), _not_on_a_rekeyed_sa),
+    Responder(ExchangeType.INFORMATIONAL, frozenset({State.ESTABLISHED}), _mobike, shape=mobike.is_mobike_request),
     Responder(ExchangeType.INFORMATIONAL, _ALIVE, _informational),
 )
 

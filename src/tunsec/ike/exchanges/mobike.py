@@ -1,0 +1,280 @@
+"""MOBIKE (RFC 4555): an IKE SA and its Child SAs move with a peer that changed its address.
+
+Negotiation (§3.3): with ``mobike = yes`` (``IkeConfig.mobike``, strongSwan's default) both
+sides send N(MOBIKE_SUPPORTED) in IKE_AUTH; ``st.mobike`` once both did. From then on the IKE
+SA no longer follows the source address of just any authenticated request (RFC 7296 §2.23's
+implicit update, which ``sa.py`` applies to SAs without MOBIKE): as in strongSwan ("with
+MOBIKE, we do no implicit updates"), only an INFORMATIONAL request with N(UPDATE_SA_ADDRESSES)
+moves it (§3.5). Everything here happens after the request was decrypted and its integrity
+verified, and acts on the one IKE SA whose keys did that and on its own Child SAs.
+
+The responder (``respond``, a gateway whose client moved), in §3.5's order:
+
+* N(NO_NATS_ALLOWED) (§3.9) carries the addresses and ports the sender put in the IP header;
+  if they are not what arrived, the answer is N(UNEXPECTED_NAT_DETECTED) and nothing moves.
+* NAT_DETECTION_SOURCE_IP / _DESTINATION_IP are checked against the request's addresses
+  (``st.nat_peer``, ``st.nat_here``) and answered with ours. tunsec's dataplane carries ESP
+  only in UDP (RFC 3948, ``encap = yes``), so a result of "no NAT" never switches to plain
+  ESP; the result is logged and kept. UDP encapsulation stays on, which RFC 3948 permits
+  without a NAT, and which is what a strongSwan peer with ``encap = yes`` does too.
+* An address the connection does not accept (another family than the Child SAs, which
+  cannot move across families without new SAs, or not the configured ``remote_addrs``)
+  gets N(UNACCEPTABLE_ADDRESSES) and nothing moves.
+* N(UPDATE_SA_ADDRESSES): the IKE SA moves to the request's source (its response goes there).
+* N(COOKIE2) is echoed (§3.7: 8 to 64 octets; another length is not echoed).
+
+Return routability (§3.5, §5.2.1): strongSwan as a responder does no check, it moves the IKE
+and Child SAs at once (ike_mobike.c, process_r). tunsec checks before it moves ESP: an
+authenticated peer could otherwise point the Child SAs' traffic at a third party's address.
+The Child SAs stay at the address they had (``st.esp_hold``; ``st.esp_remote`` is where they
+send) until our INFORMATIONAL with a fresh 16-octet COOKIE2, sent to the new address, comes
+back with the same COOKIE2 (``ReturnRoutabilityTask``); then the IKE service MIGRATEs them.
+A mismatching COOKIE2 closes the IKE SA, as strongSwan does; no answer at all is a peer that
+cannot be reached (the IKE SA goes). At most one check is queued or in flight: one that
+finds the peer moved again meanwhile starts one more for the newest address. An IKE SA that
+replaces this one by a rekey while a check is under way takes ``esp_hold`` and checks again.
+
+ADDITIONAL_IP4/IP6_ADDRESS and NO_ADDITIONAL_ADDRESSES (§3.6) are accepted and ignored: tunsec
+uses only the address a peer speaks from and keeps no list (no state for a peer to grow).
+MOBIKE_SUPPORTED carries no address list from us either (optional, §3.4).
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import logging
+from collections.abc import Sequence
+
+from tunsec.policy.pad import AddressMatch, address_match
+
+from ..constants import NATT_PORT, ExchangeType, NotifyType
+from ..events import Address
+from ..message import DeletePayload, NotifyPayload, Payload
+from ..state import IkeSaState, nat_hash
+from . import informational
+from .base import Outcome, Response, Task, find_all, find_notify, notify
+
+log = logging.getLogger(__name__)
+
+COOKIE2_LEN = 16  # what we send (strongSwan's size)
+COOKIE2_MIN, COOKIE2_MAX = 8, 64  # RFC 4555 §3.7
+
+# the notifies that make an INFORMATIONAL request a MOBIKE one (strongSwan's task_manager_v2 list)
+_MOBIKE_NOTIFIES = frozenset({
+    NotifyType.ADDITIONAL_IP4_ADDRESS,
+    NotifyType.ADDITIONAL_IP6_ADDRESS,
+    NotifyType.NO_ADDITIONAL_ADDRESSES,
+    NotifyType.UPDATE_SA_ADDRESSES,
+    NotifyType.NO_NATS_ALLOWED,
+    NotifyType.COOKIE2,
+    NotifyType.NAT_DETECTION_SOURCE_IP,
+    NotifyType.NAT_DETECTION_DESTINATION_IP,
+})
+
+
+# ---------------------------------------------------------------- negotiation in IKE_AUTH
+
+def announce(st: IkeSaState) -> list[Payload]:
+    """An initiator's N(MOBIKE_SUPPORTED) in its first IKE_AUTH request."""
+    return [notify(NotifyType.MOBIKE_SUPPORTED)] if st.config.mobike else []
+
+
+def accept(st: IkeSaState, payloads: Sequence[Payload]) -> None:
+    """An initiator reads the responder's answer (the last IKE_AUTH response)."""
+    st.mobike = st.config.mobike and find_notify(payloads, NotifyType.MOBIKE_SUPPORTED) is not None
+
+
+def answer(st: IkeSaState, payloads: Sequence[Payload]) -> list[Payload]:
+    """A responder's N(MOBIKE_SUPPORTED) if the initiator announced it and the connection
+    (the one IKE_AUTH picked) allows it; ``payloads`` is the first IKE_AUTH request."""
+    st.mobike = st.config.mobike and find_notify(payloads, NotifyType.MOBIKE_SUPPORTED) is not None
+    return [notify(NotifyType.MOBIKE_SUPPORTED)] if st.mobike else []
+
+
+# ---------------------------------------------------------------- the responder
+
+def is_mobike_request(payloads: Sequence[Payload]) -> bool:
+    """An INFORMATIONAL with MOBIKE notifies and no Delete (a DELETE goes to informational.py)."""
+    if find_all(payloads, DeletePayload):
+        return False
+    return any(isinstance(p, NotifyPayload) and p.type in _MOBIKE_NOTIFIES for p in payloads)
+
+
+def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response:
+    if not st.mobike:
+        # not negotiated: the notifies mean nothing here (§3.3); answer as any INFORMATIONAL
+        return informational.respond(st, payloads)
+    assert st.request_path is not None, "sa.py sets the request's addresses before dispatching"
+    source, arrived_on = st.request_path
+    dest = arrived_on or (st.local_ip or "", st.local_port)
+    response: list[Payload] = []
+    if not _no_nats_allowed_holds(payloads, source, dest):
+        log.info("%s: MOBIKE: NO_NATS_ALLOWED, but the request from %s[%d] was translated on the way",
+                 st.name, *source)
+        return Response([notify(NotifyType.UNEXPECTED_NAT_DETECTED)])
+    response += _nat_detection(st, payloads, source, dest)
+    update = find_notify(payloads, NotifyType.UPDATE_SA_ADDRESSES) is not None
+    followups: list[Task] = []
+    if update:
+        refusal = _unacceptable(st, source)
+        if refusal:
+            log.info("%s: MOBIKE: refusing to move to %s[%d]: %s", st.name, *source, refusal)
+            return Response([notify(NotifyType.UNACCEPTABLE_ADDRESSES)])
+        followups = _update(st, source, arrived_on)
+    cookie2 = find_notify(payloads, NotifyType.COOKIE2)
+    if cookie2 is not None and COOKIE2_MIN <= len(cookie2.data) <= COOKIE2_MAX:
+        response.append(notify(NotifyType.COOKIE2, cookie2.data))
+    return Response(response, followups=followups)
+
+
+def _no_nats_allowed_holds(payloads: Sequence[Payload], source: Address, dest: Address) -> bool:
+    """§3.9: NO_NATS_ALLOWED's data is src IP | dst IP | src port | dst port as the sender saw them."""
+    n = find_notify(payloads, NotifyType.NO_NATS_ALLOWED)
+    if n is None:
+        return True
+    try:
+        seen = (ipaddress.ip_address(source[0]).packed + ipaddress.ip_address(dest[0]).packed
+                + source[1].to_bytes(2, "big") + dest[1].to_bytes(2, "big"))
+    except ValueError:
+        return False  # we do not know where it arrived: cannot confirm
+    return hmac.compare_digest(n.data, seen)
+
+
+def _nat_detection(st: IkeSaState, payloads: Sequence[Payload], source: Address, dest: Address) -> list[Payload]:
+    """Check the request's NAT_DETECTION_* and answer with ours (RFC 7296 §2.23)."""
+    sources = [n.data for n in find_all(payloads, NotifyPayload) if n.type == NotifyType.NAT_DETECTION_SOURCE_IP]
+    dests = [n.data for n in find_all(payloads, NotifyPayload) if n.type == NotifyType.NAT_DETECTION_DESTINATION_IP]
+    if not sources and not dests:
+        return []
+    peer_hash = nat_hash(st.spi_i, st.spi_r, source)
+    try:
+        own_hash = nat_hash(st.spi_i, st.spi_r, dest)
+    except ValueError:
+        own_hash = st.rng(20)  # our address unknown: say "NAT" (we encapsulate in UDP anyway)
+    nat_peer = bool(sources) and not any(hmac.compare_digest(h, peer_hash) for h in sources)
+    nat_here = bool(dests) and not any(hmac.compare_digest(h, own_hash) for h in dests)
+    if (nat_peer, nat_here) != (st.nat_peer, st.nat_here):
+        log.info("%s: MOBIKE: NAT detection: peer %sbehind a NAT, we %sbehind one (ESP stays in UDP)",
+                 st.name, "" if nat_peer else "not ", "" if nat_here else "not ")
+    st.nat_peer, st.nat_here = nat_peer, nat_here
+    return [
+        notify(NotifyType.NAT_DETECTION_SOURCE_IP, own_hash),
+        notify(NotifyType.NAT_DETECTION_DESTINATION_IP, peer_hash),
+    ]
+
+
+def _unacceptable(st: IkeSaState, source: Address) -> str:
+    """Why the connection does not accept the peer at ``source`` (empty if it does)."""
+    try:
+        new = ipaddress.ip_address(source[0])
+        old = ipaddress.ip_address(st.esp_remote[0])
+    except ValueError:
+        return "not an IP address"
+    if new.version != old.version and st.children:
+        return f"the Child SAs are IPv{old.version} (they cannot move to another address family)"
+    if address_match(st.config.remote_addr, source[0]) is AddressMatch.NONE:
+        return f"not the connection's remote address {st.config.remote_addr}"
+    return ""
+
+
+def _update(st: IkeSaState, source: Address, arrived_on: Address | None) -> list[Task]:
+    """Move the IKE SA now; hold the Child SAs at their address until the return routability check."""
+    old, esp = st.remote_addr, st.esp_remote
+    st.remote_addr = source
+    if arrived_on is not None:
+        st.local_addr = arrived_on
+        st.local_port = arrived_on[1]
+    else:
+        st.local_port = NATT_PORT  # port 500's socket does not say; after IKE_SA_INIT it is 4500
+    if old != source:
+        log.info("%s: MOBIKE: peer moved from %s[%d] to %s[%d]", st.name, *old, *source)
+    if source == esp:
+        st.esp_hold = None  # back where ESP goes (or never left): nothing to check
+        return []
+    st.esp_hold = esp
+    return [ReturnRoutabilityTask()]
+
+
+class ReturnRoutabilityTask(Task):
+    """Our INFORMATIONAL with N(COOKIE2) to the peer's new address (RFC 4555 §3.5); when the
+    same COOKIE2 comes back, the Child SAs may follow the IKE SA there."""
+
+    exchange = ExchangeType.INFORMATIONAL
+    coalesces = True  # one queued or in flight; it re-checks the newest address (followups)
+
+    def __init__(self) -> None:
+        self._to: Address | None = None
+        self._cookie = b""
+        self._again = False
+
+    def build(self, st: IkeSaState) -> list[Payload]:
+        self._to = st.remote_addr
+        self._cookie = st.rng(COOKIE2_LEN)
+        self._again = False
+        return [notify(NotifyType.COOKIE2, self._cookie)]
+
+    def process(self, st: IkeSaState, payloads: Sequence[Payload]) -> Outcome:
+        echoed = find_notify(payloads, NotifyType.COOKIE2)
+        if echoed is None or not hmac.compare_digest(echoed.data, self._cookie):
+            log.warning("%s: MOBIKE: the return routability check of %s[%d] came back without our COOKIE2; "
+                        "closing the IKE SA", st.name, *(self._to or ("?", 0)))
+            return Outcome.CLOSE
+        if st.esp_hold is None:
+            return Outcome.DONE  # the peer came back to where ESP goes meanwhile
+        if st.remote_addr != self._to:
+            self._again = True  # it moved again while we checked: check the newest address
+            return Outcome.DONE
+        log.info("%s: MOBIKE: return routability of %s[%d] confirmed; the Child SAs follow", st.name, *st.remote_addr)
+        st.esp_hold = None
+        return Outcome.DONE
+
+    def followups(self) -> list[Task]:
+        return [ReturnRoutabilityTask()] if self._again else []
+
+    def handover(self, st: IkeSaState) -> list[Task]:
+        return []  # the IKE SA that replaced ours checks again by itself (sa.py, _spawn_successor)
+
+
+# ---------------------------------------------------------------- the initiator (we moved)
+
+class UpdateSaAddressesTask(Task):
+    """Our INFORMATIONAL with N(UPDATE_SA_ADDRESSES), N(COOKIE2) and NAT detection, sent from
+    our new address (§3.5): the peer moves the IKE SA and its side of the Child SAs to where
+    this request came from. ``local`` is our new (address, port) if known, for NAT detection."""
+
+    exchange = ExchangeType.INFORMATIONAL
+
+    def __init__(self, local: Address | None = None) -> None:
+        self._local = local
+        self._cookie = b""
+
+    def build(self, st: IkeSaState) -> list[Payload]:
+        self._cookie = st.rng(COOKIE2_LEN)
+        try:
+            own = nat_hash(st.spi_i, st.spi_r, self._local) if self._local else st.rng(20)
+        except ValueError:
+            own = st.rng(20)
+        return [
+            notify(NotifyType.UPDATE_SA_ADDRESSES),
+            notify(NotifyType.COOKIE2, self._cookie),
+            notify(NotifyType.NAT_DETECTION_SOURCE_IP, own),
+            notify(NotifyType.NAT_DETECTION_DESTINATION_IP, nat_hash(st.spi_i, st.spi_r, st.remote_addr)),
+        ]
+
+    def process(self, st: IkeSaState, payloads: Sequence[Payload]) -> Outcome:
+        echoed = find_notify(payloads, NotifyType.COOKIE2)
+        if echoed is None or not hmac.compare_digest(echoed.data, self._cookie):
+            log.warning("%s: MOBIKE: the answer to our UPDATE_SA_ADDRESSES lacks our COOKIE2; closing the IKE SA",
+                        st.name)
+            return Outcome.CLOSE
+        for refusal in (NotifyType.UNACCEPTABLE_ADDRESSES, NotifyType.UNEXPECTED_NAT_DETECTED):
+            if find_notify(payloads, refusal) is not None:
+                log.warning("%s: MOBIKE: the peer refused our new address: %s", st.name, refusal.name)
+                return Outcome.DONE
+        sources = [n.data for n in find_all(payloads, NotifyPayload) if n.type == NotifyType.NAT_DETECTION_SOURCE_IP]
+        if sources:
+            theirs = nat_hash(st.spi_i, st.spi_r, st.remote_addr)
+            st.nat_peer = not any(hmac.compare_digest(h, theirs) for h in sources)
+        log.info("%s: MOBIKE: the peer updated its SAs to our new address", st.name)
+        return Outcome.DONE

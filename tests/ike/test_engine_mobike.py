@@ -1,0 +1,332 @@
+"""MOBIKE (RFC 4555) between two engines on the fake network: negotiation, UPDATE_SA_ADDRESSES
+and the return routability check, NAT detection, and what a spoofed or replayed datagram does."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from collections.abc import Sequence
+
+import pytest
+from test_engine import A, B, initiator_cfg, only, responder_cfg
+from test_engine_eap import client as eap_client
+from test_engine_eap import gateway as eap_gateway
+from test_engine_eap import run as eap_run
+
+from tunsec.ike.constants import ExchangeType, NotifyType
+from tunsec.ike.endpoint import IkeEndpoint
+from tunsec.ike.events import ChildSaDown, IkeSaDown, PeerUnreachable
+from tunsec.ike.exchanges.base import Outcome, Task, find_notify, notify
+from tunsec.ike.message import NotifyPayload, Payload, decode_header
+from tunsec.ike.sa import IkeSa
+from tunsec.ike.state import IkeSaState, nat_hash
+from tunsec.ike.testing import Network, Sent
+
+A2, A3 = "192.0.2.11", "192.0.2.66"   # the client's new address; an attacker's
+V6 = "2001:db8::11"
+
+
+def _up(init_mobike: bool = True, resp_mobike: bool = True) -> tuple[Network, IkeSa, IkeSa]:
+    net = Network()
+    a = net.add(A, IkeEndpoint([initiator_cfg(mobike=init_mobike)]))
+    b = net.add(B, IkeEndpoint([responder_cfg(mobike=resp_mobike)]))
+    a.initiate("a-to-b", "net", net.now)
+    net.run()
+    net.take(A)
+    net.take(B)
+    (client,), (gateway,) = a.sas, b.sas
+    return net, client, gateway
+
+
+def _move(net: Network, old: str, new: str) -> None:
+    """The node at ``old`` now has address ``new`` (nothing reaches ``old`` any more)."""
+    net.nodes[new] = net.nodes.pop(old)
+    net.events[new] = net.events.pop(old)
+
+
+class _Says(Task):
+    """An INFORMATIONAL request with given payloads; keeps the response."""
+
+    exchange = ExchangeType.INFORMATIONAL
+
+    def __init__(self, payloads: Sequence[Payload]) -> None:
+        self.payloads = list(payloads)
+        self.answer: Sequence[Payload] | None = None
+
+    def build(self, st: IkeSaState) -> list[Payload]:
+        return self.payloads
+
+    def process(self, st: IkeSaState, payloads: Sequence[Payload]) -> Outcome:
+        self.answer = payloads
+        return Outcome.DONE
+
+
+def _say(net: Network, sa: IkeSa, payloads: Sequence[Payload]) -> Sequence[Payload]:
+    task = _Says(payloads)
+    sa._queue.append(task)   # the test speaks through the client's own window and keys
+    sa._start_next()
+    sa._changed()   # the endpoint collects what it sends
+    net.run(until=net.now + 1)
+    assert task.answer is not None
+    return task.answer
+
+
+def _informational_requests(net: Network, src: str, dst: str) -> list[Sent]:
+    return [s for s in net.log if s.src[0] == src and s.dst[0] == dst
+            and decode_header(s.data).exchange == ExchangeType.INFORMATIONAL
+            and not decode_header(s.data).is_response]
+
+
+@pytest.mark.parametrize(("init", "resp"), [(True, True), (True, False), (False, True), (False, False)])
+def test_mobike_is_used_only_when_both_announce_it(init: bool, resp: bool) -> None:
+    net, client, gateway = _up(init, resp)
+    assert client.mobike == gateway.mobike == (init and resp)
+    # without MOBIKE an authenticated request from a new address moves the SA (RFC 7296 §2.23);
+    # with it only UPDATE_SA_ADDRESSES does, as in strongSwan
+    _move(net, A, A2)
+    client.send_liveness()
+    net.run(until=net.now + 1)
+    assert gateway.remote_addr == ((A, 4500) if init and resp else (A2, 4500))
+    assert client.update_addresses((A2, 4500)) == (init and resp)
+
+
+def test_update_moves_ike_at_once_and_esp_after_the_return_routability_check() -> None:
+    net, client, gateway = _up()
+    _move(net, A, A2)
+    assert client.update_addresses((A2, 4500))
+    assert net.step()   # the UPDATE_SA_ADDRESSES request reaches the gateway
+    assert gateway.remote_addr == (A2, 4500)
+    assert gateway.esp_remote == (A, 4500), "ESP moved before the new address was checked"
+    assert net.step()   # its response, and its COOKIE2 check to the new address
+    checks = _informational_requests(net, B, A2)
+    assert len(checks) == 1
+    assert gateway.esp_remote == (A, 4500)
+    assert net.step()   # the client answers the check
+    assert gateway.esp_remote == (A2, 4500)
+    net.run(until=net.now + 1)
+    assert client.state.value == gateway.state.value == "established"
+    assert not net.take(A2) and not net.take(B)   # no Child SA went down or was rekeyed
+    assert len(gateway.children) == 1
+    assert gateway.info().remote_addr == (A2, 4500)
+
+
+def test_a_new_address_that_does_not_answer_never_gets_the_esp() -> None:
+    """The peer claims a new address from which it cannot be reached (or which is not its own):
+    the Child SAs stay at the old address; the unanswered check ends the IKE SA."""
+    net, client, gateway = _up()
+    _move(net, A, A2)
+    net.drop = lambda s: s.dst[0] == A2   # nothing reaches the new address
+    client.update_addresses((A2, 4500))
+    moved = []
+    for _ in range(200):
+        if not net.step():
+            timers = [t for t in (n.get_timer() for n in net.nodes.values()) if t is not None]
+            if not timers:
+                break
+            net.now = min(timers)
+            for node in net.nodes.values():
+                node.handle_timer(net.now)
+        if not gateway.is_closed and gateway.esp_remote == (A2, 4500):
+            moved.append(net.now)
+    assert not moved
+    assert gateway.is_closed
+    events = net.take(B)
+    assert only(events, PeerUnreachable) and only(events, ChildSaDown) and only(events, IkeSaDown)
+
+
+def test_a_forged_or_replayed_update_from_elsewhere_moves_nothing() -> None:
+    net, client, gateway = _up()
+    _move(net, A, A2)
+    client.update_addresses((A2, 4500))
+    net.run(until=net.now + 1)
+    update = next(s for s in _informational_requests(net, A2, B))
+    # the attacker at A3 replays the authenticated request, and sends a copy with a bad ICV
+    forged = bytearray(update.data)
+    forged[-1] ^= 1
+    before = len(net.log)
+    for data in (bytes(forged), update.data):
+        net.nodes[B].receive(data, (A3, 4500), net.now, local_addr=(B, 4500))
+    assert (gateway.remote_addr, gateway.esp_remote) == ((A2, 4500), (A2, 4500))
+    net.run(until=net.now + 1)
+    # at most the cached response again (RFC 7296 §2.1: a request with the last message ID), no new request
+    assert not _informational_requests(net, B, A3)
+    response = next(s.data for s in net.log[:before] if s.src[0] == B and s.dst[0] == A2
+                    and decode_header(s.data).is_response)
+    assert {s.data for s in net.log[before:] if s.dst[0] == A3} == {response}
+
+
+def test_one_peer_never_moves_another_peers_sas() -> None:
+    net = Network()
+    gw = net.add(B, IkeEndpoint([responder_cfg()]))
+    for ip in (A, A3):
+        # two clients (no INITIAL_CONTACT: the same identity may be connected twice)
+        net.add(ip, IkeEndpoint([initiator_cfg(initial_contact=False)])).initiate("a-to-b", "net", net.now)
+    net.run()
+    by_peer = {sa.remote_addr[0]: sa for sa in gw.sas}
+    mover = net.nodes[A3].sas[0]
+    _move(net, A3, A2)
+    mover.update_addresses((A2, 4500))
+    net.run(until=net.now + 1)
+    assert by_peer[A3].esp_remote == (A2, 4500)
+    assert (by_peer[A].remote_addr, by_peer[A].esp_remote) == ((A, 4500), (A, 4500))
+
+
+def test_nat_detection_in_the_update_is_checked_and_answered() -> None:
+    net, client, gateway = _up()
+    _move(net, A, A2)
+    # the client believes it is 10.0.0.5 (a NAT translates it to A2)
+    client.update_addresses(("10.0.0.5", 4500))
+    net.run(until=net.now + 1)
+    assert gateway._st.nat_peer and not gateway._st.nat_here
+    assert not client._st.nat_peer    # the gateway's hash of its own address matched
+    assert gateway.esp_remote == (A2, 4500)   # ESP is in UDP anyway: a NAT changes nothing else
+    # a request with NAT detection gets the gateway's hashes back: its own address and ours as it saw it
+    st = client._st
+    answer = _say(net, client, [notify(NotifyType.NAT_DETECTION_SOURCE_IP, nat_hash(st.spi_i, st.spi_r, (A2, 4500))),
+                                notify(NotifyType.NAT_DETECTION_DESTINATION_IP, b"\0" * 20)])
+    src, dst = find_notify(answer, NotifyType.NAT_DETECTION_SOURCE_IP), find_notify(
+        answer, NotifyType.NAT_DETECTION_DESTINATION_IP)
+    assert src is not None and src.data == nat_hash(st.spi_i, st.spi_r, (B, 4500))
+    assert dst is not None and dst.data == nat_hash(st.spi_i, st.spi_r, (A2, 4500))
+    assert not gateway._st.nat_peer and gateway._st.nat_here
+
+
+def _no_nats(src: tuple[str, int], dst: tuple[str, int]) -> NotifyPayload:
+    data = (ipaddress.ip_address(src[0]).packed + ipaddress.ip_address(dst[0]).packed
+            + src[1].to_bytes(2, "big") + dst[1].to_bytes(2, "big"))
+    return notify(NotifyType.NO_NATS_ALLOWED, data)
+
+
+def test_no_nats_allowed() -> None:
+    net, client, gateway = _up()
+    _move(net, A, A2)
+    # the client saw other addresses than arrived: a NAT is in the way, and it allows none
+    answer = _say(net, client, [notify(NotifyType.UPDATE_SA_ADDRESSES), _no_nats(("10.0.0.5", 4500), (B, 4500))])
+    assert find_notify(answer, NotifyType.UNEXPECTED_NAT_DETECTED) is not None
+    assert gateway.remote_addr == (A, 4500)
+    answer = _say(net, client, [notify(NotifyType.UPDATE_SA_ADDRESSES), _no_nats((A2, 4500), (B, 4500))])
+    assert find_notify(answer, NotifyType.UNEXPECTED_NAT_DETECTED) is None
+    assert gateway.remote_addr == (A2, 4500)
+
+
+def test_cookie2_is_echoed_within_its_bounds() -> None:
+    net, client, _ = _up()
+    for size, echoed in ((8, True), (64, True), (7, False), (65, False)):
+        answer = _say(net, client, [notify(NotifyType.COOKIE2, bytes([size]) * size)])
+        got = find_notify(answer, NotifyType.COOKIE2)
+        assert (got.data if got else None) == (bytes([size]) * size if echoed else None)
+
+
+def test_an_address_of_another_family_is_unacceptable() -> None:
+    net, client, gateway = _up()
+    net.nodes[V6] = net.nodes.pop(A)
+    net.events[V6] = net.events.pop(A)
+    client.update_addresses()
+    net.run(until=net.now + 1)
+    assert gateway.remote_addr == (A, 4500)
+    assert not _informational_requests(net, B, V6)   # no check: refused outright
+
+
+def test_a_fixed_remote_address_is_kept() -> None:
+    net = Network()
+    a = net.add(A, IkeEndpoint([initiator_cfg()]))
+    b = net.add(B, IkeEndpoint([dataclasses.replace(responder_cfg(), remote_addr=A)]))
+    a.initiate("a-to-b", "net", net.now)
+    net.run()
+    _move(net, A, A2)
+    a.sas[0].update_addresses((A2, 4500))
+    net.run(until=net.now + 1)
+    assert b.sas[0].remote_addr == (A, 4500)
+
+
+def test_address_lists_are_accepted_and_ignored() -> None:
+    net, client, gateway = _up()
+    answer = _say(net, client, [notify(NotifyType.ADDITIONAL_IP4_ADDRESS, bytes(4)),
+                                notify(NotifyType.ADDITIONAL_IP6_ADDRESS, b"\xff" * 3),   # malformed
+                                notify(NotifyType.NO_ADDITIONAL_ADDRESSES)])
+    assert not [p for p in answer if isinstance(p, NotifyPayload) and p.type < 16384]
+    assert gateway.state.value == "established" and gateway.remote_addr == (A, 4500)
+
+
+def test_the_check_survives_an_ike_rekey() -> None:
+    """The client rekeys the IKE SA while the gateway's return routability check is out: the
+    new IKE SA keeps the Child SAs at the old address and checks the new one again."""
+    net, client, gateway = _up()
+    _move(net, A, A2)
+    client.update_addresses((A2, 4500))
+    assert net.step()
+
+    def check_to_a2(s: Sent) -> bool:
+        hdr = decode_header(s.data)
+        return s.dst[0] == A2 and hdr.exchange == ExchangeType.INFORMATIONAL and not hdr.is_response
+
+    net.drop = check_to_a2
+    net.step()   # the check is lost
+    client.rekey()
+    net.run(until=net.now + 0.5)
+    new = gateway.heir
+    assert new is not None and gateway.is_closed
+    assert new.esp_remote == (A, 4500) and new.remote_addr == (A2, 4500)
+    net.drop = None
+    net.run(until=net.now + 60)
+    assert new.esp_remote == (A2, 4500) and len(new.children) == 1
+
+
+def test_a_check_answered_on_the_rekeyed_sa_still_releases_the_successor() -> None:
+    """The client's IKE rekey overtakes the answer to the gateway's check: the answer reaches the
+    old IKE SA, the Child SAs belong to the new one, which must not wait for it forever."""
+    net, client, gateway = _up()
+    _move(net, A, A2)
+    client.update_addresses((A2, 4500))
+    assert net.step()          # the update reaches the gateway; its answer and its check are on the way
+    client.rekey()             # queued behind the update: goes out when its answer arrives
+    net.run(until=net.now + 60)
+    new = gateway.heir
+    assert new is not None and not new.is_closed
+    assert new.esp_remote == (A2, 4500) and len(new.children) == 1
+
+
+def test_mobike_is_negotiated_across_eap_rounds() -> None:
+    """The client announces MOBIKE in its first IKE_AUTH request; the gateway answers in the last
+    of the EAP rounds, and an update then moves the gateway's SAs."""
+    net, a, b, _, _ = eap_run(eap_client(), eap_gateway("%any"))
+    (cli,), (gw,) = a.sas, b.sas
+    assert cli.mobike and gw.mobike
+    _move(net, A, A2)
+    cli.update_addresses((A2, 4500))
+    net.run(until=net.now + 1)
+    assert gw.esp_remote == (A2, 4500)
+
+
+def test_an_update_sent_while_we_had_no_address_goes_again_when_one_comes() -> None:
+    """The first update is lost (no address yet); the next address change re-sends it at once
+    rather than after the retransmission backoff, and never queues a second one."""
+    net, client, gateway = _up()
+    _move(net, A, A2)
+    net.drop = lambda s: s.src[0] == A2   # nothing leaves the client
+    assert client.update_addresses()
+    net.run(until=net.now + 0.1)
+    assert gateway.remote_addr == (A, 4500)
+    net.drop = None
+    t = net.now
+    assert client.update_addresses()
+    assert len(client._queue) == 0   # the one in flight is sent again, no second one waits
+    net.run(until=t)   # the fake clock does not move: only what is due now
+    assert gateway.remote_addr == (A2, 4500)
+    net.run(until=t + 1)
+    assert gateway.esp_remote == (A2, 4500)
+
+
+def test_the_original_initiator_sends_updates_after_the_gateway_rekeyed() -> None:
+    """A rekey by the gateway makes it the new IKE SA's initiator; the client still decides on
+    the addresses (RFC 4555 §3.1) and the gateway sends none."""
+    net, client, gateway = _up()
+    gateway.rekey()
+    net.run(until=net.now + 1)
+    cli, gw = client.heir, gateway.heir
+    assert cli is not None and gw is not None and gw.is_initiator and not cli.is_initiator
+    assert not gw.update_addresses()
+    _move(net, A, A2)
+    assert cli.update_addresses((A2, 4500))
+    net.run(until=net.now + 1)
+    assert gw.esp_remote == (A2, 4500)

@@ -1,0 +1,148 @@
+"""MOBIKE (RFC 4555) end to end: a strongSwan road warrior (``mobike = yes``, kernel-libipsec)
+changes its address in the middle of a ping; the tunsec gateway follows it.  And the other way
+round: tunsec as the road warrior changes its address; a strongSwan gateway follows it.
+
+StarHosts' site A is the client; its outer address 192.0.2.2 is deleted and 192.0.2.12 added
+on the same link.  charon notices through netlink and sends UPDATE_SA_ADDRESSES from the new
+address; the gateway moves the IKE SA, checks the new address (COOKIE2) and MIGRATEs the Child
+SA (which charon then rekeys: see below).  Pings go one at a time so that each is known to have been sent
+before the address went, while the client had none, or after the gateway had moved: only the
+ones sent while it had no address (and any sent before charon's update reached the gateway)
+may be lost.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from ike_peers import Charon, Conn, TunsecIke, requires_strongswan
+from test_gateway_two_sites import GatewayConn
+
+from tunsec.bench.netns import StarHosts, wait_until
+
+pytestmark = [
+    pytest.mark.interop,
+    pytest.mark.netns,
+    requires_strongswan,
+]
+
+NEW = "192.0.2.12"
+
+
+@pytest.fixture
+def star() -> Iterator[StarHosts]:
+    with StarHosts(prefix="mb") as t:
+        yield t
+
+
+class RoamingConn(Conn):
+    """The client's connection without local_addrs: charon may speak from whatever address it has."""
+
+    def swanctl_text(self) -> str:
+        return super().swanctl_text().replace(f"    local_addrs = {self.me.outer4}\n", "")
+
+
+def ike_sa(gw: TunsecIke) -> dict[str, Any] | None:
+    sas = [sa for sa in gw.ike_sas() if sa["state"] == "established"]
+    return sas[0] if len(sas) == 1 else None
+
+
+def at(gw: TunsecIke, ip: str) -> bool:
+    """The gateway's IKE SA and each of its children send to ``ip`` port 4500."""
+    sa = ike_sa(gw)
+    where = f"{ip}[4500]"
+    return sa is not None and sa["remote"] == where and bool(sa["children"]) \
+        and all(c["remote"] == where for c in sa["children"])
+
+
+def test_a_client_that_changes_its_address_keeps_its_sas(star: StarHosts) -> None:
+    g, a = star.g, star.a
+    gw = TunsecIke(star, GatewayConn(g, a))
+    client = Charon(star, RoamingConn(a, g, extra_conn="    mobike = yes\n"))
+    client.start()
+    gw.start()
+    r = client.initiate()
+    assert r.returncode == 0, f"swanctl --initiate: {r.stdout[-1500:]}\n{gw.log_tail()}"
+    assert wait_until(lambda: at(gw, a.outer4), 15), gw.log_tail()
+    before = ike_sa(gw)
+    assert before is not None
+    assert star.wait_ping(a, g.inner4, src=a.inner4, timeout=10)
+    assert "peer supports MOBIKE" in client.log_text() and before["mobike"] is True
+
+    def ping() -> bool:
+        return star.ping(a, g.inner4, src=a.inner4, timeout=1.0)
+
+    sent_before = [ping() for _ in range(5)]
+    subprocess.run(["ip", "-n", a.ns, "addr", "del", f"{a.outer4}/24", "dev", a.veth], check=True)
+    without_address = [ping() for _ in range(2)]
+    subprocess.run(["ip", "-n", a.ns, "addr", "add", f"{NEW}/24", "dev", a.veth], check=True)
+    before_the_move: list[bool] = []
+    while not at(gw, NEW) and len(before_the_move) < 15:
+        before_the_move.append(ping())
+    assert at(gw, NEW), f"the gateway did not follow the client:\n{gw.log_tail()}\n{client.log_tail(30)}"
+    sent_after = [ping() for _ in range(5)]
+
+    assert all(sent_before), sent_before
+    assert not any(without_address), "a ping passed while the client had no address"
+    assert all(sent_after), f"pings lost after the gateway moved: {sent_after}\n{gw.log_tail()}"
+    # the same IKE SA, moved.  charon's kernel-libipsec cannot update an SA's addresses, so charon
+    # rekeys its Child SA after the update (strongSwan's fallback, ike_sa.c update_hosts): the
+    # child keeps its reqid, and its new SAs go to the new address too (checked by at())
+    after = ike_sa(gw)
+    assert after is not None
+    assert (after["spi_i"], after["spi_r"]) == (before["spi_i"], before["spi_r"])
+    assert [c["reqid"] for c in after["children"]] == [c["reqid"] for c in before["children"]]
+    log = gw.log_text()
+    assert f"MOBIKE: peer moved from {a.outer4}[4500] to {NEW}[4500]" in log
+    assert f"return routability of {NEW}[4500] confirmed" in log
+    print(f"pings lost after the new address came and before the gateway moved: "
+          f"{before_the_move.count(False)} of {len(before_the_move)}")
+
+
+def charon_peer(charon: Charon) -> str:
+    """The address:port of the client in the gateway charon's only IKE SA ('' if none is up)."""
+    for sa in charon.sas().values():
+        if isinstance(sa, dict) and sa.get("state") == "ESTABLISHED":
+            return f"{sa.get('remote-host')}[{sa.get('remote-port')}]"
+    return ""
+
+
+def test_tunsec_as_a_client_that_changes_its_address_keeps_its_ike_sa(star: StarHosts) -> None:
+    """tunsec (no local_addrs) watches its addresses (rtnetlink) and sends UPDATE_SA_ADDRESSES
+    when they change; the strongSwan gateway moves the IKE SA and its Child SA to the new address."""
+    g, a = star.g, star.a
+    gateway = Charon(star, GatewayConn(g, a))
+    client = TunsecIke(star, RoamingConn(a, g, start_action="start"))
+    gateway.start()
+    client.start()
+    sa = client.wait_established()
+    assert sa["mobike"] is True, client.log_tail()
+    assert star.wait_ping(a, g.inner4, src=a.inner4, timeout=10)
+    assert charon_peer(gateway) == f"{a.outer4}[4500]"
+
+    def ping() -> bool:
+        return star.ping(a, g.inner4, src=a.inner4, timeout=1.0)
+
+    sent_before = [ping() for _ in range(5)]
+    subprocess.run(["ip", "-n", a.ns, "addr", "del", f"{a.outer4}/24", "dev", a.veth], check=True)
+    without_address = [ping() for _ in range(2)]
+    subprocess.run(["ip", "-n", a.ns, "addr", "add", f"{NEW}/24", "dev", a.veth], check=True)
+    before_the_move: list[bool] = []
+    while charon_peer(gateway) != f"{NEW}[4500]" and len(before_the_move) < 15:
+        before_the_move.append(ping())
+    assert charon_peer(gateway) == f"{NEW}[4500]", f"{client.log_tail()}\n{gateway.log_tail(30)}"
+    # charon (kernel-libipsec) rekeys its Child SA after the update; let that settle
+    assert wait_until(ping, 10), client.log_tail()
+    sent_after = [ping() for _ in range(5)]
+
+    assert all(sent_before), sent_before
+    assert not any(without_address), "a ping passed while the client had no address"
+    assert all(sent_after), f"pings lost after the gateway moved: {sent_after}\n{client.log_tail()}"
+    after = client.wait_established()
+    assert (after["spi_i"], after["spi_r"]) == (sa["spi_i"], sa["spi_r"])   # the same IKE SA
+    log = client.log_text()
+    assert "MOBIKE: our addresses changed: updating 1 IKE SA(s)" in log
+    assert "MOBIKE: the peer updated its SAs to our new address" in log

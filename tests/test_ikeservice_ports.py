@@ -1,0 +1,97 @@
+"""Connections on different IKE ports (swanctl ``local_port``): each port has its own socket on
+loopback, each answers IKE from the port it was asked on, and a socket is closed when no
+connection uses its port any more (reload) and at shutdown (its port can be bound again)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+from test_ikeservice_peers import InProcessWorker, psk_ike, run
+
+from tunsec.conf.config import parse_config
+from tunsec.ike.config import RemoteAuth
+from tunsec.ike.constants import ExchangeType
+from tunsec.ike.endpoint import IkeEndpoint
+from tunsec.ike.identity import Identity
+from tunsec.ike.message import decode_header
+from tunsec.policy.ids import IdSpace
+from tunsec.services.ike import IkeService
+
+LO = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((LO, 0))
+        return int(s.getsockname()[1])
+
+
+def conf(ports: dict[str, int]) -> str:
+    conns = "".join(f"""  {name} {{ local_addrs = {LO}
+       local_port = {port}
+       local {{ auth = psk
+               id = gw.example }}
+       remote {{ auth = psk
+                id = {name}.example }}
+       children {{ net {{ local_ts = 10.1.0.0/16
+                        remote_ts = 10.2.0.0/16
+                        esp_proposals = aes128gcm16 }} }} }}
+""" for name, port in ports.items())
+    return ("connections {\n" + conns + "}\n"
+            "secrets { ike { secret = \"a shared secret of some length\" } }\n")
+
+
+def can_bind(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind((LO, port))
+        except OSError:
+            return False
+        return True
+
+
+async def answer_from(port: int, name: str) -> tuple[int, Any]:
+    """An IKE_SA_INIT request from a site's engine to LO:port over real UDP: the header of the
+    gateway's answer and the port it came from."""
+    cfg = psk_ike(name, f"{name}.example", RemoteAuth("psk", Identity.parse("gw.example")), LO, LO,
+                  "10.2.0.0/16", "10.1.0.0/16")
+    site = IkeEndpoint([cfg])
+    loop = asyncio.get_running_loop()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((LO, 0))
+        s.setblocking(False)
+        site.initiate(name, "net", loop.time())
+        (request,) = site.datagrams_to_send(loop.time())
+        s.sendto(request.data, (LO, port))
+        data, src = await asyncio.wait_for(loop.sock_recvfrom(s, 65535), 10)
+    return src[1], decode_header(data)
+
+
+def test_each_local_port_has_its_socket_answers_and_is_closed_when_unused() -> None:
+    async def body() -> None:
+        ports = {"one": free_port(), "two": free_port()}
+        cfg = parse_config(conf(ports), "ports.conf")
+        worker = InProcessWorker(asyncio.get_running_loop(), lambda msg: None)
+        svc = IkeService(cfg.connections, lambda: worker, {4: LO}, IdSpace())  # type: ignore[arg-type,return-value]
+        svc.open_sockets()
+        await svc.start()
+        try:
+            for name, port in ports.items():
+                src_port, hdr = await answer_from(port, name)
+                assert src_port == port                       # answered from the port it was asked on
+                assert hdr.exchange == ExchangeType.IKE_SA_INIT and hdr.is_response
+            assert not can_bind(ports["one"]) and not can_bind(ports["two"])
+
+            # reload without "two": its socket is closed (the port is free), "one" still answers
+            await svc.reload(parse_config(conf({"one": ports["one"]}), "ports.conf"))
+            assert can_bind(ports["two"])
+            src_port, hdr = await answer_from(ports["one"], "one")
+            assert src_port == ports["one"] and hdr.is_response
+            assert not can_bind(ports["one"])
+        finally:
+            svc.close()     # what the daemon's close_network does at exit (after shutdown's DELETEs)
+        assert can_bind(ports["one"]) and svc.sockets == {}
+
+    run(body())
