@@ -888,9 +888,9 @@ class IkeService(Service):
             handle = self._ike_handles.get(sa) if sa is not None else None
             if sa is None or handle is None or sa.state in (State.REKEYED, State.CLOSED):
                 continue   # no handle: no Child SA of it is installed, nothing to move
-            now = sa.esp_remote   # MOBIKE: after the return routability check
-            if self._ike_peers.get(handle) != now:   # moved, or not seen yet: its children compare
-                peers[handle] = self._ike_peers[handle] = now
+            peer = sa.esp_remote   # MOBIKE: after the return routability check
+            if self._ike_peers.get(handle) != peer:   # moved, or not seen yet: its children compare
+                peers[handle] = self._ike_peers[handle] = peer
         if not peers:
             return
         for state in list(self.children.values()):
