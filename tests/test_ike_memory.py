@@ -278,7 +278,15 @@ class Pair:
             if self.quiet():
                 return
             await self.run(1)
-        raise AssertionError("a rekey was still under way after 120 s")
+        raise AssertionError(f"a rekey was still under way after 120 s: {self.describe()}")
+
+    def describe(self) -> str:
+        """Each side's IKE SAs (state, children) and the service's Child SAs, for a failure message."""
+        def side(ip: str) -> str:
+            sas = [(s.local_spi.hex(), s.state.name, [c.name for c in s.children]) for s in self.ike(ip).endpoint.sas]
+            children = [(st.child, st.spi_in, st.spi_out) for st in self.ike(ip).children.values()]
+            return f"{ip}: IKE {sas} children {children}"
+        return "; ".join(side(ip) for ip in (A, B))
 
     async def fire_service_timers(self) -> None:
         """The services' own timers (a rekeyed SA's lingering inbound SA, a standby outbound SA) run on
@@ -351,6 +359,9 @@ def test_status_requests_hold_no_memory(tmp_path: Path, monkeypatch: pytest.Monk
     assert grown < 2 * requests * 48, f"{2 * requests} status requests kept {grown} bytes"
 
 
+# alone: on a loaded machine one run in ~12 left a rekey under way for 120 simulated seconds
+# (not seen when run alone); quiesce() now says which SAs, to find the cause
+@pytest.mark.serial
 def test_rekeys_and_status_requests_leave_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     quiet_logging(monkeypatch)
 

@@ -12,6 +12,7 @@ import pytest
 from ike_peers import CHILD, CONN, Conn, TunsecIke, ping_both_ways
 
 from tunsec.bench.netns import TwoHosts, wait_until
+from tunsec.services.ike import SPI_POOL
 
 EXTRA = "  larval_timeout = 1\n"
 
@@ -37,11 +38,11 @@ def test_the_spi_pool_is_kept_without_churn_and_serves_after_the_timeout(topo: T
     a.wait_established()
     b.wait_established()
     ping_both_ways(topo, count=1)
-    assert wait_until(lambda: larval(a) == 8 and larval(b) == 8, 10)
+    assert wait_until(lambda: larval(a) == SPI_POOL and larval(b) == SPI_POOL, 10)
     # three larval timeouts: the old pool expired every SPI each second, logged
     # "larval SA ... never completed; removed" and took a new one
     time.sleep(3.5)
-    assert larval(a) == 8 and larval(b) == 8
+    assert larval(a) == SPI_POOL and larval(b) == SPI_POOL
     for side in (a, b):
         assert "never completed" not in side.log_text()
     # a new negotiation takes SPIs that waited longer than the larval timeout
