@@ -118,6 +118,25 @@ def test_redirect_when_counts_the_ike_sas_the_gateway_holds() -> None:
     assert (a.stats.redirects_sent, a.sa_count, b.sa_count) == (1, 1, 1)
 
 
+def test_half_open_sas_do_not_count_toward_redirect_when() -> None:
+    """A flood of IKE_SA_INITs (half-open SAs, nobody authenticated) must not push real clients to
+    another gateway: ``redirect_when`` counts established IKE SAs only."""
+    a = IkeEndpoint([gateway_cfg(GW_A, redirect_to=GW_B, redirect_when=1)])
+    for n in range(3):   # three clients that never go on to IKE_AUTH
+        flooder = IkeEndpoint([client_cfg()])
+        flooder.initiate("rw", "net", 0.0)
+        (request,) = flooder.datagrams_to_send(0.0)
+        a.receive(request.data, (f"198.51.100.{50 + n}", 500), 0.0, (GW_A, 500))
+    assert a.half_open == 3 and a.established_count == 0
+    client = IkeEndpoint([client_cfg()])
+    client.initiate("rw", "net", 0.0)
+    (request,) = client.datagrams_to_send(0.0)
+    a.receive(request.data, (CLIENT, 500), 0.0, (GW_A, 500))
+    answers = [d for d in a.datagrams_to_send(0.0) if d.addr == (CLIENT, 500)]
+    assert len(answers) == 1 and not notifies(answers[0].data, NotifyType.REDIRECT)
+    assert a.stats.redirects_sent == 0 and a.half_open == 4
+
+
 def _without_redirect_supported(request: bytes) -> bytes:
     msg = decode_message(request)
     kept = tuple(

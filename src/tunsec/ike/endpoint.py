@@ -177,6 +177,12 @@ class IkeEndpoint:
         return len(self._sas)
 
     @property
+    def established_count(self) -> int:
+        """IKE SAs past authentication (and our own initiations): what ``redirect_when`` counts.
+        Half-open ones are left out, or a flood of IKE_SA_INITs would send real clients elsewhere."""
+        return len(self._sas) - len(self._half_open)
+
+    @property
     def half_open(self) -> int:
         """Responder SAs that answered IKE_SA_INIT and are not authenticated yet."""
         return len(self._half_open)
@@ -269,7 +275,7 @@ class IkeEndpoint:
         return exact + anyone
 
     def _load(self) -> int:
-        return len(self._sas)
+        return self.established_count
 
     def _touch(self, sa: IkeSa) -> None:
         self._dirty[sa] = None
@@ -397,7 +403,7 @@ class IkeEndpoint:
 
     def _redirect_target(self, config: IkeConfig, msg: Message) -> str | None:
         """Where to send this client instead, if its connection redirects now and the client can follow."""
-        if config.redirect_to is None or config.redirect_on != "init" or self.sa_count < config.redirect_when:
+        if config.redirect_to is None or config.redirect_on != "init" or self.established_count < config.redirect_when:
             return None
         # RFC 5685 §3: only clients that announced support are redirected; a client already
         # redirected announces it with REDIRECTED_FROM instead (as strongSwan's does)

@@ -2,8 +2,9 @@
 
 A gateway with ``redirect_to`` redirects clients that sent REDIRECT_SUPPORTED (or
 REDIRECTED_FROM) in their IKE_SA_INIT request; clients that did not are served.
-``redirect_when`` is the number of IKE SAs the gateway must already hold before
-it redirects (0: always). ``redirect_on`` says when:
+``redirect_when`` is the number of established IKE SAs the gateway must already hold
+before it redirects (0: always); half-open ones do not count, so a flood of
+IKE_SA_INITs cannot push real clients to another gateway. ``redirect_on`` says when:
 
 - ``init`` (§5): the IKE_SA_INIT request is answered with N(REDIRECT) naming the
   other gateway, statelessly (like a COOKIE: nothing is kept, see ``endpoint.py``).

@@ -183,7 +183,7 @@ class IkeSa:
         ``jitter(bound)``: how much earlier than rekey_time a rekey fires, in [0, bound]
         (random by default; tests pass a fixed one). ``fragment_stats``: counters to add
         this SA's IKE fragments to (the endpoint shares one among its SAs). ``load()``: how
-        many IKE SAs the endpoint holds (a gateway's ``redirect_when`` in IKE_AUTH).
+        many established IKE SAs the endpoint holds (a gateway's ``redirect_when`` in IKE_AUTH).
         ``refuse_duplicate``: a responder asks it in IKE_AUTH once the peer is authenticated
         (the endpoint's ``unique = keep``).
         """

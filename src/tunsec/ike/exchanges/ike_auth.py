@@ -329,7 +329,7 @@ def _redirect_target(st: IkeSaState) -> str | None:
     cfg = st.config
     if cfg.redirect_to is None or cfg.redirect_on != "auth" or not st.peer_redirect_support:
         return None
-    others = st.load() - 1 if st.load is not None else 0
+    others = st.load() if st.load is not None else 0   # established ones: this SA is still half-open
     return cfg.redirect_to if others >= cfg.redirect_when else None
 
 
