@@ -104,7 +104,10 @@ def scripts() -> Iterator[Path]:
     out = Path(tempfile.mkdtemp(prefix="tunsec-updown-"))
     out.chmod(0o1777)
     script = out / "updown.sh"
-    script.write_text('#!/bin/sh\nenv | grep ^PLUTO_ | sort > "$(dirname "$0")/$PLUTO_VERB.$$"\n')
+    # written under a hidden name, then renamed: the test must never read a half-written file
+    script.write_text('#!/bin/sh\nd="$(dirname "$0")"\n'
+                      'env | grep ^PLUTO_ | sort > "$d/.$PLUTO_VERB.$$"\n'
+                      'mv "$d/.$PLUTO_VERB.$$" "$d/$PLUTO_VERB.$$"\n')
     script.chmod(0o755)
     yield script
     shutil.rmtree(out, ignore_errors=True)
