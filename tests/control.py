@@ -54,14 +54,13 @@ def log_size(log: Path) -> int:
     return log.stat().st_size if log.exists() else 0
 
 
-def wait_up(proc: subprocess.Popen[bytes], log: Path, offset: int, sock: Path, timeout: float = 20) -> bool:
-    """Wait until the daemon logged that it is up (after ``offset`` in its log) and answers on ``sock``;
-    False if it exited or the time ran out."""
-    def up() -> bool:
-        if proc.poll() is not None:
-            return True
-        with open(log, "rb") as f:
-            f.seek(offset)
-            return UP_LINE in f.read() and answers(sock)
+def is_up(log: Path, offset: int, sock: Path) -> bool:
+    """The daemon logged that it is up (after ``offset`` in its log) and answers on ``sock``."""
+    with open(log, "rb") as f:
+        f.seek(offset)
+        return UP_LINE in f.read() and answers(sock)
 
-    return wait_until(up, timeout) and proc.poll() is None
+
+def wait_up(proc: subprocess.Popen[bytes], log: Path, offset: int, sock: Path, timeout: float = 20) -> bool:
+    """Wait until the daemon is up (:func:`is_up`); False if it exited or the time ran out."""
+    return wait_until(lambda: proc.poll() is not None or is_up(log, offset, sock), timeout) and proc.poll() is None

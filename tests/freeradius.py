@@ -15,13 +15,12 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
+from daemon import Daemon, requires
 
-from tunsec.bench.netns import Host, TwoHosts, wait_until
+from tunsec.bench.netns import Host, TwoHosts
 
 PACKAGED = Path("/etc/freeradius/3.0")
 BINARY = "freeradius"
@@ -44,14 +43,7 @@ def freeradius_missing() -> str | None:
     return None
 
 
-def _mark() -> pytest.MarkDecorator:
-    missing = freeradius_missing()
-    if missing:
-        print(f"\n*** FreeRADIUS tests SKIPPED: {missing} ***\n", file=sys.stderr)
-    return pytest.mark.skipif(missing is not None, reason=f"FREERADIUS UNAVAILABLE: {missing}")
-
-
-requires_freeradius = _mark()
+requires_freeradius = requires(freeradius_missing(), "FreeRADIUS")
 
 
 def _quote(text: str) -> str:
@@ -59,7 +51,7 @@ def _quote(text: str) -> str:
 
 
 @dataclass
-class FreeRadius:
+class FreeRadius(Daemon):
     """A FreeRADIUS in ``host``'s namespace with ``users`` (name -> password) and one client."""
 
     topo: TwoHosts
@@ -76,6 +68,10 @@ class FreeRadius:
     @property
     def log(self) -> Path:
         return self.dir / "radiusd.log"
+
+    @property
+    def label(self) -> str:
+        return f"FreeRADIUS in {self.host.ns}"
 
     def write(self) -> None:
         d = self.dir
@@ -103,14 +99,5 @@ class FreeRadius:
         os.chmod(d, 0o700)
 
     def start(self) -> None:
-        self.proc = proc = self.topo.popen(self.host, [BINARY, "-X", "-d", str(self.dir)], log=self.log)
-        ready = wait_until(lambda: proc.poll() is not None or "Ready to process requests" in self.log_text(), 20)
-        assert ready and proc.poll() is None, f"FreeRADIUS did not start:\n{self.log_text()[-3000:]}"
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.topo.stop(self.proc)
-            self.proc = None
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
+        argv = [BINARY, "-X", "-d", str(self.dir)]
+        self.spawn(self.host, argv, lambda: "Ready to process requests" in self.log_text())

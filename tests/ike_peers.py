@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import control
-import pytest
+from daemon import Daemon, requires
 from reachable import python_argv
 
 from tunsec.bench.netns import Host, TwoHosts, wait_until
@@ -53,15 +53,8 @@ def strongswan_missing() -> str | None:
     return None
 
 
-def _strongswan_mark() -> pytest.MarkDecorator:
-    missing = strongswan_missing()
-    if missing:
-        print(f"\n*** strongSwan interop tests SKIPPED: {missing} ***\n", file=sys.stderr)
-    return pytest.mark.skipif(missing is not None, reason=f"STRONGSWAN UNAVAILABLE: {missing}")
-
-
 # the mark of every test with charon as its peer: `pytestmark = [pytest.mark.interop, requires_strongswan]`
-requires_strongswan = _strongswan_mark()
+requires_strongswan = requires(strongswan_missing(), "strongSwan interop")
 
 
 def ident(host: Host) -> str:
@@ -86,33 +79,18 @@ class Conn:
     extra_conn: str = ""                # more lines in the connection
     extra_child: str = ""               # more lines in the child
 
+    # The text is made of the parts below; the remote-access connections of roadwarrior.py
+    # (a gateway with pools and EAP, its road warriors) change some of them.
+
     def swanctl_text(self) -> str:
-        local_ts = self.local_ts or self.me.inner_net4
-        remote_ts = self.remote_ts or self.peer.inner_net4
-        certs = f"\n      certs = {self.cert}" if self.auth == "pubkey" else ""
-        secrets = (f"""secrets {{
-  ike-peers {{
-    id-me = {ident(self.me)}
-    id-peer = {ident(self.peer)}
-    secret = "{self.psk}"
-  }}
-}}
-""" if self.auth == "psk" else "")
-        return f"""connections {{
+        local_ts, remote_ts = self.traffic_selectors()
+        return f"""{self.sections()}connections {{
   {CONN} {{
     version = 2
-    local_addrs = {self.me.outer4}
-    remote_addrs = {self.peer.outer4}
-    encap = yes
-    proposals = {self.proposals}
-{self.extra_conn}    local {{
-      auth = {self.auth}
-      id = {ident(self.me)}{certs}
-    }}
+{self.conn_lines()}{self.extra_conn}    local {{
+{self.local_lines()}    }}
     remote {{
-      auth = {self.auth}
-      id = {ident(self.peer)}
-    }}
+{self.remote_lines()}    }}
     children {{
       {CHILD} {{
         local_ts = {local_ts}
@@ -124,7 +102,49 @@ class Conn:
     }}
   }}
 }}
-{secrets}"""
+{self.secrets()}"""
+
+    def sections(self) -> str:
+        """Sections before ``connections`` (pools, radius)."""
+        return ""
+
+    def conn_lines(self) -> str:
+        return (f"    local_addrs = {self.me.outer4}\n    remote_addrs = {self.peer.outer4}\n"
+                f"    encap = yes\n    proposals = {self.proposals}\n")
+
+    def my_id(self) -> str:
+        return ident(self.me)
+
+    def peer_id(self) -> str:
+        return ident(self.peer)
+
+    def local_lines(self) -> str:
+        certs = f"      certs = {self.cert}\n" if self.auth == "pubkey" else ""
+        return f"      auth = {self.auth}\n      id = {self.my_id()}\n{certs}"
+
+    def remote_lines(self) -> str:
+        return f"      auth = {self.auth}\n      id = {self.peer_id()}\n"
+
+    def traffic_selectors(self) -> tuple[str, str]:
+        """The child's local_ts and remote_ts: by default my inner IPv4 network and the peer's."""
+        return self.local_ts or self.me.inner_net4, self.remote_ts or self.peer.inner_net4
+
+    def secrets(self) -> str:
+        if self.auth != "psk":
+            return ""
+        return f"""secrets {{
+  ike-peers {{
+    id-me = {self.my_id()}
+    id-peer = {self.peer_id()}
+    secret = "{self.psk}"
+  }}
+}}
+"""
+
+    def charon_conf(self, inst: Instance) -> str:
+        """charon's strongswan.conf for this side (ike and cfg at log level 2): the plugins and
+        settings its authentication needs come with the connection."""
+        return strongswan_conf(inst, level=2)
 
 
 # --------------------------------------------------------------------------
@@ -189,7 +209,7 @@ class Pki:
 
 
 @dataclass
-class TunsecIke:
+class TunsecIke(Daemon):
     """tunsec in one namespace with the connection ``conn`` (debug log)."""
 
     topo: TwoHosts
@@ -207,6 +227,10 @@ class TunsecIke:
     @property
     def host(self) -> Host:
         return self.conn.me
+
+    @property
+    def label(self) -> str:
+        return f"tunsec in {self.host.ns}"
 
     @property
     def conf(self) -> Path:
@@ -237,14 +261,7 @@ tunsec {{
     def start(self) -> None:
         argv = [*python_argv(), "-m", "tunsec", "up", "-c", str(self.conf)]
         offset = control.log_size(self.log)
-        self.proc = proc = self.topo.popen(self.host, argv, log=self.log)
-        assert control.wait_up(proc, self.log, offset, self.sock), \
-            f"tunsec in {self.host.ns} did not start:\n{self.log_text()}"
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.topo.stop(self.proc)
-            self.proc = None
+        self.spawn(self.host, argv, lambda: control.is_up(self.log, offset, self.sock))
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         argv = [sys.executable, "-m", "tunsec", *args, "-c", str(self.conf)]
@@ -268,25 +285,9 @@ tunsec {{
         (sa,) = self.established()
         return sa
 
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-    def log_tail(self, lines: int = 40) -> str:
-        """The end of the log without pyroute2's netlink chatter (debug level logs everything)."""
-        mine = [ln for ln in self.log_text().splitlines() if not _NOISE.search(ln)]
-        return "\n".join(mine[-lines:])
-
-    def wait_log(self, pattern: str, timeout: float = 15) -> re.Match[str]:
-        found: list[re.Match[str]] = []
-
-        def seen() -> bool:
-            m = re.search(pattern, self.log_text())
-            if m:
-                found.append(m)
-            return m is not None
-
-        assert wait_until(seen, timeout), f"{pattern!r} not in the log of tunsec in {self.host.ns}:\n{self.log_tail()}"
-        return found[0]
+    def log_lines(self) -> list[str]:
+        """The log without pyroute2's netlink chatter (debug level logs everything)."""
+        return [ln for ln in self.log_text().splitlines() if not _NOISE.search(ln)]
 
 
 # --------------------------------------------------------------------------
@@ -295,7 +296,7 @@ tunsec {{
 
 
 @dataclass
-class Charon:
+class Charon(Daemon):
     """charon (kernel-libipsec) in one namespace, configured with ``conn``, driven by swanctl."""
 
     topo: TwoHosts
@@ -303,11 +304,12 @@ class Charon:
     pki: Pki | None = None
     inst: Instance = field(init=False)
     proc: subprocess.Popen[bytes] | None = None
+    tail_lines = 60
 
     def __post_init__(self) -> None:
         self.inst = Instance(host=self.conn.me, dir=self.topo.workdir / f"strongswan-{self.conn.me.ns}")
         (self.inst.dir / "run").mkdir(parents=True, exist_ok=True)
-        (self.inst.dir / "strongswan.conf").write_text(strongswan_conf(self.inst, level=2))
+        (self.inst.dir / "strongswan.conf").write_text(self.conn.charon_conf(self.inst))
         self.write()
 
     @property
@@ -317,6 +319,10 @@ class Charon:
     @property
     def log(self) -> Path:
         return self.inst.log
+
+    @property
+    def label(self) -> str:
+        return f"charon in {self.host.ns}"
 
     def write(self, **changes: Any) -> None:
         if changes:
@@ -353,23 +359,6 @@ class Charon:
         out = self.swanctl_ok("--list-sas", "--raw")
         return {k: v for line in out.splitlines() if line.strip() for k, v in _vici_raw(line).items()}
 
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-    def log_tail(self, lines: int = 60) -> str:
-        return "\n".join(self.log_text().splitlines()[-lines:])
-
-    def wait_log(self, pattern: str, timeout: float = 15) -> re.Match[str]:
-        found: list[re.Match[str]] = []
-
-        def seen() -> bool:
-            m = re.search(pattern, self.log_text())
-            if m:
-                found.append(m)
-            return m is not None
-
-        assert wait_until(seen, timeout), f"{pattern!r} not in charon.log of {self.host.ns}:\n{self.log_tail()}"
-        return found[0]
 
 
 def _vici_raw(line: str) -> dict[str, Any]:

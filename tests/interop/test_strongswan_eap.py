@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from ike_peers import CHILD, CONN, Charon, Conn, Pki, TunsecIke, ident, ping_both_ways, requires_strongswan
+from ike_peers import CHILD, Charon, Pki, TunsecIke, ping_both_ways, requires_strongswan
+from roadwarrior import GatewayConn, RoadWarriorConn
 
-from tunsec.bench.netns import TwoHosts, wait_until
-from tunsec.bench.systems.strongswan import PLUGINS, strongswan_conf
+from tunsec.bench.netns import Host, TwoHosts, wait_until
 
 pytestmark = [
     pytest.mark.interop,
@@ -28,78 +27,14 @@ pytestmark = [
 USER, PASSWORD = "alice", "Alice-Interop-pw-7"
 
 
-def _child(me_ts: str, peer_ts: str) -> str:
-    return f"""    children {{
-      {CHILD} {{
-        local_ts = {me_ts}
-        remote_ts = {peer_ts}
-        esp_proposals = aes128gcm16
-      }}
-    }}
-"""
+def gateway_conn(me: Host, peer: Host) -> GatewayConn:
+    """A certificate for itself, EAP-MSCHAPv2 (with EAP-Identity) for the client, who may be alice."""
+    return GatewayConn(me, peer, method="eap-mschapv2", users=((USER, PASSWORD),))
 
 
-@dataclass(frozen=True)
-class EapGatewayConn(Conn):
-    """tunsec's side: certificate for itself, EAP-MSCHAPv2 (with EAP-Identity) for the client."""
-
-    def swanctl_text(self) -> str:
-        return f"""connections {{
-  {CONN} {{
-    version = 2
-    local_addrs = {self.me.outer4}
-    encap = yes
-    proposals = {self.proposals}
-    local {{
-      auth = pubkey
-      id = {ident(self.me)}
-      certs = {self.cert}
-    }}
-    remote {{
-      auth = eap-mschapv2
-      eap_id = %any
-    }}
-{_child(self.me.inner_net4, self.peer.inner_net4)}  }}
-}}
-secrets {{
-  eap-alice {{
-    id = {USER}
-    secret = "{PASSWORD}"
-  }}
-}}
-"""
-
-
-@dataclass(frozen=True)
-class EapClientConn(Conn):
-    """charon's side: EAP-MSCHAPv2 as alice, the gateway by its certificate."""
-
-    def swanctl_text(self) -> str:
-        return f"""connections {{
-  {CONN} {{
-    version = 2
-    local_addrs = {self.me.outer4}
-    remote_addrs = {self.peer.outer4}
-    encap = yes
-    proposals = {self.proposals}
-    local {{
-      auth = eap-mschapv2
-      id = {ident(self.me)}
-      eap_id = {USER}
-    }}
-    remote {{
-      auth = pubkey
-      id = {ident(self.peer)}
-    }}
-{_child(self.me.inner_net4, self.peer.inner_net4)}  }}
-}}
-secrets {{
-  eap-alice {{
-    id = {USER}
-    secret = "{self.psk}"
-  }}
-}}
-"""
+def client_conn(me: Host, peer: Host, password: str) -> RoadWarriorConn:
+    """EAP-MSCHAPv2 as alice, the gateway by its certificate."""
+    return RoadWarriorConn(me, peer, method="eap-mschapv2", eap_user=USER, psk=password)
 
 
 @pytest.fixture(scope="module")
@@ -116,12 +51,8 @@ def topo() -> Iterator[TwoHosts]:
 
 
 def peers(topo: TwoHosts, pki: Pki, password: str) -> tuple[TunsecIke, Charon]:
-    gateway = TunsecIke(topo, EapGatewayConn(topo.a, topo.b, auth="pubkey"), pki=pki)
-    client = Charon(topo, EapClientConn(topo.b, topo.a, auth="pubkey", psk=password), pki=pki)
-    # MD4 and DES for MSCHAPv2 come from OpenSSL's legacy provider (the openssl plugin loads it)
-    conf = strongswan_conf(client.inst, level=2).replace(f"load = {PLUGINS}",
-                                                         f"load = {PLUGINS} eap-mschapv2 eap-identity")
-    (client.inst.dir / "strongswan.conf").write_text(conf)
+    gateway = TunsecIke(topo, gateway_conn(topo.a, topo.b), pki=pki)
+    client = Charon(topo, client_conn(topo.b, topo.a, password), pki=pki)
     client.start()
     gateway.start()
     return gateway, client
@@ -153,11 +84,8 @@ def test_strongswan_eap_wrong_password_is_refused_and_nothing_stays(topo: TwoHos
 def test_tunsec_eap_client_against_strongswan_gateway(topo: TwoHosts, pki: Pki) -> None:
     """tunsec as the EAP-MSCHAPv2 road warrior: charon checks tunsec's MSK AUTH and tunsec charon's."""
     # the same gateway connection as tunsec's: the swanctl.conf syntax is shared
-    gateway = Charon(topo, EapGatewayConn(topo.b, topo.a, auth="pubkey"), pki=pki)
-    conf = strongswan_conf(gateway.inst, level=2).replace(f"load = {PLUGINS}",
-                                                          f"load = {PLUGINS} eap-mschapv2 eap-identity")
-    (gateway.inst.dir / "strongswan.conf").write_text(conf)
-    client = TunsecIke(topo, EapClientConn(topo.a, topo.b, auth="pubkey", psk=PASSWORD), pki=pki)
+    gateway = Charon(topo, gateway_conn(topo.b, topo.a), pki=pki)
+    client = TunsecIke(topo, client_conn(topo.a, topo.b, PASSWORD), pki=pki)
     gateway.start()
     client.start()
     r = client.cli("initiate", "--child", CHILD)
@@ -171,11 +99,8 @@ def test_tunsec_eap_client_against_strongswan_gateway(topo: TwoHosts, pki: Pki) 
 def test_tunsec_eap_client_with_a_wrong_password_fails_cleanly(topo: TwoHosts, pki: Pki) -> None:
     """charon answers a wrong password with an MSCHAPv2 Failure request (E=691 R=1): tunsec acknowledges it,
     does not try the same password again, logs why and keeps nothing."""
-    gateway = Charon(topo, EapGatewayConn(topo.b, topo.a, auth="pubkey"), pki=pki)
-    conf = strongswan_conf(gateway.inst, level=2).replace(f"load = {PLUGINS}",
-                                                          f"load = {PLUGINS} eap-mschapv2 eap-identity")
-    (gateway.inst.dir / "strongswan.conf").write_text(conf)
-    client = TunsecIke(topo, EapClientConn(topo.a, topo.b, auth="pubkey", psk="not-the-password"), pki=pki)
+    gateway = Charon(topo, gateway_conn(topo.b, topo.a), pki=pki)
+    client = TunsecIke(topo, client_conn(topo.a, topo.b, "not-the-password"), pki=pki)
     gateway.start()
     client.start()
     r = client.cli("initiate", "--child", CHILD)

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from ike_peers import CHILD, CONN, Charon, Conn, Pki, TunsecIke, ident, requires_strongswan
+from ike_peers import CONN, Charon, Pki, TunsecIke, ident, requires_strongswan
+from roadwarrior import GatewayConn, Pool, RoadWarriorConn
 
 from tunsec.bench.netns import TwoHosts, wait_until
-from tunsec.bench.systems.strongswan import PLUGINS, strongswan_conf
 
 pytestmark = [
     pytest.mark.interop,
@@ -28,79 +27,6 @@ pytestmark = [
 ]
 
 POOL4, VIP4 = "10.3.0.0/24", "10.3.0.1"
-
-
-@dataclass(frozen=True)
-class EapTlsGatewayConn(Conn):
-    """tunsec's side: a certificate for itself, EAP-TLS (after EAP-Identity) for the client, a pool."""
-
-    def swanctl_text(self) -> str:
-        return f"""pools {{
-  rw4 {{
-    addrs = {POOL4}
-  }}
-}}
-connections {{
-  {CONN} {{
-    version = 2
-    local_addrs = {self.me.outer4}
-    encap = yes
-    proposals = {self.proposals}
-    pools = rw4
-    local {{
-      auth = pubkey
-      id = {ident(self.me)}
-      certs = {self.cert}
-    }}
-    remote {{
-      auth = eap-tls
-      eap_id = %any
-      cacerts = ca.crt
-    }}
-    children {{
-      {CHILD} {{
-        local_ts = {self.me.inner_net4}
-        remote_ts = dynamic
-        esp_proposals = {self.esp_proposals}
-      }}
-    }}
-  }}
-}}
-"""
-
-
-@dataclass(frozen=True)
-class EapTlsClientConn(Conn):
-    """charon's side: EAP-TLS with its certificate (EAP identity = its IKE identity), a virtual IP."""
-
-    def swanctl_text(self) -> str:
-        return f"""connections {{
-  {CONN} {{
-    version = 2
-    local_addrs = {self.me.outer4}
-    remote_addrs = {self.peer.outer4}
-    encap = yes
-    vips = 0.0.0.0
-    proposals = {self.proposals}
-    local {{
-      auth = eap-tls
-      id = {ident(self.me)}
-      certs = {self.cert}
-    }}
-    remote {{
-      auth = pubkey
-      id = {ident(self.peer)}
-    }}
-    children {{
-      {CHILD} {{
-        local_ts = dynamic
-        remote_ts = {self.peer.inner_net4}
-        esp_proposals = {self.esp_proposals}
-      }}
-    }}
-  }}
-}}
-"""
 
 
 @pytest.fixture(scope="module")
@@ -127,15 +53,14 @@ def topo() -> Iterator[TwoHosts]:
 def peers(topo: TwoHosts, pki: Pki, client_pki: Pki | None = None) -> tuple[TunsecIke, Charon]:
     """The gateway and the client, started; ``client_pki`` issues the client's certificate
     (default: the gateway's CA). The client trusts the gateway's CA either way."""
-    gateway = TunsecIke(topo, EapTlsGatewayConn(topo.a, topo.b, auth="pubkey"), pki=pki)
-    client = Charon(topo, EapTlsClientConn(topo.b, topo.a, auth="pubkey"), pki=pki)
+    # the gateway: its certificate, EAP-TLS (after EAP-Identity) for the client, a pool; the client:
+    # EAP-TLS with its certificate (EAP identity = its IKE identity), a virtual IP, TLS in charon's log
+    gateway = TunsecIke(topo, GatewayConn(topo.a, topo.b, method="eap-tls", pools=(Pool("rw4", POOL4),)), pki=pki)
+    client = Charon(topo, RoadWarriorConn(topo.b, topo.a, method="eap-tls", vips=("0.0.0.0",)), pki=pki)
     if client_pki is not None:
         key, cert = client_pki.issue(ident(topo.b))
         shutil.copy(cert, client.inst.dir / "x509" / cert.name)
         shutil.copy(key, client.inst.dir / "private" / key.name)
-    conf = strongswan_conf(client.inst, level=2, extra="  install_virtual_ip = yes\n")
-    conf = conf.replace(f"load = {PLUGINS}", f"load = {PLUGINS} eap-identity eap-tls")
-    (client.inst.dir / "strongswan.conf").write_text(conf.replace("      esp = 1\n", "      esp = 1\n      tls = 2\n"))
     client.start()
     gateway.start()
     return gateway, client

@@ -13,16 +13,15 @@ SA, no lease, no RADIUS conversation or outstanding request.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from freeradius import FreeRadius, requires_freeradius
-from ike_peers import CHILD, CONN, Charon, Conn, Pki, TunsecIke, ident, requires_strongswan
+from ike_peers import Charon, Pki, TunsecIke, requires_strongswan
+from roadwarrior import GatewayConn, Pool, RoadWarriorConn
 
 from tunsec.bench.netns import TwoHosts, wait_until
-from tunsec.bench.systems.strongswan import PLUGINS, strongswan_conf
 
 pytestmark = [
     pytest.mark.interop,
@@ -33,98 +32,6 @@ pytestmark = [
 USER, PASSWORD = "alice", "Alice-Radius-pw-3"
 RADIUS_SECRET = "radius-shared-secret-5"
 POOL, VIP = "10.3.0.1-10.3.0.2", "10.3.0.1"   # small: the gateway routes the pool's range
-
-
-@dataclass(frozen=True)
-class RadiusGatewayConn(Conn):
-    """tunsec's side: certificate for itself, eap-radius for the client, a pool, one RADIUS server."""
-
-    def swanctl_text(self) -> str:
-        return f"""radius {{
-  servers {{
-    fr {{
-      address = 127.0.0.1
-      auth_port = 1812
-      secret = "{RADIUS_SECRET}"
-    }}
-  }}
-  retransmit_timeout = 0.5
-  retransmit_base = 1.0
-  retransmit_tries = 1
-}}
-pools {{
-  rw4 {{
-    addrs = {POOL}
-  }}
-}}
-connections {{
-  {CONN} {{
-    version = 2
-    local_addrs = {self.me.outer4}
-    encap = yes
-    proposals = {self.proposals}
-    pools = rw4
-    local {{
-      auth = pubkey
-      id = {ident(self.me)}
-      certs = {self.cert}
-    }}
-    remote {{
-      auth = eap-radius
-      eap_id = %any
-    }}
-    children {{
-      {CHILD} {{
-        local_ts = {self.me.inner_net4}
-        remote_ts = dynamic
-        esp_proposals = aes128gcm16
-      }}
-    }}
-  }}
-}}
-"""
-
-
-@dataclass(frozen=True)
-class RoadWarriorConn(Conn):
-    """charon's side: a virtual IP, EAP-MSCHAPv2 as ``eap_user``, the gateway by its certificate."""
-
-    eap_user: str = USER
-
-    def swanctl_text(self) -> str:
-        return f"""connections {{
-  {CONN} {{
-    version = 2
-    local_addrs = {self.me.outer4}
-    remote_addrs = {self.peer.outer4}
-    encap = yes
-    vips = 0.0.0.0
-    proposals = {self.proposals}
-    local {{
-      auth = eap-mschapv2
-      id = {ident(self.me)}
-      eap_id = {self.eap_user}
-    }}
-    remote {{
-      auth = pubkey
-      id = {ident(self.peer)}
-    }}
-    children {{
-      {CHILD} {{
-        local_ts = dynamic
-        remote_ts = {self.peer.inner_net4}
-        esp_proposals = aes128gcm16
-      }}
-    }}
-  }}
-}}
-secrets {{
-  eap-user {{
-    id = {self.eap_user}
-    secret = "{self.psk}"
-  }}
-}}
-"""
 
 
 @pytest.fixture(scope="module")
@@ -143,12 +50,12 @@ def topo() -> Iterator[TwoHosts]:
 def setup(topo: TwoHosts, pki: Pki, *, password: str = PASSWORD) -> tuple[TunsecIke, Charon, FreeRadius]:
     radius = FreeRadius(topo, topo.a, RADIUS_SECRET, {USER: PASSWORD})
     radius.start()
-    gateway = TunsecIke(topo, RadiusGatewayConn(topo.a, topo.b, auth="pubkey"), pki=pki)
-    client = Charon(topo, RoadWarriorConn(topo.b, topo.a, auth="pubkey", psk=password), pki=pki)
-    # MD4 and DES for MSCHAPv2 come from OpenSSL's legacy provider (the openssl plugin loads it)
-    conf = strongswan_conf(client.inst, level=2, extra="  install_virtual_ip = yes\n").replace(
-        f"load = {PLUGINS}", f"load = {PLUGINS} eap-mschapv2 eap-identity")
-    (client.inst.dir / "strongswan.conf").write_text(conf)
+    # the gateway: its certificate, eap-radius to the server for the client, a pool; the client:
+    # a virtual IP, EAP-MSCHAPv2 as ``eap_user``, the gateway by its certificate
+    gateway = TunsecIke(topo, GatewayConn(topo.a, topo.b, method="eap-radius", pools=(Pool("rw4", POOL),),
+                                          radius_secret=RADIUS_SECRET), pki=pki)
+    client = Charon(topo, RoadWarriorConn(topo.b, topo.a, method="eap-mschapv2", eap_user=USER, psk=password,
+                                          vips=("0.0.0.0",)), pki=pki)
     client.start()
     gateway.start()
     return gateway, client, radius
@@ -167,7 +74,7 @@ def assert_refused_and_nothing_left(gateway: TunsecIke, client: Charon, log_line
         status.update(gateway.status())
         return not status["ike_sas"] and not status["leases"] and status["ike_half_open"] == 0
     assert wait_until(nothing_left, 10), status
-    radius = status["radius"]
+    radius: dict[str, Any] = status["radius"]
     assert (radius["conversations"], radius["outstanding"], radius["bad"]) == (0, 0, 0), radius
     log = gateway.log_text()
     assert RADIUS_SECRET not in log and PASSWORD not in log

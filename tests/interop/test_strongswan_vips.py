@@ -14,14 +14,14 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
-from ike_peers import CHILD, CONN, PSK, Charon, Conn, TunsecIke, ident, requires_strongswan
+from ike_peers import CHILD, CONN, Charon, Conn, TunsecIke, ident, requires_strongswan
+from roadwarrior import GatewayConn, Pool, RoadWarriorConn
 
-from tunsec.bench.netns import TwoHosts, wait_until
-from tunsec.bench.systems.strongswan import strongswan_conf
+from tunsec.bench.netns import Host, TwoHosts, wait_until
 
 pytestmark = [
     pytest.mark.interop,
@@ -31,65 +31,18 @@ pytestmark = [
 POOL4, POOL6 = "10.3.0.0/24", "fd00:3::/120"
 VIP4, VIP6 = "10.3.0.1", "fd00:3::1"
 DNS4 = "10.1.0.53"
+RW4, RW6 = Pool("rw4", POOL4, dns=DNS4), Pool("rw6", POOL6)
 
 
-@dataclass(frozen=True)
-class GatewayConn(Conn):
-    """A remote-access gateway: any peer address, pools, remote_ts = dynamic."""
-
-    def swanctl_text(self) -> str:
-        return f"""pools {{
-  rw4 {{
-    addrs = {POOL4}
-    dns = {DNS4}
-  }}
-  rw6 {{
-    addrs = {POOL6}
-  }}
-}}
-connections {{
-  {CONN} {{
-    version = 2
-    local_addrs = {self.me.outer4}
-    encap = yes
-    proposals = {self.proposals}
-    pools = rw4, rw6
-    local {{
-      auth = psk
-      id = {ident(self.me)}
-    }}
-    remote {{
-      auth = psk
-      id = {ident(self.peer)}
-    }}
-    children {{
-      {CHILD} {{
-        local_ts = {self.me.inner_net4}, {self.me.inner_net6}
-        remote_ts = dynamic
-        esp_proposals = {self.esp_proposals}
-{self.extra_child}      }}
-    }}
-  }}
-}}
-secrets {{
-  ike-peers {{
-    id-me = {ident(self.me)}
-    id-peer = {ident(self.peer)}
-    secret = "{PSK}"
-  }}
-}}
-"""
+def gateway_conn(me: Host, peer: Host, pools: tuple[Pool, ...] = (RW4, RW6), **changes: Any) -> GatewayConn:
+    """A remote-access gateway: an IPv4 and an IPv6 pool, both of its inner networks."""
+    return GatewayConn(me, peer, pools=pools, local_ts=f"{me.inner_net4}, {me.inner_net6}", **changes)
 
 
-@dataclass(frozen=True)
-class RoadWarriorConn(Conn):
-    """strongSwan's road warrior: asks for an IPv4 and an IPv6 address, local_ts = dynamic."""
-
-    def swanctl_text(self) -> str:
-        text = super().swanctl_text()
-        text = text.replace("    encap = yes\n", "    encap = yes\n    vips = 0.0.0.0, ::\n", 1)
-        return text.replace(f"local_ts = {self.me.inner_net4}", "local_ts = dynamic").replace(
-            f"remote_ts = {self.peer.inner_net4}", f"remote_ts = {self.peer.inner_net4}, {self.peer.inner_net6}")
+def road_warrior_conn(me: Host, peer: Host, vips: tuple[str, ...] = ("0.0.0.0", "::"),
+                      **changes: Any) -> RoadWarriorConn:
+    """A road warrior that asks for an IPv4 and an IPv6 address, for both of the gateway's networks."""
+    return RoadWarriorConn(me, peer, vips=vips, remote_ts=f"{peer.inner_net4}, {peer.inner_net6}", **changes)
 
 
 @pytest.fixture
@@ -124,11 +77,8 @@ def wait_calls(script: Path, verb: str, n: int = 1) -> list[dict[str, str]]:
 
 
 def road_warrior(topo: TwoHosts, script: Path) -> tuple[TunsecIke, Charon]:
-    gateway = TunsecIke(topo, GatewayConn(topo.a, topo.b, extra_child=f"        updown = {script}\n"))
-    client = Charon(topo, RoadWarriorConn(topo.b, topo.a))
-    # the client installs its virtual IPs (on its libipsec TUN), as a real road warrior does
-    (client.inst.dir / "strongswan.conf").write_text(
-        strongswan_conf(client.inst, level=2, extra="  install_virtual_ip = yes\n"))
+    gateway = TunsecIke(topo, gateway_conn(topo.a, topo.b, extra_child=f"        updown = {script}\n"))
+    client = Charon(topo, road_warrior_conn(topo.b, topo.a))    # it installs its virtual IPs on its TUN
     client.start()
     gateway.start()
     return gateway, client
@@ -189,16 +139,6 @@ def test_strongswan_road_warrior_gets_pool_addresses_and_pings_through(topo: Two
 # --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class CharonGatewayConn(Conn):
-    """strongSwan's gateway: pools and remote_ts = dynamic, as its docs' road-warrior example."""
-
-    def swanctl_text(self) -> str:
-        text = GatewayConn.swanctl_text(self)    # the same text: swanctl.conf syntax is shared
-        return text.replace(f"    local_addrs = {self.me.outer4}\n",
-                            f"    local_addrs = {self.me.outer4}\n    remote_addrs = %any\n")
-
-
 def _proc_status(pid: int, key: str) -> str:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(f"{key}:"):
@@ -211,9 +151,10 @@ def _tun_addresses(topo: TwoHosts) -> str:
 
 
 def test_tunsec_road_warrior_against_a_strongswan_gateway(topo: TwoHosts, scripts: Path) -> None:
-    gateway = Charon(topo, CharonGatewayConn(topo.b, topo.a))
-    client = TunsecIke(topo, RoadWarriorConn(topo.a, topo.b, start_action="start",
-                                             extra_child=f"        updown = {scripts}\n"))
+    # the gateway connection tunsec has in the other tests: the swanctl.conf syntax is shared
+    gateway = Charon(topo, gateway_conn(topo.b, topo.a))
+    client = TunsecIke(topo, road_warrior_conn(topo.a, topo.b, start_action="start",
+                                               extra_child=f"        updown = {scripts}\n"))
     gateway.start()
     client.start()
     sa = client.wait_established()
@@ -248,12 +189,8 @@ def test_tunsec_road_warrior_against_a_strongswan_gateway(topo: TwoHosts, script
 
 def test_no_address_left_fails_the_child_and_tells_the_client(topo: TwoHosts) -> None:
     """A gateway whose pools cannot serve the request (here: IPv6 only, the client asks for IPv4)."""
-    gateway = TunsecIke(topo, GatewayConn(topo.a, topo.b))
-    gateway.conf.write_text(gateway.conf.read_text().replace("pools = rw4, rw6", "pools = rw6"))
-    client = Charon(topo, RoadWarriorConn(topo.b, topo.a))
-    client.write()
-    path = client.inst.dir / "swanctl.conf"
-    path.write_text(path.read_text().replace("vips = 0.0.0.0, ::", "vips = 0.0.0.0"))
+    gateway = TunsecIke(topo, gateway_conn(topo.a, topo.b, pools=(RW6,)))
+    client = Charon(topo, road_warrior_conn(topo.b, topo.a, vips=("0.0.0.0",)))
     client.start()
     gateway.start()
     r = client.initiate()
