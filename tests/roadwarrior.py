@@ -14,9 +14,11 @@ proves itself with its own), and charon loads the EAP plugins the method needs.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from ike_peers import Conn
 
+from tunsec.bench.netns import StarHosts
 from tunsec.bench.systems.strongswan import PLUGINS, Instance, strongswan_conf
 
 # charon's plugins for each method, on top of ike_peers' (MD4 and DES for MSCHAPv2 come from
@@ -27,6 +29,7 @@ EAP_PLUGINS = {
     "eap-tls": "eap-identity eap-tls",
     "eap-radius": "eap-radius eap-identity",
 }
+SITES = "10.2.0.0/16"                   # StarHosts' sites: 10.2.1.0/24 (A) and 10.2.2.0/24 (B)
 
 
 @dataclass(frozen=True)
@@ -190,3 +193,9 @@ class RoadWarriorConn(RemoteAccessConn):
         conf = super().charon_conf(inst)
         # the TLS handshake in charon's log ("negotiated TLS 1.2")
         return conf.replace("      esp = 1\n", "      esp = 1\n      tls = 2\n") if self.method == "eap-tls" else conf
+
+
+def hub_gateway(star: StarHosts, **changes: Any) -> GatewayConn:
+    """StarHosts' gateway G for both sites: on every address of G, any site with the PSK and
+    G's identity, the sites' networks (each site's child narrowed to its own)."""
+    return GatewayConn(star.g, star.a, fixed_address=False, any_peer=True, remote_ts=SITES, **changes)

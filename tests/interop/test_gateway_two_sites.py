@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from ike_peers import CONN, PSK, Charon, Conn, TunsecIke, ident, requires_strongswan
+from ike_peers import CONN, Charon, Conn, TunsecIke, requires_strongswan
+from roadwarrior import hub_gateway
 
 from tunsec.bench.netns import StarHosts, wait_until
 
@@ -25,44 +25,6 @@ pytestmark = [
     pytest.mark.netns,
     requires_strongswan,
 ]
-
-
-@dataclass(frozen=True)
-class GatewayConn(Conn):
-    """The gateway's connection: any peer address, any PSK identity, sites' networks narrowed per peer."""
-
-    def swanctl_text(self) -> str:
-        return f"""connections {{
-  {CONN} {{
-    version = 2
-    remote_addrs = %any
-    encap = yes
-    proposals = {self.proposals}
-    local {{
-      auth = psk
-      id = {ident(self.me)}
-    }}
-    remote {{
-      auth = psk
-    }}
-    children {{
-      net {{
-        local_ts = {self.me.inner_net4}
-        remote_ts = 10.2.0.0/16
-        esp_proposals = {self.esp_proposals}
-        mode = tunnel
-        start_action = none
-      }}
-    }}
-  }}
-}}
-secrets {{
-  ike-gw {{
-    id-gw = {ident(self.me)}
-    secret = "{PSK}"
-  }}
-}}
-"""
 
 
 @pytest.fixture
@@ -92,7 +54,7 @@ def counters(gw: TunsecIke, child: dict[str, Any]) -> dict[str, int]:
 
 def test_two_sites_each_through_its_own_sa(star: StarHosts) -> None:
     g, a, b = star.g, star.a, star.b
-    gw = TunsecIke(star, GatewayConn(g, a))     # the peer is unused: any address, any identity
+    gw = TunsecIke(star, hub_gateway(star))
     sites = {h.outer4: Charon(star, Conn(h, star.gateway_for(h))) for h in (a, b)}
     for c in sites.values():
         c.start()

@@ -20,9 +20,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from ike_peers import Charon, Conn, TunsecIke, requires_strongswan
+from ike_peers import Charon, TunsecIke, requires_strongswan
 from pyroute2 import Conntrack
-from test_gateway_two_sites import GatewayConn
+from roadwarrior import RoadWarriorConn, hub_gateway
 
 from tunsec.bench.netns import StarHosts, in_netns, wait_until
 
@@ -75,8 +75,8 @@ def at_port(gw: TunsecIke, ip: str, port: int) -> bool:
 def test_a_client_whose_nat_mapping_changes_keeps_its_child_sa(star: StarHosts, mobike: str) -> None:
     g, a = star.g, star.a
     masquerade(star, FIRST)
-    gw = TunsecIke(star, GatewayConn(g, a))
-    client = Charon(star, Conn(a, g, extra_conn=f"    dpd_delay = 1s\n    encap = yes\n    mobike = {mobike}\n"))
+    gw = TunsecIke(star, hub_gateway(star))
+    client = Charon(star, RoadWarriorConn(a, g, mobike=mobike == "yes", extra_conn="    dpd_delay = 1s\n"))
     client.start()
     gw.start()
     r = client.initiate()

@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from ike_peers import Charon, Conn, TunsecIke, requires_strongswan
-from test_gateway_two_sites import GatewayConn
+from ike_peers import Charon, TunsecIke, requires_strongswan
+from roadwarrior import RoadWarriorConn, hub_gateway
 
 from tunsec.bench.netns import StarHosts, wait_until
 
@@ -38,13 +38,6 @@ def star() -> Iterator[StarHosts]:
         yield t
 
 
-class RoamingConn(Conn):
-    """The client's connection without local_addrs: charon may speak from whatever address it has."""
-
-    def swanctl_text(self) -> str:
-        return super().swanctl_text().replace(f"    local_addrs = {self.me.outer4}\n", "")
-
-
 def ike_sa(gw: TunsecIke) -> dict[str, Any] | None:
     sas = [sa for sa in gw.ike_sas() if sa["state"] == "established"]
     return sas[0] if len(sas) == 1 else None
@@ -60,8 +53,9 @@ def at(gw: TunsecIke, ip: str) -> bool:
 
 def test_a_client_that_changes_its_address_keeps_its_sas(star: StarHosts) -> None:
     g, a = star.g, star.a
-    gw = TunsecIke(star, GatewayConn(g, a))
-    client = Charon(star, RoamingConn(a, g, extra_conn="    mobike = yes\n"))
+    gw = TunsecIke(star, hub_gateway(star))
+    # no local_addrs: charon may speak from whatever address it has
+    client = Charon(star, RoadWarriorConn(a, g, fixed_address=False, mobike=True))
     client.start()
     gw.start()
     r = client.initiate()
@@ -114,8 +108,8 @@ def test_tunsec_as_a_client_that_changes_its_address_keeps_its_ike_sa(star: Star
     """tunsec (no local_addrs) watches its addresses (rtnetlink) and sends UPDATE_SA_ADDRESSES
     when they change; the strongSwan gateway moves the IKE SA and its Child SA to the new address."""
     g, a = star.g, star.a
-    gateway = Charon(star, GatewayConn(g, a))
-    client = TunsecIke(star, RoamingConn(a, g, start_action="start"))
+    gateway = Charon(star, hub_gateway(star))
+    client = TunsecIke(star, RoadWarriorConn(a, g, fixed_address=False, start_action="start"))
     gateway.start()
     client.start()
     sa = client.wait_established()

@@ -22,13 +22,14 @@ from __future__ import annotations
 import contextlib
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
-from ike_peers import CHILD, CONN, PSK, Charon, Conn, TunsecIke, ident, requires_strongswan
+from ike_peers import CHILD, Charon, TunsecIke, ident, requires_strongswan
+from roadwarrior import SITES, GatewayConn, RoadWarriorConn
 
-from tunsec.bench.netns import StarHosts, wait_until
+from tunsec.bench.netns import Host, StarHosts, wait_until
 
 pytestmark = [
     pytest.mark.interop,
@@ -39,81 +40,14 @@ pytestmark = [
 GW_ID = "gw.tunsec.test"  # both gateways: the client accepts either
 
 
-@dataclass(frozen=True)
-class GatewayConn(Conn):
-    """A gateway's connection: any client address and identity, the client's network narrowed per peer."""
-
-    def swanctl_text(self) -> str:
-        return f"""connections {{
-  {CONN} {{
-    version = 2
-    remote_addrs = %any
-    encap = yes
-    proposals = {self.proposals}
-{self.extra_conn}    local {{
-      auth = psk
-      id = {GW_ID}
-    }}
-    remote {{
-      auth = psk
-    }}
-    children {{
-      {CHILD} {{
-        local_ts = {self.me.inner_net4}
-        remote_ts = {self.peer.inner_net4}
-        esp_proposals = {self.esp_proposals}
-        mode = tunnel
-        start_action = none
-      }}
-    }}
-  }}
-}}
-secrets {{
-  ike-gw {{
-    id-gw = {GW_ID}
-    secret = "{PSK}"
-  }}
-}}
-"""
+def gateway_conn(me: Host, client: Host, **changes: Any) -> GatewayConn:
+    """A gateway: on every address, any client with the PSK and GW_ID, the client's network."""
+    return GatewayConn(me, client, fixed_address=False, any_peer=True, gateway_id=GW_ID, **changes)
 
 
-@dataclass(frozen=True)
-class ClientConn(Conn):
+def client_conn(me: Host, gateway: Host) -> RoadWarriorConn:
     """The road warrior: no local address (the route picks it, so it can follow a redirect), gateway id fixed."""
-
-    def swanctl_text(self) -> str:
-        return f"""connections {{
-  {CONN} {{
-    version = 2
-    remote_addrs = {self.peer.outer4}
-    encap = yes
-    proposals = {self.proposals}
-    local {{
-      auth = psk
-      id = {ident(self.me)}
-    }}
-    remote {{
-      auth = psk
-      id = {GW_ID}
-    }}
-    children {{
-      {CHILD} {{
-        local_ts = {self.me.inner_net4}
-        remote_ts = 10.2.0.0/16
-        esp_proposals = {self.esp_proposals}
-        mode = tunnel
-        start_action = none
-      }}
-    }}
-  }}
-}}
-secrets {{
-  ike-rw {{
-    id-rw = {ident(self.me)}
-    secret = "{PSK}"
-  }}
-}}
-"""
+    return RoadWarriorConn(me, gateway, fixed_address=False, gateway_id=GW_ID, remote_ts=SITES)
 
 
 @pytest.fixture
@@ -124,9 +58,9 @@ def star() -> Iterator[StarHosts]:
 
 def test_strongswan_client_redirected_to_gateway_b(star: StarHosts) -> None:
     g, a, b = star.g, star.a, star.b
-    gw_a = TunsecIke(star, GatewayConn(a, g, extra_conn=f"    redirect_to = {b.outer4}\n"))
-    gw_b = TunsecIke(star, GatewayConn(b, star.g_b))
-    client = Charon(star, ClientConn(g, a))
+    gw_a = TunsecIke(star, gateway_conn(a, g, extra_conn=f"    redirect_to = {b.outer4}\n"))
+    gw_b = TunsecIke(star, gateway_conn(b, star.g_b))
+    client = Charon(star, client_conn(g, a))
     for side in (gw_a, gw_b):
         side.start()
     client.start()
@@ -145,9 +79,9 @@ def test_strongswan_client_redirected_to_gateway_b(star: StarHosts) -> None:
 def test_tunsec_client_follows_redirect_to_gateway_b(star: StarHosts) -> None:
     # the same topology with tunsec as the client: the service sends to B and takes B's answers
     g, a, b = star.g, star.a, star.b
-    gw_a = TunsecIke(star, GatewayConn(a, g, extra_conn=f"    redirect_to = {b.outer4}\n"))
-    gw_b = TunsecIke(star, GatewayConn(b, star.g_b))
-    client = TunsecIke(star, ClientConn(g, a))
+    gw_a = TunsecIke(star, gateway_conn(a, g, extra_conn=f"    redirect_to = {b.outer4}\n"))
+    gw_b = TunsecIke(star, gateway_conn(b, star.g_b))
+    client = TunsecIke(star, client_conn(g, a))
     for side in (gw_a, gw_b, client):
         side.start()
     r = client.cli("initiate", "--child", CHILD)
@@ -182,9 +116,9 @@ def test_tunsec_client_redirected_in_ike_auth_to_an_fqdn_of_a_strongswan_gateway
     # (its namespace's hosts file), deletes its SA with A and gets its IKE and Child SA from charon at B
     g, a, b = star.g, star.a, star.b
     name = f"gw-b.{g.ns}.test"
-    gw_a = TunsecIke(star, GatewayConn(a, g, extra_conn=f"    redirect_to = {name}\n{REDIRECT_ON_AUTH}"))
-    gw_b = Charon(star, GatewayConn(b, star.g_b))
-    client = TunsecIke(star, ClientConn(g, a))
+    gw_a = TunsecIke(star, gateway_conn(a, g, extra_conn=f"    redirect_to = {name}\n{REDIRECT_ON_AUTH}"))
+    gw_b = Charon(star, gateway_conn(b, star.g_b))
+    client = TunsecIke(star, client_conn(g, a))
     with hosts_file(g.ns, f"{b.outer4} {name}"):
         gw_a.start()
         gw_b.start()
