@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import control
+import pytest
 from daemon import Daemon, requires
 from reachable import python_argv
 
@@ -163,6 +164,13 @@ class Pki:
         with open(out, "wb") as f:
             r = subprocess.run(["pki", *args], stdout=f, stderr=subprocess.PIPE, timeout=60, check=False)
         assert r.returncode == 0, f"pki {' '.join(args)}: {r.stderr.decode(errors='replace')}"
+
+    @classmethod
+    def new_ca(cls, factory: pytest.TempPathFactory, name: str, kind: str = "ecdsa") -> Pki:
+        """A new CA in a new temporary directory named after ``name`` (for a module-scoped fixture)."""
+        pki = cls(Path(factory.mktemp(name)), kind)
+        pki.make_ca()
+        return pki
 
     @property
     def ca_cert(self) -> Path:

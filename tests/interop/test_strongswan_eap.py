@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from ike_peers import CHILD, Charon, Pki, TunsecIke, ping_both_ways, requires_strongswan
@@ -39,9 +38,7 @@ def client_conn(me: Host, peer: Host, password: str) -> RoadWarriorConn:
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    p = Pki(Path(tmp_path_factory.mktemp("pki-eap")), "ecdsa")
-    p.make_ca()
-    return p
+    return Pki.new_ca(tmp_path_factory, "pki-eap")
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from ike_peers import CONN, Charon, Pki, TunsecIke, ident, requires_strongswan
@@ -31,17 +30,13 @@ POOL4, VIP4 = "10.3.0.0/24", "10.3.0.1"
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    p = Pki(Path(tmp_path_factory.mktemp("pki-eap-tls")), "ecdsa")
-    p.make_ca()
-    return p
+    return Pki.new_ca(tmp_path_factory, "pki-eap-tls")
 
 
 @pytest.fixture(scope="module")
 def other_pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     """Another CA, whose certificates the gateway must not accept."""
-    p = Pki(Path(tmp_path_factory.mktemp("pki-other")), "ecdsa")
-    p.make_ca()
-    return p
+    return Pki.new_ca(tmp_path_factory, "pki-other")
 
 
 @pytest.fixture

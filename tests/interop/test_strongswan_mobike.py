@@ -14,7 +14,7 @@ may be lost.
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -36,6 +36,25 @@ NEW = "192.0.2.12"
 def star() -> Iterator[StarHosts]:
     with StarHosts(prefix="mb") as t:
         yield t
+
+
+def ping_from_a(star: StarHosts) -> bool:
+    """One echo from site A's inner address to the gateway's, answered within 1 s."""
+    return star.ping(star.a, star.g.inner4, src=star.a.inner4, timeout=1.0)
+
+
+def roam(star: StarHosts, moved: Callable[[], bool]) -> tuple[list[bool], list[bool], list[bool]]:
+    """A's outer address goes and NEW comes, one ping at a time; whether each passed: the pings sent before,
+    while A had no address, and after NEW came until ``moved()`` (the gateway follows; 15 at most)."""
+    a = star.a
+    sent_before = [ping_from_a(star) for _ in range(5)]
+    subprocess.run(["ip", "-n", a.ns, "addr", "del", f"{a.outer4}/24", "dev", a.veth], check=True)
+    without_address = [ping_from_a(star) for _ in range(2)]
+    subprocess.run(["ip", "-n", a.ns, "addr", "add", f"{NEW}/24", "dev", a.veth], check=True)
+    before_the_move: list[bool] = []
+    while not moved() and len(before_the_move) < 15:
+        before_the_move.append(ping_from_a(star))
+    return sent_before, without_address, before_the_move
 
 
 def ike_sa(gw: TunsecIke) -> dict[str, Any] | None:
@@ -66,18 +85,9 @@ def test_a_client_that_changes_its_address_keeps_its_sas(star: StarHosts) -> Non
     assert star.wait_ping(a, g.inner4, src=a.inner4, timeout=10)
     assert "peer supports MOBIKE" in client.log_text() and before["mobike"] is True
 
-    def ping() -> bool:
-        return star.ping(a, g.inner4, src=a.inner4, timeout=1.0)
-
-    sent_before = [ping() for _ in range(5)]
-    subprocess.run(["ip", "-n", a.ns, "addr", "del", f"{a.outer4}/24", "dev", a.veth], check=True)
-    without_address = [ping() for _ in range(2)]
-    subprocess.run(["ip", "-n", a.ns, "addr", "add", f"{NEW}/24", "dev", a.veth], check=True)
-    before_the_move: list[bool] = []
-    while not at(gw, NEW) and len(before_the_move) < 15:
-        before_the_move.append(ping())
+    sent_before, without_address, before_the_move = roam(star, lambda: at(gw, NEW))
     assert at(gw, NEW), f"the gateway did not follow the client:\n{gw.log_tail()}\n{client.log_tail(30)}"
-    sent_after = [ping() for _ in range(5)]
+    sent_after = [ping_from_a(star) for _ in range(5)]
 
     assert all(sent_before), sent_before
     assert not any(without_address), "a ping passed while the client had no address"
@@ -117,20 +127,11 @@ def test_tunsec_as_a_client_that_changes_its_address_keeps_its_ike_sa(star: Star
     assert star.wait_ping(a, g.inner4, src=a.inner4, timeout=10)
     assert charon_peer(gateway) == f"{a.outer4}[4500]"
 
-    def ping() -> bool:
-        return star.ping(a, g.inner4, src=a.inner4, timeout=1.0)
-
-    sent_before = [ping() for _ in range(5)]
-    subprocess.run(["ip", "-n", a.ns, "addr", "del", f"{a.outer4}/24", "dev", a.veth], check=True)
-    without_address = [ping() for _ in range(2)]
-    subprocess.run(["ip", "-n", a.ns, "addr", "add", f"{NEW}/24", "dev", a.veth], check=True)
-    before_the_move: list[bool] = []
-    while charon_peer(gateway) != f"{NEW}[4500]" and len(before_the_move) < 15:
-        before_the_move.append(ping())
+    sent_before, without_address, _ = roam(star, lambda: charon_peer(gateway) == f"{NEW}[4500]")
     assert charon_peer(gateway) == f"{NEW}[4500]", f"{client.log_tail()}\n{gateway.log_tail(30)}"
     # charon (kernel-libipsec) rekeys its Child SA after the update; let that settle
-    assert wait_until(ping, 10), client.log_tail()
-    sent_after = [ping() for _ in range(5)]
+    assert wait_until(lambda: ping_from_a(star), 10), client.log_tail()
+    sent_after = [ping_from_a(star) for _ in range(5)]
 
     assert all(sent_before), sent_before
     assert not any(without_address), "a ping passed while the client had no address"

@@ -13,7 +13,6 @@ SA, no lease, no RADIUS conversation or outstanding request.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,9 +35,7 @@ POOL, VIP = "10.3.0.1-10.3.0.2", "10.3.0.1"   # small: the gateway routes the po
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    p = Pki(Path(tmp_path_factory.mktemp("pki-radius")), "ecdsa")
-    p.make_ca()
-    return p
+    return Pki.new_ca(tmp_path_factory, "pki-radius")
 
 
 @pytest.fixture
