@@ -187,9 +187,16 @@ def state_families(doc: dict[str, Any], worker_up: bool) -> Iterator[Metric]:
     radius = CounterMetricFamily("tunsec_radius_packets", "RADIUS (auth = eap-radius): requests sent, answers "
                                  "taken, datagrams dropped, by kind", labels=["kind"])
     for kind, n in sorted(doc.get("radius", {}).items()):
-        if kind not in ("conversations", "outstanding"):   # gauges, not counts
+        if kind not in ("conversations", "outstanding", "accounting"):   # gauges, not counts; accounting below
             radius.add_metric([kind], n)
     yield radius
+    acct = CounterMetricFamily("tunsec_radius_accounting_packets", "RADIUS accounting (radius.accounting = yes): "
+                               "Accounting-Requests sent, answers taken, records lost, datagrams dropped, by kind",
+                               labels=["kind"])
+    for kind, n in sorted(doc.get("radius", {}).get("accounting", {}).items()):
+        if kind != "sessions":   # a gauge
+            acct.add_metric([kind], n)
+    yield acct
 
 
 def ike_families(doc: dict[str, Any]) -> Iterator[Metric]:
