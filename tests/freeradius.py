@@ -7,6 +7,8 @@ the namespace is the test's own), knows one client (the gateway, from 127.0.0.1)
 rejects at once (no reject_delay), keeps users in the ``files`` module, and its EAP module
 does EAP-MSCHAPv2 only (the packaged one also wants TLS certificates the package does not make).
 ``freeradius -X`` runs in the foreground and logs to ``radiusd.log``; it is stopped by PID.
+The packaged ``accounting { detail ... }`` stays: Accounting-Requests (port 1813) are written to
+the detail file under the test's directory, read back with :meth:`FreeRadius.accounting_records`.
 """
 
 from __future__ import annotations
@@ -114,3 +116,22 @@ class FreeRadius:
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    @property
+    def radacct(self) -> Path:
+        """Where the ``detail`` module writes (``${logdir}/radacct/<client address>/detail-<date>``)."""
+        return self.dir / "log" / "radacct"
+
+    def accounting_records(self) -> list[dict[str, str]]:
+        """The Accounting-Requests FreeRADIUS took, in order: attribute name -> value (unquoted)."""
+        records: list[dict[str, str]] = []
+        for path in sorted(self.radacct.glob("*/detail-*")):
+            for block in path.read_text(errors="replace").split("\n\n"):
+                record = {}
+                for line in block.splitlines()[1:]:   # the first line is the time it was written
+                    name, sep, value = line.strip().partition(" = ")
+                    if sep:
+                        record[name] = value.strip('"')
+                if record:
+                    records.append(record)
+        return records
