@@ -49,7 +49,7 @@ class RadiusSettings:
     retransmit_base: float = 1.4
     retransmit_tries: int = 4
     accounting: bool = False
-    accounting_interval: int = 0
+    accounting_interval: float = 0
 
     def wait(self, attempt: int) -> float:
         """Seconds to wait for an answer after send number ``attempt`` (0 = the first send)."""
