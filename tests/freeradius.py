@@ -68,6 +68,7 @@ class FreeRadius:
     host: Host
     secret: str
     users: dict[str, str]
+    replies: dict[str, str] = field(default_factory=dict)   # user -> reply items of its Access-Accept
     dir: Path = field(init=False)
     proc: subprocess.Popen[bytes] | None = None
 
@@ -99,7 +100,9 @@ class FreeRadius:
         (d / "mods-enabled" / "eap").unlink()
         (d / "mods-enabled" / "eap").write_text(_EAP)
         authorize = d / "mods-config" / "files" / "authorize"
-        authorize.write_text("".join(f"{name} Cleartext-Password := {_quote(pw)}\n" for name, pw in self.users.items()))
+        authorize.write_text("".join(f"{name} Cleartext-Password := {_quote(pw)}\n"
+                                     + (f"\t{self.replies[name]}\n" if name in self.replies else "")
+                                     for name, pw in self.users.items()))
         clients = f"client gateway {{\n  ipaddr = 127.0.0.1\n  secret = {_quote(self.secret)}\n}}\n"
         (d / "clients.conf").write_text(clients)
         os.chmod(d, 0o700)

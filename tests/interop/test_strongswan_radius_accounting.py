@@ -3,7 +3,8 @@ with eap-radius to a tunsec gateway with ``radius { accounting = yes }`` (the se
 test_strongswan_radius.py), pings through the tunnel and terminates. FreeRADIUS's ``detail``
 module must then hold an Accounting-Request Start and a Stop for the same session, with the
 EAP identity, the leased address, the attributes strongSwan's eap-radius sends, and in the
-Stop at least the bytes and packets the ping carried each way.
+Stop at least the bytes and packets the ping carried each way; the Class of the Access-Accept
+in both.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ pytestmark = [
 
 PINGS = 5
 ECHO = 84   # an echo request or reply of ping's default 56 data bytes: IPv4 20 + ICMP 8 + 56
+CLASS = "0x" + b"vpn-gold".hex()   # in the Access-Accept: accounting must echo it (RFC 2865 5.25)
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,7 @@ def topo() -> Iterator[TwoHosts]:
 
 
 def setup(topo: TwoHosts, pki: Pki) -> tuple[TunsecIke, Charon, FreeRadius]:
-    radius = FreeRadius(topo, topo.a, RADIUS_SECRET, {USER: PASSWORD})
+    radius = FreeRadius(topo, topo.a, RADIUS_SECRET, {USER: PASSWORD}, {USER: f"Class := {CLASS}"})
     radius.start()
     gateway = TunsecIke(topo, AccountingGatewayConn(topo.a, topo.b, auth="pubkey"), pki=pki)
     client = Charon(topo, RoadWarriorConn(topo.b, topo.a, auth="pubkey", psk=PASSWORD), pki=pki)
@@ -96,6 +98,7 @@ def test_freeradius_logs_start_and_stop_with_user_address_session_and_the_pings_
         assert record["Called-Station-Id"] == f"{topo.a.outer4}[4500]", record
         assert record["Calling-Station-Id"] == f"{topo.b.outer4}[4500]", record
         assert record["NAS-Port-Id"] == CONN, record
+        assert record["Class"] == CLASS, record
     assert start["Acct-Session-Id"] == stop["Acct-Session-Id"] != ""
     assert stop["Acct-Terminate-Cause"] == "User-Request", stop   # the client deleted the IKE SA
     # the echo requests came from the client (input), the replies went to it (output); the

@@ -44,6 +44,7 @@ class AcctServer(asyncio.DatagramProtocol):
 
     mode: str = "answer"
     records: list[dict[str, Any]] = field(default_factory=list)
+    classes: list[list[bytes]] = field(default_factory=list)   # the Class attributes of each record
     transport: Any = None
 
     def connection_made(self, transport: Any) -> None:
@@ -53,6 +54,7 @@ class AcctServer(asyncio.DatagramProtocol):
         req = rp.AcctPacket(packet=data, secret=SECRET, dict=DICTIONARY)
         assert req.VerifyAcctRequest(), "the Request Authenticator does not verify"
         self.records.append({k: req[k][0] for k in list(req.keys()) if isinstance(k, str)})
+        self.classes.append(list(req.get(25, [])))
         if self.mode == "silent":
             return
         if self.mode == "forge":
@@ -107,7 +109,7 @@ def test_start_interim_and_stop_carry_one_session_and_the_usage_of_all_child_sas
         server, port = await serve("answer")
         worker = Worker(child_sas(CHILD1, 1000, 2000, 10, 20), [CHILD1])
         acct = Accounting(settings(port, interval=0.05), worker.dump, worker.children, prefix=1700000000)
-        acct.start("ike-1", "alice", STATION, ["10.3.0.1", "fd00::1"])
+        acct.start("ike-1", "alice", STATION, ["10.3.0.1", "fd00::1"], [b"vpn-gold", b"cc-7"])
         await until(lambda: server.of("Interim-Update"))
         # CHILD1 is rekeyed: its last counters, then its successor's (past 2**32 octets in)
         worker.sas = child_sas(CHILD1, 1500, 2500, 15, 25) + child_sas(CHILD2, 2**32 + 5, 7, 3, 1)
@@ -128,6 +130,7 @@ def test_start_interim_and_stop_carry_one_session_and_the_usage_of_all_child_sas
     statuses = [r["Acct-Status-Type"] for r in server.records]
     assert statuses[0] == "Start" and statuses[-1] == "Stop" and set(statuses[1:-1]) == {"Interim-Update"}
     assert {r["Acct-Session-Id"] for r in server.records} == {"1700000000-1"}
+    assert all(c == [b"vpn-gold", b"cc-7"] for c in server.classes), server.classes   # in every record, in order
     (start,), (interim, *_), (stop,) = server.of("Start"), server.of("Interim-Update"), server.of("Stop")
     for r in (start, stop):
         assert (r["User-Name"], r["Framed-IP-Address"], r["Framed-IPv6-Address"]) == ("alice", "10.3.0.1", "fd00::1")

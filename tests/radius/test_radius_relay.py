@@ -115,3 +115,18 @@ def test_no_server_answering_fails_and_nothing_stays(quiet_port: int) -> None:
     out, relay = asyncio.run(main())
     assert out.outcome is RelayOutcome.FAILED and "no answer from RADIUS server quiet" in out.reason
     assert relay.conversations == 0 and relay.client.outstanding() == 0
+
+
+@pytest.mark.parametrize("accounting", [True, False])
+def test_the_accepts_class_is_kept_for_accounting_once(accounting: bool) -> None:
+    async def main() -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
+        _, port = await scripted([(ACCESS_ACCEPT, [(79, b"\x03\x11\x00\x04"), (25, b"vpn-gold"), (25, b"cc-7")])])
+        relay = RadiusRelay(RadiusSettings((server("fr", port),), retransmit_timeout=0.5, accounting=accounting))
+        await relay.round("sa-1", ask(b"\x02\x0f\x00\x0a\x01alice", True), STATION)
+        taken = relay.take_classes("sa-1"), relay.take_classes("sa-1")
+        relay.close()
+        return taken
+
+    first, again = asyncio.run(main())
+    assert first == ((b"vpn-gold", b"cc-7") if accounting else ())
+    assert again == ()

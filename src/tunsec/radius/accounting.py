@@ -131,6 +131,7 @@ class _Session:
     station: Station
     vips: tuple[str, ...]
     started: float
+    classes: tuple[bytes, ...]
     closed: Usage = field(default_factory=Usage)  # Child SAs gone, their final counters
     pending: list[asyncio.Task[None]] = field(default_factory=list)  # final counters being read
     last: asyncio.Task[None] | None = None  # the session's latest record: the next waits for it
@@ -170,11 +171,13 @@ class Accounting:
         return s.sid if s is not None else None
 
     # --- events from the IKE service ---------------------------------------------------
-    def start(self, key: Hashable, user: str, station: Station, vips: Sequence[str]) -> None:
+    def start(self, key: Hashable, user: str, station: Station, vips: Sequence[str],
+              classes: Sequence[bytes] = ()) -> None:
+        """``classes``: the Class attributes of the Access-Accept, echoed in every record."""
         if key in self._sessions:
             return   # one Start per IKE SA (strongSwan's start_sent)
         s = self._sessions[key] = _Session(f"{self._prefix}-{next(self._numbers)}", user, station,
-                                           tuple(vips), self._clock())
+                                           tuple(vips), self._clock(), tuple(classes))
         self._record(s, self._build(s, ACCT_START))
         self._arm(key, s)
 
@@ -244,7 +247,7 @@ class Accounting:
         u = usage if usage is not None else Usage()
         return AcctRecord(status, s.sid, s.user, s.station, s.vips, u.octets_in, u.octets_out, u.packets_in,
                           u.packets_out, None if status == ACCT_START else int(self._clock() - s.started),
-                          None if cause is None else int(cause))
+                          None if cause is None else int(cause), s.classes)
 
     def _record(self, s: _Session, record: AcctRecord | Awaitable[AcctRecord]) -> None:
         """Send the record after the session's previous one is answered or given up."""

@@ -34,7 +34,8 @@ from tunsec.ike.secret import Secret
 
 MAX_ATTR = 253  # a RADIUS attribute's value (RFC 2865 §5)
 MAX_PACKET = 4096  # RFC 2865 §3
-EAP_MESSAGE, STATE, MESSAGE_AUTHENTICATOR, REPLY_MESSAGE = 79, 24, 80, 18
+EAP_MESSAGE, STATE, MESSAGE_AUTHENTICATOR, REPLY_MESSAGE, CLASS = 79, 24, 80, 18, 25
+MAX_CLASSES = 8  # Class attributes of an Access-Accept kept for accounting (more are dropped)
 MS_MPPE_SEND_KEY, MS_MPPE_RECV_KEY = (311, 16), (311, 17)
 MIN_KEY = 16  # an MPPE key of MSCHAPv2; EAP-TLS's are 32 bytes
 
@@ -81,6 +82,8 @@ class Answer:
     state: bytes | None = field(repr=False)
     msk: Secret | None
     message: str  # Reply-Message, printable and short, for the log
+    # an Access-Accept's Class attributes, sent back unmodified in accounting (RFC 2865 §5.25)
+    classes: tuple[bytes, ...] = field(default=(), repr=False)
 
     @property
     def name(self) -> str:
@@ -159,6 +162,7 @@ def read_reply(request: Any, raw: bytes) -> Answer:
         states[0] if states else None,
         _msk(reply) if reply.code == ACCESS_ACCEPT else None,
         _printable(b" ".join(messages)) if messages else "",
+        tuple(_raw(reply, CLASS)[:MAX_CLASSES]) if reply.code == ACCESS_ACCEPT else (),
     )
 
 
@@ -191,6 +195,7 @@ class AcctRecord:
     packets_out: int = 0
     session_time: int | None = None  # seconds; Interim-Update and Stop
     terminate_cause: int | None = None  # Stop
+    classes: tuple[bytes, ...] = field(default=(), repr=False)  # the Access-Accept's Class attributes
 
 
 def _u32(value: int) -> int:
@@ -204,6 +209,8 @@ def accounting_request(secret: Secret, ident: int, record: AcctRecord) -> Any:
     pkt = rp.AcctPacket(code=ACCOUNTING_REQUEST, id=ident, secret=secret.reveal(), dict=DICTIONARY)
     pkt.AddAttribute("Acct-Status-Type", record.status)
     pkt.AddAttribute("Acct-Session-Id", record.session_id)
+    for cls in record.classes:
+        pkt.AddAttribute("Class", cls[:MAX_ATTR])
     pkt.AddAttribute("NAS-Port-Type", "Virtual")
     pkt.AddAttribute("Service-Type", "Framed-User")
     pkt.AddAttribute("NAS-Port", _u32(st.nas_port))

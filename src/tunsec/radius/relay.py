@@ -14,6 +14,7 @@ Log lines say which user, which server and why; never the secret, the keys or EA
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,9 @@ from .messages import ACCESS_ACCEPT, ACCESS_CHALLENGE, Answer, Station, TooLarge
 from .settings import RadiusServer, RadiusSettings
 
 log = logging.getLogger("tunsec.radius")
+# Access-Accepts whose Class attributes accounting has not taken (the IKE SA not up yet, or it
+# never came up): the oldest go beyond this many
+MAX_UNCLAIMED_CLASSES = 1024
 
 
 def user_text(name: bytes) -> str:
@@ -44,6 +48,7 @@ class RadiusRelay:
         self.settings = settings
         self.client = RadiusClient(settings, stats)
         self._conversations: dict[Hashable, _Conversation] = {}
+        self._classes: OrderedDict[Hashable, tuple[bytes, ...]] = OrderedDict()
 
     @property
     def stats(self) -> RadiusStats:
@@ -55,9 +60,15 @@ class RadiusRelay:
 
     def abandon(self, key: Hashable) -> None:
         self._conversations.pop(key, None)
+        self._classes.pop(key, None)
+
+    def take_classes(self, key: Hashable) -> tuple[bytes, ...]:
+        """The Class attributes of the Access-Accept of IKE SA ``key``, for its accounting (once)."""
+        return self._classes.pop(key, ())
 
     def close(self) -> None:
         self._conversations.clear()
+        self._classes.clear()
         self.client.close()
 
     async def round(self, key: Hashable, ev: EapRelayRequest, station: Station) -> RelayReply:
@@ -95,6 +106,10 @@ class RadiusRelay:
         self._conversations.pop(key, None)
         if answer.code == ACCESS_ACCEPT:
             log.info("RADIUS server %s accepted user %s%s", server, user, said)
+            if answer.classes and self.settings.accounting:
+                self._classes[key] = answer.classes
+                while len(self._classes) > MAX_UNCLAIMED_CLASSES:
+                    self._classes.popitem(last=False)
             return RelayReply(RelayOutcome.ACCEPT, answer.eap, answer.msk, reason=f"RADIUS server {server}")
         return RelayReply(RelayOutcome.REJECT, answer.eap,
                           reason=f"RADIUS server {server} rejected it ({answer.name}{said})")

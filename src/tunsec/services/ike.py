@@ -1106,7 +1106,9 @@ class IkeService(Service):
         station = Station(self.accounting.settings.nas_identifier, None if me.addr.is_unspecified else str(me.addr),
                           f"{me.addr}[{me.port}]", f"{ev.remote_addr[0]}[{ev.remote_addr[1]}]",
                           int.from_bytes(sa.local_spi[:4]), ev.name)
-        self.accounting.start(self._ike_handle(sa), str(ev.remote_id), station, [str(a) for a in ev.peer_vips])
+        classes = self.radius.take_classes(sa) if self.radius is not None else ()
+        self.accounting.start(self._ike_handle(sa), str(ev.remote_id), station, [str(a) for a in ev.peer_vips],
+                              classes)
 
     def _acct_child_down(self, state: ChildState) -> None:
         if self.accounting is not None:
