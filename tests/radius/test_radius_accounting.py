@@ -215,3 +215,23 @@ def test_one_start_per_ike_sa() -> None:
     server = asyncio.run(main())
     assert [r["User-Name"] for r in server.of("Start")] == ["alice", "bob"]
     assert len({r["Acct-Session-Id"] for r in server.records}) == 2
+
+
+def test_interim_updates_reuse_a_dump_younger_than_a_second() -> None:
+    async def main() -> tuple[AcctServer, Worker]:
+        server, port = await serve("answer")
+        worker = Worker(child_sas(CHILD1, 1, 1, 1, 1), [CHILD1])
+        now = [0.0]   # a fake clock: every DUMP stays recent until it moves
+        acct = Accounting(settings(port, interval=0.02), worker.dump, worker.children, clock=lambda: now[0])
+        acct.start("ike-1", "alice", STATION, [])
+        await until(lambda: len(server.of("Interim-Update")) >= 4)
+        assert worker.dumps == 1
+        now[0] = 1.5   # older than SAMPLE_REUSE: the next one asks the worker again
+        worker.sas = child_sas(CHILD1, 9, 9, 9, 9)
+        await until(lambda: server.of("Interim-Update")[-1]["Acct-Input-Octets"] == 9)
+        server.transport.close()
+        acct.close()
+        return server, worker
+
+    _, worker = asyncio.run(main())
+    assert worker.dumps == 2

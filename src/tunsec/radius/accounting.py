@@ -53,6 +53,9 @@ from .messages import (
 from .settings import RadiusServer, RadiusSettings
 
 log = logging.getLogger("tunsec.radius")
+# Interim-Updates take the counters of a DUMP at most this old: with many sessions the worker
+# is asked at most about once a second, not once per session (final counters are always fresh)
+SAMPLE_REUSE = 1.0
 
 
 class Cause(IntEnum):
@@ -161,6 +164,7 @@ class Accounting:
         self._links: dict[str, ServerLink[int]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sample: asyncio.Task[SaIndex] | None = None  # the next DUMP, not sent yet
+        self._recent: tuple[float, SaIndex] | None = None  # the last DUMP's answer, and when it was asked
 
     @property
     def sessions(self) -> int:
@@ -178,7 +182,11 @@ class Accounting:
             return   # one Start per IKE SA (strongSwan's start_sent)
         s = self._sessions[key] = _Session(f"{self._prefix}-{next(self._numbers)}", user, station,
                                            tuple(vips), self._clock(), tuple(classes))
-        self._record(s, self._build(s, ACCT_START))
+        start = self._build(s, ACCT_START)
+
+        async def record() -> AcctRecord:
+            return start
+        self._record(s, record)
         self._arm(key, s)
 
     def child_down(self, key: Hashable, ref: ChildRef) -> None:
@@ -208,9 +216,9 @@ class Accounting:
         async def record() -> AcctRecord:
             if pending:
                 await asyncio.wait(pending)
-            usage = await self._usage(s, key)
+            usage = await self._usage(s, key, fresh=True)
             return self._build(s, ACCT_STOP, usage, cause)
-        self._record(s, record())
+        self._record(s, record)
 
     def reconfigure(self, settings: RadiusSettings) -> None:
         """New servers or timers for the records to come (a record under way finishes with the old)."""
@@ -249,15 +257,14 @@ class Accounting:
                           u.packets_out, None if status == ACCT_START else int(self._clock() - s.started),
                           None if cause is None else int(cause), s.classes)
 
-    def _record(self, s: _Session, record: AcctRecord | Awaitable[AcctRecord]) -> None:
-        """Send the record after the session's previous one is answered or given up."""
+    def _record(self, s: _Session, record: Callable[[], Awaitable[AcctRecord]]) -> None:
+        """Make and send a record after the session's previous one is answered or given up."""
         before = s.last
 
         async def send() -> None:
             if before is not None:
                 await asyncio.wait([before])
-            r = record if isinstance(record, AcctRecord) else await record
-            await self._send(r)
+            await self._send(await record())
         s.last = self._spawn(send())
 
     def _arm(self, key: Hashable, s: _Session) -> None:
@@ -271,16 +278,24 @@ class Accounting:
             return
 
         async def record() -> AcctRecord:
-            return self._build(s, ACCT_INTERIM, await self._usage(s, key))
-        self._record(s, record())
+            return self._build(s, ACCT_INTERIM, await self._usage(s, key, fresh=False))
+        self._record(s, record)
         self._arm(key, s)
 
-    async def _usage(self, s: _Session, key: Hashable) -> Usage:
-        """The session's total: the Child SAs gone, and the ones installed now."""
+    async def _usage(self, s: _Session, key: Hashable, fresh: bool) -> Usage:
+        """The session's total: the Child SAs gone, and the ones installed now (from a DUMP asked
+        now, or with ``fresh`` false one asked less than SAMPLE_REUSE seconds ago)."""
         total = Usage()
         total.add(s.closed)
         live = self._children(key)
-        if live and (index := await self._await_sample(self._next_sample())) is not None:
+        recent = self._recent
+        if live and not fresh and recent is not None and self._clock() - recent[0] < SAMPLE_REUSE:
+            index: SaIndex | None = recent[1]
+        elif live:
+            index = await self._await_sample(self._next_sample())
+        else:
+            index = None
+        if index is not None:
             for ref in live:
                 total.add(index.usage(ref))
         return total
@@ -325,7 +340,10 @@ class Accounting:
 
     async def _read_counters(self) -> SaIndex:
         self._sample = None   # from now on, who asks wants counters newer than this DUMP's
-        return SaIndex(await self._dump())
+        asked = self._clock()
+        index = SaIndex(await self._dump())
+        self._recent = (asked, index)
+        return index
 
     @staticmethod
     async def _await_sample(sample: asyncio.Task[SaIndex]) -> SaIndex | None:
