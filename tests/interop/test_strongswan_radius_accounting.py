@@ -113,4 +113,7 @@ def test_freeradius_logs_start_and_stop_with_user_address_session_and_the_pings_
     assert wait_until(settled, 10)
     acct = gateway.status()["radius"]["accounting"]
     assert (acct["requests"], acct["responses"], acct["failed"], acct["bad"]) == (2, 2, 0, 0), acct
+    health = gateway.status()["radius"]["servers"]["fr"]
+    assert (health["auth"]["state"], health["acct"]["state"], health["acct"]["address"]) == \
+        ("up", "up", "127.0.0.1:1813"), health
     assert RADIUS_SECRET not in gateway.log_text()

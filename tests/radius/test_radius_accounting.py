@@ -154,6 +154,8 @@ def test_forged_answers_are_dropped_the_next_server_takes_over_and_lost_records_
         acct = Accounting(settings(forger_port, good_port), worker.dump, worker.children)
         acct.start("ike-1", "alice", STATION, ["10.3.0.1"])
         await until(lambda: good.of("Start"))
+        health = {name: h["state"] for name, h in acct.health().items()}
+        assert health == {"r0": "down", "r1": "up"}   # the forger's answers do not count as answers
         # nobody answers, and the worker cannot be asked for counters: the Stop is lost, and counted
         silent, silent_port = await serve("silent")
         worker.fail, worker.live = True, [CHILD1]

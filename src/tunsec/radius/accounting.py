@@ -170,6 +170,10 @@ class Accounting:
     def sessions(self) -> int:
         return len(self._sessions)
 
+    def health(self) -> dict[str, dict[str, Any]]:
+        """Each configured server's accounting port's health, by name (see ServerLink.health)."""
+        return {s.name: self._link(s).health() for s in self.settings.servers}
+
     def session_id(self, key: Hashable) -> str | None:
         s = self._sessions.get(key)
         return s.sid if s is not None else None

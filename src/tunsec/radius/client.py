@@ -14,6 +14,10 @@ A reply that does not verify does not end the wait: the real answer may still co
 
 Accounting (:mod:`tunsec.radius.accounting`) uses the same links to each server's ``acct_port``,
 with its Accounting-Response reader and its own counters (:class:`AccountingStats`).
+
+Each link knows its server's health for ``tunsec status`` (:meth:`ServerLink.health`): ``up``
+when its last request was answered, ``down`` when it was not (with how many in a row went
+unanswered), ``unknown`` before the first answer or timeout; and how long ago it last answered.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any, Generic, TypeVar, cast
@@ -103,6 +108,8 @@ class ServerLink(asyncio.DatagramProtocol, Generic[T]):
         self.label = server.at(self.port)   # the server in log lines and errors
         self._read = read
         self._verify = verify
+        self.last_answer: float | None = None   # monotonic time of the last authentic answer
+        self.unanswered = 0   # requests in a row that went unanswered (0 once one is answered)
         self.transport: asyncio.DatagramTransport | None = None
         self._free: collections.deque[int] = collections.deque(range(IDS))  # least recently used first
         self._outstanding: dict[int, _Outstanding[T]] = {}
@@ -155,8 +162,16 @@ class ServerLink(asyncio.DatagramProtocol, Generic[T]):
             self.stats.bad += 1
             self._warn(f"reply dropped: {exc}")
             return
+        self.last_answer, self.unanswered = time.monotonic(), 0
         if not waiting.answer.done():
             waiting.answer.set_result(answer)
+
+    def health(self) -> dict[str, Any]:
+        """The server as this link saw it, for ``tunsec status``."""
+        state = "down" if self.unanswered else "up" if self.last_answer is not None else "unknown"
+        ago = None if self.last_answer is None else round(time.monotonic() - self.last_answer, 1)
+        return {"address": self.server.endpoint(self.port), "state": state,
+                "unanswered_in_row": self.unanswered, "last_answer_seconds_ago": ago}
 
     def _warn(self, what: str) -> None:
         if (held := self._log.admit()) is not None:
@@ -195,6 +210,7 @@ class ServerLink(asyncio.DatagramProtocol, Generic[T]):
                 except TimeoutError:
                     continue
             self.stats.timeouts += 1
+            self.unanswered += 1
             raise NoAnswer(f"no answer from RADIUS server {self.label} after "
                            f"{self.settings.retransmit_tries + 1} tries")
         finally:
@@ -233,6 +249,10 @@ class RadiusClient:
 
     def outstanding(self) -> int:
         return sum(link.outstanding for link in self._links.values())
+
+    def health(self) -> dict[str, dict[str, Any]]:
+        """Each configured server's health (``unknown`` for one not asked yet), by name."""
+        return {s.name: self.link(s).health() for s in self.settings.servers}
 
     def close(self) -> None:
         for link in self._links.values():

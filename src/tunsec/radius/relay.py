@@ -22,6 +22,7 @@ from typing import Any
 from tunsec.ike.eap.relay import RelayOutcome, RelayReply
 from tunsec.ike.events import EapRelayRequest
 
+from .accounting import Accounting
 from .client import Busy, NoAnswer, RadiusClient, RadiusStats
 from .messages import ACCESS_ACCEPT, ACCESS_CHALLENGE, Answer, Station, TooLarge, access_request
 from .settings import RadiusServer, RadiusSettings
@@ -57,6 +58,18 @@ class RadiusRelay:
     @property
     def conversations(self) -> int:
         return len(self._conversations)
+
+    def status(self, accounting: Accounting | None = None) -> dict[str, Any]:
+        """``radius`` in ``tunsec status``: the counters, what is open now, each server's health
+        (``auth``, and ``acct`` with accounting), and accounting's counters."""
+        servers: dict[str, dict[str, Any]] = {name: {"auth": h} for name, h in self.client.health().items()}
+        out: dict[str, Any] = {**self.stats.as_dict(), "conversations": self.conversations,
+                               "outstanding": self.client.outstanding(), "servers": servers}
+        if accounting is not None:
+            for name, h in accounting.health().items():
+                servers.setdefault(name, {})["acct"] = h
+            out["accounting"] = {**accounting.stats.as_dict(), "sessions": accounting.sessions}
+        return out
 
     def abandon(self, key: Hashable) -> None:
         self._conversations.pop(key, None)

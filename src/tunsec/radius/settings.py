@@ -28,8 +28,11 @@ class RadiusServer:
 
     def at(self, port: int) -> str:
         """The server's name and ``address:port``, for log lines."""
+        return f"{self.name} ({self.endpoint(port)})"
+
+    def endpoint(self, port: int) -> str:
         host = f"[{self.address}]" if self.address.version == 6 else str(self.address)
-        return f"{self.name} ({host}:{port})"
+        return f"{host}:{port}"
 
 
 @dataclass(frozen=True)

@@ -1527,12 +1527,9 @@ class IkeService(Service):
             # HELD_MAX), and how often outgoing ones waited for installs or SPIs (see receive)
             "ike_held": {"waiting": self._held_datagrams, "held": self.held_total, "held_dropped": self.held_dropped,
                          "install_waits": self.install_waits},
-            # auth = eap-radius: requests and answers, what was dropped, what is open now
-            "radius": {} if self.radius is None else {
-                **self.radius.stats.as_dict(), "conversations": self.radius.conversations,
-                "outstanding": self.radius.client.outstanding(),
-                **({} if self.accounting is None else {"accounting": {
-                    **self.accounting.stats.as_dict(), "sessions": self.accounting.sessions}})},
+            # auth = eap-radius: requests and answers, what was dropped, what is open now, each server's
+            # health, and accounting's counters
+            "radius": {} if self.radius is None else self.radius.status(self.accounting),
         }
 
     @classmethod
