@@ -7,6 +7,8 @@ the namespace is the test's own), knows one client (the gateway, from 127.0.0.1)
 rejects at once (no reject_delay), keeps users in the ``files`` module, and its EAP module
 does EAP-MSCHAPv2 only (the packaged one also wants TLS certificates the package does not make).
 ``freeradius -X`` runs in the foreground and logs to ``radiusd.log``; it is stopped by PID.
+The packaged ``accounting { detail ... }`` stays: Accounting-Requests (port 1813) are written to
+the detail file under the test's directory, read back with :meth:`FreeRadius.accounting_records`.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ class FreeRadius(Daemon):
     host: Host
     secret: str
     users: dict[str, str]
+    replies: dict[str, str] = field(default_factory=dict)   # user -> reply items of its Access-Accept
     dir: Path = field(init=False)
     proc: subprocess.Popen[bytes] | None = None
 
@@ -93,7 +96,9 @@ class FreeRadius(Daemon):
         (d / "mods-enabled" / "eap").unlink()
         (d / "mods-enabled" / "eap").write_text(_EAP)
         authorize = d / "mods-config" / "files" / "authorize"
-        authorize.write_text("".join(f"{name} Cleartext-Password := {_quote(pw)}\n" for name, pw in self.users.items()))
+        authorize.write_text("".join(f"{name} Cleartext-Password := {_quote(pw)}\n"
+                                     + (f"\t{self.replies[name]}\n" if name in self.replies else "")
+                                     for name, pw in self.users.items()))
         clients = f"client gateway {{\n  ipaddr = 127.0.0.1\n  secret = {_quote(self.secret)}\n}}\n"
         (d / "clients.conf").write_text(clients)
         os.chmod(d, 0o700)
@@ -101,3 +106,22 @@ class FreeRadius(Daemon):
     def start(self) -> None:
         argv = [BINARY, "-X", "-d", str(self.dir)]
         self.spawn(self.host, argv, lambda: "Ready to process requests" in self.log_text())
+
+    @property
+    def radacct(self) -> Path:
+        """Where the ``detail`` module writes (``${logdir}/radacct/<client address>/detail-<date>``)."""
+        return self.dir / "log" / "radacct"
+
+    def accounting_records(self) -> list[dict[str, str]]:
+        """The Accounting-Requests FreeRADIUS took, in order: attribute name -> value (unquoted)."""
+        records: list[dict[str, str]] = []
+        for path in sorted(self.radacct.glob("*/detail-*")):
+            for block in path.read_text(errors="replace").split("\n\n"):
+                record = {}
+                for line in block.splitlines()[1:]:   # the first line is the time it was written
+                    name, sep, value = line.strip().partition(" = ")
+                    if sep:
+                        record[name] = value.strip('"')
+                if record:
+                    records.append(record)
+        return records

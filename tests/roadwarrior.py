@@ -100,20 +100,23 @@ class GatewayConn(RemoteAccessConn):
     users: tuple[tuple[str, str], ...] = ()     # eap-mschapv2: (name, password) the gateway checks itself
     radius_secret: str = ""             # eap-radius: the secret of the RADIUS server on 127.0.0.1
     radius_port: int = 1812
+    accounting: bool = False            # eap-radius: RADIUS accounting to the server's port 1813
 
     def sections(self) -> str:
+        acct_port = "      acct_port = 1813\n" if self.accounting else ""
+        accounting = "  accounting = yes\n" if self.accounting else ""
         radius = f"""radius {{
   servers {{
     fr {{
       address = 127.0.0.1
       auth_port = {self.radius_port}
       secret = "{self.radius_secret}"
-    }}
+{acct_port}    }}
   }}
   retransmit_timeout = 0.5
   retransmit_base = 1.0
   retransmit_tries = 1
-}}
+{accounting}}}
 """ if self.method == "eap-radius" else ""       # one retransmission after 0.5 s: a silent server fails fast
         pools = f"pools {{\n{''.join(p.text() for p in self.pools)}}}\n" if self.pools else ""
         return radius + pools

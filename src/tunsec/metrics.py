@@ -187,9 +187,23 @@ def state_families(doc: dict[str, Any], worker_up: bool) -> Iterator[Metric]:
     radius = CounterMetricFamily("tunsec_radius_packets", "RADIUS (auth = eap-radius): requests sent, answers "
                                  "taken, datagrams dropped, by kind", labels=["kind"])
     for kind, n in sorted(doc.get("radius", {}).items()):
-        if kind not in ("conversations", "outstanding"):   # gauges, not counts
+        if kind not in ("conversations", "outstanding", "accounting", "servers"):   # gauges; the rest below
             radius.add_metric([kind], n)
     yield radius
+    up = GaugeMetricFamily("tunsec_radius_server_up", "1 if the RADIUS server answered its last request, 0 if it "
+                           "did not (none before the first answer or timeout)", labels=["server", "port"])
+    for name, ports in sorted(doc.get("radius", {}).get("servers", {}).items()):
+        for port, health in sorted(ports.items()):
+            if health["state"] != "unknown":
+                up.add_metric([name, port], 1 if health["state"] == "up" else 0)
+    yield up
+    acct = CounterMetricFamily("tunsec_radius_accounting_packets", "RADIUS accounting (radius.accounting = yes): "
+                               "Accounting-Requests sent, answers taken, records lost, datagrams dropped, by kind",
+                               labels=["kind"])
+    for kind, n in sorted(doc.get("radius", {}).get("accounting", {}).items()):
+        if kind != "sessions":   # a gauge
+            acct.add_metric([kind], n)
+    yield acct
 
 
 def ike_families(doc: dict[str, Any]) -> Iterator[Metric]:

@@ -71,6 +71,30 @@ def test_radius_without_servers_is_an_error() -> None:
         "tunsec.conf:1: radius.servers: required section is missing: servers { NAME { address = ..., secret = ... } }"]
 
 
+
+@pytest.mark.parametrize(("change", "message"), [
+    (("auth_port = 11812", "auth_port = 11812\n      acct_port = 70000"),
+     "tunsec.conf:11: radius.servers.backup.acct_port: "),
+    (("retransmit_tries = 2", "retransmit_tries = 2\n  acounting = yes"),
+     "tunsec.conf:16: radius.acounting: unknown key (did you mean 'accounting'?)"),
+    (("retransmit_tries = 2", "retransmit_tries = 2\n  accounting = maybe"),
+     "tunsec.conf:16: radius.accounting: not a boolean (yes or no): 'maybe'"),
+    (("retransmit_tries = 2", "retransmit_tries = 2\n  accounting = yes\n  accounting_interval = 2s"),
+     "tunsec.conf:17: radius.accounting_interval: 0 (no Interim-Update) or 10s..7d"),
+    (("retransmit_tries = 2", "retransmit_tries = 2\n  accounting_interval = 5m"),
+     "tunsec.conf:16: radius.accounting_interval: Interim-Updates are part of accounting: set accounting = yes"),
+])
+def test_accounting_mistakes_name_file_line_and_key(change: tuple[str, str], message: str) -> None:
+    found = errors(RADIUS.replace(*change, 1))
+    assert any(e.startswith(message) for e in found), found
+
+
+def test_accounting_without_servers_names_the_key() -> None:
+    found = errors("radius {\n  accounting = yes\n  servers {\n  }\n}\n")
+    assert "tunsec.conf:2: radius.accounting: accounting = yes sends Accounting-Requests to the servers of " \
+           "servers { }, and none is configured: add NAME { address = ..., secret = ... } there" in found, found
+
+
 PSK_GATEWAY = """connections {
   rw {
     local {

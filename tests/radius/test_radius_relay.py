@@ -115,3 +115,44 @@ def test_no_server_answering_fails_and_nothing_stays(quiet_port: int) -> None:
     out, relay = asyncio.run(main())
     assert out.outcome is RelayOutcome.FAILED and "no answer from RADIUS server quiet" in out.reason
     assert relay.conversations == 0 and relay.client.outstanding() == 0
+
+
+@pytest.mark.parametrize("accounting", [True, False])
+def test_the_accepts_class_is_kept_for_accounting_once(accounting: bool) -> None:
+    async def main() -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
+        _, port = await scripted([(ACCESS_ACCEPT, [(79, b"\x03\x11\x00\x04"), (25, b"vpn-gold"), (25, b"cc-7")])])
+        relay = RadiusRelay(RadiusSettings((server("fr", port),), retransmit_timeout=0.5, accounting=accounting))
+        await relay.round("sa-1", ask(b"\x02\x0f\x00\x0a\x01alice", True), STATION)
+        taken = relay.take_classes("sa-1"), relay.take_classes("sa-1")
+        relay.close()
+        return taken
+
+    first, again = asyncio.run(main())
+    assert first == ((b"vpn-gold", b"cc-7") if accounting else ())
+    assert again == ()
+
+
+def test_status_tells_each_servers_health_and_prometheus_gets_it(quiet_port: int) -> None:
+    from tunsec.metrics import state_families
+
+    async def main() -> tuple[dict[str, Any], dict[str, Any]]:
+        _, port = await scripted([(ACCESS_CHALLENGE, [(79, b"\x01\x10\x00\x06\x1a\x01")])])
+        relay = RadiusRelay(RadiusSettings((server("quiet", quiet_port), server("fr", port), server("spare", 9)),
+                                           retransmit_timeout=0.05, retransmit_base=1.0, retransmit_tries=1))
+        before = relay.status()
+        await relay.round("sa-1", ask(b"\x02\x0f\x00\x0a\x01alice", True), STATION)
+        after = relay.status()
+        relay.close()
+        return before, after
+
+    before, after = asyncio.run(main())
+    assert {name: s["auth"]["state"] for name, s in before["servers"].items()} == \
+        {"quiet": "unknown", "fr": "unknown", "spare": "unknown"}
+    quiet, fr, spare = (after["servers"][n]["auth"] for n in ("quiet", "fr", "spare"))
+    assert (quiet["state"], quiet["unanswered_in_row"], quiet["last_answer_seconds_ago"]) == ("down", 1, None)
+    assert quiet["address"] == f"127.0.0.1:{quiet_port}"
+    assert (fr["state"], fr["unanswered_in_row"]) == ("up", 0) and fr["last_answer_seconds_ago"] >= 0
+    assert spare["state"] == "unknown"   # a new conversation stopped at the server that answered
+    (up,) = [f for f in state_families({"radius": after}, False) if f.name == "tunsec_radius_server_up"]
+    assert {(s.labels["server"], s.labels["port"]): s.value for s in up.samples} == \
+        {("quiet", "auth"): 0, ("fr", "auth"): 1}

@@ -9,9 +9,12 @@ them in its one config file, with the same key names::
           address = 10.0.0.5       # an IP address (no name to resolve at start)
           secret = "shared secret"
           auth_port = 1812
+          acct_port = 1813         # RADIUS accounting (RFC 2866), with accounting = yes
         }
       }
       nas_identifier = tunsec
+      accounting = no              # Accounting-Request Start/Stop for each IKE SA eap-radius authenticated
+      accounting_interval = 0      # an Interim-Update every so long (30s, 5m, ...); 0: none
       retransmit_timeout = 2.0     # seconds until the first retransmission
       retransmit_base = 1.4
       retransmit_tries = 4
@@ -26,9 +29,9 @@ from __future__ import annotations
 from tunsec.conf.errors import BadValue, ConfigIssue
 from tunsec.conf.reader import SectionReader
 from tunsec.conf.syntax import Section
-from tunsec.conf.values import float_range, int_range, parse_address, parse_port
+from tunsec.conf.values import float_range, int_range, parse_address, parse_bool, parse_duration, parse_port
 from tunsec.ike.secret import Secret
-from tunsec.radius.settings import AUTH_PORT, RadiusServer, RadiusSettings
+from tunsec.radius.settings import ACCT_PORT, AUTH_PORT, RadiusServer, RadiusSettings
 
 __all__ = ["radius_warnings", "read_radius"]
 
@@ -36,6 +39,7 @@ _parse_timeout = float_range(0.05, 60, "a number of seconds")
 _parse_base = float_range(1, 10, "a number")
 _parse_tries = int_range(0, 20, "a number of retransmissions")
 MAX_SERVERS = 16
+MIN_INTERVAL, MAX_INTERVAL = 10, 7 * 86400   # an Interim-Update per IKE SA more often floods the server
 
 
 def _parse_secret(text: str) -> Secret:
@@ -58,10 +62,18 @@ def _read_server(sub: Section, issues: list[ConfigIssue]) -> RadiusServer | None
     address = r.require("address", parse_address)
     secret = r.require("secret", _parse_secret)
     port = r.get("auth_port", parse_port, AUTH_PORT)
+    acct_port = r.get("acct_port", parse_port, ACCT_PORT)
     r.finish()
     if address is None or secret is None:
         return None
-    return RadiusServer(sub.name, address, secret, port)
+    return RadiusServer(sub.name, address, secret, port, acct_port)
+
+
+def _parse_interval(text: str) -> int:
+    seconds = parse_duration(text)
+    if seconds and not MIN_INTERVAL <= seconds <= MAX_INTERVAL:
+        raise BadValue(f"0 (no Interim-Update) or {MIN_INTERVAL}s..{MAX_INTERVAL // 86400}d")
+    return seconds
 
 
 def read_radius(section: Section, issues: list[ConfigIssue]) -> RadiusSettings:
@@ -71,6 +83,8 @@ def read_radius(section: Section, issues: list[ConfigIssue]) -> RadiusSettings:
     timeout = r.get("retransmit_timeout", _parse_timeout, d.retransmit_timeout)
     base = r.get("retransmit_base", _parse_base, d.retransmit_base)
     tries = r.get("retransmit_tries", _parse_tries, d.retransmit_tries)
+    accounting = r.get("accounting", parse_bool, d.accounting)
+    interval = r.get("accounting_interval", _parse_interval, d.accounting_interval)
     servers_section = r.subsection("servers")
     r.finish()
     servers: list[RadiusServer] = []
@@ -90,7 +104,13 @@ def read_radius(section: Section, issues: list[ConfigIssue]) -> RadiusSettings:
         elif not servers_section.sections:
             issues.append(ConfigIssue(servers_section.file, servers_section.line, servers_section.path,
                                       "no server: add NAME { address = ..., secret = ... }"))
-    return RadiusSettings(tuple(servers), nas_identifier, timeout, base, tries)
+    if accounting and (servers_section is None or not servers_section.sections):
+        r.error("accounting", "accounting = yes sends Accounting-Requests to the servers of servers { }, and "
+                "none is configured: add NAME { address = ..., secret = ... } there")
+    if interval and not accounting and "accounting_interval" not in r.failed:
+        r.error("accounting_interval", "Interim-Updates are part of accounting: set accounting = yes too "
+                "(or remove accounting_interval)")
+    return RadiusSettings(tuple(servers), nas_identifier, timeout, base, tries, accounting, interval)
 
 
 def radius_warnings(section: Section, settings: RadiusSettings, half_open_timeout: float) -> list[ConfigIssue]:

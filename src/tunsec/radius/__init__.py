@@ -1,8 +1,9 @@
-"""RADIUS for the gateway's ``auth = eap-radius`` (RFC 2865, RFC 3579, RFC 2548), at the edge
+"""RADIUS for the gateway's ``auth = eap-radius`` (RFC 2865, RFC 3579, RFC 2548, RFC 2866), at the edge
 of the IKE service; the engine only relays EAP (``tunsec.ike.eap.relay``).
 
 ``settings.py``: the servers and timers (``radius { }``, read by ``tunsec.conf.radius``);
 ``messages.py``: Access-Request and authenticated answers, with pyrad and its dictionary
 (``dictionary`` beside it); ``client.py``: asyncio UDP, identifiers, retransmission,
-counters; ``relay.py``: one EAP conversation per IKE SA.
+counters; ``relay.py``: one EAP conversation per IKE SA; ``accounting.py``: RFC 2866
+accounting of the IKE SAs eap-radius authenticated (``radius { accounting = yes }``).
 """

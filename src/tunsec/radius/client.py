@@ -11,6 +11,13 @@ A datagram is used only if it authenticates as the answer to an outstanding requ
 an answer to a request we no longer wait for (timed out, or its IKE SA is gone) as
 ``late``, one that does not verify as ``bad``, one for no request at all as ``unmatched``.
 A reply that does not verify does not end the wait: the real answer may still come.
+
+Accounting (:mod:`tunsec.radius.accounting`) uses the same links to each server's ``acct_port``,
+with its Accounting-Response reader and its own counters (:class:`AccountingStats`).
+
+Each link knows its server's health for ``tunsec status`` (:meth:`ServerLink.health`): ``up``
+when its last request was answered, ``down`` when it was not (with how many in a row went
+unanswered), ``unknown`` before the first answer or timeout; and how long ago it last answered.
 """
 
 from __future__ import annotations
@@ -18,9 +25,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Any, cast
+from typing import Any, Generic, TypeVar, cast
 
 from tunsec.loglimit import LogLimiter, suffix
 
@@ -60,21 +68,51 @@ class RadiusStats:
 
 
 @dataclass
-class _Outstanding:
-    request: Any  # the pyrad AuthPacket
-    answer: asyncio.Future[Answer]
+class AccountingStats:
+    """Counters of RADIUS accounting for ``tunsec status`` (``radius.accounting``)."""
+
+    requests: int = 0
+    retransmissions: int = 0
+    timeouts: int = 0  # requests a server did not answer (the next one is tried)
+    responses: int = 0  # authentic Accounting-Responses
+    failed: int = 0  # Accounting-Requests no server answered: that record is lost
+    bad: int = 0
+    late: int = 0
+    unmatched: int = 0
+    busy: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-class ServerLink(asyncio.DatagramProtocol):
-    """The socket, identifiers and outstanding requests of one server."""
+T = TypeVar("T")
 
-    def __init__(self, server: RadiusServer, settings: RadiusSettings, stats: RadiusStats) -> None:
+
+@dataclass
+class _Outstanding(Generic[T]):
+    request: Any  # the pyrad AuthPacket or AcctPacket
+    answer: asyncio.Future[T]
+
+
+class ServerLink(asyncio.DatagramProtocol, Generic[T]):
+    """The socket, identifiers and outstanding requests of one server: its ``auth_port`` with the
+    Access-Request answer reader by default, or another port with another reader (accounting)."""
+
+    def __init__(self, server: RadiusServer, settings: RadiusSettings, stats: RadiusStats | AccountingStats,
+                 port: int | None = None, read: Callable[[Any, bytes], T] = read_reply,  # type: ignore[assignment]
+                 verify: Callable[[Any, bytes], bool] = verifies) -> None:
         self.server = server
         self.settings = settings
         self.stats = stats
+        self.port = server.auth_port if port is None else port
+        self.label = server.at(self.port)   # the server in log lines and errors
+        self._read = read
+        self._verify = verify
+        self.last_answer: float | None = None   # monotonic time of the last authentic answer
+        self.unanswered = 0   # requests in a row that went unanswered (0 once one is answered)
         self.transport: asyncio.DatagramTransport | None = None
         self._free: collections.deque[int] = collections.deque(range(IDS))  # least recently used first
-        self._outstanding: dict[int, _Outstanding] = {}
+        self._outstanding: dict[int, _Outstanding[T]] = {}
         # requests given up, by identifier, until the identifier is reused: to tell a late answer
         # from junk (at most IDS entries)
         self._given_up: dict[int, Any] = {}
@@ -87,7 +125,7 @@ class ServerLink(asyncio.DatagramProtocol):
     async def open(self) -> None:
         if self.transport is None:
             loop = asyncio.get_running_loop()
-            addr = (str(self.server.address), self.server.auth_port)
+            addr = (str(self.server.address), self.port)
             await loop.create_datagram_endpoint(lambda: self, remote_addr=addr)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -98,7 +136,7 @@ class ServerLink(asyncio.DatagramProtocol):
 
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable and the like: the retransmissions go on (the server may be restarting)
-        log.debug("RADIUS server %s: %s", self.server, exc)
+        log.debug("RADIUS server %s: %s", self.label, exc)
 
     def close(self) -> None:
         if self.transport is not None:
@@ -110,36 +148,44 @@ class ServerLink(asyncio.DatagramProtocol):
         waiting = self._outstanding.get(ident)
         if waiting is None:
             given_up = self._given_up.get(ident)
-            if given_up is not None and verifies(given_up, data):
+            if given_up is not None and self._verify(given_up, data):
                 self.stats.late += 1
                 log.debug("RADIUS server %s: answer to request %d came after we gave up on it; dropped",
-                          self.server, ident)
+                          self.label, ident)
             else:
                 self.stats.unmatched += 1
                 self._warn("answer to no request we sent dropped")
             return
         try:
-            answer = read_reply(waiting.request, data)
+            answer = self._read(waiting.request, data)
         except BadReply as exc:
             self.stats.bad += 1
             self._warn(f"reply dropped: {exc}")
             return
+        self.last_answer, self.unanswered = time.monotonic(), 0
         if not waiting.answer.done():
             waiting.answer.set_result(answer)
 
+    def health(self) -> dict[str, Any]:
+        """The server as this link saw it, for ``tunsec status``."""
+        state = "down" if self.unanswered else "up" if self.last_answer is not None else "unknown"
+        ago = None if self.last_answer is None else round(time.monotonic() - self.last_answer, 1)
+        return {"address": self.server.endpoint(self.port), "state": state,
+                "unanswered_in_row": self.unanswered, "last_answer_seconds_ago": ago}
+
     def _warn(self, what: str) -> None:
         if (held := self._log.admit()) is not None:
-            log.warning("RADIUS server %s: %s%s", self.server, what, suffix(held))
+            log.warning("RADIUS server %s: %s%s", self.label, what, suffix(held))
 
     def _take_id(self) -> int:
         if not self._free:
             self.stats.busy += 1
-            raise Busy(f"{IDS} requests to RADIUS server {self.server} are outstanding")
+            raise Busy(f"{IDS} requests to RADIUS server {self.label} are outstanding")
         ident = self._free.popleft()
         self._given_up.pop(ident, None)
         return ident
 
-    async def exchange(self, build: Callable[[int], Any]) -> Answer:
+    async def exchange(self, build: Callable[[int], Any]) -> T:
         """Send the request ``build(identifier)`` until it is answered; raises NoAnswer, Busy,
         and whatever ``build`` raises. Cancelling gives the identifier back."""
         await self.open()
@@ -150,7 +196,7 @@ class ServerLink(asyncio.DatagramProtocol):
         except BaseException:
             self._free.append(ident)
             raise
-        waiting = _Outstanding(request, asyncio.get_running_loop().create_future())
+        waiting: _Outstanding[T] = _Outstanding(request, asyncio.get_running_loop().create_future())
         self._outstanding[ident] = waiting
         self.stats.requests += 1
         try:
@@ -164,7 +210,8 @@ class ServerLink(asyncio.DatagramProtocol):
                 except TimeoutError:
                     continue
             self.stats.timeouts += 1
-            raise NoAnswer(f"no answer from RADIUS server {self.server} after "
+            self.unanswered += 1
+            raise NoAnswer(f"no answer from RADIUS server {self.label} after "
                            f"{self.settings.retransmit_tries + 1} tries")
         finally:
             del self._outstanding[ident]
@@ -180,9 +227,9 @@ class RadiusClient:
     def __init__(self, settings: RadiusSettings, stats: RadiusStats | None = None) -> None:
         self.settings = settings
         self.stats = stats if stats is not None else RadiusStats()
-        self._links: dict[str, ServerLink] = {}
+        self._links: dict[str, ServerLink[Answer]] = {}
 
-    def link(self, server: RadiusServer) -> ServerLink:
+    def link(self, server: RadiusServer) -> ServerLink[Answer]:
         found = self._links.get(server.name)
         if found is None or found.server != server:
             if found is not None:
@@ -202,6 +249,10 @@ class RadiusClient:
 
     def outstanding(self) -> int:
         return sum(link.outstanding for link in self._links.values())
+
+    def health(self) -> dict[str, dict[str, Any]]:
+        """Each configured server's health (``unknown`` for one not asked yet), by name."""
+        return {s.name: self.link(s).health() for s in self.settings.servers}
 
     def close(self) -> None:
         for link in self._links.values():

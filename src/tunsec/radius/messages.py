@@ -12,6 +12,10 @@ secret and the request's authenticator; only then are EAP-Message, State and the
 keys (RFC 2548 §2.4.2/§2.4.3, salt-encrypted) read. The MSK is MS-MPPE-Recv-Key ||
 MS-MPPE-Send-Key, as strongSwan's eap-radius takes it.
 
+:func:`accounting_request` builds an Accounting-Request (RFC 2866) with the attributes
+strongSwan's eap-radius accounting sends; :func:`read_acct_reply` accepts an Accounting-Response
+only once its Response Authenticator verifies.
+
 No secret, key or raw packet ever goes into an exception text or a log line.
 """
 
@@ -30,11 +34,13 @@ from tunsec.ike.secret import Secret
 
 MAX_ATTR = 253  # a RADIUS attribute's value (RFC 2865 §5)
 MAX_PACKET = 4096  # RFC 2865 §3
-EAP_MESSAGE, STATE, MESSAGE_AUTHENTICATOR, REPLY_MESSAGE = 79, 24, 80, 18
+EAP_MESSAGE, STATE, MESSAGE_AUTHENTICATOR, REPLY_MESSAGE, CLASS = 79, 24, 80, 18, 25
+MAX_CLASSES = 8  # Class attributes of an Access-Accept kept for accounting (more are dropped)
 MS_MPPE_SEND_KEY, MS_MPPE_RECV_KEY = (311, 16), (311, 17)
 MIN_KEY = 16  # an MPPE key of MSCHAPv2; EAP-TLS's are 32 bytes
 
 ACCESS_REQUEST = rp.AccessRequest
+ACCOUNTING_REQUEST, ACCOUNTING_RESPONSE = rp.AccountingRequest, rp.AccountingResponse
 ACCESS_ACCEPT, ACCESS_REJECT, ACCESS_CHALLENGE = rp.AccessAccept, rp.AccessReject, rp.AccessChallenge
 CODE_NAMES = {ACCESS_ACCEPT: "Access-Accept", ACCESS_REJECT: "Access-Reject", ACCESS_CHALLENGE: "Access-Challenge"}
 
@@ -64,6 +70,7 @@ class Station:
     called: str  # Called-Station-Id: our IKE endpoint, "addr[port]" as strongSwan writes it
     calling: str  # Calling-Station-Id: the client's
     nas_port: int  # strongSwan sends the IKE SA's unique id
+    nas_port_id: str = ""  # the connection's name (accounting, as strongSwan)
 
 
 @dataclass(frozen=True)
@@ -75,6 +82,8 @@ class Answer:
     state: bytes | None = field(repr=False)
     msk: Secret | None
     message: str  # Reply-Message, printable and short, for the log
+    # an Access-Accept's Class attributes, sent back unmodified in accounting (RFC 2865 §5.25)
+    classes: tuple[bytes, ...] = field(default=(), repr=False)
 
     @property
     def name(self) -> str:
@@ -153,6 +162,7 @@ def read_reply(request: Any, raw: bytes) -> Answer:
         states[0] if states else None,
         _msk(reply) if reply.code == ACCESS_ACCEPT else None,
         _printable(b" ".join(messages)) if messages else "",
+        tuple(_raw(reply, CLASS)[:MAX_CLASSES]) if reply.code == ACCESS_ACCEPT else (),
     )
 
 
@@ -167,3 +177,91 @@ def _msk(reply: Any) -> Secret | None:
     if len(recv[0]) < MIN_KEY or len(send[0]) < MIN_KEY:
         raise BadReply("Access-Accept with MPPE keys shorter than 16 bytes")
     return Secret(bytes(recv[0]) + bytes(send[0]))
+
+
+@dataclass(frozen=True)
+class AcctRecord:
+    """What one Accounting-Request reports (RFC 2866 §5): the status (1 Start, 2 Stop,
+    3 Interim-Update), the session, and from Interim-Update on its usage so far."""
+
+    status: int
+    session_id: str
+    user: str
+    station: Station
+    vips: tuple[str, ...] = ()  # the client's virtual IPs (Framed-IP-Address, Framed-IPv6-Address)
+    octets_in: int = 0  # from the client (our inbound SAs), as strongSwan's Acct-Input-*
+    octets_out: int = 0
+    packets_in: int = 0
+    packets_out: int = 0
+    session_time: int | None = None  # seconds; Interim-Update and Stop
+    terminate_cause: int | None = None  # Stop
+    classes: tuple[bytes, ...] = field(default=(), repr=False)  # the Access-Accept's Class attributes
+
+
+def _u32(value: int) -> int:
+    return value & 0xFFFFFFFF
+
+
+def accounting_request(secret: Secret, ident: int, record: AcctRecord) -> Any:
+    """The Accounting-Request (a pyrad ``AcctPacket``; ``RequestPacket()`` encodes it and sets
+    its Request Authenticator)."""
+    st = record.station
+    pkt = rp.AcctPacket(code=ACCOUNTING_REQUEST, id=ident, secret=secret.reveal(), dict=DICTIONARY)
+    pkt.AddAttribute("Acct-Status-Type", record.status)
+    pkt.AddAttribute("Acct-Session-Id", record.session_id)
+    for cls in record.classes:
+        pkt.AddAttribute("Class", cls[:MAX_ATTR])
+    pkt.AddAttribute("NAS-Port-Type", "Virtual")
+    pkt.AddAttribute("Service-Type", "Framed-User")
+    pkt.AddAttribute("NAS-Port", _u32(st.nas_port))
+    if st.nas_port_id:
+        pkt.AddAttribute("NAS-Port-Id", st.nas_port_id[:MAX_ATTR])
+    pkt.AddAttribute("NAS-Identifier", st.nas_identifier)
+    if st.nas_address is not None:
+        addr = ipaddress.ip_address(st.nas_address)
+        pkt.AddAttribute("NAS-IP-Address" if addr.version == 4 else "NAS-IPv6-Address", str(addr))
+    pkt.AddAttribute("Called-Station-Id", st.called)
+    pkt.AddAttribute("Calling-Station-Id", st.calling)
+    pkt.AddAttribute("User-Name", record.user.encode("utf-8", "surrogateescape")[:MAX_ATTR])
+    for vip in record.vips:
+        addr = ipaddress.ip_address(vip)
+        pkt.AddAttribute("Framed-IP-Address" if addr.version == 4 else "Framed-IPv6-Address", str(addr))
+    if record.status != ACCT_START:
+        # 32-bit counters, the high bits in the Gigawords (RFC 2869 §5.1), only when set (as strongSwan)
+        for name, value in (("Output", record.octets_out), ("Input", record.octets_in)):
+            pkt.AddAttribute(f"Acct-{name}-Octets", _u32(value))
+            if value >> 32:
+                pkt.AddAttribute(f"Acct-{name}-Gigawords", _u32(value >> 32))
+        pkt.AddAttribute("Acct-Output-Packets", _u32(record.packets_out))
+        pkt.AddAttribute("Acct-Input-Packets", _u32(record.packets_in))
+    if record.session_time is not None:
+        pkt.AddAttribute("Acct-Session-Time", _u32(record.session_time))
+    if record.terminate_cause is not None:
+        pkt.AddAttribute("Acct-Terminate-Cause", record.terminate_cause)
+    return pkt
+
+
+ACCT_START, ACCT_STOP, ACCT_INTERIM = 1, 2, 3
+
+
+def read_acct_reply(request: Any, raw: bytes) -> int:
+    """The code of the authentic Accounting-Response in ``raw`` to ``request``; raises BadReply."""
+    try:
+        reply = rp.Packet(packet=raw, dict=DICTIONARY)
+    except (rp.PacketError, ValueError, KeyError) as exc:
+        raise BadReply(f"undecodable RADIUS packet ({exc})") from None
+    if reply.code != ACCOUNTING_RESPONSE:
+        raise BadReply(f"RADIUS code {reply.code} is not an answer to an Accounting-Request")
+    # the Response Authenticator, and a Message-Authenticator if there is one
+    if not request.VerifyReply(reply, raw):
+        raise BadReply("Accounting-Response does not verify (wrong shared secret, or forged)")
+    return int(reply.code)
+
+
+def verifies_acct(request: Any, raw: bytes) -> bool:
+    """Whether ``raw`` is an authentic Accounting-Response to ``request``."""
+    try:
+        read_acct_reply(request, raw)
+    except BadReply:
+        return False
+    return True

@@ -14,6 +14,7 @@ Log lines say which user, which server and why; never the secret, the keys or EA
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
@@ -21,11 +22,15 @@ from typing import Any
 from tunsec.ike.eap.relay import RelayOutcome, RelayReply
 from tunsec.ike.events import EapRelayRequest
 
+from .accounting import Accounting
 from .client import Busy, NoAnswer, RadiusClient, RadiusStats
 from .messages import ACCESS_ACCEPT, ACCESS_CHALLENGE, Answer, Station, TooLarge, access_request
 from .settings import RadiusServer, RadiusSettings
 
 log = logging.getLogger("tunsec.radius")
+# Access-Accepts whose Class attributes accounting has not taken (the IKE SA not up yet, or it
+# never came up): the oldest go beyond this many
+MAX_UNCLAIMED_CLASSES = 1024
 
 
 def user_text(name: bytes) -> str:
@@ -44,6 +49,7 @@ class RadiusRelay:
         self.settings = settings
         self.client = RadiusClient(settings, stats)
         self._conversations: dict[Hashable, _Conversation] = {}
+        self._classes: OrderedDict[Hashable, tuple[bytes, ...]] = OrderedDict()
 
     @property
     def stats(self) -> RadiusStats:
@@ -53,11 +59,29 @@ class RadiusRelay:
     def conversations(self) -> int:
         return len(self._conversations)
 
+    def status(self, accounting: Accounting | None = None) -> dict[str, Any]:
+        """``radius`` in ``tunsec status``: the counters, what is open now, each server's health
+        (``auth``, and ``acct`` with accounting), and accounting's counters."""
+        servers: dict[str, dict[str, Any]] = {name: {"auth": h} for name, h in self.client.health().items()}
+        out: dict[str, Any] = {**self.stats.as_dict(), "conversations": self.conversations,
+                               "outstanding": self.client.outstanding(), "servers": servers}
+        if accounting is not None:
+            for name, h in accounting.health().items():
+                servers.setdefault(name, {})["acct"] = h
+            out["accounting"] = {**accounting.stats.as_dict(), "sessions": accounting.sessions}
+        return out
+
     def abandon(self, key: Hashable) -> None:
         self._conversations.pop(key, None)
+        self._classes.pop(key, None)
+
+    def take_classes(self, key: Hashable) -> tuple[bytes, ...]:
+        """The Class attributes of the Access-Accept of IKE SA ``key``, for its accounting (once)."""
+        return self._classes.pop(key, ())
 
     def close(self) -> None:
         self._conversations.clear()
+        self._classes.clear()
         self.client.close()
 
     async def round(self, key: Hashable, ev: EapRelayRequest, station: Station) -> RelayReply:
@@ -95,6 +119,10 @@ class RadiusRelay:
         self._conversations.pop(key, None)
         if answer.code == ACCESS_ACCEPT:
             log.info("RADIUS server %s accepted user %s%s", server, user, said)
+            if answer.classes and self.settings.accounting:
+                self._classes[key] = answer.classes
+                while len(self._classes) > MAX_UNCLAIMED_CLASSES:
+                    self._classes.popitem(last=False)
             return RelayReply(RelayOutcome.ACCEPT, answer.eap, answer.msk, reason=f"RADIUS server {server}")
         return RelayReply(RelayOutcome.REJECT, answer.eap,
                           reason=f"RADIUS server {server} rejected it ({answer.name}{said})")

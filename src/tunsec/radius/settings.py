@@ -9,20 +9,30 @@ from tunsec.ike.secret import Secret
 from tunsec.policy.selector import IPAddress
 
 AUTH_PORT = 1812  # RFC 2865 §3
+ACCT_PORT = 1813  # RFC 2866 §3
 
 
 @dataclass(frozen=True)
 class RadiusServer:
-    """One ``radius.servers.NAME`` section: where Access-Requests go, and the shared secret."""
+    """One ``radius.servers.NAME`` section: where Access-Requests (and Accounting-Requests) go,
+    and the shared secret."""
 
     name: str
     address: IPAddress
     secret: Secret = field(repr=False)
     auth_port: int = AUTH_PORT
+    acct_port: int = ACCT_PORT
 
     def __str__(self) -> str:
+        return self.at(self.auth_port)
+
+    def at(self, port: int) -> str:
+        """The server's name and ``address:port``, for log lines."""
+        return f"{self.name} ({self.endpoint(port)})"
+
+    def endpoint(self, port: int) -> str:
         host = f"[{self.address}]" if self.address.version == 6 else str(self.address)
-        return f"{self.name} ({host}:{self.auth_port})"
+        return f"{host}:{port}"
 
 
 @dataclass(frozen=True)
@@ -30,13 +40,19 @@ class RadiusSettings:
     """``radius { }``: the servers, tried in the order written (the next one only for a new
     conversation when one does not answer), and the retransmission of requests: the first
     after ``retransmit_timeout`` seconds, each wait ``retransmit_base`` times the one before,
-    ``retransmit_tries`` retransmissions (strongSwan's eap-radius keys and defaults)."""
+    ``retransmit_tries`` retransmissions (strongSwan's eap-radius keys and defaults).
+
+    ``accounting``: RADIUS accounting (RFC 2866) of the IKE SAs eap-radius authenticated, with
+    an Interim-Update every ``accounting_interval`` seconds (0: none), as strongSwan's
+    ``accounting`` and ``accounting_interval``."""
 
     servers: tuple[RadiusServer, ...] = ()
     nas_identifier: str = "tunsec"
     retransmit_timeout: float = 2.0
     retransmit_base: float = 1.4
     retransmit_tries: int = 4
+    accounting: bool = False
+    accounting_interval: float = 0
 
     def wait(self, attempt: int) -> float:
         """Seconds to wait for an answer after send number ``attempt`` (0 = the first send)."""

@@ -37,7 +37,7 @@ import itertools
 import logging
 import socket
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -77,6 +77,7 @@ from tunsec.metrics import EventCounts
 from tunsec.policy.ids import Band, IdSpace, priority
 from tunsec.policy.pools import AddressPools, PoolConfig
 from tunsec.policy.selector import SelectorError, fast_selectors
+from tunsec.radius.accounting import Accounting, ChildRef, cause_of
 from tunsec.radius.messages import Station
 from tunsec.radius.relay import RadiusRelay
 from tunsec.radius.settings import RadiusSettings
@@ -227,6 +228,8 @@ class IkeService(Service):
         # auth = eap-radius: the RADIUS client, and the round trip each IKE SA waits for
         self.radius = RadiusRelay(radius) if radius is not None else None
         self._relay_rounds: dict[IkeSa, asyncio.Task[None]] = {}
+        self.accounting: Accounting | None = None   # radius { accounting = yes } (_acct_* below)
+        self._acct_configure(radius)
 
     # --- lifecycle -------------------------------------------------------------
     def prepare(self) -> None:
@@ -236,6 +239,8 @@ class IkeService(Service):
         self.close_sockets()
         if self.radius is not None:
             self.radius.close()
+        if self.accounting is not None:
+            self.accounting.close()
         if self._addr_watch is not None:
             self._addr_watch.close()
             self._addr_watch = None
@@ -317,6 +322,8 @@ class IkeService(Service):
         await self._await_deletes(time.monotonic() + SHUTDOWN_WAIT)
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=2.0)
+        if self.accounting is not None:
+            await self.accounting.drain(2.0)   # the Stops of the IKE SAs just deleted
         if self._timer:
             self._timer.cancel()
             self._timer = None
@@ -381,6 +388,7 @@ class IkeService(Service):
         if self.radius is not None:
             self.radius.close()
         self.radius = RadiusRelay(settings) if settings is not None else None
+        self._acct_configure(settings)
 
     async def _remove_traps(self, conns: set[str]) -> None:
         for pid, (conn, _child) in list(self.trap_policies.items()):
@@ -981,11 +989,13 @@ class IkeService(Service):
                                              "remote_vips": [str(a) for a in ev.peer_vips],
                                              "vips": (ev.own_vips, ev.peer_vips, ev.dns)}
                 self._enforce_unique(sa, ev)
+                self._acct_start(sa, ev)
             case IkeSaRekeyed():
                 self.events.ike_rekeys[ev.name] += 1
                 self._ike_rekeyed(sa, ev)
             case IkeSaDown():
                 log.info("%s: IKE SA closed: %s", ev.name, ev.reason)
+                self._acct_stop(sa, ev.reason)
                 self._vips_down(sa)
                 if (handle := self._ike_handles.pop(sa, None)) is not None and sa.heir is None:
                     self._ike_peers.pop(handle, None)   # not rekeyed: no successor uses the handle
@@ -1069,6 +1079,45 @@ class IkeService(Service):
         assert self.radius is not None
         return Station(self.radius.settings.nas_identifier, None if me.addr.is_unspecified else str(me.addr),
                        f"{me.addr}[{me.port}]", f"{ev.peer[0]}[{ev.peer[1]}]", int.from_bytes(sa.local_spi[:4]))
+
+    # --- RADIUS accounting (radius { accounting = yes }): events for tunsec.radius.accounting --
+    def _acct_configure(self, settings: RadiusSettings | None) -> None:
+        if settings is None or not settings.accounting:
+            if self.accounting is not None:
+                self.accounting.close()
+            self.accounting = None
+        elif self.accounting is not None:
+            self.accounting.reconfigure(settings)
+        else:
+            self.accounting = Accounting(settings, self._acct_dump, self._acct_children)
+
+    async def _acct_dump(self) -> Sequence[pipe.SaInfo]:
+        return pipe.join_dump_replies(await self.worker().request(lambda r: pipe.Dump(r))).sas
+
+    def _acct_children(self, handle: Hashable) -> list[ChildRef]:
+        return [ChildRef(c.spi_in, c.spi_out, c.remote) for c in self.children.values() if c.ike == handle]
+
+    def _acct_start(self, sa: IkeSa, ev: IkeSaUp) -> None:
+        """An IKE SA eap-radius authenticated is up: Start, with the EAP identity and the leased VIPs."""
+        conn = self.connections.get(ev.name)
+        if self.accounting is None or conn is None or conn.ike.remote.method != "eap-radius":
+            return
+        me = self._endpoint(ipaddress.ip_address(ev.remote_addr[0]).version, ev.local_port)
+        station = Station(self.accounting.settings.nas_identifier, None if me.addr.is_unspecified else str(me.addr),
+                          f"{me.addr}[{me.port}]", f"{ev.remote_addr[0]}[{ev.remote_addr[1]}]",
+                          int.from_bytes(sa.local_spi[:4]), ev.name)
+        classes = self.radius.take_classes(sa) if self.radius is not None else ()
+        self.accounting.start(self._ike_handle(sa), str(ev.remote_id), station, [str(a) for a in ev.peer_vips],
+                              classes)
+
+    def _acct_child_down(self, state: ChildState) -> None:
+        if self.accounting is not None:
+            self.accounting.child_down(state.ike, ChildRef(state.spi_in, state.spi_out, state.remote))
+
+    def _acct_stop(self, sa: IkeSa, reason: DownReason) -> None:
+        handle = self._ike_handles.get(sa)
+        if self.accounting is not None and handle is not None:
+            self.accounting.stop(handle, cause_of(reason, self.closing))
 
     async def _resolve_gateway(self, sa: IkeSa, gateway: str) -> None:
         """Look up the gateway a REDIRECT named by FQDN with the system resolver, in the loop's
@@ -1398,6 +1447,7 @@ class IkeService(Service):
             log.info("%s: CHILD_SA %s %08x_i %08x_o deleted: %s", sa.name, ev.child, ev.spi_in, ev.spi_out,
                      ev.describe())
             return
+        self._acct_child_down(state)   # before _child_down: its DUMP goes to the worker before the DELETEs
         self._spawn(self._child_down(state, self._forget(state), ev))
 
     async def _child_down(self, state: ChildState, lineage_ended: bool, ev: ChildSaDown) -> None:
@@ -1477,10 +1527,9 @@ class IkeService(Service):
             # HELD_MAX), and how often outgoing ones waited for installs or SPIs (see receive)
             "ike_held": {"waiting": self._held_datagrams, "held": self.held_total, "held_dropped": self.held_dropped,
                          "install_waits": self.install_waits},
-            # auth = eap-radius: requests and answers, what was dropped, what is open now
-            "radius": {} if self.radius is None else {
-                **self.radius.stats.as_dict(), "conversations": self.radius.conversations,
-                "outstanding": self.radius.client.outstanding()},
+            # auth = eap-radius: requests and answers, what was dropped, what is open now, each server's
+            # health, and accounting's counters
+            "radius": {} if self.radius is None else self.radius.status(self.accounting),
         }
 
     @classmethod

@@ -1,0 +1,369 @@
+"""RADIUS accounting (RFC 2866) of the IKE SAs ``auth = eap-radius`` authenticated, as
+strongSwan's eap-radius plugin does it with ``accounting = yes``.
+
+The IKE service feeds it events; it owns no IKE state:
+
+- :meth:`Accounting.start`: an IKE SA is up (the EAP identity, our and the client's endpoints,
+  the virtual IPs leased to it). An Accounting-Request Start goes out; an Interim-Update
+  follows every ``accounting_interval`` seconds (none with 0).
+- :meth:`Accounting.child_down`: one of its Child SAs goes away (rekeyed, deleted). Its
+  final counters are read from the worker (a DUMP, requested before the SAs are deleted:
+  the pipe keeps the order) and added to the session's total.
+- :meth:`Accounting.stop`: the IKE SA is gone. Once the final counters of its Child SAs
+  are in, an Accounting-Request Stop with Acct-Terminate-Cause and the totals goes out.
+
+A session is one IKE SA and survives its rekeys (the service keys it by the handle the
+successor inherits); its Acct-Session-Id is ``<start time>-<n>``, unique per IKE SA and
+across restarts, as strongSwan's. Usage is summed over the Child SAs: Acct-Input-* is what
+the client sent (our inbound SAs' inner bytes and packets), Acct-Output-* what we sent it.
+
+Each request goes to the servers' ``acct_port`` in the configured order, retransmitted as
+Access-Requests are (``retransmit_timeout``/``_base``/``_tries``), the next server only if one
+does not answer; an Accounting-Response counts only once its Response Authenticator verifies.
+A record no server takes is counted (``failed``) and logged: accounting never blocks, fails or
+closes an IKE SA (strongSwan's ``accounting_close_on_timeout`` is not offered). The records of
+one session go out one after the other, so a server sees Start before Interim and Stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+from tunsec.dataplane.pipe import Direction, Endpoint, SaInfo
+from tunsec.ike.events import DownReason
+
+from .client import AccountingStats, Busy, NoAnswer, ServerLink
+from .messages import (
+    ACCT_INTERIM,
+    ACCT_START,
+    ACCT_STOP,
+    AcctRecord,
+    Station,
+    accounting_request,
+    read_acct_reply,
+    verifies_acct,
+)
+from .settings import RadiusServer, RadiusSettings
+
+log = logging.getLogger("tunsec.radius")
+# Interim-Updates take the counters of a DUMP at most this old: with many sessions the worker
+# is asked at most about once a second, not once per session (final counters are always fresh)
+SAMPLE_REUSE = 1.0
+
+
+class Cause(IntEnum):
+    """Acct-Terminate-Cause (RFC 2866 §5.10), the ones an IKE SA's end maps to."""
+
+    USER_REQUEST = 1  # the client deleted it (strongSwan's default)
+    LOST_SERVICE = 3  # the client stopped answering (DPD, retransmissions)
+    SESSION_TIMEOUT = 5  # its lifetime ran out
+    ADMIN_RESET = 6  # deleted here (tunsec terminate, a reload)
+    NAS_REQUEST = 10  # replaced (unique = replace, a duplicate)
+    NAS_REBOOT = 11  # tunsec shuts down
+
+
+_CAUSES = {
+    DownReason.DELETED_BY_PEER: Cause.USER_REQUEST,
+    DownReason.DELETED: Cause.ADMIN_RESET,
+    DownReason.EXPIRED: Cause.SESSION_TIMEOUT,
+    DownReason.PEER_UNREACHABLE: Cause.LOST_SERVICE,
+    DownReason.DEAD_PEER: Cause.LOST_SERVICE,
+    DownReason.UNANSWERED: Cause.LOST_SERVICE,
+    DownReason.REPLACED: Cause.NAS_REQUEST,
+    DownReason.DUPLICATE: Cause.NAS_REQUEST,
+}
+
+
+def cause_of(reason: DownReason, shutting_down: bool = False) -> Cause:
+    """The Acct-Terminate-Cause of an IKE SA that went down for ``reason``."""
+    if shutting_down and reason is DownReason.DELETED:
+        return Cause.NAS_REBOOT
+    return _CAUSES.get(reason, Cause.USER_REQUEST)   # strongSwan's default
+
+
+@dataclass(frozen=True)
+class ChildRef:
+    """A Child SA's two SAs in the worker: the inbound one by its SPI, the outbound by SPI and peer."""
+
+    spi_in: int
+    spi_out: int
+    remote: Endpoint
+
+
+@dataclass
+class Usage:
+    octets_in: int = 0
+    octets_out: int = 0
+    packets_in: int = 0
+    packets_out: int = 0
+
+    def add(self, other: Usage) -> None:
+        self.octets_in += other.octets_in
+        self.octets_out += other.octets_out
+        self.packets_in += other.packets_in
+        self.packets_out += other.packets_out
+
+
+class SaIndex:
+    """One DUMP's SAs, found as a Child SA names them."""
+
+    def __init__(self, sas: Sequence[SaInfo]) -> None:
+        self._in = {s.spi: s for s in sas if s.direction is Direction.IN}
+        self._out = {(s.spi, s.remote): s for s in sas if s.direction is Direction.OUT}
+
+    def usage(self, ref: ChildRef) -> Usage:
+        u = Usage()
+        if (sa := self._in.get(ref.spi_in)) is not None:
+            u.octets_in, u.packets_in = sa.counters.get("bytes", 0), sa.counters.get("packets", 0)
+        if (sa := self._out.get((ref.spi_out, ref.remote))) is not None:
+            u.octets_out, u.packets_out = sa.counters.get("bytes", 0), sa.counters.get("packets", 0)
+        return u
+
+
+@dataclass
+class _Session:
+    sid: str
+    user: str
+    station: Station
+    vips: tuple[str, ...]
+    started: float
+    classes: tuple[bytes, ...]
+    closed: Usage = field(default_factory=Usage)  # Child SAs gone, their final counters
+    pending: list[asyncio.Task[None]] = field(default_factory=list)  # final counters being read
+    last: asyncio.Task[None] | None = None  # the session's latest record: the next waits for it
+    timer: asyncio.TimerHandle | None = None  # the next Interim-Update
+
+
+Dump = Callable[[], Awaitable[Sequence[SaInfo]]]
+Children = Callable[[Hashable], Sequence[ChildRef]]
+
+
+class Accounting:
+    """Sessions by the service's key, records to the servers; see the module docstring.
+
+    ``dump`` reads the worker's SAs with their counters; ``children`` names the Child SAs a
+    session's IKE SA has installed now (not the ones reported gone)."""
+
+    def __init__(self, settings: RadiusSettings, dump: Dump, children: Children, *,
+                 clock: Callable[[], float] = time.monotonic, prefix: int | None = None) -> None:
+        self.settings = settings
+        self.stats = AccountingStats()
+        self._dump = dump
+        self._children = children
+        self._clock = clock
+        self._prefix = int(time.time()) if prefix is None else prefix
+        self._numbers = itertools.count(1)
+        self._sessions: dict[Hashable, _Session] = {}
+        self._links: dict[str, ServerLink[int]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._sample: asyncio.Task[SaIndex] | None = None  # the next DUMP, not sent yet
+        self._recent: tuple[float, SaIndex] | None = None  # the last DUMP's answer, and when it was asked
+
+    @property
+    def sessions(self) -> int:
+        return len(self._sessions)
+
+    def health(self) -> dict[str, dict[str, Any]]:
+        """Each configured server's accounting port's health, by name (see ServerLink.health)."""
+        return {s.name: self._link(s).health() for s in self.settings.servers}
+
+    def session_id(self, key: Hashable) -> str | None:
+        s = self._sessions.get(key)
+        return s.sid if s is not None else None
+
+    # --- events from the IKE service ---------------------------------------------------
+    def start(self, key: Hashable, user: str, station: Station, vips: Sequence[str],
+              classes: Sequence[bytes] = ()) -> None:
+        """``classes``: the Class attributes of the Access-Accept, echoed in every record."""
+        if key in self._sessions:
+            return   # one Start per IKE SA (strongSwan's start_sent)
+        s = self._sessions[key] = _Session(f"{self._prefix}-{next(self._numbers)}", user, station,
+                                           tuple(vips), self._clock(), tuple(classes))
+        start = self._build(s, ACCT_START)
+
+        async def record() -> AcctRecord:
+            return start
+        self._record(s, record)
+        self._arm(key, s)
+
+    def child_down(self, key: Hashable, ref: ChildRef) -> None:
+        """Before the Child SA's SAs leave the worker: its final counters go into the total."""
+        s = self._sessions.get(key)
+        if s is None:
+            return
+        sample = self._next_sample()
+
+        async def final() -> None:
+            index = await self._await_sample(sample)
+            if index is not None:
+                s.closed.add(index.usage(ref))
+        task = self._spawn(final())
+        s.pending.append(task)
+        task.add_done_callback(lambda t: s.pending.remove(t) if t in s.pending else None)
+
+    def stop(self, key: Hashable, cause: Cause) -> None:
+        s = self._sessions.pop(key, None)
+        if s is None:
+            return
+        if s.timer is not None:
+            s.timer.cancel()
+            s.timer = None
+        pending = list(s.pending)
+
+        async def record() -> AcctRecord:
+            if pending:
+                await asyncio.wait(pending)
+            usage = await self._usage(s, key, fresh=True)
+            return self._build(s, ACCT_STOP, usage, cause)
+        self._record(s, record)
+
+    def reconfigure(self, settings: RadiusSettings) -> None:
+        """New servers or timers for the records to come (a record under way finishes with the old)."""
+        if settings == self.settings:
+            return
+        self.settings = settings
+        for link in self._links.values():
+            link.close()
+        self._links.clear()
+        for key, s in self._sessions.items():
+            if s.timer is not None:
+                s.timer.cancel()
+                s.timer = None
+            self._arm(key, s)
+
+    async def drain(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` seconds) for the records under way, e.g. the Stops at shutdown."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout)
+
+    def close(self) -> None:
+        for s in self._sessions.values():
+            if s.timer is not None:
+                s.timer.cancel()
+        self._sessions.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        for link in self._links.values():
+            link.close()
+        self._links.clear()
+
+    # --- records -------------------------------------------------------------------------
+    def _build(self, s: _Session, status: int, usage: Usage | None = None, cause: Cause | None = None) -> AcctRecord:
+        u = usage if usage is not None else Usage()
+        return AcctRecord(status, s.sid, s.user, s.station, s.vips, u.octets_in, u.octets_out, u.packets_in,
+                          u.packets_out, None if status == ACCT_START else int(self._clock() - s.started),
+                          None if cause is None else int(cause), s.classes)
+
+    def _record(self, s: _Session, record: Callable[[], Awaitable[AcctRecord]]) -> None:
+        """Make and send a record after the session's previous one is answered or given up."""
+        before = s.last
+
+        async def send() -> None:
+            if before is not None:
+                await asyncio.wait([before])
+            await self._send(await record())
+        s.last = self._spawn(send())
+
+    def _arm(self, key: Hashable, s: _Session) -> None:
+        interval = self.settings.accounting_interval
+        if interval:
+            s.timer = asyncio.get_running_loop().call_later(interval, self._interim, key, s)
+
+    def _interim(self, key: Hashable, s: _Session) -> None:
+        s.timer = None
+        if self._sessions.get(key) is not s:
+            return
+
+        async def record() -> AcctRecord:
+            return self._build(s, ACCT_INTERIM, await self._usage(s, key, fresh=False))
+        self._record(s, record)
+        self._arm(key, s)
+
+    async def _usage(self, s: _Session, key: Hashable, fresh: bool) -> Usage:
+        """The session's total: the Child SAs gone, and the ones installed now (from a DUMP asked
+        now, or with ``fresh`` false one asked less than SAMPLE_REUSE seconds ago)."""
+        total = Usage()
+        total.add(s.closed)
+        live = self._children(key)
+        recent = self._recent
+        if live and not fresh and recent is not None and self._clock() - recent[0] < SAMPLE_REUSE:
+            index: SaIndex | None = recent[1]
+        elif live:
+            index = await self._await_sample(self._next_sample())
+        else:
+            index = None
+        if index is not None:
+            for ref in live:
+                total.add(index.usage(ref))
+        return total
+
+    async def _send(self, record: AcctRecord) -> None:
+        """To the first server that answers; never raises (accounting must not hurt the IKE SA)."""
+        why = "no RADIUS server configured"
+        for server in self.settings.servers:
+            link = self._link(server)
+
+            def build(ident: int, server: RadiusServer = server) -> Any:
+                return accounting_request(server.secret, ident, record)
+            try:
+                await link.exchange(build)
+            except (NoAnswer, Busy) as exc:
+                why = str(exc)
+            except OSError as exc:
+                why = f"cannot send to RADIUS server {link.label}: {exc.strerror or exc}"
+            else:
+                self.stats.responses += 1
+                return
+            log.warning("RADIUS accounting: %s", why)
+        self.stats.failed += 1
+        log.error("RADIUS accounting: %s record of session %s (user %r) lost: %s", _STATUS[record.status],
+                  record.session_id, record.user[:64], why)
+
+    def _link(self, server: RadiusServer) -> ServerLink[int]:
+        found = self._links.get(server.name)
+        if found is None or found.server != server:
+            if found is not None:
+                found.close()
+            found = self._links[server.name] = ServerLink(server, self.settings, self.stats, server.acct_port,
+                                                          read_acct_reply, verifies_acct)
+        return found
+
+    # --- counters ----------------------------------------------------------------------
+    def _next_sample(self) -> asyncio.Task[SaIndex]:
+        """The next DUMP: all who ask before it is sent share it (one per batch of events)."""
+        if self._sample is None:
+            self._sample = self._spawn(self._read_counters())
+        return self._sample
+
+    async def _read_counters(self) -> SaIndex:
+        self._sample = None   # from now on, who asks wants counters newer than this DUMP's
+        asked = self._clock()
+        index = SaIndex(await self._dump())
+        self._recent = (asked, index)
+        return index
+
+    @staticmethod
+    async def _await_sample(sample: asyncio.Task[SaIndex]) -> SaIndex | None:
+        try:
+            return await asyncio.shield(sample)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:   # the worker is restarting: the record goes without those counters
+            log.warning("RADIUS accounting: cannot read SA counters from the worker: %s", exc)
+            return None
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+
+_STATUS = {ACCT_START: "Start", ACCT_STOP: "Stop", ACCT_INTERIM: "Interim-Update"}

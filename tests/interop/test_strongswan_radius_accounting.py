@@ -1,0 +1,103 @@
+"""RADIUS accounting (RFC 2866) against FreeRADIUS: a strongSwan road warrior authenticates
+with eap-radius to a tunsec gateway with ``radius { accounting = yes }`` (the setup of
+test_strongswan_radius.py), pings through the tunnel and terminates. FreeRADIUS's ``detail``
+module must then hold an Accounting-Request Start and a Stop for the same session, with the
+EAP identity, the leased address, the attributes strongSwan's eap-radius sends, and in the
+Stop at least the bytes and packets the ping carried each way; the Class of the Access-Accept
+in both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from freeradius import FreeRadius, requires_freeradius
+from ike_peers import CONN, Charon, Pki, TunsecIke, requires_strongswan
+from roadwarrior import GatewayConn, Pool, RoadWarriorConn
+from test_strongswan_radius import PASSWORD, POOL, RADIUS_SECRET, USER, VIP
+
+from tunsec.bench.netns import TwoHosts, wait_until
+
+pytestmark = [
+    pytest.mark.interop,
+    requires_strongswan,
+    requires_freeradius,
+]
+
+PINGS = 5
+ECHO = 84   # an echo request or reply of ping's default 56 data bytes: IPv4 20 + ICMP 8 + 56
+CLASS = "0x" + b"vpn-gold".hex()   # in the Access-Accept: accounting must echo it (RFC 2865 5.25)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return Pki.new_ca(tmp_path_factory, "pki-radius-acct")
+
+
+@pytest.fixture
+def topo() -> Iterator[TwoHosts]:
+    with TwoHosts() as t:
+        yield t
+
+
+def setup(topo: TwoHosts, pki: Pki) -> tuple[TunsecIke, Charon, FreeRadius]:
+    radius = FreeRadius(topo, topo.a, RADIUS_SECRET, {USER: PASSWORD}, {USER: f"Class := {CLASS}"})
+    radius.start()
+    gateway = TunsecIke(topo, GatewayConn(topo.a, topo.b, method="eap-radius", pools=(Pool("rw4", POOL),),
+                                          radius_secret=RADIUS_SECRET, accounting=True), pki=pki)
+    client = Charon(topo, RoadWarriorConn(topo.b, topo.a, method="eap-mschapv2", eap_user=USER, psk=PASSWORD,
+                                          vips=("0.0.0.0",)), pki=pki)
+    client.start()
+    gateway.start()
+    return gateway, client, radius
+
+
+def records_of(radius: FreeRadius, status: str) -> list[dict[str, str]]:
+    return [r for r in radius.accounting_records() if r.get("Acct-Status-Type") == status]
+
+
+def test_freeradius_logs_start_and_stop_with_user_address_session_and_the_pings_bytes(
+        topo: TwoHosts, pki: Pki) -> None:
+    gateway, client, radius = setup(topo, pki)
+    r = client.initiate()
+    assert r.returncode == 0, f"swanctl --initiate: {r.stdout[-3000:]}{r.stderr}\ntunsec:\n{gateway.log_tail()}"
+    sa = gateway.wait_established()
+    assert sa["remote_vips"] == [VIP]
+    assert wait_until(lambda: bool(records_of(radius, "Start")), 10), \
+        f"no Accounting Start at FreeRADIUS:\n{radius.log_text()[-3000:]}\ntunsec:\n{gateway.log_tail()}"
+    assert topo.wait_ping(topo.b, topo.a.inner4, src=VIP, timeout=10)
+    assert topo.ping(topo.b, topo.a.inner4, count=PINGS, src=VIP)
+
+    client.swanctl_ok("--terminate", "--ike", CONN)
+    assert wait_until(lambda: bool(records_of(radius, "Stop")), 10), \
+        f"no Accounting Stop at FreeRADIUS:\n{radius.log_text()[-3000:]}\ntunsec:\n{gateway.log_tail()}"
+    (start,), (stop,) = records_of(radius, "Start"), records_of(radius, "Stop")
+    for record in (start, stop):
+        assert record["User-Name"] == USER, record
+        assert record["Framed-IP-Address"] == VIP, record
+        assert record["NAS-Port-Type"] == "Virtual", record
+        assert record["NAS-IP-Address"] == topo.a.outer4, record
+        # strongSwan's "%#H": address[port]; both float to 4500 (encap = yes)
+        assert record["Called-Station-Id"] == f"{topo.a.outer4}[4500]", record
+        assert record["Calling-Station-Id"] == f"{topo.b.outer4}[4500]", record
+        assert record["NAS-Port-Id"] == CONN, record
+        assert record["Class"] == CLASS, record
+    assert start["Acct-Session-Id"] == stop["Acct-Session-Id"] != ""
+    assert stop["Acct-Terminate-Cause"] == "User-Request", stop   # the client deleted the IKE SA
+    # the echo requests came from the client (input), the replies went to it (output); the
+    # first successful wait_ping adds one each way, failed tries of it only requests
+    assert int(stop["Acct-Input-Octets"]) >= (PINGS + 1) * ECHO, stop
+    assert int(stop["Acct-Output-Octets"]) >= (PINGS + 1) * ECHO, stop
+    assert int(stop["Acct-Input-Packets"]) >= PINGS + 1 and int(stop["Acct-Output-Packets"]) >= PINGS + 1, stop
+    assert "Acct-Input-Octets" not in start, start
+
+    def settled() -> bool:
+        return bool(gateway.status()["radius"]["accounting"]["sessions"] == 0)
+    assert wait_until(settled, 10)
+    acct = gateway.status()["radius"]["accounting"]
+    assert (acct["requests"], acct["responses"], acct["failed"], acct["bad"]) == (2, 2, 0, 0), acct
+    health = gateway.status()["radius"]["servers"]["fr"]
+    assert (health["auth"]["state"], health["acct"]["state"], health["acct"]["address"]) == \
+        ("up", "up", "127.0.0.1:1813"), health
+    assert RADIUS_SECRET not in gateway.log_text()
