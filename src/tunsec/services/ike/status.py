@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from tunsec.services.ike.service import IkeService
 
 # Named once: dataclasses.asdict()/fields() build a tuple(<generator>) per call, and each such
-# 7-tuple stays in CPython's free list for that length (see the note in dataplane/pipe.py).
+# 7-tuple stays in CPython's free list for that length (see the note in dataplane/pipe/decoding.py).
 _IKE_DROPS = tuple([f.name for f in dataclasses.fields(EndpointStats)])
 _FRAGMENT_COUNTERS = tuple([f.name for f in dataclasses.fields(FragmentStats)])
 
