@@ -26,7 +26,9 @@ import itertools
 import logging
 import random
 import secrets
+import sys
 import tracemalloc
+import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import ip_address
@@ -42,6 +44,12 @@ from tunsec.dataplane.client import WorkerError
 from tunsec.dataplane.fastpath import SA_COUNTERS, Drop
 from tunsec.dataplane.pipe import Direction, Endpoint, Errno, Reply, SaInfo
 from tunsec.services import ike as ikeservice
+
+
+def ike_modules() -> list[types.ModuleType]:
+    """The modules of the IKE service package (tunsec.services.ike) that read the clock."""
+    return [m for n, m in list(sys.modules.items()) if n.startswith("tunsec.services.ike.") and hasattr(m, "time")]
+
 
 A, B = "192.0.2.1", "192.0.2.2"
 CHILD_REKEY, IKE_REKEY = 20, 50         # seconds on the fake clock
@@ -214,7 +222,8 @@ secrets {{
 class Pair:
     def __init__(self, tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         self.clock = FakeClock()
-        monkeypatch.setattr(ikeservice, "time", self.clock)
+        for mod in ike_modules():   # each module of the IKE service reads the clock itself
+            monkeypatch.setattr(mod, "time", self.clock)
         self.wire = Wire(self.clock)
         self.workers: dict[str, FakeWorker] = {}
         for me, peer, initiator in ((A, B, True), (B, A, False)):

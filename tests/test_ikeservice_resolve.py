@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from tunsec.services import ike as service
+from tunsec.services.ike import resolver
 
 
 class FakeSa:
@@ -24,7 +25,7 @@ class FakeSa:
 
 def test_a_lookup_that_never_answers_is_logged_as_such(monkeypatch: pytest.MonkeyPatch,
                                                        caplog: pytest.LogCaptureFixture) -> None:
-    monkeypatch.setattr(service, "RESOLVE_WAIT", 0.01)
+    monkeypatch.setattr(resolver, "RESOLVE_WAIT", 0.01)
     sa, pumped = FakeSa(), []
 
     async def main() -> None:

@@ -9,6 +9,7 @@ Two engines on a fake clock.
 from __future__ import annotations
 
 import ipaddress
+import sys
 import types
 from collections.abc import Sequence
 
@@ -24,6 +25,11 @@ from tunsec.ike.sa import State
 from tunsec.ike.state import IkeSaState
 from tunsec.ike.testing import Network
 from tunsec.services.ike import IkeService
+
+
+def ike_modules() -> list[types.ModuleType]:
+    """The modules of the IKE service package (tunsec.services.ike) that read the clock."""
+    return [m for n, m in list(sys.modules.items()) if n.startswith("tunsec.services.ike.") and hasattr(m, "time")]
 
 
 def informational_from(net: Network, ip: str, since: int) -> list[bool]:
@@ -101,7 +107,8 @@ class Clock:
 @pytest.fixture
 def service(monkeypatch: pytest.MonkeyPatch) -> tuple[IkeService, Network, Clock]:
     clock = Clock()
-    monkeypatch.setattr("tunsec.services.ike.time", types.SimpleNamespace(monotonic=clock.monotonic))
+    for mod in ike_modules():   # each module of the IKE service reads the clock itself
+        monkeypatch.setattr(mod, "time", types.SimpleNamespace(monotonic=clock.monotonic))
     net, a, _b = _established()
     svc = IkeService([], worker=lambda: None, local_addrs={})  # type: ignore[arg-type,return-value]
     svc.endpoint = a          # A's engine, wired to B on the fake network

@@ -6,7 +6,9 @@
   derived from csrc/tunsec_dp.h's ``enum ts_drop``).
 - ``_build.py``: the cffi builds (``_fastpath`` for the worker; the benchmark
   entry points go to ``tunsec.bench._cbench``, never into it).
-- ``pipe.py``: the pipe's messages (codec, no I/O; wire layout in docs/pipe.md).
+- ``pipe/``: the pipe's messages (codec, no I/O; wire layout in docs/pipe.md):
+  ``protocol.py`` (numbers, enums, PipeError), ``values.py`` (value types and their checks),
+  ``messages.py``, ``wire.py`` (structs, schemas), ``encoding.py``, ``decoding.py``.
 - ``client.py``: the control process's end of the pipe (starts the worker).
 - ``tun.py``: the TUN device (create or attach, offloads, MTU, routes).
 """

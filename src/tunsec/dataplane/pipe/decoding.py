@@ -1,0 +1,567 @@
+"""Bytes to messages: decode, which checks everything and raises only PipeError."""
+
+import struct
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
+from typing import Final
+
+from tunsec.dataplane.pipe.messages import (
+    Acquire,
+    Add,
+    Delete,
+    Dump,
+    Expire,
+    FirstUse,
+    Flush,
+    GetSpi,
+    Ike,
+    InvalidSpi,
+    Message,
+    Migrate,
+    Reply,
+    Reserve,
+    ReserveLow,
+    SendIke,
+    SpdAdd,
+    SpdDelete,
+    SpdFlush,
+    Update,
+)
+from tunsec.dataplane.pipe.protocol import (
+    _KNOWN_FLAGS,
+    FLAG_MORE,
+    FLAG_REPLY,
+    HEADER_LEN,
+    MAX_MESSAGE,
+    MAX_SA_COUNTERS,
+    VERSION,
+    Action,
+    Alg,
+    Direction,
+    Errno,
+    ExpireReason,
+    Ext,
+    IPAddress,
+    MsgType,
+    PipeError,
+)
+from tunsec.dataplane.pipe.values import (
+    _DROP_NAME,
+    _STATES,
+    Endpoint,
+    Lifetime,
+    Policy,
+    PolicyInfo,
+    SaInfo,
+    SaSpec,
+    Selector,
+)
+from tunsec.dataplane.pipe.wire import (
+    _BODY_LEN,
+    _DATA_HDR,
+    _DROP_HDR,
+    _ENDPOINT,
+    _EXPIRE,
+    _EXT_HDR,
+    _HEADER,
+    _KEY_HDR,
+    _LIFETIME,
+    _POLICY,
+    _POLICY_INFO,
+    _SA,
+    _SA_COUNTERS_HDR,
+    _SA_ESN,
+    _SA_FIRST_USE,
+    _SA_HARD_FIRED,
+    _SA_ID,
+    _SA_INFO,
+    _SA_SOFT_FIRED,
+    _SCHEMA,
+    _SELECTOR,
+    _SEQ_LIMIT,
+    _SPI_RANGE,
+    _U32_BODY,
+    _reply_schema,
+    _Schema,
+)
+
+# ------------------------------------------------------------------ decoding
+
+# Tuples of a variable length are built as tuple([...]), never tuple(<generator>):
+# CPython builds the latter as a 10-tuple resized to fit, and when it dies it
+# goes to the free list of its final length (2000 kept per length), which only
+# an exact-size tuple takes from again.  A DUMP answer's 19 drop counters did
+# that on every `status`: the control process grew by ~0.5 MiB per length
+# until the lists were full (docs/benchmarks.md, "Memory under rekeys").
+
+
+_TYPES: Final = frozenset(int(t) for t in MsgType)
+_ERRNOS: Final = frozenset(int(e) for e in Errno)
+_EXTS: Final = frozenset(int(e) for e in Ext)
+
+
+class _Malformed(Exception):
+    def __init__(self, detail: str, errno: Errno = Errno.EINVAL) -> None:
+        super().__init__(detail)
+        self.errno = errno
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class _Header:
+    version: int
+    type: int
+    errno: int
+    req_id: int
+    flags: int
+    reserved: bytes
+    length: int
+
+    @property
+    def is_reply(self) -> bool:
+        return bool(self.flags & FLAG_REPLY)
+
+    @property
+    def is_request(self) -> bool:
+        # Unknown types count as requests: only events use ids of 0 and
+        # every event type is known, so the sender is waiting on this id.
+        known_event = self.type in _TYPES and MsgType(self.type).is_event
+        return not self.is_reply and self.req_id != 0 and not known_event
+
+
+def decode(data: bytes) -> Message:
+    """Parse one datagram.  Raises PipeError, and nothing else, if malformed."""
+    if len(data) < HEADER_LEN:
+        raise PipeError(Errno.EINVAL, f"{len(data)} bytes is shorter than the header")
+    hdr = _Header(*_HEADER.unpack_from(data))
+    try:
+        return _decode_message(hdr, bytes(data))
+    except _Malformed as e:
+        errno, detail = e.errno, e.detail
+    except (ValueError, TypeError, struct.error) as e:
+        # Raised by the constructors' validation: the texts are ours and
+        # never quote key material.
+        errno, detail = Errno.EINVAL, str(e)
+    raise PipeError(errno, detail, req_id=hdr.req_id, msg_type=hdr.type, is_request=hdr.is_request)
+
+
+def _decode_message(hdr: _Header, data: bytes) -> Message:
+    msg_type = _check_header(hdr, len(data))
+    if hdr.is_reply:
+        errno = _reply_errno(hdr)
+        exts = _parse_extensions(data, _reply_schema(msg_type, errno))
+        return _build_reply(hdr, msg_type, errno, exts)
+    _check_origin(hdr, msg_type)
+    exts = _parse_extensions(data, _SCHEMA[msg_type])
+    return _build(msg_type, hdr.req_id, exts)
+
+
+def _check_header(hdr: _Header, size: int) -> MsgType:
+    if hdr.version != VERSION:
+        raise _Malformed(f"version {hdr.version}, expected {VERSION}", Errno.EVERSION)
+    if hdr.reserved != bytes(3):
+        raise _Malformed("reserved header bytes are not zero")
+    if hdr.flags & ~_KNOWN_FLAGS:
+        raise _Malformed(f"unknown flags {hdr.flags:#04x}")
+    if hdr.length != size:
+        raise _Malformed(f"header says {hdr.length} bytes, datagram has {size}")
+    if size > MAX_MESSAGE:
+        raise _Malformed(f"message of {size} bytes exceeds {MAX_MESSAGE}")
+    if hdr.type not in _TYPES:
+        raise _Malformed(f"unknown message type {hdr.type}", Errno.ETYPE)
+    return MsgType(hdr.type)
+
+
+def _reply_errno(hdr: _Header) -> Errno:
+    if hdr.errno not in _ERRNOS:
+        raise _Malformed(f"unknown errno {hdr.errno}")
+    return Errno(hdr.errno)
+
+
+def _check_origin(hdr: _Header, msg_type: MsgType) -> None:
+    if hdr.flags & FLAG_MORE:
+        raise _Malformed("flag MORE outside a reply")
+    if hdr.errno != 0:
+        raise _Malformed("errno set outside a reply")
+    if msg_type.is_event and hdr.req_id != 0:
+        raise _Malformed(f"event {msg_type.name} with request id {hdr.req_id}")
+    if not msg_type.is_event and hdr.req_id == 0:
+        raise _Malformed(f"request {msg_type.name} with request id 0")
+
+
+class _Exts:
+    """Extension bodies of one message, by type, in arrival order."""
+
+    def __init__(self) -> None:
+        self.bodies: dict[Ext, list[bytes]] = {}
+
+    def one(self, ext: Ext) -> bytes:
+        return self.bodies[ext][0]
+
+    def opt(self, ext: Ext) -> bytes | None:
+        found = self.bodies.get(ext)
+        return found[0] if found else None
+
+    def all(self, ext: Ext) -> list[bytes]:
+        return self.bodies.get(ext, [])
+
+
+def _parse_extensions(data: bytes, schema: _Schema) -> _Exts:
+    exts = _Exts()
+    pos = HEADER_LEN
+    while pos < len(data):
+        if len(data) - pos < _EXT_HDR.size:
+            raise _Malformed(f"truncated extension header at offset {pos}")
+        length, raw_type = _EXT_HDR.unpack_from(data, pos)
+        if length < _EXT_HDR.size or length % 4:
+            raise _Malformed(f"extension length {length} at offset {pos}")
+        if pos + length > len(data):
+            raise _Malformed(f"extension at offset {pos} overruns the message")
+        ext = _known_ext(raw_type, schema)
+        body = data[pos + _EXT_HDR.size : pos + length]
+        _check_body_len(ext, body)
+        exts.bodies.setdefault(ext, []).append(body)
+        pos += length
+    _check_counts(exts, schema)
+    return exts
+
+
+def _known_ext(raw_type: int, schema: _Schema) -> Ext:
+    if raw_type not in _EXTS:
+        raise _Malformed(f"unknown extension type {raw_type}")
+    ext = Ext(raw_type)
+    if ext not in schema:
+        raise _Malformed(f"extension {ext.name} does not belong in this message")
+    return ext
+
+
+def _check_body_len(ext: Ext, body: bytes) -> None:
+    want = _BODY_LEN[ext]
+    if want is not None and len(body) != want:
+        raise _Malformed(f"extension {ext.name} of {len(body)} bytes, expected {want}")
+
+
+def _check_counts(exts: _Exts, schema: _Schema) -> None:
+    for ext, (lo, hi) in schema.items():
+        n = len(exts.all(ext))
+        if n < lo:
+            raise _Malformed(f"missing extension {ext.name}")
+        if n > hi:
+            raise _Malformed(f"extension {ext.name} appears {n} times, at most {hi}")
+
+
+def _zero(value: int | bytes, what: str) -> None:
+    # Reserved fields must be zero so that a later version can use them.
+    if any(value) if isinstance(value, bytes) else value != 0:
+        raise _Malformed(f"reserved field in {what} is not zero")
+
+
+def _flag(value: int, what: str) -> bool:
+    if value not in (0, 1):
+        raise _Malformed(f"{what}={value}, expected 0 or 1")
+    return value == 1
+
+
+def _variable(body: bytes, head: int, n: int, what: str) -> bytes:
+    """The n bytes after a head-byte prefix, checking the zero padding."""
+    if len(body) != head + n + (-(head + n) % 4):
+        raise _Malformed(f"{what} says {n} bytes but its extension has {len(body) - head}")
+    if any(body[head + n :]):
+        raise _Malformed(f"padding of {what} is not zero")
+    return body[head : head + n]
+
+
+def _unpack_addr(family: int, raw: bytes) -> IPAddress:
+    if family == 4:
+        if any(raw[4:]):
+            raise _Malformed("IPv4 address with non-zero trailing bytes")
+        return IPv4Address(raw[:4])
+    if family == 6:
+        return IPv6Address(raw)
+    raise _Malformed(f"address family {family}")
+
+
+def _unpack_endpoint_opt(raw: bytes) -> Endpoint | None:
+    family, reserved, port, addr = _ENDPOINT.unpack(raw)
+    _zero(reserved, "address")
+    if family == 0:
+        if port or any(addr):
+            raise _Malformed("unset address with non-zero fields")
+        return None
+    return Endpoint(_unpack_addr(family, addr), port)
+
+
+def _unpack_endpoint(raw: bytes) -> Endpoint:
+    if raw[0] == 0:
+        raise _Malformed("address family 0")
+    ep = _unpack_endpoint_opt(raw)
+    assert ep is not None
+    return ep
+
+
+def _unpack_selector(raw: bytes) -> Selector:
+    fam, proto, reserved, sp_lo, sp_hi, dp_lo, dp_hi, s_lo, s_hi, d_lo, d_hi = _SELECTOR.unpack(raw)
+    _zero(reserved, "selector")
+    return Selector(
+        _unpack_addr(fam, s_lo), _unpack_addr(fam, s_hi),
+        _unpack_addr(fam, d_lo), _unpack_addr(fam, d_hi),
+        proto, (sp_lo, sp_hi), (dp_lo, dp_hi),
+    )  # fmt: skip
+
+
+def _unpack_lifetime(raw: bytes) -> Lifetime:
+    return Lifetime(*_LIFETIME.unpack(raw))
+
+
+def _unpack_sa(exts: _Exts) -> SaSpec:
+    spi, direction, alg, flags, reserved, window, reqid, seq_start = _SA.unpack(exts.one(Ext.SA))
+    _zero(reserved, "SA")
+    if flags & ~(_SA_ESN | _SA_FIRST_USE):
+        raise _Malformed(f"unknown SA flags {flags:#04x}")
+    key_body = exts.one(Ext.KEY)
+    if len(key_body) < _KEY_HDR.size:
+        raise _Malformed("KEY extension too short")
+    key_len, key_reserved = _KEY_HDR.unpack_from(key_body)
+    _zero(key_reserved, "KEY")
+    limit_body = exts.opt(Ext.SEQ_LIMIT)
+    seq_limit, seq_notify = _SEQ_LIMIT.unpack(limit_body) if limit_body is not None else (0, 0)
+    return SaSpec(
+        spi=spi,
+        direction=Direction(direction),
+        alg=Alg(alg),
+        key=_variable(key_body, _KEY_HDR.size, key_len, "KEY"),
+        esn=bool(flags & _SA_ESN),
+        replay_window=window,
+        reqid=reqid,
+        local=_unpack_endpoint(exts.one(Ext.ADDR_LOCAL)),
+        remote=_unpack_endpoint(exts.one(Ext.ADDR_REMOTE)),
+        soft=_unpack_lifetime(exts.one(Ext.LIFETIME_SOFT)),
+        hard=_unpack_lifetime(exts.one(Ext.LIFETIME_HARD)),
+        selectors=tuple([_unpack_selector(s) for s in exts.all(Ext.SELECTOR)]),
+        seq_start=seq_start,
+        seq_limit=seq_limit,
+        seq_notify=seq_notify,
+        report_first_use=bool(flags & _SA_FIRST_USE),
+    )
+
+
+def _unpack_remote_opt(exts: _Exts) -> Endpoint | None:
+    raw = exts.opt(Ext.ADDR_REMOTE)
+    return None if raw is None else _unpack_endpoint(raw)
+
+
+def _unpack_sa_id(exts: _Exts) -> tuple[int, Direction]:
+    spi, direction, reserved = _SA_ID.unpack(exts.one(Ext.SA_ID))
+    _zero(reserved, "SA_ID")
+    return spi, Direction(direction)
+
+
+def _unpack_reserve(req_id: int, exts: _Exts) -> Reserve:
+    spi, direction = _unpack_sa_id(exts)
+    limit, notify = _SEQ_LIMIT.unpack(exts.one(Ext.SEQ_LIMIT))
+    return Reserve(req_id, spi, direction, limit, notify, _unpack_remote_opt(exts))
+
+
+def _unpack_migrate(req_id: int, exts: _Exts) -> Migrate:
+    spi, direction = _unpack_sa_id(exts)
+    new_remote = _unpack_endpoint(exts.one(Ext.ADDR_NEW_REMOTE))
+    return Migrate(req_id, spi, direction, new_remote, _unpack_remote_opt(exts))
+
+
+def _unpack_reserve_low(exts: _Exts) -> ReserveLow:
+    spi, direction = _unpack_sa_id(exts)
+    body = exts.opt(Ext.SEQ_LIMIT)
+    needed, notify = _SEQ_LIMIT.unpack(body) if body is not None else (0, 0)
+    if body is not None and (needed == 0 or notify != 0):
+        raise _Malformed("SEQ_LIMIT of RESERVE_LOW: needed must be != 0 and notify 0")
+    return ReserveLow(spi=spi, direction=direction, needed=needed, remote=_unpack_remote_opt(exts))
+
+
+def _unpack_data(body: bytes) -> bytes:
+    if len(body) < _DATA_HDR.size:
+        raise _Malformed("DATA extension too short")
+    (n,) = _DATA_HDR.unpack_from(body)
+    return _variable(body, _DATA_HDR.size, n, "DATA")
+
+
+def _unpack_u32(body: bytes) -> int:
+    value: int = _U32_BODY.unpack(body)[0]
+    return value
+
+
+def _unpack_policy(exts: _Exts) -> Policy:
+    policy_id, priority, action, reserved, reqid = _POLICY.unpack(exts.one(Ext.POLICY))
+    _zero(reserved, "POLICY")
+    selector = _unpack_selector(exts.one(Ext.SELECTOR))
+    return Policy(policy_id, priority, Action(action), reqid, selector)
+
+
+def _unpack_delete(req_id: int, exts: _Exts) -> Delete:
+    spi, direction, reserved = _SA_ID.unpack(exts.one(Ext.SA_ID))
+    _zero(reserved, "SA_ID")
+    return Delete(req_id, spi, Direction(direction), _unpack_remote_opt(exts))
+
+
+def _unpack_expire(exts: _Exts) -> Expire:
+    spi, direction, hard, reason, reserved = _EXPIRE.unpack(exts.one(Ext.EXPIRE))
+    _zero(reserved, "EXPIRE")
+    return Expire(
+        spi=spi,
+        direction=Direction(direction),
+        hard=_flag(hard, "EXPIRE hard"),
+        reason=ExpireReason(reason),
+        remote=_unpack_remote_opt(exts),
+    )
+
+
+def _build(msg_type: MsgType, req_id: int, exts: _Exts) -> Message:
+    match msg_type:
+        case MsgType.GETSPI:
+            lo, hi = _SPI_RANGE.unpack(exts.one(Ext.SPI_RANGE))
+            larval = exts.opt(Ext.LARVAL_LIFETIME)
+            return GetSpi(req_id, lo, hi, _U32_BODY.unpack(larval)[0] if larval is not None else None)
+        case MsgType.UPDATE:
+            return Update(req_id, _unpack_sa(exts))
+        case MsgType.ADD:
+            return Add(req_id, _unpack_sa(exts))
+        case MsgType.DELETE:
+            return _unpack_delete(req_id, exts)
+        case MsgType.FLUSH:
+            return Flush(req_id)
+        case MsgType.SPDADD:
+            return SpdAdd(req_id, _unpack_policy(exts))
+        case MsgType.SPDDELETE:
+            return SpdDelete(req_id, _unpack_u32(exts.one(Ext.POLICY_ID)))
+        case MsgType.SPDFLUSH:
+            return SpdFlush(req_id)
+        case MsgType.DUMP:
+            return Dump(req_id)
+        case MsgType.SEND_IKE:
+            return SendIke(req_id, *_unpack_ike(exts))
+        case MsgType.ACQUIRE:
+            return Acquire(
+                policy_id=_unpack_u32(exts.one(Ext.POLICY_ID)),
+                selector=_unpack_selector(exts.one(Ext.SELECTOR)),
+            )
+        case MsgType.EXPIRE:
+            return _unpack_expire(exts)
+        case MsgType.INVALID_SPI:
+            return InvalidSpi(
+                spi=_unpack_u32(exts.one(Ext.SPI)),
+                remote=_unpack_endpoint(exts.one(Ext.ADDR_REMOTE)),
+            )
+        case MsgType.IKE:
+            data, remote, local = _unpack_ike(exts)
+            return Ike(data=data, remote=remote, local=local)
+        case MsgType.MIGRATE:
+            return _unpack_migrate(req_id, exts)
+        case MsgType.RESERVE:
+            return _unpack_reserve(req_id, exts)
+        case MsgType.RESERVE_LOW:
+            return _unpack_reserve_low(exts)
+        case MsgType.FIRST_USE:
+            return FirstUse(spi=_unpack_u32(exts.one(Ext.SPI)))
+    raise AssertionError(msg_type)  # pragma: no cover - the match is exhaustive
+
+
+def _unpack_ike(exts: _Exts) -> tuple[bytes, Endpoint, Endpoint | None]:
+    local = exts.opt(Ext.ADDR_LOCAL)
+    return (
+        _unpack_data(exts.one(Ext.DATA)),
+        _unpack_endpoint(exts.one(Ext.ADDR_REMOTE)),
+        None if local is None else _unpack_endpoint(local),
+    )
+
+
+def _build_reply(hdr: _Header, msg_type: MsgType, errno: Errno, exts: _Exts) -> Reply:
+    spi_body = exts.opt(Ext.SPI)
+    return Reply(
+        hdr.req_id,
+        msg_type,
+        errno,
+        spi=None if spi_body is None else _unpack_u32(spi_body),
+        more=bool(hdr.flags & FLAG_MORE),
+        sas=_unpack_sa_infos(exts),
+        policies=tuple([_unpack_policy_info(b) for b in exts.all(Ext.POLICY_INFO)]),
+        drops=tuple([_unpack_drop(b) for b in exts.all(Ext.DROP)]),
+    )
+
+
+def _unpack_sa_infos(exts: _Exts) -> tuple[SaInfo, ...]:
+    names_body, bodies = exts.opt(Ext.SA_COUNTERS), exts.all(Ext.SA_INFO)
+    if names_body is None:
+        if bodies:
+            raise _Malformed("SA_INFO without the SA_COUNTERS that names its counters")
+        return ()
+    if not bodies:
+        raise _Malformed("SA_COUNTERS without SA_INFO")
+    names = _unpack_sa_counters(names_body)
+    counters = struct.Struct(f"!{len(names)}Q")
+    size = _SA_INFO.size + counters.size
+    want = size + -size % 4
+    infos = []
+    for body in bodies:
+        if len(body) != want:
+            raise _Malformed(f"SA_INFO of {len(body)} bytes, expected {want} for {len(names)} counters")
+        _zero(body[size:], "SA_INFO padding")
+        infos.append(_unpack_sa_info(body, dict(zip(names, counters.unpack_from(body, _SA_INFO.size), strict=True))))
+    return tuple(infos)
+
+
+def _unpack_sa_counters(body: bytes) -> list[str]:
+    if len(body) < _SA_COUNTERS_HDR.size:
+        raise _Malformed("SA_COUNTERS extension too short")
+    n, reserved = _SA_COUNTERS_HDR.unpack_from(body)
+    _zero(reserved, "SA_COUNTERS")
+    raw = _variable(body, _SA_COUNTERS_HDR.size, n, "SA_COUNTERS")
+    if not raw.isascii():
+        raise _Malformed("SA_COUNTERS names are not ASCII")
+    names = raw.decode("ascii").split(",") if raw else []
+    if len(names) > MAX_SA_COUNTERS or len(set(names)) != len(names):
+        raise _Malformed(f"SA_COUNTERS names {len(names)} counters, some twice or more than {MAX_SA_COUNTERS}")
+    for name in names:
+        if not _DROP_NAME.fullmatch(name):
+            raise _Malformed(f"per-SA counter name {name!r}")
+    return names
+
+
+def _unpack_sa_info(body: bytes, counters: dict[str, int]) -> SaInfo:
+    (spi, direction, state, alg, flags, reqid, window, local, remote,
+     seq, age) = _SA_INFO.unpack_from(body)  # fmt: skip
+    if flags & ~(_SA_ESN | _SA_SOFT_FIRED | _SA_HARD_FIRED):
+        raise _Malformed(f"unknown SA_INFO flags {flags:#04x}")
+    if state >= len(_STATES):
+        raise _Malformed(f"SA state {state}")
+    return SaInfo(
+        spi=spi,
+        direction=Direction(direction),
+        state=_STATES[state],
+        alg=None if alg == 0 else Alg(alg),
+        esn=bool(flags & _SA_ESN),
+        reqid=reqid,
+        replay_window=window,
+        local=_unpack_endpoint_opt(local),
+        remote=_unpack_endpoint_opt(remote),
+        seq=seq,
+        soft_fired=bool(flags & _SA_SOFT_FIRED),
+        hard_fired=bool(flags & _SA_HARD_FIRED),
+        age_seconds=age,
+        counters=counters,
+    )
+
+
+def _unpack_policy_info(body: bytes) -> PolicyInfo:
+    policy_id, priority, action, reserved, reqid, out_spi, packets, sel = _POLICY_INFO.unpack(body)
+    _zero(reserved, "POLICY_INFO")
+    return PolicyInfo(policy_id, priority, Action(action), reqid, out_spi, packets, _unpack_selector(sel))
+
+
+def _unpack_drop(body: bytes) -> tuple[str, int]:
+    if len(body) < _DROP_HDR.size:
+        raise _Malformed("DROP extension too short")
+    name_len, reserved, count = _DROP_HDR.unpack_from(body)
+    _zero(reserved, "DROP")
+    raw = _variable(body, _DROP_HDR.size, name_len, "DROP")
+    if not raw.isascii():
+        raise _Malformed("drop counter name is not ASCII")
+    return raw.decode("ascii"), count

@@ -1,0 +1,329 @@
+"""Messages to bytes: encode, DUMP replies split over several datagrams and joined again,
+and the error reply to a request that could not be decoded."""
+
+import struct
+from collections.abc import Iterable, Sequence
+
+from tunsec.dataplane.pipe.messages import (
+    Acquire,
+    Add,
+    Delete,
+    Dump,
+    Expire,
+    FirstUse,
+    Flush,
+    GetSpi,
+    Ike,
+    InvalidSpi,
+    Message,
+    Migrate,
+    Reply,
+    Reserve,
+    ReserveLow,
+    SendIke,
+    SpdAdd,
+    SpdDelete,
+    SpdFlush,
+    Update,
+)
+from tunsec.dataplane.pipe.protocol import (
+    FLAG_MORE,
+    FLAG_REPLY,
+    HEADER_LEN,
+    MAX_MESSAGE,
+    VERSION,
+    Errno,
+    Ext,
+    IPAddress,
+    MsgType,
+    PipeError,
+)
+from tunsec.dataplane.pipe.values import _STATES, Endpoint, Lifetime, PolicyInfo, SaInfo, SaSpec, Selector
+from tunsec.dataplane.pipe.wire import (
+    _DATA_HDR,
+    _DROP_HDR,
+    _ENDPOINT,
+    _EXPIRE,
+    _EXT_HDR,
+    _HEADER,
+    _KEY_HDR,
+    _LIFETIME,
+    _POLICY,
+    _POLICY_INFO,
+    _SA,
+    _SA_COUNTERS_HDR,
+    _SA_ESN,
+    _SA_FIRST_USE,
+    _SA_HARD_FIRED,
+    _SA_ID,
+    _SA_INFO,
+    _SA_SOFT_FIRED,
+    _SELECTOR,
+    _SEQ_LIMIT,
+    _SPI_RANGE,
+    _U32_BODY,
+)
+
+# ------------------------------------------------------------------ encoding
+
+
+def _ext(ext_type: Ext, body: bytes) -> bytes:
+    pad = -len(body) % 4
+    return _EXT_HDR.pack(4 + len(body) + pad, ext_type) + body + bytes(pad)
+
+
+def _header(msg_type: int, errno: int, req_id: int, flags: int, length: int) -> bytes:
+    return _HEADER.pack(VERSION, msg_type, errno, req_id, flags, bytes(3), length)
+
+
+def _pack_addr(addr: IPAddress) -> bytes:
+    return addr.packed.ljust(16, b"\0")
+
+
+def _pack_endpoint(ep: Endpoint | None) -> bytes:
+    if ep is None:
+        return bytes(_ENDPOINT.size)
+    return _ENDPOINT.pack(ep.family, 0, ep.port, _pack_addr(ep.addr))
+
+
+def _pack_selector(sel: Selector) -> bytes:
+    return _SELECTOR.pack(
+        sel.family, sel.proto, 0, *sel.sport, *sel.dport,
+        _pack_addr(sel.src_lo), _pack_addr(sel.src_hi),
+        _pack_addr(sel.dst_lo), _pack_addr(sel.dst_hi),
+    )  # fmt: skip
+
+
+def _pack_lifetime(lt: Lifetime) -> bytes:
+    return _LIFETIME.pack(lt.bytes, lt.packets, lt.seconds)
+
+
+def _sa_exts(sa: SaSpec) -> list[bytes]:
+    flags = (_SA_ESN if sa.esn else 0) | (_SA_FIRST_USE if sa.report_first_use else 0)
+    sa_body = _SA.pack(sa.spi, sa.direction, sa.alg, flags, 0, sa.replay_window, sa.reqid, sa.seq_start)
+    exts = [
+        _ext(Ext.SA, sa_body),
+        _ext(Ext.KEY, _KEY_HDR.pack(len(sa.key), 0) + sa.key),
+        _ext(Ext.ADDR_LOCAL, _pack_endpoint(sa.local)),
+        _ext(Ext.ADDR_REMOTE, _pack_endpoint(sa.remote)),
+        _ext(Ext.LIFETIME_SOFT, _pack_lifetime(sa.soft)),
+        _ext(Ext.LIFETIME_HARD, _pack_lifetime(sa.hard)),
+    ]
+    exts += [_ext(Ext.SELECTOR, _pack_selector(s)) for s in sa.selectors]
+    if sa.seq_limit or sa.seq_notify:
+        exts.append(_ext(Ext.SEQ_LIMIT, _SEQ_LIMIT.pack(sa.seq_limit, sa.seq_notify)))
+    return exts
+
+
+def _ike_exts(data: bytes, remote: Endpoint, local: Endpoint | None) -> list[bytes]:
+    exts = [
+        _ext(Ext.DATA, _DATA_HDR.pack(len(data)) + data),
+        _ext(Ext.ADDR_REMOTE, _pack_endpoint(remote)),
+    ]
+    if local is not None:
+        exts.append(_ext(Ext.ADDR_LOCAL, _pack_endpoint(local)))
+    return exts
+
+
+def _sa_counters_ext(names: Sequence[str]) -> bytes:
+    raw = ",".join(names).encode("ascii")
+    return _ext(Ext.SA_COUNTERS, _SA_COUNTERS_HDR.pack(len(raw), bytes(2)) + raw)
+
+
+def _sa_info_ext(info: SaInfo, names: Sequence[str]) -> bytes:
+    flags = (
+        (_SA_ESN if info.esn else 0)
+        | (_SA_SOFT_FIRED if info.soft_fired else 0)
+        | (_SA_HARD_FIRED if info.hard_fired else 0)
+    )
+    body = _SA_INFO.pack(
+        info.spi, info.direction, _STATES.index(info.state), info.alg or 0, flags,
+        info.reqid, info.replay_window,
+        _pack_endpoint(info.local), _pack_endpoint(info.remote),
+        info.seq, info.age_seconds,
+    )  # fmt: skip
+    counters = info.counters
+    return _ext(Ext.SA_INFO, body + struct.pack(f"!{len(names)}Q", *[counters[n] for n in names]))
+
+
+def _policy_info_ext(info: PolicyInfo) -> bytes:
+    body = _POLICY_INFO.pack(
+        info.id, info.priority, info.action, bytes(3), info.reqid, info.out_spi,
+        info.packets, _pack_selector(info.selector),
+    )  # fmt: skip
+    return _ext(Ext.POLICY_INFO, body)
+
+
+def _drop_ext(name: str, count: int) -> bytes:
+    raw = name.encode("ascii")
+    return _ext(Ext.DROP, _DROP_HDR.pack(len(raw), bytes(3), count) + raw)
+
+
+def _sa_info_exts(sas: Sequence[SaInfo]) -> list[bytes]:
+    """SA_INFO extensions, led by the SA_COUNTERS that names their counters (none without SAs)."""
+    if not sas:
+        return []
+    names = list(sas[0].counters)
+    return [_sa_counters_ext(names)] + [_sa_info_ext(s, names) for s in sas]
+
+
+def _reply_exts(msg: Reply) -> list[bytes]:
+    exts = [_drop_ext(name, count) for name, count in msg.drops]
+    exts += [_policy_info_ext(p) for p in msg.policies]
+    exts += _sa_info_exts(msg.sas)
+    if msg.spi is not None:
+        exts.append(_ext(Ext.SPI, _U32_BODY.pack(msg.spi)))
+    return exts
+
+
+def _extensions(msg: Message) -> list[bytes]:
+    match msg:
+        case GetSpi(lo=lo, hi=hi, larval_seconds=larval):
+            exts = [_ext(Ext.SPI_RANGE, _SPI_RANGE.pack(lo, hi))]
+            if larval is not None:
+                exts.append(_ext(Ext.LARVAL_LIFETIME, _U32_BODY.pack(larval)))
+            return exts
+        case Update(sa=sa) | Add(sa=sa):
+            return _sa_exts(sa)
+        case Delete(spi=spi, direction=direction, remote=remote):
+            return [_ext(Ext.SA_ID, _SA_ID.pack(spi, direction, bytes(3))), *_opt_remote(remote)]
+        case SpdAdd(policy=p):
+            body = _POLICY.pack(p.id, p.priority, p.action, bytes(3), p.reqid)
+            return [_ext(Ext.POLICY, body), _ext(Ext.SELECTOR, _pack_selector(p.selector))]
+        case SpdDelete(id=policy_id):
+            return [_ext(Ext.POLICY_ID, _U32_BODY.pack(policy_id))]
+        case Acquire(policy_id=policy_id, selector=selector):
+            return [
+                _ext(Ext.POLICY_ID, _U32_BODY.pack(policy_id)),
+                _ext(Ext.SELECTOR, _pack_selector(selector)),
+            ]
+        case SendIke(data=data, remote=remote, local=local) | Ike(data=data, remote=remote, local=local):
+            return _ike_exts(data, remote, local)
+        case Expire(spi=spi, direction=direction, hard=hard, reason=reason, remote=remote):
+            return [_ext(Ext.EXPIRE, _EXPIRE.pack(spi, direction, int(hard), reason, 0)), *_opt_remote(remote)]
+        case InvalidSpi(spi=spi, remote=remote):
+            return [
+                _ext(Ext.SPI, _U32_BODY.pack(spi)),
+                _ext(Ext.ADDR_REMOTE, _pack_endpoint(remote)),
+            ]
+        case Reserve(spi=spi, direction=direction, limit=limit, notify=notify, remote=remote):
+            return [
+                _ext(Ext.SA_ID, _SA_ID.pack(spi, direction, bytes(3))),
+                _ext(Ext.SEQ_LIMIT, _SEQ_LIMIT.pack(limit, notify)),
+                *_opt_remote(remote),
+            ]
+        case Migrate(spi=spi, direction=direction, new_remote=new_remote, remote=remote):
+            return [
+                _ext(Ext.SA_ID, _SA_ID.pack(spi, direction, bytes(3))),
+                _ext(Ext.ADDR_NEW_REMOTE, _pack_endpoint(new_remote)),
+                *_opt_remote(remote),
+            ]
+        case ReserveLow(spi=spi, direction=direction, needed=needed, remote=remote):
+            exts = [_ext(Ext.SA_ID, _SA_ID.pack(spi, direction, bytes(3)))]
+            if needed:
+                exts.append(_ext(Ext.SEQ_LIMIT, _SEQ_LIMIT.pack(needed, 0)))
+            return [*exts, *_opt_remote(remote)]
+        case FirstUse(spi=spi):
+            return [_ext(Ext.SPI, _U32_BODY.pack(spi))]
+        case Reply():
+            return _reply_exts(msg)
+        case Flush() | SpdFlush() | Dump():
+            return []  # the header says it all
+    raise TypeError(f"not a pipe message: {type(msg).__name__}")
+
+
+def _opt_remote(remote: Endpoint | None) -> list[bytes]:
+    return [] if remote is None else [_ext(Ext.ADDR_REMOTE, _pack_endpoint(remote))]
+
+
+def _join(msg_type: int, errno: int, req_id: int, flags: int, exts: list[bytes]) -> bytes:
+    length = HEADER_LEN + sum(len(e) for e in exts)
+    if length > MAX_MESSAGE:
+        raise ValueError(
+            f"message of {length} bytes exceeds {MAX_MESSAGE} (split DUMP answers with encode_dump_replies)"
+        )
+    return b"".join([_header(msg_type, errno, req_id, flags, length), *exts])
+
+
+def encode(msg: Message) -> bytes:
+    """The datagram for msg.  ValueError if it would exceed MAX_MESSAGE."""
+    if isinstance(msg, Reply):
+        flags = FLAG_REPLY | (FLAG_MORE if msg.more else 0)
+        return _join(msg.type, msg.errno, msg.req_id, flags, _extensions(msg))
+    return _join(msg.TYPE, Errno.OK, msg.req_id, 0, _extensions(msg))
+
+
+def encode_dump_replies(
+    req_id: int,
+    sas: Iterable[SaInfo],
+    policies: Iterable[PolicyInfo],
+    drops: Iterable[tuple[str, int]],
+) -> list[bytes]:
+    """The successful answer to DUMP req_id, split into datagrams that fit.
+
+    Every datagram but the last has flag MORE.  Drop counters come first,
+    then policies, then SAs, each in the order given; every datagram with SAs
+    starts their part with the SA_COUNTERS that names their counters.
+    """
+    whole = Reply(
+        req_id, MsgType.DUMP, Errno.OK,
+        sas=tuple(sas), policies=tuple(policies), drops=tuple(drops),
+    )  # fmt: skip
+    chunks = _chunk(_reply_exts(whole), MAX_MESSAGE - HEADER_LEN)
+    out = []
+    for i, chunk in enumerate(chunks):
+        flags = FLAG_REPLY | (FLAG_MORE if i < len(chunks) - 1 else 0)
+        out.append(_join(MsgType.DUMP, Errno.OK, req_id, flags, chunk))
+    return out
+
+
+def _chunk(exts: list[bytes], budget: int) -> list[list[bytes]]:
+    chunks: list[list[bytes]] = [[]]
+    used = 0
+    names: bytes | None = None   # the SA_COUNTERS ext: SA_INFOs follow it, and it leads each datagram of them
+    for ext in exts:
+        if used + len(ext) > budget:
+            chunks.append([] if names is None else [names])
+            used = 0 if names is None else len(names)
+        if names is None and _EXT_HDR.unpack_from(ext)[1] == Ext.SA_COUNTERS:
+            names = ext
+        chunks[-1].append(ext)
+        used += len(ext)
+    return chunks
+
+
+def join_dump_replies(replies: Sequence[Reply]) -> Reply:
+    """Merge the replies to one DUMP (in arrival order) into one Reply.
+
+    An error answer is returned as it is.  ValueError if the sequence is not
+    one complete answer: mixed ids, a MORE on the last or missing before it.
+    """
+    if not replies:
+        raise ValueError("no replies to join")
+    first, last = replies[0], replies[-1]
+    for i, r in enumerate(replies):
+        if r.type is not MsgType.DUMP or r.req_id != first.req_id:
+            raise ValueError(f"reply {i} does not answer DUMP {first.req_id}")
+        if r.more != (i < len(replies) - 1):
+            raise ValueError(f"reply {i} has more={r.more} in a run of {len(replies)}")
+    if last.errno is not Errno.OK:
+        return last
+    # tuple([...]), not tuple(<generator>): see the note at the top of decoding
+    return Reply(
+        first.req_id, MsgType.DUMP, Errno.OK,
+        sas=tuple([s for r in replies for s in r.sas]),
+        policies=tuple([p for r in replies for p in r.policies]),
+        drops=tuple([d for r in replies for d in r.drops]),
+    )  # fmt: skip
+
+
+def error_reply(err: PipeError) -> bytes | None:
+    """The answer to a malformed request, or None if none is owed.
+
+    None when the header was unreadable or did not mark a request (replies
+    and events are never answered).  The reply echoes the raw type byte even
+    when it is unknown, so a newer peer can match it to its pending request.
+    """
+    if not err.is_request or err.req_id is None or err.msg_type is None:
+        return None
+    return _header(err.msg_type, err.errno, err.req_id, FLAG_REPLY, HEADER_LEN)

@@ -1,0 +1,366 @@
+"""The messages: requests (control -> worker), the reply, and events (worker -> control)."""
+
+from dataclasses import dataclass
+from typing import ClassVar, TypeAlias
+
+from tunsec.dataplane.pipe.protocol import _U32, _U64, Direction, Errno, ExpireReason, MsgType
+from tunsec.dataplane.pipe.values import (
+    Endpoint,
+    Policy,
+    PolicyInfo,
+    SaInfo,
+    SaSpec,
+    Selector,
+    _check_drops,
+    _check_ike_data,
+    _check_int,
+    _check_sa_peer,
+    _check_same_family,
+    _check_spi,
+    _check_tuple_of,
+    _check_type,
+)
+
+# ------------------------------------------------------------------ messages
+
+
+def _check_request_id(req_id: object) -> None:
+    # 0 is reserved for events, so a request with it could not be answered.
+    _check_int("req_id", req_id, 1, _U32)
+
+
+def _check_event_id(req_id: object) -> None:
+    _check_int("req_id", req_id, 0, 0)
+
+
+@dataclass(frozen=True)
+class GetSpi:
+    """A larval inbound SA.  larval_seconds: how long it may stay larval before
+    the worker removes it (None: the worker's --larval-timeout; 0: never, the
+    requester completes or deletes it itself)."""
+
+    TYPE: ClassVar[MsgType] = MsgType.GETSPI
+    req_id: int
+    lo: int
+    hi: int
+    larval_seconds: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_request_id(self.req_id)
+        _check_spi("lo", self.lo)
+        _check_spi("hi", self.hi)
+        if self.larval_seconds is not None:
+            _check_int("larval_seconds", self.larval_seconds, 0, _U32)
+        if self.lo > self.hi:
+            raise ValueError(f"SPI range {self.lo:#x}..{self.hi:#x} is reversed")
+
+
+@dataclass(frozen=True)
+class Update:
+    TYPE: ClassVar[MsgType] = MsgType.UPDATE
+    req_id: int
+    sa: SaSpec
+
+    def __post_init__(self) -> None:
+        _check_request_id(self.req_id)
+        _check_type("sa", self.sa, SaSpec)
+
+
+@dataclass(frozen=True)
+class Add:
+    TYPE: ClassVar[MsgType] = MsgType.ADD
+    req_id: int
+    sa: SaSpec
+
+    def __post_init__(self) -> None:
+        _check_request_id(self.req_id)
+        _check_type("sa", self.sa, SaSpec)
+
+
+@dataclass(frozen=True)
+class Delete:
+    TYPE: ClassVar[MsgType] = MsgType.DELETE
+    req_id: int
+    spi: int
+    direction: Direction
+    remote: Endpoint | None = None   # OUT: the peer; peers choose outbound SPIs, so they may collide
+
+    def __post_init__(self) -> None:
+        _check_request_id(self.req_id)
+        _check_spi("spi", self.spi)
+        _check_type("direction", self.direction, Direction)
+        _check_sa_peer(self.direction, self.remote)
+
+
+@dataclass(frozen=True)
+class Flush:
+    TYPE: ClassVar[MsgType] = MsgType.FLUSH
+    req_id: int
+
+    def __post_init__(self) -> None:
+        _check_request_id(self.req_id)
+
+
+@dataclass(frozen=True)
+class SpdAdd:
+    TYPE: ClassVar[MsgType] = MsgType.SPDADD
+    req_id: int
+    policy: Policy
+
+    def __post_init__(self) -> None:
+        _check_request_id(self.req_id)
+        _check_type("policy", self.policy, Policy)
+
+
+@dataclass(frozen=True)
+class SpdDelete:
+    TYPE: ClassVar[MsgType] = MsgType.SPDDELETE
+    req_id: int
+    id: int
+
+    def __post_init__(self) -> None:
+        _check_request_id(self.req_id)
+        _check_int("id", self.id, 0, _U32)
+
+
+@dataclass(frozen=True)
+class SpdFlush:
+    TYPE: ClassVar[MsgType] = MsgType.SPDFLUSH
+    req_id: int
+
+    def __post_init__(self) -> None:
+        _check_request_id(self.req_id)
+
+
+@dataclass(frozen=True)
+class Dump:
+    TYPE: ClassVar[MsgType] = MsgType.DUMP
+    req_id: int
+
+    def __post_init__(self) -> None:
+        _check_request_id(self.req_id)
+
+
+@dataclass(frozen=True)
+class SendIke:
+    """An IKE message to send from port 4500 (the worker adds the marker)."""
+
+    TYPE: ClassVar[MsgType] = MsgType.SEND_IKE
+    req_id: int
+    data: bytes
+    remote: Endpoint
+    local: Endpoint | None = None
+
+    def __post_init__(self) -> None:
+        _check_request_id(self.req_id)
+        _check_ike_data(self.data)
+        _check_type("remote", self.remote, Endpoint)
+        if self.local is not None:
+            _check_type("local", self.local, Endpoint)
+        _check_same_family(self.local, self.remote)
+
+
+@dataclass(frozen=True)
+class Reserve:
+    """Raise an SA's reservation: no sequence number above limit is sent (OUT)
+    or accepted (IN); RESERVE_LOW comes once the SA reaches notify (0 = never).
+    The limit never goes down (EINVAL); send it only once it is persisted."""
+
+    TYPE: ClassVar[MsgType] = MsgType.RESERVE
+    req_id: int
+    spi: int
+    direction: Direction
+    limit: int
+    notify: int = 0
+    remote: Endpoint | None = None   # OUT: the peer, as in Delete
+
+    def __post_init__(self) -> None:
+        _check_request_id(self.req_id)
+        _check_spi("spi", self.spi)
+        _check_type("direction", self.direction, Direction)
+        _check_int("limit", self.limit, 1, _U64)
+        _check_int("notify", self.notify, 0, _U64)
+        _check_sa_peer(self.direction, self.remote)
+
+
+@dataclass(frozen=True)
+class Migrate:
+    """Move a mature SA to a new peer endpoint without re-keying: the peer's
+    address or NAT mapping changed (NAT rebinding, MOBIKE).  The SA is named
+    as in Delete (an OUT SA by its old peer); keys, sequence numbers and
+    counters stay.  ENOENT: no such SA; ESTATE: larval; EINVAL: another
+    address family; EEXIST: an OUT SA with this SPI already goes there."""
+
+    TYPE: ClassVar[MsgType] = MsgType.MIGRATE
+    req_id: int
+    spi: int
+    direction: Direction
+    new_remote: Endpoint
+    remote: Endpoint | None = None   # OUT: the peer it goes to now
+
+    def __post_init__(self) -> None:
+        _check_request_id(self.req_id)
+        _check_spi("spi", self.spi)
+        _check_type("direction", self.direction, Direction)
+        _check_type("new_remote", self.new_remote, Endpoint)
+        _check_sa_peer(self.direction, self.remote)
+        if self.remote is not None and self.remote.family != self.new_remote.family:
+            raise ValueError("an SA moves within its address family: remote and new_remote differ")
+
+
+@dataclass(frozen=True)
+class Reply:
+    """The answer to any request; `type` names the request it answers.
+
+    spi is set exactly on a successful GETSPI answer; sas/policies/drops only
+    on a successful DUMP answer, which may span several messages (more=True
+    on all but the last; see encode_dump_replies and join_dump_replies).
+    """
+
+    req_id: int
+    type: MsgType
+    errno: Errno
+    spi: int | None = None
+    more: bool = False
+    sas: tuple[SaInfo, ...] = ()
+    policies: tuple[PolicyInfo, ...] = ()
+    drops: tuple[tuple[str, int], ...] = ()
+
+    def __post_init__(self) -> None:
+        _check_request_id(self.req_id)
+        _check_type("type", self.type, MsgType)
+        if self.type.is_event:
+            raise ValueError(f"{self.type.name} is an event and gets no reply")
+        _check_type("errno", self.errno, Errno)
+        ok = self.errno is Errno.OK
+        self._check_spi(ok)
+        self._check_dump(ok)
+
+    def _check_spi(self, ok: bool) -> None:
+        if self.type is MsgType.GETSPI and ok:
+            _check_spi("spi", self.spi)
+        elif self.spi is not None:
+            raise ValueError("only a successful GETSPI reply carries an spi")
+
+    def _check_dump(self, ok: bool) -> None:
+        _check_type("more", self.more, bool)
+        _check_tuple_of("sas", self.sas, SaInfo, _U32)
+        _check_tuple_of("policies", self.policies, PolicyInfo, _U32)
+        _check_drops(self.drops)
+        if self.sas and any(sa.counters.keys() != self.sas[0].counters.keys() for sa in self.sas):
+            raise ValueError("the SAs of one DUMP reply must have the same counter names")
+        if self.type is MsgType.DUMP and ok:
+            return
+        if self.more or self.sas or self.policies or self.drops:
+            raise ValueError("only a successful DUMP reply carries more/sas/policies/drops")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Acquire:
+    """A packet hit a PROTECT policy with no SA; selector is its 5-tuple."""
+
+    TYPE: ClassVar[MsgType] = MsgType.ACQUIRE
+    req_id: int = 0
+    policy_id: int
+    selector: Selector
+
+    def __post_init__(self) -> None:
+        _check_event_id(self.req_id)
+        _check_int("policy_id", self.policy_id, 0, _U32)
+        _check_type("selector", self.selector, Selector)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Expire:
+    TYPE: ClassVar[MsgType] = MsgType.EXPIRE
+    req_id: int = 0
+    spi: int
+    direction: Direction
+    hard: bool
+    reason: ExpireReason
+    remote: Endpoint | None = None   # OUT: the SA's peer (see Delete)
+
+    def __post_init__(self) -> None:
+        _check_event_id(self.req_id)
+        _check_spi("spi", self.spi)
+        _check_type("direction", self.direction, Direction)
+        _check_sa_peer(self.direction, self.remote)
+        _check_type("hard", self.hard, bool)
+        _check_type("reason", self.reason, ExpireReason)
+
+
+@dataclass(frozen=True, kw_only=True)
+class InvalidSpi:
+    """ESP for an unknown SPI.  Any 32-bit value: it is what arrived."""
+
+    TYPE: ClassVar[MsgType] = MsgType.INVALID_SPI
+    req_id: int = 0
+    spi: int
+    remote: Endpoint
+
+    def __post_init__(self) -> None:
+        _check_event_id(self.req_id)
+        _check_int("spi", self.spi, 0, _U32)
+        _check_type("remote", self.remote, Endpoint)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Ike:
+    """An IKE message that arrived on port 4500, non-ESP marker stripped."""
+
+    TYPE: ClassVar[MsgType] = MsgType.IKE
+    req_id: int = 0
+    data: bytes
+    remote: Endpoint
+    local: Endpoint | None = None
+
+    def __post_init__(self) -> None:
+        _check_event_id(self.req_id)
+        _check_ike_data(self.data)
+        _check_type("remote", self.remote, Endpoint)
+        if self.local is not None:
+            _check_type("local", self.local, Endpoint)
+        _check_same_family(self.local, self.remote)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReserveLow:
+    """An SA reached the notify point of its reservation: reserve more numbers.
+    needed (IN) != 0: an authenticated packet carried this number, above the
+    limit (a sender that restarted and jumped ahead); reserve past it."""
+
+    TYPE: ClassVar[MsgType] = MsgType.RESERVE_LOW
+    req_id: int = 0
+    spi: int
+    direction: Direction
+    needed: int = 0
+    remote: Endpoint | None = None   # OUT: the peer, as in Delete
+
+    def __post_init__(self) -> None:
+        _check_event_id(self.req_id)
+        _check_spi("spi", self.spi)
+        _check_type("direction", self.direction, Direction)
+        _check_int("needed", self.needed, 0, _U64)
+        _check_sa_peer(self.direction, self.remote)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FirstUse:
+    """The first authenticated packet arrived on an inbound SA that was UPDATEd
+    with report_first_use: the peer has installed it and sends on it."""
+
+    TYPE: ClassVar[MsgType] = MsgType.FIRST_USE
+    req_id: int = 0
+    spi: int
+
+    def __post_init__(self) -> None:
+        _check_event_id(self.req_id)
+        _check_spi("spi", self.spi)
+
+
+Request: TypeAlias = (
+    GetSpi | Update | Add | Delete | Flush | SpdAdd | SpdDelete | SpdFlush | Dump | SendIke | Reserve
+    | Migrate
+)
+Event: TypeAlias = Acquire | Expire | InvalidSpi | Ike | ReserveLow | FirstUse
+Message: TypeAlias = Request | Reply | Event

@@ -1,0 +1,388 @@
+"""The value types messages carry (endpoints, selectors, lifetimes, SAs, policies, DUMP entries)
+and the checks every constructor runs on them."""
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from typing import Final
+
+from tunsec.dataplane.pipe.protocol import (
+    _U8,
+    _U16,
+    _U32,
+    _U64,
+    MAX_IKE_DATA,
+    MAX_SA_COUNTERS,
+    MAX_SELECTORS,
+    MIN_SPI,
+    REPLAY_MAX,
+    Action,
+    Alg,
+    Direction,
+    IPAddress,
+    IPNetwork,
+    SaState,
+)
+
+# ---------------------------------------------------------------- validation
+# Constructors raise TypeError/ValueError like any Python value; decode()
+# turns those into PipeError(EINVAL).  No message may quote key bytes.
+
+
+def _check_int(name: str, value: object, lo: int, hi: int) -> None:
+    # bool is an int subclass; a True where a port belongs is a bug.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int")
+    if not lo <= value <= hi:
+        raise ValueError(f"{name}={value} is outside {lo}..{hi}")
+
+
+def _check_type(name: str, value: object, kind: type | tuple[type, ...]) -> None:
+    if not isinstance(value, kind):
+        raise TypeError(f"{name} must be {_kind_name(kind)}, not {type(value).__name__}")
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    if isinstance(kind, tuple):
+        return " or ".join(k.__name__ for k in kind)
+    return kind.__name__
+
+
+def _check_addr(name: str, value: object) -> None:
+    _check_type(name, value, (IPv4Address, IPv6Address))
+
+
+def _check_port_range(name: str, value: object) -> None:
+    if not isinstance(value, tuple) or len(value) != 2:
+        raise TypeError(f"{name} must be a (lo, hi) tuple")
+    lo, hi = value
+    _check_int(f"{name}[0]", lo, 0, _U16)
+    _check_int(f"{name}[1]", hi, 0, _U16)
+    if lo > hi:
+        raise ValueError(f"{name} range {lo}..{hi} is reversed")
+
+
+def _check_replay_window(value: object) -> None:
+    _check_int("replay_window", value, 0, REPLAY_MAX)
+    if isinstance(value, int) and 0 < value < 32:
+        raise ValueError(f"replay_window={value} must be 0 (off) or 32..{REPLAY_MAX}")
+
+
+def _check_spi(name: str, value: object) -> None:
+    _check_int(name, value, MIN_SPI, _U32)
+
+
+def _check_tuple_of(name: str, value: object, kind: type, hi: int) -> None:
+    if not isinstance(value, tuple):
+        raise TypeError(f"{name} must be a tuple")
+    if len(value) > hi:
+        raise ValueError(f"{name} has {len(value)} entries, at most {hi} allowed")
+    for i, item in enumerate(value):
+        _check_type(f"{name}[{i}]", item, kind)
+
+
+def _check_same_family(a: "Endpoint | None", b: "Endpoint | None") -> None:
+    # One UDP socket per family carries an SA, so both ends share it.
+    if a is not None and b is not None and a.family != b.family:
+        raise ValueError("local and remote endpoints are of different address families")
+
+
+def _check_sa_peer(direction: object, remote: object) -> None:
+    # An inbound SA is ours by SPI alone; an outbound one is (SPI, peer).
+    if direction is Direction.OUT:
+        _check_type("remote", remote, Endpoint)
+    elif remote is not None:
+        raise ValueError("an inbound SA is named by its SPI alone: remote must be None")
+
+
+def _check_ike_data(value: object) -> None:
+    if not isinstance(value, bytes):
+        raise TypeError(f"data must be bytes, not {type(value).__name__}")
+    if not 1 <= len(value) <= MAX_IKE_DATA:
+        raise ValueError(f"IKE data of {len(value)} bytes, 1..{MAX_IKE_DATA} allowed")
+
+
+# a drop or per-SA counter's name (DUMP carries them by name, the C enum member in lower case)
+_DROP_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
+
+
+def _check_drops(value: object) -> None:
+    if not isinstance(value, tuple):
+        raise TypeError("drops must be a tuple of (name, count) pairs")
+    seen: set[str] = set()
+    for item in value:
+        if not isinstance(item, tuple) or len(item) != 2 or not isinstance(item[0], str):
+            raise TypeError("drops must be a tuple of (name, count) pairs")
+        name, count = item
+        if not _DROP_NAME.fullmatch(name):
+            raise ValueError(f"drop counter name {name!r} is not [a-z][a-z0-9_]{{0,31}}")
+        if name in seen:
+            raise ValueError(f"drop counter {name!r} appears twice")
+        seen.add(name)
+        _check_int(f"drops[{name}]", count, 0, _U64)
+
+
+def _check_counters(value: object) -> None:
+    if not isinstance(value, Mapping):
+        raise TypeError("counters must be a mapping of name to count")
+    if len(value) > MAX_SA_COUNTERS:
+        raise ValueError(f"{len(value)} per-SA counters, at most {MAX_SA_COUNTERS}")
+    for name, count in value.items():
+        if not isinstance(name, str) or not _DROP_NAME.fullmatch(name):
+            raise ValueError(f"per-SA counter name {name!r} is not [a-z][a-z0-9_]{{0,31}}")
+        if type(count) is not int or not 0 <= count <= _U64:   # per SA per DUMP: the message only on failure
+            _check_int(f"counters[{name}]", count, 0, _U64)
+
+
+# --------------------------------------------------------------- value types
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """An outer address and UDP port."""
+
+    addr: IPAddress
+    port: int
+
+    def __post_init__(self) -> None:
+        _check_addr("addr", self.addr)
+        _check_int("port", self.port, 0, _U16)
+
+    @property
+    def family(self) -> int:
+        return self.addr.version
+
+
+@dataclass(frozen=True)
+class Selector:
+    """Inclusive address/port ranges and one protocol (0 = any)."""
+
+    src_lo: IPAddress
+    src_hi: IPAddress
+    dst_lo: IPAddress
+    dst_hi: IPAddress
+    proto: int = 0
+    sport: tuple[int, int] = (0, _U16)
+    dport: tuple[int, int] = (0, _U16)
+
+    def __post_init__(self) -> None:
+        addrs = (self.src_lo, self.src_hi, self.dst_lo, self.dst_hi)
+        for name, addr in zip(("src_lo", "src_hi", "dst_lo", "dst_hi"), addrs, strict=True):
+            _check_addr(name, addr)
+        if len({a.version for a in addrs}) != 1:
+            raise ValueError("selector mixes IPv4 and IPv6 addresses")
+        # int() orders addresses of one family as the C side's bytewise compare.
+        if int(self.src_lo) > int(self.src_hi):
+            raise ValueError(f"source range {self.src_lo}..{self.src_hi} is reversed")
+        if int(self.dst_lo) > int(self.dst_hi):
+            raise ValueError(f"destination range {self.dst_lo}..{self.dst_hi} is reversed")
+        _check_int("proto", self.proto, 0, _U8)
+        _check_port_range("sport", self.sport)
+        _check_port_range("dport", self.dport)
+
+    @classmethod
+    def from_networks(
+        cls,
+        src: IPNetwork,
+        dst: IPNetwork,
+        proto: int = 0,
+        sport: tuple[int, int] = (0, _U16),
+        dport: tuple[int, int] = (0, _U16),
+    ) -> "Selector":
+        _check_type("src", src, (IPv4Network, IPv6Network))
+        _check_type("dst", dst, (IPv4Network, IPv6Network))
+        return cls(
+            src.network_address,
+            src.broadcast_address,
+            dst.network_address,
+            dst.broadcast_address,
+            proto,
+            sport,
+            dport,
+        )
+
+    @property
+    def family(self) -> int:
+        return self.src_lo.version
+
+
+@dataclass(frozen=True)
+class Lifetime:
+    """Limits of an SA; 0 means unlimited."""
+
+    bytes: int = 0
+    packets: int = 0
+    seconds: int = 0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            _check_int(f.name, getattr(self, f.name), 0, _U64)
+
+
+def _check_reservation(limit: object, notify: object, esn: bool) -> None:
+    _check_int("seq_limit", limit, 0, _U64 if esn else _U32)
+    _check_int("seq_notify", notify, 0, _U64)
+
+
+def _check_lifetimes(soft: Lifetime, hard: Lifetime) -> None:
+    # A soft limit past the hard one could never fire: the SA is gone first.
+    for f in fields(Lifetime):
+        s, h = getattr(soft, f.name), getattr(hard, f.name)
+        if s and h and s > h:
+            raise ValueError(f"soft {f.name} limit {s} exceeds the hard limit {h}")
+
+
+@dataclass(frozen=True)
+class SaSpec:
+    """Everything UPDATE/ADD install.  `key` is key || 4-byte salt."""
+
+    spi: int
+    direction: Direction
+    alg: Alg
+    key: bytes = field(repr=False)
+    esn: bool
+    replay_window: int
+    reqid: int
+    local: Endpoint
+    remote: Endpoint
+    soft: Lifetime
+    hard: Lifetime
+    selectors: tuple[Selector, ...]
+    seq_start: int = 0
+    # reservation (manual keys): 0 = none; see Reserve.  With a limit, an IN
+    # SA's seq_start is its replay floor: everything <= it counts as seen.
+    seq_limit: int = 0
+    seq_notify: int = 0
+    # IN only: the worker sends one FIRST_USE when the first packet passes ICV
+    # verification (proof the peer sends on this SA; see FirstUse)
+    report_first_use: bool = False
+
+    def __post_init__(self) -> None:
+        _check_spi("spi", self.spi)
+        _check_type("direction", self.direction, Direction)
+        _check_type("alg", self.alg, Alg)
+        _check_type("key", self.key, bytes)
+        if len(self.key) != self.alg.key_len:
+            raise ValueError(f"key is {len(self.key)} bytes, {self.alg.name} needs {self.alg.key_len}")
+        _check_type("esn", self.esn, bool)
+        _check_replay_window(self.replay_window)
+        _check_int("reqid", self.reqid, 0, _U32)
+        _check_type("local", self.local, Endpoint)
+        _check_type("remote", self.remote, Endpoint)
+        _check_same_family(self.local, self.remote)
+        _check_type("soft", self.soft, Lifetime)
+        _check_type("hard", self.hard, Lifetime)
+        _check_lifetimes(self.soft, self.hard)
+        _check_tuple_of("selectors", self.selectors, Selector, MAX_SELECTORS)
+        # Without ESN sequence numbers are 32 bits wide (RFC 4303 2.2).
+        _check_int("seq_start", self.seq_start, 0, _U64 if self.esn else _U32)
+        _check_reservation(self.seq_limit, self.seq_notify, self.esn)
+        if self.seq_limit and self.seq_limit < self.seq_start:
+            raise ValueError(f"seq_limit={self.seq_limit} is below seq_start={self.seq_start}")
+        _check_type("report_first_use", self.report_first_use, bool)
+        if self.report_first_use and self.direction is not Direction.IN:
+            raise ValueError("report_first_use is for inbound SAs: only what arrives proves the peer uses an SA")
+
+    def __repr__(self) -> str:
+        # The key must never reach a log, a traceback or a test report.
+        parts = [
+            f"{f.name}=<{len(self.key)} bytes>" if f.name == "key" else f"{f.name}={getattr(self, f.name)!r}"
+            for f in fields(self)
+        ]
+        return f"SaSpec({', '.join(parts)})"
+
+
+@dataclass(frozen=True)
+class Policy:
+    """An SPD entry.  Lower priority values are matched first."""
+
+    id: int
+    priority: int
+    action: Action
+    reqid: int
+    selector: Selector
+
+    def __post_init__(self) -> None:
+        _check_int("id", self.id, 0, _U32)
+        _check_int("priority", self.priority, 0, _U32)
+        _check_type("action", self.action, Action)
+        _check_int("reqid", self.reqid, 0, _U32)
+        # reqid is what binds a PROTECT policy to its outbound SA; 0 would
+        # bind it to nothing, forever.
+        if self.action is Action.PROTECT and self.reqid == 0:
+            raise ValueError("a PROTECT policy needs a non-zero reqid")
+        _check_type("selector", self.selector, Selector)
+
+
+_STATES: Final[tuple[SaState, ...]] = ("larval", "mature", "dead")
+
+
+@dataclass(frozen=True)
+class SaInfo:
+    """One SA in a DUMP.  alg/local/remote are None while an SA is larval.
+
+    counters are the fast path's per-SA counters by name (enum ts_sa_counter
+    in csrc/tunsec_dp.h, read by fastpath.SA_COUNTERS; packets, bytes,
+    replay_drops, ...): the codec carries whatever names the worker sends, so a
+    new counter needs no change here.  The SAs of one DUMP share one set of names.
+    """
+
+    spi: int
+    direction: Direction
+    state: SaState
+    alg: Alg | None
+    esn: bool
+    reqid: int
+    replay_window: int
+    local: Endpoint | None
+    remote: Endpoint | None
+    seq: int
+    soft_fired: bool
+    hard_fired: bool
+    age_seconds: int
+    counters: Mapping[str, int]
+
+    def __post_init__(self) -> None:
+        _check_spi("spi", self.spi)
+        _check_type("direction", self.direction, Direction)
+        if self.state not in _STATES:
+            raise ValueError(f"state must be one of {_STATES}")
+        if self.alg is not None:
+            _check_type("alg", self.alg, Alg)
+        for name in ("esn", "soft_fired", "hard_fired"):
+            _check_type(name, getattr(self, name), bool)
+        _check_int("reqid", self.reqid, 0, _U32)
+        _check_replay_window(self.replay_window)
+        for name in ("local", "remote"):
+            if getattr(self, name) is not None:
+                _check_type(name, getattr(self, name), Endpoint)
+        _check_same_family(self.local, self.remote)
+        if self.state == "mature" and None in (self.alg, self.local, self.remote):
+            raise ValueError("a mature SA has an algorithm and both endpoints")
+        for name in ("seq", "age_seconds"):
+            _check_int(name, getattr(self, name), 0, _U64)
+        _check_counters(self.counters)
+
+
+@dataclass(frozen=True)
+class PolicyInfo:
+    """One SPD entry in a DUMP.  out_spi 0 = no SA bound."""
+
+    id: int
+    priority: int
+    action: Action
+    reqid: int
+    out_spi: int
+    packets: int
+    selector: Selector
+
+    def __post_init__(self) -> None:
+        _check_int("id", self.id, 0, _U32)
+        _check_int("priority", self.priority, 0, _U32)
+        _check_type("action", self.action, Action)
+        _check_int("reqid", self.reqid, 0, _U32)
+        if self.out_spi != 0:
+            _check_spi("out_spi", self.out_spi)
+        _check_int("packets", self.packets, 0, _U64)
+        _check_type("selector", self.selector, Selector)

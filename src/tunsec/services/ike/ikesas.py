@@ -1,0 +1,96 @@
+"""What the service does when IKE SAs come, go or rekey: unique policy, handles across rekeys,
+close_action/dpd_action, keying tries."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from tunsec.ike.events import DownReason, IkeSaRekeyed, IkeSaUp
+from tunsec.ike.sa import IkeSa, State
+
+if TYPE_CHECKING:
+    from tunsec.services.ike.service import IkeService
+
+log = logging.getLogger("tunsec.ike")
+
+
+def _unique_keep(self: IkeService, conn: str) -> bool:
+    """For the engine: a responder refuses a duplicate of this connection in IKE_AUTH."""
+    c = self.connections.get(conn)
+    return c is not None and c.unique == "keep"
+
+
+def _enforce_unique(self: IkeService, fresh: IkeSa, ev: IkeSaUp) -> None:
+    """strongSwan's ``unique`` for a new IKE SA whose peer identity already has one on this connection:
+    ``replace`` deletes the old ones; ``keep`` was decided in IKE_AUTH (the engine refused the new
+    one, see IkeEndpoint._refuse_duplicate); ``no``/``never`` allow duplicates (INITIAL_CONTACT
+    still replaces, see IkeEndpoint)."""
+    conn = self.connections.get(ev.name)
+    if conn is None or conn.unique != "replace":
+        return
+    dups = [s for s in self.endpoint.sas if s is not fresh and s.name == fresh.name
+            and s.state is State.ESTABLISHED and s.peer_id == ev.remote_id]
+    for old in dups:
+        log.info("%s: replacing IKE SA with %s from %s (unique = replace)", ev.name, ev.remote_id,
+                 old.remote_addr[0])
+        old.delete(time.monotonic(), DownReason.REPLACED)
+
+
+def _ike_rekeyed(self: IkeService, sa: IkeSa, ev: IkeSaRekeyed) -> None:
+    """The successor carries on the old IKE SA's children, so it takes over its handle."""
+    new = sa.heir
+    for gone in [s for s in self._ike_handles if s.is_closed]:
+        del self._ike_handles[gone]
+    # the old SA keeps its handle too: a DELETE for a shared child may still arrive on it
+    handle = self._ike_handle(sa)
+    if new is not None:
+        self._ike_handles[new] = handle
+    info = self.ike_up.pop(sa.local_spi, None)
+    if info is not None and new is not None:
+        info.update(spi_i=ev.new_spi_i.hex(), spi_r=ev.new_spi_r.hex(), established=time.time())
+        self.ike_up[new.local_spi] = info
+    log.info("%s: IKE SA rekeyed, SPIs %s_i %s_r", ev.name, ev.new_spi_i.hex(), ev.new_spi_r.hex())
+
+
+def _after_loss(self: IkeService, conn_name: str, which: str) -> None:
+    """close_action / dpd_action of each child of a connection whose IKE SA went away."""
+    conn = self.connections.get(conn_name)
+    if conn is None or self.closing:
+        return
+    for plan in conn.children:
+        action = getattr(plan, which)
+        if action == "start":
+            log.info("%s: %s = start: re-initiating child %s", conn_name, which, plan.name)
+            asyncio.get_event_loop().call_later(1.0, self._initiate_quietly, conn_name, plan.name)
+        elif action == "trap" and plan.start_action != "trap":
+            log.info("%s: %s = trap: child %s waits for traffic", conn_name, which, plan.name)
+            self._spawn(self.install_traps(only=(conn_name, plan.name)))
+
+
+def _retry(self: IkeService, conn_name: str) -> None:
+    conn = self.connections.get(conn_name)
+    if conn is None or self.closing:
+        return
+    tries = self.attempts[conn_name] = self.attempts.get(conn_name, 0) + 1
+    if conn.keyingtries and tries >= conn.keyingtries:
+        if conn.keyingtries > 1:
+            log.error("%s: giving up after %d keying tries", conn_name, tries)
+        self.attempts.pop(conn_name, None)
+        return
+    log.info("%s: keying try %d%s failed; trying again", conn_name, tries,
+             f" of {conn.keyingtries}" if conn.keyingtries else "")
+    children: list[str | None] = [p.name for p in conn.children if p.start_action == "start"] or [None]
+    for child in children:
+        asyncio.get_event_loop().call_later(1.0, self._initiate_quietly, conn_name, child)
+
+
+def _initiate_quietly(self: IkeService, conn_name: str, child: str | None) -> None:
+    if self.closing:
+        return
+    try:
+        self.initiate(conn_name, child)
+    except (KeyError, ValueError) as err:
+        log.error("%s: cannot initiate: %s", conn_name, err)

@@ -1,0 +1,311 @@
+"""Child SAs in the worker: ChildSaUp -> UPDATE/ADD/SPDADD, rekey standbys (FIRST_USE), deletes,
+lineages and their reqids/policies, lifetimes (EXPIRE), and the updown scripts of Child SAs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import functools
+import ipaddress
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from tunsec import updown
+from tunsec.conf.connections import Child
+from tunsec.dataplane import pipe
+from tunsec.dataplane.client import WorkerError
+from tunsec.dataplane.pipe import Action, Alg, Direction, Endpoint, Policy, SaSpec, Selector
+from tunsec.ike.config import ChildConfig
+from tunsec.ike.events import ChildSaDown, ChildSaUp, DownReason
+from tunsec.ike.sa import IkeSa, State
+from tunsec.policy.ids import Band, priority
+from tunsec.policy.selector import SelectorError, fast_selectors
+from tunsec.services.ike.state import ChildState, IPAddress, Lineage
+
+if TYPE_CHECKING:
+    from tunsec.services.ike.service import IkeService
+
+log = logging.getLogger("tunsec.ike")
+
+ALGS = {"aes128gcm16": Alg.AES128GCM16, "aes256gcm16": Alg.AES256GCM16}
+INBOUND_LINGER = 5.0   # seconds a rekeyed Child SA's inbound SA outlives its DELETE (packets in flight; as strongSwan)
+STANDBY_TIMEOUT = 10.0   # seconds a rekey responder waits for traffic on the new SA or the old one's DELETE
+
+
+def expired(self: IkeService, spi: int, direction: Direction, hard: bool, remote: Endpoint | None = None) -> bool:
+    """A Child SA's lifetime: soft -> rekey it, hard -> delete it.  False if not ours.
+
+    An outbound SA is named by (spi, remote): two peers may have chosen the same SPI."""
+    for state in self.children.values():
+        if direction is Direction.IN and spi != state.spi_in:
+            continue
+        if direction is Direction.OUT and (spi, remote) != (state.spi_out, state.remote):
+            continue
+        sa = self._ike_sa(state.ike)
+        if sa is None or not any(c.unique_id == state.unique_id for c in sa.children):
+            continue
+        if hard:
+            log.info("%s: CHILD_SA %s reached its hard limit; deleting", state.conn, state.child)
+            sa.delete_child(state.unique_id, DownReason.EXPIRED)
+        else:
+            log.info("%s: CHILD_SA %s reached its soft limit; rekeying", state.conn, state.child)
+            self._with_spi(functools.partial(self._rekey_child, sa, state.unique_id))
+        self._pump()
+        return True
+    return False
+
+
+async def _delete_sa(self: IkeService, spi: int, direction: Direction, remote: Endpoint | None = None) -> None:
+    with contextlib.suppress(WorkerError):
+        await self.worker().request(lambda r: pipe.Delete(r, spi, direction, remote))
+
+
+def _endpoint(self: IkeService, family: int, port: int) -> Endpoint:
+    addr = self.local_addrs.get(family) or ("0.0.0.0" if family == 4 else "::")
+    return Endpoint(ipaddress.ip_address(addr), port)
+
+
+def _child_registered(self: IkeService, sa: IkeSa, ev: ChildSaUp) -> ChildState | None:
+    """Book a new Child SA now, in event order: a rekey joins its predecessor's lineage,
+    anything else (another peer's child of the same connection too) starts its own."""
+    if ALGS.get(ev.alg) is None:
+        log.error("%s: negotiated ESP %s, which the fast path does not do", sa.name, ev.alg)
+        return None
+    ike = self._ike_handle(sa)
+    pred = self._by_uid.get((ike, ev.rekey_of)) if ev.rekey_of is not None else None
+    lineage = self.children[pred].lineage if pred is not None else Lineage(self.ids.reqid())
+    conn = self.connections.get(sa.name)
+    plan = conn.child(ev.child) if conn else Child(ev.child, ChildConfig(ev.child))
+    remote_ip = ipaddress.ip_address(ev.remote_addr[0])
+    handle = next(self._handles)
+    state = ChildState(handle, ike, sa.name, plan.name, ev.unique_id, ev.spi_in, ev.spi_out,
+                       Endpoint(remote_ip, ev.remote_addr[1]), ev.alg, ev.esn, ev.local_ts, ev.remote_ts,
+                       lineage, pred=pred)
+    lineage.members.add(handle)
+    self.children[handle] = state
+    self._by_uid[(ike, ev.unique_id)] = handle
+    return state
+
+
+def _forget(self: IkeService, state: ChildState) -> bool:
+    """Unbook a Child SA; True if its lineage ended (its policies and reqid are free to go)."""
+    self.children.pop(state.handle, None)
+    if self._by_uid.get((state.ike, state.unique_id)) == state.handle:
+        del self._by_uid[(state.ike, state.unique_id)]
+    state.lineage.members.discard(state.handle)
+    return not state.lineage.members
+
+
+async def _child_up(self: IkeService, state: ChildState, ev: ChildSaUp) -> None:
+    conn = self.connections.get(state.conn)
+    plan = conn.child(ev.child) if conn else Child(ev.child, ChildConfig(ev.child))
+    local = self._endpoint(state.remote.addr.version, ev.local_port)
+    try:
+        sels = fast_selectors(ev.local_ts, ev.remote_ts)
+    except SelectorError as err:   # the engine refuses such children; never install one that admits nothing
+        log.error("%s: CHILD_SA %s not installed: %s", state.conn, ev.child, err)
+        self._forget(state)
+        return
+    common = dict(alg=ALGS[ev.alg], esn=ev.esn, reqid=state.reqid, local=local, remote=state.remote,
+                  soft=plan.soft_lifetime(), hard=plan.hard_lifetime())
+    # a rekey we answer: the worker tells us when the initiator first sends on it (see first_use)
+    inbound = SaSpec(spi=ev.spi_in, direction=Direction.IN, key=ev.key_in.reveal(),
+                     replay_window=plan.replay_window, selectors=sels.inbound,
+                     report_first_use=not ev.initiator and state.pred is not None,
+                     **common)  # type: ignore[arg-type]
+    outbound = SaSpec(spi=ev.spi_out, direction=Direction.OUT, key=ev.key_out.reveal(), replay_window=0,
+                      selectors=sels.outbound, **common)  # type: ignore[arg-type]
+    w = self.worker()
+    async with self._changes:
+        if state.handle not in self.children:
+            return   # already deleted again
+        # UPDATE, ADD and the SPDADDs are sent under the lock, in order (each request is written
+        # when its task first runs, before anyone else takes the lock); their answers are awaited
+        # outside it, so installs of different Child SAs overlap.  The worker applies requests
+        # in the order they came; what else changes this Child SA awaits its answers first
+        update = self._spawn(w.request(lambda r: pipe.Update(r, inbound)))
+        add = None
+        if not ev.initiator and state.pred in self.children:
+            # we answered a rekey: the initiator installs after our response, so it may not open
+            # the new SA yet; the old one carries our traffic until its DELETE (or a timeout).
+            # If the old one is itself on standby, this one waits for it: promoted in turn
+            state.standby = outbound
+            state.standby_timer = self._later(
+                STANDBY_TIMEOUT, lambda: self._spawn(self._promote(state, "no DELETE came")))
+        else:
+            add = self._spawn(w.request(lambda r: pipe.Add(r, outbound)))
+        protect = []
+        if not state.lineage.policy_ids:   # a rekey finds its predecessor's policies in place
+            protect = self._protect(state.lineage, outbound.selectors)
+        install = state.install = self._spawn(self._answered(state, [update, *protect], add))
+    try:
+        await install
+    except WorkerError as err:
+        log.error("%s: installing CHILD_SA %s %08x_i %08x_o failed: %s", state.conn, plan.name,
+                  ev.spi_in, ev.spi_out, err)
+        async with self._changes:
+            if state.handle in self.children:   # not deleted meanwhile (its DELETE, a worker restart)
+                await self._remove(state, self._forget(state))
+        return
+    finally:
+        state.install = None
+    if state.handle not in self.children:
+        return   # deleted while its install was answered: _child_down has taken it out again
+    log.info("%s: CHILD_SA %s up, SPIs %08x_i %08x_o, %s === %s (peer %s, reqid %d)", state.conn, plan.name,
+             ev.spi_in, ev.spi_out, ", ".join(map(str, ev.local_ts)), ", ".join(map(str, ev.remote_ts)),
+             state.remote.addr, state.reqid)
+    if plan.updown and state.pred is None:   # a new Child SA, not a rekey (as strongSwan's updown plugin)
+        state.lineage.updown = self._updown_event(state, plan, local.addr)
+        self._spawn(self._run_updown(plan.updown, state.lineage.updown))
+
+
+def first_use(self: IkeService, spi: int) -> bool:
+    """The worker's FIRST_USE: an authenticated packet arrived on our inbound SA ``spi``.
+
+    If it belongs to a rekey we answered, the initiator has installed the new Child SA and
+    sends on it, so our traffic moves to the new outbound SA now rather than at the old SA's
+    DELETE or the standby timeout.  Older standbys of the lineage are dropped: the peer has
+    moved past them, and adding one later would move our traffic back.  True if promoted."""
+    state = next((c for c in self.children.values() if c.spi_in == spi), None)
+    if state is None or state.standby is None:
+        return False   # the DELETE or the timeout came first, or the child is gone
+    pred = self.children.get(state.pred) if state.pred is not None else None
+    while pred is not None:
+        pred.standby = None
+        self._unlater(pred.standby_timer)
+        pred = self.children.get(pred.pred) if pred.pred is not None else None
+    self._spawn(self._promote(state, "the peer sends on the new SA"))
+    return True
+
+
+async def _promote(self: IkeService, state: ChildState, why: str) -> None:
+    async with self._changes:
+        await self._add_standby(state, why)
+
+
+async def _add_standby(self: IkeService, state: ChildState, why: str) -> None:
+    """ADD a rekey responder's held-back outbound SA (under ``_changes``); the SPD moves to it."""
+    await self._install_answered(state)
+    spec, state.standby = state.standby, None
+    self._unlater(state.standby_timer)
+    if spec is None or state.handle not in self.children:
+        return
+    try:
+        await self.worker().request(lambda r: pipe.Add(r, spec))
+        state.out_installed = True
+        log.debug("%s: CHILD_SA %s sending on %08x_o (%s)", state.conn, state.child, state.spi_out, why)
+    except WorkerError as err:
+        log.error("%s: installing outbound SA %08x of CHILD_SA %s failed: %s", state.conn, state.spi_out,
+                  state.child, err)
+
+
+async def _answered(self: IkeService, state: ChildState, tasks: list[asyncio.Task[Any]],
+                    add: asyncio.Task[Any] | None) -> None:
+    """The answers to a Child SA's install requests; the first failure is raised."""
+    every = [*tasks, add] if add is not None else tasks
+    await asyncio.wait(every)
+    if add is not None and not add.exception():
+        state.out_installed = True
+    for task in every:
+        if (exc := task.exception()) is not None:
+            raise exc
+
+
+async def _install_answered(self: IkeService, state: ChildState) -> None:
+    """Wait (under ``_changes``) for the answers to the Child SA's install, whatever they are."""
+    if state.install is not None:
+        await asyncio.wait([state.install])
+
+
+def _protect(self: IkeService, lineage: Lineage, selectors: Sequence[Selector]) -> list[asyncio.Task[Any]]:
+    """Send the SPDADDs of a new lineage (tasks that write their request when they first run)."""
+    sent = []
+    for sel in selectors:
+        pid = self.ids.policy_id()
+        lineage.policy_ids.append(pid)   # before the request: released with the lineage even if it fails
+        pol = Policy(id=pid, priority=priority(Band.IKE_CHILD), action=Action.PROTECT, reqid=lineage.reqid,
+                     selector=sel)
+        sent.append(self._spawn(self.worker().request(lambda r, pol=pol: pipe.SpdAdd(r, pol))))  # type: ignore[misc]
+    return sent
+
+
+async def _remove(self: IkeService, state: ChildState, lineage_ended: bool, linger: bool = False) -> None:
+    """The worker side of a Child SA going away: its SAs, and its policies if it was the last of its
+    lineage.  Only what this Child SA installed: its outbound SA is named by (SPI, its peer).
+    ``linger``: it was rekeyed; its inbound SA stays INBOUND_LINGER seconds for packets in flight."""
+    await self._install_answered(state)   # out_installed is known then
+    state.standby = None
+    self._unlater(state.standby_timer)
+    if state.out_installed:   # a refused ADD (EEXIST) leaves the SA that was there alone
+        await self._delete_sa(state.spi_out, Direction.OUT, state.remote)
+    if linger and not self.closing:
+        log.debug("%s: inbound SA %08x of rekeyed CHILD_SA %s lingers %.0f s", state.conn, state.spi_in,
+                  state.child, INBOUND_LINGER)
+        spi = state.spi_in
+        self._later(INBOUND_LINGER, lambda: self._spawn(self._delete_sa(spi, Direction.IN)))
+    else:
+        await self._delete_sa(state.spi_in, Direction.IN)
+    if not lineage_ended:
+        return
+    for pid in state.lineage.policy_ids:
+        with contextlib.suppress(WorkerError):
+            await self.worker().request(lambda r, pid=pid: pipe.SpdDelete(r, pid))  # type: ignore[misc]
+    self._release(state.lineage)
+
+
+def _child_gone(self: IkeService, sa: IkeSa, ev: ChildSaDown) -> None:
+    handle = self._by_uid.get((self._ike_handle(sa), ev.unique_id))
+    state = self.children.get(handle) if handle is not None else None
+    if state is None:
+        # never installed (or lost with a worker restart): only our inbound SPI may be left
+        self._spawn(self._delete_sa(ev.spi_in, Direction.IN))
+        log.info("%s: CHILD_SA %s %08x_i %08x_o deleted: %s", sa.name, ev.child, ev.spi_in, ev.spi_out,
+                 ev.describe())
+        return
+    self._acct_child_down(state)   # before _child_down: its DUMP goes to the worker before the DELETEs
+    self._spawn(self._child_down(state, self._forget(state), ev))
+
+
+async def _child_down(self: IkeService, state: ChildState, lineage_ended: bool, ev: ChildSaDown) -> None:
+    async with self._changes:
+        # its successor, if we answered that rekey, sends from now on (before the old SA goes)
+        for member in [self.children[h] for h in state.lineage.members if h in self.children]:
+            if member.pred == state.handle and member.standby is not None:
+                await self._add_standby(member, "old SA deleted")
+        await self._remove(state, lineage_ended, linger=not lineage_ended)
+    conn_name = state.conn
+    log.info("%s: CHILD_SA %s %08x_i %08x_o deleted: %s (peer %s)", conn_name, state.child, state.spi_in,
+             state.spi_out, ev.describe(), state.remote.addr)
+    conn = self.connections.get(conn_name)
+    if lineage_ended and state.lineage.updown is not None and conn is not None:
+        up, state.lineage.updown = state.lineage.updown, None
+        self._spawn(self._run_updown(conn.child(state.child).updown, dataclasses.replace(up, up=False)))
+    ike = self._ike_sa(state.ike)
+    # a rekeyed child's DELETE (its lineage goes on) is no reason to re-create it
+    if conn is not None and ike is not None and ike.state is State.ESTABLISHED \
+            and ev.reason is DownReason.DELETED_BY_PEER \
+            and lineage_ended and not self.closing:
+        plan = conn.child(state.child)
+        if plan.close_action == "start":
+            log.info("%s: close_action = start: re-creating child %s", conn_name, plan.name)
+            asyncio.get_event_loop().call_later(1.0, self._initiate_quietly, conn_name, plan.name)
+
+
+def _updown_event(self: IkeService, state: ChildState, plan: Child, me: IPAddress) -> updown.ChildEvent:
+    ike = self._ike_sa(state.ike)
+    info = self.ike_up.get(ike.local_spi, {}) if ike is not None else {}
+    own, peer, dns = info.get("vips", ((), (), ()))
+    return updown.ChildEvent(
+        up=True, child=state.child, interface=getattr(self.tun, "name", ""), reqid=state.reqid,
+        ike_unique_id=state.ike, me=str(me), peer=str(state.remote.addr), peer_port=state.remote.port,
+        my_id=info.get("local_id", ""), peer_id=info.get("remote_id", ""),
+        local_ts=state.local_ts, remote_ts=state.remote_ts, own_vips=own, peer_vips=peer, dns=dns,
+        hostaccess=plan.hostaccess)
+
+
+async def _run_updown(self: IkeService, argv: Sequence[str], ev: updown.ChildEvent) -> None:
+    async with self._updown_lock:
+        for env in updown.environments(ev):
+            await updown.run(argv, env)

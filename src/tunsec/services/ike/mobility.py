@@ -1,0 +1,113 @@
+"""Peers and ourselves moving: MOBIKE (RFC 4555) on our address changes, NAT rebinding and
+MOBIKE updates of the peer (_follow_peers), Child SAs following (MIGRATE)."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import logging
+from typing import TYPE_CHECKING
+
+from tunsec.dataplane import pipe
+from tunsec.dataplane.client import WorkerError
+from tunsec.dataplane.pipe import Direction, Endpoint
+from tunsec.ike.constants import HeaderFlag
+from tunsec.ike.sa import State
+from tunsec.services.addrwatch import AddressWatch
+from tunsec.services.ike.state import ChildState
+
+if TYPE_CHECKING:
+    from tunsec.services.ike.service import IkeService
+
+log = logging.getLogger("tunsec.ike")
+
+
+def _watch_addresses(self: IkeService) -> None:
+    """A MOBIKE client (a connection with a remote address and no fixed local one) follows
+    its own address changes: each one sends UPDATE_SA_ADDRESSES (RFC 4555 §3.5)."""
+    if not any(c.ike.mobike and c.ike.remote_addr and not c.ike.local_addr for c in self.connections.values()):
+        return
+    watch = AddressWatch(self.local_addresses_changed)
+    try:
+        watch.start()
+    except OSError as err:
+        log.warning("MOBIKE: cannot watch the host's addresses (rtnetlink): %s; "
+                    "the gateways will not hear of our address changes", err)
+        return
+    self._addr_watch = watch
+
+
+def local_addresses_changed(self: IkeService) -> int:
+    """Our addresses changed: every established IKE SA we (originally) initiated with MOBIKE
+    sends UPDATE_SA_ADDRESSES from the address the kernel now picks; how many did."""
+    n = sum(1 for sa in self.endpoint.sas if sa.update_addresses())
+    if n:
+        log.info("MOBIKE: our addresses changed: updating %d IKE SA(s)", n)
+        self._pump()
+    return n
+
+
+def _note_peer(self: IkeService, data: bytes) -> None:
+    """Remember which IKE SA a datagram is for (our SPI in its header): only its peer may have moved."""
+    if len(data) >= 28:
+        from_initiator = data[19] & HeaderFlag.INITIATOR
+        self._peers_to_check.add(data[8:16] if from_initiator else data[0:8])
+
+
+def _follow_peers(self: IkeService) -> None:
+    """NAT rebinding (RFC 7296 §2.23) and MOBIKE (RFC 4555): the engine moves an IKE SA to the
+    address and port of the peer's latest authenticated request (with MOBIKE: its
+    UPDATE_SA_ADDRESSES, once the new address passed the return routability check:
+    ``IkeSa.esp_remote``); the Child SAs it negotiated follow, their
+    outbound ESP to the new mapping (MIGRATE, no re-keying).  Checked after input only, and
+    only for the IKE SAs that got a datagram (not a pass over all of them per datagram); the
+    children only when one's peer changed."""
+    spis, self._peers_to_check = self._peers_to_check, set()
+    peers: dict[int, tuple[str, int]] = {}
+    for spi in spis:
+        sa = self.endpoint.sa_by_spi(spi)
+        handle = self._ike_handles.get(sa) if sa is not None else None
+        if sa is None or handle is None or sa.state in (State.REKEYED, State.CLOSED):
+            continue   # no handle: no Child SA of it is installed, nothing to move
+        peer = sa.esp_remote   # MOBIKE: after the return routability check
+        if self._ike_peers.get(handle) != peer:   # moved, or not seen yet: its children compare
+            peers[handle] = self._ike_peers[handle] = peer
+    if not peers:
+        return
+    for state in list(self.children.values()):
+        now = peers.get(state.ike)
+        known = state.moving_to or state.remote
+        if now is None or (str(known.addr), known.port) == now:
+            continue
+        try:
+            moved = Endpoint(ipaddress.ip_address(now[0]), now[1])
+        except ValueError:
+            continue
+        if moved.family != state.remote.family:
+            continue   # an SA keeps its family: a change needs new Child SAs (MOBIKE's job)
+        state.moving_to = moved   # the next check must not move it again
+        self._spawn(self._migrate_child(state, moved))
+
+
+async def _migrate_child(self: IkeService, state: ChildState, moved: Endpoint) -> None:
+    """MIGRATE a Child SA's inbound and (if added) outbound SA to the peer's new endpoint."""
+    async with self._changes:
+        await self._install_answered(state)
+        if state.moving_to == moved:
+            state.moving_to = None
+        if state.handle not in self.children or state.remote == moved:
+            return
+        old, w = state.remote, self.worker()
+        try:
+            if state.out_installed:   # the worker knows the outbound SA by its peer (spi_out, old)
+                await w.request(lambda r: pipe.Migrate(r, state.spi_out, Direction.OUT, moved, old))
+            await w.request(lambda r: pipe.Migrate(r, state.spi_in, Direction.IN, moved))
+            state.remote = moved
+            if state.standby is not None:
+                state.standby = dataclasses.replace(state.standby, remote=moved)
+        except WorkerError as err:
+            log.error("%s: moving CHILD_SA %s %08x_i %08x_o to %s:%d failed: %s", state.conn, state.child,
+                      state.spi_in, state.spi_out, moved.addr, moved.port, err)
+            return
+    log.info("%s: CHILD_SA %s %08x_i %08x_o follows its peer to %s:%d", state.conn, state.child,
+             state.spi_in, state.spi_out, moved.addr, moved.port)

@@ -1,0 +1,115 @@
+"""auth = eap-radius: EAP relayed between the engine and the RADIUS client (one round per IKE SA)."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+from collections.abc import Hashable, Sequence
+from typing import TYPE_CHECKING
+
+from tunsec.dataplane import pipe
+from tunsec.ike.eap.relay import RelayOutcome, RelayReply
+from tunsec.ike.events import DownReason, EapRelayRequest, IkeSaUp
+from tunsec.ike.sa import IkeSa
+from tunsec.radius.accounting import Accounting, ChildRef, cause_of
+from tunsec.radius.messages import Station
+from tunsec.radius.relay import RadiusRelay
+from tunsec.radius.settings import RadiusSettings
+from tunsec.services.ike.state import ChildState
+
+if TYPE_CHECKING:
+    from tunsec.services.ike.service import IkeService
+
+log = logging.getLogger("tunsec.ike")
+
+
+def _reload_radius(self: IkeService, settings: RadiusSettings | None) -> None:
+    """New RADIUS servers or timers serve new rounds; a round in flight fails (its client is closed)."""
+    if (self.radius.settings if self.radius is not None else None) == settings:
+        return
+    if self.radius is not None:
+        self.radius.close()
+    self.radius = RadiusRelay(settings) if settings is not None else None
+    self._acct_configure(settings)
+
+
+def _relay_round(self: IkeService, sa: IkeSa, ev: EapRelayRequest) -> None:
+    """The engine holds the client's IKE_AUTH request until RADIUS answers (or gives up)."""
+    if self.radius is None:   # the config check refuses eap-radius without servers; a reload might not
+        self.endpoint.relay_reply(sa, RelayReply(RelayOutcome.FAILED, reason="no RADIUS server configured"),
+                                  time.monotonic())
+        return
+    self._relay_rounds[sa] = self._spawn(self._relay(sa, ev, self.radius))
+
+
+async def _relay(self: IkeService, sa: IkeSa, ev: EapRelayRequest, radius: RadiusRelay) -> None:
+    try:
+        reply = await radius.round(sa, ev, self._station(sa, ev))
+    except Exception as err:   # answer anyway: the client's request must not wait for the half-open timeout
+        log.error("%s: RADIUS round failed: %s: %s", ev.name, type(err).__name__, err)
+        reply = RelayReply(RelayOutcome.FAILED, reason=f"RADIUS round failed ({type(err).__name__})")
+    self._relay_rounds.pop(sa, None)
+    if not self.endpoint.relay_reply(sa, reply, time.monotonic()):
+        radius.stats.late += 1   # the IKE SA went away in the meantime
+    self._pump()
+
+
+def _end_relay(self: IkeService, sa: IkeSa) -> None:
+    task = self._relay_rounds.pop(sa, None)
+    if task is not None:
+        task.cancel()   # gives its RADIUS identifier back; an answer still to come is dropped as late
+    if self.radius is not None:
+        self.radius.abandon(sa)
+
+
+def _station(self: IkeService, sa: IkeSa, ev: EapRelayRequest) -> Station:
+    """The attributes strongSwan's eap-radius sends: our IKE address, both endpoints as addr[port]."""
+    me = self._endpoint(ipaddress.ip_address(ev.peer[0]).version, sa.local_port)
+    assert self.radius is not None
+    return Station(self.radius.settings.nas_identifier, None if me.addr.is_unspecified else str(me.addr),
+                   f"{me.addr}[{me.port}]", f"{ev.peer[0]}[{ev.peer[1]}]", int.from_bytes(sa.local_spi[:4]))
+
+
+def _acct_configure(self: IkeService, settings: RadiusSettings | None) -> None:
+    if settings is None or not settings.accounting:
+        if self.accounting is not None:
+            self.accounting.close()
+        self.accounting = None
+    elif self.accounting is not None:
+        self.accounting.reconfigure(settings)
+    else:
+        self.accounting = Accounting(settings, self._acct_dump, self._acct_children)
+
+
+async def _acct_dump(self: IkeService) -> Sequence[pipe.SaInfo]:
+    return pipe.join_dump_replies(await self.worker().request(lambda r: pipe.Dump(r))).sas
+
+
+def _acct_children(self: IkeService, handle: Hashable) -> list[ChildRef]:
+    return [ChildRef(c.spi_in, c.spi_out, c.remote) for c in self.children.values() if c.ike == handle]
+
+
+def _acct_start(self: IkeService, sa: IkeSa, ev: IkeSaUp) -> None:
+    """An IKE SA eap-radius authenticated is up: Start, with the EAP identity and the leased VIPs."""
+    conn = self.connections.get(ev.name)
+    if self.accounting is None or conn is None or conn.ike.remote.method != "eap-radius":
+        return
+    me = self._endpoint(ipaddress.ip_address(ev.remote_addr[0]).version, ev.local_port)
+    station = Station(self.accounting.settings.nas_identifier, None if me.addr.is_unspecified else str(me.addr),
+                      f"{me.addr}[{me.port}]", f"{ev.remote_addr[0]}[{ev.remote_addr[1]}]",
+                      int.from_bytes(sa.local_spi[:4]), ev.name)
+    classes = self.radius.take_classes(sa) if self.radius is not None else ()
+    self.accounting.start(self._ike_handle(sa), str(ev.remote_id), station, [str(a) for a in ev.peer_vips],
+                          classes)
+
+
+def _acct_child_down(self: IkeService, state: ChildState) -> None:
+    if self.accounting is not None:
+        self.accounting.child_down(state.ike, ChildRef(state.spi_in, state.spi_out, state.remote))
+
+
+def _acct_stop(self: IkeService, sa: IkeSa, reason: DownReason) -> None:
+    handle = self._ike_handles.get(sa)
+    if self.accounting is not None and handle is not None:
+        self.accounting.stop(handle, cause_of(reason, self.closing))

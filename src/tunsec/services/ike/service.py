@@ -1,0 +1,585 @@
+"""IKEv2 in the control process: the glue between the sans-I/O engine
+(tunsec.ike), the sockets and timers of asyncio, and the dataplane worker.
+
+- IKE on port 500 arrives on this service's own sockets; on port 4500 it comes
+  up the pipe from the worker (non-ESP marker stripped) and goes back down as
+  SEND_IKE, so one socket carries both IKE and ESP as RFC 3948 wants.
+- Inbound Child SA SPIs come from the worker (GETSPI: it owns the SAD); the
+  engine takes them synchronously from a pool kept topped up here; while
+  it is empty, IKE of existing IKE SAs waits for the refill (see receive).
+- ChildSaUp -> UPDATE (inbound) + ADD (outbound) + PROTECT policies for the
+  negotiated selectors; ChildSaDown -> DELETE.  Trap policies (start_action
+  = trap) have a reqid no SA ever gets, so their packets raise ACQUIRE.
+- Rekeys make before they break (RFC 7296 §2.8, in strongSwan's order): no
+  datagram leaves while a Child SA is being installed (the responder's
+  CREATE_CHILD_SA response waits for its new inbound SA, the initiator's
+  DELETE for both new SAs); a rekey responder adds its new outbound SA only
+  when the first packet arrives on its new inbound SA (the worker's
+  FIRST_USE: the initiator has installed its side), or when the old SA's
+  DELETE arrives, or after STANDBY_TIMEOUT, whichever comes first; a rekeyed
+  Child SA's inbound SA lingers INBOUND_LINGER seconds for packets in flight.
+- Ownership: each Child SA is known by a handle unique across IKE SAs (many
+  peers may share one connection, and unique ids restart per IKE SA).  A
+  Child SA and the ones that rekey it form a lineage with its own reqid and
+  policies (from tunsec.policy.ids), released when the lineage ends; a
+  peer's DELETE touches only what its own IKE SA created.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import functools
+import ipaddress
+import itertools
+import logging
+import socket
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from tunsec.conf.connections import Connection
+from tunsec.dataplane import pipe
+from tunsec.dataplane.client import WorkerClient
+from tunsec.dataplane.pipe import Direction, ExpireReason
+from tunsec.ike.constants import NATT_PORT
+from tunsec.ike.endpoint import Datagram, DosLimits, IkeEndpoint
+from tunsec.ike.events import (
+    AuthFailed,
+    ChildSaDown,
+    ChildSaUp,
+    DownReason,
+    EapRelayAbandoned,
+    EapRelayRequest,
+    IkeSaDown,
+    IkeSaRekeyed,
+    IkeSaUp,
+    NegotiationFailed,
+    PeerRedirected,
+    PeerUnreachable,
+    Redirected,
+    ResolveGateway,
+    SpiUnused,
+)
+from tunsec.ike.sa import IkeSa, State
+from tunsec.loglimit import LogLimiter, suffix
+from tunsec.metrics import EventCounts
+from tunsec.policy.ids import IdSpace
+from tunsec.policy.pools import AddressPools, PoolConfig
+from tunsec.radius.accounting import Accounting
+from tunsec.radius.relay import RadiusRelay
+from tunsec.radius.settings import RadiusSettings
+from tunsec.services.addrwatch import AddressWatch
+from tunsec.services.base import EspEndpoint, Service
+from tunsec.services.ike import barrier, ikesas, installs, mobility, radius_edge, resolver, sockets, spis, traps, vips
+from tunsec.services.ike import invalid_spi as _invalid_spi
+from tunsec.services.ike import reload as _reload
+from tunsec.services.ike import status as _status
+from tunsec.services.ike.sockets import IkeSocketKey, _ports
+from tunsec.services.ike.state import ChildState, IPAddress, IPNetwork, Lineage, ts_networks
+
+log = logging.getLogger("tunsec.ike")
+
+SHUTDOWN_WAIT = 3.0   # seconds for the peers to acknowledge our DELETEs at shutdown
+
+
+class IkeService(Service):
+    """Runs the engine for the daemon; see the module docstring."""
+
+    name = "ike"
+
+    def __init__(self, connections: Sequence[Connection], worker: Callable[[], WorkerClient],
+                 local_addrs: dict[int, str], ids: IdSpace | None = None,
+                 limits: DosLimits | None = None, pools: Sequence[PoolConfig] = (),
+                 radius: RadiusSettings | None = None) -> None:
+        self.connections = {c.ike.name: c for c in connections}
+        self.pool_configs = {p.name: p for p in pools}
+        self.pools = AddressPools(pools)    # virtual IP leases: they outlive IKE SAs, so they live here
+        # a client's virtual IPs: set by the daemon to its TUN (add_address, remove_address, set_route_source)
+        self.tun: Any = None
+        self._vips: dict[int, tuple[str, tuple[IPAddress, ...]]] = {}   # IKE SA handle -> (connection, ours)
+        self._vip_refs: collections.Counter[IPAddress] = collections.Counter()   # IKE SAs using each address
+        self._vip_lock = asyncio.Lock()     # netlink changes in the order the engine reported them
+        self._updown_lock = asyncio.Lock()  # updown scripts run one at a time, in the order of the events
+        self.worker = worker
+        self.local_addrs = local_addrs     # family -> our outer address for ESP SAs
+        self.spis: collections.deque[int] = collections.deque()
+        self.endpoint = IkeEndpoint([c.ike for c in connections], spi_allocator=self._take_spi, limits=limits,
+                                    address_pool=self.pools, unique_keep=self._unique_keep)
+        # (family, bound address, port) -> socket: one per local_port in use (open_sockets, _close_unused)
+        self.sockets: dict[IkeSocketKey, socket.socket] = {}
+        self.ports = _ports(connections)   # what open_sockets binds, per family
+        self.ids = ids if ids is not None else IdSpace()
+        self.children: dict[int, ChildState] = {}                # child handle -> state
+        self._by_uid: dict[tuple[int, int], int] = {}            # (IKE SA handle, unique id) -> child handle
+        self._ike_handles: dict[IkeSa, int] = {}
+        self._handles = itertools.count(1)
+        self._changes = asyncio.Lock()   # SA/SPD changes reach the worker in the order the engine reported them
+        self.ike_up: dict[bytes, dict[str, Any]] = {}
+        self.trap_reqids: dict[tuple[str, str], int] = {}        # (connection, child) -> reqid of its traps
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._refill: asyncio.Task[None] | None = None
+        self._spi_wait = False     # the pool is empty and a refill in flight: the barrier is up (_spi_barrier)
+        self._held: collections.deque[Callable[[], None]] = collections.deque()   # what waits for an SPI
+        self._held_datagrams = 0   # how many of those are incoming datagrams (at most HELD_MAX)
+        self._held_bytes = 0       # and their size (at most HELD_BYTES_MAX)
+        self._peers_to_check: set[bytes] = set()   # our SPIs of IKE SAs that got a datagram (_follow_peers)
+        self._addr_watch: AddressWatch | None = None   # a MOBIKE client's own address changes
+        self._ike_peers: dict[int, tuple[str, int]] = {}   # IKE SA handle -> its peer at the last check
+        self.held_total = 0        # incoming IKE datagrams that waited for an SPI (status: ike_held)
+        self.held_dropped = 0      # incoming IKE datagrams dropped because HELD_MAX were already held
+        self.install_waits = 0     # times outgoing datagrams waited behind the barrier (_flush_datagrams)
+        self._held_log = LogLimiter()     # lines a flood can cause while inbound SPIs are short
+        self._getspi_log = LogLimiter()
+        self.trap_policies: dict[int, tuple[str, str]] = {}     # policy id -> (connection, child)
+        self.attempts: dict[str, int] = {}                       # connection -> failed tries in a row
+        self.closing = False
+        self.unauthenticated_log = LogLimiter()                 # failures peers cause before authenticating
+        self.events = EventCounts()                             # rekeys, dead peers (Prometheus counters)
+        self._invalid_spi_sent: dict[bytes, float] = {}         # IKE SA (our SPI) -> last INVALID_SPI
+        # make-before-break: datagrams to a peer wait while its Child SAs are being installed (see
+        # _flush_datagrams); all wait while the SPI pool is empty and being refilled (see receive)
+        self._installing: collections.Counter[tuple[str, int]] = collections.Counter()   # peer -> installs
+        self._parked: dict[tuple[str, int], list[Datagram]] = {}   # peer -> what waits for its installs
+        self._installs = 0
+        self._installed = asyncio.Event()
+        self._installed.set()
+        self._flush_held = False
+        self._timers: dict[asyncio.TimerHandle, Callable[[], object]] = {}   # lingering inbound SAs, standby ends
+        # auth = eap-radius: the RADIUS client, and the round trip each IKE SA waits for
+        self.radius = RadiusRelay(radius) if radius is not None else None
+        self._relay_rounds: dict[IkeSa, asyncio.Task[None]] = {}
+        self.accounting: Accounting | None = None   # radius { accounting = yes } (_acct_* below)
+        self._acct_configure(radius)
+
+    # --- lifecycle -------------------------------------------------------------
+    def prepare(self) -> None:
+        self.open_sockets()
+
+    def close(self) -> None:
+        self.close_sockets()
+        if self.radius is not None:
+            self.radius.close()
+        if self.accounting is not None:
+            self.accounting.close()
+        if self._addr_watch is not None:
+            self._addr_watch.close()
+            self._addr_watch = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        await self.refill_spis()    # before answering anyone: an IKE_AUTH finds its inbound SPI in the pool
+        for key, s in self.sockets.items():
+            loop.add_reader(s.fileno(), self._readable, s, key)
+        await self.install_traps()
+        self._watch_addresses()
+        for conn in self.connections.values():
+            for ch in conn.ike.children:
+                if conn.child(ch.name).start_action == "start":
+                    self.initiate(conn.ike.name, ch.name)
+
+    async def worker_restarted(self) -> None:
+        """A new worker has an empty SAD: IKE SAs survive, their children must be renegotiated."""
+        self.spis.clear()
+        self._spi_barrier()
+        self._cancel_timers()   # their SPIs mean nothing (or someone else's SA) to the new worker
+        for state in self.children.values():
+            self._release(state.lineage)
+        self.children.clear()
+        self._by_uid.clear()
+        self.ids.release_policy_ids(list(self.trap_policies))
+        self.trap_policies.clear()
+        await self.refill_spis()
+        if not self.spis:          # the refill in flight at the restart asked the old worker
+            await self.refill_spis()
+        await self.install_traps()
+        for sa in self.endpoint.sas:
+            with contextlib.suppress(Exception):
+                for child in sa.children:
+                    self._with_spi(functools.partial(self._rekey_child, sa, child.unique_id))
+        self._pump()
+
+    async def shutdown(self) -> None:
+        """Delete every IKE SA (the peer learns it now, not at its DPD timeout)."""
+        self.closing = True
+        for task in self._relay_rounds.values():
+            task.cancel()     # the IKE SAs they wait for are deleted next
+        for sa in self.endpoint.sas:
+            if not sa.is_closed:
+                with contextlib.suppress(Exception):
+                    sa.delete(time.monotonic())
+        self._flush_datagrams()
+        await self._await_deletes(time.monotonic() + SHUTDOWN_WAIT)
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=2.0)
+        if self.accounting is not None:
+            await self.accounting.drain(2.0)   # the Stops of the IKE SAs just deleted
+        if self._timer:
+            self._timer.cancel()
+            self._timer = None
+        self._cancel_timers()
+
+    # --- timers that a worker restart or shutdown cancels ------------------------------
+    def _cancel_timers(self) -> None:
+        for handle in self._timers:
+            handle.cancel()
+        self._timers.clear()
+
+    def _later(self, delay: float, fn: Callable[[], object]) -> asyncio.TimerHandle:
+        """``fn`` after ``delay`` seconds, unless a worker restart or shutdown comes first."""
+        def fire() -> None:
+            del self._timers[handle]
+            fn()
+        handle = asyncio.get_event_loop().call_later(delay, fire)
+        self._timers[handle] = fn
+        return handle
+
+    def _unlater(self, handle: asyncio.TimerHandle | None) -> None:
+        if handle is not None and self._timers.pop(handle, None) is not None:
+            handle.cancel()
+
+    async def _await_deletes(self, deadline: float) -> None:
+        """Until the peers acknowledged our DELETEs (their answers come in through
+        the worker, still running) or the deadline: the worker stops after this."""
+        while any(not sa.is_closed for sa in self.endpoint.sas) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
+    # --- what the daemon sets up around IKE ---------------------------------------
+    def esp_endpoints(self) -> list[EspEndpoint]:
+        """ESP and IKE after the NAT-T float share the worker's port 4500 sockets (RFC 3948)."""
+        return [(fam, addr, NATT_PORT) for fam, addr in self.local_addrs.items()]
+
+    def routes(self) -> list[tuple[IPNetwork, tuple[IPNetwork, ...]]]:
+        """Configured (not dynamic) remote selectors, routed into the TUN, with our side's networks."""
+        out = []
+        for conn in self.connections.values():
+            for ch in conn.ike.children:
+                local = tuple(n for t in ch.local_ts if not t.dynamic for n in ts_networks(t))
+                for t in ch.remote_ts:
+                    if not t.dynamic:
+                        out += [(n, local) for n in ts_networks(t)]
+                # a gateway's dynamic remote_ts are its clients' virtual IPs: the pools go into the TUN
+                if any(t.dynamic for t in ch.remote_ts):
+                    for name in conn.ike.pools:
+                        pool = self.pool_configs[name]
+                        nets = pool.networks()   # one route for a subnet pool
+                        out += [(n, local) for n in nets if (n, local) not in out]
+        return out
+
+    def peer_addresses(self) -> list[IPAddress]:
+        out = []
+        for conn in self.connections.values():
+            with contextlib.suppress(ValueError, TypeError):
+                out.append(ipaddress.ip_address(conn.ike.remote_addr or ""))
+        return out
+
+    # --- who owns what -------------------------------------------------------------
+    def _ike_handle(self, sa: IkeSa) -> int:
+        handle = self._ike_handles.get(sa)
+        if handle is None:
+            handle = self._ike_handles[sa] = next(self._handles)
+        return handle
+
+    def _ike_sa(self, handle: int) -> IkeSa | None:
+        """The live IKE SA behind a handle: after a rekey the old SA (which still answers a DELETE for the
+        children it shares with its successor) and the successor hold the same handle."""
+        sas = [sa for sa, h in self._ike_handles.items() if h == handle]
+        return next((sa for sa in sas if sa.state not in (State.REKEYED, State.CLOSED)), sas[0] if sas else None)
+
+    def _release(self, lineage: Lineage) -> None:
+        self.ids.release_policy_ids(lineage.policy_ids)
+        self.ids.release_reqid(lineage.reqid)
+        lineage.policy_ids = []
+
+    # --- API ---------------------------------------------------------------------
+    def initiate(self, conn: str, child: str | None) -> None:
+        if conn not in self.connections:
+            raise KeyError(conn)
+        self._with_spi(functools.partial(self._initiate, conn, child))
+        self._pump()
+
+    def _initiate(self, conn: str, child: str | None) -> None:
+        if self.closing:    # it waited for an SPI into the shutdown
+            return
+        # like strongSwan: a child of a connection whose IKE SA is up is added to it (CREATE_CHILD_SA)
+        up = next((sa for sa in self.endpoint.sas if sa.name == conn and sa.state is State.ESTABLISHED), None)
+        if up is not None and child is not None:
+            up.initiate(child)
+        else:
+            self.endpoint.initiate(conn, child, time.monotonic())
+
+    @staticmethod
+    def _rekey_child(sa: IkeSa, unique_id: int) -> None:
+        """Rekey a Child SA unless it went away while the rekey waited for an SPI."""
+        if sa.state is State.ESTABLISHED and any(c.unique_id == unique_id for c in sa.children):
+            sa.rekey_child(unique_id)
+
+    def terminate(self, conn: str) -> int:
+        n = 0
+        for sa in self.endpoint.sas:
+            if sa.name == conn and not sa.is_closed:
+                sa.delete(time.monotonic())
+                n += 1
+        self._pump()
+        return n
+
+    def terminate_child(self, conn: str, child: str) -> int:
+        """Delete the Child SAs named ``child`` of the connection's IKE SAs (INFORMATIONAL DELETE,
+        as ``swanctl --terminate --child``); the IKE SAs stay up.  How many deletes were started."""
+        n = 0
+        for sa in self.endpoint.sas:
+            if sa.name != conn or sa.state is not State.ESTABLISHED:
+                continue
+            for ch in sa.children:
+                if ch.name == child:
+                    sa.delete_child(ch.unique_id)
+                    n += 1
+        self._pump()
+        return n
+
+    # --- the pump and the timer -----------------------------------------------------
+    def _pump(self) -> None:
+        """After any input: handle events (starting installs), send, re-arm the timer."""
+        while True:
+            # calls made straight on an SA (delete, delete_child, rekey_child...) left their events
+            # in it: collect them now, not at the next input
+            self.endpoint.collect(time.monotonic())
+            if not self.endpoint.has_events:
+                break
+            while (item := self.endpoint.next_event()) is not None:
+                sa, ev = item
+                self._event(sa, ev)
+        if self._peers_to_check:
+            self._follow_peers()
+        self._flush_datagrams()
+        self._arm()
+
+    def _arm(self) -> None:
+        if self._timer:
+            self._timer.cancel()
+            self._timer = None
+        when = self.endpoint.get_timer()
+        if when is not None:
+            loop = asyncio.get_event_loop()
+            delay = max(0.0, when - time.monotonic())
+            self._timer = loop.call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._spi_wait:           # a rekey would find no SPI: the barrier's end re-arms the timer
+            self._flush_datagrams()
+            return
+        self.endpoint.handle_timer(time.monotonic())
+        self._pump()
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # --- events ----------------------------------------------------------------------
+    def _admit_log(self, sa: IkeSa) -> int | None:
+        """Failures of IKE SAs a peer opened and never authenticated pass a rate limit (anyone can cause
+        them); our own negotiations and established SAs always log.  See tunsec.loglimit."""
+        if sa.is_initiator or sa.local_spi in self.ike_up:
+            return 0
+        return self.unauthenticated_log.admit()
+
+    def _event(self, sa: IkeSa, ev: Any) -> None:
+        match ev:
+            case IkeSaUp():
+                self.attempts.pop(ev.name, None)
+                log.info("%s: IKE SA established with %s (%s), %s <-> %s", ev.name, ev.remote_addr[0],
+                         ev.proposal, ev.local_id, ev.remote_id)
+                if ev.peer_vips:
+                    log.info("%s: assigned virtual IP %s to peer %s", ev.name,
+                             ", ".join(map(str, ev.peer_vips)), ev.remote_id)
+                if ev.own_vips:
+                    self._vips_up(sa, ev)
+                self.ike_up[sa.local_spi] = {"name": ev.name, "remote": ev.remote_addr[0], "proposal": ev.proposal,
+                                             "local_id": str(ev.local_id), "remote_id": str(ev.remote_id),
+                                             "spi_i": ev.spi_i.hex(), "spi_r": ev.spi_r.hex(),
+                                             "established": time.time(),
+                                             "local_vips": [str(a) for a in ev.own_vips],
+                                             "remote_vips": [str(a) for a in ev.peer_vips],
+                                             "vips": (ev.own_vips, ev.peer_vips, ev.dns)}
+                self._enforce_unique(sa, ev)
+                self._acct_start(sa, ev)
+            case IkeSaRekeyed():
+                self.events.ike_rekeys[ev.name] += 1
+                self._ike_rekeyed(sa, ev)
+            case IkeSaDown():
+                log.info("%s: IKE SA closed: %s", ev.name, ev.reason)
+                self._acct_stop(sa, ev.reason)
+                self._vips_down(sa)
+                if (handle := self._ike_handles.pop(sa, None)) is not None and sa.heir is None:
+                    self._ike_peers.pop(handle, None)   # not rekeyed: no successor uses the handle
+                was_up = self.ike_up.pop(sa.local_spi, None) is not None
+                if was_up and ev.reason is DownReason.DELETED_BY_PEER:
+                    self._after_loss(ev.name, "close_action")
+            case ChildSaUp():
+                if ev.rekey_of is not None:
+                    self.events.child_rekeys[(ev.name, ev.child)] += 1
+                state = self._child_registered(sa, ev)
+                if state is not None:
+                    # the datagrams queued with this event go to the IKE SA's peer (then): they wait for the
+                    # install (even a task cancelled before it ran releases them)
+                    peer = ev.remote_addr
+                    self._installing[peer] += 1
+                    self._parked.setdefault(peer, [])
+                    self._spawn(self._child_up(state, ev)).add_done_callback(
+                        lambda _task: self._peer_install_done(peer))
+            case ChildSaDown():
+                self._child_gone(sa, ev)
+            case AuthFailed():
+                if (held := self._admit_log(sa)) is not None:
+                    side = "the peer refused our authentication" if ev.by_peer else "the peer failed authentication"
+                    log.error("%s: AUTHENTICATION_FAILED: %s (%s)%s", ev.name, side, ev.reason, suffix(held))
+            case NegotiationFailed():
+                if (held := self._admit_log(sa)) is not None:
+                    child = f" child {ev.child}" if ev.child else ""
+                    log.error("%s%s: %s: %s%s", ev.name, child, ev.reason, ev.detail, suffix(held))
+            case PeerUnreachable():
+                log.error("%s: peer did not answer after %d retransmissions; giving up", ev.name, ev.tries)
+                if self.ike_up.pop(sa.local_spi, None) is not None:
+                    self.events.dpd_failures[ev.name] += 1
+                    self._after_loss(ev.name, "dpd_action")     # it was up: dead peer detected
+                elif sa.is_initiator:
+                    self._retry(ev.name)
+            case Redirected():
+                log.info("%s: gateway %s redirected us to %s (RFC 5685%s)", ev.name, ev.from_addr, ev.to_addr,
+                         ", in IKE_AUTH" if ev.in_auth else "")
+            case PeerRedirected():
+                log.info("%s: authenticated %s and redirected it to %s (RFC 5685, in IKE_AUTH)", ev.name, ev.peer,
+                         ev.to)
+            case ResolveGateway():
+                self._spawn(self._resolve_gateway(sa, ev.gateway))
+            case SpiUnused():
+                self._spawn(self._delete_sa(ev.spi, Direction.IN))
+            case EapRelayRequest():
+                self._relay_round(sa, ev)
+            case EapRelayAbandoned():
+                self._end_relay(sa)
+
+    # --- worker events -------------------------------------------------------------
+    def on_event(self, msg: pipe.Message) -> bool:
+        """Worker events that belong to IKE; True when handled."""
+        match msg:
+            case pipe.Ike():
+                self.receive_natt(msg)
+                return True
+            case pipe.Acquire() if self.owns_policy(msg.policy_id):
+                self.acquire(msg.policy_id)
+                return True
+            case pipe.Expire() if msg.reason is ExpireReason.LARVAL_TIMEOUT:
+                self.larval_expired(msg.spi)
+                return True
+            case pipe.Expire():
+                return self.expired(msg.spi, msg.direction, msg.hard, msg.remote)
+            case pipe.InvalidSpi():
+                return self.invalid_spi(msg.spi, msg.remote)   # True: it logged the notify it sent
+            case pipe.FirstUse():
+                self.first_use(msg.spi)
+                return True
+        return False
+
+    # --- defined in the package's modules, one concern each (see their docstrings) ---------------
+    # spis.py
+    _take_spi = spis._take_spi
+    _start_refill = spis._start_refill
+    refill_spis = spis.refill_spis
+    _spi_barrier = spis._spi_barrier
+    _refill_spis = spis._refill_spis
+    larval_expired = spis.larval_expired
+    receive = spis.receive
+    _receive_held_datagram = spis._receive_held_datagram
+    _with_spi = spis._with_spi
+    _must_wait_for_spi = spis._must_wait_for_spi
+    _hold = spis._hold
+    _run_held = spis._run_held
+    # barrier.py
+    _flush_datagrams = barrier._flush_datagrams
+    _flush_after_installs = barrier._flush_after_installs
+    _install_started = barrier._install_started
+    _install_done = barrier._install_done
+    _peer_install_done = barrier._peer_install_done
+    _send_datagrams = barrier._send_datagrams
+    # sockets.py
+    open_sockets = sockets.open_sockets
+    close_sockets = sockets.close_sockets
+    _close_socket = sockets._close_socket
+    _close_unused = sockets._close_unused
+    _readable = sockets._readable
+    receive_natt = sockets.receive_natt
+    _send = sockets._send
+    _socket = sockets._socket
+    _send_natt = sockets._send_natt
+    # installs.py
+    expired = installs.expired
+    _delete_sa = installs._delete_sa
+    _endpoint = installs._endpoint
+    _child_registered = installs._child_registered
+    _forget = installs._forget
+    _child_up = installs._child_up
+    first_use = installs.first_use
+    _promote = installs._promote
+    _add_standby = installs._add_standby
+    _answered = installs._answered
+    _install_answered = installs._install_answered
+    _protect = installs._protect
+    _remove = installs._remove
+    _child_gone = installs._child_gone
+    _child_down = installs._child_down
+    _updown_event = installs._updown_event
+    _run_updown = installs._run_updown
+    # traps.py
+    _remove_traps = traps._remove_traps
+    owns_policy = traps.owns_policy
+    install_traps = traps.install_traps
+    _trap_reqid = traps._trap_reqid
+    acquire = traps.acquire
+    # invalid_spi.py
+    invalid_spi = _invalid_spi.invalid_spi
+    # radius_edge.py
+    _reload_radius = radius_edge._reload_radius
+    _relay_round = radius_edge._relay_round
+    _relay = radius_edge._relay
+    _end_relay = radius_edge._end_relay
+    _station = radius_edge._station
+    _acct_configure = radius_edge._acct_configure
+    _acct_dump = radius_edge._acct_dump
+    _acct_children = radius_edge._acct_children
+    _acct_start = radius_edge._acct_start
+    _acct_child_down = radius_edge._acct_child_down
+    _acct_stop = radius_edge._acct_stop
+    # resolver.py
+    _resolve_gateway = resolver._resolve_gateway
+    # mobility.py
+    _watch_addresses = mobility._watch_addresses
+    local_addresses_changed = mobility.local_addresses_changed
+    _note_peer = mobility._note_peer
+    _follow_peers = mobility._follow_peers
+    _migrate_child = mobility._migrate_child
+    # vips.py
+    _vips_up = vips._vips_up
+    _vips_down = vips._vips_down
+    _apply_vips = vips._apply_vips
+    # ikesas.py
+    _unique_keep = ikesas._unique_keep
+    _enforce_unique = ikesas._enforce_unique
+    _ike_rekeyed = ikesas._ike_rekeyed
+    _after_loss = ikesas._after_loss
+    _retry = ikesas._retry
+    _initiate_quietly = ikesas._initiate_quietly
+    # reload.py
+    check_reload = _reload.check_reload
+    reload = _reload.reload
+    # status.py
+    status = _status.status
+    idle_status = classmethod(_status.idle_status)
+    ike_sas = _status.ike_sas
+    leases = _status.leases
+

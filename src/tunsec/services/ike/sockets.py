@@ -1,0 +1,110 @@
+"""The IKE sockets: one per family, bound address and UDP port (port 4500 goes through the worker)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import socket
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from tunsec.conf.connections import Connection
+from tunsec.dataplane import pipe
+from tunsec.dataplane.client import WorkerError
+from tunsec.dataplane.pipe import Endpoint
+from tunsec.ike.constants import IKE_PORT, NATT_PORT
+from tunsec.ike.endpoint import Datagram
+from tunsec.services.base import bind_udp
+
+if TYPE_CHECKING:
+    from tunsec.services.ike.service import IkeService
+
+log = logging.getLogger("tunsec.ike")
+
+IkeSocketKey = tuple[int, str, int]   # family, bound address, UDP port
+
+
+def _ports(connections: Iterable[Connection]) -> set[int]:
+    return {c.local_port for c in connections} or {IKE_PORT}
+
+
+def open_sockets(self: IkeService) -> None:
+    """UDP 500 (or the configured ports) per family, before the event loop starts."""
+    self.ports = _ports(self.connections.values())
+    for fam, addr in self.local_addrs.items():
+        for port in sorted(self.ports):
+            if (fam, addr, port) not in self.sockets:
+                self.sockets[(fam, addr, port)] = bind_udp(fam, addr, port, purpose="IKE")
+
+
+def close_sockets(self: IkeService) -> None:
+    for key in list(self.sockets):
+        self._close_socket(key)
+
+
+def _close_socket(self: IkeService, key: IkeSocketKey) -> None:
+    s = self.sockets.pop(key)
+    with contextlib.suppress(Exception):
+        asyncio.get_event_loop().remove_reader(s.fileno())
+    s.close()
+
+
+def _close_unused(self: IkeService) -> None:
+    """After a reload: the ports no connection uses any more are closed (a new port needs a
+    restart, see check_reload, so none is opened here)."""
+    want = _ports(self.connections.values())
+    for key in [k for k in self.sockets if k[2] not in want]:
+        self._close_socket(key)
+    self.ports = want & self.ports
+
+
+def _readable(self: IkeService, s: socket.socket, key: IkeSocketKey) -> None:
+    local = (key[1], key[2])   # the port it came in on is the one the answer leaves from
+    for _ in range(64):
+        try:
+            data, addr = s.recvfrom(65535)
+        except (BlockingIOError, InterruptedError):
+            break
+        except OSError as err:
+            log.debug("IKE socket: %s", err)
+            break
+        self.receive(data, (addr[0], addr[1]), local)
+    self._pump()
+
+
+def receive_natt(self: IkeService, msg: pipe.Ike) -> None:
+    """IKE that arrived on port 4500 via the worker."""
+    local = (str(msg.local.addr), msg.local.port) if msg.local else None
+    self.receive(msg.data, (str(msg.remote.addr), msg.remote.port), local)
+    self._pump()
+
+
+def _send(self: IkeService, datagram: Datagram) -> None:
+    data, addr, local_port = datagram
+    ip = ipaddress.ip_address(addr[0])
+    if local_port == NATT_PORT:
+        remote = Endpoint(ip, addr[1])
+        self._spawn(self._send_natt(data, remote))
+        return
+    s = self._socket(ip.version, local_port)
+    if s is None:
+        log.warning("no IPv%d IKE socket for %s", ip.version, addr[0])
+        return
+    with contextlib.suppress(OSError):
+        s.sendto(data, addr)
+
+
+def _socket(self: IkeService, family: int, port: int) -> socket.socket | None:
+    """The socket bound to ``port``; else (an initiator's IKE_SA_INIT: the engine sends those
+    from port 500) the family's first one."""
+    fam = [(k, s) for k, s in self.sockets.items() if k[0] == family]
+    return next((s for k, s in fam if k[2] == port), fam[0][1] if fam else None)
+
+
+async def _send_natt(self: IkeService, data: bytes, remote: Endpoint) -> None:
+    try:
+        await self.worker().request(lambda r: pipe.SendIke(r, data, remote))
+    except WorkerError as err:
+        log.warning("sending IKE to %s failed: %s", remote.addr, err)

@@ -1,0 +1,67 @@
+"""What the IKE service books about the Child SAs it installed: ChildState, Lineage (reqid and
+policies shared by a Child SA and those that rekeyed it), and the address types."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import time
+from dataclasses import dataclass, field
+
+from tunsec import updown
+from tunsec.dataplane.pipe import Endpoint, SaSpec
+from tunsec.ike.ts import Ts
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def ts_networks(t: Ts) -> list[IPNetwork]:
+    return list(ipaddress.summarize_address_range(t.start, t.end))
+
+
+@dataclass
+class Lineage:
+    """A Child SA and those that rekeyed it: one reqid, one set of policies.
+
+    The policies bind to the lineage's newest outbound SA, so a rekey moves
+    traffic over; they go when the last member does."""
+
+    reqid: int
+    members: set[int] = field(default_factory=set)     # handles of its Child SAs
+    policy_ids: list[int] = field(default_factory=list)
+    updown: updown.ChildEvent | None = None   # what its script was told at up-client (down reuses it)
+
+
+@dataclass
+class ChildState:
+    """A Child SA installed in the worker (or being installed)."""
+
+    handle: int
+    ike: int                       # handle of the IKE SA that negotiated it (kept across IKE rekeys)
+    conn: str
+    child: str
+    unique_id: int                 # the engine's id, unique only within its IKE SA
+    spi_in: int
+    spi_out: int
+    remote: Endpoint               # the outbound SA's peer: with spi_out, what names that SA
+    alg: str
+    esn: bool
+    local_ts: tuple[Ts, ...]
+    remote_ts: tuple[Ts, ...]
+    lineage: Lineage
+    established: float = field(default_factory=time.time)
+    out_installed: bool = False    # our ADD succeeded: the outbound SA (spi_out, remote) is ours to delete
+    pred: int | None = None        # handle of the Child SA this one rekeyed
+    moving_to: Endpoint | None = None   # a MIGRATE to the peer's new endpoint is queued (NAT rebinding)
+    # a rekey we answered: its outbound SA, added when the initiator shows it has installed the new Child
+    # SA (its first packet on our new inbound SA, or its DELETE of the old one); until then we send on the old
+    standby: SaSpec | None = field(default=None, repr=False)
+    standby_timer: asyncio.TimerHandle | None = None
+    # the install's requests are sent, their answers not all in (see _child_up): what else changes
+    # this Child SA in the worker waits for them (_install_answered)
+    install: asyncio.Future[None] | None = field(default=None, repr=False)
+
+    @property
+    def reqid(self) -> int:
+        return self.lineage.reqid
