@@ -55,7 +55,7 @@ from datetime import datetime
 from typing import Concatenate, ParamSpec, TypeVar
 
 from .config import IkeConfig, default_rand_time
-from .constants import IKE_PORT, NATT_PORT, ExchangeType, HeaderFlag, NotifyType
+from .constants import NATT_PORT, ExchangeType, HeaderFlag, NotifyType
 from .eap.relay import RelayReply
 from .events import (
     Address,
@@ -210,7 +210,8 @@ class IkeSa:
             self._st.spi_i = _nonzero_spi(rng)
         else:
             self._st.spi_r = _nonzero_spi(rng)
-        self._st.local_port = local_addr[1] if local_addr else IKE_PORT
+        # an initiator's IKE_SA_INIT leaves from the connection's local_port (swanctl), as strongSwan's
+        self._st.local_port = local_addr[1] if local_addr else config.local_port
         self._state = State.IDLE
         self._created = now
         self._now = now
@@ -802,7 +803,7 @@ class IkeSa:
             st.rng,
             spi_allocator=st.spi_allocator,
             remote_addr=remote,
-            local_addr=None,  # as a fresh initiation: from port 500, the address the route picks
+            local_addr=None,  # as a fresh initiation: from local_port, the address the route picks
             wall_clock=st.wall_clock,
             jitter=st.jitter,
             fragment_stats=self._frag_stats,

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tunsec import updown
-from tunsec.conf.connections import Child, Connection, ike_endpoints
+from tunsec.conf.connections import Child, Connection, ike_endpoints, unserved_sources
 from tunsec.conf.diff import credentials_only, diff_by_name
 from tunsec.dataplane import pipe
 from tunsec.dataplane.client import WorkerClient, WorkerError
@@ -81,7 +81,7 @@ from tunsec.radius.messages import Station
 from tunsec.radius.relay import RadiusRelay
 from tunsec.radius.settings import RadiusSettings
 from tunsec.services.addrwatch import AddressWatch
-from tunsec.services.base import EspEndpoint, Service, bind_udp
+from tunsec.services.base import EspEndpoint, Service, StartupError, bind_udp
 
 if TYPE_CHECKING:
     from tunsec.conf.config import Config
@@ -243,10 +243,14 @@ class IkeService(Service):
     def open_sockets(self) -> None:
         """UDP 500 (or the configured ports) per family, before the event loop starts."""
         self.ports = _ports(self.connections.values())
-        for fam, addr in self.local_addrs.items():
-            for port in sorted(self.ports):
-                if (fam, addr, port) not in self.sockets:
-                    self.sockets[(fam, addr, port)] = bind_udp(fam, addr, port, purpose="IKE")
+        keys = [(fam, addr, port) for fam, addr in self.local_addrs.items() for port in sorted(self.ports)]
+        # each initiator's IKE_SA_INIT leaves from its local_addrs and local_port (_socket)
+        unserved = unserved_sources(self.connections.values(), keys)
+        if unserved:
+            raise StartupError("IKE: " + "; ".join(unserved))
+        for key in keys:
+            if key not in self.sockets:
+                self.sockets[key] = bind_udp(*key, purpose="IKE")
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -337,6 +341,8 @@ class IkeService(Service):
             if c.local_port not in ports:
                 out.append(f"needs a restart: connection {c.name}: IKE on local_port {c.local_port} "
                            f"(tunsec listens on {', '.join(map(str, sorted(ports)))})")
+        if not out:    # each initiator's IKE_SA_INIT must leave from its local_addrs and local_port
+            out += [f"needs a restart: {line}" for line in unserved_sources(cfg.connections, self.sockets)]
         return out
 
     async def reload(self, cfg: Config) -> list[str]:
@@ -834,16 +840,15 @@ class IkeService(Service):
             return
         s = self._socket(ip.version, local_port)
         if s is None:
-            log.warning("no IPv%d IKE socket for %s", ip.version, addr[0])
+            log.warning("no IPv%d IKE socket on port %d to send to %s", ip.version, local_port, addr[0])
             return
         with contextlib.suppress(OSError):
             s.sendto(data, addr)
 
     def _socket(self, family: int, port: int) -> socket.socket | None:
-        """The socket bound to ``port``; else (an initiator's IKE_SA_INIT: the engine sends those
-        from port 500) the family's first one."""
-        fam = [(k, s) for k, s in self.sockets.items() if k[0] == family]
-        return next((s for k, s in fam if k[2] == port), fam[0][1] if fam else None)
+        """The socket bound to ``port``: where a request came in, or an initiator's local_port
+        (open_sockets made sure each has one)."""
+        return next((s for k, s in self.sockets.items() if k[0] == family and k[2] == port), None)
 
     async def _send_natt(self, data: bytes, remote: Endpoint) -> None:
         try:
