@@ -269,6 +269,11 @@ def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response:
     try:
         if st.eap is not None:
             return _respond_eap_round(st, payloads)
+        if mobike.translated(st, payloads):
+            # RFC 4555 §3.9: the initiator allows no NAT and there is one; it starts anew
+            st.emit(NegotiationFailed(st.name, "UNEXPECTED_NAT_DETECTED",
+                                      "NO_NATS_ALLOWED in IKE_AUTH, and a NAT changed the request's addresses"))
+            return Response([notify(NotifyType.UNEXPECTED_NAT_DETECTED)], close=True)
         if idi is None:
             raise AuthError("request has no IDi")
         _select_config(st, idi, payloads)
