@@ -82,6 +82,7 @@ from tunsec.radius.relay import RadiusRelay
 from tunsec.radius.settings import RadiusSettings
 from tunsec.services.addrwatch import AddressWatch
 from tunsec.services.base import EspEndpoint, Service, StartupError, bind_udp
+from tunsec.services.resolver import Resolver
 
 if TYPE_CHECKING:
     from tunsec.conf.config import Config
@@ -227,6 +228,7 @@ class IkeService(Service):
         # auth = eap-radius: the RADIUS client, and the round trip each IKE SA waits for
         self.radius = RadiusRelay(radius) if radius is not None else None
         self._relay_rounds: dict[IkeSa, asyncio.Task[None]] = {}
+        self.resolver = Resolver()   # REDIRECTs naming a gateway by FQDN: looked up on threads of its own
 
     # --- lifecycle -------------------------------------------------------------
     def prepare(self) -> None:
@@ -236,6 +238,7 @@ class IkeService(Service):
         self.close_sockets()
         if self.radius is not None:
             self.radius.close()
+        self.resolver.close()
         if self._addr_watch is not None:
             self._addr_watch.close()
             self._addr_watch = None
@@ -1076,12 +1079,11 @@ class IkeService(Service):
                        f"{me.addr}[{me.port}]", f"{ev.peer[0]}[{ev.peer[1]}]", int.from_bytes(sa.local_spi[:4]))
 
     async def _resolve_gateway(self, sa: IkeSa, gateway: str) -> None:
-        """Look up the gateway a REDIRECT named by FQDN with the system resolver, in the loop's
-        executor (getaddrinfo blocks) and bounded in time; the engine gives up by itself too."""
+        """Look up the gateway a REDIRECT named by FQDN with the system resolver, on the resolver's
+        own threads (getaddrinfo blocks) and bounded in time; the engine gives up by itself too."""
         family = ipaddress.ip_address(sa.remote_addr[0]).version
         try:
-            infos = await asyncio.wait_for(
-                asyncio.get_running_loop().getaddrinfo(gateway, None, type=socket.SOCK_DGRAM), RESOLVE_WAIT)
+            infos = await asyncio.wait_for(self.resolver.lookup(gateway), RESOLVE_WAIT)
         except (OSError, UnicodeError, TimeoutError) as exc:
             log.error("%s: cannot resolve gateway %s we were redirected to: %s", sa.name, gateway,
                       str(exc) or "no answer in time")  # an exception is true even with no message
