@@ -163,7 +163,9 @@ class IkeAuthTask(Task):
         if not st.config.remote.id.is_any:
             payloads.append(IdPayload(False, st.config.remote.id.type, st.config.remote.id.data))
         payloads += own[-1:]
-        if st.config.initial_contact:
+        # as strongSwan (ike_auth.c build_i): not while another IKE SA with the peer is up, which
+        # the peer would drop on INITIAL_CONTACT (RFC 7296 §2.4: it says we have none left)
+        if st.config.initial_contact and not (st.has_contact is not None and st.has_contact(st)):
             payloads.append(notify(NotifyType.INITIAL_CONTACT))
         payloads += ike_config.request_payloads(st)
         payloads += self._child_payloads(st)
