@@ -344,8 +344,6 @@ class IkeService(Service):
             if c.local_port not in ports:
                 out.append(f"needs a restart: connection {c.name}: IKE on local_port {c.local_port} "
                            f"(tunsec listens on {', '.join(map(str, sorted(ports)))})")
-        if not out:    # each initiator's IKE_SA_INIT must leave from its local_addrs and local_port
-            out += [f"needs a restart: {line}" for line in unserved_sources(cfg.connections, self.sockets)]
         return out
 
     async def reload(self, cfg: Config) -> list[str]:
