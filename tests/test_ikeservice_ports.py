@@ -8,6 +8,7 @@ import asyncio
 import socket
 from typing import Any
 
+import pytest
 from test_ikeservice_peers import InProcessWorker, psk_ike, run
 
 from tunsec.conf.config import parse_config
@@ -17,6 +18,7 @@ from tunsec.ike.endpoint import IkeEndpoint
 from tunsec.ike.identity import Identity
 from tunsec.ike.message import decode_header
 from tunsec.policy.ids import IdSpace
+from tunsec.services.base import StartupError
 from tunsec.services.ike import IkeService
 
 LO = "127.0.0.1"
@@ -95,3 +97,50 @@ def test_each_local_port_has_its_socket_answers_and_is_closed_when_unused() -> N
         assert can_bind(ports["one"]) and svc.sockets == {}
 
     run(body())
+
+
+def initiator_conf(ports: dict[str, int], peer_port: int) -> str:
+    """Connections that initiate to a peer on LO:peer_port, each from its own local_port."""
+    return conf(ports).replace("       local {", f"       remote_addrs = {LO}\n       remote_port = {peer_port}\n"
+                                                 "       local {")
+
+
+def test_initiator_sends_ike_sa_init_from_its_local_port() -> None:
+    """As strongSwan: an initiator's first datagram leaves from the connection's local_port, not from
+    whichever IKE socket happens to be first (the peer would answer to, and expect, the wrong port)."""
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+            peer.bind((LO, 0))
+            peer.setblocking(False)
+            ports = dict(zip(("one", "two"), sorted([free_port(), free_port()]), strict=True))
+            cfg = parse_config(initiator_conf(ports, peer.getsockname()[1]), "init.conf")
+            worker = InProcessWorker(loop, lambda msg: None)
+            svc = IkeService(cfg.connections, lambda: worker, {4: LO}, IdSpace())  # type: ignore[arg-type,return-value]
+            svc.open_sockets()
+            await svc.start()
+            try:
+                for name in ("two", "one"):     # "two" is not the first socket
+                    svc.initiate(name, "net")
+                    data, src = await asyncio.wait_for(loop.sock_recvfrom(peer, 65535), 10)
+                    hdr = decode_header(data)
+                    assert hdr.exchange == ExchangeType.IKE_SA_INIT and not hdr.is_response
+                    assert src == (LO, ports[name])
+            finally:
+                await svc.shutdown()
+                svc.close()
+
+    run(body())
+
+
+def test_no_socket_for_an_initiators_local_port_is_a_startup_error() -> None:
+    """The socket an initiator's IKE_SA_INIT would leave from is missing (here: the service listens
+    on another address): a startup error naming the connection, address and port, before binding."""
+    text = initiator_conf({"one": 4501}, 4502).replace(f"local_addrs = {LO}", "local_addrs = 192.0.2.1")
+    cfg = parse_config(text, "init.conf")
+    svc = IkeService(cfg.connections, lambda: None, {4: "192.0.2.7"}, IdSpace())  # type: ignore[arg-type,return-value]
+    with pytest.raises(StartupError) as err:
+        svc.open_sockets()
+    msg = str(err.value)
+    assert "connection one" in msg and "192.0.2.1 port 4501" in msg and "192.0.2.7 port 4501" in msg
+    assert svc.sockets == {}

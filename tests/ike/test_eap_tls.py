@@ -58,6 +58,7 @@ class Peer:
     issued: Issued
     identity: bytes
     fragment: int = tls.FRAGMENT_DATA
+    ciphers: str = ""       # the TLS 1.2 suites offered (OpenSSL syntax); "": OpenSSL's default
     result: EapCode | None = None
     msk: bytes = b""
     tls: SSL.Connection = field(init=False)
@@ -69,6 +70,8 @@ class Peer:
     def __post_init__(self) -> None:
         ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
         ctx.set_max_proto_version(SSL.TLS1_2_VERSION)
+        if self.ciphers:
+            ctx.set_cipher_list(self.ciphers.encode())
         ctx.use_certificate(self.issued.cert)
         ctx.use_privatekey(self.issued.key)
         ctx.set_verify(SSL.VERIFY_PEER, _accept)
@@ -159,6 +162,30 @@ def test_client_flight_in_small_fragments_is_reassembled() -> None:
     assert result.ok, result.reason
     assert peer.acks_received >= 3  # the server acknowledged each of the client's fragments
     assert result.msk == peer.msk
+
+
+RSA_GW = make_cert(CA, "gw", san=["gw.example"], kind="rsa")   # a certificate static RSA key exchange could use
+
+
+def rsa_server() -> EapTlsAuthenticator:
+    return EapTlsAuthenticator(TlsServerCredentials(RSA_GW.cert, RSA_GW.key, cas=(CA.cert,)), None, lambda: NOW)
+
+
+def test_a_client_offering_only_rsa_key_exchange_is_refused() -> None:
+    """RFC 9325: no suite without forward secrecy, even with a gateway certificate that could do it."""
+    peer = Peer(ALICE, b"alice@example.org", ciphers="AES128-GCM-SHA256")
+    result = converse(rsa_server(), peer)
+    assert not result.ok and "TLS handshake failed" in result.reason and "no shared cipher" in result.reason
+    assert peer.result == EapCode.FAILURE and result.msk == b""
+
+
+@pytest.mark.parametrize("suite", ["ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-RSA-AES256-GCM-SHA384",
+                                   "ECDHE-RSA-CHACHA20-POLY1305"])
+def test_forward_secret_aead_suites_are_accepted(suite: str) -> None:
+    peer = Peer(ALICE, b"alice@example.org", ciphers=suite)
+    result = converse(rsa_server(), peer)
+    assert result.ok, result.reason
+    assert peer.tls.get_cipher_name() == suite and result.msk == peer.msk
 
 
 def test_certificate_of_another_ca_is_refused() -> None:

@@ -15,7 +15,8 @@ from test_engine_eap import run as eap_run
 
 from tunsec.ike.constants import ExchangeType, NotifyType
 from tunsec.ike.endpoint import IkeEndpoint
-from tunsec.ike.events import ChildSaDown, IkeSaDown, PeerUnreachable
+from tunsec.ike.events import ChildSaDown, ChildSaUp, IkeSaDown, IkeSaUp, NegotiationFailed, PeerUnreachable
+from tunsec.ike.exchanges import mobike
 from tunsec.ike.exchanges.base import Outcome, Task, find_notify, notify
 from tunsec.ike.message import NotifyPayload, Payload, decode_header
 from tunsec.ike.sa import IkeSa
@@ -330,3 +331,27 @@ def test_the_original_initiator_sends_updates_after_the_gateway_rekeyed() -> Non
     assert cli.update_addresses((A2, 4500))
     net.run(until=net.now + 1)
     assert gw.esp_remote == (A2, 4500)
+
+
+@pytest.mark.parametrize("translated", [False, True])
+def test_no_nats_allowed_in_the_first_ike_auth_request(monkeypatch: pytest.MonkeyPatch, translated: bool) -> None:
+    """RFC 4555 §3.9: an initiator without NAT-T puts NO_NATS_ALLOWED in its first IKE_AUTH request;
+    if the addresses in it are not those the request arrived with, the responder answers
+    UNEXPECTED_NAT_DETECTED (to where the request came from) and no IKE SA comes up."""
+    seen_src = ("10.0.0.5", 4500) if translated else (A, 4500)
+    monkeypatch.setattr(mobike, "announce", lambda st: [_no_nats(seen_src, (B, 4500))])
+    net = Network()
+    a = net.add(A, IkeEndpoint([initiator_cfg()]))
+    b = net.add(B, IkeEndpoint([responder_cfg()]))
+    a.initiate("a-to-b", "net", net.now)
+    net.run(until=net.now + 5)
+    auth = [s for s in net.log if decode_header(s.data).exchange == ExchangeType.IKE_AUTH]
+    a_events, b_events = net.take(A), net.take(B)
+    if not translated:
+        assert any(isinstance(ev, IkeSaUp) for ev in a_events) and any(isinstance(ev, IkeSaUp) for ev in b_events)
+        return
+    assert len(auth) == 2 and auth[1].dst == (A, 4500)      # one answer, to where the request came from
+    assert not any(isinstance(ev, (IkeSaUp, ChildSaUp)) for ev in a_events + b_events)
+    assert [ev.reason for ev in b_events if isinstance(ev, NegotiationFailed)] == ["UNEXPECTED_NAT_DETECTED"]
+    assert [ev.reason for ev in a_events if isinstance(ev, NegotiationFailed)] == ["UNEXPECTED_NAT_DETECTED"]
+    assert not a.sas and not b.sas

@@ -31,7 +31,7 @@ import ipaddress
 import os
 import re
 import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -103,6 +103,7 @@ __all__ = [
     "ike_endpoints",
     "read_connections",
     "rekey_limit",
+    "unserved_sources",
 ]
 
 # strongSwan's actions (vici's parse_action): none/clear, trap/route, start/restart.
@@ -184,13 +185,16 @@ class Connection:
     children: tuple[Child, ...] = ()
     local_addrs: tuple[IPAddress, ...] = ()
     remote_addrs: tuple[IPAddress, ...] = ()
-    local_port: int = IKE_PORT
-    # remote_port, dpd_delay, send_cert and the engine's timers (rekey_time, rand_time,
+    # local_port, remote_port, dpd_delay, send_cert and the engine's timers (rekey_time, rand_time,
     # over_time) live in ike (IkeConfig), once
     keyingtries: int = 1
     unique: Unique = "no"
     file: str = field(default="", compare=False)
     line: int = field(default=0, compare=False)
+
+    @property
+    def local_port(self) -> int:
+        return self.ike.local_port
 
     def __post_init__(self) -> None:
         if not self.children:
@@ -829,6 +833,7 @@ def _read_connection(section: Section, ctx: _ConnContext) -> Connection | None:
             eap_secrets=_eap_secrets(ctx.psks) if "eap-mschapv2" in (local_auth.method, remote_auth.method) else (),
             local_addr=str(local_addrs[0]) if local_addrs else None,
             remote_addr=str(remote_addrs[0]) if remote_addrs else None,
+            local_port=local_port,
             remote_port=remote_port,
             send_certreq=send_certreq,
             retransmit=ctx.retransmit,
@@ -858,7 +863,6 @@ def _read_connection(section: Section, ctx: _ConnContext) -> Connection | None:
         children,
         local_addrs=local_addrs,
         remote_addrs=remote_addrs,
-        local_port=local_port,
         keyingtries=keyingtries,
         unique=unique,
         file=section.file,
@@ -1113,3 +1117,28 @@ def ike_endpoints(connections: Sequence[Connection]) -> dict[int, str]:
         for fam in fams:
             out.setdefault(fam, "0.0.0.0" if fam == 4 else "::")
     return out
+
+
+def unserved_sources(connections: Iterable[Connection], sockets: Iterable[tuple[int, str, int]]) -> list[str]:
+    """What is wrong, one line per connection, if an initiator's IKE_SA_INIT could not leave from its
+    local_addrs (or any address) and local_port: no socket among ``sockets`` ((family, bound address,
+    port)) is bound there.  A responder answers from the socket a request came in on."""
+    keys = set(sockets)
+    out = []
+    for c in connections:
+        if not c.ike.remote_addr:
+            continue
+        fam = ipaddress.ip_address(c.ike.remote_addr).version
+        wildcard = "0.0.0.0" if fam == 4 else "::"
+        wanted = {c.ike.local_addr, wildcard} if c.ike.local_addr else {a for f, a, _ in keys if f == fam}
+        if not any((fam, addr, c.local_port) in keys for addr in wanted):
+            src = f"{c.ike.local_addr or f'any IPv{fam} address'} port {c.local_port}"
+            out.append(f"connection {c.name}: no IKE socket to send IKE_SA_INIT to {c.ike.remote_addr} from "
+                       f"{src}: tunsec binds {_bound(keys, fam)}; set the connection's local_addrs and "
+                       "local_port to one of those, or restart tunsec to bind them")
+    return out
+
+
+def _bound(keys: set[tuple[int, str, int]], family: int) -> str:
+    have = sorted(f"{addr} port {port}" for fam, addr, port in keys if fam == family)
+    return ", ".join(have) or f"no IPv{family} IKE socket"

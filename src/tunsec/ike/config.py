@@ -131,7 +131,7 @@ class IkeConfig:
     authenticates with ``psk`` (swanctl ``secrets { ike { ... } }``).
     ``local_addr`` is our IP address for ``dynamic`` selectors (the IKE service may
     instead pass the receiving address to ``IkeSa.receive``); ``remote_addr``
-    is where an initiator sends IKE_SA_INIT.
+    is where an initiator sends IKE_SA_INIT, from ``local_port`` (swanctl ``local_port``).
     """
 
     name: str
@@ -143,6 +143,7 @@ class IkeConfig:
     eap_secrets: tuple[EapSecret, ...] = ()  # EAP passwords (ours as a client, users' as a gateway)
     local_addr: str | None = None
     remote_addr: str | None = None
+    local_port: int = IKE_PORT
     remote_port: int = IKE_PORT
     retransmit: RetransmitConfig = RetransmitConfig()
     send_certreq: bool = True

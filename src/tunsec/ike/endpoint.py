@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
-from tunsec.policy.pad import AddressMatch, Refused, address_match, check_unique_keep
+from tunsec.policy.pad import AddressMatch, Refused, address_match, check_unique_keep, identity_allowed
 
 from .config import IkeConfig
 from .constants import IKE_PORT, ExchangeType, HeaderFlag, NotifyType
@@ -305,6 +305,7 @@ class IkeEndpoint:
                 fragment_stats=self.fragment_stats,
                 load=self._load,
                 refuse_duplicate=self._refuse_duplicate if not initiator and self._unique_keep else None,
+                has_contact=self._has_contact if initiator else None,
             )
             if sa.local_spi not in self._sas:
                 self._register(sa)
@@ -491,6 +492,15 @@ class IkeEndpoint:
         except Refused as err:
             return str(err)
         return None
+
+    def _has_contact(self, st: IkeSaState) -> bool:
+        """strongSwan's has_contact, asked before an initiator's INITIAL_CONTACT: an established IKE
+        SA (ours or the peer's) with the same identities, in the same address family."""
+        family = ipaddress.ip_address(st.remote_addr[0]).version
+        return any(sa.state is State.ESTABLISHED and sa.peer_id is not None
+                   and sa.config.local.id == st.config.local.id and identity_allowed(st.config.remote.id, sa.peer_id)
+                   and ipaddress.ip_address(sa.remote_addr[0]).version == family
+                   for sa in self._sas.values())
 
     def _initial_contact(self, fresh: IkeSa, up: IkeSaUp) -> None:
         """The peer rebooted: forget our older IKE SAs with the same identities (RFC 7296 §2.4).

@@ -55,7 +55,7 @@ from datetime import datetime
 from typing import Concatenate, ParamSpec, TypeVar
 
 from .config import IkeConfig, default_rand_time
-from .constants import IKE_PORT, NATT_PORT, ExchangeType, HeaderFlag, NotifyType
+from .constants import NATT_PORT, ExchangeType, HeaderFlag, NotifyType
 from .eap.relay import RelayReply
 from .events import (
     Address,
@@ -176,6 +176,7 @@ class IkeSa:
         fragment_stats: FragmentStats | None = None,
         load: Callable[[], int] | None = None,
         refuse_duplicate: DuplicateCheck | None = None,
+        has_contact: Callable[[IkeSaState], bool] | None = None,
     ) -> None:
         """``address_pool``: where a responder leases virtual IPs (connections with ``pools``).
         ``candidates``: for a responder, the connections this peer may be using (the
@@ -185,7 +186,8 @@ class IkeSa:
         this SA's IKE fragments to (the endpoint shares one among its SAs). ``load()``: how
         many established IKE SAs the endpoint holds (a gateway's ``redirect_when`` in IKE_AUTH).
         ``refuse_duplicate``: a responder asks it in IKE_AUTH once the peer is authenticated
-        (the endpoint's ``unique = keep``).
+        (the endpoint's ``unique = keep``). ``has_contact``: an initiator asks it before its
+        INITIAL_CONTACT (the endpoint: another IKE SA with the same identities is up).
         """
         if remote_addr is None:
             if config.remote_addr is None:
@@ -206,11 +208,13 @@ class IkeSa:
         self._st.load = load
         self._st.original_initiator = is_initiator  # a rekeyed SA takes its predecessor's (_rekeyed_sa)
         self._st.refuse_duplicate = refuse_duplicate
+        self._st.has_contact = has_contact
         if is_initiator:
             self._st.spi_i = _nonzero_spi(rng)
         else:
             self._st.spi_r = _nonzero_spi(rng)
-        self._st.local_port = local_addr[1] if local_addr else IKE_PORT
+        # an initiator's IKE_SA_INIT leaves from the connection's local_port (swanctl), as strongSwan's
+        self._st.local_port = local_addr[1] if local_addr else config.local_port
         self._state = State.IDLE
         self._created = now
         self._now = now
@@ -802,7 +806,7 @@ class IkeSa:
             st.rng,
             spi_allocator=st.spi_allocator,
             remote_addr=remote,
-            local_addr=None,  # as a fresh initiation: from port 500, the address the route picks
+            local_addr=None,  # as a fresh initiation: from local_port, the address the route picks
             wall_clock=st.wall_clock,
             jitter=st.jitter,
             fragment_stats=self._frag_stats,

@@ -192,6 +192,9 @@ class IkeSaState:
     # a responder's uniqueness check once the peer is authenticated (IkeEndpoint: unique = keep):
     # why this IKE SA must be refused, or None
     refuse_duplicate: DuplicateCheck | None = None
+    # an initiator's: whether we already have an established IKE SA with these identities (the
+    # IKE_AUTH request then carries no INITIAL_CONTACT, which would make the peer drop it)
+    has_contact: Callable[[IkeSaState], bool] | None = None
 
     def emit(self, event: Event) -> None:
         self.events.append(event)

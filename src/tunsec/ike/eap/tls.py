@@ -166,10 +166,19 @@ def _accept_for_now(conn: SSL.Connection, cert: crypto.X509, err: int, depth: in
     return True
 
 
+# TLS 1.2 suites the server accepts: forward-secret (ephemeral ECDH) key exchange with AEAD only,
+# as RFC 9325 §4.2 recommends. OpenSSL's default list also has the static-RSA key exchange suites
+# (AES128-GCM-SHA256...): a recorded EAP-TLS session, and so its MSK and the IKE SA keyed with it,
+# would fall with the gateway's RSA key. DHE is left out: it needs DH parameters that OpenSSL
+# only uses once loaded (pyOpenSSL offers no automatic ones), and every EAP-TLS client offers ECDHE.
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL"
+
+
 def server_context(creds: TlsServerCredentials) -> SSL.Context:
     ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
     ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
     ctx.set_max_proto_version(SSL.TLS1_2_VERSION)
+    ctx.set_cipher_list(TLS12_CIPHERS.encode())
     ctx.set_options(SSL.OP_NO_TICKET | SSL.OP_NO_RENEGOTIATION | SSL.OP_CIPHER_SERVER_PREFERENCE)
     ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
     ctx.use_certificate(creds.cert)

@@ -163,7 +163,9 @@ class IkeAuthTask(Task):
         if not st.config.remote.id.is_any:
             payloads.append(IdPayload(False, st.config.remote.id.type, st.config.remote.id.data))
         payloads += own[-1:]
-        if st.config.initial_contact:
+        # as strongSwan (ike_auth.c build_i): not while another IKE SA with the peer is up, which
+        # the peer would drop on INITIAL_CONTACT (RFC 7296 §2.4: it says we have none left)
+        if st.config.initial_contact and not (st.has_contact is not None and st.has_contact(st)):
             payloads.append(notify(NotifyType.INITIAL_CONTACT))
         payloads += ike_config.request_payloads(st)
         payloads += self._child_payloads(st)
@@ -269,6 +271,11 @@ def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response:
     try:
         if st.eap is not None:
             return _respond_eap_round(st, payloads)
+        if mobike.translated(st, payloads):
+            # RFC 4555 §3.9: the initiator allows no NAT and there is one; it starts anew
+            st.emit(NegotiationFailed(st.name, "UNEXPECTED_NAT_DETECTED",
+                                      "NO_NATS_ALLOWED in IKE_AUTH, and a NAT changed the request's addresses"))
+            return Response([notify(NotifyType.UNEXPECTED_NAT_DETECTED)], close=True)
         if idi is None:
             raise AuthError("request has no IDi")
         _select_config(st, idi, payloads)

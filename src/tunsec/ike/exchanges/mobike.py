@@ -11,7 +11,10 @@ verified, and acts on the one IKE SA whose keys did that and on its own Child SA
 The responder (``respond``, a gateway whose client moved), in §3.5's order:
 
 * N(NO_NATS_ALLOWED) (§3.9) carries the addresses and ports the sender put in the IP header;
-  if they are not what arrived, the answer is N(UNEXPECTED_NAT_DETECTED) and nothing moves.
+  if they are not what arrived, the answer is N(UNEXPECTED_NAT_DETECTED) and nothing moves
+  (``translated``; ike_auth.py checks the first IKE_AUTH request, which §3.9 has carry it
+  too, the same way). §3.9 puts it in no other exchange: in IKE_SA_INIT it means nothing
+  (the NAT_DETECTION hashes are checked there) and is ignored, as strongSwan does.
 * NAT_DETECTION_SOURCE_IP / _DESTINATION_IP are checked against the request's addresses
   (``st.nat_peer``, ``st.nat_here``) and answered with ours. tunsec's dataplane carries ESP
   only in UDP (RFC 3948, ``encap = yes``), so a result of "no NAT" never switches to plain
@@ -107,11 +110,9 @@ def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response:
         return informational.respond(st, payloads)
     assert st.request_path is not None, "sa.py sets the request's addresses before dispatching"
     source, arrived_on = st.request_path
-    dest = arrived_on or (st.local_ip or "", st.local_port)
+    dest = _destination(st, arrived_on)
     response: list[Payload] = []
-    if not _no_nats_allowed_holds(payloads, source, dest):
-        log.info("%s: MOBIKE: NO_NATS_ALLOWED, but the request from %s[%d] was translated on the way",
-                 st.name, *source)
+    if translated(st, payloads):
         return Response([notify(NotifyType.UNEXPECTED_NAT_DETECTED)])
     response += _nat_detection(st, payloads, source, dest)
     update = find_notify(payloads, NotifyType.UPDATE_SA_ADDRESSES) is not None
@@ -126,6 +127,31 @@ def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response:
     if cookie2 is not None and COOKIE2_MIN <= len(cookie2.data) <= COOKIE2_MAX:
         response.append(notify(NotifyType.COOKIE2, cookie2.data))
     return Response(response, followups=followups)
+
+
+def translated(st: IkeSaState, payloads: Sequence[Payload]) -> bool:
+    """§3.9 for a request carrying N(NO_NATS_ALLOWED) (the first IKE_AUTH request, or a MOBIKE
+    INFORMATIONAL): True if the addresses and ports in it are not the ones the request arrived
+    with, so a NAT (or someone) changed them on the way. The answer is then
+    N(UNEXPECTED_NAT_DETECTED), sent where the request came from; the notify's contents are used
+    for nothing else (§3.9 allows logging them at most)."""
+    assert st.request_path is not None, "sa.py sets the request's addresses before dispatching"
+    source, arrived_on = st.request_path
+    if _no_nats_allowed_holds(payloads, source, _destination(st, arrived_on)):
+        return False
+    log.info("%s: NO_NATS_ALLOWED, but the request from %s[%d] was translated on the way",
+             st.name, *source)
+    return True
+
+
+def _destination(st: IkeSaState, arrived_on: Address | None) -> Address:
+    """Where a request arrived: the socket's address and port, our configured or learned
+    address in place of a wildcard the socket was bound to."""
+    if arrived_on is None:
+        return (st.local_ip or "", st.local_port)
+    if arrived_on[0] in ("0.0.0.0", "::") and st.local_ip:
+        return (st.local_ip, arrived_on[1])
+    return arrived_on
 
 
 def _no_nats_allowed_holds(payloads: Sequence[Payload], source: Address, dest: Address) -> bool:

@@ -27,9 +27,12 @@ def _enforce_unique(self: IkeService, fresh: IkeSa, ev: IkeSaUp) -> None:
     """strongSwan's ``unique`` for a new IKE SA whose peer identity already has one on this connection:
     ``replace`` deletes the old ones; ``keep`` was decided in IKE_AUTH (the engine refused the new
     one, see IkeEndpoint._refuse_duplicate); ``no``/``never`` allow duplicates (INITIAL_CONTACT
-    still replaces, see IkeEndpoint)."""
+    still replaces, see IkeEndpoint).  Only as the responder of the new IKE SA, as strongSwan's
+    IKEv2 (ike_auth.c calls check_uniqueness in build_r, never in process_i): a duplicate we
+    initiate is the peer's to judge with its own policy.  The old SAs it replaces may be any
+    role's, ones we initiated included (strongSwan's connected-peers table has both)."""
     conn = self.connections.get(ev.name)
-    if conn is None or conn.unique != "replace":
+    if conn is None or conn.unique != "replace" or fresh.is_initiator:
         return
     dups = [s for s in self.endpoint.sas if s is not fresh and s.name == fresh.name
             and s.state is State.ESTABLISHED and s.peer_id == ev.remote_id]

@@ -1,13 +1,23 @@
-"""Looking up a gateway a REDIRECT (RFC 5685) named by FQDN."""
+"""Looking up a gateway a REDIRECT (RFC 5685) named by FQDN, on threads of the service's own.
+
+getaddrinfo blocks, so it runs on a thread. asyncio's default executor is shared with the
+daemon's other blocking work (TUN and route setup, ...): lookups a slow or unreachable DNS
+server holds there for seconds each would leave that work waiting. A small pool of its own
+(``MAX_THREADS``) bounds how many threads lookups can hold, and keeps them out of everyone
+else's way; a lookup beyond that waits its turn (the caller bounds the whole wait in time).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import functools
 import ipaddress
 import logging
 import socket
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from tunsec.ike.sa import IkeSa
 
@@ -16,16 +26,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tunsec.ike")
 
+MAX_THREADS = 2
 RESOLVE_WAIT = 5.0  # seconds a lookup of a gateway named by FQDN (RFC 5685 REDIRECT) may take
 
 
 async def _resolve_gateway(self: IkeService, sa: IkeSa, gateway: str) -> None:
-    """Look up the gateway a REDIRECT named by FQDN with the system resolver, in the loop's
-    executor (getaddrinfo blocks) and bounded in time; the engine gives up by itself too."""
+    """Look up the gateway a REDIRECT named by FQDN with the system resolver, on the resolver's
+    own threads (getaddrinfo blocks) and bounded in time; the engine gives up by itself too."""
     family = ipaddress.ip_address(sa.remote_addr[0]).version
     try:
-        infos = await asyncio.wait_for(
-            asyncio.get_running_loop().getaddrinfo(gateway, None, type=socket.SOCK_DGRAM), RESOLVE_WAIT)
+        infos = await asyncio.wait_for(self.resolver.lookup(gateway), RESOLVE_WAIT)
     except (OSError, UnicodeError, TimeoutError) as exc:
         log.error("%s: cannot resolve gateway %s we were redirected to: %s", sa.name, gateway,
                   str(exc) or "no answer in time")  # an exception is true even with no message
@@ -35,3 +45,26 @@ async def _resolve_gateway(self: IkeService, sa: IkeSa, gateway: str) -> None:
     addrs.sort(key=lambda a: ipaddress.ip_address(a.split("%")[0]).version != family)
     sa.gateway_resolved(gateway, addrs, time.monotonic())
     self._pump()
+
+
+AddrInfo = tuple[Any, ...]   # (family, type, proto, canonname, sockaddr) as socket.getaddrinfo gives it
+
+
+class Resolver:
+    """``lookup(host)`` is ``loop.getaddrinfo(host, None, type=SOCK_DGRAM)`` on our own threads;
+    ``close()`` ends them (a lookup still running is left to finish, its answer dropped)."""
+
+    def __init__(self, getaddrinfo: Callable[..., list[AddrInfo]] = socket.getaddrinfo) -> None:
+        self._getaddrinfo = getaddrinfo
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None   # made on first use
+
+    async def lookup(self, host: str) -> list[AddrInfo]:
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(MAX_THREADS, thread_name_prefix="tunsec-resolve")
+        call = functools.partial(self._getaddrinfo, host, None, type=socket.SOCK_DGRAM)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None

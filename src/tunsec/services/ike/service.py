@@ -76,6 +76,7 @@ from tunsec.services.ike import barrier, ikesas, installs, mobility, radius_edge
 from tunsec.services.ike import invalid_spi as _invalid_spi
 from tunsec.services.ike import reload as _reload
 from tunsec.services.ike import status as _status
+from tunsec.services.ike.resolver import Resolver
 from tunsec.services.ike.sockets import IkeSocketKey, _ports
 from tunsec.services.ike.state import ChildState, IPAddress, IPNetwork, Lineage, ts_networks
 
@@ -151,6 +152,7 @@ class IkeService(Service):
         # auth = eap-radius: the RADIUS client, and the round trip each IKE SA waits for
         self.radius = RadiusRelay(radius) if radius is not None else None
         self._relay_rounds: dict[IkeSa, asyncio.Task[None]] = {}
+        self.resolver = Resolver()   # REDIRECTs naming a gateway by FQDN: looked up on threads of its own
         self.accounting: Accounting | None = None   # radius { accounting = yes } (_acct_* below)
         self._acct_configure(radius)
 
@@ -164,6 +166,7 @@ class IkeService(Service):
             self.radius.close()
         if self.accounting is not None:
             self.accounting.close()
+        self.resolver.close()
         if self._addr_watch is not None:
             self._addr_watch.close()
             self._addr_watch = None

@@ -10,13 +10,13 @@ import socket
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from tunsec.conf.connections import Connection
+from tunsec.conf.connections import Connection, unserved_sources
 from tunsec.dataplane import pipe
 from tunsec.dataplane.client import WorkerError
 from tunsec.dataplane.pipe import Endpoint
 from tunsec.ike.constants import IKE_PORT, NATT_PORT
 from tunsec.ike.endpoint import Datagram
-from tunsec.services.base import bind_udp
+from tunsec.services.base import StartupError, bind_udp
 
 if TYPE_CHECKING:
     from tunsec.services.ike.service import IkeService
@@ -33,10 +33,14 @@ def _ports(connections: Iterable[Connection]) -> set[int]:
 def open_sockets(self: IkeService) -> None:
     """UDP 500 (or the configured ports) per family, before the event loop starts."""
     self.ports = _ports(self.connections.values())
-    for fam, addr in self.local_addrs.items():
-        for port in sorted(self.ports):
-            if (fam, addr, port) not in self.sockets:
-                self.sockets[(fam, addr, port)] = bind_udp(fam, addr, port, purpose="IKE")
+    keys = [(fam, addr, port) for fam, addr in self.local_addrs.items() for port in sorted(self.ports)]
+    # each initiator's IKE_SA_INIT leaves from its local_addrs and local_port (_socket)
+    unserved = unserved_sources(self.connections.values(), keys)
+    if unserved:
+        raise StartupError("IKE: " + "; ".join(unserved))
+    for key in keys:
+        if key not in self.sockets:
+            self.sockets[key] = bind_udp(*key, purpose="IKE")
 
 
 def close_sockets(self: IkeService) -> None:
@@ -90,17 +94,16 @@ def _send(self: IkeService, datagram: Datagram) -> None:
         return
     s = self._socket(ip.version, local_port)
     if s is None:
-        log.warning("no IPv%d IKE socket for %s", ip.version, addr[0])
+        log.warning("no IPv%d IKE socket on port %d to send to %s", ip.version, local_port, addr[0])
         return
     with contextlib.suppress(OSError):
         s.sendto(data, addr)
 
 
 def _socket(self: IkeService, family: int, port: int) -> socket.socket | None:
-    """The socket bound to ``port``; else (an initiator's IKE_SA_INIT: the engine sends those
-    from port 500) the family's first one."""
-    fam = [(k, s) for k, s in self.sockets.items() if k[0] == family]
-    return next((s for k, s in fam if k[2] == port), fam[0][1] if fam else None)
+    """The socket bound to ``port``: where a request came in, or an initiator's local_port
+    (open_sockets made sure each has one)."""
+    return next((s for k, s in self.sockets.items() if k[0] == family and k[2] == port), None)
 
 
 async def _send_natt(self: IkeService, data: bytes, remote: Endpoint) -> None:
