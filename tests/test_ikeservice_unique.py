@@ -83,3 +83,27 @@ def test_keep_refuses_the_new_ike_sa_in_ike_auth() -> None:
         assert changes == []
         assert downs(gw, 0) == [] and len(gw.children_of(0)) == 1 and not gw.children_of(1)
     run(go())
+
+
+def test_keep_refuses_a_second_ike_sa_from_the_same_address() -> None:
+    """strongSwan lets a duplicate from the same address through only for IKEv1 (a reauthentication
+    there); for IKEv2 ``keep`` refuses it like any other: AUTHENTICATION_FAILED in IKE_AUTH, the
+    first IKE SA and its Child SA stay."""
+    async def go() -> None:
+        gw = Gateway(1)
+        await gw.start()
+        gw.service.connections["gw"] = dataclasses.replace(gw.service.connections["gw"], unique="keep")
+        gw.connect(0)
+        await gw.settle()
+        first = gw.site_sa(0)
+        before = len(gw.worker.log)
+        gw.connect(0)     # the same peer, address and port: a second IKE SA (no INITIAL_CONTACT, it has one)
+        await gw.settle()
+        assert gateway_peers(gw) == [site_ip(0)]
+        refused = [e for e in gw.site_events[0] if isinstance(e, AuthFailed)]
+        assert len(refused) == 1 and refused[0].by_peer
+        assert sum(isinstance(e, IkeSaUp) for e in gw.site_events[0]) == 1
+        assert [sa for sa in gw.sites[0].sas if sa.state is State.ESTABLISHED] == [first]
+        changes = [m for m in gw.worker.log[before:] if not isinstance(m, (pipe.GetSpi, pipe.SendIke))]
+        assert changes == [] and downs(gw, 0) == [] and len(gw.children_of(0)) == 1
+    run(go())

@@ -138,10 +138,13 @@ def test_a_bind_conflict_names_operation_address_cause_and_fix() -> None:
     assert f"cannot bind UDP (IKE) 127.0.0.1 port {port}" in text and "another program" in text
 
 
-def test_unique_keep_refuses_the_identity_from_another_address_only() -> None:
+def test_unique_keep_refuses_the_identity_from_any_address_of_the_family() -> None:
+    """As strongSwan's IKEv2 check_uniqueness: even from the same address (no IKEv1-style
+    reauthentication exception); another identity or address family is no duplicate."""
     road, other = Identity.parse("road.example"), Identity.parse("other.example")
     established = [(road, "198.51.100.1"), (other, "198.51.100.2")]
-    with pytest.raises(Refused, match=r"road\.example already has an IKE SA from 198\.51\.100\.1"):
-        check_unique_keep(road, "198.51.100.9", established)
-    check_unique_keep(road, "198.51.100.1", established)      # the same address: a reauthentication
+    for addr in ("198.51.100.9", "198.51.100.1"):
+        with pytest.raises(Refused, match=r"road\.example already has an IKE SA from 198\.51\.100\.1"):
+            check_unique_keep(road, addr, established)
+    check_unique_keep(road, "2001:db8::1", established)
     check_unique_keep(Identity.parse("new.example"), "198.51.100.9", established)

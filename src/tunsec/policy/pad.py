@@ -97,13 +97,24 @@ def check_auth_method(method: str, received: int) -> None:
 
 def check_unique_keep(peer_id: Identity, peer_addr: str,
                       established: Iterable[tuple[Identity | None, str]]) -> None:
-    """``unique = keep`` (strongSwan's UNIQUE_KEEP): Refused if the connection already has an
-    established IKE SA (identity, peer address) with this identity from another address.  From
-    the same address it may be a reauthentication, which strongSwan lets through too; the caller
-    does not ask when the peer sent INITIAL_CONTACT (it rebooted: its old SAs are replaced)."""
+    """``unique = keep`` (strongSwan's UNIQUE_KEEP for IKEv2): Refused if the connection already
+    has an established IKE SA (identity, peer address) with this identity in the same address
+    family, from whatever address.  strongSwan lets a duplicate from the same address and port
+    through only for IKEv1 (ike_sa_manager.c is_ikev1_reauth); for IKEv2 a make-before-break
+    reauthentication is refused too, a break-before-make one deleted its old IKE SA first.  The
+    caller does not ask when the peer sent INITIAL_CONTACT (it rebooted: its old SAs are replaced)."""
+    family = _family(peer_addr)
     for other_id, other_addr in established:
-        if other_id == peer_id and not same_ip(other_addr, peer_addr):
+        if other_id == peer_id and _family(other_addr) == family:
             raise Refused(f"peer identity {peer_id} already has an IKE SA from {other_addr} (unique = keep)")
+
+
+def _family(addr: str) -> int:
+    """4 or 6; 0 for what is no IP address (never the same family as an address)."""
+    try:
+        return ipaddress.ip_address(addr).version
+    except ValueError:
+        return 0
 
 
 def narrow(proposed: Sequence[Ts], allowed: Sequence[Ts]) -> tuple[Ts, ...]:
