@@ -12,8 +12,9 @@ import pytest
 from test_ikeservice_peers import InProcessWorker, psk_ike, run
 
 from tunsec.conf.config import parse_config
+from tunsec.dataplane import pipe
 from tunsec.ike.config import RemoteAuth
-from tunsec.ike.constants import ExchangeType
+from tunsec.ike.constants import NON_ESP_MARKER, ExchangeType
 from tunsec.ike.endpoint import IkeEndpoint
 from tunsec.ike.identity import Identity
 from tunsec.ike.message import decode_header
@@ -56,7 +57,8 @@ def can_bind(port: int) -> bool:
 
 async def answer_from(port: int, name: str) -> tuple[int, Any]:
     """An IKE_SA_INIT request from a site's engine to LO:port over real UDP: the header of the
-    gateway's answer and the port it came from."""
+    gateway's answer and the port it came from.  Neither port is 500, so both ways carry the
+    non-ESP marker, as strongSwan's sender and receiver have it."""
     cfg = psk_ike(name, f"{name}.example", RemoteAuth("psk", Identity.parse("gw.example")), LO, LO,
                   "10.2.0.0/16", "10.1.0.0/16")
     site = IkeEndpoint([cfg])
@@ -66,9 +68,10 @@ async def answer_from(port: int, name: str) -> tuple[int, Any]:
         s.setblocking(False)
         site.initiate(name, "net", loop.time())
         (request,) = site.datagrams_to_send(loop.time())
-        s.sendto(request.data, (LO, port))
+        s.sendto(NON_ESP_MARKER + request.data, (LO, port))
         data, src = await asyncio.wait_for(loop.sock_recvfrom(s, 65535), 10)
-    return src[1], decode_header(data)
+    assert data.startswith(NON_ESP_MARKER)
+    return src[1], decode_header(data[len(NON_ESP_MARKER):])
 
 
 def test_each_local_port_has_its_socket_answers_and_is_closed_when_unused() -> None:
@@ -123,7 +126,8 @@ def test_initiator_sends_ike_sa_init_from_its_local_port() -> None:
                 for name in ("two", "one"):     # "two" is not the first socket
                     svc.initiate(name, "net")
                     data, src = await asyncio.wait_for(loop.sock_recvfrom(peer, 65535), 10)
-                    hdr = decode_header(data)
+                    assert data.startswith(NON_ESP_MARKER)     # neither port is 500
+                    hdr = decode_header(data[len(NON_ESP_MARKER):])
                     assert hdr.exchange == ExchangeType.IKE_SA_INIT and not hdr.is_response
                     assert src == (LO, ports[name])
             finally:
@@ -144,3 +148,30 @@ def test_no_socket_for_an_initiators_local_port_is_a_startup_error() -> None:
     msg = str(err.value)
     assert "connection one" in msg and "192.0.2.1 port 4501" in msg and "192.0.2.7 port 4501" in msg
     assert svc.sockets == {}
+
+
+def test_esp_on_a_custom_ike_port_is_a_counted_drop(caplog: pytest.LogCaptureFixture) -> None:
+    """Between custom ports a datagram without the non-ESP marker is ESP in UDP (strongSwan's
+    receiver); only the worker's port 4500 carries ESP here, so it is dropped, counted and said
+    (not parsed as IKE); a NAT keepalive is dropped silently; marked IKE is still answered."""
+    async def body() -> None:
+        port = free_port()
+        cfg = parse_config(conf({"one": port}), "ports.conf")
+        worker = InProcessWorker(asyncio.get_running_loop(), lambda msg: None)
+        svc = IkeService(cfg.connections, lambda: worker, {4: LO}, IdSpace())  # type: ignore[arg-type,return-value]
+        svc.open_sockets()
+        await svc.start()
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                esp = bytes.fromhex("c0ffee01 00000001") + bytes(40)     # SPI, sequence number, payload
+                s.sendto(esp, (LO, port))
+                s.sendto(b"\xff", (LO, port))
+                src_port, hdr = await answer_from(port, "one")           # sent after both: read after both
+            assert src_port == port and hdr.is_response
+            assert svc.status(pipe.Reply(1, pipe.MsgType.DUMP, pipe.Errno.OK))["ike_drops"]["esp_on_ike_port"] == 1
+            assert sum("ESP in UDP" in r.message and f"IKE port {port}" in r.message for r in caplog.records) == 1
+        finally:
+            await svc.shutdown()
+            svc.close()
+
+    run(body())

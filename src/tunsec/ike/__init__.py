@@ -13,7 +13,7 @@ plain sockets)::
     endpoint.initiate("conn", "child", now)                    # start_action=start
     endpoint.receive(datagram, (ip, port), now, local_addr=(my_ip, my_port))
     for dgram in endpoint.datagrams_to_send(now):              # Datagram(data, addr, local_port)
-        send from dgram.local_port (prefix 4 zero bytes on 4500) to dgram.addr
+        send from dgram.local_port to dgram.addr (prefix 4 zero bytes if neither port is 500)
     endpoint.handle_timer(now) when now >= endpoint.get_timer()
     while (item := endpoint.next_event()) is not None:
         sa, event = item                                       # events.py

@@ -14,6 +14,12 @@ NATT_PORT = 4500  # IKE after IKE_SA_INIT, and ESP in UDP (RFC 3948)
 NON_ESP_MARKER = b"\0\0\0\0"
 
 
+def has_marker(local_port: int, remote_port: int) -> bool:
+    """Whether IKE between these ports carries the non-ESP marker: as strongSwan's sender and
+    receiver, whenever neither is port 500 (4500, and custom ports, where ESP in UDP may come too)."""
+    return IKE_PORT not in (local_port, remote_port)
+
+
 class ExchangeType(IntEnum):
     IKE_SA_INIT = 34
     IKE_AUTH = 35

@@ -69,7 +69,8 @@ ZERO_SPI = bytes(8)
 
 
 class Datagram(NamedTuple):
-    """Send ``data`` to ``addr`` from ``local_port`` (add the non-ESP marker on 4500)."""
+    """Send ``data`` to ``addr`` from ``local_port`` (add the non-ESP marker if neither port is 500,
+    ``constants.has_marker``)."""
 
     data: bytes
     addr: Address

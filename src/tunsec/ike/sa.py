@@ -28,10 +28,12 @@ the request is held, its retransmissions are dropped, and :meth:`IkeSa.relay_rep
 the backend's answer sends the response. A held request counts towards the half-open
 timeout like any unauthenticated IKE SA; closing emits ``EapRelayAbandoned``.
 
-Ports: the caller sends every datagram from :attr:`IkeSa.local_port` (500
-until IKE_SA_INIT is done, then 4500, because tunsec forces UDP encapsulation).
-On port 4500 the caller adds and strips the 4-byte non-ESP marker; the engine
-only ever sees bare IKE messages.
+Ports: the caller sends every datagram from :attr:`IkeSa.local_port` (the
+connection's local_port until IKE_SA_INIT is done, then 4500, because tunsec
+forces UDP encapsulation; the peer's port per strongSwan's float_ports, see
+exchanges/ike_sa_init.py). Where neither port is 500 the caller adds and strips
+the 4-byte non-ESP marker (``constants.has_marker``); the engine only ever sees
+bare IKE messages.
 
 Inbound Child SA SPIs: ``spi_allocator`` is a synchronous ``() -> int``. The
 IKE service (tunsec.services.ike) backs it with SPIs it obtained from the

@@ -6,8 +6,12 @@ N(NAT_DETECTION_SOURCE_IP), N(NAT_DETECTION_DESTINATION_IP),
 
 UDP encapsulation is forced (RFC 7296 §2.23, strongSwan's ``encap=yes``): the
 source hash we send is random, so the peer always believes we are behind a NAT
-and both sides float to port 4500 after this exchange. The peer's hashes are
-therefore not needed to decide anything and are not checked.
+and the initiator floats after this exchange (the responder follows it). The
+peer's hashes are therefore not needed to decide anything and are not checked.
+Where the initiator floats to is strongSwan's ``float_ports`` (ike_sa.c): the
+peer's port becomes 4500 if it was 500 or ours was 500, else it stays (a custom
+``remote_port``); ours becomes 4500 (the worker's ESP socket: ESP in UDP goes
+between the ports IKE ends up on, as strongSwan's Child SAs take the IKE SA's).
 
 INVALID_KE_PAYLOAD: the initiator retries with the group the responder asks
 for, if it is one we would accept. COOKIE: the initiator repeats its request
@@ -29,6 +33,7 @@ from collections.abc import Sequence
 from ..auth import SUPPORTED_HASHES
 from ..certs import certreq_data
 from ..constants import (
+    IKE_PORT,
     NATT_PORT,
     CertEncoding,
     ExchangeType,
@@ -184,7 +189,7 @@ class IkeSaInitTask(Task):
         st.peer_certreq = find(payloads, CertReqPayload) is not None
         st.peer_fragmentation = find_notify(payloads, NotifyType.IKEV2_FRAGMENTATION_SUPPORTED) is not None
         st.install_keys(shared)
-        _float_to_natt(st)
+        _float_ports(st)
         return Outcome.DONE
 
     def _fail(self, st: IkeSaState, reason: str, detail: str) -> Outcome:
@@ -192,9 +197,16 @@ class IkeSaInitTask(Task):
         return Outcome.CLOSE
 
 
-def _float_to_natt(st: IkeSaState) -> None:
-    """Move to port 4500 on both ends, as forced UDP encapsulation requires."""
-    st.remote_addr = (st.remote_addr[0], NATT_PORT)
+def _float_ports(st: IkeSaState) -> None:
+    """The initiator's move after IKE_SA_INIT (forced UDP encapsulation), as strongSwan's
+    float_ports: the peer to 4500 if either end used 500 (even if the peer's answer came from
+    another port); a peer on a custom port stays there and takes IKE with the non-ESP marker and
+    ESP in UDP on it (strongSwan does, on any of its sockets).  We move to 4500 from any port:
+    strongSwan moves from charon.port to charon.port_nat_t, and ours are the IKE sockets and the
+    worker's port 4500, the one port our ESP in UDP can use."""
+    local, (addr, remote) = st.local_port, st.remote_addr
+    if IKE_PORT in (local, remote):
+        st.remote_addr = (addr, NATT_PORT)
     st.local_port = NATT_PORT
 
 

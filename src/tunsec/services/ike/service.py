@@ -132,6 +132,8 @@ class IkeService(Service):
         self.held_total = 0        # incoming IKE datagrams that waited for an SPI (status: ike_held)
         self.held_dropped = 0      # incoming IKE datagrams dropped because HELD_MAX were already held
         self.install_waits = 0     # times outgoing datagrams waited behind the barrier (_flush_datagrams)
+        self.esp_on_ike_port = 0   # ESP in UDP dropped on a custom IKE port (sockets._unmark)
+        self._esp_log = LogLimiter()
         self._held_log = LogLimiter()     # lines a flood can cause while inbound SPIs are short
         self._getspi_log = LogLimiter()
         self.trap_policies: dict[int, tuple[str, str]] = {}     # policy id -> (connection, child)
@@ -516,6 +518,7 @@ class IkeService(Service):
     _close_socket = sockets._close_socket
     _close_unused = sockets._close_unused
     _readable = sockets._readable
+    _unmark = sockets._unmark
     receive_natt = sockets.receive_natt
     _send = sockets._send
     _socket = sockets._socket

@@ -1,4 +1,7 @@
-"""The IKE sockets: one per family, bound address and UDP port (port 4500 goes through the worker)."""
+"""The IKE sockets: one per family, bound address and UDP port (port 4500 goes through the worker).
+
+On a custom port, IKE from a peer port other than 500 carries the non-ESP marker both ways, as
+strongSwan's sender and receiver have it (``constants.has_marker``)."""
 
 from __future__ import annotations
 
@@ -14,8 +17,9 @@ from tunsec.conf.connections import Connection, unserved_sources
 from tunsec.dataplane import pipe
 from tunsec.dataplane.client import WorkerError
 from tunsec.dataplane.pipe import Endpoint
-from tunsec.ike.constants import IKE_PORT, NATT_PORT
+from tunsec.ike.constants import IKE_PORT, NATT_PORT, NON_ESP_MARKER, has_marker
 from tunsec.ike.endpoint import Datagram
+from tunsec.loglimit import suffix
 from tunsec.services.base import StartupError, bind_udp
 
 if TYPE_CHECKING:
@@ -74,8 +78,28 @@ def _readable(self: IkeService, s: socket.socket, key: IkeSocketKey) -> None:
         except OSError as err:
             log.debug("IKE socket: %s", err)
             break
-        self.receive(data, (addr[0], addr[1]), local)
+        ike = self._unmark(data, (addr[0], addr[1]), key[2]) if has_marker(key[2], addr[1]) else data
+        if ike is not None:
+            self.receive(ike, (addr[0], addr[1]), local)
     self._pump()
+
+
+def _unmark(self: IkeService, data: bytes, addr: tuple[str, int], port: int) -> bytes | None:
+    """A datagram on a custom IKE port from a port other than 500: as strongSwan's receiver, IKE
+    with the non-ESP marker (stripped), a NAT keepalive (dropped) or ESP in UDP, which only the
+    worker's port 4500 carries here: dropped, counted (status: ike_esp_on_ike_port) and said."""
+    if data[:4] == NON_ESP_MARKER and len(data) > 4:
+        return data[4:]
+    if data == b"\xff":
+        return None
+    self.esp_on_ike_port += 1
+    held = self._esp_log.admit()
+    if held is not None:
+        log.warning("ESP in UDP from %s port %d arrived on IKE port %d and is dropped: tunsec carries ESP "
+                    "only on port %d. A peer whose own IKE port is not 500 keeps IKE, and ESP, on the port it "
+                    "started on (RFC 7296 2.23, as strongSwan floats); give that peer local_port 500 or point "
+                    "its remote_port at %d%s", addr[0], addr[1], port, NATT_PORT, NATT_PORT, suffix(held))
+    return None
 
 
 def receive_natt(self: IkeService, msg: pipe.Ike) -> None:
@@ -96,6 +120,8 @@ def _send(self: IkeService, datagram: Datagram) -> None:
     if s is None:
         log.warning("no IPv%d IKE socket on port %d to send to %s", ip.version, local_port, addr[0])
         return
+    if has_marker(local_port, addr[1]):   # a custom port at both ends: the peer may take ESP there too
+        data = NON_ESP_MARKER + data
     with contextlib.suppress(OSError):
         s.sendto(data, addr)
 

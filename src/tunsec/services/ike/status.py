@@ -25,7 +25,8 @@ def status(self: IkeService, dump: pipe.Reply) -> dict[str, Any]:
         "leases": self.leases(),
         # unauthenticated IKE: half-open responder SAs now, and what was dropped or answered statelessly
         "ike_half_open": self.endpoint.half_open,
-        "ike_drops": {n: getattr(self.endpoint.stats, n) for n in _IKE_DROPS},
+        "ike_drops": {**{n: getattr(self.endpoint.stats, n) for n in _IKE_DROPS},
+                      "esp_on_ike_port": self.esp_on_ike_port},   # ESP in UDP on a custom IKE port (sockets.py)
         # IKE fragmentation (RFC 7383): messages split and reassembled, fragments dropped
         "ike_fragments": {n: getattr(self.endpoint.fragment_stats, n) for n in _FRAGMENT_COUNTERS},
         # the barrier: incoming datagrams that waited for an inbound SPI (now, in all, dropped at
