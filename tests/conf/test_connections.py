@@ -371,7 +371,7 @@ def test_psk_without_local_id_uses_the_single_local_address() -> None:
 def test_accepted_keys_and_their_values() -> None:
     text = PSK_CONF
     for where, line in [
-        ("conn", "local_port = 4500"),
+        ("conn", "local_port = 4502"),
         ("conn", "remote_port = 4501"),
         ("conn", "dpd_delay = 30s"),
         ("conn", "dpd_timeout = 150s"),
@@ -408,7 +408,7 @@ def test_accepted_keys_and_their_values() -> None:
         text = with_line(where, line, text)
     config = parse_config(text)
     conn = config.connections[0]
-    assert (conn.local_port, conn.ike.remote_port) == (4500, 4501)
+    assert (conn.local_port, conn.ike.remote_port) == (4502, 4501)
     assert (conn.ike.over_time, conn.ike.rand_time) == (720, 720)  # 10% of rekey_time; no more than over_time
     assert (conn.keyingtries, conn.unique, conn.ike.send_cert) == (0, "never", "always")
     assert not conn.ike.initial_contact and not conn.ike.send_certreq
@@ -428,6 +428,7 @@ def test_accepted_keys_and_their_values() -> None:
     [
         ("conn", "reauth_time = 1d", "reauthentication is not supported"),
         ("child", "inactivity = 5m", "inactivity timeouts are not supported"),
+        ("conn", "local_port = 4500", "port 4500 here: it is the dataplane's ESP-in-UDP port"),
     ],
 )
 def test_settings_tunsec_does_not_act_on_are_refused(where: str, line: str, message: str) -> None:

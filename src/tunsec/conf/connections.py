@@ -83,7 +83,7 @@ from tunsec.ike.config import (
     RetransmitConfig,
     SendCertMode,
 )
-from tunsec.ike.constants import IKE_PORT, ProtocolId
+from tunsec.ike.constants import IKE_PORT, NATT_PORT, ProtocolId
 from tunsec.ike.fragments import DEFAULT_FRAGMENT_SIZE, FragmentationMode
 from tunsec.ike.identity import Identity, IdentityError, certificate_has_identity
 from tunsec.ike.proposals import ProposalSpec, parse_proposals
@@ -753,6 +753,11 @@ def _read_connection(section: Section, ctx: _ConnContext) -> Connection | None:
     local_addrs = r.get("local_addrs", _parse_addrs, _ANY_ADDR)
     remote_addrs = r.get("remote_addrs", _parse_addrs, _ANY_ADDR)
     local_port = r.get("local_port", parse_port, IKE_PORT)
+    if local_port == NATT_PORT:
+        # strongSwan would start on its NAT-T socket; ours is the worker's, which sends IKE only
+        # with the non-ESP marker and takes a datagram without one as ESP
+        r.error("local_port", "IKE cannot start on port 4500 here: it is the dataplane's ESP-in-UDP port, where "
+                "IKE moves after IKE_SA_INIT; use local_port 500 (the default) or another free port")
     remote_port = r.get("remote_port", parse_port, IKE_PORT)
     proposals = r.get("proposals", _parse_ike_proposals, None)
     r.get("encap", _parse_encap, True)  # tunsec forces UDP encapsulation, as encap = yes does
