@@ -372,7 +372,7 @@ def test_accepted_keys_and_their_values() -> None:
     text = PSK_CONF
     for where, line in [
         ("conn", "local_port = 4502"),
-        ("conn", "remote_port = 4501"),
+        ("conn", "remote_port = 4500"),
         ("conn", "dpd_delay = 30s"),
         ("conn", "dpd_timeout = 150s"),
         ("conn", "rekey_time = 2h"),
@@ -408,7 +408,7 @@ def test_accepted_keys_and_their_values() -> None:
         text = with_line(where, line, text)
     config = parse_config(text)
     conn = config.connections[0]
-    assert (conn.local_port, conn.ike.remote_port) == (4502, 4501)
+    assert (conn.local_port, conn.ike.remote_port) == (4502, 4500)
     assert (conn.ike.over_time, conn.ike.rand_time) == (720, 720)  # 10% of rekey_time; no more than over_time
     assert (conn.keyingtries, conn.unique, conn.ike.send_cert) == (0, "never", "always")
     assert not conn.ike.initial_contact and not conn.ike.send_certreq
@@ -421,6 +421,19 @@ def test_accepted_keys_and_their_values() -> None:
     assert (child.replay_window, child.inactivity) == (1024, 0)
     assert child.config.rekey_time == 1200
     assert config.warnings == ()
+
+
+@pytest.mark.parametrize(("local", "remote", "warned"), [
+    (1500, 5500, True),     # neither end on 500: IKE and ESP stay on the peer's 5500
+    (1500, 4500, False),    # the peer's NAT-T port from the start: ESP where a tunsec peer takes it
+    (500, 5500, False),     # our end on 500: both float to 4500
+])
+def test_a_peer_port_that_esp_stays_on_is_warned_about(local: int, remote: int, warned: bool) -> None:
+    text = with_line("conn", f"remote_port = {remote}", with_line("conn", f"local_port = {local}"))
+    warnings = parse_config(text).warnings
+    assert [w.key for w in warnings] == (["connections.gw-gw.remote_port"] if warned else [])
+    assert all(f"stay on the peer's port {remote}" in w.message and "remote_port = 4500" in w.message
+               for w in warnings)
 
 
 @pytest.mark.parametrize(

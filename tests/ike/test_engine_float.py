@@ -18,6 +18,7 @@ from tunsec.ike.events import ChildSaUp
     (500, 5000, 4500),      # strongSwan floats the peer too when our end was on 500
     (1500, 500, 4500),      # a custom port of ours (unprivileged IKE) to a peer on 500
     (1500, 5000, 5000),     # custom ports at both ends: the peer stays on its port
+    (1500, 4500, 4500),     # ... on its NAT-T port from the start (how a tunsec peer takes that)
 ])
 def test_initiator_floats_as_strongswan(local: int, remote: int, peer_after: int) -> None:
     net, a, _ = make_net(initiator_cfg(local_port=local, remote_port=remote))

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tunsec.conf.authorities import read_authorities
-from tunsec.conf.connections import Connection, read_connections
+from tunsec.conf.connections import Connection, port_warnings, read_connections
 from tunsec.conf.credentials import Credentials
 from tunsec.conf.errors import ConfigError, ConfigIssue
 from tunsec.conf.manual import ManualTunnel, read_manual_section
@@ -140,6 +140,7 @@ def parse_config(text: str, path: str = "<string>") -> Config:
         radius=radius,
         warnings=tuple(_ordered([
             *weak_psk_warnings(secrets, psks),
+            *port_warnings(connections),
             *(radius_warnings(sections["radius"], radius, tunsec.half_open_timeout) if radius is not None else ()),
         ], files)),
     )

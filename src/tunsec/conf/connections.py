@@ -89,6 +89,7 @@ from tunsec.ike.identity import Identity, IdentityError, certificate_has_identit
 from tunsec.ike.proposals import ProposalSpec, parse_proposals
 from tunsec.ike.redirect import is_fqdn
 from tunsec.ike.secret import Secret
+from tunsec.policy.pad import ANY_ADDRESS
 from tunsec.policy.selector import Ts, parse_ts
 from tunsec.updown import UpdownError, parse_command
 
@@ -1122,6 +1123,19 @@ def ike_endpoints(connections: Sequence[Connection]) -> dict[int, str]:
         for fam in fams:
             out.setdefault(fam, "0.0.0.0" if fam == 4 else "::")
     return out
+
+
+def port_warnings(connections: Sequence[Connection]) -> list[ConfigIssue]:
+    """Connections whose IKE and ESP in UDP stay on the peer's custom remote_port after IKE_SA_INIT
+    (neither end on 500: strongSwan's float_ports keeps the peer's port, and so do we): fine with
+    strongSwan, which takes ESP on any of its ports; a tunsec peer takes it only on 4500."""
+    return [ConfigIssue(c.file, c.line, f"connections.{c.ike.name}.remote_port",
+                        f"IKE and ESP in UDP stay on the peer's port {c.ike.remote_port} after IKE_SA_INIT (neither "
+                        f"end is on port 500, as strongSwan floats); a tunsec peer takes ESP only on port 4500 and "
+                        f"drops it there: for a tunsec peer use remote_port = 4500")
+            for c in connections
+            if c.local_port != IKE_PORT and c.ike.remote_port not in (IKE_PORT, NATT_PORT)
+            and c.ike.remote_addr not in ANY_ADDRESS]
 
 
 def unserved_sources(connections: Iterable[Connection], sockets: Iterable[tuple[int, str, int]]) -> list[str]:
