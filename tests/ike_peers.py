@@ -148,6 +148,23 @@ class Conn:
         return strongswan_conf(inst, level=2)
 
 
+@dataclass(frozen=True)
+class PortConn(Conn):
+    """A connection on custom IKE ports (swanctl local_port/remote_port); for charon also its
+    sockets (strongswan.conf charon.port and port_nat_t), which a custom local_port must be one of."""
+
+    local_port: int = 500
+    remote_port: int = 500
+    charon_ports: tuple[int, int] = (500, 4500)
+
+    def conn_lines(self) -> str:
+        return super().conn_lines() + f"    local_port = {self.local_port}\n    remote_port = {self.remote_port}\n"
+
+    def charon_conf(self, inst: Instance) -> str:
+        port, natt = self.charon_ports
+        return strongswan_conf(inst, level=2, extra=f"  port = {port}\n  port_nat_t = {natt}\n")
+
+
 # --------------------------------------------------------------------------
 # Certificates, made with strongSwan's pki
 # --------------------------------------------------------------------------

@@ -18,30 +18,16 @@ and ESP in UDP goes between the ports IKE ended up on.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
-from ike_peers import CONN, Charon, Conn, TunsecIke, ping_both_ways, requires_strongswan
+from ike_peers import CONN, Charon, PortConn, TunsecIke, ping_both_ways, requires_strongswan
 
 from tunsec.bench.netns import TwoHosts, wait_until
-from tunsec.bench.systems.strongswan import Instance, strongswan_conf
 
 pytestmark = [pytest.mark.interop, requires_strongswan]
 
 TUNSEC_PORT = 1500
 CHARON_PORT, CHARON_NATT = 5500, 5501
-
-
-@dataclass(frozen=True)
-class PortConn(Conn):
-    local_port: int = 500
-    remote_port: int = 500
-
-    def conn_lines(self) -> str:
-        return super().conn_lines() + f"    local_port = {self.local_port}\n    remote_port = {self.remote_port}\n"
-
-    def charon_conf(self, inst: Instance) -> str:
-        return strongswan_conf(inst, level=2, extra=f"  port = {CHARON_PORT}\n  port_nat_t = {CHARON_NATT}\n")
 
 
 @pytest.fixture
@@ -54,7 +40,8 @@ def peers(topo: TwoHosts, tunsec_initiates: bool) -> tuple[TunsecIke, Charon]:
     start = "start" if tunsec_initiates else "none"
     tunsec = TunsecIke(topo, PortConn(topo.a, topo.b, start_action=start, local_port=TUNSEC_PORT,
                                       remote_port=CHARON_PORT))
-    charon = Charon(topo, PortConn(topo.b, topo.a, local_port=CHARON_PORT, remote_port=TUNSEC_PORT))
+    charon = Charon(topo, PortConn(topo.b, topo.a, local_port=CHARON_PORT, remote_port=TUNSEC_PORT,
+                                   charon_ports=(CHARON_PORT, CHARON_NATT)))
     charon.start()
     tunsec.start()
     return tunsec, charon
