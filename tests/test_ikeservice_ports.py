@@ -55,10 +55,11 @@ def can_bind(port: int) -> bool:
         return True
 
 
-async def answer_from(port: int, name: str) -> tuple[int, Any]:
+async def answer_from(port: int, name: str, marked: bool = True) -> tuple[int, Any]:
     """An IKE_SA_INIT request from a site's engine to LO:port over real UDP: the header of the
     gateway's answer and the port it came from.  Neither port is 500, so both ways carry the
-    non-ESP marker, as strongSwan's sender and receiver have it."""
+    non-ESP marker, as strongSwan's sender and receiver have it; a request without it (``marked``
+    False: a client that sent from 500 through a NAT) is answered without it."""
     cfg = psk_ike(name, f"{name}.example", RemoteAuth("psk", Identity.parse("gw.example")), LO, LO,
                   "10.2.0.0/16", "10.1.0.0/16")
     site = IkeEndpoint([cfg])
@@ -68,10 +69,10 @@ async def answer_from(port: int, name: str) -> tuple[int, Any]:
         s.setblocking(False)
         site.initiate(name, "net", loop.time())
         (request,) = site.datagrams_to_send(loop.time())
-        s.sendto(NON_ESP_MARKER + request.data, (LO, port))
+        s.sendto(NON_ESP_MARKER + request.data if marked else request.data, (LO, port))
         data, src = await asyncio.wait_for(loop.sock_recvfrom(s, 65535), 10)
-    assert data.startswith(NON_ESP_MARKER)
-    return src[1], decode_header(data[len(NON_ESP_MARKER):])
+    assert data.startswith(NON_ESP_MARKER) is marked
+    return src[1], decode_header(data[len(NON_ESP_MARKER):] if marked else data)
 
 
 def test_each_local_port_has_its_socket_answers_and_is_closed_when_unused() -> None:
@@ -84,9 +85,10 @@ def test_each_local_port_has_its_socket_answers_and_is_closed_when_unused() -> N
         await svc.start()
         try:
             for name, port in ports.items():
-                src_port, hdr = await answer_from(port, name)
-                assert src_port == port                       # answered from the port it was asked on
-                assert hdr.exchange == ExchangeType.IKE_SA_INIT and hdr.is_response
+                for marked in (True, False):
+                    src_port, hdr = await answer_from(port, name, marked)
+                    assert src_port == port                       # answered from the port it was asked on
+                    assert hdr.exchange == ExchangeType.IKE_SA_INIT and hdr.is_response
             assert not can_bind(ports["one"]) and not can_bind(ports["two"])
 
             # reload without "two": its socket is closed (the port is free), "one" still answers

@@ -134,6 +134,8 @@ class IkeService(Service):
         self.install_waits = 0     # times outgoing datagrams waited behind the barrier (_flush_datagrams)
         self.esp_on_ike_port = 0   # ESP in UDP dropped on a custom IKE port (sockets._unmark)
         self._esp_log = LogLimiter()
+        # (our custom port, peer address, port) that sent IKE without the non-ESP marker: answered so
+        self._unmarked_peers: collections.OrderedDict[tuple[int, str, int], bool] = collections.OrderedDict()
         self._held_log = LogLimiter()     # lines a flood can cause while inbound SPIs are short
         self._getspi_log = LogLimiter()
         self.trap_policies: dict[int, tuple[str, str]] = {}     # policy id -> (connection, child)

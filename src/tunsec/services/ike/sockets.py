@@ -17,7 +17,7 @@ from tunsec.conf.connections import Connection, unserved_sources
 from tunsec.dataplane import pipe
 from tunsec.dataplane.client import WorkerError
 from tunsec.dataplane.pipe import Endpoint
-from tunsec.ike.constants import IKE_PORT, NATT_PORT, NON_ESP_MARKER, has_marker
+from tunsec.ike.constants import IKE_HEADER_LEN, IKE_PORT, IKE_VERSION, NATT_PORT, NON_ESP_MARKER, has_marker
 from tunsec.ike.endpoint import Datagram
 from tunsec.loglimit import suffix
 from tunsec.services.base import StartupError, bind_udp
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("tunsec.ike")
 
 IkeSocketKey = tuple[int, str, int]   # family, bound address, UDP port
+UNMARKED_PEERS_MAX = 1024   # custom-port peers remembered as sending IKE without the marker (_unmark)
 
 
 def _ports(connections: Iterable[Connection]) -> set[int]:
@@ -87,11 +88,21 @@ def _readable(self: IkeService, s: socket.socket, key: IkeSocketKey) -> None:
 def _unmark(self: IkeService, data: bytes, addr: tuple[str, int], port: int) -> bytes | None:
     """A datagram on a custom IKE port from a port other than 500: as strongSwan's receiver, IKE
     with the non-ESP marker (stripped), a NAT keepalive (dropped) or ESP in UDP, which only the
-    worker's port 4500 carries here: dropped, counted (status: ike_esp_on_ike_port) and said."""
+    worker's port 4500 carries here: dropped, counted (status: ike_drops.esp_on_ike_port) and said.
+    Unlike strongSwan's, an unmarked datagram that is an IKE message is taken as IKE, and answered
+    unmarked: a client that sent from port 500 through a NAT that changed its port (it floats to
+    4500 after IKE_SA_INIT) marks nothing and would not understand a marked answer."""
     if data[:4] == NON_ESP_MARKER and len(data) > 4:
+        self._unmarked_peers.pop((port, *addr), None)
         return data[4:]
     if data == b"\xff":
         return None
+    if _is_ike(data):
+        self._unmarked_peers[(port, *addr)] = True
+        self._unmarked_peers.move_to_end((port, *addr))
+        if len(self._unmarked_peers) > UNMARKED_PEERS_MAX:
+            self._unmarked_peers.popitem(last=False)
+        return data
     self.esp_on_ike_port += 1
     held = self._esp_log.admit()
     if held is not None:
@@ -100,6 +111,13 @@ def _unmark(self: IkeService, data: bytes, addr: tuple[str, int], port: int) -> 
                     "started on (RFC 7296 2.23, as strongSwan floats); give that peer local_port 500 or point "
                     "its remote_port at %d%s", addr[0], addr[1], port, NATT_PORT, NATT_PORT, suffix(held))
     return None
+
+
+def _is_ike(data: bytes) -> bool:
+    """An IKEv2 header whose length is the datagram's: ESP (encrypted from its 9th byte on) has
+    the version byte and this length by chance about once in 2**40 datagrams."""
+    return (len(data) >= IKE_HEADER_LEN and data[17] == IKE_VERSION
+            and int.from_bytes(data[24:28], "big") == len(data))
 
 
 def receive_natt(self: IkeService, msg: pipe.Ike) -> None:
@@ -120,7 +138,8 @@ def _send(self: IkeService, datagram: Datagram) -> None:
     if s is None:
         log.warning("no IPv%d IKE socket on port %d to send to %s", ip.version, local_port, addr[0])
         return
-    if has_marker(local_port, addr[1]):   # a custom port at both ends: the peer may take ESP there too
+    # a custom port at both ends: the peer may take ESP there too, unless it sent to us unmarked
+    if has_marker(local_port, addr[1]) and (local_port, *addr) not in self._unmarked_peers:
         data = NON_ESP_MARKER + data
     with contextlib.suppress(OSError):
         s.sendto(data, addr)
