@@ -54,14 +54,14 @@ def _peer_install_done(self: IkeService, peer: tuple[str, int]) -> None:
     if self._installing[peer] <= 0:
         del self._installing[peer]
         for datagram in self._parked.pop(peer, []):   # older than anything the engine still holds
-            self._send(datagram)
+            self.sockets.send(datagram)
 
 
 def _send_datagrams(self: IkeService) -> None:
     for datagram in self.endpoint.datagrams_to_send(time.monotonic()):
         parked = self._parked.get(datagram.addr)
         if parked is None:
-            self._send(datagram)
+            self.sockets.send(datagram)
             continue
         if not parked:
             self.install_waits += 1

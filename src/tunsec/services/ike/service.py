@@ -72,12 +72,12 @@ from tunsec.radius.relay import RadiusRelay
 from tunsec.radius.settings import RadiusSettings
 from tunsec.services.addrwatch import AddressWatch
 from tunsec.services.base import EspEndpoint, Service
-from tunsec.services.ike import barrier, ikesas, installs, mobility, radius_edge, resolver, sockets, spis, traps, vips
+from tunsec.services.ike import barrier, ikesas, installs, mobility, radius_edge, resolver, spis, traps, vips
 from tunsec.services.ike import invalid_spi as _invalid_spi
 from tunsec.services.ike import reload as _reload
 from tunsec.services.ike import status as _status
 from tunsec.services.ike.resolver import Resolver
-from tunsec.services.ike.sockets import IkeSocketKey, _ports
+from tunsec.services.ike.sockets import IkeSocketKey, IkeSockets, recv
 from tunsec.services.ike.state import ChildState, IPAddress, IPNetwork, Lineage, ts_networks
 
 log = logging.getLogger("tunsec.ike")
@@ -108,9 +108,7 @@ class IkeService(Service):
         self.spis: collections.deque[int] = collections.deque()
         self.endpoint = IkeEndpoint([c.ike for c in connections], spi_allocator=self._take_spi, limits=limits,
                                     address_pool=self.pools, unique_keep=self._unique_keep)
-        # (family, bound address, port) -> socket: one per local_port in use (open_sockets, _close_unused)
-        self.sockets: dict[IkeSocketKey, socket.socket] = {}
-        self.ports = _ports(connections)   # what open_sockets binds, per family
+        self.sockets = IkeSockets(connections, local_addrs, worker, self._spawn)
         self.ids = ids if ids is not None else IdSpace()
         self.children: dict[int, ChildState] = {}                # child handle -> state
         self._by_uid: dict[tuple[int, int], int] = {}            # (IKE SA handle, unique id) -> child handle
@@ -160,8 +158,11 @@ class IkeService(Service):
     def prepare(self) -> None:
         self.open_sockets()
 
+    def open_sockets(self) -> None:
+        self.sockets.open(self.connections.values())
+
     def close(self) -> None:
-        self.close_sockets()
+        self.sockets.close()
         if self.radius is not None:
             self.radius.close()
         if self.accounting is not None:
@@ -172,10 +173,8 @@ class IkeService(Service):
             self._addr_watch = None
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
         await self.refill_spis()    # before answering anyone: an IKE_AUTH finds its inbound SPI in the pool
-        for key, s in self.sockets.items():
-            loop.add_reader(s.fileno(), self._readable, s, key)
+        self.sockets.read(self._readable)
         await self.install_traps()
         self._watch_addresses()
         for conn in self.connections.values():
@@ -467,6 +466,18 @@ class IkeService(Service):
             case EapRelayAbandoned():
                 self._end_relay(sa)
 
+    # --- IKE in: from our sockets, and port 4500's through the worker -------------------
+    def _readable(self, s: socket.socket, key: IkeSocketKey) -> None:
+        for data, remote, local in recv(s, key):
+            self.receive(data, remote, local)
+        self._pump()
+
+    def receive_natt(self, msg: pipe.Ike) -> None:
+        """IKE that arrived on port 4500 via the worker."""
+        local = (str(msg.local.addr), msg.local.port) if msg.local else None
+        self.receive(msg.data, (str(msg.remote.addr), msg.remote.port), local)
+        self._pump()
+
     # --- worker events -------------------------------------------------------------
     def on_event(self, msg: pipe.Message) -> bool:
         """Worker events that belong to IKE; True when handled."""
@@ -510,16 +521,6 @@ class IkeService(Service):
     _install_done = barrier._install_done
     _peer_install_done = barrier._peer_install_done
     _send_datagrams = barrier._send_datagrams
-    # sockets.py
-    open_sockets = sockets.open_sockets
-    close_sockets = sockets.close_sockets
-    _close_socket = sockets._close_socket
-    _close_unused = sockets._close_unused
-    _readable = sockets._readable
-    receive_natt = sockets.receive_natt
-    _send = sockets._send
-    _socket = sockets._socket
-    _send_natt = sockets._send_natt
     # installs.py
     expired = installs.expired
     _delete_sa = installs._delete_sa

@@ -7,19 +7,16 @@ import contextlib
 import ipaddress
 import logging
 import socket
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Coroutine, Iterable, Iterator
+from typing import Any
 
 from tunsec.conf.connections import Connection, unserved_sources
 from tunsec.dataplane import pipe
-from tunsec.dataplane.client import WorkerError
+from tunsec.dataplane.client import WorkerClient, WorkerError
 from tunsec.dataplane.pipe import Endpoint
 from tunsec.ike.constants import IKE_PORT, NATT_PORT
 from tunsec.ike.endpoint import Datagram
 from tunsec.services.base import StartupError, bind_udp
-
-if TYPE_CHECKING:
-    from tunsec.services.ike.service import IkeService
 
 log = logging.getLogger("tunsec.ike")
 
@@ -30,41 +27,83 @@ def _ports(connections: Iterable[Connection]) -> set[int]:
     return {c.local_port for c in connections} or {IKE_PORT}
 
 
-def open_sockets(self: IkeService) -> None:
-    """UDP 500 (or the configured ports) per family, before the event loop starts."""
-    self.ports = _ports(self.connections.values())
-    keys = [(fam, addr, port) for fam, addr in self.local_addrs.items() for port in sorted(self.ports)]
-    # each initiator's IKE_SA_INIT leaves from its local_addrs and local_port (_socket)
-    unserved = unserved_sources(self.connections.values(), keys)
-    if unserved:
-        raise StartupError("IKE: " + "; ".join(unserved))
-    for key in keys:
-        if key not in self.sockets:
-            self.sockets[key] = bind_udp(*key, purpose="IKE")
+class IkeSockets:
+    """The IKE sockets this service reads and sends on, by (family, bound address, port): one per
+    local_port in use (open, close_unused); port 4500 is the worker's (send goes through it)."""
+
+    def __init__(self, connections: Iterable[Connection], local_addrs: dict[int, str],
+                 worker: Callable[[], WorkerClient], spawn: Callable[[Coroutine[Any, Any, None]], object]) -> None:
+        self.by_key: dict[IkeSocketKey, socket.socket] = {}
+        self.ports = _ports(connections)   # what open binds, per family
+        self.local_addrs = local_addrs     # family -> our outer address
+        self.worker = worker
+        self._spawn = spawn                # SEND_IKE round trips, awaited at shutdown
+
+    def open(self, connections: Iterable[Connection]) -> None:
+        """UDP 500 (or the configured ports) per family, before the event loop starts."""
+        connections = list(connections)
+        self.ports = _ports(connections)
+        keys = [(fam, addr, port) for fam, addr in self.local_addrs.items() for port in sorted(self.ports)]
+        # each initiator's IKE_SA_INIT leaves from its local_addrs and local_port (socket)
+        unserved = unserved_sources(connections, keys)
+        if unserved:
+            raise StartupError("IKE: " + "; ".join(unserved))
+        for key in keys:
+            if key not in self.by_key:
+                self.by_key[key] = bind_udp(*key, purpose="IKE")
+
+    def close(self) -> None:
+        for key in list(self.by_key):
+            self._close_socket(key)
+
+    def _close_socket(self, key: IkeSocketKey) -> None:
+        s = self.by_key.pop(key)
+        with contextlib.suppress(Exception):
+            asyncio.get_event_loop().remove_reader(s.fileno())
+        s.close()
+
+    def close_unused(self, connections: Iterable[Connection]) -> None:
+        """After a reload: the ports no connection uses any more are closed (a new port needs a
+        restart, see check_reload, so none is opened here)."""
+        want = _ports(connections)
+        for key in [k for k in self.by_key if k[2] not in want]:
+            self._close_socket(key)
+        self.ports = want & self.ports
+
+    def read(self, on_readable: Callable[[socket.socket, IkeSocketKey], None]) -> None:
+        """Each socket calls ``on_readable`` when datagrams are in (see recv)."""
+        loop = asyncio.get_running_loop()
+        for key, s in self.by_key.items():
+            loop.add_reader(s.fileno(), on_readable, s, key)
+
+    def send(self, datagram: Datagram) -> None:
+        data, addr, local_port = datagram
+        ip = ipaddress.ip_address(addr[0])
+        if local_port == NATT_PORT:
+            remote = Endpoint(ip, addr[1])
+            self._spawn(self._send_natt(data, remote))
+            return
+        s = self.socket(ip.version, local_port)
+        if s is None:
+            log.warning("no IPv%d IKE socket on port %d to send to %s", ip.version, local_port, addr[0])
+            return
+        with contextlib.suppress(OSError):
+            s.sendto(data, addr)
+
+    def socket(self, family: int, port: int) -> socket.socket | None:
+        """The socket bound to ``port``: where a request came in, or an initiator's local_port
+        (open made sure each has one)."""
+        return next((s for k, s in self.by_key.items() if k[0] == family and k[2] == port), None)
+
+    async def _send_natt(self, data: bytes, remote: Endpoint) -> None:
+        try:
+            await self.worker().request(lambda r: pipe.SendIke(r, data, remote))
+        except WorkerError as err:
+            log.warning("sending IKE to %s failed: %s", remote.addr, err)
 
 
-def close_sockets(self: IkeService) -> None:
-    for key in list(self.sockets):
-        self._close_socket(key)
-
-
-def _close_socket(self: IkeService, key: IkeSocketKey) -> None:
-    s = self.sockets.pop(key)
-    with contextlib.suppress(Exception):
-        asyncio.get_event_loop().remove_reader(s.fileno())
-    s.close()
-
-
-def _close_unused(self: IkeService) -> None:
-    """After a reload: the ports no connection uses any more are closed (a new port needs a
-    restart, see check_reload, so none is opened here)."""
-    want = _ports(self.connections.values())
-    for key in [k for k in self.sockets if k[2] not in want]:
-        self._close_socket(key)
-    self.ports = want & self.ports
-
-
-def _readable(self: IkeService, s: socket.socket, key: IkeSocketKey) -> None:
+def recv(s: socket.socket, key: IkeSocketKey) -> Iterator[tuple[bytes, tuple[str, int], tuple[str, int]]]:
+    """What a readable socket holds (at most 64 datagrams a turn): data, remote, local."""
     local = (key[1], key[2])   # the port it came in on is the one the answer leaves from
     for _ in range(64):
         try:
@@ -74,40 +113,4 @@ def _readable(self: IkeService, s: socket.socket, key: IkeSocketKey) -> None:
         except OSError as err:
             log.debug("IKE socket: %s", err)
             break
-        self.receive(data, (addr[0], addr[1]), local)
-    self._pump()
-
-
-def receive_natt(self: IkeService, msg: pipe.Ike) -> None:
-    """IKE that arrived on port 4500 via the worker."""
-    local = (str(msg.local.addr), msg.local.port) if msg.local else None
-    self.receive(msg.data, (str(msg.remote.addr), msg.remote.port), local)
-    self._pump()
-
-
-def _send(self: IkeService, datagram: Datagram) -> None:
-    data, addr, local_port = datagram
-    ip = ipaddress.ip_address(addr[0])
-    if local_port == NATT_PORT:
-        remote = Endpoint(ip, addr[1])
-        self._spawn(self._send_natt(data, remote))
-        return
-    s = self._socket(ip.version, local_port)
-    if s is None:
-        log.warning("no IPv%d IKE socket on port %d to send to %s", ip.version, local_port, addr[0])
-        return
-    with contextlib.suppress(OSError):
-        s.sendto(data, addr)
-
-
-def _socket(self: IkeService, family: int, port: int) -> socket.socket | None:
-    """The socket bound to ``port``: where a request came in, or an initiator's local_port
-    (open_sockets made sure each has one)."""
-    return next((s for k, s in self.sockets.items() if k[0] == family and k[2] == port), None)
-
-
-async def _send_natt(self: IkeService, data: bytes, remote: Endpoint) -> None:
-    try:
-        await self.worker().request(lambda r: pipe.SendIke(r, data, remote))
-    except WorkerError as err:
-        log.warning("sending IKE to %s failed: %s", remote.addr, err)
+        yield data, (addr[0], addr[1]), local
