@@ -475,7 +475,7 @@ def test_one_peers_pending_install_holds_back_only_its_own_datagrams() -> None:
         await gw.settle(wait_tasks=False)   # site 0's install is not answered until the gate opens
         assert [sa.state.value for sa in gw.sites[1].sas] == ["established"]
         assert [sa.state.value for sa in gw.sites[0].sas] != ["established"]
-        assert gw.service.install_waits >= 1
+        assert gw.service.barrier.install_waits >= 1
         gate.set()
         await gw.settle()
         assert_reaches_only_its_site(gw, 0)

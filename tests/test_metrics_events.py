@@ -91,7 +91,7 @@ def test_datagrams_held_for_an_spi_and_install_waits_are_scraped() -> None:
     async def body() -> None:
         pair = await established()
         svc = pair.svc["b"]
-        waits = svc.install_waits
+        waits = svc.barrier.install_waits
         assert waits >= 1, "B's IKE_AUTH response waited for its Child SA's install"
         svc.spis.clear()   # as if the refill had not come back yet
         # datagrams of an IKE SA (responder SPI set) that may need an SPI: a flood

@@ -44,7 +44,7 @@ from tunsec.dataplane import pipe
 from tunsec.dataplane.client import WorkerClient
 from tunsec.dataplane.pipe import Direction, ExpireReason
 from tunsec.ike.constants import NATT_PORT
-from tunsec.ike.endpoint import Datagram, DosLimits, IkeEndpoint
+from tunsec.ike.endpoint import DosLimits, IkeEndpoint
 from tunsec.ike.events import (
     AuthFailed,
     ChildSaDown,
@@ -72,10 +72,11 @@ from tunsec.radius.relay import RadiusRelay
 from tunsec.radius.settings import RadiusSettings
 from tunsec.services.addrwatch import AddressWatch
 from tunsec.services.base import EspEndpoint, Service
-from tunsec.services.ike import barrier, ikesas, installs, mobility, radius_edge, resolver, spis, traps, vips
+from tunsec.services.ike import ikesas, installs, mobility, radius_edge, resolver, spis, traps, vips
 from tunsec.services.ike import invalid_spi as _invalid_spi
 from tunsec.services.ike import reload as _reload
 from tunsec.services.ike import status as _status
+from tunsec.services.ike.barrier import Barrier
 from tunsec.services.ike.resolver import Resolver
 from tunsec.services.ike.sockets import IkeSocketKey, IkeSockets, recv
 from tunsec.services.ike.state import ChildState, IPAddress, IPNetwork, Lineage, ts_networks
@@ -129,7 +130,6 @@ class IkeService(Service):
         self._ike_peers: dict[int, tuple[str, int]] = {}   # IKE SA handle -> its peer at the last check
         self.held_total = 0        # incoming IKE datagrams that waited for an SPI (status: ike_held)
         self.held_dropped = 0      # incoming IKE datagrams dropped because HELD_MAX were already held
-        self.install_waits = 0     # times outgoing datagrams waited behind the barrier (_flush_datagrams)
         self._held_log = LogLimiter()     # lines a flood can cause while inbound SPIs are short
         self._getspi_log = LogLimiter()
         self.trap_policies: dict[int, tuple[str, str]] = {}     # policy id -> (connection, child)
@@ -139,13 +139,8 @@ class IkeService(Service):
         self.events = EventCounts()                             # rekeys, dead peers (Prometheus counters)
         self._invalid_spi_sent: dict[bytes, float] = {}         # IKE SA (our SPI) -> last INVALID_SPI
         # make-before-break: datagrams to a peer wait while its Child SAs are being installed (see
-        # _flush_datagrams); all wait while the SPI pool is empty and being refilled (see receive)
-        self._installing: collections.Counter[tuple[str, int]] = collections.Counter()   # peer -> installs
-        self._parked: dict[tuple[str, int], list[Datagram]] = {}   # peer -> what waits for its installs
-        self._installs = 0
-        self._installed = asyncio.Event()
-        self._installed.set()
-        self._flush_held = False
+        # Barrier.flush); all wait while the SPI pool is empty and being refilled (see receive)
+        self.barrier = Barrier(self.endpoint.datagrams_to_send, self.sockets.send, self._spawn, self._run_held)
         self._timers: dict[asyncio.TimerHandle, Callable[[], object]] = {}   # lingering inbound SAs, standby ends
         # auth = eap-radius: the RADIUS client, and the round trip each IKE SA waits for
         self.radius = RadiusRelay(radius) if radius is not None else None
@@ -212,7 +207,7 @@ class IkeService(Service):
             if not sa.is_closed:
                 with contextlib.suppress(Exception):
                     sa.delete(time.monotonic())
-        self._flush_datagrams()
+        self.barrier.flush()
         await self._await_deletes(time.monotonic() + SHUTDOWN_WAIT)
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=2.0)
@@ -355,7 +350,7 @@ class IkeService(Service):
                 self._event(sa, ev)
         if self._peers_to_check:
             self._follow_peers()
-        self._flush_datagrams()
+        self.barrier.flush()
         self._arm()
 
     def _arm(self) -> None:
@@ -371,7 +366,7 @@ class IkeService(Service):
     def _on_timer(self) -> None:
         self._timer = None
         if self._spi_wait:           # a rekey would find no SPI: the barrier's end re-arms the timer
-            self._flush_datagrams()
+            self.barrier.flush()
             return
         self.endpoint.handle_timer(time.monotonic())
         self._pump()
@@ -430,10 +425,9 @@ class IkeService(Service):
                     # the datagrams queued with this event go to the IKE SA's peer (then): they wait for the
                     # install (even a task cancelled before it ran releases them)
                     peer = ev.remote_addr
-                    self._installing[peer] += 1
-                    self._parked.setdefault(peer, [])
+                    self.barrier.peer_install_started(peer)
                     self._spawn(self._child_up(state, ev)).add_done_callback(
-                        lambda _task: self._peer_install_done(peer))
+                        lambda _task: self.barrier.peer_install_done(peer))
             case ChildSaDown():
                 self._child_gone(sa, ev)
             case AuthFailed():
@@ -514,13 +508,6 @@ class IkeService(Service):
     _must_wait_for_spi = spis._must_wait_for_spi
     _hold = spis._hold
     _run_held = spis._run_held
-    # barrier.py
-    _flush_datagrams = barrier._flush_datagrams
-    _flush_after_installs = barrier._flush_after_installs
-    _install_started = barrier._install_started
-    _install_done = barrier._install_done
-    _peer_install_done = barrier._peer_install_done
-    _send_datagrams = barrier._send_datagrams
     # installs.py
     expired = installs.expired
     _delete_sa = installs._delete_sa

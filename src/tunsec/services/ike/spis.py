@@ -56,7 +56,7 @@ async def refill_spis(self: IkeService) -> None:
 
 
 def _spi_barrier(self: IkeService) -> None:
-    """The install barrier (see _flush_datagrams) is also up while the pool is empty and a
+    """The install barrier (see Barrier.flush) is also up while the pool is empty and a
     refill is in flight: incoming IKE that may need an inbound SPI waits (see receive), and
     so do timers (a rekey takes one), rather than fail the Child SA with TEMPORARY_FAILURE.
     With no refill in flight (the worker refused GETSPI) nothing waits: the failure is real."""
@@ -64,9 +64,9 @@ def _spi_barrier(self: IkeService) -> None:
     if wait != self._spi_wait:
         self._spi_wait = wait
         if wait:
-            self._install_started()
+            self.barrier.install_started()
         else:
-            self._install_done()
+            self.barrier.install_done()
             if self._held:   # SPIs are in: what waits for one runs now, not after every pending install
                 asyncio.get_running_loop().call_soon(self._run_held)
 
@@ -153,8 +153,8 @@ def _must_wait_for_spi(self: IkeService) -> bool:
 
 def _hold(self: IkeService, action: Callable[[], None]) -> None:
     self._held.append(action)
-    if self._installs:   # starts the wait for the barrier if none is pending (else _spi_barrier's
-        self._flush_datagrams()   # call_soon runs it): not a send before the events are handled
+    if self.barrier.up:   # starts the wait for the barrier if none is pending (else _spi_barrier's
+        self.barrier.flush()   # call_soon runs it): not a send before the events are handled
 
 
 def _run_held(self: IkeService) -> None:

@@ -31,7 +31,7 @@ def status(self: IkeService, dump: pipe.Reply) -> dict[str, Any]:
         # the barrier: incoming datagrams that waited for an inbound SPI (now, in all, dropped at
         # HELD_MAX), and how often outgoing ones waited for installs or SPIs (see receive)
         "ike_held": {"waiting": self._held_datagrams, "held": self.held_total, "held_dropped": self.held_dropped,
-                     "install_waits": self.install_waits},
+                     "install_waits": self.barrier.install_waits},
         # auth = eap-radius: requests and answers, what was dropped, what is open now, each server's
         # health, and accounting's counters
         "radius": {} if self.radius is None else self.radius.status(self.accounting),
