@@ -72,13 +72,14 @@ from tunsec.radius.relay import RadiusRelay
 from tunsec.radius.settings import RadiusSettings
 from tunsec.services.addrwatch import AddressWatch
 from tunsec.services.base import EspEndpoint, Service
-from tunsec.services.ike import ikesas, installs, mobility, radius_edge, resolver, spis, traps, vips
+from tunsec.services.ike import ikesas, installs, mobility, radius_edge, resolver, traps, vips
 from tunsec.services.ike import invalid_spi as _invalid_spi
 from tunsec.services.ike import reload as _reload
 from tunsec.services.ike import status as _status
 from tunsec.services.ike.barrier import Barrier
 from tunsec.services.ike.resolver import Resolver
 from tunsec.services.ike.sockets import IkeSocketKey, IkeSockets, recv
+from tunsec.services.ike.spis import SpiPool
 from tunsec.services.ike.state import ChildState, IPAddress, IPNetwork, Lineage, ts_networks
 
 log = logging.getLogger("tunsec.ike")
@@ -106,10 +107,14 @@ class IkeService(Service):
         self._updown_lock = asyncio.Lock()  # updown scripts run one at a time, in the order of the events
         self.worker = worker
         self.local_addrs = local_addrs     # family -> our outer address for ESP SAs
-        self.spis: collections.deque[int] = collections.deque()
-        self.endpoint = IkeEndpoint([c.ike for c in connections], spi_allocator=self._take_spi, limits=limits,
-                                    address_pool=self.pools, unique_keep=self._unique_keep)
         self.sockets = IkeSockets(connections, local_addrs, worker, self._spawn)
+        # make-before-break: datagrams to a peer wait while its Child SAs are being installed (see
+        # Barrier.flush); all wait while the SPI pool is empty and being refilled (see SpiPool.receive)
+        self.barrier = Barrier(lambda now: self.endpoint.datagrams_to_send(now), self.sockets.send, self._spawn,
+                               resume=lambda: self.spi_pool.run_held())
+        self.spi_pool = SpiPool(worker, self._spawn, self.barrier, self._deliver, self._pump)
+        self.endpoint = IkeEndpoint([c.ike for c in connections], spi_allocator=self.spi_pool.take, limits=limits,
+                                    address_pool=self.pools, unique_keep=self._unique_keep)
         self.ids = ids if ids is not None else IdSpace()
         self.children: dict[int, ChildState] = {}                # child handle -> state
         self._by_uid: dict[tuple[int, int], int] = {}            # (IKE SA handle, unique id) -> child handle
@@ -120,27 +125,15 @@ class IkeService(Service):
         self.trap_reqids: dict[tuple[str, str], int] = {}        # (connection, child) -> reqid of its traps
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._refill: asyncio.Task[None] | None = None
-        self._spi_wait = False     # the pool is empty and a refill in flight: the barrier is up (_spi_barrier)
-        self._held: collections.deque[Callable[[], None]] = collections.deque()   # what waits for an SPI
-        self._held_datagrams = 0   # how many of those are incoming datagrams (at most HELD_MAX)
-        self._held_bytes = 0       # and their size (at most HELD_BYTES_MAX)
         self._peers_to_check: set[bytes] = set()   # our SPIs of IKE SAs that got a datagram (_follow_peers)
         self._addr_watch: AddressWatch | None = None   # a MOBIKE client's own address changes
         self._ike_peers: dict[int, tuple[str, int]] = {}   # IKE SA handle -> its peer at the last check
-        self.held_total = 0        # incoming IKE datagrams that waited for an SPI (status: ike_held)
-        self.held_dropped = 0      # incoming IKE datagrams dropped because HELD_MAX were already held
-        self._held_log = LogLimiter()     # lines a flood can cause while inbound SPIs are short
-        self._getspi_log = LogLimiter()
         self.trap_policies: dict[int, tuple[str, str]] = {}     # policy id -> (connection, child)
         self.attempts: dict[str, int] = {}                       # connection -> failed tries in a row
         self.closing = False
         self.unauthenticated_log = LogLimiter()                 # failures peers cause before authenticating
         self.events = EventCounts()                             # rekeys, dead peers (Prometheus counters)
         self._invalid_spi_sent: dict[bytes, float] = {}         # IKE SA (our SPI) -> last INVALID_SPI
-        # make-before-break: datagrams to a peer wait while its Child SAs are being installed (see
-        # Barrier.flush); all wait while the SPI pool is empty and being refilled (see receive)
-        self.barrier = Barrier(self.endpoint.datagrams_to_send, self.sockets.send, self._spawn, self._run_held)
         self._timers: dict[asyncio.TimerHandle, Callable[[], object]] = {}   # lingering inbound SAs, standby ends
         # auth = eap-radius: the RADIUS client, and the round trip each IKE SA waits for
         self.radius = RadiusRelay(radius) if radius is not None else None
@@ -168,7 +161,7 @@ class IkeService(Service):
             self._addr_watch = None
 
     async def start(self) -> None:
-        await self.refill_spis()    # before answering anyone: an IKE_AUTH finds its inbound SPI in the pool
+        await self.spi_pool.refill()    # before answering anyone: an IKE_AUTH finds its inbound SPI in the pool
         self.sockets.read(self._readable)
         await self.install_traps()
         self._watch_addresses()
@@ -179,8 +172,7 @@ class IkeService(Service):
 
     async def worker_restarted(self) -> None:
         """A new worker has an empty SAD: IKE SAs survive, their children must be renegotiated."""
-        self.spis.clear()
-        self._spi_barrier()
+        self.spi_pool.clear()
         self._cancel_timers()   # their SPIs mean nothing (or someone else's SA) to the new worker
         for state in self.children.values():
             self._release(state.lineage)
@@ -188,14 +180,14 @@ class IkeService(Service):
         self._by_uid.clear()
         self.ids.release_policy_ids(list(self.trap_policies))
         self.trap_policies.clear()
-        await self.refill_spis()
-        if not self.spis:          # the refill in flight at the restart asked the old worker
-            await self.refill_spis()
+        await self.spi_pool.refill()
+        if not self.spi_pool.spis:          # the refill in flight at the restart asked the old worker
+            await self.spi_pool.refill()
         await self.install_traps()
         for sa in self.endpoint.sas:
             with contextlib.suppress(Exception):
                 for child in sa.children:
-                    self._with_spi(functools.partial(self._rekey_child, sa, child.unique_id))
+                    self.spi_pool.with_spi(functools.partial(self._rekey_child, sa, child.unique_id))
         self._pump()
 
     async def shutdown(self) -> None:
@@ -294,7 +286,7 @@ class IkeService(Service):
     def initiate(self, conn: str, child: str | None) -> None:
         if conn not in self.connections:
             raise KeyError(conn)
-        self._with_spi(functools.partial(self._initiate, conn, child))
+        self.spi_pool.with_spi(functools.partial(self._initiate, conn, child))
         self._pump()
 
     def _initiate(self, conn: str, child: str | None) -> None:
@@ -365,7 +357,7 @@ class IkeService(Service):
 
     def _on_timer(self) -> None:
         self._timer = None
-        if self._spi_wait:           # a rekey would find no SPI: the barrier's end re-arms the timer
+        if self.spi_pool.starved:    # a rekey would find no SPI: the barrier's end re-arms the timer
             self.barrier.flush()
             return
         self.endpoint.handle_timer(time.monotonic())
@@ -461,6 +453,20 @@ class IkeService(Service):
                 self._end_relay(sa)
 
     # --- IKE in: from our sockets, and port 4500's through the worker -------------------
+    async def refill_spis(self) -> None:
+        """Top the SPI pool up; returns when it is full (or the worker refused)."""
+        await self.spi_pool.refill()
+
+    def receive(self, data: bytes, remote: tuple[str, int], local: tuple[str, int] | None = None) -> None:
+        """One IKE datagram into the engine (the caller pumps), unless it must wait for an SPI
+        (SpiPool.receive)."""
+        self._note_peer(data)
+        self.spi_pool.receive(data, remote, local)
+
+    def _deliver(self, data: bytes, remote: tuple[str, int], local: tuple[str, int] | None) -> None:
+        self._note_peer(data)   # again for one that was held: a check may have run meanwhile
+        self.endpoint.receive(data, remote, time.monotonic(), local)
+
     def _readable(self, s: socket.socket, key: IkeSocketKey) -> None:
         for data, remote, local in recv(s, key):
             self.receive(data, remote, local)
@@ -483,7 +489,7 @@ class IkeService(Service):
                 self.acquire(msg.policy_id)
                 return True
             case pipe.Expire() if msg.reason is ExpireReason.LARVAL_TIMEOUT:
-                self.larval_expired(msg.spi)
+                self.spi_pool.larval_expired(msg.spi)
                 return True
             case pipe.Expire():
                 return self.expired(msg.spi, msg.direction, msg.hard, msg.remote)
@@ -495,19 +501,6 @@ class IkeService(Service):
         return False
 
     # --- defined in the package's modules, one concern each (see their docstrings) ---------------
-    # spis.py
-    _take_spi = spis._take_spi
-    _start_refill = spis._start_refill
-    refill_spis = spis.refill_spis
-    _spi_barrier = spis._spi_barrier
-    _refill_spis = spis._refill_spis
-    larval_expired = spis.larval_expired
-    receive = spis.receive
-    _receive_held_datagram = spis._receive_held_datagram
-    _with_spi = spis._with_spi
-    _must_wait_for_spi = spis._must_wait_for_spi
-    _hold = spis._hold
-    _run_held = spis._run_held
     # installs.py
     expired = installs.expired
     _delete_sa = installs._delete_sa

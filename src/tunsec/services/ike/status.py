@@ -30,7 +30,8 @@ def status(self: IkeService, dump: pipe.Reply) -> dict[str, Any]:
         "ike_fragments": {n: getattr(self.endpoint.fragment_stats, n) for n in _FRAGMENT_COUNTERS},
         # the barrier: incoming datagrams that waited for an inbound SPI (now, in all, dropped at
         # HELD_MAX), and how often outgoing ones waited for installs or SPIs (see receive)
-        "ike_held": {"waiting": self._held_datagrams, "held": self.held_total, "held_dropped": self.held_dropped,
+        "ike_held": {"waiting": self.spi_pool.held_waiting, "held": self.spi_pool.held_total,
+                     "held_dropped": self.spi_pool.held_dropped,
                      "install_waits": self.barrier.install_waits},
         # auth = eap-radius: requests and answers, what was dropped, what is open now, each server's
         # health, and accounting's counters
