@@ -28,7 +28,6 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import functools
 import ipaddress
@@ -72,7 +71,7 @@ from tunsec.radius.relay import RadiusRelay
 from tunsec.radius.settings import RadiusSettings
 from tunsec.services.addrwatch import AddressWatch
 from tunsec.services.base import EspEndpoint, Service
-from tunsec.services.ike import ikesas, installs, mobility, radius_edge, resolver, traps, vips
+from tunsec.services.ike import ikesas, installs, mobility, radius_edge, traps
 from tunsec.services.ike import invalid_spi as _invalid_spi
 from tunsec.services.ike import reload as _reload
 from tunsec.services.ike import status as _status
@@ -81,6 +80,7 @@ from tunsec.services.ike.resolver import Resolver
 from tunsec.services.ike.sockets import IkeSocketKey, IkeSockets, recv
 from tunsec.services.ike.spis import SpiPool
 from tunsec.services.ike.state import ChildState, IPAddress, IPNetwork, Lineage, ts_networks
+from tunsec.services.ike.vips import VirtualIps
 
 log = logging.getLogger("tunsec.ike")
 
@@ -101,9 +101,7 @@ class IkeService(Service):
         self.pools = AddressPools(pools)    # virtual IP leases: they outlive IKE SAs, so they live here
         # a client's virtual IPs: set by the daemon to its TUN (add_address, remove_address, set_route_source)
         self.tun: Any = None
-        self._vips: dict[int, tuple[str, tuple[IPAddress, ...]]] = {}   # IKE SA handle -> (connection, ours)
-        self._vip_refs: collections.Counter[IPAddress] = collections.Counter()   # IKE SAs using each address
-        self._vip_lock = asyncio.Lock()     # netlink changes in the order the engine reported them
+        self.vips = VirtualIps(lambda: self.tun, lambda name: self.connections.get(name), self._spawn)
         self._updown_lock = asyncio.Lock()  # updown scripts run one at a time, in the order of the events
         self.worker = worker
         self.local_addrs = local_addrs     # family -> our outer address for ESP SAs
@@ -363,6 +361,10 @@ class IkeService(Service):
         self.endpoint.handle_timer(time.monotonic())
         self._pump()
 
+    async def _resolve_gateway(self, sa: IkeSa, gateway: str) -> None:
+        await self.resolver.resolve_gateway(sa, gateway)
+        self._pump()
+
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)
         self._tasks.add(task)
@@ -387,7 +389,7 @@ class IkeService(Service):
                     log.info("%s: assigned virtual IP %s to peer %s", ev.name,
                              ", ".join(map(str, ev.peer_vips)), ev.remote_id)
                 if ev.own_vips:
-                    self._vips_up(sa, ev)
+                    self.vips.up(self._ike_handle(sa), ev)
                 self.ike_up[sa.local_spi] = {"name": ev.name, "remote": ev.remote_addr[0], "proposal": ev.proposal,
                                              "local_id": str(ev.local_id), "remote_id": str(ev.remote_id),
                                              "spi_i": ev.spi_i.hex(), "spi_r": ev.spi_r.hex(),
@@ -403,7 +405,7 @@ class IkeService(Service):
             case IkeSaDown():
                 log.info("%s: IKE SA closed: %s", ev.name, ev.reason)
                 self._acct_stop(sa, ev.reason)
-                self._vips_down(sa)
+                self.vips.down(self._ike_handles.get(sa))
                 if (handle := self._ike_handles.pop(sa, None)) is not None and sa.heir is None:
                     self._ike_peers.pop(handle, None)   # not rekeyed: no successor uses the handle
                 was_up = self.ike_up.pop(sa.local_spi, None) is not None
@@ -539,18 +541,12 @@ class IkeService(Service):
     _acct_start = radius_edge._acct_start
     _acct_child_down = radius_edge._acct_child_down
     _acct_stop = radius_edge._acct_stop
-    # resolver.py
-    _resolve_gateway = resolver._resolve_gateway
     # mobility.py
     _watch_addresses = mobility._watch_addresses
     local_addresses_changed = mobility.local_addresses_changed
     _note_peer = mobility._note_peer
     _follow_peers = mobility._follow_peers
     _migrate_child = mobility._migrate_child
-    # vips.py
-    _vips_up = vips._vips_up
-    _vips_down = vips._vips_down
-    _apply_vips = vips._apply_vips
     # ikesas.py
     _unique_keep = ikesas._unique_keep
     _enforce_unique = ikesas._enforce_unique
