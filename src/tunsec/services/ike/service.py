@@ -502,6 +502,23 @@ class IkeService(Service):
                 return True
         return False
 
+    # --- tunsec status (status.py) -----------------------------------------------------------------
+    def status(self, dump: pipe.Reply) -> dict[str, Any]:
+        return _status.status(self.ike_sas(), self.leases(), self.endpoint, self.spi_pool, self.barrier,
+                              {} if self.radius is None else self.radius.status(self.accounting))
+
+    @classmethod
+    def idle_status(cls) -> dict[str, Any]:
+        return _status.idle_status()
+
+    def ike_sas(self) -> list[dict[str, Any]]:
+        return _status.ike_sas(self.endpoint.sas, self.ike_up, self.children.values(), self._ike_handles.get,
+                               self._ike_sa)
+
+    def leases(self) -> list[dict[str, Any]]:
+        """Virtual IP leases for ``tunsec status``: pool, address, identity, online or offline."""
+        return _status.leases(self.pools)
+
     # --- defined in the package's modules, one concern each (see their docstrings) ---------------
     # installs.py
     expired = installs.expired
@@ -557,9 +574,4 @@ class IkeService(Service):
     # reload.py
     check_reload = _reload.check_reload
     reload = _reload.reload
-    # status.py
-    status = _status.status
-    idle_status = classmethod(_status.idle_status)
-    ike_sas = _status.ike_sas
-    leases = _status.leases
 
