@@ -5,9 +5,9 @@ make-before-break rekeys, ownership of Child SAs); each other module of this pac
 one concern of it, named in its docstring.  Where that concern's state stands apart, the
 module is a class the service holds and hands what it needs (callables, not the service):
 ``sockets.IkeSockets`` (``service.sockets``), ``spis.SpiPool`` (``spi_pool``), ``barrier.Barrier``
-(``barrier``), ``resolver.Resolver`` (``resolver``), ``vips.VirtualIps`` (``vips``).  The others
-define IkeService's methods as functions of the service (``self: IkeService``), bound into
-the class at the end of service.py."""
+(``barrier``), ``resolver.Resolver`` (``resolver``), ``vips.VirtualIps`` (``vips``); ``status``
+is functions of what they report.  The others define IkeService's methods as functions of
+the service (``self: IkeService``), bound into the class at the end of service.py."""
 
 from tunsec.services.ike.installs import ALGS, INBOUND_LINGER, STANDBY_TIMEOUT
 from tunsec.services.ike.invalid_spi import INVALID_SPI_INTERVAL
