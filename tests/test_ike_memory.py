@@ -232,7 +232,7 @@ class Pair:
             worker = FakeWorker(self.wire, me)
             daemon.worker = worker  # type: ignore[assignment]
             assert daemon.ike is not None
-            daemon.ike.sockets = {(4, me, 500): FakeSocket(self.wire, me)}  # type: ignore[dict-item]
+            daemon.ike.sockets.by_key = {(4, me, 500): FakeSocket(self.wire, me)}  # type: ignore[dict-item]
             self.wire.daemons[me] = daemon
             self.workers[me] = worker
         self.statuses = 0

@@ -114,7 +114,7 @@ class Gateway:
         self.worker = InProcessWorker(asyncio.get_running_loop(), self._natt_out)
         self.service = IkeService([Connection(gw.name, gw)], lambda: self.worker, {4: GW}, IdSpace())  # type: ignore[arg-type,return-value]
         await self.service.start()
-        self.service.sockets = {(4, GW, 500): FakeSocket(self.wire)}  # type: ignore[dict-item]
+        self.service.sockets.by_key = {(4, GW, 500): FakeSocket(self.wire)}  # type: ignore[dict-item]
         for i in range(self.n):
             cfg = psk_ike(f"site{i}", f"site{i}.example", RemoteAuth("psk", Identity.parse("gw.example")),
                           site_ip(i), GW, site_net(i), "10.1.0.0/16")
@@ -358,7 +358,7 @@ def test_a_half_open_responder_sa_does_not_hold_back_trap_initiation() -> None:
         conn = Connection(ike.name, ike, (Child("net", ike.child("net"), start_action="trap"),))
         svc = IkeService([conn], lambda: worker, {4: GW}, IdSpace())  # type: ignore[arg-type,return-value]
         await svc.start()
-        svc.sockets = {(4, GW, 500): FakeSocket(wire)}  # type: ignore[dict-item]
+        svc.sockets.by_key = {(4, GW, 500): FakeSocket(wire)}  # type: ignore[dict-item]
         (trap,) = worker.dp.policies()
         assert trap.priority == priority(Band.TRAP) and trap.id in svc.trap_policies
         # the peer's IKE_SA_INIT arrives; its answer is lost: a half-open responder SA remains
@@ -475,7 +475,7 @@ def test_one_peers_pending_install_holds_back_only_its_own_datagrams() -> None:
         await gw.settle(wait_tasks=False)   # site 0's install is not answered until the gate opens
         assert [sa.state.value for sa in gw.sites[1].sas] == ["established"]
         assert [sa.state.value for sa in gw.sites[0].sas] != ["established"]
-        assert gw.service.install_waits >= 1
+        assert gw.service.barrier.install_waits >= 1
         gate.set()
         await gw.settle()
         assert_reaches_only_its_site(gw, 0)

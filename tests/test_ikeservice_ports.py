@@ -99,7 +99,7 @@ def test_each_local_port_has_its_socket_answers_and_is_closed_when_unused() -> N
             assert not can_bind(ports["one"])
         finally:
             svc.close()     # what the daemon's close_network does at exit (after shutdown's DELETEs)
-        assert can_bind(ports["one"]) and svc.sockets == {}
+        assert can_bind(ports["one"]) and svc.sockets.by_key == {}
 
     run(body())
 
@@ -149,7 +149,7 @@ def test_no_socket_for_an_initiators_local_port_is_a_startup_error() -> None:
         svc.open_sockets()
     msg = str(err.value)
     assert "connection one" in msg and "192.0.2.1 port 4501" in msg and "192.0.2.7 port 4501" in msg
-    assert svc.sockets == {}
+    assert svc.sockets.by_key == {}
 
 
 def test_esp_on_a_custom_ike_port_is_a_counted_drop(caplog: pytest.LogCaptureFixture) -> None:

@@ -87,7 +87,7 @@ class Pair:
             svc = self.svc[side] = IkeService([conn], lambda w=worker: w,  # type: ignore[misc]
                                               {4: ip}, IdSpace())
             await svc.start()
-            svc.sockets = {(4, ip, 500): Wire(side, self)}  # type: ignore[dict-item]
+            svc.sockets.by_key = {(4, ip, 500): Wire(side, self)}  # type: ignore[dict-item]
 
     def worker_event(self, side: str, data: bytes) -> None:
         msg = pipe.decode(data)

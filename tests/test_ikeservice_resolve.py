@@ -37,7 +37,9 @@ def test_a_lookup_that_never_answers_is_logged_as_such(monkeypatch: pytest.Monke
             await asyncio.sleep(60)
             return []
 
-        fake = SimpleNamespace(_pump=lambda: pumped.append(True), resolver=SimpleNamespace(lookup=hang))
+        lookups = Resolver()
+        lookups.lookup = hang  # type: ignore[method-assign]
+        fake = SimpleNamespace(_pump=lambda: pumped.append(True), resolver=lookups)
         await service.IkeService._resolve_gateway(fake, sa, "gw-b.example")  # type: ignore[arg-type]
 
     with caplog.at_level(logging.ERROR):

@@ -29,7 +29,7 @@ def test_ike_auth_waits_for_an_spi_when_the_pool_is_empty() -> None:
     async def body() -> None:
         gw = Gateway(1)
         await gw.start()
-        gw.service.spis.clear()          # as if the first refill had not come back yet
+        gw.service.spi_pool.spis.clear()          # as if the first refill had not come back yet
         gw.connect(0)
         await gw.settle()
         assert failures(gw, 0) == []
@@ -37,7 +37,7 @@ def test_ike_auth_waits_for_an_spi_when_the_pool_is_empty() -> None:
         assert child.spi_out == SHARED_SPI
         esp, _, drop = gw.send_to_site(0)
         assert drop is Drop.NONE and esp_open(gw.site_key_in(0), esp)[0] == SHARED_SPI
-        assert len(gw.service.spis) == SPI_POOL
+        assert len(gw.service.spi_pool.spis) == SPI_POOL
     run(body())
 
 
@@ -48,7 +48,7 @@ def test_create_child_sa_waits_for_an_spi_when_the_pool_is_empty() -> None:
         gw.connect(0)
         await gw.settle()
         (old,) = gw.children_of(0)
-        gw.service.spis.clear()
+        gw.service.spi_pool.spis.clear()
         site = gw.site_sa(0)
         site.rekey_child(site.children[0].unique_id)
         await gw.settle()
@@ -63,14 +63,14 @@ def test_held_datagrams_are_bounded() -> None:
     async def body() -> None:
         gw = Gateway(1)
         await gw.start()
-        gw.service.spis.clear()
+        gw.service.spi_pool.spis.clear()
         # datagrams of IKE SAs (responder SPI set) that no refill has answered yet: a flood
         junk = struct.pack("!8s8sBBBBII", b"\x01" * 8, b"\x02" * 8, 35, 0x20, 37, 0x08, 1, 28)
         for _ in range(HELD_MAX + 10):
             gw.service.receive(junk, (site_ip(0), 500))
-        assert gw.service.held_dropped == 10
+        assert gw.service.spi_pool.held_dropped == 10
         await gw.settle()             # the refill lets the held ones in; the engine drops them (no such SA)
-        assert len(gw.service.spis) == SPI_POOL
+        assert len(gw.service.spi_pool.spis) == SPI_POOL
         gw.connect(0)
         await gw.settle()
         assert failures(gw, 0) == [] and len(gw.children_of(0)) == 1
@@ -84,7 +84,7 @@ def test_a_soft_expire_rekeys_when_the_pool_is_empty() -> None:
         gw.connect(0)
         await gw.settle()
         (old,) = gw.children_of(0)
-        gw.service.spis.clear()
+        gw.service.spi_pool.spis.clear()
         assert gw.service.expired(old.spi_in, Direction.IN, hard=False)
         await gw.settle()
         assert failures(gw, 0) == []

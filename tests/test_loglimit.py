@@ -74,7 +74,7 @@ def test_refused_negotiations_from_unauthenticated_peers_do_not_flood_the_log(
         gw = _cfg("gw", "aes128gcm16-prfsha256-curve25519", GW, None, None)
         service = IkeService([Connection(gw.name, gw)], lambda: None, {4: GW}, IdSpace())  # type: ignore[arg-type,return-value]
         sock = FakeSocket()
-        service.sockets = {(4, GW, 500): sock}  # type: ignore[dict-item]
+        service.sockets.by_key = {(4, GW, 500): sock}  # type: ignore[dict-item]
         clock = Clock()
         service.unauthenticated_log = LogLimiter(burst=10, period=10.0, clock=clock)
         with caplog.at_level(logging.ERROR, logger="tunsec.ike"):

@@ -91,9 +91,9 @@ def test_datagrams_held_for_an_spi_and_install_waits_are_scraped() -> None:
     async def body() -> None:
         pair = await established()
         svc = pair.svc["b"]
-        waits = svc.install_waits
+        waits = svc.barrier.install_waits
         assert waits >= 1, "B's IKE_AUTH response waited for its Child SA's install"
-        svc.spis.clear()   # as if the refill had not come back yet
+        svc.spi_pool.spis.clear()   # as if the refill had not come back yet
         # datagrams of an IKE SA (responder SPI set) that may need an SPI: a flood
         junk = struct.pack("!8s8sBBBBII", b"\x01" * 8, b"\x02" * 8, 35, 0x20, 37, 0x08, 1, 28)
         for _ in range(HELD_MAX + 3):

@@ -60,7 +60,7 @@ class ConfiguredGateway(Gateway):
         old = self.service
         self.service = IkeService(cfg.connections, lambda: self.worker, {4: GW}, old.ids)  # type: ignore[arg-type,return-value]
         await self.service.start()
-        self.service.sockets = old.sockets
+        self.service.sockets.by_key = old.sockets.by_key
         self.daemon = Daemon(cfg)
         self.daemon.ike = self.service
         self.daemon.services = [self.daemon.manual, self.service]

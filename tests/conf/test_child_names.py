@@ -47,7 +47,7 @@ def command(request: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     daemon = Daemon(parse_config(CONF, "swanctl.conf"))
     assert daemon.ike is not None
     socket = Recorder()
-    daemon.ike.sockets = {(4, "0.0.0.0", 500): socket}  # type: ignore[dict-item]
+    daemon.ike.sockets.by_key = {(4, "0.0.0.0", 500): socket}  # type: ignore[dict-item]
 
     async def run() -> dict[str, Any]:
         try:

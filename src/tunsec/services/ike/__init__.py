@@ -2,9 +2,12 @@
 
 ``service`` holds IkeService and the explanation of how it drives the engine (sockets, SPIs,
 make-before-break rekeys, ownership of Child SAs); each other module of this package holds
-one concern of it, named in its docstring.  Those modules define IkeService's methods as
-functions of the service (``self: IkeService``), bound into the class at the end of
-service.py, so every method is still ``IkeService.name`` for callers and tests."""
+one concern of it, named in its docstring.  Where that concern's state stands apart, the
+module is a class the service holds and hands what it needs (callables, not the service):
+``sockets.IkeSockets`` (``service.sockets``), ``spis.SpiPool`` (``spi_pool``), ``barrier.Barrier``
+(``barrier``), ``resolver.Resolver`` (``resolver``), ``vips.VirtualIps`` (``vips``); ``status``
+is functions of what they report.  The others define IkeService's methods as functions of
+the service (``self: IkeService``), bound into the class at the end of service.py."""
 
 from tunsec.services.ike.installs import ALGS, INBOUND_LINGER, STANDBY_TIMEOUT
 from tunsec.services.ike.invalid_spi import INVALID_SPI_INTERVAL

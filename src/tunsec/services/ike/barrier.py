@@ -3,66 +3,94 @@ installed, and all wait while the SPI pool is refilled (see spis)."""
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any
 
-if TYPE_CHECKING:
-    from tunsec.services.ike.service import IkeService
+from tunsec.ike.endpoint import Datagram
 
-
-def _flush_datagrams(self: IkeService) -> None:
-    """Send what the engine has queued, but not before the peer's pending Child SA installs are
-    acknowledged.
-
-    Make-before-break (RFC 7296 §2.8): a rekey responder's CREATE_CHILD_SA response must not
-    leave before its new inbound SA is in the worker, nor a rekey initiator's DELETE of the old
-    Child SA before its new SAs are; both were queued in the step that reported the ChildSaUp,
-    to the IKE SA's peer.  What goes to that peer (address and port) waits in its own queue until
-    its installs are answered, so no datagram of an IKE SA overtakes another; other peers'
-    datagrams leave (installs take a few pipe round trips, and a burst of clients installs many).
-    While the SPI pool is refilled everything waits (see _spi_barrier)."""
-    if self._installs:
-        if not self._flush_held:
-            self._flush_held = True
-            self.install_waits += 1
-            self._spawn(self._flush_after_installs())
-        return
-    self._send_datagrams()
+Peer = tuple[str, int]   # address, port
 
 
-async def _flush_after_installs(self: IkeService) -> None:
-    try:
-        await self._installed.wait()
-    finally:
-        self._flush_held = False
-    self._run_held()
+class Barrier:
+    """What the engine queued leaves through here (flush): per peer once its installs are answered,
+    all once the barrier is down (what waited behind it runs first: ``resume``)."""
 
-
-def _install_started(self: IkeService) -> None:
-    self._installs += 1
-    self._installed.clear()
-
-
-def _install_done(self: IkeService, _task: Any = None) -> None:
-    self._installs -= 1
-    if not self._installs:
+    def __init__(self, pending: Callable[[float], Iterable[Datagram]], send: Callable[[Datagram], None],
+                 spawn: Callable[[Coroutine[Any, Any, None]], object], resume: Callable[[], None]) -> None:
+        self._pending = pending    # the engine's queued datagrams (datagrams_to_send)
+        self._send = send
+        self._spawn = spawn
+        self._resume = resume      # the barrier is down: what waited for it runs (then it flushes again)
+        self._installing: collections.Counter[Peer] = collections.Counter()   # peer -> installs
+        self._parked: dict[Peer, list[Datagram]] = {}   # peer -> what waits for its installs
+        self._installs = 0
+        self._installed = asyncio.Event()
         self._installed.set()
+        self._flush_held = False
+        self.install_waits = 0     # times outgoing datagrams waited behind the barrier (flush)
 
+    @property
+    def up(self) -> bool:
+        return bool(self._installs)
 
-def _peer_install_done(self: IkeService, peer: tuple[str, int]) -> None:
-    self._installing[peer] -= 1
-    if self._installing[peer] <= 0:
-        del self._installing[peer]
-        for datagram in self._parked.pop(peer, []):   # older than anything the engine still holds
-            self._send(datagram)
+    def flush(self) -> None:
+        """Send what the engine has queued, but not before the peer's pending Child SA installs are
+        acknowledged.
 
+        Make-before-break (RFC 7296 §2.8): a rekey responder's CREATE_CHILD_SA response must not
+        leave before its new inbound SA is in the worker, nor a rekey initiator's DELETE of the old
+        Child SA before its new SAs are; both were queued in the step that reported the ChildSaUp,
+        to the IKE SA's peer.  What goes to that peer (address and port) waits in its own queue until
+        its installs are answered, so no datagram of an IKE SA overtakes another; other peers'
+        datagrams leave (installs take a few pipe round trips, and a burst of clients installs many).
+        While the SPI pool is refilled everything waits (see SpiPool.barrier)."""
+        if self._installs:
+            if not self._flush_held:
+                self._flush_held = True
+                self.install_waits += 1
+                self._spawn(self._flush_after_installs())
+            return
+        self._send_datagrams()
 
-def _send_datagrams(self: IkeService) -> None:
-    for datagram in self.endpoint.datagrams_to_send(time.monotonic()):
-        parked = self._parked.get(datagram.addr)
-        if parked is None:
-            self._send(datagram)
-            continue
-        if not parked:
-            self.install_waits += 1
-        parked.append(datagram)
+    async def _flush_after_installs(self) -> None:
+        try:
+            await self._installed.wait()
+        finally:
+            self._flush_held = False
+        self._resume()
+
+    def install_started(self) -> None:
+        """The barrier goes up for every peer (the SPI pool is empty)."""
+        self._installs += 1
+        self._installed.clear()
+
+    def install_done(self, _task: Any = None) -> None:
+        self._installs -= 1
+        if not self._installs:
+            self._installed.set()
+
+    def peer_install_started(self, peer: Peer) -> None:
+        """The datagrams queued with a ChildSaUp go to the IKE SA's peer (then): they wait for the
+        install (peer_install_done)."""
+        self._installing[peer] += 1
+        self._parked.setdefault(peer, [])
+
+    def peer_install_done(self, peer: Peer) -> None:
+        self._installing[peer] -= 1
+        if self._installing[peer] <= 0:
+            del self._installing[peer]
+            for datagram in self._parked.pop(peer, []):   # older than anything the engine still holds
+                self._send(datagram)
+
+    def _send_datagrams(self) -> None:
+        for datagram in self._pending(time.monotonic()):
+            parked = self._parked.get(datagram.addr)
+            if parked is None:
+                self._send(datagram)
+                continue
+            if not parked:
+                self.install_waits += 1
+            parked.append(datagram)

@@ -51,7 +51,7 @@ def expired(self: IkeService, spi: int, direction: Direction, hard: bool, remote
             sa.delete_child(state.unique_id, DownReason.EXPIRED)
         else:
             log.info("%s: CHILD_SA %s reached its soft limit; rekeying", state.conn, state.child)
-            self._with_spi(functools.partial(self._rekey_child, sa, state.unique_id))
+            self.spi_pool.with_spi(functools.partial(self._rekey_child, sa, state.unique_id))
         self._pump()
         return True
     return False

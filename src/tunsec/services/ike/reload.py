@@ -24,7 +24,7 @@ def check_reload(self: IkeService, cfg: Config) -> list[str]:
         if have != addr:
             out.append(f"needs a restart: IKE on IPv{fam} address {addr} (tunsec listens on "
                        f"{have or f'no IPv{fam} address'})")
-    ports = self.ports
+    ports = self.sockets.ports
     for c in cfg.connections:
         if c.local_port not in ports:
             out.append(f"needs a restart: connection {c.name}: IKE on local_port {c.local_port} "
@@ -53,7 +53,7 @@ async def reload(self: IkeService, cfg: Config) -> list[str]:
     self._reload_radius(cfg.radius)
     if self._addr_watch is None:
         self._watch_addresses()   # a MOBIKE client connection may have been added
-    self._close_unused()
+    self.sockets.close_unused(self.connections.values())
     self._pump()   # the DELETEs go out (the children's SAs leave the worker as they are confirmed)
     for conn in [*d.added, *replaced]:
         for ch in conn.children:

@@ -17,34 +17,14 @@ import logging
 import socket
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tunsec.ike.sa import IkeSa
-
-if TYPE_CHECKING:
-    from tunsec.services.ike.service import IkeService
 
 log = logging.getLogger("tunsec.ike")
 
 MAX_THREADS = 2
 RESOLVE_WAIT = 5.0  # seconds a lookup of a gateway named by FQDN (RFC 5685 REDIRECT) may take
-
-
-async def _resolve_gateway(self: IkeService, sa: IkeSa, gateway: str) -> None:
-    """Look up the gateway a REDIRECT named by FQDN with the system resolver, on the resolver's
-    own threads (getaddrinfo blocks) and bounded in time; the engine gives up by itself too."""
-    family = ipaddress.ip_address(sa.remote_addr[0]).version
-    try:
-        infos = await asyncio.wait_for(self.resolver.lookup(gateway), RESOLVE_WAIT)
-    except (OSError, UnicodeError, TimeoutError) as exc:
-        log.error("%s: cannot resolve gateway %s we were redirected to: %s", sa.name, gateway,
-                  str(exc) or "no answer in time")  # an exception is true even with no message
-        infos = []
-    addrs = list(dict.fromkeys(str(info[4][0]) for info in infos))
-    # addresses of the family we reached the redirecting gateway in first (a route for it exists)
-    addrs.sort(key=lambda a: ipaddress.ip_address(a.split("%")[0]).version != family)
-    sa.gateway_resolved(gateway, addrs, time.monotonic())
-    self._pump()
 
 
 AddrInfo = tuple[Any, ...]   # (family, type, proto, canonname, sockaddr) as socket.getaddrinfo gives it
@@ -63,6 +43,22 @@ class Resolver:
             self._pool = concurrent.futures.ThreadPoolExecutor(MAX_THREADS, thread_name_prefix="tunsec-resolve")
         call = functools.partial(self._getaddrinfo, host, None, type=socket.SOCK_DGRAM)
         return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+
+    async def resolve_gateway(self, sa: IkeSa, gateway: str) -> None:
+        """Look up the gateway a REDIRECT named by FQDN with the system resolver, on the resolver's
+        own threads (getaddrinfo blocks) and bounded in time; the engine gives up by itself too.
+        The caller pumps."""
+        family = ipaddress.ip_address(sa.remote_addr[0]).version
+        try:
+            infos = await asyncio.wait_for(self.lookup(gateway), RESOLVE_WAIT)
+        except (OSError, UnicodeError, TimeoutError) as exc:
+            log.error("%s: cannot resolve gateway %s we were redirected to: %s", sa.name, gateway,
+                      str(exc) or "no answer in time")  # an exception is true even with no message
+            infos = []
+        addrs = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        # addresses of the family we reached the redirecting gateway in first (a route for it exists)
+        addrs.sort(key=lambda a: ipaddress.ip_address(a.split("%")[0]).version != family)
+        sa.gateway_resolved(gateway, addrs, time.monotonic())
 
     def close(self) -> None:
         if self._pool is not None:

@@ -28,7 +28,6 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import functools
 import ipaddress
@@ -43,8 +42,8 @@ from tunsec.conf.connections import Connection
 from tunsec.dataplane import pipe
 from tunsec.dataplane.client import WorkerClient
 from tunsec.dataplane.pipe import Direction, ExpireReason
-from tunsec.ike.constants import NATT_PORT
-from tunsec.ike.endpoint import Datagram, DosLimits, IkeEndpoint
+from tunsec.ike.constants import NATT_PORT, has_marker
+from tunsec.ike.endpoint import DosLimits, IkeEndpoint
 from tunsec.ike.events import (
     AuthFailed,
     ChildSaDown,
@@ -72,13 +71,16 @@ from tunsec.radius.relay import RadiusRelay
 from tunsec.radius.settings import RadiusSettings
 from tunsec.services.addrwatch import AddressWatch
 from tunsec.services.base import EspEndpoint, Service
-from tunsec.services.ike import barrier, ikesas, installs, mobility, radius_edge, resolver, sockets, spis, traps, vips
+from tunsec.services.ike import ikesas, installs, mobility, radius_edge, traps
 from tunsec.services.ike import invalid_spi as _invalid_spi
 from tunsec.services.ike import reload as _reload
 from tunsec.services.ike import status as _status
+from tunsec.services.ike.barrier import Barrier
 from tunsec.services.ike.resolver import Resolver
-from tunsec.services.ike.sockets import IkeSocketKey, _ports
+from tunsec.services.ike.sockets import IkeSocketKey, IkeSockets, recv
+from tunsec.services.ike.spis import SpiPool
 from tunsec.services.ike.state import ChildState, IPAddress, IPNetwork, Lineage, ts_networks
+from tunsec.services.ike.vips import VirtualIps
 
 log = logging.getLogger("tunsec.ike")
 
@@ -99,18 +101,18 @@ class IkeService(Service):
         self.pools = AddressPools(pools)    # virtual IP leases: they outlive IKE SAs, so they live here
         # a client's virtual IPs: set by the daemon to its TUN (add_address, remove_address, set_route_source)
         self.tun: Any = None
-        self._vips: dict[int, tuple[str, tuple[IPAddress, ...]]] = {}   # IKE SA handle -> (connection, ours)
-        self._vip_refs: collections.Counter[IPAddress] = collections.Counter()   # IKE SAs using each address
-        self._vip_lock = asyncio.Lock()     # netlink changes in the order the engine reported them
+        self.vips = VirtualIps(lambda: self.tun, lambda name: self.connections.get(name), self._spawn)
         self._updown_lock = asyncio.Lock()  # updown scripts run one at a time, in the order of the events
         self.worker = worker
         self.local_addrs = local_addrs     # family -> our outer address for ESP SAs
-        self.spis: collections.deque[int] = collections.deque()
-        self.endpoint = IkeEndpoint([c.ike for c in connections], spi_allocator=self._take_spi, limits=limits,
+        self.sockets = IkeSockets(connections, local_addrs, worker, self._spawn)
+        # make-before-break: datagrams to a peer wait while its Child SAs are being installed (see
+        # Barrier.flush); all wait while the SPI pool is empty and being refilled (see SpiPool.receive)
+        self.barrier = Barrier(lambda now: self.endpoint.datagrams_to_send(now), self.sockets.send, self._spawn,
+                               resume=lambda: self.spi_pool.run_held())
+        self.spi_pool = SpiPool(worker, self._spawn, self.barrier, self._deliver, self._pump)
+        self.endpoint = IkeEndpoint([c.ike for c in connections], spi_allocator=self.spi_pool.take, limits=limits,
                                     address_pool=self.pools, unique_keep=self._unique_keep)
-        # (family, bound address, port) -> socket: one per local_port in use (open_sockets, _close_unused)
-        self.sockets: dict[IkeSocketKey, socket.socket] = {}
-        self.ports = _ports(connections)   # what open_sockets binds, per family
         self.ids = ids if ids is not None else IdSpace()
         self.children: dict[int, ChildState] = {}                # child handle -> state
         self._by_uid: dict[tuple[int, int], int] = {}            # (IKE SA handle, unique id) -> child handle
@@ -121,37 +123,15 @@ class IkeService(Service):
         self.trap_reqids: dict[tuple[str, str], int] = {}        # (connection, child) -> reqid of its traps
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._refill: asyncio.Task[None] | None = None
-        self._spi_wait = False     # the pool is empty and a refill in flight: the barrier is up (_spi_barrier)
-        self._held: collections.deque[Callable[[], None]] = collections.deque()   # what waits for an SPI
-        self._held_datagrams = 0   # how many of those are incoming datagrams (at most HELD_MAX)
-        self._held_bytes = 0       # and their size (at most HELD_BYTES_MAX)
         self._peers_to_check: set[bytes] = set()   # our SPIs of IKE SAs that got a datagram (_follow_peers)
         self._addr_watch: AddressWatch | None = None   # a MOBIKE client's own address changes
         self._ike_peers: dict[int, tuple[str, int]] = {}   # IKE SA handle -> its peer at the last check
-        self.held_total = 0        # incoming IKE datagrams that waited for an SPI (status: ike_held)
-        self.held_dropped = 0      # incoming IKE datagrams dropped because HELD_MAX were already held
-        self.install_waits = 0     # times outgoing datagrams waited behind the barrier (_flush_datagrams)
-        self.esp_on_ike_port = 0   # ESP in UDP dropped on a custom IKE port (sockets._unmark)
-        self._esp_log = LogLimiter()
-        # (our custom port, peer address, port) that sent IKE without the non-ESP marker: answered so
-        self._unmarked_peers: collections.OrderedDict[tuple[int, str, int], bool] = collections.OrderedDict()
-        self._held_log = LogLimiter()     # lines a flood can cause while inbound SPIs are short
-        self._getspi_log = LogLimiter()
         self.trap_policies: dict[int, tuple[str, str]] = {}     # policy id -> (connection, child)
         self.attempts: dict[str, int] = {}                       # connection -> failed tries in a row
         self.closing = False
         self.unauthenticated_log = LogLimiter()                 # failures peers cause before authenticating
         self.events = EventCounts()                             # rekeys, dead peers (Prometheus counters)
         self._invalid_spi_sent: dict[bytes, float] = {}         # IKE SA (our SPI) -> last INVALID_SPI
-        # make-before-break: datagrams to a peer wait while its Child SAs are being installed (see
-        # _flush_datagrams); all wait while the SPI pool is empty and being refilled (see receive)
-        self._installing: collections.Counter[tuple[str, int]] = collections.Counter()   # peer -> installs
-        self._parked: dict[tuple[str, int], list[Datagram]] = {}   # peer -> what waits for its installs
-        self._installs = 0
-        self._installed = asyncio.Event()
-        self._installed.set()
-        self._flush_held = False
         self._timers: dict[asyncio.TimerHandle, Callable[[], object]] = {}   # lingering inbound SAs, standby ends
         # auth = eap-radius: the RADIUS client, and the round trip each IKE SA waits for
         self.radius = RadiusRelay(radius) if radius is not None else None
@@ -164,8 +144,11 @@ class IkeService(Service):
     def prepare(self) -> None:
         self.open_sockets()
 
+    def open_sockets(self) -> None:
+        self.sockets.open(self.connections.values())
+
     def close(self) -> None:
-        self.close_sockets()
+        self.sockets.close()
         if self.radius is not None:
             self.radius.close()
         if self.accounting is not None:
@@ -176,10 +159,8 @@ class IkeService(Service):
             self._addr_watch = None
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        await self.refill_spis()    # before answering anyone: an IKE_AUTH finds its inbound SPI in the pool
-        for key, s in self.sockets.items():
-            loop.add_reader(s.fileno(), self._readable, s, key)
+        await self.spi_pool.refill()    # before answering anyone: an IKE_AUTH finds its inbound SPI in the pool
+        self.sockets.read(self._readable)
         await self.install_traps()
         self._watch_addresses()
         for conn in self.connections.values():
@@ -189,8 +170,7 @@ class IkeService(Service):
 
     async def worker_restarted(self) -> None:
         """A new worker has an empty SAD: IKE SAs survive, their children must be renegotiated."""
-        self.spis.clear()
-        self._spi_barrier()
+        self.spi_pool.clear()
         self._cancel_timers()   # their SPIs mean nothing (or someone else's SA) to the new worker
         for state in self.children.values():
             self._release(state.lineage)
@@ -198,14 +178,14 @@ class IkeService(Service):
         self._by_uid.clear()
         self.ids.release_policy_ids(list(self.trap_policies))
         self.trap_policies.clear()
-        await self.refill_spis()
-        if not self.spis:          # the refill in flight at the restart asked the old worker
-            await self.refill_spis()
+        await self.spi_pool.refill()
+        if not self.spi_pool.spis:          # the refill in flight at the restart asked the old worker
+            await self.spi_pool.refill()
         await self.install_traps()
         for sa in self.endpoint.sas:
             with contextlib.suppress(Exception):
                 for child in sa.children:
-                    self._with_spi(functools.partial(self._rekey_child, sa, child.unique_id))
+                    self.spi_pool.with_spi(functools.partial(self._rekey_child, sa, child.unique_id))
         self._pump()
 
     async def shutdown(self) -> None:
@@ -217,7 +197,7 @@ class IkeService(Service):
             if not sa.is_closed:
                 with contextlib.suppress(Exception):
                     sa.delete(time.monotonic())
-        self._flush_datagrams()
+        self.barrier.flush()
         await self._await_deletes(time.monotonic() + SHUTDOWN_WAIT)
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=2.0)
@@ -304,7 +284,7 @@ class IkeService(Service):
     def initiate(self, conn: str, child: str | None) -> None:
         if conn not in self.connections:
             raise KeyError(conn)
-        self._with_spi(functools.partial(self._initiate, conn, child))
+        self.spi_pool.with_spi(functools.partial(self._initiate, conn, child))
         self._pump()
 
     def _initiate(self, conn: str, child: str | None) -> None:
@@ -360,7 +340,7 @@ class IkeService(Service):
                 self._event(sa, ev)
         if self._peers_to_check:
             self._follow_peers()
-        self._flush_datagrams()
+        self.barrier.flush()
         self._arm()
 
     def _arm(self) -> None:
@@ -375,10 +355,14 @@ class IkeService(Service):
 
     def _on_timer(self) -> None:
         self._timer = None
-        if self._spi_wait:           # a rekey would find no SPI: the barrier's end re-arms the timer
-            self._flush_datagrams()
+        if self.spi_pool.starved:    # a rekey would find no SPI: the barrier's end re-arms the timer
+            self.barrier.flush()
             return
         self.endpoint.handle_timer(time.monotonic())
+        self._pump()
+
+    async def _resolve_gateway(self, sa: IkeSa, gateway: str) -> None:
+        await self.resolver.resolve_gateway(sa, gateway)
         self._pump()
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
@@ -405,7 +389,7 @@ class IkeService(Service):
                     log.info("%s: assigned virtual IP %s to peer %s", ev.name,
                              ", ".join(map(str, ev.peer_vips)), ev.remote_id)
                 if ev.own_vips:
-                    self._vips_up(sa, ev)
+                    self.vips.up(self._ike_handle(sa), ev)
                 self.ike_up[sa.local_spi] = {"name": ev.name, "remote": ev.remote_addr[0], "proposal": ev.proposal,
                                              "local_id": str(ev.local_id), "remote_id": str(ev.remote_id),
                                              "spi_i": ev.spi_i.hex(), "spi_r": ev.spi_r.hex(),
@@ -421,7 +405,7 @@ class IkeService(Service):
             case IkeSaDown():
                 log.info("%s: IKE SA closed: %s", ev.name, ev.reason)
                 self._acct_stop(sa, ev.reason)
-                self._vips_down(sa)
+                self.vips.down(self._ike_handles.get(sa))
                 if (handle := self._ike_handles.pop(sa, None)) is not None and sa.heir is None:
                     self._ike_peers.pop(handle, None)   # not rekeyed: no successor uses the handle
                 was_up = self.ike_up.pop(sa.local_spi, None) is not None
@@ -435,10 +419,9 @@ class IkeService(Service):
                     # the datagrams queued with this event go to the IKE SA's peer (then): they wait for the
                     # install (even a task cancelled before it ran releases them)
                     peer = ev.remote_addr
-                    self._installing[peer] += 1
-                    self._parked.setdefault(peer, [])
+                    self.barrier.peer_install_started(peer)
                     self._spawn(self._child_up(state, ev)).add_done_callback(
-                        lambda _task: self._peer_install_done(peer))
+                        lambda _task: self.barrier.peer_install_done(peer))
             case ChildSaDown():
                 self._child_gone(sa, ev)
             case AuthFailed():
@@ -471,6 +454,34 @@ class IkeService(Service):
             case EapRelayAbandoned():
                 self._end_relay(sa)
 
+    # --- IKE in: from our sockets, and port 4500's through the worker -------------------
+    async def refill_spis(self) -> None:
+        """Top the SPI pool up; returns when it is full (or the worker refused)."""
+        await self.spi_pool.refill()
+
+    def receive(self, data: bytes, remote: tuple[str, int], local: tuple[str, int] | None = None) -> None:
+        """One IKE datagram into the engine (the caller pumps), unless it must wait for an SPI
+        (SpiPool.receive)."""
+        self._note_peer(data)
+        self.spi_pool.receive(data, remote, local)
+
+    def _deliver(self, data: bytes, remote: tuple[str, int], local: tuple[str, int] | None) -> None:
+        self._note_peer(data)   # again for one that was held: a check may have run meanwhile
+        self.endpoint.receive(data, remote, time.monotonic(), local)
+
+    def _readable(self, s: socket.socket, key: IkeSocketKey) -> None:
+        for data, remote, local in recv(s, key):
+            ike = self.sockets.unmark(data, remote, key[2]) if has_marker(key[2], remote[1]) else data
+            if ike is not None:
+                self.receive(ike, remote, local)
+        self._pump()
+
+    def receive_natt(self, msg: pipe.Ike) -> None:
+        """IKE that arrived on port 4500 via the worker."""
+        local = (str(msg.local.addr), msg.local.port) if msg.local else None
+        self.receive(msg.data, (str(msg.remote.addr), msg.remote.port), local)
+        self._pump()
+
     # --- worker events -------------------------------------------------------------
     def on_event(self, msg: pipe.Message) -> bool:
         """Worker events that belong to IKE; True when handled."""
@@ -482,7 +493,7 @@ class IkeService(Service):
                 self.acquire(msg.policy_id)
                 return True
             case pipe.Expire() if msg.reason is ExpireReason.LARVAL_TIMEOUT:
-                self.larval_expired(msg.spi)
+                self.spi_pool.larval_expired(msg.spi)
                 return True
             case pipe.Expire():
                 return self.expired(msg.spi, msg.direction, msg.hard, msg.remote)
@@ -493,38 +504,24 @@ class IkeService(Service):
                 return True
         return False
 
+    # --- tunsec status (status.py) -----------------------------------------------------------------
+    def status(self, dump: pipe.Reply) -> dict[str, Any]:
+        return _status.status(self.ike_sas(), self.leases(), self.endpoint, self.spi_pool, self.barrier, self.sockets,
+                              {} if self.radius is None else self.radius.status(self.accounting))
+
+    @classmethod
+    def idle_status(cls) -> dict[str, Any]:
+        return _status.idle_status()
+
+    def ike_sas(self) -> list[dict[str, Any]]:
+        return _status.ike_sas(self.endpoint.sas, self.ike_up, self.children.values(), self._ike_handles.get,
+                               self._ike_sa)
+
+    def leases(self) -> list[dict[str, Any]]:
+        """Virtual IP leases for ``tunsec status``: pool, address, identity, online or offline."""
+        return _status.leases(self.pools)
+
     # --- defined in the package's modules, one concern each (see their docstrings) ---------------
-    # spis.py
-    _take_spi = spis._take_spi
-    _start_refill = spis._start_refill
-    refill_spis = spis.refill_spis
-    _spi_barrier = spis._spi_barrier
-    _refill_spis = spis._refill_spis
-    larval_expired = spis.larval_expired
-    receive = spis.receive
-    _receive_held_datagram = spis._receive_held_datagram
-    _with_spi = spis._with_spi
-    _must_wait_for_spi = spis._must_wait_for_spi
-    _hold = spis._hold
-    _run_held = spis._run_held
-    # barrier.py
-    _flush_datagrams = barrier._flush_datagrams
-    _flush_after_installs = barrier._flush_after_installs
-    _install_started = barrier._install_started
-    _install_done = barrier._install_done
-    _peer_install_done = barrier._peer_install_done
-    _send_datagrams = barrier._send_datagrams
-    # sockets.py
-    open_sockets = sockets.open_sockets
-    close_sockets = sockets.close_sockets
-    _close_socket = sockets._close_socket
-    _close_unused = sockets._close_unused
-    _readable = sockets._readable
-    _unmark = sockets._unmark
-    receive_natt = sockets.receive_natt
-    _send = sockets._send
-    _socket = sockets._socket
-    _send_natt = sockets._send_natt
     # installs.py
     expired = installs.expired
     _delete_sa = installs._delete_sa
@@ -563,18 +560,12 @@ class IkeService(Service):
     _acct_start = radius_edge._acct_start
     _acct_child_down = radius_edge._acct_child_down
     _acct_stop = radius_edge._acct_stop
-    # resolver.py
-    _resolve_gateway = resolver._resolve_gateway
     # mobility.py
     _watch_addresses = mobility._watch_addresses
     local_addresses_changed = mobility.local_addresses_changed
     _note_peer = mobility._note_peer
     _follow_peers = mobility._follow_peers
     _migrate_child = mobility._migrate_child
-    # vips.py
-    _vips_up = vips._vips_up
-    _vips_down = vips._vips_down
-    _apply_vips = vips._apply_vips
     # ikesas.py
     _unique_keep = ikesas._unique_keep
     _enforce_unique = ikesas._enforce_unique
@@ -585,9 +576,4 @@ class IkeService(Service):
     # reload.py
     check_reload = _reload.check_reload
     reload = _reload.reload
-    # status.py
-    status = _status.status
-    idle_status = classmethod(_status.idle_status)
-    ike_sas = _status.ike_sas
-    leases = _status.leases
 

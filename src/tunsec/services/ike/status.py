@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable
+from typing import Any
 
-from tunsec.dataplane import pipe
-from tunsec.ike.endpoint import EndpointStats
+from tunsec.ike.endpoint import EndpointStats, IkeEndpoint
 from tunsec.ike.fragments import FragmentStats
-
-if TYPE_CHECKING:
-    from tunsec.services.ike.service import IkeService
+from tunsec.ike.sa import IkeSa
+from tunsec.policy.pools import AddressPools
+from tunsec.services.ike.barrier import Barrier
+from tunsec.services.ike.sockets import IkeSockets
+from tunsec.services.ike.spis import SpiPool
+from tunsec.services.ike.state import ChildState
 
 # Named once: dataclasses.asdict()/fields() build a tuple(<generator>) per call, and each such
 # 7-tuple stays in CPython's free list for that length (see the note in dataplane/pipe/decoding.py).
@@ -19,35 +22,41 @@ _IKE_DROPS = tuple([f.name for f in dataclasses.fields(EndpointStats)])
 _FRAGMENT_COUNTERS = tuple([f.name for f in dataclasses.fields(FragmentStats)])
 
 
-def status(self: IkeService, dump: pipe.Reply) -> dict[str, Any]:
+def status(ike_sas: list[dict[str, Any]], leases: list[dict[str, Any]], endpoint: IkeEndpoint,
+           spi_pool: SpiPool, barrier: Barrier, sockets: IkeSockets, radius: dict[str, Any]) -> dict[str, Any]:
     return {
-        "ike_sas": self.ike_sas(),
-        "leases": self.leases(),
+        "ike_sas": ike_sas,
+        "leases": leases,
         # unauthenticated IKE: half-open responder SAs now, and what was dropped or answered statelessly
-        "ike_half_open": self.endpoint.half_open,
-        "ike_drops": {**{n: getattr(self.endpoint.stats, n) for n in _IKE_DROPS},
-                      "esp_on_ike_port": self.esp_on_ike_port},   # ESP in UDP on a custom IKE port (sockets.py)
+        "ike_half_open": endpoint.half_open,
+        "ike_drops": {**{n: getattr(endpoint.stats, n) for n in _IKE_DROPS},
+                      "esp_on_ike_port": sockets.esp_on_ike_port},   # ESP in UDP on a custom IKE port
         # IKE fragmentation (RFC 7383): messages split and reassembled, fragments dropped
-        "ike_fragments": {n: getattr(self.endpoint.fragment_stats, n) for n in _FRAGMENT_COUNTERS},
+        "ike_fragments": {n: getattr(endpoint.fragment_stats, n) for n in _FRAGMENT_COUNTERS},
         # the barrier: incoming datagrams that waited for an inbound SPI (now, in all, dropped at
-        # HELD_MAX), and how often outgoing ones waited for installs or SPIs (see receive)
-        "ike_held": {"waiting": self._held_datagrams, "held": self.held_total, "held_dropped": self.held_dropped,
-                     "install_waits": self.install_waits},
+        # HELD_MAX), and how often outgoing ones waited for installs or SPIs (see SpiPool.receive)
+        "ike_held": {"waiting": spi_pool.held_waiting, "held": spi_pool.held_total,
+                     "held_dropped": spi_pool.held_dropped,
+                     "install_waits": barrier.install_waits},
         # auth = eap-radius: requests and answers, what was dropped, what is open now, each server's
         # health, and accounting's counters
-        "radius": {} if self.radius is None else self.radius.status(self.accounting),
+        "radius": radius,
     }
 
 
-def idle_status(cls: type[IkeService]) -> dict[str, Any]:
+def idle_status() -> dict[str, Any]:
     return {"ike_sas": [], "leases": [], "ike_half_open": 0, "ike_drops": {}, "ike_fragments": {}, "ike_held": {},
             "radius": {}}
 
 
-def ike_sas(self: IkeService) -> list[dict[str, Any]]:
+def ike_sas(sas: Iterable[IkeSa], ike_up: dict[bytes, dict[str, Any]], children: Iterable[ChildState],
+            handle_of: Callable[[IkeSa], int | None], live_sa: Callable[[int], IkeSa | None]) -> list[dict[str, Any]]:
+    """Each IKE SA with its Child SAs (``handle_of``: the IKE SA handle children name; ``live_sa``:
+    which IKE SA a handle means now, after rekeys)."""
+    children = list(children)
     out = []
-    for sa in self.endpoint.sas:
-        info = self.ike_up.get(sa.local_spi, {})
+    for sa in sas:
+        info = ike_up.get(sa.local_spi, {})
         out.append({
             "name": sa.name,
             "state": sa.state.value,
@@ -67,14 +76,14 @@ def ike_sas(self: IkeService) -> list[dict[str, Any]]:
                  "esn": c.esn, "reqid": c.reqid, "remote": f"{c.remote.addr}[{c.remote.port}]",
                  "local_ts": [str(t) for t in c.local_ts], "remote_ts": [str(t) for t in c.remote_ts],
                  "age_seconds": int(time.time() - c.established)}
-                for c in self.children.values()
-                if c.ike == self._ike_handles.get(sa) and self._ike_sa(c.ike) is sa
+                for c in children
+                if c.ike == handle_of(sa) and live_sa(c.ike) is sa
             ],
         })
     return out
 
 
-def leases(self: IkeService) -> list[dict[str, Any]]:
+def leases(pools: AddressPools) -> list[dict[str, Any]]:
     """Virtual IP leases for ``tunsec status``: pool, address, identity, online or offline."""
     return [{"pool": x.pool, "address": str(x.address), "identity": x.identity,
-             "status": "online" if x.online else "offline"} for x in self.pools.leases()]
+             "status": "online" if x.online else "offline"} for x in pools.leases()]
