@@ -14,6 +14,7 @@ first of its own algorithms that the initiator also offered.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -222,21 +223,32 @@ def _pick(
 def _match(ours: ProposalSpec, theirs: Proposal, prefer_group: int | None) -> Proposal | None:
     if ours.protocol != theirs.protocol:
         return None
+    chosen = _match_transforms(ours, theirs.transforms, prefer_group)
+    return None if chosen is None else Proposal(theirs.num, theirs.protocol, theirs.spi, chosen)
+
+
+# A gateway's clients offer the same transforms again and again (in IKE_SA_INIT byte for byte;
+# a Child SA's proposal differs only in its SPI, which the match does not look at): the outcome
+# of a match is a pure function of immutable values, kept for the combinations seen last.
+@functools.lru_cache(maxsize=64)
+def _match_transforms(
+    ours: ProposalSpec, theirs: tuple[Transform, ...], prefer_group: int | None
+) -> tuple[Transform, ...] | None:
     chosen: list[Transform] = []
     for ttype in _TYPE_ORDER:
         picked = _pick(
             ttype,
             ours.of_type(ttype),
-            [t for t in theirs.transforms if t.type == ttype],
+            [t for t in theirs if t.type == ttype],
             prefer_group if ttype == TransformType.DH else None,
         )
         if picked is False:
             return None
         if isinstance(picked, Transform) and not (ttype == TransformType.DH and picked.id == DhGroup.NONE):
             chosen.append(picked)
-    if any(t.type not in _TYPE_ORDER for t in theirs.transforms):
+    if any(t.type not in _TYPE_ORDER for t in theirs):
         return None  # a transform type we do not know cannot be left unselected
-    return Proposal(theirs.num, theirs.protocol, theirs.spi, tuple(chosen))
+    return tuple(chosen)
 
 
 def select_proposal(
