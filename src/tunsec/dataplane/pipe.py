@@ -219,8 +219,9 @@ class PipeError(Exception):
 
 
 def _check_int(name: str, value: object, lo: int, hi: int) -> None:
-    # bool is an int subclass; a True where a port belongs is a bug.
-    if isinstance(value, bool) or not isinstance(value, int):
+    # bool is an int subclass; a True where a port belongs is a bug.  (type() is int first:
+    # the common case in a check that runs dozens of times per message)
+    if type(value) is not int and (isinstance(value, bool) or not isinstance(value, int)):
         raise TypeError(f"{name} must be an int")
     if not lo <= value <= hi:
         raise ValueError(f"{name}={value} is outside {lo}..{hi}")
@@ -404,8 +405,9 @@ class Lifetime:
     seconds: int = 0
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            _check_int(f.name, getattr(self, f.name), 0, _U64)
+        _check_int("bytes", self.bytes, 0, _U64)
+        _check_int("packets", self.packets, 0, _U64)
+        _check_int("seconds", self.seconds, 0, _U64)
 
 
 def _check_reservation(limit: object, notify: object, esn: bool) -> None:
@@ -415,10 +417,10 @@ def _check_reservation(limit: object, notify: object, esn: bool) -> None:
 
 def _check_lifetimes(soft: Lifetime, hard: Lifetime) -> None:
     # A soft limit past the hard one could never fire: the SA is gone first.
-    for f in fields(Lifetime):
-        s, h = getattr(soft, f.name), getattr(hard, f.name)
+    for name, s, h in (("bytes", soft.bytes, hard.bytes), ("packets", soft.packets, hard.packets),
+                       ("seconds", soft.seconds, hard.seconds)):
         if s and h and s > h:
-            raise ValueError(f"soft {f.name} limit {s} exceeds the hard limit {h}")
+            raise ValueError(f"soft {name} limit {s} exceeds the hard limit {h}")
 
 
 @dataclass(frozen=True)
@@ -1302,6 +1304,10 @@ def error_reply(err: PipeError) -> bytes | None:
 _TYPES: Final = frozenset(int(t) for t in MsgType)
 _ERRNOS: Final = frozenset(int(e) for e in Errno)
 _EXTS: Final = frozenset(int(e) for e in Ext)
+# the members by value: a dict lookup, not an Enum call, for every message and extension
+_TYPE_OF: Final = {int(t): t for t in MsgType}
+_ERRNO_OF: Final = {int(e): e for e in Errno}
+_EXT_OF: Final = {int(e): e for e in Ext}
 
 
 class _Malformed(Exception):
@@ -1373,13 +1379,13 @@ def _check_header(hdr: _Header, size: int) -> MsgType:
         raise _Malformed(f"message of {size} bytes exceeds {MAX_MESSAGE}")
     if hdr.type not in _TYPES:
         raise _Malformed(f"unknown message type {hdr.type}", Errno.ETYPE)
-    return MsgType(hdr.type)
+    return _TYPE_OF[hdr.type]
 
 
 def _reply_errno(hdr: _Header) -> Errno:
     if hdr.errno not in _ERRNOS:
         raise _Malformed(f"unknown errno {hdr.errno}")
-    return Errno(hdr.errno)
+    return _ERRNO_OF[hdr.errno]
 
 
 def _check_origin(hdr: _Header, msg_type: MsgType) -> None:
@@ -1433,7 +1439,7 @@ def _parse_extensions(data: bytes, schema: _Schema) -> _Exts:
 def _known_ext(raw_type: int, schema: _Schema) -> Ext:
     if raw_type not in _EXTS:
         raise _Malformed(f"unknown extension type {raw_type}")
-    ext = Ext(raw_type)
+    ext = _EXT_OF[raw_type]
     if ext not in schema:
         raise _Malformed(f"extension {ext.name} does not belong in this message")
     return ext
