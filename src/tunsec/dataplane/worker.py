@@ -40,7 +40,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tunsec import logs, privilege
+from tunsec import gctune, logs, privilege
 from tunsec.dataplane import pipe
 from tunsec.dataplane.fastpath import Dataplane, DataplaneError, Event, EventType
 from tunsec.dataplane.pipe import Direction, Endpoint, Errno, ExpireReason, PipeError
@@ -378,6 +378,7 @@ async def serve(args: argparse.Namespace) -> int:
     parent = os.getppid()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, _on_stop_signal, loop, parent, finish)
+    gctune.settle()   # set up: what exists now lives as long as the worker
     threads = [threading.Thread(target=dp.run, args=(q,), name=f"tunsec-fastpath-{q}", daemon=True)
                for q in queues]
     for t in threads:
