@@ -359,6 +359,12 @@ _PROTO_NAMES: dict[int, str] = {ProtocolId.IKE: "IKE", ProtocolId.ESP: "ESP", Pr
 
 def describe(protocol: int, transforms: Sequence[Transform]) -> str:
     """strongSwan-like text of a proposal for logs: ``IKE:aes256gcm16-prfsha384-ecp384``."""
+    return _describe(protocol, tuple(transforms))
+
+
+# every IKE SA's IkeSaUp names its proposal, and a gateway's are all alike: one string for them
+@functools.lru_cache(maxsize=64)
+def _describe(protocol: int, transforms: tuple[Transform, ...]) -> str:
     proto = _PROTO_NAMES.get(protocol, str(protocol))
     return f"{proto}:" + "-".join(_transform_name(t) for t in transforms)
 
