@@ -189,6 +189,7 @@ class IkeService(Service):
         self.ids = ids if ids is not None else IdSpace()
         self.children: dict[int, ChildState] = {}                # child handle -> state
         self._by_uid: dict[tuple[int, int], int] = {}            # (IKE SA handle, unique id) -> child handle
+        self._by_ike: dict[int, set[int]] = {}   # IKE SA handle -> its child handles (_follow_peers)
         self._ike_handles: dict[IkeSa, int] = {}
         self._handles = itertools.count(1)
         self._changes = asyncio.Lock()   # SA/SPD changes reach the worker in the order the engine reported them
@@ -292,6 +293,7 @@ class IkeService(Service):
             self._release(state.lineage)
         self.children.clear()
         self._by_uid.clear()
+        self._by_ike.clear()
         self.ids.release_policy_ids(list(self.trap_policies))
         self.trap_policies.clear()
         await self.refill_spis()
@@ -893,7 +895,10 @@ class IkeService(Service):
                 peers[handle] = self._ike_peers[handle] = peer
         if not peers:
             return
-        for state in list(self.children.values()):
+        # only the children of the IKE SAs seen here: a pass over every child for each new client
+        # made a burst of N clients O(N^2)
+        moving = [self.children[h] for ike in peers for h in self._by_ike.get(ike, ()) if h in self.children]
+        for state in moving:
             now = peers.get(state.ike)
             known = state.moving_to or state.remote
             if now is None or (str(known.addr), known.port) == now:
@@ -1230,11 +1235,16 @@ class IkeService(Service):
         lineage.members.add(handle)
         self.children[handle] = state
         self._by_uid[(ike, ev.unique_id)] = handle
+        self._by_ike.setdefault(ike, set()).add(handle)
         return state
 
     def _forget(self, state: ChildState) -> bool:
         """Unbook a Child SA; True if its lineage ended (its policies and reqid are free to go)."""
         self.children.pop(state.handle, None)
+        if (mine := self._by_ike.get(state.ike)) is not None:
+            mine.discard(state.handle)
+            if not mine:
+                del self._by_ike[state.ike]
         if self._by_uid.get((state.ike, state.unique_id)) == state.handle:
             del self._by_uid[(state.ike, state.unique_id)]
         state.lineage.members.discard(state.handle)
