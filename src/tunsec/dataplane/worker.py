@@ -127,6 +127,8 @@ class Worker:
             return [pipe.encode(pipe.Reply(msg.req_id, msg.TYPE, Errno.EIO))]
 
     def _ok(self, msg: Request, spi: int | None = None) -> list[bytes]:
+        if spi is None:
+            return [pipe.encode_ok(msg.req_id, msg.TYPE)]
         return [pipe.encode(pipe.Reply(msg.req_id, msg.TYPE, Errno.OK, spi=spi))]
 
     def _dispatch(self, msg: Request) -> list[bytes]:
@@ -141,13 +143,14 @@ class Worker:
                 self.dp.update(msg.sa)
                 self.timers.cancel((msg.sa.spi, Direction.IN, None))
                 self._lifetime_timers(msg.sa)
-                log.info("SA in %08x installed%s", msg.sa.spi,
+                # DEBUG: the control process logs each install (CHILD_SA ... up, manual tunnel installed)
+                log.debug("SA in %08x installed%s", msg.sa.spi,
                          ", first use reported" if msg.sa.report_first_use else "")
                 return self._ok(msg)
             case pipe.Add():
                 self.dp.add(msg.sa)
                 self._lifetime_timers(msg.sa)
-                log.info("SA out %08x to %s installed", msg.sa.spi, msg.sa.remote.addr)
+                log.debug("SA out %08x to %s installed", msg.sa.spi, msg.sa.remote.addr)
                 return self._ok(msg)
             case pipe.Delete():
                 self.dp.delete(msg.spi, msg.direction, msg.remote)
