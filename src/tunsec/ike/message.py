@@ -191,7 +191,9 @@ class SaPayload:
 
     @classmethod
     def decode_body(cls, data: bytes) -> SaPayload:
-        return _decode_sa(data) if type(data) is bytes else _decode_sa.__wrapped__(data)
+        if type(data) is bytes and len(data) <= _SA_CACHE_MAX_BODY:
+            return _decode_sa(data)
+        return _decode_sa.__wrapped__(data)   # a peer's outsized payloads are not kept
 
 
 # A gateway answers every client with the same chosen IKE proposal: its encoding is kept too.
@@ -199,6 +201,9 @@ class SaPayload:
 def _encode_sa(proposals: tuple[Proposal, ...]) -> bytes:
     n = len(proposals)
     return b"".join([p.encode(i == n - 1) for i, p in enumerate(proposals)])
+
+
+_SA_CACHE_MAX_BODY = 2048   # strongSwan's default IKE proposals take a few hundred bytes
 
 
 # Every client of a gateway sends the same IKE_SA_INIT proposals, byte for byte: the parsed

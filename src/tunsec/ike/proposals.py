@@ -223,7 +223,9 @@ def _pick(
 def _match(ours: ProposalSpec, theirs: Proposal, prefer_group: int | None) -> Proposal | None:
     if ours.protocol != theirs.protocol:
         return None
-    chosen = _match_transforms(ours, theirs.transforms, prefer_group)
+    # a peer's outsized proposals are matched without keeping them
+    match = _match_transforms if len(theirs.transforms) <= 32 else _match_transforms.__wrapped__
+    chosen = match(ours, theirs.transforms, prefer_group)
     return None if chosen is None else Proposal(theirs.num, theirs.protocol, theirs.spi, chosen)
 
 
