@@ -44,6 +44,7 @@ void ts_replay_set_floor(ts_replay *r, uint64_t floor);
 /* ---- security associations (sad.c) ------------------------------------- */
 typedef struct ts_sa {
     struct ts_sa *next;                /* hash chain */
+    struct ts_sa *rq_next;             /* OUT with a reqid: chain of ts_sad.by_reqid */
     uint32_t spi;
     uint8_t dir, esn, keylen;
     _Atomic uint8_t state;
@@ -75,7 +76,14 @@ typedef struct ts_sad {
     ts_sa **buckets;
     size_t nbuckets;                   /* power of two */
     size_t count;
+    /* OUT SAs with a reqid, hashed by it: a new policy finds its SA (spd.c newest_out)
+     * without a pass over every SA, which made a thousand clients' set-up O(N^2) */
+    ts_sa **by_reqid;                  /* TS_REQID_BUCKETS chains */
 } ts_sad;
+
+#define TS_REQID_BUCKETS 4096u
+/* the chain of OUT SAs whose reqid hashes like this one's */
+ts_sa *ts_sad_by_reqid(const ts_sad *s, uint32_t reqid);
 
 int ts_sad_init(ts_sad *s);
 void ts_sad_destroy(ts_sad *s);

@@ -14,11 +14,41 @@ static size_t slot(const ts_sad *s, uint32_t spi, uint8_t dir) {
     return (h ^ (h >> 16)) & (s->nbuckets - 1);
 }
 
+static size_t reqid_slot(uint32_t reqid) {
+    return (reqid * 2654435761u) % TS_REQID_BUCKETS;
+}
+
 int ts_sad_init(ts_sad *s) {
     s->nbuckets = 1024;
     s->count = 0;
     s->buckets = calloc(s->nbuckets, sizeof(*s->buckets));
-    return s->buckets ? TS_OK : TS_ENOMEM;
+    s->by_reqid = calloc(TS_REQID_BUCKETS, sizeof(*s->by_reqid));
+    if (!s->buckets || !s->by_reqid) {
+        free(s->buckets);
+        free(s->by_reqid);
+        s->buckets = s->by_reqid = NULL;
+        s->nbuckets = 0;
+        return TS_ENOMEM;
+    }
+    return TS_OK;
+}
+
+ts_sa *ts_sad_by_reqid(const ts_sad *s, uint32_t reqid) {
+    return s->by_reqid[reqid_slot(reqid)];
+}
+
+static bool in_reqid_index(const ts_sa *sa) {
+    return sa->dir == TS_DIR_OUT && sa->reqid != 0;
+}
+
+static void reqid_unlink(ts_sad *s, ts_sa *sa) {
+    for (ts_sa **pp = &s->by_reqid[reqid_slot(sa->reqid)]; *pp; pp = &(*pp)->rq_next) {
+        if (*pp == sa) {
+            *pp = sa->rq_next;
+            sa->rq_next = NULL;
+            return;
+        }
+    }
 }
 
 /* Release what an SA owns and wipe it.  The key schedule lived in ctx
@@ -50,6 +80,8 @@ void ts_sad_destroy(ts_sad *s) {
     }
     free(s->buckets);
     s->buckets = NULL;
+    free(s->by_reqid);
+    s->by_reqid = NULL;
     s->count = 0;
 }
 
@@ -107,6 +139,11 @@ static void insert(ts_sad *s, ts_sa *sa) {
     sa->next = s->buckets[k];
     s->buckets[k] = sa;
     s->count++;
+    if (in_reqid_index(sa)) {   /* reqid and direction never change once inserted */
+        size_t r = reqid_slot(sa->reqid);
+        sa->rq_next = s->by_reqid[r];
+        s->by_reqid[r] = sa;
+    }
 }
 
 static ts_sa *unlink_sa(ts_sad *s, uint32_t spi, uint8_t dir, const ts_addr *remote) {
@@ -116,6 +153,8 @@ static ts_sa *unlink_sa(ts_sad *s, uint32_t spi, uint8_t dir, const ts_addr *rem
             ts_sa *sa = *pp;
             *pp = sa->next;
             s->count--;
+            if (in_reqid_index(sa))
+                reqid_unlink(s, sa);
             return sa;
         }
     }
@@ -379,6 +418,7 @@ void ts_sad_flush(ts_dp *dp) {
             sa = n;
         }
     }
+    memset(dp->sad.by_reqid, 0, TS_REQID_BUCKETS * sizeof(*dp->sad.by_reqid));
     dp->sad.count = 0;
     ts_spd_rebind(&dp->spd, &dp->sad);
     pthread_rwlock_unlock(&dp->lock);

@@ -134,12 +134,10 @@ static ts_sa *newest_out(ts_sad *sad, uint32_t reqid) {
     ts_sa *best = NULL;
     if (reqid == 0)
         return NULL;
-    for (size_t i = 0; i < sad->nbuckets; i++)
-        for (ts_sa *sa = sad->buckets[i]; sa; sa = sa->next)
-            if (sa->dir == TS_DIR_OUT && sa->reqid == reqid &&
-                atomic_load(&sa->state) == TS_SA_MATURE &&
-                (!best || sa->created_ns >= best->created_ns))
-                best = sa;
+    for (ts_sa *sa = ts_sad_by_reqid(sad, reqid); sa; sa = sa->rq_next)
+        if (sa->reqid == reqid && atomic_load(&sa->state) == TS_SA_MATURE &&
+            (!best || sa->created_ns >= best->created_ns))
+            best = sa;
     return best;
 }
 

@@ -52,6 +52,7 @@ from tunsec.dataplane.pipe import (
     decode,
     encode,
     encode_dump_replies,
+    encode_ok,
     error_reply,
     join_dump_replies,
 )
@@ -511,6 +512,22 @@ def test_round_trip(msg: Message) -> None:
     data = encode(msg)
     assert decode(data) == msg
     assert encode(decode(data)) == data
+
+
+@pytest.mark.parametrize("msg_type", [t for t in MsgType if not t.is_event])
+def test_encode_ok_is_the_ok_reply(msg_type: MsgType) -> None:
+    """The worker's shortcut for a bare successful answer encodes what Reply would, and refuses
+    the answers that are more than a header (GETSPI's SPI, DUMP's contents) and bad ids."""
+    if msg_type in (MsgType.GETSPI, MsgType.DUMP):
+        with pytest.raises(ValueError):
+            encode_ok(7, msg_type)
+        return
+    for req_id in (1, 7, U32):
+        assert encode_ok(req_id, msg_type) == encode(Reply(req_id, msg_type, Errno.OK))
+        assert decode(encode_ok(req_id, msg_type)) == Reply(req_id, msg_type, Errno.OK)
+    for bad in (0, U32 + 1):
+        with pytest.raises(ValueError):
+            encode_ok(bad, msg_type)
 
 
 def test_every_message_type_is_covered() -> None:

@@ -58,6 +58,19 @@ class TextFormatter(logging.Formatter):
         super().__init__()
         self.process = process
         self.journald = journald
+        self._second: int | None = None   # formatTime's text without the milliseconds, per second
+        self._stamp = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        """logging's default format (``2026-12-02 02:13:12,345``), strftime'd once per second: a
+        gateway that sets up a thousand clients writes thousands of lines a second."""
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        second = int(record.created)
+        if second != self._second:
+            self._second = second
+            self._stamp = time.strftime(self.default_time_format, self.converter(record.created))
+        return f"{self._stamp},{int(record.msecs):03d}"   # default_msec_format: "%s,%03d"
 
     def format(self, record: logging.LogRecord) -> str:
         text = _escape(record.getMessage())
@@ -102,6 +115,11 @@ def configure(level: str, fmt: str = "text", process: str = "tunsec", stream: Te
         handler.setFormatter(JsonFormatter(process))
     else:
         handler.setFormatter(TextFormatter(process, journald=journald_is_stderr(out)))
+    # what no format here prints is not gathered per record either: the caller's file, line
+    # and function (a walk up the stack) and the thread
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logMultiprocessing = False
     root = logging.getLogger()
     for old in root.handlers[:]:
         root.removeHandler(old)

@@ -520,6 +520,29 @@ def test_outbound_rebinding_newest_then_fallback() -> None:
     assert _out_spi(dp, key) == 0x2002
 
 
+def test_policy_binds_by_its_own_reqid_among_sas_indexed_alike() -> None:
+    """Outbound SAs are indexed by reqid (hashed into a fixed number of chains, so 7, 7 + 4096
+    and 7 + 8192 share one): a policy binds the newest SA of exactly its reqid, falls back to
+    none of the others when that one goes, and a FLUSH leaves nothing of the index behind."""
+    key = new_key()
+    dp = Dataplane()
+    reqids = [7, 7 + 4096, 7 + 8192]
+    for i, reqid in enumerate(reqids):
+        dp.add(spec(0x3001 + i, Direction.OUT, key, reqid=reqid))
+    dp.spd_add(Policy(id=1, priority=1, action=Action.PROTECT, reqid=reqids[1], selector=SEL4))
+    assert _out_spi(dp, key) == 0x3002
+    dp.add(spec(0x3010, Direction.OUT, key, reqid=reqids[1]))   # newer, same reqid: rebinds
+    assert _out_spi(dp, key) == 0x3010
+    dp.delete(0x3010, Direction.OUT, B_OUTER)
+    assert _out_spi(dp, key) == 0x3002
+    dp.delete(0x3002, Direction.OUT, B_OUTER)
+    assert dp.outbound(PKT4)[2] is Drop.NO_SA          # never the SAs of 7 or 7 + 8192
+    dp.flush()
+    assert dp.outbound(PKT4)[2] is Drop.NO_SA
+    dp.add(spec(0x3020, Direction.OUT, key, reqid=reqids[1]))
+    assert _out_spi(dp, key) == 0x3020
+
+
 def test_two_peers_choose_the_same_outbound_spi() -> None:
     """Peers choose outbound SPIs: two may pick the same one.  Each SA is (SPI, peer):
     both carry their own traffic to their own peer, and deleting one leaves the other."""

@@ -55,6 +55,11 @@ class WorkerFds:
     queues: list[tuple[int, int, int]] = field(default_factory=list)   # more (tun, udp4, udp6)
 
 
+def _time_out(fut: asyncio.Future[list[pipe.Reply]]) -> None:
+    if not fut.done():
+        fut.set_exception(TimeoutError(f"no answer within {REQUEST_TIMEOUT:.0f} s"))
+
+
 class WorkerClient:
     """One worker process and its pipe."""
 
@@ -146,14 +151,20 @@ class WorkerClient:
             raise WorkerError("worker not running", Errno.EIO)
         req_id = next(self._ids)
         msg = build(req_id)
-        fut: asyncio.Future[list[pipe.Reply]] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[list[pipe.Reply]] = loop.create_future()
         self._pending[req_id] = (fut, [])
+        # a timer on the future itself, not asyncio.wait_for (a second future, a task wrapper and
+        # callbacks per request: a client's set-up makes about ten requests)
+        timer = loop.call_later(REQUEST_TIMEOUT, _time_out, fut)
         try:
             self._send(pipe.encode(msg))
-            replies = await asyncio.wait_for(fut, REQUEST_TIMEOUT)
+            replies = await fut
         except (OSError, TimeoutError) as err:
             self._pending.pop(req_id, None)
             raise WorkerError(f"{type(msg).__name__} ({err})", Errno.EIO) from err
+        finally:
+            timer.cancel()
         bad = [r for r in replies if r.errno is not Errno.OK]
         if bad:
             raise WorkerError(type(msg).__name__, bad[0].errno)

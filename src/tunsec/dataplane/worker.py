@@ -40,7 +40,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tunsec import logs, privilege
+from tunsec import gctune, logs, privilege
 from tunsec.dataplane import pipe
 from tunsec.dataplane.fastpath import Dataplane, DataplaneError, Event, EventType
 from tunsec.dataplane.pipe import Direction, Endpoint, Errno, ExpireReason, PipeError
@@ -127,6 +127,8 @@ class Worker:
             return [pipe.encode(pipe.Reply(msg.req_id, msg.TYPE, Errno.EIO))]
 
     def _ok(self, msg: Request, spi: int | None = None) -> list[bytes]:
+        if spi is None:
+            return [pipe.encode_ok(msg.req_id, msg.TYPE)]
         return [pipe.encode(pipe.Reply(msg.req_id, msg.TYPE, Errno.OK, spi=spi))]
 
     def _dispatch(self, msg: Request) -> list[bytes]:
@@ -141,13 +143,14 @@ class Worker:
                 self.dp.update(msg.sa)
                 self.timers.cancel((msg.sa.spi, Direction.IN, None))
                 self._lifetime_timers(msg.sa)
-                log.info("SA in %08x installed%s", msg.sa.spi,
+                # DEBUG: the control process logs each install (CHILD_SA ... up, manual tunnel installed)
+                log.debug("SA in %08x installed%s", msg.sa.spi,
                          ", first use reported" if msg.sa.report_first_use else "")
                 return self._ok(msg)
             case pipe.Add():
                 self.dp.add(msg.sa)
                 self._lifetime_timers(msg.sa)
-                log.info("SA out %08x to %s installed", msg.sa.spi, msg.sa.remote.addr)
+                log.debug("SA out %08x to %s installed", msg.sa.spi, msg.sa.remote.addr)
                 return self._ok(msg)
             case pipe.Delete():
                 self.dp.delete(msg.spi, msg.direction, msg.remote)
@@ -378,6 +381,7 @@ async def serve(args: argparse.Namespace) -> int:
     parent = os.getppid()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, _on_stop_signal, loop, parent, finish)
+    gctune.settle()   # set up: what exists now lives as long as the worker
     threads = [threading.Thread(target=dp.run, args=(q,), name=f"tunsec-fastpath-{q}", daemon=True)
                for q in queues]
     for t in threads:

@@ -6,14 +6,16 @@ prf, prf+, SKEYSEED, the seven IKE SA keys and Child SA KEYMAT. Every key is a
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from dataclasses import dataclass
 
 from .constants import EncrId, IntegId, PrfId
 from .secret import Secret
 
-_PRF_HASH = {PrfId.HMAC_SHA2_256: "sha256", PrfId.HMAC_SHA2_384: "sha384", PrfId.HMAC_SHA2_512: "sha512"}
+_PRF_HASH: dict[int, str] = {
+    PrfId.HMAC_SHA2_256: "sha256", PrfId.HMAC_SHA2_384: "sha384", PrfId.HMAC_SHA2_512: "sha512",
+}
+_HASH_SIZE = {"sha256": 32, "sha384": 48, "sha512": 64}
 # RFC 4868: key length = hash output length, ICV = half of it
 _INTEG = {
     IntegId.HMAC_SHA2_256_128: ("sha256", 32, 16),
@@ -39,14 +41,14 @@ class Prf:
 
     @property
     def hash_name(self) -> str:
-        return _PRF_HASH[PrfId(self.transform_id)]
+        return _PRF_HASH[self.transform_id]
 
     @property
     def size(self) -> int:
-        return hashlib.new(self.hash_name).digest_size
+        return _HASH_SIZE[self.hash_name]
 
     def __call__(self, key: bytes, data: bytes) -> bytes:
-        return hmac.new(key, data, self.hash_name).digest()
+        return hmac.digest(key, data, self.hash_name)
 
     def plus(self, key: bytes, seed: bytes, length: int) -> bytes:
         """prf+ (RFC 7296 §2.13): T1 | T2 | ... with a one-byte counter, at most 255 rounds."""

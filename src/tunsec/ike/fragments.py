@@ -20,7 +20,7 @@ for a smaller path MTU); a smaller Total Fragments is dropped (§2.6).
 
 from __future__ import annotations
 
-import ipaddress
+import socket
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -40,14 +40,21 @@ _UDP_HEADER = 8
 _NON_ESP_MARKER = 4
 
 
+def ip_version(ip: str) -> int:
+    """4 for an IPv4 address, else 6 (the larger header, never too big: IPv6 and anything
+    unparseable).  inet_pton, not ipaddress: this runs for every IKE message an SA sends."""
+    try:
+        socket.inet_pton(socket.AF_INET, ip)
+    except (OSError, ValueError):
+        return 6
+    return 4
+
+
 def max_message_len(fragment_size: int, remote_ip: str, local_port: int, remote_port: int) -> int:
     """The largest IKE message that fits an IP datagram of ``fragment_size`` bytes (0: 576
     for IPv4, 1280 for IPv6), as strongSwan computes it: no IP options, the non-ESP marker
     unless either port is 500."""
-    try:
-        version = ipaddress.ip_address(remote_ip).version
-    except ValueError:
-        version = 6  # the larger header: never too big
+    version = ip_version(remote_ip)
     size = (fragment_size or _FAMILY_FRAGMENT_SIZE[version]) - _IP_HEADER[version] - _UDP_HEADER
     if IKE_PORT not in (local_port, remote_port):
         size -= _NON_ESP_MARKER

@@ -15,6 +15,7 @@ raw body and the type of the first inner payload; ``sk.py`` decrypts it and
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ from .constants import (
 
 MAX_NONCE = 256
 MIN_NONCE = 16
+# a generic payload header (next payload, flags, length); proposals and transforms start alike
+_PAYLOAD_HEADER = struct.Struct("!BBH")
 
 
 class DecodeError(Exception):
@@ -76,7 +79,8 @@ def _decode_attributes(data: bytes) -> tuple[Attribute, ...]:
     attrs: list[Attribute] = []
     pos = 0
     while pos < len(data):
-        _need(data[pos:], 4, "transform attribute")
+        if len(data) - pos < 4:
+            raise DecodeError(f"transform attribute: {len(data) - pos} bytes, need at least 4")
         af_type, length_or_value = struct.unpack_from("!HH", data, pos)
         pos += 4
         if af_type & 0x8000:
@@ -139,8 +143,9 @@ def _split_substructures(data: bytes, more_marker: int, what: str) -> list[bytes
     items: list[bytes] = []
     pos = 0
     while True:
-        _need(data[pos:], 8, what)
-        last_flag, _, length = struct.unpack_from("!BBH", data, pos)
+        if len(data) - pos < 8:
+            raise DecodeError(f"{what}: {len(data) - pos} bytes, need at least 8")
+        last_flag, _, length = _PAYLOAD_HEADER.unpack_from(data, pos)
         if last_flag not in (0, more_marker):
             raise DecodeError(f"{what}: bad last-substructure value {last_flag}")
         if length < 8 or pos + length > len(data):
@@ -182,12 +187,30 @@ class SaPayload:
     ptype: ClassVar[int] = PayloadType.SA
 
     def encode_body(self) -> bytes:
-        n = len(self.proposals)
-        return b"".join(p.encode(i == n - 1) for i, p in enumerate(self.proposals))
+        return _encode_sa(self.proposals)
 
     @classmethod
     def decode_body(cls, data: bytes) -> SaPayload:
-        return cls(tuple([_decode_proposal(c) for c in _split_substructures(data, 2, "proposal")]))
+        if type(data) is bytes and len(data) <= _SA_CACHE_MAX_BODY:
+            return _decode_sa(data)
+        return _decode_sa.__wrapped__(data)   # a peer's outsized payloads are not kept
+
+
+# A gateway answers every client with the same chosen IKE proposal: its encoding is kept too.
+@functools.lru_cache(maxsize=32)
+def _encode_sa(proposals: tuple[Proposal, ...]) -> bytes:
+    n = len(proposals)
+    return b"".join([p.encode(i == n - 1) for i, p in enumerate(proposals)])
+
+
+_SA_CACHE_MAX_BODY = 2048   # strongSwan's default IKE proposals take a few hundred bytes
+
+
+# Every client of a gateway sends the same IKE_SA_INIT proposals, byte for byte: the parsed
+# payload (immutable) is kept for the bodies seen last.  Errors are not cached (raised again).
+@functools.lru_cache(maxsize=32)
+def _decode_sa(data: bytes) -> SaPayload:
+    return SaPayload(tuple([_decode_proposal(c) for c in _split_substructures(data, 2, "proposal")]))
 
 
 @dataclass(frozen=True)
@@ -361,7 +384,8 @@ class TrafficSelector:
 
 
 def _decode_selector(data: bytes, pos: int) -> tuple[TrafficSelector, int]:
-    _need(data[pos:], 8, "traffic selector")
+    if len(data) - pos < 8:
+        raise DecodeError(f"traffic selector: {len(data) - pos} bytes, need at least 8")
     ts_type, proto, length, sport, eport = struct.unpack_from("!BBHHH", data, pos)
     addr_len = _TS_ADDR_LEN.get(ts_type)
     if addr_len is None:
@@ -490,16 +514,6 @@ Payload = (
 )
 
 
-def _decode_body(ptype: int, body: bytes) -> Payload | None:
-    """Decode one payload body; None for a payload type we do not know."""
-    if ptype in (PayloadType.IDI, PayloadType.IDR):
-        return IdPayload.decode(ptype == PayloadType.IDI, body)
-    if ptype in (PayloadType.TSI, PayloadType.TSR):
-        return TsPayload.decode(ptype == PayloadType.TSI, body)
-    decoder = _DECODERS.get(ptype)
-    return None if decoder is None else decoder(body)
-
-
 _DECODERS: dict[int, Callable[[bytes], Payload]] = {
     PayloadType.SA: SaPayload.decode_body,
     PayloadType.KE: KePayload.decode_body,
@@ -512,22 +526,30 @@ _DECODERS: dict[int, Callable[[bytes], Payload]] = {
     PayloadType.VENDOR_ID: VendorIdPayload.decode_body,
     PayloadType.CP: CpPayload.decode_body,
     PayloadType.EAP: EapPayload.decode_body,
+    PayloadType.IDI: functools.partial(IdPayload.decode, True),
+    PayloadType.IDR: functools.partial(IdPayload.decode, False),
+    PayloadType.TSI: functools.partial(TsPayload.decode, True),
+    PayloadType.TSR: functools.partial(TsPayload.decode, False),
 }
+_NONE, _SK, _SKF = int(PayloadType.NONE), int(PayloadType.SK), int(PayloadType.SKF)
 
 
 def encode_payloads(payloads: Sequence[Payload]) -> bytes:
     """Encode a payload chain; an SK or SKF payload must be last and is left as given."""
-    out = bytearray()
+    out = []
+    last = len(payloads) - 1
+    pack = _PAYLOAD_HEADER.pack
     for i, payload in enumerate(payloads):
-        if isinstance(payload, SkPayload | SkfPayload):
+        if isinstance(payload, (SkPayload, SkfPayload)):
             nxt = payload.first_payload
-            if i != len(payloads) - 1:
+            if i != last:
                 raise ValueError("the SK or SKF payload must be the last payload")
         else:
-            nxt = payloads[i + 1].ptype if i + 1 < len(payloads) else PayloadType.NONE
+            nxt = payloads[i + 1].ptype if i < last else _NONE
         body = payload.encode_body()
-        out += struct.pack("!BBH", nxt, 0, 4 + len(body)) + body
-    return bytes(out)
+        out.append(pack(nxt, 0, 4 + len(body)))
+        out.append(body)
+    return b"".join(out)
 
 
 def decode_payloads(first_type: int, data: bytes) -> tuple[Payload, ...]:
@@ -535,26 +557,29 @@ def decode_payloads(first_type: int, data: bytes) -> tuple[Payload, ...]:
     payloads: list[Payload] = []
     ptype = first_type
     pos = 0
-    while ptype != PayloadType.NONE:
-        _need(data[pos:], 4, "payload header")
-        nxt, flags, length = struct.unpack_from("!BBH", data, pos)
-        if length < 4 or pos + length > len(data):
+    end = len(data)
+    unpack = _PAYLOAD_HEADER.unpack_from
+    while ptype != _NONE:
+        if end - pos < 4:
+            raise DecodeError(f"payload header: {end - pos} bytes, need at least 4")
+        nxt, flags, length = unpack(data, pos)
+        if length < 4 or pos + length > end:
             raise DecodeError(f"payload {ptype}: length {length} out of bounds")
         body = data[pos + 4 : pos + length]
-        if ptype in (PayloadType.SK, PayloadType.SKF):
-            if pos + length != len(data):
+        if ptype in (_SK, _SKF):
+            if pos + length != end:
                 raise DecodeError(f"the {PayloadType(ptype).name} payload is not the last payload")
-            payloads.append(SkPayload(nxt, body) if ptype == PayloadType.SK else SkfPayload.decode(nxt, body))
+            payloads.append(SkPayload(nxt, body) if ptype == _SK else SkfPayload.decode(nxt, body))
             return tuple(payloads)
-        decoded = _decode_body(ptype, body)
-        if decoded is not None:
-            payloads.append(decoded)
+        decoder = _DECODERS.get(ptype)
+        if decoder is not None:
+            payloads.append(decoder(body))
         elif flags & 0x80:
             raise UnsupportedCriticalPayload(ptype)
         pos += length
         ptype = nxt
-    if pos != len(data):
-        raise DecodeError(f"{len(data) - pos} bytes after the last payload")
+    if pos != end:
+        raise DecodeError(f"{end - pos} bytes after the last payload")
     return tuple(payloads)
 
 
@@ -641,8 +666,22 @@ class Message:
         return self.header(len(body)).encode() + body
 
 
+# The datagram decoded last and its message.  IkeEndpoint parses an IKE_SA_INIT request to see
+# whether it may keep state for it, then hands the same bytes object to the IkeSa it creates,
+# which parses it again: the second parse returns the first one's (immutable) result.  Only an
+# identical ``bytes`` object (immutable) matches, never equal bytes of another datagram.
+_last_decoded: tuple[bytes, Message] | None = None
+
+
 def decode_message(data: bytes) -> Message:
     """Decode a whole datagram (without the non-ESP marker)."""
+    global _last_decoded
+    last = _last_decoded
+    if last is not None and last[0] is data:
+        return last[1]
     hdr = decode_header(data)
     payloads = decode_payloads(hdr.next_payload, data[IKE_HEADER_LEN:])
-    return Message(hdr.spi_i, hdr.spi_r, hdr.exchange, hdr.flags, hdr.message_id, payloads)
+    msg = Message(hdr.spi_i, hdr.spi_r, hdr.exchange, hdr.flags, hdr.message_id, payloads)
+    if type(data) is bytes:
+        _last_decoded = (data, msg)
+    return msg

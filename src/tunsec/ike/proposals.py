@@ -14,6 +14,7 @@ first of its own algorithms that the initiator also offered.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -222,21 +223,34 @@ def _pick(
 def _match(ours: ProposalSpec, theirs: Proposal, prefer_group: int | None) -> Proposal | None:
     if ours.protocol != theirs.protocol:
         return None
+    # a peer's outsized proposals are matched without keeping them
+    match = _match_transforms if len(theirs.transforms) <= 32 else _match_transforms.__wrapped__
+    chosen = match(ours, theirs.transforms, prefer_group)
+    return None if chosen is None else Proposal(theirs.num, theirs.protocol, theirs.spi, chosen)
+
+
+# A gateway's clients offer the same transforms again and again (in IKE_SA_INIT byte for byte;
+# a Child SA's proposal differs only in its SPI, which the match does not look at): the outcome
+# of a match is a pure function of immutable values, kept for the combinations seen last.
+@functools.lru_cache(maxsize=64)
+def _match_transforms(
+    ours: ProposalSpec, theirs: tuple[Transform, ...], prefer_group: int | None
+) -> tuple[Transform, ...] | None:
     chosen: list[Transform] = []
     for ttype in _TYPE_ORDER:
         picked = _pick(
             ttype,
             ours.of_type(ttype),
-            [t for t in theirs.transforms if t.type == ttype],
+            [t for t in theirs if t.type == ttype],
             prefer_group if ttype == TransformType.DH else None,
         )
         if picked is False:
             return None
         if isinstance(picked, Transform) and not (ttype == TransformType.DH and picked.id == DhGroup.NONE):
             chosen.append(picked)
-    if any(t.type not in _TYPE_ORDER for t in theirs.transforms):
+    if any(t.type not in _TYPE_ORDER for t in theirs):
         return None  # a transform type we do not know cannot be left unselected
-    return Proposal(theirs.num, theirs.protocol, theirs.spi, tuple(chosen))
+    return tuple(chosen)
 
 
 def select_proposal(
@@ -347,6 +361,12 @@ _PROTO_NAMES: dict[int, str] = {ProtocolId.IKE: "IKE", ProtocolId.ESP: "ESP", Pr
 
 def describe(protocol: int, transforms: Sequence[Transform]) -> str:
     """strongSwan-like text of a proposal for logs: ``IKE:aes256gcm16-prfsha384-ecp384``."""
+    return _describe(protocol, tuple(transforms))
+
+
+# every IKE SA's IkeSaUp names its proposal, and a gateway's are all alike: one string for them
+@functools.lru_cache(maxsize=64)
+def _describe(protocol: int, transforms: tuple[Transform, ...]) -> str:
     proto = _PROTO_NAMES.get(protocol, str(protocol))
     return f"{proto}:" + "-".join(_transform_name(t) for t in transforms)
 

@@ -15,7 +15,7 @@ decoding.
 """
 
 from tunsec.dataplane.pipe.decoding import decode
-from tunsec.dataplane.pipe.encoding import encode, encode_dump_replies, error_reply, join_dump_replies
+from tunsec.dataplane.pipe.encoding import encode, encode_dump_replies, encode_ok, error_reply, join_dump_replies
 from tunsec.dataplane.pipe.messages import (
     Acquire,
     Add,
@@ -112,6 +112,7 @@ __all__ = [
     "decode",
     "encode",
     "encode_dump_replies",
+    "encode_ok",
     "error_reply",
     "join_dump_replies",
 ]

@@ -98,6 +98,10 @@ from tunsec.dataplane.pipe.wire import (
 _TYPES: Final = frozenset(int(t) for t in MsgType)
 _ERRNOS: Final = frozenset(int(e) for e in Errno)
 _EXTS: Final = frozenset(int(e) for e in Ext)
+# the members by value: a dict lookup, not an Enum call, for every message and extension
+_TYPE_OF: Final = {int(t): t for t in MsgType}
+_ERRNO_OF: Final = {int(e): e for e in Errno}
+_EXT_OF: Final = {int(e): e for e in Ext}
 
 
 class _Malformed(Exception):
@@ -169,13 +173,13 @@ def _check_header(hdr: _Header, size: int) -> MsgType:
         raise _Malformed(f"message of {size} bytes exceeds {MAX_MESSAGE}")
     if hdr.type not in _TYPES:
         raise _Malformed(f"unknown message type {hdr.type}", Errno.ETYPE)
-    return MsgType(hdr.type)
+    return _TYPE_OF[hdr.type]
 
 
 def _reply_errno(hdr: _Header) -> Errno:
     if hdr.errno not in _ERRNOS:
         raise _Malformed(f"unknown errno {hdr.errno}")
-    return Errno(hdr.errno)
+    return _ERRNO_OF[hdr.errno]
 
 
 def _check_origin(hdr: _Header, msg_type: MsgType) -> None:
@@ -229,7 +233,7 @@ def _parse_extensions(data: bytes, schema: _Schema) -> _Exts:
 def _known_ext(raw_type: int, schema: _Schema) -> Ext:
     if raw_type not in _EXTS:
         raise _Malformed(f"unknown extension type {raw_type}")
-    ext = Ext(raw_type)
+    ext = _EXT_OF[raw_type]
     if ext not in schema:
         raise _Malformed(f"extension {ext.name} does not belong in this message")
     return ext

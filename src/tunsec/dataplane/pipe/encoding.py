@@ -25,6 +25,7 @@ from tunsec.dataplane.pipe.messages import (
     SpdDelete,
     SpdFlush,
     Update,
+    _check_request_id,
 )
 from tunsec.dataplane.pipe.protocol import (
     FLAG_MORE,
@@ -315,6 +316,16 @@ def join_dump_replies(replies: Sequence[Reply]) -> Reply:
         policies=tuple([p for r in replies for p in r.policies]),
         drops=tuple([d for r in replies for d in r.drops]),
     )  # fmt: skip
+
+
+def encode_ok(req_id: int, msg_type: MsgType) -> bytes:
+    """encode(Reply(req_id, msg_type, Errno.OK)) for a request whose success carries nothing
+    (all but GETSPI and DUMP): the header alone, without building and checking a Reply (the
+    worker answers several requests per client set-up so)."""
+    if msg_type in (MsgType.GETSPI, MsgType.DUMP) or msg_type.is_event:
+        raise ValueError(f"a successful {msg_type.name} answer is not a bare header")
+    _check_request_id(req_id)
+    return _header(msg_type, Errno.OK, req_id, FLAG_REPLY, HEADER_LEN)
 
 
 def error_reply(err: PipeError) -> bytes | None:

@@ -86,12 +86,17 @@ def _child_registered(self: IkeService, sa: IkeSa, ev: ChildSaUp) -> ChildState 
     lineage.members.add(handle)
     self.children[handle] = state
     self._by_uid[(ike, ev.unique_id)] = handle
+    self._by_ike.setdefault(ike, set()).add(handle)
     return state
 
 
 def _forget(self: IkeService, state: ChildState) -> bool:
     """Unbook a Child SA; True if its lineage ended (its policies and reqid are free to go)."""
     self.children.pop(state.handle, None)
+    if (mine := self._by_ike.get(state.ike)) is not None:
+        mine.discard(state.handle)
+        if not mine:
+            del self._by_ike[state.ike]
     if self._by_uid.get((state.ike, state.unique_id)) == state.handle:
         del self._by_uid[(state.ike, state.unique_id)]
     state.lineage.members.discard(state.handle)

@@ -74,7 +74,10 @@ def _follow_peers(self: IkeService) -> None:
             peers[handle] = self._ike_peers[handle] = peer
     if not peers:
         return
-    for state in list(self.children.values()):
+    # only the children of the IKE SAs seen here: a pass over every child for each new client
+    # made a burst of N clients O(N^2)
+    moving = [self.children[h] for ike in peers for h in self._by_ike.get(ike, ()) if h in self.children]
+    for state in moving:
         now = peers.get(state.ike)
         known = state.moving_to or state.remote
         if now is None or (str(known.addr), known.port) == now:

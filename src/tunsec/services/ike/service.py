@@ -116,6 +116,7 @@ class IkeService(Service):
         self.ids = ids if ids is not None else IdSpace()
         self.children: dict[int, ChildState] = {}                # child handle -> state
         self._by_uid: dict[tuple[int, int], int] = {}            # (IKE SA handle, unique id) -> child handle
+        self._by_ike: dict[int, set[int]] = {}   # IKE SA handle -> its child handles (_follow_peers)
         self._ike_handles: dict[IkeSa, int] = {}
         self._handles = itertools.count(1)
         self._changes = asyncio.Lock()   # SA/SPD changes reach the worker in the order the engine reported them
@@ -176,6 +177,7 @@ class IkeService(Service):
             self._release(state.lineage)
         self.children.clear()
         self._by_uid.clear()
+        self._by_ike.clear()
         self.ids.release_policy_ids(list(self.trap_policies))
         self.trap_policies.clear()
         await self.spi_pool.refill()

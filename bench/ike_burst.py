@@ -1,0 +1,236 @@
+#!/usr/bin/env python3
+"""A road-warrior burst in one process: the gateway's CPU per client without namespaces or charon.
+
+    python3 bench/ike_burst.py [--clients 1000] [--profile out.prof] [--repeat 3]
+
+The gateway is what ``tunsec up`` runs for bench/scale.py's configuration (the same swanctl.conf
+text): an IkeService with a real WorkerClient, whose pipe (a SOCK_SEQPACKET socketpair) leads to
+the worker's request handling and C fast path (Worker, PipeWriter, Dataplane) in the same event
+loop, with INFO logging to /dev/null.  The clients are tunsec's own IKE engine (one IkeEndpoint
+holding N connections with distinct identities and ``vips = 0.0.0.0``, all from one address, as
+the charon in bench/scale.py), wired to the gateway in memory: IKE_SA_INIT to port 500 goes to
+the service, IKE_AUTH to port 4500 enters the worker as the non-ESP-marked datagram it is and
+reaches the service as a pipe IKE event; answers leave through the socket or SEND_IKE.
+
+All N clients start at once; the run ends when every IKE SA and Child SA is up on both sides.
+Reported: process CPU time of the whole run, of the clients alone (their calls are timed), and
+the difference, the gateway's, per client.  ``--profile``: a cProfile of the gateway only (the
+profiler is off during the clients' calls), for ``python3 -m pstats``.  This measures Python CPU
+per client set-up on the gateway (IKE codec, engine, service, pipe codec, worker dispatch,
+logging, asyncio); bench/scale.py measures the real thing against strongSwan.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import functools
+import gc
+import ipaddress
+import logging
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+
+from tunsec import logs
+from tunsec.bench import scale
+from tunsec.conf.config import parse_config
+from tunsec.dataplane import pipe
+from tunsec.dataplane.client import WorkerClient
+from tunsec.dataplane.fastpath import Dataplane
+from tunsec.dataplane.pipe import Endpoint
+from tunsec.dataplane.worker import PipeWriter, Worker
+from tunsec.ike.constants import NON_ESP_MARKER
+from tunsec.ike.endpoint import DosLimits, IkeEndpoint
+from tunsec.ike.events import ChildSaUp
+from tunsec.policy.ids import IdSpace
+from tunsec.services.ike import IkeService
+
+GW, CLIENT = "192.0.2.1", "198.51.100.1"
+Wire = list[tuple[tuple[str, int], tuple[str, int], bytes]]
+
+
+class _UdpOut:
+    """The worker's UDP socket: SEND_IKE datagrams (with the non-ESP marker) onto the wire."""
+
+    def __init__(self, wire: Wire) -> None:
+        self.wire = wire
+
+    def sendto(self, data: bytes, addr: tuple[str, int]) -> int:
+        assert data.startswith(NON_ESP_MARKER)
+        self.wire.append(((GW, 4500), addr, data[len(NON_ESP_MARKER):]))
+        return len(data)
+
+
+class _Udp500:
+    """The control process's port-500 socket."""
+
+    def __init__(self, wire: Wire) -> None:
+        self.wire = wire
+
+    def sendto(self, data: bytes, addr: tuple[str, int]) -> int:
+        self.wire.append(((GW, 500), addr, data))
+        return len(data)
+
+
+class Burst:
+    def __init__(self, n: int, profile: cProfile.Profile | None) -> None:
+        self.n = n
+        self.profile = profile
+        self.client_cpu = 0.0
+        self.wire: Wire = []
+        psk = "burst" * 8
+        gw = SimpleNamespace(outer4=GW, inner_net4="10.1.0.0/24")
+        me = SimpleNamespace(outer4=CLIENT)
+        self.gw_conf = parse_config(scale.gateway_swanctl(gw, psk))  # type: ignore[arg-type]
+        self.client_conf = parse_config(scale.client_swanctl(me, gw, psk, n))  # type: ignore[arg-type]
+        self.client_up = 0
+
+    def _client(self, fn: Callable[[], Any]) -> Any:
+        """A call into the clients: its CPU is theirs, and the gateway's profile pauses."""
+        if self.profile is not None:
+            self.profile.disable()
+        t0 = time.process_time()
+        try:
+            return fn()
+        finally:
+            self.client_cpu += time.process_time() - t0
+            if self.profile is not None:
+                self.profile.enable()
+
+    async def run(self) -> tuple[float, float]:
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours.setblocking(False)
+        theirs.setblocking(False)
+        # the worker's side of the pipe, as worker.serve sets it up (without TUN, threads, privileges)
+        dp = Dataplane()
+        reading = True
+
+        def pause_reading(pause: bool) -> None:
+            nonlocal reading
+            if pause and reading:
+                loop.remove_reader(theirs.fileno())
+            elif not pause and not reading:
+                loop.add_reader(theirs.fileno(), on_pipe)
+            reading = not pause
+
+        writer = PipeWriter(theirs, loop, pause_reading)
+        worker = Worker(dp, lambda data: writer.send(data, is_event=True),
+                        {4: _UdpOut(self.wire)}, loop)  # type: ignore[dict-item]
+
+        def on_pipe() -> None:
+            while True:
+                try:
+                    data = theirs.recv(pipe.MAX_MESSAGE)
+                except BlockingIOError:
+                    return
+                for answer in worker.handle_datagram(data):
+                    writer.send(answer)
+                if not reading:
+                    return
+
+        loop.add_reader(theirs.fileno(), on_pipe)
+
+        # the control process's side
+        service: IkeService | None = None
+
+        def on_event(msg: pipe.Message) -> None:
+            assert service is not None
+            service.on_event(msg)
+
+        client = WorkerClient(on_event)
+        client._sock = ours
+        loop.add_reader(ours.fileno(), client._readable)
+        n = self.n
+        service = IkeService(self.gw_conf.connections, lambda: client, {4: GW}, IdSpace(),
+                             DosLimits(2 * n + 10, 4 * n + 10), pools=self.gw_conf.pools)
+        await service.start()
+        service.sockets = {(4, GW, 500): _Udp500(self.wire)}  # type: ignore[dict-item]
+
+        clients = IkeEndpoint([c.ike for c in self.client_conf.connections])
+        gc.collect()
+        cpu0 = time.process_time()
+        if self.profile is not None:
+            self.profile.enable()
+        for c in self.client_conf.connections:
+            self._client(functools.partial(clients.initiate, c.name, "net", time.monotonic()))
+        idle = 0
+        while self.client_up < n or service_children(service) < n:
+            moved = self._client(lambda: self._client_step(clients))
+            while self.wire:
+                moved = True
+                src, dst, data = self.wire.pop(0)
+                if dst[0] == GW:
+                    if dst[1] == 4500:   # into the worker's UDP socket, up the pipe as an IKE event
+                        worker._emit(pipe.Ike(data=data, remote=Endpoint(ipaddress.ip_address(src[0]), src[1])))
+                    else:
+                        service.receive(data, src, dst)
+                        service._pump()
+                else:
+                    self._client(functools.partial(clients.receive, data, src, time.monotonic(), local_addr=dst))
+            await asyncio.sleep(0)
+            idle = 0 if moved else idle + 1
+            if idle > 1000:
+                await asyncio.sleep(0.001)
+            if idle > 20000:
+                raise RuntimeError(f"stuck: {self.client_up} clients up, {service_children(service)} at the gateway")
+        if self.profile is not None:
+            self.profile.disable()
+        total = time.process_time() - cpu0
+        return total, self.client_cpu
+
+    def _client_step(self, clients: IkeEndpoint) -> bool:
+        moved = False
+        for d in clients.datagrams_to_send(time.monotonic()):
+            self.wire.append(((CLIENT, d.local_port), d.addr, d.data))
+            moved = True
+        while (ev := clients.next_event()) is not None:
+            if isinstance(ev[1], ChildSaUp):
+                self.client_up += 1
+        return moved
+
+
+def service_children(service: IkeService) -> int:
+    """Child SAs whose install the worker has answered."""
+    return sum(1 for c in service.children.values() if c.install is None and c.out_installed)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    ap.add_argument("--clients", type=int, default=1000)
+    ap.add_argument("--repeat", type=int, default=1, help="runs (each a fresh gateway); the best is reported")
+    ap.add_argument("--profile", type=Path, help="write a cProfile of the gateway (last run) here")
+    args = ap.parse_args()
+    logs.configure("info", stream=open(os.devnull, "w"))  # noqa: SIM115  (the daemon's default level)
+    logging.getLogger("asyncio").setLevel(logging.WARNING)
+    best = None
+    for _ in range(args.repeat):
+        prof = cProfile.Profile() if args.profile else None
+        burst = Burst(args.clients, prof)
+        try:
+            import uvloop
+            total, clients = uvloop.run(burst.run())
+        except ImportError:
+            total, clients = asyncio.run(burst.run())
+        gw = total - clients
+        print(f"N = {args.clients}: CPU {total:.2f} s, clients {clients:.2f} s, "
+              f"gateway {gw:.2f} s = {1000 * gw / args.clients:.2f} ms per client", flush=True)
+        best = gw if best is None else min(best, gw)
+        if prof is not None:
+            prof.dump_stats(args.profile)
+    assert best is not None
+    print(f"best: gateway {1000 * best / args.clients:.2f} ms per client")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
