@@ -95,7 +95,7 @@ def rekey_skeyseed(old_prf: Prf, old_sk_d: Secret, shared: bytes, nonce_i: bytes
     return old_prf(old_sk_d.reveal(), shared + nonce_i + nonce_r)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class IkeKeys:
     """SK_d, SK_ai, SK_ar, SK_ei, SK_er, SK_pi, SK_pr of one IKE SA."""
 
@@ -106,6 +106,14 @@ class IkeKeys:
     er: Secret
     pi: Secret
     pr: Secret
+
+    @classmethod
+    def only_d(cls, d: Secret) -> IkeKeys:
+        """SK_d alone (the rest empty): what an established IKE SA keeps (IkeSaState.forget_setup)."""
+        return cls(d, _NO_KEY, _NO_KEY, _NO_KEY, _NO_KEY, _NO_KEY, _NO_KEY)
+
+
+_NO_KEY = Secret(b"")
 
 
 def derive_ike_keys(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -149,7 +148,8 @@ class IkeSaState:
     peer_hashes: frozenset[int] = frozenset()
     peer_id: Identity | None = None
     children: dict[int, ChildSa] = field(default_factory=dict)
-    events: deque[Event] = field(default_factory=deque)
+    # a list, not a deque: empty nearly all the time, when a list holds no buffer (a deque a 0.5 KiB block)
+    events: list[Event] = field(default_factory=list)
     rekey: IkeRekey | None = None  # set when a CREATE_CHILD_SA produced a new IKE SA
     # after a rekey collision (RFC 7296 §2.8.2): the other new IKE SA, to delete or be deleted
     redundant: IkeRekey | None = None
@@ -232,6 +232,18 @@ class IkeSaState:
         if not 256 <= spi <= 0xFFFFFFFF:
             raise SpiUnavailable(f"allocator returned invalid SPI {spi:#x}")
         return spi
+
+    def forget_setup(self) -> None:
+        """Drop what only the setup needed, once the IKE SA is up (authenticated, its first Child SA
+        keyed) or was made by a rekey: a gateway holds thousands for hours. The IKE_SA_INIT messages,
+        the nonces and SK_pi/SK_pr only go into the AUTH payloads (and the first Child SA's keys),
+        the peer's signature hash algorithms only into ours; SK_ei/SK_er/SK_ai/SK_ar live on in the
+        SK crypters. SK_d stays (Child SA keys and the next IKE SA's SKEYSEED)."""
+        self.init_request = self.init_response = b""
+        self.nonce_i = self.nonce_r = b""
+        self.peer_hashes = frozenset()
+        if self.keys is not None and len(self.keys.pi):
+            self.keys = IkeKeys.only_d(self.keys.d)
 
     def install_keys(self, shared: bytes, rekeyed_from: tuple[Prf, Secret] | None = None) -> None:
         """Derive SKEYSEED and the seven keys from g^ir and the nonces and SPIs.
