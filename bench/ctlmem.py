@@ -168,6 +168,10 @@ class Bench:
         return sorted(up)
 
 
+def short(path: str) -> str:
+    return path.replace(str(ROOT) + "/", "")
+
+
 def types_now() -> collections.Counter[str]:
     gc.collect()
     return collections.Counter(f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.get_objects())
@@ -199,20 +203,20 @@ async def run(clients: int, frames: int, top: int) -> None:
           f"included: {peak / n:.0f})")
     filt = [tracemalloc.Filter(False, tracemalloc.__file__)]
     snap0, snap1 = snap0.filter_traces(filt), snap1.filter_traces(filt)
-    print(f"\n-- by file (bytes per client, count per client) --")
+    print("\n-- by file (bytes per client, count per client) --")
     for st in snap1.compare_to(snap0, "filename")[:12]:
-        print(f"{st.size_diff / n:8.0f} {st.count_diff / n:6.1f}  {st.traceback[0].filename.replace(str(ROOT) + '/', '')}")
-    print(f"\n-- by line (bytes per client, count per client) --")
+        print(f"{st.size_diff / n:8.0f} {st.count_diff / n:6.1f}  {short(st.traceback[0].filename)}")
+    print("\n-- by line (bytes per client, count per client) --")
     for st in snap1.compare_to(snap0, "lineno")[:top]:
         fr = st.traceback[0]
-        print(f"{st.size_diff / n:8.0f} {st.count_diff / n:6.1f}  {fr.filename.replace(str(ROOT) + '/', '')}:{fr.lineno}")
+        print(f"{st.size_diff / n:8.0f} {st.count_diff / n:6.1f}  {short(fr.filename)}:{fr.lineno}")
     if frames > 1:
-        print(f"\n-- by traceback (bytes per client, count per client) --")
+        print("\n-- by traceback (bytes per client, count per client) --")
         for st in snap1.compare_to(snap0, "traceback")[:top]:
             print(f"{st.size_diff / n:8.0f} {st.count_diff / n:6.1f}")
             for fr in st.traceback[:frames]:
-                print(f"           {fr.filename.replace(str(ROOT) + '/', '')}:{fr.lineno}")
-    print(f"\n-- live objects (per client) --")
+                print(f"           {short(fr.filename)}:{fr.lineno}")
+    print("\n-- live objects (per client) --")
     grown = sorted(((types1[t] - types0[t], t) for t in types1), reverse=True)
     for diff, t in grown[:top]:
         if diff / n >= 0.5:
