@@ -1,17 +1,19 @@
 #!/usr/bin/env python3
-"""What the control process keeps per road-warrior client, in memory, in seconds (no namespaces).
+"""The control process's memory per road-warrior client, without namespaces or charon (~10 s).
 
-    python3 bench/ctlmem.py [--clients 300] [--frames 8] [--top 25]
+    python3 bench/ctlmem.py [--clients 1000] [--trace FRAMES] [--top 30]
 
-The gateway of ``bench/scale.py`` (the same swanctl.conf: a pool, ``remote_ts = dynamic``,
-one wildcard PSK) as a real :class:`~tunsec.daemon.Daemon` and IkeService, with the fake worker
-of tests/test_ike_memory.py (it keeps an SAD; its answers go through the pipe codec), on a fake
-clock. N bare client engines (:class:`~tunsec.ike.endpoint.IkeEndpoint`, ``vips = 0.0.0.0``)
-all initiate at once, as the charon of bench/scale.py does. Once every client has its Child SA,
-the clients are dropped and what the gateway still holds is compared with a tracemalloc snapshot
-taken before the burst: traced bytes per IKE SA (by line, by file and by live object type).
-Twenty clients come up before the first snapshot, so caches and interned strings filled once
-do not count. The traced peak of the burst includes the clients' own engines.
+The gateway of ``bench/scale.py`` (the same swanctl.conf: a pool, ``remote_ts = dynamic``, one
+wildcard PSK) runs in this process as a real :class:`~tunsec.daemon.Daemon` and IkeService on
+the real clock and event loop, with the fake worker of tests/test_ike_memory.py (its answers go
+through the pipe codec; the SaSpecs it is sent are not kept: that is the worker's memory). N
+bare client engines (:class:`~tunsec.ike.endpoint.IkeEndpoint`, ``vips = 0.0.0.0``) run in a
+forked child process and all initiate at once, as the charon of bench/scale.py does; datagrams
+cross a socketpair. Twenty clients come up first (caches, interned strings). Reported per
+client: the gateway's RSS growth over the burst (what bench/scale.py's "main process" figure
+measures, without the pipe and the real worker), its CPU time, and the live objects by type;
+with ``--trace``, tracemalloc's bytes kept and peak during the burst, by file, line and
+traceback (the gateway's alone: the clients are in the other process).
 """
 
 from __future__ import annotations
@@ -22,17 +24,21 @@ import collections
 import gc
 import ipaddress
 import logging
+import os
+import select
+import socket
+import struct
 import sys
+import time
 import tracemalloc
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 
-from tests.test_ike_memory import FakeClock, FakeSocket, FakeWorker  # noqa: E402
+from tests.test_ike_memory import FakeSocket, FakeWorker  # noqa: E402
 from tunsec.bench.scale import CHILD, GATEWAY_ID, PROPOSALS, client_id, gateway_swanctl  # noqa: E402
 from tunsec.conf.config import parse_config  # noqa: E402
 from tunsec.daemon import Daemon  # noqa: E402
@@ -44,7 +50,6 @@ from tunsec.ike.events import ChildSaUp  # noqa: E402
 from tunsec.ike.identity import Identity  # noqa: E402
 from tunsec.ike.proposals import parse_proposals  # noqa: E402
 from tunsec.ike.secret import Secret  # noqa: E402
-from tunsec.services import ike as ikeservice  # noqa: E402
 
 GW = "192.0.2.1"
 PSK = "a shared secret of some length"
@@ -55,36 +60,78 @@ def client_ip(k: int) -> str:
     return str(ipaddress.ip_address("100.64.0.0") + k)
 
 
-class Wire:
-    """Datagrams between the gateway (its socket and fake worker) and the client engines, in order."""
+FRAME = struct.Struct("!4s4sHH")   # a datagram on the socketpair: destination, source, ports, then the data
 
-    def __init__(self) -> None:
-        self.queue: collections.deque[tuple[str, bytes, str, int, int]] = collections.deque()
-        self.clients: dict[str, IkeEndpoint] = {}
-        self.gateway: Any = None
 
-    def send(self, dst: str, data: bytes, src: str, natt: bool) -> None:   # from the gateway
-        self.queue.append((dst, data, src, 4500 if natt else 500, 4500 if natt else 500))
+def frame(dst: str, src: str, sport: int, dport: int, data: bytes) -> bytes:
+    return b"D" + FRAME.pack(ipaddress.ip_address(dst).packed, ipaddress.ip_address(src).packed, sport, dport) + data
 
-    def client_out(self, ip: str, now: float) -> None:
-        for d in self.clients[ip].datagrams_to_send(now):
-            self.queue.append((d.addr[0], d.data, ip, d.local_port, d.addr[1]))
 
-    def deliver(self, now: float) -> bool:
-        busy = bool(self.queue)
-        while self.queue:
-            dst, data, src, sport, dport = self.queue.popleft()
-            if dst == GW:
-                if dport == 4500:
-                    self.gateway.receive_natt(pipe.Ike(data=data, remote=Endpoint(ipaddress.ip_address(src), sport),
-                                                       local=Endpoint(ipaddress.ip_address(GW), 4500)))
-                else:
-                    self.gateway.receive(data, (src, sport), (GW, 500))
-                    self.gateway._pump()
-            elif dst in self.clients:
-                self.clients[dst].receive(data, (src, sport), now, local_addr=(dst, dport))
-                self.client_out(dst, now)
-        return busy
+def unframe(msg: bytes) -> tuple[str, str, int, int, bytes]:
+    dst, src, sport, dport = FRAME.unpack_from(msg, 1)
+    return (str(ipaddress.ip_address(dst)), str(ipaddress.ip_address(src)), sport, dport, msg[1 + FRAME.size:])
+
+
+class GatewayWire:
+    """The gateway's side of the socketpair: what its socket and fake worker send goes to the clients."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def send(self, dst: str, data: bytes, src: str, natt: bool) -> None:
+        port = 4500 if natt else 500
+        self.sock.send(frame(dst, src, port, port, data))
+
+
+class Sad(dict):  # type: ignore[type-arg]
+    """The fake worker's SAD without the SaSpecs (the real worker's memory, not the control process's)."""
+
+    def __setitem__(self, key: object, value: object) -> None:
+        super().__setitem__(key, None)
+
+
+def run_clients(sock: socket.socket) -> None:
+    """The child process: N client engines per burst command, on the real clock."""
+    clients: dict[str, IkeEndpoint] = {}
+    next_k = 1
+    waiting: set[str] = set()
+
+    def out(ip: str) -> None:
+        for d in clients[ip].datagrams_to_send(time.monotonic()):
+            sock.send(frame(d.addr[0], ip, d.local_port, d.addr[1], d.data))
+
+    while True:
+        now = time.monotonic()
+        timers = [t for t in (clients[ip].get_timer() for ip in waiting) if t is not None]
+        ready, _, _ = select.select([sock], [], [], max(0.0, min(timers) - now) if timers else None)
+        now = time.monotonic()
+        if not ready:
+            for ip in list(waiting):
+                clients[ip].handle_timer(now)
+                out(ip)
+            continue
+        msg = sock.recv(70000)
+        if not msg or msg[:1] == b"Q":
+            return
+        if msg[:1] == b"B":
+            n = int(msg[1:])
+            for k in range(next_k, next_k + n):
+                ip = client_ip(k)
+                clients[ip] = IkeEndpoint([client_config(k)])
+                clients[ip].initiate(f"rw{k}", CHILD, now)
+                waiting.add(ip)
+                out(ip)
+            next_k += n
+            continue
+        dst, src, sport, dport, data = unframe(msg)
+        ep = clients[dst]
+        ep.receive(data, (src, sport), now, local_addr=(dst, dport))
+        out(dst)
+        while (item := ep.next_event()) is not None:
+            if isinstance(item[1], ChildSaUp) and dst in waiting:
+                waiting.discard(dst)
+                if not waiting:
+                    sock.send(b"U")
 
 
 def client_config(k: int) -> IkeConfig:
@@ -102,70 +149,55 @@ def client_config(k: int) -> IkeConfig:
 
 
 class Bench:
-    def __init__(self) -> None:
-        self.clock = FakeClock()
-        ikeservice.time = self.clock  # type: ignore[attr-defined]
-        self.wire = Wire()
+    """The gateway (this process), the clients in a child process."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.wire = GatewayWire(sock)
         host = SimpleNamespace(outer4=GW, inner_net4=INNER)
         text = gateway_swanctl(host, PSK)  # type: ignore[arg-type]
         self.daemon = Daemon(parse_config(text, "/nonexistent/swanctl.conf"))
         self.worker = FakeWorker(self.wire, GW)  # type: ignore[arg-type]
+        self.worker.sad = Sad()
+        self.worker.spd = Sad()
         self.daemon.worker = self.worker  # type: ignore[assignment]
         ike = self.daemon.ike
         assert ike is not None
         self.ike = ike
         ike.sockets = {(4, GW, 500): FakeSocket(self.wire, GW)}  # type: ignore[dict-item]
-        self.wire.gateway = ike
-        self.next_k = 1
+        self.done: asyncio.Future[None] | None = None
 
-    def forget_worker_copies(self) -> None:
-        """The fake worker keeps what it was sent (SaSpecs, policies): the real worker's memory, not ours."""
-        self.worker.sad = dict.fromkeys(self.worker.sad)  # type: ignore[arg-type]
-        self.worker.spd = dict.fromkeys(self.worker.spd)  # type: ignore[arg-type]
-
-    async def settle(self) -> None:
-        for _ in range(100000):
-            await asyncio.sleep(0)
-            if not self.ike._tasks:
+    def readable(self) -> None:
+        for _ in range(64):
+            try:
+                msg = self.sock.recv(70000)
+            except BlockingIOError:
                 return
-        raise AssertionError("tasks did not settle")
-
-    async def burst(self, n: int) -> list[int]:
-        """n clients initiate at once; run until each has its Child SA (or gives up)."""
-        ks = list(range(self.next_k, self.next_k + n))
-        self.next_k += n
-        up: set[int] = set()
-        for k in ks:
-            ep = IkeEndpoint([client_config(k)])
-            self.wire.clients[client_ip(k)] = ep
-            ep.initiate(f"rw{k}", CHILD, self.clock.now)
-            self.wire.client_out(client_ip(k), self.clock.now)
-        for _ in range(10000):
-            await self.settle()
-            busy = self.wire.deliver(self.clock.now)
-            await self.settle()
-            for k in ks:
-                ep = self.wire.clients[client_ip(k)]
-                while (item := ep.next_event()) is not None:
-                    if isinstance(item[1], ChildSaUp):
-                        up.add(k)
-            if len(up) == n:
-                break
-            if not busy and not self.wire.queue:
-                timers = [t for t in (self.ike.endpoint.get_timer(),
-                                      *(self.wire.clients[client_ip(k)].get_timer() for k in ks)) if t is not None]
-                if not timers:
-                    break
-                self.clock.now = max(self.clock.now + 0.01, min(timers))
-                self.ike.endpoint.handle_timer(self.clock.now)
+            if msg[:1] == b"U":
+                if self.done is not None and not self.done.done():
+                    self.done.set_result(None)
+                continue
+            _dst, src, sport, dport, data = unframe(msg)
+            if dport == 4500:
+                self.ike.receive_natt(pipe.Ike(data=data, remote=Endpoint(ipaddress.ip_address(src), sport),
+                                               local=Endpoint(ipaddress.ip_address(GW), 4500)))
+            else:
+                self.ike.receive(data, (src, sport), (GW, 500))
                 self.ike._pump()
-                for k in ks:
-                    self.wire.clients[client_ip(k)].handle_timer(self.clock.now)
-                    self.wire.client_out(client_ip(k), self.clock.now)
-        await self.settle()
-        for k in ks:   # the clients are not the gateway: gone before the snapshot
-            del self.wire.clients[client_ip(k)]
-        return sorted(up)
+
+    async def burst(self, n: int) -> float:
+        """n clients initiate at once; wait until each has its Child SA and the gateway is quiet.
+        The seconds it took."""
+        t0 = time.monotonic()
+        self.done = asyncio.get_running_loop().create_future()
+        self.sock.send(b"B%d" % n)
+        await asyncio.wait_for(self.done, 60 + n / 10)
+        took = time.monotonic() - t0
+        for _ in range(50):   # the last installs' answers, the tasks they spawned
+            await asyncio.sleep(0.01)
+            if not self.ike._tasks:
+                break
+        return took
 
 
 def short(path: str) -> str:
@@ -177,30 +209,54 @@ def types_now() -> collections.Counter[str]:
     return collections.Counter(f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.get_objects())
 
 
-async def run(clients: int, frames: int, top: int) -> None:
-    bench = Bench()
+def rss_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+async def run(sock: socket.socket, clients: int, trace: int, top: int) -> None:
+    bench = Bench(sock)
+    loop = asyncio.get_running_loop()
+    loop.add_reader(sock.fileno(), bench.readable)
     await bench.ike.refill_spis()
-    warm = await bench.burst(20)
-    assert len(warm) == 20, f"warm-up: only {len(warm)} of 20 clients came up"
-    bench.forget_worker_copies()
-    types0 = types_now()
-    tracemalloc.start(frames)
-    snap0 = tracemalloc.take_snapshot()
-    tracemalloc.reset_peak()
-    traced0 = tracemalloc.get_traced_memory()[0]
-    up = await bench.burst(clients)
-    peak = tracemalloc.get_traced_memory()[1] - traced0
-    bench.forget_worker_copies()
+    await bench.burst(20)
     gc.collect()
-    snap1 = tracemalloc.take_snapshot()
-    traced1 = tracemalloc.get_traced_memory()[0]
-    tracemalloc.stop()
-    types1 = types_now()
+    types0 = types_now()
+    if trace:
+        tracemalloc.start(trace)
+        snap0 = tracemalloc.take_snapshot()
+        traced0 = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+    rss0 = rss_kib()
+    cpu0 = time.process_time()
+    took = await bench.burst(clients)
+    cpu = time.process_time() - cpu0
+    gc.collect()
+    rss1 = rss_kib()
+    n = clients
     established = sum(1 for s in bench.ike.endpoint.sas if not s.is_closed)
-    print(f"clients up: {len(up)} of {clients}; gateway IKE SAs {established}, Child SAs {len(bench.ike.children)}")
-    n = max(1, len(up))
-    print(f"traced bytes kept per client: {(traced1 - traced0) / n:.0f}  (peak during the burst, clients "
-          f"included: {peak / n:.0f})")
+    print(f"{clients} clients up in {took:.2f} s; gateway IKE SAs {established}, Child SAs {len(bench.ike.children)}")
+    print(f"gateway RSS {rss0 / 1024:.1f} -> {rss1 / 1024:.1f} MiB: {(rss1 - rss0) / n:.2f} KiB per client; "
+          f"CPU {cpu * 1000 / n:.2f} ms per client")
+    types1 = types_now()
+    if trace:
+        traced1, peak = tracemalloc.get_traced_memory()
+        snap1 = tracemalloc.take_snapshot()
+        tracemalloc.stop()
+        print(f"traced bytes kept per client: {(traced1 - traced0) / n:.0f}, peak during the burst "
+              f"{(peak - traced0) / n:.0f}")
+        report(snap0, snap1, n, trace, top)
+    print("\n-- live objects (per client) --")
+    grown = sorted(((types1[t] - types0[t], t) for t in types1), reverse=True)
+    for diff, t in grown[:top]:
+        if diff / n >= 0.5:
+            print(f"{diff / n:6.1f}  {t}")
+    sock.send(b"Q")
+
+
+def report(snap0: tracemalloc.Snapshot, snap1: tracemalloc.Snapshot, n: int, frames: int, top: int) -> None:
     filt = [tracemalloc.Filter(False, tracemalloc.__file__)]
     snap0, snap1 = snap0.filter_traces(filt), snap1.filter_traces(filt)
     print("\n-- by file (bytes per client, count per client) --")
@@ -216,22 +272,32 @@ async def run(clients: int, frames: int, top: int) -> None:
             print(f"{st.size_diff / n:8.0f} {st.count_diff / n:6.1f}")
             for fr in st.traceback[:frames]:
                 print(f"           {short(fr.filename)}:{fr.lineno}")
-    print("\n-- live objects (per client) --")
-    grown = sorted(((types1[t] - types0[t], t) for t in types1), reverse=True)
-    for diff, t in grown[:top]:
-        if diff / n >= 0.5:
-            print(f"{diff / n:6.1f}  {t}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--clients", type=int, default=300)
-    ap.add_argument("--frames", type=int, default=1)
+    ap.add_argument("--clients", type=int, default=1000)
+    ap.add_argument("--trace", type=int, default=0, metavar="FRAMES",
+                    help="also tracemalloc with this many frames (slower; RSS then includes its own traces)")
     ap.add_argument("--top", type=int, default=30)
     args = ap.parse_args()
     logging.getLogger("tunsec").propagate = False   # the daemon logs; nothing prints or keeps it
     logging.getLogger("tunsec").handlers = [logging.NullHandler()]
-    asyncio.run(run(args.clients, args.frames, args.top))
+    gw, cl = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    for s in (gw, cl):
+        for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+            s.setsockopt(socket.SOL_SOCKET, opt, 64 << 20)
+    pid = os.fork()
+    if pid == 0:
+        gw.close()
+        run_clients(cl)
+        os._exit(0)
+    cl.close()
+    gw.setblocking(False)
+    try:
+        asyncio.run(run(gw, args.clients, args.trace, args.top))
+    finally:
+        os.waitpid(pid, 0)
 
 
 if __name__ == "__main__":

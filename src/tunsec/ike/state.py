@@ -41,10 +41,17 @@ Jitter = Callable[[float], float]
 
 
 def random_jitter(rng: Rng = os.urandom) -> Jitter:
+    if rng is os.urandom:
+        return _urandom_jitter   # one for all IKE SAs, not a closure (~200 bytes) each
+
     def jitter(bound: float) -> float:
         return bound * int.from_bytes(rng(2), "big") / 0xFFFF
 
     return jitter
+
+
+def _urandom_jitter(bound: float) -> float:
+    return bound * int.from_bytes(os.urandom(2), "big") / 0xFFFF
 
 
 class State(Enum):
@@ -120,6 +127,7 @@ class IkeRekey:
     shared: bytes = field(repr=False)
 
 
+NO_HASHES: frozenset[int] = frozenset()
 DuplicateCheck = Callable[["IkeSaState"], str | None]
 
 
@@ -145,7 +153,7 @@ class IkeSaState:
     nonce_r: bytes = b""
     init_request: bytes = b""
     init_response: bytes = b""
-    peer_hashes: frozenset[int] = frozenset()
+    peer_hashes: frozenset[int] = NO_HASHES
     peer_id: Identity | None = None
     children: dict[int, ChildSa] = field(default_factory=dict)
     # a list, not a deque: empty nearly all the time, when a list holds no buffer (a deque a 0.5 KiB block)
@@ -241,7 +249,7 @@ class IkeSaState:
         SK crypters. SK_d stays (Child SA keys and the next IKE SA's SKEYSEED)."""
         self.init_request = self.init_response = b""
         self.nonce_i = self.nonce_r = b""
-        self.peer_hashes = frozenset()
+        self.peer_hashes = NO_HASHES   # frozenset() is no singleton: 216 bytes each
         if self.keys is not None and len(self.keys.pi):
             self.keys = IkeKeys.only_d(self.keys.d)
 
