@@ -27,7 +27,7 @@ class CryptoError(Exception):
     """An algorithm we do not implement, or key material that is unusable."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Prf:
     """An HMAC-SHA2 PRF (RFC 4868)."""
 

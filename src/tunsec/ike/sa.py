@@ -158,6 +158,36 @@ class _Waiting:
 
 
 class IkeSa:
+    # one per client on a gateway, for hours: no per-instance dict
+    __slots__ = (
+        "__weakref__",
+        "_created",
+        "_delete_reason",
+        "_established_at",
+        "_expire_at",
+        "_frag_stats",
+        "_heir",
+        "_last_heard",
+        "_last_response",
+        "_linger_until",
+        "_next_id",
+        "_now",
+        "_outbox",
+        "_peer_id",
+        "_pending",
+        "_queue",
+        "_reassembly",
+        "_redirect_deadline",
+        "_redirect_history",
+        "_rekey_at",
+        "_resolve_deadline",
+        "_st",
+        "_state",
+        "_successor",
+        "_waiting",
+        "_watcher",
+    )
+
     def __init__(
         self,
         config: IkeConfig,

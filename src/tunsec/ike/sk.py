@@ -55,6 +55,21 @@ class IntegrityError(Exception):
 class SkCrypter:
     """Seals or opens SK payloads for one direction of an IKE SA."""
 
+    # two per IKE SA, for its lifetime
+    __slots__ = (
+        "_aead",
+        "_cbc_key",
+        "_counter",
+        "_gcm_key",
+        "_hash",
+        "_integ_key",
+        "_rng",
+        "_salt",
+        "block",
+        "icv_len",
+        "iv_len",
+    )
+
     def __init__(
         self, encr_id: int, encr_key: Secret, integ_id: int | None, integ_key: Secret | None, rng: Rng
     ) -> None:

@@ -37,7 +37,7 @@ import itertools
 import logging
 import socket
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -82,6 +82,7 @@ from tunsec.radius.relay import RadiusRelay
 from tunsec.radius.settings import RadiusSettings
 from tunsec.services.addrwatch import AddressWatch
 from tunsec.services.base import EspEndpoint, Service, bind_udp
+from tunsec.services.ike_record import IkeUpRecord
 
 if TYPE_CHECKING:
     from tunsec.conf.config import Config
@@ -113,7 +114,7 @@ def ts_networks(t: Ts) -> list[IPNetwork]:
     return list(ipaddress.summarize_address_range(t.start, t.end))
 
 
-@dataclass
+@dataclass(slots=True)
 class Lineage:
     """A Child SA and those that rekeyed it: one reqid, one set of policies.
 
@@ -126,7 +127,7 @@ class Lineage:
     updown: updown.ChildEvent | None = None   # what its script was told at up-client (down reuses it)
 
 
-@dataclass
+@dataclass(slots=True)
 class ChildState:
     """A Child SA installed in the worker (or being installed)."""
 
@@ -192,7 +193,7 @@ class IkeService(Service):
         self._ike_handles: dict[IkeSa, int] = {}
         self._handles = itertools.count(1)
         self._changes = asyncio.Lock()   # SA/SPD changes reach the worker in the order the engine reported them
-        self.ike_up: dict[bytes, dict[str, Any]] = {}
+        self.ike_up: dict[bytes, IkeUpRecord] = {}
         self.trap_reqids: dict[tuple[str, str], int] = {}        # (connection, child) -> reqid of its traps
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -973,13 +974,7 @@ class IkeService(Service):
                              ", ".join(map(str, ev.peer_vips)), ev.remote_id)
                 if ev.own_vips:
                     self._vips_up(sa, ev)
-                self.ike_up[sa.local_spi] = {"name": ev.name, "remote": ev.remote_addr[0], "proposal": ev.proposal,
-                                             "local_id": str(ev.local_id), "remote_id": str(ev.remote_id),
-                                             "spi_i": ev.spi_i.hex(), "spi_r": ev.spi_r.hex(),
-                                             "established": time.time(),
-                                             "local_vips": [str(a) for a in ev.own_vips],
-                                             "remote_vips": [str(a) for a in ev.peer_vips],
-                                             "vips": (ev.own_vips, ev.peer_vips, ev.dns)}
+                self.ike_up[sa.local_spi] = IkeUpRecord(ev, time.time())
                 self._enforce_unique(sa, ev)
             case IkeSaRekeyed():
                 self.events.ike_rekeys[ev.name] += 1
@@ -1427,7 +1422,7 @@ class IkeService(Service):
     # --- updown scripts ----------------------------------------------------------------
     def _updown_event(self, state: ChildState, plan: Child, me: IPAddress) -> updown.ChildEvent:
         ike = self._ike_sa(state.ike)
-        info = self.ike_up.get(ike.local_spi, {}) if ike is not None else {}
+        info: Mapping[str, Any] = self.ike_up.get(ike.local_spi, {}) if ike is not None else {}
         own, peer, dns = info.get("vips", ((), (), ()))
         return updown.ChildEvent(
             up=True, child=state.child, interface=getattr(self.tun, "name", ""), reqid=state.reqid,
@@ -1491,7 +1486,7 @@ class IkeService(Service):
     def ike_sas(self) -> list[dict[str, Any]]:
         out = []
         for sa in self.endpoint.sas:
-            info = self.ike_up.get(sa.local_spi, {})
+            info: Mapping[str, Any] = self.ike_up.get(sa.local_spi, {})
             out.append({
                 "name": sa.name,
                 "state": sa.state.value,
