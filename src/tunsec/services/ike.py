@@ -46,7 +46,7 @@ from tunsec.conf.connections import Child, Connection, ike_endpoints
 from tunsec.conf.diff import credentials_only, diff_by_name
 from tunsec.dataplane import pipe
 from tunsec.dataplane.client import WorkerClient, WorkerError
-from tunsec.dataplane.pipe import Action, Alg, Direction, Endpoint, ExpireReason, Policy, SaSpec, Selector
+from tunsec.dataplane.pipe import Action, Alg, Direction, Endpoint, Errno, ExpireReason, Policy, SaSpec, Selector
 from tunsec.ike.config import ChildConfig
 from tunsec.ike.constants import IKE_PORT, NATT_PORT, HeaderFlag
 from tunsec.ike.eap.relay import RelayOutcome, RelayReply
@@ -197,6 +197,7 @@ class IkeService(Service):
         self.trap_reqids: dict[tuple[str, str], int] = {}        # (connection, child) -> reqid of its traps
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._natt_sends: set[asyncio.Future[list[pipe.Reply]]] = set()   # SEND_IKEs in flight
         self._refill: asyncio.Task[None] | None = None
         self._spi_wait = False     # the pool is empty and a refill in flight: the barrier is up (_spi_barrier)
         self._held: collections.deque[Callable[[], None]] = collections.deque()   # what waits for an SPI
@@ -316,8 +317,8 @@ class IkeService(Service):
                     sa.delete(time.monotonic())
         self._flush_datagrams()
         await self._await_deletes(time.monotonic() + SHUTDOWN_WAIT)
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=2.0)
+        if self._tasks or self._natt_sends:
+            await asyncio.wait([*self._tasks, *self._natt_sends], timeout=2.0)
         if self._timer:
             self._timer.cancel()
             self._timer = None
@@ -830,8 +831,7 @@ class IkeService(Service):
         data, addr, local_port = datagram
         ip = ipaddress.ip_address(addr[0])
         if local_port == NATT_PORT:
-            remote = Endpoint(ip, addr[1])
-            self._spawn(self._send_natt(data, remote))
+            self._send_natt(data, Endpoint(ip, addr[1]))
             return
         s = self._socket(ip.version, local_port)
         if s is None:
@@ -846,11 +846,23 @@ class IkeService(Service):
         fam = [(k, s) for k, s in self.sockets.items() if k[0] == family]
         return next((s for k, s in fam if k[2] == port), fam[0][1] if fam else None)
 
-    async def _send_natt(self, data: bytes, remote: Endpoint) -> None:
+    def _send_natt(self, data: bytes, remote: Endpoint) -> None:
+        """SEND_IKE without a task per datagram (see WorkerClient.request_soon)."""
         try:
-            await self.worker().request(lambda r: pipe.SendIke(r, data, remote))
+            sent = self.worker().request_soon(lambda r: pipe.SendIke(r, data, remote))
         except WorkerError as err:
             log.warning("sending IKE to %s failed: %s", remote.addr, err)
+            return
+        self._natt_sends.add(sent)   # shutdown waits for them as for tasks
+        sent.add_done_callback(functools.partial(self._natt_sent, remote))
+
+    def _natt_sent(self, remote: Endpoint, sent: asyncio.Future[list[pipe.Reply]]) -> None:
+        self._natt_sends.discard(sent)
+        err = sent.exception()    # retrieved: a worker that goes fails them all, no "never retrieved"
+        if err is not None:
+            log.warning("sending IKE to %s failed: %s", remote.addr, err)
+        elif (bad := next((r.errno for r in sent.result() if r.errno is not Errno.OK), None)) is not None:
+            log.warning("sending IKE to %s failed: %s", remote.addr, bad.name)
 
     def _pump(self) -> None:
         """After any input: handle events (starting installs), send, re-arm the timer."""
