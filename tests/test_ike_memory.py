@@ -169,6 +169,9 @@ class FakeWorker:
         assert isinstance(reply, Reply)
         return [reply]
 
+    def request_soon(self, build: Callable[[int], Any]) -> asyncio.Future[list[Reply]]:
+        return asyncio.ensure_future(self.request(build))
+
     def _dump(self) -> list[SaInfo]:
         out = [SaInfo(spi, Direction.IN, "larval", None, False, 0, 0, None, None, 0, False, False, 1,
                       dict.fromkeys(SA_COUNTERS, 0))
@@ -247,7 +250,7 @@ class Pair:
         """Let the spawned tasks (installs, deletes, SPI refills) finish."""
         for _ in range(1000):
             await asyncio.sleep(0)
-            if not any(self.ike(ip)._tasks for ip in (A, B)):
+            if not any(self.ike(ip)._tasks or self.ike(ip).sockets.natt_sends for ip in (A, B)):
                 return
         raise AssertionError("tasks did not settle")
 

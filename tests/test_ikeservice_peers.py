@@ -84,6 +84,9 @@ class InProcessWorker:
             raise WorkerError(type(msg).__name__, bad[0].errno)
         return replies  # type: ignore[return-value]
 
+    def request_soon(self, build: Callable[[int], pipe.Message]) -> asyncio.Future[list[pipe.Reply]]:
+        return asyncio.ensure_future(self.request(build))
+
 
 @dataclass
 class FakeSocket:
@@ -157,8 +160,8 @@ class Gateway:
                     self.sites[i].receive(data, src, _now(), dst if dst not in inside else (site_ip(i), 4500))
             for _ in range(5):
                 await asyncio.sleep(0)
-            if self.service._tasks and wait_tasks:
-                await asyncio.wait(list(self.service._tasks))
+            if (self.service._tasks or self.service.sockets.natt_sends) and wait_tasks:
+                await asyncio.wait([*self.service._tasks, *self.service.sockets.natt_sends])
                 moved = True
             idle = 0 if moved else idle + 1
 

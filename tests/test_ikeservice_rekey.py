@@ -52,6 +52,15 @@ class RecordingWorker(InProcessWorker):
         finally:
             self.pair.probe(f"after {self.side} {type(self.log[-1]).__name__}")
 
+    def request_soon(self, build: Callable[[int], pipe.Message]) -> asyncio.Future[list[pipe.Reply]]:
+        def logged(req_id: int) -> pipe.Message:
+            msg = build(req_id)
+            self.pair.timeline.append(("pipe", self.side, msg))
+            return msg
+        sent = super().request_soon(logged)
+        sent.add_done_callback(lambda _: self.pair.probe(f"after {self.side} {type(self.log[-1]).__name__}"))
+        return sent
+
 
 @dataclass
 class Wire:
@@ -122,7 +131,7 @@ class Pair:
                 self.deliver(*self.wire.pop(0))
             for _ in range(5):
                 await asyncio.sleep(0)
-            tasks = [t for s in self.svc.values() for t in s._tasks]
+            tasks = [t for s in self.svc.values() for t in (*s._tasks, *s.sockets.natt_sends)]
             if tasks:
                 await asyncio.wait(tasks)
                 moved = True
@@ -259,7 +268,7 @@ async def settle_holding_a_delete(pair: Pair) -> list[tuple[str, bytes, int]]:
     (its DELETE of the old Child SA); they are returned, to be lost or delivered later."""
     held: list[tuple[str, bytes, int]] = []
     sent_by_a = 0
-    while pair.wire or any(s._tasks for s in pair.svc.values()):
+    while pair.wire or any(s._tasks or s.sockets.natt_sends for s in pair.svc.values()):
         if pair.wire:
             side, data, port = pair.wire.pop(0)
             if side == "a":
@@ -268,7 +277,7 @@ async def settle_holding_a_delete(pair: Pair) -> list[tuple[str, bytes, int]]:
                     held.append((side, data, port))
                     continue
             pair.deliver(side, data, port)
-        tasks = [t for s in pair.svc.values() for t in s._tasks]
+        tasks = [t for s in pair.svc.values() for t in (*s._tasks, *s.sockets.natt_sends)]
         if tasks:
             await asyncio.wait(tasks)
         for _ in range(5):

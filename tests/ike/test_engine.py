@@ -386,7 +386,10 @@ def test_info_snapshot_has_no_keys() -> None:
     st = a.sas[0]._st
     assert st.keys is not None
     state_repr = repr(st) + repr(a.sas[0]._pending) + repr(PSK)  # the whole negotiated state
-    for key in (st.keys.d, st.keys.ei, st.keys.er, st.keys.pi, PSK):
+    assert st.tx is not None and st.rx is not None
+    # an established SA keeps SK_d and its SK crypters' keys (SK_pi/SK_pr are gone: forget_setup)
+    for raw in (st.keys.d.reveal(), st.tx._gcm_key, st.rx._gcm_key, PSK.reveal()):
+        key = Secret(raw)
         for text in (repr(info), state_repr):
             assert key.reveal().hex() not in text and repr(key.reveal())[2:-1] not in text
     assert not b.sas[0].info().is_initiator

@@ -29,7 +29,7 @@ class CryptoError(Exception):
     """An algorithm we do not implement, or key material that is unusable."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Prf:
     """An HMAC-SHA2 PRF (RFC 4868)."""
 
@@ -97,7 +97,7 @@ def rekey_skeyseed(old_prf: Prf, old_sk_d: Secret, shared: bytes, nonce_i: bytes
     return old_prf(old_sk_d.reveal(), shared + nonce_i + nonce_r)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class IkeKeys:
     """SK_d, SK_ai, SK_ar, SK_ei, SK_er, SK_pi, SK_pr of one IKE SA."""
 
@@ -108,6 +108,14 @@ class IkeKeys:
     er: Secret
     pi: Secret
     pr: Secret
+
+    @classmethod
+    def only_d(cls, d: Secret) -> IkeKeys:
+        """SK_d alone (the rest empty): what an established IKE SA keeps (IkeSaState.forget_setup)."""
+        return cls(d, _NO_KEY, _NO_KEY, _NO_KEY, _NO_KEY, _NO_KEY, _NO_KEY)
+
+
+_NO_KEY = Secret(b"")
 
 
 def derive_ike_keys(

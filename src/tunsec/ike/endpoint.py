@@ -146,9 +146,12 @@ class IkeEndpoint:
         self._wall_clock = wall_clock
         self._select = config_selector or self._default_selector
         self._sas: dict[bytes, IkeSa] = {}
+        # bound methods every IKE SA keeps, made once (each access to self._touch makes a new one)
+        self._touch_cb, self._load_cb, self._refuse_cb = self._touch, self._load, self._refuse_duplicate
         # (connection, authenticated peer identity) -> local SPIs of its IKE SAs, so INITIAL_CONTACT finds
         # a peer's older SAs without a pass over every SA (a thousand clients connecting made that O(N^2))
-        self._by_peer: dict[tuple[str, object], set[bytes]] = {}
+        # (one SPI as itself, more as a set: a set is 216 bytes, and nearly every peer has one IKE SA)
+        self._by_peer: dict[tuple[str, object], bytes | set[bytes]] = {}
         self._peer_key: dict[bytes, tuple[str, object]] = {}
         self._by_init: dict[tuple[bytes, Address], IkeSa] = {}
         self._half_open: dict[bytes, _HalfOpen] = {}  # local SPI -> how the request is found again
@@ -304,8 +307,8 @@ class IkeEndpoint:
                 jitter=self._jitter,
                 address_pool=self._address_pool,
                 fragment_stats=self.fragment_stats,
-                load=self._load,
-                refuse_duplicate=self._refuse_duplicate if not initiator and self._unique_keep else None,
+                load=self._load_cb,
+                refuse_duplicate=self._refuse_cb if not initiator and self._unique_keep else None,
                 has_contact=self._has_contact if initiator else None,
             )
             if sa.local_spi not in self._sas:
@@ -314,7 +317,7 @@ class IkeEndpoint:
 
     def _register(self, sa: IkeSa) -> None:
         self._sas[sa.local_spi] = sa
-        sa.watch(self._touch)
+        sa.watch(self._touch_cb)
         self._touch(sa)
 
     def _on_init_request(
@@ -461,9 +464,7 @@ class IkeEndpoint:
                 del self._sas[spi]
                 self._deadline.pop(spi, None)
                 if (key := self._peer_key.pop(spi, None)) is not None:
-                    self._by_peer[key].discard(spi)
-                    if not self._by_peer[key]:
-                        del self._by_peer[key]
+                    self._unindex_peer(key, spi)
             sa.watch(None)
             return
         self._schedule(spi, sa.get_timer())
@@ -509,7 +510,7 @@ class IkeEndpoint:
         Not with ``unique = never`` (``initial_contact`` off), which strongSwan also ignores it for."""
         if not fresh.config.initial_contact:
             return
-        for spi in list(self._by_peer.get((fresh.name, up.remote_id), ())):
+        for spi in self._peer_spis((fresh.name, up.remote_id)):
             sa = self._sas.get(spi)
             if sa is not None and sa is not fresh and not sa.is_closed and sa.name == fresh.name \
                     and sa.peer_id == up.remote_id:
@@ -521,7 +522,26 @@ class IkeEndpoint:
             return
         key = (sa.name, sa.peer_id)
         self._peer_key[sa.local_spi] = key
-        self._by_peer.setdefault(key, set()).add(sa.local_spi)
+        spis = self._by_peer.get(key)
+        if spis is None:
+            self._by_peer[key] = sa.local_spi
+        elif isinstance(spis, bytes):
+            self._by_peer[key] = {spis, sa.local_spi}
+        else:
+            spis.add(sa.local_spi)
+
+    def _peer_spis(self, key: tuple[str, object]) -> list[bytes]:
+        spis = self._by_peer.get(key, ())
+        return [spis] if isinstance(spis, bytes) else list(spis)
+
+    def _unindex_peer(self, key: tuple[str, object], spi: bytes) -> None:
+        spis = self._by_peer.get(key)
+        if isinstance(spis, set):
+            spis.discard(spi)
+            if len(spis) == 1:
+                self._by_peer[key] = spis.pop()
+        elif spis == spi:
+            del self._by_peer[key]
 
 
 def _init_request(hdr: Header, datagram: bytes) -> Message | None:

@@ -75,7 +75,7 @@ class IkeSaInfo:
     children: tuple[ChildSaInfo, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)   # kept as the status record of each IKE SA (IkeService.ike_up)
 class IkeSaUp:
     name: str
     spi_i: bytes

@@ -301,7 +301,7 @@ def transform_id(prop: Proposal, ttype: int) -> int | None:
     return None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)   # two per client on a gateway (IKE SA, Child SA)
 class Suite:
     """The algorithms of a selected proposal and the key lengths they need."""
 

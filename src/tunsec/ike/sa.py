@@ -50,7 +50,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -161,6 +160,36 @@ class _Waiting:
 
 
 class IkeSa:
+    # one per client on a gateway, for hours: no per-instance dict
+    __slots__ = (
+        "__weakref__",
+        "_created",
+        "_delete_reason",
+        "_established_at",
+        "_expire_at",
+        "_frag_stats",
+        "_heir",
+        "_last_heard",
+        "_last_response",
+        "_linger_until",
+        "_next_id",
+        "_now",
+        "_outbox",
+        "_peer_id",
+        "_pending",
+        "_queue",
+        "_reassembly",
+        "_redirect_deadline",
+        "_redirect_history",
+        "_rekey_at",
+        "_resolve_deadline",
+        "_st",
+        "_state",
+        "_successor",
+        "_waiting",
+        "_watcher",
+    )
+
     def __init__(
         self,
         config: IkeConfig,
@@ -233,7 +262,9 @@ class IkeSa:
         self._next_id = 0  # message ID of our next request
         self._peer_id = 0  # message ID we expect in the peer's next request
         self._pending: _Pending | None = None
-        self._queue: deque[Task] = deque()
+        # a list, not a deque: a deque keeps a 0.5 KiB block even when empty, which is what an
+        # established IKE SA's queue is nearly all the time (its few tasks are popped from the front)
+        self._queue: list[Task] = []
         self._last_response: tuple[int, tuple[bytes, ...]] | None = None
         self._waiting: _Waiting | None = None  # the peer's request we answer once the backend has
         self._frag_stats = fragment_stats if fragment_stats is not None else FragmentStats()
@@ -631,20 +662,20 @@ class IkeSa:
         return out
 
     def next_event(self) -> Event | None:
-        return self._st.events.popleft() if self._st.events else None
+        return self._st.events.pop(0) if self._st.events else None
 
     # ------------------------------------------------------------------ requests we send
 
     def _start_next(self) -> None:
         while self._queue and self._obsolete(self._queue[0]):
-            self._queue.popleft()  # nothing was built for it yet: nothing to undo
+            self._queue.pop(0)  # nothing was built for it yet: nothing to undo
         if self._pending is not None or not self._queue or self._state == State.CLOSED:
             return
         if self._st.resolving is not None:
             return  # the gateway's address is not known yet (gateway_resolved)
         if self._state == State.CONNECTING and not self._queue[0].runs_while_connecting:
             return  # other exchanges wait until the IKE SA is authenticated
-        self._send_request(self._queue.popleft(), self._next_id)
+        self._send_request(self._queue.pop(0), self._next_id)
 
     def _send_request(self, task: Task, message_id: int) -> None:
         payloads = task.build(self._st)
@@ -710,7 +741,7 @@ class IkeSa:
                 # IKE_SA_INIT is retried with message ID 0; the responder kept no state
                 self._st.spi_r = bytes(8)
                 if self._st.resolving is not None:  # redirected to an FQDN: look it up first
-                    self._queue.appendleft(pending.task)
+                    self._queue.insert(0, pending.task)
                     self._await_address()
                     return
                 self._send_request(pending.task, pending.message_id)
@@ -735,6 +766,7 @@ class IkeSa:
             self._enqueue(pending.task.followups())
             if self._state == State.CONNECTING and self._st.peer_id is not None:
                 self._state = State.ESTABLISHED
+                self._st.forget_setup()
             if self._st.rekey is not None:
                 self._spawn_successor()
             else:
@@ -869,6 +901,7 @@ class IkeSa:
         """Send the response to an authenticated request and act on what it started."""
         if self._state == State.CONNECTING and self._st.peer_id is not None and not response.close:
             self._state = State.ESTABLISHED  # IKE_AUTH authenticated the peer
+            self._st.forget_setup()          # the response is built: AUTH and the Child SA's keys are done
         if response.close and response.reason is DownReason.DELETED_BY_PEER and self._adopt_peer_rekey():
             response = Response(response.payloads)   # the peer's new IKE SA carries on: see _adopt_peer_rekey
         self._respond_to(message_id, exchange, response, addr)
@@ -1087,6 +1120,7 @@ class IkeSa:
         st.mobike, st.esp_hold, st.nat_peer, st.nat_here = old.mobike, old.esp_hold, old.nat_peer, old.nat_here
         st.original_initiator = old.original_initiator
         st.install_keys(rekey.shared, (old.prf, old.keys.d))
+        st.forget_setup()
         return new
 
     def _spawn_successor(self) -> None:
@@ -1103,8 +1137,8 @@ class IkeSa:
         st.next_child_id = old.next_child_id
         new._state = State.ESTABLISHED
         # a rekey of ours still queued is moot: the IKE SA was just replaced
-        new._queue = deque(t for t in self._queue if not t.rekeys_ike_sa)
-        self._queue = deque()
+        new._queue = [t for t in self._queue if not t.rekeys_ike_sa]
+        self._queue = []
         if st.esp_hold is not None and not new._queued(mobike.ReturnRoutabilityTask):
             # a MOBIKE return routability check was under way here: the successor, which holds
             # the Child SAs now, checks again (an answer on this SA would not release them there)
@@ -1180,7 +1214,7 @@ class IkeSa:
 
     def _abort_queue(self) -> None:
         while self._queue:
-            self._queue.popleft().abort(self._st)
+            self._queue.pop(0).abort(self._st)
 
     def _close(self, reason: DownReason) -> None:
         if self._state == State.CLOSED:

@@ -10,7 +10,6 @@ import hashlib
 import ipaddress
 import os
 import socket
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -43,10 +42,17 @@ Jitter = Callable[[float], float]
 
 
 def random_jitter(rng: Rng = os.urandom) -> Jitter:
+    if rng is os.urandom:
+        return _urandom_jitter   # one for all IKE SAs, not a closure (~200 bytes) each
+
     def jitter(bound: float) -> float:
         return bound * int.from_bytes(rng(2), "big") / 0xFFFF
 
     return jitter
+
+
+def _urandom_jitter(bound: float) -> float:
+    return bound * int.from_bytes(os.urandom(2), "big") / 0xFFFF
 
 
 class State(Enum):
@@ -122,6 +128,7 @@ class IkeRekey:
     shared: bytes = field(repr=False)
 
 
+NO_HASHES: frozenset[int] = frozenset()
 DuplicateCheck = Callable[["IkeSaState"], str | None]
 
 
@@ -147,10 +154,11 @@ class IkeSaState:
     nonce_r: bytes = b""
     init_request: bytes = b""
     init_response: bytes = b""
-    peer_hashes: frozenset[int] = frozenset()
+    peer_hashes: frozenset[int] = NO_HASHES
     peer_id: Identity | None = None
     children: dict[int, ChildSa] = field(default_factory=dict)
-    events: deque[Event] = field(default_factory=deque)
+    # a list, not a deque: empty nearly all the time, when a list holds no buffer (a deque a 0.5 KiB block)
+    events: list[Event] = field(default_factory=list)
     rekey: IkeRekey | None = None  # set when a CREATE_CHILD_SA produced a new IKE SA
     # after a rekey collision (RFC 7296 §2.8.2): the other new IKE SA, to delete or be deleted
     redundant: IkeRekey | None = None
@@ -236,6 +244,18 @@ class IkeSaState:
         if not 256 <= spi <= 0xFFFFFFFF:
             raise SpiUnavailable(f"allocator returned invalid SPI {spi:#x}")
         return spi
+
+    def forget_setup(self) -> None:
+        """Drop what only the setup needed, once the IKE SA is up (authenticated, its first Child SA
+        keyed) or was made by a rekey: a gateway holds thousands for hours. The IKE_SA_INIT messages,
+        the nonces and SK_pi/SK_pr only go into the AUTH payloads (and the first Child SA's keys),
+        the peer's signature hash algorithms only into ours; SK_ei/SK_er/SK_ai/SK_ar live on in the
+        SK crypters. SK_d stays (Child SA keys and the next IKE SA's SKEYSEED)."""
+        self.init_request = self.init_response = b""
+        self.nonce_i = self.nonce_r = b""
+        self.peer_hashes = NO_HASHES   # frozenset() is no singleton: 216 bytes each
+        if self.keys is not None and len(self.keys.pi):
+            self.keys = IkeKeys.only_d(self.keys.d)
 
     def install_keys(self, shared: bytes, rekeyed_from: tuple[Prf, Secret] | None = None) -> None:
         """Derive SKEYSEED and the seven keys from g^ir and the nonces and SPIs.

@@ -9,7 +9,7 @@ import dataclasses
 import functools
 import ipaddress
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tunsec import updown
@@ -300,7 +300,7 @@ async def _child_down(self: IkeService, state: ChildState, lineage_ended: bool, 
 
 def _updown_event(self: IkeService, state: ChildState, plan: Child, me: IPAddress) -> updown.ChildEvent:
     ike = self._ike_sa(state.ike)
-    info = self.ike_up.get(ike.local_spi, {}) if ike is not None else {}
+    info: Mapping[str, Any] = self.ike_up.get(ike.local_spi, {}) if ike is not None else {}
     own, peer, dns = info.get("vips", ((), (), ()))
     return updown.ChildEvent(
         up=True, child=state.child, interface=getattr(self.tun, "name", ""), reqid=state.reqid,

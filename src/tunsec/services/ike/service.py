@@ -76,6 +76,7 @@ from tunsec.services.ike import invalid_spi as _invalid_spi
 from tunsec.services.ike import reload as _reload
 from tunsec.services.ike import status as _status
 from tunsec.services.ike.barrier import Barrier
+from tunsec.services.ike.record import IkeUpRecord
 from tunsec.services.ike.resolver import Resolver
 from tunsec.services.ike.sockets import IkeSocketKey, IkeSockets, recv
 from tunsec.services.ike.spis import SpiPool
@@ -120,7 +121,7 @@ class IkeService(Service):
         self._ike_handles: dict[IkeSa, int] = {}
         self._handles = itertools.count(1)
         self._changes = asyncio.Lock()   # SA/SPD changes reach the worker in the order the engine reported them
-        self.ike_up: dict[bytes, dict[str, Any]] = {}
+        self.ike_up: dict[bytes, IkeUpRecord] = {}
         self.trap_reqids: dict[tuple[str, str], int] = {}        # (connection, child) -> reqid of its traps
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -201,8 +202,8 @@ class IkeService(Service):
                     sa.delete(time.monotonic())
         self.barrier.flush()
         await self._await_deletes(time.monotonic() + SHUTDOWN_WAIT)
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=2.0)
+        if self._tasks or self.sockets.natt_sends:
+            await asyncio.wait([*self._tasks, *self.sockets.natt_sends], timeout=2.0)
         if self.accounting is not None:
             await self.accounting.drain(2.0)   # the Stops of the IKE SAs just deleted
         if self._timer:
@@ -392,13 +393,7 @@ class IkeService(Service):
                              ", ".join(map(str, ev.peer_vips)), ev.remote_id)
                 if ev.own_vips:
                     self.vips.up(self._ike_handle(sa), ev)
-                self.ike_up[sa.local_spi] = {"name": ev.name, "remote": ev.remote_addr[0], "proposal": ev.proposal,
-                                             "local_id": str(ev.local_id), "remote_id": str(ev.remote_id),
-                                             "spi_i": ev.spi_i.hex(), "spi_r": ev.spi_r.hex(),
-                                             "established": time.time(),
-                                             "local_vips": [str(a) for a in ev.own_vips],
-                                             "remote_vips": [str(a) for a in ev.peer_vips],
-                                             "vips": (ev.own_vips, ev.peer_vips, ev.dns)}
+                self.ike_up[sa.local_spi] = IkeUpRecord(ev, time.time())
                 self._enforce_unique(sa, ev)
                 self._acct_start(sa, ev)
             case IkeSaRekeyed():

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import ipaddress
 import logging
 import socket
@@ -17,7 +18,7 @@ from typing import Any
 from tunsec.conf.connections import Connection, unserved_sources
 from tunsec.dataplane import pipe
 from tunsec.dataplane.client import WorkerClient, WorkerError
-from tunsec.dataplane.pipe import Endpoint
+from tunsec.dataplane.pipe import Endpoint, Errno
 from tunsec.ike.constants import IKE_HEADER_LEN, IKE_PORT, IKE_VERSION, NATT_PORT, NON_ESP_MARKER, has_marker
 from tunsec.ike.endpoint import Datagram
 from tunsec.loglimit import LogLimiter, suffix
@@ -44,6 +45,7 @@ class IkeSockets:
         self.local_addrs = local_addrs     # family -> our outer address
         self.worker = worker
         self._spawn = spawn                # SEND_IKE round trips, awaited at shutdown
+        self.natt_sends: set[asyncio.Future[list[pipe.Reply]]] = set()   # SEND_IKEs in flight
         self.esp_on_ike_port = 0   # ESP in UDP dropped on a custom IKE port (unmark)
         self._esp_log = LogLimiter()
         # (our custom port, peer address, port) that sent IKE without the non-ESP marker: answered so
@@ -90,8 +92,7 @@ class IkeSockets:
         data, addr, local_port = datagram
         ip = ipaddress.ip_address(addr[0])
         if local_port == NATT_PORT:
-            remote = Endpoint(ip, addr[1])
-            self._spawn(self._send_natt(data, remote))
+            self._send_natt(data, Endpoint(ip, addr[1]))
             return
         s = self.socket(ip.version, local_port)
         if s is None:
@@ -135,11 +136,23 @@ class IkeSockets:
                         "its remote_port at %d%s", addr[0], addr[1], port, NATT_PORT, NATT_PORT, suffix(held))
         return None
 
-    async def _send_natt(self, data: bytes, remote: Endpoint) -> None:
+    def _send_natt(self, data: bytes, remote: Endpoint) -> None:
+        """SEND_IKE without a task per datagram (see WorkerClient.request_soon)."""
         try:
-            await self.worker().request(lambda r: pipe.SendIke(r, data, remote))
+            sent = self.worker().request_soon(lambda r: pipe.SendIke(r, data, remote))
         except WorkerError as err:
             log.warning("sending IKE to %s failed: %s", remote.addr, err)
+            return
+        self.natt_sends.add(sent)   # shutdown waits for them as for tasks
+        sent.add_done_callback(functools.partial(self._natt_sent, remote))
+
+    def _natt_sent(self, remote: Endpoint, sent: asyncio.Future[list[pipe.Reply]]) -> None:
+        self.natt_sends.discard(sent)
+        err = sent.exception()    # retrieved: a worker that goes fails them all, no "never retrieved"
+        if err is not None:
+            log.warning("sending IKE to %s failed: %s", remote.addr, err)
+        elif (bad := next((r.errno for r in sent.result() if r.errno is not Errno.OK), None)) is not None:
+            log.warning("sending IKE to %s failed: %s", remote.addr, bad.name)
 
 
 def recv(s: socket.socket, key: IkeSocketKey) -> Iterator[tuple[bytes, tuple[str, int], tuple[str, int]]]:

@@ -20,7 +20,7 @@ def ts_networks(t: Ts) -> list[IPNetwork]:
     return list(ipaddress.summarize_address_range(t.start, t.end))
 
 
-@dataclass
+@dataclass(slots=True)
 class Lineage:
     """A Child SA and those that rekeyed it: one reqid, one set of policies.
 
@@ -33,7 +33,7 @@ class Lineage:
     updown: updown.ChildEvent | None = None   # what its script was told at up-client (down reuses it)
 
 
-@dataclass
+@dataclass(slots=True)
 class ChildState:
     """A Child SA installed in the worker (or being installed)."""
 

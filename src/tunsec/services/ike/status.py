@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from tunsec.ike.endpoint import EndpointStats, IkeEndpoint
@@ -12,6 +12,7 @@ from tunsec.ike.fragments import FragmentStats
 from tunsec.ike.sa import IkeSa
 from tunsec.policy.pools import AddressPools
 from tunsec.services.ike.barrier import Barrier
+from tunsec.services.ike.record import IkeUpRecord
 from tunsec.services.ike.sockets import IkeSockets
 from tunsec.services.ike.spis import SpiPool
 from tunsec.services.ike.state import ChildState
@@ -49,14 +50,14 @@ def idle_status() -> dict[str, Any]:
             "radius": {}}
 
 
-def ike_sas(sas: Iterable[IkeSa], ike_up: dict[bytes, dict[str, Any]], children: Iterable[ChildState],
+def ike_sas(sas: Iterable[IkeSa], ike_up: Mapping[bytes, IkeUpRecord], children: Iterable[ChildState],
             handle_of: Callable[[IkeSa], int | None], live_sa: Callable[[int], IkeSa | None]) -> list[dict[str, Any]]:
     """Each IKE SA with its Child SAs (``handle_of``: the IKE SA handle children name; ``live_sa``:
     which IKE SA a handle means now, after rekeys)."""
     children = list(children)
     out = []
     for sa in sas:
-        info = ike_up.get(sa.local_spi, {})
+        info: Mapping[str, Any] = ike_up.get(sa.local_spi, {})
         out.append({
             "name": sa.name,
             "state": sa.state.value,
