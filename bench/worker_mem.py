@@ -22,7 +22,9 @@ in this process instead, with tracemalloc on: the Python heap per client
 from __future__ import annotations
 
 import argparse
+import ctypes
 import asyncio
+import functools
 import gc
 import ipaddress
 import os
@@ -49,7 +51,8 @@ from tunsec.dataplane.pipe import Action, Alg, Direction, Endpoint, Lifetime, Po
 LOCAL = Endpoint(ipaddress.ip_address("127.0.0.1"), 4500)
 PEER = Endpoint(ipaddress.ip_address("127.0.0.2"), 4500)
 INSIDE = ipaddress.ip_network("10.1.0.0/24")
-POOL = ipaddress.ip_network("10.3.0.0/16")
+POOL = ipaddress.IPv4Network("10.3.0.0/16")
+GATEWAY = ipaddress.IPv4Address("10.1.0.1")
 # strongSwan's (and tunsec's) default child lifetimes: each SA gets a soft and a hard timer
 SOFT, HARD = Lifetime(seconds=3600), Lifetime(seconds=3960)
 
@@ -79,6 +82,18 @@ def smaps_growth(a: dict[str, int], b: dict[str, int]) -> str:
     return ", ".join(f"{k}: +{v} KiB" for v, k in d[:4] if v > 0)
 
 
+def malloc_in_use_kib() -> float:
+    """glibc's mallinfo2().uordblks of this process: the C heap (and Python's objects over 512 bytes)."""
+    fields = "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in fields]
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = MallInfo2
+    return float(libc.mallinfo2().uordblks + libc.mallinfo2().hblkhd) / 1024
+
+
 def vip(k: int) -> ipaddress.IPv4Address:
     return POOL[k + 2]
 
@@ -95,7 +110,7 @@ def specs(k: int, spi_in: int, window: int) -> tuple[SaSpec, SaSpec, Policy]:
 
 
 def _csum(b: bytes) -> int:
-    s = sum(struct.unpack(f"!{len(b) // 2}H", b))
+    s: int = sum(struct.unpack(f"!{len(b) // 2}H", b))
     s = (s & 0xFFFF) + (s >> 16)
     s = (s & 0xFFFF) + (s >> 16)
     return ~s & 0xFFFF
@@ -157,7 +172,7 @@ class Chan:
 
     def ask_many(self, builds: list[Callable[[int], pipe.Message]]) -> list[pipe.Reply]:
         """Send a batch (as the service pipelines a Child SA's install), then read every answer."""
-        ids = {}
+        ids: dict[int, None] = {}
         for b in builds:
             ids[self.next_id] = None
             self.sock.send(pipe.encode(b(self.next_id)))
@@ -196,12 +211,12 @@ def run_process(n: int, window: int, traffic: bool) -> None:
         installed: list[SaSpec] = []
         for start in range(0, n, 100):
             ks = range(start, min(n, start + 100))
-            spis = [r.spi for r in chan.ask_many([lambda r: pipe.GetSpi(r, 0x100, 0xFFFFFFFF)] * len(ks))]
+            spis = [r.spi or 0 for r in chan.ask_many([lambda r: pipe.GetSpi(r, 0x100, 0xFFFFFFFF)] * len(ks))]
             batch = [specs(k, spi, window) for k, spi in zip(ks, spis, strict=True)]
             reqs: list[Callable[[int], pipe.Message]] = []
             for inb, outb, pol in batch:
-                reqs += [lambda r, s=inb: pipe.Update(r, s), lambda r, s=outb: pipe.Add(r, s),
-                         lambda r, p=pol: pipe.SpdAdd(r, p)]
+                reqs += [functools.partial(pipe.Update, sa=inb), functools.partial(pipe.Add, sa=outb),
+                         functools.partial(pipe.SpdAdd, policy=pol)]
                 installed.append(inb)
             chan.ask_many(reqs)
         installed_kib, maps1 = rss_kib(proc.pid), smaps(proc.pid)
@@ -212,7 +227,7 @@ def run_process(n: int, window: int, traffic: bool) -> None:
                 out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             for k, inb in enumerate(installed):
                 out.sendto(b"x", (str(vip(k)), 9))
-                peer.sendto(esp(inb, 1, ipv4_udp(vip(k), INSIDE[1], b"y")), (str(LOCAL.addr), LOCAL.port))
+                peer.sendto(esp(inb, 1, ipv4_udp(vip(k), GATEWAY, b"y")), (str(LOCAL.addr), LOCAL.port))
                 if k % 50 == 49:
                     time.sleep(0.01)   # the socket buffers hold a burst; the loop drains them
             time.sleep(1.0)
@@ -249,7 +264,7 @@ def run_inproc(n: int, window: int) -> None:
     # warm: one client in and out, so that import-time and first-use allocations are not counted
     gc.collect()
     tracemalloc.start()
-    before, t0 = rss_kib(os.getpid()), tracemalloc.get_traced_memory()[0]
+    before, t0, m0 = rss_kib(os.getpid()), tracemalloc.get_traced_memory()[0], malloc_in_use_kib()
     for k in range(n):
         spi = ask(pipe.GetSpi(next(ids), 0x100, 0xFFFFFFFF)).spi
         assert spi is not None
@@ -258,10 +273,10 @@ def run_inproc(n: int, window: int) -> None:
         ask(pipe.Add(next(ids), outb))
         ask(pipe.SpdAdd(next(ids), pol))
     gc.collect()
-    after, t1 = rss_kib(os.getpid()), tracemalloc.get_traced_memory()[0]
+    after, t1, m1 = rss_kib(os.getpid()), tracemalloc.get_traced_memory()[0], malloc_in_use_kib()
     py = (t1 - t0) / 1024 / n
     print(f"{n} clients, window {window}, in process: {(after - before) / n:.2f} KiB RSS per client, "
-          f"of which Python heap (traced) {py:.2f} KiB")
+          f"of which Python heap (traced) {py:.2f} KiB; malloc in use {(m1 - m0) / n:.2f} KiB per client")
     snap = tracemalloc.take_snapshot()
     for stat in snap.statistics("lineno")[:8]:
         print("  ", stat)
