@@ -245,6 +245,43 @@ def run_process(n: int, window: int, traffic: bool) -> None:
               f"({sent} out, {got} in; {len(d.sas)} SAs, {len(d.policies)} policies)")
 
 
+def run_churn(cycles: int, n: int, window: int) -> None:
+    """Rekey-like churn through the real worker: each cycle installs n clients' SAs, sends one
+    packet each way on each, one IKE datagram (an event with data, up the pipe), and deletes
+    the SAs; the policies stay, as a rekey leaves them.  The worker's RSS after each cycle."""
+    tmp = Path(f"/tmp/worker_mem-{os.getpid()}")
+    tmp.mkdir(exist_ok=True)
+    with netns_worker(tmp) as (ns, proc, sock, peer):
+        chan = Chan(sock)
+        peer.bind((str(PEER.addr), PEER.port))
+        with in_netns(ns):
+            out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        chan.ask_many([functools.partial(pipe.SpdAdd, policy=specs(k, 0x100, window)[2]) for k in range(n)])
+        rss = []
+        for c in range(cycles):
+            spis = [r.spi or 0 for r in chan.ask_many([lambda r: pipe.GetSpi(r, 0x100, 0xFFFFFFFF)] * n)]
+            batch = [specs(k, spi, window) for k, spi in enumerate(spis)]
+            reqs: list[Callable[[int], pipe.Message]] = []
+            for inb, outb, _ in batch:
+                reqs += [functools.partial(pipe.Update, sa=inb), functools.partial(pipe.Add, sa=outb)]
+            chan.ask_many(reqs)
+            for k, (inb, _, _) in enumerate(batch):
+                out.sendto(b"x", (str(vip(k)), 9))
+                peer.sendto(esp(inb, 1, ipv4_udp(vip(k), GATEWAY, b"y")), (str(LOCAL.addr), LOCAL.port))
+            peer.sendto(bytes(4) + os.urandom(300), (str(LOCAL.addr), LOCAL.port))
+            time.sleep(0.2)
+            reqs = []
+            for inb, outb, _ in batch:
+                reqs += [functools.partial(pipe.Delete, spi=inb.spi, direction=Direction.IN),
+                         functools.partial(pipe.Delete, spi=outb.spi, direction=Direction.OUT, remote=PEER)]
+            chan.ask_many(reqs)
+            rss.append(rss_kib(proc.pid))
+        out.close()
+        d = chan.dump()
+        print(f"{cycles} cycles of {n} clients: worker RSS every {max(1, cycles // 10)} cycles:",
+              " ".join(str(v) for v in rss[::max(1, cycles // 10)]), f"(end {rss[-1]}; {len(d.sas)} SAs left)")
+
+
 def run_inproc(n: int, window: int) -> None:
     """The worker's request handler in this process, Python heap traced."""
     from tunsec.dataplane.fastpath import Dataplane
@@ -291,8 +328,12 @@ def main() -> int:
     ap.add_argument("--window", type=int, default=4096, help="inbound replay window (tunsec's default 4096)")
     ap.add_argument("--no-traffic", action="store_true", help="install only, no packet through the loop")
     ap.add_argument("--inproc", action="store_true", help="in this process, Python heap traced")
+    ap.add_argument("--churn", type=int, default=0, metavar="CYCLES",
+                    help="install, use and delete --clients clients' SAs CYCLES times; RSS after each")
     args = ap.parse_args()
-    if args.inproc:
+    if args.churn:
+        run_churn(args.churn, args.clients, args.window)
+    elif args.inproc:
         run_inproc(args.clients, args.window)
     else:
         run_process(args.clients, args.window, not args.no_traffic)
