@@ -22,8 +22,8 @@ in this process instead, with tracemalloc on: the Python heap per client
 from __future__ import annotations
 
 import argparse
-import ctypes
 import asyncio
+import ctypes
 import functools
 import gc
 import ipaddress
@@ -84,7 +84,7 @@ def smaps_growth(a: dict[str, int], b: dict[str, int]) -> str:
 
 def malloc_in_use_kib() -> float:
     """glibc's mallinfo2().uordblks of this process: the C heap (and Python's objects over 512 bytes)."""
-    fields = "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()
+    fields = ["arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost"]
 
     class MallInfo2(ctypes.Structure):
         _fields_ = [(n, ctypes.c_size_t) for n in fields]
@@ -258,7 +258,7 @@ def run_churn(cycles: int, n: int, window: int) -> None:
             out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         chan.ask_many([functools.partial(pipe.SpdAdd, policy=specs(k, 0x100, window)[2]) for k in range(n)])
         rss = []
-        for c in range(cycles):
+        for _ in range(cycles):
             spis = [r.spi or 0 for r in chan.ask_many([lambda r: pipe.GetSpi(r, 0x100, 0xFFFFFFFF)] * n)]
             batch = [specs(k, spi, window) for k, spi in enumerate(spis)]
             reqs: list[Callable[[int], pipe.Message]] = []
