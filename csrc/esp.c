@@ -45,11 +45,25 @@ int ts_esp_key(ts_sa *sa, const uint8_t *keymat, size_t keylen, bool encrypt) {
     return TS_OK;
 }
 
-/* this thread's context for sa; a loop thread keys its own on first use */
+/* This thread's context for sa.  Slot 0 (control threads) is used under
+ * sa->lock, which the caller holds.  A loop thread's first packet on the SA
+ * takes over the context ts_esp_key made (in slot 0, so that it need not be
+ * keyed twice) if no other loop thread has, else keys its own; a control
+ * thread that needs slot 0 afterwards keys a new one.  So an SA that only
+ * one loop thread uses (one TUN queue: every SA) holds one context, not two. */
 static EVP_CIPHER_CTX *ctx_of(ts_sa *sa) {
     unsigned slot = thread_slot;
-    if (!sa->ctx[slot])
-        sa->ctx[slot] = keyed_ctx(sa->keymat, sa->keylen, sa->encrypt);
+    if (sa->ctx[slot])
+        return sa->ctx[slot];
+    if (slot != 0) {
+        pthread_mutex_lock(&sa->lock);
+        sa->ctx[slot] = sa->ctx[0];
+        sa->ctx[0] = NULL;
+        pthread_mutex_unlock(&sa->lock);
+        if (sa->ctx[slot])
+            return sa->ctx[slot];
+    }
+    sa->ctx[slot] = keyed_ctx(sa->keymat, sa->keylen, sa->encrypt);
     return sa->ctx[slot];
 }
 

@@ -26,7 +26,7 @@
 typedef struct ts_replay {
     uint64_t top;          /* highest authenticated sequence number (64-bit) */
     uint32_t window;       /* bits; 0 = replay check off */
-    uint32_t nwords;       /* power of two, > window/64 */
+    uint32_t nwords;       /* ceil(window/64) + 1: the ring's size in words */
     uint64_t *bits;
 } ts_replay;
 
@@ -49,27 +49,32 @@ typedef struct ts_sa {
     uint8_t dir, esn, keylen;
     _Atomic uint8_t state;
     uint32_t reqid;
+    uint32_t n_sel;
     ts_addr local, remote;
-    struct sockaddr_storage peer;      /* prebuilt destination for sendmmsg */
+    union {                            /* prebuilt destination for sendmmsg */
+        struct sockaddr_in v4;
+        struct sockaddr_in6 v6;
+    } peer;
     socklen_t peer_len;
     uint8_t salt[4];
+    bool encrypt;
+    _Atomic uint8_t soft_fired, hard_fired;
+    _Atomic uint8_t reserve_fired;
+    _Atomic uint8_t first_use_armed;   /* TS_EV_FIRST_USE still to raise (ts_sa_params.report_first_use) */
     /* keyed once; per packet only the nonce changes.  One per loop thread
-     * (created on its first packet), slot 0 for control threads under lock */
+     * (created on its first packet; the first loop thread takes over the one
+     * ts_esp_key made), slot 0 for control threads under lock, made when one
+     * needs it: a gateway keeps two SAs per client, and a context is ~1.4 KiB */
     EVP_CIPHER_CTX *ctx[TS_MAX_QUEUES + 1];
     uint8_t keymat[TS_KEYMAT_MAX];     /* to key a new thread's ctx; wiped on free */
-    bool encrypt;
-    pthread_mutex_t lock;              /* guards ctx[0] and replay */
+    pthread_mutex_t lock;              /* guards ctx[0], the handover of the first ctx, and replay */
     ts_replay replay;
     _Atomic uint64_t seq;              /* OUT: last sequence number handed out */
     _Atomic uint64_t counters[TS_CTR__COUNT];   /* enum ts_sa_counter, copied out by ts_sad_get/list */
     uint64_t soft_bytes, hard_bytes, soft_packets, hard_packets;
-    _Atomic uint8_t soft_fired, hard_fired;
-    uint32_t n_sel;
-    ts_selector sel[TS_MAX_SELECTORS];
     uint64_t created_ns;
     _Atomic uint64_t seq_limit, seq_notify;   /* reservation (ts_sa_params), 0 = none */
-    _Atomic uint8_t reserve_fired;
-    _Atomic uint8_t first_use_armed;   /* TS_EV_FIRST_USE still to raise (ts_sa_params.report_first_use) */
+    ts_selector *sel;                  /* n_sel of them (most SAs carry one: not TS_MAX_SELECTORS inline) */
 } ts_sa;
 
 typedef struct ts_sad {

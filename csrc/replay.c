@@ -11,10 +11,13 @@ int ts_replay_init(ts_replay *r, uint32_t window) {
         return TS_OK;
     if (window < 32 || window > TS_REPLAY_MAX)
         return TS_EINVAL;
-    /* one spare word so that sliding never clears a word still inside the window */
-    uint32_t need = (window + 63) / 64 + 1, n = 2;
-    while (n < need)
-        n <<= 1;
+    /* The window's numbers span at most ceil(window/64) + 1 words (its left
+     * edge need not sit on a word boundary), so that many words make a ring in
+     * which no two of them share a slot and sliding never clears a word still
+     * inside the window.  Not rounded up to a power of two: the slot is taken
+     * modulo nwords (one division per packet, next to an AES-GCM pass), and
+     * a gateway keeps one bitmap per client: 4096 packets take 65 words, not 128. */
+    uint32_t n = (window + 63) / 64 + 1;
     r->bits = calloc(n, sizeof(uint64_t));
     if (!r->bits)
         return TS_ENOMEM;
@@ -51,8 +54,11 @@ uint64_t ts_replay_infer(const ts_replay *r, uint32_t seq_lo, bool esn) {
 }
 
 static inline uint64_t bit_of(uint64_t seq) { return 1ull << (seq & 63); }
+static inline uint32_t slot_of(const ts_replay *r, uint64_t word) {
+    return (uint32_t)(word % r->nwords);
+}
 static inline uint32_t word_of(const ts_replay *r, uint64_t seq) {
-    return (uint32_t)((seq >> 6) & (r->nwords - 1));
+    return slot_of(r, seq >> 6);
 }
 
 bool ts_replay_check(const ts_replay *r, uint64_t seq) {
@@ -80,7 +86,7 @@ bool ts_replay_update(ts_replay *r, uint64_t seq) {
         if (diff > r->nwords)
             diff = r->nwords;
         for (uint64_t i = 1; i <= diff; i++)
-            r->bits[((r->top >> 6) + i) & (r->nwords - 1)] = 0;
+            r->bits[slot_of(r, (r->top >> 6) + i)] = 0;
         r->top = seq;
     } else {
         if (r->top - seq >= r->window)

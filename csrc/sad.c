@@ -60,6 +60,7 @@ void ts_sa_wipe(ts_sa *sa) {
         if (sa->ctx[i])
             EVP_CIPHER_CTX_free(sa->ctx[i]);
     ts_replay_free(&sa->replay);
+    free(sa->sel);
     pthread_mutex_destroy(&sa->lock);
     OPENSSL_cleanse(sa, sizeof(*sa));
 }
@@ -180,17 +181,15 @@ static bool addr_valid(const ts_addr *a) {
 static void build_peer(ts_sa *sa) {
     memset(&sa->peer, 0, sizeof(sa->peer));
     if (sa->remote.family == 4) {
-        struct sockaddr_in *in = (struct sockaddr_in *)&sa->peer;
-        in->sin_family = AF_INET;
-        in->sin_port = htons(sa->remote.port);
-        memcpy(&in->sin_addr, sa->remote.addr, 4);
-        sa->peer_len = sizeof(*in);
+        sa->peer.v4.sin_family = AF_INET;
+        sa->peer.v4.sin_port = htons(sa->remote.port);
+        memcpy(&sa->peer.v4.sin_addr, sa->remote.addr, 4);
+        sa->peer_len = sizeof(sa->peer.v4);
     } else {
-        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&sa->peer;
-        in6->sin6_family = AF_INET6;
-        in6->sin6_port = htons(sa->remote.port);
-        memcpy(&in6->sin6_addr, sa->remote.addr, 16);
-        sa->peer_len = sizeof(*in6);
+        sa->peer.v6.sin6_family = AF_INET6;
+        sa->peer.v6.sin6_port = htons(sa->remote.port);
+        memcpy(&sa->peer.v6.sin6_addr, sa->remote.addr, 16);
+        sa->peer_len = sizeof(sa->peer.v6);
     }
 }
 
@@ -249,18 +248,29 @@ static int validate(const ts_sa_params *p, uint8_t dir) {
 /* Fill a (new or larval) SA from params; on failure the SA is unchanged
  * except for fields the caller discards. */
 static int fill(ts_sa *sa, const ts_sa_params *p) {
+    ts_selector *sel = NULL;
+    if (p->n_sel) {
+        sel = malloc(sizeof(ts_selector) * p->n_sel);
+        if (!sel)
+            return TS_ENOMEM;
+        memcpy(sel, p->sel, sizeof(ts_selector) * p->n_sel);
+    }
     ts_replay rp;
     int rc = ts_replay_init(&rp, p->dir == TS_DIR_IN ? p->replay_window : 0);
-    if (rc)
+    if (rc) {
+        free(sel);
         return rc;
+    }
     if (p->dir == TS_DIR_IN)
         ts_replay_set_floor(&rp, p->seq_start);
     rc = ts_esp_key(sa, p->key, p->keylen, p->dir == TS_DIR_OUT);
     if (rc) {
         ts_replay_free(&rp);
+        free(sel);
         return rc;
     }
     sa->replay = rp;
+    sa->sel = sel;
     sa->keylen = p->keylen;
     sa->esn = p->esn;
     sa->reqid = p->reqid;
@@ -277,7 +287,6 @@ static int fill(ts_sa *sa, const ts_sa_params *p) {
     atomic_store(&sa->reserve_fired, 0);
     atomic_store(&sa->first_use_armed, p->report_first_use);   /* armed before the SA turns mature */
     sa->n_sel = p->n_sel;
-    memcpy(sa->sel, p->sel, sizeof(ts_selector) * p->n_sel);
     sa->created_ns = ts_now_ns();
     atomic_store(&sa->state, TS_SA_MATURE);
     return TS_OK;

@@ -535,7 +535,7 @@ static int model_recv(struct model *m, uint64_t seq) {
 }
 
 static void test_replay(void) {
-    static const uint32_t windows[] = {0, 32, 64, 1000, 4096, 65536};
+    static const uint32_t windows[] = {0, 32, 33, 64, 100, 128, 1000, 1024, 4095, 4096, 65536};
     const uint64_t space = 1u << 22;
     uint8_t *seen = calloc(space / 8, 1);
     FATAL_IF(!seen);
@@ -594,6 +594,50 @@ static void test_replay(void) {
     size_t el = ref_seal(pr.key, 36, pr.spi, (1ull << 32) - 5, true, NULL, bufA, len, min_pad(len), NULL, 41, bufB);
     CHECK(in1(pr.rx, bufB, el, bufC, &drop) == 0 && drop == TS_DROP_REPLAY);
     pair_free(&pr);
+}
+
+/* The ring is ceil(W/64) + 1 words, not a power of two (replay.c): for windows
+ * that are and are not multiples of 64, from every starting offset in a word
+ * and after every slide from 1 to past a whole ring, exactly the W numbers
+ * top-W+1..top are remembered: each seen one is refused, each unseen one in
+ * the window accepted once, top-W and below refused.  ASan watches the slots. */
+static void test_replay_ring(void) {
+    static const uint32_t windows[] = {32, 33, 63, 64, 65, 100, 127, 128, 129, 1000, 1024};
+    for (size_t wi = 0; wi < sizeof(windows) / sizeof(windows[0]); wi++) {
+        uint32_t w = windows[wi];
+        ts_replay r;
+        CHECK(ts_replay_init(&r, w) == TS_OK);
+        CHECK(r.nwords == (w + 63) / 64 + 1);
+        for (uint64_t start = 1; start <= 64; start += 7) {
+            for (uint64_t slide = 1; slide <= (uint64_t)r.nwords * 64 + 65; slide += (slide < 130 ? 1 : 17)) {
+                ts_replay_set_floor(&r, 0);
+                r.top = 0;
+                for (uint32_t i = 0; i < r.nwords; i++)
+                    r.bits[i] = 0;
+                /* every other number of a first window seen, then a slide */
+                uint64_t top = start + w;
+                for (uint64_t s = top; s + w > top && s > 0; s -= 2)
+                    CHECK(ts_replay_update(&r, s));
+                uint64_t nt = top + slide;
+                CHECK(ts_replay_update(&r, nt));
+                for (uint64_t s = nt > w + 70 ? nt - w - 70 : 1; s <= nt; s++) {
+                    bool in_window = nt - s < w;
+                    bool was_seen = s == nt || (s <= top && s + w > top && (top - s) % 2 == 0);
+                    CHECK(ts_replay_check(&r, s) == (in_window && !was_seen));
+                }
+                for (uint64_t s = nt - w + 1; s < nt; s++)
+                    if (ts_replay_check(&r, s)) {
+                        CHECK(ts_replay_update(&r, s));
+                        CHECK(!ts_replay_check(&r, s));
+                    }
+                CHECK(!ts_replay_check(&r, nt - w));
+                CHECK(!ts_replay_update(&r, nt - w));
+            }
+        }
+        ts_replay_free(&r);
+    }
+    ts_replay r;
+    CHECK(ts_replay_init(&r, 31) == TS_EINVAL && ts_replay_init(&r, TS_REPLAY_MAX + 1) == TS_EINVAL);
 }
 
 /* ---- 5. sequence number overflow ----------------------------------------------- */
@@ -1883,6 +1927,7 @@ int main(int argc, char **argv) {
     test_round_trips();
     test_bad_inner();
     test_replay();
+    test_replay_ring();
     test_overflow();
     test_reservation();
     test_reservation_threads();

@@ -130,7 +130,7 @@ def _run(window: int, esn: bool, ops: list[tuple[str, int]]) -> None:
     assert sum(drops.values()) == counts[Drop.REPLAY] + counts[Drop.AUTH]
 
 
-WINDOWS = [32, 64, 1000, 4096, 65536]
+WINDOWS = [32, 64, 100, 1000, 4096, 65536]   # 100, 1000: not multiples of the 64-bit word
 
 
 @pytest.mark.parametrize("window", WINDOWS)
@@ -175,7 +175,7 @@ def test_model_sanity() -> None:
 # ----------------------------------------------------------------- fixed cases
 
 
-@pytest.mark.parametrize("window", [32, 64, 4096])
+@pytest.mark.parametrize("window", [32, 33, 64, 100, 128, 1024, 4095, 4096])
 def test_window_edges(window: int) -> None:
     key = new_key()
     dp, spi = receiver(key, window=window)

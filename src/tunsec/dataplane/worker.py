@@ -31,14 +31,16 @@ import argparse
 import asyncio
 import collections
 import ctypes
+import enum
+import heapq
 import logging
+import math
 import os
 import signal
 import socket
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from tunsec import gctune, logs, privilege
 from tunsec.dataplane import pipe
@@ -70,22 +72,84 @@ def sa_key(sa: pipe.SaSpec) -> SaKey:
     return (sa.spi, sa.direction, sa.remote if sa.direction is Direction.OUT else None)
 
 
-@dataclass
+class TimerKind(enum.IntEnum):
+    LARVAL = 0    # GETSPI's SA never completed
+    SOFT = 1      # time lifetime: tell the control process
+    HARD = 2      # time lifetime: delete the SA, tell the control process
+
+
 class Timers:
-    """Time-based lifetimes and larval expiry, keyed by SA (see SaKey)."""
+    """Time-based lifetimes and larval expiry, keyed by SA (see SaKey).
 
-    handles: dict[SaKey, list[asyncio.TimerHandle]] = field(default_factory=dict)
+    A gateway keeps two or three of these per client; an asyncio TimerHandle
+    with its argument tuple and the list that held it cost ~0.5 KiB a timer.
+    So one asyncio timer, armed for the earliest deadline, serves a heap of
+    (deadline, tag, key) entries.  tag = serial * 4 + kind; ``epoch[key]`` is
+    the serial (times 4) the key was registered with, so a cancelled key's
+    entries (tag below its epoch, or the key gone) are skipped when they come
+    due, even if the same key was registered again meanwhile.  Skipped entries
+    are dropped in one pass once they outnumber the live ones."""
 
-    def add(self, key: SaKey, handle: asyncio.TimerHandle) -> None:
-        self.handles.setdefault(key, []).append(handle)
+    def __init__(self, loop: asyncio.AbstractEventLoop, fire: Callable[[SaKey, TimerKind], None]) -> None:
+        self.loop = loop
+        self.fire = fire
+        self.epoch: dict[SaKey, int] = {}
+        self.heap: list[tuple[float, int, SaKey]] = []
+        self._serial = 0
+        self._handle: asyncio.TimerHandle | None = None
+        self._armed_for = math.inf
+
+    def add(self, key: SaKey, seconds: float, kind: TimerKind) -> None:
+        epoch = self.epoch.get(key)
+        self._serial += 1
+        if epoch is None:
+            epoch = self.epoch[key] = self._serial * 4
+        when = self.loop.time() + seconds
+        heapq.heappush(self.heap, (when, self._serial * 4 + kind, key))
+        if len(self.heap) > 4 * len(self.epoch) + 64:
+            self._compact()
+        self._arm()
 
     def cancel(self, key: SaKey) -> None:
-        for h in self.handles.pop(key, []):
-            h.cancel()
+        self.epoch.pop(key, None)
 
     def cancel_all(self) -> None:
-        for key in list(self.handles):
-            self.cancel(key)
+        self.epoch.clear()
+        self.heap.clear()
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        self._armed_for = math.inf
+
+    def pending(self, key: SaKey) -> list[TimerKind]:
+        """The kinds still to fire for key (for tests)."""
+        return sorted(TimerKind(tag & 3) for _, tag, k in self.heap if k == key and self._live(k, tag))
+
+    def _live(self, key: SaKey, tag: int) -> bool:
+        epoch = self.epoch.get(key)
+        return epoch is not None and tag >= epoch
+
+    def _compact(self) -> None:
+        self.heap = [e for e in self.heap if self._live(e[2], e[1])]
+        heapq.heapify(self.heap)
+
+    def _arm(self) -> None:
+        if not self.heap or self.heap[0][0] >= self._armed_for:
+            return
+        if self._handle is not None:
+            self._handle.cancel()
+        self._armed_for = self.heap[0][0]
+        self._handle = self.loop.call_at(self._armed_for, self._run)
+
+    def _run(self) -> None:
+        self._handle = None
+        self._armed_for = math.inf
+        now = self.loop.time()
+        while self.heap and self.heap[0][0] <= now:
+            _, tag, key = heapq.heappop(self.heap)
+            if self._live(key, tag):
+                self.fire(key, TimerKind(tag & 3))
+        self._arm()
 
 
 class Worker:
@@ -104,7 +168,7 @@ class Worker:
         self.udp = udp
         self.loop = loop
         self.larval_timeout = larval_timeout
-        self.timers = Timers()
+        self.timers = Timers(loop, self._timer_fired)
 
     # --- requests --------------------------------------------------------------
     def handle_datagram(self, data: bytes) -> list[bytes]:
@@ -153,8 +217,9 @@ class Worker:
                 log.debug("SA out %08x to %s installed", msg.sa.spi, msg.sa.remote.addr)
                 return self._ok(msg)
             case pipe.Delete():
-                self.dp.delete(msg.spi, msg.direction, msg.remote)
+                # the timers go even if the SA is gone already (ENOENT): nothing else would remove them
                 self.timers.cancel((msg.spi, msg.direction, msg.remote))
+                self.dp.delete(msg.spi, msg.direction, msg.remote)
                 return self._ok(msg)
             case pipe.Flush():
                 self.dp.flush()
@@ -191,8 +256,13 @@ class Worker:
 
     # --- timers ------------------------------------------------------------------
     def _larval_timer(self, spi: int, seconds: float) -> None:
-        h = self.loop.call_later(seconds, self._larval_expired, spi)
-        self.timers.add((spi, Direction.IN, None), h)
+        self.timers.add((spi, Direction.IN, None), seconds, TimerKind.LARVAL)
+
+    def _timer_fired(self, key: SaKey, kind: TimerKind) -> None:
+        if kind is TimerKind.LARVAL:
+            self._larval_expired(key[0])
+        else:
+            self._time_expired(key, kind is TimerKind.HARD)
 
     def _larval_expired(self, spi: int) -> None:
         try:
@@ -201,16 +271,16 @@ class Worker:
             self.dp.delete(spi, Direction.IN)
         except DataplaneError:
             return
-        self.timers.handles.pop((spi, Direction.IN, None), None)
+        self.timers.cancel((spi, Direction.IN, None))
         log.info("larval SA %08x never completed; removed", spi)
         self._emit(pipe.Expire(spi=spi, direction=Direction.IN, hard=True, reason=ExpireReason.LARVAL_TIMEOUT))
 
     def _lifetime_timers(self, sa: pipe.SaSpec) -> None:
         key = sa_key(sa)
         if sa.soft.seconds:
-            self.timers.add(key, self.loop.call_later(sa.soft.seconds, self._time_expired, key, False))
+            self.timers.add(key, sa.soft.seconds, TimerKind.SOFT)
         if sa.hard.seconds:
-            self.timers.add(key, self.loop.call_later(sa.hard.seconds, self._time_expired, key, True))
+            self.timers.add(key, sa.hard.seconds, TimerKind.HARD)
 
     def _time_expired(self, key: SaKey, hard: bool) -> None:
         spi, direction, remote = key
