@@ -19,9 +19,15 @@ from typing import Any
 
 import control
 import pytest
+from hypothesis import settings
 from reachable import python_argv
 
 from tunsec.bench.netns import Host, TwoHosts
+
+# No timing threshold in a test: hypothesis's default 200 ms deadline per example failed property
+# tests on a loaded CI machine (test_key_never_in_repr_for_any_sa) without anything being wrong.
+settings.register_profile("tunsec", deadline=None)
+settings.load_profile("tunsec")
 
 
 def netns_unavailable() -> str | None:
