@@ -556,6 +556,21 @@ def format_table(results: Sequence[ScaleResult]) -> str:
     return "\n".join(lines)
 
 
+def format_marginal(runs: Sequence[ScaleResult]) -> str:
+    """Memory an additional client costs, per gateway, between the smallest and largest N run:
+    (RSS after at N2 - RSS after at N1) / (N2 - N1). Unlike "KiB per client" (RSS after - RSS
+    before, over N) it leaves out what a gateway allocates once when clients start to arrive
+    (buffers of the first packets, allocator arenas), which dominates at small N."""
+    lines = []
+    for name in dict.fromkeys(r.gateway for r in runs):
+        mine = sorted((r for r in runs if r.gateway == name and not r.reason), key=lambda r: r.clients)
+        if len(mine) >= 2 and mine[-1].clients > mine[0].clients:
+            lo, hi = mine[0], mine[-1]
+            kib = (hi.rss_after - lo.rss_after) / 1024 / (hi.clients - lo.clients)
+            lines.append(f"{name}: {kib:.1f} KiB per additional client (N = {lo.clients} -> {hi.clients})")
+    return "\n".join(lines)
+
+
 def precheck() -> str | None:
     missing = missing_commands(CHARON, "swanctl", "unshare") or tunsec_importable()
     if missing:
@@ -585,6 +600,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "bench/scale.py") -> int
         return 2
     signal.signal(signal.SIGTERM, _sigterm)
     everything: list[dict[str, Any]] = []
+    runs: list[ScaleResult] = []
     for n in args.clients:
         if not 1 <= n <= ipaddress.ip_network(POOL4).num_addresses - 2:
             ap.error(f"--clients {n}: 1 to {ipaddress.ip_network(POOL4).num_addresses - 2}")
@@ -594,8 +610,11 @@ def main(argv: Sequence[str] | None = None, prog: str = "bench/scale.py") -> int
             results.append(run_one(kind, n, args.timeout or 30 + n / 10, args.keep_workdir))
         print(format_table(results), flush=True)
         print()
+        runs += results
         everything += [{**dataclasses.asdict(r), "ike_sas_per_s": r.ike_sas_per_s,
                         "kib_per_client": r.kib_per_client} for r in results]
+    if marginal := format_marginal(runs):
+        print(marginal, flush=True)
     if args.json:
         args.json.write_text(json.dumps(everything, indent=2) + "\n")
     return 0 if all(not r["reason"] for r in everything) else 1
