@@ -147,14 +147,28 @@ def client_swanctl(me: Host, gw: Host, psk: str, clients: int) -> str:
     return f"connections {{\n{conns}}}\nsecrets {{\n  ike-rw {{\n    secret = \"{psk}\"\n  }}\n}}\n"
 
 
+# parallel `swanctl --terminate` calls of RoadWarriors.terminate_all
+TERMINATE_PARALLEL = 8
+# charon's worker threads that long-running jobs hold for good with kernel-libipsec: receiver,
+# sender, scheduler, watcher and libipsec's four (seen in a thread dump of the client charon)
+CHARON_RESIDENT_THREADS = 8
+
+
 def charon_tuning(clients: int, *, gateway: bool) -> str:
-    """strongswan.conf lines for many IKE SAs: a hashed SA table; on the gateway the DoS limits."""
+    """strongswan.conf lines for many IKE SAs: a hashed SA table; on the gateway the DoS limits.
+
+    The clients' charon gets more worker threads than its default 16: a `swanctl --terminate`
+    holds one thread while it waits for the DELETE's answer, and the DELETE (and the answer)
+    need another.  16 minus the 8 resident ones left exactly 8, so 8 parallel terminates that
+    came in before charon had run any of their DELETE jobs took every thread: nothing was sent
+    until the first terminate's own timeout freed one (all 8 took the full timeout)."""
     lines = "  ikesa_table_size = 1024\n  ikesa_table_segments = 16\n"
     if gateway:
         cookies, half_open = dos_settings(clients)
         lines += f"  cookie_threshold = {cookies}\n  block_threshold = {half_open}\n"
     else:
-        lines += "  install_virtual_ip = yes\n"
+        threads = CHARON_RESIDENT_THREADS + 2 * TERMINATE_PARALLEL + 8
+        lines += f"  install_virtual_ip = yes\n  threads = {threads}\n"
     return lines
 
 
@@ -350,13 +364,12 @@ class RoadWarriors:
         wait_until(done, timeout, interval=0.5)
         return dict(seen)
 
-    def terminate_all(self, parallel: int = 8) -> list[str]:
+    def terminate_all(self, parallel: int = TERMINATE_PARALLEL) -> list[str]:
         """Delete every IKE SA from the client side (swanctl waits for each DELETE's answer, so a few
-        at a time); the connections whose termination failed, with swanctl's output."""
+        at a time; each wait holds one of charon's threads, see charon_tuning); the connections whose
+        termination failed, with swanctl's output."""
         def terminate(k: int) -> str:
-            # 30 s: in one CI run 3 of the first 8 DELETEs went unconfirmed within 10 s (not seen in
-            # other runs; cause not found); swanctl's output says which
-            r = self.swanctl("--terminate", "--ike", f"{CONN}{k}", "--timeout", "30", timeout=60)
+            r = self.swanctl("--terminate", "--ike", f"{CONN}{k}", "--timeout", "10", timeout=60)
             return "" if r.returncode == 0 else f"{CONN}{k}: {(r.stdout + r.stderr).strip()[-200:]}"
 
         with ThreadPoolExecutor(parallel) as pool:

@@ -1143,7 +1143,10 @@ class IkeSa:
             # a MOBIKE return routability check was under way here: the successor, which holds
             # the Child SAs now, checks again (an answer on this SA would not release them there)
             new._queue.append(mobike.ReturnRoutabilityTask())
-            new._start_next()   # now: nothing else would start it before the peer's next request
+        # what was queued goes now: nothing else would start it before the next exchange there.  A
+        # collision's DELETE of our redundant Child SA that waited there for the peer's rekey of that
+        # Child SA left both Child SAs up for good (the rekey replaced it before the DELETE came)
+        new._start_next()
         new._schedule()
         self._successor = self._heir = new
         self._state = State.REKEYED
