@@ -237,3 +237,34 @@ def test_interim_updates_reuse_a_dump_younger_than_a_second() -> None:
 
     _, worker = asyncio.run(main())
     assert worker.dumps == 2
+
+
+def test_no_interim_update_queues_behind_a_record_no_server_has_answered_yet() -> None:
+    """A dead or slow server and an interval shorter than a record's retransmissions: the session
+    keeps one record under way, not one more queued per interval (memory without bound); once the
+    server answers, Interim-Updates go out again."""
+    class Counting(Accounting):
+        fired = 0
+
+        def _interim(self, key: Hashable, s: Any) -> None:
+            self.fired += 1
+            super()._interim(key, s)
+
+    async def main() -> tuple[AcctServer, int, int]:
+        server, port = await serve("silent")
+        worker = Worker()
+        slow = RadiusSettings(settings(port).servers, retransmit_timeout=0.3, retransmit_base=1.0, retransmit_tries=5,
+                              accounting=True, accounting_interval=0.01)
+        acct = Counting(slow, worker.dump, worker.children)
+        acct.start("ike-1", "alice", STATION, [])
+        await until(lambda: acct.fired >= 5)
+        under_way = len(acct._tasks)     # the Start's, unanswered
+        server.mode = "answer"           # the Start's next retransmission is answered
+        await until(lambda: server.of("Interim-Update"))
+        acct.close()
+        server.transport.close()
+        return server, under_way, acct.fired
+
+    server, under_way, fired = asyncio.run(main())
+    assert under_way == 1
+    assert server.of("Start") and fired >= 5

@@ -280,6 +280,12 @@ class Accounting:
         s.timer = None
         if self._sessions.get(key) is not s:
             return
+        if s.last is not None and not s.last.done():
+            # the previous record is still being sent (no server answers): another Interim would
+            # only queue behind it, one more task per session every interval, without bound
+            log.debug("RADIUS accounting: Interim-Update of session %s skipped, its last record is under way", s.sid)
+            self._arm(key, s)
+            return
 
         async def record() -> AcctRecord:
             return self._build(s, ACCT_INTERIM, await self._usage(s, key, fresh=False))
