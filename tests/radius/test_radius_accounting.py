@@ -268,3 +268,21 @@ def test_no_interim_update_queues_behind_a_record_no_server_has_answered_yet() -
     server, under_way, fired = asyncio.run(main())
     assert under_way == 1
     assert server.of("Start") and fired >= 5
+
+
+def test_records_beyond_256_under_way_wait_their_turn_instead_of_being_lost() -> None:
+    """A gateway's sessions send together (a burst of clients, a mass disconnect): more records
+    than the 256 RADIUS identifiers of a server are queued, none is lost as Busy."""
+    async def main() -> tuple[AcctServer, Accounting]:
+        server, port = await serve("answer")
+        acct = Accounting(settings(port), Worker().dump, Worker().children)
+        for i in range(300):
+            acct.start(f"ike-{i}", f"user{i}", STATION, [])
+        await acct.drain(30)
+        acct.close()
+        server.transport.close()
+        return server, acct
+
+    server, acct = asyncio.run(main())
+    assert (acct.stats.busy, acct.stats.failed) == (0, 0)
+    assert len(server.of("Start")) == 300 and acct.stats.responses == 300
