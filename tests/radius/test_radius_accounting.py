@@ -275,7 +275,7 @@ def test_records_beyond_256_under_way_wait_their_turn_instead_of_being_lost() ->
     than the 256 RADIUS identifiers of a server are queued, none is lost as Busy."""
     async def main() -> tuple[AcctServer, Accounting]:
         server, port = await serve("answer")
-        patient = RadiusSettings(settings(port).servers, retransmit_timeout=2.0, accounting=True)
+        patient = RadiusSettings(settings(port).servers, retransmit_timeout=0.5, accounting=True)
         acct = Accounting(patient, Worker().dump, Worker().children)
         for i in range(300):
             acct.start(f"ike-{i}", f"user{i}", STATION, [])
