@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+
 import pytest
 
 from tunsec.ike.constants import DhGroup, EncrId, EsnId, IntegId, PrfId, ProtocolId, TransformType
@@ -178,3 +180,32 @@ def test_accepts_ignores_transform_order() -> None:
     encr, prf, integ, dh = wire.transforms
     assert accepts(ours, Proposal(1, ProtocolId.IKE, b"", (encr, integ, prf, dh)))
     assert not accepts(ours, Proposal(1, ProtocolId.IKE, b"", (encr, integ, dh)))
+
+
+def _outsized_sa_body(tag: int) -> bytes:
+    """One IKE proposal whose ENCR transform carries 15000 TV attributes (60 KiB): what anyone
+    can put in an IKE_SA_INIT request."""
+    attrs = b"".join(struct.pack("!HH", 0x8000 | 14, (i + tag) & 0x7FFF) for i in range(15000))
+    transform = struct.pack("!BBHBBH", 0, 0, 8 + len(attrs), 1, 0, 20) + attrs
+    return struct.pack("!BBHBBBB", 0, 0, 8 + len(transform), 1, ProtocolId.IKE, 0, 1) + transform
+
+
+def test_a_peers_outsized_proposals_are_not_kept_in_the_match_and_describe_caches() -> None:
+    from tunsec.ike import proposals as P
+    from tunsec.ike.message import SaPayload
+
+    ours = P.parse_proposals("aes256gcm16-prfsha384-ecp384")
+    P._match_transforms.cache_clear()
+    P._describe.cache_clear()
+    for tag in range(3):
+        sa = SaPayload.decode_body(_outsized_sa_body(tag))
+        assert P.select_proposal(ours, sa.proposals) is None
+        P.describe(sa.proposals[0].protocol, sa.proposals[0].transforms)   # as NO_PROPOSAL_CHOSEN logs it
+    assert P._match_transforms.cache_info().currsize == 0
+    assert P._describe.cache_info().currsize == 0
+    # a client's usual proposal still is (it is what the caches are for)
+    theirs = ours[0].to_wire(1)
+    chosen = P.select_proposal(ours, [theirs])
+    assert chosen is not None and P._match_transforms.cache_info().currsize == 1
+    P.describe(chosen.protocol, chosen.transforms)
+    assert P._describe.cache_info().currsize == 1

@@ -237,3 +237,54 @@ def test_interim_updates_reuse_a_dump_younger_than_a_second() -> None:
 
     _, worker = asyncio.run(main())
     assert worker.dumps == 2
+
+
+def test_no_interim_update_queues_behind_a_record_no_server_has_answered_yet() -> None:
+    """A dead or slow server and an interval shorter than a record's retransmissions: the session
+    keeps one record under way, not one more queued per interval (memory without bound); once the
+    server answers, Interim-Updates go out again."""
+    class Counting(Accounting):
+        fired = 0
+
+        def _interim(self, key: Hashable, s: Any) -> None:
+            self.fired += 1
+            super()._interim(key, s)
+
+    async def main() -> tuple[AcctServer, int, int]:
+        server, port = await serve("silent")
+        worker = Worker()
+        slow = RadiusSettings(settings(port).servers, retransmit_timeout=0.3, retransmit_base=1.0, retransmit_tries=5,
+                              accounting=True, accounting_interval=0.01)
+        acct = Counting(slow, worker.dump, worker.children)
+        acct.start("ike-1", "alice", STATION, [])
+        await until(lambda: acct.fired >= 5)
+        under_way = len(acct._tasks)     # the Start's, unanswered
+        server.mode = "answer"           # the Start's next retransmission is answered
+        await until(lambda: server.of("Interim-Update"))
+        acct.close()
+        server.transport.close()
+        return server, under_way, acct.fired
+
+    server, under_way, fired = asyncio.run(main())
+    assert under_way == 1
+    assert server.of("Start") and fired >= 5
+
+
+def test_records_beyond_256_under_way_wait_their_turn_instead_of_being_lost() -> None:
+    """A gateway's sessions send together (a burst of clients, a mass disconnect): more records
+    than the 256 RADIUS identifiers of a server are queued, none is lost as Busy."""
+    async def main() -> tuple[AcctServer, Accounting]:
+        server, port = await serve("answer")
+        patient = RadiusSettings(settings(port).servers, retransmit_timeout=0.5, accounting=True)
+        acct = Accounting(patient, Worker().dump, Worker().children)
+        for i in range(300):
+            acct.start(f"ike-{i}", f"user{i}", STATION, [])
+        await acct.drain(30)
+        acct.close()
+        server.transport.close()
+        return server, acct
+
+    server, acct = asyncio.run(main())
+    assert (acct.stats.busy, acct.stats.failed) == (0, 0)
+    # every session's Start arrived (a retransmission under load may bring one twice)
+    assert len({r["Acct-Session-Id"] for r in server.of("Start")}) == 300 and acct.stats.responses == 300

@@ -224,9 +224,18 @@ def _match(ours: ProposalSpec, theirs: Proposal, prefer_group: int | None) -> Pr
     if ours.protocol != theirs.protocol:
         return None
     # a peer's outsized proposals are matched without keeping them
-    match = _match_transforms if len(theirs.transforms) <= 32 else _match_transforms.__wrapped__
+    match = _match_transforms if _cacheable(theirs.transforms) else _match_transforms.__wrapped__
     chosen = match(ours, theirs.transforms, prefer_group)
     return None if chosen is None else Proposal(theirs.num, theirs.protocol, theirs.spi, chosen)
+
+
+def _cacheable(transforms: tuple[Transform, ...]) -> bool:
+    """Whether a peer's transforms are small enough to be kept as a cache key: a few, each with
+    at most the one TV attribute IKEv2 defines (Key Length).  An IKE_SA_INIT request (anyone's)
+    can carry 60 KiB of attributes in one transform: 64 of them kept took 113 MiB."""
+    return len(transforms) <= 32 and all(
+        not t.attributes or (len(t.attributes) == 1 and type(t.attributes[0].value) is int) for t in transforms
+    )
 
 
 # A gateway's clients offer the same transforms again and again (in IKE_SA_INIT byte for byte;
@@ -361,7 +370,9 @@ _PROTO_NAMES: dict[int, str] = {ProtocolId.IKE: "IKE", ProtocolId.ESP: "ESP", Pr
 
 def describe(protocol: int, transforms: Sequence[Transform]) -> str:
     """strongSwan-like text of a proposal for logs: ``IKE:aes256gcm16-prfsha384-ecp384``."""
-    return _describe(protocol, tuple(transforms))
+    transforms = tuple(transforms)
+    # a peer's proposals are described too (NO_PROPOSAL_CHOSEN): outsized ones are not kept
+    return (_describe if _cacheable(transforms) else _describe.__wrapped__)(protocol, transforms)
 
 
 # every IKE SA's IkeSaUp names its proposal, and a gateway's are all alike: one string for them

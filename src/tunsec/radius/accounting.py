@@ -39,7 +39,7 @@ from typing import Any
 from tunsec.dataplane.pipe import Direction, Endpoint, SaInfo
 from tunsec.ike.events import DownReason
 
-from .client import AccountingStats, Busy, NoAnswer, ServerLink
+from .client import IDS, AccountingStats, Busy, NoAnswer, ServerLink
 from .messages import (
     ACCT_INTERIM,
     ACCT_START,
@@ -162,6 +162,7 @@ class Accounting:
         self._numbers = itertools.count(1)
         self._sessions: dict[Hashable, _Session] = {}
         self._links: dict[str, ServerLink[int]] = {}
+        self._slots: dict[str, asyncio.Semaphore] = {}   # by server name: see _send
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sample: asyncio.Task[SaIndex] | None = None  # the next DUMP, not sent yet
         self._recent: tuple[float, SaIndex] | None = None  # the last DUMP's answer, and when it was asked
@@ -280,6 +281,12 @@ class Accounting:
         s.timer = None
         if self._sessions.get(key) is not s:
             return
+        if s.last is not None and not s.last.done():
+            # the previous record is still being sent (no server answers): another Interim would
+            # only queue behind it, one more task per session every interval, without bound
+            log.debug("RADIUS accounting: Interim-Update of session %s skipped, its last record is under way", s.sid)
+            self._arm(key, s)
+            return
 
         async def record() -> AcctRecord:
             return self._build(s, ACCT_INTERIM, await self._usage(s, key, fresh=False))
@@ -308,16 +315,20 @@ class Accounting:
         """To the first server that answers; never raises (accounting must not hurt the IKE SA)."""
         why = "no RADIUS server configured"
         for server in self.settings.servers:
-            link = self._link(server)
-
             def build(ident: int, server: RadiusServer = server) -> Any:
                 return accounting_request(server.secret, ident, record)
+            # at most IDS records per server under way, the rest wait their turn: the link says Busy
+            # beyond that, and a gateway's sessions send together (Interim timers armed in the same
+            # burst of clients, the Stops of a mass disconnect), which lost all but IDS of them
+            slots = self._slots.setdefault(server.name, asyncio.Semaphore(IDS))
             try:
-                await link.exchange(build)
+                async with slots:
+                    link = self._link(server)
+                    await link.exchange(build)
             except (NoAnswer, Busy) as exc:
                 why = str(exc)
             except OSError as exc:
-                why = f"cannot send to RADIUS server {link.label}: {exc.strerror or exc}"
+                why = f"cannot send to RADIUS server {self._link(server).label}: {exc.strerror or exc}"
             else:
                 self.stats.responses += 1
                 return

@@ -19,7 +19,16 @@ from tunsec.conf.connections import Connection, unserved_sources
 from tunsec.dataplane import pipe
 from tunsec.dataplane.client import WorkerClient, WorkerError
 from tunsec.dataplane.pipe import Endpoint, Errno
-from tunsec.ike.constants import IKE_HEADER_LEN, IKE_PORT, IKE_VERSION, NATT_PORT, NON_ESP_MARKER, has_marker
+from tunsec.ike.constants import (
+    IKE_HEADER_LEN,
+    IKE_PORT,
+    IKE_VERSION,
+    NATT_PORT,
+    NON_ESP_MARKER,
+    ExchangeType,
+    HeaderFlag,
+    has_marker,
+)
 from tunsec.ike.endpoint import Datagram
 from tunsec.loglimit import LogLimiter, suffix
 from tunsec.services.base import StartupError, bind_udp
@@ -98,8 +107,10 @@ class IkeSockets:
         if s is None:
             log.warning("no IPv%d IKE socket on port %d to send to %s", ip.version, local_port, addr[0])
             return
-        # a custom port at both ends: the peer may take ESP there too, unless it sent to us unmarked
-        if has_marker(local_port, addr[1]) and (local_port, *addr) not in self._unmarked_peers:
+        # a custom port at both ends: the peer may take ESP there too, unless it sent its
+        # IKE_SA_INIT request to us unmarked and this is the answer (see unmark)
+        if has_marker(local_port, addr[1]) and not (
+                _is_init(data, HeaderFlag.RESPONSE) and (local_port, *addr) in self._unmarked_peers):
             data = NON_ESP_MARKER + data
         with contextlib.suppress(OSError):
             s.sendto(data, addr)
@@ -115,13 +126,20 @@ class IkeSockets:
         worker's port 4500 carries here: dropped, counted (status: ike_drops.esp_on_ike_port) and said.
         Unlike strongSwan's, an unmarked datagram that is an IKE message is taken as IKE, and answered
         unmarked: a client that sent from port 500 through a NAT that changed its port (it floats to
-        4500 after IKE_SA_INIT) marks nothing and would not understand a marked answer."""
+        4500 after IKE_SA_INIT) marks nothing and would not understand a marked answer.  Only an
+        IKE_SA_INIT request is remembered so, and only IKE_SA_INIT responses go back unmarked: that
+        client floats to 4500 after it, and anyone can send a datagram with a peer's address (an
+        unauthenticated header must not make every later message to a marking peer unmarked,
+        which it drops as ESP), or from a thousand ports of its own (evicting a peer costs it the
+        answer to one IKE_SA_INIT, which it retransmits)."""
         if data[:4] == NON_ESP_MARKER and len(data) > 4:
             self._unmarked_peers.pop((port, *addr), None)
             return data[4:]
         if data == b"\xff":
             return None
         if _is_ike(data):
+            if not _is_init(data, 0):
+                return data
             self._unmarked_peers[(port, *addr)] = True
             self._unmarked_peers.move_to_end((port, *addr))
             if len(self._unmarked_peers) > UNMARKED_PEERS_MAX:
@@ -174,3 +192,10 @@ def _is_ike(data: bytes) -> bool:
     the version byte and this length by chance about once in 2**40 datagrams."""
     return (len(data) >= IKE_HEADER_LEN and data[17] == IKE_VERSION
             and int.from_bytes(data[24:28], "big") == len(data))
+
+
+def _is_init(data: bytes, response: int) -> bool:
+    """An IKE_SA_INIT header (checked by _is_ike or built by us), a response if ``response`` is
+    HeaderFlag.RESPONSE, a request if 0."""
+    return (len(data) >= IKE_HEADER_LEN and data[18] == ExchangeType.IKE_SA_INIT
+            and data[19] & HeaderFlag.RESPONSE == response)
