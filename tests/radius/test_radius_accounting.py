@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from pyrad import packet as rp
 from test_radius_messages import SECRET, STATION
 
@@ -290,3 +292,28 @@ def test_records_beyond_256_under_way_wait_their_turn_instead_of_being_lost() ->
     assert (acct.stats.busy, acct.stats.failed) == (0, 0)
     # every session's Start arrived (a retransmission under load may bring one twice)
     assert len({r["Acct-Session-Id"] for r in server.of("Start")}) == 300 and acct.stats.responses == 300
+
+
+def test_a_dead_server_does_not_flood_the_log_the_counters_keep_every_lost_record(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """30 sessions against a server that never answers: every Start is lost and counted, but
+    the failover warnings and lost-record errors are rate limited (a gateway has thousands)."""
+    sessions = 30
+
+    async def main() -> Accounting:
+        silent, port = await serve("silent")
+        worker = Worker()
+        acct = Accounting(settings(port), worker.dump, worker.children)
+        for k in range(sessions):
+            acct.start(f"ike-{k}", f"user{k}", STATION, [])
+        await until(lambda: acct.stats.failed == sessions)
+        silent.transport.close()
+        acct.close()
+        return acct
+
+    with caplog.at_level(logging.WARNING, logger="tunsec.radius"):
+        acct = asyncio.run(main())
+    assert acct.stats.failed == sessions
+    lost = [r for r in caplog.records if "lost" in r.getMessage()]
+    failover = [r for r in caplog.records if r.levelno == logging.WARNING and "RADIUS accounting" in r.getMessage()]
+    assert 1 <= len(lost) <= 10 and 1 <= len(failover) <= 10, (len(lost), len(failover))

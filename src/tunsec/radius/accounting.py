@@ -38,6 +38,7 @@ from typing import Any
 
 from tunsec.dataplane.pipe import Direction, Endpoint, SaInfo
 from tunsec.ike.events import DownReason
+from tunsec.loglimit import LogLimiter, suffix
 
 from .client import IDS, AccountingStats, Busy, NoAnswer, ServerLink
 from .messages import (
@@ -163,6 +164,10 @@ class Accounting:
         self._sessions: dict[Hashable, _Session] = {}
         self._links: dict[str, ServerLink[int]] = {}
         self._slots: dict[str, asyncio.Semaphore] = {}   # by server name: see _send
+        # a dead server fails every record: a line per failover and per lost record would be a
+        # flood of thousands with many sessions; the counters (stats) keep the exact numbers
+        self._failover_log = LogLimiter()
+        self._lost_log = LogLimiter()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sample: asyncio.Task[SaIndex] | None = None  # the next DUMP, not sent yet
         self._recent: tuple[float, SaIndex] | None = None  # the last DUMP's answer, and when it was asked
@@ -332,10 +337,12 @@ class Accounting:
             else:
                 self.stats.responses += 1
                 return
-            log.warning("RADIUS accounting: %s", why)
+            if (held := self._failover_log.admit()) is not None:
+                log.warning("RADIUS accounting: %s%s", why, suffix(held))
         self.stats.failed += 1
-        log.error("RADIUS accounting: %s record of session %s (user %r) lost: %s", _STATUS[record.status],
-                  record.session_id, record.user[:64], why)
+        if (held := self._lost_log.admit()) is not None:
+            log.error("RADIUS accounting: %s record of session %s (user %r) lost: %s%s", _STATUS[record.status],
+                      record.session_id, record.user[:64], why, suffix(held))
 
     def _link(self, server: RadiusServer) -> ServerLink[int]:
         found = self._links.get(server.name)
