@@ -65,10 +65,15 @@ def _end_relay(self: IkeService, sa: IkeSa) -> None:
 
 def _station(self: IkeService, sa: IkeSa, ev: EapRelayRequest) -> Station:
     """The attributes strongSwan's eap-radius sends: our IKE address, both endpoints as addr[port]."""
-    me = self._endpoint(ipaddress.ip_address(ev.peer[0]).version, sa.local_port)
     assert self.radius is not None
-    return Station(self.radius.settings.nas_identifier, None if me.addr.is_unspecified else str(me.addr),
-                   f"{me.addr}[{me.port}]", f"{ev.peer[0]}[{ev.peer[1]}]", int.from_bytes(sa.local_spi[:4]))
+    return _station_of(self, self.radius.settings.nas_identifier, sa, ev.peer, sa.local_port)
+
+
+def _station_of(self: IkeService, nas_identifier: str, sa: IkeSa, peer: tuple[str, int], local_port: int,
+                port_id: str = "") -> Station:
+    me = self._endpoint(ipaddress.ip_address(peer[0]).version, local_port)
+    return Station(nas_identifier, None if me.addr.is_unspecified else str(me.addr), f"{me.addr}[{me.port}]",
+                   f"{peer[0]}[{peer[1]}]", int.from_bytes(sa.local_spi[:4]), port_id)
 
 
 def _acct_configure(self: IkeService, settings: RadiusSettings | None) -> None:
@@ -95,10 +100,7 @@ def _acct_start(self: IkeService, sa: IkeSa, ev: IkeSaUp) -> None:
     conn = self.connections.get(ev.name)
     if self.accounting is None or conn is None or conn.ike.remote.method != "eap-radius":
         return
-    me = self._endpoint(ipaddress.ip_address(ev.remote_addr[0]).version, ev.local_port)
-    station = Station(self.accounting.settings.nas_identifier, None if me.addr.is_unspecified else str(me.addr),
-                      f"{me.addr}[{me.port}]", f"{ev.remote_addr[0]}[{ev.remote_addr[1]}]",
-                      int.from_bytes(sa.local_spi[:4]), ev.name)
+    station = _station_of(self, self.accounting.settings.nas_identifier, sa, ev.remote_addr, ev.local_port, ev.name)
     classes = self.radius.take_classes(sa) if self.radius is not None else ()
     self.accounting.start(self._ike_handle(sa), str(ev.remote_id), station, [str(a) for a in ev.peer_vips],
                           classes)
