@@ -16,7 +16,7 @@ from tunsec.ike.eap.relay import RelayOutcome, RelayReply
 from tunsec.ike.events import EapRelayRequest
 from tunsec.ike.secret import Secret
 from tunsec.radius.messages import ACCESS_ACCEPT, ACCESS_CHALLENGE, ACCESS_REJECT
-from tunsec.radius.relay import RadiusRelay
+from tunsec.radius.relay import Accepted, RadiusRelay
 from tunsec.radius.settings import RadiusServer, RadiusSettings
 
 
@@ -118,18 +118,19 @@ def test_no_server_answering_fails_and_nothing_stays(quiet_port: int) -> None:
 
 
 @pytest.mark.parametrize("accounting", [True, False])
-def test_the_accepts_class_is_kept_for_accounting_once(accounting: bool) -> None:
-    async def main() -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
-        _, port = await scripted([(ACCESS_ACCEPT, [(79, b"\x03\x11\x00\x04"), (25, b"vpn-gold"), (25, b"cc-7")])])
+def test_the_accepts_class_and_interim_interval_are_kept_for_accounting_once(accounting: bool) -> None:
+    async def main() -> tuple[Accepted, Accepted]:
+        _, port = await scripted([(ACCESS_ACCEPT, [(79, b"\x03\x11\x00\x04"), (25, b"vpn-gold"), (25, b"cc-7"),
+                                                   (85, (600).to_bytes(4, "big"))])])
         relay = RadiusRelay(RadiusSettings((server("fr", port),), retransmit_timeout=0.5, accounting=accounting))
         await relay.round("sa-1", ask(b"\x02\x0f\x00\x0a\x01alice", True), STATION)
-        taken = relay.take_classes("sa-1"), relay.take_classes("sa-1")
+        taken = relay.take_accepted("sa-1"), relay.take_accepted("sa-1")
         relay.close()
         return taken
 
     first, again = asyncio.run(main())
-    assert first == ((b"vpn-gold", b"cc-7") if accounting else ())
-    assert again == ()
+    assert first == (Accepted((b"vpn-gold", b"cc-7"), 600) if accounting else Accepted())
+    assert again == Accepted()
 
 
 def test_status_tells_each_servers_health_and_prometheus_gets_it(quiet_port: int) -> None:

@@ -3,14 +3,30 @@ strongSwan's eap-radius plugin does it with ``accounting = yes``.
 
 The IKE service feeds it events; it owns no IKE state:
 
+- :meth:`Accounting.open`: accounting begins (the service starts, or a reload turns it on): an
+  Accounting-On (RFC 2866 §5.1) goes out; every session's first record waits until it is
+  answered or given up, so a server never sees it after a Start (it may close the NAS's open
+  sessions when it gets one).
 - :meth:`Accounting.start`: an IKE SA is up (the EAP identity, our and the client's endpoints,
   the virtual IPs leased to it). An Accounting-Request Start goes out; an Interim-Update
-  follows every ``accounting_interval`` seconds (none with 0).
+  follows every ``accounting_interval`` seconds (none with 0), or as often as the Access-Accept's
+  Acct-Interim-Interval says (RFC 2869 §5.16; strongSwan takes it too, over the configured
+  interval) but never more often than every MIN_SERVER_INTERVAL seconds: the value comes from
+  the network, and one of 1 s would make every session flood the servers.
 - :meth:`Accounting.child_down`: one of its Child SAs goes away (rekeyed, deleted). Its
   final counters are read from the worker (a DUMP, requested before the SAs are deleted:
   the pipe keeps the order) and added to the session's total.
 - :meth:`Accounting.stop`: the IKE SA is gone. Once the final counters of its Child SAs
   are in, an Accounting-Request Stop with Acct-Terminate-Cause and the totals goes out.
+- :meth:`Accounting.shutdown` (tunsec stops) and :meth:`Accounting.retire` (a reload turns
+  accounting off, or removes the servers): a Stop for every session still open, then an
+  Accounting-Off once they are answered; at shutdown all of it within a deadline, so a dead
+  server never holds the gateway up. A reload that turns accounting off closes the books rather
+  than keeping on accounting sessions (strongSwan reads ``accounting`` only at start, tunsec
+  applies a reload live): the Stops carry Acct-Terminate-Cause Admin-Reset (an administrator's
+  action ended the accounting of a session still up) and the usage up to then, so the server
+  holds no session open for ever; at shutdown the cause is NAS-Reboot. strongSwan defines
+  Accounting-On/-Off but sends neither.
 
 A session is one IKE SA and survives its rekeys (the service keys it by the handle the
 successor inherits); its Acct-Session-Id is ``<start time>-<n>``, unique per IKE SA and
@@ -20,6 +36,12 @@ the client sent (our inbound SAs' inner bytes and packets), Acct-Output-* what w
 Each request goes to the servers' ``acct_port`` in the configured order, retransmitted as
 Access-Requests are (``retransmit_timeout``/``_base``/``_tries``), the next server only if one
 does not answer; an Accounting-Response counts only once its Response Authenticator verifies.
+A server that left a request unanswered is dead for DEAD_HOLD seconds: new records pass it by
+and go to the next one at once (as strongSwan lowers a failed server's preference), instead of
+each waiting out a full retransmission round first; the records already sent to it keep their
+retransmissions. After DEAD_HOLD one record tries it again while the others still pass it by;
+its answer makes it a server like the others. With every server dead a record still tries them
+all (the dead last) rather than being lost at once.
 A record no server takes is counted (``failed``) and logged: accounting never blocks, fails or
 closes an IKE SA (strongSwan's ``accounting_close_on_timeout`` is not offered). The records of
 one session go out one after the other, so a server sees Start before Interim and Stop.
@@ -43,10 +65,14 @@ from tunsec.loglimit import LogLimiter, suffix
 from .client import IDS, AccountingStats, Busy, NoAnswer, ServerLink
 from .messages import (
     ACCT_INTERIM,
+    ACCT_OFF,
+    ACCT_ON,
     ACCT_START,
     ACCT_STOP,
     AcctRecord,
+    NasRecord,
     Station,
+    accounting_onoff,
     accounting_request,
     read_acct_reply,
     verifies_acct,
@@ -57,6 +83,13 @@ log = logging.getLogger("tunsec.radius")
 # Interim-Updates take the counters of a DUMP at most this old: with many sessions the worker
 # is asked at most about once a second, not once per session (final counters are always fresh)
 SAMPLE_REUSE = 1.0
+# an Access-Accept's Acct-Interim-Interval is taken within these bounds: RFC 2869 §5.16 says it
+# SHOULD NOT be below 60; the upper bound is the config's (conf.radius MAX_INTERVAL, 7 days)
+MIN_SERVER_INTERVAL, MAX_SERVER_INTERVAL = 60, 7 * 86400
+# seconds a server that left a request unanswered is passed by (see the module docstring)
+DEAD_HOLD = 30.0
+# the part of retire's timeout kept for the Accounting-Off after the Stops
+OFF_SHARE = 1 / 3
 
 
 class Cause(IntEnum):
@@ -140,6 +173,7 @@ class _Session:
     pending: list[asyncio.Task[None]] = field(default_factory=list)  # final counters being read
     last: asyncio.Task[None] | None = None  # the session's latest record: the next waits for it
     timer: asyncio.TimerHandle | None = None  # the next Interim-Update
+    interval: float | None = None  # the Access-Accept's Acct-Interim-Interval (bounded), over the config's
 
 
 Dump = Callable[[], Awaitable[Sequence[SaInfo]]]
@@ -171,6 +205,10 @@ class Accounting:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sample: asyncio.Task[SaIndex] | None = None  # the next DUMP, not sent yet
         self._recent: tuple[float, SaIndex] | None = None  # the last DUMP's answer, and when it was asked
+        self._on: asyncio.Task[None] | None = None   # the Accounting-On: the first record of each session waits for it
+        self._nas_addresses: tuple[str, ...] = ()    # our IKE addresses, for the Accounting-On/-Off
+        self._dead: dict[str, float] = {}    # server name -> when it last left a request unanswered
+        self._probing: set[str] = set()      # dead servers a record is trying again now
 
     @property
     def sessions(self) -> int:
@@ -185,13 +223,23 @@ class Accounting:
         return s.sid if s is not None else None
 
     # --- events from the IKE service ---------------------------------------------------
+    def open(self, nas_addresses: Sequence[str] = ()) -> None:
+        """Accounting begins: the Accounting-On goes out (once). ``nas_addresses``: our IKE
+        addresses, named in the On and the Off."""
+        if self._on is not None:
+            return
+        self._nas_addresses = tuple(nas_addresses)
+        self._on = self._spawn(self._send(self._nas_record(ACCT_ON)))
+
     def start(self, key: Hashable, user: str, station: Station, vips: Sequence[str],
-              classes: Sequence[bytes] = ()) -> None:
-        """``classes``: the Class attributes of the Access-Accept, echoed in every record."""
+              classes: Sequence[bytes] = (), interim_interval: int | None = None) -> None:
+        """``classes``: the Class attributes of the Access-Accept, echoed in every record;
+        ``interim_interval``: its Acct-Interim-Interval (0 or None: the configured interval)."""
         if key in self._sessions:
             return   # one Start per IKE SA (strongSwan's start_sent)
         s = self._sessions[key] = _Session(f"{self._prefix}-{next(self._numbers)}", user, station,
-                                           tuple(vips), self._clock(), tuple(classes))
+                                           tuple(vips), self._clock(), tuple(classes),
+                                           interval=self._server_interval(interim_interval, user))
         start = self._build(s, ACCT_START)
 
         async def record() -> AcctRecord:
@@ -231,23 +279,48 @@ class Accounting:
         self._record(s, record)
 
     def reconfigure(self, settings: RadiusSettings) -> None:
-        """New servers or timers for the records to come (a record under way finishes with the old)."""
+        """New servers or timers for the records to come (a record under way finishes with the old).
+        What was known of the servers' health is forgotten: they may be others now."""
         if settings == self.settings:
             return
         self.settings = settings
         for link in self._links.values():
             link.close()
         self._links.clear()
+        self._dead.clear()
         for key, s in self._sessions.items():
             if s.timer is not None:
                 s.timer.cancel()
                 s.timer = None
             self._arm(key, s)
 
-    async def drain(self, timeout: float) -> None:
-        """Wait (at most ``timeout`` seconds) for the records under way, e.g. the Stops at shutdown."""
+    async def drain(self, timeout: float | None) -> None:
+        """Wait (at most ``timeout`` seconds; None: until done) for the records under way."""
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=timeout)
+
+    async def shutdown(self, timeout: float) -> None:
+        """tunsec stops: :meth:`retire` with NAS-Reboot, within ``timeout`` seconds whatever the
+        servers do; then closed."""
+        await self.retire(Cause.NAS_REBOOT, timeout)
+
+    async def retire(self, cause: Cause, timeout: float | None = None) -> None:
+        """Accounting ends: a Stop with ``cause`` for each session still open (tunsec stops with
+        IKE SAs whose DELETE the peer did not answer in time; a reload turned accounting off),
+        then, once the records under way are answered or given up, the Accounting-Off; then
+        closed. With a ``timeout`` the records get all but OFF_SHARE of it, the Off the rest: a
+        record not answered by then is dropped (the Off tells the server the NAS is done)."""
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        for key in list(self._sessions):
+            self.stop(key, cause)
+        try:
+            await self.drain(None if timeout is None else timeout * (1 - OFF_SHARE))
+            if self._on is not None:   # nothing to end if accounting never began
+                off = self._spawn(self._send(self._nas_record(ACCT_OFF)))
+                await asyncio.wait([off], timeout=None if timeout is None else max(0.0, began + timeout - loop.time()))
+        finally:
+            self.close()
 
     def close(self) -> None:
         for s in self._sessions.values():
@@ -267,9 +340,24 @@ class Accounting:
                           u.packets_out, None if status == ACCT_START else int(self._clock() - s.started),
                           None if cause is None else int(cause), s.classes)
 
+    def _nas_record(self, status: int) -> NasRecord:
+        # session number 0: sessions count from 1, so the id is unique and tells the NAS's run
+        return NasRecord(status, f"{self._prefix}-0", self.settings.nas_identifier, self._nas_addresses)
+
+    def _server_interval(self, value: int | None, user: str) -> float | None:
+        """An Access-Accept's Acct-Interim-Interval, within MIN/MAX_SERVER_INTERVAL (0, None: none)."""
+        if not value:
+            return None
+        bounded = min(max(value, MIN_SERVER_INTERVAL), MAX_SERVER_INTERVAL)
+        if bounded != value:
+            log.info("RADIUS accounting: Acct-Interim-Interval %d s for user %r taken as %d s (%d..%d s)",
+                     value, user[:64], bounded, MIN_SERVER_INTERVAL, MAX_SERVER_INTERVAL)
+        return float(bounded)
+
     def _record(self, s: _Session, record: Callable[[], Awaitable[AcctRecord]]) -> None:
-        """Make and send a record after the session's previous one is answered or given up."""
-        before = s.last
+        """Make and send a record after the session's previous one (its first: the Accounting-On)
+        is answered or given up."""
+        before = s.last if s.last is not None else self._on
 
         async def send() -> None:
             if before is not None:
@@ -278,7 +366,7 @@ class Accounting:
         s.last = self._spawn(send())
 
     def _arm(self, key: Hashable, s: _Session) -> None:
-        interval = self.settings.accounting_interval
+        interval = s.interval or self.settings.accounting_interval
         if interval:
             s.timer = asyncio.get_running_loop().call_later(interval, self._interim, key, s)
 
@@ -316,33 +404,78 @@ class Accounting:
                 total.add(index.usage(ref))
         return total
 
-    async def _send(self, record: AcctRecord) -> None:
-        """To the first server that answers; never raises (accounting must not hurt the IKE SA)."""
+    async def _send(self, record: AcctRecord | NasRecord) -> None:
+        """To the first server that answers, the dead ones last; never raises (accounting must
+        not hurt the IKE SA)."""
         why = "no RADIUS server configured"
-        for server in self.settings.servers:
-            def build(ident: int, server: RadiusServer = server) -> Any:
-                return accounting_request(server.secret, ident, record)
-            # at most IDS records per server under way, the rest wait their turn: the link says Busy
-            # beyond that, and a gateway's sessions send together (Interim timers armed in the same
-            # burst of clients, the Stops of a mass disconnect), which lost all but IDS of them
-            slots = self._slots.setdefault(server.name, asyncio.Semaphore(IDS))
-            try:
-                async with slots:
-                    link = self._link(server)
-                    await link.exchange(build)
-            except (NoAnswer, Busy) as exc:
-                why = str(exc)
-            except OSError as exc:
-                why = f"cannot send to RADIUS server {self._link(server).label}: {exc.strerror or exc}"
-            else:
-                self.stats.responses += 1
-                return
-            if (held := self._failover_log.admit()) is not None:
-                log.warning("RADIUS accounting: %s%s", why, suffix(held))
+        servers, probe = self._order()
+        try:
+            for server in servers:
+                def build(ident: int, server: RadiusServer = server) -> Any:
+                    if isinstance(record, NasRecord):
+                        return accounting_onoff(server.secret, ident, record)
+                    return accounting_request(server.secret, ident, record)
+                # at most IDS records per server under way, the rest wait their turn: the link says Busy
+                # beyond that, and a gateway's sessions send together (Interim timers armed in the same
+                # burst of clients, the Stops of a mass disconnect), which lost all but IDS of them
+                slots = self._slots.setdefault(server.name, asyncio.Semaphore(IDS))
+                try:
+                    async with slots:
+                        link = self._link(server)
+                        await link.exchange(build)
+                except Busy as exc:
+                    why = str(exc)
+                except NoAnswer as exc:
+                    why = str(exc)
+                    self._died(server)
+                except OSError as exc:
+                    why = f"cannot send to RADIUS server {self._link(server).label}: {exc.strerror or exc}"
+                    self._died(server)
+                else:
+                    self.stats.responses += 1
+                    if self._dead.pop(server.name, None) is not None:
+                        log.info("RADIUS accounting: server %s answers again", self._link(server).label)
+                    return
+                finally:
+                    if server.name == probe:
+                        self._probing.discard(probe)
+                        probe = None
+                if (held := self._failover_log.admit()) is not None:
+                    log.warning("RADIUS accounting: %s%s", why, suffix(held))
+        finally:
+            if probe is not None:   # cancelled before it got there
+                self._probing.discard(probe)
         self.stats.failed += 1
         if (held := self._lost_log.admit()) is not None:
-            log.error("RADIUS accounting: %s record of session %s (user %r) lost: %s%s", _STATUS[record.status],
-                      record.session_id, record.user[:64], why, suffix(held))
+            whose = f"user {record.user[:64]!r}" if isinstance(record, AcctRecord) else "the NAS"
+            log.error("RADIUS accounting: %s record of session %s (%s) lost: %s%s", _STATUS[record.status],
+                      record.session_id, whose, why, suffix(held))
+
+    def _order(self) -> tuple[list[RadiusServer], str | None]:
+        """The servers for a new record: the ones not dead in the configured order, then the dead.
+        A dead one whose DEAD_HOLD is over and that no other record is trying goes with the live
+        ones: this record tries it (its name is returned, to be released once tried)."""
+        now = self._clock()
+        live: list[RadiusServer] = []
+        dead: list[RadiusServer] = []
+        probe = None
+        for server in self.settings.servers:
+            since = self._dead.get(server.name)
+            if since is None:
+                live.append(server)
+            elif probe is None and now - since >= DEAD_HOLD and server.name not in self._probing:
+                probe = server.name
+                self._probing.add(probe)
+                live.append(server)
+            else:
+                dead.append(server)
+        return live + dead, probe
+
+    def _died(self, server: RadiusServer) -> None:
+        if server.name not in self._dead and len(self.settings.servers) > 1:
+            log.warning("RADIUS accounting: server %s does not answer: new records go to the next server "
+                        "for %g s", self._link(server).label, DEAD_HOLD)
+        self._dead[server.name] = self._clock()
 
     def _link(self, server: RadiusServer) -> ServerLink[int]:
         found = self._links.get(server.name)
@@ -384,4 +517,5 @@ class Accounting:
         return task
 
 
-_STATUS = {ACCT_START: "Start", ACCT_STOP: "Stop", ACCT_INTERIM: "Interim-Update"}
+_STATUS = {ACCT_START: "Start", ACCT_STOP: "Stop", ACCT_INTERIM: "Interim-Update", ACCT_ON: "Accounting-On",
+           ACCT_OFF: "Accounting-Off"}

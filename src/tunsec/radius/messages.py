@@ -13,8 +13,9 @@ keys (RFC 2548 §2.4.2/§2.4.3, salt-encrypted) read. The MSK is MS-MPPE-Recv-Ke
 MS-MPPE-Send-Key, as strongSwan's eap-radius takes it.
 
 :func:`accounting_request` builds an Accounting-Request (RFC 2866) with the attributes
-strongSwan's eap-radius accounting sends; :func:`read_acct_reply` accepts an Accounting-Response
-only once its Response Authenticator verifies.
+strongSwan's eap-radius accounting sends, :func:`accounting_onoff` an Accounting-On/-Off;
+:func:`read_acct_reply` accepts an Accounting-Response only once its Response Authenticator
+verifies.
 
 No secret, key or raw packet ever goes into an exception text or a log line.
 """
@@ -35,6 +36,7 @@ from tunsec.ike.secret import Secret
 MAX_ATTR = 253  # a RADIUS attribute's value (RFC 2865 §5)
 MAX_PACKET = 4096  # RFC 2865 §3
 EAP_MESSAGE, STATE, MESSAGE_AUTHENTICATOR, REPLY_MESSAGE, CLASS = 79, 24, 80, 18, 25
+ACCT_INTERIM_INTERVAL = 85  # RFC 2869 §5.16: seconds between Interim-Updates the server asks for
 MAX_CLASSES = 8  # Class attributes of an Access-Accept kept for accounting (more are dropped)
 MS_MPPE_SEND_KEY, MS_MPPE_RECV_KEY = (311, 16), (311, 17)
 MIN_KEY = 16  # an MPPE key of MSCHAPv2; EAP-TLS's are 32 bytes
@@ -84,6 +86,8 @@ class Answer:
     message: str  # Reply-Message, printable and short, for the log
     # an Access-Accept's Class attributes, sent back unmodified in accounting (RFC 2865 §5.25)
     classes: tuple[bytes, ...] = field(default=(), repr=False)
+    # an Access-Accept's Acct-Interim-Interval as the server sent it (accounting bounds it)
+    interim_interval: int | None = None
 
     @property
     def name(self) -> str:
@@ -163,7 +167,16 @@ def read_reply(request: Any, raw: bytes) -> Answer:
         _msk(reply) if reply.code == ACCESS_ACCEPT else None,
         _printable(b" ".join(messages)) if messages else "",
         tuple(_raw(reply, CLASS)[:MAX_CLASSES]) if reply.code == ACCESS_ACCEPT else (),
+        _interim_interval(reply) if reply.code == ACCESS_ACCEPT else None,
     )
+
+
+def _interim_interval(reply: Any) -> int | None:
+    """The first Acct-Interim-Interval that is a 4-byte integer (as strongSwan reads it), else None."""
+    for raw in _raw(reply, ACCT_INTERIM_INTERVAL):
+        if len(raw) == 4:
+            return int.from_bytes(raw, "big")
+    return None
 
 
 def _msk(reply: Any) -> Secret | None:
@@ -242,6 +255,31 @@ def accounting_request(secret: Secret, ident: int, record: AcctRecord) -> Any:
 
 
 ACCT_START, ACCT_STOP, ACCT_INTERIM = 1, 2, 3
+ACCT_ON, ACCT_OFF = 7, 8  # RFC 2866 §5.1: accounting of this NAS begins, ends
+
+
+@dataclass(frozen=True)
+class NasRecord:
+    """An Accounting-On or -Off (RFC 2866 §5.1): about the NAS, not a session. It names the NAS
+    as the session records do (NAS-Identifier, and the IKE addresses as NAS-IP-Address /
+    NAS-IPv6-Address), so a server can close the sessions of this NAS a crash left open."""
+
+    status: int
+    session_id: str  # Acct-Session-Id is required in every Accounting-Request (RFC 2866 §5.13)
+    nas_identifier: str
+    nas_addresses: tuple[str, ...] = ()
+
+
+def accounting_onoff(secret: Secret, ident: int, record: NasRecord) -> Any:
+    """The Accounting-Request of an Accounting-On or -Off (a pyrad ``AcctPacket``)."""
+    pkt = rp.AcctPacket(code=ACCOUNTING_REQUEST, id=ident, secret=secret.reveal(), dict=DICTIONARY)
+    pkt.AddAttribute("Acct-Status-Type", record.status)
+    pkt.AddAttribute("Acct-Session-Id", record.session_id)
+    pkt.AddAttribute("NAS-Identifier", record.nas_identifier)
+    for text in record.nas_addresses:
+        addr = ipaddress.ip_address(text)
+        pkt.AddAttribute("NAS-IP-Address" if addr.version == 4 else "NAS-IPv6-Address", str(addr))
+    return pkt
 
 
 def read_acct_reply(request: Any, raw: bytes) -> int:

@@ -28,9 +28,18 @@ from .messages import ACCESS_ACCEPT, ACCESS_CHALLENGE, Answer, Station, TooLarge
 from .settings import RadiusServer, RadiusSettings
 
 log = logging.getLogger("tunsec.radius")
-# Access-Accepts whose Class attributes accounting has not taken (the IKE SA not up yet, or it
-# never came up): the oldest go beyond this many
-MAX_UNCLAIMED_CLASSES = 1024
+# Access-Accepts whose Class attributes and Acct-Interim-Interval accounting has not taken (the
+# IKE SA not up yet, or it never came up): the oldest go beyond this many
+MAX_UNCLAIMED = 1024
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """What an Access-Accept tells accounting about the session: its Class attributes (echoed in
+    every record) and its Acct-Interim-Interval (as the server sent it; accounting bounds it)."""
+
+    classes: tuple[bytes, ...] = ()
+    interim_interval: int | None = None
 
 
 def user_text(name: bytes) -> str:
@@ -49,7 +58,7 @@ class RadiusRelay:
         self.settings = settings
         self.client = RadiusClient(settings, stats)
         self._conversations: dict[Hashable, _Conversation] = {}
-        self._classes: OrderedDict[Hashable, tuple[bytes, ...]] = OrderedDict()
+        self._accepted: OrderedDict[Hashable, Accepted] = OrderedDict()
 
     @property
     def stats(self) -> RadiusStats:
@@ -73,15 +82,15 @@ class RadiusRelay:
 
     def abandon(self, key: Hashable) -> None:
         self._conversations.pop(key, None)
-        self._classes.pop(key, None)
+        self._accepted.pop(key, None)
 
-    def take_classes(self, key: Hashable) -> tuple[bytes, ...]:
-        """The Class attributes of the Access-Accept of IKE SA ``key``, for its accounting (once)."""
-        return self._classes.pop(key, ())
+    def take_accepted(self, key: Hashable) -> Accepted:
+        """What the Access-Accept of IKE SA ``key`` tells its accounting (once; then nothing)."""
+        return self._accepted.pop(key, Accepted())
 
     def close(self) -> None:
         self._conversations.clear()
-        self._classes.clear()
+        self._accepted.clear()
         self.client.close()
 
     async def round(self, key: Hashable, ev: EapRelayRequest, station: Station) -> RelayReply:
@@ -119,10 +128,10 @@ class RadiusRelay:
         self._conversations.pop(key, None)
         if answer.code == ACCESS_ACCEPT:
             log.info("RADIUS server %s accepted user %s%s", server, user, said)
-            if answer.classes and self.settings.accounting:
-                self._classes[key] = answer.classes
-                while len(self._classes) > MAX_UNCLAIMED_CLASSES:
-                    self._classes.popitem(last=False)
+            if (answer.classes or answer.interim_interval is not None) and self.settings.accounting:
+                self._accepted[key] = Accepted(answer.classes, answer.interim_interval)
+                while len(self._accepted) > MAX_UNCLAIMED:
+                    self._accepted.popitem(last=False)
             return RelayReply(RelayOutcome.ACCEPT, answer.eap, answer.msk, reason=f"RADIUS server {server}")
         return RelayReply(RelayOutcome.REJECT, answer.eap,
                           reason=f"RADIUS server {server} rejected it ({answer.name}{said})")

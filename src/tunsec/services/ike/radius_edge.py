@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import time
@@ -12,9 +13,9 @@ from tunsec.dataplane import pipe
 from tunsec.ike.eap.relay import RelayOutcome, RelayReply
 from tunsec.ike.events import DownReason, EapRelayRequest, IkeSaUp
 from tunsec.ike.sa import IkeSa
-from tunsec.radius.accounting import Accounting, ChildRef, cause_of
+from tunsec.radius.accounting import Accounting, Cause, ChildRef, cause_of
 from tunsec.radius.messages import Station
-from tunsec.radius.relay import RadiusRelay
+from tunsec.radius.relay import Accepted, RadiusRelay
 from tunsec.radius.settings import RadiusSettings
 from tunsec.services.ike.state import ChildState
 
@@ -32,6 +33,7 @@ def _reload_radius(self: IkeService, settings: RadiusSettings | None) -> None:
         self.radius.close()
     self.radius = RadiusRelay(settings) if settings is not None else None
     self._acct_configure(settings)
+    _acct_open(self)   # a reload that turned accounting on
 
 
 def _relay_round(self: IkeService, sa: IkeSa, ev: EapRelayRequest) -> None:
@@ -79,12 +81,26 @@ def _station_of(self: IkeService, nas_identifier: str, sa: IkeSa, peer: tuple[st
 def _acct_configure(self: IkeService, settings: RadiusSettings | None) -> None:
     if settings is None or not settings.accounting:
         if self.accounting is not None:
-            self.accounting.close()
+            # a reload turned accounting off (or removed the servers): Stops with Admin-Reset for
+            # the sessions still up, then the Accounting-Off, to the old servers (see Accounting.retire)
+            self._spawn(self.accounting.retire(Cause.ADMIN_RESET))
         self.accounting = None
     elif self.accounting is not None:
         self.accounting.reconfigure(settings)
     else:
         self.accounting = Accounting(settings, self._acct_dump, self._acct_children)
+
+
+def _acct_open(self: IkeService) -> None:
+    """Accounting begins (the service starts, a reload turns it on): the Accounting-On, naming our
+    IKE addresses. Idempotent."""
+    if self.accounting is not None:
+        addrs = []
+        for text in self.local_addrs.values():
+            with contextlib.suppress(ValueError):   # a name, not an address: the NAS-Identifier names us
+                if not ipaddress.ip_address(text).is_unspecified:
+                    addrs.append(text)
+        self.accounting.open(addrs)
 
 
 async def _acct_dump(self: IkeService) -> Sequence[pipe.SaInfo]:
@@ -101,9 +117,9 @@ def _acct_start(self: IkeService, sa: IkeSa, ev: IkeSaUp) -> None:
     if self.accounting is None or conn is None or conn.ike.remote.method != "eap-radius":
         return
     station = _station_of(self, self.accounting.settings.nas_identifier, sa, ev.remote_addr, ev.local_port, ev.name)
-    classes = self.radius.take_classes(sa) if self.radius is not None else ()
+    accepted = self.radius.take_accepted(sa) if self.radius is not None else Accepted()
     self.accounting.start(self._ike_handle(sa), str(ev.remote_id), station, [str(a) for a in ev.peer_vips],
-                          classes)
+                          accepted.classes, accepted.interim_interval)
 
 
 def _acct_child_down(self: IkeService, state: ChildState) -> None:

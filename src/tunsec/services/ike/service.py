@@ -86,6 +86,7 @@ from tunsec.services.ike.vips import VirtualIps
 log = logging.getLogger("tunsec.ike")
 
 SHUTDOWN_WAIT = 3.0   # seconds for the peers to acknowledge our DELETEs at shutdown
+ACCT_SHUTDOWN_WAIT = 3.0   # seconds for the last RADIUS accounting records at shutdown (a dead server)
 
 
 class IkeService(Service):
@@ -162,6 +163,7 @@ class IkeService(Service):
 
     async def start(self) -> None:
         await self.spi_pool.refill()    # before answering anyone: an IKE_AUTH finds its inbound SPI in the pool
+        self._acct_open()   # the Accounting-On, before any Start
         self.sockets.read(self._readable)
         await self.install_traps()
         self._watch_addresses()
@@ -204,8 +206,8 @@ class IkeService(Service):
         await self._await_deletes(time.monotonic() + SHUTDOWN_WAIT)
         if self._tasks or self.sockets.natt_sends:
             await asyncio.wait([*self._tasks, *self.sockets.natt_sends], timeout=2.0)
-        if self.accounting is not None:
-            await self.accounting.drain(2.0)   # the Stops of the IKE SAs just deleted
+        if self.accounting is not None:   # the Stops of the IKE SAs just deleted and of those still up, the Off
+            await self.accounting.shutdown(ACCT_SHUTDOWN_WAIT)
         if self._timer:
             self._timer.cancel()
             self._timer = None
@@ -552,6 +554,7 @@ class IkeService(Service):
     _end_relay = radius_edge._end_relay
     _station = radius_edge._station
     _acct_configure = radius_edge._acct_configure
+    _acct_open = radius_edge._acct_open
     _acct_dump = radius_edge._acct_dump
     _acct_children = radius_edge._acct_children
     _acct_start = radius_edge._acct_start
