@@ -14,7 +14,8 @@ them in its one config file, with the same key names::
       }
       nas_identifier = tunsec
       accounting = no              # Accounting-Request Start/Stop for each IKE SA eap-radius authenticated
-      accounting_interval = 0      # an Interim-Update every so long (30s, 5m, ...); 0: none
+      accounting_interval = 0      # an Interim-Update every so long (30s, 5m, ...); 0: none; an
+                                   # Access-Accept's Acct-Interim-Interval (60s..7d) wins
       retransmit_timeout = 2.0     # seconds until the first retransmission
       retransmit_base = 1.4
       retransmit_tries = 4

@@ -43,8 +43,8 @@ class RadiusSettings:
     ``retransmit_tries`` retransmissions (strongSwan's eap-radius keys and defaults).
 
     ``accounting``: RADIUS accounting (RFC 2866) of the IKE SAs eap-radius authenticated, with
-    an Interim-Update every ``accounting_interval`` seconds (0: none), as strongSwan's
-    ``accounting`` and ``accounting_interval``."""
+    an Interim-Update every ``accounting_interval`` seconds (0: none) unless the Access-Accept
+    says otherwise, as strongSwan's ``accounting`` and ``accounting_interval``."""
 
     servers: tuple[RadiusServer, ...] = ()
     nas_identifier: str = "tunsec"
