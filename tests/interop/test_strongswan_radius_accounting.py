@@ -1,10 +1,11 @@
 """RADIUS accounting (RFC 2866) against FreeRADIUS: a strongSwan road warrior authenticates
 with eap-radius to a tunsec gateway with ``radius { accounting = yes }`` (the setup of
 test_strongswan_radius.py), pings through the tunnel and terminates. FreeRADIUS's ``detail``
-module must then hold an Accounting-Request Start and a Stop for the same session, with the
-EAP identity, the leased address, the attributes strongSwan's eap-radius sends, and in the
-Stop at least the bytes and packets the ping carried each way; the Class of the Access-Accept
-in both.
+module must then hold an Accounting-On, then an Accounting-Request Start and a Stop for the
+same session, with the EAP identity, the leased address, the attributes strongSwan's
+eap-radius sends, and in the Stop at least the bytes and packets the ping carried each way;
+the Class of the Access-Accept in both. When the gateway stops instead, the Stop says
+NAS-Reboot and an Accounting-Off follows it.
 """
 
 from __future__ import annotations
@@ -73,6 +74,9 @@ def test_freeradius_logs_start_and_stop_with_user_address_session_and_the_pings_
     assert wait_until(lambda: bool(records_of(radius, "Stop")), 10), \
         f"no Accounting Stop at FreeRADIUS:\n{radius.log_text()[-3000:]}\ntunsec:\n{gateway.log_tail()}"
     (start,), (stop,) = records_of(radius, "Start"), records_of(radius, "Stop")
+    on = radius.accounting_records()[0]   # before the Start (FreeRADIUS writes in the order it got them)
+    assert (on["Acct-Status-Type"], on["NAS-Identifier"], on["NAS-IP-Address"]) == \
+        ("Accounting-On", "tunsec", topo.a.outer4), on
     for record in (start, stop):
         assert record["User-Name"] == USER, record
         assert record["Framed-IP-Address"] == VIP, record
@@ -96,8 +100,26 @@ def test_freeradius_logs_start_and_stop_with_user_address_session_and_the_pings_
         return bool(gateway.status()["radius"]["accounting"]["sessions"] == 0)
     assert wait_until(settled, 10)
     acct = gateway.status()["radius"]["accounting"]
-    assert (acct["requests"], acct["responses"], acct["failed"], acct["bad"]) == (2, 2, 0, 0), acct
+    assert (acct["requests"], acct["responses"], acct["failed"], acct["bad"]) == (3, 3, 0, 0), acct
     health = gateway.status()["radius"]["servers"]["fr"]
     assert (health["auth"]["state"], health["acct"]["state"], health["acct"]["address"]) == \
         ("up", "up", "127.0.0.1:1813"), health
     assert RADIUS_SECRET not in gateway.log_text()
+
+
+def test_gateway_shutdown_stops_the_session_with_nas_reboot_then_sends_accounting_off(
+        topo: TwoHosts, pki: Pki) -> None:
+    gateway, client, radius = setup(topo, pki)
+    r = client.initiate()
+    assert r.returncode == 0, f"swanctl --initiate: {r.stdout[-3000:]}{r.stderr}\ntunsec:\n{gateway.log_tail()}"
+    gateway.wait_established()
+    assert wait_until(lambda: bool(records_of(radius, "Start")), 10), \
+        f"no Accounting Start at FreeRADIUS:\n{radius.log_text()[-3000:]}\ntunsec:\n{gateway.log_tail()}"
+    gateway.stop()   # SIGTERM: a graceful shutdown
+    assert wait_until(lambda: bool(records_of(radius, "Accounting-Off")), 10), \
+        f"no Accounting-Off at FreeRADIUS:\n{radius.log_text()[-3000:]}\ntunsec:\n{gateway.log_tail()}"
+    statuses = [rec["Acct-Status-Type"] for rec in radius.accounting_records()]
+    assert statuses == ["Accounting-On", "Start", "Stop", "Accounting-Off"], statuses
+    (start,), (stop,) = records_of(radius, "Start"), records_of(radius, "Stop")
+    assert stop["Acct-Session-Id"] == start["Acct-Session-Id"] and stop["User-Name"] == USER, stop
+    assert stop["Acct-Terminate-Cause"] == "NAS-Reboot", stop
