@@ -199,6 +199,7 @@ def test_new_records_pass_a_dead_server_by_and_one_record_tries_it_again_after_t
             acct.start(f"ike-{k}", f"user{k}", STATION, [])
         await until(lambda: len(good.of("Start")) == 5)
         seen.append(len(dead.records))
+        assert [h["passed_by"] for h in acct.health().values()] == [True, False]
         for k in range(5, 15):
             acct.start(f"ike-{k}", f"user{k}", STATION, [])
         await until(lambda: len(good.of("Start")) == 15)
@@ -214,6 +215,7 @@ def test_new_records_pass_a_dead_server_by_and_one_record_tries_it_again_after_t
         await until(lambda: acct.stats.responses == 18)   # answered by the first server
         acct.start("ike-18", "back-to-first", STATION, [])
         await until(lambda: acct.stats.responses == 19)
+        assert [h["passed_by"] for h in acct.health().values()] == [False, False]
         acct.close()
         dead.transport.close()
         good.transport.close()

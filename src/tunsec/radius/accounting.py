@@ -215,8 +215,15 @@ class Accounting:
         return len(self._sessions)
 
     def health(self) -> dict[str, dict[str, Any]]:
-        """Each configured server's accounting port's health, by name (see ServerLink.health)."""
-        return {s.name: self._link(s).health() for s in self.settings.servers}
+        """Each configured server's accounting port's health, by name (see ServerLink.health), and
+        ``passed_by``: whether new records go past it now (dead less than DEAD_HOLD seconds ago)."""
+        now = self._clock()
+        out = {}
+        for server in self.settings.servers:
+            since = self._dead.get(server.name)
+            passed_by = since is not None and now - since < DEAD_HOLD
+            out[server.name] = {**self._link(server).health(), "passed_by": passed_by}
+        return out
 
     def session_id(self, key: Hashable) -> str | None:
         s = self._sessions.get(key)
