@@ -10,6 +10,8 @@ NAS-Reboot and an Accounting-Off follows it.
 
 from __future__ import annotations
 
+import grp
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -123,3 +125,31 @@ def test_gateway_shutdown_stops_the_session_with_nas_reboot_then_sends_accountin
     (start,), (stop,) = records_of(radius, "Start"), records_of(radius, "Stop")
     assert stop["Acct-Session-Id"] == start["Acct-Session-Id"] and stop["User-Name"] == USER, stop
     assert stop["Acct-Terminate-Cause"] == "NAS-Reboot", stop
+
+
+def test_a_reload_that_turns_accounting_off_stops_the_session_with_admin_reset_then_sends_off(
+        topo: TwoHosts, pki: Pki) -> None:
+    """The IKE SA stays up (only radius { } changed); its accounting session ends at the server."""
+    gateway, client, radius = setup(topo, pki)
+    r = client.initiate()
+    assert r.returncode == 0, f"swanctl --initiate: {r.stdout[-3000:]}{r.stderr}\ntunsec:\n{gateway.log_tail()}"
+    sa = gateway.wait_established()
+    assert wait_until(lambda: bool(records_of(radius, "Start")), 10), \
+        f"no Accounting Start at FreeRADIUS:\n{radius.log_text()[-3000:]}\ntunsec:\n{gateway.log_tail()}"
+    gateway.write(accounting=False)
+    # tunsec reads the config and its key as its own user now (it dropped root after starting)
+    gid = grp.getgrnam("tunsec").gr_gid
+    for path in [gateway.dir, *gateway.dir.rglob("*")]:
+        os.chown(path, -1, gid)
+        path.chmod(path.stat().st_mode | (0o050 if path.is_dir() else 0o040))
+    reload = gateway.cli("reload")
+    assert reload.returncode == 0, f"{reload.stdout}{reload.stderr}\n{gateway.log_tail()}"
+    assert wait_until(lambda: bool(records_of(radius, "Accounting-Off")), 10), \
+        f"no Accounting-Off at FreeRADIUS:\n{radius.log_text()[-3000:]}\ntunsec:\n{gateway.log_tail()}"
+    statuses = [rec["Acct-Status-Type"] for rec in radius.accounting_records()]
+    assert statuses == ["Accounting-On", "Start", "Stop", "Accounting-Off"], statuses
+    (stop,) = records_of(radius, "Stop")
+    assert stop["Acct-Terminate-Cause"] == "Admin-Reset" and stop["User-Name"] == USER, stop
+    (still,) = gateway.established()
+    assert (still["spi_i"], still["spi_r"]) == (sa["spi_i"], sa["spi_r"]), still   # the IKE SA was not touched
+    assert "accounting" not in gateway.status()["radius"], gateway.status()["radius"]
