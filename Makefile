@@ -46,14 +46,17 @@ lint: .deps.stamp
 	$(PY) -m ruff check src tests bench fuzz
 	$(PY) -m mypy
 
-build/selftest: $(CSRC) csrc/tunsec_dp.h csrc/tunsec_bench.h csrc/internal.h csrc/test/selftest.c
-	mkdir -p build
-	gcc $(CFLAGS_SAN) -o $@ $(CSRC) csrc/test/selftest.c -lcrypto -lpthread
+# the C self-test: one file per unit under test, main() in csrc/test/selftest.c
+SELFTEST_SRC := $(wildcard csrc/test/*.c)
 
-build/selftest-tsan: $(CSRC) csrc/tunsec_dp.h csrc/tunsec_bench.h csrc/internal.h csrc/test/selftest.c
+build/selftest: $(CSRC) csrc/tunsec_dp.h csrc/tunsec_bench.h csrc/internal.h $(SELFTEST_SRC) csrc/test/selftest.h
+	mkdir -p build
+	gcc $(CFLAGS_SAN) -o $@ $(CSRC) $(SELFTEST_SRC) -lcrypto -lpthread
+
+build/selftest-tsan: $(CSRC) csrc/tunsec_dp.h csrc/tunsec_bench.h csrc/internal.h $(SELFTEST_SRC) csrc/test/selftest.h
 	mkdir -p build
 	gcc -std=c11 -D_GNU_SOURCE -g -O1 -Wall -Wextra -Werror -fsanitize=thread -Icsrc -o $@ \
-	    $(CSRC) csrc/test/selftest.c -lcrypto -lpthread
+	    $(CSRC) $(SELFTEST_SRC) -lcrypto -lpthread
 
 # ASan/UBSan, then ThreadSanitizer over the loop threads sharing an SA
 sanitize: build/selftest build/selftest-tsan

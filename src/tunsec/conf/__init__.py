@@ -11,6 +11,8 @@ nothing, so each module loads on its own and there is no import cycle):
 * :mod:`~tunsec.conf.tunsec_section`: ``tunsec { }``.
 * :mod:`~tunsec.conf.manual`: ``manual { }`` tunnels.
 * :mod:`~tunsec.conf.connections`: ``connections { }`` and their children, as the IKE service runs them.
+* :mod:`~tunsec.conf.children`: ``connections.X.children { }``, one ``Child`` per section.
+* :mod:`~tunsec.conf.auth_rounds`: ``connections.X.local { }`` / ``remote { }``, with their credentials.
 * :mod:`~tunsec.conf.secrets`: ``secrets { }`` (PSKs, key passphrases).
 * :mod:`~tunsec.conf.authorities`: ``authorities { }`` (CA certificates).
 * :mod:`~tunsec.conf.credentials`: certificate and key files (x509/, x509ca/, private/...).

@@ -1,0 +1,141 @@
+/* What the self-test's files share (make sanitize builds every .c in csrc/test/ into one
+ * program): the CHECK counters, the fixed-seed PRNG, byte helpers, the test's
+ * own ESP implementation (ref_esp.c), inner packets, SA set-up and the helpers
+ * for the batch loop over real sockets (harness.c), and the test_* functions
+ * main() (selftest.c) runs in a fixed order.  The order matters: every test
+ * draws from the one PRNG, so the same seed gives the same packets and the
+ * same number of checks run. */
+#ifndef TUNSEC_SELFTEST_H
+#define TUNSEC_SELFTEST_H
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "../tunsec_dp.h"
+#include "../internal.h"   /* the hold (hold.c) is tested on its own too */
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <openssl/evp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+extern unsigned long checks, failures;
+
+#define CHECK(cond)                                                                  \
+    do {                                                                             \
+        checks++;                                                                    \
+        if (!(cond)) {                                                               \
+            failures++;                                                              \
+            if (failures <= 50)                                                      \
+                fprintf(stderr, "%s:%d: %s: check failed: %s\n", __FILE__, __LINE__, \
+                        __func__, #cond);                                            \
+        }                                                                            \
+    } while (0)
+
+#define FATAL_IF(cond)                                                        \
+    do {                                                                      \
+        if (cond) {                                                           \
+            fprintf(stderr, "%s:%d: fatal: %s\n", __FILE__, __LINE__, #cond); \
+            exit(2);                                                          \
+        }                                                                     \
+    } while (0)
+
+/* ---- a fixed-seed PRNG (xorshift64*, harness.c) ------------------------------ */
+uint64_t rnd(void);
+uint32_t rnd_below(uint32_t n);
+void rnd_fill(uint8_t *p, size_t n);
+
+/* ---- big-endian fields ------------------------------------------------------- */
+static inline void put32(uint8_t *p, uint32_t v) {
+    p[0] = (uint8_t)(v >> 24); p[1] = (uint8_t)(v >> 16); p[2] = (uint8_t)(v >> 8); p[3] = (uint8_t)v;
+}
+static inline void put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
+static inline uint32_t get32(const uint8_t *p) {
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+static inline uint16_t get16(const uint8_t *p) { return (uint16_t)((p[0] << 8) | p[1]); }
+
+/* ---- an ESP implementation of the test's own (ref_esp.c) --------------------- */
+size_t ref_seal(const uint8_t *keymat, size_t klen, uint32_t spi, uint64_t seq, bool esn,
+                const uint8_t *iv8, const uint8_t *payload, size_t plen, size_t padlen,
+                const uint8_t *pad, uint8_t nh, uint8_t *out);
+size_t min_pad(size_t plen);
+long ref_open(const uint8_t *keymat, size_t klen, bool esn, uint32_t seq_hi,
+              const uint8_t *esp, size_t len, uint8_t *pt, uint8_t *nh);
+
+/* ---- inner packets and SA set-up (harness.c) --------------------------------- */
+extern const uint8_t A4[4], B4[4], A6[16], B6[16];
+extern const ts_addr PEER;   /* the peer of params()'s outbound SAs */
+
+uint16_t csum(const uint8_t *p, size_t n);
+size_t make_inner(int family, size_t dlen, bool df, uint8_t *out);
+void sel_net(ts_selector *s, int family, const uint8_t *src, const uint8_t *dst, int plen_bytes);
+void addr4(ts_addr *a, uint8_t last, uint16_t port);
+void params(ts_sa_params *p, uint32_t spi, uint8_t dir, const uint8_t *key, uint8_t klen, bool esn,
+            uint32_t window, uint64_t seq_start);
+void protect(ts_dp *dp, uint32_t reqid);
+
+struct pair {
+    ts_dp *tx, *rx;
+    uint32_t spi;
+    uint8_t key[36], klen;
+    bool esn;
+};
+
+void pair_new(struct pair *pr, uint8_t klen, bool esn, uint32_t window, uint64_t seq_start);
+void pair_free(struct pair *pr);
+
+extern uint8_t bufA[TS_MAX_PACKET + 512], bufB[TS_MAX_PACKET + 512], bufC[TS_MAX_PACKET + 512];
+#define CAP (TS_MAX_PACKET + 256)
+
+int out1(ts_dp *dp, const uint8_t *pkt, size_t len, uint8_t *out, int *drop, size_t *icmp);
+int in1(ts_dp *dp, const uint8_t *esp, size_t len, uint8_t *out, int *drop);
+
+/* ---- events and drop counters (harness.c) ------------------------------------ */
+int count_events(ts_dp *dp, int type, ts_event *last);
+uint64_t drop_count(ts_dp *dp, int reason);
+uint64_t drop_sum(ts_dp *dp, uint64_t *per);
+
+/* ---- the batch loop over real sockets (harness.c) ----------------------------- */
+void *run_thread(void *arg);
+int udp_bound(uint16_t *port);
+ssize_t recv_wait(int fd, uint8_t *buf, size_t cap);
+
+/* ---- the tests, in the order main() runs them -------------------------------- */
+void test_kat(void);                    /* test_esp.c */
+void test_round_trips(void);
+void test_bad_inner(void);
+void test_replay(void);                 /* test_replay.c */
+void test_replay_ring(void);
+void test_overflow(void);               /* test_seq.c */
+void test_reservation(void);
+void test_reservation_threads(void);
+void test_first_use(void);              /* test_sad.c */
+void test_first_use_threads(void);
+void test_sad_errors(void);
+void test_shared_out_spi(void);
+void test_migrate(void);
+void test_lifetimes(void);
+void test_icmp(void);                   /* test_icmp.c */
+void test_icmp_limits(void);
+void test_key_wipe(void);               /* test_sad.c */
+void test_fuzz(long iterations);        /* test_fuzz.c */
+void test_segment_64k(void);            /* test_offload.c */
+void test_offload_fuzz(long iterations);
+void test_loop(void);                   /* test_loop.c */
+void test_loop_two_queues(void);
+void test_hold_unit(void);              /* test_hold.c */
+void test_hold_policy_gone(void);
+void test_hold_loop(void);
+
+#endif

@@ -1,0 +1,113 @@
+/* ICMP too big (icmp.c): the answers, the packets no ICMP error may answer,
+ * and the rate limit. */
+#include "selftest.h"
+
+/* ---- 7. ICMP too big --------------------------------------------------------------- */
+void test_icmp(void) {
+    struct pair pr;
+    pair_new(&pr, 20, false, 64, 0);
+    ts_dp_set_tunnel_mtu(pr.tx, 1400);
+    int drop;
+    size_t icmp;
+    size_t len = make_inner(4, 1472, true, bufA);
+    CHECK(out1(pr.tx, bufA, len, bufB, &drop, &icmp) == 0 && drop == TS_DROP_TOO_BIG);
+    CHECK(icmp >= 28 && icmp <= 576 && bufB[20] == 3 && bufB[21] == 4 && get16(bufB + 26) == 1400);
+    CHECK(csum(bufB, 20) == 0 && csum(bufB + 20, icmp - 20) == 0);
+    CHECK(memcmp(bufB + 12, B4, 4) == 0 && memcmp(bufB + 16, A4, 4) == 0);
+    len = make_inner(4, 1472, false, bufA);
+    CHECK(out1(pr.tx, bufA, len, bufB, &drop, &icmp) > 0 && drop == TS_DROP_NONE && icmp == 0);
+    len = make_inner(6, 1452, false, bufA);
+    CHECK(out1(pr.tx, bufA, len, bufB, &drop, &icmp) == 0 && drop == TS_DROP_TOO_BIG);
+    CHECK(icmp > 48 && icmp <= 1280 && bufB[6] == 58 && bufB[40] == 2 && get32(bufB + 44) == 1400);
+    /* ICMPv6 checksum over the pseudo-header */
+    uint8_t ph[40 + 1280];
+    memcpy(ph, bufB + 8, 32);
+    put32(ph + 32, (uint32_t)(icmp - 40));
+    memset(ph + 36, 0, 3);
+    ph[39] = 58;
+    memcpy(ph + 40, bufB + 40, icmp - 40);
+    CHECK(csum(ph, 40 + icmp - 40) == 0);
+    pair_free(&pr);
+}
+
+/* Packets no ICMP error may answer (ICMP errors, non-unicast sources, later
+ * fragments) and the rate limit: each withheld answer is counted. */
+void test_icmp_limits(void) {
+    struct pair pr;
+    pair_new(&pr, 20, false, 64, 0);
+    ts_dp_set_tunnel_mtu(pr.tx, 1400);
+    ts_policy pol;                      /* any source, so odd ones reach the MTU check */
+    memset(&pol, 0, sizeof(pol));
+    pol.action = TS_ACT_PROTECT;
+    pol.reqid = 1;
+    pol.priority = 20;
+    pol.id = 3;
+    sel_net(&pol.sel, 4, A4, B4, 0);
+    CHECK(ts_spd_add(pr.tx, &pol) == TS_OK);
+    pol.id = 4;
+    sel_net(&pol.sel, 6, A6, B6, 0);
+    CHECK(ts_spd_add(pr.tx, &pol) == TS_OK);
+    int drop;
+    size_t icmp;
+    struct { int family; uint8_t proto, type; uint8_t src0, src_last; bool later_frag; bool answer; } cases[] = {
+        {4, 17, 0, 10, 1, false, true},      /* ordinary UDP from a host */
+        {4, 1, 8, 10, 1, false, true},       /* echo request */
+        {4, 1, 3, 10, 1, false, false},      /* destination unreachable: an error */
+        {4, 1, 11, 10, 1, false, false},     /* time exceeded */
+        {4, 17, 0, 224, 1, false, false},    /* multicast source */
+        {4, 17, 0, 255, 255, false, false},  /* broadcast source */
+        {4, 17, 0, 127, 1, false, false},    /* loopback source */
+        {4, 17, 0, 0, 0, false, false},      /* unspecified source */
+        {4, 17, 0, 10, 1, true, false},      /* a later fragment */
+        {6, 17, 0, 0xfd, 1, false, true},
+        {6, 58, 128, 0xfd, 1, false, true},  /* echo request */
+        {6, 58, 1, 0xfd, 1, false, false},   /* destination unreachable */
+        {6, 58, 2, 0xfd, 1, false, false},   /* packet too big itself */
+        {6, 17, 0, 0xff, 1, false, false},   /* multicast source */
+        {6, 17, 0, 0, 0, false, false},      /* :: */
+        {6, 17, 0, 0, 1, false, false},      /* ::1 */
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int fam = cases[i].family;
+        size_t hl = fam == 4 ? 20 : 40;
+        size_t len = make_inner(fam, 1452, true, bufA);
+        if (fam == 4) {
+            bufA[9] = cases[i].proto;
+            memset(bufA + 12, cases[i].src_last, 4);
+            bufA[12] = cases[i].src0;
+            if (cases[i].later_frag)
+                put16(bufA + 6, 0x4000 | 100);
+            bufA[10] = bufA[11] = 0;
+            put16(bufA + 10, csum(bufA, 20));
+        } else {
+            bufA[6] = cases[i].proto;
+            memset(bufA + 8, 0, 16);
+            bufA[8] = cases[i].src0;
+            bufA[23] = cases[i].src_last;
+        }
+        if (cases[i].proto != 17)
+            bufA[hl] = cases[i].type, bufA[hl + 1] = 0;
+        uint64_t before = drop_count(pr.tx, TS_DROP_ICMP_SUPPRESSED);
+        CHECK(out1(pr.tx, bufA, len, bufB, &drop, &icmp) == 0 && drop == TS_DROP_TOO_BIG);
+        CHECK((icmp > 0) == cases[i].answer);
+        CHECK(drop_count(pr.tx, TS_DROP_ICMP_SUPPRESSED) == before + !cases[i].answer);
+        if ((icmp > 0) != cases[i].answer)
+            fprintf(stderr, "icmp case %zu: answer %zu\n", i, icmp);
+    }
+    pair_free(&pr);
+
+    /* a flood: the first answers go out, then the bucket runs dry (it refills
+     * at 100/s, far slower than this loop), and every withheld one is counted */
+    pair_new(&pr, 20, false, 64, 0);
+    ts_dp_set_tunnel_mtu(pr.tx, 1400);
+    size_t len = make_inner(4, 1472, true, bufA);
+    int answered = 0, n = 500;
+    for (int i = 0; i < n; i++) {
+        CHECK(out1(pr.tx, bufA, len, bufB, &drop, &icmp) == 0 && drop == TS_DROP_TOO_BIG);
+        answered += icmp > 0;
+    }
+    CHECK(answered >= 20 && answered < n);
+    CHECK(drop_count(pr.tx, TS_DROP_ICMP_SUPPRESSED) == (uint64_t)(n - answered));
+    CHECK(drop_count(pr.tx, TS_DROP_TOO_BIG) == (uint64_t)n);
+    pair_free(&pr);
+}
