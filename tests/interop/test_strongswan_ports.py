@@ -15,7 +15,8 @@ and ESP in UDP goes between the ports IKE ended up on.
   names).
 - charon with ``remote_port = 4500`` (its own port 500) initiates: its IKE_SA_INIT leaves from 500
   to tunsec's 4500 without the marker (strongSwan marks only when neither port is 500); tunsec's
-  worker takes it as IKE and the answer goes back from 4500 to 500, unmarked.
+  worker takes it as IKE and the answer goes back from 4500 to 500, unmarked; and tunsec with
+  ``remote_port = 4500`` does the same towards charon.
 """
 
 from __future__ import annotations
@@ -101,6 +102,24 @@ def test_charon_with_remote_port_4500_starts_unmarked_from_500(topo: TwoHosts) -
     sa = tunsec.wait_established()
     theirs = charon_sa(charon)
     # after IKE_SA_INIT charon floated its own side to 4500 (tunsec's NAT detection says "NAT")
+    assert (theirs["local-port"], theirs["remote-port"]) == ("4500", "4500")
+    assert sa["remote"] == f"{topo.b.outer4}[4500]"
+    ping_both_ways(topo)
+    assert "invalid" not in log.lower() and "parsing" not in log
+
+
+def test_tunsec_with_remote_port_4500_starts_unmarked_from_500(topo: TwoHosts) -> None:
+    # the other way round: tunsec's IKE_SA_INIT leaves its port-500 socket for charon's 4500
+    # unmarked, charon answers 4500 -> 500 unmarked, and both float to 4500
+    tunsec = TunsecIke(topo, PortConn(topo.a, topo.b, start_action="start", remote_port=4500))
+    charon = Charon(topo, PortConn(topo.b, topo.a))
+    charon.start()
+    tunsec.start()
+    sa = tunsec.wait_established()
+    theirs = charon_sa(charon)
+    log = charon.log_text()
+    assert f"received packet: from {topo.a.outer4}[500] to {topo.b.outer4}[4500]" in log, log[-3000:]
+    assert f"sending packet: from {topo.b.outer4}[4500] to {topo.a.outer4}[500]" in log, log[-3000:]
     assert (theirs["local-port"], theirs["remote-port"]) == ("4500", "4500")
     assert sa["remote"] == f"{topo.b.outer4}[4500]"
     ping_both_ways(topo)
