@@ -353,6 +353,18 @@ static int check_inner(ts_sa *sa, const uint8_t *pt, size_t pt_len, size_t *inne
     return ok ? TS_DROP_NONE : TS_DROP_POLICY;
 }
 
+/* an IKE message up to the control process (it parses and answers it) */
+static void ike_event(ts_dp *dp, const uint8_t *ike, size_t len, const ts_addr *src, const ts_addr *local,
+                      int *drop) {
+    ts_event ev = {.type = TS_EV_IKE};
+    if (src)
+        ev.addr = *src;
+    if (local)
+        ev.local = *local;
+    if (!ts_events_push(&dp->events, &ev, ike, len))
+        *drop = TS_DROP_QUEUE_FULL;
+}
+
 int ts_inbound_locked(ts_dp *dp, uint8_t *udp, size_t len, const ts_addr *src,
                       const ts_addr *local, uint8_t *out, size_t outcap, int *drop) {
     *drop = TS_DROP_NONE;
@@ -360,14 +372,20 @@ int ts_inbound_locked(ts_dp *dp, uint8_t *udp, size_t len, const ts_addr *src,
         *drop = TS_DROP_KEEPALIVE;
         return 0;
     }
+    /* From port 500 it is IKE without the marker, as strongSwan's receiver has
+     * it (the marker is used only when neither port is 500): a peer with
+     * remote_port = 4500 sends its IKE_SA_INIT from 500.  Only a whole IKE
+     * header whose length field is the datagram's goes up (cheap, and keeps
+     * junk out of the event queue); the control side parses the rest. */
+    if (src && src->port == IKE_UDP_PORT) {
+        if (len < IKE_HDR_LEN || ts_be32(udp + IKE_HDR_LEN_OFF) != len)
+            *drop = TS_DROP_MALFORMED;
+        else
+            ike_event(dp, udp, len, src, local, drop);
+        return 0;
+    }
     if (len > NON_ESP_MARKER_LEN && ts_be32(udp) == 0) {   /* the marker alone carries no IKE: malformed below */
-        ts_event ev = {.type = TS_EV_IKE};
-        if (src)
-            ev.addr = *src;
-        if (local)
-            ev.local = *local;
-        if (!ts_events_push(&dp->events, &ev, udp + NON_ESP_MARKER_LEN, len - NON_ESP_MARKER_LEN))
-            *drop = TS_DROP_QUEUE_FULL;
+        ike_event(dp, udp + NON_ESP_MARKER_LEN, len - NON_ESP_MARKER_LEN, src, local, drop);
         return 0;
     }
     uint32_t spi = len >= 4 ? ts_be32(udp) : 0;

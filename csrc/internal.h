@@ -19,6 +19,12 @@
  * same port starts with this many zero bytes where ESP has its SPI (§2.2) */
 #define UDP_KEEPALIVE 0xff
 #define NON_ESP_MARKER_LEN 4
+/* ... except IKE from port 500, which never has the marker (RFC 7296 §2.23,
+ * strongSwan's sender and receiver): the IKE header is 28 bytes, its total
+ * length a 32-bit field at offset 24 */
+#define IKE_UDP_PORT 500
+#define IKE_HDR_LEN 28
+#define IKE_HDR_LEN_OFF 24
 
 /* ---- anti-replay (replay.c) ---------------------------------------------
  * RFC 6479 style: a ring of 64-bit words; sliding the window clears whole

@@ -26,8 +26,8 @@
  *     -> sendmmsg per socket                           flush_out
  *
  *   recvmmsg (UDP GRO: runs of datagrams)              inbound_batch
- *     -> 0xFF keepalive: drop; non-ESP marker: IKE     dp.c ts_inbound_locked
- *        event up the pipe (events.c)
+ *     -> 0xFF keepalive: drop; non-ESP marker, or any  dp.c ts_inbound_locked
+ *        datagram from port 500: IKE event up the pipe (events.c)
  *     -> SPI lookup (unknown: INVALID_SPI event)       sad.c
  *     -> replay check, AES-GCM open, replay update     replay.c, esp.c ts_esp_open
  *     -> reservation, padding/next header, inner       dp.c check_inner

@@ -18,6 +18,8 @@
  *               datagram's length instead of 64 KiB
  *         bit4  raw: write SA B's SPI over the first 4 bytes
  *         bit5  raw: write the larval SA's SPI over the first 4 bytes
+ *         bit2  raw: sent from port 500 (IKE without the non-ESP marker,
+ *               never decrypted) instead of 4500
  * SA A is armed with report_first_use: one FIRST_USE at most per input, never
  * without an untampered record with A's SPI, and always once one got through.
  * Both SAs are re-created before every input, so each input starts from the
@@ -103,14 +105,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     key_in(SPI_A, KEY_A, 20, 0, 64);
     key_in(SPI_B, KEY_B, 36, 1, 1024);
     fz_in in = {data, size};
-    ts_addr src, local;
+    ts_addr src, src500, local;
     fz_addr4(&src, 192, 0, 2, 1, 4500);
+    fz_addr4(&src500, 192, 0, 2, 1, 500);
     fz_addr4(&local, 192, 0, 2, 2, 4500);
     int a_sent = 0, a_through = 0;   /* records with SA A's SPI (not tampered with): sent, delivered */
     for (int r = 0; r < MAX_RECORDS && in.n; r++) {
         uint8_t flags = fz_u8(&in);
         size_t want = fz_u16(&in), len = 0, dlen;
-        int sealed = flags & 1, bad_tag = 0;
+        int sealed = flags & 1, bad_tag = 0, from500 = !sealed && (flags & 4);
         if (sealed) {
             uint64_t seq = fz_u64(&in);
             uint8_t iv[8];
@@ -136,14 +139,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         /* the datagram in a buffer of its own size: reads past it are caught */
         uint8_t *udp = fz_dup(datagram, dlen);
         int drop = -1;
-        int n = ts_dp_inbound(dp, udp, dlen, &src, &local, out, outcap, &drop);
-        int for_a = dlen >= 4 && fz_be32(udp) == SPI_A;   /* raw ones too: the seeds hold sealed packets */
+        int n = ts_dp_inbound(dp, udp, dlen, from500 ? &src500 : &src, &local, out, outcap, &drop);
+        /* raw ones too: the seeds hold sealed packets */
+        int for_a = !from500 && dlen >= 4 && fz_be32(udp) == SPI_A;
         a_sent += for_a && !bad_tag;
         a_through |= for_a && n > 0;
         if (fz_trace())
             fprintf(stderr, "record %d: %s %zu bytes -> %d, drop %d\n", r, sealed ? "sealed" : "raw", dlen, n, drop);
         FUZZ_ASSERT(n >= 0 && drop >= 0 && drop < TS_DROP__COUNT);
-        FUZZ_ASSERT((n > 0) == (drop == TS_DROP_NONE) || (n == 0 && dlen >= 4 && fz_be32(udp) == 0));
+        FUZZ_ASSERT((n > 0) == (drop == TS_DROP_NONE) || (n == 0 && dlen >= 4 && fz_be32(udp) == 0) ||
+                    (n == 0 && from500));
+        /* from port 500 only IKE (an event), a keepalive or a malformed drop: never ESP */
+        if (from500)
+            FUZZ_ASSERT(n == 0 && (drop == TS_DROP_NONE || drop == TS_DROP_QUEUE_FULL || drop == TS_DROP_MALFORMED ||
+                                   drop == TS_DROP_KEEPALIVE));
         if (n > 0) {
             check_inner(out, n, outcap);
             FUZZ_ASSERT(!bad_tag);   /* nothing unauthenticated gets through */

@@ -139,6 +139,10 @@ def esp_inbound_seeds() -> Iterable[tuple[str, bytes]]:
     yield "raw-larval-spi", raw(esp_wire(0x9999, KEY_A, 1, p4), flags=0x20)
     yield "raw-valid-a", raw(esp_wire(SPI_A, KEY_A, 1, p4)) + raw(esp_wire(SPI_A, KEY_A, 1, p4))
     yield "raw-low-spi", raw(esp_wire(255, KEY_A, 1, p4))
+    # from port 500 (flag 0x04): IKE without the marker, a short one, and ESP that must not decrypt
+    ike = bytes(range(16)) + bytes([33, 0x20, 34, 0x08, 0, 0, 0, 0]) + struct.pack("!I", 40) + bytes(12)
+    yield "raw-from-500", (raw(ike, flags=0x04) + raw(ike[:27], flags=0x04) + raw(b"\xff", flags=0x04)
+                           + raw(esp_wire(SPI_A, KEY_A, 1, p4), flags=0x04))
 
 
 # ------------------------------------------------------------------ ESP outbound

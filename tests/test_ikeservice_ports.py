@@ -5,11 +5,12 @@ connection uses its port any more (reload) and at shutdown (its port can be boun
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 from typing import Any
 
 import pytest
-from test_ikeservice_peers import InProcessWorker, psk_ike, run
+from test_ikeservice_peers import GW, Gateway, InProcessWorker, psk_ike, run, site_ip, site_net
 
 from tunsec.conf.config import parse_config
 from tunsec.dataplane import pipe
@@ -177,3 +178,38 @@ def test_esp_on_a_custom_ike_port_is_a_counted_drop(caplog: pytest.LogCaptureFix
             svc.close()
 
     run(body())
+
+
+
+class _Recording(list[tuple[tuple[str, int], tuple[str, int], bytes]]):
+    """The in-memory wire, keeping a copy of every datagram put on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[tuple[str, int], tuple[str, int], bytes]] = []
+
+    def append(self, item: tuple[tuple[str, int], tuple[str, int], bytes]) -> None:
+        self.seen.append(item)
+        super().append(item)
+
+
+def test_ike_sa_init_from_port_500_to_4500_is_answered_from_4500() -> None:
+    """A peer with ``remote_port = 4500`` (strongSwan's, or ours) sends IKE_SA_INIT from 500 to the
+    worker's 4500, which passes it up with no local address: the answer leaves from 4500 (the
+    worker's SEND_IKE, unmarked towards 500), where the request came in, not from port 500."""
+    async def go() -> None:
+        gw = Gateway(1)
+        await gw.start()
+        cfg = psk_ike("site0", "site0.example", RemoteAuth("psk", Identity.parse("gw.example")),
+                      site_ip(0), GW, site_net(0), "10.1.0.0/16")
+        gw.sites[0] = IkeEndpoint([dataclasses.replace(cfg, remote_port=4500)])
+        gw.wire = wire = _Recording()
+        gw.service.sockets.by_key[(4, GW, 500)].wire = wire    # type: ignore[attr-defined]
+        gw.connect(0)
+        await gw.settle()
+        assert gw.site_sa(0).remote_addr == (GW, 4500)
+        init = [(src, dst) for src, dst, data in wire.seen if decode_header(data).exchange == ExchangeType.IKE_SA_INIT]
+        assert init == [((site_ip(0), 500), (GW, 4500)), ((GW, 4500), (site_ip(0), 500))]
+        sends = [m for m in gw.worker.log if isinstance(m, pipe.SendIke)]
+        assert sends[0].remote.port == 500 and all(m.remote.port == 4500 for m in sends[1:])
+    run(go())

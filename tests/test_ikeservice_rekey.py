@@ -147,7 +147,7 @@ class Pair:
             if drop is not Drop.NONE:
                 self.failures.append(f"{when}: {src} cannot send: {drop.name}")
                 continue
-            inner, drop = self.workers[dst].dp.inbound(esp, Endpoint(ipaddress.ip_address(self.ip(src)), 500))
+            inner, drop = self.workers[dst].dp.inbound(esp, Endpoint(ipaddress.ip_address(self.ip(src)), 4500))
             self.workers[dst].worker.drain_events()
             if drop is not Drop.NONE or inner != packet:
                 spi = int.from_bytes(esp[:4], "big")

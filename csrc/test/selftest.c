@@ -11,7 +11,8 @@
  *
  * One file per unit under test: test_esp.c, test_replay.c, test_seq.c
  * (sequence numbers), test_sad.c (SAD/SPD API, events), test_icmp.c,
- * test_fuzz.c, test_offload.c, test_loop.c, test_hold.c; what they share is
+ * test_ike_port.c (the NAT-T port's IKE/ESP split), test_fuzz.c,
+ * test_offload.c, test_loop.c, test_hold.c; what they share is
  * in selftest.h (harness.c, ref_esp.c).  An argument sets the fuzz
  * iterations (default 200000).
  */
@@ -33,6 +34,7 @@ int main(int argc, char **argv) {
     test_shared_out_spi();
     test_migrate();
     test_lifetimes();
+    test_ike_port500();
     test_icmp();
     test_icmp_limits();
     test_key_wipe();

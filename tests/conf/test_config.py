@@ -1049,3 +1049,14 @@ def test_a_pool_is_routed_through_the_fewest_networks_that_hold_only_it(addrs: s
     from .1-.254 was 14 routes, each a netlink round trip at start), a range exactly its blocks."""
     (pool,) = parse_config(f"pools {{\n  p {{ addrs = {addrs} }}\n}}\n", "tunsec.conf").pools
     assert [str(n) for n in pool.networks()] == routed
+
+
+@pytest.mark.parametrize("key", ["local_port", "remote_port"])
+def test_manual_tunnel_refuses_port_500(key: str) -> None:
+    # IKE to or from port 500 carries no non-ESP marker, so the dataplane takes a datagram from 500
+    # as IKE (as strongSwan does): ESP there would be dropped, so the config says so at once
+    with pytest.raises(ConfigError) as info:
+        parse_config(manual(tunnel(**{key: "500"})), "c")
+    assert f"manual.t.{key}: port 500 carries only IKE" in str(info.value)
+    (t,) = parse_config(manual(tunnel(**{key: "501"}))).manual
+    assert getattr(t, key) == 501

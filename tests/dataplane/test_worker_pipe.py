@@ -160,6 +160,41 @@ def test_send_ike_goes_out_with_the_non_esp_marker(worker: Worker) -> None:
         assert isinstance(msg, pipe.InvalidSpi) and msg.spi == 0x4242 and msg.remote == remote
 
 
+def _ike_sa_init(length: int) -> bytes:
+    """An IKE_SA_INIT request header padded to ``length`` bytes (its length field says so)."""
+    head = bytes(range(0xA0, 0xA8)) + bytes(8) + bytes([33, 0x20, 34, 0x08]) + bytes(4)
+    return head + length.to_bytes(4, "big") + bytes(length - 28)
+
+
+def test_ike_from_port_500_on_4500_needs_no_marker(worker: Worker) -> None:
+    # strongSwan with remote_port = 4500 sends its IKE_SA_INIT from 500 to 4500 without the
+    # marker (its sender marks only when neither port is 500); its receiver takes unmarked
+    # IKE there, and the answer goes back to 500 unmarked
+    ike = _ike_sa_init(120)
+    from500 = netns_socket(worker.ns, socket.AF_INET, socket.SOCK_DGRAM)
+    from4500 = netns_socket(worker.ns, socket.AF_INET, socket.SOCK_DGRAM)
+    with from500, from4500:
+        from500.bind(("127.0.0.2", 500))
+        from4500.bind(("127.0.0.2", 4500))
+        from500.settimeout(5)
+        from500.sendto(ike, ("127.0.0.1", 4500))
+        msg = worker.recv()
+        remote = Endpoint(ipaddress.ip_address("127.0.0.2"), 500)
+        assert isinstance(msg, pipe.Ike) and msg.data == ike and msg.remote == remote
+        assert worker.ask(lambda i: pipe.SendIke(i, b"ike-answer", remote))[0].errno is Errno.OK
+        data, src = from500.recvfrom(2048)
+        assert data == b"ike-answer" and src == ("127.0.0.1", 4500)
+        # from 500, a datagram that is no whole IKE header is counted, not passed up
+        before = dict(worker.dump().drops)["malformed"]
+        from500.sendto(ike[:27], ("127.0.0.1", 4500))
+        # the same IKE header from 4500 is ESP (here for an SPI nobody has: INVALID_SPI)
+        from4500.sendto(ike, ("127.0.0.1", 4500))
+        msg = worker.recv()
+        assert isinstance(msg, pipe.InvalidSpi) and msg.spi == 0xA0A1A2A3
+        assert msg.remote == Endpoint(ipaddress.ip_address("127.0.0.2"), 4500)
+        assert dict(worker.dump().drops)["malformed"] == before + 1
+
+
 def getspi_kept(i: int) -> pipe.GetSpi:
     # larval_seconds=0: none of them expires (and frees its SPI) however slow the machine
     return pipe.GetSpi(i, 0x10000, 0x107FF, larval_seconds=0)

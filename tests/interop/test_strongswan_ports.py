@@ -13,6 +13,10 @@ and ESP in UDP goes between the ports IKE ended up on.
   port 1500, which tunsec does not take ESP on (only on 4500): the IKE SA comes up, the ESP is a
   counted drop (``ike_drops.esp_on_ike_port``) with a warning saying why (the limitation README
   names).
+- charon with ``remote_port = 4500`` (its own port 500) initiates: its IKE_SA_INIT leaves from 500
+  to tunsec's 4500 without the marker (strongSwan marks only when neither port is 500); tunsec's
+  worker takes it as IKE and the answer goes back from 4500 to 500, unmarked; and tunsec with
+  ``remote_port = 4500`` does the same towards charon.
 """
 
 from __future__ import annotations
@@ -80,3 +84,43 @@ def test_charon_initiating_from_a_custom_port_sends_esp_to_tunsecs_ike_port(topo
     topo.ping(topo.b, topo.a.inner4, count=2, src=topo.b.inner4)     # charon's ESP goes to port 1500
     assert wait_until(lambda: tunsec.status()["ike_drops"]["esp_on_ike_port"] >= 1, 10), tunsec.log_tail()
     tunsec.wait_log(rf"ESP in UDP from {topo.b.outer4} port {CHARON_NATT} arrived on IKE port {TUNSEC_PORT}")
+
+
+def test_charon_with_remote_port_4500_starts_unmarked_from_500(topo: TwoHosts) -> None:
+    # charon's IKE_SA_INIT leaves from 500 to tunsec's 4500 without the non-ESP marker (its
+    # sender marks only when neither port is 500): tunsec's worker must take it as IKE, not ESP,
+    # and the answer must go back to 500 unmarked, as charon's receiver expects there
+    tunsec = TunsecIke(topo, PortConn(topo.a, topo.b, start_action="none"))
+    charon = Charon(topo, PortConn(topo.b, topo.a, local_port=500, remote_port=4500))
+    charon.start()
+    tunsec.start()
+    r = charon.initiate()
+    assert r.returncode == 0, f"swanctl --initiate: {r.stdout[-2000:]}{r.stderr}\ntunsec:\n{tunsec.log_tail()}"
+    log = charon.log_text()
+    assert f"sending packet: from {topo.b.outer4}[500] to {topo.a.outer4}[4500]" in log, log[-3000:]
+    assert f"received packet: from {topo.a.outer4}[4500] to {topo.b.outer4}[500]" in log, log[-3000:]
+    sa = tunsec.wait_established()
+    theirs = charon_sa(charon)
+    # after IKE_SA_INIT charon floated its own side to 4500 (tunsec's NAT detection says "NAT")
+    assert (theirs["local-port"], theirs["remote-port"]) == ("4500", "4500")
+    assert sa["remote"] == f"{topo.b.outer4}[4500]"
+    ping_both_ways(topo)
+    assert "invalid" not in log.lower() and "parsing" not in log
+
+
+def test_tunsec_with_remote_port_4500_starts_unmarked_from_500(topo: TwoHosts) -> None:
+    # the other way round: tunsec's IKE_SA_INIT leaves its port-500 socket for charon's 4500
+    # unmarked, charon answers 4500 -> 500 unmarked, and both float to 4500
+    tunsec = TunsecIke(topo, PortConn(topo.a, topo.b, start_action="start", remote_port=4500))
+    charon = Charon(topo, PortConn(topo.b, topo.a))
+    charon.start()
+    tunsec.start()
+    sa = tunsec.wait_established()
+    theirs = charon_sa(charon)
+    log = charon.log_text()
+    assert f"received packet: from {topo.a.outer4}[500] to {topo.b.outer4}[4500]" in log, log[-3000:]
+    assert f"sending packet: from {topo.b.outer4}[4500] to {topo.a.outer4}[500]" in log, log[-3000:]
+    assert (theirs["local-port"], theirs["remote-port"]) == ("4500", "4500")
+    assert sa["remote"] == f"{topo.b.outer4}[4500]"
+    ping_both_ways(topo)
+    assert "invalid" not in log.lower() and "parsing" not in log

@@ -28,7 +28,7 @@ from tunsec.conf.values import (
     parse_replay_window,
     parse_uint,
 )
-from tunsec.ike.constants import NATT_PORT
+from tunsec.ike.constants import IKE_PORT, NATT_PORT
 from tunsec.ike.secret import Secret
 from tunsec.policy.selector import Ts
 
@@ -55,6 +55,17 @@ class Esp(enum.StrEnum):
 # "aes128gcm" is its alias for the 16-byte ICV too.
 _ESP_ALIASES = {f"aes{bits}gcm{suffix}": Esp(f"aes{bits}gcm16") for bits in (128, 256) for suffix in ("", "16", "128")}
 _SHORT_ICV = re.compile(r"aes(128|192|256)gcm(8|12|64|96)")
+
+
+def _parse_esp_port(text: str) -> int:
+    """A port ESP in UDP may use: not 500, which carries IKE only (RFC 7296 §2.23; a datagram
+    to or from it has no non-ESP marker, so the dataplane takes one from port 500 as IKE, as
+    strongSwan does, and a peer would take our ESP from 500 as IKE too)."""
+    port = parse_port(text)
+    if port == IKE_PORT:
+        raise BadValue("port 500 carries only IKE: ESP in UDP from or to it is taken as IKE "
+                       "(use 4500, the default, or another port)")
+    return port
 
 
 def _parse_esp(text: str) -> Esp:
@@ -177,8 +188,8 @@ def _manual_tunnel(section: Section, issues: list[ConfigIssue]) -> ManualTunnel 
     esp = r.get("esp", _parse_esp, Esp.AES128GCM16)
     key_in = r.require("key_in", _parse_key)
     key_out = r.require("key_out", _parse_key)
-    local_port = r.get("local_port", parse_port, NATT_PORT)
-    remote_port = r.get("remote_port", parse_port, NATT_PORT)
+    local_port = r.get("local_port", _parse_esp_port, NATT_PORT)
+    remote_port = r.get("remote_port", _parse_esp_port, NATT_PORT)
     esn = r.get("esn", parse_bool, False)
     replay_window = r.get("replay_window", parse_replay_window, DEFAULT_REPLAY_WINDOW)
     limits = _read_limits(r)

@@ -46,7 +46,7 @@ from tunsec import gctune, logs, privilege
 from tunsec.dataplane import pipe
 from tunsec.dataplane.fastpath import Dataplane, DataplaneError, Event, EventType
 from tunsec.dataplane.pipe import Direction, Endpoint, Errno, ExpireReason, PipeError
-from tunsec.ike.constants import NON_ESP_MARKER
+from tunsec.ike.constants import NATT_PORT, NON_ESP_MARKER, has_marker
 
 log = logging.getLogger("tunsec.worker")
 
@@ -251,7 +251,10 @@ class Worker:
         sock = self.udp.get(msg.remote.addr.version)
         if sock is None:
             return [pipe.encode(pipe.Reply(msg.req_id, msg.TYPE, Errno.EINVAL))]
-        sock.sendto(NON_ESP_MARKER + msg.data, (str(msg.remote.addr), msg.remote.port))
+        # to port 500 without the marker (a peer that sent its IKE_SA_INIT from 500 to our 4500
+        # takes no marker there, as strongSwan's sender): has_marker, the one rule for it
+        marker = NON_ESP_MARKER if has_marker(NATT_PORT, msg.remote.port) else b""
+        sock.sendto(marker + msg.data, (str(msg.remote.addr), msg.remote.port))
         return self._ok(msg)
 
     # --- timers ------------------------------------------------------------------

@@ -103,10 +103,18 @@ def check_unique_keep(peer_id: Identity, peer_addr: str,
     through only for IKEv1 (ike_sa_manager.c is_ikev1_reauth); for IKEv2 a make-before-break
     reauthentication is refused too, a break-before-make one deleted its old IKE SA first.  The
     caller does not ask when the peer sent INITIAL_CONTACT (it rebooted: its old SAs are replaced)."""
-    family = _family(peer_addr)
     for other_id, other_addr in established:
-        if other_id == peer_id and _family(other_addr) == family:
+        if is_duplicate(peer_id, peer_addr, other_id, other_addr):
             raise Refused(f"peer identity {peer_id} already has an IKE SA from {other_addr} (unique = keep)")
+
+
+def is_duplicate(peer_id: Identity, peer_addr: str, other_id: Identity | None, other_addr: str) -> bool:
+    """Whether an IKE SA of the same connection with peer (other_id, other_addr) is a duplicate of
+    a new one with (peer_id, peer_addr) for ``unique`` (keep and replace alike): the same identity
+    in the same address family, from whatever address.  strongSwan's check_uniqueness
+    (ike_sa_manager.c) only looks among the SAs of the new one's family (create_id_enumerator with
+    it), so a dual-stack peer's IPv4 and IPv6 IKE SAs are no duplicates of each other."""
+    return other_id == peer_id and _family(other_addr) == _family(peer_addr)
 
 
 def _family(addr: str) -> int:

@@ -143,7 +143,8 @@ class Dump:
 
 @dataclass(frozen=True)
 class SendIke:
-    """An IKE message to send from port 4500 (the worker adds the marker)."""
+    """An IKE message to send from port 4500 (the worker adds the marker, unless the peer's
+    port is 500: constants.has_marker)."""
 
     TYPE: ClassVar[MsgType] = MsgType.SEND_IKE
     req_id: int

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from tunsec.ike.events import DownReason, IkeSaRekeyed, IkeSaUp
 from tunsec.ike.sa import IkeSa, State
+from tunsec.policy.pad import is_duplicate
 
 if TYPE_CHECKING:
     from tunsec.services.ike.service import IkeService
@@ -25,9 +26,10 @@ def _unique_keep(self: IkeService, conn: str) -> bool:
 
 def _enforce_unique(self: IkeService, fresh: IkeSa, ev: IkeSaUp) -> None:
     """strongSwan's ``unique`` for a new IKE SA whose peer identity already has one on this connection:
-    ``replace`` deletes the old ones; ``keep`` was decided in IKE_AUTH (the engine refused the new
-    one, see IkeEndpoint._refuse_duplicate); ``no``/``never`` allow duplicates (INITIAL_CONTACT
-    still replaces, see IkeEndpoint).  Only as the responder of the new IKE SA, as strongSwan's
+    ``replace`` deletes the old ones in the same address family (pad.is_duplicate: a dual-stack
+    peer's IPv4 and IPv6 IKE SAs are no duplicates); ``keep`` was decided in IKE_AUTH (the engine
+    refused the new one, see IkeEndpoint._refuse_duplicate); ``no``/``never`` allow duplicates
+    (INITIAL_CONTACT still replaces, see IkeEndpoint).  Only as the responder of the new IKE SA, as strongSwan's
     IKEv2 (ike_auth.c calls check_uniqueness in build_r, never in process_i): a duplicate we
     initiate is the peer's to judge with its own policy.  The old SAs it replaces may be any
     role's, ones we initiated included (strongSwan's connected-peers table has both)."""
@@ -35,7 +37,8 @@ def _enforce_unique(self: IkeService, fresh: IkeSa, ev: IkeSaUp) -> None:
     if conn is None or conn.unique != "replace" or fresh.is_initiator:
         return
     dups = [s for s in self.endpoint.sas if s is not fresh and s.name == fresh.name
-            and s.state is State.ESTABLISHED and s.peer_id == ev.remote_id]
+            and s.state is State.ESTABLISHED
+            and is_duplicate(ev.remote_id, fresh.remote_addr[0], s.peer_id, s.remote_addr[0])]
     for old in dups:
         log.info("%s: replacing IKE SA with %s from %s (unique = replace)", ev.name, ev.remote_id,
                  old.remote_addr[0])

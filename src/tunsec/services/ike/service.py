@@ -42,7 +42,7 @@ from tunsec.conf.connections import Connection
 from tunsec.dataplane import pipe
 from tunsec.dataplane.client import WorkerClient
 from tunsec.dataplane.pipe import Direction, ExpireReason
-from tunsec.ike.constants import NATT_PORT, has_marker
+from tunsec.ike.constants import IKE_PORT, NATT_PORT, has_marker
 from tunsec.ike.endpoint import DosLimits, IkeEndpoint
 from tunsec.ike.events import (
     AuthFailed,
@@ -478,6 +478,13 @@ class IkeService(Service):
     def receive_natt(self, msg: pipe.Ike) -> None:
         """IKE that arrived on port 4500 via the worker."""
         local = (str(msg.local.addr), msg.local.port) if msg.local else None
+        if local is None and msg.remote.port == IKE_PORT:
+            # an IKE_SA_INIT from port 500 to our 4500 (a peer with remote_port = 4500, unmarked):
+            # its answer leaves from 4500, where it came in (RFC 7296 §2.11), not from the port-500
+            # socket the engine assumes when it is not told; the worker's sockets are bound to
+            # local_addrs (esp_endpoints), as the IKE sockets' recv says of theirs
+            fam = msg.remote.addr.version
+            local = (self.local_addrs.get(fam, "0.0.0.0" if fam == 4 else "::"), NATT_PORT)
         self.receive(msg.data, (str(msg.remote.addr), msg.remote.port), local)
         self._pump()
 

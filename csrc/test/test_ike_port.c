@@ -1,0 +1,89 @@
+/* The NAT-T port's classification (dp.c): unmarked IKE from source port 500, ESP from
+ * any other port, whatever its SPI looks like. */
+#include "selftest.h"
+
+/* ---- 8a. IKE from port 500 on the NAT-T port (no marker), ESP from anywhere else ----- */
+/* an IKE header of `len` bytes (length field = `hlen`), IKE_SA_INIT request */
+static void ike_hdr(uint8_t *p, size_t len, uint32_t hlen) {
+    memset(p, 0, len);
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(0xa0 + i);   /* initiator SPI; the responder's is zero */
+    p[16] = 33;                       /* SA payload */
+    p[17] = 0x20;                     /* IKEv2 */
+    p[18] = 34;                       /* IKE_SA_INIT */
+    p[19] = 0x08;                     /* initiator */
+    put32(p + 24, hlen);
+}
+
+void test_ike_port500(void) {
+    ts_dp *dp = ts_dp_new();
+    FATAL_IF(!dp);
+    uint8_t key[20];
+    rnd_fill(key, sizeof(key));
+    ts_sa_params p;
+    /* SPIs whose first bytes look like a marker, an IKE SPI or anything */
+    static const uint32_t spis[] = {0x100, 0xa0a1a2a3u, 0x20222008u};
+    for (size_t i = 0; i < 3; i++) {
+        uint32_t spi;
+        CHECK(ts_sad_getspi(dp, spis[i], spis[i], &spi) == TS_OK && spi == spis[i]);
+        params(&p, spi, TS_DIR_IN, key, 20, false, 64, 0);
+        CHECK(ts_sad_update(dp, &p) == TS_OK);
+    }
+    ts_addr from500, other;
+    addr4(&from500, 7, 500);
+    int drop;
+    uint64_t d0[TS_DROP__COUNT], d1[TS_DROP__COUNT];
+    ts_event ev;
+    uint8_t got[512];
+
+    /* an unmarked IKE_SA_INIT from port 500: the whole datagram up, sender's port kept */
+    ike_hdr(bufA, 300, 300);
+    CHECK(ts_dp_inbound(dp, bufA, 300, &from500, NULL, bufC, CAP, &drop) == 0 && drop == TS_DROP_NONE);
+    CHECK(ts_dp_next_event(dp, &ev, got, sizeof(got)) == 1 && ev.type == TS_EV_IKE && ev.data_len == 300 &&
+          memcmp(got, bufA, 300) == 0 && ev.addr.port == 500 && ev.addr.addr[3] == 7);
+    /* from port 500 the marker is not one: four zero bytes are the start of the message */
+    ike_hdr(bufA, 40, 40);
+    memset(bufA, 0, 4);
+    CHECK(ts_dp_inbound(dp, bufA, 40, &from500, NULL, bufC, CAP, &drop) == 0 && drop == TS_DROP_NONE);
+    CHECK(ts_dp_next_event(dp, &ev, got, sizeof(got)) == 1 && ev.type == TS_EV_IKE && ev.data_len == 40 &&
+          memcmp(got, bufA, 40) == 0);
+    /* no whole header, or a length field that is not the datagram's: counted, nothing up */
+    ts_dp_drops(dp, d0);
+    static const size_t lens[][2] = {{0, 0}, {27, 27}, {28, 29}, {29, 28}, {300, 0}, {300, 0xffffffffu}};
+    for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++) {
+        if (lens[i][0] >= 28)
+            ike_hdr(bufA, lens[i][0], (uint32_t)lens[i][1]);
+        else
+            rnd_fill(bufA, lens[i][0]);
+        CHECK(ts_dp_inbound(dp, bufA, lens[i][0], &from500, NULL, bufC, CAP, &drop) == 0 &&
+              drop == TS_DROP_MALFORMED);
+    }
+    /* a keepalive from port 500 is still a keepalive */
+    CHECK(ts_dp_inbound(dp, (const uint8_t *)"\xff", 1, &from500, NULL, bufC, CAP, &drop) == 0 &&
+          drop == TS_DROP_KEEPALIVE);
+    ts_dp_drops(dp, d1);
+    CHECK(d1[TS_DROP_MALFORMED] - d0[TS_DROP_MALFORMED] == sizeof(lens) / sizeof(lens[0]));
+    CHECK(ts_dp_next_event(dp, &ev, got, sizeof(got)) == 0);
+
+    /* from any other port: the same IKE-looking datagram is ESP (its initiator SPI starts with
+     * one of our ESP SPIs: it fails authentication), and genuine ESP, whatever its SPI looks
+     * like, is decrypted */
+    static const uint16_t ports[] = {4500, 501, 1, 5000, 65535};
+    uint32_t seq = 1;
+    for (size_t i = 0; i < sizeof(ports) / sizeof(ports[0]); i++) {
+        addr4(&other, 7, ports[i]);
+        ike_hdr(bufA, 300, 300);
+        CHECK(ts_dp_inbound(dp, bufA, 300, &other, NULL, bufC, CAP, &drop) == 0 && drop == TS_DROP_AUTH);
+        CHECK(ts_dp_next_event(dp, &ev, got, sizeof(got)) == 0);
+        for (size_t k = 0; k < 3; k++) {
+            size_t len = make_inner(4, 10, false, bufA);
+            size_t el = ref_seal(key, 20, spis[k], seq++, false, NULL, bufA, len, min_pad(len), NULL, 4, bufB);
+            int m = ts_dp_inbound(dp, bufB, el, &other, NULL, bufC, CAP, &drop);
+            CHECK(m == (int)len && drop == TS_DROP_NONE && memcmp(bufC, bufA, len) == 0);
+        }
+    }
+    /* without a sender (single packets in benchmarks) nothing is from port 500 */
+    ike_hdr(bufA, 300, 300);
+    CHECK(ts_dp_inbound(dp, bufA, 300, NULL, NULL, bufC, CAP, &drop) == 0 && drop == TS_DROP_AUTH);
+    ts_dp_free(dp);
+}
