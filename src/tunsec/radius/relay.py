@@ -8,8 +8,9 @@ A new conversation tries the servers in the configured order, the next one only 
 does not answer, and passes by a server that left a request unanswered in the last DEAD_HOLD
 seconds (one conversation probes it after that: :mod:`tunsec.radius.health`), so that with a
 dead primary every login does not first wait out a retransmission round there (while the
-client's IKE_AUTH retransmissions pile up). A conversation ends with the server's final answer, or when the engine
-reports the IKE SA gone (``EapRelayAbandoned`` -> :meth:`abandon`): nothing stays behind.
+client's IKE_AUTH retransmissions pile up). A conversation ends with the server's final
+answer, or when the engine reports the IKE SA gone (``EapRelayAbandoned`` -> :meth:`abandon`):
+nothing stays behind.
 
 Log lines say which user, which server and why; never the secret, the keys or EAP data.
 """
