@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 from typing import Any
 
+import pytest
 from test_radius_messages import SECRET, STATION, attributes, reply
 
 from tunsec.ike.eap.relay import RelayOutcome, RelayReply
@@ -98,3 +100,25 @@ def test_new_conversations_pass_a_dead_first_server_by_and_one_tries_it_again_af
     assert set(dead.users[seen[-1]:]) == {"answered", "back"}
     assert set(good.users) == {"alice", "bob", "carol", "dave", "probe", "passer"}
     assert relay.stats.timeouts == 2 and relay.stats.challenges == 8
+
+
+def test_with_every_server_dead_the_failed_logins_do_not_flood_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    """Anyone can start an EAP conversation: 40 of them against a dead server each fail, and are
+    counted, but the per-login warnings are rate limited."""
+    logins = 40
+
+    async def main() -> list[RelayReply]:
+        dead, port = await serve(silent=True)
+        server = RadiusServer("r0", ipaddress.ip_address("127.0.0.1"), Secret(SECRET), port)
+        relay = RadiusRelay(RadiusSettings((server,), retransmit_timeout=0.05, retransmit_tries=0))
+        replies = await asyncio.gather(*(first_round(relay, f"user{k}") for k in range(logins)))
+        relay.close()
+        dead.transport.close()
+        assert relay.stats.timeouts == logins
+        return replies
+
+    with caplog.at_level(logging.WARNING, logger="tunsec.radius"):
+        replies = asyncio.run(main())
+    assert [r.outcome for r in replies] == [RelayOutcome.FAILED] * logins
+    per_login = [r for r in caplog.records if r.getMessage().startswith("RADIUS: user")]
+    assert 1 <= len(per_login) <= 10, len(per_login)

@@ -27,6 +27,7 @@ from typing import Any
 
 from tunsec.ike.eap.relay import RelayOutcome, RelayReply
 from tunsec.ike.events import EapRelayRequest
+from tunsec.loglimit import LogLimiter, suffix
 
 from .accounting import Accounting
 from .client import Busy, NoAnswer, RadiusClient, RadiusStats
@@ -68,6 +69,9 @@ class RadiusRelay:
         self.settings = settings
         self.client = RadiusClient(settings, stats, clock)
         self._conversations: dict[Hashable, _Conversation] = {}
+        # anyone may start an EAP conversation: with every server dead, a line per client and
+        # server would be a flood (the counters keep the numbers, the health says which server)
+        self._failover_log = LogLimiter()
         self._accepted: OrderedDict[Hashable, Accepted] = OrderedDict()
 
     @property
@@ -125,7 +129,8 @@ class RadiusRelay:
                     why = f"cannot send to RADIUS server {server}: {exc.strerror or exc}"
                 else:
                     return self._answered(key, conv, server, answer, user)
-                log.warning("RADIUS: user %s from %s: %s", user, ev.peer[0], why)
+                if (held := self._failover_log.admit()) is not None:
+                    log.warning("RADIUS: user %s from %s: %s%s", user, ev.peer[0], why, suffix(held))
         self._conversations.pop(key, None)
         return RelayReply(RelayOutcome.FAILED, reason=why)
 
