@@ -14,7 +14,8 @@ from typing import Any, TypeVar
 from test_radius_accounting import CHILD1, AcctServer, Worker, child_sas, serve, settings, until
 from test_radius_messages import STATION
 
-from tunsec.radius.accounting import DEAD_HOLD, MAX_SERVER_INTERVAL, MIN_SERVER_INTERVAL, Accounting, Cause
+from tunsec.radius.accounting import MAX_SERVER_INTERVAL, MIN_SERVER_INTERVAL, Accounting, Cause
+from tunsec.radius.health import DEAD_HOLD
 from tunsec.radius.settings import RadiusSettings
 from tunsec.services.ike import radius_edge
 
@@ -109,8 +110,12 @@ def test_a_reload_that_turns_accounting_off_stops_the_open_sessions_with_admin_r
         worker = Worker(child_sas(CHILD1, 1234, 5678, 12, 56), [CHILD1])
         acct = Accounting(settings(port), worker.dump, worker.children)
         tasks: list[asyncio.Task[Any]] = []
-        service = types.SimpleNamespace(accounting=acct, local_addrs={4: "192.0.2.1"},
-                                        _spawn=lambda coro: tasks.append(asyncio.ensure_future(coro)))
+
+        def spawn(coro: Any) -> asyncio.Task[Any]:
+            tasks.append(asyncio.ensure_future(coro))
+            return tasks[-1]
+        service = types.SimpleNamespace(accounting=acct, acct_retiring=set(), local_addrs={4: "192.0.2.1"},
+                                        _spawn=spawn)
         radius_edge._acct_open(service)   # type: ignore[arg-type]
         acct.start("ike-1", "alice", STATION, [])
         acct.start("ike-2", "bob", STATION, [])
@@ -121,7 +126,7 @@ def test_a_reload_that_turns_accounting_off_stops_the_open_sessions_with_admin_r
         return server, service
 
     server, service = asyncio.run(main())
-    assert service.accounting is None
+    assert service.accounting is None and not service.acct_retiring   # done: nothing left for close()
     got = statuses(server)
     assert got[0] == "Accounting-On" and got[-1] == "Accounting-Off" and got.count("Stop") == 2, got
     assert server.records[0]["NAS-IP-Address"] == "192.0.2.1"
@@ -228,3 +233,36 @@ def test_new_records_pass_a_dead_server_by_and_one_record_tries_it_again_after_t
     assert {r["User-Name"] for r in dead.records[seen[-1]:]} == {"probe-answered", "back-to-first"}
     assert {"probe-answered", "back-to-first"}.isdisjoint(r["User-Name"] for r in good.records)
     assert acct.stats.timeouts == 6 and acct.stats.failed == 0
+
+
+def test_the_service_closes_an_accounting_a_reload_turned_off_that_is_still_sending() -> None:
+    """A reload turns accounting off while its server is silent: the retiring accounting keeps
+    retransmitting its records (no deadline outside shutdown). The IKE service closing (the
+    process stops before it is done) closes its sockets too; it sends nothing more."""
+    from tunsec.services.ike.service import IkeService
+
+    async def main() -> None:
+        silent, port = await serve("silent")
+        slow = RadiusSettings(settings(port).servers, retransmit_timeout=5, retransmit_base=1.0, retransmit_tries=2,
+                              accounting=True)
+        svc = IkeService([], lambda: None, {4: "192.0.2.1"}, radius=slow)  # type: ignore[arg-type,return-value]
+        svc._acct_open()
+        acct = svc.accounting
+        assert acct is not None
+        acct.start("ike-1", "alice", STATION, [])
+        await until(lambda: silent.records)   # the Accounting-On, unanswered
+        svc._reload_radius(None)
+        assert svc.accounting is None and svc.acct_retiring == {acct}
+        (link,) = acct._links.values()
+        transport = link.transport
+        assert transport is not None and not transport.is_closing()   # still waiting for the On's answer
+        svc.close()
+        assert transport.is_closing() and not svc.acct_retiring
+        async with asyncio.timeout(5):   # the retire task ends: it sends no Off once closed
+            while svc._tasks:
+                await asyncio.wait(list(svc._tasks))
+        assert not acct._links and not acct._tasks
+        assert statuses(silent) == ["Accounting-On"]
+        silent.transport.close()
+
+    asyncio.run(main())

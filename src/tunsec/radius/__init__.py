@@ -4,6 +4,8 @@ of the IKE service; the engine only relays EAP (``tunsec.ike.eap.relay``).
 ``settings.py``: the servers and timers (``radius { }``, read by ``tunsec.conf.radius``);
 ``messages.py``: Access-Request and authenticated answers, with pyrad and its dictionary
 (``dictionary`` beside it); ``client.py``: asyncio UDP, identifiers, retransmission,
-counters; ``relay.py``: one EAP conversation per IKE SA; ``accounting.py``: RFC 2866
-accounting of the IKE SAs eap-radius authenticated (``radius { accounting = yes }``).
+counters; ``health.py``: each server port's health, shared by the relay and accounting (a
+dead server passed by for a while); ``relay.py``: one EAP conversation per IKE SA;
+``accounting.py``: RFC 2866 accounting of the IKE SAs eap-radius authenticated
+(``radius { accounting = yes }``).
 """

@@ -36,12 +36,11 @@ the client sent (our inbound SAs' inner bytes and packets), Acct-Output-* what w
 Each request goes to the servers' ``acct_port`` in the configured order, retransmitted as
 Access-Requests are (``retransmit_timeout``/``_base``/``_tries``), the next server only if one
 does not answer; an Accounting-Response counts only once its Response Authenticator verifies.
-A server that left a request unanswered is dead for DEAD_HOLD seconds: new records pass it by
-and go to the next one at once (as strongSwan lowers a failed server's preference), instead of
-each waiting out a full retransmission round first; the records already sent to it keep their
-retransmissions. After DEAD_HOLD one record tries it again while the others still pass it by;
-its answer makes it a server like the others. With every server dead a record still tries them
-all (the dead last) rather than being lost at once.
+A server whose accounting port left a request unanswered is passed by for DEAD_HOLD seconds, as
+the EAP relay passes a dead authentication port by (one model: :mod:`tunsec.radius.health`): new
+records go to the next server at once instead of each waiting out a full retransmission round
+first, the ones already sent to it keep their retransmissions, then one record probes it again;
+with every server dead a record still tries them all (the dead last) rather than being lost at once.
 A record no server takes is counted (``failed``) and logged: accounting never blocks, fails or
 closes an IKE SA (strongSwan's ``accounting_close_on_timeout`` is not offered). The records of
 one session go out one after the other, so a server sees Start before Interim and Stop.
@@ -50,6 +49,7 @@ one session go out one after the other, so a server sees Start before Interim an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
@@ -63,6 +63,7 @@ from tunsec.ike.events import DownReason
 from tunsec.loglimit import LogLimiter, suffix
 
 from .client import IDS, AccountingStats, Busy, NoAnswer, ServerLink
+from .health import ServerHealth, in_order
 from .messages import (
     ACCT_INTERIM,
     ACCT_OFF,
@@ -86,8 +87,6 @@ SAMPLE_REUSE = 1.0
 # an Access-Accept's Acct-Interim-Interval is taken within these bounds: RFC 2869 §5.16 says it
 # SHOULD NOT be below 60; the upper bound is the config's (conf.radius MAX_INTERVAL, 7 days)
 MIN_SERVER_INTERVAL, MAX_SERVER_INTERVAL = 60, 7 * 86400
-# seconds a server that left a request unanswered is passed by (see the module docstring)
-DEAD_HOLD = 30.0
 # the part of retire's timeout kept for the Accounting-Off after the Stops
 OFF_SHARE = 1 / 3
 
@@ -207,23 +206,16 @@ class Accounting:
         self._recent: tuple[float, SaIndex] | None = None  # the last DUMP's answer, and when it was asked
         self._on: asyncio.Task[None] | None = None   # the Accounting-On: the first record of each session waits for it
         self._nas_addresses: tuple[str, ...] = ()    # our IKE addresses, for the Accounting-On/-Off
-        self._dead: dict[str, float] = {}    # server name -> when it last left a request unanswered
-        self._probing: set[str] = set()      # dead servers a record is trying again now
+        self._closed = False   # closed (shut down, retired, or the service closed it): sends nothing more
 
     @property
     def sessions(self) -> int:
         return len(self._sessions)
 
     def health(self) -> dict[str, dict[str, Any]]:
-        """Each configured server's accounting port's health, by name (see ServerLink.health), and
-        ``passed_by``: whether new records go past it now (dead less than DEAD_HOLD seconds ago)."""
-        now = self._clock()
-        out = {}
-        for server in self.settings.servers:
-            since = self._dead.get(server.name)
-            passed_by = since is not None and now - since < DEAD_HOLD
-            out[server.name] = {**self._link(server).health(), "passed_by": passed_by}
-        return out
+        """Each configured server's accounting port's health, by name (ServerHealth.status:
+        ``passed_by`` says whether new records go past it now)."""
+        return {server.name: self._health(server).status() for server in self.settings.servers}
 
     def session_id(self, key: Hashable) -> str | None:
         s = self._sessions.get(key)
@@ -294,7 +286,6 @@ class Accounting:
         for link in self._links.values():
             link.close()
         self._links.clear()
-        self._dead.clear()
         for key, s in self._sessions.items():
             if s.timer is not None:
                 s.timer.cancel()
@@ -323,13 +314,15 @@ class Accounting:
             self.stop(key, cause)
         try:
             await self.drain(None if timeout is None else timeout * (1 - OFF_SHARE))
-            if self._on is not None:   # nothing to end if accounting never began
+            if self._on is not None and not self._closed:   # nothing to end if accounting never began
                 off = self._spawn(self._send(self._nas_record(ACCT_OFF)))
                 await asyncio.wait([off], timeout=None if timeout is None else max(0.0, began + timeout - loop.time()))
         finally:
             self.close()
 
     def close(self) -> None:
+        """Timers, records under way and sockets: all gone (idempotent)."""
+        self._closed = True
         for s in self._sessions.values():
             if s.timer is not None:
                 s.timer.cancel()
@@ -414,9 +407,10 @@ class Accounting:
     async def _send(self, record: AcctRecord | NasRecord) -> None:
         """To the first server that answers, the dead ones last; never raises (accounting must
         not hurt the IKE SA)."""
+        if self._closed:
+            return
         why = "no RADIUS server configured"
-        servers, probe = self._order()
-        try:
+        with contextlib.closing(in_order(self.settings.servers, self._health)) as servers:
             for server in servers:
                 def build(ident: int, server: RadiusServer = server) -> Any:
                     if isinstance(record, NasRecord):
@@ -428,61 +422,24 @@ class Accounting:
                 slots = self._slots.setdefault(server.name, asyncio.Semaphore(IDS))
                 try:
                     async with slots:
-                        link = self._link(server)
-                        await link.exchange(build)
-                except Busy as exc:
+                        await self._link(server).exchange(build)
+                except (Busy, NoAnswer) as exc:   # the link took note of the NoAnswer in its health
                     why = str(exc)
-                except NoAnswer as exc:
-                    why = str(exc)
-                    self._died(server)
                 except OSError as exc:
                     why = f"cannot send to RADIUS server {self._link(server).label}: {exc.strerror or exc}"
-                    self._died(server)
                 else:
                     self.stats.responses += 1
-                    if self._dead.pop(server.name, None) is not None:
-                        log.info("RADIUS accounting: server %s answers again", self._link(server).label)
                     return
-                finally:
-                    if server.name == probe:
-                        self._probing.discard(probe)
-                        probe = None
                 if (held := self._failover_log.admit()) is not None:
                     log.warning("RADIUS accounting: %s%s", why, suffix(held))
-        finally:
-            if probe is not None:   # cancelled before it got there
-                self._probing.discard(probe)
         self.stats.failed += 1
         if (held := self._lost_log.admit()) is not None:
             whose = f"user {record.user[:64]!r}" if isinstance(record, AcctRecord) else "the NAS"
             log.error("RADIUS accounting: %s record of session %s (%s) lost: %s%s", _STATUS[record.status],
                       record.session_id, whose, why, suffix(held))
 
-    def _order(self) -> tuple[list[RadiusServer], str | None]:
-        """The servers for a new record: the ones not dead in the configured order, then the dead.
-        A dead one whose DEAD_HOLD is over and that no other record is trying goes with the live
-        ones: this record tries it (its name is returned, to be released once tried)."""
-        now = self._clock()
-        live: list[RadiusServer] = []
-        dead: list[RadiusServer] = []
-        probe = None
-        for server in self.settings.servers:
-            since = self._dead.get(server.name)
-            if since is None:
-                live.append(server)
-            elif probe is None and now - since >= DEAD_HOLD and server.name not in self._probing:
-                probe = server.name
-                self._probing.add(probe)
-                live.append(server)
-            else:
-                dead.append(server)
-        return live + dead, probe
-
-    def _died(self, server: RadiusServer) -> None:
-        if server.name not in self._dead and len(self.settings.servers) > 1:
-            log.warning("RADIUS accounting: server %s does not answer: new records go to the next server "
-                        "for %g s", self._link(server).label, DEAD_HOLD)
-        self._dead[server.name] = self._clock()
+    def _health(self, server: RadiusServer) -> ServerHealth:
+        return self._link(server).health
 
     def _link(self, server: RadiusServer) -> ServerLink[int]:
         found = self._links.get(server.name)
@@ -490,7 +447,8 @@ class Accounting:
             if found is not None:
                 found.close()
             found = self._links[server.name] = ServerLink(server, self.settings, self.stats, server.acct_port,
-                                                          read_acct_reply, verifies_acct)
+                                                          read_acct_reply, verifies_acct, "Accounting-Requests",
+                                                          self._clock)
         return found
 
     # --- counters ----------------------------------------------------------------------

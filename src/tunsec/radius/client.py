@@ -15,9 +15,10 @@ A reply that does not verify does not end the wait: the real answer may still co
 Accounting (:mod:`tunsec.radius.accounting`) uses the same links to each server's ``acct_port``,
 with its Accounting-Response reader and its own counters (:class:`AccountingStats`).
 
-Each link knows its server's health for ``tunsec status`` (:meth:`ServerLink.health`): ``up``
-when its last request was answered, ``down`` when it was not (with how many in a row went
-unanswered), ``unknown`` before the first answer or timeout; and how long ago it last answered.
+Each link keeps its server port's health (:class:`~tunsec.radius.health.ServerHealth`, ``health``):
+an authentic answer makes it up, a request given up (or one that cannot be sent) down. The
+relay and accounting read it to pass a dead server by (:func:`~tunsec.radius.health.in_order`),
+``tunsec status`` to show it.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from typing import Any, Generic, TypeVar, cast
 
 from tunsec.loglimit import LogLimiter, suffix
 
+from .health import ServerHealth
 from .messages import ACCESS_ACCEPT, ACCESS_CHALLENGE, Answer, BadReply, read_reply, verifies
 from .settings import RadiusServer, RadiusSettings
 
@@ -95,12 +97,14 @@ class _Outstanding(Generic[T]):
 
 
 class ServerLink(asyncio.DatagramProtocol, Generic[T]):
-    """The socket, identifiers and outstanding requests of one server: its ``auth_port`` with the
-    Access-Request answer reader by default, or another port with another reader (accounting)."""
+    """The socket, identifiers, outstanding requests and health of one server: its ``auth_port``
+    with the Access-Request answer reader by default, or another port with another reader
+    (accounting). ``what``: its requests, for the log; ``clock``: the health's."""
 
     def __init__(self, server: RadiusServer, settings: RadiusSettings, stats: RadiusStats | AccountingStats,
                  port: int | None = None, read: Callable[[Any, bytes], T] = read_reply,  # type: ignore[assignment]
-                 verify: Callable[[Any, bytes], bool] = verifies) -> None:
+                 verify: Callable[[Any, bytes], bool] = verifies, what: str = "Access-Requests",
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.server = server
         self.settings = settings
         self.stats = stats
@@ -108,8 +112,7 @@ class ServerLink(asyncio.DatagramProtocol, Generic[T]):
         self.label = server.at(self.port)   # the server in log lines and errors
         self._read = read
         self._verify = verify
-        self.last_answer: float | None = None   # monotonic time of the last authentic answer
-        self.unanswered = 0   # requests in a row that went unanswered (0 once one is answered)
+        self.health = ServerHealth(self.label, server.endpoint(self.port), what, clock)
         self.transport: asyncio.DatagramTransport | None = None
         self._free: collections.deque[int] = collections.deque(range(IDS))  # least recently used first
         self._outstanding: dict[int, _Outstanding[T]] = {}
@@ -162,16 +165,9 @@ class ServerLink(asyncio.DatagramProtocol, Generic[T]):
             self.stats.bad += 1
             self._warn(f"reply dropped: {exc}")
             return
-        self.last_answer, self.unanswered = time.monotonic(), 0
+        self.health.answered()
         if not waiting.answer.done():
             waiting.answer.set_result(answer)
-
-    def health(self) -> dict[str, Any]:
-        """The server as this link saw it, for ``tunsec status``."""
-        state = "down" if self.unanswered else "up" if self.last_answer is not None else "unknown"
-        ago = None if self.last_answer is None else round(time.monotonic() - self.last_answer, 1)
-        return {"address": self.server.endpoint(self.port), "state": state,
-                "unanswered_in_row": self.unanswered, "last_answer_seconds_ago": ago}
 
     def _warn(self, what: str) -> None:
         if (held := self._log.admit()) is not None:
@@ -187,8 +183,13 @@ class ServerLink(asyncio.DatagramProtocol, Generic[T]):
 
     async def exchange(self, build: Callable[[int], Any]) -> T:
         """Send the request ``build(identifier)`` until it is answered; raises NoAnswer, Busy,
-        and whatever ``build`` raises. Cancelling gives the identifier back."""
-        await self.open()
+        and whatever ``build`` raises, OSError when the socket cannot be opened (no route to the
+        server, no address of its family). Cancelling gives the identifier back."""
+        try:
+            await self.open()
+        except OSError:
+            self.health.missed()
+            raise
         ident = self._take_id()
         try:
             request = build(ident)
@@ -210,7 +211,7 @@ class ServerLink(asyncio.DatagramProtocol, Generic[T]):
                 except TimeoutError:
                     continue
             self.stats.timeouts += 1
-            self.unanswered += 1
+            self.health.missed()
             raise NoAnswer(f"no answer from RADIUS server {self.label} after "
                            f"{self.settings.retransmit_tries + 1} tries")
         finally:
@@ -222,11 +223,14 @@ class ServerLink(asyncio.DatagramProtocol, Generic[T]):
 
 
 class RadiusClient:
-    """Requests to the configured servers; sockets are opened at the first request."""
+    """Requests to the configured servers; sockets are opened at the first request. ``clock``:
+    the servers' health's (a test's fake one)."""
 
-    def __init__(self, settings: RadiusSettings, stats: RadiusStats | None = None) -> None:
+    def __init__(self, settings: RadiusSettings, stats: RadiusStats | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
         self.stats = stats if stats is not None else RadiusStats()
+        self._clock = clock
         self._links: dict[str, ServerLink[Answer]] = {}
 
     def link(self, server: RadiusServer) -> ServerLink[Answer]:
@@ -234,7 +238,7 @@ class RadiusClient:
         if found is None or found.server != server:
             if found is not None:
                 found.close()
-            found = self._links[server.name] = ServerLink(server, self.settings, self.stats)
+            found = self._links[server.name] = ServerLink(server, self.settings, self.stats, clock=self._clock)
         return found
 
     async def exchange(self, server: RadiusServer, build: Callable[[int], Any]) -> Answer:
@@ -252,7 +256,7 @@ class RadiusClient:
 
     def health(self) -> dict[str, dict[str, Any]]:
         """Each configured server's health (``unknown`` for one not asked yet), by name."""
-        return {s.name: self.link(s).health() for s in self.settings.servers}
+        return {s.name: self.link(s).health.status() for s in self.settings.servers}
 
     def close(self) -> None:
         for link in self._links.values():

@@ -5,25 +5,33 @@ sends it in an Access-Request and turns the server's answer into the engine's ``
 Between rounds a conversation keeps what the server must see again: its State attribute
 (echoed, RFC 2865 §5.24) and the server itself (the State means nothing to another one).
 A new conversation tries the servers in the configured order, the next one only if one
-does not answer. A conversation ends with the server's final answer, or when the engine
-reports the IKE SA gone (``EapRelayAbandoned`` -> :meth:`abandon`): nothing stays behind.
+does not answer, and passes by a server that left a request unanswered in the last DEAD_HOLD
+seconds (one conversation probes it after that: :mod:`tunsec.radius.health`), so that with a
+dead primary every login does not first wait out a retransmission round there (while the
+client's IKE_AUTH retransmissions pile up). A conversation ends with the server's final
+answer, or when the engine reports the IKE SA gone (``EapRelayAbandoned`` -> :meth:`abandon`):
+nothing stays behind.
 
 Log lines say which user, which server and why; never the secret, the keys or EAP data.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import time
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Generator, Hashable
 from dataclasses import dataclass
 from typing import Any
 
 from tunsec.ike.eap.relay import RelayOutcome, RelayReply
 from tunsec.ike.events import EapRelayRequest
+from tunsec.loglimit import LogLimiter, suffix
 
 from .accounting import Accounting
 from .client import Busy, NoAnswer, RadiusClient, RadiusStats
+from .health import ServerHealth, in_order
 from .messages import ACCESS_ACCEPT, ACCESS_CHALLENGE, Answer, Station, TooLarge, access_request
 from .settings import RadiusServer, RadiusSettings
 
@@ -54,10 +62,16 @@ class _Conversation:
 
 
 class RadiusRelay:
-    def __init__(self, settings: RadiusSettings, stats: RadiusStats | None = None) -> None:
+    """The EAP conversations of the IKE SAs; ``clock``: the servers' health's (a test's fake one)."""
+
+    def __init__(self, settings: RadiusSettings, stats: RadiusStats | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
-        self.client = RadiusClient(settings, stats)
+        self.client = RadiusClient(settings, stats, clock)
         self._conversations: dict[Hashable, _Conversation] = {}
+        # anyone may start an EAP conversation: with every server dead, a line per client and
+        # server would be a flood (the counters keep the numbers, the health says which server)
+        self._failover_log = LogLimiter()
         self._accepted: OrderedDict[Hashable, Accepted] = OrderedDict()
 
     @property
@@ -99,25 +113,37 @@ class RadiusRelay:
         if ev.first or conv is None:
             conv = self._conversations[key] = _Conversation()
         user = user_text(ev.identity)
-        servers = (conv.server,) if conv.server is not None else self.settings.servers
         why = "no RADIUS server configured"
-        for server in servers:
-            if key not in self._conversations:
-                break  # abandoned while we waited for the previous server
-            def build(ident: int, server: RadiusServer = server, state: bytes | None = conv.state) -> Any:
-                return access_request(server.secret, ident, ev.identity, ev.eap, state, station)
+        with contextlib.closing(self._servers(conv)) as servers:
+            for server in servers:
+                if key not in self._conversations:
+                    break  # abandoned while we waited for the previous server
+                def build(ident: int, server: RadiusServer = server, state: bytes | None = conv.state) -> Any:
+                    return access_request(server.secret, ident, ev.identity, ev.eap, state, station)
 
-            try:
-                answer = await self.client.exchange(server, build)
-            except (NoAnswer, Busy, TooLarge) as exc:
-                why = str(exc)
-            except OSError as exc:   # no route to it, no address of its family...
-                why = f"cannot send to RADIUS server {server}: {exc.strerror or exc}"
-            else:
-                return self._answered(key, conv, server, answer, user)
-            log.warning("RADIUS: user %s from %s: %s", user, ev.peer[0], why)
+                try:
+                    answer = await self.client.exchange(server, build)
+                except (NoAnswer, Busy, TooLarge) as exc:
+                    why = str(exc)
+                except OSError as exc:   # no route to it, no address of its family...
+                    why = f"cannot send to RADIUS server {server}: {exc.strerror or exc}"
+                else:
+                    return self._answered(key, conv, server, answer, user)
+                if (held := self._failover_log.admit()) is not None:
+                    log.warning("RADIUS: user %s from %s: %s%s", user, ev.peer[0], why, suffix(held))
         self._conversations.pop(key, None)
         return RelayReply(RelayOutcome.FAILED, reason=why)
+
+    def _servers(self, conv: _Conversation) -> Generator[RadiusServer, None, None]:
+        """A conversation under way stays with its server (its State means nothing to another one),
+        whatever its health; a new one tries them all, the passed-by ones last."""
+        if conv.server is not None:
+            yield conv.server
+        else:
+            yield from in_order(self.settings.servers, self._health)
+
+    def _health(self, server: RadiusServer) -> ServerHealth:
+        return self.client.link(server).health
 
     def _answered(self, key: Hashable, conv: _Conversation, server: RadiusServer, answer: Answer,
                   user: str) -> RelayReply:

@@ -38,7 +38,8 @@ class RadiusServer:
 @dataclass(frozen=True)
 class RadiusSettings:
     """``radius { }``: the servers, tried in the order written (the next one only for a new
-    conversation when one does not answer), and the retransmission of requests: the first
+    conversation when one does not answer; one that did not answer lately goes last:
+    :mod:`tunsec.radius.health`), and the retransmission of requests: the first
     after ``retransmit_timeout`` seconds, each wait ``retransmit_base`` times the one before,
     ``retransmit_tries`` retransmissions (strongSwan's eap-radius keys and defaults).
 

@@ -78,12 +78,28 @@ def _station_of(self: IkeService, nas_identifier: str, sa: IkeSa, peer: tuple[st
                    f"{peer[0]}[{peer[1]}]", int.from_bytes(sa.local_spi[:4]), port_id)
 
 
+def _radius_close(self: IkeService) -> None:
+    """The service closes: the RADIUS client's sockets, accounting's, and those of an accounting a
+    reload turned off that is still sending its last records (they would stay open until exit)."""
+    if self.radius is not None:
+        self.radius.close()
+    if self.accounting is not None:
+        self.accounting.close()
+    for retiring in list(self.acct_retiring):
+        retiring.close()
+    self.acct_retiring.clear()
+
+
 def _acct_configure(self: IkeService, settings: RadiusSettings | None) -> None:
     if settings is None or not settings.accounting:
         if self.accounting is not None:
             # a reload turned accounting off (or removed the servers): Stops with Admin-Reset for
-            # the sessions still up, then the Accounting-Off, to the old servers (see Accounting.retire)
-            self._spawn(self.accounting.retire(Cause.ADMIN_RESET))
+            # the sessions still up, then the Accounting-Off, to the old servers (see Accounting.retire);
+            # kept until then, for close() to close it if the service stops first
+            retiring = self.accounting
+            self.acct_retiring.add(retiring)
+            self._spawn(retiring.retire(Cause.ADMIN_RESET)).add_done_callback(
+                lambda _: self.acct_retiring.discard(retiring))
         self.accounting = None
     elif self.accounting is not None:
         self.accounting.reconfigure(settings)

@@ -141,6 +141,7 @@ class IkeService(Service):
         self._relay_rounds: dict[IkeSa, asyncio.Task[None]] = {}
         self.resolver = Resolver()   # REDIRECTs naming a gateway by FQDN: looked up on threads of its own
         self.accounting: Accounting | None = None   # radius { accounting = yes } (_acct_* below)
+        self.acct_retiring: set[Accounting] = set()   # turned off by a reload, still sending its last records
         self._acct_configure(radius)
 
     # --- lifecycle -------------------------------------------------------------
@@ -152,10 +153,7 @@ class IkeService(Service):
 
     def close(self) -> None:
         self.sockets.close()
-        if self.radius is not None:
-            self.radius.close()
-        if self.accounting is not None:
-            self.accounting.close()
+        self._radius_close()
         self.resolver.close()
         if self._addr_watch is not None:
             self._addr_watch.close()
@@ -560,6 +558,7 @@ class IkeService(Service):
     _relay = radius_edge._relay
     _end_relay = radius_edge._end_relay
     _station = radius_edge._station
+    _radius_close = radius_edge._radius_close
     _acct_configure = radius_edge._acct_configure
     _acct_open = radius_edge._acct_open
     _acct_dump = radius_edge._acct_dump
