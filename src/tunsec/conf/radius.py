@@ -21,6 +21,9 @@ them in its one config file, with the same key names::
       retransmit_tries = 4
     }
 
+Servers are tried in the order written. One that left a request unanswered is tried last for
+30 s (authentication and accounting each keep their port's health), then one request probes it.
+
 The result is a :class:`~tunsec.radius.settings.RadiusSettings`, which the IKE service hands
 to its RADIUS client as it is.
 """
