@@ -410,8 +410,9 @@ class Accounting:
         if self._closed:
             return
         why = "no RADIUS server configured"
-        with contextlib.closing(in_order(self.settings.servers, self._health)) as servers:
-            for server in servers:
+        configured = self.settings.servers
+        with contextlib.closing(in_order(configured, self._health)) as servers:
+            for tried, server in enumerate(servers, 1):
                 def build(ident: int, server: RadiusServer = server) -> Any:
                     if isinstance(record, NasRecord):
                         return accounting_onoff(server.secret, ident, record)
@@ -420,8 +421,15 @@ class Accounting:
                 # beyond that, and a gateway's sessions send together (Interim timers armed in the same
                 # burst of clients, the Stops of a mass disconnect), which lost all but IDS of them
                 slots = self._slots.setdefault(server.name, asyncio.Semaphore(IDS))
+                health = self._health(server)
+                was_passed_by = health.passed_by()
                 try:
                     async with slots:
+                        if not was_passed_by and health.passed_by() and tried < len(configured):
+                            # it went down while this record waited for a slot (the records before it
+                            # found it dead): the next server at once, as a record that came later;
+                            # each of a burst would otherwise wait out a retransmission round there
+                            continue
                         await self._link(server).exchange(build)
                 except (Busy, NoAnswer) as exc:   # the link took note of the NoAnswer in its health
                     why = str(exc)
