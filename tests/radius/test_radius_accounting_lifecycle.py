@@ -293,3 +293,22 @@ def test_records_that_waited_for_a_slot_pass_by_a_server_found_dead_meanwhile(mo
     # the first record's request and its 2 retransmissions, nothing of the two that waited for its slot
     assert {r["User-Name"] for r in dead.records} == {"user0"}, dead.records
     assert acct.stats.timeouts == 1 and acct.stats.failed == 0
+
+
+def test_a_new_accounting_run_within_the_same_second_repeats_no_session_id(monkeypatch: Any) -> None:
+    """A reload turns accounting off and on again within one second: the new run's Acct-Session-Ids
+    (``<start time>-<n>``, n from 1) must not repeat the old run's (another user's session, the
+    old run's Accounting-On/-Off id)."""
+    monkeypatch.setattr(accounting.time, "time", lambda: 1700000000.5)
+
+    async def main() -> list[str | None]:
+        ids = []
+        for _ in range(2):
+            acct = Accounting(settings(), Worker().dump, Worker().children)
+            acct.start("ike-1", "alice", STATION, [])
+            ids.append(acct.session_id("ike-1"))
+            acct.close()
+        return ids
+
+    first, second = asyncio.run(main())
+    assert first is not None and second is not None and first != second, (first, second)

@@ -121,6 +121,17 @@ def cause_of(reason: DownReason, shutting_down: bool = False) -> Cause:
     return _CAUSES.get(reason, Cause.USER_REQUEST)   # strongSwan's default
 
 
+_last_prefix = [0]   # the latest run's prefix in this process (_run_prefix)
+
+
+def _run_prefix() -> int:
+    """An accounting run's Acct-Session-Id prefix: its start time, but past the previous run's in
+    this process (a reload that turns accounting off and on again within a second would otherwise
+    repeat the old run's ids: another user's session, the old Accounting-On/-Off's)."""
+    _last_prefix[0] = max(int(time.time()), _last_prefix[0] + 1)
+    return _last_prefix[0]
+
+
 @dataclass(frozen=True)
 class ChildRef:
     """A Child SA's two SAs in the worker: the inbound one by its SPI, the outbound by SPI and peer."""
@@ -192,7 +203,7 @@ class Accounting:
         self._dump = dump
         self._children = children
         self._clock = clock
-        self._prefix = int(time.time()) if prefix is None else prefix
+        self._prefix = _run_prefix() if prefix is None else prefix
         self._numbers = itertools.count(1)
         self._sessions: dict[Hashable, _Session] = {}
         self._links: dict[str, ServerLink[int]] = {}
