@@ -213,3 +213,23 @@ def test_ike_sa_init_from_port_500_to_4500_is_answered_from_4500() -> None:
         sends = [m for m in gw.worker.log if isinstance(m, pipe.SendIke)]
         assert sends[0].remote.port == 500 and all(m.remote.port == 4500 for m in sends[1:])
     run(go())
+
+
+def test_marked_ike_sa_init_from_a_custom_port_to_4500_is_answered_from_4500() -> None:
+    """A tunsec initiator on a custom local_port with ``remote_port = 4500`` (what the README tells
+    it to use towards a tunsec peer) sends its IKE_SA_INIT, marked, from that port to the worker's
+    4500: the answer must leave from 4500 too (RFC 7296 §2.11), not from port 500, which a NAT or
+    stateful firewall in front of the initiator drops (its mapping is for our 4500)."""
+    async def go() -> None:
+        gw = Gateway(1)
+        await gw.start()
+        cfg = psk_ike("site0", "site0.example", RemoteAuth("psk", Identity.parse("gw.example")),
+                      site_ip(0), GW, site_net(0), "10.1.0.0/16")
+        gw.sites[0] = IkeEndpoint([dataclasses.replace(cfg, local_port=5000, remote_port=4500)])
+        gw.wire = wire = _Recording()
+        gw.service.sockets.by_key[(4, GW, 500)].wire = wire    # type: ignore[attr-defined]
+        gw.connect(0)
+        await gw.settle()
+        init = [(src, dst) for src, dst, data in wire.seen if decode_header(data).exchange == ExchangeType.IKE_SA_INIT]
+        assert init == [((site_ip(0), 5000), (GW, 4500)), ((GW, 4500), (site_ip(0), 5000))]
+    run(go())

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from test_radius_accounting import CHILD1, AcctServer, Worker, child_sas, serve, settings, until
 from test_radius_messages import STATION
 
+from tunsec.radius import accounting
 from tunsec.radius.accounting import MAX_SERVER_INTERVAL, MIN_SERVER_INTERVAL, Accounting, Cause
 from tunsec.radius.health import DEAD_HOLD
 from tunsec.radius.settings import RadiusSettings
@@ -266,3 +267,48 @@ def test_the_service_closes_an_accounting_a_reload_turned_off_that_is_still_send
         silent.transport.close()
 
     asyncio.run(main())
+
+
+def test_records_that_waited_for_a_slot_pass_by_a_server_found_dead_meanwhile(monkeypatch: Any) -> None:
+    """A burst of records beyond a server's IDS slots waits for one: those that get a slot after
+    the records before them found the server dead go to the next server at once, as records that
+    came later do; they do not each wait out a retransmission round there first (one slot here
+    instead of 256: a mass disconnect's Stops with a dead primary)."""
+    monkeypatch.setattr(accounting, "IDS", 1)
+
+    async def main() -> tuple[AcctServer, Accounting]:
+        dead, dead_port = await serve("silent")
+        good, good_port = await serve("answer")
+        worker = Worker()
+        acct = Accounting(settings(dead_port, good_port), worker.dump, worker.children, clock=lambda: 0.0)
+        for k in range(3):
+            acct.start(f"ike-{k}", f"user{k}", STATION, [])
+        await until(lambda: len(good.of("Start")) == 3)
+        acct.close()
+        dead.transport.close()
+        good.transport.close()
+        return dead, acct
+
+    dead, acct = asyncio.run(main())
+    # the first record's request and its 2 retransmissions, nothing of the two that waited for its slot
+    assert {r["User-Name"] for r in dead.records} == {"user0"}, dead.records
+    assert acct.stats.timeouts == 1 and acct.stats.failed == 0
+
+
+def test_a_new_accounting_run_within_the_same_second_repeats_no_session_id(monkeypatch: Any) -> None:
+    """A reload turns accounting off and on again within one second: the new run's Acct-Session-Ids
+    (``<start time>-<n>``, n from 1) must not repeat the old run's (another user's session, the
+    old run's Accounting-On/-Off id)."""
+    monkeypatch.setattr(accounting.time, "time", lambda: 1700000000.5)
+
+    async def main() -> list[str | None]:
+        ids = []
+        for _ in range(2):
+            acct = Accounting(settings(), Worker().dump, Worker().children)
+            acct.start("ike-1", "alice", STATION, [])
+            ids.append(acct.session_id("ike-1"))
+            acct.close()
+        return ids
+
+    first, second = asyncio.run(main())
+    assert first is not None and second is not None and first != second, (first, second)

@@ -120,3 +120,35 @@ def test_counters_reach_prometheus_without_the_gauges() -> None:
     values = {s.labels["kind"]: s.value for s in family.samples}
     assert values["requests"] == 3 and values["late"] == 1 and values["unmatched"] == 0
     assert "conversations" not in values and "outstanding" not in values
+
+
+def test_only_an_authentic_answer_changes_a_servers_health() -> None:
+    """The health new conversations go by (health.in_order) is the server's, not an attacker's:
+    a forged answer does not bring a down server back; a round cancelled because its IKE SA went
+    away (anyone can start and drop EAP conversations) does not take an up one down; a late
+    authentic answer to a request already given up does not bring it back either."""
+    async def main() -> list[str]:
+        seen = []
+        srv, transport, _ = link(tries=0, timeout=0.05)
+        with pytest.raises(NoAnswer):
+            await srv.exchange(build)
+        given_up = transport.sent[-1]
+        seen.append(srv.health.state)
+        srv.datagram_received(reply(ACCESS_ACCEPT, given_up, []), ("127.0.0.1", 1812))   # late, authentic
+        seen.append(srv.health.state)
+        srv.settings = RadiusSettings((SERVER,), retransmit_timeout=5.0, retransmit_tries=0)
+        task = asyncio.ensure_future(srv.exchange(build))
+        raw = await sent_once(transport, len(transport.sent) + 1)
+        srv.datagram_received(reply(ACCESS_ACCEPT, raw, [], secret=b"forger"), ("127.0.0.1", 1812))
+        seen.append(srv.health.state)
+        srv.datagram_received(reply(ACCESS_ACCEPT, raw, []), ("127.0.0.1", 1812))
+        await task
+        seen.append(srv.health.state)
+        task = asyncio.ensure_future(srv.exchange(build))
+        await sent_once(transport, len(transport.sent) + 1)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        seen.append(srv.health.state)
+        return seen
+
+    assert asyncio.run(main()) == ["down", "down", "down", "up", "up"]

@@ -121,6 +121,17 @@ def cause_of(reason: DownReason, shutting_down: bool = False) -> Cause:
     return _CAUSES.get(reason, Cause.USER_REQUEST)   # strongSwan's default
 
 
+_last_prefix = [0]   # the latest run's prefix in this process (_run_prefix)
+
+
+def _run_prefix() -> int:
+    """An accounting run's Acct-Session-Id prefix: its start time, but past the previous run's in
+    this process (a reload that turns accounting off and on again within a second would otherwise
+    repeat the old run's ids: another user's session, the old Accounting-On/-Off's)."""
+    _last_prefix[0] = max(int(time.time()), _last_prefix[0] + 1)
+    return _last_prefix[0]
+
+
 @dataclass(frozen=True)
 class ChildRef:
     """A Child SA's two SAs in the worker: the inbound one by its SPI, the outbound by SPI and peer."""
@@ -192,7 +203,7 @@ class Accounting:
         self._dump = dump
         self._children = children
         self._clock = clock
-        self._prefix = int(time.time()) if prefix is None else prefix
+        self._prefix = _run_prefix() if prefix is None else prefix
         self._numbers = itertools.count(1)
         self._sessions: dict[Hashable, _Session] = {}
         self._links: dict[str, ServerLink[int]] = {}
@@ -410,8 +421,9 @@ class Accounting:
         if self._closed:
             return
         why = "no RADIUS server configured"
-        with contextlib.closing(in_order(self.settings.servers, self._health)) as servers:
-            for server in servers:
+        configured = self.settings.servers
+        with contextlib.closing(in_order(configured, self._health)) as servers:
+            for tried, server in enumerate(servers, 1):
                 def build(ident: int, server: RadiusServer = server) -> Any:
                     if isinstance(record, NasRecord):
                         return accounting_onoff(server.secret, ident, record)
@@ -420,8 +432,15 @@ class Accounting:
                 # beyond that, and a gateway's sessions send together (Interim timers armed in the same
                 # burst of clients, the Stops of a mass disconnect), which lost all but IDS of them
                 slots = self._slots.setdefault(server.name, asyncio.Semaphore(IDS))
+                health = self._health(server)
+                was_passed_by = health.passed_by()
                 try:
                     async with slots:
+                        if not was_passed_by and health.passed_by() and tried < len(configured):
+                            # it went down while this record waited for a slot (the records before it
+                            # found it dead): the next server at once, as a record that came later;
+                            # each of a burst would otherwise wait out a retransmission round there
+                            continue
                         await self._link(server).exchange(build)
                 except (Busy, NoAnswer) as exc:   # the link took note of the NoAnswer in its health
                     why = str(exc)

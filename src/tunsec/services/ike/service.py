@@ -78,7 +78,7 @@ from tunsec.services.ike import status as _status
 from tunsec.services.ike.barrier import Barrier
 from tunsec.services.ike.record import IkeUpRecord
 from tunsec.services.ike.resolver import Resolver
-from tunsec.services.ike.sockets import IkeSocketKey, IkeSockets, recv
+from tunsec.services.ike.sockets import IkeSocketKey, IkeSockets, _is_init, recv
 from tunsec.services.ike.spis import SpiPool
 from tunsec.services.ike.state import ChildState, IPAddress, IPNetwork, Lineage, ts_networks
 from tunsec.services.ike.vips import VirtualIps
@@ -476,11 +476,13 @@ class IkeService(Service):
     def receive_natt(self, msg: pipe.Ike) -> None:
         """IKE that arrived on port 4500 via the worker."""
         local = (str(msg.local.addr), msg.local.port) if msg.local else None
-        if local is None and msg.remote.port == IKE_PORT:
-            # an IKE_SA_INIT from port 500 to our 4500 (a peer with remote_port = 4500, unmarked):
-            # its answer leaves from 4500, where it came in (RFC 7296 §2.11), not from the port-500
-            # socket the engine assumes when it is not told; the worker's sockets are bound to
-            # local_addrs (esp_endpoints), as the IKE sockets' recv says of theirs
+        if local is None and (msg.remote.port == IKE_PORT or _is_init(msg.data, 0)):
+            # an IKE_SA_INIT from port 500 to our 4500 (a peer with remote_port = 4500, unmarked),
+            # or a marked one from a custom port (a tunsec initiator on a custom local_port):
+            # its answer leaves from 4500, where it came in (RFC 7296 §2.11; a NAT in front of the
+            # peer drops it from another port), not from the port-500 socket the engine assumes
+            # when it is not told; the worker's sockets are bound to local_addrs (esp_endpoints),
+            # as the IKE sockets' recv says of theirs
             fam = msg.remote.addr.version
             local = (self.local_addrs.get(fam, "0.0.0.0" if fam == 4 else "::"), NATT_PORT)
         self.receive(msg.data, (str(msg.remote.addr), msg.remote.port), local)
