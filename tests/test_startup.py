@@ -1,7 +1,7 @@
 """What the control process loads and checks at start-up (tunsec.selftest, lazy imports).
 
 A gateway pays for what it is configured to do: the Prometheus client only with
-``metrics_listen``, pyroute2's IPRoute without the rest of pyroute2.  And the IKE
+``metrics_listen``, pyOpenSSL only with EAP-TLS, pyroute2's IPRoute without the rest of pyroute2.  And the IKE
 algorithms its connections name are tried once before anything is set up, so a crypto
 library that lacks one stops the start with a message instead of failing a client.
 """
@@ -70,7 +70,7 @@ _PROBE = textwrap.dedent("""
     from tunsec.conf.config import parse_config
     from tunsec.daemon import Daemon
     Daemon(parse_config(sys.stdin.read(), "/nonexistent/tunsec.conf"))
-    loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("prometheus_client", "pyroute2"))
+    loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("prometheus_client", "pyroute2", "OpenSSL"))
     from pyroute2 import NDB   # the rest of pyroute2 on demand
     print(json.dumps({"loaded": loaded, "ndb": NDB.__module__}))
 """)
@@ -80,11 +80,11 @@ def gateway(extra: str = "", proposals: str = "aes128gcm16-prfsha256-x25519") ->
     return GATEWAY.format(extra=extra, proposals=proposals)
 
 
-def test_a_gateway_without_metrics_loads_neither_prometheus_nor_all_of_pyroute2() -> None:
+def test_a_psk_gateway_without_metrics_loads_neither_prometheus_nor_pyopenssl_nor_all_of_pyroute2() -> None:
     r = subprocess.run([sys.executable, "-c", _PROBE], input=gateway(), capture_output=True, text=True,
                        timeout=60, check=True)
     found = json.loads(r.stdout)
-    assert not [m for m in found["loaded"] if m.startswith("prometheus_client")]
+    assert not [m for m in found["loaded"] if m.startswith(("prometheus_client", "OpenSSL"))]
     assert "pyroute2.iproute.linux" in found["loaded"]
     # what pyroute2's package __init__ would have imported: NDB, IPDB, wireless, conntrack
     assert not [m for m in found["loaded"] if m.split(".")[1:2] in (["ndb"], ["ipdb"], ["iwutil"], ["conntrack"])]

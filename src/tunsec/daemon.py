@@ -513,13 +513,17 @@ class Daemon:
     # Netlink work (pyroute2's synchronous API runs an event loop of its own)
     # happens in prepare()/close_network(), outside the daemon's event loop.
     def _self_test(self) -> None:
-        """The IKE algorithms the connections name, once, before anything is set up (tunsec.selftest)."""
+        """The IKE algorithms the connections name, once, before anything is set up (tunsec.selftest),
+        and the modules of configured features that are otherwise imported on first use."""
         try:
             ran = selftest.run(selftest.checks((c.name, c.ike.proposals) for c in self.cfg.connections))
         except selftest.SelfTestError as err:
             raise StartupError(str(err)) from err
         if ran:
             log.debug("self-test: %d IKE algorithm(s) work", ran)
+        if any(c.ike.remote.method == "eap-tls" for c in self.cfg.connections):
+            # pyOpenSSL, imported on first use otherwise: at start where EAP-TLS is configured
+            import tunsec.ike.eap.tls  # noqa: F401
 
     def prepare(self) -> None:
         """Sockets, TUN, MTU and routes; undone by close_network()."""
