@@ -64,15 +64,24 @@ secrets {{
 
 # a fresh interpreter (this one has imported everything the other tests use): the modules a
 # gateway's control process has once its Daemon exists, and whether pyroute2's other names
-# still import afterwards
+# still import afterwards (from threads, as the daemon's netlink calls run)
 _PROBE = textwrap.dedent("""
     import json, sys
     from tunsec.conf.config import parse_config
     from tunsec.daemon import Daemon
     Daemon(parse_config(sys.stdin.read(), "/nonexistent/tunsec.conf"))
     loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("prometheus_client", "pyroute2", "OpenSSL"))
-    from pyroute2 import NDB   # the rest of pyroute2 on demand
-    print(json.dumps({"loaded": loaded, "ndb": NDB.__module__}))
+    import threading
+    found = []
+    def rest():   # the rest of pyroute2 on demand, asked for by several threads at once
+        from pyroute2 import NDB
+        found.append(NDB.__module__)
+    threads = [threading.Thread(target=rest) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    print(json.dumps({"loaded": loaded, "ndb": found}))
 """)
 
 
@@ -88,7 +97,7 @@ def test_a_psk_gateway_without_metrics_loads_neither_prometheus_nor_pyopenssl_no
     assert "pyroute2.iproute.linux" in found["loaded"]
     # what pyroute2's package __init__ would have imported: NDB, IPDB, wireless, conntrack
     assert not [m for m in found["loaded"] if m.split(".")[1:2] in (["ndb"], ["ipdb"], ["iwutil"], ["conntrack"])]
-    assert found["ndb"] == "pyroute2.ndb.main"
+    assert found["ndb"] == ["pyroute2.ndb.main"] * 4
 
 
 def test_the_configured_ike_algorithms_are_each_checked_once() -> None:

@@ -13,6 +13,7 @@ import os
 import pwd
 import socket
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network, ip_address
@@ -38,14 +39,25 @@ def _import_iproute() -> Any:
     if spec is not None and spec.loader is not None and spec.submodule_search_locations is not None:
         loader = spec.loader
         package = importlib.util.module_from_spec(spec)
+        # netlink calls run in threads: the __init__ runs once, and whoever asks meanwhile waits for it
+        once = threading.RLock()
+        running: list[bool] = []
 
         def complete(name: str) -> Any:
             # ``from pyroute2 import config`` (a submodule) asks for the name before importing it
             if importlib.util.find_spec(f"pyroute2.{name}") is not None:
                 raise AttributeError(name)
-            del package.__dict__["__getattr__"]
-            loader.exec_module(package)
-            return package.__dict__[name] if name in package.__dict__ else getattr(package, name)
+            with once:
+                if "__getattr__" in package.__dict__ and not running:   # not yet, nor in this thread now
+                    running.append(True)
+                    try:
+                        loader.exec_module(package)
+                    finally:
+                        del package.__dict__["__getattr__"]
+            try:
+                return package.__dict__[name]
+            except KeyError:
+                raise AttributeError(f"module 'pyroute2' has no attribute {name!r}") from None
 
         package.__dict__["__getattr__"] = complete
         sys.modules["pyroute2"] = package
@@ -53,8 +65,7 @@ def _import_iproute() -> Any:
             from pyroute2.iproute.linux import IPRoute as light
             return light
         except ImportError:
-            if "__getattr__" in package.__dict__:
-                complete("__name__")
+            complete("__name__")   # another layout: the whole package after all
     from pyroute2 import IPRoute as full
     return full
 
