@@ -122,10 +122,11 @@ def test_an_algorithm_this_crypto_library_cannot_do_fails_naming_it_and_its_conn
     assert "unsupported key exchange group 4242" in str(err.value)
 
 
-def test_the_daemon_runs_the_self_test_before_setting_anything_up() -> None:
+def test_the_daemon_start_checks_every_algorithm_of_its_connections() -> None:
     daemon = Daemon(parse_config(gateway(proposals="aes256gcm16-prfsha384-ecp521-modp2048"), "/nonexistent/t.conf"))
-    daemon._self_test()   # the real algorithms of this configuration work here
-    assert daemon.tun is None and not daemon.sockets.by_family
+    daemon._self_test()   # the real algorithms of this configuration work with this crypto library
+    checks = selftest.checks((c.name, c.ike.proposals) for c in daemon.cfg.connections)
+    assert sorted(c.name for c in checks) == ["aes256gcm16", "ecp521", "modp2048", "prfsha384"]
 
 
 def test_a_failed_self_test_is_a_startup_error_and_nothing_is_opened() -> None:
