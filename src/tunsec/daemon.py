@@ -24,9 +24,9 @@ import time
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tunsec import gctune, metrics, privilege, sdnotify
+from tunsec import gctune, privilege, sdnotify, selftest
 from tunsec.conf.config import Config, load_config
 from tunsec.conf.connections import find_child, ike_endpoints
 from tunsec.conf.diff import comparable, restart_keys
@@ -43,6 +43,9 @@ from tunsec.services.base import EspEndpoint, Service, StartupError, bind_udp
 from tunsec.services.ike import IkeService
 from tunsec.services.manual import ManualService
 from tunsec.status import status_document
+
+if TYPE_CHECKING:
+    from tunsec import metrics
 
 log = logging.getLogger("tunsec")
 
@@ -479,6 +482,8 @@ class Daemon:
         listen = self.cfg.tunsec.metrics_listen
         if listen is None:
             return
+        from tunsec import metrics  # prometheus_client (~3 MiB) only where an endpoint is configured
+
         source = metrics.Source(
             dump=self.dump, document=lambda reply: status_document(self, reply),
             events=lambda: self.ike.events if self.ike else None,
@@ -507,12 +512,26 @@ class Daemon:
     # --- lifecycle -----------------------------------------------------------------
     # Netlink work (pyroute2's synchronous API runs an event loop of its own)
     # happens in prepare()/close_network(), outside the daemon's event loop.
+    def _self_test(self) -> None:
+        """The IKE algorithms the connections name, once, before anything is set up (tunsec.selftest),
+        and the modules of configured features that are otherwise imported on first use."""
+        try:
+            ran = selftest.run(selftest.checks((c.name, c.ike.proposals) for c in self.cfg.connections))
+        except selftest.SelfTestError as err:
+            raise StartupError(str(err)) from err
+        if ran:
+            log.debug("self-test: %d IKE algorithm(s) work", ran)
+        if any(c.ike.remote.method == "eap-tls" for c in self.cfg.connections):
+            # pyOpenSSL, imported on first use otherwise: at start where EAP-TLS is configured
+            import tunsec.ike.eap.tls  # noqa: F401
+
     def prepare(self) -> None:
         """Sockets, TUN, MTU and routes; undone by close_network()."""
         try:   # privilege: whom both processes become, checked before anything is set up
             self.privilege = privilege.plan(self.cfg.tunsec.user)
         except privilege.PrivilegeError as err:
             raise StartupError(str(err)) from err
+        self._self_test()
         sdnotify.connect()   # before the drop: the supervisor's socket may be root's alone
         self._claim_control_socket()
         try:

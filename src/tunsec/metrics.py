@@ -9,7 +9,8 @@ loop (no thread).  A worker that is dead or does not answer the DUMP within
 process's own metrics with ``tunsec_worker_up 0``.
 
 Events the control process sees (rekeys, dead peers, worker restarts) are
-counted where they happen, in an :class:`EventCounts`, and read at scrape time.
+counted where they happen, in an :class:`EventCounts` (tunsec.eventcounts), and read at
+scrape time.  The daemon imports this module only when ``metrics_listen`` is set.
 
 Names follow Prometheus conventions (base units, ``_total`` for counters); the
 README maps them to the strongSwan exporters' names.
@@ -24,7 +25,7 @@ import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, ProcessCollector
@@ -34,6 +35,7 @@ from prometheus_client.registry import Collector
 
 from tunsec.conf.tunsec_section import ListenAddress
 from tunsec.dataplane import pipe
+from tunsec.eventcounts import EventCounts
 from tunsec.status import SA_FIELDS
 
 __all__ = ["DUMP_TIMEOUT", "EventCounts", "ListenError", "MetricsServer", "Source", "start"]
@@ -44,15 +46,6 @@ DUMP_TIMEOUT = 2.0        # a scrape waits this long for the worker's counters
 REQUEST_TIMEOUT = 5.0     # for a client to send its request head
 MAX_REQUEST_HEAD = 8192   # bytes; Prometheus sends a few hundred
 MAX_CLIENTS = 16          # connections served at once; more are closed unanswered
-
-
-@dataclass
-class EventCounts:
-    """Events counted where they happen; only ever incremented."""
-
-    ike_rekeys: collections.Counter[str] = field(default_factory=collections.Counter)   # by connection
-    child_rekeys: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)  # (conn, child)
-    dpd_failures: collections.Counter[str] = field(default_factory=collections.Counter)  # established, then dead
 
 
 @dataclass(frozen=True)

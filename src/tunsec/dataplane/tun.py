@@ -7,20 +7,70 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import importlib.util
 import logging
 import os
 import pwd
 import socket
+import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network, ip_address
 from typing import Any
 
-from pyroute2 import IPRoute
 from pytun_pmd3 import TunTapDevice
 from pytun_pmd3.linux import IFF_MULTI_QUEUE, IFF_NO_PI, IFF_TUN, IFF_VNET_HDR
 
 log = logging.getLogger("tunsec.tun")
+
+
+def _import_iproute() -> Any:
+    """pyroute2's IPRoute without the rest of pyroute2.
+
+    pyroute2's package ``__init__`` imports every part of the library (NDB with sqlite3, IPDB,
+    nl80211, conntrack, IPVS, plan9, ...): ~200 modules, ~6 MiB of the control process's RSS
+    and a quarter of a second of its start, for the one class tunsec uses.  So the package
+    module is made without running its ``__init__`` and IPRoute comes from its own module; the
+    ``__init__`` runs the first time anyone asks the package for a name it does not have
+    (``from pyroute2 import NDB`` elsewhere in the process still works).  Already imported, or
+    laid out differently: the plain import."""
+    spec = importlib.util.find_spec("pyroute2") if "pyroute2" not in sys.modules else None
+    if spec is not None and spec.loader is not None and spec.submodule_search_locations is not None:
+        loader = spec.loader
+        package = importlib.util.module_from_spec(spec)
+        # netlink calls run in threads: the __init__ runs once, and whoever asks meanwhile waits for it
+        once = threading.RLock()
+        running: list[bool] = []
+
+        def complete(name: str) -> Any:
+            # ``from pyroute2 import config`` (a submodule) asks for the name before importing it
+            if importlib.util.find_spec(f"pyroute2.{name}") is not None:
+                raise AttributeError(name)
+            with once:
+                if "__getattr__" in package.__dict__ and not running:   # not yet, nor in this thread now
+                    running.append(True)
+                    try:
+                        loader.exec_module(package)
+                    finally:
+                        del package.__dict__["__getattr__"]
+            try:
+                return package.__dict__[name]
+            except KeyError:
+                raise AttributeError(f"module 'pyroute2' has no attribute {name!r}") from None
+
+        package.__dict__["__getattr__"] = complete
+        sys.modules["pyroute2"] = package
+        try:
+            from pyroute2.iproute.linux import IPRoute as light
+            return light
+        except ImportError:
+            complete("__name__")   # another layout: the whole package after all
+    from pyroute2 import IPRoute as full
+    return full
+
+
+IPRoute = _import_iproute()
 
 IPNetwork = IPv4Network | IPv6Network
 
@@ -355,7 +405,7 @@ def _addr_gen_mode(link: Any) -> int | None:
     return None if mode is None else int(mode)
 
 
-def _has_route(ipr: IPRoute, idx: int, dst: IPNetwork) -> bool:
+def _has_route(ipr: Any, idx: int, dst: IPNetwork) -> bool:
     """dst already routed through the TUN (main table), as root or tunsec prepare may have done."""
     family = socket.AF_INET if dst.version == 4 else socket.AF_INET6
     for r in ipr.route("dump", family=family, oif=idx):

@@ -17,20 +17,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..auth import AuthError, psk_auth_data, signed_octets, verify_psk
 from ..constants import AuthMethod, IdType, NotifyType
 from ..eap.mschapv2 import EapAuthenticator, EapPeer, EapResult
 from ..eap.packet import EapError
 from ..eap.relay import EapRelay, RelayAsk, RelayReply
-from ..eap.tls import EapTlsAuthenticator, TlsServerCredentials
 from ..events import AuthFailed, DownReason, EapRelayAbandoned, EapRelayRequest
 from ..identity import Identity
 from ..message import AuthPayload, EapPayload, IdPayload, Payload
 from ..secret import Secret
 from ..state import IkeSaState
 from .base import Awaiting, Outcome, Response, find, notify
+
+if TYPE_CHECKING:   # pyOpenSSL (~1 MiB): imported where EAP-TLS is used (the daemon preloads it if configured)
+    from ..eap.tls import EapTlsAuthenticator
 
 
 def _user(name: bytes) -> str:
@@ -117,6 +119,8 @@ def start(st: IkeSaState, idi: IdPayload, payloads: Sequence[Payload], own: list
 def _tls_server(st: IkeSaState, idi: IdPayload) -> EapTlsAuthenticator:
     """EAP-TLS with our IKE certificate; the client's must certify the EAP identity: ``eap_id``,
     the one EAP-Identity gives (``%any``), or else its IKE identity (as strongSwan)."""
+    from ..eap.tls import EapTlsAuthenticator, TlsServerCredentials
+
     local, remote = st.config.local, st.config.remote
     assert local.cert is not None and local.private_key is not None  # IkeConfig: EAP needs local pubkey
     creds = TlsServerCredentials(local.cert, local.private_key, local.intermediates, remote.cas)

@@ -42,6 +42,7 @@ from tunsec.conf.connections import Connection
 from tunsec.dataplane import pipe
 from tunsec.dataplane.client import WorkerClient
 from tunsec.dataplane.pipe import Direction, ExpireReason
+from tunsec.eventcounts import EventCounts
 from tunsec.ike.constants import IKE_PORT, NATT_PORT, has_marker
 from tunsec.ike.endpoint import DosLimits, IkeEndpoint
 from tunsec.ike.events import (
@@ -63,7 +64,6 @@ from tunsec.ike.events import (
 )
 from tunsec.ike.sa import IkeSa, State
 from tunsec.loglimit import LogLimiter, suffix
-from tunsec.metrics import EventCounts
 from tunsec.policy.ids import IdSpace
 from tunsec.policy.pools import AddressPools, PoolConfig
 from tunsec.radius.accounting import Accounting

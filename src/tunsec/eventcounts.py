@@ -1,0 +1,20 @@
+"""Events the control process counts where they happen (rekeys, dead peers), read by the
+Prometheus endpoint (tunsec.metrics) at scrape time.
+
+A module of its own so that the IKE service can count without importing prometheus_client:
+a gateway without ``metrics_listen`` never loads it.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+
+
+@dataclass
+class EventCounts:
+    """Events counted where they happen; only ever incremented."""
+
+    ike_rekeys: collections.Counter[str] = field(default_factory=collections.Counter)   # by connection
+    child_rekeys: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)  # (conn, child)
+    dpd_failures: collections.Counter[str] = field(default_factory=collections.Counter)  # established, then dead
