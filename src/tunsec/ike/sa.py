@@ -608,7 +608,10 @@ class IkeSa:
     def _rearm_failed_rekey(self, task: Task) -> None:
         """A refused rekey (e.g. TEMPORARY_FAILURE after a collision) is tried again soon."""
         retry = self._now + 2.0 + 8.0 * int.from_bytes(self._st.rng(2), "big") / 0xFFFF
-        if task.rekeys_ike_sa and self._rekey_at == float("inf"):
+        # a rekey asked for by hand (no timer armed) is tried again too if the peer was only busy
+        if task.rekeys_ike_sa and (self._rekey_at == float("inf") or (task.try_again and self._rekey_at is None)):
+            if self._expire_at is not None:   # before the hard lifetime (a short over_time)
+                retry = min(retry, self._now + max(self._expire_at - self._now, 0.0) / 2)
             self._rekey_at = retry
         old = task.rekeying
         if old is not None and old.installed and old.rekeyed_by_us is None and old.rekey_at == float("inf"):

@@ -9,6 +9,7 @@ go to ``rekey_ike``.
 
 from __future__ import annotations
 
+import logging
 import struct
 from collections.abc import Sequence
 
@@ -27,11 +28,14 @@ from .informational import DeleteChildTask
 
 NONCE_LEN = 32
 
+log = logging.getLogger(__name__)
+
 
 class CreateChildTask(Task):
     """The initiator's CREATE_CHILD_SA for a new Child SA or to rekey ``rekey``."""
 
     exchange = ExchangeType.CREATE_CHILD_SA
+    changes_children = True
 
     def __init__(self, cfg: ChildConfig, rekey: ChildSa | None = None) -> None:
         self._cfg = cfg
@@ -71,6 +75,12 @@ class CreateChildTask(Task):
         if self._groups.follow(payloads) is KeRetry.RETRY:
             return Outcome.RETRY
         err = error_notify(payloads)
+        if err is not None and err.type == NotifyType.TEMPORARY_FAILURE and self._rekey is not None:
+            # a collision the peer refused (RFC 7296 §2.25): the old Child SA stays, the rekey is tried again
+            log.debug("%s: peer answered our rekey of Child SA %s with TEMPORARY_FAILURE", st.name, child.name)
+            childmod.drop_child(st, child)
+            self.try_again = True
+            return Outcome.DONE
         if err is not None:
             ours = describe_all(child.config.esp_proposals)
             self._refuse(st, notify_name(err.type), f"peer refused Child SA {child.name} (we proposed {ours})")
@@ -162,6 +172,12 @@ def respond(st: IkeSaState, payloads: Sequence[Payload], pending: Task | None = 
     rekey = _rekeyed_child(st, payloads)
     if rekey is None and find_notify(payloads, NotifyType.REKEY_SA) is not None:
         return Response([notify(NotifyType.CHILD_SA_NOT_FOUND)])
+    if rekey is not None and (rekey.deleting or (pending is not None and pending.rekeys_ike_sa)):
+        # RFC 7296 §2.25.1: a Child SA we are deleting is not rekeyed (its successor would outlive our
+        # DELETE); §2.25.2: nor one of an IKE SA we are rekeying (the answer may be lost in the switch)
+        log.debug("%s: refusing the peer's rekey of Child SA %s: we are %s", st.name, rekey.name,
+                  "deleting it" if rekey.deleting else "rekeying the IKE SA")
+        return Response([notify(NotifyType.TEMPORARY_FAILURE)])
     ke = find(payloads, KePayload)
     result = childmod.responder_select(
         st,
