@@ -143,3 +143,68 @@ def test_a_child_rekey_collision_settled_behind_an_ike_rekey() -> None:
     lived on, each rekeyed for ever."""
     redundant = {_child_collision_behind_ike_rekey(seed) for seed in range(8)}
     assert redundant == {True, False}   # the nonces decide: each side's Child SA lost at least once
+
+
+class Reordering:
+    """The datagrams in flight, delivered one at a time in the order a test picks (the wire of
+    ``Network`` keeps them in order; UDP does not)."""
+
+    def __init__(self, net: Network) -> None:
+        self.net, self.flight = net, net.collect()
+
+    def deliver(self, src: str, exchange: int, response: bool) -> bool:
+        """Deliver the first datagram in flight from ``src`` of this kind; False if there is none."""
+        for sent in self.flight:
+            hdr = decode_header(sent.data)
+            if sent.src[0] == src and hdr.exchange == exchange and hdr.is_response == response:
+                self.flight.remove(sent)
+                self.net.deliver(sent)
+                self.flight += self.net.collect()
+                return True
+        return False
+
+    def run(self) -> None:
+        """Deliver the rest in order, then let the network settle (timers included)."""
+        while self.flight:
+            self.net.deliver(self.flight.pop(0))
+            self.flight += self.net.collect()
+        self.net.run()
+
+
+def _one_child_pair(a: IkeEndpoint, b: IkeEndpoint) -> list[tuple[int, int]]:
+    live_a = [sa for sa in a.sas if not sa.is_closed]
+    live_b = [sa for sa in b.sas if not sa.is_closed]
+    assert len(live_a) == 1 and len(live_b) == 1, (a.sas, b.sas)
+    pairs_a = [(c.spi_in, c.spi_out) for c in live_a[0].children]
+    pairs_b = [(c.spi_out, c.spi_in) for c in live_b[0].children]
+    assert pairs_a == pairs_b, (pairs_a, pairs_b)
+    return pairs_a
+
+
+CCSA, INFO = ExchangeType.CREATE_CHILD_SA, ExchangeType.INFORMATIONAL
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_child_rekey_answered_across_an_ike_rekey_is_not_lost(seed: int) -> None:
+    """test_ike_memory's 'IKE SA up but no Child SA'.  Both ends rekey the Child SA; A's rekey goes
+    through first and A rekeys the IKE SA right after; B's rekey request is slow.  B answered A's
+    IKE SA rekey while its own Child SA rekey was out, and A answered that rekey while its IKE SA
+    rekey was out; A's DELETE of the old IKE SA then overtook its answer to B's rekey.  B took its
+    rekey for unanswered and deleted the Child SA it had offered; A had settled the collision for
+    that very SA and deleted its own: no Child SA was left on either side.  RFC 7296 §2.25 refuses
+    both crossings with TEMPORARY_FAILURE, and each side tries again."""
+    net, a, b = _pair(seed)
+    old_a, old_b = a.sas[0], b.sas[0]
+    old_a.rekey_child(old_a.children[0].unique_id)
+    old_a.rekey()                                  # waits behind A's Child SA rekey
+    old_b.rekey_child(old_b.children[0].unique_id)
+    wire = Reordering(net)
+    assert wire.deliver(A, CCSA, False)            # A's Child SA rekey reaches B first...
+    assert wire.deliver(B, CCSA, True)             # ... and its answer comes back: A rekeys the IKE SA
+    assert wire.deliver(A, CCSA, False)            # which B answers while its Child SA rekey is out
+    assert wire.deliver(B, CCSA, False)            # B's Child SA rekey reaches A, still rekeying
+    wire.deliver(B, CCSA, True)                    # B's answer to the IKE SA rekey
+    while wire.deliver(A, INFO, False):            # A's DELETEs overtake its answer to B's rekey
+        pass
+    wire.run()
+    assert len(_one_child_pair(a, b)) == 1
