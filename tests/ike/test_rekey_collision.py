@@ -9,15 +9,20 @@ TEMPORARY_FAILURE, no retry some seconds later.
 
 from __future__ import annotations
 
+import dataclasses
+import heapq
+import itertools
 import random
 
 import pytest
 from test_engine_more import A, B, cfg, only
 
 from tunsec.ike.constants import ExchangeType
-from tunsec.ike.endpoint import IkeEndpoint
+from tunsec.ike.config import IkeConfig
+from tunsec.ike.endpoint import Datagram, IkeEndpoint
 from tunsec.ike.events import ChildSaDown, ChildSaUp, DownReason, IkeSaDown, IkeSaRekeyed
 from tunsec.ike.message import decode_header
+from tunsec.ike.sa import State
 from tunsec.ike.testing import EPOCH, Network, Sent
 
 
@@ -208,3 +213,59 @@ def test_a_child_rekey_answered_across_an_ike_rekey_is_not_lost(seed: int) -> No
         pass
     wire.run()
     assert len(_one_child_pair(a, b)) == 1
+
+
+def _rekeying(initiator: bool) -> IkeConfig:
+    """One child, rekeyed every ~20 s, the IKE SA every ~50 s (strongSwan's 10 % jitter), from both ends."""
+    base = cfg(initiator)
+    child = dataclasses.replace(base.children[0], rekey_time=20.0)
+    return dataclasses.replace(base, children=(child,), rekey_time=50.0, over_time=40.0)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_rekeys_over_a_reordering_wire_leave_one_child_sa(seed: int) -> None:
+    """Both ends rekey the Child SA and the IKE SA on their timers for 1000 s while the wire delays
+    each datagram by 1 ms to 2 s at random, so that exchanges cross and datagrams overtake each
+    other.  Whenever nothing is in flight and no exchange is out, each side has one IKE SA and one
+    Child SA, the same pair on both sides, and exactly the Child SAs its events installed."""
+    rng = random.Random(seed)
+    eps = {ip: IkeEndpoint([_rekeying(ip == A)], random.Random(f"{seed}{ip}").randbytes, wall_clock=lambda: EPOCH)
+           for ip in (A, B)}
+    installed: dict[str, dict[int, int]] = {A: {}, B: {}}
+    wire: list[tuple[float, int, str, Datagram]] = []
+    seq = itertools.count()
+    now, quiet = 0.0, 0
+
+    def collect() -> None:
+        for ip, ep in eps.items():
+            for d in ep.datagrams_to_send(now):
+                heapq.heappush(wire, (now + rng.uniform(0.001, 2.0), next(seq), ip, d))
+            while (got := ep.next_event()) is not None:
+                ev = got[1]
+                if isinstance(ev, ChildSaUp):
+                    installed[ip][ev.spi_in] = ev.spi_out
+                elif isinstance(ev, ChildSaDown):
+                    assert installed[ip].pop(ev.spi_in) == ev.spi_out
+                assert not isinstance(ev, IkeSaDown), ev
+
+    eps[A].initiate("conn", "net", now)
+    collect()
+    while now < 1000.0:
+        timers = [t for t in (ep.get_timer() for ep in eps.values()) if t is not None]
+        now = max(now, min([*timers, *(wire[0][:1] if wire else ())]))
+        while wire and wire[0][0] <= now:
+            _, _, src, d = heapq.heappop(wire)
+            eps[d.addr[0]].receive(d.data, (src, d.local_port), now, local_addr=d.addr)
+            collect()
+        for ep in eps.values():
+            ep.handle_timer(now)
+        collect()
+        if wire or any(sa._pending or sa._queue for ep in eps.values() for sa in ep.sas if not sa.is_closed):
+            continue
+        quiet += 1
+        live = {ip: [sa for sa in ep.sas if sa.state is State.ESTABLISHED] for ip, ep in eps.items()}
+        assert len(live[A]) == 1 and len(live[B]) == 1, f"at {now:.1f}: {live}"
+        pairs = {ip: {c.spi_in: c.spi_out for c in live[ip][0].children} for ip in (A, B)}
+        assert len(pairs[A]) == 1 and pairs[A] == {o: i for i, o in pairs[B].items()}, f"at {now:.1f}: {pairs}"
+        assert pairs == installed, f"at {now:.1f}: engine {pairs}, events {installed}"
+    assert quiet > 40   # ~50 Child SA and ~20 IKE SA rekeys, with quiet moments between
