@@ -1199,9 +1199,9 @@ class IkeSa:
         raise KeyError(f"no Child SA {unique_id} in {self.name}")
 
     def _obsolete(self, task: Task) -> bool:
-        """A queued rekey of a Child SA that the peer rekeyed, or that went away, meanwhile."""
+        """A queued rekey of a Child SA that the peer rekeyed, that we are deleting, or that went away, meanwhile."""
         old = task.rekeying
-        return old is not None and (old.rekeyed_by_peer or self._st.children.get(old.spi_in) is not old)
+        return old is not None and (old.rekeyed_by_peer or old.deleting or self._st.children.get(old.spi_in) is not old)
 
     def _enqueue(self, tasks: Sequence[Task]) -> None:
         """Start follow-up exchanges here, or on the heir once this SA is replaced."""
