@@ -17,8 +17,8 @@ import random
 import pytest
 from test_engine_more import A, B, cfg, only
 
-from tunsec.ike.constants import ExchangeType
 from tunsec.ike.config import IkeConfig
+from tunsec.ike.constants import ExchangeType
 from tunsec.ike.endpoint import Datagram, IkeEndpoint
 from tunsec.ike.events import ChildSaDown, ChildSaUp, DownReason, IkeSaDown, IkeSaRekeyed
 from tunsec.ike.message import decode_header

@@ -5,6 +5,11 @@ TSr. With PFS (a key exchange in the ESP proposal) KEYMAT is
 prf+(SK_d, g^ir(new) | Ni | Nr). A rekeyed Child SA is deleted by its
 initiator once the new one is up. Requests to rekey the IKE SA itself
 go to ``rekey_ike``.
+
+Collisions (RFC 7296 §2.8.1, §2.25): two rekeys of one Child SA are settled by the nonces
+(``_settle_rekey``, ``_collision``); the peer's rekey of a Child SA we are deleting, or of one of
+an IKE SA we are rekeying, is refused with TEMPORARY_FAILURE (CHILD_SA_NOT_FOUND once it is gone),
+and ours is tried again a few seconds later when the peer refuses it so.
 """
 
 from __future__ import annotations

@@ -13,6 +13,11 @@ same four nonces: the one created by the exchange with the lowest nonce is
 redundant (``redundant_is_ours``, shared with Child SA rekey collisions) and is
 deleted by the side that initiated that exchange; the other one takes over, and
 its initiator deletes the old IKE SA. No retry, no TEMPORARY_FAILURE.
+
+A rekey that crosses our own request to create, rekey or delete a Child SA is refused with
+TEMPORARY_FAILURE (RFC 7296 §2.25.1, as strongSwan): were it answered, the answer to our request
+could arrive after the DELETE of the old IKE SA and be lost with it.  The peer tries again soon
+(``Task.try_again``, ``IkeSa._rearm_failed_rekey``); so do we when the peer refuses ours.
 """
 
 from __future__ import annotations
