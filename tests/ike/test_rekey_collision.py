@@ -20,9 +20,11 @@ from test_engine_more import A, B, cfg, only
 from tunsec.ike.config import IkeConfig
 from tunsec.ike.constants import ExchangeType
 from tunsec.ike.endpoint import Datagram, IkeEndpoint
-from tunsec.ike.events import ChildSaDown, ChildSaUp, DownReason, IkeSaDown, IkeSaRekeyed
+from tunsec.ike.events import ChildSaDown, ChildSaUp, DownReason, IkeSaDown, IkeSaRekeyed, NegotiationFailed
+from tunsec.ike.exchanges.rekey_ike import redundant_is_ours
 from tunsec.ike.message import decode_header
 from tunsec.ike.sa import State
+from tunsec.ike.state import ChildSa
 from tunsec.ike.testing import EPOCH, Network, Sent
 
 
@@ -269,3 +271,62 @@ def test_rekeys_over_a_reordering_wire_leave_one_child_sa(seed: int) -> None:
         assert len(pairs[A]) == 1 and pairs[A] == {o: i for i, o in pairs[B].items()}, f"at {now:.1f}: {pairs}"
         assert pairs == installed, f"at {now:.1f}: engine {pairs}, events {installed}"
     assert quiet > 40   # ~50 Child SA and ~20 IKE SA rekeys, with quiet moments between
+
+
+def _lost_collision(seed: int) -> tuple[Network, IkeEndpoint, IkeEndpoint, Reordering, ChildSa] | None:
+    """Both ends rekey the Child SA; A has settled the collision, and its new Child SA lost: A's
+    DELETE of it is out.  None if A's won (the nonces decide)."""
+    net, a, b = _pair(seed)
+    old_a, old_b = a.sas[0], b.sas[0]
+    old_a.rekey_child(old_a.children[0].unique_id)
+    old_b.rekey_child(old_b.children[0].unique_id)
+    old = old_a.children[0]
+    wire = Reordering(net)
+    assert wire.deliver(A, CCSA, False) and wire.deliver(B, CCSA, False)   # crossing: both see it
+    assert old_a._pending is not None
+    collision = getattr(old_a._pending.task, "collision", None)   # (the peer's lowest nonce, its SA)
+    assert collision is not None
+    assert wire.deliver(B, CCSA, True)                                     # A settles first
+    assert old.rekeyed_by_us is not None
+    our_min, ours = old.rekeyed_by_us
+    if not redundant_is_ours(our_min, collision[0]):
+        return None
+    (theirs,) = [c for c in old_b.children if c.spi_out == ours.spi_in]
+    old_b.rekey_child(theirs.unique_id)   # B rekeys A's redundant Child SA (queued behind its own rekey)
+    return net, a, b, wire, ours
+
+
+def _no_successor(net: Network, a: IkeEndpoint, b: IkeEndpoint, redundant: ChildSa) -> None:
+    """One Child SA pair is left, and no Child SA rekeyed the redundant one on either side."""
+    assert len(_one_child_pair(a, b)) == 1
+    for ip in (A, B):
+        events = net.take(ip)
+        assert not only(events, NegotiationFailed), events   # a race the protocol settles, not a failure
+        ups = only(events, ChildSaUp)
+        spis = {(redundant.spi_in, redundant.spi_out), (redundant.spi_out, redundant.spi_in)}
+        uids = {e.unique_id for e in ups if (e.spi_in, e.spi_out) in spis}
+        assert not [e for e in ups if e.rekey_of in uids], ups
+
+
+@pytest.mark.parametrize("delete_done", [False, True], ids=["while-deleting", "after-delete"])
+def test_the_peers_rekey_of_our_redundant_child_sa_is_refused(delete_done: bool) -> None:
+    """After a Child SA rekey collision A deletes its redundant new Child SA, and B, which has not
+    heard that DELETE yet, rekeys it.  A refuses: TEMPORARY_FAILURE while its DELETE is out,
+    CHILD_SA_NOT_FOUND once it is done (RFC 7296 §2.25.1), and B drops the rekey quietly.  It used
+    to be answered, and the redundant Child SA's successor lived on next to the winner: two Child
+    SAs (and in the IKE service, two lineages) for one configured child."""
+    lost = 0
+    for seed in range(8):
+        found = _lost_collision(seed)
+        if found is None:
+            continue
+        lost += 1
+        net, a, b, wire, redundant = found
+        assert wire.deliver(A, CCSA, True)        # B settles; its rekey of A's redundant SA leaves
+        if delete_done:
+            assert wire.deliver(A, INFO, False)   # A's DELETE of it reaches B, B's answer reaches A
+            assert wire.deliver(B, INFO, True)
+        assert wire.deliver(B, CCSA, False)       # B's rekey of it reaches A
+        wire.run()
+        _no_successor(net, a, b, redundant)
+    assert lost >= 2

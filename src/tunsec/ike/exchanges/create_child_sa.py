@@ -80,11 +80,14 @@ class CreateChildTask(Task):
         if self._groups.follow(payloads) is KeRetry.RETRY:
             return Outcome.RETRY
         err = error_notify(payloads)
-        if err is not None and err.type == NotifyType.TEMPORARY_FAILURE and self._rekey is not None:
-            # a collision the peer refused (RFC 7296 §2.25): the old Child SA stays, the rekey is tried again
-            log.debug("%s: peer answered our rekey of Child SA %s with TEMPORARY_FAILURE", st.name, child.name)
+        old = self._rekey
+        if err is not None and old is not None and (err.type == NotifyType.TEMPORARY_FAILURE
+                                                     or st.children.get(old.spi_in) is not old):
+            # a collision the peer refused (RFC 7296 §2.25: the old Child SA stays, the rekey is tried
+            # again), or the peer deleted the old one while our request was out: nothing went wrong
+            log.debug("%s: peer answered our rekey of Child SA %s with %s", st.name, child.name, notify_name(err.type))
             childmod.drop_child(st, child)
-            self.try_again = True
+            self.try_again = err.type == NotifyType.TEMPORARY_FAILURE
             return Outcome.DONE
         if err is not None:
             ours = describe_all(child.config.esp_proposals)
