@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +24,9 @@ from tunsec.dataplane import pipe
 from tunsec.dataplane.fastpath import Drop
 from tunsec.dataplane.pipe import Direction, Endpoint
 from tunsec.ike.config import RemoteAuth
+from tunsec.ike.constants import ExchangeType
 from tunsec.ike.identity import Identity
+from tunsec.ike.message import decode_header
 from tunsec.ike.sa import IkeSa
 from tunsec.policy.ids import IdSpace
 from tunsec.services.ike import IkeService
@@ -412,3 +415,97 @@ def test_the_delete_of_a_rekeyed_child_is_no_reason_for_close_action() -> None:
         assert [args for cb, args in later if getattr(cb, "__name__", "") == "_initiate_quietly"] == [("tun", "net")]
 
     asyncio.run(body())
+
+
+CCSA, INFO = ExchangeType.CREATE_CHILD_SA, ExchangeType.INFORMATIONAL
+
+
+async def deliver_one(pair: Pair, side: str, exchange: int, response: bool) -> None:
+    """Deliver the first datagram on the wire from ``side`` of this kind (out of order: UDP may
+    reorder) and let both services act on it; then no side may hold two lineages."""
+    await run_tasks(pair)   # what the services sent is on the wire
+    for i, (src, data, port) in enumerate(pair.wire):
+        hdr = decode_header(data)
+        if src == side and hdr.exchange == exchange and hdr.is_response == response:
+            del pair.wire[i]
+            pair.deliver(src, data, port)
+            break
+    else:
+        raise AssertionError(f"nothing from {side} of exchange {exchange} (response: {response}) on the wire")
+    await run_tasks(pair)
+    assert_one_lineage(pair)
+
+
+async def run_tasks(pair: Pair) -> None:
+    """Let both services finish what they started (installs, SEND_IKE), delivering nothing."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+    tasks = [t for s in pair.svc.values() for t in (*s._tasks, *s.sockets.natt_sends)]
+    if tasks:
+        await asyncio.wait(tasks)
+
+
+def assert_one_lineage(pair: Pair) -> None:
+    """One configured child to one peer: one reqid, one set of policies in each worker."""
+    for side in "ab":
+        reqids = {c.reqid for c in pair.svc[side].children.values()}
+        assert len(reqids) <= 1, f"{side} holds {len(reqids)} lineages of child net: reqids {reqids}"
+        policies = pair.workers[side].dp.policies()
+        assert len({p.reqid for p in policies}) <= 1 and len(policies) <= 1, f"{side}'s SPD: {policies}"
+
+
+def test_a_rekey_of_a_child_the_peer_is_deleting_starts_no_second_lineage() -> None:
+    """Both ends rekey the Child SA.  B's rekey is answered first and B, not having seen A's
+    request yet, deletes the old Child SA; its DELETE reaches A, then A's rekey request reaches B.
+    B is deleting that Child SA: it refuses the rekey (TEMPORARY_FAILURE, RFC 7296 §2.25.1).  It
+    used to answer it, and A installed the new Child SA as a rekey of one it had just deleted: a
+    second lineage, with its own reqid and policies, next to the one B's rekey carries on."""
+    async def body() -> None:
+        pair = await established()
+        pair.probing = False
+        pair.rekey("a")
+        pair.rekey("b")
+        await deliver_one(pair, "b", CCSA, False)   # B's rekey reaches A, whose own is out
+        await deliver_one(pair, "a", CCSA, True)    # A's answer: B deletes the old Child SA
+        await deliver_one(pair, "b", INFO, False)   # B's DELETE reaches A
+        await deliver_one(pair, "a", CCSA, False)   # A's rekey reaches B, which is deleting it
+        await deliver_one(pair, "b", CCSA, True)
+        await pair.settle()
+        assert_one_lineage(pair)
+        a, b = pair.child("a"), pair.child("b")
+        assert (a.spi_in, a.spi_out) == (b.spi_out, b.spi_in)
+
+    asyncio.run(body())
+
+
+async def collision_with_overtaking_delete(seed: int) -> bool:
+    """One run of the test below; True if B's new Child SA won."""
+    pair = await established()
+    pair.probing = False
+    for k, svc in enumerate(pair.svc.values()):    # the nonces decide the collision: vary them
+        for sa in svc.endpoint.sas:
+            sa._st.rng = random.Random(2 * seed + k).randbytes
+    old = pair.child("a")
+    pair.rekey("a")
+    pair.rekey("b")
+    await deliver_one(pair, "a", CCSA, False)   # each request reaches the other side,
+    await deliver_one(pair, "b", CCSA, False)   # whose own is out: both see the collision
+    await deliver_one(pair, "a", CCSA, True)    # B settles it and deletes the old or its new one
+    await deliver_one(pair, "b", INFO, False)   # that DELETE overtakes B's answer to A's rekey
+    b_won = old.handle not in pair.svc["a"].children
+    await deliver_one(pair, "b", CCSA, True)
+    await pair.settle()
+    assert_one_lineage(pair)
+    a, b = pair.child("a"), pair.child("b")
+    assert (a.spi_in, a.spi_out) == (b.spi_out, b.spi_in)
+    return b_won
+
+
+def test_a_collision_winners_delete_overtaking_our_answer_starts_no_second_lineage() -> None:
+    """Both ends rekey the Child SA and each answers the other's request (a collision, RFC 7296
+    §2.8.1).  When B's answer comes, B settles the collision; if its new Child SA won, it deletes
+    the old one, and that DELETE may reach A before the answer to A's own rekey.  A's new Child SA
+    then names a predecessor the service has forgotten: it joins the lineage the old one left to
+    B's new Child SA (A deletes it as redundant right after) instead of starting a second one."""
+    winners = {asyncio.run(collision_with_overtaking_delete(seed)) for seed in range(6)}
+    assert winners == {True, False}   # the nonces decide: each side's Child SA won at least once

@@ -155,21 +155,29 @@ def test_crossing(ops: tuple[str, str], first_side: str, hops: int, lose: int | 
             assert any(isinstance(ev, IkeSaRekeyed) for _, ev in net.events[ip])
 
 
-def test_delete_on_old_ike_sa_after_children_moved() -> None:
-    """The issue's case: B's DELETE for a child went out on the old IKE SA, A has rekeyed it meanwhile."""
+def test_delete_of_a_child_crossing_an_ike_sa_rekey() -> None:
+    """B's DELETE of a child and A's rekey of the IKE SA cross on the wire (RFC 7296 §2.25.1/§2.25.2):
+    A, rekeying, answers the DELETE as usual; B, deleting a Child SA, answers the rekey with
+    TEMPORARY_FAILURE (were the rekey answered, B's DELETE could be answered on an IKE SA that is
+    gone by then).  A tries the rekey again a few seconds later, and it succeeds."""
     pair = established()
     net = pair.net
     old_a, old_b = pair.live(A), pair.live(B)
     (child,) = old_b.children
+    start = net.now
     old_a.rekey()  # A's rekey request and B's DELETE cross on the wire
     old_b.delete_child(child.unique_id)
     net.step()
-    assert old_b.state is State.REKEYED  # B answered the rekey: its children live in the new IKE SA now
+    assert old_b.state is State.ESTABLISHED  # B refused the rekey: it keeps its IKE SA
     net.run()
     for ip in (A, B):
         downs = [ev for _, ev in net.events[ip] if isinstance(ev, ChildSaDown)]
         assert len(downs) == 1 and {downs[0].spi_in, downs[0].spi_out} == {child.spi_in, child.spi_out}
         assert not pair.live(ip).children
+        assert any(isinstance(ev, IkeSaRekeyed) for _, ev in net.events[ip])
+        assert pair.live(ip).spi_i != old_a.spi_i
+    rekeys = [s.time for s in net.log if decode_header(s.data).exchange == ExchangeType.CREATE_CHILD_SA]
+    assert len(rekeys) == 4 and rekeys[:2] == [start, start] and rekeys[2] >= start + 2  # refused, then again
     exchanges = [decode_header(s.data).exchange for s in net.log]
     assert exchanges.count(ExchangeType.INFORMATIONAL) == 4  # DELETE child and DELETE IKE, each answered
 

@@ -9,15 +9,22 @@ TEMPORARY_FAILURE, no retry some seconds later.
 
 from __future__ import annotations
 
+import dataclasses
+import heapq
+import itertools
 import random
 
 import pytest
 from test_engine_more import A, B, cfg, only
 
+from tunsec.ike.config import IkeConfig
 from tunsec.ike.constants import ExchangeType
-from tunsec.ike.endpoint import IkeEndpoint
-from tunsec.ike.events import ChildSaDown, ChildSaUp, DownReason, IkeSaDown, IkeSaRekeyed
+from tunsec.ike.endpoint import Datagram, IkeEndpoint
+from tunsec.ike.events import ChildSaDown, ChildSaUp, DownReason, IkeSaDown, IkeSaRekeyed, NegotiationFailed
+from tunsec.ike.exchanges.rekey_ike import redundant_is_ours
 from tunsec.ike.message import decode_header
+from tunsec.ike.sa import State
+from tunsec.ike.state import ChildSa
 from tunsec.ike.testing import EPOCH, Network, Sent
 
 
@@ -143,3 +150,183 @@ def test_a_child_rekey_collision_settled_behind_an_ike_rekey() -> None:
     lived on, each rekeyed for ever."""
     redundant = {_child_collision_behind_ike_rekey(seed) for seed in range(8)}
     assert redundant == {True, False}   # the nonces decide: each side's Child SA lost at least once
+
+
+class Reordering:
+    """The datagrams in flight, delivered one at a time in the order a test picks (the wire of
+    ``Network`` keeps them in order; UDP does not)."""
+
+    def __init__(self, net: Network) -> None:
+        self.net, self.flight = net, net.collect()
+
+    def deliver(self, src: str, exchange: int, response: bool) -> bool:
+        """Deliver the first datagram in flight from ``src`` of this kind; False if there is none."""
+        for sent in self.flight:
+            hdr = decode_header(sent.data)
+            if sent.src[0] == src and hdr.exchange == exchange and hdr.is_response == response:
+                self.flight.remove(sent)
+                self.net.deliver(sent)
+                self.flight += self.net.collect()
+                return True
+        return False
+
+    def run(self) -> None:
+        """Deliver the rest in order, then let the network settle (timers included)."""
+        while self.flight:
+            self.net.deliver(self.flight.pop(0))
+            self.flight += self.net.collect()
+        self.net.run()
+
+
+def _one_child_pair(a: IkeEndpoint, b: IkeEndpoint) -> list[tuple[int, int]]:
+    live_a = [sa for sa in a.sas if not sa.is_closed]
+    live_b = [sa for sa in b.sas if not sa.is_closed]
+    assert len(live_a) == 1 and len(live_b) == 1, (a.sas, b.sas)
+    pairs_a = [(c.spi_in, c.spi_out) for c in live_a[0].children]
+    pairs_b = [(c.spi_out, c.spi_in) for c in live_b[0].children]
+    assert pairs_a == pairs_b, (pairs_a, pairs_b)
+    return pairs_a
+
+
+CCSA, INFO = ExchangeType.CREATE_CHILD_SA, ExchangeType.INFORMATIONAL
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_child_rekey_answered_across_an_ike_rekey_is_not_lost(seed: int) -> None:
+    """test_ike_memory's 'IKE SA up but no Child SA'.  Both ends rekey the Child SA; A's rekey goes
+    through first and A rekeys the IKE SA right after; B's rekey request is slow.  B answered A's
+    IKE SA rekey while its own Child SA rekey was out, and A answered that rekey while its IKE SA
+    rekey was out; A's DELETE of the old IKE SA then overtook its answer to B's rekey.  B took its
+    rekey for unanswered and deleted the Child SA it had offered; A had settled the collision for
+    that very SA and deleted its own: no Child SA was left on either side.  RFC 7296 §2.25 refuses
+    both crossings with TEMPORARY_FAILURE, and each side tries again."""
+    net, a, b = _pair(seed)
+    old_a, old_b = a.sas[0], b.sas[0]
+    old_a.rekey_child(old_a.children[0].unique_id)
+    old_a.rekey()                                  # waits behind A's Child SA rekey
+    old_b.rekey_child(old_b.children[0].unique_id)
+    wire = Reordering(net)
+    assert wire.deliver(A, CCSA, False)            # A's Child SA rekey reaches B first...
+    assert wire.deliver(B, CCSA, True)             # ... and its answer comes back: A rekeys the IKE SA
+    assert wire.deliver(A, CCSA, False)            # which B answers while its Child SA rekey is out
+    assert wire.deliver(B, CCSA, False)            # B's Child SA rekey reaches A, still rekeying
+    wire.deliver(B, CCSA, True)                    # B's answer to the IKE SA rekey
+    while wire.deliver(A, INFO, False):            # A's DELETEs overtake its answer to B's rekey
+        pass
+    wire.run()
+    assert len(_one_child_pair(a, b)) == 1
+
+
+def _rekeying(initiator: bool) -> IkeConfig:
+    """One child, rekeyed every ~20 s, the IKE SA every ~50 s (strongSwan's 10 % jitter), from both ends."""
+    base = cfg(initiator)
+    child = dataclasses.replace(base.children[0], rekey_time=20.0)
+    return dataclasses.replace(base, children=(child,), rekey_time=50.0, over_time=40.0)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_rekeys_over_a_reordering_wire_leave_one_child_sa(seed: int) -> None:
+    """Both ends rekey the Child SA and the IKE SA on their timers for 1000 s while the wire delays
+    each datagram by 1 ms to 2 s at random, so that exchanges cross and datagrams overtake each
+    other.  Whenever nothing is in flight and no exchange is out, each side has one IKE SA and one
+    Child SA, the same pair on both sides, and exactly the Child SAs its events installed."""
+    rng = random.Random(seed)
+    eps = {ip: IkeEndpoint([_rekeying(ip == A)], random.Random(f"{seed}{ip}").randbytes, wall_clock=lambda: EPOCH)
+           for ip in (A, B)}
+    installed: dict[str, dict[int, int]] = {A: {}, B: {}}
+    wire: list[tuple[float, int, str, Datagram]] = []
+    seq = itertools.count()
+    now, quiet = 0.0, 0
+
+    def collect() -> None:
+        for ip, ep in eps.items():
+            for d in ep.datagrams_to_send(now):
+                heapq.heappush(wire, (now + rng.uniform(0.001, 2.0), next(seq), ip, d))
+            while (got := ep.next_event()) is not None:
+                ev = got[1]
+                if isinstance(ev, ChildSaUp):
+                    installed[ip][ev.spi_in] = ev.spi_out
+                elif isinstance(ev, ChildSaDown):
+                    assert installed[ip].pop(ev.spi_in) == ev.spi_out
+                assert not isinstance(ev, IkeSaDown), ev
+
+    eps[A].initiate("conn", "net", now)
+    collect()
+    while now < 1000.0:
+        timers = [t for t in (ep.get_timer() for ep in eps.values()) if t is not None]
+        now = max(now, min([*timers, *(wire[0][:1] if wire else ())]))
+        while wire and wire[0][0] <= now:
+            _, _, src, d = heapq.heappop(wire)
+            eps[d.addr[0]].receive(d.data, (src, d.local_port), now, local_addr=d.addr)
+            collect()
+        for ep in eps.values():
+            ep.handle_timer(now)
+        collect()
+        if wire or any(sa._pending or sa._queue for ep in eps.values() for sa in ep.sas if not sa.is_closed):
+            continue
+        quiet += 1
+        live = {ip: [sa for sa in ep.sas if sa.state is State.ESTABLISHED] for ip, ep in eps.items()}
+        assert len(live[A]) == 1 and len(live[B]) == 1, f"at {now:.1f}: {live}"
+        pairs = {ip: {c.spi_in: c.spi_out for c in live[ip][0].children} for ip in (A, B)}
+        assert len(pairs[A]) == 1 and pairs[A] == {o: i for i, o in pairs[B].items()}, f"at {now:.1f}: {pairs}"
+        assert pairs == installed, f"at {now:.1f}: engine {pairs}, events {installed}"
+    assert quiet > 40   # ~50 Child SA and ~20 IKE SA rekeys, with quiet moments between
+
+
+def _lost_collision(seed: int) -> tuple[Network, IkeEndpoint, IkeEndpoint, Reordering, ChildSa] | None:
+    """Both ends rekey the Child SA; A has settled the collision, and its new Child SA lost: A's
+    DELETE of it is out.  None if A's won (the nonces decide)."""
+    net, a, b = _pair(seed)
+    old_a, old_b = a.sas[0], b.sas[0]
+    old_a.rekey_child(old_a.children[0].unique_id)
+    old_b.rekey_child(old_b.children[0].unique_id)
+    old = old_a.children[0]
+    wire = Reordering(net)
+    assert wire.deliver(A, CCSA, False) and wire.deliver(B, CCSA, False)   # crossing: both see it
+    assert old_a._pending is not None
+    collision = getattr(old_a._pending.task, "collision", None)   # (the peer's lowest nonce, its SA)
+    assert collision is not None
+    assert wire.deliver(B, CCSA, True)                                     # A settles first
+    assert old.rekeyed_by_us is not None
+    our_min, ours = old.rekeyed_by_us
+    if not redundant_is_ours(our_min, collision[0]):
+        return None
+    (theirs,) = [c for c in old_b.children if c.spi_out == ours.spi_in]
+    old_b.rekey_child(theirs.unique_id)   # B rekeys A's redundant Child SA (queued behind its own rekey)
+    return net, a, b, wire, ours
+
+
+def _no_successor(net: Network, a: IkeEndpoint, b: IkeEndpoint, redundant: ChildSa) -> None:
+    """One Child SA pair is left, and no Child SA rekeyed the redundant one on either side."""
+    assert len(_one_child_pair(a, b)) == 1
+    for ip in (A, B):
+        events = net.take(ip)
+        assert not only(events, NegotiationFailed), events   # a race the protocol settles, not a failure
+        ups = only(events, ChildSaUp)
+        spis = {(redundant.spi_in, redundant.spi_out), (redundant.spi_out, redundant.spi_in)}
+        uids = {e.unique_id for e in ups if (e.spi_in, e.spi_out) in spis}
+        assert not [e for e in ups if e.rekey_of in uids], ups
+
+
+@pytest.mark.parametrize("delete_done", [False, True], ids=["while-deleting", "after-delete"])
+def test_the_peers_rekey_of_our_redundant_child_sa_is_refused(delete_done: bool) -> None:
+    """After a Child SA rekey collision A deletes its redundant new Child SA, and B, which has not
+    heard that DELETE yet, rekeys it.  A refuses: TEMPORARY_FAILURE while its DELETE is out,
+    CHILD_SA_NOT_FOUND once it is done (RFC 7296 §2.25.1), and B drops the rekey quietly.  It used
+    to be answered, and the redundant Child SA's successor lived on next to the winner: two Child
+    SAs (and in the IKE service, two lineages) for one configured child."""
+    lost = 0
+    for seed in range(8):
+        found = _lost_collision(seed)
+        if found is None:
+            continue
+        lost += 1
+        net, a, b, wire, redundant = found
+        assert wire.deliver(A, CCSA, True)        # B settles; its rekey of A's redundant SA leaves
+        if delete_done:
+            assert wire.deliver(A, INFO, False)   # A's DELETE of it reaches B, B's answer reaches A
+            assert wire.deliver(B, INFO, True)
+        assert wire.deliver(B, CCSA, False)       # B's rekey of it reaches A
+        wire.run()
+        _no_successor(net, a, b, redundant)
+    assert lost >= 2

@@ -608,7 +608,10 @@ class IkeSa:
     def _rearm_failed_rekey(self, task: Task) -> None:
         """A refused rekey (e.g. TEMPORARY_FAILURE after a collision) is tried again soon."""
         retry = self._now + 2.0 + 8.0 * int.from_bytes(self._st.rng(2), "big") / 0xFFFF
-        if task.rekeys_ike_sa and self._rekey_at == float("inf"):
+        # a rekey asked for by hand (no timer armed) is tried again too if the peer was only busy
+        if task.rekeys_ike_sa and (self._rekey_at == float("inf") or (task.try_again and self._rekey_at is None)):
+            if self._expire_at is not None:   # before the hard lifetime (a short over_time)
+                retry = min(retry, self._now + max(self._expire_at - self._now, 0.0) / 2)
             self._rekey_at = retry
         old = task.rekeying
         if old is not None and old.installed and old.rekeyed_by_us is None and old.rekey_at == float("inf"):
@@ -1196,9 +1199,9 @@ class IkeSa:
         raise KeyError(f"no Child SA {unique_id} in {self.name}")
 
     def _obsolete(self, task: Task) -> bool:
-        """A queued rekey of a Child SA that the peer rekeyed, or that went away, meanwhile."""
+        """A queued rekey of a Child SA that the peer rekeyed, that we are deleting, or that went away, meanwhile."""
         old = task.rekeying
-        return old is not None and (old.rekeyed_by_peer or self._st.children.get(old.spi_in) is not old)
+        return old is not None and (old.rekeyed_by_peer or old.deleting or self._st.children.get(old.spi_in) is not old)
 
     def _enqueue(self, tasks: Sequence[Task]) -> None:
         """Start follow-up exchanges here, or on the heir once this SA is replaced."""

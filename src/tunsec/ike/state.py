@@ -113,6 +113,9 @@ class ChildSa:
     # collision with a rekey of the peer that crossed ours (RFC 7296 §2.8.1)
     rekeyed_by_us: tuple[bytes, ChildSa] | None = None
     rekeyed_by_peer: bool = False  # we answered the peer's rekey of it: it waits for the peer's DELETE
+    # a DELETE of ours for it is queued or out: the peer's rekey of it is refused (RFC 7296 §2.25.1),
+    # or its successor would outlive the delete (a rekey collision's redundant SA, both lived on)
+    deleting: bool = False
 
 
 @dataclass(frozen=True)

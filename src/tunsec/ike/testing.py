@@ -153,13 +153,21 @@ class Network:
                 self.events[ip].append(ev)
         return flight
 
+    def collect(self) -> list[Sent]:
+        """What the endpoints send now (logged, filtered by ``drop``), for a test that delivers the
+        datagrams itself, in an order of its choosing (:meth:`deliver`)."""
+        return self._flush()
+
+    def deliver(self, sent: Sent) -> None:
+        node = self.nodes.get(sent.dst[0])
+        if node is not None:
+            node.receive(sent.data, sent.src, self.now, local_addr=sent.dst)
+
     def step(self) -> bool:
         """Deliver the datagrams in flight now (one hop); False if there were none."""
         flight = self._flush()
         for sent in flight:
-            node = self.nodes.get(sent.dst[0])
-            if node is not None:
-                node.receive(sent.data, sent.src, self.now, local_addr=sent.dst)
+            self.deliver(sent)
         return bool(flight)
 
     def run(self, until: float | None = None, max_steps: int = 10_000) -> None:

@@ -50,6 +50,11 @@ class Task(ABC):
     # one queued or in flight is enough (a liveness check), and it is moot unless the SA is established
     coalesces = False
     rekeys_ike_sa = False  # a rekey of the IKE SA: moot once the SA was replaced; re-armed if refused
+    # creates, rekeys or deletes a Child SA: while one is out, the peer's rekey of the IKE SA is
+    # refused with TEMPORARY_FAILURE (RFC 7296 §2.25.1), so the answer cannot be lost in the switch
+    changes_children = False
+    # the peer answered TEMPORARY_FAILURE: try again soon (RFC 7296 §2.25), also a rekey asked for by hand
+    try_again = False
 
     @property
     def rekeying(self) -> ChildSa | None:

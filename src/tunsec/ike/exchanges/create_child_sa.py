@@ -5,10 +5,16 @@ TSr. With PFS (a key exchange in the ESP proposal) KEYMAT is
 prf+(SK_d, g^ir(new) | Ni | Nr). A rekeyed Child SA is deleted by its
 initiator once the new one is up. Requests to rekey the IKE SA itself
 go to ``rekey_ike``.
+
+Collisions (RFC 7296 §2.8.1, §2.25): two rekeys of one Child SA are settled by the nonces
+(``_settle_rekey``, ``_collision``); the peer's rekey of a Child SA we are deleting, or of one of
+an IKE SA we are rekeying, is refused with TEMPORARY_FAILURE (CHILD_SA_NOT_FOUND once it is gone),
+and ours is tried again a few seconds later when the peer refuses it so.
 """
 
 from __future__ import annotations
 
+import logging
 import struct
 from collections.abc import Sequence
 
@@ -27,11 +33,14 @@ from .informational import DeleteChildTask
 
 NONCE_LEN = 32
 
+log = logging.getLogger(__name__)
+
 
 class CreateChildTask(Task):
     """The initiator's CREATE_CHILD_SA for a new Child SA or to rekey ``rekey``."""
 
     exchange = ExchangeType.CREATE_CHILD_SA
+    changes_children = True
 
     def __init__(self, cfg: ChildConfig, rekey: ChildSa | None = None) -> None:
         self._cfg = cfg
@@ -71,6 +80,15 @@ class CreateChildTask(Task):
         if self._groups.follow(payloads) is KeRetry.RETRY:
             return Outcome.RETRY
         err = error_notify(payloads)
+        old = self._rekey
+        if err is not None and old is not None and (err.type == NotifyType.TEMPORARY_FAILURE
+                                                     or st.children.get(old.spi_in) is not old):
+            # a collision the peer refused (RFC 7296 §2.25: the old Child SA stays, the rekey is tried
+            # again), or the peer deleted the old one while our request was out: nothing went wrong
+            log.debug("%s: peer answered our rekey of Child SA %s with %s", st.name, child.name, notify_name(err.type))
+            childmod.drop_child(st, child)
+            self.try_again = err.type == NotifyType.TEMPORARY_FAILURE
+            return Outcome.DONE
         if err is not None:
             ours = describe_all(child.config.esp_proposals)
             self._refuse(st, notify_name(err.type), f"peer refused Child SA {child.name} (we proposed {ours})")
@@ -162,6 +180,12 @@ def respond(st: IkeSaState, payloads: Sequence[Payload], pending: Task | None = 
     rekey = _rekeyed_child(st, payloads)
     if rekey is None and find_notify(payloads, NotifyType.REKEY_SA) is not None:
         return Response([notify(NotifyType.CHILD_SA_NOT_FOUND)])
+    if rekey is not None and (rekey.deleting or (pending is not None and pending.rekeys_ike_sa)):
+        # RFC 7296 §2.25.1: a Child SA we are deleting is not rekeyed (its successor would outlive our
+        # DELETE); §2.25.2: nor one of an IKE SA we are rekeying (the answer may be lost in the switch)
+        log.debug("%s: refusing the peer's rekey of Child SA %s: we are %s", st.name, rekey.name,
+                  "deleting it" if rekey.deleting else "rekeying the IKE SA")
+        return Response([notify(NotifyType.TEMPORARY_FAILURE)])
     ke = find(payloads, KePayload)
     result = childmod.responder_select(
         st,

@@ -35,9 +35,12 @@ class DeleteIkeTask(Task):
 
 class DeleteChildTask(Task):
     exchange = ExchangeType.INFORMATIONAL
+    changes_children = True
 
     def __init__(self, children: Sequence[ChildSa], reason: DownReason = DownReason.DELETED, detail: str = "") -> None:
         self._children = list(children)
+        for child in self._children:
+            child.deleting = True
         self._reason = reason
         self._detail = detail
 

@@ -13,6 +13,11 @@ same four nonces: the one created by the exchange with the lowest nonce is
 redundant (``redundant_is_ours``, shared with Child SA rekey collisions) and is
 deleted by the side that initiated that exchange; the other one takes over, and
 its initiator deletes the old IKE SA. No retry, no TEMPORARY_FAILURE.
+
+A rekey that crosses our own request to create, rekey or delete a Child SA is refused with
+TEMPORARY_FAILURE (RFC 7296 §2.25.1, as strongSwan): were it answered, the answer to our request
+could arrive after the DELETE of the old IKE SA and be lost with it.  The peer tries again soon
+(``Task.try_again``, ``IkeSa._rearm_failed_rekey``); so do we when the peer refuses ours.
 """
 
 from __future__ import annotations
@@ -79,6 +84,9 @@ class RekeyIkeTask(Task):
         if self._groups.follow(payloads) is KeRetry.RETRY:
             return Outcome.RETRY
         err = error_notify(payloads)
+        if err is not None and err.type == NotifyType.TEMPORARY_FAILURE:
+            self.try_again = True   # the peer is busy with a Child SA (RFC 7296 §2.25.1): soon again
+            return Outcome.DONE
         if err is not None:
             st.emit(NegotiationFailed(st.name, notify_name(err.type), "peer refused to rekey the IKE SA"))
             return Outcome.DONE
@@ -128,6 +136,10 @@ def respond(st: IkeSaState, payloads: Sequence[Payload], pending: Task | None = 
     until our response arrives (RFC 7296 §2.8.2), instead of replacing the IKE SA at once.
     """
     ours_out = pending if isinstance(pending, RekeyIkeTask) else None
+    if pending is not None and pending.changes_children:
+        # RFC 7296 §2.25.1: not while our request to create, rekey or delete a Child SA is out: its
+        # answer could be lost when this SA is replaced and deleted (both sides lost the Child SA)
+        return Response([notify(NotifyType.TEMPORARY_FAILURE)])
     sa, nonce, ke = find(payloads, SaPayload), find(payloads, NoncePayload), find(payloads, KePayload)
     if sa is None or nonce is None or ke is None:
         return Response([notify(NotifyType.INVALID_SYNTAX)])

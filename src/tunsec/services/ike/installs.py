@@ -68,14 +68,19 @@ def _endpoint(self: IkeService, family: int, port: int) -> Endpoint:
 
 
 def _child_registered(self: IkeService, sa: IkeSa, ev: ChildSaUp) -> ChildState | None:
-    """Book a new Child SA now, in event order: a rekey joins its predecessor's lineage,
-    anything else (another peer's child of the same connection too) starts its own."""
+    """Book a new Child SA now, in event order: a rekey joins its predecessor's lineage (or, if
+    that one is gone already, a sibling's: _sibling_lineage), anything else (another peer's child
+    of the same connection too) starts its own."""
     if ALGS.get(ev.alg) is None:
         log.error("%s: negotiated ESP %s, which the fast path does not do", sa.name, ev.alg)
         return None
     ike = self._ike_handle(sa)
     pred = self._by_uid.get((ike, ev.rekey_of)) if ev.rekey_of is not None else None
-    lineage = self.children[pred].lineage if pred is not None else Lineage(self.ids.reqid())
+    if pred is not None:
+        lineage = self.children[pred].lineage
+    else:
+        sibling = _sibling_lineage(self, ike, ev) if ev.rekey_of is not None else None
+        lineage = sibling if sibling is not None else Lineage(self.ids.reqid())
     conn = self.connections.get(sa.name)
     plan = conn.child(ev.child) if conn else Child(ev.child, ChildConfig(ev.child))
     remote_ip = ipaddress.ip_address(ev.remote_addr[0])
@@ -88,6 +93,18 @@ def _child_registered(self: IkeService, sa: IkeSa, ev: ChildSaUp) -> ChildState 
     self._by_uid[(ike, ev.unique_id)] = handle
     self._by_ike.setdefault(ike, set()).add(handle)
     return state
+
+
+def _sibling_lineage(self: IkeService, ike: int, ev: ChildSaUp) -> Lineage | None:
+    """The lineage a rekey joins when its predecessor is gone already: the peer won a rekey collision
+    and its DELETE of the old Child SA overtook the answer to our (redundant) rekey.  The old one's
+    lineage lives on in the peer's new Child SA (same IKE SA, child and selectors); a lineage of its
+    own would put a second reqid and set of policies for the same traffic in the worker."""
+    for handle in self._by_ike.get(ike, ()):
+        state = self.children[handle]
+        if (state.child, state.local_ts, state.remote_ts) == (ev.child, ev.local_ts, ev.remote_ts):
+            return state.lineage
+    return None
 
 
 def _forget(self: IkeService, state: ChildState) -> bool:
@@ -161,7 +178,8 @@ async def _child_up(self: IkeService, state: ChildState, ev: ChildSaUp) -> None:
     log.info("%s: CHILD_SA %s up, SPIs %08x_i %08x_o, %s === %s (peer %s, reqid %d)", state.conn, plan.name,
              ev.spi_in, ev.spi_out, ", ".join(map(str, ev.local_ts)), ", ".join(map(str, ev.remote_ts)),
              state.remote.addr, state.reqid)
-    if plan.updown and state.pred is None:   # a new Child SA, not a rekey (as strongSwan's updown plugin)
+    # a new Child SA, not a rekey (as strongSwan's updown plugin), nor one that joined a sibling's lineage
+    if plan.updown and state.pred is None and state.lineage.updown is None:
         state.lineage.updown = self._updown_event(state, plan, local.addr)
         self._spawn(self._run_updown(plan.updown, state.lineage.updown))
 
