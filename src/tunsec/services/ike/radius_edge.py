@@ -124,7 +124,22 @@ async def _acct_dump(self: IkeService) -> Sequence[pipe.SaInfo]:
 
 
 def _acct_children(self: IkeService, handle: Hashable) -> list[ChildRef]:
-    return [ChildRef(c.spi_in, c.spi_out, c.remote) for c in self.children.values() if c.ike == handle]
+    # its own Child SAs only (_by_ike), not a pass over all: accounting asks for every session at once
+    mine = self._by_ike.get(handle, ()) if isinstance(handle, int) else ()
+    return [ChildRef(c.spi_in, c.spi_out, c.remote) for h in mine if (c := self.children.get(h)) is not None]
+
+
+def _acct_worker_restarted(self: IkeService) -> None:
+    """Before the service forgets the old worker's Child SAs: accounting carries what it last saw
+    of them (their counters died with the worker)."""
+    if self.accounting is not None:
+        self.accounting.worker_restarted()
+
+
+def _acct_observe(self: IkeService, dump: pipe.Reply) -> None:
+    """A DUMP the daemon took (status, metrics): accounting keeps the counters it shows."""
+    if self.accounting is not None:
+        self.accounting.observe(dump.sas)
 
 
 def _acct_start(self: IkeService, sa: IkeSa, ev: IkeSaUp) -> None:
