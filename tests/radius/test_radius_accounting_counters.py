@@ -165,3 +165,19 @@ def test_every_sample_every_seconds_a_dump_refreshes_all_sessions() -> None:
 
     stop, dumps = run_warped(main)
     assert usage(stop) == (1000, 2000, 10, 20) and dumps == 1
+
+
+def test_a_rekeyed_child_sa_is_read_again_for_the_packets_its_lingering_inbound_sa_takes() -> None:
+    """CHILD1 is rekeyed: its final DUMP, then its outbound SA goes while its inbound SA lingers
+    and takes 200 more octets in flight; the reread counts them, and the Stop waits for it."""
+    async def main() -> dict[str, int]:
+        server, port = await serve("answer")
+        worker = Worker(child_sas(CHILD1, 1000, 2000, 10, 20), [CHILD2])
+        acct = Accounting(settings(port), worker.dump, worker.children)
+        acct.start("ike-1", "alice", STATION, [])
+        acct.child_down("ike-1", CHILD1, reread=0.2)
+        await until(lambda: worker.dumps == 1)
+        worker.sas = child_sas(CHILD1, 1200, 0, 12, 0)[:1]   # the inbound SA alone, 2 packets more
+        return await stopped(acct, server)
+
+    assert usage(asyncio.run(main())) == (1200, 2000, 12, 20)

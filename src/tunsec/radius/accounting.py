@@ -52,8 +52,9 @@ SAMPLE_EVERY seconds a DUMP refreshes ``seen`` for all sessions, and so does eve
   Child SAs (reading their final counters) while the worker still runs;
 - a Child SA the worker deletes by itself at its hard time lifetime (the EXPIRE carries no
   counters; the IKE service's final DUMP no longer finds it): the traffic since the last DUMP;
-- the packets a rekeyed Child SA's inbound SA takes in during its linger after the final
-  DUMP (INBOUND_LINGER, a few packets in flight).
+- the packets a rekeyed Child SA's inbound SA still takes in during its linger
+  (INBOUND_LINGER) after it is read again (``reread`` of :meth:`Accounting.child_down`: the
+  packets in flight arrive within a round trip, the reread comes a second later).
 
 Each request goes to the servers' ``acct_port`` in the configured order, retransmitted as
 Access-Requests are (``retransmit_timeout``/``_base``/``_tries``), the next server only if one
@@ -314,9 +315,11 @@ class Accounting:
         if self._refresher is None:
             self._refresher = asyncio.get_running_loop().call_later(SAMPLE_EVERY, self._refresh)
 
-    def child_down(self, key: Hashable, ref: ChildRef) -> None:
+    def child_down(self, key: Hashable, ref: ChildRef, reread: float = 0.0) -> None:
         """Before the Child SA's SAs leave the worker: its final counters are carried (the last
-        ones seen if the worker cannot be asked)."""
+        ones seen if the worker cannot be asked). ``reread``: a rekeyed Child SA's inbound SA
+        lingers for the packets in flight; they are read again that many seconds later (before
+        it goes; the Stop of its session waits for them)."""
         s = self._sessions.get(key)
         if s is None:
             return
@@ -326,6 +329,11 @@ class Accounting:
             index = self._current(await self._await_sample(sample))
             if index is not None:
                 s.absorb([ref], index)
+            if reread:
+                await asyncio.sleep(reread)
+                index = self._current(await self._await_sample(self._next_sample()))
+                if index is not None:
+                    s.absorb([ref], index)   # its outbound SA is gone by now: absorb keeps what it had
             s.carry(ref.key)
         task = self._spawn(final())
         s.pending.append(task)
