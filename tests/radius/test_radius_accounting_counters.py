@@ -1,14 +1,16 @@
 """RADIUS accounting's usage is monotonic and keeps what Child SAs carried: across a worker
 restart (the new worker's counters start from 0), a Child SA whose final DUMP fails, a DUMP of
-a dead worker answering late, a Child SA that moves to a new peer address (MOBIKE), and with
-the periodic DUMP bounding what a worker crash can take along. A fake worker (its DUMP and the
-Child SAs installed now) and accounting servers on loopback (real UDP, ports the kernel picks)."""
+a dead worker answering late, a Child SA that moves to a new peer address (MOBIKE), a rekeyed
+Child SA's lingering inbound SA read again, and with the periodic DUMP bounding what a worker
+crash can take along. A fake worker (its DUMP and the Child SAs installed now) and accounting
+servers on loopback (real UDP, ports the kernel picks); the service's glue (radius_edge) on its own."""
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import ipaddress
 import itertools
+import types
 from collections.abc import Sequence
 
 import pytest
@@ -18,6 +20,9 @@ from test_radius_messages import STATION
 
 from tunsec.dataplane.pipe import Endpoint, SaInfo
 from tunsec.radius.accounting import SAMPLE_EVERY, Accounting, Cause, ChildRef
+from tunsec.services.ike import INBOUND_LINGER, radius_edge
+from tunsec.services.ike.radius_edge import ACCT_REREAD
+from tunsec.services.ike.state import Lineage
 
 
 def usage(record: dict[str, int]) -> tuple[int, int, int, int]:
@@ -181,3 +186,19 @@ def test_a_rekeyed_child_sa_is_read_again_for_the_packets_its_lingering_inbound_
         return await stopped(acct, server)
 
     assert usage(asyncio.run(main())) == (1200, 2000, 12, 20)
+
+
+@pytest.mark.parametrize(("members", "closing", "reread"), [({1, 2}, False, ACCT_REREAD), ({1}, False, 0.0),
+                                                             ({1, 2}, True, 0.0)],
+                         ids=["rekeyed", "deleted", "shutting-down"])
+def test_the_service_asks_for_a_reread_only_of_a_child_sa_whose_inbound_sa_lingers(
+        members: set[int], closing: bool, reread: float) -> None:
+    """radius_edge: a Child SA whose lineage goes on (rekeyed) lingers (installs._remove), and is
+    read again before INBOUND_LINGER is over; the last of its lineage, or one at shutdown, goes at once."""
+    calls: list[tuple[object, ChildRef, float]] = []
+    accounting = types.SimpleNamespace(child_down=lambda key, ref, again: calls.append((key, ref, again)))
+    service = types.SimpleNamespace(accounting=accounting, closing=closing)
+    state = types.SimpleNamespace(ike=7, spi_in=CHILD1.spi_in, spi_out=CHILD1.spi_out, remote=CHILD1.remote,
+                                  lineage=Lineage(1, set(members)))
+    radius_edge._acct_child_down(service, state)  # type: ignore[arg-type]
+    assert calls == [(7, CHILD1, reread)] and 0 < ACCT_REREAD < INBOUND_LINGER
