@@ -242,8 +242,10 @@ class Daemon:
         return [running[k].status(dump) if k in running else k.idle_status() for k in kinds]
 
     async def dump(self) -> pipe.Reply:
-        replies = await self.worker.request(lambda r: pipe.Dump(r))
-        return pipe.join_dump_replies(replies)
+        merged = pipe.join_dump_replies(await self.worker.request(lambda r: pipe.Dump(r)))
+        if self.ike is not None:   # RADIUS accounting keeps the counters (a worker crash then loses less)
+            self.ike.acct_observe(merged)
+        return merged
 
     async def _watch_worker(self) -> None:
         while not self.stopping.is_set():

@@ -5,13 +5,16 @@ module must then hold an Accounting-On, then an Accounting-Request Start and a S
 same session, with the EAP identity, the leased address, the attributes strongSwan's
 eap-radius sends, and in the Stop at least the bytes and packets the ping carried each way;
 the Class of the Access-Accept in both. When the gateway stops instead, the Stop says
-NAS-Reboot and an Accounting-Off follows it.
+NAS-Reboot and an Accounting-Off follows it. When the gateway's worker dies and is restarted,
+the Stop still counts the traffic from before.
 """
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import os
+import signal
 from collections.abc import Iterator
 
 import pytest
@@ -153,3 +156,34 @@ def test_a_reload_that_turns_accounting_off_stops_the_session_with_admin_reset_t
     (still,) = gateway.established()
     assert (still["spi_i"], still["spi_r"]) == (sa["spi_i"], sa["spi_r"]), still   # the IKE SA was not touched
     assert "accounting" not in gateway.status()["radius"], gateway.status()["radius"]
+
+
+def test_the_stop_after_a_worker_restart_still_counts_the_traffic_before_it(topo: TwoHosts, pki: Pki) -> None:
+    """The gateway's worker is killed (SIGKILL) after PINGS echoes went through and a status query
+    (its DUMP) saw them; the daemon starts a new worker and renegotiates the Child SA into it,
+    whose counters start from 0. The Stop still has the echoes from before the restart."""
+    gateway, client, radius = setup(topo, pki)
+    r = client.initiate()
+    assert r.returncode == 0, f"swanctl --initiate: {r.stdout[-3000:]}{r.stderr}\ntunsec:\n{gateway.log_tail()}"
+    gateway.wait_established()
+    assert topo.wait_ping(topo.b, topo.a.inner4, src=VIP, timeout=10)
+    assert topo.ping(topo.b, topo.a.inner4, count=PINGS, src=VIP)
+    old = gateway.status()["worker"]["pid"]   # `tunsec status`: a DUMP accounting sees too
+    os.kill(old, signal.SIGKILL)
+
+    def restarted() -> bool:
+        with contextlib.suppress(Exception):   # the status fails while no worker runs
+            return bool(gateway.status()["worker"]["pid"] not in (old, None))
+        return False
+    assert wait_until(restarted, 10), f"the worker was not restarted:\n{gateway.log_tail()}"
+    assert topo.wait_ping(topo.b, topo.a.inner4, src=VIP, timeout=15), \
+        f"no traffic after the worker restart:\n{gateway.log_tail()}"
+
+    client.swanctl_ok("--terminate", "--ike", CONN)
+    assert wait_until(lambda: bool(records_of(radius, "Stop")), 10), \
+        f"no Accounting Stop at FreeRADIUS:\n{radius.log_text()[-3000:]}\ntunsec:\n{gateway.log_tail()}"
+    (stop,) = records_of(radius, "Stop")
+    # before the restart the first wait_ping's echo and PINGS more, after it at least one: each way
+    sent = (PINGS + 2) * ECHO
+    assert int(stop["Acct-Input-Octets"]) >= sent and int(stop["Acct-Output-Octets"]) >= sent, stop
+    assert int(stop["Acct-Input-Packets"]) >= PINGS + 2 and int(stop["Acct-Output-Packets"]) >= PINGS + 2, stop

@@ -15,7 +15,11 @@ The IKE service feeds it events; it owns no IKE state:
   the network, and one of 1 s would make every session flood the servers.
 - :meth:`Accounting.child_down`: one of its Child SAs goes away (rekeyed, deleted). Its
   final counters are read from the worker (a DUMP, requested before the SAs are deleted:
-  the pipe keeps the order) and added to the session's total.
+  the pipe keeps the order) and carried into the session's total.
+- :meth:`Accounting.worker_restarted`: a new worker replaced one that died; the Child SAs it
+  held are gone with their counters, so what was last read of them is carried.
+- :meth:`Accounting.observe`: a DUMP someone else took (``tunsec status``, a Prometheus
+  scrape) refreshes what is known of every session's Child SAs.
 - :meth:`Accounting.stop`: the IKE SA is gone. Once the final counters of its Child SAs
   are in, an Accounting-Request Stop with Acct-Terminate-Cause and the totals goes out.
 - :meth:`Accounting.shutdown` (tunsec stops) and :meth:`Accounting.retire` (a reload turns
@@ -32,6 +36,25 @@ A session is one IKE SA and survives its rekeys (the service keys it by the hand
 successor inherits); its Acct-Session-Id is ``<start time>-<n>``, unique per IKE SA and
 across restarts, as strongSwan's. Usage is summed over the Child SAs: Acct-Input-* is what
 the client sent (our inbound SAs' inner bytes and packets), Acct-Output-* what we sent it.
+
+Usage never goes down from one record to the next and keeps what Child SAs carried after
+they are gone: a session's total is ``carried`` (Child SAs gone, or lost with a worker) plus,
+for each Child SA of the worker running now, the highest counters any DUMP showed of it
+(``seen``). A DUMP only raises ``seen``; a Child SA's end (its final DUMP, or the last one
+that saw it if that fails) or a worker's death moves its ``seen`` into ``carried``. Every
+SAMPLE_EVERY seconds a DUMP refreshes ``seen`` for all sessions, and so does every DUMP
+``tunsec status`` or a metrics scrape takes. What is still lost:
+
+- the traffic between the last DUMP and a worker's crash (a worker that dies takes its
+  counters along; nothing can read them after), so at most SAMPLE_EVERY seconds' worth, less
+  with Interim-Updates or scrapes more often. There is no planned worker restart to sample
+  before: the daemon restarts the worker only after it exited, and a shutdown deletes the
+  Child SAs (reading their final counters) while the worker still runs;
+- a Child SA the worker deletes by itself at its hard time lifetime (the EXPIRE carries no
+  counters; the IKE service's final DUMP no longer finds it): the traffic since the last DUMP;
+- the packets a rekeyed Child SA's inbound SA still takes in during its linger
+  (INBOUND_LINGER) after it is read again (``reread`` of :meth:`Accounting.child_down`: the
+  packets in flight arrive within a round trip, the reread comes a second later).
 
 Each request goes to the servers' ``acct_port`` in the configured order, retransmitted as
 Access-Requests are (``retransmit_timeout``/``_base``/``_tries``), the next server only if one
@@ -89,6 +112,9 @@ SAMPLE_REUSE = 1.0
 MIN_SERVER_INTERVAL, MAX_SERVER_INTERVAL = 60, 7 * 86400
 # the part of retire's timeout kept for the Accounting-Off after the Stops
 OFF_SHARE = 1 / 3
+# every so often a DUMP refreshes what accounting knows of all sessions' Child SAs: the usage a
+# worker crash can take along is at most this much of the latest traffic (one DUMP a minute)
+SAMPLE_EVERY = 60.0
 
 
 class Cause(IntEnum):
@@ -140,6 +166,11 @@ class ChildRef:
     spi_out: int
     remote: Endpoint
 
+    @property
+    def key(self) -> tuple[int, int]:
+        """The same Child SA after it moved (MOBIKE migrates its SAs, counters and all, to a new peer)."""
+        return self.spi_in, self.spi_out
+
 
 @dataclass
 class Usage:
@@ -154,11 +185,21 @@ class Usage:
         self.packets_in += other.packets_in
         self.packets_out += other.packets_out
 
+    def raise_to(self, other: Usage) -> None:
+        """Each counter to the other's if that is higher: one SA's counters only grow, and a DUMP
+        that missed it (deleted meanwhile, being migrated) says 0."""
+        self.octets_in = max(self.octets_in, other.octets_in)
+        self.octets_out = max(self.octets_out, other.octets_out)
+        self.packets_in = max(self.packets_in, other.packets_in)
+        self.packets_out = max(self.packets_out, other.packets_out)
+
 
 class SaIndex:
-    """One DUMP's SAs, found as a Child SA names them."""
+    """One DUMP's SAs, found as a Child SA names them; ``epoch``: the worker it came from (see
+    Accounting.worker_restarted)."""
 
-    def __init__(self, sas: Sequence[SaInfo]) -> None:
+    def __init__(self, sas: Sequence[SaInfo], epoch: int = 0) -> None:
+        self.epoch = epoch
         self._in = {s.spi: s for s in sas if s.direction is Direction.IN}
         self._out = {(s.spi, s.remote): s for s in sas if s.direction is Direction.OUT}
 
@@ -179,11 +220,35 @@ class _Session:
     vips: tuple[str, ...]
     started: float
     classes: tuple[bytes, ...]
-    closed: Usage = field(default_factory=Usage)  # Child SAs gone, their final counters
+    carried: Usage = field(default_factory=Usage)  # Child SAs gone (or lost with a worker): their last counters
+    # the running worker's Child SAs (by ChildRef.key): the highest counters a DUMP showed of each
+    seen: dict[tuple[int, int], Usage] = field(default_factory=dict)
     pending: list[asyncio.Task[None]] = field(default_factory=list)  # final counters being read
     last: asyncio.Task[None] | None = None  # the session's latest record: the next waits for it
     timer: asyncio.TimerHandle | None = None  # the next Interim-Update
     interval: float | None = None  # the Access-Accept's Acct-Interim-Interval (bounded), over the config's
+
+    def absorb(self, refs: Sequence[ChildRef], index: SaIndex) -> None:
+        """What a DUMP shows of the session's Child SAs ``refs`` (installed now: a Child SA reported
+        gone is carried by its final DUMP, and must not come back into ``seen``)."""
+        for ref in refs:
+            self.seen.setdefault(ref.key, Usage()).raise_to(index.usage(ref))
+
+    def carry(self, key: tuple[int, int]) -> None:
+        """The Child SA is gone: its last counters stay in the total."""
+        if (usage := self.seen.pop(key, None)) is not None:
+            self.carried.add(usage)
+
+    def carry_all(self) -> None:
+        for key in list(self.seen):
+            self.carry(key)
+
+    def total(self) -> Usage:
+        total = Usage()
+        total.add(self.carried)
+        for usage in self.seen.values():
+            total.add(usage)
+        return total
 
 
 Dump = Callable[[], Awaitable[Sequence[SaInfo]]]
@@ -215,6 +280,8 @@ class Accounting:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sample: asyncio.Task[SaIndex] | None = None  # the next DUMP, not sent yet
         self._recent: tuple[float, SaIndex] | None = None  # the last DUMP's answer, and when it was asked
+        self._epoch = 0   # the worker's: one more with each restart (a DUMP of an older one is stale)
+        self._refresher: asyncio.TimerHandle | None = None   # the next DUMP for all sessions (SAMPLE_EVERY)
         self._on: asyncio.Task[None] | None = None   # the Accounting-On: the first record of each session waits for it
         self._nas_addresses: tuple[str, ...] = ()    # our IKE addresses, for the Accounting-On/-Off
         self._closed = False   # closed (shut down, retired, or the service closed it): sends nothing more
@@ -256,18 +323,29 @@ class Accounting:
             return start
         self._record(s, record)
         self._arm(key, s)
+        if self._refresher is None:
+            self._refresher = asyncio.get_running_loop().call_later(SAMPLE_EVERY, self._refresh)
 
-    def child_down(self, key: Hashable, ref: ChildRef) -> None:
-        """Before the Child SA's SAs leave the worker: its final counters go into the total."""
+    def child_down(self, key: Hashable, ref: ChildRef, reread: float = 0.0) -> None:
+        """Before the Child SA's SAs leave the worker: its final counters are carried (the last
+        ones seen if the worker cannot be asked). ``reread``: a rekeyed Child SA's inbound SA
+        lingers for the packets in flight; they are read again that many seconds later (before
+        it goes; the Stop of its session waits for them)."""
         s = self._sessions.get(key)
         if s is None:
             return
         sample = self._next_sample()
 
         async def final() -> None:
-            index = await self._await_sample(sample)
+            index = self._current(await self._await_sample(sample))
             if index is not None:
-                s.closed.add(index.usage(ref))
+                s.absorb([ref], index)
+            if reread:
+                await asyncio.sleep(reread)
+                index = self._current(await self._await_sample(self._next_sample()))
+                if index is not None:
+                    s.absorb([ref], index)   # its outbound SA is gone by now: absorb keeps what it had
+            s.carry(ref.key)
         task = self._spawn(final())
         s.pending.append(task)
         task.add_done_callback(lambda t: s.pending.remove(t) if t in s.pending else None)
@@ -287,6 +365,21 @@ class Accounting:
             usage = await self._usage(s, key, fresh=True)
             return self._build(s, ACCT_STOP, usage, cause)
         self._record(s, record)
+
+    def worker_restarted(self) -> None:
+        """A new worker replaced one that died, before the IKE service installs anything in it:
+        the Child SAs the old one held are gone with their counters (the service renegotiates
+        them, with new SPIs), so what was last seen of them is carried; a DUMP of the old worker
+        still under way counts no more."""
+        self._epoch += 1
+        self._recent = None
+        for s in self._sessions.values():
+            s.carry_all()
+
+    def observe(self, sas: Sequence[SaInfo]) -> None:
+        """A DUMP of the worker running now, taken by someone else (status, metrics): what it
+        shows of every session's Child SAs (fewer counters a crash of the worker takes along)."""
+        self._absorb_all(SaIndex(sas, self._epoch))
 
     def reconfigure(self, settings: RadiusSettings) -> None:
         """New servers or timers for the records to come (a record under way finishes with the old).
@@ -334,6 +427,9 @@ class Accounting:
     def close(self) -> None:
         """Timers, records under way and sockets: all gone (idempotent)."""
         self._closed = True
+        if self._refresher is not None:
+            self._refresher.cancel()
+            self._refresher = None
         for s in self._sessions.values():
             if s.timer is not None:
                 s.timer.cancel()
@@ -398,22 +494,19 @@ class Accounting:
         self._arm(key, s)
 
     async def _usage(self, s: _Session, key: Hashable, fresh: bool) -> Usage:
-        """The session's total: the Child SAs gone, and the ones installed now (from a DUMP asked
-        now, or with ``fresh`` false one asked less than SAMPLE_REUSE seconds ago)."""
-        total = Usage()
-        total.add(s.closed)
-        live = self._children(key)
-        recent = self._recent
-        if live and not fresh and recent is not None and self._clock() - recent[0] < SAMPLE_REUSE:
-            index: SaIndex | None = recent[1]
-        elif live:
-            index = await self._await_sample(self._next_sample())
-        else:
-            index = None
-        if index is not None:
-            for ref in live:
-                total.add(index.usage(ref))
-        return total
+        """The session's total: what its Child SAs carried, and the ones installed now as a DUMP
+        asked now shows them (with ``fresh`` false: one asked less than SAMPLE_REUSE seconds ago)."""
+        if self._children(key):
+            recent = self._recent
+            if not fresh and recent is not None and self._clock() - recent[0] < SAMPLE_REUSE:
+                index: SaIndex | None = self._current(recent[1])
+            else:
+                index = self._current(await self._await_sample(self._next_sample()))
+            if index is not None:
+                # the Child SAs installed now, not when the DUMP was asked: one reported gone
+                # meanwhile is its final DUMP's to carry
+                s.absorb(self._children(key), index)
+        return s.total()
 
     async def _send(self, record: AcctRecord | NasRecord) -> None:
         """To the first server that answers, the dead ones last; never raises (accounting must
@@ -479,10 +572,32 @@ class Accounting:
 
     async def _read_counters(self) -> SaIndex:
         self._sample = None   # from now on, who asks wants counters newer than this DUMP's
-        asked = self._clock()
-        index = SaIndex(await self._dump())
-        self._recent = (asked, index)
+        asked, epoch = self._clock(), self._epoch
+        index = SaIndex(await self._dump(), epoch)
+        if epoch == self._epoch:
+            self._recent = (asked, index)
         return index
+
+    def _current(self, index: SaIndex | None) -> SaIndex | None:
+        """``index`` unless it shows a worker that has died since (its SPIs may be anyone's now)."""
+        return index if index is not None and index.epoch == self._epoch else None
+
+    def _absorb_all(self, index: SaIndex) -> None:
+        for key, s in self._sessions.items():
+            s.absorb(self._children(key), index)
+
+    def _refresh(self) -> None:
+        """Every SAMPLE_EVERY seconds while there are sessions: a DUMP for all of them."""
+        self._refresher = None
+        if self._closed or not self._sessions:
+            return   # the next Start arms it again
+
+        async def refresh() -> None:
+            index = self._current(await self._await_sample(self._next_sample()))
+            if index is not None:
+                self._absorb_all(index)
+        self._spawn(refresh())
+        self._refresher = asyncio.get_running_loop().call_later(SAMPLE_EVERY, self._refresh)
 
     @staticmethod
     async def _await_sample(sample: asyncio.Task[SaIndex]) -> SaIndex | None:

@@ -17,12 +17,16 @@ from tunsec.radius.accounting import Accounting, Cause, ChildRef, cause_of
 from tunsec.radius.messages import Station
 from tunsec.radius.relay import Accepted, RadiusRelay
 from tunsec.radius.settings import RadiusSettings
+from tunsec.services.ike.installs import INBOUND_LINGER
 from tunsec.services.ike.state import ChildState
 
 if TYPE_CHECKING:
     from tunsec.services.ike.service import IkeService
 
 log = logging.getLogger("tunsec.ike")
+# a rekeyed Child SA's inbound SA is read again this long after its DELETE: its packets in flight
+# have arrived (a round trip), and it is still there (it goes after INBOUND_LINGER)
+ACCT_REREAD = min(1.0, INBOUND_LINGER / 2)
 
 
 def _reload_radius(self: IkeService, settings: RadiusSettings | None) -> None:
@@ -124,7 +128,22 @@ async def _acct_dump(self: IkeService) -> Sequence[pipe.SaInfo]:
 
 
 def _acct_children(self: IkeService, handle: Hashable) -> list[ChildRef]:
-    return [ChildRef(c.spi_in, c.spi_out, c.remote) for c in self.children.values() if c.ike == handle]
+    # its own Child SAs only (_by_ike), not a pass over all: accounting asks for every session at once
+    mine = self._by_ike.get(handle, ()) if isinstance(handle, int) else ()
+    return [ChildRef(c.spi_in, c.spi_out, c.remote) for h in mine if (c := self.children.get(h)) is not None]
+
+
+def _acct_worker_restarted(self: IkeService) -> None:
+    """Before the service forgets the old worker's Child SAs: accounting carries what it last saw
+    of them (their counters died with the worker)."""
+    if self.accounting is not None:
+        self.accounting.worker_restarted()
+
+
+def _acct_observe(self: IkeService, dump: pipe.Reply) -> None:
+    """A DUMP the daemon took (status, metrics): accounting keeps the counters it shows."""
+    if self.accounting is not None:
+        self.accounting.observe(dump.sas)
 
 
 def _acct_start(self: IkeService, sa: IkeSa, ev: IkeSaUp) -> None:
@@ -139,8 +158,13 @@ def _acct_start(self: IkeService, sa: IkeSa, ev: IkeSaUp) -> None:
 
 
 def _acct_child_down(self: IkeService, state: ChildState) -> None:
+    """Before the service forgets it: a rekeyed Child SA (others of its lineage stay) keeps its
+    inbound SA INBOUND_LINGER seconds for the packets in flight (installs._remove); they are read
+    again ACCT_REREAD seconds later, well before it goes."""
     if self.accounting is not None:
-        self.accounting.child_down(state.ike, ChildRef(state.spi_in, state.spi_out, state.remote))
+        lingers = len(state.lineage.members) > 1 and not self.closing
+        self.accounting.child_down(state.ike, ChildRef(state.spi_in, state.spi_out, state.remote),
+                                   ACCT_REREAD if lingers else 0.0)
 
 
 def _acct_stop(self: IkeService, sa: IkeSa, reason: DownReason) -> None:

@@ -172,6 +172,7 @@ class IkeService(Service):
 
     async def worker_restarted(self) -> None:
         """A new worker has an empty SAD: IKE SAs survive, their children must be renegotiated."""
+        self._acct_worker_restarted()   # their usage so far stays in the sessions' totals
         self.spi_pool.clear()
         self._cancel_timers()   # their SPIs mean nothing (or someone else's SA) to the new worker
         for state in self.children.values():
@@ -565,6 +566,8 @@ class IkeService(Service):
     _acct_open = radius_edge._acct_open
     _acct_dump = radius_edge._acct_dump
     _acct_children = radius_edge._acct_children
+    _acct_worker_restarted = radius_edge._acct_worker_restarted
+    acct_observe = radius_edge._acct_observe
     _acct_start = radius_edge._acct_start
     _acct_child_down = radius_edge._acct_child_down
     _acct_stop = radius_edge._acct_stop
