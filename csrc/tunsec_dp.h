@@ -227,7 +227,8 @@ int ts_sad_reserve(ts_dp *dp, uint32_t spi, uint8_t dir, const ts_addr *remote, 
 int ts_spd_add(ts_dp *dp, const ts_policy *p);
 int ts_spd_delete(ts_dp *dp, uint32_t id);
 void ts_spd_flush(ts_dp *dp);
-size_t ts_spd_list(ts_dp *dp, ts_policy_info *out, size_t max);
+size_t ts_spd_count(ts_dp *dp);
+size_t ts_spd_list(ts_dp *dp, ts_policy_info *out, size_t max);   /* returns number written */
 
 /* counters, indexed by enum ts_drop */
 void ts_dp_drops(ts_dp *dp, uint64_t *out);   /* TS_DROP__COUNT entries */
