@@ -6,7 +6,8 @@ tracemalloc (so start-up runs untraced and at full speed) with
 SIGUSR2 writes ``<dir>/<pid>-<n>.snap`` (a tracemalloc snapshot, renamed into
 place once complete) and next to it ``<pid>-<n>.json``: traced memory, what
 tracemalloc itself holds (its interned tracebacks grow while it runs: not a
-leak of the process), VmRSS, glibc's malloc figures and the live objects by type, so growth that
+leak of the process), VmRSS, glibc's malloc figures and the objects the
+collector tracks by type (cyclic garbage not yet collected included), so growth that
 tracemalloc does not see (C allocations, allocator fragmentation) shows as a
 difference.  Memory allocated after the first signal and still held at a later
 one shows in that later snapshot, attributed to the lines that allocated it.
@@ -68,7 +69,9 @@ def dumper(directory: str) -> Callable[[], str]:
         if not tracemalloc.is_tracing():
             tracemalloc.start(int(os.environ.get(ENV_FRAMES, "25")))
         base = os.path.join(directory, f"{os.getpid()}-{next(counter)}")
-        gc.collect()
+        # no gc.collect() first: a full collection empties CPython's free lists, and a tuple in a
+        # free list is memory tracemalloc still shows where it was allocated - the growth seen in
+        # the soak's worker was exactly that (tests/dataplane/test_worker_memory.py)
         types = collections.Counter(f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.get_objects())
         traced, peak = tracemalloc.get_traced_memory()
         with open(base + ".json", "w") as f:
