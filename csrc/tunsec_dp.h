@@ -270,6 +270,11 @@ int ts_vnet_segment(const uint8_t *buf, size_t len, uint8_t *out, size_t outcap,
 int ts_gro_run(const uint8_t *pkts, const uint32_t *lens, size_t n, uint8_t *out, size_t outcap,
                uint32_t *out_lens, size_t max_out);
 
+/* Live C allocations of the whole process (every ts_dp): SA entries and
+ * cipher contexts allocated and not yet freed.  A gauge for leaks: after the
+ * SAs are deleted both are back where they were. */
+void ts_live_counts(int64_t *sas, int64_t *ctxs);
+
 /* Key hygiene test hook: key an SA from p inside the caller's buffer (at least
  * ts_test_sa_size() bytes, 16-byte aligned), then release and wipe it with the
  * same code that frees every SA of the SAD.  *key_seen is 1 if the key bytes
