@@ -158,12 +158,17 @@ def main() -> int:
     ap.add_argument("--warmup", type=float, default=60.0, help="samples before this are not fitted (s)")
     ap.add_argument("--logs", type=Path, default=None, help="copy both tunsec logs here at the end")
     ap.add_argument("--trace", type=Path, default=None,
-                    help="run the control processes under tracemalloc; snapshots at the end of the warm-up and "
-                         "of the run go to this directory, and the lines that grew most are printed")
+                    help="run the control processes and workers under tracemalloc (tunsec.memtrace); snapshots "
+                         "at the end of the warm-up and of the run go to this directory, and the lines that grew "
+                         "most are printed")
+    ap.add_argument("--trace-only", choices=("control", "worker"), default=None,
+                    help="with --trace: snapshot only these processes (tracing slows a control process enough "
+                         "that a short IKE rekey_time can run out)")
     args = ap.parse_args()
 
     if args.trace:
         args.trace.mkdir(parents=True, exist_ok=True)
+        args.trace.chmod(0o1777)   # both processes write there after dropping root (tunsec { user })
     with TwoHosts(ipv6=False) as topo:
         sides = {}
         for name, me, peer, start in (("B", topo.b, topo.a, False), ("A", topo.a, topo.b, True)):
@@ -208,7 +213,8 @@ def main() -> int:
                 failed += ask_status(sock) is None
             due = args.warmup if not snapshots else args.seconds - 3 * args.poll
             if args.trace and len(snapshots) < 2 and now - t0 >= due:
-                snapshots[f"t{len(snapshots)}"] = take_snapshots(args.trace, [p.pid for p, _, _ in sides.values()])
+                traced = [pid for label, pid in pids.items() if args.trace_only in (None, label.split()[1])]
+                snapshots[f"t{len(snapshots)}"] = take_snapshots(args.trace, traced)
             if now >= next_sample:
                 next_sample += args.sample
                 for label, pid in pids.items():
@@ -248,7 +254,9 @@ def main() -> int:
     print_timeline(series, args.seconds)
     if len(snapshots) == 2:
         for before, after in zip(snapshots["t0"], snapshots["t1"], strict=True):
-            print(f"\ntracemalloc growth of {after.name.split('-')[0]} from the end of the warm-up to the end:")
+            pid = int(after.name.split('-')[0])
+            label = next((k for k, v in pids.items() if v == pid), str(pid))
+            print(f"\ntracemalloc growth of {label} ({pid}) from the end of the warm-up to the end:")
             stats = tracemalloc.Snapshot.load(str(after)).compare_to(tracemalloc.Snapshot.load(str(before)), "lineno")
             for stat in stats[:15]:
                 print(f"  {stat}")
@@ -278,6 +286,13 @@ def print_sidecars(before: Path, after: Path) -> None:
     a, b = (json.loads(p.with_suffix(".json").read_text()) for p in (before, after))
     print(f"  traced {a['traced'] / 1024:.0f} -> {b['traced'] / 1024:.0f} KiB, "
           f"RSS {a['rss_kib']} -> {b['rss_kib']} KiB, gc objects {a['objects']} -> {b['objects']}")
+    if "tracemalloc_self" in b:
+        print(f"  tracemalloc's own memory {a['tracemalloc_self'] / 1024:.0f} -> {b['tracemalloc_self'] / 1024:.0f} "
+              "KiB (in the RSS and malloc figures, not in the process's)")
+    ma, mb = a.get("malloc", {}), b.get("malloc", {})
+    if ma and mb:   # glibc: in use (uordblks + mmapped), free inside the heap (fordblks), heap size (arena)
+        print("  malloc " + ", ".join(f"{k} {ma[k] / 1024:.0f} -> {mb[k] / 1024:.0f} KiB"
+                                      for k in ("uordblks", "fordblks", "arena", "hblkhd")))
     grown = sorted(((n - a["types"].get(k, 0), k) for k, n in b["types"].items()), reverse=True)[:10]
     print("  object types that grew most: " + ", ".join(f"{k} +{d}" for d, k in grown if d > 0))
 

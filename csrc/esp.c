@@ -13,6 +13,8 @@ static const EVP_CIPHER *gcm_for(size_t keylen) {
 }
 
 static _Thread_local unsigned thread_slot;
+/* cipher contexts alive, process-wide (ts_live_counts): one per SA and loop thread that used it */
+static atomic_llong live_ctxs;
 
 void ts_set_thread_slot(unsigned slot) { thread_slot = slot <= TS_MAX_QUEUES ? slot : 0; }
 unsigned ts_thread_slot(void) { return thread_slot; }
@@ -30,8 +32,18 @@ static EVP_CIPHER_CTX *keyed_ctx(const uint8_t *keymat, size_t keylen, bool encr
         EVP_CIPHER_CTX_free(ctx);
         return NULL;
     }
+    atomic_fetch_add(&live_ctxs, 1);
     return ctx;
 }
+
+void ts_esp_ctx_free(EVP_CIPHER_CTX *ctx) {
+    if (!ctx)
+        return;
+    EVP_CIPHER_CTX_free(ctx);
+    atomic_fetch_sub(&live_ctxs, 1);
+}
+
+long long ts_esp_live_ctxs(void) { return atomic_load(&live_ctxs); }
 
 int ts_esp_key(ts_sa *sa, const uint8_t *keymat, size_t keylen, bool encrypt) {
     if (keylen != 20 && keylen != 36)

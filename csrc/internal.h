@@ -178,6 +178,9 @@ bool ts_hold_take_kick(ts_spd *spd);               /* true for the one loop that
 void ts_set_thread_slot(unsigned slot);
 unsigned ts_thread_slot(void);
 int ts_esp_key(ts_sa *sa, const uint8_t *keymat, size_t keylen, bool encrypt);
+/* free a context ts_esp_key or a loop thread made (counted in ts_live_counts) */
+void ts_esp_ctx_free(EVP_CIPHER_CTX *ctx);
+long long ts_esp_live_ctxs(void);
 /* seal payload (already at out + ESP_HDR + ESP_IV) in place; returns total length */
 size_t ts_esp_seal(ts_sa *sa, uint64_t seq, uint8_t *out, size_t payload_len, uint8_t next_header);
 /* verify+decrypt in place; plaintext at esp + ESP_HDR + ESP_IV, *pt_len bytes incl. trailer */

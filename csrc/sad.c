@@ -57,17 +57,25 @@ static void reqid_unlink(ts_sad *s, ts_sa *sa) {
  * may drop a memset right before free(). */
 void ts_sa_wipe(ts_sa *sa) {
     for (int i = 0; i <= TS_MAX_QUEUES; i++)
-        if (sa->ctx[i])
-            EVP_CIPHER_CTX_free(sa->ctx[i]);
+        ts_esp_ctx_free(sa->ctx[i]);
     ts_replay_free(&sa->replay);
     free(sa->sel);
     pthread_mutex_destroy(&sa->lock);
     OPENSSL_cleanse(sa, sizeof(*sa));
 }
 
+/* SA entries allocated and not freed, process-wide (ts_live_counts) */
+static atomic_llong live_sas;
+
 static void sa_free(ts_sa *sa) {
     ts_sa_wipe(sa);
     free(sa);
+    atomic_fetch_sub(&live_sas, 1);
+}
+
+void ts_live_counts(int64_t *sas, int64_t *ctxs) {
+    *sas = atomic_load(&live_sas);
+    *ctxs = ts_esp_live_ctxs();
 }
 
 void ts_sad_destroy(ts_sad *s) {
@@ -166,6 +174,7 @@ static ts_sa *sa_new(uint32_t spi, uint8_t dir) {
     ts_sa *sa = calloc(1, sizeof(*sa));
     if (!sa)
         return NULL;
+    atomic_fetch_add(&live_sas, 1);
     sa->spi = spi;
     sa->dir = dir;
     atomic_store(&sa->state, TS_SA_LARVAL);

@@ -255,6 +255,13 @@ void ts_spd_flush(ts_dp *dp) {
     pthread_rwlock_unlock(&dp->lock);
 }
 
+size_t ts_spd_count(ts_dp *dp) {
+    pthread_rwlock_rdlock(&dp->lock);
+    size_t n = dp->spd.n;
+    pthread_rwlock_unlock(&dp->lock);
+    return n;
+}
+
 size_t ts_spd_list(ts_dp *dp, ts_policy_info *out, size_t max) {
     pthread_rwlock_rdlock(&dp->lock);
     size_t n = dp->spd.n < max ? dp->spd.n : max;

@@ -371,6 +371,18 @@ def _policy_sets(draw: st.DrawFn) -> list[tuple[int, Action, Selector]]:
     return out
 
 
+def test_policies_lists_every_policy_and_at_most_max_n() -> None:
+    # the list is sized by the SPD's count (not a fixed 65536 entries zeroed per DUMP)
+    dp = Dataplane()
+    for i in range(100):
+        sel = Selector.from_networks(_net("10.1.0.0/24"), _net(f"10.2.{i}.0/24"))
+        dp.spd_add(Policy(id=i + 1, priority=10, action=Action.BYPASS, reqid=0, selector=sel))
+    assert [p.id for p in dp.policies()] == list(range(1, 101))
+    assert [p.id for p in dp.policies(max_n=7)] == list(range(1, 8))
+    dp.spd_flush()
+    assert dp.policies() == []
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     pols=_policy_sets(),

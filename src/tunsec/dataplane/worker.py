@@ -42,7 +42,7 @@ import sys
 import threading
 from collections.abc import Callable
 
-from tunsec import gctune, logs, privilege
+from tunsec import gctune, logs, memtrace, privilege
 from tunsec.dataplane import pipe
 from tunsec.dataplane.fastpath import Dataplane, DataplaneError, Event, EventType, gcm_open, gcm_seal
 from tunsec.dataplane.pipe import Direction, Endpoint, Errno, ExpireReason, PipeError
@@ -495,6 +495,8 @@ async def serve(args: argparse.Namespace) -> int:
     parent = os.getppid()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, _on_stop_signal, loop, parent, finish)
+    if (trace := memtrace.trace_dir()) is not None:   # opt-in diagnostic (bench/soak.py --trace)
+        loop.add_signal_handler(signal.SIGUSR2, _memory_snapshot, memtrace.dumper(trace))
     gctune.settle()   # set up: what exists now lives as long as the worker
     threads = [threading.Thread(target=dp.run, args=(q,), name=f"tunsec-fastpath-{q}", daemon=True)
                for q in queues]
@@ -529,6 +531,13 @@ def _on_stop_signal(loop: asyncio.AbstractEventLoop, parent: int, finish: Callab
     log.info("stop signal: waiting for the control process to close the pipe (at most %.0f s)",
              STOP_SIGNAL_GRACE)
     loop.call_later(STOP_SIGNAL_GRACE, finish)
+
+
+def _memory_snapshot(dump: Callable[[], str]) -> None:
+    try:
+        log.info("memory snapshot %s", dump())
+    except OSError as err:
+        log.warning("memory snapshot: %s", err)
 
 
 def _queue_fds(text: str) -> tuple[int, int, int]:

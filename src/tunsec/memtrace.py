@@ -1,0 +1,85 @@
+"""Opt-in memory snapshots for hunting slow growth (bench/soak.py --trace).
+
+Off unless ``$TUNSEC_TRACE_DIR`` names a directory: then SIGUSR2 first starts
+tracemalloc (so start-up runs untraced and at full speed) with
+``$TUNSEC_TRACE_FRAMES`` frames per traceback (25 by default), and every
+SIGUSR2 writes ``<dir>/<pid>-<n>.snap`` (a tracemalloc snapshot, renamed into
+place once complete) and next to it ``<pid>-<n>.json``: traced memory, what
+tracemalloc itself holds (its interned tracebacks grow while it runs: not a
+leak of the process), VmRSS, glibc's malloc figures and the objects the
+collector tracks by type (cyclic garbage not yet collected included), so growth that
+tracemalloc does not see (C allocations, allocator fragmentation) shows as a
+difference.  Memory allocated after the first signal and still held at a later
+one shows in that later snapshot, attributed to the lines that allocated it.
+
+Used by the dataplane worker (installed on its event loop) and by
+bench/traced_tunsec.py (the control process).
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import gc
+import itertools
+import json
+import os
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+
+ENV_DIR = "TUNSEC_TRACE_DIR"
+ENV_FRAMES = "TUNSEC_TRACE_FRAMES"
+
+
+def trace_dir() -> str | None:
+    """The snapshot directory, or None when the diagnostic is off (the default)."""
+    return os.environ.get(ENV_DIR) or None
+
+
+def _rss_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def _mallinfo() -> dict[str, int]:
+    """glibc's mallinfo2 (main arena + others): in use, free in the heap, mmapped; {} elsewhere."""
+    fields = ["arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+              "keepcost"]
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in fields]
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2.restype = MallInfo2
+        m = libc.mallinfo2()
+    except (OSError, AttributeError):
+        return {}
+    return {n: int(getattr(m, n)) for n in fields}
+
+
+def dumper(directory: str) -> Callable[[], str]:
+    """A function that starts tracing on its first call and writes one snapshot per call; its base path."""
+    counter = itertools.count(1)
+
+    def dump() -> str:
+        if not tracemalloc.is_tracing():
+            tracemalloc.start(int(os.environ.get(ENV_FRAMES, "25")))
+        base = os.path.join(directory, f"{os.getpid()}-{next(counter)}")
+        # no gc.collect() first: a full collection empties CPython's free lists, and a tuple in a
+        # free list is memory tracemalloc still shows where it was allocated - the growth seen in
+        # the soak's worker was exactly that (tests/dataplane/test_worker_memory.py)
+        types = collections.Counter(f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.get_objects())
+        traced, peak = tracemalloc.get_traced_memory()
+        with open(base + ".json", "w") as f:
+            json.dump({"traced": traced, "peak": peak, "tracemalloc_self": tracemalloc.get_tracemalloc_memory(),
+                   "rss_kib": _rss_kib(), "objects": sum(types.values()),
+                       "malloc": _mallinfo(), "types": dict(types.most_common(200))}, f)
+        tracemalloc.take_snapshot().dump(base + ".snap.tmp")
+        os.rename(base + ".snap.tmp", base + ".snap")   # complete when it appears
+        return base
+
+    return dump

@@ -1,0 +1,40 @@
+"""tunsec.memtrace: the opt-in snapshots bench/soak.py --trace takes of both processes."""
+
+from __future__ import annotations
+
+import json
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+from tunsec import memtrace
+
+
+def test_off_unless_the_directory_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(memtrace.ENV_DIR, raising=False)
+    assert memtrace.trace_dir() is None
+    monkeypatch.setenv(memtrace.ENV_DIR, "")
+    assert memtrace.trace_dir() is None
+
+
+def test_first_call_starts_tracing_and_later_snapshots_hold_what_grew(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    assert not tracemalloc.is_tracing()
+    monkeypatch.setenv(memtrace.ENV_FRAMES, "1")   # one frame: the allocating line is enough here
+    dump = memtrace.dumper(str(tmp_path))
+    try:
+        first = Path(dump())
+        kept = [bytearray(1000) for _ in range(50)]   # allocated between the two snapshots and still held
+        second = Path(dump())
+        assert tracemalloc.is_tracing()
+    finally:
+        tracemalloc.stop()
+    assert (first.name, second.name) == (f"{first.name.split('-')[0]}-1", f"{first.name.split('-')[0]}-2")
+    side = json.loads(second.with_suffix(".json").read_text())
+    assert side["rss_kib"] > 0 and side["objects"] > 0 and side["tracemalloc_self"] > 0
+    grew = tracemalloc.Snapshot.load(str(second) + ".snap").compare_to(
+        tracemalloc.Snapshot.load(str(first) + ".snap"), "lineno")
+    here = [s for s in grew if s.traceback[0].filename == __file__]
+    assert sum(s.size_diff for s in here) >= 50 * 1000
+    assert len(kept) == 50
