@@ -154,7 +154,7 @@ class Burst:
         service = IkeService(self.gw_conf.connections, lambda: client, {4: GW}, IdSpace(),
                              DosLimits(2 * n + 10, 4 * n + 10), pools=self.gw_conf.pools)
         await service.start()
-        service.sockets = {(4, GW, 500): _Udp500(self.wire)}  # type: ignore[dict-item]
+        service.sockets.by_key = {(4, GW, 500): _Udp500(self.wire)}  # type: ignore[dict-item]
 
         clients = IkeEndpoint([c.ike for c in self.client_conf.connections])
         gc.collect()
@@ -210,7 +210,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=1, help="runs (each a fresh gateway); the best is reported")
     ap.add_argument("--profile", type=Path, help="write a cProfile of the gateway (last run) here")
     args = ap.parse_args()
-    logs.configure("info", stream=open(os.devnull, "w"))  # noqa: SIM115  (the daemon's default level)
+    logs.configure(os.environ.get("BURST_LOG", "info"), stream=sys.stderr if os.environ.get("BURST_LOG") else open(os.devnull, "w"))  # noqa: SIM115  (the daemon's default level)
     logging.getLogger("asyncio").setLevel(logging.WARNING)
     best = None
     for _ in range(args.repeat):
