@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 from typing import ClassVar, TypeAlias
 
-from tunsec.dataplane.pipe.protocol import _U32, _U64, Direction, Errno, ExpireReason, MsgType
+from tunsec.dataplane.pipe.protocol import _U32, _U64, MAX_IKE_DATA, MIN_SPI, Direction, Errno, ExpireReason, MsgType
 from tunsec.dataplane.pipe.values import (
     Endpoint,
     Policy,
@@ -22,6 +22,10 @@ from tunsec.dataplane.pipe.values import (
 )
 
 # ------------------------------------------------------------------ messages
+# The requests and answers of a client's set-up test the common case at once first, as the hot
+# value types do (see the top of values).
+
+_REQUEST_TYPES = frozenset(t for t in MsgType if not t.is_event)
 
 
 def _check_request_id(req_id: object) -> None:
@@ -31,6 +35,12 @@ def _check_request_id(req_id: object) -> None:
 
 def _check_event_id(req_id: object) -> None:
     _check_int("req_id", req_id, 0, 0)
+
+
+def _plain_ike(data: object, remote: object, local: object) -> bool:
+    """SendIke's and Ike's checks of their fields, at once."""
+    return (type(data) is bytes and 1 <= len(data) <= MAX_IKE_DATA and type(remote) is Endpoint
+            and (local is None or (type(local) is Endpoint and local.family == remote.family)))
 
 
 @dataclass(frozen=True)
@@ -46,6 +56,10 @@ class GetSpi:
     larval_seconds: int | None = None
 
     def __post_init__(self) -> None:
+        lo, hi, larval = self.lo, self.hi, self.larval_seconds
+        if type(self.req_id) is int and 1 <= self.req_id <= _U32 and type(lo) is int and type(hi) is int \
+                and MIN_SPI <= lo <= hi <= _U32 and (larval is None or (type(larval) is int and 0 <= larval <= _U32)):
+            return
         _check_request_id(self.req_id)
         _check_spi("lo", self.lo)
         _check_spi("hi", self.hi)
@@ -62,6 +76,8 @@ class Update:
     sa: SaSpec
 
     def __post_init__(self) -> None:
+        if type(self.req_id) is int and 1 <= self.req_id <= _U32 and type(self.sa) is SaSpec:
+            return
         _check_request_id(self.req_id)
         _check_type("sa", self.sa, SaSpec)
 
@@ -73,6 +89,8 @@ class Add:
     sa: SaSpec
 
     def __post_init__(self) -> None:
+        if type(self.req_id) is int and 1 <= self.req_id <= _U32 and type(self.sa) is SaSpec:
+            return
         _check_request_id(self.req_id)
         _check_type("sa", self.sa, SaSpec)
 
@@ -108,6 +126,8 @@ class SpdAdd:
     policy: Policy
 
     def __post_init__(self) -> None:
+        if type(self.req_id) is int and 1 <= self.req_id <= _U32 and type(self.policy) is Policy:
+            return
         _check_request_id(self.req_id)
         _check_type("policy", self.policy, Policy)
 
@@ -152,6 +172,8 @@ class SendIke:
     local: Endpoint | None = None
 
     def __post_init__(self) -> None:
+        if type(self.req_id) is int and 1 <= self.req_id <= _U32 and _plain_ike(self.data, self.remote, self.local):
+            return
         _check_request_id(self.req_id)
         _check_ike_data(self.data)
         _check_type("remote", self.remote, Endpoint)
@@ -227,6 +249,8 @@ class Reply:
     drops: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
+        if self._plain():
+            return
         _check_request_id(self.req_id)
         _check_type("type", self.type, MsgType)
         if self.type.is_event:
@@ -253,6 +277,17 @@ class Reply:
             return
         if self.more or self.sas or self.policies or self.drops:
             raise ValueError("only a successful DUMP reply carries more/sas/policies/drops")
+
+    def _plain(self) -> bool:
+        """The answer to anything but DUMP (no more/sas/policies/drops), all checks at once."""
+        spi, ok = self.spi, self.errno is Errno.OK
+        return (type(self.req_id) is int and 1 <= self.req_id <= _U32 and self.type in _REQUEST_TYPES
+                and type(self.type) is MsgType and type(self.errno) is Errno
+                and (type(spi) is int and MIN_SPI <= spi <= _U32 if self.type is MsgType.GETSPI and ok
+                     else spi is None)
+                and self.more is False and type(self.sas) is tuple and not self.sas
+                and type(self.policies) is tuple and not self.policies
+                and type(self.drops) is tuple and not self.drops)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -315,6 +350,8 @@ class Ike:
     local: Endpoint | None = None
 
     def __post_init__(self) -> None:
+        if type(self.req_id) is int and self.req_id == 0 and _plain_ike(self.data, self.remote, self.local):
+            return
         _check_event_id(self.req_id)
         _check_ike_data(self.data)
         _check_type("remote", self.remote, Endpoint)
