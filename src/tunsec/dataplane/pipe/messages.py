@@ -37,6 +37,10 @@ def _check_event_id(req_id: object) -> None:
     _check_int("req_id", req_id, 0, 0)
 
 
+def _plain_request_id(req_id: object) -> bool:
+    return type(req_id) is int and 1 <= req_id <= _U32
+
+
 def _plain_ike(data: object, remote: object, local: object) -> bool:
     """SendIke's and Ike's checks of their fields, at once."""
     return (type(data) is bytes and 1 <= len(data) <= MAX_IKE_DATA and type(remote) is Endpoint
@@ -56,9 +60,7 @@ class GetSpi:
     larval_seconds: int | None = None
 
     def __post_init__(self) -> None:
-        lo, hi, larval = self.lo, self.hi, self.larval_seconds
-        if type(self.req_id) is int and 1 <= self.req_id <= _U32 and type(lo) is int and type(hi) is int \
-                and MIN_SPI <= lo <= hi <= _U32 and (larval is None or (type(larval) is int and 0 <= larval <= _U32)):
+        if self._plain():
             return
         _check_request_id(self.req_id)
         _check_spi("lo", self.lo)
@@ -68,6 +70,11 @@ class GetSpi:
         if self.lo > self.hi:
             raise ValueError(f"SPI range {self.lo:#x}..{self.hi:#x} is reversed")
 
+    def _plain(self) -> bool:
+        lo, hi, larval = self.lo, self.hi, self.larval_seconds
+        return (_plain_request_id(self.req_id) and type(lo) is int and type(hi) is int
+                and MIN_SPI <= lo <= hi <= _U32 and (larval is None or (type(larval) is int and 0 <= larval <= _U32)))
+
 
 @dataclass(frozen=True)
 class Update:
@@ -76,10 +83,13 @@ class Update:
     sa: SaSpec
 
     def __post_init__(self) -> None:
-        if type(self.req_id) is int and 1 <= self.req_id <= _U32 and type(self.sa) is SaSpec:
+        if self._plain():
             return
         _check_request_id(self.req_id)
         _check_type("sa", self.sa, SaSpec)
+
+    def _plain(self) -> bool:
+        return _plain_request_id(self.req_id) and type(self.sa) is SaSpec
 
 
 @dataclass(frozen=True)
@@ -89,10 +99,13 @@ class Add:
     sa: SaSpec
 
     def __post_init__(self) -> None:
-        if type(self.req_id) is int and 1 <= self.req_id <= _U32 and type(self.sa) is SaSpec:
+        if self._plain():
             return
         _check_request_id(self.req_id)
         _check_type("sa", self.sa, SaSpec)
+
+    def _plain(self) -> bool:
+        return _plain_request_id(self.req_id) and type(self.sa) is SaSpec
 
 
 @dataclass(frozen=True)
@@ -126,10 +139,13 @@ class SpdAdd:
     policy: Policy
 
     def __post_init__(self) -> None:
-        if type(self.req_id) is int and 1 <= self.req_id <= _U32 and type(self.policy) is Policy:
+        if self._plain():
             return
         _check_request_id(self.req_id)
         _check_type("policy", self.policy, Policy)
+
+    def _plain(self) -> bool:
+        return _plain_request_id(self.req_id) and type(self.policy) is Policy
 
 
 @dataclass(frozen=True)
@@ -172,7 +188,7 @@ class SendIke:
     local: Endpoint | None = None
 
     def __post_init__(self) -> None:
-        if type(self.req_id) is int and 1 <= self.req_id <= _U32 and _plain_ike(self.data, self.remote, self.local):
+        if self._plain():
             return
         _check_request_id(self.req_id)
         _check_ike_data(self.data)
@@ -180,6 +196,9 @@ class SendIke:
         if self.local is not None:
             _check_type("local", self.local, Endpoint)
         _check_same_family(self.local, self.remote)
+
+    def _plain(self) -> bool:
+        return _plain_request_id(self.req_id) and _plain_ike(self.data, self.remote, self.local)
 
 
 @dataclass(frozen=True)
@@ -281,7 +300,7 @@ class Reply:
     def _plain(self) -> bool:
         """The answer to anything but DUMP (no more/sas/policies/drops), all checks at once."""
         spi, ok = self.spi, self.errno is Errno.OK
-        return (type(self.req_id) is int and 1 <= self.req_id <= _U32 and self.type in _REQUEST_TYPES
+        return (_plain_request_id(self.req_id) and self.type in _REQUEST_TYPES
                 and type(self.type) is MsgType and type(self.errno) is Errno
                 and (type(spi) is int and MIN_SPI <= spi <= _U32 if self.type is MsgType.GETSPI and ok
                      else spi is None)
@@ -350,7 +369,7 @@ class Ike:
     local: Endpoint | None = None
 
     def __post_init__(self) -> None:
-        if type(self.req_id) is int and self.req_id == 0 and _plain_ike(self.data, self.remote, self.local):
+        if self._plain():
             return
         _check_event_id(self.req_id)
         _check_ike_data(self.data)
@@ -358,6 +377,9 @@ class Ike:
         if self.local is not None:
             _check_type("local", self.local, Endpoint)
         _check_same_family(self.local, self.remote)
+
+    def _plain(self) -> bool:
+        return type(self.req_id) is int and self.req_id == 0 and _plain_ike(self.data, self.remote, self.local)
 
 
 @dataclass(frozen=True, kw_only=True)
