@@ -19,6 +19,7 @@ from tunsec.dataplane.pipe.values import (
     _check_spi,
     _check_tuple_of,
     _check_type,
+    quick_init,
 )
 
 # ------------------------------------------------------------------ messages
@@ -26,6 +27,7 @@ from tunsec.dataplane.pipe.values import (
 # value types do (see the top of values).
 
 _REQUEST_TYPES = frozenset(t for t in MsgType if not t.is_event)
+_OK, _GETSPI = Errno.OK, MsgType.GETSPI   # read once (enum members are class attribute lookups)
 
 
 def _check_request_id(req_id: object) -> None:
@@ -47,6 +49,7 @@ def _plain_ike(data: object, remote: object, local: object) -> bool:
             and (local is None or (type(local) is Endpoint and local.family == remote.family)))
 
 
+@quick_init
 @dataclass(frozen=True)
 class GetSpi:
     """A larval inbound SA.  larval_seconds: how long it may stay larval before
@@ -76,6 +79,7 @@ class GetSpi:
                 and MIN_SPI <= lo <= hi <= _U32 and (larval is None or (type(larval) is int and 0 <= larval <= _U32)))
 
 
+@quick_init
 @dataclass(frozen=True)
 class Update:
     TYPE: ClassVar[MsgType] = MsgType.UPDATE
@@ -92,6 +96,7 @@ class Update:
         return _plain_request_id(self.req_id) and type(self.sa) is SaSpec
 
 
+@quick_init
 @dataclass(frozen=True)
 class Add:
     TYPE: ClassVar[MsgType] = MsgType.ADD
@@ -108,6 +113,7 @@ class Add:
         return _plain_request_id(self.req_id) and type(self.sa) is SaSpec
 
 
+@quick_init
 @dataclass(frozen=True)
 class Delete:
     TYPE: ClassVar[MsgType] = MsgType.DELETE
@@ -123,6 +129,7 @@ class Delete:
         _check_sa_peer(self.direction, self.remote)
 
 
+@quick_init
 @dataclass(frozen=True)
 class Flush:
     TYPE: ClassVar[MsgType] = MsgType.FLUSH
@@ -132,6 +139,7 @@ class Flush:
         _check_request_id(self.req_id)
 
 
+@quick_init
 @dataclass(frozen=True)
 class SpdAdd:
     TYPE: ClassVar[MsgType] = MsgType.SPDADD
@@ -148,6 +156,7 @@ class SpdAdd:
         return _plain_request_id(self.req_id) and type(self.policy) is Policy
 
 
+@quick_init
 @dataclass(frozen=True)
 class SpdDelete:
     TYPE: ClassVar[MsgType] = MsgType.SPDDELETE
@@ -159,6 +168,7 @@ class SpdDelete:
         _check_int("id", self.id, 0, _U32)
 
 
+@quick_init
 @dataclass(frozen=True)
 class SpdFlush:
     TYPE: ClassVar[MsgType] = MsgType.SPDFLUSH
@@ -168,6 +178,7 @@ class SpdFlush:
         _check_request_id(self.req_id)
 
 
+@quick_init
 @dataclass(frozen=True)
 class Dump:
     TYPE: ClassVar[MsgType] = MsgType.DUMP
@@ -177,6 +188,7 @@ class Dump:
         _check_request_id(self.req_id)
 
 
+@quick_init
 @dataclass(frozen=True)
 class SendIke:
     """An IKE message to send from port 4500 (the worker adds the marker)."""
@@ -201,6 +213,7 @@ class SendIke:
         return _plain_request_id(self.req_id) and _plain_ike(self.data, self.remote, self.local)
 
 
+@quick_init
 @dataclass(frozen=True)
 class Reserve:
     """Raise an SA's reservation: no sequence number above limit is sent (OUT)
@@ -224,6 +237,7 @@ class Reserve:
         _check_sa_peer(self.direction, self.remote)
 
 
+@quick_init
 @dataclass(frozen=True)
 class Migrate:
     """Move a mature SA to a new peer endpoint without re-keying: the peer's
@@ -249,6 +263,7 @@ class Migrate:
             raise ValueError("an SA moves within its address family: remote and new_remote differ")
 
 
+@quick_init
 @dataclass(frozen=True)
 class Reply:
     """The answer to any request; `type` names the request it answers.
@@ -299,16 +314,17 @@ class Reply:
 
     def _plain(self) -> bool:
         """The answer to anything but DUMP (no more/sas/policies/drops), all checks at once."""
-        spi, ok = self.spi, self.errno is Errno.OK
+        spi, ok = self.spi, self.errno is _OK
         return (_plain_request_id(self.req_id) and self.type in _REQUEST_TYPES
                 and type(self.type) is MsgType and type(self.errno) is Errno
-                and (type(spi) is int and MIN_SPI <= spi <= _U32 if self.type is MsgType.GETSPI and ok
+                and (type(spi) is int and MIN_SPI <= spi <= _U32 if self.type is _GETSPI and ok
                      else spi is None)
                 and self.more is False and type(self.sas) is tuple and not self.sas
                 and type(self.policies) is tuple and not self.policies
                 and type(self.drops) is tuple and not self.drops)
 
 
+@quick_init
 @dataclass(frozen=True, kw_only=True)
 class Acquire:
     """A packet hit a PROTECT policy with no SA; selector is its 5-tuple."""
@@ -324,6 +340,7 @@ class Acquire:
         _check_type("selector", self.selector, Selector)
 
 
+@quick_init
 @dataclass(frozen=True, kw_only=True)
 class Expire:
     TYPE: ClassVar[MsgType] = MsgType.EXPIRE
@@ -343,6 +360,7 @@ class Expire:
         _check_type("reason", self.reason, ExpireReason)
 
 
+@quick_init
 @dataclass(frozen=True, kw_only=True)
 class InvalidSpi:
     """ESP for an unknown SPI.  Any 32-bit value: it is what arrived."""
@@ -358,6 +376,7 @@ class InvalidSpi:
         _check_type("remote", self.remote, Endpoint)
 
 
+@quick_init
 @dataclass(frozen=True, kw_only=True)
 class Ike:
     """An IKE message that arrived on port 4500, non-ESP marker stripped."""
@@ -382,6 +401,7 @@ class Ike:
         return type(self.req_id) is int and self.req_id == 0 and _plain_ike(self.data, self.remote, self.local)
 
 
+@quick_init
 @dataclass(frozen=True, kw_only=True)
 class ReserveLow:
     """An SA reached the notify point of its reservation: reserve more numbers.
@@ -403,6 +423,7 @@ class ReserveLow:
         _check_sa_peer(self.direction, self.remote)
 
 
+@quick_init
 @dataclass(frozen=True, kw_only=True)
 class FirstUse:
     """The first authenticated packet arrived on an inbound SA that was UPDATEd
