@@ -1261,3 +1261,18 @@ def test_the_quick_test_admits_only_what_the_checks_admit(base: object) -> None:
                 differ.append((name, odd, quick, checked))
     assert differ == []
     assert refused > len(fields) * len(ODD_VALUES) // 2   # the odd values do break things
+
+
+def test_quick_init_keeps_the_dataclass_contract() -> None:
+    """quick_init's __init__ takes what the generated one took and the values stay frozen."""
+    assert Reply(3, MsgType.UPDATE, Errno.OK) == Reply(req_id=3, type=MsgType.UPDATE, errno=Errno.OK, spi=None)
+    assert hash(LOCAL4) == hash(Endpoint(ip_address("192.0.2.10"), 4500))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        LOCAL4.port = 1  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        Ike(b"x", REMOTE4)  # type: ignore[misc]   # events stay keyword-only
+    with pytest.raises(TypeError):
+        Flush()  # type: ignore[call-arg]
+    assert dataclasses.replace(out_sa(), spi=300).spi == 300
+    with pytest.raises(ValueError):
+        dataclasses.replace(out_sa(), spi=255)   # replace builds through the checks too
