@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import cProfile
 import functools
 import gc
@@ -55,29 +56,55 @@ from tunsec.policy.ids import IdSpace
 from tunsec.services.ike import IkeService
 
 GW, CLIENT = "192.0.2.1", "198.51.100.1"
-Wire = list[tuple[tuple[str, int], tuple[str, int], bytes]]
+Wire = collections.deque[tuple[tuple[str, int], tuple[str, int], bytes]]
+
+
+class _Wake:
+    """Wakes the driving loop when the gateway puts a datagram on the wire: while it waits for the
+    worker's answers the loop sleeps instead of spinning (which the gateway's CPU would include)."""
+
+    def __init__(self) -> None:
+        self.waiter: asyncio.Future[None] | None = None
+
+    def __call__(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    async def wait(self, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        self.waiter = loop.create_future()
+        timer = loop.call_later(timeout, self)
+        try:
+            await self.waiter
+        finally:
+            timer.cancel()
+            self.waiter = None
 
 
 class _UdpOut:
     """The worker's UDP socket: SEND_IKE datagrams (with the non-ESP marker) onto the wire."""
 
-    def __init__(self, wire: Wire) -> None:
+    def __init__(self, wire: Wire, wake: _Wake) -> None:
         self.wire = wire
+        self.wake = wake
 
     def sendto(self, data: bytes, addr: tuple[str, int]) -> int:
         assert data.startswith(NON_ESP_MARKER)
         self.wire.append(((GW, 4500), addr, data[len(NON_ESP_MARKER):]))
+        self.wake()
         return len(data)
 
 
 class _Udp500:
     """The control process's port-500 socket."""
 
-    def __init__(self, wire: Wire) -> None:
+    def __init__(self, wire: Wire, wake: _Wake) -> None:
         self.wire = wire
+        self.wake = wake
 
     def sendto(self, data: bytes, addr: tuple[str, int]) -> int:
         self.wire.append(((GW, 500), addr, data))
+        self.wake()
         return len(data)
 
 
@@ -86,7 +113,8 @@ class Burst:
         self.n = n
         self.profile = profile
         self.client_cpu = 0.0
-        self.wire: Wire = []
+        self.wire: Wire = collections.deque()
+        self.wake = _Wake()
         psk = "burst" * 8
         gw = SimpleNamespace(outer4=GW, inner_net4="10.1.0.0/24")
         me = SimpleNamespace(outer4=CLIENT)
@@ -125,7 +153,7 @@ class Burst:
 
         writer = PipeWriter(theirs, loop, pause_reading)
         worker = Worker(dp, lambda data: writer.send(data, is_event=True),
-                        {4: _UdpOut(self.wire)}, loop)  # type: ignore[dict-item]
+                        {4: _UdpOut(self.wire, self.wake)}, loop)  # type: ignore[dict-item]
 
         def on_pipe() -> None:
             while True:
@@ -154,7 +182,7 @@ class Burst:
         service = IkeService(self.gw_conf.connections, lambda: client, {4: GW}, IdSpace(),
                              DosLimits(2 * n + 10, 4 * n + 10), pools=self.gw_conf.pools)
         await service.start()
-        service.sockets = {(4, GW, 500): _Udp500(self.wire)}  # type: ignore[dict-item]
+        service.sockets.by_key = {(4, GW, 500): _Udp500(self.wire, self.wake)}  # type: ignore[dict-item]
 
         clients = IkeEndpoint([c.ike for c in self.client_conf.connections])
         gc.collect()
@@ -163,12 +191,12 @@ class Burst:
             self.profile.enable()
         for c in self.client_conf.connections:
             self._client(functools.partial(clients.initiate, c.name, "net", time.monotonic()))
-        idle = 0
+        stalled = 0.0
         while self.client_up < n or service_children(service) < n:
             moved = self._client(lambda: self._client_step(clients))
             while self.wire:
                 moved = True
-                src, dst, data = self.wire.pop(0)
+                src, dst, data = self.wire.popleft()
                 if dst[0] == GW:
                     if dst[1] == 4500:   # into the worker's UDP socket, up the pipe as an IKE event
                         worker._emit(pipe.Ike(data=data, remote=Endpoint(ipaddress.ip_address(src[0]), src[1])))
@@ -177,11 +205,14 @@ class Burst:
                         service._pump()
                 else:
                     self._client(functools.partial(clients.receive, data, src, time.monotonic(), local_addr=dst))
-            await asyncio.sleep(0)
-            idle = 0 if moved else idle + 1
-            if idle > 1000:
-                await asyncio.sleep(0.001)
-            if idle > 20000:
+            if moved:
+                await asyncio.sleep(0)   # the pipe's answers come in through the loop
+                stalled = 0.0
+                continue
+            t = time.monotonic()
+            await self.wake.wait(0.01)
+            stalled += time.monotonic() - t
+            if stalled > 20:
                 raise RuntimeError(f"stuck: {self.client_up} clients up, {service_children(service)} at the gateway")
         if self.profile is not None:
             self.profile.disable()
@@ -210,7 +241,9 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=1, help="runs (each a fresh gateway); the best is reported")
     ap.add_argument("--profile", type=Path, help="write a cProfile of the gateway (last run) here")
     args = ap.parse_args()
-    logs.configure("info", stream=open(os.devnull, "w"))  # noqa: SIM115  (the daemon's default level)
+    # the daemon's default level; BURST_LOG=debug (say) to see the gateway's log on stderr
+    level = os.environ.get("BURST_LOG")
+    logs.configure(level or "info", stream=sys.stderr if level else open(os.devnull, "w"))  # noqa: SIM115
     logging.getLogger("asyncio").setLevel(logging.WARNING)
     best = None
     for _ in range(args.repeat):

@@ -15,6 +15,7 @@ import dataclasses
 import functools
 import ipaddress
 import itertools
+import logging
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from tunsec.conf.connections import Child, Connection
 from tunsec.dataplane import pipe
 from tunsec.dataplane.client import WorkerError
-from tunsec.dataplane.fastpath import Dataplane, Drop
+from tunsec.dataplane.fastpath import Dataplane, DataplaneError, Drop, lib
 from tunsec.dataplane.pipe import Action, Direction, Endpoint, Errno
 from tunsec.dataplane.worker import Worker
 from tunsec.ike.config import IkeConfig, LocalAuth, RemoteAuth, child_config
@@ -482,6 +483,38 @@ def test_one_peers_pending_install_holds_back_only_its_own_datagrams() -> None:
         gate.set()
         await gw.settle()
         assert_reaches_only_its_site(gw, 0)
+        assert_reaches_only_its_site(gw, 1)
+
+    run(body())
+
+
+def test_a_child_sa_whose_install_the_worker_refuses_is_removed_again(caplog: pytest.LogCaptureFixture) -> None:
+    """A Child SA's UPDATE, ADD and SPDADD are sent together and their answers awaited together:
+    when the worker refuses one (here site 0's SPDADD), the error is logged, the SAs that did go in
+    are deleted again and the Child SA is forgotten; another peer's install is untouched."""
+    async def body() -> None:
+        gw = Gateway(2)
+        await gw.start()
+        spd_add = gw.worker.dp.spd_add
+
+        def refuse_site0(policy: pipe.Policy) -> None:
+            if str(policy.selector.dst_lo) == "10.2.1.0":
+                raise DataplaneError("spd_add", lib.TS_ENOSPC)
+            spd_add(policy)
+
+        gw.worker.dp.spd_add = refuse_site0  # type: ignore[method-assign]
+        with caplog.at_level(logging.ERROR, logger="tunsec.ike"):
+            gw.connect(0)
+            gw.connect(1)
+            await gw.settle()
+        failed = [r.getMessage() for r in caplog.records if "installing CHILD_SA" in r.getMessage()]
+        assert len(failed) == 1 and "failed: SpdAdd: ENOSPC" in failed[0], failed
+        assert gw.children_of(0) == [] and len(gw.children_of(1)) == 1
+        (child1,) = gw.children_of(1)
+        # only site 1's SAs and policy are left in the worker
+        assert {(s.spi, s.direction) for s in gw.worker.dp.sas() if s.state == "mature"} == {
+            (child1.spi_in, Direction.IN), (child1.spi_out, Direction.OUT)}
+        assert [p.reqid for p in gw.worker.dp.policies()] == [child1.reqid]
         assert_reaches_only_its_site(gw, 1)
 
     run(body())

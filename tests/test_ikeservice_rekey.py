@@ -55,14 +55,7 @@ class RecordingWorker(InProcessWorker):
         finally:
             self.pair.probe(f"after {self.side} {type(self.log[-1]).__name__}")
 
-    def request_soon(self, build: Callable[[int], pipe.Message]) -> asyncio.Future[list[pipe.Reply]]:
-        def logged(req_id: int) -> pipe.Message:
-            msg = build(req_id)
-            self.pair.timeline.append(("pipe", self.side, msg))
-            return msg
-        sent = super().request_soon(logged)
-        sent.add_done_callback(lambda _: self.pair.probe(f"after {self.side} {type(self.log[-1]).__name__}"))
-        return sent
+    # request_soon is InProcessWorker's: a task that runs request above (logged and probed once)
 
 
 @dataclass

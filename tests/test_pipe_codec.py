@@ -1,5 +1,6 @@
 """The control <-> worker pipe codec: round trips, strictness, fuzzing, secrecy."""
 
+import dataclasses
 import struct
 import traceback
 from collections.abc import Callable
@@ -1189,3 +1190,89 @@ def test_value_helpers() -> None:
     assert decode(encode(Reply(1, MsgType.DUMP, Errno.OK, sas=(larval,)))) == Reply(
         1, MsgType.DUMP, Errno.OK, sas=(larval,)
     )
+
+
+# ------------------------------------------------------ the quick test of the hot constructors
+# Endpoint, Selector, Lifetime, SaSpec, Policy and the messages of a client's set-up accept the
+# common case with one expression (_plain) before their one-by-one checks.  It must admit nothing
+# those checks refuse: every field of every base value below, set to every odd value below in
+# turn, builds (or fails with the same exception) with the quick test as with the checks alone.
+
+
+class _Port(int):
+    """An int subclass: what an exact type test and isinstance tell apart."""
+
+
+ODD_VALUES: list[object] = [
+    -1, 0, 1, 2, 20, 31, 32, 36, 255, 256, 257, U16, U16 + 1, 65536, 65537, U32 - 1, U32, U32 + 1, U64, U64 + 1,
+    -(2**70), True, False, None, "10.0.0.1", "", b"", b"x", SECRET128, SECRET256, bytearray(SECRET128),
+    _Port(500), 1.0, (), (0, U16), (1, 0), (0, U16 + 1), (-1, 5), (True, 5), (5, 5), (0, 1, 2), [0, U16],
+    ip_address("10.0.0.3"), ip_address("10.0.0.0"), ip_address("255.255.255.255"), ip_address("2001:db8::1"),
+    ip_address("::"), LOCAL4, REMOTE4, LOCAL6, REMOTE6, Lifetime(), Lifetime(bytes=5), Lifetime(packets=1, seconds=9),
+    SEL4, SEL6_TCP, (SEL4,), (SEL4, SEL6_TCP), (SEL4,) * 8, (SEL4,) * 9, (SEL4, "x"), [SEL4],
+    Direction.IN, Direction.OUT, Alg.AES128GCM16, Alg.AES256GCM16, Action.PROTECT, Action.BYPASS, Action.DISCARD,
+    MsgType.GETSPI, MsgType.DUMP, MsgType.UPDATE, MsgType.ACQUIRE, Errno.OK, Errno.ENOENT,
+    (("auth", 1),), out_sa(), Policy(1, 1, Action.PROTECT, 1, SEL4),
+]
+BASE_VALUES: list[object] = [
+    LOCAL4, REMOTE6, SEL4, SEL6_TCP, Selector(A1, A2, A1, A1, 17, (53, 53), (0, U16)), Lifetime(),
+    Lifetime(5, 6, 7), out_sa(), in_sa(esn=False), in_sa(esn=True, seq_start=U32 + 5, report_first_use=True),
+    out_sa(esn=False, seq_limit=900, seq_notify=800, seq_start=10, soft=Lifetime(seconds=5), hard=Lifetime(seconds=9)),
+    out_sa(local=LOCAL6, remote=REMOTE6, selectors=(SEL6_TCP, SEL6_TCP)), Policy(3, 9, Action.PROTECT, 4, SEL4),
+    Policy(3, 9, Action.BYPASS, 0, SEL6_TCP), GetSpi(1, 256, U32), GetSpi(9, 0x1000, 0x2000, 30),
+    Update(2, in_sa()), Add(3, out_sa()), SpdAdd(4, Policy(3, 9, Action.PROTECT, 4, SEL4)), SendIke(5, b"x", REMOTE4),
+    SendIke(6, b"y" * 50, REMOTE6, LOCAL6), Ike(data=b"z", remote=REMOTE4),
+    Ike(data=b"z", remote=REMOTE4, local=LOCAL4), Reply(1, MsgType.GETSPI, Errno.OK, spi=300),
+    Reply(2, MsgType.GETSPI, Errno.ENOENT), Reply(3, MsgType.UPDATE, Errno.OK),
+    Reply(4, MsgType.SEND_IKE, Errno.EIO), Reply(5, MsgType.DUMP, Errno.OK, more=True, drops=(("auth", 1),)),
+]
+
+
+def _outcome(build: Callable[[], object]) -> str:
+    try:
+        build()
+    except (TypeError, ValueError) as exc:
+        return type(exc).__name__
+    return "ok"
+
+
+def _both_ways(cls: type, fields: dict[str, object]) -> tuple[str, str]:
+    quick = _outcome(lambda: cls(**fields))
+    plain = vars(cls)["_plain"]
+    cls._plain = lambda self: False  # type: ignore[attr-defined]
+    try:
+        return quick, _outcome(lambda: cls(**fields))
+    finally:
+        cls._plain = plain  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("base", BASE_VALUES, ids=lambda v: type(v).__name__)
+def test_the_quick_test_admits_only_what_the_checks_admit(base: object) -> None:
+    cls = type(base)
+    assert "_plain" in vars(cls)
+    fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)}  # type: ignore[arg-type]
+    assert _both_ways(cls, fields) == ("ok", "ok")
+    differ, refused = [], 0
+    for name in fields:
+        for odd in ODD_VALUES:
+            quick, checked = _both_ways(cls, fields | {name: odd})
+            refused += checked != "ok"
+            if quick != checked:
+                differ.append((name, odd, quick, checked))
+    assert differ == []
+    assert refused > len(fields) * len(ODD_VALUES) // 2   # the odd values do break things
+
+
+def test_quick_init_keeps_the_dataclass_contract() -> None:
+    """quick_init's __init__ takes what the generated one took and the values stay frozen."""
+    assert Reply(3, MsgType.UPDATE, Errno.OK) == Reply(req_id=3, type=MsgType.UPDATE, errno=Errno.OK, spi=None)
+    assert hash(LOCAL4) == hash(Endpoint(ip_address("192.0.2.10"), 4500))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        LOCAL4.port = 1  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        Ike(b"x", REMOTE4)  # type: ignore[misc]   # events stay keyword-only
+    with pytest.raises(TypeError):
+        Flush()  # type: ignore[call-arg]
+    assert dataclasses.replace(out_sa(), spi=300).spi == 300
+    with pytest.raises(ValueError):
+        dataclasses.replace(out_sa(), spi=255)   # replace builds through the checks too

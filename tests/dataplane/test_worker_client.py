@@ -11,7 +11,7 @@ import pytest
 
 from tunsec.dataplane import client as client_mod
 from tunsec.dataplane import pipe
-from tunsec.dataplane.client import WorkerClient, WorkerError
+from tunsec.dataplane.client import WorkerClient, WorkerError, answered, send_soon
 from tunsec.dataplane.pipe import Errno
 
 
@@ -59,6 +59,41 @@ def test_answer_timeout_and_cancel(monkeypatch: pytest.MonkeyPatch) -> None:
             await nxt
         assert err.value.errno is Errno.ENOENT
         loop.remove_reader(wc._sock.fileno())
+        worker.close()
+
+    asyncio.run(body())
+
+
+def test_answers_awaited_together(monkeypatch: pytest.MonkeyPatch) -> None:
+    """answered: requests sent at once (send_soon) and awaited with one timeout, each checked as
+    request checks its own: OK replies, a refusal with its errno, silence as EIO (and a late
+    answer to it is ignored), a worker that is gone as EIO before anything is sent."""
+    monkeypatch.setattr(client_mod, "REQUEST_TIMEOUT", 0.05)
+
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        wc, worker = _pair(loop)
+        sent = [send_soon(wc, "GetSpi", lambda r: pipe.GetSpi(r, 256, 0xFFFFFFFF)),
+                send_soon(wc, "SpdDelete", lambda r: pipe.SpdDelete(r, 7)),
+                send_soon(wc, "SpdDelete", lambda r: pipe.SpdDelete(r, 8))]
+        reqs = [pipe.decode(worker.recv(65536)) for _ in range(3)]   # all written before any answer
+        assert [type(r).__name__ for r in reqs] == ["GetSpi", "SpdDelete", "SpdDelete"]
+        worker.send(pipe.encode(pipe.Reply(reqs[0].req_id, pipe.MsgType.GETSPI, Errno.OK, spi=0x1234)))
+        worker.send(pipe.encode(pipe.Reply(reqs[1].req_id, pipe.MsgType.SPDDELETE, Errno.ENOENT)))
+        got = await answered(sent)
+        assert not isinstance(got[0], WorkerError) and [r.spi for r in got[0]] == [0x1234]
+        assert isinstance(got[1], WorkerError) and got[1].errno is Errno.ENOENT
+        assert isinstance(got[2], WorkerError) and got[2].errno is Errno.EIO and "no answer" in str(got[2])
+        worker.send(pipe.encode(pipe.Reply(reqs[2].req_id, pipe.MsgType.SPDDELETE, Errno.OK)))   # late
+        nxt = send_soon(wc, "SpdDelete", lambda r: pipe.SpdDelete(r, 9))
+        req = pipe.decode(worker.recv(65536))
+        worker.send(pipe.encode(pipe.Reply(req.req_id, pipe.MsgType.SPDDELETE, Errno.OK)))
+        assert not isinstance((await answered([nxt]))[0], WorkerError)
+        assert wc._pending == {}
+        loop.remove_reader(wc._sock.fileno())
+        wc._closed()
+        (gone,) = await answered([send_soon(wc, "SpdDelete", lambda r: pipe.SpdDelete(r, 10))])
+        assert isinstance(gone, WorkerError) and gone.errno is Errno.EIO
         worker.close()
 
     asyncio.run(body())

@@ -10,7 +10,7 @@ import itertools
 import logging
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,6 +58,46 @@ class WorkerFds:
 def _time_out(fut: asyncio.Future[list[pipe.Reply]]) -> None:
     if not fut.done():
         fut.set_exception(TimeoutError(f"no answer within {REQUEST_TIMEOUT:.0f} s"))
+
+
+Sent = tuple[str, asyncio.Future[list[pipe.Reply]]]   # what was asked (for errors), its answer
+
+
+def send_soon(worker: WorkerClient, what: str, build: Callable[[int], pipe.Message]) -> Sent:
+    """:meth:`WorkerClient.request_soon`, its refusal (the worker gone, the pipe full) an answer
+    that failed, for :func:`answered` to report with the others."""
+    try:
+        return what, worker.request_soon(build)
+    except WorkerError as err:
+        failed: asyncio.Future[list[pipe.Reply]] = asyncio.get_running_loop().create_future()
+        failed.set_exception(err)
+        return what, failed
+
+
+async def answered(sent: Sequence[Sent]) -> list[list[pipe.Reply] | WorkerError]:
+    """The answers to requests sent with :meth:`WorkerClient.request_soon`, awaited together with one
+    timeout (REQUEST_TIMEOUT) and checked as :meth:`WorkerClient.request` checks its own: per request
+    its replies, or the WorkerError it met (an errno other than OK, the worker gone, no answer in
+    time).  One waiter for the lot instead of a task and a timer per request: a Child SA's install
+    sends three or four requests and an SPI refill thirty-two, for every client of a burst.
+
+    A request still unanswered at the timeout is cancelled: its late answer is then ignored."""
+    waiting = [fut for _, fut in sent if not fut.done()]
+    if waiting:
+        _, late = await asyncio.wait(waiting, timeout=REQUEST_TIMEOUT)
+        for fut in late:
+            fut.cancel()
+    out: list[list[pipe.Reply] | WorkerError] = []
+    for what, fut in sent:
+        if fut.cancelled():
+            out.append(WorkerError(f"{what} (no answer within {REQUEST_TIMEOUT:.0f} s)", Errno.EIO))
+        elif (err := fut.exception()) is not None:
+            out.append(err if isinstance(err, WorkerError) else WorkerError(f"{what} ({err})", Errno.EIO))
+        elif (bad := next((r for r in fut.result() if r.errno is not Errno.OK), None)) is not None:
+            out.append(WorkerError(what, bad.errno))
+        else:
+            out.append(fut.result())
+    return out
 
 
 class WorkerClient:

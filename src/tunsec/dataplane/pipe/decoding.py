@@ -1,9 +1,10 @@
 """Bytes to messages: decode, which checks everything and raises only PipeError."""
 
 import struct
-from dataclasses import dataclass
+from collections.abc import Callable
+from enum import IntEnum
 from ipaddress import IPv4Address, IPv6Address
-from typing import Final
+from typing import Any, Final, NamedTuple
 
 from tunsec.dataplane.pipe.messages import (
     Acquire,
@@ -97,11 +98,22 @@ from tunsec.dataplane.pipe.wire import (
 
 _TYPES: Final = frozenset(int(t) for t in MsgType)
 _ERRNOS: Final = frozenset(int(e) for e in Errno)
-_EXTS: Final = frozenset(int(e) for e in Ext)
 # the members by value: a dict lookup, not an Enum call, for every message and extension
 _TYPE_OF: Final = {int(t): t for t in MsgType}
 _ERRNO_OF: Final = {int(e): e for e in Errno}
 _EXT_OF: Final = {int(e): e for e in Ext}
+_DIRECTION_OF: Final = {int(d): d for d in Direction}
+_ALG_OF: Final = {int(a): a for a in Alg}
+_ACTION_OF: Final = {int(a): a for a in Action}
+_ZERO12: Final = bytes(12)
+_OWED: Final = frozenset((MsgType.GETSPI, MsgType.DUMP))   # their successful answers carry extensions
+_OK: Final = Errno.OK   # read once: enum members are class attribute lookups
+
+
+def _enum(members: dict[int, Any], kind: type[IntEnum], value: int) -> Any:
+    """members[value], or the ValueError kind(value) raises for a value it does not know."""
+    found = members.get(value)
+    return found if found is not None else kind(value)
 
 
 class _Malformed(Exception):
@@ -111,8 +123,8 @@ class _Malformed(Exception):
         self.detail = detail
 
 
-@dataclass(frozen=True)
-class _Header:
+class _Header(NamedTuple):
+    # a tuple, not a frozen dataclass: every message builds one
     version: int
     type: int
     errno: int
@@ -137,7 +149,7 @@ def decode(data: bytes) -> Message:
     """Parse one datagram.  Raises PipeError, and nothing else, if malformed."""
     if len(data) < HEADER_LEN:
         raise PipeError(Errno.EINVAL, f"{len(data)} bytes is shorter than the header")
-    hdr = _Header(*_HEADER.unpack_from(data))
+    hdr = _Header._make(_HEADER.unpack_from(data))
     try:
         return _decode_message(hdr, bytes(data))
     except _Malformed as e:
@@ -151,8 +163,12 @@ def decode(data: bytes) -> Message:
 
 def _decode_message(hdr: _Header, data: bytes) -> Message:
     msg_type = _check_header(hdr, len(data))
-    if hdr.is_reply:
+    if hdr.flags & FLAG_REPLY:
         errno = _reply_errno(hdr)
+        # a bare answer (what most requests get): nothing to parse, and no extension is owed (the
+        # SPI of a successful GETSPI is, as maybe parts of a DUMP's: the general path checks those)
+        if len(data) == HEADER_LEN and (errno is not _OK or msg_type not in _OWED):
+            return Reply(hdr.req_id, msg_type, errno, more=bool(hdr.flags & FLAG_MORE))
         exts = _parse_extensions(data, _reply_schema(msg_type, errno))
         return _build_reply(hdr, msg_type, errno, exts)
     _check_origin(hdr, msg_type)
@@ -196,8 +212,10 @@ def _check_origin(hdr: _Header, msg_type: MsgType) -> None:
 class _Exts:
     """Extension bodies of one message, by type, in arrival order."""
 
-    def __init__(self) -> None:
-        self.bodies: dict[Ext, list[bytes]] = {}
+    __slots__ = ("bodies",)
+
+    def __init__(self, bodies: dict[Ext, list[bytes]]) -> None:
+        self.bodies = bodies
 
     def one(self, ext: Ext) -> bytes:
         return self.bodies[ext][0]
@@ -211,47 +229,38 @@ class _Exts:
 
 
 def _parse_extensions(data: bytes, schema: _Schema) -> _Exts:
-    exts = _Exts()
-    pos = HEADER_LEN
-    while pos < len(data):
-        if len(data) - pos < _EXT_HDR.size:
+    # one loop with the checks inline: it runs for every extension of every message
+    bodies: dict[Ext, list[bytes]] = {}
+    pos, end, unpack, hdr_size = HEADER_LEN, len(data), _EXT_HDR.unpack_from, _EXT_HDR.size
+    while pos < end:
+        if end - pos < hdr_size:
             raise _Malformed(f"truncated extension header at offset {pos}")
-        length, raw_type = _EXT_HDR.unpack_from(data, pos)
-        if length < _EXT_HDR.size or length % 4:
+        length, raw_type = unpack(data, pos)
+        if length < hdr_size or length % 4:
             raise _Malformed(f"extension length {length} at offset {pos}")
-        if pos + length > len(data):
+        if pos + length > end:
             raise _Malformed(f"extension at offset {pos} overruns the message")
-        ext = _known_ext(raw_type, schema)
-        body = data[pos + _EXT_HDR.size : pos + length]
-        _check_body_len(ext, body)
-        exts.bodies.setdefault(ext, []).append(body)
+        ext = _EXT_OF.get(raw_type)
+        if ext is None:
+            raise _Malformed(f"unknown extension type {raw_type}")
+        if ext not in schema:
+            raise _Malformed(f"extension {ext.name} does not belong in this message")
+        body = data[pos + hdr_size : pos + length]
+        want = _BODY_LEN[ext]
+        if want is not None and len(body) != want:
+            raise _Malformed(f"extension {ext.name} of {len(body)} bytes, expected {want}")
+        if (found := bodies.get(ext)) is None:
+            bodies[ext] = [body]
+        else:
+            found.append(body)
         pos += length
-    _check_counts(exts, schema)
-    return exts
-
-
-def _known_ext(raw_type: int, schema: _Schema) -> Ext:
-    if raw_type not in _EXTS:
-        raise _Malformed(f"unknown extension type {raw_type}")
-    ext = _EXT_OF[raw_type]
-    if ext not in schema:
-        raise _Malformed(f"extension {ext.name} does not belong in this message")
-    return ext
-
-
-def _check_body_len(ext: Ext, body: bytes) -> None:
-    want = _BODY_LEN[ext]
-    if want is not None and len(body) != want:
-        raise _Malformed(f"extension {ext.name} of {len(body)} bytes, expected {want}")
-
-
-def _check_counts(exts: _Exts, schema: _Schema) -> None:
     for ext, (lo, hi) in schema.items():
-        n = len(exts.all(ext))
+        n = len(bodies.get(ext, ()))
         if n < lo:
             raise _Malformed(f"missing extension {ext.name}")
         if n > hi:
             raise _Malformed(f"extension {ext.name} appears {n} times, at most {hi}")
+    return _Exts(bodies)
 
 
 def _zero(value: int | bytes, what: str) -> None:
@@ -277,7 +286,7 @@ def _variable(body: bytes, head: int, n: int, what: str) -> bytes:
 
 def _unpack_addr(family: int, raw: bytes) -> IPAddress:
     if family == 4:
-        if any(raw[4:]):
+        if raw[4:] != _ZERO12:
             raise _Malformed("IPv4 address with non-zero trailing bytes")
         return IPv4Address(raw[:4])
     if family == 6:
@@ -287,7 +296,8 @@ def _unpack_addr(family: int, raw: bytes) -> IPAddress:
 
 def _unpack_endpoint_opt(raw: bytes) -> Endpoint | None:
     family, reserved, port, addr = _ENDPOINT.unpack(raw)
-    _zero(reserved, "address")
+    if reserved:
+        _zero(reserved, "address")
     if family == 0:
         if port or any(addr):
             raise _Malformed("unset address with non-zero fields")
@@ -305,7 +315,8 @@ def _unpack_endpoint(raw: bytes) -> Endpoint:
 
 def _unpack_selector(raw: bytes) -> Selector:
     fam, proto, reserved, sp_lo, sp_hi, dp_lo, dp_hi, s_lo, s_hi, d_lo, d_hi = _SELECTOR.unpack(raw)
-    _zero(reserved, "selector")
+    if reserved:
+        _zero(reserved, "selector")
     return Selector(
         _unpack_addr(fam, s_lo), _unpack_addr(fam, s_hi),
         _unpack_addr(fam, d_lo), _unpack_addr(fam, d_hi),
@@ -319,7 +330,8 @@ def _unpack_lifetime(raw: bytes) -> Lifetime:
 
 def _unpack_sa(exts: _Exts) -> SaSpec:
     spi, direction, alg, flags, reserved, window, reqid, seq_start = _SA.unpack(exts.one(Ext.SA))
-    _zero(reserved, "SA")
+    if reserved:
+        _zero(reserved, "SA")
     if flags & ~(_SA_ESN | _SA_FIRST_USE):
         raise _Malformed(f"unknown SA flags {flags:#04x}")
     key_body = exts.one(Ext.KEY)
@@ -331,8 +343,8 @@ def _unpack_sa(exts: _Exts) -> SaSpec:
     seq_limit, seq_notify = _SEQ_LIMIT.unpack(limit_body) if limit_body is not None else (0, 0)
     return SaSpec(
         spi=spi,
-        direction=Direction(direction),
-        alg=Alg(alg),
+        direction=_enum(_DIRECTION_OF, Direction, direction),
+        alg=_enum(_ALG_OF, Alg, alg),
         key=_variable(key_body, _KEY_HDR.size, key_len, "KEY"),
         esn=bool(flags & _SA_ESN),
         replay_window=window,
@@ -397,7 +409,7 @@ def _unpack_policy(exts: _Exts) -> Policy:
     policy_id, priority, action, reserved, reqid = _POLICY.unpack(exts.one(Ext.POLICY))
     _zero(reserved, "POLICY")
     selector = _unpack_selector(exts.one(Ext.SELECTOR))
-    return Policy(policy_id, priority, Action(action), reqid, selector)
+    return Policy(policy_id, priority, _enum(_ACTION_OF, Action, action), reqid, selector)
 
 
 def _unpack_delete(req_id: int, exts: _Exts) -> Delete:
@@ -419,53 +431,44 @@ def _unpack_expire(exts: _Exts) -> Expire:
 
 
 def _build(msg_type: MsgType, req_id: int, exts: _Exts) -> Message:
-    match msg_type:
-        case MsgType.GETSPI:
-            lo, hi = _SPI_RANGE.unpack(exts.one(Ext.SPI_RANGE))
-            larval = exts.opt(Ext.LARVAL_LIFETIME)
-            return GetSpi(req_id, lo, hi, _U32_BODY.unpack(larval)[0] if larval is not None else None)
-        case MsgType.UPDATE:
-            return Update(req_id, _unpack_sa(exts))
-        case MsgType.ADD:
-            return Add(req_id, _unpack_sa(exts))
-        case MsgType.DELETE:
-            return _unpack_delete(req_id, exts)
-        case MsgType.FLUSH:
-            return Flush(req_id)
-        case MsgType.SPDADD:
-            return SpdAdd(req_id, _unpack_policy(exts))
-        case MsgType.SPDDELETE:
-            return SpdDelete(req_id, _unpack_u32(exts.one(Ext.POLICY_ID)))
-        case MsgType.SPDFLUSH:
-            return SpdFlush(req_id)
-        case MsgType.DUMP:
-            return Dump(req_id)
-        case MsgType.SEND_IKE:
-            return SendIke(req_id, *_unpack_ike(exts))
-        case MsgType.ACQUIRE:
-            return Acquire(
-                policy_id=_unpack_u32(exts.one(Ext.POLICY_ID)),
-                selector=_unpack_selector(exts.one(Ext.SELECTOR)),
-            )
-        case MsgType.EXPIRE:
-            return _unpack_expire(exts)
-        case MsgType.INVALID_SPI:
-            return InvalidSpi(
-                spi=_unpack_u32(exts.one(Ext.SPI)),
-                remote=_unpack_endpoint(exts.one(Ext.ADDR_REMOTE)),
-            )
-        case MsgType.IKE:
-            data, remote, local = _unpack_ike(exts)
-            return Ike(data=data, remote=remote, local=local)
-        case MsgType.MIGRATE:
-            return _unpack_migrate(req_id, exts)
-        case MsgType.RESERVE:
-            return _unpack_reserve(req_id, exts)
-        case MsgType.RESERVE_LOW:
-            return _unpack_reserve_low(exts)
-        case MsgType.FIRST_USE:
-            return FirstUse(spi=_unpack_u32(exts.one(Ext.SPI)))
-    raise AssertionError(msg_type)  # pragma: no cover - the match is exhaustive
+    # a dict, not a match on MsgType.X value patterns: those look each member up in turn
+    return _BUILD[msg_type](req_id, exts)
+
+
+def _build_getspi(req_id: int, exts: _Exts) -> GetSpi:
+    lo, hi = _SPI_RANGE.unpack(exts.one(Ext.SPI_RANGE))
+    larval = exts.opt(Ext.LARVAL_LIFETIME)
+    return GetSpi(req_id, lo, hi, _U32_BODY.unpack(larval)[0] if larval is not None else None)
+
+
+def _build_ike(_req_id: int, exts: _Exts) -> Ike:
+    data, remote, local = _unpack_ike(exts)
+    return Ike(data=data, remote=remote, local=local)
+
+
+_BUILD: Final[dict[MsgType, Callable[[int, "_Exts"], Message]]] = {
+    MsgType.GETSPI: _build_getspi,
+    MsgType.UPDATE: lambda req_id, exts: Update(req_id, _unpack_sa(exts)),
+    MsgType.ADD: lambda req_id, exts: Add(req_id, _unpack_sa(exts)),
+    MsgType.DELETE: lambda req_id, exts: _unpack_delete(req_id, exts),
+    MsgType.FLUSH: lambda req_id, _exts: Flush(req_id),
+    MsgType.SPDADD: lambda req_id, exts: SpdAdd(req_id, _unpack_policy(exts)),
+    MsgType.SPDDELETE: lambda req_id, exts: SpdDelete(req_id, _unpack_u32(exts.one(Ext.POLICY_ID))),
+    MsgType.SPDFLUSH: lambda req_id, _exts: SpdFlush(req_id),
+    MsgType.DUMP: lambda req_id, _exts: Dump(req_id),
+    MsgType.SEND_IKE: lambda req_id, exts: SendIke(req_id, *_unpack_ike(exts)),
+    MsgType.ACQUIRE: lambda _req_id, exts: Acquire(
+        policy_id=_unpack_u32(exts.one(Ext.POLICY_ID)), selector=_unpack_selector(exts.one(Ext.SELECTOR))),
+    MsgType.EXPIRE: lambda _req_id, exts: _unpack_expire(exts),
+    MsgType.INVALID_SPI: lambda _req_id, exts: InvalidSpi(
+        spi=_unpack_u32(exts.one(Ext.SPI)), remote=_unpack_endpoint(exts.one(Ext.ADDR_REMOTE))),
+    MsgType.IKE: _build_ike,
+    MsgType.MIGRATE: _unpack_migrate,
+    MsgType.RESERVE: _unpack_reserve,
+    MsgType.RESERVE_LOW: lambda _req_id, exts: _unpack_reserve_low(exts),
+    MsgType.FIRST_USE: lambda _req_id, exts: FirstUse(spi=_unpack_u32(exts.one(Ext.SPI))),
+}
+assert set(_BUILD) == set(MsgType)
 
 
 def _unpack_ike(exts: _Exts) -> tuple[bytes, Endpoint, Endpoint | None]:

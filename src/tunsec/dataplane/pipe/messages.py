@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 from typing import ClassVar, TypeAlias
 
-from tunsec.dataplane.pipe.protocol import _U32, _U64, Direction, Errno, ExpireReason, MsgType
+from tunsec.dataplane.pipe.protocol import _U32, _U64, MAX_IKE_DATA, MIN_SPI, Direction, Errno, ExpireReason, MsgType
 from tunsec.dataplane.pipe.values import (
     Endpoint,
     Policy,
@@ -19,9 +19,15 @@ from tunsec.dataplane.pipe.values import (
     _check_spi,
     _check_tuple_of,
     _check_type,
+    quick_init,
 )
 
 # ------------------------------------------------------------------ messages
+# The requests and answers of a client's set-up test the common case at once first, as the hot
+# value types do (see the top of values).
+
+_REQUEST_TYPES = frozenset(t for t in MsgType if not t.is_event)
+_OK, _GETSPI = Errno.OK, MsgType.GETSPI   # read once (enum members are class attribute lookups)
 
 
 def _check_request_id(req_id: object) -> None:
@@ -33,6 +39,17 @@ def _check_event_id(req_id: object) -> None:
     _check_int("req_id", req_id, 0, 0)
 
 
+def _plain_request_id(req_id: object) -> bool:
+    return type(req_id) is int and 1 <= req_id <= _U32
+
+
+def _plain_ike(data: object, remote: object, local: object) -> bool:
+    """SendIke's and Ike's checks of their fields, at once."""
+    return (type(data) is bytes and 1 <= len(data) <= MAX_IKE_DATA and type(remote) is Endpoint
+            and (local is None or (type(local) is Endpoint and local.family == remote.family)))
+
+
+@quick_init
 @dataclass(frozen=True)
 class GetSpi:
     """A larval inbound SA.  larval_seconds: how long it may stay larval before
@@ -46,6 +63,8 @@ class GetSpi:
     larval_seconds: int | None = None
 
     def __post_init__(self) -> None:
+        if self._plain():
+            return
         _check_request_id(self.req_id)
         _check_spi("lo", self.lo)
         _check_spi("hi", self.hi)
@@ -54,7 +73,13 @@ class GetSpi:
         if self.lo > self.hi:
             raise ValueError(f"SPI range {self.lo:#x}..{self.hi:#x} is reversed")
 
+    def _plain(self) -> bool:
+        lo, hi, larval = self.lo, self.hi, self.larval_seconds
+        return (_plain_request_id(self.req_id) and type(lo) is int and type(hi) is int
+                and MIN_SPI <= lo <= hi <= _U32 and (larval is None or (type(larval) is int and 0 <= larval <= _U32)))
 
+
+@quick_init
 @dataclass(frozen=True)
 class Update:
     TYPE: ClassVar[MsgType] = MsgType.UPDATE
@@ -62,10 +87,16 @@ class Update:
     sa: SaSpec
 
     def __post_init__(self) -> None:
+        if self._plain():
+            return
         _check_request_id(self.req_id)
         _check_type("sa", self.sa, SaSpec)
 
+    def _plain(self) -> bool:
+        return _plain_request_id(self.req_id) and type(self.sa) is SaSpec
 
+
+@quick_init
 @dataclass(frozen=True)
 class Add:
     TYPE: ClassVar[MsgType] = MsgType.ADD
@@ -73,10 +104,16 @@ class Add:
     sa: SaSpec
 
     def __post_init__(self) -> None:
+        if self._plain():
+            return
         _check_request_id(self.req_id)
         _check_type("sa", self.sa, SaSpec)
 
+    def _plain(self) -> bool:
+        return _plain_request_id(self.req_id) and type(self.sa) is SaSpec
 
+
+@quick_init
 @dataclass(frozen=True)
 class Delete:
     TYPE: ClassVar[MsgType] = MsgType.DELETE
@@ -92,6 +129,7 @@ class Delete:
         _check_sa_peer(self.direction, self.remote)
 
 
+@quick_init
 @dataclass(frozen=True)
 class Flush:
     TYPE: ClassVar[MsgType] = MsgType.FLUSH
@@ -101,6 +139,7 @@ class Flush:
         _check_request_id(self.req_id)
 
 
+@quick_init
 @dataclass(frozen=True)
 class SpdAdd:
     TYPE: ClassVar[MsgType] = MsgType.SPDADD
@@ -108,10 +147,16 @@ class SpdAdd:
     policy: Policy
 
     def __post_init__(self) -> None:
+        if self._plain():
+            return
         _check_request_id(self.req_id)
         _check_type("policy", self.policy, Policy)
 
+    def _plain(self) -> bool:
+        return _plain_request_id(self.req_id) and type(self.policy) is Policy
 
+
+@quick_init
 @dataclass(frozen=True)
 class SpdDelete:
     TYPE: ClassVar[MsgType] = MsgType.SPDDELETE
@@ -123,6 +168,7 @@ class SpdDelete:
         _check_int("id", self.id, 0, _U32)
 
 
+@quick_init
 @dataclass(frozen=True)
 class SpdFlush:
     TYPE: ClassVar[MsgType] = MsgType.SPDFLUSH
@@ -132,6 +178,7 @@ class SpdFlush:
         _check_request_id(self.req_id)
 
 
+@quick_init
 @dataclass(frozen=True)
 class Dump:
     TYPE: ClassVar[MsgType] = MsgType.DUMP
@@ -141,6 +188,7 @@ class Dump:
         _check_request_id(self.req_id)
 
 
+@quick_init
 @dataclass(frozen=True)
 class SendIke:
     """An IKE message to send from port 4500 (the worker adds the marker, unless the peer's
@@ -153,6 +201,8 @@ class SendIke:
     local: Endpoint | None = None
 
     def __post_init__(self) -> None:
+        if self._plain():
+            return
         _check_request_id(self.req_id)
         _check_ike_data(self.data)
         _check_type("remote", self.remote, Endpoint)
@@ -160,7 +210,11 @@ class SendIke:
             _check_type("local", self.local, Endpoint)
         _check_same_family(self.local, self.remote)
 
+    def _plain(self) -> bool:
+        return _plain_request_id(self.req_id) and _plain_ike(self.data, self.remote, self.local)
 
+
+@quick_init
 @dataclass(frozen=True)
 class Reserve:
     """Raise an SA's reservation: no sequence number above limit is sent (OUT)
@@ -184,6 +238,7 @@ class Reserve:
         _check_sa_peer(self.direction, self.remote)
 
 
+@quick_init
 @dataclass(frozen=True)
 class Migrate:
     """Move a mature SA to a new peer endpoint without re-keying: the peer's
@@ -209,6 +264,7 @@ class Migrate:
             raise ValueError("an SA moves within its address family: remote and new_remote differ")
 
 
+@quick_init
 @dataclass(frozen=True)
 class Reply:
     """The answer to any request; `type` names the request it answers.
@@ -228,6 +284,8 @@ class Reply:
     drops: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
+        if self._plain():
+            return
         _check_request_id(self.req_id)
         _check_type("type", self.type, MsgType)
         if self.type.is_event:
@@ -255,7 +313,19 @@ class Reply:
         if self.more or self.sas or self.policies or self.drops:
             raise ValueError("only a successful DUMP reply carries more/sas/policies/drops")
 
+    def _plain(self) -> bool:
+        """The answer to anything but DUMP (no more/sas/policies/drops), all checks at once."""
+        spi, ok = self.spi, self.errno is _OK
+        return (_plain_request_id(self.req_id) and self.type in _REQUEST_TYPES
+                and type(self.type) is MsgType and type(self.errno) is Errno
+                and (type(spi) is int and MIN_SPI <= spi <= _U32 if self.type is _GETSPI and ok
+                     else spi is None)
+                and self.more is False and type(self.sas) is tuple and not self.sas
+                and type(self.policies) is tuple and not self.policies
+                and type(self.drops) is tuple and not self.drops)
 
+
+@quick_init
 @dataclass(frozen=True, kw_only=True)
 class Acquire:
     """A packet hit a PROTECT policy with no SA; selector is its 5-tuple."""
@@ -271,6 +341,7 @@ class Acquire:
         _check_type("selector", self.selector, Selector)
 
 
+@quick_init
 @dataclass(frozen=True, kw_only=True)
 class Expire:
     TYPE: ClassVar[MsgType] = MsgType.EXPIRE
@@ -290,6 +361,7 @@ class Expire:
         _check_type("reason", self.reason, ExpireReason)
 
 
+@quick_init
 @dataclass(frozen=True, kw_only=True)
 class InvalidSpi:
     """ESP for an unknown SPI.  Any 32-bit value: it is what arrived."""
@@ -305,6 +377,7 @@ class InvalidSpi:
         _check_type("remote", self.remote, Endpoint)
 
 
+@quick_init
 @dataclass(frozen=True, kw_only=True)
 class Ike:
     """An IKE message that arrived on port 4500, non-ESP marker stripped."""
@@ -316,6 +389,8 @@ class Ike:
     local: Endpoint | None = None
 
     def __post_init__(self) -> None:
+        if self._plain():
+            return
         _check_event_id(self.req_id)
         _check_ike_data(self.data)
         _check_type("remote", self.remote, Endpoint)
@@ -323,7 +398,11 @@ class Ike:
             _check_type("local", self.local, Endpoint)
         _check_same_family(self.local, self.remote)
 
+    def _plain(self) -> bool:
+        return type(self.req_id) is int and self.req_id == 0 and _plain_ike(self.data, self.remote, self.local)
 
+
+@quick_init
 @dataclass(frozen=True, kw_only=True)
 class ReserveLow:
     """An SA reached the notify point of its reservation: reserve more numbers.
@@ -345,6 +424,7 @@ class ReserveLow:
         _check_sa_peer(self.direction, self.remote)
 
 
+@quick_init
 @dataclass(frozen=True, kw_only=True)
 class FirstUse:
     """The first authenticated packet arrived on an inbound SA that was UPDATEd

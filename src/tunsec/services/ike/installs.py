@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from tunsec import updown
 from tunsec.conf.connections import Child
 from tunsec.dataplane import pipe
-from tunsec.dataplane.client import WorkerError
+from tunsec.dataplane.client import Sent, WorkerError, answered, send_soon
 from tunsec.dataplane.pipe import Action, Alg, Direction, Endpoint, Policy, SaSpec, Selector
 from tunsec.ike.config import ChildConfig
 from tunsec.ike.events import ChildSaDown, ChildSaUp, DownReason
@@ -143,11 +143,11 @@ async def _child_up(self: IkeService, state: ChildState, ev: ChildSaUp) -> None:
     async with self._changes:
         if state.handle not in self.children:
             return   # already deleted again
-        # UPDATE, ADD and the SPDADDs are sent under the lock, in order (each request is written
-        # when its task first runs, before anyone else takes the lock); their answers are awaited
-        # outside it, so installs of different Child SAs overlap.  The worker applies requests
-        # in the order they came; what else changes this Child SA awaits its answers first
-        update = self._spawn(w.request(lambda r: pipe.Update(r, inbound)))
+        # UPDATE, ADD and the SPDADDs are sent under the lock, in order, now; their answers are
+        # awaited outside it, so installs of different Child SAs overlap.  The worker applies
+        # requests in the order they came; what else changes this Child SA awaits the answers first
+        # (state.install).  No task per request: see answered
+        sent = [send_soon(w, "Update", lambda r: pipe.Update(r, inbound))]
         add = None
         if not ev.initiator and state.pred in self.children:
             # we answered a rekey: the initiator installs after our response, so it may not open
@@ -157,22 +157,23 @@ async def _child_up(self: IkeService, state: ChildState, ev: ChildSaUp) -> None:
             state.standby_timer = self._later(
                 STANDBY_TIMEOUT, lambda: self._spawn(self._promote(state, "no DELETE came")))
         else:
-            add = self._spawn(w.request(lambda r: pipe.Add(r, outbound)))
-        protect = []
+            sent.append(send_soon(w, "Add", lambda r: pipe.Add(r, outbound)))
+            add = sent[-1][1]
         if not state.lineage.policy_ids:   # a rekey finds its predecessor's policies in place
-            protect = self._protect(state.lineage, outbound.selectors)
-        install = state.install = self._spawn(self._answered(state, [update, *protect], add))
+            sent += self._protect(state.lineage, outbound.selectors)
+        install = state.install = asyncio.get_running_loop().create_future()
     try:
-        await install
-    except WorkerError as err:
+        failure = await self._answered(state, sent, add)
+    finally:
+        state.install = None
+        install.set_result(None)
+    if failure is not None:
         log.error("%s: installing CHILD_SA %s %08x_i %08x_o failed: %s", state.conn, plan.name,
-                  ev.spi_in, ev.spi_out, err)
+                  ev.spi_in, ev.spi_out, failure)
         async with self._changes:
             if state.handle in self.children:   # not deleted meanwhile (its DELETE, a worker restart)
                 await self._remove(state, self._forget(state))
         return
-    finally:
-        state.install = None
     if state.handle not in self.children:
         return   # deleted while its install was answered: _child_down has taken it out again
     log.info("%s: CHILD_SA %s up, SPIs %08x_i %08x_o, %s === %s (peer %s, reqid %d)", state.conn, plan.name,
@@ -224,16 +225,14 @@ async def _add_standby(self: IkeService, state: ChildState, why: str) -> None:
                   state.child, err)
 
 
-async def _answered(self: IkeService, state: ChildState, tasks: list[asyncio.Task[Any]],
-                    add: asyncio.Task[Any] | None) -> None:
-    """The answers to a Child SA's install requests; the first failure is raised."""
-    every = [*tasks, add] if add is not None else tasks
-    await asyncio.wait(every)
-    if add is not None and not add.exception():
-        state.out_installed = True
-    for task in every:
-        if (exc := task.exception()) is not None:
-            raise exc
+async def _answered(self: IkeService, state: ChildState, sent: Sequence[Sent],
+                    add: asyncio.Future[list[pipe.Reply]] | None) -> WorkerError | None:
+    """The answers to a Child SA's install requests: the first failure, if any.  Whether the ADD
+    went in is booked first (what waits for the install may delete the outbound SA)."""
+    answers = await answered(sent)
+    if add is not None:
+        state.out_installed = not isinstance(answers[[fut for _, fut in sent].index(add)], WorkerError)
+    return next((a for a in answers if isinstance(a, WorkerError)), None)
 
 
 async def _install_answered(self: IkeService, state: ChildState) -> None:
@@ -242,15 +241,16 @@ async def _install_answered(self: IkeService, state: ChildState) -> None:
         await asyncio.wait([state.install])
 
 
-def _protect(self: IkeService, lineage: Lineage, selectors: Sequence[Selector]) -> list[asyncio.Task[Any]]:
-    """Send the SPDADDs of a new lineage (tasks that write their request when they first run)."""
-    sent = []
+def _protect(self: IkeService, lineage: Lineage, selectors: Sequence[Selector]) -> list[Sent]:
+    """Send the SPDADDs of a new lineage now (their answers: see answered)."""
+    sent: list[Sent] = []
+    w = self.worker()
     for sel in selectors:
         pid = self.ids.policy_id()
         lineage.policy_ids.append(pid)   # before the request: released with the lineage even if it fails
         pol = Policy(id=pid, priority=priority(Band.IKE_CHILD), action=Action.PROTECT, reqid=lineage.reqid,
                      selector=sel)
-        sent.append(self._spawn(self.worker().request(lambda r, pol=pol: pipe.SpdAdd(r, pol))))  # type: ignore[misc]
+        sent.append(send_soon(w, "SpdAdd", lambda r, pol=pol: pipe.SpdAdd(r, pol)))  # type: ignore[misc]
     return sent
 
 

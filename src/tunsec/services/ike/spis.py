@@ -12,7 +12,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from tunsec.dataplane import pipe
-from tunsec.dataplane.client import WorkerClient, WorkerError
+from tunsec.dataplane.client import WorkerClient, WorkerError, answered, send_soon
 from tunsec.ike.state import SpiUnavailable
 from tunsec.loglimit import LogLimiter, suffix
 from tunsec.services.ike.barrier import Barrier
@@ -112,14 +112,16 @@ class SpiPool:
                 # handed one is installed (ChildSaUp) or handed back (SpiUnused -> DELETE)
                 # by the engine, so none is expired under a negotiation, and an idle
                 # pool does not churn (it used to expire and log each SPI every 30 s)
-                answers = await asyncio.gather(*(self.worker().request(
-                    lambda r: pipe.GetSpi(r, 0xC0000000, 0xCFFFFFFF, larval_seconds=0)) for _ in range(want)),
-                    return_exceptions=True)
+                # (one waiter for all, no task per GETSPI: see answered)
+                w = self.worker()
+                answers = await answered([send_soon(
+                    w, "GetSpi", lambda r: pipe.GetSpi(r, 0xC0000000, 0xCFFFFFFF, larval_seconds=0))
+                    for _ in range(want)])
                 for replies in answers:     # keep every SPI the worker gave before reporting a failure
-                    if not isinstance(replies, BaseException) and replies[0].spi is not None:
+                    if not isinstance(replies, WorkerError) and replies[0].spi is not None:
                         self.spis.append(replies[0].spi)
                 self._spi_barrier()
-                if failed := next((a for a in answers if isinstance(a, BaseException)), None):
+                if failed := next((a for a in answers if isinstance(a, WorkerError)), None):
                     raise failed
         except WorkerError as err:
             # rate-limited: with the SAD full, any datagram of an IKE SA (a peer's junk too) retries
