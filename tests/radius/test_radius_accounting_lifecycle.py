@@ -116,7 +116,7 @@ def test_a_reload_that_turns_accounting_off_stops_the_open_sessions_with_admin_r
             tasks.append(asyncio.ensure_future(coro))
             return tasks[-1]
         service = types.SimpleNamespace(accounting=acct, acct_retiring=set(), local_addrs={4: "192.0.2.1"},
-                                        _spawn=spawn)
+                                        _spawn=spawn, _ike_handles={}, ike_up={})
         radius_edge._acct_open(service)   # type: ignore[arg-type]
         acct.start("ike-1", "alice", STATION, [])
         acct.start("ike-2", "bob", STATION, [])
