@@ -246,7 +246,7 @@ def test_new_records_pass_a_dead_server_by_and_one_record_tries_it_again_after_t
 
 def test_the_service_closes_an_accounting_a_reload_turned_off_that_is_still_sending() -> None:
     """A reload turns accounting off while its server is silent: the retiring accounting keeps
-    retransmitting its records (no deadline outside shutdown). The IKE service closing (the
+    retransmitting its records (until its deadline, ACCT_RETIRE_WAIT). The IKE service closing (the
     process stops before it is done) closes its sockets too; it sends nothing more."""
     from tunsec.services.ike.service import IkeService
 

@@ -30,8 +30,10 @@ The IKE service feeds it events; it owns no IKE state:
   are in, an Accounting-Request Stop with Acct-Terminate-Cause and the totals goes out.
 - :meth:`Accounting.shutdown` (tunsec stops) and :meth:`Accounting.retire` (a reload turns
   accounting off, or removes the servers): a Stop for every session still open, then an
-  Accounting-Off once they are answered; at shutdown all of it within a deadline, so a dead
-  server never holds the gateway up. A reload that turns accounting off closes the books rather
+  Accounting-Off once they are answered; all of it within a deadline, so a dead server never
+  holds the gateway up at shutdown, nor a later run's Accounting-On after a reload (records still
+  unanswered then are given up before the Off goes, so none is retransmitted after it).
+  A reload that turns accounting off closes the books rather
   than keeping on accounting sessions (strongSwan reads ``accounting`` only at start, tunsec
   applies a reload live): the Stops carry Acct-Terminate-Cause Admin-Reset (an administrator's
   action ended the accounting of a session still up) and the usage up to then, so the server
@@ -444,6 +446,9 @@ class Accounting:
             self.stop(key, cause)
         try:
             await self.drain(None if timeout is None else timeout * (1 - OFF_SHARE))
+            for task in list(self._tasks):
+                # given up: a retransmission of one (the On, a Stop) must not reach a server after the Off
+                task.cancel()
             if self._on is not None and not self._closed:   # nothing to end if accounting never began
                 off = self._spawn(self._send(self._nas_record(ACCT_OFF)))
                 await asyncio.wait([off], timeout=None if timeout is None else max(0.0, began + timeout - loop.time()))
