@@ -1,9 +1,12 @@
 """The RADIUS client's per-server bookkeeping, with a fake transport (no network): what is
-sent and retransmitted, which datagrams end a wait, and what is dropped and counted."""
+sent and retransmitted, which datagrams end a wait, and what is dropped and counted; and the
+socket it opens itself (to a silent port on loopback the kernel picks): one per link, closed
+with it."""
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import socket
 from typing import Any
 
 import pytest
@@ -152,3 +155,59 @@ def test_only_an_authentic_answer_changes_a_servers_health() -> None:
         return seen
 
     assert asyncio.run(main()) == ["down", "down", "down", "up", "up"]
+
+
+class Sockets(ServerLink[Answer]):
+    """A link that keeps every transport it was given, to tell whether each was closed."""
+
+    def __init__(self, port: int) -> None:
+        server = RadiusServer("r1", ipaddress.ip_address("127.0.0.1"), Secret(SECRET), auth_port=port)
+        super().__init__(server, RadiusSettings((server,), retransmit_timeout=0.05, retransmit_base=1.0,
+                                                retransmit_tries=0), RadiusStats())
+        self.given: list[asyncio.BaseTransport] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.given.append(transport)
+        super().connection_made(transport)
+
+
+def silent_port() -> tuple[socket.socket, int]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    return sock, sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("turns", range(6))
+def test_a_link_closed_while_its_socket_is_being_opened_closes_that_socket(turns: int) -> None:
+    """close() (a reload replacing the relay) comes ``turns`` loop turns after an exchange began to
+    open the socket: whichever turn that is (before, during or after the one in which the socket
+    is handed over), no socket stays open and the exchange ends."""
+    async def main() -> Sockets:
+        sock, port = silent_port()
+        srv = Sockets(port)
+        task = asyncio.ensure_future(srv.exchange(build))
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        srv.close()
+        with pytest.raises(NoAnswer):
+            async with asyncio.timeout(5):
+                await task
+        sock.close()
+        return srv
+
+    srv = asyncio.run(main())
+    assert srv.transport is None and all(t.is_closing() for t in srv.given), srv.given
+
+
+def test_exchanges_that_open_a_link_at_once_share_one_socket() -> None:
+    async def main() -> Sockets:
+        sock, port = silent_port()
+        srv = Sockets(port)
+        tasks = [asyncio.ensure_future(srv.exchange(build)) for _ in range(3)]
+        await asyncio.wait(tasks)
+        sock.close()
+        srv.close()
+        return srv
+
+    srv = asyncio.run(main())
+    assert len(srv.given) == 1 and srv.given[0].is_closing()

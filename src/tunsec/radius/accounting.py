@@ -6,13 +6,19 @@ The IKE service feeds it events; it owns no IKE state:
 - :meth:`Accounting.open`: accounting begins (the service starts, or a reload turns it on): an
   Accounting-On (RFC 2866 §5.1) goes out; every session's first record waits until it is
   answered or given up, so a server never sees it after a Start (it may close the NAS's open
-  sessions when it gets one).
+  sessions when it gets one). A run a reload turned on while the run an earlier reload turned
+  off is still sending its Stops and Off (:meth:`Accounting.retire`) sends its On only once that
+  one has ended (answered, or its deadline passed): an old Off after the new On would make the
+  server close the sessions the new run just started.
 - :meth:`Accounting.start`: an IKE SA is up (the EAP identity, our and the client's endpoints,
-  the virtual IPs leased to it). An Accounting-Request Start goes out; an Interim-Update
-  follows every ``accounting_interval`` seconds (none with 0), or as often as the Access-Accept's
-  Acct-Interim-Interval says (RFC 2869 §5.16; strongSwan takes it too, over the configured
-  interval) but never more often than every MIN_SERVER_INTERVAL seconds: the value comes from
-  the network, and one of 1 s would make every session flood the servers.
+  the virtual IPs leased to it), or was up when a reload turned accounting on (``midway``: its
+  usage counts from this Start, a new session with a new Acct-Session-Id, as RFC 2866 pairs a
+  Start with its Stop: the old run's Stop, if any, closed the one before). An Accounting-Request
+  Start goes out; an Interim-Update follows every ``accounting_interval`` seconds (none with
+  0), or as often as the Access-Accept's Acct-Interim-Interval says (RFC 2869 §5.16;
+  strongSwan takes it too, over the configured interval) but never more often than every
+  MIN_SERVER_INTERVAL seconds: the value comes from the network,
+  and one of 1 s would make every session flood the servers.
 - :meth:`Accounting.child_down`: one of its Child SAs goes away (rekeyed, deleted). Its
   final counters are read from the worker (a DUMP, requested before the SAs are deleted:
   the pipe keeps the order) and carried into the session's total.
@@ -24,8 +30,10 @@ The IKE service feeds it events; it owns no IKE state:
   are in, an Accounting-Request Stop with Acct-Terminate-Cause and the totals goes out.
 - :meth:`Accounting.shutdown` (tunsec stops) and :meth:`Accounting.retire` (a reload turns
   accounting off, or removes the servers): a Stop for every session still open, then an
-  Accounting-Off once they are answered; at shutdown all of it within a deadline, so a dead
-  server never holds the gateway up. A reload that turns accounting off closes the books rather
+  Accounting-Off once they are answered; all of it within a deadline, so a dead server never
+  holds the gateway up at shutdown, nor a later run's Accounting-On after a reload (records still
+  unanswered then are given up before the Off goes, so none is retransmitted after it).
+  A reload that turns accounting off closes the books rather
   than keeping on accounting sessions (strongSwan reads ``accounting`` only at start, tunsec
   applies a reload live): the Stops carry Acct-Terminate-Cause Admin-Reset (an administrator's
   action ended the accounting of a session still up) and the usage up to then, so the server
@@ -227,6 +235,7 @@ class _Session:
     last: asyncio.Task[None] | None = None  # the session's latest record: the next waits for it
     timer: asyncio.TimerHandle | None = None  # the next Interim-Update
     interval: float | None = None  # the Access-Accept's Acct-Interim-Interval (bounded), over the config's
+    base: Usage = field(default_factory=Usage)  # what the Child SAs had carried before the Start (midway)
 
     def absorb(self, refs: Sequence[ChildRef], index: SaIndex) -> None:
         """What a DUMP shows of the session's Child SAs ``refs`` (installed now: a Child SA reported
@@ -244,11 +253,14 @@ class _Session:
             self.carry(key)
 
     def total(self) -> Usage:
+        """Since the Start: all the Child SAs carried, less ``base``."""
         total = Usage()
         total.add(self.carried)
         for usage in self.seen.values():
             total.add(usage)
-        return total
+        b = self.base
+        return Usage(total.octets_in - b.octets_in, total.octets_out - b.octets_out,
+                     total.packets_in - b.packets_in, total.packets_out - b.packets_out)
 
 
 Dump = Callable[[], Awaitable[Sequence[SaInfo]]]
@@ -285,6 +297,7 @@ class Accounting:
         self._on: asyncio.Task[None] | None = None   # the Accounting-On: the first record of each session waits for it
         self._nas_addresses: tuple[str, ...] = ()    # our IKE addresses, for the Accounting-On/-Off
         self._closed = False   # closed (shut down, retired, or the service closed it): sends nothing more
+        self._ended = asyncio.Event()   # set by close(): a run opened after this one may send its On
 
     @property
     def sessions(self) -> int:
@@ -300,18 +313,31 @@ class Accounting:
         return s.sid if s is not None else None
 
     # --- events from the IKE service ---------------------------------------------------
-    def open(self, nas_addresses: Sequence[str] = ()) -> None:
-        """Accounting begins: the Accounting-On goes out (once). ``nas_addresses``: our IKE
-        addresses, named in the On and the Off."""
+    def open(self, nas_addresses: Sequence[str] = (), after: Sequence[Accounting] = ()) -> bool:
+        """Accounting begins: the Accounting-On goes out (once: true then). ``nas_addresses``: our
+        IKE addresses, named in the On and the Off; ``after``: runs still retiring, whose Off must
+        reach the servers before this On (each ends within its retire deadline)."""
         if self._on is not None:
-            return
+            return False
         self._nas_addresses = tuple(nas_addresses)
-        self._on = self._spawn(self._send(self._nas_record(ACCT_ON)))
+
+        async def on() -> None:
+            for old in after:
+                await old.ended()
+            await self._send(self._nas_record(ACCT_ON))
+        self._on = self._spawn(on())
+        return True
+
+    async def ended(self) -> None:
+        """Returns once this run is closed (retired, shut down, or closed by the service)."""
+        await self._ended.wait()
 
     def start(self, key: Hashable, user: str, station: Station, vips: Sequence[str],
-              classes: Sequence[bytes] = (), interim_interval: int | None = None) -> None:
+              classes: Sequence[bytes] = (), interim_interval: int | None = None, midway: bool = False) -> None:
         """``classes``: the Class attributes of the Access-Accept, echoed in every record;
-        ``interim_interval``: its Acct-Interim-Interval (0 or None: the configured interval)."""
+        ``interim_interval``: its Acct-Interim-Interval (0 or None: the configured interval);
+        ``midway``: the IKE SA has been up for a while (a reload turned accounting on): the
+        traffic its Child SAs carried before this Start is not this session's."""
         if key in self._sessions:
             return   # one Start per IKE SA (strongSwan's start_sent)
         s = self._sessions[key] = _Session(f"{self._prefix}-{next(self._numbers)}", user, station,
@@ -320,6 +346,8 @@ class Accounting:
         start = self._build(s, ACCT_START)
 
         async def record() -> AcctRecord:
+            if midway:   # the counters as the Start goes out are the session's zero
+                s.base = await self._usage(s, key, fresh=True)
             return start
         self._record(s, record)
         self._arm(key, s)
@@ -418,6 +446,9 @@ class Accounting:
             self.stop(key, cause)
         try:
             await self.drain(None if timeout is None else timeout * (1 - OFF_SHARE))
+            for task in list(self._tasks):
+                # given up: a retransmission of one (the On, a Stop) must not reach a server after the Off
+                task.cancel()
             if self._on is not None and not self._closed:   # nothing to end if accounting never began
                 off = self._spawn(self._send(self._nas_record(ACCT_OFF)))
                 await asyncio.wait([off], timeout=None if timeout is None else max(0.0, began + timeout - loop.time()))
@@ -427,6 +458,7 @@ class Accounting:
     def close(self) -> None:
         """Timers, records under way and sockets: all gone (idempotent)."""
         self._closed = True
+        self._ended.set()
         if self._refresher is not None:
             self._refresher.cancel()
             self._refresher = None

@@ -120,16 +120,25 @@ class ServerLink(asyncio.DatagramProtocol, Generic[T]):
         # from junk (at most IDS entries)
         self._given_up: dict[int, Any] = {}
         self._log = LogLimiter()
+        # one socket even if several exchanges open it at once (each would create one, the last
+        # kept, the others never closed); ``_closed``: one opened after close() is closed at once
+        self._opening = asyncio.Lock()
+        self._closed = False
 
     @property
     def outstanding(self) -> int:
         return len(self._outstanding)
 
     async def open(self) -> None:
-        if self.transport is None:
-            loop = asyncio.get_running_loop()
-            addr = (str(self.server.address), self.port)
-            await loop.create_datagram_endpoint(lambda: self, remote_addr=addr)
+        """The socket, once (not again after close(): the exchange then gets no answer)."""
+        async with self._opening:
+            if self.transport is None and not self._closed:
+                loop = asyncio.get_running_loop()
+                addr = (str(self.server.address), self.port)
+                transport, _ = await loop.create_datagram_endpoint(lambda: self, remote_addr=addr)
+                if self._closed:   # close() came (a reload) while it was being opened: it had none to close
+                    transport.close()
+                    self.transport = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
@@ -142,6 +151,7 @@ class ServerLink(asyncio.DatagramProtocol, Generic[T]):
         log.debug("RADIUS server %s: %s", self.label, exc)
 
     def close(self) -> None:
+        self._closed = True
         if self.transport is not None:
             self.transport.close()
             self.transport = None

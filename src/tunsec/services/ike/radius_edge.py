@@ -27,6 +27,11 @@ log = logging.getLogger("tunsec.ike")
 # a rekeyed Child SA's inbound SA is read again this long after its DELETE: its packets in flight
 # have arrived (a round trip), and it is still there (it goes after INBOUND_LINGER)
 ACCT_REREAD = min(1.0, INBOUND_LINGER / 2)
+# seconds a run a reload turned off gets for its Stops and Off, as at shutdown (ACCT_SHUTDOWN_WAIT):
+# a server that answers does so within a round trip, and one that does not would keep them
+# retransmitting for a full round per server (22 s each by default) while a run a later reload
+# turns on holds its Accounting-On, and so every new Start, until this one has ended
+ACCT_RETIRE_WAIT = 3.0
 
 
 def _reload_radius(self: IkeService, settings: RadiusSettings | None) -> None:
@@ -102,7 +107,7 @@ def _acct_configure(self: IkeService, settings: RadiusSettings | None) -> None:
             # kept until then, for close() to close it if the service stops first
             retiring = self.accounting
             self.acct_retiring.add(retiring)
-            self._spawn(retiring.retire(Cause.ADMIN_RESET)).add_done_callback(
+            self._spawn(retiring.retire(Cause.ADMIN_RESET, ACCT_RETIRE_WAIT)).add_done_callback(
                 lambda _: self.acct_retiring.discard(retiring))
         self.accounting = None
     elif self.accounting is not None:
@@ -113,14 +118,19 @@ def _acct_configure(self: IkeService, settings: RadiusSettings | None) -> None:
 
 def _acct_open(self: IkeService) -> None:
     """Accounting begins (the service starts, a reload turns it on): the Accounting-On, naming our
-    IKE addresses. Idempotent."""
+    IKE addresses, once the runs earlier reloads turned off have sent their Off; then a Start for
+    each IKE SA eap-radius authenticated that is up already (a reload: they would never be
+    accounted otherwise), its usage counted from there. Idempotent."""
     if self.accounting is not None:
         addrs = []
         for text in self.local_addrs.values():
             with contextlib.suppress(ValueError):   # a name, not an address: the NAS-Identifier names us
                 if not ipaddress.ip_address(text).is_unspecified:
                     addrs.append(text)
-        self.accounting.open(addrs)
+        if self.accounting.open(addrs, after=list(self.acct_retiring)):
+            for sa in list(self._ike_handles):
+                if (up := self.ike_up.get(sa.local_spi)) is not None and not sa.is_closed:
+                    _acct_start(self, sa, up.ev, midway=True)
 
 
 async def _acct_dump(self: IkeService) -> Sequence[pipe.SaInfo]:
@@ -146,15 +156,22 @@ def _acct_observe(self: IkeService, dump: pipe.Reply) -> None:
         self.accounting.observe(dump.sas)
 
 
-def _acct_start(self: IkeService, sa: IkeSa, ev: IkeSaUp) -> None:
-    """An IKE SA eap-radius authenticated is up: Start, with the EAP identity and the leased VIPs."""
+def _acct_start(self: IkeService, sa: IkeSa, ev: IkeSaUp, midway: bool = False) -> None:
+    """An IKE SA eap-radius authenticated is up: Start, with the EAP identity and the leased VIPs.
+    What its Access-Accept told accounting is kept as long as the IKE SA (a run a later reload
+    turns on echoes its Class too: ``midway``, see _acct_open)."""
     conn = self.connections.get(ev.name)
-    if self.accounting is None or conn is None or conn.ike.remote.method != "eap-radius":
+    if conn is None or conn.ike.remote.method != "eap-radius":
+        return
+    handle = self._ike_handle(sa)
+    if not midway and self.radius is not None:
+        self.acct_accepted[handle] = self.radius.take_accepted(sa)
+    if self.accounting is None:
         return
     station = _station_of(self, self.accounting.settings.nas_identifier, sa, ev.remote_addr, ev.local_port, ev.name)
-    accepted = self.radius.take_accepted(sa) if self.radius is not None else Accepted()
-    self.accounting.start(self._ike_handle(sa), str(ev.remote_id), station, [str(a) for a in ev.peer_vips],
-                          accepted.classes, accepted.interim_interval)
+    accepted = self.acct_accepted.get(handle, Accepted())
+    self.accounting.start(handle, str(ev.remote_id), station, [str(a) for a in ev.peer_vips],
+                          accepted.classes, accepted.interim_interval, midway)
 
 
 def _acct_child_down(self: IkeService, state: ChildState) -> None:
@@ -169,5 +186,7 @@ def _acct_child_down(self: IkeService, state: ChildState) -> None:
 
 def _acct_stop(self: IkeService, sa: IkeSa, reason: DownReason) -> None:
     handle = self._ike_handles.get(sa)
+    if handle is not None:
+        self.acct_accepted.pop(handle, None)
     if self.accounting is not None and handle is not None:
         self.accounting.stop(handle, cause_of(reason, self.closing))

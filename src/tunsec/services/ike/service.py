@@ -67,7 +67,7 @@ from tunsec.loglimit import LogLimiter, suffix
 from tunsec.policy.ids import IdSpace
 from tunsec.policy.pools import AddressPools, PoolConfig
 from tunsec.radius.accounting import Accounting
-from tunsec.radius.relay import RadiusRelay
+from tunsec.radius.relay import Accepted, RadiusRelay
 from tunsec.radius.settings import RadiusSettings
 from tunsec.services.addrwatch import AddressWatch
 from tunsec.services.base import EspEndpoint, Service
@@ -142,6 +142,7 @@ class IkeService(Service):
         self.resolver = Resolver()   # REDIRECTs naming a gateway by FQDN: looked up on threads of its own
         self.accounting: Accounting | None = None   # radius { accounting = yes } (_acct_* below)
         self.acct_retiring: set[Accounting] = set()   # turned off by a reload, still sending its last records
+        self.acct_accepted: dict[int, Accepted] = {}   # by IKE handle: its Access-Accept's Class... (_acct_start)
         self._acct_configure(radius)
 
     # --- lifecycle -------------------------------------------------------------
