@@ -163,3 +163,21 @@ def test_a_new_child_sa_is_refused_while_our_ike_sa_rekey_is_out(seed: int) -> N
         events = net.take(ip)
         assert len(only(events, ChildSaUp)) == 1, events
         assert not only(events, NegotiationFailed), events
+
+
+def test_the_first_child_sa_refused_for_now_in_ike_auth_comes_up_after_a_retry() -> None:
+    """The Child SA of IKE_AUTH (start_action = start) refused for now: the IKE SA comes up without
+    it, and a CREATE_CHILD_SA asks for it again 2-10 s later (strongSwan does the same)."""
+    net, pool = Network(), Pool(7)
+    a = net.add(A, IkeEndpoint([cfg(True)], random.Random(7).randbytes, wall_clock=lambda: EPOCH))
+    net.add(B, IkeEndpoint([cfg(False)], random.Random(8).randbytes, spi_allocator=pool, wall_clock=lambda: EPOCH))
+    pool.empty = 1
+    a.initiate("conn", "net", net.now)
+    net.run()
+    (retry,) = _requests(net, 0)
+    assert 2.0 <= retry.time <= 10.0
+    assert [c.name for c in _live(a).children] == ["net"]
+    events = net.take(A)
+    assert [e.child for e in only(events, ChildSaUp)] == ["net"]
+    assert not only(events, NegotiationFailed), events
+    assert len(only(net.take(B), ChildSaUp)) == 1
