@@ -164,6 +164,7 @@ class IkeSa:
     __slots__ = (
         "__weakref__",
         "_created",
+        "_delayed",
         "_delete_reason",
         "_established_at",
         "_expire_at",
@@ -265,6 +266,9 @@ class IkeSa:
         # a list, not a deque: a deque keeps a 0.5 KiB block even when empty, which is what an
         # established IKE SA's queue is nearly all the time (its few tasks are popped from the front)
         self._queue: list[Task] = []
+        # requests the peer refused for now (Task.retry), each to be queued at its time: a tuple,
+        # empty (and shared) nearly always
+        self._delayed: tuple[tuple[float, Task], ...] = ()
         self._last_response: tuple[int, tuple[bytes, ...]] | None = None
         self._waiting: _Waiting | None = None  # the peer's request we answer once the backend has
         self._frag_stats = fragment_stats if fragment_stats is not None else FragmentStats()
@@ -607,7 +611,7 @@ class IkeSa:
 
     def _rearm_failed_rekey(self, task: Task) -> None:
         """A refused rekey (e.g. TEMPORARY_FAILURE after a collision) is tried again soon."""
-        retry = self._now + 2.0 + 8.0 * int.from_bytes(self._st.rng(2), "big") / 0xFFFF
+        retry = self._retry_at()
         # a rekey asked for by hand (no timer armed) is tried again too if the peer was only busy
         if task.rekeys_ike_sa and (self._rekey_at == float("inf") or (task.try_again and self._rekey_at is None)):
             if self._expire_at is not None:   # before the hard lifetime (a short over_time)
@@ -616,6 +620,27 @@ class IkeSa:
         old = task.rekeying
         if old is not None and old.installed and old.rekeyed_by_us is None and old.rekey_at == float("inf"):
             old.rekey_at = retry
+
+    def _retry_at(self) -> float:
+        """When a request the peer refused for now goes again: 2-10 s from now, at random, so that
+        two sides that refused each other do not cross again."""
+        return self._now + 2.0 + 8.0 * int.from_bytes(self._st.rng(2), "big") / 0xFFFF
+
+    def _delay_retry(self, task: Task) -> None:
+        """Send what ``task.retry()`` asks for again a little later, on the heir once this SA is replaced."""
+        again = task.retry()
+        if again is not None:
+            at = self._retry_at()
+            log.debug("%s: trying the refused request again in %.1f s", self.name, at - self._now)
+            self._delay(at, again)
+
+    def _delay(self, at: float, task: Task) -> None:
+        heir = self._heir
+        if heir is None:
+            self._delayed += ((at, task),)
+        elif not heir.is_closed:
+            heir._delay(at, task)
+            heir._changed()
 
     def _dpd_at(self) -> float | None:
         delay = self._st.config.dpd_delay
@@ -629,6 +654,7 @@ class IkeSa:
             timers.append(self._rekey_at)
         if self._expire_at is not None:
             timers.append(self._expire_at)
+        timers += [at for at, _ in self._delayed]
         dpd = self._dpd_at()
         if dpd is not None:
             timers.append(dpd)
@@ -644,6 +670,10 @@ class IkeSa:
         for child in list(self._st.children.values()):
             if child.installed and child.rekey_at is not None and now >= child.rekey_at:
                 self.rekey_child(child.unique_id)
+        if any(now >= at for at, _ in self._delayed):
+            self._queue += [task for at, task in self._delayed if now >= at]
+            self._delayed = tuple(d for d in self._delayed if now < d[0])
+            self._start_next()
         dpd = self._dpd_at()
         if dpd is not None and now >= dpd:
             self.send_liveness()
@@ -774,6 +804,7 @@ class IkeSa:
                 self._spawn_successor()
             else:
                 self._rearm_failed_rekey(pending.task)
+                self._delay_retry(pending.task)
 
     def _send_once(self, task: Task) -> None:
         """A request that is never retransmitted (an error report just before closing)."""
@@ -1142,6 +1173,7 @@ class IkeSa:
         # a rekey of ours still queued is moot: the IKE SA was just replaced
         new._queue = [t for t in self._queue if not t.rekeys_ike_sa]
         self._queue = []
+        new._delayed, self._delayed = self._delayed, ()  # retries of refused requests go there too
         if st.esp_hold is not None and not new._queued(mobike.ReturnRoutabilityTask):
             # a MOBIKE return routability check was under way here: the successor, which holds
             # the Child SAs now, checks again (an answer on this SA would not release them there)
@@ -1230,6 +1262,7 @@ class IkeSa:
             task, self._pending = self._pending.task, None
             self._end_pending(task)
         self._abort_queue()
+        self._delayed = ()  # never built: nothing to undo
         self._reassembly.clear()
         self._waiting = None
         ike_auth_eap.closing(self._st)  # an EAP relay conversation the backend still holds

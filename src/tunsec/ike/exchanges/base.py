@@ -82,6 +82,12 @@ class Task(ABC):
         self.abort(st)
         return []
 
+    def retry(self) -> Task | None:
+        """The peer refused this request for now (``try_again``): the request to send a few seconds
+        later (RFC 7296 §2.25), or None (a rekey, re-armed by its timer instead; a bounded retry
+        that ran out)."""
+        return None
+
     def yield_to_peer_rekey(self) -> IkeRekey | None:
         """The peer deletes the IKE SA while this request is out: the new IKE SA of the peer's
         rekey that replaces ours after a collision (RFC 7296 §2.8.2), or None to just close."""

@@ -9,7 +9,10 @@ go to ``rekey_ike``.
 Collisions (RFC 7296 §2.8.1, §2.25): two rekeys of one Child SA are settled by the nonces
 (``_settle_rekey``, ``_collision``); the peer's rekey of a Child SA we are deleting, or of one of
 an IKE SA we are rekeying, is refused with TEMPORARY_FAILURE (CHILD_SA_NOT_FOUND once it is gone),
-and ours is tried again a few seconds later when the peer refuses it so.
+and ours is tried again a few seconds later when the peer refuses it so. A new Child SA the
+peer refuses so (strongSwan does while it rekeys the IKE SA) is asked for again too, a few
+seconds later (on the new IKE SA if ours was rekeyed meanwhile), at most ``MAX_RETRIES`` times;
+and we refuse the peer's new Child SA while our rekey of the IKE SA is out, as strongSwan does.
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ from .base import KeGroups, KeRetry, Outcome, Response, Task, error_notify, find
 from .informational import DeleteChildTask
 
 NONCE_LEN = 32
+# how often a new Child SA the peer refuses with TEMPORARY_FAILURE is asked for again: strongSwan
+# retries for ever, but a peer that always refuses (e.g. out of SPIs) must not keep us at it for ever
+MAX_RETRIES = 5
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +48,10 @@ class CreateChildTask(Task):
     exchange = ExchangeType.CREATE_CHILD_SA
     changes_children = True
 
-    def __init__(self, cfg: ChildConfig, rekey: ChildSa | None = None) -> None:
+    def __init__(self, cfg: ChildConfig, rekey: ChildSa | None = None, *, retries: int = 0) -> None:
         self._cfg = cfg
         self._rekey = rekey
+        self._retries = retries  # how often the peer refused this new Child SA for now already
         self._child: ChildSa | None = None
         self._ke: KeyExchange | None = None
         self._nonce = b""
@@ -89,6 +96,8 @@ class CreateChildTask(Task):
             childmod.drop_child(st, child)
             self.try_again = err.type == NotifyType.TEMPORARY_FAILURE
             return Outcome.DONE
+        if err is not None and old is None and err.type == NotifyType.TEMPORARY_FAILURE:
+            return self._busy(st, child)
         if err is not None:
             ours = describe_all(child.config.esp_proposals)
             self._refuse(st, notify_name(err.type), f"peer refused Child SA {child.name} (we proposed {ours})")
@@ -114,6 +123,25 @@ class CreateChildTask(Task):
         if self._rekey is not None:
             self._settle_rekey(child, min(nonces))
         return Outcome.DONE
+
+    def _busy(self, st: IkeSaState, child: ChildSa) -> Outcome:
+        """The peer refused our new Child SA for now (RFC 7296 §2.25): ask again soon (``retry``)."""
+        if self._retries >= MAX_RETRIES:
+            log.warning("%s: peer refused Child SA %s with TEMPORARY_FAILURE %d times: giving up",
+                        st.name, child.name, self._retries + 1)
+            self._refuse(st, "TEMPORARY_FAILURE",
+                         f"peer refused Child SA {child.name} for now {self._retries + 1} times; not trying again")
+            return Outcome.DONE
+        log.info("%s: peer refused Child SA %s for now (TEMPORARY_FAILURE): trying again soon (retry %d of %d)",
+                 st.name, child.name, self._retries + 1, MAX_RETRIES)
+        childmod.drop_child(st, child)
+        self.try_again = True
+        return Outcome.DONE
+
+    def retry(self) -> Task | None:
+        if not self.try_again or self._rekey is not None:
+            return None  # a rekey is re-armed by its timer (sa.py _rearm_failed_rekey)
+        return CreateChildTask(self._cfg, retries=self._retries + 1)
 
     @property
     def rekeying(self) -> ChildSa | None:
@@ -180,6 +208,12 @@ def respond(st: IkeSaState, payloads: Sequence[Payload], pending: Task | None = 
     rekey = _rekeyed_child(st, payloads)
     if rekey is None and find_notify(payloads, NotifyType.REKEY_SA) is not None:
         return Response([notify(NotifyType.CHILD_SA_NOT_FOUND)])
+    if rekey is None and pending is not None and pending.rekeys_ike_sa:
+        # nor a new Child SA while we rekey the IKE SA (strongSwan's reading of §2.25.2): our DELETE of
+        # the old IKE SA could overtake the answer and the peer drop a Child SA we installed; it asks
+        # again on the new IKE SA
+        log.debug("%s: refusing the peer's new Child SA: we are rekeying the IKE SA", st.name)
+        return Response([notify(NotifyType.TEMPORARY_FAILURE)])
     if rekey is not None and (rekey.deleting or (pending is not None and pending.rekeys_ike_sa)):
         # RFC 7296 §2.25.1: a Child SA we are deleting is not rekeyed (its successor would outlive our
         # DELETE); §2.25.2: nor one of an IKE SA we are rekeying (the answer may be lost in the switch)

@@ -16,6 +16,7 @@ deletes the IKE SA and starts over at the new gateway.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -34,11 +35,13 @@ from ..redirect import RedirectError, decode_redirect, encode_gateway
 from ..state import ChildSa, IkeSaState, SpiUnavailable
 from ..ts import Ts
 from . import child as childmod
+from . import create_child_sa, ike_config, mobike
 from . import ike_auth_eap as eap
-from . import ike_config, mobike
 from .base import CHILD_ERRORS, Outcome, Response, Task, error_notify, find, find_all, find_notify, notify
 from .ike_sa_init import certreq_payloads
 from .informational import DeleteChildTask
+
+log = logging.getLogger(__name__)
 
 
 def _id_payload(st: IkeSaState, initiator: bool) -> IdPayload:
@@ -238,6 +241,14 @@ class IkeAuthTask(Task):
         child = self._child
         if child is None:
             return
+        if err == NotifyType.TEMPORARY_FAILURE:
+            # refused for now (e.g. the peer is out of SPIs): as strongSwan, a CREATE_CHILD_SA asks
+            # for it again a few seconds later (``retry``), the IKE SA is up meanwhile
+            log.info("%s: peer refused Child SA %s for now (TEMPORARY_FAILURE): trying again soon (retry 1 of %d)",
+                     st.name, child.name, create_child_sa.MAX_RETRIES)
+            childmod.drop_child(st, child)
+            self.try_again = True
+            return
         if err is not None:
             ours = describe_all(child.config.esp_proposals)
             refusal = childmod.Refusal(NotifyType(err), f"peer refused Child SA {child.name} (we proposed {ours})",
@@ -259,6 +270,11 @@ class IkeAuthTask(Task):
             return
         spi_out = int.from_bytes(result.spi, "big")
         childmod.install(st, child, result, spi_out, ts[0], ts[1], True, (st.nonce_i, st.nonce_r))
+
+    def retry(self) -> Task | None:
+        if not self.try_again or self._child_cfg is None:
+            return None
+        return create_child_sa.CreateChildTask(self._child_cfg, retries=1)
 
     def abort(self, st: IkeSaState) -> None:
         if self._child is not None:
