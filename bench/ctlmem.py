@@ -164,7 +164,7 @@ class Bench:
         ike = self.daemon.ike
         assert ike is not None
         self.ike = ike
-        ike.sockets = {(4, GW, 500): FakeSocket(self.wire, GW)}  # type: ignore[dict-item]
+        ike.sockets.by_key = {(4, GW, 500): FakeSocket(self.wire, GW)}  # type: ignore[dict-item]
         self.done: asyncio.Future[None] | None = None
 
     def readable(self) -> None:
