@@ -154,7 +154,7 @@ class Burst:
         service = IkeService(self.gw_conf.connections, lambda: client, {4: GW}, IdSpace(),
                              DosLimits(2 * n + 10, 4 * n + 10), pools=self.gw_conf.pools)
         await service.start()
-        service.sockets = {(4, GW, 500): _Udp500(self.wire)}  # type: ignore[dict-item]
+        service.sockets.by_key = {(4, GW, 500): _Udp500(self.wire)}  # type: ignore[dict-item]
 
         clients = IkeEndpoint([c.ike for c in self.client_conf.connections])
         gc.collect()
