@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import gc
 import ipaddress
 import logging
@@ -164,7 +165,7 @@ class Bench:
         ike = self.daemon.ike
         assert ike is not None
         self.ike = ike
-        ike.sockets = {(4, GW, 500): FakeSocket(self.wire, GW)}  # type: ignore[dict-item]
+        ike.sockets.by_key = {(4, GW, 500): FakeSocket(self.wire, GW)}  # type: ignore[dict-item]
         self.done: asyncio.Future[None] | None = None
 
     def readable(self) -> None:
@@ -191,7 +192,12 @@ class Bench:
         t0 = time.monotonic()
         self.done = asyncio.get_running_loop().create_future()
         self.sock.send(b"B%d" % n)
-        await asyncio.wait_for(self.done, 60 + n / 10)
+        limit = 60 + n / 10
+        try:
+            await asyncio.wait_for(self.done, limit)
+        except TimeoutError:
+            raise SystemExit(f"ctlmem: a burst of {n} clients not all up after {limit:.0f} s (the gateway has "
+                             f"{len(self.ike.children)} Child SAs; its warnings above say why)") from None
         took = time.monotonic() - t0
         for _ in range(50):   # the last installs' answers, the tasks they spawned
             await asyncio.sleep(0.01)
@@ -253,7 +259,6 @@ async def run(sock: socket.socket, clients: int, trace: int, top: int) -> None:
     for diff, t in grown[:top]:
         if diff / n >= 0.5:
             print(f"{diff / n:6.1f}  {t}")
-    sock.send(b"Q")
 
 
 def report(snap0: tracemalloc.Snapshot, snap1: tracemalloc.Snapshot, n: int, frames: int, top: int) -> None:
@@ -282,7 +287,8 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=30)
     args = ap.parse_args()
     logging.getLogger("tunsec").propagate = False   # the daemon logs; nothing prints or keeps it
-    logging.getLogger("tunsec").handlers = [logging.NullHandler()]
+    logging.getLogger("tunsec").handlers = [logging.StreamHandler()]
+    logging.getLogger("tunsec").setLevel(logging.WARNING)
     gw, cl = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     for s in (gw, cl):
         for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF):
@@ -290,13 +296,22 @@ def main() -> None:
     pid = os.fork()
     if pid == 0:
         gw.close()
-        run_clients(cl)
-        os._exit(0)
+        code = 1
+        try:
+            run_clients(cl)
+            code = 0
+        finally:
+            os._exit(code)   # never the parent's code below (its finally would wait for itself)
     cl.close()
     gw.setblocking(False)
     try:
         asyncio.run(run(gw, args.clients, args.trace, args.top))
     finally:
+        # also when the gateway failed (a burst timed out, print hit a closed pipe): a child not
+        # told to quit waits in select for ever, and so would waitpid
+        gw.setblocking(True)
+        with contextlib.suppress(OSError):
+            gw.send(b"Q")
         os.waitpid(pid, 0)
 
 

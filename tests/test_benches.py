@@ -1,0 +1,28 @@
+"""bench/ctlmem.py and bench/ike_burst.py still run to the end and report (tests/benchrun.py says why).
+
+No namespaces: both run the gateway in process with fake sockets and worker."""
+
+from __future__ import annotations
+
+from benchrun import figures, run_bench
+
+
+def test_ctlmem_brings_every_client_up_and_reports_per_client_figures() -> None:
+    out = run_bench("ctlmem.py", "--clients", "3", "--top", "60")
+    clients, _took, ike_sas, child_sas = figures(r"{n} clients up in {n} s; gateway IKE SAs {n}, Child SAs {n}", out)
+    # the 20 clients of the warm-up burst, then the 3 measured
+    assert (clients, ike_sas, child_sas) == (3, 23, 23)
+    _rss0, _rss1, _kib, cpu = figures(r"gateway RSS {n} -> {n} MiB: {n} KiB per client; CPU {n} ms per client", out)
+    assert cpu > 0
+    # one IKE SA and one lease more per client: the live-object census sees what it counts
+    assert figures(r"\n\s*{n}  tunsec\.ike\.sa\.IkeSa\n", out) == (1.0,)
+    assert figures(r"\n\s*{n}  tunsec\.policy\.pools\.Lease\n", out) == (1.0,)
+
+
+def test_ike_burst_reports_the_gateways_cpu_per_client() -> None:
+    out = run_bench("ike_burst.py", "--clients", "3")
+    n, total, clients, gateway, per_client = figures(
+        r"N = {n}: CPU {n} s, clients {n} s, gateway {n} s = {n} ms per client", out)
+    assert n == 3
+    assert total > 0 and clients > 0 and gateway > 0 and per_client > 0
+    assert figures(r"best: gateway {n} ms per client", out)[0] > 0
