@@ -76,6 +76,31 @@ def _after_loss(self: IkeService, conn_name: str, which: str) -> None:
             self._spawn(self.install_traps(only=(conn_name, plan.name)))
 
 
+def _after_expiry(self: IkeService, sa: IkeSa, up: IkeSaUp) -> None:
+    """The IKE SA reached its hard lifetime (over_time after its rekey was due) with no rekey done.
+
+    strongSwan keeps such an SA until its unanswered rekey gives up retransmitting, then reestablishes
+    it (ike_sa.c retransmit -> reestablish): each child's dpd_action (start: a new IKE SA with it, trap:
+    its trap policies).  The engine closes the SA at the hard lifetime instead (IkeSa._expire), so the
+    service does that here, and brings a start_action = start child back as at startup: a
+    site-to-site tunnel must not stay down.  A new IKE SA that fails is retried with the connection's
+    keyingtries (_retry).  start_action = trap children keep their trap policies all along (traps.py):
+    their next packet initiates.  Not when we cannot initiate the same IKE SA (strongSwan's "asymmetric
+    setup"): a responder that leased the peer virtual IPs or authenticated it with EAP."""
+    conn = self.connections.get(up.name)
+    if conn is None or self.closing:
+        return
+    if not sa.is_initiator and (up.peer_vips or conn.ike.remote.method.startswith("eap")):
+        return
+    restart = [p.name for p in conn.children if "start" in (p.start_action, p.dpd_action)]
+    for plan in conn.children:
+        if plan.dpd_action == "trap" and plan.start_action != "trap" and plan.name not in restart:
+            self._spawn(self.install_traps(only=(up.name, plan.name)))
+    for child in restart:
+        log.info("%s: IKE SA expired before its rekey completed: re-initiating child %s", up.name, child)
+        self._later(1.0, lambda child=child: self._initiate_quietly(up.name, child))   # type: ignore[misc]
+
+
 def _retry(self: IkeService, conn_name: str) -> None:
     conn = self.connections.get(conn_name)
     if conn is None or self.closing:
