@@ -24,7 +24,7 @@ from tunsec.ike.events import DownReason, IkeSaDown
 from tunsec.ike.identity import Identity
 from tunsec.ike.sa import IkeSa
 from tunsec.policy.ids import IdSpace
-from tunsec.services.ike import IkeService
+from tunsec.services.ike import IkeService, ikesas
 
 REKEY_TIME, OVER_TIME = 7.0, 1.0    # the soak's short lifetimes (bench/soak.py)
 
@@ -96,11 +96,17 @@ def expire_unanswered(pair: Pair, side: str) -> IkeSa:
 
 
 async def recover(pair: Pair) -> None:
-    """The peer answers again: the services' delayed re-initiations run and all datagrams arrive."""
+    """The peer answers again: the services' re-initiations run (no delay, see the fixture) and all
+    datagrams arrive."""
     await pair.settle()
     for svc in pair.svc.values():
         fire_timers(svc)
     await pair.settle()
+
+
+@pytest.fixture(autouse=True)
+def no_reestablish_delay(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ikesas, "REESTABLISH_DELAY", 0.0)
 
 
 def assert_tunnel(pair: Pair, expired: IkeSa, side: str) -> None:

@@ -17,6 +17,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tunsec.ike")
 
+# seconds before an IKE SA lost to its hard lifetime is set up again (a plain loop timer: a worker
+# restart meanwhile must not cancel it, unlike IkeService._later's)
+REESTABLISH_DELAY = 1.0
+
 
 def _unique_keep(self: IkeService, conn: str) -> bool:
     """For the engine: a responder refuses a duplicate of this connection in IKE_AUTH."""
@@ -98,7 +102,7 @@ def _after_expiry(self: IkeService, sa: IkeSa, up: IkeSaUp) -> None:
             self._spawn(self.install_traps(only=(up.name, plan.name)))
     for child in restart:
         log.info("%s: IKE SA expired before its rekey completed: re-initiating child %s", up.name, child)
-        self._later(1.0, lambda child=child: self._initiate_quietly(up.name, child))   # type: ignore[misc]
+        asyncio.get_event_loop().call_later(REESTABLISH_DELAY, self._initiate_quietly, up.name, child)
 
 
 def _retry(self: IkeService, conn_name: str) -> None:
