@@ -49,13 +49,14 @@ class ExpiryPair(Pair):
             await svc.start()
             svc.sockets.by_key = {(4, ip, 500): Wire(side, self)}  # type: ignore[dict-item]
 
-    async def configure(self, side: str, start_action: Action) -> None:
+    async def configure(self, side: str, start_action: Action, keyingtries: int = 1) -> None:
         """``side``'s child gets ``start_action`` (as a reload would: a trap child gets its trap
         policies).  Set after the start, where start_action = start would initiate on both sides."""
         svc = self.svc[side]
         conn = svc.connections["tun"]
         svc.connections["tun"] = dataclasses.replace(
-            conn, children=(dataclasses.replace(conn.children[0], start_action=start_action),))
+            conn, keyingtries=keyingtries,
+            children=(dataclasses.replace(conn.children[0], start_action=start_action),))
         await svc.install_traps()
 
     def worker_event(self, side: str, data: bytes) -> None:
@@ -69,10 +70,11 @@ def run(coro: object) -> None:
     asyncio.run(coro)  # type: ignore[arg-type]
 
 
-def expire_unanswered(pair: Pair, side: str) -> IkeSa:
+def expire_unanswered(pair: Pair, side: str, sa: IkeSa | None = None,
+                      reason: DownReason = DownReason.EXPIRED) -> IkeSa:
     """Fire ``side``'s IKE SA timers on a fake clock, losing all it sends, until the SA is closed."""
     svc = pair.svc[side]
-    sa = pair.ike(side)
+    sa = sa or pair.ike(side)
     downs: list[DownReason] = []
     sa_watch = svc._event
 
@@ -90,8 +92,8 @@ def expire_unanswered(pair: Pair, side: str) -> IkeSa:
         if sa.is_closed:
             break
     svc._event = sa_watch  # type: ignore[method-assign]
-    assert sa.is_closed and downs == [DownReason.EXPIRED], downs
-    assert sa.heir is None     # the rekey never completed
+    assert sa.is_closed and sa.heir is None     # no rekey completed
+    assert downs == ([reason] if reason is DownReason.EXPIRED else []), downs    # never up: no IkeSaDown
     return sa
 
 
@@ -106,7 +108,7 @@ async def recover(pair: Pair) -> None:
 
 @pytest.fixture(autouse=True)
 def no_reestablish_delay(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ikesas, "REESTABLISH_DELAY", 0.0)
+    monkeypatch.setattr(ikesas, "RETRY_DELAY", 0.0)
 
 
 def assert_tunnel(pair: Pair, expired: IkeSa, side: str) -> None:
@@ -156,5 +158,30 @@ def test_a_trap_child_initiates_on_the_next_packet_after_its_ike_sa_expired() ->
         worker.worker.drain_events()
         await recover(pair)
         assert_tunnel(pair, expired, "a")
+
+    run(body())
+
+
+def test_the_reinitiation_after_expiry_keeps_trying_with_keyingtries() -> None:
+    """The peer is still unreachable for the first new IKE SA: with keyingtries = 0 (strongSwan's
+    "forever") the next try gets through once it answers."""
+    async def body() -> None:
+        pair = ExpiryPair()
+        await pair.start()
+        await pair.configure("a", "start", keyingtries=0)
+        pair.svc["a"].initiate("tun", "net")
+        await pair.settle()
+        pair.probing = False
+        expired = expire_unanswered(pair, "a")
+        # the re-initiation runs (no delay here); its IKE_SA_INIT is lost until it gives up
+        for _ in range(5):
+            await asyncio.sleep(0)
+        (first,) = [sa for sa in pair.svc["a"].endpoint.sas if sa is not expired and not sa.is_closed]
+        assert first.is_initiator and first.state.value == "connecting"
+        expire_unanswered(pair, "a", first, DownReason.PEER_UNREACHABLE)
+        await recover(pair)
+        assert pair.svc["a"].attempts.get("tun") is None   # a success resets the count
+        assert_tunnel(pair, expired, "a")
+        assert first not in [sa for sa in pair.svc["a"].endpoint.sas if sa.children]
 
     run(body())

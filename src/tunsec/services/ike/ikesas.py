@@ -17,9 +17,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tunsec.ike")
 
-# seconds before an IKE SA lost to its hard lifetime is set up again (a plain loop timer: a worker
-# restart meanwhile must not cancel it, unlike IkeService._later's)
-REESTABLISH_DELAY = 1.0
+# seconds before a lost IKE SA (close_action, dpd_action, hard lifetime) or a failed keying try is
+# initiated again; a plain loop timer: a worker restart meanwhile must not cancel it (IkeService._later)
+RETRY_DELAY = 1.0
 
 
 def _unique_keep(self: IkeService, conn: str) -> bool:
@@ -74,7 +74,7 @@ def _after_loss(self: IkeService, conn_name: str, which: str) -> None:
         action = getattr(plan, which)
         if action == "start":
             log.info("%s: %s = start: re-initiating child %s", conn_name, which, plan.name)
-            asyncio.get_event_loop().call_later(1.0, self._initiate_quietly, conn_name, plan.name)
+            asyncio.get_event_loop().call_later(RETRY_DELAY, self._initiate_quietly, conn_name, plan.name)
         elif action == "trap" and plan.start_action != "trap":
             log.info("%s: %s = trap: child %s waits for traffic", conn_name, which, plan.name)
             self._spawn(self.install_traps(only=(conn_name, plan.name)))
@@ -102,7 +102,7 @@ def _after_expiry(self: IkeService, sa: IkeSa, up: IkeSaUp) -> None:
             self._spawn(self.install_traps(only=(up.name, plan.name)))
     for child in restart:
         log.info("%s: IKE SA expired before its rekey completed: re-initiating child %s", up.name, child)
-        asyncio.get_event_loop().call_later(REESTABLISH_DELAY, self._initiate_quietly, up.name, child)
+        asyncio.get_event_loop().call_later(RETRY_DELAY, self._initiate_quietly, up.name, child)
 
 
 def _retry(self: IkeService, conn_name: str) -> None:
@@ -119,7 +119,7 @@ def _retry(self: IkeService, conn_name: str) -> None:
              f" of {conn.keyingtries}" if conn.keyingtries else "")
     children: list[str | None] = [p.name for p in conn.children if p.start_action == "start"] or [None]
     for child in children:
-        asyncio.get_event_loop().call_later(1.0, self._initiate_quietly, conn_name, child)
+        asyncio.get_event_loop().call_later(RETRY_DELAY, self._initiate_quietly, conn_name, child)
 
 
 def _initiate_quietly(self: IkeService, conn_name: str, child: str | None) -> None:
