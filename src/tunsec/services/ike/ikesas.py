@@ -80,7 +80,7 @@ def _after_loss(self: IkeService, conn_name: str, which: str) -> None:
             self._spawn(self.install_traps(only=(conn_name, plan.name)))
 
 
-def _after_expiry(self: IkeService, sa: IkeSa, up: IkeSaUp) -> None:
+def _after_expiry(self: IkeService, up: IkeSaUp) -> None:
     """The IKE SA reached its hard lifetime (over_time after its rekey was due) with no rekey done.
 
     strongSwan keeps such an SA until its unanswered rekey gives up retransmitting, then reestablishes
@@ -90,11 +90,12 @@ def _after_expiry(self: IkeService, sa: IkeSa, up: IkeSaUp) -> None:
     site-to-site tunnel must not stay down.  A new IKE SA that fails is retried with the connection's
     keyingtries (_retry).  start_action = trap children keep their trap policies all along (traps.py):
     their next packet initiates.  Not when we cannot initiate the same IKE SA (strongSwan's "asymmetric
-    setup"): a responder that leased the peer virtual IPs or authenticated it with EAP."""
+    setup"): we leased the peer virtual IPs or authenticate it with EAP, i.e. we were its responder
+    (whichever side initiated the last IKE rekey, which ``sa.is_initiator`` tells)."""
     conn = self.connections.get(up.name)
     if conn is None or self.closing:
         return
-    if not sa.is_initiator and (up.peer_vips or conn.ike.remote.method.startswith("eap")):
+    if up.peer_vips or conn.ike.remote.method.startswith("eap"):
         return
     restart = [p.name for p in conn.children if "start" in (p.start_action, p.dpd_action)]
     for plan in conn.children:

@@ -411,7 +411,7 @@ class IkeService(Service):
                 if up is not None and ev.reason is DownReason.DELETED_BY_PEER:
                     self._after_loss(ev.name, "close_action")
                 elif up is not None and ev.reason is DownReason.EXPIRED:
-                    self._after_expiry(sa, up.ev)
+                    self._after_expiry(up.ev)
             case ChildSaUp():
                 if ev.rekey_of is not None:
                     self.events.child_rekeys[(ev.name, ev.child)] += 1
