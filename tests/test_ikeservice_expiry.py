@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import ipaddress
 
 import pytest
 from test_ikeservice_peers import ipv4_udp, psk_ike
@@ -183,5 +184,25 @@ def test_the_reinitiation_after_expiry_keeps_trying_with_keyingtries() -> None:
         assert pair.svc["a"].attempts.get("tun") is None   # a success resets the count
         assert_tunnel(pair, expired, "a")
         assert first not in [sa for sa in pair.svc["a"].endpoint.sas if sa.children]
+
+    run(body())
+
+
+def test_no_reinitiation_towards_a_peer_we_leased_a_virtual_ip() -> None:
+    """A gateway cannot set up a road warrior's IKE SA (strongSwan: "unable to reestablish IKE_SA due
+    to asymmetric setup"), even if it initiated the last IKE rekey: the client reconnects itself."""
+    async def body() -> None:
+        pair = ExpiryPair()
+        await pair.start()
+        await pair.configure("a", "start")
+        pair.svc["a"].initiate("tun", "net")
+        await pair.settle()
+        pair.probing = False
+        svc = pair.svc["a"]
+        record = svc.ike_up[pair.ike("a").local_spi]     # as if a had leased b 10.3.0.1 from a pool
+        record.ev = dataclasses.replace(record.ev, peer_vips=(ipaddress.ip_address("10.3.0.1"),))
+        expired = expire_unanswered(pair, "a")
+        await recover(pair)
+        assert [sa for sa in svc.endpoint.sas if sa is not expired and not sa.is_closed] == []
 
     run(body())
