@@ -17,6 +17,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tunsec.ike")
 
+# seconds before a lost IKE SA (close_action, dpd_action, hard lifetime) or a failed keying try is
+# initiated again; a plain loop timer: a worker restart meanwhile must not cancel it (IkeService._later)
+RETRY_DELAY = 1.0
+
 
 def _unique_keep(self: IkeService, conn: str) -> bool:
     """For the engine: a responder refuses a duplicate of this connection in IKE_AUTH."""
@@ -70,10 +74,36 @@ def _after_loss(self: IkeService, conn_name: str, which: str) -> None:
         action = getattr(plan, which)
         if action == "start":
             log.info("%s: %s = start: re-initiating child %s", conn_name, which, plan.name)
-            asyncio.get_event_loop().call_later(1.0, self._initiate_quietly, conn_name, plan.name)
+            asyncio.get_event_loop().call_later(RETRY_DELAY, self._initiate_quietly, conn_name, plan.name)
         elif action == "trap" and plan.start_action != "trap":
             log.info("%s: %s = trap: child %s waits for traffic", conn_name, which, plan.name)
             self._spawn(self.install_traps(only=(conn_name, plan.name)))
+
+
+def _after_expiry(self: IkeService, up: IkeSaUp) -> None:
+    """The IKE SA reached its hard lifetime (over_time after its rekey was due) with no rekey done.
+
+    strongSwan keeps such an SA until its unanswered rekey gives up retransmitting, then reestablishes
+    it (ike_sa.c retransmit -> reestablish): each child's dpd_action (start: a new IKE SA with it, trap:
+    its trap policies).  The engine closes the SA at the hard lifetime instead (IkeSa._expire), so the
+    service does that here, and brings a start_action = start child back as at startup: a
+    site-to-site tunnel must not stay down.  A new IKE SA that fails is retried with the connection's
+    keyingtries (_retry).  start_action = trap children keep their trap policies all along (traps.py):
+    their next packet initiates.  Not when we cannot initiate the same IKE SA (strongSwan's "asymmetric
+    setup"): we leased the peer virtual IPs or authenticate it with EAP, i.e. we were its responder
+    (whichever side initiated the last IKE rekey, which ``sa.is_initiator`` tells)."""
+    conn = self.connections.get(up.name)
+    if conn is None or self.closing:
+        return
+    if up.peer_vips or conn.ike.remote.method.startswith("eap"):
+        return
+    restart = [p.name for p in conn.children if "start" in (p.start_action, p.dpd_action)]
+    for plan in conn.children:
+        if plan.dpd_action == "trap" and plan.start_action != "trap" and plan.name not in restart:
+            self._spawn(self.install_traps(only=(up.name, plan.name)))
+    for child in restart:
+        log.info("%s: IKE SA expired before its rekey completed: re-initiating child %s", up.name, child)
+        asyncio.get_event_loop().call_later(RETRY_DELAY, self._initiate_quietly, up.name, child)
 
 
 def _retry(self: IkeService, conn_name: str) -> None:
@@ -90,7 +120,7 @@ def _retry(self: IkeService, conn_name: str) -> None:
              f" of {conn.keyingtries}" if conn.keyingtries else "")
     children: list[str | None] = [p.name for p in conn.children if p.start_action == "start"] or [None]
     for child in children:
-        asyncio.get_event_loop().call_later(1.0, self._initiate_quietly, conn_name, child)
+        asyncio.get_event_loop().call_later(RETRY_DELAY, self._initiate_quietly, conn_name, child)
 
 
 def _initiate_quietly(self: IkeService, conn_name: str, child: str | None) -> None:

@@ -407,9 +407,11 @@ class IkeService(Service):
                 self.vips.down(self._ike_handles.get(sa))
                 if (handle := self._ike_handles.pop(sa, None)) is not None and sa.heir is None:
                     self._ike_peers.pop(handle, None)   # not rekeyed: no successor uses the handle
-                was_up = self.ike_up.pop(sa.local_spi, None) is not None
-                if was_up and ev.reason is DownReason.DELETED_BY_PEER:
+                up = self.ike_up.pop(sa.local_spi, None)
+                if up is not None and ev.reason is DownReason.DELETED_BY_PEER:
                     self._after_loss(ev.name, "close_action")
+                elif up is not None and ev.reason is DownReason.EXPIRED:
+                    self._after_expiry(up.ev)
             case ChildSaUp():
                 if ev.rekey_of is not None:
                     self.events.child_rekeys[(ev.name, ev.child)] += 1
@@ -583,6 +585,7 @@ class IkeService(Service):
     _enforce_unique = ikesas._enforce_unique
     _ike_rekeyed = ikesas._ike_rekeyed
     _after_loss = ikesas._after_loss
+    _after_expiry = ikesas._after_expiry
     _retry = ikesas._retry
     _initiate_quietly = ikesas._initiate_quietly
     # reload.py
