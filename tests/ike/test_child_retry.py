@@ -70,9 +70,10 @@ def _live(ep: IkeEndpoint) -> IkeSa:
 def _web_pair(a: IkeEndpoint, b: IkeEndpoint) -> tuple[int, int]:
     """The 'web' Child SA, up on both sides with matching SPIs."""
     (web_a,) = [c for c in _live(a).children if c.name == "web"]
-    # (B picks its config by the selectors: 'net' covers web's, and comes first)
     assert len(_live(b).children) == len(_live(a).children) == 2
-    assert (web_a.spi_in, web_a.spi_out) in {(c.spi_out, c.spi_in) for c in _live(b).children if c.installed}
+    # (B picks its config by the selectors: 'web' fits them exactly, 'net' only covers them)
+    assert (web_a.spi_in, web_a.spi_out, "web") in {(c.spi_out, c.spi_in, c.name) for c in _live(b).children
+                                                     if c.installed}
     return web_a.spi_in, web_a.spi_out
 
 
