@@ -11,13 +11,20 @@ IkeService over the in-process worker (see test_ikeservice_peers).
 from __future__ import annotations
 
 import asyncio
+import logging
 import struct
+import time
+from collections.abc import Callable
 
+import pytest
 from test_ikeservice_peers import SHARED_SPI, Gateway, InProcessWorker, esp_open, run, site_ip
 
+from tunsec.dataplane import pipe
+from tunsec.dataplane.client import WorkerError
 from tunsec.dataplane.fastpath import Drop
-from tunsec.dataplane.pipe import Direction
+from tunsec.dataplane.pipe import Direction, Errno
 from tunsec.ike.events import ChildSaUp, NegotiationFailed
+from tunsec.ike.sa import IkeSa
 from tunsec.services.ike import HELD_MAX, SPI_POOL
 
 
@@ -109,3 +116,89 @@ def test_after_a_worker_restart_more_children_than_the_pool_holds_all_come_back(
         outs = {str(s.remote.addr) for s in gw.worker.dp.sas() if s.direction is Direction.OUT and s.remote}
         assert outs == {site_ip(i) for i in range(n)}
     run(body())
+
+
+def _refuse_getspi(gw: Gateway) -> None:
+    """The worker refuses every GETSPI from now on (its SAD is full)."""
+    real = gw.worker.request
+
+    async def request(build: Callable[[int], pipe.Message]) -> list[pipe.Reply]:
+        if isinstance(build(0), pipe.GetSpi):
+            await asyncio.sleep(0)
+            raise WorkerError("GetSpi", Errno.ENOSPC)
+        return await real(build)
+    gw.worker.request = request  # type: ignore[method-assign]
+
+
+def _due_now(gw: Gateway, sa: IkeSa) -> None:
+    """The gateway's rekey timer of ``sa``'s Child SA fires now (through the service's real timer)."""
+    (child,) = sa.children
+    child.rekey_at = time.monotonic() - 1.0
+    gw.service.endpoint._touch(sa)   # its timer moved: reschedule it (as any input to the SA does)
+    gw.service._pump()
+
+
+def _gw_sa(gw: Gateway, i: int) -> IkeSa:
+    return next(sa for sa in gw.service.endpoint.sas if sa.remote_addr[0] == site_ip(i) and not sa.is_closed)
+
+
+def test_a_timer_rekey_with_no_spi_and_no_refill_fails_cleanly_and_timers_go_on(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The worker refused GETSPI: the gateway's timer-driven rekey finds no SPI. It is reported and
+    re-armed; the timer stays armed (an SpiUnavailable used to escape it and stall the engine)."""
+    async def body() -> None:
+        gw = Gateway(1)
+        await gw.start()
+        gw.connect(0)
+        await gw.settle()
+        _refuse_getspi(gw)
+        gw.service.spi_pool.spis.clear()
+        sa = _gw_sa(gw, 0)
+        _due_now(gw, sa)
+        for _ in range(20):
+            await asyncio.sleep(0)   # the timer fires; the refill it starts is refused
+        (child,) = sa.children
+        assert child.installed and child.rekey_at is not None
+        assert time.monotonic() + 1.0 < child.rekey_at < float("inf")   # tried again 2-10 s later
+        assert gw.service._timer is not None and not sa.is_closed
+        failed = [r.getMessage() for r in caplog.records if "no inbound SPI" in r.getMessage()]
+        assert len(failed) == 1 and "TEMPORARY_FAILURE" in failed[0] and "trying again soon" in failed[0]
+        assert not [r for r in caplog.records if r.exc_info]
+    with caplog.at_level(logging.INFO, logger="tunsec"):
+        run(body())
+
+
+def test_an_ike_sa_whose_timer_raises_does_not_stop_the_others(caplog: pytest.LogCaptureFixture,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    async def body() -> None:
+        gw = Gateway(2)
+        await gw.start()
+        gw.connect(0)
+        gw.connect(1)
+        await gw.settle()
+        broken, fine = _gw_sa(gw, 0), _gw_sa(gw, 1)
+        (old,) = gw.children_of(1)
+
+        real = IkeSa.handle_timer
+
+        def handle_timer(sa: IkeSa, now: float) -> None:
+            if sa is broken:
+                raise RuntimeError("bug")
+            real(sa, now)
+        monkeypatch.setattr(IkeSa, "handle_timer", handle_timer)
+        _due_now(gw, broken)
+        _due_now(gw, fine)
+        for _ in range(20):
+            await asyncio.sleep(0)
+        await gw.settle()
+        (new,) = gw.children_of(1)             # the other IKE SA's rekey went ahead
+        assert new.handle != old.handle
+        assert gw.service._timer is not None   # and the broken one's timer is held back, not lost
+        assert gw.service.endpoint.get_timer() is not None
+        for _ in range(3):                     # it fires again (a second later), and is not logged again
+            _due_now(gw, broken)
+            await asyncio.sleep(0)
+        errors = [r for r in caplog.records if "internal error in the IKE SA's timer" in r.getMessage()]
+        assert len(errors) == 1 and errors[0].exc_info is not None
+    with caplog.at_level(logging.ERROR, logger="tunsec.ike"):
+        run(body())

@@ -14,12 +14,13 @@ import random
 import pytest
 from test_engine_more import A, B, cfg, only
 
-from tunsec.ike.constants import ExchangeType
+from tunsec.ike.constants import ExchangeType, NotifyType
 from tunsec.ike.endpoint import IkeEndpoint
 from tunsec.ike.events import ChildSaUp, IkeSaDown, IkeSaRekeyed, NegotiationFailed
 from tunsec.ike.exchanges.create_child_sa import MAX_RETRIES
-from tunsec.ike.message import decode_header
+from tunsec.ike.message import NotifyPayload, decode_header, decode_message
 from tunsec.ike.sa import IkeSa
+from tunsec.ike.sk import decrypt_message
 from tunsec.ike.state import SpiUnavailable, random_spi_allocator
 from tunsec.ike.testing import EPOCH, Network, Sent
 
@@ -70,9 +71,10 @@ def _live(ep: IkeEndpoint) -> IkeSa:
 def _web_pair(a: IkeEndpoint, b: IkeEndpoint) -> tuple[int, int]:
     """The 'web' Child SA, up on both sides with matching SPIs."""
     (web_a,) = [c for c in _live(a).children if c.name == "web"]
-    # (B picks its config by the selectors: 'net' covers web's, and comes first)
     assert len(_live(b).children) == len(_live(a).children) == 2
-    assert (web_a.spi_in, web_a.spi_out) in {(c.spi_out, c.spi_in) for c in _live(b).children if c.installed}
+    # (B picks its config by the selectors: 'web' fits them exactly, 'net' only covers them)
+    assert (web_a.spi_in, web_a.spi_out, "web") in {(c.spi_out, c.spi_in, c.name) for c in _live(b).children
+                                                     if c.installed}
     return web_a.spi_in, web_a.spi_out
 
 
@@ -181,3 +183,33 @@ def test_the_first_child_sa_refused_for_now_in_ike_auth_comes_up_after_a_retry()
     assert [e.child for e in only(events, ChildSaUp)] == ["net"]
     assert not only(events, NegotiationFailed), events
     assert len(only(net.take(B), ChildSaUp)) == 1
+
+
+@pytest.mark.parametrize("rekey", [False, True])
+def test_a_child_sa_request_while_we_delete_the_ike_sa_is_refused_for_now(rekey: bool) -> None:
+    """B's new Child SA (or rekey) crosses A's DELETE of the IKE SA: A answers TEMPORARY_FAILURE, as
+    strongSwan does (child_create.c build_r), not INVALID_SYNTAX; both sides end cleanly."""
+    net, a, b, _ = _pair()
+    sa_a, sa_b = _live(a), _live(b)
+    sa_a.delete(net.now)
+    if rekey:
+        sa_b.rekey_child(sa_b.children[0].unique_id)
+    else:
+        sa_b.initiate("web")
+    flight = net.collect()
+    (request,) = [s for s in flight if s.src[0] == B]
+    net.deliver(request)
+    (answer,) = [s for s in net.collect() if s.src[0] == A]
+    assert decode_header(answer.data).exchange == CCSA
+    tx = sa_a._st.tx      # the test opens A's answer with A's own keys
+    assert tx is not None
+    payloads = decrypt_message(answer.data, decode_message(answer.data), tx)
+    assert [p.type for p in payloads if isinstance(p, NotifyPayload)] == [NotifyType.TEMPORARY_FAILURE]
+    net.deliver(answer)
+    for sent in flight:
+        if sent.src[0] == A:
+            net.deliver(sent)                              # A's DELETE
+    net.run()
+    assert sa_a.is_closed and sa_b.is_closed
+    failed = [e for e in net.take(B) if isinstance(e, NegotiationFailed)]
+    assert not [f for f in failed if f.reason == "INVALID_SYNTAX"], failed

@@ -35,6 +35,7 @@ import heapq
 import hmac
 import ipaddress
 import itertools
+import logging
 import os
 import struct
 from collections import deque
@@ -43,6 +44,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
+from tunsec.loglimit import LogLimiter, suffix
 from tunsec.policy.pad import AddressMatch, Refused, address_match, check_unique_keep, identity_allowed
 
 from .config import IkeConfig
@@ -66,6 +68,9 @@ from .sa import IkeSa, State
 from .state import AddressPool, IkeSaState, Jitter, Rng, SpiAllocator, now_utc, random_spi_allocator
 
 ZERO_SPI = bytes(8)
+TIMER_ERROR_BACKOFF = 1.0  # seconds an SA whose timer raised waits before its next timer fires
+
+log = logging.getLogger(__name__)
 
 
 class Datagram(NamedTuple):
@@ -161,6 +166,10 @@ class IkeEndpoint:
         self._deadline: dict[bytes, float] = {}  # local SPI -> the SA's timer as last scheduled
         self._heap: list[tuple[float, int, bytes]] = []  # (deadline, seq, local SPI); stale entries skipped
         self._seq = itertools.count()
+        # SAs whose timer raised, and until when their next timer is held back (no hot loop on a bug)
+        self._timer_backoff: dict[bytes, float] = {}
+        self.timer_errors = 0
+        self._timer_error_log = LogLimiter(burst=1, period=60.0)
         self._cookie_version = 0
         self._cookie_secret = rng(32)
         self._previous_secret: bytes | None = None
@@ -227,9 +236,21 @@ class IkeEndpoint:
             if sa is None or self._deadline.get(spi) != deadline:
                 continue  # stale: the SA is gone or its timer moved
             del self._deadline[spi]
-            sa.handle_timer(now)
+            try:
+                sa.handle_timer(now)
+            except Exception as err:   # a bug in one SA's timer must not stop its later timers nor the others'
+                self._timer_failed(sa, now, err)
             self._touch(sa)
         self._collect(now)
+
+    def _timer_failed(self, sa: IkeSa, now: float, err: Exception) -> None:
+        """Log it (once a minute, the first time with the traceback) and hold that SA's next timer
+        back a little: one still due would otherwise fire again at once, and fail again."""
+        self.timer_errors += 1
+        self._timer_backoff[sa.local_spi] = now + TIMER_ERROR_BACKOFF
+        if (held := self._timer_error_log.admit()) is not None:
+            log.error("%s: internal error in the IKE SA's timer (%s: %s); its timers go on%s", sa.name,
+                      type(err).__name__, err, suffix(held), exc_info=self.timer_errors == 1)
 
     def get_timer(self) -> float | None:
         """The earliest timer, as of the last receive/handle_timer/datagrams_to_send (call that first
@@ -441,6 +462,7 @@ class IkeEndpoint:
 
     def _collect_one(self, sa: IkeSa, now: float) -> None:
         spi, port = sa.local_spi, sa.local_port
+        floor = self._timer_backoff.pop(spi, None)
         for data, addr in sa.datagrams_to_send(now):
             self._outbox.append(Datagram(data, addr, port))
         while (event := sa.next_event()) is not None:
@@ -467,7 +489,10 @@ class IkeEndpoint:
                     self._unindex_peer(key, spi)
             sa.watch(None)
             return
-        self._schedule(spi, sa.get_timer())
+        when = sa.get_timer()
+        if floor is not None and when is not None:
+            when = max(when, floor)
+        self._schedule(spi, when)
 
     def _schedule(self, spi: bytes, when: float | None) -> None:
         if self._deadline.get(spi) == when:

@@ -107,6 +107,7 @@ from .state import (
     Jitter,
     Rng,
     SpiAllocator,
+    SpiUnavailable,
     State,
     now_utc,
     random_jitter,
@@ -708,15 +709,27 @@ class IkeSa:
             return  # the gateway's address is not known yet (gateway_resolved)
         if self._state == State.CONNECTING and not self._queue[0].runs_while_connecting:
             return  # other exchanges wait until the IKE SA is authenticated
-        self._send_request(self._queue.pop(0), self._next_id)
+        task = self._queue.pop(0)
+        if not self._send_request(task, self._next_id):
+            self._start_next()   # nothing went out: the next request may
 
-    def _send_request(self, task: Task, message_id: int) -> None:
-        payloads = task.build(self._st)
+    def _send_request(self, task: Task, message_id: int) -> bool:
+        """Build and send ``task``'s request; False if it could not be built (nothing is pending)."""
+        try:
+            payloads = task.build(self._st)
+        except SpiUnavailable:
+            # no inbound SPI for now (the task reported it): not sent; a rekey is re-armed and a new Child
+            # SA tried again later, as if the peer had refused them for now (an exception here used to
+            # escape the timer, whose IKE SA then never fired again)
+            self._rearm_failed_rekey(task)
+            self._delay_retry(task)
+            return False
         data = self._encode(task.exchange, message_id, payloads, response=False)
         if task.exchange == ExchangeType.IKE_SA_INIT:
             self._st.init_request = data[0]
         self._pending = _Pending(task, message_id, data)
         self._outbox.extend((d, self._st.remote_addr) for d in data)
+        return True
 
     def _encode(self, exchange: int, message_id: int, payloads: list[Payload], response: bool) -> tuple[bytes, ...]:
         """The message as one datagram, or as its fragments (RFC 7383) if it does not fit."""

@@ -135,13 +135,17 @@ def responder_select(
     prefer_group: int | None = None,
     only: ChildConfig | None = None,
 ) -> Selection | Refusal:
-    """Pick the first child config whose selectors narrow to something, then a proposal.
+    """Pick the child config whose selectors fit the proposed ones best, then a proposal.
 
+    Of the configs whose selectors narrow to something, the best match wins (strongSwan's
+    select_child_cfg: an exact match beats a config that merely covers the request, so a request
+    for a /24 lands in the /24's child, not in a /16's listed first); the first of equals wins.
     ``only`` restricts the choice to one config (rekeying keeps the old one).
     """
     theirs = [p for p in sa.proposals if p.protocol == ProtocolId.ESP and len(p.spi) == 4]
     remote_ips, local_ips = remote_dynamic(st), local_dynamic(st)
     ts_refusal: Refusal | None = None
+    best: tuple[int, ChildConfig, tuple[Ts, ...], tuple[Ts, ...]] | None = None
     for cfg in (only,) if only is not None else st.config.children:
         new_tsi = narrow(tsi, resolve_each(cfg.remote_ts, remote_ips))
         new_tsr = narrow(tsr, resolve_each(cfg.local_ts, local_ips))
@@ -162,15 +166,35 @@ def responder_select(
                 cfg.name,
             )
             continue
-        chosen = select_proposal(cfg.esp_proposals, theirs, prefer_group, strip_dh)
-        if chosen is None:
-            return Refusal(
-                NotifyType.NO_PROPOSAL_CHOSEN,
-                f"received {describe_all(theirs)}; configured {describe_all(cfg.esp_proposals)}",
-                cfg.name,
-            )
-        return Selection(cfg, chosen, new_tsi, new_tsr)
-    return ts_refusal or Refusal(NotifyType.TS_UNACCEPTABLE, "no child configured", None)
+        score = _ts_match(tsr, resolve_each(cfg.local_ts, local_ips)) + _ts_match(
+            tsi, resolve_each(cfg.remote_ts, remote_ips))
+        if best is None or score > best[0]:
+            best = (score, cfg, new_tsi, new_tsr)
+    if best is None:
+        return ts_refusal or Refusal(NotifyType.TS_UNACCEPTABLE, "no child configured", None)
+    _, cfg, new_tsi, new_tsr = best
+    chosen = select_proposal(cfg.esp_proposals, theirs, prefer_group, strip_dh)
+    if chosen is None:
+        return Refusal(
+            NotifyType.NO_PROPOSAL_CHOSEN,
+            f"received {describe_all(theirs)}; configured {describe_all(cfg.esp_proposals)}",
+            cfg.name,
+        )
+    return Selection(cfg, chosen, new_tsi, new_tsr)
+
+
+def _ts_match(proposed: Sequence[Ts], configured: Sequence[Ts]) -> int:
+    """How well configured selectors fit the proposed ones (strongSwan's get_ts_match): an equal
+    selector counts 5, an overlapping one 1, each weighted by the proposed one's rank (the first,
+    e.g. the packet that triggered the request, weighs most)."""
+    score = 0
+    for weight, sup in zip(range(len(proposed), 0, -1), proposed, strict=True):
+        for ts in configured:
+            if ts == sup:
+                score += 5 * weight
+            elif sup.intersect(ts) is not None:
+                score += weight
+    return score
 
 
 def check_response(

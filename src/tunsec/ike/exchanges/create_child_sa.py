@@ -63,7 +63,11 @@ class CreateChildTask(Task):
 
     def build(self, st: IkeSaState) -> list[Payload]:
         if self._child is None:
-            self._child = childmod.new_child(st, self._cfg)
+            try:
+                self._child = childmod.new_child(st, self._cfg)
+            except SpiUnavailable as exc:
+                self._no_spi(st, exc)
+                raise   # nothing is sent: the IKE SA moves on (sa.py _send_request)
             self._nonce = st.rng(NONCE_LEN)
         if self._rekey is not None:
             self._proposed = (self._rekey.local_ts, self._rekey.remote_ts)
@@ -137,6 +141,16 @@ class CreateChildTask(Task):
         childmod.drop_child(st, child)
         self.try_again = True
         return Outcome.DONE
+
+    def _no_spi(self, st: IkeSaState, exc: SpiUnavailable) -> None:
+        """No inbound SPI for now (the worker refused GETSPI): like a peer's TEMPORARY_FAILURE, a rekey
+        is tried again by its timer (sa.py _rearm_failed_rekey), a new Child SA at most MAX_RETRIES times."""
+        name = self._rekey.name if self._rekey is not None else self._cfg.name
+        what = "rekey of Child SA" if self._rekey is not None else "Child SA"
+        self.try_again = self._rekey is not None or self._retries < MAX_RETRIES
+        later = "trying again soon" if self.try_again else "not trying again"
+        st.emit(NegotiationFailed(st.name, "TEMPORARY_FAILURE", f"no inbound SPI for {what} {name}: {exc}; {later}",
+                                  self._cfg.name))
 
     def retry(self) -> Task | None:
         if not self.try_again or self._rekey is not None:

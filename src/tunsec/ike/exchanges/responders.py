@@ -38,6 +38,12 @@ def _not_on_a_rekeyed_sa(st: IkeSaState, payloads: Sequence[Payload], pending: T
     return Response([notify(NotifyType.TEMPORARY_FAILURE)])
 
 
+def _not_while_deleting(st: IkeSaState, payloads: Sequence[Payload], pending: Task | None) -> Response:
+    # our DELETE of the IKE SA is out: a Child SA (or new IKE SA) made now would go with it; as
+    # strongSwan's child_create/ike_rekey build_r answer, the peer may ask again elsewhere
+    return Response([notify(NotifyType.TEMPORARY_FAILURE)])
+
+
 def _unless_redirected(respond: Callable[[IkeSaState, Sequence[Payload], Task | None], Response],
                        ) -> Callable[[IkeSaState, Sequence[Payload], Task | None], Response]:
     """A client we redirected in IKE_AUTH (RFC 5685 §6) gets no Child SA, and no new IKE SA by a rekey:
@@ -59,6 +65,7 @@ RESPONDERS: tuple[Responder, ...] = (
     Responder(ExchangeType.CREATE_CHILD_SA, frozenset({State.ESTABLISHED}),
               _unless_redirected(create_child_sa.respond)),
     Responder(ExchangeType.CREATE_CHILD_SA, frozenset({State.REKEYED}), _not_on_a_rekeyed_sa),
+    Responder(ExchangeType.CREATE_CHILD_SA, frozenset({State.DELETING}), _not_while_deleting),
     Responder(ExchangeType.INFORMATIONAL, frozenset({State.ESTABLISHED}), _mobike, shape=mobike.is_mobike_request),
     Responder(ExchangeType.INFORMATIONAL, _ALIVE, _informational),
 )

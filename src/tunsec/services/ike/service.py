@@ -133,6 +133,7 @@ class IkeService(Service):
         self.attempts: dict[str, int] = {}                       # connection -> failed tries in a row
         self.closing = False
         self.unauthenticated_log = LogLimiter()                 # failures peers cause before authenticating
+        self._timer_log = LogLimiter(burst=1, period=60.0)      # the timer itself failed (a bug)
         self.events = EventCounts()                             # rekeys, dead peers (Prometheus counters)
         self._invalid_spi_sent: dict[bytes, float] = {}         # IKE SA (our SPI) -> last INVALID_SPI
         self._timers: dict[asyncio.TimerHandle, Callable[[], object]] = {}   # lingering inbound SAs, standby ends
@@ -348,14 +349,14 @@ class IkeService(Service):
         self.barrier.flush()
         self._arm()
 
-    def _arm(self) -> None:
+    def _arm(self, at_least: float = 0.0) -> None:
         if self._timer:
             self._timer.cancel()
             self._timer = None
         when = self.endpoint.get_timer()
         if when is not None:
             loop = asyncio.get_event_loop()
-            delay = max(0.0, when - time.monotonic())
+            delay = max(at_least, when - time.monotonic())
             self._timer = loop.call_later(delay, self._on_timer)
 
     def _on_timer(self) -> None:
@@ -363,8 +364,13 @@ class IkeService(Service):
         if self.spi_pool.starved:    # a rekey would find no SPI: the barrier's end re-arms the timer
             self.barrier.flush()
             return
-        self.endpoint.handle_timer(time.monotonic())
-        self._pump()
+        try:
+            self.endpoint.handle_timer(time.monotonic())   # (an SA whose timer raises is logged there)
+            self._pump()
+        except Exception as err:   # the timer must stay armed: a lost one stalls every IKE SA
+            if (held := self._timer_log.admit()) is not None:
+                log.error("IKE timer failed (%s: %s); timers go on%s", type(err).__name__, err, suffix(held))
+            self._arm(at_least=1.0)   # not at once: what failed may fail again
 
     async def _resolve_gateway(self, sa: IkeSa, gateway: str) -> None:
         await self.resolver.resolve_gateway(sa, gateway)

@@ -72,6 +72,9 @@ class SpiPool:
 
     def take(self) -> int:
         if not self.spis:
+            # ask again (the last GETSPI may have been refused): what failed for want of an SPI (a
+            # timer's rekey) is tried again later, and should find one then
+            self._start_refill()
             raise SpiUnavailable("no inbound SPI from the worker yet")
         spi = self.spis.popleft()
         self._start_refill()
