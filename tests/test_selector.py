@@ -162,6 +162,46 @@ def test_str_roundtrip(sel: Ts) -> None:
     assert parse_ts(str(sel)) == sel
 
 
+@st.composite
+def address_ranges(draw: st.DrawFn) -> Ts:
+    """Whole prefixes (the usual case), ranges near one, any range, reversed ones."""
+    bits = draw(st.sampled_from([32, 128]))
+    make = V4 if bits == 32 else V6
+    plen = draw(st.integers(0, bits))
+    base = draw(st.integers(0, 2**bits - 1)) >> (bits - plen) << (bits - plen)
+    last = base + 2 ** (bits - plen) - 1
+    first, end = draw(st.sampled_from([
+        (base, last), (base, max(base, last - 1)), (min(base + 1, last), last),
+        tuple(draw(st.lists(st.integers(0, 2**bits - 1), min_size=2, max_size=2))),
+    ]))
+    return Ts(make(first), make(end))
+
+
+@given(address_ranges())
+def test_str_names_the_prefix_the_range_is(sel: Ts) -> None:
+    # __str__ finds a single prefix arithmetically; summarize_address_range is the reference
+    nets = sel.networks()
+    assert str(sel) == (str(nets[0]) if len(nets) == 1 else f"{sel.start}-{sel.end}")
+
+
+@pytest.mark.parametrize(("first", "last", "text"), [
+    ("10.0.0.2", "10.0.0.3", "10.0.0.2/31"), ("10.0.0.1", "10.0.0.2", "10.0.0.1-10.0.0.2"),
+    ("10.0.0.5", "10.0.0.5", "10.0.0.5/32"), ("0.0.0.0", "255.255.255.255", "0.0.0.0/0"),
+    ("10.0.0.9", "10.0.0.1", "10.0.0.9-10.0.0.1"), ("fd00::", "fd00::ffff", "fd00::/112"),
+])  # fmt: skip
+def test_str_of_aligned_and_unaligned_ranges(first: str, last: str, text: str) -> None:
+    assert str(Ts(ipaddress.ip_address(first), ipaddress.ip_address(last))) == text
+
+
+def test_resolve_takes_address_objects_and_text() -> None:
+    dyn = parse_ts("dynamic[tcp/80]")
+    assert dyn.resolve(V4("10.0.0.7")) == dyn.resolve("10.0.0.7") == parse_ts("10.0.0.7[tcp/80]")
+    assert dyn.resolve(ipaddress.ip_address("fd00::7")) == parse_ts("fd00::7[tcp/80]")
+    assert Ts.host(V4("10.0.0.7")) == Ts.host("10.0.0.7") == parse_ts("10.0.0.7")
+    with pytest.raises(ValueError):
+        dyn.resolve("10.0.0.300")   # text is still parsed and checked
+
+
 # ---------------------------------------------------------------- to the fast path
 
 

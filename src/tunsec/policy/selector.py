@@ -98,7 +98,7 @@ class Ts:
 
     @classmethod
     def host(cls, addr: str | IPAddress) -> Ts:
-        ip = ipaddress.ip_address(addr)
+        ip = _address(addr)
         return cls(ip, ip)
 
     def networks(self) -> list[IPNetwork]:
@@ -113,7 +113,7 @@ class Ts:
             return self
         if addr is None:
             return None
-        ip = ipaddress.ip_address(addr)
+        ip = _address(addr)
         return Ts(ip, ip, self.protocol, self.start_port, self.end_port)
 
     def intersect(self, other: Ts) -> Ts | None:
@@ -134,14 +134,23 @@ class Ts:
         if self.dynamic:
             addr = "dynamic"
         else:
-            nets = self.networks()
-            addr = str(nets[0]) if len(nets) == 1 else f"{self.start}-{self.end}"
+            prefix = self._prefix_len()
+            addr = f"{self.start}/{prefix}" if prefix is not None else f"{self.start}-{self.end}"
         if self.protocol == 0 and (self.start_port, self.end_port) == _ANY_PORTS:
             return addr
         proto = _PROTOCOL_NAMES.get(self.protocol, str(self.protocol))
         if (self.start_port, self.end_port) == _ANY_PORTS:
             return f"{addr}[{proto}]"
         return f"{addr}[{proto}/{self._port_text()}]"
+
+    def _prefix_len(self) -> int | None:
+        """The prefix length when the address range is exactly one CIDR prefix (what
+        :meth:`networks` would give as its only network, without building it), else None."""
+        start, end = int(self.start), int(self.end)
+        size = end - start + 1
+        if size <= 0 or size & (size - 1) or start & (size - 1):
+            return None   # reversed, not a power of two, or not aligned to its size
+        return self.start.max_prefixlen - (size.bit_length() - 1)
 
     def _port_text(self) -> str:
         lo, hi = self.start_port, self.end_port
@@ -151,6 +160,14 @@ class Ts:
             else:                                      # type/code values: hex, never mistaken for a type
                 return f"0x{lo:04x}" if lo == hi else f"0x{lo:04x}-0x{hi:04x}"
         return str(lo) if lo == hi else f"{lo}-{hi}"
+
+
+def _address(addr: str | IPAddress) -> IPAddress:
+    """``addr`` as an address object; one already is one as it is (ip_address() would format it
+    as text and parse that again)."""
+    if type(addr) is ipaddress.IPv4Address or type(addr) is ipaddress.IPv6Address:
+        return addr
+    return ipaddress.ip_address(addr)
 
 
 def _ip(version: int, value: int) -> IPAddress:
