@@ -31,6 +31,7 @@ from tunsec.policy.selector import (
     TooManySelectors,
     Ts,
     TsError,
+    check_fast_selectors,
     fast_selectors,
     parse_ts,
     parse_ts_list,
@@ -203,6 +204,45 @@ def test_resolve_takes_address_objects_and_text() -> None:
 
 
 # ---------------------------------------------------------------- to the fast path
+
+
+@st.composite
+def odd_selectors(draw: st.DrawFn) -> Ts:
+    """Selectors as a peer's wire data or a bug could make them: reversed address or port
+    ranges, out-of-range or bool protocols and ports, mixed families, unresolved dynamic."""
+    v4 = [V4("10.0.0.1"), V4("10.0.0.9"), V4("10.0.0.5")]
+    v6 = [V6("fd00::1"), V6("fd00::9")]
+    start, end = draw(st.sampled_from([(v4[0], v4[1]), (v4[1], v4[0]), (v4[2], v4[2]), (v6[0], v6[1]),
+                                       (v6[1], v6[0]), (v4[0], v6[1])]))
+    proto = draw(st.sampled_from([0, 6, 17, 255, 256, -1, True]))
+    ports = draw(st.sampled_from([(0, 0xFFFF), (80, 80), (90, 80), (0, 0x10000), (-1, 5), (True, 5)]))
+    return Ts(start, end, proto, *ports, dynamic=draw(st.booleans()) and draw(st.booleans()))
+
+
+def _outcome(check: object, local: tuple[Ts, ...], remote: tuple[Ts, ...]) -> tuple[type, str] | None:
+    try:
+        check(local, remote)  # type: ignore[operator]
+    except (SelectorError, TypeError) as exc:   # TypeError: a bool where Selector wants an int
+        return type(exc), str(exc)
+    return None
+
+
+@given(st.lists(odd_selectors(), max_size=4), st.lists(odd_selectors(), max_size=4))
+@settings(max_examples=300)
+def test_check_fast_selectors_refuses_exactly_what_fast_selectors_refuses(
+    local: list[Ts], remote: list[Ts]
+) -> None:
+    # the engine checks a peer's (narrowed) selectors with the cheap check: every refusal of the
+    # full conversion, and its message, must come out of it too
+    expected = _outcome(fast_selectors, tuple(local), tuple(remote))
+    assert _outcome(check_fast_selectors, tuple(local), tuple(remote)) == expected
+
+
+def test_check_fast_selectors_refuses_a_reversed_range_from_the_wire() -> None:
+    reversed_ = Ts(V4("10.0.0.9"), V4("10.0.0.1"))
+    with pytest.raises(SelectorError, match="reversed"):
+        check_fast_selectors((reversed_,), parse_ts_list("10.0.0.0/8"))
+    check_fast_selectors(parse_ts_list("10.0.0.1-10.0.0.9"), parse_ts_list("10.0.0.0/8"))
 
 
 def test_fast_selectors_pair_every_local_with_every_compatible_remote() -> None:

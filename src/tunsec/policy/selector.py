@@ -357,8 +357,40 @@ def fast_selectors(local: Sequence[Ts], remote: Sequence[Ts]) -> FastSelectors:
     Raises :class:`NoSelectors` when no pair qualifies (an SA without
     selectors admits nothing), :class:`TooManySelectors` past the fast path's
     limit (never a silent cut, which would drop traffic the peer agreed to)
-    and :class:`SelectorError` for an unresolved ``dynamic``.
+    and :class:`SelectorError` for an unresolved ``dynamic`` or a selector the
+    fast path's :class:`Selector` refuses (a reversed range a peer sent).
     """
+    pairs = _pairs(local, remote)
+    try:
+        return FastSelectors(
+            outbound=tuple(_selector(lo, re_) for lo, re_ in pairs),
+            inbound=tuple(_selector(re_, lo) for lo, re_ in pairs),
+        )
+    except ValueError as exc:   # a reversed range a peer sent: never reaches the fast path
+        raise SelectorError(f"{exc} (local {_text(local)}; remote {_text(remote)})") from None
+
+
+def check_fast_selectors(local: Sequence[Ts], remote: Sequence[Ts]) -> None:
+    """Raises exactly what :func:`fast_selectors` raises, without building the selectors when
+    every range is in order and in bounds (then :class:`Selector` accepts them all).  The IKE
+    engine checks a Child SA's selectors before agreeing to it; the IKE service builds them
+    once, to install it."""
+    if all(_in_order(t) for t in local) and all(_in_order(t) for t in remote):
+        _pairs(local, remote)
+    else:
+        fast_selectors(local, remote)   # what Selector refuses, and its exact message
+
+
+def _in_order(t: Ts) -> bool:
+    """What Selector's checks demand of one side (Ts itself checks nothing)."""
+    kind = type(t.start)
+    return ((kind is ipaddress.IPv4Address or kind is ipaddress.IPv6Address) and type(t.end) is kind
+            and int(t.start) <= int(t.end) and type(t.protocol) is int and 0 <= t.protocol <= 0xFF
+            and type(t.start_port) is int and type(t.end_port) is int and 0 <= t.start_port <= t.end_port <= 0xFFFF)
+
+
+def _pairs(local: Sequence[Ts], remote: Sequence[Ts]) -> list[tuple[Ts, Ts]]:
+    """The pairs fast_selectors makes selectors of; its errors but Selector's."""
     unresolved = [t for t in (*local, *remote) if t.dynamic]
     if unresolved:
         raise SelectorError(f"'dynamic' selector without an address: {_text(unresolved)}")
@@ -377,10 +409,4 @@ def fast_selectors(local: Sequence[Ts], remote: Sequence[Ts]) -> FastSelectors:
             f"{len(pairs)} local/remote selector pairs; the fast path takes at most {MAX_SELECTORS} per SA "
             f"(local {_text(local)}; remote {_text(remote)})"
         )
-    try:
-        return FastSelectors(
-            outbound=tuple(_selector(lo, re_) for lo, re_ in pairs),
-            inbound=tuple(_selector(re_, lo) for lo, re_ in pairs),
-        )
-    except ValueError as exc:   # a reversed range a peer sent: never reaches the fast path
-        raise SelectorError(f"{exc} (local {_text(local)}; remote {_text(remote)})") from None
+    return pairs
