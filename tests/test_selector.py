@@ -31,6 +31,7 @@ from tunsec.policy.selector import (
     TooManySelectors,
     Ts,
     TsError,
+    check_fast_selectors,
     fast_selectors,
     parse_ts,
     parse_ts_list,
@@ -162,7 +163,86 @@ def test_str_roundtrip(sel: Ts) -> None:
     assert parse_ts(str(sel)) == sel
 
 
+@st.composite
+def address_ranges(draw: st.DrawFn) -> Ts:
+    """Whole prefixes (the usual case), ranges near one, any range, reversed ones."""
+    bits = draw(st.sampled_from([32, 128]))
+    make = V4 if bits == 32 else V6
+    plen = draw(st.integers(0, bits))
+    base = draw(st.integers(0, 2**bits - 1)) >> (bits - plen) << (bits - plen)
+    last = base + 2 ** (bits - plen) - 1
+    first, end = draw(st.sampled_from([
+        (base, last), (base, max(base, last - 1)), (min(base + 1, last), last),
+        tuple(draw(st.lists(st.integers(0, 2**bits - 1), min_size=2, max_size=2))),
+    ]))
+    return Ts(make(first), make(end))
+
+
+@given(address_ranges())
+def test_str_names_the_prefix_the_range_is(sel: Ts) -> None:
+    # __str__ finds a single prefix arithmetically; summarize_address_range is the reference
+    nets = sel.networks()
+    assert str(sel) == (str(nets[0]) if len(nets) == 1 else f"{sel.start}-{sel.end}")
+
+
+@pytest.mark.parametrize(("first", "last", "text"), [
+    ("10.0.0.2", "10.0.0.3", "10.0.0.2/31"), ("10.0.0.1", "10.0.0.2", "10.0.0.1-10.0.0.2"),
+    ("10.0.0.5", "10.0.0.5", "10.0.0.5/32"), ("0.0.0.0", "255.255.255.255", "0.0.0.0/0"),
+    ("10.0.0.9", "10.0.0.1", "10.0.0.9-10.0.0.1"), ("fd00::", "fd00::ffff", "fd00::/112"),
+])  # fmt: skip
+def test_str_of_aligned_and_unaligned_ranges(first: str, last: str, text: str) -> None:
+    assert str(Ts(ipaddress.ip_address(first), ipaddress.ip_address(last))) == text
+
+
+def test_resolve_takes_address_objects_and_text() -> None:
+    dyn = parse_ts("dynamic[tcp/80]")
+    assert dyn.resolve(V4("10.0.0.7")) == dyn.resolve("10.0.0.7") == parse_ts("10.0.0.7[tcp/80]")
+    assert dyn.resolve(ipaddress.ip_address("fd00::7")) == parse_ts("fd00::7[tcp/80]")
+    assert Ts.host(V4("10.0.0.7")) == Ts.host("10.0.0.7") == parse_ts("10.0.0.7")
+    with pytest.raises(ValueError):
+        dyn.resolve("10.0.0.300")   # text is still parsed and checked
+
+
 # ---------------------------------------------------------------- to the fast path
+
+
+@st.composite
+def odd_selectors(draw: st.DrawFn) -> Ts:
+    """Selectors as a peer's wire data or a bug could make them: reversed address or port
+    ranges, out-of-range or bool protocols and ports, mixed families, unresolved dynamic."""
+    v4 = [V4("10.0.0.1"), V4("10.0.0.9"), V4("10.0.0.5")]
+    v6 = [V6("fd00::1"), V6("fd00::9")]
+    start, end = draw(st.sampled_from([(v4[0], v4[1]), (v4[1], v4[0]), (v4[2], v4[2]), (v6[0], v6[1]),
+                                       (v6[1], v6[0]), (v4[0], v6[1])]))
+    proto = draw(st.sampled_from([0, 6, 17, 255, 256, -1, True]))
+    ports = draw(st.sampled_from([(0, 0xFFFF), (80, 80), (90, 80), (0, 0x10000), (-1, 5), (True, 5)]))
+    return Ts(start, end, proto, *ports, dynamic=draw(st.booleans()) and draw(st.booleans()))
+
+
+def _outcome(check: object, local: tuple[Ts, ...], remote: tuple[Ts, ...]) -> tuple[type, str] | None:
+    try:
+        check(local, remote)  # type: ignore[operator]
+    except (SelectorError, TypeError) as exc:   # TypeError: a bool where Selector wants an int
+        return type(exc), str(exc)
+    return None
+
+
+@given(st.lists(odd_selectors(), max_size=4), st.lists(odd_selectors(), max_size=4))
+@settings(max_examples=300)
+def test_check_fast_selectors_refuses_exactly_what_fast_selectors_refuses(
+    local: list[Ts], remote: list[Ts]
+) -> None:
+    # the engine checks a peer's (narrowed) selectors with the cheap check: every refusal of the
+    # full conversion, and its message, must come out of it too
+    expected = _outcome(fast_selectors, tuple(local), tuple(remote))
+    assert _outcome(check_fast_selectors, tuple(local), tuple(remote)) == expected
+
+
+def test_check_fast_selectors_refuses_a_reversed_range_from_the_wire() -> None:
+    reversed_ = Ts(V4("10.0.0.9"), V4("10.0.0.1"))
+    with pytest.raises(SelectorError, match="reversed"):
+        check_fast_selectors((reversed_,), parse_ts_list("10.0.0.0/8"))
+    check_fast_selectors(parse_ts_list("10.0.0.1-10.0.0.9"), parse_ts_list("10.0.0.0/8"))
 
 
 def test_fast_selectors_pair_every_local_with_every_compatible_remote() -> None:

@@ -86,6 +86,7 @@ from .message import (
     UnsupportedCriticalPayload,
     decode_message,
     decode_payloads,
+    encode_payloads,
 )
 from .proposals import Suite, describe_all
 from .redirect import MAX_REDIRECTS, REDIRECT_PERIOD, RESOLVE_TIMEOUT, Redirect, usable_gateway
@@ -742,9 +743,10 @@ class IkeSa:
         tx = self._st.tx
         assert tx is not None
         limit = self._fragment_limit()
-        if limit is None or sealed_len(msg, tx) <= limit:
-            return (encrypt_message(msg, tx),)
-        fragments = encrypt_fragments(msg, tx, fragment_content_len(tx, limit))
+        inner = encode_payloads(msg.payloads)  # once, for the size check and the encryption
+        if limit is None or sealed_len(len(inner), tx) <= limit:
+            return (encrypt_message(msg, tx, inner),)
+        fragments = encrypt_fragments(msg, tx, fragment_content_len(tx, limit), inner)
         self._frag_stats.messages_fragmented += 1
         self._frag_stats.fragments_sent += len(fragments)
         log.debug("%s: splitting IKE message %d into %d fragments of at most %d bytes",

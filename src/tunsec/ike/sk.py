@@ -141,9 +141,11 @@ class SkCrypter:
         return padded[: -1 - padded[-1]]
 
 
-def encrypt_message(msg: Message, crypter: SkCrypter) -> bytes:
-    """Encode ``msg`` with all its payloads inside one SK payload."""
-    inner = encode_payloads(msg.payloads)
+def encrypt_message(msg: Message, crypter: SkCrypter, inner: bytes | None = None) -> bytes:
+    """Encode ``msg`` with all its payloads inside one SK payload; ``inner`` is their encoding
+    if the caller has it already (``encode_payloads(msg.payloads)``)."""
+    if inner is None:
+        inner = encode_payloads(msg.payloads)
     padded = crypter.pad(inner)
     first = msg.payloads[0].ptype if msg.payloads else PayloadType.NONE
     body_len = crypter.iv_len + len(padded) + crypter.icv_len
@@ -153,9 +155,10 @@ def encrypt_message(msg: Message, crypter: SkCrypter) -> bytes:
     return aad + crypter.seal(aad, padded)
 
 
-def sealed_len(msg: Message, crypter: SkCrypter) -> int:
-    """The length :func:`encrypt_message` would give ``msg`` (without encrypting it)."""
-    inner = len(encode_payloads(msg.payloads))
+def sealed_len(inner_len: int, crypter: SkCrypter) -> int:
+    """The length :func:`encrypt_message` would give a message whose payloads encode to
+    ``inner_len`` bytes (without encrypting it)."""
+    inner = inner_len
     padded = inner + 1 + (-(inner + 1)) % crypter.block
     return IKE_HEADER_LEN + 4 + crypter.overhead() + padded
 
@@ -169,10 +172,12 @@ def fragment_content_len(crypter: SkCrypter, max_message: int) -> int:
     return max(1, room - 1)
 
 
-def encrypt_fragments(msg: Message, crypter: SkCrypter, content_len: int) -> list[bytes]:
+def encrypt_fragments(msg: Message, crypter: SkCrypter, content_len: int, inner: bytes | None = None) -> list[bytes]:
     """Encode ``msg`` as Encrypted Fragment messages of at most ``content_len`` plaintext
-    bytes each (RFC 7383 §2.5); the first names the first inner payload."""
-    inner = encode_payloads(msg.payloads)
+    bytes each (RFC 7383 §2.5); the first names the first inner payload.  ``inner`` as for
+    :func:`encrypt_message`."""
+    if inner is None:
+        inner = encode_payloads(msg.payloads)
     first = msg.payloads[0].ptype if msg.payloads else PayloadType.NONE
     content_len = max(content_len, -(-len(inner) // MAX_FRAGMENTS))  # never more than the peer takes
     chunks = [inner[i : i + content_len] for i in range(0, len(inner), content_len)] or [b""]

@@ -98,7 +98,7 @@ class Ts:
 
     @classmethod
     def host(cls, addr: str | IPAddress) -> Ts:
-        ip = ipaddress.ip_address(addr)
+        ip = _address(addr)
         return cls(ip, ip)
 
     def networks(self) -> list[IPNetwork]:
@@ -113,7 +113,7 @@ class Ts:
             return self
         if addr is None:
             return None
-        ip = ipaddress.ip_address(addr)
+        ip = _address(addr)
         return Ts(ip, ip, self.protocol, self.start_port, self.end_port)
 
     def intersect(self, other: Ts) -> Ts | None:
@@ -134,14 +134,23 @@ class Ts:
         if self.dynamic:
             addr = "dynamic"
         else:
-            nets = self.networks()
-            addr = str(nets[0]) if len(nets) == 1 else f"{self.start}-{self.end}"
+            prefix = self._prefix_len()
+            addr = f"{self.start}/{prefix}" if prefix is not None else f"{self.start}-{self.end}"
         if self.protocol == 0 and (self.start_port, self.end_port) == _ANY_PORTS:
             return addr
         proto = _PROTOCOL_NAMES.get(self.protocol, str(self.protocol))
         if (self.start_port, self.end_port) == _ANY_PORTS:
             return f"{addr}[{proto}]"
         return f"{addr}[{proto}/{self._port_text()}]"
+
+    def _prefix_len(self) -> int | None:
+        """The prefix length when the address range is exactly one CIDR prefix (what
+        :meth:`networks` would give as its only network, without building it), else None."""
+        start, end = int(self.start), int(self.end)
+        size = end - start + 1
+        if size <= 0 or size & (size - 1) or start & (size - 1):
+            return None   # reversed, not a power of two, or not aligned to its size
+        return self.start.max_prefixlen - (size.bit_length() - 1)
 
     def _port_text(self) -> str:
         lo, hi = self.start_port, self.end_port
@@ -151,6 +160,14 @@ class Ts:
             else:                                      # type/code values: hex, never mistaken for a type
                 return f"0x{lo:04x}" if lo == hi else f"0x{lo:04x}-0x{hi:04x}"
         return str(lo) if lo == hi else f"{lo}-{hi}"
+
+
+def _address(addr: str | IPAddress) -> IPAddress:
+    """``addr`` as an address object; one already is one as it is (ip_address() would format it
+    as text and parse that again)."""
+    if type(addr) is ipaddress.IPv4Address or type(addr) is ipaddress.IPv6Address:
+        return addr
+    return ipaddress.ip_address(addr)
 
 
 def _ip(version: int, value: int) -> IPAddress:
@@ -340,8 +357,40 @@ def fast_selectors(local: Sequence[Ts], remote: Sequence[Ts]) -> FastSelectors:
     Raises :class:`NoSelectors` when no pair qualifies (an SA without
     selectors admits nothing), :class:`TooManySelectors` past the fast path's
     limit (never a silent cut, which would drop traffic the peer agreed to)
-    and :class:`SelectorError` for an unresolved ``dynamic``.
+    and :class:`SelectorError` for an unresolved ``dynamic`` or a selector the
+    fast path's :class:`Selector` refuses (a reversed range a peer sent).
     """
+    pairs = _pairs(local, remote)
+    try:
+        return FastSelectors(
+            outbound=tuple(_selector(lo, re_) for lo, re_ in pairs),
+            inbound=tuple(_selector(re_, lo) for lo, re_ in pairs),
+        )
+    except ValueError as exc:   # a reversed range a peer sent: never reaches the fast path
+        raise SelectorError(f"{exc} (local {_text(local)}; remote {_text(remote)})") from None
+
+
+def check_fast_selectors(local: Sequence[Ts], remote: Sequence[Ts]) -> None:
+    """Raises exactly what :func:`fast_selectors` raises, without building the selectors when
+    every range is in order and in bounds (then :class:`Selector` accepts them all).  The IKE
+    engine checks a Child SA's selectors before agreeing to it; the IKE service builds them
+    once, to install it."""
+    if all(_in_order(t) for t in local) and all(_in_order(t) for t in remote):
+        _pairs(local, remote)
+    else:
+        fast_selectors(local, remote)   # what Selector refuses, and its exact message
+
+
+def _in_order(t: Ts) -> bool:
+    """What Selector's checks demand of one side (Ts itself checks nothing)."""
+    kind = type(t.start)
+    return ((kind is ipaddress.IPv4Address or kind is ipaddress.IPv6Address) and type(t.end) is kind
+            and int(t.start) <= int(t.end) and type(t.protocol) is int and 0 <= t.protocol <= 0xFF
+            and type(t.start_port) is int and type(t.end_port) is int and 0 <= t.start_port <= t.end_port <= 0xFFFF)
+
+
+def _pairs(local: Sequence[Ts], remote: Sequence[Ts]) -> list[tuple[Ts, Ts]]:
+    """The pairs fast_selectors makes selectors of; its errors but Selector's."""
     unresolved = [t for t in (*local, *remote) if t.dynamic]
     if unresolved:
         raise SelectorError(f"'dynamic' selector without an address: {_text(unresolved)}")
@@ -360,10 +409,4 @@ def fast_selectors(local: Sequence[Ts], remote: Sequence[Ts]) -> FastSelectors:
             f"{len(pairs)} local/remote selector pairs; the fast path takes at most {MAX_SELECTORS} per SA "
             f"(local {_text(local)}; remote {_text(remote)})"
         )
-    try:
-        return FastSelectors(
-            outbound=tuple(_selector(lo, re_) for lo, re_ in pairs),
-            inbound=tuple(_selector(re_, lo) for lo, re_ in pairs),
-        )
-    except ValueError as exc:   # a reversed range a peer sent: never reaches the fast path
-        raise SelectorError(f"{exc} (local {_text(local)}; remote {_text(remote)})") from None
+    return pairs

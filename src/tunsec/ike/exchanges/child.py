@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tunsec.policy.selector import IPAddress, SelectorError, fast_selectors
+from tunsec.policy.selector import IPAddress, SelectorError, check_fast_selectors
 
 from ..config import ChildConfig
 from ..constants import NotifyType, ProtocolId
@@ -235,7 +235,7 @@ def _unusable(local: Sequence[Ts], remote: Sequence[Ts]) -> str | None:
     protocol; such a Child SA would carry no selector, so it is refused.
     """
     try:
-        fast_selectors(local, remote)
+        check_fast_selectors(local, remote)   # the IKE service builds them, to install
     except SelectorError as exc:
         return str(exc)
     return None
