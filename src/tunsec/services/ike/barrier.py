@@ -12,6 +12,14 @@ from typing import Any
 from tunsec.ike.endpoint import Datagram
 
 Peer = tuple[str, int]   # address, port
+# an IKE SA's datagrams to its peer: the address and port, and the IKE SPIs (the header's first 16
+# bytes): many clients behind one address and port (a NAT; one charon with many identities) each
+# wait for their own installs only
+Flow = tuple[Peer, bytes]
+
+
+def flow_of(datagram: Datagram) -> Flow:
+    return datagram.addr, datagram.data[:16]
 
 
 class Barrier:
@@ -24,8 +32,8 @@ class Barrier:
         self._send = send
         self._spawn = spawn
         self._resume = resume      # the barrier is down: what waited for it runs (then it flushes again)
-        self._installing: collections.Counter[Peer] = collections.Counter()   # peer -> installs
-        self._parked: dict[Peer, list[Datagram]] = {}   # peer -> what waits for its installs
+        self._installing: collections.Counter[Flow] = collections.Counter()   # IKE SA's flow -> installs
+        self._parked: dict[Flow, list[Datagram]] = {}   # flow -> what waits for its installs
         self._installs = 0
         self._installed = asyncio.Event()
         self._installed.set()
@@ -43,9 +51,11 @@ class Barrier:
         Make-before-break (RFC 7296 §2.8): a rekey responder's CREATE_CHILD_SA response must not
         leave before its new inbound SA is in the worker, nor a rekey initiator's DELETE of the old
         Child SA before its new SAs are; both were queued in the step that reported the ChildSaUp,
-        to the IKE SA's peer.  What goes to that peer (address and port) waits in its own queue until
-        its installs are answered, so no datagram of an IKE SA overtakes another; other peers'
-        datagrams leave (installs take a few pipe round trips, and a burst of clients installs many).
+        to the IKE SA's peer.  What that IKE SA sends to that peer (address and port; the IKE SPIs, see
+        Flow) waits in its own queue until its installs are answered, so no datagram of an IKE SA
+        overtakes another; other IKE SAs' datagrams leave (installs take a few pipe round trips, and a
+        burst of clients installs many, also from one address and port: one of them answered used to
+        hold every other's answer back until none of their installs was in flight).
         While the SPI pool is refilled everything waits (see SpiPool.barrier)."""
         if self._installs:
             if not self._flush_held:
@@ -72,22 +82,22 @@ class Barrier:
         if not self._installs:
             self._installed.set()
 
-    def peer_install_started(self, peer: Peer) -> None:
-        """The datagrams queued with a ChildSaUp go to the IKE SA's peer (then): they wait for the
-        install (peer_install_done)."""
-        self._installing[peer] += 1
-        self._parked.setdefault(peer, [])
+    def peer_install_started(self, flow: Flow) -> None:
+        """The datagrams queued with a ChildSaUp go to the IKE SA's peer (then), in that IKE SA
+        (``flow``): they wait for the install (peer_install_done)."""
+        self._installing[flow] += 1
+        self._parked.setdefault(flow, [])
 
-    def peer_install_done(self, peer: Peer) -> None:
-        self._installing[peer] -= 1
-        if self._installing[peer] <= 0:
-            del self._installing[peer]
-            for datagram in self._parked.pop(peer, []):   # older than anything the engine still holds
+    def peer_install_done(self, flow: Flow) -> None:
+        self._installing[flow] -= 1
+        if self._installing[flow] <= 0:
+            del self._installing[flow]
+            for datagram in self._parked.pop(flow, []):   # older than anything the engine still holds
                 self._send(datagram)
 
     def _send_datagrams(self) -> None:
         for datagram in self._pending(time.monotonic()):
-            parked = self._parked.get(datagram.addr)
+            parked = self._parked.get(flow_of(datagram)) if self._parked else None
             if parked is None:
                 self._send(datagram)
                 continue

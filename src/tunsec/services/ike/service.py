@@ -112,7 +112,8 @@ class IkeService(Service):
         # Barrier.flush); all wait while the SPI pool is empty and being refilled (see SpiPool.receive)
         self.barrier = Barrier(lambda now: self.endpoint.datagrams_to_send(now), self.sockets.send, self._spawn,
                                resume=lambda: self.spi_pool.run_held())
-        self.spi_pool = SpiPool(worker, self._spawn, self.barrier, self._deliver, self._pump)
+        self.spi_pool = SpiPool(worker, self._spawn, self.barrier, self._deliver, self._pump,
+                                half_open=lambda: self.endpoint.half_open)
         self.endpoint = IkeEndpoint([c.ike for c in connections], spi_allocator=self.spi_pool.take, limits=limits,
                                     address_pool=self.pools, unique_keep=self._unique_keep)
         self.ids = ids if ids is not None else IdSpace()
@@ -423,12 +424,12 @@ class IkeService(Service):
                     self.events.child_rekeys[(ev.name, ev.child)] += 1
                 state = self._child_registered(sa, ev)
                 if state is not None:
-                    # the datagrams queued with this event go to the IKE SA's peer (then): they wait for the
-                    # install (even a task cancelled before it ran releases them)
-                    peer = ev.remote_addr
-                    self.barrier.peer_install_started(peer)
+                    # the datagrams queued with this event go to the IKE SA's peer (then), in this IKE SA:
+                    # they wait for the install (even a task cancelled before it ran releases them)
+                    flow = (ev.remote_addr, sa.spi_i + sa.spi_r)
+                    self.barrier.peer_install_started(flow)
                     self._spawn(self._child_up(state, ev)).add_done_callback(
-                        lambda _task: self.barrier.peer_install_done(peer))
+                        lambda _task: self.barrier.peer_install_done(flow))
             case ChildSaDown():
                 self._child_gone(sa, ev)
             case AuthFailed():
@@ -481,7 +482,9 @@ class IkeService(Service):
             ike = self.sockets.unmark(data, remote, key[2]) if has_marker(key[2], remote[1]) else data
             if ike is not None:
                 self.receive(ike, remote, local)
-        self._pump()
+                # each answer leaves as soon as it is computed: the peer goes on (its IKE_AUTH) while
+                # we compute the next one, rather than all of a batch waiting for its last
+                self._pump()
 
     def receive_natt(self, msg: pipe.Ike) -> None:
         """IKE that arrived on port 4500 via the worker."""

@@ -173,10 +173,17 @@ class IkeSockets:
             log.warning("sending IKE to %s failed: %s", remote.addr, bad.name)
 
 
+# datagrams read from an IKE socket per event-loop turn: few, as each may cost a DH (an IKE_SA_INIT,
+# ~1 ms); a burst of 64 used to hold the worker's pipe (IKE_AUTHs via port 4500, GETSPI and install
+# answers) unread for the whole batch, and every answer until its end
+RECV_BATCH = 8
+
+
 def recv(s: socket.socket, key: IkeSocketKey) -> Iterator[tuple[bytes, tuple[str, int], tuple[str, int]]]:
-    """What a readable socket holds (at most 64 datagrams a turn): data, remote, local."""
+    """What a readable socket holds (at most RECV_BATCH datagrams a turn; the loop comes back while
+    it is readable): data, remote, local."""
     local = (key[1], key[2])   # the port it came in on is the one the answer leaves from
-    for _ in range(64):
+    for _ in range(RECV_BATCH):
         try:
             data, addr = s.recvfrom(65535)
         except (BlockingIOError, InterruptedError):

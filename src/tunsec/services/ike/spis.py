@@ -20,6 +20,11 @@ from tunsec.services.ike.barrier import Barrier
 log = logging.getLogger("tunsec.ike")
 
 SPI_POOL = 32   # inbound SPIs asked for ahead (larval SAs in the worker); refilled in one round trip
+# ... plus one per half-open IKE SA (each is an IKE_AUTH, and a Child SA, to come), up to this many: a
+# burst of clients' IKE_AUTHs then finds its SPIs asked for in one round trip, not one per SPI_POOL of
+# them with every IKE_AUTH (and every answer, see Barrier) waiting behind each; bounded, as the pool is
+# never trimmed (half-open SAs without a cookie are few, see DosLimits)
+SPI_POOL_BURST = 256
 # incoming IKE datagrams held while the SPI pool is empty (beyond: dropped, the peer retransmits): a burst
 # of clients' IKE_AUTHs is read from the socket in one go, so room for many, but bounded in bytes too
 HELD_MAX = 1024
@@ -38,8 +43,9 @@ class SpiPool:
     def __init__(self, worker: Callable[[], WorkerClient],
                  spawn: Callable[[Coroutine[Any, Any, None]], asyncio.Task[Any]], barrier: Barrier,
                  deliver: Callable[[bytes, tuple[str, int], tuple[str, int] | None], None],
-                 pump: Callable[[], None]) -> None:
+                 pump: Callable[[], None], half_open: Callable[[], int] = lambda: 0) -> None:
         self.worker = worker       # GETSPI goes there
+        self._half_open = half_open   # the engine's half-open IKE SAs: SPIs soon taken (see target)
         self._spawn = spawn        # the refill: a task of the service's (shutdown waits for it)
         self.barrier = barrier     # up while the pool is empty and a refill in flight (_spi_barrier)
         self._deliver = deliver    # a datagram into the engine
@@ -64,6 +70,11 @@ class SpiPool:
     def held_waiting(self) -> int:
         """Incoming datagrams waiting for an SPI now."""
         return self._held_datagrams
+
+    @property
+    def target(self) -> int:
+        """How many SPIs a refill tops the pool up to: SPI_POOL and one per half-open IKE SA."""
+        return SPI_POOL + min(self._half_open(), SPI_POOL_BURST)
 
     def clear(self) -> None:
         """A new worker: the old one's SPIs mean nothing to it."""
@@ -110,7 +121,7 @@ class SpiPool:
         try:
             # asked for all at once: one round trip per refill, not one per SPI (a burst of clients
             # empties the pool again and again)
-            while (want := SPI_POOL - len(self.spis)) > 0:
+            while (want := self.target - len(self.spis)) > 0:
                 # larval_seconds=0: no larval timeout for these.  A pooled SPI is ours; a
                 # handed one is installed (ChildSaUp) or handed back (SpiUnused -> DELETE)
                 # by the engine, so none is expired under a negotiation, and an idle
