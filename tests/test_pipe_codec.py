@@ -862,6 +862,24 @@ def test_malformed(name: str, data: bytes, errno: Errno) -> None:
         assert reply is None
 
 
+def test_decoded_addresses_are_checked_every_time_and_their_table_stays_bounded() -> None:
+    """The decoder keeps the addresses it built (pipe.decoding._ADDR_CACHE): a field it has seen
+    decodes to the same value, and one differing only in the padding is refused after it too."""
+    from tunsec.dataplane.pipe import decoding
+
+    good = encode(A_SA)
+    assert decode(good) == A_SA and decode(good) == A_SA
+    padded = patch(A_SA, Ext.ADDR_LOCAL, put(19, b"\1"))
+    assert decode_error(padded).errno is Errno.EINVAL
+    assert decode(good) == A_SA
+    for i in range(decoding._ADDR_CACHE_MAX + 10):
+        v4, v6 = IPv4Address(0x0A000000 + i), IPv6Address((0xFD << 120) + i)
+        for addr in (v4, v6):
+            ike = Ike(data=b"x", remote=Endpoint(addr, 500), local=Endpoint(addr, 4500))
+            assert decode(encode(ike)) == ike
+    assert all(len(t) <= decoding._ADDR_CACHE_MAX for t in decoding._ADDR_CACHE.values())
+
+
 def test_malformed_cases_are_distinct() -> None:
     datagrams = [m[1] for m in MALFORMED]
     assert len(set(datagrams)) == len(datagrams)

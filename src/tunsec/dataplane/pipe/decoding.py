@@ -284,14 +284,31 @@ def _variable(body: bytes, head: int, n: int, what: str) -> bytes:
     return body[head : head + n]
 
 
+# Decoded addresses by their 16-byte field, one table per family: a Child SA install carries ~18
+# (selector bounds, endpoints), mostly the same few (0.0.0.0, 255.255.255.255, the gateway's own), and
+# building an address object costs more than the rest of its field.  Only fields that passed the
+# checks below are stored, so a hit needs none; bounded, as the fields come from the other process.
+_ADDR_CACHE: Final[dict[int, dict[bytes, IPAddress]]] = {4: {}, 6: {}}
+_ADDR_CACHE_MAX: Final = 4096
+
+
 def _unpack_addr(family: int, raw: bytes) -> IPAddress:
+    cache = _ADDR_CACHE.get(family)
+    if cache is None:
+        raise _Malformed(f"address family {family}")
+    addr = cache.get(raw)
+    if addr is not None:
+        return addr
     if family == 4:
         if raw[4:] != _ZERO12:
             raise _Malformed("IPv4 address with non-zero trailing bytes")
-        return IPv4Address(raw[:4])
-    if family == 6:
-        return IPv6Address(raw)
-    raise _Malformed(f"address family {family}")
+        addr = IPv4Address(int.from_bytes(raw[:4]))
+    else:
+        addr = IPv6Address(int.from_bytes(raw))
+    if len(cache) >= _ADDR_CACHE_MAX:
+        cache.clear()
+    cache[raw] = addr
+    return addr
 
 
 def _unpack_endpoint_opt(raw: bytes) -> Endpoint | None:

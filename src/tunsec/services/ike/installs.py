@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
-import ipaddress
 import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -22,6 +21,7 @@ from tunsec.ike.events import ChildSaDown, ChildSaUp, DownReason
 from tunsec.ike.sa import IkeSa, State
 from tunsec.policy.ids import Band, priority
 from tunsec.policy.selector import SelectorError, fast_selectors
+from tunsec.services.ike.sockets import parse_ip
 from tunsec.services.ike.state import ChildState, IPAddress, Lineage
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ async def _delete_sa(self: IkeService, spi: int, direction: Direction, remote: E
 
 def _endpoint(self: IkeService, family: int, port: int) -> Endpoint:
     addr = self.local_addrs.get(family) or ("0.0.0.0" if family == 4 else "::")
-    return Endpoint(ipaddress.ip_address(addr), port)
+    return Endpoint(parse_ip(addr), port)
 
 
 def _child_registered(self: IkeService, sa: IkeSa, ev: ChildSaUp) -> ChildState | None:
@@ -83,7 +83,7 @@ def _child_registered(self: IkeService, sa: IkeSa, ev: ChildSaUp) -> ChildState 
         lineage = sibling if sibling is not None else Lineage(self.ids.reqid())
     conn = self.connections.get(sa.name)
     plan = conn.child(ev.child) if conn else Child(ev.child, ChildConfig(ev.child))
-    remote_ip = ipaddress.ip_address(ev.remote_addr[0])
+    remote_ip = parse_ip(ev.remote_addr[0])
     handle = next(self._handles)
     state = ChildState(handle, ike, sa.name, plan.name, ev.unique_id, ev.spi_in, ev.spi_out,
                        Endpoint(remote_ip, ev.remote_addr[1]), ev.alg, ev.esn, ev.local_ts, ev.remote_ts,

@@ -395,11 +395,11 @@ class IkeService(Service):
         match ev:
             case IkeSaUp():
                 self.attempts.pop(ev.name, None)
-                log.info("%s: IKE SA established with %s (%s), %s <-> %s", ev.name, ev.remote_addr[0],
-                         ev.proposal, ev.local_id, ev.remote_id)
-                if ev.peer_vips:
-                    log.info("%s: assigned virtual IP %s to peer %s", ev.name,
-                             ", ".join(map(str, ev.peer_vips)), ev.remote_id)
+                # one line with the virtual IPs we assigned: a record per client less at scale
+                log.info("%s: IKE SA established with %s (%s), %s <-> %s%s", ev.name, ev.remote_addr[0],
+                         ev.proposal, ev.local_id, ev.remote_id,
+                         f"; assigned virtual IP {', '.join(map(str, ev.peer_vips))} to peer {ev.remote_id}"
+                         if ev.peer_vips else "")
                 if ev.own_vips:
                     self.vips.up(self._ike_handle(sa), ev)
                 self.ike_up[sa.local_spi] = IkeUpRecord(ev, time.time())
