@@ -482,9 +482,7 @@ class IkeService(Service):
             ike = self.sockets.unmark(data, remote, key[2]) if has_marker(key[2], remote[1]) else data
             if ike is not None:
                 self.receive(ike, remote, local)
-                # each answer leaves as soon as it is computed: the peer goes on (its IKE_AUTH) while
-                # we compute the next one, rather than all of a batch waiting for its last
-                self._pump()
+        self._pump()
 
     def receive_natt(self, msg: pipe.Ike) -> None:
         """IKE that arrived on port 4500 via the worker."""

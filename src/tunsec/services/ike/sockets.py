@@ -181,10 +181,12 @@ class IkeSockets:
             log.warning("sending IKE to %s failed: %s", remote.addr, bad.name)
 
 
-# datagrams read from an IKE socket per event-loop turn: few, as each may cost a DH (an IKE_SA_INIT,
-# ~1 ms); a burst of 64 used to hold the worker's pipe (IKE_AUTHs via port 4500, GETSPI and install
-# answers) unread for the whole batch, and every answer until its end
-RECV_BATCH = 8
+# datagrams read from an IKE socket per event-loop turn (the loop comes back while it is readable).
+# 8 with an answer sent after each (h/latency) let IKE_SA_INIT answers leave sooner, but cost the
+# gateway ~25% more CPU per client in a burst of 100 (bench/scale.py, 5 alternating runs: median
+# 4.4 vs 3.4 ms) for no gain in the time until all are up (0.66 vs 0.63 s); 8 with one pump per
+# batch was in between (3.9 ms). Which part of the extra loop turns costs it was not isolated.
+RECV_BATCH = 64
 
 
 def recv(s: socket.socket, key: IkeSocketKey) -> Iterator[tuple[bytes, tuple[str, int], tuple[str, int]]]:
