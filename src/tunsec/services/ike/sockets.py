@@ -181,12 +181,13 @@ class IkeSockets:
             log.warning("sending IKE to %s failed: %s", remote.addr, bad.name)
 
 
-# datagrams read from an IKE socket per event-loop turn (the loop comes back while it is readable).
-# 8 with an answer sent after each (h/latency) let IKE_SA_INIT answers leave sooner, but cost the
-# gateway ~25% more CPU per client in a burst of 100 (bench/scale.py, 5 alternating runs: median
-# 4.4 vs 3.4 ms) for no gain in the time until all are up (0.66 vs 0.63 s); 8 with one pump per
-# batch was in between (3.9 ms). Which part of the extra loop turns costs it was not isolated.
-RECV_BATCH = 64
+# datagrams read from an IKE socket per event-loop turn (the loop comes back while it is readable),
+# answered together at the end of the turn. Few, because each may cost a DH: with 64 the worker's
+# pipe (IKE_AUTHs via port 4500, GETSPI and install answers) waited unread for a whole batch, and
+# the control process held a batch's half-open state at once (bench/scale.py --clients 100, 4
+# alternating runs: 18.5-21.3 KiB per client with 64, 15.0-17.4 with 8). Sending after each
+# datagram instead of each turn cost ~25% more CPU per client (5 runs: median 4.4 vs 3.9 ms).
+RECV_BATCH = 8
 
 
 def recv(s: socket.socket, key: IkeSocketKey) -> Iterator[tuple[bytes, tuple[str, int], tuple[str, int]]]:
