@@ -184,7 +184,7 @@ class IkeSockets:
 # datagrams read from an IKE socket per event-loop turn (the loop comes back while it is readable),
 # answered together at the end of the turn. Few, because each may cost a DH: with 64 the worker's
 # pipe (IKE_AUTHs via port 4500, GETSPI and install answers) waited unread for a whole batch, and
-# the control process held a batch's half-open state at once (bench/scale.py --clients 100, 4
+# the gateway's RSS after a burst was higher (bench/scale.py --clients 100, 4
 # alternating runs: 18.5-21.3 KiB per client with 64, 15.0-17.4 with 8). Sending after each
 # datagram instead of each turn cost ~25% more CPU per client (5 runs: median 4.4 vs 3.9 ms).
 RECV_BATCH = 8
