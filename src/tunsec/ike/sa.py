@@ -681,9 +681,11 @@ class IkeSa:
             self.send_liveness()
 
     def _expire(self) -> None:
-        """The hard lifetime (rekey time + over_time): gone now, as strongSwan forces it. The peer
-        hears a DELETE once if the window is free; an exchange stuck in retransmission does not
-        hold the SA any longer."""
+        """The hard lifetime (rekey time + over_time): gone now. The peer hears a DELETE once if the
+        window is free; an exchange stuck in retransmission does not hold the SA any longer.
+        strongSwan differs: its delete_ike_sa_job queues the DELETE behind the active exchange,
+        so a late answer to a rekey still saves the SA (the service re-initiates an expired SA's
+        children, see services/ike/ikesas.py)."""
         log.debug("%s: IKE SA reached its hard lifetime (rekey_time + over_time)", self.name)
         if self._pending is None:
             self._send_once(informational.DeleteIkeTask())
