@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from tunsec.conf.credentials import X509CA_DIR, Credentials, is_ca, load_certificate, subject_name
 from tunsec.conf.errors import BadValue, ConfigIssue
-from tunsec.conf.reader import SectionReader
+from tunsec.conf.reader import SectionReader, refuse_keys
 from tunsec.conf.syntax import Section
 from tunsec.conf.values import parse_file, refuse
 
@@ -17,13 +17,7 @@ __all__ = ["read_authorities"]
 
 
 def read_authorities(section: Section, creds: Credentials, issues: list[ConfigIssue]) -> None:
-    for name, setting in section.settings.items():
-        issues.append(
-            ConfigIssue(
-                setting.file, setting.line, section.key_path(name),
-                "authorities takes one section per CA ('NAME { cacert = FILE }'), not keys",
-            )
-        )  # fmt: skip
+    refuse_keys(section, issues, "authorities takes one section per CA ('NAME { cacert = FILE }'), not keys")
     for sub in section.sections.values():
         r = SectionReader(sub, issues)
         cacert = r.get("cacert", parse_file, None)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from tunsec.conf.errors import BadValue, ConfigIssue, show_value
-from tunsec.conf.reader import SectionReader, accept_only, check_fast_selectors
+from tunsec.conf.reader import SectionReader, accept_only, check_fast_selectors, refuse_keys
 from tunsec.conf.syntax import Section
 from tunsec.conf.values import (
     DEFAULT_REPLAY_WINDOW,
@@ -277,13 +277,7 @@ def read_children(r: SectionReader, issues: list[ConfigIssue]) -> list[ChildDraf
         if not r.section.damaged and (section is None or not section.damaged):
             r.error("children", "a connection needs at least one child ('children { NAME { ... } }')")
         return None
-    for name, setting in section.settings.items():
-        issues.append(
-            ConfigIssue(
-                setting.file, setting.line, section.key_path(name),
-                "children takes one section per child ('NAME { local_ts = ... }'), not keys",
-            )
-        )  # fmt: skip
+    refuse_keys(section, issues, "children takes one section per child ('NAME { local_ts = ... }'), not keys")
     drafts = [_read_child(sub, issues) for sub in section.sections.values()]
     if section.settings or any(d is None for d in drafts):
         return None

@@ -48,7 +48,7 @@ from tunsec.conf.auth_rounds import (
 from tunsec.conf.children import DEFAULT_CHILD_REKEY_TIME, Action, Child, read_children, rekey_limit
 from tunsec.conf.credentials import Credentials
 from tunsec.conf.errors import BadValue, ConfigIssue, show_value
-from tunsec.conf.reader import SectionReader, accept_only
+from tunsec.conf.reader import SectionReader, accept_only, refuse_keys
 from tunsec.conf.secrets import IkeSecret, find_psk
 from tunsec.conf.syntax import Section
 from tunsec.conf.values import (
@@ -505,13 +505,7 @@ def read_connections(
     """
     ctx = _ConnContext(creds, psks, psks_broken, issues, retransmit or RetransmitConfig(), half_open_timeout,
                        fragment_size=fragment_size, pools=dict(pools or {}), radius=radius)
-    for name, setting in section.settings.items():
-        issues.append(
-            ConfigIssue(
-                setting.file, setting.line, section.key_path(name),
-                "connections takes one section per connection ('NAME { ... }'), not keys",
-            )
-        )  # fmt: skip
+    refuse_keys(section, issues, "connections takes one section per connection ('NAME { ... }'), not keys")
     if any(uses_pubkey(sub) for sub in section.sections.values()):
         creds.trusted_cas()  # report problems in x509ca/ even if no connection gets that far
     connections = [_read_connection(sub, ctx) for sub in section.sections.values()]

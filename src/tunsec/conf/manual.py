@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tunsec.conf.errors import BadValue, ConfigIssue, show_value
-from tunsec.conf.reader import SectionReader, check_fast_selectors
+from tunsec.conf.reader import SectionReader, check_fast_selectors, refuse_keys
 from tunsec.conf.syntax import Section, Setting
 from tunsec.conf.values import (
     DEFAULT_REPLAY_WINDOW,
@@ -257,15 +257,7 @@ def _check_unique_spi_in(section: Section, issues: list[ConfigIssue]) -> None:
 
 def read_manual_section(section: Section, issues: list[ConfigIssue]) -> tuple[ManualTunnel, ...]:
     """The tunnels of ``manual { }``; broken ones are reported and left out."""
-    for name, setting in section.settings.items():
-        issues.append(
-            ConfigIssue(
-                setting.file,
-                setting.line,
-                section.key_path(name),
-                "manual takes one section per tunnel ('<name> { ... }'), not keys",
-            )
-        )
+    refuse_keys(section, issues, "manual takes one section per tunnel ('<name> { ... }'), not keys")
     tunnels = [_manual_tunnel(sub, issues) for sub in section.sections.values()]
     _check_unique_spi_in(section, issues)
     return tuple(t for t in tunnels if t is not None)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 
 from tunsec.conf.errors import BadValue, ConfigIssue, show_value
-from tunsec.conf.reader import SectionReader
+from tunsec.conf.reader import SectionReader, refuse_keys
 from tunsec.conf.syntax import Section
 from tunsec.conf.values import refuse
 from tunsec.policy.pools import PoolConfig
@@ -61,9 +61,7 @@ def _parse_dns(text: str) -> tuple[IPAddress, ...]:
 
 
 def read_pools(section: Section, issues: list[ConfigIssue]) -> tuple[PoolConfig, ...]:
-    for name, setting in section.settings.items():
-        issues.append(ConfigIssue(setting.file, setting.line, section.key_path(name),
-                                  "pools takes one section per pool ('NAME { addrs = ... }'), not keys"))
+    refuse_keys(section, issues, "pools takes one section per pool ('NAME { addrs = ... }'), not keys")
     pools: list[PoolConfig] = []
     for name, sub in section.sections.items():
         r = SectionReader(sub, issues)

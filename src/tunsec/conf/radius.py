@@ -31,7 +31,7 @@ to its RADIUS client as it is.
 from __future__ import annotations
 
 from tunsec.conf.errors import BadValue, ConfigIssue
-from tunsec.conf.reader import SectionReader
+from tunsec.conf.reader import SectionReader, refuse_keys
 from tunsec.conf.syntax import Section
 from tunsec.conf.values import float_range, int_range, parse_address, parse_bool, parse_duration, parse_port
 from tunsec.ike.secret import Secret
@@ -95,9 +95,8 @@ def read_radius(section: Section, issues: list[ConfigIssue]) -> RadiusSettings:
     if servers_section is None:
         r.error("servers", "required section is missing: servers { NAME { address = ..., secret = ... } }")
     else:
-        for name, setting in servers_section.settings.items():
-            issues.append(ConfigIssue(setting.file, setting.line, servers_section.key_path(name),
-                                      "servers takes one section per server ('NAME { address = ... }'), not keys"))
+        refuse_keys(servers_section, issues,
+                    "servers takes one section per server ('NAME { address = ... }'), not keys")
         for sub in servers_section.sections.values():
             server = _read_server(sub, issues)
             if server is not None:

@@ -96,6 +96,12 @@ class SectionReader:
             self.issues.append(ConfigIssue(sub.file, sub.line, sub.path, _section_not_allowed(name, known)))
 
 
+def refuse_keys(section: Section, issues: list[ConfigIssue], message: str) -> None:
+    """One issue per key in ``section``, which takes only subsections (``message`` says which)."""
+    for name, setting in section.settings.items():
+        issues.append(ConfigIssue(setting.file, setting.line, section.key_path(name), message))
+
+
 def _section_not_allowed(name: str, known_keys: Sequence[str]) -> str:
     if name in known_keys:
         return f"'{name}' is a key: write '{name} = value', not a section"

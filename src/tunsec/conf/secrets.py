@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from tunsec.conf.credentials import KEY_DIRS, Credentials, Passphrase
 from tunsec.conf.errors import BadValue, ConfigIssue
-from tunsec.conf.reader import SectionReader
+from tunsec.conf.reader import SectionReader, refuse_keys
 from tunsec.conf.syntax import Section
 from tunsec.conf.values import parse_file, parse_identity
 from tunsec.ike.identity import Identity
@@ -122,13 +122,7 @@ _SECRET_REFUSED = (
 
 def read_secrets(section: Section, creds: Credentials, issues: list[ConfigIssue]) -> tuple[list[IkeSecret], bool]:
     """The PSK entries, and whether one of them was broken (reported)."""
-    for name, setting in section.settings.items():
-        issues.append(
-            ConfigIssue(
-                setting.file, setting.line, section.key_path(name),
-                "secrets takes sections ('ike-NAME { ... }', 'private-NAME { ... }'), not keys",
-            )
-        )  # fmt: skip
+    refuse_keys(section, issues, "secrets takes sections ('ike-NAME { ... }', 'private-NAME { ... }'), not keys")
     psks: list[IkeSecret] = []
     broken = False
     for name, sub in section.sections.items():
