@@ -93,6 +93,36 @@ def tree_cpu_seconds(pids: Iterable[int]) -> float:
     return total
 
 
+def cpu_seconds(pid: int) -> float:
+    """User+system CPU seconds of one process (all its threads); 0 if it is gone."""
+    info = read_proc(pid)
+    return info.cpu_seconds if info is not None else 0.0
+
+
+def threads_cpu_seconds(pids: Iterable[int], prefix: str) -> float:
+    """User+system CPU seconds of the threads of ``pids`` and their live descendants whose name
+    (/proc/<pid>/task/<tid>/comm) starts with ``prefix`` (the worker's C packet loops: tunsec-q<N>)."""
+    procs = all_procs()
+    total = 0.0
+    for pid in {p for root in pids for p in [root, *(d.pid for d in descendants(root, procs))]}:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/comm", encoding="ascii", errors="replace") as f:
+                    if not f.read().startswith(prefix):
+                        continue
+                with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
+                    raw = f.read().decode("ascii", "replace")
+            except OSError:
+                continue
+            fields = raw[raw.rfind(")") + 2 :].split()
+            total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return total
+
+
 def rss_bytes(pid: int) -> int:
     """Resident set size of one process (VmRSS of /proc/<pid>/status); 0 if it is gone."""
     try:

@@ -47,8 +47,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
 
+from tunsec.bench import timeline
 from tunsec.bench.netns import Host, TwoHosts, netns_socket, wait_until
-from tunsec.bench.procs import rss_bytes, tree_cpu_seconds, tree_rss_bytes
+from tunsec.bench.procs import cpu_seconds, rss_bytes, threads_cpu_seconds, tree_cpu_seconds, tree_rss_bytes
 from tunsec.bench.systems.base import Unavailable, log_tail, missing_commands
 from tunsec.bench.systems.strongswan import CHARON, LIBIPSEC_PLUGIN, Instance, start_charon, strongswan_conf, swanctl
 from tunsec.bench.systems.tunsec import _tunsec_env, tunsec_importable
@@ -58,6 +59,7 @@ POOL4 = "10.3.0.0/16"            # 65534 addresses: room for any N the benchmark
 GATEWAY_ID = "gw.example.org"
 PROPOSALS, ESP_PROPOSALS = "aes128gcm16-prfsha256-x25519", "aes128gcm16"
 IP_PKTINFO = 8                   # <linux/in.h>; the socket module does not export it
+LOOP_THREAD = "tunsec-q"         # the worker's C packet loops name their threads tunsec-q<N> (csrc/loop.c)
 
 
 def client_id(k: int) -> str:
@@ -197,6 +199,7 @@ class TunsecGateway:
     log_level: str = "info"
     pool: str = POOL4
     name: str = "tunsec"
+    timeline: Path | None = None    # record a per-client timeline here (tunsec.bench.timeline)
     dir: Path = field(init=False)
     proc: subprocess.Popen[bytes] | None = None
 
@@ -225,6 +228,8 @@ class TunsecGateway:
 
     def start(self, argv0: Sequence[str] = ()) -> None:
         """Start it (``argv0``: the interpreter command; default this one) and wait for its control socket."""
+        if not argv0 and self.timeline is not None:
+            argv0 = [sys.executable, "-m", "tunsec.bench.timeline", "--out", str(self.timeline)]
         argv = [*(argv0 or [sys.executable]), "-m", "tunsec", "up", "-c", str(self.conf)]
         self.proc = proc = self.topo.popen(self.topo.a, argv, env=_tunsec_env(), log=self.log)
         ok = wait_until(lambda: proc.poll() is not None or self.cli("status").returncode == 0, 30, 0.25)
@@ -467,11 +472,21 @@ class ScaleResult:
     rss_main_after: int = 0
     cpu_gateway: float = 0.0        # user+system seconds of the gateway's processes, load to last ping
     cpu_clients: float = 0.0        # ... of the client charon (is it the bottleneck?)
+    cpu_main: float = 0.0           # of cpu_gateway, the main process (tunsec: the control process; charon)
+    cpu_loops: float = 0.0          # of cpu_gateway, tunsec's C packet loop threads (tunsec-q<N>, in the worker)
+    install_holds: int = 0          # tunsec: IKE SAs whose answers waited for their Child SA installs ...
+    install_hold_mean: float | None = None   # ... seconds on average (the pipe round trip as the answer sees it)
+    install_hold_max: float | None = None    # ... and at most
     reason: str = ""
 
     @property
     def ike_sas_per_s(self) -> float | None:
         return self.clients / self.t_established if self.t_established else None
+
+    @property
+    def cpu_worker(self) -> float:
+        """The gateway's other processes (tunsec: the worker, its packet loops too)."""
+        return self.cpu_gateway - self.cpu_main
 
     @property
     def kib_per_client(self) -> float:
@@ -487,6 +502,8 @@ def run_clients(topo: TwoHosts, gateway: Gateway, clients: RoadWarriors, timeout
     res.rss_before = tree_rss_bytes(gateway.pids())
     res.rss_main_before = sum(rss_bytes(p) for p in gateway.pids())
     cpu0 = tree_cpu_seconds(gateway.pids())
+    main0 = sum(cpu_seconds(p) for p in gateway.pids())
+    loops0 = threads_cpu_seconds(gateway.pids(), LOOP_THREAD)
     ccpu0 = tree_cpu_seconds(clients.pids())
     t0 = time.monotonic()
     clients.load()
@@ -501,19 +518,37 @@ def run_clients(topo: TwoHosts, gateway: Gateway, clients: RoadWarriors, timeout
     if res.pinged == clients.clients:
         res.t_pinged = time.monotonic() - t0
     res.cpu_gateway = tree_cpu_seconds(gateway.pids()) - cpu0
+    res.cpu_main = sum(cpu_seconds(p) for p in gateway.pids()) - main0
+    res.cpu_loops = threads_cpu_seconds(gateway.pids(), LOOP_THREAD) - loops0
     res.cpu_clients = tree_cpu_seconds(clients.pids()) - ccpu0
     res.rss_after = tree_rss_bytes(gateway.pids())
     res.rss_main_after = sum(rss_bytes(p) for p in gateway.pids())
+    if isinstance(gateway, TunsecGateway):
+        _install_holds(gateway, res)
     if res.pinged < clients.clients:
         res.reason = (f"{res.established} established, {len(vips)} with a virtual IP, {res.pinged} pinged\n"
                       f"gateway:\n{gateway.diagnostics()}\nclients:\n{clients.diagnostics()}")
     return res
 
 
-def run_one(kind: str, n: int, timeout: float, keep_workdir: bool = False) -> ScaleResult:
+def _install_holds(gateway: TunsecGateway, res: ScaleResult) -> None:
+    """How long the clients' IKE answers waited for their Child SA installs (tunsec status)."""
+    try:
+        held = gateway.status().get("ike_held", {})
+    except (Unavailable, ValueError):
+        return
+    res.install_holds = int(held.get("install_holds", 0))
+    if res.install_holds:
+        res.install_hold_mean = float(held.get("install_hold_seconds", 0.0)) / res.install_holds
+        res.install_hold_max = float(held.get("install_hold_max", 0.0))
+
+
+def run_one(kind: str, n: int, timeout: float, keep_workdir: bool = False,
+            timeline: Path | None = None) -> ScaleResult:
     with TwoHosts(ipv6=False, prefix="sc", keep_workdir=keep_workdir) as topo:
         psk = secrets.token_hex(16)
-        gateway: Gateway = (TunsecGateway(topo, psk, n) if kind == "tunsec" else CharonGateway(topo, psk, n))
+        gateway: Gateway = (TunsecGateway(topo, psk, n, timeline=timeline) if kind == "tunsec"
+                            else CharonGateway(topo, psk, n))
         try:
             return run_clients(topo, gateway, RoadWarriors(topo, psk, n), timeout)
         except Unavailable as exc:
@@ -533,6 +568,14 @@ def _ratio(a: float | None, b: float | None) -> str:
     return "n/a" if a is None or b is None or b == 0 else f"{a / b:.2f}"
 
 
+def _tunsec_only(r: ScaleResult, value: float) -> float | None:
+    return value if r.gateway == "tunsec" else None
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1000
+
+
 def format_table(results: Sequence[ScaleResult]) -> str:
     """Metrics as rows, gateways as columns, and tunsec / strongSwan as the last column."""
     by = {r.gateway: r for r in results}
@@ -550,6 +593,11 @@ def format_table(results: Sequence[ScaleResult]) -> str:
         ("  of which main process", [(r.rss_main_after - r.rss_main_before) / 1024 / r.clients for r in results], 1),
         ("gateway CPU s (user+sys)", [r.cpu_gateway for r in results], 2),
         ("gateway CPU ms per client", [r.cpu_gateway * 1000 / r.clients for r in results], 2),
+        ("  main process (control; charon)", [r.cpu_main * 1000 / r.clients for r in results], 2),
+        ("  worker: Python", [_tunsec_only(r, (r.cpu_worker - r.cpu_loops) * 1000 / r.clients) for r in results], 2),
+        ("  worker: packet loops", [_tunsec_only(r, r.cpu_loops * 1000 / r.clients) for r in results], 2),
+        ("install hold ms, mean", [_ms(r.install_hold_mean) for r in results], 1),
+        ("install hold ms, max", [_ms(r.install_hold_max) for r in results], 1),
         ("client charon CPU s", [r.cpu_clients for r in results], 2),
     ]
     ti, si = (names.index("tunsec") if t else -1), (names.index("strongswan") if s else -1)
@@ -606,6 +654,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "bench/scale.py") -> int
     ap.add_argument("--timeout", type=float, default=0.0, help="seconds per run (default: 30 + N / 10)")
     ap.add_argument("--json", type=Path, help="write the raw results here")
     ap.add_argument("--keep-workdir", action="store_true", help="keep configs and logs (printed)")
+    ap.add_argument("--timeline", type=Path, metavar="FILE",
+                    help="record the tunsec gateway's per-client timeline in FILE.N and print its summary "
+                         "(tunsec.bench.timeline; costs the control process some CPU)")
     args = ap.parse_args(argv)
     reason = precheck()
     if reason:
@@ -620,12 +671,16 @@ def main(argv: Sequence[str] | None = None, prog: str = "bench/scale.py") -> int
         results = []
         for kind in args.gateways:
             print(f"{kind}: {n} clients ...", file=sys.stderr, flush=True)
-            results.append(run_one(kind, n, args.timeout or 30 + n / 10, args.keep_workdir))
+            trace = args.timeline.with_name(f"{args.timeline.name}.{n}") if args.timeline and kind == "tunsec" \
+                else None
+            results.append(run_one(kind, n, args.timeout or 30 + n / 10, args.keep_workdir, trace))
+            if trace is not None and trace.is_file():
+                print(timeline.summarize(timeline.load(trace)), flush=True)
         print(format_table(results), flush=True)
         print()
         runs += results
         everything += [{**dataclasses.asdict(r), "ike_sas_per_s": r.ike_sas_per_s,
-                        "kib_per_client": r.kib_per_client} for r in results]
+                        "kib_per_client": r.kib_per_client, "cpu_worker": r.cpu_worker} for r in results]
     if marginal := format_marginal(runs):
         print(marginal, flush=True)
     if args.json:

@@ -34,11 +34,18 @@ class Barrier:
         self._resume = resume      # the barrier is down: what waited for it runs (then it flushes again)
         self._installing: collections.Counter[Flow] = collections.Counter()   # IKE SA's flow -> installs
         self._parked: dict[Flow, list[Datagram]] = {}   # flow -> what waits for its installs
+        self._since: dict[Flow, float] = {}   # flow -> when its first pending install started
         self._installs = 0
         self._installed = asyncio.Event()
         self._installed.set()
         self._flush_held = False
         self.install_waits = 0     # times outgoing datagrams waited behind the barrier (flush)
+        # how long IKE SAs' datagrams were held for their installs (from the ChildSaUp to the last
+        # answer, as the answer to the peer sees it: the pipe round trip and the control process's
+        # turns until it reads it): it is on every client's critical path (bench/scale.py reports it)
+        self.install_holds = 0
+        self.install_hold_seconds = 0.0
+        self.install_hold_max = 0.0
 
     @property
     def up(self) -> bool:
@@ -87,13 +94,20 @@ class Barrier:
         (``flow``): they wait for the install (peer_install_done)."""
         self._installing[flow] += 1
         self._parked.setdefault(flow, [])
+        self._since.setdefault(flow, time.monotonic())
 
     def peer_install_done(self, flow: Flow) -> None:
         self._installing[flow] -= 1
         if self._installing[flow] <= 0:
             del self._installing[flow]
+            self._held_for(time.monotonic() - self._since.pop(flow, time.monotonic()))
             for datagram in self._parked.pop(flow, []):   # older than anything the engine still holds
                 self._send(datagram)
+
+    def _held_for(self, seconds: float) -> None:
+        self.install_holds += 1
+        self.install_hold_seconds += seconds
+        self.install_hold_max = max(self.install_hold_max, seconds)
 
     def _send_datagrams(self) -> None:
         for datagram in self._pending(time.monotonic()):

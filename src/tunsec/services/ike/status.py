@@ -38,7 +38,11 @@ def status(ike_sas: list[dict[str, Any]], leases: list[dict[str, Any]], endpoint
         # HELD_MAX), and how often outgoing ones waited for installs or SPIs (see SpiPool.receive)
         "ike_held": {"waiting": spi_pool.held_waiting, "held": spi_pool.held_total,
                      "held_dropped": spi_pool.held_dropped,
-                     "install_waits": barrier.install_waits},
+                     "install_waits": barrier.install_waits,
+                     # IKE SAs' datagrams held for their Child SA installs: how often, how long in all, longest
+                     "install_holds": barrier.install_holds,
+                     "install_hold_seconds": round(barrier.install_hold_seconds, 6),
+                     "install_hold_max": round(barrier.install_hold_max, 6)},
         # auth = eap-radius: requests and answers, what was dropped, what is open now, each server's
         # health, and accounting's counters
         "radius": radius,
