@@ -169,8 +169,12 @@ class FakeWorker:
         assert isinstance(reply, Reply)
         return [reply]
 
-    def request_soon(self, build: Callable[[int], Any]) -> asyncio.Future[list[Reply]]:
-        return asyncio.ensure_future(self.request(build))
+    def request_soon(self, build: Callable[[int], Any],
+                     then: Callable[[list[Reply]], None] | None = None) -> asyncio.Future[list[Reply]]:
+        fut = asyncio.ensure_future(self.request(build))
+        if then is not None:   # as WorkerClient's: with the answers, not if the request failed
+            fut.add_done_callback(lambda f: then(f.result()) if not f.cancelled() and f.exception() is None else None)
+        return fut
 
     def _dump(self) -> list[SaInfo]:
         out = [SaInfo(spi, Direction.IN, "larval", None, False, 0, 0, None, None, 0, False, False, 1,

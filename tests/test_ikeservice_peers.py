@@ -85,8 +85,12 @@ class InProcessWorker:
             raise WorkerError(type(msg).__name__, bad[0].errno)
         return replies  # type: ignore[return-value]
 
-    def request_soon(self, build: Callable[[int], pipe.Message]) -> asyncio.Future[list[pipe.Reply]]:
-        return asyncio.ensure_future(self.request(build))
+    def request_soon(self, build: Callable[[int], pipe.Message],
+                     then: Callable[[list[pipe.Reply]], None] | None = None) -> asyncio.Future[list[pipe.Reply]]:
+        fut = asyncio.ensure_future(self.request(build))
+        if then is not None:   # as WorkerClient's: with the answers, not if the request failed
+            fut.add_done_callback(lambda f: then(f.result()) if not f.cancelled() and f.exception() is None else None)
+        return fut
 
 
 @dataclass

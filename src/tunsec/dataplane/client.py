@@ -63,11 +63,12 @@ def _time_out(fut: asyncio.Future[list[pipe.Reply]]) -> None:
 Sent = tuple[str, asyncio.Future[list[pipe.Reply]]]   # what was asked (for errors), its answer
 
 
-def send_soon(worker: WorkerClient, what: str, build: Callable[[int], pipe.Message]) -> Sent:
+def send_soon(worker: WorkerClient, what: str, build: Callable[[int], pipe.Message],
+              then: Callable[[list[pipe.Reply]], None] | None = None) -> Sent:
     """:meth:`WorkerClient.request_soon`, its refusal (the worker gone, the pipe full) an answer
     that failed, for :func:`answered` to report with the others."""
     try:
-        return what, worker.request_soon(build)
+        return what, worker.request_soon(build, then)
     except WorkerError as err:
         failed: asyncio.Future[list[pipe.Reply]] = asyncio.get_running_loop().create_future()
         failed.set_exception(err)
@@ -110,6 +111,7 @@ class WorkerClient:
         self._ids = itertools.count(1)
         self._pending: dict[int, tuple[asyncio.Future[list[pipe.Reply]], list[pipe.Reply]]] = {}
         self._outq: collections.deque[bytes] = collections.deque()   # in order, while the pipe is full
+        self._then: dict[int, Callable[[list[pipe.Reply]], None]] = {}   # see request_soon
 
     @property
     def pid(self) -> int | None:
@@ -169,8 +171,11 @@ class WorkerClient:
         parts.append(msg)
         if not msg.more:
             del self._pending[msg.req_id]
+            then = self._then.pop(msg.req_id, None) if self._then else None
             if not fut.done():
                 fut.set_result(parts)
+                if then is not None:
+                    then(parts)
 
     def _closed(self) -> None:
         if self._sock is not None:
@@ -180,6 +185,7 @@ class WorkerClient:
                 self._outq.clear()
             self._sock.close()
             self._sock = None
+        self._then.clear()
         for fut, _ in self._pending.values():
             if not fut.done():
                 fut.set_exception(WorkerError("worker", Errno.EIO))
@@ -210,11 +216,16 @@ class WorkerClient:
             raise WorkerError(type(msg).__name__, bad[0].errno)
         return replies
 
-    def request_soon(self, build: Callable[[int], pipe.Message]) -> asyncio.Future[list[pipe.Reply]]:
+    def request_soon(self, build: Callable[[int], pipe.Message],
+                     then: Callable[[list[pipe.Reply]], None] | None = None) -> asyncio.Future[list[pipe.Reply]]:
         """Send build(req_id) now; the returned future gets its answer(s) (errno unchecked), or
         WorkerError if the worker goes. No task and no timer, unlike :meth:`request`: for SEND_IKE,
         which a burst of clients makes by the thousand (a task and a wait_for each, ~1.4 KiB while in
-        flight, were arenas pymalloc kept afterwards). WorkerError now if the pipe cannot take it."""
+        flight, were arenas pymalloc kept afterwards). WorkerError now if the pipe cannot take it.
+
+        ``then(answers)`` is called as the answers are read, in that event-loop turn (a future's own
+        callbacks run a turn later; the install's IKE answer waits on this, see installs._AllOk); never
+        if the request fails otherwise (the worker goes, a timeout cancels the future)."""
         if self._sock is None:
             raise WorkerError("worker not running", Errno.EIO)
         req_id = next(self._ids)
@@ -226,6 +237,8 @@ class WorkerClient:
         except OSError as err:
             del self._pending[req_id]
             raise WorkerError(f"{type(msg).__name__} ({err})", Errno.EIO) from err
+        if then is not None:
+            self._then[req_id] = then
         return fut
 
     def _send(self, data: bytes) -> None:

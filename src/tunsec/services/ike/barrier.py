@@ -96,6 +96,19 @@ class Barrier:
         self._parked.setdefault(flow, [])
         self._since.setdefault(flow, time.monotonic())
 
+    def peer_install(self, flow: Flow) -> Callable[[], None]:
+        """peer_install_started(flow), and what calls peer_install_done(flow) once, however often
+        it is called (an install releases its datagrams when its answers are in, or when its task ends)."""
+        self.peer_install_started(flow)
+        done = False
+
+        def release(*_args: Any) -> None:
+            nonlocal done
+            if not done:
+                done = True
+                self.peer_install_done(flow)
+        return release
+
     def peer_install_done(self, flow: Flow) -> None:
         self._installing[flow] -= 1
         if self._installing[flow] <= 0:

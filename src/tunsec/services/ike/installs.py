@@ -8,14 +8,14 @@ import contextlib
 import dataclasses
 import functools
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tunsec import updown
 from tunsec.conf.connections import Child
 from tunsec.dataplane import pipe
 from tunsec.dataplane.client import Sent, WorkerError, answered, send_soon
-from tunsec.dataplane.pipe import Action, Alg, Direction, Endpoint, Policy, SaSpec, Selector
+from tunsec.dataplane.pipe import Action, Alg, Direction, Endpoint, Errno, Policy, SaSpec, Selector
 from tunsec.ike.config import ChildConfig
 from tunsec.ike.events import ChildSaDown, ChildSaUp, DownReason
 from tunsec.ike.sa import IkeSa, State
@@ -120,53 +120,53 @@ def _forget(self: IkeService, state: ChildState) -> bool:
     return not state.lineage.members
 
 
-async def _child_up(self: IkeService, state: ChildState, ev: ChildSaUp) -> None:
-    conn = self.connections.get(state.conn)
-    plan = conn.child(ev.child) if conn else Child(ev.child, ChildConfig(ev.child))
-    local = self._endpoint(state.remote.addr.version, ev.local_port)
+@dataclasses.dataclass
+class _Started:
+    """A Child SA's install requests, sent (see _send_install): their answers, the ADD's among them."""
+
+    sent: list[Sent]
+    add: asyncio.Future[list[pipe.Reply]] | None
+    install: asyncio.Future[None]   # state.install: set once the answers are in
+
+
+def _start_install(self: IkeService, state: ChildState, ev: ChildSaUp, release: Callable[[], None]) -> None:
+    """The install of a new Child SA (ChildSaUp): its requests, and what follows their answers.
+
+    The IKE SA's datagrams to the peer (the IKE_AUTH answer) wait for the install (``release``
+    lets them go); every event-loop turn between the ChildSaUp and their release is on each
+    client's critical path, and a turn of a burst handles many clients.  So a new Child SA (not a
+    rekey) whose changes wait for no other sends its requests now, in the turn that negotiated
+    it, rather than from a task in a later turn; and its datagrams go as soon as all answers
+    said OK (_AllOk), in the turn that read them, not two turns later when the task that books
+    the result has run.  A rekey takes the task and the lock (its predecessor's changes come first)."""
+    started = None
+    if ev.rekey_of is None and not self._changes.locked():
+        # nothing else changes the worker now: sending is what the lock would have let us do
+        try:
+            started = self._send_install(state, ev, release)
+        except Exception:   # as in a task: logged; this turn's other events go on
+            log.exception("%s: installing CHILD_SA %s failed", state.conn, ev.child)
+            self._forget(state)
+            started = None
+        if started is None:
+            release()
+            return
+    self._spawn(self._child_up(state, ev, release, started)).add_done_callback(lambda _task: release())
+
+
+async def _child_up(self: IkeService, state: ChildState, ev: ChildSaUp, release: Callable[[], None],
+                    started: _Started | None = None) -> None:
+    if started is None:
+        async with self._changes:
+            started = self._send_install(state, ev, release)
+        if started is None:
+            return
     try:
-        sels = fast_selectors(ev.local_ts, ev.remote_ts)
-    except SelectorError as err:   # the engine refuses such children; never install one that admits nothing
-        log.error("%s: CHILD_SA %s not installed: %s", state.conn, ev.child, err)
-        self._forget(state)
-        return
-    common = dict(alg=ALGS[ev.alg], esn=ev.esn, reqid=state.reqid, local=local, remote=state.remote,
-                  soft=plan.soft_lifetime(), hard=plan.hard_lifetime())
-    # a rekey we answer: the worker tells us when the initiator first sends on it (see first_use)
-    inbound = SaSpec(spi=ev.spi_in, direction=Direction.IN, key=ev.key_in.reveal(),
-                     replay_window=plan.replay_window, selectors=sels.inbound,
-                     report_first_use=not ev.initiator and state.pred is not None,
-                     **common)  # type: ignore[arg-type]
-    outbound = SaSpec(spi=ev.spi_out, direction=Direction.OUT, key=ev.key_out.reveal(), replay_window=0,
-                      selectors=sels.outbound, **common)  # type: ignore[arg-type]
-    w = self.worker()
-    async with self._changes:
-        if state.handle not in self.children:
-            return   # already deleted again
-        # UPDATE, ADD and the SPDADDs are sent under the lock, in order, now; their answers are
-        # awaited outside it, so installs of different Child SAs overlap.  The worker applies
-        # requests in the order they came; what else changes this Child SA awaits the answers first
-        # (state.install).  No task per request: see answered
-        sent = [send_soon(w, "Update", lambda r: pipe.Update(r, inbound))]
-        add = None
-        if not ev.initiator and state.pred in self.children:
-            # we answered a rekey: the initiator installs after our response, so it may not open
-            # the new SA yet; the old one carries our traffic until its DELETE (or a timeout).
-            # If the old one is itself on standby, this one waits for it: promoted in turn
-            state.standby = outbound
-            state.standby_timer = self._later(
-                STANDBY_TIMEOUT, lambda: self._spawn(self._promote(state, "no DELETE came")))
-        else:
-            sent.append(send_soon(w, "Add", lambda r: pipe.Add(r, outbound)))
-            add = sent[-1][1]
-        if not state.lineage.policy_ids:   # a rekey finds its predecessor's policies in place
-            sent += self._protect(state.lineage, outbound.selectors)
-        install = state.install = asyncio.get_running_loop().create_future()
-    try:
-        failure = await self._answered(state, sent, add)
+        failure = await self._answered(state, started.sent, started.add)
     finally:
         state.install = None
-        install.set_result(None)
+        started.install.set_result(None)
+    plan = _plan(self, state.conn, ev.child)
     if failure is not None:
         log.error("%s: installing CHILD_SA %s %08x_i %08x_o failed: %s", state.conn, plan.name,
                   ev.spi_in, ev.spi_out, failure)
@@ -181,8 +181,88 @@ async def _child_up(self: IkeService, state: ChildState, ev: ChildSaUp) -> None:
              state.remote.addr, state.reqid)
     # a new Child SA, not a rekey (as strongSwan's updown plugin), nor one that joined a sibling's lineage
     if plan.updown and state.pred is None and state.lineage.updown is None:
+        local = self._endpoint(state.remote.addr.version, ev.local_port)
         state.lineage.updown = self._updown_event(state, plan, local.addr)
         self._spawn(self._run_updown(plan.updown, state.lineage.updown))
+
+
+def _plan(self: IkeService, conn_name: str, child: str) -> Child:
+    conn = self.connections.get(conn_name)
+    return conn.child(child) if conn else Child(child, ChildConfig(child))
+
+
+def _send_install(self: IkeService, state: ChildState, ev: ChildSaUp,
+                  release: Callable[[], None]) -> _Started | None:
+    """Send the Child SA's UPDATE, ADD and SPDADDs (under ``_changes``, or when nothing holds it);
+    None if there is nothing to install (deleted again, or selectors that admit nothing)."""
+    if state.handle not in self.children:
+        return None   # already deleted again
+    plan = _plan(self, state.conn, ev.child)
+    local = self._endpoint(state.remote.addr.version, ev.local_port)
+    try:
+        sels = fast_selectors(ev.local_ts, ev.remote_ts)
+    except SelectorError as err:   # the engine refuses such children; never install one that admits nothing
+        log.error("%s: CHILD_SA %s not installed: %s", state.conn, ev.child, err)
+        self._forget(state)
+        return None
+    common = dict(alg=ALGS[ev.alg], esn=ev.esn, reqid=state.reqid, local=local, remote=state.remote,
+                  soft=plan.soft_lifetime(), hard=plan.hard_lifetime())
+    # a rekey we answer: the worker tells us when the initiator first sends on it (see first_use)
+    inbound = SaSpec(spi=ev.spi_in, direction=Direction.IN, key=ev.key_in.reveal(),
+                     replay_window=plan.replay_window, selectors=sels.inbound,
+                     report_first_use=not ev.initiator and state.pred is not None,
+                     **common)  # type: ignore[arg-type]
+    outbound = SaSpec(spi=ev.spi_out, direction=Direction.OUT, key=ev.key_out.reveal(), replay_window=0,
+                      selectors=sels.outbound, **common)  # type: ignore[arg-type]
+    w = self.worker()
+    # UPDATE, ADD and the SPDADDs are sent in order, now; their answers are awaited outside the
+    # lock, so installs of different Child SAs overlap.  The worker applies requests in the order
+    # they came; what else changes this Child SA awaits the answers first (state.install).  No
+    # task per request: see answered
+    ok = _AllOk(release)
+    sent = [send_soon(w, "Update", lambda r: pipe.Update(r, inbound), ok.expect())]
+    add = None
+    if not ev.initiator and state.pred in self.children:
+        # we answered a rekey: the initiator installs after our response, so it may not open
+        # the new SA yet; the old one carries our traffic until its DELETE (or a timeout).
+        # If the old one is itself on standby, this one waits for it: promoted in turn
+        state.standby = outbound
+        state.standby_timer = self._later(
+            STANDBY_TIMEOUT, lambda: self._spawn(self._promote(state, "no DELETE came")))
+    else:
+        sent.append(send_soon(w, "Add", lambda r: pipe.Add(r, outbound), ok.expect()))
+        add = sent[-1][1]
+    if not state.lineage.policy_ids:   # a rekey finds its predecessor's policies in place
+        sent += self._protect(state.lineage, outbound.selectors, ok)
+    install = state.install = asyncio.get_running_loop().create_future()
+    return _Started(sent, add, install)
+
+
+class _AllOk:
+    """Calls ``release`` when the answers to every request it was asked to ``expect`` are in and all say
+    OK, from the pipe's reader (WorkerClient.request_soon's ``then``); if one fails, never: the task
+    that handles the failure releases when it ends.  The answers come in later turns than the sends."""
+
+    __slots__ = ("failed", "left", "release")
+
+    def __init__(self, release: Callable[[], None]) -> None:
+        self.left = 0
+        self.failed = False
+        self.release = release
+
+    def expect(self) -> Callable[[list[pipe.Reply]], None]:
+        self.left += 1
+        return self._answered
+
+    def _answered(self, replies: list[pipe.Reply]) -> None:
+        if self.failed:
+            return
+        if any(r.errno is not Errno.OK for r in replies):
+            self.failed = True
+            return
+        self.left -= 1
+        if not self.left:
+            self.release()
 
 
 def first_use(self: IkeService, spi: int) -> bool:
@@ -241,7 +321,7 @@ async def _install_answered(self: IkeService, state: ChildState) -> None:
         await asyncio.wait([state.install])
 
 
-def _protect(self: IkeService, lineage: Lineage, selectors: Sequence[Selector]) -> list[Sent]:
+def _protect(self: IkeService, lineage: Lineage, selectors: Sequence[Selector], ok: _AllOk | None = None) -> list[Sent]:
     """Send the SPDADDs of a new lineage now (their answers: see answered)."""
     sent: list[Sent] = []
     w = self.worker()
@@ -250,7 +330,8 @@ def _protect(self: IkeService, lineage: Lineage, selectors: Sequence[Selector]) 
         lineage.policy_ids.append(pid)   # before the request: released with the lineage even if it fails
         pol = Policy(id=pid, priority=priority(Band.IKE_CHILD), action=Action.PROTECT, reqid=lineage.reqid,
                      selector=sel)
-        sent.append(send_soon(w, "SpdAdd", lambda r, pol=pol: pipe.SpdAdd(r, pol)))  # type: ignore[misc]
+        sent.append(send_soon(w, "SpdAdd", lambda r, pol=pol: pipe.SpdAdd(r, pol),  # type: ignore[misc]
+                              ok.expect() if ok is not None else None))
     return sent
 
 

@@ -426,10 +426,7 @@ class IkeService(Service):
                 if state is not None:
                     # the datagrams queued with this event go to the IKE SA's peer (then), in this IKE SA:
                     # they wait for the install (even a task cancelled before it ran releases them)
-                    flow = (ev.remote_addr, sa.spi_i + sa.spi_r)
-                    self.barrier.peer_install_started(flow)
-                    self._spawn(self._child_up(state, ev)).add_done_callback(
-                        lambda _task: self.barrier.peer_install_done(flow))
+                    self._start_install(state, ev, self.barrier.peer_install((ev.remote_addr, sa.spi_i + sa.spi_r)))
             case ChildSaDown():
                 self._child_gone(sa, ev)
             case AuthFailed():
@@ -545,7 +542,9 @@ class IkeService(Service):
     _endpoint = installs._endpoint
     _child_registered = installs._child_registered
     _forget = installs._forget
+    _start_install = installs._start_install
     _child_up = installs._child_up
+    _send_install = installs._send_install
     first_use = installs.first_use
     _promote = installs._promote
     _add_standby = installs._add_standby
