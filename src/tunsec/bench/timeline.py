@@ -76,12 +76,12 @@ def install(out: IO[str]) -> None:
 
     request_soon = client.WorkerClient.request_soon
 
-    def traced_request_soon(self: Any, build: Callable[[int], Any]) -> Any:
+    def traced_request_soon(self: Any, build: Callable[[int], Any], then: Any = None) -> Any:
         def traced_build(req_id: int) -> Any:
             msg = build(req_id)
             note("pipe_tx", id=req_id, type=type(msg).__name__)
             return msg
-        return request_soon(self, traced_build)
+        return request_soon(self, traced_build, then)
 
     received = client.WorkerClient._received
 
