@@ -99,3 +99,108 @@ def test_an_ike_socket_is_read_a_batch_per_turn() -> None:
     finally:
         rx.close()
         tx.close()
+
+
+class HoldingWorker:
+    """The in-process worker, but the answers to UPDATE, ADD and SPDADD wait until ``answer``: what the
+    gateway does between sending a Child SA's install and reading its answers."""
+
+    def __init__(self, inner: InProcessWorker) -> None:
+        self.inner = inner
+        self.held: list[tuple[pipe.Message, asyncio.Future[list[pipe.Reply]], Any]] = []
+        self.ids = iter(range(10_000, 20_000))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def request_soon(self, build: Any, then: Any = None) -> asyncio.Future[list[pipe.Reply]]:
+        msg = build(next(self.ids))
+        if not isinstance(msg, pipe.Update | pipe.Add | pipe.SpdAdd):
+            return self.inner.request_soon(lambda _r: msg, then)
+        fut: asyncio.Future[list[pipe.Reply]] = asyncio.get_running_loop().create_future()
+        self.held.append((msg, fut, then))
+        return fut
+
+    def answer(self, errno: dict[type, pipe.Errno] | None = None) -> None:
+        """Answer what was held, as the pipe's reader does: the future, then its ``then``, no loop turn."""
+        for msg, fut, then in self.held:
+            replies = [pipe.decode(b) for b in self.inner.worker.handle_datagram(pipe.encode(msg))]
+            if errno and type(msg) in errno:
+                replies = [pipe.Reply(msg.req_id, msg.TYPE, errno[type(msg)])]
+            fut.set_result(replies)   # type: ignore[arg-type]
+            if then is not None:
+                then(replies)
+        self.held.clear()
+
+
+async def _gateway_holding_installs() -> tuple[Any, HoldingWorker, list[int], list[Datagram]]:
+    """A gateway with one site, its installs held; how many were held after each IKE datagram that came
+    in on port 4500, and the datagrams that passed its barrier."""
+    from test_ikeservice_peers import Gateway
+
+    gw = Gateway(1)
+    await gw.start()
+    hold = HoldingWorker(gw.worker)
+    gw.worker = hold   # the service asks gw.worker each time
+    held_after: list[int] = []
+    receive_natt = gw.service.receive_natt
+
+    def counting(msg: pipe.Ike) -> None:
+        receive_natt(msg)
+        held_after.append(len(hold.held))   # before the loop turns again
+
+    gw.service.receive_natt = counting   # type: ignore[method-assign]
+    passed: list[Datagram] = []
+    send = gw.service.barrier._send
+    gw.service.barrier._send = lambda d: (passed.append(d), send(d))   # type: ignore[method-assign,func-returns-value]
+    gw.connect(0)
+    await gw.settle(wait_tasks=False)
+    return gw, hold, held_after, passed
+
+
+def _auth_answers(passed: list[Datagram]) -> list[Datagram]:
+    return [d for d in passed if d.data[18] == 35]
+
+
+def test_a_new_child_sa_is_installed_in_the_turn_that_negotiated_it_and_answered_when_the_installs_are() -> None:
+    async def body() -> None:
+        gw, hold, held_after, passed = await _gateway_holding_installs()
+        # the IKE_AUTH that brought the ChildSaUp sent UPDATE, ADD and SPDADD before the loop turned
+        assert held_after == [3]
+        assert [type(m).__name__ for m, _, _ in hold.held] == ["Update", "Add", "SpdAdd"]
+        assert not _auth_answers(passed)                  # the IKE_AUTH answer waits for them
+        hold.answer()
+        assert len(_auth_answers(passed)) == 1            # and leaves as the last answer is read
+        await gw.settle()
+        assert gw.site_sa(0).children
+        held = gw.service.barrier
+        assert held.install_holds == 1 and 0 <= held.install_hold_seconds == held.install_hold_max
+    run(body())
+
+
+def test_a_refused_install_answers_the_peer_only_after_its_failure_is_handled() -> None:
+    async def body() -> None:
+        gw, hold, _, passed = await _gateway_holding_installs()
+        hold.answer({pipe.Add: pipe.Errno.EEXIST})
+        assert not _auth_answers(passed)        # not from the reader: the install task deals with it first
+        await gw.settle()
+        assert len(_auth_answers(passed)) == 1
+        assert not gw.service.children          # the failed Child SA is forgotten
+    run(body())
+
+
+def test_a_peer_install_releases_its_datagrams_once() -> None:
+    queued: list[Datagram] = []
+    sent: list[Datagram] = []
+    barrier = Barrier(lambda now: queued, sent.append, lambda coro: None, lambda: None)
+    a = Datagram(ike_auth_response(b"A" * 8, b"a" * 8), NAT, 4500)
+    release = barrier.peer_install((NAT, a.data[:16]))
+    twice = barrier.peer_install((NAT, a.data[:16]))     # a second Child SA of the same IKE SA
+    queued[:] = [a]
+    barrier.flush()
+    release()
+    release()                                            # again (its task ended too): counts once
+    assert sent == []                                    # the other install is still in flight
+    twice()
+    assert sent == [a]
+    assert barrier.install_holds == 1

@@ -6,9 +6,12 @@ time, the IKE SA's initiator SPI):
 
 - ``rx``: an IKE datagram enters the service (IKE_SA_INIT from port 500; IKE_AUTH via the worker);
 - ``tx``: the service sends one (IKE_SA_INIT answers on port 500; IKE_AUTH answers as SEND_IKE);
-- ``install``: a Child SA's install requests were sent (UPDATE, ADD, SPDADD) ...
-- ``acked``: ... and their answers are in (the task that awaited them runs again);
-- ``pipe_tx`` / ``pipe_rx``: a request to the worker is sent / its answer read (request id, type).
+- ``install``: the task that awaits a Child SA's install answers starts waiting (IKE SA, inbound SPI) ...
+- ``acked``: ... and runs again;
+- ``pipe_tx`` / ``pipe_rx``: a request to the worker is sent (UPDATE/ADD: its SPI) / its answer read.
+
+A client's install is sent with its UPDATE (``pipe_tx`` with the inbound SPI of the IKE SA's Child
+SA) and answered with the last answer to the requests sent with it (ADD, SPDADD: the next ids).
 
 :func:`summarize` turns the file into the phases per client (medians and the slowest) and what
 the last client waited for.  The wrapping costs the control process some CPU: use it to see
@@ -79,7 +82,8 @@ def install(out: IO[str]) -> None:
     def traced_request_soon(self: Any, build: Callable[[int], Any], then: Any = None) -> Any:
         def traced_build(req_id: int) -> Any:
             msg = build(req_id)
-            note("pipe_tx", id=req_id, type=type(msg).__name__)
+            sa = getattr(msg, "sa", None)
+            note("pipe_tx", id=req_id, type=type(msg).__name__, **({"spi_in": sa.spi} if sa is not None else {}))
             return msg
         return request_soon(self, traced_build, then)
 
@@ -120,18 +124,24 @@ def load(path: Path) -> list[dict[str, Any]]:
 def client_phases(events: Iterable[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """Per IKE SA (initiator SPI) the first time of each step: init_rx, init_tx, auth_rx, install,
     acked, auth_tx (responder's view)."""
+    events = list(events)
     steps: dict[str, dict[str, float]] = {}
 
     def first(spi: str, name: str, t: float) -> None:
         steps.setdefault(spi, {}).setdefault(name, t)
 
+    ike_of = {e["spi_in"]: e["spi"] for e in events if e["ev"] == "install" and e["spi"]}
+    answered = {e["id"]: e["t"] for e in events if e["ev"] == "pipe_rx" and e["reply"]}
     for e in events:
         if e["ev"] == "rx" and not e["resp"] and e["x"] in (IKE_SA_INIT, IKE_AUTH):
             first(e["spi"], "init_rx" if e["x"] == IKE_SA_INIT else "auth_rx", e["t"])
         elif e["ev"] == "tx" and e["resp"] and e["x"] in (IKE_SA_INIT, IKE_AUTH):
             first(e["spi"], "init_tx" if e["x"] == IKE_SA_INIT else "auth_tx", e["t"])
-        elif e["ev"] in ("install", "acked") and e["spi"]:
-            first(e["spi"], e["ev"], e["t"])
+        elif e["ev"] == "pipe_tx" and e["type"] == "Update" and (ike := ike_of.get(e["spi_in"])) is not None:
+            first(ike, "install", e["t"])
+            times = [answered[i] for i in (e["id"], e["id"] + 1, e["id"] + 2) if i in answered]
+            if times:
+                first(ike, "acked", max(times))
     order = ("init_rx", "init_tx", "auth_rx", "install", "acked", "auth_tx")
     return {spi: s for spi, s in steps.items() if all(k in s for k in order)}
 
