@@ -85,7 +85,7 @@ def install(out: IO[str]) -> None:
             sa = getattr(msg, "sa", None)
             note("pipe_tx", id=req_id, type=type(msg).__name__, **({"spi_in": sa.spi} if sa is not None else {}))
             return msg
-        return request_soon(self, traced_build, then)
+        return request_soon(self, traced_build) if then is None else request_soon(self, traced_build, then)
 
     received = client.WorkerClient._received
 
