@@ -154,3 +154,29 @@ def test_a_batch_larger_than_max_batch_is_split() -> None:
         for fut in futs:
             fut.cancel()
     asyncio.run(body())
+
+
+def test_answers_are_handled_before_the_events_read_with_them() -> None:
+    """In a burst the worker's IKE events (IKE_AUTHs, costly) queue ahead of install answers (each
+    holds a client's IKE_AUTH answer): what was read together, answers first; each kind in order."""
+    async def body() -> None:
+        ours, worker = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours.setblocking(False)
+        seen: list[str] = []
+        wc = WorkerClient(lambda msg: seen.append(f"event {msg.spi}"))   # type: ignore[union-attr]
+        wc._sock = ours
+        futs = [wc.request_soon(lambda r: pipe.SpdDelete(r, 7), lambda a: seen.append(f"answer {a[0].req_id}"))
+                for _ in range(2)]
+        ids = [pipe.decode(worker.recv(65536)).req_id for _ in range(2)]   # type: ignore[union-attr]
+        worker.send(pipe.encode(pipe.FirstUse(spi=0x1001)))
+        worker.send(pipe.encode_ok(ids[0], pipe.MsgType.SPDDELETE))
+        worker.send(pipe.encode(pipe.FirstUse(spi=0x1002)))
+        worker.send(pipe.encode_ok(ids[1], pipe.MsgType.SPDDELETE))
+        wc._readable()
+        assert seen == [f"answer {ids[0]}", f"answer {ids[1]}", f"event {0x1001}", f"event {0x1002}"]
+        assert all(f.done() for f in futs)
+        worker.close()
+        wc._readable()    # the end of the pipe: the client closes
+        assert wc._sock is None
+        ours.close()
+    asyncio.run(body())

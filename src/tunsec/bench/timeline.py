@@ -89,17 +89,17 @@ def install(out: IO[str]) -> None:
 
     received = client.WorkerClient._received
 
-    def traced_received(self: Any, data: bytes) -> None:
+    def traced_received(self: Any, data: bytes, *rest: Any) -> None:
         if len(data) >= 16:
             _, kind, _, req_id, flags = struct.unpack_from("!BBHIB", data)
             note("pipe_rx", id=req_id, type=_MSG_TYPES.get(kind, str(kind)), reply=bool(flags & 1))
-        received(self, data)
+        received(self, data, *rest)
 
     service.IkeService.receive = traced_receive   # type: ignore[method-assign]
     sockets.IkeSockets.send = traced_send   # type: ignore[method-assign]
     service.IkeService._answered = traced_answered
     client.WorkerClient.request_soon = traced_request_soon   # type: ignore[method-assign]
-    client.WorkerClient._received = traced_received   # type: ignore[method-assign]
+    client.WorkerClient._received = traced_received   # type: ignore[method-assign,assignment]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -24,6 +24,7 @@ log = logging.getLogger("tunsec.pipe")
 
 REQUEST_TIMEOUT = 10.0
 SEND_QUEUE_MAX = 65536   # requests waiting for room in the pipe (a burst of clients sends thousands at once)
+READ_BATCH = 64          # datagrams read from the pipe before their answers, then their events, are handled
 
 
 class WorkerError(Exception):
@@ -153,27 +154,48 @@ class WorkerClient:
         log.info("worker started, pid %d", self.proc.pid)
 
     def _readable(self) -> None:
-        assert self._sock is not None
-        while True:
-            try:
-                data = self._sock.recv(pipe.MAX_MESSAGE)
-            except BlockingIOError:
-                return
-            except OSError:
-                data = b""
-            if not data:
+        """What the worker sent, READ_BATCH datagrams at a time: the answers among them first, then
+        the events.  In a burst of clients the events are IKE_AUTHs (each costs the control process
+        a millisecond or more) and the answers those of earlier clients' installs, each holding a
+        client's IKE_AUTH answer: read in order, every answer waited for all the IKE_AUTHs queued
+        before it.  An answer is never handled later than in order, only earlier than events that
+        came before it (which wait for nothing that an answer does)."""
+        while self._sock is not None:
+            events: list[pipe.Message] = []
+            read, closed = 0, False
+            while read < READ_BATCH:
+                try:
+                    data = self._sock.recv(pipe.MAX_MESSAGE)
+                except BlockingIOError:
+                    break
+                except OSError:
+                    data = b""
+                if not data:
+                    closed = True
+                    break
+                read += 1
+                self._received(data, events)
+            for msg in events:
+                self.on_event(msg)
+            if closed:
                 self._closed()
                 return
-            self._received(data)
+            if read < READ_BATCH:
+                return
 
-    def _received(self, data: bytes) -> None:
+    def _received(self, data: bytes, events: list[pipe.Message] | None = None) -> None:
+        """One datagram from the worker: an answer is handled now, an event too or, given
+        ``events``, put there for later (see _readable)."""
         try:
             msg = pipe.decode(data)
         except PipeError as err:
             log.error("malformed message from the worker: %s", err)
             return
         if not isinstance(msg, pipe.Reply):
-            self.on_event(msg)
+            if events is not None:
+                events.append(msg)
+            else:
+                self.on_event(msg)
             return
         if msg.type is pipe.MsgType.BATCH:
             self._batch_answered(msg)
