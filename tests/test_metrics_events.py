@@ -99,8 +99,10 @@ def test_datagrams_held_for_an_spi_and_install_waits_are_scraped() -> None:
         for _ in range(HELD_MAX + 3):
             svc.receive(junk, ("192.0.2.9", 500))
         # before anything awaits: the refill has not come back
-        assert svc.status(pipe.Reply(1, pipe.MsgType.DUMP, pipe.Errno.OK))["ike_held"] == \
+        held = svc.status(pipe.Reply(1, pipe.MsgType.DUMP, pipe.Errno.OK))["ike_held"]
+        assert {k: held[k] for k in ("waiting", "held", "held_dropped", "install_waits")} == \
             {"waiting": HELD_MAX, "held": HELD_MAX, "held_dropped": 3, "install_waits": waits + 1}
+        assert held["install_holds"] >= 1 and held["install_hold_max"] >= 0   # B's IKE_AUTH answer's
         got = await scrape(svc)
         assert got["tunsec_ike_datagrams_held_total"] == HELD_MAX
         assert got["tunsec_ike_datagrams_held_dropped_total"] == 3
