@@ -534,7 +534,7 @@ def _build_reply(hdr: _Header, msg_type: MsgType, errno: Errno, exts: _Exts) -> 
         sas=_unpack_sa_infos(exts),
         policies=tuple([_unpack_policy_info(b) for b in exts.all(Ext.POLICY_INFO)]),
         drops=tuple([_unpack_drop(b) for b in exts.all(Ext.DROP)]),
-        messages=tuple(exts.all(Ext.MESSAGE)) if msg_type is MsgType.BATCH else (),
+        messages=tuple(exts.all(Ext.MESSAGE)),
     )
 
 

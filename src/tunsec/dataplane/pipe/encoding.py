@@ -175,8 +175,7 @@ def _reply_exts(msg: Reply) -> list[bytes]:
     exts += _sa_info_exts(msg.sas)
     if msg.spi is not None:
         exts.append(_ext(Ext.SPI, _U32_BODY.pack(msg.spi)))
-    if msg.messages:
-        exts += [_ext(Ext.MESSAGE, m) for m in msg.messages]
+    exts += [_ext(Ext.MESSAGE, m) for m in msg.messages]
     return exts
 
 
@@ -189,6 +188,8 @@ def _extensions(msg: Message) -> list[bytes]:
             return exts
         case Update(sa=sa) | Add(sa=sa):
             return _sa_exts(sa)
+        case Batch(messages=messages):
+            return [_ext(Ext.MESSAGE, m) for m in messages]   # whole messages: a multiple of 4 bytes, no padding
         case Delete(spi=spi, direction=direction, remote=remote):
             return [_ext(Ext.SA_ID, _SA_ID.pack(spi, direction, bytes(3))), *_opt_remote(remote)]
         case SpdAdd(policy=p):
@@ -233,8 +234,6 @@ def _extensions(msg: Message) -> list[bytes]:
             return _reply_exts(msg)
         case Flush() | SpdFlush() | Dump():
             return []  # the header says it all
-        case Batch(messages=messages):
-            return [_ext(Ext.MESSAGE, m) for m in messages]   # whole messages: a multiple of 4 bytes, no padding
     raise TypeError(f"not a pipe message: {type(msg).__name__}")
 
 
