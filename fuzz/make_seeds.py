@@ -333,11 +333,6 @@ def pipe_seeds() -> Iterable[tuple[str, bytes]]:
         ("ike", pipe.Ike(data=b"\x22" * 40, remote=ep_r, local=ep_l)),
         ("update-first-use", pipe.Update(12, dataclasses.replace(spec, report_first_use=True))),
         ("first-use", pipe.FirstUse(spi=0x1000)),
-        ("batch", pipe.Batch(13, (pipe.encode(pipe.Update(14, spec)), pipe.encode(pipe.Add(15, out)),
-                                  pipe.encode(pipe.SpdAdd(16, pol))))),
-        ("reply-batch", pipe.Reply(13, pipe.MsgType.BATCH, pipe.Errno.OK, messages=(
-            pipe.encode_ok(14, pipe.MsgType.UPDATE), pipe.encode(pipe.Reply(15, pipe.MsgType.ADD, pipe.Errno.EEXIST)),
-            pipe.encode_ok(16, pipe.MsgType.SPDADD)))),
     ]
     for name, m in msgs:
         yield name, pipe.encode(m)
