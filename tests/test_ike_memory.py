@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import gc
 import heapq
 import itertools
@@ -169,9 +168,6 @@ class FakeWorker:
         reply = pipe.decode(pipe.encode(Reply(msg.req_id, msg.TYPE, errno, spi=spi)))
         assert isinstance(reply, Reply)
         return [reply]
-
-    def batch(self) -> contextlib.AbstractContextManager[None]:
-        return contextlib.nullcontext()   # the requests are handled one by one anyway
 
     def request_soon(self, build: Callable[[int], Any],
                      then: Callable[[list[Reply]], None] | None = None) -> asyncio.Future[list[Reply]]:

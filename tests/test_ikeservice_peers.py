@@ -11,7 +11,6 @@ touches nothing of another's, even when the peers picked the same SPIs.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import functools
 import ipaddress
@@ -85,9 +84,6 @@ class InProcessWorker:
         if bad:
             raise WorkerError(type(msg).__name__, bad[0].errno)
         return replies  # type: ignore[return-value]
-
-    def batch(self) -> contextlib.AbstractContextManager[None]:
-        return contextlib.nullcontext()   # the requests are handled one by one anyway
 
     def request_soon(self, build: Callable[[int], pipe.Message],
                      then: Callable[[list[pipe.Reply]], None] | None = None) -> asyncio.Future[list[pipe.Reply]]:

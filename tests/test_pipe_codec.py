@@ -18,7 +18,6 @@ from tunsec.dataplane.pipe import (
     Action,
     Add,
     Alg,
-    Batch,
     Delete,
     Direction,
     Dump,
@@ -242,9 +241,6 @@ def replies(draw: st.DrawFn) -> Reply:
             policies=tuple(draw(st.lists(policy_infos, max_size=4))),
             drops=draw(drop_tables),
         )
-    if msg_type is MsgType.BATCH and ok:   # its requests' answers, each a whole reply
-        answers = draw(st.lists(st.builds(encode_ok, req_ids, st.sampled_from(BATCHED_BARE)), min_size=1, max_size=6))
-        return Reply(draw(req_ids), msg_type, errno, messages=tuple(answers))
     return Reply(draw(req_ids), msg_type, errno)
 
 
@@ -263,20 +259,7 @@ def ike_args(draw: st.DrawFn) -> tuple[bytes, Endpoint, Endpoint | None]:
     return draw(ike_data), remote, draw(st.none() | st.just(local))
 
 
-# what a BATCH may carry: requests with one answer (not BATCH, not DUMP); whose OK answer is a bare header
-BATCHED_BARE = [t for t in MsgType if not t.is_event and t not in (MsgType.BATCH, MsgType.DUMP, MsgType.GETSPI)]
-
-
-@st.composite
-def batches(draw: st.DrawFn) -> Batch:
-    inner = st.one_of(spi_ranges(), st.builds(Update, req_ids, sa_specs()), st.builds(Add, req_ids, sa_specs()),
-                      st.builds(SpdAdd, req_ids, policies()), st.builds(SpdDelete, req_ids, u32s),
-                      st.tuples(req_ids, ike_args()).map(lambda t: SendIke(t[0], *t[1])))
-    return Batch(draw(req_ids), tuple([encode(m) for m in draw(st.lists(inner, min_size=1, max_size=6))]))
-
-
 messages: st.SearchStrategy[Message] = st.one_of(
-    batches(),
     spi_ranges(),
     st.builds(Update, req_ids, sa_specs()),
     st.builds(Add, req_ids, sa_specs()),
@@ -437,12 +420,6 @@ REALISTIC: list[Message] = [
     # NAT rebinding / MOBIKE: a mature SA follows its peer to a new address and port
     Migrate(19, 0xCAFE0002, Direction.OUT, REMOTE4_MOVED, REMOTE4),
     Migrate(20, 0xC0000123, Direction.IN, REMOTE6),
-    # a Child SA's install in one datagram, and its answers
-    Batch(21, (encode(Update(22, in_sa())), encode(Add(23, out_sa())),
-               encode(SpdAdd(24, Policy(7, 100, Action.PROTECT, 7, SEL4))))),
-    Reply(21, MsgType.BATCH, Errno.OK, messages=(encode_ok(22, MsgType.UPDATE), encode_ok(23, MsgType.ADD),
-                                                encode(Reply(24, MsgType.SPDADD, Errno.EEXIST)))),
-    Reply(25, MsgType.BATCH, Errno.EINVAL),
 ]
 
 # ----------------------------------------------------------------- raw helpers
@@ -542,7 +519,7 @@ def test_round_trip(msg: Message) -> None:
 def test_encode_ok_is_the_ok_reply(msg_type: MsgType) -> None:
     """The worker's shortcut for a bare successful answer encodes what Reply would, and refuses
     the answers that are more than a header (GETSPI's SPI, DUMP's contents) and bad ids."""
-    if msg_type in (MsgType.GETSPI, MsgType.DUMP, MsgType.BATCH):
+    if msg_type in (MsgType.GETSPI, MsgType.DUMP):
         with pytest.raises(ValueError):
             encode_ok(7, msg_type)
         return
@@ -665,7 +642,7 @@ def test_bad_version_is_answered() -> None:
 
 
 def test_unknown_type_is_answered_with_its_raw_type() -> None:
-    for msg_type in (0, 14, 15, 22, 255):
+    for msg_type in (0, 13, 15, 22, 255):
         err = decode_error(raw(msg_type, req_id=43))
         assert err.errno is Errno.ETYPE and err.req_id == 43 and err.msg_type == msg_type
         answer = error_reply(err)
@@ -699,26 +676,7 @@ MIGRATE_OUT = Migrate(1, 300, Direction.OUT, REMOTE4_MOVED, REMOTE4)
 LOCAL6_BODY = split(encode(Ike(data=b"x", remote=REMOTE6)))[1][1]
 
 # (name, datagram, errno); every one has a readable header.
-GS = encode(GetSpi(5, 256, U32))   # a request a BATCH may carry
-
-
-def batch_of(*inner: bytes, **header: int) -> bytes:
-    return raw(MsgType.BATCH, b"".join(ext(Ext.MESSAGE, m) for m in inner), **header)
-
-
 MALFORMED: list[tuple[str, bytes, Errno]] = [
-    ("BATCH empty", batch_of(), Errno.EINVAL),
-    ("BATCH of 65", batch_of(*[GS] * 65), Errno.EINVAL),
-    ("BATCH in a BATCH", batch_of(encode(Batch(6, (GS,)))), Errno.EINVAL),
-    ("DUMP in a BATCH", batch_of(encode(Dump(6))), Errno.EINVAL),
-    ("event in a BATCH", batch_of(encode(FirstUse(spi=300))), Errno.EINVAL),
-    ("reply in a BATCH", batch_of(encode_ok(6, MsgType.SPDDELETE)), Errno.EINVAL),
-    ("request id 0 in a BATCH", batch_of(GS[:4] + bytes(4) + GS[8:]), Errno.EINVAL),
-    ("BATCH message cut short", batch_of(GS[:12]), Errno.EINVAL),
-    ("BATCH message longer than it says", batch_of(GS + bytes(4)), Errno.EINVAL),
-    ("BATCH message of version 2", batch_of(b"\2" + GS[1:]), Errno.EINVAL),
-    ("BATCH reply carrying a request", batch_of(GS, flags=1), Errno.EINVAL),
-    ("BATCH error reply with answers", batch_of(encode_ok(6, MsgType.SPDDELETE), flags=1, errno=22), Errno.EINVAL),
     # header
     ("length field too large", raw(MsgType.FLUSH, length=20), Errno.EINVAL),
     ("length field too small", raw(MsgType.GETSPI, ext(Ext.SPI_RANGE, bytes(8)), length=16), Errno.EINVAL),
@@ -1271,8 +1229,7 @@ ODD_VALUES: list[object] = [
     ip_address("::"), LOCAL4, REMOTE4, LOCAL6, REMOTE6, Lifetime(), Lifetime(bytes=5), Lifetime(packets=1, seconds=9),
     SEL4, SEL6_TCP, (SEL4,), (SEL4, SEL6_TCP), (SEL4,) * 8, (SEL4,) * 9, (SEL4, "x"), [SEL4],
     Direction.IN, Direction.OUT, Alg.AES128GCM16, Alg.AES256GCM16, Action.PROTECT, Action.BYPASS, Action.DISCARD,
-    MsgType.GETSPI, MsgType.DUMP, MsgType.UPDATE, MsgType.ACQUIRE, MsgType.BATCH, Errno.OK, Errno.ENOENT,
-    (encode_ok(7, MsgType.UPDATE),), (b"x" * 16,),
+    MsgType.GETSPI, MsgType.DUMP, MsgType.UPDATE, MsgType.ACQUIRE, Errno.OK, Errno.ENOENT,
     (("auth", 1),), out_sa(), Policy(1, 1, Action.PROTECT, 1, SEL4),
 ]
 BASE_VALUES: list[object] = [
@@ -1286,7 +1243,6 @@ BASE_VALUES: list[object] = [
     Ike(data=b"z", remote=REMOTE4, local=LOCAL4), Reply(1, MsgType.GETSPI, Errno.OK, spi=300),
     Reply(2, MsgType.GETSPI, Errno.ENOENT), Reply(3, MsgType.UPDATE, Errno.OK),
     Reply(4, MsgType.SEND_IKE, Errno.EIO), Reply(5, MsgType.DUMP, Errno.OK, more=True, drops=(("auth", 1),)),
-    Reply(6, MsgType.BATCH, Errno.OK, messages=(encode_ok(7, MsgType.UPDATE),)), Reply(8, MsgType.BATCH, Errno.EIO),
 ]
 
 

@@ -99,63 +99,6 @@ def test_answers_awaited_together(monkeypatch: pytest.MonkeyPatch) -> None:
     asyncio.run(body())
 
 
-def test_requests_made_in_a_batch_leave_in_one_datagram_and_keep_their_own_answers() -> None:
-    async def body() -> None:
-        loop = asyncio.get_running_loop()
-        wc, worker = _pair(loop)
-        worker.settimeout(2)
-        then: list[list[pipe.Reply]] = []
-        with wc.batch():
-            futs = [wc.request_soon(lambda r: pipe.SpdDelete(r, 7), then.append),
-                    wc.request_soon(lambda r: pipe.GetSpi(r, 256, 0xFFFFFFFF), then.append),
-                    wc.request_soon(lambda r: pipe.SpdDelete(r, 8))]
-            with pytest.raises(RuntimeError):   # its answer would wait for the end of the block
-                await wc.request(lambda r: pipe.SpdFlush(r))
-        batch = pipe.decode(worker.recv(65536))
-        assert isinstance(batch, pipe.Batch)     # one datagram for the three
-        inner = [pipe.decode(m) for m in batch.messages]
-        assert [type(m).__name__ for m in inner] == ["SpdDelete", "GetSpi", "SpdDelete"]
-        ids = [m.req_id for m in inner]
-        answers = (pipe.encode_ok(ids[0], pipe.MsgType.SPDDELETE),
-                   pipe.encode(pipe.Reply(ids[1], pipe.MsgType.GETSPI, Errno.OK, spi=0x1234)),
-                   pipe.encode(pipe.Reply(ids[2], pipe.MsgType.SPDDELETE, Errno.ENOENT)))
-        worker.send(pipe.encode(pipe.Reply(batch.req_id, pipe.MsgType.BATCH, Errno.OK, messages=answers)))
-        got = await asyncio.gather(*futs)
-        assert [(r[0].req_id, r[0].errno) for r in got] == [(ids[0], Errno.OK), (ids[1], Errno.OK),
-                                                            (ids[2], Errno.ENOENT)]
-        assert got[1][0].spi == 0x1234 and then == [got[0], got[1]]
-        # a refused BATCH (none handled) is each request's refusal
-        with wc.batch():
-            futs = [wc.request_soon(lambda r: pipe.SpdDelete(r, 9)), wc.request_soon(lambda r: pipe.SpdFlush(r))]
-        batch = pipe.decode(worker.recv(65536))
-        worker.send(pipe.encode(pipe.Reply(batch.req_id, pipe.MsgType.BATCH, Errno.EINVAL)))
-        got = await asyncio.gather(*futs)
-        assert [r[0].errno for r in got] == [Errno.EINVAL, Errno.EINVAL]
-        # one request alone in a block leaves as itself
-        with wc.batch():
-            fut = wc.request_soon(lambda r: pipe.SpdDelete(r, 10))
-        assert isinstance(pipe.decode(worker.recv(65536)), pipe.SpdDelete)
-        fut.cancel()
-        assert wc._batches == {}
-    asyncio.run(body())
-
-
-def test_a_batch_larger_than_max_batch_is_split() -> None:
-    async def body() -> None:
-        wc, worker = _pair(asyncio.get_running_loop())
-        worker.settimeout(2)
-        with wc.batch():
-            futs = [wc.request_soon(lambda r: pipe.SpdDelete(r, 7)) for _ in range(pipe.MAX_BATCH + 3)]
-        sizes = []
-        for _ in range(2):
-            msg = pipe.decode(worker.recv(65536))
-            sizes.append(len(msg.messages) if isinstance(msg, pipe.Batch) else 1)
-        assert sizes == [pipe.MAX_BATCH, 3]
-        for fut in futs:
-            fut.cancel()
-    asyncio.run(body())
-
-
 def test_answers_are_handled_before_the_events_read_with_them() -> None:
     """In a burst the worker's IKE events (IKE_AUTHs, costly) queue ahead of install answers (each
     holds a client's IKE_AUTH answer): what was read together, answers first; each kind in order."""

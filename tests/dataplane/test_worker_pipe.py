@@ -448,37 +448,3 @@ def test_every_per_sa_counter_of_the_header_reaches_status_and_metrics(worker: W
             assert sample.name == "tunsec_child_sa_drops_total" and sample.value == inbound[name]
         else:
             assert metrics[f"tunsec_child_sa_{name}_total"].value == inbound[name]
-
-
-def test_a_batch_is_handled_request_by_request_and_answered_at_once(worker: Worker) -> None:
-    (r,) = worker.ask(lambda i: pipe.GetSpi(i, 0x1000, 0x1FFF))
-    assert r.spi is not None
-    spi = r.spi
-    pol = Policy(id=6, priority=1, action=Action.PROTECT, reqid=7, selector=Selector.from_networks(A, B))
-    inner = [pipe.Update(1001, sa(spi, Direction.IN)), pipe.Add(1002, sa(0x4444, Direction.OUT)),
-             pipe.SpdAdd(1003, pol), pipe.Update(1004, sa(spi, Direction.IN))]   # the last: not larval any more
-    (answer,) = worker.ask(lambda i: pipe.Batch(i, tuple(pipe.encode(m) for m in inner)))
-    assert answer.type is pipe.MsgType.BATCH and answer.errno is Errno.OK
-    replies = [pipe.decode(m) for m in answer.messages]
-    assert [(r.req_id, r.type, r.errno) for r in replies if isinstance(r, pipe.Reply)] == [
-        (1001, pipe.MsgType.UPDATE, Errno.OK), (1002, pipe.MsgType.ADD, Errno.OK),
-        (1003, pipe.MsgType.SPDADD, Errno.OK), (1004, pipe.MsgType.UPDATE, Errno.ESTATE)]
-    d = worker.dump()
-    assert {(s.spi, s.state) for s in d.sas} == {(spi, "mature"), (0x4444, "mature")}
-    assert [(p.id, p.out_spi) for p in d.policies] == [(6, 0x4444)]
-
-
-def test_a_malformed_batch_is_refused_whole_and_changes_nothing(worker: Worker) -> None:
-    (r,) = worker.ask(lambda i: pipe.GetSpi(i, 0x1000, 0x1FFF))
-    assert r.spi is not None
-    spi = r.spi
-    update = pipe.encode(pipe.Update(1001, sa(spi, Direction.IN)))
-    # a DUMP's answer may take several datagrams, so no BATCH carries one (checked before any is handled)
-    framing = struct.pack("!HH", 4 + len(update), pipe.Ext.MESSAGE) + update
-    dump = pipe.encode(pipe.Dump(1002))
-    framing += struct.pack("!HH", 4 + len(dump), pipe.Ext.MESSAGE) + dump
-    body = struct.pack("!BBHIB3sI", 1, pipe.MsgType.BATCH, 0, 77, 0, bytes(3), 16 + len(framing)) + framing
-    worker.chan.send(body)
-    answer = worker.recv()
-    assert answer == pipe.Reply(77, pipe.MsgType.BATCH, Errno.EINVAL)
-    assert {(s.spi, s.state) for s in worker.dump().sas} == {(spi, "larval")}

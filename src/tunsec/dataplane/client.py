@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import itertools
 import logging
 import socket
-import struct
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,14 +102,6 @@ async def answered(sent: Sequence[Sent]) -> list[list[pipe.Reply] | WorkerError]
     return out
 
 
-_ID_AND_TYPE = struct.Struct("!xBxxI")   # a pipe header's type and request id
-
-
-def _id_and_type(data: bytes) -> tuple[int, pipe.MsgType]:
-    kind, req_id = _ID_AND_TYPE.unpack_from(data)
-    return req_id, pipe.MsgType(kind)
-
-
 class WorkerClient:
     """One worker process and its pipe."""
 
@@ -123,8 +113,6 @@ class WorkerClient:
         self._pending: dict[int, tuple[asyncio.Future[list[pipe.Reply]], list[pipe.Reply]]] = {}
         self._outq: collections.deque[bytes] = collections.deque()   # in order, while the pipe is full
         self._then: dict[int, Callable[[list[pipe.Reply]], None]] = {}   # see request_soon
-        self._batch: list[bytes] | None = None   # requests held for one BATCH (see batch)
-        self._batches: dict[int, list[tuple[int, pipe.MsgType]]] = {}   # BATCH id -> its requests' ids, types
 
     @property
     def pid(self) -> int | None:
@@ -197,25 +185,6 @@ class WorkerClient:
             else:
                 self.on_event(msg)
             return
-        if msg.type is pipe.MsgType.BATCH:
-            self._batch_answered(msg)
-            return
-        self._answer(msg)
-
-    def _batch_answered(self, msg: pipe.Reply) -> None:
-        """A BATCH's answers are its requests' own; a refused BATCH (none handled) is their refusal."""
-        inner = self._batches.pop(msg.req_id, None)
-        if inner is None:
-            log.warning("answer to unknown BATCH %d", msg.req_id)
-            return
-        if msg.errno is not Errno.OK:
-            for req_id, kind in inner:
-                self._answer(pipe.Reply(req_id, kind, msg.errno))
-            return
-        for data in msg.messages:
-            self._received(data)   # decoded and checked as if each had come alone
-
-    def _answer(self, msg: pipe.Reply) -> None:
         entry = self._pending.get(msg.req_id)
         if entry is None:
             log.warning("answer to unknown request %d", msg.req_id)
@@ -239,8 +208,6 @@ class WorkerClient:
             self._sock.close()
             self._sock = None
         self._then.clear()
-        self._batches.clear()
-        self._batch = None
         for fut, _ in self._pending.values():
             if not fut.done():
                 fut.set_exception(WorkerError("worker", Errno.EIO))
@@ -250,8 +217,6 @@ class WorkerClient:
         """Send build(req_id) and wait for its answer(s); WorkerError unless all say OK."""
         if self._sock is None:
             raise WorkerError("worker not running", Errno.EIO)
-        if self._batch is not None:
-            raise RuntimeError("request() inside batch(): its answer would wait for the end of the batch")
         req_id = next(self._ids)
         msg = build(req_id)
         loop = asyncio.get_running_loop()
@@ -298,66 +263,10 @@ class WorkerClient:
             self._then[req_id] = then
         return fut
 
-    @contextlib.contextmanager
-    def batch(self) -> Iterator[None]:
-        """The requests made in the block (request_soon) leave together when it ends, in BATCH
-        datagrams of at most MAX_BATCH: one datagram, one wake-up and one read on each side for
-        what a Child SA's install or an SPI refill sends at once.  Each keeps its own id, future and
-        answer.  Not for request(), whose answer would wait for the block's end; nested blocks
-        send with the outermost."""
-        if self._batch is not None:
-            yield
-            return
-        self._batch = []
-        try:
-            yield
-        finally:
-            held, self._batch = self._batch, None
-            if held:
-                self._send_batch(held)
-
-    def _send_batch(self, held: list[bytes]) -> None:
-        budget = pipe.MAX_MESSAGE - pipe.HEADER_LEN
-        group: list[bytes] = []
-        used = 0
-        for data in held:
-            if group and (len(group) == pipe.MAX_BATCH or used + 4 + len(data) > budget):
-                self._send_group(group)
-                group, used = [], 0
-            group.append(data)
-            used += 4 + len(data)
-        self._send_group(group)
-
-    def _send_group(self, group: list[bytes]) -> None:
-        if self._sock is None:
-            return   # the worker went meanwhile: _closed failed the requests already
-        if len(group) == 1:
-            data = group[0]
-            inner = [_id_and_type(data)]
-        else:
-            batch_id = next(self._ids)
-            inner = [_id_and_type(d) for d in group]
-            data = pipe.encode(pipe.Batch(batch_id, tuple(group)))
-            self._batches[batch_id] = inner
-        try:
-            self._send(data)
-        except OSError as err:
-            if len(group) > 1:
-                del self._batches[batch_id]
-            for req_id, _ in inner:   # as request_soon's own refusal, for requests already handed out
-                entry = self._pending.pop(req_id, None)
-                self._then.pop(req_id, None)
-                if entry is not None and not entry[0].done():
-                    entry[0].set_exception(WorkerError(f"BATCH ({err})", Errno.EIO))
-
     def _send(self, data: bytes) -> None:
         """Send now, or queue behind what waits for room in the pipe (the worker reads no further
-        requests while its answers do not fit): requests reach it in the order they were made.
-        Inside batch(): held for the end of the block."""
+        requests while its answers do not fit): requests reach it in the order they were made."""
         assert self._sock is not None
-        if self._batch is not None:
-            self._batch.append(data)
-            return
         if not self._outq:
             try:
                 self._sock.send(data)

@@ -55,11 +55,11 @@ MAX_DATAGRAM = 65536
 Request = (
     pipe.GetSpi | pipe.Update | pipe.Add | pipe.Delete | pipe.Flush
     | pipe.SpdAdd | pipe.SpdDelete | pipe.SpdFlush | pipe.Dump | pipe.SendIke | pipe.Reserve
-    | pipe.Migrate | pipe.Batch
+    | pipe.Migrate
 )
 REQUESTS = (
     pipe.GetSpi, pipe.Update, pipe.Add, pipe.Delete, pipe.Flush,
-    pipe.SpdAdd, pipe.SpdDelete, pipe.SpdFlush, pipe.Dump, pipe.SendIke, pipe.Reserve, pipe.Migrate, pipe.Batch,
+    pipe.SpdAdd, pipe.SpdDelete, pipe.SpdFlush, pipe.Dump, pipe.SendIke, pipe.Reserve, pipe.Migrate,
 )
 
 
@@ -245,19 +245,7 @@ class Worker:
             case pipe.Migrate():
                 self.dp.migrate(msg.spi, msg.direction, msg.new_remote, msg.remote)
                 return self._ok(msg)
-            case pipe.Batch():
-                return self._batch(msg)
         return [pipe.encode(pipe.Reply(msg.req_id, msg.TYPE, Errno.ETYPE))]
-
-    def _batch(self, msg: pipe.Batch) -> list[bytes]:
-        """Each request as if it had come alone (a malformed or refused one gets its own error and
-        the others go on), their answers in one BATCH reply.  Batch's checks made sure that each is
-        a request with one answer (never a BATCH or a DUMP)."""
-        answers = [answer for one in msg.messages for answer in self.handle_datagram(one)]
-        if len(answers) != len(msg.messages):   # cannot happen (see above); never a reply that lies
-            log.error("BATCH of %d requests got %d answers", len(msg.messages), len(answers))
-            return [pipe.encode(pipe.Reply(msg.req_id, msg.TYPE, Errno.EIO))]
-        return [pipe.encode(pipe.Reply(msg.req_id, msg.TYPE, Errno.OK, messages=tuple(answers)))]
 
     def _send_ike(self, msg: pipe.SendIke) -> list[bytes]:
         sock = self.udp.get(msg.remote.addr.version)

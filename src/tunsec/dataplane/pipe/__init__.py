@@ -19,7 +19,6 @@ from tunsec.dataplane.pipe.encoding import encode, encode_dump_replies, encode_o
 from tunsec.dataplane.pipe.messages import (
     Acquire,
     Add,
-    Batch,
     Delete,
     Dump,
     Expire,
@@ -45,7 +44,6 @@ from tunsec.dataplane.pipe.protocol import FLAG_MORE as FLAG_MORE
 from tunsec.dataplane.pipe.protocol import FLAG_REPLY as FLAG_REPLY
 from tunsec.dataplane.pipe.protocol import (
     HEADER_LEN,
-    MAX_BATCH,
     MAX_IKE_DATA,
     MAX_MESSAGE,
     MAX_SA_COUNTERS,
@@ -69,7 +67,6 @@ from tunsec.dataplane.pipe.values import Endpoint, Lifetime, Policy, PolicyInfo,
 
 __all__ = [
     "HEADER_LEN",
-    "MAX_BATCH",
     "MAX_IKE_DATA",
     "MAX_MESSAGE",
     "MAX_SA_COUNTERS",
@@ -80,7 +77,6 @@ __all__ = [
     "Action",
     "Add",
     "Alg",
-    "Batch",
     "Delete",
     "Direction",
     "Dump",

@@ -9,7 +9,6 @@ from typing import Any, Final, NamedTuple
 from tunsec.dataplane.pipe.messages import (
     Acquire,
     Add,
-    Batch,
     Delete,
     Dump,
     Expire,
@@ -108,7 +107,7 @@ _DIRECTION_OF: Final = {int(d): d for d in Direction}
 _ALG_OF: Final = {int(a): a for a in Alg}
 _ACTION_OF: Final = {int(a): a for a in Action}
 _ZERO12: Final = bytes(12)
-_OWED: Final = frozenset((MsgType.GETSPI, MsgType.DUMP, MsgType.BATCH))   # their successful answers carry extensions
+_OWED: Final = frozenset((MsgType.GETSPI, MsgType.DUMP))   # their successful answers carry extensions
 _OK: Final = Errno.OK   # read once: enum members are class attribute lookups
 
 
@@ -509,7 +508,6 @@ _BUILD: Final[dict[MsgType, Callable[[int, "_Exts"], Message]]] = {
     MsgType.RESERVE: _unpack_reserve,
     MsgType.RESERVE_LOW: lambda _req_id, exts: _unpack_reserve_low(exts),
     MsgType.FIRST_USE: lambda _req_id, exts: FirstUse(spi=_unpack_u32(exts.one(Ext.SPI))),
-    MsgType.BATCH: lambda req_id, exts: Batch(req_id, tuple(exts.all(Ext.MESSAGE))),
 }
 assert set(_BUILD) == set(MsgType)
 
@@ -534,7 +532,6 @@ def _build_reply(hdr: _Header, msg_type: MsgType, errno: Errno, exts: _Exts) -> 
         sas=_unpack_sa_infos(exts),
         policies=tuple([_unpack_policy_info(b) for b in exts.all(Ext.POLICY_INFO)]),
         drops=tuple([_unpack_drop(b) for b in exts.all(Ext.DROP)]),
-        messages=tuple(exts.all(Ext.MESSAGE)),
     )
 
 

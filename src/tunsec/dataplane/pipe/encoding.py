@@ -7,7 +7,6 @@ from collections.abc import Iterable, Sequence
 from tunsec.dataplane.pipe.messages import (
     Acquire,
     Add,
-    Batch,
     Delete,
     Dump,
     Expire,
@@ -175,7 +174,6 @@ def _reply_exts(msg: Reply) -> list[bytes]:
     exts += _sa_info_exts(msg.sas)
     if msg.spi is not None:
         exts.append(_ext(Ext.SPI, _U32_BODY.pack(msg.spi)))
-    exts += [_ext(Ext.MESSAGE, m) for m in msg.messages]
     return exts
 
 
@@ -188,8 +186,6 @@ def _extensions(msg: Message) -> list[bytes]:
             return exts
         case Update(sa=sa) | Add(sa=sa):
             return _sa_exts(sa)
-        case Batch(messages=messages):
-            return [_ext(Ext.MESSAGE, m) for m in messages]   # whole messages: a multiple of 4 bytes, no padding
         case Delete(spi=spi, direction=direction, remote=remote):
             return [_ext(Ext.SA_ID, _SA_ID.pack(spi, direction, bytes(3))), *_opt_remote(remote)]
         case SpdAdd(policy=p):
@@ -324,9 +320,9 @@ def join_dump_replies(replies: Sequence[Reply]) -> Reply:
 
 def encode_ok(req_id: int, msg_type: MsgType) -> bytes:
     """encode(Reply(req_id, msg_type, Errno.OK)) for a request whose success carries nothing
-    (all but GETSPI, DUMP and BATCH): the header alone, without building and checking a Reply (the
+    (all but GETSPI and DUMP): the header alone, without building and checking a Reply (the
     worker answers several requests per client set-up so)."""
-    if msg_type in (MsgType.GETSPI, MsgType.DUMP, MsgType.BATCH) or msg_type.is_event:
+    if msg_type in (MsgType.GETSPI, MsgType.DUMP) or msg_type.is_event:
         raise ValueError(f"a successful {msg_type.name} answer is not a bare header")
     _check_request_id(req_id)
     return _header(msg_type, Errno.OK, req_id, FLAG_REPLY, HEADER_LEN)

@@ -1,22 +1,9 @@
 """The messages: requests (control -> worker), the reply, and events (worker -> control)."""
 
 from dataclasses import dataclass
-from typing import ClassVar, Final, TypeAlias
+from typing import ClassVar, TypeAlias
 
-from tunsec.dataplane.pipe.protocol import (
-    _U32,
-    _U64,
-    FLAG_REPLY,
-    HEADER_LEN,
-    MAX_BATCH,
-    MAX_IKE_DATA,
-    MIN_SPI,
-    VERSION,
-    Direction,
-    Errno,
-    ExpireReason,
-    MsgType,
-)
+from tunsec.dataplane.pipe.protocol import _U32, _U64, MAX_IKE_DATA, MIN_SPI, Direction, Errno, ExpireReason, MsgType
 from tunsec.dataplane.pipe.values import (
     Endpoint,
     Policy,
@@ -34,14 +21,13 @@ from tunsec.dataplane.pipe.values import (
     _check_type,
     quick_init,
 )
-from tunsec.dataplane.pipe.wire import _HEADER
 
 # ------------------------------------------------------------------ messages
 # The requests and answers of a client's set-up test the common case at once first, as the hot
 # value types do (see the top of values).
 
 _REQUEST_TYPES = frozenset(t for t in MsgType if not t.is_event)
-_OK, _GETSPI, _BATCH = Errno.OK, MsgType.GETSPI, MsgType.BATCH   # read once (enum members are class attributes)
+_OK, _GETSPI = Errno.OK, MsgType.GETSPI   # read once (enum members are class attribute lookups)
 
 
 def _check_request_id(req_id: object) -> None:
@@ -278,46 +264,6 @@ class Migrate:
             raise ValueError("an SA moves within its address family: remote and new_remote differ")
 
 
-# what a BATCH may carry: requests with one answer each (DUMP's may take several datagrams)
-_BATCHED: Final = frozenset(int(t) for t in _REQUEST_TYPES if t not in (MsgType.BATCH, MsgType.DUMP))
-
-
-def _check_batched(messages: object, reply: bool) -> None:
-    """A BATCH's requests (or its answer's replies): 1..MAX_BATCH whole messages, each with a header
-    that marks it a request (a reply) with an id, of a type that has one answer: what the worker
-    needs to know that each gets exactly one answer, before it handles any.  Their extensions are
-    checked when each is handled, as if it had come alone."""
-    _check_type("messages", messages, tuple)
-    assert isinstance(messages, tuple)
-    if not 1 <= len(messages) <= MAX_BATCH:
-        raise ValueError(f"a BATCH carries 1 to {MAX_BATCH} messages, not {len(messages)}")
-    flags = FLAG_REPLY if reply else 0
-    for i, m in enumerate(messages):
-        if type(m) is not bytes or len(m) < HEADER_LEN or len(m) % 4:
-            raise ValueError(f"message {i} of the BATCH is not a whole message")
-        version, kind, errno, req_id, got_flags, reserved, length = _HEADER.unpack_from(m)
-        if version != VERSION or length != len(m) or reserved != bytes(3):
-            raise ValueError(f"message {i} of the BATCH: bad header")
-        if kind not in _BATCHED or got_flags != flags or req_id == 0 or (errno and not reply):
-            raise ValueError(f"message {i} of the BATCH is not a {'reply' if reply else 'request'} with one answer")
-
-
-@quick_init
-@dataclass(frozen=True)
-class Batch:
-    """Several requests in one datagram (a Child SA's UPDATE, ADD and SPDADDs; a refill's GETSPIs):
-    the worker handles them in order as if each had come alone, and answers all in one BATCH
-    reply (Reply.messages).  Fewer datagrams, wake-ups and reads on both sides of the pipe."""
-
-    TYPE: ClassVar[MsgType] = MsgType.BATCH
-    req_id: int
-    messages: tuple[bytes, ...]
-
-    def __post_init__(self) -> None:
-        _check_request_id(self.req_id)
-        _check_batched(self.messages, reply=False)
-
-
 @quick_init
 @dataclass(frozen=True)
 class Reply:
@@ -336,7 +282,6 @@ class Reply:
     sas: tuple[SaInfo, ...] = ()
     policies: tuple[PolicyInfo, ...] = ()
     drops: tuple[tuple[str, int], ...] = ()
-    messages: tuple[bytes, ...] = ()   # a successful BATCH reply: the answers, in order
 
     def __post_init__(self) -> None:
         if self._plain():
@@ -349,10 +294,6 @@ class Reply:
         ok = self.errno is Errno.OK
         self._check_spi(ok)
         self._check_dump(ok)
-        if self.type is MsgType.BATCH and ok:
-            _check_batched(self.messages, reply=True)
-        elif self.messages != ():
-            raise ValueError("only a successful BATCH reply carries messages")
 
     def _check_spi(self, ok: bool) -> None:
         if self.type is MsgType.GETSPI and ok:
@@ -381,8 +322,7 @@ class Reply:
                      else spi is None)
                 and self.more is False and type(self.sas) is tuple and not self.sas
                 and type(self.policies) is tuple and not self.policies
-                and type(self.drops) is tuple and not self.drops
-                and self.type is not _BATCH and type(self.messages) is tuple and not self.messages)
+                and type(self.drops) is tuple and not self.drops)
 
 
 @quick_init
@@ -501,7 +441,7 @@ class FirstUse:
 
 Request: TypeAlias = (
     GetSpi | Update | Add | Delete | Flush | SpdAdd | SpdDelete | SpdFlush | Dump | SendIke | Reserve
-    | Migrate | Batch
+    | Migrate
 )
 Event: TypeAlias = Acquire | Expire | InvalidSpi | Ike | ReserveLow | FirstUse
 Message: TypeAlias = Request | Reply | Event

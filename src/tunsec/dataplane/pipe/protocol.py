@@ -10,7 +10,6 @@ MAX_MESSAGE: Final = 65536
 MAX_IKE_DATA: Final = 65000
 MAX_SELECTORS: Final = 8
 MAX_SA_COUNTERS: Final = 64   # per-SA counters a DUMP may name (enum ts_sa_counter)
-MAX_BATCH: Final = 64         # requests (and so answers) one BATCH carries
 REPLAY_MAX: Final = 65536
 # RFC 4303 2.1: SPI 0 is for local use and 1..255 are reserved by IANA, so
 # no SA on the wire may carry them.
@@ -40,8 +39,7 @@ class MsgType(IntEnum):
     DUMP = 9
     SEND_IKE = 10
     RESERVE = 11
-    MIGRATE = 12
-    BATCH = 13     # the last request type; events start at 16
+    MIGRATE = 12   # the last request type; events start at 16
     # Events live in their own range so a glance at the type tells the
     # direction and whether an answer is due.
     ACQUIRE = 16
@@ -120,7 +118,6 @@ class Ext(IntEnum):
     SEQ_LIMIT = 19
     ADDR_NEW_REMOTE = 20
     SA_COUNTERS = 22
-    MESSAGE = 23
 
 
 class PipeError(Exception):

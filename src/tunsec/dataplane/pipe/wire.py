@@ -4,7 +4,7 @@ message type carries (the schemas decode checks against).  docs/pipe.md describe
 import struct
 from typing import Final, TypeAlias
 
-from tunsec.dataplane.pipe.protocol import MAX_BATCH, MAX_MESSAGE, MAX_SELECTORS, Errno, Ext, MsgType
+from tunsec.dataplane.pipe.protocol import MAX_MESSAGE, MAX_SELECTORS, Errno, Ext, MsgType
 
 # --------------------------------------------------------------- wire structs
 
@@ -57,7 +57,6 @@ _BODY_LEN: Final[dict[Ext, int | None]] = {
     Ext.SEQ_LIMIT: _SEQ_LIMIT.size,
     Ext.ADDR_NEW_REMOTE: _ENDPOINT.size,
     Ext.SA_COUNTERS: None,
-    Ext.MESSAGE: None,
 }
 
 _MANY: Final = MAX_MESSAGE  # no count limit beyond the datagram size
@@ -92,7 +91,6 @@ _SCHEMA: Final[dict[MsgType, _Schema]] = {
     MsgType.RESERVE_LOW: {Ext.SA_ID: (1, 1), Ext.SEQ_LIMIT: (0, 1), Ext.ADDR_REMOTE: (0, 1)},
     MsgType.FIRST_USE: {Ext.SPI: (1, 1)},
     MsgType.MIGRATE: {Ext.SA_ID: (1, 1), Ext.ADDR_NEW_REMOTE: (1, 1), Ext.ADDR_REMOTE: (0, 1)},
-    MsgType.BATCH: {Ext.MESSAGE: (1, MAX_BATCH)},
 }
 _DUMP_REPLY_SCHEMA: Final[_Schema] = {
     Ext.SA_COUNTERS: (0, 1),
@@ -109,6 +107,4 @@ def _reply_schema(msg_type: MsgType, errno: Errno) -> _Schema:
         return {Ext.SPI: (1, 1)}
     if msg_type is MsgType.DUMP:
         return _DUMP_REPLY_SCHEMA
-    if msg_type is MsgType.BATCH:
-        return _SCHEMA[MsgType.BATCH]   # the answers, one MESSAGE each
     return {}

@@ -219,22 +219,21 @@ def _send_install(self: IkeService, state: ChildState, ev: ChildSaUp,
     # lock, so installs of different Child SAs overlap.  The worker applies requests in the order
     # they came; what else changes this Child SA awaits the answers first (state.install).  No
     # task per request: see answered
-    with w.batch():   # one datagram to the worker (see WorkerClient.batch)
-        ok = _AllOk(release)
-        sent = [send_soon(w, "Update", lambda r: pipe.Update(r, inbound), ok.expect())]
-        add = None
-        if not ev.initiator and state.pred in self.children:
-            # we answered a rekey: the initiator installs after our response, so it may not open
-            # the new SA yet; the old one carries our traffic until its DELETE (or a timeout).
-            # If the old one is itself on standby, this one waits for it: promoted in turn
-            state.standby = outbound
-            state.standby_timer = self._later(
-                STANDBY_TIMEOUT, lambda: self._spawn(self._promote(state, "no DELETE came")))
-        else:
-            sent.append(send_soon(w, "Add", lambda r: pipe.Add(r, outbound), ok.expect()))
-            add = sent[-1][1]
-        if not state.lineage.policy_ids:   # a rekey finds its predecessor's policies in place
-            sent += self._protect(state.lineage, outbound.selectors, ok)
+    ok = _AllOk(release)
+    sent = [send_soon(w, "Update", lambda r: pipe.Update(r, inbound), ok.expect())]
+    add = None
+    if not ev.initiator and state.pred in self.children:
+        # we answered a rekey: the initiator installs after our response, so it may not open
+        # the new SA yet; the old one carries our traffic until its DELETE (or a timeout).
+        # If the old one is itself on standby, this one waits for it: promoted in turn
+        state.standby = outbound
+        state.standby_timer = self._later(
+            STANDBY_TIMEOUT, lambda: self._spawn(self._promote(state, "no DELETE came")))
+    else:
+        sent.append(send_soon(w, "Add", lambda r: pipe.Add(r, outbound), ok.expect()))
+        add = sent[-1][1]
+    if not state.lineage.policy_ids:   # a rekey finds its predecessor's policies in place
+        sent += self._protect(state.lineage, outbound.selectors, ok)
     install = state.install = asyncio.get_running_loop().create_future()
     return _Started(sent, add, install)
 

@@ -128,11 +128,9 @@ class SpiPool:
                 # pool does not churn (it used to expire and log each SPI every 30 s)
                 # (one waiter for all, no task per GETSPI: see answered)
                 w = self.worker()
-                with w.batch():   # in BATCH datagrams of up to MAX_BATCH (see WorkerClient.batch)
-                    sent = [send_soon(
-                        w, "GetSpi", lambda r: pipe.GetSpi(r, 0xC0000000, 0xCFFFFFFF, larval_seconds=0))
-                        for _ in range(want)]
-                answers = await answered(sent)
+                answers = await answered([send_soon(
+                    w, "GetSpi", lambda r: pipe.GetSpi(r, 0xC0000000, 0xCFFFFFFF, larval_seconds=0))
+                    for _ in range(want)])
                 for replies in answers:     # keep every SPI the worker gave before reporting a failure
                     if not isinstance(replies, WorkerError) and replies[0].spi is not None:
                         self.spis.append(replies[0].spi)
