@@ -61,7 +61,6 @@ from tunsec.dataplane.pipe.wire import (
     _BODY_LEN,
     _DATA_HDR,
     _DROP_HDR,
-    _DUMP_REPLY_SCHEMA,
     _ENDPOINT,
     _EXPIRE,
     _EXT_HDR,
@@ -229,31 +228,8 @@ class _Exts:
         return self.bodies.get(ext, [])
 
 
-class _Table(NamedTuple):
-    """A schema as _parse_extensions reads it: by raw extension type its member, exact body length
-    (None: variable) and the most it may appear; then the extensions it needs, with how many."""
-
-    by_raw: dict[int, tuple[Ext, int | None, int]]
-    needed: tuple[tuple[Ext, int], ...]
-
-
-def _table(schema: _Schema) -> _Table:
-    return _Table({int(ext): (ext, _BODY_LEN[ext], hi) for ext, (_lo, hi) in schema.items()},
-                  tuple([(ext, lo) for ext, (lo, _hi) in schema.items() if lo]))
-
-
-# the module's schemas, compiled once (by identity: they live as long as the module); a reply's
-# schema made for one decode is compiled for it
-_TABLES: Final[dict[int, _Table]] = {id(schema): _table(schema) for schema in (*_SCHEMA.values(), _DUMP_REPLY_SCHEMA)}
-
-
 def _parse_extensions(data: bytes, schema: _Schema) -> _Exts:
-    # one loop with the checks inline: it runs for every extension of every message (one table
-    # lookup answers which extension, whether it belongs here, its size and how often it may come)
-    table = _TABLES.get(id(schema))
-    if table is None:
-        table = _table(schema)
-    by_raw = table.by_raw
+    # one loop with the checks inline: it runs for every extension of every message
     bodies: dict[Ext, list[bytes]] = {}
     pos, end, unpack, hdr_size = HEADER_LEN, len(data), _EXT_HDR.unpack_from, _EXT_HDR.size
     while pos < end:
@@ -264,26 +240,26 @@ def _parse_extensions(data: bytes, schema: _Schema) -> _Exts:
             raise _Malformed(f"extension length {length} at offset {pos}")
         if pos + length > end:
             raise _Malformed(f"extension at offset {pos} overruns the message")
-        entry = by_raw.get(raw_type)
-        if entry is None:
-            ext = _EXT_OF.get(raw_type)
-            if ext is None:
-                raise _Malformed(f"unknown extension type {raw_type}")
+        ext = _EXT_OF.get(raw_type)
+        if ext is None:
+            raise _Malformed(f"unknown extension type {raw_type}")
+        if ext not in schema:
             raise _Malformed(f"extension {ext.name} does not belong in this message")
-        ext, want, most = entry
-        if want is not None and length - hdr_size != want:
-            raise _Malformed(f"extension {ext.name} of {length - hdr_size} bytes, expected {want}")
         body = data[pos + hdr_size : pos + length]
+        want = _BODY_LEN[ext]
+        if want is not None and len(body) != want:
+            raise _Malformed(f"extension {ext.name} of {len(body)} bytes, expected {want}")
         if (found := bodies.get(ext)) is None:
             bodies[ext] = [body]
-        elif len(found) < most:
-            found.append(body)
         else:
-            raise _Malformed(f"extension {ext.name} appears more than {most} times")
+            found.append(body)
         pos += length
-    for ext, least in table.needed:
-        if len(bodies.get(ext, ())) < least:
+    for ext, (lo, hi) in schema.items():
+        n = len(bodies.get(ext, ()))
+        if n < lo:
             raise _Malformed(f"missing extension {ext.name}")
+        if n > hi:
+            raise _Malformed(f"extension {ext.name} appears {n} times, at most {hi}")
     return _Exts(bodies)
 
 
