@@ -120,7 +120,7 @@ class ChildSa:
 
 @dataclass(frozen=True)
 class IkeRekey:
-    """What a successful IKE SA rekey agreed on; ``sa.py`` builds the new IkeSa from it."""
+    """What a successful IKE SA rekey agreed on; ``sa_successor.py`` builds the new IkeSa from it."""
 
     we_initiated: bool
     spi_i: bytes  # SPI of the rekey initiator (the new SA's initiator)
