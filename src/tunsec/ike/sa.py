@@ -162,6 +162,7 @@ class IkeSa:
         "_delete_reason",
         "_established_at",
         "_expire_at",
+        "_expired",
         "_frag_stats",
         "_heir",
         "_last_heard",
@@ -250,6 +251,7 @@ class IkeSa:
         self._heir: IkeSa | None = None
         self._rekey_at: float | None = None  # IKE SA rekey timer
         self._expire_at: float | None = None  # hard lifetime: rekey time + over_time
+        self._expired = False  # past it: ends with the exchange in flight (sa_timers.expire)
         self._delete_reason = DownReason.DELETED  # why we sent (or will send) our DELETE
         self._last_heard = now  # last authenticated message from the peer (for DPD)
         self._established_at: float | None = None
@@ -586,6 +588,7 @@ class IkeSa:
     _maintenance_timers = sa_timers.maintenance_timers
     _fire_maintenance = sa_timers.fire_maintenance
     _expire = sa_timers.expire
+    _end_expired = sa_timers.end_expired
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         out, self._outbox = self._outbox, []
@@ -600,6 +603,9 @@ class IkeSa:
     # ------------------------------------------------------------------ requests we send
 
     def _start_next(self) -> None:
+        if self._expired and self._pending is None and self._state != State.CLOSED:
+            self._end_expired()  # the exchange that held the expired SA ended
+            return
         while self._queue and self._obsolete(self._queue[0]):
             self._queue.pop(0)  # nothing was built for it yet: nothing to undo
         if self._pending is not None or not self._queue or self._state == State.CLOSED:
@@ -653,6 +659,10 @@ class IkeSa:
         self._after(pending, outcome)
 
     def _after(self, pending: _Pending, outcome: Outcome) -> None:
+        if outcome == Outcome.RETRY and self._expired:
+            self._next_id += 1   # not again: past the hard lifetime nothing new starts (sa_timers.expire)
+            self._end_pending(pending.task)
+            return
         if outcome == Outcome.RETRY:
             if pending.task.exchange == ExchangeType.IKE_SA_INIT:
                 # IKE_SA_INIT is retried with message ID 0; the responder kept no state
@@ -703,6 +713,12 @@ class IkeSa:
             return
         if self._heir is not None:  # the peer is done with the replaced SA; the heir carries on
             self._close(DownReason.REKEYED)
+            return
+        if self._expired:
+            # the SA ends by its hard lifetime, which this exchange could only have saved it from: the
+            # service reestablishes an expired SA (services/ike/ikesas.py _after_expiry), not a dead peer
+            log.debug("%s: giving up after %d retransmissions past the hard lifetime", self.name, tries)
+            self._close(DownReason.EXPIRED)
             return
         log.debug("%s: giving up after %d retransmissions", self.name, tries)
         self._st.emit(PeerUnreachable(self.name, tries))

@@ -98,6 +98,8 @@ def dpd_at(self: IkeSa) -> float | None:
 
 
 def maintenance_timers(self: IkeSa) -> list[float]:
+    if self._expired:
+        return []  # only the exchange in flight is left: its retransmission deadline is the timer
     timers = [c.rekey_at for c in self._st.children.values() if c.installed and c.rekey_at is not None]
     if self._rekey_at is not None:
         timers.append(self._rekey_at)
@@ -111,6 +113,8 @@ def maintenance_timers(self: IkeSa) -> list[float]:
 
 
 def fire_maintenance(self: IkeSa, now: float) -> None:
+    if self._expired:
+        return  # nothing new starts on an expired SA (expire)
     if self._expire_at is not None and now >= self._expire_at:
         self._expire()
         return
@@ -130,12 +134,23 @@ def fire_maintenance(self: IkeSa, now: float) -> None:
 
 
 def expire(self: IkeSa) -> None:
-    """The hard lifetime (rekey time + over_time): gone now. The peer hears a DELETE once if the
-    window is free; an exchange stuck in retransmission does not hold the SA any longer.
-    strongSwan differs: its delete_ike_sa_job queues the DELETE behind the active exchange,
-    so a late answer to a rekey still saves the SA (the service re-initiates an expired SA's
-    children, see services/ike/ikesas.py)."""
+    """The hard lifetime (rekey time + over_time) passed. As strongSwan's (ike_sa.c ``delete_``
+    queues the DELETE, task_manager_v2.c ``initiate`` holds it while an exchange is in the air),
+    the exchange in flight still completes: a late answer to our rekey saves the Child SAs in the
+    successor. Bounded unlike strongSwan's: nothing new starts meanwhile (no retry of that exchange,
+    no queued or timed one), and the DELETE goes once, never retransmitted (end_expired), so the SA
+    ends when that exchange ends, answered or given up (sa.py _give_up): never later than its
+    retransmission timeout after the hard lifetime, whatever the peer does."""
     log.debug("%s: IKE SA reached its hard lifetime (rekey_time + over_time)", self.name)
+    self._expired = True
     if self._pending is None:
-        self._send_once(informational.DeleteIkeTask())
-    self._close(DownReason.EXPIRED)
+        self._end_expired()
+    else:
+        log.debug("%s: closing once the exchange in flight (message %d) ends", self.name, self._pending.message_id)
+
+
+def end_expired(self: IkeSa) -> None:
+    """The window of an expired SA is free: the peer hears our DELETE once and the SA closes; quietly
+    if a rekey replaced it meanwhile (its Child SAs live on in the successor)."""
+    self._send_once(informational.DeleteIkeTask())
+    self._close(DownReason.EXPIRED if self._heir is None else DownReason.REKEYED)
