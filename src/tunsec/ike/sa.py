@@ -381,6 +381,12 @@ class IkeSa:
             return []  # they belong to the IKE SA that replaced this one
         return [c for c in self._st.children.values() if c.installed]
 
+    def creating(self, child_name: str) -> bool:
+        """A new Child SA of config ``child_name`` is under way here: its IKE_AUTH or CREATE_CHILD_SA
+        is out or queued, or waits to be asked again after the peer refused it for now."""
+        pending = (self._pending.task,) if self._pending is not None else ()
+        return any(t.creates == child_name for t in (*pending, *self._queue, *(t for _, t in self._delayed)))
+
     # ------------------------------------------------------------------ API
 
     @_notifies

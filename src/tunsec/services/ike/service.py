@@ -131,6 +131,7 @@ class IkeService(Service):
         self._addr_watch: AddressWatch | None = None   # a MOBIKE client's own address changes
         self._ike_peers: dict[int, tuple[str, int]] = {}   # IKE SA handle -> its peer at the last check
         self.trap_policies: dict[int, tuple[str, str]] = {}     # policy id -> (connection, child)
+        self.acquiring: set[tuple[str, str]] = set()   # (connection, child) of ACQUIREs waiting for an SPI
         self.attempts: dict[str, int] = {}                       # connection -> failed tries in a row
         self.closing = False
         self.unauthenticated_log = LogLimiter()                 # failures peers cause before authenticating
@@ -299,6 +300,11 @@ class IkeService(Service):
             return
         # like strongSwan: a child of a connection whose IKE SA is up is added to it (CREATE_CHILD_SA)
         up = next((sa for sa in self.endpoint.sas if sa.name == conn and sa.state is State.ESTABLISHED), None)
+        if up is None and child is not None:
+            # or, as strongSwan's checkout_by_config, to one we are setting up: asked for after IKE_AUTH
+            # (two children's traps or start_actions must not start two IKE SAs)
+            up = next((sa for sa in self.endpoint.sas if sa.name == conn and sa.is_initiator
+                       and sa.state is State.CONNECTING), None)
         if up is not None and child is not None:
             up.initiate(child)
         else:
