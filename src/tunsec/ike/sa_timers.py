@@ -1,7 +1,8 @@
 """Rekey, dead peer detection and lifetime timers of an IKE SA and its Child SAs.
 
 Rekey times are jittered (strongSwan's rand_time) against collisions; the hard lifetime
-is rekey time + over_time; a request the peer refused for now goes again 2-10 s later.
+is rekey time + over_time; a request the peer refused for now goes again 2-10 s later (a Child
+SA rekey that keeps failing backs off exponentially).
 :meth:`IkeSa.get_timer` and :meth:`IkeSa.handle_timer` (sa.py) read and fire them.
 
 These functions are methods of :class:`~tunsec.ike.sa.IkeSa` (assigned in its class body).
@@ -22,6 +23,10 @@ if TYPE_CHECKING:
     from .sa import IkeSa
 
 log = logging.getLogger(__name__)
+
+# a Child SA rekey that failed n times in a row goes again after 2-10 s times 2**(n-1), at most this
+# many times that (64-320 s)
+REKEY_BACKOFF_MAX = 32
 
 
 def jittered(self: IkeSa, period: float, rand_time: float | None) -> float:
@@ -63,7 +68,11 @@ def rearm_failed_rekey(self: IkeSa, task: Task) -> None:
         self._rekey_at = retry
     old = task.rekeying
     if old is not None and old.installed and old.rekeyed_by_us is None and old.rekey_at == float("inf"):
-        old.rekey_at = retry
+        # each failure in a row waits twice as long: a rekey is tried until the Child SA's hard
+        # lifetime, and one that cannot get an inbound SPI (the worker's SAD is full) would otherwise
+        # ask and fail every few seconds until then
+        old.rekey_failures += 1
+        old.rekey_at = self._now + (retry - self._now) * min(2 ** (old.rekey_failures - 1), REKEY_BACKOFF_MAX)
 
 
 def retry_at(self: IkeSa) -> float:

@@ -109,6 +109,7 @@ class ChildSa:
     remote_ts: tuple[Ts, ...] = ()
     installed: bool = False
     rekey_at: float | None = None  # when our rekey timer fires; inf once a rekey is under way
+    rekey_failures: int = 0  # our rekeys of it that failed in a row (refused, or no inbound SPI): backoff
     # after we rekeyed this SA: (lowest nonce of our exchange, the new SA), to settle a
     # collision with a rekey of the peer that crossed ours (RFC 7296 §2.8.1)
     rekeyed_by_us: tuple[bytes, ChildSa] | None = None

@@ -136,6 +136,7 @@ class IkeService(Service):
         self.closing = False
         self.unauthenticated_log = LogLimiter()                 # failures peers cause before authenticating
         self._timer_log = LogLimiter(burst=1, period=60.0)      # the timer itself failed (a bug)
+        self._busy_log = LogLimiter(burst=5, period=60.0)       # Child SAs refused for now (_failure_log)
         self.events = EventCounts()                             # rekeys, dead peers (Prometheus counters)
         self._invalid_spi_sent: dict[bytes, float] = {}         # IKE SA (our SPI) -> last INVALID_SPI
         self._timers: dict[asyncio.TimerHandle, Callable[[], object]] = {}   # lingering inbound SAs, standby ends
@@ -397,6 +398,13 @@ class IkeService(Service):
             return 0
         return self.unauthenticated_log.admit()
 
+    def _failure_log(self, sa: IkeSa, ev: NegotiationFailed) -> int | None:
+        """A refusal for now (TEMPORARY_FAILURE: the peer's, or no inbound SPI from our worker) is
+        tried again, and may fail again for every Child SA at once (a full SAD): rate-limited."""
+        if ev.reason == "TEMPORARY_FAILURE":
+            return self._busy_log.admit()
+        return self._admit_log(sa)
+
     def _event(self, sa: IkeSa, ev: Any) -> None:
         match ev:
             case IkeSaUp():
@@ -443,7 +451,7 @@ class IkeService(Service):
                     side = "the peer refused our authentication" if ev.by_peer else "the peer failed authentication"
                     log.error("%s: AUTHENTICATION_FAILED: %s (%s)%s", ev.name, side, ev.reason, suffix(held))
             case NegotiationFailed():
-                if (held := self._admit_log(sa)) is not None:
+                if (held := self._failure_log(sa, ev)) is not None:
                     child = f" child {ev.child}" if ev.child else ""
                     log.error("%s%s: %s: %s%s", ev.name, child, ev.reason, ev.detail, suffix(held))
             case PeerUnreachable():
