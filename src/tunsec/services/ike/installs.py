@@ -69,8 +69,8 @@ def _endpoint(self: IkeService, family: int, port: int) -> Endpoint:
 
 def _child_registered(self: IkeService, sa: IkeSa, ev: ChildSaUp) -> ChildState | None:
     """Book a new Child SA now, in event order: a rekey joins its predecessor's lineage (or, if
-    that one is gone already, a sibling's: _sibling_lineage), anything else (another peer's child
-    of the same connection too) starts its own."""
+    that one is gone already, a sibling's: _sibling), so does a duplicate of a Child SA of the
+    same IKE SA; anything else (another peer's child of the same connection too) starts its own."""
     if ALGS.get(ev.alg) is None:
         log.error("%s: negotiated ESP %s, which the fast path does not do", sa.name, ev.alg)
         return None
@@ -78,9 +78,17 @@ def _child_registered(self: IkeService, sa: IkeSa, ev: ChildSaUp) -> ChildState 
     pred = self._by_uid.get((ike, ev.rekey_of)) if ev.rekey_of is not None else None
     if pred is not None:
         lineage = self.children[pred].lineage
+    elif (sibling := _sibling(self, ike, ev)) is not None:
+        lineage = sibling.lineage
+        if ev.rekey_of is None:
+            # a duplicate (both peers asked for this child at once, or it was initiated twice):
+            # strongSwan gives it the same reqid, so the policies move to the newest SA; here it
+            # takes the traffic over as a rekey would (pred: standby until the peer uses it, if
+            # we answered).  With a lineage of its own its policies would sit behind the older
+            # one's, and deleting that one would stop the traffic until both peers had removed it
+            pred = sibling.handle
     else:
-        sibling = _sibling_lineage(self, ike, ev) if ev.rekey_of is not None else None
-        lineage = sibling if sibling is not None else Lineage(self.ids.reqid())
+        lineage = Lineage(self.ids.reqid())
     conn = self.connections.get(sa.name)
     plan = conn.child(ev.child) if conn else Child(ev.child, ChildConfig(ev.child))
     remote_ip = parse_ip(ev.remote_addr[0])
@@ -95,16 +103,19 @@ def _child_registered(self: IkeService, sa: IkeSa, ev: ChildSaUp) -> ChildState 
     return state
 
 
-def _sibling_lineage(self: IkeService, ike: int, ev: ChildSaUp) -> Lineage | None:
-    """The lineage a rekey joins when its predecessor is gone already: the peer won a rekey collision
-    and its DELETE of the old Child SA overtook the answer to our (redundant) rekey.  The old one's
-    lineage lives on in the peer's new Child SA (same IKE SA, child and selectors); a lineage of its
-    own would put a second reqid and set of policies for the same traffic in the worker."""
-    for handle in self._by_ike.get(ike, ()):
-        state = self.children[handle]
-        if (state.child, state.local_ts, state.remote_ts) == (ev.child, ev.local_ts, ev.remote_ts):
-            return state.lineage
-    return None
+def _sibling(self: IkeService, ike: int, ev: ChildSaUp) -> ChildState | None:
+    """The newest Child SA of the same IKE SA, child and selectors: the lineage a new one joins.
+
+    A rekey whose predecessor is gone already (the peer won a rekey collision and its DELETE of
+    the old Child SA overtook the answer to our redundant rekey) goes on the old one's lineage,
+    which lives on in the peer's new Child SA; so does a duplicate (see _child_registered).  A
+    lineage of its own would put a second reqid and set of policies for the same traffic in the
+    worker.  Only within one IKE SA, i.e. one authenticated peer: another peer's Child SA with
+    the same selectors must not take over this one's traffic."""
+    same = [self.children[h] for h in self._by_ike.get(ike, ())
+            if (self.children[h].child, self.children[h].local_ts, self.children[h].remote_ts)
+            == (ev.child, ev.local_ts, ev.remote_ts)]
+    return max(same, key=lambda state: state.handle, default=None)
 
 
 def _forget(self: IkeService, state: ChildState) -> bool:
