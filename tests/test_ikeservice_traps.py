@@ -13,17 +13,24 @@ Two real IkeServices with the in-process worker and C fast path, wired in memory
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable
 
 from test_ikeservice_expiry import ExpiryPair
-from test_ikeservice_rekey import Pair
+from test_ikeservice_peers import psk_ike
+from test_ikeservice_rekey import A_IP, A_NET, B_IP, B_NET, Pair, RecordingWorker, Wire
 
+from tunsec.conf.connections import Action, Child, Connection
+from tunsec.ike.config import RemoteAuth, child_config
 from tunsec.ike.constants import ExchangeType
 from tunsec.ike.exchanges.create_child_sa import MAX_RETRIES
+from tunsec.ike.identity import Identity
 from tunsec.ike.message import decode_header
 from tunsec.ike.sa import IkeSa
 from tunsec.ike.state import SpiUnavailable
+from tunsec.policy.ids import IdSpace
+from tunsec.services.ike import IkeService
 
 
 class TrapPair(ExpiryPair):
@@ -210,5 +217,48 @@ def test_a_closed_ike_sa_leaves_no_pending_acquire() -> None:
         assert len(live) == 1 and live[0] is not first
         assert len(nets(pair, "a")) == 1
         assert not svc.events.acquires_ignored
+
+    run(body())
+
+
+class TwoChildPair(TrapPair):
+    """Connection "tun" with two trap children on A: "net" and "web" (a part of B's network)."""
+
+    async def start(self, close_action: Action = "none") -> None:
+        for side, ip, peer, local, remote in (("a", A_IP, B_IP, A_NET, B_NET), ("b", B_IP, A_IP, B_NET, A_NET)):
+            other = "b" if side == "a" else "a"
+            cfg = psk_ike("tun", f"{side}.example", RemoteAuth("psk", Identity.parse(f"{other}.example")),
+                          ip, peer, local, remote)
+            web = ("10.1.0.0/16", "10.2.5.0/24") if side == "a" else ("10.2.5.0/24", "10.1.0.0/16")
+            cfg = dataclasses.replace(cfg, children=(*cfg.children, child_config("web", *web, "aes128gcm16")))
+            worker = self.workers[side] = RecordingWorker(side, self)
+            action = "trap" if side == "a" else "none"
+            conn = Connection(cfg.name, cfg, tuple(Child(c.name, c, start_action=action, close_action=close_action)
+                                                   for c in cfg.children))
+            svc = self.svc[side] = IkeService([conn], lambda w=worker: w,  # type: ignore[misc]
+                                              {4: ip}, IdSpace())
+            await svc.start()
+            svc.sockets.by_key = {(4, ip, 500): Wire(side, self)}  # type: ignore[dict-item]
+
+
+def test_acquires_of_two_children_while_the_ike_sa_is_set_up_share_it() -> None:
+    """Traffic for a second trap child while the IKE SA for the first is being set up: the second
+    is asked for on it after IKE_AUTH (as strongSwan's checkout_by_config), not by an IKE SA of its
+    own, and is not dropped either."""
+    async def body() -> None:
+        pair = TwoChildPair()
+        await pair.start()
+        svc = pair.svc["a"]
+        pids = {child: pid for pid, (_, child) in svc.trap_policies.items()}
+        assert set(pids) == {"net", "web"}
+        svc.acquire(pids["net"])
+        svc.acquire(pids["web"])
+        svc.acquire(pids["web"])
+        await pair.settle()
+        assert len(svc.endpoint.sas) == 1
+        (sa,) = svc.endpoint.sas
+        assert sorted(c.name for c in sa.children) == ["net", "web"]
+        assert len(pair.svc["b"].children) == 2
+        assert dict(svc.events.acquires_ignored) == {("tun", "web"): 1}
 
     run(body())
