@@ -20,9 +20,10 @@
   Child SA's inbound SA lingers INBOUND_LINGER seconds for packets in flight.
 - Ownership: each Child SA is known by a handle unique across IKE SAs (many
   peers may share one connection, and unique ids restart per IKE SA).  A
-  Child SA and the ones that rekey it form a lineage with its own reqid and
-  policies (from tunsec.policy.ids), released when the lineage ends; a
-  peer's DELETE touches only what its own IKE SA created.
+  Child SA and the ones that rekey (or duplicate, in the same IKE SA) it form
+  a lineage with its own reqid and policies (from tunsec.policy.ids),
+  released when the lineage ends; a peer's DELETE touches only what its own
+  IKE SA created.
 """
 
 from __future__ import annotations

@@ -22,7 +22,8 @@ def ts_networks(t: Ts) -> list[IPNetwork]:
 
 @dataclass(slots=True)
 class Lineage:
-    """A Child SA and those that rekeyed it: one reqid, one set of policies.
+    """A Child SA and those that rekeyed it (and its duplicates in the same IKE SA: same child and
+    selectors, see installs._sibling): one reqid, one set of policies.
 
     The policies bind to the lineage's newest outbound SA, so a rekey moves
     traffic over; they go when the last member does."""
