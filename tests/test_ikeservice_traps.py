@@ -17,20 +17,22 @@ import dataclasses
 import time
 from collections.abc import Callable
 
-from test_ikeservice_expiry import ExpiryPair
+import pytest
+from test_ikeservice_expiry import ExpiryPair, expire_unanswered
 from test_ikeservice_peers import psk_ike
 from test_ikeservice_rekey import A_IP, A_NET, B_IP, B_NET, Pair, RecordingWorker, Wire
 
 from tunsec.conf.connections import Action, Child, Connection
 from tunsec.ike.config import RemoteAuth, child_config
 from tunsec.ike.constants import ExchangeType
+from tunsec.ike.events import DownReason
 from tunsec.ike.exchanges.create_child_sa import MAX_RETRIES
 from tunsec.ike.identity import Identity
 from tunsec.ike.message import decode_header
 from tunsec.ike.sa import IkeSa
 from tunsec.ike.state import SpiUnavailable
 from tunsec.policy.ids import IdSpace
-from tunsec.services.ike import IkeService
+from tunsec.services.ike import IkeService, ikesas
 
 
 class TrapPair(ExpiryPair):
@@ -260,5 +262,27 @@ def test_acquires_of_two_children_while_the_ike_sa_is_set_up_share_it() -> None:
         assert sorted(c.name for c in sa.children) == ["net", "web"]
         assert len(pair.svc["b"].children) == 2
         assert dict(svc.events.acquires_ignored) == {("tun", "web"): 1}
+
+    run(body())
+
+
+def test_a_keying_retry_joins_the_ike_sa_an_acquire_started_meanwhile(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The trap's IKE SA got no answer (keyingtries = 0: try again); a packet's ACQUIRE before the
+    retry is due starts a new IKE SA, and the retry finds it being set up: still one IKE SA."""
+    monkeypatch.setattr(ikesas, "RETRY_DELAY", 0.0)
+
+    async def body() -> None:
+        pair = TrapPair()
+        await pair.start()
+        await pair.configure("a", "trap", keyingtries=0)
+        svc = pair.svc["a"]
+        (pid,) = svc.trap_policies
+        svc.acquire(pid)
+        (first,) = svc.endpoint.sas
+        expire_unanswered(pair, "a", first, DownReason.PEER_UNREACHABLE)   # the retry is scheduled...
+        svc.acquire(pid)                                                      # ... and a packet comes first
+        await pair.settle()
+        assert len([sa for sa in svc.endpoint.sas if not sa.is_closed]) == 1
+        assert len(nets(pair, "a")) == 1 and len(nets(pair, "b")) == 1
 
     run(body())

@@ -302,15 +302,20 @@ class IkeService(Service):
             return
         # like strongSwan: a child of a connection whose IKE SA is up is added to it (CREATE_CHILD_SA)
         up = next((sa for sa in self.endpoint.sas if sa.name == conn and sa.state is State.ESTABLISHED), None)
-        if up is None and child is not None:
-            # or, as strongSwan's checkout_by_config, to one we are setting up: asked for after IKE_AUTH
-            # (two children's traps or start_actions must not start two IKE SAs)
-            up = next((sa for sa in self.endpoint.sas if sa.name == conn and sa.is_initiator
-                       and sa.state is State.CONNECTING), None)
         if up is not None and child is not None:
             up.initiate(child)
-        else:
-            self.endpoint.initiate(conn, child, time.monotonic())
+            return
+        if up is None:
+            # or, as strongSwan's checkout_by_config, one of ours being set up: the child is asked for
+            # after IKE_AUTH, and no second IKE SA is started (two trap or start_action = start
+            # children, an ACQUIRE and a keyingtries retry)
+            setting_up = next((sa for sa in self.endpoint.sas if sa.name == conn and sa.is_initiator
+                               and sa.state is State.CONNECTING), None)
+            if setting_up is not None:
+                if child is not None:
+                    setting_up.initiate(child)
+                return
+        self.endpoint.initiate(conn, child, time.monotonic())
 
     @staticmethod
     def _rekey_child(sa: IkeSa, unique_id: int) -> None:
