@@ -118,6 +118,8 @@ class Ext(IntEnum):
     SEQ_LIMIT = 19
     ADDR_NEW_REMOTE = 20
     SA_COUNTERS = 22
+    LIFETIME_CURRENT = 23   # EXPIRE: the SA's counters as it expired (PF_KEY's current lifetime)
+    GAUGE = 24              # DUMP answer: a named value of the worker's now (live allocations, policies)
 
 
 class PipeError(Exception):
