@@ -227,7 +227,7 @@ def test_a_hard_byte_expire_carries_the_final_counters_of_the_dead_sa() -> None:
 def test_dump_carries_the_worker_gauges_and_they_follow_the_sas() -> None:
     """DUMP's GAUGEs: the live C allocations (SA entries, cipher contexts) go up with an SA added
     and back down with it deleted; spd_entries with the policies."""
-    loop, w, _, _ = _sending_worker(spec(0x2000, Direction.OUT, 0, 0))
+    _, w, _, _ = _sending_worker(spec(0x2000, Direction.OUT, 0, 0))
 
     def gauges() -> dict[str, int]:
         reply = pipe.join_dump_replies([cast(pipe.Reply, pipe.decode(d))

@@ -184,6 +184,17 @@ def _acct_child_down(self: IkeService, state: ChildState) -> None:
                                    ACCT_REREAD if lingers else 0.0)
 
 
+def _acct_expired(self: IkeService, msg: pipe.Expire) -> None:
+    """An EXPIRE with the SA's counters (the worker's LIFETIME_CURRENT), before the service acts on it:
+    a hard one's are final (the worker deleted the SA, or counts nothing more on it), and reach
+    the session as its final DUMP would have read them (Accounting.expired)."""
+    if self.accounting is None or msg.current is None:
+        return
+    state = self._child_of_sa(msg.spi, msg.direction, msg.remote)
+    owner = None if state is None else (state.ike, ChildRef(state.spi_in, state.spi_out, state.remote))
+    self.accounting.expired(msg.direction, msg.spi, msg.remote, msg.current.bytes, msg.current.packets, owner)
+
+
 def _acct_stop(self: IkeService, sa: IkeSa, reason: DownReason) -> None:
     handle = self._ike_handles.get(sa)
     if handle is not None:
