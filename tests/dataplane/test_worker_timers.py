@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import ipaddress
 import os
 from collections.abc import Callable
@@ -227,6 +228,7 @@ def test_a_hard_byte_expire_carries_the_final_counters_of_the_dead_sa() -> None:
 def test_dump_carries_the_worker_gauges_and_they_follow_the_sas() -> None:
     """DUMP's GAUGEs: the live C allocations (SA entries, cipher contexts) go up with an SA added
     and back down with it deleted; spd_entries with the policies."""
+    gc.collect()   # the allocation gauges are process-wide: no earlier test's Dataplane may be freed midway
     _, w, _, _ = _sending_worker(spec(0x2000, Direction.OUT, 0, 0))
 
     def gauges() -> dict[str, int]:
