@@ -121,6 +121,9 @@ def render(doc: dict[str, Any]) -> str:
             + (", MOBIKE" if ike.get("mobike") else "")
             + (f", up {ike['age_seconds']}s" if ike["age_seconds"] is not None else "")
         )
+        if (used := ike.get("usage")) is not None:
+            lines.append(f"  accounted: in {used['octets_in']} bytes ({used['packets_in']} packets), "
+                         f"out {used['octets_out']} bytes ({used['packets_out']} packets)")
         if ike.get("local_vips") or ike.get("remote_vips"):
             lines.append(f"  virtual IPs: local {', '.join(ike.get('local_vips') or ['-'])}, "
                          f"remote {', '.join(ike.get('remote_vips') or ['-'])}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import ipaddress
+from types import SimpleNamespace
 
 import pytest
 from test_ikeservice_peers import ipv4_udp, psk_ike
@@ -29,6 +30,7 @@ from tunsec.ike.identity import Identity
 from tunsec.policy.ids import IdSpace
 from tunsec.radius.accounting import Accounting, Cause
 from tunsec.services.ike import IkeService
+from tunsec.status import render, status_document
 
 LIFE_BYTES = 4000
 
@@ -95,13 +97,26 @@ async def accounted(life_bytes: int) -> tuple[AcctPair, Accounting, AcctServer, 
 
 
 async def stop(pair: AcctPair, acct: Accounting, server: AcctServer, handle: int) -> dict[str, int]:
+    """The Stop of A's session, once its Child SA went down; tunsec status's usage of the IKE SA
+    before it is the Stop's."""
     await pair.settle()   # the DELETE exchange: the Child SA goes down, its final DUMP is read
     assert not pair.svc["a"].children
+    svc = pair.svc["a"]
+    (ike,) = svc.ike_sas()
+    dump = pipe.join_dump_replies(await pair.workers["a"].request(lambda r: pipe.Dump(r)))
+    daemon = SimpleNamespace(   # what status_document reads of the daemon; the IKE part is the service's own
+        cfg=SimpleNamespace(tunsec=SimpleNamespace(tun="tun0")), mtu=1400, tun=None,
+        sockets=SimpleNamespace(offloads=lambda: []), worker=SimpleNamespace(pid=None, malformed=0),
+        restarts=[], started=0.0, service_status=lambda d: [{"tunnels": []}, svc.status(d)])
+    text = render(status_document(daemon, dump))  # type: ignore[arg-type]
     acct.stop(handle, Cause.USER_REQUEST)
     await until(lambda: server.of("Stop"))
     acct.close()
     server.transport.close()
     (record,) = server.of("Stop")
+    used = ike["usage"]
+    assert (used["octets_in"], used["octets_out"]) == octets(record)
+    assert f"accounted: in {used['octets_in']} bytes ({used['packets_in']} packets), out {used['octets_out']}" in text
     return record
 
 

@@ -32,6 +32,8 @@ The IKE service feeds it events; it owns no IKE state:
   taken as a DUMP's reading of that SA is: the highest seen, so a DUMP that read it before
   (or after: the SA is gone, 0) changes nothing and nothing counts twice; also when the EXPIRE
   comes while the Child SA's final DUMP is under way, or just after it was carried (GOING_KEEP).
+- :meth:`Accounting.usage`: a session's total as its next record would carry it (``tunsec
+  status`` shows it with the IKE SA: ``ike_sas[].usage``).
 - :meth:`Accounting.stop`: the IKE SA is gone. Once the final counters of its Child SAs
   are in, an Accounting-Request Stop with Acct-Terminate-Cause and the totals goes out.
 - :meth:`Accounting.shutdown` (tunsec stops) and :meth:`Accounting.retire` (a reload turns
@@ -334,6 +336,12 @@ class Accounting:
         """Each configured server's accounting port's health, by name (ServerHealth.status:
         ``passed_by`` says whether new records go past it now)."""
         return {server.name: self._health(server).status() for server in self.settings.servers}
+
+    def usage(self, key: Hashable) -> Usage | None:
+        """The session's usage so far, as its next record would carry it from what is known now
+        (the Child SAs gone, and the last counters seen of those installed); None without a session."""
+        s = self._sessions.get(key)
+        return s.total() if s is not None else None
 
     def session_id(self, key: Hashable) -> str | None:
         s = self._sessions.get(key)

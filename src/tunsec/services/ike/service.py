@@ -533,7 +533,7 @@ class IkeService(Service):
 
     def ike_sas(self) -> list[dict[str, Any]]:
         return _status.ike_sas(self.endpoint.sas, self.ike_up, self.children.values(), self._ike_handles.get,
-                               self._ike_sa)
+                               self._ike_sa, self._acct_usage)
 
     def leases(self) -> list[dict[str, Any]]:
         """Virtual IP leases for ``tunsec status``: pool, address, identity, online or offline."""
@@ -583,6 +583,7 @@ class IkeService(Service):
     _acct_start = radius_edge._acct_start
     _acct_child_down = radius_edge._acct_child_down
     _acct_expired = radius_edge._acct_expired
+    _acct_usage = radius_edge._acct_usage
     _acct_stop = radius_edge._acct_stop
     # mobility.py
     _watch_addresses = mobility._watch_addresses
