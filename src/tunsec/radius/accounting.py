@@ -409,16 +409,18 @@ class Accounting:
                     del self._going[sa_id]
 
         async def final() -> None:
-            index = self._current(await self._await_sample(sample))
-            if index is not None:
-                s.absorb([ref], index)
-            if reread:
-                await asyncio.sleep(reread)
-                index = self._current(await self._await_sample(self._next_sample()))
+            try:
+                index = self._current(await self._await_sample(sample))
                 if index is not None:
-                    s.absorb([ref], index)   # its outbound SA is gone by now: absorb keeps what it had
-            going.carried = s.carry(ref.key) or Usage()
-            asyncio.get_running_loop().call_later(GOING_KEEP, forget)
+                    s.absorb([ref], index)
+                if reread:
+                    await asyncio.sleep(reread)
+                    index = self._current(await self._await_sample(self._next_sample()))
+                    if index is not None:
+                        s.absorb([ref], index)   # its outbound SA is gone by now: absorb keeps what it had
+                going.carried = s.carry(ref.key) or Usage()
+            finally:
+                asyncio.get_running_loop().call_later(GOING_KEEP, forget)
         task = self._spawn(final())
         s.pending.append(task)
         task.add_done_callback(lambda t: s.pending.remove(t) if t in s.pending else None)
