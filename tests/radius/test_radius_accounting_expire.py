@@ -26,7 +26,9 @@ from tunsec.dataplane.fastpath import Drop
 from tunsec.dataplane.pipe import Direction, Endpoint
 from tunsec.dataplane.worker import TimerKind
 from tunsec.ike.config import RemoteAuth
+from tunsec.ike.constants import ExchangeType
 from tunsec.ike.identity import Identity
+from tunsec.ike.message import decode_header
 from tunsec.policy.ids import IdSpace
 from tunsec.radius.accounting import Accounting, Cause
 from tunsec.services.ike import IkeService
@@ -122,9 +124,14 @@ async def stop(pair: AcctPair, acct: Accounting, server: AcctServer, handle: int
 
 def test_a_hard_time_expiry_keeps_the_traffic_after_the_last_read() -> None:
     """The worker's hard time lifetime removes both SAs of A's Child SA itself; the traffic since the
-    status DUMP (4 packets out, 3 in) is in the Stop, once (the DUMP's reading is not added to it)."""
+    status DUMP (4 packets out, 3 in) is in the Stop, once (the DUMP's reading is not added to it).
+    The two EXPIREs make one DELETE exchange."""
+    deletes = 0
+
     async def main() -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+        nonlocal deletes
         pair, acct, server, handle = await accounted(0)
+        mark = len(pair.timeline)
         seen = pair.workers["a"].dp.get(pair.child("a").spi_in, Direction.IN).counters["bytes"]
         assert send(pair, "a", 4) == 4 and send(pair, "b", 3) == 3
         state, worker = pair.child("a"), pair.workers["a"]
@@ -133,10 +140,15 @@ def test_a_hard_time_expiry_keeps_the_traffic_after_the_last_read() -> None:
         for key in ((state.spi_in, Direction.IN, None), (state.spi_out, Direction.OUT, state.remote)):
             worker.worker._timer_fired(key, TimerKind.HARD)   # its hard time lifetime, now
         assert worker.dp.sas() == [] or all(s.state == "larval" for s in worker.dp.sas())
-        return octets(await stop(pair, acct, server, handle)), final, (seen, 0)
+        record = await stop(pair, acct, server, handle)
+        deletes = sum(1 for kind, side, data in pair.timeline[mark:] if kind == "send" and side == "a"
+                      and decode_header(data).exchange == ExchangeType.INFORMATIONAL
+                      and not decode_header(data).is_response)
+        return octets(record), final, (seen, 0)
 
     stop_octets, final, (seen_in, _) = asyncio.run(main())
     assert stop_octets == final and final[0] > seen_in
+    assert deletes == 1
 
 
 def test_a_hard_byte_limit_counts_up_to_the_last_packet_it_let_through() -> None:

@@ -54,6 +54,10 @@ def expired(self: IkeService, spi: int, direction: Direction, hard: bool, remote
     """A Child SA's lifetime: soft -> rekey it, hard -> delete it.  False if not ours."""
     state = self._child_of_sa(spi, direction, remote)
     if state is not None and (sa := self._ike_sa(state.ike)) is not None:
+        if hard and any(c.deleting for c in sa.children if c.unique_id == state.unique_id):
+            # its other SA's EXPIRE came first (a time lifetime ends both at once): one DELETE
+            log.debug("%s: CHILD_SA %s is being deleted already", state.conn, state.child)
+            return True
         if hard:
             log.info("%s: CHILD_SA %s reached its hard limit; deleting", state.conn, state.child)
             sa.delete_child(state.unique_id, DownReason.EXPIRED)
