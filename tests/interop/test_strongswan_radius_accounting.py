@@ -47,11 +47,12 @@ def topo() -> Iterator[TwoHosts]:
         yield t
 
 
-def setup(topo: TwoHosts, pki: Pki) -> tuple[TunsecIke, Charon, FreeRadius]:
+def setup(topo: TwoHosts, pki: Pki, gateway_child: str = "") -> tuple[TunsecIke, Charon, FreeRadius]:
     radius = FreeRadius(topo, topo.a, RADIUS_SECRET, {USER: PASSWORD}, {USER: f"Class := {CLASS}"})
     radius.start()
     gateway = TunsecIke(topo, GatewayConn(topo.a, topo.b, method="eap-radius", pools=(Pool("rw4", POOL),),
-                                          radius_secret=RADIUS_SECRET, accounting=True), pki=pki)
+                                          radius_secret=RADIUS_SECRET, accounting=True,
+                                          extra_child=gateway_child), pki=pki)
     client = Charon(topo, RoadWarriorConn(topo.b, topo.a, method="eap-mschapv2", eap_user=USER, psk=PASSWORD,
                                           vips=("0.0.0.0",)), pki=pki)
     client.start()
@@ -187,3 +188,28 @@ def test_the_stop_after_a_worker_restart_still_counts_the_traffic_before_it(topo
     sent = (PINGS + 2) * ECHO
     assert int(stop["Acct-Input-Octets"]) >= sent and int(stop["Acct-Output-Octets"]) >= sent, stop
     assert int(stop["Acct-Input-Packets"]) >= PINGS + 2 and int(stop["Acct-Output-Packets"]) >= PINGS + 2, stop
+
+
+def test_the_stop_counts_a_child_sa_the_gateway_worker_ended_at_its_hard_lifetime(topo: TwoHosts, pki: Pki) -> None:
+    """The gateway's Child SA is never rekeyed and lives LIFE seconds: then the gateway's worker
+    removes its SAs by itself, and the gateway deletes the Child SA.  Nothing read their counters
+    after the pings (no Interim-Update, no status query): only the worker's EXPIREs carry them, and
+    the Stop has the pings (it had none of them when the EXPIRE carried no counters)."""
+    life = 12   # seconds: the pings are done well before it ends
+    gateway, client, radius = setup(topo, pki, f"        rekey_time = 0\n        life_time = {life}s\n")
+    r = client.initiate()
+    assert r.returncode == 0, f"swanctl --initiate: {r.stdout[-3000:]}{r.stderr}\ntunsec:\n{gateway.log_tail()}"
+    gateway.wait_established()
+    assert topo.wait_ping(topo.b, topo.a.inner4, src=VIP, timeout=10)
+    assert topo.ping(topo.b, topo.a.inner4, count=PINGS, src=VIP)
+    gateway.wait_log(r"CHILD_SA \S+ reached its hard limit; deleting", timeout=life + 10)
+    gateway.wait_log(r"CHILD_SA \S+ \S+_i \S+_o deleted", timeout=10)
+    assert (up := gateway.ike_sas()) and up[0]["usage"]["octets_out"] >= (PINGS + 1) * ECHO, up
+
+    client.swanctl_ok("--terminate", "--ike", CONN)
+    assert wait_until(lambda: bool(records_of(radius, "Stop")), 10), \
+        f"no Accounting Stop at FreeRADIUS:\n{radius.log_text()[-3000:]}\ntunsec:\n{gateway.log_tail()}"
+    (stop,) = records_of(radius, "Stop")
+    sent = (PINGS + 1) * ECHO
+    assert int(stop["Acct-Input-Octets"]) >= sent and int(stop["Acct-Output-Octets"]) >= sent, stop
+    assert int(stop["Acct-Input-Packets"]) >= PINGS + 1 and int(stop["Acct-Output-Packets"]) >= PINGS + 1, stop

@@ -110,6 +110,7 @@ class WorkerClient:
         self._ids = itertools.count(1)
         self._pending: dict[int, tuple[asyncio.Future[list[pipe.Reply]], list[pipe.Reply]]] = {}
         self._outq: collections.deque[bytes] = collections.deque()   # in order, while the pipe is full
+        self.malformed = 0   # datagrams from the worker that did not decode: dropped (tunsec status)
 
     @property
     def pid(self) -> int | None:
@@ -156,7 +157,8 @@ class WorkerClient:
         try:
             msg = pipe.decode(data)
         except PipeError as err:
-            log.error("malformed message from the worker: %s", err)
+            self.malformed += 1
+            log.error("malformed message from the worker, dropped: %s", err)
             return
         if not isinstance(msg, pipe.Reply):
             self.on_event(msg)

@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import collections
 import ctypes
+import dataclasses
 import enum
 import heapq
 import logging
@@ -236,7 +237,8 @@ class Worker:
                 return self._ok(msg)
             case pipe.Dump():
                 drops = tuple(self.dp.drops().items())
-                return pipe.encode_dump_replies(msg.req_id, self.dp.sas(), self.dp.policies(), drops)
+                gauges = tuple(self.dp.gauges().items())
+                return pipe.encode_dump_replies(msg.req_id, self.dp.sas(), self.dp.policies(), drops, gauges)
             case pipe.SendIke():
                 return self._send_ike(msg)
             case pipe.Reserve():
@@ -287,20 +289,37 @@ class Worker:
 
     def _time_expired(self, key: SaKey, hard: bool) -> None:
         spi, direction, remote = key
+        expire = pipe.Expire(spi=spi, direction=direction, hard=hard, reason=ExpireReason.TIME, remote=remote)
         if hard:
+            # the SA goes here, not by the control process's DELETE, so nothing could read its
+            # counters after: the EXPIRE carries them (read as it is removed), for accounting
             try:
-                self.dp.delete(spi, direction, remote)
+                final = self.dp.remove(spi, direction, remote)
             except DataplaneError:
                 return
             self.timers.cancel(key)
-        self._emit(pipe.Expire(spi=spi, direction=direction, hard=hard, reason=ExpireReason.TIME, remote=remote))
+            self._emit(dataclasses.replace(expire, current=_current(final)))
+            return
+        self._emit(self._with_current(expire))
 
     # --- events ------------------------------------------------------------------
     def drain_events(self) -> None:
         for ev in self.dp.events():
             msg = self._event_message(ev)
+            if isinstance(msg, pipe.Expire):
+                msg = self._with_current(msg)
             if msg is not None:
                 self._emit(msg)
+
+    def _with_current(self, expire: pipe.Expire) -> pipe.Expire:
+        """The EXPIRE with the SA's counters now.  A hard byte/packet/sequence limit left the SA
+        dead (nothing counts on it any more), so those are its final counters, whether or not
+        the control process reads them again before its DELETE; an SA deleted meanwhile: none."""
+        try:
+            info = self.dp.get(expire.spi, expire.direction, expire.remote)
+        except DataplaneError:
+            return expire
+        return dataclasses.replace(expire, current=_current(info))
 
     @staticmethod
     def _event_message(ev: Event) -> pipe.Message | None:
@@ -330,6 +349,12 @@ class Worker:
             self.send(pipe.encode(msg))
         except OSError as err:
             log.warning("could not report %s: %s", type(msg).__name__, err)
+
+
+def _current(info: pipe.SaInfo) -> pipe.Lifetime:
+    """An SA's counters as EXPIRE's LIFETIME_CURRENT carries them (PF_KEY's current lifetime)."""
+    return pipe.Lifetime(bytes=info.counters.get("bytes", 0), packets=info.counters.get("packets", 0),
+                         seconds=info.age_seconds)
 
 
 class PipeWriter:

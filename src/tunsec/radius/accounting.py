@@ -26,6 +26,14 @@ The IKE service feeds it events; it owns no IKE state:
   held are gone with their counters, so what was last read of them is carried.
 - :meth:`Accounting.observe`: a DUMP someone else took (``tunsec status``, a Prometheus
   scrape) refreshes what is known of every session's Child SAs.
+- :meth:`Accounting.expired`: an SA's EXPIRE with its counters (LIFETIME_CURRENT). A hard one
+  after a failed rekey: the worker deleted the SA itself (time lifetime) or stopped counting on it
+  (bytes, packets), so these are its final counters, and no DUMP may find it any more. They are
+  taken as a DUMP's reading of that SA is: the highest seen, so a DUMP that read it before
+  (or after: the SA is gone, 0) changes nothing and nothing counts twice; also when the EXPIRE
+  comes while the Child SA's final DUMP is under way, or just after it was carried (GOING_KEEP).
+- :meth:`Accounting.usage`: a session's total as its next record would carry it (``tunsec
+  status`` shows it with the IKE SA: ``ike_sas[].usage``).
 - :meth:`Accounting.stop`: the IKE SA is gone. Once the final counters of its Child SAs
   are in, an Accounting-Request Stop with Acct-Terminate-Cause and the totals goes out.
 - :meth:`Accounting.shutdown` (tunsec stops) and :meth:`Accounting.retire` (a reload turns
@@ -58,8 +66,6 @@ SAMPLE_EVERY seconds a DUMP refreshes ``seen`` for all sessions, and so does eve
   with Interim-Updates or scrapes more often. There is no planned worker restart to sample
   before: the daemon restarts the worker only after it exited, and a shutdown deletes the
   Child SAs (reading their final counters) while the worker still runs;
-- a Child SA the worker deletes by itself at its hard time lifetime (the EXPIRE carries no
-  counters; the IKE service's final DUMP no longer finds it): the traffic since the last DUMP;
 - the packets a rekeyed Child SA's inbound SA still takes in during its linger
   (INBOUND_LINGER) after it is read again (``reread`` of :meth:`Accounting.child_down`: the
   packets in flight arrive within a round trip, the reread comes a second later).
@@ -123,6 +129,9 @@ OFF_SHARE = 1 / 3
 # every so often a DUMP refreshes what accounting knows of all sessions' Child SAs: the usage a
 # worker crash can take along is at most this much of the latest traffic (one DUMP a minute)
 SAMPLE_EVERY = 60.0
+# a Child SA's SAs are known by SPI this long after its final counters were read: an EXPIRE of one
+# of them may still come (the worker's timer deleted it between the final DUMP and our DELETE)
+GOING_KEEP = 10.0
 
 
 class Cause(IntEnum):
@@ -243,10 +252,11 @@ class _Session:
         for ref in refs:
             self.seen.setdefault(ref.key, Usage()).raise_to(index.usage(ref))
 
-    def carry(self, key: tuple[int, int]) -> None:
-        """The Child SA is gone: its last counters stay in the total."""
+    def carry(self, key: tuple[int, int]) -> Usage | None:
+        """The Child SA is gone: its last counters stay in the total (and are answered)."""
         if (usage := self.seen.pop(key, None)) is not None:
             self.carried.add(usage)
+        return usage
 
     def carry_all(self) -> None:
         for key in list(self.seen):
@@ -261,6 +271,24 @@ class _Session:
         b = self.base
         return Usage(total.octets_in - b.octets_in, total.octets_out - b.octets_out,
                      total.packets_in - b.packets_in, total.packets_out - b.packets_out)
+
+
+@dataclass
+class _Going:
+    """A Child SA whose final counters are read (Accounting.child_down), by its SAs' names: an
+    EXPIRE of one of them still finds its session.  ``carried``: what it was carried with, once it was."""
+
+    key: Hashable
+    session: _Session
+    ref: ChildRef
+    carried: Usage | None = None
+
+
+SaId = tuple[Direction, int, Endpoint | None]   # an SA as the worker names it (outbound: with its peer)
+
+
+def _sa_ids(ref: ChildRef) -> tuple[SaId, SaId]:
+    return (Direction.IN, ref.spi_in, None), (Direction.OUT, ref.spi_out, ref.remote)
 
 
 Dump = Callable[[], Awaitable[Sequence[SaInfo]]]
@@ -298,6 +326,7 @@ class Accounting:
         self._nas_addresses: tuple[str, ...] = ()    # our IKE addresses, for the Accounting-On/-Off
         self._closed = False   # closed (shut down, retired, or the service closed it): sends nothing more
         self._ended = asyncio.Event()   # set by close(): a run opened after this one may send its On
+        self._going: dict[SaId, _Going] = {}   # the SAs of Child SAs whose final counters are read (child_down)
 
     @property
     def sessions(self) -> int:
@@ -307,6 +336,12 @@ class Accounting:
         """Each configured server's accounting port's health, by name (ServerHealth.status:
         ``passed_by`` says whether new records go past it now)."""
         return {server.name: self._health(server).status() for server in self.settings.servers}
+
+    def usage(self, key: Hashable) -> Usage | None:
+        """The session's usage so far, as its next record would carry it from what is known now
+        (the Child SAs gone, and the last counters seen of those installed); None without a session."""
+        s = self._sessions.get(key)
+        return s.total() if s is not None else None
 
     def session_id(self, key: Hashable) -> str | None:
         s = self._sessions.get(key)
@@ -363,17 +398,29 @@ class Accounting:
         if s is None:
             return
         sample = self._next_sample()
+        going = _Going(key, s, ref)
+        ids = _sa_ids(ref)
+        for sa_id in ids:
+            self._going[sa_id] = going
+
+        def forget() -> None:
+            for sa_id in ids:
+                if self._going.get(sa_id) is going:
+                    del self._going[sa_id]
 
         async def final() -> None:
-            index = self._current(await self._await_sample(sample))
-            if index is not None:
-                s.absorb([ref], index)
-            if reread:
-                await asyncio.sleep(reread)
-                index = self._current(await self._await_sample(self._next_sample()))
+            try:
+                index = self._current(await self._await_sample(sample))
                 if index is not None:
-                    s.absorb([ref], index)   # its outbound SA is gone by now: absorb keeps what it had
-            s.carry(ref.key)
+                    s.absorb([ref], index)
+                if reread:
+                    await asyncio.sleep(reread)
+                    index = self._current(await self._await_sample(self._next_sample()))
+                    if index is not None:
+                        s.absorb([ref], index)   # its outbound SA is gone by now: absorb keeps what it had
+                going.carried = s.carry(ref.key) or Usage()
+            finally:
+                asyncio.get_running_loop().call_later(GOING_KEEP, forget)
         task = self._spawn(final())
         s.pending.append(task)
         task.add_done_callback(lambda t: s.pending.remove(t) if t in s.pending else None)
@@ -394,6 +441,30 @@ class Accounting:
             return self._build(s, ACCT_STOP, usage, cause)
         self._record(s, record)
 
+    def expired(self, direction: Direction, spi: int, remote: Endpoint | None, octets: int, packets: int,
+                owner: tuple[Hashable, ChildRef] | None = None) -> None:
+        """An SA's counters as its EXPIRE reported them (see the module docstring).  ``owner``: the
+        session's key and the Child SA the SA belongs to, if the service still has it installed;
+        else the Child SA whose final counters are being read now, or were just now, if any."""
+        u = Usage(octets, 0, packets, 0) if direction is Direction.IN else Usage(0, octets, 0, packets)
+        if owner is not None:
+            key, ref = owner
+            if (s := self._sessions.get(key)) is not None:
+                s.seen.setdefault(ref.key, Usage()).raise_to(u)
+            return
+        going = self._going.get((direction, spi, remote if direction is Direction.OUT else None))
+        if going is None or self._sessions.get(going.key) is not going.session:
+            return
+        s = going.session
+        if going.carried is None:   # its final DUMP is under way: taken with it
+            s.seen.setdefault(going.ref.key, Usage()).raise_to(u)
+            return
+        # carried already: only what the final DUMP did not see is added
+        c = going.carried
+        s.carried.add(Usage(max(0, u.octets_in - c.octets_in), max(0, u.octets_out - c.octets_out),
+                            max(0, u.packets_in - c.packets_in), max(0, u.packets_out - c.packets_out)))
+        c.raise_to(u)
+
     def worker_restarted(self) -> None:
         """A new worker replaced one that died, before the IKE service installs anything in it:
         the Child SAs the old one held are gone with their counters (the service renegotiates
@@ -401,6 +472,7 @@ class Accounting:
         still under way counts no more."""
         self._epoch += 1
         self._recent = None
+        self._going.clear()   # the new worker's SPIs are anyone's
         for s in self._sessions.values():
             s.carry_all()
 

@@ -34,8 +34,8 @@ INBOUND_LINGER = 5.0   # seconds a rekeyed Child SA's inbound SA outlives its DE
 STANDBY_TIMEOUT = 10.0   # seconds a rekey responder waits for traffic on the new SA or the old one's DELETE
 
 
-def expired(self: IkeService, spi: int, direction: Direction, hard: bool, remote: Endpoint | None = None) -> bool:
-    """A Child SA's lifetime: soft -> rekey it, hard -> delete it.  False if not ours.
+def _child_of_sa(self: IkeService, spi: int, direction: Direction, remote: Endpoint | None = None) -> ChildState | None:
+    """The installed Child SA one of whose SAs this is (its IKE SA still has it).
 
     An outbound SA is named by (spi, remote): two peers may have chosen the same SPI."""
     for state in self.children.values():
@@ -46,6 +46,18 @@ def expired(self: IkeService, spi: int, direction: Direction, hard: bool, remote
         sa = self._ike_sa(state.ike)
         if sa is None or not any(c.unique_id == state.unique_id for c in sa.children):
             continue
+        return state
+    return None
+
+
+def expired(self: IkeService, spi: int, direction: Direction, hard: bool, remote: Endpoint | None = None) -> bool:
+    """A Child SA's lifetime: soft -> rekey it, hard -> delete it.  False if not ours."""
+    state = self._child_of_sa(spi, direction, remote)
+    if state is not None and (sa := self._ike_sa(state.ike)) is not None:
+        if hard and any(c.deleting for c in sa.children if c.unique_id == state.unique_id):
+            # its other SA's EXPIRE came first (a time lifetime ends both at once): one DELETE
+            log.debug("%s: CHILD_SA %s is being deleted already", state.conn, state.child)
+            return True
         if hard:
             log.info("%s: CHILD_SA %s reached its hard limit; deleting", state.conn, state.child)
             sa.delete_child(state.unique_id, DownReason.EXPIRED)

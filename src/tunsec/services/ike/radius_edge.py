@@ -184,6 +184,27 @@ def _acct_child_down(self: IkeService, state: ChildState) -> None:
                                    ACCT_REREAD if lingers else 0.0)
 
 
+def _acct_expired(self: IkeService, msg: pipe.Expire) -> None:
+    """An EXPIRE with the SA's counters (the worker's LIFETIME_CURRENT), before the service acts on it:
+    a hard one's are final (the worker deleted the SA, or counts nothing more on it), and reach
+    the session as its final DUMP would have read them (Accounting.expired)."""
+    if self.accounting is None or msg.current is None:
+        return
+    state = self._child_of_sa(msg.spi, msg.direction, msg.remote)
+    owner = None if state is None else (state.ike, ChildRef(state.spi_in, state.spi_out, state.remote))
+    self.accounting.expired(msg.direction, msg.spi, msg.remote, msg.current.bytes, msg.current.packets, owner)
+
+
+def _acct_usage(self: IkeService, handle: int | None) -> dict[str, int] | None:
+    """The IKE SA's accounted usage for ``tunsec status`` (as its next record carries it), if accounted."""
+    usage = self.accounting.usage(handle) if self.accounting is not None and handle is not None else None
+    if usage is None:
+        return None
+    # by hand, not dataclasses.asdict: see the note on tuple free lists in dataplane/pipe/decoding.py
+    return {"octets_in": usage.octets_in, "octets_out": usage.octets_out, "packets_in": usage.packets_in,
+            "packets_out": usage.packets_out}
+
+
 def _acct_stop(self: IkeService, sa: IkeSa, reason: DownReason) -> None:
     handle = self._ike_handles.get(sa)
     if handle is not None:

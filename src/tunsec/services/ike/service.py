@@ -533,6 +533,7 @@ class IkeService(Service):
                 self.spi_pool.larval_expired(msg.spi)
                 return True
             case pipe.Expire():
+                self._acct_expired(msg)   # its counters first: a hard EXPIRE deletes the Child SA
                 return self.expired(msg.spi, msg.direction, msg.hard, msg.remote)
             case pipe.InvalidSpi():
                 return self.invalid_spi(msg.spi, msg.remote)   # True: it logged the notify it sent
@@ -552,7 +553,7 @@ class IkeService(Service):
 
     def ike_sas(self) -> list[dict[str, Any]]:
         return _status.ike_sas(self.endpoint.sas, self.ike_up, self.children.values(), self._ike_handles.get,
-                               self._ike_sa)
+                               self._ike_sa, self._acct_usage)
 
     def leases(self) -> list[dict[str, Any]]:
         """Virtual IP leases for ``tunsec status``: pool, address, identity, online or offline."""
@@ -561,6 +562,7 @@ class IkeService(Service):
     # --- defined in the package's modules, one concern each (see their docstrings) ---------------
     # installs.py
     expired = installs.expired
+    _child_of_sa = installs._child_of_sa
     _delete_sa = installs._delete_sa
     _endpoint = installs._endpoint
     _child_registered = installs._child_registered
@@ -600,6 +602,8 @@ class IkeService(Service):
     acct_observe = radius_edge._acct_observe
     _acct_start = radius_edge._acct_start
     _acct_child_down = radius_edge._acct_child_down
+    _acct_expired = radius_edge._acct_expired
+    _acct_usage = radius_edge._acct_usage
     _acct_stop = radius_edge._acct_stop
     # mobility.py
     _watch_addresses = mobility._watch_addresses
