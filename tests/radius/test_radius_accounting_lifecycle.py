@@ -197,7 +197,7 @@ def test_the_servers_interim_interval_is_bounded_below_and_above() -> None:
 
 
 def test_new_records_pass_a_dead_server_by_and_one_record_tries_it_again_after_the_hold() -> None:
-    """Five Starts go to the first server before anyone knows it is dead: each waits out its
+    """Five Starts go to the first server (a primary: preference 200) before anyone knows it is dead: each waits out its
     retransmissions there, then the second server takes it. The ten after them go straight to
     the second server. Once DEAD_HOLD has passed (a fake clock) one record tries the first again
     while the others still pass it by; once it answers again, it is the first server again."""
@@ -206,7 +206,7 @@ def test_new_records_pass_a_dead_server_by_and_one_record_tries_it_again_after_t
         good, good_port = await serve("answer")
         now = [0.0]
         worker = Worker()
-        acct = Accounting(settings(dead_port, good_port, timeout=0.2), worker.dump, worker.children,
+        acct = Accounting(settings(dead_port, good_port, timeout=0.2, primary=200), worker.dump, worker.children,
                           clock=lambda: now[0])
         seen = []
         for k in range(5):

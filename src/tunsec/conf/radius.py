@@ -10,6 +10,8 @@ them in its one config file, with the same key names::
           secret = "shared secret"
           auth_port = 1812
           acct_port = 1813         # RADIUS accounting (RFC 2866), with accounting = yes
+          preference = 0           # the higher, the sooner tried (strongSwan's; -1000..1000)
+          sockets = 1              # requests under way it takes before an equal one is preferred
         }
       }
       nas_identifier = tunsec
@@ -21,8 +23,11 @@ them in its one config file, with the same key names::
       retransmit_tries = 4
     }
 
-Servers are tried in the order written. One that left a request unanswered is tried last for
-30 s (authentication and accounting each keep their port's health), then one request probes it.
+A new request tries the server of the highest preference first; of equal ones, the one with
+the smaller share of its ``sockets`` under way (load sharing), then the one written first (as
+strongSwan, but for the tie, which it leaves to chance): :mod:`tunsec.radius.health`. One that
+left a request unanswered is tried last for 30 s (authentication and accounting each keep
+their port's health), then one request probes it.
 
 The result is a :class:`~tunsec.radius.settings.RadiusSettings`, which the IKE service hands
 to its RADIUS client as it is.
@@ -42,6 +47,19 @@ __all__ = ["radius_warnings", "read_radius"]
 _parse_timeout = float_range(0.05, 60, "a number of seconds")
 _parse_base = float_range(1, 10, "a number")
 _parse_tries = int_range(0, 20, "a number of retransmissions")
+_preference_magnitude = int_range(0, 1000, "a preference (-1000..1000)")
+
+
+def _parse_preference(text: str) -> int:
+    # signed, as strongSwan's: a negative one makes a server the last resort
+    value = text.strip()
+    if value.startswith("-"):
+        return -_preference_magnitude(value[1:])
+    return _preference_magnitude(value)
+
+
+# a server port takes 256 requests under way (one octet of identifiers): more sockets weigh nothing
+_parse_sockets = int_range(1, 256, "a number of sockets")
 MAX_SERVERS = 16
 MIN_INTERVAL, MAX_INTERVAL = 10, 7 * 86400   # an Interim-Update per IKE SA more often floods the server
 
@@ -67,10 +85,12 @@ def _read_server(sub: Section, issues: list[ConfigIssue]) -> RadiusServer | None
     secret = r.require("secret", _parse_secret)
     port = r.get("auth_port", parse_port, AUTH_PORT)
     acct_port = r.get("acct_port", parse_port, ACCT_PORT)
+    preference = r.get("preference", _parse_preference, 0)
+    sockets = r.get("sockets", _parse_sockets, 1)
     r.finish()
     if address is None or secret is None:
         return None
-    return RadiusServer(sub.name, address, secret, port, acct_port)
+    return RadiusServer(sub.name, address, secret, port, acct_port, preference, sockets)
 
 
 def _parse_interval(text: str) -> int:

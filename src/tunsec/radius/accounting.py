@@ -64,7 +64,8 @@ SAMPLE_EVERY seconds a DUMP refreshes ``seen`` for all sessions, and so does eve
   (INBOUND_LINGER) after it is read again (``reread`` of :meth:`Accounting.child_down`: the
   packets in flight arrive within a round trip, the reread comes a second later).
 
-Each request goes to the servers' ``acct_port`` in the configured order, retransmitted as
+Each request goes to the servers' ``acct_port`` by preference and load (strongSwan's choice,
+:mod:`tunsec.radius.health`), retransmitted as
 Access-Requests are (``retransmit_timeout``/``_base``/``_tries``), the next server only if one
 does not answer; an Accounting-Response counts only once its Response Authenticator verifies.
 A server whose accounting port left a request unanswered is passed by for DEAD_HOLD seconds, as
@@ -547,7 +548,7 @@ class Accounting:
             return
         why = "no RADIUS server configured"
         configured = self.settings.servers
-        with contextlib.closing(in_order(configured, self._health)) as servers:
+        with contextlib.closing(in_order(configured, self._health, lambda s: self._link(s).under_way)) as servers:
             for tried, server in enumerate(servers, 1):
                 def build(ident: int, server: RadiusServer = server) -> Any:
                     if isinstance(record, NasRecord):

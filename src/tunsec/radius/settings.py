@@ -22,6 +22,11 @@ class RadiusServer:
     secret: Secret = field(repr=False)
     auth_port: int = AUTH_PORT
     acct_port: int = ACCT_PORT
+    # strongSwan's servers.NAME.preference and .sockets: which server a new request tries first
+    # (tunsec.radius.health.score): the higher preference, then the fewer requests under way
+    # of ``sockets``
+    preference: int = 0
+    sockets: int = 1
 
     def __str__(self) -> str:
         return self.at(self.auth_port)
@@ -37,9 +42,9 @@ class RadiusServer:
 
 @dataclass(frozen=True)
 class RadiusSettings:
-    """``radius { }``: the servers, tried in the order written (the next one only for a new
-    conversation when one does not answer; one that did not answer lately goes last:
-    :mod:`tunsec.radius.health`), and the retransmission of requests: the first
+    """``radius { }``: the servers, tried by preference and load, the one written first on a
+    tie (the next one only for a new conversation when one does not answer; one that did not
+    answer lately goes last: :mod:`tunsec.radius.health`), and the retransmission of requests: the first
     after ``retransmit_timeout`` seconds, each wait ``retransmit_base`` times the one before,
     ``retransmit_tries`` retransmissions (strongSwan's eap-radius keys and defaults).
 
