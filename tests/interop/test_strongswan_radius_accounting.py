@@ -63,6 +63,18 @@ def records_of(radius: FreeRadius, status: str) -> list[dict[str, str]]:
     return [r for r in radius.accounting_records() if r.get("Acct-Status-Type") == status]
 
 
+def reload_accounting(gateway: TunsecIke, on: bool) -> None:
+    """``tunsec reload`` of the gateway's config with ``accounting = yes`` or ``no``."""
+    gateway.write(accounting=on)
+    # tunsec reads the config and its key as its own user now (it dropped root after starting)
+    gid = grp.getgrnam("tunsec").gr_gid
+    for path in [gateway.dir, *gateway.dir.rglob("*")]:
+        os.chown(path, -1, gid)
+        path.chmod(path.stat().st_mode | (0o050 if path.is_dir() else 0o040))
+    reload = gateway.cli("reload")
+    assert reload.returncode == 0, f"{reload.stdout}{reload.stderr}\n{gateway.log_tail()}"
+
+
 def test_freeradius_logs_start_and_stop_with_user_address_session_and_the_pings_bytes(
         topo: TwoHosts, pki: Pki) -> None:
     gateway, client, radius = setup(topo, pki)
@@ -139,14 +151,7 @@ def test_a_reload_that_turns_accounting_off_stops_the_session_with_admin_reset_t
     sa = gateway.wait_established()
     assert wait_until(lambda: bool(records_of(radius, "Start")), 10), \
         f"no Accounting Start at FreeRADIUS:\n{radius.log_text()[-3000:]}\ntunsec:\n{gateway.log_tail()}"
-    gateway.write(accounting=False)
-    # tunsec reads the config and its key as its own user now (it dropped root after starting)
-    gid = grp.getgrnam("tunsec").gr_gid
-    for path in [gateway.dir, *gateway.dir.rglob("*")]:
-        os.chown(path, -1, gid)
-        path.chmod(path.stat().st_mode | (0o050 if path.is_dir() else 0o040))
-    reload = gateway.cli("reload")
-    assert reload.returncode == 0, f"{reload.stdout}{reload.stderr}\n{gateway.log_tail()}"
+    reload_accounting(gateway, False)
     assert wait_until(lambda: bool(records_of(radius, "Accounting-Off")), 10), \
         f"no Accounting-Off at FreeRADIUS:\n{radius.log_text()[-3000:]}\ntunsec:\n{gateway.log_tail()}"
     statuses = [rec["Acct-Status-Type"] for rec in radius.accounting_records()]
@@ -156,6 +161,51 @@ def test_a_reload_that_turns_accounting_off_stops_the_session_with_admin_reset_t
     (still,) = gateway.established()
     assert (still["spi_i"], still["spi_r"]) == (sa["spi_i"], sa["spi_r"]), still   # the IKE SA was not touched
     assert "accounting" not in gateway.status()["radius"], gateway.status()["radius"]
+
+
+def test_a_reload_that_turns_accounting_off_then_on_again_starts_a_new_session_for_the_ike_sa_still_up(
+        topo: TwoHosts, pki: Pki) -> None:
+    """Off: the session's Stop (Admin-Reset) and the Accounting-Off; on again: an Accounting-On
+    after that Off, then a Start for the IKE SA that stayed up, a new session (its own
+    Acct-Session-Id) with the same user, address and the Access-Accept's Class; its Stop counts
+    the traffic from that Start on."""
+    gateway, client, radius = setup(topo, pki)
+    r = client.initiate()
+    assert r.returncode == 0, f"swanctl --initiate: {r.stdout[-3000:]}{r.stderr}\ntunsec:\n{gateway.log_tail()}"
+    sa = gateway.wait_established()
+    assert wait_until(lambda: bool(records_of(radius, "Start")), 10), \
+        f"no Accounting Start at FreeRADIUS:\n{radius.log_text()[-3000:]}\ntunsec:\n{gateway.log_tail()}"
+    assert topo.wait_ping(topo.b, topo.a.inner4, src=VIP, timeout=10)   # usage of the first session
+    reload_accounting(gateway, False)
+    assert wait_until(lambda: bool(records_of(radius, "Accounting-Off")), 10), \
+        f"no Accounting-Off at FreeRADIUS:\n{radius.log_text()[-3000:]}\ntunsec:\n{gateway.log_tail()}"
+    reload_accounting(gateway, True)
+    assert wait_until(lambda: len(records_of(radius, "Start")) == 2, 10), \
+        f"no second Start at FreeRADIUS:\n{radius.log_text()[-3000:]}\ntunsec:\n{gateway.log_tail()}"
+    (still,) = gateway.established()
+    assert (still["spi_i"], still["spi_r"]) == (sa["spi_i"], sa["spi_r"]), still   # up all along
+    assert topo.ping(topo.b, topo.a.inner4, count=PINGS, src=VIP)
+    client.swanctl_ok("--terminate", "--ike", CONN)
+    assert wait_until(lambda: len(records_of(radius, "Stop")) == 2, 10), \
+        f"no second Stop at FreeRADIUS:\n{radius.log_text()[-3000:]}\ntunsec:\n{gateway.log_tail()}"
+
+    statuses = [rec["Acct-Status-Type"] for rec in radius.accounting_records()]
+    assert statuses == ["Accounting-On", "Start", "Stop", "Accounting-Off", "Accounting-On", "Start", "Stop"], \
+        statuses
+    (first, again), (reset, ended) = records_of(radius, "Start"), records_of(radius, "Stop")
+    assert reset["Acct-Session-Id"] == first["Acct-Session-Id"] and reset["Acct-Terminate-Cause"] == "Admin-Reset"
+    assert int(reset["Acct-Input-Octets"]) >= ECHO, reset   # the first wait_ping's echo, before the reload
+    assert again["Acct-Session-Id"] not in (first["Acct-Session-Id"], "")
+    for record in (again, ended):
+        assert (record["User-Name"], record["Framed-IP-Address"], record["Class"]) == (USER, VIP, CLASS), record
+        assert record["Calling-Station-Id"] == f"{topo.b.outer4}[4500]", record
+    assert ended["Acct-Session-Id"] == again["Acct-Session-Id"], ended
+    assert ended["Acct-Terminate-Cause"] == "User-Request", ended
+    # from the second Start on: the PINGS echoes each way, not the first session's traffic too
+    assert PINGS * ECHO <= int(ended["Acct-Input-Octets"]) < int(reset["Acct-Input-Octets"]) + PINGS * ECHO, ended
+    assert int(ended["Acct-Output-Packets"]) >= PINGS, ended
+    ons = records_of(radius, "Accounting-On")
+    assert ons[0]["Acct-Session-Id"] != ons[1]["Acct-Session-Id"], ons   # another run
 
 
 def test_the_stop_after_a_worker_restart_still_counts_the_traffic_before_it(topo: TwoHosts, pki: Pki) -> None:
