@@ -77,9 +77,19 @@ the EAP relay passes a dead authentication port by (one model: :mod:`tunsec.radi
 records go to the next server at once instead of each waiting out a full retransmission round
 first, the ones already sent to it keep their retransmissions, then one record probes it again;
 with every server dead a record still tries them all (the dead last) rather than being lost at once.
-A record no server takes is counted (``failed``) and logged: accounting never blocks, fails or
-closes an IKE SA (strongSwan's ``accounting_close_on_timeout`` is not offered). The records of
-one session go out one after the other, so a server sees Start before Interim and Stop.
+A record no server takes is counted (``failed``) and logged; accounting never blocks or fails an
+IKE SA, but with ``accounting_close_on_timeout`` (strongSwan's key, default yes) a session whose
+Start or Interim-Update no server took has its IKE SA closed, its Stop saying NAS-Error, as
+strongSwan's eap_radius_handle_timeout deletes it (strongSwan closes on a lost Start whatever
+the key says, and sends User-Request). The records of one session go out one after the other,
+so a server sees Start before Interim and Stop.
+
+Acct-Terminate-Cause (:func:`cause_of`): strongSwan sends User-Request unless an alert said
+otherwise: Session-Timeout for ALERT_IKE_SA_EXPIRED, Lost-Service for
+ALERT_RETRANSMIT_SEND_TIMEOUT (a request, DPD's included, unanswered after its retransmissions).
+tunsec sends the same three, and tells apart what strongSwan calls User-Request too: Admin-Reset
+(deleted here: terminate, a reload), NAS-Request (replaced by a new IKE SA of the client),
+NAS-Reboot (shutdown), NAS-Error (accounting_close_on_timeout).
 """
 
 from __future__ import annotations
@@ -138,6 +148,7 @@ class Cause(IntEnum):
     LOST_SERVICE = 3  # the client stopped answering (DPD, retransmissions)
     SESSION_TIMEOUT = 5  # its lifetime ran out
     ADMIN_RESET = 6  # deleted here (tunsec terminate, a reload)
+    NAS_ERROR = 9  # no RADIUS server took its Start or Interim-Update (accounting_close_on_timeout)
     NAS_REQUEST = 10  # replaced (unique = replace, a duplicate)
     NAS_REBOOT = 11  # tunsec shuts down
 
@@ -242,6 +253,8 @@ class _Session:
     timer: asyncio.TimerHandle | None = None  # the next Interim-Update
     interval: float | None = None  # the Access-Accept's Acct-Interim-Interval (bounded), over the config's
     base: Usage = field(default_factory=Usage)  # what the Child SAs had carried before the Start (midway)
+    # the Acct-Terminate-Cause accounting itself gave it: its IKE SA closed for a lost record
+    ended_for: Cause | None = None
 
     def absorb(self, refs: Sequence[ChildRef], index: SaIndex) -> None:
         """What a DUMP shows of the session's Child SAs ``refs`` (installed now: a Child SA reported
@@ -280,8 +293,11 @@ class Accounting:
     session's IKE SA has installed now (not the ones reported gone)."""
 
     def __init__(self, settings: RadiusSettings, dump: Dump, children: Children, *,
-                 clock: Callable[[], float] = time.monotonic, prefix: int | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, prefix: int | None = None,
+                 close: Callable[[Hashable], None] | None = None) -> None:
         self.settings = settings
+        # deletes a session's IKE SA (accounting_close_on_timeout); None: nothing is closed
+        self._close_session = close
         self.stats = AccountingStats()
         self._dump = dump
         self._children = children
@@ -360,7 +376,7 @@ class Accounting:
             if midway:   # the counters as the Start goes out are the session's zero
                 s.base = await self._usage(s, key, fresh=True)
             return start
-        self._record(s, record)
+        self._record(s, record, key)
         self._arm(key, s)
         if self._refresher is None:
             self._refresher = asyncio.get_running_loop().call_later(SAMPLE_EVERY, self._refresh)
@@ -393,6 +409,7 @@ class Accounting:
         s = self._sessions.pop(key, None)
         if s is None:
             return
+        cause = s.ended_for or cause
         if s.timer is not None:
             s.timer.cancel()
             s.timer = None
@@ -509,16 +526,30 @@ class Accounting:
                      value, user[:64], bounded, MIN_SERVER_INTERVAL, MAX_SERVER_INTERVAL)
         return float(bounded)
 
-    def _record(self, s: _Session, record: Callable[[], Awaitable[AcctRecord]]) -> None:
+    def _record(self, s: _Session, record: Callable[[], Awaitable[AcctRecord]], key: Hashable = None) -> None:
         """Make and send a record after the session's previous one (its first: the Accounting-On)
-        is answered or given up."""
+        is answered or given up. ``key``: the session's, for a Start or Interim-Update whose loss
+        closes its IKE SA (accounting_close_on_timeout)."""
         before = s.last if s.last is not None else self._on
 
         async def send() -> None:
             if before is not None:
                 await asyncio.wait([before])
-            await self._send(await record())
+            if not await self._send(await record()) and key is not None:
+                self._lost_session(key, s)
         s.last = self._spawn(send())
+
+    def _lost_session(self, key: Hashable, s: _Session) -> None:
+        """No server took the session's Start or Interim-Update: with accounting_close_on_timeout
+        (strongSwan's, default yes) its IKE SA is deleted, as strongSwan's eap_radius_handle_timeout
+        does: a session the servers do not account is not served. Its Stop says NAS-Error."""
+        if (not self.settings.accounting_close_on_timeout or self._close_session is None or self._closed
+                or self._sessions.get(key) is not s):
+            return
+        s.ended_for = Cause.NAS_ERROR
+        log.warning("RADIUS accounting: no server took a record of session %s (user %r): its IKE SA is "
+                    "closed (accounting_close_on_timeout)", s.sid, s.user[:64])
+        self._close_session(key)
 
     def _arm(self, key: Hashable, s: _Session) -> None:
         interval = s.interval or self.settings.accounting_interval
@@ -538,7 +569,7 @@ class Accounting:
 
         async def record() -> AcctRecord:
             return self._build(s, ACCT_INTERIM, await self._usage(s, key, fresh=False))
-        self._record(s, record)
+        self._record(s, record, key)
         self._arm(key, s)
 
     async def _usage(self, s: _Session, key: Hashable, fresh: bool) -> Usage:
@@ -556,11 +587,11 @@ class Accounting:
                 s.absorb(self._children(key), index)
         return s.total()
 
-    async def _send(self, record: AcctRecord) -> None:
-        """To the first server that answers, by preference and load, the dead ones last; never
-        raises (accounting must not hurt the IKE SA)."""
+    async def _send(self, record: AcctRecord) -> bool:
+        """To the first server that answers, by preference and load, the dead ones last: whether
+        one did (or there was nothing to send: closed); never raises."""
         if self._closed:
-            return
+            return True
         why = "no RADIUS server configured"
         configured = self.settings.servers
         with contextlib.closing(in_order(configured, self._health, lambda s: self._link(s).under_way)) as servers:
@@ -575,11 +606,12 @@ class Accounting:
                 may_skip = not was_passed_by and tried < len(configured)
                 failed = await self._exchange(server, record, functools.partial(_found_dead, health, may_skip))
                 if failed is None:
-                    return
+                    return True
                 why = failed
                 if (held := self._failover_log.admit()) is not None:
                     log.warning("RADIUS accounting: %s%s", why, suffix(held))
         self._lost(record, why)
+        return False
 
     async def _send_to(self, server: RadiusServer, record: NasRecord) -> None:
         """An Accounting-On or -Off to one server (each server may hold sessions of this NAS:

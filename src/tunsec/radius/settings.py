@@ -50,7 +50,9 @@ class RadiusSettings:
 
     ``accounting``: RADIUS accounting (RFC 2866) of the IKE SAs eap-radius authenticated, with
     an Interim-Update every ``accounting_interval`` seconds (0: none) unless the Access-Accept
-    says otherwise, as strongSwan's ``accounting`` and ``accounting_interval``."""
+    says otherwise, as strongSwan's ``accounting`` and ``accounting_interval``;
+    ``accounting_close_on_timeout``: an IKE SA whose Start or Interim-Update no server takes is
+    closed (strongSwan's key and default)."""
 
     servers: tuple[RadiusServer, ...] = ()
     nas_identifier: str = "tunsec"
@@ -59,6 +61,7 @@ class RadiusSettings:
     retransmit_tries: int = 4
     accounting: bool = False
     accounting_interval: float = 0
+    accounting_close_on_timeout: bool = True
 
     def wait(self, attempt: int) -> float:
         """Seconds to wait for an answer after send number ``attempt`` (0 = the first send)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import logging
 import time
@@ -113,7 +114,17 @@ def _acct_configure(self: IkeService, settings: RadiusSettings | None) -> None:
     elif self.accounting is not None:
         self.accounting.reconfigure(settings)
     else:
-        self.accounting = Accounting(settings, self._acct_dump, self._acct_children)
+        self.accounting = Accounting(settings, self._acct_dump, self._acct_children,
+                                     close=functools.partial(_acct_close, self))
+
+
+def _acct_close(self: IkeService, handle: Hashable) -> None:
+    """accounting_close_on_timeout: no RADIUS server took the session's Start or Interim-Update;
+    its IKE SA is deleted (the peer is told), as strongSwan does."""
+    sa = self._ike_sa(handle) if isinstance(handle, int) else None
+    if sa is not None and not sa.is_closed:
+        sa.delete(time.monotonic())
+        self._pump()
 
 
 def _acct_open(self: IkeService) -> None:
