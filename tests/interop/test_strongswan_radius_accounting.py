@@ -47,11 +47,18 @@ def topo() -> Iterator[TwoHosts]:
         yield t
 
 
-def setup(topo: TwoHosts, pki: Pki) -> tuple[TunsecIke, Charon, FreeRadius]:
+# the gateway's DPD: a liveness check after 1 s without traffic, given up 1 s later
+DPD_CONN = "    dpd_delay = 1s\n"
+FAST_IKE = "  retransmit_timeout = 0.5\n  retransmit_base = 1.0\n  retransmit_tries = 1\n"
+
+
+def setup(topo: TwoHosts, pki: Pki, dpd: bool = False) -> tuple[TunsecIke, Charon, FreeRadius]:
     radius = FreeRadius(topo, topo.a, RADIUS_SECRET, {USER: PASSWORD}, {USER: f"Class := {CLASS}"})
     radius.start()
     gateway = TunsecIke(topo, GatewayConn(topo.a, topo.b, method="eap-radius", pools=(Pool("rw4", POOL),),
-                                          radius_secret=RADIUS_SECRET, accounting=True), pki=pki)
+                                          radius_secret=RADIUS_SECRET, accounting=True,
+                                          extra_conn=DPD_CONN if dpd else ""),
+                        pki=pki, tunsec_extra=FAST_IKE if dpd else "")
     client = Charon(topo, RoadWarriorConn(topo.b, topo.a, method="eap-mschapv2", eap_user=USER, psk=PASSWORD,
                                           vips=("0.0.0.0",)), pki=pki)
     client.start()
@@ -206,6 +213,29 @@ def test_a_reload_that_turns_accounting_off_then_on_again_starts_a_new_session_f
     assert int(ended["Acct-Output-Packets"]) >= PINGS, ended
     ons = records_of(radius, "Accounting-On")
     assert ons[0]["Acct-Session-Id"] != ons[1]["Acct-Session-Id"], ons   # another run
+
+
+def test_a_client_that_stops_answering_is_closed_by_dpd_and_its_stop_says_lost_service(
+        topo: TwoHosts, pki: Pki) -> None:
+    """The client's namespace drops everything it sends (it is gone, no DELETE): the gateway's
+    DPD gives the IKE SA up and the Stop says Lost-Service, as strongSwan's eap-radius sends for
+    ALERT_RETRANSMIT_SEND_TIMEOUT (not Idle-Timeout nor Lost-Carrier)."""
+    gateway, client, radius = setup(topo, pki, dpd=True)
+    r = client.initiate()
+    assert r.returncode == 0, f"swanctl --initiate: {r.stdout[-3000:]}{r.stderr}\ntunsec:\n{gateway.log_tail()}"
+    gateway.wait_established()
+    assert wait_until(lambda: bool(records_of(radius, "Start")), 10), \
+        f"no Accounting Start at FreeRADIUS:\n{radius.log_text()[-3000:]}\ntunsec:\n{gateway.log_tail()}"
+    table = "gone"
+    for rule in (["add", "table", "inet", table],
+                 ["add", "chain", "inet", table, "out", "{ type filter hook output priority 0 ; policy drop ; }"]):
+        topo.run(topo.b, ["nft", *rule], check=True)
+    assert wait_until(lambda: bool(records_of(radius, "Stop")), 15), \
+        f"no Accounting Stop at FreeRADIUS:\n{radius.log_text()[-3000:]}\ntunsec:\n{gateway.log_tail()}"
+    (start,), (stop,) = records_of(radius, "Start"), records_of(radius, "Stop")
+    assert stop["Acct-Session-Id"] == start["Acct-Session-Id"], stop
+    assert stop["Acct-Terminate-Cause"] == "Lost-Service", stop
+    assert not gateway.established()
 
 
 def test_the_stop_after_a_worker_restart_still_counts_the_traffic_before_it(topo: TwoHosts, pki: Pki) -> None:
