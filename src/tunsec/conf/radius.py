@@ -19,6 +19,7 @@ them in its one config file, with the same key names::
       accounting_interval = 0      # an Interim-Update every so long (30s, 5m, ...); 0: none; an
                                    # Access-Accept's Acct-Interim-Interval (60s..7d) wins
       accounting_close_on_timeout = yes  # close an IKE SA whose Start or Interim-Update no server took
+      accounting_requires_vip = no # account only IKE SAs that got a virtual IP
       retransmit_timeout = 2.0     # seconds until the first retransmission
       retransmit_base = 1.4
       retransmit_tries = 4
@@ -111,6 +112,7 @@ def read_radius(section: Section, issues: list[ConfigIssue]) -> RadiusSettings:
     accounting = r.get("accounting", parse_bool, d.accounting)
     interval = r.get("accounting_interval", _parse_interval, d.accounting_interval)
     close_on_timeout = r.get("accounting_close_on_timeout", parse_bool, d.accounting_close_on_timeout)
+    requires_vip = r.get("accounting_requires_vip", parse_bool, d.accounting_requires_vip)
     servers_section = r.subsection("servers")
     r.finish()
     servers: list[RadiusServer] = []
@@ -136,7 +138,7 @@ def read_radius(section: Section, issues: list[ConfigIssue]) -> RadiusSettings:
         r.error("accounting_interval", "Interim-Updates are part of accounting: set accounting = yes too "
                 "(or remove accounting_interval)")
     return RadiusSettings(tuple(servers), nas_identifier, timeout, base, tries, accounting, interval,
-                          close_on_timeout)
+                          close_on_timeout, requires_vip)
 
 
 def radius_warnings(section: Section, settings: RadiusSettings, half_open_timeout: float) -> list[ConfigIssue]:

@@ -52,7 +52,8 @@ class RadiusSettings:
     an Interim-Update every ``accounting_interval`` seconds (0: none) unless the Access-Accept
     says otherwise, as strongSwan's ``accounting`` and ``accounting_interval``;
     ``accounting_close_on_timeout``: an IKE SA whose Start or Interim-Update no server takes is
-    closed (strongSwan's key and default)."""
+    closed (strongSwan's key and default); ``accounting_requires_vip``: only IKE SAs that got a
+    virtual IP are accounted (strongSwan's, default no)."""
 
     servers: tuple[RadiusServer, ...] = ()
     nas_identifier: str = "tunsec"
@@ -62,6 +63,7 @@ class RadiusSettings:
     accounting: bool = False
     accounting_interval: float = 0
     accounting_close_on_timeout: bool = True
+    accounting_requires_vip: bool = False
 
     def wait(self, attempt: int) -> float:
         """Seconds to wait for an answer after send number ``attempt`` (0 = the first send)."""

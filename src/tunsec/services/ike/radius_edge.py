@@ -177,8 +177,8 @@ def _acct_start(self: IkeService, sa: IkeSa, ev: IkeSaUp, midway: bool = False) 
     handle = self._ike_handle(sa)
     if not midway and self.radius is not None:
         self.acct_accepted[handle] = self.radius.take_accepted(sa)
-    if self.accounting is None:
-        return
+    if self.accounting is None or (self.accounting.settings.accounting_requires_vip and not ev.peer_vips):
+        return   # (strongSwan's accounting_requires_vip: no Start, so no Stop either)
     station = _station_of(self, self.accounting.settings.nas_identifier, sa, ev.remote_addr, ev.local_port, ev.name)
     accepted = self.acct_accepted.get(handle, Accepted())
     self.accounting.start(handle, str(ev.remote_id), station, [str(a) for a in ev.peer_vips],
