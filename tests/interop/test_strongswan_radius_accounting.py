@@ -6,7 +6,9 @@ same session, with the EAP identity, the leased address, the attributes strongSw
 eap-radius sends, and in the Stop at least the bytes and packets the ping carried each way;
 the Class of the Access-Accept in both. When the gateway stops instead, the Stop says
 NAS-Reboot and an Accounting-Off follows it. When the gateway's worker dies and is restarted,
-the Stop still counts the traffic from before.
+the Stop still counts the traffic from before. A reload that turns accounting off and on again
+stops the session (Admin-Reset) and starts a new one for the IKE SA still up; a client that
+stops answering is closed by DPD and its Stop says Lost-Service.
 """
 
 from __future__ import annotations
