@@ -4,12 +4,14 @@ strongSwan's eap-radius plugin does it with ``accounting = yes``.
 The IKE service feeds it events; it owns no IKE state:
 
 - :meth:`Accounting.open`: accounting begins (the service starts, or a reload turns it on): an
-  Accounting-On (RFC 2866 §5.1) goes out; every session's first record waits until it is
-  answered or given up, so a server never sees it after a Start (it may close the NAS's open
-  sessions when it gets one). A run a reload turned on while the run an earlier reload turned
-  off is still sending its Stops and Off (:meth:`Accounting.retire`) sends its On only once that
-  one has ended (answered, or its deadline passed): an old Off after the new On would make the
-  server close the sessions the new run just started.
+  Accounting-On (RFC 2866 §5.1) goes to every server (each may get sessions: the load is
+  shared); a session's record to a server waits until that server's On is answered or given
+  up, so a server never sees it after a Start (it may close the NAS's open sessions when it
+  gets one), and a dead server's On holds no record to another. A run a reload turned on while
+  the run an earlier reload turned off is still sending its Stops and Off
+  (:meth:`Accounting.retire`) sends its On only once that one has ended (answered, or its
+  deadline passed): an old Off after the new On would make the server close the sessions the
+  new run just started.
 - :meth:`Accounting.start`: an IKE SA is up (the EAP identity, our and the client's endpoints,
   the virtual IPs leased to it), or was up when a reload turned accounting on (``midway``: its
   usage counts from this Start, a new session with a new Acct-Session-Id, as RFC 2866 pairs a
@@ -38,7 +40,9 @@ The IKE service feeds it events; it owns no IKE state:
   are in, an Accounting-Request Stop with Acct-Terminate-Cause and the totals goes out.
 - :meth:`Accounting.shutdown` (tunsec stops) and :meth:`Accounting.retire` (a reload turns
   accounting off, or removes the servers): a Stop for every session still open, then an
-  Accounting-Off once they are answered; all of it within a deadline, so a dead server never
+  Accounting-Off to every server at once once they are answered or given up (one after the
+  other, a server the Stops found silent would spend the deadline before the next got its
+  Off); all of it within a deadline, so a dead server never
   holds the gateway up at shutdown, nor a later run's Accounting-On after a reload (records still
   unanswered then are given up before the Off goes, so none is retransmitted after it).
   A reload that turns accounting off closes the books rather
@@ -70,7 +74,8 @@ SAMPLE_EVERY seconds a DUMP refreshes ``seen`` for all sessions, and so does eve
   (INBOUND_LINGER) after it is read again (``reread`` of :meth:`Accounting.child_down`: the
   packets in flight arrive within a round trip, the reread comes a second later).
 
-Each request goes to the servers' ``acct_port`` in the configured order, retransmitted as
+Each request goes to the servers' ``acct_port`` by preference and load (strongSwan's choice,
+:mod:`tunsec.radius.health`), retransmitted as
 Access-Requests are (``retransmit_timeout``/``_base``/``_tries``), the next server only if one
 does not answer; an Accounting-Response counts only once its Response Authenticator verifies.
 A server whose accounting port left a request unanswered is passed by for DEAD_HOLD seconds, as
@@ -78,15 +83,26 @@ the EAP relay passes a dead authentication port by (one model: :mod:`tunsec.radi
 records go to the next server at once instead of each waiting out a full retransmission round
 first, the ones already sent to it keep their retransmissions, then one record probes it again;
 with every server dead a record still tries them all (the dead last) rather than being lost at once.
-A record no server takes is counted (``failed``) and logged: accounting never blocks, fails or
-closes an IKE SA (strongSwan's ``accounting_close_on_timeout`` is not offered). The records of
-one session go out one after the other, so a server sees Start before Interim and Stop.
+A record no server takes is counted (``failed``) and logged; accounting never blocks or fails an
+IKE SA, but with ``accounting_close_on_timeout`` (strongSwan's key, default yes) a session whose
+Start or Interim-Update no server took has its IKE SA closed, its Stop saying NAS-Error, as
+strongSwan's eap_radius_handle_timeout deletes it (strongSwan closes on a lost Start whatever
+the key says, and sends User-Request). The records of one session go out one after the other,
+so a server sees Start before Interim and Stop.
+
+Acct-Terminate-Cause (:func:`cause_of`): strongSwan sends User-Request unless an alert said
+otherwise: Session-Timeout for ALERT_IKE_SA_EXPIRED, Lost-Service for
+ALERT_RETRANSMIT_SEND_TIMEOUT (a request, DPD's included, unanswered after its retransmissions).
+tunsec sends the same three, and tells apart what strongSwan calls User-Request too: Admin-Reset
+(deleted here: terminate, a reload), NAS-Request (replaced by a new IKE SA of the client),
+NAS-Reboot (shutdown), NAS-Error (accounting_close_on_timeout).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import time
@@ -141,6 +157,7 @@ class Cause(IntEnum):
     LOST_SERVICE = 3  # the client stopped answering (DPD, retransmissions)
     SESSION_TIMEOUT = 5  # its lifetime ran out
     ADMIN_RESET = 6  # deleted here (tunsec terminate, a reload)
+    NAS_ERROR = 9  # no RADIUS server took its Start or Interim-Update (accounting_close_on_timeout)
     NAS_REQUEST = 10  # replaced (unique = replace, a duplicate)
     NAS_REBOOT = 11  # tunsec shuts down
 
@@ -245,6 +262,8 @@ class _Session:
     timer: asyncio.TimerHandle | None = None  # the next Interim-Update
     interval: float | None = None  # the Access-Accept's Acct-Interim-Interval (bounded), over the config's
     base: Usage = field(default_factory=Usage)  # what the Child SAs had carried before the Start (midway)
+    # the Acct-Terminate-Cause accounting itself gave it: its IKE SA closed for a lost record
+    ended_for: Cause | None = None
 
     def absorb(self, refs: Sequence[ChildRef], index: SaIndex) -> None:
         """What a DUMP shows of the session's Child SAs ``refs`` (installed now: a Child SA reported
@@ -302,8 +321,11 @@ class Accounting:
     session's IKE SA has installed now (not the ones reported gone)."""
 
     def __init__(self, settings: RadiusSettings, dump: Dump, children: Children, *,
-                 clock: Callable[[], float] = time.monotonic, prefix: int | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, prefix: int | None = None,
+                 close: Callable[[Hashable], None] | None = None) -> None:
         self.settings = settings
+        # deletes a session's IKE SA (accounting_close_on_timeout); None: nothing is closed
+        self._close_session = close
         self.stats = AccountingStats()
         self._dump = dump
         self._children = children
@@ -322,7 +344,10 @@ class Accounting:
         self._recent: tuple[float, SaIndex] | None = None  # the last DUMP's answer, and when it was asked
         self._epoch = 0   # the worker's: one more with each restart (a DUMP of an older one is stale)
         self._refresher: asyncio.TimerHandle | None = None   # the next DUMP for all sessions (SAMPLE_EVERY)
-        self._on: asyncio.Task[None] | None = None   # the Accounting-On: the first record of each session waits for it
+        # the Accounting-On goes out once the runs still retiring have ended: the first record of
+        # each session waits for that; then, to each server, once its own On is answered or given up
+        self._on: asyncio.Task[None] | None = None
+        self._ons: dict[str, asyncio.Task[None]] = {}   # by server name
         self._nas_addresses: tuple[str, ...] = ()    # our IKE addresses, for the Accounting-On/-Off
         self._closed = False   # closed (shut down, retired, or the service closed it): sends nothing more
         self._ended = asyncio.Event()   # set by close(): a run opened after this one may send its On
@@ -359,7 +384,9 @@ class Accounting:
         async def on() -> None:
             for old in after:
                 await old.ended()
-            await self._send(self._nas_record(ACCT_ON))
+            record = self._nas_record(ACCT_ON)
+            for server in self.settings.servers:
+                self._ons[server.name] = self._spawn(self._send_to(server, record))
         self._on = self._spawn(on())
         return True
 
@@ -384,7 +411,7 @@ class Accounting:
             if midway:   # the counters as the Start goes out are the session's zero
                 s.base = await self._usage(s, key, fresh=True)
             return start
-        self._record(s, record)
+        self._record(s, record, key)
         self._arm(key, s)
         if self._refresher is None:
             self._refresher = asyncio.get_running_loop().call_later(SAMPLE_EVERY, self._refresh)
@@ -429,6 +456,7 @@ class Accounting:
         s = self._sessions.pop(key, None)
         if s is None:
             return
+        cause = s.ended_for or cause
         if s.timer is not None:
             s.timer.cancel()
             s.timer = None
@@ -522,8 +550,13 @@ class Accounting:
                 # given up: a retransmission of one (the On, a Stop) must not reach a server after the Off
                 task.cancel()
             if self._on is not None and not self._closed:   # nothing to end if accounting never began
-                off = self._spawn(self._send(self._nas_record(ACCT_OFF)))
-                await asyncio.wait([off], timeout=None if timeout is None else max(0.0, began + timeout - loop.time()))
+                # to every server at once: each may hold sessions of ours (the load is shared), and
+                # one after the other a dead one would spend the deadline before the next was tried
+                off = self._nas_record(ACCT_OFF)
+                offs = [self._spawn(self._send_to(server, off)) for server in self.settings.servers]
+                if offs:
+                    await asyncio.wait(offs, timeout=None if timeout is None
+                                       else max(0.0, began + timeout - loop.time()))
         finally:
             self.close()
 
@@ -565,16 +598,30 @@ class Accounting:
                      value, user[:64], bounded, MIN_SERVER_INTERVAL, MAX_SERVER_INTERVAL)
         return float(bounded)
 
-    def _record(self, s: _Session, record: Callable[[], Awaitable[AcctRecord]]) -> None:
+    def _record(self, s: _Session, record: Callable[[], Awaitable[AcctRecord]], key: Hashable = None) -> None:
         """Make and send a record after the session's previous one (its first: the Accounting-On)
-        is answered or given up."""
+        is answered or given up. ``key``: the session's, for a Start or Interim-Update whose loss
+        closes its IKE SA (accounting_close_on_timeout)."""
         before = s.last if s.last is not None else self._on
 
         async def send() -> None:
             if before is not None:
                 await asyncio.wait([before])
-            await self._send(await record())
+            if not await self._send(await record()) and key is not None:
+                self._lost_session(key, s)
         s.last = self._spawn(send())
+
+    def _lost_session(self, key: Hashable, s: _Session) -> None:
+        """No server took the session's Start or Interim-Update: with accounting_close_on_timeout
+        (strongSwan's, default yes) its IKE SA is deleted, as strongSwan's eap_radius_handle_timeout
+        does: a session the servers do not account is not served. Its Stop says NAS-Error."""
+        if (not self.settings.accounting_close_on_timeout or self._close_session is None or self._closed
+                or self._sessions.get(key) is not s):
+            return
+        s.ended_for = Cause.NAS_ERROR
+        log.warning("RADIUS accounting: no server took a record of session %s (user %r): its IKE SA is "
+                    "closed (accounting_close_on_timeout)", s.sid, s.user[:64])
+        self._close_session(key)
 
     def _arm(self, key: Hashable, s: _Session) -> None:
         interval = s.interval or self.settings.accounting_interval
@@ -594,7 +641,7 @@ class Accounting:
 
         async def record() -> AcctRecord:
             return self._build(s, ACCT_INTERIM, await self._usage(s, key, fresh=False))
-        self._record(s, record)
+        self._record(s, record, key)
         self._arm(key, s)
 
     async def _usage(self, s: _Session, key: Hashable, fresh: bool) -> Usage:
@@ -612,42 +659,66 @@ class Accounting:
                 s.absorb(self._children(key), index)
         return s.total()
 
-    async def _send(self, record: AcctRecord | NasRecord) -> None:
-        """To the first server that answers, the dead ones last; never raises (accounting must
-        not hurt the IKE SA)."""
+    async def _send(self, record: AcctRecord) -> bool:
+        """To the first server that answers, by preference and load, the dead ones last: whether
+        one did (or there was nothing to send: closed); never raises."""
         if self._closed:
-            return
+            return True
         why = "no RADIUS server configured"
         configured = self.settings.servers
-        with contextlib.closing(in_order(configured, self._health)) as servers:
+        with contextlib.closing(in_order(configured, self._health, lambda s: self._link(s).under_way)) as servers:
             for tried, server in enumerate(servers, 1):
-                def build(ident: int, server: RadiusServer = server) -> Any:
-                    if isinstance(record, NasRecord):
-                        return accounting_onoff(server.secret, ident, record)
-                    return accounting_request(server.secret, ident, record)
-                # at most IDS records per server under way, the rest wait their turn: the link says Busy
-                # beyond that, and a gateway's sessions send together (Interim timers armed in the same
-                # burst of clients, the Stops of a mass disconnect), which lost all but IDS of them
-                slots = self._slots.setdefault(server.name, asyncio.Semaphore(IDS))
                 health = self._health(server)
                 was_passed_by = health.passed_by()
-                try:
-                    async with slots:
-                        if not was_passed_by and health.passed_by() and tried < len(configured):
-                            # it went down while this record waited for a slot (the records before it
-                            # found it dead): the next server at once, as a record that came later;
-                            # each of a burst would otherwise wait out a retransmission round there
-                            continue
-                        await self._link(server).exchange(build)
-                except (Busy, NoAnswer) as exc:   # the link took note of the NoAnswer in its health
-                    why = str(exc)
-                except OSError as exc:
-                    why = f"cannot send to RADIUS server {self._link(server).label}: {exc.strerror or exc}"
-                else:
-                    self.stats.responses += 1
-                    return
+                on = self._ons.get(server.name)
+                if on is not None and not on.done():
+                    # this server's Accounting-On first (it may close the NAS's sessions on it)
+                    await asyncio.wait([on])
+                # it may be found dead while this record waits (not the last one: then try it anyway)
+                may_skip = not was_passed_by and tried < len(configured)
+                failed = await self._exchange(server, record, functools.partial(_found_dead, health, may_skip))
+                if failed is None:
+                    return True
+                why = failed
                 if (held := self._failover_log.admit()) is not None:
                     log.warning("RADIUS accounting: %s%s", why, suffix(held))
+        self._lost(record, why)
+        return False
+
+    async def _send_to(self, server: RadiusServer, record: NasRecord) -> None:
+        """An Accounting-On or -Off to one server (each server may hold sessions of this NAS:
+        the load is shared); never raises."""
+        if not self._closed and (why := await self._exchange(server, record)) is not None:
+            self._lost(record, why)
+
+    async def _exchange(self, server: RadiusServer, record: AcctRecord | NasRecord,
+                        skip: Callable[[], bool] = lambda: False) -> str | None:
+        """One record to one server: None once answered, else why not. ``skip``: asked once the
+        record has a slot, whether to give this server up untried."""
+        def build(ident: int) -> Any:
+            if isinstance(record, NasRecord):
+                return accounting_onoff(server.secret, ident, record)
+            return accounting_request(server.secret, ident, record)
+        # at most IDS records per server under way, the rest wait their turn: the link says Busy
+        # beyond that, and a gateway's sessions send together (Interim timers armed in the same
+        # burst of clients, the Stops of a mass disconnect), which lost all but IDS of them
+        slots = self._slots.setdefault(server.name, asyncio.Semaphore(IDS))
+        try:
+            async with slots:
+                if skip():
+                    # it went down while this record waited for a slot (the records before it
+                    # found it dead): the next server at once, as a record that came later;
+                    # each of a burst would otherwise wait out a retransmission round there
+                    return f"RADIUS server {self._link(server).label} found dead meanwhile"
+                await self._link(server).exchange(build)
+        except (Busy, NoAnswer) as exc:   # the link took note of the NoAnswer in its health
+            return str(exc)
+        except OSError as exc:
+            return f"cannot send to RADIUS server {self._link(server).label}: {exc.strerror or exc}"
+        self.stats.responses += 1
+        return None
+
+    def _lost(self, record: AcctRecord | NasRecord, why: str) -> None:
         self.stats.failed += 1
         if (held := self._lost_log.admit()) is not None:
             whose = f"user {record.user[:64]!r}" if isinstance(record, AcctRecord) else "the NAS"
@@ -718,6 +789,10 @@ class Accounting:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+
+def _found_dead(health: ServerHealth, may_skip: bool) -> bool:
+    return may_skip and health.passed_by()
 
 
 _STATUS = {ACCT_START: "Start", ACCT_STOP: "Stop", ACCT_INTERIM: "Interim-Update", ACCT_ON: "Accounting-On",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import logging
 import time
@@ -113,7 +114,17 @@ def _acct_configure(self: IkeService, settings: RadiusSettings | None) -> None:
     elif self.accounting is not None:
         self.accounting.reconfigure(settings)
     else:
-        self.accounting = Accounting(settings, self._acct_dump, self._acct_children)
+        self.accounting = Accounting(settings, self._acct_dump, self._acct_children,
+                                     close=functools.partial(_acct_close, self))
+
+
+def _acct_close(self: IkeService, handle: Hashable) -> None:
+    """accounting_close_on_timeout: no RADIUS server took the session's Start or Interim-Update;
+    its IKE SA is deleted (the peer is told), as strongSwan does."""
+    sa = self._ike_sa(handle) if isinstance(handle, int) else None
+    if sa is not None and not sa.is_closed:
+        sa.delete(time.monotonic())
+        self._pump()
 
 
 def _acct_open(self: IkeService) -> None:
@@ -166,8 +177,8 @@ def _acct_start(self: IkeService, sa: IkeSa, ev: IkeSaUp, midway: bool = False) 
     handle = self._ike_handle(sa)
     if not midway and self.radius is not None:
         self.acct_accepted[handle] = self.radius.take_accepted(sa)
-    if self.accounting is None:
-        return
+    if self.accounting is None or (self.accounting.settings.accounting_requires_vip and not ev.peer_vips):
+        return   # (strongSwan's accounting_requires_vip: no Start, so no Stop either)
     station = _station_of(self, self.accounting.settings.nas_identifier, sa, ev.remote_addr, ev.local_port, ev.name)
     accepted = self.acct_accepted.get(handle, Accepted())
     self.accounting.start(handle, str(ev.remote_id), station, [str(a) for a in ev.peer_vips],
