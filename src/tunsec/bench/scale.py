@@ -270,7 +270,7 @@ class CharonGateway:
         self.inst = Instance(host=self.topo.a, dir=self.topo.workdir / "strongswan-gateway")
         (self.inst.dir / "run").mkdir(parents=True, exist_ok=True)
         (self.inst.dir / "strongswan.conf").write_text(
-            strongswan_conf(self.inst, level=1, extra=charon_tuning(self.clients, gateway=True)))
+            strongswan_conf(self.inst, level=1, extra=charon_tuning(self.clients, gateway=True), timestamps=True))
         path = self.inst.dir / "swanctl.conf"
         path.write_text(gateway_swanctl(self.topo.a, self.psk))
         path.chmod(0o600)
@@ -300,6 +300,8 @@ def _swanctl_ok(topo: TwoHosts, inst: Instance, *args: str, timeout: float = 120
 
 
 _STATS = re.compile(r"IKE_SAs: (\d+) total, (\d+) half-open")
+_LOG_INIT = re.compile(r"^(\d\d):(\d\d):(\d\d\.\d{3}) \d+\[IKE\] initiating IKE_SA ")
+_LOG_UP = re.compile(rf"^(\d\d):(\d\d):(\d\d\.\d{{3}}) \d+\[IKE\] IKE_SA {CONN}(\d+)\[\d+\] established ")
 _SA_LINE = re.compile(r"^list-sa event \{(\S+) \{(.*)$")
 
 
@@ -317,7 +319,7 @@ class RoadWarriors:
         self.inst = Instance(host=self.topo.b, dir=self.topo.workdir / "strongswan-clients")
         (self.inst.dir / "run").mkdir(parents=True, exist_ok=True)
         (self.inst.dir / "strongswan.conf").write_text(
-            strongswan_conf(self.inst, level=1, extra=charon_tuning(self.clients, gateway=False)))
+            strongswan_conf(self.inst, level=1, extra=charon_tuning(self.clients, gateway=False), timestamps=True))
         path = self.inst.dir / "swanctl.conf"
         path.write_text(client_swanctl(self.topo.b, self.topo.a, self.psk, self.clients))
         path.chmod(0o600)
@@ -383,6 +385,29 @@ class RoadWarriors:
 
     def diagnostics(self) -> str:
         return log_tail(self.inst.log, 20)
+
+    def burst_seconds(self) -> float | None:
+        """Seconds from the first IKE_SA_INIT charon sent to the moment every client's IKE SA was up,
+        by the timestamps of its log: what the gateway took, without the swanctl calls and the
+        polling around it (which add a few tenths of a second to both gateways' times)."""
+        return burst_seconds(self.inst.log.read_text(errors="replace").splitlines(), self.clients)
+
+
+def burst_seconds(log_lines: Sequence[str], clients: int) -> float | None:
+    """See :meth:`RoadWarriors.burst_seconds`; None unless all ``clients`` came up."""
+    def seconds(m: re.Match[str]) -> float:
+        return int(m.group(1)) * 3600 + int(m.group(2)) * 60 + float(m.group(3))
+
+    first: float | None = None
+    up: dict[str, float] = {}
+    for line in log_lines:
+        if first is None and (m := _LOG_INIT.match(line)):
+            first = seconds(m)
+        elif first is not None and (m := _LOG_UP.match(line)):
+            up.setdefault(m.group(4), (seconds(m) - first) % 86400)     # across midnight too
+    if first is None or len(up) < clients:
+        return None
+    return max(up.values())
 
 
 # --------------------------------------------------------------------------
@@ -467,6 +492,7 @@ class ScaleResult:
     distinct_vips: int = 0
     t_established: float | None = None    # seconds from the load until all IKE SAs were established
     t_pinged: float | None = None         # ... until every virtual IP answered a ping
+    t_burst: float | None = None          # first IKE_SA_INIT to all IKE SAs up, by the client charon's log
     rss_before: int = 0
     rss_after: int = 0
     rss_main_before: int = 0        # of these, the gateway's main process (tunsec: the control process)
@@ -512,6 +538,7 @@ def run_clients(topo: TwoHosts, gateway: Gateway, clients: RoadWarriors, timeout
     vips = clients.wait_vips(max(5.0, timeout - (time.monotonic() - t0)))
     res.established = clients.established()
     res.distinct_vips = len(set(vips.values()))
+    res.t_burst = clients.burst_seconds()
     answered = ping_from(topo.b, sorted(vips.values()), topo.a.inner4,
                          max(5.0, timeout - (time.monotonic() - t0)))
     res.pinged = len(answered)
@@ -561,6 +588,7 @@ def format_table(results: Sequence[ScaleResult]) -> str:
         ("s until all IKE SAs up", [r.t_established for r in results], 2),
         ("IKE SAs established / s", [r.ike_sas_per_s for r in results], 1),
         ("s until all VIPs pinged", [r.t_pinged for r in results], 2),
+        ("s first INIT to all up (client log)", [r.t_burst for r in results], 3),
         ("gateway RSS before, MiB", [r.rss_before / 2**20 for r in results], 1),
         ("gateway RSS after, MiB", [r.rss_after / 2**20 for r in results], 1),
         ("gateway KiB per client", [r.kib_per_client for r in results], 1),
