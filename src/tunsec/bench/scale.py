@@ -20,7 +20,11 @@ The DoS protection of both gateways is set explicitly so that the burst from one
 is neither answered with COOKIEs nor dropped (:func:`dos_settings`): this measures setup,
 not the cookie round trip. strongSwan's gateway and client get a hashed IKE SA table of
 sensible size (``ikesa_table_size``; its default is a single list), as strongSwan's docs
-advise for many SAs.
+advise for many SAs. Fair to both: strongSwan's per-address COOKIE threshold is raised too (real
+road warriors come from many addresses), the clients' charon does not reuse IKE SAs (each
+connection is its own road warrior), and the namespaces have no IPv6 (:func:`no_ipv6`). The
+burst is also timed by the clients' charon's log (:func:`burst_seconds`), without the swanctl
+calls and the polling around it.
 
 The tests reuse the pieces (:class:`RoadWarriors`, :class:`TunsecGateway`).
 """
