@@ -51,7 +51,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
 
-from tunsec.bench.netns import Host, TwoHosts, netns_run, netns_socket, wait_until
+from tunsec.bench.netns import Host, TwoHosts, netns_socket, wait_until
 from tunsec.bench.procs import rss_bytes, tree_cpu_seconds, tree_rss_bytes
 from tunsec.bench.systems.base import Unavailable, log_tail, missing_commands
 from tunsec.bench.systems.strongswan import CHARON, LIBIPSEC_PLUGIN, Instance, start_charon, strongswan_conf, swanctl
@@ -525,7 +525,7 @@ def no_ipv6(topo: TwoHosts) -> None:
     up, often during the burst, and each charon takes the address change for a roam and sends a MOBIKE
     address update to every IKE SA it holds (100 extra exchanges in half the runs at N = 100)."""
     for host in topo.hosts:
-        netns_run(host, ["sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1",
+        topo.run(host, ["sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1",
                          "net.ipv6.conf.default.disable_ipv6=1"])
 
 
