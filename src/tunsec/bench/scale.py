@@ -526,7 +526,7 @@ def no_ipv6(topo: TwoHosts) -> None:
     address update to every IKE SA it holds (100 extra exchanges in half the runs at N = 100)."""
     for host in topo.hosts:
         topo.run(host, ["sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1",
-                         "net.ipv6.conf.default.disable_ipv6=1"])
+                        "net.ipv6.conf.default.disable_ipv6=1"])
 
 
 def run_clients(topo: TwoHosts, gateway: Gateway, clients: RoadWarriors, timeout: float) -> ScaleResult:
