@@ -11,7 +11,6 @@ this is the control process's port 500 and the worker's SEND_IKE.
 
 from __future__ import annotations
 
-import errno
 import ipaddress
 import socket
 import struct
@@ -77,14 +76,16 @@ def source_ancillary(family: int, source: str | None) -> list[tuple[int, int, by
 def sendto(sock: socket.socket, data: bytes, addr: tuple[str, int], source: str | None) -> None:
     """``sock.sendto`` from ``source`` (None: the route's choice).  If the kernel refuses that
     source (the address is no longer ours) the datagram leaves from the route's choice instead, as
-    the C loop's ESP does.  Raises what ``sendmsg`` raises."""
+    the C loop's ESP does.  Raises what ``sendto`` raises."""
     anc = source_ancillary(sock.family, source) if source is not None else []
     if not anc:
         sock.sendto(data, addr)
         return
     try:
         sock.sendmsg([data], anc, 0, addr)
-    except OSError as err:
-        if err.errno not in (errno.EINVAL, errno.EADDRNOTAVAIL):   # not ours (any more)
-            raise
+    except (BlockingIOError, InterruptedError):
+        raise
+    except OSError:
+        # the source is not ours (any more; EINVAL or, from some routes, ENETUNREACH): the
+        # route's choice then, which fails again if the destination is what is wrong
         sock.sendto(data, addr)
