@@ -67,3 +67,22 @@ def test_ancillary_data_that_names_no_unicast_address_or_is_short() -> None:
     other = (socket.SOL_SOCKET, socket.SCM_RIGHTS, bytes(4))
     assert pktinfo.local_of([other, short4, v4("192.0.2.9")]) == "192.0.2.9"
     assert pktinfo.local_of([]) is None
+
+
+def test_ipv6_recv_and_sendto() -> None:
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as wild, \
+            socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as peer:
+        wild.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        try:
+            wild.bind(("::", 0))
+            peer.bind(("::1", 0))
+        except OSError as err:
+            pytest.skip(f"no IPv6 loopback here: {err}")
+        wild.settimeout(5)
+        peer.settimeout(5)
+        assert pktinfo.enable(wild)
+        peer.sendto(b"six", ("::1", wild.getsockname()[1]))
+        data, sender, local = pktinfo.recv(wild, 100)
+        assert (data, sender, local) == (b"six", peer.getsockname()[:2], "::1")
+        pktinfo.sendto(wild, b"back", peer.getsockname()[:2], "::1")
+        assert peer.recvfrom(10)[1][:2] == ("::1", wild.getsockname()[1])
