@@ -110,24 +110,33 @@ size_t ts_pktinfo_put(void *buf, size_t cap, const ts_addr *src) {
     return CMSG_SPACE(sizeof(pi));
 }
 
-void ts_socket_recv_pktinfo(int fd, uint16_t *port, bool *wildcard) {
+void ts_socket_local(int fd, ts_addr *bound, bool *wildcard) {
     struct sockaddr_storage ss;
     socklen_t sl = sizeof(ss);
     int one = 1;
-    static const uint8_t any6[16];
-    *port = 0;
+    memset(bound, 0, sizeof(*bound));
     *wildcard = false;
     if (fd < 0 || getsockname(fd, (struct sockaddr *)&ss, &sl) < 0)
         return;
     if (ss.ss_family == AF_INET) {
         const struct sockaddr_in *in = (const struct sockaddr_in *)&ss;
-        *port = ntohs(in->sin_port);
-        *wildcard = in->sin_addr.s_addr == htonl(INADDR_ANY);
-        (void)setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof(one));
+        bound->family = 4;
+        memcpy(bound->addr, &in->sin_addr, 4);
+        bound->port = ntohs(in->sin_port);
     } else if (ss.ss_family == AF_INET6) {
         const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&ss;
-        *port = ntohs(in6->sin6_port);
-        *wildcard = memcmp(&in6->sin6_addr, any6, 16) == 0;
-        (void)setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof(one));
+        bound->family = 6;
+        memcpy(bound->addr, &in6->sin6_addr, 16);
+        bound->port = ntohs(in6->sin6_port);
+    } else {
+        return;
     }
+    /* a socket bound to one address receives only on it: the kernel need not say */
+    *wildcard = !ts_addr_is_specific(bound);
+    if (!*wildcard)
+        return;
+    if (bound->family == 4)
+        (void)setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof(one));
+    else
+        (void)setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof(one));
 }

@@ -241,15 +241,16 @@ bool ts_addr_is_specific(const ts_addr *a);
  * returns its CMSG_SPACE, 0 (nothing written) if src is not specific or cap too small */
 size_t ts_pktinfo_put(void *buf, size_t cap, const ts_addr *src);
 #define TS_PKTINFO_SPACE CMSG_SPACE(sizeof(struct in6_pktinfo))
-/* ask for IP(V6)_PKTINFO on a UDP socket (failures ignored: then no local address is known);
- * *port = the port it is bound to (0 if unknown), *wildcard = bound to 0.0.0.0 / :: */
-void ts_socket_recv_pktinfo(int fd, uint16_t *port, bool *wildcard);
+/* where a UDP socket is bound (family 0: unknown); *wildcard: to 0.0.0.0 / ::, and then
+ * IP(V6)_PKTINFO is asked for (failures ignored: then no local address is known) */
+void ts_socket_local(int fd, ts_addr *bound, bool *wildcard);
 
 /* ---- the context (dp.c) ---------------------------------------------------- */
 typedef struct ts_queue {
     int tun_fd, udp4_fd, udp6_fd;
-    uint16_t port4, port6;             /* the UDP sockets' bound ports (IKE events' local address) */
-    bool any4, any6;                   /* bound to the wildcard: ESP names its source (IP(V6)_PKTINFO) */
+    ts_addr bound4, bound6;            /* where the UDP sockets are bound (IKE events' local address) */
+    bool any4, any6;                   /* ... to the wildcard: the kernel tells each datagram's local
+                                          address and ESP names its source (IP(V6)_PKTINFO) */
     struct ts_batch *batch;            /* loop buffers, preallocated */
 } ts_queue;
 

@@ -413,8 +413,9 @@ static void inbound_one(ts_dp *dp, struct ts_batch *b, uint8_t *udp, size_t len,
 }
 
 /* UDP -> TUN: returns the number of messages received */
-/* port: the socket's, for the local address of IKE events */
-static int inbound_batch(ts_dp *dp, struct ts_batch *b, int fd, uint16_t port) {
+/* bound: where the socket is bound (the local address of IKE events, unless the wildcard:
+ * then the kernel tells each datagram's) */
+static int inbound_batch(ts_dp *dp, struct ts_batch *b, int fd, const ts_addr *bound) {
     for (int i = 0; i < TS_BATCH; i++) {
         b->iov_in[i].iov_base = b->rx + (size_t)i * RXSLOT;
         b->iov_in[i].iov_len = RXSLOT;
@@ -446,9 +447,9 @@ static int inbound_batch(ts_dp *dp, struct ts_batch *b, int fd, uint16_t port) {
         ts_addr src;
         addr_of(&b->names[i], &src);
         ts_rx_meta meta;
-        ts_rx_meta_parse(h->msg_control, h->msg_controllen, port, &meta);
+        ts_rx_meta_parse(h->msg_control, h->msg_controllen, bound->port, &meta);
         size_t seg = meta.gro_seg ? meta.gro_seg : len;
-        const ts_addr *local = meta.local.family ? &meta.local : NULL;
+        const ts_addr *local = meta.local.family ? &meta.local : ts_addr_is_specific(bound) ? bound : NULL;
         uint8_t *base = b->iov_in[i].iov_base;
         for (size_t off = 0; off < len; off += seg)
             inbound_one(dp, b, base + off, len - off < seg ? len - off : seg, &src, local);
@@ -501,8 +502,8 @@ int ts_dp_run_queue(ts_dp *dp, int queue) {
                 continue;
             switch (idx[k]) {
             case 1: outbound_batch(dp, b); break;
-            case 2: inbound_batch(dp, b, q->udp4_fd, q->port4); break;
-            case 3: inbound_batch(dp, b, q->udp6_fd, q->port6); break;
+            case 2: inbound_batch(dp, b, q->udp4_fd, &q->bound4); break;
+            case 3: inbound_batch(dp, b, q->udp6_fd, &q->bound6); break;
             case 4:
                 if (ts_hold_take_kick(&dp->spd))
                     send_held(dp, b);
