@@ -7,7 +7,9 @@
  *
  *   gcc -std=c11 -D_GNU_SOURCE -O2 -Icsrc -o build/rx_loop_cpu bench/rx_loop_cpu.c \
  *       $(ls csrc/[a-z]*.c | grep -v bench.c) -lcrypto -lpthread
- *   build/rx_loop_cpu [inner payload bytes, default 64] [rounds / 10, default 3 (30 rounds)]
+ *   build/rx_loop_cpu [inner payload bytes, default 64] [rounds / 10, default 3 (30 rounds)] [bound]
+ *
+ * With `bound` the socket is bound to 127.0.0.1 instead (no IP_PKTINFO asked for).
  *
  * Build it from two checkouts and alternate the runs; compare medians as a ratio. */
 #include <stdbool.h>
@@ -60,6 +62,7 @@ static void sel(ts_selector *s) {
 int main(int argc, char **argv) {
     size_t dlen = argc > 1 ? (size_t)atoi(argv[1]) : 64;
     double seconds = argc > 2 ? atof(argv[2]) : 3.0;
+    bool bound = argc > 3 && strcmp(argv[3], "bound") == 0;
     ts_dp *A = ts_dp_new();
     B = ts_dp_new();
     uint8_t key[20];
@@ -109,7 +112,7 @@ int main(int argc, char **argv) {
         int ub = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
         int big = 16 << 20;
         setsockopt(ub, SOL_SOCKET, SO_RCVBUFFORCE, &big, sizeof big);
-        struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_ANY)};
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(bound ? INADDR_LOOPBACK : INADDR_ANY)};
         if (bind(ub, (struct sockaddr *)&a, sizeof a)) return 6;
         socklen_t sl = sizeof a;
         getsockname(ub, (struct sockaddr *)&a, &sl);
