@@ -115,7 +115,9 @@ def render(doc: dict[str, Any]) -> str:
                                             + [f"malformed messages {worker.get('malformed', 0)}"]))
     for ike in doc.get("ike_sas", []):
         lines.append(
-            f"{ike['name']}: IKEv2 {ike['state']} with {ike['remote']}, {ike['proposal'] or '-'}, "
+            f"{ike['name']}: IKEv2 {ike['state']} with {ike['remote']}"
+            + (f" at {ike['local']}" if ike.get("local") else "")
+            + f", {ike['proposal'] or '-'}, "
             f"SPIs {ike['spi_i']}_i {ike['spi_r']}_r{'*' if ike['initiator'] else ''}, "
             f"{ike['local_id'] or '-'} <-> {ike['remote_id'] or '-'}"
             + (", MOBIKE" if ike.get("mobike") else "")

@@ -43,7 +43,7 @@ import sys
 import threading
 from collections.abc import Callable
 
-from tunsec import gctune, logs, memtrace, privilege
+from tunsec import gctune, logs, memtrace, pktinfo, privilege
 from tunsec.dataplane import pipe
 from tunsec.dataplane.fastpath import Dataplane, DataplaneError, Event, EventType, gcm_open, gcm_seal
 from tunsec.dataplane.pipe import Direction, Endpoint, Errno, ExpireReason, PipeError
@@ -256,7 +256,9 @@ class Worker:
         # to port 500 without the marker (a peer that sent its IKE_SA_INIT from 500 to our 4500
         # takes no marker there, as strongSwan's sender): has_marker, the one rule for it
         marker = NON_ESP_MARKER if has_marker(NATT_PORT, msg.remote.port) else b""
-        sock.sendto(marker + msg.data, (str(msg.remote.addr), msg.remote.port))
+        # from the address the peer talked to (the IKE event's), on a socket bound to the wildcard
+        source = str(msg.local.addr) if msg.local is not None else None
+        pktinfo.sendto(sock, marker + msg.data, (str(msg.remote.addr), msg.remote.port), source)
         return self._ok(msg)
 
     # --- timers ------------------------------------------------------------------

@@ -342,6 +342,12 @@ class IkeSa:
         return self._st.local_port
 
     @property
+    def local_ip(self) -> str | None:
+        """Our address, the one the peer talks to: the connection's local_addrs, else where its requests
+        arrived if the socket said (IP_PKTINFO on a wildcard socket); None if neither is known."""
+        return self._st.local_ip
+
+    @property
     def config(self) -> IkeConfig:
         """The connection in use (a responder may switch candidates during IKE_AUTH)."""
         return self._st.config

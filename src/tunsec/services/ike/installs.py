@@ -74,9 +74,13 @@ async def _delete_sa(self: IkeService, spi: int, direction: Direction, remote: E
         await self.worker().request(lambda r: pipe.Delete(r, spi, direction, remote))
 
 
-def _endpoint(self: IkeService, family: int, port: int) -> Endpoint:
-    addr = self.local_addrs.get(family) or ("0.0.0.0" if family == 4 else "::")
-    return Endpoint(parse_ip(addr), port)
+def _endpoint(self: IkeService, family: int, port: int, ip: str | None = None) -> Endpoint:
+    """Our ESP endpoint: ``ip`` (the address the IKE SA's peer talks to) if it is of ``family``, else
+    the configured one (or the wildcard: the worker then sends from the route's choice)."""
+    if ip is not None and (addr := parse_ip(ip)).version == family:
+        return Endpoint(addr, port)
+    text = self.local_addrs.get(family) or ("0.0.0.0" if family == 4 else "::")
+    return Endpoint(parse_ip(text), port)
 
 
 def _child_registered(self: IkeService, sa: IkeSa, ev: ChildSaUp) -> ChildState | None:
@@ -146,7 +150,7 @@ def _forget(self: IkeService, state: ChildState) -> bool:
 async def _child_up(self: IkeService, state: ChildState, ev: ChildSaUp) -> None:
     conn = self.connections.get(state.conn)
     plan = conn.child(ev.child) if conn else Child(ev.child, ChildConfig(ev.child))
-    local = self._endpoint(state.remote.addr.version, ev.local_port)
+    local = self._endpoint(state.remote.addr.version, ev.local_port, ev.local_ip)
     try:
         sels = fast_selectors(ev.local_ts, ev.remote_ts)
     except SelectorError as err:   # the engine refuses such children; never install one that admits nothing

@@ -67,6 +67,8 @@ def ike_sas(sas: Iterable[IkeSa], ike_up: Mapping[bytes, IkeUpRecord], children:
             "state": sa.state.value,
             "initiator": sa.is_initiator,
             "remote": f"{sa.remote_addr[0]}[{sa.remote_addr[1]}]",
+            # our address the peer talks to (null: a wildcard socket that did not say)
+            "local": f"{sa.local_ip}[{sa.local_port}]" if sa.local_ip else None,
             "mobike": sa.mobike,   # RFC 4555 negotiated: only UPDATE_SA_ADDRESSES moves it
             "proposal": info.get("proposal"),
             "local_id": info.get("local_id"),
