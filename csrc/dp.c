@@ -70,6 +70,8 @@ int ts_dp_set_fds(ts_dp *dp, int tun_fd, int udp4_fd, int udp6_fd) {
     dp->queues[0].tun_fd = tun_fd;
     dp->queues[0].udp4_fd = udp4_fd;
     dp->queues[0].udp6_fd = udp6_fd;
+    ts_socket_local(udp4_fd, &dp->queues[0].bound4, &dp->queues[0].any4);
+    ts_socket_local(udp6_fd, &dp->queues[0].bound6, &dp->queues[0].any6);
     if (dp->nqueues < 1)
         dp->nqueues = 1;
     rearm(dp);
@@ -85,6 +87,8 @@ int ts_dp_add_queue(ts_dp *dp, int tun_fd, int udp4_fd, int udp6_fd) {
         return TS_ENOSPC;
     }
     dp->queues[i] = (ts_queue){.tun_fd = tun_fd, .udp4_fd = udp4_fd, .udp6_fd = udp6_fd};
+    ts_socket_local(udp4_fd, &dp->queues[i].bound4, &dp->queues[i].any4);
+    ts_socket_local(udp6_fd, &dp->queues[i].bound6, &dp->queues[i].any6);
     dp->nqueues = i + 1;
     rearm(dp);
     pthread_rwlock_unlock(&dp->lock);

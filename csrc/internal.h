@@ -228,9 +228,29 @@ void ts_events_destroy(ts_events *q);
 /* false if the queue is full (the caller counts the drop) */
 bool ts_events_push(ts_events *q, const ts_event *ev, const uint8_t *data, size_t len);
 
+/* ---- socket control data (cmsg.c) ------------------------------------------- */
+typedef struct ts_rx_meta {
+    size_t gro_seg;        /* UDP_GRO segment size, 0 = one datagram */
+    ts_addr local;         /* IP(V6)_PKTINFO: our address it was sent to, port = the socket's; family 0 = not told */
+} ts_rx_meta;
+/* parse a received datagram's control data (len bytes, any content: every length checked) */
+void ts_rx_meta_parse(const void *control, size_t len, uint16_t local_port, ts_rx_meta *out);
+/* family set and address not all-zero (not the wildcard an SA may carry) */
+bool ts_addr_is_specific(const ts_addr *a);
+/* an IP_PKTINFO / IPV6_PKTINFO cmsg choosing src as the source address into buf;
+ * returns its CMSG_SPACE, 0 (nothing written) if src is not specific or cap too small */
+size_t ts_pktinfo_put(void *buf, size_t cap, const ts_addr *src);
+#define TS_PKTINFO_SPACE CMSG_SPACE(sizeof(struct in6_pktinfo))
+/* where a UDP socket is bound (family 0: unknown); *wildcard: to 0.0.0.0 / ::, and then
+ * IP(V6)_PKTINFO is asked for (failures ignored: then no local address is known) */
+void ts_socket_local(int fd, ts_addr *bound, bool *wildcard);
+
 /* ---- the context (dp.c) ---------------------------------------------------- */
 typedef struct ts_queue {
     int tun_fd, udp4_fd, udp6_fd;
+    ts_addr bound4, bound6;            /* where the UDP sockets are bound (IKE events' local address) */
+    bool any4, any6;                   /* ... to the wildcard: the kernel tells each datagram's local
+                                          address and ESP names its source (IP(V6)_PKTINFO) */
     struct ts_batch *batch;            /* loop buffers, preallocated */
 } ts_queue;
 

@@ -23,9 +23,11 @@
  *     -> next sequence number (reservation)            dp.c next_seq
  *     -> lifetime accounting, AES-GCM seal            esp.c ts_esp_seal
  *     -> arena; equal-size run to one peer = 1 GSO     queue_esp
+ *        (from the SA's local address: IP(V6)_PKTINFO)  cmsg.c ts_pktinfo_put
  *     -> sendmmsg per socket                           flush_out
  *
  *   recvmmsg (UDP GRO: runs of datagrams)              inbound_batch
+ *     -> control data: GRO size, our address it came to cmsg.c ts_rx_meta_parse
  *     -> 0xFF keepalive: drop; non-ESP marker, or any  dp.c ts_inbound_locked
  *        datagram from port 500: IKE event up the pipe (events.c)
  *     -> SPI lookup (unknown: INVALID_SPI event)       sad.c
@@ -67,10 +69,19 @@
  * sequence numbers one holds back are the reordering the peer's window sees */
 #define FLUSH_BYTES 65536
 
+/* received: UDP_GRO's segment size and IP(V6)_PKTINFO (cmsg.c) */
 typedef union {
-    char buf[CMSG_SPACE(sizeof(int))];
+    char buf[CMSG_SPACE(sizeof(int)) + TS_PKTINFO_SPACE];
     struct cmsghdr align;
 } cmsg_space;
+
+/* sent: UDP_SEGMENT (a GSO run) at the front, then the SA's source address
+ * (IP(V6)_PKTINFO): msg_control starts at GSO_SPACE until the run needs GSO */
+#define GSO_SPACE CMSG_SPACE(sizeof(uint16_t))
+typedef union {
+    char buf[GSO_SPACE + TS_PKTINFO_SPACE];
+    struct cmsghdr align;
+} cmsg_out;
 
 typedef struct run {
     int idx;                   /* message being extended, -1 = none */
@@ -82,7 +93,8 @@ typedef struct run {
 typedef struct outq {
     struct mmsghdr m[MAX_MSGS];
     struct iovec iov[MAX_MSGS];
-    cmsg_space cm[MAX_MSGS];
+    cmsg_out cm[MAX_MSGS];
+    uint16_t seg[MAX_MSGS];            /* each message's GSO segment size, 0 = one datagram (no GSO) */
     unsigned n;
     run r;
 } outq;
@@ -167,19 +179,27 @@ static void send_queue(ts_dp *dp, int fd, outq *q) {
         if (r < 0) {
             if (errno == EINTR)
                 continue;
-            /* EAGAIN/ENOBUFS/unreachable: the rest is lost, like a full NIC queue */
             dp->last_errno = errno;
-            for (; done < q->n; done++) {
-                size_t n = q->m[done].msg_hdr.msg_iov->iov_len, seg = n;
-                if (q->m[done].msg_hdr.msg_controllen) {
-                    uint16_t s;
-                    memcpy(&s, CMSG_DATA((struct cmsghdr *)q->cm[done].buf), sizeof(s));
-                    seg = s;
-                }
+            /* EAGAIN/ENOBUFS: the rest is lost, like a full NIC queue.  Anything else
+             * (unreachable, a source address no longer ours) is this message's own:
+             * it is lost, the other peers' messages still go */
+            bool full = errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS;
+            struct msghdr *h = &q->m[done].msg_hdr;
+            if (!full && h->msg_control && h->msg_controllen != GSO_SPACE) {
+                /* the SA's source address is no longer ours (or not allowed there): send it
+                 * from the address the route picks, which ESP's receivers accept (they find
+                 * the SA by SPI); only the IKE SA's next move (MOBIKE) says where to go */
+                h->msg_control = q->seg[done] ? q->cm[done].buf : NULL;
+                h->msg_controllen = q->seg[done] ? GSO_SPACE : 0;
+                continue;
+            }
+            unsigned end = full ? q->n : done + 1;
+            for (; done < end; done++) {
+                size_t n = q->m[done].msg_hdr.msg_iov->iov_len, seg = q->seg[done] ? q->seg[done] : n;
                 uint64_t lost = (n + seg - 1) / seg;
                 atomic_fetch_add_explicit(&dp->drops[TS_DROP_IO], lost, memory_order_relaxed);
             }
-            break;
+            continue;
         }
         done += (unsigned)r;
     }
@@ -208,15 +228,17 @@ static void queue_esp(ts_dp *dp, struct ts_batch *b, const ts_sa *sa, size_t len
         r->bytes += len;
         r->closed = len < r->seg;   /* only the last segment may be shorter */
         if (r->count == 2) {
+            /* UDP_SEGMENT goes in front of the source address cmsg, if there is one */
             struct msghdr *h = &q->m[r->idx].msg_hdr;
             h->msg_control = q->cm[r->idx].buf;
-            h->msg_controllen = CMSG_SPACE(sizeof(uint16_t));
+            h->msg_controllen += GSO_SPACE;
             struct cmsghdr *c = CMSG_FIRSTHDR(h);
             c->cmsg_level = SOL_UDP;
             c->cmsg_type = UDP_SEGMENT;
             c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
             uint16_t seg = (uint16_t)r->seg;
             memcpy(CMSG_DATA(c), &seg, sizeof(seg));
+            q->seg[r->idx] = seg;
         }
     } else {
         unsigned i = q->n++;
@@ -227,6 +249,16 @@ static void queue_esp(ts_dp *dp, struct ts_batch *b, const ts_sa *sa, size_t len
         q->m[i].msg_hdr.msg_namelen = sa->peer_len;
         q->m[i].msg_hdr.msg_iov = &q->iov[i];
         q->m[i].msg_hdr.msg_iovlen = 1;
+        q->seg[i] = 0;
+        /* from the SA's local address: a socket bound to the wildcard would otherwise leave
+         * from whichever address the route prefers, not the one the peer talks to */
+        if (sa->local.family == sa->remote.family && (sa->remote.family == 4 ? b->q->any4 : b->q->any6)) {
+            size_t n = ts_pktinfo_put(q->cm[i].buf + GSO_SPACE, TS_PKTINFO_SPACE, &sa->local);
+            if (n) {
+                q->m[i].msg_hdr.msg_control = q->cm[i].buf + GSO_SPACE;
+                q->m[i].msg_hdr.msg_controllen = n;
+            }
+        }
         *r = (run){.idx = (int)i, .sa = sa, .seg = len, .count = 1, .bytes = len};
     }
     b->used += len;
@@ -357,18 +389,6 @@ static void addr_of(const struct sockaddr_storage *ss, ts_addr *a) {
     }
 }
 
-static size_t gro_size(struct msghdr *h, size_t len) {
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(h); c; c = CMSG_NXTHDR(h, c)) {
-        if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
-            int v;
-            memcpy(&v, CMSG_DATA(c), sizeof(v));
-            if (v > 0)
-                return (size_t)v;
-        }
-    }
-    return len;
-}
-
 typedef struct gro_target {
     ts_dp *dp;
     int fd;
@@ -379,9 +399,10 @@ static void gro_emit(void *ctx, const uint8_t *p, size_t len) {
     tun_write(t->dp, t->fd, p, len);
 }
 
-static void inbound_one(ts_dp *dp, struct ts_batch *b, uint8_t *udp, size_t len, const ts_addr *src) {
+static void inbound_one(ts_dp *dp, struct ts_batch *b, uint8_t *udp, size_t len, const ts_addr *src,
+                        const ts_addr *local) {
     int drop;
-    int r = ts_inbound_locked(dp, udp, len, src, NULL, b->plain, RXSLOT, &drop);
+    int r = ts_inbound_locked(dp, udp, len, src, local, b->plain, RXSLOT, &drop);
     ts_drop(dp, drop);
     if (r <= 0)
         return;
@@ -392,7 +413,9 @@ static void inbound_one(ts_dp *dp, struct ts_batch *b, uint8_t *udp, size_t len,
 }
 
 /* UDP -> TUN: returns the number of messages received */
-static int inbound_batch(ts_dp *dp, struct ts_batch *b, int fd) {
+/* bound: where the socket is bound (the local address of IKE events, unless the wildcard:
+ * then the kernel tells each datagram's) */
+static int inbound_batch(ts_dp *dp, struct ts_batch *b, int fd, const ts_addr *bound) {
     for (int i = 0; i < TS_BATCH; i++) {
         b->iov_in[i].iov_base = b->rx + (size_t)i * RXSLOT;
         b->iov_in[i].iov_len = RXSLOT;
@@ -423,10 +446,13 @@ static int inbound_batch(ts_dp *dp, struct ts_batch *b, int fd) {
         }
         ts_addr src;
         addr_of(&b->names[i], &src);
-        size_t seg = gro_size(h, len);
+        ts_rx_meta meta;
+        ts_rx_meta_parse(h->msg_control, h->msg_controllen, bound->port, &meta);
+        size_t seg = meta.gro_seg ? meta.gro_seg : len;
+        const ts_addr *local = meta.local.family ? &meta.local : ts_addr_is_specific(bound) ? bound : NULL;
         uint8_t *base = b->iov_in[i].iov_base;
         for (size_t off = 0; off < len; off += seg)
-            inbound_one(dp, b, base + off, len - off < seg ? len - off : seg, &src);
+            inbound_one(dp, b, base + off, len - off < seg ? len - off : seg, &src, local);
     }
     ts_gro_flush(&b->gro);
     pthread_rwlock_unlock(&dp->lock);
@@ -476,8 +502,8 @@ int ts_dp_run_queue(ts_dp *dp, int queue) {
                 continue;
             switch (idx[k]) {
             case 1: outbound_batch(dp, b); break;
-            case 2: inbound_batch(dp, b, q->udp4_fd); break;
-            case 3: inbound_batch(dp, b, q->udp6_fd); break;
+            case 2: inbound_batch(dp, b, q->udp4_fd, &q->bound4); break;
+            case 3: inbound_batch(dp, b, q->udp6_fd, &q->bound6); break;
             case 4:
                 if (ts_hold_take_kick(&dp->spd))
                     send_held(dp, b);

@@ -382,17 +382,7 @@ static bool sa_id_valid(uint8_t dir, const ts_addr *remote) {
 }
 
 int ts_sad_delete(ts_dp *dp, uint32_t spi, uint8_t dir, const ts_addr *remote) {
-    if (!sa_id_valid(dir, remote))
-        return TS_EINVAL;
-    pthread_rwlock_wrlock(&dp->lock);
-    ts_sa *sa = unlink_sa(&dp->sad, spi, dir, remote);
-    if (sa && dir == TS_DIR_OUT)
-        ts_spd_unbind(&dp->spd, &dp->sad, sa);
-    pthread_rwlock_unlock(&dp->lock);
-    if (!sa)
-        return TS_ENOENT;
-    sa_free(sa);   /* safe: the loop only touches SAs while holding the read lock */
-    return TS_OK;
+    return ts_sad_remove(dp, spi, dir, remote, NULL);
 }
 
 /* Move a mature SA to a new peer endpoint (NAT rebinding, MOBIKE) without
@@ -461,6 +451,23 @@ static void info_of(const ts_sa *sa, ts_sa_info *o) {
     o->age_ns = ts_now_ns() - sa->created_ns;
     o->seq_limit = atomic_load(&sa->seq_limit);
     o->seq_notify = atomic_load(&sa->seq_notify);
+}
+
+int ts_sad_remove(ts_dp *dp, uint32_t spi, uint8_t dir, const ts_addr *remote, ts_sa_info *final) {
+    if (!sa_id_valid(dir, remote))
+        return TS_EINVAL;
+    pthread_rwlock_wrlock(&dp->lock);
+    ts_sa *sa = unlink_sa(&dp->sad, spi, dir, remote);
+    if (sa && dir == TS_DIR_OUT)
+        ts_spd_unbind(&dp->spd, &dp->sad, sa);
+    /* read under the write lock: no loop thread counts a packet on it between this and the unlink */
+    if (sa && final)
+        info_of(sa, final);
+    pthread_rwlock_unlock(&dp->lock);
+    if (!sa)
+        return TS_ENOENT;
+    sa_free(sa);   /* safe: the loop only touches SAs while holding the read lock */
+    return TS_OK;
 }
 
 int ts_sad_get(ts_dp *dp, uint32_t spi, uint8_t dir, const ts_addr *remote, ts_sa_info *out) {

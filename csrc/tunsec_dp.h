@@ -211,6 +211,9 @@ int ts_sad_add(ts_dp *dp, const ts_sa_params *p);      /* OUT (or a fully keyed 
 /* An SA is (spi, IN) with remote NULL, or (spi, OUT, remote = the peer's address and port):
  * peers choose outbound SPIs, so two of them may pick the same one (TS_EINVAL otherwise) */
 int ts_sad_delete(ts_dp *dp, uint32_t spi, uint8_t dir, const ts_addr *remote);
+/* ts_sad_delete that also fills *final (if not NULL) with the SA as it went: its last counters,
+ * read under the same write lock, so no packet is counted on it after (EXPIRE's final counters) */
+int ts_sad_remove(ts_dp *dp, uint32_t spi, uint8_t dir, const ts_addr *remote, ts_sa_info *final);
 void ts_sad_flush(ts_dp *dp);
 /* move a mature SA (named as in delete) to new_remote, same family, keys kept:
  * NAT rebinding and MOBIKE.  TS_EEXIST if an OUT SA with that SPI already goes there */

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from tunsec.bench.scale import ScaleResult, format_marginal
+import pytest
+
+from tunsec.bench.scale import ScaleResult, burst_seconds, format_marginal
 
 MIB = 2**20
 
@@ -23,3 +25,25 @@ def test_marginal_memory_is_the_slope_between_the_smallest_and_largest_run() -> 
 def test_no_marginal_from_one_run_or_a_failed_one() -> None:
     assert format_marginal([run("tunsec", 100, 86.0)]) == ""
     assert format_marginal([run("tunsec", 100, 86.0), run("tunsec", 1000, 98.0, reason="3 not up")]) == ""
+
+
+LOG = """\
+23:59:59.900 00[DMN] Starting IKE charon daemon (strongSwan 5.9.8, Linux 6.1.0, x86_64)
+23:59:59.950 12[CFG] added vici connection: rw1
+23:59:59.950 12[IKE] initiating IKE_SA rw1[1] to 192.0.2.1
+23:59:59.960 12[IKE] initiating IKE_SA rw2[2] to 192.0.2.1
+23:59:59.990 14[IKE] IKE_SA rw1[1] established between 192.0.2.2[rw1@example.org]...192.0.2.1[gw.example.org]
+00:00:04.100 16[IKE] retransmit 1 of request with message ID 0
+00:00:04.150 15[IKE] IKE_SA rw2[2] established between 192.0.2.2[rw2@example.org]...192.0.2.1[gw.example.org]
+""".splitlines()
+
+
+def test_burst_is_first_init_to_last_client_up_by_the_log_timestamps_across_midnight() -> None:
+    assert burst_seconds(LOG, 2) == pytest.approx(4.2)
+    assert burst_seconds(LOG[:5], 1) == pytest.approx(0.04)
+
+
+def test_no_burst_unless_every_client_came_up() -> None:
+    assert burst_seconds(LOG, 3) is None
+    assert burst_seconds(LOG[:5], 2) is None
+    assert burst_seconds([], 1) is None

@@ -1,7 +1,8 @@
-"""An IKE SA whose rekey goes unanswered until its hard lifetime (rekey_time + over_time) is closed
-(IkeSa._expire); the tunnel must come back once the peer answers again, as strongSwan reestablishes
-it (ike_sa.c: retransmit -> reestablish): a start_action = start child is re-initiated, in either
-IKE role, and a start_action = trap child's next packet initiates a new IKE SA.
+"""An IKE SA whose rekey goes unanswered past its hard lifetime (rekey_time + over_time) is closed
+when the rekey gives up, reason EXPIRED (sa_timers.expire); the tunnel must come back once the peer
+answers again, as strongSwan reestablishes it (ike_sa.c: retransmit -> reestablish): a start_action
+= start child is re-initiated, in either IKE role, and a start_action = trap child's next packet
+initiates a new IKE SA.
 
 Two real IkeServices with the in-process worker and C fast path, wired in memory
 (test_ikeservice_rekey.Pair).  The expiring side's engine runs on a fake clock: each of its timers
@@ -79,7 +80,7 @@ def expire_unanswered(pair: Pair, side: str, sa: IkeSa | None = None,
     downs: list[DownReason] = []
     sa_watch = svc._event
 
-    def watch(s: IkeSa, ev: object) -> None:     # why it closed: the hard lifetime, not a give-up
+    def watch(s: IkeSa, ev: object) -> None:     # why it closed: the hard lifetime (EXPIRED), not a dead peer
         if s is sa and isinstance(ev, IkeSaDown):
             downs.append(ev.reason)
         sa_watch(s, ev)

@@ -522,3 +522,53 @@ def test_a_child_sa_whose_install_the_worker_refuses_is_removed_again(caplog: py
         assert_reaches_only_its_site(gw, 1)
 
     run(body())
+
+
+@pytest.mark.parametrize("mobike", [False, True])
+def test_every_child_sa_of_a_moved_peer_follows_it(mobike: bool) -> None:
+    """Issue 9 item 4: the IKE SA *and every Child SA* move. Site 0 has two Child SAs under one IKE SA
+    (``net`` for the gateway's lower half, ``web`` for its upper half); after its NAT mapping changes
+    both send their ESP to the new mapping with the same keys, and site 1's SA stays where it was."""
+    async def body() -> None:
+        gw = Gateway(2, mobike=mobike)
+        await gw.start()
+        halves = {"net": "10.1.0.0/17", "web": "10.1.128.0/17"}
+        cfg = dataclasses.replace(
+            psk_ike("site0", "site0.example", RemoteAuth("psk", Identity.parse("gw.example")), site_ip(0), GW,
+                    site_net(0), "10.1.0.0/16"),
+            mobike=mobike,
+            children=tuple(child_config(n, site_net(0), ts, "aes128gcm16") for n, ts in halves.items()))
+        gw.sites[0] = IkeEndpoint([cfg], spi_allocator=functools.partial(next, itertools.count(SHARED_SPI)))
+        gw.connect(0)
+        gw.connect(1)
+        await gw.settle()
+        gw.site_sa(0).initiate("web")
+        await gw.settle()
+        # the gateway's one child config served both: the site's children are told apart by their SPIs
+        ups = {e.child: e for e in gw.site_events[0] if isinstance(e, ChildSaUp)}
+        assert sorted(ups) == ["net", "web"] and len(gw.children_of(0)) == 2, gw.children_of(0)
+        children = {name: next(c for c in gw.children_of(0) if c.spi_out == e.spi_in) for name, e in ups.items()}
+        site1 = Endpoint(ipaddress.ip_address(site_ip(1)), 4500)
+        other = [(s.spi, s.remote) for s in gw.worker.dp.sas() if s.remote == site1]
+        assert len(other) == 2   # its inbound and outbound SA
+        gw.nat[0] = ("198.51.100.201", 40000)
+        if mobike:
+            assert gw.site_sa(0).update_addresses()
+        else:
+            gw.site_sa(0).send_liveness()
+        await gw.settle()
+        moved = Endpoint(ipaddress.ip_address("198.51.100.201"), 40000)
+        keys = {name: e.key_in.reveal() for name, e in ups.items()}
+        for name, src in (("net", "10.1.0.5"), ("web", "10.1.200.5")):
+            assert gw.service.children[children[name].handle].remote == moved, name
+            packet = ipv4_udp(src, "10.2.1.7")
+            esp, dst, drop, _ = gw.worker.dp.outbound(packet)
+            assert (drop, dst) == (Drop.NONE, moved), name
+            spi, inner = esp_open(keys[name], esp)   # the same SA and keys as before the move
+            assert (spi, inner) == (children[name].spi_out, packet), name
+        migrates = {(m.spi, m.direction) for m in gw.worker.log if isinstance(m, pipe.Migrate)}
+        assert migrates == {(c.spi_out, Direction.OUT) for c in children.values()} | {
+            (c.spi_in, Direction.IN) for c in children.values()}
+        assert [(s.spi, s.remote) for s in gw.worker.dp.sas() if s.remote == site1] == other
+
+    run(body())

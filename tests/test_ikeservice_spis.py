@@ -168,6 +168,30 @@ def test_a_timer_rekey_with_no_spi_and_no_refill_fails_cleanly_and_timers_go_on(
         run(body())
 
 
+def test_a_rekey_that_keeps_finding_no_spi_is_logged_at_a_limited_rate(caplog: pytest.LogCaptureFixture) -> None:
+    """The worker keeps refusing GETSPI: each try of the rekey fails again (and backs off, see
+    tests/ike/test_child_no_spi.py); a burst of lines is logged, not one per try."""
+    async def body() -> None:
+        gw = Gateway(1)
+        await gw.start()
+        gw.connect(0)
+        await gw.settle()
+        _refuse_getspi(gw)
+        gw.service.spi_pool.spis.clear()
+        sa = _gw_sa(gw, 0)
+        for _ in range(20):
+            _due_now(gw, sa)             # the next try is due (whatever its backoff)
+            for _ in range(20):
+                await asyncio.sleep(0)
+        (child,) = sa.children
+        assert child.installed and child.rekey_failures == 20     # each try was made, and failed
+        failed = [r.getMessage() for r in caplog.records if "no inbound SPI" in r.getMessage()]
+        assert len(failed) == gw.service._busy_log.burst
+        assert not sa.is_closed
+    with caplog.at_level(logging.INFO, logger="tunsec"):
+        run(body())
+
+
 def test_an_ike_sa_whose_timer_raises_does_not_stop_the_others(caplog: pytest.LogCaptureFixture,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     async def body() -> None:

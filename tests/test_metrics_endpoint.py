@@ -8,6 +8,7 @@ and what the HTTP side does with requests that are not a scrape.
 from __future__ import annotations
 
 import asyncio
+import gc
 import ipaddress
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -164,3 +165,64 @@ def test_requests_that_are_not_a_scrape(monkeypatch: pytest.MonkeyPatch, request
 
     answer = asyncio.run(run())
     assert answer.split(b"\r\n", 1)[0] == status
+
+
+
+def _daemon(worker_malformed: int = 0) -> Any:
+    """What status_document reads of the daemon, for a worker in-process (no TUN, no sockets)."""
+    from types import SimpleNamespace
+    return SimpleNamespace(
+        cfg=SimpleNamespace(tunsec=SimpleNamespace(tun="tun0")), mtu=1400, tun=None,
+        sockets=SimpleNamespace(offloads=lambda: []), worker=SimpleNamespace(pid=None, malformed=worker_malformed),
+        restarts=[], started=0.0, service_status=lambda dump: [{"tunnels": []}])
+
+
+def test_the_worker_gauges_follow_its_sas_in_status_and_in_the_scrape() -> None:
+    """The worker's gauges (its live C allocations, its SPD) as `tunsec status` and a scrape show
+    them, from the DUMP of a real worker (its request handling and C fast path in-process): up with
+    an SA and a policy added, back where they were with them deleted."""
+    import os
+
+    from test_ikeservice_peers import InProcessWorker
+
+    from tunsec.dataplane.pipe import Action, Alg, Direction, Endpoint, Lifetime, Policy, SaSpec, Selector
+    from tunsec.status import render, status_document
+
+    peer = Endpoint(ipaddress.ip_address("192.0.2.2"), 4500)
+    sel = Selector.from_networks(ipaddress.ip_network("10.1.0.0/24"), ipaddress.ip_network("10.2.0.0/24"))
+    out = SaSpec(spi=0x2000, direction=Direction.OUT, alg=Alg.AES128GCM16, key=os.urandom(20), esn=False,
+                 replay_window=0, reqid=5, local=Endpoint(ipaddress.ip_address("192.0.2.1"), 4500), remote=peer,
+                 soft=Lifetime(), hard=Lifetime(), selectors=(sel,))
+    names = ("live_sa_entries", "live_cipher_contexts", "spd_entries")
+
+    async def run() -> list[tuple[dict[str, int], dict[str, float], str]]:
+        gc.collect()   # the gauges are process-wide: no earlier test's Dataplane may be freed midway
+        worker = InProcessWorker(asyncio.get_running_loop(), lambda m: None)
+        daemon = _daemon()
+
+        async def dump() -> pipe.Reply:
+            return pipe.join_dump_replies(await worker.request(lambda r: pipe.Dump(r)))
+        src = metrics.Source(dump=dump, document=lambda reply: status_document(daemon, reply),
+                             events=lambda: None, worker_restarts=lambda: 0, worker_pid=lambda: None)
+        seen = []
+        async with serving(src) as port:
+            for change in (None, lambda r: pipe.Add(r, out),
+                           lambda r: pipe.SpdAdd(r, Policy(9, 1, Action.PROTECT, 5, sel)),
+                           lambda r: pipe.Delete(r, 0x2000, Direction.OUT, peer), lambda r: pipe.SpdDelete(r, 9)):
+                if change is not None:
+                    await worker.request(change)
+                doc = status_document(daemon, await dump())
+                seen.append((doc["worker"]["gauges"], samples(await http(port, SCRAPE)), render(doc)))
+        return seen
+
+    (before, added, with_policy, deleted, after) = asyncio.run(run())
+    for gauges, scraped, text in (before, added, with_policy, deleted, after):
+        assert set(gauges) == set(names)
+        assert {n: scraped[f"tunsec_worker_{n}"] for n in names} == gauges   # the scrape shows what status does
+        assert "worker: " + ", ".join(f"{n} {gauges[n]}" for n in names) in text
+    assert added[0]["live_sa_entries"] == before[0]["live_sa_entries"] + 1
+    assert added[0]["live_cipher_contexts"] > before[0]["live_cipher_contexts"]
+    assert with_policy[0]["spd_entries"] == added[0]["spd_entries"] + 1
+    assert deleted[0]["live_sa_entries"] == before[0]["live_sa_entries"]
+    assert deleted[0]["live_cipher_contexts"] == before[0]["live_cipher_contexts"]
+    assert after[0] == before[0]

@@ -240,6 +240,7 @@ def replies(draw: st.DrawFn) -> Reply:
             sas=tuple(draw(st.lists(sa_infos(), max_size=4))),
             policies=tuple(draw(st.lists(policy_infos, max_size=4))),
             drops=draw(drop_tables),
+            gauges=draw(drop_tables),
         )
     return Reply(draw(req_ids), msg_type, errno)
 
@@ -279,6 +280,7 @@ messages: st.SearchStrategy[Message] = st.one_of(
         direction=st.just(Direction.IN),
         hard=st.booleans(),
         reason=st.sampled_from(ExpireReason),
+        current=st.none() | lifetimes,
     ),
     st.builds(
         Expire,
@@ -287,6 +289,7 @@ messages: st.SearchStrategy[Message] = st.one_of(
         hard=st.booleans(),
         reason=st.sampled_from(ExpireReason),
         remote=endpoints(),
+        current=st.none() | lifetimes,
     ),
     st.builds(InvalidSpi, spi=u32s, remote=endpoints()),
     st.builds(Reserve, req_ids, spis, st.just(Direction.IN), st.integers(1, U64), u64s),
@@ -420,6 +423,13 @@ REALISTIC: list[Message] = [
     # NAT rebinding / MOBIKE: a mature SA follows its peer to a new address and port
     Migrate(19, 0xCAFE0002, Direction.OUT, REMOTE4_MOVED, REMOTE4),
     Migrate(20, 0xC0000123, Direction.IN, REMOTE6),
+    # a hard EXPIRE carries the SA's final counters (PF_KEY's current lifetime); DUMP the worker's gauges
+    Expire(spi=0xC0000123, direction=Direction.IN, hard=True, reason=ExpireReason.TIME,
+           current=Lifetime(bytes=1 << 40, packets=12345, seconds=3600)),
+    Expire(spi=0xC1A2B3C4, direction=Direction.OUT, hard=True, reason=ExpireReason.BYTES, remote=REMOTE4,
+           current=Lifetime(bytes=999_999, packets=1000)),
+    Reply(21, MsgType.DUMP, Errno.OK, drops=DROPS,
+          gauges=(("live_sas", 2), ("live_cipher_ctxs", 2), ("policies", 1))),
 ]
 
 # ----------------------------------------------------------------- raw helpers
@@ -593,6 +603,8 @@ EXT_LENGTHS = {
     Ext.DROP: 16 + 4,  # the name "auth" needs no padding
     Ext.SEQ_LIMIT: 20,
     Ext.ADDR_NEW_REMOTE: 24,
+    Ext.LIFETIME_CURRENT: 28,
+    Ext.GAUGE: 16 + 8,  # "live_sas"
 }
 
 
@@ -603,12 +615,13 @@ def test_extension_lengths() -> None:
         SpdAdd(1, Policy(1, 1, Action.DISCARD, 0, SEL4)),
         GetSpi(1, 256, 300),
         SpdDelete(1, 5),
-        Expire(spi=300, direction=Direction.IN, hard=True, reason=ExpireReason.TIME),
+        Expire(spi=300, direction=Direction.IN, hard=True, reason=ExpireReason.TIME, current=Lifetime(1, 2, 3)),
         InvalidSpi(spi=1, remote=REMOTE4),
         Ike(data=b"x" * 301, remote=REMOTE4),
         Reserve(1, 300, Direction.OUT, 5000, 4000, REMOTE4),
         Migrate(1, 300, Direction.IN, REMOTE4),
-        Reply(1, MsgType.DUMP, Errno.OK, sas=(sa_info(1),), policies=(policy_info(1),), drops=(("auth", 1),)),
+        Reply(1, MsgType.DUMP, Errno.OK, sas=(sa_info(1),), policies=(policy_info(1),), drops=(("auth", 1),),
+              gauges=(("live_sas", 1),)),
     ]
     seen: dict[int, int] = {}
     for msg in samples:
@@ -657,6 +670,9 @@ DUMP_OK = REALISTIC[17]
 assert isinstance(DUMP_OK, Reply) and DUMP_OK.sas
 GETSPI = GetSpi(1, 0x1000, 0x2000)
 EXPIRE = Expire(spi=300, direction=Direction.IN, hard=True, reason=ExpireReason.TIME)
+EXPIRE_FINAL = Expire(spi=300, direction=Direction.IN, hard=True, reason=ExpireReason.TIME,
+                      current=Lifetime(5000, 4, 60))
+GAUGE_BODY = split(encode(Reply(1, MsgType.DUMP, Errno.OK, gauges=(("live_sas", 3),))))[0][1]
 IKE = Ike(data=b"hello", remote=REMOTE4, local=LOCAL4)
 big = b"\0" * (MAX_MESSAGE - HEADER_LEN + 4)
 flush = encode(Flush(1))
@@ -786,6 +802,17 @@ MALFORMED: list[tuple[str, bytes, Errno]] = [
     ("EXPIRE reason 6", patch(EXPIRE, Ext.EXPIRE, put(6, b"\6")), Errno.EINVAL),
     ("EXPIRE reserved", patch(EXPIRE, Ext.EXPIRE, put(7, b"\1")), Errno.EINVAL),
     ("EXPIRE spi 0", patch(EXPIRE, Ext.EXPIRE, put(0, bytes(4))), Errno.EINVAL),
+    ("EXPIRE LIFETIME_CURRENT truncated", patch(EXPIRE_FINAL, Ext.LIFETIME_CURRENT, lambda b: b[:16]), Errno.EINVAL),
+    ("EXPIRE LIFETIME_CURRENT too long", patch(EXPIRE_FINAL, Ext.LIFETIME_CURRENT, lambda b: b + bytes(4)),
+     Errno.EINVAL),
+    ("EXPIRE LIFETIME_CURRENT twice", plus(EXPIRE_FINAL, (Ext.LIFETIME_CURRENT, bytes(24))), Errno.EINVAL),
+    ("LIFETIME_CURRENT in an UPDATE", plus(U_SA, (Ext.LIFETIME_CURRENT, bytes(24))), Errno.EINVAL),
+    ("GAUGE in an EXPIRE", plus(EXPIRE, (Ext.GAUGE, GAUGE_BODY)), Errno.EINVAL),
+    ("GAUGE in a failed DUMP reply", plus(DUMP_EIO, (Ext.GAUGE, GAUGE_BODY)), Errno.EINVAL),
+    ("GAUGE twice", plus(DUMP_OK, (Ext.GAUGE, GAUGE_BODY), (Ext.GAUGE, GAUGE_BODY)), Errno.EINVAL),
+    ("GAUGE too short", plus(DUMP_OK, (Ext.GAUGE, bytes(8))), Errno.EINVAL),
+    ("GAUGE name uppercase", plus(DUMP_OK, (Ext.GAUGE, GAUGE_BODY[:12] + b"N" + GAUGE_BODY[13:])), Errno.EINVAL),
+    ("GAUGE length disagrees", plus(DUMP_OK, (Ext.GAUGE, b"\3" + GAUGE_BODY[1:])), Errno.EINVAL),
     ("DATA empty", patch(IKE, Ext.DATA, lambda b: bytes(4)), Errno.EINVAL),
     ("DATA length disagrees", patch(IKE, Ext.DATA, put(0, b"\0\0\0\x09")), Errno.EINVAL),
     ("DATA length huge", patch(IKE, Ext.DATA, put(0, b"\xff\xff\xff\xff")), Errno.EINVAL),
@@ -924,7 +951,7 @@ def test_fuzz_random_bytes(data: bytes) -> None:
     check_decode(data)
 
 
-FIXED_BODY = {int(t): n - 4 for t, n in EXT_LENGTHS.items() if t not in (Ext.KEY, Ext.DATA, Ext.DROP)}
+FIXED_BODY = {int(t): n - 4 for t, n in EXT_LENGTHS.items() if t not in (Ext.KEY, Ext.DATA, Ext.DROP, Ext.GAUGE)}
 
 
 @st.composite

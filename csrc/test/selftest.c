@@ -12,7 +12,8 @@
  * One file per unit under test: test_esp.c, test_replay.c, test_seq.c
  * (sequence numbers), test_sad.c (SAD/SPD API, events), test_icmp.c,
  * test_ike_port.c (the NAT-T port's IKE/ESP split), test_fuzz.c,
- * test_offload.c, test_loop.c, test_hold.c; what they share is
+ * test_offload.c, test_loop.c, test_hold.c, test_cmsg.c (socket control
+ * data: the local address a datagram came to, the source ESP leaves from); what they share is
  * in selftest.h (harness.c, ref_esp.c).  An argument sets the fuzz
  * iterations (default 200000).
  */
@@ -46,6 +47,9 @@ int main(int argc, char **argv) {
     test_hold_unit();
     test_hold_policy_gone();
     test_hold_loop();
+    test_cmsg_parse();
+    test_cmsg_pktinfo_put();
+    test_cmsg_loop();
     printf("selftest: %lu checks, %lu failures\n", checks, failures);
     return failures ? 1 : 0;
 }

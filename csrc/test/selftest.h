@@ -138,5 +138,8 @@ void test_loop_two_queues(void);
 void test_hold_unit(void);              /* test_hold.c */
 void test_hold_policy_gone(void);
 void test_hold_loop(void);
+void test_cmsg_parse(void);             /* test_cmsg.c */
+void test_cmsg_pktinfo_put(void);
+void test_cmsg_loop(void);
 
 #endif

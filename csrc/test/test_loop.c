@@ -65,6 +65,8 @@ void test_loop(void) {
     uint8_t data[16];
     CHECK(ts_dp_next_event(B, &ev, data, sizeof(data)) == 1 && ev.type == TS_EV_IKE && ev.data_len == 3 &&
           memcmp(data, "ike", 3) == 0 && ev.addr.family == 4 && ev.addr.port == pa);
+    /* B's socket is bound to 127.0.0.1: that is where it arrived */
+    CHECK(ev.local.family == 4 && ev.local.addr[0] == 127 && ev.local.addr[3] == 1 && ev.local.port == pb);
     /* a control change while the loop runs, then one more packet through */
     ts_addr to_b = {.family = 4, .addr = {127, 0, 0, 1}, .port = pb};
     CHECK(ts_sad_delete(A, spi, TS_DIR_OUT, &to_b) == TS_OK);

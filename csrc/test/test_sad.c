@@ -351,6 +351,13 @@ void test_lifetimes(void) {
     ts_sa_info info;
     CHECK(ts_sad_get(pr.tx, 0x7777, TS_DIR_OUT, &PEER, &info) == TS_OK && info.state == TS_SA_DEAD &&
           info.counters[TS_CTR_PACKETS] == 5 && info.counters[TS_CTR_BYTES] == 5 * len);
+    /* removed with its final counters (EXPIRE's LIFETIME_CURRENT): gone after, and named as in delete */
+    memset(&info, 0xAA, sizeof(info));
+    CHECK(ts_sad_remove(pr.tx, 0x7777, TS_DIR_OUT, NULL, &info) == TS_EINVAL);
+    CHECK(ts_sad_remove(pr.tx, 0x7777, TS_DIR_OUT, &PEER, &info) == TS_OK && info.spi == 0x7777 &&
+          info.dir == TS_DIR_OUT && info.counters[TS_CTR_PACKETS] == 5 && info.counters[TS_CTR_BYTES] == 5 * len);
+    CHECK(ts_sad_remove(pr.tx, 0x7777, TS_DIR_OUT, &PEER, &info) == TS_ENOENT);
+    CHECK(ts_sad_get(pr.tx, 0x7777, TS_DIR_OUT, &PEER, &info) == TS_ENOENT);
 
     /* the event queue is bounded: IKE packets beyond it are counted, not queued */
     uint64_t d0[TS_DROP__COUNT], d1[TS_DROP__COUNT];

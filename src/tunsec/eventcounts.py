@@ -18,3 +18,5 @@ class EventCounts:
     ike_rekeys: collections.Counter[str] = field(default_factory=collections.Counter)   # by connection
     child_rekeys: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)  # (conn, child)
     dpd_failures: collections.Counter[str] = field(default_factory=collections.Counter)  # established, then dead
+    # ACQUIREs of a trap policy while its child was up or being created already (traps.acquire)
+    acquires_ignored: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)

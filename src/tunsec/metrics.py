@@ -73,6 +73,14 @@ SA_COUNTER_HELP: dict[str, str] = {
     "bytes": "Bytes of inner packets through the SA",
     "packets": "Packets through the SA",
 }
+# The worker's gauges (DUMP's GAUGEs, `tunsec status`'s worker.gauges) by name: their help text.  Each is
+# exported as tunsec_worker_<name>, listed here or not.
+WORKER_GAUGE_HELP: dict[str, str] = {
+    "live_sa_entries": "SA entries the worker's fast path holds allocated (larval SAs too); "
+                       "one that stays up after its SAs went is a leak",
+    "live_cipher_contexts": "Cipher contexts the worker's fast path holds allocated (per SA and loop thread)",
+    "spd_entries": "Policies in the worker's SPD",
+}
 # EndpointStats fields that are not drops (the rest are: requests dropped without state)
 _IKE_NOT_DROPS = {"cookies_sent", "half_open_closed", "redirects_sent"}
 # IKE fragmentation (RFC 7383): `tunsec status`'s ike_fragments (ike.fragments.FragmentStats) by
@@ -157,6 +165,9 @@ def state_families(doc: dict[str, Any], worker_up: bool) -> Iterator[Metric]:
         for reason, n in sorted(doc.get("drops", {}).items()):
             drops.add_metric([reason], n)
         yield drops
+        for name, value in (doc.get("worker", {}).get("gauges") or {}).items():
+            yield GaugeMetricFamily(f"tunsec_worker_{name}",
+                                    WORKER_GAUGE_HELP.get(name, f"The worker's gauge {name}"), value=value)
         policies = CounterMetricFamily("tunsec_policy_packets", "Packets that matched a policy",
                                        labels=["policy", "action"])
         for p in doc.get("policies", []):
@@ -171,6 +182,9 @@ def state_families(doc: dict[str, Any], worker_up: bool) -> Iterator[Metric]:
         if reason not in _IKE_NOT_DROPS:
             dropped.add_metric([reason], n)
     yield dropped
+    yield CounterMetricFamily("tunsec_worker_malformed_messages", "Datagrams from the worker the control "
+                              "process could not decode, dropped (since the worker started)",
+                              value=doc.get("worker", {}).get("malformed", 0))
     yield CounterMetricFamily("tunsec_ike_cookies_sent", "Stateless COOKIE answers (RFC 7296 2.6)",
                               value=stats.get("cookies_sent", 0))
     yield CounterMetricFamily("tunsec_ike_redirects_sent", "Stateless REDIRECT answers (RFC 5685)",
@@ -222,14 +236,18 @@ def event_families(events: EventCounts | None, worker_restarts: int) -> Iterator
                                 labels=["connection", "child"])
     dpd = CounterMetricFamily("tunsec_dpd_failures", "Established IKE SAs whose peer stopped answering",
                               labels=["connection"])
+    ignored = CounterMetricFamily("tunsec_trap_acquires_ignored", "Packets' ACQUIREs of a trap policy ignored: "
+                                  "its child was up or being created already", labels=["connection", "child"])
     if events is not None:
+        for (conn, name), n in sorted(events.acquires_ignored.items()):
+            ignored.add_metric([conn, name], n)
         for conn, n in sorted(events.ike_rekeys.items()):
             ike.add_metric([conn], n)
         for (conn, name), n in sorted(events.child_rekeys.items()):
             child.add_metric([conn, name], n)
         for conn, n in sorted(events.dpd_failures.items()):
             dpd.add_metric([conn], n)
-    yield from (ike, child, dpd)
+    yield from (ike, child, dpd, ignored)
     yield CounterMetricFamily("tunsec_worker_restarts", "Times the dataplane worker died and was restarted",
                               value=worker_restarts)
 

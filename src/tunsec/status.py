@@ -86,7 +86,10 @@ def status_document(d: Daemon, dump: Reply) -> dict[str, Any]:
         "tun": {"name": d.cfg.tunsec.tun, "mtu": d.mtu, "created": bool(d.tun and d.tun.created),
                 "offloads": d.tun.offload_names() if d.tun else [], "vnet_hdr": bool(d.tun and d.tun.vnet_hdr)},
         "udp_offloads": d.sockets.offloads(),
-        "worker": {"pid": d.worker.pid, "restarts": len(d.restarts)},
+        # gauges: the worker's values of now (DUMP's GAUGEs: its live C allocations, policies in its SPD);
+        # malformed: datagrams from it the control process could not decode, dropped (since it started)
+        "worker": {"pid": d.worker.pid, "restarts": len(d.restarts), "gauges": dict(dump.gauges),
+                   "malformed": d.worker.malformed},
         "uptime_seconds": int(time.time() - d.started),
         # larval SAs are the inbound SPIs IKE keeps ready (GETSPI): counted, not listed
         "sas": [sa_status(sa) for sa in dump.sas if sa.state != "larval"],
@@ -106,14 +109,23 @@ def render(doc: dict[str, Any]) -> str:
         f"(restarts {worker['restarts']}), up {doc['uptime_seconds']}s",
         f"offloads: TUN {', '.join(tun['offloads']) or 'none'}; UDP {', '.join(doc['udp_offloads']) or 'none'}",
     ]
+    gauges = worker.get("gauges") or {}
+    if gauges or worker.get("malformed"):
+        lines.append("worker: " + ", ".join([f"{k} {v}" for k, v in gauges.items()]
+                                            + [f"malformed messages {worker.get('malformed', 0)}"]))
     for ike in doc.get("ike_sas", []):
         lines.append(
-            f"{ike['name']}: IKEv2 {ike['state']} with {ike['remote']}, {ike['proposal'] or '-'}, "
+            f"{ike['name']}: IKEv2 {ike['state']} with {ike['remote']}"
+            + (f" at {ike['local']}" if ike.get("local") else "")
+            + f", {ike['proposal'] or '-'}, "
             f"SPIs {ike['spi_i']}_i {ike['spi_r']}_r{'*' if ike['initiator'] else ''}, "
             f"{ike['local_id'] or '-'} <-> {ike['remote_id'] or '-'}"
             + (", MOBIKE" if ike.get("mobike") else "")
             + (f", up {ike['age_seconds']}s" if ike["age_seconds"] is not None else "")
         )
+        if (used := ike.get("usage")) is not None:
+            lines.append(f"  accounted: in {used['octets_in']} bytes ({used['packets_in']} packets), "
+                         f"out {used['octets_out']} bytes ({used['packets_out']} packets)")
         if ike.get("local_vips") or ike.get("remote_vips"):
             lines.append(f"  virtual IPs: local {', '.join(ike.get('local_vips') or ['-'])}, "
                          f"remote {', '.join(ike.get('remote_vips') or ['-'])}")

@@ -144,3 +144,31 @@ def test_waiting_longer_than_the_half_open_timeout_is_warned_about() -> None:
     (warning,) = parse_config(slow, "tunsec.conf").warnings
     assert str(warning).startswith("tunsec.conf:1: radius: when no server answers, a round waits 43.6 s "
                                    "(2 server(s) x 21.8 s), not less than tunsec.half_open_timeout (30 s)")
+
+
+def test_preference_and_sockets_choose_the_server_a_new_request_tries_first() -> None:
+    """strongSwan's servers.NAME.preference and .sockets: the backup written second with the
+    higher preference is tried first; a negative preference makes a server the last resort."""
+    from tunsec.radius.health import ServerHealth, in_order
+
+    text = RADIUS.replace("auth_port = 11812", "auth_port = 11812\n      preference = 20\n      sockets = 4")
+    text = text.replace('secret = "Shared secret 1"', 'secret = "Shared secret 1"\n      preference = -3')
+    radius = parse_config(text, "tunsec.conf").radius
+    assert radius is not None
+    health = {s.name: ServerHealth(s.name, "x", "Access-Requests") for s in radius.servers}
+    busy = {"primary": 0, "backup": 4}   # every socket of the backup under way: 20 + 0 against -3 + 100
+
+    def order(under_way: dict[str, int]) -> list[str]:
+        return [s.name for s in in_order(radius.servers, lambda s: health[s.name], lambda s: under_way[s.name])]
+    assert order({"primary": 0, "backup": 0}) == ["backup", "primary"]
+    assert order(busy) == ["primary", "backup"]
+
+
+@pytest.mark.parametrize(("key", "value", "says"), [
+    ("preference", "1001", "out of range"), ("preference", "-1001", "out of range"),
+    ("preference", "high", "not a preference"), ("sockets", "0", "out of range"),
+    ("sockets", "257", "out of range")])
+def test_bad_preference_or_sockets_is_refused_with_its_key(key: str, value: str, says: str) -> None:
+    text = RADIUS.replace('secret = "Shared secret 1"', f'secret = "Shared secret 1"\n      {key} = {value}')
+    [error] = errors(text)
+    assert f"radius.servers.primary.{key}" in error and says in error, error

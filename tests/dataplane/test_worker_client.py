@@ -123,3 +123,37 @@ def test_answers_are_handled_before_the_events_read_with_them() -> None:
         assert wc._sock is None
         ours.close()
     asyncio.run(body())
+
+
+def test_a_truncated_expire_from_the_worker_is_a_counted_drop() -> None:
+    """An EXPIRE cut short (its LIFETIME_CURRENT half there, or the datagram ending inside it)
+    reaches no service: it is dropped and counted (tunsec status: worker.malformed), and the
+    next, whole EXPIRE still gets through with its counters."""
+    whole = pipe.Expire(spi=0x1000, direction=pipe.Direction.IN, hard=True, reason=pipe.ExpireReason.TIME,
+                        current=pipe.Lifetime(bytes=5000, packets=40, seconds=60))
+    data = pipe.encode(whole)
+    length = len(data) - 12
+    header_fixed = data[:12] + length.to_bytes(4, "big")   # the length field agrees with the cut
+    # the last extension (LIFETIME_CURRENT, 28 bytes) keeps its header's length of 28 but only 16 of it
+    cut_inside = header_fixed + data[16:-12]
+
+    async def body() -> tuple[list[pipe.Message], int]:
+        loop = asyncio.get_running_loop()
+        ours, worker = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours.setblocking(False)
+        events: list[pipe.Message] = []
+        wc = WorkerClient(events.append)
+        wc._sock = ours
+        loop.add_reader(ours.fileno(), wc._readable)
+        for datagram in (data[:-12], cut_inside, data[:20], data):
+            worker.send(datagram)
+        async with asyncio.timeout(10):
+            while not events:   # the whole one comes last (SOCK_SEQPACKET keeps the order)
+                await asyncio.sleep(0.005)
+        loop.remove_reader(ours.fileno())
+        worker.close()
+        ours.close()
+        return events, wc.malformed
+
+    events, malformed = asyncio.run(body())
+    assert events == [whole] and malformed == 3

@@ -8,6 +8,8 @@ SA's timers with it."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import gc
 import ipaddress
 import os
 from collections.abc import Callable
@@ -167,3 +169,80 @@ def test_worker_expires_by_time_and_delete_takes_the_timers() -> None:
     w.dp.delete(0x3000, Direction.OUT, PEER)
     assert ask(pipe.Delete(next(ids), 0x3000, Direction.OUT, PEER)) is pipe.Errno.ENOENT
     assert w.timers.pending((0x3000, Direction.OUT, PEER)) == [] and not w.timers.epoch
+
+
+# --- EXPIRE's final counters (LIFETIME_CURRENT) ------------------------------------------------
+def _sending_worker(out: SaSpec) -> tuple[FakeLoop, Worker, list[pipe.Message], Callable[[int], int]]:
+    """A worker with the outbound SA ``out`` bound to a PROTECT policy over NETS; send(n) passes n
+    packets through it (single-packet API) and returns the inner bytes that went out."""
+    from test_ikeservice_peers import ipv4_udp
+
+    from tunsec.dataplane.fastpath import Drop
+
+    loop = FakeLoop()
+    sent: list[pipe.Message] = []
+    w = Worker(Dataplane(), lambda b: sent.append(pipe.decode(b)), {}, cast(asyncio.AbstractEventLoop, loop), 30.0)
+    w.handle_datagram(pipe.encode(pipe.Add(1, out)))
+    sel = Selector.from_networks(*NETS)
+    w.handle_datagram(pipe.encode(pipe.SpdAdd(2, pipe.Policy(7, 100, pipe.Action.PROTECT, 1, sel))))
+
+    def send(n: int) -> int:
+        total = 0
+        for _ in range(n):
+            packet = ipv4_udp("10.1.0.5", "10.3.0.2", b"x" * 100)
+            _, _, drop, _ = w.dp.outbound(packet)
+            if drop is Drop.NONE:
+                total += len(packet)
+        return total
+    return loop, w, sent, send
+
+
+def test_a_hard_time_expire_carries_the_counters_the_sa_went_with() -> None:
+    """The worker deletes an SA itself at its hard time lifetime: nobody can read its counters
+    after, so its EXPIRE carries them (as read when it was removed); the soft one carries them too."""
+    loop, w, sent, send = _sending_worker(spec(0x2000, Direction.OUT, 10, 20))
+    before_soft = send(3)
+    loop.advance(15)
+    after_soft = send(4)
+    loop.advance(10)
+    soft, hard = [m for m in sent if isinstance(m, pipe.Expire)]
+    assert not soft.hard and soft.current is not None and soft.current.bytes == before_soft
+    assert hard.hard and hard.remote == PEER and hard.current is not None
+    assert (hard.current.bytes, hard.current.packets) == (before_soft + after_soft, 7)
+    assert w.dp.sas() == []
+
+
+def test_a_hard_byte_expire_carries_the_final_counters_of_the_dead_sa() -> None:
+    """A hard byte limit leaves the SA dead (the packet past it is dropped, not counted): the
+    EXPIRE the fast path raises goes up with the counters it stopped at."""
+    out = dataclasses.replace(spec(0x2000, Direction.OUT, 0, 0), hard=Lifetime(bytes=1000))
+    _, w, sent, send = _sending_worker(out)
+    carried = send(20)   # 128-byte packets: 7 fit under 1000
+    w.drain_events()
+    (hard,) = [m for m in sent if isinstance(m, pipe.Expire)]
+    assert hard.hard and hard.reason is pipe.ExpireReason.BYTES and hard.current is not None
+    assert (hard.current.bytes, hard.current.packets) == (carried, 7)
+    assert w.dp.get(0x2000, Direction.OUT, PEER).counters["bytes"] == carried
+
+
+def test_dump_carries_the_worker_gauges_and_they_follow_the_sas() -> None:
+    """DUMP's GAUGEs: the live C allocations (SA entries, cipher contexts) go up with an SA added
+    and back down with it deleted; spd_entries with the policies."""
+    gc.collect()   # the allocation gauges are process-wide: no earlier test's Dataplane may be freed midway
+    _, w, _, _ = _sending_worker(spec(0x2000, Direction.OUT, 0, 0))
+
+    def gauges() -> dict[str, int]:
+        reply = pipe.join_dump_replies([cast(pipe.Reply, pipe.decode(d))
+                                        for d in w.handle_datagram(pipe.encode(pipe.Dump(9)))])
+        return dict(reply.gauges)
+    one = gauges()
+    assert one["spd_entries"] == 1
+    w.handle_datagram(pipe.encode(pipe.Add(3, spec(0x2001, Direction.OUT, 0, 0))))
+    two = gauges()
+    assert two["live_sa_entries"] > one["live_sa_entries"] and two["live_cipher_contexts"] > one["live_cipher_contexts"]
+    w.handle_datagram(pipe.encode(pipe.Delete(4, 0x2001, Direction.OUT, PEER)))
+    w.handle_datagram(pipe.encode(pipe.SpdFlush(5)))
+    back = gauges()
+    assert (back["live_sa_entries"], back["live_cipher_contexts"]) == (one["live_sa_entries"],
+                                                                         one["live_cipher_contexts"])
+    assert back["spd_entries"] == 0

@@ -100,6 +100,8 @@ def test_terminate_deletes_both_sides_and_initiate_brings_it_back(topo: TwoHosts
     first = a.wait_established()["children"][0]
     b.wait_established()
     ping_both_ways(topo, count=1)
+    # the worker's gauges (its live C allocations, its SPD) follow the Child SA out and back in
+    up = a.status()["worker"]["gauges"]
 
     r = a.cli("terminate", "--ike", CONN)
     assert r.returncode == 0, r.stderr
@@ -109,6 +111,8 @@ def test_terminate_deletes_both_sides_and_initiate_brings_it_back(topo: TwoHosts
     assert wait_until(lambda: no_ike_sas(a) and no_ike_sas(b), 10), (a.ike_sas(), b.ike_sas())
     assert nothing_installed(a) and nothing_installed(b)
     assert no_traffic(topo)
+    down = a.status()["worker"]["gauges"]
+    assert down["live_cipher_contexts"] < up["live_cipher_contexts"] and down["spd_entries"] < up["spd_entries"]
     again = a.cli("terminate", "--ike", CONN)
     assert again.returncode != 0 and "no IKE SA" in again.stderr + again.stdout
 
@@ -118,6 +122,8 @@ def test_terminate_deletes_both_sides_and_initiate_brings_it_back(topo: TwoHosts
     b.wait_established()
     assert {second["spi_in"], second["spi_out"]}.isdisjoint({first["spi_in"], first["spi_out"]})
     ping_both_ways(topo, count=2)
+    back = a.status()["worker"]["gauges"]
+    assert back["live_cipher_contexts"] > down["live_cipher_contexts"] and back["spd_entries"] == up["spd_entries"]
 
     # --child: that Child SA goes, its IKE SA stays (and carries the next one)
     r = a.cli("terminate", "--child", CHILD)

@@ -131,6 +131,10 @@ def test_prometheus_scrapes_child_sa_counters_and_survives_a_stuck_worker(topo: 
     assert prom.value('tunsec_drops_total{reason="auth"}') == 0
     assert prom.value("tunsec_worker_restarts_total") == 0
     assert prom.value("tunsec_ike_half_open_sas") == 0
+    # the worker's gauges: the Child SA's two SAs (and the IKE service's larval SPIs) and its policy
+    assert prom.value("tunsec_worker_live_sa_entries") >= 2 and prom.value("tunsec_worker_live_cipher_contexts") >= 2
+    assert prom.value("tunsec_worker_spd_entries") >= 1
+    assert prom.value("tunsec_worker_malformed_messages_total") == 0
     assert prom.value('sum(tunsec_worker_queue_cpu_seconds_total{queue="0"})') is not None
     assert prom.value("process_resident_memory_bytes") is not None
 

@@ -5,6 +5,7 @@ out of the timer (the IKE SA's timer was then never re-armed). Two engines on a 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import random
 
 from test_child_retry import Pool, _live, _requests
@@ -13,6 +14,7 @@ from test_engine_more import A, B, cfg, only
 from tunsec.ike.endpoint import IkeEndpoint
 from tunsec.ike.events import ChildSaUp, IkeSaDown, NegotiationFailed
 from tunsec.ike.exchanges.create_child_sa import MAX_RETRIES
+from tunsec.ike.sa_timers import REKEY_BACKOFF_MAX
 from tunsec.ike.testing import EPOCH, Network
 
 REKEY = 100.0
@@ -65,3 +67,30 @@ def test_a_new_child_sa_without_an_inbound_spi_is_tried_again_then_given_up() ->
     sa.initiate("web")
     net.run()
     assert [e.child for e in only(net.take(A), ChildSaUp)] == ["web"]
+
+
+def test_a_rekey_that_keeps_finding_no_inbound_spi_backs_off_exponentially() -> None:
+    """The worker's SAD stays full: the rekey is tried until the hard lifetime, but each failure in a
+    row waits twice as long as the one before (2-10 s, 4-20 s, ... up to 64-320 s), not every 2-10 s.
+    Once an SPI is there the rekey goes through, and the new Child SA starts over at 2-10 s."""
+    net, a, pool = _pair(REKEY)
+    tries: list[float] = []
+    take = pool.__call__
+
+    def allocator() -> int:
+        tries.append(net.now)
+        return take()
+    _live(a)._st.spi_allocator = allocator
+    pool.empty = 1000
+    net.run(until=REKEY + 1000.0)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(tries)]
+    assert len(gaps) >= 6                            # at most 10+20+40+80+160+320 s apart
+    for n, gap in enumerate(gaps):
+        factor = min(2 ** n, REKEY_BACKOFF_MAX)
+        assert 2.0 * factor <= gap <= 10.0 * factor, (n, gaps)
+    failed = only(net.take(A), NegotiationFailed)
+    assert len(failed) == len(tries) and {(f.reason, f.child) for f in failed} == {("TEMPORARY_FAILURE", "net")}
+    pool.empty = 0
+    net.run(until=tries[-1] + 330.0)                 # the next try finds an SPI
+    (new,) = _live(a).children
+    assert only(net.take(A), ChildSaUp) and new.rekey_failures == 0

@@ -411,3 +411,51 @@ def test_fqdn_redirect_in_ike_sa_init_is_followed_after_the_lookup() -> None:
     assert sa.state is State.ESTABLISHED and sa.remote_addr[0] == GW_B
     init_to_b = next(s for s in net.log if s.dst[0] == GW_B)
     assert notifies(init_to_b.data, NotifyType.REDIRECTED_FROM)
+
+
+# ------------------------------------------------------------------ per connection (issue 9 item 5)
+
+CLIENT2 = "192.0.2.9"
+
+
+def test_redirect_is_per_connection_in_ike_sa_init() -> None:
+    """Gateway A has two connections: ``office`` for the client at CLIENT2 (no redirect) and ``rw``
+    for anyone else (``redirect_to`` B). The client at CLIENT2 is served at A; the other goes to B."""
+    net = Network()
+    net.add(CLIENT, IkeEndpoint([client_cfg()]))
+    net.add(CLIENT2, IkeEndpoint([client_cfg(local_addr=CLIENT2)]))
+    office = gateway_cfg(GW_A, name="office", remote_addr=CLIENT2)
+    a = net.add(GW_A, IkeEndpoint([gateway_cfg(GW_A, redirect_to=GW_B), office]))
+    b = net.add(GW_B, IkeEndpoint([gateway_cfg(GW_B)]))
+    redirected = net.nodes[CLIENT].initiate("rw", "net", 0.0)
+    served = net.nodes[CLIENT2].initiate("rw", "net", 0.0)
+    net.run(until=5.0)
+    assert served.state is State.ESTABLISHED and served.remote_addr[0] == GW_A
+    assert redirected.state is State.ESTABLISHED and redirected.remote_addr[0] == GW_B
+    assert Redirected("rw", GW_A, GW_B) in net.take(CLIENT)
+    assert not any(isinstance(e, Redirected) for e in net.take(CLIENT2))
+    assert (a.stats.redirects_sent, a.sa_count, b.sa_count) == (1, 1, 1)
+    (held,) = sas_of(a)
+    assert held.config.name == "office" and held.remote_addr[0] == CLIENT2
+
+
+def test_redirect_is_per_connection_in_ike_auth() -> None:
+    """``redirect_on = auth`` follows the connection the client authenticated for: carol's
+    connection redirects, dave's (same address, same gateway) does not."""
+    dave = Identity.parse("dave.example")
+    net = Network()
+    net.add(CLIENT, IkeEndpoint([client_cfg(), client_cfg(name="dave", local=LocalAuth("psk", dave))]))
+    dave_conn = gateway_cfg(GW_A, name="dave", remote=RemoteAuth("psk", dave))
+    a = net.add(GW_A, IkeEndpoint([gateway_cfg(GW_A, redirect_to=GW_B, redirect_on="auth"), dave_conn]))
+    b = net.add(GW_B, IkeEndpoint([gateway_cfg(GW_B)]))
+    served = net.nodes[CLIENT].initiate("dave", "net", 0.0)
+    net.run(until=5.0)
+    assert served.state is State.ESTABLISHED and served.remote_addr[0] == GW_A and len(served.children) == 1
+    assert [s.config.name for s in sas_of(a)] == ["dave"] and sas_of(b) == []
+    net.nodes[CLIENT].initiate("rw", "net", net.now)
+    net.run(until=10.0)
+    assert [s.config.name for s in sas_of(a)] == ["dave"]      # carol was authenticated, then sent on
+    assert [e for e in net.take(GW_A) if isinstance(e, PeerRedirected)] == [
+        PeerRedirected("rw", Identity.parse("carol.example"), GW_B)]
+    (at_b,) = sas_of(b)
+    assert at_b.state is State.ESTABLISHED and len(at_b.children) == 1

@@ -21,7 +21,7 @@ from ike_peers import requires_strongswan
 from reachable import python_argv
 
 from tunsec.bench.netns import TwoHosts, wait_until
-from tunsec.bench.scale import CONN, POOL, RoadWarriors, TunsecGateway, client_id, ping_from
+from tunsec.bench.scale import CHILD, CONN, POOL, RoadWarriors, TunsecGateway, client_id, ping_from
 
 pytestmark = [pytest.mark.interop, requires_strongswan]
 
@@ -68,3 +68,12 @@ def test_fifty_road_warriors_at_once(topo: TwoHosts) -> None:
 
     assert wait_until(released, 15), gateway.status()["leases"]
     assert {x["address"] for x in gateway.status()["leases"]} == set(vips.values())
+
+    # the same identity gets its address back: the client that held the pool's highest address
+    # comes back alone, with 50 offline leases to choose from (first-free would give it the lowest)
+    k, old = max(((int(name[len(CONN):]), ip) for name, ip in vips.items()), key=lambda x: ipaddress.ip_address(x[1]))
+    r = clients.swanctl("--initiate", "--ike", f"{CONN}{k}", "--child", CHILD, "--timeout", "20", timeout=60)
+    assert r.returncode == 0, f"{r.stdout[-2000:]}{r.stderr}\n{gateway.diagnostics()}"
+    assert clients.vips() == {f"{CONN}{k}": old}
+    back = {(x["address"], x["identity"]) for x in gateway.status()["leases"] if x["status"] == "online"}
+    assert back == {(old, client_id(k))}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from ike_peers import CHILD, Charon, Pki, TunsecIke, ping_both_ways, requires_strongswan
@@ -66,14 +67,31 @@ def test_strongswan_eap_mschapv2_road_warrior_pings_through(topo: TwoHosts, pki:
     ping_both_ways(topo)
 
 
-def test_strongswan_eap_wrong_password_is_refused_and_nothing_stays(topo: TwoHosts, pki: Pki) -> None:
-    gateway, client = peers(topo, pki, "not-the-password")
+def assert_refused_and_nothing_left(gateway: TunsecIke, client: Charon, log_line: str) -> None:
+    """charon gets EAP-Failure and AUTHENTICATION_FAILED in one response (as from strongSwan's gateway),
+    tunsec logs why, and keeps no IKE SA, no half-open SA, no Child SA, no policy."""
     r = client.initiate(timeout=10)
-    assert r.returncode != 0
-    client.wait_log(r"received EAP_FAILURE|AUTHENTICATION_FAILED")
-    line = gateway.wait_log(r"EAP-MSCHAPv2 authentication of 'alice' failed: wrong EAP-MSCHAPv2 password")
-    assert line is not None
-    assert wait_until(lambda: gateway.ike_sas() == [], 10), gateway.ike_sas()
+    assert r.returncode != 0, r.stdout[-2000:]
+    client.wait_log(r"parsed IKE_AUTH response \d+ \[ EAP/FAIL N\(AUTH_FAILED\) \]")
+    gateway.wait_log(log_line)
+    status: dict[str, Any] = {}
+
+    def nothing_left() -> bool:
+        status.update(gateway.status())
+        return not status["ike_sas"] and status["ike_half_open"] == 0 and not status["policies"]
+    assert wait_until(nothing_left, 10), status
+
+
+def test_strongswan_eap_wrong_password_and_unknown_user_are_refused_and_nothing_stays(
+        topo: TwoHosts, pki: Pki) -> None:
+    gateway, client = peers(topo, pki, "not-the-password")
+    assert_refused_and_nothing_left(
+        gateway, client, r"EAP-MSCHAPv2 authentication of 'alice' failed: wrong EAP-MSCHAPv2 password")
+    # the same client as a user the gateway does not know (its password is alice's)
+    client.write(eap_user="mallory", psk=PASSWORD)
+    client.swanctl_ok("--load-all", "--noprompt")
+    assert_refused_and_nothing_left(gateway, client, r"EAP-MSCHAPv2 authentication of 'mallory' failed: "
+                                    r"unknown EAP user")
     log = gateway.log_text()
     assert PASSWORD not in log and "not-the-password" not in log
 

@@ -12,6 +12,9 @@ full-size datagram leaves no room at all: the IPv6 case also drops every packet
 with a Fragment header before the kernel's defragmentation sees it (nftables,
 ``exthdr frag exists``, counted) and checks that the counter stayed at zero, so
 IPv6 fragmentation cannot be what makes it pass.
+
+And a road warrior (issue 9): a charon client with EAP-MSCHAPv2 and a virtual IP against the
+tunsec gateway, whose chain arrives in IKE fragments before the EAP rounds.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 from ike_peers import CONN, Charon, Conn, TunsecIke, ident, ping_both_ways, requires_strongswan
+from roadwarrior import GatewayConn, Pool, RoadWarriorConn
 
 from tunsec.bench.netns import Host, TwoHosts, wait_until
 from tunsec.ike.testing import Issued, make_ca, make_cert
@@ -163,3 +167,44 @@ def test_certificate_chains_over_a_1280_path(
         if topo.ipv6:
             assert _v6_fragments_dropped(topo, host) == 0
             assert _ip6_counters(topo, host)["Ip6ReasmReqds"] == 0
+
+
+USER, PASSWORD = "alice", "Alice-Fragments-pw-2"
+VIP = "10.3.0.1"
+
+
+@pytest.fixture
+def topo4() -> Iterator[TwoHosts]:
+    with TwoHosts(veth_mtu=PATH_MTU) as t:
+        for host in (t.a, t.b):
+            t.run(host, _NO_IP_REASSEMBLY)
+        yield t
+
+
+def test_road_warrior_with_eap_and_a_pool_over_a_1280_path(
+        topo4: TwoHosts, chain: tuple[Issued, tuple[Issued, ...]]) -> None:
+    """Issue 9's road warrior over a 1280 path: a charon client (EAP-MSCHAPv2, ``vips = 0.0.0.0``)
+    against the tunsec gateway, whose certificate chain makes its first IKE_AUTH response several
+    kilobytes: it arrives only as IKE fragments, and the EAP rounds and the pool's address follow."""
+    topo = topo4
+    frag = "    fragmentation = yes\n    send_cert = always\n"
+    gateway = TunsecIke(topo, GatewayConn(topo.a, topo.b, method="eap-mschapv2", users=((USER, PASSWORD),),
+                                          pools=(Pool("rw4", "10.3.0.0/24"),), extra_conn=frag))
+    client = Charon(topo, RoadWarriorConn(topo.b, topo.a, method="eap-mschapv2", eap_user=USER, psk=PASSWORD,
+                                          vips=("0.0.0.0",), extra_conn=frag))
+    gateway.write(cert=_install(gateway.dir, topo.a, chain))
+    _install(client.inst.dir, topo.b, chain)      # the CAs to check the gateway with
+    client.write()
+    client.start()
+    gateway.start()
+    r = client.initiate()
+    assert r.returncode == 0, f"swanctl --initiate: {r.stdout[-2000:]}{r.stderr}\ntunsec:\n{gateway.log_tail()}"
+    sa = gateway.wait_established()
+    assert sa["remote_id"] == USER and sa["remote_vips"] == [VIP]
+    assert topo.wait_ping(topo.b, topo.a.inner4, src=VIP, timeout=10)
+    gateway.wait_log(r"splitting IKE message 1 into \d+ fragments")
+    client.wait_log(r"reassembled fragmented IKE message \(\d+ bytes\)")
+    client.wait_log(r"EAP method EAP_MSCHAPV2 succeeded, MSK established")
+    assert gateway.status()["ike_fragments"]["fragments_dropped"] == 0
+    for host in (topo.a, topo.b):
+        assert _ip_counters(topo, host)["ReasmReqds"] == 0

@@ -6,7 +6,9 @@ same session, with the EAP identity, the leased address, the attributes strongSw
 eap-radius sends, and in the Stop at least the bytes and packets the ping carried each way;
 the Class of the Access-Accept in both. When the gateway stops instead, the Stop says
 NAS-Reboot and an Accounting-Off follows it. When the gateway's worker dies and is restarted,
-the Stop still counts the traffic from before.
+the Stop still counts the traffic from before. A reload that turns accounting off and on again
+stops the session (Admin-Reset) and starts a new one for the IKE SA still up; a client that
+stops answering is closed by DPD and its Stop says Lost-Service.
 """
 
 from __future__ import annotations
@@ -47,11 +49,19 @@ def topo() -> Iterator[TwoHosts]:
         yield t
 
 
-def setup(topo: TwoHosts, pki: Pki) -> tuple[TunsecIke, Charon, FreeRadius]:
+# the gateway's DPD: a liveness check after 1 s without traffic, given up 1 s later
+DPD_CONN = "    dpd_delay = 1s\n"
+FAST_IKE = "  retransmit_timeout = 0.5\n  retransmit_base = 1.0\n  retransmit_tries = 1\n"
+
+
+def setup(topo: TwoHosts, pki: Pki, gateway_child: str = "",
+          dpd: bool = False) -> tuple[TunsecIke, Charon, FreeRadius]:
     radius = FreeRadius(topo, topo.a, RADIUS_SECRET, {USER: PASSWORD}, {USER: f"Class := {CLASS}"})
     radius.start()
     gateway = TunsecIke(topo, GatewayConn(topo.a, topo.b, method="eap-radius", pools=(Pool("rw4", POOL),),
-                                          radius_secret=RADIUS_SECRET, accounting=True), pki=pki)
+                                          radius_secret=RADIUS_SECRET, accounting=True,
+                                          extra_child=gateway_child, extra_conn=DPD_CONN if dpd else ""),
+                        pki=pki, tunsec_extra=FAST_IKE if dpd else "")
     client = Charon(topo, RoadWarriorConn(topo.b, topo.a, method="eap-mschapv2", eap_user=USER, psk=PASSWORD,
                                           vips=("0.0.0.0",)), pki=pki)
     client.start()
@@ -61,6 +71,18 @@ def setup(topo: TwoHosts, pki: Pki) -> tuple[TunsecIke, Charon, FreeRadius]:
 
 def records_of(radius: FreeRadius, status: str) -> list[dict[str, str]]:
     return [r for r in radius.accounting_records() if r.get("Acct-Status-Type") == status]
+
+
+def reload_accounting(gateway: TunsecIke, on: bool) -> None:
+    """``tunsec reload`` of the gateway's config with ``accounting = yes`` or ``no``."""
+    gateway.write(accounting=on)
+    # tunsec reads the config and its key as its own user now (it dropped root after starting)
+    gid = grp.getgrnam("tunsec").gr_gid
+    for path in [gateway.dir, *gateway.dir.rglob("*")]:
+        os.chown(path, -1, gid)
+        path.chmod(path.stat().st_mode | (0o050 if path.is_dir() else 0o040))
+    reload = gateway.cli("reload")
+    assert reload.returncode == 0, f"{reload.stdout}{reload.stderr}\n{gateway.log_tail()}"
 
 
 def test_freeradius_logs_start_and_stop_with_user_address_session_and_the_pings_bytes(
@@ -139,14 +161,7 @@ def test_a_reload_that_turns_accounting_off_stops_the_session_with_admin_reset_t
     sa = gateway.wait_established()
     assert wait_until(lambda: bool(records_of(radius, "Start")), 10), \
         f"no Accounting Start at FreeRADIUS:\n{radius.log_text()[-3000:]}\ntunsec:\n{gateway.log_tail()}"
-    gateway.write(accounting=False)
-    # tunsec reads the config and its key as its own user now (it dropped root after starting)
-    gid = grp.getgrnam("tunsec").gr_gid
-    for path in [gateway.dir, *gateway.dir.rglob("*")]:
-        os.chown(path, -1, gid)
-        path.chmod(path.stat().st_mode | (0o050 if path.is_dir() else 0o040))
-    reload = gateway.cli("reload")
-    assert reload.returncode == 0, f"{reload.stdout}{reload.stderr}\n{gateway.log_tail()}"
+    reload_accounting(gateway, False)
     assert wait_until(lambda: bool(records_of(radius, "Accounting-Off")), 10), \
         f"no Accounting-Off at FreeRADIUS:\n{radius.log_text()[-3000:]}\ntunsec:\n{gateway.log_tail()}"
     statuses = [rec["Acct-Status-Type"] for rec in radius.accounting_records()]
@@ -156,6 +171,74 @@ def test_a_reload_that_turns_accounting_off_stops_the_session_with_admin_reset_t
     (still,) = gateway.established()
     assert (still["spi_i"], still["spi_r"]) == (sa["spi_i"], sa["spi_r"]), still   # the IKE SA was not touched
     assert "accounting" not in gateway.status()["radius"], gateway.status()["radius"]
+
+
+def test_a_reload_that_turns_accounting_off_then_on_again_starts_a_new_session_for_the_ike_sa_still_up(
+        topo: TwoHosts, pki: Pki) -> None:
+    """Off: the session's Stop (Admin-Reset) and the Accounting-Off; on again: an Accounting-On
+    after that Off, then a Start for the IKE SA that stayed up, a new session (its own
+    Acct-Session-Id) with the same user, address and the Access-Accept's Class; its Stop counts
+    the traffic from that Start on."""
+    gateway, client, radius = setup(topo, pki)
+    r = client.initiate()
+    assert r.returncode == 0, f"swanctl --initiate: {r.stdout[-3000:]}{r.stderr}\ntunsec:\n{gateway.log_tail()}"
+    sa = gateway.wait_established()
+    assert wait_until(lambda: bool(records_of(radius, "Start")), 10), \
+        f"no Accounting Start at FreeRADIUS:\n{radius.log_text()[-3000:]}\ntunsec:\n{gateway.log_tail()}"
+    assert topo.wait_ping(topo.b, topo.a.inner4, src=VIP, timeout=10)   # usage of the first session
+    reload_accounting(gateway, False)
+    assert wait_until(lambda: bool(records_of(radius, "Accounting-Off")), 10), \
+        f"no Accounting-Off at FreeRADIUS:\n{radius.log_text()[-3000:]}\ntunsec:\n{gateway.log_tail()}"
+    reload_accounting(gateway, True)
+    assert wait_until(lambda: len(records_of(radius, "Start")) == 2, 10), \
+        f"no second Start at FreeRADIUS:\n{radius.log_text()[-3000:]}\ntunsec:\n{gateway.log_tail()}"
+    (still,) = gateway.established()
+    assert (still["spi_i"], still["spi_r"]) == (sa["spi_i"], sa["spi_r"]), still   # up all along
+    assert topo.ping(topo.b, topo.a.inner4, count=PINGS, src=VIP)
+    client.swanctl_ok("--terminate", "--ike", CONN)
+    assert wait_until(lambda: len(records_of(radius, "Stop")) == 2, 10), \
+        f"no second Stop at FreeRADIUS:\n{radius.log_text()[-3000:]}\ntunsec:\n{gateway.log_tail()}"
+
+    statuses = [rec["Acct-Status-Type"] for rec in radius.accounting_records()]
+    assert statuses == ["Accounting-On", "Start", "Stop", "Accounting-Off", "Accounting-On", "Start", "Stop"], \
+        statuses
+    (first, again), (reset, ended) = records_of(radius, "Start"), records_of(radius, "Stop")
+    assert reset["Acct-Session-Id"] == first["Acct-Session-Id"] and reset["Acct-Terminate-Cause"] == "Admin-Reset"
+    assert int(reset["Acct-Input-Octets"]) >= ECHO, reset   # the first wait_ping's echo, before the reload
+    assert again["Acct-Session-Id"] not in (first["Acct-Session-Id"], "")
+    for record in (again, ended):
+        assert (record["User-Name"], record["Framed-IP-Address"], record["Class"]) == (USER, VIP, CLASS), record
+        assert record["Calling-Station-Id"] == f"{topo.b.outer4}[4500]", record
+    assert ended["Acct-Session-Id"] == again["Acct-Session-Id"], ended
+    assert ended["Acct-Terminate-Cause"] == "User-Request", ended
+    # from the second Start on: the PINGS echoes each way, not the first session's traffic too
+    assert PINGS * ECHO <= int(ended["Acct-Input-Octets"]) < int(reset["Acct-Input-Octets"]) + PINGS * ECHO, ended
+    assert int(ended["Acct-Output-Packets"]) >= PINGS, ended
+    ons = records_of(radius, "Accounting-On")
+    assert ons[0]["Acct-Session-Id"] != ons[1]["Acct-Session-Id"], ons   # another run
+
+
+def test_a_client_that_stops_answering_is_closed_by_dpd_and_its_stop_says_lost_service(
+        topo: TwoHosts, pki: Pki) -> None:
+    """The client's namespace drops everything it sends (it is gone, no DELETE): the gateway's
+    DPD gives the IKE SA up and the Stop says Lost-Service, as strongSwan's eap-radius sends for
+    ALERT_RETRANSMIT_SEND_TIMEOUT (not Idle-Timeout nor Lost-Carrier)."""
+    gateway, client, radius = setup(topo, pki, dpd=True)
+    r = client.initiate()
+    assert r.returncode == 0, f"swanctl --initiate: {r.stdout[-3000:]}{r.stderr}\ntunsec:\n{gateway.log_tail()}"
+    gateway.wait_established()
+    assert wait_until(lambda: bool(records_of(radius, "Start")), 10), \
+        f"no Accounting Start at FreeRADIUS:\n{radius.log_text()[-3000:]}\ntunsec:\n{gateway.log_tail()}"
+    table = "gone"
+    for rule in (["add", "table", "inet", table],
+                 ["add", "chain", "inet", table, "out", "{ type filter hook output priority 0 ; policy drop ; }"]):
+        topo.run(topo.b, ["nft", *rule], check=True)
+    assert wait_until(lambda: bool(records_of(radius, "Stop")), 15), \
+        f"no Accounting Stop at FreeRADIUS:\n{radius.log_text()[-3000:]}\ntunsec:\n{gateway.log_tail()}"
+    (start,), (stop,) = records_of(radius, "Start"), records_of(radius, "Stop")
+    assert stop["Acct-Session-Id"] == start["Acct-Session-Id"], stop
+    assert stop["Acct-Terminate-Cause"] == "Lost-Service", stop
+    assert not gateway.established()
 
 
 def test_the_stop_after_a_worker_restart_still_counts_the_traffic_before_it(topo: TwoHosts, pki: Pki) -> None:
@@ -187,3 +270,28 @@ def test_the_stop_after_a_worker_restart_still_counts_the_traffic_before_it(topo
     sent = (PINGS + 2) * ECHO
     assert int(stop["Acct-Input-Octets"]) >= sent and int(stop["Acct-Output-Octets"]) >= sent, stop
     assert int(stop["Acct-Input-Packets"]) >= PINGS + 2 and int(stop["Acct-Output-Packets"]) >= PINGS + 2, stop
+
+
+def test_the_stop_counts_a_child_sa_the_gateway_worker_ended_at_its_hard_lifetime(topo: TwoHosts, pki: Pki) -> None:
+    """The gateway's Child SA is never rekeyed and lives LIFE seconds: then the gateway's worker
+    removes its SAs by itself, and the gateway deletes the Child SA.  Nothing read their counters
+    after the pings (no Interim-Update, no status query): only the worker's EXPIREs carry them, and
+    the Stop has the pings (it had none of them when the EXPIRE carried no counters)."""
+    life = 12   # seconds: the pings are done well before it ends
+    gateway, client, radius = setup(topo, pki, f"        rekey_time = 0\n        life_time = {life}s\n")
+    r = client.initiate()
+    assert r.returncode == 0, f"swanctl --initiate: {r.stdout[-3000:]}{r.stderr}\ntunsec:\n{gateway.log_tail()}"
+    gateway.wait_established()
+    assert topo.wait_ping(topo.b, topo.a.inner4, src=VIP, timeout=10)
+    assert topo.ping(topo.b, topo.a.inner4, count=PINGS, src=VIP)
+    gateway.wait_log(r"CHILD_SA \S+ reached its hard limit; deleting", timeout=life + 10)
+    gateway.wait_log(r"CHILD_SA \S+ \S+_i \S+_o deleted", timeout=10)
+    assert (up := gateway.ike_sas()) and up[0]["usage"]["octets_out"] >= (PINGS + 1) * ECHO, up
+
+    client.swanctl_ok("--terminate", "--ike", CONN)
+    assert wait_until(lambda: bool(records_of(radius, "Stop")), 10), \
+        f"no Accounting Stop at FreeRADIUS:\n{radius.log_text()[-3000:]}\ntunsec:\n{gateway.log_tail()}"
+    (stop,) = records_of(radius, "Stop")
+    sent = (PINGS + 1) * ECHO
+    assert int(stop["Acct-Input-Octets"]) >= sent and int(stop["Acct-Output-Octets"]) >= sent, stop
+    assert int(stop["Acct-Input-Packets"]) >= PINGS + 1 and int(stop["Acct-Output-Packets"]) >= PINGS + 1, stop

@@ -30,7 +30,7 @@ pytestmark = [
 
 POOL4, POOL6 = "10.3.0.0/24", "fd00:3::/120"
 VIP4, VIP6 = "10.3.0.1", "fd00:3::1"
-DNS4 = "10.1.0.53"
+DNS4, DNS6 = "10.1.0.53", "fd00:1::53"
 RW4, RW6 = Pool("rw4", POOL4, dns=DNS4), Pool("rw6", POOL6)
 
 
@@ -152,7 +152,7 @@ def _tun_addresses(topo: TwoHosts) -> str:
 
 def test_tunsec_road_warrior_against_a_strongswan_gateway(topo: TwoHosts, scripts: Path) -> None:
     # the gateway connection tunsec has in the other tests: the swanctl.conf syntax is shared
-    gateway = Charon(topo, gateway_conn(topo.b, topo.a))
+    gateway = Charon(topo, gateway_conn(topo.b, topo.a, pools=(RW4, Pool("rw6", POOL6, dns=DNS6))))
     client = TunsecIke(topo, road_warrior_conn(topo.a, topo.b, start_action="start",
                                                extra_child=f"        updown = {scripts}\n"))
     gateway.start()
@@ -173,12 +173,12 @@ def test_tunsec_road_warrior_against_a_strongswan_gateway(topo: TwoHosts, script
     # no -I: the routes to the gateway's networks carry the virtual IP as their source
     assert topo.wait_ping(topo.a, topo.b.inner4, timeout=10)
     assert topo.wait_ping(topo.a, topo.b.inner6, timeout=10)
-    client.wait_log(rf"virtual IP {VIP4}, {VIP6} assigned by the peer")
+    client.wait_log(rf"virtual IP {VIP4}, {VIP6} assigned by the peer, DNS {DNS4}, {DNS6}")
     # the client's updown script hears its virtual IPs and the gateway's DNS server
     (up4,) = wait_calls(scripts, "up-client")
     assert (up4["PLUTO_MY_CLIENT"], up4["PLUTO_PEER_CLIENT"]) == (f"{VIP4}/32", topo.b.inner_net4)
     assert (up4["PLUTO_MY_SOURCEIP"], up4["PLUTO_MY_SOURCEIP6_1"]) == (VIP4, VIP6)
-    assert up4["PLUTO_DNS4_1"] == DNS4
+    assert (up4["PLUTO_DNS4_1"], up4["PLUTO_DNS6_1"]) == (DNS4, DNS6)
     # the gateway deletes the IKE SA: the addresses leave the TUN
     gateway.swanctl_ok("--terminate", "--ike", CONN)
     assert wait_until(lambda: VIP4 not in _tun_addresses(topo) and VIP6 not in _tun_addresses(topo), 10), \

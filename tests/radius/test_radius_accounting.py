@@ -74,8 +74,11 @@ async def serve(mode: str) -> tuple[AcctServer, int]:
     return server, transport.get_extra_info("sockname")[1]
 
 
-def settings(*ports: int, interval: float = 0, timeout: float = 0.05) -> RadiusSettings:
-    servers = tuple(RadiusServer(f"r{i}", ipaddress.ip_address("127.0.0.1"), Secret(SECRET), acct_port=port)
+def settings(*ports: int, interval: float = 0, timeout: float = 0.05, primary: int = 0) -> RadiusSettings:
+    """``primary``: the first server's preference (over 100: it takes every record while it is
+    up, however many are under way there)."""
+    servers = tuple(RadiusServer(f"r{i}", ipaddress.ip_address("127.0.0.1"), Secret(SECRET), acct_port=port,
+                                 preference=0 if i else primary)
                     for i, port in enumerate(ports))
     return RadiusSettings(servers, retransmit_timeout=timeout, retransmit_base=1.0, retransmit_tries=2,
                           accounting=True, accounting_interval=interval)

@@ -18,7 +18,8 @@ from test_radius_accounting import CHILD1, CHILD2, AcctServer, Worker, child_sas
 from test_radius_accounting_lifecycle import WarpLoop, run_warped
 from test_radius_messages import STATION
 
-from tunsec.dataplane.pipe import Endpoint, SaInfo
+from tunsec.dataplane.pipe import Direction, Endpoint, SaInfo
+from tunsec.radius import accounting as accounting_module
 from tunsec.radius.accounting import SAMPLE_EVERY, Accounting, Cause, ChildRef
 from tunsec.services.ike import INBOUND_LINGER, radius_edge
 from tunsec.services.ike.radius_edge import ACCT_REREAD
@@ -202,3 +203,58 @@ def test_the_service_asks_for_a_reread_only_of_a_child_sa_whose_inbound_sa_linge
                                   lineage=Lineage(1, set(members)))
     radius_edge._acct_child_down(service, state)  # type: ignore[arg-type]
     assert calls == [(7, CHILD1, reread)] and 0 < ACCT_REREAD < INBOUND_LINGER
+
+
+@pytest.mark.parametrize(("when", "expected"), [
+    # its final DUMP still under way: the highest of the two, 2500 out (not 2000 + 2500)
+    ("during", (1000, 2500, 10, 25)),
+    # after its final DUMP was carried (2000 out): only the 500 it did not see are added
+    ("after", (1000, 2500, 10, 25)),
+    # after GOING_KEEP: nobody knows the SA by its SPI any more (the worker deleted it long since)
+    ("long-after", (1000, 2000, 10, 20)),
+], ids=["during-final-dump", "after-final-dump", "after-going-keep"])
+def test_an_expire_of_a_child_sa_that_went_down_meanwhile_reaches_its_session_once(
+        when: str, expected: tuple[int, int, int, int], monkeypatch: pytest.MonkeyPatch) -> None:
+    """CHILD1 is down (the service no longer has it) when its outbound SA's EXPIRE comes with
+    2500 octets out: while its final DUMP (which saw 2000) is under way, or just after it: the
+    session has 2500 out either way, never 4500."""
+    monkeypatch.setattr(accounting_module, "GOING_KEEP", 0.05)
+
+    async def main() -> dict[str, int]:
+        server, port = await serve("answer")
+        worker = Worker(child_sas(CHILD1, 1000, 2000, 10, 20), [])
+        acct = Accounting(settings(port), worker.dump, worker.children)
+        acct.start("ike-1", "alice", STATION, [])
+        acct.child_down("ike-1", CHILD1)
+
+        def expire() -> None:
+            acct.expired(Direction.OUT, CHILD1.spi_out, CHILD1.remote, 2500, 25)
+        if when == "during":
+            expire()
+        await until(lambda: worker.dumps == 1)
+        await asyncio.sleep(0.01)
+        if when == "long-after":
+            await asyncio.sleep(0.1)
+        if when != "during":
+            expire()
+        expire()   # a repeat changes nothing
+        return await stopped(acct, server)
+
+    assert usage(asyncio.run(main())) == expected
+
+
+def test_an_expire_of_an_sa_no_session_knows_changes_nothing() -> None:
+    """Another peer's SA (same SPI, another address), or an unknown one: no session's usage moves."""
+    async def main() -> dict[str, int]:
+        server, port = await serve("answer")
+        worker = Worker(child_sas(CHILD1, 1000, 2000, 10, 20), [])
+        acct = Accounting(settings(port), worker.dump, worker.children)
+        acct.start("ike-1", "alice", STATION, [])
+        acct.child_down("ike-1", CHILD1)
+        other = Endpoint(ipaddress.ip_address("198.51.100.99"), 4500)
+        acct.expired(Direction.OUT, CHILD1.spi_out, other, 10**9, 10**6)
+        acct.expired(Direction.IN, 0xDEAD0000, None, 10**9, 10**6)
+        acct.expired(Direction.OUT, CHILD1.spi_out, CHILD1.remote, 10**9, 10**6, owner=("ike-9", CHILD1))
+        return await stopped(acct, server)
+
+    assert usage(asyncio.run(main())) == (1000, 2000, 10, 20)

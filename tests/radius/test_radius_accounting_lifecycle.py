@@ -197,7 +197,7 @@ def test_the_servers_interim_interval_is_bounded_below_and_above() -> None:
 
 
 def test_new_records_pass_a_dead_server_by_and_one_record_tries_it_again_after_the_hold() -> None:
-    """Five Starts go to the first server before anyone knows it is dead: each waits out its
+    """Five Starts go to the first server (a primary: preference 200) before anyone knows it is dead: each waits out its
     retransmissions there, then the second server takes it. The ten after them go straight to
     the second server. Once DEAD_HOLD has passed (a fake clock) one record tries the first again
     while the others still pass it by; once it answers again, it is the first server again."""
@@ -206,7 +206,7 @@ def test_new_records_pass_a_dead_server_by_and_one_record_tries_it_again_after_t
         good, good_port = await serve("answer")
         now = [0.0]
         worker = Worker()
-        acct = Accounting(settings(dead_port, good_port, timeout=0.2), worker.dump, worker.children,
+        acct = Accounting(settings(dead_port, good_port, timeout=0.2, primary=200), worker.dump, worker.children,
                           clock=lambda: now[0])
         seen = []
         for k in range(5):
@@ -320,3 +320,54 @@ def test_a_new_accounting_run_within_the_same_second_repeats_no_session_id(monke
 
     first, second = asyncio.run(main())
     assert first is not None and second is not None and first != second, (first, second)
+
+
+def test_the_off_reaches_every_live_server_when_a_silent_one_spent_the_deadline_on_its_stops() -> None:
+    """The primary took the Start, then fell silent (not known dead yet): shutdown's Stop spends
+    its two thirds there. The Off goes to every server at once, so the live one gets it; one
+    after the other, the Off waited out the silent one's first retransmission and never got
+    there. Each server got the On too (each may get sessions: the load is shared)."""
+    async def main() -> tuple[AcctServer, AcctServer]:
+        (primary, p_port), (backup, b_port) = await serve("answer"), await serve("answer")
+        worker = Worker()
+        slow = RadiusSettings(settings(p_port, b_port, primary=200).servers, retransmit_timeout=0.5,
+                              retransmit_base=1.0, retransmit_tries=2, accounting=True)
+        acct = Accounting(slow, worker.dump, worker.children)
+        acct.open()
+        acct.start("ike-1", "alice", STATION, [])
+        await until(lambda: acct.stats.responses == 3)   # the On to each, the Start
+        primary.mode = "silent"
+        async with asyncio.timeout(10):   # a hang guard: the deadline is 0.6 s
+            await acct.shutdown(0.6)
+        await until(lambda: backup.of("Accounting-Off") and not acct._tasks)   # (cancelled ones end next turn)
+        primary.transport.close()
+        backup.transport.close()
+        return primary, backup
+
+    primary, backup = asyncio.run(main())
+    assert statuses(backup) == ["Accounting-On", "Accounting-Off"]
+    assert statuses(primary)[:3] == ["Accounting-On", "Start", "Stop"]
+    assert statuses(primary)[-1] == "Accounting-Off"
+
+
+def test_a_silent_backup_gets_its_on_without_holding_the_primarys_start() -> None:
+    """The Accounting-On goes to every server; a session's record to a server waits for that
+    server's On only: a silent backup (5 s retransmissions) holds no Start to the primary."""
+    async def main() -> tuple[AcctServer, AcctServer, Accounting]:
+        (primary, p_port), (backup, b_port) = await serve("answer"), await serve("silent")
+        worker = Worker()
+        slow = RadiusSettings(settings(p_port, b_port).servers, retransmit_timeout=5, retransmit_base=1.0,
+                              retransmit_tries=2, accounting=True)
+        acct = Accounting(slow, worker.dump, worker.children)
+        acct.open()
+        acct.start("ike-1", "alice", STATION, [])
+        await until(lambda: primary.of("Start") and backup.of("Accounting-On"))
+        acct.close()
+        primary.transport.close()
+        backup.transport.close()
+        return primary, backup, acct
+
+    primary, backup, acct = asyncio.run(main())
+    assert statuses(primary) == ["Accounting-On", "Start"]
+    assert statuses(backup) == ["Accounting-On"]
+    assert acct.stats.failed == 0

@@ -122,3 +122,35 @@ def test_with_every_server_dead_the_failed_logins_do_not_flood_the_log(caplog: p
     assert [r.outcome for r in replies] == [RelayOutcome.FAILED] * logins
     per_login = [r for r in caplog.records if r.getMessage().startswith("RADIUS: user")]
     assert 1 <= len(per_login) <= 10, len(per_login)
+
+
+def test_new_conversations_go_to_the_preferred_server_and_equal_ones_share_the_load() -> None:
+    """strongSwan's preference: a server written second with the higher preference takes every
+    new conversation; of two equal ones (one socket each), a conversation that begins while the
+    first has a request under way goes to the other."""
+    async def main() -> tuple[list[str], list[str], list[str], list[str]]:
+        (a, a_port), (b, b_port) = await serve(silent=False), await serve(silent=False)
+
+        def relay(preference: int) -> RadiusRelay:
+            servers = (RadiusServer("a", ipaddress.ip_address("127.0.0.1"), Secret(SECRET), a_port),
+                       RadiusServer("b", ipaddress.ip_address("127.0.0.1"), Secret(SECRET), b_port,
+                                    preference=preference))
+            return RadiusRelay(RadiusSettings(servers, retransmit_timeout=5.0, retransmit_tries=0))
+        preferring = relay(10)
+        for user in ("alice", "bob"):   # one after the other: b is idle each time
+            assert (await first_round(preferring, user)).outcome is RelayOutcome.CHALLENGE
+        preferring.close()
+        sequential = (list(a.users), list(b.users))
+        a.users.clear()
+        b.users.clear()
+        sharing = relay(0)
+        replies = await asyncio.gather(*(first_round(sharing, u) for u in ("carol", "dave")))
+        assert [r.outcome for r in replies] == [RelayOutcome.CHALLENGE] * 2
+        sharing.close()
+        a.transport.close()
+        b.transport.close()
+        return *sequential, a.users, b.users
+
+    a_before, b_before, a_shared, b_shared = asyncio.run(main())
+    assert (a_before, b_before) == ([], ["alice", "bob"])
+    assert (a_shared, b_shared) == (["carol"], ["dave"])

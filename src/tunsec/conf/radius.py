@@ -10,19 +10,26 @@ them in its one config file, with the same key names::
           secret = "shared secret"
           auth_port = 1812
           acct_port = 1813         # RADIUS accounting (RFC 2866), with accounting = yes
+          preference = 0           # the higher, the sooner tried (strongSwan's; -1000..1000)
+          sockets = 1              # requests under way it takes before an equal one is preferred
         }
       }
       nas_identifier = tunsec
       accounting = no              # Accounting-Request Start/Stop for each IKE SA eap-radius authenticated
       accounting_interval = 0      # an Interim-Update every so long (30s, 5m, ...); 0: none; an
                                    # Access-Accept's Acct-Interim-Interval (60s..7d) wins
+      accounting_close_on_timeout = yes  # close an IKE SA whose Start or Interim-Update no server took
+      accounting_requires_vip = no # account only IKE SAs that got a virtual IP
       retransmit_timeout = 2.0     # seconds until the first retransmission
       retransmit_base = 1.4
       retransmit_tries = 4
     }
 
-Servers are tried in the order written. One that left a request unanswered is tried last for
-30 s (authentication and accounting each keep their port's health), then one request probes it.
+A new request tries the server of the highest preference first; of equal ones, the one with
+the smaller share of its ``sockets`` under way (load sharing), then the one written first (as
+strongSwan, but for the tie, which it leaves to chance): :mod:`tunsec.radius.health`. One that
+left a request unanswered is tried last for 30 s (authentication and accounting each keep
+their port's health), then one request probes it.
 
 The result is a :class:`~tunsec.radius.settings.RadiusSettings`, which the IKE service hands
 to its RADIUS client as it is.
@@ -42,6 +49,19 @@ __all__ = ["radius_warnings", "read_radius"]
 _parse_timeout = float_range(0.05, 60, "a number of seconds")
 _parse_base = float_range(1, 10, "a number")
 _parse_tries = int_range(0, 20, "a number of retransmissions")
+_preference_magnitude = int_range(0, 1000, "a preference (-1000..1000)")
+
+
+def _parse_preference(text: str) -> int:
+    # signed, as strongSwan's: a negative one makes a server the last resort
+    value = text.strip()
+    if value.startswith("-"):
+        return -_preference_magnitude(value[1:])
+    return _preference_magnitude(value)
+
+
+# a server port takes 256 requests under way (one octet of identifiers): more sockets weigh nothing
+_parse_sockets = int_range(1, 256, "a number of sockets")
 MAX_SERVERS = 16
 MIN_INTERVAL, MAX_INTERVAL = 10, 7 * 86400   # an Interim-Update per IKE SA more often floods the server
 
@@ -67,10 +87,12 @@ def _read_server(sub: Section, issues: list[ConfigIssue]) -> RadiusServer | None
     secret = r.require("secret", _parse_secret)
     port = r.get("auth_port", parse_port, AUTH_PORT)
     acct_port = r.get("acct_port", parse_port, ACCT_PORT)
+    preference = r.get("preference", _parse_preference, 0)
+    sockets = r.get("sockets", _parse_sockets, 1)
     r.finish()
     if address is None or secret is None:
         return None
-    return RadiusServer(sub.name, address, secret, port, acct_port)
+    return RadiusServer(sub.name, address, secret, port, acct_port, preference, sockets)
 
 
 def _parse_interval(text: str) -> int:
@@ -89,6 +111,8 @@ def read_radius(section: Section, issues: list[ConfigIssue]) -> RadiusSettings:
     tries = r.get("retransmit_tries", _parse_tries, d.retransmit_tries)
     accounting = r.get("accounting", parse_bool, d.accounting)
     interval = r.get("accounting_interval", _parse_interval, d.accounting_interval)
+    close_on_timeout = r.get("accounting_close_on_timeout", parse_bool, d.accounting_close_on_timeout)
+    requires_vip = r.get("accounting_requires_vip", parse_bool, d.accounting_requires_vip)
     servers_section = r.subsection("servers")
     r.finish()
     servers: list[RadiusServer] = []
@@ -113,7 +137,8 @@ def read_radius(section: Section, issues: list[ConfigIssue]) -> RadiusSettings:
     if interval and not accounting and "accounting_interval" not in r.failed:
         r.error("accounting_interval", "Interim-Updates are part of accounting: set accounting = yes too "
                 "(or remove accounting_interval)")
-    return RadiusSettings(tuple(servers), nas_identifier, timeout, base, tries, accounting, interval)
+    return RadiusSettings(tuple(servers), nas_identifier, timeout, base, tries, accounting, interval,
+                          close_on_timeout, requires_vip)
 
 
 def radius_warnings(section: Section, settings: RadiusSettings, half_open_timeout: float) -> list[ConfigIssue]:

@@ -113,6 +113,7 @@ class WorkerClient:
         self._pending: dict[int, tuple[asyncio.Future[list[pipe.Reply]], list[pipe.Reply]]] = {}
         self._outq: collections.deque[bytes] = collections.deque()   # in order, while the pipe is full
         self._then: dict[int, Callable[[list[pipe.Reply]], None]] = {}   # see request_soon
+        self.malformed = 0   # datagrams from the worker that did not decode: dropped (tunsec status)
 
     @property
     def pid(self) -> int | None:
@@ -177,7 +178,8 @@ class WorkerClient:
         try:
             msg = pipe.decode(data)
         except PipeError as err:
-            log.error("malformed message from the worker: %s", err)
+            self.malformed += 1
+            log.error("malformed message from the worker, dropped: %s", err)
             return
         if not isinstance(msg, pipe.Reply):
             if events is not None:

@@ -311,6 +311,13 @@ class Dataplane:
         """An inbound SA by SPI; an outbound one by SPI and remote (peers choose those SPIs)."""
         _check("DELETE", lib.ts_sad_delete(self._dp, spi, int(direction), _remote_arg(remote)))
 
+    def remove(self, spi: int, direction: Direction, remote: Endpoint | None = None) -> SaInfo:
+        """delete, answering the SA as it went: its final counters (read under the lock that removes
+        it, so no packet counts on it after)."""
+        i = ffi.new("ts_sa_info *")
+        _check("DELETE", lib.ts_sad_remove(self._dp, spi, int(direction), _remote_arg(remote), i))
+        return _info(i)
+
     def flush(self) -> None:
         lib.ts_sad_flush(self._dp)
 
@@ -379,6 +386,13 @@ class Dataplane:
     def address(self) -> int:
         """The C context's address: how the separately built benchmark module (tunsec.bench.micro) reaches it."""
         return int(ffi.cast("uintptr_t", self._dp))
+
+    def gauges(self) -> dict[str, int]:
+        """The worker's values of now that DUMP carries as GAUGEs (`tunsec status`'s worker part):
+        the C allocations live in this process (live_allocations: SA entries, cipher contexts; a
+        leak shows as these staying up after the SAs went) and the policies in the SPD."""
+        sas, ctxs = live_allocations()
+        return {"live_sa_entries": sas, "live_cipher_contexts": ctxs, "spd_entries": int(lib.ts_spd_count(self._dp))}
 
     def drops(self) -> dict[str, int]:
         arr = ffi.new("uint64_t[]", lib.TS_DROP__COUNT)

@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import collections
 import ctypes
+import dataclasses
 import enum
 import heapq
 import logging
@@ -42,7 +43,7 @@ import sys
 import threading
 from collections.abc import Callable
 
-from tunsec import gctune, logs, memtrace, privilege
+from tunsec import gctune, logs, memtrace, pktinfo, privilege
 from tunsec.dataplane import pipe
 from tunsec.dataplane.fastpath import Dataplane, DataplaneError, Event, EventType, gcm_open, gcm_seal
 from tunsec.dataplane.pipe import Direction, Endpoint, Errno, ExpireReason, PipeError
@@ -236,7 +237,8 @@ class Worker:
                 return self._ok(msg)
             case pipe.Dump():
                 drops = tuple(self.dp.drops().items())
-                return pipe.encode_dump_replies(msg.req_id, self.dp.sas(), self.dp.policies(), drops)
+                gauges = tuple(self.dp.gauges().items())
+                return pipe.encode_dump_replies(msg.req_id, self.dp.sas(), self.dp.policies(), drops, gauges)
             case pipe.SendIke():
                 return self._send_ike(msg)
             case pipe.Reserve():
@@ -254,7 +256,9 @@ class Worker:
         # to port 500 without the marker (a peer that sent its IKE_SA_INIT from 500 to our 4500
         # takes no marker there, as strongSwan's sender): has_marker, the one rule for it
         marker = NON_ESP_MARKER if has_marker(NATT_PORT, msg.remote.port) else b""
-        sock.sendto(marker + msg.data, (str(msg.remote.addr), msg.remote.port))
+        # from the address the peer talked to (the IKE event's), on a socket bound to the wildcard
+        source = str(msg.local.addr) if msg.local is not None else None
+        pktinfo.sendto(sock, marker + msg.data, (str(msg.remote.addr), msg.remote.port), source)
         return self._ok(msg)
 
     # --- timers ------------------------------------------------------------------
@@ -287,20 +291,37 @@ class Worker:
 
     def _time_expired(self, key: SaKey, hard: bool) -> None:
         spi, direction, remote = key
+        expire = pipe.Expire(spi=spi, direction=direction, hard=hard, reason=ExpireReason.TIME, remote=remote)
         if hard:
+            # the SA goes here, not by the control process's DELETE, so nothing could read its
+            # counters after: the EXPIRE carries them (read as it is removed), for accounting
             try:
-                self.dp.delete(spi, direction, remote)
+                final = self.dp.remove(spi, direction, remote)
             except DataplaneError:
                 return
             self.timers.cancel(key)
-        self._emit(pipe.Expire(spi=spi, direction=direction, hard=hard, reason=ExpireReason.TIME, remote=remote))
+            self._emit(dataclasses.replace(expire, current=_current(final)))
+            return
+        self._emit(self._with_current(expire))
 
     # --- events ------------------------------------------------------------------
     def drain_events(self) -> None:
         for ev in self.dp.events():
             msg = self._event_message(ev)
+            if isinstance(msg, pipe.Expire):
+                msg = self._with_current(msg)
             if msg is not None:
                 self._emit(msg)
+
+    def _with_current(self, expire: pipe.Expire) -> pipe.Expire:
+        """The EXPIRE with the SA's counters now.  A hard byte/packet/sequence limit left the SA
+        dead (nothing counts on it any more), so those are its final counters, whether or not
+        the control process reads them again before its DELETE; an SA deleted meanwhile: none."""
+        try:
+            info = self.dp.get(expire.spi, expire.direction, expire.remote)
+        except DataplaneError:
+            return expire
+        return dataclasses.replace(expire, current=_current(info))
 
     @staticmethod
     def _event_message(ev: Event) -> pipe.Message | None:
@@ -330,6 +351,12 @@ class Worker:
             self.send(pipe.encode(msg))
         except OSError as err:
             log.warning("could not report %s: %s", type(msg).__name__, err)
+
+
+def _current(info: pipe.SaInfo) -> pipe.Lifetime:
+    """An SA's counters as EXPIRE's LIFETIME_CURRENT carries them (PF_KEY's current lifetime)."""
+    return pipe.Lifetime(bytes=info.counters.get("bytes", 0), packets=info.counters.get("packets", 0),
+                         seconds=info.age_seconds)
 
 
 class PipeWriter:

@@ -116,7 +116,8 @@ class IkeConfig:
     ``rekey_time`` minus a random 0..``rand_time`` (default 10 % of rekey_time), as
     strongSwan does, so that both peers rarely rekey at once; an IKE SA whose rekey
     has not succeeded ``over_time`` after that (default 10 % of rekey_time) is
-    deleted (its hard lifetime, strongSwan's over_time).
+    deleted (its hard lifetime, strongSwan's over_time) once the exchange in flight, if
+    any, ends: a late answer to the rekey still saves it (sa_timers.expire).
 
     ``send_cert`` (with ``pubkey`` authentication): ``ifasked`` sends our certificate
     only if the peer sent a CERTREQ, ``always`` always, ``never`` never.

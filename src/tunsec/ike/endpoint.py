@@ -75,11 +75,18 @@ log = logging.getLogger(__name__)
 
 class Datagram(NamedTuple):
     """Send ``data`` to ``addr`` from ``local_port`` (add the non-ESP marker if neither port is 500,
-    ``constants.has_marker``)."""
+    ``constants.has_marker``) and from our address ``source``: the one the peer talked to (None: not
+    known, the socket's or the route's choice)."""
 
     data: bytes
     addr: Address
     local_port: int
+    source: str | None = None
+
+
+def _source(local: Address | None) -> str | None:
+    """Where a stateless answer leaves from: the address the request came to, if the socket said."""
+    return local[0] if local and local[0] not in ("0.0.0.0", "::") else None
 
 
 @dataclass(frozen=True)
@@ -423,7 +430,7 @@ class IkeEndpoint:
             (NotifyPayload(NotifyType.COOKIE, cookie),),
         )
         self.stats.cookies_sent += 1
-        self._outbox.append(Datagram(reply.encode(), addr, local[1] if local else IKE_PORT))
+        self._outbox.append(Datagram(reply.encode(), addr, local[1] if local else IKE_PORT, _source(local)))
 
     # ------------------------------------------------------------------ redirect (RFC 5685)
 
@@ -449,7 +456,7 @@ class IkeEndpoint:
             (NotifyPayload(NotifyType.REDIRECT, data),),
         )
         self.stats.redirects_sent += 1
-        self._outbox.append(Datagram(reply.encode(), addr, local[1] if local else IKE_PORT))
+        self._outbox.append(Datagram(reply.encode(), addr, local[1] if local else IKE_PORT, _source(local)))
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -461,10 +468,10 @@ class IkeEndpoint:
                 self._collect_one(sa, now)
 
     def _collect_one(self, sa: IkeSa, now: float) -> None:
-        spi, port = sa.local_spi, sa.local_port
+        spi, port, source = sa.local_spi, sa.local_port, sa.local_ip
         floor = self._timer_backoff.pop(spi, None)
         for data, addr in sa.datagrams_to_send(now):
-            self._outbox.append(Datagram(data, addr, port))
+            self._outbox.append(Datagram(data, addr, port, source))
         while (event := sa.next_event()) is not None:
             self._events.append((sa, event))
             if isinstance(event, IkeSaUp):

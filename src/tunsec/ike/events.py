@@ -119,7 +119,7 @@ class ChildSaUp:
 
     ``key_in``/``key_out`` are the ESP keys of each direction; for AES-GCM
     (``alg`` ``aes128gcm16``/``aes256gcm16``) each is key || 4-byte salt.
-    ESP is carried in UDP between ``local_port`` and ``remote_addr``.
+    ESP is carried in UDP between ``local_ip``, ``local_port`` and ``remote_addr``.
     ``name`` is the connection (as in every event), ``child`` the child config.
     """
 
@@ -139,6 +139,7 @@ class ChildSaUp:
     mode: str = "tunnel"
     rekey_of: int | None = None  # unique_id of the Child SA this one replaces
     initiator: bool = False  # we sent the request of the exchange that created it (a rekey: we started it)
+    local_ip: str | None = None  # our address the peer talks to (IkeSa.local_ip); None: not known
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ redirected it (``exchanges/ike_sa_init.py``), at most ``MAX_REDIRECTS`` times pe
 IKE SA. On N(REDIRECT) in an IKE_AUTH response it follows only once the
 gateway's AUTH checked out: it deletes that IKE SA and a new one (with the
 Child SA it asked for) starts at the new gateway, at most ``MAX_REDIRECTS`` times
-within ``REDIRECT_PERIOD`` seconds (strongSwan's loop detection), ``sa.py``.
+within ``REDIRECT_PERIOD`` seconds (strongSwan's loop detection), ``sa_redirect.py``.
 
 A gateway named by an FQDN (GW Ident Type 3) is looked up by the engine's user:
 the IKE SA emits :class:`~tunsec.ike.events.ResolveGateway` and waits (at most

@@ -17,6 +17,13 @@ IKE fragmentation (RFC 7383, ``fragments.py``) lives in the encode/decode path:
 datagrams, and :meth:`IkeSa._on_fragment` verifies each fragment as it arrives and
 hands a reassembled message to the same code as an unfragmented one.
 
+This file holds the public API, the state and the transport (our requests, the peer's
+requests, teardown). Private methods with a concern of their own live beside it, one
+concern per file, and are assigned into the class body (so ``self._x()`` reads the same
+everywhere): ``sa_timers.py`` (rekey, DPD and lifetime timers), ``sa_fragments.py``
+(the RFC 7383 glue above), ``sa_successor.py`` (rekey hand-over to the new IKE SA),
+``sa_redirect.py`` (RFC 5685).
+
 Exchanges live in ``exchanges/``: our requests are :class:`~.exchanges.base.Task`
 objects, known here only by what they declare (never by their class); the peer's
 requests are answered by the row of ``exchanges/responders.RESPONDERS`` that
@@ -55,8 +62,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Concatenate, ParamSpec, TypeVar
 
-from .config import IkeConfig, default_rand_time
-from .constants import NATT_PORT, ExchangeType, HeaderFlag, NotifyType
+from . import sa_fragments, sa_redirect, sa_successor, sa_timers
+from .config import IkeConfig
+from .constants import NATT_PORT, ExchangeType, NotifyType
 from .eap.relay import RelayReply
 from .events import (
     Address,
@@ -66,17 +74,13 @@ from .events import (
     Event,
     IkeSaDown,
     IkeSaInfo,
-    IkeSaRekeyed,
-    NegotiationFailed,
     PeerUnreachable,
-    Redirected,
-    ResolveGateway,
     SpiUnused,
 )
 from .exchanges import create_child_sa, ike_auth, ike_auth_eap, ike_sa_init, informational, mobike, rekey_ike
 from .exchanges.base import Awaiting, GiveUp, Outcome, Response, Task, notify
 from .exchanges.responders import responder_for
-from .fragments import FragmentRejected, FragmentStats, Reassembly, max_message_len
+from .fragments import FragmentStats, Reassembly
 from .identity import Identity
 from .message import (
     DecodeError,
@@ -86,24 +90,15 @@ from .message import (
     UnsupportedCriticalPayload,
     decode_message,
     decode_payloads,
-    encode_payloads,
 )
-from .proposals import Suite, describe_all
-from .redirect import MAX_REDIRECTS, REDIRECT_PERIOD, RESOLVE_TIMEOUT, Redirect, usable_gateway
-from .sk import (
-    IntegrityError,
-    decrypt_message,
-    encrypt_fragments,
-    encrypt_message,
-    fragment_content_len,
-    open_sealed,
-    sealed_len,
-)
+from .proposals import describe_all
+from .redirect import RESOLVE_TIMEOUT, usable_gateway
+from .sa_successor import REKEYED_LINGER
+from .sk import IntegrityError, decrypt_message
 from .state import (
     AddressPool,
     ChildSa,
     DuplicateCheck,
-    IkeRekey,
     IkeSaState,
     Jitter,
     Rng,
@@ -137,9 +132,6 @@ def _notifies(method: Callable[Concatenate[IkeSa, _P], _R]) -> Callable[Concaten
     return wrapper
 
 
-REKEYED_LINGER = 60.0  # how long a replaced IKE SA waits for the peer to delete it
-
-
 @dataclass
 class _Pending:
     """Our outstanding request (window size one)."""
@@ -170,6 +162,7 @@ class IkeSa:
         "_delete_reason",
         "_established_at",
         "_expire_at",
+        "_expired",
         "_frag_stats",
         "_heir",
         "_last_heard",
@@ -258,6 +251,7 @@ class IkeSa:
         self._heir: IkeSa | None = None
         self._rekey_at: float | None = None  # IKE SA rekey timer
         self._expire_at: float | None = None  # hard lifetime: rekey time + over_time
+        self._expired = False  # past it: ends with the exchange in flight (sa_timers.expire)
         self._delete_reason = DownReason.DELETED  # why we sent (or will send) our DELETE
         self._last_heard = now  # last authenticated message from the peer (for DPD)
         self._established_at: float | None = None
@@ -348,6 +342,12 @@ class IkeSa:
         return self._st.local_port
 
     @property
+    def local_ip(self) -> str | None:
+        """Our address, the one the peer talks to: the connection's local_addrs, else where its requests
+        arrived if the socket said (IP_PKTINFO on a wildcard socket); None if neither is known."""
+        return self._st.local_ip
+
+    @property
     def config(self) -> IkeConfig:
         """The connection in use (a responder may switch candidates during IKE_AUTH)."""
         return self._st.config
@@ -386,6 +386,12 @@ class IkeSa:
         if self._heir is not None:
             return []  # they belong to the IKE SA that replaced this one
         return [c for c in self._st.children.values() if c.installed]
+
+    def creating(self, child_name: str) -> bool:
+        """A new Child SA of config ``child_name`` is under way here: its IKE_AUTH or CREATE_CHILD_SA
+        is out or queued, or waits to be asked again after the peer refused it for now."""
+        pending = (self._pending.task,) if self._pending is not None else ()
+        return any(t.creates == child_name for t in (*pending, *self._queue, *(t for _, t in self._delayed)))
 
     # ------------------------------------------------------------------ API
 
@@ -582,114 +588,19 @@ class IkeSa:
             timers += self._maintenance_timers()
         return min(timers) if timers else None
 
-    # ------------------------------------------------------------------ rekey and DPD timers
+    # ------------------------------------------------------------------ rekey, DPD and lifetime timers (sa_timers.py)
 
-    def _jittered(self, period: float, rand_time: float | None) -> float:
-        """``now + period`` minus a random 0..rand_time (strongSwan's rand_time) against collisions."""
-        bound = default_rand_time(period) if rand_time is None else min(rand_time, period)
-        assert self._st.jitter is not None
-        return self._now + period - min(max(self._st.jitter(bound), 0.0), bound)
-
-    def _schedule(self) -> None:
-        """Arm the IKE and Child SA rekey timers that are not armed yet."""
-        heir = self._heir
-        if heir is not None and not heir.is_closed:  # a child that came up here lives there
-            heir._now = max(heir._now, self._now)
-            heir._schedule()
-            heir._changed()
-        if self._state != State.ESTABLISHED:
-            return
-        if self._established_at is None:
-            self._established_at = self._now
-        cfg = self._st.config
-        if self._rekey_at is None and cfg.rekey_time:
-            self._rekey_at = self._jittered(cfg.rekey_time, cfg.rand_time)
-            # strongSwan deletes an IKE SA whose rekey did not succeed over_time after it was due
-            over = default_rand_time(cfg.rekey_time) if cfg.over_time is None else cfg.over_time
-            self._expire_at = self._rekey_at + over
-        for child in self._st.children.values():
-            if child.installed and child.rekey_at is None and child.config.rekey_time:
-                child.rekey_at = self._jittered(child.config.rekey_time, child.config.rand_time)
-
-    def _rearm_failed_rekey(self, task: Task) -> None:
-        """A refused rekey (e.g. TEMPORARY_FAILURE after a collision) is tried again soon."""
-        retry = self._retry_at()
-        # a rekey asked for by hand (no timer armed) is tried again too if the peer was only busy
-        if task.rekeys_ike_sa and (self._rekey_at == float("inf") or (task.try_again and self._rekey_at is None)):
-            if self._expire_at is not None:   # before the hard lifetime (a short over_time)
-                retry = min(retry, self._now + max(self._expire_at - self._now, 0.0) / 2)
-            self._rekey_at = retry
-        old = task.rekeying
-        if old is not None and old.installed and old.rekeyed_by_us is None and old.rekey_at == float("inf"):
-            old.rekey_at = retry
-
-    def _retry_at(self) -> float:
-        """When a request the peer refused for now goes again: 2-10 s from now, at random, so that
-        two sides that refused each other do not cross again."""
-        return self._now + 2.0 + 8.0 * int.from_bytes(self._st.rng(2), "big") / 0xFFFF
-
-    def _delay_retry(self, task: Task) -> None:
-        """Send what ``task.retry()`` asks for again a little later, on the heir once this SA is replaced."""
-        again = task.retry()
-        if again is not None:
-            at = self._retry_at()
-            log.debug("%s: trying the refused request again in %.1f s", self.name, at - self._now)
-            self._delay(at, again)
-
-    def _delay(self, at: float, task: Task) -> None:
-        heir = self._heir
-        if heir is None:
-            self._delayed += ((at, task),)
-        elif not heir.is_closed:
-            heir._delay(at, task)
-            heir._changed()
-
-    def _dpd_at(self) -> float | None:
-        delay = self._st.config.dpd_delay
-        if not delay or self._pending is not None or self._queue:
-            return None  # an exchange in flight proves liveness (or its retransmits will fail)
-        return self._last_heard + delay
-
-    def _maintenance_timers(self) -> list[float]:
-        timers = [c.rekey_at for c in self._st.children.values() if c.installed and c.rekey_at is not None]
-        if self._rekey_at is not None:
-            timers.append(self._rekey_at)
-        if self._expire_at is not None:
-            timers.append(self._expire_at)
-        timers += [at for at, _ in self._delayed]
-        dpd = self._dpd_at()
-        if dpd is not None:
-            timers.append(dpd)
-        return [t for t in timers if t != float("inf")]
-
-    def _fire_maintenance(self, now: float) -> None:
-        if self._expire_at is not None and now >= self._expire_at:
-            self._expire()
-            return
-        if self._rekey_at is not None and now >= self._rekey_at:
-            self._rekey_at = float("inf")  # the successor arms its own timer
-            self.rekey()
-        for child in list(self._st.children.values()):
-            if child.installed and child.rekey_at is not None and now >= child.rekey_at:
-                self.rekey_child(child.unique_id)
-        if any(now >= at for at, _ in self._delayed):
-            self._queue += [task for at, task in self._delayed if now >= at]
-            self._delayed = tuple(d for d in self._delayed if now < d[0])
-            self._start_next()
-        dpd = self._dpd_at()
-        if dpd is not None and now >= dpd:
-            self.send_liveness()
-
-    def _expire(self) -> None:
-        """The hard lifetime (rekey time + over_time): gone now. The peer hears a DELETE once if the
-        window is free; an exchange stuck in retransmission does not hold the SA any longer.
-        strongSwan differs: its delete_ike_sa_job queues the DELETE behind the active exchange,
-        so a late answer to a rekey still saves the SA (the service re-initiates an expired SA's
-        children, see services/ike/ikesas.py)."""
-        log.debug("%s: IKE SA reached its hard lifetime (rekey_time + over_time)", self.name)
-        if self._pending is None:
-            self._send_once(informational.DeleteIkeTask())
-        self._close(DownReason.EXPIRED)
+    _jittered = sa_timers.jittered
+    _schedule = sa_timers.schedule
+    _rearm_failed_rekey = sa_timers.rearm_failed_rekey
+    _retry_at = sa_timers.retry_at
+    _delay_retry = sa_timers.delay_retry
+    _delay = sa_timers.delay
+    _dpd_at = sa_timers.dpd_at
+    _maintenance_timers = sa_timers.maintenance_timers
+    _fire_maintenance = sa_timers.fire_maintenance
+    _expire = sa_timers.expire
+    _end_expired = sa_timers.end_expired
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         out, self._outbox = self._outbox, []
@@ -704,6 +615,9 @@ class IkeSa:
     # ------------------------------------------------------------------ requests we send
 
     def _start_next(self) -> None:
+        if self._expired and self._pending is None and self._state != State.CLOSED:
+            self._end_expired()  # the exchange that held the expired SA ended
+            return
         while self._queue and self._obsolete(self._queue[0]):
             self._queue.pop(0)  # nothing was built for it yet: nothing to undo
         if self._pending is not None or not self._queue or self._state == State.CLOSED:
@@ -734,35 +648,6 @@ class IkeSa:
         self._outbox.extend((d, self._st.remote_addr) for d in data)
         return True
 
-    def _encode(self, exchange: int, message_id: int, payloads: list[Payload], response: bool) -> tuple[bytes, ...]:
-        """The message as one datagram, or as its fragments (RFC 7383) if it does not fit."""
-        flags = HeaderFlag.INITIATOR if self._st.is_initiator else HeaderFlag.NONE
-        if response:
-            flags |= HeaderFlag.RESPONSE
-        msg = Message(self._st.spi_i, self._st.spi_r, exchange, int(flags), message_id, tuple(payloads))
-        if exchange == ExchangeType.IKE_SA_INIT:
-            return (msg.encode(),)  # never fragmented: there are no keys yet
-        tx = self._st.tx
-        assert tx is not None
-        limit = self._fragment_limit()
-        inner = encode_payloads(msg.payloads)  # once, for the size check and the encryption
-        if limit is None or sealed_len(len(inner), tx) <= limit:
-            return (encrypt_message(msg, tx, inner),)
-        fragments = encrypt_fragments(msg, tx, fragment_content_len(tx, limit), inner)
-        self._frag_stats.messages_fragmented += 1
-        self._frag_stats.fragments_sent += len(fragments)
-        log.debug("%s: splitting IKE message %d into %d fragments of at most %d bytes",
-                  self.name, message_id, len(fragments), limit)
-        return tuple(fragments)
-
-    def _fragment_limit(self) -> int | None:
-        """The largest IKE message we send whole; None if we send no fragments (fragments.py)."""
-        st = self._st
-        mode = st.config.fragmentation
-        if mode == "force" or (mode == "yes" and st.peer_fragmentation):
-            return max_message_len(st.config.fragment_size, st.remote_addr[0], st.local_port, st.remote_addr[1])
-        return None
-
     def _on_response(self, msg: Message, datagram: bytes, addr: Address, local: Address | None) -> None:
         pending = self._pending
         if pending is None or msg.message_id != pending.message_id or msg.exchange != pending.task.exchange:
@@ -786,6 +671,10 @@ class IkeSa:
         self._after(pending, outcome)
 
     def _after(self, pending: _Pending, outcome: Outcome) -> None:
+        if outcome == Outcome.RETRY and self._expired:
+            self._next_id += 1   # not again: past the hard lifetime nothing new starts (sa_timers.expire)
+            self._end_pending(pending.task)
+            return
         if outcome == Outcome.RETRY:
             if pending.task.exchange == ExchangeType.IKE_SA_INIT:
                 # IKE_SA_INIT is retried with message ID 0; the responder kept no state
@@ -837,12 +726,18 @@ class IkeSa:
         if self._heir is not None:  # the peer is done with the replaced SA; the heir carries on
             self._close(DownReason.REKEYED)
             return
+        if self._expired:
+            # the SA ends by its hard lifetime, which this exchange could only have saved it from: the
+            # service reestablishes an expired SA (services/ike/ikesas.py _after_expiry), not a dead peer
+            log.debug("%s: giving up after %d retransmissions past the hard lifetime", self.name, tries)
+            self._close(DownReason.EXPIRED)
+            return
         log.debug("%s: giving up after %d retransmissions", self.name, tries)
         self._st.emit(PeerUnreachable(self.name, tries))
         dead = pending.task.on_give_up is GiveUp.DEAD_PEER
         self._close(DownReason.DEAD_PEER if dead else DownReason.PEER_UNREACHABLE)
 
-    # ------------------------------------------------------------------ redirect (RFC 5685)
+    # ------------------------------------------------------------------ redirect (RFC 5685, sa_redirect.py)
 
     @_notifies
     def gateway_resolved(self, gateway: str, addresses: Sequence[str], now: float) -> None:
@@ -861,48 +756,9 @@ class IkeSa:
         log.debug("%s: gateway %s is at %s", self.name, gateway, usable[0])
         self._start_next()
 
-    def _await_address(self) -> None:
-        st = self._st
-        assert st.resolving is not None
-        self._resolve_deadline = self._now + RESOLVE_TIMEOUT
-        st.emit(ResolveGateway(self.name, st.resolving))
-
-    def _resolve_failed(self, why: str) -> None:
-        self._st.emit(NegotiationFailed(self.name, "REDIRECT", why))
-        self._st.resolving, self._resolve_deadline = None, None
-        self._close(DownReason.NEGOTIATION_FAILED)
-
-    def _follow_auth_redirect(self, redirect: Redirect) -> None:
-        """Start a new IKE SA at the gateway the IKE_AUTH response named (RFC 5685 §6), unless
-        that makes more than MAX_REDIRECTS within REDIRECT_PERIOD (a loop between gateways)."""
-        st, now = self._st, self._now
-        history = (*(t for t in self._redirect_history if now - t < REDIRECT_PERIOD), now)
-        if len(history) > MAX_REDIRECTS:
-            st.emit(NegotiationFailed(self.name, "REDIRECT", f"redirected more than {MAX_REDIRECTS} times within "
-                                      f"{REDIRECT_PERIOD:.0f} s, last to {redirect.gateway}: not followed"))
-            return
-        old = st.remote_addr[0]
-        st.emit(Redirected(self.name, old, redirect.gateway, in_auth=True))
-        remote = st.remote_addr if redirect.fqdn else (redirect.gateway, st.config.remote_port)
-        new = IkeSa(
-            st.config,
-            True,
-            now,
-            st.rng,
-            spi_allocator=st.spi_allocator,
-            remote_addr=remote,
-            local_addr=None,  # as a fresh initiation: from local_port, the address the route picks
-            wall_clock=st.wall_clock,
-            jitter=st.jitter,
-            fragment_stats=self._frag_stats,
-        )
-        new._redirect_history = history
-        new._st.redirected_from = old
-        if redirect.fqdn:
-            new._st.resolving = redirect.gateway
-            new._await_address()
-        new.initiate(st.auth_redirect_child)
-        self._successor = new  # the endpoint routes its SPI (it is no heir: nothing is shared)
+    _await_address = sa_redirect.await_address
+    _resolve_failed = sa_redirect.resolve_failed
+    _follow_auth_redirect = sa_redirect.follow_auth_redirect
 
     # ------------------------------------------------------------------ requests we answer
 
@@ -963,21 +819,6 @@ class IkeSa:
         if self._st.rekey is not None and self._state == State.ESTABLISHED:
             self._spawn_successor()
 
-    def _adopt_peer_rekey(self) -> bool:
-        """The peer deletes this IKE SA while our rekey request is still out and we have answered
-        its rekey (a collision, RFC 7296 §2.8.2): its new SA won, and its DELETE overtook the
-        answer to ours.  Take its SA as the successor and drop our request (the peer holds our
-        SA as the redundant one and lets it go) instead of closing with the Child SAs."""
-        pending = self._pending.task if self._pending else None
-        theirs = pending.yield_to_peer_rekey() if pending is not None else None
-        if pending is None or theirs is None:
-            return False
-        self._st.rekey = theirs
-        self._pending = None
-        pending.abort(self._st)
-        log.debug("%s: IKE SA rekey collision: the peer's SA won; its DELETE came before our answer", self.name)
-        return True
-
     def _queue_followups(self, tasks: Sequence[Task]) -> None:
         kept = [
             task for task in tasks
@@ -1037,95 +878,24 @@ class IkeSa:
         except DecodeError:
             raise _Refuse(notify(NotifyType.INVALID_SYNTAX)) from None
 
-    # ------------------------------------------------------------------ fragments (RFC 7383)
+    # ------------------------------------------------------------------ fragments (RFC 7383, sa_fragments.py)
 
-    def _on_fragment(self, msg: Message, datagram: bytes, addr: Address, local: Address | None) -> None:
-        """An Encrypted Fragment message: verified before it is kept (§2.6); the message
-        it completes goes where an unfragmented one would."""
-        skf = msg.payloads[-1]
-        assert isinstance(skf, SkfPayload)
-        if self._st.rx is None or msg.exchange == ExchangeType.IKE_SA_INIT:
-            return
-        pending = self._pending
-        if msg.is_response:
-            if pending is None or msg.message_id != pending.message_id or msg.exchange != pending.task.exchange:
-                return
-            buffer = self._reassembly.setdefault(True, Reassembly())
-        else:
-            last = self._last_response
-            if last is not None and msg.message_id == last[0]:
-                # a retransmitted request: only its first fragment, once verified, gets the response again
-                # (§2.6.1), so neither each fragment nor a forged one multiplies our answer
-                if msg.message_id + 1 == self._peer_id and skf.number == 1 and self._verified(msg, datagram):
-                    self._outbox.extend((d, addr) for d in last[1])
-                return
-            if msg.message_id != self._peer_id:
-                return
-            buffer = self._reassembly.setdefault(False, Reassembly())
-        whole = self._store_fragment(buffer, msg, skf, datagram)
-        if whole is None:
-            return
-        first, plain = whole
-        if msg.is_response:
-            assert pending is not None
-            try:
-                payloads = decode_payloads(first, plain)
-            except DecodeError:
-                return  # as an unfragmented response that does not parse: keep retransmitting
-            self._last_heard = self._now
-            self._accept_response(pending, payloads)
-            return
-        try:
-            payloads = _decode_inner(first, plain)
-        except _Refuse as refusal:
-            self._respond(msg, Response([refusal.payload]), addr)
-            return
-        self._serve(msg, payloads, addr, local)
+    _encode = sa_fragments.encode
+    _fragment_limit = sa_fragments.fragment_limit
+    _on_fragment = sa_fragments.on_fragment
+    _store_fragment = sa_fragments.store_fragment
+    _verified = sa_fragments.verified
+    _expire_reassembly = sa_fragments.expire_reassembly
 
-    def _store_fragment(
-        self, buffer: Reassembly, msg: Message, skf: SkfPayload, datagram: bytes
-    ) -> tuple[int, bytes] | None:
-        """Verify and keep one fragment; the whole message's (first payload type, plaintext) once complete."""
-        assert self._st.rx is not None
-        stats = self._frag_stats
-        try:
-            plain = open_sealed(datagram, msg, self._st.rx)
-        except IntegrityError:
-            stats.fragments_dropped += 1
-            log.debug("%s: fragment %d/%d of message %d failed verification", self.name, skf.number, skf.total,
-                      msg.message_id)
-            return None
-        try:
-            whole = buffer.add(msg.message_id, skf, plain, self._now)
-        except FragmentRejected as exc:
-            stats.fragments_dropped += 1
-            log.debug("%s: fragment %d/%d of message %d dropped: %s", self.name, skf.number, skf.total,
-                      msg.message_id, exc)
-            return None
-        stats.fragments_received += 1
-        if whole is not None:
-            stats.messages_reassembled += 1
-            log.debug("%s: reassembled message %d from %d fragments", self.name, msg.message_id, skf.total)
-        return whole
+    # -------------------------------------------------------- rekey hand-over to the successor (sa_successor.py)
 
-    def _verified(self, msg: Message, datagram: bytes) -> bool:
-        assert self._st.rx is not None
-        try:
-            open_sealed(datagram, msg, self._st.rx)
-        except IntegrityError:
-            self._frag_stats.fragments_dropped += 1
-            return False
-        return True
+    _rekeyed_sa = sa_successor.rekeyed_sa
+    _spawn_successor = sa_successor.spawn_successor
+    _redundant_sa = sa_successor.redundant_sa
+    _adopt_peer_rekey = sa_successor.adopt_peer_rekey
+    _end_pending = sa_successor.end_pending
 
-    def _expire_reassembly(self, now: float) -> None:
-        """Drop an incomplete message once REASSEMBLY_TIMEOUT passed since its first fragment."""
-        for key, buffer in list(self._reassembly.items()):
-            deadline = buffer.deadline
-            if deadline is not None and now >= deadline:
-                dropped = buffer.clear()
-                del self._reassembly[key]
-                self._frag_stats.fragments_dropped += dropped
-                log.debug("%s: incomplete fragmented message dropped after its timeout", self.name)
+    # ------------------------------------------------------------------ requests we receive
 
     def _open(self, msg: Message, datagram: bytes) -> tuple[Payload, ...] | None:
         """Decrypt a response; anything wrong with it means drop (and keep retransmitting)."""
@@ -1144,87 +914,6 @@ class IkeSa:
             self._st.local_port = local[1]
         else:
             self._st.local_port = NATT_PORT  # after IKE_SA_INIT everything is on 4500
-
-    def _rekeyed_sa(self, rekey: IkeRekey) -> IkeSa:
-        """A new IKE SA keyed by a rekey exchange of this one (RFC 7296 §2.18)."""
-        old = self._st
-        assert old.prf is not None and old.keys is not None
-        new = IkeSa(
-            old.config,
-            rekey.we_initiated,
-            self._now,
-            old.rng,
-            spi_allocator=old.spi_allocator,
-            remote_addr=old.remote_addr,
-            local_addr=old.local_addr,
-            wall_clock=old.wall_clock,
-            jitter=old.jitter,
-            address_pool=old.address_pool,
-            fragment_stats=self._frag_stats,
-        )
-        st = new._st
-        st.spi_i, st.spi_r, st.local_port = rekey.spi_i, rekey.spi_r, old.local_port
-        st.proposal, st.suite = rekey.proposal, Suite.of(rekey.proposal)
-        st.nonce_i, st.nonce_r = rekey.nonce_i, rekey.nonce_r
-        st.peer_id, st.peer_hashes = old.peer_id, old.peer_hashes
-        st.peer_fragmentation = old.peer_fragmentation
-        st.mobike, st.esp_hold, st.nat_peer, st.nat_here = old.mobike, old.esp_hold, old.nat_peer, old.nat_here
-        st.original_initiator = old.original_initiator
-        st.install_keys(rekey.shared, (old.prf, old.keys.d))
-        st.forget_setup()
-        return new
-
-    def _spawn_successor(self) -> None:
-        """Build the IKE SA that replaces this one; it takes the Child SAs and queued work."""
-        old, rekey = self._st, self._st.rekey
-        assert rekey is not None
-        old.rekey = None
-        new = self._rekeyed_sa(rekey)
-        st = new._st
-        st.children = old.children  # shared: see _heir
-        # the virtual IPs move with the Child SAs; the old SA must not release them
-        st.peer_vips, st.own_vips, st.own_dns = old.peer_vips, old.own_vips, old.own_dns
-        old.peer_vips = ()
-        st.next_child_id = old.next_child_id
-        new._state = State.ESTABLISHED
-        # a rekey of ours still queued is moot: the IKE SA was just replaced
-        new._queue = [t for t in self._queue if not t.rekeys_ike_sa]
-        self._queue = []
-        new._delayed, self._delayed = self._delayed, ()  # retries of refused requests go there too
-        if st.esp_hold is not None and not new._queued(mobike.ReturnRoutabilityTask):
-            # a MOBIKE return routability check was under way here: the successor, which holds
-            # the Child SAs now, checks again (an answer on this SA would not release them there)
-            new._queue.append(mobike.ReturnRoutabilityTask())
-        # what was queued goes now: nothing else would start it before the next exchange there.  A
-        # collision's DELETE of our redundant Child SA that waited there for the peer's rekey of that
-        # Child SA left both Child SAs up for good (the rekey replaced it before the DELETE came)
-        new._start_next()
-        new._schedule()
-        self._successor = self._heir = new
-        self._state = State.REKEYED
-        self._linger_until = self._now + REKEYED_LINGER
-        old.emit(IkeSaRekeyed(self.name, old.spi_i, old.spi_r, st.spi_i, st.spi_r))
-        if rekey.we_initiated:
-            self._queue.append(informational.DeleteIkeTask())
-        if old.redundant is not None:
-            new._successor = self._redundant_sa(old.redundant)
-            old.redundant = None
-        log.debug("%s: IKE SA rekeyed", self.name)
-
-    def _redundant_sa(self, rekey: IkeRekey) -> IkeSa:
-        """The loser of a rekey collision (RFC 7296 §2.8.2): no Child SAs, deleted by the
-        side that initiated its exchange; the other side keeps it only to answer that
-        DELETE.  It goes quietly, like a rekeyed IKE SA (the endpoint finds it as the
-        successor's successor, so that its SPI is routed)."""
-        sa = self._rekeyed_sa(rekey)
-        sa._state = State.REKEYED
-        sa._linger_until = self._now + REKEYED_LINGER
-        if rekey.we_initiated:
-            sa._queue.append(informational.DeleteIkeTask())
-            sa._start_next()
-        log.debug("%s: IKE SA rekey collision: %s redundant SA deleted by %s", self.name,
-                  "our" if rekey.we_initiated else "the peer's", "us" if rekey.we_initiated else "the peer")
-        return sa
 
     def _addressed_to_us(self, msg: Message) -> bool:
         st = self._st
@@ -1299,7 +988,6 @@ class IkeSa:
         self._state = State.CLOSED
         log.debug("%s: IKE SA closed: %s", self.name, reason)
 
-
     def _release_vips(self) -> None:
         """Give the peer's leases back (they stay bound to its identity while it is offline)."""
         st = self._st
@@ -1307,16 +995,6 @@ class IkeSa:
             for lease in st.peer_vips:
                 st.address_pool.release(lease, st.peer_id)
         st.peer_vips = ()
-
-    def _end_pending(self, task: Task) -> None:
-        """Our request will never be answered here: abort it, or hand what it leaves to the heir."""
-        if self._heir is None:
-            task.abort(self._st)
-            return
-        instead = task.handover(self._st)
-        if task.rekeying is not None:
-            self._rearm_failed_rekey(task)
-        self._enqueue(instead)
 
 
 class _Refuse(Exception):

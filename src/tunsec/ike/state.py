@@ -109,6 +109,7 @@ class ChildSa:
     remote_ts: tuple[Ts, ...] = ()
     installed: bool = False
     rekey_at: float | None = None  # when our rekey timer fires; inf once a rekey is under way
+    rekey_failures: int = 0  # our rekeys of it that failed in a row (refused, or no inbound SPI): backoff
     # after we rekeyed this SA: (lowest nonce of our exchange, the new SA), to settle a
     # collision with a rekey of the peer that crossed ours (RFC 7296 §2.8.1)
     rekeyed_by_us: tuple[bytes, ChildSa] | None = None
@@ -120,7 +121,7 @@ class ChildSa:
 
 @dataclass(frozen=True)
 class IkeRekey:
-    """What a successful IKE SA rekey agreed on; ``sa.py`` builds the new IkeSa from it."""
+    """What a successful IKE SA rekey agreed on; ``sa_successor.py`` builds the new IkeSa from it."""
 
     we_initiated: bool
     spi_i: bytes  # SPI of the rekey initiator (the new SA's initiator)

@@ -4,12 +4,14 @@ strongSwan's eap-radius plugin does it with ``accounting = yes``.
 The IKE service feeds it events; it owns no IKE state:
 
 - :meth:`Accounting.open`: accounting begins (the service starts, or a reload turns it on): an
-  Accounting-On (RFC 2866 §5.1) goes out; every session's first record waits until it is
-  answered or given up, so a server never sees it after a Start (it may close the NAS's open
-  sessions when it gets one). A run a reload turned on while the run an earlier reload turned
-  off is still sending its Stops and Off (:meth:`Accounting.retire`) sends its On only once that
-  one has ended (answered, or its deadline passed): an old Off after the new On would make the
-  server close the sessions the new run just started.
+  Accounting-On (RFC 2866 §5.1) goes to every server (each may get sessions: the load is
+  shared); a session's record to a server waits until that server's On is answered or given
+  up, so a server never sees it after a Start (it may close the NAS's open sessions when it
+  gets one), and a dead server's On holds no record to another. A run a reload turned on while
+  the run an earlier reload turned off is still sending its Stops and Off
+  (:meth:`Accounting.retire`) sends its On only once that one has ended (answered, or its
+  deadline passed): an old Off after the new On would make the server close the sessions the
+  new run just started.
 - :meth:`Accounting.start`: an IKE SA is up (the EAP identity, our and the client's endpoints,
   the virtual IPs leased to it), or was up when a reload turned accounting on (``midway``: its
   usage counts from this Start, a new session with a new Acct-Session-Id, as RFC 2866 pairs a
@@ -26,11 +28,21 @@ The IKE service feeds it events; it owns no IKE state:
   held are gone with their counters, so what was last read of them is carried.
 - :meth:`Accounting.observe`: a DUMP someone else took (``tunsec status``, a Prometheus
   scrape) refreshes what is known of every session's Child SAs.
+- :meth:`Accounting.expired`: an SA's EXPIRE with its counters (LIFETIME_CURRENT). A hard one
+  after a failed rekey: the worker deleted the SA itself (time lifetime) or stopped counting on it
+  (bytes, packets), so these are its final counters, and no DUMP may find it any more. They are
+  taken as a DUMP's reading of that SA is: the highest seen, so a DUMP that read it before
+  (or after: the SA is gone, 0) changes nothing and nothing counts twice; also when the EXPIRE
+  comes while the Child SA's final DUMP is under way, or just after it was carried (GOING_KEEP).
+- :meth:`Accounting.usage`: a session's total as its next record would carry it (``tunsec
+  status`` shows it with the IKE SA: ``ike_sas[].usage``).
 - :meth:`Accounting.stop`: the IKE SA is gone. Once the final counters of its Child SAs
   are in, an Accounting-Request Stop with Acct-Terminate-Cause and the totals goes out.
 - :meth:`Accounting.shutdown` (tunsec stops) and :meth:`Accounting.retire` (a reload turns
   accounting off, or removes the servers): a Stop for every session still open, then an
-  Accounting-Off once they are answered; all of it within a deadline, so a dead server never
+  Accounting-Off to every server at once once they are answered or given up (one after the
+  other, a server the Stops found silent would spend the deadline before the next got its
+  Off); all of it within a deadline, so a dead server never
   holds the gateway up at shutdown, nor a later run's Accounting-On after a reload (records still
   unanswered then are given up before the Off goes, so none is retransmitted after it).
   A reload that turns accounting off closes the books rather
@@ -58,13 +70,12 @@ SAMPLE_EVERY seconds a DUMP refreshes ``seen`` for all sessions, and so does eve
   with Interim-Updates or scrapes more often. There is no planned worker restart to sample
   before: the daemon restarts the worker only after it exited, and a shutdown deletes the
   Child SAs (reading their final counters) while the worker still runs;
-- a Child SA the worker deletes by itself at its hard time lifetime (the EXPIRE carries no
-  counters; the IKE service's final DUMP no longer finds it): the traffic since the last DUMP;
 - the packets a rekeyed Child SA's inbound SA still takes in during its linger
   (INBOUND_LINGER) after it is read again (``reread`` of :meth:`Accounting.child_down`: the
   packets in flight arrive within a round trip, the reread comes a second later).
 
-Each request goes to the servers' ``acct_port`` in the configured order, retransmitted as
+Each request goes to the servers' ``acct_port`` by preference and load (strongSwan's choice,
+:mod:`tunsec.radius.health`), retransmitted as
 Access-Requests are (``retransmit_timeout``/``_base``/``_tries``), the next server only if one
 does not answer; an Accounting-Response counts only once its Response Authenticator verifies.
 A server whose accounting port left a request unanswered is passed by for DEAD_HOLD seconds, as
@@ -72,15 +83,26 @@ the EAP relay passes a dead authentication port by (one model: :mod:`tunsec.radi
 records go to the next server at once instead of each waiting out a full retransmission round
 first, the ones already sent to it keep their retransmissions, then one record probes it again;
 with every server dead a record still tries them all (the dead last) rather than being lost at once.
-A record no server takes is counted (``failed``) and logged: accounting never blocks, fails or
-closes an IKE SA (strongSwan's ``accounting_close_on_timeout`` is not offered). The records of
-one session go out one after the other, so a server sees Start before Interim and Stop.
+A record no server takes is counted (``failed``) and logged; accounting never blocks or fails an
+IKE SA, but with ``accounting_close_on_timeout`` (strongSwan's key, default yes) a session whose
+Start or Interim-Update no server took has its IKE SA closed, its Stop saying NAS-Error, as
+strongSwan's eap_radius_handle_timeout deletes it (strongSwan closes on a lost Start whatever
+the key says, and sends User-Request). The records of one session go out one after the other,
+so a server sees Start before Interim and Stop.
+
+Acct-Terminate-Cause (:func:`cause_of`): strongSwan sends User-Request unless an alert said
+otherwise: Session-Timeout for ALERT_IKE_SA_EXPIRED, Lost-Service for
+ALERT_RETRANSMIT_SEND_TIMEOUT (a request, DPD's included, unanswered after its retransmissions).
+tunsec sends the same three, and tells apart what strongSwan calls User-Request too: Admin-Reset
+(deleted here: terminate, a reload), NAS-Request (replaced by a new IKE SA of the client),
+NAS-Reboot (shutdown), NAS-Error (accounting_close_on_timeout).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import time
@@ -123,6 +145,9 @@ OFF_SHARE = 1 / 3
 # every so often a DUMP refreshes what accounting knows of all sessions' Child SAs: the usage a
 # worker crash can take along is at most this much of the latest traffic (one DUMP a minute)
 SAMPLE_EVERY = 60.0
+# a Child SA's SAs are known by SPI this long after its final counters were read: an EXPIRE of one
+# of them may still come (the worker's timer deleted it between the final DUMP and our DELETE)
+GOING_KEEP = 10.0
 
 
 class Cause(IntEnum):
@@ -132,6 +157,7 @@ class Cause(IntEnum):
     LOST_SERVICE = 3  # the client stopped answering (DPD, retransmissions)
     SESSION_TIMEOUT = 5  # its lifetime ran out
     ADMIN_RESET = 6  # deleted here (tunsec terminate, a reload)
+    NAS_ERROR = 9  # no RADIUS server took its Start or Interim-Update (accounting_close_on_timeout)
     NAS_REQUEST = 10  # replaced (unique = replace, a duplicate)
     NAS_REBOOT = 11  # tunsec shuts down
 
@@ -236,6 +262,8 @@ class _Session:
     timer: asyncio.TimerHandle | None = None  # the next Interim-Update
     interval: float | None = None  # the Access-Accept's Acct-Interim-Interval (bounded), over the config's
     base: Usage = field(default_factory=Usage)  # what the Child SAs had carried before the Start (midway)
+    # the Acct-Terminate-Cause accounting itself gave it: its IKE SA closed for a lost record
+    ended_for: Cause | None = None
 
     def absorb(self, refs: Sequence[ChildRef], index: SaIndex) -> None:
         """What a DUMP shows of the session's Child SAs ``refs`` (installed now: a Child SA reported
@@ -243,10 +271,11 @@ class _Session:
         for ref in refs:
             self.seen.setdefault(ref.key, Usage()).raise_to(index.usage(ref))
 
-    def carry(self, key: tuple[int, int]) -> None:
-        """The Child SA is gone: its last counters stay in the total."""
+    def carry(self, key: tuple[int, int]) -> Usage | None:
+        """The Child SA is gone: its last counters stay in the total (and are answered)."""
         if (usage := self.seen.pop(key, None)) is not None:
             self.carried.add(usage)
+        return usage
 
     def carry_all(self) -> None:
         for key in list(self.seen):
@@ -263,6 +292,24 @@ class _Session:
                      total.packets_in - b.packets_in, total.packets_out - b.packets_out)
 
 
+@dataclass
+class _Going:
+    """A Child SA whose final counters are read (Accounting.child_down), by its SAs' names: an
+    EXPIRE of one of them still finds its session.  ``carried``: what it was carried with, once it was."""
+
+    key: Hashable
+    session: _Session
+    ref: ChildRef
+    carried: Usage | None = None
+
+
+SaId = tuple[Direction, int, Endpoint | None]   # an SA as the worker names it (outbound: with its peer)
+
+
+def _sa_ids(ref: ChildRef) -> tuple[SaId, SaId]:
+    return (Direction.IN, ref.spi_in, None), (Direction.OUT, ref.spi_out, ref.remote)
+
+
 Dump = Callable[[], Awaitable[Sequence[SaInfo]]]
 Children = Callable[[Hashable], Sequence[ChildRef]]
 
@@ -274,8 +321,11 @@ class Accounting:
     session's IKE SA has installed now (not the ones reported gone)."""
 
     def __init__(self, settings: RadiusSettings, dump: Dump, children: Children, *,
-                 clock: Callable[[], float] = time.monotonic, prefix: int | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, prefix: int | None = None,
+                 close: Callable[[Hashable], None] | None = None) -> None:
         self.settings = settings
+        # deletes a session's IKE SA (accounting_close_on_timeout); None: nothing is closed
+        self._close_session = close
         self.stats = AccountingStats()
         self._dump = dump
         self._children = children
@@ -294,10 +344,14 @@ class Accounting:
         self._recent: tuple[float, SaIndex] | None = None  # the last DUMP's answer, and when it was asked
         self._epoch = 0   # the worker's: one more with each restart (a DUMP of an older one is stale)
         self._refresher: asyncio.TimerHandle | None = None   # the next DUMP for all sessions (SAMPLE_EVERY)
-        self._on: asyncio.Task[None] | None = None   # the Accounting-On: the first record of each session waits for it
+        # the Accounting-On goes out once the runs still retiring have ended: the first record of
+        # each session waits for that; then, to each server, once its own On is answered or given up
+        self._on: asyncio.Task[None] | None = None
+        self._ons: dict[str, asyncio.Task[None]] = {}   # by server name
         self._nas_addresses: tuple[str, ...] = ()    # our IKE addresses, for the Accounting-On/-Off
         self._closed = False   # closed (shut down, retired, or the service closed it): sends nothing more
         self._ended = asyncio.Event()   # set by close(): a run opened after this one may send its On
+        self._going: dict[SaId, _Going] = {}   # the SAs of Child SAs whose final counters are read (child_down)
 
     @property
     def sessions(self) -> int:
@@ -307,6 +361,12 @@ class Accounting:
         """Each configured server's accounting port's health, by name (ServerHealth.status:
         ``passed_by`` says whether new records go past it now)."""
         return {server.name: self._health(server).status() for server in self.settings.servers}
+
+    def usage(self, key: Hashable) -> Usage | None:
+        """The session's usage so far, as its next record would carry it from what is known now
+        (the Child SAs gone, and the last counters seen of those installed); None without a session."""
+        s = self._sessions.get(key)
+        return s.total() if s is not None else None
 
     def session_id(self, key: Hashable) -> str | None:
         s = self._sessions.get(key)
@@ -324,7 +384,9 @@ class Accounting:
         async def on() -> None:
             for old in after:
                 await old.ended()
-            await self._send(self._nas_record(ACCT_ON))
+            record = self._nas_record(ACCT_ON)
+            for server in self.settings.servers:
+                self._ons[server.name] = self._spawn(self._send_to(server, record))
         self._on = self._spawn(on())
         return True
 
@@ -349,7 +411,7 @@ class Accounting:
             if midway:   # the counters as the Start goes out are the session's zero
                 s.base = await self._usage(s, key, fresh=True)
             return start
-        self._record(s, record)
+        self._record(s, record, key)
         self._arm(key, s)
         if self._refresher is None:
             self._refresher = asyncio.get_running_loop().call_later(SAMPLE_EVERY, self._refresh)
@@ -363,17 +425,29 @@ class Accounting:
         if s is None:
             return
         sample = self._next_sample()
+        going = _Going(key, s, ref)
+        ids = _sa_ids(ref)
+        for sa_id in ids:
+            self._going[sa_id] = going
+
+        def forget() -> None:
+            for sa_id in ids:
+                if self._going.get(sa_id) is going:
+                    del self._going[sa_id]
 
         async def final() -> None:
-            index = self._current(await self._await_sample(sample))
-            if index is not None:
-                s.absorb([ref], index)
-            if reread:
-                await asyncio.sleep(reread)
-                index = self._current(await self._await_sample(self._next_sample()))
+            try:
+                index = self._current(await self._await_sample(sample))
                 if index is not None:
-                    s.absorb([ref], index)   # its outbound SA is gone by now: absorb keeps what it had
-            s.carry(ref.key)
+                    s.absorb([ref], index)
+                if reread:
+                    await asyncio.sleep(reread)
+                    index = self._current(await self._await_sample(self._next_sample()))
+                    if index is not None:
+                        s.absorb([ref], index)   # its outbound SA is gone by now: absorb keeps what it had
+                going.carried = s.carry(ref.key) or Usage()
+            finally:
+                asyncio.get_running_loop().call_later(GOING_KEEP, forget)
         task = self._spawn(final())
         s.pending.append(task)
         task.add_done_callback(lambda t: s.pending.remove(t) if t in s.pending else None)
@@ -382,6 +456,7 @@ class Accounting:
         s = self._sessions.pop(key, None)
         if s is None:
             return
+        cause = s.ended_for or cause
         if s.timer is not None:
             s.timer.cancel()
             s.timer = None
@@ -394,6 +469,30 @@ class Accounting:
             return self._build(s, ACCT_STOP, usage, cause)
         self._record(s, record)
 
+    def expired(self, direction: Direction, spi: int, remote: Endpoint | None, octets: int, packets: int,
+                owner: tuple[Hashable, ChildRef] | None = None) -> None:
+        """An SA's counters as its EXPIRE reported them (see the module docstring).  ``owner``: the
+        session's key and the Child SA the SA belongs to, if the service still has it installed;
+        else the Child SA whose final counters are being read now, or were just now, if any."""
+        u = Usage(octets, 0, packets, 0) if direction is Direction.IN else Usage(0, octets, 0, packets)
+        if owner is not None:
+            key, ref = owner
+            if (s := self._sessions.get(key)) is not None:
+                s.seen.setdefault(ref.key, Usage()).raise_to(u)
+            return
+        going = self._going.get((direction, spi, remote if direction is Direction.OUT else None))
+        if going is None or self._sessions.get(going.key) is not going.session:
+            return
+        s = going.session
+        if going.carried is None:   # its final DUMP is under way: taken with it
+            s.seen.setdefault(going.ref.key, Usage()).raise_to(u)
+            return
+        # carried already: only what the final DUMP did not see is added
+        c = going.carried
+        s.carried.add(Usage(max(0, u.octets_in - c.octets_in), max(0, u.octets_out - c.octets_out),
+                            max(0, u.packets_in - c.packets_in), max(0, u.packets_out - c.packets_out)))
+        c.raise_to(u)
+
     def worker_restarted(self) -> None:
         """A new worker replaced one that died, before the IKE service installs anything in it:
         the Child SAs the old one held are gone with their counters (the service renegotiates
@@ -401,6 +500,7 @@ class Accounting:
         still under way counts no more."""
         self._epoch += 1
         self._recent = None
+        self._going.clear()   # the new worker's SPIs are anyone's
         for s in self._sessions.values():
             s.carry_all()
 
@@ -450,8 +550,13 @@ class Accounting:
                 # given up: a retransmission of one (the On, a Stop) must not reach a server after the Off
                 task.cancel()
             if self._on is not None and not self._closed:   # nothing to end if accounting never began
-                off = self._spawn(self._send(self._nas_record(ACCT_OFF)))
-                await asyncio.wait([off], timeout=None if timeout is None else max(0.0, began + timeout - loop.time()))
+                # to every server at once: each may hold sessions of ours (the load is shared), and
+                # one after the other a dead one would spend the deadline before the next was tried
+                off = self._nas_record(ACCT_OFF)
+                offs = [self._spawn(self._send_to(server, off)) for server in self.settings.servers]
+                if offs:
+                    await asyncio.wait(offs, timeout=None if timeout is None
+                                       else max(0.0, began + timeout - loop.time()))
         finally:
             self.close()
 
@@ -493,16 +598,30 @@ class Accounting:
                      value, user[:64], bounded, MIN_SERVER_INTERVAL, MAX_SERVER_INTERVAL)
         return float(bounded)
 
-    def _record(self, s: _Session, record: Callable[[], Awaitable[AcctRecord]]) -> None:
+    def _record(self, s: _Session, record: Callable[[], Awaitable[AcctRecord]], key: Hashable = None) -> None:
         """Make and send a record after the session's previous one (its first: the Accounting-On)
-        is answered or given up."""
+        is answered or given up. ``key``: the session's, for a Start or Interim-Update whose loss
+        closes its IKE SA (accounting_close_on_timeout)."""
         before = s.last if s.last is not None else self._on
 
         async def send() -> None:
             if before is not None:
                 await asyncio.wait([before])
-            await self._send(await record())
+            if not await self._send(await record()) and key is not None:
+                self._lost_session(key, s)
         s.last = self._spawn(send())
+
+    def _lost_session(self, key: Hashable, s: _Session) -> None:
+        """No server took the session's Start or Interim-Update: with accounting_close_on_timeout
+        (strongSwan's, default yes) its IKE SA is deleted, as strongSwan's eap_radius_handle_timeout
+        does: a session the servers do not account is not served. Its Stop says NAS-Error."""
+        if (not self.settings.accounting_close_on_timeout or self._close_session is None or self._closed
+                or self._sessions.get(key) is not s):
+            return
+        s.ended_for = Cause.NAS_ERROR
+        log.warning("RADIUS accounting: no server took a record of session %s (user %r): its IKE SA is "
+                    "closed (accounting_close_on_timeout)", s.sid, s.user[:64])
+        self._close_session(key)
 
     def _arm(self, key: Hashable, s: _Session) -> None:
         interval = s.interval or self.settings.accounting_interval
@@ -522,7 +641,7 @@ class Accounting:
 
         async def record() -> AcctRecord:
             return self._build(s, ACCT_INTERIM, await self._usage(s, key, fresh=False))
-        self._record(s, record)
+        self._record(s, record, key)
         self._arm(key, s)
 
     async def _usage(self, s: _Session, key: Hashable, fresh: bool) -> Usage:
@@ -540,42 +659,66 @@ class Accounting:
                 s.absorb(self._children(key), index)
         return s.total()
 
-    async def _send(self, record: AcctRecord | NasRecord) -> None:
-        """To the first server that answers, the dead ones last; never raises (accounting must
-        not hurt the IKE SA)."""
+    async def _send(self, record: AcctRecord) -> bool:
+        """To the first server that answers, by preference and load, the dead ones last: whether
+        one did (or there was nothing to send: closed); never raises."""
         if self._closed:
-            return
+            return True
         why = "no RADIUS server configured"
         configured = self.settings.servers
-        with contextlib.closing(in_order(configured, self._health)) as servers:
+        with contextlib.closing(in_order(configured, self._health, lambda s: self._link(s).under_way)) as servers:
             for tried, server in enumerate(servers, 1):
-                def build(ident: int, server: RadiusServer = server) -> Any:
-                    if isinstance(record, NasRecord):
-                        return accounting_onoff(server.secret, ident, record)
-                    return accounting_request(server.secret, ident, record)
-                # at most IDS records per server under way, the rest wait their turn: the link says Busy
-                # beyond that, and a gateway's sessions send together (Interim timers armed in the same
-                # burst of clients, the Stops of a mass disconnect), which lost all but IDS of them
-                slots = self._slots.setdefault(server.name, asyncio.Semaphore(IDS))
                 health = self._health(server)
                 was_passed_by = health.passed_by()
-                try:
-                    async with slots:
-                        if not was_passed_by and health.passed_by() and tried < len(configured):
-                            # it went down while this record waited for a slot (the records before it
-                            # found it dead): the next server at once, as a record that came later;
-                            # each of a burst would otherwise wait out a retransmission round there
-                            continue
-                        await self._link(server).exchange(build)
-                except (Busy, NoAnswer) as exc:   # the link took note of the NoAnswer in its health
-                    why = str(exc)
-                except OSError as exc:
-                    why = f"cannot send to RADIUS server {self._link(server).label}: {exc.strerror or exc}"
-                else:
-                    self.stats.responses += 1
-                    return
+                on = self._ons.get(server.name)
+                if on is not None and not on.done():
+                    # this server's Accounting-On first (it may close the NAS's sessions on it)
+                    await asyncio.wait([on])
+                # it may be found dead while this record waits (not the last one: then try it anyway)
+                may_skip = not was_passed_by and tried < len(configured)
+                failed = await self._exchange(server, record, functools.partial(_found_dead, health, may_skip))
+                if failed is None:
+                    return True
+                why = failed
                 if (held := self._failover_log.admit()) is not None:
                     log.warning("RADIUS accounting: %s%s", why, suffix(held))
+        self._lost(record, why)
+        return False
+
+    async def _send_to(self, server: RadiusServer, record: NasRecord) -> None:
+        """An Accounting-On or -Off to one server (each server may hold sessions of this NAS:
+        the load is shared); never raises."""
+        if not self._closed and (why := await self._exchange(server, record)) is not None:
+            self._lost(record, why)
+
+    async def _exchange(self, server: RadiusServer, record: AcctRecord | NasRecord,
+                        skip: Callable[[], bool] = lambda: False) -> str | None:
+        """One record to one server: None once answered, else why not. ``skip``: asked once the
+        record has a slot, whether to give this server up untried."""
+        def build(ident: int) -> Any:
+            if isinstance(record, NasRecord):
+                return accounting_onoff(server.secret, ident, record)
+            return accounting_request(server.secret, ident, record)
+        # at most IDS records per server under way, the rest wait their turn: the link says Busy
+        # beyond that, and a gateway's sessions send together (Interim timers armed in the same
+        # burst of clients, the Stops of a mass disconnect), which lost all but IDS of them
+        slots = self._slots.setdefault(server.name, asyncio.Semaphore(IDS))
+        try:
+            async with slots:
+                if skip():
+                    # it went down while this record waited for a slot (the records before it
+                    # found it dead): the next server at once, as a record that came later;
+                    # each of a burst would otherwise wait out a retransmission round there
+                    return f"RADIUS server {self._link(server).label} found dead meanwhile"
+                await self._link(server).exchange(build)
+        except (Busy, NoAnswer) as exc:   # the link took note of the NoAnswer in its health
+            return str(exc)
+        except OSError as exc:
+            return f"cannot send to RADIUS server {self._link(server).label}: {exc.strerror or exc}"
+        self.stats.responses += 1
+        return None
+
+    def _lost(self, record: AcctRecord | NasRecord, why: str) -> None:
         self.stats.failed += 1
         if (held := self._lost_log.admit()) is not None:
             whose = f"user {record.user[:64]!r}" if isinstance(record, AcctRecord) else "the NAS"
@@ -646,6 +789,10 @@ class Accounting:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+
+def _found_dead(health: ServerHealth, may_skip: bool) -> bool:
+    return may_skip and health.passed_by()
 
 
 _STATUS = {ACCT_START: "Start", ACCT_STOP: "Stop", ACCT_INTERIM: "Interim-Update", ACCT_ON: "Accounting-On",

@@ -124,6 +124,9 @@ class ServerLink(asyncio.DatagramProtocol, Generic[T]):
         # kept, the others never closed); ``_closed``: one opened after close() is closed at once
         self._opening = asyncio.Lock()
         self._closed = False
+        # exchanges begun and not ended, the socket's opening included: the load the choice of a
+        # server weighs (tunsec.radius.health.score); ``outstanding`` counts those sent only
+        self.under_way = 0
 
     @property
     def outstanding(self) -> int:
@@ -195,6 +198,13 @@ class ServerLink(asyncio.DatagramProtocol, Generic[T]):
         """Send the request ``build(identifier)`` until it is answered; raises NoAnswer, Busy,
         and whatever ``build`` raises, OSError when the socket cannot be opened (no route to the
         server, no address of its family). Cancelling gives the identifier back."""
+        self.under_way += 1
+        try:
+            return await self._exchange(build)
+        finally:
+            self.under_way -= 1
+
+    async def _exchange(self, build: Callable[[int], Any]) -> T:
         try:
             await self.open()
         except OSError:

@@ -12,18 +12,23 @@ others still pass it by: an answer makes it a server like the others, silence ho
 another DEAD_HOLD. With every server down a request still tries them all, the passed-by ones
 last, rather than failing at once.
 
-strongSwan (libradius ``radius_config_t.get_preference``, ``eap_radius_create_client``) keeps a
-``reachable`` flag per server, the result of its last request, shared by authentication and
-accounting. Each request (an EAP conversation, an accounting record) goes to the one server of
-highest preference: configured ``preference`` + free sockets + 110 when reachable; an
-unreachable one still gets every 8th/32nd/128th request (a count, not a time) and there is no
-second server within one request: when the chosen one does not answer, the login fails (and
-``eap_radius_handle_timeout`` deletes the IKE SA) or the record is lost. tunsec differs: the
-servers are tried in the configured order (a primary and backups, no load sharing, no
-``preference`` key) and a request that finds no answer goes on to the next one; a dead port is
-probed after a time (DEAD_HOLD), by one request at a time; and authentication and accounting
-keep the health of their own port (a server may answer Access-Requests with its accounting off:
-logins must not pass it by for that).
+Which server a new request tries first is strongSwan's choice (libradius
+``radius_config_t.get_preference``, ``eap_radius_create_client``): the highest score, where a
+server scores its configured ``preference``, plus 0..100 for the share of its ``sockets`` free
+(requests of this port under way, at most ``sockets`` counted), plus 110 unless it is down. So
+a higher preference wins while its server answers, and two of equal preference share the load:
+a request goes to the one with fewer requests under way. Ties go to the one written first
+(strongSwan tosses a coin): one at a time, the first-written server of the highest preference
+takes them all, a primary and its backups as before ``preference`` existed.
+
+tunsec differs from strongSwan in what follows the choice: a request that finds no answer goes on
+to the next server by score (strongSwan has one server per request: the login fails, the record
+is lost); a down server is passed by for DEAD_HOLD seconds, then probed by one request that
+tries it first, as if it were up (strongSwan lets an unreachable server win every 8th/32nd/128th
+request, a count, not a time); ``sockets`` weighs the load but does not queue requests (each
+server port takes up to 256 under way; strongSwan waits for a free socket); and authentication
+and accounting keep the health of their own port (a server may answer Access-Requests with its
+accounting off: logins must not pass it by for that).
 """
 
 from __future__ import annotations
@@ -89,27 +94,34 @@ class ServerHealth:
                 "last_answer_seconds_ago": ago, "passed_by": self.passed_by()}
 
 
-def in_order(servers: Sequence[RadiusServer],
-             health: Callable[[RadiusServer], ServerHealth]) -> Generator[RadiusServer, None, None]:
-    """The servers a new request tries, one after the other: those not passed by in the configured
-    order, then the passed-by ones. A down one whose DEAD_HOLD is over and that no other request
-    is probing goes with the first: this request probes it (until it moves past it, or the
+def score(server: RadiusServer, under_way: int, up: bool) -> int:
+    """strongSwan's preference of a server for the next request (see the module docstring)."""
+    free = max(0, server.sockets - under_way)
+    return server.preference + free * 100 // server.sockets + (110 if up else 0)
+
+
+def in_order(servers: Sequence[RadiusServer], health: Callable[[RadiusServer], ServerHealth],
+             load: Callable[[RadiusServer], int] = lambda _: 0) -> Generator[RadiusServer, None, None]:
+    """The servers a new request tries, one after the other: those not passed by, highest
+    :func:`score` first (``load``: a server's requests under way; ties in the configured order),
+    then the passed-by ones the same way. A down one whose DEAD_HOLD is over and that no other
+    request is probing scores as if up: this request probes it (until it moves past it, or the
     generator is closed: close it, e.g. with ``contextlib.closing``, when done)."""
-    first: list[tuple[RadiusServer, ServerHealth]] = []
-    last: list[tuple[RadiusServer, ServerHealth]] = []
+    first: list[tuple[int, int, RadiusServer, ServerHealth]] = []
+    last: list[tuple[int, int, RadiusServer, ServerHealth]] = []
     probe: ServerHealth | None = None
-    for server in servers:
+    for n, server in enumerate(servers):
         h = health(server)
         if h.down_since is None:
-            first.append((server, h))
+            first.append((-score(server, load(server), True), n, server, h))
         elif probe is None and not h.passed_by() and not h.probing:
             probe = h
             probe.probing = True
-            first.append((server, h))
+            first.append((-score(server, load(server), True), n, server, h))
         else:
-            last.append((server, h))
+            last.append((-score(server, load(server), False), n, server, h))
     try:
-        for server, h in first + last:
+        for _, _, server, h in sorted(first, key=lambda e: e[:2]) + sorted(last, key=lambda e: e[:2]):
             try:
                 yield server
             finally:

@@ -4,8 +4,8 @@ The engine asks with an ``EapRelayRequest`` (the client's EAP response); :meth:`
 sends it in an Access-Request and turns the server's answer into the engine's ``RelayReply``.
 Between rounds a conversation keeps what the server must see again: its State attribute
 (echoed, RFC 2865 §5.24) and the server itself (the State means nothing to another one).
-A new conversation tries the servers in the configured order, the next one only if one
-does not answer, and passes by a server that left a request unanswered in the last DEAD_HOLD
+A new conversation tries the servers by preference and load (strongSwan's choice), the next
+one only if one does not answer, and passes by a server that left a request unanswered in the last DEAD_HOLD
 seconds (one conversation probes it after that: :mod:`tunsec.radius.health`), so that with a
 dead primary every login does not first wait out a retransmission round there (while the
 client's IKE_AUTH retransmissions pile up). A conversation ends with the server's final
@@ -140,7 +140,7 @@ class RadiusRelay:
         if conv.server is not None:
             yield conv.server
         else:
-            yield from in_order(self.settings.servers, self._health)
+            yield from in_order(self.settings.servers, self._health, lambda s: self.client.link(s).under_way)
 
     def _health(self, server: RadiusServer) -> ServerHealth:
         return self.client.link(server).health

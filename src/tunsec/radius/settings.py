@@ -22,6 +22,11 @@ class RadiusServer:
     secret: Secret = field(repr=False)
     auth_port: int = AUTH_PORT
     acct_port: int = ACCT_PORT
+    # strongSwan's servers.NAME.preference and .sockets: which server a new request tries first
+    # (tunsec.radius.health.score): the higher preference, then the fewer requests under way
+    # of ``sockets``
+    preference: int = 0
+    sockets: int = 1
 
     def __str__(self) -> str:
         return self.at(self.auth_port)
@@ -37,15 +42,18 @@ class RadiusServer:
 
 @dataclass(frozen=True)
 class RadiusSettings:
-    """``radius { }``: the servers, tried in the order written (the next one only for a new
-    conversation when one does not answer; one that did not answer lately goes last:
-    :mod:`tunsec.radius.health`), and the retransmission of requests: the first
+    """``radius { }``: the servers, tried by preference and load, the one written first on a
+    tie (the next one only for a new conversation when one does not answer; one that did not
+    answer lately goes last: :mod:`tunsec.radius.health`), and the retransmission of requests: the first
     after ``retransmit_timeout`` seconds, each wait ``retransmit_base`` times the one before,
     ``retransmit_tries`` retransmissions (strongSwan's eap-radius keys and defaults).
 
     ``accounting``: RADIUS accounting (RFC 2866) of the IKE SAs eap-radius authenticated, with
     an Interim-Update every ``accounting_interval`` seconds (0: none) unless the Access-Accept
-    says otherwise, as strongSwan's ``accounting`` and ``accounting_interval``."""
+    says otherwise, as strongSwan's ``accounting`` and ``accounting_interval``;
+    ``accounting_close_on_timeout``: an IKE SA whose Start or Interim-Update no server takes is
+    closed (strongSwan's key and default); ``accounting_requires_vip``: only IKE SAs that got a
+    virtual IP are accounted (strongSwan's, default no)."""
 
     servers: tuple[RadiusServer, ...] = ()
     nas_identifier: str = "tunsec"
@@ -54,6 +62,8 @@ class RadiusSettings:
     retransmit_tries: int = 4
     accounting: bool = False
     accounting_interval: float = 0
+    accounting_close_on_timeout: bool = True
+    accounting_requires_vip: bool = False
 
     def wait(self, attempt: int) -> float:
         """Seconds to wait for an answer after send number ``attempt`` (0 = the first send)."""

@@ -39,9 +39,11 @@ class Instance:
         return self.dir / "charon.log"
 
 
-def strongswan_conf(inst: Instance, level: int = 1, extra: str = "") -> str:
+def strongswan_conf(inst: Instance, level: int = 1, extra: str = "", timestamps: bool = False) -> str:
     """charon's strongswan.conf for one instance; ``level`` is the ike/cfg log level
-    (2 shows payloads and proposals), ``extra`` more lines in ``charon { }``."""
+    (2 shows payloads and proposals), ``extra`` more lines in ``charon { }``; ``timestamps``
+    starts each log line with the time of day in milliseconds (``HH:MM:SS.mmm``)."""
+    stamp = "      time_format = %T\n      time_add_ms = yes\n" if timestamps else ""
     return f"""charon {{
   load_modular = no
   load = {PLUGINS}
@@ -59,7 +61,7 @@ def strongswan_conf(inst: Instance, level: int = 1, extra: str = "") -> str:
       knl = 1
       esp = 1
       flush_line = yes
-    }}
+{stamp}    }}
   }}
   syslog {{ daemon {{ default = -1 }} auth {{ default = -1 }} }}
 {extra}}}

@@ -438,12 +438,14 @@ def _unpack_delete(req_id: int, exts: _Exts) -> Delete:
 def _unpack_expire(exts: _Exts) -> Expire:
     spi, direction, hard, reason, reserved = _EXPIRE.unpack(exts.one(Ext.EXPIRE))
     _zero(reserved, "EXPIRE")
+    current = exts.opt(Ext.LIFETIME_CURRENT)
     return Expire(
         spi=spi,
         direction=Direction(direction),
         hard=_flag(hard, "EXPIRE hard"),
         reason=ExpireReason(reason),
         remote=_unpack_remote_opt(exts),
+        current=None if current is None else _unpack_lifetime(current),
     )
 
 
@@ -508,6 +510,7 @@ def _build_reply(hdr: _Header, msg_type: MsgType, errno: Errno, exts: _Exts) -> 
         sas=_unpack_sa_infos(exts),
         policies=tuple([_unpack_policy_info(b) for b in exts.all(Ext.POLICY_INFO)]),
         drops=tuple([_unpack_drop(b) for b in exts.all(Ext.DROP)]),
+        gauges=tuple([_unpack_drop(b, "GAUGE") for b in exts.all(Ext.GAUGE)]),
     )
 
 
@@ -580,12 +583,13 @@ def _unpack_policy_info(body: bytes) -> PolicyInfo:
     return PolicyInfo(policy_id, priority, Action(action), reqid, out_spi, packets, _unpack_selector(sel))
 
 
-def _unpack_drop(body: bytes) -> tuple[str, int]:
+def _unpack_drop(body: bytes, what: str = "DROP") -> tuple[str, int]:
+    """A DROP's (name, count), or a GAUGE's (same layout)."""
     if len(body) < _DROP_HDR.size:
-        raise _Malformed("DROP extension too short")
+        raise _Malformed(f"{what} extension too short")
     name_len, reserved, count = _DROP_HDR.unpack_from(body)
-    _zero(reserved, "DROP")
-    raw = _variable(body, _DROP_HDR.size, name_len, "DROP")
+    _zero(reserved, what)
+    raw = _variable(body, _DROP_HDR.size, name_len, what)
     if not raw.isascii():
-        raise _Malformed("drop counter name is not ASCII")
+        raise _Malformed(f"{what} name is not ASCII")
     return raw.decode("ascii"), count

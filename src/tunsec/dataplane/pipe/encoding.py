@@ -155,9 +155,10 @@ def _policy_info_ext(info: PolicyInfo) -> bytes:
     return _ext(Ext.POLICY_INFO, body)
 
 
-def _drop_ext(name: str, count: int) -> bytes:
+def _drop_ext(name: str, count: int, ext_type: Ext = Ext.DROP) -> bytes:
+    """A named u64: a DROP, or (same layout) a GAUGE."""
     raw = name.encode("ascii")
-    return _ext(Ext.DROP, _DROP_HDR.pack(len(raw), bytes(3), count) + raw)
+    return _ext(ext_type, _DROP_HDR.pack(len(raw), bytes(3), count) + raw)
 
 
 def _sa_info_exts(sas: Sequence[SaInfo]) -> list[bytes]:
@@ -170,6 +171,7 @@ def _sa_info_exts(sas: Sequence[SaInfo]) -> list[bytes]:
 
 def _reply_exts(msg: Reply) -> list[bytes]:
     exts = [_drop_ext(name, count) for name, count in msg.drops]
+    exts += [_drop_ext(name, value, Ext.GAUGE) for name, value in msg.gauges]
     exts += [_policy_info_ext(p) for p in msg.policies]
     exts += _sa_info_exts(msg.sas)
     if msg.spi is not None:
@@ -200,8 +202,11 @@ def _extensions(msg: Message) -> list[bytes]:
             ]
         case SendIke(data=data, remote=remote, local=local) | Ike(data=data, remote=remote, local=local):
             return _ike_exts(data, remote, local)
-        case Expire(spi=spi, direction=direction, hard=hard, reason=reason, remote=remote):
-            return [_ext(Ext.EXPIRE, _EXPIRE.pack(spi, direction, int(hard), reason, 0)), *_opt_remote(remote)]
+        case Expire(spi=spi, direction=direction, hard=hard, reason=reason, remote=remote, current=current):
+            exts = [_ext(Ext.EXPIRE, _EXPIRE.pack(spi, direction, int(hard), reason, 0)), *_opt_remote(remote)]
+            if current is not None:
+                exts.append(_ext(Ext.LIFETIME_CURRENT, _pack_lifetime(current)))
+            return exts
         case InvalidSpi(spi=spi, remote=remote):
             return [
                 _ext(Ext.SPI, _U32_BODY.pack(spi)),
@@ -259,16 +264,17 @@ def encode_dump_replies(
     sas: Iterable[SaInfo],
     policies: Iterable[PolicyInfo],
     drops: Iterable[tuple[str, int]],
+    gauges: Iterable[tuple[str, int]] = (),
 ) -> list[bytes]:
     """The successful answer to DUMP req_id, split into datagrams that fit.
 
     Every datagram but the last has flag MORE.  Drop counters come first,
-    then policies, then SAs, each in the order given; every datagram with SAs
+    then gauges, then policies, then SAs, each in the order given; every datagram with SAs
     starts their part with the SA_COUNTERS that names their counters.
     """
     whole = Reply(
         req_id, MsgType.DUMP, Errno.OK,
-        sas=tuple(sas), policies=tuple(policies), drops=tuple(drops),
+        sas=tuple(sas), policies=tuple(policies), drops=tuple(drops), gauges=tuple(gauges),
     )  # fmt: skip
     chunks = _chunk(_reply_exts(whole), MAX_MESSAGE - HEADER_LEN)
     out = []
@@ -315,6 +321,7 @@ def join_dump_replies(replies: Sequence[Reply]) -> Reply:
         sas=tuple([s for r in replies for s in r.sas]),
         policies=tuple([p for r in replies for p in r.policies]),
         drops=tuple([d for r in replies for d in r.drops]),
+        gauges=tuple([g for r in replies for g in r.gauges]),
     )  # fmt: skip
 
 

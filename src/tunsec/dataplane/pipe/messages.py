@@ -6,6 +6,7 @@ from typing import ClassVar, TypeAlias
 from tunsec.dataplane.pipe.protocol import _U32, _U64, MAX_IKE_DATA, MIN_SPI, Direction, Errno, ExpireReason, MsgType
 from tunsec.dataplane.pipe.values import (
     Endpoint,
+    Lifetime,
     Policy,
     PolicyInfo,
     SaInfo,
@@ -269,9 +270,10 @@ class Migrate:
 class Reply:
     """The answer to any request; `type` names the request it answers.
 
-    spi is set exactly on a successful GETSPI answer; sas/policies/drops only
-    on a successful DUMP answer, which may span several messages (more=True
+    spi is set exactly on a successful GETSPI answer; sas/policies/drops/gauges
+    only on a successful DUMP answer, which may span several messages (more=True
     on all but the last; see encode_dump_replies and join_dump_replies).
+    gauges: the worker's named values of now (live C allocations, policies).
     """
 
     req_id: int
@@ -282,6 +284,7 @@ class Reply:
     sas: tuple[SaInfo, ...] = ()
     policies: tuple[PolicyInfo, ...] = ()
     drops: tuple[tuple[str, int], ...] = ()
+    gauges: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
         if self._plain():
@@ -306,12 +309,13 @@ class Reply:
         _check_tuple_of("sas", self.sas, SaInfo, _U32)
         _check_tuple_of("policies", self.policies, PolicyInfo, _U32)
         _check_drops(self.drops)
+        _check_drops(self.gauges, "gauges")
         if self.sas and any(sa.counters.keys() != self.sas[0].counters.keys() for sa in self.sas):
             raise ValueError("the SAs of one DUMP reply must have the same counter names")
         if self.type is MsgType.DUMP and ok:
             return
-        if self.more or self.sas or self.policies or self.drops:
-            raise ValueError("only a successful DUMP reply carries more/sas/policies/drops")
+        if self.more or self.sas or self.policies or self.drops or self.gauges:
+            raise ValueError("only a successful DUMP reply carries more/sas/policies/drops/gauges")
 
     def _plain(self) -> bool:
         """The answer to anything but DUMP (no more/sas/policies/drops), all checks at once."""
@@ -322,7 +326,8 @@ class Reply:
                      else spi is None)
                 and self.more is False and type(self.sas) is tuple and not self.sas
                 and type(self.policies) is tuple and not self.policies
-                and type(self.drops) is tuple and not self.drops)
+                and type(self.drops) is tuple and not self.drops
+                and type(self.gauges) is tuple and not self.gauges)
 
 
 @quick_init
@@ -344,6 +349,10 @@ class Acquire:
 @quick_init
 @dataclass(frozen=True, kw_only=True)
 class Expire:
+    """A lifetime of an SA was reached.  current: the SA's counters then (bytes and packets as its
+    counters, seconds its age; PF_KEY's current lifetime), None when the worker could not read them
+    (an SA deleted meanwhile, an older worker); a hard EXPIRE's are its final ones."""
+
     TYPE: ClassVar[MsgType] = MsgType.EXPIRE
     req_id: int = 0
     spi: int
@@ -351,6 +360,7 @@ class Expire:
     hard: bool
     reason: ExpireReason
     remote: Endpoint | None = None   # OUT: the SA's peer (see Delete)
+    current: Lifetime | None = None
 
     def __post_init__(self) -> None:
         _check_event_id(self.req_id)
@@ -359,6 +369,8 @@ class Expire:
         _check_sa_peer(self.direction, self.remote)
         _check_type("hard", self.hard, bool)
         _check_type("reason", self.reason, ExpireReason)
+        if self.current is not None:
+            _check_type("current", self.current, Lifetime)
 
 
 @quick_init

@@ -1,6 +1,6 @@
 """The pipe's numbers: version, limits, message/extension/errno/algorithm enums, and PipeError."""
 
-from enum import IntEnum
+from enum import IntEnum, unique
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Final, Literal, TypeAlias
 
@@ -27,6 +27,7 @@ IPNetwork: TypeAlias = IPv4Network | IPv6Network
 SaState: TypeAlias = Literal["larval", "mature", "dead"]
 
 
+@unique
 class MsgType(IntEnum):
     GETSPI = 1
     UPDATE = 2
@@ -96,6 +97,7 @@ class ExpireReason(IntEnum):
     LARVAL_TIMEOUT = 5
 
 
+@unique   # two names for one number (two branches adding a type each) fail at import, not on the wire
 class Ext(IntEnum):
     SA = 1
     KEY = 2
@@ -118,6 +120,8 @@ class Ext(IntEnum):
     SEQ_LIMIT = 19
     ADDR_NEW_REMOTE = 20
     SA_COUNTERS = 22
+    LIFETIME_CURRENT = 24   # EXPIRE: the SA's counters as it expired (PF_KEY's current lifetime)
+    GAUGE = 25              # DUMP answer: a named value of the worker's now (live allocations, policies)
 
 
 class PipeError(Exception):

@@ -149,20 +149,21 @@ def _check_ike_data(value: object) -> None:
 _DROP_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 
 
-def _check_drops(value: object) -> None:
+def _check_drops(value: object, what: str = "drops") -> None:
+    """Named counters (DUMP's drops and gauges): unique names, each a u64."""
     if not isinstance(value, tuple):
-        raise TypeError("drops must be a tuple of (name, count) pairs")
+        raise TypeError(f"{what} must be a tuple of (name, count) pairs")
     seen: set[str] = set()
     for item in value:
         if not isinstance(item, tuple) or len(item) != 2 or not isinstance(item[0], str):
-            raise TypeError("drops must be a tuple of (name, count) pairs")
+            raise TypeError(f"{what} must be a tuple of (name, count) pairs")
         name, count = item
         if not _DROP_NAME.fullmatch(name):
-            raise ValueError(f"drop counter name {name!r} is not [a-z][a-z0-9_]{{0,31}}")
+            raise ValueError(f"{what} name {name!r} is not [a-z][a-z0-9_]{{0,31}}")
         if name in seen:
-            raise ValueError(f"drop counter {name!r} appears twice")
+            raise ValueError(f"{what} name {name!r} appears twice")
         seen.add(name)
-        _check_int(f"drops[{name}]", count, 0, _U64)
+        _check_int(f"{what}[{name}]", count, 0, _U64)
 
 
 def _check_counters(value: object) -> None:

@@ -57,6 +57,8 @@ _BODY_LEN: Final[dict[Ext, int | None]] = {
     Ext.SEQ_LIMIT: _SEQ_LIMIT.size,
     Ext.ADDR_NEW_REMOTE: _ENDPOINT.size,
     Ext.SA_COUNTERS: None,
+    Ext.LIFETIME_CURRENT: _LIFETIME.size,
+    Ext.GAUGE: None,
 }
 
 _MANY: Final = MAX_MESSAGE  # no count limit beyond the datagram size
@@ -84,7 +86,7 @@ _SCHEMA: Final[dict[MsgType, _Schema]] = {
     MsgType.DUMP: {},
     MsgType.SEND_IKE: _IKE_SCHEMA,
     MsgType.ACQUIRE: {Ext.POLICY_ID: (1, 1), Ext.SELECTOR: (1, 1)},
-    MsgType.EXPIRE: {Ext.EXPIRE: (1, 1), Ext.ADDR_REMOTE: (0, 1)},
+    MsgType.EXPIRE: {Ext.EXPIRE: (1, 1), Ext.ADDR_REMOTE: (0, 1), Ext.LIFETIME_CURRENT: (0, 1)},
     MsgType.INVALID_SPI: {Ext.SPI: (1, 1), Ext.ADDR_REMOTE: (1, 1)},
     MsgType.IKE: _IKE_SCHEMA,
     MsgType.RESERVE: {Ext.SA_ID: (1, 1), Ext.SEQ_LIMIT: (1, 1), Ext.ADDR_REMOTE: (0, 1)},
@@ -97,6 +99,7 @@ _DUMP_REPLY_SCHEMA: Final[_Schema] = {
     Ext.SA_INFO: (0, _MANY),
     Ext.POLICY_INFO: (0, _MANY),
     Ext.DROP: (0, _MANY),
+    Ext.GAUGE: (0, _MANY),
 }
 
 

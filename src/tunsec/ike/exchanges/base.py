@@ -61,6 +61,11 @@ class Task(ABC):
         """The Child SA this task rekeys: moot once that one is gone; re-armed if refused."""
         return None
 
+    @property
+    def creates(self) -> str | None:
+        """The child config of the new Child SA (not a rekey) this request asks for, if any."""
+        return None
+
     @abstractmethod
     def build(self, st: IkeSaState) -> list[Payload]:
         """The payloads of the request; called once per (re)try, never per retransmission."""

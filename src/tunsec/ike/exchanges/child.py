@@ -292,6 +292,7 @@ def install(
             st.local_port,
             rekey_of=rekey_of,
             initiator=we_initiated,
+            local_ip=st.local_ip,
         )
     )
 

@@ -162,6 +162,10 @@ class CreateChildTask(Task):
         return self._rekey
 
     @property
+    def creates(self) -> str | None:
+        return self._cfg.name if self._rekey is None else None
+
+    @property
     def proposed(self) -> ChildSa | None:
         """The Child SA our request offered (None before it was built)."""
         return self._child

@@ -155,6 +155,10 @@ class IkeAuthTask(Task):
     def followups(self) -> list[Task]:
         return self._followups
 
+    @property
+    def creates(self) -> str | None:
+        return self._child_cfg.name if self._child_cfg is not None else None
+
     def build(self, st: IkeSaState) -> list[Payload]:
         if self._eap is not None and self._eap.started:
             return self._eap.request(st)  # a later EAP round

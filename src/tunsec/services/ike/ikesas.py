@@ -85,7 +85,7 @@ def _after_expiry(self: IkeService, up: IkeSaUp) -> None:
 
     strongSwan keeps such an SA until its unanswered rekey gives up retransmitting, then reestablishes
     it (ike_sa.c retransmit -> reestablish): each child's dpd_action (start: a new IKE SA with it, trap:
-    its trap policies).  The engine closes the SA at the hard lifetime instead (IkeSa._expire), so the
+    its trap policies).  The engine closes it then as EXPIRED, not a dead peer (sa_timers.expire), so the
     service does that here, and brings a start_action = start child back as at startup: a
     site-to-site tunnel must not stay down.  A new IKE SA that fails is retried with the connection's
     keyingtries (_retry).  start_action = trap children keep their trap policies all along (traps.py):

@@ -34,8 +34,8 @@ INBOUND_LINGER = 5.0   # seconds a rekeyed Child SA's inbound SA outlives its DE
 STANDBY_TIMEOUT = 10.0   # seconds a rekey responder waits for traffic on the new SA or the old one's DELETE
 
 
-def expired(self: IkeService, spi: int, direction: Direction, hard: bool, remote: Endpoint | None = None) -> bool:
-    """A Child SA's lifetime: soft -> rekey it, hard -> delete it.  False if not ours.
+def _child_of_sa(self: IkeService, spi: int, direction: Direction, remote: Endpoint | None = None) -> ChildState | None:
+    """The installed Child SA one of whose SAs this is (its IKE SA still has it).
 
     An outbound SA is named by (spi, remote): two peers may have chosen the same SPI."""
     for state in self.children.values():
@@ -46,6 +46,18 @@ def expired(self: IkeService, spi: int, direction: Direction, hard: bool, remote
         sa = self._ike_sa(state.ike)
         if sa is None or not any(c.unique_id == state.unique_id for c in sa.children):
             continue
+        return state
+    return None
+
+
+def expired(self: IkeService, spi: int, direction: Direction, hard: bool, remote: Endpoint | None = None) -> bool:
+    """A Child SA's lifetime: soft -> rekey it, hard -> delete it.  False if not ours."""
+    state = self._child_of_sa(spi, direction, remote)
+    if state is not None and (sa := self._ike_sa(state.ike)) is not None:
+        if hard and any(c.deleting for c in sa.children if c.unique_id == state.unique_id):
+            # its other SA's EXPIRE came first (a time lifetime ends both at once): one DELETE
+            log.debug("%s: CHILD_SA %s is being deleted already", state.conn, state.child)
+            return True
         if hard:
             log.info("%s: CHILD_SA %s reached its hard limit; deleting", state.conn, state.child)
             sa.delete_child(state.unique_id, DownReason.EXPIRED)
@@ -62,15 +74,19 @@ async def _delete_sa(self: IkeService, spi: int, direction: Direction, remote: E
         await self.worker().request(lambda r: pipe.Delete(r, spi, direction, remote))
 
 
-def _endpoint(self: IkeService, family: int, port: int) -> Endpoint:
-    addr = self.local_addrs.get(family) or ("0.0.0.0" if family == 4 else "::")
-    return Endpoint(parse_ip(addr), port)
+def _endpoint(self: IkeService, family: int, port: int, ip: str | None = None) -> Endpoint:
+    """Our ESP endpoint: ``ip`` (the address the IKE SA's peer talks to) if it is of ``family``, else
+    the configured one (or the wildcard: the worker then sends from the route's choice)."""
+    if ip is not None and (addr := parse_ip(ip)).version == family:
+        return Endpoint(addr, port)
+    text = self.local_addrs.get(family) or ("0.0.0.0" if family == 4 else "::")
+    return Endpoint(parse_ip(text), port)
 
 
 def _child_registered(self: IkeService, sa: IkeSa, ev: ChildSaUp) -> ChildState | None:
     """Book a new Child SA now, in event order: a rekey joins its predecessor's lineage (or, if
-    that one is gone already, a sibling's: _sibling_lineage), anything else (another peer's child
-    of the same connection too) starts its own."""
+    that one is gone already, a sibling's: _sibling), so does a duplicate of a Child SA of the
+    same IKE SA; anything else (another peer's child of the same connection too) starts its own."""
     if ALGS.get(ev.alg) is None:
         log.error("%s: negotiated ESP %s, which the fast path does not do", sa.name, ev.alg)
         return None
@@ -78,9 +94,17 @@ def _child_registered(self: IkeService, sa: IkeSa, ev: ChildSaUp) -> ChildState 
     pred = self._by_uid.get((ike, ev.rekey_of)) if ev.rekey_of is not None else None
     if pred is not None:
         lineage = self.children[pred].lineage
+    elif (sibling := _sibling(self, ike, ev)) is not None:
+        lineage = sibling.lineage
+        if ev.rekey_of is None:
+            # a duplicate (both peers asked for this child at once, or it was initiated twice):
+            # strongSwan gives it the same reqid, so the policies move to the newest SA; here it
+            # takes the traffic over as a rekey would (pred: standby until the peer uses it, if
+            # we answered).  With a lineage of its own its policies would sit behind the older
+            # one's, and deleting that one would stop the traffic until both peers had removed it
+            pred = sibling.handle
     else:
-        sibling = _sibling_lineage(self, ike, ev) if ev.rekey_of is not None else None
-        lineage = sibling if sibling is not None else Lineage(self.ids.reqid())
+        lineage = Lineage(self.ids.reqid())
     conn = self.connections.get(sa.name)
     plan = conn.child(ev.child) if conn else Child(ev.child, ChildConfig(ev.child))
     remote_ip = parse_ip(ev.remote_addr[0])
@@ -95,16 +119,19 @@ def _child_registered(self: IkeService, sa: IkeSa, ev: ChildSaUp) -> ChildState 
     return state
 
 
-def _sibling_lineage(self: IkeService, ike: int, ev: ChildSaUp) -> Lineage | None:
-    """The lineage a rekey joins when its predecessor is gone already: the peer won a rekey collision
-    and its DELETE of the old Child SA overtook the answer to our (redundant) rekey.  The old one's
-    lineage lives on in the peer's new Child SA (same IKE SA, child and selectors); a lineage of its
-    own would put a second reqid and set of policies for the same traffic in the worker."""
-    for handle in self._by_ike.get(ike, ()):
-        state = self.children[handle]
-        if (state.child, state.local_ts, state.remote_ts) == (ev.child, ev.local_ts, ev.remote_ts):
-            return state.lineage
-    return None
+def _sibling(self: IkeService, ike: int, ev: ChildSaUp) -> ChildState | None:
+    """The newest Child SA of the same IKE SA, child and selectors: the lineage a new one joins.
+
+    A rekey whose predecessor is gone already (the peer won a rekey collision and its DELETE of
+    the old Child SA overtook the answer to our redundant rekey) goes on the old one's lineage,
+    which lives on in the peer's new Child SA; so does a duplicate (see _child_registered).  A
+    lineage of its own would put a second reqid and set of policies for the same traffic in the
+    worker.  Only within one IKE SA, i.e. one authenticated peer: another peer's Child SA with
+    the same selectors must not take over this one's traffic."""
+    same = [self.children[h] for h in self._by_ike.get(ike, ())
+            if (self.children[h].child, self.children[h].local_ts, self.children[h].remote_ts)
+            == (ev.child, ev.local_ts, ev.remote_ts)]
+    return max(same, key=lambda state: state.handle, default=None)
 
 
 def _forget(self: IkeService, state: ChildState) -> bool:
@@ -138,9 +165,10 @@ def _start_install(self: IkeService, state: ChildState, ev: ChildSaUp, release: 
     rekey) whose changes wait for no other sends its requests now, in the turn that negotiated
     it, rather than from a task in a later turn; and its datagrams go as soon as all answers
     said OK (_AllOk), in the turn that read them, not two turns later when the task that books
-    the result has run.  A rekey takes the task and the lock (its predecessor's changes come first)."""
+    the result has run.  One with a predecessor (a rekey, a duplicate) takes the task and the
+    lock: its predecessor's changes come first."""
     started = None
-    if ev.rekey_of is None and not self._changes.locked():
+    if state.pred is None and not self._changes.locked():
         # nothing else changes the worker now: sending is what the lock would have let us do
         try:
             started = self._send_install(state, ev, release)
@@ -181,7 +209,7 @@ async def _child_up(self: IkeService, state: ChildState, ev: ChildSaUp, release:
              state.remote.addr, state.reqid)
     # a new Child SA, not a rekey (as strongSwan's updown plugin), nor one that joined a sibling's lineage
     if plan.updown and state.pred is None and state.lineage.updown is None:
-        local = self._endpoint(state.remote.addr.version, ev.local_port)
+        local = self._endpoint(state.remote.addr.version, ev.local_port, ev.local_ip)
         state.lineage.updown = self._updown_event(state, plan, local.addr)
         self._spawn(self._run_updown(plan.updown, state.lineage.updown))
 
@@ -198,7 +226,7 @@ def _send_install(self: IkeService, state: ChildState, ev: ChildSaUp,
     if state.handle not in self.children:
         return None   # already deleted again
     plan = _plan(self, state.conn, ev.child)
-    local = self._endpoint(state.remote.addr.version, ev.local_port)
+    local = self._endpoint(state.remote.addr.version, ev.local_port, ev.local_ip)
     try:
         sels = fast_selectors(ev.local_ts, ev.remote_ts)
     except SelectorError as err:   # the engine refuses such children; never install one that admits nothing

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import logging
 import time
@@ -113,7 +114,17 @@ def _acct_configure(self: IkeService, settings: RadiusSettings | None) -> None:
     elif self.accounting is not None:
         self.accounting.reconfigure(settings)
     else:
-        self.accounting = Accounting(settings, self._acct_dump, self._acct_children)
+        self.accounting = Accounting(settings, self._acct_dump, self._acct_children,
+                                     close=functools.partial(_acct_close, self))
+
+
+def _acct_close(self: IkeService, handle: Hashable) -> None:
+    """accounting_close_on_timeout: no RADIUS server took the session's Start or Interim-Update;
+    its IKE SA is deleted (the peer is told), as strongSwan does."""
+    sa = self._ike_sa(handle) if isinstance(handle, int) else None
+    if sa is not None and not sa.is_closed:
+        sa.delete(time.monotonic())
+        self._pump()
 
 
 def _acct_open(self: IkeService) -> None:
@@ -166,8 +177,8 @@ def _acct_start(self: IkeService, sa: IkeSa, ev: IkeSaUp, midway: bool = False) 
     handle = self._ike_handle(sa)
     if not midway and self.radius is not None:
         self.acct_accepted[handle] = self.radius.take_accepted(sa)
-    if self.accounting is None:
-        return
+    if self.accounting is None or (self.accounting.settings.accounting_requires_vip and not ev.peer_vips):
+        return   # (strongSwan's accounting_requires_vip: no Start, so no Stop either)
     station = _station_of(self, self.accounting.settings.nas_identifier, sa, ev.remote_addr, ev.local_port, ev.name)
     accepted = self.acct_accepted.get(handle, Accepted())
     self.accounting.start(handle, str(ev.remote_id), station, [str(a) for a in ev.peer_vips],
@@ -182,6 +193,27 @@ def _acct_child_down(self: IkeService, state: ChildState) -> None:
         lingers = len(state.lineage.members) > 1 and not self.closing
         self.accounting.child_down(state.ike, ChildRef(state.spi_in, state.spi_out, state.remote),
                                    ACCT_REREAD if lingers else 0.0)
+
+
+def _acct_expired(self: IkeService, msg: pipe.Expire) -> None:
+    """An EXPIRE with the SA's counters (the worker's LIFETIME_CURRENT), before the service acts on it:
+    a hard one's are final (the worker deleted the SA, or counts nothing more on it), and reach
+    the session as its final DUMP would have read them (Accounting.expired)."""
+    if self.accounting is None or msg.current is None:
+        return
+    state = self._child_of_sa(msg.spi, msg.direction, msg.remote)
+    owner = None if state is None else (state.ike, ChildRef(state.spi_in, state.spi_out, state.remote))
+    self.accounting.expired(msg.direction, msg.spi, msg.remote, msg.current.bytes, msg.current.packets, owner)
+
+
+def _acct_usage(self: IkeService, handle: int | None) -> dict[str, int] | None:
+    """The IKE SA's accounted usage for ``tunsec status`` (as its next record carries it), if accounted."""
+    usage = self.accounting.usage(handle) if self.accounting is not None and handle is not None else None
+    if usage is None:
+        return None
+    # by hand, not dataclasses.asdict: see the note on tuple free lists in dataplane/pipe/decoding.py
+    return {"octets_in": usage.octets_in, "octets_out": usage.octets_out, "packets_in": usage.packets_in,
+            "packets_out": usage.packets_out}
 
 
 def _acct_stop(self: IkeService, sa: IkeSa, reason: DownReason) -> None:

@@ -20,9 +20,10 @@
   Child SA's inbound SA lingers INBOUND_LINGER seconds for packets in flight.
 - Ownership: each Child SA is known by a handle unique across IKE SAs (many
   peers may share one connection, and unique ids restart per IKE SA).  A
-  Child SA and the ones that rekey it form a lineage with its own reqid and
-  policies (from tunsec.policy.ids), released when the lineage ends; a
-  peer's DELETE touches only what its own IKE SA created.
+  Child SA and the ones that rekey (or duplicate, in the same IKE SA) it form
+  a lineage with its own reqid and policies (from tunsec.policy.ids),
+  released when the lineage ends; a peer's DELETE touches only what its own
+  IKE SA created.
 """
 
 from __future__ import annotations
@@ -131,10 +132,12 @@ class IkeService(Service):
         self._addr_watch: AddressWatch | None = None   # a MOBIKE client's own address changes
         self._ike_peers: dict[int, tuple[str, int]] = {}   # IKE SA handle -> its peer at the last check
         self.trap_policies: dict[int, tuple[str, str]] = {}     # policy id -> (connection, child)
+        self.acquiring: set[tuple[str, str]] = set()   # (connection, child) of ACQUIREs waiting for an SPI
         self.attempts: dict[str, int] = {}                       # connection -> failed tries in a row
         self.closing = False
         self.unauthenticated_log = LogLimiter()                 # failures peers cause before authenticating
         self._timer_log = LogLimiter(burst=1, period=60.0)      # the timer itself failed (a bug)
+        self._busy_log = LogLimiter(burst=5, period=60.0)       # Child SAs refused for now (_failure_log)
         self.events = EventCounts()                             # rekeys, dead peers (Prometheus counters)
         self._invalid_spi_sent: dict[bytes, float] = {}         # IKE SA (our SPI) -> last INVALID_SPI
         self._timers: dict[asyncio.TimerHandle, Callable[[], object]] = {}   # lingering inbound SAs, standby ends
@@ -301,8 +304,18 @@ class IkeService(Service):
         up = next((sa for sa in self.endpoint.sas if sa.name == conn and sa.state is State.ESTABLISHED), None)
         if up is not None and child is not None:
             up.initiate(child)
-        else:
-            self.endpoint.initiate(conn, child, time.monotonic())
+            return
+        if up is None:
+            # or, as strongSwan's checkout_by_config, one of ours being set up: the child is asked for
+            # after IKE_AUTH, and no second IKE SA is started (two trap or start_action = start
+            # children, an ACQUIRE and a keyingtries retry)
+            setting_up = next((sa for sa in self.endpoint.sas if sa.name == conn and sa.is_initiator
+                               and sa.state is State.CONNECTING), None)
+            if setting_up is not None:
+                if child is not None:
+                    setting_up.initiate(child)
+                return
+        self.endpoint.initiate(conn, child, time.monotonic())
 
     @staticmethod
     def _rekey_child(sa: IkeSa, unique_id: int) -> None:
@@ -391,6 +404,13 @@ class IkeService(Service):
             return 0
         return self.unauthenticated_log.admit()
 
+    def _failure_log(self, sa: IkeSa, ev: NegotiationFailed) -> int | None:
+        """A refusal for now (TEMPORARY_FAILURE: the peer's, or no inbound SPI from our worker) is
+        tried again, and may fail again for every Child SA at once (a full SAD): rate-limited."""
+        if ev.reason == "TEMPORARY_FAILURE":
+            return self._busy_log.admit()
+        return self._admit_log(sa)
+
     def _event(self, sa: IkeSa, ev: Any) -> None:
         match ev:
             case IkeSaUp():
@@ -434,7 +454,7 @@ class IkeService(Service):
                     side = "the peer refused our authentication" if ev.by_peer else "the peer failed authentication"
                     log.error("%s: AUTHENTICATION_FAILED: %s (%s)%s", ev.name, side, ev.reason, suffix(held))
             case NegotiationFailed():
-                if (held := self._admit_log(sa)) is not None:
+                if (held := self._failure_log(sa, ev)) is not None:
                     child = f" child {ev.child}" if ev.child else ""
                     log.error("%s%s: %s: %s%s", ev.name, child, ev.reason, ev.detail, suffix(held))
             case PeerUnreachable():
@@ -510,6 +530,7 @@ class IkeService(Service):
                 self.spi_pool.larval_expired(msg.spi)
                 return True
             case pipe.Expire():
+                self._acct_expired(msg)   # its counters first: a hard EXPIRE deletes the Child SA
                 return self.expired(msg.spi, msg.direction, msg.hard, msg.remote)
             case pipe.InvalidSpi():
                 return self.invalid_spi(msg.spi, msg.remote)   # True: it logged the notify it sent
@@ -529,7 +550,7 @@ class IkeService(Service):
 
     def ike_sas(self) -> list[dict[str, Any]]:
         return _status.ike_sas(self.endpoint.sas, self.ike_up, self.children.values(), self._ike_handles.get,
-                               self._ike_sa)
+                               self._ike_sa, self._acct_usage)
 
     def leases(self) -> list[dict[str, Any]]:
         """Virtual IP leases for ``tunsec status``: pool, address, identity, online or offline."""
@@ -538,6 +559,7 @@ class IkeService(Service):
     # --- defined in the package's modules, one concern each (see their docstrings) ---------------
     # installs.py
     expired = installs.expired
+    _child_of_sa = installs._child_of_sa
     _delete_sa = installs._delete_sa
     _endpoint = installs._endpoint
     _child_registered = installs._child_registered
@@ -579,6 +601,8 @@ class IkeService(Service):
     acct_observe = radius_edge._acct_observe
     _acct_start = radius_edge._acct_start
     _acct_child_down = radius_edge._acct_child_down
+    _acct_expired = radius_edge._acct_expired
+    _acct_usage = radius_edge._acct_usage
     _acct_stop = radius_edge._acct_stop
     # mobility.py
     _watch_addresses = mobility._watch_addresses

@@ -15,6 +15,7 @@ import socket
 from collections.abc import Callable, Coroutine, Iterable, Iterator
 from typing import Any
 
+from tunsec import pktinfo
 from tunsec.conf.connections import Connection, unserved_sources
 from tunsec.dataplane import pipe
 from tunsec.dataplane.client import WorkerClient, WorkerError
@@ -80,6 +81,7 @@ class IkeSockets:
         for key in keys:
             if key not in self.by_key:
                 self.by_key[key] = bind_udp(*key, purpose="IKE")
+                pktinfo.enable(self.by_key[key])   # which of our addresses a peer talked to (recv)
 
     def close(self) -> None:
         for key in list(self.by_key):
@@ -106,10 +108,10 @@ class IkeSockets:
             loop.add_reader(s.fileno(), on_readable, s, key)
 
     def send(self, datagram: Datagram) -> None:
-        data, addr, local_port = datagram
+        data, addr, local_port, source = datagram
         ip = parse_ip(addr[0])
         if local_port == NATT_PORT:
-            self._send_natt(data, Endpoint(ip, addr[1]))
+            self._send_natt(data, Endpoint(ip, addr[1]), source)
             return
         s = self.socket(ip.version, local_port)
         if s is None:
@@ -120,8 +122,10 @@ class IkeSockets:
         if has_marker(local_port, addr[1]) and not (
                 _is_init(data, HeaderFlag.RESPONSE) and (local_port, *addr) in self._unmarked_peers):
             data = NON_ESP_MARKER + data
+        # on a wildcard socket from the address the peer talked to (a bound one has only its own)
+        wildcard = any(v is s and k[1] in pktinfo.WILDCARDS for k, v in self.by_key.items())
         with contextlib.suppress(OSError):
-            s.sendto(data, addr)
+            pktinfo.sendto(s, data, addr, source if wildcard else None)
 
     def socket(self, family: int, port: int) -> socket.socket | None:
         """The socket bound to ``port``: where a request came in, or an initiator's local_port
@@ -162,10 +166,14 @@ class IkeSockets:
                         "its remote_port at %d%s", addr[0], addr[1], port, NATT_PORT, NATT_PORT, suffix(held))
         return None
 
-    def _send_natt(self, data: bytes, remote: Endpoint) -> None:
-        """SEND_IKE without a task per datagram (see WorkerClient.request_soon)."""
+    def _send_natt(self, data: bytes, remote: Endpoint, source: str | None = None) -> None:
+        """SEND_IKE without a task per datagram (see WorkerClient.request_soon), from ``source`` if it
+        is an address of the peer's family (ADDR_LOCAL: the worker's sockets may be on the wildcard)."""
+        local = None
+        if source is not None and (ip := parse_ip(source)).version == remote.addr.version:
+            local = Endpoint(ip, NATT_PORT)
         try:
-            sent = self.worker().request_soon(lambda r: pipe.SendIke(r, data, remote))
+            sent = self.worker().request_soon(lambda r: pipe.SendIke(r, data, remote, local))
         except WorkerError as err:
             log.warning("sending IKE to %s failed: %s", remote.addr, err)
             return
@@ -192,17 +200,17 @@ RECV_BATCH = 8
 
 def recv(s: socket.socket, key: IkeSocketKey) -> Iterator[tuple[bytes, tuple[str, int], tuple[str, int]]]:
     """What a readable socket holds (at most RECV_BATCH datagrams a turn; the loop comes back while
-    it is readable): data, remote, local."""
-    local = (key[1], key[2])   # the port it came in on is the one the answer leaves from
+    it is readable): data, remote, local (the address it was sent to if the socket says, IP_PKTINFO,
+    else the bound one; the port it came in on is the one the answer leaves from)."""
     for _ in range(RECV_BATCH):
         try:
-            data, addr = s.recvfrom(65535)
+            data, addr, dest = pktinfo.recv(s, 65535)
         except (BlockingIOError, InterruptedError):
             break
         except OSError as err:
             log.debug("IKE socket: %s", err)
             break
-        yield data, (addr[0], addr[1]), local
+        yield data, addr, (dest or key[1], key[2])
 
 
 def _is_ike(data: bytes) -> bool:

@@ -22,7 +22,8 @@ def ts_networks(t: Ts) -> list[IPNetwork]:
 
 @dataclass(slots=True)
 class Lineage:
-    """A Child SA and those that rekeyed it: one reqid, one set of policies.
+    """A Child SA and those that rekeyed it (and its duplicates in the same IKE SA: same child and
+    selectors, see installs._sibling): one reqid, one set of policies.
 
     The policies bind to the lineage's newest outbound SA, so a rekey moves
     traffic over; they go when the last member does."""
@@ -52,7 +53,7 @@ class ChildState:
     lineage: Lineage
     established: float = field(default_factory=time.time)
     out_installed: bool = False    # our ADD succeeded: the outbound SA (spi_out, remote) is ours to delete
-    pred: int | None = None        # handle of the Child SA this one rekeyed
+    pred: int | None = None        # handle of the Child SA this one rekeyed (or duplicates: installs._sibling)
     moving_to: Endpoint | None = None   # a MIGRATE to the peer's new endpoint is queued (NAT rebinding)
     # a rekey we answered: its outbound SA, added when the initiator shows it has installed the new Child
     # SA (its first packet on our new inbound SA, or its DELETE of the old one); until then we send on the old

@@ -55,18 +55,24 @@ def idle_status() -> dict[str, Any]:
 
 
 def ike_sas(sas: Iterable[IkeSa], ike_up: Mapping[bytes, IkeUpRecord], children: Iterable[ChildState],
-            handle_of: Callable[[IkeSa], int | None], live_sa: Callable[[int], IkeSa | None]) -> list[dict[str, Any]]:
+            handle_of: Callable[[IkeSa], int | None], live_sa: Callable[[int], IkeSa | None],
+            usage: Callable[[int | None], dict[str, int] | None] = lambda handle: None) -> list[dict[str, Any]]:
     """Each IKE SA with its Child SAs (``handle_of``: the IKE SA handle children name; ``live_sa``:
-    which IKE SA a handle means now, after rekeys)."""
+    which IKE SA a handle means now, after rekeys; ``usage``: its accounted traffic, if any)."""
     children = list(children)
     out = []
     for sa in sas:
         info: Mapping[str, Any] = ike_up.get(sa.local_spi, {})
+        used = usage(handle_of(sa))
         out.append({
+            # RADIUS accounting's total (Child SAs gone included), only for an IKE SA it accounts
+            **({"usage": used} if used is not None else {}),
             "name": sa.name,
             "state": sa.state.value,
             "initiator": sa.is_initiator,
             "remote": f"{sa.remote_addr[0]}[{sa.remote_addr[1]}]",
+            # our address the peer talks to (null: a wildcard socket that did not say)
+            "local": f"{sa.local_ip}[{sa.local_port}]" if sa.local_ip else None,
             "mobike": sa.mobike,   # RFC 4555 negotiated: only UPDATE_SA_ADDRESSES moves it
             "proposal": info.get("proposal"),
             "local_id": info.get("local_id"),

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from typing import TYPE_CHECKING
 
 from tunsec.dataplane import pipe
 from tunsec.dataplane.client import WorkerError
 from tunsec.dataplane.pipe import Action, Policy
-from tunsec.ike.sa import State
 from tunsec.policy.ids import Band, priority
 from tunsec.policy.selector import SelectorError, fast_selectors
 
@@ -70,16 +70,41 @@ def _trap_reqid(self: IkeService, conn: str, child: str) -> int:
 
 
 def acquire(self: IkeService, policy_id: int) -> None:
+    """A packet hit a trap policy: initiate its child, unless that is under way already.
+
+    As strongSwan's trap_manager (its list of pending acquires) a repeat ACQUIRE is ignored while
+    the first one's negotiation goes on; counted (tunsec_trap_acquires_ignored), not logged: the
+    worker raises one per policy and rate-limit period for as long as packets keep coming."""
     target = self.trap_policies.get(policy_id)
     if target is None:
         return
+    if _under_way(self, *target):
+        self.events.acquires_ignored[target] += 1
+        return
     conn, child = target
-    if any(c.conn == conn and c.child == child for c in self.children.values()):
-        return
-    # only our own IKE SA being set up for it is "under way"; a half-open SA some peer
-    # started (as responder) must not hold our traffic back
-    if any(sa.name == conn and sa.is_initiator and sa.state in (State.IDLE, State.CONNECTING)
-           for sa in self.endpoint.sas):
-        return
     log.info("%s: traffic for child %s: initiating (start_action = trap)", conn, child)
-    self.initiate(conn, child)
+    self.acquiring.add(target)
+    self.spi_pool.with_spi(functools.partial(_acquired, self, conn, child))
+    self._pump()
+
+
+def _under_way(self: IkeService, conn: str, child: str) -> bool:
+    """The child is up, its initiation waits for an inbound SPI, or one of the connection's IKE SAs
+    is creating it: IKE_AUTH or CREATE_CHILD_SA out or queued, or asked again after a
+    TEMPORARY_FAILURE (IkeSa.creating; an IKE SA being set up for another child of the connection
+    takes this one on after IKE_AUTH, see IkeService._initiate).  The engine is asked rather than
+    an entry kept per initiation: its answer ends when the Child SA is up, failed for good or its
+    IKE SA is gone (closed, or rekeyed: the new one carries the request on), and no missed event
+    can leave a trap that never initiates again.  A half-open IKE SA a peer started creates
+    nothing of ours: it does not hold our traffic back."""
+    if (conn, child) in self.acquiring:
+        return True
+    if any(c.conn == conn and c.child == child for c in self.children.values()):
+        return True
+    return any(sa.name == conn and sa.creating(child) for sa in self.endpoint.sas)
+
+
+def _acquired(self: IkeService, conn: str, child: str) -> None:
+    """The initiation of an ACQUIRE, once an inbound SPI is at hand (the engine has it from now on)."""
+    self.acquiring.discard((conn, child))
+    self._initiate(conn, child)

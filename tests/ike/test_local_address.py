@@ -1,0 +1,38 @@
+"""A responder without local_addrs (its sockets on the wildcard) that is asked at one of several
+addresses: the socket tells it which (IP_PKTINFO), and the IKE SA keeps that address: every answer
+names it as its source (Datagram.source) and its Child SAs are installed on it (ChildSaUp.local_ip).
+Two engines, datagrams passed by hand."""
+
+from __future__ import annotations
+
+from test_engine_more import NOW, A, cfg
+
+from tunsec.ike.endpoint import Datagram, IkeEndpoint
+from tunsec.ike.events import ChildSaUp
+
+SECOND = "192.0.2.12"   # the responder's second address; its first would be B
+
+
+def test_the_responder_answers_from_and_installs_on_the_address_it_was_asked_at() -> None:
+    a = IkeEndpoint([cfg(True, remote_addr=SECOND)], wall_clock=lambda: NOW)
+    b = IkeEndpoint([cfg(False, local_addr=None)], wall_clock=lambda: NOW)
+    a.initiate("conn", "net", 0.0)
+    answers: list[Datagram] = []
+    for _ in range(20):
+        out_a, out_b = a.datagrams_to_send(0.0), b.datagrams_to_send(0.0)
+        if not out_a and not out_b:
+            break
+        for d in out_a:    # a sends to SECOND: b's socket says so
+            b.receive(d.data, (A, d.local_port), 0.0, local_addr=d.addr)
+        for d in out_b:
+            answers.append(d)
+            a.receive(d.data, (d.source or "unknown", d.local_port), 0.0, local_addr=d.addr)
+    assert len(answers) >= 2   # IKE_SA_INIT and IKE_AUTH answered
+    assert {d.source for d in answers} == {SECOND}
+    (sa,) = b.sas
+    assert sa.local_ip == SECOND
+    ups = []
+    while (ev := b.next_event()) is not None:
+        if isinstance(ev[1], ChildSaUp):
+            ups.append(ev[1])
+    assert [up.local_ip for up in ups] == [SECOND]

@@ -1,0 +1,189 @@
+"""A Child SA the worker ends by itself at its hard lifetime (after a failed rekey) is accounted in
+full: its EXPIRE carries the SA's final counters, and the IKE service folds them into the session
+as the Child SA's final DUMP would (the highest seen: no double counting with a DUMP before or after).
+
+Two real IkeServices, each with the worker's request handling and the C fast path in-process,
+wired in memory (test_ikeservice_rekey.Pair); accounting on side A sends its records to a small
+accounting server on loopback (real UDP, a port the kernel picks).  Packets go through the real
+dataplanes; a status DUMP reads the counters midway, and more traffic follows it: that part is what
+only the EXPIRE still knows when the worker removes the SA at its hard time lifetime."""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import ipaddress
+from types import SimpleNamespace
+
+import pytest
+from test_ikeservice_peers import ipv4_udp, psk_ike
+from test_ikeservice_rekey import A_IP, A_NET, B_IP, B_NET, Pair, RecordingWorker, Wire
+from test_radius_accounting import AcctServer, serve, settings, until
+from test_radius_messages import STATION
+
+from tunsec.conf.connections import Child, Connection
+from tunsec.dataplane import pipe
+from tunsec.dataplane.fastpath import Drop
+from tunsec.dataplane.pipe import Direction, Endpoint
+from tunsec.dataplane.worker import TimerKind
+from tunsec.ike.config import RemoteAuth
+from tunsec.ike.constants import ExchangeType
+from tunsec.ike.identity import Identity
+from tunsec.ike.message import decode_header
+from tunsec.policy.ids import IdSpace
+from tunsec.radius.accounting import Accounting, Cause
+from tunsec.services.ike import IkeService
+from tunsec.status import render, status_document
+
+LIFE_BYTES = 4000
+
+
+@dataclasses.dataclass
+class AcctPair(Pair):
+    """Pair whose child has hard byte lifetime ``life_bytes`` (0: none), and whose workers' EXPIREs
+    reach the services, as the daemon hands them on."""
+
+    life_bytes: int = 0
+
+    async def start(self, close_action: str = "none") -> None:
+        for side, ip, peer, local, remote in (("a", A_IP, B_IP, A_NET, B_NET), ("b", B_IP, A_IP, B_NET, A_NET)):
+            other = "b" if side == "a" else "a"
+            cfg = psk_ike("tun", f"{side}.example", RemoteAuth("psk", Identity.parse(f"{other}.example")),
+                          ip, peer, local, remote)
+            worker = self.workers[side] = RecordingWorker(side, self)
+            child = Child("net", cfg.child("net"), life_bytes=self.life_bytes)
+            svc = self.svc[side] = IkeService([Connection(cfg.name, cfg, (child,))],
+                                              lambda w=worker: w,  # type: ignore[misc]
+                                              {4: ip}, IdSpace())
+            await svc.start()
+            svc.sockets.by_key = {(4, ip, 500): Wire(side, self)}  # type: ignore[dict-item]
+
+    def worker_event(self, side: str, data: bytes) -> None:
+        super().worker_event(side, data)
+        msg = pipe.decode(data)
+        if isinstance(msg, pipe.Expire):
+            self.svc[side].on_event(msg)
+
+
+def send(pair: Pair, src: str, n: int) -> int:
+    """n packets from src's inner network to the other's, through both dataplanes; how many arrived."""
+    dst = "b" if src == "a" else "a"
+    nets = ("10.1.0.5", "10.2.0.7") if src == "a" else ("10.2.0.7", "10.1.0.5")
+    arrived = 0
+    for _ in range(n):
+        esp, _, drop, _ = pair.workers[src].dp.outbound(ipv4_udp(*nets, b"y" * 200))
+        if drop is not Drop.NONE:
+            continue
+        _, drop = pair.workers[dst].dp.inbound(esp, Endpoint(ipaddress.ip_address(pair.ip(src)), 4500))
+        arrived += drop is Drop.NONE
+    return arrived
+
+
+def octets(record: dict[str, int]) -> tuple[int, int]:
+    return record["Acct-Input-Octets"], record["Acct-Output-Octets"]
+
+
+async def accounted(life_bytes: int) -> tuple[AcctPair, Accounting, AcctServer, int]:
+    """A's Child SA up, a session accounting it, traffic both ways read by a status DUMP, then more."""
+    pair = AcctPair(life_bytes=life_bytes)
+    await pair.start()
+    pair.svc["a"].initiate("tun", "net")
+    await pair.settle()
+    svc = pair.svc["a"]
+    server, port = await serve("answer")
+    acct = svc.accounting = Accounting(settings(port), svc._acct_dump, svc._acct_children)
+    handle = svc._ike_handle(pair.ike("a"))
+    acct.start(handle, "alice", STATION, [])
+    assert send(pair, "a", 3) == 3 and send(pair, "b", 2) == 2
+    acct.observe(await svc._acct_dump())   # a `tunsec status`
+    return pair, acct, server, handle
+
+
+async def stop(pair: AcctPair, acct: Accounting, server: AcctServer, handle: int) -> dict[str, int]:
+    """The Stop of A's session, once its Child SA went down; tunsec status's usage of the IKE SA
+    before it is the Stop's."""
+    await pair.settle()   # the DELETE exchange: the Child SA goes down, its final DUMP is read
+    assert not pair.svc["a"].children
+    svc = pair.svc["a"]
+    (ike,) = svc.ike_sas()
+    dump = pipe.join_dump_replies(await pair.workers["a"].request(lambda r: pipe.Dump(r)))
+    daemon = SimpleNamespace(   # what status_document reads of the daemon; the IKE part is the service's own
+        cfg=SimpleNamespace(tunsec=SimpleNamespace(tun="tun0")), mtu=1400, tun=None,
+        sockets=SimpleNamespace(offloads=lambda: []), worker=SimpleNamespace(pid=None, malformed=0),
+        restarts=[], started=0.0, service_status=lambda d: [{"tunnels": []}, svc.status(d)])
+    text = render(status_document(daemon, dump))  # type: ignore[arg-type]
+    acct.stop(handle, Cause.USER_REQUEST)
+    await until(lambda: server.of("Stop"))
+    acct.close()
+    server.transport.close()
+    (record,) = server.of("Stop")
+    used = ike["usage"]
+    assert (used["octets_in"], used["octets_out"]) == octets(record)
+    assert f"accounted: in {used['octets_in']} bytes ({used['packets_in']} packets), out {used['octets_out']}" in text
+    return record
+
+
+def test_a_hard_time_expiry_keeps_the_traffic_after_the_last_read() -> None:
+    """The worker's hard time lifetime removes both SAs of A's Child SA itself; the traffic since the
+    status DUMP (4 packets out, 3 in) is in the Stop, once (the DUMP's reading is not added to it).
+    The two EXPIREs make one DELETE exchange."""
+    deletes = 0
+
+    async def main() -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+        nonlocal deletes
+        pair, acct, server, handle = await accounted(0)
+        mark = len(pair.timeline)
+        seen = pair.workers["a"].dp.get(pair.child("a").spi_in, Direction.IN).counters["bytes"]
+        assert send(pair, "a", 4) == 4 and send(pair, "b", 3) == 3
+        state, worker = pair.child("a"), pair.workers["a"]
+        final = (worker.dp.get(state.spi_in, Direction.IN).counters["bytes"],
+                 worker.dp.get(state.spi_out, Direction.OUT, state.remote).counters["bytes"])
+        for key in ((state.spi_in, Direction.IN, None), (state.spi_out, Direction.OUT, state.remote)):
+            worker.worker._timer_fired(key, TimerKind.HARD)   # its hard time lifetime, now
+        assert worker.dp.sas() == [] or all(s.state == "larval" for s in worker.dp.sas())
+        record = await stop(pair, acct, server, handle)
+        deletes = sum(1 for kind, side, data in pair.timeline[mark:] if kind == "send" and side == "a"
+                      and decode_header(data).exchange == ExchangeType.INFORMATIONAL
+                      and not decode_header(data).is_response)
+        return octets(record), final, (seen, 0)
+
+    stop_octets, final, (seen_in, _) = asyncio.run(main())
+    assert stop_octets == final and final[0] > seen_in
+    assert deletes == 1
+
+
+def test_a_hard_byte_limit_counts_up_to_the_last_packet_it_let_through() -> None:
+    """A's outbound SA reaches its hard byte limit: dead, it lets nothing more through; the
+    session's output is what it carried up to the limit (EXPIRE and final DUMP agree)."""
+    async def main() -> tuple[tuple[int, int], tuple[int, int]]:
+        pair, acct, server, handle = await accounted(LIFE_BYTES)
+        state, worker = pair.child("a"), pair.workers["a"]
+        assert send(pair, "a", 40) < 40   # 228-byte packets: the limit stops them
+        worker.worker.drain_events()   # the fast path's EXPIRE goes up (the daemon's event fd)
+        final = (worker.dp.get(state.spi_in, Direction.IN).counters["bytes"],
+                 worker.dp.get(state.spi_out, Direction.OUT, state.remote).counters["bytes"])
+        return octets(await stop(pair, acct, server, handle)), final
+
+    stop_octets, final = asyncio.run(main())
+    assert stop_octets == final and LIFE_BYTES - 228 < final[1] <= LIFE_BYTES
+
+
+@pytest.mark.parametrize("order", ["expire-first", "dump-first"])
+def test_an_expire_and_a_dump_that_raced_it_count_once(order: str) -> None:
+    """The EXPIRE's counters and a DUMP that read the SA just before it are the same traffic: the
+    session counts them once, whichever the service sees first."""
+    async def main() -> tuple[tuple[int, int], int]:
+        pair, acct, server, handle = await accounted(0)
+        state, worker = pair.child("a"), pair.workers["a"]
+        assert send(pair, "a", 5) == 5
+        dump = await pair.svc["a"]._acct_dump()
+        out_key = (state.spi_out, Direction.OUT, state.remote)
+        final = worker.dp.get(*out_key).counters["bytes"]
+        if order == "dump-first":
+            acct.observe(dump)
+        worker.worker._timer_fired(out_key, TimerKind.HARD)
+        if order == "expire-first":
+            acct.observe(dump)
+        return octets(await stop(pair, acct, server, handle)), final
+
+    (_, out), final = asyncio.run(main())
+    assert out == final
