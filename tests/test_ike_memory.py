@@ -129,6 +129,7 @@ class FakeWorker:
         self.pid = 4242
         self.installs = 0  # Child SAs installed (one ADD each)
         self.proc = None
+        self.malformed = 0   # as WorkerClient: datagrams from the worker that did not decode (status reads it)
 
     async def request(self, build: Callable[[int], Any]) -> list[Reply]:
         msg = build(next(self.ids))
