@@ -15,12 +15,12 @@ from typing import cast
 
 import pytest
 from esp_ref import A_OUTER, B_OUTER, NET_A4, NET_B4, esp_seal, ipv4_udp, new_key, spec
+from test_worker_timers import FakeLoop
 
 from tunsec.dataplane import pipe
 from tunsec.dataplane.fastpath import Dataplane, Drop
 from tunsec.dataplane.pipe import Action, Direction, Errno, ExpireReason, Lifetime, Policy, Selector
 from tunsec.dataplane.worker import Worker
-from test_worker_timers import FakeLoop
 
 IN_SPI, OUT_SPI = 0x1000, 0x2000
 # 128 bytes inside (7 fit under 1000), in esp_ref's selectors, which its specs give both SAs
