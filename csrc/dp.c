@@ -116,6 +116,23 @@ static void emit_expire(ts_dp *dp, ts_sa *sa, bool hard, uint8_t reason) {
     }
 }
 
+/* The SA reached a hard limit: one hard EXPIRE, and it carries nothing more.
+ * The worker removes it when it takes the EXPIRE (as the kernel removes an SA
+ * at its hard lifetime); the reason is kept for expire_again. */
+static void kill_sa(ts_dp *dp, ts_sa *sa, uint8_t reason) {
+    atomic_store(&sa->hard_reason, reason);
+    emit_expire(dp, sa, true, reason);
+    atomic_store(&sa->state, TS_SA_DEAD);
+}
+
+/* A packet for a dead SA: if its hard EXPIRE was lost to a full event queue,
+ * raise it again now.  Nothing else would: the SA would stay in the SAD, with
+ * its SPI and cipher contexts, for ever.  One relaxed load once it went up. */
+static void expire_again(ts_dp *dp, ts_sa *sa) {
+    if (!atomic_load_explicit(&sa->hard_fired, memory_order_relaxed))
+        emit_expire(dp, sa, true, atomic_load(&sa->hard_reason));
+}
+
 /* account a packet; false if the SA has reached its hard limit */
 static bool account(ts_dp *dp, ts_sa *sa, size_t bytes) {
     uint64_t p = atomic_fetch_add_explicit(&sa->counters[TS_CTR_PACKETS], 1, memory_order_relaxed) + 1;
@@ -124,8 +141,7 @@ static bool account(ts_dp *dp, ts_sa *sa, size_t bytes) {
         /* dropped, so not carried: the SA's counters show what went through */
         atomic_fetch_sub_explicit(&sa->counters[TS_CTR_PACKETS], 1, memory_order_relaxed);
         atomic_fetch_sub_explicit(&sa->counters[TS_CTR_BYTES], bytes, memory_order_relaxed);
-        emit_expire(dp, sa, true, sa->hard_packets && p > sa->hard_packets ? TS_EXP_PACKETS : TS_EXP_BYTES);
-        atomic_store(&sa->state, TS_SA_DEAD);
+        kill_sa(dp, sa, sa->hard_packets && p > sa->hard_packets ? TS_EXP_PACKETS : TS_EXP_BYTES);
         return false;
     }
     if (sa->soft_packets && p >= sa->soft_packets)
@@ -269,6 +285,7 @@ int ts_outbound_locked(ts_dp *dp, ts_flow_cache *cache, const uint8_t *pkt, size
         /* dead: its numbers used up (the counter rests on the last one), or a hard limit */
         bool spent = atomic_load(&sa->seq) == (sa->esn ? UINT64_MAX : UINT32_MAX);
         *drop = spent ? TS_DROP_SEQ_OVERFLOW : TS_DROP_LIFETIME;
+        expire_again(dp, sa);
         return 0;
     }
     uint32_t mtu = atomic_load(&dp->tunnel_mtu);
@@ -294,8 +311,7 @@ int ts_outbound_locked(ts_dp *dp, ts_flow_cache *cache, const uint8_t *pkt, size
         /* RFC 4303 §3.3.3: never wrap without ESN; the SA must be replaced.
          * Give the number back so that the SA still shows the last one sent. */
         atomic_fetch_sub(&sa->seq, 1);
-        emit_expire(dp, sa, true, TS_EXP_SEQ);
-        atomic_store(&sa->state, TS_SA_DEAD);
+        kill_sa(dp, sa, TS_EXP_SEQ);
         *drop = TS_DROP_SEQ_OVERFLOW;
         return 0;
     }
@@ -402,6 +418,8 @@ int ts_inbound_locked(ts_dp *dp, uint8_t *udp, size_t len, const ts_addr *src,
     if (state != TS_SA_MATURE) {
         if (state == TS_SA_LARVAL)
             invalid_spi(dp, spi, src);   /* a larval SA has no keys yet: as good as unknown */
+        else
+            expire_again(dp, sa);   /* dead, until the worker takes its hard EXPIRE and removes it */
         *drop = state == TS_SA_LARVAL ? TS_DROP_NO_SA : TS_DROP_LIFETIME;
         return 0;
     }

@@ -65,6 +65,7 @@ typedef struct ts_sa {
     uint8_t salt[4];
     bool encrypt;
     _Atomic uint8_t soft_fired, hard_fired;
+    _Atomic uint8_t hard_reason;       /* enum ts_expire_reason the SA died of (set before state DEAD) */
     _Atomic uint8_t reserve_fired;
     _Atomic uint8_t first_use_armed;   /* TS_EV_FIRST_USE still to raise (ts_sa_params.report_first_use) */
     /* keyed once; per packet only the nonce changes.  One per loop thread

@@ -10,7 +10,8 @@
  * sockets.  Exits non-zero on any failure.
  *
  * One file per unit under test: test_esp.c, test_replay.c, test_seq.c
- * (sequence numbers), test_sad.c (SAD/SPD API, events), test_icmp.c,
+ * (sequence numbers), test_sad.c (SAD/SPD API, events), test_dead_sa.c (SAs at a
+ * hard byte/packet limit, removed and freed), test_icmp.c,
  * test_ike_port.c (the NAT-T port's IKE/ESP split), test_fuzz.c,
  * test_offload.c, test_loop.c, test_hold.c, test_cmsg.c (socket control
  * data: the local address a datagram came to, the source ESP leaves from); what they share is
@@ -35,6 +36,7 @@ int main(int argc, char **argv) {
     test_shared_out_spi();
     test_migrate();
     test_lifetimes();
+    test_dead_sa();
     test_ike_port500();
     test_icmp();
     test_icmp_limits();

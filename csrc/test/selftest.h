@@ -126,6 +126,7 @@ void test_sad_errors(void);
 void test_shared_out_spi(void);
 void test_migrate(void);
 void test_lifetimes(void);
+void test_dead_sa(void);               /* test_dead_sa.c */
 void test_ike_port500(void);            /* test_ike_port.c */
 void test_icmp(void);                   /* test_icmp.c */
 void test_icmp_limits(void);

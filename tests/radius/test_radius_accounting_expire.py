@@ -152,15 +152,18 @@ def test_a_hard_time_expiry_keeps_the_traffic_after_the_last_read() -> None:
 
 
 def test_a_hard_byte_limit_counts_up_to_the_last_packet_it_let_through() -> None:
-    """A's outbound SA reaches its hard byte limit: dead, it lets nothing more through; the
-    session's output is what it carried up to the limit (EXPIRE and final DUMP agree)."""
+    """A's outbound SA reaches its hard byte limit: dead, it lets nothing more through; the worker
+    removes it as its EXPIRE goes up, so the Child SA's final DUMP no longer finds it: the
+    session's output is what the EXPIRE said it carried up to the limit."""
     async def main() -> tuple[tuple[int, int], tuple[int, int]]:
         pair, acct, server, handle = await accounted(LIFE_BYTES)
         state, worker = pair.child("a"), pair.workers["a"]
         assert send(pair, "a", 40) < 40   # 228-byte packets: the limit stops them
+        out_key = (state.spi_out, Direction.OUT, state.remote)
+        assert worker.dp.get(*out_key).state == "dead"   # its counters move no more
+        final = (worker.dp.get(state.spi_in, Direction.IN).counters["bytes"], worker.dp.get(*out_key).counters["bytes"])
         worker.worker.drain_events()   # the fast path's EXPIRE goes up (the daemon's event fd)
-        final = (worker.dp.get(state.spi_in, Direction.IN).counters["bytes"],
-                 worker.dp.get(state.spi_out, Direction.OUT, state.remote).counters["bytes"])
+        assert out_key not in {(sa.spi, sa.direction, sa.remote) for sa in worker.dp.sas()}
         return octets(await stop(pair, acct, server, handle)), final
 
     stop_octets, final = asyncio.run(main())

@@ -309,14 +309,34 @@ class Worker:
         for ev in self.dp.events():
             msg = self._event_message(ev)
             if isinstance(msg, pipe.Expire):
-                msg = self._with_current(msg)
+                msg = self._remove_dead(msg) if msg.hard else self._with_current(msg)
             if msg is not None:
                 self._emit(msg)
 
+    def _remove_dead(self, expire: pipe.Expire) -> pipe.Expire | None:
+        """A hard byte/packet/sequence limit left the SA dead: the worker removes it now, as the
+        kernel removes an SA at its hard lifetime (and as the hard time lifetime does here).  No
+        Child SA may claim the EXPIRE (control restarted, manual keys, a DELETE under way), and
+        a dead SA kept its entry, cipher contexts and SPI for ever.  The EXPIRE carries the
+        counters read as it goes; the control process's DELETE of it after is ENOENT, a no-op.
+
+        None if the SA under that name is not dead: the one the EXPIRE named was deleted and its
+        SPI taken again (a newer SA dies only by its own EXPIRE), so the EXPIRE is stale."""
+        key = (expire.spi, expire.direction, expire.remote)
+        try:
+            if self.dp.get(*key).state != "dead":
+                return None
+            # only this thread changes the SAD: nothing comes between the check and the removal
+            final = self.dp.remove(*key)
+        except DataplaneError:
+            return expire   # DELETEd before its EXPIRE was read: nothing to remove, no counters
+        self.timers.cancel(key)
+        log.debug("SA %s %08x reached its hard %s limit; removed", expire.direction.name.lower(), expire.spi,
+                  expire.reason.name.lower())
+        return dataclasses.replace(expire, current=_current(final))
+
     def _with_current(self, expire: pipe.Expire) -> pipe.Expire:
-        """The EXPIRE with the SA's counters now.  A hard byte/packet/sequence limit left the SA
-        dead (nothing counts on it any more), so those are its final counters, whether or not
-        the control process reads them again before its DELETE; an SA deleted meanwhile: none."""
+        """A soft EXPIRE with the SA's counters now (the SA goes on); an SA deleted meanwhile: none."""
         try:
             info = self.dp.get(expire.spi, expire.direction, expire.remote)
         except DataplaneError:

@@ -135,6 +135,9 @@ class ManualService(Service):
         # sends one per reservation, so it is never stale and must not be lost
         self._again: dict[SaKey, int] = {}
         self._background: set[asyncio.Task[None]] = set()
+        # SAs that reached a hard lifetime: the worker removed them, and no worker gets them again
+        # with the same keys (a restarted one neither); a reload that changes the tunnel clears them
+        self.expired: set[SaKey] = set()
         self.closing = False
 
     # --- what the daemon sets up -------------------------------------------------
@@ -254,6 +257,7 @@ class ManualService(Service):
             with contextlib.suppress(WorkerError):   # already gone (a worker restart) is gone
                 await worker.request(make)
         self.ids.release_policy_ids([pol.id for pol in p.policies])
+        self.expired -= {sa_key(sa.spi, sa.direction, sa.remote) for sa in (p.inbound, p.outbound)}
         self.ids.release_reqid(p.reqid)
         for sa in (p.inbound, p.outbound):
             key = sa_key(sa.spi, sa.direction, sa.remote)
@@ -326,11 +330,18 @@ class ManualService(Service):
     async def _install_one(self, p: ManualPlan) -> None:
         name = p.tunnel.name
         worker = self.worker()
+        in_gone, out_gone = (sa_key(sa.spi, sa.direction, sa.remote) in self.expired for sa in (p.inbound, p.outbound))
+        for sa in [sa for sa, gone in ((p.inbound, in_gone), (p.outbound, out_gone)) if gone]:
+            log.warning("%s: SA %s %08x reached its hard lifetime before; not installed again "
+                        "(manual keys cannot be renewed: replace them in the config)", name,
+                        sa.direction.name.lower(), sa.spi)
         try:
-            await worker.request(lambda r: pipe.GetSpi(r, p.inbound.spi, p.inbound.spi))
-            await worker.request(lambda r: pipe.Update(r, p.inbound))
-            await worker.request(lambda r: pipe.Add(r, p.outbound))
-            for pol in p.policies:
+            if not in_gone:
+                await worker.request(lambda r: pipe.GetSpi(r, p.inbound.spi, p.inbound.spi))
+                await worker.request(lambda r: pipe.Update(r, p.inbound))
+            if not out_gone:
+                await worker.request(lambda r: pipe.Add(r, p.outbound))
+            for pol in p.policies:   # also without the outbound SA: its traffic is dropped, not sent in clear
                 await worker.request(lambda r, pol=pol: pipe.SpdAdd(r, pol))  # type: ignore[misc]
         except WorkerError as err:
             raise StartupError(f"{name}: installing SAs failed: {err}") from err
@@ -347,13 +358,30 @@ class ManualService(Service):
             case pipe.ReserveLow() if sa_key(msg.spi, msg.direction, msg.remote) in self.seq:
                 self._reserve_more(msg)
                 return True
-            case pipe.Expire() if sa_key(msg.spi, msg.direction, msg.remote) in self.seq:
+            case pipe.Expire() if (key := sa_key(msg.spi, msg.direction, msg.remote)) in self.seq:
                 what = "hard" if msg.hard else "soft"
+                if msg.hard:   # whatever the limit (time, bytes, packets, sequence numbers) the worker removed it
+                    self.expired.add(key)
                 log.warning("SA %s %08x reached its %s %s limit%s", msg.direction.name.lower(), msg.spi,
                             what, msg.reason.name.lower(),
-                            "; manual keys cannot be renewed: replace them in the config" if msg.hard else "")
+                            "; removed, manual keys cannot be renewed: replace them in the config"
+                            if msg.hard else "")
+                return True
+            case pipe.Acquire() if (p := self._expired_policy(msg.policy_id)) is not None:
+                # its outbound SA expired (logged then): the traffic is dropped (no_sa), once a second
+                # an ACQUIRE comes, and nothing here can negotiate a new SA
+                log.debug("%s: traffic for policy %d dropped: its outbound SA expired", p.tunnel.name,
+                          msg.policy_id)
                 return True
         return False
+
+    def _expired_policy(self, policy_id: int) -> ManualPlan | None:
+        """The tunnel whose policy this is, if its outbound SA expired."""
+        for p in self.plans:
+            if sa_key(p.outbound.spi, Direction.OUT, p.outbound.remote) in self.expired and any(
+                    pol.id == policy_id for pol in p.policies):
+                return p
+        return None
 
     # --- status ----------------------------------------------------------------------
     def status(self, dump: pipe.Reply) -> dict[str, Any]:

@@ -1,0 +1,73 @@
+"""A manual SA at its hard lifetime, through the daemon's manual service and the worker's request
+and event handling (in process, the real C fast path): the worker removes the SA itself, the
+service books it expired (manual keys cannot be renewed), claims the ACQUIREs its policy then
+raises without logging each, does not bring the SA back when a new worker starts, and installs
+it again only once the config replaces the tunnel's keys."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import pytest
+from test_ikeservice_peers import InProcessWorker, ipv4_udp
+from test_reload_manual import KEY_A2, Harness, conf, sa_pair, tunnel
+
+from tunsec.dataplane import pipe
+from tunsec.dataplane.fastpath import Drop
+from tunsec.dataplane.pipe import Direction
+
+OUT_SPI, IN_SPI = 0xC0020001, 0xC0010001
+PACKET = ipv4_udp("10.1.0.5", "10.2.1.5", b"x" * 100)   # 128 bytes inside: 7 fit under life_bytes
+
+
+def limited(key: str | None = None) -> str:
+    text = tunnel("site", 1) if key is None else tunnel("site", 1, key)
+    return text.replace("    key_out =", "    life_bytes = 1000\n    key_out =")
+
+
+def events_to_daemon(h: Harness) -> None:
+    h.worker.worker.send = lambda data: h.daemon._on_event(pipe.decode(data))
+
+
+def test_a_manual_sa_at_its_hard_lifetime_is_removed_and_stays_removed(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+
+    async def body() -> None:
+        h = Harness(tmp_path, conf(tmp_path, limited()))
+        events_to_daemon(h)
+        await h.start()
+        assert h.sas() == sa_pair(1)
+        drops = [h.worker.dp.outbound(PACKET)[2] for _ in range(9)]
+        assert drops == [Drop.NONE] * 7 + [Drop.LIFETIME] * 2
+        h.worker.worker.drain_events()
+        assert h.sas() == {(IN_SPI, Direction.IN)}   # removed by the worker, no DELETE sent
+        assert not any(isinstance(m, pipe.Delete) for m in h.worker.log)
+        svc = h.daemon.manual
+        assert svc.expired == {(OUT_SPI, Direction.OUT, svc.plans[0].outbound.remote)}
+        assert any("reached its hard bytes limit; removed" in r.getMessage() for r in caplog.records)
+
+        # its traffic: dropped (no_sa), never sent; the ACQUIRE is the manual service's, not logged as unowned
+        caplog.clear()
+        assert h.worker.dp.outbound(PACKET)[2] is Drop.NO_SA
+        h.worker.worker.drain_events()
+        assert not [r for r in caplog.records if r.levelno >= logging.INFO]
+
+        # a new worker (the old one died): the expired SA is not installed again, the rest is
+        h.worker = InProcessWorker(asyncio.get_running_loop(), lambda m: None)
+        h.daemon.worker = h.worker  # type: ignore[assignment]
+        events_to_daemon(h)
+        await svc.worker_restarted()
+        assert h.sas() == {(IN_SPI, Direction.IN)}
+        assert h.policy_ids() == {p.id for p in svc.plans[0].policies}
+        assert h.worker.dp.outbound(PACKET)[2] is Drop.NO_SA   # nothing goes out in clear either
+
+        # new keys in the config: the tunnel is replaced, both SAs are there again
+        answer = await h.reload(conf(tmp_path, limited(KEY_A2)))
+        assert answer["ok"] and answer["message"] == "manual tunnels replaced: site"
+        assert h.sas() == sa_pair(1) and not svc.expired
+        assert h.worker.dp.outbound(PACKET)[2] is Drop.NONE
+
+    asyncio.run(body())
