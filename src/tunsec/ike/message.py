@@ -622,13 +622,19 @@ def encode_header(spi_i: bytes, spi_r: bytes, next_payload: int, exchange: int, 
 
 
 def decode_header(data: bytes) -> Header:
+    nxt, exchange, flags, msg_id = _header_fields(data)
+    return Header(data[0:8], data[8:16], nxt, exchange, flags, msg_id, len(data))
+
+
+def _header_fields(data: bytes) -> tuple[int, int, int, int]:
+    """(next payload, exchange, flags, message ID) of a header that checks out."""
     _need(data, IKE_HEADER_LEN, "IKE header")
     nxt, version, exchange, flags, msg_id, length = _HEADER_TAIL.unpack_from(data, 16)
     if version >> 4 != 2:
         raise InvalidMajorVersion(f"IKE major version {version >> 4}")
     if length != len(data):
         raise DecodeError(f"IKE header length {length} but datagram has {len(data)} bytes")
-    return Header(data[0:8], data[8:16], nxt, exchange, flags, msg_id, length)
+    return nxt, exchange, flags, msg_id
 
 
 @dataclass(frozen=True)
@@ -680,9 +686,9 @@ def decode_message(data: bytes) -> Message:
     last = _last_decoded
     if last is not None and last[0] is data:
         return last[1]
-    hdr = decode_header(data)
-    payloads = decode_payloads(hdr.next_payload, data[IKE_HEADER_LEN:])
-    msg = Message(hdr.spi_i, hdr.spi_r, hdr.exchange, hdr.flags, hdr.message_id, payloads)
+    nxt, exchange, flags, msg_id = _header_fields(data)   # (no Header object: the Message has it all)
+    payloads = decode_payloads(nxt, data[IKE_HEADER_LEN:])
+    msg = Message(data[0:8], data[8:16], exchange, flags, msg_id, payloads)
     if type(data) is bytes:
         _last_decoded = (data, msg)
     return msg
