@@ -60,7 +60,8 @@ class Prf:
         inner, outer = self._keyed(key)
         inner.update(data)
         outer.update(inner.digest())
-        return outer.digest()
+        digest: bytes = outer.digest()
+        return digest
 
     def _keyed(self, key: bytes) -> tuple[Any, Any]:
         """HMAC (RFC 2104) as two hashes keyed with K ^ ipad and K ^ opad.  Not hmac.digest: that
