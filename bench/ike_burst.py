@@ -98,6 +98,8 @@ class _Wake:
 class _UdpOut:
     """The worker's UDP socket: SEND_IKE datagrams (with the non-ESP marker) onto the wire."""
 
+    family = socket.AF_INET
+
     def __init__(self, wire: Wire, wake: _Wake) -> None:
         self.wire = wire
         self.wake = wake
@@ -107,6 +109,10 @@ class _UdpOut:
         self.wire.append(((GW, 4500), addr, data[len(NON_ESP_MARKER):]))
         self.wake()
         return len(data)
+
+    def sendmsg(self, buffers: list[bytes], ancdata: Any, flags: int, addr: tuple[str, int]) -> int:
+        """A SEND_IKE with the source address to use (pktinfo.sendto): the wire does not need it."""
+        return self.sendto(b"".join(buffers), addr)
 
 
 class _Udp500:
