@@ -14,10 +14,15 @@ reaches the service as a pipe IKE event; answers leave through the socket or SEN
 
 All N clients start at once; the run ends when every IKE SA and Child SA is up on both sides.
 Reported: process CPU time of the whole run, of the clients alone (their calls are timed), and
-the difference, the gateway's, per client.  ``--profile``: a cProfile of the gateway only (the
-profiler is off during the clients' calls), for ``python3 -m pstats``.  This measures Python CPU
-per client set-up on the gateway (IKE codec, engine, service, pipe codec, worker dispatch,
-logging, asyncio); bench/scale.py measures the real thing against strongSwan.
+the difference, the gateway's, per client, and of that the worker's (its calls are timed too).
+``--profile``: a cProfile of the control process only (the profiler is off during the clients' and
+the worker's calls), for ``python3 -m pstats``.  For instruction counts of the control process
+alone, run it under callgrind with ``--toggle-collect=functools_reduce --toggle-collect=_operator_call``
+(see ``aside``), once with ``--clients 1`` and once with ``--clients 100``: the difference / 99 is
+its cost per client.
+This measures Python CPU per client set-up on the gateway (IKE codec, engine, service, pipe
+codec, worker dispatch, logging, asyncio); bench/scale.py measures the real thing against
+strongSwan.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import functools
 import gc
 import ipaddress
 import logging
+import operator
 import os
 import socket
 import sys
@@ -56,6 +62,14 @@ from tunsec.policy.ids import IdSpace
 from tunsec.services.ike import IkeService
 
 GW, CLIENT = "192.0.2.1", "198.51.100.1"
+# Instruction counts of the control process alone: callgrind --toggle-collect=functools_reduce
+# --toggle-collect=_operator_call counts inside ``counted`` (a run) except inside ``aside`` (every
+# call into the clients or the worker goes through it), by toggling on each C function's entry and exit.
+aside = operator.call
+
+
+def counted(fn: Callable[[], Any]) -> Any:
+    return functools.reduce(lambda _, f: f(), [fn], None)
 Wire = collections.deque[tuple[tuple[str, int], tuple[str, int], bytes]]
 
 
@@ -84,6 +98,8 @@ class _Wake:
 class _UdpOut:
     """The worker's UDP socket: SEND_IKE datagrams (with the non-ESP marker) onto the wire."""
 
+    family = socket.AF_INET
+
     def __init__(self, wire: Wire, wake: _Wake) -> None:
         self.wire = wire
         self.wake = wake
@@ -93,6 +109,10 @@ class _UdpOut:
         self.wire.append(((GW, 4500), addr, data[len(NON_ESP_MARKER):]))
         self.wake()
         return len(data)
+
+    def sendmsg(self, buffers: list[bytes], ancdata: Any, flags: int, addr: tuple[str, int]) -> int:
+        """A SEND_IKE with the source address to use (pktinfo.sendto): the wire does not need it."""
+        return self.sendto(b"".join(buffers), addr)
 
 
 class _Udp500:
@@ -113,6 +133,7 @@ class Burst:
         self.n = n
         self.profile = profile
         self.client_cpu = 0.0
+        self.worker_cpu = 0.0
         self.wire: Wire = collections.deque()
         self.wake = _Wake()
         psk = "burst" * 8
@@ -124,15 +145,27 @@ class Burst:
 
     def _client(self, fn: Callable[[], Any]) -> Any:
         """A call into the clients: its CPU is theirs, and the gateway's profile pauses."""
+        return self._aside(fn, "client_cpu")
+
+    def _worker(self, fn: Callable[[], Any]) -> Any:
+        """A call into the worker: its CPU is the gateway's but not the control process's."""
+        return self._aside(fn, "worker_cpu")
+
+    def _aside(self, fn: Callable[[], Any], account: str) -> Any:
         if self.profile is not None:
             self.profile.disable()
+        try:
+            return aside(self._timed, fn, account)
+        finally:
+            if self.profile is not None:
+                self.profile.enable()
+
+    def _timed(self, fn: Callable[[], Any], account: str) -> Any:
         t0 = time.process_time()
         try:
             return fn()
         finally:
-            self.client_cpu += time.process_time() - t0
-            if self.profile is not None:
-                self.profile.enable()
+            setattr(self, account, getattr(self, account) + time.process_time() - t0)
 
     async def run(self) -> tuple[float, float]:
         loop = asyncio.get_running_loop()
@@ -148,7 +181,7 @@ class Burst:
             if pause and reading:
                 loop.remove_reader(theirs.fileno())
             elif not pause and not reading:
-                loop.add_reader(theirs.fileno(), on_pipe)
+                loop.add_reader(theirs.fileno(), self._worker, on_pipe)
             reading = not pause
 
         writer = PipeWriter(theirs, loop, pause_reading)
@@ -166,7 +199,7 @@ class Burst:
                 if not reading:
                     return
 
-        loop.add_reader(theirs.fileno(), on_pipe)
+        loop.add_reader(theirs.fileno(), self._worker, on_pipe)
 
         # the control process's side
         service: IkeService | None = None
@@ -184,7 +217,7 @@ class Burst:
         await service.start()
         service.sockets.by_key = {(4, GW, 500): _Udp500(self.wire, self.wake)}  # type: ignore[dict-item]
 
-        clients = IkeEndpoint([c.ike for c in self.client_conf.connections])
+        clients = aside(IkeEndpoint, [c.ike for c in self.client_conf.connections])
         gc.collect()
         cpu0 = time.process_time()
         if self.profile is not None:
@@ -192,14 +225,15 @@ class Burst:
         for c in self.client_conf.connections:
             self._client(functools.partial(clients.initiate, c.name, "net", time.monotonic()))
         stalled = 0.0
-        while self.client_up < n or service_children(service) < n:
+        while self.client_up < n or aside(service_children, service) < n:
             moved = self._client(lambda: self._client_step(clients))
             while self.wire:
                 moved = True
                 src, dst, data = self.wire.popleft()
                 if dst[0] == GW:
                     if dst[1] == 4500:   # into the worker's UDP socket, up the pipe as an IKE event
-                        worker._emit(pipe.Ike(data=data, remote=Endpoint(ipaddress.ip_address(src[0]), src[1])))
+                        ike = pipe.Ike(data=data, remote=Endpoint(ipaddress.ip_address(src[0]), src[1]))
+                        self._worker(functools.partial(worker._emit, ike))
                     else:
                         service.receive(data, src, dst)
                         service._pump()
@@ -251,12 +285,13 @@ def main() -> int:
         burst = Burst(args.clients, prof)
         try:
             import uvloop
-            total, clients = uvloop.run(burst.run())
+            total, clients = counted(functools.partial(uvloop.run, burst.run()))
         except ImportError:
-            total, clients = asyncio.run(burst.run())
+            total, clients = counted(functools.partial(asyncio.run, burst.run()))
         gw = total - clients
         print(f"N = {args.clients}: CPU {total:.2f} s, clients {clients:.2f} s, "
-              f"gateway {gw:.2f} s = {1000 * gw / args.clients:.2f} ms per client", flush=True)
+              f"gateway {gw:.2f} s = {1000 * gw / args.clients:.2f} ms per client "
+              f"(of which the worker's pipe side {1000 * burst.worker_cpu / args.clients:.2f})", flush=True)
         best = gw if best is None else min(best, gw)
         if prof is not None:
             prof.dump_stats(args.profile)

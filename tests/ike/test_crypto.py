@@ -222,3 +222,15 @@ def test_sk_cbc_independent() -> None:
     assert len(plain) % 16 == 0
     assert plain[:20] == struct.pack("!BBH", 0, 0, 20) + b"q" * 16
     assert plain[-1] == len(plain) - 21
+
+
+@pytest.mark.parametrize(
+    ("prf_id", "hash_name"),
+    [(PrfId.HMAC_SHA2_256, "sha256"), (PrfId.HMAC_SHA2_384, "sha384"), (PrfId.HMAC_SHA2_512, "sha512")],
+)
+@pytest.mark.parametrize("key_len", [0, 1, 32, 63, 64, 65, 127, 128, 129, 300])
+def test_prf_is_hmac_for_any_key_length(prf_id: int, hash_name: str, key_len: int) -> None:
+    # keys longer than the hash's block are hashed first (RFC 2104): a long PSK takes that path
+    key, data = os.urandom(key_len), os.urandom(90)
+    assert Prf(prf_id)(key, data) == hmac.new(key, data, hash_name).digest()
+    assert Prf(prf_id).plus(key, data, 200) == naive_prf_plus(hash_name, key, data, 200)

@@ -34,6 +34,10 @@ MAX_NONCE = 256
 MIN_NONCE = 16
 # a generic payload header (next payload, flags, length); proposals and transforms start alike
 _PAYLOAD_HEADER = struct.Struct("!BBH")
+# the IKE header after the two SPIs: next payload, version, exchange, flags, message ID, length
+_HEADER_TAIL = struct.Struct("!BBBBII")
+# plain ints: ``int & HeaderFlag.X`` makes a new HeaderFlag (enum machinery) each time
+_RESPONSE, _INITIATOR = int(HeaderFlag.RESPONSE), int(HeaderFlag.INITIATOR)
 
 
 class DecodeError(Exception):
@@ -600,36 +604,37 @@ class Header:
 
     @property
     def is_response(self) -> bool:
-        return bool(self.flags & HeaderFlag.RESPONSE)
+        return bool(self.flags & _RESPONSE)
 
     @property
     def from_initiator(self) -> bool:
-        return bool(self.flags & HeaderFlag.INITIATOR)
+        return bool(self.flags & _INITIATOR)
 
     def encode(self) -> bytes:
-        return (
-            self.spi_i
-            + self.spi_r
-            + struct.pack(
-                "!BBBBII",
-                self.next_payload,
-                IKE_VERSION,
-                self.exchange,
-                self.flags,
-                self.message_id,
-                self.length,
-            )
-        )
+        return encode_header(self.spi_i, self.spi_r, self.next_payload, self.exchange, self.flags,
+                             self.message_id, self.length)
+
+
+def encode_header(spi_i: bytes, spi_r: bytes, next_payload: int, exchange: int, flags: int, message_id: int,
+                  length: int) -> bytes:
+    """The 28-byte IKE header (``Header.encode`` without making a Header)."""
+    return spi_i + spi_r + _HEADER_TAIL.pack(next_payload, IKE_VERSION, exchange, flags, message_id, length)
 
 
 def decode_header(data: bytes) -> Header:
+    nxt, exchange, flags, msg_id = _header_fields(data)
+    return Header(data[0:8], data[8:16], nxt, exchange, flags, msg_id, len(data))
+
+
+def _header_fields(data: bytes) -> tuple[int, int, int, int]:
+    """(next payload, exchange, flags, message ID) of a header that checks out."""
     _need(data, IKE_HEADER_LEN, "IKE header")
-    nxt, version, exchange, flags, msg_id, length = struct.unpack_from("!BBBBII", data, 16)
+    nxt, version, exchange, flags, msg_id, length = _HEADER_TAIL.unpack_from(data, 16)
     if version >> 4 != 2:
         raise InvalidMajorVersion(f"IKE major version {version >> 4}")
     if length != len(data):
         raise DecodeError(f"IKE header length {length} but datagram has {len(data)} bytes")
-    return Header(data[0:8], data[8:16], nxt, exchange, flags, msg_id, length)
+    return nxt, exchange, flags, msg_id
 
 
 @dataclass(frozen=True)
@@ -643,11 +648,11 @@ class Message:
 
     @property
     def is_response(self) -> bool:
-        return bool(self.flags & HeaderFlag.RESPONSE)
+        return bool(self.flags & _RESPONSE)
 
     @property
     def from_initiator(self) -> bool:
-        return bool(self.flags & HeaderFlag.INITIATOR)
+        return bool(self.flags & _INITIATOR)
 
     def header(self, body_len: int) -> Header:
         first = self.payloads[0].ptype if self.payloads else PayloadType.NONE
@@ -663,7 +668,9 @@ class Message:
 
     def encode(self) -> bytes:
         body = encode_payloads(self.payloads)
-        return self.header(len(body)).encode() + body
+        first = self.payloads[0].ptype if self.payloads else PayloadType.NONE
+        return encode_header(self.spi_i, self.spi_r, first, self.exchange, self.flags, self.message_id,
+                             IKE_HEADER_LEN + len(body)) + body
 
 
 # The datagram decoded last and its message.  IkeEndpoint parses an IKE_SA_INIT request to see
@@ -679,9 +686,9 @@ def decode_message(data: bytes) -> Message:
     last = _last_decoded
     if last is not None and last[0] is data:
         return last[1]
-    hdr = decode_header(data)
-    payloads = decode_payloads(hdr.next_payload, data[IKE_HEADER_LEN:])
-    msg = Message(hdr.spi_i, hdr.spi_r, hdr.exchange, hdr.flags, hdr.message_id, payloads)
+    nxt, exchange, flags, msg_id = _header_fields(data)   # (no Header object: the Message has it all)
+    payloads = decode_payloads(nxt, data[IKE_HEADER_LEN:])
+    msg = Message(data[0:8], data[8:16], exchange, flags, msg_id, payloads)
     if type(data) is bytes:
         _last_decoded = (data, msg)
     return msg

@@ -233,9 +233,13 @@ def _cacheable(transforms: tuple[Transform, ...]) -> bool:
     """Whether a peer's transforms are small enough to be kept as a cache key: a few, each with
     at most the one TV attribute IKEv2 defines (Key Length).  An IKE_SA_INIT request (anyone's)
     can carry 60 KiB of attributes in one transform: 64 of them kept took 113 MiB."""
-    return len(transforms) <= 32 and all(
-        not t.attributes or (len(t.attributes) == 1 and type(t.attributes[0].value) is int) for t in transforms
-    )
+    if len(transforms) > 32:
+        return False
+    for t in transforms:   # a loop, not all(genexpr): this runs for every proposal matched
+        attrs = t.attributes
+        if attrs and (len(attrs) != 1 or type(attrs[0].value) is not int):
+            return False
+    return True
 
 
 # A gateway's clients offer the same transforms again and again (in IKE_SA_INIT byte for byte;
@@ -324,13 +328,20 @@ class Suite:
     @classmethod
     def of(cls, prop: Proposal) -> Suite:
         encr = next(t for t in prop.transforms if t.type == TransformType.ENCR)
+        # one pass for the others, not one each: the first of a type counts, as in transform_id
+        first: dict[int, Transform] = {}
+        for t in prop.transforms:
+            first.setdefault(t.type, t)
+        get = first.get
+        integ, prf, dh, esn = get(TransformType.INTEG), get(TransformType.PRF), get(TransformType.DH), get(
+            TransformType.ESN)
         return cls(
             encr.id,
             encr.key_length or 0,
-            transform_id(prop, TransformType.INTEG),
-            transform_id(prop, TransformType.PRF),
-            transform_id(prop, TransformType.DH),
-            transform_id(prop, TransformType.ESN) == EsnId.ESN,
+            None if integ is None else integ.id,
+            None if prf is None else prf.id,
+            None if dh is None else dh.id,
+            esn is not None and esn.id == EsnId.ESN,
         )
 
     @property

@@ -25,13 +25,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# ints: an IntFlag's | and & make a new enum member each time (two per message)
+_INITIATOR, _RESPONSE = int(HeaderFlag.INITIATOR), int(HeaderFlag.RESPONSE)
+
 
 def encode(self: IkeSa, exchange: int, message_id: int, payloads: list[Payload], response: bool) -> tuple[bytes, ...]:
     """The message as one datagram, or as its fragments (RFC 7383) if it does not fit."""
-    flags = HeaderFlag.INITIATOR if self._st.is_initiator else HeaderFlag.NONE
-    if response:
-        flags |= HeaderFlag.RESPONSE
-    msg = Message(self._st.spi_i, self._st.spi_r, exchange, int(flags), message_id, tuple(payloads))
+    flags = (_INITIATOR if self._st.is_initiator else 0) | (_RESPONSE if response else 0)
+    msg = Message(self._st.spi_i, self._st.spi_r, exchange, flags, message_id, tuple(payloads))
     if exchange == ExchangeType.IKE_SA_INIT:
         return (msg.encode(),)  # never fragmented: there are no keys yet
     tx = self._st.tx

@@ -29,13 +29,13 @@ from .constants import IKE_HEADER_LEN, PayloadType
 from .crypto import GCM_SALT_LEN, CryptoError, integ_params, is_aead
 from .message import (
     DecodeError,
-    Header,
     Message,
     Payload,
     Sealed,
     SkfPayload,
     SkPayload,
     decode_payloads,
+    encode_header,
     encode_payloads,
 )
 from .secret import Secret
@@ -150,8 +150,8 @@ def encrypt_message(msg: Message, crypter: SkCrypter, inner: bytes | None = None
     first = msg.payloads[0].ptype if msg.payloads else PayloadType.NONE
     body_len = crypter.iv_len + len(padded) + crypter.icv_len
     sk_header = struct.pack("!BBH", first, 0, 4 + body_len)
-    shell = Message(msg.spi_i, msg.spi_r, msg.exchange, msg.flags, msg.message_id, (SkPayload(first, b""),))
-    aad = shell.header(4 + body_len).encode() + sk_header
+    aad = encode_header(msg.spi_i, msg.spi_r, PayloadType.SK, msg.exchange, msg.flags, msg.message_id,
+                        IKE_HEADER_LEN + 4 + body_len) + sk_header
     return aad + crypter.seal(aad, padded)
 
 
@@ -186,9 +186,8 @@ def encrypt_fragments(msg: Message, crypter: SkCrypter, content_len: int, inner:
         padded = crypter.pad(chunk)
         body_len = crypter.iv_len + len(padded) + crypter.icv_len
         skf = struct.pack("!BBHHH", first if number == 1 else 0, 0, SKF_HEADER_LEN + body_len, number, len(chunks))
-        header = Header(msg.spi_i, msg.spi_r, PayloadType.SKF, msg.exchange, msg.flags, msg.message_id,
-                        IKE_HEADER_LEN + SKF_HEADER_LEN + body_len)
-        aad = header.encode() + skf
+        aad = encode_header(msg.spi_i, msg.spi_r, PayloadType.SKF, msg.exchange, msg.flags, msg.message_id,
+                            IKE_HEADER_LEN + SKF_HEADER_LEN + body_len) + skf
         out.append(aad + crypter.seal(aad, padded))
     return out
 

@@ -12,6 +12,7 @@ either side is TS_UNACCEPTABLE.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Sequence
 
@@ -32,6 +33,9 @@ def to_wire(ts: Ts) -> TrafficSelector:
     return TrafficSelector(kind, ts.protocol, ts.start_port, ts.end_port, ts.start.packed, ts.end.packed)
 
 
+# Clients propose the same selectors again and again (all of IPv4 until they have a virtual IP,
+# the gateway's subnet): both are immutable and small (the codec checked the address lengths).
+@functools.lru_cache(maxsize=64)
 def from_wire(sel: TrafficSelector) -> Ts:
     start = ipaddress.ip_address(sel.start_addr)
     end = ipaddress.ip_address(sel.end_addr)

@@ -146,9 +146,11 @@ def responder_select(
     remote_ips, local_ips = remote_dynamic(st), local_dynamic(st)
     ts_refusal: Refusal | None = None
     best: tuple[int, ChildConfig, tuple[Ts, ...], tuple[Ts, ...]] | None = None
-    for cfg in (only,) if only is not None else st.config.children:
-        new_tsi = narrow(tsi, resolve_each(cfg.remote_ts, remote_ips))
-        new_tsr = narrow(tsr, resolve_each(cfg.local_ts, local_ips))
+    configs = (only,) if only is not None else st.config.children
+    for cfg in configs:
+        remote_ts, local_ts = resolve_each(cfg.remote_ts, remote_ips), resolve_each(cfg.local_ts, local_ips)
+        new_tsi = narrow(tsi, remote_ts)
+        new_tsr = narrow(tsr, local_ts)
         if not new_tsi or not new_tsr:
             ts_refusal = ts_refusal or Refusal(
                 NotifyType.TS_UNACCEPTABLE,
@@ -166,8 +168,8 @@ def responder_select(
                 cfg.name,
             )
             continue
-        score = _ts_match(tsr, resolve_each(cfg.local_ts, local_ips)) + _ts_match(
-            tsi, resolve_each(cfg.remote_ts, remote_ips))
+        # the score only ranks configs against each other: with one there is nothing to rank
+        score = _ts_match(tsr, local_ts) + _ts_match(tsi, remote_ts) if len(configs) > 1 else 0
         if best is None or score > best[0]:
             best = (score, cfg, new_tsi, new_tsr)
     if best is None:

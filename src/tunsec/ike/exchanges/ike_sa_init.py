@@ -27,6 +27,7 @@ notes here whether the client could follow a REDIRECT in IKE_AUTH.
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Sequence
 
@@ -46,7 +47,7 @@ from ..events import NegotiationFailed, Redirected
 from ..message import CertReqPayload, KePayload, NoncePayload, NotifyPayload, Payload, SaPayload
 from ..proposals import Suite, accepts, describe_all, select_proposal
 from ..redirect import MAX_REDIRECTS, RedirectError, decode_redirect, encode_gateway
-from ..state import IkeSaState, nat_hash
+from ..state import NO_HASHES, IkeSaState, nat_hash
 from .base import KeGroups, KeRetry, Outcome, Response, Task, error_notify, find, find_notify, notify
 
 NONCE_LEN = 32
@@ -54,6 +55,11 @@ NONCE_LEN = 32
 
 def _hash_algorithms() -> bytes:
     return b"".join(struct.pack("!H", h) for h in SUPPORTED_HASHES)
+
+
+# the same in every IKE_SA_INIT we send (payloads are immutable: one object serves all)
+_SIGNATURE_HASHES = notify(NotifyType.SIGNATURE_HASH_ALGORITHMS, _hash_algorithms())
+_FRAGMENTATION_SUPPORTED = notify(NotifyType.IKEV2_FRAGMENTATION_SUPPORTED)
 
 
 def _nat_notifies(st: IkeSaState, spi_r: bytes) -> list[Payload]:
@@ -78,14 +84,26 @@ def _fragmentation(st: IkeSaState, payloads: Sequence[Payload] | None) -> list[P
         return []
     if payloads is not None and find_notify(payloads, NotifyType.IKEV2_FRAGMENTATION_SUPPORTED) is None:
         return []
-    return [notify(NotifyType.IKEV2_FRAGMENTATION_SUPPORTED)]
+    return [_FRAGMENTATION_SUPPORTED]
 
 
 def _peer_hashes(payloads: Sequence[Payload]) -> frozenset[int]:
     sig = find_notify(payloads, NotifyType.SIGNATURE_HASH_ALGORITHMS)
     if sig is None:
-        return frozenset()
-    data = sig.data[: len(sig.data) // 2 * 2]
+        return NO_HASHES
+    if len(sig.data) <= _HASHES_CACHE_MAX:
+        return _hashes(sig.data)
+    return _hashes.__wrapped__(sig.data)   # a peer's outsized notify is not kept
+
+
+_HASHES_CACHE_MAX = 32   # strongSwan sends 4 or 5 algorithms: 10 bytes
+
+
+# Every client of a gateway sends the same list: one frozenset (216 bytes) for all their IKE SAs
+# (they keep it until IKE_AUTH), and no parse per client.
+@functools.lru_cache(maxsize=8)
+def _hashes(data: bytes) -> frozenset[int]:
+    data = data[: len(data) // 2 * 2]
     return frozenset(struct.unpack(f"!{len(data) // 2}H", data))
 
 
@@ -115,7 +133,7 @@ class IkeSaInitTask(Task):
             NoncePayload(st.nonce_i),
             *_nat_notifies(st, bytes(8)),
             *_fragmentation(st, None),
-            notify(NotifyType.SIGNATURE_HASH_ALGORITHMS, _hash_algorithms()),
+            _SIGNATURE_HASHES,
             self._redirect_notify(),
         ]
         return payloads
@@ -222,8 +240,9 @@ def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response:
         chosen = select_proposal(cfg.proposals, theirs, prefer_group=ke.group)
         if chosen is not None:
             st.config = cfg
-            # IKE_AUTH may still switch to another connection that accepts this proposal
-            st.candidates = tuple(c for c in candidates if accepts(c.proposals, chosen))
+            # IKE_AUTH may still switch to another connection that accepts this proposal (cfg does:
+            # it chose it, and asking again costs a match per client on a gateway)
+            st.candidates = tuple(c for c in candidates if c is cfg or accepts(c.proposals, chosen))
             break
     if chosen is None:
         configured = describe_all(p for c in candidates for p in c.proposals)
@@ -260,7 +279,7 @@ def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response:
             NoncePayload(st.nonce_r),
             *_nat_notifies(st, st.spi_r),
             *_fragmentation(st, payloads),
-            notify(NotifyType.SIGNATURE_HASH_ALGORITHMS, _hash_algorithms()),
+            _SIGNATURE_HASHES,
             *_certreq(st),
         ]
     )

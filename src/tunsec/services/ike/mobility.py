@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tunsec.ike")
 
+_INITIATOR = int(HeaderFlag.INITIATOR)   # an int: int & IntFlag makes a new HeaderFlag each datagram
+
 
 def _watch_addresses(self: IkeService) -> None:
     """A MOBIKE client (a connection with a remote address and no fixed local one) follows
@@ -50,7 +52,7 @@ def local_addresses_changed(self: IkeService) -> int:
 def _note_peer(self: IkeService, data: bytes) -> None:
     """Remember which IKE SA a datagram is for (our SPI in its header): only its peer may have moved."""
     if len(data) >= 28:
-        from_initiator = data[19] & HeaderFlag.INITIATOR
+        from_initiator = data[19] & _INITIATOR
         self._peers_to_check.add(data[8:16] if from_initiator else data[0:8])
 
 

@@ -127,6 +127,7 @@ class IkeService(Service):
         self.ike_up: dict[bytes, IkeUpRecord] = {}
         self.trap_reqids: dict[tuple[str, str], int] = {}        # (connection, child) -> reqid of its traps
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None   # the engine's deadline _timer was armed for
         self._tasks: set[asyncio.Task[Any]] = set()
         self._peers_to_check: set[bytes] = set()   # our SPIs of IKE SAs that got a datagram (_follow_peers)
         self._addr_watch: AddressWatch | None = None   # a MOBIKE client's own address changes
@@ -364,14 +365,17 @@ class IkeService(Service):
         self._arm()
 
     def _arm(self, at_least: float = 0.0) -> None:
+        when = self.endpoint.get_timer()
+        if self._timer is not None and when == self._timer_at and not at_least:
+            return   # armed for that deadline already (nearly always in a burst: new SAs' timers come later)
         if self._timer:
             self._timer.cancel()
             self._timer = None
-        when = self.endpoint.get_timer()
         if when is not None:
             loop = asyncio.get_event_loop()
             delay = max(at_least, when - time.monotonic())
             self._timer = loop.call_later(delay, self._on_timer)
+            self._timer_at = when
 
     def _on_timer(self) -> None:
         self._timer = None
