@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import functools
 import gc
 import itertools
 import json
@@ -27,6 +28,7 @@ import os
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
 
 ENV_DIR = "TUNSEC_TRACE_DIR"
 ENV_FRAMES = "TUNSEC_TRACE_FRAMES"
@@ -44,21 +46,35 @@ def _rss_kib() -> int:
     return 0
 
 
-def _mallinfo() -> dict[str, int]:
-    """glibc's mallinfo2 (main arena + others): in use, free in the heap, mmapped; {} elsewhere."""
-    fields = ["arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
-              "keepcost"]
+_MALLINFO_FIELDS = ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                    "keepcost")
+
+
+@functools.cache
+def _mallinfo2() -> Callable[[], Any] | None:
+    """glibc's mallinfo2, loaded once.  A ctypes Structure class made per call (as this was) is ~25
+    objects and a few KiB of cyclic garbage, which waits for a collection of an older generation:
+    under gctune's thresholds that is an hour or more in a soak, so each snapshot grew the process it
+    measured and came out at the top of its own growth list."""
 
     class MallInfo2(ctypes.Structure):
-        _fields_ = [(n, ctypes.c_size_t) for n in fields]
+        _fields_ = [(n, ctypes.c_size_t) for n in _MALLINFO_FIELDS]
 
     try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallinfo2.restype = MallInfo2
-        m = libc.mallinfo2()
+        fn = ctypes.CDLL("libc.so.6").mallinfo2
     except (OSError, AttributeError):
+        return None
+    fn.restype = MallInfo2
+    return cast(Callable[[], Any], fn)
+
+
+def _mallinfo() -> dict[str, int]:
+    """glibc's mallinfo2 (main arena + others): in use, free in the heap, mmapped; {} elsewhere."""
+    fn = _mallinfo2()
+    if fn is None:
         return {}
-    return {n: int(getattr(m, n)) for n in fields}
+    m = fn()
+    return {n: int(getattr(m, n)) for n in _MALLINFO_FIELDS}
 
 
 def dumper(directory: str) -> Callable[[], str]:
