@@ -293,6 +293,10 @@ def print_sidecars(before: Path, after: Path) -> None:
     if ma and mb:   # glibc: in use (uordblks + mmapped), free inside the heap (fordblks), heap size (arena)
         print("  malloc " + ", ".join(f"{k} {ma[k] / 1024:.0f} -> {mb[k] / 1024:.0f} KiB"
                                       for k in ("uordblks", "fordblks", "arena", "hblkhd")))
+    fa, fb = a.get("free_lists", {}), b.get("free_lists", {})
+    if fb:   # freed objects CPython keeps for reuse: memory no object holds (tunsec.memtrace.free_lists)
+        print("  CPython free lists that grew: " + (", ".join(f"{k} {fa.get(k, 0)} -> {n}" for k, n in fb.items()
+                                                              if n > fa.get(k, 0)) or "none"))
     grown = sorted(((n - a["types"].get(k, 0), k) for k, n in b["types"].items()), reverse=True)[:10]
     print("  object types that grew most: " + ", ".join(f"{k} +{d}" for d, k in grown if d > 0))
 

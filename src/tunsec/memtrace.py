@@ -6,7 +6,7 @@ tracemalloc (so start-up runs untraced and at full speed) with
 SIGUSR2 writes ``<dir>/<pid>-<n>.snap`` (a tracemalloc snapshot, renamed into
 place once complete) and next to it ``<pid>-<n>.json``: traced memory, what
 tracemalloc itself holds (its interned tracebacks grow while it runs: not a
-leak of the process), VmRSS, glibc's malloc figures and the objects the
+leak of the process), VmRSS, glibc's malloc figures, CPython's free lists and the objects the
 collector tracks by type (cyclic garbage not yet collected included), so growth that
 tracemalloc does not see (C allocations, allocator fragmentation) shows as a
 difference.  Memory allocated after the first signal and still held at a later
@@ -25,6 +25,9 @@ import gc
 import itertools
 import json
 import os
+import re
+import sys
+import tempfile
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
@@ -77,6 +80,34 @@ def _mallinfo() -> dict[str, int]:
     return {n: int(getattr(m, n)) for n in _MALLINFO_FIELDS}
 
 
+_FREE_LIST = re.compile(r"^\s*(\d+) free (?:(\d+)-sized )?Py(\w+?)Objects? ", re.M)
+
+
+def free_lists() -> dict[str, int]:
+    """How many objects CPython's free lists hold, by type (``tuple[N]``: tuples of length N): freed
+    objects kept for reuse, which tracemalloc still counts where they were allocated and
+    gc.get_objects() does not show.  A ``tuple(<generator>)`` of length N is made as a longer tuple
+    and shrunk, so when it dies it lands in the free list of length N while no allocation of that
+    length took one out: one such per rekey fills that list (2000 at most) over minutes, which a
+    soak sees as slow growth.  From ``sys._debugmallocstats()``, which writes to file descriptor 2
+    (redirected to a temporary file meanwhile); {} when the interpreter has no such report."""
+    if not hasattr(sys, "_debugmallocstats"):
+        return {}
+    with tempfile.TemporaryFile() as tmp:
+        saved = os.dup(2)
+        try:
+            sys.stderr.flush()
+            os.dup2(tmp.fileno(), 2)
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        tmp.seek(0)
+        text = tmp.read().decode(errors="replace")
+    return {(f"{kind.lower()}[{size}]" if size else kind.lower()): int(n)
+            for n, size, kind in _FREE_LIST.findall(text)}
+
+
 def dumper(directory: str) -> Callable[[], str]:
     """A function that starts tracing on its first call and writes one snapshot per call; its base path."""
     counter = itertools.count(1)
@@ -93,7 +124,7 @@ def dumper(directory: str) -> Callable[[], str]:
         with open(base + ".json", "w") as f:
             json.dump({"traced": traced, "peak": peak, "tracemalloc_self": tracemalloc.get_tracemalloc_memory(),
                    "rss_kib": _rss_kib(), "objects": sum(types.values()),
-                       "malloc": _mallinfo(), "types": dict(types.most_common(200))}, f)
+                       "malloc": _mallinfo(), "free_lists": free_lists(), "types": dict(types.most_common(200))}, f)
         tracemalloc.take_snapshot().dump(base + ".snap.tmp")
         os.rename(base + ".snap.tmp", base + ".snap")   # complete when it appears
         return base
