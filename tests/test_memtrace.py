@@ -72,3 +72,26 @@ def test_free_lists_show_a_generator_made_tuple_kept_per_call() -> None:
         del made
     assert memtrace.free_lists()["tuple[1]"] >= min(kept + 300, 2000)
     assert {"dict", "list", "float", "tuple[2]"} <= before.keys()
+
+
+def test_a_snapshot_leaves_no_cyclic_garbage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A snapshot must not grow the process it measures: under gctune's thresholds cyclic garbage waits
+    an hour or more for a collection (json.dump's encoder closures, a ctypes class per call were)."""
+    monkeypatch.setenv(memtrace.ENV_FRAMES, "1")
+    dump = memtrace.dumper(str(tmp_path))
+    try:
+        dump()
+        gc.collect()
+        gc.disable()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            dump()
+            gc.collect()
+            left = [type(o).__qualname__ for o in gc.garbage]
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+            gc.enable()
+    finally:
+        tracemalloc.stop()
+    assert not left, f"a snapshot left cyclic garbage: {left}"

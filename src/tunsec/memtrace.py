@@ -121,10 +121,13 @@ def dumper(directory: str) -> Callable[[], str]:
         # the soak's worker was exactly that (tests/dataplane/test_worker_memory.py)
         types = collections.Counter(f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.get_objects())
         traced, peak = tracemalloc.get_traced_memory()
+        # json.dumps, not json.dump: dump encodes with nested closures that are cyclic garbage after
+        # each call (~30 objects), which gctune's thresholds leave in the measured process for long
+        doc = json.dumps({"traced": traced, "peak": peak, "tracemalloc_self": tracemalloc.get_tracemalloc_memory(),
+                          "rss_kib": _rss_kib(), "objects": sum(types.values()), "malloc": _mallinfo(),
+                          "free_lists": free_lists(), "types": dict(types.most_common(200))})
         with open(base + ".json", "w") as f:
-            json.dump({"traced": traced, "peak": peak, "tracemalloc_self": tracemalloc.get_tracemalloc_memory(),
-                   "rss_kib": _rss_kib(), "objects": sum(types.values()),
-                       "malloc": _mallinfo(), "free_lists": free_lists(), "types": dict(types.most_common(200))}, f)
+            f.write(doc)
         tracemalloc.take_snapshot().dump(base + ".snap.tmp")
         os.rename(base + ".snap.tmp", base + ".snap")   # complete when it appears
         return base
