@@ -12,6 +12,15 @@ and both workers are read from /proc. At the end the least-squares slope of
 each series after the warm-up (``--warmup`` seconds) is printed in KiB/min and
 fds/min, with the number of rekeys each side logged. Not part of CI: it runs
 for minutes and its figure is a measurement, not a pass/fail.
+
+The control processes' RSS rises for the first ~10 minutes at these rekey times
+(+30 to +150 KiB) and is flat after that: CPython's free list of 1-tuples fills.
+A ``tuple(<generator>)`` of one item (one transform of a type, one proposal, one
+traffic selector: ~7 per Child SA rekey) is made as a 10-tuple and shrunk, and
+each one that dies stays in that list, up to 2000 (64 KiB). A slope fitted over
+a 900 s run with the default warm-up is that filling (1.9-3.5 KiB/min was
+reported); ``--seconds 2100`` shows it end (0 KiB from 630 s to 2100 s), and
+``--trace`` prints the free lists that grew (tunsec.memtrace.free_lists).
 """
 
 from __future__ import annotations
