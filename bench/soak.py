@@ -12,6 +12,15 @@ and both workers are read from /proc. At the end the least-squares slope of
 each series after the warm-up (``--warmup`` seconds) is printed in KiB/min and
 fds/min, with the number of rekeys each side logged. Not part of CI: it runs
 for minutes and its figure is a measurement, not a pass/fail.
+
+The control processes' RSS rises for the first ~10 minutes at these rekey times
+(+32 KiB in a 2100 s run) and is flat after that: CPython's free list of 1-tuples fills.
+A ``tuple(<generator>)`` of one item (one transform of a type, one proposal, one
+traffic selector: ~7 per Child SA rekey) is made as a 10-tuple and shrunk, and
+each one that dies stays in that list, up to 2000 (64 KiB). A slope fitted over
+a 900 s run with the default warm-up is that filling (1.9-3.5 KiB/min was
+reported); ``--seconds 2100`` shows it end (0 KiB from 630 s to 2100 s), and
+``--trace`` prints the free lists that grew (tunsec.memtrace.free_lists).
 """
 
 from __future__ import annotations
@@ -293,6 +302,10 @@ def print_sidecars(before: Path, after: Path) -> None:
     if ma and mb:   # glibc: in use (uordblks + mmapped), free inside the heap (fordblks), heap size (arena)
         print("  malloc " + ", ".join(f"{k} {ma[k] / 1024:.0f} -> {mb[k] / 1024:.0f} KiB"
                                       for k in ("uordblks", "fordblks", "arena", "hblkhd")))
+    fa, fb = a.get("free_lists", {}), b.get("free_lists", {})
+    if fb:   # freed objects CPython keeps for reuse: memory no object holds (tunsec.memtrace.free_lists)
+        print("  CPython free lists that grew: " + (", ".join(f"{k} {fa.get(k, 0)} -> {n}" for k, n in fb.items()
+                                                              if n > fa.get(k, 0)) or "none"))
     grown = sorted(((n - a["types"].get(k, 0), k) for k, n in b["types"].items()), reverse=True)[:10]
     print("  object types that grew most: " + ", ".join(f"{k} +{d}" for d, k in grown if d > 0))
 

@@ -329,6 +329,23 @@ def live_objects() -> collections.Counter[str]:
     return collections.Counter(f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.get_objects())
 
 
+# how much a container may differ between two quiet points (one IKE SA, one Child SA on each side): the
+# engine's timer heap keeps stale entries up to twice the live timers plus 64 (IkeEndpoint._schedule);
+# anything kept per IKE SA (~250 IKE rekeys a side here) or per Child SA (~550) shows
+CONTAINER_SLACK = 80
+
+
+def container_sizes(ike: ikeservice.IkeService) -> dict[str, int]:
+    """The length of every dict, set, list and deque the IKE service and its parts (engine endpoint,
+    barrier, SPI pool, sockets, virtual IPs) hold.  What gc.get_objects() counts misses a dict that
+    grows with keys and values it does not track (SPIs, handles, times: bytes, ints, floats, tuples
+    of them once a collection untracked those), which is what a per-SA index never pruned would be."""
+    parts = {"service": ike, "endpoint": ike.endpoint, "barrier": ike.barrier, "spi_pool": ike.spi_pool,
+             "sockets": ike.sockets, "vips": ike.vips}
+    return {f"{part}.{name}": len(value) for part, obj in parts.items() for name, value in vars(obj).items()
+            if isinstance(value, dict | set | list | collections.deque)}
+
+
 def quiet_logging(monkeypatch: pytest.MonkeyPatch) -> None:
     """Log as the daemon does, but keep nothing (pytest's log capture keeps every record)."""
     monkeypatch.setattr(logging.getLogger("tunsec"), "propagate", False)
@@ -395,6 +412,7 @@ def test_rekeys_and_status_requests_leave_nothing_behind(tmp_path: Path, monkeyp
         await pair.quiesce()
         await pair.fire_service_timers()
         before, statuses = live_objects(), pair.statuses
+        sizes = {ip: container_sizes(pair.ike(ip)) for ip in (A, B)}
         installs = sum(w.installs for w in pair.workers.values())
         await pair.run(600 * CHILD_REKEY)
         await pair.quiesce()
@@ -405,6 +423,11 @@ def test_rekeys_and_status_requests_leave_nothing_behind(tmp_path: Path, monkeyp
         # anything kept once per five rekeys shows; asyncio keeps up to ~100 cancelled timers
         grown = {k: after[k] - before[k] for k in after if after[k] - before[k] > rekeys // 5}
         assert not grown, f"live objects grew over {rekeys} rekeys, {pair.statuses - statuses} status requests: {grown}"
+        for ip in (A, B):   # the same rule for the service's own containers
+            now = container_sizes(pair.ike(ip))
+            assert now.keys() == sizes[ip].keys()
+            grew = {k: (sizes[ip][k], n) for k, n in now.items() if n - sizes[ip][k] > CONTAINER_SLACK}
+            assert not grew, f"{ip}: containers grew over {rekeys} rekeys (before, after): {grew}"
         for ip in (A, B):
             ike, worker = pair.ike(ip), pair.workers[ip]
             children = list(ike.children.values())
