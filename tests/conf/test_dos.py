@@ -1,5 +1,5 @@
-"""tunsec { half_open_timeout, cookie_threshold, half_open_limit, cookie_threshold_ip, block_threshold }: parsed, checked, and what they do to
-an engine built from the configuration as the daemon builds it."""
+"""tunsec { half_open_timeout, cookie_threshold, half_open_limit, cookie_threshold_ip, block_threshold }:
+parsed, checked, and what they do to an engine built from the configuration as the daemon builds it."""
 
 from __future__ import annotations
 

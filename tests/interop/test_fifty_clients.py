@@ -2,8 +2,9 @@
 
 One charon in namespace B holds 50 connections with the identities ``rw1..rw50@example.org``, each
 asking for a virtual IP; they all start when loaded, so the gateway in A sees a burst of 50
-IKE_SA_INITs from one address (its COOKIE thresholds and half-open limits, global and per address,
-are set above that: this tests setup, not the DoS protection). The setup is the scale benchmark's (:mod:`tunsec.bench.scale`), with N = 50.
+IKE_SA_INITs from one address (its COOKIE thresholds and half-open limits, global and per
+address, are set above that: this tests setup, not the DoS protection). The setup is the scale
+benchmark's (:mod:`tunsec.bench.scale`), with N = 50.
 
 Every client must get its own pool address, every virtual IP must pass a ping through its own
 tunnel (the source address picks the Child SA on both sides), ``tunsec status`` must list the 50
