@@ -1,9 +1,10 @@
 """Unauthenticated IKE datagrams at a responder (RFC 7296 §2.6), on a fake clock.
 
 Nothing is kept for a datagram that is not a well-formed IKE_SA_INIT request;
-half-open responder SAs are counted, capped and reaped; COOKIEs are demanded
-above a threshold, bound to the source address, port, SPIi and Ni, with a secret
-that rotates; and the work per datagram does not grow with the number of SAs.
+half-open responder SAs are counted (in all and per source address), capped and
+reaped; COOKIEs are demanded above a threshold (in all, or from one address),
+bound to the source address, port, SPIi and Ni, with a secret that rotates; and
+the work per datagram does not grow with the number of SAs.
 """
 
 from __future__ import annotations
@@ -473,19 +474,20 @@ def test_cookie_threshold_ip_demands_a_cookie_from_the_busy_address_only() -> No
 
 def test_a_cookie_returning_client_behind_a_busy_address_gets_through() -> None:
     """A real initiator at A while A (its NAT, or someone spoofing it) holds cookie_threshold_ip
-    half-open SAs at B: B demands a COOKIE, the initiator returns it, and the tunnel comes up."""
+    half-open SAs at B: B demands a COOKIE, the initiator returns it, and the tunnel comes up.
+    A spoofer cannot push A to block_threshold: it never sees the COOKIEs sent to A."""
     net = Network()
     a = net.add(A, IkeEndpoint([cfg(True)]))
     b = net.add(B, IkeEndpoint([cfg(False)]))
     request = init_request()
-    for i in range(3):
-        b.receive(with_spi(request, i), (A, 600 + i), net.now)   # the other hosts behind A's NAT
+    for i in range(10):
+        b.receive(with_spi(request, i), (A, 600 + i), net.now)   # other hosts behind A's NAT, or a spoofer
     b.datagrams_to_send(net.now)
-    assert b.half_open_from(A) == 3
+    assert b.half_open_from(A) == 3 and b.stats.cookies_sent == 7
     a.initiate("conn", "net", net.now)
     net.run(until=net.now + 5)
     assert any(isinstance(e, ChildSaUp) for e in net.take(B))
-    assert b.stats.cookies_sent == 1 and b.stats.block_threshold == 0
+    assert b.stats.cookies_sent == 8 and b.stats.block_threshold == 0
     # the authenticated SA left A's count; the three others leave it when they time out
     assert b.half_open_from(A) == 3 and b.half_open == 3 and b.sa_count == 4
     net.run(until=net.now + TIMEOUT + 1)
