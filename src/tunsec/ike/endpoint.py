@@ -110,10 +110,10 @@ class DosLimits:
     for twice as long).
 
     Per source address (road warriors behind one NAT share one: raise both for them):
-    ``cookie_threshold_ip`` [charon.cookie_threshold_ip]: half-open SAs from one
-    address above which that address must return a COOKIE (0: always).
-    ``block_threshold`` [charon.block_threshold, but 0 is not "off" here]:
-    half-open SAs from one address above which its requests are dropped.  Keep
+    ``cookie_threshold_ip`` [charon.cookie_threshold_ip]: once one address holds
+    this many half-open SAs, that address (only) must return a COOKIE (0: always).
+    ``block_threshold`` [charon.block_threshold, but 0 is not "off" here]: once it
+    holds this many, its requests are dropped, valid COOKIE or not.  Keep
     cookie_threshold_ip below it, as strongSwan's defaults (3, 5) are, or an
     address is dropped before it is ever asked for a COOKIE.
     """
