@@ -213,7 +213,8 @@ class Burst:
         loop.add_reader(ours.fileno(), client._readable)
         n = self.n
         service = IkeService(self.gw_conf.connections, lambda: client, {4: GW}, IdSpace(),
-                             DosLimits(2 * n + 10, 4 * n + 10), pools=self.gw_conf.pools)
+                             DosLimits(2 * n + 10, 4 * n + 10, cookie_threshold_ip=2 * n + 10,
+                                       block_threshold=4 * n + 10), pools=self.gw_conf.pools)
         await service.start()
         service.sockets.by_key = {(4, GW, 500): _Udp500(self.wire, self.wake)}  # type: ignore[dict-item]
 

@@ -1,5 +1,5 @@
-"""tunsec { half_open_timeout, cookie_threshold, half_open_limit }: parsed, checked, and what they do to
-an engine built from the configuration as the daemon builds it."""
+"""tunsec { half_open_timeout, cookie_threshold, half_open_limit, cookie_threshold_ip, block_threshold }:
+parsed, checked, and what they do to an engine built from the configuration as the daemon builds it."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ connections {
 }
 secrets { ike { secret = s3cret } }
 """
+ANYONE = CONNECTION.replace("remote_addrs = 192.0.2.1", "remote_addrs = %any")   # requests from many addresses
 
 
 def _request() -> bytes:
@@ -47,32 +48,53 @@ def _engine(text: str) -> IkeEndpoint:
     return IkeEndpoint([c.ike for c in cfg.connections], limits=cfg.tunsec.dos)
 
 
-def _flood(b: IkeEndpoint, n: int, now: float) -> None:
+def _flood(b: IkeEndpoint, n: int, now: float, *, sources: int = 1) -> None:
+    """n IKE_SA_INIT requests from ``sources`` addresses in turn (192.0.2.1 first), each from its own port."""
     request = _request()
     for i in range(n):
-        b.receive(struct.pack("!Q", 0x1000 + i) + request[8:], ("192.0.2.1", 1000 + i), now)
+        b.receive(struct.pack("!Q", 0x1000 + i) + request[8:], (f"192.0.2.{i % sources + 1}", 1000 + i), now)
 
 
 def test_defaults_are_strongswans() -> None:
     # charon.half_open_timeout = 30 s, charon.cookie_threshold = 30
-    b = _engine(CONNECTION)
-    _flood(b, 35, 0.0)
+    b = _engine(ANYONE)
+    _flood(b, 35, 0.0, sources=35)
     assert b.half_open == 30 and b.stats.cookies_sent == 5
     b.handle_timer(29.0)
     assert b.half_open == 30
     b.handle_timer(30.0)
     assert b.half_open == 0 and b.sa_count == 0
+    # charon.cookie_threshold_ip = 3: one address gets COOKIEs above 3 half-open SAs, the others do not
+    b = _engine(ANYONE)
+    _flood(b, 10, 0.0)
+    b.receive(struct.pack("!Q", 0x9999) + _request()[8:], ("192.0.2.2", 500), 0.0)
+    assert b.half_open_from("192.0.2.1") == 3 and b.half_open_from("192.0.2.2") == 1
+    assert b.stats.cookies_sent == 7
 
 
 def test_settings_drive_the_engine() -> None:
-    b = _engine("tunsec {\n  half_open_timeout = 5\n  cookie_threshold = 8\n  half_open_limit = 3\n}\n" + CONNECTION)
-    _flood(b, 10, 0.0)
+    b = _engine("tunsec {\n  half_open_timeout = 5\n  cookie_threshold = 8\n  half_open_limit = 3\n}\n" + ANYONE)
+    _flood(b, 10, 0.0, sources=10)
     assert b.half_open == 3 and b.stats.half_open_limit == 7 and b.stats.cookies_sent == 0
     b.handle_timer(5.0)
     assert b.sa_count == 0
     b = _engine("tunsec {\n  cookie_threshold = 0\n}\n" + CONNECTION)
     _flood(b, 10, 0.0)
     assert b.sa_count == 0 and b.stats.cookies_sent == 10
+
+
+def test_per_address_settings_drive_the_engine() -> None:
+    # no per-address COOKIE below 6 half-open SAs: the 5th request from 192.0.2.1 is dropped (block_threshold 4)
+    b = _engine("tunsec {\n  cookie_threshold_ip = 6\n  block_threshold = 4\n}\n" + CONNECTION)
+    _flood(b, 10, 0.0)
+    assert b.half_open == 4 and b.stats.block_threshold == 6 and b.stats.cookies_sent == 0
+    # charon's advice for many clients behind one NAT: raise both; then only the global limits apply
+    b = _engine("tunsec {\n  cookie_threshold_ip = 100\n  block_threshold = 200\n}\n" + CONNECTION)
+    _flood(b, 40, 0.0)
+    assert b.half_open == 30 and b.stats.cookies_sent == 10 and b.stats.block_threshold == 0
+    b = _engine("tunsec {\n  cookie_threshold_ip = 0\n}\n" + CONNECTION)
+    _flood(b, 3, 0.0)
+    assert b.sa_count == 0 and b.stats.cookies_sent == 3   # 0: a COOKIE from every address, always
 
 
 @pytest.mark.parametrize(("line", "size"), [("", 1280), ("fragment_size = 0", 0), ("fragment_size = 1400", 1400)])
@@ -89,6 +111,8 @@ def test_fragment_size_goes_into_every_connection(line: str, size: int) -> None:
         ("half_open_timeout", "0", "'0' is out of range 0.5..3600"),
         ("cookie_threshold", "-1", "not a number of half-open IKE SAs: '-1'"),
         ("half_open_limit", "0", "0 is out of range 1..1048576"),
+        ("cookie_threshold_ip", "-1", "not a number of half-open IKE SAs from one address: '-1'"),
+        ("block_threshold", "0", "0 is out of range 1..1048576"),
         ("fragment_size", "100", "100 is out of range 576..65535"),
         ("fragment_size", "big", "not a size in bytes: 'big'"),
     ],

@@ -1,9 +1,10 @@
 """Unauthenticated IKE datagrams at a responder (RFC 7296 §2.6), on a fake clock.
 
 Nothing is kept for a datagram that is not a well-formed IKE_SA_INIT request;
-half-open responder SAs are counted, capped and reaped; COOKIEs are demanded
-above a threshold, bound to the source address, port, SPIi and Ni, with a secret
-that rotates; and the work per datagram does not grow with the number of SAs.
+half-open responder SAs are counted (in all and per source address), capped and
+reaped; COOKIEs are demanded above a threshold (in all, or from one address),
+bound to the source address, port, SPIi and Ni, with a secret that rotates; and
+the work per datagram does not grow with the number of SAs.
 """
 
 from __future__ import annotations
@@ -311,7 +312,9 @@ def visits(monkeypatch: pytest.MonkeyPatch) -> Iterator[Counter[str]]:
 
 
 def _flood_cost(n: int, visits: Counter[str]) -> Counter[str]:
-    b = IkeEndpoint([cfg(False)], limits=DosLimits(cookie_threshold=n + 10, half_open_limit=n + 10))
+    # (the five new ones come from one address: its own limits are above them too)
+    b = IkeEndpoint([cfg(False)], limits=DosLimits(cookie_threshold=n + 10, half_open_limit=n + 10,
+                                                   cookie_threshold_ip=n + 10, block_threshold=n + 10))
     request = init_request()
     _fill(b, n, request)
     datagrams = list(hostile(request).values())
@@ -335,7 +338,8 @@ def test_per_datagram_work_does_not_grow_with_the_number_of_sas(visits: Counter[
 
 
 def test_timers_fire_per_sa_without_scanning(visits: Counter[str]) -> None:
-    b = IkeEndpoint([cfg(False)], limits=DosLimits(cookie_threshold=1000))
+    b = IkeEndpoint([cfg(False)], limits=DosLimits(cookie_threshold=1000, cookie_threshold_ip=1000,
+                                                   block_threshold=1000))
     request = init_request()
     for i in range(100):
         b.receive(with_spi(request, i), (A, 1000 + i), float(i))
@@ -362,9 +366,9 @@ def test_established_sa_survives_a_flood_and_a_fresh_initiation_works() -> None:
     for i in range(200):
         for data in hostile(request).values():
             b.receive(data, (A, 500 + i), net.now)
-        # spoofed from the configured peer's address: above the threshold only cookies
+        # spoofed from the configured peer's address: above its per-address threshold only cookies
         b.receive(with_spi(request, i), (A, 500 + i), net.now)
-    assert b.half_open == 5 and b.sa_count == 6
+    assert b.half_open == b.limits.cookie_threshold_ip == 3 and b.sa_count == 4
     net.run(until=net.now + TIMEOUT + 1)
     assert b.sas == [established] and established.state is State.ESTABLISHED and b.half_open == 0
 
@@ -396,3 +400,116 @@ def test_authenticated_sa_leaves_the_half_open_count() -> None:
     net.run()
     assert any(isinstance(e, ChildSaUp) for e in net.take(B))
     assert b.half_open == 0 and b.sa_count == 1 and not b._by_init
+
+
+# ---------------------------------------------------------------------- per source address
+
+
+def _answer(b: IkeEndpoint, now: float) -> tuple[str, bytes]:
+    """What the endpoint answered to the one request just given: "sa" (an IKE_SA_INIT response
+    with our SPI), "cookie" (and the cookie), or "nothing"."""
+    replies = b.datagrams_to_send(now)
+    if not replies:
+        return "nothing", b""
+    (reply,) = replies
+    if decode_message(reply.data).spi_r != bytes(8):
+        return "sa", b""
+    return "cookie", cookie_of(reply.data)
+
+
+def _persistent(b: IkeEndpoint, request: bytes, ip: str, n: int, now: float) -> list[str]:
+    """n requests from ``ip`` (each from its own port, under its own SPIi) by a host that returns
+    every COOKIE it is sent, as a real client would: what each finally got."""
+    out = []
+    for i in range(n):
+        data, src = with_spi(request, i), (ip, 1000 + i)
+        b.receive(data, src, now)
+        got, cookie = _answer(b, now)
+        if got == "cookie":
+            b.receive(with_cookie(data, cookie), src, now)
+            got = "cookie, then " + _answer(b, now)[0]
+        out.append(got)
+    return out
+
+
+def test_one_address_above_block_threshold_is_dropped_while_another_is_answered() -> None:
+    b = IkeEndpoint([cfg(False)])   # strongSwan's defaults: cookie_threshold_ip 3, block_threshold 5
+    request = init_request()
+    got = _persistent(b, request, "203.0.113.66", 8, 1.0)
+    # three answered at once, two more after a COOKIE round trip, then nothing (even with a COOKIE)
+    assert got == ["sa"] * 3 + ["cookie, then sa"] * 2 + ["cookie, then nothing"] * 3
+    assert b.half_open == b.half_open_from("203.0.113.66") == 5
+    assert b.stats.block_threshold == 3 and b.stats.half_open_limit == 0
+    # everybody else is answered at once: one busy address has no effect on them
+    for i in range(20):
+        b.receive(with_spi(request, 100 + i), (f"198.51.100.{i + 1}", 500), 1.0)
+        assert _answer(b, 1.0)[0] == "sa"
+    assert b.half_open == 25 and b.half_open_addresses == 21
+
+
+def test_cookie_threshold_ip_demands_a_cookie_from_the_busy_address_only() -> None:
+    b = IkeEndpoint([cfg(False)], limits=DosLimits(cookie_threshold_ip=2, block_threshold=100))
+    request = init_request()
+    busy, quiet = "203.0.113.66", "203.0.113.67"
+    for i in range(2):
+        b.receive(with_spi(request, i), (busy, 1000 + i), 1.0)
+        assert _answer(b, 1.0)[0] == "sa"
+    for i in range(2, 10):   # spoofed ports change nothing: the address is what counts
+        b.receive(with_spi(request, i), (busy, 1000 + i), 1.0)
+        assert _answer(b, 1.0)[0] == "cookie"
+    b.receive(with_spi(request, 50), (quiet, 500), 1.0)
+    assert _answer(b, 1.0)[0] == "sa"
+    b.receive(with_spi(request, 51), (quiet, 501), 1.0)
+    assert _answer(b, 1.0)[0] == "sa"
+    assert b.stats.cookies_sent == 8 and b.half_open_from(busy) == 2 and b.half_open_from(quiet) == 2
+    # the quiet address reaches the threshold in turn; the busy one's half-open SAs time out and it
+    # is answered at once again
+    b.receive(with_spi(request, 52), (quiet, 502), 1.0)
+    assert _answer(b, 1.0)[0] == "cookie"
+    b.handle_timer(1.0 + TIMEOUT)
+    assert b.half_open == 0 and b.half_open_addresses == 0
+    b.receive(with_spi(request, 60), (busy, 2000), 40.0)
+    assert _answer(b, 40.0)[0] == "sa"
+
+
+def test_a_cookie_returning_client_behind_a_busy_address_gets_through() -> None:
+    """A real initiator at A while A (its NAT, or someone spoofing it) holds cookie_threshold_ip
+    half-open SAs at B: B demands a COOKIE, the initiator returns it, and the tunnel comes up.
+    A spoofer cannot push A to block_threshold: it never sees the COOKIEs sent to A."""
+    net = Network()
+    a = net.add(A, IkeEndpoint([cfg(True)]))
+    b = net.add(B, IkeEndpoint([cfg(False)]))
+    request = init_request()
+    for i in range(10):
+        b.receive(with_spi(request, i), (A, 600 + i), net.now)   # other hosts behind A's NAT, or a spoofer
+    b.datagrams_to_send(net.now)
+    assert b.half_open_from(A) == 3 and b.stats.cookies_sent == 7
+    a.initiate("conn", "net", net.now)
+    net.run(until=net.now + 5)
+    assert any(isinstance(e, ChildSaUp) for e in net.take(B))
+    assert b.stats.cookies_sent == 8 and b.stats.block_threshold == 0
+    # the authenticated SA left A's count; the three others leave it when they time out
+    assert b.half_open_from(A) == 3 and b.half_open == 3 and b.sa_count == 4
+    net.run(until=net.now + TIMEOUT + 1)
+    assert b.half_open == 0 and b.half_open_addresses == 0 and b.sa_count == 1
+
+
+def test_per_address_counts_stay_bounded_with_spoofed_sources() -> None:
+    """Every request from another spoofed address: the table holds only addresses with half-open SAs
+    (never more than the half-open SAs themselves) and is empty again when they time out."""
+    b = IkeEndpoint([cfg(False)], limits=DosLimits(cookie_threshold=50, half_open_limit=80))
+    request = init_request()
+    for i in range(5000):
+        b.receive(with_spi(request, i), (f"2001:db8::{i:x}", 500), 1.0 + i / 10_000)
+        b.datagrams_to_send(1.0)
+        assert b.half_open_addresses == b.half_open <= 50
+    assert b.stats.cookies_sent == 4950
+    # valid COOKIEs from other spoofed addresses: up to half_open_limit, then dropped
+    for i in range(5000, 5100):
+        src = (f"2001:db8::1:{i:x}", 500)
+        data = with_spi(request, i)
+        b.receive(with_cookie(data, _cookie_for(b, data, src, 2.0)), src, 2.0)
+    b.datagrams_to_send(2.0)
+    assert b.half_open == b.half_open_addresses == 80 and b.stats.half_open_limit == 70
+    b.handle_timer(2.0 + TIMEOUT)
+    assert b.half_open == 0 and b.half_open_addresses == 0 and b.sa_count == 0

@@ -2,8 +2,9 @@
 
 One charon in namespace B holds 50 connections with the identities ``rw1..rw50@example.org``, each
 asking for a virtual IP; they all start when loaded, so the gateway in A sees a burst of 50
-IKE_SA_INITs from one address (its COOKIE threshold is set above that: this tests setup, not the
-DoS protection). The setup is the scale benchmark's (:mod:`tunsec.bench.scale`), with N = 50.
+IKE_SA_INITs from one address (its COOKIE thresholds and half-open limits, global and per
+address, are set above that: this tests setup, not the DoS protection). The setup is the scale
+benchmark's (:mod:`tunsec.bench.scale`), with N = 50.
 
 Every client must get its own pool address, every virtual IP must pass a ping through its own
 tunnel (the source address picks the Child SA on both sides), ``tunsec status`` must list the 50
@@ -54,6 +55,9 @@ def test_fifty_road_warriors_at_once(topo: TwoHosts) -> None:
     assert answered == set(vips.values()), f"no echo reply for {sorted(set(vips.values()) - answered)}"
 
     status = gateway.status()
+    # the burst from one address met no DoS limit (the gateway's are set above it, as charon's are)
+    assert {k: status["ike_drops"][k] for k in ("cookies_sent", "block_threshold", "half_open_limit")} == \
+        {"cookies_sent": 0, "block_threshold": 0, "half_open_limit": 0}, status["ike_drops"]
     leases = {(x["pool"], x["address"], x["identity"], x["status"]) for x in status["leases"]}
     assert leases == {(POOL, vips[f"{CONN}{k}"], client_id(k), "online") for k in range(1, N + 1)}
     up = [sa for sa in status["ike_sas"] if sa["state"] == "established" and sa["children"]]

@@ -229,6 +229,8 @@ class TunsecGateway:
   log_level = {self.log_level}
   cookie_threshold = {cookies}
   half_open_limit = {half_open}
+  cookie_threshold_ip = {cookies}
+  block_threshold = {half_open}
 }}
 {gateway_swanctl(self.topo.a, self.psk, self.pool)}""")
         self.conf.chmod(0o600)

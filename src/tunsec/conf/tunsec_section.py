@@ -165,6 +165,9 @@ _parse_retransmit_tries = int_range(0, 100, "a number of retransmissions")
 _parse_half_open_timeout = float_range(0.5, 3600, "a number of seconds")
 _parse_cookie_threshold = int_range(0, 1 << 20, "a number of half-open IKE SAs")
 _parse_half_open_limit = int_range(1, 1 << 20, "a number of half-open IKE SAs")
+# per source address, as charon.cookie_threshold_ip and charon.block_threshold (which has no "off" here)
+_parse_cookie_threshold_ip = int_range(0, 1 << 20, "a number of half-open IKE SAs from one address")
+_parse_block_threshold = int_range(1, 1 << 20, "a number of half-open IKE SAs from one address")
 _parse_datagram_size = int_range(576, 65535, "a size in bytes")
 
 
@@ -201,7 +204,9 @@ class TunsecSettings:
     # IKE SAs a peer has not authenticated yet ("half-open"): closed after
     # half_open_timeout seconds (every connection's IkeConfig carries it); above
     # dos.cookie_threshold of them a COOKIE is demanded (RFC 7296 §2.6); above
-    # dos.half_open_limit requests are dropped
+    # dos.half_open_limit requests are dropped; per source address, above
+    # dos.cookie_threshold_ip a COOKIE is demanded from it, above dos.block_threshold
+    # its requests are dropped
     half_open_timeout: float = 30.0
     # IKE fragments (RFC 7383) fill IP datagrams of at most this many bytes (strongswan.conf's
     # charon.fragment_size; 0: 576 for IPv4, 1280 for IPv6); every connection's IkeConfig carries it
@@ -236,6 +241,8 @@ def read_tunsec_section(section: Section, issues: list[ConfigIssue]) -> TunsecSe
         dos=DosLimits(
             cookie_threshold=r.get("cookie_threshold", _parse_cookie_threshold, d.dos.cookie_threshold),
             half_open_limit=r.get("half_open_limit", _parse_half_open_limit, d.dos.half_open_limit),
+            cookie_threshold_ip=r.get("cookie_threshold_ip", _parse_cookie_threshold_ip, d.dos.cookie_threshold_ip),
+            block_threshold=r.get("block_threshold", _parse_block_threshold, d.dos.block_threshold),
         ),
         state_dir=r.get("state_dir", _parse_state_dir, d.state_dir),
     )

@@ -14,8 +14,17 @@ Denial-of-service protection (RFC 7296 §2.6), as strongSwan's charon does it:
 - Responder SAs that have answered IKE_SA_INIT but are not authenticated yet are
   half-open: counted in O(1), capped at ``half_open_limit`` (further requests
   are dropped, counted) and closed after the connection's ``half_open_timeout``.
-- Above ``cookie_threshold`` half-open SAs, a request without a valid COOKIE
-  gets a stateless COOKIE response. The cookie is
+- Per source address as well (strongSwan's charon.cookie_threshold_ip and
+  charon.block_threshold): half-open SAs are also counted by the address the
+  request came from, so one host (spoofed source ports or not) cannot fill
+  ``half_open_limit`` and lock everyone else out.  The table holds only
+  addresses that have half-open SAs now (an entry goes at zero): spoofed sources
+  cost nothing beyond the half-open SAs they made, which are capped.
+- Above ``cookie_threshold`` half-open SAs, or ``cookie_threshold_ip`` of them from
+  the request's own address, a request without a valid COOKIE gets a stateless
+  COOKIE response; then a request from an address that holds ``block_threshold``
+  half-open SAs is dropped (counted, never logged per datagram), then one above
+  ``half_open_limit``: strongSwan's order (receiver.c drop_ike_sa_init). The cookie is
   ``version | HMAC-SHA256(secret, Ni | IPi | port | SPIi)``; the secret is
   replaced every ``cookie_lifetime`` seconds and the previous one is still
   accepted for one more period (initiators in flight keep working).
@@ -30,6 +39,7 @@ Denial-of-service protection (RFC 7296 §2.6), as strongSwan's charon does it:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import heapq
 import hmac
@@ -98,11 +108,21 @@ class DosLimits:
     is not "unlimited" here]: half-open SAs above which requests are dropped.
     ``cookie_lifetime``: seconds a cookie secret is handed out (it is accepted
     for twice as long).
+
+    Per source address (road warriors behind one NAT share one: raise both for them):
+    ``cookie_threshold_ip`` [charon.cookie_threshold_ip]: once one address holds
+    this many half-open SAs, that address (only) must return a COOKIE (0: always).
+    ``block_threshold`` [charon.block_threshold, but 0 is not "off" here]: once it
+    holds this many, its requests are dropped, valid COOKIE or not.  Keep
+    cookie_threshold_ip below it, as strongSwan's defaults (3, 5) are, or an
+    address is dropped before it is ever asked for a COOKIE.
     """
 
     cookie_threshold: int = 30
     half_open_limit: int = 1000
     cookie_lifetime: float = 60.0
+    cookie_threshold_ip: int = 3
+    block_threshold: int = 5
 
 
 @dataclass
@@ -114,6 +134,7 @@ class EndpointStats:
     cookies_sent: int = 0  # stateless COOKIE responses
     cookie_refused: int = 0  # a COOKIE was needed and the one sent (if any) was not valid
     half_open_limit: int = 0  # requests dropped because half_open_limit SAs are half-open
+    block_threshold: int = 0  # requests dropped: their source address holds block_threshold half-open SAs
     no_connection: int = 0  # no connection accepts IKE from the source address
     half_open_closed: int = 0  # half-open SAs that timed out or failed before authentication
     redirects_sent: int = 0  # stateless REDIRECT responses (RFC 5685)
@@ -121,7 +142,7 @@ class EndpointStats:
 
 @dataclass
 class _HalfOpen:
-    init_key: tuple[bytes, Address]
+    init_key: tuple[bytes, Address]   # (SPIi, the request's source address and port)
 
 
 class IkeEndpoint:
@@ -145,7 +166,7 @@ class IkeEndpoint:
         responder refuses in IKE_AUTH an identity that already has an IKE SA (_refuse_duplicate)."""
         limits = limits or DosLimits()
         if cookie_threshold is not None:
-            limits = DosLimits(cookie_threshold, limits.half_open_limit, limits.cookie_lifetime)
+            limits = dataclasses.replace(limits, cookie_threshold=cookie_threshold)
         self.limits = limits
         self.stats = EndpointStats()
         self.fragment_stats = FragmentStats()  # IKE fragments (RFC 7383) of all SAs
@@ -167,6 +188,9 @@ class IkeEndpoint:
         self._peer_key: dict[bytes, tuple[str, object]] = {}
         self._by_init: dict[tuple[bytes, Address], IkeSa] = {}
         self._half_open: dict[bytes, _HalfOpen] = {}  # local SPI -> how the request is found again
+        # source IP -> its half-open SAs (> 0: an address leaves at zero, so this holds at most
+        # half_open_limit entries however many sources are spoofed)
+        self._half_open_by_ip: dict[str, int] = {}
         self._events: deque[tuple[IkeSa, Event]] = deque()
         self._outbox: list[Datagram] = []
         self._dirty: dict[IkeSa, None] = {}  # SAs that changed since the last _collect (ordered)
@@ -206,6 +230,15 @@ class IkeEndpoint:
     def half_open(self) -> int:
         """Responder SAs that answered IKE_SA_INIT and are not authenticated yet."""
         return len(self._half_open)
+
+    @property
+    def half_open_addresses(self) -> int:
+        """Source addresses that hold half-open SAs now (the per-address table's size)."""
+        return len(self._half_open_by_ip)
+
+    def half_open_from(self, ip: str) -> int:
+        """Half-open SAs whose IKE_SA_INIT request came from ``ip``."""
+        return self._half_open_by_ip.get(ip, 0)
 
     def set_configs(self, configs: Sequence[IkeConfig]) -> None:
         """The connections from now on (a reload): new IKE_SA_INIT requests and initiations see
@@ -360,10 +393,15 @@ class IkeEndpoint:
             self.stats.malformed += 1
             return
         self._rotate_cookie_secret_if_due(now)
-        if self.half_open >= self.limits.cookie_threshold and not self._cookie_ok(msg, addr):
+        limits, from_ip = self.limits, self._half_open_by_ip.get(addr[0], 0)
+        if (self.half_open >= limits.cookie_threshold or from_ip >= limits.cookie_threshold_ip) \
+                and not self._cookie_ok(msg, addr):
             self._send_cookie(msg, addr, local)
             return
-        if self.half_open >= self.limits.half_open_limit:
+        if from_ip >= limits.block_threshold:   # even with a valid COOKIE: it is this address's share
+            self.stats.block_threshold += 1
+            return
+        if self.half_open >= limits.half_open_limit:
             self.stats.half_open_limit += 1
             return
         candidates = list(self._select(addr))
@@ -380,6 +418,7 @@ class IkeEndpoint:
             key = (hdr.spi_i, addr)
             self._half_open[sa.local_spi] = _HalfOpen(key)
             self._by_init[key] = sa
+            self._half_open_by_ip[addr[0]] = from_ip + 1
         elif sa.state is State.IDLE:
             sa.drop(DownReason.NEGOTIATION_FAILED)  # cannot happen after _init_request; keep nothing anyway
 
@@ -486,6 +525,7 @@ class IkeEndpoint:
             record = self._half_open.pop(spi)
             if self._by_init.get(record.init_key) is sa:
                 del self._by_init[record.init_key]
+            self._half_open_left(record.init_key[1][0])
             if sa.is_closed:
                 self.stats.half_open_closed += 1
         if sa.is_closed:
@@ -500,6 +540,14 @@ class IkeEndpoint:
         if floor is not None and when is not None:
             when = max(when, floor)
         self._schedule(spi, when)
+
+    def _half_open_left(self, ip: str) -> None:
+        """One half-open SA from ``ip`` was authenticated or closed; the address goes at zero."""
+        left = self._half_open_by_ip[ip] - 1
+        if left:
+            self._half_open_by_ip[ip] = left
+        else:
+            del self._half_open_by_ip[ip]
 
     def _schedule(self, spi: bytes, when: float | None) -> None:
         if self._deadline.get(spi) == when:

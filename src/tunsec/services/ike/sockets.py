@@ -80,7 +80,16 @@ class IkeSockets:
             raise StartupError("IKE: " + "; ".join(unserved))
         for key in keys:
             if key not in self.by_key:
-                self.by_key[key] = bind_udp(*key, purpose="IKE")
+                # a 4 MiB receive buffer, as the ESP sockets have: a burst of IKE_SA_INITs (a thousand
+                # road warriors after an outage) overflowed the default ~208 KiB, and each datagram the
+                # kernel dropped (UDP RcvbufErrors) cost its client a retransmission, 4 s later.
+                # bind_udp asks with SO_RCVBUFFORCE first: that needs CAP_NET_ADMIN (in the initial user
+                # namespace; root in a rootless container lacks it) and ignores net.core.rmem_max; this
+                # runs in prepare(), before the daemon drops privileges, and the size stays after the
+                # drop.  Without the capability it falls back to SO_RCVBUF, which the kernel caps at
+                # net.core.rmem_max (default 208 KiB: raise that sysctl there).  Linux doubles either
+                # (bookkeeping), so getsockopt reads back 8 MiB.
+                self.by_key[key] = bind_udp(*key, purpose="IKE", big_buffers=True)
                 pktinfo.enable(self.by_key[key])   # which of our addresses a peer talked to (recv)
 
     def close(self) -> None:
