@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from typing import Any
 
 from tunsec.conf.config import parse_config
@@ -35,6 +36,8 @@ CONF = (
 class Recorder:
     """The daemon's port 500 socket: where IKE_SA_INIT went."""
 
+    family = socket.AF_INET    # a wildcard socket: the answer's source goes as IP_PKTINFO
+
     def __init__(self) -> None:
         self.sent: list[str] = []
 
@@ -42,12 +45,15 @@ class Recorder:
         self.sent.append(addr[0])
         return len(data)
 
+    def sendmsg(self, buffers: list[bytes], ancdata: object, flags: int, addr: tuple[str, int]) -> int:
+        return self.sendto(b"".join(buffers), addr)
+
 
 def command(request: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     daemon = Daemon(parse_config(CONF, "swanctl.conf"))
     assert daemon.ike is not None
-    socket = Recorder()
-    daemon.ike.sockets.by_key = {(4, "0.0.0.0", 500): socket}  # type: ignore[dict-item]
+    recorder = Recorder()
+    daemon.ike.sockets.by_key = {(4, "0.0.0.0", 500): recorder}  # type: ignore[dict-item]
 
     async def run() -> dict[str, Any]:
         try:
@@ -56,7 +62,7 @@ def command(request: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
             if daemon.ike is not None and daemon.ike._timer is not None:
                 daemon.ike._timer.cancel()
 
-    return asyncio.run(run()), socket.sent
+    return asyncio.run(run()), recorder.sent
 
 
 def test_ambiguous_child_names_the_candidates_and_sends_nothing() -> None:
