@@ -290,8 +290,8 @@ def main() -> int:
         except ImportError:
             total, clients = counted(functools.partial(asyncio.run, burst.run()))
         gw = total - clients
-        print(f"N = {args.clients}: CPU {total:.2f} s, clients {clients:.2f} s, "
-              f"gateway {gw:.2f} s = {1000 * gw / args.clients:.2f} ms per client "
+        print(f"N = {args.clients}: CPU {total:.3f} s, clients {clients:.3f} s, "
+              f"gateway {gw:.3f} s = {1000 * gw / args.clients:.2f} ms per client "
               f"(of which the worker's pipe side {1000 * burst.worker_cpu / args.clients:.2f})", flush=True)
         best = gw if best is None else min(best, gw)
         if prof is not None:
