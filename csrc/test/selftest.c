@@ -34,6 +34,7 @@ int main(int argc, char **argv) {
     test_sad_errors();
     test_shared_out_spi();
     test_migrate();
+    test_migrate_local();
     test_lifetimes();
     test_ike_port500();
     test_icmp();
