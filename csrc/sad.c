@@ -409,8 +409,8 @@ int ts_sad_migrate(ts_dp *dp, uint32_t spi, uint8_t dir, const ts_addr *remote, 
         rc = TS_ENOENT;
     else if (atomic_load(&sa->state) != TS_SA_MATURE)
         rc = TS_ESTATE;
-    else if (sa->remote.family != new_remote->family || sa->local.family != new_remote->family)
-        rc = TS_EINVAL;   /* the local address stays: a family change needs a new SA */
+    else if (sa->remote.family != new_remote->family || (!new_local && sa->local.family != new_remote->family))
+        rc = TS_EINVAL;   /* a family change needs a new SA */
     else if (dir == TS_DIR_OUT && !same_peer(remote, new_remote) &&
              ts_sad_find_sa(&dp->sad, spi, dir, new_remote))
         rc = TS_EEXIST;

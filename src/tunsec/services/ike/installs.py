@@ -109,8 +109,9 @@ def _child_registered(self: IkeService, sa: IkeSa, ev: ChildSaUp) -> ChildState 
     plan = conn.child(ev.child) if conn else Child(ev.child, ChildConfig(ev.child))
     remote_ip = parse_ip(ev.remote_addr[0])
     handle = next(self._handles)
+    local = self._endpoint(remote_ip.version, ev.local_port, ev.local_ip)
     state = ChildState(handle, ike, sa.name, plan.name, ev.unique_id, ev.spi_in, ev.spi_out,
-                       Endpoint(remote_ip, ev.remote_addr[1]), ev.alg, ev.esn, ev.local_ts, ev.remote_ts,
+                       Endpoint(remote_ip, ev.remote_addr[1]), local, ev.alg, ev.esn, ev.local_ts, ev.remote_ts,
                        lineage, pred=pred)
     lineage.members.add(handle)
     self.children[handle] = state
@@ -150,7 +151,7 @@ def _forget(self: IkeService, state: ChildState) -> bool:
 async def _child_up(self: IkeService, state: ChildState, ev: ChildSaUp) -> None:
     conn = self.connections.get(state.conn)
     plan = conn.child(ev.child) if conn else Child(ev.child, ChildConfig(ev.child))
-    local = self._endpoint(state.remote.addr.version, ev.local_port, ev.local_ip)
+    local = state.local
     try:
         sels = fast_selectors(ev.local_ts, ev.remote_ts)
     except SelectorError as err:   # the engine refuses such children; never install one that admits nothing
