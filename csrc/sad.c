@@ -391,9 +391,16 @@ int ts_sad_delete(ts_dp *dp, uint32_t spi, uint8_t dir, const ts_addr *remote) {
  * sendmmsg destination atomic for the loop threads, which read both under
  * the read lock.  An OUT SA is named by its old peer; moving it onto a peer
  * that already has an SA with the same SPI would make two SAs one (EEXIST).
- * IN: remote NULL; its stored peer (NAT-T source checks) moves too. */
-int ts_sad_migrate(ts_dp *dp, uint32_t spi, uint8_t dir, const ts_addr *remote, const ts_addr *new_remote) {
+ * IN: remote NULL; its stored peer (NAT-T source checks) moves too.
+ * new_local (NULL: ours stays) moves our end as well (MOBIKE: the peer now
+ * reaches us at another of our addresses, or we moved): on a wildcard-bound
+ * socket an OUT SA's ESP leaves from its local address (IP_PKTINFO), so
+ * without it ESP would keep leaving from the old one while that exists. */
+int ts_sad_migrate(ts_dp *dp, uint32_t spi, uint8_t dir, const ts_addr *remote, const ts_addr *new_remote,
+                   const ts_addr *new_local) {
     if (!sa_id_valid(dir, remote) || !new_remote || !addr_valid(new_remote))
+        return TS_EINVAL;
+    if (new_local && (!addr_valid(new_local) || new_local->family != new_remote->family))
         return TS_EINVAL;
     int rc = TS_OK;
     pthread_rwlock_wrlock(&dp->lock);
@@ -402,13 +409,15 @@ int ts_sad_migrate(ts_dp *dp, uint32_t spi, uint8_t dir, const ts_addr *remote, 
         rc = TS_ENOENT;
     else if (atomic_load(&sa->state) != TS_SA_MATURE)
         rc = TS_ESTATE;
-    else if (sa->remote.family != new_remote->family || sa->local.family != new_remote->family)
-        rc = TS_EINVAL;   /* the local address stays: a family change needs a new SA */
+    else if (sa->remote.family != new_remote->family || (!new_local && sa->local.family != new_remote->family))
+        rc = TS_EINVAL;   /* a family change needs a new SA */
     else if (dir == TS_DIR_OUT && !same_peer(remote, new_remote) &&
              ts_sad_find_sa(&dp->sad, spi, dir, new_remote))
         rc = TS_EEXIST;
     if (rc == TS_OK) {
         sa->remote = *new_remote;
+        if (new_local)
+            sa->local = *new_local;
         build_peer(sa);
     }
     pthread_rwlock_unlock(&dp->lock);

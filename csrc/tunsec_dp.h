@@ -215,9 +215,11 @@ int ts_sad_delete(ts_dp *dp, uint32_t spi, uint8_t dir, const ts_addr *remote);
  * read under the same write lock, so no packet is counted on it after (EXPIRE's final counters) */
 int ts_sad_remove(ts_dp *dp, uint32_t spi, uint8_t dir, const ts_addr *remote, ts_sa_info *final);
 void ts_sad_flush(ts_dp *dp);
-/* move a mature SA (named as in delete) to new_remote, same family, keys kept:
- * NAT rebinding and MOBIKE.  TS_EEXIST if an OUT SA with that SPI already goes there */
-int ts_sad_migrate(ts_dp *dp, uint32_t spi, uint8_t dir, const ts_addr *remote, const ts_addr *new_remote);
+/* move a mature SA (named as in delete) to new_remote, and our end to new_local unless NULL,
+ * same family, keys kept: NAT rebinding and MOBIKE.  TS_EEXIST if an OUT SA with that SPI
+ * already goes there */
+int ts_sad_migrate(ts_dp *dp, uint32_t spi, uint8_t dir, const ts_addr *remote, const ts_addr *new_remote,
+                   const ts_addr *new_local);
 int ts_sad_get(ts_dp *dp, uint32_t spi, uint8_t dir, const ts_addr *remote, ts_sa_info *out);
 size_t ts_sad_count(ts_dp *dp);
 size_t ts_sad_list(ts_dp *dp, ts_sa_info *out, size_t max);   /* returns number written */

@@ -423,6 +423,10 @@ REALISTIC: list[Message] = [
     # NAT rebinding / MOBIKE: a mature SA follows its peer to a new address and port
     Migrate(19, 0xCAFE0002, Direction.OUT, REMOTE4_MOVED, REMOTE4),
     Migrate(20, 0xC0000123, Direction.IN, REMOTE6),
+    # MOBIKE to another of our addresses: our end moves too (ADDR_NEW_LOCAL); a wildcard hands it to the route
+    Migrate(21, 0xCAFE0002, Direction.OUT, REMOTE4_MOVED, REMOTE4, LOCAL4),
+    Migrate(22, 0xC0000123, Direction.IN, REMOTE6, new_local=LOCAL6),
+    Migrate(23, 0xC0000123, Direction.IN, REMOTE4, new_local=Endpoint(ip_address("0.0.0.0"), 4500)),
     # a hard EXPIRE carries the SA's final counters (PF_KEY's current lifetime); DUMP the worker's gauges
     Expire(spi=0xC0000123, direction=Direction.IN, hard=True, reason=ExpireReason.TIME,
            current=Lifetime(bytes=1 << 40, packets=12345, seconds=3600)),
@@ -689,6 +693,7 @@ REMOTE4_BODY = split(encode(IKE))[1][1]
 REMOTE4_EXT = ext(Ext.ADDR_REMOTE, REMOTE4_BODY)
 SEND4 = SendIke(1, b"x", REMOTE4)
 MIGRATE_OUT = Migrate(1, 300, Direction.OUT, REMOTE4_MOVED, REMOTE4)
+MIGRATE_LOCAL = Migrate(1, 300, Direction.OUT, REMOTE4_MOVED, REMOTE4, LOCAL4)
 LOCAL6_BODY = split(encode(Ike(data=b"x", remote=REMOTE6)))[1][1]
 
 # (name, datagram, errno); every one has a readable header.
@@ -785,6 +790,13 @@ MALFORMED: list[tuple[str, bytes, Errno]] = [
      Errno.EINVAL),
     ("MIGRATE across families", patch(MIGRATE_OUT, Ext.ADDR_NEW_REMOTE, put(0, b"\6")), Errno.EINVAL),
     ("MIGRATE new peer family 0", patch(MIGRATE_OUT, Ext.ADDR_NEW_REMOTE, put(0, b"\0")), Errno.EINVAL),
+    ("MIGRATE new local across families", patch(MIGRATE_LOCAL, Ext.ADDR_NEW_LOCAL, put(0, b"\6")), Errno.EINVAL),
+    ("MIGRATE new local family 0", patch(MIGRATE_LOCAL, Ext.ADDR_NEW_LOCAL, put(0, b"\0")), Errno.EINVAL),
+    ("MIGRATE new local reserved", patch(MIGRATE_LOCAL, Ext.ADDR_NEW_LOCAL, put(1, b"\1")), Errno.EINVAL),
+    ("MIGRATE two new locals", plus(MIGRATE_LOCAL, (Ext.ADDR_NEW_LOCAL, REMOTE4_BODY)), Errno.EINVAL),
+    ("MIGRATE new local short", plus(MIGRATE_OUT, (Ext.ADDR_NEW_LOCAL, REMOTE4_BODY[:16])), Errno.EINVAL),
+    ("DELETE with a new local", plus(Delete(1, 300, Direction.IN), (Ext.ADDR_NEW_LOCAL, REMOTE4_BODY)),
+     Errno.EINVAL),
     ("DELETE OUT without its peer", without(Delete(1, 300, Direction.OUT, REMOTE4), Ext.ADDR_REMOTE), Errno.EINVAL),
     ("DELETE IN with a peer", plus(Delete(1, 300, Direction.IN), (Ext.ADDR_REMOTE, REMOTE4_BODY)), Errno.EINVAL),
     ("DELETE two peers", plus(Delete(1, 300, Direction.OUT, REMOTE4), (Ext.ADDR_REMOTE, REMOTE4_BODY)), Errno.EINVAL),
@@ -1183,6 +1195,8 @@ INVALID: list[tuple[str, Callable[[], object]]] = [
     ("migrate in with peer", lambda: Migrate(1, 300, Direction.IN, REMOTE4, REMOTE4)),
     ("migrate across families", lambda: Migrate(1, 300, Direction.OUT, REMOTE6, REMOTE4)),
     ("migrate new_remote str", lambda: Migrate(1, 300, Direction.IN, "192.0.2.9")),  # type: ignore[arg-type]
+    ("migrate new_local across families", lambda: Migrate(1, 300, Direction.IN, REMOTE4, new_local=LOCAL6)),
+    ("migrate new_local str", lambda: Migrate(1, 300, Direction.IN, REMOTE4, new_local="192.0.2.9")),  # type: ignore[arg-type]
     ("delete in with peer", lambda: Delete(1, 300, Direction.IN, REMOTE4)),
     ("ike empty", lambda: Ike(data=b"", remote=REMOTE4)),
     ("ike families", lambda: Ike(data=b"x", remote=REMOTE4, local=LOCAL6)),

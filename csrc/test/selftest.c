@@ -35,6 +35,7 @@ int main(int argc, char **argv) {
     test_sad_errors();
     test_shared_out_spi();
     test_migrate();
+    test_migrate_local();
     test_lifetimes();
     test_dead_sa();
     test_ike_port500();

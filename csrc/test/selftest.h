@@ -125,6 +125,7 @@ void test_first_use_threads(void);
 void test_sad_errors(void);
 void test_shared_out_spi(void);
 void test_migrate(void);
+void test_migrate_local(void);
 void test_lifetimes(void);
 void test_dead_sa(void);               /* test_dead_sa.c */
 void test_ike_port500(void);            /* test_ike_port.c */

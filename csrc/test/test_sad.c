@@ -275,7 +275,7 @@ void test_migrate(void) {
     ts_addr moved = PEER;
     moved.addr[3] = 9;
     moved.port = 40001;
-    CHECK(ts_sad_migrate(pr.tx, pr.spi, TS_DIR_OUT, &PEER, &moved) == TS_OK);
+    CHECK(ts_sad_migrate(pr.tx, pr.spi, TS_DIR_OUT, &PEER, &moved, NULL) == TS_OK);
     ts_sa_info info;
     CHECK(ts_sad_get(pr.tx, pr.spi, TS_DIR_OUT, &PEER, &info) == TS_ENOENT);   /* known by its new peer */
     CHECK(ts_sad_get(pr.tx, pr.spi, TS_DIR_OUT, &moved, &info) == TS_OK && info.counters[TS_CTR_PACKETS] == 1);
@@ -286,28 +286,68 @@ void test_migrate(void) {
     uint8_t nh;
     CHECK(ref_open(pr.key, 20, false, 0, bufB, (size_t)n, bufC, &nh) == (long)len);   /* same keys */
     /* refused: the old name, a NULL or other-family target, IN named with a peer */
-    CHECK(ts_sad_migrate(pr.tx, pr.spi, TS_DIR_OUT, &PEER, &moved) == TS_ENOENT);
-    CHECK(ts_sad_migrate(pr.tx, pr.spi, TS_DIR_OUT, &moved, NULL) == TS_EINVAL);
+    CHECK(ts_sad_migrate(pr.tx, pr.spi, TS_DIR_OUT, &PEER, &moved, NULL) == TS_ENOENT);
+    CHECK(ts_sad_migrate(pr.tx, pr.spi, TS_DIR_OUT, &moved, NULL, NULL) == TS_EINVAL);
     ts_addr v6 = {.family = 6, .port = 4500};
     v6.addr[15] = 1;
-    CHECK(ts_sad_migrate(pr.tx, pr.spi, TS_DIR_OUT, &moved, &v6) == TS_EINVAL);
+    CHECK(ts_sad_migrate(pr.tx, pr.spi, TS_DIR_OUT, &moved, &v6, NULL) == TS_EINVAL);
     ts_addr bad = moved;
     bad.family = 5;
-    CHECK(ts_sad_migrate(pr.tx, pr.spi, TS_DIR_OUT, &moved, &bad) == TS_EINVAL);
-    CHECK(ts_sad_migrate(pr.rx, pr.spi, TS_DIR_IN, &PEER, &moved) == TS_EINVAL);
+    CHECK(ts_sad_migrate(pr.tx, pr.spi, TS_DIR_OUT, &moved, &bad, NULL) == TS_EINVAL);
+    CHECK(ts_sad_migrate(pr.rx, pr.spi, TS_DIR_IN, &PEER, &moved, NULL) == TS_EINVAL);
     /* two peers' SAs with one SPI must stay two: no move onto the other */
     ts_sa_params p;
     params(&p, pr.spi, TS_DIR_OUT, pr.key, 20, false, 0, 0);
     CHECK(ts_sad_add(pr.tx, &p) == TS_OK);   /* (spi, PEER) again, a second SA */
-    CHECK(ts_sad_migrate(pr.tx, pr.spi, TS_DIR_OUT, &moved, &PEER) == TS_EEXIST);
-    CHECK(ts_sad_migrate(pr.tx, pr.spi, TS_DIR_OUT, &moved, &moved) == TS_OK);   /* no-op */
+    CHECK(ts_sad_migrate(pr.tx, pr.spi, TS_DIR_OUT, &moved, &PEER, NULL) == TS_EEXIST);
+    CHECK(ts_sad_migrate(pr.tx, pr.spi, TS_DIR_OUT, &moved, &moved, NULL) == TS_OK);   /* no-op */
     /* IN keeps the peer for NAT-T checks: it moves too; larval SAs do not */
-    CHECK(ts_sad_migrate(pr.rx, pr.spi, TS_DIR_IN, NULL, &moved) == TS_OK);
+    CHECK(ts_sad_migrate(pr.rx, pr.spi, TS_DIR_IN, NULL, &moved, NULL) == TS_OK);
     CHECK(ts_sad_get(pr.rx, pr.spi, TS_DIR_IN, NULL, &info) == TS_OK && info.remote.port == 40001);
     uint32_t larval;
     CHECK(ts_sad_getspi(pr.rx, 0x6000, 0x6000, &larval) == TS_OK);
-    CHECK(ts_sad_migrate(pr.rx, larval, TS_DIR_IN, NULL, &moved) == TS_ESTATE);
-    CHECK(ts_sad_migrate(pr.rx, 0x6001, TS_DIR_IN, NULL, &moved) == TS_ENOENT);
+    CHECK(ts_sad_migrate(pr.rx, larval, TS_DIR_IN, NULL, &moved, NULL) == TS_ESTATE);
+    CHECK(ts_sad_migrate(pr.rx, 0x6001, TS_DIR_IN, NULL, &moved, NULL) == TS_ENOENT);
+    pair_free(&pr);
+}
+
+/* ---- 6a'. migrate with a new local address (MOBIKE: the peer reaches us at another of our
+ * addresses, or we moved while the old address still exists): our end moves too ---- */
+void test_migrate_local(void) {
+    struct pair pr;
+    pair_new(&pr, 20, false, 64, 0);
+    ts_sa_info info;
+    CHECK(ts_sad_get(pr.tx, pr.spi, TS_DIR_OUT, &PEER, &info) == TS_OK);
+    ts_addr old_local = info.local, moved = PEER, here = info.local;
+    moved.addr[3] = 9;
+    here.addr[3] = 77;   /* 192.0.2.77: our other address */
+    CHECK(ts_sad_migrate(pr.tx, pr.spi, TS_DIR_OUT, &PEER, &moved, &here) == TS_OK);
+    CHECK(ts_sad_get(pr.tx, pr.spi, TS_DIR_OUT, &moved, &info) == TS_OK);
+    CHECK(memcmp(&info.local, &here, sizeof(here)) == 0 && memcmp(&info.remote, &moved, sizeof(moved)) == 0);
+    size_t len = make_inner(4, 20, false, bufA), icmp;
+    int drop;
+    ts_addr dst;
+    int n = ts_dp_outbound(pr.tx, bufA, len, bufB, CAP, &dst, &drop, &icmp);
+    CHECK(n > 0 && drop == TS_DROP_NONE && get32(bufB + 4) == 1 && dst.addr[3] == 9);
+    uint8_t nh;
+    CHECK(ref_open(pr.key, 20, false, 0, bufB, (size_t)n, bufC, &nh) == (long)len);   /* same keys */
+    /* NULL: our end stays where it is (NAT rebinding of the peer only) */
+    CHECK(ts_sad_migrate(pr.tx, pr.spi, TS_DIR_OUT, &moved, &PEER, NULL) == TS_OK);
+    CHECK(ts_sad_get(pr.tx, pr.spi, TS_DIR_OUT, &PEER, &info) == TS_OK && memcmp(&info.local, &here, sizeof(here)) == 0);
+    /* the same move for the inbound SA: its stored local follows */
+    CHECK(ts_sad_migrate(pr.rx, pr.spi, TS_DIR_IN, NULL, &moved, &here) == TS_OK);
+    CHECK(ts_sad_get(pr.rx, pr.spi, TS_DIR_IN, NULL, &info) == TS_OK && info.local.addr[3] == 77);
+    /* refused, nothing changed: a local of another family or none at all; a wildcard is an address */
+    ts_addr v6 = {.family = 6, .port = 4500}, bad = here, any = {.family = 4, .port = 4500};
+    v6.addr[15] = 1;
+    bad.family = 5;
+    CHECK(ts_sad_migrate(pr.tx, pr.spi, TS_DIR_OUT, &PEER, &PEER, &v6) == TS_EINVAL);
+    CHECK(ts_sad_migrate(pr.tx, pr.spi, TS_DIR_OUT, &PEER, &PEER, &bad) == TS_EINVAL);
+    CHECK(ts_sad_get(pr.tx, pr.spi, TS_DIR_OUT, &PEER, &info) == TS_OK && info.local.addr[3] == 77);
+    CHECK(ts_sad_migrate(pr.tx, pr.spi, TS_DIR_OUT, &PEER, &PEER, &old_local) == TS_OK);   /* and back */
+    CHECK(ts_sad_get(pr.tx, pr.spi, TS_DIR_OUT, &PEER, &info) == TS_OK && memcmp(&info.local, &old_local, sizeof(old_local)) == 0);
+    CHECK(ts_sad_migrate(pr.tx, pr.spi, TS_DIR_OUT, &PEER, &PEER, &any) == TS_OK);   /* the route's choice */
+    CHECK(ts_sad_get(pr.tx, pr.spi, TS_DIR_OUT, &PEER, &info) == TS_OK && info.local.addr[0] == 0);
     pair_free(&pr);
 }
 

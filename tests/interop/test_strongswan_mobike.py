@@ -13,6 +13,7 @@ may be lost.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -144,3 +145,54 @@ def test_tunsec_as_a_client_that_changes_its_address_keeps_its_ike_sa(star: Star
     log = client.log_text()
     assert "MOBIKE: our addresses changed: updating 1 IKE SA(s)" in log
     assert "MOBIKE: the peer updated its SAs to our new address" in log
+
+
+def esp_from(star: StarHosts) -> dict[str, int]:
+    """Counters in the gateway's namespace: ESP in UDP (port 4500, a non-zero SPI where IKE's
+    non-ESP marker is zero) that arrived from site A's first address and from NEW."""
+    out = subprocess.run(["ip", "netns", "exec", star.g.ns, "nft", "-j", "list", "table", "inet", "esp_from"],
+                         check=True, capture_output=True, text=True).stdout
+    counts = {}
+    for item in json.loads(out)["nftables"]:
+        if (rule := item.get("rule")) is not None:
+            counts[rule["comment"]] = next(e["counter"]["packets"] for e in rule["expr"] if "counter" in e)
+    return counts
+
+
+def test_tunsec_as_a_client_moves_to_a_second_address_while_the_first_stays(star: StarHosts) -> None:
+    """Wi-Fi to LTE with both up: site A (tunsec, no local_addrs, MOBIKE) gains NEW and its route to
+    the gateway now leaves from NEW, the first address staying. tunsec sends UPDATE_SA_ADDRESSES from
+    NEW, charon moves its SAs there, and the gateway's namespace sees ESP only from NEW afterwards."""
+    g, a = star.g, star.a
+    rules = star.workdir / "esp_from.nft"
+    rules.write_text(f"""table inet esp_from {{
+  chain input {{
+    type filter hook input priority 0; policy accept;
+    ip saddr {a.outer4} udp dport 4500 @th,64,32 != 0 counter comment "old"
+    ip saddr {NEW} udp dport 4500 @th,64,32 != 0 counter comment "new"
+  }}
+}}
+""")
+    subprocess.run(["ip", "netns", "exec", g.ns, "nft", "-f", str(rules)], check=True)
+    gateway = Charon(star, hub_gateway(star))
+    client = TunsecIke(star, RoadWarriorConn(a, g, fixed_address=False, start_action="start"))
+    gateway.start()
+    client.start()
+    sa = client.wait_established()
+    assert sa["mobike"] is True, client.log_tail()
+    assert star.wait_ping(a, g.inner4, src=a.inner4, timeout=10)
+    assert esp_from(star)["old"] >= 1 and esp_from(star)["new"] == 0
+    # one batch, within the address watch's settle time: the route has its new source when tunsec updates
+    subprocess.run(["ip", "-n", a.ns, "-batch", "-"], check=True, text=True,
+                   input=f"addr add {NEW}/24 dev {a.veth}\nroute add {g.outer4}/32 dev {a.veth} src {NEW}\n")
+    assert wait_until(lambda: charon_peer(gateway) == f"{NEW}[4500]", 15), \
+        f"{client.log_tail()}\n{gateway.log_tail(30)}"
+    # charon (kernel-libipsec) rekeys its Child SA after the update; let that settle
+    assert wait_until(lambda: ping_from_a(star), 10), client.log_tail()
+    before = esp_from(star)
+    assert all(ping_from_a(star) for _ in range(3))
+    after = esp_from(star)
+    assert after["old"] == before["old"], (before, after)   # the first address is still A's, and unused
+    assert after["new"] >= before["new"] + 3, (before, after)
+    assert client.wait_established()["spi_i"] == sa["spi_i"]   # the same IKE SA
+    assert "MOBIKE: the peer updated its SAs to our new address" in client.log_text()

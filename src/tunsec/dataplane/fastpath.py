@@ -327,11 +327,16 @@ class Dataplane:
         _check("RESERVE", lib.ts_sad_reserve(self._dp, spi, int(direction), _remote_arg(remote), limit, notify))
 
     def migrate(self, spi: int, direction: Direction, new_remote: Endpoint,
-                remote: Endpoint | None = None) -> None:
-        """Move a mature SA (named as in delete) to new_remote, keys and numbers kept."""
+                remote: Endpoint | None = None, new_local: Endpoint | None = None) -> None:
+        """Move a mature SA (named as in delete) to new_remote, and our end to new_local unless
+        None, keys and numbers kept."""
         new = ffi.new("ts_addr *")
         _addr_in(new, new_remote)
-        _check("MIGRATE", lib.ts_sad_migrate(self._dp, spi, int(direction), _remote_arg(remote), new))
+        local = ffi.NULL
+        if new_local is not None:
+            local = ffi.new("ts_addr *")
+            _addr_in(local, new_local)
+        _check("MIGRATE", lib.ts_sad_migrate(self._dp, spi, int(direction), _remote_arg(remote), new, local))
 
     def seq_limit(self, spi: int, direction: Direction, remote: Endpoint | None = None) -> tuple[int, int]:
         """An SA's (seq_limit, seq_notify); (0, 0) without a reservation."""

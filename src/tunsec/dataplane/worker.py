@@ -245,7 +245,7 @@ class Worker:
                 self.dp.reserve(msg.spi, msg.direction, msg.limit, msg.notify, msg.remote)
                 return self._ok(msg)
             case pipe.Migrate():
-                self.dp.migrate(msg.spi, msg.direction, msg.new_remote, msg.remote)
+                self.dp.migrate(msg.spi, msg.direction, msg.new_remote, msg.remote, msg.new_local)
                 return self._ok(msg)
         return [pipe.encode(pipe.Reply(msg.req_id, msg.TYPE, Errno.ETYPE))]
 

@@ -398,7 +398,9 @@ def _unpack_reserve(req_id: int, exts: _Exts) -> Reserve:
 def _unpack_migrate(req_id: int, exts: _Exts) -> Migrate:
     spi, direction = _unpack_sa_id(exts)
     new_remote = _unpack_endpoint(exts.one(Ext.ADDR_NEW_REMOTE))
-    return Migrate(req_id, spi, direction, new_remote, _unpack_remote_opt(exts))
+    raw_local = exts.opt(Ext.ADDR_NEW_LOCAL)
+    new_local = None if raw_local is None else _unpack_endpoint(raw_local)
+    return Migrate(req_id, spi, direction, new_remote, _unpack_remote_opt(exts), new_local)
 
 
 def _unpack_reserve_low(exts: _Exts) -> ReserveLow:

@@ -218,11 +218,12 @@ def _extensions(msg: Message) -> list[bytes]:
                 _ext(Ext.SEQ_LIMIT, _SEQ_LIMIT.pack(limit, notify)),
                 *_opt_remote(remote),
             ]
-        case Migrate(spi=spi, direction=direction, new_remote=new_remote, remote=remote):
+        case Migrate(spi=spi, direction=direction, new_remote=new_remote, remote=remote, new_local=new_local):
             return [
                 _ext(Ext.SA_ID, _SA_ID.pack(spi, direction, bytes(3))),
                 _ext(Ext.ADDR_NEW_REMOTE, _pack_endpoint(new_remote)),
                 *_opt_remote(remote),
+                *([] if new_local is None else [_ext(Ext.ADDR_NEW_LOCAL, _pack_endpoint(new_local))]),
             ]
         case ReserveLow(spi=spi, direction=direction, needed=needed, remote=remote):
             exts = [_ext(Ext.SA_ID, _SA_ID.pack(spi, direction, bytes(3)))]

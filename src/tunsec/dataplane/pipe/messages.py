@@ -245,8 +245,10 @@ class Migrate:
     """Move a mature SA to a new peer endpoint without re-keying: the peer's
     address or NAT mapping changed (NAT rebinding, MOBIKE).  The SA is named
     as in Delete (an OUT SA by its old peer); keys, sequence numbers and
-    counters stay.  ENOENT: no such SA; ESTATE: larval; EINVAL: another
-    address family; EEXIST: an OUT SA with this SPI already goes there."""
+    counters stay.  new_local (None: ours stays) moves our end too (MOBIKE:
+    the peer now reaches us at another of our addresses, or we moved).
+    ENOENT: no such SA; ESTATE: larval; EINVAL: another address family;
+    EEXIST: an OUT SA with this SPI already goes there."""
 
     TYPE: ClassVar[MsgType] = MsgType.MIGRATE
     req_id: int
@@ -254,6 +256,7 @@ class Migrate:
     direction: Direction
     new_remote: Endpoint
     remote: Endpoint | None = None   # OUT: the peer it goes to now
+    new_local: Endpoint | None = None   # our end's new address and port (None: it stays)
 
     def __post_init__(self) -> None:
         _check_request_id(self.req_id)
@@ -263,6 +266,10 @@ class Migrate:
         _check_sa_peer(self.direction, self.remote)
         if self.remote is not None and self.remote.family != self.new_remote.family:
             raise ValueError("an SA moves within its address family: remote and new_remote differ")
+        if self.new_local is not None:
+            _check_type("new_local", self.new_local, Endpoint)
+            if self.new_local.family != self.new_remote.family:
+                raise ValueError("an SA moves within its address family: new_local and new_remote differ")
 
 
 @quick_init

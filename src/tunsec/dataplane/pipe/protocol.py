@@ -122,6 +122,7 @@ class Ext(IntEnum):
     SA_COUNTERS = 22
     LIFETIME_CURRENT = 24   # EXPIRE: the SA's counters as it expired (PF_KEY's current lifetime)
     GAUGE = 25              # DUMP answer: a named value of the worker's now (live allocations, policies)
+    ADDR_NEW_LOCAL = 26     # MIGRATE: our end's new address (MOBIKE: the peer reaches us at another one)
 
 
 class PipeError(Exception):

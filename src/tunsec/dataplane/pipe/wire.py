@@ -59,6 +59,7 @@ _BODY_LEN: Final[dict[Ext, int | None]] = {
     Ext.SA_COUNTERS: None,
     Ext.LIFETIME_CURRENT: _LIFETIME.size,
     Ext.GAUGE: None,
+    Ext.ADDR_NEW_LOCAL: _ENDPOINT.size,
 }
 
 _MANY: Final = MAX_MESSAGE  # no count limit beyond the datagram size
@@ -92,7 +93,8 @@ _SCHEMA: Final[dict[MsgType, _Schema]] = {
     MsgType.RESERVE: {Ext.SA_ID: (1, 1), Ext.SEQ_LIMIT: (1, 1), Ext.ADDR_REMOTE: (0, 1)},
     MsgType.RESERVE_LOW: {Ext.SA_ID: (1, 1), Ext.SEQ_LIMIT: (0, 1), Ext.ADDR_REMOTE: (0, 1)},
     MsgType.FIRST_USE: {Ext.SPI: (1, 1)},
-    MsgType.MIGRATE: {Ext.SA_ID: (1, 1), Ext.ADDR_NEW_REMOTE: (1, 1), Ext.ADDR_REMOTE: (0, 1)},
+    MsgType.MIGRATE: {Ext.SA_ID: (1, 1), Ext.ADDR_NEW_REMOTE: (1, 1), Ext.ADDR_REMOTE: (0, 1),
+                      Ext.ADDR_NEW_LOCAL: (0, 1)},
 }
 _DUMP_REPLY_SCHEMA: Final[_Schema] = {
     Ext.SA_COUNTERS: (0, 1),

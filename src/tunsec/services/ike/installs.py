@@ -109,8 +109,9 @@ def _child_registered(self: IkeService, sa: IkeSa, ev: ChildSaUp) -> ChildState 
     plan = conn.child(ev.child) if conn else Child(ev.child, ChildConfig(ev.child))
     remote_ip = parse_ip(ev.remote_addr[0])
     handle = next(self._handles)
+    local = self._endpoint(remote_ip.version, ev.local_port, ev.local_ip)
     state = ChildState(handle, ike, sa.name, plan.name, ev.unique_id, ev.spi_in, ev.spi_out,
-                       Endpoint(remote_ip, ev.remote_addr[1]), ev.alg, ev.esn, ev.local_ts, ev.remote_ts,
+                       Endpoint(remote_ip, ev.remote_addr[1]), local, ev.alg, ev.esn, ev.local_ts, ev.remote_ts,
                        lineage, pred=pred)
     lineage.members.add(handle)
     self.children[handle] = state
@@ -209,8 +210,7 @@ async def _child_up(self: IkeService, state: ChildState, ev: ChildSaUp, release:
              state.remote.addr, state.reqid)
     # a new Child SA, not a rekey (as strongSwan's updown plugin), nor one that joined a sibling's lineage
     if plan.updown and state.pred is None and state.lineage.updown is None:
-        local = self._endpoint(state.remote.addr.version, ev.local_port, ev.local_ip)
-        state.lineage.updown = self._updown_event(state, plan, local.addr)
+        state.lineage.updown = self._updown_event(state, plan, state.local.addr)
         self._spawn(self._run_updown(plan.updown, state.lineage.updown))
 
 
@@ -226,7 +226,7 @@ def _send_install(self: IkeService, state: ChildState, ev: ChildSaUp,
     if state.handle not in self.children:
         return None   # already deleted again
     plan = _plan(self, state.conn, ev.child)
-    local = self._endpoint(state.remote.addr.version, ev.local_port, ev.local_ip)
+    local = state.local
     try:
         sels = fast_selectors(ev.local_ts, ev.remote_ts)
     except SelectorError as err:   # the engine refuses such children; never install one that admits nothing

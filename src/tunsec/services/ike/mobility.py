@@ -56,63 +56,78 @@ def _note_peer(self: IkeService, data: bytes) -> None:
         self._peers_to_check.add(data[8:16] if from_initiator else data[0:8])
 
 
+# where an IKE SA's Child SAs carry ESP: (the peer's address and port, our address (None: not
+# known, the route picks), our port)
+IkePath = tuple[tuple[str, int], str | None, int]
+
+
 def _follow_peers(self: IkeService) -> None:
     """NAT rebinding (RFC 7296 §2.23) and MOBIKE (RFC 4555): the engine moves an IKE SA to the
     address and port of the peer's latest authenticated request (with MOBIKE: its
     UPDATE_SA_ADDRESSES, once the new address passed the return routability check:
-    ``IkeSa.esp_remote``); the Child SAs it negotiated follow, their
-    outbound ESP to the new mapping (MIGRATE, no re-keying).  Checked after input only, and
-    only for the IKE SAs that got a datagram (not a pass over all of them per datagram); the
-    children only when one's peer changed."""
+    ``IkeSa.esp_remote``) and to our address that request arrived on (``IkeSa.local_ip``: the
+    peer now reaches us at another of our addresses); the Child SAs it negotiated follow with
+    both ends (MIGRATE, no re-keying): outbound ESP to the new mapping, and from our new address
+    (on a wildcard-bound worker socket ESP leaves from the SA's local address, so a child left
+    behind would keep sending from the old one while that exists).  Checked after input only,
+    and only for the IKE SAs that got a datagram (not a pass over all of them per datagram);
+    the children only when their IKE SA's path changed."""
     spis, self._peers_to_check = self._peers_to_check, set()
-    peers: dict[int, tuple[str, int]] = {}
+    paths: dict[int, IkePath] = {}
     for spi in spis:
         sa = self.endpoint.sa_by_spi(spi)
         handle = self._ike_handles.get(sa) if sa is not None else None
         if sa is None or handle is None or sa.state in (State.REKEYED, State.CLOSED):
             continue   # no handle: no Child SA of it is installed, nothing to move
-        peer = sa.esp_remote   # MOBIKE: after the return routability check
-        if self._ike_peers.get(handle) != peer:   # moved, or not seen yet: its children compare
-            peers[handle] = self._ike_peers[handle] = peer
-    if not peers:
+        path = (sa.esp_remote, sa.local_ip, sa.local_port)   # MOBIKE: after the return routability check
+        if self._ike_peers.get(handle) != path:   # moved, or not seen yet: its children compare
+            paths[handle] = self._ike_peers[handle] = path
+    if not paths:
         return
     # only the children of the IKE SAs seen here: a pass over every child for each new client
     # made a burst of N clients O(N^2)
-    moving = [self.children[h] for ike in peers for h in self._by_ike.get(ike, ()) if h in self.children]
+    moving = [self.children[h] for ike in paths for h in self._by_ike.get(ike, ()) if h in self.children]
     for state in moving:
-        now = peers.get(state.ike)
-        known = state.moving_to or state.remote
-        if now is None or (str(known.addr), known.port) == now:
+        target = _child_path(self, state, paths[state.ike])
+        if target is None or (state.moving_to or (state.remote, state.local)) == target:
             continue
-        try:
-            moved = Endpoint(ipaddress.ip_address(now[0]), now[1])
-        except ValueError:
-            continue
-        if moved.family != state.remote.family:
-            continue   # an SA keeps its family: a change needs new Child SAs (MOBIKE's job)
-        state.moving_to = moved   # the next check must not move it again
-        self._spawn(self._migrate_child(state, moved))
+        state.moving_to = target   # the next check must not move it again
+        self._spawn(self._migrate_child(state, *target))
 
 
-async def _migrate_child(self: IkeService, state: ChildState, moved: Endpoint) -> None:
-    """MIGRATE a Child SA's inbound and (if added) outbound SA to the peer's new endpoint."""
+def _child_path(self: IkeService, state: ChildState, path: IkePath) -> tuple[Endpoint, Endpoint] | None:
+    """Where a Child SA's (peer, our end) go on ``path``; None if it cannot go there."""
+    (peer, port), local_ip, local_port = path
+    try:
+        moved = Endpoint(ipaddress.ip_address(peer), port)
+    except ValueError:
+        return None
+    if moved.family != state.remote.family:
+        return None   # an SA keeps its family: a change needs new Child SAs (MOBIKE's job)
+    return moved, self._endpoint(moved.addr.version, local_port, local_ip)
+
+
+async def _migrate_child(self: IkeService, state: ChildState, moved: Endpoint, local: Endpoint) -> None:
+    """MIGRATE a Child SA's inbound and (if added) outbound SA to the peer's new endpoint and
+    our new end (ADDR_NEW_LOCAL only when ours changed)."""
     async with self._changes:
         await self._install_answered(state)
-        if state.moving_to == moved:
+        if state.moving_to == (moved, local):
             state.moving_to = None
-        if state.handle not in self.children or state.remote == moved:
+        if state.handle not in self.children or (state.remote, state.local) == (moved, local):
             return
         old, w = state.remote, self.worker()
+        new_local = local if local != state.local else None
         try:
             if state.out_installed:   # the worker knows the outbound SA by its peer (spi_out, old)
-                await w.request(lambda r: pipe.Migrate(r, state.spi_out, Direction.OUT, moved, old))
-            await w.request(lambda r: pipe.Migrate(r, state.spi_in, Direction.IN, moved))
-            state.remote = moved
+                await w.request(lambda r: pipe.Migrate(r, state.spi_out, Direction.OUT, moved, old, new_local))
+            await w.request(lambda r: pipe.Migrate(r, state.spi_in, Direction.IN, moved, None, new_local))
+            state.remote, state.local = moved, local
             if state.standby is not None:
-                state.standby = dataclasses.replace(state.standby, remote=moved)
+                state.standby = dataclasses.replace(state.standby, remote=moved, local=local)
         except WorkerError as err:
-            log.error("%s: moving CHILD_SA %s %08x_i %08x_o to %s:%d failed: %s", state.conn, state.child,
-                      state.spi_in, state.spi_out, moved.addr, moved.port, err)
+            log.error("%s: moving CHILD_SA %s %08x_i %08x_o to %s:%d from %s failed: %s", state.conn, state.child,
+                      state.spi_in, state.spi_out, moved.addr, moved.port, local.addr, err)
             return
-    log.info("%s: CHILD_SA %s %08x_i %08x_o follows its peer to %s:%d", state.conn, state.child,
-             state.spi_in, state.spi_out, moved.addr, moved.port)
+    log.info("%s: CHILD_SA %s %08x_i %08x_o follows its peer to %s:%d, from %s", state.conn, state.child,
+             state.spi_in, state.spi_out, moved.addr, moved.port, local.addr)

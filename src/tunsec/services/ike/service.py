@@ -131,7 +131,7 @@ class IkeService(Service):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._peers_to_check: set[bytes] = set()   # our SPIs of IKE SAs that got a datagram (_follow_peers)
         self._addr_watch: AddressWatch | None = None   # a MOBIKE client's own address changes
-        self._ike_peers: dict[int, tuple[str, int]] = {}   # IKE SA handle -> its peer at the last check
+        self._ike_peers: dict[int, mobility.IkePath] = {}   # IKE SA handle -> its ESP path at the last check
         self.trap_policies: dict[int, tuple[str, str]] = {}     # policy id -> (connection, child)
         self.acquiring: set[tuple[str, str]] = set()   # (connection, child) of ACQUIREs waiting for an SPI
         self.attempts: dict[str, int] = {}                       # connection -> failed tries in a row

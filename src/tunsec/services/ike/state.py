@@ -46,6 +46,7 @@ class ChildState:
     spi_in: int
     spi_out: int
     remote: Endpoint               # the outbound SA's peer: with spi_out, what names that SA
+    local: Endpoint                # our end of both SAs (a wildcard: the route picks the source)
     alg: str
     esn: bool
     local_ts: tuple[Ts, ...]
@@ -54,7 +55,8 @@ class ChildState:
     established: float = field(default_factory=time.time)
     out_installed: bool = False    # our ADD succeeded: the outbound SA (spi_out, remote) is ours to delete
     pred: int | None = None        # handle of the Child SA this one rekeyed (or duplicates: installs._sibling)
-    moving_to: Endpoint | None = None   # a MIGRATE to the peer's new endpoint is queued (NAT rebinding)
+    # a MIGRATE to (the peer's new endpoint, our new end) is queued (NAT rebinding, MOBIKE)
+    moving_to: tuple[Endpoint, Endpoint] | None = None
     # a rekey we answered: its outbound SA, added when the initiator shows it has installed the new Child
     # SA (its first packet on our new inbound SA, or its DELETE of the old one); until then we send on the old
     standby: SaSpec | None = field(default=None, repr=False)

@@ -85,6 +85,7 @@ def ike_sas(sas: Iterable[IkeSa], ike_up: Mapping[bytes, IkeUpRecord], children:
             "children": [
                 {"name": c.child, "spi_in": f"{c.spi_in:08x}", "spi_out": f"{c.spi_out:08x}", "alg": c.alg,
                  "esn": c.esn, "reqid": c.reqid, "remote": f"{c.remote.addr}[{c.remote.port}]",
+                 "local": f"{c.local.addr}[{c.local.port}]",
                  "local_ts": [str(t) for t in c.local_ts], "remote_ts": [str(t) for t in c.remote_ts],
                  "age_seconds": int(time.time() - c.established)}
                 for c in children
