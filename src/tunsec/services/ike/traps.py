@@ -93,10 +93,11 @@ def acquire(self: IkeService, policy_id: int) -> None:
 def _child_acquire(self: IkeService, policy_id: int) -> None:
     """A packet hit a Child SA's policy whose outbound SA is gone: the worker removed it at its hard
     limit (bytes, packets, sequence numbers, time) before our DELETE or rekey is through, which then
-    removes the policies or binds them to the new SA.  As strongSwan ignores an ACQUIRE for a
-    CHILD_SA being deleted or rekeyed, nothing is started here; the worker raises one per policy a
-    second while packets come (for as long as a DELETE to a dead peer is retransmitted): counted
-    (tunsec_child_sa_acquires_ignored), logged once per Child SA."""
+    removes the policies or binds them to the new SA.  As in strongSwan (its trap_manager finds no
+    trap for a CHILD_SA's reqid and starts nothing) no negotiation is started here.  The worker
+    raises one per policy a second while packets come (for as long as a DELETE to a dead peer is
+    retransmitted): counted (tunsec_child_sa_acquires_ignored), logged once per Child SA (strongSwan
+    logs each)."""
     owner = self.child_policies.get(policy_id)
     if owner is None:
         return
