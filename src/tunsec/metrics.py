@@ -238,16 +238,21 @@ def event_families(events: EventCounts | None, worker_restarts: int) -> Iterator
                               labels=["connection"])
     ignored = CounterMetricFamily("tunsec_trap_acquires_ignored", "Packets' ACQUIREs of a trap policy ignored: "
                                   "its child was up or being created already", labels=["connection", "child"])
+    gone = CounterMetricFamily("tunsec_child_sa_acquires_ignored", "Packets' ACQUIREs of a Child SA's policy "
+                               "ignored: its outbound SA reached its hard limit, the DELETE or rekey was under way",
+                               labels=["connection", "child"])
     if events is not None:
         for (conn, name), n in sorted(events.acquires_ignored.items()):
             ignored.add_metric([conn, name], n)
+        for (conn, name), n in sorted(events.child_acquires_ignored.items()):
+            gone.add_metric([conn, name], n)
         for conn, n in sorted(events.ike_rekeys.items()):
             ike.add_metric([conn], n)
         for (conn, name), n in sorted(events.child_rekeys.items()):
             child.add_metric([conn, name], n)
         for conn, n in sorted(events.dpd_failures.items()):
             dpd.add_metric([conn], n)
-    yield from (ike, child, dpd, ignored)
+    yield from (ike, child, dpd, ignored, gone)
     yield CounterMetricFamily("tunsec_worker_restarts", "Times the dataplane worker died and was restarted",
                               value=worker_restarts)
 

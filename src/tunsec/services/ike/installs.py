@@ -261,7 +261,7 @@ def _send_install(self: IkeService, state: ChildState, ev: ChildSaUp,
         sent.append(send_soon(w, "Add", lambda r: pipe.Add(r, outbound), ok.expect()))
         add = sent[-1][1]
     if not state.lineage.policy_ids:   # a rekey finds its predecessor's policies in place
-        sent += self._protect(state.lineage, outbound.selectors, ok)
+        sent += self._protect(state, outbound.selectors, ok)
     install = state.install = asyncio.get_running_loop().create_future()
     return _Started(sent, add, install)
 
@@ -349,13 +349,16 @@ async def _install_answered(self: IkeService, state: ChildState) -> None:
         await asyncio.wait([state.install])
 
 
-def _protect(self: IkeService, lineage: Lineage, selectors: Sequence[Selector], ok: _AllOk | None = None) -> list[Sent]:
-    """Send the SPDADDs of a new lineage now (their answers: see answered)."""
+def _protect(self: IkeService, state: ChildState, selectors: Sequence[Selector],
+             ok: _AllOk | None = None) -> list[Sent]:
+    """Send the SPDADDs of a new lineage (``state``'s) now (their answers: see answered)."""
     sent: list[Sent] = []
     w = self.worker()
+    lineage = state.lineage
     for sel in selectors:
         pid = self.ids.policy_id()
         lineage.policy_ids.append(pid)   # before the request: released with the lineage even if it fails
+        self.child_policies[pid] = (state.conn, state.child, lineage)   # its ACQUIREs are ours (traps.acquire)
         pol = Policy(id=pid, priority=priority(Band.IKE_CHILD), action=Action.PROTECT, reqid=lineage.reqid,
                      selector=sel)
         sent.append(send_soon(w, "SpdAdd", lambda r, pol=pol: pipe.SpdAdd(r, pol),  # type: ignore[misc]

@@ -133,6 +133,8 @@ class IkeService(Service):
         self._addr_watch: AddressWatch | None = None   # a MOBIKE client's own address changes
         self._ike_peers: dict[int, mobility.IkePath] = {}   # IKE SA handle -> its ESP path at the last check
         self.trap_policies: dict[int, tuple[str, str]] = {}     # policy id -> (connection, child)
+        # policy id -> (connection, child, lineage) of the Child SAs' policies, from their SPDADD until released
+        self.child_policies: dict[int, tuple[str, str, Lineage]] = {}
         self.acquiring: set[tuple[str, str]] = set()   # (connection, child) of ACQUIREs waiting for an SPI
         self.attempts: dict[str, int] = {}                       # connection -> failed tries in a row
         self.closing = False
@@ -287,6 +289,8 @@ class IkeService(Service):
         return next((sa for sa in sas if sa.state not in (State.REKEYED, State.CLOSED)), sas[0] if sas else None)
 
     def _release(self, lineage: Lineage) -> None:
+        for pid in lineage.policy_ids:
+            self.child_policies.pop(pid, None)
         self.ids.release_policy_ids(lineage.policy_ids)
         self.ids.release_reqid(lineage.reqid)
         lineage.policy_ids = []

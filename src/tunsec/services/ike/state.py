@@ -64,6 +64,7 @@ class ChildState:
     # the install's requests are sent, their answers not all in (see _child_up): what else changes
     # this Child SA in the worker waits for them (_install_answered)
     install: asyncio.Future[None] | None = field(default=None, repr=False)
+    acquire_noted: bool = False    # an ACQUIRE of its policies (outbound SA gone) was logged: once (traps.acquire)
 
     @property
     def reqid(self) -> int:

@@ -32,7 +32,8 @@ async def _remove_traps(self: IkeService, conns: set[str]) -> None:
 
 
 def owns_policy(self: IkeService, policy_id: int) -> bool:
-    return policy_id in self.trap_policies
+    """A trap policy, or a policy of one of our Child SAs (whatever its state)."""
+    return policy_id in self.trap_policies or policy_id in self.child_policies
 
 
 async def install_traps(self: IkeService, only: tuple[str, str] | None = None) -> None:
@@ -77,6 +78,7 @@ def acquire(self: IkeService, policy_id: int) -> None:
     worker raises one per policy and rate-limit period for as long as packets keep coming."""
     target = self.trap_policies.get(policy_id)
     if target is None:
+        _child_acquire(self, policy_id)
         return
     if _under_way(self, *target):
         self.events.acquires_ignored[target] += 1
@@ -86,6 +88,28 @@ def acquire(self: IkeService, policy_id: int) -> None:
     self.acquiring.add(target)
     self.spi_pool.with_spi(functools.partial(_acquired, self, conn, child))
     self._pump()
+
+
+def _child_acquire(self: IkeService, policy_id: int) -> None:
+    """A packet hit a Child SA's policy whose outbound SA is gone: the worker removed it at its hard
+    limit (bytes, packets, sequence numbers, time) before our DELETE or rekey is through, which then
+    removes the policies or binds them to the new SA.  As in strongSwan (its trap_manager finds no
+    trap for a CHILD_SA's reqid and starts nothing) no negotiation is started here.  The worker
+    raises one per policy a second while packets come (for as long as a DELETE to a dead peer is
+    retransmitted): counted (tunsec_child_sa_acquires_ignored), logged once per Child SA (strongSwan
+    logs each)."""
+    owner = self.child_policies.get(policy_id)
+    if owner is None:
+        return
+    conn, child, lineage = owner
+    self.events.child_acquires_ignored[(conn, child)] += 1
+    # the lineage's newest Child SA: the one its policies send on (none: its policies are going)
+    members = [self.children[h] for h in lineage.members if h in self.children]
+    state = max(members, key=lambda s: s.handle, default=None)
+    if state is not None and not state.acquire_noted:
+        state.acquire_noted = True
+        log.info("%s: CHILD_SA %s %08x_o expired, waiting for the DELETE/rekey: its traffic is dropped until "
+                 "then (counted: tunsec_child_sa_acquires_ignored)", conn, child, state.spi_out)
 
 
 def _under_way(self: IkeService, conn: str, child: str) -> bool:
