@@ -17,12 +17,14 @@ IKE fragmentation (RFC 7383, ``fragments.py``) lives in the encode/decode path:
 datagrams, and :meth:`IkeSa._on_fragment` verifies each fragment as it arrives and
 hands a reassembled message to the same code as an unfragmented one.
 
-This file holds the public API, the state and the transport (our requests, the peer's
-requests, teardown). Private methods with a concern of their own live beside it, one
-concern per file, and are assigned into the class body (so ``self._x()`` reads the same
-everywhere): ``sa_timers.py`` (rekey, DPD and lifetime timers), ``sa_fragments.py``
-(the RFC 7383 glue above), ``sa_successor.py`` (rekey hand-over to the new IKE SA),
-``sa_redirect.py`` (RFC 5685).
+This file holds the public API, the state, the receive path (which SA a message is for,
+request or response) and teardown. Private methods with a concern of their own live beside
+it, one concern per file, and are assigned into the class body (so ``self._x()`` reads the
+same everywhere): ``sa_requester.py`` (our requests: window, sending, the response's
+outcome, giving up), ``sa_responder.py`` (the peer's requests: serving, the stored
+response for retransmissions, refusals), ``sa_timers.py`` (rekey, DPD and lifetime
+timers), ``sa_fragments.py`` (the RFC 7383 glue above), ``sa_successor.py`` (rekey
+hand-over to the new IKE SA), ``sa_redirect.py`` (RFC 5685).
 
 Exchanges live in ``exchanges/``: our requests are :class:`~.exchanges.base.Task`
 objects, known here only by what they declare (never by their class); the peer's
@@ -58,13 +60,12 @@ import functools
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Concatenate, ParamSpec, TypeVar
 
-from . import sa_fragments, sa_redirect, sa_successor, sa_timers
+from . import sa_fragments, sa_redirect, sa_requester, sa_responder, sa_successor, sa_timers
 from .config import IkeConfig
-from .constants import NATT_PORT, ExchangeType, NotifyType
+from .constants import NATT_PORT, ExchangeType
 from .eap.relay import RelayReply
 from .events import (
     Address,
@@ -74,12 +75,10 @@ from .events import (
     Event,
     IkeSaDown,
     IkeSaInfo,
-    PeerUnreachable,
     SpiUnused,
 )
 from .exchanges import create_child_sa, ike_auth, ike_auth_eap, ike_sa_init, informational, mobike, rekey_ike
-from .exchanges.base import Awaiting, GiveUp, Outcome, Response, Task, notify
-from .exchanges.responders import responder_for
+from .exchanges.base import Task
 from .fragments import FragmentStats, Reassembly
 from .identity import Identity
 from .message import (
@@ -87,12 +86,12 @@ from .message import (
     Message,
     Payload,
     SkfPayload,
-    UnsupportedCriticalPayload,
     decode_message,
-    decode_payloads,
 )
 from .proposals import describe_all
 from .redirect import RESOLVE_TIMEOUT, usable_gateway
+from .sa_requester import _Pending
+from .sa_responder import _Waiting
 from .sa_successor import REKEYED_LINGER
 from .sk import IntegrityError, decrypt_message
 from .state import (
@@ -103,7 +102,6 @@ from .state import (
     Jitter,
     Rng,
     SpiAllocator,
-    SpiUnavailable,
     State,
     now_utc,
     random_jitter,
@@ -130,27 +128,6 @@ def _notifies(method: Callable[Concatenate[IkeSa, _P], _R]) -> Callable[Concaten
                 self._watcher(self)
 
     return wrapper
-
-
-@dataclass
-class _Pending:
-    """Our outstanding request (window size one)."""
-
-    task: Task
-    message_id: int
-    datagrams: tuple[bytes, ...]  # one, or its fragments (each retransmission resends all)
-    attempts: int = 0  # retransmissions so far
-    deadline: float | None = None  # set when the datagram is handed to the caller
-
-
-@dataclass
-class _Waiting:
-    """A peer's request whose answer waits for the AAA backend (see ``Awaiting``)."""
-
-    message_id: int
-    exchange: int
-    addr: Address
-    awaits: Awaiting
 
 
 class IkeSa:
@@ -612,130 +589,17 @@ class IkeSa:
     def next_event(self) -> Event | None:
         return self._st.events.pop(0) if self._st.events else None
 
-    # ------------------------------------------------------------------ requests we send
+    # ------------------------------------------------------------------ requests we send (sa_requester.py)
 
-    def _start_next(self) -> None:
-        if self._expired and self._pending is None and self._state != State.CLOSED:
-            self._end_expired()  # the exchange that held the expired SA ended
-            return
-        while self._queue and self._obsolete(self._queue[0]):
-            self._queue.pop(0)  # nothing was built for it yet: nothing to undo
-        if self._pending is not None or not self._queue or self._state == State.CLOSED:
-            return
-        if self._st.resolving is not None:
-            return  # the gateway's address is not known yet (gateway_resolved)
-        if self._state == State.CONNECTING and not self._queue[0].runs_while_connecting:
-            return  # other exchanges wait until the IKE SA is authenticated
-        task = self._queue.pop(0)
-        if not self._send_request(task, self._next_id):
-            self._start_next()   # nothing went out: the next request may
-
-    def _send_request(self, task: Task, message_id: int) -> bool:
-        """Build and send ``task``'s request; False if it could not be built (nothing is pending)."""
-        try:
-            payloads = task.build(self._st)
-        except SpiUnavailable:
-            # no inbound SPI for now (the task reported it): not sent; a rekey is re-armed and a new Child
-            # SA tried again later, as if the peer had refused them for now (an exception here used to
-            # escape the timer, whose IKE SA then never fired again)
-            self._rearm_failed_rekey(task)
-            self._delay_retry(task)
-            return False
-        data = self._encode(task.exchange, message_id, payloads, response=False)
-        if task.exchange == ExchangeType.IKE_SA_INIT:
-            self._st.init_request = data[0]
-        self._pending = _Pending(task, message_id, data)
-        self._outbox.extend((d, self._st.remote_addr) for d in data)
-        return True
-
-    def _on_response(self, msg: Message, datagram: bytes, addr: Address, local: Address | None) -> None:
-        pending = self._pending
-        if pending is None or msg.message_id != pending.message_id or msg.exchange != pending.task.exchange:
-            return
-        if msg.exchange == ExchangeType.IKE_SA_INIT:
-            payloads = msg.payloads
-            self._st.init_response = datagram
-            self._st.spi_r = msg.spi_r  # the keys are derived from it
-        else:
-            decrypted = self._open(msg, datagram)
-            if decrypted is None:
-                return
-            payloads = decrypted
-            self._last_heard = self._now
-        self._accept_response(pending, payloads)
-
-    def _accept_response(self, pending: _Pending, payloads: tuple[Payload, ...]) -> None:
-        self._pending = None
-        self._reassembly.pop(True, None)
-        outcome = pending.task.process(self._st, payloads)
-        self._after(pending, outcome)
-
-    def _after(self, pending: _Pending, outcome: Outcome) -> None:
-        if outcome == Outcome.RETRY and self._expired:
-            self._next_id += 1   # not again: past the hard lifetime nothing new starts (sa_timers.expire)
-            self._end_pending(pending.task)
-            return
-        if outcome == Outcome.RETRY:
-            if pending.task.exchange == ExchangeType.IKE_SA_INIT:
-                # IKE_SA_INIT is retried with message ID 0; the responder kept no state
-                self._st.spi_r = bytes(8)
-                if self._st.resolving is not None:  # redirected to an FQDN: look it up first
-                    self._queue.insert(0, pending.task)
-                    self._await_address()
-                    return
-                self._send_request(pending.task, pending.message_id)
-            else:  # any other exchange is retried as a new exchange (RFC 7296 §1.3)
-                self._next_id += 1
-                self._send_request(pending.task, self._next_id)
-            return
-        self._next_id += 1
-        if outcome == Outcome.CLOSE:
-            closing = self._state in (State.DELETING, State.REKEYED)
-            self._close(self._delete_reason if closing else DownReason.NEGOTIATION_FAILED)
-        elif outcome == Outcome.AUTH_FAILED:
-            self._send_once(informational.AuthFailedTask())
-            self._close(DownReason.AUTH_FAILED)
-        elif outcome == Outcome.REDIRECT:
-            self._state = State.ESTABLISHED  # authenticated: the gateway hears our DELETE
-            redirect, self._st.auth_redirect = self._st.auth_redirect, None
-            if redirect is not None:
-                self._follow_auth_redirect(redirect)
-            self.delete(self._now, DownReason.REDIRECTED)
-        else:
-            self._enqueue(pending.task.followups())
-            if self._state == State.CONNECTING and self._st.peer_id is not None:
-                self._state = State.ESTABLISHED
-                self._st.forget_setup()
-            if self._st.rekey is not None:
-                self._spawn_successor()
-            else:
-                self._rearm_failed_rekey(pending.task)
-                self._delay_retry(pending.task)
-
-    def _send_once(self, task: Task) -> None:
-        """A request that is never retransmitted (an error report just before closing)."""
-        data = self._encode(task.exchange, self._next_id, task.build(self._st), response=False)
-        self._next_id += 1
-        self._outbox.extend((d, self._st.remote_addr) for d in data)
-
-    def _give_up(self, pending: _Pending) -> None:
-        tries = self._st.config.retransmit.tries
-        if pending.task.on_give_up is GiveUp.CLOSE:
-            self._close(self._delete_reason)
-            return
-        if self._heir is not None:  # the peer is done with the replaced SA; the heir carries on
-            self._close(DownReason.REKEYED)
-            return
-        if self._expired:
-            # the SA ends by its hard lifetime, which this exchange could only have saved it from: the
-            # service reestablishes an expired SA (services/ike/ikesas.py _after_expiry), not a dead peer
-            log.debug("%s: giving up after %d retransmissions past the hard lifetime", self.name, tries)
-            self._close(DownReason.EXPIRED)
-            return
-        log.debug("%s: giving up after %d retransmissions", self.name, tries)
-        self._st.emit(PeerUnreachable(self.name, tries))
-        dead = pending.task.on_give_up is GiveUp.DEAD_PEER
-        self._close(DownReason.DEAD_PEER if dead else DownReason.PEER_UNREACHABLE)
+    _start_next = sa_requester.start_next
+    _send_request = sa_requester.send_request
+    _on_response = sa_requester.on_response
+    _accept_response = sa_requester.accept_response
+    _after = sa_requester.after
+    _send_once = sa_requester.send_once
+    _give_up = sa_requester.give_up
+    _queued = sa_requester.queued
+    _rekeying = sa_requester.rekeying
 
     # ------------------------------------------------------------------ redirect (RFC 5685, sa_redirect.py)
 
@@ -760,123 +624,17 @@ class IkeSa:
     _resolve_failed = sa_redirect.resolve_failed
     _follow_auth_redirect = sa_redirect.follow_auth_redirect
 
-    # ------------------------------------------------------------------ requests we answer
+    # ------------------------------------------------------------------ requests we answer (sa_responder.py)
 
-    def _on_request(self, msg: Message, datagram: bytes, addr: Address, local: Address | None) -> None:
-        if self._last_response is not None and msg.message_id == self._last_response[0]:
-            if msg.message_id + 1 == self._peer_id:
-                self._outbox.extend((d, addr) for d in self._last_response[1])  # retransmitted request
-            return
-        if msg.message_id != self._peer_id:
-            return
-        if msg.exchange == ExchangeType.IKE_SA_INIT:
-            self._respond_init(msg, datagram, addr)
-            return
-        if self._st.rx is None:
-            return
-        try:
-            payloads = self._decrypt_request(msg, datagram)
-        except _Refuse as refusal:
-            self._respond(msg, Response([refusal.payload]), addr)
-            return
-        if payloads is None:
-            return
-        self._serve(msg, payloads, addr, local)
-
-    def _serve(self, msg: Message, payloads: tuple[Payload, ...], addr: Address, local: Address | None) -> None:
-        """Answer an authenticated request (whole or reassembled)."""
-        if self._waiting is not None:
-            return  # a retransmission of the request whose answer waits for the backend
-        self._last_heard = self._now
-        if not self._st.mobike:
-            self._float(addr, local)  # with MOBIKE only UPDATE_SA_ADDRESSES moves the SA (exchanges/mobike.py)
-        self._st.request_path = (addr, local)
-        try:
-            response = self._dispatch(msg.exchange, payloads)
-        finally:
-            self._st.request_path = None
-        if response is None:
-            # an authenticated request we cannot serve here still gets an answer,
-            # or the peer would retransmit it and its window would stall
-            response = Response([notify(NotifyType.INVALID_SYNTAX)])
-        if response.awaits is not None:
-            self._waiting = _Waiting(msg.message_id, msg.exchange, addr, response.awaits)
-            return
-        self._answer(msg.message_id, msg.exchange, response, addr)
-
-    def _answer(self, message_id: int, exchange: int, response: Response, addr: Address) -> None:
-        """Send the response to an authenticated request and act on what it started."""
-        if self._state == State.CONNECTING and self._st.peer_id is not None and not response.close:
-            self._state = State.ESTABLISHED  # IKE_AUTH authenticated the peer
-            self._st.forget_setup()          # the response is built: AUTH and the Child SA's keys are done
-        if response.close and response.reason is DownReason.DELETED_BY_PEER and self._adopt_peer_rekey():
-            response = Response(response.payloads)   # the peer's new IKE SA carries on: see _adopt_peer_rekey
-        self._respond_to(message_id, exchange, response, addr)
-        if self._st.redirected_to is not None and self._redirect_deadline is None and self._state == State.ESTABLISHED:
-            # RFC 5685 §6: the client deletes the SA; if it does not, we do (as strongSwan, after half_open_timeout)
-            self._redirect_deadline = self._now + self._st.config.half_open_timeout
-        self._queue_followups(response.followups)
-        if self._st.rekey is not None and self._state == State.ESTABLISHED:
-            self._spawn_successor()
-
-    def _queue_followups(self, tasks: Sequence[Task]) -> None:
-        kept = [
-            task for task in tasks
-            # a liveness check on its way already, or moot, is not asked for again
-            if not (task.coalesces and (self._state != State.ESTABLISHED or self._queued(type(task))))
-        ]
-        self._enqueue(kept)
-
-    def _queued(self, kind: type[Task]) -> bool:
-        """A task of this kind waits or is in flight."""
-        tasks = [*self._queue, *([self._pending.task] if self._pending else [])]
-        return any(type(t) is kind for t in tasks)
-
-    def _respond_init(self, msg: Message, datagram: bytes, addr: Address) -> None:
-        responder = responder_for(msg.exchange, self._state, self._st.is_initiator, msg.payloads)
-        if responder is None:
-            return
-        self._st.spi_i = msg.spi_i
-        self._st.init_request = datagram
-        self._state = State.CONNECTING
-        response = responder.respond(self._st, msg.payloads, None)
-        data = self._respond(msg, response, addr)
-        self._st.init_response = data[0]
-
-    def _dispatch(self, exchange: int, payloads: tuple[Payload, ...]) -> Response | None:
-        responder = responder_for(exchange, self._state, self._st.is_initiator, payloads)
-        if responder is None:
-            return None
-        return responder.respond(self._st, payloads, self._pending.task if self._pending else None)
-
-    def _rekeying(self) -> bool:
-        tasks = [*self._queue, *([self._pending.task] if self._pending else [])]
-        return any(t.rekeys_ike_sa for t in tasks)
-
-    def _respond(self, msg: Message, response: Response, addr: Address) -> tuple[bytes, ...]:
-        return self._respond_to(msg.message_id, msg.exchange, response, addr)
-
-    def _respond_to(self, message_id: int, exchange: int, response: Response, addr: Address) -> tuple[bytes, ...]:
-        data = self._encode(exchange, message_id, response.payloads, response=True)
-        self._last_response = (message_id, data)
-        self._peer_id = message_id + 1
-        self._reassembly.pop(False, None)
-        self._outbox.extend((d, addr) for d in data)
-        if response.close:
-            self._close(response.reason)
-        return data
-
-    def _decrypt_request(self, msg: Message, datagram: bytes) -> tuple[Payload, ...] | None:
-        """The inner payloads; None to drop silently; raises _Refuse to answer with an error."""
-        assert self._st.rx is not None
-        try:
-            return decrypt_message(datagram, msg, self._st.rx)
-        except IntegrityError:
-            return None
-        except UnsupportedCriticalPayload as exc:
-            raise _Refuse(notify(NotifyType.UNSUPPORTED_CRITICAL_PAYLOAD, bytes([exc.payload_type]))) from None
-        except DecodeError:
-            raise _Refuse(notify(NotifyType.INVALID_SYNTAX)) from None
+    _on_request = sa_responder.on_request
+    _serve = sa_responder.serve
+    _answer = sa_responder.answer
+    _queue_followups = sa_responder.queue_followups
+    _respond_init = sa_responder.respond_init
+    _dispatch = sa_responder.dispatch
+    _respond = sa_responder.respond
+    _respond_to = sa_responder.respond_to
+    _decrypt_request = sa_responder.decrypt_request
 
     # ------------------------------------------------------------------ fragments (RFC 7383, sa_fragments.py)
 
@@ -995,22 +753,6 @@ class IkeSa:
             for lease in st.peer_vips:
                 st.address_pool.release(lease, st.peer_id)
         st.peer_vips = ()
-
-
-class _Refuse(Exception):
-    def __init__(self, payload: Payload) -> None:
-        super().__init__("refuse request")
-        self.payload = payload
-
-
-def _decode_inner(first: int, plain: bytes) -> tuple[Payload, ...]:
-    """The payloads of an authenticated plaintext; raises _Refuse with the error to answer."""
-    try:
-        return decode_payloads(first, plain)
-    except UnsupportedCriticalPayload as exc:
-        raise _Refuse(notify(NotifyType.UNSUPPORTED_CRITICAL_PAYLOAD, bytes([exc.payload_type]))) from None
-    except DecodeError:
-        raise _Refuse(notify(NotifyType.INVALID_SYNTAX)) from None
 
 
 def _nonzero_spi(rng: Rng) -> bytes:

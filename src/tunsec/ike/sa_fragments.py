@@ -18,6 +18,7 @@ from .events import Address
 from .exchanges.base import Response
 from .fragments import FragmentRejected, Reassembly, max_message_len
 from .message import DecodeError, Message, Payload, SkfPayload, decode_payloads, encode_payloads
+from .sa_responder import _decode_inner, _Refuse
 from .sk import IntegrityError, encrypt_fragments, encrypt_message, fragment_content_len, open_sealed, sealed_len
 
 if TYPE_CHECKING:
@@ -61,8 +62,6 @@ def fragment_limit(self: IkeSa) -> int | None:
 def on_fragment(self: IkeSa, msg: Message, datagram: bytes, addr: Address, local: Address | None) -> None:
     """An Encrypted Fragment message: verified before it is kept (§2.6); the message
     it completes goes where an unfragmented one would."""
-    from .sa import _decode_inner, _Refuse  # here: sa.py imports this module
-
     skf = msg.payloads[-1]
     assert isinstance(skf, SkfPayload)
     if self._st.rx is None or msg.exchange == ExchangeType.IKE_SA_INIT:

@@ -194,7 +194,7 @@ class IkeSaState:
     # we initiated the first IKE SA of this lineage (kept across IKE rekeys, which may swap the
     # roles): the side that decides on addresses and sends UPDATE_SA_ADDRESSES (RFC 4555 §3.1)
     original_initiator: bool = False
-    # the (source, destination) of the authenticated request being answered (set by sa.py for
+    # the (source, destination) of the authenticated request being answered (set by sa_responder.py for
     # the responders; destination None if the socket did not tell)
     request_path: tuple[Address, Address | None] | None = None
     # a MOBIKE return routability check is under way: the Child SAs stay at this address until

@@ -16,8 +16,8 @@ Where a new exchange goes (IKE_INTERMEDIATE, a MOBIKE UPDATE_SA_ADDRESSES, ...):
    ``followups()`` of the exchange it follows (IKE_INTERMEDIATE: IkeSaInitTask's).
 
 A feature that changes every message rather than adding an exchange belongs in
-the transport's encode/decode path (``sa.py``: ``_encode``, ``_open``,
-``_decrypt_request``), not in a task: IKE fragmentation (RFC 7383) is there
+the transport's encode/decode path (``sa_fragments.py``: ``_encode``; ``sa.py``:
+``_open``; ``sa_responder.py``: ``_decrypt_request``), not in a task: IKE fragmentation (RFC 7383) is there
 (``_encode`` splits, ``_on_fragment`` reassembles; rules in ``fragments.py``).
 
 A stateless answer to an IKE_SA_INIT request, given before any SA exists (COOKIE,
