@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_ikeservice_peers import InProcessWorker, ipv4_udp
@@ -17,6 +18,7 @@ from test_reload_manual import KEY_A2, Harness, conf, sa_pair, tunnel
 from tunsec.dataplane import pipe
 from tunsec.dataplane.fastpath import Drop
 from tunsec.dataplane.pipe import Direction
+from tunsec.status import render
 
 OUT_SPI, IN_SPI = 0xC0020001, 0xC0010001
 PACKET = ipv4_udp("10.1.0.5", "10.2.1.5", b"x" * 100)   # 128 bytes inside: 7 fit under life_bytes
@@ -46,7 +48,7 @@ def test_a_manual_sa_at_its_hard_lifetime_is_removed_and_stays_removed(
         assert h.sas() == {(IN_SPI, Direction.IN)}   # removed by the worker, no DELETE sent
         assert not any(isinstance(m, pipe.Delete) for m in h.worker.log)
         svc = h.daemon.manual
-        assert svc.expired == {(OUT_SPI, Direction.OUT, svc.plans[0].outbound.remote)}
+        assert set(svc.expired) == {(OUT_SPI, Direction.OUT, svc.plans[0].outbound.remote)}
         assert any("reached its hard bytes limit; removed" in r.getMessage() for r in caplog.records)
 
         # its traffic: dropped (no_sa), never sent; the ACQUIRE is the manual service's, not logged as unowned
@@ -69,5 +71,45 @@ def test_a_manual_sa_at_its_hard_lifetime_is_removed_and_stays_removed(
         assert answer["ok"] and answer["message"] == "manual tunnels replaced: site"
         assert h.sas() == sa_pair(1) and not svc.expired
         assert h.worker.dp.outbound(PACKET)[2] is Drop.NONE
+
+    asyncio.run(body())
+
+
+async def tunnel_status(h: Harness) -> tuple[dict[str, Any], str]:
+    """The tunnel's part of the daemon's answer to `tunsec status`, and the CLI's text of it."""
+    h.worker.pid, h.worker.malformed = 4242, 0   # type: ignore[attr-defined]  # as WorkerClient's (status reads them)
+    answer = await h.daemon._command(b'{"cmd": "status"}')
+    assert answer["ok"], answer
+    [t] = answer["status"]["tunnels"]
+    return t, render(answer["status"])
+
+
+def test_status_shows_a_manual_sa_that_expired_until_new_keys_replace_it(tmp_path: Path) -> None:
+    """The worker removed the outbound SA at its hard bytes limit: `tunsec status` still names it, as
+    expired, why, and what brings the tunnel back; after a reload with new keys it is a live SA again."""
+    async def body() -> None:
+        h = Harness(tmp_path, conf(tmp_path, limited()))
+        events_to_daemon(h)
+        await h.start()
+        t, _ = await tunnel_status(h)
+        assert t["expired"] == [] and {sa["spi"] for sa in t["sas"]} == {f"{IN_SPI:08x}", f"{OUT_SPI:08x}"}
+        for _ in range(8):
+            h.worker.dp.outbound(PACKET)
+        h.worker.worker.drain_events()
+        assert h.sas() == {(IN_SPI, Direction.IN)}
+
+        t, text = await tunnel_status(h)
+        assert [sa["spi"] for sa in t["sas"]] == [f"{IN_SPI:08x}"]
+        assert t["expired"] == [{"spi": f"{OUT_SPI:08x}", "direction": "out", "reason": "bytes",
+                                 "hint": "manual keys cannot be renewed: reload with new keys"}]
+        assert (f"  out SPI {OUT_SPI:08x} expired: hard bytes limit reached, removed, traffic dropped; "
+                "manual keys cannot be renewed: reload with new keys") in text.splitlines()
+
+        answer = await h.reload(conf(tmp_path, limited(KEY_A2)))
+        assert answer["ok"], answer
+        t, text = await tunnel_status(h)
+        assert t["expired"] == [] and "expired" not in text
+        assert {(sa["spi"], sa["direction"]) for sa in t["sas"]} == {(f"{IN_SPI:08x}", "in"),
+                                                                     (f"{OUT_SPI:08x}", "out")}
 
     asyncio.run(body())

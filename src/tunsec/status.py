@@ -152,6 +152,9 @@ def render(doc: dict[str, Any]) -> str:
                 f"  {sa['direction']:<3} SPI {sa['spi']} {sa['state']}: {sa_counters_text(sa)}, "
                 f"seq {sa['seq']}{', ESN' if sa['esn'] else ''}{window}"
             )
+        for sa in t.get("expired", ()):
+            lines.append(f"  {sa['direction']:<3} SPI {sa['spi']} expired: hard {sa['reason']} limit reached, "
+                         f"removed, traffic dropped; {sa['hint']}")
     if doc["policies"]:
         lines.append("policies:")
         for p in doc["policies"]:

@@ -136,8 +136,9 @@ class ManualService(Service):
         self._again: dict[SaKey, int] = {}
         self._background: set[asyncio.Task[None]] = set()
         # SAs that reached a hard lifetime: the worker removed them, and no worker gets them again
-        # with the same keys (a restarted one neither); a reload that changes the tunnel clears them
-        self.expired: set[SaKey] = set()
+        # with the same keys (a restarted one neither); a reload that changes the tunnel clears them.
+        # The limit it reached (time, bytes, packets, seq_overflow): status shows why the tunnel is dead
+        self.expired: dict[SaKey, str] = {}
         self.closing = False
 
     # --- what the daemon sets up -------------------------------------------------
@@ -257,7 +258,8 @@ class ManualService(Service):
             with contextlib.suppress(WorkerError):   # already gone (a worker restart) is gone
                 await worker.request(make)
         self.ids.release_policy_ids([pol.id for pol in p.policies])
-        self.expired -= {sa_key(sa.spi, sa.direction, sa.remote) for sa in (p.inbound, p.outbound)}
+        for sa in (p.inbound, p.outbound):
+            self.expired.pop(sa_key(sa.spi, sa.direction, sa.remote), None)
         self.ids.release_reqid(p.reqid)
         for sa in (p.inbound, p.outbound):
             key = sa_key(sa.spi, sa.direction, sa.remote)
@@ -361,7 +363,7 @@ class ManualService(Service):
             case pipe.Expire() if (key := sa_key(msg.spi, msg.direction, msg.remote)) in self.seq:
                 what = "hard" if msg.hard else "soft"
                 if msg.hard:   # whatever the limit (time, bytes, packets, sequence numbers) the worker removed it
-                    self.expired.add(key)
+                    self.expired[key] = msg.reason.name.lower()
                 log.warning("SA %s %08x reached its %s %s limit%s", msg.direction.name.lower(), msg.spi,
                             what, msg.reason.name.lower(),
                             "; removed, manual keys cannot be renewed: replace them in the config"
@@ -386,15 +388,16 @@ class ManualService(Service):
     # --- status ----------------------------------------------------------------------
     def status(self, dump: pipe.Reply) -> dict[str, Any]:
         sas = {sa_key(sa.spi, sa.direction, sa.remote): sa for sa in dump.sas}
-        return {"tunnels": [self._tunnel_status(p, sas) for p in self.plans]}
+        return {"tunnels": [self._tunnel_status(p, sas, self.expired) for p in self.plans]}
 
     @classmethod
     def idle_status(cls) -> dict[str, Any]:
         return {"tunnels": []}
 
     @staticmethod
-    def _tunnel_status(p: ManualPlan, sas: dict[SaKey, SaInfo]) -> dict[str, Any]:
+    def _tunnel_status(p: ManualPlan, sas: dict[SaKey, SaInfo], expired: dict[SaKey, str]) -> dict[str, Any]:
         t = p.tunnel
+        keys = (sa_key(p.inbound.spi, Direction.IN, None), sa_key(p.outbound.spi, Direction.OUT, p.outbound.remote))
         return {
             "name": t.name,
             "type": "manual",
@@ -403,7 +406,10 @@ class ManualService(Service):
             "esp": str(t.esp),
             "local_ts": [str(ts) for ts in t.local_ts],
             "remote_ts": [str(ts) for ts in t.remote_ts],
-            "sas": [sa_status(sas[k]) for k in (sa_key(p.inbound.spi, Direction.IN, None),
-                                                sa_key(p.outbound.spi, Direction.OUT, p.outbound.remote))
-                    if k in sas],
+            "sas": [sa_status(sas[k]) for k in keys if k in sas],
+            # removed by the worker at a hard lifetime, and not installed again with these keys: the
+            # tunnel is dead in that direction (its traffic dropped) until a reload brings new keys
+            "expired": [{"spi": f"{k[0]:08x}", "direction": k[1].name.lower(), "reason": expired[k],
+                         "hint": "manual keys cannot be renewed: reload with new keys"}
+                        for k in keys if k in expired and k not in sas],
         }
