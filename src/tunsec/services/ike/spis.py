@@ -126,8 +126,8 @@ class SpiPool:
         answers = await answered([send_soon(w, "Delete", functools.partial(pipe.Delete, spi=spi,
                                                                           direction=pipe.Direction.IN))
                                   for spi in spis])
-        if (failed := next((a for a in answers if isinstance(a, WorkerError)), None)) is not None:
-            if (held := self._return_log.admit()) is not None:
+        if (failed := next((a for a in answers if isinstance(a, WorkerError)), None)) is not None \
+                and (held := self._return_log.admit()) is not None:
                 log.warning("DELETE of unused inbound SPIs failed: %s%s", failed, suffix(held))
 
     def clear(self) -> None:
