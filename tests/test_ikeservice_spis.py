@@ -36,9 +36,15 @@ def test_ike_auth_waits_for_an_spi_when_the_pool_is_empty() -> None:
     async def body() -> None:
         gw = Gateway(1)
         await gw.start()
-        gw.service.spi_pool.spis.clear()          # as if the first refill had not come back yet
         gw.connect(0)
+        (init,) = gw.sites[0].datagrams_to_send(time.monotonic())
+        gw.service.receive(init.data, (site_ip(0), 500))
+        gw.service._pump()                        # answered (in gw.wire), its SPI asked for ahead
+        for _ in range(5):
+            await asyncio.sleep(0)
+        gw.service.spi_pool.spis.clear()          # as if a burst had taken them all meanwhile
         await gw.settle()
+        assert (gw.service.spi_pool.spi_waits, gw.service.spi_pool.held_total) == (1, 1)
         assert failures(gw, 0) == []
         (child,) = gw.children_of(0)
         assert child.spi_out == SHARED_SPI
