@@ -134,6 +134,7 @@ class Burst:
         self.profile = profile
         self.client_cpu = 0.0
         self.worker_cpu = 0.0
+        self.spi_waits = 0      # IKE_AUTHs the gateway held for want of an inbound SPI (ike_held.spi_waits)
         self.wire: Wire = collections.deque()
         self.wake = _Wake()
         psk = "burst" * 8
@@ -252,6 +253,7 @@ class Burst:
         if self.profile is not None:
             self.profile.disable()
         total = time.process_time() - cpu0
+        self.spi_waits = service.spi_pool.spi_waits
         return total, self.client_cpu
 
     def _client_step(self, clients: IkeEndpoint) -> bool:
@@ -292,7 +294,8 @@ def main() -> int:
         gw = total - clients
         print(f"N = {args.clients}: CPU {total:.3f} s, clients {clients:.3f} s, "
               f"gateway {gw:.3f} s = {1000 * gw / args.clients:.2f} ms per client "
-              f"(of which the worker's pipe side {1000 * burst.worker_cpu / args.clients:.2f})", flush=True)
+              f"(of which the worker's pipe side {1000 * burst.worker_cpu / args.clients:.2f}); "
+              f"IKE_AUTHs that waited for an inbound SPI {burst.spi_waits}", flush=True)
         best = gw if best is None else min(best, gw)
         if prof is not None:
             prof.dump_stats(args.profile)

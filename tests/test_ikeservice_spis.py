@@ -25,7 +25,7 @@ from tunsec.dataplane.fastpath import Drop
 from tunsec.dataplane.pipe import Direction, Errno
 from tunsec.ike.events import ChildSaUp, NegotiationFailed
 from tunsec.ike.sa import IkeSa
-from tunsec.services.ike import HELD_MAX, SPI_POOL
+from tunsec.services.ike import HELD_MAX, SPI_POOL, spis
 
 
 def failures(gw: Gateway, i: int) -> list[NegotiationFailed]:
@@ -36,9 +36,15 @@ def test_ike_auth_waits_for_an_spi_when_the_pool_is_empty() -> None:
     async def body() -> None:
         gw = Gateway(1)
         await gw.start()
-        gw.service.spi_pool.spis.clear()          # as if the first refill had not come back yet
         gw.connect(0)
+        (init,) = gw.sites[0].datagrams_to_send(time.monotonic())
+        gw.service.receive(init.data, (site_ip(0), 500))
+        gw.service._pump()                        # answered (in gw.wire), its SPI asked for ahead
+        for _ in range(5):
+            await asyncio.sleep(0)
+        gw.service.spi_pool.spis.clear()          # as if a burst had taken them all meanwhile
         await gw.settle()
+        assert (gw.service.spi_pool.spi_waits, gw.service.spi_pool.held_total) == (1, 1)
         assert failures(gw, 0) == []
         (child,) = gw.children_of(0)
         assert child.spi_out == SHARED_SPI
@@ -226,3 +232,60 @@ def test_an_ike_sa_whose_timer_raises_does_not_stop_the_others(caplog: pytest.Lo
         assert len(errors) == 1 and errors[0].exc_info is not None
     with caplog.at_level(logging.ERROR, logger="tunsec.ike"):
         run(body())
+
+
+def test_a_burst_of_ike_auths_finds_its_spis_asked_for_ahead() -> None:
+    """More clients at once than the pool holds: each IKE_SA_INIT answered asks for the SPI its
+    IKE_AUTH will take, so none of the IKE_AUTHs waits for a refill (68 of 100 did in
+    bench/ike_burst.py when the refill started only as an IKE_AUTH took the pool's SPIs)."""
+    async def body() -> None:
+        n = SPI_POOL + 8
+        gw = Gateway(n)
+        await gw.start()
+        for i in range(n):
+            gw.connect(i)
+        await gw.settle()
+        assert [failures(gw, i) for i in range(n)] == [[]] * n
+        assert all(len(gw.children_of(i)) == 1 for i in range(n))
+        pool = gw.service.spi_pool
+        assert (pool.spi_waits, pool.held_total) == (0, 0)
+        assert gw.service.status(pipe.Reply(1, pipe.MsgType.DUMP, Errno.OK))["ike_held"]["spi_waits"] == 0
+        assert len(pool.spis) == SPI_POOL and pool.returned == 0   # none asked for in vain
+    run(body())
+
+
+def test_a_flood_of_ike_sa_inits_reserves_a_bounded_number_of_spis_and_returns_them(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """IKE_SA_INITs that never continue (spoofed): each asks for an SPI ahead, but no more than
+    SPI_POOL_BURST beyond the pool; when the half-open SAs time out the worker gets them back."""
+    monkeypatch.setattr(spis, "SPI_POOL_BURST", 8)
+    async def body() -> None:
+        n = 20
+        gw = Gateway(n)
+        await gw.start()
+        for i in range(n):
+            gw.connect(i)
+            (init,) = gw.sites[i].datagrams_to_send(time.monotonic())
+            gw.service.receive(init.data, (site_ip(i), 500))
+            gw.service._pump()
+        gw.wire.clear()                     # the answers go nowhere: no IKE_AUTH follows
+        for _ in range(10):
+            await asyncio.sleep(0)
+        pool = gw.service.spi_pool
+        assert gw.service.endpoint.half_open == n
+        getspis = [m for m in gw.worker.log if isinstance(m, pipe.GetSpi)]
+        assert len(pool.spis) == len(getspis) == SPI_POOL + 8      # asked ahead, and bounded
+        # the half-open SAs time out (the engine's clock moved on; the service's timer fires)
+        gw.service.endpoint.handle_timer(time.monotonic() + 3600)
+        gw.service._pump()
+        await gw.settle()
+        assert gw.service.endpoint.half_open == 0
+        assert len(pool.spis) == SPI_POOL and pool.returned == 8
+        deleted = {m.spi for m in gw.worker.log if isinstance(m, pipe.Delete)}
+        assert len(deleted) == 8 and not deleted & set(pool.spis)
+        larval = {s.spi for s in gw.worker.dp.sas() if s.direction is Direction.IN}
+        assert not deleted & larval and set(pool.spis) <= larval   # the worker holds only the pool's now
+        gw.connect(0)           # and the pool still serves
+        await gw.settle()
+        assert failures(gw, 0) == [] and len(gw.children_of(0)) == 1
+    run(body())

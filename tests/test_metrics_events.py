@@ -106,6 +106,8 @@ def test_datagrams_held_for_an_spi_and_install_waits_are_scraped() -> None:
         got = await scrape(svc)
         assert got["tunsec_ike_datagrams_held_total"] == HELD_MAX
         assert got["tunsec_ike_datagrams_held_dropped_total"] == 3
+        # the junk is INFORMATIONAL by its header: held, but not an IKE_AUTH that waited
+        assert held["spi_waits"] == got["tunsec_ike_auth_spi_waits_total"] == 0
         await pair.settle()   # the refill lets them in (the engine drops them: no such SA)
         got = await scrape(svc)
         assert got["tunsec_ike_datagrams_waiting"] == 0 and got["tunsec_ike_datagrams_held_total"] == HELD_MAX

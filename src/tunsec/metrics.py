@@ -224,6 +224,10 @@ def ike_families(doc: dict[str, Any]) -> Iterator[Metric]:
                             value=held.get("waiting", 0))
     yield CounterMetricFamily("tunsec_ike_datagrams_held", "Incoming IKE datagrams that waited for an inbound SPI "
                               "from the worker (the pool was empty)", value=held.get("held", 0))
+    yield CounterMetricFamily("tunsec_ike_auth_spi_waits", "IKE_AUTH requests that waited for an inbound SPI "
+                              "(of tunsec_ike_datagrams_held)", value=held.get("spi_waits", 0))
+    yield CounterMetricFamily("tunsec_ike_spis_returned", "Pooled inbound SPIs handed back to the worker "
+                              "(half-open IKE SAs that timed out or failed)", value=held.get("spis_returned", 0))
     yield CounterMetricFamily("tunsec_ike_datagrams_held_dropped", "Incoming IKE datagrams dropped because the "
                               "most that may wait for an inbound SPI already did", value=held.get("held_dropped", 0))
     yield CounterMetricFamily("tunsec_ike_install_waits", "Times outgoing IKE waited for Child SA installs or "

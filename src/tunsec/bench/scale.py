@@ -520,6 +520,7 @@ class ScaleResult:
     install_holds: int = 0          # tunsec: IKE SAs whose answers waited for their Child SA installs ...
     install_hold_mean: float | None = None   # ... seconds on average (the pipe round trip as the answer sees it)
     install_hold_max: float | None = None    # ... and at most
+    spi_waits: int = 0              # tunsec: IKE_AUTHs that waited for an inbound SPI (ike_held.spi_waits)
     reason: str = ""
 
     @property
@@ -593,6 +594,7 @@ def _install_holds(gateway: TunsecGateway, res: ScaleResult) -> None:
     except (Unavailable, ValueError):
         return
     res.install_holds = int(held.get("install_holds", 0))
+    res.spi_waits = int(held.get("spi_waits", 0))
     if res.install_holds:
         res.install_hold_mean = float(held.get("install_hold_seconds", 0.0)) / res.install_holds
         res.install_hold_max = float(held.get("install_hold_max", 0.0))
@@ -654,6 +656,7 @@ def format_table(results: Sequence[ScaleResult]) -> str:
         ("  worker: packet loops", [_tunsec_only(r, r.cpu_loops * 1000 / r.clients) for r in results], 2),
         ("install hold ms, mean", [_ms(r.install_hold_mean) for r in results], 1),
         ("install hold ms, max", [_ms(r.install_hold_max) for r in results], 1),
+        ("IKE_AUTHs that waited for an SPI", [_tunsec_only(r, r.spi_waits) for r in results], 0),
         ("client charon CPU s", [r.cpu_clients for r in results], 2),
     ]
     ti, si = (names.index("tunsec") if t else -1), (names.index("strongswan") if s else -1)

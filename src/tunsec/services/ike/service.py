@@ -365,6 +365,7 @@ class IkeService(Service):
                 self._event(sa, ev)
         if self._peers_to_check:
             self._follow_peers()
+        self.spi_pool.follow_half_open()   # before the IKE_SA_INIT answers leave: GETSPI overlaps the next flight
         self.barrier.flush()
         self._arm()
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import functools
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from tunsec.dataplane import pipe
-from tunsec.dataplane.client import WorkerClient, WorkerError, answered, send_soon
+from tunsec.dataplane.client import Sent, WorkerClient, WorkerError, answered, send_soon
 from tunsec.ike.state import SpiUnavailable
 from tunsec.loglimit import LogLimiter, suffix
 from tunsec.services.ike.barrier import Barrier
@@ -31,10 +32,22 @@ HELD_MAX = 1024
 HELD_BYTES_MAX = 4 << 20
 
 
+def _is_ike_auth_request(data: bytes) -> bool:
+    """An IKE_AUTH request (RFC 7296 §3.1: exchange type 35, the Response flag clear)."""
+    return len(data) >= 20 and data[18] == 35 and not data[19] & 0x20
+
+
 def _may_need_spi(data: bytes) -> bool:
     """Whether a datagram belongs to an existing IKE SA (its responder SPI is set), so handling
     it may take an inbound Child SA SPI; IKE_SA_INIT requests (and junk too short) do not."""
     return len(data) >= 16 and any(data[8:16])
+
+
+@dataclasses.dataclass
+class _Batch:
+    """GETSPIs sent together: to which worker (SpiPool._generation), how many not answered yet."""
+    generation: int
+    pending: int
 
 
 class SpiPool:
@@ -51,15 +64,22 @@ class SpiPool:
         self._deliver = deliver    # a datagram into the engine
         self._pump = pump          # after held actions ran: events, datagrams, timer
         self.spis: collections.deque[int] = collections.deque()
-        self._refill: asyncio.Task[None] | None = None
+        self._asking = 0           # GETSPIs sent and not answered yet (to this worker: _generation)
+        self._generation = 0       # bumped by clear (a new worker)
+        self._batches: set[asyncio.Task[None]] = set()   # what collects their answers (refill waits for it)
         self._spi_wait = False     # the pool is empty and a refill in flight: the barrier is up (_spi_barrier)
         self._held: collections.deque[Callable[[], None]] = collections.deque()   # what waits for an SPI
         self._held_datagrams = 0   # how many of those are incoming datagrams (at most HELD_MAX)
         self._held_bytes = 0       # and their size (at most HELD_BYTES_MAX)
         self.held_total = 0        # incoming IKE datagrams that waited for an SPI (status: ike_held)
+        self.spi_waits = 0         # of those, IKE_AUTH requests (status: ike_held.spi_waits; see follow_half_open)
         self.held_dropped = 0      # incoming IKE datagrams dropped because HELD_MAX were already held
         self._held_log = LogLimiter()     # lines a flood can cause while inbound SPIs are short
         self._getspi_log = LogLimiter()
+        self._return_log = LogLimiter()
+        self._refused = False      # the last GETSPIs were refused: follow_half_open does not retry each pump
+        self._seen_half_open = 0   # the half-open count at the last follow_half_open
+        self.returned = 0          # pooled SPIs handed back to the worker (half-open SAs that went away)
 
     @property
     def starved(self) -> bool:
@@ -76,9 +96,45 @@ class SpiPool:
         """How many SPIs a refill tops the pool up to: SPI_POOL and one per half-open IKE SA."""
         return SPI_POOL + min(self._half_open(), SPI_POOL_BURST)
 
+    def follow_half_open(self) -> None:
+        """After the engine handled input (the service's pump): the pool follows the half-open count.
+
+        An IKE_SA_INIT just answered means an IKE_AUTH, and an SPI taken, one round trip of the
+        peer's later: ask for that SPI now, so GETSPI overlaps the client's next flight.  Asked
+        for only when the IKE_AUTH came, a burst found the pool empty and ~70% of its IKE_AUTHs
+        waited for a refill.  Half-open SAs that went away (timed out, failed; a spoofed
+        IKE_SA_INIT flood's) leave SPIs above the target: they go back to the worker, so what is
+        reserved stays bounded by target (SPI_POOL + SPI_POOL_BURST) and shrinks back after a flood.
+        After the worker refused GETSPI, only a grown count asks again here (else every pump would,
+        and the barrier of the refill in flight would hold the timer for ever); take asks again
+        whenever it finds the pool empty, as before."""
+        half_open, seen = self._half_open(), self._seen_half_open
+        self._seen_half_open = half_open
+        if half_open > seen:
+            self._refused = False
+        if not self._refused and len(self.spis) + self._asking < self.target:
+            self._start_refill()
+        elif not self._asking and (excess := len(self.spis) - self.target) > 0:
+            # the newest first: the oldest are handed out next (take pops from the left)
+            spis = [self.spis.pop() for _ in range(excess)]
+            self.returned += excess
+            self._spawn(self._return_spis(spis))
+
+    async def _return_spis(self, spis: list[int]) -> None:
+        """DELETE pooled (larval) SPIs the pool no longer needs; a failure only leaves them reserved."""
+        w = self.worker()
+        answers = await answered([send_soon(w, "Delete", functools.partial(pipe.Delete, spi=spi,
+                                                                          direction=pipe.Direction.IN))
+                                  for spi in spis])
+        if (failed := next((a for a in answers if isinstance(a, WorkerError)), None)) is not None \
+                and (held := self._return_log.admit()) is not None:
+                log.warning("DELETE of unused inbound SPIs failed: %s%s", failed, suffix(held))
+
     def clear(self) -> None:
         """A new worker: the old one's SPIs mean nothing to it."""
         self.spis.clear()
+        self._generation += 1
+        self._asking = 0
         self._spi_barrier()
 
     def take(self) -> int:
@@ -88,26 +144,42 @@ class SpiPool:
             self._start_refill()
             raise SpiUnavailable("no inbound SPI from the worker yet")
         spi = self.spis.popleft()
-        self._start_refill()
+        if not self.spis:   # else the pump tops up (follow_half_open): with the half-open SA taking
+            self._start_refill()   # this one gone from the count, not one SPI more asked and returned
         return spi
 
-    def _start_refill(self) -> asyncio.Task[None]:
-        """Top the pool up in the background (one refill at a time)."""
-        if self._refill is None:
-            self._refill = self._spawn(self._refill_spis())
-        self._spi_barrier()    # the pool may have just run empty under a refill in flight
-        return self._refill
+    def _start_refill(self) -> None:
+        """Top the pool up: GETSPIs for what is neither pooled nor already asked for leave now (not
+        from a task a loop turn later: before the IKE_SA_INIT answer that made them wanted), their
+        answers are collected in the background.  Pooled plus asked for never exceeds target."""
+        if (want := self.target - len(self.spis) - self._asking) > 0:
+            w = self.worker()
+            # larval_seconds=0: no larval timeout for these.  A pooled SPI is ours; a handed one is
+            # installed (ChildSaUp) or handed back (SpiUnused -> DELETE) by the engine, so none is
+            # expired under a negotiation, and an idle pool does not churn (it used to expire and
+            # log each SPI every 30 s); one waiter for all, no task per GETSPI (see answered)
+            batch = _Batch(self._generation, want)
+            got = functools.partial(self._got_spi, batch)
+            sent = [send_soon(w, "GetSpi", lambda r: pipe.GetSpi(r, 0xC0000000, 0xCFFFFFFF, larval_seconds=0), got)
+                    for _ in range(want)]
+            self._asking += want
+            task = self._spawn(self._collect(sent, batch))
+            self._batches.add(task)
+            task.add_done_callback(self._batches.discard)
+        self._spi_barrier()    # the pool may have just run empty under GETSPIs in flight
 
     async def refill(self) -> None:
-        """Top the pool up; returns when it is full (or the worker refused)."""
-        await asyncio.shield(self._start_refill())
+        """Top the pool up; returns when what was asked for is answered (or the worker refused)."""
+        self._start_refill()
+        if self._batches:
+            await asyncio.wait(set(self._batches))
 
     def _spi_barrier(self) -> None:
         """The install barrier (see Barrier.flush) is also up while the pool is empty and a
         refill is in flight: incoming IKE that may need an inbound SPI waits (see receive), and
         so do timers (a rekey takes one), rather than fail the Child SA with TEMPORARY_FAILURE.
         With no refill in flight (the worker refused GETSPI) nothing waits: the failure is real."""
-        wait = self._refill is not None and not self.spis
+        wait = self._asking > 0 and not self.spis
         if wait != self._spi_wait:
             self._spi_wait = wait
             if wait:
@@ -117,33 +189,33 @@ class SpiPool:
                 if self._held:   # SPIs are in: what waits for one runs now, not after every pending install
                     asyncio.get_running_loop().call_soon(self.run_held)
 
-    async def _refill_spis(self) -> None:
-        try:
-            # asked for all at once: one round trip per refill, not one per SPI (a burst of clients
-            # empties the pool again and again)
-            while (want := self.target - len(self.spis)) > 0:
-                # larval_seconds=0: no larval timeout for these.  A pooled SPI is ours; a
-                # handed one is installed (ChildSaUp) or handed back (SpiUnused -> DELETE)
-                # by the engine, so none is expired under a negotiation, and an idle
-                # pool does not churn (it used to expire and log each SPI every 30 s)
-                # (one waiter for all, no task per GETSPI: see answered)
-                w = self.worker()
-                answers = await answered([send_soon(
-                    w, "GetSpi", lambda r: pipe.GetSpi(r, 0xC0000000, 0xCFFFFFFF, larval_seconds=0))
-                    for _ in range(want)])
-                for replies in answers:     # keep every SPI the worker gave before reporting a failure
-                    if not isinstance(replies, WorkerError) and replies[0].spi is not None:
-                        self.spis.append(replies[0].spi)
-                self._spi_barrier()
-                if failed := next((a for a in answers if isinstance(a, WorkerError)), None):
-                    raise failed
-        except WorkerError as err:
+    def _got_spi(self, batch: _Batch, replies: list[pipe.Reply]) -> None:
+        """A GETSPI answer, as it is read: into the pool at once, before the IKE datagrams read in
+        the same turn (a burst's IKE_AUTHs), not a turn later when the batch's waiter runs."""
+        if batch.generation != self._generation:
+            return    # asked of a worker since replaced (clear): its SPIs mean nothing to the new one
+        batch.pending -= 1
+        self._asking -= 1
+        if replies[0].errno is pipe.Errno.OK and replies[0].spi is not None:
+            self.spis.append(replies[0].spi)
+        self._spi_barrier()
+
+    async def _collect(self, sent: list[Sent], batch: _Batch) -> None:
+        """The end of GETSPIs sent together (their SPIs went in as read, see _got_spi): one round trip
+        per batch, not one per SPI (the pipe's GETSPI asks for one SPI; a burst's are pipelined)."""
+        answers = await answered(sent)
+        if batch.generation != self._generation:
+            return
+        self._asking -= batch.pending     # unanswered (the worker went, a timeout): no longer asked for
+        batch.pending = 0
+        if failed := next((a for a in answers if isinstance(a, WorkerError)), None):
+            self._refused = True
             # rate-limited: with the SAD full, any datagram of an IKE SA (a peer's junk too) retries
             if (held := self._getspi_log.admit()) is not None:
-                log.warning("GETSPI failed: %s%s", err, suffix(held))
-        finally:
-            self._refill = None
-            self._spi_barrier()
+                log.warning("GETSPI failed: %s%s", failed, suffix(held))
+        else:
+            self._refused = False
+        self._spi_barrier()
 
     def larval_expired(self, spi: int) -> None:
         if spi in self.spis:
@@ -168,6 +240,7 @@ class SpiPool:
         else:
             self._held_datagrams += 1
             self.held_total += 1
+            self.spi_waits += _is_ike_auth_request(data)
             self._held_bytes += len(data)
             self._hold(functools.partial(self._receive_held_datagram, data, remote, local))
 

@@ -37,6 +37,8 @@ def status(ike_sas: list[dict[str, Any]], leases: list[dict[str, Any]], endpoint
         # the barrier: incoming datagrams that waited for an inbound SPI (now, in all, dropped at
         # HELD_MAX), and how often outgoing ones waited for installs or SPIs (see SpiPool.receive)
         "ike_held": {"waiting": spi_pool.held_waiting, "held": spi_pool.held_total,
+                     "spi_waits": spi_pool.spi_waits,   # of those, IKE_AUTH requests
+                     "spis_returned": spi_pool.returned,   # pooled SPIs handed back (half-open SAs gone)
                      "held_dropped": spi_pool.held_dropped,
                      "install_waits": barrier.install_waits,
                      # IKE SAs' datagrams held for their Child SA installs: how often, how long in all, longest
