@@ -185,6 +185,9 @@ def state_families(doc: dict[str, Any], worker_up: bool) -> Iterator[Metric]:
     yield CounterMetricFamily("tunsec_worker_malformed_messages", "Datagrams from the worker the control "
                               "process could not decode, dropped (since the worker started)",
                               value=doc.get("worker", {}).get("malformed", 0))
+    yield CounterMetricFamily("tunsec_worker_late_answers", "Answers from the worker to requests the control "
+                              "process had given up on (timed out), dropped (since the worker started)",
+                              value=doc.get("worker", {}).get("late_answers", 0))
     yield CounterMetricFamily("tunsec_ike_cookies_sent", "Stateless COOKIE answers (RFC 7296 2.6)",
                               value=stats.get("cookies_sent", 0))
     yield CounterMetricFamily("tunsec_ike_redirects_sent", "Stateless REDIRECT answers (RFC 5685)",
