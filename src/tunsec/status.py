@@ -162,7 +162,8 @@ def render(doc: dict[str, Any]) -> str:
     drops = doc["drops"]
     lines.append("drops: " + ", ".join(f"{k} {v}" for k, v in drops.items()))
     if doc.get("ike_drops"):
-        lines.append(f"IKE: {doc['ike_half_open']} half-open; unauthenticated: "
+        lines.append(f"IKE: {doc['ike_half_open']} half-open from {doc.get('ike_half_open_addresses', 0)} "
+                     f"addresses (at most {doc.get('ike_half_open_max_per_address', 0)} from one); unauthenticated: "
                      + ", ".join(f"{k} {v}" for k, v in doc["ike_drops"].items()))
     if doc.get("ike_fragments"):
         lines.append("IKE fragments: " + ", ".join(f"{k} {v}" for k, v in doc["ike_fragments"].items()))

@@ -513,3 +513,37 @@ def test_per_address_counts_stay_bounded_with_spoofed_sources() -> None:
     assert b.half_open == b.half_open_addresses == 80 and b.stats.half_open_limit == 70
     b.handle_timer(2.0 + TIMEOUT)
     assert b.half_open == 0 and b.half_open_addresses == 0 and b.sa_count == 0
+
+
+def test_status_shows_the_per_address_half_open_table_as_it_is_now() -> None:
+    """tunsec status (and its metrics): how many addresses hold half-open SAs and the most one
+    holds, read from the endpoint at status time: they rise with requests and fall as the SAs
+    authenticate or time out."""
+    from types import SimpleNamespace
+
+    from tunsec import metrics
+    from tunsec.services.ike import status as ike_status
+
+    b = IkeEndpoint([cfg(False)], limits=DosLimits(cookie_threshold_ip=10, block_threshold=20))
+    request = init_request()
+    held = SimpleNamespace(held_waiting=0, held_total=0, held_dropped=0, install_waits=0, install_holds=0,
+                           install_hold_seconds=0.0, install_hold_max=0.0, esp_on_ike_port=0)
+
+    def shown() -> tuple[int, int, int, float, float]:
+        doc = ike_status.status([], [], b, held, held, held, {})  # type: ignore[arg-type]
+        gauges = {m.name: m.samples[0].value for m in metrics.state_families(doc, False)
+                  if m.name.startswith("tunsec_ike_half_open")}
+        return (doc["ike_half_open"], doc["ike_half_open_addresses"], doc["ike_half_open_max_per_address"],
+                gauges["tunsec_ike_half_open_addresses"], gauges["tunsec_ike_half_open_max_per_address"])
+
+    assert shown() == (0, 0, 0, 0, 0)
+    for i in range(4):
+        b.receive(with_spi(request, i), ("203.0.113.66", 1000 + i), 1.0)
+        b.receive(with_spi(request, 100 + i), (f"198.51.100.{i + 1}", 500), 1.0)
+    b.receive(with_spi(request, 200), ("198.51.100.1", 501), 5.0)
+    b.datagrams_to_send(5.0)
+    assert shown() == (9, 5, 4, 5, 4)
+    b.handle_timer(1.0 + TIMEOUT)      # all but the one made at 5.0 time out
+    assert shown() == (1, 1, 1, 1, 1)
+    b.handle_timer(5.0 + TIMEOUT)
+    assert shown() == (0, 0, 0, 0, 0)

@@ -240,6 +240,11 @@ class IkeEndpoint:
         """Half-open SAs whose IKE_SA_INIT request came from ``ip``."""
         return self._half_open_by_ip.get(ip, 0)
 
+    def half_open_most_from_one(self) -> int:
+        """The most half-open SAs one source address holds now (0: none).  O(addresses): for
+        status, not per datagram (the table holds at most half_open_limit entries)."""
+        return max(self._half_open_by_ip.values(), default=0)
+
     def set_configs(self, configs: Sequence[IkeConfig]) -> None:
         """The connections from now on (a reload): new IKE_SA_INIT requests and initiations see
         these; SAs that exist keep the config they were made with."""
