@@ -130,6 +130,7 @@ class FakeWorker:
         self.installs = 0  # Child SAs installed (one ADD each)
         self.proc = None
         self.malformed = 0   # as WorkerClient: datagrams from the worker that did not decode (status reads it)
+        self.late = 0        # as WorkerClient: answers nobody waited for any more (status reads it)
 
     async def request(self, build: Callable[[int], Any]) -> list[Reply]:
         msg = build(next(self.ids))

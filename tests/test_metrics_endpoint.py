@@ -173,7 +173,8 @@ def _daemon(worker_malformed: int = 0) -> Any:
     from types import SimpleNamespace
     return SimpleNamespace(
         cfg=SimpleNamespace(tunsec=SimpleNamespace(tun="tun0")), mtu=1400, tun=None,
-        sockets=SimpleNamespace(offloads=lambda: []), worker=SimpleNamespace(pid=None, malformed=worker_malformed),
+        sockets=SimpleNamespace(offloads=lambda: []),
+        worker=SimpleNamespace(pid=None, malformed=worker_malformed, late=0),
         restarts=[], started=0.0, service_status=lambda dump: [{"tunnels": []}])
 
 

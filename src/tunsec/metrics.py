@@ -175,6 +175,11 @@ def state_families(doc: dict[str, Any], worker_up: bool) -> Iterator[Metric]:
         yield policies
     yield GaugeMetricFamily("tunsec_ike_half_open_sas", "IKE SAs not authenticated yet (responder side)",
                             value=doc.get("ike_half_open", 0))
+    yield GaugeMetricFamily("tunsec_ike_half_open_addresses", "Source addresses holding half-open IKE SAs",
+                            value=doc.get("ike_half_open_addresses", 0))
+    yield GaugeMetricFamily("tunsec_ike_half_open_max_per_address", "The most half-open IKE SAs one source "
+                            "address holds (cookie_threshold_ip, block_threshold apply to it)",
+                            value=doc.get("ike_half_open_max_per_address", 0))
     dropped = CounterMetricFamily("tunsec_ike_requests_dropped", "IKE requests dropped before any state was kept",
                                   labels=["reason"])
     stats = doc.get("ike_drops", {})
@@ -185,6 +190,9 @@ def state_families(doc: dict[str, Any], worker_up: bool) -> Iterator[Metric]:
     yield CounterMetricFamily("tunsec_worker_malformed_messages", "Datagrams from the worker the control "
                               "process could not decode, dropped (since the worker started)",
                               value=doc.get("worker", {}).get("malformed", 0))
+    yield CounterMetricFamily("tunsec_worker_late_answers", "Answers from the worker to requests the control "
+                              "process had given up on (timed out), dropped (since the worker started)",
+                              value=doc.get("worker", {}).get("late_answers", 0))
     yield CounterMetricFamily("tunsec_ike_cookies_sent", "Stateless COOKIE answers (RFC 7296 2.6)",
                               value=stats.get("cookies_sent", 0))
     yield CounterMetricFamily("tunsec_ike_redirects_sent", "Stateless REDIRECT answers (RFC 5685)",

@@ -87,9 +87,10 @@ def status_document(d: Daemon, dump: Reply) -> dict[str, Any]:
                 "offloads": d.tun.offload_names() if d.tun else [], "vnet_hdr": bool(d.tun and d.tun.vnet_hdr)},
         "udp_offloads": d.sockets.offloads(),
         # gauges: the worker's values of now (DUMP's GAUGEs: its live C allocations, policies in its SPD);
-        # malformed: datagrams from it the control process could not decode, dropped (since it started)
+        # malformed: datagrams from it the control process could not decode, dropped (since it started);
+        # late_answers: answers to requests nobody waited for any more (timed out), dropped
         "worker": {"pid": d.worker.pid, "restarts": len(d.restarts), "gauges": dict(dump.gauges),
-                   "malformed": d.worker.malformed},
+                   "malformed": d.worker.malformed, "late_answers": d.worker.late},
         "uptime_seconds": int(time.time() - d.started),
         # larval SAs are the inbound SPIs IKE keeps ready (GETSPI): counted, not listed
         "sas": [sa_status(sa) for sa in dump.sas if sa.state != "larval"],
@@ -110,9 +111,10 @@ def render(doc: dict[str, Any]) -> str:
         f"offloads: TUN {', '.join(tun['offloads']) or 'none'}; UDP {', '.join(doc['udp_offloads']) or 'none'}",
     ]
     gauges = worker.get("gauges") or {}
-    if gauges or worker.get("malformed"):
+    if gauges or worker.get("malformed") or worker.get("late_answers"):
         lines.append("worker: " + ", ".join([f"{k} {v}" for k, v in gauges.items()]
-                                            + [f"malformed messages {worker.get('malformed', 0)}"]))
+                                            + [f"malformed messages {worker.get('malformed', 0)}",
+                                               f"late answers {worker.get('late_answers', 0)}"]))
     for ike in doc.get("ike_sas", []):
         lines.append(
             f"{ike['name']}: IKEv2 {ike['state']} with {ike['remote']}"
@@ -163,7 +165,8 @@ def render(doc: dict[str, Any]) -> str:
     drops = doc["drops"]
     lines.append("drops: " + ", ".join(f"{k} {v}" for k, v in drops.items()))
     if doc.get("ike_drops"):
-        lines.append(f"IKE: {doc['ike_half_open']} half-open; unauthenticated: "
+        lines.append(f"IKE: {doc['ike_half_open']} half-open from {doc.get('ike_half_open_addresses', 0)} "
+                     f"addresses (at most {doc.get('ike_half_open_max_per_address', 0)} from one); unauthenticated: "
                      + ", ".join(f"{k} {v}" for k, v in doc["ike_drops"].items()))
     if doc.get("ike_fragments"):
         lines.append("IKE fragments: " + ", ".join(f"{k} {v}" for k, v in doc["ike_fragments"].items()))

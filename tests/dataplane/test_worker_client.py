@@ -157,3 +157,67 @@ def test_a_truncated_expire_from_the_worker_is_a_counted_drop() -> None:
 
     events, malformed = asyncio.run(body())
     assert events == [whole] and malformed == 3
+
+
+def test_a_request_given_up_on_is_forgotten_and_its_late_answer_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker that never answers (hung, the message lost): the request is forgotten when its
+    waiter gives up, not when an answer comes (a leak otherwise); an answer coming after that is
+    counted (status: worker late_answers) and matched to nothing, not to a newer request."""
+    monkeypatch.setattr(client_mod, "REQUEST_TIMEOUT", 0.05)
+
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        wc, worker = _pair(loop)
+        # answered's timeout (request_soon, no timer of its own)
+        (got,) = await answered([send_soon(wc, "SpdDelete", lambda r: pipe.SpdDelete(r, 7))])
+        assert isinstance(got, WorkerError) and got.errno is Errno.EIO
+        await asyncio.sleep(0)   # the cancelled future's callbacks
+        assert wc._pending == {} and wc._then == {}
+        unanswered = pipe.decode(worker.recv(65536))
+        # request's timeout, and a request whose task is cancelled
+        with pytest.raises(WorkerError):
+            await wc.request(lambda r: pipe.SpdDelete(r, 8))
+        task = asyncio.ensure_future(wc.request(lambda r: pipe.SpdDelete(r, 9)))
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert wc._pending == {}
+        late = [unanswered, *(pipe.decode(worker.recv(65536)) for _ in range(2))]
+        # a newer request is waiting when the late answers come: they are not taken for its answer
+        nxt = send_soon(wc, "SpdDelete", lambda r: pipe.SpdDelete(r, 10))
+        req = pipe.decode(worker.recv(65536))
+        assert req.req_id not in {m.req_id for m in late}
+        for m in late:
+            worker.send(pipe.encode(pipe.Reply(m.req_id, pipe.MsgType.SPDDELETE, Errno.ENOENT)))
+        await asyncio.sleep(0.01)
+        assert wc.late == 3 and not nxt[1].done()
+        worker.send(pipe.encode(pipe.Reply(req.req_id, pipe.MsgType.SPDDELETE, Errno.OK)))
+        assert not isinstance((await answered([nxt]))[0], WorkerError)
+        assert wc._pending == {} and wc.late == 3
+        loop.remove_reader(wc._sock.fileno())
+        wc._closed()
+        worker.close()
+
+    asyncio.run(body())
+
+
+def test_request_ids_wrap_within_32_bits_and_skip_those_still_waited_for() -> None:
+    """The pipe's request id is 32 bits (0 is for events): after 2**32-1 the ids go round to 1,
+    never to an id whose request still waits for its answer (its answer would be taken for the new
+    one's)."""
+    async def body() -> None:
+        wc, worker = _pair(asyncio.get_running_loop())
+        wc._last_id = client_mod.REQ_ID_MAX - 1
+        waiting = [wc.request_soon(lambda r: pipe.SpdDelete(r, 7)) for _ in range(2)]
+        ids = [pipe.decode(worker.recv(65536)).req_id for _ in range(2)]
+        assert ids == [client_mod.REQ_ID_MAX, 1]
+        wc._last_id = client_mod.REQ_ID_MAX - 1    # round again while both still wait
+        wc.request_soon(lambda r: pipe.SpdDelete(r, 8))
+        assert pipe.decode(worker.recv(65536)).req_id == 2
+        assert not any(f.done() for f in waiting)
+        asyncio.get_running_loop().remove_reader(wc._sock.fileno())
+        wc._closed()
+        worker.close()
+
+    asyncio.run(body())

@@ -19,7 +19,7 @@ import pytest
 
 from tunsec.ike.config import IkeConfig, LocalAuth, RemoteAuth, child_config
 from tunsec.ike.constants import ExchangeType, HeaderFlag, NotifyType
-from tunsec.ike.endpoint import DosLimits, IkeEndpoint
+from tunsec.ike.endpoint import COOKIE_CALMDOWN_DELAY, DosLimits, IkeEndpoint, calmdown_bucket
 from tunsec.ike.events import ChildSaUp, IkeSaUp
 from tunsec.ike.identity import Identity
 from tunsec.ike.message import Message, NotifyPayload, decode_message
@@ -417,6 +417,11 @@ def _answer(b: IkeEndpoint, now: float) -> tuple[str, bytes]:
     return "cookie", cookie_of(reply.data)
 
 
+def _other_buckets(ip: str, n: int) -> list[str]:
+    """n addresses whose COOKIE calm-down time is not kept with ip's (str hashes differ per run)."""
+    return [o for o in (f"198.51.100.{i}" for i in range(1, 255)) if calmdown_bucket(o) != calmdown_bucket(ip)][:n]
+
+
 def _persistent(b: IkeEndpoint, request: bytes, ip: str, n: int, now: float) -> list[str]:
     """n requests from ``ip`` (each from its own port, under its own SPIi) by a host that returns
     every COOKIE it is sent, as a real client would: what each finally got."""
@@ -440,9 +445,10 @@ def test_one_address_above_block_threshold_is_dropped_while_another_is_answered(
     assert got == ["sa"] * 3 + ["cookie, then sa"] * 2 + ["cookie, then nothing"] * 3
     assert b.half_open == b.half_open_from("203.0.113.66") == 5
     assert b.stats.block_threshold == 3 and b.stats.half_open_limit == 0
-    # everybody else is answered at once: one busy address has no effect on them
-    for i in range(20):
-        b.receive(with_spi(request, 100 + i), (f"198.51.100.{i + 1}", 500), 1.0)
+    # everybody else is answered at once: one busy address has no effect on them (but on those
+    # whose calm-down time it shares, as in strongSwan: see test_cookies_calm_down_...)
+    for i, ip in enumerate(_other_buckets("203.0.113.66", 20)):
+        b.receive(with_spi(request, 100 + i), (ip, 500), 1.0)
         assert _answer(b, 1.0)[0] == "sa"
     assert b.half_open == 25 and b.half_open_addresses == 21
 
@@ -450,7 +456,8 @@ def test_one_address_above_block_threshold_is_dropped_while_another_is_answered(
 def test_cookie_threshold_ip_demands_a_cookie_from_the_busy_address_only() -> None:
     b = IkeEndpoint([cfg(False)], limits=DosLimits(cookie_threshold_ip=2, block_threshold=100))
     request = init_request()
-    busy, quiet = "203.0.113.66", "203.0.113.67"
+    busy = "203.0.113.66"
+    quiet = _other_buckets(busy, 1)[0]
     for i in range(2):
         b.receive(with_spi(request, i), (busy, 1000 + i), 1.0)
         assert _answer(b, 1.0)[0] == "sa"
@@ -513,3 +520,89 @@ def test_per_address_counts_stay_bounded_with_spoofed_sources() -> None:
     assert b.half_open == b.half_open_addresses == 80 and b.stats.half_open_limit == 70
     b.handle_timer(2.0 + TIMEOUT)
     assert b.half_open == 0 and b.half_open_addresses == 0 and b.sa_count == 0
+
+
+def test_status_shows_the_per_address_half_open_table_as_it_is_now() -> None:
+    """tunsec status (and its metrics): how many addresses hold half-open SAs and the most one
+    holds, read from the endpoint at status time: they rise with requests and fall as the SAs
+    authenticate or time out."""
+    from types import SimpleNamespace
+
+    from tunsec import metrics
+    from tunsec.services.ike import status as ike_status
+
+    b = IkeEndpoint([cfg(False)], limits=DosLimits(cookie_threshold_ip=10, block_threshold=20))
+    request = init_request()
+    held = SimpleNamespace(held_waiting=0, held_total=0, held_dropped=0, install_waits=0, install_holds=0,
+                           install_hold_seconds=0.0, install_hold_max=0.0, esp_on_ike_port=0)
+
+    def shown() -> tuple[int, int, int, float, float]:
+        doc = ike_status.status([], [], b, held, held, held, {})  # type: ignore[arg-type]
+        gauges = {m.name: m.samples[0].value for m in metrics.state_families(doc, False)
+                  if m.name.startswith("tunsec_ike_half_open")}
+        return (doc["ike_half_open"], doc["ike_half_open_addresses"], doc["ike_half_open_max_per_address"],
+                gauges["tunsec_ike_half_open_addresses"], gauges["tunsec_ike_half_open_max_per_address"])
+
+    assert shown() == (0, 0, 0, 0, 0)
+    for i in range(4):
+        b.receive(with_spi(request, i), ("203.0.113.66", 1000 + i), 1.0)
+        b.receive(with_spi(request, 100 + i), (f"198.51.100.{i + 1}", 500), 1.0)
+    b.receive(with_spi(request, 200), ("198.51.100.1", 501), 5.0)
+    b.datagrams_to_send(5.0)
+    assert shown() == (9, 5, 4, 5, 4)
+    b.handle_timer(1.0 + TIMEOUT)      # all but the one made at 5.0 time out
+    assert shown() == (1, 1, 1, 1, 1)
+    b.handle_timer(5.0 + TIMEOUT)
+    assert shown() == (0, 0, 0, 0, 0)
+
+
+def test_cookies_calm_down_for_ten_seconds_after_the_threshold_was_last_reached() -> None:
+    """strongSwan's calm-down (receiver.c cookie_required): once cookie_threshold is reached,
+    COOKIEs stay demanded until it has not been for COOKIE_CALMDOWN_DELAY seconds, however far
+    the half-open count falls meanwhile (no flapping between answers with and without one to a
+    client's retransmissions); requests during the calm-down do not extend it."""
+    assert COOKIE_CALMDOWN_DELAY == 10.0
+    b = IkeEndpoint([cfg(False)], limits=DosLimits(cookie_threshold=3, cookie_threshold_ip=100, block_threshold=200))
+    request = init_request()
+    n = iter(range(1000))
+
+    def ask(now: float, ip: str = "198.51.100.7") -> str:
+        i = next(n)
+        b.receive(with_spi(request, i), (ip, 1000 + i), now)
+        return _answer(b, now)[0]
+
+    assert [ask(1.0, f"198.51.100.{i}") for i in range(1, 4)] == ["sa"] * 3
+    assert ask(30.5) == "cookie"           # 3 half-open: the threshold is reached (last at 30.5)
+    b.handle_timer(1.0 + TIMEOUT)          # the three time out
+    assert b.half_open == 0
+    assert ask(31.0) == "cookie" and ask(40.4) == "cookie"   # below it, but within the calm-down
+    # a COOKIE returned during the calm-down is taken as ever
+    src, data = ("198.51.100.8", 600), with_spi(request, 900)
+    b.receive(data, src, 40.4)
+    b.receive(with_cookie(data, _answer(b, 40.4)[1]), src, 40.4)
+    assert _answer(b, 40.4)[0] == "sa"
+    assert ask(40.5) == "sa"               # 10 s after 30.5, not after the requests since
+    assert b.stats.cookies_sent == 4
+
+
+def test_cookies_calm_down_per_address_in_strongswans_groups_of_addresses() -> None:
+    """The same for cookie_threshold_ip (strongSwan keeps the time for 32 groups of addresses,
+    by hash): the busy address, and those of its group, are asked for COOKIEs for
+    COOKIE_CALMDOWN_DELAY seconds after it last reached the threshold; other addresses are not."""
+    b = IkeEndpoint([cfg(False)], limits=DosLimits(cookie_threshold=1000, cookie_threshold_ip=2, block_threshold=100))
+    request = init_request()
+    busy = "203.0.113.66"
+    other = _other_buckets(busy, 1)[0]
+    same = next(o for o in (f"198.51.100.{i}" for i in range(1, 255)) if calmdown_bucket(o) == calmdown_bucket(busy))
+    n = iter(range(1000))
+
+    def ask(now: float, ip: str) -> str:
+        i = next(n)
+        b.receive(with_spi(request, i), (ip, 1000 + i), now)
+        return _answer(b, now)[0]
+
+    assert [ask(1.0, busy), ask(1.0, busy), ask(30.5, busy)] == ["sa", "sa", "cookie"]
+    b.handle_timer(1.0 + TIMEOUT)
+    assert b.half_open_from(busy) == 0
+    assert [ask(35.0, busy), ask(35.0, same), ask(35.0, other)] == ["cookie", "cookie", "sa"]
+    assert [ask(40.5, busy), ask(40.5, same)] == ["sa", "sa"]

@@ -108,7 +108,7 @@ async def stop(pair: AcctPair, acct: Accounting, server: AcctServer, handle: int
     dump = pipe.join_dump_replies(await pair.workers["a"].request(lambda r: pipe.Dump(r)))
     daemon = SimpleNamespace(   # what status_document reads of the daemon; the IKE part is the service's own
         cfg=SimpleNamespace(tunsec=SimpleNamespace(tun="tun0")), mtu=1400, tun=None,
-        sockets=SimpleNamespace(offloads=lambda: []), worker=SimpleNamespace(pid=None, malformed=0),
+        sockets=SimpleNamespace(offloads=lambda: []), worker=SimpleNamespace(pid=None, malformed=0, late=0),
         restarts=[], started=0.0, service_status=lambda d: [{"tunnels": []}, svc.status(d)])
     text = render(status_document(daemon, dump))  # type: ignore[arg-type]
     acct.stop(handle, Cause.USER_REQUEST)

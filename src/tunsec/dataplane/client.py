@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import itertools
+import functools
 import logging
 import socket
 import sys
@@ -23,6 +23,7 @@ log = logging.getLogger("tunsec.pipe")
 REQUEST_TIMEOUT = 10.0
 SEND_QUEUE_MAX = 65536   # requests waiting for room in the pipe (a burst of clients sends thousands at once)
 READ_BATCH = 64          # datagrams read from the pipe before their answers, then their events, are handled
+REQ_ID_MAX = 0xFFFFFFFF  # the pipe header's request id is 32 bits; 0 is for events
 
 
 class WorkerError(Exception):
@@ -83,7 +84,8 @@ async def answered(sent: Sequence[Sent]) -> list[list[pipe.Reply] | WorkerError]
     time).  One waiter for the lot instead of a task and a timer per request: a Child SA's install
     sends three or four requests and an SPI refill thirty-two, for every client of a burst.
 
-    A request still unanswered at the timeout is cancelled: its late answer is then ignored."""
+    A request still unanswered at the timeout is cancelled, which forgets it (see
+    :meth:`WorkerClient.request_soon`): a late answer is then counted and dropped."""
     waiting = [fut for _, fut in sent if not fut.done()]
     if waiting:
         _, late = await asyncio.wait(waiting, timeout=REQUEST_TIMEOUT)
@@ -109,11 +111,12 @@ class WorkerClient:
         self.on_event = on_event
         self.proc: asyncio.subprocess.Process | None = None
         self._sock: socket.socket | None = None
-        self._ids = itertools.count(1)
+        self._last_id = 0   # see _next_id
         self._pending: dict[int, tuple[asyncio.Future[list[pipe.Reply]], list[pipe.Reply]]] = {}
         self._outq: collections.deque[bytes] = collections.deque()   # in order, while the pipe is full
         self._then: dict[int, Callable[[list[pipe.Reply]], None]] = {}   # see request_soon
         self.malformed = 0   # datagrams from the worker that did not decode: dropped (tunsec status)
+        self.late = 0        # answers to no request waited for (given up on, or never made): dropped (status)
 
     @property
     def pid(self) -> int | None:
@@ -189,7 +192,10 @@ class WorkerClient:
             return
         entry = self._pending.get(msg.req_id)
         if entry is None:
-            log.warning("answer to unknown request %d", msg.req_id)
+            # its waiter gave up (timeout, cancelled) and forgot it, or the worker is confused:
+            # counted, not logged per datagram (a hung worker that wakes up answers thousands)
+            self.late += 1
+            log.debug("answer to request %d, which nobody waits for, dropped", msg.req_id)
             return
         fut, parts = entry
         parts.append(msg)
@@ -215,11 +221,34 @@ class WorkerClient:
                 fut.set_exception(WorkerError("worker", Errno.EIO))
         self._pending.clear()
 
+    def _next_id(self) -> int:
+        """A request id no request waiting for its answer holds: the next one, 1..REQ_ID_MAX and round
+        again (the pipe's id is 32 bits: a gateway that runs for months sends more requests than that).
+        An id is free once its answer came or its waiter gave up (_forget), so a late answer can only
+        find its own request or none, never a newer one (short of 2**32 requests in between)."""
+        req_id = self._last_id
+        while True:
+            req_id = req_id + 1 if req_id < REQ_ID_MAX else 1
+            if req_id not in self._pending:
+                self._last_id = req_id
+                return req_id
+
+    def _forget(self, req_id: int, fut: asyncio.Future[list[pipe.Reply]]) -> None:
+        """Its waiter gave up on request req_id (timeout, cancelled): nothing waits for its answer."""
+        entry = self._pending.get(req_id)
+        if entry is not None and entry[0] is fut:
+            del self._pending[req_id]
+            self._then.pop(req_id, None)
+
+    def _forget_cancelled(self, req_id: int, fut: asyncio.Future[list[pipe.Reply]]) -> None:
+        if fut.cancelled():
+            self._forget(req_id, fut)
+
     async def request(self, build: Callable[[int], pipe.Message]) -> list[pipe.Reply]:
         """Send build(req_id) and wait for its answer(s); WorkerError unless all say OK."""
         if self._sock is None:
             raise WorkerError("worker not running", Errno.EIO)
-        req_id = next(self._ids)
+        req_id = self._next_id()
         msg = build(req_id)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[list[pipe.Reply]] = loop.create_future()
@@ -231,10 +260,10 @@ class WorkerClient:
             self._send(pipe.encode(msg))
             replies = await fut
         except (OSError, TimeoutError) as err:
-            self._pending.pop(req_id, None)
             raise WorkerError(f"{type(msg).__name__} ({err})", Errno.EIO) from err
         finally:
             timer.cancel()
+            self._forget(req_id, fut)   # answered: gone already; timed out or cancelled: given up
         bad = [r for r in replies if r.errno is not Errno.OK]
         if bad:
             raise WorkerError(type(msg).__name__, bad[0].errno)
@@ -252,7 +281,7 @@ class WorkerClient:
         if the request fails otherwise (the worker goes, a timeout cancels the future)."""
         if self._sock is None:
             raise WorkerError("worker not running", Errno.EIO)
-        req_id = next(self._ids)
+        req_id = self._next_id()
         msg = build(req_id)
         fut: asyncio.Future[list[pipe.Reply]] = asyncio.get_running_loop().create_future()
         self._pending[req_id] = (fut, [])
@@ -263,6 +292,9 @@ class WorkerClient:
             raise WorkerError(f"{type(msg).__name__} ({err})", Errno.EIO) from err
         if then is not None:
             self._then[req_id] = then
+        # a waiter that gives up cancels the future (answered's timeout): the request is forgotten
+        # then, not when an answer comes, which a hung worker never sends
+        fut.add_done_callback(functools.partial(self._forget_cancelled, req_id))
         return fut
 
     def _send(self, data: bytes) -> None:

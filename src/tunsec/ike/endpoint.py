@@ -28,6 +28,13 @@ Denial-of-service protection (RFC 7296 §2.6), as strongSwan's charon does it:
   ``version | HMAC-SHA256(secret, Ni | IPi | port | SPIi)``; the secret is
   replaced every ``cookie_lifetime`` seconds and the previous one is still
   accepted for one more period (initiators in flight keep working).
+- Calm-down (strongSwan's COOKIE_CALMDOWN_DELAY): once a threshold is reached, COOKIEs
+  stay demanded until it has not been reached for COOKIE_CALMDOWN_DELAY seconds, however
+  far the count falls meanwhile: toggling would answer an initiator's retransmitted
+  IKE_SA_INITs some with and some without a COOKIE, and it cannot tell which answer the
+  IKE_SA_INIT it completes (and signs in AUTH) belongs to. Per address the same, with the
+  times kept per group of addresses (COOKIE_CALMDOWN_BUCKETS of them, picked by the
+  address's randomized hash) as strongSwan does: a fixed size whatever the sources.
 - Redirect (RFC 5685, ``redirect.py``): when the connection chosen for a request
   has ``redirect_to`` (and ``redirect_on = init``) and the endpoint holds at least
   its ``redirect_when`` IKE SAs, a client that sent REDIRECT_SUPPORTED gets a
@@ -79,6 +86,11 @@ from .state import AddressPool, IkeSaState, Jitter, Rng, SpiAllocator, now_utc, 
 
 ZERO_SPI = bytes(8)
 TIMER_ERROR_BACKOFF = 1.0  # seconds an SA whose timer raised waits before its next timer fires
+# strongSwan's receiver.c: COOKIEs stay demanded until a threshold has not been reached (seen at an
+# IKE_SA_INIT request) for COOKIE_CALMDOWN_DELAY seconds; per address, the times are kept for
+# COOKIE_CALMDOWN_BUCKETS groups of addresses (a hash of the address picks one), not per address.
+COOKIE_CALMDOWN_DELAY = 10.0
+COOKIE_CALMDOWN_BUCKETS = 32   # a power of 2
 
 log = logging.getLogger(__name__)
 
@@ -205,6 +217,9 @@ class IkeEndpoint:
         self._cookie_secret = rng(32)
         self._previous_secret: bytes | None = None
         self._cookie_rotate_at: float | None = None
+        # when a COOKIE threshold was last reached: [0] cookie_threshold, [1 + bucket] an address's
+        # cookie_threshold_ip (see _cookie_required)
+        self._threshold_reached = [float("-inf")] * (1 + COOKIE_CALMDOWN_BUCKETS)
 
     # ------------------------------------------------------------------ API
 
@@ -239,6 +254,11 @@ class IkeEndpoint:
     def half_open_from(self, ip: str) -> int:
         """Half-open SAs whose IKE_SA_INIT request came from ``ip``."""
         return self._half_open_by_ip.get(ip, 0)
+
+    def half_open_most_from_one(self) -> int:
+        """The most half-open SAs one source address holds now (0: none).  O(addresses): for
+        status, not per datagram (the table holds at most half_open_limit entries)."""
+        return max(self._half_open_by_ip.values(), default=0)
 
     def set_configs(self, configs: Sequence[IkeConfig]) -> None:
         """The connections from now on (a reload): new IKE_SA_INIT requests and initiations see
@@ -394,7 +414,8 @@ class IkeEndpoint:
             return
         self._rotate_cookie_secret_if_due(now)
         limits, from_ip = self.limits, self._half_open_by_ip.get(addr[0], 0)
-        if (self.half_open >= limits.cookie_threshold or from_ip >= limits.cookie_threshold_ip) \
+        if (self._cookie_required(0, self.half_open, limits.cookie_threshold, now)
+                or self._cookie_required(1 + calmdown_bucket(addr[0]), from_ip, limits.cookie_threshold_ip, now)) \
                 and not self._cookie_ok(msg, addr):
             self._send_cookie(msg, addr, local)
             return
@@ -423,6 +444,15 @@ class IkeEndpoint:
             sa.drop(DownReason.NEGOTIATION_FAILED)  # cannot happen after _init_request; keep nothing anyway
 
     # ------------------------------------------------------------------ cookies
+
+    def _cookie_required(self, slot: int, count: int, threshold: int, now: float) -> bool:
+        """Whether ``count`` half-open SAs (in all, or from the request's address) demand a COOKIE:
+        at ``threshold`` or above, and for COOKIE_CALMDOWN_DELAY seconds after that was last seen
+        (strongSwan's cookie_required; a request during the calm-down does not extend it)."""
+        if count >= threshold:
+            self._threshold_reached[slot] = now
+            return True
+        return now < self._threshold_reached[slot] + COOKIE_CALMDOWN_DELAY
 
     def _rotate_cookie_secret_if_due(self, now: float) -> None:
         lifetime = self.limits.cookie_lifetime
@@ -644,3 +674,10 @@ def _init_request(hdr: Header, datagram: bytes) -> Message | None:
 
 def _find_nonce(msg: Message) -> bytes:
     return next(p.data for p in msg.payloads if isinstance(p, NoncePayload))
+
+
+def calmdown_bucket(ip: str) -> int:
+    """Which of the COOKIE_CALMDOWN_BUCKETS groups ``ip``'s calm-down time is kept in. str's hash
+    is keyed at random per process (as strongSwan's chunk_hash): a sender cannot tell which
+    addresses share a group."""
+    return hash(ip) & (COOKIE_CALMDOWN_BUCKETS - 1)
