@@ -533,8 +533,8 @@ def test_status_shows_the_per_address_half_open_table_as_it_is_now() -> None:
 
     b = IkeEndpoint([cfg(False)], limits=DosLimits(cookie_threshold_ip=10, block_threshold=20))
     request = init_request()
-    held = SimpleNamespace(held_waiting=0, held_total=0, held_dropped=0, install_waits=0, install_holds=0,
-                           install_hold_seconds=0.0, install_hold_max=0.0, esp_on_ike_port=0)
+    held = SimpleNamespace(held_waiting=0, held_total=0, held_dropped=0, spi_waits=0, returned=0, install_waits=0,
+                           install_holds=0, install_hold_seconds=0.0, install_hold_max=0.0, esp_on_ike_port=0)
 
     def shown() -> tuple[int, int, int, float, float]:
         doc = ike_status.status([], [], b, held, held, held, {})  # type: ignore[arg-type]
