@@ -85,7 +85,9 @@ class Timers:
     A gateway keeps two or three of these per client; an asyncio TimerHandle
     with its argument tuple and the list that held it cost ~0.5 KiB a timer.
     So one asyncio timer, armed for the earliest deadline, serves a heap of
-    (deadline, tag, key) entries.  tag = serial * 4 + kind; ``epoch[key]`` is
+    (deadline, tag, key, then) entries: one per SA, for its earliest deadline,
+    ``then`` the (deadline, kind) that follows it (a soft lifetime's hard one),
+    pushed when the first fired.  tag = serial * 4 + kind; ``epoch[key]`` is
     the serial (times 4) the key was registered with, so a cancelled key's
     entries (tag below its epoch, or the key gone) are skipped when they come
     due, even if the same key was registered again meanwhile.  Skipped entries
@@ -95,21 +97,27 @@ class Timers:
         self.loop = loop
         self.fire = fire
         self.epoch: dict[SaKey, int] = {}
-        self.heap: list[tuple[float, int, SaKey]] = []
+        self.heap: list[tuple[float, int, SaKey, tuple[float, TimerKind] | None]] = []
         self._serial = 0
         self._handle: asyncio.TimerHandle | None = None
         self._armed_for = math.inf
 
-    def add(self, key: SaKey, seconds: float, kind: TimerKind) -> None:
+    def add(self, key: SaKey, seconds: float, kind: TimerKind,
+            then: tuple[float, TimerKind] | None = None) -> None:
+        """kind fires for key in seconds; then[1] (if any) in then[0] seconds from now, which
+        must not be before the first: it goes into the heap when the first fired."""
         epoch = self.epoch.get(key)
-        self._serial += 1
+        self._serial = serial = self._serial + 4
         if epoch is None:
-            epoch = self.epoch[key] = self._serial * 4
-        when = self.loop.time() + seconds
-        heapq.heappush(self.heap, (when, self._serial * 4 + kind, key))
-        if len(self.heap) > 4 * len(self.epoch) + 64:
+            self.epoch[key] = serial
+        now = self.loop.time()
+        heap = self.heap
+        heapq.heappush(heap, (now + seconds, serial + kind, key,
+                              None if then is None else (now + then[0], then[1])))
+        if len(heap) > 4 * len(self.epoch) + 64:
             self._compact()
-        self._arm()
+        if heap[0][0] < self._armed_for:
+            self._arm()
 
     def cancel(self, key: SaKey) -> None:
         self.epoch.pop(key, None)
@@ -124,7 +132,13 @@ class Timers:
 
     def pending(self, key: SaKey) -> list[TimerKind]:
         """The kinds still to fire for key (for tests)."""
-        return sorted(TimerKind(tag & 3) for _, tag, k in self.heap if k == key and self._live(k, tag))
+        kinds = []
+        for _, tag, k, then in self.heap:
+            if k == key and self._live(k, tag):
+                kinds.append(TimerKind(tag & 3))
+                if then is not None:
+                    kinds.append(then[1])
+        return sorted(kinds)
 
     def _live(self, key: SaKey, tag: int) -> bool:
         epoch = self.epoch.get(key)
@@ -147,8 +161,11 @@ class Timers:
         self._armed_for = math.inf
         now = self.loop.time()
         while self.heap and self.heap[0][0] <= now:
-            _, tag, key = heapq.heappop(self.heap)
+            _, tag, key, then = heapq.heappop(self.heap)
             if self._live(key, tag):
+                if then is not None:
+                    # the same serial: live as long as the key is not cancelled (as fire may do)
+                    heapq.heappush(self.heap, (then[0], tag - (tag & 3) + then[1], key, None))
                 self.fire(key, TimerKind(tag & 3))
         self._arm()
 
@@ -283,11 +300,16 @@ class Worker:
         self._emit(pipe.Expire(spi=spi, direction=Direction.IN, hard=True, reason=ExpireReason.LARVAL_TIMEOUT))
 
     def _lifetime_timers(self, sa: pipe.SaSpec) -> None:
+        soft, hard = sa.soft.seconds, sa.hard.seconds
+        if not (soft or hard):
+            return
         key = sa_key(sa)
-        if sa.soft.seconds:
-            self.timers.add(key, sa.soft.seconds, TimerKind.SOFT)
-        if sa.hard.seconds:
-            self.timers.add(key, sa.hard.seconds, TimerKind.HARD)
+        if not hard:
+            self.timers.add(key, soft, TimerKind.SOFT)
+        elif not soft:
+            self.timers.add(key, hard, TimerKind.HARD)
+        else:   # one heap entry for both (SaSpec has soft <= hard; at the same time, soft first)
+            self.timers.add(key, soft, TimerKind.SOFT, (hard, TimerKind.HARD))
 
     def _time_expired(self, key: SaKey, hard: bool) -> None:
         spi, direction, remote = key
