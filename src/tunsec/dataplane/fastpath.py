@@ -182,7 +182,8 @@ def _packer(ctype: str, fields: list[tuple[int, str]]) -> struct.Struct:
 
 
 _ADDR_FIELDS = ("family", "addr", "port")
-_SEL_FIELDS = ("family", "proto", "src_lo", "src_hi", "dst_lo", "dst_hi", "sport_lo", "sport_hi", "dport_lo", "dport_hi")
+_SEL_FIELDS = ("family", "proto", "src_lo", "src_hi", "dst_lo", "dst_hi",
+               "sport_lo", "sport_hi", "dport_lo", "dport_hi")
 _SEL_SIZE = ffi.sizeof("ts_selector")
 
 
