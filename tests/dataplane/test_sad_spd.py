@@ -177,6 +177,49 @@ def test_add_and_update_refuse_the_wrong_direction() -> None:
     assert [(s.spi, s.state) for s in dp.sas()] == [(spi, "larval")]
 
 
+@pytest.mark.parametrize("family", [4, 6])
+def test_params_carry_every_field_where_c_reads_it(family: int) -> None:
+    """_params packs the C struct in one go (struct, offsets taken from cffi): each field read back
+    through cffi's own accessors is the SaSpec's, every value distinct so a shifted one shows."""
+    ip = ipaddress.ip_address
+
+    def addr(n: int) -> Any:
+        return ip(f"10.{n}.0.1") if family == 4 else ip(f"fd00::{n}:1")
+
+    sels = tuple(Selector(addr(10 + 4 * i), addr(11 + 4 * i), addr(12 + 4 * i), addr(13 + 4 * i), proto=17 + i,
+                          sport=(100 + i, 200 + i), dport=(300 + i, 400 + i)) for i in range(lib.TS_MAX_SELECTORS))
+    key = bytes(range(1, 37))
+    sa = dataclasses.replace(
+        spec(0x12345678, Direction.IN, key, esn=True, window=4096, reqid=0x0A0B0C0D, seq_start=2**40 + 5),
+        alg=Alg.AES256GCM16, local=Endpoint(addr(1), 4500), remote=Endpoint(addr(2), 4501), selectors=sels,
+        soft=Lifetime(bytes=2**60 + 1, packets=2**50 + 2, seconds=3), hard=Lifetime(bytes=2**61 + 3, packets=2**51 + 4,
+                                                                                seconds=4),
+        seq_limit=2**41 + 6, seq_notify=2**41 + 7, report_first_use=True)
+    p = _params(sa)
+    assert (p.spi, p.dir, p.keylen, bytes(p.key), p.esn, p.replay_window, p.reqid) == (
+        0x12345678, 0, 36, key, 1, 4096, 0x0A0B0C0D)
+    n = 4 if family == 4 else 16
+    for c, ep in ((p.local, sa.local), (p.remote, sa.remote)):
+        assert (c.family, bytes(c.addr[0:n]), bytes(c.addr[n:16]), c.port) == (family, ep.addr.packed, bytes(16 - n),
+                                                                              ep.port)
+    assert (p.soft_bytes, p.soft_packets, p.hard_bytes, p.hard_packets) == (2**60 + 1, 2**50 + 2, 2**61 + 3, 2**51 + 4)
+    assert (p.seq_start, p.seq_limit, p.seq_notify, p.report_first_use) == (2**40 + 5, 2**41 + 6, 2**41 + 7, 1)
+    assert p.n_sel == len(sels)
+    for c, sel in zip(p.sel, sels, strict=True):
+        assert (c.family, c.proto, c.sport_lo, c.sport_hi, c.dport_lo, c.dport_hi) == (
+            family, sel.proto, *sel.sport, *sel.dport)
+        for name in ("src_lo", "src_hi", "dst_lo", "dst_hi"):
+            assert bytes(getattr(c, name))[:n] == getattr(sel, name).packed
+    # and the C side takes it as it is
+    dp = Dataplane()
+    spi = dp.getspi(0x12345678, 0x12345678)
+    assert spi == 0x12345678
+    dp.update(sa)
+    got = dp.get(spi, Direction.IN)
+    assert (got.state, got.alg, got.esn, got.reqid, got.local, got.remote) == (
+        "mature", Alg.AES256GCM16, True, 0x0A0B0C0D, sa.local, sa.remote)
+
+
 def _bad_params() -> list[tuple[str, Callable[[Any], None]]]:
     def sel_reversed(p: Any) -> None:
         p.n_sel = 1

@@ -114,6 +114,24 @@ def test_a_later_add_of_an_earlier_deadline_rearms() -> None:
     assert fired[-1] == (100, 1, TimerKind.HARD)
 
 
+def test_a_soft_and_hard_pair_is_one_entry_whose_hard_deadline_counts_from_the_add() -> None:
+    """A lifetime pair takes one heap entry, the soft one; the hard one goes in when the soft one
+    fired, still due when it was registered for, and goes with a cancel of its key in between."""
+    loop, t, fired = timers()
+    t.add(key(1), 10, TimerKind.SOFT, (25, TimerKind.HARD))
+    t.add(key(2), 10, TimerKind.SOFT, (10, TimerKind.HARD))   # both at once: soft first
+    t.add(key(3), 5, TimerKind.SOFT, (30, TimerKind.HARD))
+    assert len(t.heap) == 3 and t.pending(key(1)) == [TimerKind.SOFT, TimerKind.HARD]
+    loop.advance(12)
+    assert fired == [(5, 3, TimerKind.SOFT), (10, 1, TimerKind.SOFT), (10, 2, TimerKind.SOFT),
+                     (10, 2, TimerKind.HARD)]
+    assert t.pending(key(1)) == [TimerKind.HARD] and t.pending(key(2)) == []
+    t.cancel(key(3))
+    loop.advance(100)
+    assert fired[4:] == [(25, 1, TimerKind.HARD)], "key 3's hard timer went with its cancel"
+    assert loop.armed() == 0 and t.heap == []
+
+
 def test_cancelled_entries_do_not_pile_up() -> None:
     """A gateway rekeying every client: each rekey cancels two timers an hour away."""
     loop, t, fired = timers()

@@ -8,6 +8,7 @@ packet methods (outbound/inbound) exist for tests, fuzzing and benchmarks.
 from __future__ import annotations
 
 import ipaddress
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import IntEnum
@@ -135,16 +136,6 @@ def _remote_arg(ep: Endpoint | None) -> Any:
     return a
 
 
-def _sel_in(s: Any, sel: Selector) -> None:
-    s.family = sel.family
-    s.proto = sel.proto
-    for name in ("src_lo", "src_hi", "dst_lo", "dst_hi"):
-        raw = getattr(sel, name).packed
-        ffi.memmove(getattr(s, name), raw, len(raw))
-    s.sport_lo, s.sport_hi = sel.sport
-    s.dport_lo, s.dport_hi = sel.dport
-
-
 def _sel_out(s: Any) -> Selector:
     n = 4 if s.family == 4 else 16
     make = ipaddress.IPv4Address if s.family == 4 else ipaddress.IPv6Address
@@ -153,32 +144,103 @@ def _sel_out(s: Any) -> Selector:
                     dport=(s.dport_lo, s.dport_hi))
 
 
+# ts_sa_params is filled by one struct.pack_into straight into the cffi buffer: its ~30 cffi field
+# writes (and the dict initializer alike) took ~2.5 times as long, once per SA installed.  The
+# layout is cffi's own (offsets and sizes read from the compiled type at import), so the C header
+# stays the one definition; struct checks each integer's range as cffi did, byte strings are
+# checked here (struct's "Ns" would pad or cut them silently).
+_INT_CODES = {1: "B", 2: "H", 4: "I", 8: "Q"}
+
+
+def _fields(ctype: str, names: tuple[str, ...], base: int = 0) -> list[tuple[int, str]]:
+    """(offset, struct code) of the named fields of ctype, its start at base."""
+    fields = dict(ffi.typeof(ctype).fields)
+    out = []
+    for name in names:
+        f = fields[name]
+        if f.type.kind == "array":
+            if ffi.sizeof(f.type.item) != 1:
+                raise TypeError(f"{ctype}.{name}: only byte arrays are packed as byte strings")
+            out.append((base + f.offset, f"{f.type.length}s"))
+        else:
+            out.append((base + f.offset, _INT_CODES[ffi.sizeof(f.type)]))
+    return out
+
+
+def _packer(ctype: str, fields: list[tuple[int, str]]) -> struct.Struct:
+    """A Struct writing fields (in the order given, which must be their order in memory) at their
+    offsets, padding left as ffi.new zeroed it (0)."""
+    fmt, pos = "=", 0
+    for off, code in fields:
+        if off < pos:
+            raise TypeError(f"{ctype}: field at offset {off} is out of declaration order")
+        fmt += (f"{off - pos}x" if off > pos else "") + code
+        pos = off + struct.calcsize("=" + code)
+    if pos > ffi.sizeof(ctype):
+        raise TypeError(f"{ctype}: packed fields overrun it")
+    return struct.Struct(fmt)
+
+
+_ADDR_FIELDS = ("family", "addr", "port")
+_SEL_FIELDS = ("family", "proto", "src_lo", "src_hi", "dst_lo", "dst_hi",
+               "sport_lo", "sport_hi", "dport_lo", "dport_hi")
+_SEL_SIZE = ffi.sizeof("ts_selector")
+
+
+def _sa_packer(n_sel: int) -> struct.Struct:
+    """ts_sa_params with n_sel selectors, values in _params's order."""
+    sa = "ts_sa_params"
+    fields = _fields(sa, ("spi", "dir", "keylen", "key", "esn", "replay_window", "reqid"))
+    for end in ("local", "remote"):
+        fields += _fields("ts_addr", _ADDR_FIELDS, ffi.offsetof(sa, end))
+    fields += _fields(sa, ("soft_bytes", "hard_bytes", "soft_packets", "hard_packets", "seq_start", "n_sel"))
+    for i in range(n_sel):
+        fields += _fields("ts_selector", _SEL_FIELDS, ffi.offsetof(sa, "sel") + i * _SEL_SIZE)
+    fields += _fields(sa, ("seq_limit", "seq_notify", "report_first_use"))
+    return _packer(sa, fields)
+
+
+_POLICY_SEL = ffi.offsetof("ts_policy", "sel")
+_SA_PACKERS = tuple(_sa_packer(n) for n in range(lib.TS_MAX_SELECTORS + 1))
+# packs at its selector's offset in its struct: pack_into writes its pad bytes too (as 0), so a
+# packer starting at 0 would wipe the fields before it
+_SEL_PACKER = _packer("ts_selector", _fields("ts_selector", _SEL_FIELDS))
+
+
+def _sel_values(sel: Selector) -> tuple[Any, ...]:
+    lo = sel.src_lo
+    return (lo.version, sel.proto, lo.packed, sel.src_hi.packed, sel.dst_lo.packed, sel.dst_hi.packed,
+            *sel.sport, *sel.dport)
+
+
 def _params(sa: SaSpec) -> Any:
+    key, local, remote, soft, hard, sels = sa.key, sa.local, sa.remote, sa.soft, sa.hard, sa.selectors
+    if len(key) > lib.TS_KEYMAT_MAX:
+        raise ValueError(f"key of {len(key)} bytes, at most {lib.TS_KEYMAT_MAX}")
+    if len(sels) > lib.TS_MAX_SELECTORS:
+        raise ValueError(f"{len(sels)} selectors, at most {lib.TS_MAX_SELECTORS}")
+    sel_values: list[Any] = []
+    for sel in sels:
+        sel_values += _sel_values(sel)
+    laddr, raddr = local.addr, remote.addr
     p = ffi.new("ts_sa_params *")
-    p.spi = sa.spi
-    p.dir = int(sa.direction)
-    p.keylen = len(sa.key)
-    ffi.memmove(p.key, sa.key, len(sa.key))
-    p.esn = int(sa.esn)
-    p.replay_window = sa.replay_window
-    p.reqid = sa.reqid
-    _addr_in(p.local, sa.local)
-    _addr_in(p.remote, sa.remote)
-    p.soft_bytes, p.soft_packets = sa.soft.bytes, sa.soft.packets
-    p.hard_bytes, p.hard_packets = sa.hard.bytes, sa.hard.packets
-    p.seq_start = sa.seq_start
-    p.seq_limit = sa.seq_limit
-    p.seq_notify = sa.seq_notify
-    p.report_first_use = int(sa.report_first_use)
-    p.n_sel = len(sa.selectors)
-    for i, sel in enumerate(sa.selectors):
-        _sel_in(p.sel[i], sel)
+    _SA_PACKERS[len(sels)].pack_into(
+        ffi.buffer(p), 0,
+        sa.spi, sa.direction, len(key), key, sa.esn, sa.replay_window, sa.reqid,
+        laddr.version, laddr.packed, local.port, raddr.version, raddr.packed, remote.port,
+        soft.bytes, hard.bytes, soft.packets, hard.packets, sa.seq_start, len(sels),
+        *sel_values,
+        sa.seq_limit, sa.seq_notify, sa.report_first_use,
+    )  # fmt: skip
     return p
+
+
+_NO_KEY = bytes(lib.TS_KEYMAT_MAX)
 
 
 def _wipe(p: Any) -> None:
     # the key was copied into C: don't leave it in a cffi buffer the GC frees later
-    ffi.memmove(p.key, b"\0" * lib.TS_KEYMAT_MAX, lib.TS_KEYMAT_MAX)
+    ffi.memmove(p.key, _NO_KEY, lib.TS_KEYMAT_MAX)
 
 
 def live_allocations() -> tuple[int, int]:
@@ -357,9 +419,8 @@ class Dataplane:
 
     # --- SPD -----------------------------------------------------------------
     def spd_add(self, pol: Policy) -> None:
-        p = ffi.new("ts_policy *")
-        p.id, p.priority, p.action, p.reqid = pol.id, pol.priority, int(pol.action), pol.reqid
-        _sel_in(p.sel, pol.selector)
+        p = ffi.new("ts_policy *", {"id": pol.id, "priority": pol.priority, "action": pol.action, "reqid": pol.reqid})
+        _SEL_PACKER.pack_into(ffi.buffer(p), _POLICY_SEL, *_sel_values(pol.selector))
         _check("SPDADD", lib.ts_spd_add(self._dp, p))
 
     def spd_delete(self, policy_id: int) -> None:

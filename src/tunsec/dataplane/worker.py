@@ -42,6 +42,7 @@ import socket
 import sys
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from tunsec import gctune, logs, memtrace, pktinfo, privilege
 from tunsec.dataplane import pipe
@@ -57,10 +58,6 @@ Request = (
     pipe.GetSpi | pipe.Update | pipe.Add | pipe.Delete | pipe.Flush
     | pipe.SpdAdd | pipe.SpdDelete | pipe.SpdFlush | pipe.Dump | pipe.SendIke | pipe.Reserve
     | pipe.Migrate
-)
-REQUESTS = (
-    pipe.GetSpi, pipe.Update, pipe.Add, pipe.Delete, pipe.Flush,
-    pipe.SpdAdd, pipe.SpdDelete, pipe.SpdFlush, pipe.Dump, pipe.SendIke, pipe.Reserve, pipe.Migrate,
 )
 
 
@@ -85,7 +82,9 @@ class Timers:
     A gateway keeps two or three of these per client; an asyncio TimerHandle
     with its argument tuple and the list that held it cost ~0.5 KiB a timer.
     So one asyncio timer, armed for the earliest deadline, serves a heap of
-    (deadline, tag, key) entries.  tag = serial * 4 + kind; ``epoch[key]`` is
+    (deadline, tag, key, then) entries: one per SA, for its earliest deadline,
+    ``then`` the (deadline, kind) that follows it (a soft lifetime's hard one),
+    pushed when the first fired.  tag = serial * 4 + kind; ``epoch[key]`` is
     the serial (times 4) the key was registered with, so a cancelled key's
     entries (tag below its epoch, or the key gone) are skipped when they come
     due, even if the same key was registered again meanwhile.  Skipped entries
@@ -95,21 +94,27 @@ class Timers:
         self.loop = loop
         self.fire = fire
         self.epoch: dict[SaKey, int] = {}
-        self.heap: list[tuple[float, int, SaKey]] = []
+        self.heap: list[tuple[float, int, SaKey, tuple[float, TimerKind] | None]] = []
         self._serial = 0
         self._handle: asyncio.TimerHandle | None = None
         self._armed_for = math.inf
 
-    def add(self, key: SaKey, seconds: float, kind: TimerKind) -> None:
+    def add(self, key: SaKey, seconds: float, kind: TimerKind,
+            then: tuple[float, TimerKind] | None = None) -> None:
+        """kind fires for key in seconds; then[1] (if any) in then[0] seconds from now, which
+        must not be before the first: it goes into the heap when the first fired."""
         epoch = self.epoch.get(key)
-        self._serial += 1
+        self._serial = serial = self._serial + 4
         if epoch is None:
-            epoch = self.epoch[key] = self._serial * 4
-        when = self.loop.time() + seconds
-        heapq.heappush(self.heap, (when, self._serial * 4 + kind, key))
-        if len(self.heap) > 4 * len(self.epoch) + 64:
+            self.epoch[key] = serial
+        now = self.loop.time()
+        heap = self.heap
+        heapq.heappush(heap, (now + seconds, serial + kind, key,
+                              None if then is None else (now + then[0], then[1])))
+        if len(heap) > 4 * len(self.epoch) + 64:
             self._compact()
-        self._arm()
+        if heap[0][0] < self._armed_for:
+            self._arm()
 
     def cancel(self, key: SaKey) -> None:
         self.epoch.pop(key, None)
@@ -124,7 +129,13 @@ class Timers:
 
     def pending(self, key: SaKey) -> list[TimerKind]:
         """The kinds still to fire for key (for tests)."""
-        return sorted(TimerKind(tag & 3) for _, tag, k in self.heap if k == key and self._live(k, tag))
+        kinds = []
+        for _, tag, k, then in self.heap:
+            if k == key and self._live(k, tag):
+                kinds.append(TimerKind(tag & 3))
+                if then is not None:
+                    kinds.append(then[1])
+        return sorted(kinds)
 
     def _live(self, key: SaKey, tag: int) -> bool:
         epoch = self.epoch.get(key)
@@ -147,8 +158,11 @@ class Timers:
         self._armed_for = math.inf
         now = self.loop.time()
         while self.heap and self.heap[0][0] <= now:
-            _, tag, key = heapq.heappop(self.heap)
+            _, tag, key, then = heapq.heappop(self.heap)
             if self._live(key, tag):
+                if then is not None:
+                    # the same serial: live as long as the key is not cancelled (as fire may do)
+                    heapq.heappush(self.heap, (then[0], tag - (tag & 3) + then[1], key, None))
                 self.fire(key, TimerKind(tag & 3))
         self._arm()
 
@@ -180,74 +194,82 @@ class Worker:
             log.warning("malformed pipe message: %s", err)
             reply = pipe.error_reply(err)
             return [reply] if reply else []
-        if not isinstance(msg, REQUESTS):
+        handler = _HANDLERS.get(type(msg))
+        if handler is None:
             log.warning("unexpected %s on the pipe", type(msg).__name__)
             return []
         try:
-            return self._dispatch(msg)
+            return handler(self, msg)
         except DataplaneError as err:
-            return [pipe.encode(pipe.Reply(msg.req_id, msg.TYPE, err.errno))]
+            return [pipe.encode(pipe.Reply(msg.req_id, msg.TYPE, err.errno))]   # type: ignore[union-attr]
         except OSError as err:
             log.warning("%s failed: %s", type(msg).__name__, err)
-            return [pipe.encode(pipe.Reply(msg.req_id, msg.TYPE, Errno.EIO))]
+            return [pipe.encode(pipe.Reply(msg.req_id, msg.TYPE, Errno.EIO))]   # type: ignore[union-attr]
 
     def _ok(self, msg: Request, spi: int | None = None) -> list[bytes]:
         if spi is None:
             return [pipe.encode_ok(msg.req_id, msg.TYPE)]
         return [pipe.encode(pipe.Reply(msg.req_id, msg.TYPE, Errno.OK, spi=spi))]
 
-    def _dispatch(self, msg: Request) -> list[bytes]:
-        match msg:
-            case pipe.GetSpi():
-                spi = self.dp.getspi(msg.lo, msg.hi)
-                larval = self.larval_timeout if msg.larval_seconds is None else msg.larval_seconds
-                if larval:   # 0: the requester completes or deletes it; never expired under it
-                    self._larval_timer(spi, larval)
-                return self._ok(msg, spi=spi)
-            case pipe.Update():
-                self.dp.update(msg.sa)
-                self.timers.cancel((msg.sa.spi, Direction.IN, None))
-                self._lifetime_timers(msg.sa)
-                # DEBUG: the control process logs each install (CHILD_SA ... up, manual tunnel installed)
-                log.debug("SA in %08x installed%s", msg.sa.spi,
-                         ", first use reported" if msg.sa.report_first_use else "")
-                return self._ok(msg)
-            case pipe.Add():
-                self.dp.add(msg.sa)
-                self._lifetime_timers(msg.sa)
-                log.debug("SA out %08x to %s installed", msg.sa.spi, msg.sa.remote.addr)
-                return self._ok(msg)
-            case pipe.Delete():
-                # the timers go even if the SA is gone already (ENOENT): nothing else would remove them
-                self.timers.cancel((msg.spi, msg.direction, msg.remote))
-                self.dp.delete(msg.spi, msg.direction, msg.remote)
-                return self._ok(msg)
-            case pipe.Flush():
-                self.dp.flush()
-                self.timers.cancel_all()
-                return self._ok(msg)
-            case pipe.SpdAdd():
-                self.dp.spd_add(msg.policy)
-                return self._ok(msg)
-            case pipe.SpdDelete():
-                self.dp.spd_delete(msg.id)
-                return self._ok(msg)
-            case pipe.SpdFlush():
-                self.dp.spd_flush()
-                return self._ok(msg)
-            case pipe.Dump():
-                drops = tuple(self.dp.drops().items())
-                gauges = tuple(self.dp.gauges().items())
-                return pipe.encode_dump_replies(msg.req_id, self.dp.sas(), self.dp.policies(), drops, gauges)
-            case pipe.SendIke():
-                return self._send_ike(msg)
-            case pipe.Reserve():
-                self.dp.reserve(msg.spi, msg.direction, msg.limit, msg.notify, msg.remote)
-                return self._ok(msg)
-            case pipe.Migrate():
-                self.dp.migrate(msg.spi, msg.direction, msg.new_remote, msg.remote, msg.new_local)
-                return self._ok(msg)
-        return [pipe.encode(pipe.Reply(msg.req_id, msg.TYPE, Errno.ETYPE))]
+    # one method per request, found by the message's exact type (_HANDLERS): a match tested
+    # them in turn, ten isinstance checks for a SEND_IKE
+    def _getspi(self, msg: pipe.GetSpi) -> list[bytes]:
+        spi = self.dp.getspi(msg.lo, msg.hi)
+        larval = self.larval_timeout if msg.larval_seconds is None else msg.larval_seconds
+        if larval:   # 0: the requester completes or deletes it; never expired under it
+            self._larval_timer(spi, larval)
+        return self._ok(msg, spi=spi)
+
+    def _update(self, msg: pipe.Update) -> list[bytes]:
+        self.dp.update(msg.sa)
+        self.timers.cancel((msg.sa.spi, Direction.IN, None))
+        self._lifetime_timers(msg.sa)
+        # DEBUG: the control process logs each install (CHILD_SA ... up, manual tunnel installed)
+        log.debug("SA in %08x installed%s", msg.sa.spi,
+                  ", first use reported" if msg.sa.report_first_use else "")
+        return self._ok(msg)
+
+    def _add(self, msg: pipe.Add) -> list[bytes]:
+        self.dp.add(msg.sa)
+        self._lifetime_timers(msg.sa)
+        log.debug("SA out %08x to %s installed", msg.sa.spi, msg.sa.remote.addr)
+        return self._ok(msg)
+
+    def _delete(self, msg: pipe.Delete) -> list[bytes]:
+        # the timers go even if the SA is gone already (ENOENT): nothing else would remove them
+        self.timers.cancel((msg.spi, msg.direction, msg.remote))
+        self.dp.delete(msg.spi, msg.direction, msg.remote)
+        return self._ok(msg)
+
+    def _flush(self, msg: pipe.Flush) -> list[bytes]:
+        self.dp.flush()
+        self.timers.cancel_all()
+        return self._ok(msg)
+
+    def _spd_add(self, msg: pipe.SpdAdd) -> list[bytes]:
+        self.dp.spd_add(msg.policy)
+        return self._ok(msg)
+
+    def _spd_delete(self, msg: pipe.SpdDelete) -> list[bytes]:
+        self.dp.spd_delete(msg.id)
+        return self._ok(msg)
+
+    def _spd_flush(self, msg: pipe.SpdFlush) -> list[bytes]:
+        self.dp.spd_flush()
+        return self._ok(msg)
+
+    def _dump(self, msg: pipe.Dump) -> list[bytes]:
+        drops = tuple(self.dp.drops().items())
+        gauges = tuple(self.dp.gauges().items())
+        return pipe.encode_dump_replies(msg.req_id, self.dp.sas(), self.dp.policies(), drops, gauges)
+
+    def _reserve(self, msg: pipe.Reserve) -> list[bytes]:
+        self.dp.reserve(msg.spi, msg.direction, msg.limit, msg.notify, msg.remote)
+        return self._ok(msg)
+
+    def _migrate(self, msg: pipe.Migrate) -> list[bytes]:
+        self.dp.migrate(msg.spi, msg.direction, msg.new_remote, msg.remote, msg.new_local)
+        return self._ok(msg)
 
     def _send_ike(self, msg: pipe.SendIke) -> list[bytes]:
         sock = self.udp.get(msg.remote.addr.version)
@@ -283,11 +305,16 @@ class Worker:
         self._emit(pipe.Expire(spi=spi, direction=Direction.IN, hard=True, reason=ExpireReason.LARVAL_TIMEOUT))
 
     def _lifetime_timers(self, sa: pipe.SaSpec) -> None:
+        soft, hard = sa.soft.seconds, sa.hard.seconds
+        if not (soft or hard):
+            return
         key = sa_key(sa)
-        if sa.soft.seconds:
-            self.timers.add(key, sa.soft.seconds, TimerKind.SOFT)
-        if sa.hard.seconds:
-            self.timers.add(key, sa.hard.seconds, TimerKind.HARD)
+        if not hard:
+            self.timers.add(key, soft, TimerKind.SOFT)
+        elif not soft:
+            self.timers.add(key, hard, TimerKind.HARD)
+        else:   # one heap entry for both (SaSpec has soft <= hard; at the same time, soft first)
+            self.timers.add(key, soft, TimerKind.SOFT, (hard, TimerKind.HARD))
 
     def _time_expired(self, key: SaKey, hard: bool) -> None:
         spi, direction, remote = key
@@ -371,6 +398,15 @@ class Worker:
             self.send(pipe.encode(msg))
         except OSError as err:
             log.warning("could not report %s: %s", type(msg).__name__, err)
+
+
+# the requests the worker answers, by exact type (the pipe's message classes are final)
+_HANDLERS: dict[type, Callable[[Worker, Any], list[bytes]]] = {
+    pipe.GetSpi: Worker._getspi, pipe.Update: Worker._update, pipe.Add: Worker._add,
+    pipe.Delete: Worker._delete, pipe.Flush: Worker._flush, pipe.SpdAdd: Worker._spd_add,
+    pipe.SpdDelete: Worker._spd_delete, pipe.SpdFlush: Worker._spd_flush, pipe.Dump: Worker._dump,
+    pipe.SendIke: Worker._send_ike, pipe.Reserve: Worker._reserve, pipe.Migrate: Worker._migrate,
+}
 
 
 def _current(info: pipe.SaInfo) -> pipe.Lifetime:
