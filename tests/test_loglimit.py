@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from tunsec.conf.connections import Connection
+from tunsec.dataplane.client import WorkerClient
 from tunsec.ike.config import IkeConfig, LocalAuth, RemoteAuth, child_config
 from tunsec.ike.endpoint import IkeEndpoint
 from tunsec.ike.identity import Identity
@@ -72,13 +73,16 @@ def test_refused_negotiations_from_unauthenticated_peers_do_not_flood_the_log(
         caplog: pytest.LogCaptureFixture) -> None:
     async def body() -> tuple[list[str], list[str]]:
         gw = _cfg("gw", "aes128gcm16-prfsha256-curve25519", GW, None, None)
-        service = IkeService([Connection(gw.name, gw)], lambda: None, {4: GW}, IdSpace())  # type: ignore[arg-type,return-value]
+        idle = WorkerClient(lambda _event: None)   # never started: requests refused (WorkerError), as a gone worker's
+        service = IkeService([Connection(gw.name, gw)], lambda: idle, {4: GW}, IdSpace())
         sock = FakeSocket()
         service.sockets.by_key = {(4, GW, 500): sock}  # type: ignore[dict-item]
         clock = Clock()
         service.unauthenticated_log = LogLimiter(burst=10, period=10.0, clock=clock)
         with caplog.at_level(logging.ERROR, logger="tunsec.ike"):
             _refused_inits(service, 200)
+            await asyncio.sleep(0)    # the refused GETSPIs' collector runs: the SPI barrier goes down
+            service._pump()
             first = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
             caplog.clear()
             clock.now += 10.0
