@@ -30,11 +30,13 @@ from tunsec.dataplane.pipe.messages import (
 )
 from tunsec.dataplane.pipe.protocol import (
     _KNOWN_FLAGS,
+    _U32,
     FLAG_MORE,
     FLAG_REPLY,
     HEADER_LEN,
     MAX_MESSAGE,
     MAX_SA_COUNTERS,
+    MIN_SPI,
     VERSION,
     Action,
     Alg,
@@ -145,8 +147,54 @@ class _Header(NamedTuple):
         return not self.is_reply and self.req_id != 0 and not known_event
 
 
+# The answers of a client's set-up, a bare header or a GETSPI's header and SPI, checked in one
+# expression on the raw fields (_quick_reply) and built without checking again: every answer
+# _quick_reply turns down goes the general way, which names what is wrong with it.  What it
+# admits, the general way decodes to an equal Reply (tests/test_pipe_codec.py compares the two).
+_REPLY_OF: Final = {int(t): t for t in MsgType if not t.is_event}   # the types a reply may name
+_SPI_REPLY: Final = struct.Struct(_HEADER.format + _EXT_HDR.format[1:] + _U32_BODY.format[1:])
+_SPI_EXT_LEN: Final = _EXT_HDR.size + _U32_BODY.size
+_ZERO3: Final = bytes(3)
+_GETSPI: Final = MsgType.GETSPI
+_SPI_EXT: Final = int(Ext.SPI)
+_BARE_REPLY: Final = {"spi": None, "more": False, "sas": (), "policies": (), "drops": (), "gauges": ()}
+
+
+def _quick_reply(data: bytes) -> Reply | None:
+    """The answer in data if it is one of those (see above), else None."""
+    size = len(data)
+    if size == HEADER_LEN:
+        version, raw_type, raw_errno, req_id, flags, reserved, length = _HEADER.unpack(data)
+        spi = None
+    elif size == _SPI_REPLY.size:
+        version, raw_type, raw_errno, req_id, flags, reserved, length, ext_len, ext, spi = _SPI_REPLY.unpack(data)
+        if raw_type != _GETSPI or raw_errno != 0 or ext_len != _SPI_EXT_LEN or ext != _SPI_EXT \
+                or not MIN_SPI <= spi <= _U32:
+            return None
+    else:
+        return None
+    # MORE only on a successful DUMP's answers, which carry extensions: never one of these
+    if version != VERSION or flags != FLAG_REPLY or reserved != _ZERO3 or length != size or req_id == 0:
+        return None
+    msg_type, errno = _REPLY_OF.get(raw_type), _ERRNO_OF.get(raw_errno)
+    if msg_type is None or errno is None or (spi is None and errno is _OK and msg_type in _OWED):
+        return None
+    reply: Reply = _new_reply(Reply)
+    vars(reply).update(_BARE_REPLY, req_id=req_id, type=msg_type, errno=errno, spi=spi)
+    return reply
+
+
+_new_reply: Final = object.__new__
+
+
 def decode(data: bytes) -> Message:
     """Parse one datagram.  Raises PipeError, and nothing else, if malformed."""
+    quick = _quick_reply(data)
+    return quick if quick is not None else _decode(data)
+
+
+def _decode(data: bytes) -> Message:
+    """decode without its quick way for the answers of a client's set-up."""
     if len(data) < HEADER_LEN:
         raise PipeError(Errno.EINVAL, f"{len(data)} bytes is shorter than the header")
     hdr = _Header._make(_HEADER.unpack_from(data))

@@ -3,6 +3,7 @@ and the error reply to a request that could not be decoded."""
 
 import struct
 from collections.abc import Iterable, Sequence
+from typing import Final
 
 from tunsec.dataplane.pipe.messages import (
     Acquire,
@@ -67,6 +68,8 @@ from tunsec.dataplane.pipe.wire import (
 
 # ------------------------------------------------------------------ encoding
 
+_ZERO3: Final = bytes(3)
+
 
 def _ext(ext_type: Ext, body: bytes) -> bytes:
     pad = -len(body) % 4
@@ -99,18 +102,56 @@ def _pack_lifetime(lt: Lifetime) -> bytes:
     return _LIFETIME.pack(lt.bytes, lt.packets, lt.seconds)
 
 
+# The fixed-size extensions of a client's set-up (SA, endpoints, lifetimes, selectors, policy,
+# SPI range) packed with their extension header in one struct call: the same bytes as
+# _ext(type, body), without packing the body, then the header, then joining them.  Their bodies
+# are multiples of 4 bytes, so no padding.
+def _with_ext_hdr(body: struct.Struct) -> struct.Struct:
+    assert body.size % 4 == 0 and body.format.startswith("!")
+    return struct.Struct(_EXT_HDR.format + body.format[1:])
+
+
+_SA_EXT: Final = _with_ext_hdr(_SA)
+_ENDPOINT_EXT: Final = _with_ext_hdr(_ENDPOINT)
+_LIFETIME_EXT: Final = _with_ext_hdr(_LIFETIME)
+_SELECTOR_EXT: Final = _with_ext_hdr(_SELECTOR)
+_POLICY_EXT: Final = _with_ext_hdr(_POLICY)
+_SPI_RANGE_EXT: Final = _with_ext_hdr(_SPI_RANGE)
+# enum members read once (each is a class attribute lookup)
+_X_SA, _X_KEY, _X_SELECTOR, _X_POLICY = Ext.SA, Ext.KEY, Ext.SELECTOR, Ext.POLICY
+_X_LOCAL, _X_REMOTE, _X_SOFT, _X_HARD = Ext.ADDR_LOCAL, Ext.ADDR_REMOTE, Ext.LIFETIME_SOFT, Ext.LIFETIME_HARD
+_X_DATA, _X_SPI_RANGE = Ext.DATA, Ext.SPI_RANGE
+
+
+def _endpoint_ext(ext_type: Ext, ep: Endpoint) -> bytes:
+    return _ENDPOINT_EXT.pack(_ENDPOINT_EXT.size, ext_type, ep.addr.version, 0, ep.port, _pack_addr(ep.addr))
+
+
+def _lifetime_ext(ext_type: Ext, lt: Lifetime) -> bytes:
+    return _LIFETIME_EXT.pack(_LIFETIME_EXT.size, ext_type, lt.bytes, lt.packets, lt.seconds)
+
+
+def _selector_ext(sel: Selector) -> bytes:
+    (sport_lo, sport_hi), (dport_lo, dport_hi) = sel.sport, sel.dport
+    return _SELECTOR_EXT.pack(
+        _SELECTOR_EXT.size, _X_SELECTOR, sel.src_lo.version, sel.proto, 0, sport_lo, sport_hi, dport_lo, dport_hi,
+        _pack_addr(sel.src_lo), _pack_addr(sel.src_hi),
+        _pack_addr(sel.dst_lo), _pack_addr(sel.dst_hi),
+    )  # fmt: skip
+
+
 def _sa_exts(sa: SaSpec) -> list[bytes]:
     flags = (_SA_ESN if sa.esn else 0) | (_SA_FIRST_USE if sa.report_first_use else 0)
-    sa_body = _SA.pack(sa.spi, sa.direction, sa.alg, flags, 0, sa.replay_window, sa.reqid, sa.seq_start)
     exts = [
-        _ext(Ext.SA, sa_body),
-        _ext(Ext.KEY, _KEY_HDR.pack(len(sa.key), 0) + sa.key),
-        _ext(Ext.ADDR_LOCAL, _pack_endpoint(sa.local)),
-        _ext(Ext.ADDR_REMOTE, _pack_endpoint(sa.remote)),
-        _ext(Ext.LIFETIME_SOFT, _pack_lifetime(sa.soft)),
-        _ext(Ext.LIFETIME_HARD, _pack_lifetime(sa.hard)),
+        _SA_EXT.pack(_SA_EXT.size, _X_SA, sa.spi, sa.direction, sa.alg, flags, 0, sa.replay_window, sa.reqid,
+                     sa.seq_start),
+        _ext(_X_KEY, _KEY_HDR.pack(len(sa.key), 0) + sa.key),
+        _endpoint_ext(_X_LOCAL, sa.local),
+        _endpoint_ext(_X_REMOTE, sa.remote),
+        _lifetime_ext(_X_SOFT, sa.soft),
+        _lifetime_ext(_X_HARD, sa.hard),
     ]
-    exts += [_ext(Ext.SELECTOR, _pack_selector(s)) for s in sa.selectors]
+    exts += [_selector_ext(s) for s in sa.selectors]
     if sa.seq_limit or sa.seq_notify:
         exts.append(_ext(Ext.SEQ_LIMIT, _SEQ_LIMIT.pack(sa.seq_limit, sa.seq_notify)))
     return exts
@@ -118,11 +159,11 @@ def _sa_exts(sa: SaSpec) -> list[bytes]:
 
 def _ike_exts(data: bytes, remote: Endpoint, local: Endpoint | None) -> list[bytes]:
     exts = [
-        _ext(Ext.DATA, _DATA_HDR.pack(len(data)) + data),
-        _ext(Ext.ADDR_REMOTE, _pack_endpoint(remote)),
+        _ext(_X_DATA, _DATA_HDR.pack(len(data)) + data),
+        _endpoint_ext(_X_REMOTE, remote),
     ]
     if local is not None:
-        exts.append(_ext(Ext.ADDR_LOCAL, _pack_endpoint(local)))
+        exts.append(_endpoint_ext(_X_LOCAL, local))
     return exts
 
 
@@ -182,7 +223,7 @@ def _reply_exts(msg: Reply) -> list[bytes]:
 def _extensions(msg: Message) -> list[bytes]:
     match msg:
         case GetSpi(lo=lo, hi=hi, larval_seconds=larval):
-            exts = [_ext(Ext.SPI_RANGE, _SPI_RANGE.pack(lo, hi))]
+            exts = [_SPI_RANGE_EXT.pack(_SPI_RANGE_EXT.size, _X_SPI_RANGE, lo, hi)]
             if larval is not None:
                 exts.append(_ext(Ext.LARVAL_LIFETIME, _U32_BODY.pack(larval)))
             return exts
@@ -191,8 +232,8 @@ def _extensions(msg: Message) -> list[bytes]:
         case Delete(spi=spi, direction=direction, remote=remote):
             return [_ext(Ext.SA_ID, _SA_ID.pack(spi, direction, bytes(3))), *_opt_remote(remote)]
         case SpdAdd(policy=p):
-            body = _POLICY.pack(p.id, p.priority, p.action, bytes(3), p.reqid)
-            return [_ext(Ext.POLICY, body), _ext(Ext.SELECTOR, _pack_selector(p.selector))]
+            return [_POLICY_EXT.pack(_POLICY_EXT.size, _X_POLICY, p.id, p.priority, p.action, _ZERO3, p.reqid),
+                    _selector_ext(p.selector)]
         case SpdDelete(id=policy_id):
             return [_ext(Ext.POLICY_ID, _U32_BODY.pack(policy_id))]
         case Acquire(policy_id=policy_id, selector=selector):
