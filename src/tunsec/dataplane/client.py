@@ -61,7 +61,8 @@ def _time_out(fut: asyncio.Future[list[pipe.Reply]]) -> None:
         fut.set_exception(TimeoutError(f"no answer within {REQUEST_TIMEOUT:.0f} s"))
 
 
-Sent = tuple[str, asyncio.Future[list[pipe.Reply]]]   # what was asked (for errors), its answer
+Sent = tuple[str, asyncio.Future[list[pipe.Reply]]]
+_Then = Callable[[list[pipe.Reply]], None]   # what was asked (for errors), its answer
 
 
 def send_soon(worker: WorkerClient, what: str, build: Callable[[int], pipe.Message],
@@ -110,9 +111,12 @@ class WorkerClient:
         self.proc: asyncio.subprocess.Process | None = None
         self._sock: socket.socket | None = None
         self._ids = itertools.count(1)
-        self._pending: dict[int, tuple[asyncio.Future[list[pipe.Reply]], list[pipe.Reply]]] = {}
+        # per request waiting for its answer: its future and request_soon's ``then``
+        self._pending: dict[int, tuple[asyncio.Future[list[pipe.Reply]], _Then | None]] = {}
+        # the answers so far of a request answered in parts (DUMP): all others are answered in one
+        # message, and need no list until it comes
+        self._parts: dict[int, list[pipe.Reply]] = {}
         self._outq: collections.deque[bytes] = collections.deque()   # in order, while the pipe is full
-        self._then: dict[int, Callable[[list[pipe.Reply]], None]] = {}   # see request_soon
         self.malformed = 0   # datagrams from the worker that did not decode: dropped (tunsec status)
 
     @property
@@ -187,19 +191,29 @@ class WorkerClient:
             else:
                 self.on_event(msg)
             return
-        entry = self._pending.get(msg.req_id)
+        req_id = msg.req_id
+        entry = self._pending.get(req_id)
         if entry is None:
-            log.warning("answer to unknown request %d", msg.req_id)
+            log.warning("answer to unknown request %d", req_id)
             return
-        fut, parts = entry
-        parts.append(msg)
-        if not msg.more:
-            del self._pending[msg.req_id]
-            then = self._then.pop(msg.req_id, None) if self._then else None
-            if not fut.done():
-                fut.set_result(parts)
-                if then is not None:
-                    then(parts)
+        parts = self._parts.get(req_id) if self._parts else None
+        if msg.more:
+            if parts is None:
+                self._parts[req_id] = [msg]
+            else:
+                parts.append(msg)
+            return
+        del self._pending[req_id]
+        if parts is None:
+            parts = [msg]
+        else:
+            del self._parts[req_id]
+            parts.append(msg)
+        fut, then = entry
+        if not fut.done():
+            fut.set_result(parts)
+            if then is not None:
+                then(parts)
 
     def _closed(self) -> None:
         if self._sock is not None:
@@ -209,11 +223,11 @@ class WorkerClient:
                 self._outq.clear()
             self._sock.close()
             self._sock = None
-        self._then.clear()
         for fut, _ in self._pending.values():
             if not fut.done():
                 fut.set_exception(WorkerError("worker", Errno.EIO))
         self._pending.clear()
+        self._parts.clear()
 
     async def request(self, build: Callable[[int], pipe.Message]) -> list[pipe.Reply]:
         """Send build(req_id) and wait for its answer(s); WorkerError unless all say OK."""
@@ -223,7 +237,7 @@ class WorkerClient:
         msg = build(req_id)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[list[pipe.Reply]] = loop.create_future()
-        self._pending[req_id] = (fut, [])
+        self._pending[req_id] = (fut, None)
         # a timer on the future itself, not asyncio.wait_for (a second future, a task wrapper and
         # callbacks per request: a client's set-up makes about ten requests)
         timer = loop.call_later(REQUEST_TIMEOUT, _time_out, fut)
@@ -232,6 +246,7 @@ class WorkerClient:
             replies = await fut
         except (OSError, TimeoutError) as err:
             self._pending.pop(req_id, None)
+            self._parts.pop(req_id, None)
             raise WorkerError(f"{type(msg).__name__} ({err})", Errno.EIO) from err
         finally:
             timer.cancel()
@@ -255,14 +270,12 @@ class WorkerClient:
         req_id = next(self._ids)
         msg = build(req_id)
         fut: asyncio.Future[list[pipe.Reply]] = asyncio.get_running_loop().create_future()
-        self._pending[req_id] = (fut, [])
+        self._pending[req_id] = (fut, then)
         try:
             self._send(pipe.encode(msg))
         except OSError as err:
             del self._pending[req_id]
             raise WorkerError(f"{type(msg).__name__} ({err})", Errno.EIO) from err
-        if then is not None:
-            self._then[req_id] = then
         return fut
 
     def _send(self, data: bytes) -> None:
