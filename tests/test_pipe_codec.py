@@ -1424,6 +1424,53 @@ def test_quick_reply_decode_admits_no_single_byte_change_the_general_refuses(rep
     assert taken > 256 * 2   # the request id's and the SPI's bytes may be anything (but 0)
 
 
+_IKE_EVENTS = [Ike(data=b"z", remote=REMOTE4), Ike(data=b"abcd", remote=REMOTE4, local=LOCAL4),
+               Ike(data=b"y" * 7, remote=REMOTE6, local=LOCAL6), Ike(data=b"q" * 6, remote=REMOTE6)]
+
+
+def _quick_ike_and_general(data: bytes) -> tuple[object, object]:
+    from tunsec.dataplane.pipe import decoding
+
+    quick = decoding._quick_ike(data)
+    try:
+        general: object = decoding._decode(data)
+    except PipeError as err:
+        general = err.errno
+    return quick, general
+
+
+@pytest.mark.parametrize("event", _IKE_EVENTS, ids=lambda e: f"{len(e.data)}-{e.remote.family}-{e.local is not None}")
+def test_quick_ike_decode_admits_no_change_the_general_refuses(event: Ike) -> None:
+    """An IKE event as encode lays it out goes the quick way, equal to the general; every byte of it
+    set to every value, and it cut short or grown: the quick way gives None or the general way's Ike."""
+    data = encode(event)
+    quick, general = _quick_ike_and_general(data)
+    assert quick == general == event and type(quick.data) is bytes   # type: ignore[union-attr]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        quick.data = b"x"  # type: ignore[union-attr]
+    changed = [data[:pos] + bytes([value]) + data[pos + 1:] for pos in range(len(data)) for value in range(256)]
+    changed += [data[:cut] for cut in range(len(data))] + [data + bytes(4), data + data[-24:]]
+    taken = 0
+    for variant in changed:
+        quick, general = _quick_ike_and_general(variant)
+        if quick is not None:
+            assert isinstance(general, Ike) and quick == general
+            taken += 1
+    assert taken > 256 * 3   # the data's and the ports' bytes may be anything
+    assert _quick_ike_and_general(bytearray(data))[0] is None   # a slice of it would not be bytes
+
+
+def test_quick_ike_decode_leaves_other_layouts_to_the_general_way() -> None:
+    """ADDR_REMOTE before DATA is valid but not encode's layout: the general way decodes it."""
+    from tunsec.dataplane.pipe import decoding
+    from tunsec.dataplane.pipe import encoding as enc
+
+    exts = enc._ike_exts(b"abc", REMOTE4, None)[::-1]
+    data = enc._join(MsgType.IKE, Errno.OK, 0, 0, exts)
+    assert decoding._quick_ike(data) is None
+    assert decode(data) == Ike(data=b"abc", remote=REMOTE4)
+
+
 def test_folded_extension_structs_pack_what_ext_of_the_body_packs() -> None:
     """The request encoders' one-struct extensions are byte for byte _ext(type, body)."""
     from tunsec.dataplane.pipe import encoding as enc
