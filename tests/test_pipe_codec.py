@@ -1449,7 +1449,11 @@ def test_quick_ike_decode_admits_no_change_the_general_refuses(event: Ike) -> No
     with pytest.raises(dataclasses.FrozenInstanceError):
         quick.data = b"x"  # type: ignore[union-attr]
     changed = [data[:pos] + bytes([value]) + data[pos + 1:] for pos in range(len(data)) for value in range(256)]
-    changed += [data[:cut] for cut in range(len(data))] + [data + bytes(4), data + data[-24:]]
+    grown = [data + bytes(4), data + data[-24:], data + data[-48:]]
+    cut_or_grown = [data[:cut] for cut in range(len(data))] + grown
+    changed += cut_or_grown
+    # and each with its header's length made to fit, the DATA's length field left to lie
+    changed += [d[:12] + len(d).to_bytes(4, "big") + d[16:] for d in cut_or_grown if len(d) >= HEADER_LEN]
     taken = 0
     for variant in changed:
         quick, general = _quick_ike_and_general(variant)
