@@ -255,7 +255,7 @@ def decode(data: bytes) -> Message:
 
 
 def _decode(data: bytes) -> Message:
-    """decode without its quick way for the answers of a client's set-up."""
+    """decode without its quick ways (the plain answers, the IKE event)."""
     if len(data) < HEADER_LEN:
         raise PipeError(Errno.EINVAL, f"{len(data)} bytes is shorter than the header")
     hdr = _Header._make(_HEADER.unpack_from(data))
