@@ -1335,3 +1335,164 @@ def test_quick_init_keeps_the_dataclass_contract() -> None:
     assert dataclasses.replace(out_sa(), spi=300).spi == 300
     with pytest.raises(ValueError):
         dataclasses.replace(out_sa(), spi=255)   # replace builds through the checks too
+
+
+# ------------------------------------------------- the quick ways of a client's set-up's messages
+# decode takes the answers a client's set-up gets (a bare header, a GETSPI's SPI) a quick way, and
+# encode packs the fixed-size extensions of its requests with their header in one struct: both
+# must give exactly what the general way gives.
+
+_REPLY_TYPES = [t for t in MsgType if not t.is_event]
+
+
+def _header_bytes(version: int, msg_type: int, errno: int, req_id: int, flags: int, reserved: bytes,
+                  extra: bytes, length_delta: int) -> bytes:
+    length = HEADER_LEN + len(extra) + length_delta
+    return struct.pack("!BBHIB3sI", version, msg_type, errno, req_id, flags, reserved, length) + extra
+
+
+def _quick_and_general(data: bytes) -> tuple[object, object]:
+    from tunsec.dataplane.pipe import decoding
+
+    quick = decoding._quick_reply(data)
+    try:
+        general: object = decoding._decode(data)
+    except PipeError as err:
+        general = err.errno
+    return quick, general
+
+
+@pytest.mark.parametrize("msg_type", _REPLY_TYPES, ids=lambda t: t.name)
+def test_quick_reply_decode_takes_every_plain_answer(msg_type: MsgType) -> None:
+    """Every answer that is a bare header (or a GETSPI's SPI) goes the quick way, equal to the general."""
+    taken = 0
+    for errno in Errno:
+        ok_owed = errno is Errno.OK and msg_type in (MsgType.GETSPI, MsgType.DUMP)
+        for req_id in (1, 7, U32):
+            if msg_type is MsgType.DUMP and ok_owed:
+                continue
+            reply = Reply(req_id, msg_type, errno, spi=0xC0000001 if ok_owed else None)
+            quick, general = _quick_and_general(encode(reply))
+            assert quick == general == reply
+            assert type(quick) is Reply and hash(quick) == hash(reply)
+            taken += 1
+    assert taken >= 3 * (len(Errno) - 1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        quick.req_id = 2  # type: ignore[misc]
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    # the valid value of each field more often than not, so that many headers are nearly right
+    version=st.sampled_from([1, 1, 1, 0, 2, 255]),
+    msg_type=st.one_of(st.sampled_from([int(t) for t in MsgType]), st.integers(0, 255)),
+    errno=st.one_of(st.sampled_from([int(e) for e in Errno]), st.integers(0, U16)),
+    req_id=st.sampled_from([0, 1, 2, U32]),
+    flags=st.sampled_from([0x01, 0x01, 0x01, 0, 0x02, 0x03, 0x04, 0x80, 0xFF]),
+    reserved=st.sampled_from([bytes(3), bytes(3), b"\0\0\1", b"\x80\0\0"]),
+    ext=st.sampled_from([None, None, (8, int(Ext.SPI)), (8, int(Ext.SPI)), (12, int(Ext.SPI)), (4, int(Ext.SPI)),
+                         (8, int(Ext.SPI_RANGE)), (8, 0), (8, 999)]),
+    spi=st.sampled_from([0, 1, 255, 256, 0xC0000001, U32]),
+    length_delta=st.sampled_from([0, 0, 0, -1, 4, 8]),
+)
+def test_quick_reply_decode_admits_only_what_the_general_decode_admits(
+    version: int, msg_type: int, errno: int, req_id: int, flags: int, reserved: bytes,
+    ext: tuple[int, int] | None, spi: int, length_delta: int,
+) -> None:
+    """Any header (and SPI extension): the quick way answers None or exactly what the general way
+    decodes; whatever the general way refuses, the quick way refuses too."""
+    extra = b"" if ext is None else struct.pack("!HHI", *ext, spi)
+    quick, general = _quick_and_general(
+        _header_bytes(version, msg_type, errno, req_id, flags, reserved, extra, length_delta))
+    if quick is not None:
+        assert isinstance(general, Reply) and quick == general
+        assert {k: type(v) for k, v in vars(quick).items()} == {k: type(v) for k, v in vars(general).items()}
+
+
+@pytest.mark.parametrize("reply", [Reply(3, MsgType.UPDATE, Errno.OK), Reply(U32, MsgType.GETSPI, Errno.EEXIST),
+                                   Reply(1, MsgType.GETSPI, Errno.OK, spi=0xC0000001)],
+                         ids=lambda r: f"{r.type.name}-{r.errno.name}")
+def test_quick_reply_decode_admits_no_single_byte_change_the_general_refuses(reply: Reply) -> None:
+    """Every byte of a plain answer set to every value: the quick way gives None or the general way's Reply."""
+    data, taken = encode(reply), 0
+    for pos in range(len(data)):
+        for value in range(256):
+            quick, general = _quick_and_general(data[:pos] + bytes([value]) + data[pos + 1:])
+            if quick is not None:
+                assert isinstance(general, Reply) and quick == general
+                taken += 1
+    assert taken > 256 * 2   # the request id's and the SPI's bytes may be anything (but 0)
+
+
+_IKE_EVENTS = [Ike(data=b"z", remote=REMOTE4), Ike(data=b"abcd", remote=REMOTE4, local=LOCAL4),
+               Ike(data=b"y" * 7, remote=REMOTE6, local=LOCAL6), Ike(data=b"q" * 6, remote=REMOTE6)]
+
+
+def _quick_ike_and_general(data: bytes) -> tuple[object, object]:
+    from tunsec.dataplane.pipe import decoding
+
+    quick = decoding._quick_ike(data)
+    try:
+        general: object = decoding._decode(data)
+    except PipeError as err:
+        general = err.errno
+    return quick, general
+
+
+@pytest.mark.parametrize("event", _IKE_EVENTS, ids=lambda e: f"{len(e.data)}-{e.remote.family}-{e.local is not None}")
+def test_quick_ike_decode_admits_no_change_the_general_refuses(event: Ike) -> None:
+    """An IKE event as encode lays it out goes the quick way, equal to the general; every byte of it
+    set to every value, and it cut short or grown: the quick way gives None or the general way's Ike."""
+    data = encode(event)
+    quick, general = _quick_ike_and_general(data)
+    assert quick == general == event and type(quick.data) is bytes   # type: ignore[union-attr]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        quick.data = b"x"  # type: ignore[union-attr]
+    changed = [data[:pos] + bytes([value]) + data[pos + 1:] for pos in range(len(data)) for value in range(256)]
+    grown = [data + bytes(4), data + data[-24:], data + data[-48:]]
+    cut_or_grown = [data[:cut] for cut in range(len(data))] + grown
+    changed += cut_or_grown
+    # and each with its header's length made to fit, the DATA's length field left to lie
+    changed += [d[:12] + len(d).to_bytes(4, "big") + d[16:] for d in cut_or_grown if len(d) >= HEADER_LEN]
+    taken = 0
+    for variant in changed:
+        quick, general = _quick_ike_and_general(variant)
+        if quick is not None:
+            assert isinstance(general, Ike) and quick == general
+            taken += 1
+    assert taken > 256 * 3   # the data's and the ports' bytes may be anything
+    assert _quick_ike_and_general(bytearray(data))[0] is None   # a slice of it would not be bytes
+
+
+def test_quick_ike_decode_leaves_other_layouts_to_the_general_way() -> None:
+    """ADDR_REMOTE before DATA is valid but not encode's layout: the general way decodes it."""
+    from tunsec.dataplane.pipe import decoding
+    from tunsec.dataplane.pipe import encoding as enc
+
+    exts = enc._ike_exts(b"abc", REMOTE4, None)[::-1]
+    data = enc._join(MsgType.IKE, Errno.OK, 0, 0, exts)
+    assert decoding._quick_ike(data) is None
+    assert decode(data) == Ike(data=b"abc", remote=REMOTE4)
+
+
+def test_folded_extension_structs_pack_what_ext_of_the_body_packs() -> None:
+    """The request encoders' one-struct extensions are byte for byte _ext(type, body)."""
+    from tunsec.dataplane.pipe import encoding as enc
+
+    class _V4(IPv4Address):
+        pass
+
+    class _V6(IPv6Address):
+        pass
+
+    for addr in (A1, ip_address("255.255.255.255"), ip_address("::"), ip_address("ffff::1"), _V4(7), _V6(2**127 + 5)):
+        assert enc._pack_addr(addr) == addr.packed.ljust(16, b"\0")
+    for ep in (LOCAL4, REMOTE6):
+        assert enc._endpoint_ext(Ext.ADDR_LOCAL, ep) == enc._ext(Ext.ADDR_LOCAL, enc._pack_endpoint(ep))
+    for sel in (SEL4, SEL6_TCP, Selector(A1, A2, A1, A1, 17, (53, 53), (0, U16))):
+        assert enc._selector_ext(sel) == enc._ext(Ext.SELECTOR, enc._pack_selector(sel))
+    for lt in (Lifetime(), Lifetime(U64, 6, 7)):
+        assert enc._lifetime_ext(Ext.LIFETIME_HARD, lt) == enc._ext(Ext.LIFETIME_HARD, enc._pack_lifetime(lt))
+    sa = out_sa(seq_start=5, replay_window=64, esn=True)
+    body = struct.pack("!IBBBBIIQ", sa.spi, sa.direction, sa.alg, 1, 0, 64, sa.reqid, 5)
+    assert enc._sa_exts(sa)[0] == enc._ext(Ext.SA, body)

@@ -172,7 +172,7 @@ def test_a_request_given_up_on_is_forgotten_and_its_late_answer_counted(monkeypa
         (got,) = await answered([send_soon(wc, "SpdDelete", lambda r: pipe.SpdDelete(r, 7))])
         assert isinstance(got, WorkerError) and got.errno is Errno.EIO
         await asyncio.sleep(0)   # the cancelled future's callbacks
-        assert wc._pending == {} and wc._then == {}
+        assert wc._pending == {} and wc._parts == {}
         unanswered = pipe.decode(worker.recv(65536))
         # request's timeout, and a request whose task is cancelled
         with pytest.raises(WorkerError):
@@ -218,6 +218,51 @@ def test_request_ids_wrap_within_32_bits_and_skip_those_still_waited_for() -> No
         assert not any(f.done() for f in waiting)
         asyncio.get_running_loop().remove_reader(wc._sock.fileno())
         wc._closed()
+        worker.close()
+
+    asyncio.run(body())
+
+
+def test_an_answer_in_parts_completes_once_and_leaves_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A DUMP answered in several datagrams completes its request with all of them, in order; one
+    whose last part never comes fails with EIO and its parts are forgotten; a malformed answer (a
+    GETSPI's SPI below 256) is a counted drop that completes nothing."""
+    monkeypatch.setattr(client_mod, "REQUEST_TIMEOUT", 0.05)
+
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        wc, worker = _pair(loop)
+        drops = [(f"drop{i}", i) for i in range(4000)]
+        task = asyncio.ensure_future(wc.request(lambda r: pipe.Dump(r)))
+        await asyncio.sleep(0.01)
+        req = pipe.decode(worker.recv(65536))
+        parts = pipe.encode_dump_replies(req.req_id, [], [], drops)
+        assert len(parts) > 1
+        for data in parts:
+            worker.send(data)
+        replies = await task
+        assert [r.more for r in replies] == [True] * (len(parts) - 1) + [False]
+        assert pipe.join_dump_replies(replies).drops == tuple(drops)
+        assert wc._pending == {} and wc._parts == {}
+        # the last part never comes
+        task = asyncio.ensure_future(wc.request(lambda r: pipe.Dump(r)))
+        await asyncio.sleep(0.01)
+        req = pipe.decode(worker.recv(65536))
+        worker.send(pipe.encode_dump_replies(req.req_id, [], [], drops)[0])
+        with pytest.raises(WorkerError) as err:
+            await task
+        assert err.value.errno is Errno.EIO
+        assert wc._pending == {} and wc._parts == {}
+        # a malformed answer: dropped and counted, the request still waits for its real answer
+        fut = wc.request_soon(lambda r: pipe.GetSpi(r, 256, 0xFFFFFFFF))
+        req = pipe.decode(worker.recv(65536))
+        good = pipe.encode(pipe.Reply(req.req_id, pipe.MsgType.GETSPI, Errno.OK, spi=0x1234))
+        worker.send(good[:-4] + (5).to_bytes(4, "big"))
+        await asyncio.sleep(0.01)
+        assert wc.malformed == 1 and not fut.done()
+        worker.send(good)
+        assert [r.spi for r in await fut] == [0x1234]
+        loop.remove_reader(wc._sock.fileno())
         worker.close()
 
     asyncio.run(body())

@@ -62,7 +62,8 @@ def _time_out(fut: asyncio.Future[list[pipe.Reply]]) -> None:
         fut.set_exception(TimeoutError(f"no answer within {REQUEST_TIMEOUT:.0f} s"))
 
 
-Sent = tuple[str, asyncio.Future[list[pipe.Reply]]]   # what was asked (for errors), its answer
+Sent = tuple[str, asyncio.Future[list[pipe.Reply]]]
+_Then = Callable[[list[pipe.Reply]], None]   # what was asked (for errors), its answer
 
 
 def send_soon(worker: WorkerClient, what: str, build: Callable[[int], pipe.Message],
@@ -112,9 +113,12 @@ class WorkerClient:
         self.proc: asyncio.subprocess.Process | None = None
         self._sock: socket.socket | None = None
         self._last_id = 0   # see _next_id
-        self._pending: dict[int, tuple[asyncio.Future[list[pipe.Reply]], list[pipe.Reply]]] = {}
+        # per request waiting for its answer: its future and request_soon's ``then``
+        self._pending: dict[int, tuple[asyncio.Future[list[pipe.Reply]], _Then | None]] = {}
+        # the answers so far of a request answered in parts (DUMP): all others are answered in one
+        # message, and need no list until it comes
+        self._parts: dict[int, list[pipe.Reply]] = {}
         self._outq: collections.deque[bytes] = collections.deque()   # in order, while the pipe is full
-        self._then: dict[int, Callable[[list[pipe.Reply]], None]] = {}   # see request_soon
         self.malformed = 0   # datagrams from the worker that did not decode: dropped (tunsec status)
         self.late = 0        # answers to no request waited for (given up on, or never made): dropped (status)
 
@@ -190,22 +194,32 @@ class WorkerClient:
             else:
                 self.on_event(msg)
             return
-        entry = self._pending.get(msg.req_id)
+        req_id = msg.req_id
+        entry = self._pending.get(req_id)
         if entry is None:
             # its waiter gave up (timeout, cancelled) and forgot it, or the worker is confused:
             # counted, not logged per datagram (a hung worker that wakes up answers thousands)
             self.late += 1
-            log.debug("answer to request %d, which nobody waits for, dropped", msg.req_id)
+            log.debug("answer to request %d, which nobody waits for, dropped", req_id)
             return
-        fut, parts = entry
-        parts.append(msg)
-        if not msg.more:
-            del self._pending[msg.req_id]
-            then = self._then.pop(msg.req_id, None) if self._then else None
-            if not fut.done():
-                fut.set_result(parts)
-                if then is not None:
-                    then(parts)
+        parts = self._parts.get(req_id) if self._parts else None
+        if msg.more:
+            if parts is None:
+                self._parts[req_id] = [msg]
+            else:
+                parts.append(msg)
+            return
+        del self._pending[req_id]
+        if parts is None:
+            parts = [msg]
+        else:
+            del self._parts[req_id]
+            parts.append(msg)
+        fut, then = entry
+        if not fut.done():
+            fut.set_result(parts)
+            if then is not None:
+                then(parts)
 
     def _closed(self) -> None:
         if self._sock is not None:
@@ -215,11 +229,11 @@ class WorkerClient:
                 self._outq.clear()
             self._sock.close()
             self._sock = None
-        self._then.clear()
         for fut, _ in self._pending.values():
             if not fut.done():
                 fut.set_exception(WorkerError("worker", Errno.EIO))
         self._pending.clear()
+        self._parts.clear()
 
     def _next_id(self) -> int:
         """A request id no request waiting for its answer holds: the next one, 1..REQ_ID_MAX and round
@@ -238,7 +252,7 @@ class WorkerClient:
         entry = self._pending.get(req_id)
         if entry is not None and entry[0] is fut:
             del self._pending[req_id]
-            self._then.pop(req_id, None)
+            self._parts.pop(req_id, None)
 
     def _forget_cancelled(self, req_id: int, fut: asyncio.Future[list[pipe.Reply]]) -> None:
         if fut.cancelled():
@@ -252,7 +266,7 @@ class WorkerClient:
         msg = build(req_id)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[list[pipe.Reply]] = loop.create_future()
-        self._pending[req_id] = (fut, [])
+        self._pending[req_id] = (fut, None)
         # a timer on the future itself, not asyncio.wait_for (a second future, a task wrapper and
         # callbacks per request: a client's set-up makes about ten requests)
         timer = loop.call_later(REQUEST_TIMEOUT, _time_out, fut)
@@ -284,14 +298,12 @@ class WorkerClient:
         req_id = self._next_id()
         msg = build(req_id)
         fut: asyncio.Future[list[pipe.Reply]] = asyncio.get_running_loop().create_future()
-        self._pending[req_id] = (fut, [])
+        self._pending[req_id] = (fut, then)
         try:
             self._send(pipe.encode(msg))
         except OSError as err:
             del self._pending[req_id]
             raise WorkerError(f"{type(msg).__name__} ({err})", Errno.EIO) from err
-        if then is not None:
-            self._then[req_id] = then
         # a waiter that gives up cancels the future (answered's timeout): the request is forgotten
         # then, not when an answer comes, which a hung worker never sends
         fut.add_done_callback(functools.partial(self._forget_cancelled, req_id))

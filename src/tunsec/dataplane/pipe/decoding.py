@@ -30,11 +30,14 @@ from tunsec.dataplane.pipe.messages import (
 )
 from tunsec.dataplane.pipe.protocol import (
     _KNOWN_FLAGS,
+    _U32,
     FLAG_MORE,
     FLAG_REPLY,
     HEADER_LEN,
+    MAX_IKE_DATA,
     MAX_MESSAGE,
     MAX_SA_COUNTERS,
+    MIN_SPI,
     VERSION,
     Action,
     Alg,
@@ -145,8 +148,114 @@ class _Header(NamedTuple):
         return not self.is_reply and self.req_id != 0 and not known_event
 
 
+# The answers of a client's set-up, a bare header or a GETSPI's header and SPI, checked in one
+# expression on the raw fields (_quick_reply) and built without checking again: every answer
+# _quick_reply turns down goes the general way, which names what is wrong with it.  What it
+# admits, the general way decodes to an equal Reply (tests/test_pipe_codec.py compares the two).
+_REPLY_OF: Final = {int(t): t for t in MsgType if not t.is_event}   # the types a reply may name
+_SPI_REPLY: Final = struct.Struct(_HEADER.format + _EXT_HDR.format[1:] + _U32_BODY.format[1:])
+_SPI_EXT_LEN: Final = _EXT_HDR.size + _U32_BODY.size
+_ZERO3: Final = bytes(3)
+_GETSPI: Final = MsgType.GETSPI
+_SPI_EXT: Final = int(Ext.SPI)
+_BARE_REPLY: Final = {"spi": None, "more": False, "sas": (), "policies": (), "drops": (), "gauges": ()}
+
+
+def _quick_reply(data: bytes) -> Reply | None:
+    """The answer in data if it is one of those (see above), else None."""
+    size = len(data)
+    if size == HEADER_LEN:
+        version, raw_type, raw_errno, req_id, flags, reserved, length = _HEADER.unpack(data)
+        spi = None
+    elif size == _SPI_REPLY.size:
+        version, raw_type, raw_errno, req_id, flags, reserved, length, ext_len, ext, spi = _SPI_REPLY.unpack(data)
+        if raw_type != _GETSPI or raw_errno != 0 or ext_len != _SPI_EXT_LEN or ext != _SPI_EXT \
+                or not MIN_SPI <= spi <= _U32:
+            return None
+    else:
+        return None
+    # MORE only on a successful DUMP's answers, which carry extensions: never one of these
+    if version != VERSION or flags != FLAG_REPLY or reserved != _ZERO3 or length != size or req_id == 0:
+        return None
+    msg_type, errno = _REPLY_OF.get(raw_type), _ERRNO_OF.get(raw_errno)
+    if msg_type is None or errno is None or (spi is None and errno is _OK and msg_type in _OWED):
+        return None
+    reply: Reply = _new(Reply)
+    vars(reply).update(_BARE_REPLY, req_id=req_id, type=msg_type, errno=errno, spi=spi)
+    return reply
+
+
+_new: Final = object.__new__   # an instance without __init__: its fields are set as checked
+
+
+# The IKE event (every IKE message a client sends to port 4500) as encode lays it out, DATA then
+# ADDR_REMOTE then maybe ADDR_LOCAL, is taken the same way (_quick_ike); in another order, or with
+# anything amiss, it goes the general way.
+_IKE_HEAD: Final = struct.Struct(_HEADER.format + _EXT_HDR.format[1:] + _DATA_HDR.format[1:])
+_ENDPOINT_EXT: Final = struct.Struct(_EXT_HDR.format + _ENDPOINT.format[1:])
+_IKE_EVENT: Final = int(MsgType.IKE)
+_X_DATA, _X_REMOTE, _X_LOCAL = int(Ext.DATA), int(Ext.ADDR_REMOTE), int(Ext.ADDR_LOCAL)
+_ENDPOINT_EXT_LEN: Final = _ENDPOINT_EXT.size
+
+
+def _quick_ike(data: bytes) -> Ike | None:
+    """The IKE event in data if laid out as encode does and valid, else None."""
+    size = len(data)
+    # bytes only: the event keeps a slice of it (decode copies anything else first)
+    if type(data) is not bytes or not _IKE_HEAD.size + _ENDPOINT_EXT_LEN <= size <= MAX_MESSAGE:
+        return None
+    version, raw_type, raw_errno, req_id, flags, reserved, length, data_ext_len, data_ext, n = \
+        _IKE_HEAD.unpack_from(data)
+    end = HEADER_LEN + data_ext_len   # the DATA extension's: its header, length, bytes, padding
+    if (raw_type != _IKE_EVENT or version != VERSION or raw_errno or req_id or flags or reserved != _ZERO3
+            or length != size or data_ext != _X_DATA or not 1 <= n <= MAX_IKE_DATA
+            or data_ext_len != _IKE_HEAD.size - HEADER_LEN + n + (-n % 4)
+            or any(data[_IKE_HEAD.size + n:end])):
+        return None
+    # the endpoints fill the rest exactly (so unpack_from stays inside data: DATA's length is the sender's)
+    with_local = size == end + 2 * _ENDPOINT_EXT_LEN
+    if not with_local and size != end + _ENDPOINT_EXT_LEN:
+        return None
+    remote = _quick_endpoint(data, end, _X_REMOTE)
+    if remote is None:
+        return None
+    local = None
+    if with_local:
+        local = _quick_endpoint(data, end + _ENDPOINT_EXT_LEN, _X_LOCAL)
+        if local is None or local.addr.version != remote.addr.version:
+            return None
+    event: Ike = _new(Ike)
+    vars(event).update(req_id=0, data=data[_IKE_HEAD.size:_IKE_HEAD.size + n], remote=remote, local=local)
+    return event
+
+
+def _quick_endpoint(data: bytes, pos: int, ext_type: int) -> Endpoint | None:
+    ext_len, ext, family, reserved, port, raw = _ENDPOINT_EXT.unpack_from(data, pos)
+    if ext_len != _ENDPOINT_EXT_LEN or ext != ext_type or reserved:
+        return None
+    addr = _addr_or_none(family, raw)
+    return None if addr is None else Endpoint(addr, port)
+
+
 def decode(data: bytes) -> Message:
     """Parse one datagram.  Raises PipeError, and nothing else, if malformed."""
+    # by size and type byte first: the worker decodes requests with this too, which take neither way
+    size = len(data)
+    quick: Message | None = None
+    try:
+        if size <= _SPI_REPLY.size:
+            quick = _quick_reply(data)
+        elif data[1] == _IKE_EVENT:
+            quick = _quick_ike(data)
+    except (struct.error, ValueError, TypeError):
+        # not meant to happen (the tests hold the quick ways to None for what they cannot take), but
+        # should one trip on a datagram, the general way says what is wrong with it as a PipeError
+        quick = None
+    return quick if quick is not None else _decode(data)
+
+
+def _decode(data: bytes) -> Message:
+    """decode without its quick ways (the plain answers, the IKE event)."""
     if len(data) < HEADER_LEN:
         raise PipeError(Errno.EINVAL, f"{len(data)} bytes is shorter than the header")
     hdr = _Header._make(_HEADER.unpack_from(data))
@@ -293,15 +402,25 @@ _ADDR_CACHE_MAX: Final = 4096
 
 
 def _unpack_addr(family: int, raw: bytes) -> IPAddress:
+    addr = _addr_or_none(family, raw)
+    if addr is not None:
+        return addr
+    if family not in _ADDR_CACHE:
+        raise _Malformed(f"address family {family}")
+    raise _Malformed("IPv4 address with non-zero trailing bytes")
+
+
+def _addr_or_none(family: int, raw: bytes) -> IPAddress | None:
+    """_unpack_addr's address, or None where it raises."""
     cache = _ADDR_CACHE.get(family)
     if cache is None:
-        raise _Malformed(f"address family {family}")
+        return None
     addr = cache.get(raw)
     if addr is not None:
         return addr
     if family == 4:
         if raw[4:] != _ZERO12:
-            raise _Malformed("IPv4 address with non-zero trailing bytes")
+            return None
         addr = IPv4Address(int.from_bytes(raw[:4]))
     else:
         addr = IPv6Address(int.from_bytes(raw))
