@@ -79,35 +79,34 @@ bool ts_addr_is_specific(const ts_addr *a) {
     return a->family == 6 && memcmp(a->addr, zero, 16) != 0;
 }
 
+/* One control message (level, type, len bytes of data) at buf, zero-padded to its CMSG_SPACE;
+ * 0 if cap cannot hold it. */
+static size_t put_cmsg(void *buf, size_t cap, int level, int type, const void *data, size_t len) {
+    if (cap < CMSG_SPACE(len))
+        return 0;
+    struct cmsghdr c = {0};
+    c.cmsg_level = level;
+    c.cmsg_type = type;
+    c.cmsg_len = CMSG_LEN(len);
+    memset(buf, 0, CMSG_SPACE(len));
+    memcpy(buf, &c, sizeof(c));
+    memcpy((uint8_t *)buf + CMSG_LEN(0), data, len);
+    return CMSG_SPACE(len);
+}
+
 size_t ts_pktinfo_put(void *buf, size_t cap, const ts_addr *src) {
     if (!ts_addr_is_specific(src))
         return 0;
-    struct cmsghdr c = {0};
     if (src->family == 4) {
-        if (cap < CMSG_SPACE(sizeof(struct in_pktinfo)))
-            return 0;
-        struct in_pktinfo pi = {0};
+        struct in_pktinfo pi;
+        memset(&pi, 0, sizeof(pi));
         memcpy(&pi.ipi_spec_dst, src->addr, 4);
-        c.cmsg_level = IPPROTO_IP;
-        c.cmsg_type = IP_PKTINFO;
-        c.cmsg_len = CMSG_LEN(sizeof(pi));
-        memset(buf, 0, CMSG_SPACE(sizeof(pi)));
-        memcpy(buf, &c, sizeof(c));
-        memcpy((uint8_t *)buf + CMSG_LEN(0), &pi, sizeof(pi));
-        return CMSG_SPACE(sizeof(pi));
+        return put_cmsg(buf, cap, IPPROTO_IP, IP_PKTINFO, &pi, sizeof(pi));
     }
-    if (cap < CMSG_SPACE(sizeof(struct in6_pktinfo)))
-        return 0;
     struct in6_pktinfo pi;
     memset(&pi, 0, sizeof(pi));
     memcpy(&pi.ipi6_addr, src->addr, 16);
-    c.cmsg_level = IPPROTO_IPV6;
-    c.cmsg_type = IPV6_PKTINFO;
-    c.cmsg_len = CMSG_LEN(sizeof(pi));
-    memset(buf, 0, CMSG_SPACE(sizeof(pi)));
-    memcpy(buf, &c, sizeof(c));
-    memcpy((uint8_t *)buf + CMSG_LEN(0), &pi, sizeof(pi));
-    return CMSG_SPACE(sizeof(pi));
+    return put_cmsg(buf, cap, IPPROTO_IPV6, IPV6_PKTINFO, &pi, sizeof(pi));
 }
 
 void ts_socket_local(int fd, ts_addr *bound, bool *wildcard) {
