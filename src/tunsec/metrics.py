@@ -175,10 +175,11 @@ def state_families(doc: dict[str, Any], worker_up: bool) -> Iterator[Metric]:
         yield policies
     yield GaugeMetricFamily("tunsec_ike_half_open_sas", "IKE SAs not authenticated yet (responder side)",
                             value=doc.get("ike_half_open", 0))
-    yield GaugeMetricFamily("tunsec_ike_half_open_addresses", "Source addresses holding half-open IKE SAs",
+    yield GaugeMetricFamily("tunsec_ike_half_open_addresses", "Source addresses (IPv6: prefixes of "
+                            "ipv6_source_prefix bits) holding half-open IKE SAs",
                             value=doc.get("ike_half_open_addresses", 0))
     yield GaugeMetricFamily("tunsec_ike_half_open_max_per_address", "The most half-open IKE SAs one source "
-                            "address holds (cookie_threshold_ip, block_threshold apply to it)",
+                            "address (IPv6: prefix) holds (cookie_threshold_ip, block_threshold apply to it)",
                             value=doc.get("ike_half_open_max_per_address", 0))
     dropped = CounterMetricFamily("tunsec_ike_requests_dropped", "IKE requests dropped before any state was kept",
                                   labels=["reason"])

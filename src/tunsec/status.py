@@ -165,8 +165,10 @@ def render(doc: dict[str, Any]) -> str:
     drops = doc["drops"]
     lines.append("drops: " + ", ".join(f"{k} {v}" for k, v in drops.items()))
     if doc.get("ike_drops"):
+        busiest = f": {doc['ike_half_open_busiest']}" if doc.get("ike_half_open_busiest") else ""
         lines.append(f"IKE: {doc['ike_half_open']} half-open from {doc.get('ike_half_open_addresses', 0)} "
-                     f"addresses (at most {doc.get('ike_half_open_max_per_address', 0)} from one); unauthenticated: "
+                     f"addresses or IPv6 prefixes (at most {doc.get('ike_half_open_max_per_address', 0)} from one"
+                     f"{busiest}); unauthenticated: "
                      + ", ".join(f"{k} {v}" for k, v in doc["ike_drops"].items()))
     if doc.get("ike_fragments"):
         lines.append("IKE fragments: " + ", ".join(f"{k} {v}" for k, v in doc["ike_fragments"].items()))

@@ -1,4 +1,5 @@
-"""tunsec { half_open_timeout, cookie_threshold, half_open_limit, cookie_threshold_ip, block_threshold }:
+"""tunsec { half_open_timeout, cookie_threshold, half_open_limit, cookie_threshold_ip, block_threshold,
+ipv6_source_prefix }:
 parsed, checked, and what they do to an engine built from the configuration as the daemon builds it."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import pytest
 from tunsec.conf.config import parse_config
 from tunsec.conf.errors import ConfigError
 from tunsec.ike.config import IkeConfig, LocalAuth, RemoteAuth, child_config
+from tunsec.ike.dos_source import source_key
 from tunsec.ike.endpoint import IkeEndpoint, calmdown_bucket
 from tunsec.ike.identity import Identity
 from tunsec.ike.proposals import parse_proposals
@@ -50,9 +52,19 @@ def _engine(text: str) -> IkeEndpoint:
 
 def _flood(b: IkeEndpoint, n: int, now: float, *, sources: int = 1) -> None:
     """n IKE_SA_INIT requests from ``sources`` addresses in turn (192.0.2.1 first), each from its own port."""
+    _flood_from(b, [f"192.0.2.{i % sources + 1}" for i in range(n)], now)
+
+
+def _flood_from(b: IkeEndpoint, ips: list[str], now: float) -> None:
+    """One IKE_SA_INIT request from each of ``ips``, each from its own port and under its own SPIi."""
     request = _request()
-    for i in range(n):
-        b.receive(struct.pack("!Q", 0x1000 + i) + request[8:], (f"192.0.2.{i % sources + 1}", 1000 + i), now)
+    for i, ip in enumerate(ips):
+        b.receive(struct.pack("!Q", 0x1000 + i) + request[8:], (ip, 1000 + i), now)
+
+
+def _in_64(prefix: str, n: int) -> list[str]:
+    """n different addresses of the /64 ``prefix`` (its first four groups)."""
+    return [f"{prefix}:{i * 7919 & 0xFFFF:x}::{i + 1:x}" for i in range(n)]
 
 
 def test_defaults_are_strongswans() -> None:
@@ -100,6 +112,42 @@ def test_per_address_settings_drive_the_engine() -> None:
     assert b.sa_count == 0 and b.stats.cookies_sent == 3   # 0: a COOKIE from every address, always
 
 
+def test_ipv6_sources_count_per_64_by_default_and_per_ipv6_source_prefix() -> None:
+    # by default an IPv6 /64 is one source: ten addresses of it get three half-open SAs, as one IPv4
+    # address (the others are asked for COOKIEs), and at block_threshold the rest are dropped
+    b = _engine(ANYONE)
+    _flood_from(b, _in_64("2001:db8:1:2", 10), 0.0)
+    assert b.half_open == b.half_open_from("2001:db8:1:2::1") == 3 and b.stats.cookies_sent == 7
+    b = _engine("tunsec {\n  cookie_threshold_ip = 6\n  block_threshold = 4\n}\n" + ANYONE)
+    _flood_from(b, _in_64("2001:db8:1:2", 10), 0.0)
+    assert b.half_open == 4 and b.stats.block_threshold == 6
+    # a /64 outside the busy one's COOKIE calm-down group is its own source
+    busy = source_key("2001:db8:1:2::1")
+    other = next(p for p in (f"2001:db8:1:{j:x}" for j in range(3, 200))
+                 if calmdown_bucket(source_key(p + "::1")) != calmdown_bucket(busy))
+    _flood_from(b, _in_64(other, 2), 0.0)
+    assert b.half_open == 6 and b.half_open_from(other + "::1") == 2 and b.stats.block_threshold == 6
+    # ipv6_source_prefix = 48: both /64s are one source, already at block_threshold
+    b = _engine("tunsec {\n  ipv6_source_prefix = 48\n  cookie_threshold_ip = 6\n  block_threshold = 4\n}\n"
+                + ANYONE)
+    _flood_from(b, _in_64("2001:db8:1:2", 4) + _in_64(other, 2), 0.0)
+    assert b.half_open == 4 and b.stats.block_threshold == 2 and b.half_open_busiest() == "2001:db8:1::/48"
+    # ipv6_source_prefix = 128: per address, as strongSwan (a /64 is 2^64 sources)
+    b = _engine("tunsec {\n  ipv6_source_prefix = 128\n}\n" + ANYONE)
+    _flood_from(b, _in_64("2001:db8:1:2", 10), 0.0)
+    assert b.half_open == b.half_open_addresses == 10 and b.stats.cookies_sent == 0
+
+
+def test_ipv4_mapped_sources_count_as_the_ipv4_address_whatever_the_prefix() -> None:
+    b = _engine("tunsec {\n  ipv6_source_prefix = 32\n}\n" + ANYONE)
+    _flood_from(b, ["::ffff:192.0.2.1", "192.0.2.1", "::ffff:192.0.2.1", "::ffff:192.0.2.1"], 0.0)
+    assert b.half_open_from("192.0.2.1") == 3 and b.stats.cookies_sent == 1
+    other = next(ip for ip in (f"198.51.100.{i}" for i in range(1, 255))
+                 if calmdown_bucket(ip) != calmdown_bucket("192.0.2.1"))
+    _flood_from(b, [f"::ffff:{other}"], 0.0)
+    assert b.half_open_from(other) == 1 and b.half_open_addresses == 2
+
+
 @pytest.mark.parametrize(("line", "size"), [("", 1280), ("fragment_size = 0", 0), ("fragment_size = 1400", 1400)])
 def test_fragment_size_goes_into_every_connection(line: str, size: int) -> None:
     # what it drives is in tests/ike/test_engine_fragments.py (0: 576 bytes on IPv4)
@@ -116,6 +164,9 @@ def test_fragment_size_goes_into_every_connection(line: str, size: int) -> None:
         ("half_open_limit", "0", "0 is out of range 1..1048576"),
         ("cookie_threshold_ip", "-1", "not a number of half-open IKE SAs from one address: '-1'"),
         ("block_threshold", "0", "0 is out of range 1..1048576"),
+        ("ipv6_source_prefix", "16", "16 is out of range 32..128"),
+        ("ipv6_source_prefix", "129", "129 is out of range 32..128"),
+        ("ipv6_source_prefix", "/64", "not an IPv6 prefix length: '/64'"),
         ("fragment_size", "100", "100 is out of range 576..65535"),
         ("fragment_size", "big", "not a size in bytes: 'big'"),
     ],

@@ -168,6 +168,9 @@ _parse_half_open_limit = int_range(1, 1 << 20, "a number of half-open IKE SAs")
 # per source address, as charon.cookie_threshold_ip and charon.block_threshold (which has no "off" here)
 _parse_cookie_threshold_ip = int_range(0, 1 << 20, "a number of half-open IKE SAs from one address")
 _parse_block_threshold = int_range(1, 1 << 20, "a number of half-open IKE SAs from one address")
+# what "one address" is for IPv6 (not in strongSwan, which counts per address): a prefix of this many
+# bits, as a host has at least a /64 to send from (128: per address); below /32 is a whole ISP
+_parse_ipv6_source_prefix = int_range(32, 128, "an IPv6 prefix length")
 _parse_datagram_size = int_range(576, 65535, "a size in bytes")
 
 
@@ -206,7 +209,7 @@ class TunsecSettings:
     # dos.cookie_threshold of them a COOKIE is demanded (RFC 7296 §2.6); above
     # dos.half_open_limit requests are dropped; per source address, above
     # dos.cookie_threshold_ip a COOKIE is demanded from it, above dos.block_threshold
-    # its requests are dropped
+    # its requests are dropped (an IPv6 source counts under its dos.ipv6_source_prefix)
     half_open_timeout: float = 30.0
     # IKE fragments (RFC 7383) fill IP datagrams of at most this many bytes (strongswan.conf's
     # charon.fragment_size; 0: 576 for IPv4, 1280 for IPv6); every connection's IkeConfig carries it
@@ -243,6 +246,7 @@ def read_tunsec_section(section: Section, issues: list[ConfigIssue]) -> TunsecSe
             half_open_limit=r.get("half_open_limit", _parse_half_open_limit, d.dos.half_open_limit),
             cookie_threshold_ip=r.get("cookie_threshold_ip", _parse_cookie_threshold_ip, d.dos.cookie_threshold_ip),
             block_threshold=r.get("block_threshold", _parse_block_threshold, d.dos.block_threshold),
+            ipv6_source_prefix=r.get("ipv6_source_prefix", _parse_ipv6_source_prefix, d.dos.ipv6_source_prefix),
         ),
         state_dir=r.get("state_dir", _parse_state_dir, d.state_dir),
     )

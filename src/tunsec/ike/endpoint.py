@@ -17,7 +17,9 @@ Denial-of-service protection (RFC 7296 §2.6), as strongSwan's charon does it:
 - Per source address as well (strongSwan's charon.cookie_threshold_ip and
   charon.block_threshold): half-open SAs are also counted by the address the
   request came from, so one host (spoofed source ports or not) cannot fill
-  ``half_open_limit`` and lock everyone else out.  The table holds only
+  ``half_open_limit`` and lock everyone else out.  An IPv6 source counts under its prefix
+  (``ipv6_source_prefix``, default /64: a host has 2^64 addresses), an IPv4-mapped one as its
+  IPv4 address (``dos_source.py``; strongSwan counts per address).  The table holds only
   addresses that have half-open SAs now (an entry goes at zero): spoofed sources
   cost nothing beyond the half-open SAs they made, which are capped.
 - Above ``cookie_threshold`` half-open SAs, or ``cookie_threshold_ip`` of them from
@@ -66,6 +68,7 @@ from tunsec.policy.pad import AddressMatch, Refused, address_match, check_unique
 
 from .config import IkeConfig
 from .constants import IKE_PORT, ExchangeType, HeaderFlag, NotifyType
+from .dos_source import DEFAULT_IPV6_SOURCE_PREFIX, source_key
 from .eap.relay import RelayReply
 from .events import Address, DownReason, Event, IkeSaUp
 from .fragments import FragmentStats
@@ -128,6 +131,8 @@ class DosLimits:
     holds this many, its requests are dropped, valid COOKIE or not.  Keep
     cookie_threshold_ip below it, as strongSwan's defaults (3, 5) are, or an
     address is dropped before it is ever asked for a COOKIE.
+    ``ipv6_source_prefix`` (not in strongSwan, which counts per address): an IPv6 source
+    address counts under its prefix of this many bits (128: per address; see dos_source.py).
     """
 
     cookie_threshold: int = 30
@@ -135,6 +140,7 @@ class DosLimits:
     cookie_lifetime: float = 60.0
     cookie_threshold_ip: int = 3
     block_threshold: int = 5
+    ipv6_source_prefix: int = DEFAULT_IPV6_SOURCE_PREFIX
 
 
 @dataclass
@@ -155,6 +161,7 @@ class EndpointStats:
 @dataclass
 class _HalfOpen:
     init_key: tuple[bytes, Address]   # (SPIi, the request's source address and port)
+    source: str                       # its key in the per-source table (dos_source.source_key)
 
 
 class IkeEndpoint:
@@ -200,8 +207,8 @@ class IkeEndpoint:
         self._peer_key: dict[bytes, tuple[str, object]] = {}
         self._by_init: dict[tuple[bytes, Address], IkeSa] = {}
         self._half_open: dict[bytes, _HalfOpen] = {}  # local SPI -> how the request is found again
-        # source IP -> its half-open SAs (> 0: an address leaves at zero, so this holds at most
-        # half_open_limit entries however many sources are spoofed)
+        # source IP (IPv6: prefix, dos_source.source_key) -> its half-open SAs (> 0: a source leaves at
+        # zero, so this holds at most half_open_limit entries however many sources are spoofed)
         self._half_open_by_ip: dict[str, int] = {}
         self._events: deque[tuple[IkeSa, Event]] = deque()
         self._outbox: list[Datagram] = []
@@ -252,13 +259,18 @@ class IkeEndpoint:
         return len(self._half_open_by_ip)
 
     def half_open_from(self, ip: str) -> int:
-        """Half-open SAs whose IKE_SA_INIT request came from ``ip``."""
-        return self._half_open_by_ip.get(ip, 0)
+        """Half-open SAs counted with ``ip``'s: from that address (IPv6: from its prefix)."""
+        return self._half_open_by_ip.get(source_key(ip, self.limits.ipv6_source_prefix), 0)
 
     def half_open_most_from_one(self) -> int:
         """The most half-open SAs one source address holds now (0: none).  O(addresses): for
         status, not per datagram (the table holds at most half_open_limit entries)."""
         return max(self._half_open_by_ip.values(), default=0)
+
+    def half_open_busiest(self) -> str | None:
+        """The source (address, IPv6 prefix) holding the most half-open SAs now (None: none).
+        O(addresses), for status."""
+        return max(self._half_open_by_ip, key=self._half_open_by_ip.__getitem__, default=None)
 
     def set_configs(self, configs: Sequence[IkeConfig]) -> None:
         """The connections from now on (a reload): new IKE_SA_INIT requests and initiations see
@@ -413,9 +425,11 @@ class IkeEndpoint:
             self.stats.malformed += 1
             return
         self._rotate_cookie_secret_if_due(now)
-        limits, from_ip = self.limits, self._half_open_by_ip.get(addr[0], 0)
+        limits = self.limits
+        source = source_key(addr[0], limits.ipv6_source_prefix)   # IPv6: its prefix (a host has 2^64 addresses)
+        from_ip = self._half_open_by_ip.get(source, 0)
         if (self._cookie_required(0, self.half_open, limits.cookie_threshold, now)
-                or self._cookie_required(1 + calmdown_bucket(addr[0]), from_ip, limits.cookie_threshold_ip, now)) \
+                or self._cookie_required(1 + calmdown_bucket(source), from_ip, limits.cookie_threshold_ip, now)) \
                 and not self._cookie_ok(msg, addr):
             self._send_cookie(msg, addr, local)
             return
@@ -437,9 +451,9 @@ class IkeEndpoint:
         sa.receive(datagram, addr, now, local)
         if sa.is_half_open:
             key = (hdr.spi_i, addr)
-            self._half_open[sa.local_spi] = _HalfOpen(key)
+            self._half_open[sa.local_spi] = _HalfOpen(key, source)
             self._by_init[key] = sa
-            self._half_open_by_ip[addr[0]] = from_ip + 1
+            self._half_open_by_ip[source] = from_ip + 1
         elif sa.state is State.IDLE:
             sa.drop(DownReason.NEGOTIATION_FAILED)  # cannot happen after _init_request; keep nothing anyway
 
@@ -555,7 +569,7 @@ class IkeEndpoint:
             record = self._half_open.pop(spi)
             if self._by_init.get(record.init_key) is sa:
                 del self._by_init[record.init_key]
-            self._half_open_left(record.init_key[1][0])
+            self._half_open_left(record.source)
             if sa.is_closed:
                 self.stats.half_open_closed += 1
         if sa.is_closed:
@@ -572,7 +586,7 @@ class IkeEndpoint:
         self._schedule(spi, when)
 
     def _half_open_left(self, ip: str) -> None:
-        """One half-open SA from ``ip`` was authenticated or closed; the address goes at zero."""
+        """One half-open SA from ``ip`` (a source_key) was authenticated or closed; it goes at zero."""
         left = self._half_open_by_ip[ip] - 1
         if left:
             self._half_open_by_ip[ip] = left
@@ -677,7 +691,8 @@ def _find_nonce(msg: Message) -> bytes:
 
 
 def calmdown_bucket(ip: str) -> int:
-    """Which of the COOKIE_CALMDOWN_BUCKETS groups ``ip``'s calm-down time is kept in. str's hash
+    """Which of the COOKIE_CALMDOWN_BUCKETS groups ``ip``'s calm-down time is kept in (``ip``: a
+    dos_source.source_key, so an IPv6 prefix has one group, whatever address it sends from). str's hash
     is keyed at random per process (as strongSwan's chunk_hash): a sender cannot tell which
     addresses share a group."""
     return hash(ip) & (COOKIE_CALMDOWN_BUCKETS - 1)

@@ -30,10 +30,11 @@ def status(ike_sas: list[dict[str, Any]], leases: list[dict[str, Any]], endpoint
         "leases": leases,
         # unauthenticated IKE: half-open responder SAs now, and what was dropped or answered statelessly
         "ike_half_open": endpoint.half_open,
-        # per source address (cookie_threshold_ip, block_threshold): how many addresses hold
-        # half-open SAs, and the most one of them holds
+        # per source address (cookie_threshold_ip, block_threshold; IPv6: per ipv6_source_prefix): how many
+        # addresses hold half-open SAs, the most one of them holds, and which one ("": none)
         "ike_half_open_addresses": endpoint.half_open_addresses,
         "ike_half_open_max_per_address": endpoint.half_open_most_from_one(),
+        "ike_half_open_busiest": endpoint.half_open_busiest() or "",
         "ike_drops": {**{n: getattr(endpoint.stats, n) for n in _IKE_DROPS},
                       "esp_on_ike_port": sockets.esp_on_ike_port},   # ESP in UDP on a custom IKE port
         # IKE fragmentation (RFC 7383): messages split and reassembled, fragments dropped
@@ -57,8 +58,8 @@ def status(ike_sas: list[dict[str, Any]], leases: list[dict[str, Any]], endpoint
 
 def idle_status() -> dict[str, Any]:
     return {"ike_sas": [], "leases": [], "ike_half_open": 0, "ike_half_open_addresses": 0,
-            "ike_half_open_max_per_address": 0, "ike_drops": {}, "ike_fragments": {}, "ike_held": {},
-            "radius": {}}
+            "ike_half_open_max_per_address": 0, "ike_half_open_busiest": "", "ike_drops": {}, "ike_fragments": {},
+            "ike_held": {}, "radius": {}}
 
 
 def ike_sas(sas: Iterable[IkeSa], ike_up: Mapping[bytes, IkeUpRecord], children: Iterable[ChildState],
