@@ -82,7 +82,7 @@ WORKER_GAUGE_HELP: dict[str, str] = {
     "spd_entries": "Policies in the worker's SPD",
 }
 # EndpointStats fields that are not drops (the rest are: requests dropped without state)
-_IKE_NOT_DROPS = {"cookies_sent", "half_open_closed", "redirects_sent"}
+_IKE_NOT_DROPS = {"cookies_sent", "half_open_closed", "redirects_sent", "send_ike_unanswered"}
 # IKE fragmentation (RFC 7383): `tunsec status`'s ike_fragments (ike.fragments.FragmentStats) by
 # name, each tunsec_ike_<name>_total; a counter not listed here is exported with a generic help
 IKE_FRAGMENT_HELP: dict[str, str] = {
@@ -199,6 +199,9 @@ def state_families(doc: dict[str, Any], worker_up: bool) -> Iterator[Metric]:
                               value=stats.get("redirects_sent", 0))
     yield CounterMetricFamily("tunsec_ike_half_open_closed", "Half-open IKE SAs closed before authentication",
                               value=stats.get("half_open_closed", 0))
+    yield CounterMetricFamily("tunsec_ike_sends_unanswered", "IKE datagrams handed to the worker (port 4500) "
+                              "whose answer it did not give in time: given up",
+                              value=stats.get("send_ike_unanswered", 0))
     radius = CounterMetricFamily("tunsec_radius_packets", "RADIUS (auth = eap-radius): requests sent, answers "
                                  "taken, datagrams dropped, by kind", labels=["kind"])
     for kind, n in sorted(doc.get("radius", {}).items()):
