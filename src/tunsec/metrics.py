@@ -256,7 +256,12 @@ def event_families(events: EventCounts | None, worker_restarts: int) -> Iterator
     gone = CounterMetricFamily("tunsec_child_sa_acquires_ignored", "Packets' ACQUIREs of a Child SA's policy "
                                "ignored: its outbound SA reached its hard limit, the DELETE or rekey was under way",
                                labels=["connection", "child"])
+    migrate = CounterMetricFamily("tunsec_child_sa_migrate_failures", "MIGRATEs of a Child SA to its moved peer "
+                                  "(MOBIKE, NAT rebinding) the worker refused or did not answer; retried, then "
+                                  "rekeyed", labels=["connection", "child"])
     if events is not None:
+        for (conn, name), n in sorted(events.migrate_failures.items()):
+            migrate.add_metric([conn, name], n)
         for (conn, name), n in sorted(events.acquires_ignored.items()):
             ignored.add_metric([conn, name], n)
         for (conn, name), n in sorted(events.child_acquires_ignored.items()):
@@ -267,7 +272,7 @@ def event_families(events: EventCounts | None, worker_restarts: int) -> Iterator
             child.add_metric([conn, name], n)
         for conn, n in sorted(events.dpd_failures.items()):
             dpd.add_metric([conn], n)
-    yield from (ike, child, dpd, ignored, gone)
+    yield from (ike, child, dpd, ignored, gone, migrate)
     yield CounterMetricFamily("tunsec_worker_restarts", "Times the dataplane worker died and was restarted",
                               value=worker_restarts)
 
