@@ -102,7 +102,7 @@ def _follow_peers(self: IkeService) -> None:
         mover = state.moving_to is not None
         state.moving_to = target
         if not mover:
-            self._spawn(self._migrate_child(state))
+            self._spawn(self._changes.queue(self._migrate_child(state)))
 
 
 def _child_path(self: IkeService, state: ChildState, path: IkePath) -> tuple[Endpoint, Endpoint] | None:
@@ -175,7 +175,7 @@ def _migrate_failed(self: IkeService, state: ChildState, moved: Endpoint, local:
             log.warning("%s failed: %s; trying again (%d tries at most)", what, err, MIGRATE_TRIES)
         else:
             log.debug("%s failed again: %s", what, err)
-        self._later(delay, lambda: self._spawn(self._migrate_child(state)))
+        self._later(delay, lambda: self._spawn(self._changes.queue(self._migrate_child(state))))
         return
     log.error("%s failed %d times (last: %s); rekeying it: the new Child SA goes where its IKE SA is",
               what, state.migrate_failures, err)
