@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+from typing import Any
 
 import pytest
 from test_ikeservice_peers import Gateway, esp_open, run
@@ -25,16 +26,20 @@ from tunsec.ike.events import ChildSaUp
 from tunsec.services.ike import IkeService, mobility
 
 
-def refuse_migrates(gw: Gateway, how_many: int) -> list[int]:
-    """The worker's fast path refuses the next ``how_many`` MIGRATEs; the list counts them all."""
+def refuse_migrates(gw: Gateway, how_many: int, only: Direction | None = None) -> list[Direction]:
+    """The worker's fast path refuses the next ``how_many`` MIGRATEs (of direction ``only``, if
+    given); the list has the direction of each MIGRATE it got."""
     migrate = gw.worker.dp.migrate
-    seen: list[int] = []
+    seen: list[Direction] = []
+    refused = 0
 
-    def refusing(*args: object, **kw: object) -> None:
-        seen.append(1)
-        if len(seen) <= how_many:
+    def refusing(spi: int, direction: Direction, *args: Any, **kw: Any) -> None:
+        nonlocal refused
+        seen.append(direction)
+        if refused < how_many and only in (None, direction):
+            refused += 1
             raise DataplaneError("MIGRATE", lib.TS_ENOSPC)
-        migrate(*args, **kw)  # type: ignore[arg-type]
+        migrate(spi, direction, *args, **kw)
 
     gw.worker.dp.migrate = refusing  # type: ignore[method-assign]
     return seen
@@ -52,9 +57,12 @@ def failure_logs(caplog: pytest.LogCaptureFixture) -> list[str]:
             if "moving CHILD_SA" in r.getMessage() and r.levelno >= logging.WARNING]
 
 
-@pytest.mark.parametrize("mobike", [False, True])
+@pytest.mark.parametrize(("mobike", "refused"), [(False, None), (True, None), (False, Direction.OUT)])
 def test_a_refused_migrate_is_tried_again_and_the_child_sa_follows(
-        mobike: bool, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+        mobike: bool, refused: Direction | None, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """``refused``: the first MIGRATE (None: the inbound SA's, which comes first) or the outbound SA's
+    (the inbound one moved already: it goes back, so the retry finds both where they were)."""
     monkeypatch.setattr(mobility, "MIGRATE_BACKOFF", 1e6)
 
     async def body() -> None:
@@ -63,7 +71,8 @@ def test_a_refused_migrate_is_tried_again_and_the_child_sa_follows(
         gw.connect(0)
         await gw.settle()
         (child,) = gw.children_of(0)
-        tries = refuse_migrates(gw, 1)
+        was = child.remote
+        tries = refuse_migrates(gw, 1, refused)
         gw.nat[0] = ("198.51.100.201", 40000)
         with caplog.at_level(logging.INFO, logger="tunsec.ike"):
             if mobike:
@@ -73,17 +82,21 @@ def test_a_refused_migrate_is_tried_again_and_the_child_sa_follows(
             await gw.settle()
             moved = Endpoint(ipaddress.ip_address("198.51.100.201"), 40000)
             assert gw.service._ike_peers[child.ike][0] == ("198.51.100.201", 40000)   # the IKE SA moved
-            assert len(tries) == 1 and child.remote != moved   # the Child SA did not: the worker refused
+            assert child.remote == was   # the Child SA did not: the worker refused
+            IN, OUT = Direction.IN, Direction.OUT
+            assert tries == ([IN] if refused is None else [IN, OUT, IN])   # (the inbound SA went back)
+            assert {(s.spi, s.direction) for s in gw.worker.dp.sas() if s.remote == was} == {
+                (child.spi_in, IN), (child.spi_out, OUT)}   # both still where the service books them
             fire_retry(gw.service)
             await gw.settle()
-        assert len(tries) == 3   # the retry: inbound, outbound
+        assert tries[-2:] == [IN, OUT] and len(tries) == (3 if refused is None else 5)   # the retry
         assert gw.service.children[child.handle].remote == moved and child.moving_to is None
         esp, dst, drop = gw.send_to_site(0)
         assert drop is Drop.NONE and dst == moved
         spi, _ = esp_open(gw.site_key_in(0), esp)
         assert spi == child.spi_out   # the same SA, moved
         assert {(s.spi, s.direction) for s in gw.worker.dp.sas() if s.remote == moved} == {
-            (child.spi_in, Direction.IN), (child.spi_out, Direction.OUT)}
+            (child.spi_in, IN), (child.spi_out, OUT)}
         assert len(failure_logs(caplog)) == 1   # logged once
         assert gw.service.events.migrate_failures[("gw", "net")] == 1   # counted
         assert gw.service._timers == {}   # nothing more to retry

@@ -3,6 +3,7 @@ MOBIKE updates of the peer (_follow_peers), Child SAs following (MIGRATE)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import ipaddress
@@ -145,18 +146,24 @@ async def _migrate_child(self: IkeService, state: ChildState) -> None:
 
 async def _migrate(self: IkeService, state: ChildState, moved: Endpoint, local: Endpoint) -> WorkerError | None:
     """MIGRATE a Child SA's inbound and (if added) outbound SA to the peer's new endpoint and our new
-    end (ADDR_NEW_LOCAL only when ours changed); under ``_changes``.  Inbound first: moving it is
-    idempotent (named by its SPI alone), the outbound SA is named by (spi_out, the peer it had), so
-    after a failure either way a retry finds both SAs as ``state`` says they are."""
+    end (ADDR_NEW_LOCAL only when ours changed); under ``_changes``.  Inbound first (named by its SPI
+    alone), then outbound (named by (spi_out, the peer it had)); if that fails the inbound SA goes
+    back, so after a failure both are where ``state`` says (a retry, or a move back, finds them)."""
     w = self.worker()
-    old = state.remote
-    new_local = local if local != state.local else None
+    old, old_local = state.remote, state.local
+    new_local = local if local != old_local else None
     try:
         await w.request(lambda r: pipe.Migrate(r, state.spi_in, Direction.IN, moved, None, new_local))
-        if state.out_installed:   # the worker knows the outbound SA by its peer (spi_out, old)
-            await w.request(lambda r: pipe.Migrate(r, state.spi_out, Direction.OUT, moved, old, new_local))
     except WorkerError as err:
         return err
+    if state.out_installed:   # the worker knows the outbound SA by its peer (spi_out, old)
+        try:
+            await w.request(lambda r: pipe.Migrate(r, state.spi_out, Direction.OUT, moved, old, new_local))
+        except WorkerError as err:
+            back = old_local if new_local is not None else None
+            with contextlib.suppress(WorkerError):
+                await w.request(lambda r: pipe.Migrate(r, state.spi_in, Direction.IN, old, None, back))
+            return err
     state.remote, state.local = moved, local
     if state.standby is not None:
         state.standby = dataclasses.replace(state.standby, remote=moved, local=local)
