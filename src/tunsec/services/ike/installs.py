@@ -222,7 +222,7 @@ def _plan(self: IkeService, conn_name: str, child: str) -> Child:
 
 def _send_install(self: IkeService, state: ChildState, ev: ChildSaUp,
                   release: Callable[[], None]) -> _Started | None:
-    """Send the Child SA's UPDATE, ADD and SPDADDs (under ``_changes``, or when nothing holds it);
+    """Send the Child SA's UPDATE, ADD and SPDADDs (under ``_changes``, or when it is idle: Changes.idle);
     None if there is nothing to install (deleted again, or selectors that admit nothing)."""
     if state.handle not in self.children:
         return None   # already deleted again
