@@ -8,6 +8,7 @@ that hangs, or never answers SEND_IKE).  The clock of the deadline is faked."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from typing import Any
 
@@ -123,3 +124,38 @@ def test_unanswered_send_ikes_are_bounded_given_up_and_counted(monkeypatch: pyte
             theirs.close()
 
     asyncio.run(body())
+
+
+def test_send_ikes_failing_together_log_a_burst_then_a_count(caplog: pytest.LogCaptureFixture) -> None:
+    """A worker that goes fails every SEND_IKE in flight at once, and each datagram after it fails
+    too: a burst of warnings, the rest counted in the next one that passes (not a line each)."""
+    async def body() -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours.setblocking(False)
+        client = WorkerClient(lambda msg: None)
+        client._sock = ours
+        loop = asyncio.get_running_loop()
+        loop.add_reader(ours.fileno(), client._readable)
+        svc = IkeService([], lambda: client, {4: GW}, IdSpace())
+        socks = svc.sockets
+        now = [1000.0]
+        socks._send_log.clock = lambda: now[0]
+        try:
+            for i in range(30):
+                socks.send(Datagram(b"IKE %d" % i, PEER, NATT_PORT))
+            theirs.close()   # the worker goes: the 30 in flight fail
+            await turns()
+            assert socks.natt_sends == {}
+            for i in range(5):   # and so does every one sent after it
+                socks.send(Datagram(b"IKE %d" % i, PEER, NATT_PORT))
+            now[0] += 60
+            socks.send(Datagram(b"IKE", PEER, NATT_PORT))
+        finally:
+            socks.close()
+            ours.close()
+
+    with caplog.at_level(logging.WARNING, logger="tunsec.ike"):
+        asyncio.run(body())
+    lines = [r.getMessage() for r in caplog.records if "sending IKE to 198.51.100.7 failed" in r.getMessage()]
+    assert len(lines) == 11, lines   # LogLimiter's burst, then the one that says how many were held
+    assert lines[-1].endswith("(25 more like it suppressed)"), lines[-1]

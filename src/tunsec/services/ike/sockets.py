@@ -74,6 +74,9 @@ class IkeSockets:
         self.natt_unanswered = 0   # SEND_IKEs given up on unanswered (status: ike_drops.send_ike_unanswered)
         self.clock = time.monotonic
         self._natt_timer: asyncio.TimerHandle | None = None   # the next deadline's sweep (one for all)
+        # SEND_IKEs that failed: a worker that goes fails all those in flight at once, a full pipe
+        # every one after it (a line each, per datagram a peer sends, without this)
+        self._send_log = LogLimiter()
         self.esp_on_ike_port = 0   # ESP in UDP dropped on a custom IKE port (unmark)
         self._esp_log = LogLimiter()
         # (our custom port, peer address, port) that sent IKE without the non-ESP marker: answered so
@@ -197,7 +200,7 @@ class IkeSockets:
         try:
             sent = self.worker().request_soon(lambda r: pipe.SendIke(r, data, remote, local))
         except WorkerError as err:
-            log.warning("sending IKE to %s failed: %s", remote.addr, err)
+            self._send_failed(remote, str(err))
             return
         now = self.clock()
         self._give_up_natt(now, NATT_SENDS_MAX - 1)
@@ -235,9 +238,13 @@ class IkeSockets:
             return   # given up (_give_up_natt): counted there
         err = sent.exception()    # retrieved: a worker that goes fails them all, no "never retrieved"
         if err is not None:
-            log.warning("sending IKE to %s failed: %s", remote.addr, err)
+            self._send_failed(remote, str(err))
         elif (bad := next((r.errno for r in sent.result() if r.errno is not Errno.OK), None)) is not None:
-            log.warning("sending IKE to %s failed: %s", remote.addr, bad.name)
+            self._send_failed(remote, bad.name)
+
+    def _send_failed(self, remote: Endpoint, why: str) -> None:
+        if (held := self._send_log.admit()) is not None:
+            log.warning("sending IKE to %s failed: %s%s", remote.addr, why, suffix(held))
 
 
 # datagrams read from an IKE socket per event-loop turn (the loop comes back while it is readable),
