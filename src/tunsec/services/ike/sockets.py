@@ -225,11 +225,13 @@ class IkeSockets:
             self.natt_unanswered += 1
 
     def _natt_sweep(self) -> None:
-        """The one timer for overdue SEND_IKEs (none per datagram): sweep, and come back for the oldest."""
+        """The one timer for overdue SEND_IKEs (none per datagram): sweep, and come back for the oldest,
+        no sooner than a second (sends sweep too: a stream of them to a hung worker, each due a
+        millisecond after the last, would otherwise have it fire every millisecond)."""
         self._natt_timer = None
         self._give_up_natt(self.clock(), NATT_SENDS_MAX)
         if self.natt_sends:
-            delay = max(0.0, next(iter(self.natt_sends.values())) - self.clock())
+            delay = max(1.0, next(iter(self.natt_sends.values())) - self.clock())
             self._natt_timer = asyncio.get_running_loop().call_later(delay, self._natt_sweep)
 
     def _natt_sent(self, remote: Endpoint, sent: asyncio.Future[list[pipe.Reply]]) -> None:
