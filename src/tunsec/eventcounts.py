@@ -23,3 +23,5 @@ class EventCounts:
     # ACQUIREs of a Child SA's policies once the worker removed its outbound SA (hard limit) until
     # its DELETE or rekey is through (traps.acquire)
     child_acquires_ignored: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
+    # MIGRATEs (a Child SA following its moved peer) the worker refused or left unanswered (mobility)
+    migrate_failures: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)

@@ -82,7 +82,7 @@ WORKER_GAUGE_HELP: dict[str, str] = {
     "spd_entries": "Policies in the worker's SPD",
 }
 # EndpointStats fields that are not drops (the rest are: requests dropped without state)
-_IKE_NOT_DROPS = {"cookies_sent", "half_open_closed", "redirects_sent"}
+_IKE_NOT_DROPS = {"cookies_sent", "half_open_closed", "redirects_sent", "send_ike_unanswered"}
 # IKE fragmentation (RFC 7383): `tunsec status`'s ike_fragments (ike.fragments.FragmentStats) by
 # name, each tunsec_ike_<name>_total; a counter not listed here is exported with a generic help
 IKE_FRAGMENT_HELP: dict[str, str] = {
@@ -200,6 +200,9 @@ def state_families(doc: dict[str, Any], worker_up: bool) -> Iterator[Metric]:
                               value=stats.get("redirects_sent", 0))
     yield CounterMetricFamily("tunsec_ike_half_open_closed", "Half-open IKE SAs closed before authentication",
                               value=stats.get("half_open_closed", 0))
+    yield CounterMetricFamily("tunsec_ike_sends_unanswered", "IKE datagrams handed to the worker (port 4500) "
+                              "whose answer it did not give in time: given up",
+                              value=stats.get("send_ike_unanswered", 0))
     radius = CounterMetricFamily("tunsec_radius_packets", "RADIUS (auth = eap-radius): requests sent, answers "
                                  "taken, datagrams dropped, by kind", labels=["kind"])
     for kind, n in sorted(doc.get("radius", {}).items()):
@@ -254,7 +257,12 @@ def event_families(events: EventCounts | None, worker_restarts: int) -> Iterator
     gone = CounterMetricFamily("tunsec_child_sa_acquires_ignored", "Packets' ACQUIREs of a Child SA's policy "
                                "ignored: its outbound SA reached its hard limit, the DELETE or rekey was under way",
                                labels=["connection", "child"])
+    migrate = CounterMetricFamily("tunsec_child_sa_migrate_failures", "MIGRATEs of a Child SA to its moved peer "
+                                  "(MOBIKE, NAT rebinding) the worker refused or did not answer; retried, then "
+                                  "rekeyed", labels=["connection", "child"])
     if events is not None:
+        for (conn, name), n in sorted(events.migrate_failures.items()):
+            migrate.add_metric([conn, name], n)
         for (conn, name), n in sorted(events.acquires_ignored.items()):
             ignored.add_metric([conn, name], n)
         for (conn, name), n in sorted(events.child_acquires_ignored.items()):
@@ -265,7 +273,7 @@ def event_families(events: EventCounts | None, worker_restarts: int) -> Iterator
             child.add_metric([conn, name], n)
         for conn, n in sorted(events.dpd_failures.items()):
             dpd.add_metric([conn], n)
-    yield from (ike, child, dpd, ignored, gone)
+    yield from (ike, child, dpd, ignored, gone, migrate)
     yield CounterMetricFamily("tunsec_worker_restarts", "Times the dataplane worker died and was restarted",
                               value=worker_restarts)
 

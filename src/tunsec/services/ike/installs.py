@@ -169,8 +169,8 @@ def _start_install(self: IkeService, state: ChildState, ev: ChildSaUp, release: 
     the result has run.  One with a predecessor (a rekey, a duplicate) takes the task and the
     lock: its predecessor's changes come first."""
     started = None
-    if state.pred is None and not self._changes.locked():
-        # nothing else changes the worker now: sending is what the lock would have let us do
+    if state.pred is None and self._changes.idle():
+        # nothing else changes the worker now, or is queued to: sending is what the lock would have let us do
         try:
             started = self._send_install(state, ev, release)
         except Exception:   # as in a task: logged; this turn's other events go on
@@ -180,7 +180,8 @@ def _start_install(self: IkeService, state: ChildState, ev: ChildSaUp, release: 
         if started is None:
             release()
             return
-    self._spawn(self._child_up(state, ev, release, started)).add_done_callback(lambda _task: release())
+    up = self._child_up(state, ev, release, started)
+    self._spawn(up if started is not None else self._changes.queue(up)).add_done_callback(lambda _task: release())
 
 
 async def _child_up(self: IkeService, state: ChildState, ev: ChildSaUp, release: Callable[[], None],
@@ -221,7 +222,7 @@ def _plan(self: IkeService, conn_name: str, child: str) -> Child:
 
 def _send_install(self: IkeService, state: ChildState, ev: ChildSaUp,
                   release: Callable[[], None]) -> _Started | None:
-    """Send the Child SA's UPDATE, ADD and SPDADDs (under ``_changes``, or when nothing holds it);
+    """Send the Child SA's UPDATE, ADD and SPDADDs (under ``_changes``, or when it is idle: Changes.idle);
     None if there is nothing to install (deleted again, or selectors that admit nothing)."""
     if state.handle not in self.children:
         return None   # already deleted again
@@ -256,7 +257,7 @@ def _send_install(self: IkeService, state: ChildState, ev: ChildSaUp,
         # If the old one is itself on standby, this one waits for it: promoted in turn
         state.standby = outbound
         state.standby_timer = self._later(
-            STANDBY_TIMEOUT, lambda: self._spawn(self._promote(state, "no DELETE came")))
+            STANDBY_TIMEOUT, lambda: self._spawn(self._changes.queue(self._promote(state, "no DELETE came"))))
     else:
         sent.append(send_soon(w, "Add", lambda r: pipe.Add(r, outbound), ok.expect()))
         add = sent[-1][1]
@@ -308,7 +309,7 @@ def first_use(self: IkeService, spi: int) -> bool:
         pred.standby = None
         self._unlater(pred.standby_timer)
         pred = self.children.get(pred.pred) if pred.pred is not None else None
-    self._spawn(self._promote(state, "the peer sends on the new SA"))
+    self._spawn(self._changes.queue(self._promote(state, "the peer sends on the new SA")))
     return True
 
 
@@ -400,7 +401,7 @@ def _child_gone(self: IkeService, sa: IkeSa, ev: ChildSaDown) -> None:
                  ev.describe())
         return
     self._acct_child_down(state)   # before _child_down: its DUMP goes to the worker before the DELETEs
-    self._spawn(self._child_down(state, self._forget(state), ev))
+    self._spawn(self._changes.queue(self._child_down(state, self._forget(state), ev)))
 
 
 async def _child_down(self: IkeService, state: ChildState, lineage_ended: bool, ev: ChildSaDown) -> None:

@@ -3,7 +3,9 @@ MOBIKE updates of the peer (_follow_peers), Child SAs following (MIGRATE)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import ipaddress
 import logging
 from typing import TYPE_CHECKING
@@ -20,6 +22,11 @@ if TYPE_CHECKING:
     from tunsec.services.ike.service import IkeService
 
 log = logging.getLogger("tunsec.ike")
+
+# a MIGRATE the worker refused or left unanswered: tries of one move in all, and the pause before
+# the first retry (doubling: 1, 2, 4, 8 s); then the Child SA is rekeyed instead (_migrate_failed)
+MIGRATE_TRIES = 5
+MIGRATE_BACKOFF = 1.0
 
 _INITIATOR = int(HeaderFlag.INITIATOR)   # an int: int & IntFlag makes a new HeaderFlag each datagram
 
@@ -91,8 +98,12 @@ def _follow_peers(self: IkeService) -> None:
         target = _child_path(self, state, paths[state.ike])
         if target is None or (state.moving_to or (state.remote, state.local)) == target:
             continue
-        state.moving_to = target   # the next check must not move it again
-        self._spawn(self._migrate_child(state, *target))
+        # one mover per Child SA, however often its peer moves (a peer may send UPDATE_SA_ADDRESSES
+        # as often as it likes): a mover queued, running or waiting to retry takes the newest target
+        mover = state.moving_to is not None
+        state.moving_to = target
+        if not mover:
+            self._spawn(self._changes.queue(self._migrate_child(state)))
 
 
 def _child_path(self: IkeService, state: ChildState, path: IkePath) -> tuple[Endpoint, Endpoint] | None:
@@ -107,27 +118,77 @@ def _child_path(self: IkeService, state: ChildState, path: IkePath) -> tuple[End
     return moved, self._endpoint(moved.addr.version, local_port, local_ip)
 
 
-async def _migrate_child(self: IkeService, state: ChildState, moved: Endpoint, local: Endpoint) -> None:
-    """MIGRATE a Child SA's inbound and (if added) outbound SA to the peer's new endpoint and
-    our new end (ADDR_NEW_LOCAL only when ours changed)."""
-    async with self._changes:
-        await self._install_answered(state)
-        if state.moving_to == (moved, local):
-            state.moving_to = None
-        if state.handle not in self.children or (state.remote, state.local) == (moved, local):
-            return
-        old, w = state.remote, self.worker()
-        new_local = local if local != state.local else None
+async def _migrate_child(self: IkeService, state: ChildState) -> None:
+    """Move a Child SA to ``state.moving_to`` (the peer's new endpoint, our new end), the newest
+    target each time round, until it is there (``moving_to`` None again).  A MIGRATE the worker
+    refuses or leaves unanswered is tried again, MIGRATE_TRIES times in all with a doubling pause
+    (MIGRATE_BACKOFF), counted each time (metric tunsec_child_sa_migrate_failures) and logged at the
+    first failure and at the end; if it never goes through, the Child SA is rekeyed: its successor
+    is installed where its IKE SA is now, so the Child SAs follow the IKE SA either way."""
+    while True:
+        async with self._changes:
+            await self._install_answered(state)
+            target = state.moving_to
+            if target is None or state.handle not in self.children or (state.remote, state.local) == target:
+                state.moving_to = None   # there (or gone): the next move starts afresh
+                state.migrate_failures = 0
+                return
+            err = await _migrate(self, state, *target)
+        if err is None:
+            log.info("%s: CHILD_SA %s %08x_i %08x_o follows its peer to %s:%d, from %s%s", state.conn, state.child,
+                     state.spi_in, state.spi_out, target[0].addr, target[0].port, target[1].addr,
+                     f" (after {state.migrate_failures} failed tries)" if state.migrate_failures else "")
+            state.migrate_failures = 0
+            continue   # done, unless its peer moved again meanwhile
+        _migrate_failed(self, state, target[0], target[1], err)
+        return
+
+
+async def _migrate(self: IkeService, state: ChildState, moved: Endpoint, local: Endpoint) -> WorkerError | None:
+    """MIGRATE a Child SA's inbound and (if added) outbound SA to the peer's new endpoint and our new
+    end (ADDR_NEW_LOCAL only when ours changed); under ``_changes``.  Inbound first (named by its SPI
+    alone), then outbound (named by (spi_out, the peer it had)); if that fails the inbound SA goes
+    back, so after a failure both are where ``state`` says (a retry, or a move back, finds them)."""
+    w = self.worker()
+    old, old_local = state.remote, state.local
+    new_local = local if local != old_local else None
+    try:
+        await w.request(lambda r: pipe.Migrate(r, state.spi_in, Direction.IN, moved, None, new_local))
+    except WorkerError as err:
+        return err
+    if state.out_installed:   # the worker knows the outbound SA by its peer (spi_out, old)
         try:
-            if state.out_installed:   # the worker knows the outbound SA by its peer (spi_out, old)
-                await w.request(lambda r: pipe.Migrate(r, state.spi_out, Direction.OUT, moved, old, new_local))
-            await w.request(lambda r: pipe.Migrate(r, state.spi_in, Direction.IN, moved, None, new_local))
-            state.remote, state.local = moved, local
-            if state.standby is not None:
-                state.standby = dataclasses.replace(state.standby, remote=moved, local=local)
+            await w.request(lambda r: pipe.Migrate(r, state.spi_out, Direction.OUT, moved, old, new_local))
         except WorkerError as err:
-            log.error("%s: moving CHILD_SA %s %08x_i %08x_o to %s:%d from %s failed: %s", state.conn, state.child,
-                      state.spi_in, state.spi_out, moved.addr, moved.port, local.addr, err)
-            return
-    log.info("%s: CHILD_SA %s %08x_i %08x_o follows its peer to %s:%d, from %s", state.conn, state.child,
-             state.spi_in, state.spi_out, moved.addr, moved.port, local.addr)
+            back = old_local if new_local is not None else None
+            with contextlib.suppress(WorkerError):
+                await w.request(lambda r: pipe.Migrate(r, state.spi_in, Direction.IN, old, None, back))
+            return err
+    state.remote, state.local = moved, local
+    if state.standby is not None:
+        state.standby = dataclasses.replace(state.standby, remote=moved, local=local)
+    return None
+
+
+def _migrate_failed(self: IkeService, state: ChildState, moved: Endpoint, local: Endpoint, err: WorkerError) -> None:
+    """A MIGRATE failed: try again later (the newest target then), or, after MIGRATE_TRIES, rekey."""
+    state.migrate_failures += 1
+    self.events.migrate_failures[(state.conn, state.child)] += 1
+    what = (f"{state.conn}: moving CHILD_SA {state.child} {state.spi_in:08x}_i {state.spi_out:08x}_o to "
+            f"{moved.addr}:{moved.port} from {local.addr}")
+    if state.migrate_failures < MIGRATE_TRIES:
+        delay = MIGRATE_BACKOFF * 2 ** (state.migrate_failures - 1)
+        if state.migrate_failures == 1:   # once per move: its retries fail the same way
+            log.warning("%s failed: %s; trying again (%d tries at most)", what, err, MIGRATE_TRIES)
+        else:
+            log.debug("%s failed again: %s", what, err)
+        self._later(delay, lambda: self._spawn(self._changes.queue(self._migrate_child(state))))
+        return
+    log.error("%s failed %d times (last: %s); rekeying it: the new Child SA goes where its IKE SA is",
+              what, state.migrate_failures, err)
+    state.moving_to = None
+    state.migrate_failures = 0
+    sa = self._ike_sa(state.ike)
+    if sa is not None and state.handle in self.children:
+        self.spi_pool.with_spi(functools.partial(self._rekey_child, sa, state.unique_id))
+        self._pump()

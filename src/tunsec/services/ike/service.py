@@ -77,6 +77,7 @@ from tunsec.services.ike import invalid_spi as _invalid_spi
 from tunsec.services.ike import reload as _reload
 from tunsec.services.ike import status as _status
 from tunsec.services.ike.barrier import Barrier
+from tunsec.services.ike.changes import Changes
 from tunsec.services.ike.record import IkeUpRecord
 from tunsec.services.ike.resolver import Resolver
 from tunsec.services.ike.sockets import IkeSocketKey, IkeSockets, _is_init, recv
@@ -123,7 +124,7 @@ class IkeService(Service):
         self._by_ike: dict[int, set[int]] = {}   # IKE SA handle -> its child handles (_follow_peers)
         self._ike_handles: dict[IkeSa, int] = {}
         self._handles = itertools.count(1)
-        self._changes = asyncio.Lock()   # SA/SPD changes reach the worker in the order the engine reported them
+        self._changes = Changes()   # SA/SPD changes reach the worker in the order the engine reported them
         self.ike_up: dict[bytes, IkeUpRecord] = {}
         self.trap_reqids: dict[tuple[str, str], int] = {}        # (connection, child) -> reqid of its traps
         self._timer: asyncio.TimerHandle | None = None

@@ -12,13 +12,14 @@ import functools
 import ipaddress
 import logging
 import socket
+import time
 from collections.abc import Callable, Coroutine, Iterable, Iterator
 from typing import Any
 
 from tunsec import pktinfo
 from tunsec.conf.connections import Connection, unserved_sources
 from tunsec.dataplane import pipe
-from tunsec.dataplane.client import WorkerClient, WorkerError
+from tunsec.dataplane.client import REQUEST_TIMEOUT, WorkerClient, WorkerError
 from tunsec.dataplane.pipe import Endpoint, Errno
 from tunsec.ike.constants import (
     IKE_HEADER_LEN,
@@ -38,6 +39,10 @@ log = logging.getLogger("tunsec.ike")
 
 IkeSocketKey = tuple[int, str, int]   # family, bound address, UDP port
 UNMARKED_PEERS_MAX = 1024   # custom-port peers remembered as sending IKE without the marker (unmark)
+# SEND_IKEs waiting for the worker's answer: beyond this many the oldest is given up (_give_up_natt).
+# A healthy worker answers within milliseconds, so only a hung or confused one gets near it; a burst
+# of a few thousand clients stays below.  Each costs ~0.5 KiB while it waits.
+NATT_SENDS_MAX = 8192
 
 
 @functools.lru_cache(maxsize=4096)
@@ -63,7 +68,15 @@ class IkeSockets:
         self.local_addrs = local_addrs     # family -> our outer address
         self.worker = worker
         self._spawn = spawn                # SEND_IKE round trips, awaited at shutdown
-        self.natt_sends: set[asyncio.Future[list[pipe.Reply]]] = set()   # SEND_IKEs in flight
+        # SEND_IKEs in flight -> the time their answer is given up on (REQUEST_TIMEOUT, as answered's):
+        # oldest first, as they were sent
+        self.natt_sends: dict[asyncio.Future[list[pipe.Reply]], float] = {}
+        self.natt_unanswered = 0   # SEND_IKEs given up on unanswered (status: ike_drops.send_ike_unanswered)
+        self.clock = time.monotonic
+        self._natt_timer: asyncio.TimerHandle | None = None   # the next deadline's sweep (one for all)
+        # SEND_IKEs that failed: a worker that goes fails all those in flight at once, a full pipe
+        # every one after it (a line each, per datagram a peer sends, without this)
+        self._send_log = LogLimiter()
         self.esp_on_ike_port = 0   # ESP in UDP dropped on a custom IKE port (unmark)
         self._esp_log = LogLimiter()
         # (our custom port, peer address, port) that sent IKE without the non-ESP marker: answered so
@@ -95,6 +108,9 @@ class IkeSockets:
     def close(self) -> None:
         for key in list(self.by_key):
             self._close_socket(key)
+        if self._natt_timer is not None:
+            self._natt_timer.cancel()
+            self._natt_timer = None
 
     def _close_socket(self, key: IkeSocketKey) -> None:
         s = self.by_key.pop(key)
@@ -184,18 +200,53 @@ class IkeSockets:
         try:
             sent = self.worker().request_soon(lambda r: pipe.SendIke(r, data, remote, local))
         except WorkerError as err:
-            log.warning("sending IKE to %s failed: %s", remote.addr, err)
+            self._send_failed(remote, str(err))
             return
-        self.natt_sends.add(sent)   # shutdown waits for them as for tasks
+        now = self.clock()
+        self._give_up_natt(now, NATT_SENDS_MAX - 1)
+        self.natt_sends[sent] = now + REQUEST_TIMEOUT   # shutdown waits for them as for tasks
         sent.add_done_callback(functools.partial(self._natt_sent, remote))
+        if self._natt_timer is None:
+            self._natt_timer = asyncio.get_running_loop().call_later(REQUEST_TIMEOUT, self._natt_sweep)
+
+    def _give_up_natt(self, now: float, keep: int) -> None:
+        """Give up the SEND_IKEs whose answer is overdue, and the oldest beyond ``keep``: a worker that
+        hangs or never answers would otherwise have them (here and in the client's pending requests)
+        pile up with every datagram.  Cancelling forgets the request in the client (request_soon), which
+        counts a late answer; here each is counted (status: ike_drops.send_ike_unanswered).  The
+        datagram itself may still go out: only waiting for its answer ends."""
+        sends = self.natt_sends
+        while sends:
+            oldest, deadline = next(iter(sends.items()))
+            if deadline > now and len(sends) <= keep:
+                return
+            del sends[oldest]
+            oldest.cancel()
+            self.natt_unanswered += 1
+
+    def _natt_sweep(self) -> None:
+        """The one timer for overdue SEND_IKEs (none per datagram): sweep, and come back for the oldest,
+        no sooner than a second (sends sweep too: a stream of them to a hung worker, each due a
+        millisecond after the last, would otherwise have it fire every millisecond)."""
+        self._natt_timer = None
+        self._give_up_natt(self.clock(), NATT_SENDS_MAX)
+        if self.natt_sends:
+            delay = max(1.0, next(iter(self.natt_sends.values())) - self.clock())
+            self._natt_timer = asyncio.get_running_loop().call_later(delay, self._natt_sweep)
 
     def _natt_sent(self, remote: Endpoint, sent: asyncio.Future[list[pipe.Reply]]) -> None:
-        self.natt_sends.discard(sent)
+        self.natt_sends.pop(sent, None)
+        if sent.cancelled():
+            return   # given up (_give_up_natt): counted there
         err = sent.exception()    # retrieved: a worker that goes fails them all, no "never retrieved"
         if err is not None:
-            log.warning("sending IKE to %s failed: %s", remote.addr, err)
+            self._send_failed(remote, str(err))
         elif (bad := next((r.errno for r in sent.result() if r.errno is not Errno.OK), None)) is not None:
-            log.warning("sending IKE to %s failed: %s", remote.addr, bad.name)
+            self._send_failed(remote, bad.name)
+
+    def _send_failed(self, remote: Endpoint, why: str) -> None:
+        if (held := self._send_log.admit()) is not None:
+            log.warning("sending IKE to %s failed: %s%s", remote.addr, why, suffix(held))
 
 
 # datagrams read from an IKE socket per event-loop turn (the loop comes back while it is readable),

@@ -57,6 +57,7 @@ class ChildState:
     pred: int | None = None        # handle of the Child SA this one rekeyed (or duplicates: installs._sibling)
     # a MIGRATE to (the peer's new endpoint, our new end) is queued (NAT rebinding, MOBIKE)
     moving_to: tuple[Endpoint, Endpoint] | None = None
+    migrate_failures: int = 0      # MIGRATEs of the current move that failed (mobility._migrate_failed)
     # a rekey we answered: its outbound SA, added when the initiator shows it has installed the new Child
     # SA (its first packet on our new inbound SA, or its DELETE of the old one); until then we send on the old
     standby: SaSpec | None = field(default=None, repr=False)

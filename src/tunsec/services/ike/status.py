@@ -36,7 +36,9 @@ def status(ike_sas: list[dict[str, Any]], leases: list[dict[str, Any]], endpoint
         "ike_half_open_max_per_address": endpoint.half_open_most_from_one(),
         "ike_half_open_busiest": endpoint.half_open_busiest() or "",
         "ike_drops": {**{n: getattr(endpoint.stats, n) for n in _IKE_DROPS},
-                      "esp_on_ike_port": sockets.esp_on_ike_port},   # ESP in UDP on a custom IKE port
+                      "esp_on_ike_port": sockets.esp_on_ike_port,   # ESP in UDP on a custom IKE port
+                      # IKE sent through the worker (port 4500) whose answer it never gave: given up
+                      "send_ike_unanswered": sockets.natt_unanswered},
         # IKE fragmentation (RFC 7383): messages split and reassembled, fragments dropped
         "ike_fragments": {n: getattr(endpoint.fragment_stats, n) for n in _FRAGMENT_COUNTERS},
         # the barrier: incoming datagrams that waited for an inbound SPI (now, in all, dropped at
