@@ -74,8 +74,10 @@ def test_the_listener_binds_its_address_answers_and_follows_reloads() -> None:
         assert nak_cause(req, answer) == 503   # no IKE SA: Session-Context-Not-Found
         old = svc.dae
 
+        relay = svc.radius
         svc._reload_radius(settings(second))   # another port: the new listener, the old one closed
         assert svc.dae is not old and old.transport is None
+        assert svc.radius is relay   # only dae { } changed: EAP rounds in flight go on
         for _ in range(5):
             await asyncio.sleep(0)   # the new one is served by a task
         req, answer = await disconnect(second, "bob")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import ipaddress
 import logging
@@ -41,7 +42,14 @@ ACCT_RETIRE_WAIT = 3.0
 
 def _reload_radius(self: IkeService, settings: RadiusSettings | None) -> None:
     """New RADIUS servers or timers serve new rounds; a round in flight fails (its client is closed)."""
-    if (self.radius.settings if self.radius is not None else None) == settings:
+    old = self.radius.settings if self.radius is not None else None
+    if old == settings:
+        return
+    if self.radius is not None and old is not None and settings is not None and \
+            dataclasses.replace(old, dae=None) == dataclasses.replace(settings, dae=None):
+        # only dae { } changed: EAP rounds in flight and accounting go on untouched
+        self.radius.settings = settings
+        _dae_reload(self, settings)
         return
     if self.radius is not None:
         self.radius.close()
