@@ -87,9 +87,10 @@ def test_a_disconnect_request_from_radclient_deletes_the_users_ike_sa_acks_and_s
     assert "Received Disconnect" not in out and "No reply" in out, out
     assert len(gateway.established()) == 1 and client.sas(), client.list_sas()
 
-    # the user's session, with a Message-Authenticator (radclient computes it for a 0x00 value)
-    out = radclient(topo, topo.a, "disconnect", DAE_SECRET,
-                    f'User-Name = "{USER}"\nMessage-Authenticator = 0x00\n', "ack")
+    # the user's session, naming the gateway as accounting does (NAS-IP-Address), with a
+    # Message-Authenticator (radclient computes it for a 0x00 value)
+    out = radclient(topo, topo.a, "disconnect", DAE_SECRET, f'User-Name = "{USER}"\nNAS-IP-Address = '
+                    f'{topo.a.outer4}\nMessage-Authenticator = 0x00\n', "ack")
     assert "Received Disconnect-ACK" in out, f"{out}\ntunsec:\n{gateway.log_tail()}"
     assert wait_until(lambda: not client.sas(), 10), \
         f"the client's IKE SA is still up:\n{client.list_sas()}\ntunsec:\n{gateway.log_tail()}"

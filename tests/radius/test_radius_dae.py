@@ -35,8 +35,12 @@ class Gateway:
         self.mono = 100.0
         settings = DaeSettings(ipaddress.ip_address("192.0.2.1"), Secret(SECRET),
                                clients=(ipaddress.ip_network("192.0.2.0/28"),))
-        self.server = DaeServer(settings, "gw-1", self.find, self.disconnect,
+        self.server = DaeServer(settings, "gw-1", self.find, self.disconnect, self.ours,
                                 clock=lambda: self.clock, monotonic=lambda: self.mono)
+
+    @staticmethod
+    def ours(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        return addr in (ipaddress.ip_address("192.0.2.1"), ipaddress.ip_address("2001:db8::1"))
 
     @staticmethod
     def find(query: SessionQuery) -> list[Hashable]:
@@ -97,6 +101,8 @@ def test_a_disconnect_matching_nothing_gets_a_nak_with_session_context_not_found
 @pytest.mark.parametrize(("attrs", "cause"), [
     ({}, 402),                                                      # Missing-Attribute: names no session
     ({"User_Name": "alice", "NAS_Identifier": "other-gw"}, 403),    # NAS-Identification-Mismatch
+    ({"User_Name": "alice", "NAS_IP_Address": "192.0.2.9"}, 403),
+    ({"User_Name": "alice", "NAS_IPv6_Address": "2001:db8::9"}, 403),
     # Unsupported-Attribute: a narrower match than User-Name alone; ignoring it would close more
     ({"User_Name": "alice", "Framed_IP_Address": "10.3.0.1"}, 401),
     ({"User_Name": "alice", "Calling_Station_Id": "198.51.100.2[4500]"}, 401),
@@ -108,8 +114,9 @@ def test_requests_the_gateway_cannot_honour_exactly_get_a_nak_and_close_nothing(
     assert gw.closed == []
 
 
-def test_our_own_nas_identifier_is_fine(gw: Gateway) -> None:
-    req, raw = request(User_Name="bob", NAS_Identifier="gw-1")
+def test_our_own_nas_identifier_and_addresses_are_fine(gw: Gateway) -> None:
+    req, raw = request(User_Name="bob", NAS_Identifier="gw-1", NAS_IP_Address="192.0.2.1",
+                       NAS_IPv6_Address="2001:db8::1")
     assert check(req, gw.server.receive(raw, CLIENT)) == (rp.DisconnectACK, None)
     assert gw.closed == [2]
 

@@ -21,8 +21,9 @@ privilege; :class:`DaeServer` only reads it). A datagram is acted on only when
 
 Then (:meth:`DaeServer.handle`): the session is named by User-Name (the EAP identity, as
 accounting's User-Name; strongSwan matches only this one) and/or Acct-Session-Id (accounting's
-id of the IKE SA); all given must match. A NAS-Identifier, if present, must be ours (Error-Cause
-403 NAS-Identification-Mismatch). A session attribute tunsec cannot match (Framed-IP-Address,
+id of the IKE SA); all given must match. A NAS-Identifier, NAS-IP-Address or NAS-IPv6-Address,
+if present, must be ours (our ``nas_identifier``; an address of ours, ``ours``), else Error-Cause
+403 NAS-Identification-Mismatch. A session attribute tunsec cannot match (Framed-IP-Address,
 Calling-Station-Id...) gets a NAK with 401 Unsupported-Attribute rather than being ignored,
 which would close more sessions than asked; none at all, 402 Missing-Attribute.
 
@@ -54,6 +55,7 @@ from typing import Any
 from pyrad import packet as rp
 
 from tunsec.loglimit import LogLimiter, suffix
+from tunsec.policy.selector import IPAddress
 
 from .messages import DICTIONARY, MAX_PACKET, _printable
 from .settings import DaeSettings
@@ -63,12 +65,13 @@ log = logging.getLogger("tunsec.radius")
 DISCONNECT_REQUEST, DISCONNECT_ACK, DISCONNECT_NAK = rp.DisconnectRequest, rp.DisconnectACK, rp.DisconnectNAK
 COA_REQUEST, COA_NAK = rp.CoARequest, rp.CoANAK
 USER_NAME, NAS_IDENTIFIER, ACCT_SESSION_ID, EVENT_TIMESTAMP, ERROR_CAUSE = 1, 32, 44, 55, 101
+NAS_IP_ADDRESS, NAS_IPV6_ADDRESS = 4, 95
 # session identification attributes of RFC 5176 §3 tunsec does not match on: a request naming
 # one is refused, it asks for fewer sessions than its User-Name alone would close
 UNMATCHED = {
-    4: "NAS-IP-Address", 5: "NAS-Port", 8: "Framed-IP-Address", 30: "Called-Station-Id",
+    5: "NAS-Port", 8: "Framed-IP-Address", 30: "Called-Station-Id",
     31: "Calling-Station-Id", 50: "Acct-Multi-Session-Id", 61: "NAS-Port-Type", 87: "NAS-Port-Id",
-    89: "Chargeable-User-Identity", 95: "NAS-IPv6-Address", 96: "Framed-Interface-Id",
+    89: "Chargeable-User-Identity", 96: "Framed-Interface-Id",
     97: "Framed-IPv6-Prefix", 168: "Framed-IPv6-Address",
 }
 # RFC 5176 §3.5 Error-Cause values
@@ -125,12 +128,22 @@ def _text(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
 
-def decide(pkt: Any, nas_identifier: str, find: Callable[[SessionQuery], Sequence[Hashable]]) -> Verdict:
-    """The answer to an authentic Disconnect- or CoA-Request ``pkt``; ``find``: the sessions a
-    query names."""
+def _nas_addresses(pkt: Any) -> list[IPAddress | None]:
+    """NAS-IP-Address and NAS-IPv6-Address (None: one of the wrong length)."""
+    out: list[IPAddress | None] = []
+    for code, size in ((NAS_IP_ADDRESS, 4), (NAS_IPV6_ADDRESS, 16)):
+        out += [ipaddress.ip_address(v) if len(v) == size else None for v in _values(pkt, code)]
+    return out
+
+
+def decide(pkt: Any, nas_identifier: str, ours: Callable[[IPAddress], bool],
+           find: Callable[[SessionQuery], Sequence[Hashable]]) -> Verdict:
+    """The answer to an authentic Disconnect- or CoA-Request ``pkt``; ``ours``: whether an address
+    is one of the gateway's (NAS-IP-Address), ``find``: the sessions a query names."""
     disconnect = pkt.code == DISCONNECT_REQUEST
     nak = DISCONNECT_NAK if disconnect else COA_NAK
-    if any(_text(v) != nas_identifier for v in _values(pkt, NAS_IDENTIFIER)):
+    if any(_text(v) != nas_identifier for v in _values(pkt, NAS_IDENTIFIER)) or \
+            any(a is None or not ours(a) for a in _nas_addresses(pkt)):
         return Verdict(nak, NAS_MISMATCH)
     if any(code in UNMATCHED for code in collections.OrderedDict.keys(pkt)):
         return Verdict(nak, UNSUPPORTED_ATTRIBUTE)
@@ -190,6 +203,7 @@ class DaeServer(asyncio.DatagramProtocol):
     def __init__(self, settings: DaeSettings, nas_identifier: str,
                  find: Callable[[SessionQuery], Sequence[Hashable]],
                  disconnect: Callable[[Sequence[Hashable]], None],
+                 ours: Callable[[IPAddress], bool] = lambda _: False,
                  clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic,
                  sock: socket.socket | None = None) -> None:
         self.settings = settings
@@ -198,6 +212,7 @@ class DaeServer(asyncio.DatagramProtocol):
         self.stats = DaeStats()
         self._find = find
         self._disconnect = disconnect
+        self._ours = ours
         self._clock = clock
         self._monotonic = monotonic
         self._answered: collections.OrderedDict[bytes, _Answered] = collections.OrderedDict()
@@ -276,7 +291,7 @@ class DaeServer(asyncio.DatagramProtocol):
                        f"(at most {REPLAY_WINDOW:g} s): stale or replayed")
             return None
         self.stats.requests += 1
-        verdict = decide(pkt, self.nas_identifier, self._find)
+        verdict = decide(pkt, self.nas_identifier, self._ours, self._find)
         self._act(pkt, verdict, source, what)
         raw = answer(pkt, verdict)
         self._answered[pkt.authenticator] = _Answered(source, raw, now)

@@ -76,7 +76,7 @@ def _dae_bind(dae: DaeSettings) -> socket.socket:
 def _dae_server(self: IkeService, settings: RadiusSettings, sock: socket.socket) -> DaeServer:
     assert settings.dae is not None
     return DaeServer(settings.dae, settings.nas_identifier, functools.partial(_dae_find, self),
-                     functools.partial(_dae_disconnect, self), sock=sock)
+                     functools.partial(_dae_disconnect, self), functools.partial(_dae_ours, self), sock=sock)
 
 
 async def _dae_serve(self: IkeService) -> None:
@@ -125,6 +125,17 @@ def _dae_find(self: IkeService, query: SessionQuery) -> list[Hashable]:
                 continue
         found.append(handle)
     return found
+
+
+def _dae_ours(self: IkeService, addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Whether a request's NAS-IP-Address names this gateway: one of its configured IKE addresses
+    (accounting's NAS-IP-Address) or one an IKE SA's peer talks to."""
+    texts = [*self.local_addrs.values(), *(sa.local_ip for sa in self._ike_handles if sa.local_ip)]
+    for text in texts:
+        with contextlib.suppress(ValueError):   # a name, not an address
+            if ipaddress.ip_address(text) == addr:
+                return True
+    return False
 
 
 def _dae_disconnect(self: IkeService, handles: Sequence[Hashable]) -> None:
