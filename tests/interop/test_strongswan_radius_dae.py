@@ -2,8 +2,9 @@
 warrior authenticates with eap-radius to a tunsec gateway with accounting and
 ``radius { dae { enable = yes } }`` (the setup of test_strongswan_radius_accounting.py); from
 the RADIUS server's address (the default dae client), radclient sends a Disconnect-Request for
-a user no IKE SA has (Disconnect-NAK, Error-Cause Session-Context-Not-Found, nothing closed),
-one with the wrong secret (no answer at all), then one for the client's EAP identity: the
+a user no IKE SA has and one for the client's EAP identity with another virtual IP
+(Disconnect-NAK, Error-Cause Session-Context-Not-Found, nothing closed), one with the wrong
+secret (no answer at all), then one for the client's EAP identity and virtual IP: the
 Disconnect-ACK comes back, the client's IKE SA is gone (the gateway deleted it, the client was
 told) and FreeRADIUS got the session's accounting Stop with Acct-Terminate-Cause Admin-Reset.
 """
@@ -87,10 +88,15 @@ def test_a_disconnect_request_from_radclient_deletes_the_users_ike_sa_acks_and_s
     assert "Received Disconnect" not in out and "No reply" in out, out
     assert len(gateway.established()) == 1 and client.sas(), client.list_sas()
 
-    # the user's session, naming the gateway as accounting does (NAS-IP-Address), with a
-    # Message-Authenticator (radclient computes it for a 0x00 value)
-    out = radclient(topo, topo.a, "disconnect", DAE_SECRET, f'User-Name = "{USER}"\nNAS-IP-Address = '
-                    f'{topo.a.outer4}\nMessage-Authenticator = 0x00\n', "ack")
+    # another user's address: NAK (all the attributes must match)
+    out = radclient(topo, topo.a, "disconnect", DAE_SECRET,
+                    f'User-Name = "{USER}"\nFramed-IP-Address = 10.3.0.2\n', "other-vip")
+    assert "Received Disconnect-NAK" in out and "Session-Context-Not-Found" in out, out
+    # the user's session by its name and leased address, naming the gateway as accounting does
+    # (NAS-IP-Address), with a Message-Authenticator (radclient computes it for a 0x00 value)
+    out = radclient(topo, topo.a, "disconnect", DAE_SECRET,
+                    f'User-Name = "{USER}"\nFramed-IP-Address = {VIP}\nNAS-IP-Address = {topo.a.outer4}\n'
+                    'Message-Authenticator = 0x00\n', "ack")
     assert "Received Disconnect-ACK" in out, f"{out}\ntunsec:\n{gateway.log_tail()}"
     assert wait_until(lambda: not client.sas(), 10), \
         f"the client's IKE SA is still up:\n{client.list_sas()}\ntunsec:\n{gateway.log_tail()}"
@@ -103,7 +109,7 @@ def test_a_disconnect_request_from_radclient_deletes_the_users_ike_sa_acks_and_s
 
     dae = gateway.status()["radius"]["dae"]
     assert (dae["listen"], dae["disconnect_acks"], dae["disconnect_naks"], dae["sessions_closed"], dae["bad"]) == \
-        (f"127.0.0.1:{DAE_PORT}", 1, 1, 1, 1), dae
+        (f"127.0.0.1:{DAE_PORT}", 1, 2, 1, 1), dae
     log = gateway.log_text()
     assert DAE_SECRET not in log and "guessed-secret" not in log
     assert re.search(r"RADIUS DAE: Disconnect-Request from 127\.0\.0\.1:\d+ for user 'alice': closing 1 IKE SA",

@@ -24,8 +24,9 @@ SECRET = b"dae-secret-7"
 CLIENT = ("192.0.2.5", 40000)
 NOW = 1_800_000_000.0
 
-# the sessions the gateway has: handle -> (EAP identity, Acct-Session-Id)
-SESSIONS = {1: ("alice", "1800000000-1"), 2: ("bob", "1800000000-2"), 3: ("alice", "1800000000-3")}
+# the sessions the gateway has: handle -> (EAP identity, Acct-Session-Id, virtual IP)
+SESSIONS = {1: ("alice", "1800000000-1", "10.3.0.1"), 2: ("bob", "1800000000-2", "10.3.0.2"),
+            3: ("alice", "1800000000-3", "10.3.0.3")}
 
 
 class Gateway:
@@ -44,8 +45,9 @@ class Gateway:
 
     @staticmethod
     def find(query: SessionQuery) -> list[Hashable]:
-        return [h for h, (user, sid) in SESSIONS.items()
-                if (not query.users or user in query.users) and (not query.session_ids or sid in query.session_ids)]
+        return [h for h, (user, sid, vip) in SESSIONS.items()
+                if (not query.users or user in query.users) and (not query.session_ids or sid in query.session_ids)
+                and (not query.vips or ipaddress.ip_address(vip) in query.vips)]
 
     def disconnect(self, handles: Sequence[Hashable]) -> None:
         self.closed += handles
@@ -89,6 +91,24 @@ def test_user_name_and_session_id_together_name_one_session(gw: Gateway) -> None
     assert gw.closed == [3]
 
 
+def test_a_virtual_ip_names_the_session_it_was_leased_to(gw: Gateway) -> None:
+    req, raw = request(Framed_IP_Address="10.3.0.3")
+    assert check(req, gw.server.receive(raw, CLIENT)) == (rp.DisconnectACK, None)
+    req, raw = request(ident=8, User_Name="bob", Framed_IP_Address="10.3.0.3")   # not bob's
+    assert check(req, gw.server.receive(raw, CLIENT)) == (rp.DisconnectNAK, 503)
+    assert gw.closed == [3]
+
+
+def test_a_framed_ip_address_of_the_wrong_length_is_an_invalid_attribute(gw: Gateway) -> None:
+    _, raw = request(User_Name="alice")
+    attrs = raw[20:] + bytes([8, 4, 10, 3])   # Framed-IP-Address of 2 bytes
+    header = bytes([rp.DisconnectRequest, 9]) + (20 + len(attrs)).to_bytes(2, "big")
+    raw = header + hashlib.md5(header + bytes(16) + attrs + SECRET).digest() + attrs
+    req = rp.CoAPacket(packet=raw, secret=SECRET, dict=DICTIONARY)
+    assert check(req, gw.server.receive(raw, CLIENT)) == (rp.DisconnectNAK, 407)   # Invalid-Attribute-Value
+    assert gw.closed == []
+
+
 def test_a_disconnect_matching_nothing_gets_a_nak_with_session_context_not_found(gw: Gateway) -> None:
     for attrs in ({"User_Name": "mallory"}, {"User_Name": "bob", "Acct_Session_Id": "1800000000-1"}):
         req, raw = request(**attrs)
@@ -104,7 +124,7 @@ def test_a_disconnect_matching_nothing_gets_a_nak_with_session_context_not_found
     ({"User_Name": "alice", "NAS_IP_Address": "192.0.2.9"}, 403),
     ({"User_Name": "alice", "NAS_IPv6_Address": "2001:db8::9"}, 403),
     # Unsupported-Attribute: a narrower match than User-Name alone; ignoring it would close more
-    ({"User_Name": "alice", "Framed_IP_Address": "10.3.0.1"}, 401),
+    ({"User_Name": "alice", "NAS_Port": 1234}, 401),
     ({"User_Name": "alice", "Calling_Station_Id": "198.51.100.2[4500]"}, 401),
 ])
 def test_requests_the_gateway_cannot_honour_exactly_get_a_nak_and_close_nothing(

@@ -19,13 +19,14 @@ privilege; :class:`DaeServer` only reads it). A datagram is acted on only when
    Event-Timestamp after it. A request without Event-Timestamp replayed after the window is
    taken again (strongSwan does the same, and keeps only the last answer per client).
 
-Then (:meth:`DaeServer.handle`): the session is named by User-Name (the EAP identity, as
-accounting's User-Name; strongSwan matches only this one) and/or Acct-Session-Id (accounting's
-id of the IKE SA); all given must match. A NAS-Identifier, NAS-IP-Address or NAS-IPv6-Address,
-if present, must be ours (our ``nas_identifier``; an address of ours, ``ours``), else Error-Cause
-403 NAS-Identification-Mismatch. A session attribute tunsec cannot match (Framed-IP-Address,
-Calling-Station-Id...) gets a NAK with 401 Unsupported-Attribute rather than being ignored,
-which would close more sessions than asked; none at all, 402 Missing-Attribute.
+Then (:func:`decide`): the session is named by User-Name (the EAP identity, as accounting's
+User-Name; strongSwan matches only this one), Acct-Session-Id (accounting's id of the IKE SA)
+and/or Framed-IP-Address/Framed-IPv6-Address (a virtual IP leased to it); all given must match
+(one of the wrong length: 407 Invalid-Attribute-Value). A NAS-Identifier, NAS-IP-Address or
+NAS-IPv6-Address, if present, must be ours (our ``nas_identifier``; an address of ours,
+``ours``), else Error-Cause 403 NAS-Identification-Mismatch. A session attribute tunsec cannot
+match (Calling-Station-Id, NAS-Port...) gets a NAK with 401 Unsupported-Attribute rather than
+being ignored, which would close more sessions than asked; none at all, 402 Missing-Attribute.
 
 - Disconnect-Request: the matching IKE SAs are deleted (the peer is told) as ``tunsec terminate``
   deletes them, so their accounting Stop says Admin-Reset (an administrator's action; strongSwan
@@ -65,17 +66,17 @@ log = logging.getLogger("tunsec.radius")
 DISCONNECT_REQUEST, DISCONNECT_ACK, DISCONNECT_NAK = rp.DisconnectRequest, rp.DisconnectACK, rp.DisconnectNAK
 COA_REQUEST, COA_NAK = rp.CoARequest, rp.CoANAK
 USER_NAME, NAS_IDENTIFIER, ACCT_SESSION_ID, EVENT_TIMESTAMP, ERROR_CAUSE = 1, 32, 44, 55, 101
-NAS_IP_ADDRESS, NAS_IPV6_ADDRESS = 4, 95
+NAS_IP_ADDRESS, NAS_IPV6_ADDRESS, FRAMED_IP_ADDRESS, FRAMED_IPV6_ADDRESS = 4, 95, 8, 168
 # session identification attributes of RFC 5176 §3 tunsec does not match on: a request naming
 # one is refused, it asks for fewer sessions than its User-Name alone would close
 UNMATCHED = {
-    5: "NAS-Port", 8: "Framed-IP-Address", 30: "Called-Station-Id",
+    5: "NAS-Port", 30: "Called-Station-Id",
     31: "Calling-Station-Id", 50: "Acct-Multi-Session-Id", 61: "NAS-Port-Type", 87: "NAS-Port-Id",
     89: "Chargeable-User-Identity", 96: "Framed-Interface-Id",
-    97: "Framed-IPv6-Prefix", 168: "Framed-IPv6-Address",
+    97: "Framed-IPv6-Prefix",
 }
 # RFC 5176 §3.5 Error-Cause values
-UNSUPPORTED_ATTRIBUTE, MISSING_ATTRIBUTE, NAS_MISMATCH = 401, 402, 403
+UNSUPPORTED_ATTRIBUTE, MISSING_ATTRIBUTE, NAS_MISMATCH, INVALID_ATTRIBUTE = 401, 402, 403, 407
 UNSUPPORTED_EXTENSION, SESSION_NOT_FOUND = 406, 503
 REPLAY_WINDOW = 300.0   # seconds (RFC 5176 §3.3's example window for Event-Timestamp)
 MAX_ANSWERS = 4096   # answers kept for retransmissions and replay checks (a flood evicts the oldest)
@@ -108,6 +109,7 @@ class SessionQuery:
 
     users: tuple[str, ...] = ()
     session_ids: tuple[str, ...] = ()
+    vips: tuple[IPAddress, ...] = ()   # Framed-IP-Address, Framed-IPv6-Address: a virtual IP leased to it
 
 
 @dataclass(frozen=True)
@@ -147,9 +149,15 @@ def decide(pkt: Any, nas_identifier: str, ours: Callable[[IPAddress], bool],
         return Verdict(nak, NAS_MISMATCH)
     if any(code in UNMATCHED for code in collections.OrderedDict.keys(pkt)):
         return Verdict(nak, UNSUPPORTED_ATTRIBUTE)
+    vips: list[IPAddress] = []
+    for code, size in ((FRAMED_IP_ADDRESS, 4), (FRAMED_IPV6_ADDRESS, 16)):
+        for v in _values(pkt, code):
+            if len(v) != size:
+                return Verdict(nak, INVALID_ATTRIBUTE)
+            vips.append(ipaddress.ip_address(v))
     query = SessionQuery(tuple(_text(v) for v in _values(pkt, USER_NAME) if v),
-                         tuple(_text(v) for v in _values(pkt, ACCT_SESSION_ID) if v))
-    if not query.users and not query.session_ids:
+                         tuple(_text(v) for v in _values(pkt, ACCT_SESSION_ID) if v), tuple(vips))
+    if not query.users and not query.session_ids and not query.vips:
         return Verdict(nak, MISSING_ATTRIBUTE)
     found = tuple(dict.fromkeys(find(query)))
     if not found:

@@ -108,7 +108,7 @@ def _dae_reload(self: IkeService, settings: RadiusSettings | None) -> None:
 
 def _dae_find(self: IkeService, query: SessionQuery) -> list[Hashable]:
     """The IKE SAs eap-radius authenticated (established) that ``query`` names: by their EAP
-    identity (accounting's User-Name) and accounting's Acct-Session-Id; by handle, one per IKE SA
+    identity (accounting's User-Name), accounting's Acct-Session-Id, a virtual IP leased; by handle, one per IKE SA
     (a rekeyed one and its successor share it)."""
     found: list[Hashable] = []
     for sa, handle in self._ike_handles.items():
@@ -122,6 +122,10 @@ def _dae_find(self: IkeService, query: SessionQuery) -> list[Hashable]:
         if query.session_ids:
             sid = self.accounting.session_id(handle) if self.accounting is not None else None
             if sid not in query.session_ids:
+                continue
+        if query.vips:
+            up = self.ike_up.get(sa.local_spi)
+            if up is None or not set(query.vips) & set(up.ev.peer_vips):
                 continue
         found.append(handle)
     return found
