@@ -40,9 +40,10 @@ left a request unanswered is tried last for 30 s (authentication and accounting 
 their port's health), then one request probes it.
 
 ``dae``: a Disconnect-Request (RFC 5176 §3) from one of ``clients`` whose Request Authenticator
-(and Message-Authenticator, if it has one) verifies with ``secret`` deletes the IKE SAs of its
-User-Name (the EAP identity, as accounting's User-Name) and, if it names one, its
-Acct-Session-Id: :mod:`tunsec.radius.dae`.
+(and Message-Authenticator, if it has one) verifies with ``secret`` deletes the IKE SAs it
+names by User-Name (the EAP identity, as accounting's User-Name), Acct-Session-Id and/or
+Framed-IP-Address: :mod:`tunsec.radius.dae`. ``listen`` is bound when tunsec starts, before it
+drops root (a reload that changes it binds as tunsec's user: a port below 1024 fails then).
 
 The result is a :class:`~tunsec.radius.settings.RadiusSettings`, which the IKE service hands
 to its RADIUS client as it is.
