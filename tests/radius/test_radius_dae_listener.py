@@ -9,6 +9,7 @@ import asyncio
 import dataclasses
 import ipaddress
 import socket
+import types
 from typing import Any
 
 from pyrad import packet as rp
@@ -110,3 +111,48 @@ def test_dae_counters_reach_prometheus_and_the_other_radius_families_still_work(
     assert dae["requests"] == 4 and dae["bad"] == 2 and "listen" not in dae
     packets = {s.labels["kind"]: s.value for s in families["tunsec_radius_packets"].samples}
     assert packets == {"requests": 2}
+
+
+def test_the_service_matches_established_eap_radius_ike_sas_by_identity_session_id_and_virtual_ip() -> None:
+    """radius_edge._dae_find on the service's own tables (IKE SAs by handle, connections, the
+    IKE_SA up records, accounting's session ids): only established IKE SAs of eap-radius
+    connections, each once (a rekeyed IKE SA shares its successor's handle)."""
+    from tunsec.ike.identity import Identity
+    from tunsec.ike.state import State
+    from tunsec.radius.dae import SessionQuery
+    from tunsec.services.ike import radius_edge
+
+    @dataclasses.dataclass(eq=False)   # hashable by identity, as an IkeSa
+    class Sa:
+        name: str
+        peer_id: Identity
+        local_spi: bytes
+        state: State
+
+    def sa(name: str, user: str, spi: bytes, state: State = State.ESTABLISHED) -> Sa:
+        return Sa(name, Identity.parse(user), spi, state)
+
+    def conn(method: str) -> Any:
+        return types.SimpleNamespace(ike=types.SimpleNamespace(remote=types.SimpleNamespace(method=method)))
+
+    def up(*vips: str) -> Any:
+        return types.SimpleNamespace(ev=types.SimpleNamespace(peer_vips=tuple(ipaddress.ip_address(v) for v in vips)))
+
+    alice, rekeyed = sa("rw", "alice@example.org", b"a" * 8), sa("rw", "alice@example.org", b"r" * 8, State.REKEYED)
+    bob, going = sa("rw", "bob@example.org", b"b" * 8), sa("rw", "carol@example.org", b"c" * 8, State.DELETING)
+    psk = sa("site", "alice@example.org", b"p" * 8)   # a PSK connection's peer of the same name
+    svc = types.SimpleNamespace(
+        _ike_handles={alice: 1, rekeyed: 1, bob: 2, going: 3, psk: 4},
+        connections={"rw": conn("eap-radius"), "site": conn("psk")},
+        ike_up={b"a" * 8: up("10.3.0.1"), b"b" * 8: up("10.3.0.2", "fd00::2")},
+        accounting=types.SimpleNamespace(session_id={1: "s-1", 2: "s-2"}.get))
+
+    def find(users: tuple[str, ...] = (), sids: tuple[str, ...] = (), vips: tuple[str, ...] = ()) -> list[Any]:
+        query = SessionQuery(users, sids, tuple(ipaddress.ip_address(v) for v in vips))
+        return radius_edge._dae_find(svc, query)  # type: ignore[arg-type]
+
+    assert find(("alice@example.org",)) == [1]
+    assert find(("carol@example.org",)) == []   # being deleted already
+    assert find(sids=("s-2",)) == [2] and find(("alice@example.org",), ("s-2",)) == []
+    assert find(vips=("fd00::2",)) == [2] and find(("alice@example.org",), vips=("10.3.0.2",)) == []
+    assert find(("alice@example.org", "bob@example.org"), vips=("10.3.0.1", "10.3.0.2")) == [1, 2]
