@@ -136,9 +136,15 @@ def test_requests_the_gateway_cannot_honour_exactly_get_a_nak_and_close_nothing(
 
 def test_our_own_nas_identifier_and_addresses_are_fine(gw: Gateway) -> None:
     req, raw = request(User_Name="bob", NAS_Identifier="gw-1", NAS_IP_Address="192.0.2.1",
-                       NAS_IPv6_Address="2001:db8::1")
+                       NAS_IPv6_Address="2001:db8::1", NAS_Port_Type="Virtual")
     assert check(req, gw.server.receive(raw, CLIENT)) == (rp.DisconnectACK, None)
     assert gw.closed == [2]
+
+
+def test_a_nas_port_type_other_than_virtual_names_no_session(gw: Gateway) -> None:
+    req, raw = request(User_Name="bob", NAS_Port_Type=15)   # Ethernet
+    assert check(req, gw.server.receive(raw, CLIENT)) == (rp.DisconnectNAK, 503)
+    assert gw.closed == []
 
 
 def test_a_coa_request_gets_a_coa_nak_and_changes_nothing(gw: Gateway) -> None:

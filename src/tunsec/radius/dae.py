@@ -24,9 +24,10 @@ User-Name; strongSwan matches only this one), Acct-Session-Id (accounting's id o
 and/or Framed-IP-Address/Framed-IPv6-Address (a virtual IP leased to it); all given must match
 (one of the wrong length: 407 Invalid-Attribute-Value). A NAS-Identifier, NAS-IP-Address or
 NAS-IPv6-Address, if present, must be ours (our ``nas_identifier``; an address of ours,
-``ours``), else Error-Cause 403 NAS-Identification-Mismatch. A session attribute tunsec cannot
-match (Calling-Station-Id, NAS-Port...) gets a NAK with 401 Unsupported-Attribute rather than
-being ignored, which would close more sessions than asked; none at all, 402 Missing-Attribute.
+``ours``), else Error-Cause 403 NAS-Identification-Mismatch; NAS-Port-Type is Virtual for every
+session. A session attribute tunsec cannot match (Calling-Station-Id, NAS-Port...) gets a NAK
+with 401 Unsupported-Attribute rather than being ignored, which would close more sessions than
+asked; none at all, 402 Missing-Attribute.
 
 - Disconnect-Request: the matching IKE SAs are deleted (the peer is told) as ``tunsec terminate``
   deletes them, so their accounting Stop says Admin-Reset (an administrator's action; strongSwan
@@ -69,12 +70,9 @@ USER_NAME, NAS_IDENTIFIER, ACCT_SESSION_ID, EVENT_TIMESTAMP, ERROR_CAUSE = 1, 32
 NAS_IP_ADDRESS, NAS_IPV6_ADDRESS, FRAMED_IP_ADDRESS, FRAMED_IPV6_ADDRESS = 4, 95, 8, 168
 # session identification attributes of RFC 5176 §3 tunsec does not match on: a request naming
 # one is refused, it asks for fewer sessions than its User-Name alone would close
-UNMATCHED = {
-    5: "NAS-Port", 30: "Called-Station-Id",
-    31: "Calling-Station-Id", 50: "Acct-Multi-Session-Id", 61: "NAS-Port-Type", 87: "NAS-Port-Id",
-    89: "Chargeable-User-Identity", 96: "Framed-Interface-Id",
-    97: "Framed-IPv6-Prefix",
-}
+UNMATCHED = {5: "NAS-Port", 30: "Called-Station-Id", 31: "Calling-Station-Id", 50: "Acct-Multi-Session-Id",
+             87: "NAS-Port-Id", 89: "Chargeable-User-Identity", 96: "Framed-Interface-Id", 97: "Framed-IPv6-Prefix"}
+NAS_PORT_TYPE, VIRTUAL = 61, 5   # every session's NAS-Port-Type (as accounting sends it)
 # RFC 5176 §3.5 Error-Cause values
 UNSUPPORTED_ATTRIBUTE, MISSING_ATTRIBUTE, NAS_MISMATCH, INVALID_ATTRIBUTE = 401, 402, 403, 407
 UNSUPPORTED_EXTENSION, SESSION_NOT_FOUND = 406, 503
@@ -159,7 +157,8 @@ def decide(pkt: Any, nas_identifier: str, ours: Callable[[IPAddress], bool],
                          tuple(_text(v) for v in _values(pkt, ACCT_SESSION_ID) if v), tuple(vips))
     if not query.users and not query.session_ids and not query.vips:
         return Verdict(nak, MISSING_ATTRIBUTE)
-    found = tuple(dict.fromkeys(find(query)))
+    virtual = all(v == VIRTUAL.to_bytes(4, "big") for v in _values(pkt, NAS_PORT_TYPE))
+    found = tuple(dict.fromkeys(find(query))) if virtual else ()
     if not found:
         return Verdict(nak, SESSION_NOT_FOUND)
     if not disconnect:
