@@ -3,7 +3,7 @@
 # OpenSSL headers for the fast path, the tools the tests and benchmarks use
 # (iperf3, strongSwan with kernel-libipsec, wireguard-go, a Prometheus server
 # that tests/e2e/test_metrics.py starts itself, FreeRADIUS that
-# tests/interop/test_strongswan_radius.py starts), clang with the
+# tests/interop/test_strongswan_radius.py starts and its radclient), clang with the
 # libFuzzer runtime for `make fuzz`, podman (runc: crun rejects hybrid cgroups)
 # and mmdebstrap for `make image` and the container test, systemd-analyze for the
 # unit file, and the Python package with its C extension (its test extras bring
@@ -20,7 +20,7 @@ APT_PACKAGES=(
   clang libclang-rt-14-dev
   podman runc mmdebstrap systemd
   prometheus
-  freeradius
+  freeradius freeradius-utils
 )
 
 missing=()

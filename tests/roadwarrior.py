@@ -101,10 +101,12 @@ class GatewayConn(RemoteAccessConn):
     radius_secret: str = ""             # eap-radius: the secret of the RADIUS server on 127.0.0.1
     radius_port: int = 1812
     accounting: bool = False            # eap-radius: RADIUS accounting to the server's port 1813
+    dae: str = ""                       # eap-radius: the lines of radius { dae { } } (RFC 5176)
 
     def sections(self) -> str:
         acct_port = "      acct_port = 1813\n" if self.accounting else ""
         accounting = "  accounting = yes\n" if self.accounting else ""
+        dae = f"  dae {{\n{self.dae}  }}\n" if self.dae else ""
         radius = f"""radius {{
   servers {{
     fr {{
@@ -116,7 +118,7 @@ class GatewayConn(RemoteAccessConn):
   retransmit_timeout = 0.5
   retransmit_base = 1.0
   retransmit_tries = 1
-{accounting}}}
+{accounting}{dae}}}
 """ if self.method == "eap-radius" else ""       # one retransmission after 0.5 s: a silent server fails fast
         pools = f"pools {{\n{''.join(p.text() for p in self.pools)}}}\n" if self.pools else ""
         return radius + pools

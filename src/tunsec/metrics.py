@@ -206,7 +206,7 @@ def state_families(doc: dict[str, Any], worker_up: bool) -> Iterator[Metric]:
     radius = CounterMetricFamily("tunsec_radius_packets", "RADIUS (auth = eap-radius): requests sent, answers "
                                  "taken, datagrams dropped, by kind", labels=["kind"])
     for kind, n in sorted(doc.get("radius", {}).items()):
-        if kind not in ("conversations", "outstanding", "accounting", "servers"):   # gauges; the rest below
+        if kind not in ("conversations", "outstanding", "accounting", "servers", "dae"):   # gauges; the rest below
             radius.add_metric([kind], n)
     yield radius
     up = GaugeMetricFamily("tunsec_radius_server_up", "1 if the RADIUS server answered its last request, 0 if it "
@@ -223,6 +223,12 @@ def state_families(doc: dict[str, Any], worker_up: bool) -> Iterator[Metric]:
         if kind != "sessions":   # a gauge
             acct.add_metric([kind], n)
     yield acct
+    dae = CounterMetricFamily("tunsec_radius_dae_packets", "RADIUS Dynamic Authorization (radius.dae): requests "
+                              "answered, IKE SAs closed, datagrams dropped, by kind", labels=["kind"])
+    for kind, n in sorted(doc.get("radius", {}).get("dae", {}).items()):
+        if kind != "listen":
+            dae.add_metric([kind], n)
+    yield dae
 
 
 def ike_families(doc: dict[str, Any]) -> Iterator[Metric]:

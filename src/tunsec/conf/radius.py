@@ -23,6 +23,14 @@ them in its one config file, with the same key names::
       retransmit_timeout = 2.0     # seconds until the first retransmission
       retransmit_base = 1.4
       retransmit_tries = 4
+      dae {                        # RADIUS Dynamic Authorization (RFC 5176), strongSwan's eap-radius.dae
+        enable = no
+        listen = 0.0.0.0           # the one address the listener binds (strongSwan's default)
+        port = 3799
+        secret = "DAE secret"      # required with enable = yes
+        clients = 10.0.0.5         # who may send requests: addresses or networks, comma-separated
+                                   # (default: the addresses of servers { })
+      }
     }
 
 A new request tries the server of the highest preference first; of equal ones, the one with
@@ -31,18 +39,27 @@ strongSwan, but for the tie, which it leaves to chance): :mod:`tunsec.radius.hea
 left a request unanswered is tried last for 30 s (authentication and accounting each keep
 their port's health), then one request probes it.
 
+``dae``: a Disconnect-Request (RFC 5176 §3) from one of ``clients`` whose Request Authenticator
+(and Message-Authenticator, if it has one) verifies with ``secret`` deletes the IKE SAs it
+names by User-Name (the EAP identity, as accounting's User-Name), Acct-Session-Id and/or
+Framed-IP-Address: :mod:`tunsec.radius.dae`. ``listen`` is bound when tunsec starts, before it
+drops root (a reload that changes it binds as tunsec's user: a port below 1024 fails then).
+
 The result is a :class:`~tunsec.radius.settings.RadiusSettings`, which the IKE service hands
 to its RADIUS client as it is.
 """
 
 from __future__ import annotations
 
-from tunsec.conf.errors import BadValue, ConfigIssue
+import ipaddress
+
+from tunsec.conf.errors import BadValue, ConfigIssue, show_value
 from tunsec.conf.reader import SectionReader, refuse_keys
 from tunsec.conf.syntax import Section
 from tunsec.conf.values import float_range, int_range, parse_address, parse_bool, parse_duration, parse_port
 from tunsec.ike.secret import Secret
-from tunsec.radius.settings import ACCT_PORT, AUTH_PORT, RadiusServer, RadiusSettings
+from tunsec.policy.selector import IPAddress, IPNetwork
+from tunsec.radius.settings import ACCT_PORT, AUTH_PORT, DAE_PORT, DaeSettings, RadiusServer, RadiusSettings
 
 __all__ = ["radius_warnings", "read_radius"]
 
@@ -102,6 +119,63 @@ def _parse_interval(text: str) -> int:
     return seconds
 
 
+def _parse_listen(text: str) -> IPAddress:
+    # an unspecified address (strongSwan's default 0.0.0.0) binds every address of its family
+    value = text.strip()
+    try:
+        addr = ipaddress.ip_address(value)
+    except ValueError:
+        raise BadValue(f"not an IPv4 or IPv6 address: {show_value(value)} (the listener binds this "
+                       "one address)") from None
+    if addr.is_multicast:
+        raise BadValue(f"{addr} is a multicast address")
+    return addr
+
+
+MAX_CLIENTS = 64
+
+
+def _parse_clients(text: str) -> tuple[IPNetwork, ...]:
+    nets: list[IPNetwork] = []
+    for item in (i.strip() for i in text.split(",")):
+        try:
+            net = ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise BadValue(f"not an address or network: {show_value(item)}") from None
+        if net.num_addresses > 1 and net.prefixlen == 0:
+            raise BadValue(f"{net} would take requests from anyone: name the dynamic authorization clients")
+        nets.append(net)
+    if len(nets) > MAX_CLIENTS:
+        raise BadValue(f"at most {MAX_CLIENTS} clients")
+    return tuple(nets)
+
+
+def _read_dae(section: Section, issues: list[ConfigIssue], servers: list[RadiusServer]) -> DaeSettings | None:
+    r = SectionReader(section, issues)
+    enable = r.get("enable", parse_bool, False)
+    listen = r.get("listen", _parse_listen, ipaddress.ip_address("0.0.0.0"))
+    port = r.get("port", parse_port, DAE_PORT)
+    secret = r.require("secret", _parse_secret) if enable else r.get("secret", _parse_secret, None)
+    no_clients: tuple[IPNetwork, ...] = ()
+    clients = r.get("clients", _parse_clients, no_clients)
+    r.finish()
+    if not enable or secret is None:
+        return None
+    if not clients:
+        # the RADIUS servers are the usual dynamic authorization clients (RFC 5176 §2)
+        clients = tuple(ipaddress.ip_network(s.address) for s in servers)
+    if not clients:
+        r.error("clients", "no dynamic authorization client: name them in clients = ADDRESS, ... "
+                "(or configure servers { }, whose addresses are taken)")
+        return None
+    if any(c.version != listen.version for c in clients):
+        r.error("clients", f"a client of another address family than listen = {listen} could never reach it "
+                "(without clients =, the addresses of servers { } are the clients): list the clients "
+                "of that family only, or listen on an address of theirs")
+        return None
+    return DaeSettings(listen, secret, port, clients)
+
+
 def read_radius(section: Section, issues: list[ConfigIssue]) -> RadiusSettings:
     r = SectionReader(section, issues)
     d = RadiusSettings()
@@ -114,6 +188,7 @@ def read_radius(section: Section, issues: list[ConfigIssue]) -> RadiusSettings:
     close_on_timeout = r.get("accounting_close_on_timeout", parse_bool, d.accounting_close_on_timeout)
     requires_vip = r.get("accounting_requires_vip", parse_bool, d.accounting_requires_vip)
     servers_section = r.subsection("servers")
+    dae_section = r.subsection("dae")
     r.finish()
     servers: list[RadiusServer] = []
     if servers_section is None:
@@ -137,8 +212,9 @@ def read_radius(section: Section, issues: list[ConfigIssue]) -> RadiusSettings:
     if interval and not accounting and "accounting_interval" not in r.failed:
         r.error("accounting_interval", "Interim-Updates are part of accounting: set accounting = yes too "
                 "(or remove accounting_interval)")
+    dae = None if dae_section is None else _read_dae(dae_section, issues, servers)
     return RadiusSettings(tuple(servers), nas_identifier, timeout, base, tries, accounting, interval,
-                          close_on_timeout, requires_vip)
+                          close_on_timeout, requires_vip, dae)
 
 
 def radius_warnings(section: Section, settings: RadiusSettings, half_open_timeout: float) -> list[ConfigIssue]:

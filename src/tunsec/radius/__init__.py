@@ -7,5 +7,6 @@ of the IKE service; the engine only relays EAP (``tunsec.ike.eap.relay``).
 counters; ``health.py``: each server port's health, shared by the relay and accounting (a
 dead server passed by for a while); ``relay.py``: one EAP conversation per IKE SA;
 ``accounting.py``: RFC 2866 accounting of the IKE SAs eap-radius authenticated
-(``radius { accounting = yes }``).
+(``radius { accounting = yes }``); ``dae.py``: Dynamic Authorization (RFC 5176), Disconnect-Requests
+from the RADIUS servers (``radius { dae { enable = yes } }``).
 """

@@ -31,6 +31,7 @@ from tunsec.loglimit import LogLimiter, suffix
 
 from .accounting import Accounting
 from .client import Busy, NoAnswer, RadiusClient, RadiusStats
+from .dae import DaeServer
 from .health import ServerHealth, in_order
 from .messages import ACCESS_ACCEPT, ACCESS_CHALLENGE, Answer, Station, TooLarge, access_request
 from .settings import RadiusServer, RadiusSettings
@@ -82,9 +83,9 @@ class RadiusRelay:
     def conversations(self) -> int:
         return len(self._conversations)
 
-    def status(self, accounting: Accounting | None = None) -> dict[str, Any]:
+    def status(self, accounting: Accounting | None = None, dae: DaeServer | None = None) -> dict[str, Any]:
         """``radius`` in ``tunsec status``: the counters, what is open now, each server's health
-        (``auth``, and ``acct`` with accounting), and accounting's counters."""
+        (``auth``, and ``acct`` with accounting), accounting's counters, Dynamic Authorization's."""
         servers: dict[str, dict[str, Any]] = {name: {"auth": h} for name, h in self.client.health().items()}
         out: dict[str, Any] = {**self.stats.as_dict(), "conversations": self.conversations,
                                "outstanding": self.client.outstanding(), "servers": servers}
@@ -92,6 +93,8 @@ class RadiusRelay:
             for name, h in accounting.health().items():
                 servers.setdefault(name, {})["acct"] = h
             out["accounting"] = {**accounting.stats.as_dict(), "sessions": accounting.sessions}
+        if dae is not None:
+            out["dae"] = dae.status()
         return out
 
     def abandon(self, key: Hashable) -> None:

@@ -6,10 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tunsec.ike.secret import Secret
-from tunsec.policy.selector import IPAddress
+from tunsec.policy.selector import IPAddress, IPNetwork
 
 AUTH_PORT = 1812  # RFC 2865 §3
 ACCT_PORT = 1813  # RFC 2866 §3
+DAE_PORT = 3799  # RFC 5176 §3.1
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,27 @@ class RadiusServer:
 
 
 @dataclass(frozen=True)
+class DaeSettings:
+    """``radius.dae { enable = yes }``: RADIUS Dynamic Authorization (RFC 5176), as strongSwan's
+    ``eap-radius.dae``: Disconnect-Requests (and CoA-Requests, answered with a NAK) from
+    ``clients``, authenticated with ``secret``, on UDP ``listen``:``port`` (that address only)."""
+
+    listen: IPAddress
+    secret: Secret = field(repr=False)
+    port: int = DAE_PORT
+    # who may send requests: each request's source address must be in one of these networks
+    # (strongSwan takes them from anyone who knows the secret)
+    clients: tuple[IPNetwork, ...] = ()
+
+    def endpoint(self) -> str:
+        host = f"[{self.listen}]" if self.listen.version == 6 else str(self.listen)
+        return f"{host}:{self.port}"
+
+    def admits(self, source: IPAddress) -> bool:
+        return any(source in net for net in self.clients)
+
+
+@dataclass(frozen=True)
 class RadiusSettings:
     """``radius { }``: the servers, tried by preference and load, the one written first on a
     tie (the next one only for a new conversation when one does not answer; one that did not
@@ -64,6 +86,7 @@ class RadiusSettings:
     accounting_interval: float = 0
     accounting_close_on_timeout: bool = True
     accounting_requires_vip: bool = False
+    dae: DaeSettings | None = None   # radius.dae { enable = yes }: Dynamic Authorization (RFC 5176)
 
     def wait(self, attempt: int) -> float:
         """Seconds to wait for an answer after send number ``attempt`` (0 = the first send)."""

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import ipaddress
 import logging
+import socket
 import time
 from collections.abc import Hashable, Sequence
 from typing import TYPE_CHECKING
@@ -14,10 +16,13 @@ from tunsec.dataplane import pipe
 from tunsec.ike.eap.relay import RelayOutcome, RelayReply
 from tunsec.ike.events import DownReason, EapRelayRequest, IkeSaUp
 from tunsec.ike.sa import IkeSa
+from tunsec.ike.state import State
 from tunsec.radius.accounting import Accounting, Cause, ChildRef, cause_of
+from tunsec.radius.dae import DaeServer, SessionQuery
 from tunsec.radius.messages import Station
 from tunsec.radius.relay import Accepted, RadiusRelay
-from tunsec.radius.settings import RadiusSettings
+from tunsec.radius.settings import DaeSettings, RadiusSettings
+from tunsec.services.base import StartupError, bind_udp
 from tunsec.services.ike.installs import INBOUND_LINGER
 from tunsec.services.ike.state import ChildState
 
@@ -37,13 +42,115 @@ ACCT_RETIRE_WAIT = 3.0
 
 def _reload_radius(self: IkeService, settings: RadiusSettings | None) -> None:
     """New RADIUS servers or timers serve new rounds; a round in flight fails (its client is closed)."""
-    if (self.radius.settings if self.radius is not None else None) == settings:
+    old = self.radius.settings if self.radius is not None else None
+    if old == settings:
+        return
+    if self.radius is not None and old is not None and settings is not None and \
+            dataclasses.replace(old, dae=None) == dataclasses.replace(settings, dae=None):
+        # only dae { } changed: EAP rounds in flight and accounting go on untouched
+        self.radius.settings = settings
+        _dae_reload(self, settings)
         return
     if self.radius is not None:
         self.radius.close()
     self.radius = RadiusRelay(settings) if settings is not None else None
     self._acct_configure(settings)
     _acct_open(self)   # a reload that turned accounting on
+    _dae_reload(self, settings)
+
+
+# --- Dynamic Authorization (RFC 5176): tunsec.radius.dae ------------------------------------------
+def _dae_open(self: IkeService) -> None:
+    """prepare(): the listener's socket, bound before the privilege drop (a port below 1024
+    needs it); read from start() on."""
+    settings = self.radius.settings if self.radius is not None else None
+    if settings is not None and settings.dae is not None:
+        self.dae = _dae_server(self, settings, _dae_bind(settings.dae))
+
+
+def _dae_bind(dae: DaeSettings) -> socket.socket:
+    """The listener's socket on ``listen``:``port`` (that address only); raises StartupError."""
+    return bind_udp(dae.listen.version, str(dae.listen), dae.port, purpose="RADIUS Dynamic Authorization, radius.dae")
+
+
+def _dae_server(self: IkeService, settings: RadiusSettings, sock: socket.socket) -> DaeServer:
+    assert settings.dae is not None
+    return DaeServer(settings.dae, settings.nas_identifier, functools.partial(_dae_find, self),
+                     functools.partial(_dae_disconnect, self), functools.partial(_dae_ours, self), sock=sock)
+
+
+async def _dae_serve(self: IkeService) -> None:
+    if self.dae is not None:
+        await self.dae.serve()
+
+
+def _dae_reload(self: IkeService, settings: RadiusSettings | None) -> None:
+    """A reload: a listener whose settings changed is closed, a new one bound (as tunsec's own
+    user now: a port below 1024 fails, and is logged); one that stays keeps its socket and counters."""
+    dae = settings.dae if settings is not None else None
+    if self.dae is not None and dae == self.dae.settings:
+        assert settings is not None
+        self.dae.nas_identifier = settings.nas_identifier
+        return
+    if self.dae is not None:
+        self.dae.close()
+        self.dae = None
+    if dae is None or settings is None:
+        return
+    try:
+        sock = _dae_bind(dae)
+    except StartupError as err:
+        log.error("reload: RADIUS Dynamic Authorization stays off: %s", err)
+        return
+    self.dae = _dae_server(self, settings, sock)
+    self._spawn(self.dae.serve())
+
+
+def _dae_find(self: IkeService, query: SessionQuery) -> list[Hashable]:
+    """The IKE SAs eap-radius authenticated (established) that ``query`` names: by their EAP
+    identity (accounting's User-Name), accounting's Acct-Session-Id, a virtual IP leased; by handle, one per IKE SA
+    (a rekeyed one and its successor share it)."""
+    found: list[Hashable] = []
+    for sa, handle in self._ike_handles.items():
+        if sa.state is not State.ESTABLISHED or sa.peer_id is None:
+            continue
+        conn = self.connections.get(sa.name)
+        if conn is None or conn.ike.remote.method != "eap-radius":
+            continue   # not the RADIUS server's session to end
+        if query.users and str(sa.peer_id) not in query.users:
+            continue
+        if query.session_ids:
+            sid = self.accounting.session_id(handle) if self.accounting is not None else None
+            if sid not in query.session_ids:
+                continue
+        if query.vips:
+            up = self.ike_up.get(sa.local_spi)
+            if up is None or not set(query.vips) & set(up.ev.peer_vips):
+                continue
+        found.append(handle)
+    return found
+
+
+def _dae_ours(self: IkeService, addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Whether a request's NAS-IP-Address names this gateway: one of its configured IKE addresses
+    (accounting's NAS-IP-Address) or one an IKE SA's peer talks to."""
+    texts = [*self.local_addrs.values(), *(sa.local_ip for sa in self._ike_handles if sa.local_ip)]
+    for text in texts:
+        with contextlib.suppress(ValueError):   # a name, not an address
+            if ipaddress.ip_address(text) == addr:
+                return True
+    return False
+
+
+def _dae_disconnect(self: IkeService, handles: Sequence[Hashable]) -> None:
+    """Delete the IKE SAs (the peer is told) as ``tunsec terminate`` does: their accounting Stop
+    says Admin-Reset."""
+    now = time.monotonic()
+    for handle in handles:
+        sa = self._ike_sa(handle) if isinstance(handle, int) else None
+        if sa is not None and not sa.is_closed:
+            sa.delete(now)
+    self._pump()
 
 
 def _relay_round(self: IkeService, sa: IkeSa, ev: EapRelayRequest) -> None:
@@ -93,6 +200,9 @@ def _radius_close(self: IkeService) -> None:
     reload turned off that is still sending its last records (they would stay open until exit)."""
     if self.radius is not None:
         self.radius.close()
+    if self.dae is not None:
+        self.dae.close()
+        self.dae = None
     if self.accounting is not None:
         self.accounting.close()
     for retiring in list(self.acct_retiring):

@@ -68,6 +68,7 @@ from tunsec.loglimit import LogLimiter, suffix
 from tunsec.policy.ids import IdSpace
 from tunsec.policy.pools import AddressPools, PoolConfig
 from tunsec.radius.accounting import Accounting
+from tunsec.radius.dae import DaeServer
 from tunsec.radius.relay import Accepted, RadiusRelay
 from tunsec.radius.settings import RadiusSettings
 from tunsec.services.addrwatch import AddressWatch
@@ -152,11 +153,13 @@ class IkeService(Service):
         self.accounting: Accounting | None = None   # radius { accounting = yes } (_acct_* below)
         self.acct_retiring: set[Accounting] = set()   # turned off by a reload, still sending its last records
         self.acct_accepted: dict[int, Accepted] = {}   # by IKE handle: its Access-Accept's Class... (_acct_start)
+        self.dae: DaeServer | None = None   # radius { dae { enable = yes } } (_dae_* in radius_edge.py)
         self._acct_configure(radius)
 
     # --- lifecycle -------------------------------------------------------------
     def prepare(self) -> None:
         self.open_sockets()
+        self._dae_open()
 
     def open_sockets(self) -> None:
         self.sockets.open(self.connections.values())
@@ -172,6 +175,7 @@ class IkeService(Service):
     async def start(self) -> None:
         await self.spi_pool.refill()    # before answering anyone: an IKE_AUTH finds its inbound SPI in the pool
         self._acct_open()   # the Accounting-On, before any Start
+        await self._dae_serve()
         self.sockets.read(self._readable)
         await self.install_traps()
         self._watch_addresses()
@@ -552,7 +556,7 @@ class IkeService(Service):
     # --- tunsec status (status.py) -----------------------------------------------------------------
     def status(self, dump: pipe.Reply) -> dict[str, Any]:
         return _status.status(self.ike_sas(), self.leases(), self.endpoint, self.spi_pool, self.barrier, self.sockets,
-                              {} if self.radius is None else self.radius.status(self.accounting))
+                              {} if self.radius is None else self.radius.status(self.accounting, self.dae))
 
     @classmethod
     def idle_status(cls) -> dict[str, Any]:
@@ -614,6 +618,8 @@ class IkeService(Service):
     _acct_expired = radius_edge._acct_expired
     _acct_usage = radius_edge._acct_usage
     _acct_stop = radius_edge._acct_stop
+    _dae_open = radius_edge._dae_open
+    _dae_serve = radius_edge._dae_serve
     # mobility.py
     _watch_addresses = mobility._watch_addresses
     local_addresses_changed = mobility.local_addresses_changed

@@ -1,0 +1,348 @@
+"""RADIUS Dynamic Authorization (RFC 5176) of the gateway, as strongSwan's eap-radius ``dae``:
+a RADIUS server (a Dynamic Authorization Client) tells the gateway to end a user's session.
+
+One UDP socket on ``radius.dae.listen``:``port`` (bound by the IKE service before it drops
+privilege; :class:`DaeServer` only reads it). A datagram is acted on only when
+
+1. its source address is one of ``clients`` (else dropped, counted ``unknown_client``);
+2. it decodes (pyrad) as a Disconnect-Request or CoA-Request (else ``bad``, or ``unsupported``
+   for another RADIUS code);
+3. its Request Authenticator verifies with the shared secret (RFC 5176 §3.3: MD5 over the
+   packet with a zero authenticator and the secret), and so does its Message-Authenticator if
+   it carries one (else ``bad``);
+4. it is no replay: a request whose authenticator was answered in the last REPLAY_WINDOW seconds
+   is answered again from the cache if it comes from the same source (a retransmission, RFC
+   5080 §2.2.2: not acted on twice, ``duplicates``) and dropped if from another one; one whose
+   Event-Timestamp is more than REPLAY_WINDOW seconds off our clock is dropped (RFC 5176 §3.3;
+   both ``replayed``). The Request Authenticator has no randomness (it is a hash of the packet),
+   so an eavesdropper's copy is the same bytes: the cache catches it within the window, the
+   Event-Timestamp after it. A request without Event-Timestamp replayed after the window is
+   taken again (strongSwan does the same, and keeps only the last answer per client).
+
+Then (:func:`decide`): the session is named by User-Name (the EAP identity, as accounting's
+User-Name; strongSwan matches only this one), Acct-Session-Id (accounting's id of the IKE SA)
+and/or Framed-IP-Address/Framed-IPv6-Address (a virtual IP leased to it); all given must match
+(one of the wrong length: 407 Invalid-Attribute-Value). A NAS-Identifier, NAS-IP-Address or
+NAS-IPv6-Address, if present, must be ours (our ``nas_identifier``; an address of ours,
+``ours``), else Error-Cause 403 NAS-Identification-Mismatch; NAS-Port-Type is Virtual for every
+session. A session attribute tunsec cannot match (Calling-Station-Id, NAS-Port...) gets a NAK
+with 401 Unsupported-Attribute rather than being ignored, which would close more sessions than
+asked; none at all, 402 Missing-Attribute.
+
+- Disconnect-Request: the matching IKE SAs are deleted (the peer is told) as ``tunsec terminate``
+  deletes them, so their accounting Stop says Admin-Reset (an administrator's action; strongSwan
+  sends User-Request, its cause for every DELETE it starts);
+  Disconnect-ACK; none matches: Disconnect-NAK with Error-Cause 503 Session-Context-Not-Found.
+- CoA-Request: a CoA-NAK, 503 if no session matches, else 406 Unsupported-Extension: tunsec
+  changes nothing of a session while it runs (strongSwan takes a Session-Timeout as a new
+  reauthentication time, which tunsec has no notion of).
+
+Answers carry a Message-Authenticator (computed with the request's authenticator, RFC 5176
+§3.3) and the request's Proxy-State. No secret, packet or authenticator goes into a log line;
+user names are shown printable and short.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import ipaddress
+import logging
+import socket
+import time
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+from pyrad import packet as rp
+
+from tunsec.loglimit import LogLimiter, suffix
+from tunsec.policy.selector import IPAddress
+
+from .messages import DICTIONARY, MAX_PACKET, _printable
+from .settings import DaeSettings
+
+log = logging.getLogger("tunsec.radius")
+
+DISCONNECT_REQUEST, DISCONNECT_ACK, DISCONNECT_NAK = rp.DisconnectRequest, rp.DisconnectACK, rp.DisconnectNAK
+COA_REQUEST, COA_NAK = rp.CoARequest, rp.CoANAK
+USER_NAME, NAS_IDENTIFIER, ACCT_SESSION_ID, EVENT_TIMESTAMP, ERROR_CAUSE = 1, 32, 44, 55, 101
+NAS_IP_ADDRESS, NAS_IPV6_ADDRESS, FRAMED_IP_ADDRESS, FRAMED_IPV6_ADDRESS = 4, 95, 8, 168
+# session identification attributes of RFC 5176 §3 tunsec does not match on: a request naming
+# one is refused, it asks for fewer sessions than its User-Name alone would close
+UNMATCHED = {5: "NAS-Port", 30: "Called-Station-Id", 31: "Calling-Station-Id", 50: "Acct-Multi-Session-Id",
+             87: "NAS-Port-Id", 89: "Chargeable-User-Identity", 96: "Framed-Interface-Id", 97: "Framed-IPv6-Prefix"}
+NAS_PORT_TYPE, VIRTUAL = 61, 5   # every session's NAS-Port-Type (as accounting sends it)
+# RFC 5176 §3.5 Error-Cause values
+UNSUPPORTED_ATTRIBUTE, MISSING_ATTRIBUTE, NAS_MISMATCH, INVALID_ATTRIBUTE = 401, 402, 403, 407
+UNSUPPORTED_EXTENSION, SESSION_NOT_FOUND = 406, 503
+REPLAY_WINDOW = 300.0   # seconds (RFC 5176 §3.3's example window for Event-Timestamp)
+MAX_ANSWERS = 4096   # answers kept for retransmissions and replay checks (a flood evicts the oldest)
+CODE_NAMES = {DISCONNECT_REQUEST: "Disconnect-Request", DISCONNECT_ACK: "Disconnect-ACK",
+              DISCONNECT_NAK: "Disconnect-NAK", COA_REQUEST: "CoA-Request", COA_NAK: "CoA-NAK"}
+
+
+@dataclass
+class DaeStats:
+    """Counters for ``tunsec status`` (``radius.dae``)."""
+
+    requests: int = 0   # authentic requests acted on (each answered)
+    disconnect_acks: int = 0
+    disconnect_naks: int = 0
+    coa_naks: int = 0
+    sessions_closed: int = 0   # IKE SAs Disconnect-Requests deleted
+    duplicates: int = 0   # retransmissions answered again from the cache
+    unknown_client: int = 0   # from an address not in clients: dropped
+    bad: int = 0   # undecodable, or the authenticator does not verify: dropped
+    replayed: int = 0   # an answered request from another source, or a stale Event-Timestamp: dropped
+    unsupported: int = 0   # another RADIUS code: dropped
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class SessionQuery:
+    """The sessions a request names: every non-empty part must match (several values: any)."""
+
+    users: tuple[str, ...] = ()
+    session_ids: tuple[str, ...] = ()
+    vips: tuple[IPAddress, ...] = ()   # Framed-IP-Address, Framed-IPv6-Address: a virtual IP leased to it
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a request gets: the answer's code, its Error-Cause (None: none) and the sessions to close."""
+
+    code: int
+    cause: int | None = None
+    close: tuple[Hashable, ...] = ()
+
+
+def _values(pkt: Any, code: int) -> list[bytes]:
+    values: list[bytes] = collections.OrderedDict.get(pkt, code, [])
+    return values
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def _nas_addresses(pkt: Any) -> list[IPAddress | None]:
+    """NAS-IP-Address and NAS-IPv6-Address (None: one of the wrong length)."""
+    out: list[IPAddress | None] = []
+    for code, size in ((NAS_IP_ADDRESS, 4), (NAS_IPV6_ADDRESS, 16)):
+        out += [ipaddress.ip_address(v) if len(v) == size else None for v in _values(pkt, code)]
+    return out
+
+
+def decide(pkt: Any, nas_identifier: str, ours: Callable[[IPAddress], bool],
+           find: Callable[[SessionQuery], Sequence[Hashable]]) -> Verdict:
+    """The answer to an authentic Disconnect- or CoA-Request ``pkt``; ``ours``: whether an address
+    is one of the gateway's (NAS-IP-Address), ``find``: the sessions a query names."""
+    disconnect = pkt.code == DISCONNECT_REQUEST
+    nak = DISCONNECT_NAK if disconnect else COA_NAK
+    if any(_text(v) != nas_identifier for v in _values(pkt, NAS_IDENTIFIER)) or \
+            any(a is None or not ours(a) for a in _nas_addresses(pkt)):
+        return Verdict(nak, NAS_MISMATCH)
+    if any(code in UNMATCHED for code in collections.OrderedDict.keys(pkt)):
+        return Verdict(nak, UNSUPPORTED_ATTRIBUTE)
+    vips: list[IPAddress] = []
+    for code, size in ((FRAMED_IP_ADDRESS, 4), (FRAMED_IPV6_ADDRESS, 16)):
+        for v in _values(pkt, code):
+            if len(v) != size:
+                return Verdict(nak, INVALID_ATTRIBUTE)
+            vips.append(ipaddress.ip_address(v))
+    query = SessionQuery(tuple(_text(v) for v in _values(pkt, USER_NAME) if v),
+                         tuple(_text(v) for v in _values(pkt, ACCT_SESSION_ID) if v), tuple(vips))
+    if not query.users and not query.session_ids and not query.vips:
+        return Verdict(nak, MISSING_ATTRIBUTE)
+    virtual = all(v == VIRTUAL.to_bytes(4, "big") for v in _values(pkt, NAS_PORT_TYPE))
+    found = tuple(dict.fromkeys(find(query))) if virtual else ()
+    if not found:
+        return Verdict(nak, SESSION_NOT_FOUND)
+    if not disconnect:
+        return Verdict(nak, UNSUPPORTED_EXTENSION)
+    return Verdict(DISCONNECT_ACK, None, found)
+
+
+def authentic(pkt: Any) -> bool:
+    """Whether a decoded request verifies with its ``secret``: the Request Authenticator, and the
+    Message-Authenticator if present (RFC 5176 §3.3)."""
+    if not pkt.VerifyCoARequest():
+        return False
+    ma = _values(pkt, 80)
+    if not ma:
+        return True
+    return len(ma) == 1 and len(ma[0]) == 16 and bool(pkt.verify_message_authenticator())
+
+
+def answer(pkt: Any, verdict: Verdict) -> bytes:
+    """The encoded answer (Response Authenticator and Message-Authenticator over the request's)."""
+    reply = pkt.CreateReply()
+    reply.code = verdict.code
+    reply.add_message_authenticator()
+    if verdict.cause is not None:
+        reply.AddAttribute("Error-Cause", verdict.cause)
+    raw: bytes = reply.ReplyPacket()
+    return raw
+
+
+def _event_timestamp(pkt: Any) -> int | None:
+    values = _values(pkt, EVENT_TIMESTAMP)
+    if values and len(values[0]) == 4:
+        return int.from_bytes(values[0], "big")
+    return None
+
+
+@dataclass
+class _Answered:
+    source: tuple[str, int]
+    raw: bytes
+    at: float
+
+
+class DaeServer(asyncio.DatagramProtocol):
+    """The listener: checks each request (see the module docstring), asks ``find`` for the
+    sessions it names and ``disconnect`` to close them, and answers. ``clock``: wall time (the
+    Event-Timestamp's), ``monotonic``: the answer cache's."""
+
+    def __init__(self, settings: DaeSettings, nas_identifier: str,
+                 find: Callable[[SessionQuery], Sequence[Hashable]],
+                 disconnect: Callable[[Sequence[Hashable]], None],
+                 ours: Callable[[IPAddress], bool] = lambda _: False,
+                 clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic,
+                 sock: socket.socket | None = None) -> None:
+        self.settings = settings
+        self._sock = sock   # bound, not read yet (serve)
+        self.nas_identifier = nas_identifier
+        self.stats = DaeStats()
+        self._find = find
+        self._disconnect = disconnect
+        self._ours = ours
+        self._clock = clock
+        self._monotonic = monotonic
+        self._answered: collections.OrderedDict[bytes, _Answered] = collections.OrderedDict()
+        self.transport: asyncio.DatagramTransport | None = None
+        self._drop_log = LogLimiter()
+
+    async def serve(self) -> None:
+        """Read the bound socket it was given until close()."""
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            await asyncio.get_running_loop().create_datagram_endpoint(lambda: self, sock=sock)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("RADIUS DAE listener %s: %s", self.settings.endpoint(), exc)
+
+    def close(self) -> None:
+        if self._sock is not None:   # closed before it was served (startup failed)
+            self._sock.close()
+            self._sock = None
+        if self.transport is not None:
+            self.transport.close()
+            self.transport = None
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        out = self.receive(data, (str(addr[0]), int(addr[1])))
+        if out is not None and self.transport is not None:
+            self.transport.sendto(out, addr)
+
+    def receive(self, data: bytes, source: tuple[str, int]) -> bytes | None:
+        """The answer to send back to ``source`` for the datagram ``data``, or None (dropped)."""
+        try:
+            sender = ipaddress.ip_address(source[0].partition("%")[0])
+        except ValueError:
+            sender = None
+        if sender is None or not self.settings.admits(sender):
+            self.stats.unknown_client += 1
+            self._drop(source, "not a configured dynamic authorization client (radius.dae.clients)")
+            return None
+        if len(data) > MAX_PACKET:
+            return self._bad(source, f"a datagram of {len(data)} bytes (at most {MAX_PACKET})")
+        try:
+            pkt = rp.CoAPacket(packet=data, secret=self.settings.secret.reveal(), dict=DICTIONARY)
+        except (rp.PacketError, ValueError, KeyError, TypeError):
+            return self._bad(source, "undecodable RADIUS packet")
+        if pkt.code not in (DISCONNECT_REQUEST, COA_REQUEST):
+            self.stats.unsupported += 1
+            self._drop(source, f"RADIUS code {pkt.code} is no Disconnect- or CoA-Request")
+            return None
+        what = CODE_NAMES[pkt.code]
+        if not authentic(pkt):
+            return self._bad(source, f"{what} does not verify (wrong shared secret, or forged)")
+        return self._answer(pkt, source, what)
+
+    def _answer(self, pkt: Any, source: tuple[str, int], what: str) -> bytes | None:
+        now = self._monotonic()
+        self._expire(now)
+        seen = self._answered.get(pkt.authenticator)
+        if seen is not None:
+            if seen.source == source:
+                self.stats.duplicates += 1
+                log.debug("RADIUS DAE: %s %d from %s again: answered again", what, pkt.id, _at(source))
+                return seen.raw
+            self.stats.replayed += 1
+            self._drop(source, f"{what} replayed (answered to {_at(seen.source)} already)")
+            return None
+        stamp = _event_timestamp(pkt)
+        if stamp is not None and abs(self._clock() - stamp) > REPLAY_WINDOW:
+            self.stats.replayed += 1
+            self._drop(source, f"{what} with an Event-Timestamp {int(self._clock() - stamp)} s off our clock "
+                       f"(at most {REPLAY_WINDOW:g} s): stale or replayed")
+            return None
+        self.stats.requests += 1
+        verdict = decide(pkt, self.nas_identifier, self._ours, self._find)
+        self._act(pkt, verdict, source, what)
+        raw = answer(pkt, verdict)
+        self._answered[pkt.authenticator] = _Answered(source, raw, now)
+        while len(self._answered) > MAX_ANSWERS:
+            self._answered.popitem(last=False)
+        return raw
+
+    def _act(self, pkt: Any, verdict: Verdict, source: tuple[str, int], what: str) -> None:
+        users = ", ".join(repr(_printable(v)) for v in _values(pkt, USER_NAME)[:4]) or "-"
+        if verdict.code == DISCONNECT_ACK:
+            self.stats.disconnect_acks += 1
+            self.stats.sessions_closed += len(verdict.close)
+            log.info("RADIUS DAE: %s from %s for user %s: closing %d IKE SA(s), Disconnect-ACK", what,
+                     _at(source), users, len(verdict.close))
+            self._disconnect(verdict.close)
+            return
+        if verdict.code == DISCONNECT_NAK:
+            self.stats.disconnect_naks += 1
+        else:
+            self.stats.coa_naks += 1
+        log.info("RADIUS DAE: %s from %s for user %s: %s, Error-Cause %s", what, _at(source), users,
+                 CODE_NAMES[verdict.code], verdict.cause)
+
+    def _expire(self, now: float) -> None:
+        while self._answered:
+            first = next(iter(self._answered.values()))
+            if now - first.at <= REPLAY_WINDOW:
+                break
+            self._answered.popitem(last=False)
+
+    def _bad(self, source: tuple[str, int], why: str) -> bytes | None:
+        """Counted, logged (rate-limited) and dropped: None, to return."""
+        self.stats.bad += 1
+        self._drop(source, why)
+        return None
+
+    def _drop(self, source: tuple[str, int], why: str) -> None:
+        if (held := self._drop_log.admit()) is not None:
+            log.warning("RADIUS DAE: datagram from %s dropped: %s%s", _at(source), why, suffix(held))
+
+    def status(self) -> dict[str, Any]:
+        return {"listen": self.settings.endpoint(), **self.stats.as_dict()}
+
+
+def _at(source: tuple[str, int]) -> str:
+    host = f"[{source[0]}]" if ":" in source[0] else source[0]
+    return f"{host}:{source[1]}"

@@ -1,0 +1,116 @@
+"""RADIUS Dynamic Authorization (RFC 5176) against FreeRADIUS's radclient: a strongSwan road
+warrior authenticates with eap-radius to a tunsec gateway with accounting and
+``radius { dae { enable = yes } }`` (the setup of test_strongswan_radius_accounting.py); from
+the RADIUS server's address (the default dae client), radclient sends a Disconnect-Request for
+a user no IKE SA has and one for the client's EAP identity with another virtual IP
+(Disconnect-NAK, Error-Cause Session-Context-Not-Found, nothing closed), one with the wrong
+secret (no answer at all), then one for the client's EAP identity and virtual IP: the
+Disconnect-ACK comes back, the client's IKE SA is gone (the gateway deleted it, the client was
+told) and FreeRADIUS got the session's accounting Stop with Acct-Terminate-Cause Admin-Reset.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from daemon import requires
+from freeradius import FreeRadius, requires_freeradius
+from ike_peers import Charon, Pki, TunsecIke, requires_strongswan
+from roadwarrior import GatewayConn, Pool, RoadWarriorConn
+from test_strongswan_radius import PASSWORD, POOL, RADIUS_SECRET, USER, VIP
+
+from tunsec.bench.netns import Host, TwoHosts, wait_until
+
+pytestmark = [
+    pytest.mark.interop,
+    requires_strongswan,
+    requires_freeradius,
+    requires(None if shutil.which("radclient") else "radclient missing (apt install freeradius-utils)",
+             "radclient"),
+]
+
+DAE_SECRET = "dae-shared-secret-9"
+DAE_PORT = 3799   # in the gateway's own namespace: no one else's port
+DAE = f'    enable = yes\n    listen = 127.0.0.1\n    secret = "{DAE_SECRET}"\n'
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return Pki.new_ca(tmp_path_factory, "pki-radius-dae")
+
+
+@pytest.fixture
+def topo() -> Iterator[TwoHosts]:
+    with TwoHosts() as t:
+        yield t
+
+
+def radclient(topo: TwoHosts, host: Host, code: str, secret: str, attributes: str, name: str) -> str:
+    """radclient's output for one request (``code``: disconnect, coa) to the gateway's DAE port,
+    from ``host``'s loopback; one try, a 2 s wait."""
+    request = Path(topo.workdir) / f"{name}.radclient"
+    request.write_text(attributes)
+    r = topo.run(host, ["radclient", "-x", "-r", "1", "-t", "2", "-f", str(request),
+                        f"127.0.0.1:{DAE_PORT}", code, secret], check=False, timeout=15)
+    return r.stdout + r.stderr
+
+
+def test_a_disconnect_request_from_radclient_deletes_the_users_ike_sa_acks_and_stops_its_accounting(
+        topo: TwoHosts, pki: Pki) -> None:
+    radius = FreeRadius(topo, topo.a, RADIUS_SECRET, {USER: PASSWORD})
+    radius.start()
+    gateway = TunsecIke(topo, GatewayConn(topo.a, topo.b, method="eap-radius", pools=(Pool("rw4", POOL),),
+                                          radius_secret=RADIUS_SECRET, accounting=True, dae=DAE), pki=pki)
+    client = Charon(topo, RoadWarriorConn(topo.b, topo.a, method="eap-mschapv2", eap_user=USER, psk=PASSWORD,
+                                          vips=("0.0.0.0",)), pki=pki)
+    client.start()
+    gateway.start()
+    r = client.initiate()
+    assert r.returncode == 0, f"swanctl --initiate: {r.stdout[-3000:]}{r.stderr}\ntunsec:\n{gateway.log_tail()}"
+    assert gateway.wait_established()["remote_vips"] == [VIP]
+
+    def starts() -> list[dict[str, str]]:
+        return [rec for rec in radius.accounting_records() if rec.get("Acct-Status-Type") == "Start"]
+
+    def stops() -> list[dict[str, str]]:
+        return [rec for rec in radius.accounting_records() if rec.get("Acct-Status-Type") == "Stop"]
+    assert wait_until(lambda: bool(starts()), 10), f"no Accounting Start:\n{gateway.log_tail()}"
+
+    # a user without a session: NAK, Session-Context-Not-Found; the client's IKE SA stays
+    out = radclient(topo, topo.a, "disconnect", DAE_SECRET, 'User-Name = "mallory"\n', "nak")
+    assert "Received Disconnect-NAK" in out and "Session-Context-Not-Found" in out, out
+    # the wrong secret: dropped, no answer
+    out = radclient(topo, topo.a, "disconnect", "guessed-secret", f'User-Name = "{USER}"\n', "forged")
+    assert "Received Disconnect" not in out and "No reply" in out, out
+    assert len(gateway.established()) == 1 and client.sas(), client.list_sas()
+
+    # another user's address: NAK (all the attributes must match)
+    out = radclient(topo, topo.a, "disconnect", DAE_SECRET,
+                    f'User-Name = "{USER}"\nFramed-IP-Address = 10.3.0.2\n', "other-vip")
+    assert "Received Disconnect-NAK" in out and "Session-Context-Not-Found" in out, out
+    # the user's session by its name and leased address, naming the gateway as accounting does
+    # (NAS-IP-Address), with a Message-Authenticator (radclient computes it for a 0x00 value)
+    out = radclient(topo, topo.a, "disconnect", DAE_SECRET,
+                    f'User-Name = "{USER}"\nFramed-IP-Address = {VIP}\nNAS-IP-Address = {topo.a.outer4}\n'
+                    'Message-Authenticator = 0x00\n', "ack")
+    assert "Received Disconnect-ACK" in out, f"{out}\ntunsec:\n{gateway.log_tail()}"
+    assert wait_until(lambda: not client.sas(), 10), \
+        f"the client's IKE SA is still up:\n{client.list_sas()}\ntunsec:\n{gateway.log_tail()}"
+    assert wait_until(lambda: not gateway.ike_sas(), 10), gateway.ike_sas()
+    assert wait_until(lambda: bool(stops()), 10), \
+        f"no Accounting Stop at FreeRADIUS:\n{radius.log_text()[-3000:]}\ntunsec:\n{gateway.log_tail()}"
+    (start,), (stop,) = starts(), stops()
+    assert (stop["Acct-Session-Id"], stop["User-Name"]) == (start["Acct-Session-Id"], USER), stop
+    assert stop["Acct-Terminate-Cause"] == "Admin-Reset", stop
+
+    dae = gateway.status()["radius"]["dae"]
+    assert (dae["listen"], dae["disconnect_acks"], dae["disconnect_naks"], dae["sessions_closed"], dae["bad"]) == \
+        (f"127.0.0.1:{DAE_PORT}", 1, 2, 1, 1), dae
+    log = gateway.log_text()
+    assert DAE_SECRET not in log and "guessed-secret" not in log
+    assert re.search(r"RADIUS DAE: Disconnect-Request from 127\.0\.0\.1:\d+ for user 'alice': closing 1 IKE SA",
+                     log), log[-3000:]

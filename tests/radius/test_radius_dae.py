@@ -1,0 +1,232 @@
+"""RADIUS Dynamic Authorization (tunsec.radius.dae): which datagrams are acted on (source,
+authenticators, replays), which sessions a request names, and the answer's code, Error-Cause
+and authenticators as a Dynamic Authorization Client (pyrad's CoAPacket) checks them. Packets
+are built and read with pyrad, as a RADIUS server would send them; no socket (the e2e test in
+tests/interop/test_strongswan_radius_dae.py has FreeRADIUS's radclient on a real one)."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import logging
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+import pytest
+from pyrad import packet as rp
+
+from tunsec.ike.secret import Secret
+from tunsec.radius.dae import DaeServer, SessionQuery
+from tunsec.radius.messages import DICTIONARY
+from tunsec.radius.settings import DaeSettings
+
+SECRET = b"dae-secret-7"
+CLIENT = ("192.0.2.5", 40000)
+NOW = 1_800_000_000.0
+
+# the sessions the gateway has: handle -> (EAP identity, Acct-Session-Id, virtual IP)
+SESSIONS = {1: ("alice", "1800000000-1", "10.3.0.1"), 2: ("bob", "1800000000-2", "10.3.0.2"),
+            3: ("alice", "1800000000-3", "10.3.0.3")}
+
+
+class Gateway:
+    def __init__(self) -> None:
+        self.closed: list[Hashable] = []
+        self.clock = NOW
+        self.mono = 100.0
+        settings = DaeSettings(ipaddress.ip_address("192.0.2.1"), Secret(SECRET),
+                               clients=(ipaddress.ip_network("192.0.2.0/28"),))
+        self.server = DaeServer(settings, "gw-1", self.find, self.disconnect, self.ours,
+                                clock=lambda: self.clock, monotonic=lambda: self.mono)
+
+    @staticmethod
+    def ours(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        return addr in (ipaddress.ip_address("192.0.2.1"), ipaddress.ip_address("2001:db8::1"))
+
+    @staticmethod
+    def find(query: SessionQuery) -> list[Hashable]:
+        return [h for h, (user, sid, vip) in SESSIONS.items()
+                if (not query.users or user in query.users) and (not query.session_ids or sid in query.session_ids)
+                and (not query.vips or ipaddress.ip_address(vip) in query.vips)]
+
+    def disconnect(self, handles: Sequence[Hashable]) -> None:
+        self.closed += handles
+
+
+def request(code: int = rp.DisconnectRequest, secret: bytes = SECRET, ident: int = 7, ma: bool = False,
+            **attrs: Any) -> tuple[Any, bytes]:
+    pkt = rp.CoAPacket(code=code, id=ident, secret=secret, dict=DICTIONARY)
+    if ma:
+        pkt.add_message_authenticator()
+    for name, value in attrs.items():
+        pkt.AddAttribute(name.replace("_", "-"), value)
+    return pkt, pkt.RequestPacket()
+
+
+def check(req: Any, raw: bytes | None) -> tuple[int, int | None]:
+    """The answer's code and Error-Cause, once it verifies as the DAC verifies it."""
+    assert raw is not None
+    reply = rp.CoAPacket(packet=raw, secret=SECRET, dict=DICTIONARY)
+    assert req.VerifyReply(reply, raw, enforce_ma=True), "the answer does not verify"
+    causes = reply.get(101)   # Error-Cause
+    return reply.code, int.from_bytes(causes[0], "big") if causes else None
+
+
+@pytest.fixture
+def gw() -> Gateway:
+    return Gateway()
+
+
+def test_a_disconnect_for_a_user_closes_all_of_its_sessions_and_is_acked(gw: Gateway) -> None:
+    req, raw = request(User_Name="alice")
+    assert check(req, gw.server.receive(raw, CLIENT)) == (rp.DisconnectACK, None)
+    assert gw.closed == [1, 3]
+    stats = gw.server.stats
+    assert (stats.requests, stats.disconnect_acks, stats.sessions_closed) == (1, 1, 2)
+
+
+def test_user_name_and_session_id_together_name_one_session(gw: Gateway) -> None:
+    req, raw = request(User_Name="alice", Acct_Session_Id="1800000000-3", ma=True)
+    assert check(req, gw.server.receive(raw, CLIENT)) == (rp.DisconnectACK, None)
+    assert gw.closed == [3]
+
+
+def test_a_virtual_ip_names_the_session_it_was_leased_to(gw: Gateway) -> None:
+    req, raw = request(Framed_IP_Address="10.3.0.3")
+    assert check(req, gw.server.receive(raw, CLIENT)) == (rp.DisconnectACK, None)
+    req, raw = request(ident=8, User_Name="bob", Framed_IP_Address="10.3.0.3")   # not bob's
+    assert check(req, gw.server.receive(raw, CLIENT)) == (rp.DisconnectNAK, 503)
+    assert gw.closed == [3]
+
+
+def test_a_framed_ip_address_of_the_wrong_length_is_an_invalid_attribute(gw: Gateway) -> None:
+    _, raw = request(User_Name="alice")
+    attrs = raw[20:] + bytes([8, 4, 10, 3])   # Framed-IP-Address of 2 bytes
+    header = bytes([rp.DisconnectRequest, 9]) + (20 + len(attrs)).to_bytes(2, "big")
+    raw = header + hashlib.md5(header + bytes(16) + attrs + SECRET).digest() + attrs
+    req = rp.CoAPacket(packet=raw, secret=SECRET, dict=DICTIONARY)
+    assert check(req, gw.server.receive(raw, CLIENT)) == (rp.DisconnectNAK, 407)   # Invalid-Attribute-Value
+    assert gw.closed == []
+
+
+def test_a_disconnect_matching_nothing_gets_a_nak_with_session_context_not_found(gw: Gateway) -> None:
+    for attrs in ({"User_Name": "mallory"}, {"User_Name": "bob", "Acct_Session_Id": "1800000000-1"}):
+        req, raw = request(**attrs)
+        assert check(req, gw.server.receive(raw, CLIENT)) == (rp.DisconnectNAK, 503)
+        gw.mono += 1
+    assert gw.closed == []
+    assert gw.server.stats.disconnect_naks == 2
+
+
+@pytest.mark.parametrize(("attrs", "cause"), [
+    ({}, 402),                                                      # Missing-Attribute: names no session
+    ({"User_Name": "alice", "NAS_Identifier": "other-gw"}, 403),    # NAS-Identification-Mismatch
+    ({"User_Name": "alice", "NAS_IP_Address": "192.0.2.9"}, 403),
+    ({"User_Name": "alice", "NAS_IPv6_Address": "2001:db8::9"}, 403),
+    # Unsupported-Attribute: a narrower match than User-Name alone; ignoring it would close more
+    ({"User_Name": "alice", "NAS_Port": 1234}, 401),
+    ({"User_Name": "alice", "Calling_Station_Id": "198.51.100.2[4500]"}, 401),
+])
+def test_requests_the_gateway_cannot_honour_exactly_get_a_nak_and_close_nothing(
+        gw: Gateway, attrs: dict[str, str], cause: int) -> None:
+    req, raw = request(**attrs)
+    assert check(req, gw.server.receive(raw, CLIENT)) == (rp.DisconnectNAK, cause)
+    assert gw.closed == []
+
+
+def test_our_own_nas_identifier_and_addresses_are_fine(gw: Gateway) -> None:
+    req, raw = request(User_Name="bob", NAS_Identifier="gw-1", NAS_IP_Address="192.0.2.1",
+                       NAS_IPv6_Address="2001:db8::1", NAS_Port_Type="Virtual")
+    assert check(req, gw.server.receive(raw, CLIENT)) == (rp.DisconnectACK, None)
+    assert gw.closed == [2]
+
+
+def test_a_nas_port_type_other_than_virtual_names_no_session(gw: Gateway) -> None:
+    req, raw = request(User_Name="bob", NAS_Port_Type=15)   # Ethernet
+    assert check(req, gw.server.receive(raw, CLIENT)) == (rp.DisconnectNAK, 503)
+    assert gw.closed == []
+
+
+def test_a_coa_request_gets_a_coa_nak_and_changes_nothing(gw: Gateway) -> None:
+    req, raw = request(rp.CoARequest, User_Name="alice", Session_Timeout=60)
+    assert check(req, gw.server.receive(raw, CLIENT)) == (rp.CoANAK, 406)   # Unsupported-Extension
+    req, raw = request(rp.CoARequest, ident=8, User_Name="mallory")
+    assert check(req, gw.server.receive(raw, CLIENT)) == (rp.CoANAK, 503)
+    assert gw.closed == [] and gw.server.stats.coa_naks == 2
+
+
+def test_a_wrong_secret_or_a_forged_message_authenticator_is_dropped_and_counted(
+        gw: Gateway, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, "tunsec.radius")
+    _, raw = request(secret=b"guessed", User_Name="alice")
+    assert gw.server.receive(raw, CLIENT) is None
+    # the Request Authenticator recomputed over a changed Message-Authenticator: only it is wrong
+    _, raw = request(ma=True, User_Name="alice")
+    at = raw.index(bytes([80, 18])) + 2
+    attrs = raw[20:at] + bytes(16) + raw[at + 16:]
+    raw = raw[:4] + hashlib.md5(raw[:4] + bytes(16) + attrs + SECRET).digest() + attrs
+    assert gw.server.receive(raw, CLIENT) is None
+    # a truncated packet
+    assert gw.server.receive(raw[:12], CLIENT) is None
+    assert gw.closed == [] and gw.server.stats.bad == 3 and gw.server.stats.requests == 0
+    assert SECRET.decode() not in caplog.text and "guessed" not in caplog.text
+    assert "does not verify" in caplog.text
+
+
+def test_a_request_from_an_address_not_in_clients_is_dropped_even_with_the_secret(gw: Gateway) -> None:
+    _, raw = request(User_Name="alice")
+    assert gw.server.receive(raw, ("192.0.2.99", 40000)) is None
+    assert gw.server.receive(raw, ("2001:db8::5", 40000)) is None
+    assert gw.closed == [] and gw.server.stats.unknown_client == 2
+
+
+def test_an_access_request_sent_to_the_dae_port_is_dropped_as_unsupported(gw: Gateway) -> None:
+    pkt = rp.AuthPacket(code=rp.AccessRequest, id=1, secret=SECRET, dict=DICTIONARY)
+    pkt.AddAttribute("User-Name", "alice")
+    assert gw.server.receive(pkt.RequestPacket(), CLIENT) is None
+    assert gw.closed == [] and gw.server.stats.unsupported == 1
+
+
+def test_a_retransmission_gets_the_same_answer_and_is_not_acted_on_again(gw: Gateway) -> None:
+    req, raw = request(User_Name="alice")
+    first = gw.server.receive(raw, CLIENT)
+    gw.mono += 5
+    again = gw.server.receive(raw, CLIENT)
+    assert first == again and check(req, again) == (rp.DisconnectACK, None)
+    assert gw.closed == [1, 3]   # once
+    assert (gw.server.stats.requests, gw.server.stats.duplicates) == (1, 1)
+
+
+def test_a_request_replayed_from_another_client_is_dropped(gw: Gateway) -> None:
+    _, raw = request(User_Name="alice")
+    assert gw.server.receive(raw, CLIENT) is not None
+    assert gw.server.receive(raw, ("192.0.2.6", 40000)) is None
+    assert gw.closed == [1, 3] and gw.server.stats.replayed == 1
+
+
+def test_a_stale_event_timestamp_is_dropped_as_a_replay_a_current_one_is_taken(gw: Gateway) -> None:
+    _, raw = request(User_Name="alice", Event_Timestamp=int(NOW) - 3600)
+    assert gw.server.receive(raw, CLIENT) is None
+    _, raw = request(User_Name="alice", ident=9, Event_Timestamp=int(NOW) + 3600)   # from the future
+    assert gw.server.receive(raw, CLIENT) is None
+    assert gw.closed == [] and gw.server.stats.replayed == 2
+    req, raw = request(User_Name="bob", ident=10, Event_Timestamp=int(NOW) - 20)
+    assert check(req, gw.server.receive(raw, CLIENT)) == (rp.DisconnectACK, None)
+    assert gw.closed == [2]
+
+
+def test_a_request_after_the_replay_window_is_taken_again(gw: Gateway) -> None:
+    """Without Event-Timestamp the cache is the only replay check: it keeps answers REPLAY_WINDOW
+    seconds, then the same request is a new one (a DAC may well repeat a Disconnect)."""
+    _, raw = request(User_Name="bob")
+    gw.server.receive(raw, CLIENT)
+    gw.mono += 301
+    gw.server.receive(raw, CLIENT)
+    assert gw.closed == [2, 2] and gw.server.stats.duplicates == 0
+
+
+def test_proxy_state_comes_back_in_the_answer(gw: Gateway) -> None:
+    _, raw = request(User_Name="mallory", Proxy_State=b"hop-1")
+    answer = gw.server.receive(raw, CLIENT)
+    assert answer is not None
+    assert rp.CoAPacket(packet=answer, secret=SECRET, dict=DICTIONARY).get(33) == [b"hop-1"]

@@ -1,0 +1,158 @@
+"""The Dynamic Authorization listener through the IKE service's glue (radius_edge), on loopback
+with real UDP (a port the kernel picks: safe in parallel): bound to the configured address
+only, answering a Disconnect-Request for no session with a NAK; a reload that changes the
+listener binds the new one and closes the old, one that turns it off closes it; its counters
+reach ``tunsec status`` and Prometheus."""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import ipaddress
+import socket
+import types
+from typing import Any
+
+from pyrad import packet as rp
+
+from tunsec.ike.secret import Secret
+from tunsec.radius.messages import DICTIONARY
+from tunsec.radius.settings import DaeSettings, RadiusServer, RadiusSettings
+
+SECRET = b"dae-listener-secret"
+LOOP = ipaddress.ip_address("127.0.0.1")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def settings(port: int) -> RadiusSettings:
+    server = RadiusServer("fr", LOOP, Secret(b"radius"))
+    return RadiusSettings((server,), dae=DaeSettings(LOOP, Secret(SECRET), port, (ipaddress.ip_network(LOOP),)))
+
+
+def service(radius: RadiusSettings) -> Any:
+    from tunsec.services.ike.service import IkeService
+    return IkeService([], lambda: None, {4: "192.0.2.1"}, radius=radius)  # type: ignore[arg-type]
+
+
+async def disconnect(port: int, user: str) -> tuple[Any, bytes | None]:
+    """A Disconnect-Request for ``user`` to 127.0.0.1:``port``, and the answer (None: none in 2 s)."""
+    pkt = rp.CoAPacket(code=rp.DisconnectRequest, id=3, secret=SECRET, dict=DICTIONARY)
+    pkt.AddAttribute("User-Name", user)
+    raw = pkt.RequestPacket()
+    loop = asyncio.get_running_loop()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.setblocking(False)
+        s.connect(("127.0.0.1", port))
+        await loop.sock_sendall(s, raw)
+        try:
+            return pkt, await asyncio.wait_for(loop.sock_recv(s, 4096), 2.0)
+        except (TimeoutError, ConnectionRefusedError):
+            return pkt, None
+
+
+def nak_cause(req: Any, raw: bytes | None) -> int | None:
+    assert raw is not None, "no answer"
+    reply = rp.CoAPacket(packet=raw, secret=SECRET, dict=DICTIONARY)
+    assert reply.code == rp.DisconnectNAK and req.VerifyReply(reply, raw, enforce_ma=True)
+    (cause,) = reply.get(101)
+    return int.from_bytes(cause, "big")
+
+
+def test_the_listener_binds_its_address_answers_and_follows_reloads() -> None:
+    async def main() -> None:
+        first, second = free_port(), free_port()
+        svc = service(settings(first))
+        svc._dae_open()   # prepare(): before the privilege drop
+        assert svc.dae is not None
+        await svc._dae_serve()
+        assert svc.dae.transport.get_extra_info("sockname") == ("127.0.0.1", first)
+        req, answer = await disconnect(first, "alice")
+        assert nak_cause(req, answer) == 503   # no IKE SA: Session-Context-Not-Found
+        old = svc.dae
+
+        relay = svc.radius
+        svc._reload_radius(settings(second))   # another port: the new listener, the old one closed
+        assert svc.dae is not old and old.transport is None
+        assert svc.radius is relay   # only dae { } changed: EAP rounds in flight go on
+        for _ in range(5):
+            await asyncio.sleep(0)   # the new one is served by a task
+        req, answer = await disconnect(second, "bob")
+        assert nak_cause(req, answer) == 503
+        assert (await disconnect(first, "alice"))[1] is None
+        status = svc.status(None)["radius"]["dae"]   # type: ignore[arg-type]
+        assert (status["listen"], status["requests"], status["disconnect_naks"]) == \
+            (f"127.0.0.1:{second}", 1, 1), status
+
+        same = svc.dae
+        off = dataclasses.replace(settings(second), dae=None)
+        svc._reload_radius(dataclasses.replace(settings(second), nas_identifier="gw-2"))   # dae unchanged
+        assert svc.dae is same and same.nas_identifier == "gw-2"
+        svc._reload_radius(off)
+        assert svc.dae is None and same.transport is None
+        assert (await disconnect(second, "bob"))[1] is None
+        svc.close()
+
+    asyncio.run(main())
+
+
+def test_dae_counters_reach_prometheus_and_the_other_radius_families_still_work() -> None:
+    from tunsec.metrics import state_families
+    from tunsec.radius.dae import DaeStats
+
+    doc = {"radius": {"requests": 2, "conversations": 0, "outstanding": 0, "servers": {},
+                      "dae": {"listen": "127.0.0.1:3799", **DaeStats(requests=4, bad=2).as_dict()}}}
+    families = {f.name: f for f in state_families(doc, False)}
+    dae = {s.labels["kind"]: s.value for s in families["tunsec_radius_dae_packets"].samples}
+    assert dae["requests"] == 4 and dae["bad"] == 2 and "listen" not in dae
+    packets = {s.labels["kind"]: s.value for s in families["tunsec_radius_packets"].samples}
+    assert packets == {"requests": 2}
+
+
+def test_the_service_matches_established_eap_radius_ike_sas_by_identity_session_id_and_virtual_ip() -> None:
+    """radius_edge._dae_find on the service's own tables (IKE SAs by handle, connections, the
+    IKE_SA up records, accounting's session ids): only established IKE SAs of eap-radius
+    connections, each once (a rekeyed IKE SA shares its successor's handle)."""
+    from tunsec.ike.identity import Identity
+    from tunsec.ike.state import State
+    from tunsec.radius.dae import SessionQuery
+    from tunsec.services.ike import radius_edge
+
+    @dataclasses.dataclass(eq=False)   # hashable by identity, as an IkeSa
+    class Sa:
+        name: str
+        peer_id: Identity
+        local_spi: bytes
+        state: State
+
+    def sa(name: str, user: str, spi: bytes, state: State = State.ESTABLISHED) -> Sa:
+        return Sa(name, Identity.parse(user), spi, state)
+
+    def conn(method: str) -> Any:
+        return types.SimpleNamespace(ike=types.SimpleNamespace(remote=types.SimpleNamespace(method=method)))
+
+    def up(*vips: str) -> Any:
+        return types.SimpleNamespace(ev=types.SimpleNamespace(peer_vips=tuple(ipaddress.ip_address(v) for v in vips)))
+
+    alice, rekeyed = sa("rw", "alice@example.org", b"a" * 8), sa("rw", "alice@example.org", b"r" * 8, State.REKEYED)
+    bob, going = sa("rw", "bob@example.org", b"b" * 8), sa("rw", "carol@example.org", b"c" * 8, State.DELETING)
+    psk = sa("site", "alice@example.org", b"p" * 8)   # a PSK connection's peer of the same name
+    svc = types.SimpleNamespace(
+        _ike_handles={alice: 1, rekeyed: 1, bob: 2, going: 3, psk: 4},
+        connections={"rw": conn("eap-radius"), "site": conn("psk")},
+        ike_up={b"a" * 8: up("10.3.0.1"), b"b" * 8: up("10.3.0.2", "fd00::2")},
+        accounting=types.SimpleNamespace(session_id={1: "s-1", 2: "s-2"}.get))
+
+    def find(users: tuple[str, ...] = (), sids: tuple[str, ...] = (), vips: tuple[str, ...] = ()) -> list[Any]:
+        query = SessionQuery(users, sids, tuple(ipaddress.ip_address(v) for v in vips))
+        return radius_edge._dae_find(svc, query)  # type: ignore[arg-type]
+
+    assert find(("alice@example.org",)) == [1]
+    assert find(("carol@example.org",)) == []   # being deleted already
+    assert find(sids=("s-2",)) == [2] and find(("alice@example.org",), ("s-2",)) == []
+    assert find(vips=("fd00::2",)) == [2] and find(("alice@example.org",), vips=("10.3.0.2",)) == []
+    assert find(("alice@example.org", "bob@example.org"), vips=("10.3.0.1", "10.3.0.2")) == [1, 2]
