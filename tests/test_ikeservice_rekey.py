@@ -14,6 +14,7 @@ import ipaddress
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -30,6 +31,7 @@ from tunsec.ike.message import decode_header
 from tunsec.ike.sa import IkeSa
 from tunsec.policy.ids import IdSpace
 from tunsec.services.ike import IkeService
+from tunsec.status import render, status_document
 
 A_IP, B_IP = "192.0.2.1", "192.0.2.2"
 A_NET, B_NET = "10.1.0.0/16", "10.2.0.0/16"
@@ -161,6 +163,17 @@ class Pair:
             _, drop = self.workers[dst].dp.inbound(esp, Endpoint(ipaddress.ip_address(self.ip(src)), 4500))
             arrived += drop is Drop.NONE
         return arrived
+
+    async def status_text(self, side: str) -> str:
+        """``tunsec status`` of ``side`` as the CLI prints it: its worker's DUMP and its IKE service's
+        part; the daemon's own part is stubbed (no TUN, no sockets)."""
+        svc = self.svc[side]
+        dump = pipe.join_dump_replies(await self.workers[side].request(lambda r: pipe.Dump(r)))
+        daemon = SimpleNamespace(
+            cfg=SimpleNamespace(tunsec=SimpleNamespace(tun="tun0")), mtu=1400, tun=None,
+            sockets=SimpleNamespace(offloads=lambda: []), worker=SimpleNamespace(pid=None, malformed=0, late=0),
+            restarts=[], started=0.0, service_status=lambda d: [{"tunnels": []}, svc.status(d)])
+        return render(status_document(daemon, dump))  # type: ignore[arg-type]
 
     def probe(self, when: str) -> None:
         """One packet each way through the dataplanes, once both sides have a tunnel."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from types import SimpleNamespace
 
 import pytest
 from test_ikeservice_rekey import Pair
@@ -24,7 +23,6 @@ from tunsec.dataplane.worker import TimerKind
 from tunsec.ike.constants import ExchangeType
 from tunsec.ike.message import decode_header
 from tunsec.radius.accounting import Accounting, Cause
-from tunsec.status import render, status_document
 
 LIFE_BYTES = 4000
 
@@ -65,14 +63,8 @@ async def stop(pair: AcctPair, acct: Accounting, server: AcctServer, handle: int
     before it is the Stop's."""
     await pair.settle()   # the DELETE exchange: the Child SA goes down, its final DUMP is read
     assert not pair.svc["a"].children
-    svc = pair.svc["a"]
-    (ike,) = svc.ike_sas()
-    dump = pipe.join_dump_replies(await pair.workers["a"].request(lambda r: pipe.Dump(r)))
-    daemon = SimpleNamespace(   # what status_document reads of the daemon; the IKE part is the service's own
-        cfg=SimpleNamespace(tunsec=SimpleNamespace(tun="tun0")), mtu=1400, tun=None,
-        sockets=SimpleNamespace(offloads=lambda: []), worker=SimpleNamespace(pid=None, malformed=0, late=0),
-        restarts=[], started=0.0, service_status=lambda d: [{"tunnels": []}, svc.status(d)])
-    text = render(status_document(daemon, dump))  # type: ignore[arg-type]
+    (ike,) = pair.svc["a"].ike_sas()
+    text = await pair.status_text("a")
     acct.stop(handle, Cause.USER_REQUEST)
     await until(lambda: server.of("Stop"))
     acct.close()
