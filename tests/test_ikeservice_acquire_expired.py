@@ -86,6 +86,8 @@ def test_acquires_after_a_hard_byte_limit_are_claimed_counted_and_logged_once(
         assert "no IKE configured" not in caplog.text
         assert svc.events.child_acquires_ignored[("tun", "net")] == 5
         assert not svc.events.acquires_ignored
+        shown = "ACQUIREs ignored: Child SA past its hard limit, DELETE or rekey under way: tun/net 5"
+        assert shown in (await pair.status_text("a")).splitlines()   # `tunsec status`, by child
         noted = [r for r in caplog.records if "waiting for the DELETE/rekey" in r.getMessage()]
         assert len(noted) == 1 and noted[0].levelno == logging.INFO, noted
         assert list(svc.endpoint.sas) == sas and not svc.acquiring   # nothing negotiated for them

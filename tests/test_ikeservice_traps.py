@@ -19,9 +19,11 @@ from collections.abc import Callable
 
 import pytest
 from test_ikeservice_expiry import ExpiryPair, expire_unanswered
+from test_ikeservice_peers import ipv4_udp
 from test_ikeservice_rekey import Pair
 
 from tunsec.conf.connections import Action, Child, Connection
+from tunsec.dataplane import pipe
 from tunsec.ike.config import child_config
 from tunsec.ike.constants import ExchangeType
 from tunsec.ike.events import DownReason
@@ -122,6 +124,29 @@ def test_acquires_while_ike_auth_is_out_start_nothing_more() -> None:
         assert len(nets(pair, "a")) == 1 and len(nets(pair, "b")) == 1
         assert ccsa_requests(pair) == 0
         assert svc.events.acquires_ignored[("tun", "net")] == 3
+
+    run(body())
+
+
+def test_repeat_acquires_of_a_trap_policy_are_counted_in_tunsec_status() -> None:
+    """A packet hits A's trap policy: its ACQUIRE starts the IKE SA.  While IKE_AUTH is out the worker
+    raises the ACQUIRE again (packets still coming, a second later): ignored, and counted by child
+    in ``tunsec status`` (the trap line; none before, and no Child SA ones)."""
+    async def body() -> None:
+        pair, pid = await trapped()
+        worker = pair.workers["a"]
+        worker.dp.outbound(ipv4_udp("10.1.0.5", "10.2.0.7"))
+        worker.worker.drain_events()       # the ACQUIRE goes up, as through the daemon's event fd
+        (acquire,) = [m for kind, side, m in pair.timeline if kind == "event" and isinstance(m, pipe.Acquire)]
+        assert acquire.policy_id == pid
+        assert [sa.state.value for sa in pair.svc["a"].endpoint.sas] == ["connecting"]   # IKE_AUTH is out
+        assert "ACQUIREs ignored" not in await pair.status_text("a")
+        for _ in range(2):
+            pair.worker_event("a", pipe.encode(acquire))   # raised again: the worker's rate limit let it
+        text = await pair.status_text("a")
+        assert "ACQUIREs ignored: trap policy, child up or being created: tun/net 2" in text.splitlines()
+        await pair.settle()
+        assert len(nets(pair, "a")) == 1
 
     run(body())
 
