@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 
 import pytest
-from test_ikeservice_peers import SHARED_SPI, Gateway, InProcessWorker, esp_open, run, site_ip
+from test_ikeservice_peers import SHARED_SPI, Gateway, InProcessWorker, connected, esp_open, run, site_ip
 
 from tunsec.dataplane import pipe
 from tunsec.dataplane.client import WorkerError
@@ -30,16 +30,6 @@ from tunsec.services.ike import HELD_MAX, SPI_POOL, spis
 
 def failures(gw: Gateway, i: int) -> list[NegotiationFailed]:
     return [e for e in gw.site_events[i] if isinstance(e, NegotiationFailed)]
-
-
-async def connected(n: int) -> Gateway:
-    """A gateway with n sites, each of which initiated its IKE SA and Child SA, settled."""
-    gw = Gateway(n)
-    await gw.start()
-    for i in range(n):
-        gw.connect(i)
-    await gw.settle()
-    return gw
 
 
 def assert_all_up(gw: Gateway, n: int) -> None:
