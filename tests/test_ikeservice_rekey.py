@@ -83,10 +83,10 @@ class Pair:
     # hand the workers' FIRST_USE events to the services, as the daemon does (off: the tests of the
     # DELETE and timeout paths, where probe packets on a new SA would otherwise promote it first)
     first_use: bool = False
-
     life_bytes: int = 0   # child "net"'s hard byte lifetime (0: none)
 
     async def start(self, close_action: Action = "none") -> None:
+        """Both sides' IKE services, each with connection(side) (a subclass changes that or ike_config)."""
         for side in ("a", "b"):
             worker = self.workers[side] = RecordingWorker(side, self)
             svc = self.svc[side] = IkeService([self.connection(side, close_action)],
