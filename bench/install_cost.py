@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ipaddress
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,29 +26,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
+from tunsec.bench.callgrind import instructions
+from tunsec.bench.client_setup import IKE_AUTH, PEER, SPI_HI, SPI_LO, setup_requests
 from tunsec.dataplane import pipe
 from tunsec.dataplane.fastpath import Dataplane
-from tunsec.dataplane.pipe import (
-    Action,
-    Add,
-    Alg,
-    Direction,
-    Endpoint,
-    Ike,
-    Lifetime,
-    Policy,
-    SaSpec,
-    Selector,
-    SendIke,
-    SpdAdd,
-    Update,
-)
+from tunsec.dataplane.pipe import Ike
 from tunsec.dataplane.worker import Worker
-
-A = ipaddress.ip_address
-LOCAL, PEER = Endpoint(A("192.0.2.1"), 4500), Endpoint(A("198.51.100.1"), 4500)
-NET_LO, NET_HI = A("10.1.0.0"), A("10.1.0.255")
-IKE_AUTH = bytes(300)
 
 
 class _NoUdp:
@@ -60,19 +41,8 @@ class _NoUdp:
 
 def requests(n: int, spi_in: int) -> list[bytes]:
     """Client n's datagrams to the worker."""
-    vip = A(f"10.3.{n // 250}.{n % 250 + 1}")
-    sel_out, sel_in = Selector(NET_LO, NET_HI, vip, vip), Selector(vip, vip, NET_LO, NET_HI)
-    common = dict(alg=Alg.AES128GCM16, esn=False, reqid=n + 1, local=LOCAL, remote=PEER,
-                  soft=Lifetime(seconds=3000), hard=Lifetime(seconds=3600))
-    inbound = SaSpec(spi=spi_in, direction=Direction.IN, key=bytes(20), replay_window=4096,
-                     selectors=(sel_in,), **common)  # type: ignore[arg-type]
-    outbound = SaSpec(spi=0x100 + n, direction=Direction.OUT, key=bytes(20), replay_window=0,
-                      selectors=(sel_out,), **common)  # type: ignore[arg-type]
-    base = 10 * n + 1
-    install = [pipe.encode(Update(base + 1, inbound)), pipe.encode(Add(base + 2, outbound)),
-               pipe.encode(SpdAdd(base + 3, Policy(n + 1, 100, Action.PROTECT, n + 1, sel_out)))]
-    return [pipe.encode(pipe.GetSpi(base, 0xC0000000, 0xCFFFFFFF, 0)), *install,
-            pipe.encode(SendIke(base + 5, IKE_AUTH, PEER))]
+    vip = ipaddress.ip_address(f"10.3.{n // 250}.{n % 250 + 1}")
+    return [pipe.encode(m) for m in setup_requests(10 * n + 1, vip, spi_in, 0x100 + n, n + 1, n + 1)]
 
 
 def run(clients: int, made: int, worker_only: bool) -> float:
@@ -82,7 +52,7 @@ def run(clients: int, made: int, worker_only: bool) -> float:
     worker = Worker(dp, sent.append, {4: _NoUdp()}, loop)  # type: ignore[dict-item]
     # larval SAs for every client made (their GETSPIs are answered by these; the requests' own
     # GETSPI gets another): the same in every run, so only handling differs
-    spis = [dp.getspi(0xC0000000, 0xCFFFFFFF) for _ in range(made)]
+    spis = [dp.getspi(SPI_LO, SPI_HI) for _ in range(made)]
     prepared = [requests(n, spis[n]) for n in range(made)] if worker_only else []
     t0 = time.process_time()
     for n in range(clients):
@@ -103,12 +73,8 @@ def run(clients: int, made: int, worker_only: bool) -> float:
 
 def callgrind(clients: int) -> tuple[int, int]:
     def refs(n: int, worker_only: bool) -> int:
-        argv = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, __file__,
-                "--clients", str(n), "--made", str(clients), "--quiet"]
-        argv += ["--worker-only"] if worker_only else []
-        out = subprocess.run(argv, env=os.environ | {"PYTHONHASHSEED": "0"}, capture_output=True, text=True, check=True)
-        line = next(x for x in out.stderr.splitlines() if "refs:" in x)
-        return int(line.split()[-1].replace(",", ""))
+        argv = [__file__, "--clients", str(n), "--made", str(clients), "--quiet"]
+        return instructions(argv + (["--worker-only"] if worker_only else []))
     both = (refs(clients, False) - refs(0, False)) // clients
     worker = (refs(clients, True) - refs(0, True)) // clients
     return both - worker, worker

@@ -15,51 +15,22 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
+from tunsec.bench.callgrind import instructions
+from tunsec.bench.client_setup import IKE_AUTH, PEER, setup_requests
 from tunsec.dataplane import pipe
-from tunsec.dataplane.pipe import (
-    Action,
-    Add,
-    Alg,
-    Direction,
-    Endpoint,
-    Errno,
-    GetSpi,
-    Ike,
-    Lifetime,
-    MsgType,
-    Policy,
-    Reply,
-    SaSpec,
-    Selector,
-    SendIke,
-    SpdAdd,
-    Update,
-)
+from tunsec.dataplane.pipe import Errno, Ike, MsgType, Reply
 
-A = ipaddress.ip_address
-LOCAL, PEER = Endpoint(A("192.0.2.1"), 4500), Endpoint(A("198.51.100.1"), 4500)
-NET_LO, NET_HI, VIP = A("10.1.0.0"), A("10.1.0.255"), A("10.3.0.5")
-IKE_AUTH = bytes(300)
+VIP = ipaddress.ip_address("10.3.0.5")
 
 
 def one_client(n: int) -> None:
-    sel_out, sel_in = Selector(NET_LO, NET_HI, VIP, VIP), Selector(VIP, VIP, NET_LO, NET_HI)
-    common = dict(alg=Alg.AES128GCM16, esn=False, reqid=n % 1000 + 1, local=LOCAL, remote=PEER,
-                  soft=Lifetime(seconds=3000), hard=Lifetime(seconds=3600))
-    inbound = SaSpec(spi=0xC0000100 + n, direction=Direction.IN, key=bytes(20), replay_window=4096,
-                     selectors=(sel_in,), **common)  # type: ignore[arg-type]
-    outbound = SaSpec(spi=0x100 + n, direction=Direction.OUT, key=bytes(20), replay_window=0,
-                      selectors=(sel_out,), **common)  # type: ignore[arg-type]
-    requests = [GetSpi(1, 0xC0000000, 0xCFFFFFFF, 0), Update(2, inbound), Add(3, outbound),
-                SpdAdd(4, Policy(5, 100, Action.PROTECT, n % 1000 + 1, sel_out)), SendIke(5, IKE_AUTH, PEER)]
+    requests = setup_requests(1, VIP, 0xC0000100 + n, 0x100 + n, n % 1000 + 1, 5)
     for data in [pipe.encode(m) for m in requests]:          # control -> worker
         pipe.decode(data)
     pipe.decode(pipe.encode(Ike(data=IKE_AUTH, remote=PEER)))   # the IKE_AUTH request, up
@@ -71,11 +42,7 @@ def one_client(n: int) -> None:
 
 def callgrind(clients: int) -> int:
     def refs(n: int) -> int:
-        out = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
-                              __file__, "--clients", str(n), "--quiet"],
-                             env=os.environ | {"PYTHONHASHSEED": "0"}, capture_output=True, text=True, check=True)
-        line = next(x for x in out.stderr.splitlines() if "refs:" in x)
-        return int(line.split()[-1].replace(",", ""))
+        return instructions([__file__, "--clients", str(n), "--quiet"])
     return (refs(clients) - refs(0)) // clients
 
 

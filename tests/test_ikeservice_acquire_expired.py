@@ -16,24 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import ipaddress
 import logging
 from types import SimpleNamespace
 
 import pytest
-from test_ikeservice_peers import ipv4_udp, psk_ike
-from test_ikeservice_rekey import A_IP, A_NET, B_IP, B_NET, Pair, RecordingWorker, Wire
+from test_ikeservice_rekey import Pair
 
-from tunsec.conf.connections import Child, Connection
 from tunsec.daemon import Daemon
 from tunsec.dataplane import pipe
-from tunsec.dataplane.fastpath import Drop
-from tunsec.dataplane.pipe import Direction, Endpoint
-from tunsec.ike.config import RemoteAuth
-from tunsec.ike.identity import Identity
+from tunsec.dataplane.pipe import Direction
 from tunsec.metrics import event_families
-from tunsec.policy.ids import IdSpace
-from tunsec.services.ike import IkeService
 
 LIFE_BYTES = 4000   # a few 228-byte packets
 
@@ -44,19 +36,7 @@ class LimitPair(Pair):
     daemon's dispatch (the ACQUIREs kept, to be raised again as the worker would a second later)."""
 
     acquires: list[pipe.Acquire] = dataclasses.field(default_factory=list)
-
-    async def start(self, close_action: str = "none") -> None:
-        for side, ip, peer, local, remote in (("a", A_IP, B_IP, A_NET, B_NET), ("b", B_IP, A_IP, B_NET, A_NET)):
-            other = "b" if side == "a" else "a"
-            cfg = psk_ike("tun", f"{side}.example", RemoteAuth("psk", Identity.parse(f"{other}.example")),
-                          ip, peer, local, remote)
-            worker = self.workers[side] = RecordingWorker(side, self)
-            child = Child("net", cfg.child("net"), life_bytes=LIFE_BYTES)
-            svc = self.svc[side] = IkeService([Connection(cfg.name, cfg, (child,))],
-                                              lambda w=worker: w,  # type: ignore[misc]
-                                              {4: ip}, IdSpace())
-            await svc.start()
-            svc.sockets.by_key = {(4, ip, 500): Wire(side, self)}  # type: ignore[dict-item]
+    life_bytes: int = LIFE_BYTES
 
     def worker_event(self, side: str, data: bytes) -> None:
         super().worker_event(side, data)
@@ -73,16 +53,8 @@ def dispatch(pair: Pair, side: str, msg: pipe.Message) -> None:
 
 
 def send(pair: Pair, n: int) -> int:
-    """n packets from A's inner network to B's, through both dataplanes; how many arrived."""
-    arrived = 0
-    for _ in range(n):
-        esp, _, drop, _ = pair.workers["a"].dp.outbound(ipv4_udp("10.1.0.5", "10.2.0.7", b"y" * 200))
-        pair.workers["a"].worker.drain_events()   # its ACQUIREs go up (the daemon's event fd)
-        if drop is not Drop.NONE:
-            continue
-        _, drop = pair.workers["b"].dp.inbound(esp, Endpoint(ipaddress.ip_address(A_IP), 4500))
-        arrived += drop is Drop.NONE
-    return arrived
+    """n packets from A's inner network to B's; how many arrived (A's ACQUIREs go up)."""
+    return pair.traffic("a", n, drain_events=True)
 
 
 def test_acquires_after_a_hard_byte_limit_are_claimed_counted_and_logged_once(
@@ -114,6 +86,8 @@ def test_acquires_after_a_hard_byte_limit_are_claimed_counted_and_logged_once(
         assert "no IKE configured" not in caplog.text
         assert svc.events.child_acquires_ignored[("tun", "net")] == 5
         assert not svc.events.acquires_ignored
+        shown = "ACQUIREs ignored: Child SA past its hard limit, DELETE or rekey under way: tun/net 5"
+        assert shown in (await pair.status_text("a")).splitlines()   # `tunsec status`, by child
         noted = [r for r in caplog.records if "waiting for the DELETE/rekey" in r.getMessage()]
         assert len(noted) == 1 and noted[0].levelno == logging.INFO, noted
         assert list(svc.endpoint.sas) == sas and not svc.acquiring   # nothing negotiated for them

@@ -16,17 +16,15 @@ import dataclasses
 import ipaddress
 
 import pytest
-from test_ikeservice_peers import ipv4_udp, psk_ike
-from test_ikeservice_rekey import A_IP, A_NET, B_IP, B_NET, Pair, RecordingWorker, Wire, fire_timers
+from test_ikeservice_peers import ipv4_udp
+from test_ikeservice_rekey import Pair, fire_timers
 
-from tunsec.conf.connections import Action, Child, Connection
+from tunsec.conf.connections import Action
 from tunsec.dataplane import pipe
-from tunsec.ike.config import RemoteAuth
+from tunsec.ike.config import IkeConfig
 from tunsec.ike.events import DownReason, IkeSaDown
-from tunsec.ike.identity import Identity
 from tunsec.ike.sa import IkeSa
-from tunsec.policy.ids import IdSpace
-from tunsec.services.ike import IkeService, ikesas
+from tunsec.services.ike import ikesas
 
 REKEY_TIME, OVER_TIME = 7.0, 1.0    # the soak's short lifetimes (bench/soak.py)
 
@@ -36,20 +34,9 @@ class ExpiryPair(Pair):
     """Pair whose connections have IKE lifetimes and the given child actions; hands the workers'
     ACQUIREs to the services, as the daemon does for trap policies the IKE service owns."""
 
-    async def start(self, close_action: Action = "none") -> None:
-        """Both sides' connection "tun" with IKE lifetimes; child "net" with no actions yet."""
-        for side, ip, peer, local, remote in (("a", A_IP, B_IP, A_NET, B_NET), ("b", B_IP, A_IP, B_NET, A_NET)):
-            other = "b" if side == "a" else "a"
-            cfg = dataclasses.replace(
-                psk_ike("tun", f"{side}.example", RemoteAuth("psk", Identity.parse(f"{other}.example")),
-                        ip, peer, local, remote),
-                rekey_time=REKEY_TIME, over_time=OVER_TIME)
-            worker = self.workers[side] = RecordingWorker(side, self)
-            conn = Connection(cfg.name, cfg, (Child("net", cfg.child("net"), close_action=close_action),))
-            svc = self.svc[side] = IkeService([conn], lambda w=worker: w,  # type: ignore[misc]
-                                              {4: ip}, IdSpace())
-            await svc.start()
-            svc.sockets.by_key = {(4, ip, 500): Wire(side, self)}  # type: ignore[dict-item]
+    def ike_config(self, side: str) -> IkeConfig:
+        """Pair's connection "tun", with IKE lifetimes (child "net" gets its actions from configure)."""
+        return dataclasses.replace(super().ike_config(side), rekey_time=REKEY_TIME, over_time=OVER_TIME)
 
     async def configure(self, side: str, start_action: Action, keyingtries: int = 1) -> None:
         """``side``'s child gets ``start_action`` (as a reload would: a trap child gets its trap

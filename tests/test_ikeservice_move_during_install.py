@@ -15,7 +15,7 @@ import ipaddress
 from collections.abc import Callable
 
 import pytest
-from test_ikeservice_peers import Gateway, InProcessWorker, run
+from test_ikeservice_peers import InProcessWorker, connected, run
 
 from tunsec.dataplane import pipe
 from tunsec.dataplane.pipe import Direction, Endpoint
@@ -38,10 +38,7 @@ def test_a_child_sa_whose_install_is_under_way_follows_its_moved_peer(held: str)
     """``answers``: the install's requests are sent, the worker's answers not in yet when the peer
     moves; ``sending``: not even sent (another change holds the worker's changes: ``_changes``)."""
     async def body() -> None:
-        gw = Gateway(1, mobike=False)
-        await gw.start()
-        gw.connect(0)
-        await gw.settle()
+        gw = await connected(1, mobike=False)
         [first] = gw.service.children.values()
         gate = asyncio.Event()
         worker = gw.worker

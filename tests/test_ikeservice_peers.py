@@ -186,6 +186,16 @@ class Gateway:
         return esp, dst, drop
 
 
+async def connected(n: int, mobike: bool = True) -> Gateway:
+    """A gateway with n sites, each of which initiated its IKE SA and Child SA, settled."""
+    gw = Gateway(n, mobike=mobike)
+    await gw.start()
+    for i in range(n):
+        gw.connect(i)
+    await gw.settle()
+    return gw
+
+
 def _now() -> float:
     import time
     return time.monotonic()
@@ -262,11 +272,7 @@ def test_each_peer_owns_its_reqid_policies_and_sas() -> None:
 
 def test_one_peer_leaving_and_returning_leaves_the_others_untouched() -> None:
     async def body() -> None:
-        gw = Gateway(3)
-        await gw.start()
-        for i in range(gw.n):
-            gw.connect(i)
-        await gw.settle()
+        gw = await connected(3)
         svc = gw.service
         before = {i: gw.children_of(i)[0] for i in (0, 2)}
         policies_before = {p.id: p for p in gw.worker.dp.policies() if p.reqid != gw.children_of(1)[0].reqid}
@@ -298,11 +304,7 @@ def test_one_peer_leaving_and_returning_leaves_the_others_untouched() -> None:
 
 def test_rekey_keeps_the_reqid_and_policies_of_its_own_lineage_only() -> None:
     async def body() -> None:
-        gw = Gateway(2)
-        await gw.start()
-        for i in range(gw.n):
-            gw.connect(i)
-        await gw.settle()
+        gw = await connected(2)
         (a,) = gw.children_of(0)
         (b,) = gw.children_of(1)
         policies = {(p.id, p.reqid) for p in gw.worker.dp.policies()}
@@ -392,11 +394,7 @@ def test_a_half_open_responder_sa_does_not_hold_back_trap_initiation() -> None:
 def test_an_outbound_expire_rekeys_the_child_of_that_peer_only() -> None:
     """EXPIRE names an outbound SA by (SPI, peer); with colliding SPIs the SPI alone would pick anyone."""
     async def body() -> None:
-        gw = Gateway(3)
-        await gw.start()
-        for i in range(gw.n):
-            gw.connect(i)
-        await gw.settle()
+        gw = await connected(3)
         before = {i: gw.children_of(i)[0] for i in range(gw.n)}
         peer1 = Endpoint(ipaddress.ip_address(site_ip(1)), 4500)
         assert gw.service.expired(SHARED_SPI, Direction.OUT, False, peer1)
@@ -421,11 +419,7 @@ def test_nat_rebinding_moves_the_peers_child_sas_with_its_ike_sa(mobike: bool) -
     With MOBIKE (RFC 4555) the request that moves it is the site's UPDATE_SA_ADDRESSES, and the Child
     SAs follow once the gateway's return routability check came back from the new mapping."""
     async def body() -> None:
-        gw = Gateway(2, mobike=mobike)
-        await gw.start()
-        for i in range(gw.n):
-            gw.connect(i)
-        await gw.settle()
+        gw = await connected(2, mobike=mobike)
         assert_reaches_only_its_site(gw, 0)
         (child,) = gw.children_of(0)
         other = [(s.spi, s.remote) for s in gw.worker.dp.sas() if s.remote != child.remote]

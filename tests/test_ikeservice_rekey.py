@@ -14,6 +14,7 @@ import ipaddress
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -23,13 +24,14 @@ from tunsec.conf.connections import Action, Child, Connection
 from tunsec.dataplane import pipe
 from tunsec.dataplane.fastpath import Drop
 from tunsec.dataplane.pipe import Direction, Endpoint
-from tunsec.ike.config import RemoteAuth
+from tunsec.ike.config import IkeConfig, RemoteAuth
 from tunsec.ike.constants import ExchangeType
 from tunsec.ike.identity import Identity
 from tunsec.ike.message import decode_header
 from tunsec.ike.sa import IkeSa
 from tunsec.policy.ids import IdSpace
 from tunsec.services.ike import IkeService
+from tunsec.status import render, status_document
 
 A_IP, B_IP = "192.0.2.1", "192.0.2.2"
 A_NET, B_NET = "10.1.0.0/16", "10.2.0.0/16"
@@ -81,18 +83,30 @@ class Pair:
     # hand the workers' FIRST_USE events to the services, as the daemon does (off: the tests of the
     # DELETE and timeout paths, where probe packets on a new SA would otherwise promote it first)
     first_use: bool = False
+    life_bytes: int = 0   # child "net"'s hard byte lifetime (0: none)
 
     async def start(self, close_action: Action = "none") -> None:
-        for side, ip, peer, local, remote in (("a", A_IP, B_IP, A_NET, B_NET), ("b", B_IP, A_IP, B_NET, A_NET)):
-            cfg = psk_ike("tun", f"{side}.example", RemoteAuth("psk", Identity.parse(f"{'b' if side == 'a' else 'a'}"
-                                                                                     ".example")),
-                          ip, peer, local, remote)
+        """Both sides' IKE services, each with connection(side) (a subclass changes that or ike_config)."""
+        for side in ("a", "b"):
             worker = self.workers[side] = RecordingWorker(side, self)
-            conn = Connection(cfg.name, cfg, (Child("net", cfg.child("net"), close_action=close_action),))
-            svc = self.svc[side] = IkeService([conn], lambda w=worker: w,  # type: ignore[misc]
-                                              {4: ip}, IdSpace())
+            svc = self.svc[side] = IkeService([self.connection(side, close_action)],
+                                              lambda w=worker: w,  # type: ignore[misc]
+                                              {4: self.ip(side)}, IdSpace())
             await svc.start()
-            svc.sockets.by_key = {(4, ip, 500): Wire(side, self)}  # type: ignore[dict-item]
+            svc.sockets.by_key = {(4, self.ip(side), 500): Wire(side, self)}  # type: ignore[dict-item]
+
+    def ike_config(self, side: str) -> IkeConfig:
+        """``side``'s IKE config "tun": PSK, to the other side, its network to the other's."""
+        other = "b" if side == "a" else "a"
+        local, remote = (A_NET, B_NET) if side == "a" else (B_NET, A_NET)
+        return psk_ike("tun", f"{side}.example", RemoteAuth("psk", Identity.parse(f"{other}.example")),
+                       self.ip(side), self.ip(other), local, remote)
+
+    def connection(self, side: str, close_action: Action) -> Connection:
+        """``side``'s connection: ike_config with child "net" (``close_action``, ``life_bytes``)."""
+        cfg = self.ike_config(side)
+        child = Child("net", cfg.child("net"), close_action=close_action, life_bytes=self.life_bytes)
+        return Connection(cfg.name, cfg, (child,))
 
     def worker_event(self, side: str, data: bytes) -> None:
         msg = pipe.decode(data)
@@ -132,6 +146,34 @@ class Pair:
                 await asyncio.wait(tasks)
                 moved = True
             idle = 0 if moved else idle + 1
+
+    def traffic(self, src: str, n: int, drain_events: bool = False) -> int:
+        """n packets (228 bytes) from ``src``'s inner network to the other's, through both dataplanes:
+        how many arrived.  With ``drain_events``, src's worker events (its ACQUIREs, EXPIREs) go up
+        after each packet, as through the daemon's event fd."""
+        dst = "b" if src == "a" else "a"
+        nets = ("10.1.0.5", "10.2.0.7") if src == "a" else ("10.2.0.7", "10.1.0.5")
+        arrived = 0
+        for _ in range(n):
+            esp, _, drop, _ = self.workers[src].dp.outbound(ipv4_udp(*nets, b"y" * 200))
+            if drain_events:
+                self.workers[src].worker.drain_events()
+            if drop is not Drop.NONE:
+                continue
+            _, drop = self.workers[dst].dp.inbound(esp, Endpoint(ipaddress.ip_address(self.ip(src)), 4500))
+            arrived += drop is Drop.NONE
+        return arrived
+
+    async def status_text(self, side: str) -> str:
+        """``tunsec status`` of ``side`` as the CLI prints it: its worker's DUMP and its IKE service's
+        part; the daemon's own part is stubbed (no TUN, no sockets)."""
+        svc = self.svc[side]
+        dump = pipe.join_dump_replies(await self.workers[side].request(lambda r: pipe.Dump(r)))
+        daemon = SimpleNamespace(
+            cfg=SimpleNamespace(tunsec=SimpleNamespace(tun="tun0")), mtu=1400, tun=None,
+            sockets=SimpleNamespace(offloads=lambda: []), worker=SimpleNamespace(pid=None, malformed=0, late=0),
+            restarts=[], started=0.0, service_status=lambda d: [{"tunnels": []}, svc.status(d)])
+        return render(status_document(daemon, dump))  # type: ignore[arg-type]
 
     def probe(self, when: str) -> None:
         """One packet each way through the dataplanes, once both sides have a tunnel."""

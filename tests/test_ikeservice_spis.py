@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 
 import pytest
-from test_ikeservice_peers import SHARED_SPI, Gateway, InProcessWorker, esp_open, run, site_ip
+from test_ikeservice_peers import SHARED_SPI, Gateway, InProcessWorker, connected, esp_open, run, site_ip
 
 from tunsec.dataplane import pipe
 from tunsec.dataplane.client import WorkerError
@@ -30,6 +30,12 @@ from tunsec.services.ike import HELD_MAX, SPI_POOL, spis
 
 def failures(gw: Gateway, i: int) -> list[NegotiationFailed]:
     return [e for e in gw.site_events[i] if isinstance(e, NegotiationFailed)]
+
+
+def assert_all_up(gw: Gateway, n: int) -> None:
+    """Each of the n sites has its one Child SA, and no negotiation failed."""
+    assert [failures(gw, i) for i in range(n)] == [[]] * n
+    assert all(len(gw.children_of(i)) == 1 for i in range(n))
 
 
 def test_ike_auth_waits_for_an_spi_when_the_pool_is_empty() -> None:
@@ -56,10 +62,7 @@ def test_ike_auth_waits_for_an_spi_when_the_pool_is_empty() -> None:
 
 def test_create_child_sa_waits_for_an_spi_when_the_pool_is_empty() -> None:
     async def body() -> None:
-        gw = Gateway(1)
-        await gw.start()
-        gw.connect(0)
-        await gw.settle()
+        gw = await connected(1)
         (old,) = gw.children_of(0)
         gw.service.spi_pool.spis.clear()
         site = gw.site_sa(0)
@@ -92,10 +95,7 @@ def test_held_datagrams_are_bounded() -> None:
 
 def test_a_soft_expire_rekeys_when_the_pool_is_empty() -> None:
     async def body() -> None:
-        gw = Gateway(1)
-        await gw.start()
-        gw.connect(0)
-        await gw.settle()
+        gw = await connected(1)
         (old,) = gw.children_of(0)
         gw.service.spi_pool.spis.clear()
         assert gw.service.expired(old.spi_in, Direction.IN, hard=False)
@@ -109,16 +109,11 @@ def test_a_soft_expire_rekeys_when_the_pool_is_empty() -> None:
 def test_after_a_worker_restart_more_children_than_the_pool_holds_all_come_back() -> None:
     async def body() -> None:
         n = SPI_POOL + 2
-        gw = Gateway(n)
-        await gw.start()
-        for i in range(n):
-            gw.connect(i)
-        await gw.settle()
+        gw = await connected(n)
         gw.worker = InProcessWorker(asyncio.get_running_loop(), gw._natt_out)   # a new, empty worker
         await gw.service.worker_restarted()
         await gw.settle()
-        assert [failures(gw, i) for i in range(n)] == [[]] * n
-        assert all(len(gw.children_of(i)) == 1 for i in range(n))
+        assert_all_up(gw, n)
         outs = {str(s.remote.addr) for s in gw.worker.dp.sas() if s.direction is Direction.OUT and s.remote}
         assert outs == {site_ip(i) for i in range(n)}
     run(body())
@@ -148,18 +143,21 @@ def _gw_sa(gw: Gateway, i: int) -> IkeSa:
     return next(sa for sa in gw.service.endpoint.sas if sa.remote_addr[0] == site_ip(i) and not sa.is_closed)
 
 
+async def starved() -> tuple[Gateway, IkeSa]:
+    """A gateway with one site up, whose worker refuses every GETSPI from now on and whose SPI pool
+    is empty; and its IKE SA."""
+    gw = await connected(1)
+    _refuse_getspi(gw)
+    gw.service.spi_pool.spis.clear()
+    return gw, _gw_sa(gw, 0)
+
+
 def test_a_timer_rekey_with_no_spi_and_no_refill_fails_cleanly_and_timers_go_on(
         caplog: pytest.LogCaptureFixture) -> None:
     """The worker refused GETSPI: the gateway's timer-driven rekey finds no SPI. It is reported and
     re-armed; the timer stays armed (an SpiUnavailable used to escape it and stall the engine)."""
     async def body() -> None:
-        gw = Gateway(1)
-        await gw.start()
-        gw.connect(0)
-        await gw.settle()
-        _refuse_getspi(gw)
-        gw.service.spi_pool.spis.clear()
-        sa = _gw_sa(gw, 0)
+        gw, sa = await starved()
         _due_now(gw, sa)
         for _ in range(20):
             await asyncio.sleep(0)   # the timer fires; the refill it starts is refused
@@ -178,13 +176,7 @@ def test_a_rekey_that_keeps_finding_no_spi_is_logged_at_a_limited_rate(caplog: p
     """The worker keeps refusing GETSPI: each try of the rekey fails again (and backs off, see
     tests/ike/test_child_no_spi.py); a burst of lines is logged, not one per try."""
     async def body() -> None:
-        gw = Gateway(1)
-        await gw.start()
-        gw.connect(0)
-        await gw.settle()
-        _refuse_getspi(gw)
-        gw.service.spi_pool.spis.clear()
-        sa = _gw_sa(gw, 0)
+        gw, sa = await starved()
         for _ in range(20):
             _due_now(gw, sa)             # the next try is due (whatever its backoff)
             for _ in range(20):
@@ -201,11 +193,7 @@ def test_a_rekey_that_keeps_finding_no_spi_is_logged_at_a_limited_rate(caplog: p
 def test_an_ike_sa_whose_timer_raises_does_not_stop_the_others(caplog: pytest.LogCaptureFixture,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     async def body() -> None:
-        gw = Gateway(2)
-        await gw.start()
-        gw.connect(0)
-        gw.connect(1)
-        await gw.settle()
+        gw = await connected(2)
         broken, fine = _gw_sa(gw, 0), _gw_sa(gw, 1)
         (old,) = gw.children_of(1)
 
@@ -240,13 +228,8 @@ def test_a_burst_of_ike_auths_finds_its_spis_asked_for_ahead() -> None:
     bench/ike_burst.py when the refill started only as an IKE_AUTH took the pool's SPIs)."""
     async def body() -> None:
         n = SPI_POOL + 8
-        gw = Gateway(n)
-        await gw.start()
-        for i in range(n):
-            gw.connect(i)
-        await gw.settle()
-        assert [failures(gw, i) for i in range(n)] == [[]] * n
-        assert all(len(gw.children_of(i)) == 1 for i in range(n))
+        gw = await connected(n)
+        assert_all_up(gw, n)
         pool = gw.service.spi_pool
         assert (pool.spi_waits, pool.held_total) == (0, 0)
         assert gw.service.status(pipe.Reply(1, pipe.MsgType.DUMP, Errno.OK))["ike_held"]["spi_waits"] == 0

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from test_ikeservice_peers import Gateway, run
+from test_ikeservice_peers import connected, run
 
 from tunsec.conf.config import parse_config
 from tunsec.daemon import Daemon
@@ -37,11 +37,7 @@ secrets { ike { secret = 0sZ2F0ZXdheS1zZWNyZXQtMTIzNDU2Nzg5MA== } }
 
 def test_terminate_child_deletes_the_child_and_keeps_the_ike_sa() -> None:
     async def body() -> None:
-        gw = Gateway(2)
-        await gw.start()
-        for i in range(gw.n):
-            gw.connect(i)
-        await gw.settle()
+        gw = await connected(2)
         daemon = Daemon(parse_config(CONF, "swanctl.conf"))
         daemon.ike = gw.service
 
@@ -81,10 +77,7 @@ def test_events_of_a_call_made_straight_on_an_sa_are_handled_in_the_same_pump(ca
     gateway_resolved); what they emit must be handled by the pump that follows the call, not
     be left queued until the next datagram or timer."""
     async def body() -> None:
-        gw = Gateway(1)
-        await gw.start()
-        gw.connect(0)
-        await gw.settle()
+        gw = await connected(1)
         (sa,) = gw.service.endpoint.sas
         assert sa.state is State.ESTABLISHED and gw.service.ike_up
         caplog.clear()

@@ -19,26 +19,25 @@ from collections.abc import Callable
 
 import pytest
 from test_ikeservice_expiry import ExpiryPair, expire_unanswered
-from test_ikeservice_peers import psk_ike
-from test_ikeservice_rekey import A_IP, A_NET, B_IP, B_NET, Pair, RecordingWorker, Wire
+from test_ikeservice_peers import ipv4_udp
+from test_ikeservice_rekey import Pair
 
 from tunsec.conf.connections import Action, Child, Connection
-from tunsec.ike.config import RemoteAuth, child_config
+from tunsec.dataplane import pipe
+from tunsec.ike.config import child_config
 from tunsec.ike.constants import ExchangeType
 from tunsec.ike.events import DownReason
 from tunsec.ike.exchanges.create_child_sa import MAX_RETRIES
-from tunsec.ike.identity import Identity
 from tunsec.ike.message import decode_header
 from tunsec.ike.sa import IkeSa
 from tunsec.ike.state import SpiUnavailable
-from tunsec.policy.ids import IdSpace
-from tunsec.services.ike import IkeService, ikesas
+from tunsec.services.ike import ikesas
 
 
 class TrapPair(ExpiryPair):
     """ExpiryPair's trap configuration and ACQUIRE hand-off, without IKE lifetimes (no rekey interferes)."""
 
-    start = Pair.start   # type: ignore[assignment]
+    ike_config = Pair.ike_config
 
 
 def run(coro: object) -> None:
@@ -125,6 +124,29 @@ def test_acquires_while_ike_auth_is_out_start_nothing_more() -> None:
         assert len(nets(pair, "a")) == 1 and len(nets(pair, "b")) == 1
         assert ccsa_requests(pair) == 0
         assert svc.events.acquires_ignored[("tun", "net")] == 3
+
+    run(body())
+
+
+def test_repeat_acquires_of_a_trap_policy_are_counted_in_tunsec_status() -> None:
+    """A packet hits A's trap policy: its ACQUIRE starts the IKE SA.  While IKE_AUTH is out the worker
+    raises the ACQUIRE again (packets still coming, a second later): ignored, and counted by child
+    in ``tunsec status`` (the trap line; none before, and no Child SA ones)."""
+    async def body() -> None:
+        pair, pid = await trapped()
+        worker = pair.workers["a"]
+        worker.dp.outbound(ipv4_udp("10.1.0.5", "10.2.0.7"))
+        worker.worker.drain_events()       # the ACQUIRE goes up, as through the daemon's event fd
+        (acquire,) = [m for kind, side, m in pair.timeline if kind == "event" and isinstance(m, pipe.Acquire)]
+        assert acquire.policy_id == pid
+        assert [sa.state.value for sa in pair.svc["a"].endpoint.sas] == ["connecting"]   # IKE_AUTH is out
+        assert "ACQUIREs ignored" not in await pair.status_text("a")
+        for _ in range(2):
+            pair.worker_event("a", pipe.encode(acquire))   # raised again: the worker's rate limit let it
+        text = await pair.status_text("a")
+        assert "ACQUIREs ignored: trap policy, child up or being created: tun/net 2" in text.splitlines()
+        await pair.settle()
+        assert len(nets(pair, "a")) == 1
 
     run(body())
 
@@ -226,21 +248,13 @@ def test_a_closed_ike_sa_leaves_no_pending_acquire() -> None:
 class TwoChildPair(TrapPair):
     """Connection "tun" with two trap children on A: "net" and "web" (a part of B's network)."""
 
-    async def start(self, close_action: Action = "none") -> None:
-        for side, ip, peer, local, remote in (("a", A_IP, B_IP, A_NET, B_NET), ("b", B_IP, A_IP, B_NET, A_NET)):
-            other = "b" if side == "a" else "a"
-            cfg = psk_ike("tun", f"{side}.example", RemoteAuth("psk", Identity.parse(f"{other}.example")),
-                          ip, peer, local, remote)
-            web = ("10.1.0.0/16", "10.2.5.0/24") if side == "a" else ("10.2.5.0/24", "10.1.0.0/16")
-            cfg = dataclasses.replace(cfg, children=(*cfg.children, child_config("web", *web, "aes128gcm16")))
-            worker = self.workers[side] = RecordingWorker(side, self)
-            action = "trap" if side == "a" else "none"
-            conn = Connection(cfg.name, cfg, tuple(Child(c.name, c, start_action=action, close_action=close_action)
-                                                   for c in cfg.children))
-            svc = self.svc[side] = IkeService([conn], lambda w=worker: w,  # type: ignore[misc]
-                                              {4: ip}, IdSpace())
-            await svc.start()
-            svc.sockets.by_key = {(4, ip, 500): Wire(side, self)}  # type: ignore[dict-item]
+    def connection(self, side: str, close_action: Action) -> Connection:
+        cfg = self.ike_config(side)
+        web = ("10.1.0.0/16", "10.2.5.0/24") if side == "a" else ("10.2.5.0/24", "10.1.0.0/16")
+        cfg = dataclasses.replace(cfg, children=(*cfg.children, child_config("web", *web, "aes128gcm16")))
+        action = "trap" if side == "a" else "none"
+        return Connection(cfg.name, cfg, tuple(Child(c.name, c, start_action=action, close_action=close_action)
+                                               for c in cfg.children))
 
 
 def test_acquires_of_two_children_while_the_ike_sa_is_set_up_share_it() -> None:

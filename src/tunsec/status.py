@@ -175,4 +175,11 @@ def render(doc: dict[str, Any]) -> str:
     if doc.get("ike_held"):
         lines.append("IKE held for inbound SPIs and installs: "
                      + ", ".join(f"{k} {v}" for k, v in doc["ike_held"].items()))
+    ignored = doc.get("acquires_ignored") or {}
+    if any(ignored.values()):   # only once there are any: one line, by child
+        lines.append("ACQUIREs ignored: " + "; ".join(
+            f"{what}: " + ", ".join(f"{c['connection']}/{c['child']} {c['count']}" for c in ignored[key])
+            for key, what in (("trap", "trap policy, child up or being created"),
+                              ("child_sa", "Child SA past its hard limit, DELETE or rekey under way"))
+            if ignored.get(key)))
     return "\n".join(lines)

@@ -531,6 +531,7 @@ def test_status_shows_the_per_address_half_open_table_as_it_is_now() -> None:
     from types import SimpleNamespace
 
     from tunsec import metrics
+    from tunsec.eventcounts import EventCounts
     from tunsec.services.ike import status as ike_status
 
     b = IkeEndpoint([cfg(False)], limits=DosLimits(cookie_threshold_ip=10, block_threshold=20))
@@ -539,7 +540,7 @@ def test_status_shows_the_per_address_half_open_table_as_it_is_now() -> None:
                            install_holds=0, install_hold_seconds=0.0, install_hold_max=0.0, esp_on_ike_port=0)
 
     def shown() -> tuple[int, int, int, float, float]:
-        doc = ike_status.status([], [], b, held, held, held, {})  # type: ignore[arg-type]
+        doc = ike_status.status([], [], b, held, held, held, {}, EventCounts())  # type: ignore[arg-type]
         gauges = {m.name: m.samples[0].value for m in metrics.state_families(doc, False)
                   if m.name.startswith("tunsec_ike_half_open")}
         return (doc["ike_half_open"], doc["ike_half_open_addresses"], doc["ike_half_open_max_per_address"],

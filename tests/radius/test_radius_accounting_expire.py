@@ -11,71 +11,31 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import ipaddress
-from types import SimpleNamespace
 
 import pytest
-from test_ikeservice_peers import ipv4_udp, psk_ike
-from test_ikeservice_rekey import A_IP, A_NET, B_IP, B_NET, Pair, RecordingWorker, Wire
+from test_ikeservice_rekey import Pair
 from test_radius_accounting import AcctServer, serve, settings, until
 from test_radius_messages import STATION
 
-from tunsec.conf.connections import Child, Connection
 from tunsec.dataplane import pipe
-from tunsec.dataplane.fastpath import Drop
-from tunsec.dataplane.pipe import Direction, Endpoint
+from tunsec.dataplane.pipe import Direction
 from tunsec.dataplane.worker import TimerKind
-from tunsec.ike.config import RemoteAuth
 from tunsec.ike.constants import ExchangeType
-from tunsec.ike.identity import Identity
 from tunsec.ike.message import decode_header
-from tunsec.policy.ids import IdSpace
 from tunsec.radius.accounting import Accounting, Cause
-from tunsec.services.ike import IkeService
-from tunsec.status import render, status_document
 
 LIFE_BYTES = 4000
 
 
 @dataclasses.dataclass
 class AcctPair(Pair):
-    """Pair whose child has hard byte lifetime ``life_bytes`` (0: none), and whose workers' EXPIREs
-    reach the services, as the daemon hands them on."""
-
-    life_bytes: int = 0
-
-    async def start(self, close_action: str = "none") -> None:
-        for side, ip, peer, local, remote in (("a", A_IP, B_IP, A_NET, B_NET), ("b", B_IP, A_IP, B_NET, A_NET)):
-            other = "b" if side == "a" else "a"
-            cfg = psk_ike("tun", f"{side}.example", RemoteAuth("psk", Identity.parse(f"{other}.example")),
-                          ip, peer, local, remote)
-            worker = self.workers[side] = RecordingWorker(side, self)
-            child = Child("net", cfg.child("net"), life_bytes=self.life_bytes)
-            svc = self.svc[side] = IkeService([Connection(cfg.name, cfg, (child,))],
-                                              lambda w=worker: w,  # type: ignore[misc]
-                                              {4: ip}, IdSpace())
-            await svc.start()
-            svc.sockets.by_key = {(4, ip, 500): Wire(side, self)}  # type: ignore[dict-item]
+    """Pair whose workers' EXPIREs reach the services, as the daemon hands them on."""
 
     def worker_event(self, side: str, data: bytes) -> None:
         super().worker_event(side, data)
         msg = pipe.decode(data)
         if isinstance(msg, pipe.Expire):
             self.svc[side].on_event(msg)
-
-
-def send(pair: Pair, src: str, n: int) -> int:
-    """n packets from src's inner network to the other's, through both dataplanes; how many arrived."""
-    dst = "b" if src == "a" else "a"
-    nets = ("10.1.0.5", "10.2.0.7") if src == "a" else ("10.2.0.7", "10.1.0.5")
-    arrived = 0
-    for _ in range(n):
-        esp, _, drop, _ = pair.workers[src].dp.outbound(ipv4_udp(*nets, b"y" * 200))
-        if drop is not Drop.NONE:
-            continue
-        _, drop = pair.workers[dst].dp.inbound(esp, Endpoint(ipaddress.ip_address(pair.ip(src)), 4500))
-        arrived += drop is Drop.NONE
-    return arrived
 
 
 def octets(record: dict[str, int]) -> tuple[int, int]:
@@ -93,7 +53,7 @@ async def accounted(life_bytes: int) -> tuple[AcctPair, Accounting, AcctServer, 
     acct = svc.accounting = Accounting(settings(port), svc._acct_dump, svc._acct_children)
     handle = svc._ike_handle(pair.ike("a"))
     acct.start(handle, "alice", STATION, [])
-    assert send(pair, "a", 3) == 3 and send(pair, "b", 2) == 2
+    assert pair.traffic("a", 3) == 3 and pair.traffic("b", 2) == 2
     acct.observe(await svc._acct_dump())   # a `tunsec status`
     return pair, acct, server, handle
 
@@ -103,14 +63,8 @@ async def stop(pair: AcctPair, acct: Accounting, server: AcctServer, handle: int
     before it is the Stop's."""
     await pair.settle()   # the DELETE exchange: the Child SA goes down, its final DUMP is read
     assert not pair.svc["a"].children
-    svc = pair.svc["a"]
-    (ike,) = svc.ike_sas()
-    dump = pipe.join_dump_replies(await pair.workers["a"].request(lambda r: pipe.Dump(r)))
-    daemon = SimpleNamespace(   # what status_document reads of the daemon; the IKE part is the service's own
-        cfg=SimpleNamespace(tunsec=SimpleNamespace(tun="tun0")), mtu=1400, tun=None,
-        sockets=SimpleNamespace(offloads=lambda: []), worker=SimpleNamespace(pid=None, malformed=0, late=0),
-        restarts=[], started=0.0, service_status=lambda d: [{"tunnels": []}, svc.status(d)])
-    text = render(status_document(daemon, dump))  # type: ignore[arg-type]
+    (ike,) = pair.svc["a"].ike_sas()
+    text = await pair.status_text("a")
     acct.stop(handle, Cause.USER_REQUEST)
     await until(lambda: server.of("Stop"))
     acct.close()
@@ -133,7 +87,7 @@ def test_a_hard_time_expiry_keeps_the_traffic_after_the_last_read() -> None:
         pair, acct, server, handle = await accounted(0)
         mark = len(pair.timeline)
         seen = pair.workers["a"].dp.get(pair.child("a").spi_in, Direction.IN).counters["bytes"]
-        assert send(pair, "a", 4) == 4 and send(pair, "b", 3) == 3
+        assert pair.traffic("a", 4) == 4 and pair.traffic("b", 3) == 3
         state, worker = pair.child("a"), pair.workers["a"]
         final = (worker.dp.get(state.spi_in, Direction.IN).counters["bytes"],
                  worker.dp.get(state.spi_out, Direction.OUT, state.remote).counters["bytes"])
@@ -158,7 +112,7 @@ def test_a_hard_byte_limit_counts_up_to_the_last_packet_it_let_through() -> None
     async def main() -> tuple[tuple[int, int], tuple[int, int]]:
         pair, acct, server, handle = await accounted(LIFE_BYTES)
         state, worker = pair.child("a"), pair.workers["a"]
-        assert send(pair, "a", 40) < 40   # 228-byte packets: the limit stops them
+        assert pair.traffic("a", 40) < 40   # 228-byte packets: the limit stops them
         out_key = (state.spi_out, Direction.OUT, state.remote)
         assert worker.dp.get(*out_key).state == "dead"   # its counters move no more
         final = (worker.dp.get(state.spi_in, Direction.IN).counters["bytes"], worker.dp.get(*out_key).counters["bytes"])
@@ -177,7 +131,7 @@ def test_an_expire_and_a_dump_that_raced_it_count_once(order: str) -> None:
     async def main() -> tuple[tuple[int, int], int]:
         pair, acct, server, handle = await accounted(0)
         state, worker = pair.child("a"), pair.workers["a"]
-        assert send(pair, "a", 5) == 5
+        assert pair.traffic("a", 5) == 5
         dump = await pair.svc["a"]._acct_dump()
         out_key = (state.spi_out, Direction.OUT, state.remote)
         final = worker.dp.get(*out_key).counters["bytes"]

@@ -7,4 +7,7 @@
   strongSwan kernel-libipsec, wireguard-go, kernel XFRM).
 - :mod:`tunsec.bench.harness`: iperf3 runs, CPU and drop accounting, the
   table, the JSON and the chart (``python bench/run.py``).
+- :mod:`tunsec.bench.client_setup`, :mod:`tunsec.bench.callgrind`: one
+  road-warrior client's requests to the worker, and instruction counts under
+  callgrind (``bench/install_cost.py``, ``bench/pipe_cost.py``).
 """

@@ -556,7 +556,7 @@ class IkeService(Service):
     # --- tunsec status (status.py) -----------------------------------------------------------------
     def status(self, dump: pipe.Reply) -> dict[str, Any]:
         return _status.status(self.ike_sas(), self.leases(), self.endpoint, self.spi_pool, self.barrier, self.sockets,
-                              {} if self.radius is None else self.radius.status(self.accounting, self.dae))
+                              {} if self.radius is None else self.radius.status(self.accounting, self.dae), self.events)
 
     @classmethod
     def idle_status(cls) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from tunsec.eventcounts import EventCounts
 from tunsec.ike.endpoint import EndpointStats, IkeEndpoint
 from tunsec.ike.fragments import FragmentStats
 from tunsec.ike.sa import IkeSa
@@ -24,7 +25,8 @@ _FRAGMENT_COUNTERS = tuple([f.name for f in dataclasses.fields(FragmentStats)])
 
 
 def status(ike_sas: list[dict[str, Any]], leases: list[dict[str, Any]], endpoint: IkeEndpoint,
-           spi_pool: SpiPool, barrier: Barrier, sockets: IkeSockets, radius: dict[str, Any]) -> dict[str, Any]:
+           spi_pool: SpiPool, barrier: Barrier, sockets: IkeSockets, radius: dict[str, Any],
+           events: EventCounts) -> dict[str, Any]:
     return {
         "ike_sas": ike_sas,
         "leases": leases,
@@ -52,16 +54,26 @@ def status(ike_sas: list[dict[str, Any]], leases: list[dict[str, Any]], endpoint
                      "install_holds": barrier.install_holds,
                      "install_hold_seconds": round(barrier.install_hold_seconds, 6),
                      "install_hold_max": round(barrier.install_hold_max, 6)},
+        # packets' ACQUIREs claimed and ignored, by child (the metrics' tunsec_trap_acquires_ignored and
+        # tunsec_child_sa_acquires_ignored): "trap", of a trap policy whose child was up or being created
+        # already; "child_sa", of a Child SA's policy after its outbound SA's hard limit, until its DELETE
+        # or rekey is through
+        "acquires_ignored": {"trap": _by_child(events.acquires_ignored),
+                             "child_sa": _by_child(events.child_acquires_ignored)},
         # auth = eap-radius: requests and answers, what was dropped, what is open now, each server's
         # health, and accounting's counters
         "radius": radius,
     }
 
 
+def _by_child(counts: Mapping[tuple[str, str], int]) -> list[dict[str, Any]]:
+    return [{"connection": conn, "child": child, "count": n} for (conn, child), n in sorted(counts.items())]
+
+
 def idle_status() -> dict[str, Any]:
     return {"ike_sas": [], "leases": [], "ike_half_open": 0, "ike_half_open_addresses": 0,
             "ike_half_open_max_per_address": 0, "ike_half_open_busiest": "", "ike_drops": {}, "ike_fragments": {},
-            "ike_held": {}, "radius": {}}
+            "ike_held": {}, "acquires_ignored": {}, "radius": {}}
 
 
 def ike_sas(sas: Iterable[IkeSa], ike_up: Mapping[bytes, IkeUpRecord], children: Iterable[ChildState],
