@@ -537,7 +537,8 @@ def test_status_shows_the_per_address_half_open_table_as_it_is_now() -> None:
     b = IkeEndpoint([cfg(False)], limits=DosLimits(cookie_threshold_ip=10, block_threshold=20))
     request = init_request()
     held = SimpleNamespace(held_waiting=0, held_total=0, held_dropped=0, spi_waits=0, returned=0, install_waits=0,
-                           install_holds=0, install_hold_seconds=0.0, install_hold_max=0.0, esp_on_ike_port=0)
+                           install_holds=0, install_hold_seconds=0.0, install_hold_max=0.0, esp_on_ike_port=0,
+                           natt_unanswered=0)
 
     def shown() -> tuple[int, int, int, float, float]:
         doc = ike_status.status([], [], b, held, held, held, {}, EventCounts())  # type: ignore[arg-type]
@@ -721,17 +722,19 @@ def test_status_names_the_busiest_source_by_its_prefix() -> None:
     one by its prefix, the unit its limits count (not one of the addresses it rotates through)."""
     from types import SimpleNamespace
 
+    from tunsec.eventcounts import EventCounts
     from tunsec.services.ike import status as ike_status
     from tunsec.status import render
 
     b = IkeEndpoint([cfg(False)], limits=DosLimits(cookie_threshold_ip=10, block_threshold=20))
     request = init_request()
     held = SimpleNamespace(held_waiting=0, held_total=0, held_dropped=0, spi_waits=0, returned=0, install_waits=0,
-                           install_holds=0, install_hold_seconds=0.0, install_hold_max=0.0, esp_on_ike_port=0)
+                           install_holds=0, install_hold_seconds=0.0, install_hold_max=0.0, esp_on_ike_port=0,
+                           natt_unanswered=0)
     for i, ip in enumerate([*_in_64("2001:db8:1:2", 4), "198.51.100.1", "::ffff:198.51.100.2"]):
         b.receive(with_spi(request, i), (ip, 1000 + i), 1.0)
     b.datagrams_to_send(1.0)
-    doc = ike_status.status([], [], b, held, held, held, {})  # type: ignore[arg-type]
+    doc = ike_status.status([], [], b, held, held, held, {}, EventCounts())  # type: ignore[arg-type]
     assert (doc["ike_half_open"], doc["ike_half_open_addresses"], doc["ike_half_open_max_per_address"],
             doc["ike_half_open_busiest"]) == (6, 3, 4, "2001:db8:1:2::/64")
     base = {"tun": {"name": "tunsec0", "mtu": 1400, "offloads": []}, "worker": {"pid": 1, "restarts": 0},
@@ -740,5 +743,5 @@ def test_status_names_the_busiest_source_by_its_prefix() -> None:
     assert line.startswith("IKE: 6 half-open from 3 addresses or IPv6 prefixes (at most 4 from one: "
                            "2001:db8:1:2::/64); unauthenticated: ")
     b.handle_timer(1.0 + TIMEOUT)
-    doc = ike_status.status([], [], b, held, held, held, {})  # type: ignore[arg-type]
+    doc = ike_status.status([], [], b, held, held, held, {}, EventCounts())  # type: ignore[arg-type]
     assert doc["ike_half_open_busiest"] == "" and doc["ike_half_open_max_per_address"] == 0
