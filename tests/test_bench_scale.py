@@ -69,10 +69,12 @@ def test_the_log_clock_maps_to_wall_time_today_or_yesterday() -> None:
     assert later == pytest.approx(now + 7200 - 86400, abs=0.01)
 
 
-def test_sched_shares_come_from_the_samples_nearest_the_window() -> None:
+def test_sched_shares_are_interpolated_between_the_samples_around_the_window() -> None:
     sampler = SchedSampler([])
     sampler.samples = [(100.0, 1.0, 0.0), (100.5, 1.2, 0.1), (101.0, 1.5, 0.4), (101.5, 1.5, 0.4)]
-    assert sampler.shares(100.49, 101.02) == pytest.approx((0.6, 0.6))   # 0.3 s on a CPU, 0.3 waiting in 0.5 s
+    assert sampler.shares(100.5, 101.0) == pytest.approx((0.6, 0.6))     # 0.3 s on a CPU, 0.3 waiting in 0.5 s
+    assert sampler.shares(100.25, 100.75) == pytest.approx((0.5, 0.4))   # 1.1 -> 1.35 s, 0.05 -> 0.25 s
     assert sampler.shares(101.0, 101.5) == pytest.approx((0.0, 0.0))     # slept
     assert sampler.shares(101.0, 100.0) is None
+    assert sampler.shares(99.0, 100.5) is None                           # before the first sample
     assert SchedSampler([]).shares(0.0, 1.0) is None
