@@ -6,7 +6,15 @@ import time
 
 import pytest
 
-from tunsec.bench.scale import ClientTimes, ScaleResult, SchedSampler, burst_seconds, client_times, format_marginal
+from tunsec.bench.scale import (
+    ClientTimes,
+    ScaleResult,
+    SchedSampler,
+    burst_seconds,
+    client_times,
+    format_marginal,
+    retransmissions,
+)
 
 MIB = 2**20
 
@@ -57,6 +65,11 @@ def test_client_times_give_the_clients_pace_and_each_clients_setup_across_midnig
     assert times.setup_seconds() == pytest.approx([0.04, 4.19])  # rw1 .950 -> .990, rw2 .960 -> 04.150
     assert client_times(LOG[:3]).setup_seconds() == []           # initiated, never up
     assert client_times([]).pace() is None
+
+
+def test_retransmissions_are_counted_from_the_log() -> None:
+    assert retransmissions(LOG) == 1
+    assert retransmissions(LOG[:5]) == 0
 
 
 def test_the_log_clock_maps_to_wall_time_today_or_yesterday() -> None:

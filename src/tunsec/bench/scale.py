@@ -333,6 +333,7 @@ def _swanctl_ok(topo: TwoHosts, inst: Instance, *args: str, timeout: float = 120
 _STATS = re.compile(r"IKE_SAs: (\d+) total, (\d+) half-open")
 _LOG_INIT = re.compile(rf"^(\d\d):(\d\d):(\d\d\.\d{{3}}) \d+\[IKE\] initiating IKE_SA {CONN}(\d+)\[")
 _LOG_UP = re.compile(rf"^(\d\d):(\d\d):(\d\d\.\d{{3}}) \d+\[IKE\] IKE_SA {CONN}(\d+)\[\d+\] established ")
+_LOG_RETRANSMIT = re.compile(r"^\S+ \d+\[IKE\] retransmit \d+ of request with message ID \d+")
 _SA_LINE = re.compile(r"^list-sa event \{(\S+) \{(.*)$")
 
 
@@ -500,6 +501,11 @@ def client_times(log_lines: Sequence[str]) -> ClientTimes:
     return ClientTimes(initiated, up, first)
 
 
+def retransmissions(log_lines: Sequence[str]) -> int:
+    """Requests charon sent again (its log): answers that took longer than its 4 s, or were lost."""
+    return sum(1 for line in log_lines if _LOG_RETRANSMIT.match(line))
+
+
 def burst_seconds(log_lines: Sequence[str], clients: int) -> float | None:
     """See :meth:`RoadWarriors.burst_seconds`; None unless all ``clients`` came up."""
     up = client_times(log_lines).up
@@ -592,6 +598,7 @@ class ScaleResult:
     t_pace: float | None = None           # first to last IKE_SA_INIT, by the same log (ClientTimes.pace)
     setup_median: float | None = None     # per client, IKE_SA_INIT to IKE SA up (ClientTimes.setup_seconds) ...
     setup_max: float | None = None        # ... and the slowest
+    retransmits: int = 0            # requests the clients sent again (their log): answers later than 4 s, or lost
     main_run: float | None = None   # share of t_burst the gateway's main process (threads summed) was on a CPU
     main_wait: float | None = None  # ... runnable but waiting for one (the rest it slept: SchedSampler)
     rss_before: int = 0
@@ -703,6 +710,7 @@ def run_clients(topo: TwoHosts, gateway: Gateway, clients: RoadWarriors, timeout
     res.t_burst = burst_seconds(lines, clients.clients)
     times = client_times(lines)
     res.t_pace = times.pace()
+    res.retransmits = retransmissions(lines)
     if setups := times.setup_seconds():
         res.setup_median, res.setup_max = statistics.median(setups), setups[-1]
     if res.t_burst is not None:
@@ -794,6 +802,7 @@ def format_table(results: Sequence[ScaleResult]) -> str:
         ("s first INIT to last INIT (client log)", [r.t_pace for r in results], 3),
         ("ms INIT to up per client, median", [_ms(r.setup_median) for r in results], 0),
         ("ms INIT to up per client, max", [_ms(r.setup_max) for r in results], 0),
+        ("client retransmissions (client log)", [float(r.retransmits) for r in results], 0),
         ("gateway RSS before, MiB", [r.rss_before / 2**20 for r in results], 1),
         ("gateway RSS after, MiB", [r.rss_after / 2**20 for r in results], 1),
         ("gateway KiB per client", [r.kib_per_client for r in results], 1),
