@@ -97,7 +97,7 @@ def bring_up(topo: TwoHosts, clients: scale.RoadWarriors, n: int, timeout: float
     clients.clients = n
     (clients.inst.dir / "swanctl.conf").write_text(scale.client_swanctl(topo.b, topo.a, clients.psk, n))
     clients.load()    # loads the connections not loaded yet: they start
-    if not clients.wait_established(timeout):
+    if clients.wait_established(timeout) is None:
         raise SystemExit(f"only {clients.established()} of {n} clients established")
     vips = clients.wait_vips(timeout)
     answered = scale.ping_from(topo.b, sorted(vips.values()), topo.a.inner4, timeout)

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from tunsec.bench.scale import ScaleResult, burst_seconds, format_marginal
+from tunsec.bench.scale import (
+    ClientTimes,
+    ScaleResult,
+    SchedSampler,
+    burst_seconds,
+    client_times,
+    format_marginal,
+    retransmissions,
+)
 
 MIB = 2**20
 
@@ -47,3 +57,37 @@ def test_no_burst_unless_every_client_came_up() -> None:
     assert burst_seconds(LOG, 3) is None
     assert burst_seconds(LOG[:5], 2) is None
     assert burst_seconds([], 1) is None
+
+
+def test_client_times_give_the_clients_pace_and_each_clients_setup_across_midnight() -> None:
+    times = client_times(LOG)
+    assert times.pace() == pytest.approx(0.01)                   # rw1 at .950, rw2 at .960
+    assert times.setup_seconds() == pytest.approx([0.04, 4.19])  # rw1 .950 -> .990, rw2 .960 -> 04.150
+    assert client_times(LOG[:3]).setup_seconds() == []           # initiated, never up
+    assert client_times([]).pace() is None
+
+
+def test_retransmissions_are_counted_from_the_log() -> None:
+    assert retransmissions(LOG) == 1
+    assert retransmissions(LOG[:5]) == 0
+
+
+def test_the_log_clock_maps_to_wall_time_today_or_yesterday() -> None:
+    now = time.time()
+    lt = time.localtime(now)
+    of_day = lt.tm_hour * 3600 + lt.tm_min * 60 + lt.tm_sec + now % 1
+    assert ClientTimes({}, {}, of_day).wall(0.5) == pytest.approx(now + 0.5, abs=0.01)
+    # a time of day later than now (by more than an hour) was yesterday's
+    later = ClientTimes({}, {}, (of_day + 7200) % 86400).wall(0.0)
+    assert later == pytest.approx(now + 7200 - 86400, abs=0.01)
+
+
+def test_sched_shares_are_interpolated_between_the_samples_around_the_window() -> None:
+    sampler = SchedSampler([])
+    sampler.samples = [(100.0, 1.0, 0.0), (100.5, 1.2, 0.1), (101.0, 1.5, 0.4), (101.5, 1.5, 0.4)]
+    assert sampler.shares(100.5, 101.0) == pytest.approx((0.6, 0.6))     # 0.3 s on a CPU, 0.3 waiting in 0.5 s
+    assert sampler.shares(100.25, 100.75) == pytest.approx((0.5, 0.4))   # 1.1 -> 1.35 s, 0.05 -> 0.25 s
+    assert sampler.shares(101.0, 101.5) == pytest.approx((0.0, 0.0))     # slept
+    assert sampler.shares(101.0, 100.0) is None
+    assert sampler.shares(99.0, 100.5) is None                           # before the first sample
+    assert SchedSampler([]).shares(0.0, 1.0) is None

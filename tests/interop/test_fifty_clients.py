@@ -44,7 +44,7 @@ def test_fifty_road_warriors_at_once(topo: TwoHosts) -> None:
     clients.start()
     clients.load()
 
-    assert clients.wait_established(30), \
+    assert clients.wait_established(30) is not None, \
         f"{clients.established()} of {N} IKE SAs up\n{gateway.diagnostics()}\n{clients.diagnostics()}"
     vips = clients.wait_vips(15)
     assert sorted(vips) == sorted(f"{CONN}{k}" for k in range(1, N + 1)), sorted(vips)

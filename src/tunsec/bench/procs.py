@@ -123,6 +123,26 @@ def threads_cpu_seconds(pids: Iterable[int], prefix: str) -> float:
     return total
 
 
+def sched_seconds(pid: int) -> tuple[float, float]:
+    """(seconds on a CPU, seconds runnable but waiting for one) of one process, summed over its
+    threads (/proc/<pid>/task/<tid>/schedstat, ns); (0, 0) if it is gone.  Over an interval,
+    what is neither was sleeping: waiting on a socket, a timer or another process."""
+    run = wait = 0
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0.0, 0.0
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat", encoding="ascii") as f:
+                fields = f.read().split()
+        except OSError:
+            continue
+        run += int(fields[0])
+        wait += int(fields[1])
+    return run / 1e9, wait / 1e9
+
+
 def rss_bytes(pid: int) -> int:
     """Resident set size of one process (VmRSS of /proc/<pid>/status); 0 if it is gone."""
     try:

@@ -24,7 +24,12 @@ advise for many SAs. Fair to both: strongSwan's per-address COOKIE threshold is 
 road warriors come from many addresses), the clients' charon does not reuse IKE SAs (each
 connection is its own road warrior), and the namespaces have no IPv6 (:func:`no_ipv6`). The
 burst is also timed by the clients' charon's log (:func:`burst_seconds`), without the swanctl
-calls and the polling around it.
+calls and the polling around it.  The same log tells whether a run measured the gateway or the
+clients (:class:`ClientTimes`): the clients' own pace (first to last IKE_SA_INIT; a gateway that
+keeps up is done a few ms after it) and each client's IKE_SA_INIT to IKE SA up (milliseconds
+when the gateway keeps up, its queue when it does not).  And the gateway's main process's share
+of the set-up on a CPU and waiting for one (:func:`~tunsec.bench.procs.sched_seconds`): the rest
+it slept, i.e. waited on a socket, a timer or the worker.
 
 The tests reuse the pieces (:class:`RoadWarriors`, :class:`TunsecGateway`).
 """
@@ -32,6 +37,7 @@ The tests reuse the pieces (:class:`RoadWarriors`, :class:`TunsecGateway`).
 from __future__ import annotations
 
 import argparse
+import bisect
 import dataclasses
 import ipaddress
 import json
@@ -40,9 +46,11 @@ import re
 import secrets
 import signal
 import socket
+import statistics
 import struct
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -53,7 +61,14 @@ from typing import Any, Protocol
 
 from tunsec.bench import timeline
 from tunsec.bench.netns import Host, TwoHosts, netns_socket, wait_until
-from tunsec.bench.procs import cpu_seconds, rss_bytes, threads_cpu_seconds, tree_cpu_seconds, tree_rss_bytes
+from tunsec.bench.procs import (
+    cpu_seconds,
+    rss_bytes,
+    sched_seconds,
+    threads_cpu_seconds,
+    tree_cpu_seconds,
+    tree_rss_bytes,
+)
 from tunsec.bench.systems.base import Unavailable, log_tail, missing_commands
 from tunsec.bench.systems.strongswan import CHARON, LIBIPSEC_PLUGIN, Instance, start_charon, strongswan_conf, swanctl
 from tunsec.bench.systems.tunsec import _tunsec_env, tunsec_importable
@@ -316,8 +331,9 @@ def _swanctl_ok(topo: TwoHosts, inst: Instance, *args: str, timeout: float = 120
 
 
 _STATS = re.compile(r"IKE_SAs: (\d+) total, (\d+) half-open")
-_LOG_INIT = re.compile(r"^(\d\d):(\d\d):(\d\d\.\d{3}) \d+\[IKE\] initiating IKE_SA ")
+_LOG_INIT = re.compile(rf"^(\d\d):(\d\d):(\d\d\.\d{{3}}) \d+\[IKE\] initiating IKE_SA {CONN}(\d+)\[")
 _LOG_UP = re.compile(rf"^(\d\d):(\d\d):(\d\d\.\d{{3}}) \d+\[IKE\] IKE_SA {CONN}(\d+)\[\d+\] established ")
+_LOG_RETRANSMIT = re.compile(r"^\S+ \d+\[IKE\] retransmit \d+ of request with message ID \d+")
 _SA_LINE = re.compile(r"^list-sa event \{(\S+) \{(.*)$")
 
 
@@ -360,8 +376,37 @@ class RoadWarriors:
         m = _STATS.search(self.swanctl("--stats", timeout=30).stdout)
         return int(m.group(1)) - int(m.group(2)) if m else 0
 
-    def wait_established(self, timeout: float) -> bool:
-        return wait_until(lambda: self.established() >= self.clients, timeout, interval=0.1)
+    def wait_established(self, timeout: float, interval: float = 0.02) -> float | None:
+        """Until every client's IKE SA is up: by charon's log, read as it grows, then confirmed by
+        swanctl's count (a client whose IKE SA went down again is waited for by that count).  The
+        time.monotonic() when the log had them all (the confirmation not counted); None if not.
+
+        Not by polling ``swanctl --stats``: each call cost ~24 ms of CPU (swanctl starting up in
+        the namespace), 2-3 of them inside an N = 100 burst of 0.2-0.5 s took CPU from the gateway
+        and the clients on this 2-vCPU host, and a 0.1 s poll of a call taking up to 0.2 s under
+        load added up to 0.3 s to the time it reports."""
+        deadline = time.monotonic() + timeout
+        up: set[str] = set()
+        seen, rest = 0, b""
+        while len(up) < self.clients:
+            try:
+                with open(self.inst.log, "rb") as f:
+                    f.seek(seen)
+                    chunk = f.read()
+            except OSError:
+                chunk = b""
+            seen += len(chunk)
+            *lines, rest = (rest + chunk).split(b"\n")
+            for line in lines:
+                if b" established " in line and (m := _LOG_UP.match(line.decode(errors="replace"))):
+                    up.add(m.group(4))
+            if len(up) >= self.clients or time.monotonic() >= deadline:
+                break
+            time.sleep(interval)
+        done = time.monotonic()
+        if wait_until(lambda: self.established() >= self.clients, max(1.0, deadline - done), interval=0.1):
+            return done if len(up) >= self.clients else time.monotonic()
+        return None
 
     def vips(self) -> dict[str, str]:
         """{connection: its virtual IP} of the established IKE SAs with an installed child."""
@@ -406,24 +451,65 @@ class RoadWarriors:
         """Seconds from the first IKE_SA_INIT charon sent to the moment every client's IKE SA was up,
         by the timestamps of its log: what the gateway took, without the swanctl calls and the
         polling around it (which add a few tenths of a second to both gateways' times)."""
-        return burst_seconds(self.inst.log.read_text(errors="replace").splitlines(), self.clients)
+        return burst_seconds(self.log_lines(), self.clients)
+
+    def log_lines(self) -> list[str]:
+        return self.inst.log.read_text(errors="replace").splitlines()
 
 
-def burst_seconds(log_lines: Sequence[str], clients: int) -> float | None:
-    """See :meth:`RoadWarriors.burst_seconds`; None unless all ``clients`` came up."""
+@dataclass(frozen=True)
+class ClientTimes:
+    """Each client's first IKE_SA_INIT and its IKE SA up, seconds after the first client's
+    IKE_SA_INIT, by the client charon's log (across midnight too)."""
+
+    initiated: dict[str, float]
+    up: dict[str, float]
+    start: float | None = None      # the first IKE_SA_INIT's time of day (seconds since local midnight)
+
+    def wall(self, offset: float) -> float:
+        """``offset`` seconds after the first IKE_SA_INIT as a time.time() value (the log's day is
+        today's, or yesterday's when that puts it in the future)."""
+        assert self.start is not None
+        midnight = time.mktime((*time.localtime()[:3], 0, 0, 0, 0, 0, -1))
+        at = midnight + self.start + offset
+        return at - 86400 if at > time.time() + 3600 else at
+
+    def pace(self) -> float | None:
+        """First to last IKE_SA_INIT: how fast the clients' charon started them.  A gateway that keeps
+        up with it (answers within milliseconds) is done a few ms after this; the clients cannot be
+        set up faster than they start."""
+        return max(self.initiated.values()) if self.initiated else None
+
+    def setup_seconds(self) -> list[float]:
+        """Per client, its IKE_SA_INIT to its IKE SA up: the gateway's answers plus its queue."""
+        return sorted(self.up[k] - self.initiated[k] for k in self.up if k in self.initiated)
+
+
+def client_times(log_lines: Sequence[str]) -> ClientTimes:
     def seconds(m: re.Match[str]) -> float:
         return int(m.group(1)) * 3600 + int(m.group(2)) * 60 + float(m.group(3))
 
     first: float | None = None
+    initiated: dict[str, float] = {}
     up: dict[str, float] = {}
     for line in log_lines:
-        if first is None and (m := _LOG_INIT.match(line)):
-            first = seconds(m)
+        if m := _LOG_INIT.match(line):
+            first = seconds(m) if first is None else first
+            initiated.setdefault(m.group(4), (seconds(m) - first) % 86400)
         elif first is not None and (m := _LOG_UP.match(line)):
-            up.setdefault(m.group(4), (seconds(m) - first) % 86400)     # across midnight too
-    if first is None or len(up) < clients:
-        return None
-    return max(up.values())
+            up.setdefault(m.group(4), (seconds(m) - first) % 86400)
+    return ClientTimes(initiated, up, first)
+
+
+def retransmissions(log_lines: Sequence[str]) -> int:
+    """Requests charon sent again (its log): answers that took longer than its 4 s, or were lost."""
+    return sum(1 for line in log_lines if _LOG_RETRANSMIT.match(line))
+
+
+def burst_seconds(log_lines: Sequence[str], clients: int) -> float | None:
+    """See :meth:`RoadWarriors.burst_seconds`; None unless all ``clients`` came up."""
+    up = client_times(log_lines).up
+    return max(up.values()) if len(up) >= clients else None
 
 
 # --------------------------------------------------------------------------
@@ -509,6 +595,12 @@ class ScaleResult:
     t_established: float | None = None    # seconds from the load until all IKE SAs were established
     t_pinged: float | None = None         # ... until every virtual IP answered a ping
     t_burst: float | None = None          # first IKE_SA_INIT to all IKE SAs up, by the client charon's log
+    t_pace: float | None = None           # first to last IKE_SA_INIT, by the same log (ClientTimes.pace)
+    setup_median: float | None = None     # per client, IKE_SA_INIT to IKE SA up (ClientTimes.setup_seconds) ...
+    setup_max: float | None = None        # ... and the slowest
+    retransmits: int = 0            # requests the clients sent again (their log): answers later than 4 s, or lost
+    main_run: float | None = None   # share of t_burst the gateway's main process (threads summed) was on a CPU
+    main_wait: float | None = None  # ... runnable but waiting for one (the rest it slept: SchedSampler)
     rss_before: int = 0
     rss_after: int = 0
     rss_main_before: int = 0        # of these, the gateway's main process (tunsec: the control process)
@@ -537,6 +629,50 @@ class ScaleResult:
         return (self.rss_after - self.rss_before) / 1024 / self.clients
 
 
+class SchedSampler:
+    """The gateway's main process's schedstat (on a CPU, waiting for one) every ``interval`` seconds
+    in a thread, so that its share of the burst (first IKE_SA_INIT to last IKE SA up, by the
+    clients' log) can be taken afterwards: what it was neither, it slept (on a socket, a timer,
+    the worker), i.e. idle time on the critical path if the gateway was behind."""
+
+    # a sample reads every thread's schedstat: ~0.5 ms of CPU for charon's ~25 threads, so not more often
+    def __init__(self, pids: Sequence[int], interval: float = 0.025) -> None:
+        self.pids, self.interval = list(pids), interval
+        self.samples: list[tuple[float, float, float]] = []    # (time.time(), run s, wait s)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sched-sampler", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            now, stats = time.time(), [sched_seconds(p) for p in self.pids]
+            self.samples.append((now, sum(r for r, _ in stats), sum(w for _, w in stats)))
+            if self._stop.wait(self.interval):
+                return
+
+    def shares(self, t0: float, t1: float) -> tuple[float, float] | None:
+        """(on a CPU, waiting for one) as shares of [t0, t1], interpolated between the samples
+        around its ends; None unless the samples cover it."""
+        if t1 <= t0 or not self.samples or not self.samples[0][0] <= t0 < t1 <= self.samples[-1][0]:
+            return None
+        (r0, w0), (r1, w1) = self._at(t0), self._at(t1)
+        return (r1 - r0) / (t1 - t0), (w1 - w0) / (t1 - t0)
+
+    def _at(self, t: float) -> tuple[float, float]:
+        i = bisect.bisect_left(self.samples, t, key=lambda s: s[0])
+        if self.samples[i][0] == t:
+            return self.samples[i][1], self.samples[i][2]
+        (ta, ra, wa), (tb, rb, wb) = self.samples[i - 1], self.samples[i]
+        f = (t - ta) / (tb - ta)
+        return ra + f * (rb - ra), wa + f * (wb - wa)
+
+
 def no_ipv6(topo: TwoHosts) -> None:
     """No IPv6 in the namespaces (the benchmark is IPv4 only), before any daemon starts: otherwise the
     veths' link-local addresses finish duplicate address detection a second or two after the link came
@@ -560,14 +696,27 @@ def run_clients(topo: TwoHosts, gateway: Gateway, clients: RoadWarriors, timeout
     main0 = sum(cpu_seconds(p) for p in gateway.pids())
     loops0 = threads_cpu_seconds(gateway.pids(), LOOP_THREAD)
     ccpu0 = tree_cpu_seconds(clients.pids())
+    sampler = SchedSampler(gateway.pids())
+    sampler.start()
     t0 = time.monotonic()
     clients.load()
-    if clients.wait_established(timeout):
-        res.t_established = time.monotonic() - t0
+    if (done := clients.wait_established(timeout)) is not None:
+        res.t_established = done - t0
+    sampler.stop()
     vips = clients.wait_vips(max(5.0, timeout - (time.monotonic() - t0)))
     res.established = clients.established()
     res.distinct_vips = len(set(vips.values()))
-    res.t_burst = clients.burst_seconds()
+    lines = clients.log_lines()
+    res.t_burst = burst_seconds(lines, clients.clients)
+    times = client_times(lines)
+    res.t_pace = times.pace()
+    res.retransmits = retransmissions(lines)
+    if setups := times.setup_seconds():
+        res.setup_median, res.setup_max = statistics.median(setups), setups[-1]
+    if res.t_burst is not None:
+        shares = sampler.shares(times.wall(0.0), times.wall(res.t_burst))
+        if shares is not None:
+            res.main_run, res.main_wait = shares
     answered = ping_from(topo.b, sorted(vips.values()), topo.a.inner4,
                          max(5.0, timeout - (time.monotonic() - t0)))
     res.pinged = len(answered)
@@ -633,6 +782,11 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else seconds * 1000
 
 
+def _pct(share: float | None) -> float | None:
+    """A share in percent (threads summed: a multi-threaded process can pass 100)."""
+    return None if share is None else 100 * share
+
+
 def format_table(results: Sequence[ScaleResult]) -> str:
     """Metrics as rows, gateways as columns, and tunsec / strongSwan as the last column."""
     by = {r.gateway: r for r in results}
@@ -645,6 +799,10 @@ def format_table(results: Sequence[ScaleResult]) -> str:
         ("IKE SAs established / s", [r.ike_sas_per_s for r in results], 1),
         ("s until all VIPs pinged", [r.t_pinged for r in results], 2),
         ("s first INIT to all up (client log)", [r.t_burst for r in results], 3),
+        ("s first INIT to last INIT (client log)", [r.t_pace for r in results], 3),
+        ("ms INIT to up per client, median", [_ms(r.setup_median) for r in results], 0),
+        ("ms INIT to up per client, max", [_ms(r.setup_max) for r in results], 0),
+        ("client retransmissions (client log)", [float(r.retransmits) for r in results], 0),
         ("gateway RSS before, MiB", [r.rss_before / 2**20 for r in results], 1),
         ("gateway RSS after, MiB", [r.rss_after / 2**20 for r in results], 1),
         ("gateway KiB per client", [r.kib_per_client for r in results], 1),
@@ -652,6 +810,8 @@ def format_table(results: Sequence[ScaleResult]) -> str:
         ("gateway CPU s (user+sys)", [r.cpu_gateway for r in results], 2),
         ("gateway CPU ms per client", [r.cpu_gateway * 1000 / r.clients for r in results], 2),
         ("  main process (control; charon)", [r.cpu_main * 1000 / r.clients for r in results], 2),
+        ("main process on a CPU, % of burst", [_pct(r.main_run) for r in results], 0),
+        ("main process waiting for a CPU, %", [_pct(r.main_wait) for r in results], 0),
         ("  worker: Python", [_tunsec_only(r, (r.cpu_worker - r.cpu_loops) * 1000 / r.clients) for r in results], 2),
         ("  worker: packet loops", [_tunsec_only(r, r.cpu_loops * 1000 / r.clients) for r in results], 2),
         ("install hold ms, mean", [_ms(r.install_hold_mean) for r in results], 1),
