@@ -27,7 +27,7 @@ from tunsec.ike.message import Message, NotifyPayload, decode_message
 from tunsec.ike.proposals import parse_proposals
 from tunsec.ike.sa import IkeSa, State
 from tunsec.ike.secret import Secret
-from tunsec.ike.testing import Network
+from tunsec.ike.testing import Network, Sent
 
 A, B = "192.0.2.1", "192.0.2.2"
 PSK = Secret(b"a shared secret of some length")
@@ -400,7 +400,9 @@ def test_authenticated_sa_leaves_the_half_open_count() -> None:
     a.receive(response.data, (B, 500), net.now, (A, 500))
     net.run()
     assert any(isinstance(e, ChildSaUp) for e in net.take(B))
-    assert b.half_open == 0 and b.sa_count == 1 and not b._by_init
+    assert b.half_open == 0 and b.sa_count == 1
+    # its IKE_SA_INIT request is still known (a late retransmission), as that SA's only
+    assert list(b._by_init.values()) == b.sas and list(b._init_of) == [b.sas[0].local_spi]
 
 
 # ---------------------------------------------------------------------- per source address
@@ -745,3 +747,37 @@ def test_status_names_the_busiest_source_by_its_prefix() -> None:
     b.handle_timer(1.0 + TIMEOUT)
     doc = ike_status.status([], [], b, held, held, held, {}, EventCounts())  # type: ignore[arg-type]
     assert doc["ike_half_open_busiest"] == "" and doc["ike_half_open_max_per_address"] == 0
+
+
+# ---------------------------------------------------------------------- late IKE_SA_INIT retransmissions
+
+
+def _established(b_limits: DosLimits | None = None) -> tuple[Network, IkeEndpoint, IkeEndpoint, Sent]:
+    """A set up with B; and A's IKE_SA_INIT request as it went over the wire."""
+    net = Network()
+    a = net.add(A, IkeEndpoint([cfg(True)]))
+    b = net.add(B, IkeEndpoint([cfg(False, peer=A)], limits=b_limits))
+    a.initiate("conn", "net", net.now)
+    net.run()
+    assert [type(e) for e in net.take(B)].count(IkeSaUp) == 1
+    request = next(s for s in net.log if s.src[0] == A)
+    assert decode_message(request.data).exchange == ExchangeType.IKE_SA_INIT
+    return net, a, b, request
+
+
+def test_a_late_init_retransmission_reaches_the_authenticated_sa_and_is_dropped_counted() -> None:
+    """A client that waited longer than its retransmission timeout for the IKE_SA_INIT answer (an
+    overloaded gateway) sends the request again after all: that is no new negotiation (no second
+    IKE SA, no x25519, no answer with a SPIr the client ignores), it is dropped and counted."""
+    net, a, b, request = _established()
+    (established,) = b.sas
+    net.now += 5.0
+    b.receive(request.data, request.src, net.now, request.dst)
+    assert b.sas == [established] and established.state is State.ESTABLISHED
+    assert b.half_open == 0 and b.datagrams_to_send(net.now) == []
+    assert b.stats.late_init_retransmits == 1
+    assert not net.take(B)
+    # the IKE SA still works
+    a.sas[0].send_liveness()
+    net.run(until=net.now + 1)
+    assert established.state is State.ESTABLISHED and a.sas[0].state is State.ESTABLISHED

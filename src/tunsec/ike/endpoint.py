@@ -156,11 +156,12 @@ class EndpointStats:
     no_connection: int = 0  # no connection accepts IKE from the source address
     half_open_closed: int = 0  # half-open SAs that timed out or failed before authentication
     redirects_sent: int = 0  # stateless REDIRECT responses (RFC 5685)
+    late_init_retransmits: int = 0  # an IKE_SA_INIT request again after its IKE SA was authenticated
 
 
 @dataclass
 class _HalfOpen:
-    init_key: tuple[bytes, Address]   # (SPIi, the request's source address and port)
+    init_key: bytes                   # _init_digest of the request: its key in _by_init
     source: str                       # its key in the per-source table (dos_source.source_key)
 
 
@@ -205,7 +206,11 @@ class IkeEndpoint:
         # (one SPI as itself, more as a set: a set is 216 bytes, and nearly every peer has one IKE SA)
         self._by_peer: dict[tuple[str, object], bytes | set[bytes]] = {}
         self._peer_key: dict[bytes, tuple[str, object]] = {}
-        self._by_init: dict[tuple[bytes, Address], IkeSa] = {}
+        # IKE_SA_INIT requests (_init_digest) -> the responder SA made for each, for as long as that SA
+        # exists (strongSwan's init_hashes): a retransmission, however late, makes no second SA. The key of
+        # a half-open SA is in its _HalfOpen record, an authenticated one's in _init_of (local SPI -> key)
+        self._by_init: dict[bytes, IkeSa] = {}
+        self._init_of: dict[bytes, bytes] = {}
         self._half_open: dict[bytes, _HalfOpen] = {}  # local SPI -> how the request is found again
         # source IP (IPv6: prefix, dos_source.source_key) -> its half-open SAs (> 0: a source leaves at
         # zero, so this holds at most half_open_limit entries however many sources are spoofed)
@@ -416,9 +421,13 @@ class IkeEndpoint:
     def _on_init_request(
         self, hdr: Header, datagram: bytes, addr: Address, now: float, local: Address | None
     ) -> None:
-        existing = self._by_init.get((hdr.spi_i, addr))
+        key = _init_digest(datagram, addr)
+        existing = self._by_init.get(key)
         if existing is not None and not existing.is_closed:
-            existing.receive(datagram, addr, now, local)  # a retransmission: answered from storage
+            if existing.is_half_open:
+                existing.receive(datagram, addr, now, local)  # a retransmission: answered from storage
+            else:   # it was answered and the SA authenticated since: the client's SA is up (RFC 7296 §2.1)
+                self.stats.late_init_retransmits += 1
             return
         msg = _init_request(hdr, datagram)
         if msg is None:
@@ -450,7 +459,6 @@ class IkeEndpoint:
         sa = self._new_sa(candidates[0], False, now, addr, local, candidates)
         sa.receive(datagram, addr, now, local)
         if sa.is_half_open:
-            key = (hdr.spi_i, addr)
             self._half_open[sa.local_spi] = _HalfOpen(key, source)
             self._by_init[key] = sa
             self._half_open_by_ip[source] = from_ip + 1
@@ -567,7 +575,9 @@ class IkeEndpoint:
             self._index_peer(successor)
         if spi in self._half_open and not sa.is_half_open:
             record = self._half_open.pop(spi)
-            if self._by_init.get(record.init_key) is sa:
+            if not sa.is_closed:
+                self._init_of[spi] = record.init_key   # authenticated: late retransmissions still find it
+            elif self._by_init.get(record.init_key) is sa:
                 del self._by_init[record.init_key]
             self._half_open_left(record.source)
             if sa.is_closed:
@@ -578,6 +588,8 @@ class IkeEndpoint:
                 self._deadline.pop(spi, None)
                 if (key := self._peer_key.pop(spi, None)) is not None:
                     self._unindex_peer(key, spi)
+                if (init := self._init_of.pop(spi, None)) is not None and self._by_init.get(init) is sa:
+                    del self._by_init[init]
             sa.watch(None)
             return
         when = sa.get_timer()
@@ -684,6 +696,15 @@ def _init_request(hdr: Header, datagram: bytes) -> Message | None:
     if not sa.proposals or not ke.data:
         return None
     return msg
+
+
+def _init_digest(datagram: bytes, addr: Address) -> bytes:
+    """What identifies an IKE_SA_INIT request in ``_by_init``: a hash of its bytes (strongSwan's
+    init_hash: a new request that reuses an SPIi is a new negotiation; its nonce and KE are random)
+    and, unlike strongSwan's, of the address and port it came from, as the key here always was."""
+    digest = hashlib.blake2b(f"{addr[0]} {addr[1]} ".encode(), digest_size=16)
+    digest.update(datagram)
+    return digest.digest()
 
 
 def _find_nonce(msg: Message) -> bytes:
