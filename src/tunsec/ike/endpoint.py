@@ -14,6 +14,9 @@ Denial-of-service protection (RFC 7296 §2.6), as strongSwan's charon does it:
 - Responder SAs that have answered IKE_SA_INIT but are not authenticated yet are
   half-open: counted in O(1), capped at ``half_open_limit`` (further requests
   are dropped, counted) and closed after the connection's ``half_open_timeout``.
+- A request that made an SA is known (by a hash of it, its address and port) for as long as
+  that SA exists, as strongSwan's init_hashes: a retransmission is answered from storage while
+  the SA is half-open, and dropped (counted) once it is authenticated, however late it comes.
 - Per source address as well (strongSwan's charon.cookie_threshold_ip and
   charon.block_threshold): half-open SAs are also counted by the address the
   request came from, so one host (spoofed source ports or not) cannot fill
