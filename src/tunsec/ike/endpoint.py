@@ -429,7 +429,7 @@ class IkeEndpoint:
         if existing is not None and not existing.is_closed:
             if existing.is_half_open:
                 existing.receive(datagram, addr, now, local)  # a retransmission: answered from storage
-            else:   # it was answered and the SA authenticated since: the client's SA is up (RFC 7296 §2.1)
+            else:   # answered, and IKE_AUTH done since: message ID 0 is below the window (RFC 7296 §2.3)
                 self.stats.late_init_retransmits += 1
             return
         msg = _init_request(hdr, datagram)
