@@ -19,7 +19,7 @@ import functools
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, TypeVar, dataclass_transform
 
 from .constants import (
     IKE_HEADER_LEN,
@@ -38,6 +38,19 @@ _PAYLOAD_HEADER = struct.Struct("!BBH")
 _HEADER_TAIL = struct.Struct("!BBBBII")
 # plain ints: ``int & HeaderFlag.X`` makes a new HeaderFlag (enum machinery) each time
 _RESPONSE, _INITIATOR = int(HeaderFlag.RESPONSE), int(HeaderFlag.INITIATOR)
+
+
+_C = TypeVar("_C")
+
+
+@dataclass_transform(frozen_default=True, field_specifiers=(field,))
+def immutable(cls: type[_C]) -> type[_C]:
+    """A dataclass that mypy checks as ``frozen=True`` (no field is ever assigned after
+    construction: payloads are shared, e.g. a cached SaPayload by every client of a gateway),
+    but that is a plain one at run time, with the same ``__eq__`` and ``__hash__``.  A frozen
+    dataclass's ``__init__`` sets each field through ``object.__setattr__``, three times as
+    slow as a plain one's: a gateway decodes and builds some 60 of these per client set-up."""
+    return dataclass(unsafe_hash=True)(cls)
 
 
 class DecodeError(Exception):
@@ -66,7 +79,7 @@ def _need(data: bytes, length: int, what: str) -> None:
 # --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@immutable
 class Attribute:
     """A transform attribute; TV format when ``value`` is an int (AF bit set)."""
 
@@ -97,7 +110,7 @@ def _decode_attributes(data: bytes) -> tuple[Attribute, ...]:
     return tuple(attrs)
 
 
-@dataclass(frozen=True)
+@immutable
 class Transform:
     type: int
     id: int
@@ -120,7 +133,7 @@ class Transform:
         return struct.pack("!BBHBBH", 0 if last else 3, 0, 8 + len(attrs), self.type, 0, self.id) + attrs
 
 
-@dataclass(frozen=True)
+@immutable
 class Proposal:
     num: int
     protocol: int
@@ -185,7 +198,7 @@ def _decode_proposal(data: bytes) -> Proposal:
 # --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@immutable
 class SaPayload:
     proposals: tuple[Proposal, ...]
     ptype: ClassVar[int] = PayloadType.SA
@@ -217,7 +230,7 @@ def _decode_sa(data: bytes) -> SaPayload:
     return SaPayload(tuple([_decode_proposal(c) for c in _split_substructures(data, 2, "proposal")]))
 
 
-@dataclass(frozen=True)
+@immutable
 class KePayload:
     group: int
     data: bytes
@@ -233,7 +246,7 @@ class KePayload:
         return cls(group, data[4:])
 
 
-@dataclass(frozen=True)
+@immutable
 class IdPayload:
     """IDi or IDr; ``initiator`` selects which of the two payload types it is."""
 
@@ -254,7 +267,7 @@ class IdPayload:
         return cls(initiator, data[0], data[4:])
 
 
-@dataclass(frozen=True)
+@immutable
 class CertPayload:
     encoding: int
     data: bytes
@@ -269,7 +282,7 @@ class CertPayload:
         return cls(data[0], data[1:])
 
 
-@dataclass(frozen=True)
+@immutable
 class CertReqPayload:
     encoding: int
     data: bytes  # concatenated SHA-1 hashes of trusted CAs' SubjectPublicKeyInfo
@@ -284,7 +297,7 @@ class CertReqPayload:
         return cls(data[0], data[1:])
 
 
-@dataclass(frozen=True)
+@immutable
 class AuthPayload:
     method: int
     data: bytes = field(repr=False)  # a PSK MIC is secret-derived; keep it out of logs
@@ -299,7 +312,7 @@ class AuthPayload:
         return cls(data[0], data[4:])
 
 
-@dataclass(frozen=True)
+@immutable
 class NoncePayload:
     data: bytes
     ptype: ClassVar[int] = PayloadType.NONCE
@@ -314,7 +327,7 @@ class NoncePayload:
         return cls(data)
 
 
-@dataclass(frozen=True)
+@immutable
 class NotifyPayload:
     type: int
     data: bytes = b""
@@ -334,7 +347,7 @@ class NotifyPayload:
         return cls(ntype, data[4 + spi_size :], proto, data[4 : 4 + spi_size])
 
 
-@dataclass(frozen=True)
+@immutable
 class DeletePayload:
     protocol: int
     spi_size: int
@@ -354,7 +367,7 @@ class DeletePayload:
         return cls(proto, spi_size, spis)
 
 
-@dataclass(frozen=True)
+@immutable
 class VendorIdPayload:
     data: bytes
     ptype: ClassVar[int] = PayloadType.VENDOR_ID
@@ -370,7 +383,7 @@ class VendorIdPayload:
 _TS_ADDR_LEN: dict[int, int] = {TsType.IPV4_ADDR_RANGE: 4, TsType.IPV6_ADDR_RANGE: 16}
 
 
-@dataclass(frozen=True)
+@immutable
 class TrafficSelector:
     """One wire traffic selector; ``ts.py`` has the semantic type used for narrowing."""
 
@@ -401,7 +414,7 @@ def _decode_selector(data: bytes, pos: int) -> tuple[TrafficSelector, int]:
     return TrafficSelector(ts_type, proto, sport, eport, start, end), pos + length
 
 
-@dataclass(frozen=True)
+@immutable
 class TsPayload:
     """TSi or TSr; ``initiator`` selects which of the two payload types it is."""
 
@@ -429,7 +442,7 @@ class TsPayload:
         return cls(initiator, tuple(selectors))
 
 
-@dataclass(frozen=True)
+@immutable
 class SkPayload:
     """The Encrypted payload, still sealed: ``body`` is IV || ciphertext || ICV."""
 
@@ -441,7 +454,7 @@ class SkPayload:
         return self.body
 
 
-@dataclass(frozen=True)
+@immutable
 class SkfPayload:
     """One Encrypted Fragment payload (RFC 7383 §2.5), still sealed.
 
@@ -470,7 +483,7 @@ class SkfPayload:
 Sealed = SkPayload | SkfPayload
 
 
-@dataclass(frozen=True)
+@immutable
 class CpPayload:
     cfg_type: int
     attributes: bytes  # kept opaque: tunsec does not assign virtual IPs
@@ -485,7 +498,7 @@ class CpPayload:
         return cls(data[0], data[4:])
 
 
-@dataclass(frozen=True)
+@immutable
 class EapPayload:
     data: bytes  # an EAP packet: tunsec.ike.eap parses it
     ptype: ClassVar[int] = PayloadType.EAP
@@ -592,7 +605,7 @@ def decode_payloads(first_type: int, data: bytes) -> tuple[Payload, ...]:
 # --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@immutable
 class Header:
     spi_i: bytes
     spi_r: bytes
@@ -637,7 +650,7 @@ def _header_fields(data: bytes) -> tuple[int, int, int, int]:
     return nxt, exchange, flags, msg_id
 
 
-@dataclass(frozen=True)
+@immutable
 class Message:
     spi_i: bytes
     spi_r: bytes
