@@ -204,16 +204,23 @@ class SaPayload:
     ptype: ClassVar[int] = PayloadType.SA
 
     def encode_body(self) -> bytes:
-        return _encode_sa(self.proposals)
+        proposals = self.proposals
+        for p in proposals:
+            if p.spi:   # a Child SA's (or an IKE rekey's): its SPI is unique, keeping it would only evict
+                return _encode_sa.__wrapped__(proposals)
+        return _encode_sa(proposals)
 
     @classmethod
     def decode_body(cls, data: bytes) -> SaPayload:
-        if type(data) is bytes and len(data) <= _SA_CACHE_MAX_BODY:
+        # kept: SPI-less proposals (IKE_SA_INIT's; the first proposal's SPI size is its 7th byte);
+        # a Child SA's carry a unique SPI, and a peer's outsized payloads are not kept either
+        if type(data) is bytes and len(data) <= _SA_CACHE_MAX_BODY and len(data) > 6 and not data[6]:
             return _decode_sa(data)
-        return _decode_sa.__wrapped__(data)   # a peer's outsized payloads are not kept
+        return _decode_sa.__wrapped__(data)
 
 
-# A gateway answers every client with the same chosen IKE proposal: its encoding is kept too.
+# A gateway answers every client with the same chosen IKE proposal: its encoding is kept too
+# (SPI-less proposals only: those of IKE_SA_INIT).
 @functools.lru_cache(maxsize=32)
 def _encode_sa(proposals: tuple[Proposal, ...]) -> bytes:
     n = len(proposals)
@@ -224,7 +231,8 @@ _SA_CACHE_MAX_BODY = 2048   # strongSwan's default IKE proposals take a few hund
 
 
 # Every client of a gateway sends the same IKE_SA_INIT proposals, byte for byte: the parsed
-# payload (immutable) is kept for the bodies seen last.  Errors are not cached (raised again).
+# payload (immutable) is kept for the bodies seen last (a Child SA's, with a unique SPI, are not:
+# they would evict them).  Errors are not cached (raised again).
 @functools.lru_cache(maxsize=32)
 def _decode_sa(data: bytes) -> SaPayload:
     return SaPayload(tuple([_decode_proposal(c) for c in _split_substructures(data, 2, "proposal")]))
