@@ -11,6 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
+
 from .constants import EncrId, IntegId, PrfId
 from .secret import Secret
 
@@ -22,6 +25,10 @@ _HASH_SIZE = {"sha256": 32, "sha384": 48, "sha512": 64}
 _HMAC_HASH: dict[int, tuple[Callable[[bytes], Any], int]] = {
     PrfId.HMAC_SHA2_256: (hashlib.sha256, 64), PrfId.HMAC_SHA2_384: (hashlib.sha384, 128),
     PrfId.HMAC_SHA2_512: (hashlib.sha512, 128),
+}
+# prf+ is HKDF-Expand (RFC 5869 §2.3: T(n) = HMAC(PRK, T(n-1) | info | n), info = the seed)
+_HKDF_HASH: dict[int, hashes.HashAlgorithm] = {
+    PrfId.HMAC_SHA2_256: hashes.SHA256(), PrfId.HMAC_SHA2_384: hashes.SHA384(), PrfId.HMAC_SHA2_512: hashes.SHA512(),
 }
 _IPAD = {b: int.from_bytes(b"\x36" * b, "big") for b in (64, 128)}
 _OPAD = {b: int.from_bytes(b"\x5c" * b, "big") for b in (64, 128)}
@@ -66,7 +73,7 @@ class Prf:
     def _keyed(self, key: bytes) -> tuple[Any, Any]:
         """HMAC (RFC 2104) as two hashes keyed with K ^ ipad and K ^ opad.  Not hmac.digest: that
         fetches the digest and a MAC context from OpenSSL's provider tables per call, three times
-        as long as this (natively) for the dozen PRF calls of each IKE SA set-up; prf+ keys once."""
+        as long as this (natively) for the PRF calls of each IKE SA set-up (SKEYSEED, AUTH)."""
         ctor, block = _HMAC_HASH[self.transform_id]
         if len(key) > block:
             key = ctor(key).digest()
@@ -74,20 +81,12 @@ class Prf:
         return (ctor((k ^ _IPAD[block]).to_bytes(block, "big")), ctor((k ^ _OPAD[block]).to_bytes(block, "big")))
 
     def plus(self, key: bytes, seed: bytes, length: int) -> bytes:
-        """prf+ (RFC 7296 §2.13): T1 | T2 | ... with a one-byte counter, at most 255 rounds."""
-        rounds = -(-length // self.size)
-        if rounds > 255:
+        """prf+ (RFC 7296 §2.13): T1 | T2 | ... with a one-byte counter, at most 255 rounds.
+        That is HKDF-Expand with the seed as info: OpenSSL's runs the rounds, a third fewer
+        instructions than the same HMACs from hashlib (each IKE and Child SA's keys)."""
+        if -(-length // self.size) > 255:
             raise CryptoError("prf+ cannot produce that much key material")
-        keyed_inner, keyed_outer = self._keyed(key)
-        out = bytearray()
-        block = b""
-        for counter in range(1, rounds + 1):
-            inner, outer = keyed_inner.copy(), keyed_outer.copy()
-            inner.update(block + seed + bytes([counter]))
-            outer.update(inner.digest())
-            block = outer.digest()
-            out += block
-        return bytes(out[:length])
+        return HKDFExpand(_HKDF_HASH[self.transform_id], length, seed).derive(key)
 
 
 def integ_params(transform_id: int) -> tuple[str, int, int]:
