@@ -6,10 +6,10 @@ prf, prf+, SKEYSEED, the seven IKE SA keys and Child SA KEYMAT. Every key is a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from cryptography.hazmat.primitives import hashes, hmac
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
+
+from tunsec.immutable import immutable
 
 from .constants import EncrId, IntegId, PrfId
 from .secret import Secret
@@ -36,7 +36,7 @@ class CryptoError(Exception):
     """An algorithm we do not implement, or key material that is unusable."""
 
 
-@dataclass(frozen=True, slots=True)
+@immutable(slots=True)
 class Prf:
     """An HMAC-SHA2 PRF (RFC 4868)."""
 
@@ -105,7 +105,7 @@ def rekey_skeyseed(old_prf: Prf, old_sk_d: Secret, shared: bytes, nonce_i: bytes
     return old_prf(old_sk_d.reveal(), shared + nonce_i + nonce_r)
 
 
-@dataclass(frozen=True, slots=True)
+@immutable(slots=True)
 class IkeKeys:
     """SK_d, SK_ai, SK_ar, SK_ei, SK_er, SK_pi, SK_pr of one IKE SA."""
 
@@ -147,7 +147,7 @@ def derive_ike_keys(
     return IkeKeys(*parts)
 
 
-@dataclass(frozen=True)
+@immutable
 class ChildKeys:
     """Child SA keys per direction, as the ESP dataplane wants them.
 

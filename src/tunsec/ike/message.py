@@ -18,8 +18,10 @@ from __future__ import annotations
 import functools
 import struct
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import ClassVar, TypeVar, dataclass_transform
+from dataclasses import field
+from typing import ClassVar
+
+from tunsec.immutable import immutable
 
 from .constants import (
     IKE_HEADER_LEN,
@@ -38,19 +40,6 @@ _PAYLOAD_HEADER = struct.Struct("!BBH")
 _HEADER_TAIL = struct.Struct("!BBBBII")
 # plain ints: ``int & HeaderFlag.X`` makes a new HeaderFlag (enum machinery) each time
 _RESPONSE, _INITIATOR = int(HeaderFlag.RESPONSE), int(HeaderFlag.INITIATOR)
-
-
-_C = TypeVar("_C")
-
-
-@dataclass_transform(frozen_default=True, field_specifiers=(field,))
-def immutable(cls: type[_C]) -> type[_C]:
-    """A dataclass that mypy checks as ``frozen=True`` (no field is ever assigned after
-    construction: payloads are shared, e.g. a cached SaPayload by every client of a gateway),
-    but that is a plain one at run time, with the same ``__eq__`` and ``__hash__``.  A frozen
-    dataclass's ``__init__`` sets each field through ``object.__setattr__``, three times as
-    slow as a plain one's: a gateway decodes and builds some 60 of these per client set-up."""
-    return dataclass(unsafe_hash=True)(cls)
 
 
 class DecodeError(Exception):
