@@ -6,10 +6,10 @@ prf, prf+, SKEYSEED, the seven IKE SA keys and Child SA KEYMAT. Every key is a
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from cryptography.hazmat.primitives import hashes, hmac
+from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
+
+from tunsec.immutable import immutable
 
 from .constants import EncrId, IntegId, PrfId
 from .secret import Secret
@@ -18,13 +18,11 @@ _PRF_HASH: dict[int, str] = {
     PrfId.HMAC_SHA2_256: "sha256", PrfId.HMAC_SHA2_384: "sha384", PrfId.HMAC_SHA2_512: "sha512",
 }
 _HASH_SIZE = {"sha256": 32, "sha384": 48, "sha512": 64}
-# HMAC's hash and its block size (RFC 2104's B), and K ^ ipad / K ^ opad's pads per block size
-_HMAC_HASH: dict[int, tuple[Callable[[bytes], Any], int]] = {
-    PrfId.HMAC_SHA2_256: (hashlib.sha256, 64), PrfId.HMAC_SHA2_384: (hashlib.sha384, 128),
-    PrfId.HMAC_SHA2_512: (hashlib.sha512, 128),
+# the PRF's hash for cryptography's HMAC and HKDFExpand; prf+ is HKDF-Expand (RFC 5869 §2.3:
+# T(n) = HMAC(PRK, T(n-1) | info | n), with the seed as info)
+_HASH: dict[int, hashes.HashAlgorithm] = {
+    PrfId.HMAC_SHA2_256: hashes.SHA256(), PrfId.HMAC_SHA2_384: hashes.SHA384(), PrfId.HMAC_SHA2_512: hashes.SHA512(),
 }
-_IPAD = {b: int.from_bytes(b"\x36" * b, "big") for b in (64, 128)}
-_OPAD = {b: int.from_bytes(b"\x5c" * b, "big") for b in (64, 128)}
 # RFC 4868: key length = hash output length, ICV = half of it
 _INTEG = {
     IntegId.HMAC_SHA2_256_128: ("sha256", 32, 16),
@@ -38,7 +36,7 @@ class CryptoError(Exception):
     """An algorithm we do not implement, or key material that is unusable."""
 
 
-@dataclass(frozen=True, slots=True)
+@immutable(slots=True)
 class Prf:
     """An HMAC-SHA2 PRF (RFC 4868)."""
 
@@ -57,37 +55,20 @@ class Prf:
         return _HASH_SIZE[self.hash_name]
 
     def __call__(self, key: bytes, data: bytes) -> bytes:
-        inner, outer = self._keyed(key)
-        inner.update(data)
-        outer.update(inner.digest())
-        digest: bytes = outer.digest()
-        return digest
-
-    def _keyed(self, key: bytes) -> tuple[Any, Any]:
-        """HMAC (RFC 2104) as two hashes keyed with K ^ ipad and K ^ opad.  Not hmac.digest: that
-        fetches the digest and a MAC context from OpenSSL's provider tables per call, three times
-        as long as this (natively) for the dozen PRF calls of each IKE SA set-up; prf+ keys once."""
-        ctor, block = _HMAC_HASH[self.transform_id]
-        if len(key) > block:
-            key = ctor(key).digest()
-        k = int.from_bytes(key.ljust(block, b"\0"), "big")   # XOR as integers: no table indexed by key bytes
-        return (ctor((k ^ _IPAD[block]).to_bytes(block, "big")), ctor((k ^ _OPAD[block]).to_bytes(block, "big")))
+        """HMAC (RFC 2104) by cryptography's OpenSSL binding: fewer instructions than hashlib's
+        (hmac.digest fetches the digest and a MAC context from OpenSSL's provider tables per
+        call; two hashes keyed with K ^ ipad and K ^ opad take six calls from Python)."""
+        mac = hmac.HMAC(key, _HASH[self.transform_id])
+        mac.update(data)
+        return mac.finalize()
 
     def plus(self, key: bytes, seed: bytes, length: int) -> bytes:
-        """prf+ (RFC 7296 §2.13): T1 | T2 | ... with a one-byte counter, at most 255 rounds."""
-        rounds = -(-length // self.size)
-        if rounds > 255:
+        """prf+ (RFC 7296 §2.13): T1 | T2 | ... with a one-byte counter, at most 255 rounds.
+        That is HKDF-Expand with the seed as info: OpenSSL's runs the rounds, a third fewer
+        instructions than the same HMACs from hashlib (each IKE and Child SA's keys)."""
+        if -(-length // self.size) > 255:
             raise CryptoError("prf+ cannot produce that much key material")
-        keyed_inner, keyed_outer = self._keyed(key)
-        out = bytearray()
-        block = b""
-        for counter in range(1, rounds + 1):
-            inner, outer = keyed_inner.copy(), keyed_outer.copy()
-            inner.update(block + seed + bytes([counter]))
-            outer.update(inner.digest())
-            block = outer.digest()
-            out += block
-        return bytes(out[:length])
+        return HKDFExpand(_HASH[self.transform_id], length, seed).derive(key)
 
 
 def integ_params(transform_id: int) -> tuple[str, int, int]:
@@ -124,7 +105,7 @@ def rekey_skeyseed(old_prf: Prf, old_sk_d: Secret, shared: bytes, nonce_i: bytes
     return old_prf(old_sk_d.reveal(), shared + nonce_i + nonce_r)
 
 
-@dataclass(frozen=True, slots=True)
+@immutable(slots=True)
 class IkeKeys:
     """SK_d, SK_ai, SK_ar, SK_ei, SK_er, SK_pi, SK_pr of one IKE SA."""
 
@@ -166,7 +147,7 @@ def derive_ike_keys(
     return IkeKeys(*parts)
 
 
-@dataclass(frozen=True)
+@immutable
 class ChildKeys:
     """Child SA keys per direction, as the ESP dataplane wants them.
 

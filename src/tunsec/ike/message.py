@@ -18,8 +18,10 @@ from __future__ import annotations
 import functools
 import struct
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import ClassVar
+
+from tunsec.immutable import immutable
 
 from .constants import (
     IKE_HEADER_LEN,
@@ -66,7 +68,7 @@ def _need(data: bytes, length: int, what: str) -> None:
 # --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@immutable
 class Attribute:
     """A transform attribute; TV format when ``value`` is an int (AF bit set)."""
 
@@ -97,7 +99,7 @@ def _decode_attributes(data: bytes) -> tuple[Attribute, ...]:
     return tuple(attrs)
 
 
-@dataclass(frozen=True)
+@immutable
 class Transform:
     type: int
     id: int
@@ -120,7 +122,7 @@ class Transform:
         return struct.pack("!BBHBBH", 0 if last else 3, 0, 8 + len(attrs), self.type, 0, self.id) + attrs
 
 
-@dataclass(frozen=True)
+@immutable
 class Proposal:
     num: int
     protocol: int
@@ -185,22 +187,29 @@ def _decode_proposal(data: bytes) -> Proposal:
 # --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@immutable
 class SaPayload:
     proposals: tuple[Proposal, ...]
     ptype: ClassVar[int] = PayloadType.SA
 
     def encode_body(self) -> bytes:
-        return _encode_sa(self.proposals)
+        proposals = self.proposals
+        for p in proposals:
+            if p.spi:   # a Child SA's (or an IKE rekey's): its SPI is unique, keeping it would only evict
+                return _encode_sa.__wrapped__(proposals)
+        return _encode_sa(proposals)
 
     @classmethod
     def decode_body(cls, data: bytes) -> SaPayload:
-        if type(data) is bytes and len(data) <= _SA_CACHE_MAX_BODY:
+        # kept: SPI-less proposals (IKE_SA_INIT's; the first proposal's SPI size is its 7th byte);
+        # a Child SA's carry a unique SPI, and a peer's outsized payloads are not kept either
+        if type(data) is bytes and len(data) <= _SA_CACHE_MAX_BODY and len(data) > 6 and not data[6]:
             return _decode_sa(data)
-        return _decode_sa.__wrapped__(data)   # a peer's outsized payloads are not kept
+        return _decode_sa.__wrapped__(data)
 
 
-# A gateway answers every client with the same chosen IKE proposal: its encoding is kept too.
+# A gateway answers every client with the same chosen IKE proposal: its encoding is kept too
+# (SPI-less proposals only: those of IKE_SA_INIT).
 @functools.lru_cache(maxsize=32)
 def _encode_sa(proposals: tuple[Proposal, ...]) -> bytes:
     n = len(proposals)
@@ -211,13 +220,14 @@ _SA_CACHE_MAX_BODY = 2048   # strongSwan's default IKE proposals take a few hund
 
 
 # Every client of a gateway sends the same IKE_SA_INIT proposals, byte for byte: the parsed
-# payload (immutable) is kept for the bodies seen last.  Errors are not cached (raised again).
+# payload (immutable) is kept for the bodies seen last (a Child SA's, with a unique SPI, are not:
+# they would evict them).  Errors are not cached (raised again).
 @functools.lru_cache(maxsize=32)
 def _decode_sa(data: bytes) -> SaPayload:
     return SaPayload(tuple([_decode_proposal(c) for c in _split_substructures(data, 2, "proposal")]))
 
 
-@dataclass(frozen=True)
+@immutable
 class KePayload:
     group: int
     data: bytes
@@ -233,7 +243,7 @@ class KePayload:
         return cls(group, data[4:])
 
 
-@dataclass(frozen=True)
+@immutable
 class IdPayload:
     """IDi or IDr; ``initiator`` selects which of the two payload types it is."""
 
@@ -254,7 +264,7 @@ class IdPayload:
         return cls(initiator, data[0], data[4:])
 
 
-@dataclass(frozen=True)
+@immutable
 class CertPayload:
     encoding: int
     data: bytes
@@ -269,7 +279,7 @@ class CertPayload:
         return cls(data[0], data[1:])
 
 
-@dataclass(frozen=True)
+@immutable
 class CertReqPayload:
     encoding: int
     data: bytes  # concatenated SHA-1 hashes of trusted CAs' SubjectPublicKeyInfo
@@ -284,7 +294,7 @@ class CertReqPayload:
         return cls(data[0], data[1:])
 
 
-@dataclass(frozen=True)
+@immutable
 class AuthPayload:
     method: int
     data: bytes = field(repr=False)  # a PSK MIC is secret-derived; keep it out of logs
@@ -299,7 +309,7 @@ class AuthPayload:
         return cls(data[0], data[4:])
 
 
-@dataclass(frozen=True)
+@immutable
 class NoncePayload:
     data: bytes
     ptype: ClassVar[int] = PayloadType.NONCE
@@ -314,7 +324,7 @@ class NoncePayload:
         return cls(data)
 
 
-@dataclass(frozen=True)
+@immutable
 class NotifyPayload:
     type: int
     data: bytes = b""
@@ -334,7 +344,7 @@ class NotifyPayload:
         return cls(ntype, data[4 + spi_size :], proto, data[4 : 4 + spi_size])
 
 
-@dataclass(frozen=True)
+@immutable
 class DeletePayload:
     protocol: int
     spi_size: int
@@ -354,7 +364,7 @@ class DeletePayload:
         return cls(proto, spi_size, spis)
 
 
-@dataclass(frozen=True)
+@immutable
 class VendorIdPayload:
     data: bytes
     ptype: ClassVar[int] = PayloadType.VENDOR_ID
@@ -370,7 +380,7 @@ class VendorIdPayload:
 _TS_ADDR_LEN: dict[int, int] = {TsType.IPV4_ADDR_RANGE: 4, TsType.IPV6_ADDR_RANGE: 16}
 
 
-@dataclass(frozen=True)
+@immutable
 class TrafficSelector:
     """One wire traffic selector; ``ts.py`` has the semantic type used for narrowing."""
 
@@ -401,7 +411,7 @@ def _decode_selector(data: bytes, pos: int) -> tuple[TrafficSelector, int]:
     return TrafficSelector(ts_type, proto, sport, eport, start, end), pos + length
 
 
-@dataclass(frozen=True)
+@immutable
 class TsPayload:
     """TSi or TSr; ``initiator`` selects which of the two payload types it is."""
 
@@ -429,7 +439,7 @@ class TsPayload:
         return cls(initiator, tuple(selectors))
 
 
-@dataclass(frozen=True)
+@immutable
 class SkPayload:
     """The Encrypted payload, still sealed: ``body`` is IV || ciphertext || ICV."""
 
@@ -441,7 +451,7 @@ class SkPayload:
         return self.body
 
 
-@dataclass(frozen=True)
+@immutable
 class SkfPayload:
     """One Encrypted Fragment payload (RFC 7383 §2.5), still sealed.
 
@@ -470,7 +480,7 @@ class SkfPayload:
 Sealed = SkPayload | SkfPayload
 
 
-@dataclass(frozen=True)
+@immutable
 class CpPayload:
     cfg_type: int
     attributes: bytes  # kept opaque: tunsec does not assign virtual IPs
@@ -485,7 +495,7 @@ class CpPayload:
         return cls(data[0], data[4:])
 
 
-@dataclass(frozen=True)
+@immutable
 class EapPayload:
     data: bytes  # an EAP packet: tunsec.ike.eap parses it
     ptype: ClassVar[int] = PayloadType.EAP
@@ -592,7 +602,7 @@ def decode_payloads(first_type: int, data: bytes) -> tuple[Payload, ...]:
 # --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@immutable
 class Header:
     spi_i: bytes
     spi_r: bytes
@@ -637,7 +647,7 @@ def _header_fields(data: bytes) -> tuple[int, int, int, int]:
     return nxt, exchange, flags, msg_id
 
 
-@dataclass(frozen=True)
+@immutable
 class Message:
     spi_i: bytes
     spi_r: bytes

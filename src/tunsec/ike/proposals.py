@@ -17,7 +17,8 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+
+from tunsec.immutable import immutable
 
 from .constants import DhGroup, EncrId, EsnId, IntegId, PrfId, ProtocolId, TransformType
 from .crypto import encr_key_len, integ_params, is_aead
@@ -76,7 +77,7 @@ class ProposalError(ValueError):
     """A proposal string that cannot be parsed or that the engine cannot use."""
 
 
-@dataclass(frozen=True)
+@immutable
 class ProposalSpec:
     """A configured proposal: the acceptable transforms of each type, in preference order."""
 
@@ -314,7 +315,7 @@ def transform_id(prop: Proposal, ttype: int) -> int | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)   # two per client on a gateway (IKE SA, Child SA)
+@immutable(slots=True)   # two per client on a gateway (IKE SA, Child SA)
 class Suite:
     """The algorithms of a selected proposal and the key lengths they need."""
 
