@@ -3,7 +3,7 @@
 import dataclasses
 import struct
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 
 import pytest
@@ -955,6 +955,25 @@ def check_decode(data: bytes) -> None:
             assert len(answer) == HEADER_LEN
         return
     assert decode(encode(msg)) == msg
+    assert_general_decodes(data, msg)
+
+
+def assert_general_decodes(data: bytes, msg: Message) -> None:
+    """decode's quick ways give what its general way gives, to the types of the values."""
+    from tunsec.dataplane.pipe import decoding
+
+    general = decoding._decode(data)
+    assert general == msg and type(general) is type(msg)
+    assert _field_types(general) == _field_types(msg)
+
+
+def _field_types(value: object) -> object:
+    """The types of a value's fields, and of theirs, all the way down."""
+    if isinstance(value, tuple):
+        return tuple([_field_types(v) for v in value])
+    if dataclasses.is_dataclass(value):
+        return (type(value), {k: _field_types(v) for k, v in vars(value).items()})
+    return type(value)
 
 
 @given(st.binary(max_size=400))
@@ -1473,6 +1492,113 @@ def test_quick_ike_decode_leaves_other_layouts_to_the_general_way() -> None:
     data = enc._join(MsgType.IKE, Errno.OK, 0, 0, exts)
     assert decoding._quick_ike(data) is None
     assert decode(data) == Ike(data=b"abc", remote=REMOTE4)
+
+
+# the requests of a client's set-up: GETSPI, UPDATE and ADD, SPDADD, SEND_IKE (above); an SA with
+# one selector here, the same layout in other variants below
+_SETUP_REQUESTS = [
+    GetSpi(1, 0xC0000000, 0xCFFFFFFF, 0), GetSpi(U32, 256, 256), GetSpi(9, 0xC0000000, 0xC0000000, U32),
+    Update(2, in_sa(selectors=(SEL4,))),
+    SpdAdd(5, Policy(1, 100, Action.PROTECT, 1, SEL4)), SpdAdd(6, Policy(U32, 0, Action.BYPASS, 0, SEL6_TCP)),
+    SendIke(7, b"x" * 5, REMOTE4, LOCAL4), SendIke(8, b"abcd", REMOTE6),
+]
+_SA_VARIANTS = [
+    Update(4, in_sa(selectors=(), esn=False, report_first_use=True)),
+    Add(U32, out_sa(alg=Alg.AES256GCM16, key=SECRET256, local=LOCAL6, remote=REMOTE6, selectors=(SEL6_TCP,),
+                    esn=False, seq_start=U32, replay_window=32, soft=Lifetime(), hard=Lifetime(1, 2, 3))),
+    Update(2, in_sa()), Add(3, out_sa(selectors=(SEL6_TCP, SEL4) * 4)),
+]
+
+
+def _quick_way_and_general(data: bytes) -> tuple[object, object]:
+    """What the quick way for data's type byte gives, and then (only if it took data: what it
+    refuses goes the general way anyway) what the general way gives."""
+    from tunsec.dataplane.pipe import decoding
+
+    way = decoding._QUICK_WAY.get(data[1]) if len(data) > decoding._SPI_REPLY.size else None
+    quick = None if way is None else way(data)
+    if quick is None:
+        return None, None
+    try:
+        general: object = decoding._decode(data)
+    except PipeError as err:
+        general = err.errno
+    return quick, general
+
+
+def _changed(data: bytes, values: Callable[[int], Iterable[int]]) -> list[bytes]:
+    """data with each byte set to each of values(its value), cut short anywhere, grown; and each of
+    those cut or grown with its header's length made to fit."""
+    changed = [data[:pos] + bytes([v]) + data[pos + 1:] for pos in range(len(data)) for v in values(data[pos])]
+    cut_or_grown = [data[:cut] for cut in range(len(data))] + [data + bytes(4), data + data[-80:], data + data[-4:]]
+    return changed + cut_or_grown + [d[:12] + len(d).to_bytes(4, "big") + d[16:] for d in cut_or_grown
+                                     if len(d) >= HEADER_LEN]
+
+
+def _assert_quick_admits_only_the_general(msg: Message, values: Callable[[int], Iterable[int]]) -> int:
+    data = encode(msg)
+    quick, general = _quick_way_and_general(data)
+    assert quick == general == msg and _field_types(quick) == _field_types(msg)
+    assert hash(quick) == hash(msg)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        quick.req_id = 2  # type: ignore[union-attr]
+    taken = 0
+    for variant in _changed(data, values):
+        quick, general = _quick_way_and_general(variant)
+        if quick is not None:
+            assert quick == general and _field_types(quick) == _field_types(general)
+            taken += 1
+    quick, general = _quick_way_and_general(bytearray(data))   # a slice of it would not be bytes
+    assert quick is None or (quick == general and _field_types(quick) == _field_types(msg))
+    return taken
+
+
+@pytest.mark.parametrize("msg", _SETUP_REQUESTS, ids=lambda m: f"{type(m).__name__}-{len(encode(m))}")
+def test_quick_request_decode_admits_no_change_the_general_refuses(msg: Message) -> None:
+    """A set-up request as encode lays it out goes its quick way, equal to the general; every byte
+    of it set to every value, cut short anywhere or grown: the quick way gives None or the general
+    way's message, to the types of its values."""
+    taken = _assert_quick_admits_only_the_general(msg, lambda _: range(256))
+    assert taken > 256 * 3   # the request id's bytes may be anything but 0 (and more, by message)
+
+
+@pytest.mark.parametrize("msg", _SA_VARIANTS, ids=lambda m: f"{type(m).__name__}-{len(encode(m))}")
+def test_quick_request_decode_of_other_sas(msg: Message) -> None:
+    """The same with no selector, two, eight, IPv6 ends, the other key (each byte set to a few
+    values, to keep the test short: the layout is the one above)."""
+    taken = _assert_quick_admits_only_the_general(msg, lambda v: {0, 1, 4, 0x80, 0xFF, v ^ 1, v ^ 0x10})
+    assert taken > 100
+
+
+_SETUP_STRATEGIES = st.one_of(
+    spi_ranges(),
+    st.builds(Update, req_ids, sa_specs().map(lambda sa: dataclasses.replace(sa, seq_limit=0, seq_notify=0))),
+    st.builds(Add, req_ids, sa_specs().map(lambda sa: dataclasses.replace(sa, seq_limit=0, seq_notify=0))),
+    st.builds(SpdAdd, req_ids, policies()),
+    st.tuples(req_ids, ike_args()).map(lambda t: SendIke(t[0], *t[1])),
+)
+
+
+@given(_SETUP_STRATEGIES)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_quick_request_decode_takes_every_set_up_request(msg: Message) -> None:
+    """Any GETSPI, UPDATE or ADD without a reservation, SPDADD, SEND_IKE: encoded, it goes its
+    quick way, to what the general way decodes."""
+    quick, general = _quick_way_and_general(encode(msg))
+    assert quick == general == msg and _field_types(quick) == _field_types(msg)
+
+
+def test_quick_request_decode_leaves_other_layouts_to_the_general_way() -> None:
+    """A reservation (SEQ_LIMIT), or the extensions in another order: valid, but the general way's."""
+    from tunsec.dataplane.pipe import decoding
+    from tunsec.dataplane.pipe import encoding as enc
+
+    reserved = Update(2, in_sa(seq_limit=1000, seq_notify=900))
+    exts = enc._sa_exts(in_sa())
+    reordered = enc._join(MsgType.UPDATE, Errno.OK, 2, 0, [exts[1], exts[0], *exts[2:]])
+    for data, msg in ((encode(reserved), reserved), (reordered, Update(2, in_sa()))):
+        assert decoding._quick_sa(data) is None
+        assert decode(data) == msg
 
 
 def test_folded_extension_structs_pack_what_ext_of_the_body_packs() -> None:

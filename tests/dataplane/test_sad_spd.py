@@ -426,6 +426,18 @@ def test_policies_lists_every_policy_and_at_most_max_n() -> None:
     assert dp.policies() == []
 
 
+def test_spd_add_stores_every_field() -> None:
+    """spd_add packs the policy and its selector in one struct call: each reads back as given."""
+    dp = Dataplane()
+    sel6 = Selector(ipaddress.ip_address("2001:db8::1"), ipaddress.ip_address("2001:db8::ff"),
+                    ipaddress.ip_address("fd00::"), ipaddress.ip_address("fd00::1:0"), 17, (53, 54), (1000, 0xFFFF))
+    sel4 = Selector.from_networks(_net("10.1.0.0/24"), _net("10.2.3.4/32"), 6, (1, 2), (443, 443))
+    dp.spd_add(Policy(id=0xFFFFFFF0, priority=0xFFFFFFFE, action=Action.PROTECT, reqid=0xABCDEF01, selector=sel6))
+    dp.spd_add(Policy(id=7, priority=3, action=Action.DISCARD, reqid=0, selector=sel4))
+    assert sorted((p.id, p.priority, p.action, p.reqid, p.selector) for p in dp.policies()) == [
+        (7, 3, Action.DISCARD, 0, sel4), (0xFFFFFFF0, 0xFFFFFFFE, Action.PROTECT, 0xABCDEF01, sel6)]
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     pols=_policy_sets(),
@@ -530,6 +542,29 @@ def test_ike_and_keepalive_on_the_esp_port() -> None:
     evs = list(dp.events())
     assert [(e.type, e.data, e.remote) for e in evs] == [(EventType.IKE, b"IKE message", src)]
     assert dp.drops()["keepalive"] == 1 and total_drops(dp) == 1
+
+
+def test_events_read_every_field_as_cffi_does() -> None:
+    """events() reads a ts_event in one struct call: each field, set to a value of its own, reads
+    back as cffi's attribute read gives it; and a ts_addr as the pipe's address fields decode."""
+    from tunsec.dataplane import fastpath
+
+    ev = ffi.new("ts_event *")
+    ev.type, ev.dir, ev.hard, ev.reason, ev.spi, ev.policy_id = 250, 251, 252, 253, 0xA1B2C3D4, 0xE5F60718
+    ev.addr.family, ev.addr.port, ev.local.family, ev.local.port = 4, 0xFEDC, 6, 0x1234
+    ffi.memmove(ev.addr.addr, bytes(range(1, 17)), 16)
+    ffi.memmove(ev.local.addr, bytes(range(101, 117)), 16)
+    ev.data_len, ev.seq = 0x0BADF00D, 2**64 - 3
+    ffi.memmove(ev.sel.src_lo, b"\xff" * 16, 16)   # the selector between is not read
+    assert fastpath._EVENT.unpack_from(ffi.buffer(ev)) == (
+        ev.type, ev.dir, ev.hard, ev.reason, ev.spi, ev.policy_id,
+        ev.addr.family, bytes(ev.addr.addr), ev.addr.port, ev.local.family, bytes(ev.local.addr), ev.local.port,
+        ev.data_len, ev.seq)  # fmt: skip
+    v4 = ipaddress.ip_address("192.0.2.1")
+    assert fastpath._endpoint(4, v4.packed + bytes(12), 500) == Endpoint(v4, 500)
+    assert fastpath._endpoint(4, v4.packed + b"\x01" * 12, 500) == Endpoint(v4, 500)   # C never set the rest
+    assert fastpath._endpoint(6, bytes(range(16)), 1) == Endpoint(ipaddress.IPv6Address(bytes(range(16))), 1)
+    assert fastpath._endpoint(0, bytes(16), 0) is None and fastpath._endpoint(5, bytes(16), 0) is None
 
 
 def test_event_queue_is_bounded_and_counts_what_it_refuses() -> None:

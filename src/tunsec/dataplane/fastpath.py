@@ -28,6 +28,8 @@ from tunsec.dataplane.pipe import (
     SaState,
     Selector,
 )
+from tunsec.dataplane.pipe.decoding import _addr_or_none
+from tunsec.dataplane.pipe.values import quick_init
 
 MAX_PACKET: int = lib.TS_MAX_PACKET
 VNET_HDR_LEN: int = lib.TS_VNET_HDR_LEN
@@ -92,6 +94,7 @@ def _check(op: str, rc: int) -> int:
     return rc
 
 
+@quick_init   # its fields stored straight into the instance: one is built per event (every IKE message)
 @dataclass(frozen=True)
 class Event:
     """Something the fast path reports upward (see DESIGN.md, the pipe)."""
@@ -107,6 +110,9 @@ class Event:
     selector: Selector | None = None
     data: bytes = b""
     seq: int = 0
+
+    def __post_init__(self) -> None:
+        """Nothing to check: the fields come from the C event (quick_init calls this)."""
 
 
 def _addr_in(a: Any, ep: Endpoint | None) -> None:
@@ -125,6 +131,17 @@ def _addr_out(a: Any) -> Endpoint | None:
     if a.family == 6:
         return Endpoint(ipaddress.IPv6Address(bytes(a.addr[0:16])), a.port)
     return None
+
+
+def _endpoint(family: int, raw: bytes, port: int) -> Endpoint | None:
+    """A ts_addr's fields as _addr_out reads them: decoded through the pipe decoder's table of the
+    same 16-byte field (our own address, in every IKE event, is built once)."""
+    if family != 4 and family != 6:
+        return None
+    addr = _addr_or_none(family, raw)
+    if addr is None:   # bytes after an IPv4 address: _addr_out never read them
+        addr = ipaddress.IPv4Address(raw[:4])
+    return Endpoint(addr, port)
 
 
 def _remote_arg(ep: Endpoint | None) -> Any:
@@ -205,6 +222,15 @@ _SA_PACKERS = tuple(_sa_packer(n) for n in range(lib.TS_MAX_SELECTORS + 1))
 # packs at its selector's offset in its struct: pack_into writes its pad bytes too (as 0), so a
 # packer starting at 0 would wipe the fields before it
 _SEL_PACKER = _packer("ts_selector", _fields("ts_selector", _SEL_FIELDS))
+# looked up once per process, not per event (a cffi lib attribute is a lookup by name each time)
+_next_event, _EV_ACQUIRE = lib.ts_dp_next_event, lib.TS_EV_ACQUIRE
+# ts_event read in one struct call, but its selector (ACQUIRE only)
+_EVENT = _packer("ts_event", _fields("ts_event", ("type", "dir", "hard", "reason", "spi", "policy_id"))
+                 + _fields("ts_addr", _ADDR_FIELDS, ffi.offsetof("ts_event", "addr"))
+                 + _fields("ts_addr", _ADDR_FIELDS, ffi.offsetof("ts_event", "local"))
+                 + _fields("ts_event", ("data_len", "seq")))
+_EVENT_TYPE_OF = {int(t): t for t in EventType}
+_DIRECTION_OF = {int(d): d for d in Direction}
 
 
 def _sel_values(sel: Selector) -> tuple[Any, ...]:
@@ -334,19 +360,24 @@ class Dataplane:
 
     def events(self) -> Iterator[Event]:
         ev = ffi.new("ts_event *")
-        while lib.ts_dp_next_event(self._dp, ev, self._evbuf, MAX_PACKET):
+        fields, data = ffi.buffer(ev), ffi.buffer(self._evbuf)
+        while _next_event(self._dp, ev, self._evbuf, MAX_PACKET):
+            # every field (but the selector) in one struct call: a dozen cffi attribute reads cost 3 times as much
+            (ev_type, direction, hard, reason, spi, policy_id, family, raw, port, local_family, local_raw, local_port,
+             data_len, seq) = _EVENT.unpack_from(fields)  # fmt: skip
+            kind, way = _EVENT_TYPE_OF.get(ev_type), _DIRECTION_OF.get(direction)
             yield Event(
-                type=EventType(ev.type),
-                spi=ev.spi,
-                direction=Direction(ev.dir),
-                hard=bool(ev.hard),
-                reason=ev.reason,
-                policy_id=ev.policy_id,
-                remote=_addr_out(ev.addr),
-                local=_addr_out(ev.local),
-                selector=_sel_out(ev.sel) if ev.type == lib.TS_EV_ACQUIRE else None,
-                data=bytes(ffi.buffer(self._evbuf, ev.data_len)),
-                seq=int(ev.seq),
+                type=kind if kind is not None else EventType(ev_type),
+                spi=spi,
+                direction=way if way is not None else Direction(direction),
+                hard=bool(hard),
+                reason=reason,
+                policy_id=policy_id,
+                remote=_endpoint(family, raw, port),
+                local=_endpoint(local_family, local_raw, local_port),
+                selector=_sel_out(ev.sel) if ev_type == _EV_ACQUIRE else None,
+                data=data[:data_len],
+                seq=seq,
             )
 
     # --- SAD -----------------------------------------------------------------
