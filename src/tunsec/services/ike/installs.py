@@ -113,6 +113,12 @@ def _child_registered(self: IkeService, sa: IkeSa, ev: ChildSaUp) -> ChildState 
     state = ChildState(handle, ike, sa.name, plan.name, ev.unique_id, ev.spi_in, ev.spi_out,
                        Endpoint(remote_ip, ev.remote_addr[1]), local, ev.alg, ev.esn, ev.local_ts, ev.remote_ts,
                        lineage, pred=pred)
+    if ike not in self._ike_peers and not self._by_ike.get(ike):
+        # the IKE SA's first Child SA is on the path its event names: the IKE SA's first check
+        # (_follow_peers) would compare this child with that path and find it there, at the cost
+        # of an address parsed from text and two Endpoints per client; a path that has moved
+        # since differs from this one and is compared as before
+        self._ike_peers[ike] = (ev.remote_addr, ev.local_ip, ev.local_port)
     lineage.members.add(handle)
     self.children[handle] = state
     self._by_uid[(ike, ev.unique_id)] = handle
