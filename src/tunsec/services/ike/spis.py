@@ -222,7 +222,7 @@ class SpiPool:
             batch.timer = asyncio.get_running_loop().call_later(REQUEST_TIMEOUT, self._give_up, batch)
 
     def _give_up(self, batch: _Batch) -> None:
-        """REQUEST_TIMEOUT after the batch was sent: what is still unanswered is cancelled (which
+        """REQUEST_TIMEOUT after the batch went (see _arm_give_up): what is unanswered is cancelled (which
         forgets the request: a late answer is counted and dropped) and ends the batch (_collect)."""
         batch.timer = None
         for _, fut in batch.sent:
