@@ -38,7 +38,7 @@ from tunsec.ike.proposals import parse_proposals
 from tunsec.ike.sa import IkeSa
 from tunsec.ike.secret import Secret
 from tunsec.policy.ids import IdSpace
-from tunsec.services.ike import IkeService
+from tunsec.services.ike import IkeService, installs
 
 GW = "192.0.2.1"
 PSK = Secret(b"a shared secret of some length")
@@ -483,6 +483,39 @@ def test_one_peers_pending_install_holds_back_only_its_own_datagrams() -> None:
         assert_reaches_only_its_site(gw, 0)
         assert_reaches_only_its_site(gw, 1)
 
+    run(body())
+
+
+def test_a_child_sa_whose_install_the_worker_never_answers_is_given_up(caplog: pytest.LogCaptureFixture,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hung worker: no answer to site 0's SPDADD (its last install request; the worker answers in
+    order).  After the timeout the install is given up as failed (logged, the Child SA forgotten)
+    and the IKE_AUTH answer held for it leaves; site 1's install, answered, is booked."""
+    monkeypatch.setattr(installs, "REQUEST_TIMEOUT", 0.05)
+    async def body() -> None:
+        gw = Gateway(2)
+        await gw.start()
+        real = gw.worker.request
+
+        async def request(build: Callable[[int], pipe.Message]) -> list[pipe.Reply]:
+            msg = build(1)
+            if isinstance(msg, pipe.SpdAdd) and str(msg.policy.selector.dst_lo) == "10.2.1.0":
+                await asyncio.get_running_loop().create_future()   # never answered
+            return await real(build)
+        gw.worker.request = request  # type: ignore[method-assign]
+        with caplog.at_level(logging.INFO, logger="tunsec.ike"):
+            gw.connect(0)
+            gw.connect(1)
+            await gw.settle()
+            await asyncio.sleep(0.2)
+            await gw.settle()
+        failed = [r.getMessage() for r in caplog.records if "installing CHILD_SA" in r.getMessage()]
+        assert len(failed) == 1 and "failed: SpdAdd (no answer within 10 s): EIO" in failed[0], failed
+        up = [r.getMessage() for r in caplog.records if " up, SPIs " in r.getMessage()]
+        assert len(up) == 1 and site_ip(1) in up[0], up
+        assert gw.children_of(0) == [] and [c.install for c in gw.children_of(1)] == [None]
+        # the IKE_AUTH answer reached site 0 after all (its Child SA is up there)
+        assert any(isinstance(e, ChildSaUp) for e in gw.site_events[0])
     run(body())
 
 

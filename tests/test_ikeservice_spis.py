@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import struct
 import time
 from collections.abc import Callable
@@ -20,12 +21,13 @@ import pytest
 from test_ikeservice_peers import SHARED_SPI, Gateway, InProcessWorker, connected, esp_open, run, site_ip
 
 from tunsec.dataplane import pipe
-from tunsec.dataplane.client import WorkerError
+from tunsec.dataplane.client import WorkerClient, WorkerError
 from tunsec.dataplane.fastpath import Drop
 from tunsec.dataplane.pipe import Direction, Errno
 from tunsec.ike.events import ChildSaUp, NegotiationFailed
 from tunsec.ike.sa import IkeSa
 from tunsec.services.ike import HELD_MAX, SPI_POOL, spis
+from tunsec.services.ike.barrier import Barrier
 
 
 def failures(gw: Gateway, i: int) -> list[NegotiationFailed]:
@@ -272,3 +274,49 @@ def test_a_flood_of_ike_sa_inits_reserves_a_bounded_number_of_spis_and_returns_t
         await gw.settle()
         assert failures(gw, 0) == [] and len(gw.children_of(0)) == 1
     run(body())
+
+
+def _pool_on_a_silent_worker() -> tuple[spis.SpiPool, WorkerClient, socket.socket]:
+    """An SpiPool whose WorkerClient's pipe leads to a worker that reads nothing and answers nothing."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    ours.setblocking(False)
+    client = WorkerClient(lambda msg: None)
+    client._sock = ours
+    asyncio.get_running_loop().add_reader(ours.fileno(), client._readable)
+    barrier = Barrier(lambda now: [], lambda d: None, asyncio.ensure_future, lambda: None)
+    return spis.SpiPool(lambda: client, asyncio.ensure_future, barrier, lambda *a: None, lambda: None), client, theirs
+
+
+def test_getspis_no_answer_comes_to_are_given_up_after_the_timeout(monkeypatch: pytest.MonkeyPatch,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """A hung worker: the GETSPIs in flight are cancelled (forgotten: a late answer is dropped) after
+    REQUEST_TIMEOUT, no longer counted as asked for, and the failure is logged; the barrier they
+    raised (an empty pool waiting for them) goes down."""
+    monkeypatch.setattr(spis, "REQUEST_TIMEOUT", 0.05)
+    async def body() -> None:
+        pool, client, theirs = _pool_on_a_silent_worker()
+        refill = asyncio.ensure_future(pool.refill())
+        await asyncio.sleep(0)
+        assert pool._asking == SPI_POOL and pool.starved and pool.barrier.up and len(client._pending) == SPI_POOL
+        await asyncio.wait_for(refill, 5)
+        assert (pool._asking, pool.starved, pool.barrier.up, len(client._pending)) == (0, False, False, 0)
+        assert pool._refused and not pool._batches
+        theirs.close()
+    with caplog.at_level(logging.WARNING, logger="tunsec.ike"):
+        run(body())
+    assert [r.getMessage() for r in caplog.records] == ["GETSPI failed: GetSpi (no answer within 10 s): EIO"]
+
+
+def test_getspis_in_flight_when_the_worker_goes_end_at_once(caplog: pytest.LogCaptureFixture) -> None:
+    """The worker goes with GETSPIs in flight: they failed (logged once), at once, not at their timeout."""
+    async def body() -> None:
+        pool, client, theirs = _pool_on_a_silent_worker()
+        refill = asyncio.ensure_future(pool.refill())
+        await asyncio.sleep(0)
+        assert pool._asking == SPI_POOL
+        theirs.close()
+        await asyncio.wait_for(refill, 1)      # REQUEST_TIMEOUT is 10 s
+        assert (pool._asking, pool.starved, pool._refused, client._sock) == (0, False, True, None)
+    with caplog.at_level(logging.WARNING, logger="tunsec.ike"):
+        run(body())
+    assert [r.getMessage() for r in caplog.records] == ["GETSPI failed: worker: EIO"]

@@ -163,6 +163,40 @@ def test_str_roundtrip(sel: Ts) -> None:
     assert parse_ts(str(sel)) == sel
 
 
+def _intersection(a: Ts, b: Ts) -> Ts | None:
+    """The intersection built field by field: what Ts.intersect returns, or a selector equal to it."""
+    if a.version != b.version or (a.protocol and b.protocol and a.protocol != b.protocol):
+        return None
+    start, end = max(int(a.start), int(b.start)), min(int(a.end), int(b.end))
+    sport, eport = max(a.start_port, b.start_port), min(a.end_port, b.end_port)
+    if start > end or sport > eport:
+        return None
+    make = V4 if a.version == 4 else V6
+    return Ts(make(start), make(end), a.protocol or b.protocol, sport, eport)
+
+
+@st.composite
+def selector_pairs(draw: st.DrawFn) -> tuple[Ts, Ts]:
+    """Two selectors, often one within the other (intersect then returns that one) or equal but dynamic."""
+    a = draw(selectors())
+    b = draw(st.sampled_from([
+        draw(selectors()), a, dataclasses.replace(a, dynamic=True), dataclasses.replace(a, protocol=0),
+        dataclasses.replace(a, start=a.end), dataclasses.replace(a, start_port=0, end_port=0xFFFF),
+        Ts(V4(0), V4(2**32 - 1)) if a.version == 4 else Ts(V6(0), V6(2**128 - 1)),
+    ]))
+    return (a, b) if draw(st.booleans()) else (b, a)
+
+
+@given(selector_pairs())
+def test_intersect_is_the_common_part(pair: tuple[Ts, Ts]) -> None:
+    # intersect hands back one of the two when it lies within the other: equal to the one built
+    a, b = pair
+    common, expected = a.intersect(b), _intersection(a, b)
+    assert common == expected
+    assert common is None or not common.dynamic
+    assert a.contains(b) == (expected == b)
+
+
 @st.composite
 def address_ranges(draw: st.DrawFn) -> Ts:
     """Whole prefixes (the usual case), ranges near one, any range, reversed ones."""

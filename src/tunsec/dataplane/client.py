@@ -92,17 +92,19 @@ async def answered(sent: Sequence[Sent]) -> list[list[pipe.Reply] | WorkerError]
         _, late = await asyncio.wait(waiting, timeout=REQUEST_TIMEOUT)
         for fut in late:
             fut.cancel()
-    out: list[list[pipe.Reply] | WorkerError] = []
-    for what, fut in sent:
-        if fut.cancelled():
-            out.append(WorkerError(f"{what} (no answer within {REQUEST_TIMEOUT:.0f} s)", Errno.EIO))
-        elif (err := fut.exception()) is not None:
-            out.append(err if isinstance(err, WorkerError) else WorkerError(f"{what} ({err})", Errno.EIO))
-        elif (bad := next((r for r in fut.result() if r.errno is not Errno.OK), None)) is not None:
-            out.append(WorkerError(what, bad.errno))
-        else:
-            out.append(fut.result())
-    return out
+    return [outcome(what, fut) for what, fut in sent]
+
+
+def outcome(what: str, fut: asyncio.Future[list[pipe.Reply]]) -> list[pipe.Reply] | WorkerError:
+    """A request's end (``fut`` is done) as :func:`answered` reports it: its replies, or the
+    WorkerError it met (an errno other than OK, the worker gone, cancelled for want of an answer)."""
+    if fut.cancelled():
+        return WorkerError(f"{what} (no answer within {REQUEST_TIMEOUT:.0f} s)", Errno.EIO)
+    if (err := fut.exception()) is not None:
+        return err if isinstance(err, WorkerError) else WorkerError(f"{what} ({err})", Errno.EIO)
+    if (bad := next((r for r in fut.result() if r.errno is not Errno.OK), None)) is not None:
+        return WorkerError(what, bad.errno)
+    return fut.result()
 
 
 class WorkerClient:

@@ -121,11 +121,21 @@ class Ts:
             return None
         if self.protocol and other.protocol and self.protocol != other.protocol:
             return None
-        start, end = max(int(self.start), int(other.start)), min(int(self.end), int(other.end))
+        start1, start2, end1, end2 = int(self.start), int(other.start), int(self.end), int(other.end)
+        start, end = max(start1, start2), min(end1, end2)
         sport, eport = max(self.start_port, other.start_port), min(self.end_port, other.end_port)
         if start > end or sport > eport:
             return None
-        return Ts(_ip(self.version, start), _ip(self.version, end), self.protocol or other.protocol, sport, eport)
+        protocol = self.protocol or other.protocol
+        # one within the other (nearly always: a client's whole address space and its lease, a
+        # subnet proposed as configured): that one is the intersection, no new selector is built
+        if (start, end, protocol, sport, eport) == (start2, end2, other.protocol, other.start_port, other.end_port) \
+                and not other.dynamic:
+            return other
+        if (start, end, protocol, sport, eport) == (start1, end1, self.protocol, self.start_port, self.end_port) \
+                and not self.dynamic:
+            return self
+        return Ts(_ip(self.version, start), _ip(self.version, end), protocol, sport, eport)
 
     def contains(self, other: Ts) -> bool:
         return self.intersect(other) == other

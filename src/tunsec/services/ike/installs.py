@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from tunsec import updown
 from tunsec.conf.connections import Child
 from tunsec.dataplane import pipe
-from tunsec.dataplane.client import Sent, WorkerError, answered, send_soon
+from tunsec.dataplane.client import REQUEST_TIMEOUT, Sent, WorkerError, answered, outcome, send_soon
 from tunsec.dataplane.pipe import Action, Alg, Direction, Endpoint, Errno, Policy, SaSpec, Selector
 from tunsec.ike.config import ChildConfig
 from tunsec.ike.events import ChildSaDown, ChildSaUp, DownReason
@@ -113,6 +113,12 @@ def _child_registered(self: IkeService, sa: IkeSa, ev: ChildSaUp) -> ChildState 
     state = ChildState(handle, ike, sa.name, plan.name, ev.unique_id, ev.spi_in, ev.spi_out,
                        Endpoint(remote_ip, ev.remote_addr[1]), local, ev.alg, ev.esn, ev.local_ts, ev.remote_ts,
                        lineage, pred=pred)
+    if ike not in self._ike_peers and not self._by_ike.get(ike):
+        # the IKE SA's first Child SA is on the path its event names: the IKE SA's first check
+        # (_follow_peers) would compare this child with that path and find it there, at the cost
+        # of an address parsed from text and two Endpoints per client; a path that has moved
+        # since differs from this one and is compared as before
+        self._ike_peers[ike] = (ev.remote_addr, ev.local_ip, ev.local_port)
     lineage.members.add(handle)
     self.children[handle] = state
     self._by_uid[(ike, ev.unique_id)] = handle
@@ -155,6 +161,7 @@ class _Started:
     sent: list[Sent]
     add: asyncio.Future[list[pipe.Reply]] | None
     install: asyncio.Future[None]   # state.install: set once the answers are in
+    timer: asyncio.TimerHandle | None = None   # gives up on answers that do not come (_arm_give_up)
 
 
 def _start_install(self: IkeService, state: ChildState, ev: ChildSaUp, release: Callable[[], None]) -> None:
@@ -180,8 +187,47 @@ def _start_install(self: IkeService, state: ChildState, ev: ChildSaUp, release: 
         if started is None:
             release()
             return
-    up = self._child_up(state, ev, release, started)
-    self._spawn(up if started is not None else self._changes.queue(up)).add_done_callback(lambda _task: release())
+        # no task while all goes well (a burst made one per client, each with an asyncio.wait): the
+        # last request's end (answered, failed, the worker gone, or cancelled by the timer) ends
+        # the install, as the worker answers in order and a worker gone fails them all; a failure
+        # takes the task after all (_install_ended)
+        asyncio.get_running_loop().call_soon(_arm_give_up, state, started)
+        started.sent[-1][1].add_done_callback(functools.partial(self._install_ended, state, ev, release, started))
+        return
+    self._spawn(self._changes.queue(self._child_up(state, ev, release))).add_done_callback(lambda _task: release())
+
+
+def _arm_give_up(state: ChildState, started: _Started) -> None:
+    """REQUEST_TIMEOUT from the turn after the send (as answered's wait counted it, in the task that
+    awaited it): what is still unanswered then is cancelled, which ends the install as failed."""
+    if not started.install.done():
+        started.timer = asyncio.get_running_loop().call_later(REQUEST_TIMEOUT, _give_up, started)
+
+
+def _give_up(started: _Started) -> None:
+    started.timer = None
+    for _, fut in started.sent:
+        if not fut.done():
+            fut.cancel()
+
+
+def _install_ended(self: IkeService, state: ChildState, ev: ChildSaUp, release: Callable[[], None],
+                   started: _Started, _last: object = None) -> None:
+    """A new Child SA's install requests have all ended (see _start_install): booked here when all
+    said OK; anything else goes to the task that handles failures (_child_up)."""
+    if started.timer is not None:
+        started.timer.cancel()
+        started.timer = None
+    ends = [outcome(what, fut) if fut.done() else None for what, fut in started.sent]   # each failure retrieved
+    if any(e is None or isinstance(e, WorkerError) for e in ends):
+        self._spawn(self._child_up(state, ev, release, started)).add_done_callback(lambda _task: release())
+        return
+    if started.add is not None:
+        state.out_installed = True
+    state.install = None
+    started.install.set_result(None)
+    release()
+    _installed(self, state, ev)
 
 
 async def _child_up(self: IkeService, state: ChildState, ev: ChildSaUp, release: Callable[[], None],
@@ -204,8 +250,14 @@ async def _child_up(self: IkeService, state: ChildState, ev: ChildSaUp, release:
             if state.handle in self.children:   # not deleted meanwhile (its DELETE, a worker restart)
                 await self._remove(state, self._forget(state))
         return
+    _installed(self, state, ev)
+
+
+def _installed(self: IkeService, state: ChildState, ev: ChildSaUp) -> None:
+    """A Child SA's install is answered, all OK: its log line, and its updown script."""
     if state.handle not in self.children:
         return   # deleted while its install was answered: _child_down has taken it out again
+    plan = _plan(self, state.conn, ev.child)
     log.info("%s: CHILD_SA %s up, SPIs %08x_i %08x_o, %s === %s (peer %s, reqid %d)", state.conn, plan.name,
              ev.spi_in, ev.spi_out, ", ".join(map(str, ev.local_ts)), ", ".join(map(str, ev.remote_ts)),
              state.remote.addr, state.reqid)

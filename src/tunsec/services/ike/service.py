@@ -580,6 +580,7 @@ class IkeService(Service):
     _forget = installs._forget
     _start_install = installs._start_install
     _child_up = installs._child_up
+    _install_ended = installs._install_ended
     _send_install = installs._send_install
     first_use = installs.first_use
     _promote = installs._promote

@@ -13,7 +13,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from tunsec.dataplane import pipe
-from tunsec.dataplane.client import Sent, WorkerClient, WorkerError, answered, send_soon
+from tunsec.dataplane.client import REQUEST_TIMEOUT, Sent, WorkerClient, WorkerError, answered, outcome, send_soon
 from tunsec.ike.state import SpiUnavailable
 from tunsec.loglimit import LogLimiter, suffix
 from tunsec.services.ike.barrier import Barrier
@@ -45,11 +45,15 @@ def _may_need_spi(data: bytes) -> bool:
     return len(data) >= 16 and any(data[8:16])
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)
 class _Batch:
-    """GETSPIs sent together: to which worker (SpiPool._generation), how many not answered yet."""
+    """GETSPIs sent together: to which worker (SpiPool._generation), how many not answered yet, the
+    timer that gives up on them, and (made for refill) what says they are done."""
     generation: int
     pending: int
+    sent: list[Sent] = dataclasses.field(default_factory=list)
+    timer: asyncio.TimerHandle | None = None
+    done: asyncio.Future[None] | None = None
 
 
 class SpiPool:
@@ -68,7 +72,7 @@ class SpiPool:
         self.spis: collections.deque[int] = collections.deque()
         self._asking = 0           # GETSPIs sent and not answered yet (to this worker: _generation)
         self._generation = 0       # bumped by clear (a new worker)
-        self._batches: set[asyncio.Task[None]] = set()   # what collects their answers (refill waits for it)
+        self._batches: set[_Batch] = set()   # GETSPIs in flight (refill waits for them)
         self._spi_wait = False     # the pool is empty and a refill in flight: the barrier is up (_spi_barrier)
         self._held: collections.deque[Callable[[], None]] = collections.deque()   # what waits for an SPI
         self._held_datagrams = 0   # how many of those are incoming datagrams (at most HELD_MAX)
@@ -159,22 +163,30 @@ class SpiPool:
             # larval_seconds=0: no larval timeout for these.  A pooled SPI is ours; a handed one is
             # installed (ChildSaUp) or handed back (SpiUnused -> DELETE) by the engine, so none is
             # expired under a negotiation, and an idle pool does not churn (it used to expire and
-            # log each SPI every 30 s); one waiter for all, no task per GETSPI (see answered)
+            # log each SPI every 30 s)
             batch = _Batch(self._generation, want)
             got = functools.partial(self._got_spi, batch)
-            sent = [send_soon(w, "GetSpi", lambda r: pipe.GetSpi(r, 0xC0000000, 0xCFFFFFFF, larval_seconds=0), got)
-                    for _ in range(want)]
+            batch.sent = [send_soon(w, "GetSpi", lambda r: pipe.GetSpi(r, 0xC0000000, 0xCFFFFFFF, larval_seconds=0),
+                                    got) for _ in range(want)]
             self._asking += want
-            task = self._spawn(self._collect(sent, batch))
-            self._batches.add(task)
-            task.add_done_callback(self._batches.discard)
+            # no task per batch (a burst sends one per client): the answers come in through ``got``;
+            # the last request's end (answered, failed, or cancelled by the timer) ends the batch, as
+            # the worker answers in order and a worker gone fails them all (see _collect)
+            asyncio.get_running_loop().call_soon(self._arm_give_up, batch)
+            batch.sent[-1][1].add_done_callback(functools.partial(self._collect, batch))
+            self._batches.add(batch)
         self._spi_barrier()    # the pool may have just run empty under GETSPIs in flight
 
     async def refill(self) -> None:
         """Top the pool up; returns when what was asked for is answered (or the worker refused)."""
         self._start_refill()
         if self._batches:
-            await asyncio.wait(set(self._batches))
+            await asyncio.wait([self._finished(b) for b in self._batches])
+
+    def _finished(self, batch: _Batch) -> asyncio.Future[None]:
+        if batch.done is None:
+            batch.done = asyncio.get_running_loop().create_future()
+        return batch.done
 
     def _spi_barrier(self) -> None:
         """The install barrier (see Barrier.flush) is also up while the pool is empty and a
@@ -202,15 +214,37 @@ class SpiPool:
             self.spis.append(replies[0].spi)
         self._spi_barrier()
 
-    async def _collect(self, sent: list[Sent], batch: _Batch) -> None:
+    def _arm_give_up(self, batch: _Batch) -> None:
+        """REQUEST_TIMEOUT from the turn after the send, as the wait of the task that collected a batch
+        used to count it: the rest of the sending turn (a burst's IKE_AUTHs, a second or more under
+        valgrind) is not the worker's delay."""
+        if batch in self._batches:
+            batch.timer = asyncio.get_running_loop().call_later(REQUEST_TIMEOUT, self._give_up, batch)
+
+    def _give_up(self, batch: _Batch) -> None:
+        """REQUEST_TIMEOUT after the batch went (see _arm_give_up): what is unanswered is cancelled (which
+        forgets the request: a late answer is counted and dropped) and ends the batch (_collect)."""
+        batch.timer = None
+        for _, fut in batch.sent:
+            if not fut.done():
+                fut.cancel()
+
+    def _collect(self, batch: _Batch, _last: object = None) -> None:
         """The end of GETSPIs sent together (their SPIs went in as read, see _got_spi): one round trip
-        per batch, not one per SPI (the pipe's GETSPI asks for one SPI; a burst's are pipelined)."""
-        answers = await answered(sent)
+        per batch, not one per SPI (the pipe's GETSPI asks for one SPI; a burst's are pipelined).
+        What is not answered then failed (the worker went, a timeout; the first failure is logged)."""
+        self._batches.discard(batch)
+        if batch.timer is not None:
+            batch.timer.cancel()
+            batch.timer = None
+        if batch.done is not None and not batch.done.done():
+            batch.done.set_result(None)
         if batch.generation != self._generation:
             return
         self._asking -= batch.pending     # unanswered (the worker went, a timeout): no longer asked for
         batch.pending = 0
-        if failed := next((a for a in answers if isinstance(a, WorkerError)), None):
+        ends = [outcome(what, fut) for what, fut in batch.sent if fut.done()]   # each failure retrieved
+        if (failed := next((e for e in ends if isinstance(e, WorkerError)), None)) is not None:
             self._refused = True
             # rate-limited: with the SAD full, any datagram of an IKE SA (a peer's junk too) retries
             if (held := self._getspi_log.admit()) is not None:
