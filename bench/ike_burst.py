@@ -234,8 +234,8 @@ class Burst:
                 src, dst, data = self.wire.popleft()
                 if dst[0] == GW:
                     if dst[1] == 4500:   # into the worker's UDP socket, up the pipe as an IKE event
-                        ike = pipe.Ike(data=data, remote=Endpoint(ipaddress.ip_address(src[0]), src[1]))
-                        self._worker(functools.partial(worker._emit, ike))
+                        # the event is built inside the worker's call: the worker's work, not the control process's
+                        self._worker(functools.partial(_emit_ike, worker, data, src))
                     else:
                         service.receive(data, src, dst)
                         service._pump()
@@ -265,6 +265,11 @@ class Burst:
             if isinstance(ev[1], ChildSaUp):
                 self.client_up += 1
         return moved
+
+
+def _emit_ike(worker: Worker, data: bytes, src: tuple[str, int]) -> None:
+    """A datagram from ``src`` into the worker's UDP socket: up the pipe as an IKE event."""
+    worker._emit(pipe.Ike(data=data, remote=Endpoint(ipaddress.ip_address(src[0]), src[1])))
 
 
 def service_children(service: IkeService) -> int:

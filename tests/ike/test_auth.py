@@ -51,6 +51,17 @@ def test_psk_auth_matches_rfc_formula() -> None:
     assert expected.hex() not in repr(AuthPayload(AuthMethod.PSK, expected))
 
 
+def test_psk_key_pad_held_per_prf() -> None:
+    """One Secret serves peers under different PRFs: each PRF gets its own prf(PSK, KEY_PAD),
+    again and again, and the Secret's repr shows none of it."""
+    psk = Secret(b"secret")
+    for _ in range(2):
+        for prf_id, name in ((PrfId.HMAC_SHA2_256, "sha256"), (PrfId.HMAC_SHA2_512, "sha512")):
+            inner = hmac.new(b"secret", b"Key Pad for IKEv2", name).digest()
+            assert psk_auth_data(Prf(prf_id), psk, b"octets") == hmac.new(inner, b"octets", name).digest()
+            assert inner.hex() not in repr(psk) and b"secret".hex() not in repr(psk)
+
+
 @pytest.mark.parametrize("kind", ["rsa", "ecdsa", "ecdsa384", "ecdsa521"])
 @pytest.mark.parametrize("rfc7427", [True, False])
 def test_signature_round_trip(kind: str, rfc7427: bool) -> None:

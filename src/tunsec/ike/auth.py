@@ -82,7 +82,8 @@ def signed_octets(real_message: bytes, peer_nonce: bytes, prf: Prf, sk_p: Secret
 
 
 def psk_auth_data(prf: Prf, psk: Secret, octets: bytes) -> bytes:
-    return prf(prf(psk.reveal(), KEY_PAD), octets)
+    # prf(PSK, KEY_PAD) is the same for every peer of one PSK: derived once per PRF, held by the Secret
+    return prf(psk.derived((KEY_PAD, prf.transform_id), lambda key: prf(key, KEY_PAD)), octets)
 
 
 def verify_psk(prf: Prf, psk: Secret, octets: bytes, auth: AuthPayload) -> None:
