@@ -55,6 +55,7 @@ from tunsec.dataplane.pipe import (
     encode,
     encode_dump_replies,
     encode_ok,
+    encode_spi,
     error_reply,
     join_dump_replies,
 )
@@ -1684,3 +1685,28 @@ def test_whole_datagram_sa_structs_are_few() -> None:
                 sa = out_sa(alg=alg, key=bytes(alg.key_len), selectors=(SEL4,) * n, seq_limit=limit)
                 assert encode(Update(1, sa)) == enc._encode_general(Update(1, sa))
     assert len(enc._SA_WHOLE) <= len({alg.key_len for alg in Alg}) * (MAX_SELECTORS + 1) * 2
+
+
+def _outcome_of(build: Callable[[], object]) -> object:
+    try:
+        return build()
+    except (TypeError, ValueError) as err:
+        return type(err), str(err)
+
+
+def test_encode_spi_is_the_getspi_answer() -> None:
+    """The worker's shortcut for a GETSPI's success encodes what Reply would, and refuses what
+    Reply refuses (with the same error)."""
+    for req_id in (1, 7, U32):
+        for spi in (256, 0xC0000001, U32):
+            reply = Reply(req_id, MsgType.GETSPI, Errno.OK, spi=spi)
+            assert encode_spi(req_id, spi) == encode(reply) and decode(encode_spi(req_id, spi)) == reply
+    for req_id, spi in ((0, 256), (U32 + 1, 256), (True, 256), (1.0, 256), (1, 255), (1, U32 + 1), (1, True),
+                        (1, None), (1, 256.0)):
+        shortcut = _outcome_of(lambda: encode_spi(req_id, spi))   # type: ignore[arg-type]  # noqa: B023
+        checked = _outcome_of(lambda: Reply(req_id, MsgType.GETSPI, Errno.OK, spi=spi))  # type: ignore[arg-type]  # noqa: B023
+        assert isinstance(shortcut, tuple) and shortcut == checked
+    for req_id in (True, 1.0, "1"):
+        shortcut = _outcome_of(lambda: encode_ok(req_id, MsgType.UPDATE))   # type: ignore[arg-type]  # noqa: B023
+        checked = _outcome_of(lambda: Reply(req_id, MsgType.UPDATE, Errno.OK))   # type: ignore[arg-type]  # noqa: B023
+        assert isinstance(shortcut, tuple) and shortcut == checked

@@ -30,10 +30,12 @@ from tunsec.dataplane.pipe.messages import (
     _check_request_id,
 )
 from tunsec.dataplane.pipe.protocol import (
+    _U32,
     FLAG_MORE,
     FLAG_REPLY,
     HEADER_LEN,
     MAX_MESSAGE,
+    MIN_SPI,
     VERSION,
     Errno,
     Ext,
@@ -41,7 +43,7 @@ from tunsec.dataplane.pipe.protocol import (
     MsgType,
     PipeError,
 )
-from tunsec.dataplane.pipe.values import _STATES, Endpoint, Lifetime, PolicyInfo, SaInfo, SaSpec, Selector
+from tunsec.dataplane.pipe.values import _STATES, Endpoint, Lifetime, PolicyInfo, SaInfo, SaSpec, Selector, _check_spi
 from tunsec.dataplane.pipe.wire import (
     _DATA_HDR,
     _DROP_HDR,
@@ -540,10 +542,26 @@ def encode_ok(req_id: int, msg_type: MsgType) -> bytes:
     """encode(Reply(req_id, msg_type, Errno.OK)) for a request whose success carries nothing
     (all but GETSPI and DUMP): the header alone, without building and checking a Reply (the
     worker answers several requests per client set-up so)."""
-    if msg_type in (MsgType.GETSPI, MsgType.DUMP) or msg_type.is_event:
+    if msg_type not in _BARE_OK:
         raise ValueError(f"a successful {msg_type.name} answer is not a bare header")
-    _check_request_id(req_id)
-    return _header(msg_type, Errno.OK, req_id, FLAG_REPLY, HEADER_LEN)
+    if type(req_id) is not int or not 0 < req_id <= _U32:
+        _check_request_id(req_id)
+    return _HEADER.pack(VERSION, msg_type, _ERRNO_OK, req_id, FLAG_REPLY, _ZERO3, HEADER_LEN)
+
+
+def encode_spi(req_id: int, spi: int) -> bytes:
+    """encode(Reply(req_id, MsgType.GETSPI, Errno.OK, spi=spi)), a GETSPI's success, without building
+    and checking a Reply (the worker answers one per client set-up)."""
+    if type(req_id) is not int or not 0 < req_id <= _U32:
+        _check_request_id(req_id)
+    if type(spi) is not int or not MIN_SPI <= spi <= _U32:
+        _check_spi("spi", spi)
+    return _SPI_REPLY_WHOLE.pack(VERSION, _T_GETSPI, _ERRNO_OK, req_id, FLAG_REPLY, _ZERO3,
+                                 _SPI_REPLY_WHOLE.size, _U32_EXT_LEN, _X_SPI, spi)
+
+
+# the requests whose success carries nothing (a set: one hash lookup, not tests in turn)
+_BARE_OK: Final = frozenset(t for t in MsgType if not t.is_event and t not in (MsgType.GETSPI, MsgType.DUMP))
 
 
 def error_reply(err: PipeError) -> bytes | None:
