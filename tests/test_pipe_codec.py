@@ -1659,7 +1659,21 @@ def test_whole_datagram_encode_is_the_general_encode(msg: Message) -> None:
     assert whole == general
 
 
+class _SubV4(IPv4Address):
+    pass
+
+
+class _SubV6(IPv6Address):
+    pass
+
+
+_SUB_SEL = Selector(_SubV4("10.0.0.1"), _SubV4("10.0.0.2"), _SubV4("10.0.0.1"), _SubV4("10.0.0.9"))
 _WHOLE_EXAMPLES = [
+    # addresses of subclasses (packed through int(), not their slot)
+    Ike(data=b"abc", remote=Endpoint(_SubV6("2001:db8::1"), 500), local=Endpoint(_SubV6("2001:db8::2"), 4500)),
+    Update(2, out_sa(local=Endpoint(_SubV4("192.0.2.1"), 500), remote=Endpoint(_SubV4("192.0.2.2"), 4500),
+                     selectors=(_SUB_SEL,))),
+    SpdAdd(3, Policy(1, 100, Action.PROTECT, 1, _SUB_SEL)),
     *[m for m in REALISTIC if isinstance(m, (GetSpi, Update, Add, SpdAdd, SendIke, Ike, Reply))],
     *_SETUP_REQUESTS,
     *[Ike(data=b"\x01" * n, remote=REMOTE4) for n in range(1, 9)],

@@ -93,8 +93,11 @@ _ADDR_SHIFT: Final = {IPv4Address: 96, IPv6Address: 0}
 def _pack_addr(addr: IPAddress) -> bytes:
     shift = _ADDR_SHIFT.get(type(addr))
     if shift is None:   # a subclass
-        shift = 96 if addr.version == 4 else 0
-    return (int(addr) << shift).to_bytes(16)
+        return (int(addr) << (96 if addr.version == 4 else 0)).to_bytes(16)
+    # its int read from its slot: int() runs __int__, a Python method, a frame per address (a
+    # client's set-up packs ~17); the whole-datagram ways below read an address's family as its
+    # class attribute _version for the same reason (.version is a property)
+    return (addr._ip << shift).to_bytes(16)  # type: ignore[union-attr,no-any-return]
 
 
 def _pack_endpoint(ep: Endpoint | None) -> bytes:
@@ -386,7 +389,7 @@ def _whole_spdadd(msg: SpdAdd) -> bytes:
     return _SPDADD_WHOLE.pack(
         VERSION, msg.TYPE, _ERRNO_OK, msg.req_id, 0, _ZERO3, _SPDADD_WHOLE.size,
         _POLICY_EXT.size, _X_POLICY, p.id, p.priority, p.action, _ZERO3, p.reqid,
-        _SELECTOR_EXT.size, _X_SELECTOR, sel.src_lo.version, sel.proto, 0, sport_lo, sport_hi, dport_lo, dport_hi,
+        _SELECTOR_EXT.size, _X_SELECTOR, sel.src_lo._version, sel.proto, 0, sport_lo, sport_hi, dport_lo, dport_hi,  # type: ignore[union-attr]
         _pack_addr(sel.src_lo), _pack_addr(sel.src_hi),
         _pack_addr(sel.dst_lo), _pack_addr(sel.dst_hi),
     )  # fmt: skip
@@ -420,15 +423,15 @@ def _whole_sa(msg: Update | Add) -> bytes:
         VERSION, msg.TYPE, _ERRNO_OK, msg.req_id, 0, _ZERO3, st.size,
         _SA_EXT.size, _X_SA, sa.spi, sa.direction, sa.alg, flags, 0, sa.replay_window, sa.reqid, sa.seq_start,
         key_ext_len, _X_KEY, len(key), 0, key,
-        _ENDPOINT_EXT.size, _X_LOCAL, local.addr.version, 0, local.port, _pack_addr(local.addr),
-        _ENDPOINT_EXT.size, _X_REMOTE, remote.addr.version, 0, remote.port, _pack_addr(remote.addr),
+        _ENDPOINT_EXT.size, _X_LOCAL, local.addr._version, 0, local.port, _pack_addr(local.addr),  # type: ignore[union-attr]
+        _ENDPOINT_EXT.size, _X_REMOTE, remote.addr._version, 0, remote.port, _pack_addr(remote.addr),  # type: ignore[union-attr]
         _LIFETIME_EXT.size, _X_SOFT, soft.bytes, soft.packets, soft.seconds,
         _LIFETIME_EXT.size, _X_HARD, hard.bytes, hard.packets, hard.seconds,
     ]  # fmt: skip
     for sel in selectors:
         (sport_lo, sport_hi), (dport_lo, dport_hi) = sel.sport, sel.dport
         args += (
-            _SELECTOR_EXT.size, _X_SELECTOR, sel.src_lo.version, sel.proto, 0, sport_lo, sport_hi, dport_lo, dport_hi,
+            _SELECTOR_EXT.size, _X_SELECTOR, sel.src_lo._version, sel.proto, 0, sport_lo, sport_hi, dport_lo, dport_hi,  # type: ignore[union-attr]
             _pack_addr(sel.src_lo), _pack_addr(sel.src_hi), _pack_addr(sel.dst_lo), _pack_addr(sel.dst_hi),
         )  # fmt: skip
     if seq_limit:
@@ -457,12 +460,12 @@ def _whole_ike(msg: SendIke | Ike) -> bytes:
                           _EXT_HDR.size + _DATA_HDR.size + size + pad, _X_DATA, size)
     addr = remote.addr
     if local is None:
-        return b"".join((head, data, tail.pack(_ENDPOINT_EXT.size, _X_REMOTE, addr.version, 0, remote.port,
+        return b"".join((head, data, tail.pack(_ENDPOINT_EXT.size, _X_REMOTE, addr._version, 0, remote.port,  # type: ignore[union-attr]
                                                _pack_addr(addr))))
     laddr = local.addr
     return b"".join((head, data, tail.pack(
-        _ENDPOINT_EXT.size, _X_REMOTE, addr.version, 0, remote.port, _pack_addr(addr),
-        _ENDPOINT_EXT.size, _X_LOCAL, laddr.version, 0, local.port, _pack_addr(laddr),
+        _ENDPOINT_EXT.size, _X_REMOTE, addr._version, 0, remote.port, _pack_addr(addr),  # type: ignore[union-attr]
+        _ENDPOINT_EXT.size, _X_LOCAL, laddr._version, 0, local.port, _pack_addr(laddr),  # type: ignore[union-attr]
     )))  # fmt: skip
 
 
