@@ -217,7 +217,7 @@ class Worker:
     def _ok(self, msg: Request, spi: int | None = None) -> list[bytes]:
         if spi is None:
             return [pipe.encode_ok(msg.req_id, msg.TYPE)]
-        return [pipe.encode(pipe.Reply(msg.req_id, msg.TYPE, _OK, spi=spi))]
+        return [pipe.encode_spi(msg.req_id, spi)]
 
     # one method per request, found by the message's exact type (_HANDLERS): a match tested
     # them in turn, ten isinstance checks for a SEND_IKE

@@ -15,7 +15,14 @@ decoding.
 """
 
 from tunsec.dataplane.pipe.decoding import decode
-from tunsec.dataplane.pipe.encoding import encode, encode_dump_replies, encode_ok, error_reply, join_dump_replies
+from tunsec.dataplane.pipe.encoding import (
+    encode,
+    encode_dump_replies,
+    encode_ok,
+    encode_spi,
+    error_reply,
+    join_dump_replies,
+)
 from tunsec.dataplane.pipe.messages import (
     Acquire,
     Add,
@@ -113,6 +120,7 @@ __all__ = [
     "encode",
     "encode_dump_replies",
     "encode_ok",
+    "encode_spi",
     "error_reply",
     "join_dump_replies",
 ]

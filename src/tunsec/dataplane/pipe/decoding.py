@@ -88,6 +88,7 @@ from tunsec.dataplane.pipe.wire import (
     _SEQ_LIMIT,
     _SPI_RANGE,
     _U32_BODY,
+    _fmt,
     _reply_schema,
     _Schema,
 )
@@ -251,11 +252,6 @@ def _quick_endpoint(data: bytes, pos: int, ext_type: int) -> Endpoint | None:
 # implied by those).  In another order, with a SEQ_LIMIT, anything amiss: the general way, which
 # names what is wrong.  tests/test_pipe_codec.py holds each to the general way (every one-byte
 # change, cut and growth of encoded requests, and every datagram of the fuzz tests).
-def _fmt(*parts: struct.Struct | str) -> str:
-    """One big-endian struct format of the parts in turn."""
-    return "!" + "".join(p if isinstance(p, str) else p.format[1:] for p in parts)
-
-
 _SELECTOR_EXT: Final = struct.Struct(_fmt(_EXT_HDR, _SELECTOR))
 _SELECTOR_EXT_LEN: Final = _SELECTOR_EXT.size
 _X_SELECTOR: Final = int(Ext.SELECTOR)

@@ -30,10 +30,12 @@ from tunsec.dataplane.pipe.messages import (
     _check_request_id,
 )
 from tunsec.dataplane.pipe.protocol import (
+    _U32,
     FLAG_MORE,
     FLAG_REPLY,
     HEADER_LEN,
     MAX_MESSAGE,
+    MIN_SPI,
     VERSION,
     Errno,
     Ext,
@@ -41,7 +43,7 @@ from tunsec.dataplane.pipe.protocol import (
     MsgType,
     PipeError,
 )
-from tunsec.dataplane.pipe.values import _STATES, Endpoint, Lifetime, PolicyInfo, SaInfo, SaSpec, Selector
+from tunsec.dataplane.pipe.values import _STATES, Endpoint, Lifetime, PolicyInfo, SaInfo, SaSpec, Selector, _check_spi
 from tunsec.dataplane.pipe.wire import (
     _DATA_HDR,
     _DROP_HDR,
@@ -65,6 +67,7 @@ from tunsec.dataplane.pipe.wire import (
     _SEQ_LIMIT,
     _SPI_RANGE,
     _U32_BODY,
+    _fmt,
 )
 
 # ------------------------------------------------------------------ encoding
@@ -90,8 +93,11 @@ _ADDR_SHIFT: Final = {IPv4Address: 96, IPv6Address: 0}
 def _pack_addr(addr: IPAddress) -> bytes:
     shift = _ADDR_SHIFT.get(type(addr))
     if shift is None:   # a subclass
-        shift = 96 if addr.version == 4 else 0
-    return (int(addr) << shift).to_bytes(16)
+        return (int(addr) << (96 if addr.version == 4 else 0)).to_bytes(16)
+    # its int read from its slot: int() runs __int__, a Python method, a frame per address (a
+    # client's set-up packs ~17); the whole-datagram ways below read an address's family as its
+    # class attribute _version for the same reason (.version is a property)
+    return (addr._ip << shift).to_bytes(16)  # type: ignore[union-attr,no-any-return]
 
 
 def _pack_endpoint(ep: Endpoint | None) -> bytes:
@@ -251,18 +257,7 @@ def _send_ike_exts(msg: SendIke | Ike) -> list[bytes]:
     return _ike_exts(msg.data, msg.remote, msg.local)
 
 
-# the requests of a client's set-up by their exact type: a dict lookup instead of the match's
-# isinstance tests in turn (SEND_IKE is the seventh case)
-_HOT: Final[dict[type, Callable[[Any], list[bytes]]]] = {
-    GetSpi: _getspi_exts, Update: _update_exts, Add: _update_exts, SpdAdd: _spdadd_exts, SendIke: _send_ike_exts,
-    Ike: _send_ike_exts,
-}
-
-
 def _extensions(msg: Message) -> list[bytes]:
-    hot = _HOT.get(type(msg))
-    if hot is not None:
-        return hot(msg)
     match msg:
         case GetSpi():
             return _getspi_exts(msg)
@@ -333,10 +328,151 @@ def _join(msg_type: int, errno: int, req_id: int, flags: int, exts: list[bytes])
 
 def encode(msg: Message) -> bytes:
     """The datagram for msg.  ValueError if it would exceed MAX_MESSAGE."""
+    whole = _WHOLE.get(type(msg))
+    if whole is not None:
+        return whole(msg)
+    return _encode_general(msg)
+
+
+def _encode_general(msg: Message) -> bytes:
+    """encode's general way: each extension packed, then the header and all joined."""
     if isinstance(msg, Reply):
         flags = FLAG_REPLY | (FLAG_MORE if msg.more else 0)
         return _join(msg.type, msg.errno, msg.req_id, flags, _extensions(msg))
     return _join(msg.TYPE, _ERRNO_OK, msg.req_id, 0, _extensions(msg))
+
+
+# ---------------------------------------------------- a client's set-up, whole datagrams
+# The messages of a client's set-up (GETSPI, UPDATE, ADD, SPDADD, SEND_IKE up; IKE events and
+# answers down) packed header and all in one struct call each (an IKE message's data apart): the
+# same bytes as _encode_general, which tests hold them to, without a list of extensions, their
+# lengths summed and joined.  None of them can exceed MAX_MESSAGE but an IKE message.
+
+_T_GETSPI, _T_DUMP = MsgType.GETSPI, MsgType.DUMP
+_X_SPI, _X_LARVAL, _X_SEQ_LIMIT = Ext.SPI, Ext.LARVAL_LIFETIME, Ext.SEQ_LIMIT
+_U32_EXT_LEN: Final = _EXT_HDR.size + _U32_BODY.size
+
+_GETSPI_WHOLE: Final = struct.Struct(_fmt(_HEADER, _SPI_RANGE_EXT))
+_GETSPI_LARVAL_WHOLE: Final = struct.Struct(_fmt(_GETSPI_WHOLE, _EXT_HDR, _U32_BODY))
+
+
+def _whole_getspi(msg: GetSpi) -> bytes:
+    if msg.larval_seconds is None:
+        return _GETSPI_WHOLE.pack(VERSION, msg.TYPE, _ERRNO_OK, msg.req_id, 0, _ZERO3, _GETSPI_WHOLE.size,
+                                  _SPI_RANGE_EXT.size, _X_SPI_RANGE, msg.lo, msg.hi)
+    return _GETSPI_LARVAL_WHOLE.pack(VERSION, msg.TYPE, _ERRNO_OK, msg.req_id, 0, _ZERO3, _GETSPI_LARVAL_WHOLE.size,
+                                     _SPI_RANGE_EXT.size, _X_SPI_RANGE, msg.lo, msg.hi,
+                                     _U32_EXT_LEN, _X_LARVAL, msg.larval_seconds)
+
+
+_SPI_REPLY_WHOLE: Final = struct.Struct(_fmt(_HEADER, _EXT_HDR, _U32_BODY))
+
+
+def _whole_reply(msg: Reply) -> bytes:
+    # a Reply carries an spi only as a successful GETSPI's answer, and more/sas/policies/drops/
+    # gauges only as a successful DUMP's (its checks): anything else is the header alone
+    if msg.spi is not None:
+        return _SPI_REPLY_WHOLE.pack(VERSION, msg.type, msg.errno, msg.req_id, FLAG_REPLY, _ZERO3,
+                                     _SPI_REPLY_WHOLE.size, _U32_EXT_LEN, _X_SPI, msg.spi)
+    if msg.type is not _T_DUMP:
+        return _HEADER.pack(VERSION, msg.type, msg.errno, msg.req_id, FLAG_REPLY, _ZERO3, HEADER_LEN)
+    return _encode_general(msg)
+
+
+_SPDADD_WHOLE: Final = struct.Struct(_fmt(_HEADER, _POLICY_EXT, _SELECTOR_EXT))
+
+
+def _whole_spdadd(msg: SpdAdd) -> bytes:
+    p = msg.policy
+    sel = p.selector
+    (sport_lo, sport_hi), (dport_lo, dport_hi) = sel.sport, sel.dport
+    return _SPDADD_WHOLE.pack(
+        VERSION, msg.TYPE, _ERRNO_OK, msg.req_id, 0, _ZERO3, _SPDADD_WHOLE.size,
+        _POLICY_EXT.size, _X_POLICY, p.id, p.priority, p.action, _ZERO3, p.reqid,
+        _SELECTOR_EXT.size, _X_SELECTOR, sel.src_lo._version, sel.proto, 0, sport_lo, sport_hi, dport_lo, dport_hi,  # type: ignore[union-attr]
+        _pack_addr(sel.src_lo), _pack_addr(sel.src_hi),
+        _pack_addr(sel.dst_lo), _pack_addr(sel.dst_hi),
+    )  # fmt: skip
+
+
+# UPDATE/ADD by (key length, selector count, with SEQ_LIMIT): the struct of the whole datagram and
+# the KEY extension's length.  Few: the key length is the algorithm's, at most MAX_SELECTORS selectors.
+_SA_WHOLE: Final[dict[tuple[int, int, bool], tuple[struct.Struct, int]]] = {}
+
+
+def _sa_whole(key_len: int, selectors: int, seq_limit: bool) -> tuple[struct.Struct, int]:
+    pad = -(_KEY_HDR.size + key_len) % 4
+    fmt = _fmt(
+        _HEADER, _SA_EXT, _EXT_HDR, _KEY_HDR, f"{key_len}s{pad}x", _ENDPOINT_EXT, _ENDPOINT_EXT, _LIFETIME_EXT,
+        _LIFETIME_EXT, *[_SELECTOR_EXT] * selectors, *([_EXT_HDR, _SEQ_LIMIT] if seq_limit else []),
+    )  # fmt: skip
+    whole = _SA_WHOLE[key_len, selectors, seq_limit] = (
+        struct.Struct(fmt), _EXT_HDR.size + _KEY_HDR.size + key_len + pad,
+    )  # fmt: skip
+    return whole
+
+
+def _whole_sa(msg: Update | Add) -> bytes:
+    sa = msg.sa
+    key, selectors, local, remote, soft, hard = sa.key, sa.selectors, sa.local, sa.remote, sa.soft, sa.hard
+    seq_limit = bool(sa.seq_limit or sa.seq_notify)
+    shape = len(key), len(selectors), seq_limit
+    st, key_ext_len = _SA_WHOLE.get(shape) or _sa_whole(*shape)
+    flags = (_SA_ESN if sa.esn else 0) | (_SA_FIRST_USE if sa.report_first_use else 0)
+    args = [
+        VERSION, msg.TYPE, _ERRNO_OK, msg.req_id, 0, _ZERO3, st.size,
+        _SA_EXT.size, _X_SA, sa.spi, sa.direction, sa.alg, flags, 0, sa.replay_window, sa.reqid, sa.seq_start,
+        key_ext_len, _X_KEY, len(key), 0, key,
+        _ENDPOINT_EXT.size, _X_LOCAL, local.addr._version, 0, local.port, _pack_addr(local.addr),  # type: ignore[union-attr]
+        _ENDPOINT_EXT.size, _X_REMOTE, remote.addr._version, 0, remote.port, _pack_addr(remote.addr),  # type: ignore[union-attr]
+        _LIFETIME_EXT.size, _X_SOFT, soft.bytes, soft.packets, soft.seconds,
+        _LIFETIME_EXT.size, _X_HARD, hard.bytes, hard.packets, hard.seconds,
+    ]  # fmt: skip
+    for sel in selectors:
+        (sport_lo, sport_hi), (dport_lo, dport_hi) = sel.sport, sel.dport
+        args += (
+            _SELECTOR_EXT.size, _X_SELECTOR, sel.src_lo._version, sel.proto, 0, sport_lo, sport_hi, dport_lo, dport_hi,  # type: ignore[union-attr]
+            _pack_addr(sel.src_lo), _pack_addr(sel.src_hi), _pack_addr(sel.dst_lo), _pack_addr(sel.dst_hi),
+        )  # fmt: skip
+    if seq_limit:
+        args += (_EXT_HDR.size + _SEQ_LIMIT.size, _X_SEQ_LIMIT, sa.seq_limit, sa.seq_notify)
+    return st.pack(*args)
+
+
+# SEND_IKE/IKE: the header and DATA's headers, the data, then its padding and the endpoint(s);
+# the tail's struct by (padding, with a local endpoint)
+_IKE_HEAD: Final = struct.Struct(_fmt(_HEADER, _EXT_HDR, _DATA_HDR))
+_IKE_TAIL: Final = {
+    (pad, local): struct.Struct(_fmt(f"{pad}x", *[_ENDPOINT_EXT] * (1 + local)))
+    for pad in range(4) for local in (False, True)
+}
+
+
+def _whole_ike(msg: SendIke | Ike) -> bytes:
+    data, remote, local = msg.data, msg.remote, msg.local
+    size = len(data)
+    pad = -size % 4
+    tail = _IKE_TAIL[pad, local is not None]
+    length = _IKE_HEAD.size + size + tail.size
+    if length > MAX_MESSAGE:
+        return _encode_general(msg)   # its error
+    head = _IKE_HEAD.pack(VERSION, msg.TYPE, _ERRNO_OK, msg.req_id, 0, _ZERO3, length,
+                          _EXT_HDR.size + _DATA_HDR.size + size + pad, _X_DATA, size)
+    addr = remote.addr
+    if local is None:
+        return b"".join((head, data, tail.pack(_ENDPOINT_EXT.size, _X_REMOTE, addr._version, 0, remote.port,  # type: ignore[union-attr]
+                                               _pack_addr(addr))))
+    laddr = local.addr
+    return b"".join((head, data, tail.pack(
+        _ENDPOINT_EXT.size, _X_REMOTE, addr._version, 0, remote.port, _pack_addr(addr),  # type: ignore[union-attr]
+        _ENDPOINT_EXT.size, _X_LOCAL, laddr._version, 0, local.port, _pack_addr(laddr),  # type: ignore[union-attr]
+    )))  # fmt: skip
+
+
+_WHOLE: Final[dict[type, Callable[[Any], bytes]]] = {
+    GetSpi: _whole_getspi, Update: _whole_sa, Add: _whole_sa, SpdAdd: _whole_spdadd, SendIke: _whole_ike,
+    Ike: _whole_ike, Reply: _whole_reply,
+}
 
 
 def encode_dump_replies(
@@ -409,10 +545,26 @@ def encode_ok(req_id: int, msg_type: MsgType) -> bytes:
     """encode(Reply(req_id, msg_type, Errno.OK)) for a request whose success carries nothing
     (all but GETSPI and DUMP): the header alone, without building and checking a Reply (the
     worker answers several requests per client set-up so)."""
-    if msg_type in (MsgType.GETSPI, MsgType.DUMP) or msg_type.is_event:
+    if msg_type not in _BARE_OK:
         raise ValueError(f"a successful {msg_type.name} answer is not a bare header")
-    _check_request_id(req_id)
-    return _header(msg_type, Errno.OK, req_id, FLAG_REPLY, HEADER_LEN)
+    if type(req_id) is not int or not 0 < req_id <= _U32:
+        _check_request_id(req_id)
+    return _HEADER.pack(VERSION, msg_type, _ERRNO_OK, req_id, FLAG_REPLY, _ZERO3, HEADER_LEN)
+
+
+def encode_spi(req_id: int, spi: int) -> bytes:
+    """encode(Reply(req_id, MsgType.GETSPI, Errno.OK, spi=spi)), a GETSPI's success, without building
+    and checking a Reply (the worker answers one per client set-up)."""
+    if type(req_id) is not int or not 0 < req_id <= _U32:
+        _check_request_id(req_id)
+    if type(spi) is not int or not MIN_SPI <= spi <= _U32:
+        _check_spi("spi", spi)
+    return _SPI_REPLY_WHOLE.pack(VERSION, _T_GETSPI, _ERRNO_OK, req_id, FLAG_REPLY, _ZERO3,
+                                 _SPI_REPLY_WHOLE.size, _U32_EXT_LEN, _X_SPI, spi)
+
+
+# the requests whose success carries nothing (a set: one hash lookup, not tests in turn)
+_BARE_OK: Final = frozenset(t for t in MsgType if not t.is_event and t not in (MsgType.GETSPI, MsgType.DUMP))
 
 
 def error_reply(err: PipeError) -> bytes | None:

@@ -27,6 +27,11 @@ _POLICY_INFO = struct.Struct("!IIB3sIIQ76s")
 _DROP_HDR = struct.Struct("!B3sQ")
 _SEQ_LIMIT = struct.Struct("!QQ")
 
+
+def _fmt(*parts: struct.Struct | str) -> str:
+    """One big-endian struct format of the parts in turn."""
+    return "!" + "".join(p if isinstance(p, str) else p.format[1:] for p in parts)
+
 # SA flag bits (SA and SA_INFO extensions)
 _SA_ESN: Final = 0x01
 _SA_SOFT_FIRED: Final = 0x02
