@@ -17,7 +17,7 @@ import logging
 from typing import Any
 
 import pytest
-from test_ikeservice_peers import Gateway, esp_open, run
+from test_ikeservice_peers import Gateway, connected, esp_open, run
 
 from tunsec.dataplane import pipe
 from tunsec.dataplane.fastpath import DataplaneError, Drop, lib
@@ -66,10 +66,7 @@ def test_a_refused_migrate_is_tried_again_and_the_child_sa_follows(
     monkeypatch.setattr(mobility, "MIGRATE_BACKOFF", 1e6)
 
     async def body() -> None:
-        gw = Gateway(1, mobike=mobike)
-        await gw.start()
-        gw.connect(0)
-        await gw.settle()
+        gw = await connected(1, mobike=mobike)
         (child,) = gw.children_of(0)
         was = child.remote
         tries = refuse_migrates(gw, 1, refused)
@@ -113,10 +110,7 @@ def test_a_peer_moving_often_while_migrates_fail_gets_one_mover_then_a_rekey(
     monkeypatch.setattr(mobility, "MIGRATE_BACKOFF", 1e6)
 
     async def body() -> None:
-        gw = Gateway(1, mobike=False)
-        await gw.start()
-        gw.connect(0)
-        await gw.settle()
+        gw = await connected(1, mobike=False)
         (child,) = gw.children_of(0)
         tries = refuse_migrates(gw, 10**6)
         with caplog.at_level(logging.INFO, logger="tunsec.ike"):
