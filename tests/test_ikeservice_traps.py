@@ -300,3 +300,28 @@ def test_a_keying_retry_joins_the_ike_sa_an_acquire_started_meanwhile(monkeypatc
         assert len(nets(pair, "a")) == 1 and len(nets(pair, "b")) == 1
 
     run(body())
+
+
+def test_a_keying_retry_of_a_trap_child_brings_its_child_sa_back_without_another_packet(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The trap's IKE SA got no answer (keyingtries = 2): the retry's new IKE SA asks for the trap
+    child in its IKE_AUTH, as the lost one did, rather than coming up bare until the next packet."""
+    monkeypatch.setattr(ikesas, "RETRY_DELAY", 0.0)
+
+    async def body() -> None:
+        pair = TrapPair()
+        await pair.start()
+        await pair.configure("a", "trap", keyingtries=2)
+        svc = pair.svc["a"]
+        (pid,) = svc.trap_policies
+        svc.acquire(pid)
+        (first,) = svc.endpoint.sas
+        expire_unanswered(pair, "a", first, DownReason.PEER_UNREACHABLE)
+        await pair.settle()
+        (second,) = [sa for sa in svc.endpoint.sas if not sa.is_closed]
+        assert second is not first
+        assert len(nets(pair, "a")) == 1 and len(nets(pair, "b")) == 1
+        assert ccsa_requests(pair) == 0          # in IKE_AUTH, not added afterwards
+        assert not svc.events.acquires_ignored
+
+    run(body())

@@ -182,10 +182,14 @@ class NegotiationFailed:
 
 @dataclass(frozen=True)
 class PeerUnreachable:
-    """Retransmissions were exhausted; the IKE SA is gone (an IkeSaDown follows if it was up)."""
+    """Retransmissions were exhausted; the IKE SA is gone (an IkeSaDown follows if it was up).
+
+    ``children``: the Child SA configs it was still creating (in IKE_AUTH, a CREATE_CHILD_SA out,
+    queued or waiting to be asked again), which a keyingtries retry asks for again."""
 
     name: str
     tries: int
+    children: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -164,7 +164,9 @@ def give_up(self: IkeSa, pending: _Pending) -> None:
         self._close(DownReason.EXPIRED)
         return
     log.debug("%s: giving up after %d retransmissions", self.name, tries)
-    self._st.emit(PeerUnreachable(self.name, tries))
+    tasks = (pending.task, *self._queue, *(t for _, t in self._delayed))
+    creating = tuple(dict.fromkeys(t.creates for t in tasks if t.creates is not None))
+    self._st.emit(PeerUnreachable(self.name, tries, creating))
     dead = pending.task.on_give_up is GiveUp.DEAD_PEER
     self._close(DownReason.DEAD_PEER if dead else DownReason.PEER_UNREACHABLE)
 

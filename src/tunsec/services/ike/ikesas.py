@@ -106,7 +106,10 @@ def _after_expiry(self: IkeService, up: IkeSaUp) -> None:
         asyncio.get_event_loop().call_later(RETRY_DELAY, self._initiate_quietly, up.name, child)
 
 
-def _retry(self: IkeService, conn_name: str) -> None:
+def _retry(self: IkeService, conn_name: str, creating: tuple[str, ...] = ()) -> None:
+    """keyingtries: a new IKE SA for one we initiated that got no answer, asking again for the
+    children it was creating (as strongSwan moves the failed SA's child tasks to the new one), so a
+    trap child's IKE SA comes back with its Child SA and not bare until the next packet."""
     conn = self.connections.get(conn_name)
     if conn is None or self.closing:
         return
@@ -118,7 +121,7 @@ def _retry(self: IkeService, conn_name: str) -> None:
         return
     log.info("%s: keying try %d%s failed; trying again", conn_name, tries,
              f" of {conn.keyingtries}" if conn.keyingtries else "")
-    children: list[str | None] = [p.name for p in conn.children if p.start_action == "start"] or [None]
+    children: list[str | None] = [*creating] or [p.name for p in conn.children if p.start_action == "start"] or [None]
     for child in children:
         asyncio.get_event_loop().call_later(RETRY_DELAY, self._initiate_quietly, conn_name, child)
 

@@ -322,7 +322,8 @@ class IkeService(Service):
             setting_up = next((sa for sa in self.endpoint.sas if sa.name == conn and sa.is_initiator
                                and sa.state is State.CONNECTING), None)
             if setting_up is not None:
-                if child is not None:
+                # a keyingtries retry of the child an ACQUIRE's new IKE SA already asks for: once is enough
+                if child is not None and not setting_up.creating(child):
                     setting_up.initiate(child)
                 return
         self.endpoint.initiate(conn, child, time.monotonic())
@@ -477,7 +478,7 @@ class IkeService(Service):
                     self.events.dpd_failures[ev.name] += 1
                     self._after_loss(ev.name, "dpd_action")     # it was up: dead peer detected
                 elif sa.is_initiator:
-                    self._retry(ev.name)
+                    self._retry(ev.name, ev.children)
             case Redirected():
                 log.info("%s: gateway %s redirected us to %s (RFC 5685%s)", ev.name, ev.from_addr, ev.to_addr,
                          ", in IKE_AUTH" if ev.in_auth else "")
