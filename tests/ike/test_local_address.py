@@ -1,11 +1,12 @@
 """A responder without local_addrs (its sockets on the wildcard) that is asked at one of several
 addresses: the socket tells it which (IP_PKTINFO), and the IKE SA keeps that address: every answer
 names it as its source (Datagram.source) and its Child SAs are installed on it (ChildSaUp.local_ip).
-Two engines, datagrams passed by hand."""
+An initiator without local_addrs learns its address from where the peer's first authenticated
+answer arrived.  Two engines, datagrams passed by hand."""
 
 from __future__ import annotations
 
-from test_engine_more import NOW, A, cfg
+from test_engine_more import NOW, A, B, cfg
 
 from tunsec.ike.endpoint import Datagram, IkeEndpoint
 from tunsec.ike.events import ChildSaUp
@@ -36,3 +37,28 @@ def test_the_responder_answers_from_and_installs_on_the_address_it_was_asked_at(
         if isinstance(ev[1], ChildSaUp):
             ups.append(ev[1])
     assert [up.local_ip for up in ups] == [SECOND]
+
+
+def test_an_initiator_on_the_wildcard_learns_its_address_from_the_authenticated_answer() -> None:
+    a = IkeEndpoint([cfg(True, local_addr=None)], wall_clock=lambda: NOW)
+    b = IkeEndpoint([cfg(False)], wall_clock=lambda: NOW)
+    a.initiate("conn", "net", 0.0)
+    (sa,) = a.sas
+    assert sa.local_ip is None      # nothing said yet: the route picks the source
+    sources: list[str | None] = []
+    for _ in range(20):
+        out_a, out_b = a.datagrams_to_send(0.0), b.datagrams_to_send(0.0)
+        if not out_a and not out_b:
+            break
+        for d in out_a:
+            sources.append(d.source)
+            b.receive(d.data, (A, d.local_port), 0.0, local_addr=d.addr)
+        for d in out_b:   # answers reach A's wildcard socket, which says at which address (A)
+            a.receive(d.data, (d.source or B, d.local_port), 0.0, local_addr=d.addr)
+    assert sa.local_ip == A
+    assert sources[:2] == [None, None]      # IKE_SA_INIT and IKE_AUTH went out before it knew
+    ups = []
+    while (ev := a.next_event()) is not None:
+        if isinstance(ev[1], ChildSaUp):
+            ups.append(ev[1])
+    assert [up.local_ip for up in ups] == [A]

@@ -89,6 +89,11 @@ def on_response(self: IkeSa, msg: Message, datagram: bytes, addr: Address, local
             return
         payloads = decrypted
         self._last_heard = self._now
+        if local is not None and self._st.local_ip is None:
+            # an initiator on a wildcard socket: where the peer's first authenticated answer arrived
+            # is our address (the Child SAs are installed on it, status shows it); not from
+            # IKE_SA_INIT's answer, which anyone could send
+            self._st.local_addr = local
     self._accept_response(pending, payloads)
 
 
