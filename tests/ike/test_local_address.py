@@ -62,3 +62,34 @@ def test_an_initiator_on_the_wildcard_learns_its_address_from_the_authenticated_
         if isinstance(ev[1], ChildSaUp):
             ups.append(ev[1])
     assert [up.local_ip for up in ups] == [A]
+
+
+def test_a_learned_address_is_forgotten_when_ours_change_and_learned_again_from_the_update() -> None:
+    """MOBIKE (the original initiator moved): the update leaves from the route's new choice, not
+    from the learned address, which may be gone; its answer says where we are now."""
+    a = IkeEndpoint([cfg(True, local_addr=None)], wall_clock=lambda: NOW)
+    b = IkeEndpoint([cfg(False)], wall_clock=lambda: NOW)
+    a.initiate("conn", "net", 0.0)
+    (sa,) = a.sas
+    here = A
+
+    def exchange() -> list[str | None]:
+        sources = []
+        for _ in range(20):
+            out_a, out_b = a.datagrams_to_send(0.0), b.datagrams_to_send(0.0)
+            if not out_a and not out_b:
+                break
+            for d in out_a:
+                sources.append(d.source)
+                b.receive(d.data, (here, d.local_port), 0.0, local_addr=d.addr)
+            for d in out_b:
+                a.receive(d.data, (d.source or B, d.local_port), 0.0, local_addr=(here, d.addr[1]))
+        return sources
+
+    exchange()
+    assert sa.mobike and sa.local_ip == A
+    here = SECOND
+    assert sa.update_addresses()
+    assert sa.local_ip is None
+    assert exchange()[:1] == [None]          # UPDATE_SA_ADDRESSES: the route picks its source
+    assert sa.local_ip == SECOND

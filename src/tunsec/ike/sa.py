@@ -440,6 +440,10 @@ class IkeSa:
             return False  # RFC 4555 §3.1: the original initiator decides which addresses are used
         if local is not None:
             self._st.local_addr = local
+        elif not self._st.config.local_addr:
+            # the address we learned from the peer's answers may be gone: the route picks the
+            # source again, and the answer to this update says which it was
+            self._st.local_addr = None
         pending = self._pending
         if pending is not None and isinstance(pending.task, mobike.UpdateSaAddressesTask):
             # one is out (maybe sent while we had no address): its retransmission leaves from
