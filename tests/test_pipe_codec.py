@@ -904,21 +904,21 @@ def test_malformed(name: str, data: bytes, errno: Errno) -> None:
 
 
 def test_decoded_addresses_are_checked_every_time_and_their_table_stays_bounded() -> None:
-    """The decoder keeps the addresses it built (pipe.decoding._ADDR_CACHE): a field it has seen
+    """The decoder keeps the addresses it built (pipe.fields._ADDR_CACHE): a field it has seen
     decodes to the same value, and one differing only in the padding is refused after it too."""
-    from tunsec.dataplane.pipe import decoding
+    from tunsec.dataplane.pipe import fields
 
     good = encode(A_SA)
     assert decode(good) == A_SA and decode(good) == A_SA
     padded = patch(A_SA, Ext.ADDR_LOCAL, put(19, b"\1"))
     assert decode_error(padded).errno is Errno.EINVAL
     assert decode(good) == A_SA
-    for i in range(decoding._ADDR_CACHE_MAX + 10):
+    for i in range(fields._ADDR_CACHE_MAX + 10):
         v4, v6 = IPv4Address(0x0A000000 + i), IPv6Address((0xFD << 120) + i)
         for addr in (v4, v6):
             ike = Ike(data=b"x", remote=Endpoint(addr, 500), local=Endpoint(addr, 4500))
             assert decode(encode(ike)) == ike
-    assert all(len(t) <= decoding._ADDR_CACHE_MAX for t in decoding._ADDR_CACHE.values())
+    assert all(len(t) <= fields._ADDR_CACHE_MAX for t in fields._ADDR_CACHE.values())
 
 
 def test_malformed_cases_are_distinct() -> None:
@@ -1374,8 +1374,9 @@ def _header_bytes(version: int, msg_type: int, errno: int, req_id: int, flags: i
 
 def _quick_and_general(data: bytes) -> tuple[object, object]:
     from tunsec.dataplane.pipe import decoding
+    from tunsec.dataplane.pipe import quick as quick_decoders
 
-    quick = decoding._quick_reply(data)
+    quick = quick_decoders._quick_reply(data)
     try:
         general: object = decoding._decode(data)
     except PipeError as err:
@@ -1451,8 +1452,9 @@ _IKE_EVENTS = [Ike(data=b"z", remote=REMOTE4), Ike(data=b"abcd", remote=REMOTE4,
 
 def _quick_ike_and_general(data: bytes) -> tuple[object, object]:
     from tunsec.dataplane.pipe import decoding
+    from tunsec.dataplane.pipe import quick as quick_decoders
 
-    quick = decoding._quick_ike(data)
+    quick = quick_decoders._quick_ike(data)
     try:
         general: object = decoding._decode(data)
     except PipeError as err:
@@ -1487,12 +1489,12 @@ def test_quick_ike_decode_admits_no_change_the_general_refuses(event: Ike) -> No
 
 def test_quick_ike_decode_leaves_other_layouts_to_the_general_way() -> None:
     """ADDR_REMOTE before DATA is valid but not encode's layout: the general way decodes it."""
-    from tunsec.dataplane.pipe import decoding
     from tunsec.dataplane.pipe import encoding as enc
+    from tunsec.dataplane.pipe import quick as quick_decoders
 
     exts = enc._ike_exts(b"abc", REMOTE4, None)[::-1]
     data = enc._join(MsgType.IKE, Errno.OK, 0, 0, exts)
-    assert decoding._quick_ike(data) is None
+    assert quick_decoders._quick_ike(data) is None
     assert decode(data) == Ike(data=b"abc", remote=REMOTE4)
 
 
@@ -1516,8 +1518,9 @@ def _quick_way_and_general(data: bytes) -> tuple[object, object]:
     """What the quick way for data's type byte gives, and then (only if it took data: what it
     refuses goes the general way anyway) what the general way gives."""
     from tunsec.dataplane.pipe import decoding
+    from tunsec.dataplane.pipe import quick as quick_decoders
 
-    way = decoding._QUICK_WAY.get(data[1]) if len(data) > decoding._SPI_REPLY.size else None
+    way = quick_decoders._QUICK_WAY.get(data[1]) if len(data) > quick_decoders._SPI_REPLY.size else None
     quick = None if way is None else way(data)
     if quick is None:
         return None, None
@@ -1592,14 +1595,14 @@ def test_quick_request_decode_takes_every_set_up_request(msg: Message) -> None:
 
 def test_quick_request_decode_leaves_other_layouts_to_the_general_way() -> None:
     """A reservation (SEQ_LIMIT), or the extensions in another order: valid, but the general way's."""
-    from tunsec.dataplane.pipe import decoding
     from tunsec.dataplane.pipe import encoding as enc
+    from tunsec.dataplane.pipe import quick as quick_decoders
 
     reserved = Update(2, in_sa(seq_limit=1000, seq_notify=900))
     exts = enc._sa_exts(in_sa())
     reordered = enc._join(MsgType.UPDATE, Errno.OK, 2, 0, [exts[1], exts[0], *exts[2:]])
     for data, msg in ((encode(reserved), reserved), (reordered, Update(2, in_sa()))):
-        assert decoding._quick_sa(data) is None
+        assert quick_decoders._quick_sa(data) is None
         assert decode(data) == msg
 
 
