@@ -1,11 +1,12 @@
-"""The quick decoders: the messages a client's set-up and its IKE traffic send, decoded in one go.
+"""The quick decoders: the answers and requests of a client's set-up and its IKE events, in one go.
 
-A quick decoder only takes bytes laid out exactly as encoding.py lays them out (the extensions in
-encode's order, nothing optional it does not write), checks the raw fields in one expression and
-builds the message without checking again; it returns None for anything else, and decode
-(decoding.py) then hands the datagram to the one general decoder, which names what is wrong.
-What a quick decoder admits, the general one decodes to an equal message: tests/test_pipe_codec.py
-holds each to it (every one-byte change, cut and growth of encoded messages, and the fuzz datagrams)."""
+The rule: a quick decoder only takes bytes laid out exactly as encoding.py lays them out (its
+extensions in encode's order; UPDATE and ADD without a SEQ_LIMIT), checks the raw fields in one
+expression and builds the message without checking again.  For anything else it returns None,
+and decode (decoding.py) hands the datagram to the one general decoder, which names what is
+wrong.  What a quick decoder admits, the general one decodes to an equal message:
+tests/test_pipe_quick_decode.py holds each to it (every one-byte change, cut and growth of encoded
+messages), and tests/test_pipe_fuzz.py does for every datagram it makes."""
 
 import struct
 from collections.abc import Callable
@@ -65,7 +66,7 @@ from tunsec.dataplane.pipe.wire import (
 # The answers of a client's set-up, a bare header or a GETSPI's header and SPI, checked in one
 # expression on the raw fields (_quick_reply) and built without checking again: every answer
 # _quick_reply turns down goes the general way, which names what is wrong with it.  What it
-# admits, the general way decodes to an equal Reply (tests/test_pipe_codec.py compares the two).
+# admits, the general way decodes to an equal Reply (tests/test_pipe_quick_decode.py compares the two).
 _REPLY_OF: Final = {int(t): t for t in MsgType if not t.is_event}   # the types a reply may name
 _SPI_REPLY: Final = struct.Struct(_HEADER.format + _EXT_HDR.format[1:] + _U32_BODY.format[1:])
 _SPI_EXT_LEN: Final = _EXT_HDR.size + _U32_BODY.size
@@ -160,8 +161,8 @@ def _quick_endpoint(data: bytes, pos: int, ext_type: int) -> Endpoint | None:
 # lays them out: one struct call over the fixed part, the checks on the raw fields in one
 # expression each, the values built without checking again (every check their constructors make is
 # implied by those).  In another order, with a SEQ_LIMIT, anything amiss: the general way, which
-# names what is wrong.  tests/test_pipe_codec.py holds each to the general way (every one-byte
-# change, cut and growth of encoded requests, and every datagram of the fuzz tests).
+# names what is wrong.  tests/test_pipe_quick_decode.py holds each to the general way (every one-byte
+# change, cut and growth of encoded requests), and so does tests/test_pipe_fuzz.py (every datagram).
 _SELECTOR_EXT: Final = struct.Struct(_fmt(_EXT_HDR, _SELECTOR))
 _SELECTOR_EXT_LEN: Final = _SELECTOR_EXT.size
 _X_SELECTOR: Final = int(Ext.SELECTOR)
