@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 
 from tests.test_ike_memory import FakeSocket, FakeWorker  # noqa: E402
-from tunsec.bench.scale import CHILD, GATEWAY_ID, PROPOSALS, client_id, gateway_swanctl  # noqa: E402
+from tunsec.bench.scale_conf import CHILD, GATEWAY_ID, PROPOSALS, client_id, gateway_swanctl  # noqa: E402
 from tunsec.conf.config import parse_config  # noqa: E402
 from tunsec.daemon import Daemon  # noqa: E402
 from tunsec.dataplane import pipe  # noqa: E402

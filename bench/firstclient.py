@@ -27,7 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 from tunsec.bench import scale
 from tunsec.bench.netns import TwoHosts
+from tunsec.bench.ping import ping_from
 from tunsec.bench.procs import descendants
+from tunsec.bench.scale_clients import RoadWarriors
+from tunsec.bench.scale_conf import client_swanctl
+from tunsec.bench.scale_gateways import TunsecGateway
 
 Mappings = dict[str, tuple[int, int]]   # path (or [heap], [anon]) -> (Rss KiB, Anonymous KiB)
 
@@ -93,14 +97,14 @@ def report(stage: Stage, before: Stage | None, clients: int, top: int) -> None:
                     print(f"      +{grew:5d} KiB (anonymous +{anon}) {name}")
 
 
-def bring_up(topo: TwoHosts, clients: scale.RoadWarriors, n: int, timeout: float) -> None:
+def bring_up(topo: TwoHosts, clients: RoadWarriors, n: int, timeout: float) -> None:
     clients.clients = n
-    (clients.inst.dir / "swanctl.conf").write_text(scale.client_swanctl(topo.b, topo.a, clients.psk, n))
+    (clients.inst.dir / "swanctl.conf").write_text(client_swanctl(topo.b, topo.a, clients.psk, n))
     clients.load()    # loads the connections not loaded yet: they start
     if clients.wait_established(timeout) is None:
         raise SystemExit(f"only {clients.established()} of {n} clients established")
     vips = clients.wait_vips(timeout)
-    answered = scale.ping_from(topo.b, sorted(vips.values()), topo.a.inner4, timeout)
+    answered = ping_from(topo.b, sorted(vips.values()), topo.a.inner4, timeout)
     if len(answered) < n:
         raise SystemExit(f"only {len(answered)} of {n} virtual IPs answered a ping")
     time.sleep(0.3)   # the last answers' installs
@@ -116,9 +120,9 @@ def main() -> int:
         return 2
     with TwoHosts(ipv6=False, prefix="fc") as topo:
         psk = secrets.token_hex(16)
-        gateway = scale.TunsecGateway(topo, psk, args.clients)
+        gateway = TunsecGateway(topo, psk, args.clients)
         gateway.start()
-        clients = scale.RoadWarriors(topo, psk, 1)
+        clients = RoadWarriors(topo, psk, 1)
         clients.start()
         time.sleep(1.0)
         assert gateway.proc is not None

@@ -48,7 +48,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 from tunsec import logs
-from tunsec.bench import scale
+from tunsec.bench import scale_conf
 from tunsec.conf.config import parse_config
 from tunsec.dataplane import pipe
 from tunsec.dataplane.client import WorkerClient
@@ -140,8 +140,8 @@ class Burst:
         psk = "burst" * 8
         gw = SimpleNamespace(outer4=GW, inner_net4="10.1.0.0/24")
         me = SimpleNamespace(outer4=CLIENT)
-        self.gw_conf = parse_config(scale.gateway_swanctl(gw, psk))  # type: ignore[arg-type]
-        self.client_conf = parse_config(scale.client_swanctl(me, gw, psk, n))  # type: ignore[arg-type]
+        self.gw_conf = parse_config(scale_conf.gateway_swanctl(gw, psk))  # type: ignore[arg-type]
+        self.client_conf = parse_config(scale_conf.client_swanctl(me, gw, psk, n))  # type: ignore[arg-type]
         self.client_up = 0
 
     def _client(self, fn: Callable[[], Any]) -> Any:

@@ -6,15 +6,9 @@ import time
 
 import pytest
 
-from tunsec.bench.scale import (
-    ClientTimes,
-    ScaleResult,
-    SchedSampler,
-    burst_seconds,
-    client_times,
-    format_marginal,
-    retransmissions,
-)
+from tunsec.bench.procs import SchedSampler
+from tunsec.bench.scale_clients import ClientTimes, burst_seconds, client_times, retransmissions
+from tunsec.bench.scale_report import ScaleResult, format_marginal
 
 MIB = 2**20
 

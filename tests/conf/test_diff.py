@@ -6,9 +6,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from connections_data import Pki, key_bytes, moon_dir, pem, write
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from test_connections import Pki, key_bytes, moon_dir, pem, pki, write  # noqa: F401 (pki: a fixture)
 
 from tunsec.conf.config import load_config
 from tunsec.conf.diff import comparable, credentials_only, diff_by_name, restart_keys
@@ -54,7 +54,7 @@ def test_diff_by_name_and_restart_keys() -> None:
 
 
 def test_a_config_read_twice_is_unchanged_and_a_new_key_file_is_a_credentials_change(
-        tmp_path: Path, pki: Pki) -> None:  # noqa: F811 (the fixture)
+        tmp_path: Path, pki: Pki) -> None:
     path = moon_dir(tmp_path, pki)
     first, again = load_config(path), load_config(path)
     assert first.connections[0].ike.local.private_key is not again.connections[0].ike.local.private_key

@@ -4,7 +4,7 @@ One charon in namespace B holds 50 connections with the identities ``rw1..rw50@e
 asking for a virtual IP; they all start when loaded, so the gateway in A sees a burst of 50
 IKE_SA_INITs from one address (its COOKIE thresholds and half-open limits, global and per
 address, are set above that: this tests setup, not the DoS protection). The setup is the scale
-benchmark's (:mod:`tunsec.bench.scale`), with N = 50.
+benchmark's (:mod:`tunsec.bench.scale` and its parts), with N = 50.
 
 Every client must get its own pool address, every virtual IP must pass a ping through its own
 tunnel (the source address picks the Child SA on both sides), ``tunsec status`` must list the 50
@@ -22,7 +22,10 @@ from ike_peers import requires_strongswan
 from reachable import python_argv
 
 from tunsec.bench.netns import TwoHosts, wait_until
-from tunsec.bench.scale import CHILD, CONN, POOL, RoadWarriors, TunsecGateway, client_id, ping_from
+from tunsec.bench.ping import ping_from
+from tunsec.bench.scale_clients import RoadWarriors
+from tunsec.bench.scale_conf import CHILD, CONN, POOL, client_id
+from tunsec.bench.scale_gateways import TunsecGateway
 
 pytestmark = [pytest.mark.interop, requires_strongswan]
 

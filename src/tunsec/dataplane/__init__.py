@@ -8,7 +8,8 @@
   entry points go to ``tunsec.bench._cbench``, never into it).
 - ``pipe/``: the pipe's messages (codec, no I/O; wire layout in docs/pipe.md):
   ``protocol.py`` (numbers, enums, PipeError), ``values.py`` (value types and their checks),
-  ``messages.py``, ``wire.py`` (structs, schemas), ``encoding.py``, ``decoding.py``.
+  ``messages.py``, ``wire.py`` (structs, schemas), ``encoding.py``, ``decoding.py``
+  (decode, the general decoder), ``quick.py`` (quick decoders of encode's layouts), ``fields.py``.
 - ``client.py``: the control process's end of the pipe (starts the worker).
 - ``tun.py``: the TUN device (create or attach, offloads, MTU, routes).
 """

@@ -28,7 +28,7 @@ from tunsec.dataplane.pipe import (
     SaState,
     Selector,
 )
-from tunsec.dataplane.pipe.decoding import _addr_or_none
+from tunsec.dataplane.pipe.fields import _addr_or_none
 from tunsec.dataplane.pipe.values import quick_init
 
 MAX_PACKET: int = lib.TS_MAX_PACKET

@@ -128,6 +128,14 @@ def swanctl(topo: TwoHosts, inst: Instance, *args: str, timeout: float = 60) -> 
     return topo.run(inst.host, ["swanctl", *args, "--uri", inst.uri], env=env, check=False, timeout=timeout)
 
 
+def swanctl_ok(topo: TwoHosts, inst: Instance, *args: str, timeout: float = 120) -> str:
+    r = swanctl(topo, inst, *args, timeout=timeout)
+    if r.returncode != 0:
+        raise Unavailable(f"swanctl {args[0]} in {inst.host.ns}: {(r.stdout + r.stderr).strip()[-400:]}\n"
+                          f"{log_tail(inst.log, 10)}")
+    return r.stdout
+
+
 class StrongSwanLibipsec(System):
     name = "strongswan"
     description = "strongSwan charon, kernel-libipsec (userspace ESP over TUN), AES-GCM-128"

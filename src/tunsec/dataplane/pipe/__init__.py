@@ -10,8 +10,9 @@ message object is always one that can be encoded and that the worker may
 act on.  decode() raises only PipeError, whatever the bytes.
 
 The package's modules, one part each: protocol (numbers, enums, PipeError), values (the
-value types and their checks), messages, wire (struct layouts and schemas), encoding and
-decoding.
+value types and their checks), messages, wire (struct layouts and schemas), encoding,
+decoding (decode and the general decoder), quick (the quick decoders, for bytes laid out
+exactly as encoding lays them out) and fields (the tables both decoders share).
 """
 
 from tunsec.dataplane.pipe.decoding import decode

@@ -34,7 +34,7 @@ from tunsec.dataplane.pipe.protocol import (
 # and ranges (``_plain``); only when that fails do they run the checks one by one, which raise the
 # error that names what is wrong.  The quick test implies every one of those checks (exact types
 # where they accept subclasses too), so it admits nothing they would refuse: the same checks, fewer
-# calls (tests/test_pipe_codec.py compares the two on valid and broken values).
+# calls (tests/test_pipe_values.py compares the two on valid and broken values).
 
 _ADDR_TYPES: Final = frozenset((IPv4Address, IPv6Address))
 _T = TypeVar("_T")
