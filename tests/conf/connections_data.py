@@ -17,7 +17,7 @@ from tunsec.conf.config import parse_config
 from tunsec.conf.errors import ConfigError, ConfigIssue
 from tunsec.ike.auth import PrivateKey
 from tunsec.ike.identity import Identity
-from tunsec.ike.testing import EPOCH, Issued
+from tunsec.ike.testing import EPOCH, Issued, make_ca, make_cert
 
 PSK_TEXT = "This is a strong secret, 32+ chars long"
 PSK_B64 = base64.b64encode(PSK_TEXT.encode()).decode()
@@ -207,3 +207,13 @@ def sun_dir(tmp: Path, pki: Pki, conf: str = SUN_CONF) -> Path:
 def spki(key: object) -> bytes:
     assert isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | x509.Certificate)
     return key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+@pytest.fixture(scope="module")
+def pki() -> Pki:
+    """The PKI the certificate tests lay out (once per module); a module that uses it imports it."""
+    ca = make_ca("strongSwan Root CA", "ecdsa")
+    sub_ca = make_ca("strongSwan Sub CA", "ecdsa", issuer=ca)
+    moon = make_cert(ca, "moon.strongswan.org", ["moon.strongswan.org", "192.168.0.1"], kind="rsa")
+    sun = make_cert(sub_ca, "sun.strongswan.org", ["sun.strongswan.org"], kind="ecdsa")
+    return Pki(ca, sub_ca, moon, sun, make_ca("Other CA", "ecdsa"))

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import connections_data
 import pytest
 from connections_data import (
     CERT_CONF,
@@ -31,6 +32,8 @@ from tunsec.ike.secret import Secret
 # --------------------------------------------------------------------------
 # Certificates: a CA, RSA and ECDSA end entities laid out as swanctl expects
 # --------------------------------------------------------------------------
+
+pki = connections_data.pki   # the module-scoped PKI fixture (a conftest here would shadow tests/conftest)
 
 
 def test_certificate_config(tmp_path: Path, pki: Pki) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import connections_data
 from connections_data import (
     PSK_CONF,
     WHEN,
@@ -23,6 +24,8 @@ from tunsec.ike.ts import Ts
 # --------------------------------------------------------------------------
 
 MOON_IP, SUN_IP = "192.168.0.1", "192.168.0.2"
+
+pki = connections_data.pki   # the module-scoped PKI fixture (a conftest here would shadow tests/conftest)
 
 
 def negotiate(moon: Config, sun: Config, conn: str, child: str) -> tuple[ChildSaUp, ChildSaUp]:

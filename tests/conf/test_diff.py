@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import connections_data
 from connections_data import Pki, key_bytes, moon_dir, pem, write
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -17,6 +18,8 @@ from tunsec.ike.config import IkeConfig, LocalAuth, RemoteAuth
 from tunsec.ike.identity import Identity
 from tunsec.ike.secret import Secret
 from tunsec.ike.testing import make_cert
+
+pki = connections_data.pki   # the module-scoped PKI fixture (a conftest here would shadow tests/conftest)
 
 
 def pem_copy(key: ec.EllipticCurvePrivateKey) -> ec.EllipticCurvePrivateKey:
