@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import pytest
 from test_ikeservice_peers import Gateway, run
+from test_metrics_events import scrape
 
 from tunsec.dataplane import pipe
 from tunsec.ike import dh
@@ -169,6 +170,10 @@ def test_service_pool_serves_the_burst_and_refills_after_it(monkeypatch: pytest.
         assert (pool.stats.hits, pool.stats.misses) == (6, 0) and pool.size(X25519) == 6
         status = gw.service.status(pipe.Reply(1, pipe.MsgType.DUMP, pipe.Errno.OK))["ke_pool"]
         assert status == {"hits": 6, "misses": 0, "unpooled": 0, "expired": 0, "ready": {"CURVE25519": 6}}
+        got = await scrape(gw.service)
+        assert got['tunsec_ke_pool_key_pairs_total{result="hit"}'] == 6
+        assert got['tunsec_ke_pool_key_pairs_total{result="miss"}'] == 0
+        assert got['tunsec_ke_pool_ready{group="CURVE25519"}'] == 6
         clock.t += pool.calm
         for _ in range(200):   # until the loop has run the refill's steps
             if pool.size(X25519) == 12:
