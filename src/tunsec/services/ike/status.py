@@ -28,7 +28,7 @@ _KE_POOL_COUNTERS = tuple([f.name for f in dataclasses.fields(KePoolStats)])
 
 def status(ike_sas: list[dict[str, Any]], leases: list[dict[str, Any]], endpoint: IkeEndpoint,
            spi_pool: SpiPool, barrier: Barrier, sockets: IkeSockets, radius: dict[str, Any],
-           events: EventCounts, ke_pool: KeyPairPool) -> dict[str, Any]:
+           events: EventCounts, ke_pool: KeyPairPool | None = None) -> dict[str, Any]:
     return {
         "ike_sas": ike_sas,
         "leases": leases,
@@ -65,12 +65,16 @@ def status(ike_sas: list[dict[str, Any]], leases: list[dict[str, Any]], endpoint
         # ready key pairs (tunsec { ke_pool }, tunsec.ike.dh_pool): handed out ready (hits), generated on
         # the spot because the group's pool was empty (misses) or the group is not pooled (unpooled),
         # dropped unused at their maximum age (expired), and how many are ready now by group
-        "ke_pool": {**{n: getattr(ke_pool.stats, n) for n in _KE_POOL_COUNTERS},
-                    "ready": {group_name(g): n for g, n in ke_pool.sizes().items()}},
+        "ke_pool": {} if ke_pool is None else _ke_pool(ke_pool),
         # auth = eap-radius: requests and answers, what was dropped, what is open now, each server's
         # health, and accounting's counters
         "radius": radius,
     }
+
+
+def _ke_pool(pool: KeyPairPool) -> dict[str, Any]:
+    return {**{n: getattr(pool.stats, n) for n in _KE_POOL_COUNTERS},
+            "ready": {group_name(g): n for g, n in pool.sizes().items()}}
 
 
 def _by_child(counts: Mapping[tuple[str, str], int]) -> list[dict[str, Any]]:
