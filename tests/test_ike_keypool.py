@@ -73,11 +73,12 @@ def conn(name: str, ike: str, esp: str = "aes128gcm16") -> IkeConfig:
                      (child_config("net", "10.1.0.0/16", "10.2.0.0/16", esp),), psk=Secret(b"some shared secret"))
 
 
-def refill_of(size: int, configs: list[IkeConfig]) -> tuple[KeyPoolRefill, KeyPairPool, Loop]:
+def refill_of(size: int, configs: list[IkeConfig], busy: Callable[[], bool] = lambda: False,
+              ) -> tuple[KeyPoolRefill, KeyPairPool, Loop]:
     clock = Clock()
     loop = Loop(clock)
     pool = KeyPairPool(dh.generate_key_exchange, clock)
-    refill = KeyPoolRefill(pool, size, loop.call_later)  # type: ignore[arg-type]
+    refill = KeyPoolRefill(pool, size, loop.call_later, busy)  # type: ignore[arg-type]
     refill.start(configs)
     return refill, pool, loop
 
@@ -113,6 +114,21 @@ def test_start_fills_and_a_burst_is_not_refilled_until_calm() -> None:
     loop.clock.t = nxt.at
     loop.run()
     assert pool.size(X25519) == 40
+
+
+def test_no_refill_while_ike_sas_are_being_set_up() -> None:
+    setting_up = [True]
+    _, pool, loop = refill_of(10, [conn("a", "aes128gcm16-prfsha256-curve25519")], lambda: setting_up[0])
+    for _ in range(5):
+        pool.take(X25519)
+    for _ in range(20):   # a second without IKE_SA_INIT, but IKE_AUTHs and installs still to come
+        loop.clock.t += pool.calm
+        loop.run()
+    assert pool.size(X25519) == 5 and loop.turns >= 20
+    setting_up[0] = False
+    loop.clock.t += pool.calm
+    loop.run()
+    assert pool.size(X25519) == 10
 
 
 def test_aged_key_pairs_are_replaced() -> None:

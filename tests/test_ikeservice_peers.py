@@ -70,8 +70,16 @@ class InProcessWorker:
         self.send_ike = send_ike
         self.ids = itertools.count(1)
         self.log: list[pipe.Message] = []
+        self.in_flight = 0   # as WorkerClient's: requests waiting for their answer
 
     async def request(self, build: Callable[[int], pipe.Message]) -> list[pipe.Reply]:
+        self.in_flight += 1
+        try:
+            return await self._request(build)
+        finally:
+            self.in_flight -= 1
+
+    async def _request(self, build: Callable[[int], pipe.Message]) -> list[pipe.Reply]:
         msg = build(next(self.ids))
         self.log.append(msg)
         await asyncio.sleep(0)     # a round trip: other tasks run meanwhile

@@ -13,7 +13,10 @@ Rules a security product needs:
   back, so no two SAs ever share an ephemeral key;
 - a pooled key pair is at most ``max_age`` old when it is handed out (older ones are
   dropped unused): see MAX_AGE;
-- only the configured groups are pooled (``configure``); a reload drops the others.
+- only the configured groups are pooled (``configure``); a reload drops the others;
+- the pool lives in the control process only: the worker and updown scripts are exec'd
+  (no copy of its memory survives into them), and the service drops it at shutdown.
+  A key pair dropped unused is freed by OpenSSL, which clears private keys on free.
 """
 
 from __future__ import annotations

@@ -2,10 +2,13 @@
 
 At start the pool is filled to its targets before the IKE sockets are read (an idle
 gateway's pool is full when a reconnect storm comes).  Afterwards it is refilled in
-steps of a few key pairs, one step per loop turn, and only once no key pair has been
-taken for dh_pool.CALM: while IKE_SA_INITs arrive the burst has the CPU, and the key
+steps of a few key pairs, one step per loop turn, and only when calm: no key pair taken
+for dh_pool.CALM, and no IKE SA being set up (``busy``: half-open SAs waiting for their
+IKE_AUTH, Child SA installs and other worker requests in flight).  While a burst lasts it has the CPU, and the key
 pairs it needs beyond the pool are generated on the spot, as without a pool.  Key pairs
-reaching their maximum age are replaced the same way.
+reaching their maximum age are replaced the same way.  (A flood of half-open SAs holds
+the refill off until they time out: the gateway then generates key pairs as it would
+without a pool.)
 """
 
 from __future__ import annotations
@@ -41,9 +44,11 @@ class KeyPoolRefill:
     """Drives one KeyPairPool (dh.POOL in the daemon) from the loop; ``size`` key pairs per group
     (MODP fewer: dh_pool.group_target), 0: no pool (the pool is left alone)."""
 
-    def __init__(self, pool: KeyPairPool, size: int, call_later: CallLater | None = None) -> None:
+    def __init__(self, pool: KeyPairPool, size: int, call_later: CallLater | None = None,
+                 busy: Callable[[], bool] = lambda: False) -> None:
         self.pool = pool
         self.size = size
+        self._busy = busy   # IKE SAs are being set up: no refill (see the module docstring)
         self._call_later = call_later or (lambda delay, fn: asyncio.get_event_loop().call_later(delay, fn))
         self._handle: asyncio.TimerHandle | None = None
         self._at = 0.0   # when _handle fires
@@ -92,6 +97,9 @@ class KeyPoolRefill:
         now = self.pool.now()
         if not self.pool.is_calm(now):
             self._arm_at(self.pool.calm_at(), now)
+            return
+        if self._busy():   # look again in a while (set-ups last a few round trips)
+            self._arm_at(now + self.pool.calm, now)
             return
         self.pool.refill(now, STEP_COST)
         self._arm(now)

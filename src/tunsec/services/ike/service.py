@@ -105,7 +105,7 @@ class IkeService(Service):
                  radius: RadiusSettings | None = None, ke_pool: int = 0) -> None:
         self.connections = {c.ike.name: c for c in connections}
         # ready key pairs for IKE_SA_INIT, CREATE_CHILD_SA PFS and IKE rekeys: ke_pool per group (tunsec { })
-        self.ke_refill = KeyPoolRefill(dh.POOL, ke_pool)
+        self.ke_refill = KeyPoolRefill(dh.POOL, ke_pool, busy=self._setting_up)
         self.pool_configs = {p.name: p for p in pools}
         self.pools = AddressPools(pools)    # virtual IP leases: they outlive IKE SAs, so they live here
         # a client's virtual IPs: set by the daemon to its TUN (add_address, remove_address, set_route_source)
@@ -232,6 +232,11 @@ class IkeService(Service):
             self._timer = None
         self._cancel_timers()
         self.ke_refill.stop()   # no key pair outlives the service
+
+    def _setting_up(self) -> bool:
+        """IKE SAs are being set up: half-open ones wait for their IKE_AUTH, Child SA installs and other
+        worker requests are in flight.  The key pair refill waits for the end (services/ike/keypool.py)."""
+        return bool(self.endpoint.half_open or self.barrier.up or self.worker().in_flight)
 
     # --- timers that a worker restart or shutdown cancels ------------------------------
     def _cancel_timers(self) -> None:
