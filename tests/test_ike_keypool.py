@@ -22,6 +22,7 @@ from tunsec.ike.identity import Identity
 from tunsec.ike.proposals import parse_proposals
 from tunsec.ike.secret import Secret
 from tunsec.services.ike.keypool import KeyPoolRefill, pool_groups
+from tunsec.status import render
 
 X25519, ECP256, ECP384 = DhGroup.CURVE25519, DhGroup.ECP_256, DhGroup.ECP_384
 
@@ -186,6 +187,11 @@ def test_service_pool_serves_the_burst_and_refills_after_it(monkeypatch: pytest.
         assert (pool.stats.hits, pool.stats.misses) == (6, 0) and pool.size(X25519) == 6
         status = gw.service.status(pipe.Reply(1, pipe.MsgType.DUMP, pipe.Errno.OK))["ke_pool"]
         assert status == {"hits": 6, "misses": 0, "unpooled": 0, "expired": 0, "ready": {"CURVE25519": 6}}
+        assert "key pairs ready: CURVE25519 6; taken ready 6, generated when the pool was empty 0" in render(
+            {"tun": {"name": "tunsec0", "mtu": 1400, "offloads": []}, "worker": {"pid": 1, "restarts": 0},
+             "uptime_seconds": 1, "udp_offloads": [], "sas": [], "tunnels": [], "policies": [], "drops": {},
+             **gw.service.status(
+                pipe.Reply(1, pipe.MsgType.DUMP, pipe.Errno.OK))})
         got = await scrape(gw.service)
         assert got['tunsec_ke_pool_key_pairs_total{result="hit"}'] == 6
         assert got['tunsec_ke_pool_key_pairs_total{result="miss"}'] == 0
