@@ -4,11 +4,11 @@ At start the pool is filled to its targets before the IKE sockets are read (an i
 gateway's pool is full when a reconnect storm comes).  Afterwards it is refilled in
 steps of a few key pairs, one step per loop turn, and only when calm: no key pair taken
 for dh_pool.CALM, and no IKE SA being set up (``busy``: half-open SAs waiting for their
-IKE_AUTH, Child SA installs and other worker requests in flight).  While a burst lasts it has the CPU, and the key
-pairs it needs beyond the pool are generated on the spot, as without a pool.  Key pairs
-reaching their maximum age are replaced the same way.  (A flood of half-open SAs holds
-the refill off until they time out: the gateway then generates key pairs as it would
-without a pool.)
+IKE_AUTH, Child SA installs and other worker requests in flight).  While a burst lasts
+it has the CPU, and the key pairs it needs beyond the pool are generated on the spot, as
+without a pool.  Key pairs reaching their maximum age are replaced the same way.  (A
+flood of half-open SAs holds the refill off until they time out: the gateway then
+generates key pairs as it would without a pool.)
 """
 
 from __future__ import annotations
