@@ -7,10 +7,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from test_ikeservice_peers import Gateway, run
 from test_metrics_events import scrape
+from test_reload_ike import ConfiguredGateway, conf
+from test_reload_ike import conn as conn_text
 
 from tunsec.dataplane import pipe
 from tunsec.ike import dh
@@ -205,5 +208,35 @@ def test_service_pool_serves_the_burst_and_refills_after_it(monkeypatch: pytest.
         gw.service.sockets.by_key = {}   # (the fake socket has no close)
         gw.service.close()   # (shutdown too, after its DELETEs)
         assert pool.sizes() == {}
+
+    run(body())
+
+
+def test_reload_follows_the_new_proposals(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pool = KeyPairPool(dh.generate_key_exchange, Clock())
+    monkeypatch.setattr(dh, "POOL", pool)
+
+    async def body() -> None:
+        gw = ConfiguredGateway(1)
+        gw.path = tmp_path / "tunsec.conf"
+        gw.path.write_text(conf(conn_text("a", 0, extra="proposals = aes128gcm16-prfsha256-curve25519")))
+        await gw.start()
+        gw.service.ke_refill = KeyPoolRefill(pool, 8, busy=gw.service._setting_up)   # as ke_pool = 8 builds it
+        gw.service.ke_refill.start(c.ike for c in gw.service.connections.values())
+        assert pool.sizes() == {X25519: 8}
+        answer = await gw.reload(conf(conn_text("a", 0, extra="proposals = aes128gcm16-prfsha256-ecp256")))
+        assert answer["ok"], answer
+        assert pool.size(X25519) == 0 and X25519 not in pool.sizes()   # dropped at once
+        pool._clock.t += pool.calm   # type: ignore[attr-defined]
+        for _ in range(200):   # until the loop has run the refill's step
+            if pool.size(ECP256) == 8:
+                break
+            await asyncio.sleep(0.01)
+        assert pool.sizes() == {ECP256: 8}
+        # the size itself is a tunsec { } setting: a restart
+        answer = await gw.reload(conf(conn_text("a", 0, extra="proposals = aes128gcm16-prfsha256-ecp256"),
+                                      tunsec="ke_pool = 0"))
+        assert answer["ok"] is False and "needs a restart: ke_pool" in answer["error"]
+        gw.service.ke_refill.stop()
 
     run(body())

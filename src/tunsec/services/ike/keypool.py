@@ -49,7 +49,7 @@ class KeyPoolRefill:
         self.pool = pool
         self.size = size
         self._busy = busy   # IKE SAs are being set up: no refill (see the module docstring)
-        self._call_later = call_later or (lambda delay, fn: asyncio.get_event_loop().call_later(delay, fn))
+        self._call_later = call_later or (lambda delay, fn: asyncio.get_running_loop().call_later(delay, fn))
         self._handle: asyncio.TimerHandle | None = None
         self._at = 0.0   # when _handle fires
         self._running = False
@@ -117,7 +117,10 @@ class KeyPoolRefill:
     def _arm_at(self, at: float, now: float) -> None:
         self._cancel()
         self._at = at
-        self._handle = self._call_later(max(0.0, at - now), self._step)
+        try:
+            self._handle = self._call_later(max(0.0, at - now), self._step)
+        except RuntimeError:   # a key pair taken outside the service's loop (a tool, a test): no refill
+            self._handle = None
 
     def _cancel(self) -> None:
         if self._handle is not None:
