@@ -12,6 +12,15 @@ the charon in bench/scale.py), wired to the gateway in memory: IKE_SA_INIT to po
 the service, IKE_AUTH to port 4500 enters the worker as the non-ESP-marked datagram it is and
 reaches the service as a pipe IKE event; answers leave through the socket or SEND_IKE.
 
+The gateway's pool of ready key pairs (``ke_pool`` in tunsec { }, tunsec.ike.dh_pool) is filled in
+IkeService.start, as ``tunsec up`` does before it answers anyone: the burst meets an idle gateway
+whose pool is full, as a reconnect storm after a restart or an outage would.  The clients, another
+host in reality, generate their own key pairs: the gateway's pool is out of their reach (``_client``).
+The pool's generation (the fill at start, and the refills the gateway makes when it is calm: here
+while it waits for the in-process clients to work through its answers) is set aside as the clients'
+and the worker's calls are (``_refill``): it is not part of setting up a client, and in a real storm
+it runs in the gateway's idle time.  The run reports it: key pairs refilled during the burst and
+their CPU.
 All N clients start at once; the run ends when every IKE SA and Child SA is up on both sides.
 Reported: process CPU time of the whole run, of the clients alone (their calls are timed), and
 the difference, the gateway's, per client, and of that the worker's (its calls are timed too).
@@ -31,10 +40,12 @@ import argparse
 import asyncio
 import collections
 import cProfile
+import dataclasses
 import functools
 import gc
 import ipaddress
 import logging
+import math
 import operator
 import os
 import socket
@@ -55,7 +66,9 @@ from tunsec.dataplane.client import WorkerClient
 from tunsec.dataplane.fastpath import Dataplane
 from tunsec.dataplane.pipe import Endpoint
 from tunsec.dataplane.worker import PipeWriter, Worker
+from tunsec.ike import dh
 from tunsec.ike.constants import NON_ESP_MARKER
+from tunsec.ike.dh_pool import KePoolStats, KeyPairPool
 from tunsec.ike.endpoint import DosLimits, IkeEndpoint
 from tunsec.ike.events import ChildSaUp
 from tunsec.policy.ids import IdSpace
@@ -134,6 +147,9 @@ class Burst:
         self.profile = profile
         self.client_cpu = 0.0
         self.worker_cpu = 0.0
+        self.refill_cpu = 0.0   # the gateway's key pair pool: its refills during the burst (_refill)
+        self.fill_cpu = 0.0     # and its fill at start
+        self.ke_refilled = 0    # key pairs it generated during the burst
         self.spi_waits = 0      # IKE_AUTHs the gateway held for want of an inbound SPI (ike_held.spi_waits)
         self.wire: Wire = collections.deque()
         self.wake = _Wake()
@@ -143,14 +159,25 @@ class Burst:
         self.gw_conf = parse_config(scale_conf.gateway_swanctl(gw, psk))  # type: ignore[arg-type]
         self.client_conf = parse_config(scale_conf.client_swanctl(me, gw, psk, n))  # type: ignore[arg-type]
         self.client_up = 0
+        self.ke_pool = KePoolStats()
+        self.ke_ready = 0
+        self.ke_refilled_in_burst = 0
+        self.refill_cpu_in_burst = 0.0
+        self.service: IkeService | None = None
 
     def _client(self, fn: Callable[[], Any]) -> Any:
         """A call into the clients: its CPU is theirs, and the gateway's profile pauses."""
-        return self._aside(fn, "client_cpu")
+        return self._aside(functools.partial(_without_pool, fn), "client_cpu")
 
     def _worker(self, fn: Callable[[], Any]) -> Any:
         """A call into the worker: its CPU is the gateway's but not the control process's."""
         return self._aside(fn, "worker_cpu")
+
+    def _refill(self, fill: Callable[[float, float], int], now: float, budget: float = math.inf) -> int:
+        """The gateway's KeyPairPool.refill: generating key pairs ahead is not a client's set-up."""
+        made: int = self._aside(functools.partial(fill, now, budget), "refill_cpu")
+        self.ke_refilled += made
+        return made
 
     def _aside(self, fn: Callable[[], Any], account: str) -> Any:
         if self.profile is not None:
@@ -215,8 +242,12 @@ class Burst:
         n = self.n
         service = IkeService(self.gw_conf.connections, lambda: client, {4: GW}, IdSpace(),
                              DosLimits(2 * n + 10, 4 * n + 10, cookie_threshold_ip=2 * n + 10,
-                                       block_threshold=4 * n + 10), pools=self.gw_conf.pools)
+                                       block_threshold=4 * n + 10), pools=self.gw_conf.pools,
+                             ke_pool=self.gw_conf.tunsec.ke_pool)
+        dh.POOL.stats = KePoolStats()   # this run's
+        dh.POOL.refill = functools.partial(self._refill, dh.POOL.refill)  # type: ignore[method-assign]
         await service.start()
+        self.fill_cpu, self.refill_cpu, self.ke_refilled = self.refill_cpu, 0.0, 0   # the fill is before the burst
         service.sockets.by_key = {(4, GW, 500): _Udp500(self.wire, self.wake)}  # type: ignore[dict-item]
 
         clients = aside(IkeEndpoint, [c.ike for c in self.client_conf.connections])
@@ -254,6 +285,10 @@ class Burst:
             self.profile.disable()
         total = time.process_time() - cpu0
         self.spi_waits = service.spi_pool.spi_waits
+        self.ke_pool = dataclasses.replace(dh.POOL.stats)
+        self.ke_ready = sum(dh.POOL.sizes().values())
+        self.ke_refilled_in_burst, self.refill_cpu_in_burst = self.ke_refilled, self.refill_cpu
+        self.service = service
         return total, self.client_cpu
 
     def _client_step(self, clients: IkeEndpoint) -> bool:
@@ -265,6 +300,18 @@ class Burst:
             if isinstance(ev[1], ChildSaUp):
                 self.client_up += 1
         return moved
+
+
+_CLIENTS_POOL = KeyPairPool(dh.generate_key_exchange)   # configured for no group: an empty pool
+
+
+def _without_pool(fn: Callable[[], Any]) -> Any:
+    """``fn`` (the clients') with new_key_exchange out of the gateway's pool."""
+    gateway_pool, dh.POOL = dh.POOL, _CLIENTS_POOL
+    try:
+        return fn()
+    finally:
+        dh.POOL = gateway_pool
 
 
 def _emit_ike(worker: Worker, data: bytes, src: tuple[str, int]) -> None:
@@ -296,11 +343,19 @@ def main() -> int:
             total, clients = counted(functools.partial(uvloop.run, burst.run()))
         except ImportError:
             total, clients = counted(functools.partial(asyncio.run, burst.run()))
-        gw = total - clients
+        if burst.service is not None:   # uncounted: the next run's gateway fills a pool of its own
+            burst.service.ke_refill.stop()
+        del dh.POOL.refill   # the method again
+        gw = total - clients - burst.refill_cpu_in_burst
         print(f"N = {args.clients}: CPU {total:.3f} s, clients {clients:.3f} s, "
               f"gateway {gw:.3f} s = {1000 * gw / args.clients:.2f} ms per client "
               f"(of which the worker's pipe side {1000 * burst.worker_cpu / args.clients:.2f}); "
-              f"IKE_AUTHs that waited for an inbound SPI {burst.spi_waits}", flush=True)
+              f"IKE_AUTHs that waited for an inbound SPI {burst.spi_waits}; "
+              f"key pairs from the pool {burst.ke_pool.hits}, generated {burst.ke_pool.misses} "
+              f"+ {burst.ke_pool.unpooled} unpooled, {burst.ke_refilled_in_burst} refilled during the burst, "
+              f"{burst.ke_ready} ready at its end; "
+              f"pool CPU: fill at start {1000 * burst.fill_cpu:.1f} ms, refills during the burst "
+              f"{1000 * burst.refill_cpu_in_burst:.1f} ms (not in the gateway's)", flush=True)
         best = gw if best is None else min(best, gw)
         if prof is not None:
             prof.dump_stats(args.profile)

@@ -70,8 +70,16 @@ class InProcessWorker:
         self.send_ike = send_ike
         self.ids = itertools.count(1)
         self.log: list[pipe.Message] = []
+        self.in_flight = 0   # as WorkerClient's: requests waiting for their answer
 
     async def request(self, build: Callable[[int], pipe.Message]) -> list[pipe.Reply]:
+        self.in_flight += 1
+        try:
+            return await self._request(build)
+        finally:
+            self.in_flight -= 1
+
+    async def _request(self, build: Callable[[int], pipe.Message]) -> list[pipe.Reply]:
         msg = build(next(self.ids))
         self.log.append(msg)
         await asyncio.sleep(0)     # a round trip: other tasks run meanwhile
@@ -116,11 +124,13 @@ class Gateway:
     wire: list[tuple[tuple[str, int], tuple[str, int], bytes]] = field(default_factory=list)
     nat: dict[int, tuple[str, int]] = field(default_factory=dict)   # site -> its NAT's outside mapping
     mobike: bool = True   # the sites announce MOBIKE (RFC 4555), as the gateway does
+    ke_pool: int = 0      # the gateway's ready key pairs per group (tunsec { ke_pool })
 
     async def start(self) -> None:
         gw = psk_ike("gw", "gw.example", RemoteAuth("psk"), GW, None, "10.1.0.0/16", "10.2.0.0/16")
         self.worker = InProcessWorker(asyncio.get_running_loop(), self._natt_out)
-        self.service = IkeService([Connection(gw.name, gw)], lambda: self.worker, {4: GW}, IdSpace())  # type: ignore[arg-type,return-value]
+        self.service = IkeService([Connection(gw.name, gw)], lambda: self.worker, {4: GW}, IdSpace(),  # type: ignore[arg-type,return-value]
+                                  ke_pool=self.ke_pool)
         await self.service.start()
         self.service.sockets.by_key = {(4, GW, 500): FakeSocket(self.wire)}  # type: ignore[dict-item]
         for i in range(self.n):

@@ -147,7 +147,7 @@ class Daemon:
         self.ike: IkeService | None = None
         if conns:
             self.ike = IkeService(conns, lambda: self.worker, ike_endpoints(conns), self.ids, cfg.tunsec.dos,
-                                  pools=cfg.pools, radius=cfg.radius)
+                                  pools=cfg.pools, radius=cfg.radius, ke_pool=cfg.tunsec.ke_pool)
         # every service the daemon runs, in start order; a new kind of service is added here
         self.services: list[Service] = [self.manual] + ([self.ike] if self.ike is not None else [])
         self.nqueues = max(1, min(cfg.tunsec.workers or os.cpu_count() or 1, MAX_WORKERS))

@@ -250,6 +250,23 @@ def ike_families(doc: dict[str, Any]) -> Iterator[Metric]:
                               "most that may wait for an inbound SPI already did", value=held.get("held_dropped", 0))
     yield CounterMetricFamily("tunsec_ike_install_waits", "Times outgoing IKE waited for Child SA installs or "
                               "inbound SPIs (make-before-break)", value=held.get("install_waits", 0))
+    yield from ke_pool_families(doc.get("ke_pool", {}))
+
+
+def ke_pool_families(pool: dict[str, Any]) -> Iterator[Metric]:
+    """The ready key pairs (`tunsec status`: ke_pool; tunsec.ike.dh_pool)."""
+    taken = CounterMetricFamily("tunsec_ke_pool_key_pairs", "Ephemeral key pairs asked for: ready from the pool "
+                                "(hit), generated on the spot because the group's pool was empty (miss) or the "
+                                "group is not pooled (unpooled); and pooled ones dropped unused at their maximum "
+                                "age (expired)", labels=["result"])
+    for result, key in (("hit", "hits"), ("miss", "misses"), ("unpooled", "unpooled"), ("expired", "expired")):
+        taken.add_metric([result], pool.get(key, 0))
+    yield taken
+    ready = GaugeMetricFamily("tunsec_ke_pool_ready", "Ephemeral key pairs ready now, by key exchange group",
+                              labels=["group"])
+    for group, n in sorted(pool.get("ready", {}).items()):
+        ready.add_metric([group], n)
+    yield ready
 
 
 def event_families(events: EventCounts | None, worker_restarts: int) -> Iterator[Metric]:

@@ -175,6 +175,11 @@ def render(doc: dict[str, Any]) -> str:
     if doc.get("ike_held"):
         lines.append("IKE held for inbound SPIs and installs: "
                      + ", ".join(f"{k} {v}" for k, v in doc["ike_held"].items()))
+    if pool := doc.get("ke_pool"):
+        ready = ", ".join(f"{g} {n}" for g, n in pool.get("ready", {}).items()) or "none (ke_pool = 0)"
+        lines.append(f"key pairs ready: {ready}; taken ready {pool.get('hits', 0)}, generated when the pool was "
+                     f"empty {pool.get('misses', 0)} or its group not pooled {pool.get('unpooled', 0)}, "
+                     f"expired unused {pool.get('expired', 0)}")
     ignored = doc.get("acquires_ignored") or {}
     if any(ignored.values()):   # only once there are any: one line, by child
         lines.append("ACQUIREs ignored: " + "; ".join(

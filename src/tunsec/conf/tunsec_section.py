@@ -172,6 +172,9 @@ _parse_block_threshold = int_range(1, 1 << 20, "a number of half-open IKE SAs fr
 # bits, as a host has at least a /64 to send from (128: per address); below /32 is a whole ISP
 _parse_ipv6_source_prefix = int_range(32, 128, "an IPv6 prefix length")
 _parse_datagram_size = int_range(576, 65535, "a size in bytes")
+# ready ephemeral key pairs per key exchange group (tunsec.ike.dh_pool); 0: none.  The bound keeps
+# the pool's memory small (~0.5 KB an X25519 key pair, ~2.3 KB an ECP one, 64 MODP at most)
+_parse_ke_pool = int_range(0, 4096, "a number of key pairs per key exchange group (0: no pool)")
 
 
 def _parse_fragment_size(text: str) -> int:
@@ -215,6 +218,11 @@ class TunsecSettings:
     # charon.fragment_size; 0: 576 for IPv4, 1280 for IPv6); every connection's IkeConfig carries it
     fragment_size: int = DEFAULT_FRAGMENT_SIZE
     dos: DosLimits = field(default_factory=DosLimits)
+    # key pairs kept ready per key exchange group (the first group of each connection's IKE and ESP
+    # proposals; MODP at most 64), generated at start and while no IKE SA is being set up, taken
+    # at IKE_SA_INIT, CREATE_CHILD_SA with PFS and IKE rekeys, replaced after 5 minutes unused
+    # (tunsec.ike.dh_pool); 0: every key pair is generated when it is needed
+    ke_pool: int = 256
     # manual tunnels persist their sequence number reservations here (RFC 4106
     # forbids GCM with static keys unless nonces never repeat across restarts)
     state_dir: str = "/var/lib/tunsec"
@@ -248,6 +256,7 @@ def read_tunsec_section(section: Section, issues: list[ConfigIssue]) -> TunsecSe
             block_threshold=r.get("block_threshold", _parse_block_threshold, d.dos.block_threshold),
             ipv6_source_prefix=r.get("ipv6_source_prefix", _parse_ipv6_source_prefix, d.dos.ipv6_source_prefix),
         ),
+        ke_pool=r.get("ke_pool", _parse_ke_pool, d.ke_pool),
         state_dir=r.get("state_dir", _parse_state_dir, d.state_dir),
     )
     r.finish()

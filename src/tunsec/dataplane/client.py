@@ -125,6 +125,11 @@ class WorkerClient:
         self.late = 0        # answers to no request waited for (given up on, or never made): dropped (status)
 
     @property
+    def in_flight(self) -> int:
+        """Requests waiting for their answer (the IKE service refills its key pairs only at 0)."""
+        return len(self._pending)
+
+    @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 

@@ -20,6 +20,7 @@ from cryptography.hazmat.backends.openssl import backend as _openssl_backend  # 
 from cryptography.hazmat.primitives.asymmetric import dh, ec, x448, x25519
 
 from .constants import DhGroup
+from .dh_pool import KeyPairPool
 
 # RFC 3526 primes, generator 2.
 _MODP_2048 = int(
@@ -178,7 +179,14 @@ class _X448(KeyExchange):
 
 
 def new_key_exchange(group: int) -> KeyExchange:
-    """A fresh ephemeral key pair for ``group``."""
+    """A fresh ephemeral key pair for ``group``: a ready one from the pool (handed out once,
+    never to another SA), else one generated now."""
+    ke = POOL.take(group)
+    return ke if ke is not None else generate_key_exchange(group)
+
+
+def generate_key_exchange(group: int) -> KeyExchange:
+    """A key pair for ``group`` generated now."""
     if group in _MODP:
         return _Modp(group)
     if group in _ECP:
@@ -188,3 +196,8 @@ def new_key_exchange(group: int) -> KeyExchange:
     if group == DhGroup.CURVE448:
         return _X448()
     raise DhError(f"unsupported key exchange group {group}")
+
+
+# The process's pool of ready key pairs: off (no groups) until the IKE service configures it
+# (services/ike/keypool.py); see tunsec.ike.dh_pool.
+POOL = KeyPairPool(generate_key_exchange)

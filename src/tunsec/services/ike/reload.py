@@ -50,6 +50,7 @@ async def reload(self: IkeService, cfg: Config) -> list[str]:
         self.attempts.pop(name, None)
     self.connections = {c.name: c for c in cfg.connections}
     self.endpoint.set_configs([c.ike for c in cfg.connections])
+    self.ke_refill.reconfigure(c.ike for c in cfg.connections)   # pooled groups follow the proposals
     self._reload_radius(cfg.radius)
     if self._addr_watch is None:
         self._watch_addresses()   # a MOBIKE client connection may have been added

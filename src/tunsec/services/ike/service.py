@@ -44,6 +44,7 @@ from tunsec.dataplane import pipe
 from tunsec.dataplane.client import WorkerClient
 from tunsec.dataplane.pipe import Direction, ExpireReason
 from tunsec.eventcounts import EventCounts
+from tunsec.ike import dh
 from tunsec.ike.constants import IKE_PORT, NATT_PORT, has_marker
 from tunsec.ike.endpoint import DosLimits, IkeEndpoint
 from tunsec.ike.events import (
@@ -79,6 +80,7 @@ from tunsec.services.ike import reload as _reload
 from tunsec.services.ike import status as _status
 from tunsec.services.ike.barrier import Barrier
 from tunsec.services.ike.changes import Changes
+from tunsec.services.ike.keypool import KeyPoolRefill
 from tunsec.services.ike.record import IkeUpRecord
 from tunsec.services.ike.resolver import Resolver
 from tunsec.services.ike.sockets import IkeSocketKey, IkeSockets, _is_init, recv
@@ -100,8 +102,10 @@ class IkeService(Service):
     def __init__(self, connections: Sequence[Connection], worker: Callable[[], WorkerClient],
                  local_addrs: dict[int, str], ids: IdSpace | None = None,
                  limits: DosLimits | None = None, pools: Sequence[PoolConfig] = (),
-                 radius: RadiusSettings | None = None) -> None:
+                 radius: RadiusSettings | None = None, ke_pool: int = 0) -> None:
         self.connections = {c.ike.name: c for c in connections}
+        # ready key pairs for IKE_SA_INIT, CREATE_CHILD_SA PFS and IKE rekeys: ke_pool per group (tunsec { })
+        self.ke_refill = KeyPoolRefill(dh.POOL, ke_pool, busy=self._setting_up)
         self.pool_configs = {p.name: p for p in pools}
         self.pools = AddressPools(pools)    # virtual IP leases: they outlive IKE SAs, so they live here
         # a client's virtual IPs: set by the daemon to its TUN (add_address, remove_address, set_route_source)
@@ -165,6 +169,7 @@ class IkeService(Service):
         self.sockets.open(self.connections.values())
 
     def close(self) -> None:
+        self.ke_refill.stop()
         self.sockets.close()
         self._radius_close()
         self.resolver.close()
@@ -174,6 +179,7 @@ class IkeService(Service):
 
     async def start(self) -> None:
         await self.spi_pool.refill()    # before answering anyone: an IKE_AUTH finds its inbound SPI in the pool
+        self.ke_refill.start(c.ike for c in self.connections.values())   # and an IKE_SA_INIT its key pair
         self._acct_open()   # the Accounting-On, before any Start
         await self._dae_serve()
         self.sockets.read(self._readable)
@@ -225,6 +231,12 @@ class IkeService(Service):
             self._timer.cancel()
             self._timer = None
         self._cancel_timers()
+        self.ke_refill.stop()   # no key pair outlives the service
+
+    def _setting_up(self) -> bool:
+        """IKE SAs are being set up: half-open ones wait for their IKE_AUTH, Child SA installs and other
+        worker requests are in flight.  The key pair refill waits for the end (services/ike/keypool.py)."""
+        return bool(self.endpoint.half_open or self.barrier.up or self.worker().in_flight)
 
     # --- timers that a worker restart or shutdown cancels ------------------------------
     def _cancel_timers(self) -> None:
@@ -557,7 +569,8 @@ class IkeService(Service):
     # --- tunsec status (status.py) -----------------------------------------------------------------
     def status(self, dump: pipe.Reply) -> dict[str, Any]:
         return _status.status(self.ike_sas(), self.leases(), self.endpoint, self.spi_pool, self.barrier, self.sockets,
-                              {} if self.radius is None else self.radius.status(self.accounting, self.dae), self.events)
+                              {} if self.radius is None else self.radius.status(self.accounting, self.dae), self.events,
+                              self.ke_refill.pool)
 
     @classmethod
     def idle_status(cls) -> dict[str, Any]:

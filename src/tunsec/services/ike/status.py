@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from tunsec.eventcounts import EventCounts
+from tunsec.ike.dh_pool import KePoolStats, KeyPairPool, group_name
 from tunsec.ike.endpoint import EndpointStats, IkeEndpoint
 from tunsec.ike.fragments import FragmentStats
 from tunsec.ike.sa import IkeSa
@@ -22,11 +23,12 @@ from tunsec.services.ike.state import ChildState
 # 7-tuple stays in CPython's free list for that length (see the note in dataplane/pipe/decoding.py).
 _IKE_DROPS = tuple([f.name for f in dataclasses.fields(EndpointStats)])
 _FRAGMENT_COUNTERS = tuple([f.name for f in dataclasses.fields(FragmentStats)])
+_KE_POOL_COUNTERS = tuple([f.name for f in dataclasses.fields(KePoolStats)])
 
 
 def status(ike_sas: list[dict[str, Any]], leases: list[dict[str, Any]], endpoint: IkeEndpoint,
            spi_pool: SpiPool, barrier: Barrier, sockets: IkeSockets, radius: dict[str, Any],
-           events: EventCounts) -> dict[str, Any]:
+           events: EventCounts, ke_pool: KeyPairPool | None = None) -> dict[str, Any]:
     return {
         "ike_sas": ike_sas,
         "leases": leases,
@@ -60,10 +62,19 @@ def status(ike_sas: list[dict[str, Any]], leases: list[dict[str, Any]], endpoint
         # or rekey is through
         "acquires_ignored": {"trap": _by_child(events.acquires_ignored),
                              "child_sa": _by_child(events.child_acquires_ignored)},
+        # ready key pairs (tunsec { ke_pool }, tunsec.ike.dh_pool): handed out ready (hits), generated on
+        # the spot because the group's pool was empty (misses) or the group is not pooled (unpooled),
+        # dropped unused at their maximum age (expired), and how many are ready now by group
+        "ke_pool": {} if ke_pool is None else _ke_pool(ke_pool),
         # auth = eap-radius: requests and answers, what was dropped, what is open now, each server's
         # health, and accounting's counters
         "radius": radius,
     }
+
+
+def _ke_pool(pool: KeyPairPool) -> dict[str, Any]:
+    return {**{n: getattr(pool.stats, n) for n in _KE_POOL_COUNTERS},
+            "ready": {group_name(g): n for g, n in pool.sizes().items()}}
 
 
 def _by_child(counts: Mapping[tuple[str, str], int]) -> list[dict[str, Any]]:
@@ -73,7 +84,7 @@ def _by_child(counts: Mapping[tuple[str, str], int]) -> list[dict[str, Any]]:
 def idle_status() -> dict[str, Any]:
     return {"ike_sas": [], "leases": [], "ike_half_open": 0, "ike_half_open_addresses": 0,
             "ike_half_open_max_per_address": 0, "ike_half_open_busiest": "", "ike_drops": {}, "ike_fragments": {},
-            "ike_held": {}, "acquires_ignored": {}, "radius": {}}
+            "ike_held": {}, "acquires_ignored": {}, "ke_pool": {}, "radius": {}}
 
 
 def ike_sas(sas: Iterable[IkeSa], ike_up: Mapping[bytes, IkeUpRecord], children: Iterable[ChildState],
