@@ -341,7 +341,10 @@ class Worker:
 
     # --- events ------------------------------------------------------------------
     def drain_events(self) -> None:
-        for ev in self.dp.events():
+        for ev in self.dp.events_encoding_ike(pipe.encode_ike_event):
+            if isinstance(ev, bytes):   # an IKE message, encoded already (the events' bulk: every IKE_AUTH)
+                self._send_event(ev)
+                continue
             msg = self._event_message(ev)
             if isinstance(msg, pipe.Expire):
                 msg = self._remove_dead(msg) if msg.hard else self._with_current(msg)
@@ -403,10 +406,13 @@ class Worker:
         return None
 
     def _emit(self, msg: pipe.Message) -> None:
+        self._send_event(pipe.encode(msg), type(msg).__name__)
+
+    def _send_event(self, data: bytes, what: str = "Ike") -> None:
         try:
-            self.send(pipe.encode(msg))
+            self.send(data)
         except OSError as err:
-            log.warning("could not report %s: %s", type(msg).__name__, err)
+            log.warning("could not report %s: %s", what, err)
 
 
 # the requests the worker answers, by exact type (the pipe's message classes are final)
