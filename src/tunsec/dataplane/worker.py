@@ -33,6 +33,7 @@ import collections
 import ctypes
 import dataclasses
 import enum
+import functools
 import heapq
 import logging
 import math
@@ -69,6 +70,12 @@ SaKey = tuple[int, Direction, Endpoint | None]
 # enum metaclass's attribute hook, which builds a method wrapper each time (~1k instructions, and
 # garbage for the collector); a dozen reads per client.
 _IN, _OUT, _OK, _EV_IKE = Direction.IN, Direction.OUT, Errno.OK, EventType.IKE
+
+
+# an address's text, for the socket calls of every SEND_IKE (twice each): str() of an ipaddress
+# object runs ~7k instructions of Python; the pipe decoder hands out the same object for the same
+# address (its cache), and a hit here costs the address's hash
+_addr_text = functools.lru_cache(maxsize=1024)(str)
 
 
 def sa_key(sa: pipe.SaSpec) -> SaKey:
@@ -287,8 +294,8 @@ class Worker:
         # takes no marker there, as strongSwan's sender): has_marker, the one rule for it
         marker = NON_ESP_MARKER if has_marker(NATT_PORT, msg.remote.port) else b""
         # from the address the peer talked to (the IKE event's), on a socket bound to the wildcard
-        source = str(msg.local.addr) if msg.local is not None else None
-        pktinfo.sendto(sock, marker + msg.data, (str(msg.remote.addr), msg.remote.port), source)
+        source = _addr_text(msg.local.addr) if msg.local is not None else None
+        pktinfo.sendto(sock, marker + msg.data, (_addr_text(msg.remote.addr), msg.remote.port), source)
         return self._ok(msg)
 
     # --- timers ------------------------------------------------------------------
