@@ -60,24 +60,43 @@ def recv(sock: socket.socket, size: int) -> tuple[bytes, tuple[str, int], str | 
     return data, (addr[0], addr[1]), local_of(anc)
 
 
-def source_ancillary(family: int, source: str | None) -> list[tuple[int, int, bytes]]:
+Ancillary = tuple[tuple[int, int, bytes], ...]
+# source_ancillary's answers by (socket family, source): a gateway sends from a few addresses of its
+# own, and each answer built anew parsed the address text (~20k instructions, per IKE answer sent)
+_ANCILLARY: dict[tuple[int, str], Ancillary] = {}
+_ANCILLARY_MAX = 256   # more sources than that: start over (addresses come and go)
+
+
+def source_ancillary(family: int, source: str | None) -> Ancillary:
     """The ancillary data that makes a datagram leave from ``source``; none for None or a wildcard
     (the route's choice)."""
-    if source is None or source in WILDCARDS:
-        return []
+    if source is None:
+        return ()
+    key = (family, source)
+    anc = _ANCILLARY.get(key)
+    if anc is None:
+        if len(_ANCILLARY) >= _ANCILLARY_MAX:
+            _ANCILLARY.clear()
+        anc = _ANCILLARY[key] = _source_ancillary(family, source)
+    return anc
+
+
+def _source_ancillary(family: int, source: str) -> Ancillary:
+    if source in WILDCARDS:
+        return ()
     ip = ipaddress.ip_address(source)
     if family == socket.AF_INET and ip.version == 4:
-        return [(socket.IPPROTO_IP, IP_PKTINFO, _IN_PKTINFO.pack(0, ip.packed, bytes(4)))]
+        return ((socket.IPPROTO_IP, IP_PKTINFO, _IN_PKTINFO.pack(0, ip.packed, bytes(4))),)
     if family == socket.AF_INET6 and ip.version == 6:
-        return [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, _IN6_PKTINFO.pack(ip.packed, 0))]
-    return []
+        return ((socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, _IN6_PKTINFO.pack(ip.packed, 0)),)
+    return ()
 
 
 def sendto(sock: socket.socket, data: bytes, addr: tuple[str, int], source: str | None) -> None:
     """``sock.sendto`` from ``source`` (None: the route's choice).  If the kernel refuses that
     source (the address is no longer ours) the datagram leaves from the route's choice instead, as
     the C loop's ESP does.  Raises what ``sendto`` raises."""
-    anc = source_ancillary(sock.family, source) if source is not None else []
+    anc = source_ancillary(sock.family, source) if source is not None else ()
     if not anc:
         sock.sendto(data, addr)
         return

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -230,6 +230,9 @@ _EVENT = _packer("ts_event", _fields("ts_event", ("type", "dir", "hard", "reason
                  + _fields("ts_addr", _ADDR_FIELDS, ffi.offsetof("ts_event", "local"))
                  + _fields("ts_event", ("data_len", "seq")))
 _EVENT_TYPE_OF = {int(t): t for t in EventType}
+_EV_IKE_RAW: int = lib.TS_EV_IKE
+# an IKE event's data, peer (family, 16-byte address, port) and our address alike -> its pipe message or None
+IkeEncoder = Callable[[bytes, int, bytes, int, int, bytes, int], "bytes | None"]
 _DIRECTION_OF = {int(d): d for d in Direction}
 
 
@@ -325,6 +328,9 @@ class Dataplane:
         self._dp = ffi.gc(dp, lib.ts_dp_free)
         self._buf = ffi.new("uint8_t[]", MAX_PACKET + 256)
         self._evbuf = ffi.new("uint8_t[]", MAX_PACKET)
+        self._evbuf_view = ffi.buffer(self._evbuf)
+        self._ev = ffi.new("ts_event *")   # events() reads into it (on one thread: the worker's)
+        self._ev_fields = ffi.buffer(self._ev)
         self._dst = ffi.new("ts_addr *")
         self._src = ffi.new("ts_addr *")
         self._drop = ffi.new("int *")
@@ -359,12 +365,26 @@ class Dataplane:
         return int(lib.ts_dp_event_fd(self._dp))
 
     def events(self) -> Iterator[Event]:
-        ev = ffi.new("ts_event *")
-        fields, data = ffi.buffer(ev), ffi.buffer(self._evbuf)
-        while _next_event(self._dp, ev, self._evbuf, MAX_PACKET):
+        """The queued events in turn."""
+        for ev in self.events_encoding_ike(None):
+            assert isinstance(ev, Event)
+            yield ev
+
+    def events_encoding_ike(self, ike: IkeEncoder | None) -> Iterator[Event | bytes]:
+        """The queued events in turn, but what ``ike`` makes of an IKE event's fields (its pipe
+        message: pipe.encode_ike_event) in place of its Event, unless it answers None."""
+        ev, dp, evbuf = self._ev, self._dp, self._evbuf
+        fields, data = self._ev_fields, self._evbuf_view
+        while _next_event(dp, ev, evbuf, MAX_PACKET):
             # every field (but the selector) in one struct call: a dozen cffi attribute reads cost 3 times as much
             (ev_type, direction, hard, reason, spi, policy_id, family, raw, port, local_family, local_raw, local_port,
              data_len, seq) = _EVENT.unpack_from(fields)  # fmt: skip
+            if ike is not None and ev_type == _EV_IKE_RAW:
+                # every client's IKE_AUTH: straight to its pipe message, no Event, Endpoint or address
+                msg = ike(data[:data_len], family, raw, port, local_family, local_raw, local_port)
+                if msg is not None:
+                    yield msg
+                    continue
             kind, way = _EVENT_TYPE_OF.get(ev_type), _DIRECTION_OF.get(direction)
             yield Event(
                 type=kind if kind is not None else EventType(ev_type),
@@ -506,12 +526,13 @@ class Dataplane:
         answer = ffi.buffer(self._buf, icmp[0])[:] if icmp[0] else b""
         return esp, _addr_out(dst) if n > 0 else None, Drop(drop[0]), answer
 
-    def inbound(self, udp_payload: bytes, src: Endpoint | None = None) -> tuple[bytes, Drop]:
-        """UDP payload -> (inner IP packet or b"", drop reason)."""
+    def inbound(self, udp_payload: bytes, src: Endpoint | None = None,
+                local: Endpoint | None = None) -> tuple[bytes, Drop]:
+        """UDP payload from src to our address local -> (inner IP packet or b"", drop reason)."""
         if src is not None:
             _addr_in(self._src, src)
         n = lib.ts_dp_inbound(self._dp, udp_payload, len(udp_payload), self._src if src else ffi.NULL,
-                              ffi.NULL, self._buf, len(self._buf), self._drop)
+                              _remote_arg(local), self._buf, len(self._buf), self._drop)
         _check("inbound", n)
         return (ffi.buffer(self._buf, n)[:] if n > 0 else b""), Drop(self._drop[0])
 

@@ -33,6 +33,7 @@ import collections
 import ctypes
 import dataclasses
 import enum
+import functools
 import heapq
 import logging
 import math
@@ -69,6 +70,12 @@ SaKey = tuple[int, Direction, Endpoint | None]
 # enum metaclass's attribute hook, which builds a method wrapper each time (~1k instructions, and
 # garbage for the collector); a dozen reads per client.
 _IN, _OUT, _OK, _EV_IKE = Direction.IN, Direction.OUT, Errno.OK, EventType.IKE
+
+
+# an address's text, for the socket calls of every SEND_IKE (twice each): str() of an ipaddress
+# object runs ~7k instructions of Python; the pipe decoder hands out the same object for the same
+# address (its cache), and a hit here costs the address's hash
+_addr_text = functools.lru_cache(maxsize=1024)(str)
 
 
 def sa_key(sa: pipe.SaSpec) -> SaKey:
@@ -287,8 +294,8 @@ class Worker:
         # takes no marker there, as strongSwan's sender): has_marker, the one rule for it
         marker = NON_ESP_MARKER if has_marker(NATT_PORT, msg.remote.port) else b""
         # from the address the peer talked to (the IKE event's), on a socket bound to the wildcard
-        source = str(msg.local.addr) if msg.local is not None else None
-        pktinfo.sendto(sock, marker + msg.data, (str(msg.remote.addr), msg.remote.port), source)
+        source = _addr_text(msg.local.addr) if msg.local is not None else None
+        pktinfo.sendto(sock, marker + msg.data, (_addr_text(msg.remote.addr), msg.remote.port), source)
         return self._ok(msg)
 
     # --- timers ------------------------------------------------------------------
@@ -341,7 +348,10 @@ class Worker:
 
     # --- events ------------------------------------------------------------------
     def drain_events(self) -> None:
-        for ev in self.dp.events():
+        for ev in self.dp.events_encoding_ike(pipe.encode_ike_event):
+            if isinstance(ev, bytes):   # an IKE message, encoded already (the events' bulk: every IKE_AUTH)
+                self._send_event(ev)
+                continue
             msg = self._event_message(ev)
             if isinstance(msg, pipe.Expire):
                 msg = self._remove_dead(msg) if msg.hard else self._with_current(msg)
@@ -403,10 +413,13 @@ class Worker:
         return None
 
     def _emit(self, msg: pipe.Message) -> None:
+        self._send_event(pipe.encode(msg), type(msg).__name__)
+
+    def _send_event(self, data: bytes, what: str = "Ike") -> None:
         try:
-            self.send(pipe.encode(msg))
+            self.send(data)
         except OSError as err:
-            log.warning("could not report %s: %s", type(msg).__name__, err)
+            log.warning("could not report %s: %s", what, err)
 
 
 # the requests the worker answers, by exact type (the pipe's message classes are final)

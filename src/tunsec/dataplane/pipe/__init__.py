@@ -19,6 +19,7 @@ from tunsec.dataplane.pipe.decoding import decode
 from tunsec.dataplane.pipe.encoding import (
     encode,
     encode_dump_replies,
+    encode_ike_event,
     encode_ok,
     encode_spi,
     error_reply,
@@ -120,6 +121,7 @@ __all__ = [
     "decode",
     "encode",
     "encode_dump_replies",
+    "encode_ike_event",
     "encode_ok",
     "encode_spi",
     "error_reply",

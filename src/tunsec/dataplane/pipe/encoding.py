@@ -34,6 +34,7 @@ from tunsec.dataplane.pipe.protocol import (
     FLAG_MORE,
     FLAG_REPLY,
     HEADER_LEN,
+    MAX_IKE_DATA,
     MAX_MESSAGE,
     MIN_SPI,
     VERSION,
@@ -467,6 +468,40 @@ def _whole_ike(msg: SendIke | Ike) -> bytes:
         _ENDPOINT_EXT.size, _X_REMOTE, addr._version, 0, remote.port, _pack_addr(addr),  # type: ignore[union-attr]
         _ENDPOINT_EXT.size, _X_LOCAL, laddr._version, 0, local.port, _pack_addr(laddr),  # type: ignore[union-attr]
     )))  # fmt: skip
+
+
+_T_IKE: Final = MsgType.IKE
+_ZERO12: Final = bytes(12)
+
+
+def encode_ike_event(data: bytes, family: int, raw: bytes, port: int,
+                     local_family: int, local_raw: bytes, local_port: int) -> bytes | None:
+    """What encode(Ike(data, remote, local)) makes of an IKE message the fast path reports, from the
+    C event's own fields (family 4 or 6, else none; a 16-byte address, an IPv4 one in its first 4;
+    the port) without the Endpoint and address objects: every client's IKE_AUTH comes up so.  None
+    where no Ike carries it (no peer, no data or too much, our address of the other family): the
+    worker takes the general way then, and judges it there as always.  Tests hold the two equal."""
+    size = len(data)
+    if (family != 4 and family != 6) or not 1 <= size <= MAX_IKE_DATA:
+        return None
+    with_local = local_family == 4 or local_family == 6
+    if with_local and local_family != family:
+        return None
+    pad = -size % 4
+    tail = _IKE_TAIL[pad, with_local]
+    length = _IKE_HEAD.size + size + tail.size
+    if length > MAX_MESSAGE:
+        return None
+    head = _IKE_HEAD.pack(VERSION, _T_IKE, _ERRNO_OK, 0, 0, _ZERO3, length,
+                          _EXT_HDR.size + _DATA_HDR.size + size + pad, _X_DATA, size)
+    if family == 4:   # _pack_addr's layout: the IPv4 address, then zeros (whatever C left there)
+        raw = raw[:4] + _ZERO12
+    if not with_local:
+        return b"".join((head, data, tail.pack(_ENDPOINT_EXT.size, _X_REMOTE, family, 0, port, raw)))
+    if family == 4:
+        local_raw = local_raw[:4] + _ZERO12
+    return b"".join((head, data, tail.pack(_ENDPOINT_EXT.size, _X_REMOTE, family, 0, port, raw,
+                                           _ENDPOINT_EXT.size, _X_LOCAL, family, 0, local_port, local_raw)))
 
 
 _WHOLE: Final[dict[type, Callable[[Any], bytes]]] = {
