@@ -29,6 +29,14 @@ from tunsec.bench.netns import Host, TwoHosts
 settings.register_profile("tunsec", deadline=None)
 settings.load_profile("tunsec")
 
+# Bytecode caches on, whatever PYTHONDONTWRITEBYTECODE says (this machine's environment sets it): the suite
+# starts hundreds of interpreters (daemons, `tunsec` CLI runs, IKE drivers) and each xdist worker imports
+# every test module; without caches each of them compiled every module it imported, again (about 0.5
+# CPU-s per daemon or CLI run, 8.5 CPU-s of assertion rewriting per worker).  The workers and every process
+# a test starts inherit the environment; __pycache__ is in .gitignore.
+sys.dont_write_bytecode = False
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+
 
 def netns_unavailable() -> str | None:
     if os.geteuid() != 0:
