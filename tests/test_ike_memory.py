@@ -45,6 +45,8 @@ from tunsec.dataplane.fastpath import SA_COUNTERS, Drop
 from tunsec.dataplane.pipe import Direction, Endpoint, Errno, Reply, SaInfo
 from tunsec.services import ike as ikeservice
 
+pytestmark = pytest.mark.slow   # both tests take tens of CPU-seconds: started early under xdist
+
 
 def ike_modules() -> list[types.ModuleType]:
     """The modules of the IKE service package (tunsec.services.ike) that read the clock."""
