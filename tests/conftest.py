@@ -29,6 +29,14 @@ from tunsec.bench.netns import Host, TwoHosts
 settings.register_profile("tunsec", deadline=None)
 settings.load_profile("tunsec")
 
+# Bytecode caches on, whatever PYTHONDONTWRITEBYTECODE says (this machine's environment sets it): the suite
+# starts hundreds of interpreters (daemons, `tunsec` CLI runs, IKE drivers) and each xdist worker imports
+# every test module; without caches each of them compiled every module it imported, again (about 0.5
+# CPU-s per daemon or CLI run, 8.5 CPU-s of assertion rewriting per worker).  The workers and every process
+# a test starts inherit the environment; __pycache__ is in .gitignore.
+sys.dont_write_bytecode = False
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+
 
 def netns_unavailable() -> str | None:
     if os.geteuid() != 0:
@@ -69,10 +77,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.netns)
             if _WHY:
                 item.add_marker(pytest.mark.skip(reason=f"NETNS UNAVAILABLE: {_WHY}"))
-    # The slow tests (namespaces, charon, podman: mostly waiting) first, so that under
-    # `pytest -n N` the quick unit tests fill the workers' gaps at the end instead of one
-    # long test starting last.  A stable sort: each module's tests stay together and in order.
-    items.sort(key=lambda item: 0 if item.get_closest_marker("netns") else 1)
+    # The slow tests (namespaces, charon, podman: mostly waiting) first, then the long unit tests
+    # (hypothesis properties and those marked `slow`: tens of CPU-seconds each), so that under
+    # `pytest -n N` the quick unit tests fill the workers' gaps at the end instead of one long test
+    # starting last (the rekey memory test, ~50 s, used to start in the last two minutes and end the
+    # run alone).  A stable sort: each module's tests stay together and in order.
+    items.sort(key=_start_order)
+
+
+def _start_order(item: pytest.Item) -> int:
+    if item.get_closest_marker("netns"):
+        return 0
+    if item.get_closest_marker("slow") or getattr(getattr(item, "obj", None), "is_hypothesis_test", False):
+        return 1
+    return 2
 
 
 @pytest.fixture(autouse=True)

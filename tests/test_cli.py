@@ -112,6 +112,7 @@ secrets {{
 """
 
 
+@pytest.mark.slow   # seven `tunsec check` interpreters: started early under xdist
 def test_check_warns_about_a_weak_psk_without_showing_it(tmp_path: Path) -> None:
     conf = tmp_path / "tunsec.conf"
     weak = {

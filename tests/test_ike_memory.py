@@ -45,6 +45,8 @@ from tunsec.dataplane.fastpath import SA_COUNTERS, Drop
 from tunsec.dataplane.pipe import Direction, Endpoint, Errno, Reply, SaInfo
 from tunsec.services import ike as ikeservice
 
+pytestmark = pytest.mark.slow   # both tests take tens of CPU-seconds: started early under xdist
+
 
 def ike_modules() -> list[types.ModuleType]:
     """The modules of the IKE service package (tunsec.services.ike) that read the clock."""
@@ -399,8 +401,8 @@ def test_status_requests_hold_no_memory(tmp_path: Path, monkeypatch: pytest.Monk
 # (fixed, see tests/ike/test_rekey_collision.py); and no Child SA left on either side under an
 # established IKE SA (1 run in ~9 after that fix): a Child SA rekey answered while an IKE SA rekey was
 # out, its answer overtaken by the DELETE of the old IKE SA (fixed by RFC 7296 §2.25's TEMPORARY_FAILURE,
-# see test_a_child_rekey_answered_across_an_ike_rekey_is_not_lost)
-@pytest.mark.serial
+# see test_a_child_rekey_answered_across_an_ike_rekey_is_not_lost). Neither depended on machine load: the
+# run is on a fake clock in one process (gc counts are per process), so it shares the machine like any test.
 def test_rekeys_and_status_requests_leave_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     quiet_logging(monkeypatch)
 

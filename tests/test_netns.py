@@ -232,6 +232,7 @@ def test_tunsec_accepts_the_harness_manual_config(topo: TwoHosts) -> None:
         assert sa.key_in not in res.stdout + res.stderr
 
 
+@pytest.mark.slow   # a bench run over IKE in two namespaces: started early under xdist
 def test_harness_measures_tunsec_keyed_by_ike() -> None:
     """The tunsec-ike row: both sides negotiate with IKEv2 (A initiates) and the
     data goes through the SAs that produced; `tunsec status` shows them."""

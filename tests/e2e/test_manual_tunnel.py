@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import control
 import pytest
 from conftest import Side, TunnelOptions, TunsecPair
 
@@ -179,8 +180,9 @@ def test_worker_death_is_survived_without_losing_state(pair: TunsecPair) -> None
     before = side.status_json(topo)
     old = before["worker"]["pid"]
     os.kill(old, signal.SIGKILL)
-    assert wait_until(lambda: side.status(topo).returncode == 0
-                      and side.status_json(topo)["worker"]["pid"] != old, 15)
+    # polled on the socket (control.py: no interpreter per poll); the CLI then once
+    assert wait_until(lambda: (st := control.status_if_ok(side.sock)) is not None and st["worker"]["pid"] != old, 15)
+    assert side.status(topo).returncode == 0
     after = side.status_json(topo)
     assert after["worker"]["restarts"] == 1
     # the SAs are back: the outbound sequence resumed past everything A reserved

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from conftest import Side, TunnelOptions, TunsecPair
+from control import status_if_ok
 from reachable import python_argv
 
 from tunsec.bench.netns import TwoHosts, wait_until
@@ -67,8 +68,9 @@ def test_worker_is_unprivileged_by_default_and_after_a_restart(topo: TwoHosts) -
     assert_unprivileged(control, user)
     # the daemon (root) opens the TUN and sockets again for a new worker, which drops again
     os.kill(pid, signal.SIGKILL)
-    assert wait_until(lambda: pair.a.status(topo).returncode == 0
-                      and pair.a.status_json(topo)["worker"]["pid"] != pid, 15)
+    # polled on the socket (control.py: no interpreter per poll); the CLI then once
+    assert wait_until(lambda: (st := status_if_ok(pair.a.sock)) is not None and st["worker"]["pid"] != pid, 15)
+    assert pair.a.status(topo).returncode == 0
     new = int(pair.a.status_json(topo)["worker"]["pid"])
     assert_unprivileged(new, user)
     assert control_pid(new) == control   # started by the control process that dropped
