@@ -241,6 +241,7 @@ def _assert_quick_admits_only_the_general(msg: Message, values: Callable[[int], 
     return taken
 
 
+@pytest.mark.slow    # every byte to every value: its UPDATE case alone is 17-46 s
 @pytest.mark.parametrize("msg", SETUP_REQUESTS, ids=lambda m: f"{type(m).__name__}-{len(encode(m))}")
 def test_quick_request_decode_admits_no_change_the_general_refuses(msg: Message) -> None:
     """A set-up request as encode lays it out goes its quick way, equal to the general; every byte
