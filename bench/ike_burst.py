@@ -5,7 +5,7 @@
 
 The gateway is what ``tunsec up`` runs for bench/scale.py's configuration (the same swanctl.conf
 text): an IkeService with a real WorkerClient, whose pipe (a SOCK_SEQPACKET socketpair) leads to
-the worker's request handling and C fast path (Worker, PipeWriter, Dataplane) in the same event
+the worker's request handling and C fast path (Worker, PipeReader, Dataplane) in the same event
 loop, with INFO logging to /dev/null.  The clients are tunsec's own IKE engine (one IkeEndpoint
 holding N connections with distinct identities and ``vips = 0.0.0.0``, all from one address, as
 the charon in bench/scale.py), wired to the gateway in memory: IKE_SA_INIT to port 500 goes to
@@ -65,7 +65,7 @@ from tunsec.dataplane import pipe
 from tunsec.dataplane.client import WorkerClient
 from tunsec.dataplane.fastpath import Dataplane
 from tunsec.dataplane.pipe import Endpoint
-from tunsec.dataplane.worker import PipeWriter, Worker
+from tunsec.dataplane.worker import PipeReader, Worker
 from tunsec.ike import dh
 from tunsec.ike.constants import NON_ESP_MARKER
 from tunsec.ike.dh_pool import KePoolStats, KeyPairPool
@@ -202,32 +202,12 @@ class Burst:
         theirs.setblocking(False)
         # the worker's side of the pipe, as worker.serve sets it up (without TUN, threads, privileges)
         dp = Dataplane()
-        reading = True
-
-        def pause_reading(pause: bool) -> None:
-            nonlocal reading
-            if pause and reading:
-                loop.remove_reader(theirs.fileno())
-            elif not pause and not reading:
-                loop.add_reader(theirs.fileno(), self._worker, on_pipe)
-            reading = not pause
-
-        writer = PipeWriter(theirs, loop, pause_reading)
-        worker = Worker(dp, lambda data: writer.send(data, is_event=True),
+        reader: PipeReader
+        worker = Worker(dp, lambda data: reader.writer.send(data, is_event=True),
                         {4: _UdpOut(self.wire, self.wake)}, loop)  # type: ignore[dict-item]
-
-        def on_pipe() -> None:
-            while True:
-                try:
-                    data = theirs.recv(pipe.MAX_MESSAGE)
-                except BlockingIOError:
-                    return
-                for answer in worker.handle_datagram(data):
-                    writer.send(answer)
-                if not reading:
-                    return
-
-        loop.add_reader(theirs.fileno(), self._worker, on_pipe)
+        reader = PipeReader(theirs, loop, worker.handle_datagram, lambda: None)
+        reader.on_readable = functools.partial(self._worker, reader.readable)
+        reader.start()
 
         # the control process's side
         service: IkeService | None = None

@@ -453,8 +453,21 @@ class PipeWriter:
         self.pause_reading = pause_reading
         self.queue: collections.deque[bytes] = collections.deque()
         self.dropped_events = 0
+        self._held: list[tuple[bytes, bool]] | None = None
+
+    def hold(self) -> None:
+        """Keep what is sent from now on, in order, until release() (PipeReader's batches)."""
+        self._held = []
+
+    def release(self) -> None:
+        held, self._held = self._held, None
+        for data, is_event in held or ():
+            self.send(data, is_event)
 
     def send(self, data: bytes, is_event: bool = False) -> None:
+        if self._held is not None:
+            self._held.append((data, is_event))
+            return
         if self.queue:
             if is_event and len(self.queue) >= self.MAX_QUEUED:
                 self.dropped_events += 1
@@ -487,6 +500,59 @@ class PipeWriter:
         if self.dropped_events:
             log.warning("%d events dropped while the control process was not reading", self.dropped_events)
             self.dropped_events = 0
+
+
+class PipeReader:
+    """Reads the control process's requests and hands each to ``handle``; the answers (and any event
+    raised meanwhile) to the requests read in one turn, at most BATCH of them, leave together after
+    the turn, in order.  The control process then reads them in one wake-up instead of being woken,
+    and the worker preempted, once per answer: a set-up burst sends ~5 requests per client, most of
+    them pipelined.  ``on_readable`` is what the loop calls (a bench wraps it to time the worker)."""
+
+    BATCH = 64
+
+    def __init__(self, chan: socket.socket, loop: asyncio.AbstractEventLoop,
+                 handle: Callable[[bytes], list[bytes]], on_eof: Callable[[], None]) -> None:
+        self.chan = chan
+        self.loop = loop
+        self.handle = handle
+        self.on_eof = on_eof
+        self.writer = PipeWriter(chan, loop, self.pause)
+        self.reading = False
+        self.on_readable: Callable[[], None] = self.readable
+
+    def start(self) -> None:
+        self.pause(False)
+
+    def pause(self, pause: bool) -> None:
+        """Backpressure: no requests are read while answers wait in the writer."""
+        if pause and self.reading:
+            self.loop.remove_reader(self.chan.fileno())
+        elif not pause and not self.reading:
+            self.loop.add_reader(self.chan.fileno(), self.on_readable)
+        self.reading = not pause
+
+    def readable(self) -> None:
+        writer = self.writer
+        writer.hold()
+        try:
+            for _ in range(self.BATCH):   # then the loop's other callbacks; still readable: called again
+                try:
+                    data = self.chan.recv(MAX_DATAGRAM)
+                except BlockingIOError:
+                    return
+                except OSError as err:
+                    log.error("pipe: %s", err)
+                    data = b""
+                if not data:
+                    self.on_eof()
+                    return
+                for answer in self.handle(data):
+                    writer.send(answer)
+                if not self.reading:
+                    return
+        finally:
+            writer.release()
 
 
 # McGrew & Viega, "The Galois/Counter Mode of Operation", test cases 4 (AES-128) and 16
@@ -560,38 +626,15 @@ async def serve(args: argparse.Namespace) -> int:
     if args.mtu:
         dp.set_tunnel_mtu(args.mtu)
     done: asyncio.Future[None] = loop.create_future()
-    reading = True
 
-    def pause_reading(pause: bool) -> None:
-        nonlocal reading
-        if pause and reading:
-            loop.remove_reader(chan.fileno())
-        elif not pause and not reading:
-            loop.add_reader(chan.fileno(), on_pipe)
-        reading = not pause
+    def eof() -> None:
+        if not done.done():
+            done.set_result(None)
 
-    writer = PipeWriter(chan, loop, pause_reading)
-    worker = Worker(dp, lambda data: writer.send(data, is_event=True), udp, loop, args.larval_timeout)
-
-    def on_pipe() -> None:
-        while True:
-            try:
-                data = chan.recv(MAX_DATAGRAM)
-            except BlockingIOError:
-                return
-            except OSError as err:
-                log.error("pipe: %s", err)
-                data = b""
-            if not data:
-                if not done.done():
-                    done.set_result(None)
-                return
-            for answer in worker.handle_datagram(data):
-                writer.send(answer)
-            if not reading:
-                return
-
-    loop.add_reader(chan.fileno(), on_pipe)
+    reader: PipeReader
+    worker = Worker(dp, lambda data: reader.writer.send(data, is_event=True), udp, loop, args.larval_timeout)
+    reader = PipeReader(chan, loop, worker.handle_datagram, eof)
+    reader.start()
     loop.add_reader(dp.event_fd, worker.drain_events)
     def finish() -> None:
         if not done.done():
