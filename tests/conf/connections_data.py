@@ -8,13 +8,14 @@ import datetime
 from dataclasses import dataclass
 from pathlib import Path
 
+import config_data
 import pytest
+from config_data import line_of  # noqa: F401  (the connection tests import it from here)
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from tunsec.conf.config import parse_config
-from tunsec.conf.errors import ConfigError, ConfigIssue
+from tunsec.conf.errors import ConfigIssue
 from tunsec.ike.auth import PrivateKey
 from tunsec.ike.identity import Identity
 from tunsec.ike.testing import EPOCH, Issued, make_ca, make_cert
@@ -82,22 +83,11 @@ def with_line(where: str, line: str, text: str = PSK_CONF) -> str:
 
 
 def issues_of(text: str, path: str = "swanctl.conf") -> list[ConfigIssue]:
-    with pytest.raises(ConfigError) as info:
-        parse_config(text, path)
-    return info.value.errors
+    return config_data.issues_of(text, path)
 
 
 def only_issue(text: str, path: str = "swanctl.conf") -> ConfigIssue:
-    errors = issues_of(text, path)
-    assert len(errors) == 1, "\n".join(map(str, errors))
-    return errors[0]
-
-
-def line_of(text: str, needle: str) -> int:
-    for n, line in enumerate(text.splitlines(), 1):
-        if needle in line:
-            return n
-    raise AssertionError(f"{needle!r} not in text")
+    return config_data.only_issue(text, path)
 
 
 MOON, SUN, CAROL = (Identity.parse(n) for n in ("moon.strongswan.org", "sun.strongswan.org", "carol@strongswan.org"))

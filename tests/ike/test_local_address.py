@@ -14,29 +14,43 @@ from tunsec.ike.events import ChildSaUp
 SECOND = "192.0.2.12"   # the responder's second address; its first would be B
 
 
-def test_the_responder_answers_from_and_installs_on_the_address_it_was_asked_at() -> None:
-    a = IkeEndpoint([cfg(True, remote_addr=SECOND)], wall_clock=lambda: NOW)
-    b = IkeEndpoint([cfg(False, local_addr=None)], wall_clock=lambda: NOW)
-    a.initiate("conn", "net", 0.0)
-    answers: list[Datagram] = []
+def exchange(a: IkeEndpoint, b: IkeEndpoint, a_at: str, b_at: str) -> tuple[list[Datagram], list[Datagram]]:
+    """Pass datagrams both ways until both are quiet: A's go to B's address ``b_at`` from ``a_at``
+    (and B's wildcard socket says where they arrived), B's answers arrive at ``a_at`` (A's socket
+    says so); what each sent."""
+    sent_a: list[Datagram] = []
+    sent_b: list[Datagram] = []
     for _ in range(20):
         out_a, out_b = a.datagrams_to_send(0.0), b.datagrams_to_send(0.0)
         if not out_a and not out_b:
             break
-        for d in out_a:    # a sends to SECOND: b's socket says so
-            b.receive(d.data, (A, d.local_port), 0.0, local_addr=d.addr)
+        for d in out_a:
+            sent_a.append(d)
+            b.receive(d.data, (a_at, d.local_port), 0.0, local_addr=(b_at, d.addr[1]))
         for d in out_b:
-            answers.append(d)
-            a.receive(d.data, (d.source or "unknown", d.local_port), 0.0, local_addr=d.addr)
+            sent_b.append(d)
+            a.receive(d.data, (d.source or b_at, d.local_port), 0.0, local_addr=(a_at, d.addr[1]))
+    return sent_a, sent_b
+
+
+def child_local_ips(e: IkeEndpoint) -> list[str | None]:
+    ups = []
+    while (ev := e.next_event()) is not None:
+        if isinstance(ev[1], ChildSaUp):
+            ups.append(ev[1].local_ip)
+    return ups
+
+
+def test_the_responder_answers_from_and_installs_on_the_address_it_was_asked_at() -> None:
+    a = IkeEndpoint([cfg(True, remote_addr=SECOND)], wall_clock=lambda: NOW)
+    b = IkeEndpoint([cfg(False, local_addr=None)], wall_clock=lambda: NOW)
+    a.initiate("conn", "net", 0.0)
+    _, answers = exchange(a, b, A, SECOND)
     assert len(answers) >= 2   # IKE_SA_INIT and IKE_AUTH answered
     assert {d.source for d in answers} == {SECOND}
     (sa,) = b.sas
     assert sa.local_ip == SECOND
-    ups = []
-    while (ev := b.next_event()) is not None:
-        if isinstance(ev[1], ChildSaUp):
-            ups.append(ev[1])
-    assert [up.local_ip for up in ups] == [SECOND]
+    assert child_local_ips(b) == [SECOND]
 
 
 def test_an_initiator_on_the_wildcard_learns_its_address_from_the_authenticated_answer() -> None:
@@ -45,23 +59,10 @@ def test_an_initiator_on_the_wildcard_learns_its_address_from_the_authenticated_
     a.initiate("conn", "net", 0.0)
     (sa,) = a.sas
     assert sa.local_ip is None      # nothing said yet: the route picks the source
-    sources: list[str | None] = []
-    for _ in range(20):
-        out_a, out_b = a.datagrams_to_send(0.0), b.datagrams_to_send(0.0)
-        if not out_a and not out_b:
-            break
-        for d in out_a:
-            sources.append(d.source)
-            b.receive(d.data, (A, d.local_port), 0.0, local_addr=d.addr)
-        for d in out_b:   # answers reach A's wildcard socket, which says at which address (A)
-            a.receive(d.data, (d.source or B, d.local_port), 0.0, local_addr=d.addr)
+    requests, _ = exchange(a, b, A, B)
     assert sa.local_ip == A
-    assert sources[:2] == [None, None]      # IKE_SA_INIT and IKE_AUTH went out before it knew
-    ups = []
-    while (ev := a.next_event()) is not None:
-        if isinstance(ev[1], ChildSaUp):
-            ups.append(ev[1])
-    assert [up.local_ip for up in ups] == [A]
+    assert [d.source for d in requests[:2]] == [None, None]   # IKE_SA_INIT and IKE_AUTH: before it knew
+    assert child_local_ips(a) == [A]
 
 
 def test_a_learned_address_is_forgotten_when_ours_change_and_learned_again_from_the_update() -> None:
@@ -71,25 +72,10 @@ def test_a_learned_address_is_forgotten_when_ours_change_and_learned_again_from_
     b = IkeEndpoint([cfg(False)], wall_clock=lambda: NOW)
     a.initiate("conn", "net", 0.0)
     (sa,) = a.sas
-    here = A
-
-    def exchange() -> list[str | None]:
-        sources = []
-        for _ in range(20):
-            out_a, out_b = a.datagrams_to_send(0.0), b.datagrams_to_send(0.0)
-            if not out_a and not out_b:
-                break
-            for d in out_a:
-                sources.append(d.source)
-                b.receive(d.data, (here, d.local_port), 0.0, local_addr=d.addr)
-            for d in out_b:
-                a.receive(d.data, (d.source or B, d.local_port), 0.0, local_addr=(here, d.addr[1]))
-        return sources
-
-    exchange()
+    exchange(a, b, A, B)
     assert sa.mobike and sa.local_ip == A
-    here = SECOND
     assert sa.update_addresses()
     assert sa.local_ip is None
-    assert exchange()[:1] == [None]          # UPDATE_SA_ADDRESSES: the route picks its source
+    requests, _ = exchange(a, b, SECOND, B)
+    assert requests[:1] and requests[0].source is None   # UPDATE_SA_ADDRESSES: the route picks its source
     assert sa.local_ip == SECOND
