@@ -392,7 +392,10 @@ class Worker:
     def _event_message(ev: Event) -> pipe.Message | None:
         # IKE first: every client's IKE_AUTH (and every later IKE message) comes so
         if ev.type is _EV_IKE and ev.remote is not None and 1 <= len(ev.data) <= pipe.MAX_IKE_DATA:
-            return pipe.Ike(data=ev.data, remote=ev.remote, local=ev.local)
+            # our address of the other family (no socket of ours makes one) would make Ike raise in
+            # the event callback: the message goes up without it, the control process then assumes
+            local = ev.local if ev.local is None or ev.local.addr.version == ev.remote.addr.version else None
+            return pipe.Ike(data=ev.data, remote=ev.remote, local=local)
         if ev.type is EventType.ACQUIRE and ev.selector is not None:
             return pipe.Acquire(policy_id=ev.policy_id, selector=ev.selector)
         if ev.type is EventType.EXPIRE:

@@ -479,14 +479,13 @@ def encode_ike_event(data: bytes, family: int, raw: bytes, port: int,
     """What encode(Ike(data, remote, local)) makes of an IKE message the fast path reports, from the
     C event's own fields (family 4 or 6, else none; a 16-byte address, an IPv4 one in its first 4;
     the port) without the Endpoint and address objects: every client's IKE_AUTH comes up so.  None
-    where no Ike carries it (no peer, no data or too much, our address of the other family): the
-    worker takes the general way then, and judges it there as always.  Tests hold the two equal."""
+    where no Ike carries it (no peer, no data or too much): the worker takes the general way then,
+    and judges it there as always.  Our address of the other family is left out, as the general way
+    leaves it out.  Tests hold the two equal."""
     size = len(data)
     if (family != 4 and family != 6) or not 1 <= size <= MAX_IKE_DATA:
         return None
-    with_local = local_family == 4 or local_family == 6
-    if with_local and local_family != family:
-        return None
+    with_local = local_family == family
     pad = -size % 4
     tail = _IKE_TAIL[pad, with_local]
     length = _IKE_HEAD.size + size + tail.size
