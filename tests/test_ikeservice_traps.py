@@ -280,21 +280,29 @@ def test_acquires_of_two_children_while_the_ike_sa_is_set_up_share_it() -> None:
     run(body())
 
 
+async def trap_ike_sa_unanswered(keyingtries: int) -> tuple[TrapPair, int, IkeSa]:
+    """A's trap child raised an ACQUIRE and the IKE SA it started got no answer (its retransmissions
+    lost, given up): the pair, the trap policy's id and that IKE SA; the keyingtries retry is scheduled."""
+    pair = TrapPair()
+    await pair.start()
+    await pair.configure("a", "trap", keyingtries=keyingtries)
+    svc = pair.svc["a"]
+    (pid,) = svc.trap_policies
+    svc.acquire(pid)
+    (first,) = svc.endpoint.sas
+    expire_unanswered(pair, "a", first, DownReason.PEER_UNREACHABLE)
+    return pair, pid, first
+
+
 def test_a_keying_retry_joins_the_ike_sa_an_acquire_started_meanwhile(monkeypatch: pytest.MonkeyPatch) -> None:
     """The trap's IKE SA got no answer (keyingtries = 0: try again); a packet's ACQUIRE before the
     retry is due starts a new IKE SA, and the retry finds it being set up: still one IKE SA."""
     monkeypatch.setattr(ikesas, "RETRY_DELAY", 0.0)
 
     async def body() -> None:
-        pair = TrapPair()
-        await pair.start()
-        await pair.configure("a", "trap", keyingtries=0)
+        pair, pid, _ = await trap_ike_sa_unanswered(keyingtries=0)   # the retry is scheduled...
         svc = pair.svc["a"]
-        (pid,) = svc.trap_policies
-        svc.acquire(pid)
-        (first,) = svc.endpoint.sas
-        expire_unanswered(pair, "a", first, DownReason.PEER_UNREACHABLE)   # the retry is scheduled...
-        svc.acquire(pid)                                                      # ... and a packet comes first
+        svc.acquire(pid)                                               # ... and a packet comes first
         await pair.settle()
         assert len([sa for sa in svc.endpoint.sas if not sa.is_closed]) == 1
         assert len(nets(pair, "a")) == 1 and len(nets(pair, "b")) == 1
@@ -309,14 +317,8 @@ def test_a_keying_retry_of_a_trap_child_brings_its_child_sa_back_without_another
     monkeypatch.setattr(ikesas, "RETRY_DELAY", 0.0)
 
     async def body() -> None:
-        pair = TrapPair()
-        await pair.start()
-        await pair.configure("a", "trap", keyingtries=2)
+        pair, _, first = await trap_ike_sa_unanswered(keyingtries=2)
         svc = pair.svc["a"]
-        (pid,) = svc.trap_policies
-        svc.acquire(pid)
-        (first,) = svc.endpoint.sas
-        expire_unanswered(pair, "a", first, DownReason.PEER_UNREACHABLE)
         await pair.settle()
         (second,) = [sa for sa in svc.endpoint.sas if not sa.is_closed]
         assert second is not first

@@ -1,5 +1,5 @@
 """What the tunsec.conf tests share: an example config (tunsec { }, manual { }), its line numbers,
-and helpers to build manual tunnels and read the errors."""
+a PSK gateway connection, and helpers to build manual tunnels and read the errors."""
 
 from __future__ import annotations
 
@@ -42,6 +42,26 @@ LINE = {
     line.split("=")[0].strip(): n for n, line in enumerate(EXAMPLE.splitlines(), 1) if "=" in line and "{" not in line
 }
 SITE_B_LINE = 7
+
+
+def psk_gateway(extra: str = "") -> str:
+    """One PSK connection ``gw`` to a site at 192.0.2.1 (sun.example <-> moon.example), with
+    ``extra`` (e.g. a proposals line) in the connection."""
+    return f"""
+connections {{
+  gw {{
+    remote_addrs = 192.0.2.1
+    {extra}
+    local {{ auth = psk
+            id = sun.example }}
+    remote {{ auth = psk
+             id = moon.example }}
+    children {{ net {{ local_ts = 10.2.0.0/16
+                     remote_ts = 10.1.0.0/16 }} }}
+  }}
+}}
+secrets {{ ike {{ secret = s3cret }} }}
+"""
 
 
 def tunnel(name: str = "t", **overrides: str | None) -> str:

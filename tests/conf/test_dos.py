@@ -7,6 +7,7 @@ from __future__ import annotations
 import struct
 
 import pytest
+from config_data import psk_gateway
 
 from tunsec.conf.config import parse_config
 from tunsec.conf.errors import ConfigError
@@ -17,20 +18,7 @@ from tunsec.ike.identity import Identity
 from tunsec.ike.proposals import parse_proposals
 from tunsec.ike.secret import Secret
 
-CONNECTION = """
-connections {
-  gw {
-    remote_addrs = 192.0.2.1
-    local { auth = psk
-            id = sun.example }
-    remote { auth = psk
-             id = moon.example }
-    children { net { local_ts = 10.2.0.0/16
-                     remote_ts = 10.1.0.0/16 } }
-  }
-}
-secrets { ike { secret = s3cret } }
-"""
+CONNECTION = psk_gateway()
 ANYONE = CONNECTION.replace("remote_addrs = 192.0.2.1", "remote_addrs = %any")   # requests from many addresses
 
 

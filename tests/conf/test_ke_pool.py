@@ -5,28 +5,13 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from config_data import psk_gateway
 
 from tunsec.conf.config import parse_config
 from tunsec.conf.errors import ConfigError
 from tunsec.daemon import Daemon
 from tunsec.ike import dh
 from tunsec.ike.dh_pool import KeyPairPool
-
-CONNECTION = """
-connections {
-  gw {
-    remote_addrs = 192.0.2.1
-    %s
-    local { auth = psk
-            id = sun.example }
-    remote { auth = psk
-             id = moon.example }
-    children { net { local_ts = 10.2.0.0/16
-                     remote_ts = 10.1.0.0/16 } }
-  }
-}
-secrets { ike { secret = s3cret } }
-"""
 
 
 def _filled(text: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
@@ -57,7 +42,7 @@ def _filled(text: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
 )
 def test_ke_pool_fills_the_first_group(tunsec: str, proposals: str, filled: dict[str, int],
                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    assert _filled(f"tunsec {{\n  {tunsec}\n}}\n" + CONNECTION % proposals, monkeypatch) == filled
+    assert _filled(f"tunsec {{\n  {tunsec}\n}}\n" + psk_gateway(proposals), monkeypatch) == filled
 
 
 @pytest.mark.parametrize(
