@@ -4,7 +4,8 @@ warrior authenticates with eap-radius to a tunsec gateway with accounting and
 the RADIUS server's address (the default dae client), radclient sends a Disconnect-Request for
 a user no IKE SA has and one for the client's EAP identity with another virtual IP
 (Disconnect-NAK, Error-Cause Session-Context-Not-Found, nothing closed), one with the wrong
-secret (no answer at all), then one for the client's EAP identity and virtual IP: the
+secret (no answer at all), one with a NAS-Port that is not the client's Start's (NAK), then one
+for the client's EAP identity, virtual IP and the station attributes of its Start: the
 Disconnect-ACK comes back, the client's IKE SA is gone (the gateway deleted it, the client was
 told) and FreeRADIUS got the session's accounting Stop with Acct-Terminate-Cause Admin-Reset.
 """
@@ -92,24 +93,34 @@ def test_a_disconnect_request_from_radclient_deletes_the_users_ike_sa_acks_and_s
     out = radclient(topo, topo.a, "disconnect", DAE_SECRET,
                     f'User-Name = "{USER}"\nFramed-IP-Address = 10.3.0.2\n', "other-vip")
     assert "Received Disconnect-NAK" in out and "Session-Context-Not-Found" in out, out
-    # the user's session by its name and leased address, naming the gateway as accounting does
-    # (NAS-IP-Address), with a Message-Authenticator (radclient computes it for a 0x00 value)
+    # the station attributes the Start carried, one of them not the client's: NAK
+    (start,) = starts()
+    station = (f'Calling-Station-Id = "{start["Calling-Station-Id"]}"\nNAS-Port = {start["NAS-Port"]}\n'
+               f'Called-Station-Id = "{start["Called-Station-Id"]}"\n')
+    port = int(start["NAS-Port"])
+    other_port = station.replace(f"NAS-Port = {port}", f"NAS-Port = {(port + 1) % 2**32}")
+    out = radclient(topo, topo.a, "disconnect", DAE_SECRET, f'User-Name = "{USER}"\n{other_port}', "other-port")
+    assert "Received Disconnect-NAK" in out and "Session-Context-Not-Found" in out, out
+    assert len(gateway.established()) == 1 and client.sas(), client.list_sas()
+    # the user's session by its name, leased address and the station attributes copied from its
+    # Start, naming the gateway as accounting does (NAS-IP-Address), with a Message-Authenticator
+    # (radclient computes it for a 0x00 value)
     out = radclient(topo, topo.a, "disconnect", DAE_SECRET,
                     f'User-Name = "{USER}"\nFramed-IP-Address = {VIP}\nNAS-IP-Address = {topo.a.outer4}\n'
-                    'Message-Authenticator = 0x00\n', "ack")
+                    f'{station}Message-Authenticator = 0x00\n', "ack")
     assert "Received Disconnect-ACK" in out, f"{out}\ntunsec:\n{gateway.log_tail()}"
     assert wait_until(lambda: not client.sas(), 10), \
         f"the client's IKE SA is still up:\n{client.list_sas()}\ntunsec:\n{gateway.log_tail()}"
     assert wait_until(lambda: not gateway.ike_sas(), 10), gateway.ike_sas()
     assert wait_until(lambda: bool(stops()), 10), \
         f"no Accounting Stop at FreeRADIUS:\n{radius.log_text()[-3000:]}\ntunsec:\n{gateway.log_tail()}"
-    (start,), (stop,) = starts(), stops()
+    (stop,) = stops()
     assert (stop["Acct-Session-Id"], stop["User-Name"]) == (start["Acct-Session-Id"], USER), stop
     assert stop["Acct-Terminate-Cause"] == "Admin-Reset", stop
 
     dae = gateway.status()["radius"]["dae"]
     assert (dae["listen"], dae["disconnect_acks"], dae["disconnect_naks"], dae["sessions_closed"], dae["bad"]) == \
-        (f"127.0.0.1:{DAE_PORT}", 1, 2, 1, 1), dae
+        (f"127.0.0.1:{DAE_PORT}", 1, 3, 1, 1), dae
     log = gateway.log_text()
     assert DAE_SECRET not in log and "guessed-secret" not in log
     assert re.search(r"RADIUS DAE: Disconnect-Request from 127\.0\.0\.1:\d+ for user 'alice': closing 1 IKE SA",

@@ -314,7 +314,7 @@ def test_a_new_accounting_run_within_the_same_second_repeats_no_session_id(monke
         for _ in range(2):
             acct = Accounting(settings(), Worker().dump, Worker().children)
             acct.start("ike-1", "alice", STATION, [])
-            ids.append(acct.session_id("ike-1"))
+            ids.append(started[0] if (started := acct.started("ike-1")) else None)
             acct.close()
         return ids
 

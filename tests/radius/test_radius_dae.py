@@ -17,7 +17,7 @@ from pyrad import packet as rp
 
 from tunsec.ike.secret import Secret
 from tunsec.radius.dae import DaeServer, SessionQuery
-from tunsec.radius.messages import DICTIONARY
+from tunsec.radius.messages import DICTIONARY, Station
 from tunsec.radius.settings import DaeSettings
 
 SECRET = b"dae-secret-7"
@@ -27,6 +27,12 @@ NOW = 1_800_000_000.0
 # the sessions the gateway has: handle -> (EAP identity, Acct-Session-Id, virtual IP)
 SESSIONS = {1: ("alice", "1800000000-1", "10.3.0.1"), 2: ("bob", "1800000000-2", "10.3.0.2"),
             3: ("alice", "1800000000-3", "10.3.0.3")}
+
+
+def station(handle: int) -> Station:
+    """What accounting sent for a session: bob's and alice's second behind one NAT (198.51.100.2, ports 4500, 4501)."""
+    return Station("gw-1", "192.0.2.1", "192.0.2.1[4500]", f"198.51.100.{min(handle, 2)}[{4500 + handle // 3}]",
+                   0xC0000000 + handle, "rw")
 
 
 class Gateway:
@@ -47,7 +53,7 @@ class Gateway:
     def find(query: SessionQuery) -> list[Hashable]:
         return [h for h, (user, sid, vip) in SESSIONS.items()
                 if (not query.users or user in query.users) and (not query.session_ids or sid in query.session_ids)
-                and (not query.vips or ipaddress.ip_address(vip) in query.vips)]
+                and (not query.vips or ipaddress.ip_address(vip) in query.vips) and query.station_matches(station(h))]
 
     def disconnect(self, handles: Sequence[Hashable]) -> None:
         self.closed += handles
@@ -99,12 +105,18 @@ def test_a_virtual_ip_names_the_session_it_was_leased_to(gw: Gateway) -> None:
     assert gw.closed == [3]
 
 
-def test_a_framed_ip_address_of_the_wrong_length_is_an_invalid_attribute(gw: Gateway) -> None:
+def with_raw_attribute(extra: bytes) -> tuple[Any, bytes]:
+    """alice's Disconnect-Request with ``extra`` (an encoded attribute pyrad would refuse) appended."""
     _, raw = request(User_Name="alice")
-    attrs = raw[20:] + bytes([8, 4, 10, 3])   # Framed-IP-Address of 2 bytes
+    attrs = raw[20:] + extra
     header = bytes([rp.DisconnectRequest, 9]) + (20 + len(attrs)).to_bytes(2, "big")
     raw = header + hashlib.md5(header + bytes(16) + attrs + SECRET).digest() + attrs
-    req = rp.CoAPacket(packet=raw, secret=SECRET, dict=DICTIONARY)
+    return rp.CoAPacket(packet=raw, secret=SECRET, dict=DICTIONARY), raw
+
+
+@pytest.mark.parametrize("extra", [bytes([8, 4, 10, 3]), bytes([5, 4, 0, 1])])   # Framed-IP-Address, NAS-Port
+def test_an_address_or_nas_port_of_the_wrong_length_is_an_invalid_attribute(gw: Gateway, extra: bytes) -> None:
+    req, raw = with_raw_attribute(extra)   # 2 bytes
     assert check(req, gw.server.receive(raw, CLIENT)) == (rp.DisconnectNAK, 407)   # Invalid-Attribute-Value
     assert gw.closed == []
 
@@ -123,15 +135,42 @@ def test_a_disconnect_matching_nothing_gets_a_nak_with_session_context_not_found
     ({"User_Name": "alice", "NAS_Identifier": "other-gw"}, 403),    # NAS-Identification-Mismatch
     ({"User_Name": "alice", "NAS_IP_Address": "192.0.2.9"}, 403),
     ({"User_Name": "alice", "NAS_IPv6_Address": "2001:db8::9"}, 403),
-    # Unsupported-Attribute: a narrower match than User-Name alone; ignoring it would close more
-    ({"User_Name": "alice", "NAS_Port": 1234}, 401),
-    ({"User_Name": "alice", "Calling_Station_Id": "198.51.100.2[4500]"}, 401),
+    # station attributes that are no session's (alice's are 198.51.100.1/2, NAS-Port 0xc0000001/3)
+    ({"User_Name": "alice", "Calling_Station_Id": "198.51.100.2[4500]"}, 503),
+    ({"User_Name": "alice", "NAS_Port": 1234}, 503),
+    ({"Called_Station_Id": "192.0.2.1[500]"}, 503),
 ])
 def test_requests_the_gateway_cannot_honour_exactly_get_a_nak_and_close_nothing(
         gw: Gateway, attrs: dict[str, str], cause: int) -> None:
     req, raw = request(**attrs)
     assert check(req, gw.server.receive(raw, CLIENT)) == (rp.DisconnectNAK, cause)
     assert gw.closed == []
+
+
+@pytest.mark.parametrize("extra", [bytes([50, 5]) + b"m-1", bytes([89, 7]) + b"cui-1"])
+def test_a_session_attribute_the_gateway_does_not_match_gets_unsupported_attribute(gw: Gateway, extra: bytes) -> None:
+    """Acct-Multi-Session-Id, Chargeable-User-Identity: a narrower match than User-Name alone;
+    ignoring it would close more sessions than asked."""
+    req, raw = with_raw_attribute(extra)
+    assert check(req, gw.server.receive(raw, CLIENT)) == (rp.DisconnectNAK, 401)
+    assert gw.closed == []
+
+
+@pytest.mark.parametrize(("attrs", "closed"), [
+    ({"Calling_Station_Id": "198.51.100.2[4501]"}, [3]),   # alice's second session, behind bob's NAT
+    ({"User_Name": "alice", "Calling_Station_Id": "198.51.100.1[4500]"}, [1]),
+    ({"NAS_Port": 0xC0000002}, [2]),
+    ({"User_Name": "alice", "NAS_Port_Id": "rw", "Called_Station_Id": "192.0.2.1[4500]"}, [1, 3]),
+    # several values of one attribute: any of them
+    ({"Calling_Station_Id": ["198.51.100.1[4500]", "198.51.100.2[4500]"]}, [1, 2]),
+])
+def test_the_station_attributes_accounting_sent_name_sessions(
+        gw: Gateway, attrs: dict[str, Any], closed: list[int]) -> None:
+    """A server copies NAS-Port, NAS-Port-Id, Called- and Calling-Station-Id from the session's
+    Start: each narrows the match, exactly as accounting wrote it."""
+    req, raw = request(**attrs)
+    assert check(req, gw.server.receive(raw, CLIENT)) == (rp.DisconnectACK, None)
+    assert gw.closed == closed
 
 
 def test_our_own_nas_identifier_and_addresses_are_fine(gw: Gateway) -> None:

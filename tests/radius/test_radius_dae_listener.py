@@ -15,7 +15,7 @@ from typing import Any
 from pyrad import packet as rp
 
 from tunsec.ike.secret import Secret
-from tunsec.radius.messages import DICTIONARY
+from tunsec.radius.messages import DICTIONARY, Station
 from tunsec.radius.settings import DaeSettings, RadiusServer, RadiusSettings
 
 SECRET = b"dae-listener-secret"
@@ -113,9 +113,13 @@ def test_dae_counters_reach_prometheus_and_the_other_radius_families_still_work(
     assert packets == {"requests": 2}
 
 
+def station(calling: str, nas_port: int) -> Station:
+    return Station("gw", "192.0.2.1", "192.0.2.1[4500]", calling, nas_port, "rw")
+
+
 def test_the_service_matches_established_eap_radius_ike_sas_by_identity_session_id_and_virtual_ip() -> None:
     """radius_edge._dae_find on the service's own tables (IKE SAs by handle, connections, the
-    IKE_SA up records, accounting's session ids): only established IKE SAs of eap-radius
+    IKE_SA up records, what accounting's Starts said): only established IKE SAs of eap-radius
     connections, each once (a rekeyed IKE SA shares its successor's handle)."""
     from tunsec.ike.identity import Identity
     from tunsec.ike.state import State
@@ -128,6 +132,8 @@ def test_the_service_matches_established_eap_radius_ike_sas_by_identity_session_
         peer_id: Identity
         local_spi: bytes
         state: State
+        remote_addr: tuple[str, int] = ("198.51.100.7", 4500)   # where it is now (MOBIKE moved it)
+        local_port: int = 4500
 
     def sa(name: str, user: str, spi: bytes, state: State = State.ESTABLISHED) -> Sa:
         return Sa(name, Identity.parse(user), spi, state)
@@ -145,10 +151,15 @@ def test_the_service_matches_established_eap_radius_ike_sas_by_identity_session_
         _ike_handles={alice: 1, rekeyed: 1, bob: 2, going: 3, psk: 4},
         connections={"rw": conn("eap-radius"), "site": conn("psk")},
         ike_up={b"a" * 8: up("10.3.0.1"), b"b" * 8: up("10.3.0.2", "fd00::2")},
-        accounting=types.SimpleNamespace(session_id={1: "s-1", 2: "s-2"}.get))
+        # what each session's Start said (alice's from before MOBIKE moved her to 198.51.100.7)
+        accounting=types.SimpleNamespace(started={1: ("s-1", station("198.51.100.5[4500]", 0x61616161)),
+                                                  2: ("s-2", station("198.51.100.6[4500]", 0x62626262))}.get),
+        radius=types.SimpleNamespace(settings=types.SimpleNamespace(nas_identifier="gw")),
+        _endpoint=lambda _version, port: types.SimpleNamespace(addr=ipaddress.ip_address("192.0.2.1"), port=port))
 
-    def find(users: tuple[str, ...] = (), sids: tuple[str, ...] = (), vips: tuple[str, ...] = ()) -> list[Any]:
-        query = SessionQuery(users, sids, tuple(ipaddress.ip_address(v) for v in vips))
+    def find(users: tuple[str, ...] = (), sids: tuple[str, ...] = (), vips: tuple[str, ...] = (),
+             **station: Any) -> list[Any]:
+        query = SessionQuery(users, sids, tuple(ipaddress.ip_address(v) for v in vips), **station)
         return radius_edge._dae_find(svc, query)  # type: ignore[arg-type]
 
     assert find(("alice@example.org",)) == [1]
@@ -156,3 +167,11 @@ def test_the_service_matches_established_eap_radius_ike_sas_by_identity_session_
     assert find(sids=("s-2",)) == [2] and find(("alice@example.org",), ("s-2",)) == []
     assert find(vips=("fd00::2",)) == [2] and find(("alice@example.org",), vips=("10.3.0.2",)) == []
     assert find(("alice@example.org", "bob@example.org"), vips=("10.3.0.1", "10.3.0.2")) == [1, 2]
+    # the station attributes: as accounting's Start sent them, not where the IKE SA is now
+    assert find(calling=("198.51.100.5[4500]",)) == [1] and find(calling=("198.51.100.7[4500]",)) == []
+    assert find(nas_ports=(0x62626262,), nas_port_ids=("rw",), called=("192.0.2.1[4500]",)) == [2]
+    assert find(("alice@example.org",), nas_ports=(0x62626262,)) == []
+    # without accounting: the IKE SA's own (its SPI's first 4 bytes as NAS-Port, as the Start would)
+    svc.accounting = None
+    assert find(calling=("198.51.100.7[4500]",)) == [1, 2]
+    assert find(nas_ports=(int.from_bytes(b"bbbb"),), nas_port_ids=("rw",)) == [2]

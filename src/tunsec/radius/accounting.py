@@ -368,9 +368,10 @@ class Accounting:
         s = self._sessions.get(key)
         return s.total() if s is not None else None
 
-    def session_id(self, key: Hashable) -> str | None:
+    def started(self, key: Hashable) -> tuple[str, Station] | None:
+        """What a session's Start named it by: its Acct-Session-Id and its station attributes."""
         s = self._sessions.get(key)
-        return s.sid if s is not None else None
+        return (s.sid, s.station) if s is not None else None
 
     # --- events from the IKE service ---------------------------------------------------
     def open(self, nas_addresses: Sequence[str] = (), after: Sequence[Accounting] = ()) -> bool:

@@ -20,14 +20,17 @@ privilege; :class:`DaeServer` only reads it). A datagram is acted on only when
    taken again (strongSwan does the same, and keeps only the last answer per client).
 
 Then (:func:`decide`): the session is named by User-Name (the EAP identity, as accounting's
-User-Name; strongSwan matches only this one), Acct-Session-Id (accounting's id of the IKE SA)
-and/or Framed-IP-Address/Framed-IPv6-Address (a virtual IP leased to it); all given must match
-(one of the wrong length: 407 Invalid-Attribute-Value). A NAS-Identifier, NAS-IP-Address or
-NAS-IPv6-Address, if present, must be ours (our ``nas_identifier``; an address of ours,
-``ours``), else Error-Cause 403 NAS-Identification-Mismatch; NAS-Port-Type is Virtual for every
-session. A session attribute tunsec cannot match (Calling-Station-Id, NAS-Port...) gets a NAK
-with 401 Unsupported-Attribute rather than being ignored, which would close more sessions than
-asked; none at all, 402 Missing-Attribute.
+User-Name; strongSwan matches only this one), Acct-Session-Id (accounting's id of the IKE SA),
+Framed-IP-Address/Framed-IPv6-Address (a virtual IP leased to it), and the station attributes
+accounting sent for it (:class:`~tunsec.radius.messages.Station`: NAS-Port, NAS-Port-Id,
+Called-Station-Id, Calling-Station-Id, compared exactly; a server copies them from the Start); all
+given must match (an address or NAS-Port of the wrong length: 407 Invalid-Attribute-Value). A
+NAS-Identifier, NAS-IP-Address or NAS-IPv6-Address, if present, must be ours (our
+``nas_identifier``; an address of ours, ``ours``), else Error-Cause 403
+NAS-Identification-Mismatch; NAS-Port-Type is Virtual for every session. A session attribute
+tunsec cannot match (Acct-Multi-Session-Id, Chargeable-User-Identity...) gets a NAK with 401
+Unsupported-Attribute rather than being ignored, which would close more sessions than asked; none
+at all, 402 Missing-Attribute.
 
 - Disconnect-Request: the matching IKE SAs are deleted (the peer is told) as ``tunsec terminate``
   deletes them, so their accounting Stop says Admin-Reset (an administrator's action; strongSwan
@@ -59,7 +62,7 @@ from pyrad import packet as rp
 from tunsec.loglimit import LogLimiter, suffix
 from tunsec.policy.selector import IPAddress
 
-from .messages import DICTIONARY, MAX_PACKET, _printable
+from .messages import DICTIONARY, MAX_PACKET, Station, _printable
 from .settings import DaeSettings
 
 log = logging.getLogger("tunsec.radius")
@@ -68,10 +71,11 @@ DISCONNECT_REQUEST, DISCONNECT_ACK, DISCONNECT_NAK = rp.DisconnectRequest, rp.Di
 COA_REQUEST, COA_NAK = rp.CoARequest, rp.CoANAK
 USER_NAME, NAS_IDENTIFIER, ACCT_SESSION_ID, EVENT_TIMESTAMP, ERROR_CAUSE = 1, 32, 44, 55, 101
 NAS_IP_ADDRESS, NAS_IPV6_ADDRESS, FRAMED_IP_ADDRESS, FRAMED_IPV6_ADDRESS = 4, 95, 8, 168
+NAS_PORT, CALLED_STATION_ID, CALLING_STATION_ID, NAS_PORT_ID = 5, 30, 31, 87
 # session identification attributes of RFC 5176 §3 tunsec does not match on: a request naming
 # one is refused, it asks for fewer sessions than its User-Name alone would close
-UNMATCHED = {5: "NAS-Port", 30: "Called-Station-Id", 31: "Calling-Station-Id", 50: "Acct-Multi-Session-Id",
-             87: "NAS-Port-Id", 89: "Chargeable-User-Identity", 96: "Framed-Interface-Id", 97: "Framed-IPv6-Prefix"}
+UNMATCHED = {50: "Acct-Multi-Session-Id", 89: "Chargeable-User-Identity", 96: "Framed-Interface-Id",
+             97: "Framed-IPv6-Prefix"}
 NAS_PORT_TYPE, VIRTUAL = 61, 5   # every session's NAS-Port-Type (as accounting sends it)
 # RFC 5176 §3.5 Error-Cause values
 UNSUPPORTED_ATTRIBUTE, MISSING_ATTRIBUTE, NAS_MISMATCH, INVALID_ATTRIBUTE = 401, 402, 403, 407
@@ -108,6 +112,22 @@ class SessionQuery:
     users: tuple[str, ...] = ()
     session_ids: tuple[str, ...] = ()
     vips: tuple[IPAddress, ...] = ()   # Framed-IP-Address, Framed-IPv6-Address: a virtual IP leased to it
+    # the station attributes, as accounting sent them for the session (Station)
+    nas_ports: tuple[int, ...] = ()
+    nas_port_ids: tuple[str, ...] = ()
+    called: tuple[str, ...] = ()
+    calling: tuple[str, ...] = ()
+
+    def names(self) -> bool:
+        """Whether it names any session at all (else 402 Missing-Attribute)."""
+        return any(getattr(self, f.name) for f in fields(self))
+
+    def station_matches(self, station: Station) -> bool:
+        """Whether ``station`` (what accounting sent for a session) has every station attribute asked for."""
+        return ((not self.nas_ports or station.nas_port & 0xFFFFFFFF in self.nas_ports)
+                and (not self.nas_port_ids or station.nas_port_id in self.nas_port_ids)
+                and (not self.called or station.called in self.called)
+                and (not self.calling or station.calling in self.calling))
 
 
 @dataclass(frozen=True)
@@ -126,6 +146,11 @@ def _values(pkt: Any, code: int) -> list[bytes]:
 
 def _text(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
+
+
+def _texts(pkt: Any, code: int) -> tuple[str, ...]:
+    """A text attribute's non-empty values (an empty one names nothing)."""
+    return tuple(_text(v) for v in _values(pkt, code) if v)
 
 
 def _nas_addresses(pkt: Any) -> list[IPAddress | None]:
@@ -153,9 +178,13 @@ def decide(pkt: Any, nas_identifier: str, ours: Callable[[IPAddress], bool],
             if len(v) != size:
                 return Verdict(nak, INVALID_ATTRIBUTE)
             vips.append(ipaddress.ip_address(v))
-    query = SessionQuery(tuple(_text(v) for v in _values(pkt, USER_NAME) if v),
-                         tuple(_text(v) for v in _values(pkt, ACCT_SESSION_ID) if v), tuple(vips))
-    if not query.users and not query.session_ids and not query.vips:
+    ports = _values(pkt, NAS_PORT)
+    if any(len(v) != 4 for v in ports):
+        return Verdict(nak, INVALID_ATTRIBUTE)
+    query = SessionQuery(_texts(pkt, USER_NAME), _texts(pkt, ACCT_SESSION_ID), tuple(vips),
+                         tuple(int.from_bytes(v, "big") for v in ports), _texts(pkt, NAS_PORT_ID),
+                         _texts(pkt, CALLED_STATION_ID), _texts(pkt, CALLING_STATION_ID))
+    if not query.names():
         return Verdict(nak, MISSING_ATTRIBUTE)
     virtual = all(v == VIRTUAL.to_bytes(4, "big") for v in _values(pkt, NAS_PORT_TYPE))
     found = tuple(dict.fromkeys(find(query))) if virtual else ()

@@ -108,8 +108,9 @@ def _dae_reload(self: IkeService, settings: RadiusSettings | None) -> None:
 
 def _dae_find(self: IkeService, query: SessionQuery) -> list[Hashable]:
     """The IKE SAs eap-radius authenticated (established) that ``query`` names: by their EAP
-    identity (accounting's User-Name), accounting's Acct-Session-Id, a virtual IP leased; by handle, one per IKE SA
-    (a rekeyed one and its successor share it)."""
+    identity (accounting's User-Name), accounting's Acct-Session-Id, a virtual IP leased, the station
+    attributes accounting sent for it (without accounting: those the IKE SA has now, as a Start
+    would say them); by handle, one per IKE SA (a rekeyed one and its successor share it)."""
     found: list[Hashable] = []
     for sa, handle in self._ike_handles.items():
         if sa.state is not State.ESTABLISHED or sa.peer_id is None:
@@ -120,15 +121,28 @@ def _dae_find(self: IkeService, query: SessionQuery) -> list[Hashable]:
         if query.users and str(sa.peer_id) not in query.users:
             continue
         if query.session_ids:
-            sid = self.accounting.session_id(handle) if self.accounting is not None else None
-            if sid not in query.session_ids:
+            started = self.accounting.started(handle) if self.accounting is not None else None
+            if started is None or started[0] not in query.session_ids:
                 continue
         if query.vips:
             up = self.ike_up.get(sa.local_spi)
             if up is None or not set(query.vips) & set(up.ev.peer_vips):
                 continue
+        if (query.nas_ports or query.nas_port_ids or query.called or query.calling) and \
+                not query.station_matches(_dae_station(self, sa, handle)):
+            continue
         found.append(handle)
     return found
+
+
+def _dae_station(self: IkeService, sa: IkeSa, handle: Hashable) -> Station:
+    """The station attributes a DAE request is matched against: those accounting's Start sent (the
+    server copies them from it), else the IKE SA's own."""
+    started = self.accounting.started(handle) if self.accounting is not None else None
+    if started is not None:
+        return started[1]
+    nas_identifier = self.radius.settings.nas_identifier if self.radius is not None else ""
+    return _station_of(self, nas_identifier, sa, sa.remote_addr, sa.local_port, sa.name)
 
 
 def _dae_ours(self: IkeService, addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
