@@ -113,3 +113,64 @@ def test_status_shows_a_manual_sa_that_expired_until_new_keys_replace_it(tmp_pat
                                                                      (f"{OUT_SPI:08x}", "out")}
 
     asyncio.run(body())
+
+
+def with_limit(line: str) -> str:
+    """The tunnel with one more lifetime setting (``life_time = 3600``)."""
+    return tunnel("site", 1).replace("    key_out =", f"    {line}\n    key_out =")
+
+
+def test_a_restarted_daemon_does_not_install_a_key_past_its_hard_limit_until_the_limit_is_raised(
+        tmp_path: Path) -> None:
+    """The limit the worker removed the SA at is kept in the key's state file: a new daemon (same
+    state_dir, same config) leaves the SA out and status says why; a config that raises the limit
+    is the operator's call and brings it back."""
+    async def body() -> None:
+        h = Harness(tmp_path, conf(tmp_path, limited()))
+        events_to_daemon(h)
+        await h.start()
+        for _ in range(8):
+            h.worker.dp.outbound(PACKET)
+        h.worker.worker.drain_events()
+        assert h.sas() == {(IN_SPI, Direction.IN)}
+
+        again = Harness(tmp_path, conf(tmp_path, limited()))   # tunsec restarted: a new process's state
+        await again.start()
+        assert again.sas() == {(IN_SPI, Direction.IN)} and not again.adds(OUT_SPI)
+        t, _ = await tunnel_status(again)
+        assert [(e["spi"], e["reason"]) for e in t["expired"]] == [(f"{OUT_SPI:08x}", "bytes")]
+
+        raised = Harness(tmp_path, conf(tmp_path, limited().replace("life_bytes = 1000", "life_bytes = 2000")))
+        await raised.start()
+        assert raised.sas() == sa_pair(1) and not raised.daemon.manual.expired
+
+    asyncio.run(body())
+
+
+def test_life_time_counts_from_the_keys_first_use_not_from_each_start(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Installed at t0 with life_time = 3600 (rekey_time = 3000): a restart at t0 + 2400 installs both
+    SAs with 1200 s (and 600 s) left, one at t0 + 3600 installs neither, and status says time."""
+    now = [1_800_000_000.0]
+    monkeypatch.setattr("tunsec.services.manual.time.time", lambda: now[0])
+    text = conf(tmp_path, with_limit("life_time = 3600\n    rekey_time = 3000"))
+
+    async def start_at(t: float) -> Harness:
+        now[0] = 1_800_000_000.0 + t
+        h = Harness(tmp_path, text)
+        await h.start()
+        return h
+
+    async def body() -> None:
+        h = await start_at(0)
+        assert {(m.sa.hard.seconds, m.sa.soft.seconds) for m in h.requests_for(OUT_SPI) + h.requests_for(IN_SPI)} \
+            == {(3600, 3000)}
+        h = await start_at(2400)
+        assert {(m.sa.hard.seconds, m.sa.soft.seconds) for m in h.requests_for(OUT_SPI) + h.requests_for(IN_SPI)} \
+            == {(1200, 600)}
+        h = await start_at(3600)
+        assert h.sas() == set() and not h.requests_for(OUT_SPI) and not h.requests_for(IN_SPI)
+        t, _ = await tunnel_status(h)
+        assert sorted((e["direction"], e["reason"]) for e in t["expired"]) == [("in", "time"), ("out", "time")]
+
+    asyncio.run(body())

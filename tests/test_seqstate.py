@@ -18,6 +18,7 @@ from tunsec.seqstate import (
     MIN_BLOCK_OUT,
     RAMP_GROWTH,
     SEQ_MAX_32,
+    Expired,
     SeqState,
     StateError,
     prepare_dir,
@@ -96,6 +97,24 @@ def test_a_file_of_another_key_under_this_name_is_refused(tmp_path: Path) -> Non
     st.path.write_text(json.dumps(doc))
     with pytest.raises(StateError, match="corrupt"):
         state(tmp_path)
+
+
+def test_the_first_use_and_the_hard_limit_reached_are_kept_and_a_bad_one_is_refused(tmp_path: Path) -> None:
+    st = state(tmp_path)
+    st.restart(1_800_000_000.5)
+    st.restart(1_800_009_999.0)   # a later start keeps the first use
+    st.mark_expired(Expired("bytes", 1000))
+    again = state(tmp_path)
+    assert (again.first_use, again.expired) == (1_800_000_000.5, Expired("bytes", 1000))
+    doc = json.loads(st.path.read_text())
+    for field, bad in (("expired", {"reason": "bytes", "limit": -1}), ("expired", "bytes"), ("first_use", "never")):
+        st.path.write_text(json.dumps({**doc, field: bad}))
+        with pytest.raises(StateError, match="corrupt"):
+            state(tmp_path)
+    # a file from before either was kept: read as a key whose first use is unknown (counted from now)
+    st.path.write_text(json.dumps({k: v for k, v in doc.items() if k not in ("expired", "first_use")}))
+    old = state(tmp_path)
+    assert (old.first_use, old.expired, old.limit) == (None, None, doc["limit"])
 
 
 def test_a_state_path_that_cannot_be_read_is_refused(tmp_path: Path) -> None:

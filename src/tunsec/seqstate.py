@@ -14,6 +14,12 @@ One small JSON file per SA, named by direction, SPI and a fingerprint of the
 key (an HMAC under the key, never the key itself), so a new key starts fresh
 and two tunnels never share a file.  An unreadable file is never guessed
 around: the tunnel refuses to start and the error says to generate new keys.
+
+The same file keeps what the key's hard lifetime needs across restarts: when
+the SA was first installed under this key (wall time; ``life_time`` counts
+from then, not from each start) and, once the worker removed it at a hard
+limit, which limit and its value (``expired``), so a restart does not bring
+back a key past its lifetime.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import json
 import math
 import os
 import struct
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,6 +101,15 @@ def _pow2_at_least(n: float) -> int:
     return 1 << max(0, math.ceil(math.log2(max(n, 1.0))))
 
 
+@dataclass(frozen=True)
+class Expired:
+    """The hard limit an SA reached under this key: ``reason`` as the worker's EXPIRE names it
+    (bytes, packets, time, seq_overflow) and the configured ``limit`` then (0 for seq_overflow)."""
+
+    reason: str
+    limit: int
+
+
 @dataclass
 class SeqState:
     """The persisted reservation of one SA (one file)."""
@@ -109,6 +125,8 @@ class SeqState:
     block: int = MIN_BLOCK_OUT
     last_low: float | None = None   # monotonic time of the last RESERVE_LOW
     last_notify: int = 0
+    first_use: float | None = None   # persisted: wall time of the first install under this key
+    expired: Expired | None = None   # persisted: the hard limit the worker removed it at
 
     @classmethod
     def open(cls, state_dir: Path, tunnel: str, spi: int, direction: Direction, key: bytes,
@@ -138,11 +156,15 @@ class SeqState:
             ok = (isinstance(doc, dict) and doc.get("version") == VERSION and doc.get("key_id") == self.key_id
                   and doc.get("spi") == self.spi and doc.get("direction") == self.direction.name.lower())
             limit, block = doc["limit"], doc["block"]
+            first_use, expired = doc.get("first_use"), _expired(doc.get("expired"))
         except (ValueError, KeyError, TypeError):
             ok = False
-        if not ok or not _is_int(limit) or not _is_int(block) or not 0 <= limit <= SEQ_MAX_64:
+        if not ok or not _is_int(limit) or not _is_int(block) or not 0 <= limit <= SEQ_MAX_64 \
+                or not (first_use is None or (isinstance(first_use, float | int) and math.isfinite(first_use))):
             raise self._unreadable("not a sequence state file of this SA (corrupt or truncated)")
         self.limit, self.block = limit, min(max(block, self.min_block), MAX_BLOCK)
+        self.first_use = None if first_use is None else float(first_use)
+        self.expired = expired
 
     def _unreadable(self, why: str) -> StateError:
         return StateError(
@@ -152,8 +174,11 @@ class SeqState:
             "key_out), then start again; remove the file only once the old keys are gone")
 
     def _store(self, limit: int, block: int) -> None:
-        doc = {"version": VERSION, "tunnel": self.tunnel, "spi": self.spi,
-               "direction": self.direction.name.lower(), "key_id": self.key_id, "limit": limit, "block": block}
+        doc: dict[str, object] = {"version": VERSION, "tunnel": self.tunnel, "spi": self.spi,
+                                  "direction": self.direction.name.lower(), "key_id": self.key_id, "limit": limit,
+                                  "block": block, "first_use": self.first_use}
+        if self.expired is not None:
+            doc["expired"] = {"reason": self.expired.reason, "limit": self.expired.limit}
         try:
             write_atomic(self.path, json.dumps(doc, sort_keys=True).encode() + b"\n")
         except OSError as err:
@@ -165,13 +190,22 @@ class SeqState:
     def _notify(self) -> int:
         return 0 if self.limit >= self.seq_max else max(self.limit - self.block // 2, 1)
 
-    def restart(self) -> tuple[int, int, int]:
-        """(seq_start, seq_limit, seq_notify) for installing the SA: start past the
-        persisted limit and reserve one block beyond it, persisted before use."""
+    def restart(self, now: float | None = None) -> tuple[int, int, int]:
+        """(seq_start, seq_limit, seq_notify) for installing the SA at wall time ``now`` (default: now): start past
+        the persisted limit and reserve one block beyond it, persisted before use (with the first
+        use's time, if this is it)."""
+        if self.first_use is None:
+            self.first_use = time.time() if now is None else now
         start = self.limit
         self._store(min(start + self.block, self.seq_max), self.block)
         self.last_low, self.last_notify = None, 0
         return start, self.limit, self._notify()
+
+    def mark_expired(self, expired: Expired) -> None:
+        """The worker removed the SA at a hard limit: persisted, so no restart installs the key again
+        while that limit stands (raises StateError)."""
+        self.expired = expired
+        self._store(self.limit, self.block)
 
     def extend(self, now: float, needed: int = 0) -> tuple[int, int]:
         """The SA reached its notify point (or, IN, saw an authenticated number
@@ -207,6 +241,16 @@ class SeqState:
 
 def _is_int(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _expired(doc: object) -> Expired | None:
+    """A file's ``expired``; raises TypeError for anything but None or {reason: str, limit: int >= 0}."""
+    if doc is None:
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("reason"), str) or not _is_int(doc.get("limit")) \
+            or doc["limit"] < 0:
+        raise TypeError("expired")
+    return Expired(doc["reason"], doc["limit"])
 
 
 def prepare_dir(path: Path) -> None:

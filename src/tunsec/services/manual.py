@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from tunsec.dataplane.client import WorkerClient, WorkerError
 from tunsec.dataplane.pipe import Alg, Direction, Endpoint, Lifetime, Policy, SaInfo, SaSpec
 from tunsec.policy.ids import Band, IdSpace, priority
 from tunsec.policy.spd import PolicyError, protect_policies, tunnel_selectors
-from tunsec.seqstate import SeqState, StateError, fingerprint, prepare_dir
+from tunsec.seqstate import Expired, SeqState, StateError, fingerprint, prepare_dir
 from tunsec.services.base import EspEndpoint, IPAddress, ReloadRefused, Route, Service, StartupError
 from tunsec.status import sa_status
 
@@ -81,6 +82,27 @@ def plan(t: ManualTunnel, index: int, ids: IdSpace) -> ManualPlan:
         soft=soft, hard=hard, selectors=sels.outbound,
     )
     return ManualPlan(t, reqid, inbound, outbound, tuple(policies))
+
+
+def lifetime_left(sa: SaSpec, st: SeqState, now: float) -> SaSpec | str:
+    """``sa`` as its key's hard lifetime leaves it at wall time ``now``: its time limits counted from
+    the key's first use (st.first_use), not from this install; or the limit it is past (the name
+    status shows): the one the worker removed it at, while the config keeps that limit (one raised
+    or removed since lifts it: the operator's call), or its life_time."""
+    gone = st.expired
+    if gone is not None:
+        raised = {"bytes": sa.hard.bytes, "packets": sa.hard.packets}.get(gone.reason)
+        if gone.reason != "time" and (raised is None or 0 < raised <= gone.limit):
+            return gone.reason
+    used = max(now - (st.first_use if st.first_use is not None else now), 0.0)
+    if sa.hard.seconds and used >= sa.hard.seconds:
+        return "time"
+
+    def left(seconds: int) -> int:
+        return max(math.ceil(seconds - used), 1) if seconds else 0
+
+    return dataclasses.replace(sa, hard=dataclasses.replace(sa.hard, seconds=left(sa.hard.seconds)),
+                               soft=dataclasses.replace(sa.soft, seconds=left(sa.soft.seconds)))
 
 
 def check_unique(tunnels: Sequence[ManualTunnel]) -> None:
@@ -282,13 +304,27 @@ class ManualService(Service):
         kout = sa_key(p.outbound.spi, Direction.OUT, p.outbound.remote)
         try:
             async with self._seq_locks[kin], self._seq_locks[kout]:
-                r_in = await asyncio.to_thread(self.seq[kin].restart)
-                r_out = await asyncio.to_thread(self.seq[kout].restart)
+                now = time.time()
+                r_in = await asyncio.to_thread(self.seq[kin].restart, now)
+                r_out = await asyncio.to_thread(self.seq[kout].restart, now)
+                sas = [self._lifetime_left(key, sa, now) for key, sa in ((kin, p.inbound), (kout, p.outbound))]
         except StateError as err:
             raise StartupError(str(err)) from err
         log.info("%s: sequence numbers reserved: out %08x from %d to %d, in %08x accepts %d..%d", p.tunnel.name,
                  p.outbound.spi, r_out[0] + 1, r_out[1], p.inbound.spi, r_in[0] + 1, r_in[1])
-        return p.with_reservations(r_in, r_out)
+        return dataclasses.replace(p, inbound=sas[0], outbound=sas[1]).with_reservations(r_in, r_out)
+
+    def _lifetime_left(self, key: SaKey, sa: SaSpec, now: float) -> SaSpec:
+        """lifetime_left, booked: an SA past its key's hard lifetime is expired (not installed)."""
+        st = self.seq[key]
+        left = lifetime_left(sa, st, now)
+        if isinstance(left, str):
+            self.expired[key] = left
+            if st.expired is None:   # its life_time ran out while tunsec was down
+                st.mark_expired(Expired(left, sa.hard.seconds))
+            return sa
+        self.expired.pop(key, None)
+        return left
 
     def _reserve_more(self, msg: pipe.ReserveLow) -> None:
         key = sa_key(msg.spi, msg.direction, msg.remote)
@@ -364,6 +400,7 @@ class ManualService(Service):
                 what = "hard" if msg.hard else "soft"
                 if msg.hard:   # whatever the limit (time, bytes, packets, sequence numbers) the worker removed it
                     self.expired[key] = msg.reason.name.lower()
+                    self._persist_expired(key, msg.reason)
                 log.warning("SA %s %08x reached its %s %s limit%s", msg.direction.name.lower(), msg.spi,
                             what, msg.reason.name.lower(),
                             "; removed, manual keys cannot be renewed: replace them in the config"
@@ -376,6 +413,19 @@ class ManualService(Service):
                           msg.policy_id)
                 return True
         return False
+
+    def _persist_expired(self, key: SaKey, reason: pipe.ExpireReason) -> None:
+        """The hard limit the worker removed an SA at goes into its key's state file: a restart does
+        not bring the key back while the config keeps that limit."""
+        spec = next((sa for p in self.plans for sa in (p.inbound, p.outbound)
+                     if sa_key(sa.spi, sa.direction, sa.remote) == key), None)
+        hard = spec.hard if spec is not None else Lifetime()
+        limit = {pipe.ExpireReason.BYTES: hard.bytes, pipe.ExpireReason.PACKETS: hard.packets,
+                 pipe.ExpireReason.TIME: hard.seconds}.get(reason, 0)
+        try:
+            self.seq[key].mark_expired(Expired(reason.name.lower(), limit))
+        except StateError as err:   # it stays expired until this process ends; say why a restart may not
+            log.error("%s; a restart would install this SA again", err)
 
     def _expired_policy(self, policy_id: int) -> ManualPlan | None:
         """The tunnel whose policy this is, if its outbound SA expired."""
