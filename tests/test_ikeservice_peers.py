@@ -17,7 +17,7 @@ import ipaddress
 import itertools
 import logging
 import struct
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,7 +62,10 @@ def psk_ike(name: str, local_id: str, remote: RemoteAuth, local_ip: str, remote_
 
 
 class InProcessWorker:
-    """The worker's request handling and the C fast path, without the process and pipe around them."""
+    """The worker's request handling and the C fast path, without the process and pipe around them,
+    timed as through the pipe: a request is applied when it is sent (the worker reads requests in
+    the order they come), its answers are read in a later event-loop turn, and request_soon hands
+    back answers that say an error rather than raising (as WorkerClient's)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, send_ike: Callable[[pipe.SendIke], None]) -> None:
         self.dp = Dataplane()
@@ -71,34 +74,54 @@ class InProcessWorker:
         self.ids = itertools.count(1)
         self.log: list[pipe.Message] = []
         self.in_flight = 0   # as WorkerClient's: requests waiting for their answer
+        # a test's: an awaitable for a request whose answer it holds back (the worker applied it)
+        self.hold: Callable[[pipe.Message], Awaitable[object] | None] | None = None
 
     async def request(self, build: Callable[[int], pipe.Message]) -> list[pipe.Reply]:
+        """As WorkerClient's: applied when sent, answered in a later turn; WorkerError unless all say OK."""
+        msg, fut = self.send(build)
         self.in_flight += 1
         try:
-            return await self._request(build)
+            replies = await fut
         finally:
             self.in_flight -= 1
-
-    async def _request(self, build: Callable[[int], pipe.Message]) -> list[pipe.Reply]:
-        msg = build(next(self.ids))
-        self.log.append(msg)
-        await asyncio.sleep(0)     # a round trip: other tasks run meanwhile
-        if isinstance(msg, pipe.SendIke):
-            self.send_ike(msg)
-            return [pipe.Reply(msg.req_id, msg.TYPE, Errno.OK)]
-        replies = [pipe.decode(b) for b in self.worker.handle_datagram(pipe.encode(msg))]
-        assert all(isinstance(r, pipe.Reply) for r in replies)
-        bad = [r for r in replies if isinstance(r, pipe.Reply) and r.errno is not Errno.OK]
+        bad = [r for r in replies if r.errno is not Errno.OK]
         if bad:
             raise WorkerError(type(msg).__name__, bad[0].errno)
-        return replies  # type: ignore[return-value]
+        return replies
 
     def request_soon(self, build: Callable[[int], pipe.Message],
                      then: Callable[[list[pipe.Reply]], None] | None = None) -> asyncio.Future[list[pipe.Reply]]:
-        fut = asyncio.ensure_future(self.request(build))
-        if then is not None:   # as WorkerClient's: with the answers, not if the request failed
-            fut.add_done_callback(lambda f: then(f.result()) if not f.cancelled() and f.exception() is None else None)
-        return fut
+        """As WorkerClient's: applied when sent; the future gets the answers (errno unchecked) in a
+        later turn, and ``then`` is called with them as they are read."""
+        return self.send(build, then)[1]
+
+    def send(self, build: Callable[[int], pipe.Message], then: Callable[[list[pipe.Reply]], None] | None = None
+             ) -> tuple[pipe.Message, asyncio.Future[list[pipe.Reply]]]:
+        """The request goes through the worker's handling now, as a pipe delivers requests in the
+        order they were sent; its answers are read in a later event-loop turn, or, when ``hold``
+        (a test's) gives an awaitable for it, once that is done (never: a hung worker)."""
+        msg = build(next(self.ids))
+        self.log.append(msg)
+        if isinstance(msg, pipe.SendIke):
+            self.send_ike(msg)
+            replies = [pipe.Reply(msg.req_id, msg.TYPE, Errno.OK)]
+        else:
+            replies = [pipe.decode(b) for b in self.worker.handle_datagram(pipe.encode(msg))]  # type: ignore[misc]
+            assert all(isinstance(r, pipe.Reply) for r in replies)
+        fut: asyncio.Future[list[pipe.Reply]] = asyncio.get_running_loop().create_future()
+
+        def answered() -> None:
+            if not fut.done():
+                fut.set_result(replies)
+                if then is not None:
+                    then(replies)
+        held = self.hold(msg) if self.hold is not None else None
+        if held is None:
+            asyncio.get_running_loop().call_soon(answered)
+        else:
+            asyncio.ensure_future(held).add_done_callback(lambda _: answered())
+        return msg, fut
 
 
 @dataclass
@@ -467,21 +490,13 @@ def test_one_peers_pending_install_holds_back_only_its_own_datagrams() -> None:
         gw = Gateway(2)
         await gw.start()
         gate = asyncio.Event()
-        answer = gw.worker.request
 
-        async def slow_for_site0(build: Callable[[int], pipe.Message]) -> list[pipe.Reply]:
-            sent: list[pipe.Message] = []
+        def slow_for_site0(msg: pipe.Message) -> Awaitable[object] | None:
+            if isinstance(msg, pipe.Update) and msg.sa.remote.addr == ipaddress.ip_address(site_ip(0)):
+                return gate.wait()
+            return None
 
-            def keep(req_id: int) -> pipe.Message:
-                sent.append(build(req_id))
-                return sent[0]
-
-            replies = await answer(keep)
-            if isinstance(sent[0], pipe.Update) and sent[0].sa.remote.addr == ipaddress.ip_address(site_ip(0)):
-                await gate.wait()
-            return replies
-
-        gw.worker.request = slow_for_site0  # type: ignore[method-assign]
+        gw.worker.hold = slow_for_site0
         gw.connect(0)
         gw.connect(1)
         await gw.settle(wait_tasks=False)   # site 0's install is not answered until the gate opens
@@ -505,14 +520,11 @@ def test_a_child_sa_whose_install_the_worker_never_answers_is_given_up(caplog: p
     async def body() -> None:
         gw = Gateway(2)
         await gw.start()
-        real = gw.worker.request
-
-        async def request(build: Callable[[int], pipe.Message]) -> list[pipe.Reply]:
-            msg = build(1)
+        def hung(msg: pipe.Message) -> Awaitable[object] | None:
             if isinstance(msg, pipe.SpdAdd) and str(msg.policy.selector.dst_lo) == "10.2.1.0":
-                await asyncio.get_running_loop().create_future()   # never answered
-            return await real(build)
-        gw.worker.request = request  # type: ignore[method-assign]
+                return asyncio.get_running_loop().create_future()   # never answered
+            return None
+        gw.worker.hold = hung
         with caplog.at_level(logging.INFO, logger="tunsec.ike"):
             gw.connect(0)
             gw.connect(1)

@@ -47,17 +47,17 @@ class RecordingWorker(InProcessWorker):
         self.side, self.pair = side, pair
         self.worker.send = lambda data: pair.worker_event(side, data)
 
-    async def request(self, build: Callable[[int], pipe.Message]) -> list[pipe.Reply]:
+    def send(self, build: Callable[[int], pipe.Message], then: Callable[[list[pipe.Reply]], None] | None = None
+             ) -> tuple[pipe.Message, asyncio.Future[list[pipe.Reply]]]:
+        """Every request, request_soon's too: logged, and the dataplanes checked right after the worker applied it."""
         def logged(req_id: int) -> pipe.Message:
             msg = build(req_id)
             self.pair.timeline.append(("pipe", self.side, msg))
             return msg
         try:
-            return await super().request(logged)
+            return super().send(logged, then)
         finally:
             self.pair.probe(f"after {self.side} {type(self.log[-1]).__name__}")
-
-    # request_soon is InProcessWorker's: a task that runs request above (logged and probed once)
 
 
 @dataclass

@@ -15,13 +15,12 @@ import logging
 import socket
 import struct
 import time
-from collections.abc import Callable
 
 import pytest
 from test_ikeservice_peers import SHARED_SPI, Gateway, InProcessWorker, connected, esp_open, run, site_ip
 
 from tunsec.dataplane import pipe
-from tunsec.dataplane.client import WorkerClient, WorkerError
+from tunsec.dataplane.client import WorkerClient
 from tunsec.dataplane.fastpath import Drop
 from tunsec.dataplane.pipe import Direction, Errno
 from tunsec.ike.events import ChildSaUp, NegotiationFailed
@@ -122,15 +121,17 @@ def test_after_a_worker_restart_more_children_than_the_pool_holds_all_come_back(
 
 
 def _refuse_getspi(gw: Gateway) -> None:
-    """The worker refuses every GETSPI from now on (its SAD is full)."""
-    real = gw.worker.request
+    """The worker refuses every GETSPI from now on (its SAD is full): answered ENOSPC, as the real
+    worker answers."""
+    worker = gw.worker.worker
+    real = worker.handle_datagram
 
-    async def request(build: Callable[[int], pipe.Message]) -> list[pipe.Reply]:
-        if isinstance(build(0), pipe.GetSpi):
-            await asyncio.sleep(0)
-            raise WorkerError("GetSpi", Errno.ENOSPC)
-        return await real(build)
-    gw.worker.request = request  # type: ignore[method-assign]
+    def handle_datagram(data: bytes) -> list[bytes]:
+        msg = pipe.decode(data)
+        if isinstance(msg, pipe.GetSpi):
+            return [pipe.encode(pipe.Reply(msg.req_id, msg.TYPE, Errno.ENOSPC))]
+        return list(real(data))
+    worker.handle_datagram = handle_datagram  # type: ignore[method-assign]
 
 
 def _due_now(gw: Gateway, sa: IkeSa) -> None:
