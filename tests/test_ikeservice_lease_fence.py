@@ -305,3 +305,40 @@ def test_a_client_back_with_its_own_address_finds_nothing_of_its_old_ike_sa(when
         assert_sealed_for(gw, A, back)
 
     run(body())
+
+
+@pytest.mark.parametrize("first", ["linger ends", "lineage ends"])
+def test_a_lingering_inbound_sa_is_deleted_once_when_its_time_and_its_lineage_end_together(first: str) -> None:
+    """A deleted inbound SPI is the worker's to hand out again (GETSPI): a second DELETE of it could
+    remove another Child SA's SA.  The linger's end and the lineage's end (both queued on the changes
+    queue, in either order, in one turn) delete the lingering SA once between them."""
+    async def body() -> None:
+        gw = PoolGateway(1, mobike=False)
+        await gw.start()
+        gw.connect(A)
+        await gw.settle()
+        a_child = child_of(gw, IDS[A])
+        assert a_child is not None
+        old_in = a_child.spi_in
+        sa = gw.site_sa(A)
+        sa.rekey_child(sa.children[0].unique_id)
+        await gw.settle()
+        svc = gw.service
+        ((timer, linger_ends),) = svc._timers.items()   # the old inbound SA's linger (a fake clock for it)
+        end_a = await lose_a(gw, "delete", ike_sa_of(gw, IDS[A]))
+        if first == "linger ends":
+            timer.cancel()
+            del svc._timers[timer]
+            linger_ends()
+            end_a()
+        else:
+            end_a()   # the lineage's removal is queued
+            timer.cancel()   # and the linger's time is up in the same turn: its deletion queued behind
+            del svc._timers[timer]
+            linger_ends()
+        await gw.settle()
+        deletes = [m for m in gw.worker.log if isinstance(m, pipe.Delete) and m.spi == old_in]
+        assert len(deletes) == 1 and deletes[0].direction is Direction.IN
+        assert old_in not in {s.spi for s in gw.worker.dp.sas()} and gw.service.children == {}
+
+    run(body())
