@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import socket
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,8 +33,10 @@ from test_ikeservice_peers import GW, PSK, FakeSocket, Gateway, _now, esp_open, 
 
 from tunsec.conf.connections import Connection
 from tunsec.dataplane import pipe
-from tunsec.dataplane.fastpath import Drop
-from tunsec.dataplane.pipe import Direction, Endpoint
+from tunsec.dataplane.client import WorkerClient
+from tunsec.dataplane.fastpath import Dataplane, Drop
+from tunsec.dataplane.pipe import Direction, Endpoint, Errno
+from tunsec.dataplane.worker import Worker
 from tunsec.ike.config import IkeConfig, LocalAuth, RemoteAuth, RetransmitConfig, child_config
 from tunsec.ike.endpoint import IkeEndpoint
 from tunsec.ike.events import ChildSaUp
@@ -73,19 +76,76 @@ class WatchedWorker(PipeOrderWorker):
         return replies
 
 
+class PipeWorker:
+    """The worker's request handling and C fast path at the far end of a real SOCK_SEQPACKET pipe,
+    talking to the daemon's WorkerClient: read from the pipe when the event loop gets to it (as
+    the worker process does, in its own loop), answered in order.  Only the process is missing.
+    SEND_IKE goes onto the test's wire."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, send_ike: Callable[[pipe.SendIke], None]) -> None:
+        self.dp = Dataplane()
+        self.worker = Worker(self.dp, lambda data: None, {}, loop)
+        self.send_ike = send_ike
+        self.log: list[pipe.Message] = []
+        self.watch: Callable[[pipe.Message], None] | None = None
+        ours, self._theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours.setblocking(False)
+        self._theirs.setblocking(False)
+        self.client = WorkerClient(lambda msg: None)
+        self.client._sock = ours
+        loop.add_reader(ours.fileno(), self.client._readable)
+        loop.add_reader(self._theirs.fileno(), self._readable)
+        self._loop = loop
+
+    def _readable(self) -> None:
+        while True:
+            try:
+                data = self._theirs.recv(1 << 17)
+            except BlockingIOError:
+                return
+            msg = pipe.decode(data)
+            self.log.append(msg)
+            if isinstance(msg, pipe.SendIke):
+                self.send_ike(msg)
+                answers = [pipe.encode(pipe.Reply(msg.req_id, msg.TYPE, Errno.OK))]
+            else:
+                answers = self.worker.handle_datagram(data)
+            if self.watch is not None:
+                self.watch(msg)
+            for answer in answers:
+                self._theirs.send(answer)
+
+    def close(self) -> None:
+        for sock in (self.client._sock, self._theirs):
+            if sock is not None:
+                self._loop.remove_reader(sock.fileno())
+                sock.close()
+
+
 @dataclass
 class PoolGateway(Gateway):
     """Gateway (test_ikeservice_peers) whose connection leases the clients' remote_ts from POOL."""
 
     dpd: bool = False   # a fast DPD, to lose a silent client in a fraction of a second
+    pipe: bool = False  # the worker behind a real pipe (PipeWorker), else applying requests as sent
+
+    def close(self) -> None:
+        if self.pipe:
+            self.piped.close()
 
     async def start(self) -> None:
         quick = dict(dpd_delay=0.2, retransmit=RetransmitConfig(timeout=0.1, base=1.0, tries=1)) if self.dpd else {}
         ike = IkeConfig("gw", LocalAuth("psk", Identity.parse("gw.example")), RemoteAuth("psk"), PROPOSALS,
                         (child_config("net", GW_NET, "dynamic", "aes128gcm16"),), psk=PSK, local_addr=GW,
                         pools=(POOL.name,), **quick)  # type: ignore[arg-type]
-        self.worker = WatchedWorker(asyncio.get_running_loop(), self._natt_out)
-        self.service = IkeService([Connection(ike.name, ike)], lambda: self.worker, {4: GW}, IdSpace(),  # type: ignore[arg-type,return-value]
+        loop = asyncio.get_running_loop()
+        if self.pipe:
+            self.piped = PipeWorker(loop, self._natt_out)
+            self.worker = self.piped   # type: ignore[assignment]   (dp and log, as the tests read them)
+            client = self.piped.client
+        else:
+            self.worker = client = WatchedWorker(loop, self._natt_out)   # type: ignore[assignment]
+        self.service = IkeService([Connection(ike.name, ike)], lambda: client, {4: GW}, IdSpace(),  # type: ignore[arg-type,return-value]
                                   pools=[POOL])
         await self.service.start()
         self.service.sockets.by_key = {(4, GW, 500): FakeSocket(self.wire)}  # type: ignore[dict-item]
@@ -106,7 +166,7 @@ class Fence:
     started: bool = False
     breaches: list[str] = field(default_factory=list)
 
-    def watch(self, worker: PipeOrderWorker) -> Callable[[pipe.Message], None]:
+    def watch(self, worker: PipeOrderWorker | PipeWorker) -> Callable[[pipe.Message], None]:
         def check(msg: pipe.Message) -> None:
             after = f"after {type(msg).__name__}"
             if not self.started and isinstance(msg, (pipe.Update, pipe.Add)) and msg.sa.spi not in self.gone_in \
@@ -224,87 +284,108 @@ async def lose_a(gw: Gateway, how: str, a_sa: IkeSa) -> Callable[[], None]:
 @pytest.mark.parametrize("how", ["delete", "dpd"])
 @pytest.mark.parametrize("when", ["same turn", "during removal"])
 @pytest.mark.parametrize("rekeyed", [False, True], ids=["", "rekeyed"])
+@pytest.mark.parametrize("worker", ["in process", "pipe"])
 def test_the_next_client_gets_the_address_only_after_the_old_one_left_the_worker(
-        how: str, when: str, rekeyed: bool) -> None:
+        how: str, when: str, rekeyed: bool, worker: str) -> None:
     async def body() -> None:
-        gw = PoolGateway(2, mobike=False, dpd=how == "dpd")
+        gw = PoolGateway(2, mobike=False, dpd=how == "dpd", pipe=worker == "pipe")
         await gw.start()
-        gw.connect(A)
-        await gw.settle()
-        a_child = child_of(gw, IDS[A])
-        assert a_child is not None and a_child.remote_ts == (Ts.host(VIP),)
-        earlier_in: set[int] = set()
-        if rekeyed:   # A rekeys its Child SA: the old inbound SA lingers for packets in flight
-            earlier_in.add(a_child.spi_in)
-            old_key = next(e for e in gw.site_events[A] if isinstance(e, ChildSaUp)).key_out.reveal()
-            sa = gw.site_sa(A)
-            sa.rekey_child(sa.children[0].unique_id)
-            await gw.settle()
-            a_child = child_of(gw, IDS[A])
-            assert a_child is not None and a_child.spi_in not in earlier_in
-            assert earlier_in <= {s.spi for s in gw.worker.dp.sas() if s.direction is Direction.IN}
-        assert [(str(x.address), x.identity, x.online) for x in gw.service.pools.leases()] == [(VIP, IDS[A], True)]
-        # B's IKE_SA_INIT is answered; its IKE_AUTH waits (now it would find the pool exhausted)
-        auth = await held_ike_auth(gw, B)
-        fence = fence_of(gw, IDS[A], earlier_in)
-        gw.worker.watch = fence.watch(gw.worker)
-        a_sa = ike_sa_of(gw, IDS[A])
-        end_a = await lose_a(gw, how, a_sa)
-        end_a()   # A's IKE SA closes: its lease goes offline, its removal is queued
-        assert [(str(x.address), x.online) for x in gw.service.pools.leases()] == [(VIP, False)]
-        if when == "during removal":
-            await turns(1)   # A's removal runs: it holds the changes queue, waiting for the worker's answers
-            assert gw.service._changes.locked() and not fence.started
-        to_gateway(gw, B, auth, 4500)   # B is leased the address at once
-        await gw.settle()
-        # (a) B's Child SA is installed, for the address A had
-        b_child = child_of(gw, IDS[B])
-        assert b_child is not None and b_child.remote_ts == (Ts.host(VIP),)
-        assert [(str(x.address), x.identity, x.online) for x in gw.service.pools.leases()] == [(VIP, IDS[B], True)]
-        assert {s.spi for s in gw.worker.dp.sas()} >= {b_child.spi_in}
-        assert child_of(gw, IDS[A]) is None
-        # (b) from B's first install request on, the worker held nothing of A's
-        assert fence.started and fence.breaches == []
-        # (c) a packet to the address is sealed for B, under B's outbound SPI
-        assert_sealed_for(gw, B, b_child)
-        if rekeyed:   # A cannot send as B on the SA it rekeyed away either
-            esp = esp_seal(min(earlier_in), 1, old_key, ipv4_udp(VIP, "10.1.0.5"))
-            inner, drop = gw.worker.dp.inbound(esp, Endpoint(ipaddress.ip_address(site_ip(A)), 4500),
-                                               Endpoint(ipaddress.ip_address(GW), 4500))
-            assert (inner, drop) == (b"", Drop.NO_SA)
+        try:
+            await handed_on(gw, how, when, rekeyed)
+        finally:
+            gw.close()
 
     run(body())
+
+
+async def handed_on(gw: PoolGateway, how: str, when: str, rekeyed: bool) -> None:
+    """A up (and rekeyed); B's IKE_AUTH held; A lost; B's IKE_AUTH in the same turn or while A's
+    removal holds the changes queue; then (a), (b), (c) of the module's docstring."""
+    gw.connect(A)
+    await gw.settle()
+    a_child = child_of(gw, IDS[A])
+    assert a_child is not None and a_child.remote_ts == (Ts.host(VIP),)
+    earlier_in: set[int] = set()
+    if rekeyed:   # A rekeys its Child SA: the old inbound SA lingers for packets in flight
+        earlier_in.add(a_child.spi_in)
+        old_key = next(e for e in gw.site_events[A] if isinstance(e, ChildSaUp)).key_out.reveal()
+        sa = gw.site_sa(A)
+        sa.rekey_child(sa.children[0].unique_id)
+        await gw.settle()
+        a_child = child_of(gw, IDS[A])
+        assert a_child is not None and a_child.spi_in not in earlier_in
+        assert earlier_in <= {s.spi for s in gw.worker.dp.sas() if s.direction is Direction.IN}
+    assert [(str(x.address), x.identity, x.online) for x in gw.service.pools.leases()] == [(VIP, IDS[A], True)]
+    # B's IKE_SA_INIT is answered; its IKE_AUTH waits (now it would find the pool exhausted)
+    auth = await held_ike_auth(gw, B)
+    fence = fence_of(gw, IDS[A], earlier_in)
+    gw.worker.watch = fence.watch(gw.worker)
+    a_sa = ike_sa_of(gw, IDS[A])
+    end_a = await lose_a(gw, how, a_sa)
+    end_a()   # A's IKE SA closes: its lease goes offline, its removal is queued
+    assert [(str(x.address), x.online) for x in gw.service.pools.leases()] == [(VIP, False)]
+    if when == "during removal":
+        await turns(1)   # A's removal runs: it holds the changes queue, waiting for the worker's answers
+        assert gw.service._changes.locked() and not fence.started
+    to_gateway(gw, B, auth, 4500)   # B is leased the address at once
+    await gw.settle()
+    # (a) B's Child SA is installed, for the address A had
+    b_child = child_of(gw, IDS[B])
+    assert b_child is not None and b_child.remote_ts == (Ts.host(VIP),)
+    assert [(str(x.address), x.identity, x.online) for x in gw.service.pools.leases()] == [(VIP, IDS[B], True)]
+    assert {s.spi for s in gw.worker.dp.sas()} >= {b_child.spi_in}
+    assert child_of(gw, IDS[A]) is None
+    # (b) from B's first install request on, the worker held nothing of A's
+    assert fence.started and fence.breaches == []
+    # (c) a packet to the address is sealed for B, under B's outbound SPI
+    assert_sealed_for(gw, B, b_child)
+    if rekeyed:   # A cannot send as B on the SA it rekeyed away either
+        (old_in,) = earlier_in
+        esp = esp_seal(old_in, 1, old_key, ipv4_udp(VIP, "10.1.0.5"))
+        inner, drop = gw.worker.dp.inbound(esp, Endpoint(ipaddress.ip_address(site_ip(A)), 4500),
+                                           Endpoint(ipaddress.ip_address(GW), 4500))
+        assert (inner, drop) == (b"", Drop.NO_SA)
 
 
 @pytest.mark.parametrize("when", ["same turn", "during removal"])
-def test_a_client_back_with_its_own_address_finds_nothing_of_its_old_ike_sa(when: str) -> None:
+@pytest.mark.parametrize("worker", ["in process", "pipe"])
+def test_a_client_back_with_its_own_address_finds_nothing_of_its_old_ike_sa(when: str, worker: str) -> None:
     """A leaves (DELETE) and comes back at once (its IKE_AUTH in the same turn): the same address,
     installed behind the old Child SA's removal."""
     async def body() -> None:
-        gw = PoolGateway(1, mobike=False)
+        gw = PoolGateway(1, mobike=False, pipe=worker == "pipe")
         await gw.start()
-        gw.connect(A)
-        await gw.settle()
-        fence = fence_of(gw, IDS[A], set())
-        gw.worker.watch = fence.watch(gw.worker)
-        end_a = await lose_a(gw, "delete", ike_sa_of(gw, IDS[A]))
-        gw.sites[A] = IkeEndpoint([client_cfg(A, IDS[A])])   # A, restarted
-        gw.site_events[A] = []
-        auth = await held_ike_auth(gw, A)
-        end_a()
-        assert [(str(x.address), x.online) for x in gw.service.pools.leases()] == [(VIP, False)]
-        if when == "during removal":
-            await turns(1)
-            assert gw.service._changes.locked() and not fence.started
-        to_gateway(gw, A, auth, 4500)
-        await gw.settle()
-        back = child_of(gw, IDS[A])
-        assert back is not None and back.remote_ts == (Ts.host(VIP),)
-        assert [(str(x.address), x.identity, x.online) for x in gw.service.pools.leases()] == [(VIP, IDS[A], True)]
-        assert fence.started and fence.breaches == []
-        assert_sealed_for(gw, A, back)
+        try:
+            await back_again(gw, when)
+        finally:
+            gw.close()
 
     run(body())
+
+
+async def back_again(gw: PoolGateway, when: str) -> None:
+    """A up; A's DELETE held; A restarted, its IKE_AUTH held; both in the same turn, or A's
+    IKE_AUTH while the old Child SA's removal holds the changes queue."""
+    gw.connect(A)
+    await gw.settle()
+    fence = fence_of(gw, IDS[A], set())
+    gw.worker.watch = fence.watch(gw.worker)
+    end_a = await lose_a(gw, "delete", ike_sa_of(gw, IDS[A]))
+    gw.sites[A] = IkeEndpoint([client_cfg(A, IDS[A])])   # A, restarted
+    gw.site_events[A] = []
+    auth = await held_ike_auth(gw, A)
+    end_a()
+    assert [(str(x.address), x.online) for x in gw.service.pools.leases()] == [(VIP, False)]
+    if when == "during removal":
+        await turns(1)
+        assert gw.service._changes.locked() and not fence.started
+    to_gateway(gw, A, auth, 4500)
+    await gw.settle()
+    back = child_of(gw, IDS[A])
+    assert back is not None and back.remote_ts == (Ts.host(VIP),)
+    assert [(str(x.address), x.identity, x.online) for x in gw.service.pools.leases()] == [(VIP, IDS[A], True)]
+    assert fence.started and fence.breaches == []
+    assert_sealed_for(gw, A, back)
 
 
 @pytest.mark.parametrize("first", ["linger ends", "lineage ends"])
