@@ -14,8 +14,9 @@ flight), from B's first install request on the worker holds no SA and no policy 
 a packet to the address is sealed for B.  The same when A itself comes back with the address.
 
 The gateway is a real IkeService with the worker's request handling and the C fast path in
-process, applying requests in the order they are sent, as the worker reads the pipe
-(test_ikeservice_install_order.PipeOrderWorker); the clients are IKE engines wired to it."""
+process: applying requests in the order they are sent, as the worker reads the pipe
+(test_ikeservice_install_order.PipeOrderWorker), or at the far end of a real SOCK_SEQPACKET pipe
+from the daemon's WorkerClient (PipeWorker); the clients are IKE engines wired to it."""
 
 from __future__ import annotations
 
@@ -251,31 +252,46 @@ def assert_sealed_for(gw: Gateway, i: int, child: ChildState) -> None:
     assert pol.reqid == child.reqid and pol.out_spi == child.spi_out
 
 
-async def lose_a(gw: Gateway, how: str, a_sa: IkeSa) -> Callable[[], None]:
-    """Make client A's IKE SA at the gateway go: ``delete`` (A's INFORMATIONAL DELETE) or ``dpd``
-    (A falls silent, the gateway's liveness check gives up).  Returns what ends it, to call at
-    the moment the test chooses (then the gateway's IKE SA is closed, its events handled)."""
+async def lose_a(gw: Gateway, how: str, then: Callable[[], None]) -> None:
+    """Client A's IKE SA at the gateway goes: ``delete`` (A's INFORMATIONAL DELETE arrives) or
+    ``dpd`` (A falls silent, the gateway's liveness check gives up); ``then`` runs at once, in the
+    same turn (after the service handled the events of the close).  Returns when both are done."""
+    svc = gw.service
+    a_sa = ike_sa_of(gw, IDS[A])
     if how == "delete":
         gw.site_sa(A).delete(_now())
         (dele,) = gw.sites[A].datagrams_to_send(_now())
-        return lambda: to_gateway(gw, A, dele.data, dele.addr[1])
-    # dpd: the gateway's timer closes it; we hold the timer's last firing back until asked
-    svc = gw.service
-    for _ in range(500):
-        gw.wire[:] = [w for w in gw.wire if w[1][0] != site_ip(A)]   # A hears nothing, says nothing
-        pending = a_sa._pending
-        if pending is not None and pending.attempts == 1 and pending.deadline is not None:
-            break   # the liveness check's one retransmission went: its next deadline gives up
-        await asyncio.sleep(0.02)
-    assert pending is not None and pending.deadline is not None and svc._timer is not None
-    svc._timer.cancel()
-    svc._timer = None
-    await asyncio.sleep(max(0.0, pending.deadline - _now()) + 0.01)
+        to_gateway(gw, A, dele.data, dele.addr[1])
+        assert a_sa.is_closed
+        then()
+        return
+    done = asyncio.get_running_loop().create_future()
+    on_timer = svc._on_timer
 
-    def fire() -> None:
-        svc._on_timer()
-        assert a_sa.is_closed, "the DPD did not give up"
-    return fire
+    def timer() -> None:   # the gateway's timer (svc._arm arms svc._on_timer: this, from now on)
+        on_timer()
+        if a_sa.is_closed and not done.done():
+            then()
+            done.set_result(None)
+    svc._on_timer = timer   # type: ignore[method-assign]
+    svc._arm(at_least=0.0)
+    async with asyncio.timeout(30):   # a bound, no threshold: DPD takes ~0.4 s here
+        while not done.done():
+            gw.wire[:] = [w for w in gw.wire if w[1][0] != site_ip(A)]   # A hears nothing, says nothing
+            await asyncio.sleep(0.02)
+
+
+def next_client(gw: Gateway, i: int, auth: bytes, when: str, fence: Fence, seen: list[object]) -> Callable[[], None]:
+    """What delivers client i's held IKE_AUTH once A's IKE SA is gone: in the same turn, or in the
+    next (A's removal, spawned in that turn, has started: it holds the changes queue, waiting for
+    the worker's answers).  ``seen``: the leases then, and whether the queue was held."""
+    def deliver() -> None:
+        seen.append([(str(x.address), x.online) for x in gw.service.pools.leases()])
+        seen.append(gw.service._changes.locked() and not fence.started)
+        to_gateway(gw, i, auth, 4500)
+    if when == "same turn":
+        return deliver
+    return lambda: asyncio.get_running_loop().call_soon(deliver)
 
 
 # ----------------------------------------------------------------------------- tests
@@ -320,15 +336,11 @@ async def handed_on(gw: PoolGateway, how: str, when: str, rekeyed: bool) -> None
     auth = await held_ike_auth(gw, B)
     fence = fence_of(gw, IDS[A], earlier_in)
     gw.worker.watch = fence.watch(gw.worker)
-    a_sa = ike_sa_of(gw, IDS[A])
-    end_a = await lose_a(gw, how, a_sa)
-    end_a()   # A's IKE SA closes: its lease goes offline, its removal is queued
-    assert [(str(x.address), x.online) for x in gw.service.pools.leases()] == [(VIP, False)]
-    if when == "during removal":
-        await turns(1)   # A's removal runs: it holds the changes queue, waiting for the worker's answers
-        assert gw.service._changes.locked() and not fence.started
-    to_gateway(gw, B, auth, 4500)   # B is leased the address at once
+    seen: list[object] = []
+    await lose_a(gw, how, next_client(gw, B, auth, when, fence, seen))   # then B is leased the address at once
     await gw.settle()
+    assert seen[0] == [(VIP, False)]   # A's lease went offline with its IKE SA
+    assert seen[1] is (when == "during removal")
     # (a) B's Child SA is installed, for the address A had
     b_child = child_of(gw, IDS[B])
     assert b_child is not None and b_child.remote_ts == (Ts.host(VIP),)
@@ -370,17 +382,20 @@ async def back_again(gw: PoolGateway, when: str) -> None:
     await gw.settle()
     fence = fence_of(gw, IDS[A], set())
     gw.worker.watch = fence.watch(gw.worker)
-    end_a = await lose_a(gw, "delete", ike_sa_of(gw, IDS[A]))
-    gw.sites[A] = IkeEndpoint([client_cfg(A, IDS[A])])   # A, restarted
+    old_site = gw.sites[A]
+    gw.sites[A] = IkeEndpoint([client_cfg(A, IDS[A])])   # A, restarted (its first self sends the DELETE)
     gw.site_events[A] = []
     auth = await held_ike_auth(gw, A)
-    end_a()
-    assert [(str(x.address), x.online) for x in gw.service.pools.leases()] == [(VIP, False)]
-    if when == "during removal":
-        await turns(1)
-        assert gw.service._changes.locked() and not fence.started
-    to_gateway(gw, A, auth, 4500)
+    gw.sites[A], new_site = old_site, gw.sites[A]
+    seen: list[object] = []
+
+    def back() -> None:
+        gw.sites[A] = new_site
+        next_client(gw, A, auth, when, fence, seen)()
+    await lose_a(gw, "delete", back)
     await gw.settle()
+    assert seen[0] == [(VIP, False)]
+    assert seen[1] is (when == "during removal")
     back = child_of(gw, IDS[A])
     assert back is not None and back.remote_ts == (Ts.host(VIP),)
     assert [(str(x.address), x.identity, x.online) for x in gw.service.pools.leases()] == [(VIP, IDS[A], True)]
@@ -406,17 +421,16 @@ def test_a_lingering_inbound_sa_is_deleted_once_when_its_time_and_its_lineage_en
         await gw.settle()
         svc = gw.service
         ((timer, linger_ends),) = svc._timers.items()   # the old inbound SA's linger (a fake clock for it)
-        end_a = await lose_a(gw, "delete", ike_sa_of(gw, IDS[A]))
-        if first == "linger ends":
+
+        def linger_over() -> None:   # its time is up now
             timer.cancel()
             del svc._timers[timer]
             linger_ends()
-            end_a()
+        if first == "linger ends":
+            linger_over()   # its deletion is queued; in the same turn, A's DELETE comes
+            await lose_a(gw, "delete", lambda: None)
         else:
-            end_a()   # the lineage's removal is queued
-            timer.cancel()   # and the linger's time is up in the same turn: its deletion queued behind
-            del svc._timers[timer]
-            linger_ends()
+            await lose_a(gw, "delete", linger_over)   # the lineage's removal is queued, then the linger's end
         await gw.settle()
         deletes = [m for m in gw.worker.log if isinstance(m, pipe.Delete) and m.spi == old_in]
         assert len(deletes) == 1 and deletes[0].direction is Direction.IN
