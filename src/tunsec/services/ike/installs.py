@@ -459,6 +459,8 @@ async def _linger_ended(self: IkeService, lineage: Lineage, spi: int) -> None:
     took it along: _remove).  Under ``_changes``, so that _remove sees it either lingering or gone."""
     async with self._changes:
         if lineage.lingering is not None and lineage.lingering.pop(spi, None) is not None:
+            if not lineage.lingering:
+                lineage.lingering = None   # no empty dict kept per client
             await self._delete_sa(spi, Direction.IN)
 
 
