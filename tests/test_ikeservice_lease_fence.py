@@ -299,10 +299,10 @@ def next_client(gw: Gateway, i: int, auth: bytes, when: str, fence: Fence, seen:
 
 @pytest.mark.parametrize("how", ["delete", "dpd"])
 @pytest.mark.parametrize("when", ["same turn", "during removal"])
-@pytest.mark.parametrize("rekeyed", [False, True], ids=["", "rekeyed"])
+@pytest.mark.parametrize("rekeyed", ["", "child rekeyed", "IKE SA rekeyed"])
 @pytest.mark.parametrize("worker", ["in process", "pipe"])
 def test_the_next_client_gets_the_address_only_after_the_old_one_left_the_worker(
-        how: str, when: str, rekeyed: bool, worker: str) -> None:
+        how: str, when: str, rekeyed: str, worker: str) -> None:
     async def body() -> None:
         gw = PoolGateway(2, mobike=False, dpd=how == "dpd", pipe=worker == "pipe")
         await gw.start()
@@ -314,15 +314,20 @@ def test_the_next_client_gets_the_address_only_after_the_old_one_left_the_worker
     run(body())
 
 
-async def handed_on(gw: PoolGateway, how: str, when: str, rekeyed: bool) -> None:
-    """A up (and rekeyed); B's IKE_AUTH held; A lost; B's IKE_AUTH in the same turn or while A's
-    removal holds the changes queue; then (a), (b), (c) of the module's docstring."""
+async def handed_on(gw: PoolGateway, how: str, when: str, rekeyed: str) -> None:
+    """A up (its Child SA or IKE SA rekeyed); B's IKE_AUTH held; A lost; B's IKE_AUTH in the same
+    turn or while A's removal holds the changes queue; then (a), (b), (c) of the module's docstring."""
     gw.connect(A)
     await gw.settle()
     a_child = child_of(gw, IDS[A])
     assert a_child is not None and a_child.remote_ts == (Ts.host(VIP),)
     earlier_in: set[int] = set()
-    if rekeyed:   # A rekeys its Child SA: the old inbound SA lingers for packets in flight
+    if rekeyed == "IKE SA rekeyed":   # the lease goes over to the new IKE SA, the Child SA with it
+        old_ike = gw.site_sa(A)
+        old_ike.rekey()
+        await gw.settle()
+        assert gw.site_sa(A) is not old_ike and child_of(gw, IDS[A]) is a_child
+    if rekeyed == "child rekeyed":   # A rekeys its Child SA: the old inbound SA lingers for packets in flight
         earlier_in.add(a_child.spi_in)
         old_key = next(e for e in gw.site_events[A] if isinstance(e, ChildSaUp)).key_out.reveal()
         sa = gw.site_sa(A)
@@ -351,7 +356,7 @@ async def handed_on(gw: PoolGateway, how: str, when: str, rekeyed: bool) -> None
     assert fence.started and fence.breaches == []
     # (c) a packet to the address is sealed for B, under B's outbound SPI
     assert_sealed_for(gw, B, b_child)
-    if rekeyed:   # A cannot send as B on the SA it rekeyed away either
+    if rekeyed == "child rekeyed":   # A cannot send as B on the SA it rekeyed away either
         (old_in,) = earlier_in
         esp = esp_seal(old_in, 1, old_key, ipv4_udp(VIP, "10.1.0.5"))
         inner, drop = gw.worker.dp.inbound(esp, Endpoint(ipaddress.ip_address(site_ip(A)), 4500),
