@@ -16,6 +16,13 @@ The rules follow strongSwan's in-memory pools (``mem_pool.c``):
   the address of the identity that has been offline the longest;
 - with no free and no offline address the pool is exhausted (acquire gives None).
 
+An offline address may go to another identity at once, with no wait here, because
+the IKE service removes the old holder from the worker first: its IKE SA reports its
+Child SAs down before it releases the lease, the service queues their removal (their
+SAs, lingering ones too, and policies) on its changes queue in that order, and a new
+Child SA's install waits behind anything queued there (services/ike/installs.py,
+changes.py; tests/test_ikeservice_lease_fence.py drives the interleavings).
+
 A CIDR pool skips its network address (and for IPv4 prefixes shorter than /31
 its broadcast address), as strongSwan does; a range ``a-b`` uses every address.
 """

@@ -428,19 +428,40 @@ async def _remove(self: IkeService, state: ChildState, lineage_ended: bool, ling
     self._unlater(state.standby_timer)
     if state.out_installed:   # a refused ADD (EEXIST) leaves the SA that was there alone
         await self._delete_sa(state.spi_out, Direction.OUT, state.remote)
+    lineage = state.lineage
     if linger and not self.closing:
         log.debug("%s: inbound SA %08x of rekeyed CHILD_SA %s lingers %.0f s", state.conn, state.spi_in,
                   state.child, INBOUND_LINGER)
-        spi = state.spi_in
-        self._later(INBOUND_LINGER, lambda: self._spawn(self._delete_sa(spi, Direction.IN)))
+        if lineage.lingering is None:
+            lineage.lingering = {}
+        ended = functools.partial(_linger_ended, self, lineage, state.spi_in)
+        lineage.lingering[state.spi_in] = self._later(INBOUND_LINGER,
+                                                      lambda: self._spawn(self._changes.queue(ended())))
     else:
         await self._delete_sa(state.spi_in, Direction.IN)
     if not lineage_ended:
         return
-    for pid in state.lineage.policy_ids:
+    # the lineage's traffic selectors (a client's virtual IP, which its pool may lease to another
+    # client as soon as this IKE SA is gone) admit no packet from this peer any more: its lingering
+    # inbound SAs go now too, before the policies, and so before anything queued after this removal
+    for spi, timer in list((lineage.lingering or {}).items()):
+        self._unlater(timer)
+        await self._delete_sa(spi, Direction.IN)
+    lineage.lingering = None
+    for pid in lineage.policy_ids:
         with contextlib.suppress(WorkerError):
             await self.worker().request(lambda r, pid=pid: pipe.SpdDelete(r, pid))  # type: ignore[misc]
     self._release(state.lineage)
+
+
+async def _linger_ended(self: IkeService, lineage: Lineage, spi: int) -> None:
+    """A rekeyed Child SA's inbound SA has lingered long enough (unless its lineage ended first and
+    took it along: _remove).  Under ``_changes``, so that _remove sees it either lingering or gone."""
+    async with self._changes:
+        if lineage.lingering is not None and lineage.lingering.pop(spi, None) is not None:
+            if not lineage.lingering:
+                lineage.lingering = None   # no empty dict kept per client
+            await self._delete_sa(spi, Direction.IN)
 
 
 def _child_gone(self: IkeService, sa: IkeSa, ev: ChildSaDown) -> None:

@@ -32,6 +32,9 @@ class Lineage:
     members: set[int] = field(default_factory=set)     # handles of its Child SAs
     policy_ids: list[int] = field(default_factory=list)
     updown: updown.ChildEvent | None = None   # what its script was told at up-client (down reuses it)
+    # inbound SAs of rekeyed members, left for packets in flight (installs._remove): SPI -> the timer
+    # that deletes them; they go with the lineage at the latest (None while there are none: one per client)
+    lingering: dict[int, asyncio.TimerHandle] | None = None
 
 
 @dataclass(slots=True)
