@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import ipaddress
 import itertools
 import types
@@ -21,7 +22,7 @@ from test_radius_messages import STATION
 from tunsec.dataplane.pipe import Direction, Endpoint, SaInfo
 from tunsec.radius import accounting as accounting_module
 from tunsec.radius.accounting import SAMPLE_EVERY, Accounting, Cause, ChildRef
-from tunsec.services.ike import INBOUND_LINGER, radius_edge
+from tunsec.services.ike import INBOUND_LINGER, installs, radius_edge
 from tunsec.services.ike.radius_edge import ACCT_REREAD
 from tunsec.services.ike.state import Lineage
 
@@ -189,17 +190,21 @@ def test_a_rekeyed_child_sa_is_read_again_for_the_packets_its_lingering_inbound_
     assert usage(asyncio.run(main())) == (1200, 2000, 12, 20)
 
 
-@pytest.mark.parametrize(("members", "closing", "reread"), [({1, 2}, False, ACCT_REREAD), ({1}, False, 0.0),
-                                                             ({1, 2}, True, 0.0)],
-                         ids=["rekeyed", "deleted", "shutting-down"])
+@pytest.mark.parametrize(("members", "closing", "reread"), [({1: 7, 2: 7}, False, ACCT_REREAD), ({1: 7}, False, 0.0),
+                                                             ({1: 7, 2: 7}, True, 0.0), ({1: 7, 2: 8}, False, 0.0)],
+                         ids=["rekeyed", "deleted", "shutting-down", "client-back-in-another-ike-sa"])
 def test_the_service_asks_for_a_reread_only_of_a_child_sa_whose_inbound_sa_lingers(
-        members: set[int], closing: bool, reread: float) -> None:
-    """radius_edge: a Child SA whose lineage goes on (rekeyed) lingers (installs._remove), and is
-    read again before INBOUND_LINGER is over; the last of its lineage, or one at shutdown, goes at once."""
+        members: dict[int, int], closing: bool, reread: float) -> None:
+    """radius_edge: a Child SA whose lineage goes on in its IKE SA (rekeyed) lingers (installs._remove),
+    and is read again before INBOUND_LINGER is over; the last of its lineage, the last of its IKE SA's
+    in a lineage that goes on in another IKE SA of the client (installs._sibling), or one at shutdown,
+    goes at once."""
     calls: list[tuple[object, ChildRef, float]] = []
     accounting = types.SimpleNamespace(child_down=lambda key, ref, again: calls.append((key, ref, again)))
-    service = types.SimpleNamespace(accounting=accounting, closing=closing)
-    state = types.SimpleNamespace(ike=7, spi_in=CHILD1.spi_in, spi_out=CHILD1.spi_out, remote=CHILD1.remote,
+    service = types.SimpleNamespace(accounting=accounting, closing=closing,
+                                    children={h: types.SimpleNamespace(ike=ike) for h, ike in members.items()})
+    service._lingers = functools.partial(installs._lingers, service)
+    state = types.SimpleNamespace(handle=1, ike=7, spi_in=CHILD1.spi_in, spi_out=CHILD1.spi_out, remote=CHILD1.remote,
                                   lineage=Lineage(1, set(members)))
     radius_edge._acct_child_down(service, state)  # type: ignore[arg-type]
     assert calls == [(7, CHILD1, reread)] and 0 < ACCT_REREAD < INBOUND_LINGER

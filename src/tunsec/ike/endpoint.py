@@ -246,6 +246,11 @@ class IkeEndpoint:
         """The IKE SA whose SPI (ours) is ``spi``."""
         return self._sas.get(spi)
 
+    def peer_sas(self, name: str, peer_id: object) -> list[IkeSa]:
+        """The IKE SAs of connection ``name`` whose peer authenticated as ``peer_id`` (rekeyed ones
+        until they close), from the index INITIAL_CONTACT uses (_by_peer): no pass over every SA."""
+        return [sa for spi in self._peer_spis((name, peer_id)) if (sa := self._sas.get(spi)) is not None]
+
     @property
     def sa_count(self) -> int:
         return len(self._sas)

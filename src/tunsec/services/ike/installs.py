@@ -86,7 +86,8 @@ def _endpoint(self: IkeService, family: int, port: int, ip: str | None = None) -
 def _child_registered(self: IkeService, sa: IkeSa, ev: ChildSaUp) -> ChildState | None:
     """Book a new Child SA now, in event order: a rekey joins its predecessor's lineage (or, if
     that one is gone already, a sibling's: _sibling), so does a duplicate of a Child SA of the
-    same IKE SA; anything else (another peer's child of the same connection too) starts its own."""
+    same peer (in the same IKE SA, or in another one of the same identity: a client back without
+    INITIAL_CONTACT); anything else (another peer's child of the same connection too) starts its own."""
     if ALGS.get(ev.alg) is None:
         log.error("%s: negotiated ESP %s, which the fast path does not do", sa.name, ev.alg)
         return None
@@ -94,9 +95,12 @@ def _child_registered(self: IkeService, sa: IkeSa, ev: ChildSaUp) -> ChildState 
     pred = self._by_uid.get((ike, ev.rekey_of)) if ev.rekey_of is not None else None
     if pred is not None:
         lineage = self.children[pred].lineage
-    elif (sibling := _sibling(self, ike, ev)) is not None:
+    elif (sibling := _sibling(self, sa, ike, ev)) is not None:
         lineage = sibling.lineage
-        if ev.rekey_of is None:
+        # one of another IKE SA of the same peer (_sibling) has no pred: nothing of that IKE SA waits
+        # for it (no standby, its DELETE promotes nothing); its ADD binds the policies to it at once,
+        # as a new Child SA's would, which is what it is to the peer (it installs after IKE_AUTH)
+        if ev.rekey_of is None and sibling.ike == ike:
             # a duplicate (both peers asked for this child at once, or it was initiated twice):
             # strongSwan gives it the same reqid, so the policies move to the newest SA; here it
             # takes the traffic over as a rekey would (pred: standby until the peer uses it, if
@@ -126,18 +130,31 @@ def _child_registered(self: IkeService, sa: IkeSa, ev: ChildSaUp) -> ChildState 
     return state
 
 
-def _sibling(self: IkeService, ike: int, ev: ChildSaUp) -> ChildState | None:
-    """The newest Child SA of the same IKE SA, child and selectors: the lineage a new one joins.
+def _sibling(self: IkeService, sa: IkeSa, ike: int, ev: ChildSaUp) -> ChildState | None:
+    """The newest Child SA of the same peer, child and selectors: the lineage a new one joins.
 
     A rekey whose predecessor is gone already (the peer won a rekey collision and its DELETE of
     the old Child SA overtook the answer to our redundant rekey) goes on the old one's lineage,
     which lives on in the peer's new Child SA; so does a duplicate (see _child_registered).  A
     lineage of its own would put a second reqid and set of policies for the same traffic in the
-    worker.  Only within one IKE SA, i.e. one authenticated peer: another peer's Child SA with
-    the same selectors must not take over this one's traffic."""
-    same = [self.children[h] for h in self._by_ike.get(ike, ())
-            if (self.children[h].child, self.children[h].local_ts, self.children[h].remote_ts)
-            == (ev.child, ev.local_ts, ev.remote_ts)]
+    worker.
+
+    The same peer: the same IKE SA, or another IKE SA of the same connection whose peer
+    authenticated with the same identity.  A road warrior that comes back without INITIAL_CONTACT
+    (or under unique = no, or unique = replace while the old IKE SA's DELETE is unanswered) while
+    its old IKE SA is still here gets the same virtual IP (leases are per identity), so the same
+    selectors; with a lineage of its own, its policies sat behind the old one's (same priority,
+    older first) and the traffic to its address went to the old, likely dead, SA until DPD removed
+    it.  strongSwan gives identical policies one reqid, and the newest SA wins: so here.  Not
+    another identity's Child SA with the same selectors: that one must not take over this one's
+    traffic (it starts a lineage of its own, behind this one's policies)."""
+    key = (ev.child, ev.local_ts, ev.remote_ts)
+    ikes = [ike]
+    if sa.peer_id is not None:   # the index INITIAL_CONTACT uses: no pass over every client
+        ikes += [h for other in self.endpoint.peer_sas(sa.name, sa.peer_id)
+                 if (h := self._ike_handles.get(other)) is not None and h != ike and h not in ikes]
+    same = [state for h in ikes for c in self._by_ike.get(h, ())
+            if ((state := self.children[c]).child, state.local_ts, state.remote_ts) == key]
     return max(same, key=lambda state: state.handle, default=None)
 
 
@@ -435,23 +452,49 @@ async def _remove(self: IkeService, state: ChildState, lineage_ended: bool, ling
         if lineage.lingering is None:
             lineage.lingering = {}
         ended = functools.partial(_linger_ended, self, lineage, state.spi_in)
-        lineage.lingering[state.spi_in] = self._later(INBOUND_LINGER,
-                                                      lambda: self._spawn(self._changes.queue(ended())))
+        lineage.lingering[state.spi_in] = (state.ike, self._later(INBOUND_LINGER,
+                                                                  lambda: self._spawn(self._changes.queue(ended()))))
     else:
         await self._delete_sa(state.spi_in, Direction.IN)
     if not lineage_ended:
+        if lineage.lingering and not any((other := self.children.get(h)) is not None and other.ike == state.ike
+                                         for h in lineage.members):
+            # the lineage goes on in another IKE SA of the peer's identity (_sibling: the client came
+            # back), this one's part of it has ended: its lingering inbound SAs go now, not later,
+            # so that nothing of an IKE SA that is gone stays in the worker
+            await _drop_lingering(self, lineage, state.ike)
         return
     # the lineage's traffic selectors (a client's virtual IP, which its pool may lease to another
     # client as soon as this IKE SA is gone) admit no packet from this peer any more: its lingering
     # inbound SAs go now too, before the policies, and so before anything queued after this removal
-    for spi, timer in list((lineage.lingering or {}).items()):
-        self._unlater(timer)
-        await self._delete_sa(spi, Direction.IN)
-    lineage.lingering = None
+    await _drop_lingering(self, lineage, None)
     for pid in lineage.policy_ids:
         with contextlib.suppress(WorkerError):
             await self.worker().request(lambda r, pid=pid: pipe.SpdDelete(r, pid))  # type: ignore[misc]
     self._release(state.lineage)
+
+
+async def _drop_lingering(self: IkeService, lineage: Lineage, ike: int | None) -> None:
+    """Delete the lineage's lingering inbound SAs now (under ``_changes``): those of IKE SA ``ike``, or all."""
+    lingering = lineage.lingering or {}
+    for spi, (owner, timer) in list(lingering.items()):
+        if ike is None or owner == ike:
+            self._unlater(timer)
+            del lingering[spi]
+            await self._delete_sa(spi, Direction.IN)
+    if not lingering:
+        lineage.lingering = None   # no empty dict kept per client
+
+
+def _lingers(self: IkeService, state: ChildState) -> bool:
+    """Whether a Child SA going away (still booked) keeps its inbound SA INBOUND_LINGER seconds for
+    packets in flight: it was rekeyed or duplicated, i.e. its lineage goes on in the same IKE SA,
+    whose peer may still be sending on it.  Not when the lineage goes on only in another IKE SA of
+    the peer's identity (_sibling): this IKE SA is gone or going, and nothing of it stays."""
+    if self.closing:
+        return False
+    return any(h != state.handle and (other := self.children.get(h)) is not None and other.ike == state.ike
+               for h in state.lineage.members)
 
 
 async def _linger_ended(self: IkeService, lineage: Lineage, spi: int) -> None:
@@ -473,17 +516,19 @@ def _child_gone(self: IkeService, sa: IkeSa, ev: ChildSaDown) -> None:
         log.info("%s: CHILD_SA %s %08x_i %08x_o deleted: %s", sa.name, ev.child, ev.spi_in, ev.spi_out,
                  ev.describe())
         return
+    linger = _lingers(self, state)   # before _forget: it asks the lineage's other members
     self._acct_child_down(state)   # before _child_down: its DUMP goes to the worker before the DELETEs
-    self._spawn(self._changes.queue(self._child_down(state, self._forget(state), ev)))
+    self._spawn(self._changes.queue(self._child_down(state, self._forget(state), ev, linger)))
 
 
-async def _child_down(self: IkeService, state: ChildState, lineage_ended: bool, ev: ChildSaDown) -> None:
+async def _child_down(self: IkeService, state: ChildState, lineage_ended: bool, ev: ChildSaDown,
+                      linger: bool) -> None:
     async with self._changes:
         # its successor, if we answered that rekey, sends from now on (before the old SA goes)
         for member in [self.children[h] for h in state.lineage.members if h in self.children]:
             if member.pred == state.handle and member.standby is not None:
                 await self._add_standby(member, "old SA deleted")
-        await self._remove(state, lineage_ended, linger=not lineage_ended)
+        await self._remove(state, lineage_ended, linger=linger)
     conn_name = state.conn
     log.info("%s: CHILD_SA %s %08x_i %08x_o deleted: %s (peer %s)", conn_name, state.child, state.spi_in,
              state.spi_out, ev.describe(), state.remote.addr)

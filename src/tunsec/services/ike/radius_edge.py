@@ -310,11 +310,11 @@ def _acct_start(self: IkeService, sa: IkeSa, ev: IkeSaUp, midway: bool = False) 
 
 
 def _acct_child_down(self: IkeService, state: ChildState) -> None:
-    """Before the service forgets it: a rekeyed Child SA (others of its lineage stay) keeps its
-    inbound SA INBOUND_LINGER seconds for the packets in flight (installs._remove); they are read
-    again ACCT_REREAD seconds later, well before it goes."""
+    """Before the service forgets it: a rekeyed Child SA (others of its lineage stay in its IKE SA)
+    keeps its inbound SA INBOUND_LINGER seconds for the packets in flight (installs._lingers,
+    _remove); they are read again ACCT_REREAD seconds later, well before it goes."""
     if self.accounting is not None:
-        lingers = len(state.lineage.members) > 1 and not self.closing
+        lingers = self._lingers(state)
         self.accounting.child_down(state.ike, ChildRef(state.spi_in, state.spi_out, state.remote),
                                    ACCT_REREAD if lingers else 0.0)
 

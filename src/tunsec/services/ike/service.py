@@ -20,8 +20,9 @@
   Child SA's inbound SA lingers INBOUND_LINGER seconds for packets in flight.
 - Ownership: each Child SA is known by a handle unique across IKE SAs (many
   peers may share one connection, and unique ids restart per IKE SA).  A
-  Child SA and the ones that rekey (or duplicate, in the same IKE SA) it form
-  a lineage with its own reqid and policies (from tunsec.policy.ids),
+  Child SA and the ones that rekey (or duplicate: in the same IKE SA, or in
+  another of the same peer identity, a client back without INITIAL_CONTACT)
+  it form a lineage with its own reqid and policies (from tunsec.policy.ids),
   released when the lineage ends; a peer's DELETE touches only what its own
   IKE SA created.
 """
@@ -603,6 +604,7 @@ class IkeService(Service):
     _install_answered = installs._install_answered
     _protect = installs._protect
     _remove = installs._remove
+    _lingers = installs._lingers
     _child_gone = installs._child_gone
     _child_down = installs._child_down
     _updown_event = installs._updown_event

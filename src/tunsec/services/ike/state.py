@@ -22,8 +22,9 @@ def ts_networks(t: Ts) -> list[IPNetwork]:
 
 @dataclass(slots=True)
 class Lineage:
-    """A Child SA and those that rekeyed it (and its duplicates in the same IKE SA: same child and
-    selectors, see installs._sibling): one reqid, one set of policies.
+    """A Child SA and those that rekeyed it (and its duplicates of the same peer, in the same IKE SA
+    or another of the same identity: same child and selectors, see installs._sibling): one reqid,
+    one set of policies.
 
     The policies bind to the lineage's newest outbound SA, so a rekey moves
     traffic over; they go when the last member does."""
@@ -32,9 +33,10 @@ class Lineage:
     members: set[int] = field(default_factory=set)     # handles of its Child SAs
     policy_ids: list[int] = field(default_factory=list)
     updown: updown.ChildEvent | None = None   # what its script was told at up-client (down reuses it)
-    # inbound SAs of rekeyed members, left for packets in flight (installs._remove): SPI -> the timer
-    # that deletes them; they go with the lineage at the latest (None while there are none: one per client)
-    lingering: dict[int, asyncio.TimerHandle] | None = None
+    # inbound SAs of rekeyed members, left for packets in flight (installs._remove): SPI -> (the handle
+    # of their IKE SA, the timer that deletes them); they go with the lineage, or with their IKE SA's
+    # last member of it, at the latest (None while there are none: one per client)
+    lingering: dict[int, tuple[int, asyncio.TimerHandle]] | None = None
 
 
 @dataclass(slots=True)
