@@ -268,6 +268,26 @@ def test_the_old_ike_sas_rekey_of_its_child_moves_the_traffic_back_as_the_newest
     run(body())
 
 
+def test_the_newer_instance_leaving_first_hands_the_traffic_back_to_the_older_one() -> None:
+    """Two live instances of one identity (unique = no): the newer one leaves first.  The lineage
+    goes on in the older IKE SA, whose Child SA carries the address's traffic again; nothing of the
+    newer IKE SA stays in the worker (its inbound SA does not linger: its IKE SA is gone)."""
+    async def body() -> None:
+        r = await connect_then_back("new address")
+        gw = r.gw
+        new = newest(r)
+        assert_sealed_for(gw, 1, new)
+        established(gw.sites[1]).delete(_now())
+        await gw.settle()
+        assert [c.handle for c in gw.service.children.values()] == [r.old_child.handle]
+        assert not {new.spi_in, new.spi_out} & {s.spi for s in gw.worker.dp.sas()}
+        assert vip_policies(gw) == [(r.old_child.reqid, r.old_child.spi_out)]
+        assert_sealed_for(gw, A, r.old_child)
+        assert_opens_from(gw, A, r.old_child, 1)
+
+    run(body())
+
+
 @pytest.fixture
 def updown_log(tmp_path: Path) -> tuple[tuple[str, ...], Path]:
     """A real updown script (argv) that appends what it is told to a file (the Path)."""

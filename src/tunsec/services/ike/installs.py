@@ -19,6 +19,7 @@ from tunsec.dataplane.pipe import Action, Alg, Direction, Endpoint, Errno, Polic
 from tunsec.ike.config import ChildConfig
 from tunsec.ike.events import ChildSaDown, ChildSaUp, DownReason
 from tunsec.ike.sa import IkeSa, State
+from tunsec.ike.ts import Ts
 from tunsec.policy.ids import Band, priority
 from tunsec.policy.selector import SelectorError, fast_selectors
 from tunsec.services.ike.sockets import parse_ip
@@ -147,14 +148,25 @@ def _sibling(self: IkeService, sa: IkeSa, ike: int, ev: ChildSaUp) -> ChildState
     older first) and the traffic to its address went to the old, likely dead, SA until DPD removed
     it.  strongSwan gives identical policies one reqid, and the newest SA wins: so here.  Not
     another identity's Child SA with the same selectors: that one must not take over this one's
-    traffic (it starts a lineage of its own, behind this one's policies)."""
+    traffic (it starts a lineage of its own, behind this one's policies).
+
+    One of the same IKE SA first (a duplicate's pred, see _child_registered); all are of one lineage."""
     key = (ev.child, ev.local_ts, ev.remote_ts)
-    ikes = [ike]
-    if sa.peer_id is not None:   # the index INITIAL_CONTACT uses: no pass over every client
-        ikes += [h for other in self.endpoint.peer_sas(sa.name, sa.peer_id)
-                 if (h := self._ike_handles.get(other)) is not None and h != ike and h not in ikes]
-    same = [state for h in ikes for c in self._by_ike.get(h, ())
-            if ((state := self.children[c]).child, state.local_ts, state.remote_ts) == key]
+    found = _newest_of(self, ike, key)
+    if found is None and sa.peer_id is not None:
+        # the other IKE SAs of the identity, from the index INITIAL_CONTACT uses: no pass over every client
+        for other in self.endpoint.peer_sas(sa.name, sa.peer_id):
+            if (h := self._ike_handles.get(other)) is not None and h != ike \
+                    and (state := _newest_of(self, h, key)) is not None \
+                    and (found is None or state.handle > found.handle):
+                found = state
+    return found
+
+
+def _newest_of(self: IkeService, ike: int, key: tuple[str, tuple[Ts, ...], tuple[Ts, ...]]) -> ChildState | None:
+    """The newest Child SA of IKE SA ``ike`` with (child, local_ts, remote_ts) ``key``."""
+    same = [state for h in self._by_ike.get(ike, ())
+            if ((state := self.children[h]).child, state.local_ts, state.remote_ts) == key]
     return max(same, key=lambda state: state.handle, default=None)
 
 
