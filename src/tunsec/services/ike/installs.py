@@ -98,10 +98,14 @@ def _child_registered(self: IkeService, sa: IkeSa, ev: ChildSaUp) -> ChildState 
         lineage = self.children[pred].lineage
     elif (sibling := _sibling(self, sa, ike, ev)) is not None:
         lineage = sibling.lineage
-        # one of another IKE SA of the same peer (_sibling) has no pred: nothing of that IKE SA waits
-        # for it (no standby, its DELETE promotes nothing); its ADD binds the policies to it at once,
-        # as a new Child SA's would, which is what it is to the peer (it installs after IKE_AUTH)
-        if ev.rekey_of is None and sibling.ike == ike:
+        if sibling.ike != ike:
+            # one of another IKE SA of the same peer (_sibling) has no pred: nothing of that IKE SA
+            # waits for it (no standby, its DELETE promotes nothing); its ADD binds the policies to
+            # it at once, as a new Child SA's would, which is what it is to the peer (it installs
+            # after IKE_AUTH)
+            log.info("%s: CHILD_SA %s of %s takes over reqid %d from an older IKE SA of the same identity",
+                     sa.name, ev.child, sa.peer_id, lineage.reqid)
+        elif ev.rekey_of is None:
             # a duplicate (both peers asked for this child at once, or it was initiated twice):
             # strongSwan gives it the same reqid, so the policies move to the newest SA; here it
             # takes the traffic over as a rekey would (pred: standby until the peer uses it, if
