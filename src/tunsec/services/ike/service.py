@@ -80,6 +80,7 @@ from tunsec.services.ike import reload as _reload
 from tunsec.services.ike import status as _status
 from tunsec.services.ike.barrier import Barrier
 from tunsec.services.ike.changes import Changes
+from tunsec.services.ike.giveup import GiveUp
 from tunsec.services.ike.keypool import KeyPoolRefill
 from tunsec.services.ike.record import IkeUpRecord
 from tunsec.services.ike.resolver import Resolver
@@ -130,6 +131,7 @@ class IkeService(Service):
         self._ike_handles: dict[IkeSa, int] = {}
         self._handles = itertools.count(1)
         self._changes = Changes()   # SA/SPD changes reach the worker in the order the engine reported them
+        self._install_give_up = GiveUp(installs.request_timeout)   # new Child SAs' installs (_start_install)
         self.ike_up: dict[bytes, IkeUpRecord] = {}
         self.trap_reqids: dict[tuple[str, str], int] = {}        # (connection, child) -> reqid of its traps
         self._timer: asyncio.TimerHandle | None = None
