@@ -9,6 +9,7 @@ import dataclasses
 
 from tunsec.dataplane import pipe
 from tunsec.dataplane.client import Sent
+from tunsec.services.ike import installs
 from tunsec.services.ike.giveup import GiveUp
 
 
@@ -67,3 +68,26 @@ def test_a_turn_whose_groups_all_ended_stops_its_timer() -> None:
         await asyncio.sleep(0)
         assert turn.timer is None
     asyncio.run(body())
+
+
+def _reply(errno: pipe.Errno) -> list[pipe.Reply]:
+    return [pipe.Reply(req_id=1, type=pipe.MsgType.UPDATE, errno=errno)]
+
+
+def test_an_install_is_all_ok_only_when_every_request_it_sent_was_answered_ok() -> None:
+    """_install_ended books an install without looking at its futures when _AllOk saw every answer OK:
+    not when one is unanswered, refused, or was sent without being expected."""
+    released: list[int] = []
+    ok = installs._AllOk(lambda: released.append(1))
+    answers = [ok.expect() for _ in range(3)]
+    answers[0](_reply(pipe.Errno.OK))
+    answers[1](_reply(pipe.Errno.OK))
+    assert not ok.all_ok(3) and not released        # one unanswered
+    answers[2](_reply(pipe.Errno.OK))
+    assert ok.all_ok(3) and released == [1]
+    assert not ok.all_ok(4)                         # a fourth request it was not asked to expect
+    refused = installs._AllOk(lambda: released.append(2))
+    first, second = refused.expect(), refused.expect()
+    first(_reply(pipe.Errno.EEXIST))
+    second(_reply(pipe.Errno.OK))
+    assert not refused.all_ok(2) and released == [1]

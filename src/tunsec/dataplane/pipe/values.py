@@ -300,6 +300,9 @@ def _check_reservation(limit: object, notify: object, esn: bool) -> None:
 
 def _check_lifetimes(soft: Lifetime, hard: Lifetime) -> None:
     # A soft limit past the hard one could never fire: the SA is gone first.
+    sb, sp, ss, hb, hp, hs = soft.bytes, soft.packets, soft.seconds, hard.bytes, hard.packets, hard.seconds
+    if not ((sb and hb and sb > hb) or (sp and hp and sp > hp) or (ss and hs and ss > hs)):
+        return   # the common case without a loop over three tuples (each SaSpec checks): the loop names the limit
     for name, s, h in (("bytes", soft.bytes, hard.bytes), ("packets", soft.packets, hard.packets),
                        ("seconds", soft.seconds, hard.seconds)):
         if s and h and s > h:

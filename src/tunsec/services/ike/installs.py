@@ -163,6 +163,7 @@ class _Started:
     add: asyncio.Future[list[pipe.Reply]] | None
     install: asyncio.Future[None]   # state.install: set once the answers are in
     turn: Turn | None = None   # gives up on answers that do not come (IkeService._install_give_up)
+    ok: _AllOk | None = None   # what saw each answer as it was read (all OK: _install_ended need not look)
 
 
 def _start_install(self: IkeService, state: ChildState, ev: ChildSaUp, release: Callable[[], None]) -> None:
@@ -210,10 +211,12 @@ def _install_ended(self: IkeService, state: ChildState, ev: ChildSaUp, release: 
     said OK; anything else goes to the task that handles failures (_child_up)."""
     if started.turn is not None:
         started.turn.end(started)
-    ends = [outcome(what, fut) if fut.done() else None for what, fut in started.sent]   # each failure retrieved
-    if any(e is None or isinstance(e, WorkerError) for e in ends):
-        self._spawn(self._child_up(state, ev, release, started)).add_done_callback(lambda _task: release())
-        return
+    # all answered OK as they were read (_AllOk; nearly always): no failure to retrieve or look for
+    if not (started.ok is not None and started.ok.all_ok(len(started.sent))):
+        ends = [outcome(what, fut) if fut.done() else None for what, fut in started.sent]   # each failure retrieved
+        if any(e is None or isinstance(e, WorkerError) for e in ends):
+            self._spawn(self._child_up(state, ev, release, started)).add_done_callback(lambda _task: release())
+            return
     if started.add is not None:
         state.out_installed = True
     state.install = None
@@ -308,7 +311,7 @@ def _send_install(self: IkeService, state: ChildState, ev: ChildSaUp,
     if not state.lineage.policy_ids:   # a rekey finds its predecessor's policies in place
         sent += self._protect(state, outbound.selectors, ok)
     install = state.install = asyncio.get_running_loop().create_future()
-    return _Started(sent, add, install)
+    return _Started(sent, add, install, ok=ok)
 
 
 class _AllOk:
@@ -316,26 +319,36 @@ class _AllOk:
     OK, from the pipe's reader (WorkerClient.request_soon's ``then``); if one fails, never: the task
     that handles the failure releases when it ends.  The answers come in later turns than the sends."""
 
-    __slots__ = ("failed", "left", "release")
+    __slots__ = ("asked", "failed", "left", "release")
 
     def __init__(self, release: Callable[[], None]) -> None:
+        self.asked = 0
         self.left = 0
         self.failed = False
         self.release = release
 
     def expect(self) -> Callable[[list[pipe.Reply]], None]:
+        self.asked += 1
         self.left += 1
         return self._answered
+
+    def all_ok(self, requests: int) -> bool:
+        """Each of ``requests`` requests (all it was asked to expect) was answered, all OK."""
+        return self.asked == requests and not self.left and not self.failed
 
     def _answered(self, replies: list[pipe.Reply]) -> None:
         if self.failed:
             return
-        if any(r.errno is not Errno.OK for r in replies):
-            self.failed = True
-            return
+        for r in replies:   # (one, but for a DUMP's parts) not any() over a generator: per answer
+            if r.errno is not _OK:
+                self.failed = True
+                return
         self.left -= 1
         if not self.left:
             self.release()
+
+
+_OK = Errno.OK
 
 
 def first_use(self: IkeService, spi: int) -> bool:

@@ -124,9 +124,10 @@ class SpiPool:
         self._seen_half_open = half_open
         if half_open > seen:
             self._refused = False
-        if not self._refused and len(self.spis) + self._asking < self.target:
+        target = SPI_POOL + min(half_open, SPI_POOL_BURST)   # self.target, the count read once
+        if not self._refused and len(self.spis) + self._asking < target:
             self._start_refill()
-        elif not self._asking and (excess := len(self.spis) - self.target) > 0:
+        elif not self._asking and (excess := len(self.spis) - target) > 0:
             # the newest first: the oldest are handed out next (take pops from the left)
             spis = [self.spis.pop() for _ in range(excess)]
             self.returned += excess
