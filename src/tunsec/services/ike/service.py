@@ -516,11 +516,10 @@ class IkeService(Service):
     def receive(self, data: bytes, remote: tuple[str, int], local: tuple[str, int] | None = None) -> None:
         """One IKE datagram into the engine (the caller pumps), unless it must wait for an SPI
         (SpiPool.receive)."""
-        self._note_peer(data)
-        self.spi_pool.receive(data, remote, local)
+        self.spi_pool.receive(data, remote, local)   # noted (_note_peer) as it goes into the engine (_deliver)
 
     def _deliver(self, data: bytes, remote: tuple[str, int], local: tuple[str, int] | None) -> None:
-        self._note_peer(data)   # again for one that was held: a check may have run meanwhile
+        self._note_peer(data)   # as it goes into the engine (one that was held too): _follow_peers checks after it
         self.endpoint.receive(data, remote, time.monotonic(), local)
 
     def _readable(self, s: socket.socket, key: IkeSocketKey) -> None:
