@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tunsec import logs
 from tunsec.logs import JsonFormatter, TextFormatter
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -86,3 +88,41 @@ def test_json_carries_structured_fields() -> None:
     record.spi_in = 0x1234
     doc = json.loads(JsonFormatter("tunsec").format(record))
     assert (doc["connection"], doc["spi_in"], doc["msg"]) == ("gw", 0x1234, "child up")
+
+
+@pytest.mark.parametrize("text", ["plain ascii", "é ü 日本", "tab\there", "nl\nx", "del\x7f", "c1\x85nel", "\x00", ""])
+def test_escape_without_a_control_character_is_the_text(text: str) -> None:
+    # _escape skips its regex when the text is printable: the same result as the regex pass
+    assert logs._escape(text) == logs._CONTROL.sub(
+        lambda m: f"\\x{ord(m.group()):02x}" if m.group() != "\n" else "\\n", text)
+
+
+def test_configured_handler_writes_one_flushed_line_per_record() -> None:
+    class Stream(io.StringIO):
+        flushes = 0
+
+        def flush(self) -> None:
+            self.flushes += 1
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    flags = logging._srcfile, logging.logThreads, logging.logMultiprocessing   # configure sets them
+    out = Stream()
+    try:
+        logs.configure("info", stream=out)
+        log = logging.getLogger("tunsec.test")
+        log.info("peer %s up", "moon\nforged")
+        log.debug("not written")
+        log.warning("second")
+        lines = out.getvalue().splitlines()
+        flushes = out.flushes
+    finally:
+        for h in root.handlers[:]:
+            root.removeHandler(h)
+        for h in saved[0]:
+            root.addHandler(h)
+        root.setLevel(saved[1])
+        logging._srcfile, logging.logThreads, logging.logMultiprocessing = flags
+    assert len(lines) == 2 and flushes == 2
+    assert lines[0].endswith(" INFO peer moon\\nforged up") and TIMESTAMP.match(lines[0])
+    assert lines[1].endswith(" WARNING second")

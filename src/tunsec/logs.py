@@ -32,6 +32,8 @@ _PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.
 
 
 def _escape(text: str) -> str:
+    if text.isprintable():   # nothing to escape (the common case): no regex pass over each line
+        return text
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if m.group() != "\n" else "\\n", text)
 
 
@@ -107,10 +109,26 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, default=str, ensure_ascii=False)
 
 
+class _LineHandler(logging.StreamHandler[TextIO]):
+    """StreamHandler writing each line and flushing it under the one lock ``handle`` holds around
+    ``emit`` (StreamHandler.flush takes it a second time): a gateway setting up a burst of
+    clients writes two lines per client."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            stream = self.stream
+            stream.write(self.format(record) + self.terminator)
+            stream.flush()
+        except RecursionError:   # as StreamHandler.emit
+            raise
+        except Exception:
+            self.handleError(record)
+
+
 def configure(level: str, fmt: str = "text", process: str = "tunsec", stream: TextIO | None = None) -> None:
     """Replace the root logger's handlers with one on ``stream`` (stderr) in format ``fmt``."""
     out = stream or sys.stderr
-    handler = logging.StreamHandler(out)
+    handler = _LineHandler(out)
     if fmt == "json":
         handler.setFormatter(JsonFormatter(process))
     else:

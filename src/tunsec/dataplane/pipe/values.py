@@ -236,9 +236,10 @@ class Selector:
     def _plain(self) -> bool:
         """The common case, all of __post_init__'s checks at once (see the top of this module)."""
         kind, sport, dport = type(self.src_lo), self.sport, self.dport
+        # of those exact types an address's int is its _ip slot (int() runs __int__, a Python method)
         return (kind in _ADDR_TYPES and type(self.src_hi) is kind and type(self.dst_lo) is kind
                 and type(self.dst_hi) is kind
-                and int(self.src_lo) <= int(self.src_hi) and int(self.dst_lo) <= int(self.dst_hi)
+                and self.src_lo._ip <= self.src_hi._ip and self.dst_lo._ip <= self.dst_hi._ip  # type: ignore[union-attr]
                 and type(self.proto) is int and 0 <= self.proto <= _U8
                 and type(sport) is tuple and len(sport) == 2 and type(sport[0]) is int and type(sport[1]) is int
                 and 0 <= sport[0] <= sport[1] <= _U16
@@ -300,6 +301,9 @@ def _check_reservation(limit: object, notify: object, esn: bool) -> None:
 
 def _check_lifetimes(soft: Lifetime, hard: Lifetime) -> None:
     # A soft limit past the hard one could never fire: the SA is gone first.
+    sb, sp, ss, hb, hp, hs = soft.bytes, soft.packets, soft.seconds, hard.bytes, hard.packets, hard.seconds
+    if not ((sb and hb and sb > hb) or (sp and hp and sp > hp) or (ss and hs and ss > hs)):
+        return   # the common case without a loop over three tuples (each SaSpec checks): the loop names the limit
     for name, s, h in (("bytes", soft.bytes, hard.bytes), ("packets", soft.packets, hard.packets),
                        ("seconds", soft.seconds, hard.seconds)):
         if s and h and s > h:
@@ -375,7 +379,9 @@ class SaSpec:
                 and type(self.key) is bytes and len(self.key) == _KEY_LEN[self.alg] and type(self.esn) is bool
                 and type(window) is int and (window == 0 or 32 <= window <= REPLAY_MAX)
                 and type(self.reqid) is int and 0 <= self.reqid <= _U32
-                and type(local) is Endpoint and type(remote) is Endpoint and local.family == remote.family
+                and type(local) is Endpoint and type(remote) is Endpoint
+                # .family through two properties, a Python call each: the class attribute they read
+                and local.addr._version == remote.addr._version  # type: ignore[union-attr]
                 and type(self.soft) is Lifetime and type(self.hard) is Lifetime
                 and type(selectors) is tuple and len(selectors) <= MAX_SELECTORS
                 and all(type(sel) is Selector for sel in selectors)

@@ -22,6 +22,7 @@ from tunsec.ike.sa import IkeSa, State
 from tunsec.ike.ts import Ts
 from tunsec.policy.ids import Band, priority
 from tunsec.policy.selector import SelectorError, fast_selectors
+from tunsec.services.ike.giveup import Turn
 from tunsec.services.ike.sockets import parse_ip
 from tunsec.services.ike.state import ChildState, IPAddress, Lineage
 
@@ -187,14 +188,15 @@ def _forget(self: IkeService, state: ChildState) -> bool:
     return not state.lineage.members
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)
 class _Started:
     """A Child SA's install requests, sent (see _send_install): their answers, the ADD's among them."""
 
     sent: list[Sent]
     add: asyncio.Future[list[pipe.Reply]] | None
     install: asyncio.Future[None]   # state.install: set once the answers are in
-    timer: asyncio.TimerHandle | None = None   # gives up on answers that do not come (_arm_give_up)
+    turn: Turn | None = None   # gives up on answers that do not come (IkeService._install_give_up)
+    ok: _AllOk | None = None   # what saw each answer as it was read (all OK: _install_ended need not look)
 
 
 def _start_install(self: IkeService, state: ChildState, ev: ChildSaUp, release: Callable[[], None]) -> None:
@@ -224,37 +226,30 @@ def _start_install(self: IkeService, state: ChildState, ev: ChildSaUp, release: 
         # last request's end (answered, failed, the worker gone, or cancelled by the timer) ends
         # the install, as the worker answers in order and a worker gone fails them all; a failure
         # takes the task after all (_install_ended)
-        asyncio.get_running_loop().call_soon(_arm_give_up, state, started)
+        started.turn = self._install_give_up.watch(started)
         started.sent[-1][1].add_done_callback(functools.partial(self._install_ended, state, ev, release, started))
         return
     self._spawn(self._changes.queue(self._child_up(state, ev, release))).add_done_callback(lambda _task: release())
 
 
-def _arm_give_up(state: ChildState, started: _Started) -> None:
-    """REQUEST_TIMEOUT from the turn after the send (as answered's wait counted it, in the task that
-    awaited it): what is still unanswered then is cancelled, which ends the install as failed."""
-    if not started.install.done():
-        started.timer = asyncio.get_running_loop().call_later(REQUEST_TIMEOUT, _give_up, started)
-
-
-def _give_up(started: _Started) -> None:
-    started.timer = None
-    for _, fut in started.sent:
-        if not fut.done():
-            fut.cancel()
+def request_timeout() -> float:
+    """REQUEST_TIMEOUT, read when an install's give-up timer is armed (tests shorten it): what is
+    still unanswered then is cancelled, which ends the install as failed (see GiveUp)."""
+    return REQUEST_TIMEOUT
 
 
 def _install_ended(self: IkeService, state: ChildState, ev: ChildSaUp, release: Callable[[], None],
                    started: _Started, _last: object = None) -> None:
     """A new Child SA's install requests have all ended (see _start_install): booked here when all
     said OK; anything else goes to the task that handles failures (_child_up)."""
-    if started.timer is not None:
-        started.timer.cancel()
-        started.timer = None
-    ends = [outcome(what, fut) if fut.done() else None for what, fut in started.sent]   # each failure retrieved
-    if any(e is None or isinstance(e, WorkerError) for e in ends):
-        self._spawn(self._child_up(state, ev, release, started)).add_done_callback(lambda _task: release())
-        return
+    if started.turn is not None:
+        started.turn.end(started)
+    # all answered OK as they were read (_AllOk; nearly always): no failure to retrieve or look for
+    if not (started.ok is not None and started.ok.all_ok(len(started.sent))):
+        ends = [outcome(what, fut) if fut.done() else None for what, fut in started.sent]   # each failure retrieved
+        if any(e is None or isinstance(e, WorkerError) for e in ends):
+            self._spawn(self._child_up(state, ev, release, started)).add_done_callback(lambda _task: release())
+            return
     if started.add is not None:
         state.out_installed = True
     state.install = None
@@ -349,7 +344,7 @@ def _send_install(self: IkeService, state: ChildState, ev: ChildSaUp,
     if not state.lineage.policy_ids:   # a rekey finds its predecessor's policies in place
         sent += self._protect(state, outbound.selectors, ok)
     install = state.install = asyncio.get_running_loop().create_future()
-    return _Started(sent, add, install)
+    return _Started(sent, add, install, ok=ok)
 
 
 class _AllOk:
@@ -357,26 +352,36 @@ class _AllOk:
     OK, from the pipe's reader (WorkerClient.request_soon's ``then``); if one fails, never: the task
     that handles the failure releases when it ends.  The answers come in later turns than the sends."""
 
-    __slots__ = ("failed", "left", "release")
+    __slots__ = ("asked", "failed", "left", "release")
 
     def __init__(self, release: Callable[[], None]) -> None:
+        self.asked = 0
         self.left = 0
         self.failed = False
         self.release = release
 
     def expect(self) -> Callable[[list[pipe.Reply]], None]:
+        self.asked += 1
         self.left += 1
         return self._answered
+
+    def all_ok(self, requests: int) -> bool:
+        """Each of ``requests`` requests (all it was asked to expect) was answered, all OK."""
+        return self.asked == requests and not self.left and not self.failed
 
     def _answered(self, replies: list[pipe.Reply]) -> None:
         if self.failed:
             return
-        if any(r.errno is not Errno.OK for r in replies):
-            self.failed = True
-            return
+        for r in replies:   # (one, but for a DUMP's parts) not any() over a generator: per answer
+            if r.errno is not _OK:
+                self.failed = True
+                return
         self.left -= 1
         if not self.left:
             self.release()
+
+
+_OK = Errno.OK
 
 
 def first_use(self: IkeService, spi: int) -> bool:

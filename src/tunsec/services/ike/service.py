@@ -81,6 +81,7 @@ from tunsec.services.ike import reload as _reload
 from tunsec.services.ike import status as _status
 from tunsec.services.ike.barrier import Barrier
 from tunsec.services.ike.changes import Changes
+from tunsec.services.ike.giveup import GiveUp
 from tunsec.services.ike.keypool import KeyPoolRefill
 from tunsec.services.ike.record import IkeUpRecord
 from tunsec.services.ike.resolver import Resolver
@@ -131,6 +132,7 @@ class IkeService(Service):
         self._ike_handles: dict[IkeSa, int] = {}
         self._handles = itertools.count(1)
         self._changes = Changes()   # SA/SPD changes reach the worker in the order the engine reported them
+        self._install_give_up = GiveUp(installs.request_timeout)   # new Child SAs' installs (_start_install)
         self.ike_up: dict[bytes, IkeUpRecord] = {}
         self.trap_reqids: dict[tuple[str, str], int] = {}        # (connection, child) -> reqid of its traps
         self._timer: asyncio.TimerHandle | None = None
@@ -515,11 +517,10 @@ class IkeService(Service):
     def receive(self, data: bytes, remote: tuple[str, int], local: tuple[str, int] | None = None) -> None:
         """One IKE datagram into the engine (the caller pumps), unless it must wait for an SPI
         (SpiPool.receive)."""
-        self._note_peer(data)
-        self.spi_pool.receive(data, remote, local)
+        self.spi_pool.receive(data, remote, local)   # noted (_note_peer) as it goes into the engine (_deliver)
 
     def _deliver(self, data: bytes, remote: tuple[str, int], local: tuple[str, int] | None) -> None:
-        self._note_peer(data)   # again for one that was held: a check may have run meanwhile
+        self._note_peer(data)   # as it goes into the engine (one that was held too): _follow_peers checks after it
         self.endpoint.receive(data, remote, time.monotonic(), local)
 
     def _readable(self, s: socket.socket, key: IkeSocketKey) -> None:

@@ -149,8 +149,10 @@ class IkeSockets:
             data = NON_ESP_MARKER + data
         # on a wildcard socket from the address the peer talked to (a bound one has only its own)
         wildcard = any(v is s and k[1] in pktinfo.WILDCARDS for k, v in self.by_key.items())
-        with contextlib.suppress(OSError):
+        try:   # not contextlib.suppress: an object and two method calls per datagram  # noqa: SIM105
             pktinfo.sendto(s, data, addr, source if wildcard else None)
+        except OSError:
+            pass
 
     def socket(self, family: int, port: int) -> socket.socket | None:
         """The socket bound to ``port``: where a request came in, or an initiator's local_port
@@ -195,7 +197,8 @@ class IkeSockets:
         """SEND_IKE without a task per datagram (see WorkerClient.request_soon), from ``source`` if it
         is an address of the peer's family (ADDR_LOCAL: the worker's sockets may be on the wildcard)."""
         local = None
-        if source is not None and (ip := parse_ip(source)).version == remote.addr.version:
+        # the family as the class attribute _version: .version is a property, a Python call each
+        if source is not None and (ip := parse_ip(source))._version == remote.addr._version:  # type: ignore[union-attr]
             local = Endpoint(ip, NATT_PORT)
         try:
             sent = self.worker().request_soon(lambda r: pipe.SendIke(r, data, remote, local))

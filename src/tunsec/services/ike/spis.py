@@ -17,6 +17,7 @@ from tunsec.dataplane.client import REQUEST_TIMEOUT, Sent, WorkerClient, WorkerE
 from tunsec.ike.state import SpiUnavailable
 from tunsec.loglimit import LogLimiter, suffix
 from tunsec.services.ike.barrier import Barrier
+from tunsec.services.ike.giveup import GiveUp, Turn
 
 log = logging.getLogger("tunsec.ike")
 
@@ -34,6 +35,10 @@ HELD_MAX = 1024
 HELD_BYTES_MAX = 4 << 20
 
 
+def _request_timeout() -> float:
+    return REQUEST_TIMEOUT   # read when the timer is armed (tests shorten it)
+
+
 def _is_ike_auth_request(data: bytes) -> bool:
     """An IKE_AUTH request (RFC 7296 §3.1: exchange type 35, the Response flag clear)."""
     return len(data) >= 20 and data[18] == 35 and not data[19] & 0x20
@@ -47,12 +52,12 @@ def _may_need_spi(data: bytes) -> bool:
 
 @dataclasses.dataclass(eq=False)
 class _Batch:
-    """GETSPIs sent together: to which worker (SpiPool._generation), how many not answered yet, the
-    timer that gives up on them, and (made for refill) what says they are done."""
+    """GETSPIs sent together: to which worker (SpiPool._generation), how many not answered yet, what
+    gives up on them (SpiPool._give_up), and (made for refill) what says they are done."""
     generation: int
     pending: int
     sent: list[Sent] = dataclasses.field(default_factory=list)
-    timer: asyncio.TimerHandle | None = None
+    turn: Turn | None = None
     done: asyncio.Future[None] | None = None
 
 
@@ -86,6 +91,7 @@ class SpiPool:
         self._refused = False      # the last GETSPIs were refused: follow_half_open does not retry each pump
         self._seen_half_open = 0   # the half-open count at the last follow_half_open
         self.returned = 0          # pooled SPIs handed back to the worker (half-open SAs that went away)
+        self._give_up = GiveUp(_request_timeout)   # cancels what is unanswered after REQUEST_TIMEOUT
 
     @property
     def starved(self) -> bool:
@@ -118,9 +124,10 @@ class SpiPool:
         self._seen_half_open = half_open
         if half_open > seen:
             self._refused = False
-        if not self._refused and len(self.spis) + self._asking < self.target:
+        target = SPI_POOL + min(half_open, SPI_POOL_BURST)   # self.target, the count read once
+        if not self._refused and len(self.spis) + self._asking < target:
             self._start_refill()
-        elif not self._asking and (excess := len(self.spis) - self.target) > 0:
+        elif not self._asking and (excess := len(self.spis) - target) > 0:
             # the newest first: the oldest are handed out next (take pops from the left)
             spis = [self.spis.pop() for _ in range(excess)]
             self.returned += excess
@@ -170,9 +177,9 @@ class SpiPool:
                                     got) for _ in range(want)]
             self._asking += want
             # no task per batch (a burst sends one per client): the answers come in through ``got``;
-            # the last request's end (answered, failed, or cancelled by the timer) ends the batch, as
+            # the last request's end (answered, failed, or cancelled by _give_up) ends the batch, as
             # the worker answers in order and a worker gone fails them all (see _collect)
-            asyncio.get_running_loop().call_soon(self._arm_give_up, batch)
+            batch.turn = self._give_up.watch(batch)
             batch.sent[-1][1].add_done_callback(functools.partial(self._collect, batch))
             self._batches.add(batch)
         self._spi_barrier()    # the pool may have just run empty under GETSPIs in flight
@@ -214,29 +221,13 @@ class SpiPool:
             self.spis.append(replies[0].spi)
         self._spi_barrier()
 
-    def _arm_give_up(self, batch: _Batch) -> None:
-        """REQUEST_TIMEOUT from the turn after the send, as the wait of the task that collected a batch
-        used to count it: the rest of the sending turn (a burst's IKE_AUTHs, a second or more under
-        valgrind) is not the worker's delay."""
-        if batch in self._batches:
-            batch.timer = asyncio.get_running_loop().call_later(REQUEST_TIMEOUT, self._give_up, batch)
-
-    def _give_up(self, batch: _Batch) -> None:
-        """REQUEST_TIMEOUT after the batch went (see _arm_give_up): what is unanswered is cancelled (which
-        forgets the request: a late answer is counted and dropped) and ends the batch (_collect)."""
-        batch.timer = None
-        for _, fut in batch.sent:
-            if not fut.done():
-                fut.cancel()
-
     def _collect(self, batch: _Batch, _last: object = None) -> None:
         """The end of GETSPIs sent together (their SPIs went in as read, see _got_spi): one round trip
         per batch, not one per SPI (the pipe's GETSPI asks for one SPI; a burst's are pipelined).
         What is not answered then failed (the worker went, a timeout; the first failure is logged)."""
         self._batches.discard(batch)
-        if batch.timer is not None:
-            batch.timer.cancel()
-            batch.timer = None
+        if batch.turn is not None:   # what is unanswered REQUEST_TIMEOUT after the send was cancelled
+            batch.turn.end(batch)    # (GiveUp), which forgets the request: a late answer is counted and dropped
         if batch.done is not None and not batch.done.done():
             batch.done.set_result(None)
         if batch.generation != self._generation:
