@@ -253,6 +253,10 @@ class Burst:
                 else:
                     self._client(functools.partial(clients.receive, data, src, time.monotonic(), local_addr=dst))
             if moved:
+                # the pass stands for the many loop callbacks of a real burst's turn: what it asked
+                # of the worker leaves now, as at a turn's end (WorkerClient._send), not after the
+                # next pass
+                client.flush()
                 await asyncio.sleep(0)   # the pipe's answers come in through the loop
                 stalled = 0.0
                 continue

@@ -33,6 +33,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 import tunsec.bench.scale as scale
+import tunsec.bench.scale_clients as scale_clients
 from tunsec.bench.procs import descendants
 
 # argv: OUT -m tunsec up -c CONF
@@ -107,7 +108,7 @@ def main() -> int:
     scale.SchedSampler.start, scale.SchedSampler.stop = started, stopped   # type: ignore[method-assign,assignment]
     cg_out = args.out / "callgrind.worker"
     if args.mode == "callgrind":
-        gateway_start, tuning = scale.TunsecGateway.start, scale.charon_tuning
+        gateway_start, tuning = scale.TunsecGateway.start, scale_clients.charon_tuning
         wrapper = args.out / "callgrind_gateway.py"
         wrapper.write_text(_WRAPPER)
         for old in args.out.glob("callgrind.worker*"):
@@ -120,7 +121,7 @@ def main() -> int:
             return tuning(clients, gateway=gateway) + ("" if gateway else "  retransmit_timeout = 120\n")
 
         scale.TunsecGateway.start = under_callgrind   # type: ignore[method-assign,assignment]
-        scale.charon_tuning = patient
+        scale_clients.charon_tuning = patient   # where the clients' charon looks it up
     result = scale.run_one("tunsec", args.clients, 30 + args.clients / 10 + (300 if args.mode == "callgrind" else 0))
     print(scale.format_table([result]))
     if "after" not in seen:

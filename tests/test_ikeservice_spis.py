@@ -315,6 +315,7 @@ def test_getspis_in_flight_when_the_worker_goes_end_at_once(caplog: pytest.LogCa
         refill = asyncio.ensure_future(pool.refill())
         await asyncio.sleep(0)
         assert pool._asking == SPI_POOL
+        await asyncio.sleep(0)   # sent (held until the end of the refill's turn): in flight
         theirs.close()
         await asyncio.wait_for(refill, 1)      # REQUEST_TIMEOUT is 10 s
         assert (pool._asking, pool.starved, pool._refused, client._sock) == (0, False, True, None)

@@ -76,6 +76,7 @@ def test_answers_awaited_together(monkeypatch: pytest.MonkeyPatch) -> None:
         sent = [send_soon(wc, "GetSpi", lambda r: pipe.GetSpi(r, 256, 0xFFFFFFFF)),
                 send_soon(wc, "SpdDelete", lambda r: pipe.SpdDelete(r, 7)),
                 send_soon(wc, "SpdDelete", lambda r: pipe.SpdDelete(r, 8))]
+        await asyncio.sleep(0)   # sent at the end of the turn
         reqs = [pipe.decode(worker.recv(65536)) for _ in range(3)]   # all written before any answer
         assert [type(r).__name__ for r in reqs] == ["GetSpi", "SpdDelete", "SpdDelete"]
         worker.send(pipe.encode(pipe.Reply(reqs[0].req_id, pipe.MsgType.GETSPI, Errno.OK, spi=0x1234)))
@@ -86,6 +87,7 @@ def test_answers_awaited_together(monkeypatch: pytest.MonkeyPatch) -> None:
         assert isinstance(got[2], WorkerError) and got[2].errno is Errno.EIO and "no answer" in str(got[2])
         worker.send(pipe.encode(pipe.Reply(reqs[2].req_id, pipe.MsgType.SPDDELETE, Errno.OK)))   # late
         nxt = send_soon(wc, "SpdDelete", lambda r: pipe.SpdDelete(r, 9))
+        await asyncio.sleep(0)
         req = pipe.decode(worker.recv(65536))
         worker.send(pipe.encode(pipe.Reply(req.req_id, pipe.MsgType.SPDDELETE, Errno.OK)))
         assert not isinstance((await answered([nxt]))[0], WorkerError)
@@ -110,6 +112,7 @@ def test_answers_are_handled_before_the_events_read_with_them() -> None:
         wc._sock = ours
         futs = [wc.request_soon(lambda r: pipe.SpdDelete(r, 7), lambda a: seen.append(f"answer {a[0].req_id}"))
                 for _ in range(2)]
+        await asyncio.sleep(0)
         ids = [pipe.decode(worker.recv(65536)).req_id for _ in range(2)]   # type: ignore[union-attr]
         worker.send(pipe.encode(pipe.FirstUse(spi=0x1001)))
         worker.send(pipe.encode_ok(ids[0], pipe.MsgType.SPDDELETE))
@@ -186,6 +189,7 @@ def test_a_request_given_up_on_is_forgotten_and_its_late_answer_counted(monkeypa
         late = [unanswered, *(pipe.decode(worker.recv(65536)) for _ in range(2))]
         # a newer request is waiting when the late answers come: they are not taken for its answer
         nxt = send_soon(wc, "SpdDelete", lambda r: pipe.SpdDelete(r, 10))
+        await asyncio.sleep(0)
         req = pipe.decode(worker.recv(65536))
         assert req.req_id not in {m.req_id for m in late}
         for m in late:
@@ -210,10 +214,12 @@ def test_request_ids_wrap_within_32_bits_and_skip_those_still_waited_for() -> No
         wc, worker = _pair(asyncio.get_running_loop())
         wc._last_id = client_mod.REQ_ID_MAX - 1
         waiting = [wc.request_soon(lambda r: pipe.SpdDelete(r, 7)) for _ in range(2)]
+        await asyncio.sleep(0)
         ids = [pipe.decode(worker.recv(65536)).req_id for _ in range(2)]
         assert ids == [client_mod.REQ_ID_MAX, 1]
         wc._last_id = client_mod.REQ_ID_MAX - 1    # round again while both still wait
         wc.request_soon(lambda r: pipe.SpdDelete(r, 8))
+        await asyncio.sleep(0)
         assert pipe.decode(worker.recv(65536)).req_id == 2
         assert not any(f.done() for f in waiting)
         asyncio.get_running_loop().remove_reader(wc._sock.fileno())
@@ -255,6 +261,7 @@ def test_an_answer_in_parts_completes_once_and_leaves_nothing(monkeypatch: pytes
         assert wc._pending == {} and wc._parts == {}
         # a malformed answer: dropped and counted, the request still waits for its real answer
         fut = wc.request_soon(lambda r: pipe.GetSpi(r, 256, 0xFFFFFFFF))
+        await asyncio.sleep(0)
         req = pipe.decode(worker.recv(65536))
         good = pipe.encode(pipe.Reply(req.req_id, pipe.MsgType.GETSPI, Errno.OK, spi=0x1234))
         worker.send(good[:-4] + (5).to_bytes(4, "big"))

@@ -21,7 +21,7 @@ from tunsec.dataplane.pipe import Errno, PipeError
 log = logging.getLogger("tunsec.pipe")
 
 REQUEST_TIMEOUT = 10.0
-SEND_QUEUE_MAX = 65536   # requests waiting for room in the pipe (a burst of clients sends thousands at once)
+SEND_QUEUE_MAX = 65536   # requests held in a turn or waiting for room in the pipe (a burst sends thousands)
 READ_BATCH = 64          # datagrams read from the pipe before their answers, then their events, are handled
 REQ_ID_MAX = 0xFFFFFFFF  # the pipe header's request id is 32 bits; 0 is for events
 
@@ -121,6 +121,9 @@ class WorkerClient:
         # message, and need no list until it comes
         self._parts: dict[int, list[pipe.Reply]] = {}
         self._outq: collections.deque[bytes] = collections.deque()   # in order, while the pipe is full
+        # requests made in this event-loop turn, sent together at its end (_flush): see _send
+        self._held: list[bytes] = []
+        self._flush_at: asyncio.Handle | None = None
         self.malformed = 0   # datagrams from the worker that did not decode: dropped (tunsec status)
         self.late = 0        # answers to no request waited for (given up on, or never made): dropped (status)
 
@@ -229,6 +232,10 @@ class WorkerClient:
                 then(parts)
 
     def _closed(self) -> None:
+        self._held.clear()   # their requests are pending: failed below
+        if self._flush_at is not None:
+            self._flush_at.cancel()
+            self._flush_at = None
         if self._sock is not None:
             asyncio.get_running_loop().remove_reader(self._sock.fileno())
             if self._outq:
@@ -292,10 +299,11 @@ class WorkerClient:
 
     def request_soon(self, build: Callable[[int], pipe.Message],
                      then: Callable[[list[pipe.Reply]], None] | None = None) -> asyncio.Future[list[pipe.Reply]]:
-        """Send build(req_id) now; the returned future gets its answer(s) (errno unchecked), or
-        WorkerError if the worker goes. No task and no timer, unlike :meth:`request`: for SEND_IKE,
-        which a burst of clients makes by the thousand (a task and a wait_for each, ~1.4 KiB while in
-        flight, were arenas pymalloc kept afterwards). WorkerError now if the pipe cannot take it.
+        """Send build(req_id) at the end of this loop turn (see _send); the returned future gets its
+        answer(s) (errno unchecked), or WorkerError if the worker goes or the pipe refuses it. No task
+        and no timer, unlike :meth:`request`: for SEND_IKE, which a burst of clients makes by the
+        thousand (a task and a wait_for each, ~1.4 KiB while in flight, were arenas pymalloc kept
+        afterwards). WorkerError now if the worker is gone or SEND_QUEUE_MAX requests already wait.
 
         ``then(answers)`` is called as the answers are read, in that event-loop turn (a future's own
         callbacks run a turn later; the install's IKE answer waits on this, see installs._AllOk); never
@@ -317,18 +325,56 @@ class WorkerClient:
         return fut
 
     def _send(self, data: bytes) -> None:
-        """Send now, or queue behind what waits for room in the pipe (the worker reads no further
-        requests while its answers do not fit): requests reach it in the order they were made."""
-        assert self._sock is not None
-        if not self._outq:
-            try:
-                self._sock.send(data)
-                return
-            except BlockingIOError:
-                asyncio.get_running_loop().add_writer(self._sock.fileno(), self._drain)
-        if len(self._outq) >= SEND_QUEUE_MAX:
-            raise OSError(f"{len(self._outq)} requests already wait for room in the pipe")
-        self._outq.append(data)
+        """Hold the request until the end of this event-loop turn (_flush), behind any already held or
+        waiting for room in the pipe: requests reach the worker in the order they were made.  In a
+        burst a client's set-up makes ~5 requests (GETSPI refill, UPDATE, ADD, SPDADD, SEND_IKE) from
+        callbacks of a turn, among other clients' work: sent one by one, each could wake the worker
+        for a short slice on cold caches; sent together, it reads them in one wake-up (and answers
+        them together, worker.PipeReader).  Nothing awaits an answer without yielding to the loop,
+        which runs the flush first: a request is never held past its own turn."""
+        held = self._held
+        if len(held) + len(self._outq) >= SEND_QUEUE_MAX:
+            raise OSError(f"{len(held) + len(self._outq)} requests already wait for room in the pipe")
+        if not held:
+            self._flush_at = asyncio.get_running_loop().call_soon(self._flush)
+        held.append(data)
+
+    def flush(self) -> None:
+        """Send the requests held so far now, not at the end of the turn: for work done in one long
+        loop callback that stands for many (bench/ike_burst.py's passes), and before closing."""
+        if self._flush_at is not None:
+            self._flush_at.cancel()
+            self._flush()
+
+    def _flush(self) -> None:
+        """Send the requests held in this turn, in order; what does not fit waits in _outq (_drain)."""
+        self._flush_at = None
+        held, self._held = self._held, []
+        sock, outq = self._sock, self._outq
+        if sock is None:
+            return
+        send = sock.send
+        for n, data in enumerate(held):
+            if not outq:
+                try:
+                    send(data)
+                    continue
+                except BlockingIOError:
+                    asyncio.get_running_loop().add_writer(sock.fileno(), self._drain)
+                except OSError as err:
+                    self._unsent(data, err)
+                    continue
+            outq.extend(held[n:])
+            return
+
+    def _unsent(self, data: bytes, err: OSError) -> None:
+        """A held request the pipe refused other than for want of room (the worker gone, say): it fails
+        now with the error, as it did when requests were sent as they were made."""
+        req_id = int.from_bytes(data[4:8], "big")   # the pipe header's request id (docs/pipe.md)
+        entry = self._pending.pop(req_id, None)
+        self._parts.pop(req_id, None)
+        if entry is not None and not entry[0].done():
+            entry[0].set_exception(WorkerError(f"{pipe.MsgType(data[1]).name} ({err})", Errno.EIO))
 
     def _drain(self) -> None:
         sock = self._sock
@@ -345,7 +391,8 @@ class WorkerClient:
             asyncio.get_running_loop().remove_writer(sock.fileno())
 
     async def stop(self, timeout: float = 5.0) -> int | None:
-        """Close the pipe (the worker exits on EOF) and reap it."""
+        """Send what this turn made, close the pipe (the worker exits on EOF) and reap it."""
+        self.flush()
         self._closed()
         if self.proc is None:
             return None
