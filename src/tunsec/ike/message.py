@@ -564,20 +564,25 @@ _NONE, _SK, _SKF = int(PayloadType.NONE), int(PayloadType.SK), int(PayloadType.S
 
 def encode_payloads(payloads: Sequence[Payload]) -> bytes:
     """Encode a payload chain; an SK or SKF payload must be last and is left as given."""
-    out = []
-    last = len(payloads) - 1
+    if not payloads:
+        return b""
+    if not _SEALED.isdisjoint(map(type, payloads[:-1])):
+        raise ValueError("the SK or SKF payload must be the last payload")
+    out: list[bytes] = []
     pack = _PAYLOAD_HEADER.pack
-    for i, payload in enumerate(payloads):
-        if isinstance(payload, (SkPayload, SkfPayload)):
-            nxt = payload.first_payload
-            if i != last:
-                raise ValueError("the SK or SKF payload must be the last payload")
-        else:
-            nxt = payloads[i + 1].ptype if i < last else _NONE
+    # each payload's header names the next one's type: a payload is written when the next is seen
+    payload = payloads[0]
+    for following in payloads[1:]:
         body = payload.encode_body()
-        out.append(pack(nxt, 0, 4 + len(body)))
-        out.append(body)
+        out += (pack(following.ptype, 0, 4 + len(body)), body)
+        payload = following
+    body = payload.encode_body()
+    nxt = payload.first_payload if isinstance(payload, (SkPayload, SkfPayload)) else _NONE
+    out += (pack(nxt, 0, 4 + len(body)), body)
     return b"".join(out)
+
+
+_SEALED = frozenset({SkPayload, SkfPayload})
 
 
 def decode_payloads(first_type: int, data: bytes) -> tuple[Payload, ...]:
