@@ -412,15 +412,18 @@ class TrafficSelector:
 def _decode_selector(data: bytes, pos: int) -> tuple[TrafficSelector, int]:
     if len(data) - pos < 8:
         raise DecodeError(f"traffic selector: {len(data) - pos} bytes, need at least 8")
-    ts_type, proto, length, sport, eport = struct.unpack_from("!BBHHH", data, pos)
+    ts_type, proto, length, sport, eport = _TS_HEAD.unpack_from(data, pos)
     addr_len = _TS_ADDR_LEN.get(ts_type)
     if addr_len is None:
         raise DecodeError(f"unsupported traffic selector type {ts_type}")
-    if length != 8 + 2 * addr_len or pos + length > len(data):
+    stop = pos + length
+    if length != 8 + 2 * addr_len or stop > len(data):
         raise DecodeError(f"traffic selector length {length} invalid")
-    start = data[pos + 8 : pos + 8 + addr_len]
-    end = data[pos + 8 + addr_len : pos + length]
-    return TrafficSelector(ts_type, proto, sport, eport, start, end), pos + length
+    mid = stop - addr_len   # (length is 8 + 2 * addr_len: the start address ends where the end begins)
+    return TrafficSelector(ts_type, proto, sport, eport, data[pos + 8 : mid], data[mid:stop]), stop
+
+
+_TS_HEAD = struct.Struct("!BBHHH")   # a traffic selector's type, protocol, length, start and end port
 
 
 @immutable
