@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import field
 
 from tunsec.immutable import immutable
 
@@ -84,20 +83,12 @@ class ProposalSpec:
 
     protocol: int
     transforms: tuple[Transform, ...]
-    # without_dh()'s answer, made with the spec (the first Child SA of every client asks for it);
-    # None: there is no key exchange to strip, the spec itself is the answer
-    _no_dh: ProposalSpec | None = field(default=None, init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        if any(t.type == TransformType.DH for t in self.transforms):
-            no_dh = ProposalSpec(self.protocol, tuple(t for t in self.transforms if t.type != TransformType.DH))
-            object.__setattr__(self, "_no_dh", no_dh)   # once, at construction: not seen changing
 
     def of_type(self, ttype: int) -> tuple[Transform, ...]:
         return tuple(t for t in self.transforms if t.type == ttype)
 
     def without_dh(self) -> ProposalSpec:
-        return self if self._no_dh is None else self._no_dh
+        return ProposalSpec(self.protocol, tuple(t for t in self.transforms if t.type != TransformType.DH))
 
     @property
     def dh_groups(self) -> tuple[int, ...]:
@@ -299,11 +290,7 @@ def select_proposal(
 
 
 def _strip_wire_dh(prop: Proposal) -> Proposal:
-    for t in prop.transforms:
-        if t.type == TransformType.DH:
-            return Proposal(prop.num, prop.protocol, prop.spi,
-                            tuple(t for t in prop.transforms if t.type != TransformType.DH))
-    return prop   # nothing to strip (a Child SA's proposal in IKE_AUTH, as strongSwan sends it): no copy
+    return Proposal(prop.num, prop.protocol, prop.spi, tuple(t for t in prop.transforms if t.type != TransformType.DH))
 
 
 def accepts(ours: Sequence[ProposalSpec], chosen: Proposal, strip_dh: bool = False) -> bool:
