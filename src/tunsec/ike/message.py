@@ -567,25 +567,20 @@ _NONE, _SK, _SKF = int(PayloadType.NONE), int(PayloadType.SK), int(PayloadType.S
 
 def encode_payloads(payloads: Sequence[Payload]) -> bytes:
     """Encode a payload chain; an SK or SKF payload must be last and is left as given."""
-    if not payloads:
-        return b""
-    if not _SEALED.isdisjoint(map(type, payloads[:-1])):
-        raise ValueError("the SK or SKF payload must be the last payload")
-    out: list[bytes] = []
+    out = []
+    last = len(payloads) - 1
     pack = _PAYLOAD_HEADER.pack
-    # each payload's header names the next one's type: a payload is written when the next is seen
-    payload = payloads[0]
-    for following in payloads[1:]:
+    for i, payload in enumerate(payloads):
+        if isinstance(payload, (SkPayload, SkfPayload)):
+            nxt = payload.first_payload
+            if i != last:
+                raise ValueError("the SK or SKF payload must be the last payload")
+        else:
+            nxt = payloads[i + 1].ptype if i < last else _NONE
         body = payload.encode_body()
-        out += (pack(following.ptype, 0, 4 + len(body)), body)
-        payload = following
-    body = payload.encode_body()
-    nxt = payload.first_payload if isinstance(payload, (SkPayload, SkfPayload)) else _NONE
-    out += (pack(nxt, 0, 4 + len(body)), body)
+        out.append(pack(nxt, 0, 4 + len(body)))
+        out.append(body)
     return b"".join(out)
-
-
-_SEALED = frozenset({SkPayload, SkfPayload})
 
 
 def decode_payloads(first_type: int, data: bytes) -> tuple[Payload, ...]:
