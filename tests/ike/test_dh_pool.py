@@ -91,6 +91,24 @@ def test_key_pairs_expire_unused() -> None:
     assert all(ke not in gen.made[:8] for ke in (pool.take(X25519) for _ in range(4)))
 
 
+def test_missing_counts_only_the_aged_ones_as_gone() -> None:
+    """Key pairs of several ages: those at max_age are missing, the younger ones are not, the
+    empty places are (missing looks at the oldest, in front, without walking the pool)."""
+    clock = Clock()
+    pool, _, _ = filled({X25519: 6}, clock)   # six born at t
+    for _ in range(2):
+        pool.take(X25519)
+    clock.t += 50
+    pool.refill(clock())                      # two more born at t + 50, behind the four older
+    assert pool.size(X25519) == 6 and pool.missing(clock()) == 0
+    clock.t += pool.max_age - 50              # the four born at t reach max_age, the two do not
+    assert pool.missing(clock()) == 4
+    pool.take(X25519)                         # drops the four aged ones, hands out a young one
+    assert pool.size(X25519) == 1 and pool.missing(clock()) == 5
+    clock.t += 50                             # the last one ages too
+    assert pool.missing(clock()) == 6
+
+
 def test_the_oldest_key_pair_goes_first() -> None:
     clock = Clock()
     pool, gen, _ = filled({X25519: 2}, clock)

@@ -227,6 +227,16 @@ def test_sk_must_be_last() -> None:
 
 
 @settings(deadline=None)
+@given(messages, st.sampled_from([SkPayload(1, b"sealed"), SkfPayload(0, 2, 3, b"sealed")]), st.data())
+def test_encoder_refuses_a_sealed_payload_before_the_last(msg: Message, sealed: Payload, data: st.DataObject) -> None:
+    """The encoder's own check (it writes what it is given): SK or SKF anywhere but last is a bug."""
+    payloads = [*msg.payloads, VendorIdPayload(b"after")]
+    payloads.insert(data.draw(st.integers(0, len(payloads) - 1)), sealed)
+    with pytest.raises(ValueError, match="must be the last payload"):
+        encode_payloads(payloads)
+
+
+@settings(deadline=None)
 @given(messages, st.binary(max_size=64), u8, st.integers(1, 0xFFFF), st.data())
 def test_message_with_skf_round_trip(msg: Message, body: bytes, first: int, total: int, data: st.DataObject) -> None:
     number = data.draw(st.integers(1, total))

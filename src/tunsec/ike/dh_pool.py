@@ -24,7 +24,7 @@ from __future__ import annotations
 import collections
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -150,8 +150,17 @@ class KeyPairPool:
 
     def missing(self, now: float) -> int:
         """Key pairs to generate to reach the targets, counting those too old as gone."""
-        return sum(target - sum(1 for born, _ in self._keys.get(g, ()) if now - born < self.max_age)
-                   for g, target in self.targets.items())
+        return sum(target - self._fresh(self._keys.get(g, ()), now) for g, target in self.targets.items())
+
+    def _fresh(self, keys: Collection[tuple[float, KeyExchange]], now: float) -> int:
+        """How many of ``keys`` (oldest first) are younger than max_age: all but the old ones in
+        front (the refill asks after each step: a look at the front, not a walk through the pool)."""
+        fresh = len(keys)
+        for born, _ in keys:
+            if now - born < self.max_age:
+                break
+            fresh -= 1
+        return fresh
 
     def next_expiry(self) -> float | None:
         """When the oldest pooled key pair reaches max_age (None: the pool is empty)."""

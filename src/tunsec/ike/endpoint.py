@@ -77,20 +77,22 @@ from .events import Address, DownReason, Event, IkeSaUp
 from .fragments import FragmentStats
 from .message import (
     DecodeError,
-    Header,
     KePayload,
     Message,
     NoncePayload,
     NotifyPayload,
     SaPayload,
-    decode_header,
     decode_message,
+    header_fields,
 )
 from .redirect import encode_redirect
 from .sa import IkeSa, State
 from .state import AddressPool, IkeSaState, Jitter, Rng, SpiAllocator, now_utc, random_spi_allocator
 
 ZERO_SPI = bytes(8)
+# plain ints, tested for every datagram (an IntEnum's member lookup and ``&`` cost more)
+_IKE_SA_INIT = int(ExchangeType.IKE_SA_INIT)
+_RESPONSE, _INITIATOR = int(HeaderFlag.RESPONSE), int(HeaderFlag.INITIATOR)
 TIMER_ERROR_BACKOFF = 1.0  # seconds an SA whose timer raised waits before its next timer fires
 # strongSwan's receiver.c: COOKIEs stay demanded until a threshold has not been reached (seen at an
 # IKE_SA_INIT request) for COOKIE_CALMDOWN_DELAY seconds; per address, the times are kept for
@@ -298,14 +300,15 @@ class IkeEndpoint:
 
     def receive(self, datagram: bytes, addr: Address, now: float, local_addr: Address | None = None) -> None:
         try:
-            hdr = decode_header(datagram)
+            _, exchange, flags, message_id = header_fields(datagram)   # (no Header object: routing needs 3 fields)
         except DecodeError:
             self.stats.malformed += 1
             return
-        if hdr.exchange == ExchangeType.IKE_SA_INIT and hdr.from_initiator and not hdr.is_response:
-            self._on_init_request(hdr, datagram, addr, now, local_addr)
+        from_initiator = flags & _INITIATOR
+        if exchange == _IKE_SA_INIT and from_initiator and not flags & _RESPONSE:
+            self._on_init_request(message_id, datagram, addr, now, local_addr)
         else:
-            our_spi = hdr.spi_r if hdr.from_initiator else hdr.spi_i
+            our_spi = datagram[8:16] if from_initiator else datagram[0:8]
             sa = self._sas.get(our_spi)
             if sa is None:
                 self.stats.unknown_spi += 1
@@ -427,7 +430,7 @@ class IkeEndpoint:
         self._touch(sa)
 
     def _on_init_request(
-        self, hdr: Header, datagram: bytes, addr: Address, now: float, local: Address | None
+        self, message_id: int, datagram: bytes, addr: Address, now: float, local: Address | None
     ) -> None:
         key = _init_digest(datagram, addr)
         existing = self._by_init.get(key)
@@ -437,7 +440,7 @@ class IkeEndpoint:
             else:   # answered, and IKE_AUTH done since: message ID 0 is below the window (RFC 7296 §2.3)
                 self.stats.late_init_retransmits += 1
             return
-        msg = _init_request(hdr, datagram)
+        msg = _init_request(message_id, datagram)
         if msg is None:
             self.stats.malformed += 1
             return
@@ -688,9 +691,10 @@ class IkeEndpoint:
             del self._by_peer[key]
 
 
-def _init_request(hdr: Header, datagram: bytes) -> Message | None:
-    """The IKE_SA_INIT request if it is well-formed enough to answer (RFC 7296 §1.2, §3.1)."""
-    if hdr.message_id != 0 or hdr.spi_r != ZERO_SPI or not any(hdr.spi_i):
+def _init_request(message_id: int, datagram: bytes) -> Message | None:
+    """The IKE_SA_INIT request if it is well-formed enough to answer (RFC 7296 §1.2, §3.1);
+    ``datagram``'s header checks out (header_fields)."""
+    if message_id != 0 or datagram[8:16] != ZERO_SPI or not any(datagram[0:8]):
         return None
     try:
         msg = decode_message(datagram)

@@ -38,6 +38,8 @@ MIN_NONCE = 16
 _PAYLOAD_HEADER = struct.Struct("!BBH")
 # the IKE header after the two SPIs: next payload, version, exchange, flags, message ID, length
 _HEADER_TAIL = struct.Struct("!BBBBII")
+# the first four bytes of a Notify payload: protocol, SPI size, type
+_NOTIFY_HEAD = struct.Struct("!BBH")
 # plain ints: ``int & HeaderFlag.X`` makes a new HeaderFlag (enum machinery) each time
 _RESPONSE, _INITIATOR = int(HeaderFlag.RESPONSE), int(HeaderFlag.INITIATOR)
 
@@ -60,7 +62,12 @@ class InvalidMajorVersion(DecodeError):
 
 def _need(data: bytes, length: int, what: str) -> None:
     if len(data) < length:
-        raise DecodeError(f"{what}: {len(data)} bytes, need at least {length}")
+        raise _short(data, length, what)
+
+
+def _short(data: bytes, length: int, what: str) -> DecodeError:
+    """The error for a payload shorter than its fixed part (the hot decoders test the length inline)."""
+    return DecodeError(f"{what}: {len(data)} bytes, need at least {length}")
 
 
 # --------------------------------------------------------------------------
@@ -260,7 +267,8 @@ class IdPayload:
 
     @classmethod
     def decode(cls, initiator: bool, data: bytes) -> IdPayload:
-        _need(data, 4, "ID payload")
+        if len(data) < 4:
+            raise _short(data, 4, "ID payload")
         return cls(initiator, data[0], data[4:])
 
 
@@ -305,7 +313,8 @@ class AuthPayload:
 
     @classmethod
     def decode_body(cls, data: bytes) -> AuthPayload:
-        _need(data, 4, "AUTH payload")
+        if len(data) < 4:
+            raise _short(data, 4, "AUTH payload")
         return cls(data[0], data[4:])
 
 
@@ -337,8 +346,11 @@ class NotifyPayload:
 
     @classmethod
     def decode_body(cls, data: bytes) -> NotifyPayload:
-        _need(data, 4, "Notify payload")
-        proto, spi_size, ntype = struct.unpack_from("!BBH", data, 0)
+        if len(data) < 4:
+            raise _short(data, 4, "Notify payload")
+        proto, spi_size, ntype = _NOTIFY_HEAD.unpack_from(data)
+        if not spi_size:   # most notifies (the IKE SA's own)
+            return cls(ntype, data[4:], proto, b"")
         if 4 + spi_size > len(data):
             raise DecodeError("Notify SPI overruns the payload")
         return cls(ntype, data[4 + spi_size :], proto, data[4 : 4 + spi_size])
@@ -400,15 +412,18 @@ class TrafficSelector:
 def _decode_selector(data: bytes, pos: int) -> tuple[TrafficSelector, int]:
     if len(data) - pos < 8:
         raise DecodeError(f"traffic selector: {len(data) - pos} bytes, need at least 8")
-    ts_type, proto, length, sport, eport = struct.unpack_from("!BBHHH", data, pos)
+    ts_type, proto, length, sport, eport = _TS_HEAD.unpack_from(data, pos)
     addr_len = _TS_ADDR_LEN.get(ts_type)
     if addr_len is None:
         raise DecodeError(f"unsupported traffic selector type {ts_type}")
-    if length != 8 + 2 * addr_len or pos + length > len(data):
+    stop = pos + length
+    if length != 8 + 2 * addr_len or stop > len(data):
         raise DecodeError(f"traffic selector length {length} invalid")
-    start = data[pos + 8 : pos + 8 + addr_len]
-    end = data[pos + 8 + addr_len : pos + length]
-    return TrafficSelector(ts_type, proto, sport, eport, start, end), pos + length
+    mid = stop - addr_len   # (length is 8 + 2 * addr_len: the start address ends where the end begins)
+    return TrafficSelector(ts_type, proto, sport, eport, data[pos + 8 : mid], data[mid:stop]), stop
+
+
+_TS_HEAD = struct.Struct("!BBHHH")   # a traffic selector's type, protocol, length, start and end port
 
 
 @immutable
@@ -427,7 +442,8 @@ class TsPayload:
 
     @classmethod
     def decode(cls, initiator: bool, data: bytes) -> TsPayload:
-        _need(data, 4, "TS payload")
+        if len(data) < 4:
+            raise _short(data, 4, "TS payload")
         count = data[0]
         selectors: list[TrafficSelector] = []
         pos = 4
@@ -491,7 +507,8 @@ class CpPayload:
 
     @classmethod
     def decode_body(cls, data: bytes) -> CpPayload:
-        _need(data, 4, "CP payload")
+        if len(data) < 4:
+            raise _short(data, 4, "CP payload")
         return cls(data[0], data[4:])
 
 
@@ -569,28 +586,32 @@ def encode_payloads(payloads: Sequence[Payload]) -> bytes:
 def decode_payloads(first_type: int, data: bytes) -> tuple[Payload, ...]:
     """Decode a payload chain that starts with ``first_type`` and fills ``data`` exactly."""
     payloads: list[Payload] = []
+    append = payloads.append
+    decoder_of = _DECODERS.get
     ptype = first_type
     pos = 0
     end = len(data)
     unpack = _PAYLOAD_HEADER.unpack_from
-    while ptype != _NONE:
+    # (the loop runs for every payload a gateway receives: each test and slice is done once)
+    while ptype:   # PayloadType.NONE is 0
         if end - pos < 4:
             raise DecodeError(f"payload header: {end - pos} bytes, need at least 4")
         nxt, flags, length = unpack(data, pos)
-        if length < 4 or pos + length > end:
+        stop = pos + length
+        if length < 4 or stop > end:
             raise DecodeError(f"payload {ptype}: length {length} out of bounds")
-        body = data[pos + 4 : pos + length]
-        if ptype in (_SK, _SKF):
-            if pos + length != end:
+        decoder = decoder_of(ptype)
+        if decoder is not None:   # SK and SKF have none: they end the chain, below
+            append(decoder(data[pos + 4 : stop]))
+        elif ptype in (_SK, _SKF):
+            if stop != end:
                 raise DecodeError(f"the {PayloadType(ptype).name} payload is not the last payload")
-            payloads.append(SkPayload(nxt, body) if ptype == _SK else SkfPayload.decode(nxt, body))
+            body = data[pos + 4 : stop]
+            append(SkPayload(nxt, body) if ptype == _SK else SkfPayload.decode(nxt, body))
             return tuple(payloads)
-        decoder = _DECODERS.get(ptype)
-        if decoder is not None:
-            payloads.append(decoder(body))
         elif flags & 0x80:
             raise UnsupportedCriticalPayload(ptype)
-        pos += length
+        pos = stop
         ptype = nxt
     if pos != end:
         raise DecodeError(f"{end - pos} bytes after the last payload")
@@ -632,12 +653,13 @@ def encode_header(spi_i: bytes, spi_r: bytes, next_payload: int, exchange: int, 
 
 
 def decode_header(data: bytes) -> Header:
-    nxt, exchange, flags, msg_id = _header_fields(data)
+    nxt, exchange, flags, msg_id = header_fields(data)
     return Header(data[0:8], data[8:16], nxt, exchange, flags, msg_id, len(data))
 
 
-def _header_fields(data: bytes) -> tuple[int, int, int, int]:
-    """(next payload, exchange, flags, message ID) of a header that checks out."""
+def header_fields(data: bytes) -> tuple[int, int, int, int]:
+    """(next payload, exchange, flags, message ID) of a header that checks out (the SPIs are
+    ``data[0:8]`` and ``data[8:16]``): what ``decode_header`` puts in a Header, without making one."""
     _need(data, IKE_HEADER_LEN, "IKE header")
     nxt, version, exchange, flags, msg_id, length = _HEADER_TAIL.unpack_from(data, 16)
     if version >> 4 != 2:
@@ -696,7 +718,7 @@ def decode_message(data: bytes) -> Message:
     last = _last_decoded
     if last is not None and last[0] is data:
         return last[1]
-    nxt, exchange, flags, msg_id = _header_fields(data)   # (no Header object: the Message has it all)
+    nxt, exchange, flags, msg_id = header_fields(data)   # (no Header object: the Message has it all)
     payloads = decode_payloads(nxt, data[IKE_HEADER_LEN:])
     msg = Message(data[0:8], data[8:16], exchange, flags, msg_id, payloads)
     if type(data) is bytes:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import struct
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum, auto
 from typing import TypeVar
@@ -198,6 +198,14 @@ def find_notify(payloads: Sequence[Payload], ntype: int) -> NotifyPayload | None
         if isinstance(payload, NotifyPayload) and payload.type == ntype:
             return payload
     return None
+
+
+def any_notify(payloads: Sequence[Payload], ntypes: Container[int]) -> bool:
+    """Whether a Notify payload of one of ``ntypes`` is there (one pass for several types)."""
+    for payload in payloads:   # noqa: SIM110 (any(<genexpr>) would resume a generator per payload)
+        if isinstance(payload, NotifyPayload) and payload.type in ntypes:
+            return True
+    return False
 
 
 def error_notify(payloads: Sequence[Payload]) -> NotifyPayload | None:

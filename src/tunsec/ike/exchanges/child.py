@@ -20,7 +20,6 @@ from ..message import Payload, Proposal, SaPayload, TsPayload
 from ..proposals import ProposalSpec, Suite, accepts, describe_all, select_proposal
 from ..state import ChildSa, IkeSaState
 from ..ts import Ts, any_of_family, from_wire, narrow, resolve_each, to_wire
-from .base import find_all
 
 
 def spi_bytes(spi: int) -> bytes:
@@ -99,13 +98,19 @@ def response_payloads(selection: Selection, child: ChildSa) -> list[Payload]:
 
 def received_ts(payloads: Sequence[Payload]) -> tuple[tuple[Ts, ...], tuple[Ts, ...]] | None:
     """(TSi, TSr) of a message, or None when either is missing."""
-    tsi = [p for p in find_all(payloads, TsPayload) if p.initiator]
-    tsr = [p for p in find_all(payloads, TsPayload) if not p.initiator]
-    if not tsi or not tsr:
+    tsi: TsPayload | None = None
+    tsr: TsPayload | None = None
+    for p in payloads:   # one pass for both: the first TSi and the first TSr count
+        if type(p) is TsPayload:
+            if p.initiator:
+                tsi = tsi or p
+            else:
+                tsr = tsr or p
+    if tsi is None or tsr is None:
         return None
     return (
-        tuple(from_wire(s) for s in tsi[0].selectors),
-        tuple(from_wire(s) for s in tsr[0].selectors),
+        tuple(from_wire(s) for s in tsi.selectors),
+        tuple(from_wire(s) for s in tsr.selectors),
     )
 
 

@@ -48,7 +48,7 @@ from ..message import CertReqPayload, KePayload, NoncePayload, NotifyPayload, Pa
 from ..proposals import Suite, accepts, describe_all, select_proposal
 from ..redirect import MAX_REDIRECTS, RedirectError, decode_redirect, encode_gateway
 from ..state import NO_HASHES, IkeSaState, nat_hash
-from .base import KeGroups, KeRetry, Outcome, Response, Task, error_notify, find, find_notify, notify
+from .base import KeGroups, KeRetry, Outcome, Response, Task, any_notify, error_notify, find, find_notify, notify
 
 NONCE_LEN = 32
 
@@ -60,6 +60,8 @@ def _hash_algorithms() -> bytes:
 # the same in every IKE_SA_INIT we send (payloads are immutable: one object serves all)
 _SIGNATURE_HASHES = notify(NotifyType.SIGNATURE_HASH_ALGORITHMS, _hash_algorithms())
 _FRAGMENTATION_SUPPORTED = notify(NotifyType.IKEV2_FRAGMENTATION_SUPPORTED)
+# either announces that the initiator can follow a REDIRECT (RFC 5685 §3)
+_REDIRECT_ANNOUNCED = frozenset({NotifyType.REDIRECT_SUPPORTED, NotifyType.REDIRECTED_FROM})
 
 
 def _nat_notifies(st: IkeSaState, spi_r: bytes) -> list[Payload]:
@@ -77,12 +79,10 @@ def _certreq(st: IkeSaState) -> list[Payload]:
     return [CertReqPayload(CertEncoding.X509_SIGNATURE, certreq_data(remote.cas))]
 
 
-def _fragmentation(st: IkeSaState, payloads: Sequence[Payload] | None) -> list[Payload]:
-    """IKEV2_FRAGMENTATION_SUPPORTED unless fragmentation = no; a responder sends it only
-    in answer to the initiator's (``payloads``: the request)."""
-    if st.config.fragmentation == "no":
-        return []
-    if payloads is not None and find_notify(payloads, NotifyType.IKEV2_FRAGMENTATION_SUPPORTED) is None:
+def _fragmentation(st: IkeSaState, answering: bool) -> list[Payload]:
+    """IKEV2_FRAGMENTATION_SUPPORTED unless fragmentation = no; a responder (``answering``) sends
+    it only in answer to the initiator's (``st.peer_fragmentation``, read from the request)."""
+    if st.config.fragmentation == "no" or (answering and not st.peer_fragmentation):
         return []
     return [_FRAGMENTATION_SUPPORTED]
 
@@ -132,7 +132,7 @@ class IkeSaInitTask(Task):
             KePayload(self._ke.group, self._ke.public),
             NoncePayload(st.nonce_i),
             *_nat_notifies(st, bytes(8)),
-            *_fragmentation(st, None),
+            *_fragmentation(st, False),
             _SIGNATURE_HASHES,
             self._redirect_notify(),
         ]
@@ -268,9 +268,7 @@ def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response:
     st.peer_certreq = find(payloads, CertReqPayload) is not None
     st.peer_fragmentation = find_notify(payloads, NotifyType.IKEV2_FRAGMENTATION_SUPPORTED) is not None
     # RFC 5685 §6: only a client that announced support may be redirected in IKE_AUTH
-    st.peer_redirect_support = any(
-        find_notify(payloads, kind) is not None for kind in (NotifyType.REDIRECT_SUPPORTED, NotifyType.REDIRECTED_FROM)
-    )
+    st.peer_redirect_support = any_notify(payloads, _REDIRECT_ANNOUNCED)
     st.install_keys(shared)
     return Response(
         [
@@ -278,7 +276,7 @@ def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response:
             KePayload(ke.group, ours.public),
             NoncePayload(st.nonce_r),
             *_nat_notifies(st, st.spi_r),
-            *_fragmentation(st, payloads),
+            *_fragmentation(st, True),
             _SIGNATURE_HASHES,
             *_certreq(st),
         ]
