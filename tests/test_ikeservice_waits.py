@@ -101,23 +101,53 @@ def test_an_ike_socket_is_read_a_batch_per_turn() -> None:
         tx.close()
 
 
-async def _gateway_holding_installs() -> tuple[Any, asyncio.Event, list[list[str]], list[Datagram]]:
-    """A gateway with one site whose installs' answers (UPDATE, ADD, SPDADD) are read only once the
-    returned event is set (the worker applied them as they came); the requests each IKE datagram that
-    came in on port 4500 made before the loop turned, and the datagrams that passed its barrier."""
+class HoldingWorker:
+    """The in-process worker, but the answers to UPDATE, ADD and SPDADD wait until ``answer``: what the
+    gateway does between sending a Child SA's install and reading its answers."""
+
+    def __init__(self, inner: InProcessWorker) -> None:
+        self.inner = inner
+        self.held: list[tuple[pipe.Message, asyncio.Future[list[pipe.Reply]], Any]] = []
+        self.ids = iter(range(10_000, 20_000))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def request_soon(self, build: Any, then: Any = None) -> asyncio.Future[list[pipe.Reply]]:
+        msg = build(next(self.ids))
+        if not isinstance(msg, pipe.Update | pipe.Add | pipe.SpdAdd):
+            return self.inner.request_soon(lambda _r: msg, then)
+        fut: asyncio.Future[list[pipe.Reply]] = asyncio.get_running_loop().create_future()
+        self.held.append((msg, fut, then))
+        return fut
+
+    def answer(self, errno: dict[type, pipe.Errno] | None = None) -> None:
+        """Answer what was held, as the pipe's reader does: the future, then its ``then``, no loop turn."""
+        for msg, fut, then in self.held:
+            replies = [pipe.decode(b) for b in self.inner.worker.handle_datagram(pipe.encode(msg))]
+            if errno and type(msg) in errno:
+                replies = [pipe.Reply(msg.req_id, msg.TYPE, errno[type(msg)])]
+            fut.set_result(replies)   # type: ignore[arg-type]
+            if then is not None:
+                then(replies)
+        self.held.clear()
+
+
+async def _gateway_holding_installs() -> tuple[Any, HoldingWorker, list[int], list[Datagram]]:
+    """A gateway with one site, its installs held; how many were held after each IKE datagram that came
+    in on port 4500, and the datagrams that passed its barrier."""
     from test_ikeservice_peers import Gateway
 
     gw = Gateway(1)
     await gw.start()
-    gate = asyncio.Event()
-    gw.worker.hold = lambda msg: gate.wait() if isinstance(msg, pipe.Update | pipe.Add | pipe.SpdAdd) else None
-    made: list[list[str]] = []
+    hold = HoldingWorker(gw.worker)
+    gw.worker = hold   # the service asks gw.worker each time
+    held_after: list[int] = []
     receive_natt = gw.service.receive_natt
 
     def counting(msg: pipe.Ike) -> None:
-        before = len(gw.worker.log)
         receive_natt(msg)
-        made.append([type(m).__name__ for m in gw.worker.log[before:]])   # before the loop turns again
+        held_after.append(len(hold.held))   # before the loop turns again
 
     gw.service.receive_natt = counting   # type: ignore[method-assign]
     passed: list[Datagram] = []
@@ -125,91 +155,38 @@ async def _gateway_holding_installs() -> tuple[Any, asyncio.Event, list[list[str
     gw.service.barrier._send = lambda d: (passed.append(d), send(d))   # type: ignore[method-assign,func-returns-value]
     gw.connect(0)
     await gw.settle(wait_tasks=False)
-    return gw, gate, made, passed
+    return gw, hold, held_after, passed
 
 
 def _auth_answers(passed: list[Datagram]) -> list[Datagram]:
     return [d for d in passed if d.data[18] == 35]
 
 
-def test_a_new_child_sa_is_installed_in_the_turn_that_negotiated_it_and_its_answer_follows_in_the_pipe() -> None:
-    """The IKE_AUTH that brought the ChildSaUp sent UPDATE, ADD and SPDADD before the loop turned, and
-    its answer after them through the worker (SEND_IKE), which applies requests in the order they
-    come: the answer does not wait for the install's answers, nothing is held."""
+def test_a_new_child_sa_is_installed_in_the_turn_that_negotiated_it_and_answered_when_the_installs_are() -> None:
     async def body() -> None:
-        gw, gate, made, passed = await _gateway_holding_installs()
-        assert made == [["Update", "Add", "SpdAdd", "SendIke"]]
-        assert len(_auth_answers(passed)) == 1 and gw.site_sa(0).children   # the site is up already
-        assert not gw.children_of(0)[0].out_installed                       # the answers not read yet
-        gate.set()
+        gw, hold, held_after, passed = await _gateway_holding_installs()
+        # the IKE_AUTH that brought the ChildSaUp sent UPDATE, ADD and SPDADD before the loop turned
+        assert held_after == [3]
+        assert [type(m).__name__ for m, _, _ in hold.held] == ["Update", "Add", "SpdAdd"]
+        assert not _auth_answers(passed)                  # the IKE_AUTH answer waits for them
+        hold.answer()
+        assert len(_auth_answers(passed)) == 1            # and leaves as the last answer is read
         await gw.settle()
-        assert gw.children_of(0)[0].out_installed and gw.children_of(0)[0].install is None
-        held = gw.service.barrier
-        assert (held.install_waits, held.install_holds) == (0, 0)
-    run(body())
-
-
-def test_a_refused_install_is_removed_again_after_its_answer_went_to_the_peer() -> None:
-    """The worker refuses the ADD: the answer had gone to the peer behind the install's requests (it
-    gets the same answer as when it waited for them); the failed Child SA is forgotten and what of it
-    did go in leaves the worker."""
-    async def body() -> None:
-        from test_ikeservice_peers import Gateway
-
-        gw = Gateway(1)
-        await gw.start()
-        handle = gw.worker.worker.handle_datagram
-
-        def refuse_add(data: bytes) -> list[bytes]:
-            msg = pipe.decode(data)
-            if isinstance(msg, pipe.Add):
-                return [pipe.encode(pipe.Reply(msg.req_id, msg.TYPE, pipe.Errno.EEXIST))]
-            return list(handle(data))
-        gw.worker.worker.handle_datagram = refuse_add  # type: ignore[method-assign]
-        gw.connect(0)
-        await gw.settle()
-        types = [type(m).__name__ for m in gw.worker.log]
-        assert types.index("SendIke", types.index("Add")) > types.index("SpdAdd")   # the answer behind the install
         assert gw.site_sa(0).children
-        assert not gw.service.children                     # the failed Child SA is forgotten
-        assert not [sa for sa in gw.worker.dp.sas() if sa.state != "larval"]   # nothing of it stays (the SPI
-        assert not gw.worker.dp.policies()                                       # pool's larval SAs aside)
+        held = gw.service.barrier
+        assert held.install_holds == 1 and 0 <= held.install_hold_seconds == held.install_hold_max
     run(body())
 
 
-def test_a_datagram_the_worker_sends_passes_an_install_whose_requests_are_in_the_pipe_ahead_of_it() -> None:
-    """Only what goes through the pipe (SEND_IKE), only once every install of its IKE SA is in the
-    pipe, and never past a datagram of its IKE SA parked before it."""
-    queued: list[Datagram] = []
-    sent: list[Datagram] = []
-    barrier = Barrier(lambda now: queued, sent.append, lambda coro: None, lambda: None,
-                      through_pipe=lambda d: d.local_port == 4500)
-    a = Datagram(ike_auth_response(b"A" * 8, b"a" * 8), NAT, 4500)
-    flow = (NAT, a.data[:16])
-    first, second = barrier.peer_install(flow), barrier.peer_install(flow)
-    first.queued()
-    queued[:] = [a]
-    barrier.flush()
-    assert sent == []                      # the second install's requests are not in the pipe yet
-    second.queued()
-    queued[:] = [a2 := Datagram(a.data[:-1] + b"\x02", NAT, 4500)]
-    barrier.flush()
-    assert sent == []                      # a is parked before it: no overtaking
-    first()
-    second()
-    assert sent == [a, a2] and barrier.install_holds == 1
-    sent.clear()
-    third = barrier.peer_install(flow)
-    third.queued()
-    own = Datagram(a.data, NAT, 500)       # from our own socket (port 500): not ordered by the pipe
-    queued[:] = [Datagram(a.data, NAT, 4500)]
-    barrier.flush()
-    assert len(sent) == 1                  # through the pipe, behind the install: not held
-    queued[:] = [own]
-    barrier.flush()
-    assert len(sent) == 1                  # held for the install's answers
-    third()
-    assert sent[1:] == [own]
+def test_a_refused_install_answers_the_peer_only_after_its_failure_is_handled() -> None:
+    async def body() -> None:
+        gw, hold, _, passed = await _gateway_holding_installs()
+        hold.answer({pipe.Add: pipe.Errno.EEXIST})
+        assert not _auth_answers(passed)        # not from the reader: the install task deals with it first
+        await gw.settle()
+        assert len(_auth_answers(passed)) == 1
+        assert not gw.service.children          # the failed Child SA is forgotten
+    run(body())
 
 
 def test_a_peer_install_releases_its_datagrams_once() -> None:

@@ -91,9 +91,8 @@ def test_datagrams_held_for_an_spi_and_install_waits_are_scraped() -> None:
     async def body() -> None:
         pair = await established()
         svc = pair.svc["b"]
-        # B's IKE_AUTH response went to the worker behind its Child SA's install, unheld
-        assert (svc.barrier.install_waits, svc.barrier.install_holds) == (0, 0)
-        waits = 0
+        waits = svc.barrier.install_waits
+        assert waits >= 1, "B's IKE_AUTH response waited for its Child SA's install"
         svc.spi_pool.spis.clear()   # as if the refill had not come back yet
         # datagrams of an IKE SA (responder SPI set) that may need an SPI: a flood
         junk = struct.pack("!8s8sBBBBII", b"\x01" * 8, b"\x02" * 8, 35, 0x20, 37, 0x08, 1, 28)
@@ -103,7 +102,7 @@ def test_datagrams_held_for_an_spi_and_install_waits_are_scraped() -> None:
         held = svc.status(pipe.Reply(1, pipe.MsgType.DUMP, pipe.Errno.OK))["ike_held"]
         assert {k: held[k] for k in ("waiting", "held", "held_dropped", "install_waits")} == \
             {"waiting": HELD_MAX, "held": HELD_MAX, "held_dropped": 3, "install_waits": waits + 1}
-        assert held["install_holds"] == 0
+        assert held["install_holds"] >= 1 and held["install_hold_max"] >= 0   # B's IKE_AUTH answer's
         got = await scrape(svc)
         assert got["tunsec_ike_datagrams_held_total"] == HELD_MAX
         assert got["tunsec_ike_datagrams_held_dropped_total"] == 3
@@ -115,6 +114,5 @@ def test_datagrams_held_for_an_spi_and_install_waits_are_scraped() -> None:
         pair.rekey("a")       # B answers the rekey only once its new inbound SA is installed
         await pair.settle()
         assert (await scrape(svc))["tunsec_ike_install_waits_total"] > waits + 1
-        assert svc.barrier.install_holds >= 1 and svc.barrier.install_hold_max >= 0   # the rekey answer's
 
     asyncio.run(body())

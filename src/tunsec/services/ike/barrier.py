@@ -1,7 +1,5 @@
 """The make-before-break barrier: datagrams to a peer wait (parked) while its Child SAs are being
-installed, and all wait while the SPI pool is refilled (see spis).  A datagram the worker sends
-(SEND_IKE) need not wait for an install whose requests are in the pipe already: the worker applies
-requests in the order they come, so it installs the Child SA before it sends the datagram."""
+installed, and all wait while the SPI pool is refilled (see spis)."""
 
 from __future__ import annotations
 
@@ -29,16 +27,12 @@ class Barrier:
     all once the barrier is down (what waited behind it runs first: ``resume``)."""
 
     def __init__(self, pending: Callable[[float], Iterable[Datagram]], send: Callable[[Datagram], None],
-                 spawn: Callable[[Coroutine[Any, Any, None]], object], resume: Callable[[], None],
-                 through_pipe: Callable[[Datagram], bool] = lambda _d: False) -> None:
+                 spawn: Callable[[Coroutine[Any, Any, None]], object], resume: Callable[[], None]) -> None:
         self._pending = pending    # the engine's queued datagrams (datagrams_to_send)
         self._send = send
-        self._through_pipe = through_pipe   # whether ``send`` hands it to the worker (SEND_IKE)
         self._spawn = spawn
         self._resume = resume      # the barrier is down: what waited for it runs (then it flushes again)
         self._installing: collections.Counter[Flow] = collections.Counter()   # IKE SA's flow -> installs
-        # of those, the installs whose requests are in the pipe already (PeerInstall.queued)
-        self._queued: collections.Counter[Flow] = collections.Counter()
         self._parked: dict[Flow, list[Datagram]] = {}   # flow -> what waits for its installs
         self._since: dict[Flow, float] = {}   # flow -> when its first pending install started
         self._installs = 0
@@ -102,22 +96,25 @@ class Barrier:
         self._parked.setdefault(flow, [])
         self._since.setdefault(flow, time.monotonic())
 
-    def peer_install(self, flow: Flow) -> PeerInstall:
+    def peer_install(self, flow: Flow) -> Callable[[], None]:
         """peer_install_started(flow), and what calls peer_install_done(flow) once, however often
         it is called (an install releases its datagrams when its answers are in, or when its task ends)."""
         self.peer_install_started(flow)
-        return PeerInstall(self, flow)
+        done = False
+
+        def release(*_args: Any) -> None:
+            nonlocal done
+            if not done:
+                done = True
+                self.peer_install_done(flow)
+        return release
 
     def peer_install_done(self, flow: Flow) -> None:
         self._installing[flow] -= 1
         if self._installing[flow] <= 0:
             del self._installing[flow]
-            self._queued.pop(flow, None)
-            parked = self._parked.pop(flow, [])
-            since = self._since.pop(flow, time.monotonic())
-            if parked:   # (datagrams that went to the worker behind the install's requests were not held)
-                self._held_for(time.monotonic() - since)
-            for datagram in parked:   # older than anything the engine still holds
+            self._held_for(time.monotonic() - self._since.pop(flow, time.monotonic()))
+            for datagram in self._parked.pop(flow, []):   # older than anything the engine still holds
                 self._send(datagram)
 
     def _held_for(self, seconds: float) -> None:
@@ -127,39 +124,10 @@ class Barrier:
 
     def _send_datagrams(self) -> None:
         for datagram in self._pending(time.monotonic()):
-            flow = flow_of(datagram)
-            parked = self._parked.get(flow) if self._parked else None
-            if parked is None or (not parked and self._through_pipe(datagram)
-                                  and self._queued[flow] >= self._installing[flow]):
-                # (the latter: every install of its IKE SA is in the pipe ahead of it, nothing of the
-                # IKE SA's is parked before it)
+            parked = self._parked.get(flow_of(datagram)) if self._parked else None
+            if parked is None:
                 self._send(datagram)
                 continue
             if not parked:
                 self.install_waits += 1
             parked.append(datagram)
-
-
-class PeerInstall:
-    """One Child SA install's hold on its IKE SA's datagrams (Barrier.peer_install): called, it
-    releases them (once, however often); ``queued`` says its requests are in the pipe now."""
-
-    __slots__ = ("_barrier", "_done", "_flow", "_queued")
-
-    def __init__(self, barrier: Barrier, flow: Flow) -> None:
-        self._barrier, self._flow = barrier, flow
-        self._done = self._queued = False
-
-    def queued(self) -> None:
-        """The install's requests went to the worker (sent, or held for the end of this turn) ahead
-        of anything the IKE SA sends through it from now on."""
-        if not self._done and not self._queued:
-            self._queued = True
-            self._barrier._queued[self._flow] += 1
-
-    def __call__(self, *_args: Any) -> None:
-        if not self._done:
-            self._done = True
-            if self._queued:
-                self._barrier._queued[self._flow] -= 1
-            self._barrier.peer_install_done(self._flow)

@@ -27,7 +27,6 @@ from tunsec.services.ike.sockets import parse_ip
 from tunsec.services.ike.state import ChildState, IPAddress, Lineage
 
 if TYPE_CHECKING:
-    from tunsec.services.ike.barrier import PeerInstall
     from tunsec.services.ike.service import IkeService
 
 log = logging.getLogger("tunsec.ike")
@@ -200,20 +199,17 @@ class _Started:
     ok: _AllOk | None = None   # what saw each answer as it was read (all OK: _install_ended need not look)
 
 
-def _start_install(self: IkeService, state: ChildState, ev: ChildSaUp, release: PeerInstall) -> None:
+def _start_install(self: IkeService, state: ChildState, ev: ChildSaUp, release: Callable[[], None]) -> None:
     """The install of a new Child SA (ChildSaUp): its requests, and what follows their answers.
 
     The IKE SA's datagrams to the peer (the IKE_AUTH answer) wait for the install (``release``
     lets them go); every event-loop turn between the ChildSaUp and their release is on each
     client's critical path, and a turn of a burst handles many clients.  So a new Child SA (not a
     rekey) whose changes wait for no other sends its requests now, in the turn that negotiated
-    it, rather than from a task in a later turn.  Its datagrams that the worker sends (SEND_IKE:
-    port 4500, every NAT-T or MOBIKE peer) then go at once, behind those requests in the pipe
-    (``release.queued``: the worker installs before it sends them); those sent from our own
-    socket go as soon as all answers said OK (_AllOk), in the turn that read them, not two turns
-    later when the task that books the result has run.  One with a predecessor (a rekey, a
-    duplicate) takes the task and the lock: its predecessor's changes come first, and its
-    datagrams wait for its answers."""
+    it, rather than from a task in a later turn; and its datagrams go as soon as all answers
+    said OK (_AllOk), in the turn that read them, not two turns later when the task that books
+    the result has run.  One with a predecessor (a rekey, a duplicate) takes the task and the
+    lock: its predecessor's changes come first."""
     started = None
     if state.pred is None and self._changes.idle():
         # nothing else changes the worker now, or is queued to: sending is what the lock would have let us do
@@ -226,8 +222,6 @@ def _start_install(self: IkeService, state: ChildState, ev: ChildSaUp, release: 
         if started is None:
             release()
             return
-        # its requests are in the pipe: an answer the worker sends (SEND_IKE) goes after them
-        release.queued()
         # no task while all goes well (a burst made one per client, each with an asyncio.wait): the
         # last request's end (answered, failed, the worker gone, or cancelled by the timer) ends
         # the install, as the worker answers in order and a worker gone fails them all; a failure

@@ -120,8 +120,7 @@ class IkeService(Service):
         # make-before-break: datagrams to a peer wait while its Child SAs are being installed (see
         # Barrier.flush); all wait while the SPI pool is empty and being refilled (see SpiPool.receive)
         self.barrier = Barrier(lambda now: self.endpoint.datagrams_to_send(now), self.sockets.send, self._spawn,
-                               resume=lambda: self.spi_pool.run_held(),
-                               through_pipe=lambda d: d.local_port == NATT_PORT)   # sockets.send: SEND_IKE
+                               resume=lambda: self.spi_pool.run_held())
         self.spi_pool = SpiPool(worker, self._spawn, self.barrier, self._deliver, self._pump,
                                 half_open=lambda: self.endpoint.half_open)
         self.endpoint = IkeEndpoint([c.ike for c in connections], spi_allocator=self.spi_pool.take, limits=limits,
