@@ -18,9 +18,10 @@ from test_radius_messages import SECRET, STATION
 
 from tunsec.dataplane.pipe import Alg, Direction, Endpoint, SaInfo
 from tunsec.ike.secret import Secret
-from tunsec.radius.accounting import Accounting, Cause, ChildRef
+from tunsec.radius.accounting import Accounting, Cause
 from tunsec.radius.messages import DICTIONARY
 from tunsec.radius.settings import RadiusServer, RadiusSettings
+from tunsec.radius.usage import ChildRef
 
 PEER = Endpoint(ipaddress.ip_address("198.51.100.7"), 4500)
 ME = Endpoint(ipaddress.ip_address("192.0.2.1"), 4500)

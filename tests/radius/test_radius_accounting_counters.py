@@ -21,7 +21,8 @@ from test_radius_messages import STATION
 
 from tunsec.dataplane.pipe import Direction, Endpoint, SaInfo
 from tunsec.radius import accounting as accounting_module
-from tunsec.radius.accounting import SAMPLE_EVERY, Accounting, Cause, ChildRef
+from tunsec.radius.accounting import SAMPLE_EVERY, Accounting, Cause
+from tunsec.radius.usage import ChildRef
 from tunsec.services.ike import INBOUND_LINGER, installs, radius_edge
 from tunsec.services.ike.radius_edge import ACCT_REREAD
 from tunsec.services.ike.state import Lineage
@@ -263,3 +264,48 @@ def test_an_expire_of_an_sa_no_session_knows_changes_nothing() -> None:
         return await stopped(acct, server)
 
     assert usage(asyncio.run(main())) == (1000, 2000, 10, 20)
+
+
+def test_a_lingering_inbound_sa_deleted_as_its_lineage_ends_is_read_before_it_goes() -> None:
+    """CHILD1 is rekeyed, its inbound SA lingers and takes 2 packets in flight after the final DUMP;
+    then the client's IKE SA closes, well within INBOUND_LINGER: installs._drop_lingering deletes the
+    SA at once (it must), but only after accounting read it one last time (Accounting.read_last cuts
+    the reread's wait short): the Stop counts the 2 packets, and the SA was gone before it was sent."""
+    deleted: list[int] = []
+
+    class Server(AcctServer):
+        def datagram_received(self, data: bytes, addr: object) -> None:
+            super().datagram_received(data, addr)
+            gone_at_stop.append(not any(s.spi == CHILD1.spi_in for s in worker.sas))
+
+    gone_at_stop: list[bool] = []
+    worker = Worker(child_sas(CHILD1, 1000, 2000, 10, 20), [CHILD2])
+
+    async def delete_sa(spi: int, direction: Direction) -> None:
+        await asyncio.sleep(0)   # the request goes with the turn's others, after those made before it
+        worker.sas = [s for s in worker.sas if not (s.spi == spi and s.direction is direction)]
+        deleted.append(spi)
+
+    async def main() -> dict[str, int]:
+        server = Server("answer")
+        transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(lambda: server,
+                                                                                 local_addr=("127.0.0.1", 0))
+        acct = Accounting(settings(transport.get_extra_info("sockname")[1]), worker.dump, worker.children)
+        acct.start("ike-1", "alice", STATION, [])
+        acct.child_down("ike-1", CHILD1, reread=ACCT_REREAD)
+        await until(lambda: worker.dumps == 1)
+        worker.sas = child_sas(CHILD1, 1200, 0, 12, 0)[:1]   # the inbound SA alone, 2 packets more
+        timer = asyncio.get_running_loop().call_later(INBOUND_LINGER, lambda: None)
+        lineage = Lineage(1, {2})
+        lineage.lingering = {CHILD1.spi_in: (7, timer)}
+        service = types.SimpleNamespace(accounting=acct, _unlater=lambda t: t.cancel(), _delete_sa=delete_sa)
+        acct.stop("ike-1", Cause.USER_REQUEST)   # the IKE SA's end first, then its Child SAs' removal
+        await installs._drop_lingering(service, lineage, None)  # type: ignore[arg-type]
+        assert deleted == [CHILD1.spi_in] and lineage.lingering is None and timer.cancelled()
+        await until(lambda: server.of("Stop"))
+        acct.close()
+        transport.close()
+        return server.of("Stop")[0]
+
+    stop = asyncio.run(main())
+    assert usage(stop) == (1200, 2000, 12, 20) and gone_at_stop[-1]

@@ -70,9 +70,10 @@ SAMPLE_EVERY seconds a DUMP refreshes ``seen`` for all sessions, and so does eve
   with Interim-Updates or scrapes more often. There is no planned worker restart to sample
   before: the daemon restarts the worker only after it exited, and a shutdown deletes the
   Child SAs (reading their final counters) while the worker still runs;
-- the packets a rekeyed Child SA's inbound SA still takes in during its linger
-  (INBOUND_LINGER) after it is read again (``reread`` of :meth:`Accounting.child_down`: the
-  packets in flight arrive within a round trip, the reread comes a second later).
+- the packets a rekeyed Child SA's inbound SA still takes in during its linger (INBOUND_LINGER)
+  after it is read again (``reread`` of :meth:`Accounting.child_down`: the packets in flight
+  arrive within a round trip, the reread comes a second later; or at once when its lineage ends
+  first, and the service awaits it before deleting the SA: :meth:`Accounting.read_last`).
 
 Each request goes to the servers' ``acct_port`` by preference and load (strongSwan's choice,
 :mod:`tunsec.radius.health`), retransmitted as
@@ -132,6 +133,7 @@ from .messages import (
     verifies_acct,
 )
 from .settings import RadiusServer, RadiusSettings
+from .usage import ChildRef, SaIndex, Usage
 
 log = logging.getLogger("tunsec.radius")
 # Interim-Updates take the counters of a DUMP at most this old: with many sessions the worker
@@ -192,60 +194,6 @@ def _run_prefix() -> int:
     return _last_prefix[0]
 
 
-@dataclass(frozen=True)
-class ChildRef:
-    """A Child SA's two SAs in the worker: the inbound one by its SPI, the outbound by SPI and peer."""
-
-    spi_in: int
-    spi_out: int
-    remote: Endpoint
-
-    @property
-    def key(self) -> tuple[int, int]:
-        """The same Child SA after it moved (MOBIKE migrates its SAs, counters and all, to a new peer)."""
-        return self.spi_in, self.spi_out
-
-
-@dataclass
-class Usage:
-    octets_in: int = 0
-    octets_out: int = 0
-    packets_in: int = 0
-    packets_out: int = 0
-
-    def add(self, other: Usage) -> None:
-        self.octets_in += other.octets_in
-        self.octets_out += other.octets_out
-        self.packets_in += other.packets_in
-        self.packets_out += other.packets_out
-
-    def raise_to(self, other: Usage) -> None:
-        """Each counter to the other's if that is higher: one SA's counters only grow, and a DUMP
-        that missed it (deleted meanwhile, being migrated) says 0."""
-        self.octets_in = max(self.octets_in, other.octets_in)
-        self.octets_out = max(self.octets_out, other.octets_out)
-        self.packets_in = max(self.packets_in, other.packets_in)
-        self.packets_out = max(self.packets_out, other.packets_out)
-
-
-class SaIndex:
-    """One DUMP's SAs, found as a Child SA names them; ``epoch``: the worker it came from (see
-    Accounting.worker_restarted)."""
-
-    def __init__(self, sas: Sequence[SaInfo], epoch: int = 0) -> None:
-        self.epoch = epoch
-        self._in = {s.spi: s for s in sas if s.direction is Direction.IN}
-        self._out = {(s.spi, s.remote): s for s in sas if s.direction is Direction.OUT}
-
-    def usage(self, ref: ChildRef) -> Usage:
-        u = Usage()
-        if (sa := self._in.get(ref.spi_in)) is not None:
-            u.octets_in, u.packets_in = sa.counters.get("bytes", 0), sa.counters.get("packets", 0)
-        if (sa := self._out.get((ref.spi_out, ref.remote))) is not None:
-            u.octets_out, u.packets_out = sa.counters.get("bytes", 0), sa.counters.get("packets", 0)
-        return u
-
-
 @dataclass
 class _Session:
     sid: str
@@ -301,6 +249,8 @@ class _Going:
     session: _Session
     ref: ChildRef
     carried: Usage | None = None
+    reread: asyncio.Event | None = None   # set: read its lingering inbound SA now (Accounting.read_last)
+    final: asyncio.Task[None] | None = None
 
 
 SaId = tuple[Direction, int, Endpoint | None]   # an SA as the worker names it (outbound: with its peer)
@@ -421,12 +371,12 @@ class Accounting:
         """Before the Child SA's SAs leave the worker: its final counters are carried (the last
         ones seen if the worker cannot be asked). ``reread``: a rekeyed Child SA's inbound SA
         lingers for the packets in flight; they are read again that many seconds later (before
-        it goes; the Stop of its session waits for them)."""
+        it goes, or sooner: read_last; the Stop of its session waits for them)."""
         s = self._sessions.get(key)
         if s is None:
             return
         sample = self._next_sample()
-        going = _Going(key, s, ref)
+        going = _Going(key, s, ref, reread=asyncio.Event() if reread else None)
         ids = _sa_ids(ref)
         for sa_id in ids:
             self._going[sa_id] = going
@@ -441,17 +391,28 @@ class Accounting:
                 index = self._current(await self._await_sample(sample))
                 if index is not None:
                     s.absorb([ref], index)
-                if reread:
-                    await asyncio.sleep(reread)
+                if going.reread is not None:
+                    with contextlib.suppress(TimeoutError):   # cut short: its SA goes now (read_last)
+                        await asyncio.wait_for(going.reread.wait(), reread)
                     index = self._current(await self._await_sample(self._next_sample()))
                     if index is not None:
                         s.absorb([ref], index)   # its outbound SA is gone by now: absorb keeps what it had
                 going.carried = s.carry(ref.key) or Usage()
             finally:
                 asyncio.get_running_loop().call_later(GOING_KEEP, forget)
-        task = self._spawn(final())
+        task = going.final = self._spawn(final())
         s.pending.append(task)
         task.add_done_callback(lambda t: s.pending.remove(t) if t in s.pending else None)
+
+    def read_last(self, spi_in: int) -> asyncio.Task[None] | None:
+        """A lingering inbound SA is deleted before its reread (its lineage ended): the reread now;
+        the deleter awaits the task returned (its DUMP answered, so the worker read the counters
+        before the DELETE) and so the Stop carries what the SA took in until then."""
+        going = self._going.get((Direction.IN, spi_in, None))
+        if going is None or going.reread is None or going.final is None or going.final.done():
+            return None
+        going.reread.set()
+        return going.final
 
     def stop(self, key: Hashable, cause: Cause) -> None:
         s = self._sessions.pop(key, None)

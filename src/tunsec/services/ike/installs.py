@@ -496,12 +496,16 @@ async def _remove(self: IkeService, state: ChildState, lineage_ended: bool, ling
 
 
 async def _drop_lingering(self: IkeService, lineage: Lineage, ike: int | None) -> None:
-    """Delete the lineage's lingering inbound SAs now (under ``_changes``): those of IKE SA ``ike``, or all."""
+    """Delete the lineage's lingering inbound SAs now (under ``_changes``): those of IKE SA ``ike``, or all.
+    Accounting's reread of each comes first (Accounting.read_last; bounded by its DUMP's own end):
+    its DUMP answered before the DELETE is sent, the session's Stop counts what the SA took in."""
     lingering = lineage.lingering or {}
     for spi, (owner, timer) in list(lingering.items()):
         if ike is None or owner == ike:
             self._unlater(timer)
             del lingering[spi]
+            if self.accounting is not None and (last := self.accounting.read_last(spi)) is not None:
+                await asyncio.wait([last])
             await self._delete_sa(spi, Direction.IN)
     if not lingering:
         lineage.lingering = None   # no empty dict kept per client

@@ -17,11 +17,12 @@ from tunsec.ike.eap.relay import RelayOutcome, RelayReply
 from tunsec.ike.events import DownReason, EapRelayRequest, IkeSaUp
 from tunsec.ike.sa import IkeSa
 from tunsec.ike.state import State
-from tunsec.radius.accounting import Accounting, Cause, ChildRef, cause_of
+from tunsec.radius.accounting import Accounting, Cause, cause_of
 from tunsec.radius.dae import DaeServer, SessionQuery
 from tunsec.radius.messages import Station
 from tunsec.radius.relay import Accepted, RadiusRelay
 from tunsec.radius.settings import DaeSettings, RadiusSettings
+from tunsec.radius.usage import ChildRef
 from tunsec.services.base import StartupError, bind_udp
 from tunsec.services.ike.installs import INBOUND_LINGER
 from tunsec.services.ike.state import ChildState
@@ -312,7 +313,8 @@ def _acct_start(self: IkeService, sa: IkeSa, ev: IkeSaUp, midway: bool = False) 
 def _acct_child_down(self: IkeService, state: ChildState) -> None:
     """Before the service forgets it: a rekeyed Child SA (others of its lineage stay in its IKE SA)
     keeps its inbound SA INBOUND_LINGER seconds for the packets in flight (installs._lingers,
-    _remove); they are read again ACCT_REREAD seconds later, well before it goes."""
+    _remove); they are read again ACCT_REREAD seconds later, well before it goes, or at once when its
+    lineage ends first (installs._drop_lingering awaits that read before deleting it)."""
     if self.accounting is not None:
         lingers = self._lingers(state)
         self.accounting.child_down(state.ike, ChildRef(state.spi_in, state.spi_out, state.remote),
