@@ -11,15 +11,21 @@ import dataclasses
 import functools
 import ipaddress
 import itertools
+import struct
 import types
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from test_radius_accounting import CHILD1, CHILD2, AcctServer, Worker, child_sas, serve, settings, until
 from test_radius_accounting_lifecycle import WarpLoop, run_warped
 from test_radius_messages import STATION
 
-from tunsec.dataplane.pipe import Direction, Endpoint, SaInfo
+from tunsec.dataplane import pipe
+from tunsec.dataplane.fastpath import Dataplane, Drop
+from tunsec.dataplane.pipe import Alg, Direction, Endpoint, Lifetime, SaInfo, SaSpec, Selector
+from tunsec.dataplane.worker import Worker as DataplaneWorker
 from tunsec.radius import accounting as accounting_module
 from tunsec.radius.accounting import SAMPLE_EVERY, Accounting, Cause
 from tunsec.radius.usage import ChildRef
@@ -266,46 +272,98 @@ def test_an_expire_of_an_sa_no_session_knows_changes_nothing() -> None:
     assert usage(asyncio.run(main())) == (1000, 2000, 10, 20)
 
 
+
+class PipeWorker:
+    """The worker's request handling and C fast path (dataplane.worker.Worker, Dataplane) in process:
+    a request is applied when it is sent, as the pipe delivers requests in the order they were
+    sent, and its answer is read in a later event-loop turn (as test_ikeservice_peers.InProcessWorker)."""
+
+    def __init__(self) -> None:
+        self.dp = Dataplane()
+        self.worker = DataplaneWorker(self.dp, lambda data: None, {}, asyncio.get_running_loop())
+        self.ids = itertools.count(1)
+        self.log: list[str] = []
+
+    async def request(self, build: Callable[[int], pipe.Message]) -> list[pipe.Reply]:
+        msg = build(next(self.ids))
+        self.log.append(type(msg).__name__)
+        replies = [pipe.decode(b) for b in self.worker.handle_datagram(pipe.encode(msg))]  # type: ignore[misc]
+        await asyncio.sleep(0)
+        return replies  # type: ignore[return-value]
+
+    async def dump(self) -> Sequence[SaInfo]:   # as radius_edge._acct_dump
+        return pipe.join_dump_replies(await self.request(lambda r: pipe.Dump(r))).sas
+
+
+def ipv4_udp(src: str, dst: str, payload: bytes) -> bytes:
+    udp = struct.pack("!HHHH", 1234, 5678, 8 + len(payload), 0) + payload
+    hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0,
+                      ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed)
+    csum = sum(struct.unpack("!10H", hdr))
+    csum = (csum & 0xFFFF) + (csum >> 16)
+    csum = ~((csum & 0xFFFF) + (csum >> 16)) & 0xFFFF
+    return hdr[:10] + struct.pack("!H", csum) + hdr[12:] + udp
+
+
+def esp_seal(spi: int, seq: int, key: bytes, inner: bytes) -> bytes:
+    """An RFC 4106 ESP packet (AES-GCM, 8-byte IV = the sequence number), as a client sends it."""
+    pad = (-(len(inner) + 2)) % 4
+    plain = inner + bytes(range(1, pad + 1)) + bytes([pad, 4])
+    head = struct.pack("!II", spi, seq)
+    iv = struct.pack("!Q", seq)
+    return head + iv + AESGCM(key[:-4]).encrypt(key[-4:] + iv, plain, head)
+
+
 def test_a_lingering_inbound_sa_deleted_as_its_lineage_ends_is_read_before_it_goes() -> None:
-    """CHILD1 is rekeyed, its inbound SA lingers and takes 2 packets in flight after the final DUMP;
-    then the client's IKE SA closes, well within INBOUND_LINGER: installs._drop_lingering deletes the
-    SA at once (it must), but only after accounting read it one last time (Accounting.read_last cuts
-    the reread's wait short): the Stop counts the 2 packets, and the SA was gone before it was sent."""
-    deleted: list[int] = []
-
-    class Server(AcctServer):
-        def datagram_received(self, data: bytes, addr: object) -> None:
-            super().datagram_received(data, addr)
-            gone_at_stop.append(not any(s.spi == CHILD1.spi_in for s in worker.sas))
-
+    """A Child SA is rekeyed: its final DUMP reads 3 packets; its inbound SA lingers and takes 2
+    more in flight; then the client's IKE SA closes, well within INBOUND_LINGER: installs.
+    _drop_lingering deletes the SA at once (it must), but only after accounting read it one last
+    time (Accounting.read_last cuts the reread's wait short, its DUMP goes ahead of the DELETE in
+    the pipe): the Stop counts all 5 packets, and the SA was gone from the worker before it was sent."""
+    key = bytes(range(20))
+    inner = ipv4_udp("10.3.0.1", "10.1.0.5", b"in flight")
+    client, me = Endpoint(ipaddress.ip_address("198.51.100.7"), 4500), Endpoint(ipaddress.ip_address("192.0.2.1"), 4500)
     gone_at_stop: list[bool] = []
-    worker = Worker(child_sas(CHILD1, 1000, 2000, 10, 20), [CHILD2])
 
-    async def delete_sa(spi: int, direction: Direction) -> None:
-        await asyncio.sleep(0)   # the request goes with the turn's others, after those made before it
-        worker.sas = [s for s in worker.sas if not (s.spi == spi and s.direction is direction)]
-        deleted.append(spi)
+    async def main() -> tuple[dict[str, int], list[str]]:
+        w = PipeWorker()
+        spi = w.dp.getspi()
+        sel = Selector.from_networks(ipaddress.ip_network("10.3.0.1/32"), ipaddress.ip_network("10.1.0.0/24"))
+        w.dp.update(SaSpec(spi, Direction.IN, Alg.AES128GCM16, key, False, 64, 1, me, client, Lifetime(),
+                           Lifetime(), (sel,)))
+        seq = itertools.count(1)
 
-    async def main() -> dict[str, int]:
+        def arrive(n: int) -> None:
+            for _ in range(n):
+                assert w.dp.inbound(esp_seal(spi, next(seq), key, inner), client) == (inner, Drop.NONE)
+
+        class Server(AcctServer):
+            def datagram_received(self, data: bytes, addr: Any) -> None:
+                super().datagram_received(data, addr)
+                gone_at_stop.append(not any(s.spi == spi for s in w.dp.sas()))
+
         server = Server("answer")
         transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(lambda: server,
                                                                                  local_addr=("127.0.0.1", 0))
-        acct = Accounting(settings(transport.get_extra_info("sockname")[1]), worker.dump, worker.children)
+        acct = Accounting(settings(transport.get_extra_info("sockname")[1]), w.dump, lambda key: [])
         acct.start("ike-1", "alice", STATION, [])
-        acct.child_down("ike-1", CHILD1, reread=ACCT_REREAD)
-        await until(lambda: worker.dumps == 1)
-        worker.sas = child_sas(CHILD1, 1200, 0, 12, 0)[:1]   # the inbound SA alone, 2 packets more
+        arrive(3)
+        acct.child_down("ike-1", ChildRef(spi, 0x0A000001, client), reread=ACCT_REREAD)   # rekeyed: it lingers
+        await until(lambda: w.log == ["Dump"])
+        arrive(2)   # in flight, after its final DUMP
         timer = asyncio.get_running_loop().call_later(INBOUND_LINGER, lambda: None)
-        lineage = Lineage(1, {2})
-        lineage.lingering = {CHILD1.spi_in: (7, timer)}
-        service = types.SimpleNamespace(accounting=acct, _unlater=lambda t: t.cancel(), _delete_sa=delete_sa)
-        acct.stop("ike-1", Cause.USER_REQUEST)   # the IKE SA's end first, then its Child SAs' removal
+        lineage = Lineage(1, set())
+        lineage.lingering = {spi: (7, timer)}
+        service = types.SimpleNamespace(accounting=acct, _unlater=lambda t: t.cancel(), worker=lambda: w)
+        service._delete_sa = functools.partial(installs._delete_sa, service)
+        acct.stop("ike-1", Cause.USER_REQUEST)   # the IKE SA is gone; then its last Child SA's removal
         await installs._drop_lingering(service, lineage, None)  # type: ignore[arg-type]
-        assert deleted == [CHILD1.spi_in] and lineage.lingering is None and timer.cancelled()
+        assert lineage.lingering is None and timer.cancelled() and not any(s.spi == spi for s in w.dp.sas())
         await until(lambda: server.of("Stop"))
         acct.close()
         transport.close()
-        return server.of("Stop")[0]
+        return server.of("Stop")[0], w.log
 
-    stop = asyncio.run(main())
-    assert usage(stop) == (1200, 2000, 12, 20) and gone_at_stop[-1]
+    stop, log = asyncio.run(main())
+    assert (stop["Acct-Input-Packets"], stop["Acct-Input-Octets"]) == (5, 5 * len(inner))
+    assert log[:3] == ["Dump", "Dump", "Delete"] and gone_at_stop[-1]
