@@ -23,14 +23,12 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from test_ikeservice_install_order import PipeOrderWorker, turns
-from test_ikeservice_peers import GW, PSK, FakeSocket, Gateway, _now, esp_open, ipv4_udp, run, site_ip
+from test_ikeservice_peers import GW, PSK, FakeSocket, Gateway, _now, esp_open, esp_seal, ipv4_udp, run, site_ip
 
 from tunsec.conf.connections import Connection
 from tunsec.dataplane import pipe
@@ -231,15 +229,6 @@ async def held_ike_auth(gw: Gateway, i: int) -> bytes:
 
 def ike_sa_of(gw: Gateway, ident: str) -> IkeSa:
     return next(sa for sa in gw.service.endpoint.sas if str(sa.peer_id) == ident and sa.state is State.ESTABLISHED)
-
-
-def esp_seal(spi: int, seq: int, key: bytes, inner: bytes) -> bytes:
-    """An RFC 4106 ESP packet (AES-GCM, 8-byte IV = the sequence number), as a client sends it."""
-    pad = (-(len(inner) + 2)) % 4
-    plain = inner + bytes(range(1, pad + 1)) + bytes([pad, 4])
-    head = struct.pack("!II", spi, seq)
-    iv = struct.pack("!Q", seq)
-    return head + iv + AESGCM(key[:-4]).encrypt(key[-4:] + iv, plain, head)
 
 
 def assert_sealed_for(gw: Gateway, i: int, child: ChildState) -> None:

@@ -244,6 +244,15 @@ def ipv4_udp(src: str, dst: str, payload: bytes = b"for one site only") -> bytes
     return hdr[:10] + struct.pack("!H", csum) + hdr[12:] + udp
 
 
+def esp_seal(spi: int, seq: int, key: bytes, inner: bytes) -> bytes:
+    """An RFC 4106 ESP packet (AES-GCM, 8-byte IV = the sequence number), as a client sends it."""
+    pad = (-(len(inner) + 2)) % 4
+    plain = inner + bytes(range(1, pad + 1)) + bytes([pad, 4])
+    head = struct.pack("!II", spi, seq)
+    iv = struct.pack("!Q", seq)
+    return head + iv + AESGCM(key[:-4]).encrypt(key[-4:] + iv, plain, head)
+
+
 def esp_open(key: bytes, esp: bytes) -> tuple[int, bytes]:
     """(SPI, inner packet) of an RFC 4106 ESP packet; raises InvalidTag for the wrong key."""
     spi = struct.unpack("!I", esp[:4])[0]

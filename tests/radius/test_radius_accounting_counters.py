@@ -11,13 +11,12 @@ import dataclasses
 import functools
 import ipaddress
 import itertools
-import struct
 import types
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from test_ikeservice_peers import esp_seal, ipv4_udp
 from test_radius_accounting import CHILD1, CHILD2, AcctServer, Worker, child_sas, serve, settings, until
 from test_radius_accounting_lifecycle import WarpLoop, run_warped
 from test_radius_messages import STATION
@@ -293,25 +292,6 @@ class PipeWorker:
 
     async def dump(self) -> Sequence[SaInfo]:   # as radius_edge._acct_dump
         return pipe.join_dump_replies(await self.request(lambda r: pipe.Dump(r))).sas
-
-
-def ipv4_udp(src: str, dst: str, payload: bytes) -> bytes:
-    udp = struct.pack("!HHHH", 1234, 5678, 8 + len(payload), 0) + payload
-    hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0,
-                      ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed)
-    csum = sum(struct.unpack("!10H", hdr))
-    csum = (csum & 0xFFFF) + (csum >> 16)
-    csum = ~((csum & 0xFFFF) + (csum >> 16)) & 0xFFFF
-    return hdr[:10] + struct.pack("!H", csum) + hdr[12:] + udp
-
-
-def esp_seal(spi: int, seq: int, key: bytes, inner: bytes) -> bytes:
-    """An RFC 4106 ESP packet (AES-GCM, 8-byte IV = the sequence number), as a client sends it."""
-    pad = (-(len(inner) + 2)) % 4
-    plain = inner + bytes(range(1, pad + 1)) + bytes([pad, 4])
-    head = struct.pack("!II", spi, seq)
-    iv = struct.pack("!Q", seq)
-    return head + iv + AESGCM(key[:-4]).encrypt(key[-4:] + iv, plain, head)
 
 
 def test_a_lingering_inbound_sa_deleted_as_its_lineage_ends_is_read_before_it_goes() -> None:
