@@ -478,8 +478,7 @@ async def _remove(self: IkeService, state: ChildState, lineage_ended: bool, ling
     else:
         await self._delete_sa(state.spi_in, Direction.IN)
     if not lineage_ended:
-        if lineage.lingering and not any((other := self.children.get(h)) is not None and other.ike == state.ike
-                                         for h in lineage.members):
+        if lineage.lingering and not _has_member_in(self, lineage, state.ike):
             # the lineage goes on in another IKE SA of the peer's identity (_sibling: the client came
             # back), this one's part of it has ended: its lingering inbound SAs go now, not later,
             # so that nothing of an IKE SA that is gone stays in the worker
@@ -516,10 +515,13 @@ def _lingers(self: IkeService, state: ChildState) -> bool:
     packets in flight: it was rekeyed or duplicated, i.e. its lineage goes on in the same IKE SA,
     whose peer may still be sending on it.  Not when the lineage goes on only in another IKE SA of
     the peer's identity (_sibling): this IKE SA is gone or going, and nothing of it stays."""
-    if self.closing:
-        return False
-    return any(h != state.handle and (other := self.children.get(h)) is not None and other.ike == state.ike
-               for h in state.lineage.members)
+    return not self.closing and _has_member_in(self, state.lineage, state.ike, besides=state.handle)
+
+
+def _has_member_in(self: IkeService, lineage: Lineage, ike: int, besides: int | None = None) -> bool:
+    """Whether a Child SA of IKE SA ``ike`` (other than ``besides``) is still a member of ``lineage``."""
+    return any(h != besides and (other := self.children.get(h)) is not None and other.ike == ike
+               for h in lineage.members)
 
 
 async def _linger_ended(self: IkeService, lineage: Lineage, spi: int) -> None:
