@@ -39,7 +39,8 @@ async def turns(n: int = 5) -> None:
 class PipeOrderWorker(InProcessWorker):
     """InProcessWorker applying each request when it is sent, as the worker reads the pipe: in the
     order of the sends (WorkerClient.request_soon sends at once; InProcessWorker.request_soon builds
-    the message only when its task runs, which hides this ordering).  Answers come a turn later."""
+    the message only when its task runs, which hides this ordering).  Answers come a turn later, or,
+    for request_soon, when ``hold`` (a test's) gives an awaitable for the request, once that is done."""
 
     async def request(self, build: Callable[[int], pipe.Message]) -> list[pipe.Reply]:
         replies = self._apply(build)
@@ -55,11 +56,16 @@ class PipeOrderWorker(InProcessWorker):
         fut: asyncio.Future[list[pipe.Reply]] = asyncio.get_running_loop().create_future()
 
         def answer() -> None:
-            fut.set_result(replies)
-            if then is not None:
-                then(replies)
+            if not fut.done():   # (not cancelled for want of an answer meanwhile)
+                fut.set_result(replies)
+                if then is not None:
+                    then(replies)
 
-        asyncio.get_running_loop().call_soon(answer)
+        held = self.hold(self.log[-1]) if self.hold is not None else None
+        if held is None:
+            asyncio.get_running_loop().call_soon(answer)
+        else:
+            asyncio.ensure_future(held).add_done_callback(lambda _: answer())
         return fut
 
     def _apply(self, build: Callable[[int], pipe.Message]) -> list[pipe.Reply]:
