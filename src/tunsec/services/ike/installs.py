@@ -209,9 +209,10 @@ def _start_install(self: IkeService, state: ChildState, ev: ChildSaUp, release: 
     it, rather than from a task in a later turn; and its datagrams go as soon as all answers
     said OK (_AllOk), in the turn that read them, not two turns later when the task that books
     the result has run.  One with a predecessor (a rekey, a duplicate) takes the task and the
-    lock: its predecessor's changes come first."""
+    lock: its predecessor's changes come first; so does one that joins a lineage whose SPDADDs
+    are unanswered (Lineage.protecting): whether it must add them again is known after them."""
     started = None
-    if state.pred is None and self._changes.idle():
+    if state.pred is None and state.lineage.protecting is None and self._changes.idle():
         # nothing else changes the worker now, or is queued to: sending is what the lock would have let us do
         try:
             started = self._send_install(state, ev, release)
@@ -252,6 +253,8 @@ def _install_ended(self: IkeService, state: ChildState, ev: ChildSaUp, release: 
             return
     if started.add is not None:
         state.out_installed = True
+    if state.lineage.protecting is started.install:
+        state.lineage.protecting = None   # its SPDADDs said OK: the lineage's policies are in place
     state.install = None
     started.install.set_result(None)
     release()
@@ -262,12 +265,18 @@ async def _child_up(self: IkeService, state: ChildState, ev: ChildSaUp, release:
                     started: _Started | None = None) -> None:
     if started is None:
         async with self._changes:
+            if (protecting := state.lineage.protecting) is not None:
+                # the lineage's SPDADDs (another member's) are unanswered: if the worker refuses
+                # them, they leave the record (_spdadds_answered) and this install adds them again.
+                # What ends the wait (their answers, or the give-up) takes no lock
+                await asyncio.wait([protecting])
             started = self._send_install(state, ev, release)
         if started is None:
             return
     try:
         failure = await self._answered(state, started.sent, started.add)
     finally:
+        stray = _spdadds_answered(self, state, started)   # before a member waiting for them wakes
         state.install = None
         started.install.set_result(None)
     plan = _plan(self, state.conn, ev.child)
@@ -275,10 +284,45 @@ async def _child_up(self: IkeService, state: ChildState, ev: ChildSaUp, release:
         log.error("%s: installing CHILD_SA %s %08x_i %08x_o failed: %s", state.conn, plan.name,
                   ev.spi_in, ev.spi_out, failure)
         async with self._changes:
+            # its lineage's policies that no longer count (one was refused): even if this Child SA
+            # was deleted meanwhile, as no lineage has them to delete
+            await _delete_policies(self, stray)
+            self.ids.release_policy_ids(stray)
             if state.handle in self.children:   # not deleted meanwhile (its DELETE, a worker restart)
                 await self._remove(state, self._forget(state))
         return
     _installed(self, state, ev)
+
+
+def _spdadds_answered(self: IkeService, state: ChildState, started: _Started) -> list[int]:
+    """Book the answers to an install's SPDADDs, if it asked for its lineage's policies (_protect).
+    If one did not say OK, none of them count: they leave the lineage's record and child_policies
+    (the lineage's next install adds the whole set again, see _child_up), the ids the worker
+    refused are freed, and the others (applied, or maybe: not answered) are returned, for the
+    caller to delete and free under ``_changes``."""
+    lineage = state.lineage
+    if lineage.protecting is not started.install:
+        return []   # it asked for none: its lineage's were in place
+    lineage.protecting = None
+    # the lineage's ids are this install's SPDADDs, its last requests: a member joining since waited
+    # for them (none if a worker restart has released them meanwhile)
+    pids = lineage.policy_ids
+    spdadds = started.sent[len(started.sent) - len(pids):]
+    if all(fut.done() and not isinstance(outcome(what, fut), WorkerError) for what, fut in spdadds):
+        return []
+    lineage.policy_ids = []
+    for pid in pids:
+        self.child_policies.pop(pid, None)
+    refused = [pid for pid, (_what, fut) in zip(pids, spdadds, strict=True) if _refused(fut)]
+    self.ids.release_policy_ids(refused)
+    return [pid for pid in pids if pid not in refused]
+
+
+def _refused(fut: asyncio.Future[list[pipe.Reply]]) -> bool:
+    """The worker answered a request with an error: it did not apply it (unlike a request not
+    answered in time, which it may apply later)."""
+    return fut.done() and not fut.cancelled() and fut.exception() is None \
+        and any(r.errno is not _OK for r in fut.result())
 
 
 def _installed(self: IkeService, state: ChildState, ev: ChildSaUp) -> None:
@@ -341,9 +385,12 @@ def _send_install(self: IkeService, state: ChildState, ev: ChildSaUp,
     else:
         sent.append(send_soon(w, "Add", lambda r: pipe.Add(r, outbound), ok.expect()))
         add = sent[-1][1]
-    if not state.lineage.policy_ids:   # a rekey finds its predecessor's policies in place
+    asks = not state.lineage.policy_ids   # a rekey (a duplicate) finds its lineage's policies in place
+    if asks:
         sent += self._protect(state, outbound.selectors, ok)
     install = state.install = asyncio.get_running_loop().create_future()
+    if asks:
+        state.lineage.protecting = install   # their answers are booked with this install's
     return _Started(sent, add, install, ok=ok)
 
 
@@ -442,13 +489,14 @@ async def _install_answered(self: IkeService, state: ChildState) -> None:
 
 def _protect(self: IkeService, state: ChildState, selectors: Sequence[Selector],
              ok: _AllOk | None = None) -> list[Sent]:
-    """Send the SPDADDs of a new lineage (``state``'s) now (their answers: see answered)."""
+    """Send the SPDADDs of a new lineage (``state``'s) now (their answers: see answered, and
+    _spdadds_answered, which takes those of a refused set out again)."""
     sent: list[Sent] = []
     w = self.worker()
     lineage = state.lineage
     for sel in selectors:
         pid = self.ids.policy_id()
-        lineage.policy_ids.append(pid)   # before the request: released with the lineage even if it fails
+        lineage.policy_ids.append(pid)   # before the request: released with the lineage even if unanswered
         self.child_policies[pid] = (state.conn, state.child, lineage)   # its ACQUIREs are ours (traps.acquire)
         pol = Policy(id=pid, priority=priority(Band.IKE_CHILD), action=Action.PROTECT, reqid=lineage.reqid,
                      selector=sel)
@@ -488,10 +536,15 @@ async def _remove(self: IkeService, state: ChildState, lineage_ended: bool, ling
     # client as soon as this IKE SA is gone) admit no packet from this peer any more: its lingering
     # inbound SAs go now too, before the policies, and so before anything queued after this removal
     await _drop_lingering(self, lineage, None)
-    for pid in lineage.policy_ids:
+    await _delete_policies(self, lineage.policy_ids)
+    self._release(state.lineage)
+
+
+async def _delete_policies(self: IkeService, pids: Sequence[int]) -> None:
+    """SPDDELETE each of ``pids`` (under ``_changes``); one already gone is no error."""
+    for pid in pids:
         with contextlib.suppress(WorkerError):
             await self.worker().request(lambda r, pid=pid: pipe.SpdDelete(r, pid))  # type: ignore[misc]
-    self._release(state.lineage)
 
 
 async def _drop_lingering(self: IkeService, lineage: Lineage, ike: int | None) -> None:

@@ -27,7 +27,8 @@ class Lineage:
     one set of policies.
 
     The policies bind to the lineage's newest outbound SA, so a rekey moves
-    traffic over; they go when the last member does."""
+    traffic over; they go when the last member does.  ``policy_ids`` are those
+    the worker said OK to, or has yet to answer (``protecting``)."""
 
     reqid: int
     members: set[int] = field(default_factory=set)     # handles of its Child SAs
@@ -37,6 +38,10 @@ class Lineage:
     # of their IKE SA, the timer that deletes them); they go with the lineage, or with their IKE SA's
     # last member of it, at the latest (None while there are none: one per client)
     lingering: dict[int, tuple[int, asyncio.TimerHandle]] | None = None
+    # the install future (ChildState.install) of the member whose SPDADDs asked for policy_ids, until
+    # their answers are booked (installs._spdadds_answered): a member that joins meanwhile waits for
+    # them, then adds the policies again if they were refused (installs._child_up)
+    protecting: asyncio.Future[None] | None = None
 
 
 @dataclass(slots=True)
