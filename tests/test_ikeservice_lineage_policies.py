@@ -35,6 +35,7 @@ from tunsec.dataplane.fastpath import DataplaneError, lib
 from tunsec.services.ike.state import ChildState
 
 BACK = 1   # the site the client comes back from (a new address: its first IKE SA stays up)
+NO_ANSWER = "no answer"   # (as ``refused``) the worker never answers the first SPDADD
 
 
 def refuse_first(dp: Any, method: str, calls: int = 1) -> None:
@@ -50,29 +51,49 @@ def refuse_first(dp: Any, method: str, calls: int = 1) -> None:
     setattr(dp, method, refusing)
 
 
-def hold_first_spdadd(gate: asyncio.Event) -> Callable[[pipe.Message], Awaitable[object] | None]:
-    """The worker's answer to the first SPDADD (applied, or refused) is read only once ``gate`` is set."""
+def hold_first_spdadd(gate: Awaitable[object]) -> Callable[[pipe.Message], Awaitable[object] | None]:
+    """The worker's answer to the first SPDADD (applied, or refused) is read only once ``gate`` is done."""
     held: list[pipe.Message] = []
 
     def hold(msg: pipe.Message) -> Awaitable[object] | None:
         if isinstance(msg, pipe.SpdAdd) and not held:
             held.append(msg)
-            return gate.wait()
+            return gate
         return None
     return hold
+
+
+def spdadd_requests(gw: PoolGateway) -> list[asyncio.Future[list[pipe.Reply]]]:
+    """The futures of the SPDADDs the service sends from now on, as it waits for their answers."""
+    futures: list[asyncio.Future[list[pipe.Reply]]] = []
+    worker = gw.worker
+    soon = worker.request_soon
+
+    def request_soon(build: Callable[[int], pipe.Message], then: Callable[[list[pipe.Reply]], None] | None = None
+                     ) -> asyncio.Future[list[pipe.Reply]]:
+        fut = soon(build, then)
+        if isinstance(worker.log[-1], pipe.SpdAdd):
+            futures.append(fut)
+        return fut
+    worker.request_soon = request_soon   # type: ignore[method-assign]
+    return futures
 
 
 async def joined_while_unanswered(refused: str, calls: int, path: str) -> tuple[PoolGateway, ChildState, ChildState]:
     """The client's first Child SA is installed (the worker refuses the first ``calls`` calls of
     ``refused``), the answer to its SPDADD is held; meanwhile the client comes back from another
-    address and its new Child SA joins the lineage; then the answer is read.  ``path``: the first
-    install's requests are sent at once (``fast``: nothing else changes the worker) or from the
-    changes queue (``queued``: another change held it; so is the second's)."""
+    address and its new Child SA joins the lineage; then the answer is read (``no answer``: the
+    worker applied the SPDADD, its answer never comes and the request is given up, as after
+    REQUEST_TIMEOUT: cancelled).  ``path``: the first install's requests are sent at once (``fast``: nothing
+    else changes the worker) or from the changes queue (``queued``: another change held it; so is
+    the second's)."""
     gw = await pool_gateway(2)
     svc = gw.service
-    gate = asyncio.Event()
-    refuse_first(gw.worker.dp, refused, calls)
+    gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    if refused != NO_ANSWER:
+        refuse_first(gw.worker.dp, refused, calls)
     gw.worker.hold = hold_first_spdadd(gate)
+    spdadds = spdadd_requests(gw)
     if path == "queued":
         await svc._changes.acquire()
     gw.connect(A)
@@ -87,10 +108,13 @@ async def joined_while_unanswered(refused: str, calls: int, path: str) -> tuple[
         svc._changes.release()
         await gw.settle(wait_tasks=False)
     # the first Child SA's install is not answered (its SPDADD's answer is held), the second joined its lineage
-    assert first.install is not None and not gate.is_set()
+    assert first.install is not None and not gate.done()
     back = child_of(gw, IDS[A])
     assert back is not None and back.ike != first.ike and back.lineage is first.lineage
-    gate.set()
+    if refused == NO_ANSWER:
+        spdadds[0].cancel()   # what the give-up does (GiveUp, or client.answered on the queued path)
+    else:
+        gate.set_result(None)
     await gw.settle()
     return gw, first, back
 
@@ -112,17 +136,20 @@ def failures(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 
 @pytest.mark.parametrize("path", ["fast", "queued"])
-@pytest.mark.parametrize("refused", ["spd_add", "update"])
+@pytest.mark.parametrize(("refused", "error"), [("spd_add", "SpdAdd: ENOSPC"), ("update", "Update: ENOSPC"),
+                                               (NO_ANSWER, "SpdAdd (no answer within")])
 def test_a_member_that_joins_while_the_lineages_spdadd_is_unanswered_is_protected(
-        refused: str, path: str, caplog: pytest.LogCaptureFixture) -> None:
+        refused: str, error: str, path: str, caplog: pytest.LogCaptureFixture) -> None:
     """``spd_add``: the new Child SA adds the policy the worker refused; ``update``: the first
-    Child SA's SPDADD went in, its policy stays for the new one."""
+    Child SA's SPDADD went in, its policy stays for the new one; ``no answer``: the policy the
+    worker may have applied is deleted (it went in: in no lineage's record, it would be left
+    behind) and the new Child SA adds its own."""
     async def body() -> None:
         with caplog.at_level(logging.ERROR, logger="tunsec.ike"):
             gw, first, back = await joined_while_unanswered(refused, 1, path)
         svc = gw.service
         (failed,) = failures(caplog)
-        assert f"{first.spi_in:08x}_i" in failed and f"{refused.title().replace('_', '')}: ENOSPC" in failed
+        assert f"{first.spi_in:08x}_i" in failed and error in failed
         # the first Child SA's install failed: it is gone, the lineage goes on in the one that came back
         assert list(svc.children) == [back.handle]
         # the lineage's record is what the worker holds, and the traffic is protected, for the client where it is now
