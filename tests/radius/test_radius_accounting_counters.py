@@ -28,6 +28,7 @@ from tunsec.dataplane import pipe
 from tunsec.dataplane.fastpath import Dataplane, Drop
 from tunsec.dataplane.pipe import Alg, Direction, Endpoint, Lifetime, SaInfo, SaSpec, Selector
 from tunsec.dataplane.worker import Worker as DataplaneWorker
+from tunsec.radius import accounting as accounting_module
 from tunsec.radius.accounting import SAMPLE_EVERY, Accounting, Cause
 from tunsec.radius.usage import ChildRef, Usage
 from tunsec.services.ike import INBOUND_LINGER, installs, radius_edge
@@ -429,3 +430,26 @@ def test_a_child_sa_whose_outbound_sa_was_never_added_is_carried_when_its_inboun
 
     stop, log = asyncio.run(main())
     assert usage(stop) == (2 * len(inner), 0, 2, 0) and log == ["Delete"]
+
+
+def test_a_stop_whose_child_sas_deletes_never_answer_goes_after_final_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The service never reports CHILD1's DELETEs (a bug, a hung queue): the Stop is not held for
+    ever; after FINAL_WAIT it goes, its DUMP reading CHILD1's SAs still in the worker."""
+    monkeypatch.setattr(accounting_module, "FINAL_WAIT", 0.2)
+
+    async def main() -> dict[str, int]:
+        server, port = await serve("answer")
+        worker = Worker(child_sas(CHILD1, 1000, 2000, 10, 20), [])
+        acct = Accounting(settings(port), worker.dump, worker.children)
+        acct.start("ike-1", "alice", STATION, [])
+        acct.child_down("ike-1", CHILD1)
+        worker.sas = child_sas(CHILD1, 1100, 2100, 11, 21)
+        acct.stop("ike-1", Cause.USER_REQUEST)
+        await asyncio.sleep(0.1)
+        assert not server.of("Stop")
+        await until(lambda: server.of("Stop"))
+        acct.close()
+        server.transport.close()
+        return server.of("Stop")[0]
+
+    assert usage(asyncio.run(main())) == (1100, 2100, 11, 21)

@@ -25,9 +25,9 @@ The IKE service feeds it events; it owns no IKE state:
   :meth:`Accounting.deleted`, once for each of its two SAs: the worker's answer to the SA's
   DELETE carries its final counters (LIFETIME_CURRENT, read under the lock that removes it
   from the SAD, so no packet counts on it after; as Linux XFRM's delete notification carries
-  the SA's current lifetime). Once both are in, the Child SA is carried into the session's total. A
-  rekeyed Child SA's inbound SA lingers INBOUND_LINGER seconds for the packets in flight
-  (services/ike/installs.py) and is counted when it goes.
+  the SA's current lifetime). Once both are in, the Child SA is carried into the session's
+  total. A rekeyed Child SA's inbound SA lingers INBOUND_LINGER seconds for the packets in
+  flight (services/ike/installs.py) and is counted when it goes.
 - :meth:`Accounting.worker_restarted`: a new worker replaced one that died; the Child SAs it
   held are gone with their counters, so what was last read of them is carried.
 - :meth:`Accounting.observe`: a DUMP someone else took (``tunsec status``, a Prometheus
@@ -43,7 +43,8 @@ The IKE service feeds it events; it owns no IKE state:
 - :meth:`Accounting.usage`: a session's total as its next record would carry it (``tunsec
   status`` shows it with the IKE SA: ``ike_sas[].usage``).
 - :meth:`Accounting.stop`: the IKE SA is gone. Once the final counters of its Child SAs
-  are in, an Accounting-Request Stop with Acct-Terminate-Cause and the totals goes out.
+  are in (at most FINAL_WAIT seconds), an Accounting-Request Stop with Acct-Terminate-Cause
+  and the totals goes out.
 - :meth:`Accounting.shutdown` (tunsec stops) and :meth:`Accounting.retire` (a reload turns
   accounting off, or removes the servers): a Stop for every session still open, then an
   Accounting-Off to every server at once once they are answered or given up (one after the
@@ -65,7 +66,7 @@ the client sent (our inbound SAs' inner bytes and packets), Acct-Output-* what w
 
 Usage never goes down from one record to the next and keeps what Child SAs carried after
 they are gone: a session's total is ``carried`` (Child SAs gone, or lost with a worker) plus,
-for each Child SA of the worker running now, the highest counters any DUMP showed of it
+for each Child SA of the worker running now, the highest counters any reading showed of it
 (``seen``). A DUMP, an EXPIRE's counters and a DELETE's answer only raise ``seen``; a Child
 SA's end (both its SAs' DELETEs answered: an SA whose DELETE failed keeps what was last seen of
 it) or a worker's death moves its ``seen`` into ``carried``. A session's Stop waits for the ends
@@ -84,7 +85,8 @@ When accounting ends while an IKE SA is still up (:meth:`Accounting.retire`: a r
 off, or tunsec stops and the peer did not answer the IKE SA's DELETE in time), its Stop does not
 wait for the DELETE answers of its Child SAs being deleted (a rekeyed one's inbound SA may linger
 for seconds past the deadline): it reads their SAs still in the worker with its DUMP, as it reads
-the installed ones. The traffic after that Stop is no longer accounted, as the IKE SA's own.
+the installed ones. The traffic after that Stop is no longer accounted, as the IKE SA's own. So
+does a Stop whose Child SAs' DELETE answers have not come within FINAL_WAIT seconds.
 
 Each request goes to the servers' ``acct_port`` by preference and load (strongSwan's choice,
 :mod:`tunsec.radius.health`), retransmitted as
@@ -158,6 +160,10 @@ OFF_SHARE = 1 / 3
 # every so often a DUMP refreshes what accounting knows of all sessions' Child SAs: the usage a
 # worker crash can take along is at most this much of the latest traffic (one DUMP a minute)
 SAMPLE_EVERY = 60.0
+# a Stop waits at most this long for the DELETE answers of its Child SAs being deleted: they come
+# within a round trip of the service's queue of changes reaching them (a mass teardown's is
+# seconds long), so this only bounds what would otherwise hold the Stop for ever
+FINAL_WAIT = 30.0
 
 
 class Cause(IntEnum):
@@ -426,9 +432,10 @@ class Accounting:
         if not going.done.done():
             going.done.set_result(None)
 
-    def stop(self, key: Hashable, cause: Cause, settle: bool = True) -> None:
-        """The IKE SA is gone: the Stop, once the Child SAs reported gone are carried (``settle``;
-        without: accounting ends while the IKE SA is up, see the module docstring)."""
+    def stop(self, key: Hashable, cause: Cause, wait: float | None = None) -> None:
+        """The IKE SA is gone: the Stop, once the Child SAs reported gone are carried, or ``wait``
+        seconds have passed (None: FINAL_WAIT; 0: accounting ends while the IKE SA is up, see the
+        module docstring)."""
         s = self._sessions.pop(key, None)
         if s is None:
             return
@@ -436,11 +443,12 @@ class Accounting:
         if s.timer is not None:
             s.timer.cancel()
             s.timer = None
-        pending = [going.done for going in s.going] if settle else []
+        wait = FINAL_WAIT if wait is None else wait
+        pending = [going.done for going in s.going] if wait else []
 
         async def record() -> AcctRecord:
             if pending:
-                await asyncio.wait(pending)
+                await asyncio.wait(pending, timeout=wait)
             usage = await self._usage(s, key, fresh=True)
             return self._build(s, ACCT_STOP, usage, cause)
         self._record(s, record)
@@ -513,7 +521,7 @@ class Accounting:
         loop = asyncio.get_running_loop()
         began = loop.time()
         for key in list(self._sessions):
-            self.stop(key, cause, settle=False)   # their IKE SAs are up: see the module docstring
+            self.stop(key, cause, wait=0)   # their IKE SAs are up: see the module docstring
         try:
             await self.drain(None if timeout is None else timeout * (1 - OFF_SHARE))
             for task in list(self._tasks):
