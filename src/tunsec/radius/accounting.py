@@ -70,7 +70,8 @@ for each Child SA of the worker running now, the highest counters any reading sh
 (``seen``). A DUMP, an EXPIRE's counters and a DELETE's answer only raise ``seen``; a Child
 SA's end (both its SAs' DELETEs answered: an SA whose DELETE failed keeps what was last seen of
 it) or a worker's death moves its ``seen`` into ``carried``. A session's Stop waits for the ends
-of its Child SAs reported gone, so it counts every packet they took in or sent. Every
+of its Child SAs reported gone (FINAL_WAIT at most), so it counts every packet they took in or
+sent. Every
 SAMPLE_EVERY seconds a DUMP refreshes ``seen`` for all sessions (the SAs still in the worker of
 Child SAs being deleted too), and so does every DUMP ``tunsec status`` or a metrics scrape takes.
 What is still lost:
