@@ -324,6 +324,7 @@ def pipe_seeds() -> Iterable[tuple[str, bytes]]:
         ("reply-ok", pipe.Reply(2, pipe.MsgType.UPDATE, pipe.Errno.OK)),
         ("reply-getspi", pipe.Reply(1, pipe.MsgType.GETSPI, pipe.Errno.OK, spi=0x1234)),
         ("reply-error", pipe.Reply(3, pipe.MsgType.ADD, pipe.Errno.EEXIST)),
+        ("reply-delete", pipe.Reply(4, pipe.MsgType.DELETE, pipe.Errno.OK, current=pipe.Lifetime(1500, 3, 60))),
         ("reply-dump", pipe.Reply(9, pipe.MsgType.DUMP, pipe.Errno.OK, more=True, sas=(info, larval),
                                   policies=(pinfo,), drops=(("auth", 3), ("replay", 0)))),
         ("acquire", pipe.Acquire(policy_id=3, selector=sel)),

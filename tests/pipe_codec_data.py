@@ -236,6 +236,8 @@ def replies(draw: st.DrawFn) -> Reply:
             drops=draw(drop_tables),
             gauges=draw(drop_tables),
         )
+    if msg_type is MsgType.DELETE and ok:
+        return Reply(draw(req_ids), msg_type, errno, current=draw(st.none() | lifetimes))
     return Reply(draw(req_ids), msg_type, errno)
 
 
@@ -428,6 +430,10 @@ REALISTIC: list[Message] = [
            current=Lifetime(bytes=999_999, packets=1000)),
     Reply(21, MsgType.DUMP, Errno.OK, drops=DROPS,
           gauges=(("live_sas", 2), ("live_cipher_ctxs", 2), ("policies", 1))),
+    # a DELETE's answer carries the SA's final counters, read as the worker removed it
+    Reply(14, MsgType.DELETE, Errno.OK, current=Lifetime(bytes=1 << 40, packets=12345, seconds=3600)),
+    Reply(15, MsgType.DELETE, Errno.OK),
+    Reply(16, MsgType.DELETE, Errno.ENOENT),
 ]
 
 # ----------------------------------------------------------------- raw helpers

@@ -100,6 +100,7 @@ GETSPI = GetSpi(1, 0x1000, 0x2000)
 EXPIRE = Expire(spi=300, direction=Direction.IN, hard=True, reason=ExpireReason.TIME)
 EXPIRE_FINAL = Expire(spi=300, direction=Direction.IN, hard=True, reason=ExpireReason.TIME,
                       current=Lifetime(5000, 4, 60))
+DELETE_FINAL = Reply(1, MsgType.DELETE, Errno.OK, current=Lifetime(5000, 4, 60))
 GAUGE_BODY = split(encode(Reply(1, MsgType.DUMP, Errno.OK, gauges=(("live_sas", 3),))))[0][1]
 IKE = Ike(data=b"hello", remote=REMOTE4, local=LOCAL4)
 big = b"\0" * (MAX_MESSAGE - HEADER_LEN + 4)
@@ -243,6 +244,16 @@ MALFORMED: list[tuple[str, bytes, Errno]] = [
      Errno.EINVAL),
     ("EXPIRE LIFETIME_CURRENT twice", plus(EXPIRE_FINAL, (Ext.LIFETIME_CURRENT, bytes(24))), Errno.EINVAL),
     ("LIFETIME_CURRENT in an UPDATE", plus(U_SA, (Ext.LIFETIME_CURRENT, bytes(24))), Errno.EINVAL),
+    ("DELETE reply LIFETIME_CURRENT truncated", patch(DELETE_FINAL, Ext.LIFETIME_CURRENT, lambda b: b[:16]),
+     Errno.EINVAL),
+    ("DELETE reply LIFETIME_CURRENT twice", plus(DELETE_FINAL, (Ext.LIFETIME_CURRENT, bytes(24))), Errno.EINVAL),
+    ("LIFETIME_CURRENT in a failed DELETE reply",
+     plus(Reply(1, MsgType.DELETE, Errno.ENOENT), (Ext.LIFETIME_CURRENT, bytes(24))), Errno.EINVAL),
+    ("LIFETIME_CURRENT in an ADD reply", plus(Reply(1, MsgType.ADD, Errno.OK), (Ext.LIFETIME_CURRENT, bytes(24))),
+     Errno.EINVAL),
+    ("LIFETIME_CURRENT in a DELETE request", plus(Delete(1, 300, Direction.IN), (Ext.LIFETIME_CURRENT, bytes(24))),
+     Errno.EINVAL),
+    ("SPI in a DELETE reply", plus(DELETE_FINAL, (Ext.SPI, struct.pack("!I", 300))), Errno.EINVAL),
     ("GAUGE in an EXPIRE", plus(EXPIRE, (Ext.GAUGE, GAUGE_BODY)), Errno.EINVAL),
     ("GAUGE in a failed DUMP reply", plus(DUMP_EIO, (Ext.GAUGE, GAUGE_BODY)), Errno.EINVAL),
     ("GAUGE twice", plus(DUMP_OK, (Ext.GAUGE, GAUGE_BODY), (Ext.GAUGE, GAUGE_BODY)), Errno.EINVAL),

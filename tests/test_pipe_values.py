@@ -106,6 +106,9 @@ INVALID: list[tuple[str, Callable[[], object]]] = [
     ("getspi reply without spi", lambda: Reply(1, MsgType.GETSPI, Errno.OK)),
     ("add reply with spi", lambda: Reply(1, MsgType.ADD, Errno.OK, spi=300)),
     ("more on flush", lambda: Reply(1, MsgType.FLUSH, Errno.OK, more=True)),
+    ("current on an add reply", lambda: Reply(1, MsgType.ADD, Errno.OK, current=Lifetime(1, 2, 3))),
+    ("current on a failed delete", lambda: Reply(1, MsgType.DELETE, Errno.ENOENT, current=Lifetime(1, 2, 3))),
+    ("current not a lifetime", lambda: Reply(1, MsgType.DELETE, Errno.OK, current=(1, 2, 3))),  # type: ignore[arg-type]
     ("sas on failed dump", lambda: Reply(1, MsgType.DUMP, Errno.EIO, sas=(sa_info(1),))),
     ("drop name", lambda: Reply(1, MsgType.DUMP, Errno.OK, drops=(("Auth", 1),))),
     ("drop count", lambda: Reply(1, MsgType.DUMP, Errno.OK, drops=(("auth", -1),))),

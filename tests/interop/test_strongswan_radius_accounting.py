@@ -96,6 +96,7 @@ def test_freeradius_logs_start_and_stop_with_user_address_session_and_the_pings_
         f"no Accounting Start at FreeRADIUS:\n{radius.log_text()[-3000:]}\ntunsec:\n{gateway.log_tail()}"
     assert topo.wait_ping(topo.b, topo.a.inner4, src=VIP, timeout=10)
     assert topo.ping(topo.b, topo.a.inner4, count=PINGS, src=VIP)
+    (theirs,) = client.sas()[CONN]["child-sas"].values()   # the client's kernel counts each packet too
 
     client.swanctl_ok("--terminate", "--ike", CONN)
     assert wait_until(lambda: bool(records_of(radius, "Stop")), 10), \
@@ -121,6 +122,12 @@ def test_freeradius_logs_start_and_stop_with_user_address_session_and_the_pings_
     assert int(stop["Acct-Input-Octets"]) >= (PINGS + 1) * ECHO, stop
     assert int(stop["Acct-Output-Octets"]) >= (PINGS + 1) * ECHO, stop
     assert int(stop["Acct-Input-Packets"]) >= PINGS + 1 and int(stop["Acct-Output-Packets"]) >= PINGS + 1, stop
+    # exactly what went through: every packet the client sent on the Child SA, every one it got
+    # (the pings answered, nothing is in flight when it is asked, nothing moves after)
+    assert (int(stop["Acct-Input-Packets"]), int(stop["Acct-Output-Packets"])) == \
+        (int(theirs["packets-out"]), int(theirs["packets-in"])), (stop, theirs)
+    assert (int(stop["Acct-Input-Octets"]), int(stop["Acct-Output-Octets"])) == \
+        (int(theirs["bytes-out"]), int(theirs["bytes-in"])), (stop, theirs)
     assert "Acct-Input-Octets" not in start, start
 
     def settled() -> bool:

@@ -16,7 +16,7 @@ import pytest
 from pyrad import packet as rp
 from test_radius_messages import SECRET, STATION
 
-from tunsec.dataplane.pipe import Alg, Direction, Endpoint, SaInfo
+from tunsec.dataplane.pipe import Alg, Direction, Endpoint, Lifetime, SaInfo
 from tunsec.ike.secret import Secret
 from tunsec.radius.accounting import Accounting, Cause
 from tunsec.radius.messages import DICTIONARY
@@ -103,6 +103,16 @@ class Worker:
     def children(self, key: Hashable) -> list[ChildRef]:
         return list(self.live) if key == "ike-1" else []
 
+    def delete(self, acct: Accounting, ref: ChildRef) -> None:
+        """The IKE service's DELETEs of a Child SA reported gone: each SA leaves the worker, its answer
+        with the SA's final counters (none if it is not there, or the worker cannot answer)."""
+        for direction, spi in ((Direction.IN, ref.spi_in), (Direction.OUT, ref.spi_out)):
+            mine = [s for s in self.sas if (s.direction, s.spi) == (direction, spi)]
+            self.sas = [s for s in self.sas if s not in mine]
+            final = None if self.fail or not mine else Lifetime(mine[0].counters["bytes"],
+                                                                mine[0].counters["packets"])
+            acct.deleted(ref.spi_in, direction, final)
+
 
 async def until(check: Any, timeout: float = 5.0) -> None:
     async with asyncio.timeout(timeout):
@@ -117,17 +127,15 @@ def test_start_interim_and_stop_carry_one_session_and_the_usage_of_all_child_sas
         acct = Accounting(settings(port, interval=0.05), worker.dump, worker.children, prefix=1700000000)
         acct.start("ike-1", "alice", STATION, ["10.3.0.1", "fd00::1"], [b"vpn-gold", b"cc-7"])
         await until(lambda: server.of("Interim-Update"))
-        # CHILD1 is rekeyed: its last counters, then its successor's (past 2**32 octets in)
+        # CHILD1 is rekeyed: its last counters (its DELETEs' answers), then its successor's (past 2**32 octets in)
         worker.sas = child_sas(CHILD1, 1500, 2500, 15, 25) + child_sas(CHILD2, 2**32 + 5, 7, 3, 1)
         worker.live = [CHILD2]
         acct.child_down("ike-1", CHILD1)
-
-        async def delete() -> None:   # as the IKE service: its DELETEs are sent after that DUMP
-            worker.sas = worker.sas[2:]
-        deleted = asyncio.ensure_future(delete())
         acct.stop("ike-1", Cause.USER_REQUEST)
+        await asyncio.sleep(0.1)
+        assert not server.of("Stop")   # it waits for CHILD1's final counters
+        worker.delete(acct, CHILD1)
         await until(lambda: server.of("Stop"))
-        assert deleted.done()
         acct.close()
         server.transport.close()
         return server, acct
@@ -170,6 +178,7 @@ def test_forged_answers_are_dropped_the_next_server_takes_over_and_lost_records_
         lost = Accounting(settings(silent_port), worker.dump, worker.children)
         lost.start("ike-1", "bob", STATION, [])
         lost.child_down("ike-1", CHILD1)
+        worker.delete(lost, CHILD1)
         lost.stop("ike-1", Cause.LOST_SERVICE)   # returns at once: nothing waits for RADIUS
         await until(lambda: lost.stats.failed == 2)
         for s in (forger, good, silent):
@@ -189,7 +198,7 @@ def test_forged_answers_are_dropped_the_next_server_takes_over_and_lost_records_
     assert lost.sessions == 0
 
 
-def test_children_going_down_together_share_one_dump() -> None:
+def test_children_going_down_need_no_dump_their_deletes_answers_carry_their_counters() -> None:
     async def main() -> Worker:
         server, port = await serve("answer")
         worker = Worker(child_sas(CHILD1, 1, 1, 1, 1) + child_sas(CHILD2, 2, 2, 2, 2))
@@ -198,6 +207,8 @@ def test_children_going_down_together_share_one_dump() -> None:
         acct.child_down("ike-1", CHILD1)
         acct.child_down("ike-1", CHILD2)
         acct.stop("ike-1", Cause.ADMIN_RESET)
+        worker.delete(acct, CHILD2)
+        worker.delete(acct, CHILD1)
         await until(lambda: server.of("Stop"))
         (stop,) = server.of("Stop")
         assert (stop["Acct-Input-Octets"], stop["Acct-Terminate-Cause"]) == (3, 6)
@@ -205,7 +216,7 @@ def test_children_going_down_together_share_one_dump() -> None:
         acct.close()
         return worker
 
-    assert asyncio.run(main()).dumps == 1
+    assert asyncio.run(main()).dumps == 0
 
 
 def test_one_start_per_ike_sa() -> None:

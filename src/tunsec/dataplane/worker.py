@@ -253,8 +253,10 @@ class Worker:
     def _delete(self, msg: pipe.Delete) -> list[bytes]:
         # the timers go even if the SA is gone already (ENOENT): nothing else would remove them
         self.timers.cancel((msg.spi, msg.direction, msg.remote))
-        self.dp.delete(msg.spi, msg.direction, msg.remote)
-        return self._ok(msg)
+        # the answer carries the SA's final counters, read under the lock that removes it: no packet
+        # a loop thread takes in or sends between a DUMP and this DELETE goes uncounted (accounting)
+        final = self.dp.remove(msg.spi, msg.direction, msg.remote)
+        return [pipe.encode(pipe.Reply(msg.req_id, msg.TYPE, Errno.OK, current=_current(final)))]
 
     def _flush(self, msg: pipe.Flush) -> list[bytes]:
         self.dp.flush()

@@ -21,23 +21,30 @@ The IKE service feeds it events; it owns no IKE state:
   strongSwan takes it too, over the configured interval) but never more often than every
   MIN_SERVER_INTERVAL seconds: the value comes from the network,
   and one of 1 s would make every session flood the servers.
-- :meth:`Accounting.child_down`: one of its Child SAs goes away (rekeyed, deleted). Its
-  final counters are read from the worker (a DUMP, requested before the SAs are deleted:
-  the pipe keeps the order) and carried into the session's total.
+- :meth:`Accounting.child_down`: one of its Child SAs goes away (rekeyed, deleted); then
+  :meth:`Accounting.deleted`, once for each of its two SAs: the worker's answer to the SA's
+  DELETE carries its final counters (LIFETIME_CURRENT, read under the lock that removes it
+  from the SAD, so no packet counts on it after; as Linux XFRM's delete notification carries
+  the SA's current lifetime). Once both are in, the Child SA is carried into the session's
+  total. A rekeyed Child SA's inbound SA lingers INBOUND_LINGER seconds for the packets in
+  flight (services/ike/installs.py) and is counted when it goes.
 - :meth:`Accounting.worker_restarted`: a new worker replaced one that died; the Child SAs it
   held are gone with their counters, so what was last read of them is carried.
 - :meth:`Accounting.observe`: a DUMP someone else took (``tunsec status``, a Prometheus
   scrape) refreshes what is known of every session's Child SAs.
 - :meth:`Accounting.expired`: an SA's EXPIRE with its counters (LIFETIME_CURRENT). A hard one
   after a failed rekey: the worker deleted the SA itself (time lifetime) or stopped counting on it
-  (bytes, packets), so these are its final counters, and no DUMP may find it any more. They are
-  taken as a DUMP's reading of that SA is: the highest seen, so a DUMP that read it before
-  (or after: the SA is gone, 0) changes nothing and nothing counts twice; also when the EXPIRE
-  comes while the Child SA's final DUMP is under way, or just after it was carried (GOING_KEEP).
+  (bytes, packets), so these are its final counters, and no DUMP may find it any more (its
+  DELETE finds none either: ENOENT). They are taken as a DUMP's reading of that SA is: the
+  highest seen, so a DUMP that read it before (or after: the SA is gone, 0) changes nothing and
+  nothing counts twice; also when the EXPIRE comes while the Child SA is being deleted. An
+  EXPIRE with counters always comes before the answer to the SA's DELETE (the worker sends
+  both on the pipe, in order; after the SA is removed an EXPIRE carries none).
 - :meth:`Accounting.usage`: a session's total as its next record would carry it (``tunsec
   status`` shows it with the IKE SA: ``ike_sas[].usage``).
 - :meth:`Accounting.stop`: the IKE SA is gone. Once the final counters of its Child SAs
-  are in, an Accounting-Request Stop with Acct-Terminate-Cause and the totals goes out.
+  are in (at most FINAL_WAIT seconds), an Accounting-Request Stop with Acct-Terminate-Cause
+  and the totals goes out.
 - :meth:`Accounting.shutdown` (tunsec stops) and :meth:`Accounting.retire` (a reload turns
   accounting off, or removes the servers): a Stop for every session still open, then an
   Accounting-Off to every server at once once they are answered or given up (one after the
@@ -59,21 +66,28 @@ the client sent (our inbound SAs' inner bytes and packets), Acct-Output-* what w
 
 Usage never goes down from one record to the next and keeps what Child SAs carried after
 they are gone: a session's total is ``carried`` (Child SAs gone, or lost with a worker) plus,
-for each Child SA of the worker running now, the highest counters any DUMP showed of it
-(``seen``). A DUMP only raises ``seen``; a Child SA's end (its final DUMP, or the last one
-that saw it if that fails) or a worker's death moves its ``seen`` into ``carried``. Every
-SAMPLE_EVERY seconds a DUMP refreshes ``seen`` for all sessions, and so does every DUMP
-``tunsec status`` or a metrics scrape takes. What is still lost:
+for each Child SA of the worker running now, the highest counters any reading showed of it
+(``seen``). A DUMP, an EXPIRE's counters and a DELETE's answer only raise ``seen``; a Child
+SA's end (both its SAs' DELETEs answered: an SA whose DELETE failed keeps what was last seen of
+it) or a worker's death moves its ``seen`` into ``carried``. A session's Stop waits for the ends
+of its Child SAs reported gone (FINAL_WAIT at most), so it counts every packet they took in or
+sent. Every
+SAMPLE_EVERY seconds a DUMP refreshes ``seen`` for all sessions (the SAs still in the worker of
+Child SAs being deleted too), and so does every DUMP ``tunsec status`` or a metrics scrape takes.
+What is still lost:
 
 - the traffic between the last DUMP and a worker's crash (a worker that dies takes its
   counters along; nothing can read them after), so at most SAMPLE_EVERY seconds' worth, less
   with Interim-Updates or scrapes more often. There is no planned worker restart to sample
   before: the daemon restarts the worker only after it exited, and a shutdown deletes the
-  Child SAs (reading their final counters) while the worker still runs;
-- the packets a rekeyed Child SA's inbound SA still takes in during its linger (INBOUND_LINGER)
-  after it is read again (``reread`` of :meth:`Accounting.child_down`: the packets in flight
-  arrive within a round trip, the reread comes a second later; or at once when its lineage ends
-  first, and the service awaits it before deleting the SA: :meth:`Accounting.read_last`).
+  Child SAs (their DELETEs' answers carry their final counters) while the worker still runs.
+
+When accounting ends while an IKE SA is still up (:meth:`Accounting.retire`: a reload turns it
+off, or tunsec stops and the peer did not answer the IKE SA's DELETE in time), its Stop does not
+wait for the DELETE answers of its Child SAs being deleted (a rekeyed one's inbound SA may linger
+for seconds past the deadline): it reads their SAs still in the worker with its DUMP, as it reads
+the installed ones. The traffic after that Stop is no longer accounted, as the IKE SA's own. So
+does a Stop whose Child SAs' DELETE answers have not come within FINAL_WAIT seconds.
 
 Each request goes to the servers' ``acct_port`` by preference and load (strongSwan's choice,
 :mod:`tunsec.radius.health`), retransmitted as
@@ -112,7 +126,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-from tunsec.dataplane.pipe import Direction, Endpoint, SaInfo
+from tunsec.dataplane.pipe import Direction, Endpoint, Lifetime, SaInfo
 from tunsec.ike.events import DownReason
 from tunsec.loglimit import LogLimiter, suffix
 
@@ -137,7 +151,7 @@ from .usage import ChildRef, SaIndex, Usage
 
 log = logging.getLogger("tunsec.radius")
 # Interim-Updates take the counters of a DUMP at most this old: with many sessions the worker
-# is asked at most about once a second, not once per session (final counters are always fresh)
+# is asked at most about once a second, not once per session (a Stop's are always fresh)
 SAMPLE_REUSE = 1.0
 # an Access-Accept's Acct-Interim-Interval is taken within these bounds: RFC 2869 §5.16 says it
 # SHOULD NOT be below 60; the upper bound is the config's (conf.radius MAX_INTERVAL, 7 days)
@@ -147,9 +161,10 @@ OFF_SHARE = 1 / 3
 # every so often a DUMP refreshes what accounting knows of all sessions' Child SAs: the usage a
 # worker crash can take along is at most this much of the latest traffic (one DUMP a minute)
 SAMPLE_EVERY = 60.0
-# a Child SA's SAs are known by SPI this long after its final counters were read: an EXPIRE of one
-# of them may still come (the worker's timer deleted it between the final DUMP and our DELETE)
-GOING_KEEP = 10.0
+# a Stop waits at most this long for the DELETE answers of its Child SAs being deleted: they come
+# within a round trip of the service's queue of changes reaching them (a mass teardown's is
+# seconds long), so this only bounds what would otherwise hold the Stop for ever
+FINAL_WAIT = 30.0
 
 
 class Cause(IntEnum):
@@ -203,9 +218,10 @@ class _Session:
     started: float
     classes: tuple[bytes, ...]
     carried: Usage = field(default_factory=Usage)  # Child SAs gone (or lost with a worker): their last counters
-    # the running worker's Child SAs (by ChildRef.key): the highest counters a DUMP showed of each
+    # the running worker's Child SAs (by ChildRef.key): the highest counters a DUMP (an EXPIRE, a
+    # DELETE's answer) showed of each
     seen: dict[tuple[int, int], Usage] = field(default_factory=dict)
-    pending: list[asyncio.Task[None]] = field(default_factory=list)  # final counters being read
+    going: list[_Going] = field(default_factory=list)  # Child SAs reported gone, their DELETEs still to answer
     last: asyncio.Task[None] | None = None  # the session's latest record: the next waits for it
     timer: asyncio.TimerHandle | None = None  # the next Interim-Update
     interval: float | None = None  # the Access-Accept's Acct-Interim-Interval (bounded), over the config's
@@ -215,9 +231,12 @@ class _Session:
 
     def absorb(self, refs: Sequence[ChildRef], index: SaIndex) -> None:
         """What a DUMP shows of the session's Child SAs ``refs`` (installed now: a Child SA reported
-        gone is carried by its final DUMP, and must not come back into ``seen``)."""
+        gone is carried once its DELETEs are answered, and must not come back into ``seen``) and of
+        the SAs not deleted yet of those being deleted (a rekeyed one's lingering inbound SA)."""
         for ref in refs:
             self.seen.setdefault(ref.key, Usage()).raise_to(index.usage(ref))
+        for going in self.going:
+            self.seen.setdefault(going.ref.key, Usage()).raise_to(going.still_there(index.usage(going.ref)))
 
     def carry(self, key: tuple[int, int]) -> Usage | None:
         """The Child SA is gone: its last counters stay in the total (and are answered)."""
@@ -240,17 +259,25 @@ class _Session:
                      total.packets_in - b.packets_in, total.packets_out - b.packets_out)
 
 
-@dataclass
+@dataclass(eq=False)
 class _Going:
-    """A Child SA whose final counters are read (Accounting.child_down), by its SAs' names: an
-    EXPIRE of one of them still finds its session.  ``carried``: what it was carried with, once it was."""
+    """A Child SA reported gone (Accounting.child_down) until the worker answered both its SAs'
+    DELETEs (Accounting.deleted), known by its SAs' names meanwhile: an EXPIRE of one of them still
+    finds its session.  ``left``: its SAs not deleted yet; ``done``: set once it is carried."""
 
-    key: Hashable
     session: _Session
     ref: ChildRef
-    carried: Usage | None = None
-    reread: asyncio.Event | None = None   # set: read its lingering inbound SA now (Accounting.read_last)
-    final: asyncio.Task[None] | None = None
+    done: asyncio.Future[None]
+    left: set[Direction] = field(default_factory=lambda: {Direction.IN, Direction.OUT})
+
+    def still_there(self, u: Usage) -> Usage:
+        """``u`` (a reading of its SAs) without the SAs deleted already: a DUMP answered after
+        one's DELETE does not show it (0 is no reading), or shows an SA that took its SPI since."""
+        if Direction.IN not in self.left:
+            u.octets_in = u.packets_in = 0
+        if Direction.OUT not in self.left:
+            u.octets_out = u.packets_out = 0
+        return u
 
 
 SaId = tuple[Direction, int, Endpoint | None]   # an SA as the worker names it (outbound: with its peer)
@@ -301,7 +328,7 @@ class Accounting:
         self._nas_addresses: tuple[str, ...] = ()    # our IKE addresses, for the Accounting-On/-Off
         self._closed = False   # closed (shut down, retired, or the service closed it): sends nothing more
         self._ended = asyncio.Event()   # set by close(): a run opened after this one may send its On
-        self._going: dict[SaId, _Going] = {}   # the SAs of Child SAs whose final counters are read (child_down)
+        self._going: dict[SaId, _Going] = {}   # the SAs of Child SAs being deleted (child_down, deleted)
 
     @property
     def sessions(self) -> int:
@@ -367,54 +394,49 @@ class Accounting:
         if self._refresher is None:
             self._refresher = asyncio.get_running_loop().call_later(SAMPLE_EVERY, self._refresh)
 
-    def child_down(self, key: Hashable, ref: ChildRef, reread: float = 0.0) -> None:
-        """Before the Child SA's SAs leave the worker: its final counters are carried (the last
-        ones seen if the worker cannot be asked). ``reread``: a rekeyed Child SA's inbound SA
-        lingers for the packets in flight; they are read again that many seconds later (before
-        it goes, or sooner: read_last; the Stop of its session waits for them)."""
+    def child_down(self, key: Hashable, ref: ChildRef) -> None:
+        """The Child SA is reported gone, before its SAs leave the worker: its final counters come
+        with the answers to their DELETEs (:meth:`deleted`), then it is carried; until then its
+        session's Stop waits for it."""
         s = self._sessions.get(key)
-        if s is None:
+        if s is None or (Direction.IN, ref.spi_in, None) in self._going:   # (being deleted already)
             return
-        sample = self._next_sample()
-        going = _Going(key, s, ref, reread=asyncio.Event() if reread else None)
-        ids = _sa_ids(ref)
-        for sa_id in ids:
+        going = _Going(s, ref, asyncio.get_running_loop().create_future())
+        for sa_id in _sa_ids(ref):
             self._going[sa_id] = going
+        s.going.append(going)
 
-        def forget() -> None:
-            for sa_id in ids:
-                if self._going.get(sa_id) is going:
-                    del self._going[sa_id]
-
-        async def final() -> None:
-            try:
-                index = self._current(await self._await_sample(sample))
-                if index is not None:
-                    s.absorb([ref], index)
-                if going.reread is not None:
-                    with contextlib.suppress(TimeoutError):   # cut short: its SA goes now (read_last)
-                        await asyncio.wait_for(going.reread.wait(), reread)
-                    index = self._current(await self._await_sample(self._next_sample()))
-                    if index is not None:
-                        s.absorb([ref], index)   # its outbound SA is gone by now: absorb keeps what it had
-                going.carried = s.carry(ref.key) or Usage()
-            finally:
-                asyncio.get_running_loop().call_later(GOING_KEEP, forget)
-        task = going.final = self._spawn(final())
-        s.pending.append(task)
-        task.add_done_callback(lambda t: s.pending.remove(t) if t in s.pending else None)
-
-    def read_last(self, spi_in: int) -> asyncio.Task[None] | None:
-        """A lingering inbound SA is deleted before its reread (its lineage ended): the reread now;
-        the deleter awaits the task returned (its DUMP answered, so the worker read the counters
-        before the DELETE) and so the Stop carries what the SA took in until then."""
+    def deleted(self, spi_in: int, direction: Direction, final: Lifetime | None) -> None:
+        """One SA of a Child SA reported gone (named by the Child SA's inbound SPI, which the worker
+        allocated: unique) has left the worker: ``final``, its counters as the answer to its DELETE
+        carried them, None if it had none (the SA was not there: removed at its hard lifetime, whose
+        EXPIRE carried them, or never installed; the worker failed or is gone: what was last seen of
+        it stays)."""
         going = self._going.get((Direction.IN, spi_in, None))
-        if going is None or going.reread is None or going.final is None or going.final.done():
-            return None
-        going.reread.set()
-        return going.final
+        if going is None or direction not in going.left:
+            return
+        if final is not None:
+            going.session.seen.setdefault(going.ref.key, Usage()).raise_to(_usage_of(direction, final.bytes,
+                                                                                      final.packets))
+        going.left.discard(direction)
+        if not going.left:
+            self._carry(going)
 
-    def stop(self, key: Hashable, cause: Cause) -> None:
+    def _carry(self, going: _Going) -> None:
+        """Both of the Child SA's SAs are gone: it is carried, and its session's Stop may go."""
+        for sa_id in _sa_ids(going.ref):
+            if self._going.get(sa_id) is going:
+                del self._going[sa_id]
+        s = going.session
+        s.carry(going.ref.key)
+        s.going.remove(going)
+        if not going.done.done():
+            going.done.set_result(None)
+
+    def stop(self, key: Hashable, cause: Cause, wait: float | None = None) -> None:
+        """The IKE SA is gone: the Stop, once the Child SAs reported gone are carried, or ``wait``
+        seconds have passed (None: FINAL_WAIT; 0: accounting ends while the IKE SA is up, see the
+        module docstring)."""
         s = self._sessions.pop(key, None)
         if s is None:
             return
@@ -422,11 +444,12 @@ class Accounting:
         if s.timer is not None:
             s.timer.cancel()
             s.timer = None
-        pending = list(s.pending)
+        wait = FINAL_WAIT if wait is None else wait
+        pending = [going.done for going in s.going] if wait else []
 
         async def record() -> AcctRecord:
             if pending:
-                await asyncio.wait(pending)
+                await asyncio.wait(pending, timeout=wait)
             usage = await self._usage(s, key, fresh=True)
             return self._build(s, ACCT_STOP, usage, cause)
         self._record(s, record)
@@ -435,25 +458,16 @@ class Accounting:
                 owner: tuple[Hashable, ChildRef] | None = None) -> None:
         """An SA's counters as its EXPIRE reported them (see the module docstring).  ``owner``: the
         session's key and the Child SA the SA belongs to, if the service still has it installed;
-        else the Child SA whose final counters are being read now, or were just now, if any."""
-        u = Usage(octets, 0, packets, 0) if direction is Direction.IN else Usage(0, octets, 0, packets)
+        else the Child SA being deleted it belongs to, if any."""
+        u = _usage_of(direction, octets, packets)
         if owner is not None:
             key, ref = owner
             if (s := self._sessions.get(key)) is not None:
                 s.seen.setdefault(ref.key, Usage()).raise_to(u)
             return
         going = self._going.get((direction, spi, remote if direction is Direction.OUT else None))
-        if going is None or self._sessions.get(going.key) is not going.session:
-            return
-        s = going.session
-        if going.carried is None:   # its final DUMP is under way: taken with it
-            s.seen.setdefault(going.ref.key, Usage()).raise_to(u)
-            return
-        # carried already: only what the final DUMP did not see is added
-        c = going.carried
-        s.carried.add(Usage(max(0, u.octets_in - c.octets_in), max(0, u.octets_out - c.octets_out),
-                            max(0, u.packets_in - c.packets_in), max(0, u.packets_out - c.packets_out)))
-        c.raise_to(u)
+        if going is not None and direction in going.left:   # being deleted: taken as its DELETE's answer is
+            going.session.seen.setdefault(going.ref.key, Usage()).raise_to(u)
 
     def worker_restarted(self) -> None:
         """A new worker replaced one that died, before the IKE service installs anything in it:
@@ -462,7 +476,10 @@ class Accounting:
         still under way counts no more."""
         self._epoch += 1
         self._recent = None
-        self._going.clear()   # the new worker's SPIs are anyone's
+        # the Child SAs being deleted: their DELETEs went to the dead worker, or go to the new one,
+        # whose SPIs are anyone's; what was seen of them is final
+        for going in set(self._going.values()):
+            self._carry(going)
         for s in self._sessions.values():
             s.carry_all()
 
@@ -505,7 +522,7 @@ class Accounting:
         loop = asyncio.get_running_loop()
         began = loop.time()
         for key in list(self._sessions):
-            self.stop(key, cause)
+            self.stop(key, cause, wait=0)   # their IKE SAs are up: see the module docstring
         try:
             await self.drain(None if timeout is None else timeout * (1 - OFF_SHARE))
             for task in list(self._tasks):
@@ -607,9 +624,10 @@ class Accounting:
         self._arm(key, s)
 
     async def _usage(self, s: _Session, key: Hashable, fresh: bool) -> Usage:
-        """The session's total: what its Child SAs carried, and the ones installed now as a DUMP
-        asked now shows them (with ``fresh`` false: one asked less than SAMPLE_REUSE seconds ago)."""
-        if self._children(key):
+        """The session's total: what its Child SAs carried, and the ones installed now (or being
+        deleted) as a DUMP asked now shows them (with ``fresh`` false: one asked less than
+        SAMPLE_REUSE seconds ago)."""
+        if s.going or self._children(key):
             recent = self._recent
             if not fresh and recent is not None and self._clock() - recent[0] < SAMPLE_REUSE:
                 index: SaIndex | None = self._current(recent[1])
@@ -617,7 +635,7 @@ class Accounting:
                 index = self._current(await self._await_sample(self._next_sample()))
             if index is not None:
                 # the Child SAs installed now, not when the DUMP was asked: one reported gone
-                # meanwhile is its final DUMP's to carry
+                # meanwhile is its DELETEs' answers' to carry
                 s.absorb(self._children(key), index)
         return s.total()
 
@@ -751,6 +769,11 @@ class Accounting:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+
+def _usage_of(direction: Direction, octets: int, packets: int) -> Usage:
+    """One SA's counters as a Child SA's usage: an inbound SA's are what the client sent."""
+    return Usage(octets, 0, packets, 0) if direction is Direction.IN else Usage(0, octets, 0, packets)
 
 
 def _found_dead(health: ServerHealth, may_skip: bool) -> bool:

@@ -506,7 +506,7 @@ def _unpack_ike(exts: _Exts) -> tuple[bytes, Endpoint, Endpoint | None]:
 
 
 def _build_reply(hdr: _Header, msg_type: MsgType, errno: Errno, exts: _Exts) -> Reply:
-    spi_body = exts.opt(Ext.SPI)
+    spi_body, current = exts.opt(Ext.SPI), exts.opt(Ext.LIFETIME_CURRENT)
     return Reply(
         hdr.req_id,
         msg_type,
@@ -517,6 +517,7 @@ def _build_reply(hdr: _Header, msg_type: MsgType, errno: Errno, exts: _Exts) -> 
         policies=tuple([_unpack_policy_info(b) for b in exts.all(Ext.POLICY_INFO)]),
         drops=tuple([_unpack_drop(b) for b in exts.all(Ext.DROP)]),
         gauges=tuple([_unpack_drop(b, "GAUGE") for b in exts.all(Ext.GAUGE)]),
+        current=None if current is None else _unpack_lifetime(current),
     )
 
 

@@ -234,6 +234,8 @@ def _reply_exts(msg: Reply) -> list[bytes]:
     exts += _sa_info_exts(msg.sas)
     if msg.spi is not None:
         exts.append(_ext(Ext.SPI, _U32_BODY.pack(msg.spi)))
+    if msg.current is not None:
+        exts.append(_ext(Ext.LIFETIME_CURRENT, _pack_lifetime(msg.current)))
     return exts
 
 
@@ -370,12 +372,13 @@ _SPI_REPLY_WHOLE: Final = struct.Struct(_fmt(_HEADER, _EXT_HDR, _U32_BODY))
 
 
 def _whole_reply(msg: Reply) -> bytes:
-    # a Reply carries an spi only as a successful GETSPI's answer, and more/sas/policies/drops/
-    # gauges only as a successful DUMP's (its checks): anything else is the header alone
+    # a Reply carries an spi only as a successful GETSPI's answer, more/sas/policies/drops/gauges
+    # only as a successful DUMP's, and current only as a successful DELETE's (its checks): anything
+    # else is the header alone
     if msg.spi is not None:
         return _SPI_REPLY_WHOLE.pack(VERSION, msg.type, msg.errno, msg.req_id, FLAG_REPLY, _ZERO3,
                                      _SPI_REPLY_WHOLE.size, _U32_EXT_LEN, _X_SPI, msg.spi)
-    if msg.type is not _T_DUMP:
+    if msg.type is not _T_DUMP and msg.current is None:
         return _HEADER.pack(VERSION, msg.type, msg.errno, msg.req_id, FLAG_REPLY, _ZERO3, HEADER_LEN)
     return _encode_general(msg)
 

@@ -281,6 +281,8 @@ class Reply:
     only on a successful DUMP answer, which may span several messages (more=True
     on all but the last; see encode_dump_replies and join_dump_replies).
     gauges: the worker's named values of now (live C allocations, policies).
+    current: only on a successful DELETE answer (LIFETIME_CURRENT, optional): the
+    deleted SA's final counters, read as the worker removed it (as Expire's current).
     """
 
     req_id: int
@@ -292,6 +294,7 @@ class Reply:
     policies: tuple[PolicyInfo, ...] = ()
     drops: tuple[tuple[str, int], ...] = ()
     gauges: tuple[tuple[str, int], ...] = ()
+    current: Lifetime | None = None
 
     def __post_init__(self) -> None:
         if self._plain():
@@ -304,6 +307,7 @@ class Reply:
         ok = self.errno is Errno.OK
         self._check_spi(ok)
         self._check_dump(ok)
+        self._check_current(ok)
 
     def _check_spi(self, ok: bool) -> None:
         if self.type is MsgType.GETSPI and ok:
@@ -324,8 +328,15 @@ class Reply:
         if self.more or self.sas or self.policies or self.drops or self.gauges:
             raise ValueError("only a successful DUMP reply carries more/sas/policies/drops/gauges")
 
+    def _check_current(self, ok: bool) -> None:
+        if self.current is None:
+            return
+        if self.type is not MsgType.DELETE or not ok:
+            raise ValueError("only a successful DELETE reply carries current")
+        _check_type("current", self.current, Lifetime)
+
     def _plain(self) -> bool:
-        """The answer to anything but DUMP (no more/sas/policies/drops), all checks at once."""
+        """The answer to anything but DUMP (no more/sas/policies/drops/current), all checks at once."""
         spi, ok = self.spi, self.errno is _OK
         return (_plain_request_id(self.req_id) and self.type in _REQUEST_TYPES
                 and type(self.type) is MsgType and type(self.errno) is Errno
@@ -334,7 +345,7 @@ class Reply:
                 and self.more is False and type(self.sas) is tuple and not self.sas
                 and type(self.policies) is tuple and not self.policies
                 and type(self.drops) is tuple and not self.drops
-                and type(self.gauges) is tuple and not self.gauges)
+                and type(self.gauges) is tuple and not self.gauges and self.current is None)
 
 
 @quick_init

@@ -73,7 +73,8 @@ _SPI_EXT_LEN: Final = _EXT_HDR.size + _U32_BODY.size
 _ZERO3: Final = bytes(3)
 _GETSPI: Final = MsgType.GETSPI
 _SPI_EXT: Final = int(Ext.SPI)
-_BARE_REPLY: Final = {"spi": None, "more": False, "sas": (), "policies": (), "drops": (), "gauges": ()}
+_BARE_REPLY: Final = {"spi": None, "more": False, "sas": (), "policies": (), "drops": (), "gauges": (),
+                      "current": None}
 
 
 def _quick_reply(data: bytes) -> Reply | None:

@@ -109,6 +109,9 @@ _DUMP_REPLY_SCHEMA: Final[_Schema] = {
     Ext.GAUGE: (0, _MANY),
 }
 
+# the deleted SA's final counters (optional: absent, the answer means what it meant before)
+_DELETE_REPLY_SCHEMA: Final[_Schema] = {Ext.LIFETIME_CURRENT: (0, 1)}
+
 
 def _reply_schema(msg_type: MsgType, errno: Errno) -> _Schema:
     if errno is not Errno.OK:
@@ -117,4 +120,6 @@ def _reply_schema(msg_type: MsgType, errno: Errno) -> _Schema:
         return {Ext.SPI: (1, 1)}
     if msg_type is MsgType.DUMP:
         return _DUMP_REPLY_SCHEMA
+    if msg_type is MsgType.DELETE:
+        return _DELETE_REPLY_SCHEMA
     return {}

@@ -71,9 +71,18 @@ def expired(self: IkeService, spi: int, direction: Direction, hard: bool, remote
     return False
 
 
-async def _delete_sa(self: IkeService, spi: int, direction: Direction, remote: Endpoint | None = None) -> None:
-    with contextlib.suppress(WorkerError):
-        await self.worker().request(lambda r: pipe.Delete(r, spi, direction, remote))
+async def _delete_sa(self: IkeService, spi: int, direction: Direction, remote: Endpoint | None = None,
+                     of_child: int | None = None) -> None:
+    """DELETE one SA from the worker.  ``of_child``: the inbound SPI of the Child SA (reported gone) the
+    SA is of: accounting gets the SA's final counters, which the answer carries (LIFETIME_CURRENT),
+    or None if the DELETE failed (ENOENT: its hard lifetime removed it, and its EXPIRE carried them)."""
+    final = None
+    try:
+        with contextlib.suppress(WorkerError):
+            final = (await self.worker().request(lambda r: pipe.Delete(r, spi, direction, remote)))[-1].current
+    finally:   # whatever happened: the session's Stop waits for it
+        if of_child is not None:
+            self._acct_deleted(of_child, direction, final)
 
 
 def _endpoint(self: IkeService, family: int, port: int, ip: str | None = None) -> Endpoint:
@@ -513,7 +522,9 @@ async def _remove(self: IkeService, state: ChildState, lineage_ended: bool, ling
     state.standby = None
     self._unlater(state.standby_timer)
     if state.out_installed:   # a refused ADD (EEXIST) leaves the SA that was there alone
-        await self._delete_sa(state.spi_out, Direction.OUT, state.remote)
+        await self._delete_sa(state.spi_out, Direction.OUT, state.remote, of_child=state.spi_in)
+    else:   # none of ours (on standby, refused): it counted nothing
+        self._acct_deleted(state.spi_in, Direction.OUT, None)
     lineage = state.lineage
     if linger and not self.closing:
         log.debug("%s: inbound SA %08x of rekeyed CHILD_SA %s lingers %.0f s", state.conn, state.spi_in,
@@ -524,7 +535,7 @@ async def _remove(self: IkeService, state: ChildState, lineage_ended: bool, ling
         lineage.lingering[state.spi_in] = (state.ike, self._later(INBOUND_LINGER,
                                                                   lambda: self._spawn(self._changes.queue(ended()))))
     else:
-        await self._delete_sa(state.spi_in, Direction.IN)
+        await self._delete_sa(state.spi_in, Direction.IN, of_child=state.spi_in)
     if not lineage_ended:
         if lineage.lingering and not _has_member_in(self, lineage, state.ike):
             # the lineage goes on in another IKE SA of the peer's identity (_sibling: the client came
@@ -549,16 +560,13 @@ async def _delete_policies(self: IkeService, pids: Sequence[int]) -> None:
 
 async def _drop_lingering(self: IkeService, lineage: Lineage, ike: int | None) -> None:
     """Delete the lineage's lingering inbound SAs now (under ``_changes``): those of IKE SA ``ike``, or all.
-    Accounting's reread of each comes first (Accounting.read_last; bounded by its DUMP's own end):
-    its DUMP answered before the DELETE is sent, the session's Stop counts what the SA took in."""
+    Each DELETE's answer carries what the SA took in to accounting, which the session's Stop waits for."""
     lingering = lineage.lingering or {}
     for spi, (owner, timer) in list(lingering.items()):
         if ike is None or owner == ike:
             self._unlater(timer)
             del lingering[spi]
-            if self.accounting is not None and (last := self.accounting.read_last(spi)) is not None:
-                await asyncio.wait([last])
-            await self._delete_sa(spi, Direction.IN)
+            await self._delete_sa(spi, Direction.IN, of_child=spi)
     if not lingering:
         lineage.lingering = None   # no empty dict kept per client
 
@@ -584,7 +592,7 @@ async def _linger_ended(self: IkeService, lineage: Lineage, spi: int) -> None:
         if lineage.lingering is not None and lineage.lingering.pop(spi, None) is not None:
             if not lineage.lingering:
                 lineage.lingering = None   # no empty dict kept per client
-            await self._delete_sa(spi, Direction.IN)
+            await self._delete_sa(spi, Direction.IN, of_child=spi)
 
 
 def _child_gone(self: IkeService, sa: IkeSa, ev: ChildSaDown) -> None:
@@ -597,7 +605,7 @@ def _child_gone(self: IkeService, sa: IkeSa, ev: ChildSaDown) -> None:
                  ev.describe())
         return
     linger = _lingers(self, state)   # before _forget: it asks the lineage's other members
-    self._acct_child_down(state)   # before _child_down: its DUMP goes to the worker before the DELETEs
+    self._acct_child_down(state)   # now, in event order: before its IKE SA's Stop (which waits for it)
     self._spawn(self._changes.queue(self._child_down(state, self._forget(state), ev, linger)))
 
 

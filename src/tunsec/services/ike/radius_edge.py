@@ -24,16 +24,12 @@ from tunsec.radius.relay import Accepted, RadiusRelay
 from tunsec.radius.settings import DaeSettings, RadiusSettings
 from tunsec.radius.usage import ChildRef
 from tunsec.services.base import StartupError, bind_udp
-from tunsec.services.ike.installs import INBOUND_LINGER
 from tunsec.services.ike.state import ChildState
 
 if TYPE_CHECKING:
     from tunsec.services.ike.service import IkeService
 
 log = logging.getLogger("tunsec.ike")
-# a rekeyed Child SA's inbound SA is read again this long after its DELETE: its packets in flight
-# have arrived (a round trip), and it is still there (it goes after INBOUND_LINGER)
-ACCT_REREAD = min(1.0, INBOUND_LINGER / 2)
 # seconds a run a reload turned off gets for its Stops and Off, as at shutdown (ACCT_SHUTDOWN_WAIT):
 # a server that answers does so within a round trip, and one that does not would keep them
 # retransmitting for a full round per server (22 s each by default) while a run a later reload
@@ -311,20 +307,24 @@ def _acct_start(self: IkeService, sa: IkeSa, ev: IkeSaUp, midway: bool = False) 
 
 
 def _acct_child_down(self: IkeService, state: ChildState) -> None:
-    """Before the service forgets it: a rekeyed Child SA (others of its lineage stay in its IKE SA)
-    keeps its inbound SA INBOUND_LINGER seconds for the packets in flight (installs._lingers,
-    _remove); they are read again ACCT_REREAD seconds later, well before it goes, or at once when its
-    lineage ends first (installs._drop_lingering awaits that read before deleting it)."""
+    """Before the service forgets it: its SAs' DELETEs (installs._remove; a rekeyed Child SA's inbound
+    SA INBOUND_LINGER seconds later, or when its lineage ends) report their final counters to
+    accounting (_acct_deleted)."""
     if self.accounting is not None:
-        lingers = self._lingers(state)
-        self.accounting.child_down(state.ike, ChildRef(state.spi_in, state.spi_out, state.remote),
-                                   ACCT_REREAD if lingers else 0.0)
+        self.accounting.child_down(state.ike, ChildRef(state.spi_in, state.spi_out, state.remote))
+
+
+def _acct_deleted(self: IkeService, spi_in: int, direction: pipe.Direction, final: pipe.Lifetime | None) -> None:
+    """One SA of a Child SA reported gone (_acct_child_down) left the worker: its final counters, as
+    the DELETE's answer carried them (None: it had none to give)."""
+    if self.accounting is not None:
+        self.accounting.deleted(spi_in, direction, final)
 
 
 def _acct_expired(self: IkeService, msg: pipe.Expire) -> None:
     """An EXPIRE with the SA's counters (the worker's LIFETIME_CURRENT), before the service acts on it:
     a hard one's are final (the worker deleted the SA, or counts nothing more on it), and reach
-    the session as its final DUMP would have read them (Accounting.expired)."""
+    the session as a DUMP's reading of the SA does (Accounting.expired)."""
     if self.accounting is None or msg.current is None:
         return
     state = self._child_of_sa(msg.spi, msg.direction, msg.remote)

@@ -605,7 +605,6 @@ class IkeService(Service):
     _install_answered = installs._install_answered
     _protect = installs._protect
     _remove = installs._remove
-    _lingers = installs._lingers
     _child_gone = installs._child_gone
     _child_down = installs._child_down
     _updown_event = installs._updown_event
@@ -633,6 +632,7 @@ class IkeService(Service):
     acct_observe = radius_edge._acct_observe
     _acct_start = radius_edge._acct_start
     _acct_child_down = radius_edge._acct_child_down
+    _acct_deleted = radius_edge._acct_deleted
     _acct_expired = radius_edge._acct_expired
     _acct_usage = radius_edge._acct_usage
     _acct_stop = radius_edge._acct_stop
