@@ -37,6 +37,7 @@ import itertools
 import logging
 import socket
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -530,8 +531,10 @@ class IkeService(Service):
             # batch (other peers' IKE, EXPIREs, ACQUIREs) or of the SPI pool's held datagrams would be lost
             self.receive_errors += 1
             if (held := self._receive_log.admit()) is not None:
-                log.error("IKE datagram from %s[%d] dropped: internal error (%s: %s)%s", remote[0], remote[1],
-                          type(err).__name__, err, suffix(held), exc_info=self.receive_errors == 1)
+                # the type and (the first time) where, not the text: it may quote the peer's data or a secret
+                where = "".join(traceback.format_tb(err.__traceback__)) if self.receive_errors == 1 else ""
+                log.error("IKE datagram from %s[%d] dropped: internal error (%s)%s%s", remote[0], remote[1],
+                          type(err).__name__, suffix(held), f"\n{where}" if where else "")
 
     def _readable(self, s: socket.socket, key: IkeSocketKey) -> None:
         for data, remote, local in recv(s, key):
