@@ -296,3 +296,21 @@ def test_eap_client_without_its_password_is_an_error_at_auth() -> None:
     issue = only_issue(text)
     assert issue.key == "connections.gw-gw.local.auth"
     assert issue.message == "no EAP password for 'carol': add a secrets.eap-NAME section with id = carol"
+
+
+@pytest.mark.parametrize("value", ["0xff436172", "0s" + base64.b64encode(b"Carol \xe9").decode()])
+def test_an_eap_password_that_is_not_utf8_text_is_refused(value: str) -> None:
+    """MSCHAPv2 hashes the password as UTF-16: other bytes have no such form, and a client naming
+    the user would make the gateway's hashing fail (an exception out of the engine, not a refusal)."""
+    text = EAP_CONF.replace('secret = "Carol pw 1"', f"secret = {value}")
+    errors = [str(e) for e in issues_of(text)]
+    assert f"swanctl.conf:{line_of(text, 'secret = ' + value)}: secrets.eap-carol.secret: an EAP password " \
+        "must be UTF-8 text (EAP-MSCHAPv2 hashes it as UTF-16)" in errors
+    assert value[2:] not in " ".join(errors)   # the value is never echoed
+
+
+def test_an_eap_password_with_non_ascii_text_is_taken() -> None:
+    text = EAP_CONF.replace('secret = "Carol pw 1"', 'secret = "Carol pw \u00e9"')
+    (conn,) = parse_config(text, "swanctl.conf").connections
+    password = conn.ike.eap_password("carol")
+    assert password is not None and password.reveal() == "Carol pw \u00e9".encode()

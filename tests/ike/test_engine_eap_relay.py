@@ -7,6 +7,7 @@ as FreeRADIUS does, MS-MPPE-Recv-Key || MS-MPPE-Send-Key (32 bytes, not strongSw
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -125,7 +126,8 @@ def test_the_first_response_waits_for_the_backend_when_the_identity_is_known() -
     assert backend.asked[0].identity == b"alice" and backend.asked[0].eap[:1] == b"\x02"
 
 
-def _refused(reply: Callable[[EapRelayRequest], RelayReply | None], why: str, until: float = 20.0) -> Network:
+def _refused(reply: Callable[[EapRelayRequest], RelayReply | None], why: str, until: float = 20.0,
+             accepted: bool = False) -> Network:
     net, a, b = setup(client(), gateway())
     relay(net, b, reply, until=until)
     ev_a, ev_b = net.take(A), net.take(B)
@@ -134,8 +136,9 @@ def _refused(reply: Callable[[EapRelayRequest], RelayReply | None], why: str, un
     assert [e.by_peer for e in only(ev_a, AuthFailed)] == [True]   # EAP-Failure + AUTHENTICATION_FAILED
     assert not only(ev_a, IkeSaUp) and not only(ev_b, IkeSaUp) and not only(ev_b, ChildSaUp)
     assert not a.sas and not b.sas and b.half_open == 0
-    # the backend gave its final answer: the gateway has no conversation to abandon
-    assert not only(ev_b, EapRelayAbandoned)
+    # the backend gave its final answer: the gateway has no conversation to abandon; after an
+    # Access-Accept the edge keeps what it said for accounting, which the SA's end must drop
+    assert len(only(ev_b, EapRelayAbandoned)) == accepted
     return net
 
 
@@ -160,7 +163,7 @@ def test_an_accept_without_keys_is_a_failure() -> None:
     def no_keys(ev: EapRelayRequest) -> RelayReply:
         reply = backend(ev)
         return RelayReply(reply.outcome, reply.eap, None, reply.reason)
-    _refused(no_keys, "Access-Accept without MPPE keys")
+    _refused(no_keys, "Access-Accept without MPPE keys", accepted=True)
 
 
 def test_retransmissions_are_not_answered_while_the_backend_is_asked_and_abandon_is_reported() -> None:
@@ -200,3 +203,74 @@ def test_a_late_answer_after_a_reply_is_refused() -> None:
     # every request was answered; a second answer to the last one has nothing to resume
     assert not b.relay_reply(sa, RelayReply(RelayOutcome.ACCEPT, b"\x03\x01\x00\x04", Secret(bytes(32))), net.now)
     assert [type(e) for e in net.take(A)] == [IkeSaUp, ChildSaUp]
+
+
+def _accepted_then(net: Network, gw: IkeEndpoint, backend: Backend, until: float) -> list[Event]:
+    """Run until ``until``; the gateway's events, which must show one Access-Accept relayed and no IkeSaUp."""
+    relay(net, gw, backend, until=until)
+    events = [ev for _, ev in net.events[B]]
+    assert not only(events, IkeSaUp) and not gw.sas and gw.half_open == 0
+    return events
+
+
+def test_an_accepted_client_whose_auth_does_not_match_is_abandoned_at_the_edge() -> None:
+    """The backend's MSK is not the client's: the client's AUTH after EAP fails. The edge kept the
+    Access-Accept's Class for accounting (RadiusRelay._accepted): the SA's end must say to drop it."""
+    net, _, b = setup(client(), gateway())
+    backend = MschapBackend()
+
+    def other_msk(ev: EapRelayRequest) -> RelayReply:
+        reply = backend(ev)
+        if reply.outcome is not RelayOutcome.ACCEPT:
+            return reply
+        return RelayReply(reply.outcome, reply.eap, Secret(bytes(32)), reply.reason)
+
+    events = _accepted_then(net, b, other_msk, until=20.0)
+    assert "AUTH from the EAP MSK does not match" in only(events, AuthFailed)[0].reason
+    assert len(only(events, EapRelayAbandoned)) == 1
+
+
+def test_an_accepted_client_that_vanishes_before_its_auth_is_abandoned_at_the_edge() -> None:
+    """EAP succeeded at the backend, then the client is gone: the half-open timeout ends the SA,
+    and the edge is told to drop what the Access-Accept left with it."""
+    net, _, b = setup(client(), gateway())
+    backend = MschapBackend()
+
+    def then_gone(ev: EapRelayRequest) -> RelayReply:
+        reply = backend(ev)
+        if reply.outcome is RelayOutcome.ACCEPT:
+            net.drop = lambda sent: sent.src[0] == A   # the client's AUTH never arrives
+        return reply
+
+    events = _accepted_then(net, b, then_gone, until=60.0)
+    assert not only(events, AuthFailed)
+    assert len(only(events, EapRelayAbandoned)) == 1
+
+
+def test_an_accepted_duplicate_refused_by_unique_keep_is_abandoned_at_the_edge() -> None:
+    net = Network()
+    b = net.add(B, IkeEndpoint([gateway()], unique_keep=lambda conn: True))
+    first = net.add(A, IkeEndpoint([client()]))
+    first.initiate("rw", "net", net.now)
+    relay(net, b, MschapBackend(), until=20.0)
+    assert len(only(net.take(B), IkeSaUp)) == 1
+    # another device of alice's, without INITIAL_CONTACT (which would replace the first, as strongSwan)
+    again = dataclasses.replace(client(), local_addr="192.0.2.3", initial_contact=False)
+    second = net.add("192.0.2.3", IkeEndpoint([again]))
+    second.initiate("rw", "net", net.now)
+    relay(net, b, MschapBackend(), until=40.0)
+    events = net.take(B)
+    assert "unique = keep" in only(events, AuthFailed)[0].reason and not only(events, IkeSaUp)
+    assert len(only(events, EapRelayAbandoned)) == 1
+    assert len(b.sas) == 1   # the first client's SA is untouched
+
+
+def test_an_established_client_is_not_abandoned_at_the_edge_when_it_goes() -> None:
+    """IkeSaUp hands the Access-Accept to accounting: nothing is left to drop when the SA ends."""
+    net, a, b = setup(client(), gateway())
+    relay(net, b, MschapBackend(), until=20.0)
+    assert len(only(net.take(B), IkeSaUp)) == 1
+    a.sas[0].delete(net.now)
+    relay(net, b, MschapBackend(), until=40.0)
+    assert not b.sas
+    assert not only(net.take(B), EapRelayAbandoned)

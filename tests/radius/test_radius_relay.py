@@ -133,6 +133,21 @@ def test_the_accepts_class_and_interim_interval_are_kept_for_accounting_once(acc
     assert again == Accepted()
 
 
+def test_an_ike_sa_gone_before_it_came_up_leaves_nothing_of_its_access_accept() -> None:
+    """EapRelayAbandoned after an Access-Accept (the client's AUTH never matched, a duplicate refused):
+    abandon drops what was kept for accounting, so it neither outlives the SA nor crowds out others."""
+    async def main() -> Accepted:
+        _, port = await scripted([(ACCESS_ACCEPT, [(79, b"\x03\x11\x00\x04"), (25, b"vpn-gold")])])
+        relay = RadiusRelay(RadiusSettings((server("fr", port),), retransmit_timeout=0.5, accounting=True))
+        await relay.round("sa-1", ask(b"\x02\x0f\x00\x0a\x01alice", True), STATION)
+        relay.abandon("sa-1")
+        taken = relay.take_accepted("sa-1")
+        relay.close()
+        return taken
+
+    assert asyncio.run(main()) == Accepted()
+
+
 def test_status_tells_each_servers_health_and_prometheus_gets_it(quiet_port: int) -> None:
     from tunsec.metrics import state_families
 

@@ -107,6 +107,18 @@ def parse_psk(text: str) -> Secret:
     return Secret(value)
 
 
+def parse_eap_password(text: str) -> Secret:
+    """An ``eap<suffix>`` secret, in parse_psk's notations: it must be UTF-8 text, for EAP-MSCHAPv2
+    hashes the password as UTF-16 (RFC 2759 §8.3); other bytes (0x/0s, a file not in UTF-8) have
+    no such form, and a client naming that user would make the gateway's MSCHAPv2 fail to hash it."""
+    secret = parse_psk(text)
+    try:
+        secret.reveal().decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadValue("an EAP password must be UTF-8 text (EAP-MSCHAPv2 hashes it as UTF-16)") from None
+    return secret
+
+
 def _parse_passphrase(text: str) -> Secret:
     return Secret(text.encode("utf-8", "surrogateescape"))
 
@@ -145,7 +157,7 @@ def read_secrets(section: Section, creds: Credentials, issues: list[ConfigIssue]
 
 def _ike_secret(section: Section, issues: list[ConfigIssue], eap: bool = False) -> IkeSecret | None:
     r = SectionReader(section, issues)
-    secret = r.require("secret", parse_psk)
+    secret = r.require("secret", parse_eap_password if eap else parse_psk)
     ids = [r.get(key, parse_identity, None) for key in section.settings if key.startswith("id")]
     r.finish()
     if secret is None or r.failed:

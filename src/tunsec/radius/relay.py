@@ -10,7 +10,8 @@ seconds (one conversation probes it after that: :mod:`tunsec.radius.health`), so
 dead primary every login does not first wait out a retransmission round there (while the
 client's IKE_AUTH retransmissions pile up). A conversation ends with the server's final
 answer, or when the engine reports the IKE SA gone (``EapRelayAbandoned`` -> :meth:`abandon`):
-nothing stays behind.
+nothing stays behind. What an Access-Accept tells accounting stays until the IKE SA is up (the
+service takes it) or gone without coming up (the engine reports that too).
 
 Log lines say which user, which server and why; never the secret, the keys or EAP data.
 """
@@ -38,7 +39,7 @@ from .settings import RadiusServer, RadiusSettings
 
 log = logging.getLogger("tunsec.radius")
 # Access-Accepts whose Class attributes and Acct-Interim-Interval accounting has not taken (the
-# IKE SA not up yet, or it never came up): the oldest go beyond this many
+# IKE SA not up yet; one that never comes up reports EapRelayAbandoned): the oldest go beyond this many
 MAX_UNCLAIMED = 1024
 
 

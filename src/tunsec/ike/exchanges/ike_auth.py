@@ -126,6 +126,7 @@ def _ike_up(st: IkeSaState) -> None:
     # only the AUTH payloads sign the IKE_SA_INIT messages, and both sides' are done: not kept for
     # the SA's lifetime (a KiB or more per client on a gateway)
     st.init_request = st.init_response = b""
+    st.relay_held = False  # the edge takes what an Access-Accept said with this IkeSaUp (eap-radius)
 
 
 def _select_config(st: IkeSaState, idi: IdPayload, payloads: Sequence[Payload]) -> None:

@@ -23,7 +23,7 @@ from ..auth import AuthError, psk_auth_data, signed_octets, verify_psk
 from ..constants import AuthMethod, IdType, NotifyType
 from ..eap.mschapv2 import EapAuthenticator, EapPeer, EapResult
 from ..eap.packet import EapError
-from ..eap.relay import EapRelay, RelayAsk, RelayReply
+from ..eap.relay import EapRelay, RelayAsk, RelayOutcome, RelayReply
 from ..events import AuthFailed, DownReason, EapRelayAbandoned, EapRelayRequest
 from ..identity import Identity
 from ..message import AuthPayload, EapPayload, IdPayload, Payload
@@ -182,6 +182,8 @@ class _BackendRound(Awaiting):
         out, result = self.ge.authenticator.reply(reply)
         if result is not None:
             self.ge.relayed = False  # a final answer: the backend is done with it
+            if reply.outcome is not RelayOutcome.ACCEPT:
+                st.relay_held = False  # the edge forgot the conversation; an Access-Accept it keeps till IkeSaUp
         response = _conclude(st, self.ge, out, result, self.ge.authenticator.label)
         response.payloads[:0] = self.prefix
         return response
@@ -198,15 +200,18 @@ def _start_relay(st: IkeSaState, relay: EapRelay, idi: IdPayload, payloads: Sequ
 
 def _ask_backend(st: IkeSaState, ge: GatewayEap, ask: RelayAsk, prefix: list[Payload]) -> Response:
     st.emit(EapRelayRequest(st.name, ask.identity, ask.eap, st.remote_addr, first=not ge.relayed))
-    ge.relayed = True
+    ge.relayed = st.relay_held = True
     return Response(awaits=_BackendRound(ge, prefix))
 
 
 def closing(st: IkeSaState) -> None:
-    """The IKE SA closes: tell the edge to forget a relay conversation the backend still holds."""
-    ge = st.eap
-    if ge is not None and ge.relayed:
-        ge.relayed = False
+    """The IKE SA closes: tell the edge to forget what it holds of the relay (``st.relay_held``):
+    a conversation the backend still holds, or an Access-Accept's Class and Acct-Interim-Interval
+    kept for an IKE SA that never came up (its AUTH after EAP did not come or did not match, a
+    duplicate refused, a client redirected): kept, they would outlive the SA, and a client with
+    credentials could push other clients' Class out of the edge's bounded store."""
+    if st.relay_held:
+        st.relay_held = False
         st.emit(EapRelayAbandoned(st.name))
 
 

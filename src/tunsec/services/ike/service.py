@@ -37,6 +37,7 @@ import itertools
 import logging
 import socket
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -149,6 +150,8 @@ class IkeService(Service):
         self.closing = False
         self.unauthenticated_log = LogLimiter()                 # failures peers cause before authenticating
         self._timer_log = LogLimiter(burst=1, period=60.0)      # the timer itself failed (a bug)
+        self._receive_log = LogLimiter(burst=1, period=60.0)    # an IKE datagram the engine failed on (a bug)
+        self.receive_errors = 0
         self._busy_log = LogLimiter(burst=5, period=60.0)       # Child SAs refused for now (_failure_log)
         self.events = EventCounts()                             # rekeys, dead peers (Prometheus counters)
         self._invalid_spi_sent: dict[bytes, float] = {}         # IKE SA (our SPI) -> last INVALID_SPI
@@ -521,7 +524,17 @@ class IkeService(Service):
 
     def _deliver(self, data: bytes, remote: tuple[str, int], local: tuple[str, int] | None) -> None:
         self._note_peer(data)   # as it goes into the engine (one that was held too): _follow_peers checks after it
-        self.endpoint.receive(data, remote, time.monotonic(), local)
+        try:
+            self.endpoint.receive(data, remote, time.monotonic(), local)
+        except Exception as err:
+            # a bug one peer's datagram hits must not cost what comes with it: the rest of the worker's
+            # batch (other peers' IKE, EXPIREs, ACQUIREs) or of the SPI pool's held datagrams would be lost
+            self.receive_errors += 1
+            if (held := self._receive_log.admit()) is not None:
+                # the type and (the first time) where, not the text: it may quote the peer's data or a secret
+                where = "".join(traceback.format_tb(err.__traceback__)) if self.receive_errors == 1 else ""
+                log.error("IKE datagram from %s[%d] dropped: internal error (%s)%s%s", remote[0], remote[1],
+                          type(err).__name__, suffix(held), f"\n{where}" if where else "")
 
     def _readable(self, s: socket.socket, key: IkeSocketKey) -> None:
         for data, remote, local in recv(s, key):
