@@ -245,7 +245,9 @@ class EapRelayRequest:
 @dataclass(frozen=True)
 class EapRelayAbandoned:
     """The IKE SA went away while its EAP relay conversation was open (waiting or between
-    rounds): forget the backend state, and drop an answer still to come."""
+    rounds), or after the backend accepted the user but before the IKE SA was up (refused for
+    its groups, its AUTH, a duplicate): forget the backend state and what its answer said, and
+    drop an answer still to come."""
 
     name: str
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from ..auth import AuthError, psk_auth_data, signed_octets, verify_psk
+from ..config import IkeConfig
 from ..constants import AuthMethod, IdType, NotifyType
 from ..eap.mschapv2 import EapAuthenticator, EapPeer, EapResult
 from ..eap.packet import EapError
@@ -35,7 +36,7 @@ if TYPE_CHECKING:   # pyOpenSSL (~1 MiB): imported where EAP-TLS is used (the da
     from ..eap.tls import EapTlsAuthenticator
 
 
-def _user(name: bytes) -> str:
+def user_text(name: bytes) -> str:
     """A peer-chosen user name, fit for a log line (quoted, control characters escaped)."""
     return repr(name[:64].decode("utf-8", "replace"))
 
@@ -88,6 +89,14 @@ class GatewayEap:
     msk: Secret | None = None
     relayed: bool = False  # the backend holds state of this conversation (until its final answer)
     peer: Identity | None = None  # the identity EAP proved (set with msk)
+    user: bytes = b""  # the EAP identity, for log lines (set with msk)
+    groups: tuple[str, ...] = ()  # the user's groups, as the backend's Accept said (set with msk)
+
+    @property
+    def edge_holds(self) -> bool:
+        """The edge keeps something of this conversation: the backend's state while it is under way,
+        or what the backend's Access-Accept said (for accounting) until the IKE SA is up."""
+        return self.relayed or (self.msk is not None and isinstance(self.authenticator, EapRelay))
 
 
 def wanted(st: IkeSaState, payloads: Sequence[Payload]) -> bool:
@@ -159,12 +168,25 @@ def _conclude(st: IkeSaState, ge: GatewayEap, out: bytes, result: EapResult | No
     if result is None:
         return Response([EapPayload(out)])
     if not result.ok:
-        st.emit(AuthFailed(st.name, f"{method} authentication of {_user(result.identity)} failed: "
+        st.emit(AuthFailed(st.name, f"{method} authentication of {user_text(result.identity)} failed: "
                            f"{result.reason}", by_peer=False))
         return Response([EapPayload(out), notify(NotifyType.AUTHENTICATION_FAILED)], close=True,
                         reason=DownReason.AUTH_FAILED)
     ge.msk, ge.peer = Secret(result.msk), _proven_identity(st, ge.idi, result)
+    ge.user, ge.groups = result.identity, result.groups
     return Response([EapPayload(out)])
+
+
+def refused_for_groups(st: IkeSaState, ge: GatewayEap, required: Sequence[IkeConfig]) -> Response:
+    """AUTHENTICATION_FAILED for a user EAP authenticated who is a member of none of the groups
+    its connections (``required``: those it could end in) require: the log line names the user,
+    the groups each connection requires and those the backend gave (printable names only)."""
+    wanted = "; ".join(f"{c.name}: {', '.join(map(str, c.remote.groups))}" for c in required)
+    had = ", ".join(repr(g) for g in ge.groups) if ge.groups else "none"
+    method = METHOD_NAMES[st.config.remote.method]
+    st.emit(AuthFailed(st.name, f"{method} user {user_text(ge.user)} is a member of no group its connections "
+                       f"require ({wanted}); its groups from RADIUS: {had}", by_peer=False))
+    return Response([notify(NotifyType.AUTHENTICATION_FAILED)], close=True, reason=DownReason.AUTH_FAILED)
 
 
 # ----------------------------------------------------------- gateway: relay to the AAA backend
@@ -203,9 +225,11 @@ def _ask_backend(st: IkeSaState, ge: GatewayEap, ask: RelayAsk, prefix: list[Pay
 
 
 def closing(st: IkeSaState) -> None:
-    """The IKE SA closes: tell the edge to forget a relay conversation the backend still holds."""
+    """The IKE SA closes (``st.eap`` is set only until it is up): tell the edge to forget a relay
+    conversation the backend still holds, or what its Access-Accept left there (the user was
+    refused after it: no group, a bad AUTH, a duplicate)."""
     ge = st.eap
-    if ge is not None and ge.relayed:
+    if ge is not None and ge.edge_holds:
         ge.relayed = False
         st.emit(EapRelayAbandoned(st.name))
 
