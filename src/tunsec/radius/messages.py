@@ -8,8 +8,9 @@ eap-radius plugin sends, the EAP packet split into EAP-Message attributes of at 
 
 :func:`read_reply` accepts an answer only once it is authenticated: the Response
 Authenticator and the Message-Authenticator (required) must verify with the shared
-secret and the request's authenticator; only then are EAP-Message, State and the MPPE
-keys (RFC 2548 §2.4.2/§2.4.3, salt-encrypted) read. The MSK is MS-MPPE-Recv-Key ||
+secret and the request's authenticator; only then are EAP-Message, State, the MPPE
+keys (RFC 2548 §2.4.2/§2.4.3, salt-encrypted) and an Access-Accept's group memberships
+(printable Class names, the Filter-Id of an ESP Tunnel-Type: :meth:`Answer.groups`) read. The MSK is MS-MPPE-Recv-Key ||
 MS-MPPE-Send-Key, as strongSwan's eap-radius takes it.
 
 :func:`accounting_request` builds an Accounting-Request (RFC 2866) with the attributes
