@@ -4,9 +4,11 @@ The client's first IKE_AUTH request has no AUTH payload; the gateway answers
 with IDr, CERT, AUTH (its signature) and the first EAP request. The rounds
 that follow carry one EAP payload each way, until EAP-Success; then both send
 AUTH = prf(prf(MSK, "Key Pad for IKEv2"), <their signed octets>) in a last
-round, and the gateway builds the Child SA the first request asked for. The
-EAP methods themselves are in :mod:`tunsec.ike.eap`; ``ike_auth.py`` calls in
-here and keeps the parts both flows share (config selection, CP, Child SA).
+round, and the gateway builds the Child SA the first request asked for (with
+eap-radius, in the connection of the user's group, ``remote.groups``, which
+``ike_auth.py`` chooses once that AUTH checked out). The EAP methods themselves
+are in :mod:`tunsec.ike.eap`; ``ike_auth.py`` calls in here and keeps the parts
+both flows share (config selection, CP, Child SA).
 
 Until the last AUTH checks out the peer identity stays unset, so the transport
 keeps the SA in CONNECTING: an abandoned EAP exchange ends with the half-open
