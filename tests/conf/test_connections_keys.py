@@ -233,6 +233,7 @@ UNSUPPORTED = [
     ("remote", "groups = staff, %any", "%any is no group: name the groups the peer must be a member of (one of them)"),
     ("remote", "groups = staff,,guests", "a list of group names: 'staff,,guests'"),
     ("remote", "groups = OU=staff, XX=y", "invalid DER_ASN1_DN identity 'XX=y': unknown RDN 'XX=y'"),
+    ("remote", "groups = staff-*", "wildcard identities are not supported: 'staff-*'"),
     ("remote", "cacerts = caCert.pem", "CA certificates are only used with auth = pubkey"),
     ("child", "mode = transport", "transport mode is not supported (tunsec does tunnel mode only)"),
     ("child", "mode = pass", "pass (shunt) policies are not supported (tunsec does tunnel mode only)"),

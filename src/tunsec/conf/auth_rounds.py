@@ -210,10 +210,7 @@ def _parse_groups(text: str) -> tuple[Identity, ...]:
     for item in (i.strip() for i in text.split(",")):
         if not item:
             raise BadValue(f"a list of group names: {show_value(text)}")
-        try:
-            group = Identity.parse(item)
-        except IdentityError as exc:
-            raise BadValue(str(exc)) from None
+        group = parse_identity(item)   # as remote.id: no wildcards (strongSwan's would match patterns)
         if group.is_any:
             raise BadValue("%any is no group: name the groups the peer must be a member of (one of them)")
         found.append(group)
