@@ -84,9 +84,15 @@ class Conn:
     # (a gateway with pools and EAP, its road warriors) change some of them.
 
     def swanctl_text(self) -> str:
+        return f"{self.sections()}connections {{\n{self.connections()}}}\n{self.secrets()}"
+
+    def connections(self) -> str:
+        """What ``connections { }`` holds: the connection ``tun``."""
+        return self.connection(CONN)
+
+    def connection(self, name: str) -> str:
         local_ts, remote_ts = self.traffic_selectors()
-        return f"""{self.sections()}connections {{
-  {CONN} {{
+        return f"""  {name} {{
     version = 2
 {self.conn_lines()}{self.extra_conn}    local {{
 {self.local_lines()}    }}
@@ -102,8 +108,7 @@ class Conn:
 {self.extra_child}      }}
     }}
   }}
-}}
-{self.secrets()}"""
+"""
 
     def sections(self) -> str:
         """Sections before ``connections`` (pools, radius)."""

@@ -13,10 +13,10 @@ proves itself with its own), and charon loads the EAP plugins the method needs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from ike_peers import Conn
+from ike_peers import CONN, Conn
 
 from tunsec.bench.netns import StarHosts
 from tunsec.bench.systems.strongswan import PLUGINS, Instance, strongswan_conf
@@ -102,10 +102,21 @@ class GatewayConn(RemoteAccessConn):
     radius_port: int = 1812
     accounting: bool = False            # eap-radius: RADIUS accounting to the server's port 1813
     dae: str = ""                       # eap-radius: the lines of radius { dae { } } (RFC 5176)
+    # eap-radius: instead of ``tun``, one connection per (group, pool), ``tun-GROUP``, alike but for
+    # remote.groups and pools (strongSwan's group selection), with radius { class_group = yes }
+    group_pools: tuple[tuple[str, Pool], ...] = ()
+    group: str = ""                     # remote.groups of this connection (set by connections())
+
+    def connections(self) -> str:
+        if not self.group_pools:
+            return super().connections()
+        return "".join(replace(self, pools=(pool,), group_pools=(), group=group).connection(f"{CONN}-{group}")
+                       for group, pool in self.group_pools)
 
     def sections(self) -> str:
         acct_port = "      acct_port = 1813\n" if self.accounting else ""
         accounting = "  accounting = yes\n" if self.accounting else ""
+        accounting += "  class_group = yes\n" if self.group_pools else ""
         dae = f"  dae {{\n{self.dae}  }}\n" if self.dae else ""
         radius = f"""radius {{
   servers {{
@@ -120,7 +131,8 @@ class GatewayConn(RemoteAccessConn):
   retransmit_tries = 1
 {accounting}{dae}}}
 """ if self.method == "eap-radius" else ""       # one retransmission after 0.5 s: a silent server fails fast
-        pools = f"pools {{\n{''.join(p.text() for p in self.pools)}}}\n" if self.pools else ""
+        every = (*self.pools, *(p for _, p in self.group_pools))
+        pools = f"pools {{\n{''.join(p.text() for p in every)}}}\n" if every else ""
         return radius + pools
 
     def remote_addrs(self) -> str:
@@ -136,7 +148,8 @@ class GatewayConn(RemoteAccessConn):
         if self.method == "psk":
             return "      auth = psk\n" if self.any_peer else super().remote_lines()
         cacerts = "      cacerts = ca.crt\n" if self.method == "eap-tls" else ""
-        return f"      auth = {self.method}\n      eap_id = %any\n{cacerts}"
+        groups = f"      groups = {self.group}\n" if self.group else ""
+        return f"      auth = {self.method}\n      eap_id = %any\n{cacerts}{groups}"
 
     def traffic_selectors(self) -> tuple[str, str]:
         local_ts, remote_ts = super().traffic_selectors()

@@ -228,7 +228,12 @@ UNSUPPORTED = [
     ("remote", "auth = ecdsa", "constraints on the peer's key type are not supported: write auth = pubkey"),
     ("remote", "revocation = strict", "revocation checking is not supported (only relaxed, the default)"),
     ("remote", "certs = sunCert.pem", "pinning the peer's certificate is not supported: trust its CA (cacerts)"),
-    ("remote", "groups = admins", "group membership constraints are not supported"),
+    ("remote", "groups = admins", "group memberships come only from RADIUS (its Access-Accept): groups needs "
+     "auth = eap-radius (attribute certificates, which certify them otherwise, are not supported)"),
+    ("remote", "groups = staff, %any", "%any is no group: name the groups the peer must be a member of (one of them)"),
+    ("remote", "groups = staff,,guests", "a list of group names: 'staff,,guests'"),
+    ("remote", "groups = OU=staff, XX=y", "invalid DER_ASN1_DN identity 'XX=y': unknown RDN 'XX=y'"),
+    ("remote", "groups = staff-*", "wildcard identities are not supported: 'staff-*'"),
     ("remote", "cacerts = caCert.pem", "CA certificates are only used with auth = pubkey"),
     ("child", "mode = transport", "transport mode is not supported (tunsec does tunnel mode only)"),
     ("child", "mode = pass", "pass (shunt) policies are not supported (tunsec does tunnel mode only)"),

@@ -160,3 +160,40 @@ def test_a_forged_mppe_key_length_is_refused_not_crashed() -> None:
                                         (26, vsa(311, 16, b"\x80\x01" + bytes(16)))])
     with pytest.raises(BadReply):
         read_reply(pkt, answer)
+
+
+GROUP_ATTRS = [
+    (25, b"staff"),                     # Class: a group name
+    (25, b"\x00\x17\xff\xfe-session"),  # Class: an opaque value (a server's session cookie)
+    (25, b"g" * 44),                    # Class of 44 bytes: left alone, as strongSwan does (NPS)
+    (25, b"vpn\tusers"),                # not printable
+    (11, b"old-filter"), (11, b"guests"),   # the last Filter-Id counts
+    (64, b"\x00\x00\x00\x03"),          # Tunnel-Type L2TP, then (tag 1) ESP: the last one counts
+    (64, b"\x01\x00\x00\x09"),
+]
+
+
+def test_an_accepts_group_memberships_are_its_printable_class_names_and_its_esp_filter_id() -> None:
+    pkt, raw = request()
+    answer = read_reply(pkt, reply(ACCESS_ACCEPT, raw, GROUP_ATTRS))
+    assert (answer.class_groups, answer.filter_group) == (("staff",), "guests")
+    assert answer.groups(class_group=True, filter_id=True) == ("staff", "guests")
+    assert answer.groups(class_group=True, filter_id=False) == ("staff",)
+    assert answer.groups(class_group=False, filter_id=True) == ("guests",)
+    assert answer.groups(class_group=False, filter_id=False) == ()
+    # accounting still echoes every Class, the opaque ones included (RFC 2865 §5.25)
+    assert answer.classes[:2] == (b"staff", b"\x00\x17\xff\xfe-session")
+
+
+@pytest.mark.parametrize("tunnel_types", [[], [b"\x00\x00\x00\x09", b"\x00\x00\x00\x03"], [b"\x00\x00\x09"]])
+def test_a_filter_id_is_a_group_only_when_the_tunnel_type_says_esp(tunnel_types: list[bytes]) -> None:
+    pkt, raw = request()
+    answer = read_reply(pkt, reply(ACCESS_ACCEPT, raw, [(11, b"guests"), *((64, t) for t in tunnel_types)]))
+    assert answer.filter_group is None and answer.groups(True, True) == ()
+
+
+def test_a_challenge_or_reject_gives_no_groups() -> None:
+    for code in (ACCESS_CHALLENGE, ACCESS_REJECT):
+        pkt, raw = request()
+        answer = read_reply(pkt, reply(code, raw, [(79, b"\x01\x07\x00\x04"), *GROUP_ATTRS]))
+        assert (answer.class_groups, answer.filter_group, answer.classes) == ((), None, ())

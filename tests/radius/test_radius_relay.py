@@ -172,3 +172,26 @@ def test_status_tells_each_servers_health_and_prometheus_gets_it(quiet_port: int
     (up,) = [f for f in state_families({"radius": after}, False) if f.name == "tunsec_radius_server_up"]
     assert {(s.labels["server"], s.labels["port"]): s.value for s in up.samples} == \
         {("quiet", "auth"): 0, ("fr", "auth"): 1}
+
+
+def test_an_accept_gives_the_groups_the_settings_take_and_the_log_names_only_those(
+        caplog: pytest.LogCaptureFixture) -> None:
+    accept = [(79, b"\x03\x11\x00\x04"), (25, b"staff"), (25, b"\x8a\x01opaque"), (11, b"guests"),
+              (64, b"\x00\x00\x00\x09")]
+
+    async def main(class_group: bool, filter_id: bool) -> RelayReply:
+        _, port = await scripted([(ACCESS_ACCEPT, accept)])
+        relay = RadiusRelay(RadiusSettings((server("fr", port),), retransmit_timeout=0.5,
+                                           class_group=class_group, filter_id=filter_id))
+        out = await relay.round("sa-1", ask(b"\x02\x0f\x00\x0a\x01alice", True), STATION)
+        relay.close()
+        return out
+
+    with caplog.at_level("INFO", logger="tunsec.radius"):
+        both = asyncio.run(main(True, True))
+    assert both.groups == ("staff", "guests")
+    (line,) = [r.getMessage() for r in caplog.records if "accepted user" in r.getMessage()]
+    assert line.endswith("accepted user 'alice', member of 'staff', 'guests'"), line
+    assert "opaque" not in caplog.text
+    assert asyncio.run(main(False, False)).groups == ()   # the defaults: no groups from an Accept
+    assert asyncio.run(main(False, True)).groups == ("guests",)

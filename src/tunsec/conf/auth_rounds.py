@@ -2,7 +2,7 @@
 
 :func:`read_local` and :func:`read_remote` read a connection's one local and
 one remote round key by key (``auth``, ``id``, ``certs``/``cacerts``,
-``eap_id``) into an :class:`AuthRound`; once the connection is complete,
+``eap_id``, remote ``groups``) into an :class:`AuthRound`; once the connection is complete,
 :func:`make_local_auth` and :func:`make_remote_auth` attach the credentials
 (certificates and keys from :mod:`tunsec.conf.credentials`, EAP passwords
 from :mod:`tunsec.conf.secrets`) and give the engine's
@@ -109,6 +109,7 @@ class AuthRound:
     certs: tuple[str, ...] = ()
     cacerts: tuple[str, ...] = ()
     eap_id: str = ""
+    groups: tuple[Identity, ...] = ()
 
 
 _EAP_KEYS = ("aaa_id", "xauth_id")
@@ -186,8 +187,8 @@ def read_remote(section: Section | None, issues: list[ConfigIssue], parent: Sect
         r, "revocation", choice("a revocation policy", {"strict": "strict", "ifuri": "ifuri", "relaxed": "relaxed"}),
         {"relaxed"}, "revocation checking is not supported (only relaxed, the default)",
     )  # fmt: skip
+    groups: tuple[Identity, ...] = r.get("groups", _parse_groups, ())
     for key, why in (
-        ("groups", "group membership constraints are not supported"),
         ("cert_policy", "certificate policy constraints are not supported"),
         ("ca_id", "CA identity constraints are not supported: use cacerts"),
     ):
@@ -197,7 +198,23 @@ def read_remote(section: Section | None, issues: list[ConfigIssue], parent: Sect
     _check_eap_id(r, auth, eap_id)
     if auth is not None and auth.method == "psk" and cacerts:
         r.error("cacerts", "CA certificates are only used with auth = pubkey")
-    return AuthRound(sec, r, auth, ident, cacerts=cacerts, eap_id=eap_id)
+    if groups and auth is not None and auth.method != "eap-radius":
+        r.error("groups", "group memberships come only from RADIUS (its Access-Accept): groups needs auth = "
+                "eap-radius (attribute certificates, which certify them otherwise, are not supported)")
+    return AuthRound(sec, r, auth, ident, cacerts=cacerts, eap_id=eap_id, groups=groups)
+
+
+def _parse_groups(text: str) -> tuple[Identity, ...]:
+    """``remote.groups``: the peer must be a member of one of these (strongSwan reads each as an identity)."""
+    found: list[Identity] = []
+    for item in (i.strip() for i in text.split(",")):
+        if not item:
+            raise BadValue(f"a list of group names: {show_value(text)}")
+        group = parse_identity(item)   # as remote.id: no wildcards (strongSwan's would match patterns)
+        if group.is_any:
+            raise BadValue("%any is no group: name the groups the peer must be a member of (one of them)")
+        found.append(group)
+    return tuple(dict.fromkeys(found))
 
 
 def make_local_auth(
@@ -307,7 +324,10 @@ def _listed_certificate(local: AuthRound, creds: Credentials) -> tuple[x509.Cert
     return None
 
 
-def make_remote_auth(remote: AuthRound, creds: Credentials, radius: bool) -> RemoteAuth | None:
+def make_remote_auth(remote: AuthRound, creds: Credentials, radius: bool,
+                     radius_groups: bool = False) -> RemoteAuth | None:
+    """``radius``: RADIUS servers are configured; ``radius_groups``: their Access-Accepts give
+    groups (``radius.class_group`` or ``filter_id``), which ``groups`` needs."""
     assert remote.auth is not None
     ident = remote.id if remote.id is not None else Identity.any()
     if remote.auth.method == "psk":
@@ -319,7 +339,11 @@ def make_remote_auth(remote: AuthRound, creds: Credentials, radius: bool) -> Rem
             remote.reader.error("auth", "auth = eap-radius needs a RADIUS server: add radius { servers { NAME { "
                                 "address = ..., secret = ... } } }")
             return None
-        return RemoteAuth("eap-radius", ident, eap_id=remote.eap_id)
+        if remote.groups and not radius_groups:
+            remote.reader.error("groups", "no group membership comes from RADIUS: set radius { class_group = yes } "
+                                "(an Access-Accept's Class attributes) or filter_id = yes (its Filter-Id)")
+            return None
+        return RemoteAuth("eap-radius", ident, eap_id=remote.eap_id, groups=remote.groups)
     # pubkey, or eap-tls: both verify a client certificate against the CAs
     method = remote.auth.method
     r = remote.reader

@@ -127,6 +127,7 @@ def parse_config(text: str, path: str = "<string>") -> Config:
             pools={p.name: p.version for p in pools},
             fragment_size=tunsec.fragment_size,
             radius=radius is not None and bool(radius.servers),
+            radius_groups=radius is not None and radius.gives_groups,
         )  # fmt: skip
     if issues:
         raise ConfigError(_ordered(issues, files))

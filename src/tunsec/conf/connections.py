@@ -262,6 +262,7 @@ class _ConnContext:
     fragment_size: int = DEFAULT_FRAGMENT_SIZE
     pools: Mapping[str, int] = field(default_factory=dict)  # pools.<name> -> IP version
     radius: bool = False  # radius { servers { } } names at least one server (for auth = eap-radius)
+    radius_groups: bool = False  # radius { class_group/filter_id = yes }: Accepts give groups (remote.groups)
 
 
 def _parse_vips(text: str) -> tuple[IPAddress, ...]:
@@ -410,7 +411,7 @@ def _read_connection(section: Section, ctx: _ConnContext) -> Connection | None:
         return None
 
     local_auth = make_local_auth(local, local_addrs, ctx.creds, ctx.psks)
-    remote_auth = make_remote_auth(remote, ctx.creds, ctx.radius)
+    remote_auth = make_remote_auth(remote, ctx.creds, ctx.radius, ctx.radius_groups)
     if local_auth is None or remote_auth is None:
         return None
     psk: Secret | None = None
@@ -493,6 +494,7 @@ def read_connections(
     pools: Mapping[str, int] | None = None,
     fragment_size: int = DEFAULT_FRAGMENT_SIZE,
     radius: bool = False,
+    radius_groups: bool = False,
 ) -> tuple[Connection, ...]:
     """The valid connections of ``connections { }``; every problem goes to ``issues``.
 
@@ -501,10 +503,12 @@ def read_connections(
     ``half_open_timeout`` and ``fragment_size`` come from ``tunsec { }`` and go into
     every ``IkeConfig``; ``pools`` names the configured address pools (their IP
     version), which ``connections.X.pools`` may use; ``radius``: RADIUS servers are
-    configured, so ``auth = eap-radius`` may be used.
+    configured, so ``auth = eap-radius`` may be used; ``radius_groups``: their Access-Accepts
+    give group memberships, so ``remote.groups`` may be used.
     """
     ctx = _ConnContext(creds, psks, psks_broken, issues, retransmit or RetransmitConfig(), half_open_timeout,
-                       fragment_size=fragment_size, pools=dict(pools or {}), radius=radius)
+                       fragment_size=fragment_size, pools=dict(pools or {}), radius=radius,
+                       radius_groups=radius_groups)
     refuse_keys(section, issues, "connections takes one section per connection ('NAME { ... }'), not keys")
     if any(uses_pubkey(sub) for sub in section.sections.values()):
         creds.trusted_cas()  # report problems in x509ca/ even if no connection gets that far

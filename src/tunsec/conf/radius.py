@@ -20,6 +20,8 @@ them in its one config file, with the same key names::
                                    # Access-Accept's Acct-Interim-Interval (60s..7d) wins
       accounting_close_on_timeout = yes  # close an IKE SA whose Start or Interim-Update no server took
       accounting_requires_vip = no # account only IKE SAs that got a virtual IP
+      class_group = no             # an Access-Accept's Class attributes are the user's groups
+      filter_id = no               # its Filter-Id is a group, when its Tunnel-Type is ESP
       retransmit_timeout = 2.0     # seconds until the first retransmission
       retransmit_base = 1.4
       retransmit_tries = 4
@@ -38,6 +40,12 @@ the smaller share of its ``sockets`` under way (load sharing), then the one writ
 strongSwan, but for the tie, which it leaves to chance): :mod:`tunsec.radius.health`. One that
 left a request unanswered is tried last for 30 s (authentication and accounting each keep
 their port's health), then one request probes it.
+
+``class_group``, ``filter_id`` (strongSwan's eap-radius keys): the groups an Access-Accept makes
+the user a member of, which a connection's ``remote.groups`` requires (one of them): each Class
+attribute that is a printable name shorter than 44 bytes (longer ones are left alone, as
+strongSwan does: servers such as NPS put other data there), and the Filter-Id when the Accept's
+Tunnel-Type says ESP. Without either, ``remote.groups`` is a config error (nothing could satisfy it).
 
 ``dae``: a Disconnect-Request (RFC 5176 §3) from one of ``clients`` whose Request Authenticator
 (and Message-Authenticator, if it has one) verifies with ``secret`` deletes the IKE SAs it
@@ -187,6 +195,8 @@ def read_radius(section: Section, issues: list[ConfigIssue]) -> RadiusSettings:
     interval = r.get("accounting_interval", _parse_interval, d.accounting_interval)
     close_on_timeout = r.get("accounting_close_on_timeout", parse_bool, d.accounting_close_on_timeout)
     requires_vip = r.get("accounting_requires_vip", parse_bool, d.accounting_requires_vip)
+    class_group = r.get("class_group", parse_bool, d.class_group)
+    filter_id = r.get("filter_id", parse_bool, d.filter_id)
     servers_section = r.subsection("servers")
     dae_section = r.subsection("dae")
     r.finish()
@@ -214,7 +224,7 @@ def read_radius(section: Section, issues: list[ConfigIssue]) -> RadiusSettings:
                 "(or remove accounting_interval)")
     dae = None if dae_section is None else _read_dae(dae_section, issues, servers)
     return RadiusSettings(tuple(servers), nas_identifier, timeout, base, tries, accounting, interval,
-                          close_on_timeout, requires_vip, dae)
+                          close_on_timeout, requires_vip, class_group=class_group, filter_id=filter_id, dae=dae)
 
 
 def radius_warnings(section: Section, settings: RadiusSettings, half_open_timeout: float) -> list[ConfigIssue]:

@@ -77,10 +77,17 @@ class RemoteAuth:
     # with eap-mschapv2: the EAP identity to authenticate ("": the peer's IKE identity,
     # "%any": ask for it with EAP-Identity), as swanctl's remote.eap_id
     eap_id: str = ""
+    # swanctl's remote.groups: the peer must be a member of one of these (compared as identities
+    # are, a name regardless of case); only RADIUS says who is (eap-radius, its Access-Accept)
+    groups: tuple[Identity, ...] = ()
 
     def __post_init__(self) -> None:
         if self.method in ("pubkey", "eap-tls") and not self.cas:
             raise ValueError(f"{self.method} authentication of the peer needs at least one CA")
+        if self.groups and self.method != "eap-radius":
+            raise ValueError("group memberships come only from RADIUS: groups needs auth = eap-radius")
+        if any(g.is_any for g in self.groups):
+            raise ValueError("%any is no group")
 
 
 @dataclass(frozen=True)

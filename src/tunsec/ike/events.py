@@ -244,9 +244,10 @@ class EapRelayRequest:
 
 @dataclass(frozen=True)
 class EapRelayAbandoned:
-    """The IKE SA went away while the edge held something of its EAP relay: its conversation
-    (waiting or between rounds), or what an Access-Accept said for accounting (the SA never came
-    up). Forget it, and drop an answer still to come."""
+    """The IKE SA went away while its EAP relay conversation was open (waiting or between
+    rounds), or after the backend accepted the user but before the IKE SA was up (refused for
+    its groups, its AUTH, a duplicate): forget the backend state and what its answer said, and
+    drop an answer still to come."""
 
     name: str
 

@@ -178,9 +178,6 @@ class IkeSaState:
     own_vips: tuple[IPAddress, ...] = ()  # virtual IPs the peer assigned to us (CFG_REPLY)
     own_dns: tuple[IPAddress, ...] = ()  # DNS servers that came with them
     eap: GatewayEap | None = None  # a gateway's EAP rounds of IKE_AUTH in progress (RFC 7296 §2.16)
-    # auth = eap-radius: the edge holds something of this SA's relay (its conversation with the
-    # backend, or what an Access-Accept said for accounting) until the SA is up (IkeSaUp takes it)
-    relay_held: bool = False
     # Redirect (RFC 5685, redirect.py). A gateway's: how many IKE SAs the endpoint holds (for
     # redirect_when), whether the client announced support, and where we sent it in IKE_AUTH
     load: Callable[[], int] | None = None

@@ -12,6 +12,8 @@ the module's functions with the connection's IkeConfig values:
   IKE SA's candidates, so a later switch never leaves them),
 - whether an authenticated identity may use a connection, and which connection
   a responder switches to for an IDi/IDr (exchanges/ike_auth.py -> identity_allowed),
+- whether a peer EAP-RADIUS authenticated is a member of a group the connection requires
+  (``remote.groups``), and so which connection it ends in (exchanges/ike_auth.py -> group_member),
 - whether the AUTH payload's method is one the connection accepts
   (exchanges/ike_auth.py -> check_auth_method),
 - whether a responder refuses a second IKE SA of an identity (``unique = keep``;
@@ -34,11 +36,11 @@ from enum import IntEnum
 from typing import TYPE_CHECKING
 
 from tunsec.ike.constants import AuthMethod
+from tunsec.ike.identity import Identity
 from tunsec.policy.selector import Ts
 
 if TYPE_CHECKING:
     from tunsec.ike.config import IkeConfig
-    from tunsec.ike.identity import Identity
 
 # "anyone": no remote address configured, or a wildcard
 ANY_ADDRESS = (None, "%any", "0.0.0.0", "::")
@@ -82,6 +84,22 @@ def address_match(remote_addr: str | None, peer: str) -> AddressMatch:
 def identity_allowed(allowed: Identity, peer: Identity) -> bool:
     """The configured remote identity (possibly %any) accepts the identity the peer asserted."""
     return allowed.matches(peer)
+
+
+def group_member(required: Sequence[Identity], groups: Sequence[str]) -> bool:
+    """A connection's ``remote.groups`` (none: anyone) accepts a peer that is a member of one of
+    them by ``groups``, the names its AAA backend gave, read as identities as strongSwan reads
+    them (``staff`` matches ``Staff``; a name that is no identity, such as ``a=b``, matches nothing)."""
+    if not required:
+        return True
+    for name in groups:
+        try:
+            held = Identity.parse(name)
+        except ValueError:   # IdentityError, and a DN attribute cryptography refuses
+            continue
+        if not held.is_any and any(r.matches(held) for r in required):
+            return True
+    return False
 
 
 def auth_allowed(method: str, received: int) -> bool:

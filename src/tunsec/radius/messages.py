@@ -8,8 +8,9 @@ eap-radius plugin sends, the EAP packet split into EAP-Message attributes of at 
 
 :func:`read_reply` accepts an answer only once it is authenticated: the Response
 Authenticator and the Message-Authenticator (required) must verify with the shared
-secret and the request's authenticator; only then are EAP-Message, State and the MPPE
-keys (RFC 2548 §2.4.2/§2.4.3, salt-encrypted) read. The MSK is MS-MPPE-Recv-Key ||
+secret and the request's authenticator; only then are EAP-Message, State, the MPPE
+keys (RFC 2548 §2.4.2/§2.4.3, salt-encrypted) and an Access-Accept's group memberships
+(printable Class names, the Filter-Id of an ESP Tunnel-Type: :meth:`Answer.groups`) read. The MSK is MS-MPPE-Recv-Key ||
 MS-MPPE-Send-Key, as strongSwan's eap-radius takes it.
 
 :func:`accounting_request` builds an Accounting-Request (RFC 2866) with the attributes
@@ -38,6 +39,11 @@ MAX_PACKET = 4096  # RFC 2865 §3
 EAP_MESSAGE, STATE, MESSAGE_AUTHENTICATOR, REPLY_MESSAGE, CLASS = 79, 24, 80, 18, 25
 ACCT_INTERIM_INTERVAL = 85  # RFC 2869 §5.16: seconds between Interim-Updates the server asks for
 MAX_CLASSES = 8  # Class attributes of an Access-Accept kept for accounting (more are dropped)
+FILTER_ID, TUNNEL_TYPE = 11, 64
+TUNNEL_TYPE_ESP = 9  # RFC 2868 §3.1
+# a Class attribute of 44 bytes or more is no group (strongSwan's class_group: NPS puts other data there)
+MAX_GROUP_CLASS = 43
+MAX_GROUPS = 32  # group names an Access-Accept gives (more are dropped)
 MS_MPPE_SEND_KEY, MS_MPPE_RECV_KEY = (311, 16), (311, 17)
 MIN_KEY = 16  # an MPPE key of MSCHAPv2; EAP-TLS's are 32 bytes
 
@@ -88,10 +94,22 @@ class Answer:
     classes: tuple[bytes, ...] = field(default=(), repr=False)
     # an Access-Accept's Acct-Interim-Interval as the server sent it (accounting bounds it)
     interim_interval: int | None = None
+    # an Access-Accept's group memberships (remote.groups), printable names only: its Class
+    # attributes that are one (class_group), its Filter-Id if its Tunnel-Type is ESP (filter_id)
+    class_groups: tuple[str, ...] = ()
+    filter_group: str | None = None
 
     @property
     def name(self) -> str:
         return CODE_NAMES[self.code]
+
+    def groups(self, class_group: bool, filter_id: bool) -> tuple[str, ...]:
+        """The groups the settings take from this answer (strongSwan's eap-radius ``class_group``
+        and ``filter_id``), each once, in the order the server sent them."""
+        found = list(self.class_groups) if class_group else []
+        if filter_id and self.filter_group is not None:
+            found.append(self.filter_group)
+        return tuple(dict.fromkeys(found))
 
 
 def split_eap(eap: bytes) -> list[bytes]:
@@ -168,7 +186,34 @@ def read_reply(request: Any, raw: bytes) -> Answer:
         _printable(b" ".join(messages)) if messages else "",
         tuple(_raw(reply, CLASS)[:MAX_CLASSES]) if reply.code == ACCESS_ACCEPT else (),
         _interim_interval(reply) if reply.code == ACCESS_ACCEPT else None,
+        _class_groups(reply) if reply.code == ACCESS_ACCEPT else (),
+        _filter_group(reply) if reply.code == ACCESS_ACCEPT else None,
     )
+
+
+def _group_name(raw: bytes) -> str | None:
+    """A group name: printable UTF-8 text. Anything else is an opaque value (a server's session
+    cookie in Class, RFC 2865 §5.25) that no configured group can name and no log line shows."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return text if text.strip() and text.isprintable() else None
+
+
+def _class_groups(reply: Any) -> tuple[str, ...]:
+    names = (_group_name(raw) for raw in _raw(reply, CLASS) if len(raw) <= MAX_GROUP_CLASS)
+    return tuple(n for n in names if n is not None)[:MAX_GROUPS]
+
+
+def _filter_group(reply: Any) -> str | None:
+    """The last Filter-Id, if the last well-formed Tunnel-Type (its tag octet aside, RFC 2868
+    §3.1) says ESP: as strongSwan's ``filter_id`` reads them."""
+    types = [int.from_bytes(raw[1:], "big") for raw in _raw(reply, TUNNEL_TYPE) if len(raw) == 4]
+    filters = _raw(reply, FILTER_ID)
+    if not types or types[-1] != TUNNEL_TYPE_ESP or not filters:
+        return None
+    return _group_name(filters[-1])
 
 
 def _interim_interval(reply: Any) -> int | None:

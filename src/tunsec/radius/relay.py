@@ -157,11 +157,14 @@ class RadiusRelay:
             return RelayReply(RelayOutcome.CHALLENGE, answer.eap, reason=f"RADIUS server {server}")
         self._conversations.pop(key, None)
         if answer.code == ACCESS_ACCEPT:
-            log.info("RADIUS server %s accepted user %s%s", server, user, said)
+            groups = answer.groups(self.settings.class_group, self.settings.filter_id)
+            member = f", member of {', '.join(repr(g) for g in groups)}" if groups else ""
+            log.info("RADIUS server %s accepted user %s%s%s", server, user, member, said)
             if (answer.classes or answer.interim_interval is not None) and self.settings.accounting:
                 self._accepted[key] = Accepted(answer.classes, answer.interim_interval)
                 while len(self._accepted) > MAX_UNCLAIMED:
                     self._accepted.popitem(last=False)
-            return RelayReply(RelayOutcome.ACCEPT, answer.eap, answer.msk, reason=f"RADIUS server {server}")
+            return RelayReply(RelayOutcome.ACCEPT, answer.eap, answer.msk, reason=f"RADIUS server {server}",
+                              groups=groups)
         return RelayReply(RelayOutcome.REJECT, answer.eap,
                           reason=f"RADIUS server {server} rejected it ({answer.name}{said})")

@@ -75,7 +75,12 @@ class RadiusSettings:
     says otherwise, as strongSwan's ``accounting`` and ``accounting_interval``;
     ``accounting_close_on_timeout``: an IKE SA whose Start or Interim-Update no server takes is
     closed (strongSwan's key and default); ``accounting_requires_vip``: only IKE SAs that got a
-    virtual IP are accounted (strongSwan's, default no)."""
+    virtual IP are accounted (strongSwan's, default no).
+
+    ``class_group``, ``filter_id``: where an Access-Accept's group memberships come from, which a
+    connection's ``remote.groups`` requires (strongSwan's keys, default no): each Class attribute
+    that is a printable name shorter than 44 bytes, and the Filter-Id when the Accept's
+    Tunnel-Type is ESP (:meth:`tunsec.radius.messages.Answer.groups`)."""
 
     servers: tuple[RadiusServer, ...] = ()
     nas_identifier: str = "tunsec"
@@ -86,7 +91,14 @@ class RadiusSettings:
     accounting_interval: float = 0
     accounting_close_on_timeout: bool = True
     accounting_requires_vip: bool = False
+    class_group: bool = False
+    filter_id: bool = False
     dae: DaeSettings | None = None   # radius.dae { enable = yes }: Dynamic Authorization (RFC 5176)
+
+    @property
+    def gives_groups(self) -> bool:
+        """Whether an Access-Accept can make a user a member of groups (``remote.groups``)."""
+        return self.class_group or self.filter_id
 
     def wait(self, attempt: int) -> float:
         """Seconds to wait for an answer after send number ``attempt`` (0 = the first send)."""

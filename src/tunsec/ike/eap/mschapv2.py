@@ -142,6 +142,8 @@ class EapResult:
     msk: bytes = field(default=b"", repr=False)  # key material: never in a repr (EapPeer's shows its result)
     reason: str = ""  # why it failed, safe to log
     peer: Identity | None = None  # the identity proven, if the method knows it as one (EAP-TLS: certified)
+    # the groups the AAA backend says the user is a member of (eap-radius: printable names)
+    groups: tuple[str, ...] = ()
 
 
 PasswordLookup = Callable[[bytes], "str | None"]

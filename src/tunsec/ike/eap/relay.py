@@ -42,12 +42,14 @@ class RelayAsk:
 @dataclass(frozen=True)
 class RelayReply:
     """The backend's answer to one :class:`RelayAsk`. ``reason`` is for the log: it names the
-    server and says why, never a secret; ``msk`` only with ACCEPT."""
+    server and says why, never a secret; ``msk`` and ``groups`` (the user's group memberships,
+    printable names, which a connection's ``remote.groups`` may require) only with ACCEPT."""
 
     outcome: RelayOutcome
     eap: bytes = field(default=b"", repr=False)
     msk: Secret | None = None
     reason: str = ""
+    groups: tuple[str, ...] = ()
 
 
 MAX_ROUNDS = 16  # backend round trips per conversation (EAP-TLS takes ~10); more is a loop
@@ -126,4 +128,4 @@ class EapRelay:
             return self.fail(f"{answer.reason}: Access-Accept without EAP-Success")
         self._state = "done"
         out = pkt.encode() if pkt is not None else EapPacket(EapCode.SUCCESS, self._ident).encode()
-        return out, EapResult(True, self.user, answer.msk.reveal())
+        return out, EapResult(True, self.user, answer.msk.reveal(), groups=answer.groups)

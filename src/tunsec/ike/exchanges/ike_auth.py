@@ -21,11 +21,11 @@ from collections.abc import Sequence
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from tunsec.policy.pad import Refused, check_auth_method, identity_allowed
+from tunsec.policy.pad import Refused, check_auth_method, group_member, identity_allowed
 
 from ..auth import AuthError, psk_auth_data, sign, signed_octets, verify_psk, verify_signature
 from ..certs import load_certificates, verify_peer
-from ..config import ChildConfig
+from ..config import ChildConfig, IkeConfig
 from ..constants import AuthMethod, CertEncoding, ExchangeType, IdType, NotifyType, notify_name
 from ..events import AuthFailed, DownReason, IkeSaUp, NegotiationFailed, PeerRedirected
 from ..identity import Identity, dn_equal
@@ -126,18 +126,56 @@ def _ike_up(st: IkeSaState) -> None:
     # only the AUTH payloads sign the IKE_SA_INIT messages, and both sides' are done: not kept for
     # the SA's lifetime (a KiB or more per client on a gateway)
     st.init_request = st.init_response = b""
-    st.relay_held = False  # the edge takes what an Access-Accept said with this IkeSaUp (eap-radius)
+
+
+def _peer_ids(idi: IdPayload, payloads: Sequence[Payload]) -> tuple[Identity, Identity | None]:
+    """The identity the peer claims (IDi) and ours it wants (IDr, if it sent one)."""
+    idr = next((p for p in find_all(payloads, IdPayload) if not p.initiator), None)
+    return Identity(idi.id_type, idi.data), Identity(idr.id_type, idr.data) if idr is not None else None
+
+
+def _fits(cfg: IkeConfig, peer: Identity, wanted: Identity | None) -> bool:
+    return identity_allowed(cfg.remote.id, peer) and (wanted is None or cfg.local.id.matches(wanted))
 
 
 def _select_config(st: IkeSaState, idi: IdPayload, payloads: Sequence[Payload]) -> None:
     """Switch a responder to the connection that fits IDi (and IDr, if the peer sent one)."""
-    peer = Identity(idi.id_type, idi.data)
-    idr = next((p for p in find_all(payloads, IdPayload) if not p.initiator), None)
-    wanted = Identity(idr.id_type, idr.data) if idr is not None else None
+    peer, wanted = _peer_ids(idi, payloads)
     for cfg in st.candidates:
-        if identity_allowed(cfg.remote.id, peer) and (wanted is None or cfg.local.id.matches(wanted)):
+        if _fits(cfg, peer, wanted):
             st.config = cfg
             return
+
+
+def _after_eap(st: IkeSaState, ge: eap.GatewayEap) -> list[IkeConfig]:
+    """The connections a peer EAP authenticated may end in, the one in use first: those that fit
+    its identities and are alike in what is done already, the EAP method and ``eap_id`` (the
+    conversation) and our identity and certificate (the IDr and AUTH it has); they may differ in
+    ``remote.groups`` and in what comes after (pools, children), as in strongSwan's "group
+    selection", where the responder moves on to the next candidate whose constraints the
+    completed authentication satisfies (ike_auth.c, update_cfg_candidates)."""
+    current = st.config
+    peer, wanted = _peer_ids(ge.idi, ge.request)
+
+    def alike(cfg: IkeConfig) -> bool:
+        mine, theirs = cfg.local, current.local
+        return (cfg.remote.method, cfg.remote.eap_id, mine.id, mine.cert) == \
+            (current.remote.method, current.remote.eap_id, theirs.id, theirs.cert)
+    return [current, *(c for c in st.candidates if c is not current and alike(c) and _fits(c, peer, wanted))]
+
+
+def _select_by_groups(st: IkeSaState, ge: eap.GatewayEap) -> Response | None:
+    """The connection of the first group (``remote.groups``) the peer is a member of, by the
+    groups its EAP-RADIUS Access-Accept gave; AUTHENTICATION_FAILED if there is none."""
+    fitting = _after_eap(st, ge)
+    chosen = next((c for c in fitting if group_member(c.remote.groups, ge.groups)), None)
+    if chosen is None:
+        return eap.refused_for_groups(st, ge, fitting)   # each requires groups: else it was chosen
+    if chosen is not st.config:
+        log.info("%s: switching to connection %s: user %s is a member of %s", st.name, chosen.name,
+                 eap.user_text(ge.user), ", ".join(repr(g) for g in ge.groups))
+        st.config = chosen
+    return None
 
 
 class IkeAuthTask(Task):
@@ -321,8 +359,13 @@ def _respond_eap_round(st: IkeSaState, payloads: Sequence[Payload]) -> Response:
     step = eap.respond(st, payloads)
     if isinstance(step, Response):
         return step
-    st.eap = None
-    return _authenticated(st, step.request, [eap.gateway_auth(st, step, _id_payload(st, False))])
+    refused = _select_by_groups(st, step)
+    if refused is not None:
+        return refused
+    response = _authenticated(st, step.request, [eap.gateway_auth(st, step, _id_payload(st, False))])
+    if not response.close:
+        st.eap = None   # up; else closing (eap.closing) tells the edge to forget what the backend said
+    return response
 
 
 def _authenticated(st: IkeSaState, payloads: Sequence[Payload], response: list[Payload]) -> Response:

@@ -4,9 +4,11 @@ The client's first IKE_AUTH request has no AUTH payload; the gateway answers
 with IDr, CERT, AUTH (its signature) and the first EAP request. The rounds
 that follow carry one EAP payload each way, until EAP-Success; then both send
 AUTH = prf(prf(MSK, "Key Pad for IKEv2"), <their signed octets>) in a last
-round, and the gateway builds the Child SA the first request asked for. The
-EAP methods themselves are in :mod:`tunsec.ike.eap`; ``ike_auth.py`` calls in
-here and keeps the parts both flows share (config selection, CP, Child SA).
+round, and the gateway builds the Child SA the first request asked for (with
+eap-radius, in the connection of the user's group, ``remote.groups``, which
+``ike_auth.py`` chooses once that AUTH checked out). The EAP methods themselves
+are in :mod:`tunsec.ike.eap`; ``ike_auth.py`` calls in here and keeps the parts
+both flows share (config selection, CP, Child SA).
 
 Until the last AUTH checks out the peer identity stays unset, so the transport
 keeps the SA in CONNECTING: an abandoned EAP exchange ends with the half-open
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from ..auth import AuthError, psk_auth_data, signed_octets, verify_psk
+from ..config import IkeConfig
 from ..constants import AuthMethod, IdType, NotifyType
 from ..eap.mschapv2 import EapAuthenticator, EapPeer, EapResult
 from ..eap.packet import EapError
@@ -35,7 +38,7 @@ if TYPE_CHECKING:   # pyOpenSSL (~1 MiB): imported where EAP-TLS is used (the da
     from ..eap.tls import EapTlsAuthenticator
 
 
-def _user(name: bytes) -> str:
+def user_text(name: bytes) -> str:
     """A peer-chosen user name, fit for a log line (quoted, control characters escaped)."""
     return repr(name[:64].decode("utf-8", "replace"))
 
@@ -87,7 +90,16 @@ class GatewayEap:
     request: tuple[Payload, ...]  # the first IKE_AUTH request: its SA, TS and CP are answered last
     msk: Secret | None = None
     relayed: bool = False  # the backend holds state of this conversation (until its final answer)
+    accepted: bool = False  # the backend's final answer was an Access-Accept (the edge keeps what it said)
     peer: Identity | None = None  # the identity EAP proved (set with msk)
+    user: bytes = b""  # the EAP identity, for log lines (set with msk)
+    groups: tuple[str, ...] = ()  # the user's groups, as the backend's Accept said (set with msk)
+
+    @property
+    def edge_holds(self) -> bool:
+        """The edge keeps something of this conversation: the backend's state while it is under way,
+        or what the backend's Access-Accept said (for accounting) until the IKE SA is up."""
+        return self.relayed or self.accepted
 
 
 def wanted(st: IkeSaState, payloads: Sequence[Payload]) -> bool:
@@ -159,12 +171,25 @@ def _conclude(st: IkeSaState, ge: GatewayEap, out: bytes, result: EapResult | No
     if result is None:
         return Response([EapPayload(out)])
     if not result.ok:
-        st.emit(AuthFailed(st.name, f"{method} authentication of {_user(result.identity)} failed: "
+        st.emit(AuthFailed(st.name, f"{method} authentication of {user_text(result.identity)} failed: "
                            f"{result.reason}", by_peer=False))
         return Response([EapPayload(out), notify(NotifyType.AUTHENTICATION_FAILED)], close=True,
                         reason=DownReason.AUTH_FAILED)
     ge.msk, ge.peer = Secret(result.msk), _proven_identity(st, ge.idi, result)
+    ge.user, ge.groups = result.identity, result.groups
     return Response([EapPayload(out)])
+
+
+def refused_for_groups(st: IkeSaState, ge: GatewayEap, required: Sequence[IkeConfig]) -> Response:
+    """AUTHENTICATION_FAILED for a user EAP authenticated who is a member of none of the groups
+    its connections (``required``: those it could end in) require: the log line names the user,
+    the groups each connection requires and those the backend gave (printable names only)."""
+    wanted = "; ".join(f"{c.name}: {', '.join(map(str, c.remote.groups))}" for c in required)
+    had = ", ".join(repr(g) for g in ge.groups) if ge.groups else "none"
+    method = METHOD_NAMES[st.config.remote.method]
+    st.emit(AuthFailed(st.name, f"{method} user {user_text(ge.user)} is a member of no group its connections "
+                       f"require ({wanted}); its groups from RADIUS: {had}", by_peer=False))
+    return Response([notify(NotifyType.AUTHENTICATION_FAILED)], close=True, reason=DownReason.AUTH_FAILED)
 
 
 # ----------------------------------------------------------- gateway: relay to the AAA backend
@@ -182,8 +207,8 @@ class _BackendRound(Awaiting):
         out, result = self.ge.authenticator.reply(reply)
         if result is not None:
             self.ge.relayed = False  # a final answer: the backend is done with it
-            if reply.outcome is not RelayOutcome.ACCEPT:
-                st.relay_held = False  # the edge forgot the conversation; an Access-Accept it keeps till IkeSaUp
+            # even an Accept refused here (no MSK in it) left its Class with the edge
+            self.ge.accepted = reply.outcome is RelayOutcome.ACCEPT
         response = _conclude(st, self.ge, out, result, self.ge.authenticator.label)
         response.payloads[:0] = self.prefix
         return response
@@ -200,18 +225,17 @@ def _start_relay(st: IkeSaState, relay: EapRelay, idi: IdPayload, payloads: Sequ
 
 def _ask_backend(st: IkeSaState, ge: GatewayEap, ask: RelayAsk, prefix: list[Payload]) -> Response:
     st.emit(EapRelayRequest(st.name, ask.identity, ask.eap, st.remote_addr, first=not ge.relayed))
-    ge.relayed = st.relay_held = True
+    ge.relayed = True
     return Response(awaits=_BackendRound(ge, prefix))
 
 
 def closing(st: IkeSaState) -> None:
-    """The IKE SA closes: tell the edge to forget what it holds of the relay (``st.relay_held``):
-    a conversation the backend still holds, or an Access-Accept's Class and Acct-Interim-Interval
-    kept for an IKE SA that never came up (its AUTH after EAP did not come or did not match, a
-    duplicate refused, a client redirected): kept, they would outlive the SA, and a client with
-    credentials could push other clients' Class out of the edge's bounded store."""
-    if st.relay_held:
-        st.relay_held = False
+    """The IKE SA closes (``st.eap`` is set only until it is up): tell the edge to forget a relay
+    conversation the backend still holds, or what its Access-Accept left there (the user was
+    refused after it: no group, a bad AUTH, a duplicate)."""
+    ge = st.eap
+    if ge is not None and ge.edge_holds:
+        ge.relayed = False
         st.emit(EapRelayAbandoned(st.name))
 
 

@@ -42,9 +42,9 @@ def _reload_radius(self: IkeService, settings: RadiusSettings | None) -> None:
     old = self.radius.settings if self.radius is not None else None
     if old == settings:
         return
-    if self.radius is not None and old is not None and settings is not None and \
-            dataclasses.replace(old, dae=None) == dataclasses.replace(settings, dae=None):
-        # only dae { } changed: EAP rounds in flight and accounting go on untouched
+    if self.radius is not None and old is not None and settings is not None and _rest(old) == _rest(settings):
+        # only dae { } or where groups come from changed: EAP rounds in flight (their Accept is
+        # read with the new settings) and accounting go on untouched
         self.radius.settings = settings
         _dae_reload(self, settings)
         return
@@ -54,6 +54,12 @@ def _reload_radius(self: IkeService, settings: RadiusSettings | None) -> None:
     self._acct_configure(settings)
     _acct_open(self)   # a reload that turned accounting on
     _dae_reload(self, settings)
+
+
+def _rest(settings: RadiusSettings) -> RadiusSettings:
+    """The settings but for those a reload changes without a new RADIUS client (Dynamic
+    Authorization's, and how an Access-Accept gives groups)."""
+    return dataclasses.replace(settings, dae=None, class_group=False, filter_id=False)
 
 
 # --- Dynamic Authorization (RFC 5176): tunsec.radius.dae ------------------------------------------
