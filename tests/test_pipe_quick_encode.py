@@ -70,7 +70,8 @@ def test_folded_extension_structs_pack_what_ext_of_the_body_packs() -> None:
         pass
 
     for addr in (A1, ip_address("255.255.255.255"), ip_address("::"), ip_address("ffff::1"), _V4(7), _V6(2**127 + 5)):
-        assert enc._pack_addr(addr) == addr.packed.ljust(16, b"\0")
+        # what the 16-byte field ("16s") holds: the address, an IPv4 one zero-padded after
+        assert struct.pack("16s", enc._pack_addr(addr)) == addr.packed.ljust(16, b"\0")
     for ep in (LOCAL4, REMOTE6):
         assert enc._endpoint_ext(Ext.ADDR_LOCAL, ep) == enc._ext(Ext.ADDR_LOCAL, enc._pack_endpoint(ep))
     for sel in (SEL4, SEL6_TCP, Selector(A1, A2, A1, A1, 17, (53, 53), (0, U16))):

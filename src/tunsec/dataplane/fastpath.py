@@ -28,6 +28,7 @@ from tunsec.dataplane.pipe import (
     SaState,
     Selector,
 )
+from tunsec.dataplane.pipe.encoding import _pack_addr
 from tunsec.dataplane.pipe.fields import _addr_or_none
 from tunsec.dataplane.pipe.values import quick_init
 
@@ -236,10 +237,12 @@ IkeEncoder = Callable[[bytes, int, bytes, int, int, bytes, int], "bytes | None"]
 _DIRECTION_OF = {int(d): d for d in Direction}
 
 
+# an address's field of ts_addr/ts_selector is the pipe's 16-byte one (an IPv4 address first, zeros
+# after): _pack_addr's int.to_bytes, not .packed (a property and a helper, a Python frame each: an
+# install packs a dozen); the family is read as the class attribute _version (.version is a property)
 def _sel_values(sel: Selector) -> tuple[Any, ...]:
-    lo = sel.src_lo
-    return (lo.version, sel.proto, lo.packed, sel.src_hi.packed, sel.dst_lo.packed, sel.dst_hi.packed,
-            *sel.sport, *sel.dport)
+    return (sel.src_lo._version, sel.proto, _pack_addr(sel.src_lo), _pack_addr(sel.src_hi),  # type: ignore[union-attr]
+            _pack_addr(sel.dst_lo), _pack_addr(sel.dst_hi), *sel.sport, *sel.dport)
 
 
 def _params(sa: SaSpec) -> Any:
@@ -256,7 +259,7 @@ def _params(sa: SaSpec) -> Any:
     _SA_PACKERS[len(sels)].pack_into(
         ffi.buffer(p), 0,
         sa.spi, sa.direction, len(key), key, sa.esn, sa.replay_window, sa.reqid,
-        laddr.version, laddr.packed, local.port, raddr.version, raddr.packed, remote.port,
+        laddr._version, _pack_addr(laddr), local.port, raddr._version, _pack_addr(raddr), remote.port,  # type: ignore[union-attr]
         soft.bytes, hard.bytes, soft.packets, hard.packets, sa.seq_start, len(sels),
         *sel_values,
         sa.seq_limit, sa.seq_notify, sa.report_first_use,

@@ -115,10 +115,10 @@ class Timers:
             then: tuple[float, TimerKind] | None = None) -> None:
         """kind fires for key in seconds; then[1] (if any) in then[0] seconds from now, which
         must not be before the first: it goes into the heap when the first fired."""
-        epoch = self.epoch.get(key)
         self._serial = serial = self._serial + 4
-        if epoch is None:
-            self.epoch[key] = serial
+        # a key registered already keeps its epoch; one lookup: an outbound SA's key hashes its
+        # peer, an Endpoint, whose address hashes in Python (~3k instructions)
+        self.epoch.setdefault(key, serial)
         now = self.loop.time()
         heap = self.heap
         heapq.heappush(heap, (now + seconds, serial + kind, key,

@@ -86,19 +86,19 @@ def _header(msg_type: int, errno: int, req_id: int, flags: int, length: int) -> 
     return _HEADER.pack(VERSION, msg_type, errno, req_id, flags, bytes(3), length)
 
 
-# bits to shift an address's int by to fill the 16-byte field (an IPv4 one is zero-padded after):
-# int.to_bytes once instead of the .packed property, its helper and a ljust (an install packs ~17)
-_ADDR_SHIFT: Final = {IPv4Address: 96, IPv6Address: 0}
+# an address's bytes for its 16-byte field, which struct's "16s" fills: an IPv4 address's 4 padded
+# with zeros after.  int.to_bytes of its int, read from its slot: .packed is a property and a helper,
+# int() runs __int__, a Python frame each (a client's set-up packs ~17, and the worker again for C);
+# the whole-datagram ways below read an address's family as its class attribute _version for the
+# same reason (.version is a property)
+_ADDR_LEN: Final = {IPv4Address: 4, IPv6Address: 16}
 
 
 def _pack_addr(addr: IPAddress) -> bytes:
-    shift = _ADDR_SHIFT.get(type(addr))
-    if shift is None:   # a subclass
-        return (int(addr) << (96 if addr.version == 4 else 0)).to_bytes(16)
-    # its int read from its slot: int() runs __int__, a Python method, a frame per address (a
-    # client's set-up packs ~17); the whole-datagram ways below read an address's family as its
-    # class attribute _version for the same reason (.version is a property)
-    return (addr._ip << shift).to_bytes(16)  # type: ignore[union-attr,no-any-return]
+    n = _ADDR_LEN.get(type(addr))
+    if n is None:   # a subclass
+        return addr.packed
+    return addr._ip.to_bytes(n)  # type: ignore[union-attr,no-any-return]
 
 
 def _pack_endpoint(ep: Endpoint | None) -> bytes:
