@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -40,3 +41,11 @@ class LogLimiter:
 
 def suffix(held: int) -> str:
     return f" ({held} more like it suppressed)" if held else ""
+
+
+def internal_error(err: BaseException, first: bool) -> str:
+    """What a log line says of an internal error that a peer's input or timer ran into: the
+    exception's type, and the first time where (the traceback's frames), never its text, which may
+    quote the peer's data or a secret (a password character in a UnicodeEncodeError, say)."""
+    where = "".join(traceback.format_tb(err.__traceback__)) if first else ""
+    return type(err).__name__ + (f"\n{where}" if where else "")

@@ -66,7 +66,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
-from tunsec.loglimit import LogLimiter, suffix
+from tunsec.loglimit import LogLimiter, internal_error, suffix
 from tunsec.policy.pad import AddressMatch, Refused, address_match, check_unique_keep, identity_allowed
 
 from .config import IkeConfig
@@ -337,8 +337,8 @@ class IkeEndpoint:
         self.timer_errors += 1
         self._timer_backoff[sa.local_spi] = now + TIMER_ERROR_BACKOFF
         if (held := self._timer_error_log.admit()) is not None:
-            log.error("%s: internal error in the IKE SA's timer (%s: %s); its timers go on%s", sa.name,
-                      type(err).__name__, err, suffix(held), exc_info=self.timer_errors == 1)
+            log.error("%s: internal error in the IKE SA's timer; its timers go on%s: %s", sa.name, suffix(held),
+                      internal_error(err, self.timer_errors == 1))
 
     def get_timer(self) -> float | None:
         """The earliest timer, as of the last receive/handle_timer/datagrams_to_send (call that first

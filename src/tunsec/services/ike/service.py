@@ -37,7 +37,6 @@ import itertools
 import logging
 import socket
 import time
-import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -67,7 +66,7 @@ from tunsec.ike.events import (
     SpiUnused,
 )
 from tunsec.ike.sa import IkeSa, State
-from tunsec.loglimit import LogLimiter, suffix
+from tunsec.loglimit import LogLimiter, internal_error, suffix
 from tunsec.policy.ids import IdSpace
 from tunsec.policy.pools import AddressPools, PoolConfig
 from tunsec.radius.accounting import Accounting
@@ -416,7 +415,7 @@ class IkeService(Service):
             self._pump()
         except Exception as err:   # the timer must stay armed: a lost one stalls every IKE SA
             if (held := self._timer_log.admit()) is not None:
-                log.error("IKE timer failed (%s: %s); timers go on%s", type(err).__name__, err, suffix(held))
+                log.error("IKE timer failed; timers go on%s: %s", suffix(held), internal_error(err, False))
             self._arm(at_least=1.0)   # not at once: what failed may fail again
 
     async def _resolve_gateway(self, sa: IkeSa, gateway: str) -> None:
@@ -531,10 +530,8 @@ class IkeService(Service):
             # batch (other peers' IKE, EXPIREs, ACQUIREs) or of the SPI pool's held datagrams would be lost
             self.receive_errors += 1
             if (held := self._receive_log.admit()) is not None:
-                # the type and (the first time) where, not the text: it may quote the peer's data or a secret
-                where = "".join(traceback.format_tb(err.__traceback__)) if self.receive_errors == 1 else ""
-                log.error("IKE datagram from %s[%d] dropped: internal error (%s)%s%s", remote[0], remote[1],
-                          type(err).__name__, suffix(held), f"\n{where}" if where else "")
+                log.error("IKE datagram from %s[%d] dropped%s: internal error %s", remote[0], remote[1],
+                          suffix(held), internal_error(err, self.receive_errors == 1))
 
     def _readable(self, s: socket.socket, key: IkeSocketKey) -> None:
         for data, remote, local in recv(s, key):
