@@ -14,7 +14,8 @@ from typing import TypeVar
 from tunsec.ike.config import EapSecret, IkeConfig, LocalAuth, RemoteAuth, child_config
 from tunsec.ike.constants import ExchangeType
 from tunsec.ike.eap.mschapv2 import EapAuthenticator
-from tunsec.ike.eap.relay import RelayOutcome, RelayReply
+from tunsec.ike.eap.packet import EapCode, EapPacket
+from tunsec.ike.eap.relay import EapRelay, RelayAsk, RelayOutcome, RelayReply
 from tunsec.ike.endpoint import IkeEndpoint
 from tunsec.ike.events import AuthFailed, ChildSaUp, EapRelayAbandoned, EapRelayRequest, Event, IkeSaUp
 from tunsec.ike.identity import Identity
@@ -274,3 +275,34 @@ def test_an_established_client_is_not_abandoned_at_the_edge_when_it_goes() -> No
     relay(net, b, MschapBackend(), until=40.0)
     assert not b.sas
     assert not only(net.take(B), EapRelayAbandoned)
+
+
+def _relay_rounds(challenges: int) -> tuple[int, bool | None]:
+    """An EapRelay through ``challenges`` Access-Challenges (an EAP-TLS exchange carries a
+    certificate chain in ~1 KiB fragments, one round trip each), then an Accept: how many rounds
+    the backend saw, and whether the conversation succeeded."""
+    relay = EapRelay(b"alice")
+    ask = relay.start()
+    for n in range(challenges + 1):   # the backend's round n + 1
+        assert isinstance(ask, RelayAsk)
+        if n == challenges:
+            _out, result = relay.reply(RelayReply(RelayOutcome.ACCEPT, EapPacket(EapCode.SUCCESS, n % 256).encode(),
+                                                  msk=Secret(bytes(64)), reason="backend"))
+            assert result is not None
+            return n + 1, result.ok
+        challenge = EapPacket(EapCode.REQUEST, n % 256, 13).encode()   # EAP-TLS, one fragment
+        _request, result = relay.reply(RelayReply(RelayOutcome.CHALLENGE, challenge, reason="backend"))
+        assert result is None
+        nxt = relay.process(EapPacket(EapCode.RESPONSE, n % 256, 13).encode())
+        if not isinstance(nxt, RelayAsk):   # the relay gave up on the conversation
+            return n + 1, nxt[1].ok
+        ask = nxt
+    raise AssertionError("unreachable")
+
+
+def test_eap_tls_with_large_certificate_chains_fits_the_relays_round_limit() -> None:
+    """EAP-TLS with chains of several KiB each way at 1 KiB fragments (TLS 1.3 adds a round) takes
+    ~20-25 round trips; strongSwan's eap-tls allows 32 messages (max_message_count): so does the
+    relay.  A backend that never ends the conversation is still cut off."""
+    assert _relay_rounds(31) == (32, True)
+    assert _relay_rounds(40) == (32, False)

@@ -52,7 +52,10 @@ class RelayReply:
     groups: tuple[str, ...] = ()
 
 
-MAX_ROUNDS = 16  # backend round trips per conversation (EAP-TLS takes ~10); more is a loop
+# backend round trips per conversation; more is a loop.  EAP-TLS takes one per ~1 KiB fragment of
+# each side's flight: ~10 with small certificates, 20-25 with chains of several KiB each way
+# (TLS 1.3 adds one); 32 is strongSwan's eap-tls max_message_count
+MAX_ROUNDS = 32
 
 
 @dataclass
