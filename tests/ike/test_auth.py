@@ -173,6 +173,17 @@ def test_identity_parse(text: str, kind: int, data: bytes) -> None:
         assert str(ident) == text
 
 
+def test_names_compare_without_regard_to_case_as_strongswans() -> None:
+    """FQDN and RFC822 identities are one client whatever the case (strongSwan's equals() is
+    strcasecmp for them): one key in the dicts of unique, leases and INITIAL_CONTACT.  Bytes of
+    other kinds (a KEY_ID) keep their case."""
+    alice, upper = Identity.parse("alice@example.org"), Identity.parse("ALICE@Example.ORG")
+    assert alice == upper and hash(alice) == hash(upper) and {alice: 1}[upper] == 1
+    assert Identity.of_user(b"Alice") == Identity.parse("alice") and Identity.of_user(b"alice") != alice
+    assert Identity(IdType.KEY_ID, b"AB") != Identity(IdType.KEY_ID, b"ab")
+    assert Identity(IdType.FQDN, b"alice") != Identity(IdType.RFC822_ADDR, b"alice")
+
+
 def test_identity_dn_and_any() -> None:
     dn = Identity.parse("C=CH, O=strongSwan, CN=moon.strongswan.org")
     assert dn.type == IdType.DER_ASN1_DN

@@ -102,11 +102,12 @@ def test_a_disconnect_request_from_radclient_deletes_the_users_ike_sa_acks_and_s
     out = radclient(topo, topo.a, "disconnect", DAE_SECRET, f'User-Name = "{USER}"\n{other_port}', "other-port")
     assert "Received Disconnect-NAK" in out and "Session-Context-Not-Found" in out, out
     assert len(gateway.established()) == 1 and client.sas(), client.list_sas()
-    # the user's session by its name, leased address and the station attributes copied from its
-    # Start, naming the gateway as accounting does (NAS-IP-Address), with a Message-Authenticator
-    # (radclient computes it for a 0x00 value)
+    # the user's session by its name (in another case: names compare as strongSwan's, without
+    # regard to it), leased address and the station attributes copied from its Start, naming the
+    # gateway as accounting does (NAS-IP-Address), with a Message-Authenticator (radclient computes
+    # it for a 0x00 value)
     out = radclient(topo, topo.a, "disconnect", DAE_SECRET,
-                    f'User-Name = "{USER}"\nFramed-IP-Address = {VIP}\nNAS-IP-Address = {topo.a.outer4}\n'
+                    f'User-Name = "{USER.upper()}"\nFramed-IP-Address = {VIP}\nNAS-IP-Address = {topo.a.outer4}\n'
                     f'{station}Message-Authenticator = 0x00\n', "ack")
     assert "Received Disconnect-ACK" in out, f"{out}\ntunsec:\n{gateway.log_tail()}"
     assert wait_until(lambda: not client.sas(), 10), \
@@ -123,5 +124,5 @@ def test_a_disconnect_request_from_radclient_deletes_the_users_ike_sa_acks_and_s
         (f"127.0.0.1:{DAE_PORT}", 1, 3, 1, 1), dae
     log = gateway.log_text()
     assert DAE_SECRET not in log and "guessed-secret" not in log
-    assert re.search(r"RADIUS DAE: Disconnect-Request from 127\.0\.0\.1:\d+ for user 'alice': closing 1 IKE SA",
+    assert re.search(r"RADIUS DAE: Disconnect-Request from 127\.0\.0\.1:\d+ for user 'ALICE': closing 1 IKE SA",
                      log), log[-3000:]

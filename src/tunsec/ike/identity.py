@@ -58,14 +58,38 @@ class IdentityError(ValueError):
     """The identity text cannot be parsed."""
 
 
-@dataclass(frozen=True)
+# identity types whose text compares without regard to ASCII case, as strongSwan's (its
+# identification_t equals() of ID_FQDN and ID_RFC822_ADDR is strcasecmp): a DNS name is (RFC 4343),
+# and RADIUS/AD backends take "Alice" for "alice", so the two are one client for unique, leases,
+# INITIAL_CONTACT and a DAE User-Name, not two
+_CASELESS = (IdType.FQDN, IdType.RFC822_ADDR)
+
+
+@dataclass(frozen=True, eq=False)
 class Identity:
     type: int
     data: bytes
 
+    def _key(self) -> tuple[int, bytes]:
+        return (self.type, self.data.lower() if self.type in _CASELESS else self.data)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Identity):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
     @classmethod
     def any(cls) -> Identity:
         return cls(ID_ANY, b"")
+
+    @classmethod
+    def of_user(cls, name: bytes) -> Identity:
+        """An EAP (RADIUS) user name as an identity, as it is, not parsed ("@alice" and "alice" are
+        two users, as the secrets' ids are): RFC822_ADDR with an "@", else FQDN, as strongSwan's."""
+        return cls(IdType.RFC822_ADDR if b"@" in name else IdType.FQDN, name)
 
     @property
     def is_any(self) -> bool:
@@ -140,8 +164,6 @@ class Identity:
             return True
         if self.type == other.type == IdType.DER_ASN1_DN:
             return dn_equal(self.data, other.data)
-        if self.type == other.type and self.type in (IdType.FQDN, IdType.RFC822_ADDR):
-            return self.data.lower() == other.data.lower()
         return False
 
 

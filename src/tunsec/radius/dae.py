@@ -20,7 +20,8 @@ privilege; :class:`DaeServer` only reads it). A datagram is acted on only when
    taken again (strongSwan does the same, and keeps only the last answer per client).
 
 Then (:func:`decide`): the session is named by User-Name (the EAP identity, as accounting's
-User-Name; strongSwan matches only this one), Acct-Session-Id (accounting's id of the IKE SA),
+User-Name, compared as identities are: without regard to case, as strongSwan's; strongSwan matches
+only this one), Acct-Session-Id (accounting's id of the IKE SA),
 Framed-IP-Address/Framed-IPv6-Address (a virtual IP leased to it), and the station attributes
 accounting sent for it (:class:`~tunsec.radius.messages.Station`: NAS-Port, NAS-Port-Id,
 Called-Station-Id, Calling-Station-Id, compared exactly; a server copies them from the Start); all

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from ..auth import AuthError, psk_auth_data, signed_octets, verify_psk
 from ..config import IkeConfig
-from ..constants import AuthMethod, IdType, NotifyType
+from ..constants import AuthMethod, NotifyType
 from ..eap.mschapv2 import EapAuthenticator, EapPeer, EapResult
 from ..eap.packet import EapError
 from ..eap.relay import EapRelay, RelayAsk, RelayOutcome, RelayReply
@@ -248,9 +248,7 @@ def _proven_identity(st: IkeSaState, idi: IdPayload, result: EapResult) -> Ident
         return result.peer
     if not st.config.remote.eap_id:
         return Identity(idi.id_type, idi.data)  # the EAP user was IDi's data
-    # the user name as it is, not parsed: "@alice" and "alice" are two users (the secrets' ids)
-    name = result.identity
-    return Identity(IdType.RFC822_ADDR if b"@" in name else IdType.FQDN, name)
+    return Identity.of_user(result.identity)
 
 
 def gateway_auth(st: IkeSaState, ge: GatewayEap, idr: IdPayload) -> AuthPayload:

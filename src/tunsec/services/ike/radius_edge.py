@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from tunsec.dataplane import pipe
 from tunsec.ike.eap.relay import RelayOutcome, RelayReply
 from tunsec.ike.events import DownReason, EapRelayRequest, IkeSaUp
+from tunsec.ike.identity import Identity
 from tunsec.ike.sa import IkeSa
 from tunsec.ike.state import State
 from tunsec.radius.accounting import Accounting, Cause, cause_of
@@ -121,7 +122,7 @@ def _dae_find(self: IkeService, query: SessionQuery) -> list[Hashable]:
         conn = self.connections.get(sa.name)
         if conn is None or conn.ike.remote.method != "eap-radius":
             continue   # not the RADIUS server's session to end
-        if query.users and str(sa.peer_id) not in query.users:
+        if query.users and not _names(sa.peer_id, query.users):
             continue
         if query.session_ids:
             started = self.accounting.started(handle) if self.accounting is not None else None
@@ -354,3 +355,9 @@ def _acct_stop(self: IkeService, sa: IkeSa, reason: DownReason) -> None:
         self.acct_accepted.pop(handle, None)
     if self.accounting is not None and handle is not None:
         self.accounting.stop(handle, cause_of(reason, self.closing))
+
+
+def _names(peer: Identity, users: Sequence[str]) -> bool:
+    """Whether a DAE User-Name names the IKE SA's peer: its EAP identity compares as identities do
+    (without regard to case, as strongSwan's), any other one by its text."""
+    return any(peer == Identity.of_user(u.encode()) or str(peer) == u for u in users)
