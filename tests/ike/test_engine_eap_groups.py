@@ -4,7 +4,7 @@ the first one whose groups the user is a member of, by the groups the backend's 
 (``RelayReply.groups``), and refuses a user of no such group with AUTHENTICATION_FAILED before
 any address is leased or Child SA made, telling the edge to forget what the Accept said.
 
-The backend is the test's, as in test_engine_eap_relay.py: EAP-MSCHAPv2 run by the engine's own
+The backend is test_engine_eap_relay.py's (MschapBackend): EAP-MSCHAPv2 run by the engine's own
 server, the groups of each user added to its Access-Accept.
 """
 from __future__ import annotations
@@ -12,13 +12,11 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 
-from test_engine_eap_relay import CA, GW, only, relay
+from test_engine_eap_relay import CA, GW, MschapBackend, only, relay
 
 from tunsec.ike.config import EapSecret, IkeConfig, LocalAuth, RemoteAuth, child_config
-from tunsec.ike.eap.mschapv2 import EapAuthenticator
-from tunsec.ike.eap.relay import RelayOutcome, RelayReply
 from tunsec.ike.endpoint import IkeEndpoint
-from tunsec.ike.events import AuthFailed, ChildSaUp, EapRelayAbandoned, EapRelayRequest, IkeSaUp
+from tunsec.ike.events import AuthFailed, ChildSaUp, EapRelayAbandoned, IkeSaUp
 from tunsec.ike.identity import Identity
 from tunsec.ike.proposals import parse_proposals
 from tunsec.ike.secret import Secret
@@ -51,25 +49,6 @@ def client(user: str) -> IkeConfig:
                      vips=(ipaddress.ip_address("0.0.0.0"),))
 
 
-class GroupBackend:
-    """A RADIUS server's part: EAP-MSCHAPv2, and an Access-Accept with the user's groups."""
-
-    def __init__(self) -> None:
-        self.server: EapAuthenticator | None = None
-
-    def __call__(self, ev: EapRelayRequest) -> RelayReply:
-        if ev.first:
-            self.server = EapAuthenticator(lambda user: PASSWORDS.get(user), ev.identity)
-            return RelayReply(RelayOutcome.CHALLENGE, self.server.start(), reason="backend")
-        assert self.server is not None
-        out, result = self.server.process(ev.eap)
-        if result is None:
-            return RelayReply(RelayOutcome.CHALLENGE, out, reason="backend")
-        assert result.ok
-        return RelayReply(RelayOutcome.ACCEPT, out, Secret(result.msk[:32]), reason="backend",
-                          groups=GROUPS[ev.identity])
-
-
 def pools() -> AddressPools:
     return AddressPools([PoolConfig.parse_addrs("staff", "10.3.1.0/24"),
                          PoolConfig.parse_addrs("guests", "10.3.2.0/24")])
@@ -81,7 +60,7 @@ def login(user: str, configs: tuple[IkeConfig, ...] = (STAFF, GUESTS),
     net = Network()
     net.add(A, IkeEndpoint([client(user)])).initiate("rw", "net", net.now)
     gw = net.add(B, IkeEndpoint(list(configs), address_pool=pool))
-    relay(net, gw, GroupBackend(), until=20.0)
+    relay(net, gw, MschapBackend(PASSWORDS, GROUPS), until=20.0)
     return net, gw, pool
 
 

@@ -48,23 +48,28 @@ def client(user: str = "alice", password: bytes = b"Alice-pw-1", ike_id: str = "
 
 
 class MschapBackend:
-    """A RADIUS server's part, without RADIUS: EAP-MSCHAPv2 for the users it knows."""
+    """A RADIUS server's part, without RADIUS: EAP-MSCHAPv2 for the users it knows (``passwords``),
+    and an Access-Accept with the user's ``groups`` (class_group)."""
 
-    def __init__(self) -> None:
+    def __init__(self, passwords: dict[bytes, str] = PASSWORDS,
+                 groups: dict[bytes, tuple[str, ...]] | None = None) -> None:
         self.server: EapAuthenticator | None = None
         self.asked: list[EapRelayRequest] = []
+        self.passwords = passwords
+        self.groups = groups or {}
 
     def __call__(self, ev: EapRelayRequest) -> RelayReply:
         self.asked.append(ev)
         if ev.first:  # the client's EAP-Identity response: start MSCHAPv2 for that user
-            self.server = EapAuthenticator(lambda user: PASSWORDS.get(user), ev.identity)
+            self.server = EapAuthenticator(self.passwords.get, ev.identity)
             return RelayReply(RelayOutcome.CHALLENGE, self.server.start(), reason="backend")
         assert self.server is not None
         out, result = self.server.process(ev.eap)
         if result is None:
             return RelayReply(RelayOutcome.CHALLENGE, out, reason="backend")
         if result.ok:
-            return RelayReply(RelayOutcome.ACCEPT, out, Secret(result.msk[:32]), reason="backend")
+            return RelayReply(RelayOutcome.ACCEPT, out, Secret(result.msk[:32]), reason="backend",
+                              groups=self.groups.get(ev.identity, ()))
         return RelayReply(RelayOutcome.REJECT, out, reason=f"backend rejected it ({result.reason})")
 
 
