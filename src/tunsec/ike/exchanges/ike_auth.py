@@ -167,6 +167,8 @@ def _after_eap(st: IkeSaState, ge: eap.GatewayEap) -> list[IkeConfig]:
 def _select_by_groups(st: IkeSaState, ge: eap.GatewayEap) -> Response | None:
     """The connection of the first group (``remote.groups``) the peer is a member of, by the
     groups its EAP-RADIUS Access-Accept gave; AUTHENTICATION_FAILED if there is none."""
+    if not st.config.remote.groups:
+        return None   # the one in use takes anyone: it is the first of _after_eap's, and chosen
     fitting = _after_eap(st, ge)
     chosen = next((c for c in fitting if group_member(c.remote.groups, ge.groups)), None)
     if chosen is None:

@@ -235,7 +235,7 @@ def closing(st: IkeSaState) -> None:
     refused after it: no group, a bad AUTH, a duplicate)."""
     ge = st.eap
     if ge is not None and ge.edge_holds:
-        ge.relayed = False
+        ge.relayed = ge.accepted = False   # told once
         st.emit(EapRelayAbandoned(st.name))
 
 
