@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+from typing import Any
 
 from test_engine_eap_relay import CA, GW, MschapBackend, only, relay
 
 from tunsec.ike.config import EapSecret, IkeConfig, LocalAuth, RemoteAuth, child_config
+from tunsec.ike.constants import IdType
 from tunsec.ike.endpoint import IkeEndpoint
 from tunsec.ike.events import AuthFailed, ChildSaUp, EapRelayAbandoned, IkeSaUp
 from tunsec.ike.identity import Identity
@@ -22,6 +24,9 @@ from tunsec.ike.proposals import parse_proposals
 from tunsec.ike.secret import Secret
 from tunsec.ike.testing import Network
 from tunsec.policy.pools import AddressPools, PoolConfig
+from tunsec.services.ike import status as ike_status
+from tunsec.services.ike.record import IkeUpRecord
+from tunsec.status import render
 
 A, B = "192.0.2.1", "192.0.2.2"
 PASSWORDS = {b"alice": "Alice-pw-1", b"bob": "Bob-pw-2", b"carol": "Carol-pw-3"}
@@ -119,3 +124,75 @@ def test_no_switch_to_a_connection_unlike_in_the_eap_conversation_done() -> None
     (failed,) = only(net.take(B), AuthFailed)
     assert "(staff: staff); its groups from RADIUS: 'vpn', 'Guests'" in failed.reason, failed.reason
     assert not gw.sas and not pool.leases()
+
+
+def _status(gw: IkeEndpoint, up: IkeSaUp) -> tuple[dict[str, Any], list[str]]:
+    """The gateway's IKE SA as `tunsec status` shows it: its --json record and its text lines."""
+    (sa,) = gw.sas
+    (doc,) = ike_status.ike_sas([sa], {sa.local_spi: IkeUpRecord(up, 0.0)}, [], lambda s: 1, lambda h: sa)
+    base = {"tun": {"name": "tunsec0", "mtu": 1400, "offloads": []}, "worker": {"pid": 1, "restarts": 0},
+            "uptime_seconds": 1, "udp_offloads": [], "sas": [], "tunnels": [], "policies": [], "drops": {}}
+    lines = render({**base, "ike_sas": [doc]}).splitlines()
+    return doc, lines[lines.index(next(x for x in lines if x.startswith(f"{up.name}: IKEv2"))):]
+
+
+def test_status_shows_the_eap_identity_and_the_groups_the_backend_gave() -> None:
+    """bob sent IDi moon.example and authenticated as EAP user bob (eap_id = %any): status names
+    both, strongSwan's "remote EAP identity", and the groups of his Accept that admitted him."""
+    net, gw, _ = login("bob")
+    (up,) = only(net.take(B), IkeSaUp)
+    doc, lines = _status(gw, up)
+    assert (doc["remote_id"], doc["remote_ike_id"], doc["remote_eap_id"], doc["groups"]) == \
+        ("bob", "moon.example", "bob", ["vpn", "Guests"])
+    assert " sun.example <-> bob, " in lines[0]
+    assert lines[1] == "  EAP identity bob (IKE identity moon.example), groups: vpn, Guests"
+
+
+def test_status_shows_no_eap_identity_where_it_is_the_ike_identity() -> None:
+    """Without eap_id the EAP user is IDi's name: only the groups are news (as strongSwan shows
+    the EAP identity only where it differs)."""
+    cli = client("alice")
+    cli = dataclasses.replace(cli, local=dataclasses.replace(cli.local, id=Identity.parse("alice")))
+    net = Network()
+    net.add(A, IkeEndpoint([cli])).initiate("rw", "net", net.now)
+    gw = net.add(B, IkeEndpoint([gateway("staff", "staff", eap_id="")], address_pool=pools()))
+    relay(net, gw, MschapBackend(PASSWORDS, GROUPS), until=20.0)
+    (up,) = only(net.take(B), IkeSaUp)
+    doc, lines = _status(gw, up)
+    assert (doc["remote_ike_id"], doc["remote_eap_id"], doc["groups"]) == ("alice", "alice", ["staff"])
+    assert lines[1] == "  groups: staff"
+
+
+def test_status_escapes_an_unproven_ike_identity() -> None:
+    """With eap_id = %any IDi proves nothing: a client may put terminal control sequences in it.
+    --json carries it as sent; the text escapes them."""
+    cli = client("alice")
+    sneaky = Identity(IdType.FQDN, b"moon\x1b[2J.example")
+    net = Network()
+    net.add(A, IkeEndpoint([dataclasses.replace(cli, local=dataclasses.replace(cli.local, id=sneaky))])) \
+        .initiate("rw", "net", net.now)
+    gw = net.add(B, IkeEndpoint([STAFF], address_pool=pools()))
+    relay(net, gw, MschapBackend(PASSWORDS, GROUPS), until=20.0)
+    (up,) = only(net.take(B), IkeSaUp)
+    doc, lines = _status(gw, up)
+    assert doc["remote_ike_id"] == "moon\x1b[2J.example"
+    assert lines[1] == "  EAP identity alice (IKE identity moon\\x1b[2J.example), groups: staff"
+    assert not any("\x1b" in x for x in lines)
+
+
+def test_status_of_an_ike_sa_without_eap_has_no_eap_fields() -> None:
+    psk = Secret(b"a-long-enough-psk-for-tests")
+    a_cfg = IkeConfig("rw", LocalAuth("psk", Identity.parse("moon.example")),
+                      RemoteAuth("psk", Identity.parse("sun.example")), parse_proposals("default"),
+                      (child_config("net", "10.1.0.0/16", "10.2.0.0/16"),), psk=psk, local_addr=A, remote_addr=B)
+    b_cfg = IkeConfig("gw", LocalAuth("psk", Identity.parse("sun.example")),
+                      RemoteAuth("psk", Identity.parse("moon.example")), parse_proposals("default"),
+                      (child_config("net", "10.2.0.0/16", "10.1.0.0/16"),), psk=psk, local_addr=B)
+    net = Network()
+    net.add(A, IkeEndpoint([a_cfg])).initiate("rw", "net", net.now)
+    gw = net.add(B, IkeEndpoint([b_cfg]))
+    net.run()
+    (up,) = only(net.take(B), IkeSaUp)
+    doc, lines = _status(gw, up)
+    assert (doc["remote_ike_id"], doc["remote_eap_id"], doc["groups"]) == ("moon.example", None, [])
+    assert lines[1] == "drops: "   # no line between the IKE SA's and the next section's

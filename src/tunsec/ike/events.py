@@ -75,6 +75,23 @@ class IkeSaInfo:
     children: tuple[ChildSaInfo, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class PeerEap:
+    """How a peer authenticated to us (a gateway) with EAP, for ``tunsec status``: nothing secret.
+
+    A gateway keeps one per EAP client for the SA's life: the values are the ones the exchange
+    already holds (the IDi payload's bytes, the EAP user name, the backend's group tuple), not copies."""
+
+    ike_id: Identity             # the IDi it sent (with eap_id, EAP proved another: IkeSaUp.remote_id)
+    user: bytes                  # the EAP identity it authenticated with, as it sent it
+    groups: tuple[str, ...] = ()  # its group memberships, as the AAA backend's Access-Accept gave them
+
+    @property
+    def user_text(self) -> str:
+        """The EAP identity as text: UTF-8, other bytes escaped (a peer's name, not ours to choose)."""
+        return self.user.decode("utf-8", "backslashreplace")
+
+
 @dataclass(frozen=True, slots=True)   # kept as the status record of each IKE SA (IkeService.ike_up)
 class IkeSaUp:
     name: str
@@ -91,6 +108,7 @@ class IkeSaUp:
     own_vips: tuple[IPAddress, ...] = ()
     dns: tuple[IPAddress, ...] = ()
     peer_vips: tuple[IPAddress, ...] = ()
+    peer_eap: PeerEap | None = None  # a gateway's client that authenticated with EAP
 
 
 @dataclass(frozen=True)

@@ -121,6 +121,7 @@ def _ike_up(st: IkeSaState) -> None:
             st.own_vips,
             st.own_dns,
             tuple(lease.address for lease in st.peer_vips),
+            eap.peer_eap(st),
         )
     )
     # only the AUTH payloads sign the IKE_SA_INIT messages, and both sides' are done: not kept for

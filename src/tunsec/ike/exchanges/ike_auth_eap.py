@@ -27,7 +27,7 @@ from ..constants import AuthMethod, NotifyType
 from ..eap.mschapv2 import EapAuthenticator, EapPeer, EapResult
 from ..eap.packet import EapError
 from ..eap.relay import EapRelay, RelayAsk, RelayOutcome, RelayReply
-from ..events import AuthFailed, DownReason, EapRelayAbandoned, EapRelayRequest
+from ..events import AuthFailed, DownReason, EapRelayAbandoned, EapRelayRequest, PeerEap
 from ..identity import Identity
 from ..message import AuthPayload, EapPayload, IdPayload, Payload
 from ..secret import Secret
@@ -249,6 +249,18 @@ def _proven_identity(st: IkeSaState, idi: IdPayload, result: EapResult) -> Ident
     if not st.config.remote.eap_id:
         return Identity(idi.id_type, idi.data)  # the EAP user was IDi's data
     return Identity.of_user(result.identity)
+
+
+def peer_eap(st: IkeSaState) -> PeerEap | None:
+    """What status shows of a client's EAP (a gateway's, once EAP succeeded): its IDi, EAP identity, groups."""
+    ge = st.eap
+    if ge is None or ge.msk is None:
+        return None
+    peer, idi = st.peer_id, ge.idi
+    if peer is None or (peer.type, peer.data) != (idi.id_type, idi.data):
+        peer = Identity(idi.id_type, idi.data)
+    # else (no eap_id) the peer's identity is IDi itself: the SA's record holds it once
+    return PeerEap(peer, ge.user, ge.groups)
 
 
 def gateway_auth(st: IkeSaState, ge: GatewayEap, idr: IdPayload) -> AuthPayload:

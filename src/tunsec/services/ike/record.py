@@ -12,8 +12,8 @@ from typing import Any
 
 from tunsec.ike.events import IkeSaUp
 
-KEYS = ("name", "remote", "proposal", "local_id", "remote_id", "spi_i", "spi_r", "established",
-        "local_vips", "remote_vips", "vips")
+KEYS = ("name", "remote", "proposal", "local_id", "remote_id", "remote_ike_id", "remote_eap_id", "groups",
+        "spi_i", "spi_r", "established", "local_vips", "remote_vips", "vips")
 
 
 class IkeUpRecord(Mapping[str, Any]):
@@ -39,6 +39,12 @@ class IkeUpRecord(Mapping[str, Any]):
                 return str(ev.local_id)
             case "remote_id":
                 return str(ev.remote_id)
+            case "remote_ike_id":   # the identity it sent: not remote_id if EAP proved another (eap_id)
+                return str(ev.peer_eap.ike_id if ev.peer_eap else ev.remote_id)
+            case "remote_eap_id":
+                return ev.peer_eap.user_text if ev.peer_eap else None
+            case "groups":
+                return list(ev.peer_eap.groups) if ev.peer_eap else []
             case "spi_i" | "spi_r":
                 spi_i, spi_r = self._spis or (ev.spi_i, ev.spi_r)
                 return (spi_i if key == "spi_i" else spi_r).hex()

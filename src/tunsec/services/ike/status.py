@@ -110,6 +110,12 @@ def ike_sas(sas: Iterable[IkeSa], ike_up: Mapping[bytes, IkeUpRecord], children:
             "proposal": info.get("proposal"),
             "local_id": info.get("local_id"),
             "remote_id": info.get("remote_id"),
+            # how a client authenticated (nothing secret): the identity it sent in IDi (remote_id
+            # differs only when EAP with eap_id proved another), its EAP identity (null: no EAP),
+            # and the groups the AAA backend's Access-Accept made it a member of (Class, Filter-Id)
+            "remote_ike_id": info.get("remote_ike_id"),
+            "remote_eap_id": info.get("remote_eap_id"),
+            "groups": info.get("groups", []),
             "spi_i": sa.spi_i.hex(),
             "spi_r": sa.spi_r.hex(),
             "local_vips": info.get("local_vips", []),
