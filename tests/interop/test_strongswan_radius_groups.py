@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from freeradius import FreeRadius, requires_freeradius
-from ike_peers import CONN, Charon, Pki, TunsecIke, requires_strongswan
+from ike_peers import CONN, Charon, Pki, TunsecIke, ident, requires_strongswan
 from roadwarrior import GatewayConn, Pool, RoadWarriorConn
 
 from tunsec.bench.netns import TwoHosts, wait_until
@@ -83,9 +83,15 @@ def test_each_user_ends_in_the_connection_of_its_radius_group_and_others_are_ref
     client.start()
     gateway.start()
 
-    for user, conn, vip in (("alice", "tun-staff", "10.3.1.1"), ("bob", "tun-guests", "10.3.2.1")):
+    for user, conn, vip, group in (("alice", "tun-staff", "10.3.1.1", "staff"),
+                                   ("bob", "tun-guests", "10.3.2.1", "guests")):
         sa = login(gateway, client, user)
         assert (sa["name"], sa["remote_id"], sa["remote_vips"]) == (conn, user, [vip]), sa
+        # status names the EAP identity, the IKE identity the client sent, and the group that
+        # admitted it (bob's opaque Class is no group: not shown)
+        assert (sa["remote_ike_id"], sa["remote_eap_id"], sa["groups"]) == (ident(topo.b), user, [group]), sa
+        text = gateway.cli("status").stdout
+        assert f"  EAP identity {user} (IKE identity {ident(topo.b)}), groups: {group}" in text.splitlines(), text
         assert topo.wait_ping(topo.b, topo.a.inner4, src=vip, timeout=10)
         logout(gateway, client)
     # bob's Accept was read on tun-staff, the first connection his identities fit; his group moved him
