@@ -65,7 +65,7 @@ class IdentityError(ValueError):
 _CASELESS = (IdType.FQDN, IdType.RFC822_ADDR)
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, slots=True)   # one per SA and lease: no __dict__
 class Identity:
     type: int
     data: bytes
