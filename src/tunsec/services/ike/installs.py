@@ -39,17 +39,30 @@ STANDBY_TIMEOUT = 10.0   # seconds a rekey responder waits for traffic on the ne
 def _child_of_sa(self: IkeService, spi: int, direction: Direction, remote: Endpoint | None = None) -> ChildState | None:
     """The installed Child SA one of whose SAs this is (its IKE SA still has it).
 
-    An outbound SA is named by (spi, remote): two peers may have chosen the same SPI."""
+    An outbound SA is named by (spi, remote): two peers may have chosen the same SPI.  One being
+    moved (``moving_to``) is also found at its new endpoint: the worker names it so from the
+    MIGRATE on, and its EXPIRE may be read before the MIGRATE's answer is acted on (events after
+    answers in one read, mobility._migrate); lost, a soft EXPIRE would not rekey it.  Another
+    peer's SA that is at that endpoint already goes first."""
+    moving = None
     for state in self.children.values():
         if direction is Direction.IN and spi != state.spi_in:
             continue
         if direction is Direction.OUT and (spi, remote) != (state.spi_out, state.remote):
+            if moving is None and spi == state.spi_out and state.moving_to is not None and \
+                    remote == state.moving_to[0] and _still_held(self, state):
+                moving = state
             continue
-        sa = self._ike_sa(state.ike)
-        if sa is None or not any(c.unique_id == state.unique_id for c in sa.children):
+        if not _still_held(self, state):
             continue
         return state
-    return None
+    return moving
+
+
+def _still_held(self: IkeService, state: ChildState) -> bool:
+    """Its IKE SA still has the Child SA (not deleted meanwhile)."""
+    sa = self._ike_sa(state.ike)
+    return sa is not None and any(c.unique_id == state.unique_id for c in sa.children)
 
 
 def expired(self: IkeService, spi: int, direction: Direction, hard: bool, remote: Endpoint | None = None) -> bool:
