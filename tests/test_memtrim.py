@@ -158,9 +158,21 @@ def test_the_ike_service_reports_every_datagram_it_takes() -> None:
     assert c.trims == 1
 
 
+def test_a_unit_of_work_may_weigh_more_than_one() -> None:
+    """One DUMP of many SAs is a burst by itself."""
+    clock, c, _ = calm(burst=64)
+    c.note(100)
+    clock.advance(2.0)
+    assert c.trims == 1
+    c.note(63)
+    clock.advance(5.0)
+    assert c.trims == 1
+
+
 @pytest.mark.skipif(memtrim._malloc_trim() is None, reason="the C library has no malloc_trim (not glibc)")
 def test_the_worker_trims_after_a_burst_of_requests_and_dump_counts_it() -> None:
-    """The worker's pipe requests are its activity; its DUMP carries the trims as the gauge malloc_trims."""
+    """The worker's pipe requests are its activity, and a DUMP one unit per SA it lists; its DUMP carries
+    the trims as the gauge malloc_trims."""
     from typing import cast
 
     from tunsec.dataplane import pipe
@@ -176,12 +188,18 @@ def test_the_worker_trims_after_a_burst_of_requests_and_dump_counts_it() -> None
         return dict(pipe.join_dump_replies(replies).gauges)["malloc_trims"]
 
     for _ in range(memtrim.BURST - 1):
-        w.handle_datagram(pipe.encode(pipe.GetSpi(next(ids), 0x1000, 0xFFFFFF, larval_seconds=0)))
+        w.handle_datagram(pipe.encode(pipe.SpdFlush(next(ids))))
         clock.advance(0.01)
-    assert trims() == 0   # the burst's last request
+    assert trims() == 0   # the burst's last request (an empty SAD: one unit)
     clock.advance(memtrim.QUIET - 0.001)
     assert trims() == 0, "not calm yet"
     clock.advance(memtrim.QUIET + 0.01)
     assert not clock.timers and trims() == 1
     clock.advance(memtrim.QUIET)
-    assert trims() == 1, "a DUMP now and then is no burst"
+    assert trims() == 1 and not clock.timers, "a DUMP of a few SAs now and then is no burst"
+    for _ in range(memtrim.BURST):   # SAs added slowly, each request after a quiet spell: no burst
+        w.handle_datagram(pipe.encode(pipe.GetSpi(next(ids), 0x1000, 0xFFFFFF, larval_seconds=0)))
+        clock.advance(memtrim.QUIET)
+    assert trims() == 1 and len(w.dp.sas()) == memtrim.BURST
+    clock.advance(memtrim.QUIET)
+    assert trims() == 2, "the DUMP of all of them was"

@@ -244,6 +244,8 @@ class Daemon:
 
     async def dump(self) -> pipe.Reply:
         merged = pipe.join_dump_replies(await self.worker.request(lambda r: pipe.Dump(r)))
+        if self.calm is not None:   # status or a scrape: every SA decoded at once, a burst of its own
+            self.calm.note(len(merged.sas))
         if self.ike is not None:   # RADIUS accounting keeps the counters (a worker crash then loses less)
             self.ike.acct_observe(merged)
         return merged

@@ -7,10 +7,11 @@ once stays as big as it was then.  ``malloc_trim(0)`` hands every free page of e
 (madvise), which costs a walk of the free lists: worth it once a burst is over, not per request.
 
 :class:`CalmTrim` is told of each unit of activity (an IKE datagram into the engine, a pipe
-request) and trims once when, after at least ``burst`` of them, none came for ``quiet``
-seconds.  Activity that stays below ``burst`` between quiet spells (a scrape, a DPD) never
-trims.  A gateway that is never calm for ``quiet`` seconds never trims either: its peak is
-its steady state.  Nothing here runs per packet.
+request; a DUMP, which builds the state of every SA at once, one per SA) and trims once when,
+after at least ``burst`` of them, none came for ``quiet`` seconds.  Activity that stays below
+``burst`` between quiet spells (a DPD, a scrape of a small gateway) never trims; a scrape of a
+gateway with many SAs is a burst of its own (its DUMP's buffers).  A gateway that is never calm
+for ``quiet`` seconds never trims either: its peak is its steady state.  Nothing here runs per packet.
 """
 
 from __future__ import annotations
@@ -75,12 +76,13 @@ class CalmTrim:
         self._last = float("-inf")
         self._armed = False
 
-    def note(self) -> None:
+    def note(self, units: int = 1) -> None:
+        """Activity now: one request, or ``units`` for one that did that much (a DUMP of many SAs)."""
         now = self.loop.time()
         if now - self._last >= self.quiet:   # calm since the last note: a new stretch
             self._busy = 0
         self._last = now
-        self._busy += 1
+        self._busy += units
         if self._busy >= self.burst and not self._armed:
             self._armed = True
             self.loop.call_at(now + self.quiet, self._check)

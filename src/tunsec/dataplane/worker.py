@@ -280,7 +280,9 @@ class Worker:
     def _dump(self, msg: pipe.Dump) -> list[bytes]:
         drops = tuple(self.dp.drops().items())
         gauges = (*self.dp.gauges().items(), ("malloc_trims", self.calm.trims))
-        return pipe.encode_dump_replies(msg.req_id, self.dp.sas(), self.dp.policies(), drops, gauges)
+        sas = self.dp.sas()
+        self.calm.note(len(sas))   # a burst of its own: every SA's state built and encoded at once
+        return pipe.encode_dump_replies(msg.req_id, sas, self.dp.policies(), drops, gauges)
 
     def _reserve(self, msg: pipe.Reserve) -> list[bytes]:
         self.dp.reserve(msg.spi, msg.direction, msg.limit, msg.notify, msg.remote)
