@@ -8,7 +8,7 @@ import pytest
 
 from tunsec.bench.procs import SchedSampler
 from tunsec.bench.scale_clients import ClientTimes, burst_seconds, client_times, retransmissions
-from tunsec.bench.scale_report import ScaleResult, format_marginal
+from tunsec.bench.scale_report import ScaleResult, format_marginal, format_table
 
 MIB = 2**20
 
@@ -29,6 +29,24 @@ def test_marginal_memory_is_the_slope_between_the_smallest_and_largest_run() -> 
 def test_no_marginal_from_one_run_or_a_failed_one() -> None:
     assert format_marginal([run("tunsec", 100, 86.0)]) == ""
     assert format_marginal([run("tunsec", 100, 86.0), run("tunsec", 1000, 98.0, reason="3 not up")]) == ""
+
+
+def _row(table: str, label: str) -> list[str]:
+    line = next(x for x in table.splitlines() if x.startswith(f"| {label} "))
+    return [c.strip() for c in line.strip("|").split("|")][1:]
+
+
+def test_the_settled_row_comes_from_the_later_sample_and_leaves_the_after_row_alone() -> None:
+    t = ScaleResult("tunsec", 100, rss_before=80 * MIB, rss_after=82 * MIB, rss_settled=81 * MIB,
+                    rss_main_before=50 * MIB, rss_main_after=51 * MIB, rss_main_settled=int(50.5 * MIB))
+    s = ScaleResult("strongswan", 100, rss_before=9 * MIB, rss_after=12 * MIB, rss_settled=12 * MIB,
+                    rss_main_before=9 * MIB, rss_main_after=12 * MIB, rss_main_settled=12 * MIB)
+    table = format_table([t, s])
+    assert _row(table, "gateway KiB per client") == ["20.5", "30.7", "0.67"]
+    assert _row(table, "gateway KiB per client, settled (RSS 3 s after the burst)") == ["10.2", "30.7", "0.33"]
+    assert _row(table, "  of which main process, settled") == ["5.1", "30.7", "0.17"]
+    unsampled = format_table([ScaleResult("tunsec", 100, rss_before=80 * MIB, rss_after=82 * MIB)])
+    assert _row(unsampled, "gateway KiB per client, settled (RSS 3 s after the burst)") == ["-"]
 
 
 LOG = """\

@@ -172,7 +172,7 @@ class Pair:
         daemon = SimpleNamespace(
             cfg=SimpleNamespace(tunsec=SimpleNamespace(tun="tun0")), mtu=1400, tun=None,
             sockets=SimpleNamespace(offloads=lambda: []), worker=SimpleNamespace(pid=None, malformed=0, late=0),
-            restarts=[], started=0.0, service_status=lambda d: [{"tunnels": []}, svc.status(d)])
+            calm=None, restarts=[], started=0.0, service_status=lambda d: [{"tunnels": []}, svc.status(d)])
         return render(status_document(daemon, dump))  # type: ignore[arg-type]
 
     def probe(self, when: str) -> None:

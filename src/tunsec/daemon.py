@@ -26,7 +26,7 @@ from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tunsec import gctune, privilege, sdnotify, selftest
+from tunsec import gctune, memtrim, privilege, sdnotify, selftest
 from tunsec.conf.config import Config, load_config
 from tunsec.conf.connections import find_child, ike_endpoints
 from tunsec.conf.diff import comparable, restart_keys
@@ -163,6 +163,7 @@ class Daemon:
         self._privilege_given_up = False
         self._reloading = asyncio.Lock()   # one reload at a time (SIGHUP and `tunsec reload` may meet)
         self._reloads: set[asyncio.Task[None]] = set()   # SIGHUP's
+        self.calm: memtrim.CalmTrim | None = None   # gives the heap back after a burst of IKE (run())
 
     # --- setup -----------------------------------------------------------------
     def _choose_mtu(self) -> int:
@@ -243,6 +244,8 @@ class Daemon:
 
     async def dump(self) -> pipe.Reply:
         merged = pipe.join_dump_replies(await self.worker.request(lambda r: pipe.Dump(r)))
+        if self.calm is not None:   # status or a scrape: every SA decoded at once, a burst of its own
+            self.calm.note(len(merged.sas))
         if self.ike is not None:   # RADIUS accounting keeps the counters (a worker crash then loses less)
             self.ike.acct_observe(merged)
         return merged
@@ -565,6 +568,9 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+        self.calm = memtrim.CalmTrim(loop)
+        if self.ike is not None:
+            self.ike.on_activity = self.calm.note
         for w in self.cfg.warnings:
             log.warning("%s", w)
         try:

@@ -80,6 +80,8 @@ WORKER_GAUGE_HELP: dict[str, str] = {
                        "one that stays up after its SAs went is a leak",
     "live_cipher_contexts": "Cipher contexts the worker's fast path holds allocated (per SA and loop thread)",
     "spd_entries": "Policies in the worker's SPD",
+    "malloc_trims": "Times the worker gave its free heap back to the system after a burst of requests "
+                    "(malloc_trim), since it started",
 }
 # EndpointStats fields that are not drops (the rest are: requests dropped without state)
 _IKE_NOT_DROPS = {"cookies_sent", "half_open_closed", "redirects_sent", "send_ike_unanswered"}
@@ -191,6 +193,9 @@ def state_families(doc: dict[str, Any], worker_up: bool) -> Iterator[Metric]:
     yield CounterMetricFamily("tunsec_worker_malformed_messages", "Datagrams from the worker the control "
                               "process could not decode, dropped (since the worker started)",
                               value=doc.get("worker", {}).get("malformed", 0))
+    yield CounterMetricFamily("tunsec_control_malloc_trims", "Times the control process gave its free heap back "
+                              "to the system after a burst of IKE (malloc_trim)",
+                              value=doc.get("control", {}).get("malloc_trims", 0))
     yield CounterMetricFamily("tunsec_worker_late_answers", "Answers from the worker to requests the control "
                               "process had given up on (timed out), dropped (since the worker started)",
                               value=doc.get("worker", {}).get("late_answers", 0))

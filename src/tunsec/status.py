@@ -91,6 +91,9 @@ def status_document(d: Daemon, dump: Reply) -> dict[str, Any]:
         # late_answers: answers to requests nobody waited for any more (timed out), dropped
         "worker": {"pid": d.worker.pid, "restarts": len(d.restarts), "gauges": dict(dump.gauges),
                    "malformed": d.worker.malformed, "late_answers": d.worker.late},
+        # malloc_trims: times the control process gave its free heap back after a burst (memtrim);
+        # the worker's are among its gauges
+        "control": {"malloc_trims": d.calm.trims if d.calm is not None else 0},
         "uptime_seconds": int(time.time() - d.started),
         # larval SAs are the inbound SPIs IKE keeps ready (GETSPI): counted, not listed
         "sas": [sa_status(sa) for sa in dump.sas if sa.state != "larval"],
@@ -124,7 +127,8 @@ def render(doc: dict[str, Any]) -> str:
     tun, worker = doc["tun"], doc["worker"]
     lines = [
         f"tunsec: TUN {tun['name']} MTU {tun['mtu']}, worker pid {worker['pid']} "
-        f"(restarts {worker['restarts']}), up {doc['uptime_seconds']}s",
+        f"(restarts {worker['restarts']}), up {doc['uptime_seconds']}s"
+        + (f", control malloc_trims {trims}" if (trims := doc.get("control", {}).get("malloc_trims")) else ""),
         f"offloads: TUN {', '.join(tun['offloads']) or 'none'}; UDP {', '.join(doc['udp_offloads']) or 'none'}",
     ]
     gauges = worker.get("gauges") or {}

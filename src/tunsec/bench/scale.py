@@ -14,7 +14,9 @@
   answered a ping to the gateway's inner address with that virtual IP as its source
   (:func:`~tunsec.bench.ping.ping_from`: one raw socket, IP_PKTINFO picks the source, retried until answered);
 - the gateway's RSS (its process and its descendants: tunsec's control process and worker,
-  charon) before the load and after the pings, and its CPU time (user+system) in between.
+  charon) before the load and after the pings, and its CPU time (user+system) in between; and the
+  RSS once more SETTLE_SECONDS later, what the gateway keeps once calm (tunsec gives the burst's
+  free heap back when it has been idle for 2 s: tunsec.memtrim).
 
 The DoS protection of both gateways is set explicitly so that the burst from one address
 is neither answered with COOKIEs nor dropped (:func:`~tunsec.bench.scale_conf.dos_settings`): this measures setup,
@@ -70,7 +72,7 @@ from tunsec.bench.procs import (
 from tunsec.bench.scale_clients import RoadWarriors, burst_seconds, client_times, retransmissions
 from tunsec.bench.scale_conf import POOL4
 from tunsec.bench.scale_gateways import CharonGateway, Gateway, TunsecGateway
-from tunsec.bench.scale_report import ScaleResult, format_marginal, format_table
+from tunsec.bench.scale_report import SETTLE_SECONDS, ScaleResult, format_marginal, format_table
 from tunsec.bench.systems.base import Unavailable, missing_commands
 from tunsec.bench.systems.strongswan import CHARON, LIBIPSEC_PLUGIN
 from tunsec.bench.systems.tunsec import tunsec_importable
@@ -138,6 +140,10 @@ def run_clients(topo: TwoHosts, gateway: Gateway, clients: RoadWarriors, timeout
     res.cpu_clients = tree_cpu_seconds(clients.pids()) - ccpu0
     res.rss_after = tree_rss_bytes(gateway.pids())
     res.rss_main_after = sum(rss_bytes(p) for p in gateway.pids())
+    # nothing asked of either gateway meanwhile (tunsec's status below would be a request strongSwan never gets)
+    time.sleep(SETTLE_SECONDS)
+    res.rss_settled = tree_rss_bytes(gateway.pids())
+    res.rss_main_settled = sum(rss_bytes(p) for p in gateway.pids())
     if isinstance(gateway, TunsecGateway):
         _install_holds(gateway, res)
     if res.pinged < clients.clients:
@@ -219,7 +225,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "bench/scale.py") -> int
         print()
         runs += results
         everything += [{**dataclasses.asdict(r), "ike_sas_per_s": r.ike_sas_per_s,
-                        "kib_per_client": r.kib_per_client, "cpu_worker": r.cpu_worker} for r in results]
+                        "kib_per_client": r.kib_per_client, "kib_per_client_settled": r.kib_per_client_settled,
+                        "cpu_worker": r.cpu_worker} for r in results]
     if marginal := format_marginal(runs):
         print(marginal, flush=True)
     if args.json:

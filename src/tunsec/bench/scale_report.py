@@ -6,6 +6,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+# The settled sample waits this long after the "after" one: past the gateways' idle-time clean-ups
+# (tunsec gives its free heap back 2 s after the last request: tunsec.memtrim.QUIET)
+SETTLE_SECONDS = 3.0
+
 
 @dataclass
 class ScaleResult:
@@ -27,6 +31,8 @@ class ScaleResult:
     rss_after: int = 0
     rss_main_before: int = 0        # of these, the gateway's main process (tunsec: the control process)
     rss_main_after: int = 0
+    rss_settled: int = 0            # RSS again, SETTLE_SECONDS after the "after" sample (what a calm gateway keeps)
+    rss_main_settled: int = 0
     cpu_gateway: float = 0.0        # user+system seconds of the gateway's processes, load to last ping
     cpu_clients: float = 0.0        # ... of the client charon (is it the bottleneck?)
     cpu_main: float = 0.0           # of cpu_gateway, the main process (tunsec: the control process; charon)
@@ -49,6 +55,11 @@ class ScaleResult:
     @property
     def kib_per_client(self) -> float:
         return (self.rss_after - self.rss_before) / 1024 / self.clients
+
+    @property
+    def kib_per_client_settled(self) -> float | None:
+        """As kib_per_client, from the settled sample (None when it was not taken)."""
+        return (self.rss_settled - self.rss_before) / 1024 / self.clients if self.rss_settled else None
 
 
 def _fmt(v: float | None, digits: int) -> str:
@@ -92,6 +103,10 @@ def format_table(results: Sequence[ScaleResult]) -> str:
         ("gateway RSS after, MiB", [r.rss_after / 2**20 for r in results], 1),
         ("gateway KiB per client", [r.kib_per_client for r in results], 1),
         ("  of which main process", [(r.rss_main_after - r.rss_main_before) / 1024 / r.clients for r in results], 1),
+        (f"gateway KiB per client, settled (RSS {SETTLE_SECONDS:.0f} s after the burst)",
+         [r.kib_per_client_settled for r in results], 1),
+        ("  of which main process, settled", [(r.rss_main_settled - r.rss_main_before) / 1024 / r.clients
+                                              if r.rss_settled else None for r in results], 1),
         ("gateway CPU s (user+sys)", [r.cpu_gateway for r in results], 2),
         ("gateway CPU ms per client", [r.cpu_gateway * 1000 / r.clients for r in results], 2),
         ("  main process (control; charon)", [r.cpu_main * 1000 / r.clients for r in results], 2),

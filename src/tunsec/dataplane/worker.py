@@ -45,7 +45,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from tunsec import gctune, logs, memtrace, pktinfo, privilege
+from tunsec import gctune, logs, memtrace, memtrim, pktinfo, privilege
 from tunsec.dataplane import pipe
 from tunsec.dataplane.fastpath import Dataplane, DataplaneError, Event, EventType, gcm_open, gcm_seal
 from tunsec.dataplane.pipe import Direction, Endpoint, Errno, ExpireReason, PipeError
@@ -199,10 +199,12 @@ class Worker:
         self.loop = loop
         self.larval_timeout = larval_timeout
         self.timers = Timers(loop, self._timer_fired)
+        self.calm = memtrim.CalmTrim(loop)   # a burst of requests over: its heap pages go back
 
     # --- requests --------------------------------------------------------------
     def handle_datagram(self, data: bytes) -> list[bytes]:
         """Answers to one pipe datagram (a malformed one gets an error, nothing changes)."""
+        self.calm.note()
         try:
             msg = pipe.decode(data)
         except PipeError as err:
@@ -277,8 +279,10 @@ class Worker:
 
     def _dump(self, msg: pipe.Dump) -> list[bytes]:
         drops = tuple(self.dp.drops().items())
-        gauges = tuple(self.dp.gauges().items())
-        return pipe.encode_dump_replies(msg.req_id, self.dp.sas(), self.dp.policies(), drops, gauges)
+        gauges = (*self.dp.gauges().items(), ("malloc_trims", self.calm.trims))
+        sas = self.dp.sas()
+        self.calm.note(len(sas))   # a burst of its own: every SA's state built and encoded at once
+        return pipe.encode_dump_replies(msg.req_id, sas, self.dp.policies(), drops, gauges)
 
     def _reserve(self, msg: pipe.Reserve) -> list[bytes]:
         self.dp.reserve(msg.spi, msg.direction, msg.limit, msg.notify, msg.remote)

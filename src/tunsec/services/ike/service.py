@@ -96,6 +96,10 @@ SHUTDOWN_WAIT = 3.0   # seconds for the peers to acknowledge our DELETEs at shut
 ACCT_SHUTDOWN_WAIT = 3.0   # seconds for the last RADIUS accounting records at shutdown (a dead server)
 
 
+def _nothing() -> None:
+    """on_activity until the daemon sets it (tests run the service without one)."""
+
+
 class IkeService(Service):
     """Runs the engine for the daemon; see the module docstring."""
 
@@ -151,6 +155,7 @@ class IkeService(Service):
         self._timer_log = LogLimiter(burst=1, period=60.0)      # the timer itself failed (a bug)
         self._receive_log = LogLimiter(burst=1, period=60.0)    # an IKE datagram the engine failed on (a bug)
         self.receive_errors = 0
+        self.on_activity: Callable[[], None] = _nothing   # each IKE datagram in (the daemon's CalmTrim.note)
         self._busy_log = LogLimiter(burst=5, period=60.0)       # Child SAs refused for now (_failure_log)
         self.events = EventCounts()                             # rekeys, dead peers (Prometheus counters)
         self._invalid_spi_sent: dict[bytes, float] = {}         # IKE SA (our SPI) -> last INVALID_SPI
@@ -522,6 +527,7 @@ class IkeService(Service):
         self.spi_pool.receive(data, remote, local)   # noted (_note_peer) as it goes into the engine (_deliver)
 
     def _deliver(self, data: bytes, remote: tuple[str, int], local: tuple[str, int] | None) -> None:
+        self.on_activity()
         self._note_peer(data)   # as it goes into the engine (one that was held too): _follow_peers checks after it
         try:
             self.endpoint.receive(data, remote, time.monotonic(), local)
