@@ -211,7 +211,8 @@ def state_families(doc: dict[str, Any], worker_up: bool) -> Iterator[Metric]:
     radius = CounterMetricFamily("tunsec_radius_packets", "RADIUS (auth = eap-radius): requests sent, answers "
                                  "taken, datagrams dropped, by kind", labels=["kind"])
     for kind, n in sorted(doc.get("radius", {}).items()):
-        if kind not in ("conversations", "outstanding", "accounting", "servers", "dae"):   # gauges; the rest below
+        # gauges (and sections shown below): the rest are counters
+        if kind not in ("conversations", "outstanding", "waiting", "accounting", "servers", "dae"):
             radius.add_metric([kind], n)
     yield radius
     up = GaugeMetricFamily("tunsec_radius_server_up", "1 if the RADIUS server answered its last request, 0 if it "

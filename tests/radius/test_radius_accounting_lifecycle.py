@@ -263,7 +263,8 @@ def test_the_service_closes_an_accounting_a_reload_turned_off_that_is_still_send
         svc._reload_radius(None)
         assert svc.accounting is None and svc.acct_retiring == {acct}
         (link,) = acct._links.values()
-        transport = link.transport
+        (sock,) = link.sockets
+        transport = sock.transport
         assert transport is not None and not transport.is_closing()   # still waiting for the On's answer
         svc.close()
         assert transport.is_closing() and not svc.acct_retiring

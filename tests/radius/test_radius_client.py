@@ -31,13 +31,27 @@ class FakeTransport:
         pass
 
 
-def link(tries: int = 2, timeout: float = 0.05) -> tuple[ServerLink, FakeTransport, RadiusStats]:
+class FakeLink(ServerLink[Answer]):
+    """A link whose sockets, opened as the real ones are, all send into one fake transport."""
+
+    def __init__(self, settings: RadiusSettings, stats: RadiusStats) -> None:
+        super().__init__(SERVER, settings, stats)
+        self.fake = FakeTransport()
+
+    async def _connect(self, sock: Any) -> asyncio.BaseTransport:
+        sock.connection_made(self.fake)
+        return self.fake  # type: ignore[return-value]
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        """A datagram to its (first) socket."""
+        self.sockets[0].datagram_received(data, addr)
+
+
+def link(tries: int = 2, timeout: float = 0.05) -> tuple[FakeLink, FakeTransport, RadiusStats]:
     stats = RadiusStats()
-    srv = ServerLink(SERVER, RadiusSettings((SERVER,), retransmit_timeout=timeout, retransmit_base=1.0,
-                                            retransmit_tries=tries), stats)
-    transport = FakeTransport()
-    srv.connection_made(transport)  # type: ignore[arg-type]
-    return srv, transport, stats
+    srv = FakeLink(RadiusSettings((SERVER,), retransmit_timeout=timeout, retransmit_base=1.0,
+                                  retransmit_tries=tries), stats)
+    return srv, srv.fake, stats
 
 
 def build(ident: int) -> Any:
@@ -67,7 +81,7 @@ def test_an_authentic_answer_ends_the_wait_and_a_forged_one_does_not() -> None:
 
 
 def test_no_answer_after_the_retransmissions_which_repeat_the_request() -> None:
-    async def main() -> tuple[ServerLink, FakeTransport, RadiusStats]:
+    async def main() -> tuple[FakeLink, FakeTransport, RadiusStats]:
         srv, transport, stats = link(tries=2)
         with pytest.raises(NoAnswer, match=r"no answer from RADIUS server r1 \(127\.0\.0\.1:1812\) after 3 tries"):
             await srv.exchange(build)
@@ -80,7 +94,7 @@ def test_no_answer_after_the_retransmissions_which_repeat_the_request() -> None:
 
 
 def test_a_late_answer_is_counted_as_late_and_junk_as_unmatched() -> None:
-    async def main() -> tuple[ServerLink, RadiusStats]:
+    async def main() -> tuple[FakeLink, RadiusStats]:
         srv, transport, stats = link(tries=0, timeout=5.0)
         task = asyncio.ensure_future(srv.exchange(build))
         raw = await sent_once(transport)
@@ -97,32 +111,34 @@ def test_a_late_answer_is_counted_as_late_and_junk_as_unmatched() -> None:
     assert (stats.late, stats.unmatched, stats.bad) == (1, 2, 0)
 
 
-def test_identifiers_are_bounded_per_server() -> None:
-    async def main() -> tuple[ServerLink, RadiusStats]:
+def test_identifiers_are_bounded_per_socket_and_a_request_beyond_waits_its_round_then_is_busy() -> None:
+    async def main() -> tuple[FakeLink, RadiusStats]:
         srv, transport, stats = link(tries=0, timeout=5.0)
         tasks = [asyncio.ensure_future(srv.exchange(build)) for _ in range(IDS)]
         await sent_once(transport, IDS)
         assert srv.outstanding == IDS and len({raw[1] for raw in transport.sent}) == IDS
-        with pytest.raises(Busy):
-            await srv.exchange(build)
+        srv.settings = RadiusSettings((SERVER,), retransmit_timeout=0.05, retransmit_tries=0)
+        with pytest.raises(Busy, match=r"all 256 identifiers of RADIUS server r1 \(127\.0\.0\.1:1812\) stayed"):
+            await srv.exchange(build)   # waited its round (0.05 s): no identifier was freed
+        assert srv.waiting == 0 and len(transport.sent) == IDS
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         return srv, stats
 
     srv, stats = asyncio.run(main())
-    assert stats.busy == 1 and srv.outstanding == 0
+    assert (stats.waits, stats.busy) == (1, 1) and srv.outstanding == 0 and len(srv.sockets) == 1
 
 
 def test_counters_reach_prometheus_without_the_gauges() -> None:
     from tunsec.metrics import state_families
 
     stats = RadiusStats(requests=3, late=1)
-    doc = {"radius": {**stats.as_dict(), "conversations": 2, "outstanding": 1}}
+    doc = {"radius": {**stats.as_dict(), "conversations": 2, "outstanding": 1, "waiting": 1}}
     (family,) = [f for f in state_families(doc, False) if f.name == "tunsec_radius_packets"]
     values = {s.labels["kind"]: s.value for s in family.samples}
     assert values["requests"] == 3 and values["late"] == 1 and values["unmatched"] == 0
-    assert "conversations" not in values and "outstanding" not in values
+    assert "conversations" not in values and "outstanding" not in values and "waiting" not in values
 
 
 def test_only_an_authentic_answer_changes_a_servers_health() -> None:
@@ -166,9 +182,10 @@ class Sockets(ServerLink[Answer]):
                                                 retransmit_tries=0), RadiusStats())
         self.given: list[asyncio.BaseTransport] = []
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+    async def _connect(self, sock: Any) -> asyncio.BaseTransport:
+        transport = await super()._connect(sock)
         self.given.append(transport)
-        super().connection_made(transport)
+        return transport
 
 
 def silent_port() -> tuple[socket.socket, int]:
@@ -196,7 +213,7 @@ def test_a_link_closed_while_its_socket_is_being_opened_closes_that_socket(turns
         return srv
 
     srv = asyncio.run(main())
-    assert srv.transport is None and all(t.is_closing() for t in srv.given), srv.given
+    assert all(s.transport is None for s in srv.sockets) and all(t.is_closing() for t in srv.given), srv.given
 
 
 def test_exchanges_that_open_a_link_at_once_share_one_socket() -> None:

@@ -120,3 +120,31 @@ def test_a_probe_closed_before_it_reached_the_server_is_handed_to_the_next_reque
     assert book.order() == ["a", "b"]
     book.health["b"].missed()   # that probe found it silent: held again from now
     assert book.health["b"].status()["passed_by"] and book.health["b"].unanswered == 2
+
+
+def test_beyond_their_sockets_the_smaller_share_of_identifiers_in_use_goes_first() -> None:
+    """Past ``sockets`` under way strongSwan's score says nothing more (no socket free): tunsec's
+    sockets take 256 requests each, so of equal scores the one with the smaller share of its
+    identifiers in use goes first, and the load stays shared however high."""
+    book = Servers("a", "b", sockets={"a": 1, "b": 2})
+    book.under_way.update(a=5, b=5)     # both scores 110: 5 of 256 against 5 of 512
+    assert book.order() == ["b", "a"]
+    book.under_way.update(a=5, b=20)    # 20 of 512 is more than 5 of 256
+    assert book.order() == ["a", "b"]
+    book.under_way.update(a=20, b=40)   # the same share: the one written first
+    assert book.order() == ["a", "b"]
+
+
+def test_a_server_whose_identifiers_are_all_in_use_goes_after_one_with_a_free_identifier() -> None:
+    """A request there would wait for an identifier: it goes to one that can take it now, whatever
+    the preference; with none free, still the preferred one (and it waits there)."""
+    book = Servers("a", "b", preference={"a": 500})
+    book.under_way.update(a=255, b=100)
+    assert book.order() == ["a", "b"]
+    book.under_way["a"] = 256
+    assert book.order() == ["b", "a"]
+    book.under_way["b"] = 256
+    assert book.order() == ["a", "b"]
+    book.health["b"].missed()           # one free but down: the full one that answers goes first
+    book.under_way["b"] = 0
+    assert book.order() == ["a", "b"]

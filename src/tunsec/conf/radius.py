@@ -11,7 +11,7 @@ them in its one config file, with the same key names::
           auth_port = 1812
           acct_port = 1813         # RADIUS accounting (RFC 2866), with accounting = yes
           preference = 0           # the higher, the sooner tried (strongSwan's; -1000..1000)
-          sockets = 1              # requests under way it takes before an equal one is preferred
+          sockets = 1              # UDP sockets to it, 256 requests under way each (opened as needed)
         }
       }
       nas_identifier = tunsec
@@ -36,8 +36,11 @@ them in its one config file, with the same key names::
     }
 
 A new request tries the server of the highest preference first; of equal ones, the one with
-the smaller share of its ``sockets`` under way (load sharing), then the one written first (as
-strongSwan, but for the tie, which it leaves to chance): :mod:`tunsec.radius.health`. One that
+the smaller share of its ``sockets`` under way (load sharing), then of its identifiers, then
+the one written first (as strongSwan, but for the tie, which it leaves to chance); one with
+every identifier in use after those with one free: :mod:`tunsec.radius.health`. ``sockets``
+is also how many UDP sockets (source ports, 256 identifiers each) the client may open to the
+server; with all in use a request waits for one, bounded: :mod:`tunsec.radius.client`. One that
 left a request unanswered is tried last for 30 s (authentication and accounting each keep
 their port's health), then one request probes it.
 
@@ -85,7 +88,8 @@ def _parse_preference(text: str) -> int:
     return _preference_magnitude(value)
 
 
-# a server port takes 256 requests under way (one octet of identifiers): more sockets weigh nothing
+# each socket is a source port of the gateway with 256 requests under way (one octet of
+# identifiers): 256 of them (65536 requests under way) are beyond what one server answers
 _parse_sockets = int_range(1, 256, "a number of sockets")
 MAX_SERVERS = 16
 MIN_INTERVAL, MAX_INTERVAL = 10, 7 * 86400   # an Interim-Update per IKE SA more often floods the server
@@ -230,7 +234,7 @@ def read_radius(section: Section, issues: list[ConfigIssue]) -> RadiusSettings:
 def radius_warnings(section: Section, settings: RadiusSettings, half_open_timeout: float) -> list[ConfigIssue]:
     """A round that waits for every server longer than a client may stay half-open: the IKE SA
     is gone before the gateway gives up, so the client hears no AUTHENTICATION_FAILED."""
-    per_server = sum(settings.wait(n) for n in range(settings.retransmit_tries + 1))
+    per_server = settings.round_seconds()
     total = per_server * len(settings.servers)
     if total < half_open_timeout:
         return []

@@ -3,9 +3,10 @@ of the IKE service; the engine only relays EAP (``tunsec.ike.eap.relay``).
 
 ``settings.py``: the servers and timers (``radius { }``, read by ``tunsec.conf.radius``);
 ``messages.py``: Access-Request and authenticated answers, with pyrad and its dictionary
-(``dictionary`` beside it); ``client.py``: asyncio UDP, identifiers, retransmission,
-counters; ``health.py``: each server port's health, shared by the relay and accounting (a
-dead server passed by for a while); ``relay.py``: one EAP conversation per IKE SA;
+(``dictionary`` beside it); ``client.py``: asyncio UDP (up to ``sockets`` sockets per server,
+each with its own identifiers, a bounded queue for them), retransmission, counters;
+``health.py``: each server port's health, shared by the relay and accounting (a dead server
+passed by for a while); ``relay.py``: one EAP conversation per IKE SA;
 ``accounting.py``: RFC 2866 accounting of the IKE SAs eap-radius authenticated
 (``radius { accounting = yes }``); ``dae.py``: Dynamic Authorization (RFC 5176), Disconnect-Requests
 from the RADIUS servers (``radius { dae { enable = yes } }``).

@@ -130,7 +130,7 @@ from tunsec.dataplane.pipe import Direction, Endpoint, Lifetime, SaInfo
 from tunsec.ike.events import DownReason
 from tunsec.loglimit import LogLimiter, suffix
 
-from .client import IDS, AccountingStats, Busy, NoAnswer, ServerLink
+from .client import AccountingStats, Busy, NoAnswer, ServerLink
 from .health import ServerHealth, in_order
 from .messages import (
     ACCT_INTERIM,
@@ -146,7 +146,7 @@ from .messages import (
     read_acct_reply,
     verifies_acct,
 )
-from .settings import RadiusServer, RadiusSettings
+from .settings import IDS, RadiusServer, RadiusSettings
 from .usage import ChildRef, SaIndex, Usage
 
 log = logging.getLogger("tunsec.radius")
@@ -311,7 +311,7 @@ class Accounting:
         self._numbers = itertools.count(1)
         self._sessions: dict[Hashable, _Session] = {}
         self._links: dict[str, ServerLink[int]] = {}
-        self._slots: dict[str, asyncio.Semaphore] = {}   # by server name: see _send
+        self._slots: dict[tuple[str, int], asyncio.Semaphore] = {}   # by server name and capacity: see _exchange
         # a dead server fails every record: a line per failover and per lost record would be a
         # flood of thousands with many sessions; the counters (stats) keep the exact numbers
         self._failover_log = LogLimiter()
@@ -679,10 +679,12 @@ class Accounting:
             if isinstance(record, NasRecord):
                 return accounting_onoff(server.secret, ident, record)
             return accounting_request(server.secret, ident, record)
-        # at most IDS records per server under way, the rest wait their turn: the link says Busy
-        # beyond that, and a gateway's sessions send together (Interim timers armed in the same
-        # burst of clients, the Stops of a mass disconnect), which lost all but IDS of them
-        slots = self._slots.setdefault(server.name, asyncio.Semaphore(IDS))
+        # at most as many records per server under way as its sockets have identifiers, the rest
+        # wait their turn here, without the link's bound: the link's queue refuses (Busy) beyond
+        # MAX_WAITERS or its round, and a gateway's sessions send together (Interim timers armed
+        # in the same burst of clients, the Stops of a mass disconnect): a record must not be lost
+        capacity = IDS * server.sockets
+        slots = self._slots.setdefault((server.name, capacity), asyncio.Semaphore(capacity))
         try:
             async with slots:
                 if skip():

@@ -1,10 +1,19 @@
-"""The RADIUS client of the EAP relay: asyncio UDP, one socket per server.
+"""The RADIUS client of the EAP relay: asyncio UDP, up to ``sockets`` sockets per server.
 
-Each server gets a UDP socket connected to it (the kernel then drops datagrams from
-anyone else) and its own 256 identifiers (RFC 2865 §3). A request is sent, and
-retransmitted unchanged (same identifier and authenticator, RFC 5080 §2.2.1) after
-``RadiusSettings.wait(n)`` seconds, ``retransmit_tries`` times; then :class:`NoAnswer`.
-At most 256 requests per server are outstanding: beyond that :class:`Busy`, at once.
+Each server gets UDP sockets connected to it (the kernel then drops datagrams from anyone
+else), each with its own source port and so its own 256 identifiers (RFC 2865 §3): strongSwan's
+``servers.NAME.sockets``. The first is opened at the first request, another only when every
+identifier of those open is in use, up to ``sockets``; they stay open until the client is
+closed. A request is sent, and retransmitted unchanged (same identifier and authenticator, RFC
+5080 §2.2.1) after ``RadiusSettings.wait(n)`` seconds, ``retransmit_tries`` times; then
+:class:`NoAnswer`.
+
+When every identifier of every socket of a server is in use, a request waits for one, first
+come first served (strongSwan waits for a free socket), as long as its round would have lasted
+(``RadiusSettings.round_seconds``) at most, and then has what is left of it for its sends; at
+most MAX_WAITERS wait per server. Beyond either bound: :class:`Busy`. Anyone may start an EAP
+conversation, so an attacker can fill the identifiers: waiting, legitimate users still get
+their turn as the server answers, and the bound keeps what the attacker queues finite.
 
 A datagram is used only if it authenticates as the answer to an outstanding request
 (:func:`~tunsec.radius.messages.read_reply`). Everything else is dropped and counted:
@@ -25,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -35,11 +45,17 @@ from tunsec.loglimit import LogLimiter, suffix
 
 from .health import ServerHealth
 from .messages import ACCESS_ACCEPT, ACCESS_CHALLENGE, Answer, BadReply, read_reply, verifies
-from .settings import RadiusServer, RadiusSettings
+from .settings import IDS, RadiusServer, RadiusSettings
+
+__all__ = ["IDS", "MAX_WAITERS", "AccountingStats", "Busy", "NoAnswer", "RadiusClient", "RadiusStats", "ServerLink"]
 
 log = logging.getLogger("tunsec.radius")
 
-IDS = 256  # the Identifier is one octet
+# requests that may wait for an identifier of one server port: enough for a burst of logins
+# (four sockets' worth of identifiers) to wait out a slow answer rather than fail, few enough
+# that a flood of unauthenticated EAP conversations cannot queue without bound (each waiter
+# holds its IKE SA's request and a task); beyond it a request is refused (Busy) at once
+MAX_WAITERS = 1024
 
 
 class NoAnswer(Exception):
@@ -47,7 +63,8 @@ class NoAnswer(Exception):
 
 
 class Busy(Exception):
-    """All 256 identifiers of the server are in use."""
+    """Every identifier of the server's sockets in use, and no turn for this request (too many
+    waiting, or none freed in time)."""
 
 
 @dataclass
@@ -63,7 +80,8 @@ class RadiusStats:
     bad: int = 0  # did not decode or authenticate: dropped
     late: int = 0  # authentic answers to requests given up (timed out, IKE SA gone): dropped
     unmatched: int = 0  # answers to no request we sent: dropped
-    busy: int = 0  # refused at once: 256 requests to the server outstanding
+    waits: int = 0  # requests that waited for an identifier: all of the server's sockets' in use
+    busy: int = 0  # refused: MAX_WAITERS waiting already, or no identifier freed in time
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -81,6 +99,7 @@ class AccountingStats:
     bad: int = 0
     late: int = 0
     unmatched: int = 0
+    waits: int = 0
     busy: int = 0
 
     def as_dict(self) -> dict[str, int]:
@@ -96,10 +115,44 @@ class _Outstanding(Generic[T]):
     answer: asyncio.Future[T]
 
 
-class ServerLink(asyncio.DatagramProtocol, Generic[T]):
-    """The socket, identifiers, outstanding requests and health of one server: its ``auth_port``
-    with the Access-Request answer reader by default, or another port with another reader
-    (accounting). ``what``: its requests, for the log; ``clock``: the health's."""
+class _Socket(asyncio.DatagramProtocol, Generic[T]):
+    """One connected UDP socket of a link: its own source port, so its own IDS identifiers."""
+
+    def __init__(self, link: ServerLink[T]) -> None:
+        self.link = link
+        self.transport: asyncio.DatagramTransport | None = None
+        self.free: collections.deque[int] = collections.deque(range(IDS))  # least recently used first
+        self.outstanding: dict[int, _Outstanding[T]] = {}
+        # requests given up, by identifier, until the identifier is reused: to tell a late answer
+        # from junk (at most IDS entries)
+        self.given_up: dict[int, Any] = {}
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable and the like: the retransmissions go on (the server may be restarting)
+        log.debug("RADIUS server %s: %s", self.link.label, exc)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        self.link.received(self, data)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+            self.transport = None
+
+
+_Slot = tuple[_Socket[T], int]   # an identifier of a socket, held by one request
+
+
+class ServerLink(Generic[T]):
+    """The sockets, identifiers, outstanding and waiting requests and health of one server: its
+    ``auth_port`` with the Access-Request answer reader by default, or another port with another
+    reader (accounting). ``what``: its requests, for the log; ``clock``: the health's."""
 
     def __init__(self, server: RadiusServer, settings: RadiusSettings, stats: RadiusStats | AccountingStats,
                  port: int | None = None, read: Callable[[Any, bytes], T] = read_reply,  # type: ignore[assignment]
@@ -113,57 +166,68 @@ class ServerLink(asyncio.DatagramProtocol, Generic[T]):
         self._read = read
         self._verify = verify
         self.health = ServerHealth(self.label, server.endpoint(self.port), what, clock)
-        self.transport: asyncio.DatagramTransport | None = None
-        self._free: collections.deque[int] = collections.deque(range(IDS))  # least recently used first
-        self._outstanding: dict[int, _Outstanding[T]] = {}
-        # requests given up, by identifier, until the identifier is reused: to tell a late answer
-        # from junk (at most IDS entries)
-        self._given_up: dict[int, Any] = {}
+        self.sockets: list[_Socket[T]] = []   # opened as load needs them, up to server.sockets
+        # requests waiting for an identifier, first come first served: an identifier given back is
+        # handed to the first of them, not put back, so a newcomer never overtakes one waiting
+        self._waiters: collections.deque[asyncio.Future[_Slot[T]]] = collections.deque()
         self._log = LogLimiter()
-        # one socket even if several exchanges open it at once (each would create one, the last
-        # kept, the others never closed); ``_closed``: one opened after close() is closed at once
+        # one socket at a time even if several exchanges need one at once (each would open one,
+        # beyond ``sockets``); ``_closed``: one opened after close() is closed at once
         self._opening = asyncio.Lock()
         self._closed = False
-        # exchanges begun and not ended, the socket's opening included: the load the choice of a
-        # server weighs (tunsec.radius.health.score); ``outstanding`` counts those sent only
+        # exchanges begun and not ended, waiting ones and the socket's opening included: the load
+        # the choice of a server weighs (tunsec.radius.health.score); ``outstanding`` counts those sent
         self.under_way = 0
 
     @property
     def outstanding(self) -> int:
-        return len(self._outstanding)
+        return sum(len(s.outstanding) for s in self.sockets)
 
-    async def open(self) -> None:
-        """The socket, once (not again after close(): the exchange then gets no answer)."""
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    async def _connect(self, sock: _Socket[T]) -> asyncio.BaseTransport:
+        """Open ``sock``, connected to the server's port (a test connects a fake one instead)."""
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(lambda: sock, remote_addr=(str(self.server.address),
+                                                                                       self.port))
+        return transport
+
+    async def _open(self) -> _Slot[T] | None:
+        """An identifier of a socket opened now, if fewer than ``sockets`` are (another exchange
+        may have opened one meanwhile: an identifier of that); None when all are open and full."""
         async with self._opening:
-            if self.transport is None and not self._closed:
-                loop = asyncio.get_running_loop()
-                addr = (str(self.server.address), self.port)
-                transport, _ = await loop.create_datagram_endpoint(lambda: self, remote_addr=addr)
+            slot = self._take_free()
+            if slot is not None or len(self.sockets) >= self.server.sockets:
+                return slot
+            sock: _Socket[T] = _Socket(self)
+            if not self._closed:   # after close() it stays without a transport: no answer comes
+                await self._connect(sock)
                 if self._closed:   # close() came (a reload) while it was being opened: it had none to close
-                    transport.close()
-                    self.transport = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.transport = None
-
-    def error_received(self, exc: Exception) -> None:
-        # ICMP port unreachable and the like: the retransmissions go on (the server may be restarting)
-        log.debug("RADIUS server %s: %s", self.label, exc)
+                    sock.close()
+            self.sockets.append(sock)
+            slot = self._take_free()
+            while self._waiters and sock.free:   # requests that waited while another socket failed to open
+                self._give_back(*self._claim(sock, sock.free.popleft()))
+            return slot
 
     def close(self) -> None:
+        """The sockets closed; requests waiting for an identifier fail now (Busy), those sent get no answer."""
         self._closed = True
-        if self.transport is not None:
-            self.transport.close()
-            self.transport = None
+        for sock in self.sockets:
+            sock.close()
+        waiters, self._waiters = self._waiters, collections.deque()
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_exception(Busy(f"RADIUS server {self.label}: the client was closed"))
 
-    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+    def received(self, sock: _Socket[T], data: bytes) -> None:
+        """A datagram on one of the sockets."""
         ident = data[1] if len(data) >= 20 else -1
-        waiting = self._outstanding.get(ident)
+        waiting = sock.outstanding.get(ident)
         if waiting is None:
-            given_up = self._given_up.get(ident)
+            given_up = sock.given_up.get(ident)
             if given_up is not None and self._verify(given_up, data):
                 self.stats.late += 1
                 log.debug("RADIUS server %s: answer to request %d came after we gave up on it; dropped",
@@ -186,14 +250,71 @@ class ServerLink(asyncio.DatagramProtocol, Generic[T]):
         if (held := self._log.admit()) is not None:
             log.warning("RADIUS server %s: %s%s", self.label, what, suffix(held))
 
-    def _take_id(self) -> int:
-        if not self._free:
-            self.stats.busy += 1
-            raise Busy(f"{IDS} requests to RADIUS server {self.label} are outstanding")
-        ident = self._free.popleft()
-        self._given_up.pop(ident, None)
-        return ident
+    # --- identifiers -------------------------------------------------------------------
+    def _take_free(self) -> _Slot[T] | None:
+        """A free identifier of the first open socket that has one (the others may stay unopened)."""
+        for sock in self.sockets:
+            if sock.free:
+                return self._claim(sock, sock.free.popleft())
+        return None
 
+    @staticmethod
+    def _claim(sock: _Socket[T], ident: int) -> _Slot[T]:
+        sock.given_up.pop(ident, None)   # reused: an answer to the old request is no longer told apart
+        return sock, ident
+
+    def _give_back(self, sock: _Socket[T], ident: int) -> None:
+        """An identifier free again: the first request waiting takes it, else it is free."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result((sock, ident))
+                return
+        sock.free.append(ident)
+
+    async def _acquire(self, deadline: float) -> tuple[_Slot[T], bool]:
+        """An identifier for a request, and whether it had to wait for it; raises Busy, OSError."""
+        slot = None if self._waiters else self._take_free()
+        if slot is None and len(self.sockets) < self.server.sockets:
+            try:
+                slot = await self._open()
+            except OSError:
+                if not self.sockets:   # no socket at all: the server cannot be reached (no route, family)
+                    self.health.missed()
+                    raise
+                log.debug("RADIUS server %s: cannot open another socket; the request waits", self.label)
+        if slot is not None:
+            return slot, False
+        return await self._wait(deadline), True
+
+    async def _wait(self, deadline: float) -> _Slot[T]:
+        """Wait for an identifier given back, at most until ``deadline``; raises Busy."""
+        if self._closed:   # close() failed the waiters already: nobody would wake this one
+            raise Busy(f"RADIUS server {self.label}: the client was closed")
+        if len(self._waiters) >= MAX_WAITERS:
+            self.stats.busy += 1
+            raise Busy(f"all {self.server.capacity} identifiers of RADIUS server {self.label} are in use "
+                       f"and {MAX_WAITERS} requests wait for one")
+        waiter: asyncio.Future[_Slot[T]] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        self.stats.waits += 1
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await waiter
+        except BaseException as exc:
+            # gone without a trace (timed out, cancelled, the link closed): out of the queue, and
+            # an identifier handed to it just now goes to the next one
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(waiter)
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self._give_back(*waiter.result())
+            if isinstance(exc, TimeoutError):
+                self.stats.busy += 1
+                raise Busy(f"all {self.server.capacity} identifiers of RADIUS server {self.label} stayed "
+                           f"in use for {self.settings.round_seconds():.1f} s") from None
+            raise
+
+    # --- requests ----------------------------------------------------------------------
     async def exchange(self, build: Callable[[int], Any]) -> T:
         """Send the request ``build(identifier)`` until it is answered; raises NoAnswer, Busy,
         and whatever ``build`` raises, OSError when the socket cannot be opened (no route to the
@@ -205,46 +326,54 @@ class ServerLink(asyncio.DatagramProtocol, Generic[T]):
             self.under_way -= 1
 
     async def _exchange(self, build: Callable[[int], Any]) -> T:
-        try:
-            await self.open()
-        except OSError:
-            self.health.missed()
-            raise
-        ident = self._take_id()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.round_seconds()
+        (sock, ident), waited = await self._acquire(deadline)
         try:
             request = build(ident)
             raw = request.RequestPacket()
         except BaseException:
-            self._free.append(ident)
+            self._give_back(sock, ident)
             raise
-        waiting: _Outstanding[T] = _Outstanding(request, asyncio.get_running_loop().create_future())
-        self._outstanding[ident] = waiting
+        waiting: _Outstanding[T] = _Outstanding(request, loop.create_future())
+        sock.outstanding[ident] = waiting
         self.stats.requests += 1
+        tries = 0
         try:
             for attempt in range(self.settings.retransmit_tries + 1):
+                # one that waited has what is left of its round (but at least its first send)
+                wait = self.settings.wait(attempt)
+                if waited:
+                    wait = min(wait, deadline - loop.time())
+                    if attempt and wait <= 0:
+                        break
                 if attempt:
                     self.stats.retransmissions += 1
-                if self.transport is not None:
-                    self.transport.sendto(raw)
+                tries += 1
+                if sock.transport is not None:
+                    sock.transport.sendto(raw)
                 try:
-                    return await asyncio.wait_for(asyncio.shield(waiting.answer), self.settings.wait(attempt))
+                    return await asyncio.wait_for(asyncio.shield(waiting.answer), max(wait, 0.0))
                 except TimeoutError:
                     continue
             self.stats.timeouts += 1
-            self.health.missed()
-            raise NoAnswer(f"no answer from RADIUS server {self.label} after "
-                           f"{self.settings.retransmit_tries + 1} tries")
+            if not waited:
+                # one that waited may have had but a moment: only a full round says the server
+                # is dead (an attacker filling the identifiers must not make it look so)
+                self.health.missed()
+            raise NoAnswer(f"no answer from RADIUS server {self.label} after {tries} tries"
+                           + (" (it waited for an identifier first)" if waited else ""))
         finally:
-            del self._outstanding[ident]
+            del sock.outstanding[ident]
             if not waiting.answer.done():
                 waiting.answer.cancel()
-                self._given_up[ident] = request
-            self._free.append(ident)
+                sock.given_up[ident] = request
+            self._give_back(sock, ident)
 
 
 class RadiusClient:
-    """Requests to the configured servers; sockets are opened at the first request. ``clock``:
-    the servers' health's (a test's fake one)."""
+    """Requests to the configured servers; a server's first socket is opened at its first request.
+    ``clock``: the servers' health's (a test's fake one)."""
 
     def __init__(self, settings: RadiusSettings, stats: RadiusStats | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -273,6 +402,10 @@ class RadiusClient:
 
     def outstanding(self) -> int:
         return sum(link.outstanding for link in self._links.values())
+
+    def waiting(self) -> int:
+        """Requests waiting for an identifier now (every one of their server's sockets in use)."""
+        return sum(link.waiting for link in self._links.values())
 
     def health(self) -> dict[str, dict[str, Any]]:
         """Each configured server's health (``unknown`` for one not asked yet), by name."""

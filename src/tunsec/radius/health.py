@@ -15,18 +15,23 @@ last, rather than failing at once.
 Which server a new request tries first is strongSwan's choice (libradius
 ``radius_config_t.get_preference``, ``eap_radius_create_client``): the highest score, where a
 server scores its configured ``preference``, plus 0..100 for the share of its ``sockets`` free
-(requests of this port under way, at most ``sockets`` counted), plus 110 unless it is down. So
-a higher preference wins while its server answers, and two of equal preference share the load:
-a request goes to the one with fewer requests under way. Ties go to the one written first
-(strongSwan tosses a coin): one at a time, the first-written server of the highest preference
-takes them all, a primary and its backups as before ``preference`` existed.
+(requests of this port under way, at most ``sockets`` counted, as strongSwan's sockets carry one
+request each), plus 110 unless it is down. So a higher preference wins while its server answers,
+and two of equal preference share the load: a request goes to the one with fewer requests under
+way. Beyond ``sockets`` under way the score says no more (nothing free): tunsec's sockets carry
+256 requests each (tunsec.radius.client), so of equal scores the one with the smaller share of
+its identifiers (``sockets`` x 256) in use goes first, and the load stays shared at any load;
+then the one written first (strongSwan tosses a coin): one at a time, the first-written server
+of the highest preference takes them all, a primary and its backups as before ``preference``
+existed. A server whose every identifier is in use (a request would wait there) goes after those
+that have one free, whatever its score: the wait is for when none has.
 
 tunsec differs from strongSwan in what follows the choice: a request that finds no answer goes on
 to the next server by score (strongSwan has one server per request: the login fails, the record
 is lost); a down server is passed by for DEAD_HOLD seconds, then probed by one request that
 tries it first, as if it were up (strongSwan lets an unreachable server win every 8th/32nd/128th
-request, a count, not a time); ``sockets`` weighs the load but does not queue requests (each
-server port takes up to 256 under way; strongSwan waits for a free socket); and authentication
+request, a count, not a time); a request waits for an identifier of its server a bounded time,
+in a bounded queue (strongSwan waits for a free socket without bound); and authentication
 and accounting keep the health of their own port (a server may answer Access-Requests with its
 accounting off: logins must not pass it by for that).
 """
@@ -36,6 +41,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Generator, Sequence
+from fractions import Fraction
 from typing import Any
 
 from tunsec.loglimit import LogLimiter, suffix
@@ -100,28 +106,34 @@ def score(server: RadiusServer, under_way: int, up: bool) -> int:
     return server.preference + free * 100 // server.sockets + (110 if up else 0)
 
 
+def _rank(server: RadiusServer, under_way: int, up: bool, n: int) -> tuple[bool, int, Fraction, int]:
+    """Sort key of a server in its group (see the module docstring): one with an identifier free
+    first, then the highest score, the smallest share of its identifiers in use, the first written."""
+    return (under_way >= server.capacity, -score(server, under_way, up), Fraction(under_way, server.capacity), n)
+
+
 def in_order(servers: Sequence[RadiusServer], health: Callable[[RadiusServer], ServerHealth],
              load: Callable[[RadiusServer], int] = lambda _: 0) -> Generator[RadiusServer, None, None]:
-    """The servers a new request tries, one after the other: those not passed by, highest
-    :func:`score` first (``load``: a server's requests under way; ties in the configured order),
-    then the passed-by ones the same way. A down one whose DEAD_HOLD is over and that no other
-    request is probing scores as if up: this request probes it (until it moves past it, or the
-    generator is closed: close it, e.g. with ``contextlib.closing``, when done)."""
-    first: list[tuple[int, int, RadiusServer, ServerHealth]] = []
-    last: list[tuple[int, int, RadiusServer, ServerHealth]] = []
+    """The servers a new request tries, one after the other: those not passed by, by :func:`_rank`
+    (highest :func:`score` first; ``load``: a server's requests under way), then the passed-by
+    ones the same way. A down one whose DEAD_HOLD is over and that no other request is probing
+    scores as if up: this request probes it (until it moves past it, or the generator is closed:
+    close it, e.g. with ``contextlib.closing``, when done)."""
+    first: list[tuple[tuple[bool, int, Fraction, int], RadiusServer, ServerHealth]] = []
+    last: list[tuple[tuple[bool, int, Fraction, int], RadiusServer, ServerHealth]] = []
     probe: ServerHealth | None = None
     for n, server in enumerate(servers):
         h = health(server)
         if h.down_since is None:
-            first.append((-score(server, load(server), True), n, server, h))
+            first.append((_rank(server, load(server), True, n), server, h))
         elif probe is None and not h.passed_by() and not h.probing:
             probe = h
             probe.probing = True
-            first.append((-score(server, load(server), True), n, server, h))
+            first.append((_rank(server, load(server), True, n), server, h))
         else:
-            last.append((-score(server, load(server), False), n, server, h))
+            last.append((_rank(server, load(server), False, n), server, h))
     try:
-        for _, _, server, h in sorted(first, key=lambda e: e[:2]) + sorted(last, key=lambda e: e[:2]):
+        for _, server, h in sorted(first, key=lambda e: e[0]) + sorted(last, key=lambda e: e[0]):
             try:
                 yield server
             finally:

@@ -89,7 +89,8 @@ class RadiusRelay:
         (``auth``, and ``acct`` with accounting), accounting's counters, Dynamic Authorization's."""
         servers: dict[str, dict[str, Any]] = {name: {"auth": h} for name, h in self.client.health().items()}
         out: dict[str, Any] = {**self.stats.as_dict(), "conversations": self.conversations,
-                               "outstanding": self.client.outstanding(), "servers": servers}
+                               "outstanding": self.client.outstanding(), "waiting": self.client.waiting(),
+                               "servers": servers}
         if accounting is not None:
             for name, h in accounting.health().items():
                 servers.setdefault(name, {})["acct"] = h

@@ -11,6 +11,7 @@ from tunsec.policy.selector import IPAddress, IPNetwork
 AUTH_PORT = 1812  # RFC 2865 §3
 ACCT_PORT = 1813  # RFC 2866 §3
 DAE_PORT = 3799  # RFC 5176 §3.1
+IDS = 256  # requests one socket can have outstanding: the Identifier is one octet (RFC 2865 §3)
 
 
 @dataclass(frozen=True)
@@ -25,9 +26,15 @@ class RadiusServer:
     acct_port: int = ACCT_PORT
     # strongSwan's servers.NAME.preference and .sockets: which server a new request tries first
     # (tunsec.radius.health.score): the higher preference, then the fewer requests under way
-    # of ``sockets``
+    # of ``sockets``; and the UDP sockets (source ports) the client opens to it as load needs
+    # them, each with its own IDS identifiers (tunsec.radius.client)
     preference: int = 0
     sockets: int = 1
+
+    @property
+    def capacity(self) -> int:
+        """Requests to one of its ports that can be outstanding at once: IDS per socket."""
+        return self.sockets * IDS
 
     def __str__(self) -> str:
         return self.at(self.auth_port)
@@ -103,3 +110,8 @@ class RadiusSettings:
     def wait(self, attempt: int) -> float:
         """Seconds to wait for an answer after send number ``attempt`` (0 = the first send)."""
         return self.retransmit_timeout * self.retransmit_base**attempt
+
+    def round_seconds(self) -> float:
+        """How long one request to one server lasts at most: its sends and their waits. A request
+        that first waits for a free identifier gets what is left of it (tunsec.radius.client)."""
+        return sum(self.wait(n) for n in range(self.retransmit_tries + 1))

@@ -195,7 +195,8 @@ async def _relay(self: IkeService, sa: IkeSa, ev: EapRelayRequest, radius: Radiu
 def _end_relay(self: IkeService, sa: IkeSa) -> None:
     task = self._relay_rounds.pop(sa, None)
     if task is not None:
-        task.cancel()   # gives its RADIUS identifier back; an answer still to come is dropped as late
+        task.cancel()   # gives its RADIUS identifier (or its place in the queue for one) back; an
+                        # answer still to come is dropped as late
     if self.radius is not None:
         self.radius.abandon(sa)
 
