@@ -45,7 +45,7 @@ from tunsec.dataplane.fastpath import Drop
 from tunsec.dataplane.pipe import Direction, Endpoint
 from tunsec.ike.config import RemoteAuth, RetransmitConfig
 from tunsec.ike.endpoint import IkeEndpoint
-from tunsec.ike.events import ChildSaUp
+from tunsec.ike.events import ChildSaUp, NegotiationFailed
 from tunsec.ike.identity import Identity
 from tunsec.ike.sa import IkeSa, State
 from tunsec.services.ike.state import ChildState
@@ -332,9 +332,10 @@ def test_the_updown_script_hears_one_up_and_its_down_for_the_address(
 
 
 def test_another_identity_with_the_same_selectors_does_not_take_the_traffic_over() -> None:
-    """Site-to-site: site 1 (another identity) claims site 0's network.  Its Child SA gets a lineage
-    (reqid, policies) of its own behind site 0's: site 0's traffic stays sealed for site 0; only when
-    site 0 is gone does the traffic go to site 1, through site 1's own policies."""
+    """Site-to-site: site 1 (another identity) claims site 0's network.  Its Child SA is refused
+    (TS_UNACCEPTABLE: policy/claims.py), as a lineage of its own behind site 0's would let it send
+    as site 0; site 0's traffic stays sealed for site 0; only when site 0 is gone may site 1 hold
+    the network, and the traffic goes to site 1, through site 1's own policies."""
     async def body() -> None:
         gw = Gateway(2, mobike=False)
         await gw.start()
@@ -344,8 +345,9 @@ def test_another_identity_with_the_same_selectors_does_not_take_the_traffic_over
                                                site_ip(i), GW, site_net(0), "10.1.0.0/16")])
             gw.connect(i)
             await gw.settle()
-        mine, theirs = (max(gw.children_of(i), key=lambda c: c.handle) for i in range(2))
-        assert mine.remote_ts == theirs.remote_ts and mine.reqid != theirs.reqid
+        (mine,) = gw.children_of(0)
+        assert gw.children_of(1) == []
+        assert [e.reason for e in gw.site_events[1] if isinstance(e, NegotiationFailed)] == ["TS_UNACCEPTABLE"]
 
         def sealed_for() -> tuple[int, Endpoint | None]:
             esp, dst, drop = gw.send_to_site(0)
@@ -355,6 +357,10 @@ def test_another_identity_with_the_same_selectors_does_not_take_the_traffic_over
         esp_open(gw.site_key_in(0), gw.send_to_site(0)[0])   # site 0's key, not site 1's
         gw.site_sa(0).delete(_now())
         await gw.settle()
+        gw.connect(1)
+        await gw.settle()
+        (theirs,) = gw.children_of(1)
+        assert theirs.remote_ts == mine.remote_ts and theirs.reqid != mine.reqid
         assert sealed_for() == (theirs.spi_out, Endpoint(ipaddress.ip_address(site_ip(1)), 4500))
         assert {p.reqid for p in gw.worker.dp.policies() if p.reqid} == {theirs.reqid}
 

@@ -20,7 +20,7 @@ from tunsec.conf.connections import Connection, port_warnings, read_connections
 from tunsec.conf.credentials import Credentials
 from tunsec.conf.errors import ConfigError, ConfigIssue
 from tunsec.conf.manual import ManualTunnel, read_manual_section
-from tunsec.conf.pools import read_pools
+from tunsec.conf.pools import pool_ts_warnings, read_pools
 from tunsec.conf.radius import radius_warnings, read_radius
 from tunsec.conf.secrets import IkeSecret, read_secrets, weak_psk_warnings
 from tunsec.conf.syntax import Section, Unreadable, parse_tree, read_config_text
@@ -142,6 +142,7 @@ def parse_config(text: str, path: str = "<string>") -> Config:
         warnings=tuple(_ordered([
             *weak_psk_warnings(secrets, psks),
             *port_warnings(connections),
+            *pool_ts_warnings(connections, pools),
             *(radius_warnings(sections["radius"], radius, tunsec.half_open_timeout) if radius is not None else ()),
         ], files)),
     )

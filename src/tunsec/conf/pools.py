@@ -12,15 +12,20 @@ refused rather than silently left out of the reply.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from tunsec.conf.errors import BadValue, ConfigIssue, show_value
 from tunsec.conf.reader import SectionReader, refuse_keys
 from tunsec.conf.syntax import Section
 from tunsec.conf.values import refuse
 from tunsec.policy.pools import PoolConfig
-from tunsec.policy.selector import IPAddress
+from tunsec.policy.selector import IPAddress, Ts
 
-__all__ = ["read_pools"]
+if TYPE_CHECKING:
+    from tunsec.conf.connections import Connection
+
+__all__ = ["pool_ts_warnings", "read_pools"]
 
 _REFUSED = (
     ("nbns", "NBNS (WINS) servers are not supported"),
@@ -81,3 +86,27 @@ def read_pools(section: Section, issues: list[ConfigIssue]) -> tuple[PoolConfig,
         else:
             pools.append(pool)
     return tuple(pools)
+
+
+def pool_ts_warnings(connections: Sequence[Connection], pools: Sequence[PoolConfig]) -> list[ConfigIssue]:
+    """A child of a connection with ``pools`` whose fixed remote_ts overlaps one of them: every
+    client could claim the others' virtual IPs through it.  Safe all the same (the gateway cuts the
+    pools out of a client's remote selectors but for its own lease, exchanges/child.py
+    outside_others_leases), but not what was meant: a client's remote side is its lease (dynamic)."""
+    by_name = {p.name: p for p in pools}
+    out = []
+    for c in connections:
+        spans = [(name, Ts(net.network_address, net.broadcast_address))
+                 for name in c.ike.pools if (pool := by_name.get(name)) is not None for net in pool.networks()]
+        for child in c.children:
+            for ts in child.config.remote_ts:
+                for name, span in spans:
+                    if ts.dynamic or ts.intersect(span) is None:
+                        continue
+                    key = f"connections.{c.name}.children.{child.name}.remote_ts"
+                    out.append(ConfigIssue(
+                        child.file or c.file, child.line or c.line, key,
+                        f"{ts} overlaps pool {name} ({by_name[name].first}-{by_name[name].last}): a client would hold "
+                        f"the other clients' virtual IPs; tunsec gives each client only its own lease of the pool "
+                        f"(and the rest of {ts}); for road warriors use remote_ts = dynamic"))
+    return out

@@ -87,7 +87,7 @@ from .message import (
 )
 from .redirect import encode_redirect
 from .sa import IkeSa, State
-from .state import AddressPool, IkeSaState, Jitter, Rng, SpiAllocator, now_utc, random_spi_allocator
+from .state import AddressPool, IkeSaState, Jitter, Rng, SelectorClaims, SpiAllocator, now_utc, random_spi_allocator
 
 ZERO_SPI = bytes(8)
 # plain ints, tested for every datagram (an IntEnum's member lookup and ``&`` cost more)
@@ -184,11 +184,14 @@ class IkeEndpoint:
         jitter: Jitter | None = None,
         address_pool: AddressPool | None = None,
         unique_keep: Callable[[str], bool] | None = None,
+        ts_claims: SelectorClaims | None = None,
     ) -> None:
         """``jitter``: see :class:`IkeSa` (how much earlier than rekey_time rekeys fire);
         ``address_pool``: where responders lease virtual IPs (``tunsec.policy.pools.AddressPools``);
         ``unique_keep(connection)``: whether the connection has ``unique = keep``: then a
-        responder refuses in IKE_AUTH an identity that already has an IKE SA (_refuse_duplicate)."""
+        responder refuses in IKE_AUTH an identity that already has an IKE SA (_refuse_duplicate);
+        ``ts_claims``: the remote selectors the gateway's Child SAs hold, by peer (a responder's
+        Child SA may not take another peer's: exchanges/child.py responder_select)."""
         limits = limits or DosLimits()
         if cookie_threshold is not None:
             limits = dataclasses.replace(limits, cookie_threshold=cookie_threshold)
@@ -199,6 +202,7 @@ class IkeEndpoint:
         self._rng = rng
         self._jitter = jitter
         self._address_pool = address_pool
+        self._ts_claims = ts_claims
         self._unique_keep = unique_keep
         self._spi_allocator = spi_allocator or random_spi_allocator(rng)
         self._wall_clock = wall_clock
@@ -415,6 +419,7 @@ class IkeEndpoint:
                 candidates=candidates,
                 jitter=self._jitter,
                 address_pool=self._address_pool,
+                ts_claims=self._ts_claims,
                 fragment_stats=self.fragment_stats,
                 load=self._load_cb,
                 refuse_duplicate=self._refuse_cb if not initiator and self._unique_keep else None,

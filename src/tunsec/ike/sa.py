@@ -101,6 +101,7 @@ from .state import (
     IkeSaState,
     Jitter,
     Rng,
+    SelectorClaims,
     SpiAllocator,
     State,
     now_utc,
@@ -177,12 +178,14 @@ class IkeSa:
         candidates: Sequence[IkeConfig] = (),
         jitter: Jitter | None = None,
         address_pool: AddressPool | None = None,
+        ts_claims: SelectorClaims | None = None,
         fragment_stats: FragmentStats | None = None,
         load: Callable[[], int] | None = None,
         refuse_duplicate: DuplicateCheck | None = None,
         has_contact: Callable[[IkeSaState], bool] | None = None,
     ) -> None:
         """``address_pool``: where a responder leases virtual IPs (connections with ``pools``).
+        ``ts_claims``: the remote selectors other peers' Child SAs hold (a responder refuses them).
         ``candidates``: for a responder, the connections this peer may be using (the
         endpoint passes all that match its address); IKE_SA_INIT and IKE_AUTH pick one.
         ``jitter(bound)``: how much earlier than rekey_time a rekey fires, in [0, bound]
@@ -209,6 +212,7 @@ class IkeSa:
         self._st.candidates = tuple(candidates)
         self._st.jitter = jitter or random_jitter(rng)
         self._st.address_pool = address_pool
+        self._st.ts_claims = ts_claims
         self._st.load = load
         self._st.original_initiator = is_initiator  # a rekeyed SA takes its predecessor's (_rekeyed_sa)
         self._st.refuse_duplicate = refuse_duplicate

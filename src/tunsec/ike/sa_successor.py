@@ -46,6 +46,7 @@ def rekeyed_sa(self: IkeSa, rekey: IkeRekey) -> IkeSa:
         wall_clock=old.wall_clock,
         jitter=old.jitter,
         address_pool=old.address_pool,
+        ts_claims=old.ts_claims,
         fragment_stats=self._frag_stats,
     )
     st = new._st

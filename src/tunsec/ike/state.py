@@ -29,6 +29,7 @@ from .sk import SkCrypter
 from .ts import Ts
 
 if TYPE_CHECKING:
+    from tunsec.policy.claims import Claim
     from tunsec.policy.pools import Lease
     from tunsec.policy.selector import IPAddress
 
@@ -81,6 +82,15 @@ class AddressPool(Protocol):
     def acquire(self, names: Sequence[str], peer: Identity, family: int) -> Lease | None: ...
 
     def release(self, lease: Lease, peer: Identity) -> None: ...
+
+    def spans(self, names: Sequence[str]) -> tuple[Ts, ...]: ...
+
+
+class SelectorClaims(Protocol):
+    """The remote selectors every Child SA of the gateway holds, and whose they are
+    (``tunsec.policy.claims.TsClaims``): a peer may not claim another peer's."""
+
+    def overlaps(self, peer: object, selectors: Sequence[Ts]) -> list[tuple[Claim, Ts]]: ...
 
 
 def random_spi_allocator(rng: Rng = os.urandom) -> SpiAllocator:
@@ -174,6 +184,7 @@ class IkeSaState:
     next_child_id: int = 1
     jitter: Jitter | None = None  # None: random_jitter(rng)
     address_pool: AddressPool | None = None  # a responder's virtual IP leases (connections.X.pools)
+    ts_claims: SelectorClaims | None = None  # a responder's view of the selectors other peers hold
     peer_vips: tuple[Lease, ...] = ()  # leases we gave the peer in IKE_AUTH (released when the SA goes)
     own_vips: tuple[IPAddress, ...] = ()  # virtual IPs the peer assigned to us (CFG_REPLY)
     own_dns: tuple[IPAddress, ...] = ()  # DNS servers that came with them

@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from tunsec.ike.identity import Identity
-from tunsec.policy.selector import IPAddress
+from tunsec.policy.selector import IPAddress, Ts
 
 
 @dataclass(frozen=True)
@@ -189,6 +189,12 @@ class AddressPools:
         off = pool.offset(lease.address) if pool is not None else None
         if pool is not None and off is not None:
             pool.release(off, peer)
+
+    def spans(self, names: Sequence[str]) -> tuple[Ts, ...]:
+        """The address blocks of the pools ``names`` (the networks routed into them: for a subnet
+        pool its network and broadcast address too), which no client but a lease's holder may claim."""
+        return tuple(Ts(net.network_address, net.broadcast_address)
+                     for n in names if n in self._pools for net in self._pools[n].config.networks())
 
     def families(self, names: Sequence[str]) -> set[int]:
         return {self._pools[n].config.version for n in names if n in self._pools}

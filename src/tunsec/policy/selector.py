@@ -140,6 +140,18 @@ class Ts:
     def contains(self, other: Ts) -> bool:
         return self.intersect(other) == other
 
+    def without_addresses(self, other: Ts) -> list[Ts]:
+        """This selector with ``other``'s address range cut out, whatever ``other``'s protocol and
+        ports (the addresses are someone else's for every protocol): up to two pieces, in order."""
+        if self.version != other.version or self.dynamic:
+            return [self]
+        start, end, cut_lo, cut_hi = int(self.start), int(self.end), int(other.start), int(other.end)
+        if cut_hi < start or cut_lo > end:
+            return [self]
+        pieces = [(start, cut_lo - 1), (cut_hi + 1, end)]
+        return [Ts(_ip(self.version, lo), _ip(self.version, hi), self.protocol, self.start_port, self.end_port)
+                for lo, hi in pieces if lo <= hi]
+
     def __str__(self) -> str:
         if self.dynamic:
             addr = "dynamic"

@@ -7,9 +7,11 @@ allocated, so that a failure anywhere reports ``SpiUnused`` for it.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from tunsec.policy.claims import describe
 from tunsec.policy.selector import IPAddress, SelectorError, check_fast_selectors
 
 from ..config import ChildConfig
@@ -20,6 +22,8 @@ from ..message import Payload, Proposal, SaPayload, TsPayload
 from ..proposals import ProposalSpec, Suite, accepts, describe_all, select_proposal
 from ..state import ChildSa, IkeSaState
 from ..ts import Ts, any_of_family, from_wire, narrow, resolve_each, to_wire
+
+log = logging.getLogger(__name__)
 
 
 def spi_bytes(spi: int) -> bytes:
@@ -154,13 +158,14 @@ def responder_select(
     configs = (only,) if only is not None else st.config.children
     for cfg in configs:
         remote_ts, local_ts = resolve_each(cfg.remote_ts, remote_ips), resolve_each(cfg.local_ts, local_ips)
-        new_tsi = narrow(tsi, remote_ts)
+        new_tsi = outside_others_leases(st, narrow(tsi, remote_ts))
         new_tsr = narrow(tsr, local_ts)
         if not new_tsi or not new_tsr:
             ts_refusal = ts_refusal or Refusal(
                 NotifyType.TS_UNACCEPTABLE,
                 f"proposed TSi {_ts_text(tsi)} TSr {_ts_text(tsr)}; "
-                f"child {cfg.name} allows remote {_ts_text(cfg.remote_ts)} local {_ts_text(cfg.local_ts)}",
+                f"child {cfg.name} allows remote {_ts_text(cfg.remote_ts)} local {_ts_text(cfg.local_ts)}"
+                f"{_pool_note(st)}",
                 cfg.name,
             )
             continue
@@ -180,6 +185,10 @@ def responder_select(
     if best is None:
         return ts_refusal or Refusal(NotifyType.TS_UNACCEPTABLE, "no child configured", None)
     _, cfg, new_tsi, new_tsr = best
+    mine = _not_others(st, cfg, tsi, new_tsi, new_tsr)
+    if isinstance(mine, Refusal):
+        return mine
+    new_tsi = mine
     chosen = select_proposal(cfg.esp_proposals, theirs, prefer_group, strip_dh)
     if chosen is None:
         return Refusal(
@@ -188,6 +197,67 @@ def responder_select(
             cfg.name,
         )
     return Selection(cfg, chosen, new_tsi, new_tsr)
+
+
+def outside_others_leases(st: IkeSaState, selectors: Sequence[Ts]) -> tuple[Ts, ...]:
+    """On a connection with ``pools``: ``selectors`` without the pools' addresses, but for the
+    peer's own lease(s).  A pool address is another client's (now, or once leased), whatever
+    remote_ts allows: a client holding it would draw that client's traffic and could send as it.
+    strongSwan does not cut pools out (child_cfg.c get_traffic_selectors only intersects with the
+    configured selectors; its kernel's longest-prefix policy order hides part of the overlap):
+    a client here never holds another's address, at the price of a remote_ts = 10.3.0.0/16
+    over a 10.3.0.0/24 pool giving a client its lease and 10.3.1.0-10.3.255.255 only."""
+    pools = st.config.pools
+    if not pools or st.address_pool is None:
+        return tuple(selectors)
+    spans = st.address_pool.spans(pools)
+    own = [Ts.host(lease.address) for lease in st.peer_vips]
+    out: list[Ts] = []
+    for sel in selectors:
+        pieces = [sel]
+        for span in spans:
+            pieces = [p for piece in pieces for p in piece.without_addresses(span)]
+        pieces += [mine for host in own if (mine := sel.intersect(host)) is not None]
+        for piece in sorted(pieces, key=lambda t: int(t.start)):
+            if piece not in out:
+                out.append(piece)
+    return tuple(out)
+
+
+def _not_others(st: IkeSaState, cfg: ChildConfig, proposed: Sequence[Ts], tsi: tuple[Ts, ...],
+                tsr: tuple[Ts, ...]) -> tuple[Ts, ...] | Refusal:
+    """The peer's remote selectors ``tsi`` without what other peers' Child SAs hold (policy/claims.py):
+    with them, our policies would lose those peers' traffic to this one (the older of equal ones
+    wins), and its inbound SA admit their addresses as source.  A road warrior (a connection with
+    pools) is narrowed to the rest, as its lease is what it came for; a site (no pools) is refused
+    rather than given a part of its subnets it did not expect.  Refused too when nothing is left."""
+    found = st.ts_claims.overlaps(st.peer_id, tsi) if st.ts_claims is not None else []
+    if not found:
+        return tsi
+    why = describe(found)
+    if st.config.pools:
+        taken = [claim.ts for claim, _ in found]
+        left: list[Ts] = []
+        for sel in tsi:
+            pieces = [sel]
+            for ts in taken:
+                pieces = [p for piece in pieces for p in piece.without_addresses(ts)]
+            left += [p for p in pieces if p not in left]
+        if left and _unusable(tsr, left) is None:
+            log.info("%s child %s: TSi of peer %s narrowed to %s: %s", st.name, cfg.name, st.peer_id,
+                     _ts_text(left), why)
+            return tuple(left)
+    return Refusal(NotifyType.TS_UNACCEPTABLE,
+                   f"peer {st.peer_id} proposed TSi {_ts_text(proposed)}, narrowed to {_ts_text(tsi)}, which {why}",
+                   cfg.name)
+
+
+def _pool_note(st: IkeSaState) -> str:
+    """What a refusal's detail adds on a connection with pools (their addresses are not for the taking)."""
+    if not st.config.pools:
+        return ""
+    own = ", ".join(str(lease.address) for lease in st.peer_vips) or "none"
+    return f" outside pools {', '.join(st.config.pools)} but for the peer's own lease ({own})"
 
 
 def _ts_match(proposed: Sequence[Ts], configured: Sequence[Ts]) -> int:

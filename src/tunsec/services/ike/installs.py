@@ -20,6 +20,7 @@ from tunsec.ike.config import ChildConfig
 from tunsec.ike.events import ChildSaDown, ChildSaUp, DownReason
 from tunsec.ike.sa import IkeSa, State
 from tunsec.ike.ts import Ts
+from tunsec.policy.claims import describe
 from tunsec.policy.ids import Band, priority
 from tunsec.policy.selector import SelectorError, fast_selectors
 from tunsec.services.ike.giveup import Turn
@@ -115,6 +116,15 @@ def _child_registered(self: IkeService, sa: IkeSa, ev: ChildSaUp) -> ChildState 
     if ALGS.get(ev.alg) is None:
         log.error("%s: negotiated ESP %s, which the fast path does not do", sa.name, ev.alg)
         return None
+    peer = sa.peer_id if sa.peer_id is not None else ev.remote_addr[0]
+    if not ev.initiator and (found := self.ts_claims.overlaps(peer, ev.remote_ts)):
+        # the engine refuses or narrows another peer's selectors (exchanges/child.py _not_others),
+        # but a datagram handled in the same batch as that peer's negotiation, before its Child SA
+        # was booked here, passed: it is deleted, never installed
+        log.error("%s: CHILD_SA %s of peer %s deleted, not installed: its remote %s %s", sa.name, ev.child, peer,
+                  ", ".join(map(str, ev.remote_ts)), describe(found))
+        sa.delete_child(ev.unique_id)
+        return None
     ike = self._ike_handle(sa)
     pred = self._by_uid.get((ike, ev.rekey_of)) if ev.rekey_of is not None else None
     if pred is not None:
@@ -153,6 +163,8 @@ def _child_registered(self: IkeService, sa: IkeSa, ev: ChildSaUp) -> ChildState 
         self._ike_peers[ike] = (ev.remote_addr, ev.local_ip, ev.local_port)
     lineage.members.add(handle)
     self.children[handle] = state
+    # whose these selectors are: a later Child SA of another peer may not take them (policy/claims.py)
+    self.ts_claims.add(handle, sa.name, peer, ev.remote_ts)
     self._by_uid[(ike, ev.unique_id)] = handle
     self._by_ike.setdefault(ike, set()).add(handle)
     return state
@@ -200,6 +212,7 @@ def _newest_of(self: IkeService, ike: int, key: tuple[str, tuple[Ts, ...], tuple
 def _forget(self: IkeService, state: ChildState) -> bool:
     """Unbook a Child SA; True if its lineage ended (its policies and reqid are free to go)."""
     self.children.pop(state.handle, None)
+    self.ts_claims.remove(state.handle)
     if (mine := self._by_ike.get(state.ike)) is not None:
         mine.discard(state.handle)
         if not mine:

@@ -67,6 +67,7 @@ from tunsec.ike.events import (
 )
 from tunsec.ike.sa import IkeSa, State
 from tunsec.loglimit import LogLimiter, internal_error, suffix
+from tunsec.policy.claims import TsClaims
 from tunsec.policy.ids import IdSpace
 from tunsec.policy.pools import AddressPools, PoolConfig
 from tunsec.radius.accounting import Accounting
@@ -127,8 +128,10 @@ class IkeService(Service):
                                resume=lambda: self.spi_pool.run_held())
         self.spi_pool = SpiPool(worker, self._spawn, self.barrier, self._deliver, self._pump,
                                 half_open=lambda: self.endpoint.half_open)
+        # the remote selectors each peer's Child SAs hold: no peer may take another's (installs.py books them)
+        self.ts_claims = TsClaims()
         self.endpoint = IkeEndpoint([c.ike for c in connections], spi_allocator=self.spi_pool.take, limits=limits,
-                                    address_pool=self.pools, unique_keep=self._unique_keep)
+                                    address_pool=self.pools, unique_keep=self._unique_keep, ts_claims=self.ts_claims)
         self.ids = ids if ids is not None else IdSpace()
         self.children: dict[int, ChildState] = {}                # child handle -> state
         self._by_uid: dict[tuple[int, int], int] = {}            # (IKE SA handle, unique id) -> child handle
@@ -208,6 +211,7 @@ class IkeService(Service):
         for state in self.children.values():
             self._release(state.lineage)
         self.children.clear()
+        self.ts_claims.clear()   # in place: every IKE SA holds this one
         self._by_uid.clear()
         self._by_ike.clear()
         self.ids.release_policy_ids(list(self.trap_policies))

@@ -1,0 +1,117 @@
+"""Units of "one client never claims another's traffic" (tests/test_ikeservice_ts_claims.py has the
+gateway): cutting address ranges out of selectors, the pools' blocks, the claims index, the
+narrowing of a road warrior's selectors to outside the others' leases, and the config warning."""
+
+from __future__ import annotations
+
+import ipaddress
+from types import SimpleNamespace
+
+import pytest
+
+from tunsec.conf.config import parse_config
+from tunsec.ike.exchanges.child import outside_others_leases
+from tunsec.ike.identity import Identity
+from tunsec.policy.claims import TsClaims, describe
+from tunsec.policy.pools import AddressPools, Lease, PoolConfig
+from tunsec.policy.selector import Ts
+
+T = Ts.parse
+
+
+@pytest.mark.parametrize(("sel", "cut", "left"), [
+    ("10.3.0.0/16", "10.3.0.0/24", ["10.3.1.0-10.3.255.255"]),
+    ("10.3.0.0/16", "10.3.5.0/24", ["10.3.0.0-10.3.4.255", "10.3.6.0-10.3.255.255"]),
+    ("10.3.0.0/24", "10.3.0.0/16", []),
+    ("10.3.0.0/24", "10.4.0.0/16", ["10.3.0.0/24"]),
+    ("10.3.0.0/24", "fd00::/64", ["10.3.0.0/24"]),
+    ("10.3.0.0/16[tcp/443]", "10.3.0.0/17[udp]", ["10.3.128.0/17[tcp/443]"]),   # the addresses, any protocol
+])
+def test_without_addresses_cuts_the_range_out_keeping_protocol_and_ports(sel: str, cut: str, left: list[str]) -> None:
+    assert T(sel).without_addresses(T(cut)) == [T(x) for x in left]
+
+
+def test_pool_spans_are_the_blocks_routed_into_the_pools() -> None:
+    pools = AddressPools([PoolConfig.parse_addrs(name, addrs) for name, addrs in
+                          (("a", "10.3.0.0/24"), ("b", "10.4.0.10-10.4.0.11"), ("c", "fd00:3::/120"))])
+    assert pools.spans(["a", "b", "nope"]) == (T("10.3.0.0/24"), T("10.4.0.10/31"))
+    assert pools.spans(["c"]) == (T("fd00:3::/120"),)
+
+
+A, B = Identity.parse("a.example"), Identity.parse("b.example")
+
+
+def test_claims_of_other_peers_are_found_and_the_same_peer_is_not() -> None:
+    claims = TsClaims()
+    claims.add(1, "gw", A, (T("10.2.1.0/24"),))
+    claims.add(2, "gw", B, (T("10.2.2.5"), T("0.0.0.0-9.255.255.255")))
+    claims.add(3, "s2s", A, (T("fd00::/64"),))
+    assert claims.overlaps(A, (T("10.2.0.0/16"),)) == [(claims.overlaps(A, (T("10.2.2.5"),))[0][0], T("10.2.2.5"))]
+    assert claims.overlaps(A, (T("10.2.1.0/24"), T("fd00::1"))) == []      # its own
+    found = claims.overlaps(B, (T("10.0.0.0/8"),))
+    assert [(c.handle, common) for c, common in found] == [(1, T("10.2.1.0/24"))]
+    assert describe(found) == "overlaps 10.2.1.0/24 of peer a.example (connection gw, its remote 10.2.1.0/24)"
+    # the wide claim (handle 2) starts far below the query: found all the same
+    assert [c.handle for c, _ in claims.overlaps(A, (T("9.9.9.9"),))] == [2]
+    assert claims.overlaps(A, (T("10.2.2.0/24[tcp]"),))[0][1] == T("10.2.2.5[tcp]")
+    claims.remove(2)
+    assert claims.overlaps(A, (T("0.0.0.0/0"),)) == [] and len(claims) == 2
+    claims.add(1, "gw", A, (T("10.9.0.0/16"),))    # booked again: replaces
+    assert [c.ts for c, _ in claims.overlaps(B, (T("10.0.0.0/8"),))] == [T("10.9.0.0/16")]
+    claims.clear()
+    assert claims.overlaps(B, (T("0.0.0.0/0"), T("::/0"))) == [] and len(claims) == 0
+
+
+def st_with(remote_pools: tuple[str, ...], leases: tuple[str, ...]) -> SimpleNamespace:
+    pools = AddressPools([PoolConfig.parse_addrs("rw", "10.3.0.0/24")])
+    return SimpleNamespace(config=SimpleNamespace(pools=remote_pools), address_pool=pools,
+                           peer_vips=tuple(Lease("rw", ipaddress.ip_address(a)) for a in leases))
+
+
+@pytest.mark.parametrize(("proposed", "pools", "leases", "held"), [
+    (["10.3.0.0/16"], ("rw",), ("10.3.0.9",), ["10.3.0.9", "10.3.1.0-10.3.255.255"]),
+    (["10.3.0.0/16"], ("rw",), (), ["10.3.1.0-10.3.255.255"]),
+    (["10.3.0.0/24"], ("rw",), (), []),
+    (["0.0.0.0/0"], ("rw",), ("10.3.0.9",), ["0.0.0.0-10.2.255.255", "10.3.0.9", "10.3.1.0-255.255.255.255"]),
+    (["10.3.0.9[tcp]"], ("rw",), ("10.3.0.9",), ["10.3.0.9[tcp]"]),
+    (["10.3.0.0/16"], (), (), ["10.3.0.0/16"]),      # no pools: nothing to keep out
+])
+def test_a_road_warrior_holds_no_pool_address_but_its_own(proposed: list[str], pools: tuple[str, ...],
+                                                          leases: tuple[str, ...], held: list[str]) -> None:
+    assert outside_others_leases(st_with(pools, leases), [T(p) for p in proposed]) == tuple(T(h) for h in held)  # type: ignore[arg-type]
+
+
+POOL_CONF = """
+pools {{
+    rw {{ addrs = 10.3.0.0/24 }}
+}}
+connections {{
+    gw {{
+        pools = rw
+        local {{ auth = psk
+                 id = gw.example }}
+        remote {{ auth = psk }}
+        children {{
+            net {{
+                local_ts = 10.1.0.0/16
+                remote_ts = {remote_ts}
+            }}
+        }}
+    }}
+}}
+secrets {{
+    ike {{ secret = "a shared secret of some length" }}
+}}
+"""
+
+
+@pytest.mark.parametrize(("remote_ts", "warned"), [
+    ("dynamic", []), ("10.4.0.0/16", []), ("10.3.0.0/16", ["10.3.0.0/16"]), ("0.0.0.0/0", ["0.0.0.0/0"]),
+    ("10.3.0.7, 10.9.0.0/16", ["10.3.0.7/32"]),
+])
+def test_a_remote_ts_over_the_connections_pool_is_warned_about(remote_ts: str, warned: list[str]) -> None:
+    warnings = parse_config(POOL_CONF.format(remote_ts=remote_ts), "tunsec.conf").warnings
+    assert [w.key for w in warnings] == ["connections.gw.children.net.remote_ts"] * len(warned)
+    for w, ts in zip(warnings, warned, strict=True):
+        assert w.message.startswith(f"{ts} overlaps pool rw (10.3.0.1-10.3.0.254)")
+        assert "remote_ts = dynamic" in w.message and w.line > 0
