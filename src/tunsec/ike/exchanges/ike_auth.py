@@ -142,10 +142,11 @@ def _fits(cfg: IkeConfig, peer: Identity, wanted: Identity | None) -> bool:
 def _select_config(st: IkeSaState, idi: IdPayload, payloads: Sequence[Payload]) -> None:
     """Switch a responder to the connection that fits IDi (and IDr, if the peer sent one)."""
     peer, wanted = _peer_ids(idi, payloads)
-    for cfg in st.candidates:
-        if _fits(cfg, peer, wanted):
-            st.config = cfg
-            return
+    fitting = [cfg for cfg in st.candidates if _fits(cfg, peer, wanted)]
+    if fitting:
+        # one that names the peer's identity before one of %any, whatever their order (strongSwan
+        # ranks a perfect identity match above %any): a site's own connection, not the road warriors'
+        st.config = min(fitting, key=lambda cfg: cfg.remote.id.is_any)
 
 
 def _after_eap(st: IkeSaState, ge: eap.GatewayEap) -> list[IkeConfig]:
