@@ -49,6 +49,7 @@ class Client:
     ident: str
     local_ts: str        # what it proposes as TSi ("dynamic" with vips: all of IPv4, narrowed to its lease)
     vips: bool = False   # asks for a virtual IP
+    named: bool = False  # the gateway has a connection naming it (remote.id), not only the one of %any
 
 
 @dataclass
@@ -60,11 +61,15 @@ class TsGateway(Gateway):
     pools: bool = False
 
     async def start(self) -> None:
-        ike = IkeConfig("gw", LocalAuth("psk", Identity.parse("gw.example")), RemoteAuth("psk"), PROPOSALS,
-                        (child_config("net", GW_NET, self.remote_ts, "aes128gcm16"),), psk=PSK, local_addr=GW,
-                        pools=(POOL.name,) if self.pools else ())
+        def conn(name: str, remote: RemoteAuth) -> Connection:
+            return Connection(name, IkeConfig(name, LocalAuth("psk", Identity.parse("gw.example")), remote, PROPOSALS,
+                                              (child_config("net", GW_NET, self.remote_ts, "aes128gcm16"),), psk=PSK,
+                                              local_addr=GW, pools=(POOL.name,) if self.pools else ()))
+        # the connection of %any first: a peer it names still gets its own (ike_auth._select_config)
+        conns = [conn("gw", RemoteAuth("psk"))] + [conn(f"named{i}", RemoteAuth("psk", Identity.parse(c.ident)))
+                                                   for i, c in enumerate(self.clients) if c.named]
         self.worker = client = WatchedWorker(asyncio.get_running_loop(), self._natt_out)  # type: ignore[assignment]
-        self.service = IkeService([Connection(ike.name, ike)], lambda: client, {4: GW}, IdSpace(),  # type: ignore[arg-type,return-value]
+        self.service = IkeService(conns, lambda: client, {4: GW}, IdSpace(),  # type: ignore[arg-type]
                                   pools=[POOL] if self.pools else [])
         await self.service.start()
         self.service.sockets.by_key = {(4, GW, 500): FakeSocket(self.wire)}  # type: ignore[dict-item]
@@ -251,3 +256,24 @@ def test_two_peers_negotiating_the_same_selectors_in_one_batch_leave_one_install
     run(body())
     (line,) = [r.getMessage() for r in caplog.records if "not installed" in r.getMessage()]
     assert "site1.example" in line and "site0.example" in line and "10.2.1.0/24" in line
+
+
+def test_two_connections_that_name_their_peers_may_share_selectors() -> None:
+    """A primary and a backup gateway of one site: two connections, each naming its peer, with the
+    same remote_ts (the administrator gave the site's subnet to both).  Both are up; the older's
+    policies carry the traffic, the backup's once the primary is gone.  A peer of the %any
+    connection claiming the same subnet is still refused: nobody named it."""
+    async def body() -> None:
+        gw = await gateway("10.2.0.0/16", False, Client("primary.example", "10.2.1.0/24", named=True),
+                           Client("backup.example", "10.2.1.0/24", named=True),
+                           Client("anyone.example", "10.2.1.0/24"))
+        assert gw.child_of(0) is not None and gw.child_of(1) is not None
+        assert not refusals(gw, 0) and not refusals(gw, 1)
+        assert gw.child_of(2) is None and [e.reason for e in refusals(gw, 2)] == ["TS_UNACCEPTABLE"]
+        assert reaches(gw, "10.2.1.7") == 0
+        assert sent_as(gw, 1, "10.2.1.7") is Drop.NONE   # the backup sends as the site: named for it
+        gw.site_sa(0).delete(_now())
+        await gw.settle()
+        assert gw.child_of(0) is None
+        assert reaches(gw, "10.2.1.7") == 1
+    run(body())

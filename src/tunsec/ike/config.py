@@ -189,6 +189,13 @@ class IkeConfig:
         if self.local.method == "eap-mschapv2" and self.eap_password(self.local.eap_id or str(self.local.id)) is None:
             raise ValueError(f"connection {self.name}: no EAP secret for {self.local.eap_id or self.local.id}")
 
+    @property
+    def names_its_peer(self) -> bool:
+        """It admits one peer identity only: ``remote.id`` is set and EAP asks for no other
+        (``eap_id`` is not %any).  Such peers the administrator named one by one; a connection
+        of %any (road warriors, a CA's certificates, EAP users) admits whoever proves an identity."""
+        return not self.remote.id.is_any and self.remote.eap_id != "%any"
+
     def eap_password(self, user: str) -> Secret | None:
         """The EAP secret of ``user`` (a gateway's users, or a client's own)."""
         return next((s.secret for s in self.eap_secrets if user in s.ids), None)

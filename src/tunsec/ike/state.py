@@ -90,7 +90,7 @@ class SelectorClaims(Protocol):
     """The remote selectors every Child SA of the gateway holds, and whose they are
     (``tunsec.policy.claims.TsClaims``): a peer may not claim another peer's."""
 
-    def overlaps(self, peer: object, selectors: Sequence[Ts]) -> list[tuple[Claim, Ts]]: ...
+    def overlaps(self, peer: object, selectors: Sequence[Ts], named: bool = False) -> list[tuple[Claim, Ts]]: ...
 
 
 def random_spi_allocator(rng: Rng = os.urandom) -> SpiAllocator:

@@ -12,9 +12,14 @@ peer holds, or for a road warrior narrows it to the rest.
 
 A peer is its authenticated identity: the same identity may overlap itself (rekeys,
 reauthentication make-before-break, a client back with or without INITIAL_CONTACT, a second
-IKE SA under ``unique = no``); every other identity may not, whatever the connection (the SPD is
-one for all of them).  The IKE service adds each Child SA's remote selectors when it books it
-(ChildSaUp) and removes them when it forgets it.
+IKE SA under ``unique = no``); every other identity may not (the SPD is one for all of them),
+unless both peers' connections name their peer (IkeConfig.names_its_peer): then the
+administrator gave the same selectors to two named peers, a primary and a backup gateway of one
+site, and both may be up (the older's policies carry the traffic; when it goes, the other's).
+A peer of a connection of %any (road warriors, EAP users, a CA's certificates) is none the
+administrator named: it never overlaps another identity's selectors, named or not.  The IKE
+service adds each Child SA's remote selectors when it books it (ChildSaUp) and removes them
+when it forgets it.
 
 Lookups bisect a list sorted by start address, widened by the widest selector held: a gateway of
 road warriors holds host selectors, and a claim is found without a pass over every client.
@@ -29,7 +34,7 @@ from dataclasses import dataclass
 from tunsec.policy.selector import Ts
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)   # one per remote selector of every Child SA
 class Claim:
     """One remote selector of one Child SA (its handle in the IKE service)."""
 
@@ -37,6 +42,7 @@ class Claim:
     conn: str
     peer: object   # the authenticated identity (Identity), compared with ==
     ts: Ts
+    named: bool = False   # its connection names its peer (IkeConfig.names_its_peer)
 
 
 class TsClaims:
@@ -51,8 +57,9 @@ class TsClaims:
     def __len__(self) -> int:
         return len(self._by_handle)
 
-    def add(self, handle: int, conn: str, peer: object, selectors: Sequence[Ts]) -> None:
-        entries = [(int(t.start), int(t.end), handle, Claim(handle, conn, peer, t)) for t in selectors if not t.dynamic]
+    def add(self, handle: int, conn: str, peer: object, selectors: Sequence[Ts], named: bool = False) -> None:
+        entries = [(int(t.start), int(t.end), handle, Claim(handle, conn, peer, t, named))
+                   for t in selectors if not t.dynamic]
         self.remove(handle)
         self._by_handle[handle] = entries
         for e in entries:
@@ -69,11 +76,15 @@ class TsClaims:
         for e in self._by_handle.pop(handle, ()):
             entries = self._sorted[e[3].ts.version]
             i = bisect.bisect_left(entries, (e[0], e[2]), key=lambda x: (x[0], x[2]))
-            if i < len(entries) and entries[i] is e:
-                del entries[i]
+            while i < len(entries) and entries[i][0] == e[0] and entries[i][2] == e[2]:
+                if entries[i] is e:   # among its Child SA's selectors starting there (ports, protocols)
+                    del entries[i]
+                    break
+                i += 1
 
-    def overlaps(self, peer: object, selectors: Sequence[Ts]) -> list[tuple[Claim, Ts]]:
-        """The claims of other peers that ``selectors`` overlap, each with the overlap."""
+    def overlaps(self, peer: object, selectors: Sequence[Ts], named: bool = False) -> list[tuple[Claim, Ts]]:
+        """The claims of other peers that ``selectors`` overlap, each with the overlap; ``named``:
+        the asking peer's connection names it, and so may share selectors with other named peers."""
         found: list[tuple[Claim, Ts]] = []
         for want in selectors:
             fam = want.version
@@ -81,7 +92,7 @@ class TsClaims:
             lo = bisect.bisect_left(entries, int(want.start) - self._widest[fam], key=lambda x: x[0])
             hi = bisect.bisect_right(entries, int(want.end), key=lambda x: x[0])
             for _, end, _, claim in entries[lo:hi]:
-                if end < int(want.start) or claim.peer == peer:
+                if end < int(want.start) or claim.peer == peer or (named and claim.named):
                     continue
                 common = want.intersect(claim.ts)
                 if common is not None:

@@ -231,7 +231,7 @@ def _not_others(st: IkeSaState, cfg: ChildConfig, proposed: Sequence[Ts], tsi: t
     wins), and its inbound SA admit their addresses as source.  A road warrior (a connection with
     pools) is narrowed to the rest, as its lease is what it came for; a site (no pools) is refused
     rather than given a part of its subnets it did not expect.  Refused too when nothing is left."""
-    found = st.ts_claims.overlaps(st.peer_id, tsi) if st.ts_claims is not None else []
+    found = st.ts_claims.overlaps(st.peer_id, tsi, st.config.names_its_peer) if st.ts_claims is not None else []
     if not found:
         return tsi
     why = describe(found)

@@ -117,7 +117,8 @@ def _child_registered(self: IkeService, sa: IkeSa, ev: ChildSaUp) -> ChildState 
         log.error("%s: negotiated ESP %s, which the fast path does not do", sa.name, ev.alg)
         return None
     peer = sa.peer_id if sa.peer_id is not None else ev.remote_addr[0]
-    if not ev.initiator and (found := self.ts_claims.overlaps(peer, ev.remote_ts)):
+    named = sa.config.names_its_peer
+    if not ev.initiator and (found := self.ts_claims.overlaps(peer, ev.remote_ts, named)):
         # the engine refuses or narrows another peer's selectors (exchanges/child.py _not_others),
         # but a datagram handled in the same batch as that peer's negotiation, before its Child SA
         # was booked here, passed: it is deleted, never installed
@@ -164,7 +165,7 @@ def _child_registered(self: IkeService, sa: IkeSa, ev: ChildSaUp) -> ChildState 
     lineage.members.add(handle)
     self.children[handle] = state
     # whose these selectors are: a later Child SA of another peer may not take them (policy/claims.py)
-    self.ts_claims.add(handle, sa.name, peer, ev.remote_ts)
+    self.ts_claims.add(handle, sa.name, peer, ev.remote_ts, named)
     self._by_uid[(ike, ev.unique_id)] = handle
     self._by_ike.setdefault(ike, set()).add(handle)
     return state
