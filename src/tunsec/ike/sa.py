@@ -107,6 +107,7 @@ from .state import (
     random_jitter,
     random_spi_allocator,
 )
+from .stats import EndpointStats
 
 __all__ = ["REKEYED_LINGER", "IkeSa", "State"]
 
@@ -137,6 +138,7 @@ class IkeSa:
         "_created",
         "_delayed",
         "_delete_reason",
+        "_drops",
         "_established_at",
         "_expire_at",
         "_expired",
@@ -178,6 +180,7 @@ class IkeSa:
         jitter: Jitter | None = None,
         address_pool: AddressPool | None = None,
         fragment_stats: FragmentStats | None = None,
+        drop_stats: EndpointStats | None = None,
         load: Callable[[], int] | None = None,
         refuse_duplicate: DuplicateCheck | None = None,
         has_contact: Callable[[IkeSaState], bool] | None = None,
@@ -187,7 +190,8 @@ class IkeSa:
         endpoint passes all that match its address); IKE_SA_INIT and IKE_AUTH pick one.
         ``jitter(bound)``: how much earlier than rekey_time a rekey fires, in [0, bound]
         (random by default; tests pass a fixed one). ``fragment_stats``: counters to add
-        this SA's IKE fragments to (the endpoint shares one among its SAs). ``load()``: how
+        this SA's IKE fragments to (the endpoint shares one among its SAs); ``drop_stats``: the
+        endpoint's drop counters, where this SA counts the retransmissions it refuses. ``load()``: how
         many established IKE SAs the endpoint holds (a gateway's ``redirect_when`` in IKE_AUTH).
         ``refuse_duplicate``: a responder asks it in IKE_AUTH once the peer is authenticated
         (the endpoint's ``unique = keep``). ``has_contact``: an initiator asks it before its
@@ -245,6 +249,7 @@ class IkeSa:
         self._last_response: tuple[int, tuple[bytes, ...]] | None = None
         self._waiting: _Waiting | None = None  # the peer's request we answer once the backend has
         self._frag_stats = fragment_stats if fragment_stats is not None else FragmentStats()
+        self._drops = drop_stats if drop_stats is not None else EndpointStats()
         # fragments of the peer's request [False] and of the response to ours [True], only
         # while some are held (most IKE SAs never see one: no memory for them)
         self._reassembly: dict[bool, Reassembly] = {}
