@@ -91,7 +91,7 @@ from .message import (
 from .proposals import describe_all
 from .redirect import RESOLVE_TIMEOUT, usable_gateway
 from .sa_requester import _Pending
-from .sa_responder import _Waiting
+from .sa_responder import _Answered, _Waiting
 from .sa_successor import REKEYED_LINGER
 from .sk import IntegrityError, decrypt_message
 from .state import (
@@ -246,7 +246,7 @@ class IkeSa:
         # requests the peer refused for now (Task.retry), each to be queued at its time: a tuple,
         # empty (and shared) nearly always
         self._delayed: tuple[tuple[float, Task], ...] = ()
-        self._last_response: tuple[int, tuple[bytes, ...]] | None = None
+        self._last_response: _Answered | None = None
         self._waiting: _Waiting | None = None  # the peer's request we answer once the backend has
         self._frag_stats = fragment_stats if fragment_stats is not None else FragmentStats()
         self._drops = drop_stats if drop_stats is not None else EndpointStats()
@@ -522,7 +522,7 @@ class IkeSa:
             return False
         self._waiting = None
         response = waiting.awaits.resume(self._st, reply)
-        self._answer(waiting.message_id, waiting.exchange, response, waiting.addr)
+        self._answer(waiting.message_id, waiting.exchange, response, waiting.addr, waiting.request)
         self._schedule()
         self._start_next()
         return True
@@ -643,6 +643,8 @@ class IkeSa:
     _dispatch = sa_responder.dispatch
     _respond = sa_responder.respond
     _respond_to = sa_responder.respond_to
+    _on_retransmit = sa_responder.on_retransmit
+    _resend = sa_responder.resend
     _decrypt_request = sa_responder.decrypt_request
 
     # ------------------------------------------------------------------ fragments (RFC 7383, sa_fragments.py)

@@ -24,3 +24,7 @@ class EndpointStats:
     half_open_closed: int = 0  # half-open SAs that timed out or failed before authentication
     redirects_sent: int = 0  # stateless REDIRECT responses (RFC 5685)
     late_init_retransmits: int = 0  # an IKE_SA_INIT request again after its IKE SA was authenticated
+    # a request with the message ID last answered that is no byte-identical copy of the request
+    # answered (RFC 7296 §2.1), or a first fragment of it that fails verification: not answered
+    retransmit_not_identical: int = 0
+    retransmit_limit: int = 0  # a genuine retransmission past MAX_RESENDS of one response: not answered
