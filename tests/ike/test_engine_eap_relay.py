@@ -23,7 +23,7 @@ from tunsec.ike.message import decode_header
 from tunsec.ike.proposals import parse_proposals
 from tunsec.ike.sa import IkeSa
 from tunsec.ike.secret import Secret
-from tunsec.ike.testing import Network, make_ca, make_cert
+from tunsec.ike.testing import Network, Sent, make_ca, make_cert
 
 A, B = "192.0.2.1", "192.0.2.2"
 E = TypeVar("E")
@@ -193,6 +193,22 @@ def test_retransmissions_are_not_answered_while_the_backend_is_asked_and_abandon
     assert [type(e) for e in ev_b if isinstance(e, EapRelayAbandoned | IkeSaUp)] == [EapRelayAbandoned]
     assert not b.sas and b.half_open == 0
     assert not b.relay_reply(sa, RelayReply(RelayOutcome.CHALLENGE, b"\x01\x05\x00\x05\x1a", reason="late"), net.now)
+
+
+def test_a_request_answered_after_the_backend_is_answered_again_when_retransmitted() -> None:
+    """The request held for the backend is kept as what its retransmissions must copy (_Waiting):
+    once answered, a copy of it gets the same response, from the client's new port too."""
+    net, _, b = setup(client(), gateway())
+    held: list[EapRelayRequest] = []
+    relay(net, b, held.append, until=1.0)   # never answers: the request is held
+    (sa,) = b.sas
+    assert b.relay_reply(sa, MschapBackend()(held[0]), net.now)
+    response = [s.data for s in net.collect() if s.src[0] == B]   # lost: not delivered
+    assert len(response) == 1
+    request = [s for s in net.log if s.src[0] == A and decode_header(s.data).exchange == ExchangeType.IKE_AUTH][-1]
+    net.deliver(Sent(net.now, (A, 61001), request.dst, request.data))
+    assert [(s.dst, s.data) for s in net.collect()] == [((A, 61001), response[0])]
+    assert b.stats.retransmit_not_identical == 0
 
 
 def test_a_late_answer_after_a_reply_is_refused() -> None:

@@ -25,6 +25,7 @@ from tunsec.ike.identity import Identity
 from tunsec.ike.message import Header, Message, SkfPayload, VendorIdPayload, decode_message
 from tunsec.ike.proposals import parse_proposals
 from tunsec.ike.sa import IkeSa
+from tunsec.ike.sa_responder import MAX_RESENDS
 from tunsec.ike.secret import Secret
 from tunsec.ike.sk import MAX_FRAGMENTS, SKF_HEADER_LEN, encrypt_fragments
 from tunsec.ike.testing import Issued, Network, Sent, make_ca, make_cert
@@ -263,6 +264,17 @@ def test_a_forged_first_fragment_of_an_answered_request_gets_no_response() -> No
     forged = bytearray(frags[0])
     forged[-1] ^= 1
     assert _deliver(b, [bytes(forged)]) == 0
+    assert b.stats.retransmit_not_identical == 1
+
+
+def test_the_response_to_a_fragmented_request_is_sent_again_at_most_max_resends_times() -> None:
+    """Each verified first fragment of the answered request gets the response again, up to the cap
+    (a replayed fragment verifies as well as the peer's own retransmission does)."""
+    b, sender = _established()
+    frags = _request_fragments(sender, 3000, 700)
+    assert _deliver(b, frags) == 1
+    assert sum(_deliver(b, [frags[0]]) for _ in range(MAX_RESENDS + 2)) == MAX_RESENDS
+    assert (b.stats.retransmit_limit, b.stats.retransmit_not_identical) == (2, 0)
 
 
 def test_more_fragments_than_the_limit_are_refused() -> None:

@@ -88,6 +88,7 @@ from .message import (
 from .redirect import encode_redirect
 from .sa import IkeSa, State
 from .state import AddressPool, IkeSaState, Jitter, Rng, SelectorClaims, SpiAllocator, now_utc, random_spi_allocator
+from .stats import EndpointStats
 
 ZERO_SPI = bytes(8)
 # plain ints, tested for every datagram (an IntEnum's member lookup and ``&`` cost more)
@@ -146,22 +147,6 @@ class DosLimits:
     cookie_threshold_ip: int = 3
     block_threshold: int = 5
     ipv6_source_prefix: int = DEFAULT_IPV6_SOURCE_PREFIX
-
-
-@dataclass
-class EndpointStats:
-    """Datagrams the endpoint dropped or answered without creating state."""
-
-    malformed: int = 0  # undecodable, or an IKE_SA_INIT request that is not well-formed
-    unknown_spi: int = 0  # not an IKE_SA_INIT request, and no SA of ours has its SPI
-    cookies_sent: int = 0  # stateless COOKIE responses
-    cookie_refused: int = 0  # a COOKIE was needed and the one sent (if any) was not valid
-    half_open_limit: int = 0  # requests dropped because half_open_limit SAs are half-open
-    block_threshold: int = 0  # requests dropped: their source address holds block_threshold half-open SAs
-    no_connection: int = 0  # no connection accepts IKE from the source address
-    half_open_closed: int = 0  # half-open SAs that timed out or failed before authentication
-    redirects_sent: int = 0  # stateless REDIRECT responses (RFC 5685)
-    late_init_retransmits: int = 0  # an IKE_SA_INIT request again after its IKE SA was authenticated
 
 
 @dataclass
@@ -421,6 +406,7 @@ class IkeEndpoint:
                 address_pool=self._address_pool,
                 ts_claims=self._ts_claims,
                 fragment_stats=self.fragment_stats,
+                drop_stats=self.stats,
                 load=self._load_cb,
                 refuse_duplicate=self._refuse_cb if not initiator and self._unique_keep else None,
                 has_contact=self._has_contact if initiator else None,

@@ -91,7 +91,7 @@ from .message import (
 from .proposals import describe_all
 from .redirect import RESOLVE_TIMEOUT, usable_gateway
 from .sa_requester import _Pending
-from .sa_responder import _Waiting
+from .sa_responder import _Answered, _Waiting
 from .sa_successor import REKEYED_LINGER
 from .sk import IntegrityError, decrypt_message
 from .state import (
@@ -108,6 +108,7 @@ from .state import (
     random_jitter,
     random_spi_allocator,
 )
+from .stats import EndpointStats
 
 __all__ = ["REKEYED_LINGER", "IkeSa", "State"]
 
@@ -138,6 +139,7 @@ class IkeSa:
         "_created",
         "_delayed",
         "_delete_reason",
+        "_drops",
         "_established_at",
         "_expire_at",
         "_expired",
@@ -180,6 +182,7 @@ class IkeSa:
         address_pool: AddressPool | None = None,
         ts_claims: SelectorClaims | None = None,
         fragment_stats: FragmentStats | None = None,
+        drop_stats: EndpointStats | None = None,
         load: Callable[[], int] | None = None,
         refuse_duplicate: DuplicateCheck | None = None,
         has_contact: Callable[[IkeSaState], bool] | None = None,
@@ -190,7 +193,8 @@ class IkeSa:
         endpoint passes all that match its address); IKE_SA_INIT and IKE_AUTH pick one.
         ``jitter(bound)``: how much earlier than rekey_time a rekey fires, in [0, bound]
         (random by default; tests pass a fixed one). ``fragment_stats``: counters to add
-        this SA's IKE fragments to (the endpoint shares one among its SAs). ``load()``: how
+        this SA's IKE fragments to (the endpoint shares one among its SAs); ``drop_stats``: the
+        endpoint's drop counters, where this SA counts the retransmissions it refuses. ``load()``: how
         many established IKE SAs the endpoint holds (a gateway's ``redirect_when`` in IKE_AUTH).
         ``refuse_duplicate``: a responder asks it in IKE_AUTH once the peer is authenticated
         (the endpoint's ``unique = keep``). ``has_contact``: an initiator asks it before its
@@ -246,9 +250,10 @@ class IkeSa:
         # requests the peer refused for now (Task.retry), each to be queued at its time: a tuple,
         # empty (and shared) nearly always
         self._delayed: tuple[tuple[float, Task], ...] = ()
-        self._last_response: tuple[int, tuple[bytes, ...]] | None = None
+        self._last_response: _Answered | None = None
         self._waiting: _Waiting | None = None  # the peer's request we answer once the backend has
         self._frag_stats = fragment_stats if fragment_stats is not None else FragmentStats()
+        self._drops = drop_stats if drop_stats is not None else EndpointStats()
         # fragments of the peer's request [False] and of the response to ours [True], only
         # while some are held (most IKE SAs never see one: no memory for them)
         self._reassembly: dict[bool, Reassembly] = {}
@@ -521,7 +526,7 @@ class IkeSa:
             return False
         self._waiting = None
         response = waiting.awaits.resume(self._st, reply)
-        self._answer(waiting.message_id, waiting.exchange, response, waiting.addr)
+        self._answer(waiting.message_id, waiting.exchange, response, waiting.addr, waiting.request)
         self._schedule()
         self._start_next()
         return True
@@ -642,6 +647,8 @@ class IkeSa:
     _dispatch = sa_responder.dispatch
     _respond = sa_responder.respond
     _respond_to = sa_responder.respond_to
+    _on_retransmit = sa_responder.on_retransmit
+    _resend = sa_responder.resend
     _decrypt_request = sa_responder.decrypt_request
 
     # ------------------------------------------------------------------ fragments (RFC 7383, sa_fragments.py)

@@ -73,11 +73,16 @@ def on_fragment(self: IkeSa, msg: Message, datagram: bytes, addr: Address, local
         buffer = self._reassembly.setdefault(True, Reassembly())
     else:
         last = self._last_response
-        if last is not None and msg.message_id == last[0]:
+        if last is not None and msg.message_id == last.message_id:
             # a retransmitted request: only its first fragment, once verified, gets the response again
-            # (§2.6.1), so neither each fragment nor a forged one multiplies our answer
-            if msg.message_id + 1 == self._peer_id and skf.number == 1 and self._verified(msg, datagram):
-                self._outbox.extend((d, addr) for d in last[1])
+            # (§2.6.1), so neither each fragment nor a forged one multiplies our answer. Verified, not
+            # compared with the fragment we got: the peer may send it again in smaller fragments
+            # (§2.5.2), or in fragments where it first sent the message whole (the cap still holds)
+            if msg.message_id + 1 == self._peer_id and skf.number == 1:
+                if self._verified(msg, datagram):
+                    self._resend(last, addr)
+                else:
+                    self._drops.retransmit_not_identical += 1
             return
         if msg.message_id != self._peer_id:
             return
@@ -98,9 +103,9 @@ def on_fragment(self: IkeSa, msg: Message, datagram: bytes, addr: Address, local
     try:
         payloads = _decode_inner(first, plain)
     except _Refuse as refusal:
-        self._respond(msg, Response([refusal.payload]), addr)
+        self._respond(msg, Response([refusal.payload]), addr, None)
         return
-    self._serve(msg, payloads, addr, local)
+    self._serve(msg, payloads, addr, local, None)
 
 
 def store_fragment(

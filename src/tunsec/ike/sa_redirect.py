@@ -59,6 +59,7 @@ def follow_auth_redirect(self: IkeSa, redirect: Redirect) -> None:
         wall_clock=st.wall_clock,
         jitter=st.jitter,
         fragment_stats=self._frag_stats,
+        drop_stats=self._drops,
     )
     new._redirect_history = history
     new._st.redirected_from = old

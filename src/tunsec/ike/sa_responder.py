@@ -1,7 +1,10 @@
 """The peer's requests to an IKE SA: the responder side of the exchange (RFC 7296 §2.1-§2.2).
 
 A request is served only with the message ID we expect next (window of one); a
-retransmitted request is answered with the stored response, never processed twice; the
+retransmitted request is answered with the stored response, never processed twice, and only
+a genuine one (``on_retransmit``: a byte-identical copy of the request answered, at most
+MAX_RESENDS times), or any datagram with the right SPIs and message ID from a spoofed
+source would make us send a copy of the response there (a reflector); the
 row of ``exchanges/responders.py`` that serves the request builds the response, which is
 encoded (maybe fragmented), kept for retransmissions and sent. An authenticated request
 that does not parse is answered with an error notify (``_Refuse``); one whose answer
@@ -12,6 +15,8 @@ These functions are methods of :class:`~tunsec.ike.sa.IkeSa` (assigned in its cl
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -27,6 +32,33 @@ from .state import State
 if TYPE_CHECKING:
     from .sa import IkeSa
 
+log = logging.getLogger(__name__)
+
+# How often one stored response is sent again. RFC 7296 §2.1 leaves the count to the requester:
+# strongSwan (charon.retransmit_tries) and tunsec retransmit 5 times by default, libreswan about 7
+# times; 8 answers each of them with room to spare. More copies of one request are no peer's
+# retransmissions but a replay (an on-path attacker's, or a peer's own from a spoofed source) that
+# uses us as a reflector: each copy would cost a response, several KiB after IKE_AUTH.
+MAX_RESENDS = 8
+
+
+@dataclass(slots=True)
+class _Answered:
+    """The response to the peer's last request, kept for its retransmissions (RFC 7296 §2.1)."""
+
+    message_id: int
+    datagrams: tuple[bytes, ...]
+    # request_digest() of the request's datagram; None if it came in fragments: a retransmission
+    # of those is known by its verified first fragment (sa_fragments.on_fragment)
+    request: bytes | None
+    resends: int = 0
+
+
+def request_digest(datagram: bytes) -> bytes:
+    """What identifies a request answered: RFC 7296 §2.1 has a retransmission bitwise identical
+    from the IKE header on, so 16 bytes of hash tell a copy from anything else (as _init_digest)."""
+    return hashlib.blake2b(datagram, digest_size=16).digest()
+
 
 @dataclass
 class _Waiting:
@@ -36,6 +68,7 @@ class _Waiting:
     exchange: int
     addr: Address
     awaits: Awaiting
+    request: bytes | None  # see _Answered
 
 
 class _Refuse(Exception):
@@ -56,9 +89,10 @@ def _decode_inner(first: int, plain: bytes) -> tuple[Payload, ...]:
 
 
 def on_request(self: IkeSa, msg: Message, datagram: bytes, addr: Address, local: Address | None) -> None:
-    if self._last_response is not None and msg.message_id == self._last_response[0]:
+    last = self._last_response
+    if last is not None and msg.message_id == last.message_id:
         if msg.message_id + 1 == self._peer_id:
-            self._outbox.extend((d, addr) for d in self._last_response[1])  # retransmitted request
+            self._on_retransmit(last, datagram, addr)
         return
     if msg.message_id != self._peer_id:
         return
@@ -70,15 +104,43 @@ def on_request(self: IkeSa, msg: Message, datagram: bytes, addr: Address, local:
     try:
         payloads = self._decrypt_request(msg, datagram)
     except _Refuse as refusal:
-        self._respond(msg, Response([refusal.payload]), addr)
+        self._respond(msg, Response([refusal.payload]), addr, request_digest(datagram))
         return
     if payloads is None:
         return
-    self._serve(msg, payloads, addr, local)
+    self._serve(msg, payloads, addr, local, request_digest(datagram))
 
 
-def serve(self: IkeSa, msg: Message, payloads: tuple[Payload, ...], addr: Address, local: Address | None) -> None:
-    """Answer an authenticated request (whole or reassembled)."""
+def on_retransmit(self: IkeSa, last: _Answered, datagram: bytes, addr: Address) -> None:
+    """A whole request with the message ID last answered: the response again if it is a copy of
+    the request answered. Its ICV is not checked again: a copy verifies as the original did (and an
+    IKE_SA_INIT has none), and anything else is refused before any cryptography."""
+    if last.request is None or request_digest(datagram) != last.request:
+        self._drops.retransmit_not_identical += 1
+        log.debug("%s: request %d is no copy of the one answered: not answered", self.name, last.message_id)
+        return
+    # from any address: RFC 7296 §2.1 has only the bytes from the IKE header on identical (a NAT may
+    # have given the peer a new port since), and only a copy of a request the peer sent gets here
+    # (replayed by whoever saw it, from wherever: MAX_RESENDS bounds what that reflects)
+    self._resend(last, addr)
+
+
+def resend(self: IkeSa, last: _Answered, addr: Address) -> None:
+    """The stored response to a genuine retransmission, unless it was sent MAX_RESENDS times again."""
+    if last.resends >= MAX_RESENDS:
+        self._drops.retransmit_limit += 1
+        log.debug("%s: request %d retransmitted more than %d times: not answered", self.name,
+                  last.message_id, MAX_RESENDS)
+        return
+    last.resends += 1
+    self._outbox.extend((d, addr) for d in last.datagrams)
+
+
+def serve(
+    self: IkeSa, msg: Message, payloads: tuple[Payload, ...], addr: Address, local: Address | None,
+    request: bytes | None,
+) -> None:
+    """Answer an authenticated request (whole or reassembled; ``request``: see _Answered)."""
     if self._waiting is not None:
         return  # a retransmission of the request whose answer waits for the backend
     self._last_heard = self._now
@@ -94,19 +156,21 @@ def serve(self: IkeSa, msg: Message, payloads: tuple[Payload, ...], addr: Addres
         # or the peer would retransmit it and its window would stall
         response = Response([notify(NotifyType.INVALID_SYNTAX)])
     if response.awaits is not None:
-        self._waiting = _Waiting(msg.message_id, msg.exchange, addr, response.awaits)
+        self._waiting = _Waiting(msg.message_id, msg.exchange, addr, response.awaits, request)
         return
-    self._answer(msg.message_id, msg.exchange, response, addr)
+    self._answer(msg.message_id, msg.exchange, response, addr, request)
 
 
-def answer(self: IkeSa, message_id: int, exchange: int, response: Response, addr: Address) -> None:
+def answer(
+    self: IkeSa, message_id: int, exchange: int, response: Response, addr: Address, request: bytes | None
+) -> None:
     """Send the response to an authenticated request and act on what it started."""
     if self._state == State.CONNECTING and self._st.peer_id is not None and not response.close:
         self._state = State.ESTABLISHED  # IKE_AUTH authenticated the peer
         self._st.forget_setup()          # the response is built: AUTH and the Child SA's keys are done
     if response.close and response.reason is DownReason.DELETED_BY_PEER and self._adopt_peer_rekey():
         response = Response(response.payloads)   # the peer's new IKE SA carries on: see _adopt_peer_rekey
-    self._respond_to(message_id, exchange, response, addr)
+    self._respond_to(message_id, exchange, response, addr, request)
     if self._st.redirected_to is not None and self._redirect_deadline is None and self._state == State.ESTABLISHED:
         # RFC 5685 §6: the client deletes the SA; if it does not, we do (as strongSwan, after half_open_timeout)
         self._redirect_deadline = self._now + self._st.config.half_open_timeout
@@ -132,7 +196,7 @@ def respond_init(self: IkeSa, msg: Message, datagram: bytes, addr: Address) -> N
     self._st.init_request = datagram
     self._state = State.CONNECTING
     response = responder.respond(self._st, msg.payloads, None)
-    data = self._respond(msg, response, addr)
+    data = self._respond(msg, response, addr, request_digest(datagram))
     self._st.init_response = data[0]
 
 
@@ -143,13 +207,18 @@ def dispatch(self: IkeSa, exchange: int, payloads: tuple[Payload, ...]) -> Respo
     return responder.respond(self._st, payloads, self._pending.task if self._pending else None)
 
 
-def respond(self: IkeSa, msg: Message, response: Response, addr: Address) -> tuple[bytes, ...]:
-    return self._respond_to(msg.message_id, msg.exchange, response, addr)
+def respond(
+    self: IkeSa, msg: Message, response: Response, addr: Address, request: bytes | None
+) -> tuple[bytes, ...]:
+    return self._respond_to(msg.message_id, msg.exchange, response, addr, request)
 
 
-def respond_to(self: IkeSa, message_id: int, exchange: int, response: Response, addr: Address) -> tuple[bytes, ...]:
+def respond_to(
+    self: IkeSa, message_id: int, exchange: int, response: Response, addr: Address, request: bytes | None
+) -> tuple[bytes, ...]:
+    """Send and keep the response to request ``message_id`` (``request``: see _Answered)."""
     data = self._encode(exchange, message_id, response.payloads, response=True)
-    self._last_response = (message_id, data)
+    self._last_response = _Answered(message_id, data, request)
     self._peer_id = message_id + 1
     self._reassembly.pop(False, None)
     self._outbox.extend((d, addr) for d in data)

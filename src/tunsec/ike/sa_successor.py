@@ -48,6 +48,7 @@ def rekeyed_sa(self: IkeSa, rekey: IkeRekey) -> IkeSa:
         address_pool=old.address_pool,
         ts_claims=old.ts_claims,
         fragment_stats=self._frag_stats,
+        drop_stats=self._drops,
     )
     st = new._st
     st.spi_i, st.spi_r, st.local_port = rekey.spi_i, rekey.spi_r, old.local_port

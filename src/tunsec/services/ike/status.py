@@ -9,9 +9,10 @@ from typing import Any
 
 from tunsec.eventcounts import EventCounts
 from tunsec.ike.dh_pool import KePoolStats, KeyPairPool, group_name
-from tunsec.ike.endpoint import EndpointStats, IkeEndpoint
+from tunsec.ike.endpoint import IkeEndpoint
 from tunsec.ike.fragments import FragmentStats
 from tunsec.ike.sa import IkeSa
+from tunsec.ike.stats import EndpointStats
 from tunsec.policy.pools import AddressPools
 from tunsec.services.ike.barrier import Barrier
 from tunsec.services.ike.record import IkeUpRecord

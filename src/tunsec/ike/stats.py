@@ -1,0 +1,30 @@
+"""The IKE engine's drop counters (``tunsec status``: ike_drops; metrics: tunsec_ike_requests_dropped_total).
+
+A module of its own because both the endpoint and its IKE SAs count into the one instance the
+endpoint holds (sa.py cannot import endpoint.py, which imports it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class EndpointStats:
+    """Datagrams the endpoint dropped or answered without creating state, and those its IKE SAs
+    dropped unanswered (one instance per endpoint, shared by its IKE SAs)."""
+
+    malformed: int = 0  # undecodable, or an IKE_SA_INIT request that is not well-formed
+    unknown_spi: int = 0  # not an IKE_SA_INIT request, and no SA of ours has its SPI
+    cookies_sent: int = 0  # stateless COOKIE responses
+    cookie_refused: int = 0  # a COOKIE was needed and the one sent (if any) was not valid
+    half_open_limit: int = 0  # requests dropped because half_open_limit SAs are half-open
+    block_threshold: int = 0  # requests dropped: their source address holds block_threshold half-open SAs
+    no_connection: int = 0  # no connection accepts IKE from the source address
+    half_open_closed: int = 0  # half-open SAs that timed out or failed before authentication
+    redirects_sent: int = 0  # stateless REDIRECT responses (RFC 5685)
+    late_init_retransmits: int = 0  # an IKE_SA_INIT request again after its IKE SA was authenticated
+    # a request with the message ID last answered that is no byte-identical copy of the request
+    # answered (RFC 7296 §2.1), or a first fragment of it that fails verification: not answered
+    retransmit_not_identical: int = 0
+    retransmit_limit: int = 0  # a genuine retransmission past MAX_RESENDS of one response: not answered
