@@ -248,6 +248,17 @@ class IkeEndpoint:
         """The IKE SA whose SPI (ours) is ``spi``."""
         return self._sas.get(spi)
 
+    def sa_for(self, datagram: bytes) -> IkeSa | None:
+        """The IKE SA ``receive`` would hand ``datagram`` to, from its header alone (nothing is
+        decoded or kept); None for an IKE_SA_INIT request, a bad header or an SPI none of ours has."""
+        try:
+            _, exchange, flags, _ = header_fields(datagram)
+        except DecodeError:
+            return None
+        if exchange == _IKE_SA_INIT and flags & _INITIATOR and not flags & _RESPONSE:
+            return None
+        return self._sas.get(_our_spi(datagram, flags))
+
     def peer_sas(self, name: str, peer_id: object) -> list[IkeSa]:
         """The IKE SAs of connection ``name`` whose peer authenticated as ``peer_id`` (rekeyed ones
         until they close), from the index INITIAL_CONTACT uses (_by_peer): no pass over every SA."""
@@ -304,12 +315,10 @@ class IkeEndpoint:
         except DecodeError:
             self.stats.malformed += 1
             return
-        from_initiator = flags & _INITIATOR
-        if exchange == _IKE_SA_INIT and from_initiator and not flags & _RESPONSE:
+        if exchange == _IKE_SA_INIT and flags & _INITIATOR and not flags & _RESPONSE:
             self._on_init_request(message_id, datagram, addr, now, local_addr)
         else:
-            our_spi = datagram[8:16] if from_initiator else datagram[0:8]
-            sa = self._sas.get(our_spi)
+            sa = self._sas.get(_our_spi(datagram, flags))
             if sa is None:
                 self.stats.unknown_spi += 1
                 return
@@ -689,6 +698,11 @@ class IkeEndpoint:
                 self._by_peer[key] = spis.pop()
         elif spis == spi:
             del self._by_peer[key]
+
+
+def _our_spi(datagram: bytes, flags: int) -> bytes:
+    """Our SPI in a header (RFC 7296 §3.1): the responder's in what the original initiator sends."""
+    return datagram[8:16] if flags & _INITIATOR else datagram[0:8]
 
 
 def _init_request(message_id: int, datagram: bytes) -> Message | None:

@@ -122,7 +122,7 @@ class IkeService(Service):
         self.barrier = Barrier(lambda now: self.endpoint.datagrams_to_send(now), self.sockets.send, self._spawn,
                                resume=lambda: self.spi_pool.run_held())
         self.spi_pool = SpiPool(worker, self._spawn, self.barrier, self._deliver, self._pump,
-                                half_open=lambda: self.endpoint.half_open)
+                                owner=self._owner, half_open=lambda: self.endpoint.half_open)
         self.endpoint = IkeEndpoint([c.ike for c in connections], spi_allocator=self.spi_pool.take, limits=limits,
                                     address_pool=self.pools, unique_keep=self._unique_keep)
         self.ids = ids if ids is not None else IdSpace()
@@ -520,6 +520,11 @@ class IkeService(Service):
         """One IKE datagram into the engine (the caller pumps), unless it must wait for an SPI
         (SpiPool.receive)."""
         self.spi_pool.receive(data, remote, local)   # noted (_note_peer) as it goes into the engine (_deliver)
+
+    def _owner(self, data: bytes) -> bytes | None:
+        """Our SPI of the IKE SA ``data`` is for, if we have that IKE SA (SpiPool.receive)."""
+        sa = self.endpoint.sa_for(data)
+        return None if sa is None else sa.local_spi
 
     def _deliver(self, data: bytes, remote: tuple[str, int], local: tuple[str, int] | None) -> None:
         self._note_peer(data)   # as it goes into the engine (one that was held too): _follow_peers checks after it
