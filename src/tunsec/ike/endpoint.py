@@ -68,7 +68,9 @@ from typing import NamedTuple
 
 from tunsec.loglimit import LogLimiter, internal_error, suffix
 from tunsec.policy.pad import AddressMatch, Refused, address_match, check_unique_keep, identity_allowed
+from tunsec.policy.selector import IPAddress
 
+from .by_address import EstablishedByAddress
 from .config import IkeConfig
 from .constants import IKE_PORT, ExchangeType, HeaderFlag, NotifyType
 from .dos_source import DEFAULT_IPV6_SOURCE_PREFIX, source_key
@@ -220,6 +222,7 @@ class IkeEndpoint:
         # source IP (IPv6: prefix, dos_source.source_key) -> its half-open SAs (> 0: a source leaves at
         # zero, so this holds at most half_open_limit entries however many sources are spoofed)
         self._half_open_by_ip: dict[str, int] = {}
+        self._by_address = EstablishedByAddress()   # for INVALID_SPI (invalid_spi)
         self._events: deque[tuple[IkeSa, Event]] = deque()
         self._outbox: list[Datagram] = []
         self._dirty: dict[IkeSa, None] = {}  # SAs that changed since the last _collect (ordered)
@@ -258,6 +261,16 @@ class IkeEndpoint:
         if exchange == _IKE_SA_INIT and flags & _INITIATOR and not flags & _RESPONSE:
             return None
         return self._sas.get(_our_spi(datagram, flags))
+
+    def invalid_spi(self, spi: int, ip: IPAddress, port: int, now: float, interval: float) -> IkeSa | None:
+        """ESP from ``ip``:``port`` for an SPI the dataplane does not know (anyone's: a hint, never
+        proof): an INVALID_SPI notify queued in the IKE SA established with that peer, at most one
+        per ``interval`` in an IKE SA, nothing for anyone else.  The IKE SA that sends it, or None."""
+        sa = self._by_address.find(ip, port)
+        if sa is None or not self._by_address.may_notify(sa, now, interval) or not sa.send_invalid_spi(spi):
+            return None
+        self._by_address.notified_at(sa, now)
+        return sa
 
     def peer_sas(self, name: str, peer_id: object) -> list[IkeSa]:
         """The IKE SAs of connection ``name`` whose peer authenticated as ``peer_id`` (rekeyed ones
@@ -610,8 +623,10 @@ class IkeEndpoint:
                     self._unindex_peer(key, spi)
                 if (init := self._init_of.pop(spi, None)) is not None and self._by_init.get(init) is sa:
                     del self._by_init[init]
+                self._by_address.forget(spi)
             sa.watch(None)
             return
+        self._by_address.follow(sa)
         when = sa.get_timer()
         if floor is not None and when is not None:
             when = max(when, floor)

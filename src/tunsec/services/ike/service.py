@@ -153,7 +153,6 @@ class IkeService(Service):
         self.receive_errors = 0
         self._busy_log = LogLimiter(burst=5, period=60.0)       # Child SAs refused for now (_failure_log)
         self.events = EventCounts()                             # rekeys, dead peers (Prometheus counters)
-        self._invalid_spi_sent: dict[bytes, float] = {}         # IKE SA (our SPI) -> last INVALID_SPI
         self._timers: dict[asyncio.TimerHandle, Callable[[], object]] = {}   # lingering inbound SAs, standby ends
         # auth = eap-radius: the RADIUS client, and the round trip each IKE SA waits for
         self.radius = RadiusRelay(radius) if radius is not None else None
