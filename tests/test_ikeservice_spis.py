@@ -11,7 +11,9 @@ IkeService over the in-process worker (see test_ikeservice_peers).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
+import random
 import socket
 import struct
 import time
@@ -22,10 +24,10 @@ from test_ikeservice_peers import SHARED_SPI, Gateway, InProcessWorker, connecte
 from tunsec.dataplane import pipe
 from tunsec.dataplane.client import WorkerClient
 from tunsec.dataplane.fastpath import Drop
-from tunsec.dataplane.pipe import Direction, Errno
+from tunsec.dataplane.pipe import Direction, Endpoint, Errno
 from tunsec.ike.events import ChildSaUp, NegotiationFailed
 from tunsec.ike.sa import IkeSa
-from tunsec.services.ike import HELD_MAX, SPI_POOL, spis
+from tunsec.services.ike import HELD_PER_SA, SPI_POOL, spis
 from tunsec.services.ike.barrier import Barrier
 
 
@@ -76,21 +78,84 @@ def test_create_child_sa_waits_for_an_spi_when_the_pool_is_empty() -> None:
     run(body())
 
 
-def test_held_datagrams_are_bounded() -> None:
+def _hold_getspis(gw: Gateway) -> asyncio.Event:
+    """GETSPIs the worker applies but does not answer until the event is set; the pool emptied: the
+    next datagram of an IKE SA starts a refill and waits for it (a worker restart, a burst)."""
+    answer = asyncio.Event()
+    gw.worker.hold = lambda msg: answer.wait() if isinstance(msg, pipe.GetSpi) else None
+    gw.service.spi_pool.spis.clear()
+    return answer
+
+
+def _junk(rng: random.Random) -> bytes:
+    """An IKE header that checks out, random SPIs (both set), either direction: a spoofed flood's."""
+    return struct.pack("!8s8sBBBBII", rng.randbytes(8), rng.randbytes(8), 46, 0x20, rng.choice((35, 36, 37)),
+                       rng.choice((0x08, 0x00, 0x20, 0x28)), rng.randrange(1 << 32), 28)
+
+
+def _of_sa(gw: Gateway, i: int, size: int = 28) -> bytes:
+    """A datagram with the SPIs of the gateway's IKE SA with site i, as site i sends (nothing it can
+    decrypt: the engine drops it once it gets it)."""
+    sa = next(sa for sa in gw.service.endpoint.sas if sa.remote_addr[0] == site_ip(i))
+    return struct.pack("!8s8sBBBBII", sa.spi_i, sa.spi_r, 46, 0x20, 37, 0x08, 100, size) + bytes(size - 28)
+
+
+def test_junk_for_no_ike_sa_is_never_held_while_the_pool_waits_for_the_worker() -> None:
+    """While the pool is empty and the worker has not answered GETSPI, 2000 datagrams with random SPIs
+    (spoofed sources) go into the engine at once and are counted there as unknown_spi: none is held,
+    none takes the room of a client's IKE_AUTH, which waits and is answered when the SPIs come."""
     async def body() -> None:
         gw = Gateway(1)
         await gw.start()
-        gw.service.spi_pool.spis.clear()
-        # datagrams of IKE SAs (responder SPI set) that no refill has answered yet: a flood
-        junk = struct.pack("!8s8sBBBBII", b"\x01" * 8, b"\x02" * 8, 35, 0x20, 37, 0x08, 1, 28)
-        for _ in range(HELD_MAX + 10):
-            gw.service.receive(junk, (site_ip(0), 500))
-        assert gw.service.spi_pool.held_dropped == 10
-        await gw.settle()             # the refill lets the held ones in; the engine drops them (no such SA)
-        assert len(gw.service.spi_pool.spis) == SPI_POOL
         gw.connect(0)
+        (init,) = gw.sites[0].datagrams_to_send(time.monotonic())
+        gw.service.receive(init.data, (site_ip(0), 500))
+        gw.service._pump()
+        for _ in range(5):
+            await asyncio.sleep(0)                # the SPI asked for ahead is in (then cleared)
+        ((src, dst, answer),) = gw.wire
+        gw.wire.clear()
+        gw.sites[0].receive(answer, src, time.monotonic(), dst)
+        (auth,) = gw.sites[0].datagrams_to_send(time.monotonic())
+        getspi = _hold_getspis(gw)
+        pool, stats = gw.service.spi_pool, gw.service.endpoint.stats
+        rng = random.Random(7)
+        for n in range(2000):
+            gw.service.receive(_junk(rng), (f"203.0.113.{n % 250 + 1}", 500 + n))
+        gw.service._pump()
+        assert (stats.unknown_spi, pool.held_total, pool.held_waiting, pool.held_dropped) == (2000, 0, 0, 0)
+        gw.service.receive_natt(pipe.Ike(data=auth.data, remote=Endpoint(ipaddress.ip_address(site_ip(0)), 4500)))
+        assert pool.starved and (pool.held_total, pool.held_waiting, pool.spi_waits) == (1, 1, 1)
+        getspi.set()
         await gw.settle()
+        assert (pool.held_waiting, pool.held_dropped, stats.unknown_spi) == (0, 0, 2000)
         assert failures(gw, 0) == [] and len(gw.children_of(0)) == 1
+    run(body())
+
+
+def test_held_datagrams_are_bounded_per_ike_sa_and_in_all(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One IKE SA's datagrams wait at most HELD_PER_SA (and HELD_BYTES_PER_SA) at a time, so one peer
+    cannot fill the room the others' need; all together at most HELD_MAX.  The rest are dropped
+    (counted; the peers retransmit) and the IKE SAs carry on."""
+    monkeypatch.setattr(spis, "HELD_MAX", HELD_PER_SA + 4)
+    async def body() -> None:
+        gw = await connected(3)
+        getspi = _hold_getspis(gw)
+        pool = gw.service.spi_pool
+        for _ in range(HELD_PER_SA + 5):
+            gw.service.receive(_of_sa(gw, 0), (site_ip(0), 4500))
+        assert (pool.held_waiting, pool.held_dropped) == (HELD_PER_SA, 5)
+        gw.service.receive(_of_sa(gw, 1, spis.HELD_BYTES_PER_SA - 10), (site_ip(1), 4500))
+        gw.service.receive(_of_sa(gw, 1), (site_ip(1), 4500))   # its bytes are full
+        assert (pool.held_waiting, pool.held_dropped) == (HELD_PER_SA + 1, 6)
+        for _ in range(5):
+            gw.service.receive(_of_sa(gw, 2), (site_ip(2), 4500))
+        assert (pool.held_waiting, pool.held_dropped) == (HELD_PER_SA + 4, 8)   # HELD_MAX in all
+        getspi.set()
+        await gw.settle()
+        assert (pool.held_waiting, pool._held_by_sa, pool.held_total) == (0, {}, HELD_PER_SA + 4)
+        assert_all_up(gw, 3)
+        assert len(gw.service.spi_pool.spis) == SPI_POOL
     run(body())
 
 
@@ -288,7 +353,8 @@ def _pool_on_a_silent_worker() -> tuple[spis.SpiPool, WorkerClient, socket.socke
     client._sock = ours
     asyncio.get_running_loop().add_reader(ours.fileno(), client._readable)
     barrier = Barrier(lambda now: [], lambda d: None, asyncio.ensure_future, lambda: None)
-    return spis.SpiPool(lambda: client, asyncio.ensure_future, barrier, lambda *a: None, lambda: None), client, theirs
+    return spis.SpiPool(lambda: client, asyncio.ensure_future, barrier, lambda *a: None, lambda: None,
+                      owner=lambda data: None), client, theirs
 
 
 def test_getspis_no_answer_comes_to_are_given_up_after_the_timeout(monkeypatch: pytest.MonkeyPatch,

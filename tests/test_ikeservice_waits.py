@@ -60,7 +60,7 @@ def _pool(worker: InProcessWorker, half_open: int) -> SpiPool:
 
     barrier = Barrier(lambda now: [], lambda d: None, spawn, lambda: None)
     return SpiPool(lambda: worker, spawn, barrier, lambda *a: None, lambda: None,   # type: ignore[arg-type,return-value]
-                   half_open=lambda: half_open)
+                   owner=lambda data: None, half_open=lambda: half_open)
 
 
 def test_a_refill_asks_for_an_spi_per_half_open_ike_sa_in_one_round() -> None:

@@ -19,7 +19,7 @@ from test_metrics_endpoint import SCRAPE, http, samples, serving
 from tunsec import metrics
 from tunsec.dataplane import pipe
 from tunsec.ike.config import IkeConfig
-from tunsec.services.ike import HELD_MAX, IkeService
+from tunsec.services.ike import HELD_PER_SA, IkeService
 
 
 def test_child_and_ike_rekeys_are_counted_on_both_sides() -> None:
@@ -86,7 +86,7 @@ def test_ike_fragments_are_counted_in_status_and_scraped(monkeypatch: pytest.Mon
 
 
 def test_datagrams_held_for_an_spi_and_install_waits_are_scraped() -> None:
-    """Incoming IKE that waits for an inbound SPI (the pool empty), what is dropped past HELD_MAX,
+    """Incoming IKE that waits for an inbound SPI (the pool empty), what is dropped past HELD_PER_SA,
     and outgoing IKE held behind Child SA installs (a rekey) are in `tunsec status` and scraped."""
     async def body() -> None:
         pair = await established()
@@ -94,23 +94,24 @@ def test_datagrams_held_for_an_spi_and_install_waits_are_scraped() -> None:
         waits = svc.barrier.install_waits
         assert waits >= 1, "B's IKE_AUTH response waited for its Child SA's install"
         svc.spi_pool.spis.clear()   # as if the refill had not come back yet
-        # datagrams of an IKE SA (responder SPI set) that may need an SPI: a flood
-        junk = struct.pack("!8s8sBBBBII", b"\x01" * 8, b"\x02" * 8, 35, 0x20, 37, 0x08, 1, 28)
-        for _ in range(HELD_MAX + 3):
+        # datagrams with the SPIs of B's IKE SA (only those may need an SPI): a flood, more than it may hold
+        (sa,) = svc.endpoint.sas
+        junk = struct.pack("!8s8sBBBBII", sa.spi_i, sa.spi_r, 35, 0x20, 37, 0x00 if sa.is_initiator else 0x08, 1, 28)
+        for _ in range(HELD_PER_SA + 3):
             svc.receive(junk, ("192.0.2.9", 500))
         # before anything awaits: the refill has not come back
         held = svc.status(pipe.Reply(1, pipe.MsgType.DUMP, pipe.Errno.OK))["ike_held"]
         assert {k: held[k] for k in ("waiting", "held", "held_dropped", "install_waits")} == \
-            {"waiting": HELD_MAX, "held": HELD_MAX, "held_dropped": 3, "install_waits": waits + 1}
+            {"waiting": HELD_PER_SA, "held": HELD_PER_SA, "held_dropped": 3, "install_waits": waits + 1}
         assert held["install_holds"] >= 1 and held["install_hold_max"] >= 0   # B's IKE_AUTH answer's
         got = await scrape(svc)
-        assert got["tunsec_ike_datagrams_held_total"] == HELD_MAX
+        assert got["tunsec_ike_datagrams_held_total"] == HELD_PER_SA
         assert got["tunsec_ike_datagrams_held_dropped_total"] == 3
         # the junk is INFORMATIONAL by its header: held, but not an IKE_AUTH that waited
         assert held["spi_waits"] == got["tunsec_ike_auth_spi_waits_total"] == 0
-        await pair.settle()   # the refill lets them in (the engine drops them: no such SA)
+        await pair.settle()   # the refill lets them in (the engine drops them: nothing it can decrypt)
         got = await scrape(svc)
-        assert got["tunsec_ike_datagrams_waiting"] == 0 and got["tunsec_ike_datagrams_held_total"] == HELD_MAX
+        assert got["tunsec_ike_datagrams_waiting"] == 0 and got["tunsec_ike_datagrams_held_total"] == HELD_PER_SA
         pair.rekey("a")       # B answers the rekey only once its new inbound SA is installed
         await pair.settle()
         assert (await scrape(svc))["tunsec_ike_install_waits_total"] > waits + 1

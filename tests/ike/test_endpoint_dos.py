@@ -309,3 +309,25 @@ def test_authenticated_sa_leaves_the_half_open_count() -> None:
     assert b.half_open == 0 and b.sa_count == 1
     # its IKE_SA_INIT request is still known (a late retransmission), as that SA's only
     assert list(b._by_init.values()) == b.sas and list(b._init_of) == [b.sas[0].local_spi]
+
+
+def test_sa_for_names_the_ike_sa_receive_hands_a_datagram_to() -> None:
+    """What the IKE service asks before holding a datagram (SpiPool.receive): the SA by our SPI as
+    receive routes it (the responder's SPI from the initiator, ours as initiator in a response);
+    nothing for IKE_SA_INIT requests, bad headers and SPIs we do not have."""
+    net = Network()
+    a = net.add(A, IkeEndpoint([cfg(True)]))
+    b = net.add(B, IkeEndpoint([cfg(False, peer=A)]))
+    a.initiate("conn", "net", net.now)
+    (request,) = a.datagrams_to_send(net.now)
+    assert b.sa_for(request.data) is None
+    b.receive(request.data, (A, 500), net.now, (B, 500))
+    (response,) = b.datagrams_to_send(net.now)
+    assert a.sa_for(response.data) is a.sas[0] and b.sa_for(response.data) is None
+    a.receive(response.data, (B, 500), net.now, (A, 500))
+    (auth,) = a.datagrams_to_send(net.now)
+    assert b.sa_for(auth.data) is b.sas[0] and a.sa_for(auth.data) is None
+    for name, data in hostile(request.data).items():
+        assert b.sa_for(data) is None, name
+    assert b.sa_for(auth.data[:-1]) is None                               # the header's length is wrong
+    assert b.sa_for(auth.data[:8] + bytes(8) + auth.data[16:]) is None    # another responder SPI

@@ -125,7 +125,7 @@ def test_service_sends_nothing_without_an_ike_sa_with_that_peer(
         assert not svc.invalid_spi(0xC0000001, Endpoint(ipaddress.ip_address(addr), 4500))
     net.run()
     assert net.log[mark:] == []
-    assert svc._invalid_spi_sent == {}   # no state kept for strangers
+    assert svc.endpoint._by_address.notified == 0   # no state kept for strangers
 
 
 def test_service_rate_limits_per_ike_sa(service: tuple[IkeService, Network, Clock]) -> None:

@@ -68,7 +68,9 @@ from typing import NamedTuple
 
 from tunsec.loglimit import LogLimiter, internal_error, suffix
 from tunsec.policy.pad import AddressMatch, Refused, address_match, check_unique_keep, identity_allowed
+from tunsec.policy.selector import IPAddress
 
+from .by_address import EstablishedByAddress
 from .config import IkeConfig
 from .constants import IKE_PORT, ExchangeType, HeaderFlag, NotifyType
 from .dos_source import DEFAULT_IPV6_SOURCE_PREFIX, source_key
@@ -209,6 +211,7 @@ class IkeEndpoint:
         # source IP (IPv6: prefix, dos_source.source_key) -> its half-open SAs (> 0: a source leaves at
         # zero, so this holds at most half_open_limit entries however many sources are spoofed)
         self._half_open_by_ip: dict[str, int] = {}
+        self._by_address = EstablishedByAddress()   # for INVALID_SPI (invalid_spi)
         self._events: deque[tuple[IkeSa, Event]] = deque()
         self._outbox: list[Datagram] = []
         self._dirty: dict[IkeSa, None] = {}  # SAs that changed since the last _collect (ordered)
@@ -236,6 +239,27 @@ class IkeEndpoint:
     def sa_by_spi(self, spi: bytes) -> IkeSa | None:
         """The IKE SA whose SPI (ours) is ``spi``."""
         return self._sas.get(spi)
+
+    def sa_for(self, datagram: bytes) -> IkeSa | None:
+        """The IKE SA ``receive`` would hand ``datagram`` to, from its header alone (nothing is
+        decoded or kept); None for an IKE_SA_INIT request, a bad header or an SPI none of ours has."""
+        try:
+            _, exchange, flags, _ = header_fields(datagram)
+        except DecodeError:
+            return None
+        if exchange == _IKE_SA_INIT and flags & _INITIATOR and not flags & _RESPONSE:
+            return None
+        return self._sas.get(_our_spi(datagram, flags))
+
+    def invalid_spi(self, spi: int, ip: IPAddress, port: int, now: float, interval: float) -> IkeSa | None:
+        """ESP from ``ip``:``port`` for an SPI the dataplane does not know (anyone's: a hint, never
+        proof): an INVALID_SPI notify queued in the IKE SA established with that peer, at most one
+        per ``interval`` in an IKE SA, nothing for anyone else.  The IKE SA that sends it, or None."""
+        sa = self._by_address.find(ip, port)
+        if sa is None or not self._by_address.may_notify(sa, now, interval) or not sa.send_invalid_spi(spi):
+            return None
+        self._by_address.notified_at(sa, now)
+        return sa
 
     def peer_sas(self, name: str, peer_id: object) -> list[IkeSa]:
         """The IKE SAs of connection ``name`` whose peer authenticated as ``peer_id`` (rekeyed ones
@@ -293,12 +317,10 @@ class IkeEndpoint:
         except DecodeError:
             self.stats.malformed += 1
             return
-        from_initiator = flags & _INITIATOR
-        if exchange == _IKE_SA_INIT and from_initiator and not flags & _RESPONSE:
+        if exchange == _IKE_SA_INIT and flags & _INITIATOR and not flags & _RESPONSE:
             self._on_init_request(message_id, datagram, addr, now, local_addr)
         else:
-            our_spi = datagram[8:16] if from_initiator else datagram[0:8]
-            sa = self._sas.get(our_spi)
+            sa = self._sas.get(_our_spi(datagram, flags))
             if sa is None:
                 self.stats.unknown_spi += 1
                 return
@@ -592,8 +614,10 @@ class IkeEndpoint:
                     self._unindex_peer(key, spi)
                 if (init := self._init_of.pop(spi, None)) is not None and self._by_init.get(init) is sa:
                     del self._by_init[init]
+                self._by_address.forget(spi)
             sa.watch(None)
             return
+        self._by_address.follow(sa)
         when = sa.get_timer()
         if floor is not None and when is not None:
             when = max(when, floor)
@@ -680,6 +704,11 @@ class IkeEndpoint:
                 self._by_peer[key] = spis.pop()
         elif spis == spi:
             del self._by_peer[key]
+
+
+def _our_spi(datagram: bytes, flags: int) -> bytes:
+    """Our SPI in a header (RFC 7296 §3.1): the responder's in what the original initiator sends."""
+    return datagram[8:16] if flags & _INITIATOR else datagram[0:8]
 
 
 def _init_request(message_id: int, datagram: bytes) -> Message | None:

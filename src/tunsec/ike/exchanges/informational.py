@@ -2,7 +2,7 @@
 
 A received INVALID_SPI notify starts a liveness check and nothing else (a hint,
 not proof: RFC 7296 §1.5); we send one for ESP from a peer we share an
-established IKE SA with (the IKE service rate-limits them: IkeService.invalid_spi).
+established IKE SA with (IkeEndpoint.invalid_spi finds that IKE SA and rate-limits them).
 
 A Delete payload for ESP lists the SPIs the *sender* receives on, i.e. our
 outbound SPIs when the peer sends it; the response lists the matching SPIs of

@@ -14,11 +14,11 @@ from tunsec.services.ike.invalid_spi import INVALID_SPI_INTERVAL
 from tunsec.services.ike.resolver import RESOLVE_WAIT
 from tunsec.services.ike.service import SHUTDOWN_WAIT, IkeService
 from tunsec.services.ike.sockets import IkeSocketKey
-from tunsec.services.ike.spis import HELD_BYTES_MAX, HELD_MAX, SPI_POOL
+from tunsec.services.ike.spis import HELD_BYTES_MAX, HELD_MAX, HELD_PER_SA, SPI_POOL
 from tunsec.services.ike.state import ChildState, IPAddress, IPNetwork, Lineage, ts_networks
 
 __all__ = [
-    "ALGS", "HELD_BYTES_MAX", "HELD_MAX", "INBOUND_LINGER", "INVALID_SPI_INTERVAL", "RESOLVE_WAIT", "SHUTDOWN_WAIT",
-    "SPI_POOL", "STANDBY_TIMEOUT", "ChildState", "IPAddress", "IPNetwork", "IkeService", "IkeSocketKey", "Lineage",
-    "ts_networks",
+    "ALGS", "HELD_BYTES_MAX", "HELD_MAX", "HELD_PER_SA", "INBOUND_LINGER", "INVALID_SPI_INTERVAL", "RESOLVE_WAIT",
+    "SHUTDOWN_WAIT", "SPI_POOL", "STANDBY_TIMEOUT", "ChildState", "IPAddress", "IPNetwork", "IkeService",
+    "IkeSocketKey", "Lineage", "ts_networks",
 ]

@@ -127,7 +127,7 @@ class IkeService(Service):
         self.barrier = Barrier(lambda now: self.endpoint.datagrams_to_send(now), self.sockets.send, self._spawn,
                                resume=lambda: self.spi_pool.run_held())
         self.spi_pool = SpiPool(worker, self._spawn, self.barrier, self._deliver, self._pump,
-                                half_open=lambda: self.endpoint.half_open)
+                                owner=self._owner, half_open=lambda: self.endpoint.half_open)
         # the remote selectors each peer's Child SAs hold: no peer may take another's (installs.py books them)
         self.ts_claims = TsClaims()
         self.endpoint = IkeEndpoint([c.ike for c in connections], spi_allocator=self.spi_pool.take, limits=limits,
@@ -161,7 +161,6 @@ class IkeService(Service):
         self.on_activity: Callable[[], None] = _nothing   # each IKE datagram in (the daemon's CalmTrim.note)
         self._busy_log = LogLimiter(burst=5, period=60.0)       # Child SAs refused for now (_failure_log)
         self.events = EventCounts()                             # rekeys, dead peers (Prometheus counters)
-        self._invalid_spi_sent: dict[bytes, float] = {}         # IKE SA (our SPI) -> last INVALID_SPI
         self._timers: dict[asyncio.TimerHandle, Callable[[], object]] = {}   # lingering inbound SAs, standby ends
         # auth = eap-radius: the RADIUS client, and the round trip each IKE SA waits for
         self.radius = RadiusRelay(radius) if radius is not None else None
@@ -529,6 +528,11 @@ class IkeService(Service):
         """One IKE datagram into the engine (the caller pumps), unless it must wait for an SPI
         (SpiPool.receive)."""
         self.spi_pool.receive(data, remote, local)   # noted (_note_peer) as it goes into the engine (_deliver)
+
+    def _owner(self, data: bytes) -> bytes | None:
+        """Our SPI of the IKE SA ``data`` is for, if we have that IKE SA (SpiPool.receive)."""
+        sa = self.endpoint.sa_for(data)
+        return None if sa is None else sa.local_spi
 
     def _deliver(self, data: bytes, remote: tuple[str, int], local: tuple[str, int] | None) -> None:
         self.on_activity()

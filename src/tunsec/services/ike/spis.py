@@ -33,6 +33,11 @@ SPI_POOL_BURST = 256
 # of clients' IKE_AUTHs is read from the socket in one go, so room for many, but bounded in bytes too
 HELD_MAX = 1024
 HELD_BYTES_MAX = 4 << 20
+# ... and per IKE SA: a peer sends one request at a time (RFC 7296 §2.3), in a few fragments (RFC 7383),
+# so one IKE SA's datagrams (a half-open one's peer is not authenticated) cannot take the others' room;
+# HELD_MAX / HELD_PER_SA = HELD_BYTES_MAX / HELD_BYTES_PER_SA = 64 IKE SAs to fill it
+HELD_PER_SA = 16
+HELD_BYTES_PER_SA = 64 << 10
 
 
 def _request_timeout() -> float:
@@ -42,12 +47,6 @@ def _request_timeout() -> float:
 def _is_ike_auth_request(data: bytes) -> bool:
     """An IKE_AUTH request (RFC 7296 §3.1: exchange type 35, the Response flag clear)."""
     return len(data) >= 20 and data[18] == 35 and not data[19] & 0x20
-
-
-def _may_need_spi(data: bytes) -> bool:
-    """Whether a datagram belongs to an existing IKE SA (its responder SPI is set), so handling
-    it may take an inbound Child SA SPI; IKE_SA_INIT requests (and junk too short) do not."""
-    return len(data) >= 16 and any(data[8:16])
 
 
 @dataclasses.dataclass(eq=False)
@@ -67,8 +66,11 @@ class SpiPool:
     def __init__(self, worker: Callable[[], WorkerClient],
                  spawn: Callable[[Coroutine[Any, Any, None]], asyncio.Task[Any]], barrier: Barrier,
                  deliver: Callable[[bytes, tuple[str, int], tuple[str, int] | None], None],
-                 pump: Callable[[], None], half_open: Callable[[], int] = lambda: 0) -> None:
+                 pump: Callable[[], None], *, owner: Callable[[bytes], bytes | None],
+                 half_open: Callable[[], int] = lambda: 0) -> None:
         self.worker = worker       # GETSPI goes there
+        # our SPI of the IKE SA a datagram is for (IkeEndpoint.sa_for), None if no IKE SA has it
+        self._owner = owner
         self._half_open = half_open   # the engine's half-open IKE SAs: SPIs soon taken (see target)
         self._spawn = spawn        # the refill: a task of the service's (shutdown waits for it)
         self.barrier = barrier     # up while the pool is empty and a refill in flight (_spi_barrier)
@@ -82,9 +84,10 @@ class SpiPool:
         self._held: collections.deque[Callable[[], None]] = collections.deque()   # what waits for an SPI
         self._held_datagrams = 0   # how many of those are incoming datagrams (at most HELD_MAX)
         self._held_bytes = 0       # and their size (at most HELD_BYTES_MAX)
+        self._held_by_sa: dict[bytes, list[int]] = {}   # IKE SA (our SPI) -> [datagrams, bytes] held
         self.held_total = 0        # incoming IKE datagrams that waited for an SPI (status: ike_held)
         self.spi_waits = 0         # of those, IKE_AUTH requests (status: ike_held.spi_waits; see follow_half_open)
-        self.held_dropped = 0      # incoming IKE datagrams dropped because HELD_MAX were already held
+        self.held_dropped = 0      # incoming IKE datagrams dropped: the most that may wait already did
         self._held_log = LogLimiter()     # lines a flood can cause while inbound SPIs are short
         self._getspi_log = LogLimiter()
         self._return_log = LogLimiter()
@@ -254,26 +257,40 @@ class SpiPool:
 
         The engine takes inbound SPIs synchronously from the pool.  A datagram of an existing IKE
         SA (IKE_AUTH, CREATE_CHILD_SA, an IKE_SA_INIT response) may need one; while the pool is
-        empty it is held (at most HELD_MAX) until the refill brings one, behind the same barrier
-        that holds outgoing datagrams during installs.  Held ones keep their order; IKE_SA_INIT
-        requests need no SPI and never wait."""
-        if not (_may_need_spi(data) and self._must_wait_for_spi()):
+        empty it is held (at most HELD_MAX, HELD_PER_SA of one IKE SA) until the refill brings
+        one, behind the same barrier that holds outgoing datagrams during installs.  Held ones
+        keep their order.  What no IKE SA of ours owns (IKE_SA_INIT requests, bad headers,
+        unknown SPIs: anyone's junk) needs no SPI and goes into the engine at once, which
+        answers or counts it: nothing is kept for it."""
+        ike = self._owner(data)
+        if ike is None or not self._must_wait_for_spi():
             self._deliver(data, remote, local)
-        elif self._held_datagrams >= HELD_MAX or self._held_bytes + len(data) > HELD_BYTES_MAX:
+        elif (held := self._held_by_sa.get(ike, [0, 0]))[0] >= HELD_PER_SA \
+                or held[1] + len(data) > HELD_BYTES_PER_SA \
+                or self._held_datagrams >= HELD_MAX or self._held_bytes + len(data) > HELD_BYTES_MAX:
             self.held_dropped += 1
-            if (held := self._held_log.admit()) is not None:
-                log.warning("IKE datagram from %s dropped: %d (%d bytes) already wait for inbound SPIs from the "
-                            "worker%s", remote[0], self._held_datagrams, self._held_bytes, suffix(held))
+            if (logged := self._held_log.admit()) is not None:
+                log.warning("IKE datagram from %s dropped: %d (%d bytes; %d of its IKE SA) already wait for inbound "
+                            "SPIs from the worker%s", remote[0], self._held_datagrams, self._held_bytes, held[0],
+                            suffix(logged))
         else:
+            self._held_by_sa[ike] = [held[0] + 1, held[1] + len(data)]
             self._held_datagrams += 1
             self.held_total += 1
             self.spi_waits += _is_ike_auth_request(data)
             self._held_bytes += len(data)
-            self._hold(functools.partial(self._receive_held_datagram, data, remote, local))
+            self._hold(functools.partial(self._receive_held_datagram, ike, data, remote, local))
 
-    def _receive_held_datagram(self, data: bytes, remote: tuple[str, int], local: tuple[str, int] | None) -> None:
+    def _receive_held_datagram(self, ike: bytes, data: bytes, remote: tuple[str, int],
+                               local: tuple[str, int] | None) -> None:
         self._held_datagrams -= 1
         self._held_bytes -= len(data)
+        held = self._held_by_sa[ike]
+        if held[0] == 1:
+            del self._held_by_sa[ike]
+        else:
+            held[0] -= 1
+            held[1] -= len(data)
         self._deliver(data, remote, local)
 
     def with_spi(self, action: Callable[[], None]) -> None:
