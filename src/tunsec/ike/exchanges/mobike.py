@@ -253,6 +253,7 @@ class ReturnRoutabilityTask(Task):
             return Outcome.DONE
         log.info("%s: MOBIKE: return routability of %s[%d] confirmed; the Child SAs follow", st.name, *st.remote_addr)
         st.esp_hold = None
+        st.proven_addr = st.remote_addr[0]
         return Outcome.DONE
 
     def followups(self) -> list[Task]:
