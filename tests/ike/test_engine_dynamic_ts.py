@@ -22,6 +22,7 @@ from tunsec.ike.message import decode_header
 from tunsec.ike.sa import IkeSa
 from tunsec.ike.testing import Network, Sent
 from tunsec.ike.ts import Ts
+from tunsec.policy.pools import AddressPools, PoolConfig
 
 X = "198.51.100.77"   # a third party's address (or another client's)
 A2 = "192.0.2.11"     # the client's new address after a real move
@@ -159,3 +160,15 @@ def test_a_client_with_a_lease_gets_only_the_lease() -> None:
     net.run(until=net.now + 5)
     (up,) = only(net.take(GW), ChildSaUp)
     assert up.remote_ts == hosts("10.3.0.1")
+
+
+def test_which_pool_holds_an_address() -> None:
+    pool = AddressPools([PoolConfig.parse_addrs("net", "10.3.0.0/24"),
+                         PoolConfig.parse_addrs("rng", "10.4.0.10-10.4.0.20"),
+                         PoolConfig.parse_addrs("v6", "fd00:3::/120")])
+    names = ("net", "rng", "v6")
+    # a subnet pool's network and broadcast address are never leased, but route into it all the same
+    assert [pool.holding(names, a) for a in ("10.3.0.0", "10.3.0.255", "10.4.0.10", "10.4.0.20", "fd00:3::ff")] == [
+        "net", "net", "rng", "rng", "v6"]
+    assert [pool.holding(names, a) for a in ("10.3.1.0", "10.4.0.9", "10.4.0.21", "fd00:3::100")] == [None] * 4
+    assert pool.holding(("rng",), "10.3.0.7") is None   # only the connection's own pools count
