@@ -79,6 +79,8 @@ class AddressPool(Protocol):
     IKE_AUTH and gives them back when the IKE SA is gone for good.
     """
 
+    def holding(self, names: Sequence[str], address: str) -> str | None: ...
+
     def acquire(self, names: Sequence[str], peer: Identity, family: int) -> Lease | None: ...
 
     def release(self, lease: Lease, peer: Identity) -> None: ...
@@ -211,6 +213,10 @@ class IkeSaState:
     # a MOBIKE return routability check is under way: the Child SAs stay at this address until
     # the peer answers at its new one (``esp_remote``)
     esp_hold: Address | None = None
+    # the peer's IP address it has shown it receives at: the IKE_SA_INIT exchange's (the peer
+    # needed our part of it to go on), later a MOBIKE address that passed the return routability
+    # check; unlike remote_addr, never one an authenticated request merely came from (child.remote_dynamic)
+    proven_addr: str | None = None
     nat_peer: bool = False  # the peer is behind a NAT, as the last NAT detection showed
     nat_here: bool = False  # we are behind a NAT, as the last NAT detection showed
     # a responder's uniqueness check once the peer is authenticated (IkeEndpoint: unique = keep):

@@ -172,6 +172,15 @@ class AddressPools:
     def __contains__(self, name: str) -> bool:
         return name in self._pools
 
+    def holding(self, names: Sequence[str], address: str) -> str | None:
+        """The first of the pools ``names`` whose networks hold ``address`` (leased or not), or None."""
+        addr = ipaddress.ip_address(address)
+        for name in names:
+            pool = self._pools.get(name)
+            if pool is not None and any(addr in net for net in pool.config.networks()):
+                return name
+        return None
+
     def acquire(self, names: Sequence[str], peer: Identity, family: int) -> Lease | None:
         """An address of IP version ``family`` for ``peer`` from the first of ``names`` that has one."""
         for name in names:

@@ -52,10 +52,30 @@ def local_dynamic(st: IkeSaState) -> tuple[str | IPAddress, ...]:
 
 
 def remote_dynamic(st: IkeSaState) -> tuple[str | IPAddress, ...]:
-    """What the peer's ``dynamic`` selectors stand for: the addresses we leased it, else its IKE address."""
+    """What the peer's ``dynamic`` selectors stand for: only addresses the peer has proven are its.
+
+    The virtual IPs we leased it; else ``st.proven_addr``, the address its IKE SA was set up
+    from (the IKE_SA_INIT exchange, whose answer the peer needed to go on; kept across IKE SA
+    rekeys), or the MOBIKE address that later passed the return routability check.  Never
+    ``remote_addr``: an authenticated request moves that (RFC 7296 §2.23, or MOBIKE's
+    UPDATE_SA_ADDRESSES before its check), and the peer holds the keys to send one from any
+    spoofed source X, which would give it a Child SA for X/32: X's traffic, and X as source.
+    On a connection with pools, an address inside a pool is a client's lease, so a peer without
+    a lease has none there: its ``dynamic`` stands for nothing (and the Child SA is refused).
+    """
     if st.peer_vips:
         return tuple(lease.address for lease in st.peer_vips)
-    return (st.remote_addr[0],)
+    addr = st.proven_addr
+    if addr is None:
+        return ()
+    if st.config.pools:
+        pool = st.address_pool.holding(st.config.pools, addr) if st.address_pool is not None else "(unknown)"
+        if pool is not None:
+            log.warning("%s: peer %s has no virtual IP and its address %s lies in pool %s: its dynamic "
+                        "traffic selectors stand for nothing (Child SA refused: TS_UNACCEPTABLE)",
+                        st.name, st.peer_id, addr, pool)
+            return ()
+    return (addr,)
 
 
 def initiator_ts(

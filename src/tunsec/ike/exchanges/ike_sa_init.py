@@ -208,6 +208,7 @@ class IkeSaInitTask(Task):
         st.peer_fragmentation = find_notify(payloads, NotifyType.IKEV2_FRAGMENTATION_SUPPORTED) is not None
         st.install_keys(shared)
         _float_ports(st)
+        st.proven_addr = st.remote_addr[0]  # where we sent our request and the peer answered it
         return Outcome.DONE
 
     def _fail(self, st: IkeSaState, reason: str, detail: str) -> Outcome:
@@ -270,6 +271,8 @@ def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response:
     # RFC 5685 §6: only a client that announced support may be redirected in IKE_AUTH
     st.peer_redirect_support = any_notify(payloads, _REDIRECT_ANNOUNCED)
     st.install_keys(shared)
+    # where the request came from and our answer goes: the peer cannot go on without it
+    st.proven_addr = st.remote_addr[0]
     return Response(
         [
             SaPayload((chosen,)),

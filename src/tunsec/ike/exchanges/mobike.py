@@ -31,7 +31,9 @@ and Child SAs at once (ike_mobike.c, process_r). tunsec checks before it moves E
 authenticated peer could otherwise point the Child SAs' traffic at a third party's address.
 The Child SAs stay at the address they had (``st.esp_hold``; ``st.esp_remote`` is where they
 send) until our INFORMATIONAL with a fresh 16-octet COOKIE2, sent to the new address, comes
-back with the same COOKIE2 (``ReturnRoutabilityTask``); then the IKE service MIGRATEs them.
+back with the same COOKIE2 (``ReturnRoutabilityTask``); then the IKE service MIGRATEs them,
+and new Child SAs take that address for the peer's ``dynamic`` (``st.proven_addr``; until then
+the old one, see child.remote_dynamic).
 A mismatching COOKIE2 closes the IKE SA, as strongSwan does; no answer at all is a peer that
 cannot be reached (the IKE SA goes). At most one check is queued or in flight: one that
 finds the peer moved again meanwhile starts one more for the newest address. An IKE SA that
@@ -253,6 +255,7 @@ class ReturnRoutabilityTask(Task):
             return Outcome.DONE
         log.info("%s: MOBIKE: return routability of %s[%d] confirmed; the Child SAs follow", st.name, *st.remote_addr)
         st.esp_hold = None
+        st.proven_addr = st.remote_addr[0]
         return Outcome.DONE
 
     def followups(self) -> list[Task]:
