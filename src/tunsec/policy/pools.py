@@ -168,6 +168,7 @@ class AddressPools:
 
     def __init__(self, pools: Sequence[PoolConfig] = ()) -> None:
         self._pools = {p.name: _Pool(p) for p in pools}
+        self._spans: dict[tuple[str, ...], tuple[Ts, ...]] = {}
 
     def __contains__(self, name: str) -> bool:
         return name in self._pools
@@ -202,8 +203,11 @@ class AddressPools:
     def spans(self, names: Sequence[str]) -> tuple[Ts, ...]:
         """The address blocks of the pools ``names`` (the networks routed into them: for a subnet
         pool its network and broadcast address too), which no client but a lease's holder may claim."""
-        return tuple(Ts(net.network_address, net.broadcast_address)
-                     for n in names if n in self._pools for net in self._pools[n].config.networks())
+        key = tuple(names)
+        if (known := self._spans.get(key)) is None:   # asked per Child SA; the pools never change
+            known = self._spans[key] = tuple(Ts(net.network_address, net.broadcast_address) for n in names
+                                             if n in self._pools for net in self._pools[n].config.networks())
+        return known
 
     def families(self, names: Sequence[str]) -> set[int]:
         return {self._pools[n].config.version for n in names if n in self._pools}

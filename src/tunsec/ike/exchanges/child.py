@@ -230,8 +230,11 @@ def outside_others_leases(st: IkeSaState, selectors: Sequence[Ts]) -> tuple[Ts, 
     pools = st.config.pools
     if not pools or st.address_pool is None:
         return tuple(selectors)
+    own_addrs = {lease.address for lease in st.peer_vips}
+    if all(sel.start == sel.end and sel.start in own_addrs for sel in selectors):
+        return tuple(selectors)   # its lease(s) alone (remote_ts = dynamic): nothing of another's
     spans = st.address_pool.spans(pools)
-    own = [Ts.host(lease.address) for lease in st.peer_vips]
+    own = [Ts.host(address) for address in own_addrs]
     out: list[Ts] = []
     for sel in selectors:
         pieces = [sel]
