@@ -45,39 +45,49 @@ class Claim:
     named: bool = False   # its connection names its peer (IkeConfig.names_its_peer)
 
 
+_Entry = tuple[int, int, Claim]   # (first address, last address, the claim), as integers
+
+
 class TsClaims:
     """Remote selectors held by Child SAs, searchable by address range."""
 
     def __init__(self) -> None:
-        # family -> [(start, end, handle, claim)] sorted
-        self._sorted: dict[int, list[tuple[int, int, int, Claim]]] = {4: [], 6: []}
+        # by family: the entries sorted by first address, and beside them those addresses alone
+        # (bisected without a key function: a lookup per Child SA set-up, two with the backstop)
+        self._entries: dict[int, list[_Entry]] = {4: [], 6: []}
+        self._starts: dict[int, list[int]] = {4: [], 6: []}
         self._widest: dict[int, int] = {4: 0, 6: 0}   # only grows: a bound on how far back to look
-        self._by_handle: dict[int, list[tuple[int, int, int, Claim]]] = {}
+        self._by_handle: dict[int, list[_Entry]] = {}
 
     def __len__(self) -> int:
         return len(self._by_handle)
 
     def add(self, handle: int, conn: str, peer: object, selectors: Sequence[Ts], named: bool = False) -> None:
-        entries = [(int(t.start), int(t.end), handle, Claim(handle, conn, peer, t, named))
-                   for t in selectors if not t.dynamic]
+        entries = [(int(t.start), int(t.end), Claim(handle, conn, peer, t, named)) for t in selectors if not t.dynamic]
         self.remove(handle)
         self._by_handle[handle] = entries
         for e in entries:
-            fam = e[3].ts.version
-            bisect.insort(self._sorted[fam], e, key=lambda x: (x[0], x[2]))
+            fam = e[2].ts.version
+            starts = self._starts[fam]
+            i = bisect.bisect_right(starts, e[0])
+            starts.insert(i, e[0])
+            self._entries[fam].insert(i, e)
             self._widest[fam] = max(self._widest[fam], e[1] - e[0])
 
     def clear(self) -> None:
-        for entries in self._sorted.values():
-            entries.clear()
+        for fam in self._entries:
+            self._entries[fam].clear()
+            self._starts[fam].clear()
         self._by_handle.clear()
 
     def remove(self, handle: int) -> None:
         for e in self._by_handle.pop(handle, ()):
-            entries = self._sorted[e[3].ts.version]
-            i = bisect.bisect_left(entries, (e[0], e[2]), key=lambda x: (x[0], x[2]))
-            while i < len(entries) and entries[i][0] == e[0] and entries[i][2] == e[2]:
-                if entries[i] is e:   # among its Child SA's selectors starting there (ports, protocols)
+            fam = e[2].ts.version
+            starts, entries = self._starts[fam], self._entries[fam]
+            i = bisect.bisect_left(starts, e[0])
+            while i < len(starts) and starts[i] == e[0]:
+                if entries[i] is e:   # among the claims starting there (other peers', ports, protocols)
+                    del starts[i]
                     del entries[i]
                     break
                 i += 1
@@ -88,17 +98,19 @@ class TsClaims:
         found: list[tuple[Claim, Ts]] = []
         for want in selectors:
             fam = want.version
-            entries = self._sorted.get(fam, [])
-            lo = bisect.bisect_left(entries, int(want.start) - self._widest[fam], key=lambda x: x[0])
-            hi = bisect.bisect_right(entries, int(want.end), key=lambda x: x[0])
-            for _, end, _, claim in entries[lo:hi]:
-                if end < int(want.start) or claim.peer == peer or (named and claim.named):
+            starts = self._starts.get(fam)
+            if not starts:
+                continue
+            first, last = int(want.start), int(want.end)
+            entries = self._entries[fam]
+            for i in range(bisect.bisect_left(starts, first - self._widest[fam]), bisect.bisect_right(starts, last)):
+                _, end, claim = entries[i]
+                if end < first or claim.peer == peer or (named and claim.named):
                     continue
                 common = want.intersect(claim.ts)
                 if common is not None:
                     found.append((claim, common))
         return found
-
 
 
 def describe(found: Sequence[tuple[Claim, Ts]]) -> str:
