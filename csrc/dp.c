@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -33,7 +34,15 @@ ts_dp *ts_dp_new(void) {
         dp->queues[i] = (ts_queue){.tun_fd = -1, .udp4_fd = -1, .udp6_fd = -1};
     dp->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     dp->spd.hold_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (dp->wake_fd < 0 || dp->spd.hold_fd < 0 || ts_sad_init(&dp->sad) != TS_OK || ts_events_init(&dp->events) != TS_OK) {
+    ssize_t got;
+    do
+        got = getrandom(dp->invalid_spi_key, sizeof(dp->invalid_spi_key), 0);
+    while (got < 0 && errno == EINTR);
+    /* no context without a secret key: with a known one an attacker could aim at a peer's
+     * INVALID_SPI slot */
+    bool keyed = got == (ssize_t)sizeof(dp->invalid_spi_key);
+    if (dp->wake_fd < 0 || dp->spd.hold_fd < 0 || !keyed || ts_sad_init(&dp->sad) != TS_OK ||
+        ts_events_init(&dp->events) != TS_OK) {
         ts_dp_free(dp);
         return NULL;
     }
@@ -151,9 +160,21 @@ static bool account(ts_dp *dp, ts_sa *sa, size_t bytes) {
     return true;
 }
 
-static bool rate_ok(_Atomic uint64_t *last, uint64_t interval_ns) {
-    uint64_t now = ts_now_ns(), prev = atomic_load(last);
-    if (prev && now - prev < interval_ns)
+/* the rate limiters' clock: CLOCK_MONOTONIC, unless a test stopped it (ts_test_set_clock) */
+static uint64_t limiter_now(ts_dp *dp) {
+    uint64_t t = atomic_load_explicit(&dp->test_clock_ns, memory_order_relaxed);
+    return t ? t : ts_now_ns();
+}
+
+void ts_test_set_clock(ts_dp *dp, uint64_t now_ns) {
+    atomic_store(&dp->test_clock_ns, now_ns);
+}
+
+/* *last: when the limiter last said yes (0 = never).  now < last + interval rather than a
+ * difference, so a thread with an older now (another thread passed meanwhile) is refused too */
+static bool rate_ok(_Atomic uint64_t *last, uint64_t now, uint64_t interval_ns) {
+    uint64_t prev = atomic_load(last);
+    if (prev && now < prev + interval_ns)
         return false;
     return atomic_compare_exchange_strong(last, &prev, now);
 }
@@ -161,8 +182,8 @@ static bool rate_ok(_Atomic uint64_t *last, uint64_t interval_ns) {
 /* Token bucket as GCRA: one _Atomic holds the theoretical arrival time, so
  * loop threads share it without a lock.  burst answers at once, then one
  * per interval. */
-static bool bucket_ok(_Atomic uint64_t *tat, uint64_t interval_ns, uint64_t burst) {
-    uint64_t now = ts_now_ns(), prev = atomic_load(tat);
+static bool bucket_ok(_Atomic uint64_t *tat, uint64_t now, uint64_t interval_ns, uint64_t burst) {
+    uint64_t prev = atomic_load(tat);
     for (;;) {
         uint64_t next = (prev > now ? prev : now) + interval_ns;
         if (next - now > burst * interval_ns)
@@ -176,7 +197,7 @@ static bool bucket_ok(_Atomic uint64_t *tat, uint64_t interval_ns, uint64_t burs
 #define ICMP_BURST 20                  /* ... after a burst of 20 */
 
 static void acquire(ts_dp *dp, ts_spd_entry *e, const ts_flow *f) {
-    if (!rate_ok(&e->last_acquire_ns, 1000000000ull))
+    if (!rate_ok(&e->last_acquire_ns, limiter_now(dp), 1000000000ull))
         return;
     ts_event ev = {.type = TS_EV_ACQUIRE, .policy_id = e->pol.id};
     ts_selector *s = &ev.sel;
@@ -291,7 +312,8 @@ int ts_outbound_locked(ts_dp *dp, ts_flow_cache *cache, const uint8_t *pkt, size
     uint32_t mtu = atomic_load(&dp->tunnel_mtu);
     if (mtu && len > mtu && dont_fragment(pkt)) {
         *drop = TS_DROP_TOO_BIG;
-        if (ts_icmp_may_answer(pkt, len, &f) && bucket_ok(&dp->icmp_tat_ns, ICMP_INTERVAL_NS, ICMP_BURST))
+        if (ts_icmp_may_answer(pkt, len, &f) &&
+            bucket_ok(&dp->icmp_tat_ns, limiter_now(dp), ICMP_INTERVAL_NS, ICMP_BURST))
             *icmp_len = ts_icmp_too_big(pkt, len, mtu, out, outcap);
         else
             ts_drop(dp, TS_DROP_ICMP_SUPPRESSED);
@@ -336,10 +358,78 @@ int ts_outbound_locked(ts_dp *dp, ts_flow_cache *cache, const uint8_t *pkt, size
     return (int)n;
 }
 
+#define SIP_ROTL(x, b) (((x) << (b)) | ((x) >> (64 - (b))))
+
+static void sip_round(uint64_t v[4]) {
+    v[0] += v[1]; v[1] = SIP_ROTL(v[1], 13); v[1] ^= v[0]; v[0] = SIP_ROTL(v[0], 32);
+    v[2] += v[3]; v[3] = SIP_ROTL(v[3], 16); v[3] ^= v[2];
+    v[0] += v[3]; v[3] = SIP_ROTL(v[3], 21); v[3] ^= v[0];
+    v[2] += v[1]; v[1] = SIP_ROTL(v[1], 17); v[1] ^= v[2]; v[2] = SIP_ROTL(v[2], 32);
+}
+
+static uint64_t sip_le64(const uint8_t *p, size_t n) {
+    uint64_t r = 0;
+    for (size_t i = n; i-- > 0;)
+        r = r << 8 | p[i];
+    return r;
+}
+
+/* SipHash-2-4 (Aumasson, Bernstein): a keyed hash whose output an attacker who does not know
+ * the key cannot steer, however he picks the input */
+uint64_t ts_siphash24(const uint64_t key[2], const uint8_t *in, size_t len) {
+    uint64_t v[4] = {key[0] ^ 0x736f6d6570736575ull, key[1] ^ 0x646f72616e646f6dull,
+                     key[0] ^ 0x6c7967656e657261ull, key[1] ^ 0x7465646279746573ull};
+    size_t whole = len - len % 8;
+    for (size_t i = 0; i <= whole; i += 8) {
+        /* the last word: the tail bytes and the length in the top byte */
+        uint64_t m = i < whole ? sip_le64(in + i, 8) : sip_le64(in + i, len % 8) | (uint64_t)len << 56;
+        v[3] ^= m;
+        sip_round(v);
+        sip_round(v);
+        v[0] ^= m;
+    }
+    v[2] ^= 0xff;
+    for (int i = 0; i < 4; i++)
+        sip_round(v);
+    return v[0] ^ v[1] ^ v[2] ^ v[3];
+}
+
+/* the per-source slot of src: its address only (a NAT gives one host many ports) */
+static _Atomic uint64_t *invalid_spi_slot(ts_dp *dp, const ts_addr *src) {
+    uint8_t in[17] = {0};
+    size_t n = 1;
+    if (src && (src->family == 4 || src->family == 6)) {
+        n += src->family == 4 ? 4 : 16;
+        in[0] = src->family;
+        memcpy(in + 1, src->addr, n - 1);
+    }
+    uint64_t h = ts_siphash24(dp->invalid_spi_key, in, n);
+    return &dp->invalid_spi_src_ns[h & (TS_INVALID_SPI_SLOTS - 1)];
+}
+
+#define INVALID_SPI_SOURCE_NS 1000000000ull   /* one event per source address a second ... */
+#define INVALID_SPI_ALL_NS 100000000ull       /* ... and ten a second from all together */
+
+/* a hint for the control side, never proof of anything: one source must not crowd out the
+ * others (RFC 7296 §2.21.4 wants the hint for the peer that lost its state) */
 static void invalid_spi(ts_dp *dp, uint32_t spi, const ts_addr *src) {
-    /* a hint for the control side, never proof of anything: 10 per second at most */
-    if (!rate_ok(&dp->invalid_spi_tokens_ns, 100000000ull))
+    uint64_t now = limiter_now(dp);
+    _Atomic uint64_t *slot = invalid_spi_slot(dp, src);
+    uint64_t last = atomic_load(slot);
+    /* the source's own limit first, so a source over it takes nothing from the shared budget */
+    if (last && now < last + INVALID_SPI_SOURCE_NS) {
+        ts_drop(dp, TS_DROP_INVALID_SPI_SOURCE_LIMIT);
         return;
+    }
+    /* its slot is taken only once the shared limiter agreed: a spent budget costs it no turn */
+    if (!rate_ok(&dp->invalid_spi_tokens_ns, now, INVALID_SPI_ALL_NS)) {
+        ts_drop(dp, TS_DROP_INVALID_SPI_RATE_LIMIT);
+        return;
+    }
+    if (!atomic_compare_exchange_strong(slot, &last, now)) {   /* another thread's turn for this slot */
+        ts_drop(dp, TS_DROP_INVALID_SPI_SOURCE_LIMIT);
+        return;
+    }
     ts_event ev = {.type = TS_EV_INVALID_SPI, .spi = spi};
     if (src)
         ev.addr = *src;

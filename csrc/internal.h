@@ -247,6 +247,7 @@ size_t ts_pktinfo_put(void *buf, size_t cap, const ts_addr *src);
 void ts_socket_local(int fd, ts_addr *bound, bool *wildcard);
 
 /* ---- the context (dp.c) ---------------------------------------------------- */
+#define TS_INVALID_SPI_SLOTS 256   /* a power of two: the hash is masked */
 typedef struct ts_queue {
     int tun_fd, udp4_fd, udp6_fd;
     ts_addr bound4, bound6;            /* where the UDP sockets are bound (IKE events' local address) */
@@ -268,11 +269,17 @@ struct ts_dp {
     bool vnet, udp_gso, udp_gro;       /* offloads in use (ts_dp_set_offloads) */
     _Atomic bool stop;
     _Atomic int last_errno;           /* written by every loop thread */
-    _Atomic uint64_t invalid_spi_tokens_ns;  /* rate limiter for INVALID_SPI */
+    _Atomic uint64_t invalid_spi_tokens_ns;  /* rate limiter for INVALID_SPI, all sources together */
+    /* ... and one per source address, in slots a keyed hash picks: the key is random per context so
+     * that nobody can aim at a real peer's slot (a collision only shares that slot's budget) */
+    uint64_t invalid_spi_key[2];
+    _Atomic uint64_t invalid_spi_src_ns[TS_INVALID_SPI_SLOTS];
+    _Atomic uint64_t test_clock_ns;   /* ts_test_set_clock: the rate limiters' clock if > 0 */
     _Atomic uint64_t icmp_tat_ns;     /* token bucket (GCRA) for ICMP too-big answers */
 };
 
 uint64_t ts_now_ns(void);
+uint64_t ts_siphash24(const uint64_t key[2], const uint8_t *in, size_t len);   /* dp.c */
 void ts_drop(ts_dp *dp, int reason);
 int ts_outbound_locked(ts_dp *dp, ts_flow_cache *cache, const uint8_t *pkt, size_t len, uint8_t *out,
                        size_t outcap, ts_sa **sa_out, int *drop, size_t *icmp_len);

@@ -38,7 +38,9 @@ enum ts_err {
  * here (before TS_DROP__COUNT) and the ts_drop() call that counts it: Python
  * reads this enum through cffi (fastpath.Drop), and DUMP and `tunsec status`
  * carry each counter by its lower-case name without TS_DROP_ (at most 32
- * characters); the numbers never leave the process. */
+ * characters); the numbers never leave the process.  Not exactly 20 names: CPython 3.11 keeps
+ * every freed 20-tuple in a free list it never takes from, ~400 KiB per process as DUMP's drop table
+ * (tests/test_ike_memory.py, tests/dataplane/test_worker_memory.py fail then). */
 enum ts_drop {
     TS_DROP_NONE = 0,
     TS_DROP_NO_SA,          /* inbound SPI unknown, or PROTECT policy without SA */
@@ -62,6 +64,11 @@ enum ts_drop {
                                 ICMP error or came from a non-unicast source (counted per
                                 answer withheld, on top of TS_DROP_TOO_BIG for the packet) */
     TS_DROP_UNRESERVED,     /* sequence number past the SA's persisted reservation (seq_limit) */
+    TS_DROP_INVALID_SPI_SOURCE_LIMIT, /* unknown SPI, no INVALID_SPI event: its source address had one
+                                         within the second (junk from one sender) */
+    TS_DROP_INVALID_SPI_RATE_LIMIT,   /* unknown SPI, no INVALID_SPI event: all sources together had 10
+                                         within the second (hints for real peers may be lost); both
+                                         counted per event withheld, on top of TS_DROP_NO_SA */
     TS_DROP__COUNT
 };
 
@@ -287,5 +294,11 @@ void ts_live_counts(int64_t *sas, int64_t *ctxs);
  * no key (all zero) afterwards. */
 size_t ts_test_sa_size(void);
 int ts_test_sa_wipe(const ts_sa_params *p, uint8_t *buf, size_t cap, int *key_seen);
+
+/* Rate-limit test hook: stop the clock of this context's rate limiters (ACQUIRE per policy,
+ * INVALID_SPI, ICMP answers) at now_ns (> 0), so a test decides when a second has passed,
+ * without sleeping and whatever the machine's speed; 0 gives them CLOCK_MONOTONIC back.
+ * Only tests call it; SA ages, lifetimes and holds keep CLOCK_MONOTONIC. */
+void ts_test_set_clock(ts_dp *dp, uint64_t now_ns);
 
 #endif

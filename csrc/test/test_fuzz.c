@@ -37,7 +37,7 @@ void test_fuzz(long iterations) {
     ts_dp_set_tunnel_mtu(pr.tx, 1000);
     uint64_t per0_rx[TS_DROP__COUNT], per0_tx[TS_DROP__COUNT];
     uint64_t base_rx = drop_sum(pr.rx, per0_rx), base_tx = drop_sum(pr.tx, per0_tx);
-    uint64_t rejected_rx = 0, rejected_tx = 0, ike = 0, ike_seen = 0, accepted = 0;
+    uint64_t rejected_rx = 0, rejected_tx = 0, ike = 0, ike_seen = 0, accepted = 0, invalid_spi_seen = 0;
     uint64_t why_rx[TS_DROP__COUNT] = {0}, why_tx[TS_DROP__COUNT] = {0};
     uint32_t spis[] = {pr.spi, larval, 0, 0xffffffffu, 255, 256};
     ts_event ev;
@@ -136,11 +136,24 @@ void test_fuzz(long iterations) {
         while (ts_dp_next_event(pr.rx, &ev, bufC, sizeof(bufC)) == 1)
             if (ev.type == TS_EV_IKE)
                 ike_seen++;
+            else if (ev.type == TS_EV_INVALID_SPI)
+                invalid_spi_seen++;
         while (ts_dp_next_event(pr.tx, &ev, bufC, sizeof(bufC)) == 1) {
         }
     }
     uint64_t per_rx[TS_DROP__COUNT], per_tx[TS_DROP__COUNT];
-    CHECK(drop_sum(pr.rx, per_rx) - base_rx == rejected_rx);
+    uint64_t sum_rx = drop_sum(pr.rx, per_rx);
+    /* every unknown SPI is an INVALID_SPI event or, rate-limited, counted apart (by which limit
+     * depends on the clock: only their sum is known) */
+    CHECK(invalid_spi_seen >= 1 && invalid_spi_seen <= why_rx[TS_DROP_NO_SA]);
+    const int limits[] = {TS_DROP_INVALID_SPI_SOURCE_LIMIT, TS_DROP_INVALID_SPI_RATE_LIMIT};
+    uint64_t withheld = 0;
+    for (size_t i = 0; i < sizeof(limits) / sizeof(limits[0]); i++) {
+        why_rx[limits[i]] = per_rx[limits[i]] - per0_rx[limits[i]];
+        withheld += why_rx[limits[i]];
+    }
+    CHECK(withheld == why_rx[TS_DROP_NO_SA] - invalid_spi_seen);
+    CHECK(sum_rx - base_rx == rejected_rx + withheld);
     CHECK(drop_sum(pr.tx, per_tx) - base_tx == rejected_tx + why_tx[TS_DROP_ICMP_SUPPRESSED]);
     for (int i = 0; i < TS_DROP__COUNT; i++) {
         CHECK(per_rx[i] - per0_rx[i] == why_rx[i]);

@@ -43,6 +43,7 @@ class Ledger:
     before: dict[str, int]
     reasons: Counter[Drop]
     ike: int = 0
+    unknown_spi: int = 0   # inbound NO_SA: each an INVALID_SPI event or, rate-limited, counted apart
 
     @classmethod
     def of(cls, dp: Dataplane) -> Ledger:
@@ -57,6 +58,7 @@ class Ledger:
         else:
             assert out == b""
             self.reasons[drop] += 1
+            self.unknown_spi += drop is Drop.NO_SA
         if len(pkt) == 1 and pkt == b"\xff":
             assert drop is Drop.KEEPALIVE
         return out, drop
@@ -75,11 +77,15 @@ class Ledger:
     def check(self) -> None:
         after = self.dp.drops()
         delta = {k: after[k] - self.before[k] for k in after}
+        events = list(self.dp.events())
+        hints = sum(1 for e in events if e.type is EventType.INVALID_SPI)
+        assert hints <= self.unknown_spi
+        withheld = self.unknown_spi - hints
+        assert delta.pop("invalid_spi_source_limit") + delta.pop("invalid_spi_rate_limit") == withheld
         assert sum(delta.values()) == sum(self.reasons.values()), (delta, self.reasons)
         for reason, n in self.reasons.items():
             assert delta[reason.name.lower()] == n, (reason, delta)
-        ikes = [e for e in self.dp.events() if e.type is EventType.IKE]
-        assert len(ikes) == self.ike
+        assert sum(1 for e in events if e.type is EventType.IKE) == self.ike
 
 
 # ------------------------------------------------------------------ mutations
