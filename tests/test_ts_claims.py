@@ -12,7 +12,7 @@ import pytest
 from tunsec.conf.config import parse_config
 from tunsec.ike.exchanges.child import outside_others_leases
 from tunsec.ike.identity import Identity
-from tunsec.policy.claims import TsClaims, describe
+from tunsec.policy.claims import WIDE, TsClaims, describe
 from tunsec.policy.pools import AddressPools, Lease, PoolConfig
 from tunsec.policy.selector import Ts
 
@@ -60,6 +60,34 @@ def test_claims_of_other_peers_are_found_and_the_same_peer_is_not() -> None:
     assert [c.ts for c, _ in claims.overlaps(B, (T("10.0.0.0/8"),))] == [T("10.9.0.0/16")]
     claims.clear()
     assert claims.overlaps(B, (T("0.0.0.0/0"), T("::/0"))) == [] and len(claims) == 0
+
+
+def test_narrow_claims_are_found_up_to_the_wide_bound_and_wide_ones_anywhere() -> None:
+    """Narrow claims (fewer than WIDE addresses) are bisected looking back WIDE addresses from a
+    selector; one as wide as that is found from anywhere, and after it is gone nothing is left of it."""
+    claims = TsClaims()
+    below = WIDE - 2   # a narrow claim as wide as it gets (WIDE - 1 addresses), ending at the query
+    claims.add(1, "gw", A, (Ts(ipaddress.ip_address(0x0A020000 - below), ipaddress.ip_address(0x0A020000)),))
+    claims.add(2, "gw", A, (T("10.9.0.0/24"),))        # WIDE addresses: in the wide list
+    assert sorted(c.handle for c, _ in claims.overlaps(B, (T("10.2.0.0"),))) == [1]
+    assert sorted(c.handle for c, _ in claims.overlaps(B, (T("10.0.0.0/8"),))) == [1, 2]
+    assert [c.handle for c, _ in claims.overlaps(B, (T("10.9.0.77"),))] == [2]
+    claims.remove(2)
+    assert claims.overlaps(B, (T("10.9.0.0/16"),)) == []
+    assert [c.handle for c, _ in claims.overlaps(B, (T("10.0.0.0/8"),))] == [1]
+
+
+def test_the_same_identity_named_by_one_connection_and_not_by_another_is_two_peers() -> None:
+    """A site's connection names a.example; a peer of a connection of %any (an EAP user, a CA's
+    certificate) that bears the same name is not that site; two named connections share."""
+    claims = TsClaims()
+    claims.add(1, "site", A, (T("10.2.1.0/24"),), named=True)
+    assert [c.handle for c, _ in claims.overlaps(A, (T("10.2.1.7"),), named=False)] == [1]
+    assert claims.overlaps(A, (T("10.2.1.7"),), named=True) == []     # the site itself, again
+    assert claims.overlaps(B, (T("10.2.1.7"),), named=True) == []     # a backup the administrator named
+    claims.add(2, "rw", B, (T("10.4.0.1"),))
+    assert claims.overlaps(B, (T("10.4.0.1"),)) == []                 # the same unnamed peer again
+    assert [c.handle for c, _ in claims.overlaps(B, (T("10.4.0.1"),), named=True)] == [2]
 
 
 def st_with(remote_pools: tuple[str, ...], leases: tuple[str, ...]) -> SimpleNamespace:

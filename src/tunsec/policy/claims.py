@@ -47,16 +47,23 @@ class Claim:
 
 _Entry = tuple[int, int, Claim]   # (first address, last address, the claim), as integers
 
+# A claim spanning at least this many addresses (a /24 of IPv4) is kept in a list searched in
+# full; the narrow ones (a road warrior's lease, small subnets) are bisected, looking back from a
+# selector's first address no further than this: one wide claim (a site's 0.0.0.0/0) does not
+# turn every lookup among thousands of clients into a pass over all of them.
+WIDE = 256
+
 
 class TsClaims:
     """Remote selectors held by Child SAs, searchable by address range."""
 
     def __init__(self) -> None:
-        # by family: the entries sorted by first address, and beside them those addresses alone
-        # (bisected without a key function: a lookup per Child SA set-up, two with the backstop)
+        # by family: the narrow entries sorted by first address, and beside them those addresses
+        # alone (bisected without a key function: a lookup per Child SA set-up, two with the
+        # backstop); the wide ones unsorted
         self._entries: dict[int, list[_Entry]] = {4: [], 6: []}
         self._starts: dict[int, list[int]] = {4: [], 6: []}
-        self._widest: dict[int, int] = {4: 0, 6: 0}   # only grows: a bound on how far back to look
+        self._wide: dict[int, list[_Entry]] = {4: [], 6: []}
         self._by_handle: dict[int, list[_Entry]] = {}
 
     def __len__(self) -> int:
@@ -68,21 +75,27 @@ class TsClaims:
         self._by_handle[handle] = entries
         for e in entries:
             fam = e[2].ts.version
+            if e[1] - e[0] + 1 >= WIDE:
+                self._wide[fam].append(e)
+                continue
             starts = self._starts[fam]
             i = bisect.bisect_right(starts, e[0])
             starts.insert(i, e[0])
             self._entries[fam].insert(i, e)
-            self._widest[fam] = max(self._widest[fam], e[1] - e[0])
 
     def clear(self) -> None:
         for fam in self._entries:
             self._entries[fam].clear()
             self._starts[fam].clear()
+            self._wide[fam].clear()
         self._by_handle.clear()
 
     def remove(self, handle: int) -> None:
         for e in self._by_handle.pop(handle, ()):
             fam = e[2].ts.version
+            if e[1] - e[0] + 1 >= WIDE:
+                self._wide[fam].remove(e)
+                continue
             starts, entries = self._starts[fam], self._entries[fam]
             i = bisect.bisect_left(starts, e[0])
             while i < len(starts) and starts[i] == e[0]:
@@ -94,18 +107,19 @@ class TsClaims:
 
     def overlaps(self, peer: object, selectors: Sequence[Ts], named: bool = False) -> list[tuple[Claim, Ts]]:
         """The claims of other peers that ``selectors`` overlap, each with the overlap; ``named``:
-        the asking peer's connection names it, and so may share selectors with other named peers."""
+        the asking peer's connection names it, and so may share selectors with other named peers.
+        A claim of the same identity is another peer's all the same if one connection names it
+        and the other does not (an EAP user or a CA's certificate that merely bears a site's name)."""
         found: list[tuple[Claim, Ts]] = []
         for want in selectors:
             fam = want.version
-            starts = self._starts.get(fam)
-            if not starts:
-                continue
             first, last = int(want.start), int(want.end)
-            entries = self._entries[fam]
-            for i in range(bisect.bisect_left(starts, first - self._widest[fam]), bisect.bisect_right(starts, last)):
-                _, end, claim = entries[i]
-                if end < first or claim.peer == peer or (named and claim.named):
+            starts, entries = self._starts[fam], self._entries[fam]
+            near = range(bisect.bisect_left(starts, first - WIDE), bisect.bisect_right(starts, last)) if starts else ()
+            for e in [*(entries[i] for i in near), *self._wide[fam]]:
+                _, end, claim = e
+                if end < first or e[0] > last or (named and claim.named) or \
+                        (claim.peer == peer and claim.named == named):
                     continue
                 common = want.intersect(claim.ts)
                 if common is not None:

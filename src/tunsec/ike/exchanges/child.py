@@ -11,6 +11,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from tunsec.loglimit import LogLimiter, suffix
 from tunsec.policy.claims import describe
 from tunsec.policy.selector import IPAddress, SelectorError, check_fast_selectors
 
@@ -24,6 +25,8 @@ from ..state import ChildSa, IkeSaState
 from ..ts import Ts, any_of_family, from_wire, narrow, resolve_each, to_wire
 
 log = logging.getLogger(__name__)
+# a client may ask again and again (CREATE_CHILD_SA): its refusals are not a line each
+_NO_LEASE_LOG = LogLimiter(burst=5, period=60.0)
 
 
 def spi_bytes(spi: int) -> bytes:
@@ -70,10 +73,11 @@ def remote_dynamic(st: IkeSaState) -> tuple[str | IPAddress, ...]:
         return ()
     if st.config.pools:
         pool = st.address_pool.holding(st.config.pools, addr) if st.address_pool is not None else "(unknown)"
-        if pool is not None:
+        if pool is not None and (held := _NO_LEASE_LOG.admit()) is not None:
             log.warning("%s: peer %s has no virtual IP and its address %s lies in pool %s: its dynamic "
-                        "traffic selectors stand for nothing (Child SA refused: TS_UNACCEPTABLE)",
-                        st.name, st.peer_id, addr, pool)
+                        "traffic selectors stand for nothing (Child SA refused: TS_UNACCEPTABLE)%s",
+                        st.name, st.peer_id, addr, pool, suffix(held))
+        if pool is not None:
             return ()
     return (addr,)
 
