@@ -28,6 +28,7 @@ road warriors holds host selectors, and a claim is found without a pass over eve
 from __future__ import annotations
 
 import bisect
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -49,8 +50,9 @@ _Entry = tuple[int, int, Claim]   # (first address, last address, the claim), as
 
 # A claim spanning at least this many addresses (a /24 of IPv4) is kept in a list searched in
 # full; the narrow ones (a road warrior's lease, small subnets) are bisected, looking back from a
-# selector's first address no further than this: one wide claim (a site's 0.0.0.0/0) does not
-# turn every lookup among thousands of clients into a pass over all of them.
+# selector's first address only as far as the widest narrow claim held now reaches (0 for a
+# gateway of leases: one bisect): one wide claim (a site's 0.0.0.0/0) does not turn every lookup
+# among thousands of clients into a pass over all of them, neither while it is held nor after.
 WIDE = 256
 
 
@@ -64,6 +66,9 @@ class TsClaims:
         self._entries: dict[int, list[_Entry]] = {4: [], 6: []}
         self._starts: dict[int, list[int]] = {4: [], 6: []}
         self._wide: dict[int, list[_Entry]] = {4: [], 6: []}
+        # by family: how many narrow claims span each width (last - first), and the widest of them
+        self._widths: dict[int, Counter[int]] = {4: Counter(), 6: Counter()}
+        self._reach: dict[int, int] = {4: 0, 6: 0}
         self._by_handle: dict[int, list[_Entry]] = {}
 
     def __len__(self) -> int:
@@ -82,12 +87,16 @@ class TsClaims:
             i = bisect.bisect_right(starts, e[0])
             starts.insert(i, e[0])
             self._entries[fam].insert(i, e)
+            self._widths[fam][e[1] - e[0]] += 1
+            self._reach[fam] = max(self._reach[fam], e[1] - e[0])
 
     def clear(self) -> None:
         for fam in self._entries:
             self._entries[fam].clear()
             self._starts[fam].clear()
             self._wide[fam].clear()
+            self._widths[fam].clear()
+            self._reach[fam] = 0
         self._by_handle.clear()
 
     def remove(self, handle: int) -> None:
@@ -102,8 +111,17 @@ class TsClaims:
                 if entries[i] is e:   # among the claims starting there (other peers', ports, protocols)
                     del starts[i]
                     del entries[i]
+                    self._narrow_gone(fam, e[1] - e[0])
                     break
                 i += 1
+
+    def _narrow_gone(self, fam: int, width: int) -> None:
+        widths = self._widths[fam]
+        widths[width] -= 1
+        if not widths[width]:
+            del widths[width]
+            if width == self._reach[fam]:   # the widest went: at most WIDE widths to look at
+                self._reach[fam] = max(widths, default=0)
 
     def overlaps(self, peer: object, selectors: Sequence[Ts], named: bool = False) -> list[tuple[Claim, Ts]]:
         """The claims of other peers that ``selectors`` overlap, each with the overlap; ``named``:
@@ -115,10 +133,10 @@ class TsClaims:
             fam = want.version
             first, last = int(want.start), int(want.end)
             starts, entries = self._starts[fam], self._entries[fam]
-            near = range(bisect.bisect_left(starts, first - WIDE), bisect.bisect_right(starts, last)) if starts else ()
-            for e in [*(entries[i] for i in near), *self._wide[fam]]:
-                _, end, claim = e
-                if end < first or e[0] > last or (named and claim.named) or \
+            near = entries[bisect.bisect_left(starts, first - self._reach[fam]):bisect.bisect_right(starts, last)]
+            for e in (near + self._wide[fam] if self._wide[fam] else near):
+                start, end, claim = e
+                if end < first or start > last or (named and claim.named) or \
                         (claim.peer == peer and claim.named == named):
                     continue
                 common = want.intersect(claim.ts)
