@@ -127,6 +127,15 @@ def test_a_client_claiming_another_users_ike_identity_gets_neither_its_address_n
         ("alice", "10.3.0.2"), ("bob", "10.3.0.1")]
 
 
+def test_an_eap_user_name_in_another_case_finds_its_secret() -> None:
+    """"ALICE" is alice (a name regardless of ASCII case, as strongSwan's identities and the
+    proven identity): her password lets her in, another does not."""
+    _, _, _, _, ev_b = run(client("ALICE", b"Alice-pw-1"), gateway())
+    ups = only(ev_b, IkeSaUp)
+    assert len(ups) == 1 and ups[0].remote_id == Identity.of_user(b"alice")
+    _refused(client("ALICE", b"Bob-pw-2"), "wrong EAP-MSCHAPv2 password")
+
+
 def test_eap_user_names_that_parse_alike_are_still_two_users() -> None:
     """"@alice" would parse as the FQDN identity alice: the gateway keeps the user name as it is."""
     users = (EapSecret(("alice",), Secret(b"Alice-pw-1")), EapSecret(("@alice",), Secret(b"At-alice-pw")))

@@ -197,8 +197,16 @@ class IkeConfig:
         return not self.remote.id.is_any and self.remote.eap_id != "%any"
 
     def eap_password(self, user: str) -> Secret | None:
-        """The EAP secret of ``user`` (a gateway's users, or a client's own)."""
-        return next((s.secret for s in self.eap_secrets if user in s.ids), None)
+        """The EAP secret of ``user`` (a gateway's users, or a client's own): one whose ids name it
+        as it is, else one naming it as an identity, a name regardless of ASCII case (strongSwan
+        finds EAP secrets by identity, and FQDN and RFC822 identities compare so; the user is then
+        one client for leases, unique and INITIAL_CONTACT too: Identity.of_user)."""
+        exact = next((s.secret for s in self.eap_secrets if user in s.ids), None)
+        if exact is not None or not self.eap_secrets:
+            return exact
+        who = Identity.of_user(user.encode("utf-8", "surrogateescape"))
+        return next((s.secret for s in self.eap_secrets if any(Identity.of_user(i.encode()) == who for i in s.ids)),
+                    None)
 
     def child(self, name: str) -> ChildConfig:
         for child in self.children:
