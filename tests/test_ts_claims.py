@@ -39,27 +39,30 @@ def test_pool_spans_are_the_blocks_routed_into_the_pools() -> None:
 
 
 A, B = Identity.parse("a.example"), Identity.parse("b.example")
+LAN = (T("10.1.0.0/16"),)   # the gateway's side of every Child SA, unless a test says otherwise
 
 
 def test_claims_of_other_peers_are_found_and_the_same_peer_is_not() -> None:
     claims = TsClaims()
-    claims.add(1, "gw", A, (T("10.2.1.0/24"),))
-    claims.add(2, "gw", B, (T("10.2.2.5"), T("0.0.0.0-9.255.255.255")))
-    claims.add(3, "s2s", A, (T("fd00::/64"),))
-    assert claims.overlaps(A, (T("10.2.0.0/16"),)) == [(claims.overlaps(A, (T("10.2.2.5"),))[0][0], T("10.2.2.5"))]
-    assert claims.overlaps(A, (T("10.2.1.0/24"), T("fd00::1"))) == []      # its own
-    found = claims.overlaps(B, (T("10.0.0.0/8"),))
+    claims.add(1, "gw", A, (T("10.2.1.0/24"),), LAN)
+    claims.add(2, "gw", B, (T("10.2.2.5"), T("0.0.0.0-9.255.255.255")), LAN)
+    claims.add(3, "s2s", A, (T("fd00::/64"),), LAN)
+    (b_host,) = claims.overlaps(A, (T("10.2.2.5"),), LAN)
+    assert claims.overlaps(A, (T("10.2.0.0/16"),), LAN) == [(b_host[0], T("10.2.2.5"))]
+    assert claims.overlaps(A, (T("10.2.1.0/24"), T("fd00::1")), LAN) == []      # its own
+    found = claims.overlaps(B, (T("10.0.0.0/8"),), LAN)
     assert [(c.handle, common) for c, common in found] == [(1, T("10.2.1.0/24"))]
-    assert describe(found) == "overlaps 10.2.1.0/24 of peer a.example (connection gw, its remote 10.2.1.0/24)"
+    assert describe(found) == \
+        "overlaps 10.2.1.0/24 of peer a.example (connection gw, its remote 10.2.1.0/24 local 10.1.0.0/16)"
     # the wide claim (handle 2) starts far below the query: found all the same
-    assert [c.handle for c, _ in claims.overlaps(A, (T("9.9.9.9"),))] == [2]
-    assert claims.overlaps(A, (T("10.2.2.0/24[tcp]"),))[0][1] == T("10.2.2.5[tcp]")
+    assert [c.handle for c, _ in claims.overlaps(A, (T("9.9.9.9"),), LAN)] == [2]
+    assert claims.overlaps(A, (T("10.2.2.0/24[tcp]"),), LAN)[0][1] == T("10.2.2.5[tcp]")
     claims.remove(2)
-    assert claims.overlaps(A, (T("0.0.0.0/0"),)) == [] and len(claims) == 2
-    claims.add(1, "gw", A, (T("10.9.0.0/16"),))    # booked again: replaces
-    assert [c.ts for c, _ in claims.overlaps(B, (T("10.0.0.0/8"),))] == [T("10.9.0.0/16")]
+    assert claims.overlaps(A, (T("0.0.0.0/0"),), LAN) == [] and len(claims) == 2
+    claims.add(1, "gw", A, (T("10.9.0.0/16"),), LAN)    # booked again: replaces
+    assert [c.ts for c, _ in claims.overlaps(B, (T("10.0.0.0/8"),), LAN)] == [T("10.9.0.0/16")]
     claims.clear()
-    assert claims.overlaps(B, (T("0.0.0.0/0"), T("::/0"))) == [] and len(claims) == 0
+    assert claims.overlaps(B, (T("0.0.0.0/0"), T("::/0")), LAN) == [] and len(claims) == 0
 
 
 def test_narrow_claims_are_found_up_to_the_wide_bound_and_wide_ones_anywhere() -> None:
@@ -67,27 +70,50 @@ def test_narrow_claims_are_found_up_to_the_wide_bound_and_wide_ones_anywhere() -
     selector; one as wide as that is found from anywhere, and after it is gone nothing is left of it."""
     claims = TsClaims()
     below = WIDE - 2   # a narrow claim as wide as it gets (WIDE - 1 addresses), ending at the query
-    claims.add(1, "gw", A, (Ts(ipaddress.ip_address(0x0A020000 - below), ipaddress.ip_address(0x0A020000)),))
-    claims.add(2, "gw", A, (T("10.9.0.0/24"),))        # WIDE addresses: in the wide list
-    assert sorted(c.handle for c, _ in claims.overlaps(B, (T("10.2.0.0"),))) == [1]
-    assert sorted(c.handle for c, _ in claims.overlaps(B, (T("10.0.0.0/8"),))) == [1, 2]
-    assert [c.handle for c, _ in claims.overlaps(B, (T("10.9.0.77"),))] == [2]
+    claims.add(1, "gw", A, (Ts(ipaddress.ip_address(0x0A020000 - below), ipaddress.ip_address(0x0A020000)),), LAN)
+    claims.add(2, "gw", A, (T("10.9.0.0/24"),), LAN)        # WIDE addresses: in the wide list
+    assert sorted(c.handle for c, _ in claims.overlaps(B, (T("10.2.0.0"),), LAN)) == [1]
+    assert sorted(c.handle for c, _ in claims.overlaps(B, (T("10.0.0.0/8"),), LAN)) == [1, 2]
+    assert [c.handle for c, _ in claims.overlaps(B, (T("10.9.0.77"),), LAN)] == [2]
     claims.remove(2)
-    assert claims.overlaps(B, (T("10.9.0.0/16"),)) == []
-    assert [c.handle for c, _ in claims.overlaps(B, (T("10.0.0.0/8"),))] == [1]
+    assert claims.overlaps(B, (T("10.9.0.0/16"),), LAN) == []
+    assert [c.handle for c, _ in claims.overlaps(B, (T("10.0.0.0/8"),), LAN)] == [1]
 
 
 def test_the_same_identity_named_by_one_connection_and_not_by_another_is_two_peers() -> None:
     """A site's connection names a.example; a peer of a connection of %any (an EAP user, a CA's
     certificate) that bears the same name is not that site; two named connections share."""
     claims = TsClaims()
-    claims.add(1, "site", A, (T("10.2.1.0/24"),), named=True)
-    assert [c.handle for c, _ in claims.overlaps(A, (T("10.2.1.7"),), named=False)] == [1]
-    assert claims.overlaps(A, (T("10.2.1.7"),), named=True) == []     # the site itself, again
-    assert claims.overlaps(B, (T("10.2.1.7"),), named=True) == []     # a backup the administrator named
-    claims.add(2, "rw", B, (T("10.4.0.1"),))
-    assert claims.overlaps(B, (T("10.4.0.1"),)) == []                 # the same unnamed peer again
-    assert [c.handle for c, _ in claims.overlaps(B, (T("10.4.0.1"),), named=True)] == [2]
+    claims.add(1, "site", A, (T("10.2.1.0/24"),), LAN, named=True)
+    assert [c.handle for c, _ in claims.overlaps(A, (T("10.2.1.7"),), LAN, named=False)] == [1]
+    assert claims.overlaps(A, (T("10.2.1.7"),), LAN, named=True) == []     # the site itself, again
+    assert claims.overlaps(B, (T("10.2.1.7"),), LAN, named=True) == []     # a backup the administrator named
+    claims.add(2, "rw", B, (T("10.4.0.1"),), LAN)
+    assert claims.overlaps(B, (T("10.4.0.1"),), LAN) == []                 # the same unnamed peer again
+    assert [c.handle for c, _ in claims.overlaps(B, (T("10.4.0.1"),), LAN, named=True)] == [2]
+
+
+def test_an_overlap_needs_the_local_selectors_to_meet_as_well() -> None:
+    """A holds 192.168.1.0/24 toward 10.1.1.0/24 and 10.1.9.0/24: B with the same remote subnet
+    toward a local subnet of neither is no overlap (the SPD tells them apart by the local side);
+    toward one meeting any of A's local selectors (in part, or all local addresses) it is."""
+    claims = TsClaims()
+    lan = T("192.168.1.0/24")
+    claims.add(1, "gw", A, (lan,), (T("10.1.1.0/24"), T("10.1.9.0/24")))
+    assert claims.overlaps(B, (lan,), (T("10.1.2.0/24"),)) == []
+    assert claims.overlaps(B, (lan,), (T("10.1.2.0/24"), T("fd00::/64"))) == []
+    for local in ("10.1.9.128/25", "10.1.0.0/16", "0.0.0.0/0", "10.1.1.7[tcp/443]"):
+        assert [(c.handle, common) for c, common in claims.overlaps(B, (T("192.168.0.0/16"),), (T(local),))] \
+            == [(1, lan)], local
+    # the local side of the wide list filters the same way as that of the bisected one
+    claims.add(2, "gw", A, (T("192.168.2.7"),), (T("10.1.1.0/24"),))
+    assert claims.overlaps(B, (T("192.168.0.0/16"),), (T("10.1.2.0/24"),)) == []
+    assert sorted(c.handle for c, _ in claims.overlaps(B, (T("192.168.0.0/16"),), (T("10.1.1.1"),))) == [1, 2]
+    # nothing known of a local side (nor a dynamic one) is taken as meeting: never a reason to pass
+    claims.add(3, "gw", A, (T("172.16.0.0/12"),), ())
+    assert [c.handle for c, _ in claims.overlaps(B, (T("172.16.0.1"),), (T("10.1.2.0/24"),))] == [3]
+    assert [c.handle for c, _ in claims.overlaps(B, (lan,), (Ts.parse("dynamic"),))] == [1]
+    assert describe(claims.overlaps(B, (T("172.16.0.1"),), LAN)).endswith("its remote 172.16.0.0/12 local any)")
 
 
 def st_with(remote_pools: tuple[str, ...], leases: tuple[str, ...]) -> SimpleNamespace:

@@ -89,10 +89,11 @@ class AddressPool(Protocol):
 
 
 class SelectorClaims(Protocol):
-    """The remote selectors every Child SA of the gateway holds, and whose they are
-    (``tunsec.policy.claims.TsClaims``): a peer may not claim another peer's."""
+    """The remote selectors every Child SA of the gateway holds, toward which local ones, and whose
+    they are (``tunsec.policy.claims.TsClaims``): a peer may not claim another peer's."""
 
-    def overlaps(self, peer: object, selectors: Sequence[Ts], named: bool = False) -> list[tuple[Claim, Ts]]: ...
+    def overlaps(self, peer: object, selectors: Sequence[Ts], local: Sequence[Ts],
+                 named: bool = False) -> list[tuple[Claim, Ts]]: ...
 
 
 def random_spi_allocator(rng: Rng = os.urandom) -> SpiAllocator:

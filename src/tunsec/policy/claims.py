@@ -1,14 +1,26 @@
-"""Which peer holds which remote traffic selectors on a gateway (DESIGN.md "Ownership").
+"""Which peer holds which traffic selectors on a gateway (DESIGN.md "Ownership").
 
 Every Child SA's outbound PROTECT policies sit in one SPD at one priority band, and the fast path
-takes the older of two equal-priority policies that both match: a peer whose remote selectors
-overlap another peer's would draw traffic meant for that one (its policy first), and its inbound
-SA would admit packets with that one's addresses as source.  strongSwan installs both and
-leaves the choice to the kernel, whose policy priorities prefer the longer prefix: that hides
-part of the overlap only (not the addresses the other peer does not hold a longer prefix for).
+takes the older of two equal-priority policies that both match: a peer whose selectors overlap
+another peer's would draw traffic meant for that one (its policy first), and its inbound SA would
+admit packets with that one's addresses as source toward the same local hosts.  strongSwan installs
+both and leaves the choice to the kernel, whose policy priorities prefer the longer prefix: that
+hides part of the overlap only (not the addresses the other peer does not hold a longer prefix for).
 Here a responder asks :meth:`TsClaims.overlaps` before it accepts a Child SA's selectors
 (exchanges/child.py responder_select, _not_others) and refuses one that overlaps what another
 peer holds, or for a road warrior narrows it to the rest.
+
+An overlap is one in both directions: the remote selectors intersect AND the local selectors
+intersect (any pair of each; a policy is a pair of one local and one remote selector, and matches a
+packet on both its addresses).  Two partners of one connection of %any behind the same RFC 1918
+subnet, each reaching a local subnet of its own, are told apart by the SPD (a packet from one local
+subnet matches that partner's policies only) and both are up.  Each one's inbound SA then admits
+the other's remote addresses as source, toward its own local subnet only: that is no theft, as
+those packets reach only hosts the administrator gave this peer, whose answers go back to it (no
+other peer holds a policy toward them), and the numbers are this peer's network's as much as the
+other's (overlapping private ranges are two networks that share numbers); toward the other's local
+subnet its SA admits nothing.  Road warriors of a pool connection normally share the connection's
+local_ts (what they propose is narrowed to it), so between them the remote side decides, as before.
 
 A peer is its authenticated identity: the same identity may overlap itself (rekeys,
 reauthentication make-before-break, a client back with or without INITIAL_CONTACT, a second
@@ -18,11 +30,12 @@ administrator gave the same selectors to two named peers, a primary and a backup
 site, and both may be up (the older's policies carry the traffic; when it goes, the other's).
 A peer of a connection of %any (road warriors, EAP users, a CA's certificates) is none the
 administrator named: it never overlaps another identity's selectors, named or not.  The IKE
-service adds each Child SA's remote selectors when it books it (ChildSaUp) and removes them
-when it forgets it.
+service adds each Child SA's remote and local selectors when it books it (ChildSaUp) and removes
+them when it forgets it.
 
-Lookups bisect a list sorted by start address, widened by the widest selector held: a gateway of
-road warriors holds host selectors, and a claim is found without a pass over every client.
+Lookups bisect a list sorted by the remote selectors' start address, widened by the widest
+selector held, and filter what they find by the local selectors: a gateway of road warriors holds
+host selectors, and a claim is found without a pass over every client.
 """
 
 from __future__ import annotations
@@ -37,12 +50,14 @@ from tunsec.policy.selector import Ts
 
 @dataclass(frozen=True, slots=True)   # one per remote selector of every Child SA
 class Claim:
-    """One remote selector of one Child SA (its handle in the IKE service)."""
+    """One remote selector of one Child SA (its handle in the IKE service), with the Child SA's
+    local selectors (all of them: any one may pair with this remote one in a policy)."""
 
     handle: int
     conn: str
     peer: object   # the authenticated identity (Identity), compared with ==
     ts: Ts
+    local: tuple[Ts, ...] = ()   # none known: meets every local selector
     named: bool = False   # its connection names its peer (IkeConfig.names_its_peer)
 
 
@@ -74,8 +89,12 @@ class TsClaims:
     def __len__(self) -> int:
         return len(self._by_handle)
 
-    def add(self, handle: int, conn: str, peer: object, selectors: Sequence[Ts], named: bool = False) -> None:
-        entries = [(int(t.start), int(t.end), Claim(handle, conn, peer, t, named)) for t in selectors if not t.dynamic]
+    def add(self, handle: int, conn: str, peer: object, selectors: Sequence[Ts], local: Sequence[Ts],
+            named: bool = False) -> None:
+        """Child SA ``handle`` holds remote ``selectors`` toward ``local`` ones."""
+        mine = tuple(local)
+        entries = [(int(t.start), int(t.end), Claim(handle, conn, peer, t, mine, named))
+                   for t in selectors if not t.dynamic]
         self.remove(handle)
         self._by_handle[handle] = entries
         for e in entries:
@@ -123,11 +142,13 @@ class TsClaims:
             if width == self._reach[fam]:   # the widest went: at most WIDE widths to look at
                 self._reach[fam] = max(widths, default=0)
 
-    def overlaps(self, peer: object, selectors: Sequence[Ts], named: bool = False) -> list[tuple[Claim, Ts]]:
-        """The claims of other peers that ``selectors`` overlap, each with the overlap; ``named``:
-        the asking peer's connection names it, and so may share selectors with other named peers.
-        A claim of the same identity is another peer's all the same if one connection names it
-        and the other does not (an EAP user or a CA's certificate that merely bears a site's name)."""
+    def overlaps(self, peer: object, selectors: Sequence[Ts], local: Sequence[Ts],
+                 named: bool = False) -> list[tuple[Claim, Ts]]:
+        """The claims of other peers that remote ``selectors`` overlap, with local ones that meet
+        ``local``, each with the overlap of the remote selectors; ``named``: the asking peer's
+        connection names it, and so may share selectors with other named peers.  A claim of the
+        same identity is another peer's all the same if one connection names it and the other does
+        not (an EAP user or a CA's certificate that merely bears a site's name)."""
         found: list[tuple[Claim, Ts]] = []
         for want in selectors:
             fam = want.version
@@ -140,13 +161,24 @@ class TsClaims:
                         (claim.peer == peer and claim.named == named):
                     continue
                 common = want.intersect(claim.ts)
-                if common is not None:
+                if common is not None and _meet(claim.local, local):
                     found.append((claim, common))
         return found
+
+
+def _meet(held: Sequence[Ts], wanted: Sequence[Ts]) -> bool:
+    """Whether two Child SAs' local selectors share a packet's local side: some pair intersects.
+    None known on either side, or one still ``dynamic`` (never booked so), is taken as meeting:
+    an unknown local side is no reason to let a remote overlap pass."""
+    if not held or not wanted or any(t.dynamic for t in held) or any(t.dynamic for t in wanted):
+        return True
+    return any(h.intersect(w) is not None for h in held for w in wanted)
 
 
 def describe(found: Sequence[tuple[Claim, Ts]]) -> str:
     """What overlaps of :meth:`TsClaims.overlaps` mean, for a log line: the first one, and how many more."""
     claim, common = found[0]
     more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
-    return f"overlaps {common} of peer {claim.peer} (connection {claim.conn}, its remote {claim.ts}){more}"
+    local = ", ".join(map(str, claim.local)) or "any"
+    return f"overlaps {common} of peer {claim.peer} (connection {claim.conn}, its remote {claim.ts} " \
+           f"local {local}){more}"

@@ -253,12 +253,14 @@ def outside_others_leases(st: IkeSaState, selectors: Sequence[Ts]) -> tuple[Ts, 
 
 def _not_others(st: IkeSaState, cfg: ChildConfig, proposed: Sequence[Ts], tsi: tuple[Ts, ...],
                 tsr: tuple[Ts, ...]) -> tuple[Ts, ...] | Refusal:
-    """The peer's remote selectors ``tsi`` without what other peers' Child SAs hold (policy/claims.py):
-    with them, our policies would lose those peers' traffic to this one (the older of equal ones
-    wins), and its inbound SA admit their addresses as source.  A road warrior (a connection with
+    """The peer's remote selectors ``tsi`` without what other peers' Child SAs hold toward local
+    selectors that meet ``tsr`` (policy/claims.py): with them, our policies would lose those peers'
+    traffic to this one (the older of equal ones wins), and its inbound SA admit their addresses as
+    source toward the same hosts.  Another peer's remote addresses toward local selectors of this
+    peer's own are no overlap: the SPD tells the two apart by the local side.  A road warrior (a connection with
     pools) is narrowed to the rest, as its lease is what it came for; a site (no pools) is refused
     rather than given a part of its subnets it did not expect.  Refused too when nothing is left."""
-    found = st.ts_claims.overlaps(st.peer_id, tsi, st.config.names_its_peer) if st.ts_claims is not None else []
+    found = st.ts_claims.overlaps(st.peer_id, tsi, tsr, st.config.names_its_peer) if st.ts_claims is not None else []
     if not found:
         return tsi
     why = describe(found)

@@ -118,7 +118,7 @@ def _child_registered(self: IkeService, sa: IkeSa, ev: ChildSaUp) -> ChildState 
         return None
     peer = sa.peer_id if sa.peer_id is not None else ev.remote_addr[0]
     named = sa.config.names_its_peer
-    if not ev.initiator and (found := self.ts_claims.overlaps(peer, ev.remote_ts, named)):
+    if not ev.initiator and (found := self.ts_claims.overlaps(peer, ev.remote_ts, ev.local_ts, named)):
         # the engine refuses or narrows another peer's selectors (exchanges/child.py _not_others),
         # but a datagram handled in the same batch as that peer's negotiation, before its Child SA
         # was booked here, passed: it is deleted, never installed
@@ -164,8 +164,9 @@ def _child_registered(self: IkeService, sa: IkeSa, ev: ChildSaUp) -> ChildState 
         self._ike_peers[ike] = (ev.remote_addr, ev.local_ip, ev.local_port)
     lineage.members.add(handle)
     self.children[handle] = state
-    # whose these selectors are: a later Child SA of another peer may not take them (policy/claims.py)
-    self.ts_claims.add(handle, sa.name, peer, ev.remote_ts, named)
+    # whose these selectors are: a later Child SA of another peer may not take them toward the same
+    # local ones (policy/claims.py)
+    self.ts_claims.add(handle, sa.name, peer, ev.remote_ts, ev.local_ts, named)
     self._by_uid[(ike, ev.unique_id)] = handle
     self._by_ike.setdefault(ike, set()).add(handle)
     return state
