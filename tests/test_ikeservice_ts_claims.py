@@ -9,7 +9,9 @@ source.  So (policy/claims.py, exchanges/child.py outside_others_leases):
   the pool 10.3.0.0/24), a client gets its own lease and no other pool address, whatever it proposes;
 - without pools, a client (another identity) proposing selectors that overlap what another client
   holds is refused with TS_UNACCEPTABLE, and the log line names both; the same identity may
-  overlap itself (a client back on a new IKE SA).
+  overlap itself (a client back on a new IKE SA);
+- an overlap is one of the remote AND the local selectors: two partners behind the same remote
+  subnet that reach disjoint local subnets are both up, each with its own traffic.
 
 The gateway is a real IkeService with the worker's request handling and the C fast path in
 process (test_ikeservice_lease_fence.WatchedWorker); the clients are IKE engines wired to it."""
@@ -50,6 +52,7 @@ class Client:
     local_ts: str        # what it proposes as TSi ("dynamic" with vips: all of IPv4, narrowed to its lease)
     vips: bool = False   # asks for a virtual IP
     named: bool = False  # the gateway has a connection naming it (remote.id), not only the one of %any
+    gw_side: str = GW_NET   # what it proposes as TSr: the gateway's side (within GW_NET) it reaches
 
 
 @dataclass
@@ -76,7 +79,7 @@ class TsGateway(Gateway):
         for i, c in enumerate(self.clients):
             cfg = IkeConfig(f"site{i}", LocalAuth("psk", Identity.parse(c.ident)),
                             RemoteAuth("psk", Identity.parse("gw.example")), PROPOSALS,
-                            (child_config("net", c.local_ts, GW_NET, "aes128gcm16"),), psk=PSK,
+                            (child_config("net", c.local_ts, c.gw_side, "aes128gcm16"),), psk=PSK,
                             local_addr=site_ip(i), remote_addr=GW, mobike=False,
                             vips=(ipaddress.ip_address("0.0.0.0"),) if c.vips else ())
             self.sites.append(IkeEndpoint([cfg]))
@@ -101,22 +104,22 @@ async def gateway(remote_ts: str, pools: bool, *clients: Client) -> TsGateway:
     return gw
 
 
-def reaches(gw: TsGateway, dst: str) -> int | None:
-    """Which client a packet from the gateway's side to ``dst`` is sealed for (None: not sent)."""
-    esp, to, drop, _ = gw.worker.dp.outbound(ipv4_udp("10.1.0.5", dst))
+def reaches(gw: TsGateway, dst: str, src: str = "10.1.0.5") -> int | None:
+    """Which client a packet from ``src`` on the gateway's side to ``dst`` is sealed for (None: not sent)."""
+    esp, to, drop, _ = gw.worker.dp.outbound(ipv4_udp(src, dst))
     if drop is not Drop.NONE or to is None:
         return None
     (i,) = [i for i in range(gw.n) if to == Endpoint(ipaddress.ip_address(site_ip(i)), 4500)]
     _, inner = esp_open(gw.site_key_in(i), esp)   # only that client's key opens it
-    assert inner == ipv4_udp("10.1.0.5", dst)
+    assert inner == ipv4_udp(src, dst)
     return i
 
 
-def sent_as(gw: TsGateway, i: int, src: str) -> Drop:
+def sent_as(gw: TsGateway, i: int, src: str, dst: str = "10.1.0.5", seq: int = 1) -> Drop:
     """What the gateway does with a packet client i sends through its Child SA with source ``src``."""
     child = gw.child_of(i)
     assert child is not None
-    esp = esp_seal(child.spi_in, 1, gw.key_out(i), ipv4_udp(src, "10.1.0.5"))
+    esp = esp_seal(child.spi_in, seq, gw.key_out(i), ipv4_udp(src, dst))
     _, drop = gw.worker.dp.inbound(esp, Endpoint(ipaddress.ip_address(site_ip(i)), 4500),
                                    Endpoint(ipaddress.ip_address(GW), 4500))
     return drop
@@ -258,6 +261,23 @@ def test_two_peers_negotiating_the_same_selectors_in_one_batch_leave_one_install
     assert "site1.example" in line and "site0.example" in line and "10.2.1.0/24" in line
 
 
+def test_in_one_batch_the_backstop_keeps_peers_of_disjoint_local_subnets() -> None:
+    """As above, but the two sites reach disjoint local subnets: the service's backstop compares
+    the local selectors too, and installs both; each local subnet's traffic goes to its own site."""
+    async def body() -> None:
+        gw = TsGateway(2, mobike=False, clients=(Client("site0.example", "10.2.1.0/24", gw_side="10.1.1.0/24"),
+                                                 Client("site1.example", "10.2.1.0/24", gw_side="10.1.2.0/24")))
+        await gw.start()
+        auths = [await held_ike_auth(gw, i) for i in range(2)]
+        for i, auth in enumerate(auths):
+            gw.service.receive(auth, (site_ip(i), 4500), (GW, 4500))
+        gw.service._pump()
+        await gw.settle()
+        assert gw.child_of(0) is not None and gw.child_of(1) is not None
+        assert [reaches(gw, "10.2.1.7", src) for src in ("10.1.1.5", "10.1.2.5")] == [0, 1]
+    run(body())
+
+
 def test_two_connections_that_name_their_peers_may_share_selectors() -> None:
     """A primary and a backup gateway of one site: two connections, each naming its peer, with the
     same remote_ts (the administrator gave the site's subnet to both).  Both are up; the older's
@@ -277,3 +297,41 @@ def test_two_connections_that_name_their_peers_may_share_selectors() -> None:
         assert gw.child_of(0) is None
         assert reaches(gw, "10.2.1.7") == 1
     run(body())
+
+
+def test_peers_with_the_same_remote_subnet_and_disjoint_local_subnets_are_both_up() -> None:
+    """Two partners of the connection of %any behind the same RFC 1918 subnet 10.2.1.0/24, one
+    reaching 10.1.1.0/24, the other 10.1.2.0/24: both up (the SPD tells them apart by the local
+    side); a packet from either local subnet is sealed for its own partner only, and each partner's
+    SA admits its packets toward its own local subnet, not toward the other's."""
+    async def body() -> None:
+        gw = await gateway("10.2.0.0/16", False, Client("p0.example", "10.2.1.0/24", gw_side="10.1.1.0/24"),
+                           Client("p1.example", "10.2.1.0/24", gw_side="10.1.2.0/24"))
+        p0, p1 = gw.child_of(0), gw.child_of(1)
+        assert p0 is not None and p1 is not None and not refusals(gw, 0) and not refusals(gw, 1)
+        assert (p0.local_ts, p1.local_ts) == ((Ts.parse("10.1.1.0/24"),), (Ts.parse("10.1.2.0/24"),))
+        assert p0.remote_ts == p1.remote_ts == (Ts.parse("10.2.1.0/24"),)
+        assert [reaches(gw, "10.2.1.7", src) for src in ("10.1.1.5", "10.1.2.5", "10.1.3.5")] == [0, 1, None]
+        assert sent_as(gw, 0, "10.2.1.7", "10.1.1.5", seq=1) is Drop.NONE
+        assert sent_as(gw, 0, "10.2.1.7", "10.1.2.5", seq=2) is Drop.POLICY
+        assert sent_as(gw, 1, "10.2.1.7", "10.1.2.5", seq=1) is Drop.NONE
+        assert sent_as(gw, 1, "10.2.1.7", "10.1.1.5", seq=2) is Drop.POLICY
+        assert len(gw.service.ts_claims) == 2
+    run(body())
+
+
+def test_peers_with_the_same_remote_subnet_and_overlapping_local_subnets_are_refused(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The same remote subnet, and a local subnet inside the first partner's: the second is refused
+    (TS_UNACCEPTABLE, the log names the first's local side too); the traffic stays the first's."""
+    caplog.set_level(logging.INFO, logger="tunsec")
+
+    async def body() -> None:
+        gw = await gateway("10.2.0.0/16", False, Client("p0.example", "10.2.1.0/24", gw_side="10.1.0.0/16"),
+                           Client("p1.example", "10.2.1.0/24", gw_side="10.1.2.0/24"))
+        assert gw.child_of(0) is not None and gw.child_of(1) is None
+        assert [e.reason for e in refusals(gw, 1)] == ["TS_UNACCEPTABLE"]
+        assert [reaches(gw, "10.2.1.7", src) for src in ("10.1.1.5", "10.1.2.5")] == [0, 0]
+    run(body())
+    (line,) = [r.getMessage() for r in caplog.records if "TS_UNACCEPTABLE" in r.getMessage()]
+    assert "p1.example" in line and "p0.example" in line and "local 10.1.0.0/16" in line
