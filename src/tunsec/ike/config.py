@@ -11,6 +11,7 @@ tunnels), identities with ``Identity.parse``; the test helper
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -201,12 +202,23 @@ class IkeConfig:
         as it is, else one naming it as an identity, a name regardless of ASCII case (strongSwan
         finds EAP secrets by identity, and FQDN and RFC822 identities compare so; the user is then
         one client for leases, unique and INITIAL_CONTACT too: Identity.of_user)."""
-        exact = next((s.secret for s in self.eap_secrets if user in s.ids), None)
-        if exact is not None or not self.eap_secrets:
-            return exact
-        who = Identity.of_user(user.encode("utf-8", "surrogateescape"))
-        return next((s.secret for s in self.eap_secrets if any(Identity.of_user(i.encode()) == who for i in s.ids)),
-                    None)
+        exact, by_identity = self._eap_index
+        found = exact.get(user)
+        if found is None and by_identity:
+            found = by_identity.get(Identity.of_user(user.encode("utf-8", "surrogateescape")))
+        return found
+
+    @functools.cached_property
+    def _eap_index(self) -> tuple[dict[str, Secret], dict[Identity, Secret]]:
+        """The EAP secrets by user name as written and as an identity, the first of each in the
+        file: built once, so that a client's unknown name costs two dict look-ups, not a pass."""
+        exact: dict[str, Secret] = {}
+        by_identity: dict[Identity, Secret] = {}
+        for s in self.eap_secrets:
+            for name in s.ids:
+                exact.setdefault(name, s.secret)
+                by_identity.setdefault(Identity.of_user(name.encode()), s.secret)
+        return exact, by_identity
 
     def child(self, name: str) -> ChildConfig:
         for child in self.children:
