@@ -52,6 +52,7 @@ class Client:
     local_ts: str        # what it proposes as TSi ("dynamic" with vips: all of IPv4, narrowed to its lease)
     vips: bool = False   # asks for a virtual IP
     named: bool = False  # the gateway has a connection naming it (remote.id), not only the one of %any
+    named_ts: str | None = None   # that connection's remote_ts (None: the gateway's, as the %any one)
     gw_side: str = GW_NET   # what it proposes as TSr: the gateway's side (within GW_NET) it reaches
 
 
@@ -64,13 +65,15 @@ class TsGateway(Gateway):
     pools: bool = False
 
     async def start(self) -> None:
-        def conn(name: str, remote: RemoteAuth) -> Connection:
+        def conn(name: str, remote: RemoteAuth, remote_ts: str | None = None) -> Connection:
+            child = child_config("net", GW_NET, remote_ts or self.remote_ts, "aes128gcm16")
             return Connection(name, IkeConfig(name, LocalAuth("psk", Identity.parse("gw.example")), remote, PROPOSALS,
-                                              (child_config("net", GW_NET, self.remote_ts, "aes128gcm16"),), psk=PSK,
-                                              local_addr=GW, pools=(POOL.name,) if self.pools else ()))
+                                              (child,), psk=PSK, local_addr=GW,
+                                              pools=(POOL.name,) if self.pools else ()))
         # the connection of %any first: a peer it names still gets its own (ike_auth._select_config)
-        conns = [conn("gw", RemoteAuth("psk"))] + [conn(f"named{i}", RemoteAuth("psk", Identity.parse(c.ident)))
-                                                   for i, c in enumerate(self.clients) if c.named]
+        conns = [conn("gw", RemoteAuth("psk"))] + [
+            conn(f"named{i}", RemoteAuth("psk", Identity.parse(c.ident)), c.named_ts)
+            for i, c in enumerate(self.clients) if c.named]
         self.worker = client = WatchedWorker(asyncio.get_running_loop(), self._natt_out)  # type: ignore[assignment]
         self.service = IkeService(conns, lambda: client, {4: GW}, IdSpace(),  # type: ignore[arg-type]
                                   pools=[POOL] if self.pools else [])
@@ -284,9 +287,10 @@ def test_two_connections_that_name_their_peers_may_share_selectors() -> None:
     policies carry the traffic, the backup's once the primary is gone.  A peer of the %any
     connection claiming the same subnet is still refused: nobody named it."""
     async def body() -> None:
-        gw = await gateway("10.2.0.0/16", False, Client("primary.example", "10.2.1.0/24", named=True),
-                           Client("backup.example", "10.2.1.0/24", named=True),
-                           Client("anyone.example", "10.2.1.0/24"))
+        site = "10.2.1.0/24"
+        gw = await gateway("10.2.0.0/16", False, Client("primary.example", site, named=True, named_ts=site),
+                           Client("backup.example", site, named=True, named_ts=site),
+                           Client("anyone.example", site))
         assert gw.child_of(0) is not None and gw.child_of(1) is not None
         assert not refusals(gw, 0) and not refusals(gw, 1)
         assert gw.child_of(2) is None and [e.reason for e in refusals(gw, 2)] == ["TS_UNACCEPTABLE"]
@@ -296,6 +300,19 @@ def test_two_connections_that_name_their_peers_may_share_selectors() -> None:
         await gw.settle()
         assert gw.child_of(0) is None
         assert reaches(gw, "10.2.1.7") == 1
+    run(body())
+
+
+def test_named_spokes_that_choose_from_a_wide_remote_ts_may_not_share() -> None:
+    """A hub's spokes, each with a connection naming it, all with remote_ts = 10.2.0.0/16 (each
+    chooses its subnet): a spoke claiming another's /24 is refused, named or not, as the
+    administrator gave it no such subnet by name."""
+    async def body() -> None:
+        gw = await gateway("10.2.0.0/16", False, Client("spoke-a.example", "10.2.1.0/24", named=True),
+                           Client("spoke-b.example", "10.2.1.0/24", named=True))
+        assert gw.child_of(0) is not None and gw.child_of(1) is None
+        assert [e.reason for e in refusals(gw, 1)] == ["TS_UNACCEPTABLE"]
+        assert reaches(gw, "10.2.1.7") == 0
     run(body())
 
 

@@ -197,6 +197,13 @@ class IkeConfig:
         of %any (road warriors, a CA's certificates, EAP users) admits whoever proves an identity."""
         return not self.remote.id.is_any and self.remote.eap_id != "%any"
 
+    def assigns(self, child: str, remote: Sequence[Ts]) -> bool:
+        """The administrator gave the peer exactly these remote selectors by name: the connection
+        names its peer, and its child's ``remote_ts`` is ``remote`` as written (not a range the peer
+        chose a part of: a hub's spokes, each named, with remote_ts = 10.0.0.0/8, choose)."""
+        cfg = next((c for c in self.children if c.name == child), None)
+        return self.names_its_peer and cfg is not None and tuple(remote) == tuple(cfg.remote_ts)
+
     def eap_password(self, user: str) -> Secret | None:
         """The EAP secret of ``user`` (a gateway's users, or a client's own): one whose ids name it
         as it is, else one naming it as an identity, a name regardless of ASCII case (strongSwan

@@ -25,9 +25,11 @@ local_ts (what they propose is narrowed to it), so between them the remote side 
 A peer is its authenticated identity: the same identity may overlap itself (rekeys,
 reauthentication make-before-break, a client back with or without INITIAL_CONTACT, a second
 IKE SA under ``unique = no``); every other identity may not (the SPD is one for all of them),
-unless both peers' connections name their peer (IkeConfig.names_its_peer): then the
-administrator gave the same selectors to two named peers, a primary and a backup gateway of one
-site, and both may be up (the older's policies carry the traffic; when it goes, the other's).
+unless both peers' connections name their peer and give it these very selectors as written
+(IkeConfig.assigns): then the administrator gave the same selectors to two named peers, a primary
+and a backup gateway of one site, and both may be up (the older's policies carry the traffic; when
+it goes, the other's).  A named peer that chose its part of a wider remote_ts (a hub's spokes)
+is held to the rule like any other.
 A peer of a connection of %any (road warriors, EAP users, a CA's certificates) is none the
 administrator named: it never overlaps another identity's selectors, named or not.  The IKE
 service adds each Child SA's remote and local selectors when it books it (ChildSaUp) and removes
@@ -58,7 +60,7 @@ class Claim:
     peer: object   # the authenticated identity (Identity), compared with ==
     ts: Ts
     local: tuple[Ts, ...] = ()   # none known: meets every local selector
-    named: bool = False   # its connection names its peer (IkeConfig.names_its_peer)
+    named: bool = False   # its connection names its peer and gave it these selectors (IkeConfig.assigns)
 
 
 _Entry = tuple[int, int, Claim]   # (first address, last address, the claim), as integers

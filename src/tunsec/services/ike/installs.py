@@ -117,7 +117,7 @@ def _child_registered(self: IkeService, sa: IkeSa, ev: ChildSaUp) -> ChildState 
         log.error("%s: negotiated ESP %s, which the fast path does not do", sa.name, ev.alg)
         return None
     peer = sa.peer_id if sa.peer_id is not None else ev.remote_addr[0]
-    named = sa.config.names_its_peer
+    named = sa.config.assigns(ev.child, ev.remote_ts)
     if not ev.initiator and (found := self.ts_claims.overlaps(peer, ev.remote_ts, ev.local_ts, named)):
         # the engine refuses or narrows another peer's selectors (exchanges/child.py _not_others),
         # but a datagram handled in the same batch as that peer's negotiation, before its Child SA
