@@ -136,6 +136,23 @@ def test_an_eap_user_name_in_another_case_finds_its_secret() -> None:
     _refused(client("ALICE", b"Bob-pw-2"), "wrong EAP-MSCHAPv2 password")
 
 
+def test_a_connection_naming_the_client_that_wants_another_auth_method_is_passed_by() -> None:
+    """The gateway has the EAP connection of %any first and, after it, one naming moon.example
+    that wants a PSK.  The client (IDi moon.example) asks for EAP (no AUTH): it stays on the EAP
+    connection, whose way of authenticating it fits, and comes up; the named one would refuse it."""
+    named = IkeConfig("moon", LocalAuth("psk", Identity.parse("sun.example")),
+                      RemoteAuth("psk", Identity.parse("moon.example")), parse_proposals("default"),
+                      (child_config("net", "10.2.0.0/16", "10.1.0.0/16"),), psk=Secret(b"moon-psk"), local_addr=B)
+    net = Network()
+    a = net.add(A, IkeEndpoint([client()]))
+    net.add(B, IkeEndpoint([gateway(), named]))
+    a.initiate("rw", "net", net.now)
+    net.run()
+    ups = only(net.take(B), IkeSaUp)
+    assert [(u.name, str(u.remote_id)) for u in ups] == [("gw", "alice")]
+    assert only(net.take(A), IkeSaUp)
+
+
 def test_eap_user_names_that_parse_alike_are_still_two_users() -> None:
     """"@alice" would parse as the FQDN identity alice: the gateway keeps the user name as it is."""
     users = (EapSecret(("alice",), Secret(b"Alice-pw-1")), EapSecret(("@alice",), Secret(b"At-alice-pw")))

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from tunsec.policy.pad import Refused, check_auth_method, group_member, identity_allowed
+from tunsec.policy.pad import Refused, auth_allowed, check_auth_method, group_member, identity_allowed
 
 from ..auth import AuthError, psk_auth_data, sign, signed_octets, verify_psk, verify_signature
 from ..certs import load_certificates, verify_peer
@@ -142,11 +142,19 @@ def _fits(cfg: IkeConfig, peer: Identity, wanted: Identity | None) -> bool:
 def _select_config(st: IkeSaState, idi: IdPayload, payloads: Sequence[Payload]) -> None:
     """Switch a responder to the connection that fits IDi (and IDr, if the peer sent one)."""
     peer, wanted = _peer_ids(idi, payloads)
+    auth = find(payloads, AuthPayload)
+
+    def proves(cfg: IkeConfig) -> bool:
+        """The peer authenticates as the connection wants: its AUTH's method, or EAP if it sent none."""
+        return auth_allowed(cfg.remote.method, auth.method) if auth is not None else \
+            cfg.remote.method in eap.METHOD_NAMES
     fitting = [cfg for cfg in st.candidates if _fits(cfg, peer, wanted)]
     if fitting:
-        # one that names the peer's identity before one of %any, whatever their order (strongSwan
-        # ranks a perfect identity match above %any): a site's own connection, not the road warriors'
-        st.config = min(fitting, key=lambda cfg: cfg.remote.id.is_any)
+        # one the peer's way of authenticating fits first (strongSwan moves on to the next candidate
+        # whose constraints it meets), and of those one that names the peer's identity before one of
+        # %any, whatever their order (strongSwan ranks a perfect identity match above %any): a site's
+        # own connection, not the road warriors'; else the first that fits, and its check refuses
+        st.config = min(fitting, key=lambda cfg: (not proves(cfg), cfg.remote.id.is_any))
 
 
 def _after_eap(st: IkeSaState, ge: eap.GatewayEap) -> list[IkeConfig]:
