@@ -152,6 +152,13 @@ class Ts:
         return [Ts(_ip(self.version, lo), _ip(self.version, hi), self.protocol, self.start_port, self.end_port)
                 for lo, hi in pieces if lo <= hi]
 
+    def without_all(self, others: Sequence[Ts]) -> list[Ts]:
+        """This selector with the address range of each of ``others`` cut out in turn."""
+        pieces = [self]
+        for other in others:
+            pieces = [p for piece in pieces for p in piece.without_addresses(other)]
+        return pieces
+
     def __str__(self) -> str:
         if self.dynamic:
             addr = "dynamic"

@@ -241,10 +241,7 @@ def outside_others_leases(st: IkeSaState, selectors: Sequence[Ts]) -> tuple[Ts, 
     own = [Ts.host(address) for address in own_addrs]
     out: list[Ts] = []
     for sel in selectors:
-        pieces = [sel]
-        for span in spans:
-            pieces = [p for piece in pieces for p in piece.without_addresses(span)]
-        pieces += [mine for host in own if (mine := sel.intersect(host)) is not None]
+        pieces = sel.without_all(spans) + [mine for host in own if (mine := sel.intersect(host)) is not None]
         for piece in sorted(pieces, key=lambda t: int(t.start)):
             if piece not in out:
                 out.append(piece)
@@ -269,10 +266,7 @@ def _not_others(st: IkeSaState, cfg: ChildConfig, proposed: Sequence[Ts], tsi: t
         taken = [claim.ts for claim, _ in found]
         left: list[Ts] = []
         for sel in tsi:
-            pieces = [sel]
-            for ts in taken:
-                pieces = [p for piece in pieces for p in piece.without_addresses(ts)]
-            left += [p for p in pieces if p not in left]
+            left += [p for p in sel.without_all(taken) if p not in left]
         if left and _unusable(tsr, left) is None:
             log.info("%s child %s: TSi of peer %s narrowed to %s: %s", st.name, cfg.name, st.peer_id,
                      _ts_text(left), why)
