@@ -107,6 +107,19 @@ async def gateway(remote_ts: str, pools: bool, *clients: Client) -> TsGateway:
     return gw
 
 
+async def in_one_batch(*clients: Client) -> TsGateway:
+    """The clients' IKE_AUTH requests reach the gateway in one batch, handled before any of their
+    Child SAs is booked (the service's backstop decides then)."""
+    gw = TsGateway(len(clients), mobike=False, clients=clients)
+    await gw.start()
+    auths = [await held_ike_auth(gw, i) for i in range(len(clients))]
+    for i, auth in enumerate(auths):
+        gw.service.receive(auth, (site_ip(i), 4500), (GW, 4500))
+    gw.service._pump()
+    await gw.settle()
+    return gw
+
+
 def reaches(gw: TsGateway, dst: str, src: str = "10.1.0.5") -> int | None:
     """Which client a packet from ``src`` on the gateway's side to ``dst`` is sealed for (None: not sent)."""
     esp, to, drop, _ = gw.worker.dp.outbound(ipv4_udp(src, dst))
@@ -247,14 +260,7 @@ def test_two_peers_negotiating_the_same_selectors_in_one_batch_leave_one_install
     caplog.set_level(logging.INFO, logger="tunsec")
 
     async def body() -> None:
-        gw = TsGateway(2, mobike=False, clients=(Client("site0.example", "10.2.1.0/24"),
-                                                 Client("site1.example", "10.2.1.0/24")))
-        await gw.start()
-        auths = [await held_ike_auth(gw, i) for i in range(2)]
-        for i, auth in enumerate(auths):
-            gw.service.receive(auth, (site_ip(i), 4500), (GW, 4500))
-        gw.service._pump()
-        await gw.settle()
+        gw = await in_one_batch(Client("site0.example", "10.2.1.0/24"), Client("site1.example", "10.2.1.0/24"))
         assert gw.child_of(0) is not None and gw.child_of(1) is None
         assert reaches(gw, "10.2.1.7") == 0
         assert {p.reqid for p in gw.worker.dp.policies() if p.reqid} == {gw.child_of(0).reqid}  # type: ignore[union-attr]
@@ -268,14 +274,8 @@ def test_in_one_batch_the_backstop_keeps_peers_of_disjoint_local_subnets() -> No
     """As above, but the two sites reach disjoint local subnets: the service's backstop compares
     the local selectors too, and installs both; each local subnet's traffic goes to its own site."""
     async def body() -> None:
-        gw = TsGateway(2, mobike=False, clients=(Client("site0.example", "10.2.1.0/24", gw_side="10.1.1.0/24"),
-                                                 Client("site1.example", "10.2.1.0/24", gw_side="10.1.2.0/24")))
-        await gw.start()
-        auths = [await held_ike_auth(gw, i) for i in range(2)]
-        for i, auth in enumerate(auths):
-            gw.service.receive(auth, (site_ip(i), 4500), (GW, 4500))
-        gw.service._pump()
-        await gw.settle()
+        gw = await in_one_batch(Client("site0.example", "10.2.1.0/24", gw_side="10.1.1.0/24"),
+                                Client("site1.example", "10.2.1.0/24", gw_side="10.1.2.0/24"))
         assert gw.child_of(0) is not None and gw.child_of(1) is not None
         assert [reaches(gw, "10.2.1.7", src) for src in ("10.1.1.5", "10.1.2.5")] == [0, 1]
     run(body())
