@@ -407,6 +407,10 @@ static _Atomic uint64_t *invalid_spi_slot(ts_dp *dp, const ts_addr *src) {
     return &dp->invalid_spi_src_ns[h & (TS_INVALID_SPI_SLOTS - 1)];
 }
 
+unsigned ts_test_invalid_spi_slot(ts_dp *dp, const ts_addr *src) {
+    return (unsigned)(invalid_spi_slot(dp, src) - dp->invalid_spi_src_ns);
+}
+
 #define INVALID_SPI_SOURCE_NS 1000000000ull   /* one event per source address a second ... */
 #define INVALID_SPI_ALL_NS 100000000ull       /* ... and ten a second from all together */
 

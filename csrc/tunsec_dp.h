@@ -301,4 +301,9 @@ int ts_test_sa_wipe(const ts_sa_params *p, uint8_t *buf, size_t cap, int *key_se
  * Only tests call it; SA ages, lifetimes and holds keep CLOCK_MONOTONIC. */
 void ts_test_set_clock(ts_dp *dp, uint64_t now_ns);
 
+/* INVALID_SPI test hook: the per-source limiter's slot of src (its address hashed with this
+ * context's random key): sources in one slot share one limit, so a test that wants two
+ * sources limited apart picks addresses whose slots differ. */
+unsigned ts_test_invalid_spi_slot(ts_dp *dp, const ts_addr *src);
+
 #endif

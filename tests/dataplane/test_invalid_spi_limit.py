@@ -8,7 +8,7 @@ from __future__ import annotations
 import ipaddress
 
 from esp_ref import esp_seal, inner, new_key, receiver
-from tunsec.dataplane._fastpath import lib
+from tunsec.dataplane._fastpath import ffi, lib
 
 from tunsec.dataplane.fastpath import Dataplane, Drop, EventType
 from tunsec.dataplane.pipe import Endpoint
@@ -17,11 +17,28 @@ SECOND = 1_000_000_000
 T0 = 1 << 62   # far ahead of CLOCK_MONOTONIC, as a stopped clock may be
 PKT4 = inner(4)
 A = Endpoint(ipaddress.ip_address("198.51.100.1"), 4500)
-B = Endpoint(ipaddress.ip_address("2001:db8::b"), 4500)
 
 
 def _at(dp: Dataplane, ns: int) -> None:
     lib.ts_test_set_clock(dp._dp, ns)
+
+
+def _slot(dp: Dataplane, ep: Endpoint) -> int:
+    a = ffi.new("ts_addr *")
+    a.family = ep.addr.version
+    a.addr[0:len(ep.addr.packed)] = ep.addr.packed
+    a.port = ep.port
+    return int(lib.ts_test_invalid_spi_slot(dp._dp, a))
+
+
+def _apart_from_a(dp: Dataplane) -> Endpoint:
+    """An IPv6 source limited apart from A: the slots are a keyed hash of the address (random key
+    per context), so now and then two addresses share one, and with it one limit."""
+    for last in range(0xb, 0x10000):
+        b = Endpoint(ipaddress.ip_address(f"2001:db8::{last:x}"), 4500)
+        if _slot(dp, b) != _slot(dp, A):
+            return b
+    raise AssertionError("every address in A's slot")
 
 
 def _reported(dp: Dataplane) -> list[tuple[int, Endpoint | None]]:
@@ -31,6 +48,7 @@ def _reported(dp: Dataplane) -> list[tuple[int, Endpoint | None]]:
 def test_one_source_cannot_crowd_out_another() -> None:
     key = new_key()
     dp, _spi = receiver(key)
+    B = _apart_from_a(dp)
     _at(dp, T0)
     for i in range(50):   # junk from one source within its second: one hint
         assert dp.inbound(esp_seal(key, 0xA000 + i, 1, PKT4, 4), A) == (b"", Drop.NO_SA)
@@ -56,6 +74,7 @@ def test_shared_budget_is_not_spent_by_a_source_over_its_limit() -> None:
     refused ones, is not held back by the shared limiter."""
     key = new_key()
     dp, _spi = receiver(key)
+    B = _apart_from_a(dp)
     _at(dp, T0)
     dp.inbound(esp_seal(key, 0xA000, 1, PKT4, 4), A)
     _at(dp, T0 + SECOND // 10)
@@ -69,6 +88,7 @@ def test_shared_budget_is_not_spent_by_a_source_over_its_limit() -> None:
 def test_a_spent_shared_budget_costs_a_source_no_turn() -> None:
     key = new_key()
     dp, _spi = receiver(key)
+    B = _apart_from_a(dp)
     _at(dp, T0)
     dp.inbound(esp_seal(key, 0xA000, 1, PKT4, 4), A)
     _at(dp, T0 + SECOND // 20)   # within the shared limiter's 100 ms: B's hint is withheld ...
