@@ -193,6 +193,17 @@ static bool bucket_ok(_Atomic uint64_t *tat, uint64_t now, uint64_t interval_ns,
     }
 }
 
+/* gives back the answer bucket_ok just granted, for a caller that did not use it after all.
+ * Moving *tat back one interval is bucket_ok undone, even after other threads took or the
+ * clock moved: bucket_ok reads at least now from it, so a refund never makes more than a full
+ * bucket.  Each refund follows its own take, which raised *tat by an interval or more, so it
+ * cannot wrap below 0 (the floor is a guard only). */
+static void bucket_refund(_Atomic uint64_t *tat, uint64_t interval_ns) {
+    uint64_t prev = atomic_load(tat);
+    while (!atomic_compare_exchange_weak(tat, &prev, prev > interval_ns ? prev - interval_ns : 0))
+        ;
+}
+
 #define ICMP_INTERVAL_NS 10000000ull   /* 100 ICMP answers per second ... */
 #define ICMP_BURST 20                  /* ... after a burst of 20 */
 
@@ -412,7 +423,15 @@ unsigned ts_test_invalid_spi_slot(ts_dp *dp, const ts_addr *src) {
 }
 
 #define INVALID_SPI_SOURCE_NS 1000000000ull   /* one event per source address a second ... */
-#define INVALID_SPI_ALL_NS 100000000ull       /* ... and ten a second from all together */
+/* ... and from all together a burst of ten, then ten a second (GCRA).  The hints that matter
+ * come in a crowd: after the gateway or its worker restarts, every peer's ESP for SPIs it lost
+ * arrives within milliseconds, and a fixed 100 ms spacing withheld all but one of them.  Ten at
+ * once serves a small crowd in one go and a larger one at 10/s as the bucket refills (each peer
+ * keeps sending, so its next packet asks again).  The average stays the 10/s the control process
+ * was sized for (no one-second window holds more than 20), and ten is far below the event
+ * queue's TS_EVENT_CAP, so a burst never crowds out EXPIRE or ACQUIRE. */
+#define INVALID_SPI_ALL_INTERVAL_NS 100000000ull
+#define INVALID_SPI_ALL_BURST 10
 
 /* a hint for the control side, never proof of anything: one source must not crowd out the
  * others (RFC 7296 §2.21.4 wants the hint for the peer that lost its state) */
@@ -426,11 +445,14 @@ static void invalid_spi(ts_dp *dp, uint32_t spi, const ts_addr *src) {
         return;
     }
     /* its slot is taken only once the shared limiter agreed: a spent budget costs it no turn */
-    if (!rate_ok(&dp->invalid_spi_tokens_ns, now, INVALID_SPI_ALL_NS)) {
+    if (!bucket_ok(&dp->invalid_spi_tat_ns, now, INVALID_SPI_ALL_INTERVAL_NS, INVALID_SPI_ALL_BURST)) {
         ts_drop(dp, TS_DROP_INVALID_SPI_RATE_LIMIT);
         return;
     }
-    if (!atomic_compare_exchange_strong(slot, &last, now)) {   /* another thread's turn for this slot */
+    if (!atomic_compare_exchange_strong(slot, &last, now)) {
+        /* another thread took this slot's turn since the check above: the source is over its
+         * limit after all, so the shared answer goes back for the others */
+        bucket_refund(&dp->invalid_spi_tat_ns, INVALID_SPI_ALL_INTERVAL_NS);
         ts_drop(dp, TS_DROP_INVALID_SPI_SOURCE_LIMIT);
         return;
     }

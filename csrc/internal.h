@@ -269,7 +269,7 @@ struct ts_dp {
     bool vnet, udp_gso, udp_gro;       /* offloads in use (ts_dp_set_offloads) */
     _Atomic bool stop;
     _Atomic int last_errno;           /* written by every loop thread */
-    _Atomic uint64_t invalid_spi_tokens_ns;  /* rate limiter for INVALID_SPI, all sources together */
+    _Atomic uint64_t invalid_spi_tat_ns;  /* token bucket (GCRA) for INVALID_SPI, all sources together */
     /* ... and one per source address, in slots a keyed hash picks: the key is random per context so
      * that nobody can aim at a real peer's slot (a collision only shares that slot's budget) */
     uint64_t invalid_spi_key[2];

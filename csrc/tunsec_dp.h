@@ -66,9 +66,10 @@ enum ts_drop {
     TS_DROP_UNRESERVED,     /* sequence number past the SA's persisted reservation (seq_limit) */
     TS_DROP_INVALID_SPI_SOURCE_LIMIT, /* unknown SPI, no INVALID_SPI event: its source address had one
                                          within the second (junk from one sender) */
-    TS_DROP_INVALID_SPI_RATE_LIMIT,   /* unknown SPI, no INVALID_SPI event: all sources together had 10
-                                         within the second (hints for real peers may be lost); both
-                                         counted per event withheld, on top of TS_DROP_NO_SA */
+    TS_DROP_INVALID_SPI_RATE_LIMIT,   /* unknown SPI, no INVALID_SPI event: all sources together spent
+                                         their shared budget (a burst of 10, refilled at 10 a second;
+                                         hints for real peers may be lost); both counted per event
+                                         withheld, on top of TS_DROP_NO_SA */
     TS_DROP__COUNT
 };
 

@@ -41,7 +41,9 @@ int main(int argc, char **argv) {
     test_ike_port500();
     test_siphash_vector();
     test_invalid_spi_per_source();
+    test_invalid_spi_clock_behind();
     test_invalid_spi_threads();
+    test_invalid_spi_race_refund();
     test_icmp();
     test_icmp_limits();
     test_key_wipe();

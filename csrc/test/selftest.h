@@ -131,7 +131,9 @@ void test_dead_sa(void);               /* test_dead_sa.c */
 void test_ike_port500(void);            /* test_ike_port.c */
 void test_siphash_vector(void);         /* test_invalid_spi.c */
 void test_invalid_spi_per_source(void);
+void test_invalid_spi_clock_behind(void);
 void test_invalid_spi_threads(void);
+void test_invalid_spi_race_refund(void);
 void test_icmp(void);                   /* test_icmp.c */
 void test_icmp_limits(void);
 void test_key_wipe(void);               /* test_sad.c */
