@@ -21,6 +21,17 @@ an answer to a request we no longer wait for (timed out, or its IKE SA is gone) 
 ``late``, one that does not verify as ``bad``, one for no request at all as ``unmatched``.
 A reply that does not verify does not end the wait: the real answer may still come.
 
+An identifier whose request was given up is parked before it is used again (a timer on the
+loop, :meth:`ServerLink.park_seconds`: the longest wait of a round, by default): the server may
+still be working on the old request or hold it in its duplicate cache (FreeRADIUS 3 abandons the
+old one for the new, with an error in its log while the old one still runs; servers that match
+duplicates by source and identifier alone, as Radiator within its ``DupInterval``, drop the new
+one), and a late answer to it is told apart (``late``) only until the identifier is reused.
+Waiting requests meanwhile take identifiers answered requests give back. At most PARK_MAX of a
+socket's identifiers are parked at once (the oldest parked is freed early beyond that), so that
+requests given up in bulk (an attacker starting EAP conversations and dropping their IKE SAs)
+cannot take a socket's identifiers out of use.
+
 Accounting (:mod:`tunsec.radius.accounting`) uses the same links to each server's ``acct_port``,
 with its Accounting-Response reader and its own counters (:class:`AccountingStats`).
 
@@ -47,7 +58,8 @@ from .health import ServerHealth
 from .messages import ACCESS_ACCEPT, ACCESS_CHALLENGE, Answer, BadReply, read_reply, verifies
 from .settings import IDS, RadiusServer, RadiusSettings
 
-__all__ = ["IDS", "MAX_WAITERS", "AccountingStats", "Busy", "NoAnswer", "RadiusClient", "RadiusStats", "ServerLink"]
+__all__ = ["IDS", "MAX_WAITERS", "PARK_MAX", "AccountingStats", "Busy", "NoAnswer", "RadiusClient", "RadiusStats",
+           "ServerLink"]
 
 log = logging.getLogger("tunsec.radius")
 
@@ -56,6 +68,9 @@ log = logging.getLogger("tunsec.radius")
 # that a flood of unauthenticated EAP conversations cannot queue without bound (each waiter
 # holds its IKE SA's request and a task); beyond it a request is refused (Busy) at once
 MAX_WAITERS = 1024
+# identifiers of one socket that may be parked at once: half, so that the other half always serves
+# (each parked one was an exchange's; see the module docstring)
+PARK_MAX = IDS // 2
 
 
 class NoAnswer(Exception):
@@ -126,6 +141,8 @@ class _Socket(asyncio.DatagramProtocol, Generic[T]):
         # requests given up, by identifier, until the identifier is reused: to tell a late answer
         # from junk (at most IDS entries)
         self.given_up: dict[int, Any] = {}
+        # identifiers given up and not free yet, oldest first, with the timer that frees each
+        self.parked: dict[int, asyncio.TimerHandle] = {}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
@@ -157,7 +174,7 @@ class ServerLink(Generic[T]):
     def __init__(self, server: RadiusServer, settings: RadiusSettings, stats: RadiusStats | AccountingStats,
                  port: int | None = None, read: Callable[[Any, bytes], T] = read_reply,  # type: ignore[assignment]
                  verify: Callable[[Any, bytes], bool] = verifies, what: str = "Access-Requests",
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, park: float | None = None) -> None:
         self.server = server
         self.settings = settings
         self.stats = stats
@@ -178,6 +195,20 @@ class ServerLink(Generic[T]):
         # exchanges begun and not ended, waiting ones and the socket's opening included: the load
         # the choice of a server weighs (tunsec.radius.health.score); ``outstanding`` counts those sent
         self.under_way = 0
+        self._rest = park   # seconds a given-up identifier rests; None: park_seconds() from the settings
+
+    def park_seconds(self) -> float:
+        """How long an identifier given up rests before reuse: the longest we wait for an answer to
+        one send (the last of a round; 7.7 s with the defaults). A server that answers at all answers
+        within it, or we would take it for dead; it covers the duplicate caches of FreeRADIUS
+        (cleanup_delay, 5 s) and Radiator (DupInterval, 2 s) at their defaults."""
+        if self._rest is not None:
+            return self._rest
+        return self.settings.wait(self.settings.retransmit_tries)
+
+    @property
+    def parked(self) -> int:
+        return sum(len(s.parked) for s in self.sockets)
 
     @property
     def outstanding(self) -> int:
@@ -217,6 +248,9 @@ class ServerLink(Generic[T]):
         self._closed = True
         for sock in self.sockets:
             sock.close()
+            for timer in sock.parked.values():
+                timer.cancel()
+            sock.parked.clear()
         waiters, self._waiters = self._waiters, collections.deque()
         for waiter in waiters:
             if not waiter.done():
@@ -262,6 +296,21 @@ class ServerLink(Generic[T]):
     def _claim(sock: _Socket[T], ident: int) -> _Slot[T]:
         sock.given_up.pop(ident, None)   # reused: an answer to the old request is no longer told apart
         return sock, ident
+
+    def _park(self, sock: _Socket[T], ident: int) -> None:
+        """An identifier given up: free again only after park_seconds() (PARK_MAX bounds how many)."""
+        if self._closed:   # nothing will use it again
+            return
+        if len(sock.parked) >= PARK_MAX:
+            self._unpark(sock, next(iter(sock.parked)))
+        loop = asyncio.get_running_loop()
+        sock.parked[ident] = loop.call_later(self.park_seconds(), self._unpark, sock, ident)
+
+    def _unpark(self, sock: _Socket[T], ident: int) -> None:
+        timer = sock.parked.pop(ident, None)
+        if timer is not None:
+            timer.cancel()
+            self._give_back(sock, ident)
 
     def _give_back(self, sock: _Socket[T], ident: int) -> None:
         """An identifier free again: the first request waiting takes it, else it is free."""
@@ -365,10 +414,12 @@ class ServerLink(Generic[T]):
                            + (" (it waited for an identifier first)" if waited else ""))
         finally:
             del sock.outstanding[ident]
-            if not waiting.answer.done():
+            if waiting.answer.done():
+                self._give_back(sock, ident)
+            else:
                 waiting.answer.cancel()
                 sock.given_up[ident] = request
-            self._give_back(sock, ident)
+                self._park(sock, ident)
 
 
 class RadiusClient:
@@ -406,6 +457,10 @@ class RadiusClient:
     def waiting(self) -> int:
         """Requests waiting for an identifier now (every one of their server's sockets in use)."""
         return sum(link.waiting for link in self._links.values())
+
+    def parked(self) -> int:
+        """Identifiers given up that are not used again yet (ServerLink.park_seconds)."""
+        return sum(link.parked for link in self._links.values())
 
     def health(self) -> dict[str, dict[str, Any]]:
         """Each configured server's health (``unknown`` for one not asked yet), by name."""

@@ -90,7 +90,7 @@ class RadiusRelay:
         servers: dict[str, dict[str, Any]] = {name: {"auth": h} for name, h in self.client.health().items()}
         out: dict[str, Any] = {**self.stats.as_dict(), "conversations": self.conversations,
                                "outstanding": self.client.outstanding(), "waiting": self.client.waiting(),
-                               "servers": servers}
+                               "parked": self.client.parked(), "servers": servers}
         if accounting is not None:
             for name, h in accounting.health().items():
                 servers.setdefault(name, {})["acct"] = h
