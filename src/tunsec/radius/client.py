@@ -35,6 +35,13 @@ cannot take a socket's identifiers out of use.
 Accounting (:mod:`tunsec.radius.accounting`) uses the same links to each server's ``acct_port``,
 with its Accounting-Response reader and its own counters (:class:`AccountingStats`).
 
+Each socket asks for a receive buffer that holds an answer of the largest size to every one of
+its identifiers (RCVBUF): answers to a burst of requests come at once. The sockets are opened
+after the daemon gave up root, so the kernel caps the buffer at ``net.core.rmem_max`` unless the
+process kept CAP_NET_ADMIN for other reasons (SO_RCVBUFFORCE; none is kept for this); an answer the
+kernel drops for want of room is counted (``rcvbuf_drops``, read from the sockets when status is
+asked) and recovered by the request's retransmission.
+
 Each link keeps its server port's health (:class:`~tunsec.radius.health.ServerHealth`, ``health``):
 an authentic answer makes it up, a request given up (or one that cannot be sent) down. The
 relay and accounting read it to pass a dead server by (:func:`~tunsec.radius.health.in_order`),
@@ -47,6 +54,8 @@ import asyncio
 import collections
 import contextlib
 import logging
+import socket
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -71,6 +80,10 @@ MAX_WAITERS = 1024
 # identifiers of one socket that may be parked at once: half, so that the other half always serves
 # (each parked one was an exchange's; see the module docstring)
 PARK_MAX = IDS // 2
+# a socket's receive buffer: an answer to each of its identifiers at once, each of the largest size
+# (4096 bytes, RFC 2865 §3); the kernel doubles it for its bookkeeping (skb overhead)
+RCVBUF = IDS * 4096
+_SO_RCVBUFFORCE, _SO_MEMINFO, _SK_MEMINFO_DROPS = 33, 55, 8   # linux/socket.h, linux/sock_diag.h
 
 
 class NoAnswer(Exception):
@@ -97,6 +110,7 @@ class RadiusStats:
     unmatched: int = 0  # answers to no request we sent: dropped
     waits: int = 0  # requests that waited for an identifier: all of the server's sockets' in use
     busy: int = 0  # refused: MAX_WAITERS waiting already, or no identifier freed in time
+    rcvbuf_drops: int = 0  # datagrams the kernel dropped, a socket's receive buffer full (ServerLink.count_drops)
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -116,6 +130,7 @@ class AccountingStats:
     unmatched: int = 0
     waits: int = 0
     busy: int = 0
+    rcvbuf_drops: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -143,6 +158,7 @@ class _Socket(asyncio.DatagramProtocol, Generic[T]):
         self.given_up: dict[int, Any] = {}
         # identifiers given up and not free yet, oldest first, with the timer that frees each
         self.parked: dict[int, asyncio.TimerHandle] = {}
+        self._drops_counted = 0   # of the kernel's count of datagrams dropped at this socket
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
@@ -156,6 +172,19 @@ class _Socket(asyncio.DatagramProtocol, Generic[T]):
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         self.link.received(self, data)
+
+    def new_drops(self) -> int:
+        """Datagrams the kernel dropped at this socket (receive buffer full) since the last call."""
+        raw = self.transport.get_extra_info("socket") if self.transport is not None else None
+        if raw is None:
+            return 0
+        try:
+            meminfo = raw.getsockopt(socket.SOL_SOCKET, _SO_MEMINFO, 36)
+            total: int = struct.unpack_from("=9I", meminfo)[_SK_MEMINFO_DROPS]
+        except (OSError, struct.error):   # an old kernel, without SK_MEMINFO_DROPS: not counted
+            return 0
+        new, self._drops_counted = total - self._drops_counted, total
+        return new
 
     def close(self) -> None:
         if self.transport is not None:
@@ -195,6 +224,7 @@ class ServerLink(Generic[T]):
         # exchanges begun and not ended, waiting ones and the socket's opening included: the load
         # the choice of a server weighs (tunsec.radius.health.score); ``outstanding`` counts those sent
         self.under_way = 0
+        self._small_buffer_noted = False   # logged once per link: the same for each of its sockets
         self._rest = park   # seconds a given-up identifier rests; None: park_seconds() from the settings
 
     def park_seconds(self) -> float:
@@ -223,7 +253,31 @@ class ServerLink(Generic[T]):
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(lambda: sock, remote_addr=(str(self.server.address),
                                                                                        self.port))
+        self._size_buffer(transport.get_extra_info("socket"))
         return transport
+
+    def _size_buffer(self, raw: Any) -> None:
+        """RCVBUF for a socket just opened; a note the first time the kernel gives less."""
+        try:
+            try:
+                raw.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, RCVBUF)
+            except PermissionError:   # no CAP_NET_ADMIN: capped at net.core.rmem_max
+                raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+            got = raw.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2   # the kernel reports it doubled
+        except OSError as exc:
+            log.debug("RADIUS server %s: receive buffer left as it is: %s", self.label, exc)
+            return
+        if got < RCVBUF and not self._small_buffer_noted:
+            self._small_buffer_noted = True
+            log.info("RADIUS server %s: socket receive buffer %d KiB, not the %d KiB asked (net.core.rmem_max "
+                     "caps it): a burst of answers beyond it is dropped (rcvbuf_drops) and retransmitted",
+                     self.label, got >> 10, RCVBUF >> 10)
+
+    def count_drops(self) -> None:
+        """Adds to ``stats.rcvbuf_drops`` the datagrams the kernel dropped at the sockets since the
+        last count (asked by status, and as the sockets close)."""
+        for sock in self.sockets:
+            self.stats.rcvbuf_drops += sock.new_drops()
 
     async def _open(self) -> _Slot[T] | None:
         """An identifier of a socket opened now, if fewer than ``sockets`` are (another exchange
@@ -246,6 +300,7 @@ class ServerLink(Generic[T]):
     def close(self) -> None:
         """The sockets closed; requests waiting for an identifier fail now (Busy), those sent get no answer."""
         self._closed = True
+        self.count_drops()
         for sock in self.sockets:
             sock.close()
             for timer in sock.parked.values():
@@ -461,6 +516,10 @@ class RadiusClient:
     def parked(self) -> int:
         """Identifiers given up that are not used again yet (ServerLink.park_seconds)."""
         return sum(link.parked for link in self._links.values())
+
+    def count_drops(self) -> None:
+        for link in self._links.values():
+            link.count_drops()
 
     def health(self) -> dict[str, dict[str, Any]]:
         """Each configured server's health (``unknown`` for one not asked yet), by name."""
