@@ -212,7 +212,7 @@ def state_families(doc: dict[str, Any], worker_up: bool) -> Iterator[Metric]:
                                  "taken, datagrams dropped, by kind", labels=["kind"])
     for kind, n in sorted(doc.get("radius", {}).items()):
         # gauges (and sections shown below): the rest are counters
-        if kind not in ("conversations", "outstanding", "waiting", "accounting", "servers", "dae"):
+        if kind not in ("conversations", "outstanding", "waiting", "parked", "accounting", "servers", "dae"):
             radius.add_metric([kind], n)
     yield radius
     up = GaugeMetricFamily("tunsec_radius_server_up", "1 if the RADIUS server answered its last request, 0 if it "

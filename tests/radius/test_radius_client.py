@@ -30,6 +30,9 @@ class FakeTransport:
     def close(self) -> None:
         pass
 
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default   # no socket: nothing to size or count
+
 
 class FakeLink(ServerLink[Answer]):
     """A link whose sockets, opened as the real ones are, all send into one fake transport."""
@@ -133,12 +136,13 @@ def test_identifiers_are_bounded_per_socket_and_a_request_beyond_waits_its_round
 def test_counters_reach_prometheus_without_the_gauges() -> None:
     from tunsec.metrics import state_families
 
-    stats = RadiusStats(requests=3, late=1)
-    doc = {"radius": {**stats.as_dict(), "conversations": 2, "outstanding": 1, "waiting": 1}}
+    stats = RadiusStats(requests=3, late=1, rcvbuf_drops=2)
+    doc = {"radius": {**stats.as_dict(), "conversations": 2, "outstanding": 1, "waiting": 1, "parked": 1}}
     (family,) = [f for f in state_families(doc, False) if f.name == "tunsec_radius_packets"]
     values = {s.labels["kind"]: s.value for s in family.samples}
     assert values["requests"] == 3 and values["late"] == 1 and values["unmatched"] == 0
-    assert "conversations" not in values and "outstanding" not in values and "waiting" not in values
+    assert values["rcvbuf_drops"] == 2
+    assert not {"conversations", "outstanding", "waiting", "parked"} & set(values)
 
 
 def test_only_an_authentic_answer_changes_a_servers_health() -> None:

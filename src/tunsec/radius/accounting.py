@@ -339,6 +339,10 @@ class Accounting:
         ``passed_by`` says whether new records go past it now)."""
         return {server.name: self._health(server).status() for server in self.settings.servers}
 
+    def count_drops(self) -> None:
+        for link in self._links.values():
+            link.count_drops()
+
     def usage(self, key: Hashable) -> Usage | None:
         """The session's usage so far, as its next record would carry it from what is known now
         (the Child SAs gone, and the last counters seen of those installed); None without a session."""

@@ -21,8 +21,26 @@ an answer to a request we no longer wait for (timed out, or its IKE SA is gone) 
 ``late``, one that does not verify as ``bad``, one for no request at all as ``unmatched``.
 A reply that does not verify does not end the wait: the real answer may still come.
 
+An identifier whose request was given up is parked before it is used again (a timer on the
+loop, :meth:`ServerLink.park_seconds`: the longest wait of a round, by default): the server may
+still be working on the old request or hold it in its duplicate cache (FreeRADIUS 3 abandons the
+old one for the new, with an error in its log while the old one still runs; servers that match
+duplicates by source and identifier alone, as Radiator within its ``DupInterval``, drop the new
+one), and a late answer to it is told apart (``late``) only until the identifier is reused.
+Waiting requests meanwhile take identifiers answered requests give back. At most PARK_MAX of a
+socket's identifiers are parked at once (the oldest parked is freed early beyond that), so that
+requests given up in bulk (an attacker starting EAP conversations and dropping their IKE SAs)
+cannot take a socket's identifiers out of use.
+
 Accounting (:mod:`tunsec.radius.accounting`) uses the same links to each server's ``acct_port``,
 with its Accounting-Response reader and its own counters (:class:`AccountingStats`).
+
+Each socket asks for a receive buffer that holds an answer of the largest size to every one of
+its identifiers (RCVBUF): answers to a burst of requests come at once. The sockets are opened
+after the daemon gave up root, so the kernel caps the buffer at ``net.core.rmem_max`` unless the
+process kept CAP_NET_ADMIN for other reasons (SO_RCVBUFFORCE; none is kept for this); an answer the
+kernel drops for want of room is counted (``rcvbuf_drops``, read from the sockets when status is
+asked) and recovered by the request's retransmission.
 
 Each link keeps its server port's health (:class:`~tunsec.radius.health.ServerHealth`, ``health``):
 an authentic answer makes it up, a request given up (or one that cannot be sent) down. The
@@ -36,6 +54,8 @@ import asyncio
 import collections
 import contextlib
 import logging
+import socket
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -47,7 +67,8 @@ from .health import ServerHealth
 from .messages import ACCESS_ACCEPT, ACCESS_CHALLENGE, Answer, BadReply, read_reply, verifies
 from .settings import IDS, RadiusServer, RadiusSettings
 
-__all__ = ["IDS", "MAX_WAITERS", "AccountingStats", "Busy", "NoAnswer", "RadiusClient", "RadiusStats", "ServerLink"]
+__all__ = ["IDS", "MAX_WAITERS", "PARK_MAX", "AccountingStats", "Busy", "NoAnswer", "RadiusClient", "RadiusStats",
+           "ServerLink"]
 
 log = logging.getLogger("tunsec.radius")
 
@@ -56,6 +77,13 @@ log = logging.getLogger("tunsec.radius")
 # that a flood of unauthenticated EAP conversations cannot queue without bound (each waiter
 # holds its IKE SA's request and a task); beyond it a request is refused (Busy) at once
 MAX_WAITERS = 1024
+# identifiers of one socket that may be parked at once: half, so that the other half always serves
+# (each parked one was an exchange's; see the module docstring)
+PARK_MAX = IDS // 2
+# a socket's receive buffer: an answer to each of its identifiers at once, each of the largest size
+# (4096 bytes, RFC 2865 §3); the kernel doubles it for its bookkeeping (skb overhead)
+RCVBUF = IDS * 4096
+_SO_RCVBUFFORCE, _SO_MEMINFO, _SK_MEMINFO_DROPS = 33, 55, 8   # linux/socket.h, linux/sock_diag.h
 
 
 class NoAnswer(Exception):
@@ -82,6 +110,7 @@ class RadiusStats:
     unmatched: int = 0  # answers to no request we sent: dropped
     waits: int = 0  # requests that waited for an identifier: all of the server's sockets' in use
     busy: int = 0  # refused: MAX_WAITERS waiting already, or no identifier freed in time
+    rcvbuf_drops: int = 0  # datagrams the kernel dropped, a socket's receive buffer full (ServerLink.count_drops)
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -101,6 +130,7 @@ class AccountingStats:
     unmatched: int = 0
     waits: int = 0
     busy: int = 0
+    rcvbuf_drops: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -126,6 +156,9 @@ class _Socket(asyncio.DatagramProtocol, Generic[T]):
         # requests given up, by identifier, until the identifier is reused: to tell a late answer
         # from junk (at most IDS entries)
         self.given_up: dict[int, Any] = {}
+        # identifiers given up and not free yet, oldest first, with the timer that frees each
+        self.parked: dict[int, asyncio.TimerHandle] = {}
+        self._drops_counted = 0   # of the kernel's count of datagrams dropped at this socket
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
@@ -139,6 +172,19 @@ class _Socket(asyncio.DatagramProtocol, Generic[T]):
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         self.link.received(self, data)
+
+    def new_drops(self) -> int:
+        """Datagrams the kernel dropped at this socket (receive buffer full) since the last call."""
+        raw = self.transport.get_extra_info("socket") if self.transport is not None else None
+        if raw is None:
+            return 0
+        try:
+            meminfo = raw.getsockopt(socket.SOL_SOCKET, _SO_MEMINFO, 36)
+            total: int = struct.unpack_from("=9I", meminfo)[_SK_MEMINFO_DROPS]
+        except (OSError, struct.error):   # an old kernel, without SK_MEMINFO_DROPS: not counted
+            return 0
+        new, self._drops_counted = total - self._drops_counted, total
+        return new
 
     def close(self) -> None:
         if self.transport is not None:
@@ -157,7 +203,7 @@ class ServerLink(Generic[T]):
     def __init__(self, server: RadiusServer, settings: RadiusSettings, stats: RadiusStats | AccountingStats,
                  port: int | None = None, read: Callable[[Any, bytes], T] = read_reply,  # type: ignore[assignment]
                  verify: Callable[[Any, bytes], bool] = verifies, what: str = "Access-Requests",
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, park: float | None = None) -> None:
         self.server = server
         self.settings = settings
         self.stats = stats
@@ -178,6 +224,21 @@ class ServerLink(Generic[T]):
         # exchanges begun and not ended, waiting ones and the socket's opening included: the load
         # the choice of a server weighs (tunsec.radius.health.score); ``outstanding`` counts those sent
         self.under_way = 0
+        self._small_buffer_noted = False   # logged once per link: the same for each of its sockets
+        self._rest = park   # seconds a given-up identifier rests; None: park_seconds() from the settings
+
+    def park_seconds(self) -> float:
+        """How long an identifier given up rests before reuse: the longest we wait for an answer to
+        one send (the last of a round; 7.7 s with the defaults). A server that answers at all answers
+        within it, or we would take it for dead; it covers the duplicate caches of FreeRADIUS
+        (cleanup_delay, 5 s) and Radiator (DupInterval, 2 s) at their defaults."""
+        if self._rest is not None:
+            return self._rest
+        return self.settings.wait(self.settings.retransmit_tries)
+
+    @property
+    def parked(self) -> int:
+        return sum(len(s.parked) for s in self.sockets)
 
     @property
     def outstanding(self) -> int:
@@ -192,7 +253,31 @@ class ServerLink(Generic[T]):
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(lambda: sock, remote_addr=(str(self.server.address),
                                                                                        self.port))
+        self._size_buffer(transport.get_extra_info("socket"))
         return transport
+
+    def _size_buffer(self, raw: Any) -> None:
+        """RCVBUF for a socket just opened; a note the first time the kernel gives less."""
+        try:
+            try:
+                raw.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, RCVBUF)
+            except PermissionError:   # no CAP_NET_ADMIN: capped at net.core.rmem_max
+                raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+            got = raw.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2   # the kernel reports it doubled
+        except OSError as exc:
+            log.debug("RADIUS server %s: receive buffer left as it is: %s", self.label, exc)
+            return
+        if got < RCVBUF and not self._small_buffer_noted:
+            self._small_buffer_noted = True
+            log.info("RADIUS server %s: socket receive buffer %d KiB, not the %d KiB asked (net.core.rmem_max "
+                     "caps it): a burst of answers beyond it is dropped (rcvbuf_drops) and retransmitted",
+                     self.label, got >> 10, RCVBUF >> 10)
+
+    def count_drops(self) -> None:
+        """Adds to ``stats.rcvbuf_drops`` the datagrams the kernel dropped at the sockets since the
+        last count (asked by status, and as the sockets close)."""
+        for sock in self.sockets:
+            self.stats.rcvbuf_drops += sock.new_drops()
 
     async def _open(self) -> _Slot[T] | None:
         """An identifier of a socket opened now, if fewer than ``sockets`` are (another exchange
@@ -215,8 +300,12 @@ class ServerLink(Generic[T]):
     def close(self) -> None:
         """The sockets closed; requests waiting for an identifier fail now (Busy), those sent get no answer."""
         self._closed = True
+        self.count_drops()
         for sock in self.sockets:
             sock.close()
+            for timer in sock.parked.values():
+                timer.cancel()
+            sock.parked.clear()
         waiters, self._waiters = self._waiters, collections.deque()
         for waiter in waiters:
             if not waiter.done():
@@ -262,6 +351,21 @@ class ServerLink(Generic[T]):
     def _claim(sock: _Socket[T], ident: int) -> _Slot[T]:
         sock.given_up.pop(ident, None)   # reused: an answer to the old request is no longer told apart
         return sock, ident
+
+    def _park(self, sock: _Socket[T], ident: int) -> None:
+        """An identifier given up: free again only after park_seconds() (PARK_MAX bounds how many)."""
+        if self._closed:   # nothing will use it again
+            return
+        if len(sock.parked) >= PARK_MAX:
+            self._unpark(sock, next(iter(sock.parked)))
+        loop = asyncio.get_running_loop()
+        sock.parked[ident] = loop.call_later(self.park_seconds(), self._unpark, sock, ident)
+
+    def _unpark(self, sock: _Socket[T], ident: int) -> None:
+        timer = sock.parked.pop(ident, None)
+        if timer is not None:
+            timer.cancel()
+            self._give_back(sock, ident)
 
     def _give_back(self, sock: _Socket[T], ident: int) -> None:
         """An identifier free again: the first request waiting takes it, else it is free."""
@@ -365,10 +469,12 @@ class ServerLink(Generic[T]):
                            + (" (it waited for an identifier first)" if waited else ""))
         finally:
             del sock.outstanding[ident]
-            if not waiting.answer.done():
+            if waiting.answer.done():
+                self._give_back(sock, ident)
+            else:
                 waiting.answer.cancel()
                 sock.given_up[ident] = request
-            self._give_back(sock, ident)
+                self._park(sock, ident)
 
 
 class RadiusClient:
@@ -406,6 +512,14 @@ class RadiusClient:
     def waiting(self) -> int:
         """Requests waiting for an identifier now (every one of their server's sockets in use)."""
         return sum(link.waiting for link in self._links.values())
+
+    def parked(self) -> int:
+        """Identifiers given up that are not used again yet (ServerLink.park_seconds)."""
+        return sum(link.parked for link in self._links.values())
+
+    def count_drops(self) -> None:
+        for link in self._links.values():
+            link.count_drops()
 
     def health(self) -> dict[str, dict[str, Any]]:
         """Each configured server's health (``unknown`` for one not asked yet), by name."""

@@ -87,13 +87,15 @@ class RadiusRelay:
     def status(self, accounting: Accounting | None = None, dae: DaeServer | None = None) -> dict[str, Any]:
         """``radius`` in ``tunsec status``: the counters, what is open now, each server's health
         (``auth``, and ``acct`` with accounting), accounting's counters, Dynamic Authorization's."""
+        self.client.count_drops()
         servers: dict[str, dict[str, Any]] = {name: {"auth": h} for name, h in self.client.health().items()}
         out: dict[str, Any] = {**self.stats.as_dict(), "conversations": self.conversations,
                                "outstanding": self.client.outstanding(), "waiting": self.client.waiting(),
-                               "servers": servers}
+                               "parked": self.client.parked(), "servers": servers}
         if accounting is not None:
             for name, h in accounting.health().items():
                 servers.setdefault(name, {})["acct"] = h
+            accounting.count_drops()
             out["accounting"] = {**accounting.stats.as_dict(), "sessions": accounting.sessions}
         if dae is not None:
             out["dae"] = dae.status()
