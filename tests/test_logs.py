@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import io
 import json
 import logging
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tunsec import logs
+from tunsec import logs, printable
 from tunsec.logs import JsonFormatter, TextFormatter
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -90,11 +91,41 @@ def test_json_carries_structured_fields() -> None:
     assert (doc["connection"], doc["spi_in"], doc["msg"]) == ("gw", 0x1234, "child up")
 
 
-@pytest.mark.parametrize("text", ["plain ascii", "é ü 日本", "tab\there", "nl\nx", "del\x7f", "c1\x85nel", "\x00", ""])
-def test_escape_without_a_control_character_is_the_text(text: str) -> None:
-    # _escape skips its regex when the text is printable: the same result as the regex pass
-    assert logs._escape(text) == logs._CONTROL.sub(
-        lambda m: f"\\x{ord(m.group()):02x}" if m.group() != "\n" else "\\n", text)
+@pytest.mark.parametrize("text", ["plain ascii", "é ü 日本", "tab\there", "nl\nx", "del\x7f", "c1\x85nel", "\x00", "",
+                                  "ls\u2028ps\u2029", "csi\x9b2J", "rlo\u202eevil", "tag\U000e0041", "lone\udcfc"])
+def test_escaped_text_is_printable_and_names_each_character(text: str) -> None:
+    out = printable.escaped(text)
+    assert out.isprintable()
+    # what was printable stays as it was; the rest is its Python escape, which reads back as the text
+    assert out == text if text.isprintable() else ast.literal_eval(f'"{out}"') == text
+
+
+# A pre-authentication IDi (a DN's CN) that readers splitting on U+2028 or NEL, or a terminal
+# obeying CSI and bidi overrides, would take as a second line saying an IKE SA came up
+FORGED = ("x\u2028Dec  3 06:00:00 tunsec[1] INFO b-from-a: IKE SA established with 203.0.113.9"
+          "\x85\x9b2J\u202e\u2029\x1b[2J\r\n\v\f\x1c\x1d\x1e\udcfc\U000e0041")
+
+
+@pytest.mark.parametrize("fmt", [TextFormatter("tunsec"), TextFormatter("tunsec", journald=True),
+                                 JsonFormatter("tunsec")])
+def test_no_unicode_line_break_or_terminal_control_reaches_a_line(fmt: logging.Formatter) -> None:
+    record = logging.LogRecord("tunsec.ike", logging.ERROR, __file__, 1, "b-from-a: AUTHENTICATION_FAILED: %s",
+                               (f"peer identity O={FORGED} is not the configured moon.example",), None)
+    record.peer = FORGED   # a structured field (extra=) carries it too
+    try:
+        raise ValueError(FORGED)
+    except ValueError:
+        record.exc_info = sys.exc_info()
+    out = fmt.format(record)
+    assert len(out.splitlines()) == 1
+    assert out.isprintable(), [c for c in out if not c.isprintable()]
+    if isinstance(fmt, JsonFormatter):   # still the same text for a JSON parser
+        doc = json.loads(out)
+        assert doc["msg"].endswith(f"O={FORGED} is not the configured moon.example")
+        assert doc["peer"] == FORGED and f"ValueError: {FORGED}" in doc["exc"]
+        assert '"msg": "é"' in fmt.format(logging.LogRecord("t", 20, "", 1, "é", None, None))   # readable, not \\u00e9
+    else:
+        assert "O=x\\u2028Dec  3 06:00:00" in out and "\\x85\\x9b2J\\u202e" in out
 
 
 def test_configured_handler_writes_one_flushed_line_per_record() -> None:

@@ -120,7 +120,7 @@ def test_a_worker_that_does_not_answer_gives_the_control_process_metrics(monkeyp
     assert calls == 1   # the scrapes waited on one DUMP, left running, instead of piling up more
 
 
-def test_sa_counters_carry_connection_child_direction_and_spi() -> None:
+def test_sa_counters_carry_connection_child_direction_spi_and_remote() -> None:
     async def answer() -> pipe.Reply:
         return pipe.Reply(7, pipe.MsgType.DUMP, pipe.Errno.OK)
 
@@ -129,11 +129,12 @@ def test_sa_counters_carry_connection_child_direction_and_spi() -> None:
             return await http(port, SCRAPE)
 
     got = samples(asyncio.run(run()))
-    labels = 'child="net",connection="gw",direction="{}",spi="{}"'
+    labels = 'child="net",connection="gw",direction="{}",remote="192.0.2.2[4500]",spi="{}"'
     assert got["tunsec_worker_up"] == 1
     assert got["tunsec_child_sa_packets_total{" + labels.format("in", "0000abcd") + "}"] == 7
     assert got["tunsec_child_sa_bytes_total{" + labels.format("out", "0000beef") + "}"] == 700
-    drops = 'tunsec_child_sa_drops_total{{child="net",connection="gw",direction="in",reason="{}",spi="0000abcd"}}'
+    drops = ('tunsec_child_sa_drops_total{{child="net",connection="gw",direction="in",reason="{}",'
+             'remote="192.0.2.2[4500]",spi="0000abcd"}}')
     assert got[drops.format("auth")] == 2
     assert got[drops.format("replay")] == 1
     assert drops.format("auth").replace('"in"', '"out"').replace("abcd", "beef") not in got
@@ -227,3 +228,34 @@ def test_the_worker_gauges_follow_its_sas_in_status_and_in_the_scrape() -> None:
     assert deleted[0]["live_sa_entries"] == before[0]["live_sa_entries"]
     assert deleted[0]["live_cipher_contexts"] == before[0]["live_cipher_contexts"]
     assert after[0] == before[0]
+
+
+def test_two_clients_with_the_same_outbound_spi_get_a_series_each() -> None:
+    """An outbound SPI is the peer's choice: two clients of one %any connection may pick the same."""
+    def two_clients(reply: pipe.Reply) -> dict[str, Any]:
+        sa = {"direction": "out", "state": "mature", "spi": "deadbeef"}
+        return {"ike_sas": [{"name": "rw", "state": "established", "children": [
+                    {"name": "net", "spi_in": f"c100000{n}", "spi_out": "deadbeef", "remote": remote}]}
+                    for n, remote in ((1, "198.51.100.1[4500]"), (2, "203.0.113.66[4500]"))],
+                "tunnels": [], "policies": [],
+                "sas": [{**sa, "remote": "198.51.100.1[4500]", "age_seconds": 10, "packets": 1000, "bytes": 10**6},
+                        {**sa, "remote": "203.0.113.66[4500]", "age_seconds": 5, "packets": 1, "bytes": 100}]}
+
+    async def answer() -> pipe.Reply:
+        return pipe.Reply(7, pipe.MsgType.DUMP, pipe.Errno.OK)
+
+    async def run() -> bytes:
+        src = metrics.Source(dump=answer, document=two_clients, events=lambda: None, worker_restarts=lambda: 0,
+                             worker_pid=lambda: None)
+        async with serving(src) as port:
+            return await http(port, SCRAPE)
+
+    body = asyncio.run(run())
+    lines = [line.rsplit(" ", 1)[0] for line in body.partition(b"\r\n\r\n")[2].decode().splitlines()
+             if line and not line.startswith("#")]
+    assert len(lines) == len(set(lines))   # no label set twice: Prometheus would keep only one
+    got = samples(body)
+    labels = 'child="net",connection="rw",direction="out",remote="{}",spi="deadbeef"'
+    assert got["tunsec_child_sa_packets_total{" + labels.format("198.51.100.1[4500]") + "}"] == 1000
+    assert got["tunsec_child_sa_packets_total{" + labels.format("203.0.113.66[4500]") + "}"] == 1
+    assert got["tunsec_child_sa_age_seconds{" + labels.format("203.0.113.66[4500]") + "}"] == 5

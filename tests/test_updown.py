@@ -98,3 +98,29 @@ def test_failure_and_timeout_are_logged_not_raised(tmp_path: Path, caplog: pytes
     assert "killed after 0 s without finishing" in caplog.text
     assert not asyncio.run(run(("/nonexistent/updown",), env))
     assert "cannot run it" in caplog.text
+
+
+# an identity as the peer sent it (str(Identity) of an FQDN): a line of its own, a terminal command, a NUL
+HOSTILE_ID = "evil\nPLUTO_VERB=down-client\n\x1b[2J\u2028\x85\u202e\x00x.example"
+
+
+def test_a_peers_identity_reaches_the_script_printable(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    argv = _script(tmp_path, f'printf "%s" "$PLUTO_PEER_ID" > {out}\n')
+    (env,) = environments(event(peer_id=HOSTILE_ID, my_id="moon\tjürgen"))
+    assert asyncio.run(run(argv, env))   # a NUL once made create_subprocess_exec raise: no script ran
+    assert out.read_text() == "evil?PLUTO_VERB=down-client??[2J????x.example"
+    assert env["PLUTO_VERB"] == "up-client" and env["PLUTO_MY_ID"] == "moon?jürgen"   # letters stay
+    assert all(v.isprintable() for v in env.values())
+
+
+def test_an_environment_it_cannot_pass_is_logged_not_raised(tmp_path: Path,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "tunsec.updown")
+    out = tmp_path / "out"
+    (env,) = environments(event())
+    env["PLUTO_PEER_ID"] = "nul\x00inside"   # as environments() gave it before it replaced them
+    assert not asyncio.run(run(_script(tmp_path, f"touch {out}\n"), env))
+    assert not out.exists()
+    assert "up-client for net: cannot run it: embedded null byte" in caplog.text
+    assert "Traceback" not in caplog.text

@@ -8,8 +8,9 @@ the syslog priority (``<3>`` ...), which journald takes as the entry's level.
 ``process``, ``pid`` and the fields a call passed as ``extra={...}``.
 
 Messages carry text from the network (identities, proposal names, addresses):
-control characters, newlines among them, are escaped so that no peer can split
-a line in two or forge one.
+every character that is not printable (controls, newlines among them, U+2028,
+NEL, C1 controls, bidi overrides: tunsec.printable) is escaped, in both formats,
+so that no peer can split a line in two or forge one for any reader.
 """
 
 from __future__ import annotations
@@ -17,24 +18,36 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import sys
 import time
 from typing import Any, TextIO
+
+from tunsec.printable import escaped
 
 __all__ = ["JsonFormatter", "TextFormatter", "configure", "journald_is_stderr"]
 
 # LogRecord's own attributes: anything else on a record came in through extra={...}
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # sd-daemon.h's SD_ERR... prefixes, read by journald from a stream
 _PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6, logging.DEBUG: 7}
 
 
-def _escape(text: str) -> str:
-    if text.isprintable():   # nothing to escape (the common case): no regex pass over each line
-        return text
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if m.group() != "\n" else "\\n", text)
+def _json_escape(char: str) -> str:
+    """A character as a JSON string escape (astral ones as a surrogate pair, as JSON spells them)."""
+    code = ord(char)
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    code -= 0x10000
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+
+
+def _json_printable(line: str) -> str:
+    """json.dumps(ensure_ascii=False) escapes only U+0000-U+001F: the other non-printable characters
+    as escapes too, so that a parser gets the same text back and the line holds printable ones only.
+    Only inside strings can there be such characters (json.dumps puts spaces between the tokens)."""
+    if line.isprintable():
+        return line
+    return "".join(c if c.isprintable() else _json_escape(c) for c in line)
 
 
 def journald_is_stderr(stream: TextIO | None = None) -> bool:
@@ -75,9 +88,9 @@ class TextFormatter(logging.Formatter):
         return f"{self._stamp},{int(record.msecs):03d}"   # default_msec_format: "%s,%03d"
 
     def format(self, record: logging.LogRecord) -> str:
-        text = _escape(record.getMessage())
+        text = escaped(record.getMessage())
         if record.exc_info:
-            text += " | " + _escape(self.formatException(record.exc_info))
+            text += " | " + escaped(self.formatException(record.exc_info))
         head = f"{self.process}[{record.process}] {record.levelname}"
         if self.journald:
             return f"<{_PRIORITY.get(record.levelno, 6)}>{head} {text}"
@@ -85,7 +98,7 @@ class TextFormatter(logging.Formatter):
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line (json.dumps escapes control characters itself)."""
+    """One JSON object per line, of printable characters only (non-ASCII text stays readable)."""
 
     def __init__(self, process: str) -> None:
         super().__init__()
@@ -106,7 +119,7 @@ class JsonFormatter(logging.Formatter):
                 doc[key] = value
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)
-        return json.dumps(doc, default=str, ensure_ascii=False)
+        return _json_printable(json.dumps(doc, default=str, ensure_ascii=False))
 
 
 class _LineHandler(logging.StreamHandler[TextIO]):

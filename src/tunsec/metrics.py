@@ -64,7 +64,11 @@ class ListenError(Exception):
 
 
 # --- what a scrape shows ------------------------------------------------------------------
-_SA_LABELS = ["connection", "child", "direction", "spi"]
+# remote: the peer's address[port] the SA is bound to, as `tunsec status` shows it.  An outbound SPI
+# is the peer's choice, so two clients of one connection may pick the same one: without the remote
+# their series would share a label set (Prometheus keeps one, a client could hide another's).  On
+# both directions, so that one client's pair of SAs shows under one remote.
+_SA_LABELS = ["connection", "child", "direction", "spi", "remote"]
 # The worker's per-SA counters (enum ts_sa_counter in csrc/tunsec_dp.h), by the name DUMP and
 # `tunsec status` carry: their help text.  Every counter is exported, listed here or not: a
 # <reason>_drops counter as tunsec_child_sa_drops_total{reason} (on inbound SAs, the only
@@ -121,7 +125,7 @@ def sa_families(doc: dict[str, Any]) -> Iterator[Metric]:
     for sa in doc.get("sas", []):
         remote = sa["remote"] if sa["direction"] == "out" else None
         conn, child = owners.get((sa["spi"], sa["direction"], remote), ("", ""))
-        labels = [conn, child, sa["direction"], sa["spi"]]
+        labels = [conn, child, sa["direction"], sa["spi"], sa.get("remote") or ""]
         age.add_metric(labels, sa["age_seconds"])
         for name, count in sa.items():
             if name in SA_FIELDS:

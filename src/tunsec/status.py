@@ -9,6 +9,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from tunsec.dataplane.pipe import PolicyInfo, Reply, SaInfo, Selector
+from tunsec.printable import escaped
 
 if TYPE_CHECKING:
     from tunsec.daemon import Daemon
@@ -106,20 +107,15 @@ def status_document(d: Daemon, dump: Reply) -> dict[str, Any]:
     return doc
 
 
-def _shown(text: str) -> str:
-    """A peer's name (identity, EAP user, group) for a terminal: control characters escaped."""
-    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
-
 def _peer_auth(ike: dict[str, Any]) -> str:
     """How a client authenticated, as strongSwan's list-sas shows it: its EAP identity only where
     that is not the IKE identity it sent, and its groups ("" when there is neither)."""
     parts = []
     eap = ike.get("remote_eap_id")
     if eap is not None and eap != ike.get("remote_ike_id"):
-        parts.append(f"EAP identity {_shown(eap)} (IKE identity {_shown(ike.get('remote_ike_id') or '-')})")
+        parts.append(f"EAP identity {escaped(eap)} (IKE identity {escaped(ike.get('remote_ike_id') or '-')})")
     if groups := ike.get("groups"):
-        parts.append("groups: " + ", ".join(_shown(g) for g in groups))
+        parts.append("groups: " + ", ".join(escaped(g) for g in groups))
     return ", ".join(parts)
 
 
@@ -142,7 +138,7 @@ def render(doc: dict[str, Any]) -> str:
             + (f" at {ike['local']}" if ike.get("local") else "")
             + f", {ike['proposal'] or '-'}, "
             f"SPIs {ike['spi_i']}_i {ike['spi_r']}_r{'*' if ike['initiator'] else ''}, "
-            f"{ike['local_id'] or '-'} <-> {_shown(ike['remote_id'] or '-')}"
+            f"{ike['local_id'] or '-'} <-> {escaped(ike['remote_id'] or '-')}"
             + (", MOBIKE" if ike.get("mobike") else "")
             + (f", up {ike['age_seconds']}s" if ike["age_seconds"] is not None else "")
         )
@@ -167,7 +163,7 @@ def render(doc: dict[str, Any]) -> str:
     if doc.get("leases"):
         lines.append("leases:")
         for x in doc["leases"]:
-            lines.append(f"  {x['pool']}: {x['address']} {x['status']} {_shown(x['identity'])}")
+            lines.append(f"  {x['pool']}: {x['address']} {x['status']} {escaped(x['identity'])}")
     for t in doc["tunnels"]:
         lines.append(f"{t['name']}: {t['type']} {t['local']} <-> {t['remote']} {t['esp']}")
         lines.append(f"  {', '.join(t['local_ts'])} === {', '.join(t['remote_ts'])}")

@@ -17,6 +17,11 @@ variables of its ``_updown`` convention:
 - ``PLUTO_UDP_ENC``: the peer's UDP port (tunsec always encapsulates ESP in UDP);
 - ``PLUTO_HOST_ACCESS=1`` with ``hostaccess = yes``.
 
+The peer chooses its identity (and a NUL, a newline or an escape sequence in
+it): as strongSwan's chunk_printable, every character that is not printable is
+replaced by ``?`` in every value (non-ASCII letters stay, strongSwan replaces
+their bytes too).
+
 Unlike strongSwan, which hands a command line to ``sh``, the script runs
 without a shell: ``updown`` is split like a shell would split it (quotes) and
 executed directly, with only ``PATH`` and the ``PLUTO_*`` variables in its
@@ -36,6 +41,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tunsec.policy.selector import IPAddress, Ts
+from tunsec.printable import replaced
 
 log = logging.getLogger("tunsec.updown")
 
@@ -123,7 +129,8 @@ def _environment(ev: ChildEvent, mine: Ts, theirs: Ts) -> dict[str, str]:
     env.update(_numbered("PLUTO_DNS", ev.dns, legacy=False))
     if ev.hostaccess:
         env["PLUTO_HOST_ACCESS"] = "1"
-    return env
+    # all values, not only the identities: whatever the peer gets into one later is covered too
+    return {name: replaced(value) for name, value in env.items()}
 
 
 def _numbered(prefix: str, addrs: Sequence[IPAddress], legacy: bool = True) -> dict[str, str]:
@@ -166,6 +173,9 @@ async def run(argv: Sequence[str], env: dict[str, str], timeout: float = UPDOWN_
             stderr=asyncio.subprocess.STDOUT, start_new_session=True)
     except OSError as exc:
         log.error("%s: cannot run it: %s", what, exc.strerror or exc)
+        return False
+    except ValueError as exc:   # a NUL in an argument or a value (environments() leaves none)
+        log.error("%s: cannot run it: %s", what, exc)
         return False
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), timeout)

@@ -269,3 +269,50 @@ def test_proxy_state_comes_back_in_the_answer(gw: Gateway) -> None:
     answer = gw.server.receive(raw, CLIENT)
     assert answer is not None
     assert rp.CoAPacket(packet=answer, secret=SECRET, dict=DICTIONARY).get(33) == [b"hop-1"]
+
+
+# EAP identities of the sessions IdentityGateway has, by handle
+PEERS = {1: b"alice", 2: "jürgen".encode(), 3: "jürgen".encode("latin-1")}
+
+
+class IdentityGateway(Gateway):
+    """Sessions named by their peers' EAP identities, matched by the IKE service's own matcher."""
+
+    @staticmethod
+    def find(query: SessionQuery) -> list[Hashable]:
+        from tunsec.ike.identity import Identity
+        from tunsec.services.ike.radius_edge import _names
+        return [h for h, name in PEERS.items() if not query.users or _names(Identity.of_user(name), query.users)]
+
+
+@pytest.mark.parametrize(("user", "closed"), [("jürgen".encode("latin-1"), [3]), ("jürgen".encode(), [2]),
+                                              (b"J\xdcRGEN", []), (b"\xff\xfe", [])])
+def test_a_user_name_that_is_not_utf8_is_matched_as_its_bytes(user: bytes, closed: list[int]) -> None:
+    gw = IdentityGateway()
+    req, raw = request(User_Name=user)   # a RADIUS string is any octets (RFC 8044 §3.5)
+    assert check(req, gw.server.receive(raw, CLIENT)) == \
+        ((rp.DisconnectACK, None) if closed else (rp.DisconnectNAK, 503))
+    assert gw.closed == closed and gw.server.stats.bad == 0
+
+
+class BrokenGateway(Gateway):
+    @staticmethod
+    def find(query: SessionQuery) -> list[Hashable]:
+        raise RuntimeError("a bug in the session matcher")
+
+
+def test_a_decision_that_fails_is_answered_counted_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "tunsec.radius")
+    gw = BrokenGateway()
+    req, raw = request(User_Name="alice")
+    answer = gw.server.receive(raw, CLIENT)
+    assert check(req, answer) == (rp.DisconnectNAK, 506)   # Resources-Unavailable: the NAS's failure
+    assert gw.server.receive(raw, CLIENT) == answer        # a retransmission: the same answer, not decided again
+    coa, raw = request(rp.CoARequest, ident=8, User_Name="bob")
+    assert check(coa, gw.server.receive(raw, CLIENT)) == (rp.CoANAK, 506)
+    stats = gw.server.stats
+    assert (stats.requests, stats.bad, stats.duplicates, stats.disconnect_naks, stats.coa_naks) == (2, 2, 1, 1, 1)
+    assert gw.closed == []
+    failed = [r for r in caplog.records if "cannot be decided" in r.getMessage()]
+    assert len(failed) == 2 and all(r.levelno == logging.ERROR and r.exc_info is None for r in failed)
+    assert "RuntimeError: a bug in the session matcher" in failed[0].getMessage()

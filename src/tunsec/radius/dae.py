@@ -41,6 +41,11 @@ at all, 402 Missing-Attribute.
   changes nothing of a session while it runs (strongSwan takes a Session-Timeout as a new
   reauthentication time, which tunsec has no notion of).
 
+A request whose decision fails unexpectedly (a bug: no request should) is still answered, with a
+NAK and Error-Cause 506 Resources-Unavailable (RFC 5176 §3.5: the 5xx causes are errors on the NAS,
+the 4xx ones the client's; the request itself may well be valid), counted ``bad`` and logged once,
+without a traceback; a retransmission gets the same answer from the cache.
+
 Answers carry a Message-Authenticator (computed with the request's authenticator, RFC 5176
 §3.3) and the request's Proxy-State. No secret, packet or authenticator goes into a log line;
 user names are shown printable and short.
@@ -80,7 +85,7 @@ UNMATCHED = {50: "Acct-Multi-Session-Id", 89: "Chargeable-User-Identity", 96: "F
 NAS_PORT_TYPE, VIRTUAL = 61, 5   # every session's NAS-Port-Type (as accounting sends it)
 # RFC 5176 §3.5 Error-Cause values
 UNSUPPORTED_ATTRIBUTE, MISSING_ATTRIBUTE, NAS_MISMATCH, INVALID_ATTRIBUTE = 401, 402, 403, 407
-UNSUPPORTED_EXTENSION, SESSION_NOT_FOUND = 406, 503
+UNSUPPORTED_EXTENSION, SESSION_NOT_FOUND, RESOURCES_UNAVAILABLE = 406, 503, 506
 REPLAY_WINDOW = 300.0   # seconds (RFC 5176 §3.3's example window for Event-Timestamp)
 MAX_ANSWERS = 4096   # answers kept for retransmissions and replay checks (a flood evicts the oldest)
 CODE_NAMES = {DISCONNECT_REQUEST: "Disconnect-Request", DISCONNECT_ACK: "Disconnect-ACK",
@@ -98,7 +103,7 @@ class DaeStats:
     sessions_closed: int = 0   # IKE SAs Disconnect-Requests deleted
     duplicates: int = 0   # retransmissions answered again from the cache
     unknown_client: int = 0   # from an address not in clients: dropped
-    bad: int = 0   # undecodable, or the authenticator does not verify: dropped
+    bad: int = 0   # undecodable, or the authenticator does not verify: dropped; or its decision failed: NAK 506
     replayed: int = 0   # an answered request from another source, or a stale Event-Timestamp: dropped
     unsupported: int = 0   # another RADIUS code: dropped
 
@@ -328,15 +333,21 @@ class DaeServer(asyncio.DatagramProtocol):
                        f"(at most {REPLAY_WINDOW:g} s): stale or replayed")
             return None
         self.stats.requests += 1
-        verdict = decide(pkt, self.nas_identifier, self._ours, self._find)
-        self._act(pkt, verdict, source, what)
+        failure = None
+        try:
+            verdict = decide(pkt, self.nas_identifier, self._ours, self._find)
+        except Exception as exc:   # unanswered, the DAC would retransmit into the same failure
+            self.stats.bad += 1
+            failure = f"{type(exc).__name__}: {exc}"[:200]
+            verdict = Verdict(DISCONNECT_NAK if pkt.code == DISCONNECT_REQUEST else COA_NAK, RESOURCES_UNAVAILABLE)
+        self._act(pkt, verdict, source, what, failure)
         raw = answer(pkt, verdict)
         self._answered[pkt.authenticator] = _Answered(source, raw, now)
         while len(self._answered) > MAX_ANSWERS:
             self._answered.popitem(last=False)
         return raw
 
-    def _act(self, pkt: Any, verdict: Verdict, source: tuple[str, int], what: str) -> None:
+    def _act(self, pkt: Any, verdict: Verdict, source: tuple[str, int], what: str, failure: str | None) -> None:
         users = ", ".join(repr(_printable(v)) for v in _values(pkt, USER_NAME)[:4]) or "-"
         if verdict.code == DISCONNECT_ACK:
             self.stats.disconnect_acks += 1
@@ -349,6 +360,10 @@ class DaeServer(asyncio.DatagramProtocol):
             self.stats.disconnect_naks += 1
         else:
             self.stats.coa_naks += 1
+        if failure is not None:
+            log.error("RADIUS DAE: %s from %s for user %s: cannot be decided (%s; a bug): %s, Error-Cause %s",
+                      what, _at(source), users, failure, CODE_NAMES[verdict.code], verdict.cause)
+            return
         log.info("RADIUS DAE: %s from %s for user %s: %s, Error-Cause %s", what, _at(source), users,
                  CODE_NAMES[verdict.code], verdict.cause)
 

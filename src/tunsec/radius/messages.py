@@ -33,6 +33,7 @@ from pyrad import packet as rp
 from pyrad.dictionary import Dictionary
 
 from tunsec.ike.secret import Secret
+from tunsec.printable import replaced
 
 MAX_ATTR = 253  # a RADIUS attribute's value (RFC 2865 §5)
 MAX_PACKET = 4096  # RFC 2865 §3
@@ -148,8 +149,7 @@ def _raw(reply: Any, key: int | tuple[int, int]) -> list[bytes]:
 
 
 def _printable(raw: bytes) -> str:
-    text = raw.decode("utf-8", "replace")
-    return "".join(c if c.isprintable() else "?" for c in text)[:80]
+    return replaced(raw.decode("utf-8", "replace"))[:80]
 
 
 def verifies(request: Any, raw: bytes) -> bool:

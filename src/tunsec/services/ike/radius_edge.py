@@ -360,5 +360,6 @@ def _acct_stop(self: IkeService, sa: IkeSa, reason: DownReason) -> None:
 
 def _names(peer: Identity, users: Sequence[str]) -> bool:
     """Whether a DAE User-Name names the IKE SA's peer: its EAP identity compares as identities do
-    (without regard to case, as strongSwan's), any other one by its text."""
-    return any(peer == Identity.of_user(u.encode()) or str(peer) == u for u in users)
+    (without regard to case, as strongSwan's), any other one by its text. A User-Name is any
+    octets (dae.py decodes it with surrogateescape): compared as the bytes it was."""
+    return any(peer == Identity.of_user(u.encode("utf-8", "surrogateescape")) or str(peer) == u for u in users)
