@@ -167,7 +167,8 @@ def state_families(doc: dict[str, Any], worker_up: bool) -> Iterator[Metric]:
         for (direction, state), n in sorted(states.items()):
             esp.add_metric([direction, state], n)
         yield esp
-        drops = CounterMetricFamily("tunsec_drops", "Packets the worker dropped, by reason", labels=["reason"])
+        drops = CounterMetricFamily("tunsec_drops", "Packets the worker dropped, by reason (pipe_*: events "
+                                    "the control process did not read in time)", labels=["reason"])
         for reason, n in sorted(doc.get("drops", {}).items()):
             drops.add_metric([reason], n)
         yield drops

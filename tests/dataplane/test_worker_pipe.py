@@ -451,3 +451,65 @@ def test_every_per_sa_counter_of_the_header_reaches_status_and_metrics(worker: W
             assert sample.name == "tunsec_child_sa_drops_total" and sample.value == inbound[name]
         else:
             assert metrics[f"tunsec_child_sa_{name}_total"].value == inbound[name]
+
+
+def test_an_ike_flood_the_control_process_does_not_read_loses_no_expire(worker: Worker) -> None:
+    """Unauthenticated IKE datagrams to port 4500 while the control process reads nothing: the
+    worker keeps a bounded number of them (the rest dropped and counted), answers DUMP ahead of
+    them, and every peer's soft and hard EXPIRE, time (outbound) and packet (inbound) lifetimes,
+    comes up ahead of them too."""
+    key = os.urandom(20)
+    assert worker.ask(lambda i: pipe.GetSpi(i, 0x7300, 0x7300))[0].spi == 0x7300
+    by_packets = sa(0x7300, Direction.IN, key=key, soft=Lifetime(packets=2), hard=Lifetime(packets=3))
+    assert worker.ask(lambda i: pipe.Update(i, by_packets))[0].errno is Errno.OK
+    events: list[pipe.Message] = []
+
+    def dump() -> pipe.Reply:
+        """DUMP, keeping the events read before its answer."""
+        req_id = worker.send(lambda r: pipe.Dump(r))
+        replies: list[pipe.Reply] = []
+        while not replies or replies[-1].more:
+            msg = worker.recv()
+            if isinstance(msg, pipe.Reply) and msg.req_id == req_id:
+                replies.append(msg)
+            elif not isinstance(msg, pipe.Reply):
+                events.append(msg)
+        return pipe.join_dump_replies(replies)
+
+    flooder = netns_socket(worker.ns, socket.AF_INET, socket.SOCK_DGRAM)
+    peer = netns_socket(worker.ns, socket.AF_INET, socket.SOCK_DGRAM)
+    sent = 0
+
+    def flood(count: int) -> None:
+        nonlocal sent
+        for _ in range(count):
+            datagram = bytearray(_ike_sa_init(1200))
+            datagram[:4] = sent.to_bytes(4, "big")   # distinct, as a flood's are
+            flooder.sendto(datagram, ("127.0.0.1", 4500))
+            sent += 1
+            if sent % 200 == 0:
+                time.sleep(0.002)   # the worker's socket buffer empties: the backlog is the pipe's
+
+    with flooder, peer:
+        flooder.bind(("127.0.0.3", 500))
+        peer.bind(("127.0.0.2", 4500))
+        flood(10_000)   # more than the worker held before (8,192 events of any kind)
+        deadline = time.monotonic() + 30
+        while dict(dump().drops).get("pipe_ike_full", 0) == 0 and time.monotonic() < deadline:
+            flood(500)
+        by_time = sa(0x2222, Direction.OUT, soft=Lifetime(seconds=1), hard=Lifetime(seconds=2))
+        assert worker.ask(lambda i: pipe.Add(i, by_time))[0].errno is Errno.OK
+        for seq in (1, 2, 3, 4):   # soft at the 2nd packet, hard at the first past 3
+            peer.sendto(esp_seal(key, 0x7300, seq, ipv4_udp("10.2.0.5", "10.1.0.5", b"x"), 4), ("127.0.0.1", 4500))
+        # the flood goes on until both SAs reached their hard lifetime (removed: their EXPIREs were sent)
+        while {s.spi for s in dump().sas} & {0x7300, 0x2222} and time.monotonic() < deadline:
+            flood(300)
+    expires = [(e.spi, e.hard, e.reason) for e in events if isinstance(e, pipe.Expire)]
+    time_, packets = pipe.ExpireReason.TIME, pipe.ExpireReason.PACKETS
+    assert sorted(expires) == [(0x2222, False, time_), (0x2222, True, time_),
+                               (0x7300, False, packets), (0x7300, True, packets)]
+    drops = dict(dump().drops)
+    ike = sum(isinstance(e, pipe.Ike) for e in events)
+    assert drops["pipe_ike_full"] > 0 and drops["pipe_event_full"] == 0
+    assert ike + drops["pipe_ike_full"] + drops["queue_full"] <= sent
+    assert "Traceback" not in worker.log.read_text()

@@ -1,5 +1,7 @@
-"""The worker's end of the pipe: PipeWriter (what leaves, and what waits when the control process
-does not keep up) and PipeReader (requests in, in batches, with backpressure)."""
+"""The worker's end of the pipe: PipeWriter (what leaves, in which order, what waits or is dropped
+when the control process does not keep up) and PipeReader (requests in, in batches, with
+backpressure).  The worker's other parts only call ``send``; docs/pipe.md ("When the control
+process does not keep up") describes the rules."""
 
 from __future__ import annotations
 
@@ -9,28 +11,67 @@ import logging
 import socket
 from collections.abc import Callable
 
+from tunsec.dataplane.pipe import MsgType
+from tunsec.loglimit import LogLimiter, suffix
+
 log = logging.getLogger("tunsec.worker")
 
 MAX_DATAGRAM = 65536
+
+_IKE_TYPE = int(MsgType.IKE)   # the pipe header's byte 1 (docs/pipe.md, Framing)
 
 
 class PipeWriter:
     """Sends on the non-blocking pipe; what does not fit waits here until it does.
 
-    While answers wait, requests are not read (backpressure on a control
-    process that sends faster than it reads); events beyond MAX_QUEUED are
-    dropped and counted rather than held without bound."""
+    Two queues.  Answers and the non-IKE events (EXPIRE, ACQUIRE, INVALID_SPI, RESERVE_LOW,
+    FIRST_USE) share one, in the order they were made, and go first: the control process's
+    requests and every peer's SA lifetimes depend on them, and only authenticated SAs, policies
+    and rate limits make them.  IKE events (any sender's datagram to port 4500, up to 65,000
+    bytes, unauthenticated) wait in their own bounded queue and leave only when the first is
+    empty, so no flood of them delays or pushes out the rest.
 
+    Requests are not read while answers wait (backpressure on a control process that sends faster
+    than it reads); waiting events do not stop them.  Non-IKE events beyond MAX_QUEUED are dropped
+    (the newest) and counted; IKE events beyond MAX_IKE or MAX_IKE_BYTES push out the oldest IKE
+    event, counted.  Answers are never dropped: the paused reader bounds them."""
+
+    # non-IKE events waiting: each is ~100-200 bytes (~1.5 MiB at most); they come from installed
+    # SAs and policies and from the fast path's rate limits, so reaching this means the control
+    # process has stopped reading, not that a peer is busy
     MAX_QUEUED = 8192
+    # IKE events waiting.  The C queue before this one holds 512 more (csrc/events.c, half of
+    # TS_EVENT_CAP), the pipe's socket buffer a few more: ~1,000 datagrams is seconds of work for
+    # a control process that answers an IKE_SA_INIT with a DH computation, longer than a peer waits
+    # before it retransmits, so more would only be stale.  8 MiB: 512 typical IKE_AUTHs (a few KiB
+    # each with certificates) fit; ~130 datagrams of the 65,000-byte maximum, so a flood of those
+    # holds 8 MiB here, not 512 x 64 KiB = 32 MiB.
+    MAX_IKE = 512
+    MAX_IKE_BYTES = 8 << 20
 
     def __init__(self, chan: socket.socket, loop: asyncio.AbstractEventLoop,
                  pause_reading: Callable[[bool], None]) -> None:
         self.chan = chan
         self.loop = loop
         self.pause_reading = pause_reading
-        self.queue: collections.deque[bytes] = collections.deque()
+        # answers and non-IKE events, in order; the flag: an answer (it holds the reader paused)
+        self.queue: collections.deque[tuple[bytes, bool]] = collections.deque()
+        self.ike: collections.deque[bytes] = collections.deque()
+        self.ike_bytes = 0
+        self.answers_waiting = 0
+        self.events_waiting = 0
+        # since the worker started (DUMP's drops); the log line says what is new since its last
         self.dropped_events = 0
+        self.dropped_ike = 0
+        self._logged = (0, 0)
+        # a flood can start and end backlogs at its own pace: their log lines are limited
+        self._log_limit = LogLimiter(burst=2, period=10.0)
+        self._writing = False
         self._held: list[tuple[bytes, bool]] | None = None
+
+    def drops(self) -> tuple[tuple[str, int], ...]:
+        """The counters DUMP reports with the fast path's drops."""
+        return (("pipe_event_full", self.dropped_events), ("pipe_ike_full", self.dropped_ike))
 
     def hold(self) -> None:
         """Keep what is sent from now on, in order, until release() (PipeReader's batches)."""
@@ -45,38 +86,117 @@ class PipeWriter:
         if self._held is not None:
             self._held.append((data, is_event))
             return
+        # the header's type says IKE; the worker encodes every event itself, so it is not a claim
+        if is_event and len(data) > 1 and data[1] == _IKE_TYPE:
+            self._send_ike(data)
+            return
         if self.queue:
-            if is_event and len(self.queue) >= self.MAX_QUEUED:
-                self.dropped_events += 1
-                return
-            self.queue.append(data)
+            self._enqueue(data, not is_event)
             return
         try:
             self.chan.send(data)
         except BlockingIOError:
-            self.queue.append(data)
-            self.loop.add_writer(self.chan.fileno(), self._drain)
-            self.pause_reading(True)
+            self._enqueue(data, not is_event)
         except OSError as err:
             # the control process is gone; the reader sees EOF and ends the worker
             log.debug("pipe: %s", err)
 
-    def _drain(self) -> None:
-        while self.queue:
+    def _enqueue(self, data: bytes, is_answer: bool) -> None:
+        if is_answer:
+            self.answers_waiting += 1
+            if self.answers_waiting == 1:
+                self.pause_reading(True)
+        elif self.events_waiting >= self.MAX_QUEUED:
+            self.dropped_events += 1
+            self._first_drop()
+            return
+        else:
+            self.events_waiting += 1
+        self.queue.append((data, is_answer))
+        self._want_writable()
+
+    def _send_ike(self, data: bytes) -> None:
+        if not self.queue and not self.ike:
             try:
-                self.chan.send(self.queue[0])
-            except BlockingIOError:
+                self.chan.send(data)
                 return
+            except BlockingIOError:
+                pass
             except OSError as err:
-                log.error("pipe: %s", err)
-                self.queue.clear()
-                break
-            self.queue.popleft()
+                log.debug("pipe: %s", err)
+                return
+        # the oldest goes: it is the likeliest to be answered too late (its peer has retransmitted,
+        # or given up), and a flood that has ended leaves no stale backlog ahead of new datagrams.
+        # Nothing before the control process decrypts tells a flood's datagram from a peer's.
+        while self.ike and (len(self.ike) >= self.MAX_IKE or self.ike_bytes + len(data) > self.MAX_IKE_BYTES):
+            self.ike_bytes -= len(self.ike.popleft())
+            self.dropped_ike += 1
+            self._first_drop()
+        self.ike.append(data)
+        self.ike_bytes += len(data)
+        self._want_writable()
+
+    def _want_writable(self) -> None:
+        if not self._writing:
+            self.loop.add_writer(self.chan.fileno(), self._drain)
+            self._writing = True
+
+    def _drain(self) -> None:
+        try:
+            self._drain_queue()
+            self._drain_ike()
+        except BlockingIOError:
+            return
+        except OSError as err:
+            log.error("pipe: %s", err)
+            self._clear()
         self.loop.remove_writer(self.chan.fileno())
-        self.pause_reading(False)
-        if self.dropped_events:
-            log.warning("%d events dropped while the control process was not reading", self.dropped_events)
-            self.dropped_events = 0
+        self._writing = False
+        self._log_drops()
+
+    def _drain_queue(self) -> None:
+        queue, send = self.queue, self.chan.send
+        while queue:
+            data, is_answer = queue[0]
+            send(data)
+            queue.popleft()
+            if not is_answer:
+                self.events_waiting -= 1
+                continue
+            self.answers_waiting -= 1
+            if not self.answers_waiting:
+                self.pause_reading(False)   # requests are read again while events still wait
+
+    def _drain_ike(self) -> None:
+        ike, send = self.ike, self.chan.send
+        while ike:
+            send(ike[0])
+            self.ike_bytes -= len(ike.popleft())
+
+    def _clear(self) -> None:
+        self.queue.clear()
+        self.ike.clear()
+        self.ike_bytes = self.events_waiting = 0
+        if self.answers_waiting:
+            self.answers_waiting = 0
+            self.pause_reading(False)
+
+    def _first_drop(self) -> None:
+        """The first drop of a backlog says so at once: under a flood the backlog may never end."""
+        if self.dropped_events + self.dropped_ike - sum(self._logged) == 1:
+            self._warn("the control process does not keep up: dropping events (IKE ones first)")
+
+    def _log_drops(self) -> None:
+        """The backlog is gone: what it cost (status shows the totals: drops pipe_ike_full, pipe_event_full)."""
+        events, ike = self.dropped_events - self._logged[0], self.dropped_ike - self._logged[1]
+        if events or ike:
+            self._logged = (self.dropped_events, self.dropped_ike)
+            self._warn(f"the control process caught up; {ike} IKE and {events} other events were dropped")
+
+    def _warn(self, text: str) -> None:
+        held = self._log_limit.admit()
+        if held is not None:
+            log.warning("%s%s", text, suffix(held))
 
 
 class PipeReader:

@@ -200,6 +200,8 @@ class Worker:
         self.larval_timeout = larval_timeout
         self.timers = Timers(loop, self._timer_fired)
         self.calm = memtrim.CalmTrim(loop)   # a burst of requests over: its heap pages go back
+        # the pipe writer's drops (events the control process did not read in time), for DUMP
+        self.pipe_drops: Callable[[], tuple[tuple[str, int], ...]] = tuple
 
     # --- requests --------------------------------------------------------------
     def handle_datagram(self, data: bytes) -> list[bytes]:
@@ -278,7 +280,7 @@ class Worker:
         return self._ok(msg)
 
     def _dump(self, msg: pipe.Dump) -> list[bytes]:
-        drops = tuple(self.dp.drops().items())
+        drops = (*self.dp.drops().items(), *self.pipe_drops())
         gauges = (*self.dp.gauges().items(), ("malloc_trims", self.calm.trims))
         sas = self.dp.sas()
         self.calm.note(len(sas))   # a burst of its own: every SA's state built and encoded at once
@@ -525,6 +527,7 @@ async def serve(args: argparse.Namespace) -> int:
     reader: PipeReader
     worker = Worker(dp, lambda data: reader.writer.send(data, is_event=True), udp, loop, args.larval_timeout)
     reader = PipeReader(chan, loop, worker.handle_datagram, eof)
+    worker.pipe_drops = reader.writer.drops
     reader.start()
     loop.add_reader(dp.event_fd, worker.drain_events)
     def finish() -> None:

@@ -1,0 +1,176 @@
+"""The worker's pipe writer (pipeio.PipeWriter) over a real SOCK_SEQPACKET socketpair whose control end
+is not read: IKE events (unauthenticated datagrams) wait in their own bounded queue, the oldest
+dropped and counted, behind answers and the other events, which are never dropped for them; only
+waiting answers stop the reading of requests."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from tunsec.dataplane import pipe
+from tunsec.dataplane.pipe import Direction, Endpoint, ExpireReason
+from tunsec.dataplane.pipeio import PipeWriter
+
+PEER = Endpoint(ipaddress.ip_address("203.0.113.9"), 4500)
+
+
+class Pair:
+    """The control process's end (never read until a test says so), a writer on the worker's end,
+    and the writer's calls to pause the reading of requests."""
+
+    def __init__(self) -> None:
+        self.control, chan = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.control.setblocking(False)
+        chan.setblocking(False)
+        self.loop = asyncio.new_event_loop()
+        self.pauses: list[bool] = []
+        self.writer = PipeWriter(chan, self.loop, self.pauses.append)
+
+    def fill_pipe(self) -> int:
+        """Fill the socket with answers the control process has not read yet: what follows waits."""
+        n = 0
+        while not self.writer.queue:
+            self.writer.send(b"old answer %d" % n)
+            n += 1
+        self.writer.queue.clear()   # the one that did not fit: forgotten, the queue starts empty
+        self.writer.answers_waiting = 0
+        self.pauses.clear()
+        return n - 1
+
+    def read_all(self) -> list[bytes]:
+        """The control process reads until the writer has nothing left."""
+        out: list[bytes] = []
+        while True:
+            try:
+                out.append(self.control.recv(70000))
+            except BlockingIOError:
+                if not (self.writer.queue or self.writer.ike):
+                    return out
+                self.writer._drain()
+
+    def close(self) -> None:
+        self.loop.close()
+        self.control.close()
+        self.writer.chan.close()
+
+
+@pytest.fixture
+def pair() -> Iterator[Pair]:
+    p = Pair()
+    yield p
+    p.close()
+
+
+def ike(n: int, size: int = 100) -> bytes:
+    return pipe.encode(pipe.Ike(data=n.to_bytes(4, "big") + bytes(size - 4), remote=PEER))
+
+
+def expire(spi: int, hard: bool) -> bytes:
+    return pipe.encode(pipe.Expire(spi=0x1000 + spi, direction=Direction.OUT, hard=hard, reason=ExpireReason.TIME,
+                                   remote=PEER))
+
+
+def ike_number(data: bytes) -> int:
+    msg = pipe.decode(data)
+    assert isinstance(msg, pipe.Ike)
+    return int.from_bytes(msg.data[:4], "big")
+
+
+def test_expires_are_not_dropped_for_ike_and_overtake_its_backlog(pair: Pair) -> None:
+    """The reviewer's case: more IKE events than anything may hold, then another peer's soft and
+    hard EXPIRE.  Both arrive, ahead of every IKE event still waiting; the IKE events lost are
+    counted, the oldest of those that waited."""
+    old = pair.fill_pipe()
+    flood = 3 * PipeWriter.MAX_IKE
+    for n in range(flood):
+        pair.writer.send(ike(n), is_event=True)
+    pair.writer.send(expire(0x1234, hard=False), is_event=True)
+    pair.writer.send(expire(0x1234, hard=True), is_event=True)
+    got = pair.read_all()[old:]
+    assert got[:2] == [expire(0x1234, hard=False), expire(0x1234, hard=True)]
+    assert [ike_number(d) for d in got[2:]] == list(range(flood - PipeWriter.MAX_IKE, flood))
+    assert dict(pair.writer.drops()) == {"pipe_event_full": 0, "pipe_ike_full": flood - PipeWriter.MAX_IKE}
+    assert pair.pauses == []   # no answer waited: requests were read all along
+
+
+def test_ike_waiting_is_bounded_in_bytes(pair: Pair) -> None:
+    """Datagrams of the largest size the pipe carries: the bytes held stay within MAX_IKE_BYTES."""
+    pair.fill_pipe()
+    size = pipe.MAX_IKE_DATA
+    sent = 2 * PipeWriter.MAX_IKE_BYTES // size
+    for n in range(sent):
+        pair.writer.send(ike(n, size), is_event=True)
+        assert pair.writer.ike_bytes <= PipeWriter.MAX_IKE_BYTES
+    held = len(pair.writer.ike)
+    assert held == PipeWriter.MAX_IKE_BYTES // len(ike(0, size)) < PipeWriter.MAX_IKE
+    assert pair.writer.ike_bytes == sum(map(len, pair.writer.ike))
+    assert pair.writer.dropped_ike == sent - held
+    assert [ike_number(d) for d in pair.writer.ike] == list(range(sent - held, sent))
+
+
+def test_answers_go_before_waiting_ike_and_pause_reading_only_while_they_wait(pair: Pair) -> None:
+    old = pair.fill_pipe()
+    backlog = [ike(n, 2000) for n in range(300)]   # more than the socket holds
+    for data in backlog:
+        pair.writer.send(data, is_event=True)
+    assert pair.pauses == []                       # IKE events wait: requests are still read
+    pair.writer.send(b"answer")
+    assert pair.pauses == [True]                   # an answer waits: no more requests until it left
+    pair.writer.send(expire(1, hard=False), is_event=True)
+    while True:                                    # the control process reads what the socket holds
+        try:
+            pair.control.recv(70000)
+        except BlockingIOError:
+            break
+    pair.writer._drain()
+    assert pair.pauses == [True, False] and pair.writer.ike   # reading again while IKE still waits
+    assert pair.read_all()[:2] == [b"answer", expire(1, hard=False)]
+    assert pair.writer.dropped_ike == 0 and old > 0
+
+
+def test_answers_and_other_events_keep_their_order(pair: Pair) -> None:
+    old = pair.fill_pipe()
+    sent = [b"answer 1", expire(1, hard=False), b"answer 2", expire(2, hard=True), b"answer 3"]
+    for data in sent:
+        pair.writer.send(data, is_event=data.startswith(b"\x01"))
+    assert pair.read_all()[old:] == sent
+
+
+def test_other_events_beyond_max_queued_are_dropped_answers_never(pair: Pair) -> None:
+    old = pair.fill_pipe()
+    pair.writer.MAX_QUEUED = 3   # type: ignore[misc]
+    for spi in range(5):
+        pair.writer.send(expire(spi, hard=False), is_event=True)
+    for n in range(5):
+        pair.writer.send(b"answer %d" % n)
+    pair.writer.send(ike(0), is_event=True)        # a full queue of other events does not stop IKE
+    got = pair.read_all()[old:]
+    assert got == [*(expire(spi, hard=False) for spi in range(3)), *(b"answer %d" % n for n in range(5)), ike(0)]
+    assert dict(pair.writer.drops()) == {"pipe_event_full": 2, "pipe_ike_full": 0}
+
+
+def test_with_room_everything_goes_at_once(pair: Pair) -> None:
+    pair.writer.send(ike(1), is_event=True)
+    pair.writer.send(expire(1, hard=True), is_event=True)
+    pair.writer.send(b"answer")
+    assert not pair.writer.queue and not pair.writer.ike and pair.pauses == []
+    assert pair.read_all() == [ike(1), expire(1, hard=True), b"answer"]
+
+
+def test_a_backlog_that_drops_says_so_once_and_what_it_cost_when_it_ends(
+        pair: Pair, caplog: pytest.LogCaptureFixture) -> None:
+    pair.fill_pipe()
+    with caplog.at_level(logging.WARNING, "tunsec.worker"):
+        for n in range(PipeWriter.MAX_IKE + 100):
+            pair.writer.send(ike(n), is_event=True)
+        assert [r.getMessage() for r in caplog.records] == [
+            "the control process does not keep up: dropping events (IKE ones first)"]
+        pair.read_all()
+    assert caplog.records[-1].getMessage() == "the control process caught up; 100 IKE and 0 other events were dropped"
+    assert len(caplog.records) == 2
