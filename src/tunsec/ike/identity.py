@@ -10,6 +10,7 @@ strongSwan writes them), ``%any`` matches every identity. Type prefixes such as
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import ipaddress
 import re
@@ -208,14 +209,26 @@ def dn_equal(a: bytes, b: bytes) -> bool:
     """
     if a == b:
         return True
+    key = _key_of(a)
+    return key is not None and key == _key_of(b)
+
+
+def _key_of(der: bytes) -> _DnKey | None:
+    return _dn_key(der) if len(der) <= MAX_ID_BYTES else _dn_key.__wrapped__(der)   # an outsized one is not kept
+
+
+_DnKey = tuple[tuple[tuple[bytes, tuple[int, bytes] | str], ...], ...]
+
+
+# A responder compares the peer's DN with the remote id of each candidate connection: read once per
+# IKE_AUTH, not once per connection (each IKE_AUTH uses the configured DNs again, so they stay).
+@functools.lru_cache(maxsize=256)
+def _dn_key(der: bytes) -> _DnKey | None:
+    """What dn_equal compares; None for a Name that does not parse (it equals only itself)."""
     try:
-        return _dn_key(a) == _dn_key(b)
+        return tuple(tuple((attr.oid, _value_key(attr)) for attr in rdn) for rdn in parse_name(der))
     except DerError:
-        return False
-
-
-def _dn_key(der: bytes) -> tuple[tuple[tuple[bytes, tuple[int, bytes] | str], ...], ...]:
-    return tuple(tuple((attr.oid, _value_key(attr)) for attr in rdn) for rdn in parse_name(der))
+        return None
 
 
 def _value_key(attr: DnAttribute) -> tuple[int, bytes] | str:
