@@ -204,9 +204,10 @@ def _send_idi(resp: IkeConfig, ident: Identity) -> tuple[list[AuthFailed], list[
     """An initiator claiming ``ident`` against ``resp``: (responder's AuthFailed, initiator's, responder's IkeSaUp)."""
     init = initiator_cfg(fragmentation="no")
     init = dataclasses.replace(init, local=dataclasses.replace(init.local, id=ident))
-    net, a, _ = make_net(init, resp)
+    net, a, b = make_net(init, resp)
     a.initiate("a-to-b", "net", net.now)
     net.run()
+    assert (b.sa_count, b.stats.half_open_closed) == (0, 1)   # nothing kept, and counted
     evs = net.take("192.0.2.2")
     return only(evs, AuthFailed), only(net.take("192.0.2.1"), AuthFailed), only(evs, IkeSaUp)
 
