@@ -28,7 +28,7 @@ from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from .auth import AuthError, PublicKey
-from .identity import Identity, certificate_has_identity
+from .identity import MAX_TEXT, Identity, certificate_has_identity
 
 
 def ca_key_hash(ca: x509.Certificate) -> bytes:
@@ -66,9 +66,16 @@ def _oid_name(oid: x509.ObjectIdentifier) -> str:
     return oid.dotted_string if name == "Unknown OID" else name
 
 
+def subject_text(cert: x509.Certificate) -> str:
+    """The subject for a message, cut as an identity's text is: a peer's certificate is unverified
+    when it is named, and may carry a subject of many KiB."""
+    text = cert.subject.rfc4514_string()
+    return text if len(text) <= MAX_TEXT else text[:MAX_TEXT] + "…"
+
+
 def check_usage(leaf: x509.Certificate) -> None:
     """AuthError unless the end-entity certificate may sign for IKE (see the module doc)."""
-    name = leaf.subject.rfc4514_string()
+    name = subject_text(leaf)
     try:
         ku = leaf.extensions.get_extension_for_class(x509.KeyUsage).value
     except x509.ExtensionNotFound:
@@ -120,10 +127,10 @@ def _verify(
     try:
         _policy_builder(cas, when).build_client_verifier().verify(leaf, list(chain[1:]))
     except verification.VerificationError as exc:
-        raise AuthError(f"certificate of {leaf.subject.rfc4514_string()} not trusted: {exc}") from None
+        raise AuthError(f"certificate of {subject_text(leaf)} not trusted: {exc}") from None
     check_usage(leaf)
     if not certificate_has_identity(leaf, peer_id):
-        raise AuthError(f"certificate {leaf.subject.rfc4514_string()} does not certify identity {peer_id}")
+        raise AuthError(f"certificate {subject_text(leaf)} does not certify identity {peer_id}")
     key = leaf.public_key()
     if not isinstance(key, PublicKey):
         raise AuthError(f"unsupported public key type {type(key).__name__}")

@@ -10,6 +10,7 @@ strongSwan writes them), ``%any`` matches every identity. Type prefixes such as
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import ipaddress
 import re
@@ -19,7 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import NameOID
 
-from ._der import parse_name, spki_key_bits
+from ._der import DerError, DnAttribute, encode_oid, encode_tlv, parse_name, spki_key_bits
 from .constants import IdType
 
 ID_ANY = 0
@@ -41,7 +42,8 @@ _DN_KEYS = {
     "GN": NameOID.GIVEN_NAME,
     "T": NameOID.TITLE,
 }
-_OID_KEYS = {oid: key for key, oid in reversed(list(_DN_KEYS.items()))}
+# (by the OID's DER bytes, as parse_name gives them: the first key of each, "E" before "EMAIL")
+_OID_KEYS = {encode_oid(oid.dotted_string): key for key, oid in reversed(list(_DN_KEYS.items()))}
 _PREFIXES = {
     "fqdn": IdType.FQDN,
     "email": IdType.RFC822_ADDR,
@@ -55,7 +57,12 @@ _PREFIXES = {
 
 
 class IdentityError(ValueError):
-    """The identity text cannot be parsed."""
+    """The identity text cannot be parsed, or a peer's identity is out of bounds."""
+
+
+# strongSwan prints an identity into a buffer of 512 bytes; tunsec cuts the text a little shorter
+MAX_TEXT = 256
+_MAX_HEX = 64
 
 
 # identity types whose text compares without regard to ASCII case, as strongSwan's (its
@@ -138,10 +145,14 @@ class Identity:
         return cls(IdType.DER_ASN1_DN, name.public_bytes())
 
     def __str__(self) -> str:
+        """The text form, at most MAX_TEXT characters (and 64 bytes of hex for one that has no text):
+        a peer chooses it, and it goes into log lines and error messages."""
         try:
-            return self._text()
+            text = self._text()
         except (ValueError, UnicodeDecodeError):
-            return f"{self.type}:#{self.data.hex()}"
+            hexed = self.data[:_MAX_HEX].hex() + ("…" if len(self.data) > _MAX_HEX else "")
+            return f"{self.type}:#{hexed}"
+        return text if len(text) <= MAX_TEXT else text[:MAX_TEXT] + "…"
 
     def _text(self) -> str:
         if self.type == ID_ANY:
@@ -151,7 +162,7 @@ class Identity:
         if self.type in (IdType.FQDN, IdType.RFC822_ADDR):
             return self.data.decode("ascii")
         if self.type == IdType.DER_ASN1_DN:
-            return _format_dn(parse_name(self.data))
+            return _format_dn(self.data)
         return f"@#{self.data.hex()}"
 
     def matches(self, other: Identity) -> bool:
@@ -167,15 +178,62 @@ class Identity:
         return False
 
 
+# The most a peer's identity (IDi, IDr) may take.  strongSwan reads no message over 10,000 bytes
+# (charon.max_packet); tunsec takes datagrams up to 64 KiB, so it bounds the identity itself: a DNS
+# name or mail address fits 255 bytes, a DN of a real certificate a few hundred.
+MAX_ID_BYTES = 2048
+_MAX_ID_BYTES_OF: dict[int, int] = {IdType.FQDN: 255, IdType.RFC822_ADDR: 255}
+_ID_BYTES_OF: dict[int, int] = {IdType.IPV4_ADDR: 4, IdType.IPV6_ADDR: 16}
+_ID_TYPES = frozenset(int(t) for t in IdType)
+
+
+def check_peer_identity(id_type: int, data: bytes) -> None:
+    """IdentityError (a short message, without the identity) unless an identity a peer sent has a
+    size its type allows; each check on it (configurations, certificates, logs) then costs little."""
+    exact = _ID_BYTES_OF.get(id_type)
+    kind = IdType(id_type).name if id_type in _ID_TYPES else str(id_type)
+    if exact is not None and len(data) != exact:
+        raise IdentityError(f"peer identity of type {kind} has {len(data)} bytes, not {exact}")
+    most = _MAX_ID_BYTES_OF.get(id_type, MAX_ID_BYTES)
+    if len(data) > most:
+        raise IdentityError(f"peer identity of type {kind} has {len(data)} bytes (at most {most})")
+
+
 def dn_equal(a: bytes, b: bytes) -> bool:
-    """Whether two DER Names hold the same attributes in the same order."""
+    """Whether two DER Names hold the same attributes in the same RDNs and order.
+
+    A value compares by its text, read strictly by its string type (a PrintableString and a
+    UTF8String of the same name are the same name); a value that is no string we read, or whose
+    bytes are not valid for its type, matches only the same type and bytes.  Never a lossy decode:
+    two names that differ must not compare equal (a certificate for one would certify the other).
+    """
     if a == b:
         return True
+    key = _key_of(a)
+    return key is not None and key == _key_of(b)
+
+
+def _key_of(der: bytes) -> _DnKey | None:
+    return _dn_key(der) if len(der) <= MAX_ID_BYTES else _dn_key.__wrapped__(der)   # an outsized one is not kept
+
+
+_DnKey = tuple[tuple[tuple[bytes, tuple[int, bytes] | str], ...], ...]
+
+
+# A responder compares the peer's DN with the remote id of each candidate connection: read once per
+# IKE_AUTH, not once per connection (each IKE_AUTH uses the configured DNs again, so they stay).
+@functools.lru_cache(maxsize=256)
+def _dn_key(der: bytes) -> _DnKey | None:
+    """What dn_equal compares; None for a Name that does not parse (it equals only itself)."""
     try:
-        na, nb = parse_name(a), parse_name(b)
-    except ValueError:
-        return False
-    return [(x.oid, str(x.value)) for x in na] == [(x.oid, str(x.value)) for x in nb]
+        return tuple(tuple((attr.oid, _value_key(attr)) for attr in rdn) for rdn in parse_name(der))
+    except DerError:
+        return None
+
+
+def _value_key(attr: DnAttribute) -> tuple[int, bytes] | str:
+    text = attr.text
+    return (attr.tag, attr.value) if text is None else text
 
 
 def _parse_dn(text: str) -> x509.Name:
@@ -189,8 +247,20 @@ def _parse_dn(text: str) -> x509.Name:
     return x509.Name(attrs)
 
 
-def _format_dn(name: x509.Name) -> str:
-    return ", ".join(f"{_OID_KEYS.get(attr.oid, attr.oid.dotted_string)}={attr.value!s}" for attr in name)
+def _format_dn(der: bytes) -> str:
+    return ", ".join(f"{_attr_key(attr)}={_attr_text(attr)}" for rdn in parse_name(der) for attr in rdn)
+
+
+def _attr_key(attr: DnAttribute) -> str:
+    return _OID_KEYS.get(attr.oid) or attr.dotted
+
+
+def _attr_text(attr: DnAttribute) -> str:
+    """The value's text, or RFC 4514's #hex of the whole element for one that has none."""
+    text = attr.text
+    if text is not None:
+        return text
+    return "#" + encode_tlv(attr.tag, attr.value).hex()
 
 
 def certificate_has_identity(cert: x509.Certificate, ident: Identity) -> bool:

@@ -28,7 +28,7 @@ from ..certs import load_certificates, verify_peer
 from ..config import ChildConfig, IkeConfig
 from ..constants import AuthMethod, CertEncoding, ExchangeType, IdType, NotifyType, notify_name
 from ..events import AuthFailed, DownReason, IkeSaUp, NegotiationFailed, PeerRedirected
-from ..identity import Identity, dn_equal
+from ..identity import Identity, IdentityError, check_peer_identity, dn_equal
 from ..message import AuthPayload, CertPayload, CertReqPayload, IdPayload, Payload, SaPayload
 from ..proposals import describe_all
 from ..redirect import RedirectError, decode_redirect, encode_gateway
@@ -77,9 +77,31 @@ def _sends_cert(st: IkeSaState) -> bool:
     return mode == "always" or (mode == "ifasked" and st.peer_certreq)
 
 
+# strongSwan's MAX_CERT_PAYLOADS: an end-entity certificate and its intermediates fit
+MAX_CERTS = 8
+
+
+def _check_ids(payloads: Sequence[Payload]) -> None:
+    """AuthError unless each identity the peer sent (its own, and ours it wants) has a size its type
+    allows: before anything compares, parses or logs one (a DN in a 64 KiB datagram is not read)."""
+    for p in find_all(payloads, IdPayload):
+        try:
+            check_peer_identity(p.id_type, p.data)
+        except IdentityError as exc:
+            raise AuthError(str(exc)) from None
+
+
+def _peer_certs(payloads: Sequence[Payload]) -> list[bytes]:
+    ders = [c.data for c in find_all(payloads, CertPayload) if c.encoding == CertEncoding.X509_SIGNATURE]
+    if len(ders) > MAX_CERTS:
+        raise AuthError(f"peer sent {len(ders)} certificates (at most {MAX_CERTS})")
+    return ders
+
+
 def _verify_peer(st: IkeSaState, payloads: Sequence[Payload], peer_id_payload: IdPayload) -> Identity:
     """Check the peer's identity and AUTH; raises AuthError."""
     assert st.prf is not None and st.keys is not None
+    _check_ids(payloads)
     peer_id = Identity(peer_id_payload.id_type, peer_id_payload.data)
     remote = st.config.remote
     if not identity_allowed(remote.id, peer_id):
@@ -98,8 +120,7 @@ def _verify_peer(st: IkeSaState, payloads: Sequence[Payload], peer_id_payload: I
         assert st.config.psk is not None
         verify_psk(st.prf, st.config.psk, octets, auth)
     else:
-        ders = [c.data for c in find_all(payloads, CertPayload) if c.encoding == CertEncoding.X509_SIGNATURE]
-        key = verify_peer(load_certificates(ders), remote.cas, st.wall_clock(), peer_id)
+        key = verify_peer(load_certificates(_peer_certs(payloads)), remote.cas, st.wall_clock(), peer_id)
         verify_signature(key, octets, auth)
     st.peer_id = peer_id
     return peer_id
@@ -349,6 +370,7 @@ def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response:
             return Response([notify(NotifyType.UNEXPECTED_NAT_DETECTED)], close=True)
         if idi is None:
             raise AuthError("request has no IDi")
+        _check_ids(payloads)
         _select_config(st, idi, payloads)
         st.initial_contact = find_notify(payloads, NotifyType.INITIAL_CONTACT) is not None
         st.peer_certreq = st.peer_certreq or find(payloads, CertReqPayload) is not None

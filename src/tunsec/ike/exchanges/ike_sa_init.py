@@ -38,6 +38,7 @@ from ..constants import (
     NATT_PORT,
     CertEncoding,
     ExchangeType,
+    HashAlgorithm,
     NotifyType,
     ProtocolId,
     notify_name,
@@ -103,8 +104,15 @@ _HASHES_CACHE_MAX = 32   # strongSwan sends 4 or 5 algorithms: 10 bytes
 # (they keep it until IKE_AUTH), and no parse per client.
 @functools.lru_cache(maxsize=8)
 def _hashes(data: bytes) -> frozenset[int]:
+    """The RFC 7427 hashes the peer announced that we know of: the set is kept until IKE_AUTH, and a
+    notify of 64 KiB would otherwise make one of 32,768 values (2 MiB) for each half-open IKE SA.
+    (A peer that names none we know is answered with the classic AUTH method: it could verify no
+    RFC 7427 signature of ours anyway.)"""
     data = data[: len(data) // 2 * 2]
-    return frozenset(struct.unpack(f"!{len(data) // 2}H", data))
+    return frozenset(v for v in struct.unpack(f"!{len(data) // 2}H", data) if v in _KNOWN_HASHES) or NO_HASHES
+
+
+_KNOWN_HASHES = frozenset(int(h) for h in HashAlgorithm)
 
 
 class IkeSaInitTask(Task):
