@@ -6,6 +6,7 @@ Two real IkeServices with in-process workers, wired in memory (tests/test_ikeser
 from __future__ import annotations
 
 import asyncio
+import logging
 import dataclasses
 import struct
 from typing import Any
@@ -19,6 +20,7 @@ from test_metrics_endpoint import SCRAPE, http, samples, serving
 from tunsec import metrics
 from tunsec.dataplane import pipe
 from tunsec.ike.config import IkeConfig
+from tunsec.loglimit import LogLimiter
 from tunsec.services.ike import HELD_PER_SA, IkeService
 
 
@@ -117,3 +119,31 @@ def test_datagrams_held_for_an_spi_and_install_waits_are_scraped() -> None:
         assert (await scrape(svc))["tunsec_ike_install_waits_total"] > waits + 1
 
     asyncio.run(body())
+
+
+def test_child_sas_over_max_child_sas_are_counted_scraped_and_logged_rate_limited(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A peer that asks for more Child SAs than max_child_sas: each refusal counted (status, metric),
+    the first few logged naming the peer, the rest summed up in the next line that passes."""
+    def one_child(*args: Any) -> IkeConfig:
+        return dataclasses.replace(psk_ike(*args), max_child_sas=1)
+
+    monkeypatch.setattr(test_ikeservice_rekey, "psk_ike", one_child)
+
+    async def body() -> dict[str, float]:
+        pair = await established()
+        svc = pair.svc["b"]
+        svc._limit_log = LogLimiter(burst=2, clock=lambda: 0.0)   # one window for the whole test
+        for _ in range(3):
+            pair.ike("a").initiate("net")
+            pair.svc["a"]._pump()
+            await pair.settle()
+        assert len(pair.ike("b").children) == 1
+        assert svc.status(pipe.Reply(1, pipe.MsgType.DUMP, pipe.Errno.OK))["child_sa_limit"] == {"tun": 3}
+        return await scrape(svc)
+
+    with caplog.at_level(logging.WARNING, logger="tunsec"):
+        got = asyncio.run(body())
+    assert got['tunsec_child_sa_limit_refusals_total{connection="tun"}'] == 3
+    lines = [r.getMessage() for r in caplog.records if "max_child_sas" in r.getMessage()]
+    assert len(lines) == 2 and all("NO_ADDITIONAL_SAS" in line and "at 192.0.2." in line for line in lines)

@@ -25,3 +25,5 @@ class EventCounts:
     child_acquires_ignored: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
     # MIGRATEs (a Child SA following its moved peer) the worker refused or left unanswered (mobility)
     migrate_failures: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
+    # peers' CREATE_CHILD_SA requests refused with NO_ADDITIONAL_SAS over max_child_sas, by connection
+    child_sa_limit: collections.Counter[str] = field(default_factory=collections.Counter)

@@ -294,7 +294,11 @@ def event_families(events: EventCounts | None, worker_restarts: int) -> Iterator
     migrate = CounterMetricFamily("tunsec_child_sa_migrate_failures", "MIGRATEs of a Child SA to its moved peer "
                                   "(MOBIKE, NAT rebinding) the worker refused or did not answer; retried, then "
                                   "rekeyed", labels=["connection", "child"])
+    limit = CounterMetricFamily("tunsec_child_sa_limit_refusals", "Peers' CREATE_CHILD_SA requests refused with "
+                                "NO_ADDITIONAL_SAS: the IKE SA held max_child_sas Child SAs", labels=["connection"])
     if events is not None:
+        for conn, n in sorted(events.child_sa_limit.items()):
+            limit.add_metric([conn], n)
         for (conn, name), n in sorted(events.migrate_failures.items()):
             migrate.add_metric([conn, name], n)
         for (conn, name), n in sorted(events.acquires_ignored.items()):
@@ -307,7 +311,7 @@ def event_families(events: EventCounts | None, worker_restarts: int) -> Iterator
             child.add_metric([conn, name], n)
         for conn, n in sorted(events.dpd_failures.items()):
             dpd.add_metric([conn], n)
-    yield from (ike, child, dpd, ignored, gone, migrate)
+    yield from (ike, child, dpd, ignored, gone, migrate, limit)
     yield CounterMetricFamily("tunsec_worker_restarts", "Times the dataplane worker died and was restarted",
                               value=worker_restarts)
 

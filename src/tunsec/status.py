@@ -206,4 +206,6 @@ def render(doc: dict[str, Any]) -> str:
             for key, what in (("trap", "trap policy, child up or being created"),
                               ("child_sa", "Child SA past its hard limit, DELETE or rekey under way"))
             if ignored.get(key)))
+    if limited := doc.get("child_sa_limit"):
+        lines.append("Child SAs refused over max_child_sas: " + ", ".join(f"{c} {n}" for c, n in limited.items()))
     return "\n".join(lines)

@@ -126,6 +126,7 @@ def parse_config(text: str, path: str = "<string>") -> Config:
             retransmit=tunsec.retransmit, half_open_timeout=tunsec.half_open_timeout,
             pools={p.name: p.version for p in pools},
             fragment_size=tunsec.fragment_size,
+            max_child_sas=tunsec.max_child_sas,
             radius=radius is not None and bool(radius.servers),
             radius_groups=radius is not None and radius.gives_groups,
         )  # fmt: skip

@@ -20,7 +20,7 @@ from tunsec.conf.errors import BadValue, ConfigIssue, show_value
 from tunsec.conf.reader import SectionReader
 from tunsec.conf.syntax import Section
 from tunsec.conf.values import IPAddress, auto_or, choice, float_range, int_range, parse_duration
-from tunsec.ike.config import RetransmitConfig
+from tunsec.ike.config import DEFAULT_MAX_CHILD_SAS, RetransmitConfig
 from tunsec.ike.endpoint import DosLimits
 from tunsec.ike.fragments import DEFAULT_FRAGMENT_SIZE
 
@@ -174,6 +174,8 @@ _parse_ipv6_source_prefix = int_range(32, 128, "an IPv6 prefix length")
 _parse_datagram_size = int_range(576, 65535, "a size in bytes")
 # ready ephemeral key pairs per key exchange group (tunsec.ike.dh_pool); 0: none.  The bound keeps
 # the pool's memory small (~0.5 KB an X25519 key pair, ~2.3 KB an ECP one, 64 MODP at most)
+# Child SAs one IKE SA may hold (not in strongSwan; see tunsec.ike.config.DEFAULT_MAX_CHILD_SAS)
+_parse_max_child_sas = int_range(1, 1 << 16, "a number of Child SAs per IKE SA")
 _parse_ke_pool = int_range(0, 4096, "a number of key pairs per key exchange group (0: no pool)")
 
 
@@ -218,6 +220,9 @@ class TunsecSettings:
     # charon.fragment_size; 0: 576 for IPv4, 1280 for IPv6); every connection's IkeConfig carries it
     fragment_size: int = DEFAULT_FRAGMENT_SIZE
     dos: DosLimits = field(default_factory=DosLimits)
+    # a peer's CREATE_CHILD_SA for a further Child SA is refused with NO_ADDITIONAL_SAS once its IKE SA
+    # holds this many (a rekey replaces one and does not count); every connection's IkeConfig carries it
+    max_child_sas: int = DEFAULT_MAX_CHILD_SAS
     # key pairs kept ready per key exchange group (the first group of each connection's IKE and ESP
     # proposals; MODP at most 64), generated at start and while no IKE SA is being set up, taken
     # at IKE_SA_INIT, CREATE_CHILD_SA with PFS and IKE rekeys, replaced after 5 minutes unused
@@ -256,6 +261,7 @@ def read_tunsec_section(section: Section, issues: list[ConfigIssue]) -> TunsecSe
             block_threshold=r.get("block_threshold", _parse_block_threshold, d.dos.block_threshold),
             ipv6_source_prefix=r.get("ipv6_source_prefix", _parse_ipv6_source_prefix, d.dos.ipv6_source_prefix),
         ),
+        max_child_sas=r.get("max_child_sas", _parse_max_child_sas, d.max_child_sas),
         ke_pool=r.get("ke_pool", _parse_ke_pool, d.ke_pool),
         state_dir=r.get("state_dir", _parse_state_dir, d.state_dir),
     )

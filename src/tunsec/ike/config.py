@@ -28,6 +28,13 @@ from .proposals import ProposalSpec, parse_proposals
 from .secret import Secret
 from .ts import Ts, parse_ts_list
 
+# Child SAs one IKE SA may hold (tunsec { max_child_sas }; strongSwan has no such limit).  Generous:
+# a road warrior has one or two, a site-to-site peer one per subnet pair it was configured with
+# (cloud gateways and strongSwan peers that cannot put several subnets in one Child SA send
+# dozens); finite, because each costs an inbound SPI, two SAs and their policies in the worker,
+# whose SPD lookup is linear and whose flow caches every policy change empties for all peers.
+DEFAULT_MAX_CHILD_SAS = 64
+
 AuthMethodName = Literal["psk", "pubkey", "eap-mschapv2", "eap-tls", "eap-radius"]
 SendCertMode = Literal["always", "ifasked", "never"]
 RedirectOn = Literal["init", "auth"]  # when a gateway redirects (RFC 5685 §5 or §6)
@@ -169,6 +176,9 @@ class IkeConfig:
     pools: tuple[str, ...] = ()
     fragmentation: FragmentationMode = "yes"
     fragment_size: int = DEFAULT_FRAGMENT_SIZE
+    # a peer's CREATE_CHILD_SA for a further Child SA is refused with NO_ADDITIONAL_SAS (RFC 7296 §3.10.1)
+    # once the IKE SA holds this many; a rekey replaces one and is not counted (exchanges/create_child_sa.py)
+    max_child_sas: int = DEFAULT_MAX_CHILD_SAS
     # Redirect (RFC 5685, see redirect.py): as a gateway, send new clients to this address or
     # FQDN once the endpoint holds at least ``redirect_when`` IKE SAs, answering their
     # IKE_SA_INIT (``redirect_on = init``) or, after authenticating them, their IKE_AUTH (``auth``)

@@ -199,6 +199,20 @@ class NegotiationFailed:
 
 
 @dataclass(frozen=True)
+class ChildSaLimit:
+    """We refused the peer's CREATE_CHILD_SA with NO_ADDITIONAL_SAS: its IKE SA holds ``held`` Child
+    SAs and ``max_child_sas`` is ``limit`` (``rekey``: a rekey refused, the peer having left that many
+    replaced Child SAs undeleted).  The peer is authenticated: ``peer`` names it."""
+
+    name: str
+    peer: str
+    remote_addr: Address
+    held: int
+    limit: int
+    rekey: bool = False
+
+
+@dataclass(frozen=True)
 class PeerUnreachable:
     """Retransmissions were exhausted; the IKE SA is gone (an IkeSaDown follows if it was up).
 
@@ -278,6 +292,7 @@ Event = (
     | ChildSaDown
     | AuthFailed
     | NegotiationFailed
+    | ChildSaLimit
     | PeerUnreachable
     | Redirected
     | PeerRedirected

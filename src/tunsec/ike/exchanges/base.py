@@ -102,17 +102,20 @@ class Task(ABC):
 class KeRetry(Enum):
     NONE = auto()  # the response has no INVALID_KE_PAYLOAD
     RETRY = auto()  # switched to the group the peer asks for: send the request again
-    REFUSED = auto()  # it asks for a group we do not offer (or the one we used, or none)
+    REFUSED = auto()  # it asks for a group we do not offer (or one we tried already, or none)
 
 
 class KeGroups:
     """The key exchange group of an exchange that sends KE, and the INVALID_KE_PAYLOAD retry
-    (RFC 7296 §1.2, §1.3): the peer names the group it wants; we retry once per group we offer."""
+    (RFC 7296 §1.2, §1.3): the peer names the group it wants; we retry once per group we offer.
+    A group already tried is refused: a peer (or, in IKE_SA_INIT, anyone who saw our SPI) naming
+    our offered groups in turn would otherwise keep us making key pairs for ever."""
 
     def __init__(self, offered: Iterable[int], first: int | None = None) -> None:
         ordered = list(offered)
         self.offered = frozenset(ordered)
         self.group: int | None = first if first is not None else (ordered[0] if ordered else None)
+        self._tried: set[int] = set() if self.group is None else {self.group}
 
     def follow(self, payloads: Sequence[Payload]) -> KeRetry:
         invalid_ke = find_notify(payloads, NotifyType.INVALID_KE_PAYLOAD)
@@ -121,9 +124,10 @@ class KeGroups:
         if len(invalid_ke.data) != 2:
             return KeRetry.REFUSED
         (group,) = struct.unpack("!H", invalid_ke.data)
-        if group not in self.offered or group == self.group:
+        if group not in self.offered or group in self._tried:
             return KeRetry.REFUSED
         self.group = group
+        self._tried.add(group)
         return KeRetry.RETRY
 
     @staticmethod

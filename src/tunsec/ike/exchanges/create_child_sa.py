@@ -13,6 +13,9 @@ and ours is tried again a few seconds later when the peer refuses it so. A new C
 peer refuses so (strongSwan does while it rekeys the IKE SA) is asked for again too, a few
 seconds later (on the new IKE SA if ours was rekeyed meanwhile), at most ``MAX_RETRIES`` times;
 and we refuse the peer's new Child SA while our rekey of the IKE SA is out, as strongSwan does.
+
+Limit: the peer's new Child SAs beyond the connection's ``max_child_sas`` are refused with
+NO_ADDITIONAL_SAS (``_over_limit``), before a proposal is chosen, a key computed or an SPI taken.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from collections.abc import Sequence
 from ..config import ChildConfig
 from ..constants import ExchangeType, NotifyType, ProtocolId, notify_name
 from ..dh import DhError, KeyExchange, new_key_exchange
-from ..events import DownReason, NegotiationFailed
+from ..events import ChildSaLimit, DownReason, NegotiationFailed
 from ..message import KePayload, NoncePayload, NotifyPayload, Payload, SaPayload
 from ..proposals import Suite, describe_all
 from ..state import ChildSa, IkeSaState, SpiUnavailable
@@ -238,6 +241,9 @@ def respond(st: IkeSaState, payloads: Sequence[Payload], pending: Task | None = 
         log.debug("%s: refusing the peer's rekey of Child SA %s: we are %s", st.name, rekey.name,
                   "deleting it" if rekey.deleting else "rekeying the IKE SA")
         return Response([notify(NotifyType.TEMPORARY_FAILURE)])
+    refusal = _over_limit(st, rekey)
+    if refusal is not None:
+        return refusal
     ke = find(payloads, KePayload)
     result = childmod.responder_select(
         st,
@@ -279,6 +285,34 @@ def respond(st: IkeSaState, payloads: Sequence[Payload], pending: Task | None = 
         rekey.rekeyed_by_peer = True
         followups = _collision(rekey, child, min(nonces), pending)
     return Response([*response, tsi_out, tsr_out], followups=followups)
+
+
+def _over_limit(st: IkeSaState, rekey: ChildSa | None) -> Response | None:
+    """NO_ADDITIONAL_SAS (RFC 7296 §3.10.1) if the peer's request would take the IKE SA past
+    ``max_child_sas``, checked before anything is selected, computed or allocated.
+
+    A new Child SA counts against the Child SAs not replaced. A rekey replaces one and is not
+    counted; the peer is to delete what it replaced (RFC 7296 §2.8), so a rekey is refused only
+    once the peer has left ``max_child_sas`` of those undeleted, and a Child SA it rekeyed already
+    is not rekeyed again (each such rekey would add a Child SA): either would let it grow the SAD
+    without bound while the live count stays put."""
+    limit = st.config.max_child_sas
+    if rekey is not None and rekey.rekeyed_by_peer:
+        log.debug("%s: the peer rekeys Child SA %s a second time: refused", st.name, rekey.name)
+        return Response([notify(NotifyType.CHILD_SA_NOT_FOUND)])
+    if rekey is not None:
+        held = sum(1 for c in st.children.values() if c.rekeyed_by_peer)
+    else:
+        held = sum(1 for c in st.children.values() if not _replaced(c))
+    if held < limit:
+        return None
+    st.emit(ChildSaLimit(st.name, str(st.peer_id), st.remote_addr, held, limit, rekey is not None))
+    return Response([notify(NotifyType.NO_ADDITIONAL_SAS)])
+
+
+def _replaced(child: ChildSa) -> bool:
+    """A Child SA on its way out: rekeyed (by either side) or being deleted by us."""
+    return child.rekeyed_by_peer or child.rekeyed_by_us is not None or child.deleting
 
 
 def _collision(old: ChildSa, theirs: ChildSa, their_min: bytes, pending: Task | None) -> list[Task]:

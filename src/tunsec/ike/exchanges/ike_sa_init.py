@@ -14,8 +14,10 @@ peer's port becomes 4500 if it was 500 or ours was 500, else it stays (a custom
 between the ports IKE ends up on, as strongSwan's Child SAs take the IKE SA's).
 
 INVALID_KE_PAYLOAD: the initiator retries with the group the responder asks
-for, if it is one we would accept. COOKIE: the initiator repeats its request
-with the cookie first, keeping its SPI, nonce and KE value (RFC 7296 §2.6).
+for, if it is one we would accept and have not tried. COOKIE: the initiator repeats its request
+with the cookie first, keeping its SPI, nonce and KE value (RFC 7296 §2.6). Both together at
+most ``MAX_RETRIES`` times (strongSwan's ike_init gives up after 5 as well): the answers are
+unauthenticated, and anyone who saw our request could keep us at it for ever.
 
 Redirect (RFC 5685, ``redirect.py``): the initiator sends N(REDIRECT_SUPPORTED),
 or N(REDIRECTED_FROM) once redirected; on N(REDIRECT) it sends a new request
@@ -52,6 +54,9 @@ from ..state import NO_HASHES, IkeSaState, nat_hash
 from .base import KeGroups, KeRetry, Outcome, Response, Task, any_notify, error_notify, find, find_notify, notify
 
 NONCE_LEN = 32
+# COOKIE and INVALID_KE_PAYLOAD answers followed per IKE_SA_INIT, together (strongSwan's ike_init
+# MAX_RETRIES): a legitimate responder needs at most one of each, two if its cookie secret changed
+MAX_RETRIES = 5
 
 
 def _hash_algorithms() -> bytes:
@@ -128,6 +133,7 @@ class IkeSaInitTask(Task):
         self._cookie: bytes | None = None
         self._redirected_from = st.redirected_from  # the gateway that redirected us last (RFC 5685)
         self._redirects = 0
+        self._retries = 0  # COOKIE and INVALID_KE_PAYLOAD answers followed (MAX_RETRIES)
         st.nonce_i = st.rng(NONCE_LEN)
 
     def build(self, st: IkeSaState) -> list[Payload]:
@@ -181,16 +187,21 @@ class IkeSaInitTask(Task):
         if cookie is not None and error_notify(payloads) is None:
             if not 1 <= len(cookie.data) <= 64:
                 return self._fail(st, "INVALID_SYNTAX", "COOKIE of invalid length")
+            if self._out_of_retries():
+                return self._fail(st, "COOKIE", self._gave_up("COOKIE"))
             self._cookie = cookie.data
             return Outcome.RETRY
         retry = self._groups.follow(payloads)
         if retry is KeRetry.RETRY:
+            if self._out_of_retries():
+                return self._fail(st, "INVALID_KE_PAYLOAD", self._gave_up(f"INVALID_KE_PAYLOAD ({self._groups.group})"))
             assert self._groups.group is not None
             self._ke = new_key_exchange(self._groups.group)
             return Outcome.RETRY
         if retry is KeRetry.REFUSED:
             wanted = KeGroups.requested(payloads)
-            return self._fail(st, "INVALID_KE_PAYLOAD", f"peer asks for {wanted}, which we do not offer")
+            return self._fail(st, "INVALID_KE_PAYLOAD", f"peer asks for {wanted}, which we do not offer "
+                              "or tried already")
         err = error_notify(payloads)
         if err is not None:
             detail = f"peer refused our proposals {describe_all(st.config.proposals)}"
@@ -218,6 +229,13 @@ class IkeSaInitTask(Task):
         _float_ports(st)
         st.proven_addr = st.remote_addr[0]  # where we sent our request and the peer answered it
         return Outcome.DONE
+
+    def _out_of_retries(self) -> bool:
+        self._retries += 1
+        return self._retries > MAX_RETRIES
+
+    def _gave_up(self, last: str) -> str:
+        return f"gave up after {MAX_RETRIES} COOKIE/INVALID_KE_PAYLOAD retries (last answer: {last})"
 
     def _fail(self, st: IkeSaState, reason: str, detail: str) -> Outcome:
         st.emit(NegotiationFailed(st.name, reason, detail))

@@ -51,6 +51,7 @@ from tunsec.ike.endpoint import DosLimits, IkeEndpoint
 from tunsec.ike.events import (
     AuthFailed,
     ChildSaDown,
+    ChildSaLimit,
     ChildSaUp,
     DownReason,
     EapRelayAbandoned,
@@ -160,6 +161,7 @@ class IkeService(Service):
         self.receive_errors = 0
         self.on_activity: Callable[[], None] = _nothing   # each IKE datagram in (the daemon's CalmTrim.note)
         self._busy_log = LogLimiter(burst=5, period=60.0)       # Child SAs refused for now (_failure_log)
+        self._limit_log = LogLimiter(burst=5, period=60.0)      # peers' Child SAs refused over max_child_sas
         self.events = EventCounts()                             # rekeys, dead peers (Prometheus counters)
         self._timers: dict[asyncio.TimerHandle, Callable[[], object]] = {}   # lingering inbound SAs, standby ends
         # auth = eap-radius: the RADIUS client, and the round trip each IKE SA waits for
@@ -497,6 +499,8 @@ class IkeService(Service):
                 if (held := self._failure_log(sa, ev)) is not None:
                     child = f" child {ev.child}" if ev.child else ""
                     log.error("%s%s: %s: %s%s", ev.name, child, ev.reason, ev.detail, suffix(held))
+            case ChildSaLimit():
+                self._child_sa_limit(ev)
             case PeerUnreachable():
                 log.error("%s: peer did not answer after %d retransmissions; giving up", ev.name, ev.tries)
                 if self.ike_up.pop(sa.local_spi, None) is not None:
@@ -518,6 +522,16 @@ class IkeService(Service):
                 self._relay_round(sa, ev)
             case EapRelayAbandoned():
                 self._end_relay(sa)
+
+    def _child_sa_limit(self, ev: ChildSaLimit) -> None:
+        """An authenticated peer asked for more Child SAs than max_child_sas: counted always, logged
+        rate-limited (it may ask again and again, each request a line otherwise)."""
+        self.events.child_sa_limit[ev.name] += 1
+        if (held := self._limit_log.admit()) is not None:
+            what = (f"a rekey with {ev.held} replaced Child SAs left undeleted" if ev.rekey
+                    else f"a Child SA beyond the {ev.held} it holds")
+            log.warning("%s: peer %s at %s asked for %s; max_child_sas is %d: refused with NO_ADDITIONAL_SAS%s",
+                        ev.name, ev.peer, ev.remote_addr[0], what, ev.limit, suffix(held))
 
     # --- IKE in: from our sockets, and port 4500's through the worker -------------------
     async def refill_spis(self) -> None:
