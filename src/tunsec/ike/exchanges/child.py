@@ -258,7 +258,8 @@ def _not_others(st: IkeSaState, cfg: ChildConfig, proposed: Sequence[Ts], tsi: t
     pools) is narrowed to the rest, as its lease is what it came for; a site (no pools) is refused
     rather than given a part of its subnets it did not expect.  Refused too when nothing is left."""
     named = st.config.assigns(cfg.name, tsi)   # a primary and a backup of one site may share
-    found = st.ts_claims.overlaps(st.peer_id, tsi, tsr, named) if st.ts_claims is not None else []
+    found = st.ts_claims.overlaps(st.peer_id, tsi, tsr, named, st.config.names_its_peer) \
+        if st.ts_claims is not None else []
     if not found:
         return tsi
     why = describe(found)
