@@ -25,3 +25,6 @@ class EventCounts:
     child_acquires_ignored: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
     # MIGRATEs (a Child SA following its moved peer) the worker refused or left unanswered (mobility)
     migrate_failures: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
+    # Child SAs refused because their selectors overlap another peer's (policy/claims.py): the
+    # engine's refusals, whichever side asked, and the service's same-batch backstop
+    ts_claims_refused: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)

@@ -289,9 +289,14 @@ def event_families(events: EventCounts | None, worker_restarts: int) -> Iterator
     migrate = CounterMetricFamily("tunsec_child_sa_migrate_failures", "MIGRATEs of a Child SA to its moved peer "
                                   "(MOBIKE, NAT rebinding) the worker refused or did not answer; retried, then "
                                   "rekeyed", labels=["connection", "child"])
+    claims = CounterMetricFamily("tunsec_child_sa_ts_claims_refused", "Child SAs refused (or deleted before "
+                                 "their install) because their traffic selectors overlap what another peer's "
+                                 "Child SAs hold", labels=["connection", "child"])
     if events is not None:
         for (conn, name), n in sorted(events.migrate_failures.items()):
             migrate.add_metric([conn, name], n)
+        for (conn, name), n in sorted(events.ts_claims_refused.items()):
+            claims.add_metric([conn, name], n)
         for (conn, name), n in sorted(events.acquires_ignored.items()):
             ignored.add_metric([conn, name], n)
         for (conn, name), n in sorted(events.child_acquires_ignored.items()):
@@ -302,7 +307,7 @@ def event_families(events: EventCounts | None, worker_restarts: int) -> Iterator
             child.add_metric([conn, name], n)
         for conn, n in sorted(events.dpd_failures.items()):
             dpd.add_metric([conn], n)
-    yield from (ike, child, dpd, ignored, gone, migrate)
+    yield from (ike, child, dpd, ignored, gone, migrate, claims)
     yield CounterMetricFamily("tunsec_worker_restarts", "Times the dataplane worker died and was restarted",
                               value=worker_restarts)
 

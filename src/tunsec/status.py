@@ -210,4 +210,7 @@ def render(doc: dict[str, Any]) -> str:
             for key, what in (("trap", "trap policy, child up or being created"),
                               ("child_sa", "Child SA past its hard limit, DELETE or rekey under way"))
             if ignored.get(key)))
+    if claimed := doc.get("ts_claims_refused"):   # only once there are any
+        lines.append("Child SAs refused, their selectors another peer's: "
+                     + ", ".join(f"{c['connection']}/{c['child']} {c['count']}" for c in claimed))
     return "\n".join(lines)

@@ -6,9 +6,13 @@ another peer's would draw traffic meant for that one (its policy first), and its
 admit packets with that one's addresses as source toward the same local hosts.  strongSwan installs
 both and leaves the choice to the kernel, whose policy priorities prefer the longer prefix: that
 hides part of the overlap only (not the addresses the other peer does not hold a longer prefix for).
-Here a responder asks :meth:`TsClaims.overlaps` before it accepts a Child SA's selectors
-(exchanges/child.py responder_select, _not_others) and refuses one that overlaps what another
-peer holds, or for a road warrior narrows it to the rest.
+Here every Child SA is checked with :meth:`TsClaims.overlaps`, whichever side asked for it: a
+responder before it accepts the selectors (exchanges/child.py responder_select, _not_others: IKE_AUTH,
+a new Child SA or a rekey in CREATE_CHILD_SA) refuses one that overlaps what another peer holds, or
+for a road warrior narrows it to the rest; an initiator checks the selectors the peer chose in its
+answer (answer_not_others: IKE_AUTH and CREATE_CHILD_SA, new or rekey), and refuses and deletes a
+Child SA that overlaps (an answer cannot be narrowed).  The IKE service's backstop checks each
+Child SA again as it books it, for the negotiations of one batch that could not see each other.
 
 An overlap is one in both directions: the remote selectors intersect AND the local selectors
 intersect (any pair of each; a policy is a pair of one local and one remote selector, and matches a

@@ -119,12 +119,14 @@ def _child_registered(self: IkeService, sa: IkeSa, ev: ChildSaUp) -> ChildState 
     peer = sa.peer_id if sa.peer_id is not None else ev.remote_addr[0]
     named = sa.config.assigns(ev.child, ev.remote_ts)
     by_name = sa.config.names_its_peer
-    if not ev.initiator and (found := self.ts_claims.overlaps(peer, ev.remote_ts, ev.local_ts, named, by_name)):
-        # the engine refuses or narrows another peer's selectors (exchanges/child.py _not_others),
-        # but a datagram handled in the same batch as that peer's negotiation, before its Child SA
-        # was booked here, passed: it is deleted, never installed
+    if found := self.ts_claims.overlaps(peer, ev.remote_ts, ev.local_ts, named, by_name):
+        # the engine refuses or narrows another peer's selectors (exchanges/child.py _not_others,
+        # answer_not_others for the answers to our requests), but a datagram handled in the same
+        # batch as that peer's negotiation, before its Child SA was booked here, passed: it is
+        # deleted (an INFORMATIONAL DELETE to the peer, whichever side asked for it), never installed
         log.error("%s: CHILD_SA %s of peer %s deleted, not installed: its remote %s %s", sa.name, ev.child, peer,
                   ", ".join(map(str, ev.remote_ts)), describe(found))
+        self.events.ts_claims_refused[(sa.name, ev.child)] += 1
         sa.delete_child(ev.unique_id)
         return None
     ike = self._ike_handle(sa)
