@@ -6,8 +6,8 @@ Two real IkeServices with in-process workers, wired in memory (tests/test_ikeser
 from __future__ import annotations
 
 import asyncio
-import logging
 import dataclasses
+import logging
 import struct
 from typing import Any
 

@@ -93,6 +93,20 @@ def test_the_same_identity_named_by_one_connection_and_not_by_another_is_two_pee
     assert [c.handle for c, _ in claims.overlaps(B, (T("10.4.0.1"),), LAN, named=True)] == [2]
 
 
+def test_a_peer_its_connection_names_overlaps_its_own_claims_whatever_their_selectors() -> None:
+    """A named site's first child was given 10.2.1.0/24 as written, its second chose from a wider
+    remote_ts (not ``named``): the same identity under a connection naming it (``by_name``), its own;
+    the same name from a connection of %any, or another named peer choosing, is another's."""
+    claims = TsClaims()
+    claims.add(1, "site", A, (T("10.2.1.0/24"),), LAN, named=True, by_name=True)
+    assert claims.overlaps(A, (T("10.2.0.0/23"),), LAN, named=False, by_name=True) == []
+    assert [c.handle for c, _ in claims.overlaps(A, (T("10.2.0.0/23"),), LAN)] == [1]   # %any's A
+    assert [c.handle for c, _ in claims.overlaps(B, (T("10.2.0.0/23"),), LAN, by_name=True)] == [1]
+    claims.add(2, "site", A, (T("10.2.0.0/23"),), LAN, by_name=True)   # the second child, booked
+    assert claims.overlaps(A, (T("10.2.1.7"),), LAN, named=True) == []
+    assert [c.handle for c, _ in claims.overlaps(B, (T("10.2.1.7"),), LAN, named=True)] == [2]
+
+
 def test_an_overlap_needs_the_local_selectors_to_meet_as_well() -> None:
     """A holds 192.168.1.0/24 toward 10.1.1.0/24 and 10.1.9.0/24: B with the same remote subnet
     toward a local subnet of neither is no overlap (the SPD tells them apart by the local side);

@@ -27,3 +27,6 @@ class EventCounts:
     migrate_failures: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
     # peers' CREATE_CHILD_SA requests refused with NO_ADDITIONAL_SAS over max_child_sas, by connection
     child_sa_limit: collections.Counter[str] = field(default_factory=collections.Counter)
+    # Child SAs refused because their selectors overlap another peer's (policy/claims.py): the
+    # engine's refusals, whichever side asked, and the service's same-batch backstop
+    ts_claims_refused: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)

@@ -296,11 +296,16 @@ def event_families(events: EventCounts | None, worker_restarts: int) -> Iterator
                                   "rekeyed", labels=["connection", "child"])
     limit = CounterMetricFamily("tunsec_child_sa_limit_refusals", "Peers' CREATE_CHILD_SA requests refused with "
                                 "NO_ADDITIONAL_SAS: the IKE SA held max_child_sas Child SAs", labels=["connection"])
+    claims = CounterMetricFamily("tunsec_child_sa_ts_claims_refused", "Child SAs refused (or deleted before "
+                                 "their install) because their traffic selectors overlap what another peer's "
+                                 "Child SAs hold", labels=["connection", "child"])
     if events is not None:
         for conn, n in sorted(events.child_sa_limit.items()):
             limit.add_metric([conn], n)
         for (conn, name), n in sorted(events.migrate_failures.items()):
             migrate.add_metric([conn, name], n)
+        for (conn, name), n in sorted(events.ts_claims_refused.items()):
+            claims.add_metric([conn, name], n)
         for (conn, name), n in sorted(events.acquires_ignored.items()):
             ignored.add_metric([conn, name], n)
         for (conn, name), n in sorted(events.child_acquires_ignored.items()):
@@ -311,7 +316,7 @@ def event_families(events: EventCounts | None, worker_restarts: int) -> Iterator
             child.add_metric([conn, name], n)
         for conn, n in sorted(events.dpd_failures.items()):
             dpd.add_metric([conn], n)
-    yield from (ike, child, dpd, ignored, gone, migrate, limit)
+    yield from (ike, child, dpd, ignored, gone, migrate, limit, claims)
     yield CounterMetricFamily("tunsec_worker_restarts", "Times the dataplane worker died and was restarted",
                               value=worker_restarts)
 

@@ -208,4 +208,7 @@ def render(doc: dict[str, Any]) -> str:
             if ignored.get(key)))
     if limited := doc.get("child_sa_limit"):
         lines.append("Child SAs refused over max_child_sas: " + ", ".join(f"{c} {n}" for c, n in limited.items()))
+    if claimed := doc.get("ts_claims_refused"):   # only once there are any
+        lines.append("Child SAs refused, their selectors another peer's: "
+                     + ", ".join(f"{c['connection']}/{c['child']} {c['count']}" for c in claimed))
     return "\n".join(lines)

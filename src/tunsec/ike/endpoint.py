@@ -177,8 +177,9 @@ class IkeEndpoint:
         ``address_pool``: where responders lease virtual IPs (``tunsec.policy.pools.AddressPools``);
         ``unique_keep(connection)``: whether the connection has ``unique = keep``: then a
         responder refuses in IKE_AUTH an identity that already has an IKE SA (_refuse_duplicate);
-        ``ts_claims``: the remote selectors the gateway's Child SAs hold, by peer (a responder's
-        Child SA may not take another peer's: exchanges/child.py responder_select)."""
+        ``ts_claims``: the remote selectors the gateway's Child SAs hold, by peer (no Child SA,
+        whichever side asked for it, may take another peer's: exchanges/child.py _not_others,
+        answer_not_others)."""
         limits = limits or DosLimits()
         if cookie_threshold is not None:
             limits = dataclasses.replace(limits, cookie_threshold=cookie_threshold)

@@ -189,13 +189,15 @@ class NegotiationFailed:
 
     ``reason`` is the notify name (NO_PROPOSAL_CHOSEN, TS_UNACCEPTABLE, ...);
     ``detail`` says why in words (both proposal lists for NO_PROPOSAL_CHOSEN);
-    ``child`` names the Child SA, or is None when the IKE SA itself failed.
+    ``child`` names the Child SA, or is None when the IKE SA itself failed;
+    ``claims``: refused because its selectors overlap another peer's (policy/claims.py).
     """
 
     name: str
     reason: str
     detail: str
     child: str | None = None
+    claims: bool = False
 
 
 @dataclass(frozen=True)

@@ -188,7 +188,7 @@ class IkeSa:
         has_contact: Callable[[IkeSaState], bool] | None = None,
     ) -> None:
         """``address_pool``: where a responder leases virtual IPs (connections with ``pools``).
-        ``ts_claims``: the remote selectors other peers' Child SAs hold (a responder refuses them).
+        ``ts_claims``: the remote selectors other peers' Child SAs hold (no Child SA may take them).
         ``candidates``: for a responder, the connections this peer may be using (the
         endpoint passes all that match its address); IKE_SA_INIT and IKE_AUTH pick one.
         ``jitter(bound)``: how much earlier than rekey_time a rekey fires, in [0, bound]

@@ -93,7 +93,7 @@ class SelectorClaims(Protocol):
     they are (``tunsec.policy.claims.TsClaims``): a peer may not claim another peer's."""
 
     def overlaps(self, peer: object, selectors: Sequence[Ts], local: Sequence[Ts],
-                 named: bool = False) -> list[tuple[Claim, Ts]]: ...
+                 named: bool = False, by_name: bool | None = None) -> list[tuple[Claim, Ts]]: ...
 
 
 def random_spi_allocator(rng: Rng = os.urandom) -> SpiAllocator:
@@ -187,7 +187,7 @@ class IkeSaState:
     next_child_id: int = 1
     jitter: Jitter | None = None  # None: random_jitter(rng)
     address_pool: AddressPool | None = None  # a responder's virtual IP leases (connections.X.pools)
-    ts_claims: SelectorClaims | None = None  # a responder's view of the selectors other peers hold
+    ts_claims: SelectorClaims | None = None  # the selectors every peer holds (checked on every Child SA)
     peer_vips: tuple[Lease, ...] = ()  # leases we gave the peer in IKE_AUTH (released when the SA goes)
     own_vips: tuple[IPAddress, ...] = ()  # virtual IPs the peer assigned to us (CFG_REPLY)
     own_dns: tuple[IPAddress, ...] = ()  # DNS servers that came with them

@@ -6,9 +6,13 @@ another peer's would draw traffic meant for that one (its policy first), and its
 admit packets with that one's addresses as source toward the same local hosts.  strongSwan installs
 both and leaves the choice to the kernel, whose policy priorities prefer the longer prefix: that
 hides part of the overlap only (not the addresses the other peer does not hold a longer prefix for).
-Here a responder asks :meth:`TsClaims.overlaps` before it accepts a Child SA's selectors
-(exchanges/child.py responder_select, _not_others) and refuses one that overlaps what another
-peer holds, or for a road warrior narrows it to the rest.
+Here every Child SA is checked with :meth:`TsClaims.overlaps`, whichever side asked for it: a
+responder before it accepts the selectors (exchanges/child.py responder_select, _not_others: IKE_AUTH,
+a new Child SA or a rekey in CREATE_CHILD_SA) refuses one that overlaps what another peer holds, or
+for a road warrior narrows it to the rest; an initiator checks the selectors the peer chose in its
+answer (answer_not_others: IKE_AUTH and CREATE_CHILD_SA, new or rekey), and refuses and deletes a
+Child SA that overlaps (an answer cannot be narrowed).  The IKE service's backstop checks each
+Child SA again as it books it, for the negotiations of one batch that could not see each other.
 
 An overlap is one in both directions: the remote selectors intersect AND the local selectors
 intersect (any pair of each; a policy is a pair of one local and one remote selector, and matches a
@@ -29,7 +33,9 @@ unless both peers' connections name their peer and give it these very selectors 
 (IkeConfig.assigns): then the administrator gave the same selectors to two named peers, a primary
 and a backup gateway of one site, and both may be up (the older's policies carry the traffic; when
 it goes, the other's).  A named peer that chose its part of a wider remote_ts (a hub's spokes)
-is held to the rule like any other.
+is held to the rule like any other.  "The same identity" is the identity and whether its
+connection names it (``by_name``), not whether each child was given its selectors as written: a
+named spoke's second child, chosen from a wide remote_ts, may overlap its first.
 A peer of a connection of %any (road warriors, EAP users, a CA's certificates) is none the
 administrator named: it never overlaps another identity's selectors, named or not.  The IKE
 service adds each Child SA's remote and local selectors when it books it (ChildSaUp) and removes
@@ -61,6 +67,7 @@ class Claim:
     ts: Ts
     local: tuple[Ts, ...] = ()   # none known: meets every local selector
     named: bool = False   # its connection names its peer and gave it these selectors (IkeConfig.assigns)
+    by_name: bool = False   # its connection names its peer (IkeConfig.names_its_peer), whatever selectors
 
 
 _Entry = tuple[int, int, Claim]   # (first address, last address, the claim), as integers
@@ -92,10 +99,11 @@ class TsClaims:
         return len(self._by_handle)
 
     def add(self, handle: int, conn: str, peer: object, selectors: Sequence[Ts], local: Sequence[Ts],
-            named: bool = False) -> None:
-        """Child SA ``handle`` holds remote ``selectors`` toward ``local`` ones."""
+            named: bool = False, by_name: bool | None = None) -> None:
+        """Child SA ``handle`` holds remote ``selectors`` toward ``local`` ones (``by_name``: None is ``named``)."""
         mine = tuple(local)
-        entries = [(int(t.start), int(t.end), Claim(handle, conn, peer, t, mine, named))
+        known = named if by_name is None else by_name
+        entries = [(int(t.start), int(t.end), Claim(handle, conn, peer, t, mine, named, known))
                    for t in selectors if not t.dynamic]
         self.remove(handle)
         self._by_handle[handle] = entries
@@ -145,13 +153,17 @@ class TsClaims:
                 self._reach[fam] = max(widths, default=0)
 
     def overlaps(self, peer: object, selectors: Sequence[Ts], local: Sequence[Ts],
-                 named: bool = False) -> list[tuple[Claim, Ts]]:
+                 named: bool = False, by_name: bool | None = None) -> list[tuple[Claim, Ts]]:
         """The claims of other peers that remote ``selectors`` overlap, with local ones that meet
         ``local``, each with the overlap of the remote selectors; ``named``: the asking peer's
-        connection names it, and so may share selectors with other named peers.  A claim of the
-        same identity is another peer's all the same if one connection names it and the other does
-        not (an EAP user or a CA's certificate that merely bears a site's name)."""
+        connection names it and gave it these selectors as written, and so may share them with other
+        such peers; ``by_name``: its connection names it (None: ``named``).  A claim of the same
+        identity is another peer's all the same if one connection names it and the other does not
+        (an EAP user or a CA's certificate that merely bears a site's name); of one named twice it
+        is the peer's own, whichever selectors each child was given (a spoke's second child that
+        chose from a wide remote_ts beside a first one given as written)."""
         found: list[tuple[Claim, Ts]] = []
+        by_name = named if by_name is None else by_name
         for want in selectors:
             fam = want.version
             first, last = int(want.start), int(want.end)
@@ -160,7 +172,7 @@ class TsClaims:
             for e in (near + self._wide[fam] if self._wide[fam] else near):
                 start, end, claim = e
                 if end < first or start > last or (named and claim.named) or \
-                        (claim.peer == peer and claim.named == named):
+                        (claim.peer == peer and claim.by_name == by_name):
                     continue
                 common = want.intersect(claim.ts)
                 if common is not None and _meet(claim.local, local):

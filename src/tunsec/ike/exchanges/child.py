@@ -157,6 +157,7 @@ class Refusal:
     notify: NotifyType
     detail: str
     child: str | None
+    claims: bool = False   # the selectors overlap what another peer holds (policy/claims.py): counted
 
 
 def responder_select(
@@ -258,7 +259,8 @@ def _not_others(st: IkeSaState, cfg: ChildConfig, proposed: Sequence[Ts], tsi: t
     pools) is narrowed to the rest, as its lease is what it came for; a site (no pools) is refused
     rather than given a part of its subnets it did not expect.  Refused too when nothing is left."""
     named = st.config.assigns(cfg.name, tsi)   # a primary and a backup of one site may share
-    found = st.ts_claims.overlaps(st.peer_id, tsi, tsr, named) if st.ts_claims is not None else []
+    found = st.ts_claims.overlaps(st.peer_id, tsi, tsr, named, st.config.names_its_peer) \
+        if st.ts_claims is not None else []
     if not found:
         return tsi
     why = describe(found)
@@ -273,7 +275,25 @@ def _not_others(st: IkeSaState, cfg: ChildConfig, proposed: Sequence[Ts], tsi: t
             return tuple(left)
     return Refusal(NotifyType.TS_UNACCEPTABLE,
                    f"peer {st.peer_id} proposed TSi {_ts_text(proposed)}, narrowed to {_ts_text(tsi)}, which {why}",
-                   cfg.name)
+                   cfg.name, claims=True)
+
+
+def answer_not_others(st: IkeSaState, child: ChildSa, tsi: Sequence[Ts], tsr: Sequence[Ts]) -> Refusal | None:
+    """The initiator's side of _not_others: the responder chose TSr, our remote selectors, within
+    what we proposed, and may have chosen another peer's part of a wide remote_ts (a hub's spokes,
+    one connection per spoke).  Nothing can be narrowed in an answer: a Child SA whose TSr overlaps
+    what another peer holds toward local selectors that meet ``tsi`` is refused (the caller deletes
+    the half the peer installed).  The same identity (a rekey, a reauthentication) overlaps nothing;
+    two connections that name their peers and give them these selectors as written may share."""
+    if st.ts_claims is None:
+        return None
+    named = st.config.assigns(child.config.name, tsr)
+    found = st.ts_claims.overlaps(st.peer_id, tsr, tsi, named, st.config.names_its_peer)
+    if not found:
+        return None
+    return Refusal(NotifyType.TS_UNACCEPTABLE,
+                   f"peer {st.peer_id} answered TSi {_ts_text(tsi)} TSr {_ts_text(tsr)}, whose TSr {describe(found)}",
+                   child.name, claims=True)
 
 
 def _pool_note(st: IkeSaState) -> str:
@@ -399,6 +419,6 @@ def install(
 
 
 def fail(st: IkeSaState, child: ChildSa | None, refusal: Refusal) -> None:
-    st.emit(NegotiationFailed(st.name, refusal.notify.name, refusal.detail, refusal.child))
+    st.emit(NegotiationFailed(st.name, refusal.notify.name, refusal.detail, refusal.child, claims=refusal.claims))
     if child is not None:
         drop_child(st, child)

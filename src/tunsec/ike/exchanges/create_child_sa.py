@@ -114,6 +114,8 @@ class CreateChildTask(Task):
             self._refuse(st, "INVALID_SYNTAX", "response lacks SA, Nonce or TS")
             return Outcome.DONE
         result = childmod.check_response(child, sa, ts[0], ts[1], self._proposed, strip_dh=False)
+        if not isinstance(result, childmod.Refusal):
+            result = childmod.answer_not_others(st, child, ts[0], ts[1]) or result
         if isinstance(result, childmod.Refusal):
             childmod.fail(st, child, result)
             # the peer installed its half: ask it to delete that (by our inbound SPI, its outbound one)

@@ -339,6 +339,8 @@ class IkeAuthTask(Task):
         result = childmod.check_response(child, sa, ts[0], ts[1], self._proposed, strip_dh=True)
         if not isinstance(result, childmod.Refusal) and st.config.vips:
             result = _check_vip_ts(st, child.name, ts[0]) or result
+        if not isinstance(result, childmod.Refusal):
+            result = childmod.answer_not_others(st, child, ts[0], ts[1]) or result
         if isinstance(result, childmod.Refusal):
             childmod.fail(st, child, result)
             # the peer installed its half: ask it to delete that (by our inbound SPI, its outbound one)

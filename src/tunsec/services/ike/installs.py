@@ -118,12 +118,15 @@ def _child_registered(self: IkeService, sa: IkeSa, ev: ChildSaUp) -> ChildState 
         return None
     peer = sa.peer_id if sa.peer_id is not None else ev.remote_addr[0]
     named = sa.config.assigns(ev.child, ev.remote_ts)
-    if not ev.initiator and (found := self.ts_claims.overlaps(peer, ev.remote_ts, ev.local_ts, named)):
-        # the engine refuses or narrows another peer's selectors (exchanges/child.py _not_others),
-        # but a datagram handled in the same batch as that peer's negotiation, before its Child SA
-        # was booked here, passed: it is deleted, never installed
+    by_name = sa.config.names_its_peer
+    if found := self.ts_claims.overlaps(peer, ev.remote_ts, ev.local_ts, named, by_name):
+        # the engine refuses or narrows another peer's selectors (exchanges/child.py _not_others,
+        # answer_not_others for the answers to our requests), but a datagram handled in the same
+        # batch as that peer's negotiation, before its Child SA was booked here, passed: it is
+        # deleted (an INFORMATIONAL DELETE to the peer, whichever side asked for it), never installed
         log.error("%s: CHILD_SA %s of peer %s deleted, not installed: its remote %s %s", sa.name, ev.child, peer,
                   ", ".join(map(str, ev.remote_ts)), describe(found))
+        self.events.ts_claims_refused[(sa.name, ev.child)] += 1
         sa.delete_child(ev.unique_id)
         return None
     ike = self._ike_handle(sa)
@@ -166,7 +169,7 @@ def _child_registered(self: IkeService, sa: IkeSa, ev: ChildSaUp) -> ChildState 
     self.children[handle] = state
     # whose these selectors are: a later Child SA of another peer may not take them toward the same
     # local ones (policy/claims.py)
-    self.ts_claims.add(handle, sa.name, peer, ev.remote_ts, ev.local_ts, named)
+    self.ts_claims.add(handle, sa.name, peer, ev.remote_ts, ev.local_ts, named, by_name)
     self._by_uid[(ike, ev.unique_id)] = handle
     self._by_ike.setdefault(ike, set()).add(handle)
     return state

@@ -496,6 +496,8 @@ class IkeService(Service):
                     side = "the peer refused our authentication" if ev.by_peer else "the peer failed authentication"
                     log.error("%s: AUTHENTICATION_FAILED: %s (%s)%s", ev.name, side, ev.reason, suffix(held))
             case NegotiationFailed():
+                if ev.claims:
+                    self.events.ts_claims_refused[(ev.name, ev.child or "")] += 1
                 if (held := self._failure_log(sa, ev)) is not None:
                     child = f" child {ev.child}" if ev.child else ""
                     log.error("%s%s: %s: %s%s", ev.name, child, ev.reason, ev.detail, suffix(held))
