@@ -259,6 +259,12 @@ def ike_families(doc: dict[str, Any]) -> Iterator[Metric]:
                               "(half-open IKE SAs that timed out or failed)", value=held.get("spis_returned", 0))
     yield CounterMetricFamily("tunsec_ike_datagrams_held_dropped", "Incoming IKE datagrams dropped because the "
                               "most that may wait for an inbound SPI already did", value=held.get("held_dropped", 0))
+    yield CounterMetricFamily("tunsec_ike_datagrams_held_dropped_half_open", "Of those, datagrams of half-open IKE "
+                              "SAs (not authenticated; their share of the hold queue was full)",
+                              value=held.get("held_dropped_half_open", 0))
+    yield GaugeMetricFamily("tunsec_ike_datagrams_waiting_half_open_max", "The most datagrams of half-open IKE SAs "
+                            "that waited for an inbound SPI at once (a burst's IKE_AUTHs)",
+                            value=held.get("waiting_max_half_open", 0))
     yield CounterMetricFamily("tunsec_ike_install_waits", "Times outgoing IKE waited for Child SA installs or "
                               "inbound SPIs (make-before-break)", value=held.get("install_waits", 0))
     yield from ke_pool_families(doc.get("ke_pool", {}))

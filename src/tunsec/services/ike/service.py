@@ -545,10 +545,9 @@ class IkeService(Service):
         (SpiPool.receive)."""
         self.spi_pool.receive(data, remote, local)   # noted (_note_peer) as it goes into the engine (_deliver)
 
-    def _owner(self, data: bytes) -> bytes | None:
-        """Our SPI of the IKE SA ``data`` is for, if we have that IKE SA (SpiPool.receive)."""
-        sa = self.endpoint.sa_for(data)
-        return None if sa is None else sa.local_spi
+    def _owner(self, data: bytes) -> IkeSa | None:
+        """The IKE SA ``data`` is for, if we have it (SpiPool.receive)."""
+        return self.endpoint.sa_for(data)
 
     def _deliver(self, data: bytes, remote: tuple[str, int], local: tuple[str, int] | None) -> None:
         self.on_activity()

@@ -14,6 +14,7 @@ from typing import Any
 
 from tunsec.dataplane import pipe
 from tunsec.dataplane.client import REQUEST_TIMEOUT, Sent, WorkerClient, WorkerError, answered, outcome, send_soon
+from tunsec.ike.sa import IkeSa
 from tunsec.ike.state import SpiUnavailable
 from tunsec.loglimit import LogLimiter, suffix
 from tunsec.services.ike.barrier import Barrier
@@ -30,12 +31,23 @@ SPI_POOL = 32   # inbound SPIs asked for ahead (larval SAs in the worker); refil
 # found SPIs ready with 256 in 3 of 4 runs, and the time was bimodal (2.6 or 3.5 s) with either
 SPI_POOL_BURST = 256
 # incoming IKE datagrams held while the SPI pool is empty (beyond: dropped, the peer retransmits): a burst
-# of clients' IKE_AUTHs is read from the socket in one go, so room for many, but bounded in bytes too
-HELD_MAX = 1024
-HELD_BYTES_MAX = 4 << 20
+# of clients' IKE_AUTHs is read from the socket in one go, so room for many, but bounded in bytes too.
+# HELD_RESERVE of it (and HELD_BYTES_RESERVE) is out of half-open IKE SAs' reach (a responder's, not
+# authenticated yet: anyone opens one with an IKE_SA_INIT and sends what it likes under its SPIs); it stays
+# for the others (authenticated peers', and those this side initiated, whose number is ours), so an
+# attacker's half-open SAs cannot drop established peers' rekeys and CREATE_CHILD_SAs until a refill ends.
+# Half-open SAs keep the 1024 (4 MiB) all had before: 1000 clients at once (bench/ike_burst.py) held 904
+# IKE_AUTHs at once, one per half-open SA (of at most half_open_limit, default 1000), and a reserve cut
+# out of those 1024 dropped 136 of them.  256 for the others: a peer sends one request at a time, so
+# that many IKE SAs' rekeys (or fragments) within one refill's round trip while an attacker fills the rest
+HELD_RESERVE = 256
+HELD_BYTES_RESERVE = 1 << 20
+HELD_MAX = 1024 + HELD_RESERVE
+HELD_BYTES_MAX = (4 << 20) + HELD_BYTES_RESERVE
 # ... and per IKE SA: a peer sends one request at a time (RFC 7296 §2.3), in a few fragments (RFC 7383),
 # so one IKE SA's datagrams (a half-open one's peer is not authenticated) cannot take the others' room;
-# HELD_MAX / HELD_PER_SA = HELD_BYTES_MAX / HELD_BYTES_PER_SA = 64 IKE SAs to fill it
+# 64 half-open IKE SAs fill their share (HELD_MAX - HELD_RESERVE datagrams or HELD_BYTES_MAX -
+# HELD_BYTES_RESERVE bytes)
 HELD_PER_SA = 16
 HELD_BYTES_PER_SA = 64 << 10
 
@@ -47,6 +59,21 @@ def _request_timeout() -> float:
 def _is_ike_auth_request(data: bytes) -> bool:
     """An IKE_AUTH request (RFC 7296 §3.1: exchange type 35, the Response flag clear)."""
     return len(data) >= 20 and data[18] == 35 and not data[19] & 0x20
+
+
+@dataclasses.dataclass
+class _Held:
+    """Incoming datagrams held (in all, of half-open IKE SAs, or of one IKE SA) and their bytes."""
+    datagrams: int = 0
+    size: int = 0
+
+    def fits(self, size: int, most: int, most_bytes: int) -> bool:
+        """One more of ``size`` bytes stays within ``most`` datagrams and ``most_bytes`` bytes."""
+        return self.datagrams < most and self.size + size <= most_bytes
+
+    def add(self, size: int, n: int = 1) -> None:
+        self.datagrams += n
+        self.size += n * size
 
 
 @dataclasses.dataclass(eq=False)
@@ -66,11 +93,10 @@ class SpiPool:
     def __init__(self, worker: Callable[[], WorkerClient],
                  spawn: Callable[[Coroutine[Any, Any, None]], asyncio.Task[Any]], barrier: Barrier,
                  deliver: Callable[[bytes, tuple[str, int], tuple[str, int] | None], None],
-                 pump: Callable[[], None], *, owner: Callable[[bytes], bytes | None],
+                 pump: Callable[[], None], *, owner: Callable[[bytes], IkeSa | None],
                  half_open: Callable[[], int] = lambda: 0) -> None:
         self.worker = worker       # GETSPI goes there
-        # our SPI of the IKE SA a datagram is for (IkeEndpoint.sa_for), None if no IKE SA has it
-        self._owner = owner
+        self._owner = owner        # the IKE SA a datagram is for (IkeEndpoint.sa_for), None if no IKE SA has it
         self._half_open = half_open   # the engine's half-open IKE SAs: SPIs soon taken (see target)
         self._spawn = spawn        # the refill: a task of the service's (shutdown waits for it)
         self.barrier = barrier     # up while the pool is empty and a refill in flight (_spi_barrier)
@@ -82,13 +108,17 @@ class SpiPool:
         self._batches: set[_Batch] = set()   # GETSPIs in flight (refill waits for them)
         self._spi_wait = False     # the pool is empty and a refill in flight: the barrier is up (_spi_barrier)
         self._held: collections.deque[Callable[[], None]] = collections.deque()   # what waits for an SPI
-        self._held_datagrams = 0   # how many of those are incoming datagrams (at most HELD_MAX)
-        self._held_bytes = 0       # and their size (at most HELD_BYTES_MAX)
-        self._held_by_sa: dict[bytes, list[int]] = {}   # IKE SA (our SPI) -> [datagrams, bytes] held
+        self._held_all = _Held()   # of those, incoming datagrams (at most HELD_MAX, HELD_BYTES_MAX)
+        self._held_half_open = _Held()   # of those, half-open IKE SAs' (at most HELD_MAX - HELD_RESERVE, ...)
+        self._held_by_sa: dict[bytes, _Held] = {}   # IKE SA (our SPI) -> its held (at most HELD_PER_SA, ...)
         self.held_total = 0        # incoming IKE datagrams that waited for an SPI (status: ike_held)
         self.spi_waits = 0         # of those, IKE_AUTH requests (status: ike_held.spi_waits; see follow_half_open)
+        self.waiting_max_half_open = 0   # the most half-open IKE SAs' datagrams that waited at once
         self.held_dropped = 0      # incoming IKE datagrams dropped: the most that may wait already did
-        self._held_log = LogLimiter()     # lines a flood can cause while inbound SPIs are short
+        self.held_dropped_half_open = 0   # of those, half-open IKE SAs' (their share was full)
+        # lines a flood can cause while inbound SPIs are short; the kinds apart, so that a flood under
+        # half-open SAs' SPIs does not silence the lines of established peers' drops
+        self._held_log = {True: LogLimiter(), False: LogLimiter()}
         self._getspi_log = LogLimiter()
         self._return_log = LogLimiter()
         self._refused = False      # the last GETSPIs were refused: follow_half_open does not retry each pump
@@ -104,7 +134,7 @@ class SpiPool:
     @property
     def held_waiting(self) -> int:
         """Incoming datagrams waiting for an SPI now."""
-        return self._held_datagrams
+        return self._held_all.datagrams
 
     @property
     def target(self) -> int:
@@ -257,40 +287,60 @@ class SpiPool:
 
         The engine takes inbound SPIs synchronously from the pool.  A datagram of an existing IKE
         SA (IKE_AUTH, CREATE_CHILD_SA, an IKE_SA_INIT response) may need one; while the pool is
-        empty it is held (at most HELD_MAX, HELD_PER_SA of one IKE SA) until the refill brings
-        one, behind the same barrier that holds outgoing datagrams during installs.  Held ones
+        empty it is held until the refill brings one, behind the same barrier that holds outgoing
+        datagrams during installs: at most HELD_MAX in all, HELD_PER_SA of one IKE SA, and of
+        half-open IKE SAs together HELD_MAX - HELD_RESERVE (bytes alike: HELD_BYTES_*), so neither
+        one peer nor anyone's half-open SAs can take the room of established IKE SAs.  Held ones
         keep their order.  What no IKE SA of ours owns (IKE_SA_INIT requests, bad headers,
         unknown SPIs: anyone's junk) needs no SPI and goes into the engine at once, which
         answers or counts it: nothing is kept for it."""
-        ike = self._owner(data)
-        if ike is None or not self._must_wait_for_spi():
+        sa = self._owner(data)
+        if sa is None or not self._must_wait_for_spi():
             self._deliver(data, remote, local)
-        elif (held := self._held_by_sa.get(ike, [0, 0]))[0] >= HELD_PER_SA \
-                or held[1] + len(data) > HELD_BYTES_PER_SA \
-                or self._held_datagrams >= HELD_MAX or self._held_bytes + len(data) > HELD_BYTES_MAX:
-            self.held_dropped += 1
-            if (logged := self._held_log.admit()) is not None:
-                log.warning("IKE datagram from %s dropped: %d (%d bytes; %d of its IKE SA) already wait for inbound "
-                            "SPIs from the worker%s", remote[0], self._held_datagrams, self._held_bytes, held[0],
-                            suffix(logged))
-        else:
-            self._held_by_sa[ike] = [held[0] + 1, held[1] + len(data)]
-            self._held_datagrams += 1
-            self.held_total += 1
-            self.spi_waits += _is_ike_auth_request(data)
-            self._held_bytes += len(data)
-            self._hold(functools.partial(self._receive_held_datagram, ike, data, remote, local))
+            return
+        ike, half_open, size = sa.local_spi, sa.is_half_open, len(data)
+        by_sa = self._held_by_sa.get(ike) or _Held()
+        if not self._may_wait(by_sa, half_open, size):
+            self._drop_held(remote, half_open, by_sa)
+            return
+        self._count(ike, half_open, size, 1)
+        self.held_total += 1
+        self.spi_waits += _is_ike_auth_request(data)
+        if half_open:
+            self.waiting_max_half_open = max(self.waiting_max_half_open, self._held_half_open.datagrams)
+        self._hold(functools.partial(self._receive_held_datagram, ike, half_open, data, remote, local))
 
-    def _receive_held_datagram(self, ike: bytes, data: bytes, remote: tuple[str, int],
+    def _may_wait(self, by_sa: _Held, half_open: bool, size: int) -> bool:
+        """Whether a datagram of ``size`` bytes fits what its IKE SA (holding ``by_sa``), its kind and
+        all may hold (the limits read here: tests lower them)."""
+        if half_open and not self._held_half_open.fits(size, HELD_MAX - HELD_RESERVE,
+                                                       HELD_BYTES_MAX - HELD_BYTES_RESERVE):
+            return False
+        return by_sa.fits(size, HELD_PER_SA, HELD_BYTES_PER_SA) and self._held_all.fits(size, HELD_MAX, HELD_BYTES_MAX)
+
+    def _drop_held(self, remote: tuple[str, int], half_open: bool, by_sa: _Held) -> None:
+        """A datagram that may not wait (the peer retransmits): counted, and logged (rate-limited)."""
+        self.held_dropped += 1
+        self.held_dropped_half_open += half_open
+        if (logged := self._held_log[half_open].admit()) is not None:
+            log.warning("IKE datagram of %s IKE SA from %s dropped: %d (%d bytes; %d of half-open IKE SAs, %d "
+                        "of its IKE SA) already wait for inbound SPIs from the worker%s",
+                        "a half-open" if half_open else "an established", remote[0], self._held_all.datagrams,
+                        self._held_all.size, self._held_half_open.datagrams, by_sa.datagrams, suffix(logged))
+
+    def _count(self, ike: bytes, half_open: bool, size: int, n: int) -> None:
+        """``n`` datagrams of ``size`` bytes of IKE SA ``ike`` held (-1: one went on)."""
+        self._held_all.add(size, n)
+        if half_open:
+            self._held_half_open.add(size, n)
+        by_sa = self._held_by_sa.setdefault(ike, _Held())
+        by_sa.add(size, n)
+        if not by_sa.datagrams:
+            del self._held_by_sa[ike]   # the table stays as small as what waits
+
+    def _receive_held_datagram(self, ike: bytes, half_open: bool, data: bytes, remote: tuple[str, int],
                                local: tuple[str, int] | None) -> None:
-        self._held_datagrams -= 1
-        self._held_bytes -= len(data)
-        held = self._held_by_sa[ike]
-        if held[0] == 1:
-            del self._held_by_sa[ike]
-        else:
-            held[0] -= 1
-            held[1] -= len(data)
+        self._count(ike, half_open, len(data), -1)
         self._deliver(data, remote, local)
 
     def with_spi(self, action: Callable[[], None]) -> None:

@@ -46,12 +46,17 @@ def status(ike_sas: list[dict[str, Any]], leases: list[dict[str, Any]], endpoint
                       "send_ike_unanswered": sockets.natt_unanswered},
         # IKE fragmentation (RFC 7383): messages split and reassembled, fragments dropped
         "ike_fragments": {n: getattr(endpoint.fragment_stats, n) for n in _FRAGMENT_COUNTERS},
-        # the barrier: incoming datagrams that waited for an inbound SPI (now, in all, dropped at
-        # HELD_MAX), and how often outgoing ones waited for installs or SPIs (see SpiPool.receive)
+        # the barrier: incoming datagrams that waited for an inbound SPI (now, in all, dropped past
+        # HELD_MAX, an IKE SA's share or half-open SAs' share), and how often outgoing ones waited for
+        # installs or SPIs (see SpiPool.receive)
         "ike_held": {"waiting": spi_pool.held_waiting, "held": spi_pool.held_total,
                      "spi_waits": spi_pool.spi_waits,   # of those, IKE_AUTH requests
+                     # the most half-open IKE SAs' that waited at once (a burst's IKE_AUTHs; their share
+                     # is HELD_MAX - HELD_RESERVE)
+                     "waiting_max_half_open": spi_pool.waiting_max_half_open,
                      "spis_returned": spi_pool.returned,   # pooled SPIs handed back (half-open SAs gone)
                      "held_dropped": spi_pool.held_dropped,
+                     "held_dropped_half_open": spi_pool.held_dropped_half_open,   # of those, half-open SAs'
                      "install_waits": barrier.install_waits,
                      # IKE SAs' datagrams held for their Child SA installs: how often, how long in all, longest
                      "install_holds": barrier.install_holds,
