@@ -151,6 +151,8 @@ class Burst:
         self.fill_cpu = 0.0     # and its fill at start
         self.ke_refilled = 0    # key pairs it generated during the burst
         self.spi_waits = 0      # IKE_AUTHs the gateway held for want of an inbound SPI (ike_held.spi_waits)
+        self.held_max_half_open = 0   # the most of half-open SAs' held at once, and what found no room
+        self.held_dropped = 0
         self.wire: Wire = collections.deque()
         self.wake = _Wake()
         psk = "burst" * 8
@@ -269,6 +271,8 @@ class Burst:
             self.profile.disable()
         total = time.process_time() - cpu0
         self.spi_waits = service.spi_pool.spi_waits
+        self.held_max_half_open = service.spi_pool.waiting_max_half_open
+        self.held_dropped = service.spi_pool.held_dropped
         self.ke_pool = dataclasses.replace(dh.POOL.stats)
         self.ke_ready = sum(dh.POOL.sizes().values())
         self.ke_refilled_in_burst, self.refill_cpu_in_burst = self.ke_refilled, self.refill_cpu
@@ -334,7 +338,8 @@ def main() -> int:
         print(f"N = {args.clients}: CPU {total:.3f} s, clients {clients:.3f} s, "
               f"gateway {gw:.3f} s = {1000 * gw / args.clients:.2f} ms per client "
               f"(of which the worker's pipe side {1000 * burst.worker_cpu / args.clients:.2f}); "
-              f"IKE_AUTHs that waited for an inbound SPI {burst.spi_waits}; "
+              f"IKE_AUTHs that waited for an inbound SPI {burst.spi_waits} (at most {burst.held_max_half_open} "
+              f"at once; {burst.held_dropped} datagrams found no room); "
               f"key pairs from the pool {burst.ke_pool.hits}, generated {burst.ke_pool.misses} "
               f"+ {burst.ke_pool.unpooled} unpooled, {burst.ke_refilled_in_burst} refilled during the burst, "
               f"{burst.ke_ready} ready at its end; "

@@ -160,6 +160,8 @@ def _install_holds(gateway: TunsecGateway, res: ScaleResult) -> None:
         return
     res.install_holds = int(held.get("install_holds", 0))
     res.spi_waits = int(held.get("spi_waits", 0))
+    res.held_max_half_open = int(held.get("waiting_max_half_open", 0))
+    res.held_dropped = int(held.get("held_dropped", 0))
     if res.install_holds:
         res.install_hold_mean = float(held.get("install_hold_seconds", 0.0)) / res.install_holds
         res.install_hold_max = float(held.get("install_hold_max", 0.0))

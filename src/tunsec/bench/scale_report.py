@@ -41,6 +41,8 @@ class ScaleResult:
     install_hold_mean: float | None = None   # ... seconds on average (the pipe round trip as the answer sees it)
     install_hold_max: float | None = None    # ... and at most
     spi_waits: int = 0              # tunsec: IKE_AUTHs that waited for an inbound SPI (ike_held.spi_waits)
+    held_max_half_open: int = 0     # tunsec: the most half-open IKE SAs' datagrams that waited at once (of ...
+    held_dropped: int = 0           # ... HELD_MAX - HELD_RESERVE), and datagrams dropped for want of room
     reason: str = ""
 
     @property
@@ -117,6 +119,9 @@ def format_table(results: Sequence[ScaleResult]) -> str:
         ("install hold ms, mean", [_ms(r.install_hold_mean) for r in results], 1),
         ("install hold ms, max", [_ms(r.install_hold_max) for r in results], 1),
         ("IKE_AUTHs that waited for an SPI", [_tunsec_only(r, r.spi_waits) for r in results], 0),
+        ("  most half-open SAs' datagrams waiting at once", [_tunsec_only(r, r.held_max_half_open) for r in results],
+         0),
+        ("  datagrams dropped, no room to wait", [_tunsec_only(r, r.held_dropped) for r in results], 0),
         ("client charon CPU s", [r.cpu_clients for r in results], 2),
     ]
     ti, si = (names.index("tunsec") if t else -1), (names.index("strongswan") if s else -1)
