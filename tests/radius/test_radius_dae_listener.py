@@ -22,11 +22,13 @@ SECRET = b"dae-listener-secret"
 LOOP = ipaddress.ip_address("127.0.0.1")
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+def two_free_ports() -> tuple[int, int]:
+    """Two different UDP ports of 127.0.0.1 nothing is bound to: both held until both are picked (a port
+    closed again may be picked again, 1 in ~28000)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as b:
+        a.bind(("127.0.0.1", 0))
+        b.bind(("127.0.0.1", 0))
+        return a.getsockname()[1], b.getsockname()[1]
 
 
 def settings(port: int) -> RadiusSettings:
@@ -65,7 +67,7 @@ def nak_cause(req: Any, raw: bytes | None) -> int | None:
 
 def test_the_listener_binds_its_address_answers_and_follows_reloads() -> None:
     async def main() -> None:
-        first, second = free_port(), free_port()
+        first, second = two_free_ports()
         svc = service(settings(first))
         svc._dae_open()   # prepare(): before the privilege drop
         assert svc.dae is not None
