@@ -8,7 +8,7 @@ import asyncio
 import socket
 
 from test_ikeservice_peers import InProcessWorker, run
-from test_ikeservice_ports import LO, conf, free_port
+from test_ikeservice_ports import LO, conf, free_ports
 
 from tunsec.conf.config import parse_config
 from tunsec.policy.ids import IdSpace
@@ -18,7 +18,7 @@ from tunsec.services.ike import IkeService
 
 def test_ike_sockets_have_a_big_receive_buffer() -> None:
     async def body() -> dict[tuple[int, str, int], int]:
-        cfg = parse_config(conf({"one": free_port(), "two": free_port()}), "buffers.conf")
+        cfg = parse_config(conf(dict(zip(("one", "two"), free_ports(2), strict=True))), "buffers.conf")
         worker = InProcessWorker(asyncio.get_running_loop(), lambda msg: None)
         svc = IkeService(cfg.connections, lambda: worker, {4: LO}, IdSpace())  # type: ignore[arg-type,return-value]
         svc.open_sockets()

@@ -5,6 +5,7 @@ connection uses its port any more (reload) and at shutdown (its port can be boun
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import socket
 from typing import Any
@@ -26,10 +27,21 @@ from tunsec.services.ike import IkeService
 LO = "127.0.0.1"
 
 
+def free_ports(n: int) -> list[int]:
+    """n different UDP ports of LO that nothing is bound to (the kernel picks them): all held until
+    the last is picked, as a port closed again may be picked again (1 in ~28000 drawn one by one)."""
+    with contextlib.ExitStack() as held:
+        ports = []
+        for _ in range(n):
+            s = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+            s.bind((LO, 0))
+            ports.append(int(s.getsockname()[1]))
+        return ports
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((LO, 0))
-        return int(s.getsockname()[1])
+    (port,) = free_ports(1)
+    return port
 
 
 def conf(ports: dict[str, int]) -> str:
@@ -78,7 +90,7 @@ async def answer_from(port: int, name: str, marked: bool = True) -> tuple[int, A
 
 def test_each_local_port_has_its_socket_answers_and_is_closed_when_unused() -> None:
     async def body() -> None:
-        ports = {"one": free_port(), "two": free_port()}
+        ports = dict(zip(("one", "two"), free_ports(2), strict=True))
         cfg = parse_config(conf(ports), "ports.conf")
         worker = InProcessWorker(asyncio.get_running_loop(), lambda msg: None)
         svc = IkeService(cfg.connections, lambda: worker, {4: LO}, IdSpace())  # type: ignore[arg-type,return-value]
@@ -119,7 +131,7 @@ def test_initiator_sends_ike_sa_init_from_its_local_port() -> None:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
             peer.bind((LO, 0))
             peer.setblocking(False)
-            ports = dict(zip(("one", "two"), sorted([free_port(), free_port()]), strict=True))
+            ports = dict(zip(("one", "two"), sorted(free_ports(2)), strict=True))
             cfg = parse_config(initiator_conf(ports, peer.getsockname()[1]), "init.conf")
             worker = InProcessWorker(loop, lambda msg: None)
             svc = IkeService(cfg.connections, lambda: worker, {4: LO}, IdSpace())  # type: ignore[arg-type,return-value]

@@ -14,6 +14,16 @@ from tunsec.dataplane import pipe
 from tunsec.dataplane.client import WorkerClient, WorkerError, answered, send_soon
 from tunsec.dataplane.pipe import Errno
 
+# REQUEST_TIMEOUT per step, read when a request or answered() starts: short where silence must fail the
+# request, long where the answer (or the test's cancel) must come first; a short one there lost that race
+# whenever the loaded machine held this process up for its 50 ms
+SILENT = 0.05
+ANSWERED = 30.0
+
+
+def _timeout(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    monkeypatch.setattr(client_mod, "REQUEST_TIMEOUT", seconds)
+
 
 def _pair(loop: asyncio.AbstractEventLoop) -> tuple[WorkerClient, socket.socket]:
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -25,12 +35,11 @@ def _pair(loop: asyncio.AbstractEventLoop) -> tuple[WorkerClient, socket.socket]
 
 
 def test_answer_timeout_and_cancel(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(client_mod, "REQUEST_TIMEOUT", 0.05)
-
     async def body() -> None:
         loop = asyncio.get_running_loop()
         wc, worker = _pair(loop)
         # answered: the replies come back
+        _timeout(monkeypatch, ANSWERED)
         task = asyncio.ensure_future(wc.request(lambda r: pipe.GetSpi(r, 256, 0xFFFFFFFF)))
         await asyncio.sleep(0.01)
         req = pipe.decode(worker.recv(65536))
@@ -38,12 +47,14 @@ def test_answer_timeout_and_cancel(monkeypatch: pytest.MonkeyPatch) -> None:
         replies = await task
         assert [r.spi for r in replies] == [0x1234]
         # never answered: EIO after the timeout, and the request is forgotten
+        _timeout(monkeypatch, SILENT)
         with pytest.raises(WorkerError) as err:
             await wc.request(lambda r: pipe.SpdDelete(r, 7))
         assert err.value.errno is Errno.EIO
         assert wc._pending == {}
         worker.recv(65536)
         # cancelled while waiting: a late answer is ignored, the next request still works
+        _timeout(monkeypatch, ANSWERED)
         task = asyncio.ensure_future(wc.request(lambda r: pipe.SpdDelete(r, 8)))
         await asyncio.sleep(0.01)
         late = pipe.decode(worker.recv(65536))
@@ -68,7 +79,8 @@ def test_answers_awaited_together(monkeypatch: pytest.MonkeyPatch) -> None:
     """answered: requests sent at once (send_soon) and awaited with one timeout, each checked as
     request checks its own: OK replies, a refusal with its errno, silence as EIO (and a late
     answer to it is ignored), a worker that is gone as EIO before anything is sent."""
-    monkeypatch.setattr(client_mod, "REQUEST_TIMEOUT", 0.05)
+    # (each answer is in the socket before answered() starts: read in the turn before its timer fires)
+    _timeout(monkeypatch, SILENT)
 
     async def body() -> None:
         loop = asyncio.get_running_loop()
@@ -166,11 +178,10 @@ def test_a_request_given_up_on_is_forgotten_and_its_late_answer_counted(monkeypa
     """A worker that never answers (hung, the message lost): the request is forgotten when its
     waiter gives up, not when an answer comes (a leak otherwise); an answer coming after that is
     counted (status: worker late_answers) and matched to nothing, not to a newer request."""
-    monkeypatch.setattr(client_mod, "REQUEST_TIMEOUT", 0.05)
-
     async def body() -> None:
         loop = asyncio.get_running_loop()
         wc, worker = _pair(loop)
+        _timeout(monkeypatch, SILENT)
         # answered's timeout (request_soon, no timer of its own)
         (got,) = await answered([send_soon(wc, "SpdDelete", lambda r: pipe.SpdDelete(r, 7))])
         assert isinstance(got, WorkerError) and got.errno is Errno.EIO
@@ -180,6 +191,7 @@ def test_a_request_given_up_on_is_forgotten_and_its_late_answer_counted(monkeypa
         # request's timeout, and a request whose task is cancelled
         with pytest.raises(WorkerError):
             await wc.request(lambda r: pipe.SpdDelete(r, 8))
+        _timeout(monkeypatch, ANSWERED)   # the cancel, not the timeout, ends this one
         task = asyncio.ensure_future(wc.request(lambda r: pipe.SpdDelete(r, 9)))
         await asyncio.sleep(0.01)
         task.cancel()
@@ -233,11 +245,10 @@ def test_an_answer_in_parts_completes_once_and_leaves_nothing(monkeypatch: pytes
     """A DUMP answered in several datagrams completes its request with all of them, in order; one
     whose last part never comes fails with EIO and its parts are forgotten; a malformed answer (a
     GETSPI's SPI below 256) is a counted drop that completes nothing."""
-    monkeypatch.setattr(client_mod, "REQUEST_TIMEOUT", 0.05)
-
     async def body() -> None:
         loop = asyncio.get_running_loop()
         wc, worker = _pair(loop)
+        _timeout(monkeypatch, ANSWERED)
         drops = [(f"drop{i}", i) for i in range(4000)]
         task = asyncio.ensure_future(wc.request(lambda r: pipe.Dump(r)))
         await asyncio.sleep(0.01)
@@ -251,6 +262,7 @@ def test_an_answer_in_parts_completes_once_and_leaves_nothing(monkeypatch: pytes
         assert pipe.join_dump_replies(replies).drops == tuple(drops)
         assert wc._pending == {} and wc._parts == {}
         # the last part never comes
+        _timeout(monkeypatch, SILENT)
         task = asyncio.ensure_future(wc.request(lambda r: pipe.Dump(r)))
         await asyncio.sleep(0.01)
         req = pipe.decode(worker.recv(65536))

@@ -410,8 +410,8 @@ def test_gateway_engine_offers_eap_tls_and_a_client_that_refuses_it_leaves_nothi
     exchange with AUTHENTICATION_FAILED and keeps no SA."""
     gw, cli = _engine_configs("%any")
     net = Network()
-    a = net.add("192.0.2.1", IkeEndpoint([cli]))
-    b = net.add("192.0.2.2", IkeEndpoint([gw]))
+    a = net.add("192.0.2.1", IkeEndpoint([cli], wall_clock=lambda: NOW))
+    b = net.add("192.0.2.2", IkeEndpoint([gw], wall_clock=lambda: NOW))
     a.initiate("rw", "net", net.now)
     net.run()
     ev_a, ev_b = net.take("192.0.2.1"), net.take("192.0.2.2")
@@ -427,8 +427,8 @@ def test_an_abandoned_eap_tls_conversation_is_reaped_with_its_half_open_sa() -> 
     state, stays half-open and is closed at the half-open timeout like any other."""
     gw, cli = _engine_configs("")  # no EAP-Identity round: the first IKE_AUTH response starts TLS
     net = Network()
-    a = net.add("192.0.2.1", IkeEndpoint([cli]))
-    b = net.add("192.0.2.2", IkeEndpoint([gw]))
+    a = net.add("192.0.2.1", IkeEndpoint([cli], wall_clock=lambda: NOW))
+    b = net.add("192.0.2.2", IkeEndpoint([gw], wall_clock=lambda: NOW))
     auth_requests = 0
 
     def drop(sent: Sent) -> bool:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import ipaddress
 from typing import TypeVar
 
@@ -22,6 +23,9 @@ A, B = "192.0.2.1", "192.0.2.2"
 E = TypeVar("E")
 CA = make_ca()
 GW = make_cert(CA, "sun", san=["sun.example"])
+# the certificates' validity is checked against this, not the machine's date: the test certificates
+# (make_cert: EPOCH + 365 days) run out on 2027-01-01
+NOW = GW.cert.not_valid_before_utc + datetime.timedelta(days=30)
 USERS = (EapSecret(("alice",), Secret(b"Alice-pw-1")), EapSecret(("bob",), Secret(b"Bob-pw-2")))
 
 
@@ -46,8 +50,8 @@ def only(events: list[Event], kind: type[E]) -> list[E]:
 
 def run(cli: IkeConfig, gw: IkeConfig) -> tuple[Network, IkeEndpoint, IkeEndpoint, list[Event], list[Event]]:
     net = Network()
-    a = net.add(A, IkeEndpoint([cli]))
-    b = net.add(B, IkeEndpoint([gw]))
+    a = net.add(A, IkeEndpoint([cli], wall_clock=lambda: NOW))
+    b = net.add(B, IkeEndpoint([gw], wall_clock=lambda: NOW))
     a.initiate("rw", "net", net.now)
     net.run()
     return net, a, b, net.take(A), net.take(B)
@@ -144,8 +148,8 @@ def test_a_connection_naming_the_client_that_wants_another_auth_method_is_passed
                       RemoteAuth("psk", Identity.parse("moon.example")), parse_proposals("default"),
                       (child_config("net", "10.2.0.0/16", "10.1.0.0/16"),), psk=Secret(b"moon-psk"), local_addr=B)
     net = Network()
-    a = net.add(A, IkeEndpoint([client()]))
-    net.add(B, IkeEndpoint([gateway(), named]))
+    a = net.add(A, IkeEndpoint([client()], wall_clock=lambda: NOW))
+    net.add(B, IkeEndpoint([gateway(), named], wall_clock=lambda: NOW))
     a.initiate("rw", "net", net.now)
     net.run()
     ups = only(net.take(B), IkeSaUp)
@@ -170,11 +174,11 @@ def _two_pool_clients(*clients: tuple[str, str, bytes], users: tuple[EapSecret, 
     gw = dataclasses.replace(gateway("%any"), pools=("v4",), eap_secrets=users,
                              children=(child_config("net", "10.2.0.0/16", "dynamic"),))
     net = Network()
-    b = net.add(B, IkeEndpoint([gw], address_pool=pool))
+    b = net.add(B, IkeEndpoint([gw], address_pool=pool, wall_clock=lambda: NOW))
     for addr, user, password in clients:
         cli = dataclasses.replace(client(user, password, ike_id="bob"), local_addr=addr,
                                   vips=(ipaddress.ip_address("0.0.0.0"),),
                                   children=(child_config("net", "dynamic", "10.2.0.0/16"),))
-        net.add(addr, IkeEndpoint([cli])).initiate("rw", "net", net.now)
+        net.add(addr, IkeEndpoint([cli], wall_clock=lambda: NOW)).initiate("rw", "net", net.now)
         net.run(until=net.now + 5)
     return net, b, pool

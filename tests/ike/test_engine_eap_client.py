@@ -9,6 +9,7 @@ nothing (no IKE SA, its inbound SPI handed back).
 """
 from __future__ import annotations
 
+import datetime
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,11 +26,14 @@ from tunsec.ike.identity import Identity
 from tunsec.ike.message import decode_header
 from tunsec.ike.proposals import parse_proposals
 from tunsec.ike.secret import Secret
-from tunsec.ike.testing import Network, make_ca, make_cert
+from tunsec.ike.testing import EPOCH, Network, make_ca, make_cert
 
 A, B = "192.0.2.1", "192.0.2.2"
 CA = make_ca()
 GW = make_cert(CA, "sun", san=["sun.example"])
+# the certificates' validity is checked against this, not the machine's date: the test certificates
+# (make_cert: EPOCH + 365 days) run out on 2027-01-01
+NOW = EPOCH + datetime.timedelta(days=30)
 PASSWORD = b"Bob-pw-2"
 
 
@@ -132,8 +136,8 @@ class Outcome:
 
 def run() -> Outcome:
     net = Network()
-    a = net.add(A, IkeEndpoint([client()]))
-    b = net.add(B, IkeEndpoint([gateway()]))
+    a = net.add(A, IkeEndpoint([client()], wall_clock=lambda: NOW))
+    b = net.add(B, IkeEndpoint([gateway()], wall_clock=lambda: NOW))
     a.initiate("rw", "net", net.now)
     net.run(until=60.0)
     return Outcome(net, a, b, net.take(A))

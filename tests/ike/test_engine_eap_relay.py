@@ -8,6 +8,7 @@ as FreeRADIUS does, MS-MPPE-Recv-Key || MS-MPPE-Send-Key (32 bytes, not strongSw
 from __future__ import annotations
 
 import dataclasses
+import datetime
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -23,12 +24,15 @@ from tunsec.ike.message import decode_header
 from tunsec.ike.proposals import parse_proposals
 from tunsec.ike.sa import IkeSa
 from tunsec.ike.secret import Secret
-from tunsec.ike.testing import Network, Sent, make_ca, make_cert
+from tunsec.ike.testing import EPOCH, Network, Sent, make_ca, make_cert
 
 A, B = "192.0.2.1", "192.0.2.2"
 E = TypeVar("E")
 CA = make_ca()
 GW = make_cert(CA, "sun", san=["sun.example"])
+# the certificates' validity is checked against this, not the machine's date: the test certificates
+# (make_cert: EPOCH + 365 days) run out on 2027-01-01
+NOW = EPOCH + datetime.timedelta(days=30)
 PASSWORDS = {b"alice": "Alice-pw-1"}
 
 
@@ -98,8 +102,8 @@ def relay(net: Network, gw: IkeEndpoint, backend: Backend, until: float = 1000.0
 
 def setup(cli: IkeConfig, gw_cfg: IkeConfig) -> tuple[Network, IkeEndpoint, IkeEndpoint]:
     net = Network()
-    a = net.add(A, IkeEndpoint([cli]))
-    b = net.add(B, IkeEndpoint([gw_cfg]))
+    a = net.add(A, IkeEndpoint([cli], wall_clock=lambda: NOW))
+    b = net.add(B, IkeEndpoint([gw_cfg], wall_clock=lambda: NOW))
     a.initiate("rw", "net", net.now)
     return net, a, b
 
@@ -271,14 +275,14 @@ def test_an_accepted_client_that_vanishes_before_its_auth_is_abandoned_at_the_ed
 
 def test_an_accepted_duplicate_refused_by_unique_keep_is_abandoned_at_the_edge() -> None:
     net = Network()
-    b = net.add(B, IkeEndpoint([gateway()], unique_keep=lambda conn: True))
-    first = net.add(A, IkeEndpoint([client()]))
+    b = net.add(B, IkeEndpoint([gateway()], unique_keep=lambda conn: True, wall_clock=lambda: NOW))
+    first = net.add(A, IkeEndpoint([client()], wall_clock=lambda: NOW))
     first.initiate("rw", "net", net.now)
     relay(net, b, MschapBackend(), until=20.0)
     assert len(only(net.take(B), IkeSaUp)) == 1
     # another device of alice's, without INITIAL_CONTACT (which would replace the first, as strongSwan)
     again = dataclasses.replace(client(), local_addr="192.0.2.3", initial_contact=False)
-    second = net.add("192.0.2.3", IkeEndpoint([again]))
+    second = net.add("192.0.2.3", IkeEndpoint([again], wall_clock=lambda: NOW))
     second.initiate("rw", "net", net.now)
     relay(net, b, MschapBackend(), until=40.0)
     events = net.take(B)

@@ -9,6 +9,7 @@ fragments sealed by the peer's real keys (and forged ones).
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import struct
 from functools import cache
 
@@ -28,10 +29,13 @@ from tunsec.ike.sa import IkeSa
 from tunsec.ike.sa_responder import MAX_RESENDS
 from tunsec.ike.secret import Secret
 from tunsec.ike.sk import MAX_FRAGMENTS, SKF_HEADER_LEN, encrypt_fragments
-from tunsec.ike.testing import Issued, Network, Sent, make_ca, make_cert
+from tunsec.ike.testing import EPOCH, Issued, Network, Sent, make_ca, make_cert
 
 A, B = "192.0.2.1", "192.0.2.2"
 PATH_MTU = 1280
+# the certificates' validity is checked against this, not the machine's date: the test certificates
+# (make_cert: EPOCH + 365 days) run out on 2027-01-01
+NOW = EPOCH + datetime.timedelta(days=30)
 
 
 def _over_mtu(sent: Sent) -> bool:
@@ -96,8 +100,8 @@ def _psk_cfg(initiator: bool, proposal: str = "aes128-sha256-ecp256") -> IkeConf
 
 def _connect(mode_a: str, mode_b: str) -> tuple[Network, IkeEndpoint, IkeEndpoint]:
     net = Network()
-    a = net.add(A, IkeEndpoint([_cert_cfg(True, mode_a)]))
-    b = net.add(B, IkeEndpoint([_cert_cfg(False, mode_b)]))
+    a = net.add(A, IkeEndpoint([_cert_cfg(True, mode_a)], wall_clock=lambda: NOW))
+    b = net.add(B, IkeEndpoint([_cert_cfg(False, mode_b)], wall_clock=lambda: NOW))
     net.drop = _over_mtu
     a.initiate("c", "net", net.now)
     net.run()
@@ -127,8 +131,8 @@ def test_certificate_chains_pass_a_1280_path_only_in_fragments() -> None:
 def test_fragment_size_zero_is_576_on_ipv4() -> None:
     # strongswan.conf's charon.fragment_size = 0: the address family's minimum datagram
     net = Network()
-    a = net.add(A, IkeEndpoint([_cert_cfg(True, fragment_size=0)]))
-    b = net.add(B, IkeEndpoint([_cert_cfg(False, fragment_size=0)]))
+    a = net.add(A, IkeEndpoint([_cert_cfg(True, fragment_size=0)], wall_clock=lambda: NOW))
+    b = net.add(B, IkeEndpoint([_cert_cfg(False, fragment_size=0)], wall_clock=lambda: NOW))
     net.drop = lambda sent: 20 + 8 + 4 + len(sent.data) > 576
     a.initiate("c", "net", net.now)
     net.run()
@@ -162,8 +166,8 @@ def test_force_fragments_without_the_peers_notify_and_no_still_reassembles() -> 
 
 def test_a_lost_fragment_is_recovered_by_the_retransmission_of_all() -> None:
     net = Network()
-    a = net.add(A, IkeEndpoint([_cert_cfg(True)]))
-    b = net.add(B, IkeEndpoint([_cert_cfg(False)]))
+    a = net.add(A, IkeEndpoint([_cert_cfg(True)], wall_clock=lambda: NOW))
+    b = net.add(B, IkeEndpoint([_cert_cfg(False)], wall_clock=lambda: NOW))
     lost: list[Sent] = []
 
     def drop(sent: Sent) -> bool:
@@ -192,8 +196,8 @@ def test_a_lost_fragment_is_recovered_by_the_retransmission_of_all() -> None:
 def _established(proposal: str = "aes128-sha256-ecp256") -> tuple[IkeEndpoint, IkeSa]:
     """The responder endpoint and the initiator's IKE SA, established (over no MTU limit)."""
     net = Network()
-    a = net.add(A, IkeEndpoint([_psk_cfg(True, proposal)]))
-    b = net.add(B, IkeEndpoint([_psk_cfg(False, proposal)]))
+    a = net.add(A, IkeEndpoint([_psk_cfg(True, proposal)], wall_clock=lambda: NOW))
+    b = net.add(B, IkeEndpoint([_psk_cfg(False, proposal)], wall_clock=lambda: NOW))
     a.initiate("c", "net", net.now)
     net.run()
     assert _up(net.take(B))
