@@ -49,6 +49,10 @@ class AcctServer(asyncio.DatagramProtocol):
     records: list[dict[str, Any]] = field(default_factory=list)
     classes: list[list[bytes]] = field(default_factory=list)   # the Class attributes of each record
     transport: Any = None
+    # the records once each: a retransmission is the same datagram (the client changes nothing in
+    # it), and with the 50 ms retransmit timeout a loaded machine sends one now and then
+    distinct: list[dict[str, Any]] = field(default_factory=list)
+    _seen: set[bytes] = field(default_factory=set)
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -57,6 +61,9 @@ class AcctServer(asyncio.DatagramProtocol):
         req = rp.AcctPacket(packet=data, secret=SECRET, dict=DICTIONARY)
         assert req.VerifyAcctRequest(), "the Request Authenticator does not verify"
         self.records.append({k: req[k][0] for k in list(req.keys()) if isinstance(k, str)})
+        if data not in self._seen:
+            self._seen.add(data)
+            self.distinct.append(self.records[-1])
         self.classes.append(list(req.get(25, [])))
         if self.mode == "silent":
             return
@@ -65,7 +72,8 @@ class AcctServer(asyncio.DatagramProtocol):
         self.transport.sendto(req.CreateReply().ReplyPacket(), addr)
 
     def of(self, status: str) -> list[dict[str, Any]]:
-        return [r for r in self.records if r["Acct-Status-Type"] == status]
+        """The records of that status, each once (retransmissions aside)."""
+        return [r for r in self.distinct if r["Acct-Status-Type"] == status]
 
 
 async def serve(mode: str) -> tuple[AcctServer, int]:
