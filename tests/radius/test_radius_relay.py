@@ -177,7 +177,7 @@ def test_status_tells_each_servers_health_and_prometheus_gets_it(quiet_port: int
 def test_an_accept_gives_the_groups_the_settings_take_and_the_log_names_only_those(
         caplog: pytest.LogCaptureFixture) -> None:
     accept = [(79, b"\x03\x11\x00\x04"), (25, b"staff"), (25, b"\x8a\x01opaque"), (11, b"guests"),
-              (64, b"\x00\x00\x00\x09")]
+              (64, b"\x00\x00\x00\x09"), (1, b"alice")]
 
     async def main(class_group: bool, filter_id: bool) -> RelayReply:
         _, port = await scripted([(ACCESS_ACCEPT, accept)])

@@ -57,6 +57,12 @@ def user_text(name: bytes) -> str:
     return repr(name[:64].decode("utf-8", "replace"))
 
 
+def _as(identity: bytes, user_name: bytes | None) -> str:
+    """The user the Accept's User-Name makes of the client, for the log line, when that is not the
+    EAP identity the client gave."""
+    return f" as user {user_text(user_name)}" if user_name is not None and user_name != identity else ""
+
+
 @dataclass
 class _Conversation:
     server: RadiusServer | None = None  # the one that answered first; the rest of it goes there
@@ -135,7 +141,7 @@ class RadiusRelay:
                 except OSError as exc:   # no route to it, no address of its family...
                     why = f"cannot send to RADIUS server {server}: {exc.strerror or exc}"
                 else:
-                    return self._answered(key, conv, server, answer, user)
+                    return self._answered(key, conv, server, answer, ev.identity)
                 if (held := self._failover_log.admit()) is not None:
                     log.warning("RADIUS: user %s from %s: %s%s", user, ev.peer[0], why, suffix(held))
         self._conversations.pop(key, None)
@@ -153,21 +159,29 @@ class RadiusRelay:
         return self.client.link(server).health
 
     def _answered(self, key: Hashable, conv: _Conversation, server: RadiusServer, answer: Answer,
-                  user: str) -> RelayReply:
+                  identity: bytes) -> RelayReply:
         said = f": {answer.message!r}" if answer.message else ""
+        user = user_text(identity)
         if answer.code == ACCESS_CHALLENGE:
             conv.server, conv.state = server, answer.state
             return RelayReply(RelayOutcome.CHALLENGE, answer.eap, reason=f"RADIUS server {server}")
         self._conversations.pop(key, None)
         if answer.code == ACCESS_ACCEPT:
+            if answer.user_name_error:
+                return RelayReply(RelayOutcome.FAILED, answer.eap, reason=f"RADIUS server {server} accepted it "
+                                  f"with {answer.user_name_error}: no user to take the client for")
             groups = answer.groups(self.settings.class_group, self.settings.filter_id)
             member = f", member of {', '.join(repr(g) for g in groups)}" if groups else ""
-            log.info("RADIUS server %s accepted user %s%s%s", server, user, member, said)
+            trusted = self.settings.trust_eap_identity
+            unproven = "" if trusted or answer.user_name is not None else \
+                " (no User-Name in the Access-Accept: the EAP identity is unproven)"
+            log.info("RADIUS server %s accepted user %s%s%s%s%s", server, user, _as(identity, answer.user_name),
+                     member, said, unproven)
             if (answer.classes or answer.interim_interval is not None) and self.settings.accounting:
                 self._accepted[key] = Accepted(answer.classes, answer.interim_interval)
                 while len(self._accepted) > MAX_UNCLAIMED:
                     self._accepted.popitem(last=False)
             return RelayReply(RelayOutcome.ACCEPT, answer.eap, answer.msk, reason=f"RADIUS server {server}",
-                              groups=groups)
+                              groups=groups, user_name=answer.user_name, trusted=trusted)
         return RelayReply(RelayOutcome.REJECT, answer.eap,
                           reason=f"RADIUS server {server} rejected it ({answer.name}{said})")

@@ -87,7 +87,10 @@ class RadiusSettings:
     ``class_group``, ``filter_id``: where an Access-Accept's group memberships come from, which a
     connection's ``remote.groups`` requires (strongSwan's keys, default no): each Class attribute
     that is a printable name shorter than 44 bytes, and the Filter-Id when the Accept's
-    Tunnel-Type is ESP (:meth:`tunsec.radius.messages.Answer.groups`)."""
+    Tunnel-Type is ESP (:meth:`tunsec.radius.messages.Answer.groups`).
+
+    ``trust_eap_identity``: an Access-Accept without User-Name proves the EAP identity the client
+    gave (default no: it is unproven, and acts on no other IKE SA; README, eap-radius)."""
 
     servers: tuple[RadiusServer, ...] = ()
     nas_identifier: str = "tunsec"
@@ -100,6 +103,7 @@ class RadiusSettings:
     accounting_requires_vip: bool = False
     class_group: bool = False
     filter_id: bool = False
+    trust_eap_identity: bool = False
     dae: DaeSettings | None = None   # radius.dae { enable = yes }: Dynamic Authorization (RFC 5176)
 
     @property

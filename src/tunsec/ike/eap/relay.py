@@ -9,6 +9,11 @@ the I/O (RADIUS over UDP) lives in :mod:`tunsec.radius`, at the edge.
 EAP-Identity: with ``eap_id = %any`` the gateway asks for the identity itself and passes
 the client's answer on; otherwise it starts the conversation with an EAP-Response/Identity
 of the configured identity (identifier 0), as strongSwan's eap-radius plugin does.
+
+Which user the server authenticated is its Access-Accept's User-Name: with a tunnelled method
+(PEAP, TTLS) the EAP identity outside the tunnel is whatever the client said, and servers do not
+tie it to the credentials inside by default. Without a User-Name the result says the identity is
+unproven (``EapResult.unproven``) unless the backend's settings trust it (``RelayReply.trusted``).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..identity import Identity
 from ..secret import Secret
 from . import identity
 from .mschapv2 import EapResult
@@ -43,13 +49,17 @@ class RelayAsk:
 class RelayReply:
     """The backend's answer to one :class:`RelayAsk`. ``reason`` is for the log: it names the
     server and says why, never a secret; ``msk`` and ``groups`` (the user's group memberships,
-    printable names, which a connection's ``remote.groups`` may require) only with ACCEPT."""
+    printable names, which a connection's ``remote.groups`` may require) only with ACCEPT, as
+    ``user_name`` (the user the server says it authenticated) and ``trusted`` (without one, the
+    client's own EAP identity counts as proven: radius { trust_eap_identity = yes })."""
 
     outcome: RelayOutcome
     eap: bytes = field(default=b"", repr=False)
     msk: Secret | None = None
     reason: str = ""
     groups: tuple[str, ...] = ()
+    user_name: bytes | None = None
+    trusted: bool = False
 
 
 # backend round trips per conversation; more is a loop.  EAP-TLS takes one per ~1 KiB fragment of
@@ -131,4 +141,8 @@ class EapRelay:
             return self.fail(f"{answer.reason}: Access-Accept without EAP-Success")
         self._state = "done"
         out = pkt.encode() if pkt is not None else EapPacket(EapCode.SUCCESS, self._ident).encode()
-        return out, EapResult(True, self.user, answer.msk.reveal(), groups=answer.groups)
+        msk = answer.msk.reveal()
+        if answer.user_name is not None:
+            return out, EapResult(True, answer.user_name, msk, peer=Identity.of_user(answer.user_name),
+                                  groups=answer.groups)
+        return out, EapResult(True, self.user, msk, groups=answer.groups, unproven=not answer.trusted)
