@@ -2,10 +2,11 @@
 
 With a tunnelled method (PEAP, TTLS) the RADIUS server authenticates the user inside the tunnel
 and does not tie the EAP identity the client gave outside to it (FreeRADIUS's default): mallory,
-with an account of her own, answers EAP-Identity "alice". The Access-Accept's User-Name names
-the user the server authenticated; without one the EAP identity is unproven, this IKE SA's own,
-and acts on no other client's state. The backends here stand for such a server: they check
-mallory's password for the name "alice".
+with an account of her own, answers EAP-Identity "alice". The edge tells the engine whom the
+Accept proved (tunsec.radius.proven, tested against a RADIUS server in tests/radius): the user its
+User-Name names, or nobody; unproven, the EAP identity is this IKE SA's own and acts on no other
+client's state. The backends here stand for the server and that verdict (``MschapBackend.users``):
+the client's EAP-MSCHAPv2 plays the inner method, mallory's password checked for the name "alice".
 """
 from __future__ import annotations
 
@@ -16,9 +17,8 @@ import pytest
 from test_engine_eap_relay import A, B, MschapBackend, client, gateway, only, relay
 
 from tunsec.ike.config import IkeConfig, child_config
-from tunsec.ike.eap.relay import RelayReply
 from tunsec.ike.endpoint import IkeEndpoint
-from tunsec.ike.events import DownReason, EapRelayRequest, Event, IkeSaDown, IkeSaUp
+from tunsec.ike.events import DownReason, Event, IkeSaDown, IkeSaUp
 from tunsec.ike.identity import Identity
 from tunsec.ike.sa import IkeSa
 from tunsec.ike.testing import Network
@@ -41,13 +41,6 @@ def pool_gateway(net: Network) -> tuple[IkeEndpoint, AddressPools]:
     return net.add(B, IkeEndpoint([cfg], address_pool=pools)), pools
 
 
-class TrustingBackend(MschapBackend):
-    """The same backend, its Accepts read with radius { trust_eap_identity = yes }."""
-
-    def __call__(self, ev: EapRelayRequest) -> RelayReply:
-        return dataclasses.replace(super().__call__(ev), trusted=True)
-
-
 def log_in(net: Network, gw: IkeEndpoint, addr: str, cfg: IkeConfig, backend: MschapBackend) -> IkeSaUp:
     """``cfg``'s client at ``addr`` comes up at the gateway: its IkeSaUp there."""
     node = net.nodes.get(addr) or net.add(addr, IkeEndpoint([cfg]))
@@ -63,13 +56,13 @@ def gateway_sa(gw: IkeEndpoint, addr: str) -> IkeSa:
     return sa
 
 
-def alice_then_mallory(alice_names: dict[bytes, bytes] | None, mallory_names: dict[bytes, bytes] | None,
-                       trust: bool = False) -> tuple[IkeEndpoint, IkeSaUp, IkeSaUp, list[Event]]:
+def alice_then_mallory(alice_is: bytes | None, mallory_is: bytes | None) -> tuple[IkeEndpoint, IkeSaUp, IkeSaUp,
+                                                                                  list[Event]]:
+    """alice, then mallory with EAP identity "alice": each proven the user the edge says (None: unproven)."""
     net = Network()
     gw, _ = pool_gateway(net)
-    kind = TrustingBackend if trust else MschapBackend
-    alice_backend = kind({b"alice": "Alice-pw-1"}, user_names=alice_names)
-    mallory_backend = kind({b"alice": "Mallory-pw"}, user_names=mallory_names)
+    alice_backend = MschapBackend({b"alice": "Alice-pw-1"}, users={b"alice": alice_is})
+    mallory_backend = MschapBackend({b"alice": "Mallory-pw"}, users={b"alice": mallory_is})
     alice = log_in(net, gw, A, road_warrior(b"Alice-pw-1", A), alice_backend)
     node = net.add(C, IkeEndpoint([road_warrior(b"Mallory-pw", C)]))
     node.initiate("rw", "net", net.now)
@@ -81,7 +74,7 @@ def alice_then_mallory(alice_names: dict[bytes, bytes] | None, mallory_names: di
 
 
 def test_the_accepts_user_name_is_the_peer_and_leaves_alices_sa_and_address_alone() -> None:
-    gw, alice, mallory, later = alice_then_mallory({b"alice": b"alice"}, {b"alice": b"mallory"})
+    gw, alice, mallory, later = alice_then_mallory(b"alice", b"mallory")
     assert mallory.remote_id == Identity.of_user(b"mallory") and str(mallory.remote_id) == "mallory"
     assert gateway_sa(gw, C).peer_id == Identity.of_user(b"mallory")
     assert not only(later, IkeSaDown)
@@ -93,7 +86,7 @@ def test_the_accepts_user_name_is_the_peer_and_leaves_alices_sa_and_address_alon
 
 @pytest.mark.parametrize("alice_proven", [True, False])
 def test_an_accept_without_user_name_drops_no_sa_and_shares_no_lease(alice_proven: bool) -> None:
-    gw, alice, mallory, later = alice_then_mallory({b"alice": b"alice"} if alice_proven else None, None)
+    gw, alice, mallory, later = alice_then_mallory(b"alice" if alice_proven else None, None)
     assert not only(later, IkeSaDown)   # INITIAL_CONTACT dropped nothing
     assert len([s for s in gw.sas if not s.is_closed]) == 2
     # shown by the name the client gave, but the peer of its own IKE SA only
@@ -101,10 +94,10 @@ def test_an_accept_without_user_name_drops_no_sa_and_shares_no_lease(alice_prove
     assert alice.peer_vips and mallory.peer_vips and set(alice.peer_vips).isdisjoint(mallory.peer_vips)
 
 
-def test_trust_eap_identity_makes_the_outer_identity_the_peer_again() -> None:
-    """The opt-in for servers that tie the EAP identity to the credentials: INITIAL_CONTACT of the
-    name replaces the older IKE SA and the lease is shared, as strongSwan does."""
-    gw, alice, mallory, later = alice_then_mallory(None, None, trust=True)
+def test_a_proven_eap_identity_is_the_peer_as_before() -> None:
+    """EAP-MSCHAPv2 (its server checks the password of that very identity), or trust_eap_identity:
+    INITIAL_CONTACT of the name replaces the older IKE SA and the lease is shared, as strongSwan does."""
+    gw, alice, mallory, later = alice_then_mallory(b"alice", b"alice")
     assert mallory.remote_id == alice.remote_id
     assert [(type(e), e.reason) for e in only(later, IkeSaDown)] == [(IkeSaDown, DownReason.REPLACED)]
     assert [sa.remote_addr[0] for sa in gw.sas if not sa.is_closed] == [C]
@@ -114,7 +107,7 @@ def test_trust_eap_identity_makes_the_outer_identity_the_peer_again() -> None:
 def test_an_unproven_client_gets_its_address_back_once_no_one_holds_it() -> None:
     net = Network()
     gw, pools = pool_gateway(net)
-    backend = MschapBackend({b"alice": "Alice-pw-1"})
+    backend = MschapBackend({b"alice": "Alice-pw-1"}, users={b"alice": None})
     first = log_in(net, gw, A, road_warrior(b"Alice-pw-1", A), backend)
     net.nodes[A].sas[0].delete(net.now)
     relay(net, gw, backend, until=net.now + 10.0)

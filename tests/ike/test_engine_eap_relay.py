@@ -49,17 +49,18 @@ def client(user: str = "alice", password: bytes = b"Alice-pw-1", ike_id: str = "
 
 class MschapBackend:
     """A RADIUS server's part, without RADIUS: EAP-MSCHAPv2 for the users it knows (``passwords``),
-    and an Access-Accept with the user's ``groups`` (class_group) and, if ``user_names`` has it,
-    that User-Name (a FreeRADIUS sends none by default: the EAP identity stays unproven)."""
+    and an Access-Accept with the user's ``groups`` (class_group) and the user the edge takes it to
+    prove: the EAP identity (MSCHAPv2 checks its password), or what ``users`` says, another user
+    (the Accept's User-Name) or None (a tunnelled method's server that named nobody)."""
 
     def __init__(self, passwords: dict[bytes, str] = PASSWORDS,
                  groups: dict[bytes, tuple[str, ...]] | None = None,
-                 user_names: dict[bytes, bytes] | None = None) -> None:
+                 users: dict[bytes, bytes | None] | None = None) -> None:
         self.server: EapAuthenticator | None = None
         self.asked: list[EapRelayRequest] = []
         self.passwords = passwords
         self.groups = groups or {}
-        self.user_names = user_names or {}
+        self.users = users or {}
 
     def __call__(self, ev: EapRelayRequest) -> RelayReply:
         self.asked.append(ev)
@@ -72,7 +73,7 @@ class MschapBackend:
             return RelayReply(RelayOutcome.CHALLENGE, out, reason="backend")
         if result.ok:
             return RelayReply(RelayOutcome.ACCEPT, out, Secret(result.msk[:32]), reason="backend",
-                              groups=self.groups.get(ev.identity, ()), user_name=self.user_names.get(ev.identity))
+                              groups=self.groups.get(ev.identity, ()), user=self.users.get(ev.identity, ev.identity))
         return RelayReply(RelayOutcome.REJECT, out, reason=f"backend rejected it ({result.reason})")
 
 
@@ -277,14 +278,13 @@ def test_an_accepted_duplicate_refused_by_unique_keep_is_abandoned_at_the_edge()
     b = net.add(B, IkeEndpoint([gateway()], unique_keep=lambda conn: True))
     first = net.add(A, IkeEndpoint([client()]))
     first.initiate("rw", "net", net.now)
-    named = {b"alice": b"alice"}   # the Accept names the user: only a proven one is a duplicate
-    relay(net, b, MschapBackend(user_names=named), until=20.0)
+    relay(net, b, MschapBackend(), until=20.0)
     assert len(only(net.take(B), IkeSaUp)) == 1
     # another device of alice's, without INITIAL_CONTACT (which would replace the first, as strongSwan)
     again = dataclasses.replace(client(), local_addr="192.0.2.3", initial_contact=False)
     second = net.add("192.0.2.3", IkeEndpoint([again]))
     second.initiate("rw", "net", net.now)
-    relay(net, b, MschapBackend(user_names=named), until=40.0)
+    relay(net, b, MschapBackend(), until=40.0)
     events = net.take(B)
     assert "unique = keep" in only(events, AuthFailed)[0].reason and not only(events, IkeSaUp)
     assert len(only(events, EapRelayAbandoned)) == 1

@@ -22,7 +22,8 @@ them in its one config file, with the same key names::
       accounting_requires_vip = no # account only IKE SAs that got a virtual IP
       class_group = no             # an Access-Accept's Class attributes are the user's groups
       filter_id = no               # its Filter-Id is a group, when its Tunnel-Type is ESP
-      trust_eap_identity = no      # an Access-Accept without User-Name proves the client's EAP identity
+      trust_eap_identity = no      # yes: the server ties the EAP identity to the credentials, whatever
+                                   # the method (PEAP, TTLS, TLS too): it proves the client is that user
       retransmit_timeout = 2.0     # seconds until the first retransmission
       retransmit_base = 1.4
       retransmit_tries = 4
@@ -51,9 +52,10 @@ attribute that is a printable name shorter than 44 bytes (longer ones are left a
 strongSwan does: servers such as NPS put other data there), and the Filter-Id when the Accept's
 Tunnel-Type says ESP. Without either, ``remote.groups`` is a config error (nothing could satisfy it).
 
-``trust_eap_identity``: who the client is after an Access-Accept: its User-Name when it has one
-(the user the server authenticated); without one the EAP identity the client gave is unproven (a
-tunnelled method's outer identity is the client's word) unless this says yes.
+``trust_eap_identity``: who the client is after an Access-Accept (:mod:`tunsec.radius.proven`): the
+user its User-Name names, if another than the EAP identity the client gave; that identity if the
+method the server ran checks a credential of it (EAP-MSCHAPv2, MD5, GTC, pwd) or this says yes;
+else nobody: a tunnelled method's outer identity, or EAP-TLS's, is the client's word only.
 
 ``dae``: a Disconnect-Request (RFC 5176 §3) from one of ``clients`` whose Request Authenticator
 (and Message-Authenticator, if it has one) verifies with ``secret`` deletes the IKE SAs it

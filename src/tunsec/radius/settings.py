@@ -89,8 +89,10 @@ class RadiusSettings:
     that is a printable name shorter than 44 bytes, and the Filter-Id when the Accept's
     Tunnel-Type is ESP (:meth:`tunsec.radius.messages.Answer.groups`).
 
-    ``trust_eap_identity``: an Access-Accept without User-Name proves the EAP identity the client
-    gave (default no: it is unproven, and acts on no other IKE SA; README, eap-radius)."""
+    ``trust_eap_identity``: an Access-Accept that names no other user proves the EAP identity the
+    client gave, whatever method the server ran (default no: only a method that checks a credential
+    of that identity does, MSCHAPv2...; else it is unproven and acts on no other IKE SA:
+    :mod:`tunsec.radius.proven`)."""
 
     servers: tuple[RadiusServer, ...] = ()
     nas_identifier: str = "tunsec"
