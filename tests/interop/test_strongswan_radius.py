@@ -84,9 +84,9 @@ def test_strongswan_eap_radius_road_warrior_gets_pool_address_and_pings(topo: Tw
     r = client.initiate()
     assert r.returncode == 0, f"swanctl --initiate: {r.stdout[-3000:]}{r.stderr}\ntunsec:\n{gateway.log_tail()}"
     sa = gateway.wait_established()
-    # eap_id = %any: the peer is the user RADIUS accepted, not the IKE identity it claimed; the
-    # packaged FreeRADIUS puts no User-Name in its Accept, so that is the client's word (unproven)
-    assert sa["remote_id"] == USER and sa["remote_vips"] == [VIP] and sa["remote_id_proven"] is False
+    # eap_id = %any: the peer is the user RADIUS accepted, not the IKE identity it claimed; proven:
+    # EAP-MSCHAPv2 checked that user's password (FreeRADIUS's Accept echoes it as User-Name)
+    assert sa["remote_id"] == USER and sa["remote_vips"] == [VIP] and sa["remote_id_proven"] is True
     client.wait_log(r"EAP method EAP_MSCHAPV2 succeeded, MSK established")
     client.wait_log(r"authentication of '.*' with EAP successful")
     gateway.wait_log(r"RADIUS server fr \(127\.0\.0\.1:1812\) accepted user 'alice'")
