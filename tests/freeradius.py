@@ -5,7 +5,9 @@ of the test and changes only what a test needs: it runs as root (the test's dire
 the freerad user's), listens on the namespace's loopback (127.0.0.1 and ::1, ports 1812/1813:
 the namespace is the test's own), knows one client (the gateway, from 127.0.0.1), answers
 rejects at once (no reject_delay), keeps users in the ``files`` module, and its EAP module
-does EAP-MSCHAPv2 only (the packaged one also wants TLS certificates the package does not make).
+does EAP-MSCHAPv2 only (the packaged one also wants TLS certificates the package does not make),
+or with ``ttls`` (the test PKI's key, certificate and CA) EAP-TTLS with EAP-MSCHAPv2 inside, run
+by the packaged inner-tunnel server.
 ``freeradius -X`` runs in the foreground and logs to ``radiusd.log``; it is stopped by PID.
 The packaged ``accounting { detail ... }`` stays: Accounting-Requests (port 1813) are written to
 the detail file under the test's directory, read back with :meth:`FreeRadius.accounting_records`.
