@@ -117,7 +117,7 @@ def _peer_auth(ike: dict[str, Any]) -> str:
     if groups := ike.get("groups"):
         parts.append("groups: " + ", ".join(escaped(g) for g in groups))
     if ike.get("remote_id_proven") is False:
-        parts.append("identity unproven (no User-Name from RADIUS)")
+        parts.append("identity unproven (RADIUS proved no user)")
     return ", ".join(parts)
 
 

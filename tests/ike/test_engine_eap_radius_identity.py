@@ -117,3 +117,15 @@ def test_an_unproven_client_gets_its_address_back_once_no_one_holds_it() -> None
     net.take(B)
     again = log_in(net, gw, A, road_warrior(b"Alice-pw-1", A), backend)
     assert again.remote_id != first.remote_id and again.peer_vips == first.peer_vips
+
+
+def test_status_says_whose_identity_is_unproven() -> None:
+    from test_engine_eap_groups import _status  # the status of a gateway's one IKE SA, as the groups tests read it
+    for proves, proven in ((b"alice", True), (None, False)):
+        net = Network()
+        gw, _ = pool_gateway(net)
+        up = log_in(net, gw, A, road_warrior(b"Alice-pw-1", A), MschapBackend(users={b"alice": proves}))
+        doc, lines = _status(gw, up)
+        assert (doc["remote_id"], doc["remote_id_proven"]) == ("alice", proven)
+        shown = "EAP identity alice (IKE identity moon.example)"
+        assert lines[1] == "  " + shown + ("" if proven else ", identity unproven (RADIUS proved no user)")
