@@ -14,6 +14,7 @@ import dataclasses
 import ipaddress
 
 import pytest
+from test_engine_eap_groups import _status  # a gateway's one IKE SA as `tunsec status` shows it
 from test_engine_eap_relay import A, B, MschapBackend, client, gateway, only, relay
 
 from tunsec.ike.config import IkeConfig, child_config
@@ -120,7 +121,6 @@ def test_an_unproven_client_gets_its_address_back_once_no_one_holds_it() -> None
 
 
 def test_status_says_whose_identity_is_unproven() -> None:
-    from test_engine_eap_groups import _status  # the status of a gateway's one IKE SA, as the groups tests read it
     for proves, proven in ((b"alice", True), (None, False)):
         net = Network()
         gw, _ = pool_gateway(net)
