@@ -5,7 +5,9 @@ of the test and changes only what a test needs: it runs as root (the test's dire
 the freerad user's), listens on the namespace's loopback (127.0.0.1 and ::1, ports 1812/1813:
 the namespace is the test's own), knows one client (the gateway, from 127.0.0.1), answers
 rejects at once (no reject_delay), keeps users in the ``files`` module, and its EAP module
-does EAP-MSCHAPv2 only (the packaged one also wants TLS certificates the package does not make).
+does EAP-MSCHAPv2 only (the packaged one also wants TLS certificates the package does not make),
+or with ``ttls`` (the test PKI's key, certificate and CA) EAP-TTLS with EAP-MSCHAPv2 inside, run
+by the packaged inner-tunnel server.
 ``freeradius -X`` runs in the foreground and logs to ``radiusd.log``; it is stopped by PID.
 The packaged ``accounting { detail ... }`` stays: Accounting-Requests (port 1813) are written to
 the detail file under the test's directory, read back with :meth:`FreeRadius.accounting_records`.
@@ -39,6 +41,35 @@ _EAP = """eap {
 """
 
 
+# EAP-TTLS (RFC 5281) with EAP-MSCHAPv2 inside, run by the packaged inner-tunnel server; TLS 1.2
+# (charon's EAP-TTLS does no TLS 1.3); {key} {cert} {ca}: PEM files of the test's PKI
+_EAP_TTLS = """eap {{
+  default_eap_type = ttls
+  timer_expire = 60
+  ignore_unknown_eap_types = no
+  cisco_accounting_username_bug = no
+  max_sessions = ${{max_requests}}
+  md5 {{
+  }}
+  mschapv2 {{
+  }}
+  tls-config tls-common {{
+    private_key_file = {key}
+    certificate_file = {cert}
+    ca_file = {ca}
+    cipher_list = "DEFAULT"
+    tls_min_version = "1.2"
+    tls_max_version = "1.2"
+  }}
+  ttls {{
+    tls = tls-common
+    default_eap_type = mschapv2
+    virtual_server = "inner-tunnel"
+  }}
+}}
+"""
+
+
 def freeradius_missing() -> str | None:
     if shutil.which(BINARY) is None or not (PACKAGED / "radiusd.conf").is_file():
         return "FreeRADIUS missing (apt install freeradius)"
@@ -61,6 +92,7 @@ class FreeRadius(Daemon):
     secret: str
     users: dict[str, str]
     replies: dict[str, str] = field(default_factory=dict)   # user -> reply items of its Access-Accept
+    ttls: tuple[Path, Path, Path] | None = None   # EAP-TTLS instead of EAP-MSCHAPv2: (key, cert, CA) files
     dir: Path = field(init=False)
     proc: subprocess.Popen[bytes] | None = None
 
@@ -92,9 +124,14 @@ class FreeRadius(Daemon):
         site = site.replace("ipaddr = *", "ipaddr = 127.0.0.1").replace("ipv6addr = ::", "ipv6addr = ::1")
         (d / "sites-enabled" / "default").unlink()
         (d / "sites-enabled" / "default").write_text(site)
-        (d / "sites-enabled" / "inner-tunnel").unlink()   # PEAP/TTLS only
+        if self.ttls is None:
+            (d / "sites-enabled" / "inner-tunnel").unlink()   # PEAP/TTLS only
         (d / "mods-enabled" / "eap").unlink()
-        (d / "mods-enabled" / "eap").write_text(_EAP)
+        if self.ttls is None:
+            (d / "mods-enabled" / "eap").write_text(_EAP)
+        else:
+            key, cert, ca = self.ttls
+            (d / "mods-enabled" / "eap").write_text(_EAP_TTLS.format(key=key, cert=cert, ca=ca))
         authorize = d / "mods-config" / "files" / "authorize"
         authorize.write_text("".join(f"{name} Cleartext-Password := {_quote(pw)}\n"
                                      + (f"\t{self.replies[name]}\n" if name in self.replies else "")

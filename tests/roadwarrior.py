@@ -29,6 +29,7 @@ EAP_PLUGINS = {
     "eap-mschapv2": "eap-mschapv2 eap-identity",
     "eap-tls": "eap-identity eap-tls",
     "eap-radius": "eap-radius eap-identity",
+    "eap-ttls": "eap-ttls eap-mschapv2 eap-md5 eap-identity",   # a client of a RADIUS server's EAP-TTLS
 }
 SITES = "10.2.0.0/16"                   # StarHosts' sites: 10.2.1.0/24 (A) and 10.2.2.0/24 (B)
 
@@ -171,7 +172,7 @@ class RoadWarriorConn(RemoteAccessConn):
     (its virtual IPs), else its inner IPv4 network; remote_ts the gateway's inner IPv4 network."""
 
     vips: tuple[str, ...] = ()          # the addresses it asks for: 0.0.0.0 (any IPv4), :: (any IPv6)
-    eap_user: str = ""                  # eap-mschapv2: the EAP identity, whose password is ``psk``
+    eap_user: str = ""                  # eap-mschapv2, eap-ttls: the EAP identity, whose password is ``psk``
 
     def remote_addrs(self) -> str:
         return self.peer.outer4
@@ -185,7 +186,7 @@ class RoadWarriorConn(RemoteAccessConn):
     def local_lines(self) -> str:
         if self.method == "psk":
             return super().local_lines()
-        user = f"      eap_id = {self.eap_user}\n" if self.method == "eap-mschapv2" else ""
+        user = f"      eap_id = {self.eap_user}\n" if self.method in ("eap-mschapv2", "eap-ttls") else ""
         certs = f"      certs = {self.cert}\n" if self.method == "eap-tls" else ""
         return f"      auth = {self.method}\n      id = {self.my_id()}\n{user}{certs}"
 
@@ -200,7 +201,7 @@ class RoadWarriorConn(RemoteAccessConn):
     def secrets(self) -> str:
         if self.method == "psk":
             return super().secrets()
-        if self.method == "eap-mschapv2":
+        if self.method in ("eap-mschapv2", "eap-ttls"):
             return f'secrets {{\n  eap-user {{\n    id = {self.eap_user}\n    secret = "{self.psk}"\n  }}\n}}\n'
         return ""
 

@@ -116,6 +116,8 @@ def _peer_auth(ike: dict[str, Any]) -> str:
         parts.append(f"EAP identity {escaped(eap)} (IKE identity {escaped(ike.get('remote_ike_id') or '-')})")
     if groups := ike.get("groups"):
         parts.append("groups: " + ", ".join(escaped(g) for g in groups))
+    if ike.get("remote_id_proven") is False:
+        parts.append("identity unproven (RADIUS proved no user)")
     return ", ".join(parts)
 
 

@@ -53,14 +53,18 @@ def client(user: str = "alice", password: bytes = b"Alice-pw-1", ike_id: str = "
 
 class MschapBackend:
     """A RADIUS server's part, without RADIUS: EAP-MSCHAPv2 for the users it knows (``passwords``),
-    and an Access-Accept with the user's ``groups`` (class_group)."""
+    and an Access-Accept with the user's ``groups`` (class_group) and the user the edge takes it to
+    prove: the EAP identity (MSCHAPv2 checks its password), or what ``users`` says, another user
+    (the Accept's User-Name) or None (a tunnelled method's server that named nobody)."""
 
     def __init__(self, passwords: dict[bytes, str] = PASSWORDS,
-                 groups: dict[bytes, tuple[str, ...]] | None = None) -> None:
+                 groups: dict[bytes, tuple[str, ...]] | None = None,
+                 users: dict[bytes, bytes | None] | None = None) -> None:
         self.server: EapAuthenticator | None = None
         self.asked: list[EapRelayRequest] = []
         self.passwords = passwords
         self.groups = groups or {}
+        self.users = users or {}
 
     def __call__(self, ev: EapRelayRequest) -> RelayReply:
         self.asked.append(ev)
@@ -73,7 +77,7 @@ class MschapBackend:
             return RelayReply(RelayOutcome.CHALLENGE, out, reason="backend")
         if result.ok:
             return RelayReply(RelayOutcome.ACCEPT, out, Secret(result.msk[:32]), reason="backend",
-                              groups=self.groups.get(ev.identity, ()))
+                              groups=self.groups.get(ev.identity, ()), user=self.users.get(ev.identity, ev.identity))
         return RelayReply(RelayOutcome.REJECT, out, reason=f"backend rejected it ({result.reason})")
 
 

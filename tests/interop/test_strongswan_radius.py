@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from freeradius import FreeRadius, requires_freeradius
-from ike_peers import Charon, Pki, TunsecIke, requires_strongswan
+from ike_peers import Charon, Pki, TunsecIke, ident, requires_strongswan
 from roadwarrior import GatewayConn, Pool, RoadWarriorConn
 
 from tunsec.bench.netns import TwoHosts, wait_until
@@ -44,8 +44,9 @@ def topo() -> Iterator[TwoHosts]:
         yield t
 
 
-def setup(topo: TwoHosts, pki: Pki, *, password: str = PASSWORD) -> tuple[TunsecIke, Charon, FreeRadius]:
-    radius = FreeRadius(topo, topo.a, RADIUS_SECRET, {USER: PASSWORD})
+def setup(topo: TwoHosts, pki: Pki, *, password: str = PASSWORD,
+          replies: dict[str, str] | None = None) -> tuple[TunsecIke, Charon, FreeRadius]:
+    radius = FreeRadius(topo, topo.a, RADIUS_SECRET, {USER: PASSWORD}, replies or {})
     radius.start()
     # the gateway: its certificate, eap-radius to the server for the client, a pool; the client:
     # a virtual IP, EAP-MSCHAPv2 as ``eap_user``, the gateway by its certificate
@@ -83,8 +84,9 @@ def test_strongswan_eap_radius_road_warrior_gets_pool_address_and_pings(topo: Tw
     r = client.initiate()
     assert r.returncode == 0, f"swanctl --initiate: {r.stdout[-3000:]}{r.stderr}\ntunsec:\n{gateway.log_tail()}"
     sa = gateway.wait_established()
-    # eap_id = %any: the peer is the user RADIUS accepted, not the IKE identity it claimed
-    assert sa["remote_id"] == USER and sa["remote_vips"] == [VIP]
+    # eap_id = %any: the peer is the user RADIUS accepted, not the IKE identity it claimed; proven:
+    # EAP-MSCHAPv2 checked that user's password (FreeRADIUS's Accept echoes it as User-Name)
+    assert sa["remote_id"] == USER and sa["remote_vips"] == [VIP] and sa["remote_id_proven"] is True
     client.wait_log(r"EAP method EAP_MSCHAPV2 succeeded, MSK established")
     client.wait_log(r"authentication of '.*' with EAP successful")
     gateway.wait_log(r"RADIUS server fr \(127\.0\.0\.1:1812\) accepted user 'alice'")
@@ -93,6 +95,39 @@ def test_strongswan_eap_radius_road_warrior_gets_pool_address_and_pings(topo: Tw
     # Identity answered by the gateway; MSCHAPv2 challenge, success, then Access-Accept
     assert (status["challenges"], status["accepts"], status["rejects"]) == (2, 1, 0), status
     assert (status["conversations"], status["outstanding"], status["bad"]) == (0, 0, 0), status
+
+
+def test_the_user_name_freeradius_puts_in_its_accept_is_the_clients_identity(topo: TwoHosts, pki: Pki) -> None:
+    """As a FreeRADIUS with PEAP/TTLS and ``update reply { User-Name := &request:User-Name }`` in its
+    inner-tunnel's post-auth (use_tunneled_reply) names the inner user: here a reply item of the user."""
+    gateway, client, _ = setup(topo, pki, replies={USER: 'User-Name := "alice@corp.example"'})
+    r = client.initiate()
+    assert r.returncode == 0, f"swanctl --initiate: {r.stdout[-3000:]}{r.stderr}\ntunsec:\n{gateway.log_tail()}"
+    sa = gateway.wait_established()
+    assert (sa["remote_id"], sa["remote_eap_id"], sa["remote_id_proven"]) == ("alice@corp.example",) * 2 + (True,)
+    gateway.wait_log(r"RADIUS server fr \(127\.0\.0\.1:1812\) accepted user 'alice' as user 'alice@corp\.example'")
+    assert topo.wait_ping(topo.b, topo.a.inner4, src=VIP, timeout=10)
+
+
+def test_eap_ttls_through_freeradius_gets_in_but_its_echoed_identity_is_unproven(topo: TwoHosts, pki: Pki) -> None:
+    """A tunnelled method: FreeRADIUS checks the user inside the TLS tunnel and copies the outer
+    identity into its Accept's User-Name, which proves nothing (the client could have said anyone)."""
+    key, cert = pki.issue(ident(topo.a))   # the gateway's: charon checks the TLS server's as the gateway's
+    radius = FreeRadius(topo, topo.a, RADIUS_SECRET, {USER: PASSWORD}, ttls=(key, cert, pki.ca_cert))
+    radius.start()
+    gateway = TunsecIke(topo, GatewayConn(topo.a, topo.b, method="eap-radius", pools=(Pool("rw4", POOL),),
+                                          radius_secret=RADIUS_SECRET), pki=pki)
+    client = Charon(topo, RoadWarriorConn(topo.b, topo.a, method="eap-ttls", eap_user=USER, psk=PASSWORD,
+                                          vips=("0.0.0.0",)), pki=pki)
+    client.start()
+    gateway.start()
+    r = client.initiate()
+    assert r.returncode == 0, f"swanctl --initiate: {r.stdout[-3000:]}{r.stderr}\ntunsec:\n{gateway.log_tail()}"
+    sa = gateway.wait_established()
+    assert (sa["remote_id"], sa["remote_id_proven"], sa["remote_vips"]) == (USER, False, [VIP])
+    gateway.wait_log(r"accepted user 'alice' \(EAP-TTLS and no other User-Name in the Access-Accept: "
+                     r"the EAP identity is unproven\)")
+    assert topo.wait_ping(topo.b, topo.a.inner4, src=VIP, timeout=10)
 
 
 def test_strongswan_eap_radius_wrong_password_unknown_user_and_silent_server_are_refused(

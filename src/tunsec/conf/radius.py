@@ -22,6 +22,8 @@ them in its one config file, with the same key names::
       accounting_requires_vip = no # account only IKE SAs that got a virtual IP
       class_group = no             # an Access-Accept's Class attributes are the user's groups
       filter_id = no               # its Filter-Id is a group, when its Tunnel-Type is ESP
+      trust_eap_identity = no      # yes: the server ties the EAP identity to the credentials, whatever
+                                   # the method (PEAP, TTLS, TLS too): it proves the client is that user
       retransmit_timeout = 2.0     # seconds until the first retransmission
       retransmit_base = 1.4
       retransmit_tries = 4
@@ -49,6 +51,11 @@ the user a member of, which a connection's ``remote.groups`` requires (one of th
 attribute that is a printable name shorter than 44 bytes (longer ones are left alone, as
 strongSwan does: servers such as NPS put other data there), and the Filter-Id when the Accept's
 Tunnel-Type says ESP. Without either, ``remote.groups`` is a config error (nothing could satisfy it).
+
+``trust_eap_identity``: who the client is after an Access-Accept (:mod:`tunsec.radius.proven`): the
+user its User-Name names, if another than the EAP identity the client gave; that identity if the
+method the server ran checks a credential of it (EAP-MSCHAPv2, MD5, GTC, pwd) or this says yes;
+else nobody: a tunnelled method's outer identity, or EAP-TLS's, is the client's word only.
 
 ``dae``: a Disconnect-Request (RFC 5176 §3) from one of ``clients`` whose Request Authenticator
 (and Message-Authenticator, if it has one) verifies with ``secret`` deletes the IKE SAs it
@@ -201,6 +208,7 @@ def read_radius(section: Section, issues: list[ConfigIssue]) -> RadiusSettings:
     requires_vip = r.get("accounting_requires_vip", parse_bool, d.accounting_requires_vip)
     class_group = r.get("class_group", parse_bool, d.class_group)
     filter_id = r.get("filter_id", parse_bool, d.filter_id)
+    trust_eap_identity = r.get("trust_eap_identity", parse_bool, d.trust_eap_identity)
     servers_section = r.subsection("servers")
     dae_section = r.subsection("dae")
     r.finish()
@@ -228,7 +236,8 @@ def read_radius(section: Section, issues: list[ConfigIssue]) -> RadiusSettings:
                 "(or remove accounting_interval)")
     dae = None if dae_section is None else _read_dae(dae_section, issues, servers)
     return RadiusSettings(tuple(servers), nas_identifier, timeout, base, tries, accounting, interval,
-                          close_on_timeout, requires_vip, class_group=class_group, filter_id=filter_id, dae=dae)
+                          close_on_timeout, requires_vip, class_group=class_group, filter_id=filter_id,
+                          trust_eap_identity=trust_eap_identity, dae=dae)
 
 
 def radius_warnings(section: Section, settings: RadiusSettings, half_open_timeout: float) -> list[ConfigIssue]:

@@ -83,7 +83,7 @@ class PeerEap:
     already holds (the IDi payload's bytes, the EAP user name, the backend's group tuple), not copies."""
 
     ike_id: Identity             # the IDi it sent (with eap_id, EAP proved another: IkeSaUp.remote_id)
-    user: bytes                  # the EAP identity it authenticated with, as it sent it
+    user: bytes                  # the EAP identity it authenticated with (eap-radius: the Accept's User-Name, if any)
     groups: tuple[str, ...] = ()  # its group memberships, as the AAA backend's Access-Accept gave them
 
     @property

@@ -13,6 +13,7 @@ import contextlib
 import functools
 import hashlib
 import ipaddress
+import itertools
 import re
 from dataclasses import dataclass
 
@@ -70,15 +71,21 @@ _MAX_HEX = 64
 # and RADIUS/AD backends take "Alice" for "alice", so the two are one client for unique, leases,
 # INITIAL_CONTACT and a DAE User-Name, not two
 _CASELESS = (IdType.FQDN, IdType.RFC822_ADDR)
+# tags of unproven identities: one per IKE SA, never reused in a process (see Identity.unproven)
+_UNPROVEN_TAGS = itertools.count(1)
 
 
 @dataclass(frozen=True, eq=False, slots=True)   # one per SA and lease: no __dict__
 class Identity:
     type: int
     data: bytes
+    # non-zero: a name the peer gave that nothing vouched for (eap-radius without User-Name in the
+    # Access-Accept); it is equal only to itself (the one IKE SA's, and its rekeyed successors'), so
+    # it never acts on another's SAs, leases or claims: INITIAL_CONTACT, unique, lease sharing
+    tag: int = 0
 
-    def _key(self) -> tuple[int, bytes]:
-        return (self.type, self.data.lower() if self.type in _CASELESS else self.data)
+    def _key(self) -> tuple[int, bytes, int]:
+        return (self.type, self.data.lower() if self.type in _CASELESS else self.data, self.tag)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Identity):
@@ -97,6 +104,15 @@ class Identity:
         """An EAP (RADIUS) user name as an identity, as it is, not parsed ("@alice" and "alice" are
         two users, as the secrets' ids are): RFC822_ADDR with an "@", else FQDN, as strongSwan's."""
         return cls(IdType.RFC822_ADDR if b"@" in name else IdType.FQDN, name)
+
+    def unproven(self) -> Identity:
+        """This name as one IKE SA's unproven identity: shown as the name, equal to no other."""
+        return Identity(self.type, self.data, next(_UNPROVEN_TAGS))
+
+    @property
+    def named(self) -> Identity:
+        """The name alone (for what compares names, not peers: a DAE User-Name, a configured id)."""
+        return Identity(self.type, self.data) if self.tag else self
 
     @property
     def is_any(self) -> bool:
@@ -171,6 +187,7 @@ class Identity:
         DNs compare by their attributes, not their bytes: peers encode the same
         name with different ASN.1 string types (PrintableString vs UTF8String).
         """
+        other = other.named
         if self.is_any or self == other:
             return True
         if self.type == other.type == IdType.DER_ASN1_DN:

@@ -16,6 +16,11 @@ The rules follow strongSwan's in-memory pools (``mem_pool.c``):
   the address of the identity that has been offline the longest;
 - with no free and no offline address the pool is exhausted (acquire gives None).
 
+An unproven identity (eap-radius without User-Name in the Access-Accept: ``Identity.tag``) is
+one IKE SA's alone, so it shares no lease: it gets the address of its name only while no IKE SA
+holds it (a returning client gets its address back), else one of its own, and when it goes the
+address stays bound to the name (if that has none), so the name's next IKE SA finds it.
+
 An offline address may go to another identity at once, with no wait here, because
 the IKE service removes the old holder from the worker first: its IKE SA reports its
 Child SAs down before it releases the lease, the service queues their removal (their
@@ -134,6 +139,8 @@ class _Pool:
 
     def acquire(self, peer: Identity) -> int | None:
         off = self.by_id.get(peer)
+        if off is None and peer.tag:
+            off = self._name_offline(peer)
         if off is None:
             off = self._fresh()
             if off is None:
@@ -142,6 +149,18 @@ class _Pool:
         self.offline.pop(off, None)
         self.holders[off] = self.holders.get(off, 0) + 1
         return off
+
+    def _name_offline(self, peer: Identity) -> int | None:
+        """The address bound to an unproven peer's name, now bound to that peer, if no one holds it."""
+        off = self.by_id.get(peer.named)
+        if off is None or off in self.holders:
+            return None
+        self._bind(off, peer)
+        return off
+
+    def _bind(self, off: int, peer: Identity) -> None:
+        del self.by_id[self.owner[off]]
+        self.owner[off], self.by_id[peer] = peer, off
 
     def _fresh(self) -> int | None:
         if self.unused < self.config.size:
@@ -160,6 +179,8 @@ class _Pool:
         if self.holders[off] == 0:
             del self.holders[off]
             self.offline[off] = None
+            if peer.tag and peer.named not in self.by_id:
+                self._bind(off, peer.named)   # no one will ever ask for that one SA's identity again
         return True
 
 

@@ -38,6 +38,7 @@ from tunsec.printable import replaced
 MAX_ATTR = 253  # a RADIUS attribute's value (RFC 2865 §5)
 MAX_PACKET = 4096  # RFC 2865 §3
 EAP_MESSAGE, STATE, MESSAGE_AUTHENTICATOR, REPLY_MESSAGE, CLASS = 79, 24, 80, 18, 25
+USER_NAME = 1
 ACCT_INTERIM_INTERVAL = 85  # RFC 2869 §5.16: seconds between Interim-Updates the server asks for
 MAX_CLASSES = 8  # Class attributes of an Access-Accept kept for accounting (more are dropped)
 FILTER_ID, TUNNEL_TYPE = 11, 64
@@ -99,6 +100,10 @@ class Answer:
     # attributes that are one (class_group), its Filter-Id if its Tunnel-Type is ESP (filter_id)
     class_groups: tuple[str, ...] = ()
     filter_group: str | None = None
+    # an Access-Accept's User-Name: the user the server authenticated (RFC 2865 §5.1), which with
+    # a tunnelled method (PEAP, TTLS) need not be the EAP identity the client gave outside
+    user_name: bytes | None = None
+    user_name_error: str = ""   # why its User-Name cannot be one (the Accept is then refused)
 
     @property
     def name(self) -> str:
@@ -178,6 +183,7 @@ def read_reply(request: Any, raw: bytes) -> Answer:
     reply.request_authenticator = request.authenticator  # the salt of the MPPE keys
     states = _raw(reply, STATE)
     messages = _raw(reply, REPLY_MESSAGE)
+    user_name, user_name_error = _user_name(reply) if reply.code == ACCESS_ACCEPT else (None, "")
     return Answer(
         reply.code,
         b"".join(_raw(reply, EAP_MESSAGE)),
@@ -188,7 +194,22 @@ def read_reply(request: Any, raw: bytes) -> Answer:
         _interim_interval(reply) if reply.code == ACCESS_ACCEPT else None,
         _class_groups(reply) if reply.code == ACCESS_ACCEPT else (),
         _filter_group(reply) if reply.code == ACCESS_ACCEPT else None,
+        user_name,
+        user_name_error,
     )
+
+
+def _user_name(reply: Any) -> tuple[bytes | None, str]:
+    """The Accept's User-Name (at most one, RFC 2865 §5.44), held to the rules of an EAP identity
+    (non-empty, no NUL), or why it is none."""
+    names = _raw(reply, USER_NAME)
+    if not names:
+        return None, ""
+    if len(names) > 1:
+        return None, f"{len(names)} User-Name attributes"
+    if not names[0] or b"\x00" in names[0]:
+        return None, "an empty User-Name or one with a NUL byte"
+    return bytes(names[0]), ""
 
 
 def _group_name(raw: bytes) -> str | None:

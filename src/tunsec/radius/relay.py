@@ -35,6 +35,7 @@ from .client import Busy, NoAnswer, RadiusClient, RadiusStats
 from .dae import DaeServer
 from .health import ServerHealth, in_order
 from .messages import ACCESS_ACCEPT, ACCESS_CHALLENGE, Answer, Station, TooLarge, access_request
+from .proven import method_name, proven_user, request_method
 from .settings import RadiusServer, RadiusSettings
 
 log = logging.getLogger("tunsec.radius")
@@ -57,10 +58,18 @@ def user_text(name: bytes) -> str:
     return repr(name[:64].decode("utf-8", "replace"))
 
 
+def _as(identity: bytes, proven: bytes | None, method: int | None) -> str:
+    """Who the Accept made of the client, for the log line, where that is not the EAP identity it gave."""
+    if proven is None:
+        return f" ({method_name(method)} and no other User-Name in the Access-Accept: the EAP identity is unproven)"
+    return f" as user {user_text(proven)}" if proven != identity else ""
+
+
 @dataclass
 class _Conversation:
     server: RadiusServer | None = None  # the one that answered first; the rest of it goes there
     state: bytes | None = None  # the State of its last Access-Challenge
+    method: int | None = None  # the EAP method of its last request (what the server ran: proven.py)
 
 
 class RadiusRelay:
@@ -135,7 +144,7 @@ class RadiusRelay:
                 except OSError as exc:   # no route to it, no address of its family...
                     why = f"cannot send to RADIUS server {server}: {exc.strerror or exc}"
                 else:
-                    return self._answered(key, conv, server, answer, user)
+                    return self._answered(key, conv, server, answer, ev.identity)
                 if (held := self._failover_log.admit()) is not None:
                     log.warning("RADIUS: user %s from %s: %s%s", user, ev.peer[0], why, suffix(held))
         self._conversations.pop(key, None)
@@ -153,21 +162,28 @@ class RadiusRelay:
         return self.client.link(server).health
 
     def _answered(self, key: Hashable, conv: _Conversation, server: RadiusServer, answer: Answer,
-                  user: str) -> RelayReply:
+                  identity: bytes) -> RelayReply:
         said = f": {answer.message!r}" if answer.message else ""
+        user = user_text(identity)
         if answer.code == ACCESS_CHALLENGE:
             conv.server, conv.state = server, answer.state
+            conv.method = request_method(answer.eap) or conv.method
             return RelayReply(RelayOutcome.CHALLENGE, answer.eap, reason=f"RADIUS server {server}")
         self._conversations.pop(key, None)
         if answer.code == ACCESS_ACCEPT:
+            if answer.user_name_error:
+                return RelayReply(RelayOutcome.FAILED, answer.eap, reason=f"RADIUS server {server} accepted it "
+                                  f"with {answer.user_name_error}: no user to take the client for")
             groups = answer.groups(self.settings.class_group, self.settings.filter_id)
             member = f", member of {', '.join(repr(g) for g in groups)}" if groups else ""
-            log.info("RADIUS server %s accepted user %s%s%s", server, user, member, said)
+            proven = proven_user(identity, answer.user_name, conv.method, self.settings.trust_eap_identity)
+            log.info("RADIUS server %s accepted user %s%s%s%s", server, user, _as(identity, proven, conv.method),
+                     member, said)
             if (answer.classes or answer.interim_interval is not None) and self.settings.accounting:
                 self._accepted[key] = Accepted(answer.classes, answer.interim_interval)
                 while len(self._accepted) > MAX_UNCLAIMED:
                     self._accepted.popitem(last=False)
             return RelayReply(RelayOutcome.ACCEPT, answer.eap, answer.msk, reason=f"RADIUS server {server}",
-                              groups=groups)
+                              groups=groups, user=proven)
         return RelayReply(RelayOutcome.REJECT, answer.eap,
                           reason=f"RADIUS server {server} rejected it ({answer.name}{said})")

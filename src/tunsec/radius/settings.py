@@ -87,7 +87,12 @@ class RadiusSettings:
     ``class_group``, ``filter_id``: where an Access-Accept's group memberships come from, which a
     connection's ``remote.groups`` requires (strongSwan's keys, default no): each Class attribute
     that is a printable name shorter than 44 bytes, and the Filter-Id when the Accept's
-    Tunnel-Type is ESP (:meth:`tunsec.radius.messages.Answer.groups`)."""
+    Tunnel-Type is ESP (:meth:`tunsec.radius.messages.Answer.groups`).
+
+    ``trust_eap_identity``: an Access-Accept that names no other user proves the EAP identity the
+    client gave, whatever method the server ran (default no: only a method that checks a credential
+    of that identity does, MSCHAPv2...; else it is unproven and acts on no other IKE SA:
+    :mod:`tunsec.radius.proven`)."""
 
     servers: tuple[RadiusServer, ...] = ()
     nas_identifier: str = "tunsec"
@@ -100,6 +105,7 @@ class RadiusSettings:
     accounting_requires_vip: bool = False
     class_group: bool = False
     filter_id: bool = False
+    trust_eap_identity: bool = False
     dae: DaeSettings | None = None   # radius.dae { enable = yes }: Dynamic Authorization (RFC 5176)
 
     @property

@@ -144,6 +144,9 @@ class EapResult:
     peer: Identity | None = None  # the identity proven, if the method knows it as one (EAP-TLS: certified)
     # the groups the AAA backend says the user is a member of (eap-radius: printable names)
     groups: tuple[str, ...] = ()
+    # nothing vouched for ``identity``: eap-radius whose Access-Accept named no user (a tunnelled
+    # method's outer identity is the client's word); the IKE SA's identity is then its own alone
+    unproven: bool = False
 
 
 PasswordLookup = Callable[[bytes], "str | None"]

@@ -9,6 +9,11 @@ the I/O (RADIUS over UDP) lives in :mod:`tunsec.radius`, at the edge.
 EAP-Identity: with ``eap_id = %any`` the gateway asks for the identity itself and passes
 the client's answer on; otherwise it starts the conversation with an EAP-Response/Identity
 of the configured identity (identifier 0), as strongSwan's eap-radius plugin does.
+
+Which user the server authenticated the edge tells (``RelayReply.user``, :mod:`tunsec.radius.proven`):
+with a tunnelled method (PEAP, TTLS) the EAP identity outside the tunnel is whatever the client
+said, and servers do not tie it to the credentials inside by default. Without one the result says
+the identity is unproven (``EapResult.unproven``).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..identity import Identity
 from ..secret import Secret
 from . import identity
 from .mschapv2 import EapResult
@@ -43,13 +49,16 @@ class RelayAsk:
 class RelayReply:
     """The backend's answer to one :class:`RelayAsk`. ``reason`` is for the log: it names the
     server and says why, never a secret; ``msk`` and ``groups`` (the user's group memberships,
-    printable names, which a connection's ``remote.groups`` may require) only with ACCEPT."""
+    printable names, which a connection's ``remote.groups`` may require) only with ACCEPT, as
+    ``user``: the user the backend proved, the EAP identity or another (None: nobody, the EAP
+    identity is the client's word only)."""
 
     outcome: RelayOutcome
     eap: bytes = field(default=b"", repr=False)
     msk: Secret | None = None
     reason: str = ""
     groups: tuple[str, ...] = ()
+    user: bytes | None = None
 
 
 # backend round trips per conversation; more is a loop.  EAP-TLS takes one per ~1 KiB fragment of
@@ -131,4 +140,7 @@ class EapRelay:
             return self.fail(f"{answer.reason}: Access-Accept without EAP-Success")
         self._state = "done"
         out = pkt.encode() if pkt is not None else EapPacket(EapCode.SUCCESS, self._ident).encode()
-        return out, EapResult(True, self.user, answer.msk.reveal(), groups=answer.groups)
+        msk, user = answer.msk.reveal(), answer.user
+        if user is not None and user != self.user:   # the backend authenticated another user than it said
+            return out, EapResult(True, user, msk, peer=Identity.of_user(user), groups=answer.groups)
+        return out, EapResult(True, self.user, msk, groups=answer.groups, unproven=user is None)

@@ -243,12 +243,14 @@ def _proven_identity(st: IkeSaState, idi: IdPayload, result: EapResult) -> Ident
     """The peer's identity once EAP succeeded: the EAP identity, which is IDi only without ``eap_id``.
     With ``eap_id`` (a name, or %any: EAP-Identity) EAP proves nothing about IDi, so leases,
     ``unique`` and INITIAL_CONTACT must go by the EAP identity (as strongSwan's), or a client
-    with credentials for one name could claim another's IDi and take over its address and SAs."""
+    with credentials for one name could claim another's IDi and take over its address and SAs.
+    An unproven one (eap-radius, no User-Name in the Accept) is this IKE SA's alone: equal to
+    no other SA's identity, the same name or not (Identity.unproven)."""
     if result.peer is not None:
         return result.peer
-    if not st.config.remote.eap_id:
-        return Identity(idi.id_type, idi.data)  # the EAP user was IDi's data
-    return Identity.of_user(result.identity)
+    # without eap_id the EAP user was IDi's data
+    named = Identity.of_user(result.identity) if st.config.remote.eap_id else Identity(idi.id_type, idi.data)
+    return named.unproven() if result.unproven else named
 
 
 def peer_eap(st: IkeSaState) -> PeerEap | None:

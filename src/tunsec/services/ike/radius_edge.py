@@ -44,8 +44,8 @@ def _reload_radius(self: IkeService, settings: RadiusSettings | None) -> None:
     if old == settings:
         return
     if self.radius is not None and old is not None and settings is not None and _rest(old) == _rest(settings):
-        # only dae { } or where groups come from changed: EAP rounds in flight (their Accept is
-        # read with the new settings) and accounting go on untouched
+        # only dae { }, where groups come from or trust_eap_identity changed: EAP rounds in flight
+        # (their Accept is read with the new settings) and accounting go on untouched
         self.radius.settings = settings
         _dae_reload(self, settings)
         return
@@ -60,7 +60,7 @@ def _reload_radius(self: IkeService, settings: RadiusSettings | None) -> None:
 def _rest(settings: RadiusSettings) -> RadiusSettings:
     """The settings but for those a reload changes without a new RADIUS client (Dynamic
     Authorization's, and how an Access-Accept gives groups)."""
-    return dataclasses.replace(settings, dae=None, class_group=False, filter_id=False)
+    return dataclasses.replace(settings, dae=None, class_group=False, filter_id=False, trust_eap_identity=False)
 
 
 # --- Dynamic Authorization (RFC 5176): tunsec.radius.dae ------------------------------------------
@@ -362,4 +362,5 @@ def _names(peer: Identity, users: Sequence[str]) -> bool:
     """Whether a DAE User-Name names the IKE SA's peer: its EAP identity compares as identities do
     (without regard to case, as strongSwan's), any other one by its text. A User-Name is any
     octets (dae.py decodes it with surrogateescape): compared as the bytes it was."""
-    return any(peer == Identity.of_user(u.encode("utf-8", "surrogateescape")) or str(peer) == u for u in users)
+    named = peer.named   # the server names the user, whether or not it vouched for the name
+    return any(named == Identity.of_user(u.encode("utf-8", "surrogateescape")) or str(named) == u for u in users)

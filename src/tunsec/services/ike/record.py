@@ -12,8 +12,8 @@ from typing import Any
 
 from tunsec.ike.events import IkeSaUp
 
-KEYS = ("name", "remote", "proposal", "local_id", "remote_id", "remote_ike_id", "remote_eap_id", "groups",
-        "spi_i", "spi_r", "established", "local_vips", "remote_vips", "vips")
+KEYS = ("name", "remote", "proposal", "local_id", "remote_id", "remote_id_proven", "remote_ike_id", "remote_eap_id",
+        "groups", "spi_i", "spi_r", "established", "local_vips", "remote_vips", "vips")
 
 
 class IkeUpRecord(Mapping[str, Any]):
@@ -39,6 +39,8 @@ class IkeUpRecord(Mapping[str, Any]):
                 return str(ev.local_id)
             case "remote_id":
                 return str(ev.remote_id)
+            case "remote_id_proven":   # false: eap-radius whose Accept named no user (Identity.tag)
+                return not ev.remote_id.tag
             case "remote_ike_id":   # the identity it sent: not remote_id if EAP proved another (eap_id)
                 return str(ev.peer_eap.ike_id if ev.peer_eap else ev.remote_id)
             case "remote_eap_id":

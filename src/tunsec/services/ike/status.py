@@ -122,6 +122,9 @@ def ike_sas(sas: Iterable[IkeSa], ike_up: Mapping[bytes, IkeUpRecord], children:
             "proposal": info.get("proposal"),
             "local_id": info.get("local_id"),
             "remote_id": info.get("remote_id"),
+            # false: nothing vouched for remote_id (eap-radius, no User-Name in the Access-Accept):
+            # it acts on no other IKE SA (INITIAL_CONTACT, unique, leases)
+            "remote_id_proven": info.get("remote_id_proven"),
             # how a client authenticated (nothing secret): the identity it sent in IDi (remote_id
             # differs only when EAP with eap_id proved another), its EAP identity (null: no EAP),
             # and the groups the AAA backend's Access-Accept made it a member of (Class, Filter-Id)
