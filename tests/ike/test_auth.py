@@ -120,7 +120,7 @@ def test_garbage_auth_data_is_auth_error() -> None:
 def test_chain_verification(kind: str) -> None:
     root = make_ca(kind=kind)
     inter = make_ca("intermediate", kind=kind, issuer=root)
-    leaf = make_cert(inter, "moon", san=["moon.example", "10.0.0.1", "moon@example"], kind=kind)
+    leaf = make_cert(inter, "moon", san=["moon.example", "10.0.0.1", "moon@example"], kind=kind, days=365)
     pub = verify_peer([leaf.cert, inter.cert], [root.cert], NOW, Identity.parse("moon.example"))
     assert pub.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo) == leaf.key.public_key().public_bytes(
         Encoding.DER, PublicFormat.SubjectPublicKeyInfo

@@ -82,11 +82,13 @@ def make_cert(
     cn: str,
     san: Sequence[str] = (),
     kind: str = "ecdsa",
-    days: int = 365,
+    days: int = 3650,
     not_before: datetime.datetime = EPOCH,
     extensions: Sequence[tuple[x509.ExtensionType, bool]] = (),
 ) -> Issued:
-    """An end-entity certificate signed by ``ca`` (no EKU, like ``pki --issue`` by default);
+    """An end-entity certificate signed by ``ca`` (no EKU, like ``pki --issue`` by default), valid
+    as long as make_ca's CAs unless ``days`` says otherwise: tests that hand it to daemons reading the
+    real clock (strongSwan, tunsec up) must not fail a year after EPOCH;
     ``extensions``: more (extension, critical) pairs, e.g. keyUsage or extendedKeyUsage."""
     key = new_key(kind)
     builder = (
