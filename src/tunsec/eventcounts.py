@@ -30,3 +30,6 @@ class EventCounts:
     # Child SAs refused because their selectors overlap another peer's (policy/claims.py): the
     # engine's refusals, whichever side asked, and the service's same-batch backstop
     ts_claims_refused: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
+    # rekeys of Child SAs refused because their selectors are not the old Child SA's (RFC 7296 §2.8),
+    # whichever side asked, and the service's backstop (installs._child_registered), by (conn, child)
+    rekey_ts_refused: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)

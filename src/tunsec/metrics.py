@@ -305,6 +305,9 @@ def event_families(events: EventCounts | None, worker_restarts: int) -> Iterator
     claims = CounterMetricFamily("tunsec_child_sa_ts_claims_refused", "Child SAs refused (or deleted before "
                                  "their install) because their traffic selectors overlap what another peer's "
                                  "Child SAs hold", labels=["connection", "child"])
+    rekey_ts = CounterMetricFamily("tunsec_child_sa_rekey_ts_refused", "Child SA rekeys refused (or kept apart "
+                                   "from the old Child SA's policies) because their traffic selectors are not "
+                                   "the old Child SA's", labels=["connection", "child"])
     if events is not None:
         for conn, n in sorted(events.child_sa_limit.items()):
             limit.add_metric([conn], n)
@@ -312,6 +315,8 @@ def event_families(events: EventCounts | None, worker_restarts: int) -> Iterator
             migrate.add_metric([conn, name], n)
         for (conn, name), n in sorted(events.ts_claims_refused.items()):
             claims.add_metric([conn, name], n)
+        for (conn, name), n in sorted(events.rekey_ts_refused.items()):
+            rekey_ts.add_metric([conn, name], n)
         for (conn, name), n in sorted(events.acquires_ignored.items()):
             ignored.add_metric([conn, name], n)
         for (conn, name), n in sorted(events.child_acquires_ignored.items()):
@@ -322,7 +327,7 @@ def event_families(events: EventCounts | None, worker_restarts: int) -> Iterator
             child.add_metric([conn, name], n)
         for conn, n in sorted(events.dpd_failures.items()):
             dpd.add_metric([conn], n)
-    yield from (ike, child, dpd, ignored, gone, migrate, limit, claims)
+    yield from (ike, child, dpd, ignored, gone, migrate, limit, claims, rekey_ts)
     yield CounterMetricFamily("tunsec_worker_restarts", "Times the dataplane worker died and was restarted",
                               value=worker_restarts)
 

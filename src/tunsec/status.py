@@ -213,4 +213,7 @@ def render(doc: dict[str, Any]) -> str:
     if claimed := doc.get("ts_claims_refused"):   # only once there are any
         lines.append("Child SAs refused, their selectors another peer's: "
                      + ", ".join(f"{c['connection']}/{c['child']} {c['count']}" for c in claimed))
+    if moved := doc.get("rekey_ts_refused"):   # only once there are any
+        lines.append("Child SA rekeys refused, their selectors not the old Child SA's: "
+                     + ", ".join(f"{c['connection']}/{c['child']} {c['count']}" for c in moved))
     return "\n".join(lines)

@@ -190,7 +190,8 @@ class NegotiationFailed:
     ``reason`` is the notify name (NO_PROPOSAL_CHOSEN, TS_UNACCEPTABLE, ...);
     ``detail`` says why in words (both proposal lists for NO_PROPOSAL_CHOSEN);
     ``child`` names the Child SA, or is None when the IKE SA itself failed;
-    ``claims``: refused because its selectors overlap another peer's (policy/claims.py).
+    ``claims``: refused because its selectors overlap another peer's (policy/claims.py);
+    ``rekey_ts``: a rekey refused because its selectors are not the rekeyed Child SA's (RFC 7296 §2.8).
     """
 
     name: str
@@ -198,6 +199,7 @@ class NegotiationFailed:
     detail: str
     child: str | None = None
     claims: bool = False
+    rekey_ts: bool = False
 
 
 @dataclass(frozen=True)

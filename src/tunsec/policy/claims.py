@@ -7,11 +7,13 @@ admit packets with that one's addresses as source toward the same local hosts.  
 both and leaves the choice to the kernel, whose policy priorities prefer the longer prefix: that
 hides part of the overlap only (not the addresses the other peer does not hold a longer prefix for).
 Here every Child SA is checked with :meth:`TsClaims.overlaps`, whichever side asked for it: a
-responder before it accepts the selectors (exchanges/child.py responder_select, _not_others: IKE_AUTH,
-a new Child SA or a rekey in CREATE_CHILD_SA) refuses one that overlaps what another peer holds, or
+responder before it accepts the selectors (exchanges/child.py responder_select, rekey_select, _not_others:
+IKE_AUTH, a new Child SA or a rekey in CREATE_CHILD_SA) refuses one that overlaps what another peer holds, or
 for a road warrior narrows it to the rest; an initiator checks the selectors the peer chose in its
 answer (answer_not_others: IKE_AUTH and CREATE_CHILD_SA, new or rekey), and refuses and deletes a
-Child SA that overlaps (an answer cannot be narrowed).  The IKE service's backstop checks each
+Child SA that overlaps (an answer cannot be narrowed).  A rekey keeps the selectors of the Child SA
+it replaces, whichever side asks (rekey_select, rekey_answer): its lineage's policies, which it takes
+over, act on those, and its claims must cover them.  The IKE service's backstop checks each
 Child SA again as it books it, for the negotiations of one batch that could not see each other.
 
 An overlap is one in both directions: the remote selectors intersect AND the local selectors

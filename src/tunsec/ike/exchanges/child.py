@@ -158,6 +158,7 @@ class Refusal:
     detail: str
     child: str | None
     claims: bool = False   # the selectors overlap what another peer holds (policy/claims.py): counted
+    rekey_ts: bool = False   # a rekey whose selectors are not the rekeyed Child SA's (rekey_select): counted
 
 
 def responder_select(
@@ -167,20 +168,18 @@ def responder_select(
     tsr: Sequence[Ts],
     strip_dh: bool,
     prefer_group: int | None = None,
-    only: ChildConfig | None = None,
 ) -> Selection | Refusal:
-    """Pick the child config whose selectors fit the proposed ones best, then a proposal.
+    """Pick the child config whose selectors fit the proposed ones best, then a proposal (a rekey:
+    rekey_select).
 
     Of the configs whose selectors narrow to something, the best match wins (strongSwan's
     select_child_cfg: an exact match beats a config that merely covers the request, so a request
     for a /24 lands in the /24's child, not in a /16's listed first); the first of equals wins.
-    ``only`` restricts the choice to one config (rekeying keeps the old one).
     """
-    theirs = [p for p in sa.proposals if p.protocol == ProtocolId.ESP and len(p.spi) == 4]
     remote_ips, local_ips = remote_dynamic(st), local_dynamic(st)
     ts_refusal: Refusal | None = None
     best: tuple[int, ChildConfig, tuple[Ts, ...], tuple[Ts, ...]] | None = None
-    configs = (only,) if only is not None else st.config.children
+    configs = st.config.children
     for cfg in configs:
         remote_ts, local_ts = resolve_each(cfg.remote_ts, remote_ips), resolve_each(cfg.local_ts, local_ips)
         new_tsi = outside_others_leases(st, narrow(tsi, remote_ts))
@@ -213,7 +212,46 @@ def responder_select(
     mine = _not_others(st, cfg, tsi, new_tsi, new_tsr)
     if isinstance(mine, Refusal):
         return mine
-    new_tsi = mine
+    return _with_proposal(cfg, sa, mine, new_tsr, prefer_group, strip_dh)
+
+
+def rekey_select(
+    st: IkeSaState,
+    sa: SaPayload,
+    tsi: Sequence[Ts],
+    tsr: Sequence[Ts],
+    old: ChildSa,
+    prefer_group: int | None = None,
+) -> Selection | Refusal:
+    """The responder's choice for the peer's rekey of ``old``: its config, and its selectors again.
+
+    RFC 7296 §2.8: the new Child SA has the same traffic selectors as the one it replaces.  The IKE
+    service books a rekey on its predecessor's reqid and policies (installs._child_registered) and
+    moves the claims (policy/claims.py) to it: a rekey to other selectors would have left the old
+    policies drawing traffic the peer no longer claimed, free for another peer to be given.  As
+    strongSwan's child_create (reuse_ts: a rekey narrows with the old Child SA's selectors, not the
+    config's), the proposal is narrowed to ``old``'s; anything but all of them, exactly, is refused
+    with TS_UNACCEPTABLE (the old Child SA stays until its lifetime ends)."""
+    new_tsi = outside_others_leases(st, narrow(tsi, old.remote_ts))
+    new_tsr = narrow(tsr, old.local_ts)
+    if set(new_tsi) == set(old.remote_ts) and set(new_tsr) == set(old.local_ts):
+        mine = _not_others(st, old.config, tsi, old.remote_ts, old.local_ts)
+        if isinstance(mine, Refusal):
+            return mine
+        new_tsi = mine
+    if set(new_tsi) != set(old.remote_ts) or set(new_tsr) != set(old.local_ts):
+        return Refusal(NotifyType.TS_UNACCEPTABLE,
+                       f"rekey of Child SA {old.name} proposed TSi {_ts_text(tsi)} TSr {_ts_text(tsr)}, which "
+                       f"narrow to TSi {_ts_text(new_tsi)} TSr {_ts_text(new_tsr)}, not its TSi "
+                       f"{_ts_text(old.remote_ts)} TSr {_ts_text(old.local_ts)} (a rekey keeps them)",
+                       old.name, rekey_ts=True)
+    return _with_proposal(old.config, sa, old.remote_ts, old.local_ts, prefer_group, strip_dh=False)
+
+
+def _with_proposal(cfg: ChildConfig, sa: SaPayload, tsi: tuple[Ts, ...], tsr: tuple[Ts, ...],
+                   prefer_group: int | None, strip_dh: bool) -> Selection | Refusal:
+    """The Selection of ``cfg`` with these selectors, if one of the peer's ESP proposals fits."""
+    theirs = [p for p in sa.proposals if p.protocol == ProtocolId.ESP and len(p.spi) == 4]
     chosen = select_proposal(cfg.esp_proposals, theirs, prefer_group, strip_dh)
     if chosen is None:
         return Refusal(
@@ -221,7 +259,7 @@ def responder_select(
             f"received {describe_all(theirs)}; configured {describe_all(cfg.esp_proposals)}",
             cfg.name,
         )
-    return Selection(cfg, chosen, new_tsi, new_tsr)
+    return Selection(cfg, chosen, tsi, tsr)
 
 
 def outside_others_leases(st: IkeSaState, selectors: Sequence[Ts]) -> tuple[Ts, ...]:
@@ -349,6 +387,19 @@ def check_response(
     return chosen
 
 
+def rekey_answer(child: ChildSa, tsi: Sequence[Ts], tsr: Sequence[Ts], old: ChildSa) -> Refusal | None:
+    """The initiator's side of rekey_select: the answer to our rekey of ``old`` must hold its selectors,
+    all of them (RFC 7296 §2.8), not merely some of what we proposed (check_response): a peer that
+    narrowed them would give up a claim (policy/claims.py) that the lineage's policies, kept for the
+    new Child SA (installs._child_registered), still act on."""
+    if set(tsi) == set(old.local_ts) and set(tsr) == set(old.remote_ts):
+        return None
+    return Refusal(NotifyType.TS_UNACCEPTABLE,
+                   f"peer answered our rekey of Child SA {old.name} with TSi {_ts_text(tsi)} TSr {_ts_text(tsr)}, "
+                   f"not its TSi {_ts_text(old.local_ts)} TSr {_ts_text(old.remote_ts)} (a rekey keeps them)",
+                   child.name, rekey_ts=True)
+
+
 def _unusable(local: Sequence[Ts], remote: Sequence[Ts]) -> str | None:
     """Why these selectors cannot be installed in the fast path, or None when they can.
 
@@ -419,6 +470,7 @@ def install(
 
 
 def fail(st: IkeSaState, child: ChildSa | None, refusal: Refusal) -> None:
-    st.emit(NegotiationFailed(st.name, refusal.notify.name, refusal.detail, refusal.child, claims=refusal.claims))
+    st.emit(NegotiationFailed(st.name, refusal.notify.name, refusal.detail, refusal.child, claims=refusal.claims,
+                              rekey_ts=refusal.rekey_ts))
     if child is not None:
         drop_child(st, child)

@@ -4,7 +4,8 @@ Request: [N(REKEY_SA)], SA, Ni, [KEi], TSi, TSr; response: SA, Nr, [KEr], TSi,
 TSr. With PFS (a key exchange in the ESP proposal) KEYMAT is
 prf+(SK_d, g^ir(new) | Ni | Nr). A rekeyed Child SA is deleted by its
 initiator once the new one is up. Requests to rekey the IKE SA itself
-go to ``rekey_ike``.
+go to ``rekey_ike``. A rekey keeps the old Child SA's traffic selectors (RFC 7296 §2.8):
+``child.rekey_select`` as responder, ``child.rekey_answer`` for the answer to ours.
 
 Collisions (RFC 7296 §2.8.1, §2.25): two rekeys of one Child SA are settled by the nonces
 (``_settle_rekey``, ``_collision``); the peer's rekey of a Child SA we are deleting, or of one of
@@ -114,6 +115,9 @@ class CreateChildTask(Task):
             self._refuse(st, "INVALID_SYNTAX", "response lacks SA, Nonce or TS")
             return Outcome.DONE
         result = childmod.check_response(child, sa, ts[0], ts[1], self._proposed, strip_dh=False)
+        if not isinstance(result, childmod.Refusal) and old is not None:
+            result = childmod.rekey_answer(child, ts[0], ts[1], old) or result
+            ts = self._proposed   # the same selectors (or refused): in the order the lineage has them
         if not isinstance(result, childmod.Refusal):
             result = childmod.answer_not_others(st, child, ts[0], ts[1]) or result
         if isinstance(result, childmod.Refusal):
@@ -247,15 +251,9 @@ def respond(st: IkeSaState, payloads: Sequence[Payload], pending: Task | None = 
     if refusal is not None:
         return refusal
     ke = find(payloads, KePayload)
-    result = childmod.responder_select(
-        st,
-        sa,
-        ts[0],
-        ts[1],
-        strip_dh=False,
-        prefer_group=ke.group if ke else None,
-        only=rekey.config if rekey else None,
-    )
+    group = ke.group if ke else None
+    result = childmod.rekey_select(st, sa, *ts, rekey, group) if rekey is not None \
+        else childmod.responder_select(st, sa, *ts, strip_dh=False, prefer_group=group)
     if isinstance(result, childmod.Refusal):
         childmod.fail(st, None, result)
         return Response([notify(result.notify)])

@@ -498,6 +498,8 @@ class IkeService(Service):
             case NegotiationFailed():
                 if ev.claims:
                     self.events.ts_claims_refused[(ev.name, ev.child or "")] += 1
+                if ev.rekey_ts:
+                    self.events.rekey_ts_refused[(ev.name, ev.child or "")] += 1
                 if (held := self._failure_log(sa, ev)) is not None:
                     child = f" child {ev.child}" if ev.child else ""
                     log.error("%s%s: %s: %s%s", ev.name, child, ev.reason, ev.detail, suffix(held))

@@ -73,6 +73,9 @@ def status(ike_sas: list[dict[str, Any]], leases: list[dict[str, Any]], endpoint
         # Child SAs refused because their selectors overlap another peer's, by child (the metrics'
         # tunsec_child_sa_ts_claims_refused; policy/claims.py)
         "ts_claims_refused": _by_child(events.ts_claims_refused),
+        # Child SA rekeys refused because their selectors are not the old Child SA's, by child (the
+        # metrics' tunsec_child_sa_rekey_ts_refused; exchanges/child.py rekey_select, rekey_answer)
+        "rekey_ts_refused": _by_child(events.rekey_ts_refused),
         # ready key pairs (tunsec { ke_pool }, tunsec.ike.dh_pool): handed out ready (hits), generated on
         # the spot because the group's pool was empty (misses) or the group is not pooled (unpooled),
         # dropped unused at their maximum age (expired), and how many are ready now by group
@@ -95,7 +98,8 @@ def _by_child(counts: Mapping[tuple[str, str], int]) -> list[dict[str, Any]]:
 def idle_status() -> dict[str, Any]:
     return {"ike_sas": [], "leases": [], "ike_half_open": 0, "ike_half_open_addresses": 0,
             "ike_half_open_max_per_address": 0, "ike_half_open_busiest": "", "ike_drops": {}, "ike_fragments": {},
-            "ike_held": {}, "acquires_ignored": {}, "child_sa_limit": {}, "ts_claims_refused": [], "ke_pool": {},
+            "ike_held": {}, "acquires_ignored": {}, "child_sa_limit": {}, "ts_claims_refused": [],
+            "rekey_ts_refused": [], "ke_pool": {},
             "radius": {}}
 
 
