@@ -131,6 +131,16 @@ def _child_registered(self: IkeService, sa: IkeSa, ev: ChildSaUp) -> ChildState 
         return None
     ike = self._ike_handle(sa)
     pred = self._by_uid.get((ike, ev.rekey_of)) if ev.rekey_of is not None else None
+    if pred is not None and _moved(self.children[pred], ev):
+        # the engine refuses such a rekey (exchanges/child.py rekey_select, rekey_answer); one that
+        # passed would leave the lineage's policies on selectors its claims, which follow the new
+        # Child SA, no longer cover (another peer could be given them, and the policies would still
+        # draw their traffic here): it starts a lineage of its own, the old one's ends with it
+        log.error("%s: CHILD_SA %s of peer %s rekeyed to other selectors (%s === %s): not on the old one's "
+                  "policies", sa.name, ev.child, peer, ", ".join(map(str, ev.local_ts)),
+                  ", ".join(map(str, ev.remote_ts)))
+        self.events.rekey_ts_refused[(sa.name, ev.child)] += 1
+        pred = None
     if pred is not None:
         lineage = self.children[pred].lineage
     elif (sibling := _sibling(self, sa, ike, ev)) is not None:
@@ -173,6 +183,11 @@ def _child_registered(self: IkeService, sa: IkeSa, ev: ChildSaUp) -> ChildState 
     self._by_uid[(ike, ev.unique_id)] = handle
     self._by_ike.setdefault(ike, set()).add(handle)
     return state
+
+
+def _moved(pred: ChildState, ev: ChildSaUp) -> bool:
+    """Whether a rekey's selectors differ from its predecessor's (those its lineage's policies act on)."""
+    return set(ev.local_ts) != set(pred.local_ts) or set(ev.remote_ts) != set(pred.remote_ts)
 
 
 def _sibling(self: IkeService, sa: IkeSa, ike: int, ev: ChildSaUp) -> ChildState | None:

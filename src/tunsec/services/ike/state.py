@@ -24,7 +24,8 @@ def ts_networks(t: Ts) -> list[IPNetwork]:
 class Lineage:
     """A Child SA and those that rekeyed it (and its duplicates of the same peer, in the same IKE SA
     or another of the same identity: same child and selectors, see installs._sibling): one reqid,
-    one set of policies.
+    one set of policies, for the selectors all of them have (a rekey with others starts a lineage of
+    its own: installs._moved).
 
     The policies bind to the lineage's newest outbound SA, so a rekey moves
     traffic over; they go when the last member does.  ``policy_ids`` are those
