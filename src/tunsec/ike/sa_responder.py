@@ -204,6 +204,8 @@ def dispatch(self: IkeSa, exchange: int, payloads: tuple[Payload, ...]) -> Respo
     responder = responder_for(exchange, self._state, self._st.is_initiator, payloads)
     if responder is None:
         return None
+    if self._rekey_refused(exchange, payloads):
+        return Response([notify(NotifyType.TEMPORARY_FAILURE)])
     return responder.respond(self._st, payloads, self._pending.task if self._pending else None)
 
 
