@@ -155,6 +155,7 @@ def serve(
         # an authenticated request we cannot serve here still gets an answer,
         # or the peer would retransmit it and its window would stall
         response = Response([notify(NotifyType.INVALID_SYNTAX)])
+    self._drops.delete_spis_ignored += response.spis_ignored
     if response.awaits is not None:
         self._waiting = _Waiting(msg.message_id, msg.exchange, addr, response.awaits, request)
         return
