@@ -147,6 +147,8 @@ class Gateway:
     wire: list[tuple[tuple[str, int], tuple[str, int], bytes]] = field(default_factory=list)
     nat: dict[int, tuple[str, int]] = field(default_factory=dict)   # site -> its NAT's outside mapping
     mobike: bool = True   # the sites announce MOBIKE (RFC 4555), as the gateway does
+    encap: bool = True    # the sites force UDP encapsulation (False: genuine NAT detection hashes)
+    drop: Callable[[int, bytes], bool] | None = None   # drop(site, datagram): lose what site sends
     ke_pool: int = 0      # the gateway's ready key pairs per group (tunsec { ke_pool })
 
     async def start(self) -> None:
@@ -159,7 +161,7 @@ class Gateway:
         for i in range(self.n):
             cfg = psk_ike(f"site{i}", f"site{i}.example", RemoteAuth("psk", Identity.parse("gw.example")),
                           site_ip(i), GW, site_net(i), "10.1.0.0/16")
-            cfg = dataclasses.replace(cfg, mobike=self.mobike)
+            cfg = dataclasses.replace(cfg, mobike=self.mobike, force_encap=self.encap)
             # every site's first inbound SPI is the same; later ones (rekeys) differ from its own earlier ones
             self.sites.append(IkeEndpoint([cfg], spi_allocator=functools.partial(next, itertools.count(SHARED_SPI))))
             self.site_events.append([])
@@ -178,6 +180,8 @@ class Gateway:
             moved = False
             for i, site in enumerate(self.sites):
                 for d in site.datagrams_to_send(_now()):
+                    if self.drop is not None and self.drop(i, d.data):
+                        continue
                     self.wire.append((self.nat.get(i, (site_ip(i), d.local_port)), d.addr, d.data))
                 while (ev := site.next_event()) is not None:
                     self.site_events[i].append(ev[1])

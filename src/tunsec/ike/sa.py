@@ -162,6 +162,7 @@ class IkeSa:
         "_st",
         "_state",
         "_successor",
+        "_undeleted",
         "_waiting",
         "_watcher",
     )
@@ -234,6 +235,8 @@ class IkeSa:
         # after a rekey: the IKE SA that took our Child SAs (it shares the children dict),
         # so exchanges still finishing here act on them and their follow-ups run there
         self._heir: IkeSa | None = None
+        # the REKEYED IKE SAs of this lineage (shared with them), from its first rekey on (sa_successor.py)
+        self._undeleted: sa_successor.Undeleted | None = None
         self._rekey_at: float | None = None  # IKE SA rekey timer
         self._expire_at: float | None = None  # hard lifetime: rekey time + over_time
         self._expired = False  # past it: ends with the exchange in flight (sa_timers.expire)
@@ -667,6 +670,8 @@ class IkeSa:
     _redundant_sa = sa_successor.redundant_sa
     _adopt_peer_rekey = sa_successor.adopt_peer_rekey
     _end_pending = sa_successor.end_pending
+    _linger = sa_successor.linger
+    _rekey_refused = sa_successor.rekey_refused
 
     # ------------------------------------------------------------------ requests we receive
 
@@ -737,6 +742,8 @@ class IkeSa:
         if self._state == State.CLOSED:
             return
         was_up = self._state in (State.ESTABLISHED, State.DELETING)  # a REKEYED SA goes quietly
+        if self._state == State.REKEYED and self._undeleted is not None:
+            self._undeleted.count -= 1   # deleted (or given up on): its lineage may rekey again
         if self._pending is not None:
             task, self._pending = self._pending.task, None
             self._end_pending(task)

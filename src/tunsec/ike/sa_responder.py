@@ -144,8 +144,8 @@ def serve(
     if self._waiting is not None:
         return  # a retransmission of the request whose answer waits for the backend
     self._last_heard = self._now
-    if not self._st.mobike:
-        self._float(addr, local)  # with MOBIKE only UPDATE_SA_ADDRESSES moves the SA (exchanges/mobike.py)
+    if _follows(self, msg):
+        self._float(addr, local)
     self._st.request_path = (addr, local)
     try:
         response = self._dispatch(msg.exchange, payloads)
@@ -155,10 +155,24 @@ def serve(
         # an authenticated request we cannot serve here still gets an answer,
         # or the peer would retransmit it and its window would stall
         response = Response([notify(NotifyType.INVALID_SYNTAX)])
+    self._drops.delete_spis_ignored += response.spis_ignored
     if response.awaits is not None:
         self._waiting = _Waiting(msg.message_id, msg.exchange, addr, response.awaits, request)
         return
     self._answer(msg.message_id, msg.exchange, response, addr, request)
+
+
+def _follows(self: IkeSa, msg: Message) -> bool:
+    """Whether the IKE SA (and its Child SAs' ESP) moves to where this authenticated request came from
+    (RFC 7296 §2.23), as strongSwan's update_hosts: the first IKE_AUTH request always (the initiator
+    floated to port 4500 after IKE_SA_INIT); later ones only from a peer behind a NAT, whose mapping
+    may change.  A peer seen without one never moves: one request of its own from a spoofed source
+    (or an on-path attacker's copy of one, sent first) would point its ESP at any host, and nothing
+    short of MOBIKE's return routability check can tell.  With MOBIKE only UPDATE_SA_ADDRESSES
+    moves the SA (exchanges/mobike.py)."""
+    if self._st.mobike:
+        return False
+    return self._st.nat_peer or (msg.exchange == ExchangeType.IKE_AUTH and msg.message_id == 1)
 
 
 def answer(
@@ -204,6 +218,8 @@ def dispatch(self: IkeSa, exchange: int, payloads: tuple[Payload, ...]) -> Respo
     responder = responder_for(exchange, self._state, self._st.is_initiator, payloads)
     if responder is None:
         return None
+    if self._rekey_refused(exchange, payloads):
+        return Response([notify(NotifyType.TEMPORARY_FAILURE)])
     return responder.respond(self._st, payloads, self._pending.task if self._pending else None)
 
 

@@ -13,11 +13,17 @@ they live here so that sa.py holds the transport and this file the hand-over.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from tunsec.loglimit import LogLimiter, suffix
+
+from .constants import ExchangeType
 from .events import IkeSaRekeyed
-from .exchanges import informational, mobike
+from .exchanges import informational, mobike, rekey_ike
 from .exchanges.base import Task
+from .message import Payload
 from .proposals import Suite
 from .state import IkeRekey, State
 
@@ -27,6 +33,37 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REKEYED_LINGER = 60.0  # how long a replaced IKE SA waits for the peer to delete it
+
+# IKE SAs of one lineage replaced by a rekey (or left redundant by a collision) that are not deleted
+# yet: each keeps its keys and SPI slots for REKEYED_LINGER.  A peer that rekeyed the new SA at once,
+# and again, never deleting the old ones, piled up thousands per minute (a curve25519 each); past
+# this many its next IKE rekey gets TEMPORARY_FAILURE (RFC 7296 §2.25: it asks again later, once
+# its DELETEs went through).  Two: a rekey and a collision's redundant SA, or two rekeys in a row
+# whose DELETEs are still under way.
+MAX_UNDELETED = 2
+# a peer may keep asking: not a line per refusal
+_REFUSED_LOG = LogLimiter(burst=5, period=60.0)
+
+
+@dataclass(slots=True)
+class Undeleted:
+    """How many REKEYED IKE SAs one lineage holds (shared by its IKE SAs)."""
+
+    count: int = 0
+
+
+def rekey_refused(self: IkeSa, exchange: int, payloads: Sequence[Payload]) -> bool:
+    """The peer asks to rekey this IKE SA while MAX_UNDELETED of its predecessors wait for their
+    DELETE: refuse it (counted as ``ike_rekeys_refused``, logged rate-limited)."""
+    line = self._undeleted
+    if line is None or line.count < MAX_UNDELETED or exchange != ExchangeType.CREATE_CHILD_SA \
+            or self._state != State.ESTABLISHED or not rekey_ike.is_rekey_request(payloads):
+        return False
+    self._drops.ike_rekeys_refused += 1
+    if (held := _REFUSED_LOG.admit()) is not None:
+        log.warning("%s: IKE SA rekey refused (TEMPORARY_FAILURE): %d IKE SAs it replaced are not deleted "
+                    "yet%s", self.name, line.count, suffix(held))
+    return True
 
 
 def rekeyed_sa(self: IkeSa, rekey: IkeRekey) -> IkeSa:
@@ -91,8 +128,7 @@ def spawn_successor(self: IkeSa) -> None:
     new._start_next()
     new._schedule()
     self._successor = self._heir = new
-    self._state = State.REKEYED
-    self._linger_until = self._now + REKEYED_LINGER
+    self._linger(new)
     old.emit(IkeSaRekeyed(self.name, old.spi_i, old.spi_r, st.spi_i, st.spi_r))
     if rekey.we_initiated:
         self._queue.append(informational.DeleteIkeTask())
@@ -102,14 +138,23 @@ def spawn_successor(self: IkeSa) -> None:
     log.debug("%s: IKE SA rekeyed", self.name)
 
 
+def linger(self: IkeSa, successor: IkeSa) -> None:
+    """Go REKEYED until the peer deletes this SA, counted in the lineage ``successor`` carries on."""
+    line = self._undeleted or Undeleted()
+    self._undeleted = successor._undeleted = line
+    line.count += 1
+    self._state = State.REKEYED
+    self._linger_until = self._now + REKEYED_LINGER
+
+
 def redundant_sa(self: IkeSa, rekey: IkeRekey) -> IkeSa:
     """The loser of a rekey collision (RFC 7296 §2.8.2): no Child SAs, deleted by the
     side that initiated its exchange; the other side keeps it only to answer that
     DELETE.  It goes quietly, like a rekeyed IKE SA (the endpoint finds it as the
     successor's successor, so that its SPI is routed)."""
     sa = self._rekeyed_sa(rekey)
-    sa._state = State.REKEYED
-    sa._linger_until = self._now + REKEYED_LINGER
+    sa._undeleted = self._undeleted
+    sa._linger(sa)
     if rekey.we_initiated:
         sa._queue.append(informational.DeleteIkeTask())
         sa._start_next()

@@ -28,3 +28,6 @@ class EndpointStats:
     # answered (RFC 7296 §2.1), or a first fragment of it that fails verification: not answered
     retransmit_not_identical: int = 0
     retransmit_limit: int = 0  # a genuine retransmission past MAX_RESENDS of one response: not answered
+    # authenticated requests refused or cut short (sa_successor.MAX_UNDELETED, informational.py)
+    ike_rekeys_refused: int = 0  # an IKE SA rekey while MAX_UNDELETED predecessors wait for their DELETE
+    delete_spis_ignored: int = 0  # SPIs of a Delete payload past what the IKE SA could hold, not looked at

@@ -149,6 +149,7 @@ class Response:
     followups: list[Task] = field(default_factory=list)  # requests to start afterwards
     # no answer yet: it waits for the AAA backend (see Awaiting); the other fields are unused
     awaits: Awaiting | None = None
+    spis_ignored: int = 0  # SPIs of the peer's Delete payloads not looked at (the transport counts them)
 
 
 class Awaiting(ABC):

@@ -7,7 +7,9 @@ N(NAT_DETECTION_SOURCE_IP), N(NAT_DETECTION_DESTINATION_IP),
 UDP encapsulation is forced (RFC 7296 §2.23, strongSwan's ``encap=yes``): the
 source hash we send is random, so the peer always believes we are behind a NAT
 and the initiator floats after this exchange (the responder follows it). The
-peer's hashes are therefore not needed to decide anything and are not checked.
+peer's source hashes are checked all the same (``st.nat_peer``): only a peer
+behind a NAT (or one that forces encapsulation too) is followed to a new address
+later (sa_responder.serve).
 Where the initiator floats to is strongSwan's ``float_ports`` (ike_sa.c): the
 peer's port becomes 4500 if it was 500 or ours was 500, else it stays (a custom
 ``remote_port``); ours becomes 4500 (the worker's ESP socket: ESP in UDP goes
@@ -30,6 +32,7 @@ notes here whether the client could follow a REDIRECT in IKE_AUTH.
 from __future__ import annotations
 
 import functools
+import hmac
 import struct
 from collections.abc import Sequence
 
@@ -51,7 +54,19 @@ from ..message import CertReqPayload, KePayload, NoncePayload, NotifyPayload, Pa
 from ..proposals import Suite, accepts, describe_all, select_proposal
 from ..redirect import MAX_REDIRECTS, RedirectError, decode_redirect, encode_gateway
 from ..state import NO_HASHES, IkeSaState, nat_hash
-from .base import KeGroups, KeRetry, Outcome, Response, Task, any_notify, error_notify, find, find_notify, notify
+from .base import (
+    KeGroups,
+    KeRetry,
+    Outcome,
+    Response,
+    Task,
+    any_notify,
+    error_notify,
+    find,
+    find_all,
+    find_notify,
+    notify,
+)
 
 NONCE_LEN = 32
 # COOKIE and INVALID_KE_PAYLOAD answers followed per IKE_SA_INIT, together (strongSwan's ike_init
@@ -72,10 +87,25 @@ _REDIRECT_ANNOUNCED = frozenset({NotifyType.REDIRECT_SUPPORTED, NotifyType.REDIR
 
 def _nat_notifies(st: IkeSaState, spi_r: bytes) -> list[Payload]:
     # a random source hash never matches: the peer sees a NAT and we both float to 4500
+    own = st.local_addr[0] if st.local_addr else st.config.local_addr
+    genuine = None if st.config.force_encap or own is None else nat_hash(st.spi_i, spi_r, (own, st.local_port))
     return [
-        NotifyPayload(NotifyType.NAT_DETECTION_SOURCE_IP, st.rng(20)),
+        NotifyPayload(NotifyType.NAT_DETECTION_SOURCE_IP, genuine or st.rng(20)),
         NotifyPayload(NotifyType.NAT_DETECTION_DESTINATION_IP, nat_hash(st.spi_i, spi_r, st.remote_addr)),
     ]
+
+
+def _peer_behind_nat(st: IkeSaState, payloads: Sequence[Payload], spi_r: bytes) -> bool:
+    """RFC 7296 §2.23: the peer's address is translated (or it forces UDP encapsulation, whose
+    random hash says so): none of its NAT_DETECTION_SOURCE_IP hashes is that of the address its
+    IKE_SA_INIT came from.  Only then does the IKE SA follow the peer to the source of its later
+    requests (sa_responder.serve, as strongSwan's update_hosts with COND_NAT_THERE).  A peer that
+    sends none does not do NAT traversal: no NAT."""
+    sources = [n.data for n in find_all(payloads, NotifyPayload) if n.type == NotifyType.NAT_DETECTION_SOURCE_IP]
+    if not sources:
+        return False
+    seen = nat_hash(st.spi_i, spi_r, st.remote_addr)
+    return not any(hmac.compare_digest(h, seen) for h in sources)
 
 
 def _certreq(st: IkeSaState) -> list[Payload]:
@@ -226,6 +256,7 @@ class IkeSaInitTask(Task):
         st.peer_certreq = find(payloads, CertReqPayload) is not None
         st.peer_fragmentation = find_notify(payloads, NotifyType.IKEV2_FRAGMENTATION_SUPPORTED) is not None
         st.install_keys(shared)
+        st.nat_peer = _peer_behind_nat(st, payloads, st.spi_r)   # before we float: where we sent to
         _float_ports(st)
         st.proven_addr = st.remote_addr[0]  # where we sent our request and the peer answered it
         return Outcome.DONE
@@ -296,6 +327,7 @@ def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response:
     st.peer_fragmentation = find_notify(payloads, NotifyType.IKEV2_FRAGMENTATION_SUPPORTED) is not None
     # RFC 5685 §6: only a client that announced support may be redirected in IKE_AUTH
     st.peer_redirect_support = any_notify(payloads, _REDIRECT_ANNOUNCED)
+    st.nat_peer = _peer_behind_nat(st, payloads, bytes(8))   # its request had no SPIr yet
     st.install_keys(shared)
     # where the request came from and our answer goes: the peer cannot go on without it
     st.proven_addr = st.remote_addr[0]

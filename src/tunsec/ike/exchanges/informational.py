@@ -21,6 +21,10 @@ from ..state import ChildSa, IkeSaState
 from .base import GiveUp, Outcome, Response, Task, find_all, find_notify, notify
 from .child import spi_bytes
 
+# SPIs of the peer's Delete payloads looked at beyond the IKE SA's Child SAs: one per Child SA, and a
+# few of SAs gone meanwhile (both sides deleting one at once; a retried request)
+SPARE_SPIS = 16
+
 
 class DeleteIkeTask(Task):
     exchange = ExchangeType.INFORMATIONAL
@@ -112,27 +116,35 @@ def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response:
     if find_notify(payloads, NotifyType.AUTHENTICATION_FAILED) is not None:
         st.emit(AuthFailed(st.name, "peer rejected our AUTH (AUTHENTICATION_FAILED)", by_peer=True))
         return Response([], close=True, reason=DownReason.AUTH_FAILED)
+    ours, ignored = _delete_children(st, deletes)
     response: list[Payload] = []
-    ours: list[bytes] = []
-    for delete in deletes:
-        if delete.protocol != ProtocolId.ESP or delete.spi_size != 4:
-            continue
-        for spi in delete.spis:
-            child = _by_spi_out(st, int.from_bytes(spi, "big"))
-            if child is not None:
-                ours.append(spi_bytes(child.spi_in))
-                # the peer ends a Child SA it rekeyed with us: its successor carries on
-                child_down(st, child, DownReason.REKEYED if child.rekeyed_by_peer else DownReason.DELETED_BY_PEER)
     if ours:
         response.append(DeletePayload(ProtocolId.ESP, 4, tuple(ours)))
     # INVALID_SPI: maybe the peer lost our SA (or someone forged this in a valid
     # IKE SA); find out whether the peer is alive, delete nothing because of it
     followups: list[Task] = [LivenessTask()] if find_notify(payloads, NotifyType.INVALID_SPI) else []
-    return Response(response, followups=followups)
+    return Response(response, followups=followups, spis_ignored=ignored)
 
 
-def _by_spi_out(st: IkeSaState, spi: int) -> ChildSa | None:
-    for child in st.children.values():
-        if child.installed and child.spi_out == spi:
-            return child
-    return None
+def _delete_children(st: IkeSaState, deletes: Sequence[DeletePayload]) -> tuple[list[bytes], int]:
+    """Take down the Child SAs whose outbound SPIs the peer's ESP Delete payloads list; our inbound
+    SPIs of them, and how many listed SPIs were not looked at.  A request may list 16,000 SPIs (and
+    several payloads): each is one lookup in a map made once, a repeated one is skipped, and past as
+    many as the IKE SA has Child SAs (and SPARE_SPIS) the rest are ignored, counted."""
+    by_out = {c.spi_out: c for c in st.children.values() if c.installed}
+    budget = len(by_out) + SPARE_SPIS
+    ours: list[bytes] = []
+    ignored = 0
+    for delete in deletes:
+        if delete.protocol != ProtocolId.ESP or delete.spi_size != 4:
+            continue
+        spis = delete.spis[:budget]
+        ignored += len(delete.spis) - len(spis)
+        budget -= len(spis)
+        for spi in spis:
+            child = by_out.pop(int.from_bytes(spi, "big"), None)
+            if child is not None:
+                ours.append(spi_bytes(child.spi_in))
+                # the peer ends a Child SA it rekeyed with us: its successor carries on
+                child_down(st, child, DownReason.REKEYED if child.rekeyed_by_peer else DownReason.DELETED_BY_PEER)
+    return ours, ignored

@@ -182,9 +182,11 @@ def _nat_detection(st: IkeSaState, payloads: Sequence[Payload], source: Address,
         own_hash = st.rng(20)  # our address unknown: say "NAT" (we encapsulate in UDP anyway)
     nat_peer = bool(sources) and not any(hmac.compare_digest(h, peer_hash) for h in sources)
     nat_here = bool(dests) and not any(hmac.compare_digest(h, own_hash) for h in dests)
-    if (nat_peer, nat_here) != (st.nat_peer, st.nat_here):
-        log.info("%s: MOBIKE: NAT detection: peer %sbehind a NAT, we %sbehind one (ESP stays in UDP)",
-                 st.name, "" if nat_peer else "not ", "" if nat_here else "not ")
+    # a change is news; the same again (a MOBIKE peer's every liveness check) only for debugging
+    changed = (nat_peer, nat_here) != (st.nat_peer, st.nat_here)
+    log.log(logging.INFO if changed else logging.DEBUG,
+            "%s: MOBIKE: NAT detection: peer %sbehind a NAT, we %sbehind one (ESP stays in UDP)%s",
+            st.name, "" if nat_peer else "not ", "" if nat_here else "not ", "" if changed else " (as before)")
     st.nat_peer, st.nat_here = nat_peer, nat_here
     return [
         notify(NotifyType.NAT_DETECTION_SOURCE_IP, own_hash),

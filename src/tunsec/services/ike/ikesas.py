@@ -52,10 +52,12 @@ def _enforce_unique(self: IkeService, fresh: IkeSa, ev: IkeSaUp) -> None:
 def _ike_rekeyed(self: IkeService, sa: IkeSa, ev: IkeSaRekeyed) -> None:
     """The successor carries on the old IKE SA's children, so it takes over its handle."""
     new = sa.heir
-    for gone in [s for s in self._ike_handles if s.is_closed]:
-        del self._ike_handles[gone]
-    # the old SA keeps its handle too: a DELETE for a shared child may still arrive on it
+    # the old SA keeps its handle too: a DELETE for a shared child may still arrive on it.  Those of
+    # the same lineage that closed since give theirs up: a look at its few rekeyed SAs (the engine
+    # lets at most sa_successor.MAX_UNDELETED linger), never at every IKE SA's handle per rekey
     handle = self._ike_handle(sa)
+    kept = [old for old in self._replaced.pop(handle, ()) if not _forgotten(self, old)]
+    self._replaced[handle] = [*kept, sa]
     if new is not None:
         self._ike_handles[new] = handle
     info = self.ike_up.pop(sa.local_spi, None)
@@ -63,6 +65,21 @@ def _ike_rekeyed(self: IkeService, sa: IkeSa, ev: IkeSaRekeyed) -> None:
         info.update(spi_i=ev.new_spi_i.hex(), spi_r=ev.new_spi_r.hex(), established=time.time())
         self.ike_up[new.local_spi] = info
     log.info("%s: IKE SA rekeyed, SPIs %s_i %s_r", ev.name, ev.new_spi_i.hex(), ev.new_spi_r.hex())
+
+
+def _forgotten(self: IkeService, old: IkeSa) -> bool:
+    """A rekeyed IKE SA that closed (it goes quietly, without IkeSaDown) gives up its handle."""
+    if old.is_closed:
+        self._ike_handles.pop(old, None)
+    return old.is_closed
+
+
+def _ike_lineage_gone(self: IkeService, handle: int) -> None:
+    """The last IKE SA of a lineage closed: its handle goes, with its rekeyed SAs still lingering
+    (their Child SAs, shared, went with it)."""
+    self._ike_peers.pop(handle, None)
+    for old in self._replaced.pop(handle, ()):
+        self._ike_handles.pop(old, None)
 
 
 def _after_loss(self: IkeService, conn_name: str, which: str) -> None:

@@ -138,6 +138,7 @@ class IkeService(Service):
         self._by_uid: dict[tuple[int, int], int] = {}            # (IKE SA handle, unique id) -> child handle
         self._by_ike: dict[int, set[int]] = {}   # IKE SA handle -> its child handles (_follow_peers)
         self._ike_handles: dict[IkeSa, int] = {}
+        self._replaced: dict[int, list[IkeSa]] = {}   # IKE SA handle -> its rekeyed SAs holding it (ikesas.py)
         self._handles = itertools.count(1)
         self._changes = Changes()   # SA/SPD changes reach the worker in the order the engine reported them
         self._install_give_up = GiveUp(installs.request_timeout)   # new Child SAs' installs (_start_install)
@@ -475,7 +476,7 @@ class IkeService(Service):
                 self._acct_stop(sa, ev.reason)
                 self.vips.down(self._ike_handles.get(sa))
                 if (handle := self._ike_handles.pop(sa, None)) is not None and sa.heir is None:
-                    self._ike_peers.pop(handle, None)   # not rekeyed: no successor uses the handle
+                    self._ike_lineage_gone(handle)   # not rekeyed: no successor uses the handle
                 up = self.ike_up.pop(sa.local_spi, None)
                 if up is not None and ev.reason is DownReason.DELETED_BY_PEER:
                     self._after_loss(ev.name, "close_action")
@@ -689,6 +690,7 @@ class IkeService(Service):
     _unique_keep = ikesas._unique_keep
     _enforce_unique = ikesas._enforce_unique
     _ike_rekeyed = ikesas._ike_rekeyed
+    _ike_lineage_gone = ikesas._ike_lineage_gone
     _after_loss = ikesas._after_loss
     _after_expiry = ikesas._after_expiry
     _retry = ikesas._retry

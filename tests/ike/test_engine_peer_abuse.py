@@ -1,0 +1,179 @@
+"""An authenticated peer that abuses its IKE SA, two engines on a fake clock: IKE SA rekeys that
+never delete the old SA (bounded by sa_successor.MAX_UNDELETED), a Delete payload of thousands of
+SPIs (bounded work, informational.SPARE_SPIS), and requests from a spoofed source (followed only
+for a peer behind a NAT, RFC 7296 §2.23)."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import Sequence
+
+from test_engine_more import A, B, cfg, only
+
+from tunsec.ike.constants import ExchangeType, ProtocolId
+from tunsec.ike.endpoint import IkeEndpoint
+from tunsec.ike.events import ChildSaDown, IkeSaRekeyed
+from tunsec.ike.exchanges.base import Outcome, Task
+from tunsec.ike.exchanges.informational import SPARE_SPIS
+from tunsec.ike.message import DeletePayload, Payload, decode_header
+from tunsec.ike.sa import IkeSa, State
+from tunsec.ike.sa_successor import MAX_UNDELETED
+from tunsec.ike.state import IkeSaState
+from tunsec.ike.testing import EPOCH, Network, Sent
+
+PROPS = "aes256gcm16-prfsha256-curve25519"
+SPOOFED = ("203.0.113.9", 4500)
+
+
+def _pair(**a_kw: object) -> tuple[Network, IkeEndpoint, IkeEndpoint]:
+    net = Network()
+    a = net.add(A, IkeEndpoint([cfg(True, PROPS, **a_kw)], random.Random(1).randbytes, wall_clock=lambda: EPOCH))
+    b = net.add(B, IkeEndpoint([cfg(False, PROPS)], random.Random(2).randbytes, wall_clock=lambda: EPOCH))
+    a.initiate("conn", "net", net.now)
+    net.run()
+    return net, a, b
+
+
+def _established(endpoint: IkeEndpoint) -> IkeSa:
+    (sa,) = [s for s in endpoint.sas if s.state is State.ESTABLISHED]
+    return sa
+
+
+def _states(endpoint: IkeEndpoint) -> dict[str, int]:
+    states: dict[str, int] = {}
+    for sa in endpoint.sas:
+        states[sa.state.value] = states.get(sa.state.value, 0) + 1
+    return states
+
+
+def _deletes_from_a(sent: Sent) -> bool:
+    hdr = decode_header(sent.data)
+    return sent.src[0] == A and hdr.exchange == ExchangeType.INFORMATIONAL and not hdr.is_response
+
+
+# ------------------------------------------------------------------ IKE SA rekeys that never delete
+
+
+def test_a_rekey_flood_leaves_at_most_max_undeleted_sas_until_the_deletes_come() -> None:
+    """A rekeys its IKE SA, then the new one, and so on, and never lets a DELETE through: B keeps
+    MAX_UNDELETED replaced SAs and refuses the next rekey with TEMPORARY_FAILURE (counted); once
+    A's DELETEs arrive, its rekey (retried) goes through again."""
+    net, a, b = _pair()
+    net.drop = _deletes_from_a
+    for _ in range(10):
+        _established(a).rekey()
+        while net.step():   # no timers: A's retries and B's lingering stay where they are
+            pass
+    assert _states(b) == {"established": 1, "rekeyed": MAX_UNDELETED}
+    assert len(only([e for _, e in net.events[B]], IkeSaRekeyed)) == MAX_UNDELETED
+    refused = [s for s in net.log if s.src[0] == B and decode_header(s.data).exchange == ExchangeType.CREATE_CHILD_SA]
+    assert b.stats.ike_rekeys_refused >= 1 and len(refused) == MAX_UNDELETED + b.stats.ike_rekeys_refused
+    survivor = _established(b)
+    assert len(survivor.children) == 1   # the Child SA went along, untouched
+    # the DELETEs get through (A retransmits them): B's replaced SAs go, and A's next rekey is served
+    net.drop = None
+    net.run(until=net.now + 40)   # before B would let them go by itself (REKEYED_LINGER)
+    assert _states(b) == {"established": 1}
+    assert _established(b) is not survivor
+    assert len(only([e for _, e in net.events[B]], IkeSaRekeyed)) == MAX_UNDELETED + 1
+
+
+def test_rekeys_that_delete_the_old_sa_are_never_refused() -> None:
+    net, a, b = _pair()
+    for _ in range(5):
+        _established(a).rekey()
+        net.run(until=net.now + 1)
+    assert b.stats.ike_rekeys_refused == 0
+    assert _states(b) == {"established": 1}
+    assert len(only([e for _, e in net.events[B]], IkeSaRekeyed)) == 5
+
+
+# ------------------------------------------------------------------ a Delete payload of many SPIs
+
+
+class _Delete(Task):
+    """An INFORMATIONAL with the Delete payloads a test chooses (a legitimate peer lists its SAs once)."""
+
+    exchange = ExchangeType.INFORMATIONAL
+
+    def __init__(self, deletes: Sequence[DeletePayload]) -> None:
+        self._deletes = list(deletes)
+        self.answer: list[Payload] = []
+
+    def build(self, st: IkeSaState) -> list[Payload]:
+        return list(self._deletes)
+
+    def process(self, st: IkeSaState, payloads: Sequence[Payload]) -> Outcome:
+        self.answer = list(payloads)
+        return Outcome.DONE
+
+
+def test_a_delete_of_many_junk_spis_deletes_exactly_the_real_ones_with_bounded_work() -> None:
+    """B's Child SAs send to A's inbound SPIs: A lists two of its three (one twice) among junk, in
+    two payloads.  B deletes exactly those two and answers with their SPIs; of the rest it looks at
+    no more than it has Child SAs plus SPARE_SPIS, and counts the others as ignored."""
+    net, a, b = _pair()
+    sa = _established(a)
+    for child in ("web", "net"):
+        sa.initiate(child)
+    net.run()
+    real = [c.spi_in for c in sa.children]
+    assert len(real) == 3
+    spi = lambda n: n.to_bytes(4, "big")  # noqa: E731
+    # 8 KB of SPIs in one datagram (under the 10,000 bytes strongSwan's charon.max_packet allows)
+    junk = [spi(0x7000_0000 + i) for i in range(2000)]
+    first = DeletePayload(ProtocolId.ESP, 4, (*junk[:5], spi(real[0]), spi(real[0]), *junk[5:8], spi(real[1]),
+                                              *junk[8:1500]))
+    second = DeletePayload(ProtocolId.ESP, 4, tuple(junk[1500:]))
+    task = _Delete([first, second])
+    sa._st.peer_fragmentation = False
+    sa._queue.append(task)   # the peer's request, as A's engine sends any
+    sa._start_next()
+    a._touch(sa)
+    net.run(until=net.now + 1)
+    gone = only([e for _, e in net.events[B]], ChildSaDown)
+    assert sorted(e.spi_out for e in gone) == sorted(real[:2])
+    assert [c.spi_out for c in _established(b).children] == [real[2]]
+    (answer,) = [p for p in task.answer if isinstance(p, DeletePayload)]
+    assert sorted(answer.spis) == sorted(spi(e.spi_in) for e in gone)
+    looked_at = len(first.spis) + len(second.spis) - b.stats.delete_spis_ignored
+    assert looked_at == 3 + SPARE_SPIS
+
+
+# ------------------------------------------------------------------ spoofed sources (RFC 7296 §2.23)
+
+
+def _spoofed_liveness(net: Network, a: IkeEndpoint) -> None:
+    """A's next request reaches B from SPOOFED (A's own doing, or an on-path attacker's copy sent first)."""
+    _established(a).send_liveness()
+    for sent in net.collect():
+        net.deliver(dataclasses.replace(sent, src=SPOOFED) if sent.src[0] == A else sent)
+    net.run(until=net.now + 1)
+
+
+def test_a_peer_seen_without_nat_is_not_moved_by_a_spoofed_source() -> None:
+    """A sends the genuine NAT detection hash (a strongSwan peer with encap = no): B saw no NAT in
+    front of it, follows it to port 4500 after IKE_SA_INIT (the first IKE_AUTH request), and never
+    to the source of a later request."""
+    net, a, b = _pair(mobike=False, force_encap=False)
+    sa = _established(b)
+    assert sa.remote_addr == (A, 4500) and sa.esp_remote == (A, 4500)
+    _spoofed_liveness(net, a)
+    assert sa.remote_addr == (A, 4500) and sa.esp_remote == (A, 4500)
+    assert [c.remote_ts for c in sa.children]   # still up, where it was
+
+
+def test_a_peer_behind_a_nat_is_followed_to_its_new_mapping() -> None:
+    """A forces encapsulation (its random hash says: NAT), as tunsec and strongSwan's encap = yes do:
+    B follows the source of its authenticated requests (NAT rebinding)."""
+    net, a, b = _pair(mobike=False)
+    sa = _established(b)
+    _spoofed_liveness(net, a)
+    assert sa.remote_addr == SPOOFED and sa.esp_remote == SPOOFED
+
+
+def test_the_nat_detection_hashes_are_checked_in_ike_sa_init() -> None:
+    _, a, b = _pair(force_encap=False)
+    assert not _established(b)._st.nat_peer   # A's hash is genuine
+    assert _established(a)._st.nat_peer       # B forces encapsulation: its hash is random

@@ -1,0 +1,119 @@
+"""An authenticated peer abusing its IKE SA, at the gateway (IkeService, in-process worker).
+
+Rekeys that never delete the old IKE SA: bounded by sa_successor.MAX_UNDELETED, handles with them.
+
+RFC 7296 §2.23: without MOBIKE, an IKE SA and its Child SAs' ESP follow the source of
+the peer's authenticated requests only if a NAT was seen in front of the peer (as strongSwan's
+update_hosts with COND_NAT_THERE).  The sites here send genuine NAT detection hashes (a strongSwan
+peer with encap = no); tunsec's own random one says "NAT" (test_ikeservice_peers.py's rebinding tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+
+from test_ikeservice_peers import Gateway, assert_reaches_only_its_site, run, site_ip
+
+from tunsec.dataplane import pipe
+from tunsec.dataplane.fastpath import Drop
+from tunsec.dataplane.pipe import Endpoint
+from tunsec.ike.constants import ExchangeType
+from tunsec.ike.message import decode_header
+from tunsec.ike.sa_successor import MAX_UNDELETED
+
+SPOOFED = Endpoint(ipaddress.ip_address("203.0.113.9"), 4500)   # a third party
+
+
+async def _spoofed_request(gw: Gateway, i: int) -> None:
+    """Site i's next authenticated request (a DPD) reaches the gateway from SPOOFED: the site's own
+    doing, or an on-path attacker's copy sent ahead of the site's."""
+    gw.site_sa(i).send_liveness()
+    for d in gw.sites[i].datagrams_to_send(0):
+        gw.service.receive_natt(pipe.Ike(data=d.data, remote=SPOOFED))
+    for _ in range(20):
+        await asyncio.sleep(0)
+        if gw.service._tasks:
+            await asyncio.wait([*gw.service._tasks])
+    gw.wire.clear()
+
+
+def test_a_spoofed_source_does_not_move_a_peer_seen_without_nat() -> None:
+    async def body() -> None:
+        gw = Gateway(2, mobike=False, encap=False)
+        await gw.start()
+        for i in range(2):
+            gw.connect(i)
+        await gw.settle()
+        (child,) = gw.children_of(0)
+        home = Endpoint(ipaddress.ip_address(site_ip(0)), 4500)
+        assert child.remote == home
+        await _spoofed_request(gw, 0)
+        assert gw.service.children[child.handle].remote == home
+        assert not [m for m in gw.worker.log if isinstance(m, pipe.Migrate)]
+        _, dst, drop = gw.send_to_site(0)
+        assert drop is Drop.NONE and dst == home
+        # the site itself still gets through, from where it is
+        gw.site_sa(0).send_liveness()
+        await gw.settle()
+        assert gw.send_to_site(0)[1] == home
+
+    run(body())
+
+
+def test_a_peer_behind_a_nat_still_follows_its_new_mapping() -> None:
+    """The same site behind a NAT from the start (its hash is of its inside address): the gateway saw
+    the NAT and follows the site's requests to a new mapping (rebinding), Child SA included."""
+    async def body() -> None:
+        gw = Gateway(2, mobike=False, encap=False)
+        await gw.start()
+        gw.nat[0] = ("198.51.100.200", 30000)
+        for i in range(2):
+            gw.connect(i)
+        await gw.settle()
+        (child,) = [c for c in gw.service.children.values() if str(c.remote.addr) == "198.51.100.200"]
+        gw.nat[0] = ("198.51.100.201", 40000)
+        gw.site_sa(0).send_liveness()
+        await gw.settle()
+        moved = Endpoint(ipaddress.ip_address("198.51.100.201"), 40000)
+        assert gw.service.children[child.handle].remote == moved
+        _, dst, drop = gw.send_to_site(0)
+        assert drop is Drop.NONE and dst == moved
+        # the other site, seen without NAT, stayed
+        assert gw.send_to_site(1)[1] == Endpoint(ipaddress.ip_address(site_ip(1)), 4500)
+
+    run(body())
+
+
+def _informational_request(site: int, data: bytes) -> bool:
+    hdr = decode_header(data)
+    return site == 0 and hdr.exchange == ExchangeType.INFORMATIONAL and not hdr.is_response
+
+
+def test_a_peer_that_rekeys_without_deleting_holds_few_ike_sas_and_handles() -> None:
+    """Site 0 rekeys its IKE SA again and again and never lets a DELETE through: the gateway keeps
+    MAX_UNDELETED replaced IKE SAs of it (their handles with them) and refuses further rekeys; when
+    the site's last IKE SA goes, every handle of its lineage goes too."""
+    async def body() -> None:
+        gw = Gateway(2, mobike=False)
+        await gw.start()
+        for i in range(2):
+            gw.connect(i)
+        await gw.settle()
+        gw.drop = _informational_request
+        for _ in range(6):
+            gw.site_sa(0).rekey()
+            await gw.settle()
+        states = [sa.state for sa in gw.service.endpoint.sas if sa.remote_addr[0] == site_ip(0)]
+        assert sorted(s.value for s in states) == ["established", *["rekeyed"] * MAX_UNDELETED]
+        assert gw.service.endpoint.stats.ike_rekeys_refused >= 1
+        site0 = [sa for sa in gw.service._ike_handles if sa.remote_addr[0] == site_ip(0)]
+        assert len(site0) == MAX_UNDELETED + 1 and len(set(gw.service._ike_handles.values())) == 2
+        assert_reaches_only_its_site(gw, 0)
+        gw.drop = None
+        gw.site_sa(0).delete()
+        await gw.settle()
+        assert not [sa for sa in gw.service._ike_handles if sa.remote_addr[0] == site_ip(0)]
+        assert len(gw.service._replaced) == 0   # site 1 never rekeyed
+        assert_reaches_only_its_site(gw, 1)
+
+    run(body())
