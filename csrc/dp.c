@@ -492,6 +492,10 @@ static int check_inner(ts_sa *sa, const uint8_t *pt, size_t pt_len, size_t *inne
 /* an IKE message up to the control process (it parses and answers it) */
 static void ike_event(ts_dp *dp, const uint8_t *ike, size_t len, const ts_addr *src, const ts_addr *local,
                       int *drop) {
+    if (len > TS_IKE_MAX_MESSAGE) {   /* the control side would drop it unparsed: spare the queue */
+        *drop = TS_DROP_IKE_TOO_BIG;
+        return;
+    }
     ts_event ev = {.type = TS_EV_IKE};
     if (src)
         ev.addr = *src;

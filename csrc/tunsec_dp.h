@@ -19,6 +19,9 @@
 #define TS_MAX_SELECTORS 8
 #define TS_KEYMAT_MAX 36      /* AES-256 key + 4-byte salt */
 #define TS_MAX_PACKET 65536
+/* the longest IKE message passed up to the control process; longer ones are dropped here
+ * (TS_DROP_IKE_TOO_BIG): tunsec.ike.constants.MAX_IKE_MESSAGE, strongSwan's charon.max_packet */
+#define TS_IKE_MAX_MESSAGE 10000
 #define TS_BATCH 64
 #define TS_MAX_QUEUES 16
 
@@ -70,6 +73,7 @@ enum ts_drop {
                                          their shared budget (a burst of 10, refilled at 10 a second;
                                          hints for real peers may be lost); both counted per event
                                          withheld, on top of TS_DROP_NO_SA */
+    TS_DROP_IKE_TOO_BIG,    /* an IKE message longer than TS_IKE_MAX_MESSAGE: not passed up */
     TS_DROP__COUNT
 };
 

@@ -138,6 +138,8 @@ def test_held_datagrams_are_bounded_per_ike_sa_and_in_all(monkeypatch: pytest.Mo
     cannot fill the room the others' need; all together at most HELD_MAX.  The rest are dropped
     (counted; the peers retransmit) and the IKE SAs carry on."""
     monkeypatch.setattr(spis, "HELD_MAX", HELD_PER_SA + 4)
+    # (below MAX_IKE_MESSAGE: a longer datagram is dropped before it could wait, test below)
+    monkeypatch.setattr(spis, "HELD_BYTES_PER_SA", 9000)
     async def body() -> None:
         gw = await connected(3)
         getspi = _hold_getspis(gw)
@@ -391,3 +393,22 @@ def test_getspis_in_flight_when_the_worker_goes_end_at_once(caplog: pytest.LogCa
     with caplog.at_level(logging.WARNING, logger="tunsec.ike"):
         run(body())
     assert [r.getMessage() for r in caplog.records] == ["GETSPI failed: worker: EIO"]
+
+
+def test_a_datagram_longer_than_the_maximum_is_never_held() -> None:
+    """While the pool waits for the worker, a 64 KiB datagram with the SPIs of a real IKE SA (anyone
+    who saw them can send it) is dropped and counted too_big at once: it neither waits for an SPI nor
+    takes the room of that SA's own datagrams, which are still held."""
+    async def body() -> None:
+        gw = await connected(1)
+        getspi = _hold_getspis(gw)
+        pool, stats = gw.service.spi_pool, gw.service.endpoint.stats
+        gw.service.receive(_of_sa(gw, 0, 65_000), (site_ip(0), 4500))
+        assert (stats.too_big, pool.held_total, pool.held_waiting) == (1, 0, 0)
+        gw.service.receive(_of_sa(gw, 0), (site_ip(0), 4500))
+        assert (stats.too_big, pool.held_total, pool.held_waiting) == (1, 1, 1)
+        getspi.set()
+        await gw.settle()
+        assert pool.held_waiting == 0
+        assert_all_up(gw, 1)
+    run(body())

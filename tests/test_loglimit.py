@@ -11,7 +11,7 @@ import pytest
 from tunsec.conf.connections import Connection
 from tunsec.dataplane.client import WorkerClient
 from tunsec.ike.config import IkeConfig, LocalAuth, RemoteAuth, child_config
-from tunsec.ike.endpoint import IkeEndpoint
+from tunsec.ike.endpoint import DosLimits, IkeEndpoint
 from tunsec.ike.identity import Identity
 from tunsec.ike.proposals import parse_proposals
 from tunsec.ike.secret import Secret
@@ -74,7 +74,10 @@ def test_refused_negotiations_from_unauthenticated_peers_do_not_flood_the_log(
     async def body() -> tuple[list[str], list[str]]:
         gw = _cfg("gw", "aes128gcm16-prfsha256-curve25519", GW, None, None)
         idle = WorkerClient(lambda _event: None)   # never started: requests refused (WorkerError), as a gone worker's
-        service = IkeService([Connection(gw.name, gw)], lambda: idle, {4: GW}, IdSpace())
+        # refused requests count towards the COOKIE thresholds (from one address, the 4th gets a COOKIE:
+        # ike/test_init_cost.py); here every one must be refused, and reach the log limiter
+        many = DosLimits(cookie_threshold=1000, cookie_threshold_ip=1000, block_threshold=1000)
+        service = IkeService([Connection(gw.name, gw)], lambda: idle, {4: GW}, IdSpace(), limits=many)
         sock = FakeSocket()
         service.sockets.by_key = {(4, GW, 500): sock}  # type: ignore[dict-item]
         clock = Clock()

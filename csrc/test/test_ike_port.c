@@ -58,6 +58,24 @@ void test_ike_port500(void) {
         CHECK(ts_dp_inbound(dp, bufA, lens[i][0], &from500, NULL, bufC, CAP, &drop) == 0 &&
               drop == TS_DROP_MALFORMED);
     }
+    /* longer than TS_IKE_MAX_MESSAGE, from port 500 or marked from anywhere: counted, nothing up
+     * (the control process would drop it unparsed); the longest one allowed goes up */
+    ts_addr natt;
+    addr4(&natt, 7, 4500);
+    uint8_t big[TS_IKE_MAX_MESSAGE + 1];
+    ike_hdr(bufA, TS_IKE_MAX_MESSAGE + 1, TS_IKE_MAX_MESSAGE + 1);
+    CHECK(ts_dp_inbound(dp, bufA, TS_IKE_MAX_MESSAGE + 1, &from500, NULL, bufC, CAP, &drop) == 0 &&
+          drop == TS_DROP_IKE_TOO_BIG);
+    memset(bufA, 0, 4);   /* the non-ESP marker, then the message */
+    ike_hdr(bufA + 4, TS_IKE_MAX_MESSAGE + 1, TS_IKE_MAX_MESSAGE + 1);
+    CHECK(ts_dp_inbound(dp, bufA, TS_IKE_MAX_MESSAGE + 5, &natt, NULL, bufC, CAP, &drop) == 0 &&
+          drop == TS_DROP_IKE_TOO_BIG);
+    CHECK(ts_dp_next_event(dp, &ev, big, sizeof(big)) == 0);
+    ike_hdr(bufA + 4, TS_IKE_MAX_MESSAGE, TS_IKE_MAX_MESSAGE);
+    CHECK(ts_dp_inbound(dp, bufA, TS_IKE_MAX_MESSAGE + 4, &natt, NULL, bufC, CAP, &drop) == 0 &&
+          drop == TS_DROP_NONE);
+    CHECK(ts_dp_next_event(dp, &ev, big, sizeof(big)) == 1 && ev.type == TS_EV_IKE &&
+          ev.data_len == TS_IKE_MAX_MESSAGE && memcmp(big, bufA + 4, TS_IKE_MAX_MESSAGE) == 0);
     /* a keepalive from port 500 is still a keepalive */
     CHECK(ts_dp_inbound(dp, (const uint8_t *)"\xff", 1, &from500, NULL, bufC, CAP, &drop) == 0 &&
           drop == TS_DROP_KEEPALIVE);

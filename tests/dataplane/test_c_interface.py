@@ -78,3 +78,11 @@ def test_benchmark_entry_points_are_not_in_the_production_module() -> None:
 
     assert [n for n in dir(lib) if n.startswith("ts_bench")] == []
     assert "ts_bench_outbound" in dir(_cbench.lib)
+
+
+def test_the_fast_path_passes_up_ike_no_longer_than_the_engine_takes() -> None:
+    """One limit in two languages: a longer IKE message would only be dropped by the engine."""
+    from tunsec.ike.constants import MAX_IKE_MESSAGE
+
+    assert lib.TS_IKE_MAX_MESSAGE == MAX_IKE_MESSAGE
+    assert Drop.IKE_TOO_BIG.name.lower() == "ike_too_big"

@@ -148,6 +148,41 @@ def test_handshake_with_eap_identity_gives_the_same_msk_on_both_sides() -> None:
     assert peer.tls.get_peer_certificate(as_cryptography=True) == GW.cert
 
 
+def test_conversations_with_the_same_credentials_share_one_context() -> None:
+    """One SSL_CTX per credential set (tls.shared_context), with OpenSSL's buffers released while a
+    conversation waits, and the settings of a context made apart (server_context): options, verify
+    mode, the CAs named to the client. Both conversations then succeed on it, each with its own MSK."""
+    peers = [Peer(ALICE, b"alice@example.org") for _ in range(2)]
+    servers = [server(Identity.parse("alice@example.org")) for _ in peers]
+    firsts = [srv.start() for srv in servers]
+    conns = [srv._tls for srv in servers]
+    assert conns[0] is not None and conns[1] is not None and conns[0] is not conns[1]
+    ctx = conns[0].get_context()
+    assert conns[1].get_context() is ctx
+    with pytest.raises(ValueError, match="cannot be mutated"):   # pyOpenSSL: no conversation changes it
+        ctx.set_options(SSL.OP_NO_TICKET)
+    # (a used context takes no set_mode/set_options, which return its flags: read them from unused ones)
+    apart, fresh = tls.server_context(servers[0].creds), tls.shared_context.__wrapped__(servers[0].creds)
+    assert fresh.set_mode(0) & SSL.MODE_RELEASE_BUFFERS and not apart.set_mode(0) & SSL.MODE_RELEASE_BUFFERS
+    assert fresh.set_options(0) == apart.set_options(0)
+    assert ctx.get_verify_mode() == apart.get_verify_mode() == SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT
+    names = [c.get_client_ca_list() for c in (conns[0], SSL.Connection(apart, None))]
+    assert [n.der() for n in names[0]] == [n.der() for n in names[1]] == [crypto.X509.from_cryptography(
+        CA.cert).get_subject().der()]
+    msks = []
+    for srv, peer, out in zip(servers, peers, firsts, strict=True):
+        for _ in range(100):
+            out, result = srv.process(peer.process(out) or b"")
+            if result is not None:
+                break
+        assert result is not None and result.ok, result
+        msks.append(result.msk)
+    assert msks[0] != msks[1]
+    other = server(Identity.parse("alice@example.org"), cas=(OTHER_CA.cert,))
+    other.start()
+    assert other._tls is not None and other._tls.get_context() is not ctx
+
+
 def test_server_flight_in_small_fragments_is_acknowledged_and_reassembled() -> None:
     peer = Peer(ALICE, b"alice@example.org")
     result = converse(server(None, fragment=100), peer)

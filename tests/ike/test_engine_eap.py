@@ -16,7 +16,7 @@ from tunsec.ike.identity import Identity
 from tunsec.ike.message import decode_header
 from tunsec.ike.proposals import parse_proposals
 from tunsec.ike.secret import Secret
-from tunsec.ike.testing import Network, make_ca, make_cert
+from tunsec.ike.testing import Network, Sent, make_ca, make_cert
 from tunsec.policy.pools import AddressPools, PoolConfig
 
 A, B = "192.0.2.1", "192.0.2.2"
@@ -182,3 +182,52 @@ def _two_pool_clients(*clients: tuple[str, str, bytes], users: tuple[EapSecret, 
         net.add(addr, IkeEndpoint([cli], wall_clock=lambda: NOW)).initiate("rw", "net", net.now)
         net.run(until=net.now + 5)
     return net, b, pool
+
+
+def test_the_gateway_keeps_of_the_first_request_only_what_the_last_round_answers() -> None:
+    """While EAP runs (the SA half-open) the gateway holds of the first IKE_AUTH request its IDr,
+    SA, TS and MOBIKE_SUPPORTED, not its CERTREQ, vendor IDs or other notifies; the last round
+    still answers from them: the Child SA comes up, and MOBIKE with it."""
+    from tunsec.ike.constants import NotifyType
+    from tunsec.ike.exchanges.ike_auth_eap import answered_last
+    from tunsec.ike.message import (
+        CertReqPayload,
+        IdPayload,
+        NotifyPayload,
+        SaPayload,
+        TsPayload,
+        VendorIdPayload,
+        decode_message,
+    )
+
+    first = (IdPayload(True, 2, b"moon.example"), CertReqPayload(4, bytes(20) * 50), IdPayload(False, 2, b"sun"),
+             NotifyPayload(NotifyType.INITIAL_CONTACT), NotifyPayload(40000, bytes(3000)), VendorIdPayload(bytes(900)),
+             NotifyPayload(NotifyType.MOBIKE_SUPPORTED), SaPayload(()), TsPayload(True, ()), TsPayload(False, ()))
+    assert [type(p) for p in answered_last(first)] == [IdPayload, NotifyPayload, SaPayload, TsPayload, TsPayload]
+    assert [p.initiator for p in answered_last(first) if isinstance(p, IdPayload)] == [False]
+
+    net = Network()
+    a = net.add(A, IkeEndpoint([dataclasses.replace(client(), mobike=True)]))
+    b = net.add(B, IkeEndpoint([dataclasses.replace(gateway(), mobike=True)]))
+    held: list[bytes] = []
+
+    def second_round(sent: Sent) -> bool:   # the client's answer to the first EAP request waits
+        header = decode_header(sent.data)
+        if sent.src[0] == A and header.exchange == ExchangeType.IKE_AUTH and header.message_id == 2:
+            held.append(sent.data)
+            return True
+        return False
+    a.initiate("rw", "net", net.now)
+    net.drop = second_round
+    net.run(until=0.5)
+    (sa,) = b.sas
+    kept = sa._st.eap.request if sa._st.eap is not None else None
+    assert kept is not None and b.half_open == 1
+    assert {type(p) for p in kept} <= {IdPayload, NotifyPayload, SaPayload, TsPayload}
+    assert all(p.type == NotifyType.MOBIKE_SUPPORTED for p in kept if isinstance(p, NotifyPayload))
+    assert any(isinstance(p, SaPayload) for p in kept) and decode_message(held[0]).message_id == 2
+    net.drop = None
+    net.run()
+    ev_b = net.take(B)
+    assert [type(e) for e in ev_b] == [IkeSaUp, ChildSaUp]
+    assert b.sas[0]._st.mobike and a.sas[0]._st.mobike

@@ -6,6 +6,12 @@ from __future__ import annotations
 from enum import IntEnum, IntFlag
 
 IKE_HEADER_LEN = 28
+# The largest IKE message taken, whole or reassembled from fragments (strongSwan's charon.max_packet):
+# anything longer is dropped before it is parsed. Real messages stay far below it (IKE_SA_INIT is a
+# few hundred bytes, larger ones are fragmented); a 64 KiB datagram from a spoofed source cost tens of
+# milliseconds of parsing. The worker's fast path drops longer ones on port 4500 too
+# (csrc/tunsec_dp.h TS_IKE_MAX_MESSAGE, which tests/dataplane/test_c_interface.py holds equal to it).
+MAX_IKE_MESSAGE = 10_000
 IKE_VERSION = 0x20  # major 2, minor 0
 IKE_PORT = 500
 NATT_PORT = 4500  # IKE after IKE_SA_INIT, and ESP in UDP (RFC 3948)

@@ -178,6 +178,30 @@ class _X448(KeyExchange):
             raise DhError("Curve448 key exchange failed") from None
 
 
+def check_public(group: int, peer: bytes) -> None:
+    """DhError unless ``peer`` has the length of a public value of ``group`` (and, for MODP, lies in
+    1 < y < p-1): the checks ``shared_secret`` makes first, asked before a responder spends a key pair
+    on a peer's KE (a point off the curve is still found by the exchange itself)."""
+    if group in _MODP:
+        p = _MODP[DhGroup(group)]
+        size = (p.bit_length() + 7) // 8
+        if len(peer) != size:
+            raise DhError(f"MODP public value of {len(peer)} bytes, expected {size}")
+        if not 1 < int.from_bytes(peer, "big") < p - 1:
+            raise DhError("MODP public value out of range")
+    elif group in _ECP:
+        if len(peer) != 2 * _ECP[group][1]:
+            raise DhError(f"ECP public value of {len(peer)} bytes, expected {2 * _ECP[group][1]}")
+    elif (raw := _RAW_SIZE.get(group)) is not None:
+        if len(peer) != raw:
+            raise DhError(f"{DhGroup(group).name} public value of {len(peer)} bytes, expected {raw}")
+    else:
+        raise DhError(f"unsupported key exchange group {group}")
+
+
+_RAW_SIZE: dict[int, int] = {DhGroup.CURVE25519: 32, DhGroup.CURVE448: 56}
+
+
 def new_key_exchange(group: int) -> KeyExchange:
     """A fresh ephemeral key pair for ``group``: a ready one from the pool (handed out once,
     never to another SA), else one generated now."""

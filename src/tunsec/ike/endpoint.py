@@ -33,13 +33,11 @@ Denial-of-service protection (RFC 7296 §2.6), as strongSwan's charon does it:
   ``version | HMAC-SHA256(secret, Ni | IPi | port | SPIi)``; the secret is
   replaced every ``cookie_lifetime`` seconds and the previous one is still
   accepted for one more period (initiators in flight keep working).
-- Calm-down (strongSwan's COOKIE_CALMDOWN_DELAY): once a threshold is reached, COOKIEs
-  stay demanded until it has not been reached for COOKIE_CALMDOWN_DELAY seconds, however
-  far the count falls meanwhile: toggling would answer an initiator's retransmitted
-  IKE_SA_INITs some with and some without a COOKIE, and it cannot tell which answer the
-  IKE_SA_INIT it completes (and signs in AUTH) belongs to. Per address the same, with the
-  times kept per group of addresses (COOKIE_CALMDOWN_BUCKETS of them, picked by the
-  address's randomized hash) as strongSwan does: a fixed size whatever the sources.
+- Calm-down (strongSwan's COOKIE_CALMDOWN_DELAY), and requests refused after work (no
+  proposal, a bad KE) counted towards the thresholds for a while: ``cookie_demand.py``.
+- A datagram longer than MAX_IKE_MESSAGE (strongSwan's charon.max_packet) is dropped before
+  anything of it is parsed (counted ``too_big``); the one IKE_SA_INIT parse (payloads bounded,
+  message.MAX_INIT_PAYLOADS) is handed to the SA made for it.
 - Redirect (RFC 5685, ``redirect.py``): when the connection chosen for a request
   has ``redirect_to`` (and ``redirect_on = init``) and the endpoint holds at least
   its ``redirect_when`` IKE SAs, a client that sent REDIRECT_SUPPORTED gets a
@@ -72,7 +70,14 @@ from tunsec.policy.selector import IPAddress
 
 from .by_address import EstablishedByAddress
 from .config import IkeConfig
-from .constants import IKE_PORT, ExchangeType, HeaderFlag, NotifyType
+from .constants import IKE_PORT, MAX_IKE_MESSAGE, ExchangeType, HeaderFlag, NotifyType
+from .cookie_demand import (
+    COOKIE_CALMDOWN_DELAY,
+    GLOBAL,
+    CookieDemand,
+    address_slot,
+    calmdown_bucket,
+)
 from .dos_source import DEFAULT_IPV6_SOURCE_PREFIX, source_key
 from .eap.relay import RelayReply
 from .events import Address, DownReason, Event, IkeSaUp
@@ -97,11 +102,8 @@ ZERO_SPI = bytes(8)
 _IKE_SA_INIT = int(ExchangeType.IKE_SA_INIT)
 _RESPONSE, _INITIATOR = int(HeaderFlag.RESPONSE), int(HeaderFlag.INITIATOR)
 TIMER_ERROR_BACKOFF = 1.0  # seconds an SA whose timer raised waits before its next timer fires
-# strongSwan's receiver.c: COOKIEs stay demanded until a threshold has not been reached (seen at an
-# IKE_SA_INIT request) for COOKIE_CALMDOWN_DELAY seconds; per address, the times are kept for
-# COOKIE_CALMDOWN_BUCKETS groups of addresses (a hash of the address picks one), not per address.
-COOKIE_CALMDOWN_DELAY = 10.0
-COOKIE_CALMDOWN_BUCKETS = 32   # a power of 2
+# (the calm-down's names are known here too, where they were before cookie_demand.py)
+__all__ = ["COOKIE_CALMDOWN_DELAY", "Datagram", "DosLimits", "IkeEndpoint", "calmdown_bucket"]
 
 log = logging.getLogger(__name__)
 
@@ -227,9 +229,7 @@ class IkeEndpoint:
         self._cookie_secret = rng(32)
         self._previous_secret: bytes | None = None
         self._cookie_rotate_at: float | None = None
-        # when a COOKIE threshold was last reached: [0] cookie_threshold, [1 + bucket] an address's
-        # cookie_threshold_ip (see _cookie_required)
-        self._threshold_reached = [float("-inf")] * (1 + COOKIE_CALMDOWN_BUCKETS)
+        self._cookie_demand = CookieDemand()
 
     # ------------------------------------------------------------------ API
 
@@ -313,6 +313,9 @@ class IkeEndpoint:
         return sa
 
     def receive(self, datagram: bytes, addr: Address, now: float, local_addr: Address | None = None) -> None:
+        if len(datagram) > MAX_IKE_MESSAGE:
+            self.stats.too_big += 1
+            return
         try:
             _, exchange, flags, message_id = header_fields(datagram)   # (no Header object: routing needs 3 fields)
         except DecodeError:
@@ -462,8 +465,9 @@ class IkeEndpoint:
         limits = self.limits
         source = source_key(addr[0], limits.ipv6_source_prefix)   # IPv6: its prefix (a host has 2^64 addresses)
         from_ip = self._half_open_by_ip.get(source, 0)
-        if (self._cookie_required(0, self.half_open, limits.cookie_threshold, now)
-                or self._cookie_required(1 + calmdown_bucket(source), from_ip, limits.cookie_threshold_ip, now)) \
+        demand = self._cookie_demand
+        if (demand.required(GLOBAL, self.half_open, limits.cookie_threshold, now)
+                or demand.required(address_slot(source), from_ip, limits.cookie_threshold_ip, now)) \
                 and not self._cookie_ok(msg, addr):
             self._send_cookie(msg, addr, local)
             return
@@ -482,24 +486,20 @@ class IkeEndpoint:
             self._send_redirect(msg, addr, local, target)
             return
         sa = self._new_sa(candidates[0], False, now, addr, local, candidates)
-        sa.receive(datagram, addr, now, local)
+        sa.receive(datagram, addr, now, local, msg)
         if sa.is_half_open:
             self._half_open[sa.local_spi] = _HalfOpen(key, source)
             self._by_init[key] = sa
             self._half_open_by_ip[source] = from_ip + 1
-        elif sa.state is State.IDLE:
+            return
+        if sa.state is State.IDLE:
             sa.drop(DownReason.NEGOTIATION_FAILED)  # cannot happen after _init_request; keep nothing anyway
+            return
+        # refused after work (proposal selection, the KE checked): counted as a half-open SA for a while
+        self.stats.init_refused += 1
+        demand.refused(source, now)
 
     # ------------------------------------------------------------------ cookies
-
-    def _cookie_required(self, slot: int, count: int, threshold: int, now: float) -> bool:
-        """Whether ``count`` half-open SAs (in all, or from the request's address) demand a COOKIE:
-        at ``threshold`` or above, and for COOKIE_CALMDOWN_DELAY seconds after that was last seen
-        (strongSwan's cookie_required; a request during the calm-down does not extend it)."""
-        if count >= threshold:
-            self._threshold_reached[slot] = now
-            return True
-        return now < self._threshold_reached[slot] + COOKIE_CALMDOWN_DELAY
 
     def _rotate_cookie_secret_if_due(self, now: float) -> None:
         lifetime = self.limits.cookie_lifetime
@@ -742,11 +742,3 @@ def _init_digest(datagram: bytes, addr: Address) -> bytes:
 
 def _find_nonce(msg: Message) -> bytes:
     return next(p.data for p in msg.payloads if isinstance(p, NoncePayload))
-
-
-def calmdown_bucket(ip: str) -> int:
-    """Which of the COOKIE_CALMDOWN_BUCKETS groups ``ip``'s calm-down time is kept in (``ip``: a
-    dos_source.source_key, so an IPv6 prefix has one group, whatever address it sends from). str's hash
-    is keyed at random per process (as strongSwan's chunk_hash): a sender cannot tell which
-    addresses share a group."""
-    return hash(ip) & (COOKIE_CALMDOWN_BUCKETS - 1)

@@ -24,7 +24,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .constants import IKE_PORT
+from .constants import IKE_PORT, MAX_IKE_MESSAGE
 from .message import SkfPayload
 from .sk import MAX_FRAGMENTS
 
@@ -33,7 +33,7 @@ FragmentationMode = Literal["yes", "accept", "force", "no"]
 DEFAULT_FRAGMENT_SIZE = 1280  # strongSwan's charon.fragment_size: whole IP datagram, IPv4 and IPv6
 # fragment_size = 0: the family's minimum (strongSwan's "address family specific default")
 _FAMILY_FRAGMENT_SIZE = {4: 576, 6: 1280}
-MAX_MESSAGE = 10_000  # plaintext bytes of a reassembled message (strongSwan's charon.max_packet)
+MAX_MESSAGE = MAX_IKE_MESSAGE  # plaintext bytes of a reassembled message, as of a whole one
 REASSEMBLY_TIMEOUT = 30.0  # seconds an incomplete message is kept after its first fragment
 _IP_HEADER = {4: 20, 6: 40}
 _UDP_HEADER = 8

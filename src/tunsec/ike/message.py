@@ -27,6 +27,7 @@ from .constants import (
     IKE_HEADER_LEN,
     IKE_VERSION,
     AttributeType,
+    ExchangeType,
     HeaderFlag,
     PayloadType,
     TsType,
@@ -34,6 +35,21 @@ from .constants import (
 
 MAX_NONCE = 256
 MIN_NONCE = 16
+# Bounds on what one message may hold, so that parsing costs little whatever an unauthenticated peer
+# sends (a 10 KB IKE_SA_INIT of 4-byte payloads would be 2500 of them). strongSwan's message rules
+# (message.c) take at most 20 notifies, 20 vendor IDs, 8 certificates, 20 deletes and one of each
+# other payload in a message: 57 in IKE_AUTH; in IKE_SA_INIT SA, KE, Nonce, a CERTREQ in the response,
+# 20 notifies and 20 vendor IDs: 44. Unknown payloads count too. An SK payload's plaintext is a chain
+# of its own, bounded alike.
+MAX_PAYLOADS = 64
+MAX_INIT_PAYLOADS = 44
+# RFC 7296 §3.3 counts proposals (numbered 1, 2, ...) and a proposal's transforms in one byte each, 255
+# at most; strongSwan bounds them only by charon.max_packet, which leaves room for 1200 transforms, each
+# decoded and compared with ours in the responder's selection. Real peers send a few proposals of up
+# to ~30 transforms (strongSwan's default IKE proposals: 2, of 10 and 13; Windows ~8 of 4): an SA
+# payload may hold MAX_PROPOSALS proposals and MAX_SA_TRANSFORMS transforms in all.
+MAX_PROPOSALS = 32
+MAX_SA_TRANSFORMS = 256
 # a generic payload header (next payload, flags, length); proposals and transforms start alike
 _PAYLOAD_HEADER = struct.Struct("!BBH")
 # the IKE header after the two SPIs: next payload, version, exchange, flags, message ID, length
@@ -42,6 +58,7 @@ _HEADER_TAIL = struct.Struct("!BBBBII")
 _NOTIFY_HEAD = struct.Struct("!BBH")
 # plain ints: ``int & HeaderFlag.X`` makes a new HeaderFlag (enum machinery) each time
 _RESPONSE, _INITIATOR = int(HeaderFlag.RESPONSE), int(HeaderFlag.INITIATOR)
+_IKE_SA_INIT = int(ExchangeType.IKE_SA_INIT)
 
 
 class DecodeError(Exception):
@@ -151,11 +168,13 @@ class Proposal:
         return head + self.spi + body
 
 
-def _split_substructures(data: bytes, more_marker: int, what: str) -> list[bytes]:
-    """Split proposals/transforms by their own length fields and last-substruc flags."""
+def _split_substructures(data: bytes, more_marker: int, what: str, limit: int) -> list[bytes]:
+    """Split proposals/transforms by their own length fields and last-substruc flags (at most ``limit``)."""
     items: list[bytes] = []
     pos = 0
     while True:
+        if len(items) == limit:
+            raise DecodeError(f"more than {limit} {what}s")
         if len(data) - pos < 8:
             raise DecodeError(f"{what}: {len(data) - pos} bytes, need at least 8")
         last_flag, _, length = _PAYLOAD_HEADER.unpack_from(data, pos)
@@ -183,7 +202,7 @@ def _decode_proposal(data: bytes) -> Proposal:
         raise DecodeError("proposal SPI overruns the proposal")
     spi = data[8 : 8 + spi_size]
     rest = data[8 + spi_size :]
-    chunks = _split_substructures(rest, 3, "transform") if n_transforms else []
+    chunks = _split_substructures(rest, 3, "transform", n_transforms) if n_transforms else []
     if len(chunks) != n_transforms or (not n_transforms and rest):
         raise DecodeError(f"proposal says {n_transforms} transforms, found {len(chunks)}")
     return Proposal(num, proto, spi, tuple([_decode_transform(c) for c in chunks]))
@@ -231,7 +250,11 @@ _SA_CACHE_MAX_BODY = 2048   # strongSwan's default IKE proposals take a few hund
 # they would evict them).  Errors are not cached (raised again).
 @functools.lru_cache(maxsize=32)
 def _decode_sa(data: bytes) -> SaPayload:
-    return SaPayload(tuple([_decode_proposal(c) for c in _split_substructures(data, 2, "proposal")]))
+    chunks = _split_substructures(data, 2, "proposal", MAX_PROPOSALS)
+    # what each proposal says it holds (its 8th byte; _decode_proposal checks it), before decoding any
+    if sum([c[7] for c in chunks]) > MAX_SA_TRANSFORMS:
+        raise DecodeError(f"SA payload of more than {MAX_SA_TRANSFORMS} transforms")
+    return SaPayload(tuple([_decode_proposal(c) for c in chunks]))
 
 
 @immutable
@@ -583,8 +606,9 @@ def encode_payloads(payloads: Sequence[Payload]) -> bytes:
     return b"".join(out)
 
 
-def decode_payloads(first_type: int, data: bytes) -> tuple[Payload, ...]:
-    """Decode a payload chain that starts with ``first_type`` and fills ``data`` exactly."""
+def decode_payloads(first_type: int, data: bytes, limit: int = MAX_PAYLOADS) -> tuple[Payload, ...]:
+    """Decode a payload chain that starts with ``first_type`` and fills ``data`` exactly: at most
+    ``limit`` payloads, unknown ones included (DecodeError beyond, before decoding the rest)."""
     payloads: list[Payload] = []
     append = payloads.append
     decoder_of = _DECODERS.get
@@ -592,8 +616,12 @@ def decode_payloads(first_type: int, data: bytes) -> tuple[Payload, ...]:
     pos = 0
     end = len(data)
     unpack = _PAYLOAD_HEADER.unpack_from
+    seen = 0
     # (the loop runs for every payload a gateway receives: each test and slice is done once)
     while ptype:   # PayloadType.NONE is 0
+        seen += 1
+        if seen > limit:
+            raise DecodeError(f"more than {limit} payloads")
         if end - pos < 4:
             raise DecodeError(f"payload header: {end - pos} bytes, need at least 4")
         nxt, flags, length = unpack(data, pos)
@@ -705,22 +733,9 @@ class Message:
                              IKE_HEADER_LEN + len(body)) + body
 
 
-# The datagram decoded last and its message.  IkeEndpoint parses an IKE_SA_INIT request to see
-# whether it may keep state for it, then hands the same bytes object to the IkeSa it creates,
-# which parses it again: the second parse returns the first one's (immutable) result.  Only an
-# identical ``bytes`` object (immutable) matches, never equal bytes of another datagram.
-_last_decoded: tuple[bytes, Message] | None = None
-
-
 def decode_message(data: bytes) -> Message:
     """Decode a whole datagram (without the non-ESP marker)."""
-    global _last_decoded
-    last = _last_decoded
-    if last is not None and last[0] is data:
-        return last[1]
     nxt, exchange, flags, msg_id = header_fields(data)   # (no Header object: the Message has it all)
-    payloads = decode_payloads(nxt, data[IKE_HEADER_LEN:])
-    msg = Message(data[0:8], data[8:16], exchange, flags, msg_id, payloads)
-    if type(data) is bytes:
-        _last_decoded = (data, msg)
-    return msg
+    limit = MAX_INIT_PAYLOADS if exchange == _IKE_SA_INIT else MAX_PAYLOADS
+    payloads = decode_payloads(nxt, data[IKE_HEADER_LEN:], limit)
+    return Message(data[0:8], data[8:16], exchange, flags, msg_id, payloads)

@@ -211,7 +211,8 @@ def _pick(
         # a missing DH type is the same as only NONE (RFC 7296 §3.3.2)
         other = ours or theirs
         return None if any(t.id == DhGroup.NONE for t in other) else False
-    common = [t for t in ours if t in theirs]
+    offered = set(theirs)   # hashed once: a peer may send 256 transforms, each compared with ours
+    common = [t for t in ours if t in offered]
     if not common:
         return False
     if prefer is not None:
@@ -394,5 +395,20 @@ def _describe(protocol: int, transforms: tuple[Transform, ...]) -> str:
     return f"{proto}:" + "-".join(_transform_name(t) for t in transforms)
 
 
+# a peer's proposals named in a log line (NO_PROPOSAL_CHOSEN): anyone may send 32 of 256 transforms
+_DESCRIBED_PROPOSALS = 8
+_DESCRIBED_TRANSFORMS = 32
+
+
 def describe_all(props: Iterable[Proposal | ProposalSpec]) -> str:
-    return ", ".join(str(p) if isinstance(p, ProposalSpec) else describe(p.protocol, p.transforms) for p in props)
+    props = list(props)
+    text = [str(p) if isinstance(p, ProposalSpec) else _describe_peer(p) for p in props[:_DESCRIBED_PROPOSALS]]
+    if len(props) > _DESCRIBED_PROPOSALS:
+        text.append(f"and {len(props) - _DESCRIBED_PROPOSALS} more")
+    return ", ".join(text)
+
+
+def _describe_peer(p: Proposal) -> str:
+    more = len(p.transforms) - _DESCRIBED_TRANSFORMS
+    text = describe(p.protocol, p.transforms[:_DESCRIBED_TRANSFORMS])
+    return text if more <= 0 else f"{text}-(and {more} more)"

@@ -495,16 +495,18 @@ class IkeSa:
         self._close(reason)
 
     @_notifies
-    def receive(self, datagram: bytes, addr: Address, now: float, local_addr: Address | None = None) -> None:
+    def receive(self, datagram: bytes, addr: Address, now: float, local_addr: Address | None = None,
+                decoded: Message | None = None) -> None:
         """Process one IKE message (without non-ESP marker) from ``addr``.
 
-        ``local_addr`` is the (IP, port) it arrived on, if the caller knows it.
+        ``local_addr`` is the (IP, port) it arrived on, if the caller knows it; ``decoded`` is
+        ``datagram`` decoded, if the caller has done so (the endpoint, for an IKE_SA_INIT request).
         """
         self._now = now
         if self._state == State.CLOSED:
             return
         try:
-            msg = decode_message(datagram)
+            msg = decoded if decoded is not None else decode_message(datagram)
         except DecodeError as exc:
             log.debug("%s: dropping undecodable message from %s: %s", self.name, addr, exc)
             return

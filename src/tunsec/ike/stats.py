@@ -14,7 +14,8 @@ class EndpointStats:
     """Datagrams the endpoint dropped or answered without creating state, and those its IKE SAs
     dropped unanswered (one instance per endpoint, shared by its IKE SAs)."""
 
-    malformed: int = 0  # undecodable, or an IKE_SA_INIT request that is not well-formed
+    too_big: int = 0  # longer than MAX_IKE_MESSAGE (strongSwan's charon.max_packet): dropped unparsed
+    malformed: int = 0  # undecodable (too many payloads too), or an IKE_SA_INIT request that is not well-formed
     unknown_spi: int = 0  # not an IKE_SA_INIT request, and no SA of ours has its SPI
     cookies_sent: int = 0  # stateless COOKIE responses
     cookie_refused: int = 0  # a COOKIE was needed and the one sent (if any) was not valid
@@ -23,6 +24,9 @@ class EndpointStats:
     no_connection: int = 0  # no connection accepts IKE from the source address
     half_open_closed: int = 0  # half-open SAs that timed out or failed before authentication
     redirects_sent: int = 0  # stateless REDIRECT responses (RFC 5685)
+    # IKE_SA_INIT requests answered with an error after work (no proposal, a bad KE), no state kept:
+    # counted towards the COOKIE thresholds for a while (cookie_demand.py)
+    init_refused: int = 0
     late_init_retransmits: int = 0  # an IKE_SA_INIT request again after its IKE SA was authenticated
     # a request with the message ID last answered that is no byte-identical copy of the request
     # answered (RFC 7296 §2.1), or a first fragment of it that fails verification: not answered

@@ -29,7 +29,7 @@ from ..eap.packet import EapError
 from ..eap.relay import EapRelay, RelayAsk, RelayOutcome, RelayReply
 from ..events import AuthFailed, DownReason, EapRelayAbandoned, EapRelayRequest, PeerEap
 from ..identity import Identity
-from ..message import AuthPayload, EapPayload, IdPayload, Payload
+from ..message import AuthPayload, CpPayload, EapPayload, IdPayload, NotifyPayload, Payload, SaPayload, TsPayload
 from ..secret import Secret
 from ..state import IkeSaState
 from .base import Awaiting, Outcome, Response, find, notify
@@ -87,7 +87,7 @@ METHOD_NAMES = {"eap-mschapv2": "EAP-MSCHAPv2", "eap-tls": "EAP-TLS", "eap-radiu
 class GatewayEap:
     authenticator: EapServer | EapRelay  # a method run here, or the relay to the AAA backend
     idi: IdPayload
-    request: tuple[Payload, ...]  # the first IKE_AUTH request: its SA, TS and CP are answered last
+    request: tuple[Payload, ...]  # what the last round answers of the first IKE_AUTH request (answered_last)
     msk: Secret | None = None
     relayed: bool = False  # the backend holds state of this conversation (until its final answer)
     accepted: bool = False  # the backend's final answer was an Access-Accept (the edge keeps what it said)
@@ -100,6 +100,20 @@ class GatewayEap:
         """The edge keeps something of this conversation: the backend's state while it is under way,
         or what the backend's Access-Accept said (for accounting) until the IKE SA is up."""
         return self.relayed or self.accepted
+
+
+# notifies of the first request the last round reads (ike_auth._authenticated: mobike.answer)
+_LATER_NOTIFIES = frozenset({NotifyType.MOBIKE_SUPPORTED})
+
+
+def answered_last(payloads: Sequence[Payload]) -> tuple[Payload, ...]:
+    """What ike_auth answers after EAP of the first request: IDr (the connection switch), CP, the
+    Child SA's SA and TS, MOBIKE_SUPPORTED. Its certificates, CERTREQs, vendor IDs and other
+    notifies were read at once: they are not kept while the (half-open) SA waits on EAP."""
+    return tuple(p for p in payloads
+                 if isinstance(p, (SaPayload, TsPayload, CpPayload))
+                 or (isinstance(p, IdPayload) and not p.initiator)
+                 or (isinstance(p, NotifyPayload) and p.type in _LATER_NOTIFIES))
 
 
 def wanted(st: IkeSaState, payloads: Sequence[Payload]) -> bool:
@@ -124,7 +138,7 @@ def start(st: IkeSaState, idi: IdPayload, payloads: Sequence[Payload], own: list
         session = _tls_server(st, idi)
     else:
         session = EapAuthenticator(lookup, first_id, rand=st.rng)
-    st.eap = GatewayEap(session, idi, tuple(payloads))
+    st.eap = GatewayEap(session, idi, answered_last(payloads))
     return Response([*own, EapPayload(session.start())])
 
 
@@ -216,7 +230,7 @@ class _BackendRound(Awaiting):
 
 def _start_relay(st: IkeSaState, relay: EapRelay, idi: IdPayload, payloads: Sequence[Payload],
                  own: list[Payload]) -> Response:
-    ge = st.eap = GatewayEap(relay, idi, tuple(payloads))
+    ge = st.eap = GatewayEap(relay, idi, answered_last(payloads))
     first = relay.start()
     if isinstance(first, RelayAsk):  # we know the identity: the backend sends the first request
         return _ask_backend(st, ge, first, own)

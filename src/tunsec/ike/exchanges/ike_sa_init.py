@@ -48,7 +48,7 @@ from ..constants import (
     ProtocolId,
     notify_name,
 )
-from ..dh import DhError, KeyExchange, new_key_exchange
+from ..dh import DhError, KeyExchange, check_public, new_key_exchange
 from ..events import NegotiationFailed, Redirected
 from ..message import CertReqPayload, KePayload, NoncePayload, NotifyPayload, Payload, SaPayload
 from ..proposals import Suite, accepts, describe_all, select_proposal
@@ -316,6 +316,7 @@ def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response:
         assert suite.dh_group is not None
         return Response([notify(NotifyType.INVALID_KE_PAYLOAD, struct.pack("!H", suite.dh_group))], close=True)
     try:
+        check_public(ke.group, ke.data)   # before a key pair is taken (from the pool) for it
         ours = new_key_exchange(ke.group)
         shared = ours.shared_secret(ke.data)
     except DhError:

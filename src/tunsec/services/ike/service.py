@@ -46,7 +46,7 @@ from tunsec.dataplane.client import WorkerClient
 from tunsec.dataplane.pipe import Direction, ExpireReason
 from tunsec.eventcounts import EventCounts
 from tunsec.ike import dh
-from tunsec.ike.constants import IKE_PORT, NATT_PORT, has_marker
+from tunsec.ike.constants import IKE_PORT, MAX_IKE_MESSAGE, NATT_PORT, has_marker
 from tunsec.ike.endpoint import DosLimits, IkeEndpoint
 from tunsec.ike.events import (
     AuthFailed,
@@ -546,6 +546,9 @@ class IkeService(Service):
     def receive(self, data: bytes, remote: tuple[str, int], local: tuple[str, int] | None = None) -> None:
         """One IKE datagram into the engine (the caller pumps), unless it must wait for an SPI
         (SpiPool.receive)."""
+        if len(data) > MAX_IKE_MESSAGE:   # the engine drops it unparsed: it does not wait for an SPI either
+            self.endpoint.stats.too_big += 1
+            return
         self.spi_pool.receive(data, remote, local)   # noted (_note_peer) as it goes into the engine (_deliver)
 
     def _owner(self, data: bytes) -> IkeSa | None:
