@@ -486,7 +486,10 @@ static int check_inner(ts_sa *sa, const uint8_t *pt, size_t pt_len, size_t *inne
     bool ok = false;
     for (uint32_t i = 0; i < sa->n_sel && !ok; i++)
         ok = ts_selector_match(&sa->sel[i], &f);
-    return ok ? TS_DROP_NONE : TS_DROP_POLICY;
+    if (!ok)
+        return TS_DROP_POLICY;
+    /* an ICMP error speaks for the packet it quotes: that one must be this SA's traffic too */
+    return ts_icmp_quote_ok(pt, plen, &f, sa->sel, sa->n_sel) ? TS_DROP_NONE : TS_DROP_ICMP_QUOTE;
 }
 
 /* an IKE message up to the control process (it parses and answers it) */
@@ -595,7 +598,7 @@ int ts_inbound_locked(ts_dp *dp, uint8_t *udp, size_t len, const ts_addr *src,
     size_t inner_len = 0;
     int why = check_inner(sa, pt, pt_len, &inner_len);
     if (why != TS_DROP_NONE) {
-        if (why == TS_DROP_POLICY)
+        if (why == TS_DROP_POLICY || why == TS_DROP_ICMP_QUOTE)
             atomic_fetch_add_explicit(&sa->counters[TS_CTR_POLICY_DROPS], 1, memory_order_relaxed);
         *drop = why;
         return 0;

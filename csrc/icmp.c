@@ -99,3 +99,43 @@ bool ts_icmp_may_answer(const uint8_t *pkt, size_t len, const ts_flow *f) {
      * Packet Too Big may answer multicast destinations (RFC 4443 §2.4 e.2) */
     return f->proto != 58 || (f->sport >> 8) >= 128;
 }
+
+/* the errors the kernel takes to be about the packet they quote (Linux icmp_is_err; RFC 4443
+ * §2.1: every ICMPv6 type below 128 is an error) */
+static bool is_error(uint8_t family, uint8_t type) {
+    if (family == 6)
+        return type < 128;
+    return type == 3 || type == 4 || type == 5 || type == 11 || type == 12;
+}
+
+/* An error that arrived on an SA tells our side about one of its own packets: a connected
+ * socket takes "port unreachable" as ECONNREFUSED, "fragmentation needed" lowers the path MTU
+ * toward the quoted destination for minutes.  The error's own addresses passed the SA's
+ * selectors already; without this check a peer could speak so for a flow to another peer's
+ * networks.  The quoted packet went from our side toward the peer's, so its reverse must be a
+ * packet the SA could carry in (RFC 4301 §6.2).  Unlike Linux XFRM, which looks at the quote
+ * only when the error's own addresses fail, this checks every error. */
+bool ts_icmp_quote_ok(const uint8_t *pkt, size_t len, const ts_flow *f, const ts_selector *sel, uint32_t n) {
+    size_t l4, end;
+    /* a later fragment carries no ICMP header: its first fragment holds the type and the
+     * quote's IP header (8-byte fragment units) and is checked */
+    if (f->proto != (f->family == 4 ? 1 : 58) || !ts_flow_l4(pkt, len, &l4, &end) || l4 == end)
+        return true;
+    if (!is_error(f->family, pkt[l4]))
+        return true;
+    if (end - l4 < 8)
+        return false;   /* an error with no room for a quote */
+    ts_flow q;
+    int known = ts_quote_parse(pkt + l4 + 8, end - l4 - 8, &q);
+    if (known == TS_QUOTE_BAD || q.family != f->family)
+        return false;
+    ts_flow r = q;
+    memcpy(r.src, q.dst, sizeof(r.src));
+    memcpy(r.dst, q.src, sizeof(r.dst));
+    r.sport = q.dport;
+    r.dport = q.sport;
+    for (uint32_t i = 0; i < n; i++)
+        if (ts_selector_match_known(&sel[i], &r, known))
+            return true;
+    return false;
+}

@@ -158,6 +158,19 @@ bool ts_selector_match(const ts_selector *s, const ts_flow *f);
 bool ts_selector_valid(const ts_selector *s);
 /* 5-tuple of an IP packet; false if it is not a well-formed IPv4/IPv6 packet */
 bool ts_flow_parse(const uint8_t *pkt, size_t len, ts_flow *f);
+/* where a well-formed packet's L4 header starts and its data ends; false for a later fragment */
+bool ts_flow_l4(const uint8_t *pkt, size_t len, size_t *l4, size_t *end);
+/* How much of its flow a packet quoted in an ICMP error shows (the quote may
+ * end anywhere after the IP header, its length fields are the original's) */
+enum ts_quote_known {
+    TS_QUOTE_BAD = 0,      /* no whole IP header: nothing */
+    TS_QUOTE_ADDRS,        /* addresses (an IPv6 extension header chain cut short) */
+    TS_QUOTE_PROTO,        /* and the protocol (cut before the ports, or a later fragment) */
+    TS_QUOTE_PORTS,        /* and the ports, or a protocol without any */
+};
+int ts_quote_parse(const uint8_t *q, size_t len, ts_flow *f);   /* enum ts_quote_known */
+/* s matches f as far as it is known: what is unknown matches only a selector that allows any */
+bool ts_selector_match_known(const ts_selector *s, const ts_flow *f, int known);
 ts_spd_entry *ts_spd_lookup(ts_spd *spd, const ts_flow *f);
 void ts_spd_rebind(ts_spd *spd, ts_sad *sad);
 void ts_spd_bind_new(ts_spd *spd, ts_sa *sa);
@@ -193,6 +206,10 @@ size_t ts_icmp_too_big(const uint8_t *pkt, size_t len, uint32_t mtu, uint8_t *ou
  * §4.3.2.7, RFC 4443 §2.4): ICMP errors themselves, later fragments, and
  * sources that are not one unicast host */
 bool ts_icmp_may_answer(const uint8_t *pkt, size_t len, const ts_flow *f);
+/* false for an ICMP/ICMPv6 error (pkt, already parsed into f) whose quoted
+ * packet, reversed, is not one the n selectors admit (RFC 4301 §6.2); true for
+ * anything else */
+bool ts_icmp_quote_ok(const uint8_t *pkt, size_t len, const ts_flow *f, const ts_selector *sel, uint32_t n);
 
 /* ---- offloads (offload.c) --------------------------------------------------- */
 typedef void (*ts_gro_emit)(void *ctx, const uint8_t *p, size_t len);

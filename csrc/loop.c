@@ -33,7 +33,8 @@
  *     -> SPI lookup (unknown: INVALID_SPI event)       sad.c
  *     -> replay check, AES-GCM open, replay update     replay.c, esp.c ts_esp_open
  *     -> reservation, padding/next header, inner       dp.c check_inner
- *        addresses inside the SA's selectors
+ *        addresses inside the SA's selectors, and an
+ *        ICMP error's quoted packet (reversed) too        icmp.c ts_icmp_quote_ok
  *     -> lifetime accounting
  *     -> TUN write (TCP segments coalesced: GRO)       offload.c ts_gro_*
  *

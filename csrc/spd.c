@@ -26,62 +26,80 @@ bool ts_selector_match(const ts_selector *s, const ts_flow *f) {
            f->dport >= s->dport_lo && f->dport <= s->dport_hi;
 }
 
-static void ports_of(ts_flow *f, const uint8_t *l4, size_t l4len) {
+/* false if the protocol has ports and l4len is too short to hold them */
+static bool ports_of(ts_flow *f, const uint8_t *l4, size_t l4len) {
     switch (f->proto) {
     case 6: case 17: case 132: case 136:   /* TCP, UDP, SCTP, UDP-Lite */
-        if (l4len >= 4) {
-            f->sport = ts_be16(l4);
-            f->dport = ts_be16(l4 + 2);
-        }
-        break;
+        if (l4len < 4)
+            return false;
+        f->sport = ts_be16(l4);
+        f->dport = ts_be16(l4 + 2);
+        return true;
     case 1: case 58:
         /* ICMP: type in the high byte and code in the low byte of a 16-bit
          * "port" (RFC 4301 §4.4.1.3, IKEv2 TS), on whichever side the
          * selector restricts */
-        if (l4len >= 2)
-            f->sport = f->dport = (uint16_t)(l4[0] << 8 | l4[1]);
-        break;
+        if (l4len < 2)
+            return false;
+        f->sport = f->dport = (uint16_t)(l4[0] << 8 | l4[1]);
+        return true;
     default:
-        break;
+        return true;
     }
 }
 
-static bool parse_v4(const uint8_t *p, size_t len, ts_flow *f) {
+/* What a parse found beyond the addresses: a packet quoted in an ICMP error
+ * may be cut anywhere after its IP header (RFC 792: 8 bytes of data at
+ * least), and its length fields are the original's, not the quote's. */
+typedef struct ts_parsed {
+    size_t l4, end;    /* the L4 header's offset and where the data ends */
+    bool first;        /* not a later fragment: L4 starts at l4 */
+    uint8_t known;     /* enum ts_quote_known */
+} ts_parsed;
+
+static bool parse_v4(const uint8_t *p, size_t len, bool quote, ts_flow *f, ts_parsed *r) {
     if (len < 20)
         return false;
     size_t ihl = (size_t)(p[0] & 15) * 4, tot = ts_be16(p + 2);
-    if (ihl < 20 || tot < ihl || tot > len)
+    if (ihl < 20 || tot < ihl || (quote ? ihl > len : tot > len))
         return false;
     f->family = 4;
     f->proto = p[9];
     memcpy(f->src, p + 12, 4);
     memcpy(f->dst, p + 16, 4);
-    if ((ts_be16(p + 6) & 0x1fff) == 0)   /* later fragments carry no ports (OPAQUE) */
-        ports_of(f, p + ihl, tot - ihl);
+    r->l4 = ihl;
+    r->end = tot < len ? tot : len;
+    r->first = (ts_be16(p + 6) & 0x1fff) == 0;   /* later fragments carry no ports (OPAQUE) */
+    r->known = TS_QUOTE_PROTO;
+    if (r->first && ports_of(f, p + ihl, r->end - ihl))
+        r->known = TS_QUOTE_PORTS;
     return true;
 }
 
-static bool parse_v6(const uint8_t *p, size_t len, ts_flow *f) {
-    if (len < 40 || (size_t)ts_be16(p + 4) + 40 > len)
+static bool parse_v6(const uint8_t *p, size_t len, bool quote, ts_flow *f, ts_parsed *r) {
+    if (len < 40 || (!quote && (size_t)ts_be16(p + 4) + 40 > len))
         return false;
     size_t end = (size_t)ts_be16(p + 4) + 40, off = 40;
+    if (end > len)
+        end = len;   /* a quote only: a packet's own length must fit (checked above) */
     uint8_t nh = p[6];
     bool first = true;
     f->family = 6;
     memcpy(f->src, p + 8, 16);
     memcpy(f->dst, p + 24, 16);
+    r->known = TS_QUOTE_ADDRS;
     for (int i = 0; i < 8; i++) {
         if (nh == 0 || nh == 43 || nh == 60) {         /* hop-by-hop, routing, destination */
             if (off + 8 > end)
-                return false;
+                return quote;                           /* a quote cut in its chain: protocol unknown */
             size_t hl = ((size_t)p[off + 1] + 1) * 8;
             nh = p[off];
             off += hl;
             if (off > end)
-                return false;
+                return quote;
         } else if (nh == 44) {                          /* fragment */
             if (off + 8 > end)
-                return false;
+                return quote;
             first = (ts_be16(p + off + 2) & 0xfff8) == 0;
             nh = p[off];
             off += 8;
@@ -90,20 +108,60 @@ static bool parse_v6(const uint8_t *p, size_t len, ts_flow *f) {
         }
     }
     f->proto = nh;
-    if (first)
-        ports_of(f, p + off, end - off);
+    r->l4 = off;
+    r->end = end;
+    r->first = first;
+    r->known = TS_QUOTE_PROTO;
+    if (first && ports_of(f, p + off, end - off))
+        r->known = TS_QUOTE_PORTS;
     return true;
 }
 
-bool ts_flow_parse(const uint8_t *pkt, size_t len, ts_flow *f) {
+static bool parse_ip(const uint8_t *pkt, size_t len, bool quote, ts_flow *f, ts_parsed *r) {
     memset(f, 0, sizeof(*f));
     if (len < 1)
         return false;
     switch (pkt[0] >> 4) {
-    case 4: return parse_v4(pkt, len, f);
-    case 6: return parse_v6(pkt, len, f);
+    case 4: return parse_v4(pkt, len, quote, f, r);
+    case 6: return parse_v6(pkt, len, quote, f, r);
     default: return false;
     }
+}
+
+bool ts_flow_parse(const uint8_t *pkt, size_t len, ts_flow *f) {
+    ts_parsed r;
+    return parse_ip(pkt, len, false, f, &r);
+}
+
+bool ts_flow_l4(const uint8_t *pkt, size_t len, size_t *l4, size_t *end) {
+    ts_flow f;
+    ts_parsed r;
+    if (!parse_ip(pkt, len, false, &f, &r) || !r.first)
+        return false;
+    *l4 = r.l4;
+    *end = r.end;
+    return true;
+}
+
+int ts_quote_parse(const uint8_t *q, size_t len, ts_flow *f) {
+    ts_parsed r = {0};
+    return parse_ip(q, len, true, f, &r) ? r.known : TS_QUOTE_BAD;
+}
+
+bool ts_selector_match_known(const ts_selector *s, const ts_flow *f, int known) {
+    ts_flow g = *f;
+    if (known < TS_QUOTE_PORTS) {
+        /* ports it cannot show match only a selector that allows any */
+        if (s->sport_lo != 0 || s->sport_hi != 0xffff || s->dport_lo != 0 || s->dport_hi != 0xffff)
+            return false;
+        g.sport = g.dport = 0;
+    }
+    if (known < TS_QUOTE_PROTO) {
+        if (s->proto)
+            return false;
+        g.proto = 0;
+    }
+    return known >= TS_QUOTE_ADDRS && ts_selector_match(s, &g);
 }
 
 ts_spd_entry *ts_spd_lookup(ts_spd *spd, const ts_flow *f) {

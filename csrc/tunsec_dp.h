@@ -74,6 +74,9 @@ enum ts_drop {
                                          hints for real peers may be lost); both counted per event
                                          withheld, on top of TS_DROP_NO_SA */
     TS_DROP_IKE_TOO_BIG,    /* an IKE message longer than TS_IKE_MAX_MESSAGE: not passed up */
+    TS_DROP_ICMP_QUOTE,     /* inbound ICMP/ICMPv6 error inside the SA's selectors whose quoted
+                               packet, reversed, is not (RFC 4301 §6.2), or that quotes no
+                               whole IP header; also the SA's policy_drops */
     TS_DROP__COUNT
 };
 
@@ -89,7 +92,7 @@ enum ts_sa_counter {
     TS_CTR_BYTES,           /* inner bytes of those packets */
     TS_CTR_REPLAY_DROPS,    /* IN: sequence number replayed or left of the window */
     TS_CTR_AUTH_DROPS,      /* IN: ICV did not verify */
-    TS_CTR_POLICY_DROPS,    /* IN: inner packet outside the SA's selectors */
+    TS_CTR_POLICY_DROPS,    /* IN: inner packet (or the packet an ICMP error quotes) outside the SA's selectors */
     TS_CTR__COUNT
 };
 

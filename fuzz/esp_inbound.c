@@ -20,6 +20,7 @@
  *         bit5  raw: write the larval SA's SPI over the first 4 bytes
  *         bit2  raw: sent from port 500 (IKE without the non-ESP marker,
  *               never decrypted) instead of 4500
+ * An ICMP error that gets through must quote a packet inside A's selectors.
  * SA A is armed with report_first_use: one FIRST_USE at most per input, never
  * without an untampered record with A's SPI, and always once one got through.
  * Both SAs are re-created before every input, so each input starts from the
@@ -99,6 +100,17 @@ static void check_inner(const uint8_t *out, int n, size_t outcap) {
         FUZZ_ASSERT(n >= 20 && fz_be16(out + 2) == (uint16_t)n);
     else
         FUZZ_ASSERT(n >= 40 && fz_be16(out + 4) + 40u == (unsigned)n);
+    /* an ICMP error that got through (SA A: SA B has no selectors) quotes a whole IP header
+     * of its family inside A's selectors (RFC 4301 §6.2; only the simple layouts checked) */
+    if (out[0] == 0x45 && out[9] == 1 && (fz_be16(out + 6) & 0x1fff) == 0 && n > 20) {
+        uint8_t t = out[20];
+        const uint8_t *q = out + 28;
+        if (t == 3 || t == 4 || t == 5 || t == 11 || t == 12)
+            FUZZ_ASSERT(n >= 48 && q[0] >> 4 == 4 && (q[0] & 15) >= 5 && (q[0] & 15) * 4 <= n - 28 &&
+                        q[12] == 10 && q[16] == 10);
+    }
+    if (out[0] >> 4 == 6 && out[6] == 58 && n > 40 && out[40] < 128)
+        FUZZ_ASSERT(n >= 88 && out[48] >> 4 == 6 && out[56] == 0xfd && out[72] == 0xfd);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {

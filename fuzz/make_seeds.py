@@ -22,7 +22,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from scapy.layers.inet import ICMP, IP, TCP, UDP
-from scapy.layers.inet6 import IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment, IPv6ExtHdrHopByHop
+from scapy.layers.inet6 import ICMPv6PacketTooBig, IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment, IPv6ExtHdrHopByHop
 from scapy.packet import Raw
 
 from tunsec.dataplane import pipe
@@ -58,6 +58,17 @@ def v4_tcp(n: int = 40, seq: int = 1000, flags: str = "A", src: str = "10.1.0.1"
 
 def v4_icmp() -> bytes:
     return bytes(IP(src="10.1.0.1", dst="10.2.0.1") / ICMP(type=8, id=7, seq=1) / Raw(b"ping" * 4))
+
+
+def v4_icmp_error(quoted_dst: str = "10.2.0.9", quote: int = 28) -> bytes:
+    """An ICMP port unreachable from 10.1.0.1 quoting (the first `quote` bytes of) 10.2.0.1 -> quoted_dst."""
+    quoted = bytes(IP(src="10.2.0.1", dst=quoted_dst) / UDP(sport=40000, dport=53))[:quote]
+    return bytes(IP(src="10.1.0.1", dst="10.2.0.1") / ICMP(type=3, code=3) / Raw(quoted))
+
+
+def v6_too_big(quoted_dst: str = "fd00::9") -> bytes:
+    quoted = bytes(IPv6(src="fd00::2", dst=quoted_dst) / UDP(sport=40000, dport=53))
+    return bytes(IPv6(src="fd00::1", dst="fd00::2") / ICMPv6PacketTooBig(mtu=1280) / Raw(quoted))
 
 
 def v6_udp(n: int = 24, src: str = "fd00::1", dst: str = "fd00::2") -> bytes:
@@ -117,6 +128,10 @@ def esp_inbound_seeds() -> Iterable[tuple[str, bytes]]:
     yield "sealed-v6-udp", sealed(p6, 1)
     yield "sealed-v4-tcp-icmp", sealed(esp_trailer(v4_tcp(), 4), 1) + sealed(esp_trailer(v4_icmp(), 4), 2)
     yield "sealed-v6-ext-frag", sealed(esp_trailer(v6_ext(), 41), 5) + sealed(esp_trailer(v6_frag(8), 41), 6)
+    # ICMP errors: quoting a packet inside the selectors, outside them, cut in its IP header
+    yield "sealed-icmp-quote", b"".join(sealed(esp_trailer(p, nh), i + 1) for i, (p, nh) in enumerate(
+        [(v4_icmp_error(), 4), (v4_icmp_error("11.0.0.1"), 4), (v4_icmp_error(quote=19), 4),
+         (v6_too_big(), 41), (v6_too_big("fc00::1"), 41)]))
     yield "sealed-tfc", sealed(esp_trailer(v4_udp(8), 4, tfc=40), 3)
     yield "sealed-dummy", sealed(esp_trailer(b"", 59), 1)
     yield "sealed-bad-pad", sealed(esp_trailer(v4_udp(9), 4, bad_pad=True), 1)
@@ -152,6 +167,7 @@ def esp_outbound_seeds() -> Iterable[tuple[str, bytes]]:
     yield "v4-udp", b"\0\0" + v4_udp()
     yield "v4-tcp", b"\0\0" + v4_tcp()
     yield "v4-icmp", b"\0\0" + v4_icmp()
+    yield "v4-icmp-error-cut", b"\0\0" + v4_icmp_error(quote=19)
     yield "v4-frag", b"\0\0" + v4_udp(flags=1, frag=100)
     yield "v4-options", b"\0\0" + bytes(IP(src="10.1.0.1", dst="10.2.0.1", options=b"\x01\x01\x01\x00") / UDP())
     yield "v4-df-too-big", b"\x01\0" + v4_udp(600, flags=2)

@@ -11,7 +11,8 @@
  *
  * One file per unit under test: test_esp.c, test_replay.c, test_seq.c
  * (sequence numbers), test_sad.c (SAD/SPD API, events), test_dead_sa.c (SAs at a
- * hard byte/packet limit, removed and freed), test_icmp.c,
+ * hard byte/packet limit, removed and freed), test_icmp.c, test_icmp_quote.c (ICMP errors
+ * checked by the packet they quote),
  * test_ike_port.c (the NAT-T port's IKE/ESP split), test_invalid_spi.c (its rate limits), test_fuzz.c,
  * test_offload.c, test_loop.c, test_hold.c, test_cmsg.c (socket control
  * data: the local address a datagram came to, the source ESP leaves from); what they share is
@@ -46,6 +47,7 @@ int main(int argc, char **argv) {
     test_invalid_spi_race_refund();
     test_icmp();
     test_icmp_limits();
+    test_icmp_quote();
     test_key_wipe();
     test_fuzz(iterations);
     test_segment_64k();

@@ -136,6 +136,7 @@ void test_invalid_spi_threads(void);
 void test_invalid_spi_race_refund(void);
 void test_icmp(void);                   /* test_icmp.c */
 void test_icmp_limits(void);
+void test_icmp_quote(void);              /* test_icmp_quote.c */
 void test_key_wipe(void);               /* test_sad.c */
 void test_fuzz(long iterations);        /* test_fuzz.c */
 void test_segment_64k(void);            /* test_offload.c */

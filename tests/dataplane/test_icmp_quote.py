@@ -1,0 +1,77 @@
+"""ICMP errors that arrive on an SA are checked by the packet they quote (RFC 4301 §6.2).
+
+Peer A holds 10.1.0.0/24 and talks to our side, 10.2.0.0/24 (esp_ref's SEL4); 10.3.0.0/24 is
+another peer's.  Inside its own ESP, A's host 10.1.0.5 tells our host 10.2.0.10 that a UDP packet
+10.2.0.10:40000 -> 10.3.0.7:53 could not be delivered: a connected socket would take it as
+ECONNREFUSED, and "fragmentation needed" would lower the path MTU toward the other peer.  The C
+self-test (csrc/test/test_icmp_quote.c) has the cases; this is the path through cffi, the packets
+built by scapy."""
+
+from __future__ import annotations
+
+import pytest
+from esp_ref import esp_seal, new_key, receiver
+from scapy.layers.inet import ICMP, IP, UDP, IPerror, UDPerror
+from scapy.layers.inet6 import ICMPv6EchoRequest, ICMPv6PacketTooBig, IPerror6, IPv6
+from scapy.packet import Packet, Raw
+
+from tunsec.dataplane.fastpath import Drop
+from tunsec.dataplane.pipe import Direction
+
+OTHER_PEERS_DNS = "10.3.0.7"
+AS_DNS = "10.1.0.7"
+
+
+def _unreachable(quoted_dst: str, code: int = 3, mtu: int = 0) -> bytes:
+    """An ICMP destination unreachable from A's host to ours about our UDP packet to quoted_dst:53."""
+    quoted = IPerror(src="10.2.0.10", dst=quoted_dst) / UDPerror(sport=40000, dport=53)
+    return bytes(IP(src="10.1.0.5", dst="10.2.0.10") / ICMP(type=3, code=code, nexthopmtu=mtu) / quoted)
+
+
+def _too_big6(quoted_dst: str) -> bytes:
+    quoted = IPerror6(src="fd00:b::10", dst=quoted_dst) / UDP(sport=40000, dport=53)
+    return bytes(IPv6(src="fd00:a::5", dst="fd00:b::10") / ICMPv6PacketTooBig(mtu=1280) / quoted)
+
+
+def _through(pkt: Packet | bytes) -> tuple[bytes, Drop, dict[str, int], int]:
+    """pkt sealed by A and opened on our side: what comes out, why not, the drops, the SA's policy_drops."""
+    raw = bytes(pkt)
+    key = new_key()
+    dp, spi = receiver(key)
+    out, drop = dp.inbound(esp_seal(key, spi, 1, raw, 4 if raw[0] >> 4 == 4 else 41))
+    return out, drop, dp.drops(), dp.get(spi, Direction.IN).counters["policy_drops"]
+
+
+@pytest.mark.parametrize("code,mtu", [(3, 0), (4, 552)], ids=["port-unreachable", "frag-needed-552"])
+def test_an_error_about_another_peers_flow_is_dropped_and_counted(code: int, mtu: int) -> None:
+    out, drop, drops, policy_drops = _through(_unreachable(OTHER_PEERS_DNS, code, mtu))
+    assert (out, drop) == (b"", Drop.ICMP_QUOTE)
+    assert drops["icmp_quote"] == 1 and drops["policy"] == 0 and sum(drops.values()) == 1
+    assert policy_drops == 1
+
+
+@pytest.mark.parametrize("code,mtu", [(3, 0), (4, 552)], ids=["port-unreachable", "frag-needed-552"])
+def test_an_error_about_the_peers_own_flow_passes_unchanged(code: int, mtu: int) -> None:
+    pkt = _unreachable(AS_DNS, code, mtu)
+    out, drop, drops, policy_drops = _through(pkt)
+    assert (out, drop) == (pkt, Drop.NONE)
+    assert sum(drops.values()) == 0 and policy_drops == 0
+    assert IP(out)[UDPerror].dport == 53
+
+
+def test_icmpv6_packet_too_big_is_checked_and_echo_is_not() -> None:
+    assert _through(_too_big6("fd00:c::7"))[1] == Drop.ICMP_QUOTE
+    ok = _too_big6("fd00:a::7")
+    assert _through(ok)[:2] == (ok, Drop.NONE)
+    echo = bytes(IPv6(src="fd00:a::5", dst="fd00:b::10") / ICMPv6EchoRequest(data=b"ping"))
+    assert _through(echo)[:2] == (echo, Drop.NONE)
+
+
+def test_a_quote_without_a_whole_ip_header_is_dropped() -> None:
+    quoted = bytes(IPerror(src="10.2.0.10", dst=AS_DNS) / UDPerror(sport=40000, dport=53))
+    cut = IP(src="10.1.0.5", dst="10.2.0.10") / ICMP(type=3, code=3) / Raw(quoted[:19])
+    assert _through(cut)[1] == Drop.ICMP_QUOTE
+    header_only = IP(src="10.1.0.5", dst="10.2.0.10") / ICMP(type=3, code=3) / Raw(quoted[:20])
+    assert _through(header_only)[1] == Drop.NONE   # SEL4 allows any port: the addresses decide
+    plain = bytes(IP(src="10.1.0.5", dst="10.2.0.10") / UDP(sport=53, dport=40000) / b"answer")
+    assert _through(plain)[:2] == (plain, Drop.NONE)
