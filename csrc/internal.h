@@ -214,13 +214,20 @@ void ts_gro_flush(ts_gro *g);
 typedef struct ts_event_slot {
     ts_event ev;
     uint8_t *data;
+    int16_t src;                       /* IKE: the sender's slot in ts_events.ike_src, else -1 */
 } ts_event_slot;
 
 #define TS_EVENT_CAP 1024
+/* IKE datagrams waiting, per sender: slots a keyed hash of the source address picks (dp.c, as the
+ * INVALID_SPI limiter's), each with at most TS_IKE_PER_SOURCE of the TS_EVENT_CAP / 2 IKE may
+ * use, so one sender cannot take them all from the peers whose DPD and rekeys need them */
+#define TS_IKE_SOURCE_SLOTS 256
+#define TS_IKE_PER_SOURCE 32
 typedef struct ts_events {
     pthread_mutex_t lock;
     ts_event_slot slots[TS_EVENT_CAP];
     size_t head, count;
+    uint16_t ike_src[TS_IKE_SOURCE_SLOTS];   /* IKE events queued per source slot */
     int efd;
 } ts_events;
 
@@ -228,6 +235,9 @@ int ts_events_init(ts_events *q);
 void ts_events_destroy(ts_events *q);
 /* false if the queue is full (the caller counts the drop) */
 bool ts_events_push(ts_events *q, const ts_event *ev, const uint8_t *data, size_t len);
+/* an IKE datagram from the sender whose slot is src_slot: TS_DROP_NONE once queued, else
+ * TS_DROP_IKE_SOURCE_LIMIT (that slot's share is waiting) or TS_DROP_QUEUE_FULL */
+int ts_events_push_ike(ts_events *q, const ts_event *ev, const uint8_t *data, size_t len, unsigned src_slot);
 
 /* ---- socket control data (cmsg.c) ------------------------------------------- */
 typedef struct ts_rx_meta {
@@ -272,7 +282,7 @@ struct ts_dp {
     _Atomic uint64_t invalid_spi_tat_ns;  /* token bucket (GCRA) for INVALID_SPI, all sources together */
     /* ... and one per source address, in slots a keyed hash picks: the key is random per context so
      * that nobody can aim at a real peer's slot (a collision only shares that slot's budget) */
-    uint64_t invalid_spi_key[2];
+    uint64_t source_key[2];
     _Atomic uint64_t invalid_spi_src_ns[TS_INVALID_SPI_SLOTS];
     _Atomic uint64_t test_clock_ns;   /* ts_test_set_clock: the rate limiters' clock if > 0 */
     _Atomic uint64_t icmp_tat_ns;     /* token bucket (GCRA) for ICMP too-big answers */

@@ -70,6 +70,9 @@ enum ts_drop {
                                          their shared budget (a burst of 10, refilled at 10 a second;
                                          hints for real peers may be lost); both counted per event
                                          withheld, on top of TS_DROP_NO_SA */
+    TS_DROP_IKE_SOURCE_LIMIT,         /* IKE datagram not passed up: its source address (or one whose
+                                         keyed hash shares its slot) already has 32 waiting for the
+                                         control process */
     TS_DROP__COUNT
 };
 
@@ -306,5 +309,9 @@ void ts_test_set_clock(ts_dp *dp, uint64_t now_ns);
  * context's random key): sources in one slot share one limit, so a test that wants two
  * sources limited apart picks addresses whose slots differ. */
 unsigned ts_test_invalid_spi_slot(ts_dp *dp, const ts_addr *src);
+
+/* IKE event test hook: the slot of src's share of the queued IKE datagrams (its address hashed
+ * with this context's random key); sources in one slot share one share. */
+unsigned ts_test_ike_source_slot(ts_dp *dp, const ts_addr *src);
 
 #endif

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from conftest import netns_unavailable
-from esp_ref import esp_seal, ipv4_udp
+from esp_ref import esp_seal, ike_message, ipv4_udp
 from pytun_pmd3 import TunTapDevice
 from pytun_pmd3.linux import IFF_NO_PI, IFF_TUN
 from tunsec.dataplane._fastpath import ffi
@@ -151,9 +151,9 @@ def test_send_ike_goes_out_with_the_non_esp_marker(worker: Worker) -> None:
         data, src = peer.recvfrom(2048)
         assert data == b"\0\0\0\0ike-message" and src == ("127.0.0.1", 4500)
         # and IKE arriving on 4500 comes up the pipe without the marker
-        peer.sendto(b"\0\0\0\0answer", ("127.0.0.1", 4500))
+        peer.sendto(b"\0\0\0\0" + ike_message(b"answer"), ("127.0.0.1", 4500))
         msg = worker.recv()
-        assert isinstance(msg, pipe.Ike) and msg.data == b"answer" and msg.remote == remote
+        assert isinstance(msg, pipe.Ike) and msg.data == ike_message(b"answer") and msg.remote == remote
         # ESP for an SPI nobody has: INVALID_SPI, a hint upward
         peer.sendto((0x4242).to_bytes(4, "big") + bytes(40), ("127.0.0.1", 4500))
         msg = worker.recv()
@@ -317,17 +317,19 @@ def test_a_larval_sa_asked_never_to_expire_is_not_expired(worker: Worker) -> Non
 
 def test_an_empty_non_esp_marker_is_a_counted_drop(worker: Worker) -> None:
     """Four zero bytes on port 4500: the non-ESP marker with no IKE message
-    after it.  A counted malformed drop, no event, no traceback; the next IKE
-    message still comes up."""
+    after it; or bytes after it that are no whole IKE header of their length.
+    Counted malformed drops, no event, no traceback; the next IKE message
+    still comes up."""
     peer = netns_socket(worker.ns, socket.AF_INET, socket.SOCK_DGRAM)
     with peer:
         peer.bind(("127.0.0.2", 4500))
         before = dict(worker.dump().drops)["malformed"]
         peer.sendto(b"\0\0\0\0", ("127.0.0.1", 4500))
-        peer.sendto(b"\0\0\0\0after", ("127.0.0.1", 4500))
+        peer.sendto(b"\0\0\0\0junk", ("127.0.0.1", 4500))
+        peer.sendto(b"\0\0\0\0" + ike_message(b"after"), ("127.0.0.1", 4500))
         msg = worker.recv()
-        assert isinstance(msg, pipe.Ike) and msg.data == b"after"
-    assert dict(worker.dump().drops)["malformed"] == before + 1
+        assert isinstance(msg, pipe.Ike) and msg.data == ike_message(b"after")
+    assert dict(worker.dump().drops)["malformed"] == before + 2
     assert worker.proc.poll() is None
     assert "Traceback" not in worker.log.read_text()
 
