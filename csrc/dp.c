@@ -369,15 +369,6 @@ int ts_outbound_locked(ts_dp *dp, ts_flow_cache *cache, const uint8_t *pkt, size
     return (int)n;
 }
 
-#define SIP_ROTL(x, b) (((x) << (b)) | ((x) >> (64 - (b))))
-
-static void sip_round(uint64_t v[4]) {
-    v[0] += v[1]; v[1] = SIP_ROTL(v[1], 13); v[1] ^= v[0]; v[0] = SIP_ROTL(v[0], 32);
-    v[2] += v[3]; v[3] = SIP_ROTL(v[3], 16); v[3] ^= v[2];
-    v[0] += v[3]; v[3] = SIP_ROTL(v[3], 21); v[3] ^= v[0];
-    v[2] += v[1]; v[1] = SIP_ROTL(v[1], 17); v[1] ^= v[2]; v[2] = SIP_ROTL(v[2], 32);
-}
-
 static uint64_t sip_le64(const uint8_t *p, size_t n) {
     uint64_t r = 0;
     for (size_t i = n; i-- > 0;)
@@ -385,9 +376,9 @@ static uint64_t sip_le64(const uint8_t *p, size_t n) {
     return r;
 }
 
-/* SipHash-2-4 (Aumasson, Bernstein): a keyed hash whose output an attacker who does not know
+/* SipHash-c-d (Aumasson, Bernstein): a keyed hash whose output an attacker who does not know
  * the key cannot steer, however he picks the input */
-uint64_t ts_siphash24(const uint64_t key[2], const uint8_t *in, size_t len) {
+uint64_t ts_siphash(const uint64_t key[2], const uint8_t *in, size_t len, int c, int d) {
     uint64_t v[4] = {key[0] ^ 0x736f6d6570736575ull, key[1] ^ 0x646f72616e646f6dull,
                      key[0] ^ 0x6c7967656e657261ull, key[1] ^ 0x7465646279746573ull};
     size_t whole = len - len % 8;
@@ -395,14 +386,18 @@ uint64_t ts_siphash24(const uint64_t key[2], const uint8_t *in, size_t len) {
         /* the last word: the tail bytes and the length in the top byte */
         uint64_t m = i < whole ? sip_le64(in + i, 8) : sip_le64(in + i, len % 8) | (uint64_t)len << 56;
         v[3] ^= m;
-        sip_round(v);
-        sip_round(v);
+        for (int r = 0; r < c; r++)
+            ts_sip_round(v);
         v[0] ^= m;
     }
     v[2] ^= 0xff;
-    for (int i = 0; i < 4; i++)
-        sip_round(v);
+    for (int r = 0; r < d; r++)
+        ts_sip_round(v);
     return v[0] ^ v[1] ^ v[2] ^ v[3];
+}
+
+uint64_t ts_siphash24(const uint64_t key[2], const uint8_t *in, size_t len) {
+    return ts_siphash(key, in, len, 2, 4);
 }
 
 /* src's address only (a NAT gives one host many ports), hashed with this context's key: the

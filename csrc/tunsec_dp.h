@@ -314,4 +314,8 @@ unsigned ts_test_invalid_spi_slot(ts_dp *dp, const ts_addr *src);
  * with this context's random key); sources in one slot share one share. */
 unsigned ts_test_ike_source_slot(ts_dp *dp, const ts_addr *src);
 
+/* SAD test hook: the most SAs in one bucket of the SPI hash (keyed per context, so that peers,
+ * who choose our outbound SPIs, cannot chain theirs together) */
+size_t ts_test_sad_longest_chain(ts_dp *dp);
+
 #endif

@@ -141,6 +141,7 @@ void test_invalid_spi_race_refund(void);
 void test_icmp(void);                   /* test_icmp.c */
 void test_icmp_limits(void);
 void test_key_wipe(void);               /* test_sad.c */
+void test_sad_chain_keyed(void);        /* test_sad_hash.c */
 void test_fuzz(long iterations);        /* test_fuzz.c */
 void test_segment_64k(void);            /* test_offload.c */
 void test_offload_fuzz(long iterations);
