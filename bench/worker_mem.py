@@ -268,7 +268,9 @@ def run_churn(cycles: int, n: int, window: int) -> None:
             for k, (inb, _, _) in enumerate(batch):
                 out.sendto(b"x", (str(vip(k)), 9))
                 peer.sendto(esp(inb, 1, ipv4_udp(vip(k), GATEWAY, b"y")), (str(LOCAL.addr), LOCAL.port))
-            peer.sendto(bytes(4) + os.urandom(300), (str(LOCAL.addr), LOCAL.port))
+            # marker + an IKE header whose length field is its own (the fast path passes up no less)
+            ike = os.urandom(24) + struct.pack("!I", 300) + os.urandom(272)
+            peer.sendto(bytes(4) + ike, (str(LOCAL.addr), LOCAL.port))
             time.sleep(0.2)
             reqs = []
             for inb, outb, _ in batch:

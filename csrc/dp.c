@@ -36,11 +36,11 @@ ts_dp *ts_dp_new(void) {
     dp->spd.hold_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     ssize_t got;
     do
-        got = getrandom(dp->invalid_spi_key, sizeof(dp->invalid_spi_key), 0);
+        got = getrandom(dp->source_key, sizeof(dp->source_key), 0);
     while (got < 0 && errno == EINTR);
     /* no context without a secret key: with a known one an attacker could aim at a peer's
      * INVALID_SPI slot */
-    bool keyed = got == (ssize_t)sizeof(dp->invalid_spi_key);
+    bool keyed = got == (ssize_t)sizeof(dp->source_key);
     if (dp->wake_fd < 0 || dp->spd.hold_fd < 0 || !keyed || ts_sad_init(&dp->sad) != TS_OK ||
         ts_events_init(&dp->events) != TS_OK) {
         ts_dp_free(dp);
@@ -369,15 +369,6 @@ int ts_outbound_locked(ts_dp *dp, ts_flow_cache *cache, const uint8_t *pkt, size
     return (int)n;
 }
 
-#define SIP_ROTL(x, b) (((x) << (b)) | ((x) >> (64 - (b))))
-
-static void sip_round(uint64_t v[4]) {
-    v[0] += v[1]; v[1] = SIP_ROTL(v[1], 13); v[1] ^= v[0]; v[0] = SIP_ROTL(v[0], 32);
-    v[2] += v[3]; v[3] = SIP_ROTL(v[3], 16); v[3] ^= v[2];
-    v[0] += v[3]; v[3] = SIP_ROTL(v[3], 21); v[3] ^= v[0];
-    v[2] += v[1]; v[1] = SIP_ROTL(v[1], 17); v[1] ^= v[2]; v[2] = SIP_ROTL(v[2], 32);
-}
-
 static uint64_t sip_le64(const uint8_t *p, size_t n) {
     uint64_t r = 0;
     for (size_t i = n; i-- > 0;)
@@ -385,9 +376,9 @@ static uint64_t sip_le64(const uint8_t *p, size_t n) {
     return r;
 }
 
-/* SipHash-2-4 (Aumasson, Bernstein): a keyed hash whose output an attacker who does not know
+/* SipHash-c-d (Aumasson, Bernstein): a keyed hash whose output an attacker who does not know
  * the key cannot steer, however he picks the input */
-uint64_t ts_siphash24(const uint64_t key[2], const uint8_t *in, size_t len) {
+uint64_t ts_siphash(const uint64_t key[2], const uint8_t *in, size_t len, int c, int d) {
     uint64_t v[4] = {key[0] ^ 0x736f6d6570736575ull, key[1] ^ 0x646f72616e646f6dull,
                      key[0] ^ 0x6c7967656e657261ull, key[1] ^ 0x7465646279746573ull};
     size_t whole = len - len % 8;
@@ -395,18 +386,23 @@ uint64_t ts_siphash24(const uint64_t key[2], const uint8_t *in, size_t len) {
         /* the last word: the tail bytes and the length in the top byte */
         uint64_t m = i < whole ? sip_le64(in + i, 8) : sip_le64(in + i, len % 8) | (uint64_t)len << 56;
         v[3] ^= m;
-        sip_round(v);
-        sip_round(v);
+        for (int r = 0; r < c; r++)
+            ts_sip_round(v);
         v[0] ^= m;
     }
     v[2] ^= 0xff;
-    for (int i = 0; i < 4; i++)
-        sip_round(v);
+    for (int r = 0; r < d; r++)
+        ts_sip_round(v);
     return v[0] ^ v[1] ^ v[2] ^ v[3];
 }
 
-/* the per-source slot of src: its address only (a NAT gives one host many ports) */
-static _Atomic uint64_t *invalid_spi_slot(ts_dp *dp, const ts_addr *src) {
+uint64_t ts_siphash24(const uint64_t key[2], const uint8_t *in, size_t len) {
+    return ts_siphash(key, in, len, 2, 4);
+}
+
+/* src's address only (a NAT gives one host many ports), hashed with this context's key: the
+ * per-source slots of INVALID_SPI and of queued IKE datagrams take their bits from it */
+static uint64_t source_hash(const ts_dp *dp, const ts_addr *src) {
     uint8_t in[17] = {0};
     size_t n = 1;
     if (src && (src->family == 4 || src->family == 6)) {
@@ -414,12 +410,24 @@ static _Atomic uint64_t *invalid_spi_slot(ts_dp *dp, const ts_addr *src) {
         in[0] = src->family;
         memcpy(in + 1, src->addr, n - 1);
     }
-    uint64_t h = ts_siphash24(dp->invalid_spi_key, in, n);
-    return &dp->invalid_spi_src_ns[h & (TS_INVALID_SPI_SLOTS - 1)];
+    return ts_siphash24(dp->source_key, in, n);
+}
+
+static _Atomic uint64_t *invalid_spi_slot(ts_dp *dp, const ts_addr *src) {
+    return &dp->invalid_spi_src_ns[source_hash(dp, src) & (TS_INVALID_SPI_SLOTS - 1)];
+}
+
+/* the high half: sources that share an INVALID_SPI slot need not share this one */
+static unsigned ike_source_slot(const ts_dp *dp, const ts_addr *src) {
+    return (unsigned)(source_hash(dp, src) >> 32) & (TS_IKE_SOURCE_SLOTS - 1);
 }
 
 unsigned ts_test_invalid_spi_slot(ts_dp *dp, const ts_addr *src) {
     return (unsigned)(invalid_spi_slot(dp, src) - dp->invalid_spi_src_ns);
+}
+
+unsigned ts_test_ike_source_slot(ts_dp *dp, const ts_addr *src) {
+    return ike_source_slot(dp, src);
 }
 
 #define INVALID_SPI_SOURCE_NS 1000000000ull   /* one event per source address a second ... */
@@ -492,11 +500,17 @@ static int check_inner(ts_sa *sa, const uint8_t *pt, size_t pt_len, size_t *inne
     return ts_icmp_quote_ok(pt, plen, &f, sa->sel, sa->n_sel) ? TS_DROP_NONE : TS_DROP_ICMP_QUOTE;
 }
 
-/* an IKE message up to the control process (it parses and answers it) */
+/* An IKE message up to the control process (it parses and answers it): only a whole IKE header
+ * whose length field is the message's goes up (cheap, and keeps junk out of the event queue),
+ * within its sender's share of the queue.  Anyone may send these, spoofed, before any state. */
 static void ike_event(ts_dp *dp, const uint8_t *ike, size_t len, const ts_addr *src, const ts_addr *local,
                       int *drop) {
     if (len > TS_IKE_MAX_MESSAGE) {   /* the control side would drop it unparsed: spare the queue */
         *drop = TS_DROP_IKE_TOO_BIG;
+        return;
+    }
+    if (len < IKE_HDR_LEN || ts_be32(ike + IKE_HDR_LEN_OFF) != len) {
+        *drop = TS_DROP_MALFORMED;
         return;
     }
     ts_event ev = {.type = TS_EV_IKE};
@@ -504,8 +518,7 @@ static void ike_event(ts_dp *dp, const uint8_t *ike, size_t len, const ts_addr *
         ev.addr = *src;
     if (local)
         ev.local = *local;
-    if (!ts_events_push(&dp->events, &ev, ike, len))
-        *drop = TS_DROP_QUEUE_FULL;
+    *drop = ts_events_push_ike(&dp->events, &ev, ike, len, ike_source_slot(dp, src));
 }
 
 int ts_inbound_locked(ts_dp *dp, uint8_t *udp, size_t len, const ts_addr *src,
@@ -517,14 +530,9 @@ int ts_inbound_locked(ts_dp *dp, uint8_t *udp, size_t len, const ts_addr *src,
     }
     /* From port 500 it is IKE without the marker, as strongSwan's receiver has
      * it (the marker is used only when neither port is 500): a peer with
-     * remote_port = 4500 sends its IKE_SA_INIT from 500.  Only a whole IKE
-     * header whose length field is the datagram's goes up (cheap, and keeps
-     * junk out of the event queue); the control side parses the rest. */
+     * remote_port = 4500 sends its IKE_SA_INIT from 500. */
     if (src && src->port == IKE_UDP_PORT) {
-        if (len < IKE_HDR_LEN || ts_be32(udp + IKE_HDR_LEN_OFF) != len)
-            *drop = TS_DROP_MALFORMED;
-        else
-            ike_event(dp, udp, len, src, local, drop);
+        ike_event(dp, udp, len, src, local, drop);
         return 0;
     }
     if (len > NON_ESP_MARKER_LEN && ts_be32(udp) == 0) {   /* the marker alone carries no IKE: malformed below */

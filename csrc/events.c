@@ -24,35 +24,62 @@ void ts_events_destroy(ts_events *q) {
     pthread_mutex_destroy(&q->lock);
 }
 
-bool ts_events_push(ts_events *q, const ts_event *ev, const uint8_t *data, size_t len) {
-    uint8_t *copy = NULL;
-    if (len) {
-        copy = malloc(len);
-        if (!copy)
-            return false;
-        memcpy(copy, data, len);
-    }
-    pthread_mutex_lock(&q->lock);
+/* why an event of ev's type from source slot src (-1: not an IKE datagram) finds no room:
+ * TS_DROP_NONE if it does.  The source's share first, as the INVALID_SPI limiter has it */
+static int room(const ts_events *q, const ts_event *ev, int src) {
+    if (src >= 0 && q->ike_src[src] >= TS_IKE_PER_SOURCE)
+        return TS_DROP_IKE_SOURCE_LIMIT;
     /* unauthenticated IKE datagrams may fill only part of the queue, so a
      * flood of them never crowds out EXPIRE/ACQUIRE */
     size_t cap = ev->type == TS_EV_IKE ? TS_EVENT_CAP / 2 : TS_EVENT_CAP;
-    bool ok = q->count < cap;
-    if (ok) {
+    return q->count < cap ? TS_DROP_NONE : TS_DROP_QUEUE_FULL;
+}
+
+static int push(ts_events *q, const ts_event *ev, const uint8_t *data, size_t len, int src) {
+    uint8_t *copy = NULL;
+    int why;
+    if (len) {
+        /* a look before the copy, so a datagram with no room costs no allocation (a flood's
+         * are up to 64 KiB each); the copy is made outside the lock, and room checked again */
+        pthread_mutex_lock(&q->lock);
+        why = room(q, ev, src);
+        pthread_mutex_unlock(&q->lock);
+        if (why != TS_DROP_NONE)
+            return why;
+        copy = malloc(len);
+        if (!copy)
+            return TS_DROP_QUEUE_FULL;
+        memcpy(copy, data, len);
+    }
+    pthread_mutex_lock(&q->lock);
+    why = room(q, ev, src);
+    if (why == TS_DROP_NONE) {
         ts_event_slot *s = &q->slots[(q->head + q->count) % TS_EVENT_CAP];
         s->ev = *ev;
         s->ev.data_len = (uint32_t)len;
         s->data = copy;
+        s->src = (int16_t)src;
+        if (src >= 0)
+            q->ike_src[src]++;
         q->count++;
     }
     pthread_mutex_unlock(&q->lock);
-    if (!ok) {
+    if (why != TS_DROP_NONE) {
         free(copy);
-        return false;
+        return why;
     }
     uint64_t one = 1;
     ssize_t w = write(q->efd, &one, sizeof(one));   /* EAGAIN only when already signalled */
     (void)w;
-    return true;
+    return TS_DROP_NONE;
+}
+
+bool ts_events_push(ts_events *q, const ts_event *ev, const uint8_t *data, size_t len) {
+    return push(q, ev, data, len, -1) == TS_DROP_NONE;
+}
+
+int ts_events_push_ike(ts_events *q, const ts_event *ev, const uint8_t *data, size_t len, unsigned src_slot) {
+    return push(q, ev, data, len, (int)(src_slot % TS_IKE_SOURCE_SLOTS));
 }
 
 int ts_dp_next_event(ts_dp *dp, ts_event *ev, uint8_t *buf, size_t buflen) {
@@ -73,6 +100,8 @@ int ts_dp_next_event(ts_dp *dp, ts_event *ev, uint8_t *buf, size_t buflen) {
     ev->data_len = (uint32_t)n;
     free(s->data);
     s->data = NULL;
+    if (s->src >= 0)
+        q->ike_src[s->src]--;   /* the source's share back once the control side has it */
     q->head = (q->head + 1) % TS_EVENT_CAP;
     q->count--;
     pthread_mutex_unlock(&q->lock);

@@ -88,6 +88,10 @@ typedef struct ts_sad {
     ts_sa **buckets;
     size_t nbuckets;                   /* power of two */
     size_t count;
+    /* the outbound SAs' bucket hash key, random per context: peers choose our outbound SPIs, and
+     * with a fixed hash they could chain all of theirs in one bucket, which every inbound packet
+     * (junk with an unknown SPI included) and control call hashing there would walk */
+    uint64_t key[2];
     /* OUT SAs with a reqid, hashed by it: a new policy finds its SA (spd.c newest_out)
      * without a pass over every SA, which made a thousand clients' set-up O(N^2) */
     ts_sa **by_reqid;                  /* TS_REQID_BUCKETS chains */
@@ -231,13 +235,20 @@ void ts_gro_flush(ts_gro *g);
 typedef struct ts_event_slot {
     ts_event ev;
     uint8_t *data;
+    int16_t src;                       /* IKE: the sender's slot in ts_events.ike_src, else -1 */
 } ts_event_slot;
 
 #define TS_EVENT_CAP 1024
+/* IKE datagrams waiting, per sender: slots a keyed hash of the source address picks (dp.c, as the
+ * INVALID_SPI limiter's), each with at most TS_IKE_PER_SOURCE of the TS_EVENT_CAP / 2 IKE may
+ * use, so one sender cannot take them all from the peers whose DPD and rekeys need them */
+#define TS_IKE_SOURCE_SLOTS 256
+#define TS_IKE_PER_SOURCE 32
 typedef struct ts_events {
     pthread_mutex_t lock;
     ts_event_slot slots[TS_EVENT_CAP];
     size_t head, count;
+    uint16_t ike_src[TS_IKE_SOURCE_SLOTS];   /* IKE events queued per source slot */
     int efd;
 } ts_events;
 
@@ -245,6 +256,9 @@ int ts_events_init(ts_events *q);
 void ts_events_destroy(ts_events *q);
 /* false if the queue is full (the caller counts the drop) */
 bool ts_events_push(ts_events *q, const ts_event *ev, const uint8_t *data, size_t len);
+/* an IKE datagram from the sender whose slot is src_slot: TS_DROP_NONE once queued, else
+ * TS_DROP_IKE_SOURCE_LIMIT (that slot's share is waiting) or TS_DROP_QUEUE_FULL */
+int ts_events_push_ike(ts_events *q, const ts_event *ev, const uint8_t *data, size_t len, unsigned src_slot);
 
 /* ---- socket control data (cmsg.c) ------------------------------------------- */
 typedef struct ts_rx_meta {
@@ -289,7 +303,7 @@ struct ts_dp {
     _Atomic uint64_t invalid_spi_tat_ns;  /* token bucket (GCRA) for INVALID_SPI, all sources together */
     /* ... and one per source address, in slots a keyed hash picks: the key is random per context so
      * that nobody can aim at a real peer's slot (a collision only shares that slot's budget) */
-    uint64_t invalid_spi_key[2];
+    uint64_t source_key[2];
     _Atomic uint64_t invalid_spi_src_ns[TS_INVALID_SPI_SLOTS];
     _Atomic uint64_t test_clock_ns;   /* ts_test_set_clock: the rate limiters' clock if > 0 */
     _Atomic uint64_t icmp_tat_ns;     /* token bucket (GCRA) for ICMP too-big answers */
@@ -297,6 +311,35 @@ struct ts_dp {
 
 uint64_t ts_now_ns(void);
 uint64_t ts_siphash24(const uint64_t key[2], const uint8_t *in, size_t len);   /* dp.c */
+/* SipHash with c compression and d finalization rounds (2, 4 is ts_siphash24) */
+uint64_t ts_siphash(const uint64_t key[2], const uint8_t *in, size_t len, int c, int d);
+
+#define TS_SIP_ROTL(x, b) (((x) << (b)) | ((x) >> (64 - (b))))
+static inline void ts_sip_round(uint64_t v[4]) {
+    v[0] += v[1]; v[1] = TS_SIP_ROTL(v[1], 13); v[1] ^= v[0]; v[0] = TS_SIP_ROTL(v[0], 32);
+    v[2] += v[3]; v[3] = TS_SIP_ROTL(v[3], 16); v[3] ^= v[2];
+    v[0] += v[3]; v[3] = TS_SIP_ROTL(v[3], 21); v[3] ^= v[0];
+    v[2] += v[1]; v[1] = TS_SIP_ROTL(v[1], 17); v[1] ^= v[2]; v[2] = TS_SIP_ROTL(v[2], 32);
+}
+
+/* ts_siphash(key, the 8 little-endian bytes of m, 8, 1, 3) unrolled: the SAD's bucket hash of
+ * outbound SAs */
+static inline uint64_t ts_siphash13_u64(const uint64_t key[2], uint64_t m) {
+    uint64_t v[4] = {key[0] ^ 0x736f6d6570736575ull, key[1] ^ 0x646f72616e646f6dull,
+                     key[0] ^ 0x6c7967656e657261ull, key[1] ^ 0x7465646279746573ull};
+    const uint64_t last = 8ull << 56;   /* no tail bytes, the length in the top byte */
+    v[3] ^= m;
+    ts_sip_round(v);
+    v[0] ^= m;
+    v[3] ^= last;
+    ts_sip_round(v);
+    v[0] ^= last;
+    v[2] ^= 0xff;
+    ts_sip_round(v);
+    ts_sip_round(v);
+    ts_sip_round(v);
+    return v[0] ^ v[1] ^ v[2] ^ v[3];
+}
 void ts_drop(ts_dp *dp, int reason);
 int ts_outbound_locked(ts_dp *dp, ts_flow_cache *cache, const uint8_t *pkt, size_t len, uint8_t *out,
                        size_t outcap, ts_sa **sa_out, int *drop, size_t *icmp_len);

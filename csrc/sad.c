@@ -3,15 +3,30 @@
  * are chosen by the peers, so two peers may pick the same one: an outbound SA
  * is known by (SPI, remote address, remote port), never by its SPI alone. */
 #include "internal.h"
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 #include <arpa/inet.h>
 #include <openssl/crypto.h>
 
+/* Inbound SPIs are ours (GETSPI draws them at random; manual ones the admin configured): a fixed
+ * mix spreads them, at no cost to the packet path, which hashes (SPI, IN) once per datagram.
+ * Outbound SPIs are the peers' choice: keyed, so that none can chain its SAs together, in the
+ * buckets inbound lookups (junk with unknown SPIs included) and control calls walk.  SipHash-1-3
+ * (as CPython's and Rust's hash tables use against hash flooding) rather than a keyed
+ * multiply-shift: that one is universal for inputs chosen blind, but one collision an attacker
+ * learns (by timing) hands him more along its arithmetic progression.  Only control calls hash
+ * an OUT SA, so its few ns never reach the packet path. */
 static size_t slot(const ts_sad *s, uint32_t spi, uint8_t dir) {
-    uint32_t h = spi * 2654435761u ^ dir;   /* SPIs are random already; mix for manual ones */
-    return (h ^ (h >> 16)) & (s->nbuckets - 1);
+    uint64_t h;
+    if (dir == TS_DIR_IN) {
+        uint32_t m = spi * 2654435761u;
+        h = m ^ (m >> 16);
+    } else {
+        h = ts_siphash13_u64(s->key, (uint64_t)dir << 32 | spi);
+    }
+    return (size_t)h & (s->nbuckets - 1);
 }
 
 static size_t reqid_slot(uint32_t reqid) {
@@ -21,6 +36,15 @@ static size_t reqid_slot(uint32_t reqid) {
 int ts_sad_init(ts_sad *s) {
     s->nbuckets = 1024;
     s->count = 0;
+    ssize_t got;
+    do
+        got = getrandom(s->key, sizeof(s->key), 0);
+    while (got < 0 && errno == EINTR);
+    if (got != (ssize_t)sizeof(s->key)) {   /* no table without a secret key: see ts_sad.key */
+        s->buckets = s->by_reqid = NULL;
+        s->nbuckets = 0;
+        return TS_EIO;
+    }
     s->buckets = calloc(s->nbuckets, sizeof(*s->buckets));
     s->by_reqid = calloc(TS_REQID_BUCKETS, sizeof(*s->by_reqid));
     if (!s->buckets || !s->by_reqid) {
@@ -491,6 +515,19 @@ int ts_sad_get(ts_dp *dp, uint32_t spi, uint8_t dir, const ts_addr *remote, ts_s
     }
     pthread_rwlock_unlock(&dp->lock);
     return sa ? TS_OK : TS_ENOENT;
+}
+
+size_t ts_test_sad_longest_chain(ts_dp *dp) {
+    size_t longest = 0;
+    pthread_rwlock_rdlock(&dp->lock);
+    for (size_t i = 0; i < dp->sad.nbuckets; i++) {
+        size_t n = 0;
+        for (ts_sa *sa = dp->sad.buckets[i]; sa; sa = sa->next)
+            n++;
+        longest = n > longest ? n : longest;
+    }
+    pthread_rwlock_unlock(&dp->lock);
+    return longest;
 }
 
 size_t ts_sad_count(ts_dp *dp) {

@@ -77,6 +77,9 @@ enum ts_drop {
     TS_DROP_ICMP_QUOTE,     /* inbound ICMP/ICMPv6 error inside the SA's selectors whose quoted
                                packet, reversed, is not (RFC 4301 §6.2), or that quotes no
                                whole IP header; also the SA's policy_drops */
+    TS_DROP_IKE_SOURCE_LIMIT,         /* IKE datagram not passed up: its source address (or one whose
+                                         keyed hash shares its slot) already has 32 waiting for the
+                                         control process */
     TS_DROP__COUNT
 };
 
@@ -313,5 +316,13 @@ void ts_test_set_clock(ts_dp *dp, uint64_t now_ns);
  * context's random key): sources in one slot share one limit, so a test that wants two
  * sources limited apart picks addresses whose slots differ. */
 unsigned ts_test_invalid_spi_slot(ts_dp *dp, const ts_addr *src);
+
+/* IKE event test hook: the slot of src's share of the queued IKE datagrams (its address hashed
+ * with this context's random key); sources in one slot share one share. */
+unsigned ts_test_ike_source_slot(ts_dp *dp, const ts_addr *src);
+
+/* SAD test hook: the most SAs in one bucket of the SPI hash (keyed per context, so that peers,
+ * who choose our outbound SPIs, cannot chain theirs together) */
+size_t ts_test_sad_longest_chain(ts_dp *dp);
 
 #endif

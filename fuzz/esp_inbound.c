@@ -164,7 +164,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         /* from port 500 only IKE (an event), a keepalive or a malformed drop: never ESP */
         if (from500)
             FUZZ_ASSERT(n == 0 && (drop == TS_DROP_NONE || drop == TS_DROP_QUEUE_FULL || drop == TS_DROP_MALFORMED ||
-                                   drop == TS_DROP_KEEPALIVE));
+                                   drop == TS_DROP_KEEPALIVE || drop == TS_DROP_IKE_SOURCE_LIMIT));
         if (n > 0) {
             check_inner(out, n, outcap);
             FUZZ_ASSERT(!bad_tag);   /* nothing unauthenticated gets through */
@@ -178,11 +178,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     int first_use = 0;
     ts_event ev;
     static uint8_t evbuf[TS_MAX_PACKET];
-    while (ts_dp_next_event(dp, &ev, evbuf, sizeof(evbuf)) == 1)
+    while (ts_dp_next_event(dp, &ev, evbuf, sizeof(evbuf)) == 1) {
         if (ev.type == TS_EV_FIRST_USE) {
             FUZZ_ASSERT(ev.spi == SPI_A);
             first_use++;
         }
+        /* IKE goes up only as a whole header whose length field is the message's */
+        if (ev.type == TS_EV_IKE)
+            FUZZ_ASSERT(ev.data_len >= 28 && fz_be32(evbuf + 24) == ev.data_len);
+    }
     FUZZ_ASSERT(first_use <= 1 && first_use <= a_sent && first_use >= a_through);
     fz_drain_events(dp);
     ts_sa_info info;

@@ -147,7 +147,9 @@ def esp_inbound_seeds() -> Iterable[tuple[str, bytes]]:
     yield "esn-wrap", b"".join(sealed(p6, s, b=True) for s in esn)
     yield "esn-limits", b"".join(sealed(p4, s, b=True) for s in range(1, 9))
     yield "raw-keepalive", raw(b"\xff")
-    yield "raw-ike", raw(b"\0\0\0\0" + bytes(range(28)))
+    # after the marker: a whole IKE header goes up, junk (no length field that fits) does not
+    ike = bytes(range(16)) + bytes([33, 0x20, 34, 0x08, 0, 0, 0, 0]) + struct.pack("!I", 40) + bytes(12)
+    yield "raw-ike", raw(b"\0\0\0\0" + ike) + raw(b"\0\0\0\0" + bytes(range(28)))
     yield "raw-short", raw(b"\x00\x00\x10\x00\x00") + raw(b"")
     yield "raw-unaligned", raw(esp_wire(SPI_A, KEY_A, 7, p4) + b"\0")
     yield "raw-unknown-spi", raw(esp_wire(0x9999, KEY_A, 1, p4))
@@ -155,7 +157,6 @@ def esp_inbound_seeds() -> Iterable[tuple[str, bytes]]:
     yield "raw-valid-a", raw(esp_wire(SPI_A, KEY_A, 1, p4)) + raw(esp_wire(SPI_A, KEY_A, 1, p4))
     yield "raw-low-spi", raw(esp_wire(255, KEY_A, 1, p4))
     # from port 500 (flag 0x04): IKE without the marker, a short one, and ESP that must not decrypt
-    ike = bytes(range(16)) + bytes([33, 0x20, 34, 0x08, 0, 0, 0, 0]) + struct.pack("!I", 40) + bytes(12)
     yield "raw-from-500", (raw(ike, flags=0x04) + raw(ike[:27], flags=0x04) + raw(b"\xff", flags=0x04)
                            + raw(esp_wire(SPI_A, KEY_A, 1, p4), flags=0x04))
 

@@ -375,7 +375,8 @@ DROP_NAMES += ["hold_full", "hold_timeout"]
 DROP_NAMES += ["icmp_suppressed"]
 DROP_NAMES += ["unreserved"]
 DROP_NAMES += ["invalid_spi_source_limit", "invalid_spi_rate_limit"]
-DROP_NAMES += ["ike_too_big", "icmp_quote"]
+DROP_NAMES += ["ike_too_big", "icmp_quote", "ike_source_limit"]
+
 DROPS = tuple((name, n) for n, name in enumerate(DROP_NAMES))
 
 REALISTIC: list[Message] = [

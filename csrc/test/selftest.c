@@ -10,10 +10,11 @@
  * sockets.  Exits non-zero on any failure.
  *
  * One file per unit under test: test_esp.c, test_replay.c, test_seq.c
- * (sequence numbers), test_sad.c (SAD/SPD API, events), test_dead_sa.c (SAs at a
+ * (sequence numbers), test_sad.c (SAD/SPD API, events), test_sad_hash.c (the SPI hash's key), test_dead_sa.c (SAs at a
  * hard byte/packet limit, removed and freed), test_icmp.c, test_icmp_quote.c (ICMP errors
  * checked by the packet they quote),
- * test_ike_port.c (the NAT-T port's IKE/ESP split), test_invalid_spi.c (its rate limits), test_fuzz.c,
+ * test_ike_port.c (the NAT-T port's IKE/ESP split), test_ike_queue.c (IKE after the marker, each
+ * sender's share of the event queue), test_invalid_spi.c (its rate limits), test_fuzz.c,
  * test_offload.c, test_loop.c, test_hold.c, test_cmsg.c (socket control
  * data: the local address a datagram came to, the source ESP leaves from); what they share is
  * in selftest.h (harness.c, ref_esp.c).  An argument sets the fuzz
@@ -40,6 +41,9 @@ int main(int argc, char **argv) {
     test_lifetimes();
     test_dead_sa();
     test_ike_port500();
+    test_ike_marker();
+    test_ike_source_share();
+    test_ike_source_share_threads();
     test_siphash_vector();
     test_invalid_spi_per_source();
     test_invalid_spi_clock_behind();
@@ -49,6 +53,7 @@ int main(int argc, char **argv) {
     test_icmp_limits();
     test_icmp_quote();
     test_key_wipe();
+    test_sad_chain_keyed();
     test_fuzz(iterations);
     test_segment_64k();
     test_offload_fuzz(iterations / 10);

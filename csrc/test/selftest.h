@@ -129,6 +129,10 @@ void test_migrate_local(void);
 void test_lifetimes(void);
 void test_dead_sa(void);               /* test_dead_sa.c */
 void test_ike_port500(void);            /* test_ike_port.c */
+void ike_hdr(uint8_t *p, size_t len, uint32_t hlen);   /* an IKE_SA_INIT header of len bytes, length field hlen */
+void test_ike_marker(void);             /* test_ike_queue.c */
+void test_ike_source_share(void);
+void test_ike_source_share_threads(void);
 void test_siphash_vector(void);         /* test_invalid_spi.c */
 void test_invalid_spi_per_source(void);
 void test_invalid_spi_clock_behind(void);
@@ -138,6 +142,7 @@ void test_icmp(void);                   /* test_icmp.c */
 void test_icmp_limits(void);
 void test_icmp_quote(void);              /* test_icmp_quote.c */
 void test_key_wipe(void);               /* test_sad.c */
+void test_sad_chain_keyed(void);        /* test_sad_hash.c */
 void test_fuzz(long iterations);        /* test_fuzz.c */
 void test_segment_64k(void);            /* test_offload.c */
 void test_offload_fuzz(long iterations);

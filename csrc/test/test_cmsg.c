@@ -238,17 +238,22 @@ void test_cmsg_loop(void) {
     /* IKE (non-ESP marker) sent to 127.0.0.2: the event says so, with the socket's port */
     struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(pg)};
     to.sin_addr.s_addr = htonl(0x7f000002);
-    FATAL_IF(sendto(peer, "\0\0\0\0ike2", 8, 0, (struct sockaddr *)&to, sizeof(to)) != 8);
+    uint8_t ike[4 + 28];   /* marker, IKE header (message ID 2, then 1) */
+    put32(ike, 0);
+    ike_hdr(ike + 4, 28, 28);
+    put32(ike + 4 + 20, 2);
+    FATAL_IF(sendto(peer, ike, sizeof(ike), 0, (struct sockaddr *)&to, sizeof(to)) != sizeof(ike));
     ts_event ev;
-    uint8_t data[16];
-    CHECK(next_event_wait(G, &ev, data, sizeof(data)) && ev.type == TS_EV_IKE && ev.data_len == 4 &&
-          memcmp(data, "ike2", 4) == 0);
+    uint8_t data[64];
+    CHECK(next_event_wait(G, &ev, data, sizeof(data)) && ev.type == TS_EV_IKE && ev.data_len == 28 &&
+          memcmp(data, ike + 4, 28) == 0);
     CHECK(ev.addr.family == 4 && ev.addr.port == pp);
     CHECK(ev.local.family == 4 && ev.local.addr[0] == 127 && ev.local.addr[3] == 2 && ev.local.port == pg);
     /* ... and to 127.0.0.1: each datagram its own */
     to.sin_addr.s_addr = htonl(0x7f000001);
-    FATAL_IF(sendto(peer, "\0\0\0\0ike1", 8, 0, (struct sockaddr *)&to, sizeof(to)) != 8);
-    CHECK(next_event_wait(G, &ev, data, sizeof(data)) && ev.type == TS_EV_IKE &&
+    put32(ike + 4 + 20, 1);
+    FATAL_IF(sendto(peer, ike, sizeof(ike), 0, (struct sockaddr *)&to, sizeof(to)) != sizeof(ike));
+    CHECK(next_event_wait(G, &ev, data, sizeof(data)) && ev.type == TS_EV_IKE && get32(data + 20) == 1 &&
           ev.local.family == 4 && ev.local.addr[3] == 1);
 
     /* ESP out: from 127.0.0.3, the SA's local address, not the route's 127.0.0.1 */

@@ -4,7 +4,7 @@
 
 /* ---- 8a. IKE from port 500 on the NAT-T port (no marker), ESP from anywhere else ----- */
 /* an IKE header of `len` bytes (length field = `hlen`), IKE_SA_INIT request */
-static void ike_hdr(uint8_t *p, size_t len, uint32_t hlen) {
+void ike_hdr(uint8_t *p, size_t len, uint32_t hlen) {
     memset(p, 0, len);
     for (int i = 0; i < 8; i++)
         p[i] = (uint8_t)(0xa0 + i);   /* initiator SPI; the responder's is zero */

@@ -52,19 +52,24 @@ void test_loop(void) {
     FATAL_IF(send(tunA[1], bufA, len, 0) != (ssize_t)len);
     ssize_t r = recv_wait(tunA[1], bufC, sizeof(bufC));
     CHECK(r >= 28 && bufC[9] == 1 && bufC[20] == 3 && bufC[21] == 4);
-    /* garbage and a keepalive at B's UDP port are dropped and counted, IKE becomes an event */
+    /* garbage, junk after the marker and a keepalive at B's UDP port are dropped and counted,
+     * IKE (a whole header after the marker) becomes an event */
     struct sockaddr_in to = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK), .sin_port = htons(pb)};
-    uint64_t before = drop_sum(B, NULL);
+    uint64_t before = drop_sum(B, NULL), malformed0 = drop_count(B, TS_DROP_MALFORMED);
     FATAL_IF(sendto(ua, "\xff", 1, 0, (struct sockaddr *)&to, sizeof(to)) != 1);
     FATAL_IF(sendto(ua, "\0\0\0\0ike", 7, 0, (struct sockaddr *)&to, sizeof(to)) != 7);
+    uint8_t ike[4 + 28];
+    put32(ike, 0);
+    ike_hdr(ike + 4, 28, 28);
+    FATAL_IF(sendto(ua, ike, sizeof(ike), 0, (struct sockaddr *)&to, sizeof(to)) != sizeof(ike));
     rnd_fill(bufA, 100);
     FATAL_IF(sendto(ua, bufA, 100, 0, (struct sockaddr *)&to, sizeof(to)) != 100);
     struct pollfd pf = {.fd = ts_dp_event_fd(B), .events = POLLIN};
     CHECK(poll(&pf, 1, 10000) == 1);
     ts_event ev;
-    uint8_t data[16];
-    CHECK(ts_dp_next_event(B, &ev, data, sizeof(data)) == 1 && ev.type == TS_EV_IKE && ev.data_len == 3 &&
-          memcmp(data, "ike", 3) == 0 && ev.addr.family == 4 && ev.addr.port == pa);
+    uint8_t data[64];
+    CHECK(ts_dp_next_event(B, &ev, data, sizeof(data)) == 1 && ev.type == TS_EV_IKE && ev.data_len == 28 &&
+          memcmp(data, ike + 4, 28) == 0 && ev.addr.family == 4 && ev.addr.port == pa);
     /* B's socket is bound to 127.0.0.1: that is where it arrived */
     CHECK(ev.local.family == 4 && ev.local.addr[0] == 127 && ev.local.addr[3] == 1 && ev.local.port == pb);
     /* a control change while the loop runs, then one more packet through */
@@ -84,8 +89,9 @@ void test_loop(void) {
     pthread_join(ta, &ra);
     pthread_join(tb, &rb);
     CHECK((intptr_t)ra == TS_OK && (intptr_t)rb == TS_OK);
-    /* the keepalive and the garbage were processed before the IKE event's successor packet */
-    CHECK(drop_sum(B, NULL) - before == 2);
+    /* the keepalive, the junk and the garbage were processed before the IKE event's successor packet */
+    uint64_t per[TS_DROP__COUNT];
+    CHECK(drop_sum(B, per) - before == 3 && per[TS_DROP_MALFORMED] - malformed0 >= 1);
     ts_sa_info info;
     CHECK(ts_sad_get(B, spi, TS_DIR_IN, NULL, &info) == TS_OK && info.counters[TS_CTR_PACKETS] == 301);
     ts_dp_free(A);

@@ -236,5 +236,12 @@ def receiver(
     return dp, spi
 
 
+def ike_message(payload: bytes = b"", message_id: int = 0) -> bytes:
+    """An IKE_SA_INIT request (RFC 7296 §3.1): a header whose length field counts the payload too,
+    the least the fast path passes up from port 500 or after the non-ESP marker."""
+    header = bytes(range(0xA0, 0xA8)) + bytes(8) + bytes([33, 0x20, 34, 0x08])
+    return header + struct.pack("!II", message_id, 28 + len(payload)) + payload
+
+
 def total_drops(dp: Dataplane) -> int:
     return sum(dp.drops().values())

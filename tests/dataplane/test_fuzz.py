@@ -2,7 +2,7 @@
 
 Whatever comes in: no crash, no inner packet out of a packet whose
 authenticated bytes were changed, and every packet not forwarded counts in
-exactly one drop counter (IKE packets, marked by 4 zero bytes, become events
+exactly one drop counter (IKE packets, a whole IKE header after 4 zero bytes, become events
 instead; a lone 0xFF is a keepalive drop).
 """
 
@@ -53,7 +53,9 @@ class Ledger:
         out, drop = self.dp.inbound(pkt)
         if drop is Drop.NONE:
             if not out:
-                assert len(pkt) >= 4 and pkt[:4] == b"\0\0\0\0", "nothing out, no drop: only IKE may do that"
+                # only IKE may do that: after the marker, a whole header whose length field is its length
+                assert pkt[:4] == b"\0\0\0\0" and len(pkt) >= 32, "nothing out, no drop"
+                assert int.from_bytes(pkt[28:32], "big") == len(pkt) - 4
                 self.ike += 1
         else:
             assert out == b""
@@ -198,7 +200,7 @@ def test_mutated_esp_never_yields_a_packet(
         min_size=1,
         max_size=20,
     ),
-    prefix=st.sampled_from(["none", "live", "larval", "ike"]),
+    prefix=st.sampled_from(["none", "live", "larval", "ike", "ike-length"]),
 )
 def test_random_bytes_inbound(blobs: list[bytes], prefix: str) -> None:
     rig = Rig(False, Alg.AES128GCM16)
@@ -210,6 +212,8 @@ def test_random_bytes_inbound(blobs: list[bytes], prefix: str) -> None:
             blob = struct.pack("!I", rig.larval) + blob
         elif prefix == "ike":
             blob = b"\0\0\0\0" + blob
+        elif prefix == "ike-length" and len(blob) >= 28:   # a length field that fits: up as IKE
+            blob = b"\0\0\0\0" + blob[:24] + struct.pack("!I", len(blob)) + blob[28:]
         out, drop = led.inbound(blob)
         assert out == b""
         if prefix == "larval" and len(blob) >= 36 and (len(blob) - 32) % 4 == 0:

@@ -18,6 +18,7 @@ from esp_ref import (
     SEL6,
     esp_open,
     esp_seal,
+    ike_message,
     inner,
     ipv4_udp,
     new_key,
@@ -538,9 +539,9 @@ def test_ike_and_keepalive_on_the_esp_port() -> None:
     dp = Dataplane()
     src = Endpoint(ipaddress.ip_address("192.0.2.9"), 4500)
     assert dp.inbound(b"\xff", src) == (b"", Drop.KEEPALIVE)
-    assert dp.inbound(b"\0\0\0\0" + b"IKE message", src) == (b"", Drop.NONE)
+    assert dp.inbound(b"\0\0\0\0" + ike_message(b"IKE message"), src) == (b"", Drop.NONE)
     evs = list(dp.events())
-    assert [(e.type, e.data, e.remote) for e in evs] == [(EventType.IKE, b"IKE message", src)]
+    assert [(e.type, e.data, e.remote) for e in evs] == [(EventType.IKE, ike_message(b"IKE message"), src)]
     assert dp.drops()["keepalive"] == 1 and total_drops(dp) == 1
 
 
@@ -568,17 +569,21 @@ def test_events_read_every_field_as_cffi_does() -> None:
 
 
 def test_event_queue_is_bounded_and_counts_what_it_refuses() -> None:
+    """IKE from 1,100 senders (each sender's share, 32, is far from reached): half the queue, then
+    counted drops."""
     dp = Dataplane()
-    verdicts = [dp.inbound(b"\0\0\0\0" + i.to_bytes(2, "big"))[1] for i in range(1100)]
+    senders = [Endpoint(ipaddress.ip_address(f"2001:db8::{i:x}"), 4500) for i in range(1100)]
+    messages = [b"\0\0\0\0" + ike_message(i.to_bytes(2, "big")) for i in range(1100)]
+    verdicts = [dp.inbound(m, s)[1] for m, s in zip(messages, senders, strict=True)]
     queued = verdicts.count(Drop.NONE)
-    assert 0 < queued < 1100
+    assert queued == 512
     assert verdicts == [Drop.NONE] * queued + [Drop.QUEUE_FULL] * (1100 - queued)
     assert dp.drops()["queue_full"] == 1100 - queued and total_drops(dp) == 1100 - queued
     evs = list(dp.events())
-    assert [e.data for e in evs] == [i.to_bytes(2, "big") for i in range(queued)], "in order, none lost"
+    assert [e.data for e in evs] == [m[4:] for m in messages[:queued]], "in order, none lost"
     # drained: room again
-    assert dp.inbound(b"\0\0\0\0again") == (b"", Drop.NONE)
-    assert [e.data for e in dp.events()] == [b"again"]
+    assert dp.inbound(b"\0\0\0\0" + ike_message(b"again"), senders[-1]) == (b"", Drop.NONE)
+    assert [e.data for e in dp.events()] == [ike_message(b"again")]
 
 
 # ------------------------------------------------------------ outbound binding

@@ -33,7 +33,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from esp_ref import esp_seal, ipv4_udp
+from esp_ref import esp_seal, ike_message, ipv4_udp
 
 from tunsec.dataplane import pipe
 from tunsec.dataplane.fastpath import Dataplane, Drop, live_allocations
@@ -123,7 +123,7 @@ def run(w: Worker, r: Rekey, ike: bytes) -> None:
 def test_rekeys_through_the_request_path_hold_no_memory(worker: Worker, ike_peer: Endpoint) -> None:
     warm, counted = 50, 500
     cycles = [rekey(k, ike_peer) for k in range(warm + counted)]
-    ike = bytes(4) + os.urandom(300)
+    ike = bytes(4) + ike_message(os.urandom(272))
     for r in cycles[:warm]:
         run(worker, r, ike)
     tracing = tracemalloc.is_tracing()
