@@ -192,8 +192,9 @@ class Spawner:
         words = data.split(b" ", 2)
         try:
             if words[0] == b"pid" and len(words) == 2:
+                pid = int(words[1])
                 if self._pid_wait is not None and not self._pid_wait.done():
-                    self._pid_wait.set_result(int(words[1]))
+                    self._pid_wait.set_result(pid)
                 return
             if words[0] == b"error" and len(words) >= 2:
                 if self._pid_wait is not None and not self._pid_wait.done():
@@ -201,9 +202,10 @@ class Spawner:
                     self._pid_wait.set_exception(OSError(f"the worker spawner: {text}"))
                 return
             if words[0] == b"exit" and len(words) == 3:
-                worker = self._workers.pop(int(words[1]), None)
+                pid, code = int(words[1]), int(words[2])
+                worker = self._workers.pop(pid, None)
                 if worker is not None:
-                    worker.ended(int(words[2]))
+                    worker.ended(code)
                 return
         except ValueError:
             pass
