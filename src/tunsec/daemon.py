@@ -231,7 +231,12 @@ class Daemon:
         if choice.user is None:
             return
         args = worker_args(fds, self.mtu, s.larval_timeout, s.log_level, s.log_format)
-        self.spawner = await spawner.Spawner.start(choice.user, fds.all(), args, s.log_level, s.log_format)
+        try:
+            self.spawner = await spawner.Spawner.start(choice.user, fds.all(), args, s.log_level, s.log_format)
+        except spawner.SpawnerUnusable as err:
+            if s.worker_user:
+                raise privilege.PrivilegeError(str(err)) from None
+            log.warning("%s; it runs as the control process's user instead", err)
 
     # --- running ---------------------------------------------------------------
     def _on_event(self, msg: pipe.Message) -> None:

@@ -5,10 +5,12 @@ is a real process (root, becoming tunsec-dp); the worker itself is exercised by 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import pwd
 import socket
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any, cast
 
@@ -72,6 +74,7 @@ def test_control_side_drops_malformed_spawner_messages() -> None:
     async def run() -> tuple[int, int | None]:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         sp = spawner.Spawner(cast(Any, _Proc()), ours)
+        sp._message(b"ready")
         worker = spawner.SpawnedWorker(1234, sp)
         sp._workers[1234] = worker
         for bad in (b"pid", b"pid x", b"exit 1234", b"exit x y", b"\xff\x00", b"hello world", b"exit 1234 z"):
@@ -84,23 +87,45 @@ def test_control_side_drops_malformed_spawner_messages() -> None:
     assert asyncio.run(run()) == (7, -9)
 
 
+SPAWNER = """import asyncio, json, pwd, sys
+from pathlib import Path
+from tunsec.dataplane import spawner
+
+async def run():
+    try:
+        sp = await spawner.Spawner.start(sys.argv[1], [], ["--tun-fd", "-1"], "info", "text")
+    except spawner.SpawnerUnusable as err:
+        return {"unusable": str(err)}
+    uid = next(ln.split()[1:] for ln in Path(f"/proc/{sp.proc.pid}/status").read_text().splitlines()
+               if ln.startswith("Uid:"))
+    sp.send(b"kill 1")            # not a worker of its own: ignored
+    sp.send(b"spawn")             # no descriptor: ignored
+    await asyncio.sleep(0.2)
+    running = sp.proc.returncode is None
+    await sp.close()
+    return {"uid": uid, "running": running, "code": sp.proc.returncode}
+
+print(json.dumps(asyncio.run(run())))
+"""
+
+
+def run_spawner(wrapped: bool) -> dict[str, Any]:
+    """A real spawner, started as the daemon starts it (root, then it drops); wrapped: with the
+    interpreter made reachable for every user (reachable.py), as the e2e tests run tunsec."""
+    env = dict(os.environ, PYTHONPATH=str(Path(spawner.__file__).parents[2]))
+    argv = python_argv() if wrapped else [sys.executable]
+    r = subprocess.run([*argv, "-c", SPAWNER, DATAPLANE_USER], capture_output=True, text=True, timeout=60,
+                       env=env, cwd="/")
+    assert r.returncode == 0, r.stderr
+    return dict(json.loads(r.stdout.splitlines()[-1]))
+
+
 def test_the_spawner_becomes_its_user_ignores_stray_requests_and_ends_with_the_channel() -> None:
-    async def run() -> tuple[list[str], int | None, int]:
-        sp = await spawner.Spawner.start(DATAPLANE_USER, [], ["--tun-fd", "-1"], "info", "text")
-        pid = sp.proc.pid
-        dp = pwd.getpwnam(DATAPLANE_USER)
-        for _ in range(100):   # it drops once started
-            uid = next(ln.split()[1:] for ln in Path(f"/proc/{pid}/status").read_text().splitlines()
-                   if ln.startswith("Uid:"))
-            if uid == [str(dp.pw_uid)] * 4:
-                break
-            await asyncio.sleep(0.05)
-        sp.send(b"kill 1")            # not a worker of its own: ignored
-        sp.send(b"spawn")             # no descriptor: ignored
-        await asyncio.sleep(0.2)
-        assert sp.proc.returncode is None   # still serving
-        await sp.close()
-        return uid, sp.proc.returncode, dp.pw_uid
-    uid, code, dp_uid = asyncio.run(run())
-    assert uid == [str(dp_uid)] * 4
-    assert code == 0
+    out = run_spawner(wrapped=True)
+    assert out == {"uid": [str(pwd.getpwnam(DATAPLANE_USER).pw_uid)] * 4, "running": True, "code": 0}, out
+
+
+@pytest.mark.skipif(python_argv() == [sys.executable], reason="the interpreter is reachable by every user here")
+def test_a_spawner_that_cannot_run_the_interpreter_says_so_at_start() -> None:
+    out = run_spawner(wrapped=False)
+    assert "cannot run as tunsec-dp" in out["unusable"] and "Python interpreter" in out["unusable"], out

@@ -16,7 +16,8 @@ status; it ends when the control process closes the channel (or dies).
 
 The channel (AF_UNIX SOCK_SEQPACKET), one message a datagram, ASCII:
 control -> spawner ``spawn`` (with one descriptor: the worker's pipe end), ``kill PID``;
-spawner -> control ``pid PID``, ``error TEXT``, ``exit PID STATUS``.  The control
+spawner -> control ``ready`` or ``unusable TEXT`` once (it dropped; can it start a worker
+as that user?), then ``pid PID``, ``error TEXT``, ``exit PID STATUS``.  The control
 process trusts nothing it reads there: a spawner is as exposed as a worker is.
 """
 
@@ -127,6 +128,10 @@ class SpawnedWorker:
         self._exited.set()
 
 
+class SpawnerUnusable(Exception):
+    """The spawner cannot start workers as their user (say, the interpreter is out of its reach)."""
+
+
 class Spawner:
     """The control process's end of the channel to the spawner."""
 
@@ -134,6 +139,7 @@ class Spawner:
         self.proc = proc
         self._sock: socket.socket | None = sock
         self._pid_wait: asyncio.Future[int] | None = None
+        self._ready: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
         self._workers: dict[int, SpawnedWorker] = {}
         self.malformed = 0
 
@@ -151,6 +157,13 @@ class Spawner:
         ours.setblocking(False)
         self = cls(proc, ours)
         asyncio.get_running_loop().add_reader(ours.fileno(), self._readable)
+        try:
+            problem = await asyncio.wait_for(self._ready, 20)
+        except (TimeoutError, OSError) as err:
+            problem = f"it did not start ({err or 'no answer'})"
+        if problem is not None:
+            await self.close()
+            raise SpawnerUnusable(f"the dataplane worker cannot run as {user}: {problem}")
         log.info("worker spawner started as %s, pid %d", user, proc.pid)
         return self
 
@@ -190,6 +203,14 @@ class Spawner:
     def _message(self, data: bytes) -> None:
         """One message from the spawner, parsed strictly: anything else is counted and dropped."""
         words = data.split(b" ", 2)
+        if not self._ready.done():   # its first message says whether it can start workers
+            if data == b"ready":
+                self._ready.set_result(None)
+            elif words[0] == b"unusable":
+                self._ready.set_result(data[9:].decode("ascii", "replace")[:300] or "unusable")
+            else:
+                self._ready.set_result("it said something else first")
+            return
         try:
             if words[0] == b"pid" and len(words) == 2:
                 pid = int(words[1])
@@ -219,6 +240,8 @@ class Spawner:
             self._sock = None
         if self._pid_wait is not None and not self._pid_wait.done():
             self._pid_wait.set_exception(OSError("the worker spawner is gone"))
+        if not self._ready.done():
+            self._ready.set_exception(OSError("the worker spawner is gone"))
         for worker in self._workers.values():
             worker.ended(None)
         self._workers.clear()
@@ -309,8 +332,7 @@ def _handle(args: argparse.Namespace, chan: socket.socket, children: _Children) 
     return True
 
 
-def serve(args: argparse.Namespace) -> int:
-    chan = socket.socket(fileno=args.channel_fd)
+def serve(chan: socket.socket, args: argparse.Namespace) -> int:
     sel = selectors.DefaultSelector()
     sel.register(chan, selectors.EVENT_READ, None)
     children = _Children(sel)
@@ -361,7 +383,14 @@ def main(argv: list[str] | None = None) -> int:
     if os.getppid() != parent:
         return 1   # the control process is gone already
     log.info("spawner %s", line)
-    return serve(args)
+    chan = socket.socket(fileno=args.channel_fd)
+    problem = privilege.spawn_problem()
+    if problem is not None:
+        with contextlib.suppress(OSError):
+            chan.send(f"unusable {problem}".encode("ascii", "replace")[:MAX_MESSAGE])
+        return 1
+    chan.send(b"ready")
+    return serve(chan, args)
 
 
 if __name__ == "__main__":
