@@ -121,7 +121,8 @@ class SpawnedWorker:
         return self.returncode
 
     def kill(self) -> None:
-        self.spawner.send(f"kill {self.pid}".encode())
+        with contextlib.suppress(OSError):   # the spawner gone: so is its worker (parent-death signal)
+            self.spawner.send(f"kill {self.pid}".encode())
 
     def ended(self, code: int | None) -> None:
         self.returncode = code
