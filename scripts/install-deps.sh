@@ -34,11 +34,18 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# the dataplane worker's own unprivileged user (tunsec { user } defaults to it)
+# tunsec's unprivileged user (tunsec { user } defaults to it)
 if ! getent passwd tunsec >/dev/null; then
   SUDO=""
   [ "$(id -u)" -ne 0 ] && SUDO=sudo
   $SUDO useradd --system --no-create-home --shell /usr/sbin/nologin tunsec
+fi
+# the dataplane worker's own user and group (tunsec { worker_user } defaults to it): a worker taken
+# over by a packet then cannot read what tunsec's user can (configuration, keys, control socket)
+if ! getent passwd tunsec-dp >/dev/null; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  $SUDO useradd --system --user-group --no-create-home --shell /usr/sbin/nologin tunsec-dp
 fi
 
 PY=${PYTHON:-python3}

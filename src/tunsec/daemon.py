@@ -32,8 +32,8 @@ from tunsec.conf.connections import find_child, ike_endpoints
 from tunsec.conf.diff import comparable, restart_keys
 from tunsec.conf.errors import ConfigError
 from tunsec.conf.tunsec_section import MAX_WORKERS, worker_user
-from tunsec.dataplane import pipe
-from tunsec.dataplane.client import WorkerClient, WorkerError, WorkerFds
+from tunsec.dataplane import pipe, spawner
+from tunsec.dataplane.client import WorkerClient, WorkerError, WorkerFds, worker_args
 from tunsec.dataplane.tun import Tun, local_address_in, outer_mtu_towards, tunnel_mtu
 from tunsec.ike.constants import NATT_PORT
 from tunsec.policy.ids import IdSpace
@@ -159,6 +159,7 @@ class Daemon:
         self._server: asyncio.AbstractServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.privilege = privilege.Plan(False, None)   # privilege: set by prepare()
+        self.spawner: spawner.Spawner | None = None     # starts workers as their own user (spawner.py)
         self._made_socket_dir = False
         self._privilege_given_up = False
         self._reloading = asyncio.Lock()   # one reload at a time (SIGHUP and `tunsec reload` may meet)
@@ -210,13 +211,32 @@ class Daemon:
         try:
             # a daemon that is not root has no privilege to give up by changing user
             user = worker_user(s.user) if os.geteuid() == 0 else None
-        except LookupError as err:
+            if not self._privilege_given_up:   # the spawner is started once, while we may still change user
+                await self._start_spawner(fds)
+        except (LookupError, privilege.PrivilegeError, OSError) as err:
             raise StartupError(f"starting the dataplane worker: {err}") from None
         self.worker = WorkerClient(self._on_event)
-        await self.worker.start(fds, self.mtu, s.larval_timeout, s.log_level, user, s.log_format)
+        await self.worker.start(fds, self.mtu, s.larval_timeout, s.log_level, user, s.log_format, self.spawner)
         self._give_up_privilege()   # privilege: once, the first worker started, before any thread or IKE
         for svc in self.services:
             await (svc.worker_restarted() if self.restarts else svc.start())
+
+    async def _start_spawner(self, fds: WorkerFds) -> None:
+        """The worker's own user (tunsec { worker_user }): the spawner becomes it and starts every worker,
+        the first and those after a crash, which the control process could not once it dropped."""
+        s = self.cfg.tunsec
+        choice = spawner.choose(s.worker_user, self.privilege)
+        if choice.warning:
+            log.warning("%s", choice.warning)
+        if choice.user is None:
+            return
+        args = worker_args(fds, self.mtu, s.larval_timeout, s.log_level, s.log_format)
+        try:
+            self.spawner = await spawner.Spawner.start(choice.user, fds.all(), args, s.log_level, s.log_format)
+        except spawner.SpawnerUnusable as err:
+            if s.worker_user:
+                raise privilege.PrivilegeError(str(err)) from None
+            log.warning("%s; it runs as the control process's user instead", err)
 
     # --- running ---------------------------------------------------------------
     def _on_event(self, msg: pipe.Message) -> None:
@@ -611,6 +631,9 @@ class Daemon:
         for svc in self.services:
             await svc.shutdown()   # IKE's DELETEs go out through the worker's socket: before it stops
         await self.worker.stop()
+        if self.spawner is not None:
+            await self.spawner.close()
+            self.spawner = None
         if self._metrics is not None:
             await self._metrics.close()
             self._metrics = None

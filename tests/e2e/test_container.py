@@ -2,8 +2,9 @@
 
 Each container runs in a network namespace of a TwoHosts topology (podman's own
 networks stay out: `--network ns:`), as the image's non-root user, with every
-capability dropped but the two tunsec needs for IKE (NET_ADMIN for the TUN,
-its MTU and routes; NET_BIND_SERVICE for UDP 500), `--device /dev/net/tun`, a
+capability dropped but the four tunsec needs for IKE (NET_ADMIN for the TUN,
+its MTU and routes; NET_BIND_SERVICE for UDP 500; SETUID and SETGID to start the
+worker as the image's tunsec-dp user), `--device /dev/net/tun`, a
 read-only root file system and no-new-privileges.  The configurations are the
 two-site example's (docker/examples/, mounted by docker/compose.yaml), whose
 addresses are the topology's, with a fresh PSK.  The image is built once per
@@ -32,7 +33,9 @@ from tunsec.bench.netns import Host, TwoHosts, wait_until
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = "localhost/tunsec:latest"
 IMAGE_UID = 990          # docker/Dockerfile: useradd --uid 990 tunsec
-CAPS_IKE = ["NET_ADMIN", "NET_BIND_SERVICE"]
+WORKER_UID = 991         # docker/Dockerfile: useradd --uid 991 tunsec-dp
+# + SETUID, SETGID: the worker becomes a user of its own (the control process gives them up after)
+CAPS_IKE = ["NET_ADMIN", "NET_BIND_SERVICE", "SETUID", "SETGID"]
 # podman on these machines: crun rejects the hybrid cgroup layout, and the default
 # RLIMIT_NOFILE is above what the host allows (shared/notes/containers.md)
 PODMAN = ["podman", "--runtime", "runc"]
@@ -156,7 +159,17 @@ def test_two_containers_ike_traffic_status_and_clean_stop(topo: TwoHosts, pair: 
     st = a.exec("cat", "/proc/1/status").stdout
     fields = dict(line.split(":\t", 1) for line in st.splitlines() if ":\t" in line)
     assert fields["Uid"].split()[1] == str(IMAGE_UID)
-    assert int(fields["CapBnd"], 16) == (1 << 12) | (1 << 10)       # CAP_NET_ADMIN | CAP_NET_BIND_SERVICE
+    # CAP_NET_ADMIN | CAP_NET_BIND_SERVICE | CAP_SETUID | CAP_SETGID
+    assert int(fields["CapBnd"], 16) == (1 << 12) | (1 << 10) | (1 << 7) | (1 << 6)
+    assert int(fields["CapEff"], 16) == 0 and int(fields["CapAmb"], 16) == 0   # given up once set up
+    # the worker runs as the image's other user, which may not read the configuration
+    status = a.status()
+    assert status is not None
+    worker = a.exec("cat", f"/proc/{status['worker']['pid']}/status").stdout
+    wfields = dict(line.split(":\t", 1) for line in worker.splitlines() if ":\t" in line)
+    assert wfields["Uid"].split() == [str(WORKER_UID)] * 4 and int(wfields["CapEff"], 16) == 0
+    assert "Permission denied" in podman("exec", "--user", str(WORKER_UID), a.name, "cat",
+                                         "/etc/tunsec/tunsec.conf").stderr
 
     for c in (a, b):
         r = podman("stop", "--time", "10", c.name, timeout=30)

@@ -160,7 +160,9 @@ def test_attaches_to_existing_tun_and_leaves_it(topo: TwoHosts) -> None:
     assert pair.a.status_json(topo)["tun"]["created"] is False
     # the control process keeps CAP_NET_ADMIN (only) to take its routes off the TUN that outlives it
     worker = pair.a.status_json(topo)["worker"]["pid"]
-    control = Path(f"/proc/{worker}/status").read_text().split("PPid:")[1].split()[0]
+    control = _parent(worker)
+    if "tunsec.dataplane.spawner" in Path(f"/proc/{control}/cmdline").read_text():   # the worker's own user
+        control = _parent(control)
     caps = dict(line.split(":\t") for line in Path(f"/proc/{control}/status").read_text().splitlines()
                 if line.startswith("Cap"))
     assert (int(caps["CapEff"], 16), int(caps["CapPrm"], 16), int(caps["CapBnd"], 16)) == (1 << 12, 1 << 12, 0), caps
@@ -210,12 +212,23 @@ def test_second_instance_on_same_socket_is_refused(pair: TunsecPair) -> None:
     assert pair.topo.ping(pair.topo.a, pair.topo.b.inner4, count=1, src=pair.topo.a.inner4)
 
 
+def _parent(pid: int) -> str:
+    return Path(f"/proc/{pid}/status").read_text().split("PPid:")[1].split()[0]
+
+
+def _uids(pid: int | str) -> set[str]:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return set(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1:])
+
+
 def test_worker_runs_unprivileged_when_asked(topo: TwoHosts) -> None:
-    pair = TunsecPair(topo, TunnelOptions(tunsec_extra="  user = nobody\n", inner6=False))
+    """user = nobody and worker_user = daemon: each process becomes the one named."""
+    extra = "  user = nobody\n  worker_user = daemon\n"
+    pair = TunsecPair(topo, TunnelOptions(tunsec_extra=extra, inner6=False))
     pair.start_both()
     assert topo.wait_ping(topo.a, topo.b.inner4, src=topo.a.inner4)
     pid = pair.a.status_json(topo)["worker"]["pid"]
-    status = Path(f"/proc/{pid}/status").read_text()
-    uids = next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1:]
-    assert set(uids) == {"65534"}            # real, effective, saved and filesystem uid: nobody
-    assert "running as nobody" in pair.a.log.read_text()
+    # real, effective, saved and filesystem uid: daemon for the worker (and its spawner), nobody for control
+    assert _uids(pid) == {"1"} and _uids(_parent(pid)) == {"1"}
+    assert _uids(_parent(int(_parent(pid)))) == {"65534"}
+    assert "running as nobody" in pair.a.log.read_text() and "running as daemon" in pair.a.log.read_text()

@@ -1,12 +1,16 @@
 """Both processes parse data from the network: once set up, the control process
-and the worker run as a dedicated user with no capabilities and no-new-privs
-(unless ``user = root`` asks otherwise), and nothing on the daemon's path is
-imported into the worker.  tunsec also runs as that user from the start, with no
+and the worker run as dedicated users with no capabilities and no-new-privs
+(unless ``user = root`` asks otherwise), the worker as a user of its own
+(``worker_user``, default tunsec-dp, started by the spawner) that cannot reach the
+configuration, keys, control socket or control process; and nothing on the
+daemon's path is imported into the worker.  tunsec also runs as that user from the start, with no
 capability at all, on a TUN root made for it (by hand or with ``tunsec prepare``).
 Read from /proc for the running processes."""
 
 from __future__ import annotations
 
+import grp
+import json
 import os
 import pwd
 import signal
@@ -19,7 +23,7 @@ from control import status_if_ok
 from reachable import python_argv
 
 from tunsec.bench.netns import TwoHosts, wait_until
-from tunsec.conf.tunsec_section import WORKER_USER
+from tunsec.conf.tunsec_section import DATAPLANE_USER, WORKER_USER
 
 
 def proc_status(pid: int) -> dict[str, list[str]]:
@@ -30,9 +34,18 @@ def proc_status(pid: int) -> dict[str, list[str]]:
     return out
 
 
+def parent(pid: int) -> int:
+    return int(proc_status(pid)["PPid"][0])
+
+
+def is_spawner(pid: int) -> bool:
+    return "tunsec.dataplane.spawner" in Path(f"/proc/{pid}/cmdline").read_text()
+
+
 def control_pid(worker: int) -> int:
-    """The control process is the worker's parent."""
-    return int(proc_status(worker)["PPid"][0])
+    """The control process is the worker's parent, or its spawner's (a worker of its own user)."""
+    up = parent(worker)
+    return parent(up) if is_spawner(up) else up
 
 
 def assert_unprivileged(pid: int, user: str) -> None:
@@ -55,30 +68,40 @@ def expected_default_user() -> str:
         return "nobody"
 
 
+def dataplane_user() -> str:
+    """The worker's own user (scripts/install-deps.sh makes it; these tests need it)."""
+    pwd.getpwnam(DATAPLANE_USER)
+    return DATAPLANE_USER
+
+
 def test_worker_is_unprivileged_by_default_and_after_a_restart(topo: TwoHosts) -> None:
     pair = TunsecPair(topo, TunnelOptions(inner6=False))
     pair.start_both()
     assert topo.wait_ping(topo.a, topo.b.inner4, src=topo.a.inner4)
-    user = expected_default_user()
+    user, dp = expected_default_user(), dataplane_user()
     pid = int(pair.a.status_json(topo)["worker"]["pid"])
-    assert_unprivileged(pid, user)
+    assert_unprivileged(pid, dp)
+    # the spawner that started it holds no more than it does
+    spawner = parent(pid)
+    assert is_spawner(spawner)
+    assert_unprivileged(spawner, dp)
     # the control process too (routes are static and on a TUN it created: it keeps no capability)
     control = control_pid(pid)
     assert control != pid and "tunsec" in Path(f"/proc/{control}/cmdline").read_text()
     assert_unprivileged(control, user)
-    # the daemon (root) opens the TUN and sockets again for a new worker, which drops again
+    # the control process, no longer able to change user, has the spawner start a new worker as dp
     os.kill(pid, signal.SIGKILL)
     # polled on the socket (control.py: no interpreter per poll); the CLI then once
     assert wait_until(lambda: (st := status_if_ok(pair.a.sock)) is not None and st["worker"]["pid"] != pid, 15)
     assert pair.a.status(topo).returncode == 0
     new = int(pair.a.status_json(topo)["worker"]["pid"])
-    assert_unprivileged(new, user)
-    assert control_pid(new) == control   # started by the control process that dropped
+    assert_unprivileged(new, dp)
+    assert parent(new) == spawner and control_pid(new) == control
     # the new worker refuses B's sequence numbers up to its persisted reservation (manual keys never accept
     # a number twice across a crash): B's traffic must pass that mark before A hears B again
     topo.run(topo.b, ["ping", "-c", "60", "-i", "0.02", "-W", "1", topo.a.inner4], check=False, timeout=30)
     assert topo.wait_ping(topo.a, topo.b.inner4, src=topo.a.inner4)
-    assert f"running as {user}" in pair.a.log.read_text()
+    assert f"running as {user}" in pair.a.log.read_text() and f"running as {dp}" in pair.a.log.read_text()
 
 
 def test_user_root_keeps_the_worker_root(topo: TwoHosts) -> None:
@@ -195,6 +218,8 @@ def test_unprivileged_on_a_tun_made_for_it(topo: TwoHosts) -> None:
     assert "route" not in warnings[0].split("as root run:")[1], warnings   # the route was there
     assert "1 queue(s)" in a.log.read_text()
     assert tun_warnings(b) == [], b.log.read_text()
+    # no CAP_SETUID to give the worker a user of its own: said, not silent
+    assert "the dataplane worker cannot run as tunsec-dp" in a.log.read_text()
     # status: from root (side.status above) and from the user; another user is told why it may not
     assert status_as(topo, a, pw, "-c", str(a.conf)).returncode == 0
     other = pwd.getpwnam("nobody" if user != "nobody" else "daemon")
@@ -208,8 +233,8 @@ CONTAINER_CAPS = ("net_admin", "net_bind_service", "setuid", "setgid")   # --cap
 
 def test_root_with_a_containers_capabilities_drops_to_the_user(topo: TwoHosts) -> None:
     """Root in a container (--cap-drop ALL plus NET_ADMIN, NET_BIND_SERVICE, SETUID, SETGID, and CHOWN for
-    manual keys' state_dir): both processes
-    end as the user with no capability; the bounding set stays the container's (no CAP_SETPCAP to empty it)
+    manual keys' state_dir): the control process ends as the user, the worker and its spawner as the
+    worker's user, with no capability; the bounding set stays the container's (no CAP_SETPCAP to empty it)
     and no-new-privs keeps it unused."""
     user = expected_default_user()
     pair = TunsecPair(topo, TunnelOptions(inner6=False))
@@ -226,8 +251,66 @@ def test_root_with_a_containers_capabilities_drops_to_the_user(topo: TwoHosts) -
     assert topo.wait_ping(topo.a, topo.b.inner4, src=topo.a.inner4)
     worker = int(pair.a.status_json(topo)["worker"]["pid"])
     bounding = sum(1 << n for n in (12, 10, 7, 6, 0))
-    for pid in (worker, control_pid(worker)):
+    dp = pwd.getpwnam(dataplane_user())
+    for pid, who in ((worker, dp), (parent(worker), dp), (control_pid(worker), pw)):
         st = proc_status(pid)
-        assert st["Uid"] == [str(pw.pw_uid)] * 4 and st["Groups"] == [] and st["NoNewPrivs"] == ["1"], st
+        assert st["Uid"] == [str(who.pw_uid)] * 4 and st["Groups"] == [] and st["NoNewPrivs"] == ["1"], st
         assert all(int(st[c][0], 16) == 0 for c in ("CapInh", "CapPrm", "CapEff", "CapAmb")), st
         assert int(st["CapBnd"][0], 16) == bounding, st["CapBnd"]
+
+
+PROBE = """import errno, json, os, socket, sys
+conf, key, sock, control = sys.argv[1:5]
+def attempt(f):
+    try:
+        f()
+    except OSError as e:
+        return errno.errorcode[e.errno]
+    return "ok"
+def connect():
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(sock)
+print(json.dumps({"config": attempt(lambda: open(conf).close()), "key": attempt(lambda: open(key).close()),
+                  "socket": attempt(connect), "mem": attempt(lambda: open(f"/proc/{control}/mem", "rb").close()),
+                  "kill": attempt(lambda: os.kill(int(control), 0))}))
+"""
+
+
+def probe_as(uid: int, gid: int, paths: list[str]) -> dict[str, str]:
+    """What a process with these credentials (no groups, no capability, no-new-privs: the worker's) may do."""
+    pre = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--inh-caps=-all",
+           "--bounding-set=-all", "--no-new-privs", "--"]
+    r = subprocess.run([*python_argv(pre), "-c", PROBE, *paths], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    return dict(json.loads(r.stdout))
+
+
+def test_the_worker_cannot_reach_the_config_keys_socket_or_control_process(topo: TwoHosts) -> None:
+    """The configuration and a private key readable by the control process's user (for reloads, as the
+    README says), the control socket it serves: the worker's uid and gid are others, and with them each
+    is refused (EACCES), as are the control process's memory and signals; the control process's own
+    credentials may read and connect (so the refusal is the worker's user, not the files' modes)."""
+    pair = TunsecPair(topo, TunnelOptions(inner6=False))
+    user = pwd.getpwnam(expected_default_user())
+    key = topo.workdir / "private" / "gw.key"
+    key.parent.mkdir(mode=0o750)
+    key.write_text("-----BEGIN PRIVATE KEY-----\n")
+    for path, mode in ((key.parent, 0o750), (key, 0o640), (pair.a.conf, 0o640)):
+        os.chown(path, 0, user.pw_gid)
+        path.chmod(mode)
+    pair.start_both()
+    assert topo.wait_ping(topo.a, topo.b.inner4, src=topo.a.inner4)
+    worker = int(pair.a.status_json(topo)["worker"]["pid"])
+    control = control_pid(worker)
+    st = proc_status(worker)
+    uid, gid = int(st["Uid"][0]), int(st["Gid"][0])
+    assert (uid, gid) != (user.pw_uid, user.pw_gid)
+    assert uid != int(proc_status(control)["Uid"][0]) and gid != int(proc_status(control)["Gid"][0])
+    assert grp.getgrgid(gid).gr_mem == []   # tunsec-dp's own group, no member shares the control's files
+    paths = [str(pair.a.conf), str(key), str(pair.a.sock), str(control)]
+    assert probe_as(uid, gid, paths) == {"config": "EACCES", "key": "EACCES", "socket": "EACCES",
+                                         "mem": "EACCES", "kill": "EPERM"}
+    as_control = probe_as(user.pw_uid, user.pw_gid, paths)
+    assert (as_control["config"], as_control["key"], as_control["socket"], as_control["kill"]) == ("ok",) * 4
+    # traffic still flows after the probes: nothing the worker needs was taken away
+    assert topo.wait_ping(topo.a, topo.b.inner4, src=topo.a.inner4)

@@ -25,7 +25,8 @@ from tunsec.ike.endpoint import DosLimits
 from tunsec.ike.fragments import DEFAULT_FRAGMENT_SIZE
 
 __all__ = [
-    "WORKER_USER", "ListenAddress", "LogFormat", "LogLevel", "TunsecSettings", "read_tunsec_section", "worker_user"
+    "DATAPLANE_USER", "WORKER_USER", "ListenAddress", "LogFormat", "LogLevel", "TunsecSettings",
+    "read_tunsec_section", "worker_user",
 ]  # fmt: skip
 
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -133,6 +134,9 @@ def worker_user(configured: str | None) -> str | None:
     )
 
 
+DATAPLANE_USER = "tunsec-dp"   # the worker's own user, made next to WORKER_USER by the install
+
+
 def _parse_state_dir(text: str) -> str:
     path = text.strip()
     if "\0" in path:
@@ -209,6 +213,11 @@ class TunsecSettings:
     # control process only what it still uses; None = tunsec if it exists, else
     # nobody; "root" keeps root (worker_user)
     user: str | None = None
+    # the dataplane worker's own user (tunsec.dataplane.spawner): another uid than the control
+    # process's, so a worker taken over through its packet parsing cannot read the configuration,
+    # the keys or the control socket, nor signal or read the control process; None = tunsec-dp if
+    # it exists, else the control process's user (with a warning)
+    worker_user: str | None = None
     # IKE SAs a peer has not authenticated yet ("half-open"): closed after
     # half_open_timeout seconds (every connection's IkeConfig carries it); above
     # dos.cookie_threshold of them a COOKIE is demanded (RFC 7296 §2.6); above
@@ -252,6 +261,7 @@ def read_tunsec_section(section: Section, issues: list[ConfigIssue]) -> TunsecSe
             tries=r.get("retransmit_tries", _parse_retransmit_tries, d.retransmit.tries),
         ),
         user=r.get("user", _parse_user, d.user),
+        worker_user=r.get("worker_user", _parse_user, d.worker_user),
         half_open_timeout=r.get("half_open_timeout", _parse_half_open_timeout, d.half_open_timeout),
         fragment_size=r.get("fragment_size", _parse_fragment_size, d.fragment_size),
         dos=DosLimits(

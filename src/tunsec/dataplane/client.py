@@ -13,10 +13,14 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import tunsec
 from tunsec.dataplane import pipe
 from tunsec.dataplane.pipe import Errno, PipeError
+
+if TYPE_CHECKING:
+    from tunsec.dataplane.spawner import SpawnedWorker, Spawner
 
 log = logging.getLogger("tunsec.pipe")
 
@@ -55,6 +59,20 @@ class WorkerFds:
     udp6: int = -1
     vnet_hdr: bool = False
     queues: list[tuple[int, int, int]] = field(default_factory=list)   # more (tun, udp4, udp6)
+
+    def all(self) -> list[int]:
+        """Every descriptor the worker inherits but its pipe."""
+        return [f for f in (self.tun, self.udp4, self.udp6, *(x for q in self.queues for x in q)) if f >= 0]
+
+
+def worker_args(fds: WorkerFds, mtu: int, larval_timeout: float, log_level: str, log_format: str) -> list[str]:
+    """The worker's options but --pipe-fd and --user."""
+    argv = ["--tun-fd", str(fds.tun), "--udp4-fd", str(fds.udp4), "--udp6-fd", str(fds.udp6),
+            "--mtu", str(mtu), "--larval-timeout", str(larval_timeout), "--log-level", log_level,
+            "--log-format", log_format] + (["--vnet-hdr"] if fds.vnet_hdr else [])
+    for q in fds.queues:
+        argv += ["--queue", ",".join(map(str, q))]
+    return argv
 
 
 def _time_out(fut: asyncio.Future[list[pipe.Reply]]) -> None:
@@ -112,7 +130,7 @@ class WorkerClient:
 
     def __init__(self, on_event: Callable[[pipe.Message], None]) -> None:
         self.on_event = on_event
-        self.proc: asyncio.subprocess.Process | None = None
+        self.proc: asyncio.subprocess.Process | SpawnedWorker | None = None
         self._sock: socket.socket | None = None
         self._last_id = 0   # see _next_id
         # per request waiting for its answer: its future and request_soon's ``then``
@@ -137,23 +155,24 @@ class WorkerClient:
         return self.proc.pid if self.proc else None
 
     async def start(self, fds: WorkerFds, mtu: int, larval_timeout: float, log_level: str,
-                    user: str | None = None, log_format: str = "text") -> None:
+                    user: str | None = None, log_format: str = "text", spawner: Spawner | None = None) -> None:
+        """A new worker: started here (becoming user), or by spawner as its user (spawner.py)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        argv = [
-            *worker_command(),
-            "--pipe-fd", str(theirs.fileno()), "--tun-fd", str(fds.tun),
-            "--udp4-fd", str(fds.udp4), "--udp6-fd", str(fds.udp6),
-            "--mtu", str(mtu), "--larval-timeout", str(larval_timeout), "--log-level", log_level,
-            "--log-format", log_format,
-        ] + (["--vnet-hdr"] if fds.vnet_hdr else [])
-        for q in fds.queues:
-            argv += ["--queue", ",".join(map(str, q))]
-        if user:
-            argv += ["--user", user]
-        keep = [f for f in (theirs.fileno(), fds.tun, fds.udp4, fds.udp6, *(x for q in fds.queues for x in q))
-                if f >= 0]
-        self.proc = await asyncio.create_subprocess_exec(*argv, pass_fds=keep, cwd="/")
-        theirs.close()
+        try:
+            if spawner is not None:
+                self.proc = await spawner.spawn(theirs.fileno())
+            else:
+                argv = [*worker_command(), "--pipe-fd", str(theirs.fileno()),
+                        *worker_args(fds, mtu, larval_timeout, log_level, log_format)]
+                if user:
+                    argv += ["--user", user]
+                self.proc = await asyncio.create_subprocess_exec(*argv, pass_fds=[theirs.fileno(), *fds.all()],
+                                                                 cwd="/")
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
         ours.setblocking(False)
         self._sock = ours
         asyncio.get_running_loop().add_reader(ours.fileno(), self._readable)

@@ -19,7 +19,8 @@ Started by the control process (client.worker_command: ``python -I`` from
 "/", so nothing on the daemon's path is imported as root) with
 ``--pipe-fd P --tun-fd T [--udp4-fd U] [--udp6-fd U6] [--queue T,U,U6]...
 [--vnet-hdr] [--mtu N] [--larval-timeout S] [--user U]`` (and the log options)
-and those descriptors inherited.  It drops to U (or, not started as root, stays
+and those descriptors inherited; or by the spawner (spawner.py), as the worker's
+own user already, without --user.  It drops to U (or, not started as root, stays
 who it is) with no capabilities and no-new-privs before reading anything from
 the network.  It exits when the pipe closes; the control process starts a new
 one if it dies.

@@ -1,0 +1,131 @@
+"""The worker spawner (tunsec.dataplane.spawner): whom the worker runs as, and the channel between the
+control process and the spawner, which neither side trusts further than it parses.  The spawner here
+is a real process (root, becoming tunsec-dp); the worker itself is exercised by tests/e2e."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import pwd
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+from reachable import python_argv
+
+from tunsec import privilege
+from tunsec.conf.tunsec_section import DATAPLANE_USER
+from tunsec.dataplane import spawner
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="changes user")
+
+
+def plan_for(name: str) -> privilege.Plan:
+    return privilege.Plan(True, privilege.target_for(name))
+
+
+def test_choose_a_user_of_its_own_unless_root_is_asked_or_it_is_the_same() -> None:
+    pwd.getpwnam(DATAPLANE_USER)   # scripts/install-deps.sh makes it
+    assert spawner.choose(None, plan_for("tunsec")) == spawner.Choice(DATAPLANE_USER)
+    assert spawner.choose("nobody", plan_for("tunsec")) == spawner.Choice("nobody")
+    assert spawner.choose(None, privilege.Plan(False, None)) == spawner.Choice(None)   # user = root
+    assert spawner.choose("tunsec", plan_for("tunsec")) == spawner.Choice(None)        # the same uid
+
+
+CHOOSE = """import sys
+from tunsec import privilege
+from tunsec.dataplane import spawner
+try:
+    print(spawner.choose(sys.argv[1] or None, privilege.Plan(True, None)))
+except privilege.PrivilegeError as err:
+    print("refused:", err)
+"""
+
+
+def choose_without_caps(configured: str) -> str:
+    """choose() in a process started as tunsec with no capability (a unit without CAP_SETUID)."""
+    pw = pwd.getpwnam("tunsec")
+    pre = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--clear-groups", "--inh-caps=-all", "--"]
+    env = dict(os.environ, PYTHONPATH=str(Path(spawner.__file__).parents[2]))
+    r = subprocess.run([*python_argv(pre), "-c", CHOOSE, configured], capture_output=True, text=True, timeout=30,
+                       env=env, cwd="/")
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def test_without_setuid_the_default_warns_and_a_configured_user_is_refused() -> None:
+    out = choose_without_caps("")
+    assert "user=None" in out and "needs CAP_SETUID and CAP_SETGID" in out, out
+    assert out.startswith("refused:") is False
+    refused = choose_without_caps(DATAPLANE_USER)
+    assert refused.startswith("refused:") and "CAP_SETUID" in refused, refused
+
+
+class _Proc:
+    pid = 0
+
+
+def test_control_side_drops_malformed_spawner_messages() -> None:
+    """A spawner is as exposed as a worker: what it says is parsed strictly, never trusted to crash us."""
+    async def run() -> tuple[int, int | None]:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        sp = spawner.Spawner(cast(Any, _Proc()), ours)
+        sp._message(b"ready")
+        worker = spawner.SpawnedWorker(1234, sp)
+        sp._workers[1234] = worker
+        for bad in (b"pid", b"pid x", b"exit 1234", b"exit x y", b"\xff\x00", b"hello world", b"exit 1234 z"):
+            sp._message(bad)
+        assert not worker._exited.is_set()
+        sp._message(b"exit 999 0")      # no worker of ours: ignored
+        sp._message(b"exit 1234 -9")
+        theirs.close()
+        return sp.malformed, await asyncio.wait_for(worker.wait(), 1)
+    assert asyncio.run(run()) == (7, -9)
+
+
+SPAWNER = """import asyncio, json, pwd, sys
+from pathlib import Path
+from tunsec.dataplane import spawner
+
+async def run():
+    try:
+        sp = await spawner.Spawner.start(sys.argv[1], [], ["--tun-fd", "-1"], "info", "text")
+    except spawner.SpawnerUnusable as err:
+        return {"unusable": str(err)}
+    uid = next(ln.split()[1:] for ln in Path(f"/proc/{sp.proc.pid}/status").read_text().splitlines()
+               if ln.startswith("Uid:"))
+    sp.send(b"kill 1")            # not a worker of its own: ignored
+    sp.send(b"spawn")             # no descriptor: ignored
+    await asyncio.sleep(0.2)
+    running = sp.proc.returncode is None
+    await sp.close()
+    return {"uid": uid, "running": running, "code": sp.proc.returncode}
+
+print(json.dumps(asyncio.run(run())))
+"""
+
+
+def run_spawner(wrapped: bool) -> dict[str, Any]:
+    """A real spawner, started as the daemon starts it (root, then it drops); wrapped: with the
+    interpreter made reachable for every user (reachable.py), as the e2e tests run tunsec."""
+    env = dict(os.environ, PYTHONPATH=str(Path(spawner.__file__).parents[2]))
+    argv = python_argv() if wrapped else [sys.executable]
+    r = subprocess.run([*argv, "-c", SPAWNER, DATAPLANE_USER], capture_output=True, text=True, timeout=60,
+                       env=env, cwd="/")
+    assert r.returncode == 0, r.stderr
+    return dict(json.loads(r.stdout.splitlines()[-1]))
+
+
+def test_the_spawner_becomes_its_user_ignores_stray_requests_and_ends_with_the_channel() -> None:
+    out = run_spawner(wrapped=True)
+    assert out == {"uid": [str(pwd.getpwnam(DATAPLANE_USER).pw_uid)] * 4, "running": True, "code": 0}, out
+
+
+@pytest.mark.skipif(python_argv() == [sys.executable], reason="the interpreter is reachable by every user here")
+def test_a_spawner_that_cannot_run_the_interpreter_says_so_at_start() -> None:
+    out = run_spawner(wrapped=False)
+    assert "cannot run as tunsec-dp" in out["unusable"] and "Python interpreter" in out["unusable"], out
