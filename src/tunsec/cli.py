@@ -56,7 +56,21 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _harden() -> bool:
+    """privilege.harden() before the configuration (secrets) is read; False after saying why on stderr."""
+    from tunsec import privilege
+
+    try:
+        privilege.harden()
+    except OSError as err:
+        print(f"tunsec: cannot make the process non-dumpable with no core file: {err}", file=sys.stderr)
+        return False
+    return True
+
+
 def cmd_up(args: argparse.Namespace) -> int:
+    if not _harden():
+        return 1
     cfg = _load(args.config)
     if cfg is None:
         return 1
@@ -100,6 +114,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
+    if not _harden():
+        return 1
     cfg = _load(args.config)
     if cfg is None:
         return 1

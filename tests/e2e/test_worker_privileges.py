@@ -47,6 +47,18 @@ def assert_unprivileged(pid: int, user: str) -> None:
     assert st["NoNewPrivs"] == ["1"]
 
 
+def assert_sealed(pid: int, pw: pwd.struct_passwd) -> None:
+    """No core file and no /proc/<pid>/mem for a process of pw's uid: a child with the dropped
+    credentials (as an updown script or the worker has) tries to read the memory and must fail."""
+    limits = Path(f"/proc/{pid}/limits").read_text().splitlines()
+    core = next(line for line in limits if line.startswith("Max core file size")).split()[4:6]
+    assert core == ["0", "0"], core
+    assert os.stat(f"/proc/{pid}/mem").st_uid == 0   # the kernel shows a non-dumpable process's files as root's
+    probe = subprocess.run([*python_argv(setpriv(pw)), "-c", f"open('/proc/{pid}/mem', 'rb').close()"],
+                           capture_output=True, text=True, timeout=30)
+    assert probe.returncode != 0 and "PermissionError" in probe.stderr, (probe.returncode, probe.stderr)
+
+
 def expected_default_user() -> str:
     try:
         pwd.getpwnam(WORKER_USER)
@@ -66,6 +78,9 @@ def test_worker_is_unprivileged_by_default_and_after_a_restart(topo: TwoHosts) -
     control = control_pid(pid)
     assert control != pid and "tunsec" in Path(f"/proc/{control}/cmdline").read_text()
     assert_unprivileged(control, user)
+    pw = pwd.getpwnam(user)
+    for p in (pid, control):
+        assert_sealed(p, pw)
     # the daemon (root) opens the TUN and sockets again for a new worker, which drops again
     os.kill(pid, signal.SIGKILL)
     # polled on the socket (control.py: no interpreter per poll); the CLI then once
@@ -73,6 +88,7 @@ def test_worker_is_unprivileged_by_default_and_after_a_restart(topo: TwoHosts) -
     assert pair.a.status(topo).returncode == 0
     new = int(pair.a.status_json(topo)["worker"]["pid"])
     assert_unprivileged(new, user)
+    assert_sealed(new, pw)   # exec'd by a control process of the same uid: dumpable until it said otherwise
     assert control_pid(new) == control   # started by the control process that dropped
     # the new worker refuses B's sequence numbers up to its persisted reservation (manual keys never accept
     # a number twice across a crash): B's traffic must pass that mark before A hears B again
@@ -181,6 +197,7 @@ def test_unprivileged_on_a_tun_made_for_it(topo: TwoHosts) -> None:
         worker = int(side.status_json(topo)["worker"]["pid"])
         control = control_pid(worker)
         for pid in (worker, control):
+            assert_sealed(pid, pw)
             if side is a:
                 assert_unprivileged(pid, user)
             else:   # no CAP_SETPCAP to empty the bounding set it was given: no-new-privs keeps it unused
@@ -188,6 +205,11 @@ def test_unprivileged_on_a_tun_made_for_it(topo: TwoHosts) -> None:
                 assert st["Uid"] == [str(pw.pw_uid)] * 4 and st["NoNewPrivs"] == ["1"]
                 assert all(int(st[c][0], 16) == 0 for c in ("CapInh", "CapPrm", "CapEff", "CapAmb")), st
                 assert int(st["CapBnd"][0], 16) != 0
+    # a worker exec'd by the control process running as the user is dumpable until it says otherwise
+    old = int(a.status_json(topo)["worker"]["pid"])
+    os.kill(old, signal.SIGKILL)
+    assert wait_until(lambda: (st := status_if_ok(a.sock)) is not None and st["worker"]["pid"] != old, 15)
+    assert_sealed(int(a.status_json(topo)["worker"]["pid"]), pw)
     mtu = a.status_json(topo)["tun"]["mtu"]
     warnings = tun_warnings(a)
     assert len(warnings) == 1, a.log.read_text()
