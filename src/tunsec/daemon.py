@@ -26,7 +26,7 @@ from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tunsec import gctune, memtrim, privilege, sdnotify, selftest
+from tunsec import ctlsocket, gctune, memtrim, privilege, sdnotify, selftest
 from tunsec.conf.config import Config, load_config
 from tunsec.conf.connections import find_child, ike_endpoints
 from tunsec.conf.diff import comparable, restart_keys
@@ -159,7 +159,6 @@ class Daemon:
         self._server: asyncio.AbstractServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.privilege = privilege.Plan(False, None)   # privilege: set by prepare()
-        self._made_socket_dir = False
         self._privilege_given_up = False
         self._reloading = asyncio.Lock()   # one reload at a time (SIGHUP and `tunsec reload` may meet)
         self._reloads: set[asyncio.Task[None]] = set()   # SIGHUP's
@@ -456,12 +455,11 @@ class Daemon:
         directory = os.path.dirname(path) or "."
         if not os.path.isdir(directory):
             try:
-                os.makedirs(directory, mode=0o750)
+                ctlsocket.make_dir(directory, self._socket_owner())
             except OSError as err:
                 raise StartupError(f"creating the control socket directory: {err.strerror}; "
                                    + privilege.writable_error("control socket directory", Path(directory), None)
                                    + " (or start it with RUNTIME_DIRECTORY or XDG_RUNTIME_DIR set)") from err
-            self._made_socket_dir = True
         if not os.path.lexists(path):
             return
         if not stat.S_ISSOCK(os.lstat(path).st_mode):
@@ -474,14 +472,18 @@ class Daemon:
                 return
         raise StartupError(f"another tunsec is running on {path}")
 
+    def _socket_owner(self) -> privilege.Target | None:
+        return self.privilege.target if self.privilege.drop else None
+
     async def _open_control_socket(self) -> None:
-        path = self.cfg.tunsec.control_socket
-        try:
-            self._server = await asyncio.start_unix_server(self._serve_client, path=path)
+        path, owner = self.cfg.tunsec.control_socket, self._socket_owner()
+        try:   # mode and owner set without a chmod/chown through a path another user may change
+            sock = ctlsocket.bind(path, owner)
         except OSError as err:
             raise StartupError(f"creating the control socket {path}: {err.strerror}; " + privilege.writable_error(
-                "control socket directory", Path(os.path.dirname(path) or "."), None)) from err
-        os.chmod(path, 0o660)
+                "control socket directory", Path(os.path.dirname(path) or "."), ctlsocket.who_binds(path, owner))
+            ) from err
+        self._server = await asyncio.start_unix_server(self._serve_client, sock=sock)
 
     async def _start_metrics(self) -> None:
         listen = self.cfg.tunsec.metrics_listen
@@ -505,7 +507,7 @@ class Daemon:
             return
         self._privilege_given_up = True
         try:
-            privilege.give_up_control(self.privilege, self.cfg.tunsec, self._made_socket_dir, bool(self.manual.plans),
+            privilege.give_up_control(self.privilege, self.cfg.tunsec, bool(self.manual.plans),
                                       bool(self.tun and self.tun.routes and not self.tun.created),
                                       virtual_ips=any(c.ike.vips for c in self.cfg.connections))
         except (privilege.PrivilegeError, OSError) as err:

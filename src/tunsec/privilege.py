@@ -376,15 +376,14 @@ def spawn_problem() -> str | None:
     return None
 
 
-def give_up_control(p: Plan, settings: TunsecSettings, made_socket_dir: bool, manual: bool,
+def give_up_control(p: Plan, settings: TunsecSettings, manual: bool,
                     own_routes_on_kept_tun: bool, virtual_ips: bool = False) -> None:
     """The control process, once set up (TUN, sockets, routes, control socket, first worker), before
     any IKE is read: the user, with only the capabilities it still uses.  Routes follow the configured
     selectors and are installed by then, so that is none; except CAP_NET_ADMIN to remove at exit the
     routes it put on a TUN that outlives it (one it created takes its routes with it), and to put on
     the TUN (and take off) the virtual IPs a gateway assigns at run time (a connection with ``vips``)."""
-    sock = Path(settings.control_socket)
-    hand = [sock] + ([sock.parent] if made_socket_dir else [])
+    hand: list[Path] = []   # the control socket is the user's from its bind (tunsec.ctlsocket)
     writable: list[tuple[str, Path]] = []
     if manual:   # sequence number reservations are written from now on
         state = Path(settings.state_dir)
