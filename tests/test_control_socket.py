@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tunsec import privilege
+from tunsec import ctlsocket, privilege
 from tunsec.conf.config import load_config
 from tunsec.daemon import Daemon
 
@@ -136,3 +136,25 @@ def test_a_directory_the_user_may_not_write_is_a_startup_error(base: Path) -> No
         open_and_close(d)
     assert f"control socket directory {other} is not writable by {USER}" in str(err.value)
     assert not (other / "tunsec.sock").exists()
+
+
+GATE = ctlsocket.Gate(own_uid=lambda: 999, worker_pid=lambda: 4242)
+
+
+@pytest.mark.parametrize("cmd", ["reload", "terminate", "initiate", "anything-else"])
+def test_the_gate_lets_only_root_and_the_daemons_uid_change_state(cmd: str) -> None:
+    assert GATE.refusal(cmd, ctlsocket.Peer(100, 0, 0)) is None
+    assert GATE.refusal(cmd, ctlsocket.Peer(100, 999, 5)) is None
+    refused = GATE.refusal(cmd, ctlsocket.Peer(100, 1000, 999))
+    assert refused is not None and refused.startswith("permission denied") and "status only" in refused
+    worker = GATE.refusal(cmd, ctlsocket.Peer(4242, 999, 999))   # the worker runs as the daemon's uid
+    assert worker is not None and "dataplane worker" in worker
+    for uid in (0, 999, 1000):
+        assert GATE.refusal("status", ctlsocket.Peer(100, uid, 0)) is None
+
+
+def test_a_worker_uid_of_its_own_is_refused_whatever_its_pid() -> None:
+    gate = ctlsocket.Gate(own_uid=lambda: 999, worker_pid=lambda: 4242, worker_uid=lambda: 998)
+    assert gate.refusal("reload", ctlsocket.Peer(7, 998, 998)) is not None
+    assert gate.refusal("reload", ctlsocket.Peer(7, 999, 999)) is None
+    assert gate.refusal("status", ctlsocket.Peer(7, 998, 998)) is None

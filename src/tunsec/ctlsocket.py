@@ -1,4 +1,4 @@
-"""The control socket's file.
+"""The control socket's file, and who may do what through it.
 
 The file: root never changes a path in a directory another user may write
 (that user could swap in a symlink between the bind and a chmod, and root would
@@ -6,6 +6,14 @@ change the mode of any file).  The mode comes from the umask at bind(); in a
 directory only root may change, root binds and then lchowns the socket to the
 service user; anywhere else the bind itself runs as that user (effective uid
 and gid), so the file is the user's from the start and nothing is done by path.
+
+Who: a peer's credentials come from SO_PEERCRED (the kernel's, a client cannot
+choose them).  Anyone who may connect (the file's owner and group) gets the
+status; commands that change state (initiate, terminate, reload) need root or
+the daemon's own uid, and never come from the worker, which parses data from the
+network.  While the worker runs under the daemon's uid only its pid tells it
+apart (a process it forks is not told apart): `Gate.worker_uid` is the hook for
+a worker with a uid of its own, whose every process is then refused.
 """
 
 from __future__ import annotations
@@ -14,11 +22,14 @@ import contextlib
 import os
 import socket
 import stat
-from collections.abc import Iterator
+import struct
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from tunsec import privilege
 
 SOCKET_UMASK = 0o117   # srw-rw----: the owner and its group may connect
+READ_ONLY = frozenset({"status"})
 
 
 def _root_only(directory: str) -> bool:
@@ -98,3 +109,37 @@ def make_dir(directory: str, t: privilege.Target | None) -> None:
         os.fchown(fd, -1, t.gid)
     finally:
         os.close(fd)
+
+
+@dataclass(frozen=True)
+class Peer:
+    pid: int
+    uid: int
+    gid: int
+
+
+def peer_of(sock: socket.socket) -> Peer:
+    pid, uid, gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    return Peer(pid, uid, gid)
+
+
+@dataclass
+class Gate:
+    """Which peers may run which commands (see the module's text)."""
+
+    own_uid: Callable[[], int] = os.geteuid
+    worker_pid: Callable[[], int | None] = lambda: None
+    # hook: the worker's uid once it has one of its own (None while it shares the daemon's)
+    worker_uid: Callable[[], int | None] = lambda: None
+
+    def refusal(self, cmd: str, peer: Peer) -> str | None:
+        """Why peer may not run cmd, or None."""
+        if cmd in READ_ONLY:
+            return None
+        wpid, wuid = self.worker_pid(), self.worker_uid()
+        if peer.pid == wpid or (wuid not in (None, 0, self.own_uid()) and peer.uid == wuid):
+            return f"permission denied: {cmd} is not accepted from the dataplane worker"
+        if peer.uid in (0, self.own_uid()):
+            return None
+        return (f"permission denied: {cmd} changes state and needs root or the user tunsec runs as "
+                f"(uid {self.own_uid()}); uid {peer.uid} may read the status only")

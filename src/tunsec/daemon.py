@@ -36,6 +36,7 @@ from tunsec.dataplane import pipe
 from tunsec.dataplane.client import WorkerClient, WorkerError, WorkerFds
 from tunsec.dataplane.tun import Tun, local_address_in, outer_mtu_towards, tunnel_mtu
 from tunsec.ike.constants import NATT_PORT
+from tunsec.loglimit import LogLimiter, suffix
 from tunsec.policy.ids import IdSpace
 from tunsec.runtime import resolved
 from tunsec.sdnotify import notify
@@ -163,6 +164,8 @@ class Daemon:
         self._reloading = asyncio.Lock()   # one reload at a time (SIGHUP and `tunsec reload` may meet)
         self._reloads: set[asyncio.Task[None]] = set()   # SIGHUP's
         self.calm: memtrim.CalmTrim | None = None   # gives the heap back after a burst of IKE (run())
+        self.gate = ctlsocket.Gate(worker_pid=lambda: self.worker.pid)   # who may run which command
+        self._refusal_log = LogLimiter()   # a local process may connect as often as it likes
 
     # --- setup -----------------------------------------------------------------
     def _choose_mtu(self) -> int:
@@ -277,21 +280,27 @@ class Daemon:
     # --- control socket ----------------------------------------------------------
     async def _serve_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
+            peer = ctlsocket.peer_of(writer.get_extra_info("socket"))
             line = await asyncio.wait_for(reader.readline(), 5.0)
-            answer = await self._command(line)
+            answer = await self._command(line, peer)
             writer.write(json.dumps(answer).encode() + b"\n")
             await writer.drain()
-        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
+        except (TimeoutError, OSError, asyncio.IncompleteReadError):   # OSError: also SO_PEERCRED's
             pass
         finally:
             writer.close()
 
-    async def _command(self, line: bytes) -> dict[str, Any]:
+    async def _command(self, line: bytes, peer: ctlsocket.Peer | None = None) -> dict[str, Any]:
+        """One request's answer; peer None: asked from inside this process (tests)."""
         try:
             req = json.loads(line or b"{}")
             cmd = req.get("cmd") if isinstance(req, dict) else None
         except ValueError:
             return {"ok": False, "error": "request is not JSON"}
+        if peer is not None and (refused := self.gate.refusal(str(cmd), peer)):
+            if (held := self._refusal_log.admit()) is not None:
+                log.warning("control socket: %s (pid %d, uid %d)%s", refused, peer.pid, peer.uid, suffix(held))
+            return {"ok": False, "error": refused}
         if cmd in ("initiate", "terminate"):
             return self._ike_command(cmd, req)
         if cmd == "reload":

@@ -219,6 +219,14 @@ def test_unprivileged_on_a_tun_made_for_it(topo: TwoHosts) -> None:
     assert tun_warnings(b) == [], b.log.read_text()
     # status: from root (side.status above) and from the user; another user is told why it may not
     assert status_as(topo, a, pw, "-c", str(a.conf)).returncode == 0
+    # a member of the user's group only: the status, but nothing that changes state
+    member = ["setpriv", f"--reuid={pwd.getpwnam('daemon').pw_uid}", f"--regid={pw.pw_gid}", "--clear-groups",
+              "--inh-caps=-all", "--"]
+    argv = [*python_argv(member), "-m", "tunsec"]
+    assert topo.run(topo.a, [*argv, "status", "--socket", str(a.sock)], check=False, timeout=20).returncode == 0
+    for cmd in (["reload"], ["terminate", "--ike", "x"]):
+        r = topo.run(topo.a, [*argv, *cmd, "--socket", str(a.sock)], check=False, timeout=20)
+        assert r.returncode == 1 and f"permission denied: {cmd[0]} changes state" in r.stderr, r.stderr
     other = pwd.getpwnam("nobody" if user != "nobody" else "daemon")
     denied = status_as(topo, a, other, "--socket", str(a.sock))
     assert denied.returncode == 1
