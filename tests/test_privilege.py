@@ -183,3 +183,20 @@ def test_a_tun_the_user_may_not_open_names_the_device_and_the_fix(tmp_path: Path
     assert r.returncode == 1
     assert f"cannot open TUN tunsec0: {expected}" in r.stderr, r.stderr
     assert "ip tuntap add dev tunsec0 mode tun user nobody vnet_hdr" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_no_tunsec_user_is_a_startup_error_not_nobody(tmp_path: Path) -> None:
+    """The host has nobody but no tunsec (an /etc/passwd without it, in a mount namespace): tunsec
+    does not fall back to nobody, whom other daemons share; it says what to create, before it sets
+    anything up.  user = nobody written out is still honoured (the other tests here)."""
+    passwd = tmp_path / "passwd"
+    passwd.write_text("".join(line for line in Path("/etc/passwd").read_text().splitlines(keepends=True)
+                              if not line.startswith("tunsec:")))
+    conf = tmp_path / "t.conf"
+    conf.write_text(MANUAL.format(sock=tmp_path / "s.sock", state=tmp_path / "state", extra="", key="66" * 20))
+    r = up(conf, [], f"mount --bind {passwd} /etc/passwd")
+    assert r.returncode == 1
+    assert "cannot start: user tunsec does not exist on this host" in r.stderr, r.stderr
+    assert "useradd --system --no-create-home --shell /usr/sbin/nologin tunsec" in r.stderr
+    assert "user = root" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "s.sock").exists() and not (tmp_path / "state").exists()

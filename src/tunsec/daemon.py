@@ -17,6 +17,7 @@ import grp
 import json
 import logging
 import os
+import pwd
 import signal
 import socket
 import stat
@@ -522,8 +523,8 @@ class Daemon:
         except (privilege.PrivilegeError, OSError) as err:
             raise StartupError(f"dropping privileges: {err}") from err
         if not os.access(self.cfg.path, os.R_OK):   # said now, not at the first reload
-            log.warning("%s is not readable by %s: `tunsec reload` and SIGHUP will fail; as root: chgrp %s %s; "
-                        "chmod g+r %s", self.cfg.path, privilege._me(), _my_group(), self.cfg.path, self.cfg.path)
+            log.warning("%s is not readable by %s: `tunsec reload` and SIGHUP will fail; as root: %s", self.cfg.path,
+                        privilege._me(), _read_grant(self.cfg.path))
 
     # --- lifecycle -----------------------------------------------------------------
     # Netlink work (pyroute2's synchronous API runs an event loop of its own)
@@ -646,13 +647,19 @@ def _unreadable_hint(err: ConfigError) -> list[str]:
     if "Permission denied" not in str(err):
         return []
     return [f"(tunsec runs as {privilege._me()} since it started and reads its files as that user: make the "
-            f"configuration and the files it includes readable by it, e.g. as root: chgrp {_my_group()} FILE; "
-            "chmod g+r FILE)"]
+            f"configuration and the files it includes readable by it, e.g. as root: {_read_grant('FILE')})"]
 
 
-def _my_group() -> str:
+def _read_grant(file: str) -> str:
+    """The command that lets the user tunsec became read file: through its group only when no one else
+    is in it (a shared group such as nogroup would open the secrets to other daemons), else an ACL."""
+    me, gid = privilege._me(), os.getegid()
     try:
-        return grp.getgrgid(os.getegid()).gr_name
+        group = grp.getgrgid(gid)
+        own = group.gr_name == me and not group.gr_mem and all(
+            p.pw_name == me for p in pwd.getpwall() if p.pw_gid == gid)
     except KeyError:
-        return str(os.getegid())
-
+        own = False
+    if own:
+        return f"chgrp {me} {file}; chmod g+r {file}"
+    return f"setfacl -m u:{me}:r {file}"

@@ -313,7 +313,7 @@ class Plan:
 
 
 def plan(user: str | None) -> Plan:
-    """From tunsec { user = }: as root, the configured user (default tunsec, else nobody; root stays
+    """From tunsec { user = }: as root, the configured user (default tunsec, which must exist; root stays
     root); not as root, this user unless another is named, which needs CAP_SETUID/CAP_SETGID."""
     from tunsec.conf.tunsec_section import worker_user
 
