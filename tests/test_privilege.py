@@ -200,3 +200,37 @@ def test_no_tunsec_user_is_a_startup_error_not_nobody(tmp_path: Path) -> None:
     assert "useradd --system --no-create-home --shell /usr/sbin/nologin tunsec" in r.stderr
     assert "user = root" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "s.sock").exists() and not (tmp_path / "state").exists()
+
+
+def test_the_read_hint_never_names_a_shared_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    """tunsec's own group (only tunsec in it): chgrp; nobody's nogroup (shared): an ACL for the user."""
+    import grp
+
+    from tunsec import daemon, privilege
+
+    for user, expected in (("tunsec", "chgrp tunsec F; chmod g+r F"), ("nobody", "setfacl -m u:nobody:r F")):
+        pw = pwd.getpwnam(user)
+        monkeypatch.setattr(privilege, "_me", lambda name=user: name)
+        monkeypatch.setattr(os, "getegid", lambda gid=pw.pw_gid: gid)
+        assert daemon._read_grant("F") == expected
+        assert "chgrp " + grp.getgrgid(pwd.getpwnam("nobody").pw_gid).gr_name not in daemon._read_grant("F")
+
+
+def test_hardening_is_checked_by_the_drops_verification() -> None:
+    """In a fresh process: dumpable with a core limit until harden(); _verify (run by every drop) says
+    so rather than going on."""
+    code = """
+from tunsec import privilege
+before = privilege.hardening_problem()
+privilege._prctl(privilege.PR_SET_NO_NEW_PRIVS, 1)   # all else _verify checks holds: only the flag is left
+try:
+    privilege._verify(privilege.get_caps().permitted)
+except privilege.PrivilegeError as err:
+    refused = str(err)
+privilege.harden()
+print(before, refused, privilege.hardening_problem(), sep="|")
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    dumpable = "the process is still dumpable (PR_SET_DUMPABLE 0 did not stick)"
+    assert r.stdout.strip().split("|") == [dumpable, dumpable, "None"], r.stdout
