@@ -111,7 +111,10 @@ def test_the_socket_is_the_users_and_0660(base: Path, dir_owner: str) -> None:
     st = os.lstat(sock)
     assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o660
     assert (st.st_uid, st.st_gid) == (pw.pw_uid, pw.pw_gid)
-    assert os.geteuid() == 0 and os.getegid() == 0   # acting as the user for the bind ended
+    # acting as the user for the bind ended: root again, with every capability it had
+    assert os.geteuid() == 0 and os.getegid() == 0
+    caps = privilege.get_caps()
+    assert caps.effective == caps.permitted != 0
 
 
 def test_a_directory_tunsec_makes_is_roots_and_the_users_group(base: Path) -> None:
