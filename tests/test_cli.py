@@ -3,11 +3,18 @@ errors a user sees when nothing is running."""
 
 from __future__ import annotations
 
+import json
+import socket
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+from tunsec.cli import AnswerError, _ask
 
 GOOD = """tunsec {
   tun = tunsec0
@@ -139,3 +146,86 @@ def test_terminate_needs_a_connection_or_a_child(capsys: pytest.CaptureFixture[s
 
     assert main(["terminate", "--socket", "/nonexistent/tunsec.sock"]) == 2
     assert "--ike CONN, --child NAME, or both" in capsys.readouterr().err
+
+
+class FakeServer:
+    """Whatever listens on the socket path (a process of the service user could put one there):
+    it answers every connection with ``answer`` (bytes, or a callable writing to the connection)."""
+
+    def __init__(self, path: Path, answer: bytes | Callable[[socket.socket], None]) -> None:
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.bind(str(path))
+        self.sock.listen(4)
+        self.answer = answer
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(4096)
+                try:
+                    if callable(self.answer):
+                        self.answer(conn)
+                    else:
+                        conn.sendall(self.answer)
+                except OSError:
+                    pass   # the client gave up
+
+
+def endless(conn: socket.socket) -> None:
+    chunk = b"x" * 65536
+    while True:
+        conn.sendall(chunk)
+
+
+@pytest.mark.parametrize("cmd", [["reload"], ["terminate", "--ike", "x"], ["status"]])
+def test_what_a_server_says_reaches_the_terminal_printable(tmp_path: Path, cmd: list[str]) -> None:
+    sock = tmp_path / "fake.sock"
+    FakeServer(sock, json.dumps({"ok": False, "error": "\x1b]0;owned\x07\x1b[2J fake\nsecond line"}).encode()
+               + b"\n")
+    r = tunsec(*cmd, "--socket", str(sock))
+    assert r.returncode == 1
+    assert r.stderr == "tunsec: \\x1b]0;owned\\x07\\x1b[2J fake\nsecond line\n", r.stderr
+
+
+def test_a_message_is_printable_too(tmp_path: Path) -> None:
+    sock = tmp_path / "fake.sock"
+    FakeServer(sock, json.dumps({"ok": True, "message": "\x1b]52;c;ZWNobyBwd25lZA==\x07 reloaded\u202e"}).encode()
+               + b"\n")
+    r = tunsec("reload", "--socket", str(sock))
+    assert r.returncode == 0 and r.stdout == "\\x1b]52;c;ZWNobyBwd25lZA==\\x07 reloaded\\u202e\n", r.stdout
+
+
+def test_a_status_that_is_not_one_is_an_error_not_a_traceback(tmp_path: Path) -> None:
+    sock = tmp_path / "fake.sock"
+    FakeServer(sock, b'{"ok": true, "status": {"\\u001b[2J": 1}}\n')
+    r = tunsec("status", "--socket", str(sock))
+    assert r.returncode == 1 and "is not a status document" in r.stderr and "Traceback" not in r.stderr
+    r = tunsec("status", "--json", "--socket", str(sock))
+    assert r.returncode == 0 and "\x1b" not in r.stdout and "\\u001b[2J" in r.stdout
+
+
+def test_an_endless_answer_is_cut_at_the_cap(tmp_path: Path) -> None:
+    sock = tmp_path / "fake.sock"
+    FakeServer(sock, endless)
+    r = tunsec("status", "--socket", str(sock))
+    assert r.returncode == 1 and f"tunsec: {sock}: answer larger than 16 MiB" in r.stderr, r.stderr
+    with pytest.raises(AnswerError, match="larger than 1 MiB"):
+        _ask(str(sock), {"cmd": "status"}, limit=1 << 20)
+
+
+def test_an_answer_that_never_ends_is_given_up_at_the_deadline(tmp_path: Path) -> None:
+    """A byte every 50 ms: no single recv waits long, the total time still ends it."""
+    def trickle(conn: socket.socket) -> None:
+        while True:
+            conn.sendall(b" ")
+            time.sleep(0.05)
+
+    sock = tmp_path / "fake.sock"
+    FakeServer(sock, trickle)
+    with pytest.raises(AnswerError, match=r"no complete answer within 0\.5 s"):
+        _ask(str(sock), {"cmd": "status"}, timeout=0.5)

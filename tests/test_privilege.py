@@ -183,3 +183,54 @@ def test_a_tun_the_user_may_not_open_names_the_device_and_the_fix(tmp_path: Path
     assert r.returncode == 1
     assert f"cannot open TUN tunsec0: {expected}" in r.stderr, r.stderr
     assert "ip tuntap add dev tunsec0 mode tun user nobody vnet_hdr" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_no_tunsec_user_is_a_startup_error_not_nobody(tmp_path: Path) -> None:
+    """The host has nobody but no tunsec (an /etc/passwd without it, in a mount namespace): tunsec
+    does not fall back to nobody, whom other daemons share; it says what to create, before it sets
+    anything up.  user = nobody written out is still honoured (the other tests here)."""
+    passwd = tmp_path / "passwd"
+    passwd.write_text("".join(line for line in Path("/etc/passwd").read_text().splitlines(keepends=True)
+                              if not line.startswith("tunsec:")))
+    conf = tmp_path / "t.conf"
+    conf.write_text(MANUAL.format(sock=tmp_path / "s.sock", state=tmp_path / "state", extra="", key="66" * 20))
+    r = up(conf, [], f"mount --bind {passwd} /etc/passwd")
+    assert r.returncode == 1
+    assert "cannot start: user tunsec does not exist on this host" in r.stderr, r.stderr
+    assert "useradd --system --no-create-home --shell /usr/sbin/nologin tunsec" in r.stderr
+    assert "user = root" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "s.sock").exists() and not (tmp_path / "state").exists()
+
+
+def test_the_read_hint_never_names_a_shared_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    """tunsec's own group (only tunsec in it): chgrp; nobody's nogroup (shared): an ACL for the user."""
+    import grp
+
+    from tunsec import daemon, privilege
+
+    for user, expected in (("tunsec", "chgrp tunsec F; chmod g+r F"), ("nobody", "setfacl -m u:nobody:r F")):
+        pw = pwd.getpwnam(user)
+        monkeypatch.setattr(privilege, "_me", lambda name=user: name)
+        monkeypatch.setattr(os, "getegid", lambda gid=pw.pw_gid: gid)
+        assert daemon._read_grant("F") == expected
+        assert "chgrp " + grp.getgrgid(pwd.getpwnam("nobody").pw_gid).gr_name not in daemon._read_grant("F")
+
+
+def test_hardening_is_checked_by_the_drops_verification() -> None:
+    """In a fresh process: dumpable with a core limit until harden(); _verify (run by every drop) says
+    so rather than going on."""
+    code = """
+from tunsec import privilege
+before = privilege.hardening_problem()
+privilege._prctl(privilege.PR_SET_NO_NEW_PRIVS, 1)   # all else _verify checks holds: only the flag is left
+try:
+    privilege._verify(privilege.get_caps().permitted)
+except privilege.PrivilegeError as err:
+    refused = str(err)
+privilege.harden()
+print(before, refused, privilege.hardening_problem(), sep="|")
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    dumpable = "the process is still dumpable (PR_SET_DUMPABLE 0 did not stick)"
+    assert r.stdout.strip().split("|") == [dumpable, dumpable, "None"], r.stdout

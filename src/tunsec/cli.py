@@ -10,11 +10,13 @@ import logging
 import os
 import socket
 import sys
+import time
 from typing import Any
 
 from tunsec import logs
 from tunsec.conf.config import Config, load_config
 from tunsec.conf.errors import ConfigError
+from tunsec.printable import escaped
 from tunsec.runtime import default_control_socket, owner_name, resolved
 
 
@@ -56,7 +58,21 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _harden() -> bool:
+    """privilege.harden() before the configuration (secrets) is read; False after saying why on stderr."""
+    from tunsec import privilege
+
+    try:
+        privilege.harden()
+    except OSError as err:
+        print(f"tunsec: cannot make the process non-dumpable with no core file: {err}", file=sys.stderr)
+        return False
+    return True
+
+
 def cmd_up(args: argparse.Namespace) -> int:
+    if not _harden():
+        return 1
     cfg = _load(args.config)
     if cfg is None:
         return 1
@@ -100,6 +116,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
+    if not _harden():
+        return 1
     cfg = _load(args.config)
     if cfg is None:
         return 1
@@ -119,21 +137,49 @@ def _uvloop_running() -> bool:
     return type(asyncio.get_running_loop()).__module__.startswith("uvloop")
 
 
-def _ask(path: str, request: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+# a status of many thousand SAs is a few MiB; a server in the socket's place must not feed us for ever
+MAX_ANSWER = 16 << 20
+
+
+class AnswerError(ValueError):
+    """The answer is too large, late or not a JSON object."""
+
+
+def _ask(path: str, request: dict[str, Any], timeout: float = 10.0, limit: int = MAX_ANSWER) -> dict[str, Any]:
+    """The answer to request, read in at most timeout seconds in all and at most limit bytes."""
+    deadline = time.monotonic() + timeout
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         s.connect(path)
         s.sendall(json.dumps(request).encode() + b"\n")
-        buf = b""
+        buf = bytearray()
         while not buf.endswith(b"\n"):
-            chunk = s.recv(65536)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AnswerError(f"no complete answer within {timeout:g} s")
+            s.settimeout(left)
+            try:
+                chunk = s.recv(65536)
+            except TimeoutError:
+                raise AnswerError(f"no complete answer within {timeout:g} s") from None
             if not chunk:
                 break
             buf += chunk
-    answer = json.loads(buf)
+            if len(buf) > limit:
+                raise AnswerError(f"answer larger than {limit >> 20} MiB")
+    try:
+        answer = json.loads(buf)
+    except ValueError:
+        raise AnswerError("the answer is not JSON") from None
     if not isinstance(answer, dict):
-        raise ValueError("answer is not a JSON object")
+        raise AnswerError("answer is not a JSON object")
     return answer
+
+
+def _shown(text: object) -> str:
+    """Text from the server (whoever listens on the socket) for a terminal: line by line, every
+    character str.isprintable refuses escaped (no terminal command, title or clipboard write)."""
+    return "\n".join(escaped(line) for line in str(text).split("\n"))
 
 
 def _socket_path(args: argparse.Namespace) -> str | None:
@@ -155,11 +201,14 @@ def _request(request: dict[str, Any], args: argparse.Namespace) -> dict[str, Any
         # it runs, but this user may not talk to it: say so rather than "not running"
         print(f"tunsec: permission denied on {path}: run as root or as user {owner_name(path)}", file=sys.stderr)
         return None
+    except AnswerError as err:
+        print(f"tunsec: {path}: {err}", file=sys.stderr)
+        return None
     except (OSError, ValueError) as err:
-        print(f"tunsec: no running tunsec on {path}: {err}", file=sys.stderr)
+        print(f"tunsec: no running tunsec on {path}: {_shown(err)}", file=sys.stderr)
         return None
     if not answer.get("ok"):
-        print(f"tunsec: {answer.get('error')}", file=sys.stderr)
+        print(f"tunsec: {_shown(answer.get('error'))}", file=sys.stderr)
         return None
     return answer
 
@@ -170,7 +219,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     answer = _request({"cmd": "status"}, args)
     if answer is None:
         return 1
-    print(json.dumps(answer["status"], indent=2) if args.json else render(answer["status"]))
+    if args.json:   # json.dumps escapes every control character and all but ASCII
+        print(json.dumps(answer.get("status"), indent=2))
+        return 0
+    try:
+        text = render(answer["status"])
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+        print(f"tunsec: the answer on {_socket_path(args)} is not a status document", file=sys.stderr)
+        return 1
+    print(_shown(text))
     return 0
 
 
@@ -178,7 +235,7 @@ def _simple(request: dict[str, Any], args: argparse.Namespace) -> int:
     answer = _request(request, args)
     if answer is None:
         return 1
-    print(answer.get("message", "ok"))
+    print(_shown(answer.get("message", "ok")))
     return 0
 
 
@@ -220,7 +277,7 @@ def cmd_reload(args: argparse.Namespace) -> int:
     answer = _request({"cmd": "reload"}, args)   # a refusal (file:line, or what needs a restart) goes to stderr
     if answer is None:
         return 1
-    print(answer.get("message", "ok"))
+    print(_shown(answer.get("message", "ok")))
     return 0
 
 

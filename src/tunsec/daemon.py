@@ -17,6 +17,7 @@ import grp
 import json
 import logging
 import os
+import pwd
 import signal
 import socket
 import stat
@@ -26,7 +27,7 @@ from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tunsec import gctune, memtrim, privilege, sdnotify, selftest
+from tunsec import ctlsocket, gctune, memtrim, privilege, sdnotify, selftest
 from tunsec.conf.config import Config, load_config
 from tunsec.conf.connections import find_child, ike_endpoints
 from tunsec.conf.diff import comparable, restart_keys
@@ -36,6 +37,7 @@ from tunsec.dataplane import pipe, spawner
 from tunsec.dataplane.client import WorkerClient, WorkerError, WorkerFds, worker_args
 from tunsec.dataplane.tun import Tun, local_address_in, outer_mtu_towards, tunnel_mtu
 from tunsec.ike.constants import NATT_PORT
+from tunsec.loglimit import LogLimiter, suffix
 from tunsec.policy.ids import IdSpace
 from tunsec.runtime import resolved
 from tunsec.sdnotify import notify
@@ -160,11 +162,12 @@ class Daemon:
         self._tasks: list[asyncio.Task[None]] = []
         self.privilege = privilege.Plan(False, None)   # privilege: set by prepare()
         self.spawner: spawner.Spawner | None = None     # starts workers as their own user (spawner.py)
-        self._made_socket_dir = False
         self._privilege_given_up = False
         self._reloading = asyncio.Lock()   # one reload at a time (SIGHUP and `tunsec reload` may meet)
         self._reloads: set[asyncio.Task[None]] = set()   # SIGHUP's
         self.calm: memtrim.CalmTrim | None = None   # gives the heap back after a burst of IKE (run())
+        self.gate = ctlsocket.Gate(worker_pid=lambda: self.worker.pid)   # who may run which command
+        self._refusal_log = LogLimiter()   # a local process may connect as often as it likes
 
     # --- setup -----------------------------------------------------------------
     def _choose_mtu(self) -> int:
@@ -298,21 +301,27 @@ class Daemon:
     # --- control socket ----------------------------------------------------------
     async def _serve_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
+            peer = ctlsocket.peer_of(writer.get_extra_info("socket"))
             line = await asyncio.wait_for(reader.readline(), 5.0)
-            answer = await self._command(line)
+            answer = await self._command(line, peer)
             writer.write(json.dumps(answer).encode() + b"\n")
             await writer.drain()
-        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
+        except (TimeoutError, OSError, asyncio.IncompleteReadError):   # OSError: also SO_PEERCRED's
             pass
         finally:
             writer.close()
 
-    async def _command(self, line: bytes) -> dict[str, Any]:
+    async def _command(self, line: bytes, peer: ctlsocket.Peer | None = None) -> dict[str, Any]:
+        """One request's answer; peer None: asked from inside this process (tests)."""
         try:
             req = json.loads(line or b"{}")
             cmd = req.get("cmd") if isinstance(req, dict) else None
         except ValueError:
             return {"ok": False, "error": "request is not JSON"}
+        if peer is not None and (refused := self.gate.refusal(str(cmd), peer)):
+            if (held := self._refusal_log.admit()) is not None:
+                log.warning("control socket: %s (pid %d, uid %d)%s", refused, peer.pid, peer.uid, suffix(held))
+            return {"ok": False, "error": refused}
         if cmd in ("initiate", "terminate"):
             return self._ike_command(cmd, req)
         if cmd == "reload":
@@ -476,12 +485,11 @@ class Daemon:
         directory = os.path.dirname(path) or "."
         if not os.path.isdir(directory):
             try:
-                os.makedirs(directory, mode=0o750)
+                ctlsocket.make_dir(directory, self._socket_owner())
             except OSError as err:
                 raise StartupError(f"creating the control socket directory: {err.strerror}; "
                                    + privilege.writable_error("control socket directory", Path(directory), None)
                                    + " (or start it with RUNTIME_DIRECTORY or XDG_RUNTIME_DIR set)") from err
-            self._made_socket_dir = True
         if not os.path.lexists(path):
             return
         if not stat.S_ISSOCK(os.lstat(path).st_mode):
@@ -494,14 +502,18 @@ class Daemon:
                 return
         raise StartupError(f"another tunsec is running on {path}")
 
+    def _socket_owner(self) -> privilege.Target | None:
+        return self.privilege.target if self.privilege.drop else None
+
     async def _open_control_socket(self) -> None:
-        path = self.cfg.tunsec.control_socket
-        try:
-            self._server = await asyncio.start_unix_server(self._serve_client, path=path)
+        path, owner = self.cfg.tunsec.control_socket, self._socket_owner()
+        try:   # mode and owner set without a chmod/chown through a path another user may change
+            sock = ctlsocket.bind(path, owner)
         except OSError as err:
             raise StartupError(f"creating the control socket {path}: {err.strerror}; " + privilege.writable_error(
-                "control socket directory", Path(os.path.dirname(path) or "."), None)) from err
-        os.chmod(path, 0o660)
+                "control socket directory", Path(os.path.dirname(path) or "."), ctlsocket.who_binds(path, owner))
+            ) from err
+        self._server = await asyncio.start_unix_server(self._serve_client, sock=sock)
 
     async def _start_metrics(self) -> None:
         listen = self.cfg.tunsec.metrics_listen
@@ -525,14 +537,14 @@ class Daemon:
             return
         self._privilege_given_up = True
         try:
-            privilege.give_up_control(self.privilege, self.cfg.tunsec, self._made_socket_dir, bool(self.manual.plans),
+            privilege.give_up_control(self.privilege, self.cfg.tunsec, bool(self.manual.plans),
                                       bool(self.tun and self.tun.routes and not self.tun.created),
                                       virtual_ips=any(c.ike.vips for c in self.cfg.connections))
         except (privilege.PrivilegeError, OSError) as err:
             raise StartupError(f"dropping privileges: {err}") from err
         if not os.access(self.cfg.path, os.R_OK):   # said now, not at the first reload
-            log.warning("%s is not readable by %s: `tunsec reload` and SIGHUP will fail; as root: chgrp %s %s; "
-                        "chmod g+r %s", self.cfg.path, privilege._me(), _my_group(), self.cfg.path, self.cfg.path)
+            log.warning("%s is not readable by %s: `tunsec reload` and SIGHUP will fail; as root: %s", self.cfg.path,
+                        privilege._me(), _read_grant(self.cfg.path))
 
     # --- lifecycle -----------------------------------------------------------------
     # Netlink work (pyroute2's synchronous API runs an event loop of its own)
@@ -658,13 +670,19 @@ def _unreadable_hint(err: ConfigError) -> list[str]:
     if "Permission denied" not in str(err):
         return []
     return [f"(tunsec runs as {privilege._me()} since it started and reads its files as that user: make the "
-            f"configuration and the files it includes readable by it, e.g. as root: chgrp {_my_group()} FILE; "
-            "chmod g+r FILE)"]
+            f"configuration and the files it includes readable by it, e.g. as root: {_read_grant('FILE')})"]
 
 
-def _my_group() -> str:
+def _read_grant(file: str) -> str:
+    """The command that lets the user tunsec became read file: through its group only when no one else
+    is in it (a shared group such as nogroup would open the secrets to other daemons), else an ACL."""
+    me, gid = privilege._me(), os.getegid()
     try:
-        return grp.getgrgid(os.getegid()).gr_name
+        group = grp.getgrgid(gid)
+        own = group.gr_name == me and not group.gr_mem and all(
+            p.pw_name == me for p in pwd.getpwall() if p.pw_gid == gid)
     except KeyError:
-        return str(os.getegid())
-
+        own = False
+    if own:
+        return f"chgrp {me} {file}; chmod g+r {file}"
+    return f"setfacl -m u:{me}:r {file}"

@@ -6,6 +6,14 @@ supplementary groups), keeps only the capabilities it still uses (the worker
 none), clears the ambient and, where it may (CAP_SETPCAP), the bounding set,
 and sets no-new-privs so nothing it executes can gain any.
 
+Both also make themselves non-dumpable (PR_SET_DUMPABLE 0) with a core limit
+of 0 first thing, and again after each change of credentials (setuid and exec
+reset the flag): a process of the same uid (an updown script, `tunsec status`
+run as that user, the worker) could otherwise read /proc/<pid>/mem, and a crash
+would write the PSKs, private keys and IKE keys into a core file.  Key bytes
+held by Python cannot be wiped or locked out of swap; this keeps them from
+other processes and from core files, not from swap.
+
 Capabilities are per thread in Linux: drop() runs while the calling process has
 one thread (checked), and verifies every thread afterwards.  A tiny ctypes
 binding to capget/capset/prctl is all this needs (no library adds anything).
@@ -18,6 +26,7 @@ import errno
 import logging
 import os
 import pwd
+import resource
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,6 +45,7 @@ CAP_NAMES = {CAP_CHOWN: "CAP_CHOWN", CAP_DAC_OVERRIDE: "CAP_DAC_OVERRIDE", CAP_S
 _CAP_V3 = 0x20080522
 
 # linux/prctl.h
+PR_GET_DUMPABLE, PR_SET_DUMPABLE = 3, 4
 PR_SET_KEEPCAPS = 8
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
@@ -61,10 +71,29 @@ def _libc() -> ctypes.CDLL:
     return ctypes.CDLL(None, use_errno=True)
 
 
-def _prctl(option: int, arg2: int = 0, arg3: int = 0) -> None:
-    if _libc().prctl(option, ctypes.c_ulong(arg2), ctypes.c_ulong(arg3), ctypes.c_ulong(0), ctypes.c_ulong(0)) != 0:
+def _prctl(option: int, arg2: int = 0, arg3: int = 0) -> int:
+    got = int(_libc().prctl(option, ctypes.c_ulong(arg2), ctypes.c_ulong(arg3), ctypes.c_ulong(0), ctypes.c_ulong(0)))
+    if got < 0:
         err = ctypes.get_errno()
         raise OSError(err, f"prctl({option}): {os.strerror(err)}")
+    return got
+
+
+def harden() -> None:
+    """No core file, no /proc/<pid>/mem or ptrace for processes of our uid (see the module's text).
+    Called before any secret is read, and again after every change of credentials."""
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    _prctl(PR_SET_DUMPABLE, 0)
+
+
+def hardening_problem() -> str | None:
+    """What of harden() does not hold now, or None."""
+    if _prctl(PR_GET_DUMPABLE) != 0:
+        return "the process is still dumpable (PR_SET_DUMPABLE 0 did not stick)"
+    core = resource.getrlimit(resource.RLIMIT_CORE)
+    if core != (0, 0):
+        return f"the core file size limit is {core}, not (0, 0)"
+    return None
 
 
 @dataclass(frozen=True)
@@ -229,6 +258,7 @@ def drop(t: Target | None, keep: int = 0) -> str:
         raise PrivilegeError(f"cannot keep {cap_names(keep & ~have)}: this process does not have it")
     set_caps(keep, keep, 0)
     _prctl(PR_SET_NO_NEW_PRIVS, 1)
+    harden()   # the change of uid made the process dumpable again
     _verify(keep)
     who = pwd.getpwuid(os.getuid()).pw_name if _known_uid(os.getuid()) else "?"
     return (f"running as {who} (uid {os.getuid()}, gid {os.getgid()}), capabilities: {cap_names(keep)}"
@@ -245,6 +275,9 @@ def _verify(keep: int) -> None:
                 raise PrivilegeError(f"dropping privileges left {key} = {st[key]} (wanted {want:016x})")
         if st.get("NoNewPrivs") != "1":
             raise PrivilegeError("no-new-privs did not stick")
+    problem = hardening_problem()   # per process (the mm's flag, the process's limit), not per thread
+    if problem:
+        raise PrivilegeError(problem)
 
 
 def bind_error(proto: str, addr: str, port: int, err: OSError) -> str:
@@ -280,7 +313,7 @@ class Plan:
 
 
 def plan(user: str | None) -> Plan:
-    """From tunsec { user = }: as root, the configured user (default tunsec, else nobody; root stays
+    """From tunsec { user = }: as root, the configured user (default tunsec, which must exist; root stays
     root); not as root, this user unless another is named, which needs CAP_SETUID/CAP_SETGID."""
     from tunsec.conf.tunsec_section import worker_user
 
@@ -343,15 +376,14 @@ def spawn_problem() -> str | None:
     return None
 
 
-def give_up_control(p: Plan, settings: TunsecSettings, made_socket_dir: bool, manual: bool,
+def give_up_control(p: Plan, settings: TunsecSettings, manual: bool,
                     own_routes_on_kept_tun: bool, virtual_ips: bool = False) -> None:
     """The control process, once set up (TUN, sockets, routes, control socket, first worker), before
     any IKE is read: the user, with only the capabilities it still uses.  Routes follow the configured
     selectors and are installed by then, so that is none; except CAP_NET_ADMIN to remove at exit the
     routes it put on a TUN that outlives it (one it created takes its routes with it), and to put on
     the TUN (and take off) the virtual IPs a gateway assigns at run time (a connection with ``vips``)."""
-    sock = Path(settings.control_socket)
-    hand = [sock] + ([sock.parent] if made_socket_dir else [])
+    hand: list[Path] = []   # the control socket is the user's from its bind (tunsec.ctlsocket)
     writable: list[tuple[str, Path]] = []
     if manual:   # sequence number reservations are written from now on
         state = Path(settings.state_dir)

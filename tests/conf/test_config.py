@@ -219,7 +219,8 @@ def test_section_reader_for_future_schemas() -> None:
 
 
 def test_worker_user_when_the_install_made_none(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Neither tunsec nor nobody on the host: a startup error that says what to do."""
+    """No tunsec on the host: a startup error that says what to do, never a silent nobody (shared
+    with other daemons, and nogroup with them); nobody written out is honoured."""
     import pwd
 
     from tunsec.conf.tunsec_section import worker_user
@@ -227,7 +228,7 @@ def test_worker_user_when_the_install_made_none(monkeypatch: pytest.MonkeyPatch)
     real = pwd.getpwnam
 
     def lookup(name: str) -> pwd.struct_passwd:
-        if name in ("tunsec", "nobody"):
+        if name == "tunsec":
             raise KeyError(name)
         return real(name)
 
@@ -235,7 +236,9 @@ def test_worker_user_when_the_install_made_none(monkeypatch: pytest.MonkeyPatch)
     with pytest.raises(LookupError) as err:
         worker_user(None)
     msg = str(err.value)
-    assert "tunsec or nobody does not exist" in msg and "useradd --system" in msg and "user = root" in msg
+    assert "user tunsec does not exist" in msg and "useradd --system" in msg and "user = root" in msg
+    assert "nobody" not in msg
+    assert worker_user("nobody") == "nobody"
     assert worker_user("root") is None
 
 

@@ -60,12 +60,20 @@ def assert_unprivileged(pid: int, user: str) -> None:
     assert st["NoNewPrivs"] == ["1"]
 
 
+def assert_sealed(pid: int, pw: pwd.struct_passwd) -> None:
+    """No core file and no /proc/<pid>/mem for a process of pw's uid: a child with the dropped
+    credentials (as an updown script or the worker has) tries to read the memory and must fail."""
+    limits = Path(f"/proc/{pid}/limits").read_text().splitlines()
+    core = next(line for line in limits if line.startswith("Max core file size")).split()[4:6]
+    assert core == ["0", "0"], core
+    assert os.stat(f"/proc/{pid}/mem").st_uid == 0   # the kernel shows a non-dumpable process's files as root's
+    probe = subprocess.run([*python_argv(setpriv(pw)), "-c", f"open('/proc/{pid}/mem', 'rb').close()"],
+                           capture_output=True, text=True, timeout=30)
+    assert probe.returncode != 0 and "PermissionError" in probe.stderr, (probe.returncode, probe.stderr)
+
+
 def expected_default_user() -> str:
-    try:
-        pwd.getpwnam(WORKER_USER)
-        return WORKER_USER
-    except KeyError:
-        return "nobody"
+    return WORKER_USER   # the install creates it; without it tunsec refuses to start (test_privilege.py)
 
 
 def dataplane_user() -> str:
@@ -89,6 +97,10 @@ def test_worker_is_unprivileged_by_default_and_after_a_restart(topo: TwoHosts) -
     control = control_pid(pid)
     assert control != pid and "tunsec" in Path(f"/proc/{control}/cmdline").read_text()
     assert_unprivileged(control, user)
+    pw, dp_pw = pwd.getpwnam(user), pwd.getpwnam(dp)
+    assert_sealed(control, pw)
+    for p in (pid, spawner):
+        assert_sealed(p, dp_pw)
     # the control process, no longer able to change user, has the spawner start a new worker as dp
     os.kill(pid, signal.SIGKILL)
     # polled on the socket (control.py: no interpreter per poll); the CLI then once
@@ -96,6 +108,7 @@ def test_worker_is_unprivileged_by_default_and_after_a_restart(topo: TwoHosts) -
     assert pair.a.status(topo).returncode == 0
     new = int(pair.a.status_json(topo)["worker"]["pid"])
     assert_unprivileged(new, dp)
+    assert_sealed(new, dp_pw)   # exec'd by the spawner of the same uid: dumpable until it said otherwise
     assert parent(new) == spawner and control_pid(new) == control
     # the new worker refuses B's sequence numbers up to its persisted reservation (manual keys never accept
     # a number twice across a crash): B's traffic must pass that mark before A hears B again
@@ -204,6 +217,7 @@ def test_unprivileged_on_a_tun_made_for_it(topo: TwoHosts) -> None:
         worker = int(side.status_json(topo)["worker"]["pid"])
         control = control_pid(worker)
         for pid in (worker, control):
+            assert_sealed(pid, pw)
             if side is a:
                 assert_unprivileged(pid, user)
             else:   # no CAP_SETPCAP to empty the bounding set it was given: no-new-privs keeps it unused
@@ -211,6 +225,11 @@ def test_unprivileged_on_a_tun_made_for_it(topo: TwoHosts) -> None:
                 assert st["Uid"] == [str(pw.pw_uid)] * 4 and st["NoNewPrivs"] == ["1"]
                 assert all(int(st[c][0], 16) == 0 for c in ("CapInh", "CapPrm", "CapEff", "CapAmb")), st
                 assert int(st["CapBnd"][0], 16) != 0
+    # a worker exec'd by the control process running as the user is dumpable until it says otherwise
+    old = int(a.status_json(topo)["worker"]["pid"])
+    os.kill(old, signal.SIGKILL)
+    assert wait_until(lambda: (st := status_if_ok(a.sock)) is not None and st["worker"]["pid"] != old, 15)
+    assert_sealed(int(a.status_json(topo)["worker"]["pid"]), pw)
     mtu = a.status_json(topo)["tun"]["mtu"]
     warnings = tun_warnings(a)
     assert len(warnings) == 1, a.log.read_text()
@@ -222,6 +241,14 @@ def test_unprivileged_on_a_tun_made_for_it(topo: TwoHosts) -> None:
     assert "the dataplane worker cannot run as tunsec-dp" in a.log.read_text()
     # status: from root (side.status above) and from the user; another user is told why it may not
     assert status_as(topo, a, pw, "-c", str(a.conf)).returncode == 0
+    # a member of the user's group only: the status, but nothing that changes state
+    member = ["setpriv", f"--reuid={pwd.getpwnam('daemon').pw_uid}", f"--regid={pw.pw_gid}", "--clear-groups",
+              "--inh-caps=-all", "--"]
+    argv = [*python_argv(member), "-m", "tunsec"]
+    assert topo.run(topo.a, [*argv, "status", "--socket", str(a.sock)], check=False, timeout=20).returncode == 0
+    for cmd in (["reload"], ["terminate", "--ike", "x"]):
+        r = topo.run(topo.a, [*argv, *cmd, "--socket", str(a.sock)], check=False, timeout=20)
+        assert r.returncode == 1 and f"permission denied: {cmd[0]} changes state" in r.stderr, r.stderr
     other = pwd.getpwnam("nobody" if user != "nobody" else "daemon")
     denied = status_as(topo, a, other, "--socket", str(a.sock))
     assert denied.returncode == 1

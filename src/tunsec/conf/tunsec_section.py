@@ -117,21 +117,21 @@ WORKER_USER = "tunsec"   # the system user scripts/install-deps.sh creates for t
 def worker_user(configured: str | None) -> str | None:
     """Whom both processes run as after set-up; None keeps root (only ``user = root`` asks for that).
 
-    Unset means the dedicated ``tunsec`` user when the install created it, else
-    ``nobody``: the worker parses packets from the network and needs no privilege
-    once the daemon has handed it the TUN and sockets."""
-    names = [configured] if configured else [WORKER_USER, "nobody"]
-    for name in names:
-        try:
-            uid = pwd.getpwnam(name).pw_uid
-        except KeyError:
-            continue
-        return None if uid == 0 else name
-    raise LookupError(
-        f"no user to run the dataplane worker as: {' or '.join(names)} does not exist on this host; "
-        f"create it (useradd --system --no-create-home --shell /usr/sbin/nologin {WORKER_USER}, as "
-        "scripts/install-deps.sh does), or write user = root in tunsec { } to keep the worker root"
-    )
+    Unset means the dedicated ``tunsec`` user, which the install creates; never a
+    silent ``nobody``: other daemons share it (and nogroup), so they could reach
+    the control socket and whatever the process can read.  ``user = nobody``
+    written out is still honoured."""
+    name = configured or WORKER_USER
+    try:
+        uid = pwd.getpwnam(name).pw_uid
+    except KeyError:
+        raise LookupError(
+            f"user {name} does not exist on this host: tunsec runs as it once set up (tunsec {{ user }}, "
+            f"default {WORKER_USER}); create it (as root: useradd --system --no-create-home --shell "
+            f"/usr/sbin/nologin {name}, as scripts/install-deps.sh does), name another user of tunsec's own "
+            "in tunsec { user = ... }, or write user = root there to keep root"
+        ) from None
+    return None if uid == 0 else name
 
 
 DATAPLANE_USER = "tunsec-dp"   # the worker's own user, made next to WORKER_USER by the install
@@ -210,8 +210,8 @@ class TunsecSettings:
     retransmit: RetransmitConfig = field(default_factory=RetransmitConfig)
     # both processes drop to this user once the TUN, sockets, routes and control
     # socket are set up (tunsec.privilege): the worker keeps no capability, the
-    # control process only what it still uses; None = tunsec if it exists, else
-    # nobody; "root" keeps root (worker_user)
+    # control process only what it still uses; None = tunsec (a startup error
+    # if it does not exist); "root" keeps root (worker_user)
     user: str | None = None
     # the dataplane worker's own user (tunsec.dataplane.spawner): another uid than the control
     # process's, so a worker taken over through its packet parsing cannot read the configuration,

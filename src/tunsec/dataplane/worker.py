@@ -603,6 +603,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--log-format", choices=["text", "json"], default="text")
     ap.add_argument("--user", help="drop to this user once the descriptors are set up")
     args = ap.parse_args(argv)
+    # before any key arrives: started by a control process that already dropped, exec made us dumpable
+    privilege.harden()
     logs.configure(args.log_level, args.log_format, "tunsec-worker")
     _die_with_parent()
     try:
