@@ -158,7 +158,7 @@ typedef struct ts_flow {
 } ts_flow;
 
 /* A loop thread's cache of outbound flow -> policy (RFC 4301 §4.4.2's SPD cache):
- * the SPD is an ordered list, scanned only on a miss. */
+ * a miss goes to the SPD's index (ts_spd_find). */
 #define TS_FLOW_CACHE 1024
 typedef struct ts_flow_slot {
     ts_flow key;

@@ -185,7 +185,7 @@ ts_spd_entry *ts_spd_find(ts_spd *spd, const ts_flow *f) {
 
 ts_spd_entry *ts_spd_lookup_cached(ts_spd *spd, ts_flow_cache *c, const ts_flow *f) {
     if (!c)
-        return ts_spd_lookup(spd, f);
+        return ts_spd_find(spd, f);
     uint32_t h = 2166136261u;   /* FNV-1a over the 5-tuple */
     const uint8_t *k = (const uint8_t *)f;
     for (size_t i = 0; i < sizeof(*f); i++)
@@ -193,7 +193,7 @@ ts_spd_entry *ts_spd_lookup_cached(ts_spd *spd, ts_flow_cache *c, const ts_flow 
     ts_flow_slot *s = &c->slot[h & (TS_FLOW_CACHE - 1)];
     if (s->entry && s->generation == spd->generation && memcmp(&s->key, f, sizeof(*f)) == 0)
         return s->entry;
-    ts_spd_entry *e = ts_spd_lookup(spd, f);
+    ts_spd_entry *e = ts_spd_find(spd, f);
     s->key = *f;
     s->generation = spd->generation;
     s->entry = e;

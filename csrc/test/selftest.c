@@ -61,6 +61,7 @@ int main(int argc, char **argv) {
     test_cmsg_loop();
     test_spd_index_diff();
     test_spd_index_threads();
+    test_spd_index_10k();
     printf("selftest: %lu checks, %lu failures\n", checks, failures);
     return failures ? 1 : 0;
 }
