@@ -135,9 +135,9 @@ typedef struct ts_spd_entry {
  * key random per context (nobody can pile policies into one bucket and aim packets at
  * it); the rest stay in order.  Both hold positions in v, which is sorted by (priority,
  * insertion), so the lower position of the bucket's first match and the rest's first
- * match is what the ordered scan finds.  Rebuilt under the write lock on every change
- * (O(n), as the insertion's memmove already is); loop threads read it under the read
- * lock. */
+ * match is what the ordered scan finds.  Changed under the write lock: an addition at the
+ * end (priorities equal or rising) is linked in, any other change rebuilds it (O(n), as
+ * its memmove already is); loop threads read it under the read lock. */
 #define TS_SPD_NONE UINT32_MAX
 typedef struct ts_spd {
     ts_spd_entry *v;

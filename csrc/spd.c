@@ -159,6 +159,23 @@ static void reindex(ts_spd *spd) {
             spd->rest[spd->nrest++] = (uint32_t)i;
 }
 
+/* the entry at the last position, into an index that holds all the others: it goes last in its
+ * chain or in the rest, so the common addition (priorities equal or rising) costs no rebuild */
+static void index_last(ts_spd *spd) {
+    uint32_t i = (uint32_t)(spd->n - 1);
+    ts_spd_entry *e = &spd->v[i];
+    if (!e->hashed) {
+        spd->rest[spd->nrest++] = i;
+        return;
+    }
+    uint32_t *link = &spd->head[e->hash & (spd->cap - 1)];
+    while (*link != TS_SPD_NONE)
+        link = &spd->v[*link].next;
+    e->next = TS_SPD_NONE;
+    *link = i;
+    spd->nhashed++;
+}
+
 ts_spd_entry *ts_spd_find(ts_spd *spd, const ts_flow *f) {
     size_t best = SIZE_MAX, seen = 0;
     if (spd->nhashed) {
@@ -293,6 +310,7 @@ int ts_spd_add(ts_dp *dp, const ts_policy *p) {
     for (size_t i = 0; i < spd->n; i++)
         if (spd->v[i].pol.id == p->id)
             rc = TS_EEXIST;
+    size_t buckets = spd->cap;
     if (rc == TS_OK)
         rc = grow(spd);
     if (rc == TS_OK) {
@@ -312,7 +330,10 @@ int ts_spd_add(ts_dp *dp, const ts_policy *p) {
         if (e->hashed)
             e->hash = addr_hash(spd->key, p->sel.family, p->sel.dst_lo);
         spd->n++;
-        reindex(spd);
+        if (pos == spd->n - 1 && buckets == spd->cap)
+            index_last(spd);
+        else
+            reindex(spd);   /* positions after pos moved, or the buckets grew */
         kick_held(spd);
     }
     pthread_rwlock_unlock(&dp->lock);

@@ -53,11 +53,11 @@ static void rand_ports(uint16_t *lo, uint16_t *hi) {
     }
 }
 
-static void rand_policy(ts_policy *p, uint32_t id) {
+static void rand_policy(ts_policy *p, uint32_t id, uint32_t priorities) {
     static const uint8_t protos[] = {0, 0, 6, 17, 1};
     memset(p, 0, sizeof(*p));
     p->id = id;
-    p->priority = rnd_below(4);   /* ties are common: insertion order must break them */
+    p->priority = rnd_below(priorities);   /* ties are common: insertion order must break them */
     p->action = (uint8_t)rnd_below(3);
     p->reqid = rnd_below(3);
     ts_selector *s = &p->sel;
@@ -80,11 +80,13 @@ static void rand_flow(ts_flow *f) {
     f->dport = (uint16_t)(rnd_below(8) ? 499 + rnd_below(6) : rnd());
 }
 
-/* the ids in the SPD, so that deletes mostly hit */
+/* the ids in the SPD, so that deletes mostly hit; priorities 1 makes every addition an append
+ * (spd.c index_last), deletes (out of 16) how often the index is rebuilt */
 struct live {
     uint32_t id[512];
     size_t n;
     uint32_t next_id;
+    uint32_t priorities, deletes;
 };
 
 static void random_change(ts_dp *dp, struct live *l) {
@@ -92,15 +94,15 @@ static void random_change(ts_dp *dp, struct live *l) {
     if (op == 0 && rnd_below(8) == 0) {
         ts_spd_flush(dp);
         l->n = 0;
-    } else if (op < 6 && l->n) {
+    } else if (op <= l->deletes && l->n) {
         size_t k = rnd_below((uint32_t)l->n);
         CHECK(ts_spd_delete(dp, l->id[k]) == TS_OK);
         l->id[k] = l->id[--l->n];
-    } else if (op == 6) {
+    } else if (op == 15) {
         CHECK(ts_spd_delete(dp, l->next_id + 1000000) == TS_ENOENT);
     } else if (l->n < sizeof(l->id) / sizeof(l->id[0])) {
         ts_policy p;
-        rand_policy(&p, ++l->next_id);
+        rand_policy(&p, ++l->next_id, l->priorities);
         CHECK(ts_spd_add(dp, &p) == TS_OK);
         l->id[l->n++] = p.id;
     }
@@ -113,6 +115,9 @@ void test_spd_index_diff(void) {
     struct live l = {.n = 0};
     unsigned long differ = 0, hits = 0, lookups = 0;
     for (int round = 0; round < 4000; round++) {
+        /* in turns: few priorities and many deletes, then one priority and rare deletes */
+        l.priorities = round / 500 % 2 ? 1 : 4;
+        l.deletes = round / 500 % 2 ? 1 : 5;
         random_change(dp, &l);
         for (int k = 0; k < 40; k++) {
             ts_flow f;
@@ -177,7 +182,7 @@ void test_spd_index_threads(void) {
     pthread_t t[2];
     for (int i = 0; i < 2; i++)
         FATAL_IF(pthread_create(&t[i], NULL, reader_run, &r[i]) != 0);
-    struct live l = {.n = 0};
+    struct live l = {.n = 0, .priorities = 4, .deletes = 5};
     for (int i = 0; i < 3000; i++)
         random_change(dp, &l);
     atomic_store(&stop, true);
