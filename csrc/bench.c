@@ -25,16 +25,19 @@ int ts_bench_inbound(ts_dp *dp, const uint8_t *udp, size_t len, uint32_t count) 
     return ok;
 }
 
-/* SPD lookup for one packet count times, through a flow cache or by scanning */
-int ts_bench_spd_lookup(ts_dp *dp, const uint8_t *pkt, size_t len, uint32_t count, int cached) {
+/* SPD lookup for one packet count times: how 0 scans the ordered list, 1 goes through a
+ * flow cache (a hit after the first), 2 through the index alone (what a cache miss costs) */
+int ts_bench_spd_lookup(ts_dp *dp, const uint8_t *pkt, size_t len, uint32_t count, int how) {
     static _Thread_local ts_flow_cache cache;
     ts_flow f;
-    if (!ts_flow_parse(pkt, len, &f))
+    if (!ts_flow_parse(pkt, len, &f) || how < 0 || how > 2)
         return TS_EINVAL;
     int hits = 0;
     pthread_rwlock_rdlock(&dp->lock);
     for (uint32_t i = 0; i < count; i++)
-        hits += (cached ? ts_spd_lookup_cached(&dp->spd, &cache, &f) : ts_spd_lookup(&dp->spd, &f)) != NULL;
+        hits += (how == 0 ? ts_spd_lookup(&dp->spd, &f)
+                 : how == 1 ? ts_spd_lookup_cached(&dp->spd, &cache, &f)
+                            : ts_spd_find(&dp->spd, &f)) != NULL;
     pthread_rwlock_unlock(&dp->lock);
     return hits;
 }

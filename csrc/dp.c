@@ -41,7 +41,8 @@ ts_dp *ts_dp_new(void) {
     /* no context without a secret key: with a known one an attacker could aim at a peer's
      * INVALID_SPI slot */
     bool keyed = got == (ssize_t)sizeof(dp->source_key);
-    if (dp->wake_fd < 0 || dp->spd.hold_fd < 0 || !keyed || ts_sad_init(&dp->sad) != TS_OK ||
+    if (dp->wake_fd < 0 || dp->spd.hold_fd < 0 || !keyed || ts_spd_init(&dp->spd) != TS_OK ||
+        ts_sad_init(&dp->sad) != TS_OK ||
         ts_events_init(&dp->events) != TS_OK) {
         ts_dp_free(dp);
         return NULL;

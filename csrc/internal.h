@@ -129,14 +129,30 @@ typedef struct ts_spd_entry {
     _Atomic uint64_t packets;
     _Atomic uint64_t last_acquire_ns;
     ts_hold *hold;                     /* PROTECT: packets waiting for out_sa (hold.c) */
+    bool hashed;                       /* destination one address: in the index's hash */
+    uint32_t next;                     /* position of the next entry in its bucket, TS_SPD_NONE = last */
+    uint64_t hash;                     /* keyed hash of (family, destination) when hashed */
 } ts_spd_entry;
 
+/* The index over v (spd.c): a gateway has one policy per client, whose destination is
+ * the client's virtual IP, so those entries are hashed by (family, destination) with a
+ * key random per context (nobody can pile policies into one bucket and aim packets at
+ * it); the rest stay in order.  Both hold positions in v, which is sorted by (priority,
+ * insertion), so the lower position of the bucket's first match and the rest's first
+ * match is what the ordered scan finds.  Changed under the write lock: an addition at the
+ * end (priorities equal or rising) is linked in, any other change rebuilds it (O(n), as
+ * its memmove already is); loop threads read it under the read lock. */
+#define TS_SPD_NONE UINT32_MAX
 typedef struct ts_spd {
     ts_spd_entry *v;
-    size_t n, cap;
+    size_t n, cap;                     /* cap: 0 or a power of two, also the number of buckets */
     uint64_t next_order;
     uint64_t generation;               /* bumped on every change: flow caches go stale */
     int hold_fd;                       /* eventfd: a held packet's SA was bound (hold.c) */
+    uint64_t key[2];                   /* the index's SipHash key (ts_spd_init) */
+    uint32_t *head;                    /* cap buckets: position of the first entry, TS_SPD_NONE = empty */
+    uint32_t *rest;                    /* positions of the entries not hashed, ascending */
+    size_t nrest, nhashed;
 } ts_spd;
 
 typedef struct ts_flow {
@@ -146,7 +162,7 @@ typedef struct ts_flow {
 } ts_flow;
 
 /* A loop thread's cache of outbound flow -> policy (RFC 4301 §4.4.2's SPD cache):
- * the SPD is an ordered list, scanned only on a miss. */
+ * a miss goes to the SPD's index (ts_spd_find). */
 #define TS_FLOW_CACHE 1024
 typedef struct ts_flow_slot {
     ts_flow key;
@@ -157,6 +173,7 @@ typedef struct ts_flow_cache {
     ts_flow_slot slot[TS_FLOW_CACHE];
 } ts_flow_cache;
 
+/* through the cache (c may be NULL) and on a miss the index */
 ts_spd_entry *ts_spd_lookup_cached(ts_spd *spd, ts_flow_cache *c, const ts_flow *f);
 bool ts_selector_match(const ts_selector *s, const ts_flow *f);
 bool ts_selector_valid(const ts_selector *s);
@@ -175,7 +192,14 @@ enum ts_quote_known {
 int ts_quote_parse(const uint8_t *q, size_t len, ts_flow *f);   /* enum ts_quote_known */
 /* s matches f as far as it is known: what is unknown matches only a selector that allows any */
 bool ts_selector_match_known(const ts_selector *s, const ts_flow *f, int known);
+/* the ordered scan: the first entry whose selector matches (the index's reference) */
 ts_spd_entry *ts_spd_lookup(ts_spd *spd, const ts_flow *f);
+/* the same answer through the index */
+ts_spd_entry *ts_spd_find(ts_spd *spd, const ts_flow *f);
+/* entries the lookups on this thread compared (a selftest hook: proof that the packet
+ * path stays off the ordered scan, counted without any clock) */
+extern _Thread_local uint64_t ts_spd_examined;
+int ts_spd_init(ts_spd *spd);                      /* the index's key; TS_EIO without randomness */
 void ts_spd_rebind(ts_spd *spd, ts_sad *sad);
 void ts_spd_bind_new(ts_spd *spd, ts_sa *sa);
 void ts_spd_unbind(ts_spd *spd, ts_sad *sad, const ts_sa *gone);

@@ -16,7 +16,7 @@
  *
  *   TUN read (TS_BATCH per wakeup)                     outbound_batch
  *     -> [vnet header: segment super-packet]           offload.c ts_vnet_segment
- *     -> parse 5-tuple, SPD lookup (flow cache)        dp.c ts_outbound_locked, spd.c
+ *     -> parse 5-tuple, SPD lookup (flow cache, index) dp.c ts_outbound_locked, spd.c
  *          no policy / DISCARD / BYPASS: drop
  *          PROTECT, no SA: ACQUIRE, packet held        hold.c (resent by send_held)
  *     -> SA mature?  too big? (ICMP back into TUN)     icmp.c

@@ -1,8 +1,10 @@
 /* The SPD: an ordered list of selectors -> PROTECT/BYPASS/DISCARD, and the
  * selector matching shared with the inbound policy check. */
 #include "internal.h"
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 static size_t alen(uint8_t family) { return family == 4 ? 4 : 16; }
 
@@ -164,16 +166,101 @@ bool ts_selector_match_known(const ts_selector *s, const ts_flow *f, int known) 
     return known >= TS_QUOTE_ADDRS && ts_selector_match(s, &g);
 }
 
+_Thread_local uint64_t ts_spd_examined;
+
 ts_spd_entry *ts_spd_lookup(ts_spd *spd, const ts_flow *f) {
     for (size_t i = 0; i < spd->n; i++)
-        if (ts_selector_match(&spd->v[i].pol.sel, f))
+        if (ts_selector_match(&spd->v[i].pol.sel, f)) {
+            ts_spd_examined += i + 1;
             return &spd->v[i];
+        }
+    ts_spd_examined += spd->n;
     return NULL;
+}
+
+int ts_spd_init(ts_spd *spd) {
+    ssize_t got;
+    do
+        got = getrandom(spd->key, sizeof(spd->key), 0);
+    while (got < 0 && errno == EINTR);
+    return got == (ssize_t)sizeof(spd->key) ? TS_OK : TS_EIO;
+}
+
+static uint64_t addr_hash(const uint64_t key[2], uint8_t family, const uint8_t *addr) {
+    uint8_t in[17] = {family};
+    memcpy(in + 1, addr, alen(family));
+    return ts_siphash24(key, in, 1 + alen(family));
+}
+
+/* the destination is one address: the only flows it matches have that destination */
+static bool one_destination(const ts_selector *s) {
+    return memcmp(s->dst_lo, s->dst_hi, alen(s->family)) == 0;
+}
+
+/* Chains are built from the back so that each lists its entries in position order: the first
+ * match in a bucket is the bucket's best.  Never allocates (ts_spd_add sized head and rest). */
+static void reindex(ts_spd *spd) {
+    for (size_t b = 0; b < spd->cap; b++)
+        spd->head[b] = TS_SPD_NONE;
+    spd->nrest = spd->nhashed = 0;
+    for (size_t i = spd->n; i-- > 0;) {
+        ts_spd_entry *e = &spd->v[i];
+        if (!e->hashed)
+            continue;
+        uint32_t *b = &spd->head[e->hash & (spd->cap - 1)];
+        e->next = *b;
+        *b = (uint32_t)i;
+        spd->nhashed++;
+    }
+    for (size_t i = 0; i < spd->n; i++)
+        if (!spd->v[i].hashed)
+            spd->rest[spd->nrest++] = (uint32_t)i;
+}
+
+/* the entry at the last position, into an index that holds all the others: it goes last in its
+ * chain or in the rest, so the common addition (priorities equal or rising) costs no rebuild */
+static void index_last(ts_spd *spd) {
+    uint32_t i = (uint32_t)(spd->n - 1);
+    ts_spd_entry *e = &spd->v[i];
+    if (!e->hashed) {
+        spd->rest[spd->nrest++] = i;
+        return;
+    }
+    uint32_t *link = &spd->head[e->hash & (spd->cap - 1)];
+    while (*link != TS_SPD_NONE)
+        link = &spd->v[*link].next;
+    e->next = TS_SPD_NONE;
+    *link = i;
+    spd->nhashed++;
+}
+
+ts_spd_entry *ts_spd_find(ts_spd *spd, const ts_flow *f) {
+    size_t best = SIZE_MAX, seen = 0;
+    if (spd->nhashed) {
+        uint64_t h = addr_hash(spd->key, f->family, f->dst);
+        for (uint32_t i = spd->head[h & (spd->cap - 1)]; i != TS_SPD_NONE; i = spd->v[i].next) {
+            seen++;
+            if (spd->v[i].hash == h && ts_selector_match(&spd->v[i].pol.sel, f)) {
+                best = i;
+                break;
+            }
+        }
+    }
+    /* an unhashed entry wins only from a position before the bucket's match */
+    for (size_t k = 0; k < spd->nrest && spd->rest[k] < best; k++) {
+        seen++;
+        if (ts_selector_match(&spd->v[spd->rest[k]].pol.sel, f)) {
+            best = spd->rest[k];
+            break;
+        }
+    }
+    ts_spd_examined += seen;
+    return best == SIZE_MAX ? NULL : &spd->v[best];
 }
 
 ts_spd_entry *ts_spd_lookup_cached(ts_spd *spd, ts_flow_cache *c, const ts_flow *f) {
     if (!c)
-        return ts_spd_lookup(spd, f);
+        return ts_spd_find(spd, f);
     uint32_t h = 2166136261u;   /* FNV-1a over the 5-tuple */
     const uint8_t *k = (const uint8_t *)f;
     for (size_t i = 0; i < sizeof(*f); i++)
@@ -181,7 +268,7 @@ ts_spd_entry *ts_spd_lookup_cached(ts_spd *spd, ts_flow_cache *c, const ts_flow 
     ts_flow_slot *s = &c->slot[h & (TS_FLOW_CACHE - 1)];
     if (s->entry && s->generation == spd->generation && memcmp(&s->key, f, sizeof(*f)) == 0)
         return s->entry;
-    ts_spd_entry *e = ts_spd_lookup(spd, f);
+    ts_spd_entry *e = ts_spd_find(spd, f);
     s->key = *f;
     s->generation = spd->generation;
     s->entry = e;
@@ -238,8 +325,34 @@ void ts_spd_destroy(ts_spd *spd) {
     for (size_t i = 0; i < spd->n; i++)
         ts_hold_free(NULL, spd->v[i].hold);
     free(spd->v);
+    free(spd->head);
+    free(spd->rest);
     spd->v = NULL;
-    spd->n = spd->cap = 0;
+    spd->head = spd->rest = NULL;
+    spd->n = spd->cap = spd->nrest = spd->nhashed = 0;
+}
+
+/* room for one more entry in v and in the index; cap changes only once all three have it */
+static int grow(ts_spd *spd) {
+    if (spd->n < spd->cap)
+        return TS_OK;
+    size_t nc = spd->cap ? spd->cap * 2 : 16;
+    if (nc > TS_SPD_NONE)
+        return TS_ENOMEM;
+    ts_spd_entry *nv = realloc(spd->v, nc * sizeof(*nv));
+    if (!nv)
+        return TS_ENOMEM;
+    spd->v = nv;
+    uint32_t *nr = realloc(spd->rest, nc * sizeof(*nr));
+    if (!nr)
+        return TS_ENOMEM;
+    spd->rest = nr;
+    uint32_t *nh = realloc(spd->head, nc * sizeof(*nh));
+    if (!nh)
+        return TS_ENOMEM;
+    spd->head = nh;
+    spd->cap = nc;
+    return TS_OK;
 }
 
 int ts_spd_add(ts_dp *dp, const ts_policy *p) {
@@ -255,16 +368,9 @@ int ts_spd_add(ts_dp *dp, const ts_policy *p) {
     for (size_t i = 0; i < spd->n; i++)
         if (spd->v[i].pol.id == p->id)
             rc = TS_EEXIST;
-    if (rc == TS_OK && spd->n == spd->cap) {
-        size_t nc = spd->cap ? spd->cap * 2 : 16;
-        ts_spd_entry *nv = realloc(spd->v, nc * sizeof(*nv));
-        if (!nv)
-            rc = TS_ENOMEM;
-        else {
-            spd->v = nv;
-            spd->cap = nc;
-        }
-    }
+    size_t buckets = spd->cap;
+    if (rc == TS_OK)
+        rc = grow(spd);
     if (rc == TS_OK) {
         size_t pos = spd->n;
         while (pos > 0 && spd->v[pos - 1].pol.priority > p->priority)
@@ -278,7 +384,14 @@ int ts_spd_add(ts_dp *dp, const ts_policy *p) {
         e->out_sa = p->action == TS_ACT_PROTECT ? newest_out(&dp->sad, p->reqid) : NULL;
         e->hold = hold;
         hold = NULL;
+        e->hashed = one_destination(&p->sel);
+        if (e->hashed)
+            e->hash = addr_hash(spd->key, p->sel.family, p->sel.dst_lo);
         spd->n++;
+        if (pos == spd->n - 1 && buckets == spd->cap)
+            index_last(spd);
+        else
+            reindex(spd);   /* positions after pos moved, or the buckets grew */
         kick_held(spd);
     }
     pthread_rwlock_unlock(&dp->lock);
@@ -296,6 +409,7 @@ int ts_spd_delete(ts_dp *dp, uint32_t id) {
             memmove(&spd->v[i], &spd->v[i + 1], (spd->n - i - 1) * sizeof(*spd->v));
             spd->n--;
             spd->generation++;
+            reindex(spd);
             rc = TS_OK;
             break;
         }
@@ -310,6 +424,7 @@ void ts_spd_flush(ts_dp *dp) {
         ts_hold_free(dp, dp->spd.v[i].hold);
     dp->spd.n = 0;
     dp->spd.generation++;
+    reindex(&dp->spd);
     pthread_rwlock_unlock(&dp->lock);
 }
 

@@ -17,7 +17,7 @@
 int ts_bench_outbound(ts_dp *dp, const uint8_t *pkt, size_t len, uint32_t count);
 int ts_bench_inbound(ts_dp *dp, const uint8_t *udp, size_t len, uint32_t count);
 int ts_bench_gcm(const uint8_t *key, size_t keylen, uint8_t *buf, size_t len, uint32_t count);
-int ts_bench_spd_lookup(ts_dp *dp, const uint8_t *pkt, size_t len, uint32_t count, int cached);
+int ts_bench_spd_lookup(ts_dp *dp, const uint8_t *pkt, size_t len, uint32_t count, int how);
 int ts_bench_sad_lookup(ts_dp *dp, const uint32_t *spis, size_t n, uint32_t count);
 int ts_bench_segment(const uint8_t *buf, size_t len, uint32_t count);
 int ts_bench_gro(const uint8_t *pkts, const uint32_t *lens, size_t n, uint32_t count);

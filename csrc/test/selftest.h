@@ -154,5 +154,8 @@ void test_hold_loop(void);
 void test_cmsg_parse(void);             /* test_cmsg.c */
 void test_cmsg_pktinfo_put(void);
 void test_cmsg_loop(void);
+void test_spd_index_diff(void);         /* test_spd.c */
+void test_spd_index_threads(void);
+void test_spd_index_10k(void);
 
 #endif

@@ -35,9 +35,13 @@ def inbound(dp: Dataplane, udp_payload: bytes, count: int) -> int:
     return _check(lib.ts_bench_inbound(_dp(dp), udp_payload, len(udp_payload), count))
 
 
-def spd_lookup(dp: Dataplane, packet: bytes, count: int, cached: bool) -> int:
-    """Look packet's flow up in the SPD count times (with a flow cache, or scanning); hits."""
-    return _check(lib.ts_bench_spd_lookup(_dp(dp), packet, len(packet), count, int(cached)))
+SPD_LOOKUPS = ("scan", "flow-cache", "index")
+
+
+def spd_lookup(dp: Dataplane, packet: bytes, count: int, how: str) -> int:
+    """Look packet's flow up in the SPD count times: scanning the ordered list, through a flow
+    cache (hits after the first), or through the index alone (what each cache miss costs); hits."""
+    return _check(lib.ts_bench_spd_lookup(_dp(dp), packet, len(packet), count, SPD_LOOKUPS.index(how)))
 
 
 def sad_lookup(dp: Dataplane, spis: list[int], count: int) -> int:
