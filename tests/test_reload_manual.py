@@ -17,9 +17,16 @@ from tunsec.daemon import Daemon, Sockets
 from tunsec.dataplane import pipe
 from tunsec.dataplane.pipe import Direction
 from tunsec.runtime import resolved
+from tunsec.statedir import init_state_dir
 
 KEY_A = "0x0102030405060708090a0b0c0d0e0f1011121314"
 KEY_A2 = "0xa1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4"
+
+
+def derived(key: str, n: int, direction: str) -> str:
+    """A key of its own for tunnel n's key_in or key_out (one key in two SAs is refused): key with its
+    last two bytes replaced."""
+    return f"{key[:-4]}{n:02x}{1 if direction == 'in' else 2:02x}"
 
 
 def tunnel(name: str, n: int, key: str = KEY_A, spi_in: int | None = None, local: str = "192.0.2.1") -> str:
@@ -28,9 +35,9 @@ def tunnel(name: str, n: int, key: str = KEY_A, spi_in: int | None = None, local
     local_ts = 10.1.0.0/24
     remote_ts = 10.2.{n}.0/24
     spi_in = {hex(spi_in or 0xC0010000 + n)}
-    key_in = {key}
+    key_in = {derived(key, n, "in")}
     spi_out = {hex(0xC0020000 + n)}
-    key_out = {key} }}
+    key_out = {derived(key, n, "out")} }}
 """
 
 
@@ -44,6 +51,7 @@ class Harness:
         self.tmp = tmp
         self.path = tmp / "tunsec.conf"
         self.path.write_text(text)
+        init_state_dir(tmp / "state")   # as `tunsec init-state` does once for an installation
         self.daemon = Daemon(resolved(load_config(self.path)))
         self.worker = InProcessWorker(asyncio.get_running_loop(), lambda m: None)
         self.daemon.worker = self.worker  # type: ignore[assignment]
@@ -52,6 +60,10 @@ class Harness:
     async def start(self) -> None:
         self.daemon.manual.prepare()
         await self.daemon.manual.start()
+
+    def stop(self) -> None:
+        """What the daemon's exit releases (the state directory's lock): another Harness may start."""
+        self.daemon.manual.close()
 
     async def reload(self, text: str) -> dict[str, Any]:
         self.path.write_text(text)
@@ -92,7 +104,7 @@ def test_manual_reload_adds_removes_replaces_and_never_reuses_a_sequence_number(
         assert not gone_policies & h.policy_ids()
         assert keep_policies <= h.policy_ids()
         assert len(h.requests_for(0xC0020001)) == keep_requests     # keep was not touched
-        assert h.adds(0xC0020003)[-1].sa.key == bytes.fromhex(KEY_A2[2:])
+        assert h.adds(0xC0020003)[-1].sa.key == bytes.fromhex(derived(KEY_A2, 3, "out")[2:])
 
         # back to the first key: it starts past everything that key reserved before (no (key, seq) reused)
         answer = await h.reload(conf(tmp_path, tunnel("keep", 1), tunnel("change", 3), tunnel("new", 4)))

@@ -21,8 +21,8 @@ from tunsec.seqstate import (
     Expired,
     SeqState,
     StateError,
-    prepare_dir,
 )
+from tunsec.statedir import init_state_dir
 
 KEY = bytes(range(1, 21))
 OTHER_KEY = bytes(range(2, 22))
@@ -57,15 +57,20 @@ def test_every_restart_starts_past_everything_reserved_before(tmp_path: Path) ->
     assert state(tmp_path).restart()[0] == limit
 
 
-def test_in_and_out_of_one_spi_and_a_new_key_have_files_of_their_own(tmp_path: Path) -> None:
+def test_the_state_is_the_keys_whatever_spi_direction_or_tunnel_uses_it(tmp_path: Path) -> None:
+    """The GCM nonce is salt || sequence number: the same key under another SPI (or in, or in
+    another tunnel) continues past what it reserved; only another key starts fresh."""
     out = state(tmp_path)
     out.restart()
     out.restart()
-    assert state(tmp_path, direction=Direction.IN).restart() == (0, MIN_BLOCK_IN, MIN_BLOCK_IN // 2)
+    elsewhere = SeqState.open(tmp_path, "other", 0xC0029999, Direction.OUT, KEY, False)
+    assert elsewhere.path == out.path and elsewhere.restart()[0] == 2 * MIN_BLOCK_OUT
+    assert state(tmp_path, direction=Direction.IN).restart()[0] == 3 * MIN_BLOCK_OUT
     new_key = state(tmp_path, key=OTHER_KEY)
     assert new_key.path != out.path
     assert new_key.restart()[0] == 0              # a changed key starts fresh
-    assert state(tmp_path).restart()[0] == 2 * MIN_BLOCK_OUT   # the old key's state is untouched
+    salt_only = state(tmp_path, key=KEY[:-1] + b"\xff")   # the salt is part of the key material
+    assert salt_only.path != out.path and salt_only.restart()[0] == 0
 
 
 @pytest.mark.parametrize(
@@ -263,14 +268,6 @@ def test_without_esn_the_limit_stops_at_2_to_the_32(tmp_path: Path) -> None:
     assert (start, limit, notify) == (SEQ_MAX_32 - 10, SEQ_MAX_32, 0)
 
 
-def test_state_dir_that_cannot_be_created_is_named_with_the_fix(tmp_path: Path) -> None:
-    blocker = tmp_path / "file"
-    blocker.write_text("")
-    with pytest.raises(StateError) as err:
-        prepare_dir(blocker / "state")
-    assert str(blocker / "state") in str(err.value) and "state_dir" in str(err.value)
-
-
 CONF = """tunsec {{
   tun = tsst0
   control_socket = {sock}
@@ -295,7 +292,7 @@ manual {{
 def test_tunsec_up_refuses_a_tunnel_whose_state_is_corrupt(tmp_path: Path) -> None:
     state_dir = tmp_path / "state"
     key_out = bytes.fromhex("1112131415161718191a1b1c1d1e1f2021222324")
-    prepare_dir(state_dir)
+    init_state_dir(state_dir)
     st = SeqState.open(state_dir, "site-b", SPI, Direction.OUT, key_out, False)
     st.restart()
     st.path.write_text("{ truncated")
