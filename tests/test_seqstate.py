@@ -21,6 +21,7 @@ from tunsec.seqstate import (
     Expired,
     SeqState,
     StateError,
+    legacy_fingerprint,
 )
 from tunsec.statedir import init_state_dir
 
@@ -313,3 +314,45 @@ def test_a_receiver_reserves_past_a_sender_that_jumped_ahead(tmp_path: Path) -> 
     limit, notify = st.extend(now=1.0, needed=1_000_000)
     assert limit == 1_000_000 + MIN_BLOCK_IN and notify == limit - MIN_BLOCK_IN // 2
     assert state(tmp_path, direction=Direction.IN).restart()[0] == limit
+
+
+def legacy_file(d: Path, key: bytes, spi: int, direction: Direction, limit: int, first_use: float | None = None,
+                expired: dict[str, object] | None = None, block: int = MIN_BLOCK_OUT) -> Path:
+    """A state file as version 1 wrote it: one per (direction, SPI, key)."""
+    key_id = legacy_fingerprint(key, spi, direction)
+    name = direction.name.lower()
+    doc: dict[str, object] = {"version": 1, "tunnel": "site-b", "spi": spi, "direction": name, "key_id": key_id,
+                              "limit": limit, "block": block, "first_use": first_use}
+    if expired is not None:
+        doc["expired"] = expired
+    path = d / f"manual-{name}-{spi:08x}-{key_id[:16]}.json"
+    path.write_text(json.dumps(doc, sort_keys=True) + "\n")
+    return path
+
+
+def test_an_upgrade_takes_over_the_highest_limit_of_the_keys_older_files(tmp_path: Path) -> None:
+    """Version 1 named files by (direction, SPI, key): a key without a file of its own goes on past
+    the highest limit among its old files (any SPI, either direction), keeps the earliest first use
+    and a hard limit reached; another key's old files are not its."""
+    legacy_file(tmp_path, KEY, SPI, Direction.OUT, 5 * MIN_BLOCK_OUT, first_use=1_800_000_100.0)
+    legacy_file(tmp_path, KEY, 0xC0029999, Direction.OUT, 9 * MIN_BLOCK_OUT, first_use=1_800_000_000.0,
+                expired={"reason": "bytes", "limit": 1000})
+    legacy_file(tmp_path, KEY, 0xC0010001, Direction.IN, 7 * MIN_BLOCK_OUT)
+    legacy_file(tmp_path, OTHER_KEY, SPI, Direction.OUT, 100 * MIN_BLOCK_OUT)
+    st = state(tmp_path)
+    assert len(st.taken_over) == 3 and st.limit == 9 * MIN_BLOCK_OUT
+    assert (st.first_use, st.expired) == (1_800_000_000.0, Expired("bytes", 1000))
+    start, limit, _ = st.restart()
+    assert start == 9 * MIN_BLOCK_OUT and limit > start
+    assert json.loads(st.path.read_text())["limit"] == limit   # its own file now, written before use
+    again = state(tmp_path)
+    assert not again.taken_over and again.restart()[0] == limit
+    assert state(tmp_path, key=OTHER_KEY).limit == 100 * MIN_BLOCK_OUT
+
+
+def test_a_corrupt_older_file_of_the_key_refuses_with_what_to_do(tmp_path: Path) -> None:
+    path = legacy_file(tmp_path, KEY, SPI, Direction.OUT, MIN_BLOCK_OUT)
+    path.write_text("{ truncated")
+    with pytest.raises(StateError) as err:
+        state(tmp_path)
+    assert str(path) in str(err.value) and "Generate new keys" in str(err.value)
