@@ -51,8 +51,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     for t in cfg.manual:
         print(f"warning: {t.file}:{t.line}: manual.{t.name}: manual keys are for tests and benchmarks; use IKE "
               "in production (RFC 4106 §8.1 forbids AES-GCM with statically configured keys). Its sequence "
-              f"numbers are persisted in {cfg.tunsec.state_dir}: losing that directory while keeping the "
-              "keys is unsafe", file=sys.stderr)
+              f"numbers are persisted in {cfg.tunsec.state_dir} (initialised once by tunsec init-state; tunsec "
+              "up refuses to start without it): if that directory is lost, replace the keys", file=sys.stderr)
     print(f"{args.config}: OK ({len(cfg.manual)} manual tunnel(s), {len(cfg.connections)} IKE connection(s))")
     return 0
 
