@@ -111,7 +111,9 @@ $PY -m tunsec check -c "$DIR/a.conf"
 $PY -m tunsec check -c "$DIR/b.conf"
 
 if [ "$MODE" = manual ]; then
-  # new keys, a new installation: state_dir is initialised once, on purpose (a lost one refuses to start)
+  # new keys, a new installation: state_dir is initialised once, on purpose (a lost one refuses to start).
+  # tunsec drops to its user, which must reach the state directory below $DIR (mktemp's 0700)
+  chmod 0711 "$DIR"
   echo "== tunsec init-state"
   $PY -m tunsec init-state -c "$DIR/a.conf"
   $PY -m tunsec init-state -c "$DIR/b.conf"
