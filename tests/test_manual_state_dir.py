@@ -138,3 +138,15 @@ def test_a_second_instance_on_the_same_state_dir_is_refused(tmp_path: Path) -> N
         assert second.sas() == sa_pair(1)
         assert second.adds(0xC0020001)[-1].sa.seq_start >= first.adds(0xC0020001)[-1].sa.seq_limit
     asyncio.run(body())
+
+
+def test_init_state_does_not_overwrite_a_damaged_marker(tmp_path: Path) -> None:
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / MARKER).write_text("something else\n")
+    path = tmp_path / "t.conf"
+    path.write_text(conf(tmp_path, tunnel("a", 1)))
+    r = tunsec("init-state", "-c", str(path))
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert f"{tmp_path / 'state' / MARKER} exists but is not a marker tunsec init-state wrote" in r.stderr
+    assert "replace every manual key" in r.stderr
+    assert (tmp_path / "state" / MARKER).read_text() == "something else\n"

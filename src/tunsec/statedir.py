@@ -131,7 +131,9 @@ def init_state_dir(path: Path) -> Initialised:
     with contextlib.suppress(StateError):
         return Initialised(read_marker(path), False, 0)
     if (path / MARKER).exists():   # there but unreadable or corrupt: not overwritten blindly
-        read_marker(path)
+        raise StateError(f"{path / MARKER} exists but is not a marker tunsec init-state wrote (or cannot be "
+                         "read); it is left as it is. If the state in this directory is in doubt, replace "
+                         "every manual key on both peers, remove that file and run tunsec init-state again")
     instance = secrets.token_hex(16)
     write_atomic(path / MARKER, (MARKER_PREFIX + instance + "\n").encode())
     st = path.stat()
