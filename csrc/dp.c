@@ -262,26 +262,30 @@ static void emit_first_use(ts_dp *dp, ts_sa *sa) {
     }
 }
 
-/* The next outbound sequence number.  Without a reservation a plain
- * fetch-add (an overflow is given back: the SA dies with it).  With one, a
- * number is only taken if it is <= seq_limit: giving numbers back could let
- * another thread take one twice once the limit moves. */
+/* The next outbound sequence number; on overflow the counter rests on the
+ * last number sent (the SA dies with it).  Without a reservation a plain
+ * fetch-add, given back at once on overflow (2^64 packets under ESN cannot
+ * be reached; 2^32 without it does not wrap the 64-bit counter).  With one, a
+ * number is only taken if it is <= seq_limit, and the counter is never moved
+ * past it: a manual SA's limit may be UINT64_MAX itself (its persisted state),
+ * and a counter wrapped to 0 for an instant would let another thread take 1
+ * again under the same key. */
 static int next_seq(ts_sa *sa, uint64_t *out) {
     uint64_t max = sa->esn ? UINT64_MAX : UINT32_MAX;
     if (!atomic_load_explicit(&sa->seq_limit, memory_order_relaxed)) {
         uint64_t seq = atomic_fetch_add(&sa->seq, 1) + 1;
         *out = seq;
-        return (seq > max || seq == 0) ? TS_DROP_SEQ_OVERFLOW : TS_DROP_NONE;
+        if (seq > max || seq == 0) {
+            atomic_fetch_sub(&sa->seq, 1);
+            return TS_DROP_SEQ_OVERFLOW;
+        }
+        return TS_DROP_NONE;
     }
     uint64_t cur = atomic_load(&sa->seq);
     for (;;) {
         uint64_t limit = atomic_load(&sa->seq_limit);
-        if (cur >= limit) {
-            if (limit < max)
-                return TS_DROP_UNRESERVED;
-            atomic_fetch_add(&sa->seq, 1);   /* the overflow path gives it back */
-            return TS_DROP_SEQ_OVERFLOW;
-        }
+        if (cur >= limit)
+            return limit < max ? TS_DROP_UNRESERVED : TS_DROP_SEQ_OVERFLOW;
         if (atomic_compare_exchange_weak(&sa->seq, &cur, cur + 1)) {
             *out = cur + 1;
             return TS_DROP_NONE;
@@ -342,9 +346,8 @@ int ts_outbound_locked(ts_dp *dp, ts_flow_cache *cache, const uint8_t *pkt, size
         return 0;
     }
     if (why == TS_DROP_SEQ_OVERFLOW) {
-        /* RFC 4303 §3.3.3: never wrap without ESN; the SA must be replaced.
-         * Give the number back so that the SA still shows the last one sent. */
-        atomic_fetch_sub(&sa->seq, 1);
+        /* RFC 4303 §3.3.3: never wrap without ESN; the SA must be replaced
+         * (next_seq left the counter on the last number sent). */
         kill_sa(dp, sa, TS_EXP_SEQ);
         *drop = TS_DROP_SEQ_OVERFLOW;
         return 0;

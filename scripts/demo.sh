@@ -110,6 +110,15 @@ echo "== tunsec check"
 $PY -m tunsec check -c "$DIR/a.conf"
 $PY -m tunsec check -c "$DIR/b.conf"
 
+if [ "$MODE" = manual ]; then
+  # new keys, a new installation: state_dir is initialised once, on purpose (a lost one refuses to start).
+  # tunsec drops to its user, which must reach the state directory below $DIR (mktemp's 0700)
+  chmod 0711 "$DIR"
+  echo "== tunsec init-state"
+  $PY -m tunsec init-state -c "$DIR/a.conf"
+  $PY -m tunsec init-state -c "$DIR/b.conf"
+fi
+
 echo "== starting tunsec in both namespaces ($MODE keying)"
 ip netns exec "$NB" $PY -m tunsec up -c "$DIR/b.conf" 2> "$DIR/b.log" & PIDS+=($!)
 for _ in $(seq 50); do $PY -m tunsec status -c "$DIR/b.conf" >/dev/null 2>&1 && break; sleep 0.2; done

@@ -23,6 +23,7 @@ from hypothesis import settings
 from reachable import python_argv
 
 from tunsec.bench.netns import Host, TwoHosts
+from tunsec.statedir import init_state_dir
 
 # No timing threshold in a test: hypothesis's default 200 ms deadline per example failed property
 # tests on a loaded CI machine (test_key_never_in_repr_for_any_sa) without anything being wrong.
@@ -148,6 +149,12 @@ class TunnelOptions:
     keys: dict[str, str] = field(default_factory=dict)
 
 
+def state_dir_of(me: Host, sock: Path) -> Path:
+    """Next to the control socket's directory, not in it: that one is made by tunsec (it hands it to the
+    user it drops to), while the state directory is initialised before the first start."""
+    return sock.parent.parent / (me.ns + "-state")
+
+
 def manual_conf(me: Host, peer: Host, sock: Path, spi_in: int, key_in: str, spi_out: int, key_out: str,
                 o: TunnelOptions) -> str:
     local_ts = me.inner_net4 + (f", {me.inner_net6}" if o.inner6 else "")
@@ -159,7 +166,7 @@ tunsec {{
   tun = {o.tun}
   mtu = auto
   control_socket = {sock}
-  state_dir = {sock.parent / (me.ns + "-state")}
+  state_dir = {state_dir_of(me, sock)}
 {o.tunsec_extra}}}
 manual {{
   peer {{
@@ -199,6 +206,7 @@ class TunsecPair:
         conf = d / f"{me.ns}.conf"
         conf.write_text(manual_conf(me, peer, sock, spi_in, key_in, spi_out, key_out, self.o))
         conf.chmod(0o600)
+        init_state_dir(state_dir_of(me, sock))   # a new installation: `tunsec init-state`, once
         return Side(me, conf, d / f"{me.ns}.log", sock)
 
     def start(self, side: Side, **popen: Any) -> None:

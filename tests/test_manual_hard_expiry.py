@@ -134,12 +134,14 @@ def test_a_restarted_daemon_does_not_install_a_key_past_its_hard_limit_until_the
         h.worker.worker.drain_events()
         assert h.sas() == {(IN_SPI, Direction.IN)}
 
+        h.stop()
         again = Harness(tmp_path, conf(tmp_path, limited()))   # tunsec restarted: a new process's state
         await again.start()
         assert again.sas() == {(IN_SPI, Direction.IN)} and not again.adds(OUT_SPI)
         t, _ = await tunnel_status(again)
         assert [(e["spi"], e["reason"]) for e in t["expired"]] == [(f"{OUT_SPI:08x}", "bytes")]
 
+        again.stop()
         raised = Harness(tmp_path, conf(tmp_path, limited().replace("life_bytes = 1000", "life_bytes = 2000")))
         await raised.start()
         assert raised.sas() == sa_pair(1) and not raised.daemon.manual.expired
@@ -155,9 +157,14 @@ def test_life_time_counts_from_the_keys_first_use_not_from_each_start(
     monkeypatch.setattr("tunsec.services.manual.time.time", lambda: now[0])
     text = conf(tmp_path, with_limit("life_time = 3600\n    rekey_time = 3000"))
 
-    async def start_at(t: float) -> Harness:
+    running: list[Harness] = []
+
+    async def start_at(t: float) -> Harness:   # a restart: the one before ends first
         now[0] = 1_800_000_000.0 + t
+        for old in running:
+            old.stop()
         h = Harness(tmp_path, text)
+        running.append(h)
         await h.start()
         return h
 

@@ -17,6 +17,7 @@ import pytest
 from reachable import python_argv
 
 from tunsec.runtime import default_control_socket
+from tunsec.statedir import MARKER, init_state_dir
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to make namespaces and change user")
 
@@ -32,9 +33,9 @@ manual {{
     remote_ts = 10.2.0.0/24
     esp = aes128gcm16
     spi_in = 0xc0010001
-    key_in = 0x{key}
+    key_in = 0x{key}00
     spi_out = 0xc0020001
-    key_out = 0x{key}
+    key_out = 0x{key}ff
   }}
 }}
 """
@@ -100,7 +101,7 @@ def user_dir(tmp_path: Path, pw: pwd.struct_passwd) -> Path:
 def test_user_set_without_setuid_is_refused_before_anything_is_set_up(tmp_path: Path) -> None:
     conf = tmp_path / "t.conf"
     conf.write_text(MANUAL.format(sock=tmp_path / "s.sock", state=tmp_path / "state", extra="  user = nobody\n",
-                                  key="11" * 20))
+                                  key="11" * 19))
     r = up(conf, ["setpriv", "--inh-caps=-all", "--bounding-set=-setuid,-setgid", "--"])
     assert r.returncode == 1
     assert "to nobody" in r.stderr and "needs CAP_SETUID and CAP_SETGID" in r.stderr, r.stderr
@@ -112,8 +113,9 @@ def test_state_dir_the_user_cannot_reach_is_a_startup_error(tmp_path: Path) -> N
     closed = tmp_path / "closed"
     closed.mkdir(mode=0o700)   # root's: nobody cannot search it, whatever state/ inside is
     conf = tmp_path / "t.conf"
+    init_state_dir(closed / "state")   # root's, as `tunsec init-state` run by root leaves it
     conf.write_text(MANUAL.format(sock=tmp_path / "s.sock", state=closed / "state", extra="  user = nobody\n",
-                                  key="22" * 20))
+                                  key="22" * 19))
     r = up(conf, [])
     assert r.returncode == 1
     assert f"state_dir {closed / 'state'} is not writable by nobody" in r.stderr, r.stderr
@@ -177,7 +179,10 @@ def test_a_tun_the_user_may_not_open_names_the_device_and_the_fix(tmp_path: Path
     pw = pwd.getpwnam("nobody")
     d = user_dir(tmp_path, pw)
     conf = d / "t.conf"
-    conf.write_text(MANUAL.format(sock=d / "s.sock", state=d / "state", extra="", key="55" * 20))
+    init_state_dir(d / "state")
+    for p in (d / "state", d / "state" / MARKER):   # nobody's, as `tunsec prepare` hands them over
+        os.chown(p, pw.pw_uid, pw.pw_gid)
+    conf.write_text(MANUAL.format(sock=d / "s.sock", state=d / "state", extra="", key="55" * 19))
     os.chown(conf, pw.pw_uid, pw.pw_gid)
     r = up(conf, as_nobody(), before)
     assert r.returncode == 1

@@ -6,20 +6,32 @@ not touched at all; a re-added key never reuses a sequence number (AES-GCM nonce
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import struct
 from pathlib import Path
 from typing import Any
 
-from test_ikeservice_peers import InProcessWorker
+import pytest
+from test_ikeservice_peers import InProcessWorker, ipv4_udp
 
 from tunsec.conf.config import load_config
 from tunsec.daemon import Daemon, Sockets
 from tunsec.dataplane import pipe
 from tunsec.dataplane.pipe import Direction
 from tunsec.runtime import resolved
+from tunsec.services.base import ReloadRefused
+from tunsec.services.manual import check_unique
+from tunsec.statedir import init_state_dir
 
 KEY_A = "0x0102030405060708090a0b0c0d0e0f1011121314"
 KEY_A2 = "0xa1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4"
+
+
+def derived(key: str, n: int, direction: str) -> str:
+    """A key of its own for tunnel n's key_in or key_out (one key in two SAs is refused): key with its
+    last two bytes replaced."""
+    return f"{key[:-4]}{n:02x}{1 if direction == 'in' else 2:02x}"
 
 
 def tunnel(name: str, n: int, key: str = KEY_A, spi_in: int | None = None, local: str = "192.0.2.1") -> str:
@@ -28,9 +40,9 @@ def tunnel(name: str, n: int, key: str = KEY_A, spi_in: int | None = None, local
     local_ts = 10.1.0.0/24
     remote_ts = 10.2.{n}.0/24
     spi_in = {hex(spi_in or 0xC0010000 + n)}
-    key_in = {key}
+    key_in = {derived(key, n, "in")}
     spi_out = {hex(0xC0020000 + n)}
-    key_out = {key} }}
+    key_out = {derived(key, n, "out")} }}
 """
 
 
@@ -40,10 +52,12 @@ def conf(tmp: Path, *tunnels: str) -> str:
 
 
 class Harness:
-    def __init__(self, tmp: Path, text: str) -> None:
+    def __init__(self, tmp: Path, text: str, init: bool = True) -> None:
         self.tmp = tmp
         self.path = tmp / "tunsec.conf"
         self.path.write_text(text)
+        if init:
+            init_state_dir(tmp / "state")   # as `tunsec init-state` does once for an installation
         self.daemon = Daemon(resolved(load_config(self.path)))
         self.worker = InProcessWorker(asyncio.get_running_loop(), lambda m: None)
         self.daemon.worker = self.worker  # type: ignore[assignment]
@@ -52,6 +66,10 @@ class Harness:
     async def start(self) -> None:
         self.daemon.manual.prepare()
         await self.daemon.manual.start()
+
+    def stop(self) -> None:
+        """What the daemon's exit releases (the state directory's lock): another Harness may start."""
+        self.daemon.manual.close()
 
     async def reload(self, text: str) -> dict[str, Any]:
         self.path.write_text(text)
@@ -92,7 +110,7 @@ def test_manual_reload_adds_removes_replaces_and_never_reuses_a_sequence_number(
         assert not gone_policies & h.policy_ids()
         assert keep_policies <= h.policy_ids()
         assert len(h.requests_for(0xC0020001)) == keep_requests     # keep was not touched
-        assert h.adds(0xC0020003)[-1].sa.key == bytes.fromhex(KEY_A2[2:])
+        assert h.adds(0xC0020003)[-1].sa.key == bytes.fromhex(derived(KEY_A2, 3, "out")[2:])
 
         # back to the first key: it starts past everything that key reserved before (no (key, seq) reused)
         answer = await h.reload(conf(tmp_path, tunnel("keep", 1), tunnel("change", 3), tunnel("new", 4)))
@@ -113,3 +131,72 @@ def test_manual_reload_adds_removes_replaces_and_never_reuses_a_sequence_number(
         assert answer["ok"] is False and f"{h.path}:" in answer["error"]
         assert (h.sas(), h.policy_ids(), len(h.worker.log)) == before
     asyncio.run(body())
+
+
+def esp_fields(esp: bytes) -> tuple[int, int, bytes, bytes]:
+    """(SPI, 32-bit sequence number, explicit IV, ciphertext) of an ESP datagram."""
+    spi, seq = struct.unpack("!II", esp[:8])
+    return spi, seq, esp[8:16], esp[16:-16]
+
+
+def test_a_reload_changing_only_spi_out_continues_the_keys_sequence_numbers(tmp_path: Path) -> None:
+    """The GCM nonce is salt || sequence number and the SPI is only in the AAD: the same key_out
+    under a new spi_out must go on past what it reserved, or the first packets after the reload
+    repeat (key, nonce) pairs and ct1 ^ ct2 == pt1 ^ pt2 leaks the plaintexts."""
+    async def body() -> None:
+        h = Harness(tmp_path, conf(tmp_path, tunnel("a", 1)))
+        await h.start()
+        old = {}
+        for i in range(6):
+            inner = ipv4_udp("10.1.0.5", "10.2.1.5", bytes([65 + i]) * 40)
+            old[esp_fields(h.worker.dp.outbound(inner)[0])[2]] = inner
+        first = h.adds(0xC0020001)[-1].sa
+
+        answer = await h.reload(conf(tmp_path, tunnel("a", 1)).replace(hex(0xC0020001), hex(0xC0029999)))
+        assert answer == {"ok": True, "message": "manual tunnels replaced: a"}
+        new = h.adds(0xC0029999)[-1].sa
+        assert new.key == first.key and new.seq_start >= first.seq_limit > 0
+        for i in range(6):
+            inner = ipv4_udp("10.1.0.5", "10.2.1.5", bytes([97 + i]) * 40)
+            spi, seq, iv, _ = esp_fields(h.worker.dp.outbound(inner)[0])
+            assert spi == 0xC0029999 and seq > first.seq_limit
+            assert iv not in old   # the proof's check: no IV (nonce) of the old SPI comes again
+            assert int.from_bytes(iv, "big") > max(int.from_bytes(v, "big") for v in old)
+    asyncio.run(body())
+
+
+def test_a_reload_putting_one_key_into_two_sas_is_refused_naming_both(tmp_path: Path) -> None:
+    async def body() -> None:
+        h = Harness(tmp_path, conf(tmp_path, tunnel("a", 1)))
+        await h.start()
+        before = (h.sas(), h.policy_ids(), len(h.worker.log))
+        shared = derived(KEY_A, 1, "out")
+        b = tunnel("b", 2).replace(derived(KEY_A, 2, "out"), shared)
+        answer = await h.reload(conf(tmp_path, tunnel("a", 1), b))
+        assert answer["ok"] is False
+        assert f"manual.b.key_out: the same key as manual.a.key_out ({h.path}:" in answer["error"]
+        same = tunnel("a", 1).replace(derived(KEY_A, 1, "in"), shared)   # key_in == key_out
+        answer = await h.reload(conf(tmp_path, same))
+        assert answer["ok"] is False and "manual.a.key_out: the same key as manual.a.key_in" in answer["error"]
+        assert shared[2:] not in answer["error"]
+        assert (h.sas(), h.policy_ids(), len(h.worker.log)) == before
+    asyncio.run(body())
+
+
+def test_check_unique_refuses_one_key_in_two_sas_whatever_the_spis(tmp_path: Path) -> None:
+    """The service's own check (a reload's config passed the config's): tunnels as parsed."""
+    cfg = load_config(_write(tmp_path, conf(tmp_path, tunnel("a", 1), tunnel("b", 2))))
+    a, b = cfg.manual
+    with pytest.raises(ReloadRefused) as err:
+        check_unique([a, dataclasses.replace(b, key_in=a.key_out)])
+    assert str(err.value).startswith(f"manual tunnel b ({a.file}:{b.line}) key_in is the same key as manual "
+                                     f"tunnel a ({a.file}:{a.line}) key_out: one key in two SAs repeats AES-GCM")
+    with pytest.raises(ReloadRefused, match=r"tunnel a .* key_out is the same key as manual tunnel a .* key_in"):
+        check_unique([dataclasses.replace(a, key_out=a.key_in)])
+    check_unique([a, b])
+
+
+def _write(tmp: Path, text: str) -> Path:
+    path = tmp / "check.conf"
+    path.write_text(text)
+    return path

@@ -339,7 +339,7 @@ manual {{
         spi_in = 0x1001
         key_in = 0x{KEYS}
         spi_out = 0x2001
-        key_out = 0x{KEYS}
+        key_out = 0x{KEYS[:-2]}ff
     }}
 }}
 """

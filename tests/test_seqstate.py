@@ -21,8 +21,9 @@ from tunsec.seqstate import (
     Expired,
     SeqState,
     StateError,
-    prepare_dir,
+    legacy_fingerprint,
 )
+from tunsec.statedir import init_state_dir
 
 KEY = bytes(range(1, 21))
 OTHER_KEY = bytes(range(2, 22))
@@ -57,15 +58,20 @@ def test_every_restart_starts_past_everything_reserved_before(tmp_path: Path) ->
     assert state(tmp_path).restart()[0] == limit
 
 
-def test_in_and_out_of_one_spi_and_a_new_key_have_files_of_their_own(tmp_path: Path) -> None:
+def test_the_state_is_the_keys_whatever_spi_direction_or_tunnel_uses_it(tmp_path: Path) -> None:
+    """The GCM nonce is salt || sequence number: the same key under another SPI (or in, or in
+    another tunnel) continues past what it reserved; only another key starts fresh."""
     out = state(tmp_path)
     out.restart()
     out.restart()
-    assert state(tmp_path, direction=Direction.IN).restart() == (0, MIN_BLOCK_IN, MIN_BLOCK_IN // 2)
+    elsewhere = SeqState.open(tmp_path, "other", 0xC0029999, Direction.OUT, KEY, False)
+    assert elsewhere.path == out.path and elsewhere.restart()[0] == 2 * MIN_BLOCK_OUT
+    assert state(tmp_path, direction=Direction.IN).restart()[0] == 3 * MIN_BLOCK_OUT
     new_key = state(tmp_path, key=OTHER_KEY)
     assert new_key.path != out.path
     assert new_key.restart()[0] == 0              # a changed key starts fresh
-    assert state(tmp_path).restart()[0] == 2 * MIN_BLOCK_OUT   # the old key's state is untouched
+    salt_only = state(tmp_path, key=KEY[:-1] + b"\xff")   # the salt is part of the key material
+    assert salt_only.path != out.path and salt_only.restart()[0] == 0
 
 
 @pytest.mark.parametrize(
@@ -263,14 +269,6 @@ def test_without_esn_the_limit_stops_at_2_to_the_32(tmp_path: Path) -> None:
     assert (start, limit, notify) == (SEQ_MAX_32 - 10, SEQ_MAX_32, 0)
 
 
-def test_state_dir_that_cannot_be_created_is_named_with_the_fix(tmp_path: Path) -> None:
-    blocker = tmp_path / "file"
-    blocker.write_text("")
-    with pytest.raises(StateError) as err:
-        prepare_dir(blocker / "state")
-    assert str(blocker / "state") in str(err.value) and "state_dir" in str(err.value)
-
-
 CONF = """tunsec {{
   tun = tsst0
   control_socket = {sock}
@@ -295,7 +293,7 @@ manual {{
 def test_tunsec_up_refuses_a_tunnel_whose_state_is_corrupt(tmp_path: Path) -> None:
     state_dir = tmp_path / "state"
     key_out = bytes.fromhex("1112131415161718191a1b1c1d1e1f2021222324")
-    prepare_dir(state_dir)
+    init_state_dir(state_dir)
     st = SeqState.open(state_dir, "site-b", SPI, Direction.OUT, key_out, False)
     st.restart()
     st.path.write_text("{ truncated")
@@ -316,3 +314,45 @@ def test_a_receiver_reserves_past_a_sender_that_jumped_ahead(tmp_path: Path) -> 
     limit, notify = st.extend(now=1.0, needed=1_000_000)
     assert limit == 1_000_000 + MIN_BLOCK_IN and notify == limit - MIN_BLOCK_IN // 2
     assert state(tmp_path, direction=Direction.IN).restart()[0] == limit
+
+
+def legacy_file(d: Path, key: bytes, spi: int, direction: Direction, limit: int, first_use: float | None = None,
+                expired: dict[str, object] | None = None, block: int = MIN_BLOCK_OUT) -> Path:
+    """A state file as version 1 wrote it: one per (direction, SPI, key)."""
+    key_id = legacy_fingerprint(key, spi, direction)
+    name = direction.name.lower()
+    doc: dict[str, object] = {"version": 1, "tunnel": "site-b", "spi": spi, "direction": name, "key_id": key_id,
+                              "limit": limit, "block": block, "first_use": first_use}
+    if expired is not None:
+        doc["expired"] = expired
+    path = d / f"manual-{name}-{spi:08x}-{key_id[:16]}.json"
+    path.write_text(json.dumps(doc, sort_keys=True) + "\n")
+    return path
+
+
+def test_an_upgrade_takes_over_the_highest_limit_of_the_keys_older_files(tmp_path: Path) -> None:
+    """Version 1 named files by (direction, SPI, key): a key without a file of its own goes on past
+    the highest limit among its old files (any SPI, either direction), keeps the earliest first use
+    and a hard limit reached; another key's old files are not its."""
+    legacy_file(tmp_path, KEY, SPI, Direction.OUT, 5 * MIN_BLOCK_OUT, first_use=1_800_000_100.0)
+    legacy_file(tmp_path, KEY, 0xC0029999, Direction.OUT, 9 * MIN_BLOCK_OUT, first_use=1_800_000_000.0,
+                expired={"reason": "bytes", "limit": 1000})
+    legacy_file(tmp_path, KEY, 0xC0010001, Direction.IN, 7 * MIN_BLOCK_OUT)
+    legacy_file(tmp_path, OTHER_KEY, SPI, Direction.OUT, 100 * MIN_BLOCK_OUT)
+    st = state(tmp_path)
+    assert len(st.taken_over) == 3 and st.limit == 9 * MIN_BLOCK_OUT
+    assert (st.first_use, st.expired) == (1_800_000_000.0, Expired("bytes", 1000))
+    start, limit, _ = st.restart()
+    assert start == 9 * MIN_BLOCK_OUT and limit > start
+    assert json.loads(st.path.read_text())["limit"] == limit   # its own file now, written before use
+    again = state(tmp_path)
+    assert not again.taken_over and again.restart()[0] == limit
+    assert state(tmp_path, key=OTHER_KEY).limit == 100 * MIN_BLOCK_OUT
+
+
+def test_a_corrupt_older_file_of_the_key_refuses_with_what_to_do(tmp_path: Path) -> None:
+    path = legacy_file(tmp_path, KEY, SPI, Direction.OUT, MIN_BLOCK_OUT)
+    path.write_text("{ truncated")
+    with pytest.raises(StateError) as err:
+        state(tmp_path)
+    assert str(path) in str(err.value) and "Generate new keys" in str(err.value)

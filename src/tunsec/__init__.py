@@ -10,8 +10,9 @@ Where things live (docs/layout.md says which files a typical change touches):
 - ``policy/``: SPD, PAD, traffic selectors, reqid/policy ids;
 - ``dataplane/``: the worker process, the cffi fast path, the pipe;
 - ``privilege.py`` (giving up root), ``runtime.py`` (control socket path),
-  ``prepare.py`` (``tunsec prepare``), ``seqstate.py`` (manual SAs' persisted
-  sequence numbers), ``logs.py``, ``loglimit.py``, ``metrics.py``,
+  ``prepare.py`` (``tunsec prepare``), ``seqstate.py`` (manual keys' persisted
+  sequence numbers), ``statedir.py`` (their directory: marker, lock, ``tunsec init-state``),
+  ``logs.py``, ``loglimit.py``, ``metrics.py``,
   ``sdnotify.py``;
 - ``bench/``: ``tunsec bench`` and the C microbenchmarks' module.
 """

@@ -11,6 +11,7 @@ import os
 import socket
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from tunsec import logs
@@ -52,8 +53,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     for t in cfg.manual:
         print(f"warning: {t.file}:{t.line}: manual.{t.name}: manual keys are for tests and benchmarks; use IKE "
               "in production (RFC 4106 §8.1 forbids AES-GCM with statically configured keys). Its sequence "
-              f"numbers are persisted in {cfg.tunsec.state_dir}: losing that directory while keeping the "
-              "keys is unsafe", file=sys.stderr)
+              f"numbers are persisted in {cfg.tunsec.state_dir} (initialised once by tunsec init-state; tunsec "
+              "up refuses to start without it): if that directory is lost, replace the keys", file=sys.stderr)
     print(f"{args.config}: OK ({len(cfg.manual)} manual tunnel(s), {len(cfg.connections)} IKE connection(s))")
     return 0
 
@@ -130,6 +131,32 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     except PrepareError as err:
         print(f"tunsec prepare: {err}", file=sys.stderr)
         return 1
+    return 0
+
+
+def cmd_init_state(args: argparse.Namespace) -> int:
+    """Mark state_dir as initialised on purpose: from now on a manual key without a state file is new."""
+    cfg = _load(args.config)
+    if cfg is None:
+        return 1
+    from tunsec.seqstate import StateError
+    from tunsec.statedir import init_state_dir
+
+    path = Path(cfg.tunsec.state_dir)
+    try:
+        done = init_state_dir(path)
+    except (OSError, StateError) as err:
+        why = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        print(f"tunsec init-state: cannot initialise the state directory {path}: {why}", file=sys.stderr)
+        return 1
+    if not done.new:
+        print(f"{path}: already initialised (instance {done.instance}); nothing changed")
+    elif done.adopted:
+        print(f"{path}: initialised (instance {done.instance}); the {done.adopted} sequence state file(s) in "
+              "it are kept and used")
+    else:
+        print(f"{path}: initialised (instance {done.instance}); manual keys start at sequence number 1 here. "
+              "Keep this directory on persistent storage: if it is lost, replace the manual keys")
     return 0
 
 
@@ -316,6 +343,10 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("-c", "--config", required=True)
     pre.add_argument("--user", required=True, help="the user tunsec up will run as (owner of the TUN)")
     pre.set_defaults(func=cmd_prepare)
+    ini_st = sub.add_parser("init-state", help="initialise state_dir for manual keys (a new installation, or "
+                                               "after replacing every manual key), then exit")
+    ini_st.add_argument("-c", "--config", required=True)
+    ini_st.set_defaults(func=cmd_init_state)
     sub.add_parser("bench", help="throughput benchmark in two network namespaces (root; tunsec bench --help)")
     ck = sub.add_parser("check", help="validate a configuration file")
     ck.add_argument("-c", "--config", required=True)

@@ -20,6 +20,7 @@ from pytun_pmd3.linux import IFF_MULTI_QUEUE, IFF_NO_PI, IFF_TUN, IFF_VNET_HDR
 from tunsec.conf.config import Config
 from tunsec.dataplane.tun import Tun, interface_exists, tun_flags, tun_owner
 from tunsec.privilege import PrivilegeError, Target, target_for
+from tunsec.statedir import MARKER
 
 log = logging.getLogger("tunsec.prepare")
 
@@ -106,4 +107,6 @@ def prepare(cfg: Config, user: str) -> str:
             f"{', '.join(routes) or 'none (already there)'}; {Path(cfg.tunsec.control_socket).parent} "
             f"{'and ' + cfg.tunsec.state_dir + ' ' if d.manual.plans else ''}owned by {owner.name}. "
             f"Now, as {owner.name}: tunsec up -c {cfg.path}"
-            + (f" ({cfg.path} is not readable by {owner.name}: chown {owner.name} {cfg.path})" if unreadable else ""))
+            + (f" ({cfg.path} is not readable by {owner.name}: chown {owner.name} {cfg.path})" if unreadable else "")
+            + (f" ({cfg.tunsec.state_dir} is not initialised: for keys never used before, once: tunsec init-state "
+               f"-c {cfg.path})" if d.manual.plans and not (Path(cfg.tunsec.state_dir) / MARKER).exists() else ""))

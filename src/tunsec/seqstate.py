@@ -10,10 +10,16 @@ renamed into place here.  After any restart an SA starts at the persisted
 limit: OUT past every number it may have sent, IN with every number it may
 have accepted counted as already seen.
 
-One small JSON file per SA, named by direction, SPI and a fingerprint of the
-key (an HMAC under the key, never the key itself), so a new key starts fresh
-and two tunnels never share a file.  An unreadable file is never guessed
-around: the tunnel refuses to start and the error says to generate new keys.
+One small JSON file per key, named by a fingerprint of the key material (an
+HMAC under it, never the key itself), salt included.  The GCM nonce is salt ||
+sequence number (the SPI is only in the AAD), so the state belongs to the key
+alone: the same key under another SPI, direction or tunnel continues where it
+left off (and the config refuses one key in two SAs at once).  Files of older
+versions were named by direction, SPI and key; a key without a file of its own
+takes over the highest limit among those that are still there.  A missing
+file is a new key only in a state directory initialised on purpose
+(tunsec.statedir).  An unreadable file is never guessed around: the tunnel
+refuses to start and the error says to generate new keys.
 
 The same file keeps what the key's hard lifetime needs across restarts: when
 the SA was first installed under this key (wall time; ``life_time`` counts
@@ -30,15 +36,20 @@ import hmac
 import json
 import math
 import os
+import re
 import struct
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunsec.dataplane.pipe import Direction
 
-LABEL = b"tunsec manual SA sequence state v1"
-VERSION = 1
+LABEL = b"tunsec manual key sequence state v2"
+VERSION = 2
+# files of version 1, one per (direction, SPI, key): read once to take over their limits
+LEGACY_LABEL = b"tunsec manual SA sequence state v1"
+LEGACY_VERSION = 1
+LEGACY_NAME = re.compile(r"manual-(in|out)-([0-9a-f]{8})-([0-9a-f]{16})\.json")
 # A block is about TARGET_INTERVAL seconds of the SA's recent packet rate:
 # at 10 Gbit/s (~1M packets/s of 1400 bytes) about four fsyncs a second, and a
 # refill that starts at half a block (~0.1 s ahead) does not make traffic wait.
@@ -64,9 +75,18 @@ class StateError(Exception):
     """The sequence state of an SA cannot be read or written; the text says what to do."""
 
 
-def fingerprint(key: bytes, spi: int, direction: Direction) -> str:
-    """Identifies (key, SPI, direction) without revealing anything about the key."""
-    return hmac.new(key, LABEL + struct.pack("!IB", spi, direction), hashlib.sha256).hexdigest()[:32]
+def fingerprint(key: bytes) -> str:
+    """Identifies the key material (salt included) without revealing anything about it."""
+    return hmac.new(key, LABEL, hashlib.sha256).hexdigest()[:32]
+
+
+def legacy_fingerprint(key: bytes, spi: int, direction: Direction) -> str:
+    """How version 1 named (key, SPI, direction)."""
+    return hmac.new(key, LEGACY_LABEL + struct.pack("!IB", spi, direction), hashlib.sha256).hexdigest()[:32]
+
+
+def state_file(state_dir: Path, key: bytes) -> Path:
+    return state_dir / f"manual-key-{fingerprint(key)[:16]}.json"
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -101,6 +121,9 @@ def _pow2_at_least(n: float) -> int:
     return 1 << max(0, math.ceil(math.log2(max(n, 1.0))))
 
 
+Parsed = tuple[int, int, "float | None", "Expired | None"]   # limit, block, first_use, expired
+
+
 @dataclass(frozen=True)
 class Expired:
     """The hard limit an SA reached under this key: ``reason`` as the worker's EXPIRE names it
@@ -112,7 +135,7 @@ class Expired:
 
 @dataclass
 class SeqState:
-    """The persisted reservation of one SA (one file)."""
+    """The persisted reservation of one key (one file), used by one SA."""
 
     path: Path
     tunnel: str
@@ -127,48 +150,80 @@ class SeqState:
     last_notify: int = 0
     first_use: float | None = None   # persisted: wall time of the first install under this key
     expired: Expired | None = None   # persisted: the hard limit the worker removed it at
+    taken_over: list[str] = field(default_factory=list)   # version 1 files whose limits this took over
 
     @classmethod
     def open(cls, state_dir: Path, tunnel: str, spi: int, direction: Direction, key: bytes,
              esn: bool) -> SeqState:
-        """The state for this key; a missing file means a key never used (limit 0)."""
-        key_id = fingerprint(key, spi, direction)
-        name = f"manual-{direction.name.lower()}-{spi:08x}-{key_id[:16]}.json"
+        """The state for this key (used by this SA now); a missing file, with no older file of the key
+        either, means a key never used (limit 0)."""
         smallest = MIN_BLOCK_OUT if direction is Direction.OUT else MIN_BLOCK_IN
-        st = cls(state_dir / name, tunnel, spi, direction, key_id, SEQ_MAX_64 if esn else SEQ_MAX_32,
-                 min_block=smallest, block=smallest)
-        st._load()
+        st = cls(state_file(state_dir, key), tunnel, spi, direction, fingerprint(key),
+                 SEQ_MAX_64 if esn else SEQ_MAX_32, min_block=smallest, block=smallest)
+        if not st._load():
+            st._take_over_legacy(key)
         return st
 
     @property
     def what(self) -> str:
         return f"manual tunnel {self.tunnel}: {self.direction.name.lower()} SA {self.spi:08x}"
 
-    def _load(self) -> None:
+    def _load(self) -> bool:
+        """Read this key's file; False if there is none."""
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:
-            return
+            return False
         except OSError as err:
-            raise self._unreadable(err.strerror or str(err)) from err
+            raise self._unreadable(err.strerror or str(err), self.path) from err
+        limit, block, first_use, expired = self._parse(raw, self.path, {"version": VERSION, "key_id": self.key_id})
+        self.limit, self.block = limit, min(max(block, self.min_block), MAX_BLOCK)
+        self.first_use, self.expired = first_use, expired
+        return True
+
+    def _take_over_legacy(self, key: bytes) -> None:
+        """The highest limit among the version 1 files of this key (any SPI, either direction) that are
+        still there, the earliest first use and a hard limit reached: an upgrade does not restart the
+        key at sequence number 1.  The new file is written at the first restart(), before use."""
+        for path in sorted(self.path.parent.glob("manual-*-*-*.json")):
+            m = LEGACY_NAME.fullmatch(path.name)
+            if m is None:
+                continue
+            direction = Direction.IN if m[1] == "in" else Direction.OUT
+            spi = int(m[2], 16)
+            key_id = legacy_fingerprint(key, spi, direction)
+            if key_id[:16] != m[3]:
+                continue   # another key's
+            try:
+                raw = path.read_bytes()
+            except OSError as err:
+                raise self._unreadable(err.strerror or str(err), path) from err
+            limit, block, first_use, expired = self._parse(raw, path, {
+                "version": LEGACY_VERSION, "key_id": key_id, "spi": spi, "direction": m[1]})
+            self.limit = max(self.limit, limit)
+            self.block = min(max(self.block, block), MAX_BLOCK)
+            if first_use is not None:
+                self.first_use = first_use if self.first_use is None else min(self.first_use, first_use)
+            self.expired = self.expired or expired
+            self.taken_over.append(path.name)
+
+    def _parse(self, raw: bytes, path: Path, expect: dict[str, object]) -> Parsed:
+        """(limit, block, first_use, expired) of a state file whose fields match expect."""
         try:
             doc = json.loads(raw)
-            ok = (isinstance(doc, dict) and doc.get("version") == VERSION and doc.get("key_id") == self.key_id
-                  and doc.get("spi") == self.spi and doc.get("direction") == self.direction.name.lower())
+            ok = isinstance(doc, dict) and all(doc.get(k) == v for k, v in expect.items())
             limit, block = doc["limit"], doc["block"]
             first_use, expired = doc.get("first_use"), _expired(doc.get("expired"))
         except (ValueError, KeyError, TypeError):
             ok = False
         if not ok or not _is_int(limit) or not _is_int(block) or not 0 <= limit <= SEQ_MAX_64 \
                 or not (first_use is None or (isinstance(first_use, float | int) and math.isfinite(first_use))):
-            raise self._unreadable("not a sequence state file of this SA (corrupt or truncated)")
-        self.limit, self.block = limit, min(max(block, self.min_block), MAX_BLOCK)
-        self.first_use = None if first_use is None else float(first_use)
-        self.expired = expired
+            raise self._unreadable("not a sequence state file of this key (corrupt or truncated)", path)
+        return limit, block, None if first_use is None else float(first_use), expired
 
-    def _unreadable(self, why: str) -> StateError:
+    def _unreadable(self, why: str, path: Path) -> StateError:
         return StateError(
-            f"{self.what}: cannot read its sequence number state {self.path}: {why}. Without it the "
+            f"{self.what}: cannot read its sequence number state {path}: {why}. Without it the "
             "sequence numbers (AES-GCM nonces) already used under this key are unknown, and reusing "
             "the key could repeat them. Generate new keys for this tunnel on both peers (key_in, "
             "key_out), then start again; remove the file only once the old keys are gone")
@@ -251,16 +306,3 @@ def _expired(doc: object) -> Expired | None:
             or doc["limit"] < 0:
         raise TypeError("expired")
     return Expired(doc["reason"], doc["limit"])
-
-
-def prepare_dir(path: Path) -> None:
-    """Create the state directory (0700) and prove it writable; StateError says how to fix it."""
-    try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        write_atomic(path / ".probe", b"")
-        (path / ".probe").unlink()
-    except OSError as err:
-        raise StateError(
-            f"cannot use the state directory {path} for manual tunnels' sequence numbers: "
-            f"{err.strerror or err}. Make it a writable directory, or set tunsec {{ state_dir = ... }} "
-            "to one on persistent storage") from err

@@ -3,6 +3,8 @@ a PSK gateway connection, and helpers to build manual tunnels and read the error
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from tunsec.conf.config import parse_config
@@ -11,6 +13,7 @@ from tunsec.conf.errors import ConfigError, ConfigIssue
 KEY_IN_HEX = "0102030405060708090a0b0c0d0e0f1011121314"
 KEY_OUT_HEX = "1112131415161718191a1b1c1d1e1f2021222324"
 KEY256_HEX = "a0" * 36
+KEY256_OUT_HEX = "b0" * 36   # a key is in one SA only: key_in and key_out differ
 
 EXAMPLE = f"""\
 tunsec {{
@@ -64,6 +67,12 @@ secrets {{ ike {{ secret = s3cret }} }}
 """
 
 
+def own_key(base: str, name: str) -> str:
+    """base for the default tunnel ``t``, else base with its last 4 bytes from the name: every tunnel's
+    keys differ (one key in two SAs is refused)."""
+    return base if name == "t" else base[:-8] + hashlib.sha256(name.encode()).hexdigest()[:8]
+
+
 def tunnel(name: str = "t", **overrides: str | None) -> str:
     """A valid manual tunnel section; ``None`` drops a key, a string replaces it."""
     keys: dict[str, str | None] = {
@@ -72,9 +81,9 @@ def tunnel(name: str = "t", **overrides: str | None) -> str:
         "local_ts": "10.1.0.0/24",
         "remote_ts": "10.2.0.0/24",
         "spi_in": "0x1001",
-        "key_in": "0x" + KEY_IN_HEX,
+        "key_in": "0x" + own_key(KEY_IN_HEX, name),
         "spi_out": "0x2001",
-        "key_out": "0x" + KEY_OUT_HEX,
+        "key_out": "0x" + own_key(KEY_OUT_HEX, name),
     }
     keys.update(overrides)
     body = "".join(f"    {k} = {v}\n" for k, v in keys.items() if v is not None)
@@ -105,6 +114,6 @@ def line_of(text: str, needle: str) -> int:
 
 
 def assert_no_key_material(text: str) -> None:
-    for hex_key in (KEY_IN_HEX, KEY_OUT_HEX, KEY256_HEX):
+    for hex_key in (KEY_IN_HEX, KEY_OUT_HEX, KEY256_HEX, KEY256_OUT_HEX):
         for probe in (hex_key, hex_key.upper(), hex_key[:16], repr(bytes.fromhex(hex_key))[2:18]):
             assert probe not in text

@@ -10,14 +10,17 @@ import pytest
 from config_data import (
     EXAMPLE,
     KEY256_HEX,
+    KEY256_OUT_HEX,
     KEY_IN_HEX,
     KEY_OUT_HEX,
     LINE,
     SITE_B_LINE,
     assert_no_key_material,
     issues_of,
+    line_of,
     manual,
     only_issue,
+    own_key,
     tunnel,
 )
 
@@ -89,7 +92,7 @@ def test_manual_tunnel_options() -> None:
             remote_ts="0.0.0.0/0, ::/0",
             esp="AES256GCM128",
             key_in="0x" + KEY256_HEX,
-            key_out="0X" + KEY256_HEX.upper(),
+            key_out="0X" + KEY256_OUT_HEX.upper(),
             esn="enabled",
             replay_window="0",
             local_port="4501",
@@ -125,7 +128,7 @@ def test_manual_tunnel_options() -> None:
     ],
 )
 def test_esp_names_and_aliases(name: str, expected: Esp) -> None:
-    keys = {"key_in": "0x" + KEY256_HEX, "key_out": "0x" + KEY256_HEX} if "256" in name else {}
+    keys = {"key_in": "0x" + KEY256_HEX, "key_out": "0x" + KEY256_OUT_HEX} if "256" in name else {}
     (t,) = parse_config(manual(tunnel(esp=name, **keys))).manual
     assert t.esp is expected
     assert str(t.esp) == expected.value
@@ -278,3 +281,22 @@ def test_manual_tunnel_refuses_port_500(key: str) -> None:
     assert f"manual.t.{key}: port 500 carries only IKE" in str(info.value)
     (t,) = parse_config(manual(tunnel(**{key: "501"}))).manual
     assert getattr(t, key) == 501
+
+
+def test_a_key_in_two_sas_is_refused_naming_both_places() -> None:
+    """The GCM nonce is salt || sequence number, the SPI is not in it: two SAs under one key would
+    each count from 1. Two tunnels (other SPIs), and key_in == key_out (the peer's outbound SA is
+    the second one), whatever the hex digits' case."""
+    shared = own_key(KEY_OUT_HEX, "a")
+    text = manual(tunnel("a"), tunnel("b", spi_in="0x1002", spi_out="0x2002", key_out="0X" + shared.upper()))
+    issue = only_issue(text)
+    assert (issue.line, issue.key) == (line_of(text, "0X" + shared.upper()), "manual.b.key_out")
+    assert f"the same key as manual.a.key_out (tunsec.conf:{line_of(text, shared)})" in issue.message
+    assert "repeats AES-GCM nonces" in issue.message and "random key of its own" in issue.message
+    assert_no_key_material(str(issue))
+
+    text = manual(tunnel(key_out="0x" + KEY_IN_HEX))
+    issue = only_issue(text)
+    assert (issue.line, issue.key) == (line_of(text, "key_out"), "manual.t.key_out")
+    assert f"the same key as manual.t.key_in (tunsec.conf:{line_of(text, 'key_in')})" in issue.message
+    assert "the peer sends with its key_out = our key_in" in issue.message

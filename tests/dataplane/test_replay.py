@@ -7,16 +7,17 @@ the highest one, window W) predicts every verdict.
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from dataclasses import dataclass, field
 
 import pytest
-from esp_ref import B_OUTER, esp_open, esp_seal, inner, new_key, receiver, sender
+from esp_ref import B_OUTER, SEL4, esp_open, esp_seal, inner, new_key, receiver, sender, spec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tunsec.dataplane.fastpath import Dataplane, Drop, EventType
-from tunsec.dataplane.pipe import Direction, ExpireReason
+from tunsec.dataplane.pipe import Action, Direction, ExpireReason, Policy
 
 M32 = 0xFFFF_FFFF
 PKT = inner(4, b"replay")
@@ -328,3 +329,21 @@ def test_esn_overflow_at_2_64() -> None:
     assert _events(dp) == [(EventType.EXPIRE, 0x2001, Direction.OUT, True, ExpireReason.SEQ_OVERFLOW)]
     assert dp.outbound(PKT)[2] is Drop.SEQ_OVERFLOW
     assert dp.get(0x2001, Direction.OUT, B_OUTER).seq == 2**64 - 1
+
+
+def test_a_reserved_esn_sa_at_2_64_never_moves_its_counter_past_the_end() -> None:
+    """A manual SA whose reservation reaches 2^64 - 1 (its persisted limit may be that): the overflow
+    leaves the counter on the last number sent, never wrapped to 0 where the next packet would
+    take sequence number 1 (an IV used before under the key) again."""
+    key = new_key()
+    dp = Dataplane()
+    sa = dataclasses.replace(spec(0x2001, Direction.OUT, key, esn=True, window=0, seq_start=2**64 - 3),
+                             seq_limit=2**64 - 1, seq_notify=0)
+    dp.add(sa)
+    dp.spd_add(Policy(id=1, priority=10, action=Action.PROTECT, reqid=1, selector=SEL4))
+    ivs = [esp_open(key, dp.outbound(PKT)[0], esn=True, seq_hi=M32).iv for _ in range(2)]
+    assert ivs == [struct.pack("!Q", 2**64 - 2), b"\xff" * 8]
+    for _ in range(3):
+        assert dp.outbound(PKT)[:3] == (b"", None, Drop.SEQ_OVERFLOW)
+        assert dp.get(0x2001, Direction.OUT, B_OUTER).seq == 2**64 - 1
+    assert _events(dp)[-1] == (EventType.EXPIRE, 0x2001, Direction.OUT, True, ExpireReason.SEQ_OVERFLOW)

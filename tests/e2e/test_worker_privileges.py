@@ -18,12 +18,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import Side, TunnelOptions, TunsecPair
+from conftest import Side, TunnelOptions, TunsecPair, state_dir_of
 from control import status_if_ok
 from reachable import python_argv
 
 from tunsec.bench.netns import TwoHosts, wait_until
 from tunsec.conf.tunsec_section import DATAPLANE_USER, WORKER_USER
+from tunsec.statedir import MARKER, init_state_dir
 
 
 def proc_status(pid: int) -> dict[str, list[str]]:
@@ -170,7 +171,10 @@ def own_side(topo: TwoHosts, side: Side, pw: pwd.struct_passwd) -> Side:
     d.mkdir(mode=0o750)
     os.chown(d, pw.pw_uid, pw.pw_gid)
     sock = d / "tunsec.sock"
-    text = side.conf.read_text().replace(str(side.sock.parent / (side.host.ns + "-state")), str(d / "state"))
+    text = side.conf.read_text().replace(str(state_dir_of(side.host, side.sock)), str(d / "state"))
+    init_state_dir(d / "state")
+    for p in (d / "state", d / "state" / MARKER):   # pw's, as `tunsec prepare` hands them over
+        os.chown(p, pw.pw_uid, pw.pw_gid)
     side.conf.write_text(text.replace(str(side.sock), str(sock)))
     os.chown(side.conf, pw.pw_uid, pw.pw_gid)
     return Side(side.host, side.conf, side.log, sock)

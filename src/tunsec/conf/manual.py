@@ -255,9 +255,37 @@ def _check_unique_spi_in(section: Section, issues: list[ConfigIssue]) -> None:
             )
 
 
+def _check_unique_keys(section: Section, issues: list[ConfigIssue]) -> None:
+    """A key in one SA only.  The GCM nonce is salt || sequence number, the SPI is not in it: two SAs
+    under one key (two tunnels, or key_in == key_out, where the peer's outbound SA is the other)
+    each count from 1 and repeat nonces."""
+    seen: dict[bytes, tuple[Setting, str]] = {}
+    for tunnel in section.sections.values():
+        for name in ("key_in", "key_out"):
+            setting = tunnel.settings.get(name)
+            if setting is None:
+                continue
+            try:
+                key = _parse_key(setting.value).reveal()
+            except BadValue:
+                continue  # already reported by the tunnel's own validation
+            where = tunnel.key_path(name)
+            first, first_where = seen.setdefault(key, (setting, where))
+            if first is setting:
+                continue
+            peer = (" (the peer sends with its key_out = our key_in: both sides' outbound SAs would use it)"
+                    if first_where.rsplit(".", 1)[0] == where.rsplit(".", 1)[0] else "")
+            issues.append(ConfigIssue(
+                setting.file, setting.line, where,
+                f"the same key as {first_where} ({first.file}:{first.line}){peer}: one key in two SAs repeats "
+                "AES-GCM nonces; give every key_in and key_out a random key of its own "
+                "(e.g. openssl rand -hex 20, or 36 for aes256gcm16)"))
+
+
 def read_manual_section(section: Section, issues: list[ConfigIssue]) -> tuple[ManualTunnel, ...]:
     """The tunnels of ``manual { }``; broken ones are reported and left out."""
     refuse_keys(section, issues, "manual takes one section per tunnel ('<name> { ... }'), not keys")
     tunnels = [_manual_tunnel(sub, issues) for sub in section.sections.values()]
     _check_unique_spi_in(section, issues)
+    _check_unique_keys(section, issues)
     return tuple(t for t in tunnels if t is not None)

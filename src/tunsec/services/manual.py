@@ -29,8 +29,9 @@ from tunsec.dataplane.client import WorkerClient, WorkerError
 from tunsec.dataplane.pipe import Alg, Direction, Endpoint, Lifetime, Policy, SaInfo, SaSpec
 from tunsec.policy.ids import Band, IdSpace, priority
 from tunsec.policy.spd import PolicyError, protect_policies, tunnel_selectors
-from tunsec.seqstate import Expired, SeqState, StateError, fingerprint, prepare_dir
+from tunsec.seqstate import Expired, SeqState, StateError
 from tunsec.services.base import EspEndpoint, IPAddress, ReloadRefused, Route, Service, StartupError
+from tunsec.statedir import StateDir
 from tunsec.status import sa_status
 
 if TYPE_CHECKING:
@@ -106,19 +107,20 @@ def lifetime_left(sa: SaSpec, st: SeqState, now: float) -> SaSpec | str:
 
 
 def check_unique(tunnels: Sequence[ManualTunnel]) -> None:
-    """No two manual SAs share a sequence number state (SPI and key: their AES-GCM nonces would
-    collide) or how the worker names them (SPI, and the peer for outbound ones)."""
-    paths: dict[tuple[Direction, int, str], str] = {}
+    """No key in two manual SAs (their AES-GCM nonces, salt || sequence number, would collide: the SPI
+    is not part of them), and no two SAs with the same name in the worker (SPI, and the peer for
+    outbound ones)."""
+    used: dict[bytes, str] = {}
     keys: dict[SaKey, str] = {}
     for t in tunnels:
         remote = Endpoint(t.remote_addr, t.remote_port)
         for spi, direction, key in ((t.spi_in, Direction.IN, t.key_in), (t.spi_out, Direction.OUT, t.key_out)):
-            path = (direction, spi, fingerprint(key.reveal(), spi, direction))
-            if path in paths:
-                raise ReloadRefused(f"manual tunnels {paths[path]} and {t.name} use the same "
-                                    f"{direction.name.lower()} SPI {spi:08x} and key: their "
-                                    "AES-GCM nonces would collide; give each tunnel its own keys")
-            paths[path] = t.name
+            where = f"manual tunnel {t.name} ({t.file}:{t.line}) key_{direction.name.lower()}"
+            first = used.setdefault(key.reveal(), where)
+            if first != where:
+                raise ReloadRefused(f"{where} is the same key as {first}: one key in two SAs repeats AES-GCM "
+                                    "nonces (each SA, ours or the peer's, numbers its packets on its own); give "
+                                    "every key_in and key_out a random key of its own")
             k = sa_key(spi, direction, remote)
             if k in keys:
                 raise ReloadRefused(f"manual tunnel {t.name}: {direction.name.lower()} SA {spi:08x} is also "
@@ -148,6 +150,7 @@ class ManualService(Service):
         self.ids = ids
         self.plans: list[ManualPlan] = [plan(t, i, ids) for i, t in enumerate(tunnels)]
         self.state_dir = state_dir
+        self.dir: StateDir | None = None   # checked and locked while manual tunnels may use it
         self.worker = worker
         # manual SAs' persisted sequence number reservations, by SA (see sa_key)
         self.seq: dict[SaKey, SeqState] = {}
@@ -201,22 +204,37 @@ class ManualService(Service):
             with contextlib.suppress(asyncio.CancelledError):
                 await t
 
+    def close(self) -> None:
+        if self.dir is not None:
+            self.dir.close()
+            self.dir = None
+
     def _open_seq_state(self) -> None:
         """Every manual SA's persisted reservation; refuses to start on unreadable state."""
         if not self.plans:
             return
         try:
-            prepare_dir(Path(self.state_dir))
+            self._state_dir()
             self._open_states(self.plans)
         except (StateError, ReloadRefused) as err:
             raise StartupError(str(err)) from err
+
+    def _state_dir(self) -> Path:
+        """The initialised state directory, locked by this process from the first use on (StateError)."""
+        if self.dir is None:
+            self.dir = StateDir.open(Path(self.state_dir))
+            log.info("state directory %s (instance %s) locked", self.dir.path, self.dir.instance)
+        return self.dir.path
 
     def _open_states(self, plans: Sequence[ManualPlan]) -> None:
         """The persisted reservations of plans' SAs (tunnels being added) next to those already open."""
         check_unique([p.tunnel for p in self.plans])
         for p in plans:
             for sa in (p.inbound, p.outbound):
-                st = SeqState.open(Path(self.state_dir), p.tunnel.name, sa.spi, sa.direction, sa.key, sa.esn)
+                st = SeqState.open(self._state_dir(), p.tunnel.name, sa.spi, sa.direction, sa.key, sa.esn)
+                if st.taken_over:
+                    log.info("%s: %s SA %08x continues past sequence number %d, taken over from %s",
+                             p.tunnel.name, sa.direction.name.lower(), sa.spi, st.limit, ", ".join(st.taken_over))
                 key = sa_key(sa.spi, sa.direction, sa.remote)
                 self.seq[key] = st
                 self._seq_locks[key] = asyncio.Lock()
@@ -231,11 +249,9 @@ class ManualService(Service):
             check_unique(cfg.manual)
             d = diff_by_name([p.tunnel for p in self.plans], cfg.manual)
             fresh = list(d.added) + [new for _, new in d.changed]
-            if fresh:
-                prepare_dir(Path(self.state_dir))
             for t in fresh:   # read-only: a state file that is corrupt refuses the reload now
                 for spi, direction, key in ((t.spi_in, Direction.IN, t.key_in), (t.spi_out, Direction.OUT, t.key_out)):
-                    SeqState.open(Path(self.state_dir), t.name, spi, direction, key.reveal(), t.esn)
+                    SeqState.open(self._state_dir(), t.name, spi, direction, key.reveal(), t.esn)
         except (PolicyError, ReloadRefused, StateError) as err:
             return [str(err)]
         return []

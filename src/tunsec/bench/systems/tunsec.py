@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tunsec.bench.netns import Host, TwoHosts, wait_until
 from tunsec.bench.systems.base import System, Unavailable, log_tail
+from tunsec.statedir import init_state_dir
 
 SPI_A_TO_B = 0xC0020001
 SPI_B_TO_A = 0xC0010001
@@ -114,6 +115,8 @@ class Tunsec(System):
             path.write_text(manual_config(sa, self.replay_window, self.extra_tunsec))
             path.chmod(0o600)
             control_socket(sa.me).parent.mkdir(parents=True, exist_ok=True)
+            # fresh keys (manual_pair), so a new installation: `tunsec init-state`; teardown removes it
+            init_state_dir(control_socket(sa.me).parent / "state")
             self._configs.append((sa.me, path))
         for host, path in self._configs:
             self._start(topo, host, path)

@@ -1,0 +1,143 @@
+"""The state directory of manual tunnels: initialised on purpose, used by one tunsec at a time.
+
+A key's sequence state (tunsec.seqstate) is the only thing that keeps a restarted tunsec from
+sending AES-GCM nonces again under a manual key.  A missing file therefore cannot simply mean
+"a key never used": after a container is re-created with a fresh volume, on a tmpfs after a
+reboot, or in a wiped directory, every file is missing and every key would start at sequence
+number 1 again.  So the directory carries a marker (a random instance id) written only by
+``tunsec init-state``; without it manual tunnels refuse to start.  Once it is there, a key
+without a file is new.  (A directory restored from an older backup still has its marker: that
+case cannot be told apart here, and the documentation says to replace the keys.)
+
+Two instances on one directory would reserve the same numbers: the daemon holds an flock on
+the directory for as long as it runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import secrets
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from tunsec.seqstate import StateError, write_atomic
+
+MARKER = "tunsec-instance-id"
+MARKER_PREFIX = "tunsec state directory v1 "
+INIT_COMMAND = "tunsec init-state -c CONFIG"
+
+
+def _fix(path: Path) -> str:
+    return (f"For a new installation (keys never used before), initialise it once: {INIT_COMMAND} "
+            f"(it creates {path} and its marker). If this tunsec ran before and its state was lost "
+            "(a re-created container or volume, a wiped or re-created directory, a tmpfs after a reboot), "
+            "first generate new keys for every manual tunnel on both peers (key_in, key_out): the old "
+            "keys' used sequence numbers (AES-GCM nonces) are unknown")
+
+
+def read_marker(path: Path) -> str:
+    """The instance id of an initialised state directory; StateError names what is missing and the fix."""
+    what = f"cannot start manual tunnels: the state directory {path} (tunsec {{ state_dir }})"
+    try:
+        is_dir = stat.S_ISDIR(path.stat().st_mode)
+    except FileNotFoundError:
+        raise StateError(f"{what} does not exist. {_fix(path)}") from None
+    except OSError as err:
+        raise StateError(f"{what} cannot be used: {err.strerror or err}") from err
+    if not is_dir:
+        raise StateError(f"{what} is not a directory")
+    try:
+        text = (path / MARKER).read_text("ascii")
+    except FileNotFoundError:
+        old = sorted(p.name for p in path.glob("manual-*.json"))
+        upgrade = (f" It holds {len(old)} sequence state file(s) of a tunsec without this marker: if it is "
+                   f"the directory these keys have used all along (an upgrade), {INIT_COMMAND} adopts them."
+                   if old else "")
+        raise StateError(f"{what} was never initialised: its marker {path / MARKER} is missing.{upgrade} "
+                         f"{_fix(path)}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        why = err.strerror if isinstance(err, OSError) else "not ASCII"
+        raise StateError(f"{what}: cannot read its marker {path / MARKER}: {why}") from err
+    instance = text.strip().removeprefix(MARKER_PREFIX.strip()).strip()
+    if not text.startswith(MARKER_PREFIX) or len(instance) != 32 or not all(c in "0123456789abcdef" for c in instance):
+        raise StateError(f"{what}: its marker {path / MARKER} is not one tunsec init-state wrote (corrupt?). "
+                         f"{_fix(path)}")
+    return instance
+
+
+@dataclass
+class StateDir:
+    """An initialised state directory, locked for this process until close()."""
+
+    path: Path
+    instance: str
+    fd: int
+
+    @classmethod
+    def open(cls, path: Path) -> StateDir:
+        """Check the marker, take the lock and prove the directory writable (StateError says how to fix it)."""
+        instance = read_marker(path)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as err:
+            raise StateError(f"cannot open the state directory {path}: {err.strerror or err}") from err
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StateError(
+                f"cannot start manual tunnels: another tunsec uses the state directory {path} (it holds its "
+                "lock). Two instances on one state directory would reserve the same sequence numbers: stop "
+                "the other one, or give this one its own state_dir and its own keys") from None
+        except OSError as err:
+            os.close(fd)
+            raise StateError(f"cannot lock the state directory {path}: {err.strerror or err}") from err
+        try:
+            _probe(path)
+        except StateError:
+            os.close(fd)
+            raise
+        return cls(path, instance, fd)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)   # releases the lock
+            self.fd = -1
+
+
+def _probe(path: Path) -> None:
+    try:
+        write_atomic(path / ".probe", b"")
+        (path / ".probe").unlink()
+    except OSError as err:
+        raise StateError(
+            f"cannot use the state directory {path} for manual tunnels' sequence numbers: "
+            f"{err.strerror or err}. Make it writable by the user tunsec runs as") from err
+
+
+@dataclass(frozen=True)
+class Initialised:
+    instance: str
+    new: bool        # False: it was initialised before (nothing changed)
+    adopted: int     # sequence state files already there (an upgrade)
+
+
+def init_state_dir(path: Path) -> Initialised:
+    """Create path (0700) if needed and write its marker unless it has one (OSError, StateError)."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(StateError):
+        return Initialised(read_marker(path), False, 0)
+    if (path / MARKER).exists():   # there but unreadable or corrupt: not overwritten blindly
+        raise StateError(f"{path / MARKER} exists but is not a marker tunsec init-state wrote (or cannot be "
+                         "read); it is left as it is. If the state in this directory is in doubt, replace "
+                         "every manual key on both peers, remove that file and run tunsec init-state again")
+    instance = secrets.token_hex(16)
+    write_atomic(path / MARKER, (MARKER_PREFIX + instance + "\n").encode())
+    st = path.stat()
+    if os.geteuid() == 0 and (st.st_uid, st.st_gid) != (0, 0):
+        # root initialising a directory `tunsec prepare` gave to the user tunsec runs as
+        os.chown(path / MARKER, st.st_uid, st.st_gid)
+    return Initialised(instance, True, len(list(path.glob("manual-*.json"))))

@@ -1,0 +1,152 @@
+"""Manual keys' state directory: initialised on purpose (``tunsec init-state``), refused when lost,
+locked by one tunsec at a time; the real ManualService with the worker's logic and C fast path
+in-process (test_reload_manual's Harness), and ``tunsec up`` / ``tunsec init-state`` themselves."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_reload_manual import Harness, conf, derived, sa_pair, tunnel
+
+from tunsec.dataplane import pipe
+from tunsec.seqstate import StateError, state_file
+from tunsec.services.base import StartupError
+from tunsec.statedir import MARKER, StateDir, init_state_dir, read_marker
+
+
+def tunsec(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "tunsec", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_init_state_marks_the_directory_once_and_then_changes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "t.conf"
+    path.write_text(conf(tmp_path, tunnel("a", 1)))
+    r = tunsec("init-state", "-c", str(path))
+    assert r.returncode == 0, r.stderr
+    instance = read_marker(tmp_path / "state")
+    assert f"{tmp_path / 'state'}: initialised (instance {instance})" in r.stdout
+    assert stat.S_IMODE((tmp_path / "state").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "state" / MARKER).stat().st_mode) == 0o600
+    again = tunsec("init-state", "-c", str(path))
+    assert again.returncode == 0 and f"already initialised (instance {instance}); nothing changed" in again.stdout
+    assert read_marker(tmp_path / "state") == instance
+
+
+@pytest.mark.parametrize("lost", ["removed", "emptied", "marker corrupt"])
+def test_manual_tunnels_refuse_to_start_in_a_lost_state_dir_saying_what_to_do(tmp_path: Path, lost: str) -> None:
+    """After a run (state written), the directory is lost: missing, re-created empty (a fresh volume),
+    or its marker damaged. Starting must fail naming the path, what is missing, and both fixes,
+    and install nothing (every key would otherwise start at sequence number 1 again)."""
+    async def body() -> None:
+        h = Harness(tmp_path, conf(tmp_path, tunnel("a", 1)))
+        await h.start()
+        h.stop()
+        state = tmp_path / "state"
+        shutil.rmtree(state)
+        if lost == "emptied":
+            state.mkdir(mode=0o700)
+        elif lost == "marker corrupt":
+            init_state_dir(state)
+            (state / MARKER).write_text("something else\n")
+        # a new process on the lost directory: no init-state this time
+        again = Harness(tmp_path, conf(tmp_path, tunnel("a", 1)), init=False)
+        with pytest.raises(StartupError) as err:
+            await again.start()
+        text = str(err.value)
+        assert text.startswith(f"cannot start manual tunnels: the state directory {state} (tunsec {{ state_dir }})")
+        assert {"removed": "does not exist", "emptied": f"its marker {state / MARKER} is missing",
+                "marker corrupt": "is not one tunsec init-state wrote"}[lost] in text
+        assert "tunsec init-state -c CONFIG" in text and "generate new keys for every manual tunnel" in text
+        assert again.sas() == set() and not again.worker.log
+    asyncio.run(body())
+
+
+def test_tunsec_up_refuses_a_lost_state_dir_before_setting_anything_up(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("tunsec up needs root")
+    path = tmp_path / "t.conf"
+    path.write_text(conf(tmp_path, tunnel("a", 1)).replace("tunsec {", "tunsec { tun = tsstd0\n"))
+    r = tunsec("up", "-c", str(path))
+    assert r.returncode == 1
+    assert f"cannot start manual tunnels: the state directory {tmp_path / 'state'}" in r.stderr, r.stderr
+    assert "does not exist" in r.stderr and "tunsec init-state" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "state").exists()   # not created behind the operator's back
+    assert subprocess.run(["ip", "link", "show", "tsstd0"], capture_output=True).returncode != 0
+
+
+def test_an_unmarked_directory_with_older_state_files_says_init_state_adopts_them(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "manual-out-c0020001-0123456789abcdef.json").write_text("{}")
+    with pytest.raises(StateError, match=r"holds 1 sequence state file\(s\) of a tunsec without this marker.*"
+                                         r"an upgrade\), tunsec init-state -c CONFIG adopts them"):
+        StateDir.open(state)
+    done = init_state_dir(state)
+    assert done.new and done.adopted == 1
+    StateDir.open(state).close()
+
+
+def test_a_new_key_in_an_initialised_directory_starts_and_its_file_is_written_before_use(tmp_path: Path) -> None:
+    """Once initialised, a key without a file is a new key: it starts at 0, and its file (with the
+    reservation) is on disk before the worker gets the SA."""
+    async def body() -> None:
+        h = Harness(tmp_path, conf(tmp_path, tunnel("a", 1)))
+        on_disk: dict[int, int] = {}
+
+        def seen(m: pipe.Message) -> None:
+            if isinstance(m, pipe.Update | pipe.Add):
+                f = state_file(tmp_path / "state", m.sa.key)
+                on_disk[m.sa.spi] = json.loads(f.read_text())["limit"] if f.exists() else -1
+
+        h.worker.hold = lambda m: seen(m)   # type: ignore[func-returns-value]
+        await h.start()
+        assert h.sas() == sa_pair(1)
+        out = h.adds(0xC0020001)[-1].sa
+        assert out.seq_start == 0 and out.key == bytes.fromhex(derived("0x0102030405060708090a0b0c0d0e0f1011121314",
+                                                                       1, "out")[2:])
+        assert on_disk[0xC0020001] == out.seq_limit > 0   # persisted before the ADD
+        assert on_disk[0xC0010001] > 0
+    asyncio.run(body())
+
+
+def test_a_second_instance_on_the_same_state_dir_is_refused(tmp_path: Path) -> None:
+    """Two processes on one directory would hand out the same sequence numbers: the second one is
+    refused (in-process, and a real ``tunsec up``) while the first runs, and starts once it ended."""
+    async def body() -> None:
+        first = Harness(tmp_path, conf(tmp_path, tunnel("a", 1)))
+        await first.start()
+        second = Harness(tmp_path, conf(tmp_path, tunnel("a", 1)))
+        with pytest.raises(StartupError, match=f"another tunsec uses the state directory {tmp_path / 'state'}"):
+            await second.start()
+        assert not second.worker.log
+        if os.geteuid() == 0:
+            other = tmp_path / "other.conf"
+            other.write_text(conf(tmp_path, tunnel("a", 1)).replace("tunsec {", "tunsec { tun = tsstd1\n"))
+            r = tunsec("up", "-c", str(other))
+            assert r.returncode == 1 and "another tunsec uses the state directory" in r.stderr, r.stderr
+            assert "Traceback" not in r.stderr
+        first.stop()
+        await second.start()
+        assert second.sas() == sa_pair(1)
+        assert second.adds(0xC0020001)[-1].sa.seq_start >= first.adds(0xC0020001)[-1].sa.seq_limit
+    asyncio.run(body())
+
+
+def test_init_state_does_not_overwrite_a_damaged_marker(tmp_path: Path) -> None:
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / MARKER).write_text("something else\n")
+    path = tmp_path / "t.conf"
+    path.write_text(conf(tmp_path, tunnel("a", 1)))
+    r = tunsec("init-state", "-c", str(path))
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert f"{tmp_path / 'state' / MARKER} exists but is not a marker tunsec init-state wrote" in r.stderr
+    assert "replace every manual key" in r.stderr
+    assert (tmp_path / "state" / MARKER).read_text() == "something else\n"
