@@ -107,6 +107,20 @@ def test_a_peer_its_connection_names_overlaps_its_own_claims_whatever_their_sele
     assert [c.handle for c, _ in claims.overlaps(B, (T("10.2.1.7"),), LAN, named=True)] == [2]
 
 
+def test_an_unproven_identity_shares_nothing_a_named_connection_gives_as_written() -> None:
+    """A connection naming alice (eap-radius, no eap_id) gives its selectors as written; a client
+    whose RADIUS server proved no user bears the name alice unproven: not the primary-and-backup
+    case, so alice's selectors are another peer's to it, and its own are another's to alice."""
+    alice = Identity.parse("alice")
+    mallory = alice.unproven()
+    claims = TsClaims()
+    claims.add(1, "alice", alice, (T("10.2.1.0/24"),), LAN, named=True, by_name=True)
+    assert [c.handle for c, _ in claims.overlaps(mallory, (T("10.2.1.0/24"),), LAN, named=True, by_name=True)] == [1]
+    claims.remove(1)
+    claims.add(2, "alice", mallory, (T("10.2.1.0/24"),), LAN, named=True, by_name=True)
+    assert [c.handle for c, _ in claims.overlaps(alice, (T("10.2.1.0/24"),), LAN, named=True, by_name=True)] == [2]
+
+
 def test_an_overlap_needs_the_local_selectors_to_meet_as_well() -> None:
     """A holds 192.168.1.0/24 toward 10.1.1.0/24 and 10.1.9.0/24: B with the same remote subnet
     toward a local subnet of neither is no overlap (the SPD tells them apart by the local side);

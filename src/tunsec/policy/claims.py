@@ -104,6 +104,7 @@ class TsClaims:
             named: bool = False, by_name: bool | None = None) -> None:
         """Child SA ``handle`` holds remote ``selectors`` toward ``local`` ones (``by_name``: None is ``named``)."""
         mine = tuple(local)
+        named, by_name = _as_named(peer, named, by_name)
         known = named if by_name is None else by_name
         entries = [(int(t.start), int(t.end), Claim(handle, conn, peer, t, mine, named, known))
                    for t in selectors if not t.dynamic]
@@ -165,6 +166,7 @@ class TsClaims:
         is the peer's own, whichever selectors each child was given (a spoke's second child that
         chose from a wide remote_ts beside a first one given as written)."""
         found: list[tuple[Claim, Ts]] = []
+        named, by_name = _as_named(peer, named, by_name)
         by_name = named if by_name is None else by_name
         for want in selectors:
             fam = want.version
@@ -180,6 +182,14 @@ class TsClaims:
                 if common is not None and _meet(claim.local, local):
                     found.append((claim, common))
         return found
+
+
+def _as_named(peer: object, named: bool, by_name: bool | None) -> tuple[bool, bool | None]:
+    """An unproven identity (an eap-radius client whose RADIUS server proved no user: its ``tag``)
+    shares nothing as a named peer would, whatever its connection names: it only bears the name."""
+    if getattr(peer, "tag", 0):
+        return False, False
+    return named, by_name
 
 
 def _meet(held: Sequence[Ts], wanted: Sequence[Ts]) -> bool:
