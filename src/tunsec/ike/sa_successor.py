@@ -153,6 +153,8 @@ def redundant_sa(self: IkeSa, rekey: IkeRekey) -> IkeSa:
     DELETE.  It goes quietly, like a rekeyed IKE SA (the endpoint finds it as the
     successor's successor, so that its SPI is routed)."""
     sa = self._rekeyed_sa(rekey)
+    # counted in this lineage even when its first rekey is the collision (no line yet)
+    self._undeleted = self._undeleted or Undeleted()
     sa._undeleted = self._undeleted
     sa._linger(sa)
     if rekey.we_initiated:
