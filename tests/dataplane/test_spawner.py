@@ -87,6 +87,31 @@ def test_control_side_drops_malformed_spawner_messages() -> None:
     assert asyncio.run(run()) == (7, -9)
 
 
+def test_a_worker_that_dies_at_start_is_seen_to_exit() -> None:
+    """``pid`` and ``exit`` read back to back (a worker crashing at start): the exit reaches the worker
+    spawn() returns, so its watcher restarts it and stop() does not wait forever."""
+    async def run() -> tuple[int | None, dict[int, spawner.SpawnedWorker]]:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours.setblocking(False)
+        sp = spawner.Spawner(cast(Any, _Proc()), ours)
+        asyncio.get_running_loop().add_reader(ours.fileno(), sp._readable)
+        sp._message(b"ready")
+        theirs.send(b"pid 4242")
+        theirs.send(b"exit 4242 1")
+        r, w = os.pipe()
+        try:
+            worker = await sp.spawn(w)
+            assert worker.pid == 4242
+            code = await asyncio.wait_for(worker.wait(), 10)
+        finally:
+            sp._gone()
+            theirs.close()
+            os.close(r)
+            os.close(w)
+        return code, sp._workers
+    assert asyncio.run(run()) == (1, {})
+
+
 SPAWNER = """import asyncio, json, pwd, sys
 from pathlib import Path
 from tunsec.dataplane import spawner
