@@ -19,6 +19,7 @@ from reachable import python_argv
 
 from tunsec import privilege
 from tunsec.conf.tunsec_section import DATAPLANE_USER
+from tunsec.dataplane import client as client_mod
 from tunsec.dataplane import spawner
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="changes user")
@@ -110,6 +111,29 @@ def test_a_worker_that_dies_at_start_is_seen_to_exit() -> None:
             os.close(w)
         return code, sp._workers
     assert asyncio.run(run()) == (1, {})
+
+
+def test_stop_gives_up_on_a_killed_worker_whose_exit_never_comes(monkeypatch: pytest.MonkeyPatch,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """A spawner that never reports the exit (stuck, or it lost it): stop() kills, waits KILL_WAIT, says
+    so and returns instead of hanging the shutdown."""
+    monkeypatch.setattr(client_mod, "KILL_WAIT", 0.05)
+
+    async def run() -> tuple[int | None, bytes]:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        sp = spawner.Spawner(cast(Any, _Proc()), ours)
+        sp._message(b"ready")
+        wc = client_mod.WorkerClient(lambda msg: None)
+        wc.proc = spawner.SpawnedWorker(4243, sp)
+        sp._workers[4243] = wc.proc
+        try:
+            code = await wc.stop(timeout=0.05)
+            return code, theirs.recv(spawner.MAX_MESSAGE)
+        finally:
+            ours.close()
+            theirs.close()
+    assert asyncio.run(run()) == (None, b"kill 4243")
+    assert "worker 4243: no exit reported" in caplog.text
 
 
 SPAWNER = """import asyncio, json, pwd, sys
