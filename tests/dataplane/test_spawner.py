@@ -19,6 +19,7 @@ from reachable import python_argv
 
 from tunsec import privilege
 from tunsec.conf.tunsec_section import DATAPLANE_USER
+from tunsec.dataplane import client as client_mod
 from tunsec.dataplane import spawner
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="changes user")
@@ -85,6 +86,54 @@ def test_control_side_drops_malformed_spawner_messages() -> None:
         theirs.close()
         return sp.malformed, await asyncio.wait_for(worker.wait(), 1)
     assert asyncio.run(run()) == (7, -9)
+
+
+def test_a_worker_that_dies_at_start_is_seen_to_exit() -> None:
+    """``pid`` and ``exit`` read back to back (a worker crashing at start): the exit reaches the worker
+    spawn() returns, so its watcher restarts it and stop() does not wait forever."""
+    async def run() -> tuple[int | None, dict[int, spawner.SpawnedWorker]]:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours.setblocking(False)
+        sp = spawner.Spawner(cast(Any, _Proc()), ours)
+        asyncio.get_running_loop().add_reader(ours.fileno(), sp._readable)
+        sp._message(b"ready")
+        theirs.send(b"pid 4242")
+        theirs.send(b"exit 4242 1")
+        r, w = os.pipe()
+        try:
+            worker = await sp.spawn(w)
+            assert worker.pid == 4242
+            code = await asyncio.wait_for(worker.wait(), 10)
+        finally:
+            sp._gone()
+            theirs.close()
+            os.close(r)
+            os.close(w)
+        return code, sp._workers
+    assert asyncio.run(run()) == (1, {})
+
+
+def test_stop_gives_up_on_a_killed_worker_whose_exit_never_comes(monkeypatch: pytest.MonkeyPatch,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """A spawner that never reports the exit (stuck, or it lost it): stop() kills, waits KILL_WAIT, says
+    so and returns instead of hanging the shutdown."""
+    monkeypatch.setattr(client_mod, "KILL_WAIT", 0.05)
+
+    async def run() -> tuple[int | None, bytes]:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        sp = spawner.Spawner(cast(Any, _Proc()), ours)
+        sp._message(b"ready")
+        wc = client_mod.WorkerClient(lambda msg: None)
+        wc.proc = spawner.SpawnedWorker(4243, sp)
+        sp._workers[4243] = wc.proc
+        try:
+            code = await wc.stop(timeout=0.05)
+            return code, theirs.recv(spawner.MAX_MESSAGE)
+        finally:
+            ours.close()
+            theirs.close()
+    assert asyncio.run(run()) == (None, b"kill 4243")
+    assert "worker 4243: no exit reported" in caplog.text
 
 
 SPAWNER = """import asyncio, json, pwd, sys

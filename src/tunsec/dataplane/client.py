@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("tunsec.pipe")
 
 REQUEST_TIMEOUT = 10.0
+KILL_WAIT = 5.0   # how long stop() waits for a killed worker's exit before it gives up on it
 SEND_QUEUE_MAX = 65536   # requests held in a turn or waiting for room in the pipe (a burst sends thousands)
 READ_BATCH = 64          # datagrams read from the pipe before their answers, then their events, are handled
 REQ_ID_MAX = 0xFFFFFFFF  # the pipe header's request id is 32 bits; 0 is for events
@@ -420,4 +421,11 @@ class WorkerClient:
         except TimeoutError:
             log.warning("worker %d did not exit; killing it", self.proc.pid)
             self.proc.kill()
-            return await self.proc.wait()
+        try:
+            # bounded too: a spawned worker's end is only what the spawner reports, and a spawner
+            # that is stuck or lost the exit must not hang the shutdown
+            return await asyncio.wait_for(self.proc.wait(), KILL_WAIT)
+        except TimeoutError:
+            log.error("worker %d: no exit reported %.0f s after it was killed; not waiting for it any longer",
+                      self.proc.pid, KILL_WAIT)
+            return None

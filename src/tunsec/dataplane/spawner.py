@@ -139,7 +139,7 @@ class Spawner:
     def __init__(self, proc: asyncio.subprocess.Process, sock: socket.socket) -> None:
         self.proc = proc
         self._sock: socket.socket | None = sock
-        self._pid_wait: asyncio.Future[int] | None = None
+        self._pid_wait: asyncio.Future[SpawnedWorker] | None = None
         self._ready: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
         self._workers: dict[int, SpawnedWorker] = {}
         self.malformed = 0
@@ -179,14 +179,11 @@ class Spawner:
         self._pid_wait = asyncio.get_running_loop().create_future()
         try:
             self.send(b"spawn", [pipe_fd])
-            pid = await asyncio.wait_for(self._pid_wait, timeout)
+            return await asyncio.wait_for(self._pid_wait, timeout)
         except TimeoutError:
             raise OSError("the worker spawner did not answer") from None
         finally:
             self._pid_wait = None
-        worker = SpawnedWorker(pid, self)
-        self._workers[pid] = worker
-        return worker
 
     def _readable(self) -> None:
         assert self._sock is not None
@@ -216,7 +213,11 @@ class Spawner:
             if words[0] == b"pid" and len(words) == 2:
                 pid = int(words[1])
                 if self._pid_wait is not None and not self._pid_wait.done():
-                    self._pid_wait.set_result(pid)
+                    # registered here, not when spawn() resumes: its ``exit`` may be read first
+                    # (a worker dying at start), and an exit for no known pid is dropped
+                    started = SpawnedWorker(pid, self)
+                    self._workers[pid] = started
+                    self._pid_wait.set_result(started)
                 return
             if words[0] == b"error" and len(words) >= 2:
                 if self._pid_wait is not None and not self._pid_wait.done():
