@@ -88,9 +88,10 @@ typedef struct ts_sad {
     ts_sa **buckets;
     size_t nbuckets;                   /* power of two */
     size_t count;
-    /* the outbound SAs' bucket hash key, random per context: peers choose our outbound SPIs, and
-     * with a fixed hash they could chain all of theirs in one bucket, which every inbound packet
-     * (junk with an unknown SPI included) and control call hashing there would walk */
+    /* the outbound SAs' bucket hash key, random per context, over (SPI, peer address, port): peers
+     * choose our outbound SPIs and their own ports, and with a fixed hash, or one of the SPI alone,
+     * they could chain all of theirs in one bucket, which every inbound packet (junk with an
+     * unknown SPI included) and control call hashing there would walk */
     uint64_t key[2];
     /* OUT SAs with a reqid, hashed by it: a new policy finds its SA (spd.c newest_out)
      * without a pass over every SA, which made a thousand clients' set-up O(N^2) */
@@ -346,24 +347,6 @@ static inline void ts_sip_round(uint64_t v[4]) {
     v[2] += v[1]; v[1] = TS_SIP_ROTL(v[1], 17); v[1] ^= v[2]; v[2] = TS_SIP_ROTL(v[2], 32);
 }
 
-/* ts_siphash(key, the 8 little-endian bytes of m, 8, 1, 3) unrolled: the SAD's bucket hash of
- * outbound SAs */
-static inline uint64_t ts_siphash13_u64(const uint64_t key[2], uint64_t m) {
-    uint64_t v[4] = {key[0] ^ 0x736f6d6570736575ull, key[1] ^ 0x646f72616e646f6dull,
-                     key[0] ^ 0x6c7967656e657261ull, key[1] ^ 0x7465646279746573ull};
-    const uint64_t last = 8ull << 56;   /* no tail bytes, the length in the top byte */
-    v[3] ^= m;
-    ts_sip_round(v);
-    v[0] ^= m;
-    v[3] ^= last;
-    ts_sip_round(v);
-    v[0] ^= last;
-    v[2] ^= 0xff;
-    ts_sip_round(v);
-    ts_sip_round(v);
-    ts_sip_round(v);
-    return v[0] ^ v[1] ^ v[2] ^ v[3];
-}
 void ts_drop(ts_dp *dp, int reason);
 int ts_outbound_locked(ts_dp *dp, ts_flow_cache *cache, const uint8_t *pkt, size_t len, uint8_t *out,
                        size_t outcap, ts_sa **sa_out, int *drop, size_t *icmp_len);

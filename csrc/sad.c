@@ -1,4 +1,4 @@
-/* The SAD: SAs hashed by (SPI, direction).  Inbound SPIs are allocated here
+/* The SAD: inbound SAs hashed by SPI, outbound ones by (SPI, peer).  Inbound SPIs are allocated here
  * (GETSPI) so that they are unique among live and larval SAs.  Outbound SPIs
  * are chosen by the peers, so two peers may pick the same one: an outbound SA
  * is known by (SPI, remote address, remote port), never by its SPI alone. */
@@ -12,19 +12,30 @@
 
 /* Inbound SPIs are ours (GETSPI draws them at random; manual ones the admin configured): a fixed
  * mix spreads them, at no cost to the packet path, which hashes (SPI, IN) once per datagram.
- * Outbound SPIs are the peers' choice: keyed, so that none can chain its SAs together, in the
- * buckets inbound lookups (junk with unknown SPIs included) and control calls walk.  SipHash-1-3
+ * Outbound SPIs are the peers' choice, and an outbound SA is (SPI, remote address, remote port):
+ * hashed by all of it, keyed, so that no peer can chain SAs together in the buckets that inbound
+ * lookups (junk with unknown SPIs included) and control calls walk.  The SPI alone would not do:
+ * one host choosing one SPI from many source ports made one chain of all its SAs.  SipHash-1-3
  * (as CPython's and Rust's hash tables use against hash flooding) rather than a keyed
  * multiply-shift: that one is universal for inputs chosen blind, but one collision an attacker
  * learns (by timing) hands him more along its arithmetic progression.  Only control calls hash
  * an OUT SA, so its few ns never reach the packet path. */
-static size_t slot(const ts_sad *s, uint32_t spi, uint8_t dir) {
+static size_t slot(const ts_sad *s, uint32_t spi, uint8_t dir, const ts_addr *remote) {
     uint64_t h;
     if (dir == TS_DIR_IN) {
         uint32_t m = spi * 2654435761u;
         h = m ^ (m >> 16);
     } else {
-        h = ts_siphash13_u64(s->key, (uint64_t)dir << 32 | spi);
+        /* only the address bytes its family uses: callers need not zero the rest */
+        uint8_t b[24];
+        size_t alen = remote->family == 4 ? 4 : 16;
+        b[0] = dir;
+        b[1] = remote->family;
+        b[2] = (uint8_t)(remote->port >> 8);
+        b[3] = (uint8_t)remote->port;
+        memcpy(b + 4, &spi, 4);
+        memcpy(b + 8, remote->addr, alen);
+        h = ts_siphash(s->key, b, 8 + alen, 1, 3);
     }
     return (size_t)h & (s->nbuckets - 1);
 }
@@ -130,14 +141,16 @@ static bool is_sa(const ts_sa *sa, uint32_t spi, uint8_t dir, const ts_addr *rem
 }
 
 ts_sa *ts_sad_find(const ts_sad *s, uint32_t spi, uint8_t dir) {
-    for (ts_sa *sa = s->buckets[slot(s, spi, dir)]; sa; sa = sa->next)
+    if (dir != TS_DIR_IN)
+        return NULL;   /* an OUT SA hashes by its peer too: ts_sad_find_sa */
+    for (ts_sa *sa = s->buckets[slot(s, spi, dir, NULL)]; sa; sa = sa->next)
         if (sa->spi == spi && sa->dir == dir)
             return sa;
     return NULL;
 }
 
 ts_sa *ts_sad_find_sa(const ts_sad *s, uint32_t spi, uint8_t dir, const ts_addr *remote) {
-    for (ts_sa *sa = s->buckets[slot(s, spi, dir)]; sa; sa = sa->next)
+    for (ts_sa *sa = s->buckets[slot(s, spi, dir, remote)]; sa; sa = sa->next)
         if (is_sa(sa, spi, dir, remote))
             return sa;
     return NULL;
@@ -156,7 +169,7 @@ static void grow(ts_sad *s) {
         ts_sa *sa = old[i];
         while (sa) {
             ts_sa *n = sa->next;
-            size_t k = slot(s, sa->spi, sa->dir);
+            size_t k = slot(s, sa->spi, sa->dir, &sa->remote);
             sa->next = b[k];
             b[k] = sa;
             sa = n;
@@ -165,12 +178,29 @@ static void grow(ts_sad *s) {
     free(old);
 }
 
+/* Move an SA between hash chains (its OUT slot follows its peer), nothing else: the SA, its
+ * count and its reqid entry stay; the caller holds the write lock, so no loop thread walks a
+ * chain meanwhile, and SPD entries keep pointing at the same SA. */
+static void bucket_unlink(ts_sad *s, ts_sa *sa) {
+    for (ts_sa **pp = &s->buckets[slot(s, sa->spi, sa->dir, &sa->remote)]; *pp; pp = &(*pp)->next) {
+        if (*pp == sa) {
+            *pp = sa->next;
+            sa->next = NULL;
+            return;
+        }
+    }
+}
+
+static void bucket_link(ts_sad *s, ts_sa *sa) {
+    size_t k = slot(s, sa->spi, sa->dir, &sa->remote);
+    sa->next = s->buckets[k];
+    s->buckets[k] = sa;
+}
+
 static void insert(ts_sad *s, ts_sa *sa) {
     if (s->count >= s->nbuckets * 2)
         grow(s);
-    size_t k = slot(s, sa->spi, sa->dir);
-    sa->next = s->buckets[k];
-    s->buckets[k] = sa;
+    bucket_link(s, sa);
     s->count++;
     if (in_reqid_index(sa)) {   /* reqid and direction never change once inserted */
         size_t r = reqid_slot(sa->reqid);
@@ -180,7 +210,7 @@ static void insert(ts_sad *s, ts_sa *sa) {
 }
 
 static ts_sa *unlink_sa(ts_sad *s, uint32_t spi, uint8_t dir, const ts_addr *remote) {
-    ts_sa **pp = &s->buckets[slot(s, spi, dir)];
+    ts_sa **pp = &s->buckets[slot(s, spi, dir, remote)];
     for (; *pp; pp = &(*pp)->next) {
         if (is_sa(*pp, spi, dir, remote)) {
             ts_sa *sa = *pp;
@@ -410,10 +440,11 @@ int ts_sad_delete(ts_dp *dp, uint32_t spi, uint8_t dir, const ts_addr *remote) {
 }
 
 /* Move a mature SA to a new peer endpoint (NAT rebinding, MOBIKE) without
- * re-keying.  The hash slot depends on (SPI, dir) only, so the SA stays in
- * its chain; the write lock makes the change of remote and of the prebuilt
- * sendmmsg destination atomic for the loop threads, which read both under
- * the read lock.  An OUT SA is named by its old peer; moving it onto a peer
+ * re-keying.  An IN SA's slot depends on its SPI only; an OUT SA's on its
+ * peer too, so it moves to its new peer's chain, the same SA (pointer) that
+ * policies bind.  The write lock makes the move, the change of remote and of
+ * the prebuilt sendmmsg destination atomic for the loop threads, which read
+ * them all under the read lock.  An OUT SA is named by its old peer; moving it onto a peer
  * that already has an SA with the same SPI would make two SAs one (EEXIST).
  * IN: remote NULL; its stored peer (NAT-T source checks) moves too.
  * new_local (NULL: ours stays) moves our end as well (MOBIKE: the peer now
@@ -439,10 +470,15 @@ int ts_sad_migrate(ts_dp *dp, uint32_t spi, uint8_t dir, const ts_addr *remote, 
              ts_sad_find_sa(&dp->sad, spi, dir, new_remote))
         rc = TS_EEXIST;
     if (rc == TS_OK) {
+        bool moves = dir == TS_DIR_OUT && !same_peer(&sa->remote, new_remote);
+        if (moves)
+            bucket_unlink(&dp->sad, sa);
         sa->remote = *new_remote;
         if (new_local)
             sa->local = *new_local;
         build_peer(sa);
+        if (moves)
+            bucket_link(&dp->sad, sa);
     }
     pthread_rwlock_unlock(&dp->lock);
     return rc;
@@ -552,8 +588,8 @@ size_t ts_sad_list(ts_dp *dp, ts_sa_info *out, size_t max) {
 }
 
 int ts_sad_reserve(ts_dp *dp, uint32_t spi, uint8_t dir, const ts_addr *remote, uint64_t limit, uint64_t notify) {
-    if (dir > TS_DIR_OUT || limit == 0)
-        return TS_EINVAL;
+    if (dir > TS_DIR_OUT || limit == 0 || (dir == TS_DIR_OUT && !sa_id_valid(dir, remote)))
+        return TS_EINVAL;   /* an OUT SA is found by (SPI, peer): none, nothing to hash */
     int rc = TS_OK;
     /* the loop reads the limit atomically: the read lock keeps the SA alive */
     pthread_rwlock_rdlock(&dp->lock);

@@ -10,7 +10,7 @@
  * sockets.  Exits non-zero on any failure.
  *
  * One file per unit under test: test_esp.c, test_replay.c, test_seq.c
- * (sequence numbers), test_sad.c (SAD/SPD API, events), test_sad_hash.c (the SPI hash's key), test_dead_sa.c (SAs at a
+ * (sequence numbers), test_sad.c (SAD/SPD API, events), test_sad_hash.c (the keyed hash of outbound SAs), test_dead_sa.c (SAs at a
  * hard byte/packet limit, removed and freed), test_icmp.c, test_icmp_quote.c (ICMP errors
  * checked by the packet they quote),
  * test_ike_port.c (the NAT-T port's IKE/ESP split), test_ike_queue.c (IKE after the marker, each
@@ -55,6 +55,8 @@ int main(int argc, char **argv) {
     test_icmp_quote();
     test_key_wipe();
     test_sad_chain_keyed();
+    test_sad_chain_peer();
+    test_sad_migrate_rehash();
     test_fuzz(iterations);
     test_segment_64k();
     test_offload_fuzz(iterations / 10);

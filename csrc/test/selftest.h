@@ -143,6 +143,8 @@ void test_icmp_limits(void);
 void test_icmp_quote(void);              /* test_icmp_quote.c */
 void test_key_wipe(void);               /* test_sad.c */
 void test_sad_chain_keyed(void);        /* test_sad_hash.c */
+void test_sad_chain_peer(void);         /* test_sad_hash.c */
+void test_sad_migrate_rehash(void);     /* test_sad_hash.c */
 void test_fuzz(long iterations);        /* test_fuzz.c */
 void test_segment_64k(void);            /* test_offload.c */
 void test_offload_fuzz(long iterations);

@@ -28,14 +28,6 @@ static uint32_t flood_spi(uint32_t x) {
 }
 
 void test_sad_chain_keyed(void) {
-    /* the unrolled SipHash-1-3 of one word is the general one's (whose 2-4 has the paper's vector) */
-    for (int i = 0; i < 100; i++) {
-        uint64_t k[2] = {rnd(), rnd()}, m = rnd();
-        uint8_t le[8];
-        for (int b = 0; b < 8; b++)
-            le[b] = (uint8_t)(m >> (8 * b));
-        CHECK(ts_siphash13_u64(k, m) == ts_siphash(k, le, 8, 1, 3));
-    }
     ts_dp *dp = ts_dp_new();
     FATAL_IF(!dp);
     uint8_t key[20];
@@ -79,5 +71,95 @@ void test_sad_chain_keyed(void) {
     FATAL_IF(!other);
     CHECK(memcmp(dp->sad.key, other->sad.key, sizeof(dp->sad.key)) != 0);
     ts_dp_free(other);
+    ts_dp_free(dp);
+}
+
+/* The reviewer's case: the SPI alone was the OUT hash's input, so peers choosing one SPI from many
+ * endpoints (one host's NAT-T source ports) chained all their SAs; the peer is hashed too now. */
+void test_sad_chain_peer(void) {
+    ts_dp *dp = ts_dp_new();
+    FATAL_IF(!dp);
+    uint8_t key[20];
+    rnd_fill(key, sizeof(key));
+    ts_sa_params p;
+    params(&p, 0x41414141u, TS_DIR_OUT, key, 20, false, 0, 0);
+    p.reqid = 0;
+    p.n_sel = 0;
+    enum { N = 2000 };
+    for (uint16_t port = 1; port <= N; port++) {
+        addr4(&p.remote, 7, port);
+        CHECK(ts_sad_add(dp, &p) == TS_OK);
+    }
+    /* 2,048 buckets by now, load ~1: a chain of 16 has odds of ~1e-10 under a random hash */
+    CHECK(ts_sad_count(dp) == N && ts_test_sad_longest_chain(dp) <= 16);
+    ts_addr at, none;
+    addr4(&at, 7, 1234);
+    addr4(&none, 7, N + 1);
+    ts_sa_info info;
+    CHECK(ts_sad_get(dp, p.spi, TS_DIR_OUT, &at, &info) == TS_OK && info.remote.port == 1234);
+    CHECK(ts_sad_get(dp, p.spi, TS_DIR_OUT, &none, &info) == TS_ENOENT);
+    /* junk in the caller's unused IPv4 address bytes names the same peer, in the same chain */
+    at.addr[9] = 0xee;
+    CHECK(ts_sad_get(dp, p.spi, TS_DIR_OUT, &at, &info) == TS_OK && info.remote.port == 1234);
+    /* an OUT SA named without its peer: refused, not a NULL hashed */
+    CHECK(ts_sad_reserve(dp, p.spi, TS_DIR_OUT, NULL, 10, 0) == TS_EINVAL);
+    CHECK(ts_sad_get(dp, p.spi, TS_DIR_OUT, NULL, &info) == TS_EINVAL);
+    CHECK(ts_sad_find(&dp->sad, p.spi, TS_DIR_OUT) == NULL);
+    ts_dp_free(dp);
+}
+
+/* An OUT SA's chain follows its peer: migrate moves it to its new remote's chain, the same SA. */
+void test_sad_migrate_rehash(void) {
+    ts_dp *dp = ts_dp_new();
+    FATAL_IF(!dp);
+    uint8_t key[20];
+    rnd_fill(key, sizeof(key));
+    ts_sa_params p;
+    params(&p, 0x5151u, TS_DIR_OUT, key, 20, false, 0, 0);
+    p.reqid = 0;
+    p.n_sel = 0;
+    ts_addr old_peer, new_peer, v6;
+    addr4(&old_peer, 9, 4500);
+    addr4(&new_peer, 10, 61000);
+    /* enough neighbours with this SPI that old and new peer (most likely) hash to other chains */
+    for (uint16_t port = 1; port <= 64; port++) {
+        addr4(&p.remote, 200, port);
+        CHECK(ts_sad_add(dp, &p) == TS_OK);
+    }
+    p.remote = old_peer;
+    CHECK(ts_sad_add(dp, &p) == TS_OK);
+    ts_sa_info info;
+    ts_sa *sa = ts_sad_find_sa(&dp->sad, p.spi, TS_DIR_OUT, &old_peer);
+    FATAL_IF(!sa);
+    CHECK(ts_sad_migrate(dp, p.spi, TS_DIR_OUT, &old_peer, &new_peer, NULL) == TS_OK);
+    /* the same SA, which loop threads and policies may hold, at its new peer */
+    CHECK(ts_sad_find_sa(&dp->sad, p.spi, TS_DIR_OUT, &new_peer) == sa);
+    CHECK(ts_sad_get(dp, p.spi, TS_DIR_OUT, &new_peer, &info) == TS_OK && info.remote.addr[3] == 10 &&
+          info.remote.port == 61000);
+    CHECK(ts_sad_get(dp, p.spi, TS_DIR_OUT, &old_peer, &info) == TS_ENOENT);
+    CHECK(ts_sad_count(dp) == 65);
+    /* still at its new peer after the table grows (rehashed by the remote it has now) */
+    p.spi = 0x6262u;
+    for (uint16_t port = 1; port <= 2100; port++) {
+        addr4(&p.remote, 201, port);
+        CHECK(ts_sad_add(dp, &p) == TS_OK);
+    }
+    CHECK(ts_sad_get(dp, 0x5151u, TS_DIR_OUT, &new_peer, &info) == TS_OK);
+    /* a migration onto a peer that has this SPI already would make two SAs one */
+    addr4(&p.remote, 200, 5);
+    CHECK(ts_sad_migrate(dp, 0x5151u, TS_DIR_OUT, &new_peer, &p.remote, NULL) == TS_EEXIST);
+    CHECK(ts_sad_get(dp, 0x5151u, TS_DIR_OUT, &new_peer, &info) == TS_OK);
+    /* another family needs a new SA: nothing moves */
+    memset(&v6, 0, sizeof(v6));
+    v6.family = 6;
+    v6.addr[15] = 1;
+    v6.port = 4500;
+    CHECK(ts_sad_migrate(dp, 0x5151u, TS_DIR_OUT, &new_peer, &v6, NULL) == TS_EINVAL);
+    CHECK(ts_sad_get(dp, 0x5151u, TS_DIR_OUT, &new_peer, &info) == TS_OK);
+    /* back home, then deleted by the peer it has, not the one it had */
+    CHECK(ts_sad_migrate(dp, 0x5151u, TS_DIR_OUT, &new_peer, &old_peer, NULL) == TS_OK);
+    CHECK(ts_sad_delete(dp, 0x5151u, TS_DIR_OUT, &new_peer) == TS_ENOENT);
+    CHECK(ts_sad_delete(dp, 0x5151u, TS_DIR_OUT, &old_peer) == TS_OK);
+    CHECK(ts_sad_count(dp) == 64 + 2100);
     ts_dp_free(dp);
 }
