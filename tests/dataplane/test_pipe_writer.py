@@ -1,21 +1,24 @@
 """The worker's pipe writer (pipeio.PipeWriter) over a real SOCK_SEQPACKET socketpair whose control end
-is not read: IKE events (unauthenticated datagrams) wait in their own bounded queue, the oldest
-dropped and counted, behind answers and the other events, which are never dropped for them; only
-waiting answers stop the reading of requests."""
+is not read: IKE events (unauthenticated datagrams) wait in their own bounded queue, each sender to
+its share, the oldest dropped and counted, behind answers and the other events, which are never
+dropped for them; only waiting answers stop the reading of requests."""
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
 import logging
+import re
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tunsec.dataplane import pipe
 from tunsec.dataplane.pipe import Direction, Endpoint, ExpireReason
 from tunsec.dataplane.pipeio import PipeWriter
+from tunsec.ike.constants import MAX_IKE_MESSAGE
 
 PEER = Endpoint(ipaddress.ip_address("203.0.113.9"), 4500)
 
@@ -67,8 +70,11 @@ def pair() -> Iterator[Pair]:
     p.close()
 
 
-def ike(n: int, size: int = 100) -> bytes:
-    return pipe.encode(pipe.Ike(data=n.to_bytes(4, "big") + bytes(size - 4), remote=PEER))
+def ike(n: int, size: int = 100, remote: Endpoint | None = None) -> bytes:
+    """IKE event n; from a sender of its own unless ``remote`` says (the global bounds' tests)."""
+    if remote is None:
+        remote = Endpoint(ipaddress.ip_address(0x0A000000 + n), 4500)
+    return pipe.encode(pipe.Ike(data=n.to_bytes(4, "big") + bytes(size - 4), remote=remote))
 
 
 def expire(spi: int, hard: bool) -> bytes:
@@ -95,12 +101,15 @@ def test_expires_are_not_dropped_for_ike_and_overtake_its_backlog(pair: Pair) ->
     got = pair.read_all()[old:]
     assert got[:2] == [expire(0x1234, hard=False), expire(0x1234, hard=True)]
     assert [ike_number(d) for d in got[2:]] == list(range(flood - PipeWriter.MAX_IKE, flood))
-    assert dict(pair.writer.drops()) == {"pipe_event_full": 0, "pipe_ike_full": flood - PipeWriter.MAX_IKE}
+    assert dict(pair.writer.drops()) == {"pipe_event_full": 0, "pipe_ike_full": flood - PipeWriter.MAX_IKE,
+                                         "pipe_ike_source_full": 0}
     assert pair.pauses == []   # no answer waited: requests were read all along
 
 
 def test_ike_waiting_is_bounded_in_bytes(pair: Pair) -> None:
-    """Datagrams of the largest size the pipe carries: the bytes held stay within MAX_IKE_BYTES."""
+    """Datagrams of the largest size the pipe carries, longer than the fast path passes up: the
+    bytes held stay within MAX_IKE_BYTES, which MAX_IKE of the longest it passes up fit."""
+    assert PipeWriter.MAX_IKE * len(ike(0, MAX_IKE_MESSAGE)) <= PipeWriter.MAX_IKE_BYTES
     pair.fill_pipe()
     size = pipe.MAX_IKE_DATA
     sent = 2 * PipeWriter.MAX_IKE_BYTES // size
@@ -109,9 +118,9 @@ def test_ike_waiting_is_bounded_in_bytes(pair: Pair) -> None:
         assert pair.writer.ike_bytes <= PipeWriter.MAX_IKE_BYTES
     held = len(pair.writer.ike)
     assert held == PipeWriter.MAX_IKE_BYTES // len(ike(0, size)) < PipeWriter.MAX_IKE
-    assert pair.writer.ike_bytes == sum(map(len, pair.writer.ike))
+    assert pair.writer.ike_bytes == sum(len(w.data) for w in pair.writer.ike)
     assert pair.writer.dropped_ike == sent - held
-    assert [ike_number(d) for d in pair.writer.ike] == list(range(sent - held, sent))
+    assert [ike_number(w.data) for w in pair.writer.ike] == list(range(sent - held, sent))
 
 
 def test_answers_go_before_waiting_ike_and_pause_reading_only_while_they_wait(pair: Pair) -> None:
@@ -152,7 +161,7 @@ def test_other_events_beyond_max_queued_are_dropped_answers_never(pair: Pair) ->
     pair.writer.send(ike(0), is_event=True)        # a full queue of other events does not stop IKE
     got = pair.read_all()[old:]
     assert got == [*(expire(spi, hard=False) for spi in range(3)), *(b"answer %d" % n for n in range(5)), ike(0)]
-    assert dict(pair.writer.drops()) == {"pipe_event_full": 2, "pipe_ike_full": 0}
+    assert dict(pair.writer.drops()) == {"pipe_event_full": 2, "pipe_ike_full": 0, "pipe_ike_source_full": 0}
 
 
 def test_with_room_everything_goes_at_once(pair: Pair) -> None:
@@ -174,3 +183,68 @@ def test_a_backlog_that_drops_says_so_once_and_what_it_cost_when_it_ends(
         pair.read_all()
     assert caplog.records[-1].getMessage() == "the control process caught up; 100 IKE and 0 other events were dropped"
     assert len(caplog.records) == 2
+
+
+def test_a_flooding_sender_keeps_its_share_and_pushes_out_no_other_peers_ike(pair: Pair) -> None:
+    """The reviewer's case: a peer's IKE event waits, then one sender's 2,000 (from many ports, as a
+    NAT or a flooder has), then another peer's.  The flood drops its own oldest, so both peers'
+    events arrive, and the flooder's newest MAX_IKE_PER_SENDER with them; the drops are counted apart."""
+    share = PipeWriter.MAX_IKE_PER_SENDER
+    old = pair.fill_pipe()
+    flood = 2000
+    pair.writer.send(ike(0, remote=Endpoint(ipaddress.ip_address("198.51.100.7"), 4500)), is_event=True)
+    for n in range(1, flood + 1):
+        pair.writer.send(ike(n, remote=Endpoint(PEER.addr, 1024 + n)), is_event=True)
+        assert len(pair.writer.ike) <= 1 + share
+    pair.writer.send(ike(flood + 1, remote=Endpoint(ipaddress.ip_address("2001:db8::7"), 4500)), is_event=True)
+    got = [ike_number(d) for d in pair.read_all()[old:]]
+    assert got == [0, *range(flood + 1 - share, flood + 1), flood + 1]
+    assert dict(pair.writer.drops()) == {"pipe_event_full": 0, "pipe_ike_full": 0,
+                                         "pipe_ike_source_full": flood - share}
+    assert pair.writer.ike_bytes == 0 and not pair.writer.ike_by_sender
+
+
+def test_shares_drop_only_their_senders_oldest_in_a_mixed_backlog(pair: Pair) -> None:
+    """Senders interleaved: the one over its share loses its own oldest, wherever it waits; the
+    others keep all theirs, and the order of what is kept is the order it came in."""
+    share = PipeWriter.MAX_IKE_PER_SENDER
+    flooder = Endpoint(ipaddress.ip_address("2001:db8::1"), 4500)
+    pair.fill_pipe()
+    sent: list[tuple[int, bool]] = []   # (number, from the flooder)
+    for n in range(4 * share):
+        by_flooder = n % 4 != 0
+        pair.writer.send(ike(n, remote=flooder if by_flooder else None), is_event=True)
+        sent.append((n, by_flooder))
+    flooders = [n for n, by in sent if by]
+    kept = set(flooders[-share:]) | {n for n, by in sent if not by}
+    assert [ike_number(w.data) for w in pair.writer.ike] == sorted(kept)
+    assert pair.writer.dropped_ike_source == len(flooders) - share and pair.writer.dropped_ike == 0
+    assert pair.writer.ike_bytes == sum(len(w.data) for w in pair.writer.ike)
+    assert [len(q) for q in pair.writer.ike_by_sender.values()].count(share) == 1
+
+
+def test_the_share_is_the_fast_paths(pair: Pair) -> None:
+    """One figure in two languages: the fast path's per-source share before the writer's."""
+    header = (Path(__file__).parents[2] / "csrc" / "internal.h").read_text()
+    found = re.search(r"#define TS_IKE_PER_SOURCE (\d+)", header)
+    assert found is not None and int(found[1]) == PipeWriter.MAX_IKE_PER_SENDER
+
+
+def test_the_sender_is_read_alike_from_either_encoding() -> None:
+    """ike_event_sender: family and address, not the port, from both ways an IKE event is encoded;
+    None for bytes not so laid out."""
+    v4 = Endpoint(ipaddress.ip_address("192.0.2.1"), 4500)
+    v6 = Endpoint(ipaddress.ip_address("2001:db8::2"), 61000)
+    local = Endpoint(ipaddress.ip_address("192.0.2.254"), 4500)
+    for data in (b"x", bytes(5), bytes(1000)):
+        general = pipe.encode(pipe.Ike(data=data, remote=v4, local=local))
+        fast = pipe.encode_ike_event(data, 4, v4.addr.packed + bytes(12), 4500, 4, local.addr.packed + bytes(12), 4500)
+        assert fast == general
+        assert pipe.ike_event_sender(general) == b"\x04" + v4.addr.packed + bytes(12)
+        six = pipe.encode(pipe.Ike(data=data, remote=v6))
+        assert pipe.ike_event_sender(six) == b"\x06" + v6.addr.packed
+        assert pipe.ike_event_sender(six) == pipe.ike_event_sender(
+            pipe.encode(pipe.Ike(data=data, remote=Endpoint(v6.addr, 500))))
+    assert pipe.ike_event_sender(expire(1, hard=True)) is None
+    assert pipe.ike_event_sender(b"") is None
+    assert pipe.ike_event_sender(pipe.encode(pipe.Ike(data=b"x", remote=v4))[:-4]) is None

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import logging
 import socket
 from collections.abc import Callable
 
-from tunsec.dataplane.pipe import MsgType
+from tunsec.dataplane.pipe import MsgType, ike_event_sender
+from tunsec.ike.constants import MAX_IKE_MESSAGE
 from tunsec.loglimit import LogLimiter, suffix
 
 log = logging.getLogger("tunsec.worker")
@@ -21,20 +23,30 @@ MAX_DATAGRAM = 65536
 _IKE_TYPE = int(MsgType.IKE)   # the pipe header's byte 1 (docs/pipe.md, Framing)
 
 
+@dataclasses.dataclass(slots=True, eq=False)
+class _WaitingIke:
+    """An IKE event waiting and its sender (ike_event_sender; None: only the global bounds hold it).
+    eq=False: deque.remove finds one by identity, never comparing datagrams byte by byte."""
+
+    data: bytes
+    sender: bytes | None
+
+
 class PipeWriter:
     """Sends on the non-blocking pipe; what does not fit waits here until it does.
 
     Two queues.  Answers and the non-IKE events (EXPIRE, ACQUIRE, INVALID_SPI, RESERVE_LOW,
     FIRST_USE) share one, in the order they were made, and go first: the control process's
     requests and every peer's SA lifetimes depend on them, and only authenticated SAs, policies
-    and rate limits make them.  IKE events (any sender's datagram to port 4500, up to 65,000
-    bytes, unauthenticated) wait in their own bounded queue and leave only when the first is
-    empty, so no flood of them delays or pushes out the rest.
+    and rate limits make them.  IKE events (any sender's datagram to port 4500, up to
+    MAX_IKE_MESSAGE bytes, unauthenticated) wait in their own bounded queue and leave only when the
+    first is empty, so no flood of them delays or pushes out the rest.
 
     Requests are not read while answers wait (backpressure on a control process that sends faster
     than it reads); waiting events do not stop them.  Non-IKE events beyond MAX_QUEUED are dropped
-    (the newest) and counted; IKE events beyond MAX_IKE or MAX_IKE_BYTES push out the oldest IKE
-    event, counted.  Answers are never dropped: the paused reader bounds them."""
+    (the newest) and counted.  An IKE event over its sender's share (MAX_IKE_PER_SENDER) pushes out
+    that sender's oldest, counted apart; one beyond MAX_IKE or MAX_IKE_BYTES pushes out the oldest
+    IKE event of any sender, counted.  Answers are never dropped: the paused reader bounds them."""
 
     # non-IKE events waiting: each is ~100-200 bytes (~1.5 MiB at most); they come from installed
     # SAs and policies and from the fast path's rate limits, so reaching this means the control
@@ -43,11 +55,18 @@ class PipeWriter:
     # IKE events waiting.  The C queue before this one holds 512 more (csrc/events.c, half of
     # TS_EVENT_CAP), the pipe's socket buffer a few more: ~1,000 datagrams is seconds of work for
     # a control process that answers an IKE_SA_INIT with a DH computation, longer than a peer waits
-    # before it retransmits, so more would only be stale.  8 MiB: 512 typical IKE_AUTHs (a few KiB
-    # each with certificates) fit; ~130 datagrams of the 65,000-byte maximum, so a flood of those
-    # holds 8 MiB here, not 512 x 64 KiB = 32 MiB.
+    # before it retransmits, so more would only be stale.
     MAX_IKE = 512
-    MAX_IKE_BYTES = 8 << 20
+    # IKE events waiting per sender address (any port), as many as the fast path's share before
+    # this queue (csrc/internal.h TS_IKE_PER_SOURCE, which test_pipe_writer holds equal).  That share
+    # comes back as soon as the worker reads an event out of C, so without this one a sender the
+    # control process is too slow for refilled it again and again, and its datagrams pushed every
+    # other peer's (DPD, rekeys, IKE_AUTH) out of MAX_IKE; now that takes 16 flooding senders or more.
+    MAX_IKE_PER_SENDER = 32
+    # The fast path passes up no IKE message longer than MAX_IKE_MESSAGE (csrc TS_IKE_MAX_MESSAGE),
+    # so MAX_IKE of the longest, with their pipe header and endpoints, fit: the count is the bound
+    # that holds (~4.9 MiB at most), this one only a backstop should longer events ever come.
+    MAX_IKE_BYTES = MAX_IKE * (MAX_IKE_MESSAGE + 128)
 
     def __init__(self, chan: socket.socket, loop: asyncio.AbstractEventLoop,
                  pause_reading: Callable[[bool], None]) -> None:
@@ -56,13 +75,16 @@ class PipeWriter:
         self.pause_reading = pause_reading
         # answers and non-IKE events, in order; the flag: an answer (it holds the reader paused)
         self.queue: collections.deque[tuple[bytes, bool]] = collections.deque()
-        self.ike: collections.deque[bytes] = collections.deque()
+        self.ike: collections.deque[_WaitingIke] = collections.deque()
+        # the same events by sender, oldest first; a sender with none has no entry
+        self.ike_by_sender: dict[bytes, collections.deque[_WaitingIke]] = {}
         self.ike_bytes = 0
         self.answers_waiting = 0
         self.events_waiting = 0
         # since the worker started (DUMP's drops); the log line says what is new since its last
         self.dropped_events = 0
         self.dropped_ike = 0
+        self.dropped_ike_source = 0
         self._logged = (0, 0)
         # a flood can start and end backlogs at its own pace: their log lines are limited
         self._log_limit = LogLimiter(burst=2, period=10.0)
@@ -71,7 +93,8 @@ class PipeWriter:
 
     def drops(self) -> tuple[tuple[str, int], ...]:
         """The counters DUMP reports with the fast path's drops."""
-        return (("pipe_event_full", self.dropped_events), ("pipe_ike_full", self.dropped_ike))
+        return (("pipe_event_full", self.dropped_events), ("pipe_ike_full", self.dropped_ike),
+                ("pipe_ike_source_full", self.dropped_ike_source))
 
     def hold(self) -> None:
         """Keep what is sent from now on, in order, until release() (PipeReader's batches)."""
@@ -127,14 +150,42 @@ class PipeWriter:
                 return
         # the oldest goes: it is the likeliest to be answered too late (its peer has retransmitted,
         # or given up), and a flood that has ended leaves no stale backlog ahead of new datagrams.
-        # Nothing before the control process decrypts tells a flood's datagram from a peer's.
+        # Nothing before the control process decrypts tells a flood's datagram from a peer's, but
+        # a sender over its share pays with its own oldest, not another peer's.
+        sender = ike_event_sender(data)
+        mine = self.ike_by_sender.get(sender) if sender is not None else None
+        if sender is not None and mine is not None and len(mine) >= self.MAX_IKE_PER_SENDER:
+            self._drop_senders_oldest(sender, mine)
         while self.ike and (len(self.ike) >= self.MAX_IKE or self.ike_bytes + len(data) > self.MAX_IKE_BYTES):
-            self.ike_bytes -= len(self.ike.popleft())
+            self._pop_ike()
             self.dropped_ike += 1
             self._first_drop()
-        self.ike.append(data)
+        waiting = _WaitingIke(data, sender)
+        self.ike.append(waiting)
         self.ike_bytes += len(data)
+        if sender is not None:
+            self.ike_by_sender.setdefault(sender, collections.deque()).append(waiting)
         self._want_writable()
+
+    def _drop_senders_oldest(self, sender: bytes, mine: collections.deque[_WaitingIke]) -> None:
+        old = mine.popleft()
+        # a scan of at most MAX_IKE pointers, in C; a flooder's oldest is mostly near the front
+        self.ike.remove(old)
+        self.ike_bytes -= len(old.data)
+        if not mine:
+            del self.ike_by_sender[sender]
+        self.dropped_ike_source += 1
+        self._first_drop()
+
+    def _pop_ike(self) -> None:
+        """The oldest IKE event goes (sent or dropped); it is also its sender's oldest."""
+        old = self.ike.popleft()
+        self.ike_bytes -= len(old.data)
+        if old.sender is not None:
+            mine = self.ike_by_sender[old.sender]
+            mine.popleft()
+            if not mine:
+                del self.ike_by_sender[old.sender]
 
     def _want_writable(self) -> None:
         if not self._writing:
@@ -170,12 +221,13 @@ class PipeWriter:
     def _drain_ike(self) -> None:
         ike, send = self.ike, self.chan.send
         while ike:
-            send(ike[0])
-            self.ike_bytes -= len(ike.popleft())
+            send(ike[0].data)
+            self._pop_ike()
 
     def _clear(self) -> None:
         self.queue.clear()
         self.ike.clear()
+        self.ike_by_sender.clear()
         self.ike_bytes = self.events_waiting = 0
         if self.answers_waiting:
             self.answers_waiting = 0
@@ -183,15 +235,19 @@ class PipeWriter:
 
     def _first_drop(self) -> None:
         """The first drop of a backlog says so at once: under a flood the backlog may never end."""
-        if self.dropped_events + self.dropped_ike - sum(self._logged) == 1:
+        if self.dropped_events + self._ike_dropped() - sum(self._logged) == 1:
             self._warn("the control process does not keep up: dropping events (IKE ones first)")
 
     def _log_drops(self) -> None:
-        """The backlog is gone: what it cost (status shows the totals: drops pipe_ike_full, pipe_event_full)."""
-        events, ike = self.dropped_events - self._logged[0], self.dropped_ike - self._logged[1]
+        """The backlog is gone: what it cost (status shows the totals: drops pipe_ike_full,
+        pipe_ike_source_full, pipe_event_full)."""
+        events, ike = self.dropped_events - self._logged[0], self._ike_dropped() - self._logged[1]
         if events or ike:
-            self._logged = (self.dropped_events, self.dropped_ike)
+            self._logged = (self.dropped_events, self._ike_dropped())
             self._warn(f"the control process caught up; {ike} IKE and {events} other events were dropped")
+
+    def _ike_dropped(self) -> int:
+        return self.dropped_ike + self.dropped_ike_source
 
     def _warn(self, text: str) -> None:
         held = self._log_limit.admit()

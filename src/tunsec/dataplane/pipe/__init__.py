@@ -23,6 +23,7 @@ from tunsec.dataplane.pipe.encoding import (
     encode_ok,
     encode_spi,
     error_reply,
+    ike_event_sender,
     join_dump_replies,
 )
 from tunsec.dataplane.pipe.messages import (
@@ -125,5 +126,6 @@ __all__ = [
     "encode_ok",
     "encode_spi",
     "error_reply",
+    "ike_event_sender",
     "join_dump_replies",
 ]

@@ -506,6 +506,24 @@ def encode_ike_event(data: bytes, family: int, raw: bytes, port: int,
                                            _ENDPOINT_EXT.size, _X_LOCAL, family, 0, local_port, local_raw)))
 
 
+def ike_event_sender(msg: bytes) -> bytes | None:
+    """The sender of an IKE event laid out as above (encode_ike_event, or encode of an Ike): its
+    peer's family and 16-byte address, without the port (a NAT gives one host many, and so does a
+    flooder), 17 bytes; None if msg is not so laid out.  The worker's pipe writer keeps each
+    sender's waiting events to a share with it: read from bytes the worker made itself, so not
+    a claim, and only when events wait (one struct call each way, no decode)."""
+    try:
+        data_len, data_type = _EXT_HDR.unpack_from(msg, HEADER_LEN)
+        at = HEADER_LEN + data_len
+        length, ext_type, family, _, _, raw = _ENDPOINT_EXT.unpack_from(msg, at)
+    except struct.error:
+        return None
+    if data_type != _X_DATA or ext_type != _X_REMOTE or length != _ENDPOINT_EXT.size:
+        return None
+    sender: bytes = bytes((family,)) + raw
+    return sender
+
+
 _WHOLE: Final[dict[type, Callable[[Any], bytes]]] = {
     GetSpi: _whole_getspi, Update: _whole_sa, Add: _whole_sa, SpdAdd: _whole_spdadd, SendIke: _whole_ike,
     Ike: _whole_ike, Reply: _whole_reply,
