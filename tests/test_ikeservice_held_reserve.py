@@ -26,6 +26,7 @@ from tunsec import metrics
 from tunsec.dataplane import pipe
 from tunsec.dataplane.pipe import Endpoint, Errno
 from tunsec.ike.config import RemoteAuth
+from tunsec.ike.constants import MAX_IKE_MESSAGE
 from tunsec.ike.endpoint import DosLimits, IkeEndpoint
 from tunsec.ike.events import ChildSaUp
 from tunsec.ike.identity import Identity
@@ -34,7 +35,7 @@ from tunsec.services.ike import spis
 
 # 13 addresses, block_threshold (5) half-open SAs from each: 65, one more than fills their share
 ATTACKERS = [f"203.0.113.{k + 1}" for k in range(13)]
-UDP_MAX = pipe.MAX_IKE_DATA   # the largest IKE datagram the worker passes up
+UDP_MAX = MAX_IKE_MESSAGE   # the largest IKE datagram held (longer ones are dropped unparsed)
 
 
 def _attackers_half_open_sas(gw: Gateway) -> list[IkeSa]:
@@ -109,12 +110,19 @@ def _flood_by_bytes(gw: Gateway, sas: list[IkeSa]) -> int:
 
 @pytest.mark.parametrize("flood", [_flood_by_datagrams, _flood_by_bytes], ids=["datagrams", "bytes"])
 def test_half_open_sas_that_fill_their_share_leave_an_established_ones_rekey_held(
-        flood: Callable[[Gateway, list[IkeSa]], int], caplog: pytest.LogCaptureFixture) -> None:
+        flood: Callable[[Gateway, list[IkeSa]], int], caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """An attacker's 65 half-open IKE SAs fill their share of the hold queue (in datagrams, or in bytes
     with the largest datagrams UDP carries) while the pool waits for the worker; what goes beyond is
     dropped and counted as half-open.  An established site's rekey request still waits for its SPI
     and is served when the SPIs come: its Child SA is rekeyed.  (Before: the attacker filled all of
     HELD_MAX / HELD_BYTES_MAX and the rekey was dropped.)"""
+    if flood is _flood_by_bytes:
+        # IKE datagrams are at most MAX_IKE_MESSAGE bytes now, and at most HELD_BYTES_PER_SA wait per
+        # IKE SA: 65 SAs hold 3.9 MB of the 4 MiB share at most. The byte share scaled down to what one
+        # datagram of the largest size under each of them fills, as 64 KiB datagrams once did
+        monkeypatch.setattr(spis, "HELD_BYTES_MAX", spis.HELD_BYTES_RESERVE + 64 * UDP_MAX + UDP_MAX // 2)
+
     async def body() -> None:
         gw = await _site_0_up(1)
         pool = gw.service.spi_pool

@@ -198,7 +198,7 @@ def test_no_tunsec_user_is_a_startup_error_not_nobody(tmp_path: Path) -> None:
     passwd.write_text("".join(line for line in Path("/etc/passwd").read_text().splitlines(keepends=True)
                               if not line.startswith("tunsec:")))
     conf = tmp_path / "t.conf"
-    conf.write_text(MANUAL.format(sock=tmp_path / "s.sock", state=tmp_path / "state", extra="", key="66" * 20))
+    conf.write_text(MANUAL.format(sock=tmp_path / "s.sock", state=tmp_path / "state", extra="", key="66" * 19))
     r = up(conf, [], f"mount --bind {passwd} /etc/passwd")
     assert r.returncode == 1
     assert "cannot start: user tunsec does not exist on this host" in r.stderr, r.stderr
