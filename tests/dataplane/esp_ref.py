@@ -13,8 +13,10 @@ import ipaddress
 import os
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from tunsec.dataplane._fastpath import ffi
 
 from tunsec.dataplane.fastpath import Dataplane
 from tunsec.dataplane.pipe import (
@@ -245,3 +247,12 @@ def ike_message(payload: bytes = b"", message_id: int = 0) -> bytes:
 
 def total_drops(dp: Dataplane) -> int:
     return sum(dp.drops().values())
+
+
+def c_addr(ep: Endpoint) -> Any:
+    """ep as the C fast path's ts_addr (for its test hooks that take a source address)."""
+    a = ffi.new("ts_addr *")
+    a.family = ep.addr.version
+    a.addr[0:len(ep.addr.packed)] = ep.addr.packed
+    a.port = ep.port
+    return a

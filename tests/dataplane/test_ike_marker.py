@@ -9,8 +9,8 @@ import ipaddress
 import struct
 
 import pytest
-from esp_ref import ike_message, total_drops
-from tunsec.dataplane._fastpath import ffi, lib
+from esp_ref import c_addr, ike_message, total_drops
+from tunsec.dataplane._fastpath import lib
 
 from tunsec.dataplane.fastpath import Dataplane, Drop, EventType
 from tunsec.dataplane.pipe import Endpoint
@@ -28,11 +28,7 @@ def _ike_events(dp: Dataplane) -> list[tuple[bytes, Endpoint | None]]:
 
 
 def _slot(dp: Dataplane, ep: Endpoint) -> int:
-    a = ffi.new("ts_addr *")
-    a.family = ep.addr.version
-    a.addr[0:len(ep.addr.packed)] = ep.addr.packed
-    a.port = ep.port
-    return int(lib.ts_test_ike_source_slot(dp._dp, a))
+    return int(lib.ts_test_ike_source_slot(dp._dp, c_addr(ep)))
 
 
 def _apart(dp: Dataplane, other: Endpoint) -> Endpoint:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import ipaddress
 
-from esp_ref import esp_seal, inner, new_key, receiver
-from tunsec.dataplane._fastpath import ffi, lib
+from esp_ref import c_addr, esp_seal, inner, new_key, receiver
+from tunsec.dataplane._fastpath import lib
 
 from tunsec.dataplane.fastpath import Dataplane, Drop, EventType
 from tunsec.dataplane.pipe import Endpoint
@@ -27,11 +27,7 @@ def _at(dp: Dataplane, ns: int) -> None:
 
 
 def _slot(dp: Dataplane, ep: Endpoint) -> int:
-    a = ffi.new("ts_addr *")
-    a.family = ep.addr.version
-    a.addr[0:len(ep.addr.packed)] = ep.addr.packed
-    a.port = ep.port
-    return int(lib.ts_test_invalid_spi_slot(dp._dp, a))
+    return int(lib.ts_test_invalid_spi_slot(dp._dp, c_addr(ep)))
 
 
 def _apart(dp: Dataplane, n: int) -> list[Endpoint]:
