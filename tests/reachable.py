@@ -10,9 +10,13 @@ back in: nothing on the host changes.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import stat
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 SCRIPT = """set -e
@@ -46,3 +50,14 @@ def python_argv(as_user: list[str] | None = None) -> list[str]:
         return tail
     d, child = closed
     return ["unshare", "--mount", "--propagation", "private", "sh", "-c", SCRIPT, "sh", str(child), str(d), *tail]
+
+
+@contextlib.contextmanager
+def scratch_dir(prefix: str) -> Iterator[Path]:
+    """A scratch directory the users tunsec drops to can reach (pytest's own is root's alone)."""
+    d = Path(tempfile.mkdtemp(prefix=prefix))
+    d.chmod(0o755)
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)

@@ -7,14 +7,13 @@ from __future__ import annotations
 import asyncio
 import os
 import pwd
-import shutil
 import stat
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from reachable import scratch_dir
 
 from tunsec import ctlsocket, privilege
 from tunsec.conf.config import load_config
@@ -28,10 +27,8 @@ USER = "tunsec"
 @pytest.fixture
 def base() -> Iterator[Path]:
     """A scratch directory the service user can reach (pytest's own is root's alone)."""
-    d = Path(tempfile.mkdtemp(prefix="tunsec-ctl-"))
-    d.chmod(0o755)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
+    with scratch_dir("tunsec-ctl-") as d:
+        yield d
 
 
 def daemon_for(sock: Path, conf_dir: Path) -> Daemon:

@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import os
 import pwd
-import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from reachable import python_argv
+from reachable import python_argv, scratch_dir
 
 from tunsec.runtime import default_control_socket
 from tunsec.statedir import MARKER, init_state_dir
@@ -75,10 +73,8 @@ secrets {{
 @pytest.fixture
 def tmp_path() -> Iterator[Path]:
     """A scratch directory the users tunsec drops to can reach (pytest's own is root's alone)."""
-    d = Path(tempfile.mkdtemp(prefix="tunsec-priv-"))
-    d.chmod(0o755)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
+    with scratch_dir("tunsec-priv-") as d:
+        yield d
 
 
 def up(conf: Path, prefix: list[str], before: str = "true") -> subprocess.CompletedProcess[str]:
