@@ -228,8 +228,8 @@ def test_ike_sa_init_from_port_500_to_4500_is_answered_from_4500() -> None:
 
 
 def test_marked_ike_sa_init_from_a_custom_port_to_4500_is_answered_from_4500() -> None:
-    """A tunsec initiator on a custom local_port with ``remote_port = 4500`` (what the README tells
-    it to use towards a tunsec peer) sends its IKE_SA_INIT, marked, from that port to the worker's
+    """A tunsec initiator on a custom local_port with ``remote_port = 4500`` (what docs/configuration.md
+    tells it to use towards a tunsec peer) sends its IKE_SA_INIT, marked, from that port to the worker's
     4500: the answer must leave from 4500 too (RFC 7296 §2.11), not from port 500, which a NAT or
     stateful firewall in front of the initiator drops (its mapping is for our 4500)."""
     async def go() -> None:

@@ -13,7 +13,7 @@ counted where they happen, in an :class:`EventCounts` (tunsec.eventcounts), and 
 scrape time.  The daemon imports this module only when ``metrics_listen`` is set.
 
 Names follow Prometheus conventions (base units, ``_total`` for counters); the
-README maps them to the strongSwan exporters' names.
+docs/operations.md maps them to the strongSwan exporters' names.
 """
 
 from __future__ import annotations

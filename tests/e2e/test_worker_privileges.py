@@ -317,8 +317,8 @@ def probe_as(uid: int, gid: int, paths: list[str]) -> dict[str, str]:
 
 
 def test_the_worker_cannot_reach_the_config_keys_socket_or_control_process(topo: TwoHosts) -> None:
-    """The configuration and a private key readable by the control process's user (for reloads, as the
-    README says), the control socket it serves: the worker's uid and gid are others, and with them each
+    """The configuration and a private key readable by the control process's user (for reloads, as
+    docs/privileges.md says), the control socket it serves: the worker's uid and gid are others, and with them each
     is refused (EACCES), as are the control process's memory and signals; the control process's own
     credentials may read and connect (so the refusal is the worker's user, not the files' modes)."""
     pair = TunsecPair(topo, TunnelOptions(inner6=False))

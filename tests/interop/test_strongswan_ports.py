@@ -11,8 +11,8 @@ and ESP in UDP goes between the ports IKE ended up on.
   ESP both ways work.
 - charon initiates: it moves to 5501 and keeps tunsec's 1500, so its ESP arrives on tunsec's IKE
   port 1500, which tunsec does not take ESP on (only on 4500): the IKE SA comes up, the ESP is a
-  counted drop (``ike_drops.esp_on_ike_port``) with a warning saying why (the limitation README
-  names).
+  counted drop (``ike_drops.esp_on_ike_port``) with a warning saying why (the limitation
+  docs/configuration.md names).
 - charon with ``remote_port = 4500`` (its own port 500) initiates: its IKE_SA_INIT leaves from 500
   to tunsec's 4500 without the marker (strongSwan marks only when neither port is 500); tunsec's
   worker takes it as IKE and the answer goes back from 4500 to 500, unmarked; and tunsec with
