@@ -88,7 +88,8 @@ WORKER_GAUGE_HELP: dict[str, str] = {
                     "(malloc_trim), since it started",
 }
 # EndpointStats fields that are not drops (the rest are: requests dropped without state)
-_IKE_NOT_DROPS = {"cookies_sent", "half_open_closed", "redirects_sent", "send_ike_unanswered", "init_refused"}
+_IKE_NOT_DROPS = {"cookies_sent", "half_open_closed", "redirects_sent", "send_ike_unanswered", "init_refused",
+                  "mobike_checks_failed"}
 # IKE fragmentation (RFC 7383): `tunsec status`'s ike_fragments (ike.fragments.FragmentStats) by
 # name, each tunsec_ike_<name>_total; a counter not listed here is exported with a generic help
 IKE_FRAGMENT_HELP: dict[str, str] = {
@@ -210,6 +211,9 @@ def state_families(doc: dict[str, Any], worker_up: bool) -> Iterator[Metric]:
                               value=stats.get("redirects_sent", 0))
     yield CounterMetricFamily("tunsec_ike_half_open_closed", "Half-open IKE SAs closed before authentication",
                               value=stats.get("half_open_closed", 0))
+    yield CounterMetricFamily("tunsec_ike_mobike_checks_failed", "MOBIKE return routability checks (RFC 4555 "
+                              "3.5) the peer's new address never answered: the IKE SA went back to the old one",
+                              value=stats.get("mobike_checks_failed", 0))
     yield CounterMetricFamily("tunsec_ike_init_refused", "IKE_SA_INIT requests answered with an error after "
                               "proposal selection or the KE check (no proposal, a bad KE), no state kept",
                               value=stats.get("init_refused", 0))

@@ -9,9 +9,12 @@ from collections.abc import Sequence
 
 import pytest
 from test_engine import A, B, initiator_cfg, only, responder_cfg
+from test_engine_dynamic_ts import X
+from test_engine_dynamic_ts import _up as _up_dynamic
 from test_engine_eap import client as eap_client
 from test_engine_eap import gateway as eap_gateway
 from test_engine_eap import run as eap_run
+from test_engine_vips import hosts
 
 from tunsec.ike.constants import ExchangeType, NotifyType
 from tunsec.ike.endpoint import IkeEndpoint
@@ -24,6 +27,7 @@ from tunsec.ike.state import IkeSaState, nat_hash
 from tunsec.ike.testing import Network, Sent
 
 A2, A3 = "192.0.2.11", "192.0.2.66"   # the client's new address; an attacker's
+A4 = "192.0.2.12"   # the client's address after a second move
 V6 = "2001:db8::11"
 
 
@@ -113,7 +117,8 @@ def test_update_moves_ike_at_once_and_esp_after_the_return_routability_check() -
 
 def test_a_new_address_that_does_not_answer_never_gets_the_esp() -> None:
     """The peer claims a new address from which it cannot be reached (or which is not its own):
-    the Child SAs stay at the old address; the unanswered check ends the IKE SA."""
+    the Child SAs stay at the old address; the unanswered check takes the IKE SA back there, and
+    as the peer does not answer there either (it left), the IKE SA ends."""
     net, client, gateway = _up()
     _move(net, A, A2)
     net.drop = lambda s: s.dst[0] == A2   # nothing reaches the new address
@@ -130,7 +135,7 @@ def test_a_new_address_that_does_not_answer_never_gets_the_esp() -> None:
         if not gateway.is_closed and gateway.esp_remote == (A2, 4500):
             moved.append(net.now)
     assert not moved
-    assert gateway.is_closed
+    assert gateway.is_closed and net.nodes[B].stats.mobike_checks_failed == 1
     events = net.take(B)
     assert only(events, PeerUnreachable) and only(events, ChildSaDown) and only(events, IkeSaDown)
 
@@ -355,3 +360,115 @@ def test_no_nats_allowed_in_the_first_ike_auth_request(monkeypatch: pytest.Monke
     assert [ev.reason for ev in b_events if isinstance(ev, NegotiationFailed)] == ["UNEXPECTED_NAT_DETECTED"]
     assert [ev.reason for ev in a_events if isinstance(ev, NegotiationFailed)] == ["UNEXPECTED_NAT_DETECTED"]
     assert not a.sas and not b.sas
+
+
+# ------------------------------------------------- review of 2026-12-03: whose answer a check counts
+
+def _to_gateway(net: Network) -> list[Sent]:
+    return [s for s in net.collect() if s.dst[0] == B]
+
+
+def _deliver_from(net: Network, sent: Sequence[Sent], src: str) -> None:
+    for s in sent:
+        net.deliver(Sent(s.time, (src, 4500), s.dst, s.data))
+
+
+def _deliver_to(net: Network, ip: str) -> None:
+    for s in net.collect():
+        if s.dst[0] == ip:
+            net.deliver(s)
+
+
+def _requests_with_id(net: Network, src: str, message_id: int) -> list[str]:
+    """Where ``src`` sent its requests with ``message_id`` (each retransmission too), in order."""
+    heads = [(s, decode_header(s.data)) for s in net.log if s.src[0] == src]
+    return [s.dst[0] for s, h in heads if not h.is_response and h.message_id == message_id]
+
+
+def test_a_check_the_peer_overtook_proves_nothing() -> None:
+    """An authenticated client at A makes X (a third party) pass the check: an update from a spoofed
+    X (the check goes to X, lost), one from A (ESP no longer held), the check's retransmission read
+    at A and its answer held back, an update from X again, then the answer. That answer proves
+    nothing; a fresh check goes to X alone; unanswered, it takes the IKE SA back to A."""
+    net, client, gw = _up_dynamic(mobike=True)
+
+    def update(src: str) -> list[Sent]:
+        client.update_addresses((A, 4500))
+        requests = _to_gateway(net)
+        _deliver_from(net, requests, src)
+        return requests
+
+    fetch = update(X)
+    net.collect()                          # the answer and the check, to X: lost
+    _deliver_from(net, fetch, A)           # the client fetches the stored answer from A
+    _deliver_to(net, A)
+    update(A)
+    _deliver_to(net, A)
+    assert (gw.remote_addr, gw.esp_remote) == ((A, 4500), (A, 4500))
+    net.now += 10
+    net.nodes[B].handle_timer(net.now)     # the check goes on, to where the peer is now
+    _deliver_to(net, A)
+    held = _to_gateway(net)
+    assert held and all(decode_header(s.data).is_response for s in held)
+    fetch = update(X)
+    net.collect()
+    assert (gw.remote_addr, gw.esp_remote) == ((X, 4500), (A, 4500))
+    for s in held:
+        net.deliver(s)
+    fresh = [s for s in net.collect() if s.src[0] == B]
+    assert [s.dst[0] for s in fresh] == [X]   # a fresh check, to X only
+    _deliver_from(net, fetch, A)
+    _deliver_to(net, A)
+    assert gw.esp_remote == (A, 4500) and gw._st.proven_addr == A
+    client.initiate("net")                 # a new Child SA: the gateway's remote_ts is dynamic
+    _deliver_from(net, _to_gateway(net), A)
+    net.run(until=net.now + 1)
+    (up,) = only(net.take(B), ChildSaUp)
+    assert up.remote_ts == hosts(A) and up.remote_addr == (A, 4500)
+    net.run(until=net.now + 600)
+    tries = gw.config.retransmit.tries
+    # the fresh check: its cookie went to X alone; unanswered, the request went on to A
+    sent_to = _requests_with_id(net, B, decode_header(fresh[0].data).message_id)
+    assert sent_to[: tries + 1] == [X] * (tries + 1) and set(sent_to[tries + 1:]) == {A}
+    assert (gw.remote_addr, gw.esp_remote, gw.state.value) == ((A, 4500), (A, 4500), "established")
+    assert net.nodes[B].stats.mobike_checks_failed == 1
+    assert not only(net.take(B), IkeSaDown)
+
+
+def test_an_injected_copy_of_the_update_leaves_the_ike_sa_up() -> None:
+    """An on-path attacker that cannot drop injects a copy of the client's UPDATE_SA_ADDRESSES from
+    a made-up source ahead of the genuine one (a retransmission then, answered, moving nothing): the
+    check goes there and is never answered. The IKE SA goes back to A instead of closing."""
+    net, client, gw = _up()
+    client.update_addresses((A, 4500))
+    requests = _to_gateway(net)
+    _deliver_from(net, requests, A3)   # the injected copy, first
+    for s in requests:
+        net.deliver(s)                 # the genuine one
+    net.run(until=net.now + 300)
+    assert not only(net.take(B), IkeSaDown)
+    assert (gw.remote_addr, gw.esp_remote) == ((A, 4500), (A, 4500))
+    assert net.nodes[B].stats.mobike_checks_failed == 1
+    assert client.state.value == gw.state.value == "established"
+    # the unanswered request went on to A: the peers' windows are in step, the next request is answered
+    gw.send_liveness()
+    net.run(until=net.now + 300)
+    assert not gw.is_closed and not only(net.take(B), PeerUnreachable)
+
+
+def test_a_peer_that_moves_on_before_the_check_arrives_is_checked_where_it_went() -> None:
+    """A legitimate client: A to A2 (its update answered there), then on to A4 before the check to
+    A2 arrives. The check overtaken goes on to A4, proves nothing, and a fresh one moves ESP there."""
+    net, client, gw = _up()
+    _move(net, A, A2)
+    client.update_addresses((A2, 4500))
+    assert net.step()   # the update reaches the gateway
+    net.drop = lambda s: s.dst[0] == A2 and not decode_header(s.data).is_response
+    assert net.step()   # its answer reaches the client; the check is lost
+    net.drop = None
+    _move(net, A2, A4)
+    client.update_addresses((A4, 4500))
+    net.run(until=net.now + 60)
+    assert (gw.remote_addr, gw.esp_remote) == ((A4, 4500), (A4, 4500))
+    assert gw._st.proven_addr == A4 and net.nodes[B].stats.mobike_checks_failed == 0
+    assert len(gw.children) == 1 and not net.take(B)

@@ -566,7 +566,8 @@ class IkeSa:
         pending.attempts += 1
         pending.deadline = None
         log.debug("%s: retransmit %d of message %d", self.name, pending.attempts, pending.message_id)
-        self._outbox.extend((data, self._st.remote_addr) for data in pending.datagrams)
+        to = pending.task.resend_to(self._st, pending.to)
+        self._outbox.extend((data, to) for data in pending.datagrams)
 
     def get_timer(self) -> float | None:
         timers = [t for t in (r.deadline for r in self._reassembly.values()) if t is not None]

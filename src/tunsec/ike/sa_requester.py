@@ -4,7 +4,9 @@ One request at a time (window of one): the next queued ``Task`` is built and sen
 the next message ID (``_Pending``; ``IkeSa.handle_timer`` retransmits it), the matching
 response goes to the task, and the task's ``Outcome`` decides what follows: a retry, the
 end of the IKE SA, an authenticated SA, its follow-up exchanges. Without a response after
-the last retransmission we give up (``PeerUnreachable``, or the task's own ``GiveUp``).
+the last retransmission we give up (``PeerUnreachable``, or the task's own ``GiveUp``), unless
+the request checked a new address of the peer and the task went back to the old one
+(``Task.unanswered``, MOBIKE).
 
 These functions are methods of :class:`~tunsec.ike.sa.IkeSa` (assigned in its class body).
 """
@@ -35,6 +37,7 @@ class _Pending:
     task: Task
     message_id: int
     datagrams: tuple[bytes, ...]  # one, or its fragments (each retransmission resends all)
+    to: Address  # where it was first sent (Task.resend_to picks where retransmissions go)
     attempts: int = 0  # retransmissions so far
     deadline: float | None = None  # set when the datagram is handed to the caller
 
@@ -70,7 +73,7 @@ def send_request(self: IkeSa, task: Task, message_id: int) -> bool:
     data = self._encode(task.exchange, message_id, payloads, response=False)
     if task.exchange == ExchangeType.IKE_SA_INIT:
         self._st.init_request = data[0]
-    self._pending = _Pending(task, message_id, data)
+    self._pending = _Pending(task, message_id, data, self._st.remote_addr)
     self._outbox.extend((d, self._st.remote_addr) for d in data)
     return True
 
@@ -167,6 +170,14 @@ def give_up(self: IkeSa, pending: _Pending) -> None:
         # service reestablishes an expired SA (services/ike/ikesas.py _after_expiry), not a dead peer
         log.debug("%s: giving up after %d retransmissions past the hard lifetime", self.name, tries)
         self._close(DownReason.EXPIRED)
+        return
+    if pending.task.unanswered(self._st):
+        # a check of the peer's new address took the IKE SA back to where it was: the request goes
+        # on there (from the first try), so that the peer's window and ours stay in step
+        self._drops.mobike_checks_failed += 1
+        pending.attempts, pending.deadline = 0, None
+        pending.to = pending.task.resend_to(self._st, pending.to)
+        self._outbox.extend((d, pending.to) for d in pending.datagrams)
         return
     log.debug("%s: giving up after %d retransmissions", self.name, tries)
     tasks = (pending.task, *self._queue, *(t for _, t in self._delayed))

@@ -214,6 +214,10 @@ class IkeSaState:
     # a MOBIKE return routability check is under way: the Child SAs stay at this address until
     # the peer answers at its new one (``esp_remote``)
     esp_hold: Address | None = None
+    # how often a MOBIKE update (or a failed check going back) changed remote_addr: a return
+    # routability check begun before the last change checks an address that is no longer the newest
+    # claim, and its answer proves nothing (exchanges/mobike.py)
+    mobike_moves: int = 0
     # the peer's IP address it has shown it receives at: the IKE_SA_INIT exchange's (the peer
     # needed our part of it to go on), later a MOBIKE address that passed the return routability
     # check; unlike remote_addr, never one an authenticated request merely came from (child.remote_dynamic)

@@ -35,3 +35,6 @@ class EndpointStats:
     # authenticated requests refused or cut short (sa_successor.MAX_UNDELETED, informational.py)
     ike_rekeys_refused: int = 0  # an IKE SA rekey while MAX_UNDELETED predecessors wait for their DELETE
     delete_spis_ignored: int = 0  # SPIs of a Delete payload past what the IKE SA could hold, not looked at
+    # MOBIKE return routability checks (RFC 4555 §3.5) the new address never answered: the IKE SA went
+    # back to the address the Child SAs stayed at instead of closing (exchanges/mobike.py)
+    mobike_checks_failed: int = 0

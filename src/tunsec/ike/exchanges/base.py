@@ -2,9 +2,10 @@
 the INVALID_KE_PAYLOAD retry and payload lookups.
 
 The transport (``sa.py``) knows tasks only through this interface: what a task needs
-(``runs_while_connecting``), what its giving up means (``on_give_up``), whether it
-rekeys (``rekeys_ike_sa``, ``rekeying``) and what it leaves to the IKE SA that
-replaced its own (``handover``). It never tests for a concrete task class.
+(``runs_while_connecting``), where its retransmissions go (``resend_to``), what its giving
+up means (``on_give_up``, ``unanswered``), whether it rekeys (``rekeys_ike_sa``, ``rekeying``)
+and what it leaves to the IKE SA that replaced its own (``handover``). It never tests for a
+concrete task class.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import TypeVar
 
 from ..constants import ERROR_NOTIFY_LIMIT, NotifyType
 from ..eap.relay import RelayReply
-from ..events import DownReason
+from ..events import Address, DownReason
 from ..message import NotifyPayload, Payload
 from ..state import ChildSa, IkeRekey, IkeSaState, State
 
@@ -80,6 +81,17 @@ class Task(ABC):
     def followups(self) -> list[Task]:
         """Exchanges to start once this one is done (e.g. deleting a rekeyed Child SA)."""
         return []
+
+    def resend_to(self, st: IkeSaState, first: Address) -> Address:
+        """Where a retransmission of this request goes (``first``: where it was first sent): where
+        the peer is now, as the peer may have floated meanwhile (RFC 7296 §2.23)."""
+        return st.remote_addr
+
+    def unanswered(self, st: IkeSaState) -> bool:
+        """The last retransmission went unanswered. True if the request checked a new address of
+        the peer and the task took the IKE SA back to the address it had (the request then goes on
+        there, from the first try); False to give up as ``on_give_up`` says."""
+        return False
 
     def handover(self, st: IkeSaState) -> list[Task]:
         """The IKE SA was replaced by a rekey while this request was out, so it will not be

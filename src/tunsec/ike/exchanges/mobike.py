@@ -34,10 +34,17 @@ send) until our INFORMATIONAL with a fresh 16-octet COOKIE2, sent to the new add
 back with the same COOKIE2 (``ReturnRoutabilityTask``); then the IKE service MIGRATEs them,
 and new Child SAs take that address for the peer's ``dynamic`` (``st.proven_addr``; until then
 the old one, see child.remote_dynamic).
-A mismatching COOKIE2 closes the IKE SA, as strongSwan does; no answer at all is a peer that
-cannot be reached (the IKE SA goes). At most one check is queued or in flight: one that
-finds the peer moved again meanwhile starts one more for the newest address. An IKE SA that
-replaces this one by a rekey while a check is under way takes ``esp_hold`` and checks again.
+A mismatching COOKIE2 closes the IKE SA, as strongSwan does. No answer at all takes the IKE
+SA back to the address the Child SAs stayed at (counted ``mobike_checks_failed``): the update
+may have been a copy of the peer's, injected from a made-up source ahead of the genuine one
+(which is then a retransmission, answered and moving nothing), so the peer need not be gone;
+the unanswered request goes on there, and only if the peer does not answer there either is it
+unreachable (the IKE SA goes). The cookie of a check goes only to the address under check, and
+only the answer to a check still current proves anything (``ReturnRoutabilityTask``): an
+update that moves the IKE SA again makes the check in flight stale. At most one check is
+queued or in flight: one that finds the peer moved meanwhile starts one more, with a fresh
+cookie, for the newest address. An IKE SA that replaces this one by a rekey while a check is
+under way takes ``esp_hold`` and checks again.
 
 ADDITIONAL_IP4/IP6_ADDRESS and NO_ADDITIONAL_ADDRESSES (§3.6) are accepted and ignored: tunsec
 uses only the address a peer speaks from and keeps no list (no state for a peer to grow).
@@ -51,6 +58,7 @@ import ipaddress
 import logging
 from collections.abc import Sequence
 
+from tunsec.loglimit import LogLimiter, suffix
 from tunsec.policy.pad import AddressMatch, address_match
 
 from ..constants import NATT_PORT, ExchangeType, NotifyType
@@ -63,6 +71,8 @@ from .base import Outcome, Response, Task, find_all, find_notify, notify
 log = logging.getLogger(__name__)
 
 COOKIE2_LEN = 16  # what we send (strongSwan's size)
+# any authenticated peer may claim addresses that never answer, as often as it likes
+_FAILED_LOG = LogLimiter(burst=5, period=60.0)
 COOKIE2_MIN, COOKIE2_MAX = 8, 64  # RFC 4555 §3.7
 
 # the notifies that make an INFORMATIONAL request a MOBIKE one (strongSwan's task_manager_v2 list)
@@ -218,6 +228,8 @@ def _update(st: IkeSaState, source: Address, arrived_on: Address | None) -> list
     else:
         st.local_port = NATT_PORT  # port 500's socket does not say; after IKE_SA_INIT it is 4500
     if old != source:
+        # a check under way (or given up) is of an address that is no longer the newest claim
+        st.mobike_moves += 1
         log.info("%s: MOBIKE: peer moved from %s[%d] to %s[%d]", st.name, *old, *source)
     if source == esp:
         st.esp_hold = None  # back where ESP goes (or never left): nothing to check
@@ -228,21 +240,36 @@ def _update(st: IkeSaState, source: Address, arrived_on: Address | None) -> list
 
 class ReturnRoutabilityTask(Task):
     """Our INFORMATIONAL with N(COOKIE2) to the peer's new address (RFC 4555 §3.5); when the
-    same COOKIE2 comes back, the Child SAs may follow the IKE SA there."""
+    same COOKIE2 comes back, the Child SAs may follow the IKE SA there.
+
+    The check is *current* while the IKE SA is still at the address it was sent to and no update
+    moved it since (``st.mobike_moves``): only then does its cookie go there alone (``resend_to``)
+    and does its answer prove that address. One that the peer overtook (it came back, or moved on,
+    maybe back to the same address again) proves nothing: the peer's request from the address under
+    check may have been a forged or replayed copy, and a retransmission may since have carried the
+    cookie to the address the peer came back to. It goes on as a plain request to where the peer
+    is now (the window must move on) and, once answered, a new check with a fresh cookie follows."""
 
     exchange = ExchangeType.INFORMATIONAL
     coalesces = True  # one queued or in flight; it re-checks the newest address (followups)
 
     def __init__(self) -> None:
         self._to: Address | None = None
+        self._moves = 0
         self._cookie = b""
         self._again = False
 
     def build(self, st: IkeSaState) -> list[Payload]:
-        self._to = st.remote_addr
+        self._to, self._moves = st.remote_addr, st.mobike_moves
         self._cookie = st.rng(COOKIE2_LEN)
         self._again = False
         return [notify(NotifyType.COOKIE2, self._cookie)]
+
+    def _current(self, st: IkeSaState) -> bool:
+        return st.mobike_moves == self._moves and st.remote_addr == self._to
+
+    def resend_to(self, st: IkeSaState, first: Address) -> Address:
+        return first if self._current(st) else st.remote_addr
 
     def process(self, st: IkeSaState, payloads: Sequence[Payload]) -> Outcome:
         echoed = find_notify(payloads, NotifyType.COOKIE2)
@@ -251,14 +278,29 @@ class ReturnRoutabilityTask(Task):
                         "closing the IKE SA", st.name, *(self._to or ("?", 0)))
             return Outcome.CLOSE
         if st.esp_hold is None:
-            return Outcome.DONE  # the peer came back to where ESP goes meanwhile
-        if st.remote_addr != self._to:
-            self._again = True  # it moved again while we checked: check the newest address
+            return Outcome.DONE  # the peer came back to where ESP goes meanwhile (or we went back)
+        if not self._current(st):
+            log.debug("%s: MOBIKE: the peer moved while %s[%d] was checked: checking %s[%d] afresh",
+                      st.name, *(self._to or ("?", 0)), *st.remote_addr)
+            self._again = True
             return Outcome.DONE
         log.info("%s: MOBIKE: return routability of %s[%d] confirmed; the Child SAs follow", st.name, *st.remote_addr)
         st.esp_hold = None
         st.proven_addr = st.remote_addr[0]
         return Outcome.DONE
+
+    def unanswered(self, st: IkeSaState) -> bool:
+        back = st.esp_hold
+        if back is None:
+            return False  # no answer where the Child SAs are either: the peer is gone
+        # the new address never answered (a copy of the peer's update from a forged source, sent
+        # ahead of the genuine one, gets here too): the peer is where it was, not unreachable
+        if (held := _FAILED_LOG.admit()) is not None:
+            log.warning("%s: MOBIKE: %s[%d] never answered the return routability check; back to %s[%d], "
+                        "where the Child SAs stayed%s", st.name, *st.remote_addr, *back, suffix(held))
+        st.remote_addr, st.esp_hold = back, None
+        st.mobike_moves += 1
+        return True
 
     def followups(self) -> list[Task]:
         return [ReturnRoutabilityTask()] if self._again else []
