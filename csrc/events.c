@@ -37,9 +37,12 @@ static int room(const ts_events *q, const ts_event *ev, int src, int sa) {
     if (src >= 0 && q->ike_src[src] >= TS_IKE_PER_SOURCE)
         return TS_DROP_IKE_SOURCE_LIMIT;
     /* unauthenticated IKE datagrams may fill only part of the queue, so a flood of them never
-     * crowds out EXPIRE/ACQUIRE, nor the IKE of established SAs (their reserve) */
-    size_t cap = ev->type == TS_EV_IKE ? TS_EVENT_CAP / 2 - TS_IKE_RESERVED : TS_EVENT_CAP;
-    return q->count < cap ? TS_DROP_NONE : TS_DROP_QUEUE_FULL;
+     * crowds out EXPIRE/ACQUIRE, nor the IKE of established SAs: their reserve is the part of the
+     * IKE half the others may not fill (they may not count on more: those may use it meanwhile) */
+    if (ev->type == TS_EV_IKE)
+        return q->count < TS_EVENT_CAP / 2 && q->ike_unknown < TS_EVENT_CAP / 2 - TS_IKE_RESERVED
+                   ? TS_DROP_NONE : TS_DROP_QUEUE_FULL;
+    return q->count < TS_EVENT_CAP ? TS_DROP_NONE : TS_DROP_QUEUE_FULL;
 }
 
 static int push(ts_events *q, const ts_event *ev, const uint8_t *data, size_t len, int src, int sa) {
@@ -70,8 +73,10 @@ static int push(ts_events *q, const ts_event *ev, const uint8_t *data, size_t le
         s->sa = (int16_t)sa;
         if (sa >= 0)
             q->ike_sa[sa]++;
-        else if (src >= 0)
+        else if (src >= 0) {
             q->ike_src[src]++;
+            q->ike_unknown++;
+        }
         q->count++;
     }
     pthread_mutex_unlock(&q->lock);
@@ -113,8 +118,10 @@ int ts_dp_next_event(ts_dp *dp, ts_event *ev, uint8_t *buf, size_t buflen) {
     ev->data_len = (uint32_t)n;
     free(s->data);
     s->data = NULL;
-    if (s->src >= 0)
+    if (s->src >= 0) {
         q->ike_src[s->src]--;   /* the source's (or the SA's) share back once the control side has it */
+        q->ike_unknown--;
+    }
     if (s->sa >= 0)
         q->ike_sa[s->sa]--;
     q->head = (q->head + 1) % TS_EVENT_CAP;

@@ -271,9 +271,9 @@ typedef struct ts_event_slot {
  * use, so one sender cannot take them all from the peers whose DPD and rekeys need them */
 #define TS_IKE_SOURCE_SLOTS 256
 #define TS_IKE_PER_SOURCE 32
-/* Of that IKE half, the last TS_IKE_RESERVED are for datagrams that name an established IKE SA
- * (ikespi.c): spoofed senders in any number of slots fill only the rest, so the peers' DPD, rekeys,
- * DELETEs and MOBIKE still go up.  Those are not held to their sender's share (a flood may spoof
+/* Of that IKE half, TS_IKE_RESERVED are for datagrams that name an established IKE SA (ikespi.c):
+ * those of no SA we know, from spoofed senders in any number of slots, fill only the rest, so the
+ * peers' DPD, rekeys, DELETEs and MOBIKE still go up (and may use the rest while it is free).  Those are not held to their sender's share (a flood may spoof
  * the peer's address, or share its slot) but to their IKE SA's: slots a keyed hash of the SPI
  * picks, TS_IKE_PER_SA each, so one authenticated peer flooding with its own SPI cannot take the
  * reserve from the others. */
@@ -284,7 +284,8 @@ typedef struct ts_events {
     pthread_mutex_t lock;
     ts_event_slot slots[TS_EVENT_CAP];
     size_t head, count;
-    uint16_t ike_src[TS_IKE_SOURCE_SLOTS];   /* unknown IKE events queued per source slot */
+    size_t ike_unknown;                      /* IKE events queued of no established IKE SA */
+    uint16_t ike_src[TS_IKE_SOURCE_SLOTS];   /* ... of them per source slot */
     uint16_t ike_sa[TS_IKE_SA_SLOTS];        /* known IKE events queued per IKE SA slot */
     int efd;
 } ts_events;

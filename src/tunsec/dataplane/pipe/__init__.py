@@ -23,6 +23,7 @@ from tunsec.dataplane.pipe.encoding import (
     encode_ok,
     encode_spi,
     error_reply,
+    ike_event_own_spi,
     ike_event_sender,
     join_dump_replies,
 )
@@ -38,6 +39,8 @@ from tunsec.dataplane.pipe.messages import (
     Ike,
     InvalidSpi,
     Message,
+    IkeSpiAdd,
+    IkeSpiDelete,
     Migrate,
     Reply,
     Reserve,
@@ -102,6 +105,8 @@ __all__ = [
     "InvalidSpi",
     "Lifetime",
     "Message",
+    "IkeSpiAdd",
+    "IkeSpiDelete",
     "Migrate",
     "MsgType",
     "PipeError",
@@ -126,6 +131,7 @@ __all__ = [
     "encode_ok",
     "encode_spi",
     "error_reply",
+    "ike_event_own_spi",
     "ike_event_sender",
     "join_dump_replies",
 ]
