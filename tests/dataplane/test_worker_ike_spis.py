@@ -24,7 +24,8 @@ THEIRS = bytes.fromhex("0102030405060708")
 
 def informational(ours: bytes, from_initiator: bool) -> bytes:
     spis = THEIRS + ours if from_initiator else ours + THEIRS
-    return spis + bytes((46, 0x20, 37, 0x08 if from_initiator else 0x20)) + bytes(4) + (36).to_bytes(4, "big") + bytes(8)
+    flags = 0x08 if from_initiator else 0x20
+    return spis + bytes((46, 0x20, 37, flags)) + bytes(4) + (36).to_bytes(4, "big") + bytes(8)
 
 
 class Setup:

@@ -59,7 +59,7 @@ log = logging.getLogger("tunsec.worker")
 Request = (
     pipe.GetSpi | pipe.Update | pipe.Add | pipe.Delete | pipe.Flush
     | pipe.SpdAdd | pipe.SpdDelete | pipe.SpdFlush | pipe.Dump | pipe.SendIke | pipe.Reserve
-    | pipe.Migrate
+    | pipe.Migrate | pipe.IkeSpiAdd | pipe.IkeSpiDelete
 )
 
 

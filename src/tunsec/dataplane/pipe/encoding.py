@@ -16,10 +16,10 @@ from tunsec.dataplane.pipe.messages import (
     Flush,
     GetSpi,
     Ike,
-    InvalidSpi,
-    Message,
     IkeSpiAdd,
     IkeSpiDelete,
+    InvalidSpi,
+    Message,
     Migrate,
     Reply,
     Reserve,
@@ -539,7 +539,7 @@ def ike_event_own_spi(msg: bytes) -> bytes | None:
     each established IKE SA's events is keyed by it (the worker's own bytes, and the fast path
     found the SPI among ours)."""
     try:
-        data_len, data_type, size = _DATA_HEAD.unpack_from(msg, HEADER_LEN)
+        _, data_type, size = _DATA_HEAD.unpack_from(msg, HEADER_LEN)
     except struct.error:
         return None
     if data_type != _X_DATA or size < 28 or len(msg) < _IKE_AT + size:
