@@ -42,7 +42,7 @@ ts_dp *ts_dp_new(void) {
      * INVALID_SPI slot */
     bool keyed = got == (ssize_t)sizeof(dp->source_key);
     if (dp->wake_fd < 0 || dp->spd.hold_fd < 0 || !keyed || ts_spd_init(&dp->spd) != TS_OK ||
-        ts_sad_init(&dp->sad) != TS_OK ||
+        ts_sad_init(&dp->sad) != TS_OK || ts_ike_spis_init(&dp->ike_spis) != TS_OK ||
         ts_events_init(&dp->events) != TS_OK) {
         ts_dp_free(dp);
         return NULL;
@@ -55,6 +55,7 @@ void ts_dp_free(ts_dp *dp) {
         return;
     ts_sad_destroy(&dp->sad);
     ts_spd_destroy(&dp->spd);
+    ts_ike_spis_destroy(&dp->ike_spis);
     ts_events_destroy(&dp->events);
     if (dp->wake_fd >= 0)
         close(dp->wake_fd);
@@ -506,7 +507,8 @@ static int check_inner(ts_sa *sa, const uint8_t *pt, size_t pt_len, size_t *inne
 
 /* An IKE message up to the control process (it parses and answers it): only a whole IKE header
  * whose length field is the message's goes up (cheap, and keeps junk out of the event queue),
- * within its sender's share of the queue.  Anyone may send these, spoofed, before any state. */
+ * within its sender's share of the queue, or its IKE SA's share of the reserve.  Anyone may send
+ * these, spoofed, before any state. */
 static void ike_event(ts_dp *dp, const uint8_t *ike, size_t len, const ts_addr *src, const ts_addr *local,
                       int *drop) {
     if (len > TS_IKE_MAX_MESSAGE) {   /* the control side would drop it unparsed: spare the queue */
@@ -517,12 +519,15 @@ static void ike_event(ts_dp *dp, const uint8_t *ike, size_t len, const ts_addr *
         *drop = TS_DROP_MALFORMED;
         return;
     }
-    ts_event ev = {.type = TS_EV_IKE};
+    /* a datagram of an established IKE SA (our SPI in it: nobody off-path knows one) has a
+     * reserve in the queue; the others' senders share what is left */
+    int sa = ts_ike_known_slot(dp, ike);
+    ts_event ev = {.type = TS_EV_IKE, .known = sa >= 0};
     if (src)
         ev.addr = *src;
     if (local)
         ev.local = *local;
-    *drop = ts_events_push_ike(&dp->events, &ev, ike, len, ike_source_slot(dp, src));
+    *drop = ts_events_push_ike(&dp->events, &ev, ike, len, sa >= 0 ? 0 : ike_source_slot(dp, src), sa);
 }
 
 int ts_inbound_locked(ts_dp *dp, uint8_t *udp, size_t len, const ts_addr *src,

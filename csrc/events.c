@@ -24,25 +24,35 @@ void ts_events_destroy(ts_events *q) {
     pthread_mutex_destroy(&q->lock);
 }
 
-/* why an event of ev's type from source slot src (-1: not an IKE datagram) finds no room:
- * TS_DROP_NONE if it does.  The source's share first, as the INVALID_SPI limiter has it */
-static int room(const ts_events *q, const ts_event *ev, int src) {
+/* why an event of ev's type from source slot src (-1: not an IKE datagram), of the established
+ * IKE SA in slot sa (-1: none), finds no room: TS_DROP_NONE if it does.  The share first, as the
+ * INVALID_SPI limiter has it */
+static int room(const ts_events *q, const ts_event *ev, int src, int sa) {
+    if (sa >= 0) {
+        /* only its SA's share bounds it, not its sender's: a flood may spoof the peer's address */
+        if (q->ike_sa[sa] >= TS_IKE_PER_SA)
+            return TS_DROP_IKE_KNOWN_SHARE;
+        return q->count < TS_EVENT_CAP / 2 ? TS_DROP_NONE : TS_DROP_IKE_KNOWN_FULL;
+    }
     if (src >= 0 && q->ike_src[src] >= TS_IKE_PER_SOURCE)
         return TS_DROP_IKE_SOURCE_LIMIT;
-    /* unauthenticated IKE datagrams may fill only part of the queue, so a
-     * flood of them never crowds out EXPIRE/ACQUIRE */
-    size_t cap = ev->type == TS_EV_IKE ? TS_EVENT_CAP / 2 : TS_EVENT_CAP;
-    return q->count < cap ? TS_DROP_NONE : TS_DROP_QUEUE_FULL;
+    /* unauthenticated IKE datagrams may fill only part of the queue, so a flood of them never
+     * crowds out EXPIRE/ACQUIRE, nor the IKE of established SAs: their reserve is the part of the
+     * IKE half the others may not fill (they may not count on more: those may use it meanwhile) */
+    if (ev->type == TS_EV_IKE)
+        return q->count < TS_EVENT_CAP / 2 && q->ike_unknown < TS_EVENT_CAP / 2 - TS_IKE_RESERVED
+                   ? TS_DROP_NONE : TS_DROP_QUEUE_FULL;
+    return q->count < TS_EVENT_CAP ? TS_DROP_NONE : TS_DROP_QUEUE_FULL;
 }
 
-static int push(ts_events *q, const ts_event *ev, const uint8_t *data, size_t len, int src) {
+static int push(ts_events *q, const ts_event *ev, const uint8_t *data, size_t len, int src, int sa) {
     uint8_t *copy = NULL;
     int why;
     if (len) {
         /* a look before the copy, so a datagram with no room costs no allocation (a flood's
          * are up to 64 KiB each); the copy is made outside the lock, and room checked again */
         pthread_mutex_lock(&q->lock);
-        why = room(q, ev, src);
+        why = room(q, ev, src, sa);
         pthread_mutex_unlock(&q->lock);
         if (why != TS_DROP_NONE)
             return why;
@@ -52,15 +62,21 @@ static int push(ts_events *q, const ts_event *ev, const uint8_t *data, size_t le
         memcpy(copy, data, len);
     }
     pthread_mutex_lock(&q->lock);
-    why = room(q, ev, src);
+    why = room(q, ev, src, sa);
     if (why == TS_DROP_NONE) {
         ts_event_slot *s = &q->slots[(q->head + q->count) % TS_EVENT_CAP];
         s->ev = *ev;
         s->ev.data_len = (uint32_t)len;
         s->data = copy;
-        s->src = (int16_t)src;
-        if (src >= 0)
+        /* a known SA's datagram is counted in its SA's share only */
+        s->src = (int16_t)(sa >= 0 ? -1 : src);
+        s->sa = (int16_t)sa;
+        if (sa >= 0)
+            q->ike_sa[sa]++;
+        else if (src >= 0) {
             q->ike_src[src]++;
+            q->ike_unknown++;
+        }
         q->count++;
     }
     pthread_mutex_unlock(&q->lock);
@@ -75,11 +91,13 @@ static int push(ts_events *q, const ts_event *ev, const uint8_t *data, size_t le
 }
 
 bool ts_events_push(ts_events *q, const ts_event *ev, const uint8_t *data, size_t len) {
-    return push(q, ev, data, len, -1) == TS_DROP_NONE;
+    return push(q, ev, data, len, -1, -1) == TS_DROP_NONE;
 }
 
-int ts_events_push_ike(ts_events *q, const ts_event *ev, const uint8_t *data, size_t len, unsigned src_slot) {
-    return push(q, ev, data, len, (int)(src_slot % TS_IKE_SOURCE_SLOTS));
+int ts_events_push_ike(ts_events *q, const ts_event *ev, const uint8_t *data, size_t len, unsigned src_slot,
+                       int sa_slot) {
+    return push(q, ev, data, len, (int)(src_slot % TS_IKE_SOURCE_SLOTS),
+                sa_slot < 0 ? -1 : sa_slot % TS_IKE_SA_SLOTS);
 }
 
 int ts_dp_next_event(ts_dp *dp, ts_event *ev, uint8_t *buf, size_t buflen) {
@@ -100,8 +118,12 @@ int ts_dp_next_event(ts_dp *dp, ts_event *ev, uint8_t *buf, size_t buflen) {
     ev->data_len = (uint32_t)n;
     free(s->data);
     s->data = NULL;
-    if (s->src >= 0)
-        q->ike_src[s->src]--;   /* the source's share back once the control side has it */
+    if (s->src >= 0) {
+        q->ike_src[s->src]--;   /* the source's (or the SA's) share back once the control side has it */
+        q->ike_unknown--;
+    }
+    if (s->sa >= 0)
+        q->ike_sa[s->sa]--;
     q->head = (q->head + 1) % TS_EVENT_CAP;
     q->count--;
     pthread_mutex_unlock(&q->lock);

@@ -25,6 +25,7 @@
 #define IKE_UDP_PORT 500
 #define IKE_HDR_LEN 28
 #define IKE_HDR_LEN_OFF 24
+#define IKE_FLAG_INITIATOR 0x08   /* header byte 19: sent by the original initiator */
 
 /* ---- anti-replay (replay.c) ---------------------------------------------
  * RFC 6479 style: a ring of 64-bit words; sliding the window clears whole
@@ -261,6 +262,7 @@ typedef struct ts_event_slot {
     ts_event ev;
     uint8_t *data;
     int16_t src;                       /* IKE: the sender's slot in ts_events.ike_src, else -1 */
+    int16_t sa;                        /* IKE of an established IKE SA: its slot in ts_events.ike_sa, else -1 */
 } ts_event_slot;
 
 #define TS_EVENT_CAP 1024
@@ -269,11 +271,22 @@ typedef struct ts_event_slot {
  * use, so one sender cannot take them all from the peers whose DPD and rekeys need them */
 #define TS_IKE_SOURCE_SLOTS 256
 #define TS_IKE_PER_SOURCE 32
+/* Of that IKE half, TS_IKE_RESERVED are for datagrams that name an established IKE SA (ikespi.c):
+ * those of no SA we know, from spoofed senders in any number of slots, fill only the rest, so the
+ * peers' DPD, rekeys, DELETEs and MOBIKE still go up (and may use the rest while it is free).  Those are not held to their sender's share (a flood may spoof
+ * the peer's address, or share its slot) but to their IKE SA's: slots a keyed hash of the SPI
+ * picks, TS_IKE_PER_SA each, so one authenticated peer flooding with its own SPI cannot take the
+ * reserve from the others. */
+#define TS_IKE_RESERVED 128
+#define TS_IKE_SA_SLOTS 256
+#define TS_IKE_PER_SA 16
 typedef struct ts_events {
     pthread_mutex_t lock;
     ts_event_slot slots[TS_EVENT_CAP];
     size_t head, count;
-    uint16_t ike_src[TS_IKE_SOURCE_SLOTS];   /* IKE events queued per source slot */
+    size_t ike_unknown;                      /* IKE events queued of no established IKE SA */
+    uint16_t ike_src[TS_IKE_SOURCE_SLOTS];   /* ... of them per source slot */
+    uint16_t ike_sa[TS_IKE_SA_SLOTS];        /* known IKE events queued per IKE SA slot */
     int efd;
 } ts_events;
 
@@ -281,9 +294,28 @@ int ts_events_init(ts_events *q);
 void ts_events_destroy(ts_events *q);
 /* false if the queue is full (the caller counts the drop) */
 bool ts_events_push(ts_events *q, const ts_event *ev, const uint8_t *data, size_t len);
-/* an IKE datagram from the sender whose slot is src_slot: TS_DROP_NONE once queued, else
- * TS_DROP_IKE_SOURCE_LIMIT (that slot's share is waiting) or TS_DROP_QUEUE_FULL */
-int ts_events_push_ike(ts_events *q, const ts_event *ev, const uint8_t *data, size_t len, unsigned src_slot);
+/* an IKE datagram from the sender whose slot is src_slot, of the established IKE SA whose slot is
+ * sa_slot (-1: none we know): TS_DROP_NONE once queued, else TS_DROP_IKE_SOURCE_LIMIT (that
+ * sender's share is waiting) or TS_DROP_QUEUE_FULL; for a known SA TS_DROP_IKE_KNOWN_SHARE or
+ * TS_DROP_IKE_KNOWN_FULL */
+int ts_events_push_ike(ts_events *q, const ts_event *ev, const uint8_t *data, size_t len, unsigned src_slot,
+                       int sa_slot);
+
+/* ---- our established IKE SAs' SPIs (ikespi.c) ------------------------------------------ */
+typedef struct ts_ike_spis {
+    uint64_t *slots;                   /* cap of them, 0 = empty; NULL until the first add */
+    size_t cap, count;                 /* cap a power of two, count <= cap / 2 */
+    uint64_t key[2];                   /* SipHash key, random per context */
+} ts_ike_spis;
+int ts_ike_spis_init(ts_ike_spis *s);
+void ts_ike_spis_destroy(ts_ike_spis *s);
+uint64_t ts_ike_spi_hash(const ts_ike_spis *s, uint64_t spi);
+bool ts_ike_spis_has(const ts_ike_spis *s, uint64_t spi, uint64_t *hash);
+int ts_ike_spis_add(ts_ike_spis *s, uint64_t spi);
+int ts_ike_spis_delete(ts_ike_spis *s, uint64_t spi);
+/* under the read lock: the slot of the established IKE SA whose SPI an IKE header (28 bytes or
+ * more) names as ours (SPIr if the initiator sent it, else SPIi), -1 if none */
+int ts_ike_known_slot(const ts_dp *dp, const uint8_t *ike);
 
 /* ---- socket control data (cmsg.c) ------------------------------------------- */
 typedef struct ts_rx_meta {
@@ -317,6 +349,7 @@ struct ts_dp {
     ts_sad sad;
     ts_spd spd;
     ts_events events;
+    ts_ike_spis ike_spis;              /* our SPIs of established IKE SAs: their IKE gets a reserve */
     _Atomic uint64_t drops[TS_DROP__COUNT];
     _Atomic uint32_t tunnel_mtu;
     ts_queue queues[TS_MAX_QUEUES];

@@ -80,6 +80,11 @@ enum ts_drop {
     TS_DROP_IKE_SOURCE_LIMIT,         /* IKE datagram not passed up: its source address (or one whose
                                          keyed hash shares its slot) already has 32 waiting for the
                                          control process */
+    TS_DROP_IKE_KNOWN_SHARE,          /* IKE datagram of an established IKE SA (our SPI in it) not
+                                         passed up: that SA (or one whose keyed hash shares its slot)
+                                         already has 16 waiting */
+    TS_DROP_IKE_KNOWN_FULL,           /* ... not passed up: the IKE half of the event queue is full,
+                                         its reserve for established IKE SAs too */
     TS_DROP__COUNT
 };
 
@@ -192,6 +197,7 @@ enum ts_expire_reason { TS_EXP_BYTES = 1, TS_EXP_PACKETS = 2, TS_EXP_SEQ = 4 };
 typedef struct ts_event {
     uint8_t type;
     uint8_t dir, hard, reason;
+    uint8_t known;               /* IKE: 1 if it names an established IKE SA of ours (ts_dp_ike_spi_add) */
     uint32_t spi;
     uint32_t policy_id;
     ts_addr addr;                /* peer (INVALID_SPI, IKE, EXPIRE of an OUT SA) */
@@ -245,6 +251,15 @@ size_t ts_sad_list(ts_dp *dp, ts_sa_info *out, size_t max);   /* returns number 
  * set the next notify point; re-arms TS_EV_RESERVE */
 /* remote: the peer of an OUT SA (its identity with the SPI); ignored for IN */
 int ts_sad_reserve(ts_dp *dp, uint32_t spi, uint8_t dir, const ts_addr *remote, uint64_t limit, uint64_t notify);
+
+/* Our SPIs of established IKE SAs (the 8 bytes of the IKE header, big-endian): IKE datagrams
+ * that name one as ours get a reserve in the event queue that others cannot take.  At most
+ * TS_IKE_SPI_MAX (then TS_ENOSPC: that SA goes without); 0 is TS_EINVAL, a second add of one
+ * TS_EEXIST, a delete of one not there TS_ENOENT. */
+#define TS_IKE_SPI_MAX 65536
+int ts_dp_ike_spi_add(ts_dp *dp, uint64_t spi);
+int ts_dp_ike_spi_delete(ts_dp *dp, uint64_t spi);
+size_t ts_dp_ike_spi_count(ts_dp *dp);
 
 /* SPD */
 int ts_spd_add(ts_dp *dp, const ts_policy *p);

@@ -28,6 +28,8 @@ from tunsec.dataplane.pipe import (
     Flush,
     GetSpi,
     Ike,
+    IkeSpiAdd,
+    IkeSpiDelete,
     InvalidSpi,
     Lifetime,
     Message,
@@ -65,6 +67,7 @@ u32s = st.integers(0, U32)
 u64s = st.one_of(st.just(0), st.integers(0, U64))
 spis = st.integers(256, U32)
 req_ids = st.integers(1, U32)
+ike_spis = st.binary(min_size=8, max_size=8).filter(any)
 families = st.sampled_from([4, 6])
 ipv4s = st.builds(IPv4Address, st.integers(0, 2**32 - 1))
 ipv6s = st.builds(IPv6Address, st.integers(0, 2**128 - 1))
@@ -301,6 +304,8 @@ messages: st.SearchStrategy[Message] = st.one_of(
             st.just(e),
         )
     ),
+    st.builds(IkeSpiAdd, req_ids, ike_spis),
+    st.builds(IkeSpiDelete, req_ids, ike_spis),
 )
 
 # ------------------------------------------------------------ realistic values
@@ -375,7 +380,7 @@ DROP_NAMES += ["hold_full", "hold_timeout"]
 DROP_NAMES += ["icmp_suppressed"]
 DROP_NAMES += ["unreserved"]
 DROP_NAMES += ["invalid_spi_source_limit", "invalid_spi_rate_limit"]
-DROP_NAMES += ["ike_too_big", "icmp_quote", "ike_source_limit"]
+DROP_NAMES += ["ike_too_big", "icmp_quote", "ike_source_limit", "ike_known_share", "ike_known_full"]
 
 DROPS = tuple((name, n) for n, name in enumerate(DROP_NAMES))
 
@@ -426,6 +431,9 @@ REALISTIC: list[Message] = [
     Migrate(21, 0xCAFE0002, Direction.OUT, REMOTE4_MOVED, REMOTE4, LOCAL4),
     Migrate(22, 0xC0000123, Direction.IN, REMOTE6, new_local=LOCAL6),
     Migrate(23, 0xC0000123, Direction.IN, REMOTE4, new_local=Endpoint(ip_address("0.0.0.0"), 4500)),
+    # an IKE SA established, then rekeyed away: its IKE has a reserve in the worker meanwhile
+    IkeSpiAdd(24, bytes.fromhex("8a3f01c27d5e9b10")),
+    IkeSpiDelete(25, bytes.fromhex("8a3f01c27d5e9b10")),
     # a hard EXPIRE carries the SA's final counters (PF_KEY's current lifetime); DUMP the worker's gauges
     Expire(spi=0xC0000123, direction=Direction.IN, hard=True, reason=ExpireReason.TIME,
            current=Lifetime(bytes=1 << 40, packets=12345, seconds=3600)),
@@ -536,6 +544,7 @@ EXT_LENGTHS = {
     Ext.ADDR_NEW_REMOTE: 24,
     Ext.LIFETIME_CURRENT: 28,
     Ext.GAUGE: 16 + 8,  # "live_sas"
+    Ext.IKE_SPI: 12,
 }
 
 

@@ -22,6 +22,7 @@ from pipe_codec_data import (
     plus,
     put,
     raw,
+    rebuild,
     sa_info,
     split,
     without,
@@ -42,6 +43,8 @@ from tunsec.dataplane.pipe import (
     Flush,
     GetSpi,
     Ike,
+    IkeSpiAdd,
+    IkeSpiDelete,
     InvalidSpi,
     Lifetime,
     Migrate,
@@ -83,7 +86,7 @@ def test_bad_version_is_answered() -> None:
 
 
 def test_unknown_type_is_answered_with_its_raw_type() -> None:
-    for msg_type in (0, 13, 15, 22, 255):
+    for msg_type in (0, 15, 22, 255):
         err = decode_error(raw(msg_type, req_id=43))
         assert err.errno is Errno.ETYPE and err.req_id == 43 and err.msg_type == msg_type
         answer = error_reply(err)
@@ -220,6 +223,12 @@ MALFORMED: list[tuple[str, bytes, Errno]] = [
     ("MIGRATE new local reserved", patch(MIGRATE_LOCAL, Ext.ADDR_NEW_LOCAL, put(1, b"\1")), Errno.EINVAL),
     ("MIGRATE two new locals", plus(MIGRATE_LOCAL, (Ext.ADDR_NEW_LOCAL, REMOTE4_BODY)), Errno.EINVAL),
     ("MIGRATE new local short", plus(MIGRATE_OUT, (Ext.ADDR_NEW_LOCAL, REMOTE4_BODY[:16])), Errno.EINVAL),
+    ("IKE_SPI_ADD without its SPI", without(IkeSpiAdd(1, b"\1" * 8), Ext.IKE_SPI), Errno.EINVAL),
+    ("IKE_SPI_DELETE SPI zero", patch(IkeSpiDelete(1, b"\1" * 8), Ext.IKE_SPI, put(0, bytes(8))), Errno.EINVAL),
+    ("IKE_SPI_ADD two SPIs", plus(IkeSpiAdd(1, b"\1" * 8), (Ext.IKE_SPI, b"\2" * 8)), Errno.EINVAL),
+    ("IKE_SPI_ADD SPI short", rebuild(encode(IkeSpiAdd(1, b"\1" * 8)), [(Ext.IKE_SPI, b"\2" * 4)]),
+     Errno.EINVAL),
+    ("IKE_SPI_ADD with a peer", plus(IkeSpiAdd(1, b"\1" * 8), (Ext.ADDR_REMOTE, REMOTE4_BODY)), Errno.EINVAL),
     ("DELETE with a new local", plus(Delete(1, 300, Direction.IN), (Ext.ADDR_NEW_LOCAL, REMOTE4_BODY)),
      Errno.EINVAL),
     ("DELETE OUT without its peer", without(Delete(1, 300, Direction.OUT, REMOTE4), Ext.ADDR_REMOTE), Errno.EINVAL),

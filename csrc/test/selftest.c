@@ -14,7 +14,8 @@
  * hard byte/packet limit, removed and freed), test_icmp.c, test_icmp_quote.c (ICMP errors
  * checked by the packet they quote),
  * test_ike_port.c (the NAT-T port's IKE/ESP split), test_ike_queue.c (IKE after the marker, each
- * sender's share of the event queue), test_invalid_spi.c (its rate limits), test_fuzz.c,
+ * sender's share of the event queue), test_ike_trust.c (the reserve of established IKE SAs and
+ * their SPI set), test_invalid_spi.c (its rate limits), test_fuzz.c,
  * test_offload.c, test_loop.c, test_hold.c, test_cmsg.c (socket control
  * data: the local address a datagram came to, the source ESP leaves from), test_spd.c
  * (the SPD's index against the ordered scan); what they share is
@@ -45,6 +46,8 @@ int main(int argc, char **argv) {
     test_ike_marker();
     test_ike_source_share();
     test_ike_source_share_threads();
+    test_ike_known_reserve();
+    test_ike_spi_set();
     test_siphash_vector();
     test_invalid_spi_per_source();
     test_invalid_spi_clock_behind();

@@ -133,6 +133,8 @@ void ike_hdr(uint8_t *p, size_t len, uint32_t hlen);   /* an IKE_SA_INIT header 
 void test_ike_marker(void);             /* test_ike_queue.c */
 void test_ike_source_share(void);
 void test_ike_source_share_threads(void);
+void test_ike_known_reserve(void);      /* test_ike_trust.c */
+void test_ike_spi_set(void);
 void test_siphash_vector(void);         /* test_invalid_spi.c */
 void test_invalid_spi_per_source(void);
 void test_invalid_spi_clock_behind(void);

@@ -77,6 +77,26 @@ def ike(n: int, size: int = 100, remote: Endpoint | None = None) -> bytes:
     return pipe.encode(pipe.Ike(data=n.to_bytes(4, "big") + bytes(size - 4), remote=remote))
 
 
+# what IKE events of unknown IKE SAs may fill: the rest of MAX_IKE is the established SAs' reserve
+UNKNOWN = PipeWriter.MAX_IKE - PipeWriter.MAX_IKE_RESERVED
+NO_DROPS = {"pipe_event_full": 0, "pipe_ike_full": 0, "pipe_ike_source_full": 0, "pipe_ike_known_full": 0,
+            "pipe_ike_known_share": 0}
+
+
+def known_ike(n: int, spi: bytes, from_initiator: bool, remote: Endpoint = PEER) -> bytes:
+    """IKE event n of an established IKE SA whose SPI of ours is spi: SPIr if the initiator sent it."""
+    peers = bytes(range(0xC0, 0xC8))
+    spis = peers + spi if from_initiator else spi + peers
+    header = spis + bytes((46, 0x20, 37, 0x08 if from_initiator else 0x20)) + bytes(4) + (32).to_bytes(4, "big")
+    return pipe.encode(pipe.Ike(data=header + n.to_bytes(4, "big"), remote=remote))
+
+
+def known_number(data: bytes) -> int:
+    msg = pipe.decode(data)
+    assert isinstance(msg, pipe.Ike)
+    return int.from_bytes(msg.data[28:32], "big")
+
+
 def expire(spi: int, hard: bool) -> bytes:
     return pipe.encode(pipe.Expire(spi=0x1000 + spi, direction=Direction.OUT, hard=hard, reason=ExpireReason.TIME,
                                    remote=PEER))
@@ -100,9 +120,8 @@ def test_expires_are_not_dropped_for_ike_and_overtake_its_backlog(pair: Pair) ->
     pair.writer.send(expire(0x1234, hard=True), is_event=True)
     got = pair.read_all()[old:]
     assert got[:2] == [expire(0x1234, hard=False), expire(0x1234, hard=True)]
-    assert [ike_number(d) for d in got[2:]] == list(range(flood - PipeWriter.MAX_IKE, flood))
-    assert dict(pair.writer.drops()) == {"pipe_event_full": 0, "pipe_ike_full": flood - PipeWriter.MAX_IKE,
-                                         "pipe_ike_source_full": 0}
+    assert [ike_number(d) for d in got[2:]] == list(range(flood - UNKNOWN, flood))
+    assert dict(pair.writer.drops()) == {**NO_DROPS, "pipe_ike_full": flood - UNKNOWN}
     assert pair.pauses == []   # no answer waited: requests were read all along
 
 
@@ -161,7 +180,7 @@ def test_other_events_beyond_max_queued_are_dropped_answers_never(pair: Pair) ->
     pair.writer.send(ike(0), is_event=True)        # a full queue of other events does not stop IKE
     got = pair.read_all()[old:]
     assert got == [*(expire(spi, hard=False) for spi in range(3)), *(b"answer %d" % n for n in range(5)), ike(0)]
-    assert dict(pair.writer.drops()) == {"pipe_event_full": 2, "pipe_ike_full": 0, "pipe_ike_source_full": 0}
+    assert dict(pair.writer.drops()) == {**NO_DROPS, "pipe_event_full": 2}
 
 
 def test_with_room_everything_goes_at_once(pair: Pair) -> None:
@@ -176,7 +195,7 @@ def test_a_backlog_that_drops_says_so_once_and_what_it_cost_when_it_ends(
         pair: Pair, caplog: pytest.LogCaptureFixture) -> None:
     pair.fill_pipe()
     with caplog.at_level(logging.WARNING, "tunsec.worker"):
-        for n in range(PipeWriter.MAX_IKE + 100):
+        for n in range(UNKNOWN + 100):
             pair.writer.send(ike(n), is_event=True)
         assert [r.getMessage() for r in caplog.records] == [
             "the control process does not keep up: dropping events (IKE ones first)"]
@@ -199,8 +218,7 @@ def test_a_flooding_sender_keeps_its_share_and_pushes_out_no_other_peers_ike(pai
     pair.writer.send(ike(flood + 1, remote=Endpoint(ipaddress.ip_address("2001:db8::7"), 4500)), is_event=True)
     got = [ike_number(d) for d in pair.read_all()[old:]]
     assert got == [0, *range(flood + 1 - share, flood + 1), flood + 1]
-    assert dict(pair.writer.drops()) == {"pipe_event_full": 0, "pipe_ike_full": 0,
-                                         "pipe_ike_source_full": flood - share}
+    assert dict(pair.writer.drops()) == {**NO_DROPS, "pipe_ike_source_full": flood - share}
     assert pair.writer.ike_bytes == 0 and not pair.writer.ike_by_sender
 
 
@@ -224,10 +242,71 @@ def test_shares_drop_only_their_senders_oldest_in_a_mixed_backlog(pair: Pair) ->
 
 
 def test_the_share_is_the_fast_paths(pair: Pair) -> None:
-    """One figure in two languages: the fast path's per-source share before the writer's."""
+    """One figure in two languages: the fast path's per-source share before the writer's, and so
+    the established IKE SAs' reserve and each one's share of it."""
     header = (Path(__file__).parents[2] / "csrc" / "internal.h").read_text()
-    found = re.search(r"#define TS_IKE_PER_SOURCE (\d+)", header)
-    assert found is not None and int(found[1]) == PipeWriter.MAX_IKE_PER_SENDER
+    for name, value in (("TS_IKE_PER_SOURCE", PipeWriter.MAX_IKE_PER_SENDER),
+                        ("TS_IKE_RESERVED", PipeWriter.MAX_IKE_RESERVED), ("TS_IKE_PER_SA", PipeWriter.MAX_IKE_PER_SA)):
+        found = re.search(rf"#define {name} (\d+)", header)
+        assert found is not None and int(found[1]) == value, name
+
+
+def test_established_sas_ike_keeps_its_reserve_through_a_flood_and_goes_first(pair: Pair) -> None:
+    """A flood from more senders than MAX_IKE has shares for fills what unknown IKE may; the DPDs of
+    three established IKE SAs (either side the initiator) still wait, every one, and leave first."""
+    old = pair.fill_pipe()
+    flood = 3 * PipeWriter.MAX_IKE
+    spis = [bytes([0x80 + k]) * 8 for k in range(3)]
+    for n in range(flood):
+        pair.writer.send(ike(n), is_event=True)
+        if n % 200 == 0:
+            for k, spi in enumerate(spis):
+                pair.writer.send(known_ike(n + k, spi, k % 2 == 0), is_event=True, known=True)
+    assert len(pair.writer.ike) == UNKNOWN and len(pair.writer.ike_known) == 3 * len(range(0, flood, 200))
+    got = pair.read_all()[old:]
+    dpds = 3 * len(range(0, flood, 200))
+    assert [known_number(d) for d in got[:dpds]] == [n + k for n in range(0, flood, 200) for k in range(3)]
+    assert [ike_number(d) for d in got[dpds:]] == list(range(flood - UNKNOWN, flood))
+    assert dict(pair.writer.drops()) == {**NO_DROPS, "pipe_ike_full": flood - UNKNOWN}
+    assert pair.writer.ike_bytes == 0
+
+
+def test_one_sa_keeps_to_its_share_and_all_to_what_the_flood_leaves(pair: Pair) -> None:
+    """An authenticated peer flooding with its own SPI keeps its newest MAX_IKE_PER_SA (its share);
+    many SAs together take the reserve and what unknown IKE leaves free of MAX_IKE, no more: their
+    oldest go, counted apart from the unknown ones."""
+    share = PipeWriter.MAX_IKE_PER_SA
+    pair.fill_pipe()
+    mine = b"\x11" * 8
+    for n in range(500):
+        pair.writer.send(known_ike(n, mine, True), is_event=True, known=True)
+    assert [known_number(w.data) for w in pair.writer.ike_known] == list(range(500 - share, 500))
+    assert dict(pair.writer.drops()) == {**NO_DROPS, "pipe_ike_known_share": 500 - share}
+    pair.writer.send(ike(0), is_event=True)   # the unknown: what the flood has
+    sas = PipeWriter.MAX_IKE // share + 4
+    for k in range(sas):
+        for n in range(share):
+            pair.writer.send(known_ike(n, (0x2000 + k).to_bytes(8, "big"), False), is_event=True, known=True)
+    assert len(pair.writer.ike_known) == PipeWriter.MAX_IKE - 1 and len(pair.writer.ike) == 1
+    assert pair.writer.dropped_ike_known == share + sas * share - (PipeWriter.MAX_IKE - 1)
+    # a flood takes its room back: established SAs keep the reserve, their newest, and lost their oldest
+    before = pair.writer.dropped_ike_known
+    for n in range(1, 2 * UNKNOWN):
+        pair.writer.send(ike(n), is_event=True)
+    assert len(pair.writer.ike) == UNKNOWN and len(pair.writer.ike_known) == PipeWriter.MAX_IKE_RESERVED
+    assert pair.writer.dropped_ike == UNKNOWN   # of the 2 * UNKNOWN sent
+    assert pair.writer.dropped_ike_known - before == PipeWriter.MAX_IKE - 1 - PipeWriter.MAX_IKE_RESERVED
+    kept = [w.data for w in pair.writer.ike_known]
+    assert kept == [known_ike(n, (0x2000 + k).to_bytes(8, "big"), False)
+                    for k in range(sas - len(kept) // share, sas) for n in range(share)]
+    assert pair.writer.ike_bytes == sum(len(w.data) for w in (*pair.writer.ike, *pair.writer.ike_known))
+
+
+def test_our_spi_is_read_by_the_initiator_flag() -> None:
+    spi = bytes.fromhex("0102030405060708")
+    assert pipe.ike_event_own_spi(known_ike(1, spi, True)) == spi
+    assert pipe.ike_event_own_spi(known_ike(1, spi, False)) == spi
+    assert pipe.ike_event_own_spi(expire(1, hard=True)) is None
 
 
 def test_the_sender_is_read_alike_from_either_encoding() -> None:

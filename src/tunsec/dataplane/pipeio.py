@@ -12,7 +12,7 @@ import logging
 import socket
 from collections.abc import Callable
 
-from tunsec.dataplane.pipe import MsgType, ike_event_sender
+from tunsec.dataplane.pipe import MsgType, ike_event_own_spi, ike_event_sender
 from tunsec.ike.constants import MAX_IKE_MESSAGE
 from tunsec.loglimit import LogLimiter, suffix
 
@@ -25,11 +25,55 @@ _IKE_TYPE = int(MsgType.IKE)   # the pipe header's byte 1 (docs/pipe.md, Framing
 
 @dataclasses.dataclass(slots=True, eq=False)
 class _WaitingIke:
-    """An IKE event waiting and its sender (ike_event_sender; None: only the global bounds hold it).
-    eq=False: deque.remove finds one by identity, never comparing datagrams byte by byte."""
+    """An IKE event waiting and whose share it is in: its sender's (ike_event_sender), or for one of
+    an established IKE SA that SA's (our SPI, ike_event_own_spi); None: only the global bounds hold
+    it.  eq=False: deque.remove finds one by identity, never comparing datagrams byte by byte."""
 
     data: bytes
-    sender: bytes | None
+    key: bytes | None
+
+
+class _IkeWaiting:
+    """One of the writer's two IKE queues: the events in order, and the same by share key, oldest first."""
+
+    def __init__(self) -> None:
+        self.events: collections.deque[_WaitingIke] = collections.deque()
+        self.by_key: dict[bytes, collections.deque[_WaitingIke]] = {}   # a key with none has no entry
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    def share(self, key: bytes | None) -> int:
+        mine = self.by_key.get(key) if key is not None else None
+        return len(mine) if mine is not None else 0
+
+    def append(self, waiting: _WaitingIke) -> None:
+        self.events.append(waiting)
+        if waiting.key is not None:
+            self.by_key.setdefault(waiting.key, collections.deque()).append(waiting)
+
+    def pop_oldest(self) -> _WaitingIke:
+        """The oldest event goes (sent or dropped); it is also its key's oldest."""
+        old = self.events.popleft()
+        if old.key is not None:
+            mine = self.by_key[old.key]
+            mine.popleft()
+            if not mine:
+                del self.by_key[old.key]
+        return old
+
+    def pop_keys_oldest(self, key: bytes) -> _WaitingIke:
+        mine = self.by_key[key]
+        old = mine.popleft()
+        # a scan of at most MAX_IKE pointers, in C; a flooder's oldest is mostly near the front
+        self.events.remove(old)
+        if not mine:
+            del self.by_key[key]
+        return old
+
+    def clear(self) -> None:
+        self.events.clear()
+        self.by_key.clear()
 
 
 class PipeWriter:
@@ -40,7 +84,9 @@ class PipeWriter:
     requests and every peer's SA lifetimes depend on them, and only authenticated SAs, policies
     and rate limits make them.  IKE events (any sender's datagram to port 4500, up to
     MAX_IKE_MESSAGE bytes, unauthenticated) wait in their own bounded queue and leave only when the
-    first is empty, so no flood of them delays or pushes out the rest.
+    first is empty, so no flood of them delays or pushes out the rest.  Those of established IKE
+    SAs (the fast path found our SPI in them: ``known``) wait apart and leave first: a reserve of
+    MAX_IKE_RESERVED that the others cannot take, each SA's to a share (MAX_IKE_PER_SA).
 
     Requests are not read while answers wait (backpressure on a control process that sends faster
     than it reads); waiting events do not stop them.  Non-IKE events beyond MAX_QUEUED are dropped
@@ -63,6 +109,13 @@ class PipeWriter:
     # control process is too slow for refilled it again and again, and its datagrams pushed every
     # other peer's (DPD, rekeys, IKE_AUTH) out of MAX_IKE; now that takes 16 flooding senders or more.
     MAX_IKE_PER_SENDER = 32
+    # Of MAX_IKE, the IKE events of established IKE SAs (DPD, rekeys, DELETEs, MOBIKE: an off-path
+    # flood cannot name their SPIs) have a reserve the others cannot take, as in the fast path
+    # (TS_IKE_RESERVED); they may use more of MAX_IKE while the others leave it free, and each SA
+    # (our SPI) has a share of them (TS_IKE_PER_SA), so one peer flooding with its own SPI cannot
+    # take the reserve from the rest.  test_pipe_writer holds both equal to C's.
+    MAX_IKE_RESERVED = 128
+    MAX_IKE_PER_SA = 16
     # The fast path passes up no IKE message longer than MAX_IKE_MESSAGE (csrc TS_IKE_MAX_MESSAGE),
     # so MAX_IKE of the longest, with their pipe header and endpoints, fit: the count is the bound
     # that holds (~4.9 MiB at most), this one only a backstop should longer events ever come.
@@ -75,26 +128,31 @@ class PipeWriter:
         self.pause_reading = pause_reading
         # answers and non-IKE events, in order; the flag: an answer (it holds the reader paused)
         self.queue: collections.deque[tuple[bytes, bool]] = collections.deque()
-        self.ike: collections.deque[_WaitingIke] = collections.deque()
-        # the same events by sender, oldest first; a sender with none has no entry
-        self.ike_by_sender: dict[bytes, collections.deque[_WaitingIke]] = {}
-        self.ike_bytes = 0
+        self._unknown = _IkeWaiting()   # by sender
+        self._known = _IkeWaiting()     # of established IKE SAs, by our SPI
+        self.ike = self._unknown.events
+        self.ike_by_sender = self._unknown.by_key
+        self.ike_known = self._known.events
+        self.ike_bytes = 0   # of both
         self.answers_waiting = 0
         self.events_waiting = 0
         # since the worker started (DUMP's drops); the log line says what is new since its last
         self.dropped_events = 0
         self.dropped_ike = 0
         self.dropped_ike_source = 0
+        self.dropped_ike_known = 0
+        self.dropped_ike_known_share = 0
         self._logged = (0, 0)
         # a flood can start and end backlogs at its own pace: their log lines are limited
         self._log_limit = LogLimiter(burst=2, period=10.0)
         self._writing = False
-        self._held: list[tuple[bytes, bool]] | None = None
+        self._held: list[tuple[bytes, bool, bool]] | None = None
 
     def drops(self) -> tuple[tuple[str, int], ...]:
         """The counters DUMP reports with the fast path's drops."""
         return (("pipe_event_full", self.dropped_events), ("pipe_ike_full", self.dropped_ike),
-                ("pipe_ike_source_full", self.dropped_ike_source))
+                ("pipe_ike_source_full", self.dropped_ike_source), ("pipe_ike_known_full", self.dropped_ike_known),
+                ("pipe_ike_known_share", self.dropped_ike_known_share))
 
     def hold(self) -> None:
         """Keep what is sent from now on, in order, until release() (PipeReader's batches)."""
@@ -102,16 +160,17 @@ class PipeWriter:
 
     def release(self) -> None:
         held, self._held = self._held, None
-        for data, is_event in held or ():
-            self.send(data, is_event)
+        for data, is_event, known in held or ():
+            self.send(data, is_event, known)
 
-    def send(self, data: bytes, is_event: bool = False) -> None:
+    def send(self, data: bytes, is_event: bool = False, known: bool = False) -> None:
+        """known: an IKE event of an established IKE SA (the fast path's finding, not the peer's claim)."""
         if self._held is not None:
-            self._held.append((data, is_event))
+            self._held.append((data, is_event, known))
             return
         # the header's type says IKE; the worker encodes every event itself, so it is not a claim
         if is_event and len(data) > 1 and data[1] == _IKE_TYPE:
-            self._send_ike(data)
+            self._send_ike(data, known)
             return
         if self.queue:
             self._enqueue(data, not is_event)
@@ -138,8 +197,8 @@ class PipeWriter:
         self.queue.append((data, is_answer))
         self._want_writable()
 
-    def _send_ike(self, data: bytes) -> None:
-        if not self.queue and not self.ike:
+    def _send_ike(self, data: bytes, known: bool) -> None:
+        if not self.queue and not self.ike and not self.ike_known:
             try:
                 self.chan.send(data)
                 return
@@ -148,44 +207,58 @@ class PipeWriter:
             except OSError as err:
                 log.debug("pipe: %s", err)
                 return
-        # the oldest goes: it is the likeliest to be answered too late (its peer has retransmitted,
-        # or given up), and a flood that has ended leaves no stale backlog ahead of new datagrams.
-        # Nothing before the control process decrypts tells a flood's datagram from a peer's, but
-        # a sender over its share pays with its own oldest, not another peer's.
-        sender = ike_event_sender(data)
-        mine = self.ike_by_sender.get(sender) if sender is not None else None
-        if sender is not None and mine is not None and len(mine) >= self.MAX_IKE_PER_SENDER:
-            self._drop_senders_oldest(sender, mine)
-        while self.ike and (len(self.ike) >= self.MAX_IKE or self.ike_bytes + len(data) > self.MAX_IKE_BYTES):
-            self._pop_ike()
-            self.dropped_ike += 1
-            self._first_drop()
-        waiting = _WaitingIke(data, sender)
-        self.ike.append(waiting)
-        self.ike_bytes += len(data)
-        if sender is not None:
-            self.ike_by_sender.setdefault(sender, collections.deque()).append(waiting)
+        if known:
+            self._wait_known(data)
+        else:
+            self._wait_unknown(data)
         self._want_writable()
 
-    def _drop_senders_oldest(self, sender: bytes, mine: collections.deque[_WaitingIke]) -> None:
-        old = mine.popleft()
-        # a scan of at most MAX_IKE pointers, in C; a flooder's oldest is mostly near the front
-        self.ike.remove(old)
-        self.ike_bytes -= len(old.data)
-        if not mine:
-            del self.ike_by_sender[sender]
-        self.dropped_ike_source += 1
-        self._first_drop()
+    def _wait_unknown(self, data: bytes) -> None:
+        # the oldest goes: it is the likeliest to be answered too late (its peer has retransmitted,
+        # or given up), and a flood that has ended leaves no stale backlog ahead of new datagrams.
+        # Nothing before the control process decrypts tells a flood's datagram from a peer's
+        # IKE_SA_INIT or IKE_AUTH, but a sender over its share pays with its own oldest, not
+        # another peer's.
+        unknown, sender = self._unknown, ike_event_sender(data)
+        if sender is not None and unknown.share(sender) >= self.MAX_IKE_PER_SENDER:
+            self.dropped_ike_source += 1
+            self._drop(unknown.pop_keys_oldest(sender))
+        room = self.MAX_IKE - self.MAX_IKE_RESERVED
+        while self._ike_full(data, len(unknown) >= room):
+            if len(unknown) < room and len(self._known) > self.MAX_IKE_RESERVED:
+                # established SAs used the room the others left free: it goes back, their oldest first
+                self.dropped_ike_known += 1
+                self._drop(self._known.pop_oldest())
+            elif unknown:
+                self.dropped_ike += 1
+                self._drop(unknown.pop_oldest())
+            else:   # the bytes bound with only established SAs' waiting (within their reserve)
+                self.dropped_ike += 1
+                self._first_drop()
+                return
+        unknown.append(_WaitingIke(data, sender))
+        self.ike_bytes += len(data)
 
-    def _pop_ike(self) -> None:
-        """The oldest IKE event goes (sent or dropped); it is also its sender's oldest."""
-        old = self.ike.popleft()
+    def _wait_known(self, data: bytes) -> None:
+        known, spi = self._known, ike_event_own_spi(data)
+        if spi is not None and known.share(spi) >= self.MAX_IKE_PER_SA:
+            self.dropped_ike_known_share += 1
+            self._drop(known.pop_keys_oldest(spi))
+        # the others hold at most MAX_IKE - MAX_IKE_RESERVED: when all is full, these are over their reserve
+        while known and self._ike_full(data, False):
+            self.dropped_ike_known += 1
+            self._drop(known.pop_oldest())
+        known.append(_WaitingIke(data, spi))
+        self.ike_bytes += len(data)
+
+    def _ike_full(self, data: bytes, over: bool) -> bool:
+        return (over or len(self.ike) + len(self.ike_known) >= self.MAX_IKE
+                or self.ike_bytes + len(data) > self.MAX_IKE_BYTES)
+
+    def _drop(self, old: _WaitingIke) -> None:
+        """old is gone from its queue, its drop counted: the bytes back, and the first drop said."""
         self.ike_bytes -= len(old.data)
-        if old.sender is not None:
-            mine = self.ike_by_sender[old.sender]
-            mine.popleft()
-            if not mine:
-                del self.ike_by_sender[old.sender]
+        self._first_drop()
 
     def _want_writable(self) -> None:
         if not self._writing:
@@ -219,15 +292,18 @@ class PipeWriter:
                 self.pause_reading(False)   # requests are read again while events still wait
 
     def _drain_ike(self) -> None:
-        ike, send = self.ike, self.chan.send
-        while ike:
-            send(ike[0].data)
-            self._pop_ike()
+        send = self.chan.send
+        for waiting in (self._known, self._unknown):   # established IKE SAs' first
+            while waiting:
+                data = waiting.events[0].data
+                send(data)
+                waiting.pop_oldest()
+                self.ike_bytes -= len(data)
 
     def _clear(self) -> None:
         self.queue.clear()
-        self.ike.clear()
-        self.ike_by_sender.clear()
+        self._unknown.clear()
+        self._known.clear()
         self.ike_bytes = self.events_waiting = 0
         if self.answers_waiting:
             self.answers_waiting = 0
@@ -240,14 +316,14 @@ class PipeWriter:
 
     def _log_drops(self) -> None:
         """The backlog is gone: what it cost (status shows the totals: drops pipe_ike_full,
-        pipe_ike_source_full, pipe_event_full)."""
+        pipe_ike_source_full, pipe_ike_known_full, pipe_ike_known_share, pipe_event_full)."""
         events, ike = self.dropped_events - self._logged[0], self._ike_dropped() - self._logged[1]
         if events or ike:
             self._logged = (self.dropped_events, self._ike_dropped())
             self._warn(f"the control process caught up; {ike} IKE and {events} other events were dropped")
 
     def _ike_dropped(self) -> int:
-        return self.dropped_ike + self.dropped_ike_source
+        return self.dropped_ike + self.dropped_ike_source + self.dropped_ike_known + self.dropped_ike_known_share
 
     def _warn(self, text: str) -> None:
         held = self._log_limit.admit()

@@ -59,7 +59,7 @@ log = logging.getLogger("tunsec.worker")
 Request = (
     pipe.GetSpi | pipe.Update | pipe.Add | pipe.Delete | pipe.Flush
     | pipe.SpdAdd | pipe.SpdDelete | pipe.SpdFlush | pipe.Dump | pipe.SendIke | pipe.Reserve
-    | pipe.Migrate
+    | pipe.Migrate | pipe.IkeSpiAdd | pipe.IkeSpiDelete
 )
 
 
@@ -196,6 +196,8 @@ class Worker:
     ) -> None:
         self.dp = dp
         self.send = send
+        # an IKE event of an established IKE SA (the writer's reserve); by default as any other
+        self.send_known_ike: Callable[[bytes], None] = send
         self.udp = udp
         self.loop = loop
         self.larval_timeout = larval_timeout
@@ -291,6 +293,14 @@ class Worker:
         self.dp.reserve(msg.spi, msg.direction, msg.limit, msg.notify, msg.remote)
         return self._ok(msg)
 
+    def _ike_spi_add(self, msg: pipe.IkeSpiAdd) -> list[bytes]:
+        self.dp.ike_spi_add(msg.spi)
+        return self._ok(msg)
+
+    def _ike_spi_delete(self, msg: pipe.IkeSpiDelete) -> list[bytes]:
+        self.dp.ike_spi_delete(msg.spi)
+        return self._ok(msg)
+
     def _migrate(self, msg: pipe.Migrate) -> list[bytes]:
         self.dp.migrate(msg.spi, msg.direction, msg.new_remote, msg.remote, msg.new_local)
         return self._ok(msg)
@@ -358,8 +368,8 @@ class Worker:
     # --- events ------------------------------------------------------------------
     def drain_events(self) -> None:
         for ev in self.dp.events_encoding_ike(pipe.encode_ike_event):
-            if isinstance(ev, bytes):   # an IKE message, encoded already (the events' bulk: every IKE_AUTH)
-                self._send_event(ev)
+            if isinstance(ev, tuple):   # an IKE message, encoded already (the events' bulk: every IKE_AUTH)
+                self._send_event(*ev)
                 continue
             msg = self._event_message(ev)
             if isinstance(msg, pipe.Expire):
@@ -425,11 +435,14 @@ class Worker:
         return None
 
     def _emit(self, msg: pipe.Message) -> None:
-        self._send_event(pipe.encode(msg), type(msg).__name__)
+        self._send_event(pipe.encode(msg), False, type(msg).__name__)
 
-    def _send_event(self, data: bytes, what: str = "Ike") -> None:
+    def _send_event(self, data: bytes, known: bool, what: str = "Ike") -> None:
         try:
-            self.send(data)
+            if known:
+                self.send_known_ike(data)
+            else:
+                self.send(data)
         except OSError as err:
             log.warning("could not report %s: %s", what, err)
 
@@ -440,6 +453,7 @@ _HANDLERS: dict[type, Callable[[Worker, Any], list[bytes]]] = {
     pipe.Delete: Worker._delete, pipe.Flush: Worker._flush, pipe.SpdAdd: Worker._spd_add,
     pipe.SpdDelete: Worker._spd_delete, pipe.SpdFlush: Worker._spd_flush, pipe.Dump: Worker._dump,
     pipe.SendIke: Worker._send_ike, pipe.Reserve: Worker._reserve, pipe.Migrate: Worker._migrate,
+    pipe.IkeSpiAdd: Worker._ike_spi_add, pipe.IkeSpiDelete: Worker._ike_spi_delete,
 }
 
 
@@ -527,6 +541,7 @@ async def serve(args: argparse.Namespace) -> int:
 
     reader: PipeReader
     worker = Worker(dp, lambda data: reader.writer.send(data, is_event=True), udp, loop, args.larval_timeout)
+    worker.send_known_ike = lambda data: reader.writer.send(data, is_event=True, known=True)
     reader = PipeReader(chan, loop, worker.handle_datagram, eof)
     worker.pipe_drops = reader.writer.drops
     reader.start()

@@ -23,6 +23,7 @@ from tunsec.dataplane.pipe.encoding import (
     encode_ok,
     encode_spi,
     error_reply,
+    ike_event_own_spi,
     ike_event_sender,
     join_dump_replies,
 )
@@ -36,6 +37,8 @@ from tunsec.dataplane.pipe.messages import (
     Flush,
     GetSpi,
     Ike,
+    IkeSpiAdd,
+    IkeSpiDelete,
     InvalidSpi,
     Message,
     Migrate,
@@ -99,6 +102,8 @@ __all__ = [
     "Flush",
     "GetSpi",
     "Ike",
+    "IkeSpiAdd",
+    "IkeSpiDelete",
     "InvalidSpi",
     "Lifetime",
     "Message",
@@ -126,6 +131,7 @@ __all__ = [
     "encode_ok",
     "encode_spi",
     "error_reply",
+    "ike_event_own_spi",
     "ike_event_sender",
     "join_dump_replies",
 ]

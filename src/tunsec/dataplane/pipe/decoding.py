@@ -31,6 +31,8 @@ from tunsec.dataplane.pipe.messages import (
     Flush,
     GetSpi,
     Ike,
+    IkeSpiAdd,
+    IkeSpiDelete,
     InvalidSpi,
     Message,
     Migrate,
@@ -416,6 +418,13 @@ def _unpack_reserve_low(exts: _Exts) -> ReserveLow:
     return ReserveLow(spi=spi, direction=direction, needed=needed, remote=_unpack_remote_opt(exts))
 
 
+def _unpack_ike_spi(exts: _Exts) -> bytes:
+    spi = exts.one(Ext.IKE_SPI)
+    if not any(spi):
+        raise _Malformed("IKE_SPI is zero (no IKE SA has it)")
+    return spi
+
+
 def _unpack_data(body: bytes) -> bytes:
     if len(body) < _DATA_HDR.size:
         raise _Malformed("DATA extension too short")
@@ -492,6 +501,8 @@ _BUILD: Final[dict[MsgType, Callable[[int, "_Exts"], Message]]] = {
     MsgType.RESERVE: _unpack_reserve,
     MsgType.RESERVE_LOW: lambda _req_id, exts: _unpack_reserve_low(exts),
     MsgType.FIRST_USE: lambda _req_id, exts: FirstUse(spi=_unpack_u32(exts.one(Ext.SPI))),
+    MsgType.IKE_SPI_ADD: lambda req_id, exts: IkeSpiAdd(req_id, _unpack_ike_spi(exts)),
+    MsgType.IKE_SPI_DELETE: lambda req_id, exts: IkeSpiDelete(req_id, _unpack_ike_spi(exts)),
 }
 assert set(_BUILD) == set(MsgType)
 

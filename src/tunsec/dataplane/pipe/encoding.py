@@ -16,6 +16,8 @@ from tunsec.dataplane.pipe.messages import (
     Flush,
     GetSpi,
     Ike,
+    IkeSpiAdd,
+    IkeSpiDelete,
     InvalidSpi,
     Message,
     Migrate,
@@ -309,6 +311,8 @@ def _extensions(msg: Message) -> list[bytes]:
             return [*exts, *_opt_remote(remote)]
         case FirstUse(spi=spi):
             return [_ext(Ext.SPI, _U32_BODY.pack(spi))]
+        case IkeSpiAdd(spi=spi) | IkeSpiDelete(spi=spi):
+            return [_ext(Ext.IKE_SPI, spi)]
         case Reply():
             return _reply_exts(msg)
         case Flush() | SpdFlush() | Dump():
@@ -522,6 +526,26 @@ def ike_event_sender(msg: bytes) -> bytes | None:
         return None
     sender: bytes = bytes((family,)) + raw
     return sender
+
+
+_IKE_AT: Final = HEADER_LEN + _EXT_HDR.size + _DATA_HDR.size   # the IKE header in an IKE event laid out so
+_IKE_FLAG_INITIATOR: Final = 0x08
+_DATA_HEAD: Final = struct.Struct(_EXT_HDR.format + _DATA_HDR.format[1:])
+
+
+def ike_event_own_spi(msg: bytes) -> bytes | None:
+    """Our SPI in the IKE header of an IKE event laid out as above: SPIr when the original initiator
+    sent it (the I flag), else SPIi; None if msg is not so laid out.  The pipe writer's share of
+    each established IKE SA's events is keyed by it (the worker's own bytes, and the fast path
+    found the SPI among ours)."""
+    try:
+        _, data_type, size = _DATA_HEAD.unpack_from(msg, HEADER_LEN)
+    except struct.error:
+        return None
+    if data_type != _X_DATA or size < 28 or len(msg) < _IKE_AT + size:
+        return None
+    at = _IKE_AT + 8 if msg[_IKE_AT + 19] & _IKE_FLAG_INITIATOR else _IKE_AT
+    return msg[at : at + 8]
 
 
 _WHOLE: Final[dict[type, Callable[[Any], bytes]]] = {

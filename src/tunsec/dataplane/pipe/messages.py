@@ -3,7 +3,17 @@
 from dataclasses import dataclass
 from typing import ClassVar, TypeAlias
 
-from tunsec.dataplane.pipe.protocol import _U32, _U64, MAX_IKE_DATA, MIN_SPI, Direction, Errno, ExpireReason, MsgType
+from tunsec.dataplane.pipe.protocol import (
+    _U32,
+    _U64,
+    IKE_SPI_LEN,
+    MAX_IKE_DATA,
+    MIN_SPI,
+    Direction,
+    Errno,
+    ExpireReason,
+    MsgType,
+)
 from tunsec.dataplane.pipe.values import (
     Endpoint,
     Lifetime,
@@ -272,6 +282,44 @@ class Migrate:
                 raise ValueError("an SA moves within its address family: new_local and new_remote differ")
 
 
+def _check_ike_spi(spi: object) -> None:
+    _check_type("spi", spi, bytes)
+    assert isinstance(spi, bytes)
+    if len(spi) != IKE_SPI_LEN or not any(spi):
+        raise ValueError(f"spi: an IKE SPI is {IKE_SPI_LEN} bytes, not all zero")
+
+
+@quick_init
+@dataclass(frozen=True)
+class IkeSpiAdd:
+    """Our SPI of an established IKE SA (the 8 bytes as in the IKE header): the worker gives the IKE
+    datagrams that name it as ours a reserve in its queues that others cannot take.  EEXIST: added
+    already; ENOSPC: the worker holds as many as it may (that SA goes without a reserve)."""
+
+    TYPE: ClassVar[MsgType] = MsgType.IKE_SPI_ADD
+    req_id: int
+    spi: bytes
+
+    def __post_init__(self) -> None:
+        _check_request_id(self.req_id)
+        _check_ike_spi(self.spi)
+
+
+@quick_init
+@dataclass(frozen=True)
+class IkeSpiDelete:
+    """The IKE SA went (deleted, expired, rekeyed into another): its SPI loses the reserve.
+    ENOENT: not there (never added, or the set was full)."""
+
+    TYPE: ClassVar[MsgType] = MsgType.IKE_SPI_DELETE
+    req_id: int
+    spi: bytes
+
+    def __post_init__(self) -> None:
+        _check_request_id(self.req_id)
+        _check_ike_spi(self.spi)
+
+
 @quick_init
 @dataclass(frozen=True)
 class Reply:
@@ -471,7 +519,7 @@ class FirstUse:
 
 Request: TypeAlias = (
     GetSpi | Update | Add | Delete | Flush | SpdAdd | SpdDelete | SpdFlush | Dump | SendIke | Reserve
-    | Migrate
+    | Migrate | IkeSpiAdd | IkeSpiDelete
 )
 Event: TypeAlias = Acquire | Expire | InvalidSpi | Ike | ReserveLow | FirstUse
 Message: TypeAlias = Request | Reply | Event

@@ -14,6 +14,7 @@ REPLAY_MAX: Final = 65536
 # RFC 4303 2.1: SPI 0 is for local use and 1..255 are reserved by IANA, so
 # no SA on the wire may carry them.
 MIN_SPI: Final = 256
+IKE_SPI_LEN: Final = 8   # an IKE SA's SPI (RFC 7296 §3.1), never all zero
 FLAG_REPLY: Final = 0x01
 FLAG_MORE: Final = 0x02
 _KNOWN_FLAGS: Final = FLAG_REPLY | FLAG_MORE
@@ -40,7 +41,9 @@ class MsgType(IntEnum):
     DUMP = 9
     SEND_IKE = 10
     RESERVE = 11
-    MIGRATE = 12   # the last request type; events start at 16
+    MIGRATE = 12
+    IKE_SPI_ADD = 13      # our SPI of an established IKE SA: its IKE has a reserve in the worker
+    IKE_SPI_DELETE = 14   # the last request type; events start at 16
     # Events live in their own range so a glance at the type tells the
     # direction and whether an answer is due.
     ACQUIRE = 16
@@ -123,6 +126,7 @@ class Ext(IntEnum):
     LIFETIME_CURRENT = 24   # EXPIRE: the SA's counters as it expired (PF_KEY's current lifetime)
     GAUGE = 25              # DUMP answer: a named value of the worker's now (live allocations, policies)
     ADDR_NEW_LOCAL = 26     # MIGRATE: our end's new address (MOBIKE: the peer reaches us at another one)
+    IKE_SPI = 27            # IKE_SPI_ADD/DELETE: our 8-byte SPI of an established IKE SA
 
 
 class PipeError(Exception):

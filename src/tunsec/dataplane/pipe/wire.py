@@ -26,6 +26,7 @@ _SA_COUNTERS_HDR = struct.Struct("!H2s")
 _POLICY_INFO = struct.Struct("!IIB3sIIQ76s")
 _DROP_HDR = struct.Struct("!B3sQ")
 _SEQ_LIMIT = struct.Struct("!QQ")
+_IKE_SPI = struct.Struct("!8s")
 
 
 def _fmt(*parts: struct.Struct | str) -> str:
@@ -65,6 +66,7 @@ _BODY_LEN: Final[dict[Ext, int | None]] = {
     Ext.LIFETIME_CURRENT: _LIFETIME.size,
     Ext.GAUGE: None,
     Ext.ADDR_NEW_LOCAL: _ENDPOINT.size,
+    Ext.IKE_SPI: _IKE_SPI.size,
 }
 
 _MANY: Final = MAX_MESSAGE  # no count limit beyond the datagram size
@@ -100,6 +102,8 @@ _SCHEMA: Final[dict[MsgType, _Schema]] = {
     MsgType.FIRST_USE: {Ext.SPI: (1, 1)},
     MsgType.MIGRATE: {Ext.SA_ID: (1, 1), Ext.ADDR_NEW_REMOTE: (1, 1), Ext.ADDR_REMOTE: (0, 1),
                       Ext.ADDR_NEW_LOCAL: (0, 1)},
+    MsgType.IKE_SPI_ADD: {Ext.IKE_SPI: (1, 1)},
+    MsgType.IKE_SPI_DELETE: {Ext.IKE_SPI: (1, 1)},
 }
 _DUMP_REPLY_SCHEMA: Final[_Schema] = {
     Ext.SA_COUNTERS: (0, 1),

@@ -90,6 +90,7 @@ from tunsec.services.ike.resolver import Resolver
 from tunsec.services.ike.sockets import IkeSocketKey, IkeSockets, _is_init, recv
 from tunsec.services.ike.spis import SpiPool
 from tunsec.services.ike.state import ChildState, IPAddress, IPNetwork, Lineage, ts_networks
+from tunsec.services.ike.trusted import TrustedSpis
 from tunsec.services.ike.vips import VirtualIps
 
 log = logging.getLogger("tunsec.ike")
@@ -143,6 +144,7 @@ class IkeService(Service):
         self._changes = Changes()   # SA/SPD changes reach the worker in the order the engine reported them
         self._install_give_up = GiveUp(installs.request_timeout)   # new Child SAs' installs (_start_install)
         self.ike_up: dict[bytes, IkeUpRecord] = {}
+        self.trusted = TrustedSpis(worker)   # ike_up's SPIs, as the worker holds them for their IKE's reserve
         self.trap_reqids: dict[tuple[str, str], int] = {}        # (connection, child) -> reqid of its traps
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None   # the engine's deadline _timer was armed for
@@ -209,6 +211,7 @@ class IkeService(Service):
         """A new worker has an empty SAD: IKE SAs survive, their children must be renegotiated."""
         self._acct_worker_restarted()   # their usage so far stays in the sessions' totals
         self.spi_pool.clear()
+        self.trusted.resend()   # first: the new worker's IKE events from the established peers have their reserve
         self._cancel_timers()   # their SPIs mean nothing (or someone else's SA) to the new worker
         for state in self.children.values():
             self._release(state.lineage)
@@ -466,6 +469,7 @@ class IkeService(Service):
                 if ev.own_vips:
                     self.vips.up(self._ike_handle(sa), ev)
                 self.ike_up[sa.local_spi] = IkeUpRecord(ev, time.time())
+                self.trusted.add(sa.local_spi)
                 self._enforce_unique(sa, ev)
                 self._acct_start(sa, ev)
             case IkeSaRekeyed():
@@ -478,6 +482,7 @@ class IkeService(Service):
                 if (handle := self._ike_handles.pop(sa, None)) is not None and sa.heir is None:
                     self._ike_lineage_gone(handle)   # not rekeyed: no successor uses the handle
                 up = self.ike_up.pop(sa.local_spi, None)
+                self.trusted.remove(sa.local_spi)
                 if up is not None and ev.reason is DownReason.DELETED_BY_PEER:
                     self._after_loss(ev.name, "close_action")
                 elif up is not None and ev.reason is DownReason.EXPIRED:
@@ -508,6 +513,7 @@ class IkeService(Service):
                 self._child_sa_limit(ev)
             case PeerUnreachable():
                 log.error("%s: peer did not answer after %d retransmissions; giving up", ev.name, ev.tries)
+                self.trusted.remove(sa.local_spi)
                 if self.ike_up.pop(sa.local_spi, None) is not None:
                     self.events.dpd_failures[ev.name] += 1
                     self._after_loss(ev.name, "dpd_action")     # it was up: dead peer detected

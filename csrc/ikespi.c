@@ -1,0 +1,150 @@
+/* Our SPIs of the established IKE SAs (the control process adds each as its IKE SA comes up or
+ * is rekeyed, and removes it as the SA goes): an IKE datagram that names one of them gets the
+ * event queue's reserve, which a flood of spoofed IKE cannot take (events.c).  An off-path
+ * attacker does not know them: we drew them at random and they travel only between us and the
+ * peer.  Half-open SAs are not here: whoever sent the IKE_SA_INIT knows our SPI of those.
+ *
+ * Open addressing with linear probing over a table that doubles up to TS_IKE_SPI_MAX entries at
+ * most half full; SPI 0 marks an empty slot (no IKE SA has it: RFC 7296 §3.1).  The hash is
+ * SipHash-1-3 under a random key of this context, as the SAD's: the datagrams looked up are
+ * anyone's, and the keyed hash also picks each SA's share of the queue. */
+#include "internal.h"
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#define MIN_SLOTS 64
+
+int ts_ike_spis_init(ts_ike_spis *s) {
+    memset(s, 0, sizeof(*s));
+    ssize_t got;
+    do
+        got = getrandom(s->key, sizeof(s->key), 0);
+    while (got < 0 && errno == EINTR);
+    return got == (ssize_t)sizeof(s->key) ? TS_OK : TS_EIO;
+}
+
+void ts_ike_spis_destroy(ts_ike_spis *s) {
+    free(s->slots);
+    s->slots = NULL;
+    s->cap = s->count = 0;
+}
+
+uint64_t ts_ike_spi_hash(const ts_ike_spis *s, uint64_t spi) {
+    uint8_t b[8];
+    for (int i = 0; i < 8; i++)
+        b[i] = (uint8_t)(spi >> (56 - 8 * i));
+    return ts_siphash(s->key, b, sizeof(b), 1, 3);
+}
+
+/* the slot that holds spi, or the empty one where it would go */
+static size_t probe(const ts_ike_spis *s, uint64_t spi, uint64_t h) {
+    size_t mask = s->cap - 1, i = (size_t)h & mask;
+    while (s->slots[i] && s->slots[i] != spi)
+        i = (i + 1) & mask;
+    return i;
+}
+
+bool ts_ike_spis_has(const ts_ike_spis *s, uint64_t spi, uint64_t *hash) {
+    if (!spi || !s->count)
+        return false;
+    uint64_t h = ts_ike_spi_hash(s, spi);
+    if (hash)
+        *hash = h;
+    return s->slots[probe(s, spi, h)] == spi;
+}
+
+static int grow(ts_ike_spis *s) {
+    size_t cap = s->cap ? s->cap * 2 : MIN_SLOTS;
+    uint64_t *old = s->slots, *slots = calloc(cap, sizeof(*slots));
+    if (!slots)
+        return TS_ENOMEM;
+    size_t old_cap = s->cap;
+    s->slots = slots;
+    s->cap = cap;
+    for (size_t i = 0; i < old_cap; i++)
+        if (old[i])
+            slots[probe(s, old[i], ts_ike_spi_hash(s, old[i]))] = old[i];
+    free(old);
+    return TS_OK;
+}
+
+int ts_ike_spis_add(ts_ike_spis *s, uint64_t spi) {
+    if (!spi)
+        return TS_EINVAL;
+    if (ts_ike_spis_has(s, spi, NULL))
+        return TS_EEXIST;
+    /* the bound holds whatever the control process sends: a full set reserves nothing more */
+    if (s->count >= TS_IKE_SPI_MAX)
+        return TS_ENOSPC;
+    if ((s->count + 1) * 2 > s->cap) {
+        int rc = grow(s);
+        if (rc != TS_OK)
+            return rc;
+    }
+    s->slots[probe(s, spi, ts_ike_spi_hash(s, spi))] = spi;
+    s->count++;
+    return TS_OK;
+}
+
+int ts_ike_spis_delete(ts_ike_spis *s, uint64_t spi) {
+    if (!spi || !s->count)
+        return TS_ENOENT;
+    size_t mask = s->cap - 1, i = probe(s, spi, ts_ike_spi_hash(s, spi));
+    if (s->slots[i] != spi)
+        return TS_ENOENT;
+    /* backward shift: the entries after it that probed past slot i move up, so no lookup stops
+     * early at the hole (no tombstones to accumulate over a gateway's years of rekeys) */
+    s->slots[i] = 0;
+    for (size_t j = (i + 1) & mask; s->slots[j]; j = (j + 1) & mask) {
+        size_t home = (size_t)ts_ike_spi_hash(s, s->slots[j]) & mask;
+        bool stays = i <= j ? (i < home && home <= j) : (i < home || home <= j);
+        if (stays)
+            continue;
+        s->slots[i] = s->slots[j];
+        s->slots[j] = 0;
+        i = j;
+    }
+    s->count--;
+    return TS_OK;
+}
+
+static uint64_t be64(const uint8_t *p) {
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+/* ---- the control side's calls --------------------------------------------------------- */
+int ts_dp_ike_spi_add(ts_dp *dp, uint64_t spi) {
+    pthread_rwlock_wrlock(&dp->lock);
+    int rc = ts_ike_spis_add(&dp->ike_spis, spi);
+    pthread_rwlock_unlock(&dp->lock);
+    return rc;
+}
+
+int ts_dp_ike_spi_delete(ts_dp *dp, uint64_t spi) {
+    pthread_rwlock_wrlock(&dp->lock);
+    int rc = ts_ike_spis_delete(&dp->ike_spis, spi);
+    pthread_rwlock_unlock(&dp->lock);
+    return rc;
+}
+
+size_t ts_dp_ike_spi_count(ts_dp *dp) {
+    pthread_rwlock_rdlock(&dp->lock);
+    size_t n = dp->ike_spis.count;
+    pthread_rwlock_unlock(&dp->lock);
+    return n;
+}
+
+/* Under the read lock: the share slot of the established IKE SA an IKE header (28 bytes at least)
+ * names as ours, else -1.  The I flag says who sent it: the original initiator (then we are the
+ * responder and our SPI is SPIr) or the responder (ours is SPIi). */
+int ts_ike_known_slot(const ts_dp *dp, const uint8_t *ike) {
+    uint64_t spi = be64(ike + ((ike[19] & IKE_FLAG_INITIATOR) ? 8 : 0)), h;
+    if (!ts_ike_spis_has(&dp->ike_spis, spi, &h))
+        return -1;
+    return (int)((h >> 32) & (TS_IKE_SA_SLOTS - 1));
+}

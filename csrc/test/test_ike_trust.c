@@ -1,0 +1,167 @@
+/* IKE of established IKE SAs (ikespi.c, events.c): a datagram whose header names one of our SPIs
+ * the control process added has a reserve in the event queue that datagrams of unknown SPIs, from
+ * any number of spoofed senders, cannot take; within it each SA has a share; an SPI removed
+ * loses the reserve.  The set itself: bounded, and correct through deletes (backward shift). */
+#include "selftest.h"
+
+#define UNKNOWN_ROOM (TS_EVENT_CAP / 2 - TS_IKE_RESERVED)
+#define OURS 0x1122334455667788ull
+
+/* marker + an IKE header of len - 4 bytes: from the initiator (I flag) our SPI is SPIr, from
+ * the responder SPIi; the other SPI is the peer's */
+static size_t ike_msg(uint8_t *p, size_t len, uint64_t ours, bool from_initiator) {
+    put32(p, 0);
+    uint8_t *h = p + 4;
+    memset(h, 0, len - 4);
+    for (int i = 0; i < 8; i++) {
+        h[(from_initiator ? 8 : 0) + i] = (uint8_t)(ours >> (56 - 8 * i));
+        h[(from_initiator ? 0 : 8) + i] = (uint8_t)(0xc0 + i);
+    }
+    h[16] = 0;      /* no payload: a DPD's empty INFORMATIONAL (encrypted in real life) */
+    h[17] = 0x20;
+    h[18] = 37;     /* INFORMATIONAL */
+    h[19] = from_initiator ? 0x08 : 0x20;
+    put32(h + 24, (uint32_t)(len - 4));
+    return len;
+}
+
+static int from(ts_dp *dp, const uint8_t *p, size_t len, const ts_addr *src) {
+    int drop = -1;
+    CHECK(ts_dp_inbound(dp, p, len, src, NULL, bufC, CAP, &drop) == 0);
+    return drop;
+}
+
+/* spoofed senders 10.66.x.y, as many as it takes, each up to its share: the unknown room full */
+static void flood(ts_dp *dp, const uint8_t *junk, size_t len, int *queued, int *full) {
+    for (int i = 0; i < 64 * TS_IKE_PER_SOURCE; i++) {
+        ts_addr a;
+        addr4(&a, (uint8_t)(1 + i % 250), 4500);
+        a.addr[1] = 66;
+        a.addr[2] = (uint8_t)(i / 250);
+        int drop = from(dp, junk, len, &a);
+        *queued += drop == TS_DROP_NONE;
+        *full += drop == TS_DROP_QUEUE_FULL;
+        CHECK(drop == TS_DROP_NONE || drop == TS_DROP_QUEUE_FULL || drop == TS_DROP_IKE_SOURCE_LIMIT);
+    }
+}
+
+/* pops every event: how many IKE ones, and of those how many flagged known */
+static int drain(ts_dp *dp, int *known) {
+    ts_event ev;
+    int n = 0;
+    *known = 0;
+    while (ts_dp_next_event(dp, &ev, bufC, CAP) == 1)
+        if (ev.type == TS_EV_IKE) {
+            n++;
+            *known += ev.known;
+        }
+    return n;
+}
+
+void test_ike_known_reserve(void) {
+    ts_dp *dp = ts_dp_new();
+    FATAL_IF(!dp);
+    CHECK(ts_dp_ike_spi_add(dp, OURS) == TS_OK);
+    static uint8_t junk[304], mine[120];
+    size_t jlen = 304;
+    put32(junk, 0);
+    ike_hdr(junk + 4, jlen - 4, (uint32_t)(jlen - 4));   /* IKE_SA_INIT requests: SPIr 0, unknown */
+    int queued = 0, full = 0;
+    flood(dp, junk, jlen, &queued, &full);
+    CHECK(queued == UNKNOWN_ROOM && full > 0);
+    uint64_t full_before = drop_count(dp, TS_DROP_QUEUE_FULL);
+    /* the established peer's DPD, both ways round, from its own address or one of the flood's */
+    ts_addr peer, spoofed;
+    addr4(&peer, 200, 4500);
+    addr4(&spoofed, 1, 4500);
+    spoofed.addr[1] = 66;
+    size_t mlen = ike_msg(mine, 80, OURS, false);
+    CHECK(from(dp, mine, mlen, &peer) == TS_DROP_NONE);
+    CHECK(from(dp, mine, mlen, &spoofed) == TS_DROP_NONE);   /* its source's share spent: not its own */
+    ike_msg(mine, 80, OURS, true);
+    CHECK(from(dp, mine, mlen, &peer) == TS_DROP_NONE);
+    /* our SPI on the wrong side for the I flag is no one's: the unknown room is full */
+    ike_msg(mine, 80, OURS, false);
+    mine[4 + 19] = 0x08;
+    CHECK(from(dp, mine, mlen, &peer) == TS_DROP_QUEUE_FULL);
+    CHECK(drop_count(dp, TS_DROP_QUEUE_FULL) == full_before + 1);
+    /* one SA may fill its share of the reserve, no more, counted apart from the unknown ones */
+    ike_msg(mine, 80, OURS, false);
+    int more = 0;
+    while (from(dp, mine, mlen, &peer) == TS_DROP_NONE)
+        more++;
+    CHECK(more == TS_IKE_PER_SA - 3 && drop_count(dp, TS_DROP_IKE_KNOWN_SHARE) == 1);
+    /* other SAs fill the rest of the reserve, and then find it full */
+    int sas = 0, known_queued = TS_IKE_PER_SA;
+    for (uint64_t spi = OURS + 1; drop_count(dp, TS_DROP_IKE_KNOWN_FULL) == 0; spi++) {
+        FATAL_IF(++sas > 64);
+        CHECK(ts_dp_ike_spi_add(dp, spi) == TS_OK);
+        ike_msg(mine, 80, spi, sas % 2);
+        for (int d = TS_DROP_NONE; d == TS_DROP_NONE; known_queued += d == TS_DROP_NONE) {
+            d = from(dp, mine, mlen, &peer);
+            CHECK(d == TS_DROP_NONE || d == TS_DROP_IKE_KNOWN_SHARE || d == TS_DROP_IKE_KNOWN_FULL);
+        }
+    }
+    CHECK(known_queued == TS_IKE_RESERVED && drop_count(dp, TS_DROP_QUEUE_FULL) == full_before + 1);
+    /* the rest of the queue is still EXPIRE's and ACQUIRE's: an INVALID_SPI goes up */
+    uint8_t esp[48];
+    memset(esp, 0x5a, sizeof(esp));
+    put32(esp, 0x7777);
+    CHECK(from(dp, esp, sizeof(esp), &peer) == TS_DROP_NO_SA);
+    int known, ike = drain(dp, &known);
+    CHECK(ike == UNKNOWN_ROOM + TS_IKE_RESERVED && known == TS_IKE_RESERVED);
+    /* every share came back with the pops: the SA's whole share again */
+    ike_msg(mine, 80, OURS, false);
+    for (int i = 0; i < TS_IKE_PER_SA; i++)
+        CHECK(from(dp, mine, mlen, &peer) == TS_DROP_NONE);
+    CHECK(from(dp, mine, mlen, &peer) == TS_DROP_IKE_KNOWN_SHARE);
+    drain(dp, &known);
+    CHECK(known == TS_IKE_PER_SA);
+    /* removed (the IKE SA deleted): its datagrams are anyone's again, and the flood's room is full */
+    CHECK(ts_dp_ike_spi_delete(dp, OURS) == TS_OK && ts_dp_ike_spi_delete(dp, OURS) == TS_ENOENT);
+    queued = full = 0;
+    flood(dp, junk, jlen, &queued, &full);
+    CHECK(queued == UNKNOWN_ROOM);
+    uint64_t share = drop_count(dp, TS_DROP_IKE_KNOWN_SHARE), kfull = drop_count(dp, TS_DROP_IKE_KNOWN_FULL);
+    CHECK(from(dp, mine, mlen, &peer) == TS_DROP_QUEUE_FULL);
+    CHECK(drop_count(dp, TS_DROP_IKE_KNOWN_SHARE) == share && drop_count(dp, TS_DROP_IKE_KNOWN_FULL) == kfull);
+    ike = drain(dp, &known);
+    CHECK(ike == UNKNOWN_ROOM && known == 0);
+    ts_dp_free(dp);
+}
+
+void test_ike_spi_set(void) {
+    ts_dp *dp = ts_dp_new();
+    FATAL_IF(!dp);
+    CHECK(ts_dp_ike_spi_add(dp, 0) == TS_EINVAL);
+    CHECK(ts_dp_ike_spi_delete(dp, 5) == TS_ENOENT);   /* nothing yet: no table */
+    CHECK(ts_dp_ike_spi_add(dp, 5) == TS_OK && ts_dp_ike_spi_add(dp, 5) == TS_EEXIST);
+    /* up to the bound, then no more: that SA just has no reserve */
+    static uint64_t spis[TS_IKE_SPI_MAX];
+    spis[0] = 5;
+    for (size_t i = 1; i < TS_IKE_SPI_MAX; i++) {
+        do
+            spis[i] = rnd();
+        while (spis[i] == 0 || spis[i] == 5);
+        int rc = ts_dp_ike_spi_add(dp, spis[i]);
+        CHECK(rc == TS_OK || rc == TS_EEXIST);   /* a 64-bit repeat: not in 2^16 draws, but harmless */
+        if (rc == TS_EEXIST)
+            i--;
+    }
+    CHECK(ts_dp_ike_spi_count(dp) == TS_IKE_SPI_MAX);
+    CHECK(ts_dp_ike_spi_add(dp, 7) == TS_ENOSPC && ts_dp_ike_spi_count(dp) == TS_IKE_SPI_MAX);
+    /* every other one removed: the rest are all still found, the removed ones not (backward shift
+     * keeps each probe sequence whole) */
+    for (size_t i = 0; i < TS_IKE_SPI_MAX; i += 2)
+        CHECK(ts_dp_ike_spi_delete(dp, spis[i]) == TS_OK);
+    size_t found = 0, lost = 0;
+    for (size_t i = 0; i < TS_IKE_SPI_MAX; i++) {
+        bool has = ts_ike_spis_has(&dp->ike_spis, spis[i], NULL);
+        found += has && i % 2;
+        lost += !has && i % 2;
+        CHECK(has == (i % 2 == 1));
+    }
+    CHECK(found == TS_IKE_SPI_MAX / 2 && lost == 0 && ts_dp_ike_spi_count(dp) == TS_IKE_SPI_MAX / 2);
+    CHECK(ts_dp_ike_spi_add(dp, 7) == TS_OK);
+    ts_dp_free(dp);
+}

@@ -1,0 +1,88 @@
+"""IKE_SPI_ADD / IKE_SPI_DELETE through the worker's request handling and the real fast path: an IKE
+datagram that names an added SPI as ours (SPIr from the initiator, SPIi from the responder) goes up
+marked for the pipe writer's reserve, one that no longer does (deleted) like anyone's; the errnos;
+the DUMP gauge."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from collections.abc import Iterator
+
+import pytest
+
+from tunsec.dataplane import pipe
+from tunsec.dataplane.fastpath import Dataplane
+from tunsec.dataplane.pipe import Endpoint, Errno
+from tunsec.dataplane.worker import Worker
+from tunsec.ike.constants import NON_ESP_MARKER
+
+PEER = Endpoint(ipaddress.ip_address("198.51.100.7"), 4500)
+OURS = bytes.fromhex("5e1f00d2c3b4a596")
+THEIRS = bytes.fromhex("0102030405060708")
+
+
+def informational(ours: bytes, from_initiator: bool) -> bytes:
+    spis = THEIRS + ours if from_initiator else ours + THEIRS
+    flags = 0x08 if from_initiator else 0x20
+    return spis + bytes((46, 0x20, 37, flags)) + bytes(4) + (36).to_bytes(4, "big") + bytes(8)
+
+
+class Setup:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.plain: list[bytes] = []
+        self.known: list[bytes] = []
+        self.worker = Worker(Dataplane(), self.plain.append, {}, loop)
+        self.worker.send_known_ike = self.known.append
+        self.ids = iter(range(1, 1000))
+
+    def ask(self, msg_type: type[pipe.IkeSpiAdd] | type[pipe.IkeSpiDelete], spi: bytes) -> Errno:
+        [answer] = self.worker.handle_datagram(pipe.encode(msg_type(next(self.ids), spi)))
+        reply = pipe.decode(answer)
+        assert isinstance(reply, pipe.Reply) and reply.type is msg_type.TYPE
+        return reply.errno
+
+    def arrive(self, ike: bytes) -> None:
+        self.worker.dp.inbound(NON_ESP_MARKER + ike, PEER)
+        self.worker.drain_events()
+
+
+@pytest.fixture
+def setup() -> Iterator[Setup]:
+    loop = asyncio.new_event_loop()
+    try:
+        yield Setup(loop)
+    finally:
+        loop.close()
+
+
+def test_added_spis_ike_goes_to_the_reserve_until_deleted(setup: Setup) -> None:
+    for side in (True, False):
+        setup.arrive(informational(OURS, side))
+    assert setup.known == [] and len(setup.plain) == 2
+    assert setup.ask(pipe.IkeSpiAdd, OURS) is Errno.OK
+    assert setup.ask(pipe.IkeSpiAdd, OURS) is Errno.EEXIST
+    for side in (True, False):
+        setup.arrive(informational(OURS, side))
+    assert [pipe.decode(d) for d in setup.known] == [
+        pipe.Ike(data=informational(OURS, side), remote=PEER) for side in (True, False)]
+    assert len(setup.plain) == 2
+    # the peer's SPI is not ours: an IKE_SA_INIT or a flood naming it in our place gets no reserve
+    setup.arrive(OURS + THEIRS + informational(OURS, True)[16:])   # SPIi ours, yet the I flag set
+    assert len(setup.known) == 2 and len(setup.plain) == 3
+    assert setup.worker.dp.gauges()["ike_spis"] == 1
+    assert setup.ask(pipe.IkeSpiDelete, OURS) is Errno.OK
+    assert setup.ask(pipe.IkeSpiDelete, OURS) is Errno.ENOENT
+    setup.arrive(informational(OURS, True))
+    assert len(setup.known) == 2 and len(setup.plain) == 4
+    assert setup.worker.dp.gauges()["ike_spis"] == 0
+
+
+def test_a_zero_spi_is_refused_by_the_codec(setup: Setup) -> None:
+    with pytest.raises(ValueError):
+        pipe.IkeSpiAdd(1, bytes(8))
+    bad = bytearray(pipe.encode(pipe.IkeSpiAdd(1, OURS)))
+    bad[-8:] = bytes(8)
+    [answer] = setup.worker.handle_datagram(bytes(bad))
+    reply = pipe.decode(answer)
+    assert isinstance(reply, pipe.Reply) and reply.errno is Errno.EINVAL
