@@ -13,10 +13,11 @@ from test_engine_more import A, B, cfg, only
 
 from tunsec.ike.constants import ExchangeType, ProtocolId
 from tunsec.ike.endpoint import IkeEndpoint
-from tunsec.ike.events import ChildSaDown, IkeSaRekeyed
+from tunsec.ike.events import ChildSaDown, IkeSaRekeyed, NegotiationFailed
 from tunsec.ike.exchanges.base import Outcome, Task
 from tunsec.ike.exchanges.informational import SPARE_SPIS
 from tunsec.ike.message import DeletePayload, Payload, decode_header
+from tunsec.ike.proposals import parse_proposals
 from tunsec.ike.sa import IkeSa, State
 from tunsec.ike.sa_successor import MAX_UNDELETED
 from tunsec.ike.state import IkeSaState
@@ -87,6 +88,24 @@ def test_rekeys_that_delete_the_old_sa_are_never_refused() -> None:
     assert b.stats.ike_rekeys_refused == 0
     assert _states(b) == {"established": 1}
     assert len(only([e for _, e in net.events[B]], IkeSaRekeyed)) == 5
+
+
+def test_a_refused_ike_rekey_is_marked_as_the_peers_request_only_on_the_side_that_refused() -> None:
+    """A proposes only a PRF B does not take in its IKE SA rekey: B refuses (NO_PROPOSAL_CHOSEN)
+    and says it refused the peer's request (``peer_request``: the service rate-limits the line, A may
+    ask again at will); A's own failed rekey is not marked (its line always logs)."""
+    net, a, b = _pair()
+    sa = _established(a)
+    sa._st.config = dataclasses.replace(sa._st.config, proposals=parse_proposals("aes256gcm16-prfsha512-curve25519"))
+    net.take(A)
+    net.take(B)
+    sa.rekey()
+    net.run(until=net.now + 1)
+    (theirs,) = only(net.take(B), NegotiationFailed)
+    (ours,) = only(net.take(A), NegotiationFailed)
+    assert (theirs.reason, theirs.peer_request) == ("NO_PROPOSAL_CHOSEN", True)
+    assert (ours.reason, ours.peer_request) == ("NO_PROPOSAL_CHOSEN", False)
+    assert _states(b) == {"established": 1}
 
 
 # ------------------------------------------------------------------ a Delete payload of many SPIs

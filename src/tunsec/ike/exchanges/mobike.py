@@ -51,6 +51,7 @@ import ipaddress
 import logging
 from collections.abc import Sequence
 
+from tunsec.loglimit import LogLimiter, suffix
 from tunsec.policy.pad import AddressMatch, address_match
 
 from ..constants import NATT_PORT, ExchangeType, NotifyType
@@ -61,6 +62,9 @@ from . import informational
 from .base import Outcome, Response, Task, find_all, find_notify, notify
 
 log = logging.getLogger(__name__)
+# a peer's refused requests (an address we do not accept, NO_NATS_ALLOWED translated): it may send
+# them as fast as it likes, a line each otherwise
+REFUSED_LOG = LogLimiter(burst=5, period=60.0)
 
 COOKIE2_LEN = 16  # what we send (strongSwan's size)
 COOKIE2_MIN, COOKIE2_MAX = 8, 64  # RFC 4555 §3.7
@@ -122,7 +126,8 @@ def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response:
     if update:
         refusal = _unacceptable(st, source)
         if refusal:
-            log.info("%s: MOBIKE: refusing to move to %s[%d]: %s", st.name, *source, refusal)
+            if (held := REFUSED_LOG.admit()) is not None:
+                log.info("%s: MOBIKE: refusing to move to %s[%d]: %s%s", st.name, *source, refusal, suffix(held))
             return Response([notify(NotifyType.UNACCEPTABLE_ADDRESSES)])
         followups = _update(st, source, arrived_on)
     cookie2 = find_notify(payloads, NotifyType.COOKIE2)
@@ -141,8 +146,9 @@ def translated(st: IkeSaState, payloads: Sequence[Payload]) -> bool:
     source, arrived_on = st.request_path
     if _no_nats_allowed_holds(payloads, source, _destination(st, arrived_on)):
         return False
-    log.info("%s: NO_NATS_ALLOWED, but the request from %s[%d] was translated on the way",
-             st.name, *source)
+    if (held := REFUSED_LOG.admit()) is not None:
+        log.info("%s: NO_NATS_ALLOWED, but the request from %s[%d] was translated on the way%s",
+                 st.name, *source, suffix(held))
     return True
 
 
