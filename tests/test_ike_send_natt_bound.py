@@ -22,6 +22,7 @@ from tunsec.ike.endpoint import Datagram
 from tunsec.policy.ids import IdSpace
 from tunsec.services.ike import IkeService
 from tunsec.services.ike import sockets as ike_sockets
+from tunsec.status import render
 
 GW = "192.0.2.1"
 PEER = ("198.51.100.7", 4500)
@@ -57,6 +58,11 @@ async def turns(n: int = 5) -> None:
         await asyncio.sleep(0)
 
 
+# the rest of a `tunsec status` document, for render()
+BASE = {"tun": {"name": "tunsec0", "mtu": 1400, "offloads": []}, "worker": {"pid": 1, "restarts": 0},
+        "uptime_seconds": 1, "udp_offloads": [], "sas": [], "tunnels": [], "policies": [], "drops": {}}
+
+
 def status(svc: IkeService) -> dict[str, Any]:
     return svc.status(pipe.Reply(1, pipe.MsgType.DUMP, pipe.Errno.OK))
 
@@ -88,7 +94,11 @@ def test_unanswered_send_ikes_are_bounded_given_up_and_counted(monkeypatch: pyte
             await turns()
             assert len(socks.natt_sends) == LIMIT and len(client._pending) == LIMIT
             assert socks.natt_unanswered == 10
-            assert status(svc)["ike_drops"]["send_ike_unanswered"] == 10
+            assert status(svc)["ike_sends_unanswered"] == 10
+            assert "send_ike_unanswered" not in status(svc)["ike_drops"]   # ours, not a peer's drop
+            text = render({**BASE, **status(svc)}).splitlines()
+            assert "IKE sent through the worker (port 4500), given up unanswered: 10" in text
+            assert not any("unanswered" in x for x in text if x.startswith("IKE: "))
             # it wakes up and answers them all: the ones still waited for are done, the given-up
             # ones' answers find nobody (the client counts them late), nothing is left waiting
             assert worker.answer() == LIMIT + 10

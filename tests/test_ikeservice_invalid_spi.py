@@ -5,6 +5,7 @@ of a notify goes with its IKE SA.  A real IkeService over the in-process worker 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import time
 import types
 
@@ -13,6 +14,7 @@ from test_ikeservice_peers import Gateway, connected, run, site_ip
 
 from tunsec.dataplane.pipe import Endpoint
 from tunsec.ike.endpoint import IkeEndpoint
+from tunsec.loglimit import LogLimiter
 from tunsec.services.ike import invalid_spi as invalid_spi_module
 
 NAT = "203.0.113.1"   # sites 10 and 11 are behind it, told apart by port
@@ -91,3 +93,31 @@ def test_the_index_follows_a_peer_that_moved(mobike: bool) -> None:
         assert _notified(gw, 0xC0000002, _esp_from(NAT, 40000)) == [(NAT, 40000)]
         assert len(gw.service.endpoint._by_address) == 2
     run(body())
+
+
+def test_esp_for_unknown_spis_to_many_peers_logs_a_few_lines(monkeypatch: pytest.MonkeyPatch,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    """ESP anyone can send, for unknown SPIs from the addresses of 12 peers: each peer is notified
+    (once a second per IKE SA), but the service logs 10 lines a period in all, not one per IKE SA
+    per second; the next period's first line counts those held back."""
+    clock = [1000.0]
+    monkeypatch.setattr(invalid_spi_module, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
+    monkeypatch.setattr(invalid_spi_module, "INVALID_SPI_LOG", LogLimiter(clock=lambda: clock[0]))
+
+    def lines() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "ESP for unknown SPI" in r.getMessage()]
+
+    async def body() -> None:
+        gw = await connected(12)
+        with caplog.at_level(logging.INFO, logger="tunsec.ike"):
+            for second in range(2):
+                clock[0] += second * 1.0
+                for i in range(12):
+                    assert _notified(gw, 0xC0000000 + i, _esp_from(site_ip(i))) == [(site_ip(i), 4500)]
+                    await gw.settle()   # the site answers the notify (one exchange at a time)
+            assert len(lines()) == 10
+            clock[0] += 10.0
+            assert _notified(gw, 0xC00000FF, _esp_from(site_ip(0))) == [(site_ip(0), 4500)]
+            await gw.settle()
+    run(body())
+    assert len(lines()) == 11 and lines()[-1].endswith("(14 more like it suppressed)"), lines()[-1]

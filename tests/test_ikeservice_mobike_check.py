@@ -68,7 +68,7 @@ def _migrates(gw: Gateway) -> list[str]:
 
 def _status_count(gw: Gateway) -> int:
     doc = gw.service.status(pipe.Reply(1, pipe.MsgType.DUMP, pipe.Errno.OK))
-    return int(doc["ike_drops"]["mobike_checks_failed"])
+    return int(doc["ike_refused"]["mobike_checks_failed"])
 
 
 def test_a_site_cannot_pass_the_check_for_a_third_party() -> None:

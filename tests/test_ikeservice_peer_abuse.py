@@ -1,6 +1,7 @@
 """An authenticated peer abusing its IKE SA, at the gateway (IkeService, in-process worker).
 
-Rekeys that never delete the old IKE SA: bounded by sa_successor.MAX_UNDELETED, handles with them.
+Rekeys that never delete the old IKE SA: bounded by sa_successor.MAX_UNDELETED, handles with them;
+such refusals are shown as an authenticated peer's, apart from strangers' drops (status, metrics).
 
 RFC 7296 §2.23: without MOBIKE, an IKE SA and its Child SAs' ESP follow the source of
 the peer's authenticated requests only if a NAT was seen in front of the peer (as strongSwan's
@@ -11,15 +12,21 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+from collections.abc import Sequence
 
 from test_ikeservice_peers import Gateway, assert_reaches_only_its_site, run, site_ip
 
+from tunsec import metrics
 from tunsec.dataplane import pipe
 from tunsec.dataplane.fastpath import Drop
 from tunsec.dataplane.pipe import Endpoint
-from tunsec.ike.constants import ExchangeType
-from tunsec.ike.message import decode_header
+from tunsec.ike.constants import ExchangeType, ProtocolId
+from tunsec.ike.exchanges.base import Outcome, Task
+from tunsec.ike.exchanges.informational import SPARE_SPIS
+from tunsec.ike.message import DeletePayload, Payload, decode_header
 from tunsec.ike.sa_successor import MAX_UNDELETED
+from tunsec.ike.state import IkeSaState
+from tunsec.status import render
 
 SPOOFED = Endpoint(ipaddress.ip_address("203.0.113.9"), 4500)   # a third party
 
@@ -115,5 +122,62 @@ def test_a_peer_that_rekeys_without_deleting_holds_few_ike_sas_and_handles() -> 
         assert not [sa for sa in gw.service._ike_handles if sa.remote_addr[0] == site_ip(0)]
         assert len(gw.service._replaced) == 0   # site 1 never rekeyed
         assert_reaches_only_its_site(gw, 1)
+
+    run(body())
+
+
+class _JunkDelete(Task):
+    """An INFORMATIONAL whose Delete payload lists SPIs the gateway never gave out."""
+
+    exchange = ExchangeType.INFORMATIONAL
+
+    def __init__(self, n: int) -> None:
+        self._spis = tuple((0x7000_0000 + i).to_bytes(4, "big") for i in range(n))
+
+    def build(self, st: IkeSaState) -> list[Payload]:
+        return [DeletePayload(ProtocolId.ESP, 4, self._spis)]
+
+    def process(self, st: IkeSaState, payloads: Sequence[Payload]) -> Outcome:
+        return Outcome.DONE
+
+
+def test_an_authenticated_peers_refusals_are_shown_apart_from_unauthenticated_drops() -> None:
+    """Site 0 lists 100 junk SPIs in a DELETE, then rekeys its IKE SA without deleting: `tunsec
+    status` (JSON and text) and the metrics show both counts as refusals of an authenticated peer,
+    not among the drops anyone can cause before authenticating."""
+    async def body() -> None:
+        gw = Gateway(1, mobike=False)
+        await gw.start()
+        gw.connect(0)
+        await gw.settle()
+        sa = gw.site_sa(0)
+        sa._queue.append(_JunkDelete(100))   # the site's request, as its engine sends any
+        sa._start_next()
+        gw.sites[0]._touch(sa)
+        await gw.settle()
+        gw.drop = _informational_request
+        for _ in range(MAX_UNDELETED + 2):
+            gw.site_sa(0).rekey()
+            await gw.settle()
+        doc = gw.service.status(pipe.Reply(1, pipe.MsgType.DUMP, pipe.Errno.OK))
+        ignored = 100 - (1 + SPARE_SPIS)   # one Child SA
+        assert doc["ike_refused"] == {"ike_rekeys_refused": 2, "delete_spis_ignored": ignored}
+        assert not {"ike_rekeys_refused", "delete_spis_ignored"} & set(doc["ike_drops"])
+
+        base = {"tun": {"name": "tunsec0", "mtu": 1400, "offloads": []}, "worker": {"pid": 1, "restarts": 0},
+                "uptime_seconds": 1, "udp_offloads": [], "sas": [], "tunnels": [], "policies": [], "drops": {}}
+        text = render({**base, **doc}).splitlines()
+        (unauthenticated,) = [x for x in text if x.startswith("IKE: ")]
+        assert "malformed 0" in unauthenticated and "ike_rekeys_refused" not in unauthenticated \
+            and "delete_spis_ignored" not in unauthenticated
+        assert f"IKE requests refused from authenticated peers: ike_rekeys_refused 2, " \
+               f"delete_spis_ignored {ignored}" in text
+
+        families = {f.name: f for f in metrics.state_families(doc, True)}
+        refused = {s.labels["reason"]: s.value for s in families["tunsec_ike_authenticated_refused"].samples}
+        assert refused == {"ike_rekeys_refused": 2, "delete_spis_ignored": ignored}
+        dropped = {s.labels["reason"] for s in families["tunsec_ike_requests_dropped"].samples}
+        assert "malformed" in dropped and not dropped & set(refused)
+        assert "before anything in them was authenticated" in families["tunsec_ike_requests_dropped"].documentation
 
     run(body())

@@ -37,6 +37,7 @@ from tunsec.dataplane.pipe import Action
 from tunsec.ike.events import NegotiationFailed
 from tunsec.ike.sa import IkeSa
 from tunsec.ike.ts import Ts
+from tunsec.loglimit import LogLimiter
 from tunsec.metrics import event_families
 
 WIDE = "10.2.0.0/16"
@@ -229,3 +230,37 @@ def test_a_road_warriors_rekeys_keep_their_selectors_and_lineage_from_either_sid
         assert not gw.service.events.rekey_ts_refused
         assert uncovered(gw) == []
     run(body())
+
+
+def test_a_peer_that_keeps_asking_for_refused_rekeys_does_not_fill_the_log(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Client A asks 20 times to rekey its Child SA to another subnet: each refused (TS_UNACCEPTABLE)
+    and counted, but 5 lines a minute are logged (the service's refused_log, a fake clock); the
+    first line of the next minute says how many were held back."""
+    caplog.set_level(logging.INFO, logger="tunsec")
+    clock = [0.0]
+
+    def lines() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "rekey of Child SA" in r.getMessage()]
+
+    async def body() -> None:
+        gw = TsGateway(1, mobike=False, clients=(Client("a.example", "10.2.1.0/24"),), remote_ts=WIDE)
+        await gw.start()
+        gw.service.refused_log = LogLimiter(burst=5, period=60.0, clock=lambda: clock[0])
+        gw.connect(A)
+        await gw.settle()
+        a_sa = gw.site_sa(A)
+        (child,) = a_sa.children
+        child.local_ts = (Ts.parse("10.2.3.0/24"),)
+        for _ in range(20):
+            a_sa.rekey_child(child.unique_id)
+            await gw.settle()
+        assert [e.reason for e in refusals(gw, A)] == ["TS_UNACCEPTABLE"] * 20
+        assert gw.service.events.rekey_ts_refused[("gw", "net")] == 20
+        assert len(lines()) == 5
+        clock[0] += 60.0
+        a_sa.rekey_child(child.unique_id)
+        await gw.settle()
+        assert gw.service.events.rekey_ts_refused[("gw", "net")] == 21
+    run(body())
+    assert len(lines()) == 6 and lines()[-1].endswith("(15 more like it suppressed)"), lines()[-1]

@@ -41,7 +41,8 @@ def document(reply: pipe.Reply) -> dict[str, Any]:
         "drops": {"auth": 2, "no_sa": 5} if reply.req_id == 7 else {},
         "ike_half_open": 1,
         "ike_drops": {"malformed": 9, "cookies_sent": 3, "half_open_closed": 2, "redirects_sent": 4, "too_big": 6,
-                      "init_refused": 5, "mobike_checks_failed": 7},
+                      "init_refused": 5},
+        "ike_refused": {"ike_rekeys_refused": 1, "mobike_checks_failed": 7},
     }
 
 
@@ -120,7 +121,7 @@ def test_a_worker_that_does_not_answer_gives_the_control_process_metrics(monkeyp
         assert got['tunsec_ike_requests_dropped_total{reason="too_big"}'] == 6
         assert got["tunsec_ike_init_refused_total"] == 5
         assert 'tunsec_ike_requests_dropped_total{reason="init_refused"}' not in got
-        assert got["tunsec_ike_mobike_checks_failed_total"] == 7
+        assert got['tunsec_ike_authenticated_refused_total{reason="mobike_checks_failed"}'] == 7
         assert 'tunsec_ike_requests_dropped_total{reason="mobike_checks_failed"}' not in got
         assert not any(k.startswith(("tunsec_child_sa_packets", "tunsec_drops")) for k in got)
     assert calls == 1   # the scrapes waited on one DUMP, left running, instead of piling up more

@@ -88,9 +88,8 @@ WORKER_GAUGE_HELP: dict[str, str] = {
     "malloc_trims": "Times the worker gave its free heap back to the system after a burst of requests "
                     "(malloc_trim), since it started",
 }
-# EndpointStats fields that are not drops (the rest are: requests dropped without state)
-_IKE_NOT_DROPS = {"cookies_sent", "half_open_closed", "redirects_sent", "send_ike_unanswered", "init_refused",
-                  "mobike_checks_failed"}
+# `tunsec status`'s ike_drops that are not drops (the rest are: datagrams dropped unauthenticated)
+_IKE_NOT_DROPS = {"cookies_sent", "half_open_closed", "redirects_sent", "init_refused"}
 # IKE fragmentation (RFC 7383): `tunsec status`'s ike_fragments (ike.fragments.FragmentStats) by
 # name, each tunsec_ike_<name>_total; a counter not listed here is exported with a generic help
 IKE_FRAGMENT_HELP: dict[str, str] = {
@@ -190,13 +189,24 @@ def state_families(doc: dict[str, Any], worker_up: bool) -> Iterator[Metric]:
     yield GaugeMetricFamily("tunsec_ike_half_open_max_per_address", "The most half-open IKE SAs one source "
                             "address (IPv6: prefix) holds (cookie_threshold_ip, block_threshold apply to it)",
                             value=doc.get("ike_half_open_max_per_address", 0))
-    dropped = CounterMetricFamily("tunsec_ike_requests_dropped", "IKE requests dropped before any state was kept",
-                                  labels=["reason"])
+    dropped = CounterMetricFamily("tunsec_ike_requests_dropped", "Datagrams on the IKE ports dropped before "
+                                  "anything in them was authenticated (anyone may send them), nothing kept for "
+                                  "them, by reason", labels=["reason"])
     stats = doc.get("ike_drops", {})
     for reason, n in sorted(stats.items()):
         if reason not in _IKE_NOT_DROPS:
             dropped.add_metric([reason], n)
     yield dropped
+    refused = CounterMetricFamily("tunsec_ike_authenticated_refused", "Requests of authenticated peers refused "
+                                  "or cut short, by reason (ike_rekeys_refused: IKE SA rekeys answered "
+                                  "TEMPORARY_FAILURE while replaced IKE SAs await their DELETE; "
+                                  "delete_spis_ignored: SPIs of a DELETE past what its IKE SA could hold; "
+                                  "mobike_checks_failed: MOBIKE moves to an address that never answered the "
+                                  "return routability check, taken back)",
+                                  labels=["reason"])
+    for reason, n in sorted(doc.get("ike_refused", {}).items()):
+        refused.add_metric([reason], n)
+    yield refused
     yield CounterMetricFamily("tunsec_worker_malformed_messages", "Datagrams from the worker the control "
                               "process could not decode, dropped (since the worker started)",
                               value=doc.get("worker", {}).get("malformed", 0))
@@ -212,15 +222,12 @@ def state_families(doc: dict[str, Any], worker_up: bool) -> Iterator[Metric]:
                               value=stats.get("redirects_sent", 0))
     yield CounterMetricFamily("tunsec_ike_half_open_closed", "Half-open IKE SAs closed before authentication",
                               value=stats.get("half_open_closed", 0))
-    yield CounterMetricFamily("tunsec_ike_mobike_checks_failed", "MOBIKE return routability checks (RFC 4555 "
-                              "3.5) the peer's new address never answered: the IKE SA went back to the old one",
-                              value=stats.get("mobike_checks_failed", 0))
     yield CounterMetricFamily("tunsec_ike_init_refused", "IKE_SA_INIT requests answered with an error after "
                               "proposal selection or the KE check (no proposal, a bad KE), no state kept",
                               value=stats.get("init_refused", 0))
     yield CounterMetricFamily("tunsec_ike_sends_unanswered", "IKE datagrams handed to the worker (port 4500) "
                               "whose answer it did not give in time: given up",
-                              value=stats.get("send_ike_unanswered", 0))
+                              value=doc.get("ike_sends_unanswered", 0))
     radius = CounterMetricFamily("tunsec_radius_packets", "RADIUS (auth = eap-radius): requests sent, answers "
                                  "taken, datagrams dropped, by kind", labels=["kind"])
     for kind, n in sorted(doc.get("radius", {}).items()):

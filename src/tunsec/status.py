@@ -191,6 +191,11 @@ def render(doc: dict[str, Any]) -> str:
                      f"addresses or IPv6 prefixes (at most {doc.get('ike_half_open_max_per_address', 0)} from one"
                      f"{busiest}); unauthenticated: "
                      + ", ".join(f"{k} {v}" for k, v in doc["ike_drops"].items()))
+    if doc.get("ike_refused"):
+        lines.append("IKE requests refused from authenticated peers: "
+                     + ", ".join(f"{k} {v}" for k, v in doc["ike_refused"].items()))
+    if unanswered := doc.get("ike_sends_unanswered"):   # only once there are any: the worker's fault
+        lines.append(f"IKE sent through the worker (port 4500), given up unanswered: {unanswered}")
     if doc.get("ike_fragments"):
         lines.append("IKE fragments: " + ", ".join(f"{k} {v}" for k, v in doc["ike_fragments"].items()))
     if doc.get("ike_held"):

@@ -113,6 +113,32 @@ def test_a_worker_that_dies_at_start_is_seen_to_exit() -> None:
     assert asyncio.run(run()) == (1, {})
 
 
+def test_answers_are_matched_to_requests_in_order_also_past_one_given_up() -> None:
+    """Two spawns given up (timeout 0), then one waited for: the first answer (an error) and the
+    second (a pid: killed through the spawner) are theirs; the third, a pid, is the waiting one's."""
+    async def run() -> tuple[int, list[bytes]]:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours.setblocking(False)
+        sp = spawner.Spawner(cast(Any, _Proc()), ours)
+        asyncio.get_running_loop().add_reader(ours.fileno(), sp._readable)
+        sp._message(b"ready")
+        r, w = os.pipe()
+        try:
+            for _ in range(2):
+                with pytest.raises(OSError, match="did not answer"):
+                    await sp.spawn(w, timeout=0)
+            for answer in (b"error no luck", b"pid 4301", b"pid 4302"):
+                theirs.send(answer)
+            worker = await sp.spawn(w)
+            return worker.pid, [theirs.recv(spawner.MAX_MESSAGE) for _ in range(4)]
+        finally:
+            sp._gone()
+            theirs.close()
+            os.close(r)
+            os.close(w)
+    assert asyncio.run(run()) == (4302, [b"spawn", b"spawn", b"spawn", b"kill 4301"])
+
+
 def test_stop_gives_up_on_a_killed_worker_whose_exit_never_comes(monkeypatch: pytest.MonkeyPatch,
                                                                  caplog: pytest.LogCaptureFixture) -> None:
     """A spawner that never reports the exit (stuck, or it lost it): stop() kills, waits KILL_WAIT, says
@@ -148,7 +174,7 @@ async def run():
     uid = next(ln.split()[1:] for ln in Path(f"/proc/{sp.proc.pid}/status").read_text().splitlines()
                if ln.startswith("Uid:"))
     sp.send(b"kill 1")            # not a worker of its own: ignored
-    sp.send(b"spawn")             # no descriptor: ignored
+    sp.send(b"spawn")             # no descriptor: answered with an error, nothing started
     await asyncio.sleep(0.2)
     running = sp.proc.returncode is None
     await sp.close()
@@ -178,3 +204,75 @@ def test_the_spawner_becomes_its_user_ignores_stray_requests_and_ends_with_the_c
 def test_a_spawner_that_cannot_run_the_interpreter_says_so_at_start() -> None:
     out = run_spawner(wrapped=False)
     assert "cannot run as tunsec-dp" in out["unusable"] and "Python interpreter" in out["unusable"], out
+
+
+LATE = """import asyncio, json, os, socket, sys
+from pathlib import Path
+from tunsec.dataplane import spawner
+
+def children(parent):
+    out = set()
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                stat = (d / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+                out.add(int(d.name))
+    return out
+
+def holds(pid, sock):
+    # the socket the worker was given as its pipe (--pipe-fd N in its command line)
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\\0")
+    fd = argv[argv.index(b"--pipe-fd") + 1].decode()
+    return os.readlink(f"/proc/{pid}/fd/{fd}") == f"socket:[{os.fstat(sock.fileno()).st_ino}]"
+
+async def until(check):
+    for _ in range(200):   # the late worker's kill, or its start: 10 s at most
+        if check():
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+async def run():
+    sp = await spawner.Spawner.start(sys.argv[1], [], ["--tun-fd", "-1"], "info", "text")
+    first, first_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        await sp.spawn(first_end.fileno(), timeout=0)   # gives up before any answer can come
+        gave_up = None
+    except OSError as err:
+        gave_up = str(err)
+    first_end.close()   # as WorkerClient.start does; ``first`` stays open, so that worker sees no EOF
+    second, second_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    worker = await sp.spawn(second_end.fileno())
+    ours = holds(worker.pid, second_end)
+    second_end.close()
+    alone = await until(lambda: children(sp.proc.pid) == {worker.pid})
+    second.close()   # EOF ends our worker
+    try:
+        code = await asyncio.wait_for(worker.wait(), 10)
+    except TimeoutError:   # not the worker holding ``second``
+        code = None
+    first.close()
+    await sp.close()
+    return {"gave_up": gave_up, "ours": ours, "alone": alone, "code": code, "malformed": sp.malformed}
+
+print(json.dumps(asyncio.run(run())))
+"""
+
+
+def test_a_worker_whose_pid_comes_after_spawn_gave_up_is_killed_and_not_given_to_the_next() -> None:
+    """spawn() gives up before the spawner's ``pid`` can arrive (timeout 0), and the next spawn()
+    follows at once: the late pid answers the first request, not the second (spawn() returns the
+    worker holding the pipe it passed), and the first worker, whose pipe's other end the test keeps
+    open, is killed rather than left running without an owner (the spawner's only child left is the
+    second worker).  A real spawner and real workers (no TUN: ``--tun-fd -1``)."""
+    env = dict(os.environ, PYTHONPATH=str(Path(spawner.__file__).parents[2]))
+    r = subprocess.run([*python_argv(), "-c", LATE, DATAPLANE_USER], capture_output=True, text=True, timeout=120,
+                       env=env, cwd="/")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.splitlines()[-1])
+    assert out == {"gave_up": "the worker spawner did not answer", "ours": True, "alone": True, "code": 0,
+                   "malformed": 0}, (out, r.stderr[-2000:])
+    assert "started after the control process gave up waiting for it: killed" in r.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import logging
 from collections.abc import Sequence
 
 import pytest
@@ -25,6 +26,7 @@ from tunsec.ike.message import NotifyPayload, Payload, decode_header
 from tunsec.ike.sa import IkeSa
 from tunsec.ike.state import IkeSaState, nat_hash
 from tunsec.ike.testing import Network, Sent
+from tunsec.loglimit import LogLimiter
 
 A2, A3 = "192.0.2.11", "192.0.2.66"   # the client's new address; an attacker's
 A4 = "192.0.2.12"   # the client's address after a second move
@@ -231,6 +233,30 @@ def test_an_address_of_another_family_is_unacceptable() -> None:
     net.run(until=net.now + 1)
     assert gateway.remote_addr == (A, 4500)
     assert not _informational_requests(net, B, V6)   # no check: refused outright
+
+
+def test_refused_moves_asked_for_again_and_again_are_logged_a_few_times(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """An authenticated client asks 12 times to move to an address of another family: each refused
+    (UNACCEPTABLE_ADDRESSES), 5 lines a minute logged (a fake clock); the next minute's first line
+    counts the 7 held back."""
+    clock = [0.0]
+    monkeypatch.setattr(mobike, "REFUSED_LOG", LogLimiter(burst=5, period=60.0, clock=lambda: clock[0]))
+    net, client, gateway = _up()
+    _move(net, A, V6)
+
+    def refused() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "refusing to move" in r.getMessage()]
+
+    with caplog.at_level(logging.INFO, logger="tunsec.ike"):
+        for _ in range(12):
+            answer = _say(net, client, [notify(NotifyType.UPDATE_SA_ADDRESSES)])
+            assert find_notify(answer, NotifyType.UNACCEPTABLE_ADDRESSES) is not None
+        assert len(refused()) == 5
+        clock[0] += 60.0
+        _say(net, client, [notify(NotifyType.UPDATE_SA_ADDRESSES)])
+    assert len(refused()) == 6 and refused()[-1].endswith("(7 more like it suppressed)")
+    assert gateway.remote_addr == (A, 4500)
 
 
 def test_a_fixed_remote_address_is_kept() -> None:

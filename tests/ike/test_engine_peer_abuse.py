@@ -9,14 +9,16 @@ import dataclasses
 import random
 from collections.abc import Sequence
 
+import pytest
 from test_engine_more import A, B, cfg, only
 
 from tunsec.ike.constants import ExchangeType, ProtocolId
 from tunsec.ike.endpoint import IkeEndpoint
-from tunsec.ike.events import ChildSaDown, IkeSaRekeyed
+from tunsec.ike.events import ChildSaDown, IkeSaRekeyed, NegotiationFailed
 from tunsec.ike.exchanges.base import Outcome, Task
 from tunsec.ike.exchanges.informational import SPARE_SPIS
 from tunsec.ike.message import DeletePayload, Payload, decode_header
+from tunsec.ike.proposals import parse_proposals
 from tunsec.ike.sa import IkeSa, State
 from tunsec.ike.sa_successor import MAX_UNDELETED
 from tunsec.ike.state import IkeSaState
@@ -45,6 +47,11 @@ def _states(endpoint: IkeEndpoint) -> dict[str, int]:
     for sa in endpoint.sas:
         states[sa.state.value] = states.get(sa.state.value, 0) + 1
     return states
+
+
+def _deletes(sent: Sent) -> bool:
+    hdr = decode_header(sent.data)
+    return hdr.exchange == ExchangeType.INFORMATIONAL and not hdr.is_response
 
 
 def _deletes_from_a(sent: Sent) -> bool:
@@ -87,6 +94,57 @@ def test_rekeys_that_delete_the_old_sa_are_never_refused() -> None:
     assert b.stats.ike_rekeys_refused == 0
     assert _states(b) == {"established": 1}
     assert len(only([e for _, e in net.events[B]], IkeSaRekeyed)) == 5
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_collision_as_the_first_rekey_counts_its_redundant_sa_in_the_lineage(seed: int) -> None:
+    """Both sides rekey the IKE SA at once as its first rekey (RFC 7296 §2.8.2) and no DELETE gets
+    through: the old IKE SA and the collision's redundant one are both counted in the one lineage
+    the survivor carries on (MAX_UNDELETED), on either side, so the next rekey is refused
+    (TEMPORARY_FAILURE) until the DELETEs come; then it passes.  (Had the redundant SA a line of its
+    own, the survivor's would count one and the rekey would pass: review rev7, b812429.)"""
+    net = Network()
+    a = net.add(A, IkeEndpoint([cfg(True, PROPS)], random.Random(seed).randbytes, wall_clock=lambda: EPOCH))
+    b = net.add(B, IkeEndpoint([cfg(False, PROPS)], random.Random(seed + 100).randbytes, wall_clock=lambda: EPOCH))
+    a.initiate("conn", "net", net.now)
+    net.run()
+    net.drop = _deletes   # either side's
+    old_a, old_b = _established(a), _established(b)
+    old_a.rekey()
+    old_b.rekey()
+    while net.step():
+        pass
+    for side in (a, b):
+        assert _states(side) == {"established": 1, "rekeyed": 2}
+        lines = {id(sa._undeleted) for sa in side.sas}
+        assert len(lines) == 1 and _established(side)._undeleted is not None
+        assert _established(side)._undeleted.count == MAX_UNDELETED
+    _established(a).rekey()
+    while net.step():
+        pass
+    assert b.stats.ike_rekeys_refused == 1 and _states(b) == {"established": 1, "rekeyed": 2}
+    net.drop = None
+    net.run(until=net.now + 40)   # the DELETEs are retransmitted, A's rekey retried
+    assert _states(b) == {"established": 1}
+    assert len(only([e for _, e in net.events[B]], IkeSaRekeyed)) == 2
+
+
+def test_a_refused_ike_rekey_is_marked_as_the_peers_request_only_on_the_side_that_refused() -> None:
+    """A proposes only a PRF B does not take in its IKE SA rekey: B refuses (NO_PROPOSAL_CHOSEN)
+    and says it refused the peer's request (``peer_request``: the service rate-limits the line, A may
+    ask again at will); A's own failed rekey is not marked (its line always logs)."""
+    net, a, b = _pair()
+    sa = _established(a)
+    sa._st.config = dataclasses.replace(sa._st.config, proposals=parse_proposals("aes256gcm16-prfsha512-curve25519"))
+    net.take(A)
+    net.take(B)
+    sa.rekey()
+    net.run(until=net.now + 1)
+    (theirs,) = only(net.take(B), NegotiationFailed)
+    (ours,) = only(net.take(A), NegotiationFailed)
+    assert (theirs.reason, theirs.peer_request) == ("NO_PROPOSAL_CHOSEN", True)
+    assert (ours.reason, ours.peer_request) == ("NO_PROPOSAL_CHOSEN", False)
+    assert _states(b) == {"established": 1}
 
 
 # ------------------------------------------------------------------ a Delete payload of many SPIs

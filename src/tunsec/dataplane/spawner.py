@@ -17,7 +17,9 @@ status; it ends when the control process closes the channel (or dies).
 The channel (AF_UNIX SOCK_SEQPACKET), one message a datagram, ASCII:
 control -> spawner ``spawn`` (with one descriptor: the worker's pipe end), ``kill PID``;
 spawner -> control ``ready`` or ``unusable TEXT`` once (it dropped; can it start a worker
-as that user?), then ``pid PID``, ``error TEXT``, ``exit PID STATUS``.  The control
+as that user?), then ``pid PID``, ``error TEXT``, ``exit PID STATUS``.  Each ``spawn`` gets one
+``pid`` or ``error``, in the order asked (the messages carry no request id): a spawn the control
+process gave up on still takes its answer, and its worker is killed.  The control
 process trusts nothing it reads there: a spawner is as exposed as a worker is.
 """
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 import argparse
 import array
 import asyncio
+import collections
 import contextlib
 import ctypes
 import logging
@@ -139,7 +142,10 @@ class Spawner:
     def __init__(self, proc: asyncio.subprocess.Process, sock: socket.socket) -> None:
         self.proc = proc
         self._sock: socket.socket | None = sock
-        self._pid_wait: asyncio.Future[SpawnedWorker] | None = None
+        # one per ``spawn`` sent, oldest first: the spawner answers each, in order, with ``pid`` or
+        # ``error``; a spawn() that gave up leaves its future done here, so that its late answer is
+        # not taken for a later request's and its worker is killed, not left without an owner
+        self._spawns: collections.deque[asyncio.Future[SpawnedWorker]] = collections.deque()
         self._ready: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
         self._workers: dict[int, SpawnedWorker] = {}
         self.malformed = 0
@@ -176,14 +182,14 @@ class Spawner:
 
     async def spawn(self, pipe_fd: int, timeout: float = 20.0) -> SpawnedWorker:
         """A new worker with pipe_fd as its end of the pipe; OSError if the spawner cannot."""
-        self._pid_wait = asyncio.get_running_loop().create_future()
+        answer: asyncio.Future[SpawnedWorker] = asyncio.get_running_loop().create_future()
+        self.send(b"spawn", [pipe_fd])
+        self._spawns.append(answer)
         try:
-            self.send(b"spawn", [pipe_fd])
-            return await asyncio.wait_for(self._pid_wait, timeout)
+            # on a timeout (or our caller's cancellation) wait_for cancels ``answer``: a late pid is killed
+            return await asyncio.wait_for(answer, timeout)
         except TimeoutError:
             raise OSError("the worker spawner did not answer") from None
-        finally:
-            self._pid_wait = None
 
     def _readable(self) -> None:
         assert self._sock is not None
@@ -212,17 +218,13 @@ class Spawner:
         try:
             if words[0] == b"pid" and len(words) == 2:
                 pid = int(words[1])
-                if self._pid_wait is not None and not self._pid_wait.done():
-                    # registered here, not when spawn() resumes: its ``exit`` may be read first
-                    # (a worker dying at start), and an exit for no known pid is dropped
-                    started = SpawnedWorker(pid, self)
-                    self._workers[pid] = started
-                    self._pid_wait.set_result(started)
+                if self._spawns:   # else no request of ours: dropped
+                    self._started(self._spawns.popleft(), pid)
                 return
             if words[0] == b"error" and len(words) >= 2:
-                if self._pid_wait is not None and not self._pid_wait.done():
+                if self._spawns and not (answer := self._spawns.popleft()).done():
                     text = data[6:].decode("ascii", "replace")[:200]
-                    self._pid_wait.set_exception(OSError(f"the worker spawner: {text}"))
+                    answer.set_exception(OSError(f"the worker spawner: {text}"))
                 return
             if words[0] == b"exit" and len(words) == 3:
                 pid, code = int(words[1]), int(words[2])
@@ -235,13 +237,28 @@ class Spawner:
         self.malformed += 1
         log.warning("malformed message from the worker spawner dropped")
 
+    def _started(self, answer: asyncio.Future[SpawnedWorker], pid: int) -> None:
+        if answer.done():
+            # spawn() gave up on it: nobody holds the other end of its pipe or watches it
+            log.warning("worker %d started after the control process gave up waiting for it: killed", pid)
+            with contextlib.suppress(OSError):
+                self.send(f"kill {pid}".encode())
+            return
+        # registered here, not when spawn() resumes: its ``exit`` may be read first (a worker
+        # dying at start), and an exit for no known pid is dropped
+        started = SpawnedWorker(pid, self)
+        self._workers[pid] = started
+        answer.set_result(started)
+
     def _gone(self) -> None:
         if self._sock is not None:
             asyncio.get_running_loop().remove_reader(self._sock.fileno())
             self._sock.close()
             self._sock = None
-        if self._pid_wait is not None and not self._pid_wait.done():
-            self._pid_wait.set_exception(OSError("the worker spawner is gone"))
+        for answer in self._spawns:
+            if not answer.done():
+                answer.set_exception(OSError("the worker spawner is gone"))
+        self._spawns.clear()
         if not self._ready.done():
             self._ready.set_exception(OSError("the worker spawner is gone"))
         for worker in self._workers.values():
@@ -325,6 +342,10 @@ def _handle(args: argparse.Namespace, chan: socket.socket, children: _Children) 
         else:
             children.add(proc)
             chan.send(f"pid {proc.pid}".encode())
+    elif words == [b"spawn"]:
+        # still one answer per spawn (the control process matches them in order): its descriptor
+        # may have been lost on the way (no free descriptor here: the message's were cut off)
+        chan.send(b"error no descriptor with the request")
     elif len(words) == 2 and words[0] == b"kill" and words[1].isdigit() and int(words[1]) in children.procs:
         children.procs[int(words[1])][0].kill()   # only a worker of ours
     else:

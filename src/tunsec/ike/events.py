@@ -191,7 +191,9 @@ class NegotiationFailed:
     ``detail`` says why in words (both proposal lists for NO_PROPOSAL_CHOSEN);
     ``child`` names the Child SA, or is None when the IKE SA itself failed;
     ``claims``: refused because its selectors overlap another peer's (policy/claims.py);
-    ``rekey_ts``: a rekey refused because its selectors are not the rekeyed Child SA's (RFC 7296 §2.8).
+    ``rekey_ts``: a rekey refused because its selectors are not the rekeyed Child SA's (RFC 7296 §2.8);
+    ``peer_request``: we refused a request of the (authenticated) peer's, which it may send again at
+    will (the daemon rate-limits the line), not a negotiation of ours that failed.
     """
 
     name: str
@@ -200,6 +202,7 @@ class NegotiationFailed:
     child: str | None = None
     claims: bool = False
     rekey_ts: bool = False
+    peer_request: bool = False
 
 
 @dataclass(frozen=True)

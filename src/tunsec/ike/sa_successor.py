@@ -153,7 +153,9 @@ def redundant_sa(self: IkeSa, rekey: IkeRekey) -> IkeSa:
     DELETE.  It goes quietly, like a rekeyed IKE SA (the endpoint finds it as the
     successor's successor, so that its SPI is routed)."""
     sa = self._rekeyed_sa(rekey)
-    # counted in this lineage even when its first rekey is the collision (no line yet)
+    # counted in this lineage, not in a line of its own (or MAX_UNDELETED would not see it).
+    # spawn_successor lingers this SA before calling here, so the line exists already (also
+    # when the collision is the lineage's first rekey); made here for any other caller
     self._undeleted = self._undeleted or Undeleted()
     sa._undeleted = self._undeleted
     sa._linger(sa)

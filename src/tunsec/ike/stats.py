@@ -1,4 +1,5 @@
-"""The IKE engine's drop counters (``tunsec status``: ike_drops; metrics: tunsec_ike_requests_dropped_total).
+"""The IKE engine's drop counters (``tunsec status``: ike_drops and ike_refused; metrics:
+tunsec_ike_requests_dropped_total and tunsec_ike_authenticated_refused_total).
 
 A module of its own because both the endpoint and its IKE SAs count into the one instance the
 endpoint holds (sa.py cannot import endpoint.py, which imports it).
@@ -12,7 +13,9 @@ from dataclasses import dataclass
 @dataclass
 class EndpointStats:
     """Datagrams the endpoint dropped or answered without creating state, and those its IKE SAs
-    dropped unanswered (one instance per endpoint, shared by its IKE SAs)."""
+    dropped unanswered (one instance per endpoint, shared by its IKE SAs); the last few are
+    authenticated peers' requests refused (AUTHENTICATED_REFUSALS), shown apart from the rest,
+    which anyone can cause."""
 
     too_big: int = 0  # longer than MAX_IKE_MESSAGE (strongSwan's charon.max_packet): dropped unparsed
     malformed: int = 0  # undecodable (too many payloads too), or an IKE_SA_INIT request that is not well-formed
@@ -32,9 +35,15 @@ class EndpointStats:
     # answered (RFC 7296 §2.1), or a first fragment of it that fails verification: not answered
     retransmit_not_identical: int = 0
     retransmit_limit: int = 0  # a genuine retransmission past MAX_RESENDS of one response: not answered
-    # authenticated requests refused or cut short (sa_successor.MAX_UNDELETED, informational.py)
+    # authenticated requests refused or cut short (sa_successor.MAX_UNDELETED, informational.py):
+    # AUTHENTICATED_REFUSALS
     ike_rekeys_refused: int = 0  # an IKE SA rekey while MAX_UNDELETED predecessors wait for their DELETE
     delete_spis_ignored: int = 0  # SPIs of a Delete payload past what the IKE SA could hold, not looked at
     # MOBIKE return routability checks (RFC 4555 §3.5) the new address never answered: the IKE SA went
     # back to the address the Child SAs stayed at instead of closing (exchanges/mobike.py)
     mobike_checks_failed: int = 0
+
+
+# The fields above that count what authenticated peers asked for and were refused: an operator
+# reads them as a misbehaving (or misconfigured) known peer, the rest as strangers' noise.
+AUTHENTICATED_REFUSALS = ("ike_rekeys_refused", "delete_spis_ignored", "mobike_checks_failed")

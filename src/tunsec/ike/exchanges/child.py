@@ -469,8 +469,8 @@ def install(
     )
 
 
-def fail(st: IkeSaState, child: ChildSa | None, refusal: Refusal) -> None:
+def fail(st: IkeSaState, child: ChildSa | None, refusal: Refusal, peer_request: bool = False) -> None:
     st.emit(NegotiationFailed(st.name, refusal.notify.name, refusal.detail, refusal.child, claims=refusal.claims,
-                              rekey_ts=refusal.rekey_ts))
+                              rekey_ts=refusal.rekey_ts, peer_request=peer_request))
     if child is not None:
         drop_child(st, child)

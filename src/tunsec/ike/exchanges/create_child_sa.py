@@ -255,7 +255,7 @@ def respond(st: IkeSaState, payloads: Sequence[Payload], pending: Task | None = 
     result = childmod.rekey_select(st, sa, *ts, rekey, group) if rekey is not None \
         else childmod.responder_select(st, sa, *ts, strip_dh=False, prefer_group=group)
     if isinstance(result, childmod.Refusal):
-        childmod.fail(st, None, result)
+        childmod.fail(st, None, result, peer_request=True)
         return Response([notify(result.notify)])
     group = Suite.of(result.proposal).dh_group
     if group is not None and (ke is None or ke.group != group):

@@ -69,6 +69,9 @@ from . import informational
 from .base import Outcome, Response, Task, find_all, find_notify, notify
 
 log = logging.getLogger(__name__)
+# a peer's refused requests (an address we do not accept, NO_NATS_ALLOWED translated): it may send
+# them as fast as it likes, a line each otherwise
+REFUSED_LOG = LogLimiter(burst=5, period=60.0)
 
 COOKIE2_LEN = 16  # what we send (strongSwan's size)
 # any authenticated peer may claim addresses that never answer, as often as it likes
@@ -132,7 +135,8 @@ def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response:
     if update:
         refusal = _unacceptable(st, source)
         if refusal:
-            log.info("%s: MOBIKE: refusing to move to %s[%d]: %s", st.name, *source, refusal)
+            if (held := REFUSED_LOG.admit()) is not None:
+                log.info("%s: MOBIKE: refusing to move to %s[%d]: %s%s", st.name, *source, refusal, suffix(held))
             return Response([notify(NotifyType.UNACCEPTABLE_ADDRESSES)])
         followups = _update(st, source, arrived_on)
     cookie2 = find_notify(payloads, NotifyType.COOKIE2)
@@ -151,8 +155,9 @@ def translated(st: IkeSaState, payloads: Sequence[Payload]) -> bool:
     source, arrived_on = st.request_path
     if _no_nats_allowed_holds(payloads, source, _destination(st, arrived_on)):
         return False
-    log.info("%s: NO_NATS_ALLOWED, but the request from %s[%d] was translated on the way",
-             st.name, *source)
+    if (held := REFUSED_LOG.admit()) is not None:
+        log.info("%s: NO_NATS_ALLOWED, but the request from %s[%d] was translated on the way%s",
+                 st.name, *source, suffix(held))
     return True
 
 

@@ -147,7 +147,7 @@ def respond(st: IkeSaState, payloads: Sequence[Payload], pending: Task | None = 
     chosen = select_proposal(st.config.proposals, theirs, prefer_group=ke.group)
     if chosen is None:
         detail = f"IKE rekey: received {describe_all(sa.proposals)}; configured {describe_all(st.config.proposals)}"
-        st.emit(NegotiationFailed(st.name, "NO_PROPOSAL_CHOSEN", detail))
+        st.emit(NegotiationFailed(st.name, "NO_PROPOSAL_CHOSEN", detail, peer_request=True))
         return Response([notify(NotifyType.NO_PROPOSAL_CHOSEN)])
     group = Suite.of(chosen).dh_group
     if group is None or group != ke.group:

@@ -20,6 +20,7 @@ from tunsec.ike.config import ChildConfig
 from tunsec.ike.events import ChildSaDown, ChildSaUp, DownReason
 from tunsec.ike.sa import IkeSa, State
 from tunsec.ike.ts import Ts
+from tunsec.loglimit import suffix
 from tunsec.policy.claims import describe
 from tunsec.policy.ids import Band, priority
 from tunsec.policy.selector import SelectorError, fast_selectors
@@ -124,8 +125,9 @@ def _child_registered(self: IkeService, sa: IkeSa, ev: ChildSaUp) -> ChildState 
         # answer_not_others for the answers to our requests), but a datagram handled in the same
         # batch as that peer's negotiation, before its Child SA was booked here, passed: it is
         # deleted (an INFORMATIONAL DELETE to the peer, whichever side asked for it), never installed
-        log.error("%s: CHILD_SA %s of peer %s deleted, not installed: its remote %s %s", sa.name, ev.child, peer,
-                  ", ".join(map(str, ev.remote_ts)), describe(found))
+        if (held := self.refused_log.admit()) is not None:
+            log.error("%s: CHILD_SA %s of peer %s deleted, not installed: its remote %s %s%s", sa.name, ev.child,
+                      peer, ", ".join(map(str, ev.remote_ts)), describe(found), suffix(held))
         self.events.ts_claims_refused[(sa.name, ev.child)] += 1
         sa.delete_child(ev.unique_id)
         return None
@@ -136,9 +138,10 @@ def _child_registered(self: IkeService, sa: IkeSa, ev: ChildSaUp) -> ChildState 
         # passed would leave the lineage's policies on selectors its claims, which follow the new
         # Child SA, no longer cover (another peer could be given them, and the policies would still
         # draw their traffic here): it starts a lineage of its own, the old one's ends with it
-        log.error("%s: CHILD_SA %s of peer %s rekeyed to other selectors (%s === %s): not on the old one's "
-                  "policies", sa.name, ev.child, peer, ", ".join(map(str, ev.local_ts)),
-                  ", ".join(map(str, ev.remote_ts)))
+        if (held := self.refused_log.admit()) is not None:
+            log.error("%s: CHILD_SA %s of peer %s rekeyed to other selectors (%s === %s): not on the old one's "
+                      "policies%s", sa.name, ev.child, peer, ", ".join(map(str, ev.local_ts)),
+                      ", ".join(map(str, ev.remote_ts)), suffix(held))
         self.events.rekey_ts_refused[(sa.name, ev.child)] += 1
         pred = None
     if pred is not None:

@@ -7,6 +7,7 @@ import time
 from typing import TYPE_CHECKING
 
 from tunsec.dataplane.pipe import Endpoint
+from tunsec.loglimit import LogLimiter, suffix
 
 if TYPE_CHECKING:
     from tunsec.services.ike.service import IkeService
@@ -14,6 +15,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("tunsec.ike")
 
 INVALID_SPI_INTERVAL = 1.0   # seconds between two INVALID_SPI notifies in one IKE SA
+# anyone's ESP causes the line (once a second per IKE SA): not a line per IKE SA per second
+INVALID_SPI_LOG = LogLimiter()
 
 
 def invalid_spi(self: IkeService, spi: int, remote: Endpoint) -> bool:
@@ -28,6 +31,8 @@ def invalid_spi(self: IkeService, spi: int, remote: Endpoint) -> bool:
     sa = self.endpoint.invalid_spi(spi, remote.addr, remote.port, time.monotonic(), INVALID_SPI_INTERVAL)
     if sa is None:
         return False
-    log.info("%s: ESP for unknown SPI %08x from %s: telling the peer (INVALID_SPI)", sa.name, spi, remote.addr)
+    if (held := INVALID_SPI_LOG.admit()) is not None:
+        log.info("%s: ESP for unknown SPI %08x from %s: telling the peer (INVALID_SPI)%s", sa.name, spi,
+                 remote.addr, suffix(held))
     self._pump()
     return True

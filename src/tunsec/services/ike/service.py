@@ -165,6 +165,9 @@ class IkeService(Service):
         self.on_activity: Callable[[], None] = _nothing   # each IKE datagram in (the daemon's CalmTrim.note)
         self._busy_log = LogLimiter(burst=5, period=60.0)       # Child SAs refused for now (_failure_log)
         self._limit_log = LogLimiter(burst=5, period=60.0)      # peers' Child SAs refused over max_child_sas
+        # authenticated peers' other requests refused (TS_UNACCEPTABLE, a rekey to other selectors,
+        # NO_PROPOSAL_CHOSEN...): each may come again at once, a line each otherwise
+        self.refused_log = LogLimiter(burst=5, period=60.0)
         self.events = EventCounts()                             # rekeys, dead peers (Prometheus counters)
         self._timers: dict[asyncio.TimerHandle, Callable[[], object]] = {}   # lingering inbound SAs, standby ends
         # auth = eap-radius: the RADIUS client, and the round trip each IKE SA waits for
@@ -452,9 +455,12 @@ class IkeService(Service):
 
     def _failure_log(self, sa: IkeSa, ev: NegotiationFailed) -> int | None:
         """A refusal for now (TEMPORARY_FAILURE: the peer's, or no inbound SPI from our worker) is
-        tried again, and may fail again for every Child SA at once (a full SAD): rate-limited."""
+        tried again, and may fail again for every Child SA at once (a full SAD): rate-limited; so is
+        our refusal of an authenticated peer's request, which it may repeat as fast as it likes."""
         if ev.reason == "TEMPORARY_FAILURE":
             return self._busy_log.admit()
+        if ev.peer_request:
+            return self.refused_log.admit()
         return self._admit_log(sa)
 
     def _event(self, sa: IkeSa, ev: Any) -> None:

@@ -71,7 +71,7 @@ class IkeSockets:
         # SEND_IKEs in flight -> the time their answer is given up on (REQUEST_TIMEOUT, as answered's):
         # oldest first, as they were sent
         self.natt_sends: dict[asyncio.Future[list[pipe.Reply]], float] = {}
-        self.natt_unanswered = 0   # SEND_IKEs given up on unanswered (status: ike_drops.send_ike_unanswered)
+        self.natt_unanswered = 0   # SEND_IKEs given up on unanswered (status: ike_sends_unanswered)
         self.clock = time.monotonic
         self._natt_timer: asyncio.TimerHandle | None = None   # the next deadline's sweep (one for all)
         # SEND_IKEs that failed: a worker that goes fails all those in flight at once, a full pipe
@@ -216,7 +216,7 @@ class IkeSockets:
         """Give up the SEND_IKEs whose answer is overdue, and the oldest beyond ``keep``: a worker that
         hangs or never answers would otherwise have them (here and in the client's pending requests)
         pile up with every datagram.  Cancelling forgets the request in the client (request_soon), which
-        counts a late answer; here each is counted (status: ike_drops.send_ike_unanswered).  The
+        counts a late answer; here each is counted (status: ike_sends_unanswered).  The
         datagram itself may still go out: only waiting for its answer ends."""
         sends = self.natt_sends
         while sends:

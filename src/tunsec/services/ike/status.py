@@ -12,7 +12,7 @@ from tunsec.ike.dh_pool import KePoolStats, KeyPairPool, group_name
 from tunsec.ike.endpoint import IkeEndpoint
 from tunsec.ike.fragments import FragmentStats
 from tunsec.ike.sa import IkeSa
-from tunsec.ike.stats import EndpointStats
+from tunsec.ike.stats import AUTHENTICATED_REFUSALS, EndpointStats
 from tunsec.policy.pools import AddressPools
 from tunsec.services.ike.barrier import Barrier
 from tunsec.services.ike.record import IkeUpRecord
@@ -22,7 +22,7 @@ from tunsec.services.ike.state import ChildState
 
 # Named once: dataclasses.asdict()/fields() build a tuple(<generator>) per call, and each such
 # 7-tuple stays in CPython's free list for that length (see the note in dataplane/pipe/decoding.py).
-_IKE_DROPS = tuple([f.name for f in dataclasses.fields(EndpointStats)])
+_IKE_DROPS = tuple([f.name for f in dataclasses.fields(EndpointStats) if f.name not in AUTHENTICATED_REFUSALS])
 _FRAGMENT_COUNTERS = tuple([f.name for f in dataclasses.fields(FragmentStats)])
 _KE_POOL_COUNTERS = tuple([f.name for f in dataclasses.fields(KePoolStats)])
 
@@ -41,9 +41,12 @@ def status(ike_sas: list[dict[str, Any]], leases: list[dict[str, Any]], endpoint
         "ike_half_open_max_per_address": endpoint.half_open_most_from_one(),
         "ike_half_open_busiest": endpoint.half_open_busiest() or "",
         "ike_drops": {**{n: getattr(endpoint.stats, n) for n in _IKE_DROPS},
-                      "esp_on_ike_port": sockets.esp_on_ike_port,   # ESP in UDP on a custom IKE port
-                      # IKE sent through the worker (port 4500) whose answer it never gave: given up
-                      "send_ike_unanswered": sockets.natt_unanswered},
+                      "esp_on_ike_port": sockets.esp_on_ike_port},   # ESP in UDP on a custom IKE port
+        # authenticated peers' requests refused or cut short (not strangers': a known peer misbehaving)
+        "ike_refused": {n: getattr(endpoint.stats, n) for n in AUTHENTICATED_REFUSALS},
+        # IKE we sent through the worker (port 4500) whose answer it never gave: given up (ours, no
+        # peer's: it was under ike_drops.send_ike_unanswered before)
+        "ike_sends_unanswered": sockets.natt_unanswered,
         # IKE fragmentation (RFC 7383): messages split and reassembled, fragments dropped
         "ike_fragments": {n: getattr(endpoint.fragment_stats, n) for n in _FRAGMENT_COUNTERS},
         # the barrier: incoming datagrams that waited for an inbound SPI (now, in all, dropped past
@@ -97,7 +100,8 @@ def _by_child(counts: Mapping[tuple[str, str], int]) -> list[dict[str, Any]]:
 
 def idle_status() -> dict[str, Any]:
     return {"ike_sas": [], "leases": [], "ike_half_open": 0, "ike_half_open_addresses": 0,
-            "ike_half_open_max_per_address": 0, "ike_half_open_busiest": "", "ike_drops": {}, "ike_fragments": {},
+            "ike_half_open_max_per_address": 0, "ike_half_open_busiest": "", "ike_drops": {}, "ike_refused": {},
+            "ike_sends_unanswered": 0, "ike_fragments": {},
             "ike_held": {}, "acquires_ignored": {}, "child_sa_limit": {}, "ts_claims_refused": [],
             "rekey_ts_refused": [], "ke_pool": {},
             "radius": {}}
