@@ -338,6 +338,11 @@ class IkeService(Service):
     def _initiate(self, conn: str, child: str | None) -> None:
         if self.closing:    # it waited for an SPI into the shutdown
             return
+        # it waited for an SPI (an ACQUIRE, a keying try) while a reload removed the connection or child
+        plan = self.connections.get(conn)
+        if plan is None or (child is not None and plan.get_child(child) is None):
+            log.info("%s: %s not initiated: a reload removed it", conn, f"child {child}" if child else "connection")
+            return
         # like strongSwan: a child of a connection whose IKE SA is up is added to it (CREATE_CHILD_SA)
         up = next((sa for sa in self.endpoint.sas if sa.name == conn and sa.state is State.ESTABLISHED), None)
         if up is not None and child is not None:
@@ -457,6 +462,8 @@ class IkeService(Service):
     def _event(self, sa: IkeSa, ev: Any) -> None:
         match ev:
             case IkeSaUp():
+                if self._outdated(sa, ev):
+                    return
                 self.attempts.pop(ev.name, None)
                 # one line with the virtual IPs we assigned: a record per client less at scale
                 log.info("%s: IKE SA established with %s (%s), %s <-> %s%s", ev.name, ev.remote_addr[0],
@@ -483,6 +490,8 @@ class IkeService(Service):
                 elif up is not None and ev.reason is DownReason.EXPIRED:
                     self._after_expiry(up.ev)
             case ChildSaUp():
+                if sa.state is State.DELETING and sa.local_spi not in self.ike_up:
+                    return   # its IKE SA was refused as it came up (_outdated): nothing of it goes to the worker
                 if ev.rekey_of is not None:
                     self.events.child_rekeys[(ev.name, ev.child)] += 1
                 state = self._child_registered(sa, ev)
@@ -655,6 +664,7 @@ class IkeService(Service):
     _updown_event = installs._updown_event
     _run_updown = installs._run_updown
     # traps.py
+    _forget_traps = traps._forget_traps
     _remove_traps = traps._remove_traps
     owns_policy = traps.owns_policy
     install_traps = traps.install_traps
@@ -692,6 +702,7 @@ class IkeService(Service):
     # ikesas.py
     _unique_keep = ikesas._unique_keep
     _enforce_unique = ikesas._enforce_unique
+    _outdated = ikesas._outdated
     _ike_rekeyed = ikesas._ike_rekeyed
     _ike_lineage_gone = ikesas._ike_lineage_gone
     _after_loss = ikesas._after_loss
