@@ -160,6 +160,8 @@ class IkeService(Service):
         self._timer_log = LogLimiter(burst=1, period=60.0)      # the timer itself failed (a bug)
         self._receive_log = LogLimiter(burst=1, period=60.0)    # an IKE datagram the engine failed on (a bug)
         self.receive_errors = 0
+        self._event_log = LogLimiter(burst=1, period=60.0)      # an engine event whose handling failed (a bug)
+        self.event_errors = 0
         self.on_activity: Callable[[], None] = _nothing   # each IKE datagram in (the daemon's CalmTrim.note)
         self._busy_log = LogLimiter(burst=5, period=60.0)       # Child SAs refused for now (_failure_log)
         self._limit_log = LogLimiter(burst=5, period=60.0)      # peers' Child SAs refused over max_child_sas
@@ -400,13 +402,24 @@ class IkeService(Service):
             if not self.endpoint.has_events:
                 break
             while (item := self.endpoint.next_event()) is not None:
-                sa, ev = item
-                self._event(sa, ev)
+                self._handle(*item)
         if self._peers_to_check:
             self._follow_peers()
         self.spi_pool.follow_half_open()   # before the IKE_SA_INIT answers leave: GETSPI overlaps the next flight
         self.barrier.flush()
         self._arm()
+
+    def _handle(self, sa: IkeSa, ev: Any) -> None:
+        """One engine event; a bug it hits must not cost the events after it (other peers' installs,
+        and their datagrams held by the barrier) nor, raised out of the pump, the rest of the
+        worker's batch: logged (rate-limited, the traceback once), counted, and the pump goes on."""
+        try:
+            self._event(sa, ev)
+        except Exception as err:
+            self.event_errors += 1
+            if (held := self._event_log.admit()) is not None:
+                log.error("%s: handling %s failed%s: internal error %s", getattr(ev, "name", sa.name),
+                          type(ev).__name__, suffix(held), internal_error(err, self.event_errors == 1))
 
     def _arm(self, at_least: float = 0.0) -> None:
         when = self.endpoint.get_timer()
