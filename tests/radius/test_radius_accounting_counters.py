@@ -24,10 +24,12 @@ from test_radius_accounting import CHILD1, CHILD2, AcctServer, Worker, child_sas
 from test_radius_accounting_lifecycle import WarpLoop, run_warped
 from test_radius_messages import STATION
 
+from tunsec.conf.children import Child
 from tunsec.dataplane import pipe
 from tunsec.dataplane.fastpath import Dataplane, Drop
 from tunsec.dataplane.pipe import Alg, Direction, Endpoint, Lifetime, SaInfo, SaSpec, Selector
 from tunsec.dataplane.worker import Worker as DataplaneWorker
+from tunsec.ike.config import ChildConfig
 from tunsec.radius import accounting as accounting_module
 from tunsec.radius.accounting import SAMPLE_EVERY, Accounting, Cause
 from tunsec.radius.usage import ChildRef, Usage
@@ -413,7 +415,7 @@ def test_a_child_sa_whose_outbound_sa_was_never_added_is_carried_when_its_inboun
         acct = Accounting(settings(port), w.dump, lambda key: [])
         acct.start("ike-1", "alice", STATION, [])
         state = ChildState(1, 7, "gw", "net", 1, spi, 0x0A000001, client, me, "aes128gcm16", False, (), (),
-                           Lineage(1, {1}))
+                           Lineage(1, {1}), Child("net", ChildConfig("net")))
         assert not state.out_installed
         acct.child_down("ike-1", ChildRef(state.spi_in, state.spi_out, state.remote))
         acct.stop("ike-1", Cause.USER_REQUEST)

@@ -125,10 +125,14 @@ class Connection:
             raise ValueError(f"connection {self.name}: children and ike.children differ")
 
     def child(self, name: str) -> Child:
-        for child in self.children:
-            if child.name == name:
-                return child
-        raise KeyError(f"connection {self.name} has no child {name!r}")
+        child = self.get_child(name)
+        if child is None:
+            raise KeyError(f"connection {self.name} has no child {name!r}")
+        return child
+
+    def get_child(self, name: str) -> Child | None:
+        """The child ``name``, or None: what an SA negotiated may have been renamed or removed by a reload."""
+        return next((child for child in self.children if child.name == name), None)
 
 
 def _parse_version(text: str) -> int:

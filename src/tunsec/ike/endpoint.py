@@ -59,7 +59,7 @@ import logging
 import os
 import struct
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
@@ -301,10 +301,22 @@ class IkeEndpoint:
         O(addresses), for status."""
         return max(self._half_open_by_ip, key=self._half_open_by_ip.__getitem__, default=None)
 
-    def set_configs(self, configs: Sequence[IkeConfig]) -> None:
+    def set_configs(self, configs: Sequence[IkeConfig], renewed: Collection[str] = ()) -> int:
         """The connections from now on (a reload): new IKE_SA_INIT requests and initiations see
-        these; SAs that exist keep the config they were made with."""
+        these; established SAs keep the config they were made with.  Responders not authenticated
+        yet follow (IkeSa.follow_configs: ``renewed`` names those changed in credentials only) or,
+        if no connection of theirs is left, are dropped without a word (how many: returned, as
+        anyone can make half-open SAs, a line each could be thousands): a peer must not prove
+        itself to configuration that is gone.  Our initiations are the caller's (it knows what
+        they were for)."""
         self._configs = {c.name: c for c in configs}
+        dropped = 0
+        for spi in list(self._half_open):
+            sa = self._sas.get(spi)
+            if sa is not None and not sa.follow_configs(self._configs, renewed):
+                sa.drop(DownReason.NEGOTIATION_FAILED)
+                dropped += 1
+        return dropped
 
     def initiate(self, config_name: str, child_name: str | None, now: float) -> IkeSa:
         sa = self._new_sa(self._configs[config_name], True, now, None, None)

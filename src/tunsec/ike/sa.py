@@ -24,7 +24,7 @@ same everywhere): ``sa_requester.py`` (our requests: window, sending, the respon
 outcome, giving up), ``sa_responder.py`` (the peer's requests: serving, the stored
 response for retransmissions, refusals), ``sa_timers.py`` (rekey, DPD and lifetime
 timers), ``sa_fragments.py`` (the RFC 7383 glue above), ``sa_successor.py`` (rekey
-hand-over to the new IKE SA), ``sa_redirect.py`` (RFC 5685).
+hand-over to the new IKE SA), ``sa_redirect.py`` (RFC 5685), ``sa_configs.py`` (a reload).
 
 Exchanges live in ``exchanges/``: our requests are :class:`~.exchanges.base.Task`
 objects, known here only by what they declare (never by their class); the peer's
@@ -63,7 +63,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Concatenate, ParamSpec, TypeVar
 
-from . import sa_fragments, sa_redirect, sa_requester, sa_responder, sa_successor, sa_timers
+from . import sa_configs, sa_fragments, sa_redirect, sa_requester, sa_responder, sa_successor, sa_timers
 from .config import IkeConfig
 from .constants import NATT_PORT, ExchangeType
 from .eap.relay import RelayReply
@@ -488,6 +488,8 @@ class IkeSa:
             self._start_next()
         elif self._state not in (State.DELETING, State.REKEYED):
             self._close(reason)
+
+    follow_configs = sa_configs.follow_configs   # a reload's connections (IkeEndpoint.set_configs)
 
     @_notifies
     def drop(self, reason: DownReason) -> None:

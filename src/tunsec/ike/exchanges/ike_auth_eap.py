@@ -126,7 +126,9 @@ def start(st: IkeSaState, idi: IdPayload, payloads: Sequence[Payload], own: list
     cfg = st.config
 
     def lookup(user: bytes) -> str | None:
-        secret = cfg.eap_password(user.decode("utf-8", "replace"))
+        # st.config when the client answers, not cfg: a reload meanwhile may have renewed the
+        # users (sa_configs.py), and a removed one must not log in with the old password
+        secret = st.config.eap_password(user.decode("utf-8", "replace"))
         return None if secret is None else secret.reveal().decode("utf-8", "surrogateescape")
 
     eap_id = cfg.remote.eap_id

@@ -28,6 +28,20 @@ def _unique_keep(self: IkeService, conn: str) -> bool:
     return c is not None and c.unique == "keep"
 
 
+def _outdated(self: IkeService, sa: IkeSa, ev: IkeSaUp) -> bool:
+    """An IKE SA that came up under configuration a reload removed or replaced: deleted at once.
+    reload.py closes or re-points those being set up, so this is a bug's backstop: such an SA
+    would hold Child SAs with no connection's settings, rekey for ever, and its peer may have
+    proved the old credentials (a leaked PSK)."""
+    conn = self.connections.get(ev.name)
+    if conn is not None and conn.ike is sa.config:
+        return False
+    log.error("%s: IKE SA with %s (%s) came up under a connection a reload %s: deleting it", ev.name,
+              ev.remote_id, ev.remote_addr[0], "removed" if conn is None else "changed")
+    sa.delete(time.monotonic())
+    return True
+
+
 def _enforce_unique(self: IkeService, fresh: IkeSa, ev: IkeSaUp) -> None:
     """strongSwan's ``unique`` for a new IKE SA whose peer identity already has one on this connection:
     ``replace`` deletes the old ones in the same address family (pad.is_duplicate: a dual-stack

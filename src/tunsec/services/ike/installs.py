@@ -132,7 +132,7 @@ def _child_registered(self: IkeService, sa: IkeSa, ev: ChildSaUp) -> ChildState 
         sa.delete_child(ev.unique_id)
         return None
     ike = self._ike_handle(sa)
-    pred = self._by_uid.get((ike, ev.rekey_of)) if ev.rekey_of is not None else None
+    pred = rekeyed = self._by_uid.get((ike, ev.rekey_of)) if ev.rekey_of is not None else None
     if pred is not None and _moved(self.children[pred], ev):
         # the engine refuses such a rekey (exchanges/child.py rekey_select, rekey_answer); one that
         # passed would leave the lineage's policies on selectors its claims, which follow the new
@@ -164,14 +164,15 @@ def _child_registered(self: IkeService, sa: IkeSa, ev: ChildSaUp) -> ChildState 
             pred = sibling.handle
     else:
         lineage = Lineage(self.ids.reqid())
-    conn = self.connections.get(sa.name)
-    plan = conn.child(ev.child) if conn else Child(ev.child, ChildConfig(ev.child))
+    # a rekey keeps what its predecessor came up with (a reload since may have renamed the child)
+    before = self.children.get(rekeyed) if rekeyed is not None else None
+    plan = before.plan if before is not None else _plan(self, sa.name, ev.child)
     remote_ip = parse_ip(ev.remote_addr[0])
     handle = next(self._handles)
     local = self._endpoint(remote_ip.version, ev.local_port, ev.local_ip)
-    state = ChildState(handle, ike, sa.name, plan.name, ev.unique_id, ev.spi_in, ev.spi_out,
+    state = ChildState(handle, ike, sa.name, ev.child, ev.unique_id, ev.spi_in, ev.spi_out,
                        Endpoint(remote_ip, ev.remote_addr[1]), local, ev.alg, ev.esn, ev.local_ts, ev.remote_ts,
-                       lineage, pred=pred)
+                       lineage, plan, pred=pred)
     if ike not in self._ike_peers and not self._by_ike.get(ike):
         # the IKE SA's first Child SA is on the path its event names: the IKE SA's first check
         # (_follow_peers) would compare this child with that path and find it there, at the cost
@@ -337,9 +338,8 @@ async def _child_up(self: IkeService, state: ChildState, ev: ChildSaUp, release:
         stray = _spdadds_answered(self, state, started)   # before a member waiting for them wakes
         state.install = None
         started.install.set_result(None)
-    plan = _plan(self, state.conn, ev.child)
     if failure is not None:
-        log.error("%s: installing CHILD_SA %s %08x_i %08x_o failed: %s", state.conn, plan.name,
+        log.error("%s: installing CHILD_SA %s %08x_i %08x_o failed: %s", state.conn, state.child,
                   ev.spi_in, ev.spi_out, failure)
         async with self._changes:
             # its lineage's policies that no longer count (one was refused): even if this Child SA
@@ -387,19 +387,23 @@ def _installed(self: IkeService, state: ChildState, ev: ChildSaUp) -> None:
     """A Child SA's install is answered, all OK: its log line, and its updown script."""
     if state.handle not in self.children:
         return   # deleted while its install was answered: _child_down has taken it out again
-    plan = _plan(self, state.conn, ev.child)
-    log.info("%s: CHILD_SA %s up, SPIs %08x_i %08x_o, %s === %s (peer %s, reqid %d)", state.conn, plan.name,
+    plan = state.plan
+    log.info("%s: CHILD_SA %s up, SPIs %08x_i %08x_o, %s === %s (peer %s, reqid %d)", state.conn, state.child,
              ev.spi_in, ev.spi_out, ", ".join(map(str, ev.local_ts)), ", ".join(map(str, ev.remote_ts)),
              state.remote.addr, state.reqid)
     # a new Child SA, not a rekey (as strongSwan's updown plugin), nor one that joined a sibling's lineage
     if plan.updown and state.pred is None and state.lineage.updown is None:
         state.lineage.updown = self._updown_event(state, plan, state.local.addr)
+        state.lineage.updown_argv = plan.updown
         self._spawn(self._run_updown(plan.updown, state.lineage.updown))
 
 
 def _plan(self: IkeService, conn_name: str, child: str) -> Child:
+    """The child's settings now; the defaults for one a reload removed or renamed while its IKE SA
+    negotiated it (that IKE SA is being deleted: nothing else of it runs for long)."""
     conn = self.connections.get(conn_name)
-    return conn.child(child) if conn else Child(child, ChildConfig(child))
+    plan = conn.get_child(child) if conn is not None else None
+    return plan if plan is not None else Child(child, ChildConfig(child))
 
 
 def _send_install(self: IkeService, state: ChildState, ev: ChildSaUp,
@@ -408,7 +412,7 @@ def _send_install(self: IkeService, state: ChildState, ev: ChildSaUp,
     None if there is nothing to install (deleted again, or selectors that admit nothing)."""
     if state.handle not in self.children:
         return None   # already deleted again
-    plan = _plan(self, state.conn, ev.child)
+    plan = state.plan
     local = state.local
     try:
         sels = fast_selectors(ev.local_ts, ev.remote_ts)
@@ -669,19 +673,18 @@ async def _child_down(self: IkeService, state: ChildState, lineage_ended: bool, 
     conn_name = state.conn
     log.info("%s: CHILD_SA %s %08x_i %08x_o deleted: %s (peer %s)", conn_name, state.child, state.spi_in,
              state.spi_out, ev.describe(), state.remote.addr)
-    conn = self.connections.get(conn_name)
-    if lineage_ended and state.lineage.updown is not None and conn is not None:
+    if lineage_ended and state.lineage.updown is not None:
+        # the script up ran, whatever a reload did to the connection or child since: its down undoes that
         up, state.lineage.updown = state.lineage.updown, None
-        self._spawn(self._run_updown(conn.child(state.child).updown, dataclasses.replace(up, up=False)))
+        self._spawn(self._run_updown(state.lineage.updown_argv, dataclasses.replace(up, up=False)))
+    conn = self.connections.get(conn_name)
+    plan = conn.get_child(state.child) if conn is not None else None
     ike = self._ike_sa(state.ike)
-    # a rekeyed child's DELETE (its lineage goes on) is no reason to re-create it
-    if conn is not None and ike is not None and ike.state is State.ESTABLISHED \
-            and ev.reason is DownReason.DELETED_BY_PEER \
-            and lineage_ended and not self.closing:
-        plan = conn.child(state.child)
-        if plan.close_action == "start":
-            log.info("%s: close_action = start: re-creating child %s", conn_name, plan.name)
-            asyncio.get_event_loop().call_later(1.0, self._initiate_quietly, conn_name, plan.name)
+    # a rekeyed child's DELETE (its lineage goes on) is no reason to re-create it; nor one a reload removed
+    if plan is not None and plan.close_action == "start" and ike is not None and ike.state is State.ESTABLISHED \
+            and ev.reason is DownReason.DELETED_BY_PEER and lineage_ended and not self.closing:
+        log.info("%s: close_action = start: re-creating child %s", conn_name, plan.name)
+        asyncio.get_event_loop().call_later(1.0, self._initiate_quietly, conn_name, plan.name)
 
 
 def _updown_event(self: IkeService, state: ChildState, plan: Child, me: IPAddress) -> updown.ChildEvent:

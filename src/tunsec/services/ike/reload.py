@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import time
 from typing import TYPE_CHECKING
 
 from tunsec.conf.connections import ike_endpoints
 from tunsec.conf.diff import credentials_only, diff_by_name
+from tunsec.ike.sa import State
 
 if TYPE_CHECKING:
     from tunsec.conf.config import Config
+    from tunsec.conf.connections import Connection
     from tunsec.services.ike.service import IkeService
+
+log = logging.getLogger("tunsec.ike")
 
 
 def check_reload(self: IkeService, cfg: Config) -> list[str]:
@@ -35,27 +40,44 @@ def check_reload(self: IkeService, cfg: Config) -> list[str]:
 async def reload(self: IkeService, cfg: Config) -> list[str]:
     """As swanctl --load-conns: IKE SAs of removed and changed connections are deleted (the peer
     is told), the changed and added ones start as configured; a connection that differs only in
-    its credentials (PSK, certificates, keys) keeps its SAs and negotiates anew with the new ones."""
+    its credentials (PSK, EAP users, certificates, keys) keeps its SAs and negotiates anew with the
+    new ones, but an EAP user no longer in the secrets is logged out (_removed_users).
+
+    The new connections are in force before anything is awaited: an ACQUIRE, a keying try or a
+    peer's IKE_AUTH handled while the worker answers must never see the old ones.  IKE SAs being
+    set up follow them: a peer's (IkeEndpoint.set_configs) as the engine can, ours are started
+    anew (_stale_initiations)."""
     d = diff_by_name(list(self.connections.values()), cfg.connections)
     creds = {new.name for old, new in d.changed if credentials_only(old, new)}
     replaced = [new for _, new in d.changed if new.name not in creds]
     gone = {c.name for c in d.removed} | {c.name for c in replaced}
+    # an untouched connection keeps the engine config its SAs (those being set up too) were made
+    # with: the file read again gave an equal one, but what a reload did not change is known by
+    # identity (sa_configs.py, _stale_initiations, ikesas._outdated); its file and line are the new ones
+    running = {c.name: c.ike for c in d.kept}
+    connections = [dataclasses.replace(c, ike=running[c.name]) if c.name in running else c
+                   for c in cfg.connections]
+    self.connections = {c.name: c for c in connections}
+    dropped = self.endpoint.set_configs([c.ike for c in connections], creds)
+    traps = self._forget_traps(gone)   # their ACQUIREs read from now on are no longer ours
     now = time.monotonic()
+    restart = _stale_initiations(self, creds, now)
     for sa in self.endpoint.sas:
         if sa.name in gone and not sa.is_closed:
             with contextlib.suppress(Exception):
                 sa.delete(now)
-    await self._remove_traps(gone)
+    logged_out = _removed_users(self, [new for _, new in d.changed if new.name in creds], now)
     for name in gone:
         self.attempts.pop(name, None)
-    self.connections = {c.name: c for c in cfg.connections}
-    self.endpoint.set_configs([c.ike for c in cfg.connections])
-    self.ke_refill.reconfigure(c.ike for c in cfg.connections)   # pooled groups follow the proposals
+    self.ke_refill.reconfigure(c.ike for c in connections)   # pooled groups follow the proposals
     self._reload_radius(cfg.radius)
     if self._addr_watch is None:
         self._watch_addresses()   # a MOBIKE client connection may have been added
     self.sockets.close_unused(self.connections.values())
+    for name, child in restart:
+        self.initiate(name, child)
     self._pump()   # the DELETEs go out (the children's SAs leave the worker as they are confirmed)
+    await self._remove_traps(traps)
     for conn in [*d.added, *replaced]:
         for ch in conn.children:
             if ch.start_action == "trap":
@@ -66,4 +88,52 @@ async def reload(self: IkeService, cfg: Config) -> list[str]:
                               ).summary("IKE connections")
     if creds:
         out.append(f"IKE connections with new credentials (for new negotiations): {', '.join(sorted(creds))}")
+    if logged_out:
+        out.append(f"EAP users no longer in the secrets, their IKE SAs deleted: {', '.join(logged_out)}")
+    if dropped:
+        log.info("reload: %d IKE SAs peers were setting up under removed or changed connections dropped", dropped)
     return out
+
+
+def _stale_initiations(self: IkeService, renewed: set[str], now: float) -> list[tuple[str, str | None]]:
+    """Our IKE SAs still being set up with a connection the reload removed or changed: closed (an
+    AUTH with the old credentials may be out, and the peer's would be checked against them).  Those
+    of a connection with new credentials only are what to start again (a replaced connection
+    starts as configured); the children they were creating, or the bare IKE SA."""
+    restart: list[tuple[str, str | None]] = []
+    for sa in self.endpoint.sas:
+        if not sa.is_initiator or sa.state is not State.CONNECTING:
+            continue
+        conn = self.connections.get(sa.name)
+        if conn is not None and conn.ike is sa.config:
+            continue
+        creating = [ch.name for ch in sa.config.children if sa.creating(ch.name)]
+        sa.delete(now)
+        if conn is not None and sa.name in renewed:
+            names = {ch.name for ch in conn.children}
+            restart += [(sa.name, c) for c in creating if c in names] or [(sa.name, None)]
+            log.info("%s: IKE SA being set up with %s restarted with the new credentials", sa.name,
+                     sa.remote_addr[0])
+    return list(dict.fromkeys(restart))
+
+
+def _removed_users(self: IkeService, renewed: list[Connection], now: float) -> list[str]:
+    """Delete the established IKE SAs of EAP-MSCHAPv2 users the reload took out of the secrets
+    (the same user's other connections, and other users, keep theirs): removing a user is how an
+    operator revokes one, and its session would otherwise last until its next reauthentication.
+    A changed password leaves the session alone, as a rotated PSK does.  "user (connection)", each once."""
+    out: list[str] = []
+    for conn in renewed:
+        if conn.ike.remote.method != "eap-mschapv2":
+            continue
+        for sa in self.endpoint.sas:
+            up = self.ike_up.get(sa.local_spi) if sa.name == conn.name else None
+            if up is None or up.ev.peer_eap is None or sa.state is not State.ESTABLISHED:
+                continue
+            user = up.ev.peer_eap.user.decode("utf-8", "replace")   # as the EAP server looked it up
+            if conn.ike.eap_password(user) is None:
+                log.info("%s: EAP user %s is no longer in the secrets: deleting its IKE SA with %s", conn.name,
+                         up.ev.peer_eap.user_text, sa.remote_addr[0])
+                sa.delete(now)
+                out.append(f"{up.ev.peer_eap.user_text} ({conn.name})")
+    return list(dict.fromkeys(out))

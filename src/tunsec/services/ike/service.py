@@ -162,6 +162,8 @@ class IkeService(Service):
         self._timer_log = LogLimiter(burst=1, period=60.0)      # the timer itself failed (a bug)
         self._receive_log = LogLimiter(burst=1, period=60.0)    # an IKE datagram the engine failed on (a bug)
         self.receive_errors = 0
+        self._event_log = LogLimiter(burst=1, period=60.0)      # an engine event whose handling failed (a bug)
+        self.event_errors = 0
         self.on_activity: Callable[[], None] = _nothing   # each IKE datagram in (the daemon's CalmTrim.note)
         self._busy_log = LogLimiter(burst=5, period=60.0)       # Child SAs refused for now (_failure_log)
         self._limit_log = LogLimiter(burst=5, period=60.0)      # peers' Child SAs refused over max_child_sas
@@ -344,6 +346,11 @@ class IkeService(Service):
     def _initiate(self, conn: str, child: str | None) -> None:
         if self.closing:    # it waited for an SPI into the shutdown
             return
+        # it waited for an SPI (an ACQUIRE, a keying try) while a reload removed the connection or child
+        plan = self.connections.get(conn)
+        if plan is None or (child is not None and plan.get_child(child) is None):
+            log.info("%s: %s not initiated: a reload removed it", conn, f"child {child}" if child else "connection")
+            return
         # like strongSwan: a child of a connection whose IKE SA is up is added to it (CREATE_CHILD_SA)
         up = next((sa for sa in self.endpoint.sas if sa.name == conn and sa.state is State.ESTABLISHED), None)
         if up is not None and child is not None:
@@ -401,13 +408,24 @@ class IkeService(Service):
             if not self.endpoint.has_events:
                 break
             while (item := self.endpoint.next_event()) is not None:
-                sa, ev = item
-                self._event(sa, ev)
+                self._handle(*item)
         if self._peers_to_check:
             self._follow_peers()
         self.spi_pool.follow_half_open()   # before the IKE_SA_INIT answers leave: GETSPI overlaps the next flight
         self.barrier.flush()
         self._arm()
+
+    def _handle(self, sa: IkeSa, ev: Any) -> None:
+        """One engine event; a bug it hits must not cost the events after it (other peers' installs,
+        and their datagrams held by the barrier) nor, raised out of the pump, the rest of the
+        worker's batch: logged (rate-limited, the traceback once), counted, and the pump goes on."""
+        try:
+            self._event(sa, ev)
+        except Exception as err:
+            self.event_errors += 1
+            if (held := self._event_log.admit()) is not None:
+                log.error("%s: handling %s failed%s: internal error %s", getattr(ev, "name", sa.name),
+                          type(ev).__name__, suffix(held), internal_error(err, self.event_errors == 1))
 
     def _arm(self, at_least: float = 0.0) -> None:
         when = self.endpoint.get_timer()
@@ -466,6 +484,8 @@ class IkeService(Service):
     def _event(self, sa: IkeSa, ev: Any) -> None:
         match ev:
             case IkeSaUp():
+                if self._outdated(sa, ev):
+                    return
                 self.attempts.pop(ev.name, None)
                 # one line with the virtual IPs we assigned: a record per client less at scale
                 log.info("%s: IKE SA established with %s (%s), %s <-> %s%s", ev.name, ev.remote_addr[0],
@@ -494,6 +514,8 @@ class IkeService(Service):
                 elif up is not None and ev.reason is DownReason.EXPIRED:
                     self._after_expiry(up.ev)
             case ChildSaUp():
+                if sa.state is State.DELETING and sa.local_spi not in self.ike_up:
+                    return   # its IKE SA was refused as it came up (_outdated): nothing of it goes to the worker
                 if ev.rekey_of is not None:
                     self.events.child_rekeys[(ev.name, ev.child)] += 1
                 state = self._child_registered(sa, ev)
@@ -667,6 +689,7 @@ class IkeService(Service):
     _updown_event = installs._updown_event
     _run_updown = installs._run_updown
     # traps.py
+    _forget_traps = traps._forget_traps
     _remove_traps = traps._remove_traps
     owns_policy = traps.owns_policy
     install_traps = traps.install_traps
@@ -704,6 +727,7 @@ class IkeService(Service):
     # ikesas.py
     _unique_keep = ikesas._unique_keep
     _enforce_unique = ikesas._enforce_unique
+    _outdated = ikesas._outdated
     _ike_rekeyed = ikesas._ike_rekeyed
     _ike_lineage_gone = ikesas._ike_lineage_gone
     _after_loss = ikesas._after_loss

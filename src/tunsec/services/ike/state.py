@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 
 from tunsec import updown
+from tunsec.conf.children import Child
 from tunsec.dataplane.pipe import Endpoint, SaSpec
 from tunsec.ike.ts import Ts
 
@@ -35,6 +36,8 @@ class Lineage:
     members: set[int] = field(default_factory=set)     # handles of its Child SAs
     policy_ids: list[int] = field(default_factory=list)
     updown: updown.ChildEvent | None = None   # what its script was told at up-client (down reuses it)
+    # the script that ran at up-client, with its arguments: down runs it, whatever a reload did to the child
+    updown_argv: tuple[str, ...] = ()
     # inbound SAs of rekeyed members, left for packets in flight (installs._remove): SPI -> (the handle
     # of their IKE SA, the timer that deletes them); they go with the lineage, or with their IKE SA's
     # last member of it, at the latest (None while there are none: one per client)
@@ -63,6 +66,9 @@ class ChildState:
     local_ts: tuple[Ts, ...]
     remote_ts: tuple[Ts, ...]
     lineage: Lineage
+    # its child's settings as it came up (lifetimes, replay window, updown): a reload may rename or
+    # remove the child while the SA lives, so they are never looked up by name again (shared, not copied)
+    plan: Child
     established: float = field(default_factory=time.time)
     out_installed: bool = False    # our ADD succeeded: the outbound SA (spi_out, remote) is ours to delete
     pred: int | None = None        # handle of the Child SA this one rekeyed (or duplicates: installs._sibling)

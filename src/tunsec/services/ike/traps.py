@@ -19,16 +19,27 @@ if TYPE_CHECKING:
 log = logging.getLogger("tunsec.ike")
 
 
-async def _remove_traps(self: IkeService, conns: set[str]) -> None:
-    for pid, (conn, _child) in list(self.trap_policies.items()):
-        if conn not in conns:
-            continue
+def _forget_traps(self: IkeService, conns: set[str]) -> tuple[list[int], list[int]]:
+    """The trap policies of ``conns`` are no longer ours, at once (an ACQUIRE of one read while
+    their SPDDELETEs are awaited must not initiate a connection a reload removed): their ids and
+    reqids, for _remove_traps."""
+    pids = [pid for pid, (conn, _child) in self.trap_policies.items() if conn in conns]
+    for pid in pids:
         del self.trap_policies[pid]
+    reqids = [self.trap_reqids.pop(k) for k in [k for k in self.trap_reqids if k[0] in conns]]
+    return pids, reqids
+
+
+async def _remove_traps(self: IkeService, taken: tuple[list[int], list[int]]) -> None:
+    """SPDDELETE the trap policies _forget_traps took; their ids and reqids are free once the
+    worker has none of them (a new SA with the reqid would match a policy still there)."""
+    pids, reqids = taken
+    for pid in pids:
         with contextlib.suppress(WorkerError):
             await self.worker().request(lambda r, pid=pid: pipe.SpdDelete(r, pid))  # type: ignore[misc]
         self.ids.release_policy_ids([pid])
-    for key in [k for k in self.trap_reqids if k[0] in conns]:
-        self.ids.release_reqid(self.trap_reqids.pop(key))
+    for reqid in reqids:
+        self.ids.release_reqid(reqid)
 
 
 def owns_policy(self: IkeService, policy_id: int) -> bool:
