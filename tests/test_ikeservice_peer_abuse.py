@@ -161,7 +161,8 @@ def test_an_authenticated_peers_refusals_are_shown_apart_from_unauthenticated_dr
             await gw.settle()
         doc = gw.service.status(pipe.Reply(1, pipe.MsgType.DUMP, pipe.Errno.OK))
         ignored = 100 - (1 + SPARE_SPIS)   # one Child SA
-        assert doc["ike_refused"] == {"ike_rekeys_refused": 2, "delete_spis_ignored": ignored, "mobike_checks_failed": 0}
+        assert doc["ike_refused"] == {"ike_rekeys_refused": 2, "delete_spis_ignored": ignored,
+                                      "mobike_checks_failed": 0}
         assert not {"ike_rekeys_refused", "delete_spis_ignored"} & set(doc["ike_drops"])
 
         base = {"tun": {"name": "tunsec0", "mtu": 1400, "offloads": []}, "worker": {"pid": 1, "restarts": 0},
