@@ -244,7 +244,8 @@ void ts_rindex_reset(ts_rindex *r);
 bool ts_rindex_add(ts_rindex *r, const ts_selector *s, uint32_t pos);
 void ts_rindex_open(ts_rindex *r, uint32_t pos);
 bool ts_rindex_close(ts_rindex *r, const ts_selector *s, uint32_t pos);
-void ts_rindex_find(const ts_rindex *r, const ts_spd_entry *v, const ts_flow *f, size_t *best, size_t *seen);
+void ts_rindex_find(const ts_rindex *r, const ts_spd_entry *v, size_t n, const ts_flow *f, size_t *best,
+                    size_t *seen);
 void ts_rindex_free(ts_rindex *r);
 
 ts_hold *ts_hold_new(void);

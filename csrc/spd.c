@@ -249,7 +249,7 @@ ts_spd_entry *ts_spd_find(ts_spd *spd, const ts_flow *f) {
     }
     /* an unhashed entry wins only from a position before the bucket's match */
     if (spd->range.whole) {
-        ts_rindex_find(&spd->range, spd->v, f, &best, &seen);
+        ts_rindex_find(&spd->range, spd->v, spd->n, f, &best, &seen);
         ts_spd_examined += seen;
         return best == SIZE_MAX ? NULL : &spd->v[best];
     }

@@ -260,13 +260,16 @@ bool ts_rindex_close(ts_rindex *r, const ts_selector *sel, uint32_t pos) {
     return !found || r->nlink - r->nlive > r->nlive + 64 || r->nnode > 4 * r->nlive + 64;
 }
 
-void ts_rindex_find(const ts_rindex *r, const ts_spd_entry *v, const ts_flow *f, size_t *best, size_t *seen) {
+void ts_rindex_find(const ts_rindex *r, const ts_spd_entry *v, size_t n_entries, const ts_flow *f, size_t *best,
+                    size_t *seen) {
     unsigned bits = bits_of(f->family);
     for (uint32_t i = r->root[f->family == 4 ? 0 : 1]; i != TS_SPD_NONE;) {
         const ts_rnode *n = &r->node[i];
         if (!prefix_eq(n->prefix, f->dst, n->len))
             break;
-        for (uint32_t l = n->head; l != TS_SPD_NONE && r->link[l].pos < *best; l = r->link[l].next) {
+        /* a position past v would be a bug of the index's upkeep: it is never read */
+        for (uint32_t l = n->head; l != TS_SPD_NONE && r->link[l].pos < *best && r->link[l].pos < n_entries;
+             l = r->link[l].next) {
             (*seen)++;
             if (ts_selector_match(&v[r->link[l].pos].pol.sel, f)) {
                 *best = r->link[l].pos;
