@@ -139,12 +139,41 @@ typedef struct ts_spd_entry {
 /* The index over v (spd.c): a gateway has one policy per client, whose destination is
  * the client's virtual IP, so those entries are hashed by (family, destination) with a
  * key random per context (nobody can pile policies into one bucket and aim packets at
- * it); the rest stay in order.  Both hold positions in v, which is sorted by (priority,
- * insertion), so the lower position of the bucket's first match and the rest's first
- * match is what the ordered scan finds.  Changed under the write lock: an addition at the
- * end (priorities equal or rising) is linked in, any other change rebuilds it (O(n), as
- * its memmove already is); loop threads read it under the read lock. */
+ * it); the rest (destination a range) are listed in order and indexed by destination
+ * prefix (ts_rindex below).  All hold positions in v, which is sorted by (priority,
+ * insertion), so the lower position of the bucket's first match and the range index's
+ * is what the ordered scan finds.  Changed under the write lock: an addition at the end
+ * (priorities equal or rising) is linked in, any other change rebuilds the hash (O(n), as
+ * its memmove already is) and moves the range index's positions (O(its size)); loop
+ * threads read them under the read lock. */
 #define TS_SPD_NONE UINT32_MAX
+
+/* The range index (spdrange.c): the entries whose destination is a range, per family in a
+ * path-compressed binary trie of destination prefixes.  A range is split into the prefixes
+ * that cover it exactly (one for a subnet), or placed at the one prefix holding it whole when
+ * that takes more than TS_RANGE_PIECES; each prefix's node chains the positions of its entries
+ * in ascending order.  A lookup walks the destination's path and takes the lowest position
+ * whose selector matches: every entry matching the flow has its destination range around the
+ * flow's destination, so it is on that path. */
+typedef struct ts_rnode {
+    uint8_t prefix[16];                /* bits past len are zero */
+    uint8_t len;                       /* prefix length in bits */
+    uint32_t child[2];                 /* node by the bit after the prefix, TS_SPD_NONE = none */
+    uint32_t head, tail;               /* chain of links, positions ascending */
+} ts_rnode;
+typedef struct ts_rlink {
+    uint32_t pos, next;
+} ts_rlink;
+typedef struct ts_rindex {
+    uint32_t root[2];                  /* IPv4, IPv6 */
+    ts_rnode *node;
+    ts_rlink *link;
+    size_t nnode, node_cap, nlink, link_cap;
+    size_t nlive;                      /* links in a chain (the others were unlinked by close) */
+    bool whole;                        /* every unhashed entry is in it; false (out of memory): the
+                                          lookups scan spd->rest in order instead */
+} ts_rindex;
+
 typedef struct ts_spd {
     ts_spd_entry *v;
     size_t n, cap;                     /* cap: 0 or a power of two, also the number of buckets */
@@ -155,6 +184,7 @@ typedef struct ts_spd {
     uint32_t *head;                    /* cap buckets: position of the first entry, TS_SPD_NONE = empty */
     uint32_t *rest;                    /* positions of the entries not hashed, ascending */
     size_t nrest, nhashed;
+    ts_rindex range;                   /* the entries in rest by destination (spdrange.c) */
 } ts_spd;
 
 typedef struct ts_flow {
@@ -206,6 +236,18 @@ void ts_spd_rebind(ts_spd *spd, ts_sad *sad);
 void ts_spd_bind_new(ts_spd *spd, ts_sa *sa);
 void ts_spd_unbind(ts_spd *spd, ts_sad *sad, const ts_sa *gone);
 void ts_spd_destroy(ts_spd *spd);
+/* the range index (spdrange.c), changed under the write lock.  reset empties it; add puts an
+ * entry's destination in at pos (false: out of memory, and it is no longer whole); open makes
+ * room at pos (the positions from pos on move up), close takes out the entry that was at pos
+ * with selector s (NULL: one not in it; those above move down; true: more is dead than live, time to rebuild); find lowers *best to the lowest position
+ * below it whose selector matches f, counting the selectors it compared in *seen */
+void ts_rindex_reset(ts_rindex *r);
+bool ts_rindex_add(ts_rindex *r, const ts_selector *s, uint32_t pos);
+void ts_rindex_open(ts_rindex *r, uint32_t pos);
+bool ts_rindex_close(ts_rindex *r, const ts_selector *s, uint32_t pos);
+void ts_rindex_find(const ts_rindex *r, const ts_spd_entry *v, size_t n, const ts_flow *f, size_t *best,
+                    size_t *seen);
+void ts_rindex_free(ts_rindex *r);
 
 ts_hold *ts_hold_new(void);
 void ts_hold_free(ts_dp *dp, ts_hold *h);          /* counts what it still held (dp may be NULL) */

@@ -183,6 +183,7 @@ int ts_spd_init(ts_spd *spd) {
     do
         got = getrandom(spd->key, sizeof(spd->key), 0);
     while (got < 0 && errno == EINTR);
+    ts_rindex_reset(&spd->range);
     return got == (ssize_t)sizeof(spd->key) ? TS_OK : TS_EIO;
 }
 
@@ -247,6 +248,11 @@ ts_spd_entry *ts_spd_find(ts_spd *spd, const ts_flow *f) {
         }
     }
     /* an unhashed entry wins only from a position before the bucket's match */
+    if (spd->range.whole) {
+        ts_rindex_find(&spd->range, spd->v, spd->n, f, &best, &seen);
+        ts_spd_examined += seen;
+        return best == SIZE_MAX ? NULL : &spd->v[best];
+    }
     for (size_t k = 0; k < spd->nrest && spd->rest[k] < best; k++) {
         seen++;
         if (ts_selector_match(&spd->v[spd->rest[k]].pol.sel, f)) {
@@ -327,9 +333,21 @@ void ts_spd_destroy(ts_spd *spd) {
     free(spd->v);
     free(spd->head);
     free(spd->rest);
+    ts_rindex_free(&spd->range);
     spd->v = NULL;
     spd->head = spd->rest = NULL;
     spd->n = spd->cap = spd->nrest = spd->nhashed = 0;
+}
+
+/* the range index from v, afresh (its memory too when shrink): after running out of memory,
+ * or when more of it is dead than live */
+static void range_rebuild(ts_spd *spd, bool shrink) {
+    if (shrink)
+        ts_rindex_free(&spd->range);
+    ts_rindex_reset(&spd->range);
+    for (size_t i = 0; i < spd->n; i++)
+        if (!spd->v[i].hashed && !ts_rindex_add(&spd->range, &spd->v[i].pol.sel, (uint32_t)i))
+            return;   /* not whole: lookups scan the rest until a change rebuilds it */
 }
 
 /* room for one more entry in v and in the index; cap changes only once all three have it */
@@ -388,6 +406,14 @@ int ts_spd_add(ts_dp *dp, const ts_policy *p) {
         if (e->hashed)
             e->hash = addr_hash(spd->key, p->sel.family, p->sel.dst_lo);
         spd->n++;
+        if (!spd->range.whole) {
+            range_rebuild(spd, false);
+        } else {
+            if (pos != spd->n - 1)
+                ts_rindex_open(&spd->range, (uint32_t)pos);
+            if (!e->hashed)
+                ts_rindex_add(&spd->range, &p->sel, (uint32_t)pos);   /* on failure: not whole */
+        }
         if (pos == spd->n - 1 && buckets == spd->cap)
             index_last(spd);
         else
@@ -406,10 +432,14 @@ int ts_spd_delete(ts_dp *dp, uint32_t id) {
     for (size_t i = 0; i < spd->n; i++) {
         if (spd->v[i].pol.id == id) {
             ts_hold_free(dp, spd->v[i].hold);
+            ts_selector sel = spd->v[i].pol.sel;
+            bool ranged = !spd->v[i].hashed;
             memmove(&spd->v[i], &spd->v[i + 1], (spd->n - i - 1) * sizeof(*spd->v));
             spd->n--;
             spd->generation++;
             reindex(spd);
+            if (!spd->range.whole || ts_rindex_close(&spd->range, ranged ? &sel : NULL, (uint32_t)i))
+                range_rebuild(spd, true);
             rc = TS_OK;
             break;
         }
@@ -425,6 +455,7 @@ void ts_spd_flush(ts_dp *dp) {
     dp->spd.n = 0;
     dp->spd.generation++;
     reindex(&dp->spd);
+    range_rebuild(&dp->spd, true);
     pthread_rwlock_unlock(&dp->lock);
 }
 

@@ -161,5 +161,9 @@ void test_cmsg_loop(void);
 void test_spd_index_diff(void);         /* test_spd.c */
 void test_spd_index_threads(void);
 void test_spd_index_10k(void);
+void test_spd_range_diff(void);       /* test_spd_range.c */
+void test_spd_range_10k(void);
+void test_spd_range_fallback(void);
+void test_spd_range_churn(void);
 
 #endif

@@ -15,10 +15,22 @@ static void pool_addr(uint8_t family, uint8_t *a) {
         rnd_fill(a, n);   /* now and then anywhere */
 }
 
-/* one address, a range of two pool addresses, or everything */
+/* the subnet of a pool address: its first len bits */
+static void subnet_of(uint8_t family, unsigned len, uint8_t *lo, uint8_t *hi) {
+    size_t n = family == 4 ? 4 : 16;
+    pool_addr(family, lo);
+    memcpy(hi, lo, 16);
+    for (unsigned d = len; d < n * 8; d++) {
+        lo[d / 8] &= (uint8_t)~(0x80u >> d % 8);
+        hi[d / 8] |= (uint8_t)(0x80u >> d % 8);
+    }
+}
+
+/* one address, a range of two pool addresses, a subnet, or everything (the range index's
+ * cases: a prefix, pieces of a few, and a range straddling a wide boundary) */
 static void rand_range(uint8_t family, uint8_t *lo, uint8_t *hi) {
     size_t n = family == 4 ? 4 : 16;
-    uint32_t kind = rnd_below(8);
+    uint32_t kind = rnd_below(10);
     if (kind < 5) {
         pool_addr(family, lo);
         memcpy(hi, lo, 16);
@@ -31,6 +43,8 @@ static void rand_range(uint8_t family, uint8_t *lo, uint8_t *hi) {
             memcpy(lo, hi, 16);
             memcpy(hi, t, 16);
         }
+    } else if (kind < 9) {
+        subnet_of(family, (unsigned)(n * 8 - rnd_below(family == 4 ? 33 : 129)), lo, hi);
     } else {
         memset(lo, 0, 16);
         memset(hi, 0, 16);
