@@ -37,7 +37,7 @@ from tunsec.dataplane import pipe, spawner
 from tunsec.dataplane.client import WorkerClient, WorkerError, WorkerFds, worker_args
 from tunsec.dataplane.tun import Tun, local_address_in, outer_mtu_towards, tunnel_mtu
 from tunsec.ike.constants import NATT_PORT
-from tunsec.loglimit import LogLimiter, suffix
+from tunsec.loglimit import LogLimiter, internal_error, suffix
 from tunsec.policy.ids import IdSpace
 from tunsec.runtime import resolved
 from tunsec.sdnotify import notify
@@ -221,8 +221,15 @@ class Daemon:
         self.worker = WorkerClient(self._on_event)
         await self.worker.start(fds, self.mtu, s.larval_timeout, s.log_level, user, s.log_format, self.spawner)
         self._give_up_privilege()   # privilege: once, the first worker started, before any thread or IKE
-        for svc in self.services:
-            await (svc.worker_restarted() if self.restarts else svc.start())
+        await self._install_services()
+
+    async def _install_services(self) -> None:
+        """Every service's SAs and policies into the worker just started.  A reload waits until they
+        are in (and this for a reload under way): each works from one configuration, and a reload
+        retires what a reinstall would otherwise still be putting into the new worker."""
+        async with self._reloading:
+            for svc in self.services:
+                await (svc.worker_restarted() if self.restarts else svc.start())
 
     async def _start_spawner(self, fds: WorkerFds) -> None:
         """The worker's own user (tunsec { worker_user }): the spawner becomes it and starts every worker,
@@ -297,6 +304,11 @@ class Daemon:
                 log.error("restarting the worker failed: %s", err)
                 self.stopping.set()
                 return
+            except Exception as err:   # a bug: the watcher goes on, or the next crash is never restarted
+                log.error("reinstalling into the restarted worker failed: %s", internal_error(err, False))
+                if self.worker.proc is None:   # no worker to watch
+                    self.stopping.set()
+                    return
 
     # --- control socket ----------------------------------------------------------
     async def _serve_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -638,8 +650,12 @@ class Daemon:
         for t in [*self._reloads, *self._tasks]:
             t.cancel()
         for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await t
+            except asyncio.CancelledError:
+                pass
+            except Exception as err:   # said, and the rest of the shutdown (IKE DELETEs, the worker) still runs
+                log.error("at shutdown: %s", internal_error(err, False))
         for svc in self.services:
             await svc.shutdown()   # IKE's DELETEs go out through the worker's socket: before it stops
         await self.worker.stop()
