@@ -179,7 +179,9 @@ def test_requests_that_are_not_a_scrape(monkeypatch: pytest.MonkeyPatch, request
 def _daemon(worker_malformed: int = 0) -> Any:
     """What status_document reads of the daemon, for a worker in-process (no TUN, no sockets)."""
     from types import SimpleNamespace
-    return SimpleNamespace(
+
+    from tunsec.ctlsocket import Counts
+    return SimpleNamespace(ctl_counts=Counts(),
         cfg=SimpleNamespace(tunsec=SimpleNamespace(tun="tun0")), mtu=1400, tun=None,
         sockets=SimpleNamespace(offloads=lambda: []),
         worker=SimpleNamespace(pid=None, malformed=worker_malformed, late=0), calm=None,

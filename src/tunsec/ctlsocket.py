@@ -14,22 +14,38 @@ the daemon's own uid, and never come from the worker, which parses data from the
 network.  While the worker runs under the daemon's uid only its pid tells it
 apart (a process it forks is not told apart): `Gate.worker_uid` is the hook for
 a worker with a uid of its own, whose every process is then refused.
+
+How much: anyone who may connect may hold connections, so they are capped (Slots: peers other than
+root share TOTAL, each uid at most PER_UID, root has ROOT_RESERVE more so the operator always gets
+in), a request line is at most LINE_LIMIT bytes, and one DEADLINE covers reading the request,
+answering it and the client reading the answer.  Status answers are shared by the clients that ask
+at the same time (Shared): one worker DUMP and one encoding, however many ask.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
+import json
 import os
 import socket
 import stat
 import struct
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
 from tunsec import privilege
 
 SOCKET_UMASK = 0o117   # srw-rw----: the owner and its group may connect
 READ_ONLY = frozenset({"status"})
+TOTAL, PER_UID, ROOT_RESERVE = 16, 4, 4   # connections held at once (Slots)
+LINE_LIMIT = 16 * 1024   # a request line (the longest real one is a few hundred bytes)
+DEADLINE = 10.0   # seconds for a whole exchange (`tunsec status` waits as long for its answer)
+
+T = TypeVar("T")
 
 
 def _root_only(directory: str) -> bool:
@@ -143,3 +159,84 @@ class Gate:
             return None
         return (f"permission denied: {cmd} changes state and needs root or the user tunsec runs as "
                 f"(uid {self.own_uid()}); uid {peer.uid} may read the status only")
+
+
+@dataclass
+class Slots:
+    """Control connections held at once: each costs the daemon a descriptor, and a status answer
+    being written to it its memory until the client reads it."""
+
+    total: int = TOTAL
+    per_uid: int = PER_UID
+    root_reserve: int = ROOT_RESERVE
+    held: Counter[int] = field(default_factory=Counter)
+
+    def take(self, uid: int) -> str | None:
+        """Why uid may not hold another connection now, or None: it holds one more (give it back)."""
+        n = self.held.total()
+        if uid == 0:   # no per-uid cap, and a reserve the others cannot take
+            if n >= self.total + self.root_reserve:
+                return f"busy: {n} control connections open; try again"
+        elif n >= self.total:
+            return f"busy: {n} control connections open; try again"
+        elif self.held[uid] >= self.per_uid:
+            return f"busy: uid {uid} has {self.held[uid]} control connections open; try again"
+        self.held[uid] += 1
+        return None
+
+    def give(self, uid: int) -> None:
+        self.held[uid] -= 1
+        if self.held[uid] <= 0:
+            del self.held[uid]
+
+
+@dataclass
+class Counts:
+    """Requests the control socket refused or cut short since the start (status: control.socket)."""
+
+    busy: int = 0        # every slot the peer may use was taken
+    too_long: int = 0    # a request line over LINE_LIMIT
+    malformed: int = 0   # not JSON, or nested too deep to parse
+    timed_out: int = 0   # the exchange took longer than DEADLINE (a client that does not send or read)
+
+
+class Answer(dict[str, Any]):
+    """An answer several clients get: encoded once."""
+
+    @functools.cached_property
+    def line(self) -> bytes:
+        return json.dumps(self).encode() + b"\n"
+
+
+def encode(answer: dict[str, Any]) -> bytes:
+    """The line the control socket sends."""
+    return answer.line if isinstance(answer, Answer) else json.dumps(answer).encode() + b"\n"
+
+
+class Shared(Generic[T]):
+    """Calls of run() share its runs: a caller gets the result of a run that began after it asked
+    (never an older one), and callers that ask while a run is under way share the next one."""
+
+    def __init__(self, run: Callable[[], Awaitable[T]]) -> None:
+        self._run = run
+        self._current: asyncio.Future[T] | None = None   # under way
+        self._next: asyncio.Future[T] | None = None      # waits for the current one, then runs
+
+    async def get(self) -> T:
+        if self._next is None:
+            self._next = asyncio.ensure_future(self._after(self._current))
+            # retrieved here too: every caller may have left (a deadline) before it ends
+            self._next.add_done_callback(lambda f: f.cancelled() or f.exception())
+        # shielded: one caller's deadline does not cancel what the others wait for
+        return await asyncio.shield(self._next)
+
+    async def _after(self, before: asyncio.Future[T] | None) -> T:
+        if before is not None:
+            await asyncio.wait([before])
+        me = self._current = self._next
+        self._next = None
+        try:
+            return await self._run()
+        finally:
+            if self._current is me:
+                self._current = None

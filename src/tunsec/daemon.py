@@ -37,7 +37,7 @@ from tunsec.dataplane import pipe, spawner
 from tunsec.dataplane.client import WorkerClient, WorkerError, WorkerFds, worker_args
 from tunsec.dataplane.tun import Tun, local_address_in, outer_mtu_towards, tunnel_mtu
 from tunsec.ike.constants import NATT_PORT
-from tunsec.loglimit import LogLimiter, suffix
+from tunsec.loglimit import LogLimiter, internal_error, suffix
 from tunsec.policy.ids import IdSpace
 from tunsec.runtime import resolved
 from tunsec.sdnotify import notify
@@ -168,6 +168,9 @@ class Daemon:
         self.calm: memtrim.CalmTrim | None = None   # gives the heap back after a burst of IKE (run())
         self.gate = ctlsocket.Gate(worker_pid=lambda: self.worker.pid)   # who may run which command
         self._refusal_log = LogLimiter()   # a local process may connect as often as it likes
+        self.ctl_slots = ctlsocket.Slots()     # control connections held, by uid
+        self.ctl_counts = ctlsocket.Counts()   # what the control socket refused or cut short
+        self._status_runs = ctlsocket.Shared(self._status)   # one DUMP for the status requests of a moment
 
     # --- setup -----------------------------------------------------------------
     def _choose_mtu(self) -> int:
@@ -221,8 +224,15 @@ class Daemon:
         self.worker = WorkerClient(self._on_event)
         await self.worker.start(fds, self.mtu, s.larval_timeout, s.log_level, user, s.log_format, self.spawner)
         self._give_up_privilege()   # privilege: once, the first worker started, before any thread or IKE
-        for svc in self.services:
-            await (svc.worker_restarted() if self.restarts else svc.start())
+        await self._install_services()
+
+    async def _install_services(self) -> None:
+        """Every service's SAs and policies into the worker just started.  A reload waits until they
+        are in (and this for a reload under way): each works from one configuration, and a reload
+        retires what a reinstall would otherwise still be putting into the new worker."""
+        async with self._reloading:
+            for svc in self.services:
+                await (svc.worker_restarted() if self.restarts else svc.start())
 
     async def _start_spawner(self, fds: WorkerFds) -> None:
         """The worker's own user (tunsec { worker_user }): the spawner becomes it and starts every worker,
@@ -297,44 +307,96 @@ class Daemon:
                 log.error("restarting the worker failed: %s", err)
                 self.stopping.set()
                 return
+            except Exception as err:   # a bug: the watcher goes on, or the next crash is never restarted
+                log.error("reinstalling into the restarted worker failed: %s", internal_error(err, False))
+                if self.worker.proc is None:   # no worker to watch
+                    self.stopping.set()
+                    return
 
     # --- control socket ----------------------------------------------------------
     async def _serve_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             peer = ctlsocket.peer_of(writer.get_extra_info("socket"))
-            line = await asyncio.wait_for(reader.readline(), 5.0)
-            answer = await self._command(line, peer)
-            writer.write(json.dumps(answer).encode() + b"\n")
-            await writer.drain()
-        except (TimeoutError, OSError, asyncio.IncompleteReadError):   # OSError: also SO_PEERCRED's
-            pass
-        finally:
+        except OSError:
+            writer.transport.abort()
+            return
+        if (busy := self.ctl_slots.take(peer.uid)) is not None:
+            self.ctl_counts.busy += 1
+            self._ctl_log("control socket: %s (pid %d, uid %d)", busy, peer.pid, peer.uid)
+            writer.write(ctlsocket.encode({"ok": False, "error": busy}))   # a line: the socket's buffer takes it
             writer.close()
+            return
+        try:
+            async with asyncio.timeout(ctlsocket.DEADLINE) as deadline:
+                await self._exchange(reader, writer, peer, deadline)
+                writer.close()
+                await writer.wait_closed()   # after the answer's last byte went (drain() leaves up to 64 KiB)
+        except TimeoutError:
+            self.ctl_counts.timed_out += 1
+        except (OSError, asyncio.IncompleteReadError):   # the client went
+            pass
+        except Exception as err:   # a bug: one line, not asyncio's traceback per connection
+            self._ctl_log("control socket: request from pid %d failed: %s", peer.pid, internal_error(err, False))
+        finally:
+            self.ctl_slots.give(peer.uid)
+            writer.transport.abort()   # the descriptor and any answer left unread go now (closed: nothing)
 
-    async def _command(self, line: bytes, peer: ctlsocket.Peer | None = None) -> dict[str, Any]:
+    async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: ctlsocket.Peer,
+                        deadline: asyncio.Timeout) -> None:
+        try:
+            line = await reader.readline()
+        except ValueError:   # over the reader's limit (LINE_LIMIT): it kept no more than that of it
+            self.ctl_counts.too_long += 1
+            writer.write(ctlsocket.encode({"ok": False, "error": "request too long"}))
+            await writer.drain()
+            while (chunk := await reader.read(ctlsocket.LINE_LIMIT)) and b"\n" not in chunk:
+                pass   # the rest of the line read (and dropped): a close before would reset the answer
+            return
+        writer.write(ctlsocket.encode(await self._command(line, peer, deadline)))
+        await writer.drain()
+
+    def _ctl_log(self, msg: str, *args: object) -> None:
+        if (held := self._refusal_log.admit()) is not None:
+            log.warning(msg + "%s", *args, suffix(held))
+
+    async def _command(self, line: bytes, peer: ctlsocket.Peer | None = None,
+                       deadline: asyncio.Timeout | None = None) -> dict[str, Any]:
         """One request's answer; peer None: asked from inside this process (tests)."""
         try:
             req = json.loads(line or b"{}")
             cmd = req.get("cmd") if isinstance(req, dict) else None
-        except ValueError:
-            return {"ok": False, "error": "request is not JSON"}
+        except (ValueError, RecursionError) as err:   # RecursionError: nested deeper than the parser goes
+            self.ctl_counts.malformed += 1
+            return {"ok": False, "error": "request is not JSON" if isinstance(err, ValueError) else "malformed request"}
         if peer is not None and (refused := self.gate.refusal(str(cmd), peer)):
-            if (held := self._refusal_log.admit()) is not None:
-                log.warning("control socket: %s (pid %d, uid %d)%s", refused, peer.pid, peer.uid, suffix(held))
+            self._ctl_log("control socket: %s (pid %d, uid %d)", refused, peer.pid, peer.uid)
             return {"ok": False, "error": refused}
         if cmd in ("initiate", "terminate"):
             return self._ike_command(cmd, req)
         if cmd == "reload":
-            ok, lines = await self.reload()
-            text = "\n".join(lines)
-            return {"ok": True, "message": text or "no changes"} if ok else {"ok": False, "error": text}
+            return await self._reload_command(deadline)
         if cmd == "status":
-            try:
-                merged = await self.dump()
-            except WorkerError as err:
-                return {"ok": False, "error": f"worker unavailable: {err}"}
-            return {"ok": True, "status": status_document(self, merged)}
+            return await self._status_runs.get()
         return {"ok": False, "error": f"unknown command {cmd!r}"}
+
+    async def _reload_command(self, deadline: asyncio.Timeout | None) -> dict[str, Any]:
+        """A reload runs to its end whatever the client's deadline (cut short it would be half
+        applied; only root and tunsec's user may ask for one); its answer gets a deadline again."""
+        if deadline is not None:
+            deadline.reschedule(None)
+        ok, lines = await self.reload()
+        if deadline is not None:
+            deadline.reschedule(asyncio.get_running_loop().time() + ctlsocket.DEADLINE)
+        text = "\n".join(lines)
+        return {"ok": True, "message": text or "no changes"} if ok else {"ok": False, "error": text}
+
+    async def _status(self) -> dict[str, Any]:
+        """The status answer, shared by the clients asking at the same time (ctlsocket.Shared)."""
+        try:
+            merged = await self.dump()
+        except WorkerError as err:
+            return {"ok": False, "error": f"worker unavailable: {err}"}
+        return ctlsocket.Answer({"ok": True, "status": status_document(self, merged)})
 
     def _ike_command(self, cmd: str, req: dict[str, Any]) -> dict[str, Any]:
         if self.ike is None:
@@ -513,7 +575,7 @@ class Daemon:
             raise StartupError(f"creating the control socket {path}: {err.strerror}; " + privilege.writable_error(
                 "control socket directory", Path(os.path.dirname(path) or "."), ctlsocket.who_binds(path, owner))
             ) from err
-        self._server = await asyncio.start_unix_server(self._serve_client, sock=sock)
+        self._server = await asyncio.start_unix_server(self._serve_client, sock=sock, limit=ctlsocket.LINE_LIMIT)
 
     async def _start_metrics(self) -> None:
         listen = self.cfg.tunsec.metrics_listen
@@ -638,8 +700,12 @@ class Daemon:
         for t in [*self._reloads, *self._tasks]:
             t.cancel()
         for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await t
+            except asyncio.CancelledError:
+                pass
+            except Exception as err:   # said, and the rest of the shutdown (IKE DELETEs, the worker) still runs
+                log.error("at shutdown: %s", internal_error(err, False))
         for svc in self.services:
             await svc.shutdown()   # IKE's DELETEs go out through the worker's socket: before it stops
         await self.worker.stop()

@@ -94,7 +94,10 @@ def status_document(d: Daemon, dump: Reply) -> dict[str, Any]:
                    "malformed": d.worker.malformed, "late_answers": d.worker.late},
         # malloc_trims: times the control process gave its free heap back after a burst (memtrim);
         # the worker's are among its gauges
-        "control": {"malloc_trims": d.calm.trims if d.calm is not None else 0},
+        # control_socket: requests refused (busy: every connection slot taken) or cut short, since the
+        # start; not asdict(), whose tuple(<generator>) left a tuple per call in a free list (test_ike_memory)
+        "control": {"malloc_trims": d.calm.trims if d.calm is not None else 0,
+                    "control_socket": dict(vars(d.ctl_counts))},
         "uptime_seconds": int(time.time() - d.started),
         # larval SAs are the inbound SPIs IKE keeps ready (GETSPI): counted, not listed
         "sas": [sa_status(sa) for sa in dump.sas if sa.state != "larval"],
@@ -134,6 +137,8 @@ def render(doc: dict[str, Any]) -> str:
         lines.append("worker: " + ", ".join([f"{k} {v}" for k, v in gauges.items()]
                                             + [f"malformed messages {worker.get('malformed', 0)}",
                                                f"late answers {worker.get('late_answers', 0)}"]))
+    if any((ctl := doc.get("control", {}).get("control_socket", {})).values()):
+        lines.append("control socket refused or cut short: " + ", ".join(f"{k} {v}" for k, v in ctl.items()))
     for ike in doc.get("ike_sas", []):
         lines.append(
             f"{ike['name']}: IKEv2 {ike['state']} with {ike['remote']}"

@@ -311,7 +311,10 @@ class ManualService(Service):
                  p.outbound.spi, len(p.policies))
 
     async def _install(self) -> None:
-        for p in self.plans:
+        # a copy: a reload replaces the list, and retires (_uninstall) the plans it drops or changes
+        for p in list(self.plans):
+            if not any(p is q for q in self.plans):   # the reload installed its successor, if any
+                continue
             await self._install_one(await self._reserved(p))
 
     async def _reserved(self, p: ManualPlan) -> ManualPlan:
