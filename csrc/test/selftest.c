@@ -17,7 +17,7 @@
  * sender's share of the event queue), test_invalid_spi.c (its rate limits), test_fuzz.c,
  * test_offload.c, test_loop.c, test_hold.c, test_cmsg.c (socket control
  * data: the local address a datagram came to, the source ESP leaves from), test_spd.c
- * (the SPD's index against the ordered scan); what they share is
+ * (the SPD's index against the ordered scan), test_sandbox.c (the worker's seccomp filter); what they share is
  * in selftest.h (harness.c, ref_esp.c).  An argument sets the fuzz
  * iterations (default 200000).
  */
@@ -71,6 +71,7 @@ int main(int argc, char **argv) {
     test_spd_index_diff();
     test_spd_index_threads();
     test_spd_index_10k();
+    test_sandbox_seccomp();
     printf("selftest: %lu checks, %lu failures\n", checks, failures);
     return failures ? 1 : 0;
 }
