@@ -86,6 +86,8 @@ WORKER_GAUGE_HELP: dict[str, str] = {
     "spd_entries": "Policies in the worker's SPD",
     "malloc_trims": "Times the worker gave its free heap back to the system after a burst of requests "
                     "(malloc_trim), since it started",
+    "sandbox": "The worker's sandbox: 1 Landlock, 2 seccomp, 3 both; 0 none (worker_sandbox = no, or a kernel "
+               "with neither)",
 }
 # EndpointStats fields that are not drops (the rest are: requests dropped without state)
 _IKE_NOT_DROPS = {"cookies_sent", "half_open_closed", "redirects_sent", "send_ike_unanswered", "init_refused"}

@@ -159,9 +159,11 @@ def test_worker_sandbox_no_leaves_it_unconfined_and_says_so() -> None:
 
 def test_the_outcome_names_what_is_missing() -> None:
     full = sandbox.Outcome(7, ("landlock ABI 7 (...)", "seccomp"), ())
-    assert full.sandboxed and "missing" not in full.line()
+    assert full.sandboxed and "missing" not in full.line() and full.gauge == 3
     old = sandbox.Outcome(3, ("landlock ABI 3 (files read-only under the Python path)", "seccomp"),
                           ("landlock TCP rules (ABI 4, this kernel has 3)",))
-    assert old.line().endswith("; missing: landlock TCP rules (ABI 4, this kernel has 3)")
+    assert old.line().endswith("; missing: landlock TCP rules (ABI 4, this kernel has 3)") and old.gauge == 3
+    no_landlock = sandbox.Outcome(0, ("seccomp",), ("landlock (...)",))
+    assert no_landlock.gauge == sandbox.GAUGE_SECCOMP
     none = sandbox.Outcome(0, (), ("landlock (...)", "seccomp (...)"))
-    assert not none.sandboxed and none.line().startswith("sandbox: none; missing: ")
+    assert not none.sandboxed and none.line().startswith("sandbox: none; missing: ") and none.gauge == 0

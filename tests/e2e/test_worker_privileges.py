@@ -24,6 +24,7 @@ from reachable import python_argv
 
 from tunsec.bench.netns import TwoHosts, wait_until
 from tunsec.conf.tunsec_section import DATAPLANE_USER, WORKER_USER
+from tunsec.dataplane.sandbox import landlock_abi
 from tunsec.statedir import MARKER, init_state_dir
 
 
@@ -97,6 +98,8 @@ def test_worker_is_unprivileged_by_default_and_after_a_restart(topo: TwoHosts) -
     pid = int(pair.a.status_json(topo)["worker"]["pid"])
     assert_unprivileged(pid, dp)
     assert_sandboxed(pid)   # the default: tunsec { worker_sandbox = yes }
+    landlock = 1 if landlock_abi() else 0
+    assert pair.a.status_json(topo)["worker"]["gauges"]["sandbox"] == landlock | 2   # tunsec status says so
     # the spawner that started it holds no more than it does
     spawner = parent(pid)
     assert is_spawner(spawner)

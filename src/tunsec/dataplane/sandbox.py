@@ -58,6 +58,9 @@ _READ_WRITE = _READ | FS_WRITE_FILE | FS_MAKE_REG | FS_REMOVE_FILE | FS_TRUNCATE
 _FILE_RIGHTS = FS_EXECUTE | FS_WRITE_FILE | FS_READ_FILE | FS_TRUNCATE   # all a rule on a file may hold
 
 
+GAUGE_LANDLOCK, GAUGE_SECCOMP = 1, 2
+
+
 class SandboxError(Exception):
     """The sandbox could not be put on where the kernel has it (a bug, or a thread too early)."""
 
@@ -83,6 +86,12 @@ class Outcome:
     @property
     def sandboxed(self) -> bool:
         return bool(self.applied)
+
+    @property
+    def gauge(self) -> int:
+        """The worker's ``sandbox`` gauge (tunsec status, metrics): LANDLOCK | SECCOMP as put on."""
+        landlock = any(part.startswith("landlock") for part in self.applied)
+        return (GAUGE_LANDLOCK if landlock else 0) | (GAUGE_SECCOMP if "seccomp" in self.applied else 0)
 
     def line(self) -> str:
         if not self.applied and not self.missing:

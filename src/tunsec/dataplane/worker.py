@@ -202,6 +202,7 @@ class Worker:
         self.larval_timeout = larval_timeout
         self.timers = Timers(loop, self._timer_fired)
         self.calm = memtrim.CalmTrim(loop)   # a burst of requests over: its heap pages go back
+        self.sandbox = 0   # the parts of its sandbox put on (sandbox.Outcome.gauge), for DUMP
         # the pipe writer's drops (events the control process did not read in time), for DUMP
         self.pipe_drops: Callable[[], tuple[tuple[str, int], ...]] = tuple
 
@@ -283,7 +284,7 @@ class Worker:
 
     def _dump(self, msg: pipe.Dump) -> list[bytes]:
         drops = (*self.dp.drops().items(), *self.pipe_drops())
-        gauges = (*self.dp.gauges().items(), ("malloc_trims", self.calm.trims))
+        gauges = (*self.dp.gauges().items(), ("malloc_trims", self.calm.trims), ("sandbox", self.sandbox))
         sas = self.dp.sas()
         self.calm.note(len(sas))   # a burst of its own: every SA's state built and encoded at once
         return pipe.encode_dump_replies(msg.req_id, sas, self.dp.policies(), drops, gauges)
@@ -544,8 +545,10 @@ async def serve(args: argparse.Namespace) -> int:
     gctune.settle()   # set up: what exists now lives as long as the worker
     # every descriptor open, OpenSSL loaded (self_test), the loop threads not started yet: Landlock
     # binds this thread and those it starts, so the packet threads are confined from their first packet
-    if not _confine(args.sandbox, trace, args.early_filter):
+    confined = _confine(args.sandbox, trace, args.early_filter)
+    if confined is None:
         return 1
+    worker.sandbox = confined
     threads = [threading.Thread(target=dp.run, args=(q,), name=f"tunsec-fastpath-{q}", daemon=True)
                for q in queues]
     for t in threads:
@@ -581,13 +584,13 @@ def _on_stop_signal(loop: asyncio.AbstractEventLoop, parent: int, finish: Callab
     loop.call_later(STOP_SIGNAL_GRACE, finish)
 
 
-def _confine(on: bool, trace: str | None, early: int) -> bool:
-    """The sandbox (tunsec.dataplane.sandbox), its outcome logged once; False if it failed where the
-    kernel has it (the worker then stops: the operator reads why, and may turn it off)."""
+def _confine(on: bool, trace: str | None, early: int) -> int | None:
+    """The sandbox (tunsec.dataplane.sandbox), its outcome logged once; its gauge, or None if it
+    failed where the kernel has it (the worker then stops: the operator reads why, and may turn it off)."""
     if not on:
         log.warning("worker not sandboxed (tunsec { worker_sandbox = no }): taken over, it could read what "
                     "its user may, connect out and execute programs")
-        return True
+        return 0
     # the memory snapshots (opt-in) write to their directory and read /proc/self/status
     read_only, read_write = sandbox.python_path(), []
     if trace is not None:
@@ -597,12 +600,12 @@ def _confine(on: bool, trace: str | None, early: int) -> bool:
         outcome = sandbox.apply(read_only, read_write, early)
     except (SandboxError, OSError) as err:
         log.error("cannot sandbox the worker: %s; tunsec { worker_sandbox = no } runs it without", err)
-        return False
+        return None
     if outcome.missing:
         log.warning("worker %s", outcome.line())
     else:
         log.info("worker %s", outcome.line())
-    return True
+    return outcome.gauge
 
 
 def _memory_snapshot(dump: Callable[[], str]) -> None:
