@@ -291,6 +291,12 @@ int ts_gcm_open(const uint8_t *key, size_t keylen, const uint8_t *iv12,
                 const uint8_t *aad, size_t aadlen, const uint8_t *in, size_t len,
                 const uint8_t tag[16], uint8_t *out);  /* 0 ok, TS_ECRYPTO on ICV failure */
 
+/* The worker's seccomp filter (sandbox.c), on every thread: 0, or -errno (-ENOSYS: not built for
+ * this architecture; -EBUSY: a thread could not take it).  self_pid: the one process it may signal. */
+int ts_sandbox_seccomp(int self_pid);
+/* Before the event loop is made: no io_uring (libuv then uses epoll alone); 0 or -errno as above. */
+int ts_sandbox_no_io_uring(void);
+
 /* TUN offloads (IFF_VNET_HDR): a virtio_net_hdr precedes every packet.
  * ts_vnet_segment: one TUN read (header + packet, possibly a TSO/USO
  * super-packet) -> complete packets back to back in out, their lengths in

@@ -204,7 +204,7 @@ def test_the_worker_gauges_follow_its_sas_in_status_and_in_the_scrape() -> None:
     out = SaSpec(spi=0x2000, direction=Direction.OUT, alg=Alg.AES128GCM16, key=os.urandom(20), esn=False,
                  replay_window=0, reqid=5, local=Endpoint(ipaddress.ip_address("192.0.2.1"), 4500), remote=peer,
                  soft=Lifetime(), hard=Lifetime(), selectors=(sel,))
-    names = ("live_sa_entries", "live_cipher_contexts", "spd_entries", "ike_spis", "malloc_trims")
+    names = ("live_sa_entries", "live_cipher_contexts", "spd_entries", "ike_spis", "malloc_trims", "sandbox")
 
     async def run() -> list[tuple[dict[str, int], dict[str, float], str]]:
         gc.collect()   # the gauges are process-wide: no earlier test's Dataplane may be freed midway

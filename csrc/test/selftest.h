@@ -113,6 +113,7 @@ ssize_t recv_wait(int fd, uint8_t *buf, size_t cap);
 
 /* ---- the tests, in the order main() runs them -------------------------------- */
 void test_kat(void);                    /* test_esp.c */
+void test_sandbox_seccomp(void);        /* test_sandbox.c */
 void test_round_trips(void);
 void test_bad_inner(void);
 void test_replay(void);                 /* test_replay.c */

@@ -27,7 +27,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
@@ -90,10 +89,11 @@ def free_lists() -> dict[str, int]:
     and shrunk, so when it dies it lands in the free list of length N while no allocation of that
     length took one out: one such per rekey fills that list (2000 at most) over minutes, which a
     soak sees as slow growth.  From ``sys._debugmallocstats()``, which writes to file descriptor 2
-    (redirected to a temporary file meanwhile); {} when the interpreter has no such report."""
+    (redirected to a memory file meanwhile: the sandboxed worker may create no file outside its
+    trace directory); {} when the interpreter has no such report."""
     if not hasattr(sys, "_debugmallocstats"):
         return {}
-    with tempfile.TemporaryFile() as tmp:
+    with open(os.memfd_create("debugmallocstats", os.MFD_CLOEXEC), "w+b") as tmp:
         saved = os.dup(2)
         try:
             sys.stderr.flush()

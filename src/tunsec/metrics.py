@@ -87,6 +87,8 @@ WORKER_GAUGE_HELP: dict[str, str] = {
     "ike_spis": "Established IKE SAs whose IKE datagrams have the worker's reserve (IKE_SPI_ADD)",
     "malloc_trims": "Times the worker gave its free heap back to the system after a burst of requests "
                     "(malloc_trim), since it started",
+    "sandbox": "The worker's sandbox: 1 Landlock, 2 seccomp, 3 both; 0 none (worker_sandbox = no, or a kernel "
+               "with neither)",
 }
 # `tunsec status`'s ike_drops that are not drops (the rest are: datagrams dropped unauthenticated)
 _IKE_NOT_DROPS = {"cookies_sent", "half_open_closed", "redirects_sent", "init_refused"}

@@ -77,6 +77,18 @@ def test_tunsec_settings() -> None:
     assert (t.log_level, t.larval_timeout, t.control_socket) == ("warning", 300, "/tmp/my dir/t.sock")
 
 
+def test_worker_sandbox_is_on_unless_turned_off() -> None:
+    from tunsec.dataplane.client import WorkerFds, worker_args
+
+    assert parse_config("").tunsec.worker_sandbox is True
+    assert parse_config("tunsec {\n worker_sandbox = no\n}\n").tunsec.worker_sandbox is False
+    with pytest.raises(ConfigError, match="worker_sandbox"):
+        parse_config("tunsec {\n worker_sandbox = maybe\n}\n")
+    # what the worker is told: only the off switch is an option of its own
+    assert "--no-sandbox" not in worker_args(WorkerFds(3), 1400, 30, "info", "text")
+    assert "--no-sandbox" in worker_args(WorkerFds(3), 1400, 30, "info", "text", sandbox=False)
+
+
 def test_auto_values_and_empty_value_reset_to_default() -> None:
     t = parse_config("tunsec {\n mtu = 1400\n mtu =\n workers = AUTO\n outer_mtu = auto\n}\n").tunsec
     assert (t.mtu, t.workers, t.outer_mtu) == (None, None, None)

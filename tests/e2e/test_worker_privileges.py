@@ -24,6 +24,7 @@ from reachable import python_argv
 
 from tunsec.bench.netns import TwoHosts, wait_until
 from tunsec.conf.tunsec_section import DATAPLANE_USER, WORKER_USER
+from tunsec.dataplane.sandbox import landlock_abi
 from tunsec.statedir import MARKER, init_state_dir
 
 
@@ -73,6 +74,12 @@ def assert_sealed(pid: int, pw: pwd.struct_passwd) -> None:
     assert probe.returncode != 0 and "PermissionError" in probe.stderr, (probe.returncode, probe.stderr)
 
 
+def assert_sandboxed(pid: int) -> None:
+    """The worker's seccomp filter is on (its Landlock domain shows nowhere in /proc: that is
+    dataplane/test_sandbox.py's, from inside)."""
+    assert proc_status(pid)["Seccomp"] == ["2"]
+
+
 def expected_default_user() -> str:
     return WORKER_USER   # the install creates it; without it tunsec refuses to start (test_privilege.py)
 
@@ -90,6 +97,9 @@ def test_worker_is_unprivileged_by_default_and_after_a_restart(topo: TwoHosts) -
     user, dp = expected_default_user(), dataplane_user()
     pid = int(pair.a.status_json(topo)["worker"]["pid"])
     assert_unprivileged(pid, dp)
+    assert_sandboxed(pid)   # the default: tunsec { worker_sandbox = yes }
+    landlock = 1 if landlock_abi() else 0
+    assert pair.a.status_json(topo)["worker"]["gauges"]["sandbox"] == landlock | 2   # tunsec status says so
     # the spawner that started it holds no more than it does
     spawner = parent(pid)
     assert is_spawner(spawner)
@@ -110,12 +120,15 @@ def test_worker_is_unprivileged_by_default_and_after_a_restart(topo: TwoHosts) -
     new = int(pair.a.status_json(topo)["worker"]["pid"])
     assert_unprivileged(new, dp)
     assert_sealed(new, dp_pw)   # exec'd by the spawner of the same uid: dumpable until it said otherwise
+    assert_sandboxed(new)
     assert parent(new) == spawner and control_pid(new) == control
     # the new worker refuses B's sequence numbers up to its persisted reservation (manual keys never accept
     # a number twice across a crash): B's traffic must pass that mark before A hears B again
     topo.run(topo.b, ["ping", "-c", "60", "-i", "0.02", "-W", "1", topo.a.inner4], check=False, timeout=30)
     assert topo.wait_ping(topo.a, topo.b.inner4, src=topo.a.inner4)
-    assert f"running as {user}" in pair.a.log.read_text() and f"running as {dp}" in pair.a.log.read_text()
+    log = pair.a.log.read_text()
+    assert f"running as {user}" in log and f"running as {dp}" in log
+    assert log.count("worker sandbox: ") == 2 and "cannot sandbox" not in log   # the first worker and the new one
 
 
 def test_user_root_keeps_the_worker_root(topo: TwoHosts) -> None:

@@ -19,7 +19,7 @@ from typing import Literal
 from tunsec.conf.errors import BadValue, ConfigIssue, show_value
 from tunsec.conf.reader import SectionReader
 from tunsec.conf.syntax import Section
-from tunsec.conf.values import IPAddress, auto_or, choice, float_range, int_range, parse_duration
+from tunsec.conf.values import IPAddress, auto_or, choice, float_range, int_range, parse_bool, parse_duration
 from tunsec.ike.config import DEFAULT_MAX_CHILD_SAS, RetransmitConfig
 from tunsec.ike.endpoint import DosLimits
 from tunsec.ike.fragments import DEFAULT_FRAGMENT_SIZE
@@ -218,6 +218,9 @@ class TunsecSettings:
     # the keys or the control socket, nor signal or read the control process; None = tunsec-dp if
     # it exists, else the control process's user (with a warning)
     worker_user: str | None = None
+    # once set up, the worker confines itself (tunsec.dataplane.sandbox: Landlock, seccomp) where the
+    # kernel can; no: for an operator whose kernel or tooling (a debugger, perf) it gets in the way of
+    worker_sandbox: bool = True
     # IKE SAs a peer has not authenticated yet ("half-open"): closed after
     # half_open_timeout seconds (every connection's IkeConfig carries it); above
     # dos.cookie_threshold of them a COOKIE is demanded (RFC 7296 §2.6); above
@@ -262,6 +265,7 @@ def read_tunsec_section(section: Section, issues: list[ConfigIssue]) -> TunsecSe
         ),
         user=r.get("user", _parse_user, d.user),
         worker_user=r.get("worker_user", _parse_user, d.worker_user),
+        worker_sandbox=r.get("worker_sandbox", parse_bool, d.worker_sandbox),
         half_open_timeout=r.get("half_open_timeout", _parse_half_open_timeout, d.half_open_timeout),
         fragment_size=r.get("fragment_size", _parse_fragment_size, d.fragment_size),
         dos=DosLimits(

@@ -66,11 +66,14 @@ class WorkerFds:
         return [f for f in (self.tun, self.udp4, self.udp6, *(x for q in self.queues for x in q)) if f >= 0]
 
 
-def worker_args(fds: WorkerFds, mtu: int, larval_timeout: float, log_level: str, log_format: str) -> list[str]:
+def worker_args(fds: WorkerFds, mtu: int, larval_timeout: float, log_level: str, log_format: str,
+                sandbox: bool = True) -> list[str]:
     """The worker's options but --pipe-fd and --user."""
     argv = ["--tun-fd", str(fds.tun), "--udp4-fd", str(fds.udp4), "--udp6-fd", str(fds.udp6),
             "--mtu", str(mtu), "--larval-timeout", str(larval_timeout), "--log-level", log_level,
             "--log-format", log_format] + (["--vnet-hdr"] if fds.vnet_hdr else [])
+    if not sandbox:
+        argv.append("--no-sandbox")
     for q in fds.queues:
         argv += ["--queue", ",".join(map(str, q))]
     return argv
@@ -156,15 +159,17 @@ class WorkerClient:
         return self.proc.pid if self.proc else None
 
     async def start(self, fds: WorkerFds, mtu: int, larval_timeout: float, log_level: str,
-                    user: str | None = None, log_format: str = "text", spawner: Spawner | None = None) -> None:
-        """A new worker: started here (becoming user), or by spawner as its user (spawner.py)."""
+                    user: str | None = None, log_format: str = "text", spawner: Spawner | None = None,
+                    sandbox: bool = True) -> None:
+        """A new worker: started here (becoming user), or by spawner as its user (spawner.py, which
+        has the worker's options, sandbox among them, from its own start)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             if spawner is not None:
                 self.proc = await spawner.spawn(theirs.fileno())
             else:
                 argv = [*worker_command(), "--pipe-fd", str(theirs.fileno()),
-                        *worker_args(fds, mtu, larval_timeout, log_level, log_format)]
+                        *worker_args(fds, mtu, larval_timeout, log_level, log_format, sandbox)]
                 if user:
                     argv += ["--user", user]
                 self.proc = await asyncio.create_subprocess_exec(*argv, pass_fds=[theirs.fileno(), *fds.all()],

@@ -46,12 +46,13 @@ from collections.abc import Callable
 from typing import Any
 
 from tunsec import gctune, logs, memtrace, memtrim, pktinfo, privilege
-from tunsec.dataplane import pipe
+from tunsec.dataplane import pipe, sandbox
 from tunsec.dataplane.fastpath import Dataplane, DataplaneError, Event, EventType, gcm_open, gcm_seal
 from tunsec.dataplane.pipe import Direction, Endpoint, Errno, ExpireReason, PipeError
 from tunsec.dataplane.pipeio import MAX_DATAGRAM as MAX_DATAGRAM
 from tunsec.dataplane.pipeio import PipeReader as PipeReader
 from tunsec.dataplane.pipeio import PipeWriter as PipeWriter
+from tunsec.dataplane.sandbox import SandboxError
 from tunsec.ike.constants import NATT_PORT, NON_ESP_MARKER, has_marker
 
 log = logging.getLogger("tunsec.worker")
@@ -203,6 +204,7 @@ class Worker:
         self.larval_timeout = larval_timeout
         self.timers = Timers(loop, self._timer_fired)
         self.calm = memtrim.CalmTrim(loop)   # a burst of requests over: its heap pages go back
+        self.sandbox = 0   # the parts of its sandbox put on (sandbox.Outcome.gauge), for DUMP
         # the pipe writer's drops (events the control process did not read in time), for DUMP
         self.pipe_drops: Callable[[], tuple[tuple[str, int], ...]] = tuple
 
@@ -284,7 +286,7 @@ class Worker:
 
     def _dump(self, msg: pipe.Dump) -> list[bytes]:
         drops = (*self.dp.drops().items(), *self.pipe_drops())
-        gauges = (*self.dp.gauges().items(), ("malloc_trims", self.calm.trims))
+        gauges = (*self.dp.gauges().items(), ("malloc_trims", self.calm.trims), ("sandbox", self.sandbox))
         sas = self.dp.sas()
         self.calm.note(len(sas))   # a burst of its own: every SA's state built and encoded at once
         return pipe.encode_dump_replies(msg.req_id, sas, self.dp.policies(), drops, gauges)
@@ -556,6 +558,12 @@ async def serve(args: argparse.Namespace) -> int:
     if (trace := memtrace.trace_dir()) is not None:   # opt-in diagnostic (bench/soak.py --trace)
         loop.add_signal_handler(signal.SIGUSR2, _memory_snapshot, memtrace.dumper(trace))
     gctune.settle()   # set up: what exists now lives as long as the worker
+    # every descriptor open, OpenSSL loaded (self_test), the loop threads not started yet: Landlock
+    # binds this thread and those it starts, so the packet threads are confined from their first packet
+    confined = _confine(args.sandbox, trace, args.early_filter)
+    if confined is None:
+        return 1
+    worker.sandbox = confined
     threads = [threading.Thread(target=dp.run, args=(q,), name=f"tunsec-fastpath-{q}", daemon=True)
                for q in queues]
     for t in threads:
@@ -591,6 +599,30 @@ def _on_stop_signal(loop: asyncio.AbstractEventLoop, parent: int, finish: Callab
     loop.call_later(STOP_SIGNAL_GRACE, finish)
 
 
+def _confine(on: bool, trace: str | None, early: int) -> int | None:
+    """The sandbox (tunsec.dataplane.sandbox), its outcome logged once; its gauge, or None if it
+    failed where the kernel has it (the worker then stops: the operator reads why, and may turn it off)."""
+    if not on:
+        log.warning("worker not sandboxed (tunsec { worker_sandbox = no }): taken over, it could read what "
+                    "its user may, connect out and execute programs")
+        return 0
+    # the memory snapshots (opt-in) write to their directory and read /proc/self/status
+    read_only, read_write = sandbox.python_path(), []
+    if trace is not None:
+        read_only.append("/proc/self")
+        read_write.append(trace)
+    try:
+        outcome = sandbox.apply(read_only, read_write, early)
+    except (SandboxError, OSError) as err:
+        log.error("cannot sandbox the worker: %s; tunsec { worker_sandbox = no } runs it without", err)
+        return None
+    if outcome.missing:
+        log.warning("worker %s", outcome.line())
+    else:
+        log.info("worker %s", outcome.line())
+    return outcome.gauge
+
+
 def _memory_snapshot(dump: Callable[[], str]) -> None:
     try:
         log.info("memory snapshot %s", dump())
@@ -617,11 +649,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--log-level", default="info")
     ap.add_argument("--log-format", choices=["text", "json"], default="text")
     ap.add_argument("--user", help="drop to this user once the descriptors are set up")
+    ap.add_argument("--no-sandbox", dest="sandbox", action="store_false",
+                    help="no Landlock or seccomp once set up (tunsec { worker_sandbox = no })")
     args = ap.parse_args(argv)
     # before any key arrives: started by a control process that already dropped, exec made us dumpable
     privilege.harden()
     logs.configure(args.log_level, args.log_format, "tunsec-worker")
     _die_with_parent()
+    # before the event loop exists: libuv makes no io_uring ring (see sandbox.refuse_io_uring)
+    args.early_filter = sandbox.refuse_io_uring() if args.sandbox else 0
     try:
         import uvloop
 

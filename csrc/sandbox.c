@@ -1,0 +1,193 @@
+/* The worker's seccomp filter (tunsec/dataplane/sandbox.py installs it once set up).
+ *
+ * A deny-list, written by hand: the worker parses every packet from the network, so a
+ * worker taken over must not execute programs, trace or read other processes, signal
+ * anything but itself, make namespaces, mounts, BPF programs or perf events, touch
+ * keyrings, or open sockets of families it never uses.  Everything else the CPython
+ * interpreter, OpenSSL and the sanitizers use stays allowed (an allow-list would have
+ * to follow all three).  Denied calls return EPERM, never kill: a bug shows as a clear
+ * error in the log instead of a vanished worker.  clone3 says ENOSYS, so that glibc
+ * falls back to clone(), whose flags (unlike clone3's, in memory) the filter can read.
+ *
+ * The filter checks the architecture (a 32-bit or x32 call has other numbers: all
+ * denied) and is built for the one the module is compiled for, x86_64 or aarch64;
+ * elsewhere it is not installed (ENOSYS) and the worker logs that it runs without it.
+ * SECCOMP_FILTER_FLAG_TSYNC puts it on every thread of the process.
+ */
+#include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sched.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "tunsec_dp.h"
+
+#if defined(__x86_64__)
+#define TS_AUDIT_ARCH AUDIT_ARCH_X86_64
+#define TS_X32_BIT 0x40000000u
+#elif defined(__aarch64__)
+#define TS_AUDIT_ARCH AUDIT_ARCH_AARCH64
+#endif
+
+#ifdef TS_AUDIT_ARCH
+
+#define TS_FILTER_MAX 256
+#define RET_ALLOW BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW)
+#define RET_ERRNO(e) BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ((e) & SECCOMP_RET_DATA))
+/* the low 32 bits of an argument: what the kernel reads of an int (pid, family, flags) */
+#define ARG_LO(n) (offsetof(struct seccomp_data, args) + 8 * (n))
+#define LOAD(off) BPF_STMT(BPF_LD | BPF_W | BPF_ABS, (off))
+
+/* The namespace flags of clone(); CLONE_NEWTIME (0x80) is in clone()'s exit-signal byte, only
+ * clone3 and unshare take it, and both are denied. */
+#define TS_CLONE_NS (CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER | \
+                     CLONE_NEWPID | CLONE_NEWNET)
+
+static const int denied[] = {
+    __NR_execve, __NR_execveat, __NR_ptrace, __NR_process_vm_readv, __NR_process_vm_writev,
+    __NR_kcmp, __NR_tkill, __NR_pidfd_open, __NR_pidfd_getfd, __NR_pidfd_send_signal,
+    __NR_mount, __NR_umount2, __NR_pivot_root, __NR_chroot, __NR_unshare, __NR_setns,
+    __NR_open_tree, __NR_move_mount, __NR_fsopen, __NR_fsconfig, __NR_fsmount, __NR_fspick,
+    __NR_mount_setattr, __NR_open_by_handle_at, __NR_name_to_handle_at,
+    __NR_bpf, __NR_perf_event_open, __NR_userfaultfd, __NR_fanotify_init,
+    __NR_io_uring_setup, __NR_io_uring_enter, __NR_io_uring_register,
+    __NR_keyctl, __NR_add_key, __NR_request_key,
+    __NR_init_module, __NR_finit_module, __NR_delete_module, __NR_kexec_load, __NR_kexec_file_load,
+    __NR_reboot, __NR_swapon, __NR_swapoff, __NR_acct, __NR_quotactl,
+#ifdef __NR_uselib
+    __NR_uselib,
+#endif
+};
+
+/* signals: only to this process (its pid as first argument; 0 and -1 name groups) */
+static const int signalling[] = {__NR_kill, __NR_tgkill, __NR_rt_sigqueueinfo, __NR_rt_tgsigqueueinfo};
+
+static size_t emit(struct sock_filter *f, size_t n, struct sock_filter insn) {
+    if (n < TS_FILTER_MAX)
+        f[n] = insn;
+    return n + 1;
+}
+
+/* "if nr == x: return errno e", two instructions, so no jump ever goes far */
+static size_t deny(struct sock_filter *f, size_t n, int nr, int e) {
+    n = emit(f, n, (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)nr, 0, 1));
+    return emit(f, n, (struct sock_filter)RET_ERRNO(e));
+}
+
+/* "if nr == x: allow if the low word of argument arg == value, else EPERM" (the accumulator
+ * then holds the argument, so both ends return) */
+static size_t only_if(struct sock_filter *f, size_t n, int nr, unsigned arg, uint32_t value) {
+    struct sock_filter insn[] = {
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)nr, 0, 4),
+        LOAD(ARG_LO(arg)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, value, 0, 1),
+        RET_ALLOW,
+        RET_ERRNO(EPERM),
+    };
+    for (size_t i = 0; i < sizeof insn / sizeof insn[0]; i++)
+        n = emit(f, n, insn[i]);
+    return n;
+}
+
+/* the architecture check, then the call's number in the accumulator */
+static size_t head(struct sock_filter *f, size_t n) {
+    struct sock_filter insn[] = {
+        LOAD(offsetof(struct seccomp_data, arch)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, TS_AUDIT_ARCH, 1, 0),
+        RET_ERRNO(EPERM),
+        LOAD(offsetof(struct seccomp_data, nr)),
+#ifdef TS_X32_BIT
+        BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, TS_X32_BIT, 0, 1),
+        RET_ERRNO(EPERM),
+#endif
+    };
+    for (size_t i = 0; i < sizeof insn / sizeof insn[0]; i++)
+        n = emit(f, n, insn[i]);
+    return n;
+}
+
+static size_t build(struct sock_filter *f, uint32_t self_pid) {
+    size_t n = head(f, 0);
+    for (size_t i = 0; i < sizeof denied / sizeof denied[0]; i++)
+        n = deny(f, n, denied[i], EPERM);
+    n = deny(f, n, __NR_clone3, ENOSYS);
+    for (size_t i = 0; i < sizeof signalling / sizeof signalling[0]; i++)
+        n = only_if(f, n, signalling[i], 0, self_pid);
+    /* dumpable again would let another process of the worker's uid read its keys */
+    struct sock_filter rest[] = {
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_prctl, 0, 4),
+        LOAD(ARG_LO(0)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, PR_SET_DUMPABLE, 0, 1),
+        RET_ERRNO(EPERM),
+        RET_ALLOW,
+        /* clone: threads and fork, never a new namespace */
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_clone, 0, 4),
+        LOAD(ARG_LO(0)),
+        BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, TS_CLONE_NS, 0, 1),
+        RET_ERRNO(EPERM),
+        RET_ALLOW,
+        /* socket: UDP over IPv4/IPv6 only, like the sockets it was handed (no netlink, packet,
+         * unix, TCP...) */
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_socket, 0, 8),
+        LOAD(ARG_LO(0)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AF_INET, 1, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AF_INET6, 0, 3),
+        LOAD(ARG_LO(1)),
+        BPF_STMT(BPF_ALU | BPF_AND | BPF_K, 0xf),   /* SOCK_TYPE_MASK: without NONBLOCK/CLOEXEC */
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SOCK_DGRAM, 1, 0),
+        RET_ERRNO(EPERM),
+        RET_ALLOW,
+        RET_ALLOW,
+    };
+    for (size_t i = 0; i < sizeof rest / sizeof rest[0]; i++)
+        n = emit(f, n, rest[i]);
+    return n;
+}
+
+static int install(struct sock_filter *f, size_t n) {
+    if (n > TS_FILTER_MAX)
+        return -E2BIG;   /* the list grew past the array: a build error, caught by the self-test */
+    struct sock_fprog prog = {.len = (unsigned short)n, .filter = f};
+    /* seccomp needs no-new-privs (or CAP_SYS_ADMIN); the worker has it already, set here too */
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+        return -errno;
+    long rc = syscall(__NR_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC, &prog);
+    if (rc < 0)
+        return -errno;
+    return rc > 0 ? -EBUSY : 0;   /* TSYNC: a positive return names a thread that could not take it */
+}
+
+int ts_sandbox_seccomp(int self_pid) {
+    struct sock_filter f[TS_FILTER_MAX];
+    return install(f, build(f, (uint32_t)self_pid));
+}
+
+/* Before the event loop exists: io_uring_setup says ENOSYS, so libuv (uvloop) falls back to
+ * epoll_ctl instead of making its ring, which the filter above would later leave unusable
+ * (libuv aborts) and which could otherwise carry opens and sockets past that filter. */
+int ts_sandbox_no_io_uring(void) {
+    struct sock_filter f[TS_FILTER_MAX];
+    size_t n = head(f, 0);
+    n = deny(f, n, __NR_io_uring_setup, ENOSYS);
+    n = emit(f, n, (struct sock_filter)RET_ALLOW);
+    return install(f, n);
+}
+
+#else
+
+int ts_sandbox_seccomp(int self_pid) {
+    (void)self_pid;
+    return -ENOSYS;
+}
+
+int ts_sandbox_no_io_uring(void) {
+    return -ENOSYS;
+}
+
+#endif
