@@ -204,7 +204,8 @@ def state_families(doc: dict[str, Any], worker_up: bool) -> Iterator[Metric]:
                                   "TEMPORARY_FAILURE while replaced IKE SAs await their DELETE; "
                                   "delete_spis_ignored: SPIs of a DELETE past what its IKE SA could hold; "
                                   "mobike_checks_failed: MOBIKE moves to an address that never answered the "
-                                  "return routability check, taken back)",
+                                  "return routability check, taken back; floats_refused: NAT rebindings to an "
+                                  "address outside remote_addrs or of another family, not followed)",
                                   labels=["reason"])
     for reason, n in sorted(doc.get("ike_refused", {}).items()):
         refused.add_metric([reason], n)
