@@ -210,8 +210,8 @@ def _follows(self: IkeSa, msg: Message) -> bool:
 def _acceptable(self: IkeSa, addr: Address) -> bool:
     """A float stays within the connection's remote_addrs and the Child SAs' address family, as a
     MOBIKE update must (mobike._unacceptable); a refusal is counted and the request still answered."""
-    if addr == self._st.remote_addr:
-        return True   # the port or our end may change: _float
+    if addr[0] == self._st.remote_addr[0]:
+        return True   # a NAT's new port (or our end): the connection took this IP already
     refusal = _unacceptable(self._st, addr)
     if not refusal:
         return True

@@ -121,16 +121,18 @@ def _move(self: IkeService, ike: int, conn: str, path: IkePath) -> None:
     asked for while a batch runs or waits for its budget only sets the target (counted:
     ``events.moves_deferred``)."""
     move = self._moves.get(ike)
-    if move is None:
-        if not _strays(self, ike, path):
-            return   # its children are there (or it has none): nothing to hold per IKE SA
-        move = self._moves[ike] = IkeMove(path)
-    move.path, move.gave_up = path, frozenset()
-    if move.busy or _wait(self, move) > 0:
+    if move is not None and move.busy:   # its mover takes the latest path when it runs
+        move.path, move.gave_up = path, frozenset()
         self.events.moves_deferred[conn] += 1
-    if not move.busy:
-        move.busy = True
-        _start_mover(self, ike, move)
+        return
+    if not _strays(self, ike, path):
+        return   # its children are there (back where they were, or none yet): nothing to do
+    if move is None:
+        move = self._moves[ike] = IkeMove(path)
+    move.path, move.gave_up, move.busy = path, frozenset(), True
+    if _wait(self, move) > 0:
+        self.events.moves_deferred[conn] += 1
+    _start_mover(self, ike, move)
 
 
 def _strays(self: IkeService, ike: int, path: IkePath) -> bool:
