@@ -120,7 +120,8 @@ def test_a_peer_moving_often_while_migrates_fail_gets_one_mover_then_a_rekey(
                 await gw.settle()
             assert len(tries) == 1 and len(gw.service._tasks) == 0
             newest = Endpoint(ipaddress.ip_address("198.51.100.201"), 40019)
-            assert child.moving_to is not None and child.moving_to[0] == newest
+            move = gw.service._moves[child.ike]
+            assert move.busy and move.path[0] == ("198.51.100.201", 40019)   # the retry takes the newest
             for n in range(2, mobility.MIGRATE_TRIES + 1):
                 fire_retry(gw.service)
                 await gw.settle()

@@ -5,7 +5,7 @@ endpoint afterwards, its ESP going to the peer's old mapping until the next reke
 The gateway is a real IkeService with the worker's request handling and C fast path in process
 (test_ikeservice_peers.Gateway); the worker's answers to the new Child SA's install are held back
 while the site's NAT mapping changes and the gateway follows it.  What keeps the order:
-_migrate_child takes ``_changes`` (queued behind a Child SA's install not yet sent) and then
+_move_children takes ``_changes`` (queued behind a Child SA's install not yet sent) and then
 waits for ``state.install`` (its answers); without either, one case here fails."""
 
 from __future__ import annotations

@@ -91,6 +91,48 @@ def test_a_peer_behind_a_nat_still_follows_its_new_mapping() -> None:
     run(body())
 
 
+class _AuthNumbered1(Task):
+    """An empty "IKE_AUTH" request: on an IKE SA a rekey made, the site's second request is numbered 1."""
+
+    exchange = ExchangeType.IKE_AUTH
+
+    def build(self, st: object) -> list[Payload]:
+        return []
+
+    def process(self, st: object, payloads: object) -> Outcome:
+        return Outcome.DONE
+
+
+def test_an_ike_auth_numbered_1_after_a_rekey_does_not_move_a_peer_seen_without_nat() -> None:
+    """Site 0 (no NAT, no MOBIKE) rekeys its IKE SA, sends request 0 there, then request 1 as an
+    "IKE_AUTH" from SPOOFED: no MIGRATE, and the gateway's ESP for site 0 still goes to site 0."""
+    async def body() -> None:
+        gw = Gateway(2, mobike=False, encap=False)
+        await gw.start()
+        for i in range(2):
+            gw.connect(i)
+        await gw.settle()
+        home = Endpoint(ipaddress.ip_address(site_ip(0)), 4500)
+        gw.site_sa(0).rekey()
+        await gw.settle()
+        gw.site_sa(0).send_liveness()   # message 0 of the new IKE SA
+        await gw.settle()
+        site = gw.site_sa(0)
+        site._queue.append(_AuthNumbered1())   # message 1, from SPOOFED
+        site._start_next()
+        site._changed()
+        gw.nat[0] = (str(SPOOFED.addr), SPOOFED.port)
+        await gw.settle()
+        assert not site._queue and site._pending is None   # sent, and answered (INVALID_SYNTAX)
+        assert not [m for m in gw.worker.log if isinstance(m, pipe.Migrate)]
+        _, dst, drop = gw.send_to_site(0)
+        assert drop is Drop.NONE and dst == home
+        up = sorted(sa.remote_addr for sa in gw.service.endpoint.sas if sa.state.value == "established")
+        assert up == [(site_ip(0), 4500), (site_ip(1), 4500)]   # the IKE SAs stayed too
+
+    run(body())
+
+
 def _informational_request(site: int, data: bytes) -> bool:
     hdr = decode_header(data)
     return site == 0 and hdr.exchange == ExchangeType.INFORMATIONAL and not hdr.is_response
@@ -162,7 +204,7 @@ def test_an_authenticated_peers_refusals_are_shown_apart_from_unauthenticated_dr
         doc = gw.service.status(pipe.Reply(1, pipe.MsgType.DUMP, pipe.Errno.OK))
         ignored = 100 - (1 + SPARE_SPIS)   # one Child SA
         assert doc["ike_refused"] == {"ike_rekeys_refused": 2, "delete_spis_ignored": ignored,
-                                      "mobike_checks_failed": 0}
+                                      "mobike_checks_failed": 0, "floats_refused": 0}
         assert not {"ike_rekeys_refused", "delete_spis_ignored"} & set(doc["ike_drops"])
 
         base = {"tun": {"name": "tunsec0", "mtu": 1400, "offloads": []}, "worker": {"pid": 1, "restarts": 0},
@@ -172,11 +214,12 @@ def test_an_authenticated_peers_refusals_are_shown_apart_from_unauthenticated_dr
         assert "malformed 0" in unauthenticated and "ike_rekeys_refused" not in unauthenticated \
             and "delete_spis_ignored" not in unauthenticated
         assert f"IKE requests refused from authenticated peers: ike_rekeys_refused 2, " \
-               f"delete_spis_ignored {ignored}, mobike_checks_failed 0" in text
+               f"delete_spis_ignored {ignored}, mobike_checks_failed 0, floats_refused 0" in text
 
         families = {f.name: f for f in metrics.state_families(doc, True)}
         refused = {s.labels["reason"]: s.value for s in families["tunsec_ike_authenticated_refused"].samples}
-        assert refused == {"ike_rekeys_refused": 2, "delete_spis_ignored": ignored, "mobike_checks_failed": 0}
+        assert refused == {"ike_rekeys_refused": 2, "delete_spis_ignored": ignored, "mobike_checks_failed": 0,
+                           "floats_refused": 0}
         dropped = {s.labels["reason"] for s in families["tunsec_ike_requests_dropped"].samples}
         assert "malformed" in dropped and not dropped & set(refused)
         assert "before anything in them was authenticated" in families["tunsec_ike_requests_dropped"].documentation

@@ -25,6 +25,9 @@ class EventCounts:
     child_acquires_ignored: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
     # MIGRATEs (a Child SA following its moved peer) the worker refused or left unanswered (mobility)
     migrate_failures: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
+    # moves of an IKE SA's Child SAs asked for while its last batch ran or within MOVE_INTERVAL of it:
+    # they wait, and the latest target is applied when the budget allows (mobility._move), by connection
+    moves_deferred: collections.Counter[str] = field(default_factory=collections.Counter)
     # peers' CREATE_CHILD_SA requests refused with NO_ADDITIONAL_SAS over max_child_sas, by connection
     child_sa_limit: collections.Counter[str] = field(default_factory=collections.Counter)
     # Child SAs refused because their selectors overlap another peer's (policy/claims.py): the

@@ -204,7 +204,8 @@ def state_families(doc: dict[str, Any], worker_up: bool) -> Iterator[Metric]:
                                   "TEMPORARY_FAILURE while replaced IKE SAs await their DELETE; "
                                   "delete_spis_ignored: SPIs of a DELETE past what its IKE SA could hold; "
                                   "mobike_checks_failed: MOBIKE moves to an address that never answered the "
-                                  "return routability check, taken back)",
+                                  "return routability check, taken back; floats_refused: NAT rebindings to an "
+                                  "address outside remote_addrs or of another family, not followed)",
                                   labels=["reason"])
     for reason, n in sorted(doc.get("ike_refused", {}).items()):
         refused.add_metric([reason], n)
@@ -317,6 +318,9 @@ def event_families(events: EventCounts | None, worker_restarts: int) -> Iterator
     migrate = CounterMetricFamily("tunsec_child_sa_migrate_failures", "MIGRATEs of a Child SA to its moved peer "
                                   "(MOBIKE, NAT rebinding) the worker refused or did not answer; retried, then "
                                   "rekeyed", labels=["connection", "child"])
+    deferred = CounterMetricFamily("tunsec_ike_sa_moves_deferred", "Moves of a peer (NAT rebinding, MOBIKE) whose "
+                                   "Child SAs waited for their IKE SA's move budget (a batch of MIGRATEs a second, "
+                                   "two at once; the latest address applied)", labels=["connection"])
     limit = CounterMetricFamily("tunsec_child_sa_limit_refusals", "Peers' CREATE_CHILD_SA requests refused with "
                                 "NO_ADDITIONAL_SAS: the IKE SA held max_child_sas Child SAs", labels=["connection"])
     claims = CounterMetricFamily("tunsec_child_sa_ts_claims_refused", "Child SAs refused (or deleted before "
@@ -330,6 +334,8 @@ def event_families(events: EventCounts | None, worker_restarts: int) -> Iterator
             limit.add_metric([conn], n)
         for (conn, name), n in sorted(events.migrate_failures.items()):
             migrate.add_metric([conn, name], n)
+        for conn, n in sorted(events.moves_deferred.items()):
+            deferred.add_metric([conn], n)
         for (conn, name), n in sorted(events.ts_claims_refused.items()):
             claims.add_metric([conn, name], n)
         for (conn, name), n in sorted(events.rekey_ts_refused.items()):
@@ -344,7 +350,7 @@ def event_families(events: EventCounts | None, worker_restarts: int) -> Iterator
             child.add_metric([conn, name], n)
         for conn, n in sorted(events.dpd_failures.items()):
             dpd.add_metric([conn], n)
-    yield from (ike, child, dpd, ignored, gone, migrate, limit, claims, rekey_ts)
+    yield from (ike, child, dpd, ignored, gone, migrate, deferred, limit, claims, rekey_ts)
     yield CounterMetricFamily("tunsec_worker_restarts", "Times the dataplane worker died and was restarted",
                               value=worker_restarts)
 

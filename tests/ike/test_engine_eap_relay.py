@@ -205,17 +205,20 @@ def test_retransmissions_are_not_answered_while_the_backend_is_asked_and_abandon
 
 def test_a_request_answered_after_the_backend_is_answered_again_when_retransmitted() -> None:
     """The request held for the backend is kept as what its retransmissions must copy (_Waiting):
-    once answered, a copy of it gets the same response, from the client's new port too."""
+    once answered, a copy of it gets the same response, where the request came from; before the
+    client is authenticated not at another port (sa_responder.resend: a copy aimed elsewhere)."""
     net, _, b = setup(client(), gateway())
     held: list[EapRelayRequest] = []
     relay(net, b, held.append, until=1.0)   # never answers: the request is held
     (sa,) = b.sas
     assert b.relay_reply(sa, MschapBackend()(held[0]), net.now)
-    response = [s.data for s in net.collect() if s.src[0] == B]   # lost: not delivered
-    assert len(response) == 1
+    sent = [s for s in net.collect() if s.src[0] == B]   # lost: not delivered
+    assert len(sent) == 1
     request = [s for s in net.log if s.src[0] == A and decode_header(s.data).exchange == ExchangeType.IKE_AUTH][-1]
     net.deliver(Sent(net.now, (A, 61001), request.dst, request.data))
-    assert [(s.dst, s.data) for s in net.collect()] == [((A, 61001), response[0])]
+    assert net.collect() == [] and b.stats.preauth_elsewhere == 1
+    net.deliver(Sent(net.now, request.src, request.dst, request.data))
+    assert [(s.dst, s.data) for s in net.collect()] == [(sent[0].dst, sent[0].data)]
     assert b.stats.retransmit_not_identical == 0
 
 

@@ -1,7 +1,8 @@
 """An authenticated peer that abuses its IKE SA, two engines on a fake clock: IKE SA rekeys that
 never delete the old SA (bounded by sa_successor.MAX_UNDELETED), a Delete payload of thousands of
 SPIs (bounded work, informational.SPARE_SPIS), and requests from a spoofed source (followed only
-for a peer behind a NAT, RFC 7296 §2.23)."""
+for a peer behind a NAT, RFC 7296 §2.23, within remote_addrs; the first IKE_AUTH only on a responder
+while CONNECTING; before authentication nothing is answered to another IP)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ import random
 from collections.abc import Sequence
 
 import pytest
+from test_engine_eap import NOW as EAP_NOW
+from test_engine_eap import client as eap_client
+from test_engine_eap import gateway as eap_gateway
 from test_engine_more import A, B, cfg, only
 
 from tunsec.ike.constants import ExchangeType, ProtocolId
@@ -235,3 +239,114 @@ def test_the_nat_detection_hashes_are_checked_in_ike_sa_init() -> None:
     _, a, b = _pair(force_encap=False)
     assert not _established(b)._st.nat_peer   # A's hash is genuine
     assert _established(a)._st.nat_peer       # B forces encapsulation: its hash is random
+
+
+class _Says(Task):
+    """An authenticated request of the exchange type a test chooses, with nothing in it."""
+
+    def __init__(self, exchange: int) -> None:
+        self.exchange = exchange
+
+    def build(self, st: IkeSaState) -> list[Payload]:
+        return []
+
+    def process(self, st: IkeSaState, payloads: Sequence[Payload]) -> Outcome:
+        return Outcome.DONE
+
+
+def _spoofed_request(net: Network, sa: IkeSa, task: Task, src: str) -> None:
+    """``sa``'s next request (``task``) reaches its peer from SPOOFED; what ``src`` sends otherwise does not change."""
+    sa._queue.append(task)
+    sa._start_next()
+    sa._changed()
+    for sent in net.collect():
+        net.deliver(dataclasses.replace(sent, src=SPOOFED) if sent.src[0] == src else sent)
+    net.run(until=net.now + 1)
+
+
+def test_an_ike_auth_numbered_1_on_a_rekeyed_ike_sa_moves_nothing() -> None:
+    """Message IDs start at 0 again on the IKE SA a rekey makes: A, seen without NAT, sends request 0
+    (a liveness check), then an empty "IKE_AUTH" numbered 1 from a spoofed source.  It is answered
+    (INVALID_SYNTAX), and B's IKE SA and Child SA stay where A is (only a responder's first IKE_AUTH,
+    while CONNECTING, floats)."""
+    net, a, b = _pair(mobike=False, force_encap=False)
+    _established(a).rekey()
+    net.run(until=net.now + 1)
+    client, gw = _established(a), _established(b)
+    assert not gw._st.nat_peer and gw._peer_id == 0
+    client.send_liveness()
+    net.run(until=net.now + 1)
+    _spoofed_request(net, client, _Says(ExchangeType.IKE_AUTH), A)
+    answers = [s for s in net.log if s.dst == SPOOFED]
+    assert len(answers) == 1 and decode_header(answers[0].data).message_id == 1   # answered where it came from
+    assert gw.remote_addr == (A, 4500) and gw.esp_remote == (A, 4500)
+    assert gw.state is State.ESTABLISHED and len(gw.children) == 1
+
+
+def test_an_ike_auth_numbered_1_on_an_ike_sa_we_initiated_moves_nothing() -> None:
+    """The responder's own requests on an IKE SA we initiated are numbered from 0: B's second one,
+    an "IKE_AUTH", from a spoofed source, does not move A's IKE SA (A is no responder)."""
+    net = Network()
+    a = net.add(A, IkeEndpoint([cfg(True, PROPS, mobike=False, force_encap=False)], random.Random(1).randbytes,
+                               wall_clock=lambda: EPOCH))
+    b = net.add(B, IkeEndpoint([cfg(False, PROPS, mobike=False, force_encap=False)], random.Random(2).randbytes,
+                               wall_clock=lambda: EPOCH))
+    a.initiate("conn", "net", net.now)
+    net.run()
+    hub, spoke = _established(a), _established(b)
+    spoke.send_liveness()
+    net.run(until=net.now + 1)
+    _spoofed_request(net, spoke, _Says(ExchangeType.IKE_AUTH), B)
+    assert [decode_header(s.data).message_id for s in net.log if s.dst == SPOOFED] == [1]
+    assert hub.remote_addr == (B, 4500) and hub.esp_remote == (B, 4500)
+
+
+def test_a_nat_peer_is_not_followed_outside_remote_addrs() -> None:
+    """A's connection names B in remote_addrs; B looks NAT'd to A (it forces encapsulation), so A
+    follows B's requests to a new port, never to an address outside remote_addrs (as a MOBIKE update
+    would be refused): counted, the request still answered."""
+    net, a, b = _pair(mobike=False)
+    hub, spoke = _established(a), _established(b)
+    assert hub._st.nat_peer
+    spoke.send_liveness()
+    for sent in net.collect():
+        net.deliver(dataclasses.replace(sent, src=(B, 61000)) if sent.src[0] == B else sent)
+    net.run(until=net.now + 1)
+    assert hub.remote_addr == (B, 61000)   # rebinding: followed
+    _spoofed_request(net, spoke, _Says(ExchangeType.INFORMATIONAL), B)
+    assert hub.remote_addr == (B, 61000) and a.stats.floats_refused == 1
+    assert len([s for s in net.log if s.dst == SPOOFED]) == 1
+
+
+def test_an_unauthenticated_initiator_cannot_aim_the_first_eap_answer_at_a_victim() -> None:
+    """An initiator runs IKE_SA_INIT from its own address, then sends its first IKE_AUTH, and copies
+    of it, from a victim's: before authentication the gateway answers requests only from the IKE_SA_INIT's
+    IP (the port may change: 500 to 4500), and copies only to where the request's answer went.  The
+    victim gets nothing, the refusals are counted, and the initiator itself still gets through."""
+    net = Network()
+    a = net.add(A, IkeEndpoint([eap_client()], wall_clock=lambda: EAP_NOW))
+    b = net.add(B, IkeEndpoint([eap_gateway()], wall_clock=lambda: EAP_NOW))
+    a.initiate("rw", "net", net.now)
+    net.step()   # IKE_SA_INIT request A -> B
+    net.step()   # its answer B -> A
+    auth = [s for s in net.collect() if s.dst[0] == B]
+    assert auth and all(decode_header(s.data).exchange == ExchangeType.IKE_AUTH for s in auth)
+    for _ in range(1 + 8 + 3):   # the request, then copies (past MAX_RESENDS)
+        for s in auth:
+            net.deliver(dataclasses.replace(s, src=SPOOFED))
+    assert not [s for s in net.collect() if s.dst == SPOOFED]
+    assert b.stats.preauth_elsewhere == 12 * len(auth)
+    (gw,) = b.sas
+    assert gw.remote_addr[0] == A and gw.state is State.CONNECTING
+    # the initiator from its own address: answered; a copy from another of its ports is not
+    for s in auth:
+        net.deliver(s)
+    assert [s.dst for s in net.collect() if s.src[0] == B] == [auth[0].src]
+    for s in auth:
+        net.deliver(dataclasses.replace(s, src=(A, 61001)))
+    assert not net.collect() and b.stats.preauth_elsewhere == 13 * len(auth)
+    for s in auth:
+        net.deliver(s)   # a copy from where the answer went: answered again (it was lost)
+    assert [s.dst for s in net.collect() if s.src[0] == B] == [auth[0].src]
+    net.run(until=net.now + 5)
+    assert _established(a).peer_id is not None and _established(b).remote_addr[0] == A

@@ -18,7 +18,7 @@ from .events import Address
 from .exchanges.base import Response
 from .fragments import FragmentRejected, Reassembly, max_message_len
 from .message import DecodeError, Message, Payload, SkfPayload, decode_payloads, encode_payloads
-from .sa_responder import _decode_inner, _Refuse
+from .sa_responder import _decode_inner, _Refuse, foreign
 from .sk import IntegrityError, encrypt_fragments, encrypt_message, fragment_content_len, open_sealed, sealed_len
 
 if TYPE_CHECKING:
@@ -72,6 +72,8 @@ def on_fragment(self: IkeSa, msg: Message, datagram: bytes, addr: Address, local
             return
         buffer = self._reassembly.setdefault(True, Reassembly())
     else:
+        if foreign(self, addr):
+            return
         last = self._last_response
         if last is not None and msg.message_id == last.message_id:
             # a retransmitted request: only its first fragment, once verified, gets the response again

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from .constants import ExchangeType, NotifyType
 from .events import Address, DownReason
 from .exchanges.base import Awaiting, Response, Task, notify
+from .exchanges.mobike import _unacceptable
 from .exchanges.responders import responder_for
 from .message import DecodeError, Message, Payload, UnsupportedCriticalPayload, decode_payloads
 from .sk import IntegrityError, decrypt_message
@@ -51,6 +52,7 @@ class _Answered:
     # request_digest() of the request's datagram; None if it came in fragments: a retransmission
     # of those is known by its verified first fragment (sa_fragments.on_fragment)
     request: bytes | None
+    addr: Address   # where the response went: before authentication, copies are answered only there
     resends: int = 0
 
 
@@ -89,6 +91,8 @@ def _decode_inner(first: int, plain: bytes) -> tuple[Payload, ...]:
 
 
 def on_request(self: IkeSa, msg: Message, datagram: bytes, addr: Address, local: Address | None) -> None:
+    if foreign(self, addr):
+        return
     last = self._last_response
     if last is not None and msg.message_id == last.message_id:
         if msg.message_id + 1 == self._peer_id:
@@ -125,8 +129,29 @@ def on_retransmit(self: IkeSa, last: _Answered, datagram: bytes, addr: Address) 
     self._resend(last, addr)
 
 
+def foreign(self: IkeSa, addr: Address) -> bool:
+    """Whether a request comes from an IP address other than the IKE_SA_INIT exchange's before the
+    peer is authenticated: dropped (and counted), before any cryptography.  Anyone who ran
+    IKE_SA_INIT holds the keys, so its "IKE_AUTH" (or a copy of it) from a victim's address would aim
+    our answers (IDr, CERT, AUTH, EAP: KiB) there; the peer's IP cannot change before IKE_AUTH is
+    through (a float keeps it: _follows), only its port (500 to 4500, a NAT's new mapping)."""
+    if self._state != State.CONNECTING or addr[0] == self._st.remote_addr[0]:
+        return False
+    self._drops.preauth_elsewhere += 1
+    log.debug("%s: request from %s before authentication, not from the peer's %s: dropped", self.name,
+              addr[0], self._st.remote_addr[0])
+    return True
+
+
 def resend(self: IkeSa, last: _Answered, addr: Address) -> None:
-    """The stored response to a genuine retransmission, unless it was sent MAX_RESENDS times again."""
+    """The stored response to a genuine retransmission, unless it was sent MAX_RESENDS times again,
+    or (before authentication) the copy comes from elsewhere than the request answered."""
+    if self._state == State.CONNECTING and addr != last.addr:
+        # whoever holds a copy (the initiator itself) must not aim the answer at another port or host
+        self._drops.preauth_elsewhere += 1
+        log.debug("%s: copy of request %d from %s[%d] before authentication, answered at %s[%d]: not answered",
+                  self.name, last.message_id, *addr, *last.addr)
+        return
     if last.resends >= MAX_RESENDS:
         self._drops.retransmit_limit += 1
         log.debug("%s: request %d retransmitted more than %d times: not answered", self.name,
@@ -144,7 +169,7 @@ def serve(
     if self._waiting is not None:
         return  # a retransmission of the request whose answer waits for the backend
     self._last_heard = self._now
-    if _follows(self, msg):
+    if _follows(self, msg) and _acceptable(self, addr):
         self._float(addr, local)
     self._st.request_path = (addr, local)
     try:
@@ -164,15 +189,35 @@ def serve(
 
 def _follows(self: IkeSa, msg: Message) -> bool:
     """Whether the IKE SA (and its Child SAs' ESP) moves to where this authenticated request came from
-    (RFC 7296 §2.23), as strongSwan's update_hosts: the first IKE_AUTH request always (the initiator
-    floated to port 4500 after IKE_SA_INIT); later ones only from a peer behind a NAT, whose mapping
-    may change.  A peer seen without one never moves: one request of its own from a spoofed source
-    (or an on-path attacker's copy of one, sent first) would point its ESP at any host, and nothing
-    short of MOBIKE's return routability check can tell.  With MOBIKE only UPDATE_SA_ADDRESSES
-    moves the SA (exchanges/mobike.py)."""
-    if self._st.mobike:
+    (RFC 7296 §2.23), as strongSwan's update_hosts: a responder's first IKE_AUTH request always (the
+    initiator floated to port 4500 after IKE_SA_INIT); later ones only from a peer behind a NAT, whose
+    mapping may change.  A peer seen without one never moves: one request of its own from a spoofed
+    source (or an on-path attacker's copy of one, sent first) would point its ESP at any host, and
+    nothing short of MOBIKE's return routability check can tell.  "The first IKE_AUTH" is the state's,
+    not the header's: message IDs start at 0 again on an IKE SA made by a rekey, and for the peer's
+    requests on one we initiated, so any peer can send an "IKE_AUTH" numbered 1 there.  Before
+    authentication only the port moves (``foreign`` drops a request from another IP).  With MOBIKE
+    only UPDATE_SA_ADDRESSES moves the SA (exchanges/mobike.py)."""
+    st = self._st
+    if st.mobike:
         return False
-    return self._st.nat_peer or (msg.exchange == ExchangeType.IKE_AUTH and msg.message_id == 1)
+    if self._state == State.CONNECTING:
+        first_auth = msg.exchange == ExchangeType.IKE_AUTH and msg.message_id == 1
+        return not st.is_initiator and (first_auth or st.nat_peer)
+    return st.nat_peer
+
+
+def _acceptable(self: IkeSa, addr: Address) -> bool:
+    """A float stays within the connection's remote_addrs and the Child SAs' address family, as a
+    MOBIKE update must (mobike._unacceptable); a refusal is counted and the request still answered."""
+    if addr[0] == self._st.remote_addr[0]:
+        return True   # a NAT's new port (or our end): the connection took this IP already
+    refusal = _unacceptable(self._st, addr)
+    if not refusal:
+        return True
+    self._drops.floats_refused += 1
+    log.debug("%s: not following the peer to %s[%d]: %s", self.name, *addr, refusal)
+    return False
 
 
 def answer(
@@ -234,7 +279,7 @@ def respond_to(
 ) -> tuple[bytes, ...]:
     """Send and keep the response to request ``message_id`` (``request``: see _Answered)."""
     data = self._encode(exchange, message_id, response.payloads, response=True)
-    self._last_response = _Answered(message_id, data, request)
+    self._last_response = _Answered(message_id, data, request, addr)
     self._peer_id = message_id + 1
     self._reassembly.pop(False, None)
     self._outbox.extend((d, addr) for d in data)

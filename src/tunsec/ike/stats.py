@@ -35,6 +35,9 @@ class EndpointStats:
     # answered (RFC 7296 §2.1), or a first fragment of it that fails verification: not answered
     retransmit_not_identical: int = 0
     retransmit_limit: int = 0  # a genuine retransmission past MAX_RESENDS of one response: not answered
+    # before the peer is authenticated: a request from an IP other than the IKE_SA_INIT exchange's, or
+    # a copy of one from elsewhere than where its answer went: not answered (sa_responder.foreign)
+    preauth_elsewhere: int = 0
     # authenticated requests refused or cut short (sa_successor.MAX_UNDELETED, informational.py):
     # AUTHENTICATED_REFUSALS
     ike_rekeys_refused: int = 0  # an IKE SA rekey while MAX_UNDELETED predecessors wait for their DELETE
@@ -42,8 +45,11 @@ class EndpointStats:
     # MOBIKE return routability checks (RFC 4555 §3.5) the new address never answered: the IKE SA went
     # back to the address the Child SAs stayed at instead of closing (exchanges/mobike.py)
     mobike_checks_failed: int = 0
+    # an authenticated request from outside remote_addrs, or of the other address family with Child
+    # SAs: answered, the IKE SA not moved there (sa_responder._acceptable)
+    floats_refused: int = 0
 
 
 # The fields above that count what authenticated peers asked for and were refused: an operator
 # reads them as a misbehaving (or misconfigured) known peer, the rest as strangers' noise.
-AUTHENTICATED_REFUSALS = ("ike_rekeys_refused", "delete_spis_ignored", "mobike_checks_failed")
+AUTHENTICATED_REFUSALS = ("ike_rekeys_refused", "delete_spis_ignored", "mobike_checks_failed", "floats_refused")

@@ -94,6 +94,7 @@ def _ike_lineage_gone(self: IkeService, handle: int) -> None:
     """The last IKE SA of a lineage closed: its handle goes, with its rekeyed SAs still lingering
     (their Child SAs, shared, went with it)."""
     self._ike_peers.pop(handle, None)
+    self._moves.pop(handle, None)   # a mover still running or waiting ends (mobility._move_children)
     for old in self._replaced.pop(handle, ()):
         self._ike_handles.pop(old, None)
 

@@ -8,6 +8,7 @@ import dataclasses
 import functools
 import ipaddress
 import logging
+import math
 from typing import TYPE_CHECKING
 
 from tunsec.dataplane import pipe
@@ -15,6 +16,7 @@ from tunsec.dataplane.client import WorkerError
 from tunsec.dataplane.pipe import Direction, Endpoint
 from tunsec.ike.constants import HeaderFlag
 from tunsec.ike.sa import State
+from tunsec.loglimit import suffix
 from tunsec.services.addrwatch import AddressWatch
 from tunsec.services.ike.state import ChildState
 
@@ -27,6 +29,12 @@ log = logging.getLogger("tunsec.ike")
 # the first retry (doubling: 1, 2, 4, 8 s); then the Child SA is rekeyed instead (_migrate_failed)
 MIGRATE_TRIES = 5
 MIGRATE_BACKOFF = 1.0
+# the Child SAs of one IKE SA move in batches, one every MOVE_INTERVAL seconds in the long run, up to
+# MOVE_BURST at once (_move): a NAT'd peer flapping its source port costs a batch of MIGRATEs per
+# interval, the latest target applied.  Two at once: a MOBIKE peer that reaches us at another of our
+# addresses moves our end first, its own after the return routability check, milliseconds later
+MOVE_INTERVAL = 1.0
+MOVE_BURST = 2
 
 _INITIATOR = int(HeaderFlag.INITIATOR)   # an int: int & IntFlag makes a new HeaderFlag each datagram
 
@@ -68,6 +76,20 @@ def _note_peer(self: IkeService, data: bytes) -> None:
 IkePath = tuple[tuple[str, int], str | None, int]
 
 
+@dataclasses.dataclass(slots=True)
+class IkeMove:
+    """An IKE SA's Child SAs following it (``_move_children``: one mover per IKE SA)."""
+
+    path: IkePath              # where they go: the IKE SA's latest path (the latest target wins)
+    # a mover is spawned, running, or waits for its timer (budget, retry): it takes ``path`` as it
+    # is then, so a move asked for meanwhile only sets ``path``
+    busy: bool = False
+    # the budget (GCRA): a batch may start MOVE_BURST - 1 intervals before this, which then moves on
+    # by MOVE_INTERVAL (_wait)
+    due: float = -math.inf
+    gave_up: frozenset[int] = frozenset()   # children rekeyed instead (_migrate_failed) until the next move
+
+
 def _follow_peers(self: IkeService) -> None:
     """NAT rebinding (RFC 7296 §2.23) and MOBIKE (RFC 4555): the engine moves an IKE SA to the
     address and port of the peer's latest authenticated request (with MOBIKE: its
@@ -78,9 +100,8 @@ def _follow_peers(self: IkeService) -> None:
     (on a wildcard-bound worker socket ESP leaves from the SA's local address, so a child left
     behind would keep sending from the old one while that exists).  Checked after input only,
     and only for the IKE SAs that got a datagram (not a pass over all of them per datagram);
-    the children only when their IKE SA's path changed."""
+    the children only when their IKE SA's path changed (_move)."""
     spis, self._peers_to_check = self._peers_to_check, set()
-    paths: dict[int, IkePath] = {}
     for spi in spis:
         sa = self.endpoint.sa_by_spi(spi)
         handle = self._ike_handles.get(sa) if sa is not None else None
@@ -88,22 +109,58 @@ def _follow_peers(self: IkeService) -> None:
             continue   # no handle: no Child SA of it is installed, nothing to move
         path = (sa.esp_remote, sa.local_ip, sa.local_port)   # MOBIKE: after the return routability check
         if self._ike_peers.get(handle) != path:   # moved, or not seen yet: its children compare
-            paths[handle] = self._ike_peers[handle] = path
-    if not paths:
+            self._ike_peers[handle] = path
+            _move(self, handle, sa.name, path)
+
+
+def _move(self: IkeService, ike: int, conn: str, path: IkePath) -> None:
+    """IKE SA ``ike`` is on ``path`` now: its Child SAs follow, in one batch per IKE SA, one batch
+    every MOVE_INTERVAL in the long run (MOVE_BURST at once).  A NAT'd peer (every tunsec and
+    strongSwan encap=yes peer looks NAT'd) decides how often its source port changes: each batch
+    costs two MIGRATEs per Child SA under ``_changes``, which every peer's install takes too.  A move
+    asked for while a batch runs or waits for its budget only sets the target (counted:
+    ``events.moves_deferred``)."""
+    move = self._moves.get(ike)
+    if move is not None and move.busy:   # its mover takes the latest path when it runs
+        move.path, move.gave_up = path, frozenset()
+        self.events.moves_deferred[conn] += 1
         return
-    # only the children of the IKE SAs seen here: a pass over every child for each new client
-    # made a burst of N clients O(N^2)
-    moving = [self.children[h] for ike in paths for h in self._by_ike.get(ike, ()) if h in self.children]
-    for state in moving:
-        target = _child_path(self, state, paths[state.ike])
-        if target is None or (state.moving_to or (state.remote, state.local)) == target:
-            continue
-        # one mover per Child SA, however often its peer moves (a peer may send UPDATE_SA_ADDRESSES
-        # as often as it likes): a mover queued, running or waiting to retry takes the newest target
-        mover = state.moving_to is not None
-        state.moving_to = target
-        if not mover:
-            self._spawn(self._changes.queue(self._migrate_child(state)))
+    if not _strays(self, ike, path):
+        return   # its children are there (back where they were, or none yet): nothing to do
+    if move is None:
+        move = self._moves[ike] = IkeMove(path)
+    move.path, move.gave_up, move.busy = path, frozenset(), True
+    if _wait(self, move) > 0:
+        self.events.moves_deferred[conn] += 1
+    _start_mover(self, ike, move)
+
+
+def _strays(self: IkeService, ike: int, path: IkePath) -> bool:
+    """Whether a Child SA of IKE SA ``ike`` is not on ``path``."""
+    for h in self._by_ike.get(ike, ()):
+        state = self.children.get(h)
+        if state is not None and (target := _child_path(self, state, path)) is not None \
+                and (state.remote, state.local) != target:
+            return True
+    return False
+
+
+def _start_mover(self: IkeService, ike: int, move: IkeMove) -> None:
+    """The mover now, or when the budget allows (one timer per IKE SA)."""
+    wait = _wait(self, move)
+    if wait > 0:
+        self._later(wait, lambda: _start_mover(self, ike, move))
+        return
+    _spawn_mover(self, ike, move)
+
+
+def _wait(self: IkeService, move: IkeMove) -> float:
+    """Seconds until the budget allows the next batch (<= 0: now)."""
+    return move.due - (MOVE_BURST - 1) * MOVE_INTERVAL - self.move_clock()
+
+
+def _spawn_mover(self: IkeService, ike: int, move: IkeMove) -> None:
+    self._spawn(self._changes.queue(_move_children(self, ike, move)))
 
 
 def _child_path(self: IkeService, state: ChildState, path: IkePath) -> tuple[Endpoint, Endpoint] | None:
@@ -118,30 +175,71 @@ def _child_path(self: IkeService, state: ChildState, path: IkePath) -> tuple[End
     return moved, self._endpoint(moved.addr.version, local_port, local_ip)
 
 
-async def _migrate_child(self: IkeService, state: ChildState) -> None:
-    """Move a Child SA to ``state.moving_to`` (the peer's new endpoint, our new end), the newest
-    target each time round, until it is there (``moving_to`` None again).  A MIGRATE the worker
-    refuses or leaves unanswered is tried again, MIGRATE_TRIES times in all with a doubling pause
-    (MIGRATE_BACKOFF), counted each time (metric tunsec_child_sa_migrate_failures) and logged at the
-    first failure and at the end; if it never goes through, the Child SA is rekeyed: its successor
-    is installed where its IKE SA is now, so the Child SAs follow the IKE SA either way."""
-    while True:
+async def _move_children(self: IkeService, ike: int, move: IkeMove) -> None:
+    """Move IKE SA ``ike``'s Child SAs to ``move.path``, the latest target each time round, until
+    they are there; then ``move.busy`` goes, with no await between the last look at ``path`` and
+    that (a move asked for meanwhile is never lost).  A MIGRATE the worker refuses or leaves
+    unanswered is tried again, MIGRATE_TRIES times in all with a doubling pause (MIGRATE_BACKOFF),
+    counted each time (metric tunsec_child_sa_migrate_failures) and logged at the first failure
+    and at the end; if it never goes through, the Child SA is rekeyed: its successor is installed
+    where its IKE SA is now, so the Child SAs follow the IKE SA either way."""
+    while self._moves.get(ike) is move:   # else the IKE SA went, or the worker restarted
         async with self._changes:
-            await self._install_answered(state)
-            target = state.moving_to
-            if target is None or state.handle not in self.children or (state.remote, state.local) == target:
-                state.moving_to = None   # there (or gone): the next move starts afresh
-                state.migrate_failures = 0
-                return
-            err = await _migrate(self, state, *target)
+            path = move.path
+            moved, retry = await _batch(self, ike, move, path)
+        if moved:
+            _log_move(self, moved)
+        if retry:   # its pause (MIGRATE_BACKOFF: 1 s at least) paces it, not the budget
+            self._later(retry, lambda: _spawn_mover(self, ike, move))
+            return
+        if move.path == path:
+            move.busy = False
+            return
+        if _wait(self, move) > 0:
+            _start_mover(self, ike, move)   # the newest target, when the budget allows
+            return
+
+
+async def _batch(self: IkeService, ike: int, move: IkeMove, path: IkePath) -> tuple[list[ChildState], float]:
+    """One round of MIGRATEs (under ``_changes``): the Child SAs moved, and the pause before a
+    retry if one failed (0: none)."""
+    children = [self.children[h] for h in sorted(self._by_ike.get(ike, ())) if h in self.children]
+    for state in children:
+        await self._install_answered(state)
+    moved: list[ChildState] = []
+    retry = 0.0
+    for state in children:
+        target = _child_path(self, state, path)
+        if target is None or state.handle not in self.children or state.handle in move.gave_up \
+                or (state.remote, state.local) == target:
+            continue
+        if not moved and not retry:   # the batch's first MIGRATE: it takes its share of the budget
+            move.due = max(move.due, self.move_clock()) + MOVE_INTERVAL
+        state.moving_to = target
+        err = await _migrate(self, state, *target)
+        state.moving_to = None
         if err is None:
-            log.info("%s: CHILD_SA %s %08x_i %08x_o follows its peer to %s:%d, from %s%s", state.conn, state.child,
-                     state.spi_in, state.spi_out, target[0].addr, target[0].port, target[1].addr,
-                     f" (after {state.migrate_failures} failed tries)" if state.migrate_failures else "")
+            log.debug("%s: CHILD_SA %s %08x_i %08x_o follows its peer to %s:%d, from %s%s", state.conn,
+                      state.child, state.spi_in, state.spi_out, target[0].addr, target[0].port, target[1].addr,
+                      f" (after {state.migrate_failures} failed tries)" if state.migrate_failures else "")
             state.migrate_failures = 0
-            continue   # done, unless its peer moved again meanwhile
-        _migrate_failed(self, state, target[0], target[1], err)
+            moved.append(state)
+            continue
+        pause = _migrate_failed(self, state, target[0], target[1], err)
+        if pause is None:
+            move.gave_up |= {state.handle}
+        else:
+            retry = max(retry, pause)
+    return moved, retry
+
+
+def _log_move(self: IkeService, moved: list[ChildState]) -> None:
+    """One line per batch, rate-limited: the peer decides how often it moves."""
+    if (held := self._move_log.admit()) is None:
         return
+    first = moved[0]
+    log.info("%s: %d CHILD_SA(s) follow their peer to %s:%d, from %s%s", first.conn, len(moved),
+             first.remote.addr, first.remote.port, first.local.addr, suffix(held))
 
 
 async def _migrate(self: IkeService, state: ChildState, moved: Endpoint, local: Endpoint) -> WorkerError | None:
@@ -170,25 +268,25 @@ async def _migrate(self: IkeService, state: ChildState, moved: Endpoint, local: 
     return None
 
 
-def _migrate_failed(self: IkeService, state: ChildState, moved: Endpoint, local: Endpoint, err: WorkerError) -> None:
-    """A MIGRATE failed: try again later (the newest target then), or, after MIGRATE_TRIES, rekey."""
+def _migrate_failed(self: IkeService, state: ChildState, moved: Endpoint, local: Endpoint,
+                    err: WorkerError) -> float | None:
+    """A MIGRATE failed: the pause before trying again (the newest target then), or None after
+    MIGRATE_TRIES: the Child SA is rekeyed instead."""
     state.migrate_failures += 1
     self.events.migrate_failures[(state.conn, state.child)] += 1
     what = (f"{state.conn}: moving CHILD_SA {state.child} {state.spi_in:08x}_i {state.spi_out:08x}_o to "
             f"{moved.addr}:{moved.port} from {local.addr}")
     if state.migrate_failures < MIGRATE_TRIES:
-        delay = MIGRATE_BACKOFF * 2 ** (state.migrate_failures - 1)
         if state.migrate_failures == 1:   # once per move: its retries fail the same way
             log.warning("%s failed: %s; trying again (%d tries at most)", what, err, MIGRATE_TRIES)
         else:
             log.debug("%s failed again: %s", what, err)
-        self._later(delay, lambda: self._spawn(self._changes.queue(self._migrate_child(state))))
-        return
+        return MIGRATE_BACKOFF * float(2 ** (state.migrate_failures - 1))
     log.error("%s failed %d times (last: %s); rekeying it: the new Child SA goes where its IKE SA is",
               what, state.migrate_failures, err)
-    state.moving_to = None
     state.migrate_failures = 0
     sa = self._ike_sa(state.ike)
     if sa is not None and state.handle in self.children:
         self.spi_pool.with_spi(functools.partial(self._rekey_child, sa, state.unique_id))
         self._pump()
+    return None

@@ -152,6 +152,9 @@ class IkeService(Service):
         self._peers_to_check: set[bytes] = set()   # our SPIs of IKE SAs that got a datagram (_follow_peers)
         self._addr_watch: AddressWatch | None = None   # a MOBIKE client's own address changes
         self._ike_peers: dict[int, mobility.IkePath] = {}   # IKE SA handle -> its ESP path at the last check
+        self._moves: dict[int, mobility.IkeMove] = {}   # IKE SA handle -> its Child SAs' mover, once one moved
+        self.move_clock: Callable[[], float] = time.monotonic   # the moves' budget (tests set a fake one)
+        self._move_log = LogLimiter(burst=10, period=10.0, clock=lambda: self.move_clock())   # peers moving
         self.trap_policies: dict[int, tuple[str, str]] = {}     # policy id -> (connection, child)
         # policy id -> (connection, child, lineage) of the Child SAs' policies, from their SPDADD until released
         self.child_policies: dict[int, tuple[str, str, Lineage]] = {}
@@ -224,6 +227,7 @@ class IkeService(Service):
         self.ts_claims.clear()   # in place: every IKE SA holds this one
         self._by_uid.clear()
         self._by_ike.clear()
+        self._moves.clear()   # their movers end: the new Child SAs are installed where their IKE SAs are
         self.ids.release_policy_ids(list(self.trap_policies))
         self.trap_policies.clear()
         await self.spi_pool.refill()
@@ -723,7 +727,7 @@ class IkeService(Service):
     local_addresses_changed = mobility.local_addresses_changed
     _note_peer = mobility._note_peer
     _follow_peers = mobility._follow_peers
-    _migrate_child = mobility._migrate_child
+    _move_children = mobility._move_children
     # ikesas.py
     _unique_keep = ikesas._unique_keep
     _enforce_unique = ikesas._enforce_unique

@@ -72,7 +72,7 @@ class ChildState:
     established: float = field(default_factory=time.time)
     out_installed: bool = False    # our ADD succeeded: the outbound SA (spi_out, remote) is ours to delete
     pred: int | None = None        # handle of the Child SA this one rekeyed (or duplicates: installs._sibling)
-    # a MIGRATE to (the peer's new endpoint, our new end) is queued (NAT rebinding, MOBIKE)
+    # a MIGRATE to (the peer's new endpoint, our new end) is in flight (NAT rebinding, MOBIKE: mobility._batch)
     moving_to: tuple[Endpoint, Endpoint] | None = None
     migrate_failures: int = 0      # MIGRATEs of the current move that failed (mobility._migrate_failed)
     # a rekey we answered: its outbound SA, added when the initiator shows it has installed the new Child

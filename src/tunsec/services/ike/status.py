@@ -73,6 +73,9 @@ def status(ike_sas: list[dict[str, Any]], leases: list[dict[str, Any]], endpoint
                              "child_sa": _by_child(events.child_acquires_ignored)},
         # peers' CREATE_CHILD_SA requests refused over max_child_sas (NO_ADDITIONAL_SAS), by connection
         "child_sa_limit": dict(sorted(events.child_sa_limit.items())),
+        # peers' moves (NAT rebinding, MOBIKE) whose Child SAs waited for their IKE SA's move budget
+        # (one batch of MIGRATEs a second; the latest target applied), by connection
+        "moves_deferred": dict(sorted(events.moves_deferred.items())),
         # Child SAs refused because their selectors overlap another peer's, by child (the metrics'
         # tunsec_child_sa_ts_claims_refused; policy/claims.py)
         "ts_claims_refused": _by_child(events.ts_claims_refused),
@@ -102,7 +105,8 @@ def idle_status() -> dict[str, Any]:
     return {"ike_sas": [], "leases": [], "ike_half_open": 0, "ike_half_open_addresses": 0,
             "ike_half_open_max_per_address": 0, "ike_half_open_busiest": "", "ike_drops": {}, "ike_refused": {},
             "ike_sends_unanswered": 0, "ike_fragments": {},
-            "ike_held": {}, "acquires_ignored": {}, "child_sa_limit": {}, "ts_claims_refused": [],
+            "ike_held": {}, "acquires_ignored": {}, "child_sa_limit": {}, "moves_deferred": {},
+            "ts_claims_refused": [],
             "rekey_ts_refused": [], "ke_pool": {},
             "radius": {}}
 
