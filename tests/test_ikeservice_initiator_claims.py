@@ -22,9 +22,9 @@ import functools
 import ipaddress
 import logging
 from dataclasses import dataclass
-from types import SimpleNamespace
 
 import pytest
+from status_stub import stub_daemon
 from test_ikeservice_peers import GW, PSK, FakeSocket, Gateway, InProcessWorker, _now, esp_open, ipv4_udp, run, site_ip
 
 from tunsec.conf.connections import Connection
@@ -131,10 +131,7 @@ def reaches(h: Hub, dst: str) -> int | None:
 async def status_text(h: Hub) -> str:
     """``tunsec status`` as the CLI prints it, the daemon's own part stubbed (no TUN, no sockets)."""
     dump = pipe.join_dump_replies(await h.worker.request(lambda r: pipe.Dump(r)))
-    daemon = SimpleNamespace(
-        cfg=SimpleNamespace(tunsec=SimpleNamespace(tun="tun0")), mtu=1400, tun=None,
-        sockets=SimpleNamespace(offloads=lambda: []), worker=SimpleNamespace(pid=None, malformed=0, late=0),
-        calm=None, restarts=[], started=0.0, service_status=lambda d: [{"tunnels": []}, h.service.status(d)])
+    daemon = stub_daemon(h.service.status)
     return render(status_document(daemon, dump))  # type: ignore[arg-type]
 
 

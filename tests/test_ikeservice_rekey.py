@@ -14,10 +14,10 @@ import ipaddress
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from status_stub import stub_daemon
 from test_ikeservice_peers import InProcessWorker, ipv4_udp, psk_ike
 
 from tunsec.conf.connections import Action, Child, Connection
@@ -169,10 +169,7 @@ class Pair:
         part; the daemon's own part is stubbed (no TUN, no sockets)."""
         svc = self.svc[side]
         dump = pipe.join_dump_replies(await self.workers[side].request(lambda r: pipe.Dump(r)))
-        daemon = SimpleNamespace(
-            cfg=SimpleNamespace(tunsec=SimpleNamespace(tun="tun0")), mtu=1400, tun=None,
-            sockets=SimpleNamespace(offloads=lambda: []), worker=SimpleNamespace(pid=None, malformed=0, late=0),
-            calm=None, restarts=[], started=0.0, service_status=lambda d: [{"tunnels": []}, svc.status(d)])
+        daemon = stub_daemon(svc.status)
         return render(status_document(daemon, dump))  # type: ignore[arg-type]
 
     def probe(self, when: str) -> None:
