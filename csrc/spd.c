@@ -90,7 +90,11 @@ static bool parse_v6(const uint8_t *p, size_t len, bool quote, ts_flow *f, ts_pa
     memcpy(f->src, p + 8, 16);
     memcpy(f->dst, p + 24, 16);
     r->known = TS_QUOTE_ADDRS;
-    for (int i = 0; i < 8; i++) {
+    /* The whole chain, as the host behind the TUN walks it (Linux ip6_input and
+     * ipv6_skip_exthdr stop only at the packet's end): at a count cap the header at the cap
+     * would pass for the protocol, and an ICMPv6 error behind it for a packet of that
+     * protocol.  Every header takes 8 bytes or more, so this ends within len / 8 steps. */
+    for (;;) {
         if (nh == 0 || nh == 43 || nh == 60) {         /* hop-by-hop, routing, destination */
             if (off + 8 > end)
                 return quote;                           /* a quote cut in its chain: protocol unknown */
@@ -105,6 +109,8 @@ static bool parse_v6(const uint8_t *p, size_t len, bool quote, ts_flow *f, ts_pa
             first = (ts_be16(p + off + 2) & 0xfff8) == 0;
             nh = p[off];
             off += 8;
+            if (!first)
+                break;                                  /* a later fragment's bytes are data */
         } else {
             break;
         }
