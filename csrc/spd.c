@@ -356,17 +356,17 @@ static void range_rebuild(ts_spd *spd, bool shrink) {
             return;   /* not whole: lookups scan the rest until a change rebuilds it */
 }
 
-/* room for one more entry in v and in the index; cap changes only once all three have it */
+/* Room for one more entry in v and in the index; cap changes only once all three have it.  A
+ * loop thread's flow cache keeps pointers into v from one packet to the next, trusted while the
+ * generation stays: so v goes last, and once moved the generation moves too, even if the add
+ * stops there.  Only the writer, under the lock, holds positions into head and rest, so their
+ * growing first and alone (v's realloc failing) leaves nothing stale. */
 static int grow(ts_spd *spd) {
     if (spd->n < spd->cap)
         return TS_OK;
     size_t nc = spd->cap ? spd->cap * 2 : 16;
     if (nc > TS_SPD_NONE)
         return TS_ENOMEM;
-    ts_spd_entry *nv = realloc(spd->v, nc * sizeof(*nv));
-    if (!nv)
-        return TS_ENOMEM;
-    spd->v = nv;
     uint32_t *nr = realloc(spd->rest, nc * sizeof(*nr));
     if (!nr)
         return TS_ENOMEM;
@@ -375,6 +375,11 @@ static int grow(ts_spd *spd) {
     if (!nh)
         return TS_ENOMEM;
     spd->head = nh;
+    ts_spd_entry *nv = realloc(spd->v, nc * sizeof(*nv));
+    if (!nv)
+        return TS_ENOMEM;
+    spd->v = nv;
+    spd->generation++;
     spd->cap = nc;
     return TS_OK;
 }
