@@ -57,15 +57,18 @@ lint: .deps.stamp
 
 # the C self-test: one file per unit under test, main() in csrc/test/selftest.c
 SELFTEST_SRC := $(wildcard csrc/test/*.c)
+# allocation failures on demand (csrc/test/test_spd_oom.c): the fast path's realloc calls go
+# through a wrapper that passes them on until a test arms it
+SELFTEST_LD := -Wl,--wrap=realloc
 
 build/selftest: $(CSRC) csrc/tunsec_dp.h csrc/tunsec_bench.h csrc/internal.h $(SELFTEST_SRC) csrc/test/selftest.h
 	mkdir -p build
-	gcc $(CFLAGS_SAN) -o $@ $(CSRC) $(SELFTEST_SRC) -lcrypto -lpthread
+	gcc $(CFLAGS_SAN) -o $@ $(CSRC) $(SELFTEST_SRC) $(SELFTEST_LD) -lcrypto -lpthread
 
 build/selftest-tsan: $(CSRC) csrc/tunsec_dp.h csrc/tunsec_bench.h csrc/internal.h $(SELFTEST_SRC) csrc/test/selftest.h
 	mkdir -p build
 	gcc -std=c11 -D_GNU_SOURCE -g -O1 -Wall -Wextra -Werror -fsanitize=thread -Icsrc -o $@ \
-	    $(CSRC) $(SELFTEST_SRC) -lcrypto -lpthread
+	    $(CSRC) $(SELFTEST_SRC) $(SELFTEST_LD) -lcrypto -lpthread
 
 # ASan/UBSan, then ThreadSanitizer over the loop threads sharing an SA
 sanitize: build/selftest build/selftest-tsan

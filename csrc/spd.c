@@ -90,7 +90,11 @@ static bool parse_v6(const uint8_t *p, size_t len, bool quote, ts_flow *f, ts_pa
     memcpy(f->src, p + 8, 16);
     memcpy(f->dst, p + 24, 16);
     r->known = TS_QUOTE_ADDRS;
-    for (int i = 0; i < 8; i++) {
+    /* The whole chain, as the host behind the TUN walks it (Linux ip6_input and
+     * ipv6_skip_exthdr stop only at the packet's end): at a count cap the header at the cap
+     * would pass for the protocol, and an ICMPv6 error behind it for a packet of that
+     * protocol.  Every header takes 8 bytes or more, so this ends within len / 8 steps. */
+    for (;;) {
         if (nh == 0 || nh == 43 || nh == 60) {         /* hop-by-hop, routing, destination */
             if (off + 8 > end)
                 return quote;                           /* a quote cut in its chain: protocol unknown */
@@ -105,6 +109,8 @@ static bool parse_v6(const uint8_t *p, size_t len, bool quote, ts_flow *f, ts_pa
             first = (ts_be16(p + off + 2) & 0xfff8) == 0;
             nh = p[off];
             off += 8;
+            if (!first)
+                break;                                  /* a later fragment's bytes are data */
         } else {
             break;
         }
@@ -350,17 +356,17 @@ static void range_rebuild(ts_spd *spd, bool shrink) {
             return;   /* not whole: lookups scan the rest until a change rebuilds it */
 }
 
-/* room for one more entry in v and in the index; cap changes only once all three have it */
+/* Room for one more entry in v and in the index; cap changes only once all three have it.  A
+ * loop thread's flow cache keeps pointers into v from one packet to the next, trusted while the
+ * generation stays: so v goes last, and once moved the generation moves too, even if the add
+ * stops there.  Only the writer, under the lock, holds positions into head and rest, so their
+ * growing first and alone (v's realloc failing) leaves nothing stale. */
 static int grow(ts_spd *spd) {
     if (spd->n < spd->cap)
         return TS_OK;
     size_t nc = spd->cap ? spd->cap * 2 : 16;
     if (nc > TS_SPD_NONE)
         return TS_ENOMEM;
-    ts_spd_entry *nv = realloc(spd->v, nc * sizeof(*nv));
-    if (!nv)
-        return TS_ENOMEM;
-    spd->v = nv;
     uint32_t *nr = realloc(spd->rest, nc * sizeof(*nr));
     if (!nr)
         return TS_ENOMEM;
@@ -369,6 +375,11 @@ static int grow(ts_spd *spd) {
     if (!nh)
         return TS_ENOMEM;
     spd->head = nh;
+    ts_spd_entry *nv = realloc(spd->v, nc * sizeof(*nv));
+    if (!nv)
+        return TS_ENOMEM;
+    spd->v = nv;
+    spd->generation++;
     spd->cap = nc;
     return TS_OK;
 }

@@ -71,6 +71,13 @@ def v6_too_big(quoted_dst: str = "fd00::9") -> bytes:
     return bytes(IPv6(src="fd00::1", dst="fd00::2") / ICMPv6PacketTooBig(mtu=1280) / Raw(quoted))
 
 
+def v6_chained(pkt: bytes, headers: int) -> bytes:
+    """pkt with `headers` Destination Options headers (8 bytes each) after its fixed header."""
+    opt = bytes(IPv6ExtHdrDestOpt(nh=60))
+    chain = opt * (headers - 1) + bytes([pkt[6]]) + opt[1:]
+    return pkt[:4] + struct.pack("!HB", len(pkt) - 40 + len(chain), 60) + pkt[7:40] + chain + pkt[40:]
+
+
 def v6_udp(n: int = 24, src: str = "fd00::1", dst: str = "fd00::2") -> bytes:
     return bytes(IPv6(src=src, dst=dst) / UDP(sport=53, dport=5353) / Raw(b"q" * n))
 
@@ -132,6 +139,9 @@ def esp_inbound_seeds() -> Iterable[tuple[str, bytes]]:
     yield "sealed-icmp-quote", b"".join(sealed(esp_trailer(p, nh), i + 1) for i, (p, nh) in enumerate(
         [(v4_icmp_error(), 4), (v4_icmp_error("11.0.0.1"), 4), (v4_icmp_error(quote=19), 4),
          (v6_too_big(), 41), (v6_too_big("fc00::1"), 41)]))
+    # behind 9 and 200 extension headers, which the host behind the TUN walks to the end
+    yield "sealed-icmp6-chain", b"".join(sealed(esp_trailer(v6_chained(p, n), 41), i + 1) for i, (p, n) in enumerate(
+        [(v6_too_big(), 9), (v6_too_big("fc00::1"), 9), (v6_too_big("fc00::1"), 200)]))
     yield "sealed-tfc", sealed(esp_trailer(v4_udp(8), 4, tfc=40), 3)
     yield "sealed-dummy", sealed(esp_trailer(b"", 59), 1)
     yield "sealed-bad-pad", sealed(esp_trailer(v4_udp(9), 4, bad_pad=True), 1)

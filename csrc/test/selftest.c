@@ -18,8 +18,9 @@
  * their SPI set), test_invalid_spi.c (its rate limits), test_fuzz.c,
  * test_offload.c, test_loop.c, test_hold.c, test_cmsg.c (socket control
  * data: the local address a datagram came to, the source ESP leaves from), test_spd.c and
- * test_spd_range.c (the SPD's index against the ordered scan), test_sandbox.c (the worker's
- * seccomp filter); what they share is
+ * test_spd_range.c (the SPD's index against the ordered scan), test_spd_oom.c (the SPD and
+ * the flow caches when an allocation fails), test_sandbox.c (the worker's seccomp filter); what
+ * they share is
  * in selftest.h (harness.c, ref_esp.c).  An argument sets the fuzz
  * iterations (default 200000).
  */
@@ -80,6 +81,8 @@ int main(int argc, char **argv) {
     test_spd_range_fallback();
     test_spd_range_churn();
     test_sandbox_seccomp();
+    test_spd_grow_oom();
+    test_spd_index_oom();
     printf("selftest: %lu checks, %lu failures\n", checks, failures);
     return failures ? 1 : 0;
 }

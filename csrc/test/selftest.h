@@ -166,5 +166,7 @@ void test_spd_range_diff(void);       /* test_spd_range.c */
 void test_spd_range_10k(void);
 void test_spd_range_fallback(void);
 void test_spd_range_churn(void);
+void test_spd_grow_oom(void);         /* test_spd_oom.c */
+void test_spd_index_oom(void);
 
 #endif

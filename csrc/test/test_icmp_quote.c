@@ -110,6 +110,26 @@ static size_t icmp6(uint8_t *out, const uint8_t *src, const uint8_t *dst, uint8_
     return 48 + blen;
 }
 
+/* n extension headers of 8 bytes (a PadN of 4 each) put between an IPv6 packet's fixed header
+ * and its payload: Hop-by-Hop first when hbh, Destination Options after, the last naming the
+ * payload's protocol.  The packet at p grows by 8n bytes; its new length is returned. */
+static size_t chain6(uint8_t *p, size_t len, unsigned n, bool hbh) {
+    uint8_t proto = p[6];
+    memmove(p + 40 + 8 * (size_t)n, p + 40, len - 40);
+    for (unsigned i = 0; i < n; i++) {
+        uint8_t *h = p + 40 + 8 * (size_t)i;
+        h[0] = i + 1 < n ? 60 : proto;
+        h[1] = 0;
+        h[2] = 1;   /* PadN over the other 4 bytes */
+        h[3] = 4;
+        memset(h + 4, 0, 4);
+    }
+    if (n)
+        p[6] = hbh ? 0 : 60;
+    put16(p + 4, (uint16_t)(len - 40 + 8 * (size_t)n));
+    return len + 8 * (size_t)n;
+}
+
 /* pkt sealed by A's sender and opened on our side: the drop reason, and whether it came out whole */
 static int through(struct pair *pr, const uint8_t *pkt, size_t len) {
     int drop;
@@ -392,9 +412,81 @@ static void quotes_lying(void) {
     pair_free(&pr);
 }
 
+/* An error behind a long extension header chain: Linux walks any number of headers to the
+ * ICMPv6 one (ip6_input, icmpv6_rcv), so the check must as well; at 9 headers our walk used
+ * to stop and take the 9th header's type for the protocol, and let the error through.  The
+ * quote's own chain is walked the same way. */
+static void quotes_ext_chain(void) {
+    static const unsigned counts[] = {1, 7, 8, 9, 16, 200};
+    static uint8_t pkt[2048];
+    uint8_t q[160];
+    struct pair pr;
+    gw_new(&pr, NULL, 0);
+    uint64_t dropped = 0;
+    for (size_t i = 0; i < sizeof(counts) / sizeof(counts[0]); i++)
+        for (int hbh = 0; hbh < 2; hbh++)
+            for (uint8_t type = 1; type <= 2; type++) {   /* port unreachable, Packet Too Big */
+                size_t ql = quote6(q, HOST_L6, 40000, HOST_B6, 53);
+                size_t len = icmp6(pkt, HOST_A6, HOST_L6, type, type == 2 ? 1280 : 0, q, ql);
+                pkt[41] = type == 1 ? 4 : 0;
+                len = chain6(pkt, len, counts[i], hbh);
+                CHECK(through(&pr, pkt, len) == TS_DROP_ICMP_QUOTE);
+                dropped++;
+                ql = quote6(q, HOST_L6, 40000, HOST_A6, 53);   /* A's own flow */
+                len = icmp6(pkt, HOST_A6, HOST_L6, type, type == 2 ? 1280 : 0, q, ql);
+                pkt[41] = type == 1 ? 4 : 0;
+                len = chain6(pkt, len, counts[i], hbh);
+                CHECK(through(&pr, pkt, len) == TS_DROP_NONE);
+            }
+    CHECK(drop_count(pr.rx, TS_DROP_ICMP_QUOTE) == dropped && drop_count(pr.rx, TS_DROP_MALFORMED) == 0);
+    CHECK(policy_drops(&pr) == dropped);
+    pair_free(&pr);
+
+    /* A may send UDP from port 53 and ICMPv6: its error about our query to it, which quotes
+     * the query behind 9 headers, shows the query's ports; one about another port does not pass */
+    ts_selector sel[2];
+    sel_net(&sel[0], 6, NET_A6, LAN6, 4);
+    sel[0].proto = 17;
+    sel[0].sport_lo = sel[0].sport_hi = 53;
+    sel_net(&sel[1], 6, NET_A6, LAN6, 4);
+    sel[1].proto = 58;
+    gw_new(&pr, sel, 2);
+    for (uint16_t port = 53; port <= 54; port++) {
+        size_t ql = chain6(q, quote6(q, HOST_L6, 40000, HOST_A6, port), 9, false);
+        size_t len = chain6(pkt, icmp6(pkt, HOST_A6, HOST_L6, 2, 1280, q, ql), 9, false);
+        CHECK(through(&pr, pkt, len) == (port == 53 ? TS_DROP_NONE : TS_DROP_ICMP_QUOTE));
+    }
+    pair_free(&pr);
+}
+
+/* Our side answers no ICMPv6 error with Packet Too Big (RFC 4443 §2.4 e), however many
+ * extension headers come before it; an echo request behind as many is answered. */
+static void too_big_ext_chain(void) {
+    static const unsigned counts[] = {8, 9, 16, 200};
+    static const uint8_t body[1452];
+    static uint8_t pkt[4096];
+    struct pair pr;
+    gw_new(&pr, NULL, 0);   /* the sender's side is "ours" here: HOST_A6 is its LAN host */
+    ts_dp_set_tunnel_mtu(pr.tx, 1400);
+    for (size_t i = 0; i < sizeof(counts) / sizeof(counts[0]); i++)
+        for (int echo = 0; echo < 2; echo++) {
+            size_t len = icmp6(pkt, HOST_A6, HOST_L6, echo ? 128 : 1, 0, body, sizeof(body));
+            len = chain6(pkt, len, counts[i], i & 1);
+            int drop;
+            size_t icmp;
+            uint64_t before = drop_count(pr.tx, TS_DROP_ICMP_SUPPRESSED);
+            CHECK(out1(pr.tx, pkt, len, bufB, &drop, &icmp) == 0 && drop == TS_DROP_TOO_BIG);
+            CHECK((icmp > 0) == (echo == 1));
+            CHECK(drop_count(pr.tx, TS_DROP_ICMP_SUPPRESSED) == before + (echo == 0));
+        }
+    pair_free(&pr);
+}
+
 void test_icmp_quote(void) {
     quotes_v4();
     quotes_v6();
     quotes_truncated();
     quotes_lying();
+    quotes_ext_chain();
+    too_big_ext_chain();
 }

@@ -12,7 +12,15 @@ from __future__ import annotations
 import pytest
 from esp_ref import esp_seal, new_key, receiver
 from scapy.layers.inet import ICMP, IP, UDP, IPerror, UDPerror
-from scapy.layers.inet6 import ICMPv6EchoRequest, ICMPv6PacketTooBig, IPerror6, IPv6
+from scapy.layers.inet6 import (
+    ICMPv6DestUnreach,
+    ICMPv6EchoRequest,
+    ICMPv6PacketTooBig,
+    IPerror6,
+    IPv6,
+    IPv6ExtHdrDestOpt,
+    IPv6ExtHdrHopByHop,
+)
 from scapy.packet import Packet, Raw
 
 from tunsec.dataplane.fastpath import Drop
@@ -75,3 +83,33 @@ def test_a_quote_without_a_whole_ip_header_is_dropped() -> None:
     assert _through(header_only)[1] == Drop.NONE   # SEL4 allows any port: the addresses decide
     plain = bytes(IP(src="10.1.0.5", dst="10.2.0.10") / UDP(sport=53, dport=40000) / b"answer")
     assert _through(plain)[:2] == (plain, Drop.NONE)
+
+
+def _chained6(headers: int, hop_by_hop: bool, error: Packet, quoted_dst: str) -> bytes:
+    """An ICMPv6 error from A's host to ours behind `headers` extension headers (Hop-by-Hop first
+    if asked, Destination Options after), about our UDP packet to quoted_dst:53."""
+    quoted = IPerror6(src="fd00:b::10", dst=quoted_dst) / UDP(sport=40000, dport=53)
+    plain = bytes(IPv6(src="fd00:a::5", dst="fd00:b::10") / error / quoted)
+    # scapy stacks 200 headers in seconds: one of each is built, the chain spliced in (the
+    # ICMPv6 checksum stays right: its pseudo-header counts the ICMPv6 message alone)
+    dst_opt, hbh = bytes(IPv6ExtHdrDestOpt(nh=60)), bytes(IPv6ExtHdrHopByHop(nh=60))
+    chain = [hbh if hop_by_hop and i == 0 else dst_opt for i in range(headers)]
+    chain[-1] = bytes([58]) + chain[-1][1:]
+    pkt = IPv6(plain[:40])
+    pkt.nh, pkt.plen = (0 if hop_by_hop else 60), len(plain) - 40 + 8 * headers
+    return bytes(pkt) + b"".join(chain) + plain[40:]
+
+
+@pytest.mark.parametrize("hop_by_hop", [False, True], ids=["dstopts", "hbh-first"])
+@pytest.mark.parametrize("headers", [8, 9, 16, 200])
+def test_an_error_behind_a_long_extension_header_chain_is_checked(headers: int, hop_by_hop: bool) -> None:
+    # Linux walks the whole chain to the ICMPv6 header: a Packet Too Big there lowers the path
+    # MTU toward the other peer, a port unreachable refuses our socket's connection to it
+    for error in (ICMPv6PacketTooBig(mtu=1280), ICMPv6DestUnreach(code=4)):
+        raw = _chained6(headers, hop_by_hop, error, "fd00:c::7")
+        assert raw[40 + 8 * headers] == error.type and len(raw) == 40 + IPv6(raw[:40]).plen
+        out, drop, drops, policy_drops = _through(_chained6(headers, hop_by_hop, error, "fd00:c::7"))
+        assert (out, drop) == (b"", Drop.ICMP_QUOTE)
+        assert drops["icmp_quote"] == 1 and sum(drops.values()) == 1 and policy_drops == 1
+        own = _chained6(headers, hop_by_hop, error, "fd00:a::7")
+        assert _through(own)[:2] == (own, Drop.NONE)
