@@ -498,3 +498,81 @@ def test_a_peer_that_moves_on_before_the_check_arrives_is_checked_where_it_went(
     assert (gw.remote_addr, gw.esp_remote) == ((A4, 4500), (A4, 4500))
     assert gw._st.proven_addr == A4 and net.nodes[B].stats.mobike_checks_failed == 0
     assert len(gw.children) == 1 and not net.take(B)
+
+
+# ------------------------------------------------- review E: our other requests while the new address is unproven
+
+def _answered_by_client(net: Network, message_id: int) -> list[str]:
+    """Where the client's answers to the gateway's request ``message_id`` came from."""
+    heads = [(s, decode_header(s.data)) for s in net.log if s.dst[0] == B and not s.dropped]
+    return [s.src[0] for s, h in heads if h.is_response and h.message_id == message_id]
+
+
+@pytest.mark.parametrize("queued", ["invalid_spi", "rekey_child"])
+def test_a_request_queued_behind_an_injected_update_goes_to_the_proven_address(queued: str) -> None:
+    """revE: an injected copy of the client's update (from made-up A3) arrives while our DPD is in
+    flight and another request of ours waits (an INVALID_SPI notify, which anyone spoofing ESP from
+    the client can cause, or a Child SA rekey). The check goes ahead of the queued request, so
+    nothing else goes to A3; unanswered there, the IKE SA goes back to A and the queued request is
+    answered there. It used to be sent to A3 and close the IKE SA as unreachable."""
+    net, client, gw = _up()
+    client.update_addresses((A, 4500))       # the client's genuine update (it did not move)
+    requests = _to_gateway(net)
+    gw.send_liveness()                       # in flight to A: our window is busy
+    if queued == "invalid_spi":
+        assert gw.send_invalid_spi(0x1234)
+    else:
+        (old,) = gw.children
+        gw.rekey_child(old.unique_id)
+    _deliver_from(net, requests, A3)         # the injected copy, first
+    for s in requests:
+        net.deliver(s)                       # the genuine one (a retransmission now)
+    sent: dict[int, set[str]] = {}           # the gateway's requests: message ID -> task
+
+    def note(s: Sent) -> bool:
+        head = decode_header(s.data)
+        if s.src[0] == B and not head.is_response and gw._pending is not None:
+            sent.setdefault(head.message_id, set()).add(type(gw._pending.task).__name__)
+        return False
+
+    net.drop = note
+    net.run(until=net.now + 600)
+    assert not gw.is_closed and not only(net.take(B), IkeSaDown)
+    assert (gw.remote_addr, gw.esp_remote) == ((A, 4500), (A, 4500))
+    assert net.nodes[B].stats.mobike_checks_failed == 1
+    tries = gw.config.retransmit.tries
+    # the check went first, to A3 alone; unanswered, on to A; then the queued request, to A alone
+    assert sent[1] == {"ReturnRoutabilityTask"} and sent[2] != {"ReturnRoutabilityTask"}
+    assert _requests_with_id(net, B, 1) == [A3] * (tries + 1) + [A]
+    assert _requests_with_id(net, B, 2) == [A] and _answered_by_client(net, 2) == [A]
+    assert gw._pending is None and not gw._queue
+    if queued == "rekey_child":   # done: one new Child SA on both sides
+        (new,), (theirs,) = gw.children, client.children
+        assert new.spi_in != old.spi_in and theirs.spi_out == new.spi_in
+
+
+def test_a_request_in_flight_when_an_injected_update_moved_the_sa_goes_back_to_the_proven_address() -> None:
+    """revE: our DPD was sent to A and lost; then an injected copy of the client's update moves the
+    IKE SA to A3, where the DPD's retransmissions go. Unanswered there, it takes the IKE SA back to A
+    (whichever request it is, not only the check) and starts again there from its first try with
+    the same message ID: answered, the SA stays up, and the check that waited follows at A."""
+    net, client, gw = _up()
+    gw.send_liveness()
+    net.collect()                            # the DPD's first try, to A: lost
+    client.update_addresses((A, 4500))
+    requests = _to_gateway(net)
+    _deliver_from(net, requests, A3)
+    for s in requests:
+        net.deliver(s)
+    net.run(until=net.now + 600)
+    tries = gw.config.retransmit.tries
+    dpd = _requests_with_id(net, B, 0)
+    assert dpd == [A] + [A3] * tries + [A]   # back to A, from the first try, same message ID
+    assert _answered_by_client(net, 0) == [A]
+    assert not gw.is_closed and not only(net.take(B), PeerUnreachable)
+    assert (gw.remote_addr, gw.esp_remote) == ((A, 4500), (A, 4500))
+    assert net.nodes[B].stats.mobike_checks_failed == 1
+    assert _requests_with_id(net, B, 1) == [A] and _answered_by_client(net, 1) == [A]   # the check, now moot
+    gw.send_liveness()                       # the windows are in step: the next request is answered
+    net.run(until=net.now + 300)
+    assert _answered_by_client(net, 2) == [A] and not gw.is_closed

@@ -728,7 +728,8 @@ class IkeSa:
         """Start follow-up exchanges here, or on the heir once this SA is replaced."""
         heir = self._heir
         if heir is None:
-            self._queue.extend(tasks)
+            self._queue[:0] = [t for t in tasks if t.jumps_queue]
+            self._queue.extend(t for t in tasks if not t.jumps_queue)
         elif tasks and not heir.is_closed:
             heir._enqueue(tasks)
             heir._start_next()

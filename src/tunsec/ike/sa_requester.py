@@ -5,8 +5,8 @@ the next message ID (``_Pending``; ``IkeSa.handle_timer`` retransmits it), the m
 response goes to the task, and the task's ``Outcome`` decides what follows: a retry, the
 end of the IKE SA, an authenticated SA, its follow-up exchanges. Without a response after
 the last retransmission we give up (``PeerUnreachable``, or the task's own ``GiveUp``), unless
-the request checked a new address of the peer and the task went back to the old one
-(``Task.unanswered``, MOBIKE).
+the peer's new address is still unproven (MOBIKE): the IKE SA then goes back to the old one
+and the request goes on there (``mobike.go_back``).
 
 These functions are methods of :class:`~tunsec.ike.sa.IkeSa` (assigned in its class body).
 """
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from .constants import ExchangeType
 from .events import Address, DownReason, PeerUnreachable
-from .exchanges import informational
+from .exchanges import informational, mobike
 from .exchanges.base import GiveUp, Outcome, Task
 from .message import Message, Payload
 from .state import SpiUnavailable, State
@@ -171,9 +171,10 @@ def give_up(self: IkeSa, pending: _Pending) -> None:
         log.debug("%s: giving up after %d retransmissions past the hard lifetime", self.name, tries)
         self._close(DownReason.EXPIRED)
         return
-    if pending.task.unanswered(self._st):
-        # a check of the peer's new address took the IKE SA back to where it was: the request goes
-        # on there (from the first try), so that the peer's window and ours stay in step
+    if mobike.go_back(self._st):
+        # whichever request it was (the check, or one already out when an update, maybe an injected
+        # copy, moved the SA): back where the Child SAs stayed, the request goes on there (from the
+        # first try, same message ID), so that the peer's window and ours stay in step
         self._drops.mobike_checks_failed += 1
         pending.attempts, pending.deadline = 0, None
         pending.to = pending.task.resend_to(self._st, pending.to)

@@ -121,7 +121,7 @@ def spawn_successor(self: IkeSa) -> None:
     if st.esp_hold is not None and not new._queued(mobike.ReturnRoutabilityTask):
         # a MOBIKE return routability check was under way here: the successor, which holds
         # the Child SAs now, checks again (an answer on this SA would not release them there)
-        new._queue.append(mobike.ReturnRoutabilityTask())
+        new._enqueue([mobike.ReturnRoutabilityTask()])   # ahead of the queued requests
     # what was queued goes now: nothing else would start it before the next exchange there.  A
     # collision's DELETE of our redundant Child SA that waited there for the peer's rekey of that
     # Child SA left both Child SAs up for good (the rekey replaced it before the DELETE came)

@@ -2,10 +2,10 @@
 the INVALID_KE_PAYLOAD retry and payload lookups.
 
 The transport (``sa.py``) knows tasks only through this interface: what a task needs
-(``runs_while_connecting``), where its retransmissions go (``resend_to``), what its giving
-up means (``on_give_up``, ``unanswered``), whether it rekeys (``rekeys_ike_sa``, ``rekeying``)
-and what it leaves to the IKE SA that replaced its own (``handover``). It never tests for a
-concrete task class.
+(``runs_while_connecting``), where it goes in the queue (``jumps_queue``), where its
+retransmissions go (``resend_to``), what its giving up means (``on_give_up``), whether it rekeys
+(``rekeys_ike_sa``, ``rekeying``) and what it leaves to the IKE SA that replaced its own
+(``handover``). It never tests for a concrete task class.
 """
 
 from __future__ import annotations
@@ -50,6 +50,9 @@ class Task(ABC):
     on_give_up = GiveUp.PEER_UNREACHABLE
     # one queued or in flight is enough (a liveness check), and it is moot unless the SA is established
     coalesces = False
+    # queued ahead of the requests already waiting: a MOBIKE return routability check, so that none of
+    # them goes first to the peer's new address before it answered (RFC 4555 §3.5)
+    jumps_queue = False
     rekeys_ike_sa = False  # a rekey of the IKE SA: moot once the SA was replaced; re-armed if refused
     # creates, rekeys or deletes a Child SA: while one is out, the peer's rekey of the IKE SA is
     # refused with TEMPORARY_FAILURE (RFC 7296 §2.25.1), so the answer cannot be lost in the switch
@@ -86,12 +89,6 @@ class Task(ABC):
         """Where a retransmission of this request goes (``first``: where it was first sent): where
         the peer is now, as the peer may have floated meanwhile (RFC 7296 §2.23)."""
         return st.remote_addr
-
-    def unanswered(self, st: IkeSaState) -> bool:
-        """The last retransmission went unanswered. True if the request checked a new address of
-        the peer and the task took the IKE SA back to the address it had (the request then goes on
-        there, from the first try); False to give up as ``on_give_up`` says."""
-        return False
 
     def handover(self, st: IkeSaState) -> list[Task]:
         """The IKE SA was replaced by a rekey while this request was out, so it will not be

@@ -34,13 +34,15 @@ send) until our INFORMATIONAL with a fresh 16-octet COOKIE2, sent to the new add
 back with the same COOKIE2 (``ReturnRoutabilityTask``); then the IKE service MIGRATEs them,
 and new Child SAs take that address for the peer's ``dynamic`` (``st.proven_addr``; until then
 the old one, see child.remote_dynamic).
-A mismatching COOKIE2 closes the IKE SA, as strongSwan does. No answer at all takes the IKE
-SA back to the address the Child SAs stayed at (counted ``mobike_checks_failed``): the update
-may have been a copy of the peer's, injected from a made-up source ahead of the genuine one
-(which is then a retransmission, answered and moving nothing), so the peer need not be gone;
-the unanswered request goes on there, and only if the peer does not answer there either is it
-unreachable (the IKE SA goes). The cookie of a check goes only to the address under check, and
-only the answer to a check still current proves anything (``ReturnRoutabilityTask``): an
+A mismatching COOKIE2 closes the IKE SA, as strongSwan does. No answer at all, to the check or
+to any other request of ours while the new address is unproven (``go_back``), takes the IKE SA
+back to the address the Child SAs stayed at (counted ``mobike_checks_failed``): the update may
+have been a copy of the peer's, injected from a made-up source ahead of the genuine one (which is
+then a retransmission, answered and moving nothing), so the peer need not be gone; the unanswered
+request goes on there, and only if the peer does not answer there either is it unreachable (the
+IKE SA goes). The check goes ahead of our queued requests (``jumps_queue``), so that none of them
+is sent first to an address nobody proved. The cookie of a check goes only to the address under
+check, and only the answer to a check still current proves anything (``ReturnRoutabilityTask``): an
 update that moves the IKE SA again makes the check in flight stale. At most one check is
 queued or in flight: one that finds the peer moved meanwhile starts one more, with a fresh
 cookie, for the newest address. An IKE SA that replaces this one by a rekey while a check is
@@ -243,6 +245,23 @@ def _update(st: IkeSaState, source: Address, arrived_on: Address | None) -> list
     return [ReturnRoutabilityTask()]
 
 
+def go_back(st: IkeSaState) -> bool:
+    """One of our requests went unanswered to the end (the check, or any other sent or retransmitted
+    while the new address was unproven): True if the IKE SA went back to the address the Child SAs
+    stayed at, where the request then goes on; False if there was none to go back to (the peer is gone)."""
+    back = st.esp_hold
+    if back is None:
+        return False  # no answer where the Child SAs are either: the peer is gone
+    # the new address never answered (a copy of the peer's update from a forged source, sent
+    # ahead of the genuine one, gets here too): the peer is where it was, not unreachable
+    if (held := _FAILED_LOG.admit()) is not None:
+        log.warning("%s: MOBIKE: %s[%d] never answered our request; back to %s[%d], "
+                    "where the Child SAs stayed%s", st.name, *st.remote_addr, *back, suffix(held))
+    st.remote_addr, st.esp_hold = back, None
+    st.mobike_moves += 1
+    return True
+
+
 class ReturnRoutabilityTask(Task):
     """Our INFORMATIONAL with N(COOKIE2) to the peer's new address (RFC 4555 §3.5); when the
     same COOKIE2 comes back, the Child SAs may follow the IKE SA there.
@@ -257,6 +276,7 @@ class ReturnRoutabilityTask(Task):
 
     exchange = ExchangeType.INFORMATIONAL
     coalesces = True  # one queued or in flight; it re-checks the newest address (followups)
+    jumps_queue = True
 
     def __init__(self) -> None:
         self._to: Address | None = None
@@ -293,19 +313,6 @@ class ReturnRoutabilityTask(Task):
         st.esp_hold = None
         st.proven_addr = st.remote_addr[0]
         return Outcome.DONE
-
-    def unanswered(self, st: IkeSaState) -> bool:
-        back = st.esp_hold
-        if back is None:
-            return False  # no answer where the Child SAs are either: the peer is gone
-        # the new address never answered (a copy of the peer's update from a forged source, sent
-        # ahead of the genuine one, gets here too): the peer is where it was, not unreachable
-        if (held := _FAILED_LOG.admit()) is not None:
-            log.warning("%s: MOBIKE: %s[%d] never answered the return routability check; back to %s[%d], "
-                        "where the Child SAs stayed%s", st.name, *st.remote_addr, *back, suffix(held))
-        st.remote_addr, st.esp_hold = back, None
-        st.mobike_moves += 1
-        return True
 
     def followups(self) -> list[Task]:
         return [ReturnRoutabilityTask()] if self._again else []
