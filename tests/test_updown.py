@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tunsec.policy.selector import Ts
+from tunsec.policy.pad import narrow
+from tunsec.policy.selector import Ts, check_fast_selectors
 from tunsec.updown import ChildEvent, UpdownError, environments, parse_command, run
 
 
@@ -124,3 +125,19 @@ def test_an_environment_it_cannot_pass_is_logged_not_raised(tmp_path: Path,
     assert not out.exists()
     assert "up-client for net: cannot run it: embedded null byte" in caplog.text
     assert "Traceback" not in caplog.text
+
+
+def test_a_child_runs_the_script_once_per_pair_the_fast_path_installs() -> None:
+    """A client's TSi (its VIP, UDP) and a TSr of 0/0 UDP plus 254 TCP /32s, narrowed to a
+    full-tunnel child: the engine accepts it (one protocol-compatible pair); the script once ran
+    for all 255 same-family pairs at up and again at down."""
+    vip = Ts.parse("10.3.0.7/32")
+    tsr = [Ts.parse("0.0.0.0/0[udp]")] + [Ts.parse(f"192.168.{i}.1/32[tcp]") for i in range(254)]
+    local, remote = narrow(tsr, [Ts.parse("0.0.0.0/0")]), narrow([Ts.parse("10.3.0.7/32[udp]")], [vip])
+    check_fast_selectors(local, remote)   # what the engine asks: no error
+    (env,) = environments(event(local_ts=tuple(local), remote_ts=tuple(remote), peer_vips=(vip.start,)))
+    assert (env["PLUTO_MY_CLIENT"], env["PLUTO_MY_PROTOCOL"], env["PLUTO_PEER_CLIENT"], env["PLUTO_PEER_PROTOCOL"]) \
+        == ("0.0.0.0/0", "17", "10.3.0.7/32", "17")
+    assert environments(event(local_ts=(Ts.parse("10.1.0.0/24[tcp]"),),
+                              remote_ts=(Ts.parse("10.2.0.0/16[udp]"),))) == []   # never installed
+
