@@ -12,6 +12,13 @@ plugin runs it once per policy, with the variables of its ``_updown`` convention
   ``PLUTO_UNIQUEID`` (the IKE SA);
 - ``PLUTO_ME``, ``PLUTO_MY_ID``, ``PLUTO_MY_CLIENT`` (addr/prefix),
   ``PLUTO_MY_PORT``, ``PLUTO_MY_PROTOCOL`` and the ``PLUTO_PEER*`` counterparts;
+  ``PLUTO_PEER_ID`` is the identity the IKE SA proved (with EAP and ``eap_id``
+  the EAP identity), empty when nothing proved one (eap-radius whose server
+  named no user after a tunnelled method): ``TUNSEC_PEER_ID_PROVEN`` is ``1``
+  or ``0``, and ``TUNSEC_PEER_UNPROVEN_ID`` holds the name such a peer gave;
+- ``PLUTO_XAUTH_ID``: the EAP identity the peer proved (as strongSwan's, for
+  EAP-authenticated peers; absent when unproven), ``TUNSEC_PEER_GROUP_n``: the
+  groups its RADIUS Access-Accept gave it;
 - ``PLUTO_MY_SOURCEIP`` (with ``PLUTO_MY_SOURCEIP4_n``/``6_n``) for virtual IPs the
   peer gave us, ``PLUTO_PEER_SOURCEIP`` (``..4_n``/``6_n``) for the ones we leased it;
 - ``PLUTO_DNS4_n``/``PLUTO_DNS6_n``: DNS servers received with a virtual IP;
@@ -25,9 +32,9 @@ their bytes too).
 
 Unlike strongSwan, which hands a command line to ``sh``, the script runs
 without a shell: ``updown`` is split like a shell would split it (quotes) and
-executed directly, with only ``PATH`` and the ``PLUTO_*`` variables in its
-environment, as the unprivileged user the control process runs as (no
-capabilities, no-new-privs). It has ``UPDOWN_TIMEOUT``
+executed directly, with only ``PATH``, the ``PLUTO_*`` variables and tunsec's
+``TUNSEC_*`` ones in its environment, as the unprivileged user the control
+process runs as (no capabilities, no-new-privs). It has ``UPDOWN_TIMEOUT``
 seconds; then it is killed. Its output and a failure are logged; the event loop
 never waits for it. :class:`Scripts` orders the runs (see there).
 """
@@ -84,13 +91,17 @@ class ChildEvent:
     peer: str
     peer_port: int
     my_id: str
-    peer_id: str
+    peer_id: str   # the IKE SA's remote identity, as shown (unproven: the name the peer gave)
     local_ts: tuple[Ts, ...]
     remote_ts: tuple[Ts, ...]
     own_vips: tuple[IPAddress, ...] = ()
     peer_vips: tuple[IPAddress, ...] = ()
     dns: tuple[IPAddress, ...] = ()
     hostaccess: bool = False
+    # False: nothing vouched for peer_id (eap-radius, a tunnelled method, no User-Name in the Accept)
+    peer_id_proven: bool = True
+    eap_id: str | None = None   # the EAP identity (None: the peer did not authenticate with EAP)
+    groups: tuple[str, ...] = ()   # the groups its RADIUS Access-Accept gave it
 
 
 def environments(ev: ChildEvent) -> list[dict[str, str]]:
@@ -125,12 +136,19 @@ def _environment(ev: ChildEvent, mine: Ts, theirs: Ts) -> dict[str, str]:
         "PLUTO_MY_PORT": str(_port(mine, theirs, local=True)),
         "PLUTO_MY_PROTOCOL": str(mine.protocol),
         "PLUTO_PEER": ev.peer,
-        "PLUTO_PEER_ID": ev.peer_id,
+        # a script keys per-user rules on it: a name nothing proved must not look like one that was
+        "PLUTO_PEER_ID": ev.peer_id if ev.peer_id_proven else "",
+        "TUNSEC_PEER_ID_PROVEN": "1" if ev.peer_id_proven else "0",
         "PLUTO_PEER_CLIENT": _subnet(theirs),
         "PLUTO_PEER_PORT": str(_port(mine, theirs, local=False)),
         "PLUTO_PEER_PROTOCOL": str(theirs.protocol),
         "PLUTO_UDP_ENC": str(ev.peer_port),
     }
+    if not ev.peer_id_proven:
+        env["TUNSEC_PEER_UNPROVEN_ID"] = ev.peer_id
+    elif ev.eap_id is not None:
+        env["PLUTO_XAUTH_ID"] = ev.eap_id
+    env.update({f"TUNSEC_PEER_GROUP_{i}": group for i, group in enumerate(ev.groups, 1)})
     env.update(_numbered("PLUTO_MY_SOURCEIP", ev.own_vips))
     env.update(_numbered("PLUTO_PEER_SOURCEIP", ev.peer_vips))
     env.update(_numbered("PLUTO_DNS", ev.dns, legacy=False))

@@ -697,7 +697,8 @@ def _updown_event(self: IkeService, state: ChildState, plan: Child, me: IPAddres
         ike_unique_id=state.ike, me=str(me), peer=str(state.remote.addr), peer_port=state.remote.port,
         my_id=info.get("local_id", ""), peer_id=info.get("remote_id", ""),
         local_ts=state.local_ts, remote_ts=state.remote_ts, own_vips=own, peer_vips=peer, dns=dns,
-        hostaccess=plan.hostaccess)
+        hostaccess=plan.hostaccess, peer_id_proven=info.get("remote_id_proven", True),
+        eap_id=info.get("remote_eap_id"), groups=tuple(info.get("groups", ())))
 
 
 def _updown_down(self: IkeService, lineage: Lineage) -> None:
