@@ -1,6 +1,7 @@
 """How the IKE service runs updown scripts (tunsec.updown.Scripts): each IKE SA's in order, IKE
 SAs side by side, so that one client's hanging script holds up no other client's; an up waits for
-a queued down of its addresses; each IKE SA's queue is bounded.
+a queued down of its addresses; each IKE SA's queue is bounded; a worker restart gives every
+up-client its down-client.
 
 Real scripts (/bin/sh) and a real IkeService with the fast path in process (test_ikeservice_peers's
 Gateway, test_ikeservice_reconnect's PoolGateway). A script that is to hang waits for a file the
@@ -18,8 +19,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from test_ikeservice_peers import Gateway, _now, run
-from test_ikeservice_reconnect import A, established, pool_gateway
+from test_ikeservice_peers import Gateway, InProcessWorker, _now, run
+from test_ikeservice_reconnect import VIP, A, established, pool_gateway
 
 from tunsec.dataplane import pipe
 from tunsec.metrics import event_families
@@ -129,6 +130,33 @@ def test_an_ike_sas_queue_is_bounded_and_skips_ups_not_downs(tmp_path: Path,
     with caplog.at_level(logging.ERROR, "tunsec.updown"):
         run(body())
     assert "up-client for rw: not run, 2 of the IKE SA's events wait already" in caplog.text
+
+
+def test_a_worker_restart_gives_each_up_client_its_down_client_before_the_next_up(tmp_path: Path) -> None:
+    """The worker dies with the Child SA in it: the script hears down-client for it (its SAs are
+    gone), then up-client for the Child SA renegotiated, then down-client when the client leaves.
+    Before, the first up-client never got its down-client."""
+    argv, log, _ = script(tmp_path)
+
+    async def body() -> None:
+        gw = await pool_gateway(1)
+        conn = gw.service.connections["gw"]
+        gw.service.connections["gw"] = dataclasses.replace(
+            conn, children=(dataclasses.replace(conn.children[0], updown=argv),))
+        gw.connect(A)
+        await gw.settle()
+        gw.worker = InProcessWorker(asyncio.get_running_loop(), gw._natt_out)   # the worker died; a new one
+        await gw.service.worker_restarted()
+        await gw.settle()
+        established(gw.sites[A]).delete(_now())   # the client leaves
+        await gw.settle()
+
+    run(body())
+    calls = [line.split() for line in lines(log)]
+    assert [(verb, client) for verb, _, _, client in calls] == \
+        [("up-client", f"{VIP}/32"), ("down-client", f"{VIP}/32")] * 2
+    first, second = calls[0][2], calls[2][2]   # the reqids: each down names its up's
+    assert [reqid for _, _, reqid, _ in calls] == [first, first, second, second]
 
 
 def test_an_up_skipped_over_the_bound_is_counted_and_gets_no_down(tmp_path: Path) -> None:

@@ -221,6 +221,9 @@ class IkeService(Service):
         self._cancel_timers()   # their SPIs mean nothing (or someone else's SA) to the new worker
         for state in self.children.values():
             self._release(state.lineage)
+            # its SAs are gone: down now, in its IKE SA's turn, before the up of the Child SA that is
+            # renegotiated below (a lineage of its own, maybe another reqid): each up has its down
+            self._updown_down(state.lineage)
         self.children.clear()
         self.ts_claims.clear()   # in place: every IKE SA holds this one
         self._by_uid.clear()
