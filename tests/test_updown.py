@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tunsec.policy.selector import Ts
+from tunsec.policy.pad import narrow
+from tunsec.policy.selector import Ts, check_fast_selectors
 from tunsec.updown import ChildEvent, UpdownError, environments, parse_command, run
 
 
@@ -29,7 +30,7 @@ def test_site_to_site_child_gets_strongswans_variables() -> None:
         "PLUTO_MY_ID": "moon.example", "PLUTO_MY_CLIENT": "10.1.0.0/24", "PLUTO_MY_PORT": "0",
         "PLUTO_MY_PROTOCOL": "0", "PLUTO_PEER": "192.0.2.2", "PLUTO_PEER_ID": "sun.example",
         "PLUTO_PEER_CLIENT": "10.2.0.0/16", "PLUTO_PEER_PORT": "0", "PLUTO_PEER_PROTOCOL": "0",
-        "PLUTO_UDP_ENC": "4500",
+        "PLUTO_UDP_ENC": "4500", "TUNSEC_PEER_ID_PROVEN": "1",
     }
 
 
@@ -124,3 +125,31 @@ def test_an_environment_it_cannot_pass_is_logged_not_raised(tmp_path: Path,
     assert not out.exists()
     assert "up-client for net: cannot run it: embedded null byte" in caplog.text
     assert "Traceback" not in caplog.text
+
+
+def test_a_child_runs_the_script_once_per_pair_the_fast_path_installs() -> None:
+    """A client's TSi (its VIP, UDP) and a TSr of 0/0 UDP plus 254 TCP /32s, narrowed to a
+    full-tunnel child: the engine accepts it (one protocol-compatible pair); the script once ran
+    for all 255 same-family pairs at up and again at down."""
+    vip = Ts.parse("10.3.0.7/32")
+    tsr = [Ts.parse("0.0.0.0/0[udp]")] + [Ts.parse(f"192.168.{i}.1/32[tcp]") for i in range(254)]
+    local, remote = narrow(tsr, [Ts.parse("0.0.0.0/0")]), narrow([Ts.parse("10.3.0.7/32[udp]")], [vip])
+    check_fast_selectors(local, remote)   # what the engine asks: no error
+    (env,) = environments(event(local_ts=tuple(local), remote_ts=tuple(remote), peer_vips=(vip.start,)))
+    assert (env["PLUTO_MY_CLIENT"], env["PLUTO_MY_PROTOCOL"], env["PLUTO_PEER_CLIENT"], env["PLUTO_PEER_PROTOCOL"]) \
+        == ("0.0.0.0/0", "17", "10.3.0.7/32", "17")
+    assert environments(event(local_ts=(Ts.parse("10.1.0.0/24[tcp]"),),
+                              remote_ts=(Ts.parse("10.2.0.0/16[udp]"),))) == []   # never installed
+
+
+def test_an_unproven_identity_is_no_peer_id_and_a_proven_eap_one_is_the_xauth_id() -> None:
+    """eap-radius after a tunnelled method whose server named no user: the name the client gave
+    is not PLUTO_PEER_ID (nor strongSwan's PLUTO_XAUTH_ID), a script keying per-user rules on
+    those would give it that user's; the flag says so; the groups RADIUS gave are the server's word."""
+    (env,) = environments(event(peer_id="alice", peer_id_proven=False, eap_id="alice", groups=("staff", "vpn\n")))
+    assert (env["PLUTO_PEER_ID"], env["TUNSEC_PEER_ID_PROVEN"], env["TUNSEC_PEER_UNPROVEN_ID"]) == ("", "0", "alice")
+    assert "PLUTO_XAUTH_ID" not in env
+    assert (env["TUNSEC_PEER_GROUP_1"], env["TUNSEC_PEER_GROUP_2"]) == ("staff", "vpn?")
+    (env,) = environments(event(peer_id="alice", eap_id="alice"))
+    assert (env["PLUTO_PEER_ID"], env["PLUTO_XAUTH_ID"], env["TUNSEC_PEER_ID_PROVEN"]) == ("alice", "alice", "1")
+    assert "TUNSEC_PEER_UNPROVEN_ID" not in env and "TUNSEC_PEER_GROUP_1" not in env

@@ -226,4 +226,7 @@ def render(doc: dict[str, Any]) -> str:
     if moved := doc.get("rekey_ts_refused"):   # only once there are any
         lines.append("Child SA rekeys refused, their selectors not the old Child SA's: "
                      + ", ".join(f"{c['connection']}/{c['child']} {c['count']}" for c in moved))
+    if skipped := doc.get("updown_skipped"):   # only once there are any
+        lines.append("updown scripts not run, too many of the IKE SA's waiting: "
+                     + ", ".join(f"{c['connection']}/{c['child']} {c['count']}" for c in skipped))
     return "\n".join(lines)

@@ -1,8 +1,9 @@
 """updown scripts (swanctl.conf ``children.<name>.updown``), with strongSwan's environment.
 
 When a Child SA comes up or goes down, the script runs once per pair of
-local/remote selectors, as strongSwan's updown plugin runs it, with the
-variables of its ``_updown`` convention:
+local/remote selectors the fast path installs (one family, protocols that agree:
+at most MAX_SELECTORS, whatever the peer proposed), as strongSwan's updown
+plugin runs it once per policy, with the variables of its ``_updown`` convention:
 
 - ``PLUTO_VERB``: ``up-client``/``down-client`` (``-host`` when the local
   selector is our IKE address alone; ``-v6`` suffixed for IPv6 selectors);
@@ -11,6 +12,13 @@ variables of its ``_updown`` convention:
   ``PLUTO_UNIQUEID`` (the IKE SA);
 - ``PLUTO_ME``, ``PLUTO_MY_ID``, ``PLUTO_MY_CLIENT`` (addr/prefix),
   ``PLUTO_MY_PORT``, ``PLUTO_MY_PROTOCOL`` and the ``PLUTO_PEER*`` counterparts;
+  ``PLUTO_PEER_ID`` is the identity the IKE SA proved (with EAP and ``eap_id``
+  the EAP identity), empty when nothing proved one (eap-radius whose server
+  named no user after a tunnelled method): ``TUNSEC_PEER_ID_PROVEN`` is ``1``
+  or ``0``, and ``TUNSEC_PEER_UNPROVEN_ID`` holds the name such a peer gave;
+- ``PLUTO_XAUTH_ID``: the EAP identity the peer proved (as strongSwan's, for
+  EAP-authenticated peers; absent when unproven), ``TUNSEC_PEER_GROUP_n``: the
+  groups its RADIUS Access-Accept gave it;
 - ``PLUTO_MY_SOURCEIP`` (with ``PLUTO_MY_SOURCEIP4_n``/``6_n``) for virtual IPs the
   peer gave us, ``PLUTO_PEER_SOURCEIP`` (``..4_n``/``6_n``) for the ones we leased it;
 - ``PLUTO_DNS4_n``/``PLUTO_DNS6_n``: DNS servers received with a virtual IP;
@@ -24,10 +32,11 @@ their bytes too).
 
 Unlike strongSwan, which hands a command line to ``sh``, the script runs
 without a shell: ``updown`` is split like a shell would split it (quotes) and
-executed directly, with only ``PATH`` and the ``PLUTO_*`` variables in its
-environment, as the unprivileged user the control process runs as (no
-capabilities, no-new-privs). It has ``UPDOWN_TIMEOUT`` seconds; then it is
-killed. Its output and a failure are logged; the event loop never waits for it.
+executed directly, with only ``PATH``, the ``PLUTO_*`` variables and tunsec's
+``TUNSEC_*`` ones in its environment, as the unprivileged user the control
+process runs as (no capabilities, no-new-privs). It has ``UPDOWN_TIMEOUT``
+seconds; then it is killed. Its output and a failure are logged; the event loop
+never waits for it. :class:`Scripts` orders the runs (see there).
 """
 
 from __future__ import annotations
@@ -37,10 +46,12 @@ import contextlib
 import ipaddress
 import logging
 import shlex
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from tunsec.policy.selector import IPAddress, Ts
+from tunsec.loglimit import LogLimiter, suffix
+from tunsec.policy.selector import IPAddress, SelectorError, Ts, selector_pairs
 from tunsec.printable import replaced
 
 log = logging.getLogger("tunsec.updown")
@@ -80,23 +91,30 @@ class ChildEvent:
     peer: str
     peer_port: int
     my_id: str
-    peer_id: str
+    peer_id: str   # the IKE SA's remote identity, as shown (unproven: the name the peer gave)
     local_ts: tuple[Ts, ...]
     remote_ts: tuple[Ts, ...]
     own_vips: tuple[IPAddress, ...] = ()
     peer_vips: tuple[IPAddress, ...] = ()
     dns: tuple[IPAddress, ...] = ()
     hostaccess: bool = False
+    # False: nothing vouched for peer_id (eap-radius, a tunnelled method, no User-Name in the Accept)
+    peer_id_proven: bool = True
+    eap_id: str | None = None   # the EAP identity (None: the peer did not authenticate with EAP)
+    groups: tuple[str, ...] = ()   # the groups its RADIUS Access-Accept gave it
 
 
 def environments(ev: ChildEvent) -> list[dict[str, str]]:
-    """One environment per (local, remote) selector pair of the same family, as strongSwan's policies."""
-    out = []
-    for mine in ev.local_ts:
-        for theirs in ev.remote_ts:
-            if mine.version == theirs.version:
-                out.append(_environment(ev, mine, theirs))
-    return out
+    """One environment per selector pair the fast path installs (as strongSwan's, one per policy):
+    never more than it takes, however many selectors the peer got through narrowing."""
+    return [_environment(ev, mine, theirs) for mine, theirs in _pairs(ev)]
+
+
+def _pairs(ev: ChildEvent) -> list[tuple[Ts, Ts]]:
+    try:
+        return selector_pairs(ev.local_ts, ev.remote_ts)
+    except SelectorError:   # such a Child SA is never installed: nothing to tell
+        return []
 
 
 def _environment(ev: ChildEvent, mine: Ts, theirs: Ts) -> dict[str, str]:
@@ -118,12 +136,19 @@ def _environment(ev: ChildEvent, mine: Ts, theirs: Ts) -> dict[str, str]:
         "PLUTO_MY_PORT": str(_port(mine, theirs, local=True)),
         "PLUTO_MY_PROTOCOL": str(mine.protocol),
         "PLUTO_PEER": ev.peer,
-        "PLUTO_PEER_ID": ev.peer_id,
+        # a script keys per-user rules on it: a name nothing proved must not look like one that was
+        "PLUTO_PEER_ID": ev.peer_id if ev.peer_id_proven else "",
+        "TUNSEC_PEER_ID_PROVEN": "1" if ev.peer_id_proven else "0",
         "PLUTO_PEER_CLIENT": _subnet(theirs),
         "PLUTO_PEER_PORT": str(_port(mine, theirs, local=False)),
         "PLUTO_PEER_PROTOCOL": str(theirs.protocol),
         "PLUTO_UDP_ENC": str(ev.peer_port),
     }
+    if not ev.peer_id_proven:
+        env["TUNSEC_PEER_UNPROVEN_ID"] = ev.peer_id
+    elif ev.eap_id is not None:
+        env["PLUTO_XAUTH_ID"] = ev.eap_id
+    env.update({f"TUNSEC_PEER_GROUP_{i}": group for i, group in enumerate(ev.groups, 1)})
     env.update(_numbered("PLUTO_MY_SOURCEIP", ev.own_vips))
     env.update(_numbered("PLUTO_PEER_SOURCEIP", ev.peer_vips))
     env.update(_numbered("PLUTO_DNS", ev.dns, legacy=False))
@@ -192,3 +217,116 @@ async def run(argv: Sequence[str], env: dict[str, str], timeout: float = UPDOWN_
         log.error("%s: exited with status %s", what, proc.returncode)
         return False
     return True
+
+
+PARALLEL = 8        # scripts running at once, service-wide (each IKE SA's one at a time)
+QUEUE_LIMIT = 32    # ups of one IKE SA waiting for their turn; more are skipped, and so their downs
+
+
+@dataclass(eq=False)
+class _Down:
+    """A down queued and not run yet: an up queued after it for any of its addresses waits for it."""
+
+    ranges: tuple[tuple[int, int, int], ...]   # (family, first, last) of its remote selectors
+    done: asyncio.Future[None]
+
+
+class Scripts:
+    """Runs the updown scripts of the IKE service's Child SAs.
+
+    Each IKE SA's events run one at a time, in the order they came (a Child SA's up before its
+    down); IKE SAs run side by side, at most PARALLEL scripts at once: a client whose script
+    hangs holds up its own events only (until UPDOWN_TIMEOUT), never another client's.
+    Across IKE SAs one order still matters: an up for addresses whose down is queued (a virtual
+    IP leased again to another client, a Child SA renegotiated under a new reqid after a worker
+    restart) waits for that down, which would otherwise remove the rules the up just made.
+    At most QUEUE_LIMIT ups of one IKE SA wait (a client creating and deleting Child SAs while
+    its script hangs): more are skipped and logged, and ``submit`` says so, so that their downs
+    are skipped too."""
+
+    def __init__(self, spawn: Callable[[Coroutine[Any, Any, None]], object],
+                 parallel: int = PARALLEL, limit: int = QUEUE_LIMIT) -> None:
+        self._spawn = spawn
+        self._parallel = parallel
+        self._limit = limit
+        self._slots: asyncio.Semaphore | None = None   # made in the running loop, on first use
+        self._tails: dict[int, asyncio.Future[None]] = {}   # IKE SA -> the end of its last queued event
+        self._ups: dict[int, int] = {}   # IKE SA -> its ups queued and not ended
+        self._hosts: dict[tuple[int, int], set[_Down]] = {}   # (family, address) of a host selector -> downs
+        self._wide: set[_Down] = set()   # downs with a selector wider than one address
+        self.skipped = 0
+        self._log = LogLimiter(burst=5, period=60.0)   # a client may churn Child SAs while its script hangs
+
+    def submit(self, key: int, argv: Sequence[str], ev: ChildEvent) -> bool:
+        """Queue ``ev``'s runs in IKE SA ``key``'s turn; False: an up skipped (the queue is full)."""
+        loop = asyncio.get_running_loop()
+        pairs = _pairs(ev)
+        envs = [_environment(ev, mine, theirs) for mine, theirs in pairs]
+        ranges = tuple({(theirs.version, int(theirs.start), int(theirs.end)) for _, theirs in pairs})
+        down = None
+        if ev.up:
+            if self._ups.get(key, 0) >= self._limit:
+                self.skipped += 1
+                if (held := self._log.admit()) is not None:
+                    log.error("updown %s up-client for %s: not run, %d of the IKE SA's events wait already%s",
+                              argv[0], ev.child, self._limit, suffix(held))
+                return False
+            self._ups[key] = self._ups.get(key, 0) + 1
+            fence = self._downs_of(ranges)
+        else:
+            fence = []
+            down = _Down(ranges, loop.create_future())
+            self._book(down)
+        end = loop.create_future()
+        before, self._tails[key] = self._tails.get(key), end
+        self._spawn(self._run(key, before, fence, argv, envs, ev.up, end, down))
+        return True
+
+    async def _run(self, key: int, before: asyncio.Future[None] | None, fence: list[asyncio.Future[None]],
+                   argv: Sequence[str], envs: list[dict[str, str]], up: bool, end: asyncio.Future[None],
+                   down: _Down | None) -> None:
+        try:
+            waits = [f for f in (before, *fence) if f is not None and not f.done()]
+            if waits:
+                await asyncio.wait(waits)
+            if self._slots is None:
+                self._slots = asyncio.Semaphore(self._parallel)
+            async with self._slots:
+                for env in envs:
+                    await run(argv, env)
+        finally:   # whatever happened (cancelled at shutdown too): what waits for it goes on
+            if up and (left := self._ups.pop(key, 1) - 1):
+                self._ups[key] = left
+            if self._tails.get(key) is end:
+                del self._tails[key]
+            end.set_result(None)
+            if down is not None:
+                self._unbook(down)
+                down.done.set_result(None)
+
+    def _downs_of(self, ranges: Sequence[tuple[int, int, int]]) -> list[asyncio.Future[None]]:
+        """The downs queued now for any address of ``ranges``: hosts by index, wider ones scanned."""
+        found: set[_Down] = set()
+        for fam, lo, hi in ranges:
+            if lo == hi:
+                found |= self._hosts.get((fam, lo), set())
+            else:   # a site's subnet: every host down inside it (few are queued at a time)
+                found |= {d for (f, a), ds in self._hosts.items() if f == fam and lo <= a <= hi for d in ds}
+            found |= {d for d in self._wide if any(f == fam and a <= hi and lo <= b for f, a, b in d.ranges)}
+        return [d.done for d in found]
+
+    def _book(self, down: _Down) -> None:
+        if all(lo == hi for _, lo, hi in down.ranges):
+            for fam, lo, _ in down.ranges:
+                self._hosts.setdefault((fam, lo), set()).add(down)
+        else:
+            self._wide.add(down)
+
+    def _unbook(self, down: _Down) -> None:
+        self._wide.discard(down)
+        for fam, lo, hi in down.ranges:
+            if lo == hi and (held := self._hosts.get((fam, lo))) is not None:
+                held.discard(down)
+                if not held:
+                    del self._hosts[(fam, lo)]
+

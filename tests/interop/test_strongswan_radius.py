@@ -12,7 +12,10 @@ SA, no lease, no RADIUS conversation or outstanding request.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -44,14 +47,34 @@ def topo() -> Iterator[TwoHosts]:
         yield t
 
 
+@pytest.fixture
+def updown_env() -> Iterator[Path]:
+    """A real updown script that saves its environment per call (``up-client`` ...), where tunsec's
+    unprivileged user may write; the script is the file's sibling ``updown.sh``."""
+    out = Path(tempfile.mkdtemp(prefix="tunsec-updown-"))
+    out.chmod(0o1777)
+    script = out / "updown.sh"
+    script.write_text('#!/bin/sh\nd="$(dirname "$0")"\nenv | sort > "$d/.$PLUTO_VERB"\n'
+                      'mv "$d/.$PLUTO_VERB" "$d/$PLUTO_VERB"\n')   # never read half-written
+    script.chmod(0o755)
+    yield out / "up-client"
+    shutil.rmtree(out, ignore_errors=True)
+
+
+def script_env(path: Path) -> dict[str, str]:
+    assert wait_until(path.exists, 10), list(path.parent.iterdir())
+    return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+
+
 def setup(topo: TwoHosts, pki: Pki, *, password: str = PASSWORD,
-          replies: dict[str, str] | None = None) -> tuple[TunsecIke, Charon, FreeRadius]:
+          replies: dict[str, str] | None = None, updown: Path | None = None) -> tuple[TunsecIke, Charon, FreeRadius]:
     radius = FreeRadius(topo, topo.a, RADIUS_SECRET, {USER: PASSWORD}, replies or {})
     radius.start()
     # the gateway: its certificate, eap-radius to the server for the client, a pool; the client:
     # a virtual IP, EAP-MSCHAPv2 as ``eap_user``, the gateway by its certificate
+    child = f"        updown = {updown.parent / 'updown.sh'}\n" if updown is not None else ""
     gateway = TunsecIke(topo, GatewayConn(topo.a, topo.b, method="eap-radius", pools=(Pool("rw4", POOL),),
-                                          radius_secret=RADIUS_SECRET), pki=pki)
+                                          radius_secret=RADIUS_SECRET, extra_child=child), pki=pki)
     client = Charon(topo, RoadWarriorConn(topo.b, topo.a, method="eap-mschapv2", eap_user=USER, psk=password,
                                           vips=("0.0.0.0",)), pki=pki)
     client.start()
@@ -109,14 +132,19 @@ def test_the_user_name_freeradius_puts_in_its_accept_is_the_clients_identity(top
     assert topo.wait_ping(topo.b, topo.a.inner4, src=VIP, timeout=10)
 
 
-def test_eap_ttls_through_freeradius_gets_in_but_its_echoed_identity_is_unproven(topo: TwoHosts, pki: Pki) -> None:
+def test_eap_ttls_through_freeradius_gets_in_but_its_echoed_identity_is_unproven(
+        topo: TwoHosts, pki: Pki, updown_env: Path) -> None:
     """A tunnelled method: FreeRADIUS checks the user inside the TLS tunnel and copies the outer
-    identity into its Accept's User-Name, which proves nothing (the client could have said anyone)."""
+    identity into its Accept's User-Name, which proves nothing (the client could have said anyone).
+    The updown script is not told it as the peer's identity: per-user rules keyed on PLUTO_PEER_ID
+    (or strongSwan's PLUTO_XAUTH_ID) would give whoever said "alice" alice's."""
     key, cert = pki.issue(ident(topo.a))   # the gateway's: charon checks the TLS server's as the gateway's
     radius = FreeRadius(topo, topo.a, RADIUS_SECRET, {USER: PASSWORD}, ttls=(key, cert, pki.ca_cert))
     radius.start()
     gateway = TunsecIke(topo, GatewayConn(topo.a, topo.b, method="eap-radius", pools=(Pool("rw4", POOL),),
-                                          radius_secret=RADIUS_SECRET), pki=pki)
+                                          radius_secret=RADIUS_SECRET,
+                                          extra_child=f"        updown = {updown_env.parent / 'updown.sh'}\n"),
+                        pki=pki)
     client = Charon(topo, RoadWarriorConn(topo.b, topo.a, method="eap-ttls", eap_user=USER, psk=PASSWORD,
                                           vips=("0.0.0.0",)), pki=pki)
     client.start()
@@ -128,6 +156,18 @@ def test_eap_ttls_through_freeradius_gets_in_but_its_echoed_identity_is_unproven
     gateway.wait_log(r"accepted user 'alice' \(EAP-TTLS and no other User-Name in the Access-Accept: "
                      r"the EAP identity is unproven\)")
     assert topo.wait_ping(topo.b, topo.a.inner4, src=VIP, timeout=10)
+    env = script_env(updown_env)
+    assert (env["PLUTO_PEER_ID"], env["TUNSEC_PEER_ID_PROVEN"], env["TUNSEC_PEER_UNPROVEN_ID"]) == ("", "0", USER)
+    assert "PLUTO_XAUTH_ID" not in env and env["PLUTO_PEER_SOURCEIP"] == VIP
+
+
+def test_a_user_mschapv2_proved_is_the_updown_scripts_peer(topo: TwoHosts, pki: Pki, updown_env: Path) -> None:
+    gateway, client, _ = setup(topo, pki, updown=updown_env)
+    r = client.initiate()
+    assert r.returncode == 0, f"swanctl --initiate: {r.stdout[-3000:]}{r.stderr}\ntunsec:\n{gateway.log_tail()}"
+    env = script_env(updown_env)
+    assert (env["PLUTO_PEER_ID"], env["PLUTO_XAUTH_ID"], env["TUNSEC_PEER_ID_PROVEN"]) == (USER, USER, "1")
+    assert "TUNSEC_PEER_UNPROVEN_ID" not in env and env["PLUTO_PEER_SOURCEIP"] == VIP
 
 
 def test_strongswan_eap_radius_wrong_password_unknown_user_and_silent_server_are_refused(

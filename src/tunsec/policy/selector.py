@@ -418,6 +418,11 @@ def _in_order(t: Ts) -> bool:
             and type(t.start_port) is int and type(t.end_port) is int and 0 <= t.start_port <= t.end_port <= 0xFFFF)
 
 
+def selector_pairs(local: Sequence[Ts], remote: Sequence[Ts]) -> list[tuple[Ts, Ts]]:
+    """The (local, remote) pairs fast_selectors installs, at most MAX_SELECTORS; its errors but Selector's."""
+    return _pairs(local, remote)
+
+
 def _pairs(local: Sequence[Ts], remote: Sequence[Ts]) -> list[tuple[Ts, Ts]]:
     """The pairs fast_selectors makes selectors of; its errors but Selector's."""
     unresolved = [t for t in (*local, *remote) if t.dynamic]

@@ -393,9 +393,12 @@ def _installed(self: IkeService, state: ChildState, ev: ChildSaUp) -> None:
              state.remote.addr, state.reqid)
     # a new Child SA, not a rekey (as strongSwan's updown plugin), nor one that joined a sibling's lineage
     if plan.updown and state.pred is None and state.lineage.updown is None:
-        state.lineage.updown = self._updown_event(state, plan, state.local.addr)
-        state.lineage.updown_argv = plan.updown
-        self._spawn(self._run_updown(plan.updown, state.lineage.updown))
+        told = self._updown_event(state, plan, state.local.addr)
+        if self.scripts.submit(state.ike, plan.updown, told):
+            state.lineage.updown = told
+            state.lineage.updown_argv = plan.updown
+        else:   # skipped (logged): so is its down
+            self.events.updown_skipped[(state.conn, state.child)] += 1
 
 
 def _plan(self: IkeService, conn_name: str, child: str) -> Child:
@@ -673,10 +676,8 @@ async def _child_down(self: IkeService, state: ChildState, lineage_ended: bool, 
     conn_name = state.conn
     log.info("%s: CHILD_SA %s %08x_i %08x_o deleted: %s (peer %s)", conn_name, state.child, state.spi_in,
              state.spi_out, ev.describe(), state.remote.addr)
-    if lineage_ended and state.lineage.updown is not None:
-        # the script up ran, whatever a reload did to the connection or child since: its down undoes that
-        up, state.lineage.updown = state.lineage.updown, None
-        self._spawn(self._run_updown(state.lineage.updown_argv, dataclasses.replace(up, up=False)))
+    if lineage_ended:
+        self._updown_down(state.lineage)
     conn = self.connections.get(conn_name)
     plan = conn.get_child(state.child) if conn is not None else None
     ike = self._ike_sa(state.ike)
@@ -696,10 +697,14 @@ def _updown_event(self: IkeService, state: ChildState, plan: Child, me: IPAddres
         ike_unique_id=state.ike, me=str(me), peer=str(state.remote.addr), peer_port=state.remote.port,
         my_id=info.get("local_id", ""), peer_id=info.get("remote_id", ""),
         local_ts=state.local_ts, remote_ts=state.remote_ts, own_vips=own, peer_vips=peer, dns=dns,
-        hostaccess=plan.hostaccess)
+        hostaccess=plan.hostaccess, peer_id_proven=info.get("remote_id_proven", True),
+        eap_id=info.get("remote_eap_id"), groups=tuple(info.get("groups", ())))
 
 
-async def _run_updown(self: IkeService, argv: Sequence[str], ev: updown.ChildEvent) -> None:
-    async with self._updown_lock:
-        for env in updown.environments(ev):
-            await updown.run(argv, env)
+def _updown_down(self: IkeService, lineage: Lineage) -> None:
+    """The lineage's script hears down-client, if it heard up-client: with what up said, and the
+    argv up ran, whatever a reload did to the connection or child since; in the IKE SA's turn of
+    the up (updown.Scripts), after it."""
+    if lineage.updown is not None:
+        up, lineage.updown = lineage.updown, None
+        self.scripts.submit(up.ike_unique_id, lineage.updown_argv, dataclasses.replace(up, up=False))

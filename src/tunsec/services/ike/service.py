@@ -40,6 +40,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from tunsec import updown
 from tunsec.conf.connections import Connection
 from tunsec.dataplane import pipe
 from tunsec.dataplane.client import WorkerClient
@@ -120,7 +121,7 @@ class IkeService(Service):
         # a client's virtual IPs: set by the daemon to its TUN (add_address, remove_address, set_route_source)
         self.tun: Any = None
         self.vips = VirtualIps(lambda: self.tun, lambda name: self.connections.get(name), self._spawn)
-        self._updown_lock = asyncio.Lock()  # updown scripts run one at a time, in the order of the events
+        self.scripts = updown.Scripts(self._spawn)   # updown: each IKE SA's in order, IKE SAs side by side
         self.worker = worker
         self.local_addrs = local_addrs     # family -> our outer address for ESP SAs
         self.sockets = IkeSockets(connections, local_addrs, worker, self._spawn)
@@ -223,6 +224,9 @@ class IkeService(Service):
         self._cancel_timers()   # their SPIs mean nothing (or someone else's SA) to the new worker
         for state in self.children.values():
             self._release(state.lineage)
+            # its SAs are gone: down now, in its IKE SA's turn, before the up of the Child SA that is
+            # renegotiated below (a lineage of its own, maybe another reqid): each up has its down
+            self._updown_down(state.lineage)
         self.children.clear()
         self.ts_claims.clear()   # in place: every IKE SA holds this one
         self._by_uid.clear()
@@ -691,7 +695,7 @@ class IkeService(Service):
     _child_gone = installs._child_gone
     _child_down = installs._child_down
     _updown_event = installs._updown_event
-    _run_updown = installs._run_updown
+    _updown_down = installs._updown_down
     # traps.py
     _forget_traps = traps._forget_traps
     _remove_traps = traps._remove_traps
