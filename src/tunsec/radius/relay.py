@@ -118,6 +118,14 @@ class RadiusRelay:
         """What the Access-Accept of IKE SA ``key`` tells its accounting (once; then nothing)."""
         return self._accepted.pop(key, Accepted())
 
+    def reconfigure(self, settings: RadiusSettings) -> None:
+        """A reload: new conversations use the new servers and timers; a round under way, and the
+        rest of a conversation under way, finish with the server (secret, address) they began with
+        (its link stays open until they end: :mod:`tunsec.radius.links`), as its State means
+        nothing to another one."""
+        self.settings = settings
+        self.client.reconfigure(settings)
+
     def close(self) -> None:
         self._conversations.clear()
         self._accepted.clear()

@@ -39,19 +39,21 @@ ACCT_RETIRE_WAIT = 3.0
 
 
 def _reload_radius(self: IkeService, settings: RadiusSettings | None) -> None:
-    """New RADIUS servers or timers serve new rounds; a round in flight fails (its client is closed)."""
+    """New RADIUS servers or timers serve new rounds and records; those under way finish with the
+    settings they began with (RadiusRelay.reconfigure, Accounting.reconfigure)."""
     old = self.radius.settings if self.radius is not None else None
     if old == settings:
         return
-    if self.radius is not None and old is not None and settings is not None and _rest(old) == _rest(settings):
-        # only dae { }, where groups come from or trust_eap_identity changed: EAP rounds in flight
-        # (their Accept is read with the new settings) and accounting go on untouched
-        self.radius.settings = settings
+    if self.radius is not None and settings is not None:
+        self.radius.reconfigure(settings)
+    else:
+        if self.radius is not None:
+            self.radius.close()
+        self.radius = RadiusRelay(settings) if settings is not None else None
+    if old is not None and settings is not None and _rest(old) == _rest(settings):
+        # only dae { }, where groups come from or trust_eap_identity changed: accounting goes on untouched
         _dae_reload(self, settings)
         return
-    if self.radius is not None:
-        self.radius.close()
-    self.radius = RadiusRelay(settings) if settings is not None else None
     self._acct_configure(settings)
     _acct_open(self)   # a reload that turned accounting on
     _dae_reload(self, settings)
