@@ -92,15 +92,16 @@ async def _dae_serve(self: IkeService) -> None:
 
 def _dae_reload(self: IkeService, settings: RadiusSettings | None) -> None:
     """A reload: a listener whose settings changed is closed, a new one bound (as tunsec's own
-    user now: a port below 1024 fails, and is logged); one that stays keeps its socket and counters."""
+    user now: a port below 1024 fails, and is logged) with the old one's answer cache if the
+    secret is the same; one that stays keeps its socket and counters."""
     dae = settings.dae if settings is not None else None
     if self.dae is not None and dae == self.dae.settings:
         assert settings is not None
         self.dae.nas_identifier = settings.nas_identifier
         return
-    if self.dae is not None:
-        self.dae.close()
-        self.dae = None
+    old, self.dae = self.dae, None
+    if old is not None:
+        old.close()
     if dae is None or settings is None:
         return
     try:
@@ -109,6 +110,8 @@ def _dae_reload(self: IkeService, settings: RadiusSettings | None) -> None:
         log.error("reload: RADIUS Dynamic Authorization stays off: %s", err)
         return
     self.dae = _dae_server(self, settings, sock)
+    if old is not None:
+        self.dae.adopt(old)   # with the same secret, what it answered is no news to the new one
     self._spawn(self.dae.serve())
 
 
