@@ -458,6 +458,11 @@ class Accounting:
             return self._build(s, ACCT_STOP, usage, cause)
         self._record(s, record)
 
+    def ending(self, key: Hashable, cause: Cause) -> None:
+        """The service closes the session's IKE SA for ``cause`` (its Session-Timeout ran out): the Stop says so."""
+        if (s := self._sessions.get(key)) is not None and s.ended_for is None:
+            s.ended_for = cause
+
     def expired(self, direction: Direction, spi: int, remote: Endpoint | None, octets: int, packets: int,
                 owner: tuple[Hashable, ChildRef] | None = None) -> None:
         """An SA's counters as its EXPIRE reported them (see the module docstring).  ``owner``: the

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import functools
@@ -36,6 +37,9 @@ log = logging.getLogger("tunsec.ike")
 # retransmitting for a full round per server (22 s each by default) while a run a later reload
 # turns on holds its Accounting-On, and so every new Start, until this one has ended
 ACCT_RETIRE_WAIT = 3.0
+# an Access-Accept's Session-Timeout is taken as at least this many seconds: a shorter one would end
+# the IKE SA before its client has used it, and have it log in again in a loop
+MIN_SESSION_TIMEOUT = 10
 
 
 def _reload_radius(self: IkeService, settings: RadiusSettings | None) -> None:
@@ -232,6 +236,9 @@ def _radius_close(self: IkeService) -> None:
     for retiring in list(self.acct_retiring):
         retiring.close()
     self.acct_retiring.clear()
+    for limit in self.session_limits.values():
+        limit.cancel()
+    self.session_limits.clear()
 
 
 def _acct_configure(self: IkeService, settings: RadiusSettings | None) -> None:
@@ -311,6 +318,7 @@ def _acct_start(self: IkeService, sa: IkeSa, ev: IkeSaUp, midway: bool = False) 
     handle = self._ike_handle(sa)
     if not midway and self.radius is not None:
         self.acct_accepted[handle] = self.radius.take_accepted(sa)
+        _limit_session(self, handle, self.acct_accepted[handle].session_timeout, ev)
     if self.accounting is None or (self.accounting.settings.accounting_requires_vip and not ev.peer_vips):
         return   # (strongSwan's accounting_requires_vip: no Start, so no Stop either)
     station = _station_of(self, self.accounting.settings.nas_identifier, sa, ev.remote_addr, ev.local_port, ev.name)
@@ -355,10 +363,38 @@ def _acct_usage(self: IkeService, handle: int | None) -> dict[str, int] | None:
             "packets_out": usage.packets_out}
 
 
+def _limit_session(self: IkeService, handle: int, timeout: int | None, ev: IkeSaUp) -> None:
+    """The Access-Accept's Session-Timeout (RFC 2865 §5.27): the IKE SA is deleted when it runs out,
+    as strongSwan's eap-radius has it (there, a reauthentication time; tunsec does not
+    reauthenticate). Counted from the IKE SA's IKE_AUTH, across its rekeys (they keep the handle)."""
+    if not timeout or handle in self.session_limits:
+        return
+    seconds = max(timeout, MIN_SESSION_TIMEOUT)
+    log.info("%s: IKE SA of %s ends in %d s: its RADIUS Session-Timeout%s", ev.name, ev.remote_id, seconds,
+             "" if seconds == timeout else f" ({timeout} s, taken as at least {MIN_SESSION_TIMEOUT} s)")
+    self.session_limits[handle] = asyncio.get_running_loop().call_later(seconds, _session_timed_out, self, handle)
+
+
+def _session_timed_out(self: IkeService, handle: int) -> None:
+    """The Session-Timeout ran out: the IKE SA is deleted (the peer is told), its accounting Stop
+    says Session-Timeout."""
+    self.session_limits.pop(handle, None)
+    sa = self._ike_sa(handle)
+    if sa is None or sa.is_closed:
+        return
+    log.info("%s: IKE SA with %s deleted: its RADIUS Session-Timeout ran out", sa.name, sa.peer_id)
+    if self.accounting is not None:
+        self.accounting.ending(handle, Cause.SESSION_TIMEOUT)
+    sa.delete(time.monotonic())
+    self._pump()
+
+
 def _acct_stop(self: IkeService, sa: IkeSa, reason: DownReason) -> None:
     handle = self._ike_handles.get(sa)
     if handle is not None:
         self.acct_accepted.pop(handle, None)
+        if (limit := self.session_limits.pop(handle, None)) is not None:
+            limit.cancel()
     if self.accounting is not None and handle is not None:
         self.accounting.stop(handle, cause_of(reason, self.closing))
 
