@@ -359,3 +359,19 @@ def test_a_decision_that_fails_is_answered_counted_and_logged_once(caplog: pytes
     failed = [r for r in caplog.records if "cannot be decided" in r.getMessage()]
     assert len(failed) == 2 and all(r.levelno == logging.ERROR and r.exc_info is None for r in failed)
     assert "RuntimeError: a bug in the session matcher" in failed[0].getMessage()
+
+
+def test_a_shorter_window_refuses_older_timestamps_and_keeps_answers_as_long_as_they_pass() -> None:
+    gw = Gateway()
+    gw.server.settings = dataclasses.replace(gw.server.settings, window=60.0)   # radius.dae.window = 1m
+    _, raw = request(User_Name="alice", Event_Timestamp=int(gw.clock) - 61)
+    assert gw.server.receive(raw, CLIENT) is None and gw.server.stats.replayed == 1
+    req, raw = request(User_Name="bob", ident=8, Event_Timestamp=int(gw.clock))
+    assert check(req, gw.server.receive(raw, CLIENT)) == (rp.DisconnectACK, None)
+    gw.clock += 60
+    gw.mono += 60
+    assert gw.server.receive(raw, EAVESDROPPER) is None   # still cached: its timestamp still passes
+    gw.clock += 1 + MAX_AHEAD
+    gw.mono += 1 + MAX_AHEAD
+    assert gw.server.receive(raw, EAVESDROPPER) is None   # forgotten, and now too old
+    assert gw.closed == [2] and gw.server.stats.replayed == 3 and not gw.server._answered

@@ -13,7 +13,8 @@ privilege; :class:`DaeServer` only reads it). A datagram is acted on only when
 4. it is no replay: a request whose authenticator is in the answer cache is answered again from
    it if it comes from the same source (a retransmission, RFC 5080 §2.2.2: not acted on twice,
    ``duplicates``) and dropped if from another one; one whose Event-Timestamp is more than
-   REPLAY_WINDOW seconds behind our clock, or more than MAX_AHEAD seconds ahead of it, is dropped
+   REPLAY_WINDOW seconds (``radius.dae.window``) behind our clock, or more than MAX_AHEAD seconds
+   ahead of it, is dropped
    (RFC 5176 §3.3; all three ``replayed``). The Request Authenticator has no randomness (it is a
    hash of the packet), so an eavesdropper's copy is the same bytes: the cache catches it as long
    as its Event-Timestamp would pass, the Event-Timestamp after that. So an answer is kept
@@ -75,7 +76,7 @@ from tunsec.loglimit import LogLimiter, suffix
 from tunsec.policy.selector import IPAddress
 
 from .messages import DICTIONARY, MAX_PACKET, Station, _printable
-from .settings import DaeSettings
+from .settings import DAE_WINDOW, DaeSettings
 
 log = logging.getLogger("tunsec.radius")
 
@@ -92,7 +93,7 @@ NAS_PORT_TYPE, VIRTUAL = 61, 5   # every session's NAS-Port-Type (as accounting 
 # RFC 5176 §3.5 Error-Cause values
 UNSUPPORTED_ATTRIBUTE, MISSING_ATTRIBUTE, NAS_MISMATCH, INVALID_ATTRIBUTE = 401, 402, 403, 407
 UNSUPPORTED_EXTENSION, SESSION_NOT_FOUND, RESOURCES_UNAVAILABLE = 406, 503, 506
-REPLAY_WINDOW = 300.0   # seconds (RFC 5176 §3.3's example window for Event-Timestamp)
+REPLAY_WINDOW = DAE_WINDOW   # by default: radius.dae.window (DaeSettings.window)
 # seconds an Event-Timestamp may be ahead of our clock: clocks NTP keeps agree far closer; a
 # larger allowance would keep a captured request acceptable (and cached) that much longer
 MAX_AHEAD = 10.0
@@ -343,7 +344,7 @@ class DaeServer(asyncio.DatagramProtocol):
             self._drop(source, f"{what} replayed (answered to {_at(seen.source)} already)")
             return None
         stamp = _event_timestamp(pkt)
-        if stamp is not None and (why := _stale(stamp - self._clock())) is not None:
+        if stamp is not None and (why := _stale(stamp - self._clock(), self.settings.window)) is not None:
             self.stats.replayed += 1
             self._drop(source, f"{what} with an Event-Timestamp {why}")
             return None
@@ -385,7 +386,7 @@ class DaeServer(asyncio.DatagramProtocol):
     def _expire(self, now: float) -> None:
         while self._answered:
             first = next(iter(self._answered.values()))
-            if now - first.at <= REPLAY_WINDOW + MAX_AHEAD:
+            if now - first.at <= self.settings.window + MAX_AHEAD:
                 break
             self._answered.popitem(last=False)
 
@@ -403,12 +404,12 @@ class DaeServer(asyncio.DatagramProtocol):
         return {"listen": self.settings.endpoint(), **self.stats.as_dict()}
 
 
-def _stale(ahead: float) -> str | None:
+def _stale(ahead: float, window: float) -> str | None:
     """Why an Event-Timestamp ``ahead`` seconds ahead of our clock (negative: behind) is refused."""
     if ahead > MAX_AHEAD:
         return f"{int(ahead)} s ahead of our clock (at most {MAX_AHEAD:g} s): replayed, or the clocks disagree"
-    if -ahead > REPLAY_WINDOW:
-        return f"{int(-ahead)} s old (at most {REPLAY_WINDOW:g} s): stale or replayed"
+    if -ahead > window:
+        return f"{int(-ahead)} s old (at most {window:g} s): stale or replayed"
     return None
 
 
