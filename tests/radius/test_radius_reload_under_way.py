@@ -168,3 +168,22 @@ def test_an_access_request_under_way_across_a_reload_gets_its_answer() -> None:
     answer, relay = asyncio.run(main())
     assert answer.outcome is RelayOutcome.ACCEPT, answer.reason
     assert (relay.stats.accepts, relay.stats.timeouts) == (1, 0)
+
+
+def test_a_request_that_outlives_its_closed_client_opens_no_socket() -> None:
+    """radius { } removed while a conversation tries its servers: the next one gets a closed link
+    (no answer can come: the round fails), not a socket nobody would close."""
+    async def main() -> tuple[RelayReply, Any]:
+        server, port = await holding(accounting=False)
+        radius = RadiusSettings((RadiusServer("fr", ipaddress.ip_address("127.0.0.1"), Secret(SECRET), port),),
+                                retransmit_timeout=0.2, retransmit_base=1.0, retransmit_tries=0)
+        relay = RadiusRelay(radius)
+        relay.close()
+        answer = await relay.round("ike-1", ask(b"\x02\x07\x00\x0a\x01alice", True), STATION)
+        link = relay.client.link(radius.servers[0])
+        server.transport.close()
+        return answer, link
+
+    answer, link = asyncio.run(main())
+    assert answer.outcome is RelayOutcome.FAILED
+    assert [s.transport for s in link.sockets] in ([], [None])

@@ -47,6 +47,7 @@ class LinkPool(Generic[T]):
         self.settings = settings
         self._make = make
         self._entries: dict[RadiusServer, _Entry[T]] = {}
+        self._closed = False
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -61,7 +62,11 @@ class LinkPool(Generic[T]):
     def _entry(self, server: RadiusServer) -> _Entry[T]:
         entry = self._entries.get(server)
         if entry is None:
-            entry = self._entries[server] = _Entry(self._make(server, self.settings))
+            entry = _Entry(self._make(server, self.settings))
+            if self._closed:   # a request that outlived the client (radius { } removed) opens no socket
+                entry.link.close()
+            else:
+                self._entries[server] = entry
         return entry
 
     def slots(self, server: RadiusServer, capacity: int) -> asyncio.Semaphore:
@@ -99,6 +104,7 @@ class LinkPool(Generic[T]):
                 entry.link.close()
 
     def close(self) -> None:
+        self._closed = True
         for entry in self._entries.values():
             entry.link.close()
         self._entries.clear()
