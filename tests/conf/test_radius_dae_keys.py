@@ -8,6 +8,7 @@ import pytest
 
 from tunsec.conf.config import parse_config
 from tunsec.conf.errors import ConfigError
+from tunsec.ike.secret import Secret
 from tunsec.radius.settings import DaeSettings
 
 
@@ -68,8 +69,17 @@ def test_disabled_is_off_even_with_the_other_keys() -> None:
     ("    enable = yes\n    secret = x\n    listen = ::1", "could never reach it"),   # the server is IPv4
     ("    enable = yes\n    secret = x\n    port = 0", "radius.dae.port"),
     ("    enable = yes\n    secret = x\n    secrte = y", "radius.dae.secrte"),
+    ("    enable = yes\n    secret = x\n    window = 5s", "radius.dae.window"),
+    ("    enable = yes\n    secret = x\n    window = 2h", "10s..1h"),
 ])
 def test_mistakes_name_the_key(text: str, message: str) -> None:
     found = errors(text)
     assert any(message in e for e in found), found
     assert all("tunsec.conf:" in e for e in found), found
+
+
+def test_the_replay_window_is_300_s_unless_shortened() -> None:
+    on = "    enable = yes\n    secret = x"
+    assert (dae_of(on) or DaeSettings(ipaddress.ip_address("0.0.0.0"), Secret(b""))).window == 300.0
+    shorter = dae_of(on + "\n    window = 1m")
+    assert shorter is not None and shorter.window == 60.0

@@ -8,7 +8,8 @@ the Class of the Access-Accept in both. When the gateway stops instead, the Stop
 NAS-Reboot and an Accounting-Off follows it. When the gateway's worker dies and is restarted,
 the Stop still counts the traffic from before. A reload that turns accounting off and on again
 stops the session (Admin-Reset) and starts a new one for the IKE SA still up; a client that
-stops answering is closed by DPD and its Stop says Lost-Service.
+stops answering is closed by DPD and its Stop says Lost-Service; an Access-Accept's
+Session-Timeout ends the IKE SA, and its Stop says Session-Timeout.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from roadwarrior import GatewayConn, Pool, RoadWarriorConn
 from test_strongswan_radius import PASSWORD, POOL, RADIUS_SECRET, USER, VIP
 
 from tunsec.bench.netns import TwoHosts, wait_until
+from tunsec.services.ike.radius_edge import MIN_SESSION_TIMEOUT
 
 pytestmark = [
     pytest.mark.interop,
@@ -55,8 +57,10 @@ FAST_IKE = "  retransmit_timeout = 0.5\n  retransmit_base = 1.0\n  retransmit_tr
 
 
 def setup(topo: TwoHosts, pki: Pki, gateway_child: str = "",
-          dpd: bool = False) -> tuple[TunsecIke, Charon, FreeRadius]:
-    radius = FreeRadius(topo, topo.a, RADIUS_SECRET, {USER: PASSWORD}, {USER: f"Class := {CLASS}"})
+          dpd: bool = False, session_timeout: int = 0) -> tuple[TunsecIke, Charon, FreeRadius]:
+    """``session_timeout``: the Access-Accept's Session-Timeout (0: none)."""
+    reply = f"Class := {CLASS}" + (f", Session-Timeout := {session_timeout}" if session_timeout else "")
+    radius = FreeRadius(topo, topo.a, RADIUS_SECRET, {USER: PASSWORD}, {USER: reply})
     radius.start()
     gateway = TunsecIke(topo, GatewayConn(topo.a, topo.b, method="eap-radius", pools=(Pool("rw4", POOL),),
                                           radius_secret=RADIUS_SECRET, accounting=True,
@@ -246,6 +250,26 @@ def test_a_client_that_stops_answering_is_closed_by_dpd_and_its_stop_says_lost_s
     assert stop["Acct-Session-Id"] == start["Acct-Session-Id"], stop
     assert stop["Acct-Terminate-Cause"] == "Lost-Service", stop
     assert not gateway.established()
+
+
+def test_the_accepts_session_timeout_ends_the_ike_sa_and_its_stop_says_session_timeout(
+        topo: TwoHosts, pki: Pki) -> None:
+    """FreeRADIUS's Access-Accept says Session-Timeout := MIN_SESSION_TIMEOUT (10 s, the least the
+    gateway takes): the gateway deletes the IKE SA then, the client is told (its SA goes too), and
+    the Stop says Session-Timeout."""
+    gateway, client, radius = setup(topo, pki, session_timeout=MIN_SESSION_TIMEOUT)
+    r = client.initiate()
+    assert r.returncode == 0, f"swanctl --initiate: {r.stdout[-3000:]}{r.stderr}\ntunsec:\n{gateway.log_tail()}"
+    gateway.wait_established()
+    assert wait_until(lambda: bool(records_of(radius, "Stop")), MIN_SESSION_TIMEOUT + 15), \
+        f"no Accounting Stop at FreeRADIUS:\n{radius.log_text()[-3000:]}\ntunsec:\n{gateway.log_tail()}"
+    (start,), (stop,) = records_of(radius, "Start"), records_of(radius, "Stop")
+    assert stop["Acct-Session-Id"] == start["Acct-Session-Id"], stop
+    assert stop["Acct-Terminate-Cause"] == "Session-Timeout", stop
+    assert int(stop["Acct-Session-Time"]) >= MIN_SESSION_TIMEOUT - 1, stop
+    assert not gateway.established()
+    assert wait_until(lambda: not client.sas().get(CONN), 10), client.sas()   # told by the DELETE
+    assert "Session-Timeout ran out" in gateway.log_text()
 
 
 def test_the_stop_after_a_worker_restart_still_counts_the_traffic_before_it(topo: TwoHosts, pki: Pki) -> None:

@@ -108,7 +108,8 @@ def test_an_ike_sa_up_through_off_and_on_gets_a_start_with_its_usage_from_there(
                      ("198.51.100.7", 4500), 4500, "", peer_vips=(ipaddress.ip_address("10.3.0.1"),))
         conn = types.SimpleNamespace(ike=types.SimpleNamespace(remote=types.SimpleNamespace(method="eap-radius")))
         svc = types.SimpleNamespace(
-            accounting=None, acct_retiring=set(), acct_accepted={}, local_addrs={4: "192.0.2.1"}, closing=False,
+            accounting=None, acct_retiring=set(), acct_accepted={}, session_limits={}, local_addrs={4: "192.0.2.1"},
+            closing=False,
             radius=types.SimpleNamespace(take_accepted=lambda key: Accepted((b"gold",), None)),
             connections={"rw": conn}, _ike_handles={sa: "ike-1"}, ike_up={sa.local_spi: types.SimpleNamespace(ev=ev)},
             _ike_handle=lambda s: "ike-1",

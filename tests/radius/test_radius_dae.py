@@ -6,6 +6,7 @@ tests/interop/test_strongswan_radius_dae.py has FreeRADIUS's radclient on a real
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import ipaddress
 import logging
@@ -16,7 +17,7 @@ import pytest
 from pyrad import packet as rp
 
 from tunsec.ike.secret import Secret
-from tunsec.radius.dae import DaeServer, SessionQuery
+from tunsec.radius.dae import MAX_AHEAD, REPLAY_WINDOW, DaeServer, SessionQuery
 from tunsec.radius.messages import DICTIONARY, Station
 from tunsec.radius.settings import DaeSettings
 
@@ -256,12 +257,54 @@ def test_a_stale_event_timestamp_is_dropped_as_a_replay_a_current_one_is_taken(g
 
 def test_a_request_after_the_replay_window_is_taken_again(gw: Gateway) -> None:
     """Without Event-Timestamp the cache is the only replay check: it keeps answers REPLAY_WINDOW
-    seconds, then the same request is a new one (a DAC may well repeat a Disconnect)."""
+    (+ MAX_AHEAD) seconds, then the same request is a new one (a DAC may well repeat a Disconnect)."""
     _, raw = request(User_Name="bob")
     gw.server.receive(raw, CLIENT)
-    gw.mono += 301
+    gw.mono += REPLAY_WINDOW + MAX_AHEAD + 1
     gw.server.receive(raw, CLIENT)
     assert gw.closed == [2, 2] and gw.server.stats.duplicates == 0
+
+
+EAVESDROPPER = ("192.0.2.5", 40001)   # the DAC's address (clients admits it), another port
+
+
+def test_a_request_stamped_far_ahead_of_our_clock_is_dropped(gw: Gateway) -> None:
+    """240 s ahead would pass the Event-Timestamp check for 540 s, longer than any answer is kept."""
+    _, raw = request(User_Name="alice", Event_Timestamp=int(gw.clock) + 240)
+    assert gw.server.receive(raw, CLIENT) is None
+    assert gw.closed == [] and gw.server.stats.replayed == 1
+
+
+def test_an_answer_is_kept_as_long_as_its_event_timestamp_passes(gw: Gateway) -> None:
+    """Stamped as far ahead as allowed: acted on once; replayed just before its timestamp is too old,
+    the cache still knows it; after that, the timestamp refuses it."""
+    req, raw = request(User_Name="alice", Event_Timestamp=int(gw.clock + MAX_AHEAD))
+    assert check(req, gw.server.receive(raw, CLIENT)) == (rp.DisconnectACK, None)
+    gw.closed.clear()
+    gw.clock += REPLAY_WINDOW + MAX_AHEAD - 1
+    gw.mono += REPLAY_WINDOW + MAX_AHEAD - 1
+    assert gw.server.receive(raw, EAVESDROPPER) is None
+    assert gw.closed == [] and gw.server.stats.replayed == 1
+    gw.clock += 2
+    gw.mono += 2
+    assert gw.server.receive(raw, EAVESDROPPER) is None
+    assert gw.closed == [] and gw.server.stats.replayed == 2
+
+
+def test_a_listener_a_reload_recreates_with_the_same_secret_knows_what_the_old_one_answered() -> None:
+    old = Gateway()
+    req, raw = request(User_Name="alice", Event_Timestamp=int(old.clock))
+    assert check(req, old.server.receive(raw, CLIENT)) == (rp.DisconnectACK, None)
+    new = Gateway()   # other clients, say: the same secret
+    new.clock, new.mono = old.clock + 60, old.mono + 60
+    new.server.adopt(old.server)
+    assert new.server.receive(raw, EAVESDROPPER) is None
+    assert new.closed == [] and new.server.stats.replayed == 1
+    assert new.server.receive(raw, CLIENT) == old.server.receive(raw, CLIENT)   # a retransmission: answered again
+    other = Gateway()
+    other.server.settings = dataclasses.replace(other.server.settings, secret=Secret(b"another secret"))
+    other.server.adopt(old.server)   # another secret: nothing it answered verifies here
+    assert not other.server._answered
 
 
 def test_proxy_state_comes_back_in_the_answer(gw: Gateway) -> None:
@@ -316,3 +359,19 @@ def test_a_decision_that_fails_is_answered_counted_and_logged_once(caplog: pytes
     failed = [r for r in caplog.records if "cannot be decided" in r.getMessage()]
     assert len(failed) == 2 and all(r.levelno == logging.ERROR and r.exc_info is None for r in failed)
     assert "RuntimeError: a bug in the session matcher" in failed[0].getMessage()
+
+
+def test_a_shorter_window_refuses_older_timestamps_and_keeps_answers_as_long_as_they_pass() -> None:
+    gw = Gateway()
+    gw.server.settings = dataclasses.replace(gw.server.settings, window=60.0)   # radius.dae.window = 1m
+    _, raw = request(User_Name="alice", Event_Timestamp=int(gw.clock) - 61)
+    assert gw.server.receive(raw, CLIENT) is None and gw.server.stats.replayed == 1
+    req, raw = request(User_Name="bob", ident=8, Event_Timestamp=int(gw.clock))
+    assert check(req, gw.server.receive(raw, CLIENT)) == (rp.DisconnectACK, None)
+    gw.clock += 60
+    gw.mono += 60
+    assert gw.server.receive(raw, EAVESDROPPER) is None   # still cached: its timestamp still passes
+    gw.clock += 1 + MAX_AHEAD
+    gw.mono += 1 + MAX_AHEAD
+    assert gw.server.receive(raw, EAVESDROPPER) is None   # forgotten, and now too old
+    assert gw.closed == [2] and gw.server.stats.replayed == 3 and not gw.server._answered

@@ -178,3 +178,24 @@ def test_the_service_matches_established_eap_radius_ike_sas_by_identity_session_
     svc.accounting = None
     assert find(calling=("198.51.100.7[4500]",)) == [1, 2]
     assert find(nas_ports=(int.from_bytes(b"bbbb"),), nas_port_ids=("rw",)) == [2]
+
+
+def test_a_request_answered_before_a_reload_that_recreates_the_listener_is_not_taken_again() -> None:
+    """Only the listener's port changes (the secret stays): the new listener takes the old one's
+    answer cache, so the same bytes sent to it (a captured request, replayed) are dropped."""
+    async def main() -> None:
+        first, second = two_free_ports()
+        svc = service(settings(first))
+        svc._dae_open()
+        await svc._dae_serve()
+        req, answer = await disconnect(first, "alice")
+        assert nak_cause(req, answer) == 503
+        svc._reload_radius(settings(second))
+        for _ in range(5):
+            await asyncio.sleep(0)   # the new one is served by a task
+        assert (await disconnect(second, "alice", wait=2.0))[1] is None
+        stats = svc.status(None)["radius"]["dae"]   # type: ignore[arg-type]
+        assert (stats["requests"], stats["replayed"]) == (0, 1), stats
+        svc.close()
+
+    asyncio.run(main())

@@ -1,6 +1,7 @@
 """A reload that changes only where an Access-Accept's groups come from (``radius.class_group``,
 ``filter_id``) keeps the RADIUS relay, and so the EAP conversations in flight, and the next
-Accept is read with the new settings; one that changes a server makes a new relay."""
+Accept is read with the new settings; one that changes a server or a timer keeps it too, its
+client reconfigured (the requests under way finish: test_radius_reload_under_way)."""
 from __future__ import annotations
 
 import dataclasses
@@ -24,6 +25,7 @@ def test_a_reload_of_the_group_settings_keeps_the_relay() -> None:
     groups = dataclasses.replace(SETTINGS, class_group=True, filter_id=True)
     svc._reload_radius(groups)
     assert svc.radius is relay and relay.settings == groups
-    svc._reload_radius(dataclasses.replace(groups, retransmit_tries=1))
-    assert svc.radius is not relay
+    timers = dataclasses.replace(groups, retransmit_tries=1)
+    svc._reload_radius(timers)
+    assert svc.radius is relay and relay.settings == relay.client.settings == timers
     svc.close()

@@ -197,3 +197,13 @@ def test_a_challenge_or_reject_gives_no_groups() -> None:
         pkt, raw = request()
         answer = read_reply(pkt, reply(code, raw, [(79, b"\x01\x07\x00\x04"), *GROUP_ATTRS]))
         assert (answer.class_groups, answer.filter_group, answer.classes) == ((), None, ())
+
+
+@pytest.mark.parametrize(("values", "taken"), [([b"\x00\x00\x00\x3c"], 60), ([b"\x00\x00\x00\x00"], None),
+                                               ([b"\x3c", b"\x00\x00\x0e\x10"], 3600), ([], None)])
+def test_an_accepts_session_timeout_is_its_first_4_byte_value_and_0_is_none(values: list[bytes],
+                                                                             taken: int | None) -> None:
+    pkt, raw = request()
+    answer = read_reply(pkt, reply(ACCESS_ACCEPT, raw, [(27, v) for v in values]))
+    assert answer.session_timeout == taken
+    assert read_reply(pkt, reply(ACCESS_CHALLENGE, raw, [(27, v) for v in values])).session_timeout is None

@@ -34,6 +34,7 @@ them in its one config file, with the same key names::
         secret = "DAE secret"      # required with enable = yes
         clients = 10.0.0.5         # who may send requests: addresses or networks, comma-separated
                                    # (default: the addresses of servers { })
+        window = 300s              # how old a request's Event-Timestamp may be (10s..1h; tunsec's)
       }
     }
 
@@ -77,7 +78,15 @@ from tunsec.conf.syntax import Section
 from tunsec.conf.values import float_range, int_range, parse_address, parse_bool, parse_duration, parse_port
 from tunsec.ike.secret import Secret
 from tunsec.policy.selector import IPAddress, IPNetwork
-from tunsec.radius.settings import ACCT_PORT, AUTH_PORT, DAE_PORT, DaeSettings, RadiusServer, RadiusSettings
+from tunsec.radius.settings import (
+    ACCT_PORT,
+    AUTH_PORT,
+    DAE_PORT,
+    DAE_WINDOW,
+    DaeSettings,
+    RadiusServer,
+    RadiusSettings,
+)
 
 __all__ = ["radius_warnings", "read_radius"]
 
@@ -169,6 +178,16 @@ def _parse_clients(text: str) -> tuple[IPNetwork, ...]:
     return tuple(nets)
 
 
+MIN_WINDOW, MAX_WINDOW = 10, 3600   # radius.dae.window: how old an Event-Timestamp may be
+
+
+def _parse_window(text: str) -> int:
+    seconds = parse_duration(text)
+    if not MIN_WINDOW <= seconds <= MAX_WINDOW:
+        raise BadValue(f"{MIN_WINDOW}s..{MAX_WINDOW // 3600}h")
+    return seconds
+
+
 def _read_dae(section: Section, issues: list[ConfigIssue], servers: list[RadiusServer]) -> DaeSettings | None:
     r = SectionReader(section, issues)
     enable = r.get("enable", parse_bool, False)
@@ -177,6 +196,7 @@ def _read_dae(section: Section, issues: list[ConfigIssue], servers: list[RadiusS
     secret = r.require("secret", _parse_secret) if enable else r.get("secret", _parse_secret, None)
     no_clients: tuple[IPNetwork, ...] = ()
     clients = r.get("clients", _parse_clients, no_clients)
+    window = r.get("window", _parse_window, int(DAE_WINDOW))
     r.finish()
     if not enable or secret is None:
         return None
@@ -192,7 +212,7 @@ def _read_dae(section: Section, issues: list[ConfigIssue], servers: list[RadiusS
                 "(without clients =, the addresses of servers { } are the clients): list the clients "
                 "of that family only, or listen on an address of theirs")
         return None
-    return DaeSettings(listen, secret, port, clients)
+    return DaeSettings(listen, secret, port, clients, float(window))
 
 
 def read_radius(section: Section, issues: list[ConfigIssue]) -> RadiusSettings:

@@ -132,6 +132,7 @@ from tunsec.loglimit import LogLimiter, suffix
 
 from .client import AccountingStats, Busy, NoAnswer, ServerLink
 from .health import ServerHealth, in_order
+from .links import LinkPool
 from .messages import (
     ACCT_INTERIM,
     ACCT_OFF,
@@ -310,8 +311,7 @@ class Accounting:
         self._prefix = _run_prefix() if prefix is None else prefix
         self._numbers = itertools.count(1)
         self._sessions: dict[Hashable, _Session] = {}
-        self._links: dict[str, ServerLink[int]] = {}
-        self._slots: dict[tuple[str, int], asyncio.Semaphore] = {}   # by server name and capacity: see _exchange
+        self._links: LinkPool[int] = LinkPool(settings, self._make_link)   # by server, as configured
         # a dead server fails every record: a line per failover and per lost record would be a
         # flood of thousands with many sessions; the counters (stats) keep the exact numbers
         self._failover_log = LogLimiter()
@@ -458,6 +458,11 @@ class Accounting:
             return self._build(s, ACCT_STOP, usage, cause)
         self._record(s, record)
 
+    def ending(self, key: Hashable, cause: Cause) -> None:
+        """The service closes the session's IKE SA for ``cause`` (its Session-Timeout ran out): the Stop says so."""
+        if (s := self._sessions.get(key)) is not None and s.ended_for is None:
+            s.ended_for = cause
+
     def expired(self, direction: Direction, spi: int, remote: Endpoint | None, octets: int, packets: int,
                 owner: tuple[Hashable, ChildRef] | None = None) -> None:
         """An SA's counters as its EXPIRE reported them (see the module docstring).  ``owner``: the
@@ -493,14 +498,18 @@ class Accounting:
         self._absorb_all(SaIndex(sas, self._epoch))
 
     def reconfigure(self, settings: RadiusSettings) -> None:
-        """New servers or timers for the records to come (a record under way finishes with the old).
-        What was known of the servers' health is forgotten: they may be others now."""
+        """New servers or timers for the records to come; a record under way finishes with the
+        settings it began with (the servers, their secrets, the timers): its server's link stays
+        open until it ends (:mod:`tunsec.radius.links`), so its answer is still taken. A server the
+        reload leaves as it was keeps its link and what is known of its health; a changed one
+        (another address, secret...) is another server, whose health is not known yet."""
         if settings == self.settings:
             return
+        interval_changed = settings.accounting_interval != self.settings.accounting_interval
         self.settings = settings
-        for link in self._links.values():
-            link.close()
-        self._links.clear()
+        self._links.reconfigure(settings)
+        if not interval_changed:
+            return
         for key, s in self._sessions.items():
             if s.timer is not None:
                 s.timer.cancel()
@@ -556,9 +565,7 @@ class Accounting:
         self._sessions.clear()
         for task in list(self._tasks):
             task.cancel()
-        for link in self._links.values():
-            link.close()
-        self._links.clear()
+        self._links.close()
 
     # --- records -------------------------------------------------------------------------
     def _build(self, s: _Session, status: int, usage: Usage | None = None, cause: Cause | None = None) -> AcctRecord:
@@ -687,20 +694,19 @@ class Accounting:
         # wait their turn here, without the link's bound: the link's queue refuses (Busy) beyond
         # MAX_WAITERS or its round, and a gateway's sessions send together (Interim timers armed
         # in the same burst of clients, the Stops of a mass disconnect): a record must not be lost
-        capacity = IDS * server.sockets
-        slots = self._slots.setdefault((server.name, capacity), asyncio.Semaphore(capacity))
-        try:
-            async with slots:
-                if skip():
-                    # it went down while this record waited for a slot (the records before it
-                    # found it dead): the next server at once, as a record that came later;
-                    # each of a burst would otherwise wait out a retransmission round there
-                    return f"RADIUS server {self._link(server).label} found dead meanwhile"
-                await self._link(server).exchange(build)
-        except (Busy, NoAnswer) as exc:   # the link took note of the NoAnswer in its health
-            return str(exc)
-        except OSError as exc:
-            return f"cannot send to RADIUS server {self._link(server).label}: {exc.strerror or exc}"
+        with self._links.using(server) as link:
+            try:
+                async with self._links.slots(server, IDS * server.sockets):
+                    if skip():
+                        # it went down while this record waited for a slot (the records before it
+                        # found it dead): the next server at once, as a record that came later;
+                        # each of a burst would otherwise wait out a retransmission round there
+                        return f"RADIUS server {link.label} found dead meanwhile"
+                    await link.exchange(build)
+            except (Busy, NoAnswer) as exc:   # the link took note of the NoAnswer in its health
+                return str(exc)
+            except OSError as exc:
+                return f"cannot send to RADIUS server {link.label}: {exc.strerror or exc}"
         self.stats.responses += 1
         return None
 
@@ -715,14 +721,11 @@ class Accounting:
         return self._link(server).health
 
     def _link(self, server: RadiusServer) -> ServerLink[int]:
-        found = self._links.get(server.name)
-        if found is None or found.server != server:
-            if found is not None:
-                found.close()
-            found = self._links[server.name] = ServerLink(server, self.settings, self.stats, server.acct_port,
-                                                          read_acct_reply, verifies_acct, "Accounting-Requests",
-                                                          self._clock)
-        return found
+        return self._links.get(server)
+
+    def _make_link(self, server: RadiusServer, settings: RadiusSettings) -> ServerLink[int]:
+        return ServerLink(server, settings, self.stats, server.acct_port, read_acct_reply, verifies_acct,
+                          "Accounting-Requests", self._clock)
 
     # --- counters ----------------------------------------------------------------------
     def _next_sample(self) -> asyncio.Task[SaIndex]:

@@ -64,6 +64,7 @@ from typing import Any, Generic, TypeVar, cast
 from tunsec.loglimit import LogLimiter, suffix
 
 from .health import ServerHealth
+from .links import LinkPool
 from .messages import ACCESS_ACCEPT, ACCESS_CHALLENGE, Answer, BadReply, read_reply, verifies
 from .settings import IDS, RadiusServer, RadiusSettings
 
@@ -431,7 +432,8 @@ class ServerLink(Generic[T]):
 
     async def _exchange(self, build: Callable[[int], Any]) -> T:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.settings.round_seconds()
+        settings = self.settings   # a reload's new timers are for the requests to come (links.py)
+        deadline = loop.time() + settings.round_seconds()
         (sock, ident), waited = await self._acquire(deadline)
         try:
             request = build(ident)
@@ -444,9 +446,9 @@ class ServerLink(Generic[T]):
         self.stats.requests += 1
         tries = 0
         try:
-            for attempt in range(self.settings.retransmit_tries + 1):
+            for attempt in range(settings.retransmit_tries + 1):
                 # one that waited has what is left of its round (but at least its first send)
-                wait = self.settings.wait(attempt)
+                wait = settings.wait(attempt)
                 if waited:
                     wait = min(wait, deadline - loop.time())
                     if attempt and wait <= 0:
@@ -479,25 +481,31 @@ class ServerLink(Generic[T]):
 
 class RadiusClient:
     """Requests to the configured servers; a server's first socket is opened at its first request.
-    ``clock``: the servers' health's (a test's fake one)."""
+    ``clock``: the servers' health's (a test's fake one). A reload (:meth:`reconfigure`) closes no
+    link a request is under way on (:mod:`tunsec.radius.links`)."""
 
     def __init__(self, settings: RadiusSettings, stats: RadiusStats | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.settings = settings
         self.stats = stats if stats is not None else RadiusStats()
         self._clock = clock
-        self._links: dict[str, ServerLink[Answer]] = {}
+        self._links: LinkPool[Answer] = LinkPool(settings, self._make)
+
+    @property
+    def settings(self) -> RadiusSettings:
+        return self._links.settings
+
+    def _make(self, server: RadiusServer, settings: RadiusSettings) -> ServerLink[Answer]:
+        return ServerLink(server, settings, self.stats, clock=self._clock)
 
     def link(self, server: RadiusServer) -> ServerLink[Answer]:
-        found = self._links.get(server.name)
-        if found is None or found.server != server:
-            if found is not None:
-                found.close()
-            found = self._links[server.name] = ServerLink(server, self.settings, self.stats, clock=self._clock)
-        return found
+        return self._links.get(server)
+
+    def reconfigure(self, settings: RadiusSettings) -> None:
+        self._links.reconfigure(settings)
 
     async def exchange(self, server: RadiusServer, build: Callable[[int], Any]) -> Answer:
-        answer = await self.link(server).exchange(build)
+        with self._links.using(server) as link:
+            answer = await link.exchange(build)
         if answer.code == ACCESS_CHALLENGE:
             self.stats.challenges += 1
         elif answer.code == ACCESS_ACCEPT:
@@ -526,6 +534,4 @@ class RadiusClient:
         return {s.name: self.link(s).health.status() for s in self.settings.servers}
 
     def close(self) -> None:
-        for link in self._links.values():
-            link.close()
-        self._links.clear()
+        self._links.close()

@@ -10,14 +10,21 @@ privilege; :class:`DaeServer` only reads it). A datagram is acted on only when
 3. its Request Authenticator verifies with the shared secret (RFC 5176 §3.3: MD5 over the
    packet with a zero authenticator and the secret), and so does its Message-Authenticator if
    it carries one (else ``bad``);
-4. it is no replay: a request whose authenticator was answered in the last REPLAY_WINDOW seconds
-   is answered again from the cache if it comes from the same source (a retransmission, RFC
-   5080 §2.2.2: not acted on twice, ``duplicates``) and dropped if from another one; one whose
-   Event-Timestamp is more than REPLAY_WINDOW seconds off our clock is dropped (RFC 5176 §3.3;
-   both ``replayed``). The Request Authenticator has no randomness (it is a hash of the packet),
-   so an eavesdropper's copy is the same bytes: the cache catches it within the window, the
-   Event-Timestamp after it. A request without Event-Timestamp replayed after the window is
-   taken again (strongSwan does the same, and keeps only the last answer per client).
+4. it is no replay: a request whose authenticator is in the answer cache is answered again from
+   it if it comes from the same source (a retransmission, RFC 5080 §2.2.2: not acted on twice,
+   ``duplicates``) and dropped if from another one; one whose Event-Timestamp is more than
+   REPLAY_WINDOW seconds (``radius.dae.window``) behind our clock, or more than MAX_AHEAD seconds
+   ahead of it, is dropped
+   (RFC 5176 §3.3; all three ``replayed``). The Request Authenticator has no randomness (it is a
+   hash of the packet), so an eavesdropper's copy is the same bytes: the cache catches it as long
+   as its Event-Timestamp would pass, the Event-Timestamp after that. So an answer is kept
+   REPLAY_WINDOW + MAX_AHEAD seconds (the latest a timestamp it passed can pass until), and a
+   timestamp may not be far ahead: one 240 s ahead would pass for 540 s (hostapd's DAS takes
+   its window either side, and keeps no cache at all). A reload that re-creates the listener with
+   the same secret hands it the cache (:meth:`DaeServer.adopt`); a restart starts with an empty
+   one: a request captured in the REPLAY_WINDOW seconds before it passes once more. A request
+   without Event-Timestamp replayed after the cache forgot it is taken again (strongSwan does the
+   same, and keeps only the last answer per client).
 
 Then (:func:`decide`): the session is named by User-Name (the EAP identity, as accounting's
 User-Name, compared as identities are: without regard to case, as strongSwan's; strongSwan matches
@@ -69,7 +76,7 @@ from tunsec.loglimit import LogLimiter, suffix
 from tunsec.policy.selector import IPAddress
 
 from .messages import DICTIONARY, MAX_PACKET, Station, _printable
-from .settings import DaeSettings
+from .settings import DAE_WINDOW, DaeSettings
 
 log = logging.getLogger("tunsec.radius")
 
@@ -86,7 +93,10 @@ NAS_PORT_TYPE, VIRTUAL = 61, 5   # every session's NAS-Port-Type (as accounting 
 # RFC 5176 §3.5 Error-Cause values
 UNSUPPORTED_ATTRIBUTE, MISSING_ATTRIBUTE, NAS_MISMATCH, INVALID_ATTRIBUTE = 401, 402, 403, 407
 UNSUPPORTED_EXTENSION, SESSION_NOT_FOUND, RESOURCES_UNAVAILABLE = 406, 503, 506
-REPLAY_WINDOW = 300.0   # seconds (RFC 5176 §3.3's example window for Event-Timestamp)
+REPLAY_WINDOW = DAE_WINDOW   # by default: radius.dae.window (DaeSettings.window)
+# seconds an Event-Timestamp may be ahead of our clock: clocks NTP keeps agree far closer; a
+# larger allowance would keep a captured request acceptable (and cached) that much longer
+MAX_AHEAD = 10.0
 MAX_ANSWERS = 4096   # answers kept for retransmissions and replay checks (a flood evicts the oldest)
 CODE_NAMES = {DISCONNECT_REQUEST: "Disconnect-Request", DISCONNECT_ACK: "Disconnect-ACK",
               DISCONNECT_NAK: "Disconnect-NAK", COA_REQUEST: "CoA-Request", COA_NAK: "CoA-NAK"}
@@ -276,6 +286,13 @@ class DaeServer(asyncio.DatagramProtocol):
     def error_received(self, exc: Exception) -> None:
         log.debug("RADIUS DAE listener %s: %s", self.settings.endpoint(), exc)
 
+    def adopt(self, old: DaeServer) -> None:
+        """A reload replaced ``old`` (other clients, address or port): the requests it answered
+        are still no news here if they verify with our secret (a captured one replayed to the new
+        listener, a retransmission answered again)."""
+        if old.settings.secret == self.settings.secret:
+            self._answered = collections.OrderedDict([*old._answered.items(), *self._answered.items()])
+
     def close(self) -> None:
         if self._sock is not None:   # closed before it was served (startup failed)
             self._sock.close()
@@ -327,10 +344,9 @@ class DaeServer(asyncio.DatagramProtocol):
             self._drop(source, f"{what} replayed (answered to {_at(seen.source)} already)")
             return None
         stamp = _event_timestamp(pkt)
-        if stamp is not None and abs(self._clock() - stamp) > REPLAY_WINDOW:
+        if stamp is not None and (why := _stale(stamp - self._clock(), self.settings.window)) is not None:
             self.stats.replayed += 1
-            self._drop(source, f"{what} with an Event-Timestamp {int(self._clock() - stamp)} s off our clock "
-                       f"(at most {REPLAY_WINDOW:g} s): stale or replayed")
+            self._drop(source, f"{what} with an Event-Timestamp {why}")
             return None
         self.stats.requests += 1
         failure = None
@@ -370,7 +386,7 @@ class DaeServer(asyncio.DatagramProtocol):
     def _expire(self, now: float) -> None:
         while self._answered:
             first = next(iter(self._answered.values()))
-            if now - first.at <= REPLAY_WINDOW:
+            if now - first.at <= self.settings.window + MAX_AHEAD:
                 break
             self._answered.popitem(last=False)
 
@@ -386,6 +402,15 @@ class DaeServer(asyncio.DatagramProtocol):
 
     def status(self) -> dict[str, Any]:
         return {"listen": self.settings.endpoint(), **self.stats.as_dict()}
+
+
+def _stale(ahead: float, window: float) -> str | None:
+    """Why an Event-Timestamp ``ahead`` seconds ahead of our clock (negative: behind) is refused."""
+    if ahead > MAX_AHEAD:
+        return f"{int(ahead)} s ahead of our clock (at most {MAX_AHEAD:g} s): replayed, or the clocks disagree"
+    if -ahead > window:
+        return f"{int(-ahead)} s old (at most {window:g} s): stale or replayed"
+    return None
 
 
 def _at(source: tuple[str, int]) -> str:

@@ -40,6 +40,7 @@ MAX_PACKET = 4096  # RFC 2865 §3
 EAP_MESSAGE, STATE, MESSAGE_AUTHENTICATOR, REPLY_MESSAGE, CLASS = 79, 24, 80, 18, 25
 USER_NAME = 1
 ACCT_INTERIM_INTERVAL = 85  # RFC 2869 §5.16: seconds between Interim-Updates the server asks for
+SESSION_TIMEOUT = 27  # RFC 2865 §5.27: the most seconds the session may last
 MAX_CLASSES = 8  # Class attributes of an Access-Accept kept for accounting (more are dropped)
 FILTER_ID, TUNNEL_TYPE = 11, 64
 TUNNEL_TYPE_ESP = 9  # RFC 2868 §3.1
@@ -104,6 +105,8 @@ class Answer:
     # a tunnelled method (PEAP, TTLS) need not be the EAP identity the client gave outside
     user_name: bytes | None = None
     user_name_error: str = ""   # why its User-Name cannot be one (the Accept is then refused)
+    # an Access-Accept's Session-Timeout as the server sent it, None for none or 0 (the edge bounds it)
+    session_timeout: int | None = None
 
     @property
     def name(self) -> str:
@@ -196,6 +199,7 @@ def read_reply(request: Any, raw: bytes) -> Answer:
         _filter_group(reply) if reply.code == ACCESS_ACCEPT else None,
         user_name,
         user_name_error,
+        _first_u32(reply, SESSION_TIMEOUT) or None if reply.code == ACCESS_ACCEPT else None,
     )
 
 
@@ -239,7 +243,12 @@ def _filter_group(reply: Any) -> str | None:
 
 def _interim_interval(reply: Any) -> int | None:
     """The first Acct-Interim-Interval that is a 4-byte integer (as strongSwan reads it), else None."""
-    for raw in _raw(reply, ACCT_INTERIM_INTERVAL):
+    return _first_u32(reply, ACCT_INTERIM_INTERVAL)
+
+
+def _first_u32(reply: Any, code: int) -> int | None:
+    """The first value of attribute ``code`` that is a 4-byte integer, else None."""
+    for raw in _raw(reply, code):
         if len(raw) == 4:
             return int.from_bytes(raw, "big")
     return None

@@ -46,11 +46,13 @@ MAX_UNCLAIMED = 1024
 
 @dataclass(frozen=True)
 class Accepted:
-    """What an Access-Accept tells accounting about the session: its Class attributes (echoed in
-    every record) and its Acct-Interim-Interval (as the server sent it; accounting bounds it)."""
+    """What an Access-Accept tells about the session: its Class attributes (echoed in every
+    accounting record), its Acct-Interim-Interval (as the server sent it; accounting bounds it)
+    and its Session-Timeout (the most seconds the IKE SA may last; the service bounds it)."""
 
     classes: tuple[bytes, ...] = ()
     interim_interval: int | None = None
+    session_timeout: int | None = None
 
 
 def user_text(name: bytes) -> str:
@@ -118,6 +120,14 @@ class RadiusRelay:
         """What the Access-Accept of IKE SA ``key`` tells its accounting (once; then nothing)."""
         return self._accepted.pop(key, Accepted())
 
+    def reconfigure(self, settings: RadiusSettings) -> None:
+        """A reload: new conversations use the new servers and timers; a round under way, and the
+        rest of a conversation under way, finish with the server (secret, address) they began with
+        (its link stays open until they end: :mod:`tunsec.radius.links`), as its State means
+        nothing to another one."""
+        self.settings = settings
+        self.client.reconfigure(settings)
+
     def close(self) -> None:
         self._conversations.clear()
         self._accepted.clear()
@@ -179,8 +189,9 @@ class RadiusRelay:
             proven = proven_user(identity, answer.user_name, conv.method, self.settings.trust_eap_identity)
             log.info("RADIUS server %s accepted user %s%s%s%s", server, user, _as(identity, proven, conv.method),
                      member, said)
-            if (answer.classes or answer.interim_interval is not None) and self.settings.accounting:
-                self._accepted[key] = Accepted(answer.classes, answer.interim_interval)
+            if answer.session_timeout is not None or \
+                    ((answer.classes or answer.interim_interval is not None) and self.settings.accounting):
+                self._accepted[key] = Accepted(answer.classes, answer.interim_interval, answer.session_timeout)
                 while len(self._accepted) > MAX_UNCLAIMED:
                     self._accepted.popitem(last=False)
             return RelayReply(RelayOutcome.ACCEPT, answer.eap, answer.msk, reason=f"RADIUS server {server}",

@@ -11,6 +11,7 @@ from tunsec.policy.selector import IPAddress, IPNetwork
 AUTH_PORT = 1812  # RFC 2865 §3
 ACCT_PORT = 1813  # RFC 2866 §3
 DAE_PORT = 3799  # RFC 5176 §3.1
+DAE_WINDOW = 300.0  # seconds an Event-Timestamp may be old (RFC 5176 §3.3's example window)
 IDS = 256  # requests one socket can have outstanding: the Identifier is one octet (RFC 2865 §3)
 
 
@@ -60,6 +61,8 @@ class DaeSettings:
     # who may send requests: each request's source address must be in one of these networks
     # (strongSwan takes them from anyone who knows the secret)
     clients: tuple[IPNetwork, ...] = ()
+    # how old a request's Event-Timestamp may be, and so how long an answer is kept (tunsec.radius.dae)
+    window: float = DAE_WINDOW
 
     def endpoint(self) -> str:
         host = f"[{self.listen}]" if self.listen.version == 6 else str(self.listen)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import functools
@@ -36,22 +37,27 @@ log = logging.getLogger("tunsec.ike")
 # retransmitting for a full round per server (22 s each by default) while a run a later reload
 # turns on holds its Accounting-On, and so every new Start, until this one has ended
 ACCT_RETIRE_WAIT = 3.0
+# an Access-Accept's Session-Timeout is taken as at least this many seconds: a shorter one would end
+# the IKE SA before its client has used it, and have it log in again in a loop
+MIN_SESSION_TIMEOUT = 10
 
 
 def _reload_radius(self: IkeService, settings: RadiusSettings | None) -> None:
-    """New RADIUS servers or timers serve new rounds; a round in flight fails (its client is closed)."""
+    """New RADIUS servers or timers serve new rounds and records; those under way finish with the
+    settings they began with (RadiusRelay.reconfigure, Accounting.reconfigure)."""
     old = self.radius.settings if self.radius is not None else None
     if old == settings:
         return
-    if self.radius is not None and old is not None and settings is not None and _rest(old) == _rest(settings):
-        # only dae { }, where groups come from or trust_eap_identity changed: EAP rounds in flight
-        # (their Accept is read with the new settings) and accounting go on untouched
-        self.radius.settings = settings
+    if self.radius is not None and settings is not None:
+        self.radius.reconfigure(settings)
+    else:
+        if self.radius is not None:
+            self.radius.close()
+        self.radius = RadiusRelay(settings) if settings is not None else None
+    if old is not None and settings is not None and _rest(old) == _rest(settings):
+        # only dae { }, where groups come from or trust_eap_identity changed: accounting goes on untouched
         _dae_reload(self, settings)
         return
-    if self.radius is not None:
-        self.radius.close()
-    self.radius = RadiusRelay(settings) if settings is not None else None
     self._acct_configure(settings)
     _acct_open(self)   # a reload that turned accounting on
     _dae_reload(self, settings)
@@ -90,15 +96,16 @@ async def _dae_serve(self: IkeService) -> None:
 
 def _dae_reload(self: IkeService, settings: RadiusSettings | None) -> None:
     """A reload: a listener whose settings changed is closed, a new one bound (as tunsec's own
-    user now: a port below 1024 fails, and is logged); one that stays keeps its socket and counters."""
+    user now: a port below 1024 fails, and is logged) with the old one's answer cache if the
+    secret is the same; one that stays keeps its socket and counters."""
     dae = settings.dae if settings is not None else None
     if self.dae is not None and dae == self.dae.settings:
         assert settings is not None
         self.dae.nas_identifier = settings.nas_identifier
         return
-    if self.dae is not None:
-        self.dae.close()
-        self.dae = None
+    old, self.dae = self.dae, None
+    if old is not None:
+        old.close()
     if dae is None or settings is None:
         return
     try:
@@ -107,6 +114,8 @@ def _dae_reload(self: IkeService, settings: RadiusSettings | None) -> None:
         log.error("reload: RADIUS Dynamic Authorization stays off: %s", err)
         return
     self.dae = _dae_server(self, settings, sock)
+    if old is not None:
+        self.dae.adopt(old)   # with the same secret, what it answered is no news to the new one
     self._spawn(self.dae.serve())
 
 
@@ -227,6 +236,9 @@ def _radius_close(self: IkeService) -> None:
     for retiring in list(self.acct_retiring):
         retiring.close()
     self.acct_retiring.clear()
+    for limit in self.session_limits.values():
+        limit.cancel()
+    self.session_limits.clear()
 
 
 def _acct_configure(self: IkeService, settings: RadiusSettings | None) -> None:
@@ -306,6 +318,7 @@ def _acct_start(self: IkeService, sa: IkeSa, ev: IkeSaUp, midway: bool = False) 
     handle = self._ike_handle(sa)
     if not midway and self.radius is not None:
         self.acct_accepted[handle] = self.radius.take_accepted(sa)
+        _limit_session(self, handle, self.acct_accepted[handle].session_timeout, ev)
     if self.accounting is None or (self.accounting.settings.accounting_requires_vip and not ev.peer_vips):
         return   # (strongSwan's accounting_requires_vip: no Start, so no Stop either)
     station = _station_of(self, self.accounting.settings.nas_identifier, sa, ev.remote_addr, ev.local_port, ev.name)
@@ -350,10 +363,38 @@ def _acct_usage(self: IkeService, handle: int | None) -> dict[str, int] | None:
             "packets_out": usage.packets_out}
 
 
+def _limit_session(self: IkeService, handle: int, timeout: int | None, ev: IkeSaUp) -> None:
+    """The Access-Accept's Session-Timeout (RFC 2865 §5.27): the IKE SA is deleted when it runs out,
+    as strongSwan's eap-radius has it (there, a reauthentication time; tunsec does not
+    reauthenticate). Counted from the IKE SA's IKE_AUTH, across its rekeys (they keep the handle)."""
+    if not timeout or handle in self.session_limits:
+        return
+    seconds = max(timeout, MIN_SESSION_TIMEOUT)
+    log.info("%s: IKE SA of %s ends in %d s: its RADIUS Session-Timeout%s", ev.name, ev.remote_id, seconds,
+             "" if seconds == timeout else f" ({timeout} s, taken as at least {MIN_SESSION_TIMEOUT} s)")
+    self.session_limits[handle] = asyncio.get_running_loop().call_later(seconds, _session_timed_out, self, handle)
+
+
+def _session_timed_out(self: IkeService, handle: int) -> None:
+    """The Session-Timeout ran out: the IKE SA is deleted (the peer is told), its accounting Stop
+    says Session-Timeout."""
+    self.session_limits.pop(handle, None)
+    sa = self._ike_sa(handle)
+    if sa is None or sa.is_closed:
+        return
+    log.info("%s: IKE SA with %s deleted: its RADIUS Session-Timeout ran out", sa.name, sa.peer_id)
+    if self.accounting is not None:
+        self.accounting.ending(handle, Cause.SESSION_TIMEOUT)
+    sa.delete(time.monotonic())
+    self._pump()
+
+
 def _acct_stop(self: IkeService, sa: IkeSa, reason: DownReason) -> None:
     handle = self._ike_handles.get(sa)
     if handle is not None:
         self.acct_accepted.pop(handle, None)
+        if (limit := self.session_limits.pop(handle, None)) is not None:
+            limit.cancel()
     if self.accounting is not None and handle is not None:
         self.accounting.stop(handle, cause_of(reason, self.closing))
 

@@ -183,6 +183,7 @@ class IkeService(Service):
         self.accounting: Accounting | None = None   # radius { accounting = yes } (_acct_* below)
         self.acct_retiring: set[Accounting] = set()   # turned off by a reload, still sending its last records
         self.acct_accepted: dict[int, Accepted] = {}   # by IKE handle: its Access-Accept's Class... (_acct_start)
+        self.session_limits: dict[int, asyncio.TimerHandle] = {}   # by IKE handle: its Session-Timeout's end
         self.dae: DaeServer | None = None   # radius { dae { enable = yes } } (_dae_* in radius_edge.py)
         self._acct_configure(radius)
 
