@@ -33,6 +33,7 @@ class _WaitingIke:
     data: bytes
     key: bytes | None
     sender: bytes | None = None
+    seq: int = 0   # the order it came in (the known queue's: which of the biggest keys' oldest is older)
 
 
 def _forget(index: dict[bytes, collections.deque[_WaitingIke]], key: bytes | None, waiting: _WaitingIke) -> None:
@@ -55,6 +56,7 @@ class _IkeWaiting:
         self.events: collections.deque[_WaitingIke] = collections.deque()
         self.by_key: dict[bytes, collections.deque[_WaitingIke]] = {}   # a key with none has no entry
         self.by_sender: dict[bytes, collections.deque[_WaitingIke]] = {}
+        self.seq = 0
 
     def __len__(self) -> int:
         return len(self.events)
@@ -68,6 +70,8 @@ class _IkeWaiting:
         return len(mine) if mine is not None else 0
 
     def append(self, waiting: _WaitingIke) -> None:
+        self.seq += 1
+        waiting.seq = self.seq
         self.events.append(waiting)
         if waiting.key is not None:
             self.by_key.setdefault(waiting.key, collections.deque()).append(waiting)
@@ -93,10 +97,15 @@ class _IkeWaiting:
 
     def pop_biggest(self, sender: bytes | None = None) -> _WaitingIke:
         """The oldest event of the key with the most waiting (of those from sender, if not None): who
-        holds the most pays, not whoever waits longest (a flooder's events are most of the oldest)."""
-        among = self.events if sender is None else self.by_sender[sender]
-        most = max(self.share(w.key) for w in among)
-        return self.pop(next(w for w in among if self.share(w.key) == most))
+        holds the most pays, not whoever waits longest (a flooder's events are most of the oldest).
+        A look at each key's oldest (or at the sender's at most MAX_IKE_KNOWN_PER_SENDER), not at
+        every event: a peer may flood while it is full."""
+        if sender is not None:
+            among = self.by_sender[sender]
+            most = max(self.share(w.key) for w in among)
+            return self.pop(next(w for w in among if self.share(w.key) == most))
+        most = max(map(len, self.by_key.values()))
+        return self.pop(min((q[0] for q in self.by_key.values() if len(q) == most), key=lambda w: w.seq))
 
     def clear(self) -> None:
         self.events.clear()
@@ -279,8 +288,9 @@ class PipeWriter:
     def _wait_known(self, data: bytes, peer: int) -> None:
         # keyed as the fast path keys its shares: the peer, or the SA's SPI when none was named
         known, sender = self._known, ike_event_sender(data)
-        key = peer.to_bytes(8, "big") if peer else ike_event_own_spi(data)
-        if key is not None and known.share(key) >= self.MAX_IKE_PER_PEER:
+        # (every known event has a key: pop_biggest looks only at keys; b"" never comes from the worker)
+        key = peer.to_bytes(8, "big") if peer else ike_event_own_spi(data) or b""
+        if known.share(key) >= self.MAX_IKE_PER_PEER:
             self.dropped_ike_known_share += 1
             self._drop(known.pop_keys_oldest(key))
         elif sender is not None and known.senders_share(sender) >= self.MAX_IKE_KNOWN_PER_SENDER:
