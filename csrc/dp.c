@@ -507,8 +507,8 @@ static int check_inner(ts_sa *sa, const uint8_t *pt, size_t pt_len, size_t *inne
 
 /* An IKE message up to the control process (it parses and answers it): only a whole IKE header
  * whose length field is the message's goes up (cheap, and keeps junk out of the event queue),
- * within its sender's share of the queue, or its IKE SA's share of the reserve.  Anyone may send
- * these, spoofed, before any state. */
+ * within its sender's share of the queue, or its peer's and its sender's shares of the reserve.
+ * Anyone may send these, spoofed, before any state. */
 static void ike_event(ts_dp *dp, const uint8_t *ike, size_t len, const ts_addr *src, const ts_addr *local,
                       int *drop) {
     if (len > TS_IKE_MAX_MESSAGE) {   /* the control side would drop it unparsed: spare the queue */
@@ -521,13 +521,14 @@ static void ike_event(ts_dp *dp, const uint8_t *ike, size_t len, const ts_addr *
     }
     /* a datagram of an established IKE SA (our SPI in it: nobody off-path knows one) has a
      * reserve in the queue; the others' senders share what is left */
-    int sa = ts_ike_known_slot(dp, ike);
-    ts_event ev = {.type = TS_EV_IKE, .known = sa >= 0};
+    uint64_t peer = 0;
+    int slot = ts_ike_known_slot(dp, ike, &peer);
+    ts_event ev = {.type = TS_EV_IKE, .known = slot >= 0, .peer = peer};
     if (src)
         ev.addr = *src;
     if (local)
         ev.local = *local;
-    *drop = ts_events_push_ike(&dp->events, &ev, ike, len, sa >= 0 ? 0 : ike_source_slot(dp, src), sa);
+    *drop = ts_events_push_ike(&dp->events, &ev, ike, len, ike_source_slot(dp, src), slot);
 }
 
 int ts_inbound_locked(ts_dp *dp, uint8_t *udp, size_t len, const ts_addr *src,

@@ -24,14 +24,18 @@ void ts_events_destroy(ts_events *q) {
     pthread_mutex_destroy(&q->lock);
 }
 
-/* why an event of ev's type from source slot src (-1: not an IKE datagram), of the established
- * IKE SA in slot sa (-1: none), finds no room: TS_DROP_NONE if it does.  The share first, as the
- * INVALID_SPI limiter has it */
-static int room(const ts_events *q, const ts_event *ev, int src, int sa) {
-    if (sa >= 0) {
-        /* only its SA's share bounds it, not its sender's: a flood may spoof the peer's address */
-        if (q->ike_sa[sa] >= TS_IKE_PER_SA)
+/* why an event of ev's type from source slot src (-1: not an IKE datagram), of an established IKE
+ * SA whose peer's slot is peer (-1: none), finds no room: TS_DROP_NONE if it does.  The shares
+ * first, as the INVALID_SPI limiter has it */
+static int room(const ts_events *q, const ts_event *ev, int src, int peer) {
+    if (peer >= 0) {
+        /* its peer's share, whatever address it comes from or how many IKE SAs it has; its
+         * sender's too, apart from the unknown ones' (which a spoofed flood fills, and no
+         * off-path spoofer can make these) */
+        if (q->ike_peer[peer] >= TS_IKE_PER_PEER)
             return TS_DROP_IKE_KNOWN_SHARE;
+        if (src >= 0 && q->ike_known_src[src] >= TS_IKE_KNOWN_PER_SOURCE)
+            return TS_DROP_IKE_KNOWN_SOURCE;
         return q->count < TS_EVENT_CAP / 2 ? TS_DROP_NONE : TS_DROP_IKE_KNOWN_FULL;
     }
     if (src >= 0 && q->ike_src[src] >= TS_IKE_PER_SOURCE)
@@ -45,14 +49,14 @@ static int room(const ts_events *q, const ts_event *ev, int src, int sa) {
     return q->count < TS_EVENT_CAP ? TS_DROP_NONE : TS_DROP_QUEUE_FULL;
 }
 
-static int push(ts_events *q, const ts_event *ev, const uint8_t *data, size_t len, int src, int sa) {
+static int push(ts_events *q, const ts_event *ev, const uint8_t *data, size_t len, int src, int peer) {
     uint8_t *copy = NULL;
     int why;
     if (len) {
         /* a look before the copy, so a datagram with no room costs no allocation (a flood's
          * are up to 64 KiB each); the copy is made outside the lock, and room checked again */
         pthread_mutex_lock(&q->lock);
-        why = room(q, ev, src, sa);
+        why = room(q, ev, src, peer);
         pthread_mutex_unlock(&q->lock);
         if (why != TS_DROP_NONE)
             return why;
@@ -62,18 +66,19 @@ static int push(ts_events *q, const ts_event *ev, const uint8_t *data, size_t le
         memcpy(copy, data, len);
     }
     pthread_mutex_lock(&q->lock);
-    why = room(q, ev, src, sa);
+    why = room(q, ev, src, peer);
     if (why == TS_DROP_NONE) {
         ts_event_slot *s = &q->slots[(q->head + q->count) % TS_EVENT_CAP];
         s->ev = *ev;
         s->ev.data_len = (uint32_t)len;
         s->data = copy;
-        /* a known SA's datagram is counted in its SA's share only */
-        s->src = (int16_t)(sa >= 0 ? -1 : src);
-        s->sa = (int16_t)sa;
-        if (sa >= 0)
-            q->ike_sa[sa]++;
-        else if (src >= 0) {
+        s->src = (int16_t)src;
+        s->peer = (int16_t)peer;
+        if (peer >= 0) {
+            q->ike_peer[peer]++;
+            if (src >= 0)
+                q->ike_known_src[src]++;
+        } else if (src >= 0) {
             q->ike_src[src]++;
             q->ike_unknown++;
         }
@@ -95,9 +100,9 @@ bool ts_events_push(ts_events *q, const ts_event *ev, const uint8_t *data, size_
 }
 
 int ts_events_push_ike(ts_events *q, const ts_event *ev, const uint8_t *data, size_t len, unsigned src_slot,
-                       int sa_slot) {
+                       int peer_slot) {
     return push(q, ev, data, len, (int)(src_slot % TS_IKE_SOURCE_SLOTS),
-                sa_slot < 0 ? -1 : sa_slot % TS_IKE_SA_SLOTS);
+                peer_slot < 0 ? -1 : peer_slot % TS_IKE_PEER_SLOTS);
 }
 
 int ts_dp_next_event(ts_dp *dp, ts_event *ev, uint8_t *buf, size_t buflen) {
@@ -118,12 +123,15 @@ int ts_dp_next_event(ts_dp *dp, ts_event *ev, uint8_t *buf, size_t buflen) {
     ev->data_len = (uint32_t)n;
     free(s->data);
     s->data = NULL;
-    if (s->src >= 0) {
-        q->ike_src[s->src]--;   /* the source's (or the SA's) share back once the control side has it */
+    /* the shares back once the control side has it */
+    if (s->peer >= 0) {
+        q->ike_peer[s->peer]--;
+        if (s->src >= 0)
+            q->ike_known_src[s->src]--;
+    } else if (s->src >= 0) {
+        q->ike_src[s->src]--;
         q->ike_unknown--;
     }
-    if (s->sa >= 0)
-        q->ike_sa[s->sa]--;
     q->head = (q->head + 1) % TS_EVENT_CAP;
     q->count--;
     pthread_mutex_unlock(&q->lock);

@@ -3,11 +3,13 @@
  * event queue's reserve, which a flood of spoofed IKE cannot take (events.c).  An off-path
  * attacker does not know them: we drew them at random and they travel only between us and the
  * peer.  Half-open SAs are not here: whoever sent the IKE_SA_INIT knows our SPI of those.
+ * Each SPI comes with its peer: the control process's id of the authenticated identity, so that
+ * all the IKE SAs one peer opens (as many as it likes: unique=no) share one share of the reserve.
  *
  * Open addressing with linear probing over a table that doubles up to TS_IKE_SPI_MAX entries at
  * most half full; SPI 0 marks an empty slot (no IKE SA has it: RFC 7296 §3.1).  The hash is
  * SipHash-1-3 under a random key of this context, as the SAD's: the datagrams looked up are
- * anyone's, and the keyed hash also picks each SA's share of the queue. */
+ * anyone's, and the keyed hash of the peer also picks the peer's share of the queue. */
 #include "internal.h"
 #include <errno.h>
 #include <stdlib.h>
@@ -41,36 +43,39 @@ uint64_t ts_ike_spi_hash(const ts_ike_spis *s, uint64_t spi) {
 /* the slot that holds spi, or the empty one where it would go */
 static size_t probe(const ts_ike_spis *s, uint64_t spi, uint64_t h) {
     size_t mask = s->cap - 1, i = (size_t)h & mask;
-    while (s->slots[i] && s->slots[i] != spi)
+    while (s->slots[i].spi && s->slots[i].spi != spi)
         i = (i + 1) & mask;
     return i;
 }
 
-bool ts_ike_spis_has(const ts_ike_spis *s, uint64_t spi, uint64_t *hash) {
+bool ts_ike_spis_has(const ts_ike_spis *s, uint64_t spi, uint64_t *peer) {
     if (!spi || !s->count)
         return false;
-    uint64_t h = ts_ike_spi_hash(s, spi);
-    if (hash)
-        *hash = h;
-    return s->slots[probe(s, spi, h)] == spi;
+    const ts_ike_spi_entry *e = &s->slots[probe(s, spi, ts_ike_spi_hash(s, spi))];
+    if (e->spi != spi)
+        return false;
+    if (peer)
+        *peer = e->peer;
+    return true;
 }
 
 static int grow(ts_ike_spis *s) {
     size_t cap = s->cap ? s->cap * 2 : MIN_SLOTS;
-    uint64_t *old = s->slots, *slots = calloc(cap, sizeof(*slots));
+    ts_ike_spi_entry *old = s->slots, *slots = calloc(cap, sizeof(*slots));
     if (!slots)
         return TS_ENOMEM;
     size_t old_cap = s->cap;
     s->slots = slots;
     s->cap = cap;
     for (size_t i = 0; i < old_cap; i++)
-        if (old[i])
-            slots[probe(s, old[i], ts_ike_spi_hash(s, old[i]))] = old[i];
+        if (old[i].spi)
+            slots[probe(s, old[i].spi, ts_ike_spi_hash(s, old[i].spi))] = old[i];
     free(old);
     return TS_OK;
 }
 
-int ts_ike_spis_add(ts_ike_spis *s, uint64_t spi) {
+/* peer 0: the SA is a peer of its own (its SPI stands for it) */
+int ts_ike_spis_add(ts_ike_spis *s, uint64_t spi, uint64_t peer) {
     if (!spi)
         return TS_EINVAL;
     if (ts_ike_spis_has(s, spi, NULL))
@@ -83,7 +88,7 @@ int ts_ike_spis_add(ts_ike_spis *s, uint64_t spi) {
         if (rc != TS_OK)
             return rc;
     }
-    s->slots[probe(s, spi, ts_ike_spi_hash(s, spi))] = spi;
+    s->slots[probe(s, spi, ts_ike_spi_hash(s, spi))] = (ts_ike_spi_entry){spi, peer ? peer : spi};
     s->count++;
     return TS_OK;
 }
@@ -92,18 +97,18 @@ int ts_ike_spis_delete(ts_ike_spis *s, uint64_t spi) {
     if (!spi || !s->count)
         return TS_ENOENT;
     size_t mask = s->cap - 1, i = probe(s, spi, ts_ike_spi_hash(s, spi));
-    if (s->slots[i] != spi)
+    if (s->slots[i].spi != spi)
         return TS_ENOENT;
     /* backward shift: the entries after it that probed past slot i move up, so no lookup stops
      * early at the hole (no tombstones to accumulate over a gateway's years of rekeys) */
-    s->slots[i] = 0;
-    for (size_t j = (i + 1) & mask; s->slots[j]; j = (j + 1) & mask) {
-        size_t home = (size_t)ts_ike_spi_hash(s, s->slots[j]) & mask;
+    s->slots[i] = (ts_ike_spi_entry){0, 0};
+    for (size_t j = (i + 1) & mask; s->slots[j].spi; j = (j + 1) & mask) {
+        size_t home = (size_t)ts_ike_spi_hash(s, s->slots[j].spi) & mask;
         bool stays = i <= j ? (i < home && home <= j) : (i < home || home <= j);
         if (stays)
             continue;
         s->slots[i] = s->slots[j];
-        s->slots[j] = 0;
+        s->slots[j] = (ts_ike_spi_entry){0, 0};
         i = j;
     }
     s->count--;
@@ -118,9 +123,9 @@ static uint64_t be64(const uint8_t *p) {
 }
 
 /* ---- the control side's calls --------------------------------------------------------- */
-int ts_dp_ike_spi_add(ts_dp *dp, uint64_t spi) {
+int ts_dp_ike_spi_add(ts_dp *dp, uint64_t spi, uint64_t peer) {
     pthread_rwlock_wrlock(&dp->lock);
-    int rc = ts_ike_spis_add(&dp->ike_spis, spi);
+    int rc = ts_ike_spis_add(&dp->ike_spis, spi, peer);
     pthread_rwlock_unlock(&dp->lock);
     return rc;
 }
@@ -139,12 +144,13 @@ size_t ts_dp_ike_spi_count(ts_dp *dp) {
     return n;
 }
 
-/* Under the read lock: the share slot of the established IKE SA an IKE header (28 bytes at least)
- * names as ours, else -1.  The I flag says who sent it: the original initiator (then we are the
- * responder and our SPI is SPIr) or the responder (ours is SPIi). */
-int ts_ike_known_slot(const ts_dp *dp, const uint8_t *ike) {
-    uint64_t spi = be64(ike + ((ike[19] & IKE_FLAG_INITIATOR) ? 8 : 0)), h;
-    if (!ts_ike_spis_has(&dp->ike_spis, spi, &h))
+/* Under the read lock: the share slot of the peer of the established IKE SA an IKE header (28
+ * bytes at least) names as ours, and that peer in *peer, else -1.  The I flag says who sent it: the
+ * original initiator (then we are the responder and our SPI is SPIr) or the responder (ours is
+ * SPIi).  The slot is the keyed hash of the peer: which peers share one nobody outside can tell. */
+int ts_ike_known_slot(const ts_dp *dp, const uint8_t *ike, uint64_t *peer) {
+    uint64_t spi = be64(ike + ((ike[19] & IKE_FLAG_INITIATOR) ? 8 : 0));
+    if (!ts_ike_spis_has(&dp->ike_spis, spi, peer))
         return -1;
-    return (int)((h >> 32) & (TS_IKE_SA_SLOTS - 1));
+    return (int)((ts_ike_spi_hash(&dp->ike_spis, *peer) >> 32) & (TS_IKE_PEER_SLOTS - 1));
 }

@@ -304,7 +304,8 @@ typedef struct ts_event_slot {
     ts_event ev;
     uint8_t *data;
     int16_t src;                       /* IKE: the sender's slot in ts_events.ike_src, else -1 */
-    int16_t sa;                        /* IKE of an established IKE SA: its slot in ts_events.ike_sa, else -1 */
+    int16_t peer;                      /* IKE of an established IKE SA: its peer's slot in ts_events.ike_peer, else -1
+                                          (then src is its slot in ike_known_src) */
 } ts_event_slot;
 
 #define TS_EVENT_CAP 1024
@@ -315,20 +316,30 @@ typedef struct ts_event_slot {
 #define TS_IKE_PER_SOURCE 32
 /* Of that IKE half, TS_IKE_RESERVED are for datagrams that name an established IKE SA (ikespi.c):
  * those of no SA we know, from spoofed senders in any number of slots, fill only the rest, so the
- * peers' DPD, rekeys, DELETEs and MOBIKE still go up (and may use the rest while it is free).  Those are not held to their sender's share (a flood may spoof
- * the peer's address, or share its slot) but to their IKE SA's: slots a keyed hash of the SPI
- * picks, TS_IKE_PER_SA each, so one authenticated peer flooding with its own SPI cannot take the
- * reserve from the others. */
+ * peers' DPD, rekeys, DELETEs and MOBIKE still go up (and may use the rest while it is free).
+ * Only a peer who authenticated can make one: it knows its SPIs, and may send them from any
+ * address, spoofed too, in any number of IKE SAs (unique=no).  So each is held to two shares:
+ * - its peer's (the identity the control process named in IKE_SPI_ADD, all its IKE SAs together):
+ *   TS_IKE_PER_PEER in slots a keyed hash of the peer picks.  This is what bounds one authenticated
+ *   peer to a constant part of the reserve however many IKE SAs and addresses it uses: 8 distinct
+ *   identities (credentials) at least to fill it;
+ * - its sender's: TS_IKE_KNOWN_PER_SOURCE in the source slots (apart from the unknown ones' shares,
+ *   which a spoofed flood fills): peers with several identities on one address (or one whose slot
+ *   it shares) are held to it.  It is twice a peer's share, so a peer that spoofs another's address
+ *   with its own SPIs takes at most half of that address's share.
+ * A peer sharing its slot (1/TS_IKE_PEER_SLOTS of the others) shares its share. */
 #define TS_IKE_RESERVED 128
-#define TS_IKE_SA_SLOTS 256
-#define TS_IKE_PER_SA 16
+#define TS_IKE_PEER_SLOTS 1024
+#define TS_IKE_PER_PEER 16
+#define TS_IKE_KNOWN_PER_SOURCE 32
 typedef struct ts_events {
     pthread_mutex_t lock;
     ts_event_slot slots[TS_EVENT_CAP];
     size_t head, count;
     size_t ike_unknown;                      /* IKE events queued of no established IKE SA */
     uint16_t ike_src[TS_IKE_SOURCE_SLOTS];   /* ... of them per source slot */
-    uint16_t ike_sa[TS_IKE_SA_SLOTS];        /* known IKE events queued per IKE SA slot */
+    uint16_t ike_peer[TS_IKE_PEER_SLOTS];    /* known IKE events queued per peer slot ... */
+    uint16_t ike_known_src[TS_IKE_SOURCE_SLOTS];   /* ... and per source slot */
     int efd;
 } ts_events;
 
@@ -336,28 +347,32 @@ int ts_events_init(ts_events *q);
 void ts_events_destroy(ts_events *q);
 /* false if the queue is full (the caller counts the drop) */
 bool ts_events_push(ts_events *q, const ts_event *ev, const uint8_t *data, size_t len);
-/* an IKE datagram from the sender whose slot is src_slot, of the established IKE SA whose slot is
- * sa_slot (-1: none we know): TS_DROP_NONE once queued, else TS_DROP_IKE_SOURCE_LIMIT (that
- * sender's share is waiting) or TS_DROP_QUEUE_FULL; for a known SA TS_DROP_IKE_KNOWN_SHARE or
- * TS_DROP_IKE_KNOWN_FULL */
+/* an IKE datagram from the sender whose slot is src_slot, of an established IKE SA whose peer's
+ * slot is peer_slot (-1: none we know): TS_DROP_NONE once queued, else TS_DROP_IKE_SOURCE_LIMIT
+ * (that sender's share is waiting) or TS_DROP_QUEUE_FULL; for a known SA TS_DROP_IKE_KNOWN_SHARE
+ * (its peer's share), TS_DROP_IKE_KNOWN_SOURCE (its sender's) or TS_DROP_IKE_KNOWN_FULL */
 int ts_events_push_ike(ts_events *q, const ts_event *ev, const uint8_t *data, size_t len, unsigned src_slot,
-                       int sa_slot);
+                       int peer_slot);
 
 /* ---- our established IKE SAs' SPIs (ikespi.c) ------------------------------------------ */
+typedef struct ts_ike_spi_entry {
+    uint64_t spi, peer;                /* spi 0 = empty */
+} ts_ike_spi_entry;
 typedef struct ts_ike_spis {
-    uint64_t *slots;                   /* cap of them, 0 = empty; NULL until the first add */
+    ts_ike_spi_entry *slots;           /* cap of them; NULL until the first add */
     size_t cap, count;                 /* cap a power of two, count <= cap / 2 */
     uint64_t key[2];                   /* SipHash key, random per context */
 } ts_ike_spis;
 int ts_ike_spis_init(ts_ike_spis *s);
 void ts_ike_spis_destroy(ts_ike_spis *s);
 uint64_t ts_ike_spi_hash(const ts_ike_spis *s, uint64_t spi);
-bool ts_ike_spis_has(const ts_ike_spis *s, uint64_t spi, uint64_t *hash);
-int ts_ike_spis_add(ts_ike_spis *s, uint64_t spi);
+bool ts_ike_spis_has(const ts_ike_spis *s, uint64_t spi, uint64_t *peer);
+int ts_ike_spis_add(ts_ike_spis *s, uint64_t spi, uint64_t peer);
 int ts_ike_spis_delete(ts_ike_spis *s, uint64_t spi);
-/* under the read lock: the slot of the established IKE SA whose SPI an IKE header (28 bytes or
- * more) names as ours (SPIr if the initiator sent it, else SPIi), -1 if none */
-int ts_ike_known_slot(const ts_dp *dp, const uint8_t *ike);
+/* under the read lock: the slot of the peer of the established IKE SA whose SPI an IKE header (28
+ * bytes or more) names as ours (SPIr if the initiator sent it, else SPIi), the peer in *peer; -1
+ * if none */
+int ts_ike_known_slot(const ts_dp *dp, const uint8_t *ike, uint64_t *peer);
 
 /* ---- socket control data (cmsg.c) ------------------------------------------- */
 typedef struct ts_rx_meta {

@@ -81,10 +81,12 @@ enum ts_drop {
                                          keyed hash shares its slot) already has 32 waiting for the
                                          control process */
     TS_DROP_IKE_KNOWN_SHARE,          /* IKE datagram of an established IKE SA (our SPI in it) not
-                                         passed up: that SA (or one whose keyed hash shares its slot)
-                                         already has 16 waiting */
+                                         passed up: that SA's peer (all its IKE SAs, or a peer whose
+                                         keyed hash shares its slot) already has 16 waiting */
     TS_DROP_IKE_KNOWN_FULL,           /* ... not passed up: the IKE half of the event queue is full,
                                          its reserve for established IKE SAs too */
+    TS_DROP_IKE_KNOWN_SOURCE,         /* ... not passed up: its source address (or one whose keyed
+                                         hash shares its slot) already has 32 of them waiting */
     TS_DROP__COUNT
 };
 
@@ -198,6 +200,7 @@ typedef struct ts_event {
     uint8_t type;
     uint8_t dir, hard, reason;
     uint8_t known;               /* IKE: 1 if it names an established IKE SA of ours (ts_dp_ike_spi_add) */
+    uint64_t peer;               /* IKE, known: that SA's peer (as added) */
     uint32_t spi;
     uint32_t policy_id;
     ts_addr addr;                /* peer (INVALID_SPI, IKE, EXPIRE of an OUT SA) */
@@ -257,7 +260,9 @@ int ts_sad_reserve(ts_dp *dp, uint32_t spi, uint8_t dir, const ts_addr *remote, 
  * TS_IKE_SPI_MAX (then TS_ENOSPC: that SA goes without); 0 is TS_EINVAL, a second add of one
  * TS_EEXIST, a delete of one not there TS_ENOENT. */
 #define TS_IKE_SPI_MAX 65536
-int ts_dp_ike_spi_add(ts_dp *dp, uint64_t spi);
+/* peer: who authenticated the IKE SA (the control process's id; 0: a peer of its own): all the
+ * SAs of one peer share one share of the reserve */
+int ts_dp_ike_spi_add(ts_dp *dp, uint64_t spi, uint64_t peer);
 int ts_dp_ike_spi_delete(ts_dp *dp, uint64_t spi);
 size_t ts_dp_ike_spi_count(ts_dp *dp);
 

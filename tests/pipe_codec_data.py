@@ -304,7 +304,7 @@ messages: st.SearchStrategy[Message] = st.one_of(
             st.just(e),
         )
     ),
-    st.builds(IkeSpiAdd, req_ids, ike_spis),
+    st.builds(IkeSpiAdd, req_ids, ike_spis, st.integers(0, (1 << 64) - 1)),
     st.builds(IkeSpiDelete, req_ids, ike_spis),
 )
 
@@ -381,6 +381,7 @@ DROP_NAMES += ["icmp_suppressed"]
 DROP_NAMES += ["unreserved"]
 DROP_NAMES += ["invalid_spi_source_limit", "invalid_spi_rate_limit"]
 DROP_NAMES += ["ike_too_big", "icmp_quote", "ike_source_limit", "ike_known_share", "ike_known_full"]
+DROP_NAMES += ["ike_known_source"]
 
 DROPS = tuple((name, n) for n, name in enumerate(DROP_NAMES))
 
@@ -432,7 +433,7 @@ REALISTIC: list[Message] = [
     Migrate(22, 0xC0000123, Direction.IN, REMOTE6, new_local=LOCAL6),
     Migrate(23, 0xC0000123, Direction.IN, REMOTE4, new_local=Endpoint(ip_address("0.0.0.0"), 4500)),
     # an IKE SA established, then rekeyed away: its IKE has a reserve in the worker meanwhile
-    IkeSpiAdd(24, bytes.fromhex("8a3f01c27d5e9b10")),
+    IkeSpiAdd(24, bytes.fromhex("8a3f01c27d5e9b10"), 0x1D5E_7A11_CE00_0001),   # all its peer's SAs: one share
     IkeSpiDelete(25, bytes.fromhex("8a3f01c27d5e9b10")),
     # a hard EXPIRE carries the SA's final counters (PF_KEY's current lifetime); DUMP the worker's gauges
     Expire(spi=0xC0000123, direction=Direction.IN, hard=True, reason=ExpireReason.TIME,
@@ -545,6 +546,7 @@ EXT_LENGTHS = {
     Ext.LIFETIME_CURRENT: 28,
     Ext.GAUGE: 16 + 8,  # "live_sas"
     Ext.IKE_SPI: 12,
+    Ext.IKE_PEER: 12,
 }
 
 

@@ -56,6 +56,10 @@ def test_established_rekeyed_deleted_and_restarted_ike_sas_reach_the_worker() ->
         first = {s: pair.ike(s).local_spi for s in "ab"}
         for side in "ab":
             assert spi_requests(pair, side) == [("IkeSpiAdd", first[side])] and held(pair, side) == 1
+        # each side's peer is the other's identity: the id the worker shares the reserve by
+        peers = {s: pair.svc[s].trusted.spis[first[s]] for s in "ab"}
+        assert peers["a"] != peers["b"] and 0 not in peers.values()
+        assert [m.peer for m in pair.workers["a"].log if isinstance(m, pipe.IkeSpiAdd)] == [peers["a"]]
         # the other side's DPD names our SPI: flagged at the worker, so it has the reserve
         assert known_on_arrival(pair, "b", dpd(pair, "a")) and known_on_arrival(pair, "a", dpd(pair, "b"))
         await pair.settle()
@@ -73,7 +77,8 @@ def test_established_rekeyed_deleted_and_restarted_ike_sas_reach_the_worker() ->
             got = spi_requests(pair, side, marks[side])
             assert sorted(got) == [("IkeSpiAdd", new[side]), ("IkeSpiDelete", first[side])]
             assert held(pair, side) == 1
-            assert pair.svc[side].trusted.spis == {new[side]} == set(pair.svc[side].ike_up)
+            # the rekeyed SA is the same peer's: the same share
+            assert pair.svc[side].trusted.spis == {new[side]: peers[side]} and set(pair.svc[side].ike_up) == {new[side]}
         assert known_on_arrival(pair, "b", dpd(pair, "a", heirs["a"]))
         await pair.settle()
 
@@ -112,7 +117,7 @@ def test_the_service_takes_eexist_as_done_and_counts_enospc(caplog: pytest.LogCa
             assert worker.dp.gauges()["ike_spis"] == 1 and svc.trusted.refused == 0 and caplog.records == []
             for n in range(2):
                 svc.trusted._answered([pipe.Reply(5 + n, pipe.MsgType.IKE_SPI_ADD, Errno.ENOSPC)])
-        assert svc.trusted.refused == 2 and svc.trusted.spis == {spi}
+        assert svc.trusted.refused == 2 and set(svc.trusted.spis) == {spi}
         assert len(caplog.records) == 1 and "no reserve" in caplog.records[0].getMessage()
 
     asyncio.run(body())

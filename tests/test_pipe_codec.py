@@ -155,7 +155,7 @@ def test_extension_lengths() -> None:
         Ike(data=b"x" * 301, remote=REMOTE4),
         Reserve(1, 300, Direction.OUT, 5000, 4000, REMOTE4),
         Migrate(1, 300, Direction.IN, REMOTE4),
-        IkeSpiAdd(1, b"\x01" * 8),
+        IkeSpiAdd(1, b"\x01" * 8, 7),
         Reply(1, MsgType.DUMP, Errno.OK, sas=(sa_info(1),), policies=(policy_info(1),), drops=(("auth", 1),),
               gauges=(("live_sas", 1),)),
     ]

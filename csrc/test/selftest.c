@@ -49,6 +49,7 @@ int main(int argc, char **argv) {
     test_ike_source_share();
     test_ike_source_share_threads();
     test_ike_known_reserve();
+    test_ike_known_one_peer();
     test_ike_spi_set();
     test_siphash_vector();
     test_invalid_spi_per_source();

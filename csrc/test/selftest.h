@@ -135,6 +135,7 @@ void test_ike_marker(void);             /* test_ike_queue.c */
 void test_ike_source_share(void);
 void test_ike_source_share_threads(void);
 void test_ike_known_reserve(void);      /* test_ike_trust.c */
+void test_ike_known_one_peer(void);
 void test_ike_spi_set(void);
 void test_siphash_vector(void);         /* test_invalid_spi.c */
 void test_invalid_spi_per_source(void);

@@ -1,7 +1,8 @@
 /* IKE of established IKE SAs (ikespi.c, events.c): a datagram whose header names one of our SPIs
  * the control process added has a reserve in the event queue that datagrams of unknown SPIs, from
- * any number of spoofed senders, cannot take; within it each SA has a share; an SPI removed
- * loses the reserve.  The set itself: bounded, and correct through deletes (backward shift). */
+ * any number of spoofed senders, cannot take; within it each peer (all its IKE SAs) and each
+ * sender address has a share; an SPI removed loses the reserve.  The set itself: bounded, and
+ * correct through deletes (backward shift). */
 #include "selftest.h"
 
 #define UNKNOWN_ROOM (TS_EVENT_CAP / 2 - TS_IKE_RESERVED)
@@ -61,7 +62,7 @@ static int drain(ts_dp *dp, int *known) {
 void test_ike_known_reserve(void) {
     ts_dp *dp = ts_dp_new();
     FATAL_IF(!dp);
-    CHECK(ts_dp_ike_spi_add(dp, OURS) == TS_OK);
+    CHECK(ts_dp_ike_spi_add(dp, OURS, 0) == TS_OK);
     static uint8_t junk[304], mine[120];
     size_t jlen = 304;
     put32(junk, 0);
@@ -85,21 +86,26 @@ void test_ike_known_reserve(void) {
     mine[4 + 19] = 0x08;
     CHECK(from(dp, mine, mlen, &peer) == TS_DROP_QUEUE_FULL);
     CHECK(drop_count(dp, TS_DROP_QUEUE_FULL) == full_before + 1);
-    /* one SA may fill its share of the reserve, no more, counted apart from the unknown ones */
+    /* one SA (a peer of its own) may fill its peer's share of the reserve, no more, counted apart
+     * from the unknown ones */
     ike_msg(mine, 80, OURS, false);
     int more = 0;
     while (from(dp, mine, mlen, &peer) == TS_DROP_NONE)
         more++;
-    CHECK(more == TS_IKE_PER_SA - 3 && drop_count(dp, TS_DROP_IKE_KNOWN_SHARE) == 1);
-    /* other SAs fill the rest of the reserve, and then find it full */
-    int sas = 0, known_queued = TS_IKE_PER_SA;
+    CHECK(more == TS_IKE_PER_PEER - 3 && drop_count(dp, TS_DROP_IKE_KNOWN_SHARE) == 1);
+    /* other peers, each from an address of its own, fill the rest of the reserve, and then find it full */
+    int sas = 0, known_queued = TS_IKE_PER_PEER;
     for (uint64_t spi = OURS + 1; drop_count(dp, TS_DROP_IKE_KNOWN_FULL) == 0; spi++) {
         FATAL_IF(++sas > 64);
-        CHECK(ts_dp_ike_spi_add(dp, spi) == TS_OK);
+        CHECK(ts_dp_ike_spi_add(dp, spi, 0) == TS_OK);
         ike_msg(mine, 80, spi, sas % 2);
+        ts_addr own;
+        addr4(&own, (uint8_t)(100 + sas), 4500);
         for (int d = TS_DROP_NONE; d == TS_DROP_NONE; known_queued += d == TS_DROP_NONE) {
-            d = from(dp, mine, mlen, &peer);
-            CHECK(d == TS_DROP_NONE || d == TS_DROP_IKE_KNOWN_SHARE || d == TS_DROP_IKE_KNOWN_FULL);
+            d = from(dp, mine, mlen, &own);
+            /* the source's share only if three of the addresses share a slot */
+            CHECK(d == TS_DROP_NONE || d == TS_DROP_IKE_KNOWN_SHARE || d == TS_DROP_IKE_KNOWN_FULL
+                  || d == TS_DROP_IKE_KNOWN_SOURCE);
         }
     }
     CHECK(known_queued == TS_IKE_RESERVED && drop_count(dp, TS_DROP_QUEUE_FULL) == full_before + 1);
@@ -112,11 +118,11 @@ void test_ike_known_reserve(void) {
     CHECK(ike == UNKNOWN_ROOM + TS_IKE_RESERVED && known == TS_IKE_RESERVED);
     /* every share came back with the pops: the SA's whole share again */
     ike_msg(mine, 80, OURS, false);
-    for (int i = 0; i < TS_IKE_PER_SA; i++)
+    for (int i = 0; i < TS_IKE_PER_PEER; i++)
         CHECK(from(dp, mine, mlen, &peer) == TS_DROP_NONE);
     CHECK(from(dp, mine, mlen, &peer) == TS_DROP_IKE_KNOWN_SHARE);
     drain(dp, &known);
-    CHECK(known == TS_IKE_PER_SA);
+    CHECK(known == TS_IKE_PER_PEER);
     /* removed (the IKE SA deleted): its datagrams are anyone's again, and the flood's room is full */
     CHECK(ts_dp_ike_spi_delete(dp, OURS) == TS_OK && ts_dp_ike_spi_delete(dp, OURS) == TS_ENOENT);
     queued = full = 0;
@@ -130,12 +136,96 @@ void test_ike_known_reserve(void) {
     ts_dp_free(dp);
 }
 
+/* 40 datagrams for each of 40 IKE SAs, all from one source; returns how many were queued */
+static int forty_by_forty(ts_dp *dp, uint64_t first_spi, uint64_t peer_id, const ts_addr *src, bool spoof) {
+    static uint8_t msg[84];
+    int queued = 0;
+    for (uint64_t spi = first_spi; spi < first_spi + 40; spi++) {
+        CHECK(ts_dp_ike_spi_add(dp, spi, peer_id) == TS_OK);
+        ike_msg(msg, sizeof(msg), spi, true);
+        for (int i = 0; i < 40; i++) {
+            ts_addr a = *src;
+            if (spoof)
+                a.addr[3] = (uint8_t)(i + 1);   /* a new spoofed address each time */
+            int d = from(dp, msg, sizeof(msg), &a);
+            CHECK(d == TS_DROP_NONE || d == TS_DROP_IKE_KNOWN_SHARE || d == TS_DROP_IKE_KNOWN_SOURCE);
+            queued += d == TS_DROP_NONE;
+        }
+    }
+    return queued;
+}
+
+static unsigned peer_slot(ts_dp *dp, uint64_t peer) {
+    return (unsigned)(ts_ike_spi_hash(&dp->ike_spis, peer) >> 32) & (TS_IKE_PEER_SLOTS - 1);
+}
+
+/* the victims still pass: another peer's known datagram from its own address, and a new client's
+ * IKE_SA_INIT.  Their slots (keyed hashes, random per context) picked apart from the attacker's:
+ * one that shares a slot shares its fate, which is what the slots' number makes rare */
+static bool shares_slot(ts_dp *dp, uint64_t peer, uint64_t first, uint64_t n) {
+    for (uint64_t p = first; p < first + n; p++)
+        if (peer_slot(dp, peer) == peer_slot(dp, p))
+            return true;
+    return false;
+}
+
+static void others_pass(ts_dp *dp, const ts_addr *attacker, uint64_t attacker_peers, uint64_t n) {
+    static uint8_t msg[84], init[84];
+    ts_addr victim, client;
+    addr4(&victim, 9, 4500);
+    victim.addr[0] = 203;
+    while (ts_test_ike_source_slot(dp, &victim) == ts_test_ike_source_slot(dp, attacker))
+        victim.addr[3]++;
+    addr4(&client, 44, 4500);
+    client.addr[0] = 192;
+    uint64_t vpeer = 0x7777;
+    while (shares_slot(dp, vpeer, attacker_peers, n))
+        vpeer++;
+    CHECK(ts_dp_ike_spi_add(dp, 0x7777777777777777ull, vpeer) == TS_OK);
+    ike_msg(msg, sizeof(msg), 0x7777777777777777ull, false);
+    CHECK(from(dp, msg, sizeof(msg), &victim) == TS_DROP_NONE);
+    put32(init, 0);
+    ike_hdr(init + 4, sizeof(init) - 4, (uint32_t)(sizeof(init) - 4));
+    CHECK(from(dp, init, sizeof(init), &client) == TS_DROP_NONE);
+}
+
+/* An authenticated peer floods with its own SPIs from one address: IKE SAs of their own peer each
+ * (no identity named) are held to the address's known share; those of one peer to the peer's share
+ * whatever the address, spoofed ones too.  The others' IKE still goes up. */
+void test_ike_known_one_peer(void) {
+    ts_addr attacker;
+    addr4(&attacker, 7, 4500);
+    attacker.addr[0] = 198;
+    for (int round = 0; round < 3; round++) {
+        ts_dp *dp = ts_dp_new();
+        FATAL_IF(!dp);
+        int queued, known;
+        if (round == 0) {   /* 40 peers of their own, one address */
+            queued = forty_by_forty(dp, 0x1000, 0, &attacker, false);
+            CHECK(queued == TS_IKE_KNOWN_PER_SOURCE);
+            CHECK(drop_count(dp, TS_DROP_IKE_KNOWN_SOURCE) + drop_count(dp, TS_DROP_IKE_KNOWN_SHARE)
+                  == 40 * 40 - TS_IKE_KNOWN_PER_SOURCE);
+            CHECK(drop_count(dp, TS_DROP_IKE_KNOWN_SOURCE) >= 38 * 40 - TS_IKE_KNOWN_PER_SOURCE);
+        } else {            /* one peer's 40 IKE SAs, from one address or spoofed ones */
+            queued = forty_by_forty(dp, 0x1000, 0xabcdef, &attacker, round == 2);
+            CHECK(queued == TS_IKE_PER_PEER);
+            CHECK(drop_count(dp, TS_DROP_IKE_KNOWN_SHARE) == 40 * 40 - TS_IKE_PER_PEER);
+        }
+        CHECK(drop_count(dp, TS_DROP_IKE_KNOWN_FULL) == 0 && drop_count(dp, TS_DROP_QUEUE_FULL) == 0);
+        others_pass(dp, &attacker, round ? 0xabcdef : 0x1000, round ? 1 : 40);
+        CHECK(drain(dp, &known) == queued + 2 && known == queued + 1);
+        /* the shares came back: the address (or the peer) may queue as many again */
+        CHECK(forty_by_forty(dp, 0x2000, round ? 0xabcdef : 0, &attacker, round == 2) == queued);
+        ts_dp_free(dp);
+    }
+}
+
 void test_ike_spi_set(void) {
     ts_dp *dp = ts_dp_new();
     FATAL_IF(!dp);
-    CHECK(ts_dp_ike_spi_add(dp, 0) == TS_EINVAL);
+    CHECK(ts_dp_ike_spi_add(dp, 0, 0) == TS_EINVAL);
     CHECK(ts_dp_ike_spi_delete(dp, 5) == TS_ENOENT);   /* nothing yet: no table */
-    CHECK(ts_dp_ike_spi_add(dp, 5) == TS_OK && ts_dp_ike_spi_add(dp, 5) == TS_EEXIST);
+    CHECK(ts_dp_ike_spi_add(dp, 5, 0) == TS_OK && ts_dp_ike_spi_add(dp, 5, 0) == TS_EEXIST);
     /* up to the bound, then no more: that SA just has no reserve */
     static uint64_t spis[TS_IKE_SPI_MAX];
     spis[0] = 5;
@@ -143,13 +233,13 @@ void test_ike_spi_set(void) {
         do
             spis[i] = rnd();
         while (spis[i] == 0 || spis[i] == 5);
-        int rc = ts_dp_ike_spi_add(dp, spis[i]);
+        int rc = ts_dp_ike_spi_add(dp, spis[i], 0);
         CHECK(rc == TS_OK || rc == TS_EEXIST);   /* a 64-bit repeat: not in 2^16 draws, but harmless */
         if (rc == TS_EEXIST)
             i--;
     }
     CHECK(ts_dp_ike_spi_count(dp) == TS_IKE_SPI_MAX);
-    CHECK(ts_dp_ike_spi_add(dp, 7) == TS_ENOSPC && ts_dp_ike_spi_count(dp) == TS_IKE_SPI_MAX);
+    CHECK(ts_dp_ike_spi_add(dp, 7, 0) == TS_ENOSPC && ts_dp_ike_spi_count(dp) == TS_IKE_SPI_MAX);
     /* every other one removed: the rest are all still found, the removed ones not (backward shift
      * keeps each probe sequence whole) */
     for (size_t i = 0; i < TS_IKE_SPI_MAX; i += 2)
@@ -162,6 +252,6 @@ void test_ike_spi_set(void) {
         CHECK(has == (i % 2 == 1));
     }
     CHECK(found == TS_IKE_SPI_MAX / 2 && lost == 0 && ts_dp_ike_spi_count(dp) == TS_IKE_SPI_MAX / 2);
-    CHECK(ts_dp_ike_spi_add(dp, 7) == TS_OK);
+    CHECK(ts_dp_ike_spi_add(dp, 7, 0) == TS_OK);
     ts_dp_free(dp);
 }

@@ -80,7 +80,7 @@ def ike(n: int, size: int = 100, remote: Endpoint | None = None) -> bytes:
 # what IKE events of unknown IKE SAs may fill: the rest of MAX_IKE is the established SAs' reserve
 UNKNOWN = PipeWriter.MAX_IKE - PipeWriter.MAX_IKE_RESERVED
 NO_DROPS = {"pipe_event_full": 0, "pipe_ike_full": 0, "pipe_ike_source_full": 0, "pipe_ike_known_full": 0,
-            "pipe_ike_known_share": 0}
+            "pipe_ike_known_share": 0, "pipe_ike_known_source": 0}
 
 
 def known_ike(n: int, spi: bytes, from_initiator: bool, remote: Endpoint = PEER) -> bytes:
@@ -246,7 +246,9 @@ def test_the_share_is_the_fast_paths(pair: Pair) -> None:
     the established IKE SAs' reserve and each one's share of it."""
     header = (Path(__file__).parents[2] / "csrc" / "internal.h").read_text()
     for name, value in (("TS_IKE_PER_SOURCE", PipeWriter.MAX_IKE_PER_SENDER),
-                        ("TS_IKE_RESERVED", PipeWriter.MAX_IKE_RESERVED), ("TS_IKE_PER_SA", PipeWriter.MAX_IKE_PER_SA)):
+                        ("TS_IKE_RESERVED", PipeWriter.MAX_IKE_RESERVED),
+                        ("TS_IKE_PER_PEER", PipeWriter.MAX_IKE_PER_PEER),
+                        ("TS_IKE_KNOWN_PER_SOURCE", PipeWriter.MAX_IKE_KNOWN_PER_SENDER)):
         found = re.search(rf"#define {name} (\d+)", header)
         assert found is not None and int(found[1]) == value, name
 
@@ -271,11 +273,19 @@ def test_established_sas_ike_keeps_its_reserve_through_a_flood_and_goes_first(pa
     assert pair.writer.ike_bytes == 0
 
 
-def test_one_sa_keeps_to_its_share_and_all_to_what_the_flood_leaves(pair: Pair) -> None:
-    """An authenticated peer flooding with its own SPI keeps its newest MAX_IKE_PER_SA (its share);
-    many SAs together take the reserve and what unknown IKE leaves free of MAX_IKE, no more: their
-    oldest go, counted apart from the unknown ones."""
-    share = PipeWriter.MAX_IKE_PER_SA
+def sender(k: int) -> Endpoint:
+    return Endpoint(ipaddress.ip_address(0xC6336400 + k), 4500)   # 198.51.100.k
+
+
+def shares(pair: Pair) -> list[int]:
+    return [len(q) for q in pair.writer._known.by_key.values()]
+
+
+def test_one_peer_keeps_to_its_share_and_the_biggest_pay_when_all_is_full(pair: Pair) -> None:
+    """An authenticated peer flooding with its own SPI keeps its newest MAX_IKE_PER_PEER (its share);
+    many peers together take the reserve and what unknown IKE leaves free of MAX_IKE, no more: when
+    it is full the peer with the most waiting loses its oldest, so every peer keeps some."""
+    share = PipeWriter.MAX_IKE_PER_PEER
     pair.fill_pipe()
     mine = b"\x11" * 8
     for n in range(500):
@@ -283,23 +293,74 @@ def test_one_sa_keeps_to_its_share_and_all_to_what_the_flood_leaves(pair: Pair) 
     assert [known_number(w.data) for w in pair.writer.ike_known] == list(range(500 - share, 500))
     assert dict(pair.writer.drops()) == {**NO_DROPS, "pipe_ike_known_share": 500 - share}
     pair.writer.send(ike(0), is_event=True)   # the unknown: what the flood has
-    sas = PipeWriter.MAX_IKE // share + 4
-    for k in range(sas):
+    peers = PipeWriter.MAX_IKE // share + 4
+    for k in range(peers):
         for n in range(share):
-            pair.writer.send(known_ike(n, (0x2000 + k).to_bytes(8, "big"), False), is_event=True, known=True)
+            pair.writer.send(known_ike(n, (0x2000 + k).to_bytes(8, "big"), False, sender(k)), is_event=True,
+                             known=True, peer=0x5000 + k)
     assert len(pair.writer.ike_known) == PipeWriter.MAX_IKE - 1 and len(pair.writer.ike) == 1
-    assert pair.writer.dropped_ike_known == share + sas * share - (PipeWriter.MAX_IKE - 1)
-    # a flood takes its room back: established SAs keep the reserve, their newest, and lost their oldest
+    assert pair.writer.dropped_ike_known == share + peers * share - (PipeWriter.MAX_IKE - 1)
+    assert max(shares(pair)) <= share
+    # a flood takes its room back: established SAs keep the reserve, every peer some of it
     before = pair.writer.dropped_ike_known
     for n in range(1, 2 * UNKNOWN):
         pair.writer.send(ike(n), is_event=True)
     assert len(pair.writer.ike) == UNKNOWN and len(pair.writer.ike_known) == PipeWriter.MAX_IKE_RESERVED
     assert pair.writer.dropped_ike == UNKNOWN   # of the 2 * UNKNOWN sent
     assert pair.writer.dropped_ike_known - before == PipeWriter.MAX_IKE - 1 - PipeWriter.MAX_IKE_RESERVED
-    kept = [w.data for w in pair.writer.ike_known]
-    assert kept == [known_ike(n, (0x2000 + k).to_bytes(8, "big"), False)
-                    for k in range(sas - len(kept) // share, sas) for n in range(share)]
+    assert len(shares(pair)) == peers + 1 and max(shares(pair)) - min(shares(pair)) <= 1
     assert pair.writer.ike_bytes == sum(len(w.data) for w in (*pair.writer.ike, *pair.writer.ike_known))
+
+
+def test_forty_sas_from_one_sender_keep_to_its_share_and_others_pass(pair: Pair) -> None:
+    """40 IKE SAs (no peer named: each its own), 40 datagrams each from one address: that address's
+    known share waits, no more; another peer's datagram from its own address and a new client's
+    IKE_SA_INIT still wait, nothing of theirs pushed out."""
+    pair.fill_pipe()
+    for k in range(40):
+        for n in range(40):
+            pair.writer.send(known_ike(n, (0x3000 + k).to_bytes(8, "big"), True), is_event=True, known=True)
+    assert len(pair.writer.ike_known) == PipeWriter.MAX_IKE_KNOWN_PER_SENDER
+    drops = dict(pair.writer.drops())
+    kept = PipeWriter.MAX_IKE_KNOWN_PER_SENDER
+    assert drops["pipe_ike_known_share"] + drops["pipe_ike_known_source"] == 40 * 40 - kept
+    assert drops["pipe_ike_known_full"] == drops["pipe_ike_full"] == 0
+    victim = known_ike(7, b"\x77" * 8, False, sender(9))
+    pair.writer.send(victim, is_event=True, known=True, peer=0x7777)
+    pair.writer.send(ike(1), is_event=True)
+    assert victim in [w.data for w in pair.writer.ike_known] and len(pair.writer.ike) == 1
+    assert dict(pair.writer.drops()) == drops
+
+
+def test_one_peers_forty_sas_from_spoofed_senders_keep_to_the_peers_share(pair: Pair) -> None:
+    """The same peer's 40 IKE SAs, each datagram from another (spoofed) address: the peer's share."""
+    pair.fill_pipe()
+    for k in range(40):
+        for n in range(40):
+            data = known_ike(n, (0x3000 + k).to_bytes(8, "big"), True, sender(n))
+            pair.writer.send(data, is_event=True, known=True, peer=0xABC)
+    assert len(pair.writer.ike_known) == PipeWriter.MAX_IKE_PER_PEER
+    assert dict(pair.writer.drops()) == {**NO_DROPS, "pipe_ike_known_share": 40 * 40 - PipeWriter.MAX_IKE_PER_PEER}
+
+
+def test_a_full_reserve_costs_the_flooding_peers_not_the_first_victim(pair: Pair) -> None:
+    """A victim's two DPD answers wait first; a spoofed flood fills the others' part; eight flooding
+    identities fill the reserve and go on: they lose their own oldest, the victim keeps both."""
+    pair.fill_pipe()
+    victim = [known_ike(n, b"\x77" * 8, False, sender(200)) for n in range(2)]
+    for data in victim:
+        pair.writer.send(data, is_event=True, known=True, peer=0x7777)
+    for n in range(UNKNOWN + 100):
+        pair.writer.send(ike(n, remote=Endpoint(ipaddress.ip_address(0x0A000000 + n % 16), 500)), is_event=True)
+    assert len(pair.writer.ike) == UNKNOWN
+    floods = PipeWriter.MAX_IKE_RESERVED // PipeWriter.MAX_IKE_PER_PEER
+    for k in range(floods):
+        for n in range(3 * PipeWriter.MAX_IKE_PER_PEER):
+            data = known_ike(n, (0x4000 + k).to_bytes(8, "big"), True, sender(k))
+            pair.writer.send(data, is_event=True, known=True, peer=0x9000 + k)
+    assert len(pair.writer.ike_known) == PipeWriter.MAX_IKE_RESERVED
+    kept = [w.data for w in pair.writer.ike_known]
+    assert kept[:2] == victim and pair.writer.dropped_ike_known > 0
 
 
 def test_our_spi_is_read_by_the_initiator_flag() -> None:

@@ -32,12 +32,18 @@ class Setup:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.plain: list[bytes] = []
         self.known: list[bytes] = []
+        self.peers: list[int] = []   # of each known one
         self.worker = Worker(Dataplane(), self.plain.append, {}, loop)
-        self.worker.send_known_ike = self.known.append
+        self.worker.send_known_ike = self._known
         self.ids = iter(range(1, 1000))
 
-    def ask(self, msg_type: type[pipe.IkeSpiAdd] | type[pipe.IkeSpiDelete], spi: bytes) -> Errno:
-        [answer] = self.worker.handle_datagram(pipe.encode(msg_type(next(self.ids), spi)))
+    def _known(self, data: bytes, peer: int) -> None:
+        self.known.append(data)
+        self.peers.append(peer)
+
+    def ask(self, msg_type: type[pipe.IkeSpiAdd] | type[pipe.IkeSpiDelete], spi: bytes, peer: int = 0) -> Errno:
+        msg = pipe.IkeSpiAdd(next(self.ids), spi, peer) if msg_type is pipe.IkeSpiAdd else msg_type(next(self.ids), spi)
+        [answer] = self.worker.handle_datagram(pipe.encode(msg))
         reply = pipe.decode(answer)
         assert isinstance(reply, pipe.Reply) and reply.type is msg_type.TYPE
         return reply.errno
@@ -76,6 +82,18 @@ def test_added_spis_ike_goes_to_the_reserve_until_deleted(setup: Setup) -> None:
     setup.arrive(informational(OURS, True))
     assert len(setup.known) == 2 and len(setup.plain) == 4
     assert setup.worker.dp.gauges()["ike_spis"] == 0
+
+
+def test_the_peer_named_in_the_add_comes_with_its_sas_ike(setup: Setup) -> None:
+    """Two IKE SAs of one peer (IKE_PEER) and one of its own: each known event carries the peer the
+    pipe writer shares the reserve by (the SA's own SPI in C when none was named)."""
+    other = bytes.fromhex("77" * 8)
+    assert setup.ask(pipe.IkeSpiAdd, OURS, 0xFEED) is Errno.OK
+    assert setup.ask(pipe.IkeSpiAdd, THEIRS, 0xFEED) is Errno.OK
+    assert setup.ask(pipe.IkeSpiAdd, other) is Errno.OK
+    for spi in (OURS, THEIRS, other):
+        setup.arrive(informational(spi, False))
+    assert setup.peers == [0xFEED, 0xFEED, int.from_bytes(other, "big")] and len(setup.known) == 3
 
 
 def test_a_zero_spi_is_refused_by_the_codec(setup: Setup) -> None:

@@ -144,7 +144,8 @@ def test_an_established_peers_dpd_gets_through_a_spoofed_flood_from_64_addresses
     drops = b.status()["drops"]
     flooded = ("queue_full", "ike_source_limit", "pipe_ike_full", "pipe_ike_source_full")
     assert sum(drops[k] for k in flooded) > 0, drops
-    known = ("ike_known_full", "ike_known_share", "pipe_ike_known_full", "pipe_ike_known_share")
+    known = ("ike_known_full", "ike_known_share", "ike_known_source", "pipe_ike_known_full", "pipe_ike_known_share",
+             "pipe_ike_known_source")
     assert {k: drops[k] for k in known} == dict.fromkeys(known, 0)
     for side in (a, b):
         assert [(sa["spi_i"], sa["spi_r"], sa["state"]) for sa in side.ike_sas()] == [(*spis, "established")]

@@ -112,6 +112,7 @@ class Event:
     data: bytes = b""
     seq: int = 0
     known: bool = False   # IKE: it names an established IKE SA of ours (ike_spi_add)
+    peer: int = 0         # ... and that SA's peer, as added (its SPI when none was named)
 
     def __post_init__(self) -> None:
         """Nothing to check: the fields come from the C event (quick_init calls this)."""
@@ -227,7 +228,7 @@ _SEL_PACKER = _packer("ts_selector", _fields("ts_selector", _SEL_FIELDS))
 # looked up once per process, not per event (a cffi lib attribute is a lookup by name each time)
 _next_event, _EV_ACQUIRE = lib.ts_dp_next_event, lib.TS_EV_ACQUIRE
 # ts_event read in one struct call, but its selector (ACQUIRE only)
-_EVENT = _packer("ts_event", _fields("ts_event", ("type", "dir", "hard", "reason", "known", "spi", "policy_id"))
+_EVENT = _packer("ts_event", _fields("ts_event", ("type", "dir", "hard", "reason", "known", "peer", "spi", "policy_id"))
                  + _fields("ts_addr", _ADDR_FIELDS, ffi.offsetof("ts_event", "addr"))
                  + _fields("ts_addr", _ADDR_FIELDS, ffi.offsetof("ts_event", "local"))
                  + _fields("ts_event", ("data_len", "seq")))
@@ -374,21 +375,22 @@ class Dataplane:
             assert isinstance(ev, Event)
             yield ev
 
-    def events_encoding_ike(self, ike: IkeEncoder | None) -> Iterator[Event | tuple[bytes, bool]]:
+    def events_encoding_ike(self, ike: IkeEncoder | None) -> Iterator[Event | tuple[bytes, bool, int]]:
         """The queued events in turn, but what ``ike`` makes of an IKE event's fields (its pipe
         message: pipe.encode_ike_event) in place of its Event, unless it answers None; with it
-        whether the datagram names an established IKE SA of ours (the pipe writer's reserve)."""
+        whether the datagram names an established IKE SA of ours (the pipe writer's reserve), and
+        that SA's peer."""
         ev, dp, evbuf = self._ev, self._dp, self._evbuf
         fields, data = self._ev_fields, self._evbuf_view
         while _next_event(dp, ev, evbuf, MAX_PACKET):
             # every field (but the selector) in one struct call: a dozen cffi attribute reads cost 3 times as much
-            (ev_type, direction, hard, reason, known, spi, policy_id, family, raw, port, local_family, local_raw,
-             local_port, data_len, seq) = _EVENT.unpack_from(fields)  # fmt: skip
+            (ev_type, direction, hard, reason, known, peer, spi, policy_id, family, raw, port, local_family,
+             local_raw, local_port, data_len, seq) = _EVENT.unpack_from(fields)  # fmt: skip
             if ike is not None and ev_type == _EV_IKE_RAW:
                 # every client's IKE_AUTH: straight to its pipe message, no Event, Endpoint or address
                 msg = ike(data[:data_len], family, raw, port, local_family, local_raw, local_port)
                 if msg is not None:
-                    yield msg, known == 1
+                    yield msg, known == 1, peer
                     continue
             kind, way = _EVENT_TYPE_OF.get(ev_type), _DIRECTION_OF.get(direction)
             yield Event(
@@ -404,6 +406,7 @@ class Dataplane:
                 data=data[:data_len],
                 seq=seq,
                 known=known == 1,
+                peer=peer,
             )
 
     # --- SAD -----------------------------------------------------------------
@@ -445,10 +448,11 @@ class Dataplane:
         """Raise an SA's sequence number reservation (never lowers it); SAs named as in delete."""
         _check("RESERVE", lib.ts_sad_reserve(self._dp, spi, int(direction), _remote_arg(remote), limit, notify))
 
-    def ike_spi_add(self, spi: bytes) -> None:
-        """Our SPI of an established IKE SA: its IKE datagrams get the event queue's reserve.
+    def ike_spi_add(self, spi: bytes, peer: int = 0) -> None:
+        """Our SPI of an established IKE SA: its IKE datagrams get the event queue's reserve, within
+        its peer's share (all the SAs added with that peer; 0: a peer of its own).
         DataplaneError EEXIST (there already), ENOSPC (TS_IKE_SPI_MAX held: it goes without)."""
-        _check("IKE_SPI_ADD", lib.ts_dp_ike_spi_add(self._dp, int.from_bytes(spi, "big")))
+        _check("IKE_SPI_ADD", lib.ts_dp_ike_spi_add(self._dp, int.from_bytes(spi, "big"), peer))
 
     def ike_spi_delete(self, spi: bytes) -> None:
         """The IKE SA went: its datagrams are anyone's again.  DataplaneError ENOENT if not there."""

@@ -25,20 +25,38 @@ _IKE_TYPE = int(MsgType.IKE)   # the pipe header's byte 1 (docs/pipe.md, Framing
 
 @dataclasses.dataclass(slots=True, eq=False)
 class _WaitingIke:
-    """An IKE event waiting and whose share it is in: its sender's (ike_event_sender), or for one of
-    an established IKE SA that SA's (our SPI, ike_event_own_spi); None: only the global bounds hold
-    it.  eq=False: deque.remove finds one by identity, never comparing datagrams byte by byte."""
+    """An IKE event waiting and whose shares it is in: key, its sender's (ike_event_sender), or for one
+    of an established IKE SA its peer's (the identity IKE_SPI_ADD named, else our SPI); sender, for
+    those, also its sender's.  None: only the global bounds hold it.  eq=False: deque.remove finds
+    one by identity, never comparing datagrams byte by byte."""
 
     data: bytes
     key: bytes | None
+    sender: bytes | None = None
+    seq: int = 0   # the order it came in (the known queue's: which of the biggest keys' oldest is older)
+
+
+def _forget(index: dict[bytes, collections.deque[_WaitingIke]], key: bytes | None, waiting: _WaitingIke) -> None:
+    if key is None:
+        return
+    mine = index[key]
+    if mine[0] is waiting:
+        mine.popleft()
+    else:
+        mine.remove(waiting)
+    if not mine:
+        del index[key]
 
 
 class _IkeWaiting:
-    """One of the writer's two IKE queues: the events in order, and the same by share key, oldest first."""
+    """One of the writer's two IKE queues: the events in order, and the same by share key and by
+    sender (the known ones'), oldest first."""
 
     def __init__(self) -> None:
         self.events: collections.deque[_WaitingIke] = collections.deque()
         self.by_key: dict[bytes, collections.deque[_WaitingIke]] = {}   # a key with none has no entry
+        self.by_sender: dict[bytes, collections.deque[_WaitingIke]] = {}
+        self.seq = 0
 
     def __len__(self) -> int:
         return len(self.events)
@@ -47,33 +65,52 @@ class _IkeWaiting:
         mine = self.by_key.get(key) if key is not None else None
         return len(mine) if mine is not None else 0
 
+    def senders_share(self, sender: bytes | None) -> int:
+        mine = self.by_sender.get(sender) if sender is not None else None
+        return len(mine) if mine is not None else 0
+
     def append(self, waiting: _WaitingIke) -> None:
+        self.seq += 1
+        waiting.seq = self.seq
         self.events.append(waiting)
         if waiting.key is not None:
             self.by_key.setdefault(waiting.key, collections.deque()).append(waiting)
+        if waiting.sender is not None:
+            self.by_sender.setdefault(waiting.sender, collections.deque()).append(waiting)
 
     def pop_oldest(self) -> _WaitingIke:
-        """The oldest event goes (sent or dropped); it is also its key's oldest."""
+        """The oldest event goes (sent or dropped); it is also its key's and its sender's oldest."""
         old = self.events.popleft()
-        if old.key is not None:
-            mine = self.by_key[old.key]
-            mine.popleft()
-            if not mine:
-                del self.by_key[old.key]
+        _forget(self.by_key, old.key, old)
+        _forget(self.by_sender, old.sender, old)
+        return old
+
+    def pop(self, old: _WaitingIke) -> _WaitingIke:
+        # a scan of at most MAX_IKE pointers, in C; a flooder's oldest is mostly near the front
+        self.events.remove(old)
+        _forget(self.by_key, old.key, old)
+        _forget(self.by_sender, old.sender, old)
         return old
 
     def pop_keys_oldest(self, key: bytes) -> _WaitingIke:
-        mine = self.by_key[key]
-        old = mine.popleft()
-        # a scan of at most MAX_IKE pointers, in C; a flooder's oldest is mostly near the front
-        self.events.remove(old)
-        if not mine:
-            del self.by_key[key]
-        return old
+        return self.pop(self.by_key[key][0])
+
+    def pop_biggest(self, sender: bytes | None = None) -> _WaitingIke:
+        """The oldest event of the key with the most waiting (of those from sender, if not None): who
+        holds the most pays, not whoever waits longest (a flooder's events are most of the oldest).
+        A look at each key's oldest (or at the sender's at most MAX_IKE_KNOWN_PER_SENDER), not at
+        every event: a peer may flood while it is full."""
+        if sender is not None:
+            among = self.by_sender[sender]
+            most = max(self.share(w.key) for w in among)
+            return self.pop(next(w for w in among if self.share(w.key) == most))
+        most = max(map(len, self.by_key.values()))
+        return self.pop(min((q[0] for q in self.by_key.values() if len(q) == most), key=lambda w: w.seq))
 
     def clear(self) -> None:
         self.events.clear()
         self.by_key.clear()
+        self.by_sender.clear()
 
 
 class PipeWriter:
@@ -86,7 +123,9 @@ class PipeWriter:
     MAX_IKE_MESSAGE bytes, unauthenticated) wait in their own bounded queue and leave only when the
     first is empty, so no flood of them delays or pushes out the rest.  Those of established IKE
     SAs (the fast path found our SPI in them: ``known``) wait apart and leave first: a reserve of
-    MAX_IKE_RESERVED that the others cannot take, each SA's to a share (MAX_IKE_PER_SA).
+    MAX_IKE_RESERVED that the others cannot take, each peer's (all its IKE SAs) to a share
+    (MAX_IKE_PER_PEER), each sender's too (MAX_IKE_KNOWN_PER_SENDER); when it is full, the peer
+    with the most waiting loses its oldest.
 
     Requests are not read while answers wait (backpressure on a control process that sends faster
     than it reads); waiting events do not stop them.  Non-IKE events beyond MAX_QUEUED are dropped
@@ -111,11 +150,15 @@ class PipeWriter:
     MAX_IKE_PER_SENDER = 32
     # Of MAX_IKE, the IKE events of established IKE SAs (DPD, rekeys, DELETEs, MOBIKE: an off-path
     # flood cannot name their SPIs) have a reserve the others cannot take, as in the fast path
-    # (TS_IKE_RESERVED); they may use more of MAX_IKE while the others leave it free, and each SA
-    # (our SPI) has a share of them (TS_IKE_PER_SA), so one peer flooding with its own SPI cannot
-    # take the reserve from the rest.  test_pipe_writer holds both equal to C's.
+    # (TS_IKE_RESERVED); they may use more of MAX_IKE while the others leave it free.  An
+    # authenticated peer can make them, as many IKE SAs' as it opens (unique=no), from any address,
+    # so each peer (the identity IKE_SPI_ADD named, all its IKE SAs) has a share (TS_IKE_PER_PEER),
+    # and each sender address one of twice that (TS_IKE_KNOWN_PER_SOURCE): it takes 8 identities to
+    # fill the reserve, and a peer spoofing another's address takes at most half of its share.
+    # test_pipe_writer holds them equal to C's.
     MAX_IKE_RESERVED = 128
-    MAX_IKE_PER_SA = 16
+    MAX_IKE_PER_PEER = 16
+    MAX_IKE_KNOWN_PER_SENDER = 32
     # The fast path passes up no IKE message longer than MAX_IKE_MESSAGE (csrc TS_IKE_MAX_MESSAGE),
     # so MAX_IKE of the longest, with their pipe header and endpoints, fit: the count is the bound
     # that holds (~4.9 MiB at most), this one only a backstop should longer events ever come.
@@ -129,7 +172,7 @@ class PipeWriter:
         # answers and non-IKE events, in order; the flag: an answer (it holds the reader paused)
         self.queue: collections.deque[tuple[bytes, bool]] = collections.deque()
         self._unknown = _IkeWaiting()   # by sender
-        self._known = _IkeWaiting()     # of established IKE SAs, by our SPI
+        self._known = _IkeWaiting()     # of established IKE SAs, by peer and by sender
         self.ike = self._unknown.events
         self.ike_by_sender = self._unknown.by_key
         self.ike_known = self._known.events
@@ -142,17 +185,19 @@ class PipeWriter:
         self.dropped_ike_source = 0
         self.dropped_ike_known = 0
         self.dropped_ike_known_share = 0
+        self.dropped_ike_known_source = 0
         self._logged = (0, 0)
         # a flood can start and end backlogs at its own pace: their log lines are limited
         self._log_limit = LogLimiter(burst=2, period=10.0)
         self._writing = False
-        self._held: list[tuple[bytes, bool, bool]] | None = None
+        self._held: list[tuple[bytes, bool, bool, int]] | None = None
 
     def drops(self) -> tuple[tuple[str, int], ...]:
         """The counters DUMP reports with the fast path's drops."""
         return (("pipe_event_full", self.dropped_events), ("pipe_ike_full", self.dropped_ike),
                 ("pipe_ike_source_full", self.dropped_ike_source), ("pipe_ike_known_full", self.dropped_ike_known),
-                ("pipe_ike_known_share", self.dropped_ike_known_share))
+                ("pipe_ike_known_share", self.dropped_ike_known_share),
+                ("pipe_ike_known_source", self.dropped_ike_known_source))
 
     def hold(self) -> None:
         """Keep what is sent from now on, in order, until release() (PipeReader's batches)."""
@@ -160,17 +205,18 @@ class PipeWriter:
 
     def release(self) -> None:
         held, self._held = self._held, None
-        for data, is_event, known in held or ():
-            self.send(data, is_event, known)
+        for data, is_event, known, peer in held or ():
+            self.send(data, is_event, known, peer)
 
-    def send(self, data: bytes, is_event: bool = False, known: bool = False) -> None:
-        """known: an IKE event of an established IKE SA (the fast path's finding, not the peer's claim)."""
+    def send(self, data: bytes, is_event: bool = False, known: bool = False, peer: int = 0) -> None:
+        """known: an IKE event of an established IKE SA (the fast path's finding, not the peer's claim),
+        whose peer is the one IKE_SPI_ADD named for it (0: the SA is a peer of its own)."""
         if self._held is not None:
-            self._held.append((data, is_event, known))
+            self._held.append((data, is_event, known, peer))
             return
         # the header's type says IKE; the worker encodes every event itself, so it is not a claim
         if is_event and len(data) > 1 and data[1] == _IKE_TYPE:
-            self._send_ike(data, known)
+            self._send_ike(data, known, peer)
             return
         if self.queue:
             self._enqueue(data, not is_event)
@@ -197,7 +243,7 @@ class PipeWriter:
         self.queue.append((data, is_answer))
         self._want_writable()
 
-    def _send_ike(self, data: bytes, known: bool) -> None:
+    def _send_ike(self, data: bytes, known: bool, peer: int) -> None:
         if not self.queue and not self.ike and not self.ike_known:
             try:
                 self.chan.send(data)
@@ -208,7 +254,7 @@ class PipeWriter:
                 log.debug("pipe: %s", err)
                 return
         if known:
-            self._wait_known(data)
+            self._wait_known(data, peer)
         else:
             self._wait_unknown(data)
         self._want_writable()
@@ -226,9 +272,9 @@ class PipeWriter:
         room = self.MAX_IKE - self.MAX_IKE_RESERVED
         while self._ike_full(data, len(unknown) >= room):
             if len(unknown) < room and len(self._known) > self.MAX_IKE_RESERVED:
-                # established SAs used the room the others left free: it goes back, their oldest first
+                # established SAs used the room the others left free: it goes back, the biggest peer's first
                 self.dropped_ike_known += 1
-                self._drop(self._known.pop_oldest())
+                self._drop(self._known.pop_biggest())
             elif unknown:
                 self.dropped_ike += 1
                 self._drop(unknown.pop_oldest())
@@ -239,16 +285,24 @@ class PipeWriter:
         unknown.append(_WaitingIke(data, sender))
         self.ike_bytes += len(data)
 
-    def _wait_known(self, data: bytes) -> None:
-        known, spi = self._known, ike_event_own_spi(data)
-        if spi is not None and known.share(spi) >= self.MAX_IKE_PER_SA:
+    def _wait_known(self, data: bytes, peer: int) -> None:
+        # keyed as the fast path keys its shares: the peer, or the SA's SPI when none was named
+        known, sender = self._known, ike_event_sender(data)
+        # (every known event has a key: pop_biggest looks only at keys; b"" never comes from the worker)
+        key = peer.to_bytes(8, "big") if peer else ike_event_own_spi(data) or b""
+        if known.share(key) >= self.MAX_IKE_PER_PEER:
             self.dropped_ike_known_share += 1
-            self._drop(known.pop_keys_oldest(spi))
-        # the others hold at most MAX_IKE - MAX_IKE_RESERVED: when all is full, these are over their reserve
+            self._drop(known.pop_keys_oldest(key))
+        elif sender is not None and known.senders_share(sender) >= self.MAX_IKE_KNOWN_PER_SENDER:
+            # another peer may be spoofing this address with its own SPIs: the one with most pays
+            self.dropped_ike_known_source += 1
+            self._drop(known.pop_biggest(sender))
+        # the others hold at most MAX_IKE - MAX_IKE_RESERVED: when all is full, these are over their
+        # reserve, and the peer with the most waiting pays (the one that fills it, not its victims)
         while known and self._ike_full(data, False):
             self.dropped_ike_known += 1
-            self._drop(known.pop_oldest())
-        known.append(_WaitingIke(data, spi))
+            self._drop(known.pop_biggest())
+        known.append(_WaitingIke(data, key, sender))
         self.ike_bytes += len(data)
 
     def _ike_full(self, data: bytes, over: bool) -> bool:
@@ -316,14 +370,16 @@ class PipeWriter:
 
     def _log_drops(self) -> None:
         """The backlog is gone: what it cost (status shows the totals: drops pipe_ike_full,
-        pipe_ike_source_full, pipe_ike_known_full, pipe_ike_known_share, pipe_event_full)."""
+        pipe_ike_source_full, pipe_ike_known_full, pipe_ike_known_share, pipe_ike_known_source,
+        pipe_event_full)."""
         events, ike = self.dropped_events - self._logged[0], self._ike_dropped() - self._logged[1]
         if events or ike:
             self._logged = (self.dropped_events, self._ike_dropped())
             self._warn(f"the control process caught up; {ike} IKE and {events} other events were dropped")
 
     def _ike_dropped(self) -> int:
-        return self.dropped_ike + self.dropped_ike_source + self.dropped_ike_known + self.dropped_ike_known_share
+        return (self.dropped_ike + self.dropped_ike_source + self.dropped_ike_known + self.dropped_ike_known_share
+                + self.dropped_ike_known_source)
 
     def _warn(self, text: str) -> None:
         held = self._log_limit.admit()

@@ -198,7 +198,7 @@ class Worker:
         self.dp = dp
         self.send = send
         # an IKE event of an established IKE SA (the writer's reserve); by default as any other
-        self.send_known_ike: Callable[[bytes], None] = send
+        self.send_known_ike: Callable[[bytes, int], None] = lambda data, peer: send(data)
         self.udp = udp
         self.loop = loop
         self.larval_timeout = larval_timeout
@@ -296,7 +296,7 @@ class Worker:
         return self._ok(msg)
 
     def _ike_spi_add(self, msg: pipe.IkeSpiAdd) -> list[bytes]:
-        self.dp.ike_spi_add(msg.spi)
+        self.dp.ike_spi_add(msg.spi, msg.peer)
         return self._ok(msg)
 
     def _ike_spi_delete(self, msg: pipe.IkeSpiDelete) -> list[bytes]:
@@ -437,12 +437,12 @@ class Worker:
         return None
 
     def _emit(self, msg: pipe.Message) -> None:
-        self._send_event(pipe.encode(msg), False, type(msg).__name__)
+        self._send_event(pipe.encode(msg), False, what=type(msg).__name__)
 
-    def _send_event(self, data: bytes, known: bool, what: str = "Ike") -> None:
+    def _send_event(self, data: bytes, known: bool, peer: int = 0, what: str = "Ike") -> None:
         try:
             if known:
-                self.send_known_ike(data)
+                self.send_known_ike(data, peer)
             else:
                 self.send(data)
         except OSError as err:
@@ -543,7 +543,7 @@ async def serve(args: argparse.Namespace) -> int:
 
     reader: PipeReader
     worker = Worker(dp, lambda data: reader.writer.send(data, is_event=True), udp, loop, args.larval_timeout)
-    worker.send_known_ike = lambda data: reader.writer.send(data, is_event=True, known=True)
+    worker.send_known_ike = lambda data, peer: reader.writer.send(data, is_event=True, known=True, peer=peer)
     reader = PipeReader(chan, loop, worker.handle_datagram, eof)
     worker.pipe_drops = reader.writer.drops
     reader.start()

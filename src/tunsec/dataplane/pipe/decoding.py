@@ -83,6 +83,7 @@ from tunsec.dataplane.pipe.wire import (
     _EXPIRE,
     _EXT_HDR,
     _HEADER,
+    _IKE_PEER,
     _KEY_HDR,
     _LIFETIME,
     _POLICY,
@@ -425,6 +426,16 @@ def _unpack_ike_spi(exts: _Exts) -> bytes:
     return spi
 
 
+def _unpack_ike_peer(exts: _Exts) -> int:
+    body = exts.opt(Ext.IKE_PEER)
+    if body is None:
+        return 0
+    (peer,) = _IKE_PEER.unpack(body)
+    if not peer:
+        raise _Malformed("IKE_PEER is zero (leave it out: the SA is a peer of its own)")
+    return int(peer)
+
+
 def _unpack_data(body: bytes) -> bytes:
     if len(body) < _DATA_HDR.size:
         raise _Malformed("DATA extension too short")
@@ -501,7 +512,7 @@ _BUILD: Final[dict[MsgType, Callable[[int, "_Exts"], Message]]] = {
     MsgType.RESERVE: _unpack_reserve,
     MsgType.RESERVE_LOW: lambda _req_id, exts: _unpack_reserve_low(exts),
     MsgType.FIRST_USE: lambda _req_id, exts: FirstUse(spi=_unpack_u32(exts.one(Ext.SPI))),
-    MsgType.IKE_SPI_ADD: lambda req_id, exts: IkeSpiAdd(req_id, _unpack_ike_spi(exts)),
+    MsgType.IKE_SPI_ADD: lambda req_id, exts: IkeSpiAdd(req_id, _unpack_ike_spi(exts), _unpack_ike_peer(exts)),
     MsgType.IKE_SPI_DELETE: lambda req_id, exts: IkeSpiDelete(req_id, _unpack_ike_spi(exts)),
 }
 assert set(_BUILD) == set(MsgType)

@@ -54,6 +54,7 @@ from tunsec.dataplane.pipe.wire import (
     _EXPIRE,
     _EXT_HDR,
     _HEADER,
+    _IKE_PEER,
     _KEY_HDR,
     _LIFETIME,
     _POLICY,
@@ -311,7 +312,9 @@ def _extensions(msg: Message) -> list[bytes]:
             return [*exts, *_opt_remote(remote)]
         case FirstUse(spi=spi):
             return [_ext(Ext.SPI, _U32_BODY.pack(spi))]
-        case IkeSpiAdd(spi=spi) | IkeSpiDelete(spi=spi):
+        case IkeSpiAdd(spi=spi, peer=peer):
+            return [_ext(Ext.IKE_SPI, spi), *([_ext(Ext.IKE_PEER, _IKE_PEER.pack(peer))] if peer else [])]
+        case IkeSpiDelete(spi=spi):
             return [_ext(Ext.IKE_SPI, spi)]
         case Reply():
             return _reply_exts(msg)

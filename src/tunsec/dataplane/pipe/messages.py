@@ -294,15 +294,21 @@ def _check_ike_spi(spi: object) -> None:
 class IkeSpiAdd:
     """Our SPI of an established IKE SA (the 8 bytes as in the IKE header): the worker gives the IKE
     datagrams that name it as ours a reserve in its queues that others cannot take.  EEXIST: added
-    already; ENOSPC: the worker holds as many as it may (that SA goes without a reserve)."""
+    already; ENOSPC: the worker holds as many as it may (that SA goes without a reserve).  peer: who
+    authenticated it (the control process's id of the identity, 64 bits): all the IKE SAs of one
+    peer share one share of the reserve; 0: the SA is a peer of its own."""
 
     TYPE: ClassVar[MsgType] = MsgType.IKE_SPI_ADD
     req_id: int
     spi: bytes
+    peer: int = 0
 
     def __post_init__(self) -> None:
         _check_request_id(self.req_id)
         _check_ike_spi(self.spi)
+        _check_type("peer", self.peer, int)
+        if not 0 <= self.peer < 1 << 64:
+            raise ValueError("peer: 0 to 2**64 - 1")
 
 
 @quick_init

@@ -127,6 +127,7 @@ class Ext(IntEnum):
     GAUGE = 25              # DUMP answer: a named value of the worker's now (live allocations, policies)
     ADDR_NEW_LOCAL = 26     # MIGRATE: our end's new address (MOBIKE: the peer reaches us at another one)
     IKE_SPI = 27            # IKE_SPI_ADD/DELETE: our 8-byte SPI of an established IKE SA
+    IKE_PEER = 28           # IKE_SPI_ADD: who authenticated it (8 bytes, != 0): all its IKE SAs share one share
 
 
 class PipeError(Exception):

@@ -27,6 +27,7 @@ _POLICY_INFO = struct.Struct("!IIB3sIIQ76s")
 _DROP_HDR = struct.Struct("!B3sQ")
 _SEQ_LIMIT = struct.Struct("!QQ")
 _IKE_SPI = struct.Struct("!8s")
+_IKE_PEER = struct.Struct("!Q")
 
 
 def _fmt(*parts: struct.Struct | str) -> str:
@@ -67,6 +68,7 @@ _BODY_LEN: Final[dict[Ext, int | None]] = {
     Ext.GAUGE: None,
     Ext.ADDR_NEW_LOCAL: _ENDPOINT.size,
     Ext.IKE_SPI: _IKE_SPI.size,
+    Ext.IKE_PEER: _IKE_PEER.size,
 }
 
 _MANY: Final = MAX_MESSAGE  # no count limit beyond the datagram size
@@ -102,7 +104,7 @@ _SCHEMA: Final[dict[MsgType, _Schema]] = {
     MsgType.FIRST_USE: {Ext.SPI: (1, 1)},
     MsgType.MIGRATE: {Ext.SA_ID: (1, 1), Ext.ADDR_NEW_REMOTE: (1, 1), Ext.ADDR_REMOTE: (0, 1),
                       Ext.ADDR_NEW_LOCAL: (0, 1)},
-    MsgType.IKE_SPI_ADD: {Ext.IKE_SPI: (1, 1)},
+    MsgType.IKE_SPI_ADD: {Ext.IKE_SPI: (1, 1), Ext.IKE_PEER: (0, 1)},
     MsgType.IKE_SPI_DELETE: {Ext.IKE_SPI: (1, 1)},
 }
 _DUMP_REPLY_SCHEMA: Final[_Schema] = {

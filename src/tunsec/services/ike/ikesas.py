@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from tunsec.ike.events import DownReason, IkeSaRekeyed, IkeSaUp
 from tunsec.ike.sa import IkeSa, State
 from tunsec.policy.pad import is_duplicate
+from tunsec.services.ike.trusted import peer_of
 
 if TYPE_CHECKING:
     from tunsec.services.ike.service import IkeService
@@ -79,7 +80,7 @@ def _ike_rekeyed(self: IkeService, sa: IkeSa, ev: IkeSaRekeyed) -> None:
     if info is not None and new is not None:
         info.update(spi_i=ev.new_spi_i.hex(), spi_r=ev.new_spi_r.hex(), established=time.time())
         self.ike_up[new.local_spi] = info
-        self.trusted.add(new.local_spi)
+        self.trusted.add(new.local_spi, peer_of(info.ev))   # the same peer: the same share
     log.info("%s: IKE SA rekeyed, SPIs %s_i %s_r", ev.name, ev.new_spi_i.hex(), ev.new_spi_r.hex())
 
 

@@ -91,7 +91,7 @@ from tunsec.services.ike.resolver import Resolver
 from tunsec.services.ike.sockets import IkeSocketKey, IkeSockets, _is_init, recv
 from tunsec.services.ike.spis import SpiPool
 from tunsec.services.ike.state import ChildState, IPAddress, IPNetwork, Lineage, ts_networks
-from tunsec.services.ike.trusted import TrustedSpis
+from tunsec.services.ike.trusted import TrustedSpis, peer_of
 from tunsec.services.ike.vips import VirtualIps
 
 log = logging.getLogger("tunsec.ike")
@@ -197,6 +197,7 @@ class IkeService(Service):
 
     def close(self) -> None:
         self.ke_refill.stop()
+        self.trusted.close()
         self.sockets.close()
         self._radius_close()
         self.resolver.close()
@@ -504,7 +505,7 @@ class IkeService(Service):
                 if ev.own_vips:
                     self.vips.up(self._ike_handle(sa), ev)
                 self.ike_up[sa.local_spi] = IkeUpRecord(ev, time.time())
-                self.trusted.add(sa.local_spi)
+                self.trusted.add(sa.local_spi, peer_of(ev))
                 self._enforce_unique(sa, ev)
                 self._acct_start(sa, ev)
             case IkeSaRekeyed():

@@ -5,10 +5,15 @@ an established peer's DPD, rekeys, DELETEs and MOBIKE updates still reach the en
 
 An SPI is added when its IKE SA is established (IkeSaUp) or is the successor of a rekey, and
 deleted when the SA goes (IkeSaDown, a dead peer) or is rekeyed away: the set is IkeService.ike_up's
-keys.  Half-open SAs are never added: whoever sent the IKE_SA_INIT knows our SPI of those.  A new
-worker starts empty: the set is sent again (worker_restarted).  Requests go without a task each
-(request_soon: a burst of clients brings one per IKE SA) and nothing waits for them; a worker
-that holds as many as it may (ENOSPC) leaves that SA without a reserve, which is said and counted."""
+keys.  Each comes with its peer (peer_of: the authenticated identity), so that all the IKE SAs one
+identity opens share one share of the reserve: a peer may open as many as it likes (unique=no)
+and flood with their SPIs.  Half-open SAs are never added: whoever sent the IKE_SA_INIT knows our
+SPI of those.  A new worker starts empty: the set is sent again (worker_restarted).  Requests go
+without a task each (request_soon: a burst of clients brings one per IKE SA) and nothing waits for
+them; one the client refuses (no worker, or SEND_QUEUE_MAX requests already waiting for the pipe)
+stays due and is sent again, before any later one, until it goes: a lost DELETE would leave a gone
+SA's SPI with the reserve for good.  A worker that holds as many as it may (ENOSPC) leaves that SA
+without a reserve, which is said and counted."""
 
 from __future__ import annotations
 
@@ -19,42 +24,94 @@ from collections.abc import Callable
 from tunsec.dataplane import pipe
 from tunsec.dataplane.client import WorkerClient, WorkerError
 from tunsec.dataplane.pipe import Errno
+from tunsec.ike.events import IkeSaUp
 from tunsec.loglimit import LogLimiter, suffix
 
 log = logging.getLogger("tunsec.ike")
+
+RETRY = 1.0   # seconds between tries of requests the client refused (the pipe drains meanwhile)
+
+
+def peer_of(ev: IkeSaUp) -> int:
+    """The worker's id of the peer of an IKE SA: its authenticated identity (with EAP the one EAP
+    proved), the same for all of that identity's IKE SAs and for their rekeyed successors; never 0.
+    A process-keyed hash (Python's, seeded at random), so nobody outside can make two identities
+    share one.  An unproven identity (eap-radius without a User-Name) is equal only to itself:
+    each such IKE SA is a peer of its own, held only to its sender address's share."""
+    return hash(ev.remote_id) & 0xFFFF_FFFF_FFFF_FFFF or 1
 
 
 class TrustedSpis:
     def __init__(self, worker: Callable[[], WorkerClient]) -> None:
         self.worker = worker
-        self.spis: set[bytes] = set()   # what the worker was asked to hold
-        self.refused = 0                # IKE_SPI_ADDs the worker had no room for (ENOSPC)
+        self.spis: dict[bytes, int] = {}   # what the worker is to hold: SPI -> its peer
+        # what the worker has not been sent yet, in order: True an ADD, False a DELETE
+        self.unsent: dict[bytes, bool] = {}
+        self.refused = 0                   # IKE_SPI_ADDs the worker had no room for (ENOSPC)
+        self._retry: asyncio.TimerHandle | None = None
         self._log = LogLimiter(burst=1, period=60.0)
 
-    def add(self, spi: bytes) -> None:
+    def add(self, spi: bytes, peer: int = 0) -> None:
         if spi in self.spis:
             return
-        self.spis.add(spi)
-        self._send(pipe.IkeSpiAdd, spi)
+        self.spis[spi] = peer
+        self._due(spi, True)
 
     def remove(self, spi: bytes) -> None:
-        if spi not in self.spis:
+        if self.spis.pop(spi, None) is None:
             return
-        self.spis.discard(spi)
-        self._send(pipe.IkeSpiDelete, spi)
+        if self.unsent.pop(spi, None):   # its ADD never went: the worker holds nothing to delete
+            return
+        self._due(spi, False)
 
     def resend(self) -> None:
-        """A new worker holds none: all of them again."""
-        for spi in self.spis:
-            self._send(pipe.IkeSpiAdd, spi)
+        """A new worker holds none: all of them again (and no DELETE: it has nothing to delete)."""
+        self.unsent = dict.fromkeys(self.spis, True)
+        self._flush()
 
-    def _send(self, kind: type[pipe.IkeSpiAdd] | type[pipe.IkeSpiDelete], spi: bytes) -> None:
+    def close(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+
+    def _due(self, spi: bytes, add: bool) -> None:
+        self.unsent.pop(spi, None)
+        self.unsent[spi] = add
+        self._flush()
+
+    def _flush(self) -> None:
+        """Send what is due, oldest first; at the first refusal the rest waits for a retry."""
+        while self.unsent:
+            spi, add = next(iter(self.unsent.items()))
+            if not self._send(spi, add):
+                self._retry_later()
+                return
+            del self.unsent[spi]
+
+    def _retry_later(self) -> None:
+        if self._retry is not None:
+            return
         try:
-            sent = self.worker().request_soon(lambda req_id: kind(req_id, spi), self._answered)
-        except WorkerError:
-            return   # no worker: the next one is sent the whole set (resend)
-        sent.add_done_callback(_quiet)
+            loop = asyncio.get_running_loop()
+        except RuntimeError:   # no loop (a test's plain call): the next add, remove or resend tries again
+            return
+        self._retry = loop.call_later(RETRY, self._retried)
 
+    def _retried(self) -> None:
+        self._retry = None
+        self._flush()
+
+    def _send(self, spi: bytes, add: bool) -> bool:
+        peer = self.spis.get(spi, 0)
+        try:
+            if add:
+                sent = self.worker().request_soon(lambda req_id: pipe.IkeSpiAdd(req_id, spi, peer), self._answered)
+            else:
+                sent = self.worker().request_soon(lambda req_id: pipe.IkeSpiDelete(req_id, spi), self._answered)
+        except WorkerError:
+            return False   # no worker (the next one is sent the whole set), or the pipe is backed up
+        sent.add_done_callback(_quiet)
+        return True
     def _answered(self, replies: list[pipe.Reply]) -> None:
         # EEXIST/ENOENT: the worker's set is already as asked (a resend raced an add or delete)
         for reply in replies:
