@@ -4,11 +4,16 @@ flood of spoofed IKE cannot take (docs/pipe.md, "When the control process does n
 an established peer's DPD, rekeys, DELETEs and MOBIKE updates still reach the engine.
 
 An SPI is added when its IKE SA is established (IkeSaUp) or is the successor of a rekey, and
-deleted when the SA goes (IkeSaDown, a dead peer) or is rekeyed away: the set is IkeService.ike_up's
-keys.  Half-open SAs are never added: whoever sent the IKE_SA_INIT knows our SPI of those.  A new
-worker starts empty: the set is sent again (worker_restarted).  Requests go without a task each
-(request_soon: a burst of clients brings one per IKE SA) and nothing waits for them; a worker
-that holds as many as it may (ENOSPC) leaves that SA without a reserve, which is said and counted."""
+deleted when the engine forgets the SA (IkeEndpoint.on_forget), whichever way it went: deleted by
+either side, expired, a dead peer, replaced (INITIAL_CONTACT, unique), dropped by a reload; a
+rekeyed SA keeps its SPI until its DELETE exchange is through or it gives up lingering, so that
+exchange has the reserve too.  The set is IkeService.ike_up's keys and the rekeyed SAs still
+lingering (at most sa_successor.MAX_UNDELETED per IKE SA).  Half-open SAs are never added:
+whoever sent the IKE_SA_INIT knows our SPI of those.  A new worker starts empty: the set is sent
+again (worker_restarted).  Requests go without a task each (request_soon: a burst of clients
+brings one per IKE SA) and nothing waits for them; a worker that holds as many as it may (ENOSPC)
+leaves that SA without a reserve, which is said and counted (``ike_reserve_refused`` in ``tunsec
+status``, tunsec_ike_reserve_refused_total)."""
 
 from __future__ import annotations
 
