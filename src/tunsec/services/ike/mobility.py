@@ -94,7 +94,7 @@ def _follow_peers(self: IkeService) -> None:
     """NAT rebinding (RFC 7296 §2.23) and MOBIKE (RFC 4555): the engine moves an IKE SA to the
     address and port of the peer's latest authenticated request (with MOBIKE: its
     UPDATE_SA_ADDRESSES, once the new address passed the return routability check:
-    ``IkeSa.esp_remote``) and to our address that request arrived on (``IkeSa.local_ip``: the
+    ``IkeSa.esp_remote``) and to our address that request arrived on (``IkeSa.esp_local``: the
     peer now reaches us at another of our addresses); the Child SAs it negotiated follow with
     both ends (MIGRATE, no re-keying): outbound ESP to the new mapping, and from our new address
     (on a wildcard-bound worker socket ESP leaves from the SA's local address, so a child left
@@ -107,7 +107,7 @@ def _follow_peers(self: IkeService) -> None:
         handle = self._ike_handles.get(sa) if sa is not None else None
         if sa is None or handle is None or sa.state in (State.REKEYED, State.CLOSED):
             continue   # no handle: no Child SA of it is installed, nothing to move
-        path = (sa.esp_remote, sa.local_ip, sa.local_port)   # MOBIKE: after the return routability check
+        path = (sa.esp_remote, *sa.esp_local)   # MOBIKE: both ends after the return routability check
         if self._ike_peers.get(handle) != path:   # moved, or not seen yet: its children compare
             self._ike_peers[handle] = path
             _move(self, handle, sa.name, path)
