@@ -276,14 +276,16 @@ def _migrate_failed(self: IkeService, state: ChildState, moved: Endpoint, local:
     self.events.migrate_failures[(state.conn, state.child)] += 1
     what = (f"{state.conn}: moving CHILD_SA {state.child} {state.spi_in:08x}_i {state.spi_out:08x}_o to "
             f"{moved.addr}:{moved.port} from {local.addr}")
+    # a line per Child SA, and a peer may keep moving: rate-limited as the batch lines are (_log_move)
     if state.migrate_failures < MIGRATE_TRIES:
-        if state.migrate_failures == 1:   # once per move: its retries fail the same way
-            log.warning("%s failed: %s; trying again (%d tries at most)", what, err, MIGRATE_TRIES)
-        else:
+        if state.migrate_failures > 1:   # once per move: its retries fail the same way
             log.debug("%s failed again: %s", what, err)
+        elif (held := self._move_log.admit()) is not None:
+            log.warning("%s failed: %s; trying again (%d tries at most)%s", what, err, MIGRATE_TRIES, suffix(held))
         return MIGRATE_BACKOFF * float(2 ** (state.migrate_failures - 1))
-    log.error("%s failed %d times (last: %s); rekeying it: the new Child SA goes where its IKE SA is",
-              what, state.migrate_failures, err)
+    if (held := self._move_log.admit()) is not None:
+        log.error("%s failed %d times (last: %s); rekeying it: the new Child SA goes where its IKE SA is%s",
+                  what, state.migrate_failures, err, suffix(held))
     state.migrate_failures = 0
     sa = self._ike_sa(state.ike)
     if sa is not None and state.handle in self.children:
