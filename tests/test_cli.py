@@ -229,3 +229,43 @@ def test_an_answer_that_never_ends_is_given_up_at_the_deadline(tmp_path: Path) -
     FakeServer(sock, trickle)
     with pytest.raises(AnswerError, match=r"no complete answer within 0\.5 s"):
         _ask(str(sock), {"cmd": "status"}, timeout=0.5)
+
+
+def refuse_unread(answer: bytes) -> Callable[[Path], None]:
+    """A server that answers each connection with ``answer`` and closes it without reading the
+    request (as the daemon refuses one when every connection slot is taken)."""
+    def serve(path: Path) -> None:
+        srv = socket.socket(socket.AF_UNIX)
+        srv.bind(str(path))
+        srv.listen(4)
+
+        def loop() -> None:
+            while True:
+                conn, _ = srv.accept()
+                with conn:
+                    conn.sendall(answer)
+        threading.Thread(target=loop, daemon=True).start()
+    return serve
+
+
+BUSY = b'{"ok": false, "error": "busy: 20 control connections open; try again"}\n'
+
+
+def test_an_answer_written_before_the_request_was_read_is_shown(tmp_path: Path) -> None:
+    """The request cannot all be sent (larger than the socket's buffers, never read): the send fails
+    with EPIPE or ECONNRESET, and the answer waiting is still what the client returns."""
+    sock = tmp_path / "busy.sock"
+    refuse_unread(BUSY)(sock)
+    for _ in range(3):
+        assert _ask(str(sock), {"cmd": "status", "pad": "x" * (4 << 20)}) == json.loads(BUSY)
+    r = tunsec("status", "--socket", str(sock))
+    assert r.returncode == 1 and r.stderr == "tunsec: busy: 20 control connections open; try again\n", r.stderr
+
+
+def test_a_connection_closed_without_an_answer_says_so(tmp_path: Path) -> None:
+    sock = tmp_path / "mute.sock"
+    refuse_unread(b"")(sock)
+    with pytest.raises(AnswerError, match="closed the connection without an answer"):
+        _ask(str(sock), {"cmd": "status", "pad": "x" * (4 << 20)})
+    r = tunsec("status", "--socket", str(sock))
+    assert r.returncode == 1 and r.stderr == f"tunsec: {sock}: closed the connection without an answer\n", r.stderr

@@ -16,6 +16,7 @@ import pytest
 from reachable import scratch_dir
 
 from tunsec import ctlsocket, privilege
+from tunsec.cli import _ask
 from tunsec.conf.config import load_config
 from tunsec.daemon import Daemon
 
@@ -158,3 +159,33 @@ def test_a_worker_uid_of_its_own_is_refused_whatever_its_pid() -> None:
     assert gate.refusal("reload", ctlsocket.Peer(7, 998, 998)) is not None
     assert gate.refusal("reload", ctlsocket.Peer(7, 999, 999)) is None
     assert gate.refusal("status", ctlsocket.Peer(7, 998, 998)) is None
+
+
+def test_a_client_refused_busy_before_its_request_was_read_gets_the_busy_answer(base: Path) -> None:
+    """Every slot root may take is held: the daemon answers the next connection busy and closes it
+    without reading.  A request too large for the socket's buffers cannot all be sent before that
+    close, so the send fails (EPIPE or ECONNRESET): the client still reads and returns the busy answer."""
+    sock = base / "ctl.sock"
+    d = daemon_for(sock, base)
+
+    async def body() -> None:
+        await d._open_control_socket()
+        assert d._server is not None
+        held: list[asyncio.StreamWriter] = []
+        try:
+            for _ in range(ctlsocket.TOTAL + ctlsocket.ROOT_RESERVE):
+                held.append((await asyncio.open_unix_connection(str(sock)))[1])
+            for _ in range(1000):
+                if d.ctl_slots.held.total() == len(held):
+                    break
+                await asyncio.sleep(0.01)
+            assert d.ctl_slots.held.total() == len(held)
+            answer = await asyncio.to_thread(_ask, str(sock), {"cmd": "status", "pad": "x" * (4 << 20)})
+            assert answer == {"ok": False, "error": f"busy: {len(held)} control connections open; try again"}
+            assert d.ctl_counts.busy == 1
+        finally:
+            for w in held:
+                w.close()
+            d._server.close()
+
+    asyncio.run(body())

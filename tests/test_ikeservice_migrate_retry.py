@@ -17,7 +17,8 @@ import logging
 from typing import Any
 
 import pytest
-from test_ikeservice_peers import Gateway, connected, esp_open, run
+from test_ikeservice_move_budget import _site_with_children
+from test_ikeservice_peers import Gateway, connected, esp_open, run, site_ip
 
 from tunsec.dataplane import pipe
 from tunsec.dataplane.fastpath import DataplaneError, Drop, lib
@@ -140,5 +141,38 @@ def test_a_peer_moving_often_while_migrates_fail_gets_one_mover_then_a_rekey(
         spi, _ = esp_open(gw.site_key_in(0), esp)
         assert spi == new.spi_out
         assert not any(isinstance(m, pipe.Migrate) and m.spi == new.spi_out for m in gw.worker.log)
+
+    run(body())
+
+
+def test_failed_migrates_of_many_child_sas_pass_the_move_log_limit(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """An authenticated peer with 16 Child SAs moves while the worker refuses every MIGRATE: a line per
+    Child SA would be 16 at the first failure and 16 more when they are given up (rekeyed), per move,
+    as often as the peer moves.  They pass the service's move limit (the batch lines' own: 10 per 10 s
+    on its clock, here a fake one), the rest counted in the next line that passes."""
+    monkeypatch.setattr(mobility, "MIGRATE_BACKOFF", 1e6)
+    children = 16
+
+    async def body() -> None:
+        gw, clock = await _site_with_children(children)
+        burst = gw.service._move_log.burst
+        refuse_migrates(gw, 10**6)
+        with caplog.at_level(logging.INFO, logger="tunsec.ike"):
+            gw.nat[0] = (site_ip(0), 40000)
+            gw.site_sa(0).send_liveness()
+            await gw.settle()
+            assert gw.service.events.migrate_failures[("gw", "net")] == children   # each counted
+            assert len(failure_logs(caplog)) == burst   # the rest held
+            for _ in range(2, mobility.MIGRATE_TRIES + 1):   # the retries: a debug line each, no more
+                clock.now += gw.service._move_log.period
+                fire_retry(gw.service)
+                await gw.settle()
+        assert gw.service.events.migrate_failures[("gw", "net")] == children * mobility.MIGRATE_TRIES
+        logs = failure_logs(caplog)
+        assert len(logs) == 2 * burst, logs   # the give-ups (rekeys): a window's burst of them again
+        assert all("trying again" in x for x in logs[:burst]) and all("rekeying" in x for x in logs[burst:])
+        assert logs[burst].endswith(f"({children - burst} more like it suppressed)")
+        assert len(gw.service.children) == children   # all rekeyed, whatever was logged
 
     run(body())

@@ -178,22 +178,17 @@ def _ask(path: str, request: dict[str, Any], timeout: float = 10.0, limit: int =
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         s.connect(path)
-        s.sendall(json.dumps(request).encode() + b"\n")
-        buf = bytearray()
-        while not buf.endswith(b"\n"):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AnswerError(f"no complete answer within {timeout:g} s")
-            s.settimeout(left)
-            try:
-                chunk = s.recv(65536)
-            except TimeoutError:
-                raise AnswerError(f"no complete answer within {timeout:g} s") from None
-            if not chunk:
-                break
-            buf += chunk
-            if len(buf) > limit:
-                raise AnswerError(f"answer larger than {limit >> 20} MiB")
+        try:
+            s.sendall(json.dumps(request).encode() + b"\n")
+        except (BrokenPipeError, ConnectionResetError):
+            # refused before it read the request (busy: every connection slot taken): it wrote why and
+            # closed, and that answer waits to be read here
+            pass
+        except TimeoutError:
+            raise AnswerError(f"the request was not taken within {timeout:g} s") from None
+        buf = _read_answer(s, deadline, timeout, limit)
+    if not buf:
+        raise AnswerError("closed the connection without an answer")
     try:
         answer = json.loads(buf)
     except ValueError:
@@ -201,6 +196,28 @@ def _ask(path: str, request: dict[str, Any], timeout: float = 10.0, limit: int =
     if not isinstance(answer, dict):
         raise AnswerError("answer is not a JSON object")
     return answer
+
+
+def _read_answer(s: socket.socket, deadline: float, timeout: float, limit: int) -> bytearray:
+    """One line, or what came before the server closed the connection."""
+    buf = bytearray()
+    while not buf.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AnswerError(f"no complete answer within {timeout:g} s")
+        s.settimeout(left)
+        try:
+            chunk = s.recv(65536)
+        except TimeoutError:
+            raise AnswerError(f"no complete answer within {timeout:g} s") from None
+        except ConnectionResetError:
+            break   # it closed with our request unread: what it wrote before came first
+        if not chunk:
+            break
+        buf += chunk
+        if len(buf) > limit:
+            raise AnswerError(f"answer larger than {limit >> 20} MiB")
+    return buf
 
 
 def _shown(text: object) -> str:

@@ -231,6 +231,9 @@ def state_families(doc: dict[str, Any], worker_up: bool) -> Iterator[Metric]:
     yield CounterMetricFamily("tunsec_ike_sends_unanswered", "IKE datagrams handed to the worker (port 4500) "
                               "whose answer it did not give in time: given up",
                               value=doc.get("ike_sends_unanswered", 0))
+    yield CounterMetricFamily("tunsec_ike_reserve_refused", "Established IKE SAs whose SPI the worker had no "
+                              "room for (IKE_SPI_ADD refused, it holds as many as it may): their IKE has no "
+                              "reserve against floods", value=doc.get("ike_reserve_refused", 0))
     radius = CounterMetricFamily("tunsec_radius_packets", "RADIUS (auth = eap-radius): requests sent, answers "
                                  "taken, datagrams dropped, by kind", labels=["kind"])
     for kind, n in sorted(doc.get("radius", {}).items()):

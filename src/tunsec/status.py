@@ -201,6 +201,8 @@ def render(doc: dict[str, Any]) -> str:
                      + ", ".join(f"{k} {v}" for k, v in doc["ike_refused"].items()))
     if unanswered := doc.get("ike_sends_unanswered"):   # only once there are any: the worker's fault
         lines.append(f"IKE sent through the worker (port 4500), given up unanswered: {unanswered}")
+    if refused := doc.get("ike_reserve_refused"):   # only once there are any: the worker was full
+        lines.append(f"IKE SAs the worker had no room for (their IKE has no reserve against floods): {refused}")
     if doc.get("ike_fragments"):
         lines.append("IKE fragments: " + ", ".join(f"{k} {v}" for k, v in doc["ike_fragments"].items()))
     if doc.get("ike_held"):

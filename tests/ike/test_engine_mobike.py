@@ -30,6 +30,7 @@ from tunsec.loglimit import LogLimiter
 
 A2, A3 = "192.0.2.11", "192.0.2.66"   # the client's new address; an attacker's
 A4 = "192.0.2.12"   # the client's address after a second move
+B2 = "192.0.2.3"    # another address of the gateway's
 V6 = "2001:db8::11"
 
 
@@ -477,6 +478,37 @@ def test_an_injected_copy_of_the_update_leaves_the_ike_sa_up() -> None:
     assert net.nodes[B].stats.mobike_checks_failed == 1
     assert client.state.value == gw.state.value == "established"
     # the unanswered request went on to A: the peers' windows are in step, the next request is answered
+    gw.send_liveness()
+    net.run(until=net.now + 300)
+    assert not gw.is_closed and not only(net.take(B), PeerUnreachable)
+
+
+def test_an_injected_copy_to_another_of_our_addresses_leaves_esp_leaving_from_ours() -> None:
+    """The same, the copy sent to another of the gateway's addresses (B2; no local_addrs, so the IKE SA
+    follows the address a request came in on): the IKE SA goes back to A and to B, so the Child SAs
+    keep sending from B (IkeSa.local_ip and local_port are what the IKE service moves them to)."""
+    net = Network()
+    a = net.add(A, IkeEndpoint([initiator_cfg()]))
+    b = net.add(B, IkeEndpoint([responder_cfg(local_addr=None)]))
+    a.initiate("a-to-b", "net", net.now)
+    net.run()
+    net.take(A)
+    net.take(B)
+    (client,), (gw,) = a.sas, b.sas
+    assert (gw.local_ip, gw.local_port) == (B, 4500)
+    client.update_addresses((A, 4500))
+    requests = _to_gateway(net)
+    for s in requests:   # the injected copy, first, to B2
+        b.receive(s.data, (A3, 4500), net.now, local_addr=(B2, 4500))
+    assert (gw.remote_addr, gw.local_ip) == ((A3, 4500), B2)
+    assert (gw.esp_remote, gw.esp_local) == ((A, 4500), (B, 4500))   # ESP waits for the check at both ends
+    for s in requests:
+        net.deliver(s)                 # the genuine one
+    net.run(until=net.now + 300)
+    assert not only(net.take(B), IkeSaDown)
+    assert net.nodes[B].stats.mobike_checks_failed == 1
+    assert (gw.remote_addr, gw.esp_remote) == ((A, 4500), (A, 4500))
+    assert (gw.local_ip, gw.local_port) == gw.esp_local == (B, 4500)
     gw.send_liveness()
     net.run(until=net.now + 300)
     assert not gw.is_closed and not only(net.take(B), PeerUnreachable)

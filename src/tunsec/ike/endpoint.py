@@ -198,6 +198,9 @@ class IkeEndpoint:
         self._wall_clock = wall_clock
         self._select = config_selector or self._default_selector
         self._sas: dict[bytes, IkeSa] = {}
+        # told our SPI of each SA as it closes and is forgotten, by whatever path (deleted, expired, dead,
+        # replaced, dropped, a rekeyed one that goes quietly): the service's set of the worker's trusted SPIs
+        self.on_forget: Callable[[bytes], None] = _nothing
         # bound methods every IKE SA keeps, made once (each access to self._touch makes a new one)
         self._touch_cb, self._load_cb, self._refuse_cb = self._touch, self._load, self._refuse_duplicate
         # (connection, authenticated peer identity) -> local SPIs of its IKE SAs, so INITIAL_CONTACT finds
@@ -628,6 +631,7 @@ class IkeEndpoint:
                 if (init := self._init_of.pop(spi, None)) is not None and self._by_init.get(init) is sa:
                     del self._by_init[init]
                 self._by_address.forget(spi)
+                self.on_forget(spi)
             sa.watch(None)
             return
         self._by_address.follow(sa)
@@ -717,6 +721,10 @@ class IkeEndpoint:
                 self._by_peer[key] = spis.pop()
         elif spis == spi:
             del self._by_peer[key]
+
+
+def _nothing(_: bytes) -> None:
+    pass
 
 
 def _our_spi(datagram: bytes, flags: int) -> bytes:

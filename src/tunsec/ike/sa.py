@@ -322,6 +322,12 @@ class IkeSa:
         return self._st.esp_remote
 
     @property
+    def esp_local(self) -> tuple[str | None, int]:
+        """Our (IP, port) this SA's Child SAs send from: ``local_ip`` and ``local_port``, unless a
+        MOBIKE update that came in elsewhere still waits for its return routability check."""
+        return self._st.esp_local
+
+    @property
     def mobike(self) -> bool:
         """Both sides announced MOBIKE (RFC 4555) in IKE_AUTH."""
         return self._st.mobike

@@ -94,6 +94,7 @@ def rekeyed_sa(self: IkeSa, rekey: IkeRekey) -> IkeSa:
     st.peer_id, st.peer_hashes = old.peer_id, old.peer_hashes
     st.peer_fragmentation = old.peer_fragmentation
     st.mobike, st.esp_hold, st.nat_peer, st.nat_here = old.mobike, old.esp_hold, old.nat_peer, old.nat_here
+    st.esp_hold_local = old.esp_hold_local
     st.original_initiator = old.original_initiator
     st.proven_addr = old.proven_addr
     st.install_keys(rekey.shared, (old.prf, old.keys.d))

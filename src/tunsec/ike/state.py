@@ -214,6 +214,9 @@ class IkeSaState:
     # a MOBIKE return routability check is under way: the Child SAs stay at this address until
     # the peer answers at its new one (``esp_remote``)
     esp_hold: Address | None = None
+    # and our (local_addr, local_port) then, where the Child SAs send from: the check unanswered
+    # takes the IKE SA back to both (a forged copy may have come in on another of our addresses)
+    esp_hold_local: tuple[Address | None, int] | None = None
     # how often a MOBIKE update (or a failed check going back) changed remote_addr: a return
     # routability check begun before the last change checks an address that is no longer the newest
     # claim, and its answer proves nothing (exchanges/mobike.py)
@@ -258,11 +261,23 @@ class IkeSaState:
 
     @property
     def local_ip(self) -> str | None:
+        return self._our_ip(self.local_addr)
+
+    @property
+    def esp_local(self) -> tuple[str | None, int]:
+        """Our (IP, port) the Child SAs send from: the IKE SA's, unless a MOBIKE update that came in
+        on another of our addresses still waits for its return routability check."""
+        if self.esp_hold_local is None:
+            return self.local_ip, self.local_port
+        addr, port = self.esp_hold_local
+        return self._our_ip(addr), port
+
+    def _our_ip(self, local_addr: Address | None) -> str | None:
         if self.config.local_addr:
             return self.config.local_addr
         # a socket bound to the wildcard (0.0.0.0, ::) tells the port it received on, not our address
-        if self.local_addr and self.local_addr[0] not in ("0.0.0.0", "::"):
-            return self.local_addr[0]
+        if local_addr and local_addr[0] not in ("0.0.0.0", "::"):
+            return local_addr[0]
         return None
 
     def allocate_spi(self) -> int:

@@ -461,10 +461,10 @@ def install(
             local_ts,
             remote_ts,
             st.esp_remote,  # not yet a MOBIKE address still under its return routability check
-            st.local_port,
+            st.esp_local[1],   # nor our address that update came in on
             rekey_of=rekey_of,
             initiator=we_initiated,
-            local_ip=st.local_ip,
+            local_ip=st.esp_local[0],
         )
     )
 

@@ -30,13 +30,14 @@ Return routability (§3.5, §5.2.1): strongSwan as a responder does no check, it
 and Child SAs at once (ike_mobike.c, process_r). tunsec checks before it moves ESP: an
 authenticated peer could otherwise point the Child SAs' traffic at a third party's address.
 The Child SAs stay at the address they had (``st.esp_hold``; ``st.esp_remote`` is where they
-send) until our INFORMATIONAL with a fresh 16-octet COOKIE2, sent to the new address, comes
+send), and send from our address they had (``st.esp_hold_local``, ``st.esp_local``: the update may
+have come in on another of ours) until our INFORMATIONAL with a fresh 16-octet COOKIE2, sent to the new address, comes
 back with the same COOKIE2 (``ReturnRoutabilityTask``); then the IKE service MIGRATEs them,
 and new Child SAs take that address for the peer's ``dynamic`` (``st.proven_addr``; until then
 the old one, see child.remote_dynamic).
 A mismatching COOKIE2 closes the IKE SA, as strongSwan does. No answer at all, to the check or
 to any other request of ours while the new address is unproven (``go_back``), takes the IKE SA
-back to the address the Child SAs stayed at (counted ``mobike_checks_failed``): the update may
+back to the addresses the Child SAs stayed at, the peer's and ours (counted ``mobike_checks_failed``): the update may
 have been a copy of the peer's, injected from a made-up source ahead of the genuine one (which is
 then a retransmission, answered and moving nothing), so the peer need not be gone; the unanswered
 request goes on there, and only if the peer does not answer there either is it unreachable (the
@@ -228,6 +229,7 @@ def _unacceptable(st: IkeSaState, source: Address) -> str:
 def _update(st: IkeSaState, source: Address, arrived_on: Address | None) -> list[Task]:
     """Move the IKE SA now; hold the Child SAs at their address until the return routability check."""
     old, esp = st.remote_addr, st.esp_remote
+    here = st.esp_hold_local or (st.local_addr, st.local_port)   # where the Child SAs send from
     st.remote_addr = source
     if arrived_on is not None:
         st.local_addr = arrived_on
@@ -239,16 +241,16 @@ def _update(st: IkeSaState, source: Address, arrived_on: Address | None) -> list
         st.mobike_moves += 1
         log.info("%s: MOBIKE: peer moved from %s[%d] to %s[%d]", st.name, *old, *source)
     if source == esp:
-        st.esp_hold = None  # back where ESP goes (or never left): nothing to check
+        st.esp_hold = st.esp_hold_local = None  # back where ESP goes (or never left): nothing to check
         return []
-    st.esp_hold = esp
+    st.esp_hold, st.esp_hold_local = esp, here
     return [ReturnRoutabilityTask()]
 
 
 def go_back(st: IkeSaState) -> bool:
     """One of our requests went unanswered to the end (the check, or any other sent or retransmitted
-    while the new address was unproven): True if the IKE SA went back to the address the Child SAs
-    stayed at, where the request then goes on; False if there was none to go back to (the peer is gone)."""
+    while the new address was unproven): True if the IKE SA went back to the addresses the Child
+    SAs stayed at (the peer's and ours), where the request then goes on; False if there was none to go back to (the peer is gone)."""
     back = st.esp_hold
     if back is None:
         return False  # no answer where the Child SAs are either: the peer is gone
@@ -258,6 +260,9 @@ def go_back(st: IkeSaState) -> bool:
         log.warning("%s: MOBIKE: %s[%d] never answered our request; back to %s[%d], "
                     "where the Child SAs stayed%s", st.name, *st.remote_addr, *back, suffix(held))
     st.remote_addr, st.esp_hold = back, None
+    if st.esp_hold_local is not None:   # and to our address the Child SAs send from, not the copy's
+        st.local_addr, st.local_port = st.esp_hold_local
+        st.esp_hold_local = None
     st.mobike_moves += 1
     return True
 
@@ -310,7 +315,7 @@ class ReturnRoutabilityTask(Task):
             self._again = True
             return Outcome.DONE
         log.info("%s: MOBIKE: return routability of %s[%d] confirmed; the Child SAs follow", st.name, *st.remote_addr)
-        st.esp_hold = None
+        st.esp_hold = st.esp_hold_local = None
         st.proven_addr = st.remote_addr[0]
         return Outcome.DONE
 

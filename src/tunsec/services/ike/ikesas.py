@@ -76,11 +76,13 @@ def _ike_rekeyed(self: IkeService, sa: IkeSa, ev: IkeSaRekeyed) -> None:
     if new is not None:
         self._ike_handles[new] = handle
     info = self.ike_up.pop(sa.local_spi, None)
-    self.trusted.remove(sa.local_spi)   # the old SA lingers for its DELETE only
+    # the old SA keeps its reserve at the worker until it is gone (endpoint.on_forget): its DELETE
+    # exchange, ours or the peer's, must get through a flood as the rest of its IKE did
     if info is not None and new is not None:
         info.update(spi_i=ev.new_spi_i.hex(), spi_r=ev.new_spi_r.hex(), established=time.time())
         self.ike_up[new.local_spi] = info
-        self.trusted.add(new.local_spi, peer_of(info.ev))   # the same peer: the same share
+        if not new.is_closed:   # one closed already was forgotten (on_forget): it would stay for ever
+            self.trusted.add(new.local_spi, peer_of(info.ev))   # the same peer: the same share
     log.info("%s: IKE SA rekeyed, SPIs %s_i %s_r", ev.name, ev.new_spi_i.hex(), ev.new_spi_r.hex())
 
 

@@ -94,7 +94,7 @@ def _follow_peers(self: IkeService) -> None:
     """NAT rebinding (RFC 7296 §2.23) and MOBIKE (RFC 4555): the engine moves an IKE SA to the
     address and port of the peer's latest authenticated request (with MOBIKE: its
     UPDATE_SA_ADDRESSES, once the new address passed the return routability check:
-    ``IkeSa.esp_remote``) and to our address that request arrived on (``IkeSa.local_ip``: the
+    ``IkeSa.esp_remote``) and to our address that request arrived on (``IkeSa.esp_local``: the
     peer now reaches us at another of our addresses); the Child SAs it negotiated follow with
     both ends (MIGRATE, no re-keying): outbound ESP to the new mapping, and from our new address
     (on a wildcard-bound worker socket ESP leaves from the SA's local address, so a child left
@@ -107,7 +107,7 @@ def _follow_peers(self: IkeService) -> None:
         handle = self._ike_handles.get(sa) if sa is not None else None
         if sa is None or handle is None or sa.state in (State.REKEYED, State.CLOSED):
             continue   # no handle: no Child SA of it is installed, nothing to move
-        path = (sa.esp_remote, sa.local_ip, sa.local_port)   # MOBIKE: after the return routability check
+        path = (sa.esp_remote, *sa.esp_local)   # MOBIKE: both ends after the return routability check
         if self._ike_peers.get(handle) != path:   # moved, or not seen yet: its children compare
             self._ike_peers[handle] = path
             _move(self, handle, sa.name, path)
@@ -276,14 +276,16 @@ def _migrate_failed(self: IkeService, state: ChildState, moved: Endpoint, local:
     self.events.migrate_failures[(state.conn, state.child)] += 1
     what = (f"{state.conn}: moving CHILD_SA {state.child} {state.spi_in:08x}_i {state.spi_out:08x}_o to "
             f"{moved.addr}:{moved.port} from {local.addr}")
+    # a line per Child SA, and a peer may keep moving: rate-limited as the batch lines are (_log_move)
     if state.migrate_failures < MIGRATE_TRIES:
-        if state.migrate_failures == 1:   # once per move: its retries fail the same way
-            log.warning("%s failed: %s; trying again (%d tries at most)", what, err, MIGRATE_TRIES)
-        else:
+        if state.migrate_failures > 1:   # once per move: its retries fail the same way
             log.debug("%s failed again: %s", what, err)
+        elif (held := self._move_log.admit()) is not None:
+            log.warning("%s failed: %s; trying again (%d tries at most)%s", what, err, MIGRATE_TRIES, suffix(held))
         return MIGRATE_BACKOFF * float(2 ** (state.migrate_failures - 1))
-    log.error("%s failed %d times (last: %s); rekeying it: the new Child SA goes where its IKE SA is",
-              what, state.migrate_failures, err)
+    if (held := self._move_log.admit()) is not None:
+        log.error("%s failed %d times (last: %s); rekeying it: the new Child SA goes where its IKE SA is%s",
+                  what, state.migrate_failures, err, suffix(held))
     state.migrate_failures = 0
     sa = self._ike_sa(state.ike)
     if sa is not None and state.handle in self.children:

@@ -145,7 +145,8 @@ class IkeService(Service):
         self._changes = Changes()   # SA/SPD changes reach the worker in the order the engine reported them
         self._install_give_up = GiveUp(installs.request_timeout)   # new Child SAs' installs (_start_install)
         self.ike_up: dict[bytes, IkeUpRecord] = {}
-        self.trusted = TrustedSpis(worker)   # ike_up's SPIs, as the worker holds them for their IKE's reserve
+        self.trusted = TrustedSpis(worker)   # established IKE SAs' SPIs, as the worker holds them for their reserve
+        self.endpoint.on_forget = self.trusted.remove   # whichever way an IKE SA went, its SPI goes with it
         self.trap_reqids: dict[tuple[str, str], int] = {}        # (connection, child) -> reqid of its traps
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None   # the engine's deadline _timer was armed for
@@ -505,7 +506,8 @@ class IkeService(Service):
                 if ev.own_vips:
                     self.vips.up(self._ike_handle(sa), ev)
                 self.ike_up[sa.local_spi] = IkeUpRecord(ev, time.time())
-                self.trusted.add(sa.local_spi, peer_of(ev))
+                if not sa.is_closed:   # one closed already was forgotten (on_forget): it would stay for ever
+                    self.trusted.add(sa.local_spi, peer_of(ev))
                 self._enforce_unique(sa, ev)
                 self._acct_start(sa, ev)
             case IkeSaRekeyed():
@@ -518,7 +520,6 @@ class IkeService(Service):
                 if (handle := self._ike_handles.pop(sa, None)) is not None and sa.heir is None:
                     self._ike_lineage_gone(handle)   # not rekeyed: no successor uses the handle
                 up = self.ike_up.pop(sa.local_spi, None)
-                self.trusted.remove(sa.local_spi)
                 if up is not None and ev.reason is DownReason.DELETED_BY_PEER:
                     self._after_loss(ev.name, "close_action")
                 elif up is not None and ev.reason is DownReason.EXPIRED:
@@ -551,7 +552,6 @@ class IkeService(Service):
                 self._child_sa_limit(ev)
             case PeerUnreachable():
                 log.error("%s: peer did not answer after %d retransmissions; giving up", ev.name, ev.tries)
-                self.trusted.remove(sa.local_spi)
                 if self.ike_up.pop(sa.local_spi, None) is not None:
                     self.events.dpd_failures[ev.name] += 1
                     self._after_loss(ev.name, "dpd_action")     # it was up: dead peer detected
@@ -661,7 +661,7 @@ class IkeService(Service):
     def status(self, dump: pipe.Reply) -> dict[str, Any]:
         return _status.status(self.ike_sas(), self.leases(), self.endpoint, self.spi_pool, self.barrier, self.sockets,
                               {} if self.radius is None else self.radius.status(self.accounting, self.dae), self.events,
-                              self.ke_refill.pool)
+                              self.ke_refill.pool, self.trusted.refused)
 
     @classmethod
     def idle_status(cls) -> dict[str, Any]:

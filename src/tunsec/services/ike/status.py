@@ -29,7 +29,7 @@ _KE_POOL_COUNTERS = tuple([f.name for f in dataclasses.fields(KePoolStats)])
 
 def status(ike_sas: list[dict[str, Any]], leases: list[dict[str, Any]], endpoint: IkeEndpoint,
            spi_pool: SpiPool, barrier: Barrier, sockets: IkeSockets, radius: dict[str, Any],
-           events: EventCounts, ke_pool: KeyPairPool | None = None) -> dict[str, Any]:
+           events: EventCounts, ke_pool: KeyPairPool | None = None, reserve_refused: int = 0) -> dict[str, Any]:
     return {
         "ike_sas": ike_sas,
         "leases": leases,
@@ -47,6 +47,9 @@ def status(ike_sas: list[dict[str, Any]], leases: list[dict[str, Any]], endpoint
         # IKE we sent through the worker (port 4500) whose answer it never gave: given up (ours, no
         # peer's: it was under ike_drops.send_ike_unanswered before)
         "ike_sends_unanswered": sockets.natt_unanswered,
+        # our established IKE SAs whose SPI the worker had no room for (IKE_SPI_ADD refused ENOSPC, it
+        # holds TS_IKE_SPI_MAX): their IKE has no reserve against floods of spoofed IKE (trusted.py)
+        "ike_reserve_refused": reserve_refused,
         # IKE fragmentation (RFC 7383): messages split and reassembled, fragments dropped
         "ike_fragments": {n: getattr(endpoint.fragment_stats, n) for n in _FRAGMENT_COUNTERS},
         # the barrier: incoming datagrams that waited for an inbound SPI (now, in all, dropped past
@@ -107,7 +110,7 @@ def _by_child(counts: Mapping[tuple[str, str], int]) -> list[dict[str, Any]]:
 def idle_status() -> dict[str, Any]:
     return {"ike_sas": [], "leases": [], "ike_half_open": 0, "ike_half_open_addresses": 0,
             "ike_half_open_max_per_address": 0, "ike_half_open_busiest": "", "ike_drops": {}, "ike_refused": {},
-            "ike_sends_unanswered": 0, "ike_fragments": {},
+            "ike_sends_unanswered": 0, "ike_reserve_refused": 0, "ike_fragments": {},
             "ike_held": {}, "acquires_ignored": {}, "child_sa_limit": {}, "moves_deferred": {},
             "ts_claims_refused": [], "rekey_ts_refused": [], "updown_skipped": [], "ke_pool": {},
             "radius": {}}

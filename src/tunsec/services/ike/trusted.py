@@ -4,16 +4,20 @@ flood of spoofed IKE cannot take (docs/pipe.md, "When the control process does n
 an established peer's DPD, rekeys, DELETEs and MOBIKE updates still reach the engine.
 
 An SPI is added when its IKE SA is established (IkeSaUp) or is the successor of a rekey, and
-deleted when the SA goes (IkeSaDown, a dead peer) or is rekeyed away: the set is IkeService.ike_up's
-keys.  Each comes with its peer (peer_of: the authenticated identity), so that all the IKE SAs one
-identity opens share one share of the reserve: a peer may open as many as it likes (unique=no)
-and flood with their SPIs.  Half-open SAs are never added: whoever sent the IKE_SA_INIT knows our
-SPI of those.  A new worker starts empty: the set is sent again (worker_restarted).  Requests go
-without a task each (request_soon: a burst of clients brings one per IKE SA) and nothing waits for
-them; one the client refuses (no worker, or SEND_QUEUE_MAX requests already waiting for the pipe)
-stays due and is sent again, before any later one, until it goes: a lost DELETE would leave a gone
-SA's SPI with the reserve for good.  A worker that holds as many as it may (ENOSPC) leaves that SA
-without a reserve, which is said and counted."""
+deleted when the engine forgets the SA (IkeEndpoint.on_forget), whichever way it went: deleted by
+either side, expired, a dead peer, replaced (INITIAL_CONTACT, unique), dropped by a reload; a
+rekeyed SA keeps its SPI until its DELETE exchange is through or it gives up lingering, so that
+exchange has the reserve too.  The set is IkeService.ike_up's keys and the rekeyed SAs still
+lingering (at most sa_successor.MAX_UNDELETED per IKE SA).  Each comes with its peer (peer_of: the
+authenticated identity), so that all the IKE SAs one identity opens share one share of the reserve:
+a peer may open as many as it likes (unique=no) and flood with their SPIs.  Half-open SAs are never
+added: whoever sent the IKE_SA_INIT knows our SPI of those.  A new worker starts empty: the set is
+sent again (worker_restarted).  Requests go without a task each (request_soon: a burst of clients
+brings one per IKE SA) and nothing waits for them; one the client refuses (no worker, or
+SEND_QUEUE_MAX requests already waiting for the pipe) stays due and is sent again, before any later
+one, until it goes: a lost DELETE would leave a gone SA's SPI with the reserve for good.  A worker
+that holds as many as it may (ENOSPC) leaves that SA without a reserve, which is said and counted
+(``ike_reserve_refused`` in ``tunsec status``, tunsec_ike_reserve_refused_total)."""
 
 from __future__ import annotations
 
