@@ -250,7 +250,8 @@ def _update(st: IkeSaState, source: Address, arrived_on: Address | None) -> list
 def go_back(st: IkeSaState) -> bool:
     """One of our requests went unanswered to the end (the check, or any other sent or retransmitted
     while the new address was unproven): True if the IKE SA went back to the addresses the Child
-    SAs stayed at (the peer's and ours), where the request then goes on; False if there was none to go back to (the peer is gone)."""
+    SAs stayed at (the peer's and ours), where the request then goes on; False if there was none to
+    go back to (the peer is gone)."""
     back = st.esp_hold
     if back is None:
         return False  # no answer where the Child SAs are either: the peer is gone
