@@ -1,9 +1,10 @@
 /* The worker's seccomp filter (tunsec/dataplane/sandbox.py installs it once set up).
  *
  * A deny-list, written by hand: the worker parses every packet from the network, so a
- * worker taken over must not execute programs, trace or read other processes, signal
- * anything but itself, make namespaces, mounts, BPF programs or perf events, touch
- * keyrings, or open sockets of families it never uses.  Everything else the CPython
+ * worker taken over must not execute programs, fork, trace or read other processes, signal
+ * or re-limit anything but itself, make namespaces, mounts, BPF programs or perf events,
+ * touch keyrings, open sockets, or change the descriptors it shares with the spawner and
+ * every later worker (ioctl and fcntl are allow-lists).  Everything else the CPython
  * interpreter, OpenSSL and the sanitizers use stays allowed (an allow-list would have
  * to follow all three).  Denied calls return EPERM, never kill: a bug shows as a clear
  * error in the log instead of a vanished worker.  clone3 says ENOSYS, so that glibc
@@ -77,17 +78,17 @@ static const int own_pid_only[] = {__NR_prlimit64, __NR_sched_setaffinity, __NR_
                                    __NR_sched_setparam, __NR_sched_setattr, __NR_migrate_pages,
                                    __NR_move_pages};
 
-/* Sockets: the worker makes none once set up (SEND_IKE uses the sockets it was handed), and
- * those it holds are shared with the spawner and every later worker: an option, a filter
- * (SO_ATTACH_FILTER + SO_LOCK_FILTER, drop all), a connect or a shutdown set on them would
- * outlive it and leave the next worker deaf.  All setsockopt calls of the worker (UDP GRO/GSO,
- * PKTINFO) come before the filter. */
-static const int socket_calls[] = {__NR_socket, __NR_connect, __NR_bind, __NR_shutdown, __NR_setsockopt,
+/* What would outlive the worker.  Sockets: it makes none once set up (SEND_IKE uses the ones
+ * it was handed), and those it holds are shared with the spawner and every later worker: an
+ * option, a filter (SO_ATTACH_FILTER + SO_LOCK_FILTER, drop all), a connect or a shutdown set on
+ * them would leave the next worker deaf.  All setsockopt calls of the worker (UDP GRO/GSO,
+ * PKTINFO) come before the filter.  fork: a child would keep the TUN after the worker is gone. */
+static const int lasting[] = {__NR_socket, __NR_connect, __NR_bind, __NR_shutdown, __NR_setsockopt,
 #ifdef __NR_fork
-                                   __NR_fork,   /* a child would outlive the worker with its TUN */
+                              __NR_fork,
 #endif
 #ifdef __NR_vfork
-                                   __NR_vfork,
+                              __NR_vfork,
 #endif
 };
 
@@ -194,8 +195,8 @@ static size_t build(struct sock_filter *f, uint32_t self_pid) {
     size_t n = head(f, 0);
     for (size_t i = 0; i < COUNT(denied); i++)
         n = deny(f, n, denied[i], EPERM);
-    for (size_t i = 0; i < COUNT(socket_calls); i++)
-        n = deny(f, n, socket_calls[i], EPERM);
+    for (size_t i = 0; i < COUNT(lasting); i++)
+        n = deny(f, n, lasting[i], EPERM);
     n = deny(f, n, __NR_clone3, ENOSYS);
     for (size_t i = 0; i < COUNT(signalling); i++)
         n = only_if(f, n, signalling[i], 0, self_pid);
