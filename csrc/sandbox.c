@@ -1,9 +1,10 @@
 /* The worker's seccomp filter (tunsec/dataplane/sandbox.py installs it once set up).
  *
  * A deny-list, written by hand: the worker parses every packet from the network, so a
- * worker taken over must not execute programs, trace or read other processes, signal
- * anything but itself, make namespaces, mounts, BPF programs or perf events, touch
- * keyrings, or open sockets of families it never uses.  Everything else the CPython
+ * worker taken over must not execute programs, fork, trace or read other processes, signal
+ * or re-limit anything but itself, make namespaces, mounts, BPF programs or perf events,
+ * touch keyrings, open sockets, or change the descriptors it shares with the spawner and
+ * every later worker (ioctl and fcntl are allow-lists).  Everything else the CPython
  * interpreter, OpenSSL and the sanitizers use stays allowed (an allow-list would have
  * to follow all three).  Denied calls return EPERM, never kill: a bug shows as a clear
  * error in the log instead of a vanished worker.  clone3 says ENOSYS, so that glibc
@@ -21,6 +22,8 @@
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <sched.h>
+#include <fcntl.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -37,7 +40,7 @@
 
 #ifdef TS_AUDIT_ARCH
 
-#define TS_FILTER_MAX 256
+#define TS_FILTER_MAX 512
 #define RET_ALLOW BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW)
 #define RET_ERRNO(e) BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ((e) & SECCOMP_RET_DATA))
 /* the low 32 bits of an argument: what the kernel reads of an int (pid, family, flags) */
@@ -68,10 +71,49 @@ static const int denied[] = {
 /* signals: only to this process (its pid as first argument; 0 and -1 name groups) */
 static const int signalling[] = {__NR_kill, __NR_tgkill, __NR_rt_sigqueueinfo, __NR_rt_tgsigqueueinfo};
 
+/* Calls that change another process of the same uid (its spawner: limits, priority, CPUs)
+ * take a pid as first argument: only 0 (itself) or its own pid.  A spawner left with
+ * RLIMIT_NPROC 0 or 5 descriptors cannot start the next worker, and tunsec stops. */
+static const int own_pid_only[] = {__NR_prlimit64, __NR_sched_setaffinity, __NR_sched_setscheduler,
+                                   __NR_sched_setparam, __NR_sched_setattr, __NR_migrate_pages,
+                                   __NR_move_pages};
+
+/* What would outlive the worker.  Sockets: it makes none once set up (SEND_IKE uses the ones
+ * it was handed), and those it holds are shared with the spawner and every later worker: an
+ * option, a filter (SO_ATTACH_FILTER + SO_LOCK_FILTER, drop all), a connect or a shutdown set on
+ * them would leave the next worker deaf.  All setsockopt calls of the worker (UDP GRO/GSO,
+ * PKTINFO) come before the filter.  fork: a child would keep the TUN after the worker is gone. */
+static const int lasting[] = {__NR_socket, __NR_connect, __NR_bind, __NR_shutdown, __NR_setsockopt,
+#ifdef __NR_fork
+                              __NR_fork,
+#endif
+#ifdef __NR_vfork
+                              __NR_vfork,
+#endif
+};
+
+/* ioctl: only these requests (the low 32 bits: the kernel reads an unsigned int).  Python and
+ * libuv set O_NONBLOCK and FD_CLOEXEC with FIONBIO/FIOCLEX; isatty() (io.open of a late
+ * import) is TCGETS; FIONREAD reads.  Everything else is refused: TIOCSTI and TIOCLINUX
+ * (typing into the operator's terminal), the TUN's own requests (TUNSETQUEUE detaching a
+ * queue, TUNATTACHFILTER, TUNSETIFF...), FIOASYNC and F_SETOWN's ioctl forms. */
+static const uint32_t ioctl_allowed[] = {FIONBIO, FIOCLEX, FIONCLEX, TCGETS, FIONREAD};
+
+/* fcntl: duplicating and reading flags; F_SETFL (O_ASYNC, O_NONBLOCK on a shared descriptor),
+ * F_SETOWN/F_SETSIG (SIGIO to another process), leases and the rest are refused.  FIONBIO can
+ * still clear O_NONBLOCK on a shared descriptor: every worker sets it again at start. */
+static const uint32_t fcntl_allowed[] = {F_DUPFD, F_DUPFD_CLOEXEC, F_GETFD, F_SETFD, F_GETFL};
+
 static size_t emit(struct sock_filter *f, size_t n, struct sock_filter insn) {
     if (n < TS_FILTER_MAX)
         f[n] = insn;
     return n + 1;
+}
+
+static size_t emit_all(struct sock_filter *f, size_t n, const struct sock_filter *insn, size_t count) {
+    for (size_t i = 0; i < count; i++)
+        n = emit(f, n, insn[i]);
+    return n;
 }
 
 /* "if nr == x: return errno e", two instructions, so no jump ever goes far */
@@ -90,9 +132,46 @@ static size_t only_if(struct sock_filter *f, size_t n, int nr, unsigned arg, uin
         RET_ALLOW,
         RET_ERRNO(EPERM),
     };
-    for (size_t i = 0; i < sizeof insn / sizeof insn[0]; i++)
-        n = emit(f, n, insn[i]);
-    return n;
+    return emit_all(f, n, insn, sizeof insn / sizeof insn[0]);
+}
+
+/* "if nr == x: allow if argument arg is 0 or self, else EPERM" */
+static size_t self_or_zero(struct sock_filter *f, size_t n, int nr, unsigned arg, uint32_t self) {
+    struct sock_filter insn[] = {
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)nr, 0, 5),
+        LOAD(ARG_LO(arg)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0, 2, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, self, 1, 0),
+        RET_ERRNO(EPERM),
+        RET_ALLOW,
+    };
+    return emit_all(f, n, insn, sizeof insn / sizeof insn[0]);
+}
+
+/* "if nr == x: allow if argument which == process (a group or a uid would reach the spawner)
+ * and argument who is 0 or self, else EPERM" (setpriority, ioprio_set) */
+static size_t self_process(struct sock_filter *f, size_t n, int nr, uint32_t process, uint32_t self) {
+    struct sock_filter insn[] = {
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)nr, 0, 7),
+        LOAD(ARG_LO(0)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, process, 0, 3),
+        LOAD(ARG_LO(1)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0, 2, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, self, 1, 0),
+        RET_ERRNO(EPERM),
+        RET_ALLOW,
+    };
+    return emit_all(f, n, insn, sizeof insn / sizeof insn[0]);
+}
+
+/* "if nr == x: allow if the low word of argument arg is one of values, else EPERM" */
+static size_t one_of(struct sock_filter *f, size_t n, int nr, unsigned arg, const uint32_t *values, size_t count) {
+    n = emit(f, n, (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)nr, 0, (uint8_t)(count + 3)));
+    n = emit(f, n, (struct sock_filter)LOAD(ARG_LO(arg)));
+    for (size_t i = 0; i < count; i++)   /* the i-th match jumps over the rest and the EPERM */
+        n = emit(f, n, (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, values[i], (uint8_t)(count - i), 0));
+    n = emit(f, n, (struct sock_filter)RET_ERRNO(EPERM));
+    return emit(f, n, (struct sock_filter)RET_ALLOW);
 }
 
 /* the architecture check, then the call's number in the accumulator */
@@ -107,18 +186,26 @@ static size_t head(struct sock_filter *f, size_t n) {
         RET_ERRNO(EPERM),
 #endif
     };
-    for (size_t i = 0; i < sizeof insn / sizeof insn[0]; i++)
-        n = emit(f, n, insn[i]);
-    return n;
+    return emit_all(f, n, insn, sizeof insn / sizeof insn[0]);
 }
+
+#define COUNT(a) (sizeof (a) / sizeof (a)[0])
 
 static size_t build(struct sock_filter *f, uint32_t self_pid) {
     size_t n = head(f, 0);
-    for (size_t i = 0; i < sizeof denied / sizeof denied[0]; i++)
+    for (size_t i = 0; i < COUNT(denied); i++)
         n = deny(f, n, denied[i], EPERM);
+    for (size_t i = 0; i < COUNT(lasting); i++)
+        n = deny(f, n, lasting[i], EPERM);
     n = deny(f, n, __NR_clone3, ENOSYS);
-    for (size_t i = 0; i < sizeof signalling / sizeof signalling[0]; i++)
+    for (size_t i = 0; i < COUNT(signalling); i++)
         n = only_if(f, n, signalling[i], 0, self_pid);
+    for (size_t i = 0; i < COUNT(own_pid_only); i++)
+        n = self_or_zero(f, n, own_pid_only[i], 0, self_pid);
+    n = self_process(f, n, __NR_setpriority, 0 /* PRIO_PROCESS */, self_pid);
+    n = self_process(f, n, __NR_ioprio_set, 1 /* IOPRIO_WHO_PROCESS */, self_pid);
+    n = one_of(f, n, __NR_ioctl, 1, ioctl_allowed, COUNT(ioctl_allowed));
+    n = one_of(f, n, __NR_fcntl, 1, fcntl_allowed, COUNT(fcntl_allowed));
     /* dumpable again would let another process of the worker's uid read its keys */
     struct sock_filter rest[] = {
         BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_prctl, 0, 4),
@@ -126,28 +213,17 @@ static size_t build(struct sock_filter *f, uint32_t self_pid) {
         BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, PR_SET_DUMPABLE, 0, 1),
         RET_ERRNO(EPERM),
         RET_ALLOW,
-        /* clone: threads and fork, never a new namespace */
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_clone, 0, 4),
+        /* clone: threads only (a forked child would outlive the worker, holding the TUN and the
+         * sockets), never a new namespace */
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_clone, 0, 5),
         LOAD(ARG_LO(0)),
-        BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, TS_CLONE_NS, 0, 1),
-        RET_ERRNO(EPERM),
-        RET_ALLOW,
-        /* socket: UDP over IPv4/IPv6 only, like the sockets it was handed (no netlink, packet,
-         * unix, TCP...) */
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_socket, 0, 8),
-        LOAD(ARG_LO(0)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AF_INET, 1, 0),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AF_INET6, 0, 3),
-        LOAD(ARG_LO(1)),
-        BPF_STMT(BPF_ALU | BPF_AND | BPF_K, 0xf),   /* SOCK_TYPE_MASK: without NONBLOCK/CLOEXEC */
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SOCK_DGRAM, 1, 0),
+        BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, TS_CLONE_NS, 1, 0),
+        BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, CLONE_THREAD, 1, 0),
         RET_ERRNO(EPERM),
         RET_ALLOW,
         RET_ALLOW,
     };
-    for (size_t i = 0; i < sizeof rest / sizeof rest[0]; i++)
-        n = emit(f, n, rest[i]);
-    return n;
+    return emit_all(f, n, rest, COUNT(rest));
 }
 
 static int install(struct sock_filter *f, size_t n) {

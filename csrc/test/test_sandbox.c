@@ -5,9 +5,64 @@
 
 #include <sched.h>
 #include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 
+static void *thread_main(void *arg) {
+    return arg;
+}
+
+/* What outlives the worker or reaches past it: its descriptors shared with the spawner and
+ * later workers, the terminal, its spawner's limits, a forked child. */
+static int shared_state(pid_t parent, int udp) {
+    int one = 1;
+    if (setsockopt(udp, SOL_SOCKET, SO_RCVBUF, &one, sizeof one) != -1 || errno != EPERM)
+        return 20;
+    struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(9), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (connect(udp, (struct sockaddr *)&to, sizeof to) != -1 || errno != EPERM)
+        return 21;
+    if (shutdown(udp, SHUT_RD) != -1 || errno != EPERM)
+        return 22;
+    if (fcntl(udp, F_SETFL, O_NONBLOCK) != -1 || errno != EPERM)
+        return 23;
+    if (fcntl(udp, F_GETFL) < 0 || fcntl(udp, F_SETFD, FD_CLOEXEC) != 0)
+        return 24;
+    if (ioctl(udp, FIONBIO, &one) != 0)   /* Python's and libuv's setblocking */
+        return 25;
+    char c = 'x';   /* refused before the descriptor is looked at: EPERM, not EBADF */
+    if (ioctl(-1, TIOCSTI, &c) != -1 || errno != EPERM)
+        return 26;
+    if (ioctl(-1, TIOCLINUX, &c) != -1 || errno != EPERM)
+        return 27;
+    if (ioctl(udp, FIOASYNC, &one) != -1 || errno != EPERM)
+        return 28;
+    struct rlimit lim;
+    if (prlimit(parent, RLIMIT_NOFILE, NULL, &lim) != -1 || errno != EPERM)
+        return 29;
+    if (prlimit(0, RLIMIT_NOFILE, NULL, &lim) != 0 || prlimit(getpid(), RLIMIT_NOFILE, NULL, &lim) != 0)
+        return 30;
+    if (setpriority(PRIO_PROCESS, (id_t)parent, 0) != -1 || errno != EPERM)
+        return 31;
+    if (setpriority(PRIO_USER, 0, 0) != -1 || errno != EPERM)   /* every process of its uid */
+        return 32;
+    if (setpriority(PRIO_PROCESS, 0, getpriority(PRIO_PROCESS, 0)) != 0)
+        return 33;
+    pid_t child = fork();
+    if (child == 0)
+        _exit(0);
+    if (child != -1 || errno != EPERM)
+        return 34;
+    pthread_t t;   /* threads: clone with CLONE_THREAD (clone3 says ENOSYS, glibc falls back) */
+    if (pthread_create(&t, NULL, thread_main, NULL) != 0 || pthread_join(t, NULL) != 0)
+        return 35;
+    return 0;
+}
+
 static int sandboxed_child(pid_t parent) {
+    int udp = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);   /* as the worker is handed them */
+    if (udp < 0)
+        return 9;
     if (ts_sandbox_seccomp(getpid()) != 0)
         return 10;
     char *argv[] = {"/bin/false", NULL};   /* run, it would exit 1: the check fails either way */
@@ -23,13 +78,11 @@ static int sandboxed_child(pid_t parent) {
         return 15;
     if (socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0) != -1 || errno != EPERM)
         return 16;
-    int udp = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (udp < 0)
+    if (socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0) != -1 || errno != EPERM)   /* none once set up */
         return 17;
-    close(udp);
     if (unshare(CLONE_NEWUSER) != -1 || errno != EPERM)
         return 18;
-    return 0;
+    return shared_state(parent, udp);
 }
 
 void test_sandbox_seccomp(void) {

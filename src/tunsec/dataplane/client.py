@@ -172,8 +172,10 @@ class WorkerClient:
                         *worker_args(fds, mtu, larval_timeout, log_level, log_format, sandbox)]
                 if user:
                     argv += ["--user", user]
+                # out of the operator's terminal, as spawner.start_worker starts it
                 self.proc = await asyncio.create_subprocess_exec(*argv, pass_fds=[theirs.fileno(), *fds.all()],
-                                                                 cwd="/")
+                                                                 cwd="/", stdin=asyncio.subprocess.DEVNULL,
+                                                                 start_new_session=True)
         except BaseException:
             ours.close()
             raise

@@ -12,8 +12,10 @@ self-test), it needs no new file but the Python modules it imports late, so:
   too) and nothing else; no TCP bind or connect (ABI 4); no signal to a process outside
   its domain, no connect to an abstract unix socket made outside it (ABI 6).  Descriptors
   opened before keep their rights.
-- seccomp (csrc/sandbox.c): no execve, ptrace, process_vm_*, namespaces, mounts, BPF, perf,
-  keyrings, io_uring, sockets other than UDP, signals other than to itself.
+- seccomp (csrc/sandbox.c): no execve, fork, ptrace, process_vm_*, namespaces, mounts, BPF, perf,
+  keyrings, io_uring, new sockets, signals other than to itself; nothing set on the descriptors it
+  shares with the spawner (setsockopt, connect, shutdown, F_SETFL, ioctls but a few), no limits or
+  priorities of another process.
 
 Landlock applies to the calling thread and the threads it starts after, never to those
 running already (ABI 7 has no way to sync them): apply() refuses to run with more than one

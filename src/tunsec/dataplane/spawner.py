@@ -159,7 +159,10 @@ class Spawner:
         argv = [*spawner_command(), "--channel-fd", str(theirs.fileno()), "--user", user,
                 "--keep", ",".join(map(str, keep)), "--log-level", log_level, "--log-format", log_format,
                 "--", *worker_args]
-        proc = await asyncio.create_subprocess_exec(*argv, pass_fds=[theirs.fileno(), *keep], cwd="/")
+        # no terminal (see start_worker); it and its workers still end with us: the channel's end,
+        # or the parent-death signal
+        proc = await asyncio.create_subprocess_exec(*argv, pass_fds=[theirs.fileno(), *keep], cwd="/",
+                                                    stdin=subprocess.DEVNULL, start_new_session=True)
         theirs.close()
         ours.setblocking(False)
         self = cls(proc, ours)
@@ -321,11 +324,19 @@ class _Children:
                 proc.wait()
 
 
+def start_worker(argv: list[str], pass_fds: list[int], stderr: int | None = None) -> subprocess.Popen[bytes]:
+    """A worker, out of the operator's terminal: stdin not the tty, and a session of its own, so
+    that the tty is not its controlling one (TIOCSTI, typing into root's shell, needs that).  A
+    Ctrl-C for the foreground group no longer reaches it: the control process stops it by closing
+    the pipe, or its death by the parent-death signal."""
+    return subprocess.Popen(argv, pass_fds=pass_fds, cwd="/", stdin=subprocess.DEVNULL, stderr=stderr,
+                            start_new_session=True)
+
+
 def _spawn(args: argparse.Namespace, pipe_fd: int) -> subprocess.Popen[bytes]:
     from tunsec.dataplane.client import worker_command
 
-    argv = [*worker_command(), "--pipe-fd", str(pipe_fd), *args.worker]
-    return subprocess.Popen(argv, pass_fds=[pipe_fd, *args.keep], cwd="/")
+    return start_worker([*worker_command(), "--pipe-fd", str(pipe_fd), *args.worker], [pipe_fd, *args.keep])
 
 
 def _handle(args: argparse.Namespace, chan: socket.socket, children: _Children) -> bool:

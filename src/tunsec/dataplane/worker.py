@@ -524,6 +524,7 @@ async def serve(args: argparse.Namespace) -> int:
         udp[4] = socket.socket(fileno=args.udp4_fd)
     if args.udp6_fd >= 0:
         udp[6] = socket.socket(fileno=args.udp6_fd)
+    _nonblocking(args)
     dp = Dataplane()
     dp.set_fds(args.tun_fd, args.udp4_fd, args.udp6_fd)
     queues = [0] + [dp.add_queue(*q) for q in args.queue]
@@ -576,6 +577,15 @@ async def serve(args: argparse.Namespace) -> int:
     worker.timers.cancel_all()
     dp.flush()   # wipes the keys held in C before the process ends
     return 0
+
+
+def _nonblocking(args: argparse.Namespace) -> None:
+    """O_NONBLOCK on the TUN and UDP descriptors, again: they are shared with the spawner and every
+    worker before, one of which (taken over, its sandbox allows FIONBIO) may have cleared it, and
+    the packet loop reads until EAGAIN."""
+    for fd in (args.tun_fd, args.udp4_fd, args.udp6_fd, *(fd for q in args.queue for fd in q)):
+        if fd >= 0:
+            os.set_blocking(fd, False)
 
 
 # how long a signalled worker waits for the control process to close the pipe
