@@ -43,6 +43,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import functools
 import ipaddress
 import logging
 import shlex
@@ -50,6 +52,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tunsec.ike.config import DEFAULT_MAX_CHILD_SAS
 from tunsec.loglimit import LogLimiter, suffix
 from tunsec.policy.selector import IPAddress, SelectorError, Ts, selector_pairs
 from tunsec.printable import replaced
@@ -220,7 +223,9 @@ async def run(argv: Sequence[str], env: dict[str, str], timeout: float = UPDOWN_
 
 
 PARALLEL = 8        # scripts running at once, service-wide (each IKE SA's one at a time)
-QUEUE_LIMIT = 32    # ups of one IKE SA waiting for their turn; more are skipped, and so their downs
+# ups of one IKE SA waiting for their turn, over the Child SAs it may hold (max_child_sas): a backstop;
+# an up dropped with its down leaves the queue, so it holds no more ups than the IKE SA's live Child SAs
+QUEUE_SLACK = 32
 
 
 @dataclass(eq=False)
@@ -229,6 +234,25 @@ class _Down:
 
     ranges: tuple[tuple[int, int, int], ...]   # (family, first, last) of its remote selectors
     done: asyncio.Future[None]
+
+
+@dataclass(eq=False)
+class _Turn:
+    """An event queued in its IKE SA's turn, waiting for what comes before it."""
+
+    key: int
+    ev: ChildEvent
+    before: asyncio.Future[None] | None   # the end of the IKE SA's event queued before it
+    end: asyncio.Future[None]             # what the IKE SA's next event waits for
+    go: asyncio.Future[bool]              # True: its turn came; False: dropped (an up whose down came first)
+    waits: list[asyncio.Future[None]]
+    left: int = 0   # of waits, not done yet
+    waited: Callable[[asyncio.Future[None]], None] = lambda _: None   # the callback on each of waits
+
+
+def _resolve(fut: asyncio.Future[None], _: object) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 class Scripts:
@@ -240,36 +264,43 @@ class Scripts:
     Across IKE SAs one order still matters: an up for addresses whose down is queued (a virtual
     IP leased again to another client, a Child SA renegotiated under a new reqid after a worker
     restart) waits for that down, which would otherwise remove the rules the up just made.
-    At most QUEUE_LIMIT ups of one IKE SA wait (a client creating and deleting Child SAs while
-    its script hangs): more are skipped and logged, and ``submit`` says so, so that their downs
-    are skipped too."""
+    A down whose up has not started yet drops both (the script never heard of that Child SA): a
+    client creating and deleting Child SAs while its script hangs queues nothing, and an IKE SA's
+    queue holds no more ups than its live Child SAs.  As a backstop, more than its ``cap``
+    (max_child_sas) plus QUEUE_SLACK ups waiting are skipped and logged, and ``submit`` says so,
+    so that their downs are skipped too."""
 
     def __init__(self, spawn: Callable[[Coroutine[Any, Any, None]], object],
-                 parallel: int = PARALLEL, limit: int = QUEUE_LIMIT) -> None:
+                 parallel: int = PARALLEL, limit: int | None = None) -> None:
         self._spawn = spawn
         self._parallel = parallel
-        self._limit = limit
+        self._limit = limit   # a fixed bound (tests); None: each submit's cap plus QUEUE_SLACK
         self._slots: asyncio.Semaphore | None = None   # made in the running loop, on first use
         self._tails: dict[int, asyncio.Future[None]] = {}   # IKE SA -> the end of its last queued event
         self._ups: dict[int, int] = {}   # IKE SA -> its ups queued and not ended
+        self._waiting: dict[tuple[int, ChildEvent], list[_Turn]] = {}   # ups whose turn has not come
         self._hosts: dict[tuple[int, int], set[_Down]] = {}   # (family, address) of a host selector -> downs
         self._wide: set[_Down] = set()   # downs with a selector wider than one address
         self.skipped = 0
         self._log = LogLimiter(burst=5, period=60.0)   # a client may churn Child SAs while its script hangs
 
-    def submit(self, key: int, argv: Sequence[str], ev: ChildEvent) -> bool:
-        """Queue ``ev``'s runs in IKE SA ``key``'s turn; False: an up skipped (the queue is full)."""
+    def submit(self, key: int, argv: Sequence[str], ev: ChildEvent, cap: int = DEFAULT_MAX_CHILD_SAS) -> bool:
+        """Queue ``ev``'s runs in IKE SA ``key``'s turn (``cap``: the Child SAs it may hold); False:
+        an up skipped (the queue is full)."""
+        if not ev.up and self._drop_up(key, dataclasses.replace(ev, up=True)):
+            return True
         loop = asyncio.get_running_loop()
         pairs = _pairs(ev)
         envs = [_environment(ev, mine, theirs) for mine, theirs in pairs]
         ranges = tuple({(theirs.version, int(theirs.start), int(theirs.end)) for _, theirs in pairs})
         down = None
         if ev.up:
-            if self._ups.get(key, 0) >= self._limit:
+            limit = self._limit if self._limit is not None else cap + QUEUE_SLACK
+            if self._ups.get(key, 0) >= limit:
                 self.skipped += 1
                 if (held := self._log.admit()) is not None:
                     log.error("updown %s up-client for %s: not run, %d of the IKE SA's events wait already%s",
-                              argv[0], ev.child, self._limit, suffix(held))
+                              argv[0], ev.child, limit, suffix(held))
                 return False
             self._ups[key] = self._ups.get(key, 0) + 1
             fence = self._downs_of(ranges)
@@ -279,30 +310,92 @@ class Scripts:
             self._book(down)
         end = loop.create_future()
         before, self._tails[key] = self._tails.get(key), end
-        self._spawn(self._run(key, before, fence, argv, envs, ev.up, end, down))
+        turn = _Turn(key, ev, before, end, loop.create_future(),
+                     [f for f in (before, *fence) if f is not None and not f.done()])
+        self._arm(turn)
+        self._spawn(self._run(turn, argv, envs, down))
         return True
 
-    async def _run(self, key: int, before: asyncio.Future[None] | None, fence: list[asyncio.Future[None]],
-                   argv: Sequence[str], envs: list[dict[str, str]], up: bool, end: asyncio.Future[None],
-                   down: _Down | None) -> None:
+    def _arm(self, turn: _Turn) -> None:
+        """``turn.go`` is set when all it waits for is done; till then an up can be dropped."""
+        if not turn.waits:
+            turn.go.set_result(True)
+            return
+        turn.left = len(turn.waits)
+        turn.waited = lambda _: self._waited(turn)
+        for f in turn.waits:
+            f.add_done_callback(turn.waited)
+        if turn.ev.up:
+            self._waiting.setdefault((turn.key, turn.ev), []).append(turn)
+
+    def _waited(self, turn: _Turn) -> None:
+        turn.left -= 1
+        if not turn.left:
+            self._unwait(turn)
+            turn.go.set_result(True)
+
+    def _unwait(self, turn: _Turn) -> None:
+        ups = self._waiting.get((turn.key, turn.ev))
+        if ups is not None and turn in ups:
+            ups.remove(turn)
+            if not ups:
+                del self._waiting[(turn.key, turn.ev)]
+
+    def _drop_up(self, key: int, up: ChildEvent) -> bool:
+        """The down of an up still waiting for its turn: neither runs; what waits for the up's end
+        waits for what the up waited for."""
+        turns = self._waiting.get((key, up))
+        if not turns:
+            return False
+        turn = turns[-1]
+        self._unwait(turn)
+        for f in turn.waits:
+            f.remove_done_callback(turn.waited)
+        turn.go.set_result(False)
+        self._up_ended(key)
+        before = turn.before
+        if self._tails.get(key) is turn.end:
+            if before is None or before.done():
+                del self._tails[key]
+            else:
+                self._tails[key] = before
+        if before is None or before.done():
+            turn.end.set_result(None)
+        else:
+            before.add_done_callback(functools.partial(_resolve, turn.end))
+        return True
+
+    def _up_ended(self, key: int) -> None:
+        if left := self._ups.pop(key, 1) - 1:
+            self._ups[key] = left
+
+    async def _run(self, turn: _Turn, argv: Sequence[str], envs: list[dict[str, str]], down: _Down | None) -> None:
         try:
-            waits = [f for f in (before, *fence) if f is not None and not f.done()]
-            if waits:
-                await asyncio.wait(waits)
+            if not await turn.go:
+                return   # dropped with its down (_drop_up), which did the bookkeeping
             if self._slots is None:
                 self._slots = asyncio.Semaphore(self._parallel)
             async with self._slots:
                 for env in envs:
                     await run(argv, env)
         finally:   # whatever happened (cancelled at shutdown too): what waits for it goes on
-            if up and (left := self._ups.pop(key, 1) - 1):
-                self._ups[key] = left
-            if self._tails.get(key) is end:
-                del self._tails[key]
-            end.set_result(None)
-            if down is not None:
-                self._unbook(down)
-                down.done.set_result(None)
+            if not (turn.go.done() and not turn.go.result()):
+                self._finish(turn, down)
+
+    def _finish(self, turn: _Turn, down: _Down | None) -> None:
+        if not turn.go.done():   # cancelled while waiting
+            self._unwait(turn)
+            for f in turn.waits:
+                f.remove_done_callback(turn.waited)
+            turn.go.cancel()
+        if turn.ev.up:
+            self._up_ended(turn.key)
+        if self._tails.get(turn.key) is turn.end:
+            del self._tails[turn.key]
+        turn.end.set_result(None)
+        if down is not None:
+            self._unbook(down)
+            down.done.set_result(None)
 
     def _downs_of(self, ranges: Sequence[tuple[int, int, int]]) -> list[asyncio.Future[None]]:
         """The downs queued now for any address of ``ranges``: hosts by index, wider ones scanned."""
