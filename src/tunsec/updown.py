@@ -42,6 +42,7 @@ never waits for it. :class:`Scripts` orders the runs (see there).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import dataclasses
 import functools
@@ -236,6 +237,75 @@ class _Down:
     done: asyncio.Future[None]
 
 
+class _DownIndex:
+    """The queued downs by remote address: after a worker restart every Child SA's down is queued
+    at once (thousands of road warriors' hosts, hundreds of site subnets) and each up looks for
+    the ones it overlaps, in O(log n + k) rather than a scan of them all.
+
+    Host ranges: a dict by (family, address) and a sorted list of the addresses per family (a
+    subnet's up takes the slice inside it).  Wider ranges: one sorted list of (first, last) per
+    family and width class (class c: fewer than 2**c addresses), so a range of class c that
+    overlaps [lo, hi] starts in [lo - 2**c, hi]: a bisect per class, few false candidates."""
+
+    def __init__(self) -> None:
+        self._hosts: dict[tuple[int, int], set[_Down]] = {}
+        self._addrs: dict[int, list[int]] = {}   # family -> the addresses of _hosts, sorted
+        self._wide: dict[tuple[int, int], list[tuple[int, int, int]]] = {}   # (family, class) -> (lo, hi, id)
+        self._by_id: dict[int, _Down] = {}
+
+    def add(self, down: _Down) -> None:
+        for fam, lo, hi in down.ranges:
+            if lo == hi:
+                held = self._hosts.setdefault((fam, lo), set())
+                if not held:
+                    bisect.insort(self._addrs.setdefault(fam, []), lo)
+                held.add(down)
+            else:
+                self._by_id[id(down)] = down
+                bisect.insort(self._wide.setdefault((fam, (hi - lo).bit_length()), []), (lo, hi, id(down)))
+
+    def remove(self, down: _Down) -> None:
+        for fam, lo, hi in down.ranges:
+            if lo == hi:
+                held = self._hosts.get((fam, lo))
+                if held is None:
+                    continue
+                held.discard(down)
+                if not held:
+                    del self._hosts[(fam, lo)]
+                    _take(self._addrs, fam, lo)
+            else:
+                _take(self._wide, (fam, (hi - lo).bit_length()), (lo, hi, id(down)))
+        self._by_id.pop(id(down), None)
+
+    def overlapping(self, ranges: Sequence[tuple[int, int, int]]) -> set[_Down]:
+        found: set[_Down] = set()
+        for fam, lo, hi in ranges:
+            addrs = self._addrs.get(fam, [])
+            for addr in addrs[bisect.bisect_left(addrs, lo):bisect.bisect_right(addrs, hi)]:
+                found |= self._hosts[(fam, addr)]
+            for (f, cls), entries in self._wide.items():
+                if f != fam:
+                    continue
+                first = bisect.bisect_left(entries, (lo - (1 << cls), -1, -1))
+                for start, end, key in entries[first:bisect.bisect_right(entries, (hi, 1 << 129, 1 << 64))]:
+                    if end >= lo and start <= hi:
+                        found.add(self._by_id[key])
+        return found
+
+
+def _take(index: dict[Any, list[Any]], key: object, item: object) -> None:
+    """Remove ``item`` from the sorted list ``index[key]`` (and the list once empty)."""
+    items = index.get(key)
+    if items is None:
+        return
+    at = bisect.bisect_left(items, item)
+    if at < len(items) and items[at] == item:
+        del items[at]
+    if not items:
+        del index[key]
+
+
 @dataclass(eq=False)
 class _Turn:
     """An event queued in its IKE SA's turn, waiting for what comes before it."""
@@ -279,8 +349,7 @@ class Scripts:
         self._tails: dict[int, asyncio.Future[None]] = {}   # IKE SA -> the end of its last queued event
         self._ups: dict[int, int] = {}   # IKE SA -> its ups queued and not ended
         self._waiting: dict[tuple[int, ChildEvent], list[_Turn]] = {}   # ups whose turn has not come
-        self._hosts: dict[tuple[int, int], set[_Down]] = {}   # (family, address) of a host selector -> downs
-        self._wide: set[_Down] = set()   # downs with a selector wider than one address
+        self._downs = _DownIndex()   # the downs queued and not ended, by their remote addresses
         self.skipped = 0
         self._log = LogLimiter(burst=5, period=60.0)   # a client may churn Child SAs while its script hangs
 
@@ -307,7 +376,7 @@ class Scripts:
         else:
             fence = []
             down = _Down(ranges, loop.create_future())
-            self._book(down)
+            self._downs.add(down)
         end = loop.create_future()
         before, self._tails[key] = self._tails.get(key), end
         turn = _Turn(key, ev, before, end, loop.create_future(),
@@ -394,32 +463,9 @@ class Scripts:
             del self._tails[turn.key]
         turn.end.set_result(None)
         if down is not None:
-            self._unbook(down)
+            self._downs.remove(down)
             down.done.set_result(None)
 
     def _downs_of(self, ranges: Sequence[tuple[int, int, int]]) -> list[asyncio.Future[None]]:
-        """The downs queued now for any address of ``ranges``: hosts by index, wider ones scanned."""
-        found: set[_Down] = set()
-        for fam, lo, hi in ranges:
-            if lo == hi:
-                found |= self._hosts.get((fam, lo), set())
-            else:   # a site's subnet: every host down inside it (few are queued at a time)
-                found |= {d for (f, a), ds in self._hosts.items() if f == fam and lo <= a <= hi for d in ds}
-            found |= {d for d in self._wide if any(f == fam and a <= hi and lo <= b for f, a, b in d.ranges)}
-        return [d.done for d in found]
-
-    def _book(self, down: _Down) -> None:
-        if all(lo == hi for _, lo, hi in down.ranges):
-            for fam, lo, _ in down.ranges:
-                self._hosts.setdefault((fam, lo), set()).add(down)
-        else:
-            self._wide.add(down)
-
-    def _unbook(self, down: _Down) -> None:
-        self._wide.discard(down)
-        for fam, lo, hi in down.ranges:
-            if lo == hi and (held := self._hosts.get((fam, lo))) is not None:
-                held.discard(down)
-                if not held:
-                    del self._hosts[(fam, lo)]
-
+        """The downs queued now for any address of ``ranges``."""
+        return [d.done for d in self._downs.overlapping(ranges)]
