@@ -285,3 +285,25 @@ def test_a_dropped_up_between_two_keeps_the_ike_sas_order(tmp_path: Path) -> Non
         assert [line.split()[2] for line in lines(log)] == ["1", "3"]
 
     run(body())
+
+
+def test_an_event_cancelled_while_waiting_for_its_turn_lets_the_next_one_run(tmp_path: Path) -> None:
+    """(Shutdown cancels the service's tasks.)  Up 2 waits behind the hanging up 1 and is cancelled:
+    up 3, submitted after, still runs once up 1 ends.  Before, the cancel skipped up 2's
+    bookkeeping and up 3 waited for it forever."""
+    argv, log, gate = script(tmp_path, hang_if='[ "$PLUTO_REQID" = 1 ]')
+
+    async def body() -> None:
+        tasks: list[asyncio.Task[None]] = []
+        scripts = Scripts(lambda coro: tasks.append(asyncio.ensure_future(coro)))
+        assert scripts.submit(1, argv, event(1, "10.3.0.1")) and scripts.submit(1, argv, event(2, "10.3.0.2"))
+        await asyncio.sleep(0)
+        tasks[1].cancel()
+        await asyncio.wait([tasks[1]])
+        assert scripts.submit(1, argv, event(3, "10.3.0.3"))
+        gate.touch()
+        await until(lambda: len(lines(log)) == 2)
+        await asyncio.wait(tasks)
+        assert [line.split()[2] for line in lines(log)] == ["1", "3"]
+
+    run(body())

@@ -320,6 +320,10 @@ class _Turn:
     waited: Callable[[asyncio.Future[None]], None] = lambda _: None   # the callback on each of waits
 
 
+def _dropped(turn: _Turn) -> bool:
+    return turn.go.done() and not turn.go.cancelled() and not turn.go.result()
+
+
 def _resolve(fut: asyncio.Future[None], _: object) -> None:
     if not fut.done():
         fut.set_result(None)
@@ -399,7 +403,7 @@ class Scripts:
 
     def _waited(self, turn: _Turn) -> None:
         turn.left -= 1
-        if not turn.left:
+        if not turn.left and not turn.go.done():
             self._unwait(turn)
             turn.go.set_result(True)
 
@@ -414,7 +418,7 @@ class Scripts:
         """The down of an up still waiting for its turn: neither runs; what waits for the up's end
         waits for what the up waited for."""
         turns = self._waiting.get((key, up))
-        if not turns:
+        if not turns or turns[-1].go.done():   # done: its task is being cancelled (its _finish unhooks it)
             return False
         turn = turns[-1]
         self._unwait(turn)
@@ -422,17 +426,21 @@ class Scripts:
             f.remove_done_callback(turn.waited)
         turn.go.set_result(False)
         self._up_ended(key)
+        self._hand_on(turn)
+        return True
+
+    def _hand_on(self, turn: _Turn) -> None:
+        """A turn that will not run: what waits for its end waits for what it waited for."""
         before = turn.before
-        if self._tails.get(key) is turn.end:
+        if self._tails.get(turn.key) is turn.end:
             if before is None or before.done():
-                del self._tails[key]
+                del self._tails[turn.key]
             else:
-                self._tails[key] = before
+                self._tails[turn.key] = before
         if before is None or before.done():
             turn.end.set_result(None)
         else:
             before.add_done_callback(functools.partial(_resolve, turn.end))
-        return True
 
     def _up_ended(self, key: int) -> None:
         if left := self._ups.pop(key, 1) - 1:
@@ -448,20 +456,22 @@ class Scripts:
                 for env in envs:
                     await run(argv, env)
         finally:   # whatever happened (cancelled at shutdown too): what waits for it goes on
-            if not (turn.go.done() and not turn.go.result()):
+            if not _dropped(turn):
                 self._finish(turn, down)
 
     def _finish(self, turn: _Turn, down: _Down | None) -> None:
-        if not turn.go.done():   # cancelled while waiting
+        if turn.ev.up:
+            self._up_ended(turn.key)
+        if not turn.go.done() or turn.go.cancelled():   # cancelled while waiting (the task's cancel cancels go)
             self._unwait(turn)
             for f in turn.waits:
                 f.remove_done_callback(turn.waited)
             turn.go.cancel()
-        if turn.ev.up:
-            self._up_ended(turn.key)
-        if self._tails.get(turn.key) is turn.end:
-            del self._tails[turn.key]
-        turn.end.set_result(None)
+            self._hand_on(turn)   # the IKE SA's order holds: the next waits for what this one waited for
+        else:
+            if self._tails.get(turn.key) is turn.end:
+                del self._tails[turn.key]
+            turn.end.set_result(None)
         if down is not None:
             self._downs.remove(down)
             down.done.set_result(None)
