@@ -13,16 +13,21 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
+import itertools
 import logging
 import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from test_ikeservice_peers import Gateway, InProcessWorker, _now, run
+from test_ikeservice_peers import GW, SHARED_SPI, Gateway, InProcessWorker, _now, psk_ike, run, site_ip
 from test_ikeservice_reconnect import VIP, A, established, pool_gateway
 
 from tunsec.dataplane import pipe
+from tunsec.ike.config import RemoteAuth, child_config
+from tunsec.ike.endpoint import IkeEndpoint
+from tunsec.ike.identity import Identity
 from tunsec.metrics import event_families
 from tunsec.policy.selector import Ts
 from tunsec.updown import ChildEvent, Scripts
@@ -182,3 +187,123 @@ def test_an_up_skipped_over_the_bound_is_counted_and_gets_no_down(tmp_path: Path
 
     run(body())
     assert not log.exists()   # neither its up nor a down for it
+
+
+SITE_CHILDREN = 40   # over the old bound of 32 ups waiting, under max_child_sas (64)
+
+
+def test_a_worker_restart_of_a_site_with_40_child_sas_runs_every_up_and_down(tmp_path: Path) -> None:
+    """Site 0 has 40 Child SAs (one per subnet pair).  The worker dies: 40 down-clients queue (the
+    script hangs on them until the gate opens), then the 40 renegotiated Child SAs' up-clients
+    come.  Before, ups past the 32nd were skipped for good: live Child SAs without their rules."""
+    argv, log, gate = script(tmp_path, hang_if='[ "$PLUTO_VERB" = down-client ]')
+
+    async def body() -> None:
+        gw = Gateway(1, mobike=False)
+        await gw.start()
+        conn = gw.service.connections["gw"]
+        gw.service.connections["gw"] = dataclasses.replace(
+            conn, children=(dataclasses.replace(conn.children[0], updown=argv),))
+        names = [f"n{k}" for k in range(SITE_CHILDREN)]
+        cfg = dataclasses.replace(
+            psk_ike("site0", "site0.example", RemoteAuth("psk", Identity.parse("gw.example")), site_ip(0), GW,
+                    "10.2.1.0/24", "10.1.0.0/16"),
+            mobike=False, force_encap=True,
+            children=tuple(child_config(n, f"10.2.1.{k}/32", f"10.1.{k}.0/24", "aes128gcm16")
+                           for k, n in enumerate(names)))
+        gw.sites[0] = IkeEndpoint([cfg], spi_allocator=functools.partial(next, itertools.count(SHARED_SPI)))
+        gw.sites[0].initiate("site0", names[0], _now())
+        await gw.settle()
+        for name in names[1:]:
+            gw.site_sa(0).initiate(name)
+            await gw.settle()
+        assert len(gw.children_of(0)) == SITE_CHILDREN
+        await until(lambda: len(lines(log)) == SITE_CHILDREN)
+        gw.worker = InProcessWorker(asyncio.get_running_loop(), gw._natt_out)   # the worker died; a new one
+        await gw.service.worker_restarted()
+        await gw.settle(wait_tasks=False)   # the downs hang: every Child SA is renegotiated meanwhile
+        assert len(gw.children_of(0)) == SITE_CHILDREN
+        assert gw.service.events.updown_skipped == {}
+        assert len(lines(log)) == SITE_CHILDREN   # the first down still waits for the gate
+        gate.touch()
+        await until(lambda: len(lines(log)) == 3 * SITE_CHILDREN)
+        await gw.settle()
+
+    run(body())
+    verbs = [line.split()[0] for line in lines(log)]
+    assert verbs == ["up-client"] * SITE_CHILDREN + ["down-client"] * SITE_CHILDREN + ["up-client"] * SITE_CHILDREN
+    nets = [line.split()[3] for line in lines(log)]
+    every = sorted(f"10.2.1.{k}/32" for k in range(SITE_CHILDREN))   # the site's side of each
+    assert sorted(nets[:SITE_CHILDREN]) == sorted(nets[SITE_CHILDREN:2 * SITE_CHILDREN]) == \
+        sorted(nets[2 * SITE_CHILDREN:]) == every
+
+
+def test_child_sas_created_and_deleted_while_the_script_hangs_queue_nothing(tmp_path: Path) -> None:
+    """Client 1's first up hangs (until the gate opens).  Behind it, 200 Child SAs come and go
+    before their turn: each down drops its up, nothing waits; one that stays (reqid 3, queued before
+    them) still runs after the hanging one.  Before, each left two events queued (and ups
+    past 32 skipped)."""
+    argv, log, gate = script(tmp_path, hang_if='[ "$PLUTO_PEER_ID" = c1 ]')
+
+    async def body() -> None:
+        tasks: set[asyncio.Task[None]] = set()
+        scripts = Scripts(lambda coro: tasks.add(asyncio.ensure_future(coro)))
+        accepted = [scripts.submit(1, argv, dataclasses.replace(event(1, "10.3.0.1"), peer_id="c1")),
+                    scripts.submit(1, argv, event(3, "10.3.0.3"))]
+        for k in range(200):
+            churn = event(100 + k, "10.3.1.0/24")
+            accepted += [scripts.submit(1, argv, churn), scripts.submit(1, argv, dataclasses.replace(churn, up=False))]
+        for _ in range(5):
+            await asyncio.sleep(0)
+        waiting = [t for t in tasks if not t.done()]
+        logged = lines(log)
+        gate.touch()   # before asserting: a failure must not leave the loop waiting for the script
+        await asyncio.wait(tasks)
+        assert all(accepted) and scripts.skipped == 0
+        assert len(waiting) == 2 and not logged   # the hanging up and reqid 3's
+        assert [line.split()[:3] for line in lines(log)] == [["up-client", "c1", "1"], ["up-client", "c3", "3"]]
+
+    run(body())
+
+
+def test_a_dropped_up_between_two_keeps_the_ike_sas_order(tmp_path: Path) -> None:
+    """Ups 1 (hanging), 2, 3 queued; 2's down drops 2: 3 still waits for 1, then runs."""
+    argv, log, gate = script(tmp_path, hang_if='[ "$PLUTO_REQID" = 1 ]')
+
+    async def body() -> None:
+        tasks: set[asyncio.Task[None]] = set()
+        scripts = Scripts(lambda coro: tasks.add(asyncio.ensure_future(coro)))
+        for reqid in (1, 2, 3):
+            assert scripts.submit(1, argv, event(reqid, f"10.3.0.{reqid}"))
+        assert scripts.submit(1, argv, event(2, "10.3.0.2", up=False))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        logged = lines(log)
+        gate.touch()
+        await asyncio.wait(tasks)
+        assert not logged   # 3 did not jump the queue when 2 left it
+        assert [line.split()[2] for line in lines(log)] == ["1", "3"]
+
+    run(body())
+
+
+def test_an_event_cancelled_while_waiting_for_its_turn_lets_the_next_one_run(tmp_path: Path) -> None:
+    """(Shutdown cancels the service's tasks.)  Up 2 waits behind the hanging up 1 and is cancelled:
+    up 3, submitted after, still runs once up 1 ends.  Before, the cancel skipped up 2's
+    bookkeeping and up 3 waited for it forever."""
+    argv, log, gate = script(tmp_path, hang_if='[ "$PLUTO_REQID" = 1 ]')
+
+    async def body() -> None:
+        tasks: list[asyncio.Task[None]] = []
+        scripts = Scripts(lambda coro: tasks.append(asyncio.ensure_future(coro)))
+        assert scripts.submit(1, argv, event(1, "10.3.0.1")) and scripts.submit(1, argv, event(2, "10.3.0.2"))
+        await asyncio.sleep(0)
+        tasks[1].cancel()
+        await asyncio.wait([tasks[1]])
+        assert scripts.submit(1, argv, event(3, "10.3.0.3"))
+        gate.touch()
+        await until(lambda: len(lines(log)) == 2)
+        await asyncio.wait(tasks)
+        assert [line.split()[2] for line in lines(log)] == ["1", "3"]
+
+    run(body())

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import random
 from pathlib import Path
 
 import pytest
 
 from tunsec.policy.pad import narrow
 from tunsec.policy.selector import Ts, check_fast_selectors
-from tunsec.updown import ChildEvent, UpdownError, environments, parse_command, run
+from tunsec.updown import ChildEvent, UpdownError, _Down, _DownIndex, environments, parse_command, run
 
 
 def event(**kw: object) -> ChildEvent:
@@ -153,3 +154,46 @@ def test_an_unproven_identity_is_no_peer_id_and_a_proven_eap_one_is_the_xauth_id
     (env,) = environments(event(peer_id="alice", eap_id="alice"))
     assert (env["PLUTO_PEER_ID"], env["PLUTO_XAUTH_ID"], env["TUNSEC_PEER_ID_PROVEN"]) == ("alice", "alice", "1")
     assert "TUNSEC_PEER_UNPROVEN_ID" not in env and "TUNSEC_PEER_GROUP_1" not in env
+
+
+def _plain_scan(downs: list[_Down], ranges: list[tuple[int, int, int]]) -> set[int]:
+    """The queued downs that overlap any of ``ranges``, by looking at every one (what the index replaces)."""
+    return {id(d) for d in downs
+            if any(f == fam and a <= hi and lo <= b for f, a, b in d.ranges for fam, lo, hi in ranges)}
+
+
+def _random_range(rng: random.Random) -> tuple[int, int, int]:
+    fam = rng.choice((4, 6))
+    top = 1 << (32 if fam == 4 else 128)
+    kind = rng.random()
+    base = rng.randrange(256) if rng.random() < 0.7 else rng.randrange(top)   # crowded near 0: overlaps
+    if kind < 0.5:
+        return fam, base, base                                      # a host
+    width = 1 << rng.choice((1, 2, 4, 8, 16, 24) if kind < 0.95 else (32 if fam == 4 else 128,))
+    lo = base - base % width if width < top else 0
+    return fam, lo, min(lo + width - 1, top - 1)                    # a subnet, now and then everything
+
+
+def test_the_queued_downs_index_finds_what_a_plain_scan_finds() -> None:
+    """Random host and subnet downs (both families, some spanning everything) added and removed;
+    every query (hosts, subnets, several ranges) answers what comparing against each down does."""
+    rng = random.Random(20261203)
+    index, downs = _DownIndex(), []
+    loop = asyncio.new_event_loop()
+    try:
+        for step in range(3000):
+            if downs and rng.random() < 0.3:
+                gone = downs.pop(rng.randrange(len(downs)))
+                index.remove(gone)
+            else:
+                down = _Down(tuple({_random_range(rng) for _ in range(rng.choice((1, 1, 2, 3)))}),
+                             loop.create_future())
+                downs.append(down)
+                index.add(down)
+            query = [_random_range(rng) for _ in range(rng.choice((1, 2)))]
+            assert {id(d) for d in index.overlapping(query)} == _plain_scan(downs, query), (step, query)
+        for down in downs:
+            index.remove(down)
+        assert index.overlapping([(4, 0, (1 << 32) - 1), (6, 0, (1 << 128) - 1)]) == set()
+    finally:
+        loop.close()

@@ -42,7 +42,10 @@ never waits for it. :class:`Scripts` orders the runs (see there).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
+import dataclasses
+import functools
 import ipaddress
 import logging
 import shlex
@@ -50,6 +53,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tunsec.ike.config import DEFAULT_MAX_CHILD_SAS
 from tunsec.loglimit import LogLimiter, suffix
 from tunsec.policy.selector import IPAddress, SelectorError, Ts, selector_pairs
 from tunsec.printable import replaced
@@ -220,7 +224,9 @@ async def run(argv: Sequence[str], env: dict[str, str], timeout: float = UPDOWN_
 
 
 PARALLEL = 8        # scripts running at once, service-wide (each IKE SA's one at a time)
-QUEUE_LIMIT = 32    # ups of one IKE SA waiting for their turn; more are skipped, and so their downs
+# ups of one IKE SA waiting for their turn, over the Child SAs it may hold (max_child_sas): a backstop;
+# an up dropped with its down leaves the queue, so it holds no more ups than the IKE SA's live Child SAs
+QUEUE_SLACK = 32
 
 
 @dataclass(eq=False)
@@ -229,6 +235,98 @@ class _Down:
 
     ranges: tuple[tuple[int, int, int], ...]   # (family, first, last) of its remote selectors
     done: asyncio.Future[None]
+
+
+class _DownIndex:
+    """The queued downs by remote address: after a worker restart every Child SA's down is queued
+    at once (thousands of road warriors' hosts, hundreds of site subnets) and each up looks for
+    the ones it overlaps, in O(log n + k) rather than a scan of them all.
+
+    Host ranges: a dict by (family, address) and a sorted list of the addresses per family (a
+    subnet's up takes the slice inside it).  Wider ranges: one sorted list of (first, last) per
+    family and width class (class c: fewer than 2**c addresses), so a range of class c that
+    overlaps [lo, hi] starts in [lo - 2**c, hi]: a bisect per class, few false candidates."""
+
+    def __init__(self) -> None:
+        self._hosts: dict[tuple[int, int], set[_Down]] = {}
+        self._addrs: dict[int, list[int]] = {}   # family -> the addresses of _hosts, sorted
+        self._wide: dict[tuple[int, int], list[tuple[int, int, int]]] = {}   # (family, class) -> (lo, hi, id)
+        self._by_id: dict[int, _Down] = {}
+
+    def add(self, down: _Down) -> None:
+        for fam, lo, hi in down.ranges:
+            if lo == hi:
+                held = self._hosts.setdefault((fam, lo), set())
+                if not held:
+                    bisect.insort(self._addrs.setdefault(fam, []), lo)
+                held.add(down)
+            else:
+                self._by_id[id(down)] = down
+                bisect.insort(self._wide.setdefault((fam, (hi - lo).bit_length()), []), (lo, hi, id(down)))
+
+    def remove(self, down: _Down) -> None:
+        for fam, lo, hi in down.ranges:
+            if lo == hi:
+                held = self._hosts.get((fam, lo))
+                if held is None:
+                    continue
+                held.discard(down)
+                if not held:
+                    del self._hosts[(fam, lo)]
+                    _take(self._addrs, fam, lo)
+            else:
+                _take(self._wide, (fam, (hi - lo).bit_length()), (lo, hi, id(down)))
+        self._by_id.pop(id(down), None)
+
+    def overlapping(self, ranges: Sequence[tuple[int, int, int]]) -> set[_Down]:
+        found: set[_Down] = set()
+        for fam, lo, hi in ranges:
+            addrs = self._addrs.get(fam, [])
+            for addr in addrs[bisect.bisect_left(addrs, lo):bisect.bisect_right(addrs, hi)]:
+                found |= self._hosts[(fam, addr)]
+            for (f, cls), entries in self._wide.items():
+                if f != fam:
+                    continue
+                first = bisect.bisect_left(entries, (lo - (1 << cls), -1, -1))
+                for start, end, key in entries[first:bisect.bisect_right(entries, (hi, 1 << 129, 1 << 64))]:
+                    if end >= lo and start <= hi:
+                        found.add(self._by_id[key])
+        return found
+
+
+def _take(index: dict[Any, list[Any]], key: object, item: object) -> None:
+    """Remove ``item`` from the sorted list ``index[key]`` (and the list once empty)."""
+    items = index.get(key)
+    if items is None:
+        return
+    at = bisect.bisect_left(items, item)
+    if at < len(items) and items[at] == item:
+        del items[at]
+    if not items:
+        del index[key]
+
+
+@dataclass(eq=False)
+class _Turn:
+    """An event queued in its IKE SA's turn, waiting for what comes before it."""
+
+    key: int
+    ev: ChildEvent
+    before: asyncio.Future[None] | None   # the end of the IKE SA's event queued before it
+    end: asyncio.Future[None]             # what the IKE SA's next event waits for
+    go: asyncio.Future[bool]              # True: its turn came; False: dropped (an up whose down came first)
+    waits: list[asyncio.Future[None]]
+    left: int = 0   # of waits, not done yet
+    waited: Callable[[asyncio.Future[None]], None] = lambda _: None   # the callback on each of waits
+
+
+def _dropped(turn: _Turn) -> bool:
+    return turn.go.done() and not turn.go.cancelled() and not turn.go.result()
+
+
+def _resolve(fut: asyncio.Future[None], _: object) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 class Scripts:
@@ -240,93 +338,144 @@ class Scripts:
     Across IKE SAs one order still matters: an up for addresses whose down is queued (a virtual
     IP leased again to another client, a Child SA renegotiated under a new reqid after a worker
     restart) waits for that down, which would otherwise remove the rules the up just made.
-    At most QUEUE_LIMIT ups of one IKE SA wait (a client creating and deleting Child SAs while
-    its script hangs): more are skipped and logged, and ``submit`` says so, so that their downs
-    are skipped too."""
+    A down whose up has not started yet drops both (the script never heard of that Child SA): a
+    client creating and deleting Child SAs while its script hangs queues nothing, and an IKE SA's
+    queue holds no more ups than its live Child SAs.  As a backstop, more than its ``cap``
+    (max_child_sas) plus QUEUE_SLACK ups waiting are skipped and logged, and ``submit`` says so,
+    so that their downs are skipped too."""
 
     def __init__(self, spawn: Callable[[Coroutine[Any, Any, None]], object],
-                 parallel: int = PARALLEL, limit: int = QUEUE_LIMIT) -> None:
+                 parallel: int = PARALLEL, limit: int | None = None) -> None:
         self._spawn = spawn
         self._parallel = parallel
-        self._limit = limit
+        self._limit = limit   # a fixed bound (tests); None: each submit's cap plus QUEUE_SLACK
         self._slots: asyncio.Semaphore | None = None   # made in the running loop, on first use
         self._tails: dict[int, asyncio.Future[None]] = {}   # IKE SA -> the end of its last queued event
         self._ups: dict[int, int] = {}   # IKE SA -> its ups queued and not ended
-        self._hosts: dict[tuple[int, int], set[_Down]] = {}   # (family, address) of a host selector -> downs
-        self._wide: set[_Down] = set()   # downs with a selector wider than one address
+        self._waiting: dict[tuple[int, ChildEvent], list[_Turn]] = {}   # ups whose turn has not come
+        self._downs = _DownIndex()   # the downs queued and not ended, by their remote addresses
         self.skipped = 0
         self._log = LogLimiter(burst=5, period=60.0)   # a client may churn Child SAs while its script hangs
 
-    def submit(self, key: int, argv: Sequence[str], ev: ChildEvent) -> bool:
-        """Queue ``ev``'s runs in IKE SA ``key``'s turn; False: an up skipped (the queue is full)."""
+    def submit(self, key: int, argv: Sequence[str], ev: ChildEvent, cap: int = DEFAULT_MAX_CHILD_SAS) -> bool:
+        """Queue ``ev``'s runs in IKE SA ``key``'s turn (``cap``: the Child SAs it may hold); False:
+        an up skipped (the queue is full)."""
+        if not ev.up and self._drop_up(key, dataclasses.replace(ev, up=True)):
+            return True
         loop = asyncio.get_running_loop()
         pairs = _pairs(ev)
         envs = [_environment(ev, mine, theirs) for mine, theirs in pairs]
         ranges = tuple({(theirs.version, int(theirs.start), int(theirs.end)) for _, theirs in pairs})
         down = None
         if ev.up:
-            if self._ups.get(key, 0) >= self._limit:
+            limit = self._limit if self._limit is not None else cap + QUEUE_SLACK
+            if self._ups.get(key, 0) >= limit:
                 self.skipped += 1
                 if (held := self._log.admit()) is not None:
                     log.error("updown %s up-client for %s: not run, %d of the IKE SA's events wait already%s",
-                              argv[0], ev.child, self._limit, suffix(held))
+                              argv[0], ev.child, limit, suffix(held))
                 return False
             self._ups[key] = self._ups.get(key, 0) + 1
             fence = self._downs_of(ranges)
         else:
             fence = []
             down = _Down(ranges, loop.create_future())
-            self._book(down)
+            self._downs.add(down)
         end = loop.create_future()
         before, self._tails[key] = self._tails.get(key), end
-        self._spawn(self._run(key, before, fence, argv, envs, ev.up, end, down))
+        turn = _Turn(key, ev, before, end, loop.create_future(),
+                     [f for f in (before, *fence) if f is not None and not f.done()])
+        self._arm(turn)
+        self._spawn(self._run(turn, argv, envs, down))
         return True
 
-    async def _run(self, key: int, before: asyncio.Future[None] | None, fence: list[asyncio.Future[None]],
-                   argv: Sequence[str], envs: list[dict[str, str]], up: bool, end: asyncio.Future[None],
-                   down: _Down | None) -> None:
+    def _arm(self, turn: _Turn) -> None:
+        """``turn.go`` is set when all it waits for is done; till then an up can be dropped."""
+        if not turn.waits:
+            turn.go.set_result(True)
+            return
+        turn.left = len(turn.waits)
+        turn.waited = lambda _: self._waited(turn)
+        for f in turn.waits:
+            f.add_done_callback(turn.waited)
+        if turn.ev.up:
+            self._waiting.setdefault((turn.key, turn.ev), []).append(turn)
+
+    def _waited(self, turn: _Turn) -> None:
+        turn.left -= 1
+        if not turn.left and not turn.go.done():
+            self._unwait(turn)
+            turn.go.set_result(True)
+
+    def _unwait(self, turn: _Turn) -> None:
+        ups = self._waiting.get((turn.key, turn.ev))
+        if ups is not None and turn in ups:
+            ups.remove(turn)
+            if not ups:
+                del self._waiting[(turn.key, turn.ev)]
+
+    def _drop_up(self, key: int, up: ChildEvent) -> bool:
+        """The down of an up still waiting for its turn: neither runs; what waits for the up's end
+        waits for what the up waited for."""
+        turns = self._waiting.get((key, up))
+        if not turns or turns[-1].go.done():   # done: its task is being cancelled (its _finish unhooks it)
+            return False
+        turn = turns[-1]
+        self._unwait(turn)
+        for f in turn.waits:
+            f.remove_done_callback(turn.waited)
+        turn.go.set_result(False)
+        self._up_ended(key)
+        self._hand_on(turn)
+        return True
+
+    def _hand_on(self, turn: _Turn) -> None:
+        """A turn that will not run: what waits for its end waits for what it waited for."""
+        before = turn.before
+        if self._tails.get(turn.key) is turn.end:
+            if before is None or before.done():
+                del self._tails[turn.key]
+            else:
+                self._tails[turn.key] = before
+        if before is None or before.done():
+            turn.end.set_result(None)
+        else:
+            before.add_done_callback(functools.partial(_resolve, turn.end))
+
+    def _up_ended(self, key: int) -> None:
+        if left := self._ups.pop(key, 1) - 1:
+            self._ups[key] = left
+
+    async def _run(self, turn: _Turn, argv: Sequence[str], envs: list[dict[str, str]], down: _Down | None) -> None:
         try:
-            waits = [f for f in (before, *fence) if f is not None and not f.done()]
-            if waits:
-                await asyncio.wait(waits)
+            if not await turn.go:
+                return   # dropped with its down (_drop_up), which did the bookkeeping
             if self._slots is None:
                 self._slots = asyncio.Semaphore(self._parallel)
             async with self._slots:
                 for env in envs:
                     await run(argv, env)
         finally:   # whatever happened (cancelled at shutdown too): what waits for it goes on
-            if up and (left := self._ups.pop(key, 1) - 1):
-                self._ups[key] = left
-            if self._tails.get(key) is end:
-                del self._tails[key]
-            end.set_result(None)
-            if down is not None:
-                self._unbook(down)
-                down.done.set_result(None)
+            if not _dropped(turn):
+                self._finish(turn, down)
+
+    def _finish(self, turn: _Turn, down: _Down | None) -> None:
+        if turn.ev.up:
+            self._up_ended(turn.key)
+        if not turn.go.done() or turn.go.cancelled():   # cancelled while waiting (the task's cancel cancels go)
+            self._unwait(turn)
+            for f in turn.waits:
+                f.remove_done_callback(turn.waited)
+            turn.go.cancel()
+            self._hand_on(turn)   # the IKE SA's order holds: the next waits for what this one waited for
+        else:
+            if self._tails.get(turn.key) is turn.end:
+                del self._tails[turn.key]
+            turn.end.set_result(None)
+        if down is not None:
+            self._downs.remove(down)
+            down.done.set_result(None)
 
     def _downs_of(self, ranges: Sequence[tuple[int, int, int]]) -> list[asyncio.Future[None]]:
-        """The downs queued now for any address of ``ranges``: hosts by index, wider ones scanned."""
-        found: set[_Down] = set()
-        for fam, lo, hi in ranges:
-            if lo == hi:
-                found |= self._hosts.get((fam, lo), set())
-            else:   # a site's subnet: every host down inside it (few are queued at a time)
-                found |= {d for (f, a), ds in self._hosts.items() if f == fam and lo <= a <= hi for d in ds}
-            found |= {d for d in self._wide if any(f == fam and a <= hi and lo <= b for f, a, b in d.ranges)}
-        return [d.done for d in found]
-
-    def _book(self, down: _Down) -> None:
-        if all(lo == hi for _, lo, hi in down.ranges):
-            for fam, lo, _ in down.ranges:
-                self._hosts.setdefault((fam, lo), set()).add(down)
-        else:
-            self._wide.add(down)
-
-    def _unbook(self, down: _Down) -> None:
-        self._wide.discard(down)
-        for fam, lo, hi in down.ranges:
-            if lo == hi and (held := self._hosts.get((fam, lo))) is not None:
-                held.discard(down)
-                if not held:
-                    del self._hosts[(fam, lo)]
-
+        """The downs queued now for any address of ``ranges``."""
+        return [d.done for d in self._downs.overlapping(ranges)]

@@ -7,6 +7,7 @@ while CONNECTING; before authentication nothing is answered to another IP)."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 import random
 from collections.abc import Sequence
 
@@ -16,6 +17,7 @@ from test_engine_eap import client as eap_client
 from test_engine_eap import gateway as eap_gateway
 from test_engine_more import A, B, cfg, only
 
+from tunsec.ike import sa_responder
 from tunsec.ike.constants import ExchangeType, ProtocolId
 from tunsec.ike.endpoint import IkeEndpoint
 from tunsec.ike.events import ChildSaDown, IkeSaRekeyed, NegotiationFailed
@@ -27,6 +29,7 @@ from tunsec.ike.sa import IkeSa, State
 from tunsec.ike.sa_successor import MAX_UNDELETED
 from tunsec.ike.state import IkeSaState
 from tunsec.ike.testing import EPOCH, Network, Sent
+from tunsec.loglimit import LogLimiter
 
 PROPS = "aes256gcm16-prfsha256-curve25519"
 SPOOFED = ("203.0.113.9", 4500)
@@ -316,6 +319,32 @@ def test_a_nat_peer_is_not_followed_outside_remote_addrs() -> None:
     _spoofed_request(net, spoke, _Says(ExchangeType.INFORMATIONAL), B)
     assert hub.remote_addr == (B, 61000) and a.stats.floats_refused == 1
     assert len([s for s in net.log if s.dst == SPOOFED]) == 1
+
+
+def test_a_first_ike_auth_from_another_ip_than_its_ike_sa_init_is_logged_naming_both(
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client behind a NAT that maps port 500 and port 4500 to different public IPs (some CGNATs):
+    its IKE_AUTH comes from another IP than its IKE_SA_INIT.  Not answered (an unauthenticated
+    initiator could aim the answers at a victim), but an INFO line names both IPs, so the operator
+    can tell it from a lost client; copies are not logged again beyond the limiter's burst."""
+    monkeypatch.setattr(sa_responder, "_ELSEWHERE_LOG", LogLimiter(burst=1, period=60.0), raising=False)
+    net = Network()
+    a = net.add(A, IkeEndpoint([eap_client()], wall_clock=lambda: EAP_NOW))
+    b = net.add(B, IkeEndpoint([eap_gateway()], wall_clock=lambda: EAP_NOW))
+    a.initiate("rw", "net", net.now)
+    net.step()
+    net.step()
+    auth = [s for s in net.collect() if s.dst[0] == B]
+    with caplog.at_level(logging.INFO, "tunsec.ike.sa_responder"):
+        for _ in range(3):
+            for s in auth:
+                net.deliver(dataclasses.replace(s, src=SPOOFED))
+    assert not [s for s in net.collect() if s.dst == SPOOFED]
+    assert b.stats.preauth_elsewhere == 3 * len(auth)
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert len(lines) == 1, lines
+    assert "first IKE_AUTH from another IP than its IKE_SA_INIT: not answered" in lines[0]
+    assert SPOOFED[0] in lines[0] and A in lines[0]
 
 
 def test_an_unauthenticated_initiator_cannot_aim_the_first_eap_answer_at_a_victim() -> None:

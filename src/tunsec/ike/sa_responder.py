@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from tunsec.loglimit import LogLimiter, suffix
+
 from .constants import ExchangeType, NotifyType
 from .events import Address, DownReason
 from .exchanges.base import Awaiting, Response, Task, notify
@@ -34,6 +36,8 @@ if TYPE_CHECKING:
     from .sa import IkeSa
 
 log = logging.getLogger(__name__)
+# the first IKE_AUTH from another IP (foreign): anyone who ran IKE_SA_INIT can cause the line
+_ELSEWHERE_LOG = LogLimiter(burst=5, period=60.0)
 
 # How often one stored response is sent again. RFC 7296 §2.1 leaves the count to the requester:
 # strongSwan (charon.retransmit_tries) and tunsec retransmit 5 times by default, libreswan about 7
@@ -138,8 +142,15 @@ def foreign(self: IkeSa, addr: Address) -> bool:
     if self._state != State.CONNECTING or addr[0] == self._st.remote_addr[0]:
         return False
     self._drops.preauth_elsewhere += 1
-    log.debug("%s: request from %s before authentication, not from the peer's %s: dropped", self.name,
-              addr[0], self._st.remote_addr[0])
+    if self._peer_id == 1 and (held := _ELSEWHERE_LOG.admit()) is not None:
+        # a client behind a NAT that maps ports 500 and 4500 to different IPs (some CGNATs) never
+        # gets through: the operator must be able to tell it from a lost client
+        log.info("%s: first IKE_AUTH from another IP than its IKE_SA_INIT: not answered (%s, IKE_SA_INIT "
+                 "from %s; a NAT mapping ports 500 and 4500 to different IPs?)%s", self.name, addr[0],
+                 self._st.remote_addr[0], suffix(held))
+    else:
+        log.debug("%s: request from %s before authentication, not from the peer's %s: dropped", self.name,
+                  addr[0], self._st.remote_addr[0])
     return True
 
 

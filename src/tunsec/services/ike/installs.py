@@ -16,7 +16,7 @@ from tunsec.conf.connections import Child
 from tunsec.dataplane import pipe
 from tunsec.dataplane.client import REQUEST_TIMEOUT, Sent, WorkerError, answered, outcome, send_soon
 from tunsec.dataplane.pipe import Action, Alg, Direction, Endpoint, Errno, Policy, SaSpec, Selector
-from tunsec.ike.config import ChildConfig
+from tunsec.ike.config import DEFAULT_MAX_CHILD_SAS, ChildConfig
 from tunsec.ike.events import ChildSaDown, ChildSaUp, DownReason
 from tunsec.ike.sa import IkeSa, State
 from tunsec.ike.ts import Ts
@@ -394,7 +394,9 @@ def _installed(self: IkeService, state: ChildState, ev: ChildSaUp) -> None:
     # a new Child SA, not a rekey (as strongSwan's updown plugin), nor one that joined a sibling's lineage
     if plan.updown and state.pred is None and state.lineage.updown is None:
         told = self._updown_event(state, plan, state.local.addr)
-        if self.scripts.submit(state.ike, plan.updown, told):
+        conn = self.connections.get(state.conn)
+        cap = conn.ike.max_child_sas if conn is not None else DEFAULT_MAX_CHILD_SAS
+        if self.scripts.submit(state.ike, plan.updown, told, cap):
             state.lineage.updown = told
             state.lineage.updown_argv = plan.updown
         else:   # skipped (logged): so is its down
