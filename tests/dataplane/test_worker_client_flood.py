@@ -186,3 +186,26 @@ def test_malformed_messages_are_logged_rate_limited(caplog: pytest.LogCaptureFix
         _run("asyncio", body)
     lines = [r for r in caplog.records if "malformed message from the worker" in r.getMessage()]
     assert 1 <= len(lines) <= 10
+
+
+def test_bare_dump_parts_count_as_half_a_datagram_each() -> None:
+    """Parts of 16 bytes (flag MORE, nothing in them) each count as PART_MIN_BYTES against the cap:
+    a flood of them fails the DUMP after cap / PART_MIN_BYTES parts instead of holding millions."""
+    async def body() -> None:
+        wc, worker = _pair(cap=8 * client_mod.PART_MIN_BYTES)
+        fut = wc.request_soon(lambda r: pipe.Dump(r))
+        await asyncio.sleep(0)
+        req = pipe.decode(worker.recv(65536))
+        bare = pipe.encode(pipe.Reply(req.req_id, pipe.MsgType.DUMP, Errno.OK, more=True))
+        await _send_all(worker, [bare] * 100)
+        with pytest.raises(WorkerError) as err:
+            await fut
+        assert err.value.errno is Errno.ENOSPC
+        while wc.late < 100 - 9:
+            await asyncio.sleep(0.01)
+        assert wc.dump_overflows == 1 and wc._parts == {}
+        asyncio.get_running_loop().remove_reader(wc._sock.fileno())
+        wc._closed()
+        worker.close()
+
+    _run("asyncio", body)

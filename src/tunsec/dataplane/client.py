@@ -36,6 +36,9 @@ READ_BUDGET = 256 * 1024
 # ~570,000 SAs; a worker that sends more is lying, and the DUMP fails (dump_overflows) instead of
 # holding all it sends
 DUMP_MAX_BYTES = 64 << 20
+# what a DUMP part counts against that at least: the worker packs them greedily, so all but the last are
+# nearly 64 KiB, and a flood of bare ones (16 bytes, ~100 once decoded) must not hold millions
+PART_MIN_BYTES = 32 * 1024
 REQ_ID_MAX = 0xFFFFFFFF  # the pipe header's request id is 32 bits; 0 is for events
 
 
@@ -278,10 +281,10 @@ class WorkerClient:
         parts = self._parts.get(req_id) if self._parts else None
         if msg.more:
             if parts is None:
-                self._parts[req_id] = _Parts([msg], len(data))
+                self._parts[req_id] = _Parts([msg], max(len(data), PART_MIN_BYTES))
             else:
                 parts.replies.append(msg)
-                parts.size += len(data)
+                parts.size += max(len(data), PART_MIN_BYTES)
             return
         del self._pending[req_id]
         if parts is None:
@@ -303,7 +306,7 @@ class WorkerClient:
         reaches, not what this process installed), and a `status` is all that it costs."""
         parts = self._parts.get(req_id)
         held = parts.size if parts is not None else 0
-        if held + size <= self.dump_max_bytes:
+        if held + max(size, PART_MIN_BYTES) <= self.dump_max_bytes:
             return True
         self.dump_overflows += 1
         fut, _ = self._pending.pop(req_id)
