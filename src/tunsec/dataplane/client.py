@@ -96,6 +96,8 @@ def _time_out(fut: asyncio.Future[list[pipe.Reply]]) -> None:
 
 
 Sent = tuple[str, asyncio.Future[list[pipe.Reply]]]
+_Then = Callable[[list[pipe.Reply]], None]   # what was asked (for errors), its answer
+
 _FLAGS = 8   # the pipe header's flags byte, after version, type, errno and the request id (docs/pipe.md)
 
 
@@ -105,7 +107,6 @@ class _Parts:
 
     replies: list[pipe.Reply]
     size: int
-_Then = Callable[[list[pipe.Reply]], None]   # what was asked (for errors), its answer
 
 
 def send_soon(worker: WorkerClient, what: str, build: Callable[[int], pipe.Message],
