@@ -133,6 +133,7 @@ class FakeWorker:
         self.proc = None
         self.malformed = 0   # as WorkerClient: datagrams from the worker that did not decode (status reads it)
         self.late = 0        # as WorkerClient: answers nobody waited for any more (status reads it)
+        self.dump_overflows = 0   # as WorkerClient: DUMP answers past its cap (status reads it)
 
     async def request(self, build: Callable[[int], Any]) -> list[Reply]:
         msg = build(next(self.ids))

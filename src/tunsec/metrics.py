@@ -219,6 +219,9 @@ def state_families(doc: dict[str, Any], worker_up: bool) -> Iterator[Metric]:
     yield CounterMetricFamily("tunsec_worker_late_answers", "Answers from the worker to requests the control "
                               "process had given up on (timed out), dropped (since the worker started)",
                               value=doc.get("worker", {}).get("late_answers", 0))
+    yield CounterMetricFamily("tunsec_worker_dump_overflows", "DUMP answers from the worker that grew past "
+                              "the control process's cap, failed (since the worker started)",
+                              value=doc.get("worker", {}).get("dump_overflows", 0))
     yield CounterMetricFamily("tunsec_ike_cookies_sent", "Stateless COOKIE answers (RFC 7296 2.6)",
                               value=stats.get("cookies_sent", 0))
     yield CounterMetricFamily("tunsec_ike_redirects_sent", "Stateless REDIRECT answers (RFC 5685)",

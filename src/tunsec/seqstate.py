@@ -67,6 +67,14 @@ MAX_BLOCK = 1 << 24
 TARGET_INTERVAL = 0.25
 GROWTH_WHEN_SHORT = 16   # a refill that came too late: 16, 256, 4096, 65536 ... (see extend)
 RAMP_GROWTH = 4096       # at most, on one refill sized by the sender's number past the limit (see extend)
+# What the worker's RESERVE_LOWs may make this process reserve, whatever they say (a worker taken over
+# forges them, and a limit persisted is used up for good under that key): the limit moves at most
+# SEQ_RATE_MAX numbers a second (4M packets/s, ~45 Gbit/s of 1400 bytes: ten times what one SA carries)
+# beyond a burst of SEQ_BURST (a few of the largest blocks: a peer restarted jumps ahead by one of its
+# blocks).  Past that, a refill still reserves one more number: the worker asks again with the next
+# packet, and legitimate traffic is only slowed to that rate.
+SEQ_RATE_MAX = 1 << 22
+SEQ_BURST = 4 * MAX_BLOCK
 SEQ_MAX_32 = (1 << 32) - 1
 SEQ_MAX_64 = (1 << 64) - 1
 
@@ -151,6 +159,8 @@ class SeqState:
     first_use: float | None = None   # persisted: wall time of the first install under this key
     expired: Expired | None = None   # persisted: the hard limit the worker removed it at
     taken_over: list[str] = field(default_factory=list)   # version 1 files whose limits this took over
+    allowance: float = SEQ_BURST         # how far extend may still move the limit (see SEQ_RATE_MAX)
+    allowance_at: float | None = None    # monotonic time allowance was last topped up
 
     @classmethod
     def open(cls, state_dir: Path, tunnel: str, spi: int, direction: Direction, key: bytes,
@@ -264,7 +274,11 @@ class SeqState:
 
     def extend(self, now: float, needed: int = 0) -> tuple[int, int]:
         """The SA reached its notify point (or, IN, saw an authenticated number
-        `needed` past its limit): persist a further block; (limit, notify)."""
+        `needed` past its limit): persist a further block; (limit, notify).  How far the limit
+        moves is bounded whatever the worker says (SEQ_RATE_MAX, SEQ_BURST; an OUT SA can need no
+        more than the next number), never below one number, so it never stalls an SA."""
+        if self.direction is Direction.OUT:
+            needed = min(needed, self.limit + 1)
         notify = self._notify()
         block = self.block
         if self.last_low is not None and notify > self.last_notify:
@@ -290,8 +304,19 @@ class SeqState:
             # that jumped ahead (restarted), not a lack of numbers.
             block = max(block, min(self.block * GROWTH_WHEN_SHORT, MAX_BLOCK))
         self.last_low, self.last_notify = now, notify
-        self._store(min(max(self.limit, needed) + block, self.seq_max), block)
+        wanted = min(max(self.limit, needed) + block, self.seq_max)
+        before = self.limit
+        self._store(self._allowed(now, wanted), block)
+        self.allowance -= self.limit - before
         return self.limit, self._notify()
+
+    def _allowed(self, now: float, wanted: int) -> int:
+        """The limit extend may persist on its way to ``wanted``: within the allowance, topped up at
+        SEQ_RATE_MAX a second up to SEQ_BURST, and at least one number more."""
+        if self.allowance_at is not None:
+            self.allowance = min(self.allowance + max(now - self.allowance_at, 0.0) * SEQ_RATE_MAX, SEQ_BURST)
+        self.allowance_at = now
+        return min(wanted, self.limit + max(int(self.allowance), 1))
 
 
 def _is_int(v: object) -> bool:

@@ -89,9 +89,11 @@ def status_document(d: Daemon, dump: Reply) -> dict[str, Any]:
         "udp_offloads": d.sockets.offloads(),
         # gauges: the worker's values of now (DUMP's GAUGEs: its live C allocations, policies in its SPD);
         # malformed: datagrams from it the control process could not decode, dropped (since it started);
-        # late_answers: answers to requests nobody waited for any more (timed out), dropped
+        # late_answers: answers to requests nobody waited for any more (timed out), dropped;
+        # dump_overflows: DUMP answers that grew past client.DUMP_MAX_BYTES, failed (a lying worker)
         "worker": {"pid": d.worker.pid, "restarts": len(d.restarts), "gauges": dict(dump.gauges),
-                   "malformed": d.worker.malformed, "late_answers": d.worker.late},
+                   "malformed": d.worker.malformed, "late_answers": d.worker.late,
+                   "dump_overflows": d.worker.dump_overflows},
         # malloc_trims: times the control process gave its free heap back after a burst (memtrim);
         # the worker's are among its gauges
         # control_socket: requests refused (busy: every connection slot taken) or cut short, since the
@@ -133,10 +135,12 @@ def render(doc: dict[str, Any]) -> str:
         f"offloads: TUN {', '.join(tun['offloads']) or 'none'}; UDP {', '.join(doc['udp_offloads']) or 'none'}",
     ]
     gauges = worker.get("gauges") or {}
-    if gauges or worker.get("malformed") or worker.get("late_answers"):
+    if gauges or worker.get("malformed") or worker.get("late_answers") or worker.get("dump_overflows"):
         lines.append("worker: " + ", ".join([f"{k} {v}" for k, v in gauges.items()]
                                             + [f"malformed messages {worker.get('malformed', 0)}",
-                                               f"late answers {worker.get('late_answers', 0)}"]))
+                                               f"late answers {worker.get('late_answers', 0)}"]
+                                            + ([f"DUMP answers too large {n}"]
+                                               if (n := worker.get("dump_overflows")) else [])))
     if any((ctl := doc.get("control", {}).get("control_socket", {})).values()):
         lines.append("control socket refused or cut short: " + ", ".join(f"{k} {v}" for k, v in ctl.items()))
     for ike in doc.get("ike_sas", []):

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import tunsec
 from tunsec.dataplane import pipe
 from tunsec.dataplane.pipe import Errno, PipeError
+from tunsec.loglimit import LogLimiter, suffix
 
 if TYPE_CHECKING:
     from tunsec.dataplane.spawner import SpawnedWorker, Spawner
@@ -28,6 +29,16 @@ REQUEST_TIMEOUT = 10.0
 KILL_WAIT = 5.0   # how long stop() waits for a killed worker's exit before it gives up on it
 SEND_QUEUE_MAX = 65536   # requests held in a turn or waiting for room in the pipe (a burst sends thousands)
 READ_BATCH = 64          # datagrams read from the pipe before their answers, then their events, are handled
+# bytes read from the pipe in one reader callback at most (then back to the loop): 64 datagrams of a few
+# hundred bytes in a burst of clients, but four DUMP parts of 64 KiB (~25 ms to decode each)
+READ_BUDGET = 256 * 1024
+# the parts of one DUMP answer held at most, in bytes as read (decoded, ~9 times that): ~1000 full parts,
+# ~570,000 SAs; a worker that sends more is lying, and the DUMP fails (dump_overflows) instead of
+# holding all it sends
+DUMP_MAX_BYTES = 64 << 20
+# what a DUMP part counts against that at least: the worker packs them greedily, so all but the last are
+# nearly 64 KiB, and a flood of bare ones (16 bytes, ~100 once decoded) must not hold millions
+PART_MIN_BYTES = 32 * 1024
 REQ_ID_MAX = 0xFFFFFFFF  # the pipe header's request id is 32 bits; 0 is for events
 
 
@@ -87,6 +98,16 @@ def _time_out(fut: asyncio.Future[list[pipe.Reply]]) -> None:
 Sent = tuple[str, asyncio.Future[list[pipe.Reply]]]
 _Then = Callable[[list[pipe.Reply]], None]   # what was asked (for errors), its answer
 
+_FLAGS = 8   # the pipe header's flags byte, after version, type, errno and the request id (docs/pipe.md)
+
+
+@dataclass(slots=True)
+class _Parts:
+    """The answers so far of a request answered in parts (DUMP), and their size as read."""
+
+    replies: list[pipe.Reply]
+    size: int
+
 
 def send_soon(worker: WorkerClient, what: str, build: Callable[[int], pipe.Message],
               then: Callable[[list[pipe.Reply]], None] | None = None) -> Sent:
@@ -132,8 +153,9 @@ def outcome(what: str, fut: asyncio.Future[list[pipe.Reply]]) -> list[pipe.Reply
 class WorkerClient:
     """One worker process and its pipe."""
 
-    def __init__(self, on_event: Callable[[pipe.Message], None]) -> None:
+    def __init__(self, on_event: Callable[[pipe.Message], None], dump_max_bytes: int = DUMP_MAX_BYTES) -> None:
         self.on_event = on_event
+        self.dump_max_bytes = dump_max_bytes
         self.proc: asyncio.subprocess.Process | SpawnedWorker | None = None
         self._sock: socket.socket | None = None
         self._last_id = 0   # see _next_id
@@ -141,13 +163,17 @@ class WorkerClient:
         self._pending: dict[int, tuple[asyncio.Future[list[pipe.Reply]], _Then | None]] = {}
         # the answers so far of a request answered in parts (DUMP): all others are answered in one
         # message, and need no list until it comes
-        self._parts: dict[int, list[pipe.Reply]] = {}
+        self._parts: dict[int, _Parts] = {}
         self._outq: collections.deque[bytes] = collections.deque()   # in order, while the pipe is full
         # requests made in this event-loop turn, sent together at its end (_flush): see _send
         self._held: list[bytes] = []
         self._flush_at: asyncio.Handle | None = None
         self.malformed = 0   # datagrams from the worker that did not decode: dropped (tunsec status)
         self.late = 0        # answers to no request waited for (given up on, or never made): dropped (status)
+        self.dump_overflows = 0   # DUMP answers that grew past dump_max_bytes: failed (status)
+        # the worker decides how many lines of these there are: a worker taken over would flood the log
+        self._malformed_log = LogLimiter()
+        self._overflow_log = LogLimiter()
 
     @property
     def in_flight(self) -> int:
@@ -187,43 +213,62 @@ class WorkerClient:
         log.info("worker started, pid %d", self.proc.pid)
 
     def _readable(self) -> None:
-        """What the worker sent, READ_BATCH datagrams at a time: the answers among them first, then
-        the events.  In a burst of clients the events are IKE_AUTHs (each costs the control process
-        a millisecond or more) and the answers those of earlier clients' installs, each holding a
-        client's IKE_AUTH answer: read in order, every answer waited for all the IKE_AUTHs queued
-        before it.  An answer is never handled later than in order, only earlier than events that
-        came before it (which wait for nothing that an answer does)."""
-        while self._sock is not None:
-            events: list[pipe.Message] = []
-            read, closed = 0, False
-            while read < READ_BATCH:
-                try:
-                    data = self._sock.recv(pipe.MAX_MESSAGE)
-                except BlockingIOError:
-                    break
-                except OSError:
-                    data = b""
-                if not data:
-                    closed = True
-                    break
-                read += 1
-                self._received(data, events)
-            for msg in events:
-                self.on_event(msg)
-            if closed:
-                self._closed()
-                return
-            if read < READ_BATCH:
-                return
+        """What the worker sent, one batch at a time (READ_BATCH datagrams, READ_BUDGET bytes): the
+        answers among them first, then the events.  In a burst of clients the events are IKE_AUTHs
+        (each costs the control process a millisecond or more) and the answers those of earlier
+        clients' installs, each holding a client's IKE_AUTH answer: read in order, every answer waited
+        for all the IKE_AUTHs queued before it.  An answer is never handled later than in order, only
+        earlier than events that came before it (which wait for nothing that an answer does).
+
+        One batch per call, then back to the loop, even when more is waiting: a worker that writes
+        without pause (taken over, or hung in a loop) must not hold the timers, port 500 and the
+        control socket up for as long as it writes.  Nothing waiting is lost: the loop's readiness is
+        level-triggered (epoll as asyncio and libuv use it), so it calls again while the pipe has data."""
+        sock = self._sock
+        if sock is None:
+            return
+        events: list[pipe.Message] = []
+        read = size = 0
+        closed = False
+        while read < READ_BATCH and size < READ_BUDGET and self._sock is sock:
+            try:
+                data = sock.recv(pipe.MAX_MESSAGE)
+            except BlockingIOError:
+                break
+            except OSError:
+                data = b""
+            if not data:
+                closed = True
+                break
+            read += 1
+            size += len(data)
+            self._received(data, events)
+        for msg in events:
+            self.on_event(msg)
+        if closed:
+            self._closed()
 
     def _received(self, data: bytes, events: list[pipe.Message] | None = None) -> None:
         """One datagram from the worker: an answer is handled now, an event too or, given
-        ``events``, put there for later (see _readable)."""
+        ``events``, put there for later (see _readable).
+
+        An answer's header is read before its body: one that nobody waits for, or a DUMP part past
+        dump_max_bytes, is dropped undecoded (decoding a 64 KiB DUMP part takes ~25 ms)."""
+        if len(data) > _FLAGS and data[_FLAGS] & pipe.FLAG_REPLY:
+            req_id = int.from_bytes(data[4:8], "big")
+            if req_id not in self._pending:
+                # its waiter gave up (timeout, cancelled) and forgot it, or the worker is confused:
+                # counted, not logged per datagram (a hung worker that wakes up answers thousands)
+                self.late += 1
+                return
+            if data[_FLAGS] & pipe.FLAG_MORE and not self._room_for_part(req_id, len(data)):
+                return
         try:
             msg = pipe.decode(data)
         except PipeError as err:
             self.malformed += 1
-            log.error("malformed message from the worker, dropped: %s", err)
+            if (held := self._malformed_log.admit()) is not None:
+                log.error("malformed message from the worker, dropped: %s%s", err, suffix(held))
             return
         if not isinstance(msg, pipe.Reply):
             if events is not None:
@@ -233,30 +278,48 @@ class WorkerClient:
             return
         req_id = msg.req_id
         entry = self._pending.get(req_id)
-        if entry is None:
-            # its waiter gave up (timeout, cancelled) and forgot it, or the worker is confused:
-            # counted, not logged per datagram (a hung worker that wakes up answers thousands)
+        if entry is None:   # not met above only if the header lied about its flags: decode says so
             self.late += 1
-            log.debug("answer to request %d, which nobody waits for, dropped", req_id)
             return
         parts = self._parts.get(req_id) if self._parts else None
         if msg.more:
             if parts is None:
-                self._parts[req_id] = [msg]
+                self._parts[req_id] = _Parts([msg], max(len(data), PART_MIN_BYTES))
             else:
-                parts.append(msg)
+                parts.replies.append(msg)
+                parts.size += max(len(data), PART_MIN_BYTES)
             return
         del self._pending[req_id]
         if parts is None:
-            parts = [msg]
+            replies = [msg]
         else:
             del self._parts[req_id]
-            parts.append(msg)
+            replies = parts.replies
+            replies.append(msg)
         fut, then = entry
         if not fut.done():
-            fut.set_result(parts)
+            fut.set_result(replies)
             if then is not None:
-                then(parts)
+                then(replies)
+
+    def _room_for_part(self, req_id: int, size: int) -> bool:
+        """Whether a part of ``size`` bytes (flag MORE) of request req_id's answer may be held; if
+        not, the request fails and is forgotten, and what else comes for it is dropped as late.
+        The worker is not restarted: it may hold that much (the cap is a size no gateway's DUMP
+        reaches, not what this process installed), and a `status` is all that it costs."""
+        parts = self._parts.get(req_id)
+        held = parts.size if parts is not None else 0
+        if held + max(size, PART_MIN_BYTES) <= self.dump_max_bytes:
+            return True
+        self.dump_overflows += 1
+        fut, _ = self._pending.pop(req_id)
+        self._parts.pop(req_id, None)
+        if (suppressed := self._overflow_log.admit()) is not None:
+            log.error("the worker's answer to request %d grew past %d bytes: request failed%s",
+                      req_id, self.dump_max_bytes, suffix(suppressed))
+        if not fut.done():
+            fut.set_exception(WorkerError(f"answer over {self.dump_max_bytes} bytes", Errno.ENOSPC))
+        return False
 
     def _closed(self) -> None:
         self._held.clear()   # their requests are pending: failed below

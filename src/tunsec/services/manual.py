@@ -26,7 +26,8 @@ from tunsec.conf.diff import diff_by_name
 from tunsec.conf.manual import Esp, ManualTunnel
 from tunsec.dataplane import pipe
 from tunsec.dataplane.client import WorkerClient, WorkerError
-from tunsec.dataplane.pipe import Alg, Direction, Endpoint, Lifetime, Policy, SaInfo, SaSpec
+from tunsec.dataplane.pipe import Alg, Direction, Endpoint, ExpireReason, Lifetime, Policy, SaInfo, SaSpec
+from tunsec.loglimit import LogLimiter, suffix
 from tunsec.policy.ids import Band, IdSpace, priority
 from tunsec.policy.spd import PolicyError, protect_policies, tunnel_selectors
 from tunsec.seqstate import Expired, SeqState, StateError
@@ -164,6 +165,9 @@ class ManualService(Service):
         # with the same keys (a restarted one neither); a reload that changes the tunnel clears them.
         # The limit it reached (time, bytes, packets, seq_overflow): status shows why the tunnel is dead
         self.expired: dict[SaKey, str] = {}
+        # hard EXPIREs the worker could not have meant (see _impossible_expiry): ignored, not persisted
+        self.refused_expires = 0
+        self._refused_log = LogLimiter()
         self.closing = False
 
     # --- what the daemon sets up -------------------------------------------------
@@ -416,6 +420,9 @@ class ManualService(Service):
                 self._reserve_more(msg)
                 return True
             case pipe.Expire() if (key := sa_key(msg.spi, msg.direction, msg.remote)) in self.seq:
+                if msg.hard and (why := self._impossible_expiry(key, msg.reason)) is not None:
+                    self._refuse_expiry(msg, why)
+                    return True
                 what = "hard" if msg.hard else "soft"
                 if msg.hard:   # whatever the limit (time, bytes, packets, sequence numbers) the worker removed it
                     self.expired[key] = msg.reason.name.lower()
@@ -433,14 +440,37 @@ class ManualService(Service):
                 return True
         return False
 
-    def _persist_expired(self, key: SaKey, reason: pipe.ExpireReason) -> None:
-        """The hard limit the worker removed an SA at goes into its key's state file: a restart does
-        not bring the key back while the config keeps that limit."""
+    def _hard_limit(self, key: SaKey, reason: ExpireReason) -> int:
+        """The configured hard limit of that kind (bytes, packets, seconds) of the SA; 0 for none."""
         spec = next((sa for p in self.plans for sa in (p.inbound, p.outbound)
                      if sa_key(sa.spi, sa.direction, sa.remote) == key), None)
         hard = spec.hard if spec is not None else Lifetime()
-        limit = {pipe.ExpireReason.BYTES: hard.bytes, pipe.ExpireReason.PACKETS: hard.packets,
-                 pipe.ExpireReason.TIME: hard.seconds}.get(reason, 0)
+        return {ExpireReason.BYTES: hard.bytes, ExpireReason.PACKETS: hard.packets,
+                ExpireReason.TIME: hard.seconds}.get(reason, 0)
+
+    def _impossible_expiry(self, key: SaKey, reason: ExpireReason) -> str | None:
+        """Why the worker cannot have removed the manual SA at that hard limit, or None.  A hard
+        expiry is persisted and keeps the key out after every restart: one forged by a worker taken
+        over would end the tunnel for good.  A manual SA is never larval past its install; it cannot
+        run out of sequence numbers before its reservation reaches the last one; nor pass a limit
+        that is not configured."""
+        st = self.seq[key]
+        if reason is ExpireReason.LARVAL_TIMEOUT:
+            return "a manual SA is complete from its install on"
+        if reason is ExpireReason.SEQ_OVERFLOW:
+            return None if st.limit >= st.seq_max else f"its reservation ends at {st.limit}, below {st.seq_max}"
+        return None if self._hard_limit(key, reason) else "no such limit is configured for it"
+
+    def _refuse_expiry(self, msg: pipe.Expire, why: str) -> None:
+        self.refused_expires += 1
+        if (held := self._refused_log.admit()) is not None:
+            log.error("SA %s %08x: the worker says it reached its hard %s limit, which it cannot have (%s): "
+                      "ignored%s", msg.direction.name.lower(), msg.spi, msg.reason.name.lower(), why, suffix(held))
+
+    def _persist_expired(self, key: SaKey, reason: ExpireReason) -> None:
+        """The hard limit the worker removed an SA at goes into its key's state file: a restart does
+        not bring the key back while the config keeps that limit."""
+        limit = self._hard_limit(key, reason)
         try:
             self.seq[key].mark_expired(Expired(reason.name.lower(), limit))
         except StateError as err:   # it stays expired until this process ends; say why a restart may not
