@@ -220,33 +220,38 @@ class WorkerClient:
         for all the IKE_AUTHs queued before it.  An answer is never handled later than in order, only
         earlier than events that came before it (which wait for nothing that an answer does).
 
-        One batch per call, then back to the loop, even when more is waiting: a worker that writes
-        without pause (taken over, or hung in a loop) must not hold the timers, port 500 and the
-        control socket up for as long as it writes.  Nothing waiting is lost: the loop's readiness is
-        level-triggered (epoll as asyncio and libuv use it), so it calls again while the pipe has data."""
+        Batches until READ_BUDGET bytes were read, then back to the loop, even when more is waiting: a
+        worker that writes without pause (taken over, or hung in a loop) must not hold the timers, port
+        500 and the control socket up for as long as it writes.  Not one batch per call: in a burst of
+        clients the worker's IKE events wait in its pipe writer, whose share per sender address (all
+        the clients behind one NAT) fills and drops IKE_AUTHs when the pipe is read less eagerly.
+        Nothing waiting is lost: the loop's readiness is level-triggered (epoll as asyncio and libuv
+        use it), so it calls again while the pipe has data."""
         sock = self._sock
-        if sock is None:
-            return
-        events: list[pipe.Message] = []
-        read = size = 0
-        closed = False
-        while read < READ_BATCH and size < READ_BUDGET and self._sock is sock:
-            try:
-                data = sock.recv(pipe.MAX_MESSAGE)
-            except BlockingIOError:
-                break
-            except OSError:
-                data = b""
-            if not data:
-                closed = True
-                break
-            read += 1
-            size += len(data)
-            self._received(data, events)
-        for msg in events:
-            self.on_event(msg)
-        if closed:
-            self._closed()
+        size = 0
+        while sock is not None and self._sock is sock and size < READ_BUDGET:
+            events: list[pipe.Message] = []
+            read, closed = 0, False
+            while read < READ_BATCH:
+                try:
+                    data = sock.recv(pipe.MAX_MESSAGE)
+                except BlockingIOError:
+                    break
+                except OSError:
+                    data = b""
+                if not data:
+                    closed = True
+                    break
+                read += 1
+                size += len(data)
+                self._received(data, events)
+            for msg in events:
+                self.on_event(msg)
+            if closed:
+                self._closed()
+                return
+            if read < READ_BATCH:
+                return
 
     def _received(self, data: bytes, events: list[pipe.Message] | None = None) -> None:
         """One datagram from the worker: an answer is handled now, an event too or, given
