@@ -232,7 +232,7 @@ class WorkerClient:
         while sock is not None and self._sock is sock and size < READ_BUDGET:
             events: list[pipe.Message] = []
             read, closed = 0, False
-            while read < READ_BATCH:
+            while read < READ_BATCH and size < READ_BUDGET:
                 try:
                     data = sock.recv(pipe.MAX_MESSAGE)
                 except BlockingIOError:
