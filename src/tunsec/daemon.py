@@ -228,12 +228,12 @@ class Daemon:
         await self._install_services()
 
     async def _install_services(self) -> None:
-        """Every service's SAs and policies into the worker just started.  A reload waits until they
-        are in (and this for a reload under way): each works from one configuration, and a reload
-        retires what a reinstall would otherwise still be putting into the new worker."""
-        async with self._reloading:
-            for svc in self.services:
-                await (svc.worker_restarted() if self.restarts else svc.start())
+        """Every service's SAs and policies into the worker just started.  The caller holds
+        _reloading from before the worker is started (run, _watch_worker): each service works from
+        one configuration, and a reload never installs into a new worker what the reinstall then
+        installs again, nor retires what the reinstall is still putting in."""
+        for svc in self.services:
+            await (svc.worker_restarted() if self.restarts else svc.start())
 
     async def _start_spawner(self, fds: WorkerFds) -> None:
         """The worker's own user (tunsec { worker_user }): the spawner becomes it and starts every worker,
@@ -293,26 +293,33 @@ class Daemon:
                 return
             log.error("worker %d exited with status %s; restarting it and reinstalling %d tunnel(s)",
                       proc.pid, code, len(self.manual.plans))
-            await self.worker.stop()
-            now = time.monotonic()
-            self.restarts = [t for t in self.restarts if now - t < RESTART_WINDOW] + [now]
-            self.worker_restarts += 1
-            if len(self.restarts) > MAX_RESTARTS:
-                log.error("worker died %d times in %ds; giving up", len(self.restarts), RESTART_WINDOW)
-                self.stopping.set()
-                return
-            await asyncio.sleep(min(2 ** (len(self.restarts) - 1) * 0.1, 5.0))
-            try:
-                await self._start_worker()
-            except (StartupError, OSError) as err:
-                log.error("restarting the worker failed: %s", err)
-                self.stopping.set()
-                return
-            except Exception as err:   # a bug: the watcher goes on, or the next crash is never restarted
-                log.error("reinstalling into the restarted worker failed: %s", internal_error(err, False))
-                if self.worker.proc is None:   # no worker to watch
+            # from the death until the new worker holds every service's SAs: a reload meanwhile would
+            # run against no worker, or put into the new one what the reinstall puts in again
+            async with self._reloading:
+                if not await self._restart_worker():
                     self.stopping.set()
                     return
+
+    async def _restart_worker(self) -> bool:
+        """The dead worker's successor, the services reinstalled into it; False: tunsec gives up
+        (MAX_RESTARTS deaths within RESTART_WINDOW, or no worker can be started)."""
+        await self.worker.stop()
+        now = time.monotonic()
+        self.restarts = [t for t in self.restarts if now - t < RESTART_WINDOW] + [now]
+        self.worker_restarts += 1
+        if len(self.restarts) > MAX_RESTARTS:
+            log.error("worker died %d times in %ds; giving up", len(self.restarts), RESTART_WINDOW)
+            return False
+        await asyncio.sleep(min(2 ** (len(self.restarts) - 1) * 0.1, 5.0))
+        try:
+            await self._start_worker()
+        except (StartupError, OSError) as err:
+            log.error("restarting the worker failed: %s", err)
+            return False
+        except Exception as err:   # a bug: the watcher goes on, or the next crash is never restarted
+            log.error("reinstalling into the restarted worker failed: %s", internal_error(err, False))
+            return self.worker.proc is not None   # else no worker to watch
+        return True
 
     # --- control socket ----------------------------------------------------------
     async def _serve_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -671,7 +678,8 @@ class Daemon:
         try:
             await self._open_control_socket()
             await self._start_metrics()
-            await self._start_worker()
+            async with self._reloading:   # a SIGHUP or `tunsec reload` meanwhile waits for the first install
+                await self._start_worker()
             self._tasks = [asyncio.create_task(self._watch_worker())]
             gctune.settle()   # start-up is done: what exists now lives as long as we do
             log.info("tunsec up: %d manual tunnel(s), %d IKE connection(s) on %s (MTU %d), control socket %s",
