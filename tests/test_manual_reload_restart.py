@@ -22,6 +22,7 @@ from tunsec.daemon import Daemon, Sockets
 from tunsec.dataplane import pipe
 from tunsec.dataplane.pipe import Direction
 from tunsec.runtime import resolved
+from tunsec.services.base import StartupError
 from tunsec.statedir import init_state_dir
 
 PIDS = itertools.count(90000)
@@ -50,6 +51,10 @@ class CrashingWorker(InProcessWorker):
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    @property
+    def gone(self) -> bool:
+        return self.proc.exited.is_set()
 
     async def stop(self) -> int:
         self.proc.exited.set()
@@ -266,6 +271,58 @@ def test_a_reload_overlapping_the_new_workers_start(tmp_path: Path, monkeypatch:
             assert len(d.workers) == 2 and not watcher.done() and not d.stopping.is_set()
             assert held(d.workers[1]) == expected(d) and len(expected(d)[0]) == 6
             await restarts_the_next_crash(d, watcher)
+        finally:
+            await stopped(d, watcher)
+    asyncio.run(body())
+
+
+def test_a_worker_dying_during_its_reinstall_is_restarted_again(tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """The restarted worker dies while the manual tunnels go into it (poc_crash_during_reinstall): a
+    second death within the crash-loop budget (MAX_RESTARTS), restarted as such.  On main its
+    failed UPDATE was taken for a worker that cannot be started: tunsec stopped after 2 deaths."""
+    async def body() -> None:
+        d, watcher = await started(tmp_path, tunnel("t0", 0), tunnel("t1", 1))
+        try:
+            reached, release = asyncio.Event(), asyncio.Event()
+            d.hold_next = holds_first_getspi(reached, release)
+            d.workers[0].crash()
+            assert await until(reached.is_set)
+            w1 = d.workers[1]
+            w1.crash()   # it dies: what it is asked from now on fails
+
+            def dead(data: bytes) -> list[bytes]:
+                msg = pipe.decode(data)
+                assert not isinstance(msg, pipe.Reply)
+                return [pipe.encode(pipe.Reply(msg.req_id, msg.TYPE, pipe.Errno.EIO))]
+            w1.worker.handle_datagram = dead  # type: ignore[method-assign]
+            release.set()
+            assert await until(lambda: len(d.workers) == 3 or watcher.done()), "no third worker"
+            async with d._reloading:
+                pass
+            assert not watcher.done() and not d.stopping.is_set() and d.worker_restarts == 2
+            assert held(d.workers[2]) == expected(d) and len(expected(d)[0]) == 4
+            await restarts_the_next_crash(d, watcher)
+        finally:
+            await stopped(d, watcher)
+        said = [r.getMessage() for r in caplog.records if "died while its tunnels were reinstalled" in r.getMessage()]
+        assert said == [f"the restarted worker {w1.pid} died while its tunnels were reinstalled: "
+                        "t0: installing SAs failed: Update: EIO"]
+    asyncio.run(body())
+
+
+def test_a_worker_that_cannot_be_started_stops_tunsec(tmp_path: Path) -> None:
+    """A restart that starts no worker at all is not a death to retry: tunsec stops."""
+    async def body() -> None:
+        d, watcher = await started(tmp_path, tunnel("t0", 0))
+
+        async def unstartable() -> None:
+            raise StartupError("starting the dataplane worker: no such user")
+        d._start_worker = unstartable  # type: ignore[method-assign]
+        try:
+            d.workers[0].crash()
+            assert await until(watcher.done)
+            assert d.stopping.is_set() and len(d.workers) == 1
         finally:
             await stopped(d, watcher)
     asyncio.run(body())

@@ -302,7 +302,8 @@ class Daemon:
 
     async def _restart_worker(self) -> bool:
         """The dead worker's successor, the services reinstalled into it; False: tunsec gives up
-        (MAX_RESTARTS deaths within RESTART_WINDOW, or no worker can be started)."""
+        (MAX_RESTARTS deaths within RESTART_WINDOW, or no worker can be started).  A successor that
+        dies during its reinstall is one more death: the watcher's next round restarts it."""
         await self.worker.stop()
         now = time.monotonic()
         self.restarts = [t for t in self.restarts if now - t < RESTART_WINDOW] + [now]
@@ -311,9 +312,13 @@ class Daemon:
             log.error("worker died %d times in %ds; giving up", len(self.restarts), RESTART_WINDOW)
             return False
         await asyncio.sleep(min(2 ** (len(self.restarts) - 1) * 0.1, 5.0))
+        dead = self.worker
         try:
             await self._start_worker()
         except (StartupError, OSError) as err:
+            if self.worker is not dead and self.worker.gone:
+                log.error("the restarted worker %d died while its tunnels were reinstalled: %s", self.worker.pid, err)
+                return True
             log.error("restarting the worker failed: %s", err)
             return False
         except Exception as err:   # a bug: the watcher goes on, or the next crash is never restarted
