@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from test_ikeservice_peers import GW, Gateway, InProcessWorker, assert_reaches_only_its_site, run
 from test_manual_reload_restart import CrashingWorker, until
-from test_reload_ike import ConfiguredGateway, conf, conn
+from test_reload_ike import SECRET, ConfiguredGateway, conf, conn
 
 from tunsec.conf.config import Config, load_config
 from tunsec.daemon import Daemon
@@ -130,3 +130,29 @@ def test_a_reload_overlapping_the_new_workers_start_leaves_no_trap_policy_behind
         finally:
             await gw.stop()
     run(body())
+
+
+def test_a_reload_that_fails_unforeseen_is_answered_and_logged_once(tmp_path: Path,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """An exception out of a service's reload (a bug): `tunsec reload` gets an answer, SIGHUP's task
+    ends without an exception for asyncio to report, and each says it in one log line."""
+    async def body() -> None:
+        gw = ConfiguredGateway(1)
+        gw.path = tmp_path / "tunsec.conf"
+        gw.path.write_text(conf(conn("keep", 0)))
+        await gw.start()
+
+        async def broken(cfg: Config) -> list[str]:
+            raise LookupError(SECRET)   # the exception's text: never logged
+        gw.service.reload = broken  # type: ignore[method-assign]
+        gw.path.write_text(conf(conn("keep", 0), conn("new", 0, "trap")))
+        answer = await gw.daemon._command(json.dumps({"cmd": "reload"}).encode())
+        assert answer["ok"] is False and "internal error (LookupError)" in answer["error"], answer
+        gw.daemon._on_sighup()
+        (task,) = gw.daemon._reloads
+        await task
+        assert task.exception() is None
+    run(body())
+    lines = [r for r in caplog.records if "failed: LookupError" in r.getMessage()]
+    assert len(lines) == 2 and all(r.exc_info is None for r in caplog.records)
+    assert not any(SECRET in r.getMessage() for r in caplog.records)
