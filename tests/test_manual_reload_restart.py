@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from tunsec.daemon import Daemon, Sockets
 from tunsec.dataplane import pipe
 from tunsec.dataplane.pipe import Direction
 from tunsec.runtime import resolved
+from tunsec.services.base import StartupError
 from tunsec.statedir import init_state_dir
 
 PIDS = itertools.count(90000)
@@ -41,13 +43,18 @@ class Proc:
 class CrashingWorker(InProcessWorker):
     """An in-process worker with the process face the daemon uses (proc, pid, stop), that can crash."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(loop, lambda m: None)
+    def __init__(self, loop: asyncio.AbstractEventLoop,
+                 send_ike: Callable[[pipe.SendIke], None] = lambda m: None) -> None:
+        super().__init__(loop, send_ike)
         self.proc = Proc()
 
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    @property
+    def gone(self) -> bool:
+        return self.proc.exited.is_set()
 
     async def stop(self) -> int:
         self.proc.exited.set()
@@ -207,4 +214,115 @@ def test_the_watcher_outlives_a_failing_reinstall(tmp_path: Path, caplog: pytest
         lines = [r for r in caplog.records if "reinstalling into the restarted worker failed" in r.getMessage()]
         assert [r.getMessage() for r in lines] == ["reinstalling into the restarted worker failed: LookupError"]
         assert all(r.exc_info is None for r in caplog.records)
+    asyncio.run(body())
+
+
+async def started(tmp: Path, *tunnels: str) -> tuple[Restarting, asyncio.Task[None]]:
+    """A daemon with its first worker and the watcher running."""
+    (tmp / "tunsec.conf").write_text(conf(tmp, *tunnels))
+    init_state_dir(tmp / "state")
+    d = Restarting(resolved(load_config(tmp / "tunsec.conf")))
+    d.manual.prepare()
+    await d._start_worker()
+    return d, asyncio.create_task(d._watch_worker())
+
+
+async def stopped(d: Restarting, watcher: asyncio.Task[None]) -> None:
+    d.stopping.set()
+    watcher.cancel()
+    await asyncio.gather(watcher, return_exceptions=True)
+    d.manual.close()
+
+
+async def restarts_the_next_crash(d: Restarting, watcher: asyncio.Task[None]) -> None:
+    """The watcher lives on: the next crash gets a worker with the daemon's plans, each SA once."""
+    n = len(d.workers)
+    d.workers[-1].crash()
+    assert await until(lambda: len(d.workers) == n + 1 or watcher.done()), "the watcher never restarted it"
+    async with d._reloading:   # its reinstall is done
+        pass
+    assert not watcher.done() and not d.stopping.is_set()
+    assert held(d.workers[-1]) == expected(d)
+
+
+def test_a_reload_overlapping_the_new_workers_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reload reads its file while the watcher starts the new worker (review 2026-12-03 J,
+    poc_reload_across_spawn).  On main the new worker was started outside the reload lock: the
+    reload installed t2 into it, then the reinstall installed t2 again (GETSPI ENOSPC), "restarting
+    the worker failed", and tunsec stopped."""
+    async def body() -> None:
+        d, watcher = await started(tmp_path, tunnel("t0", 0), tunnel("t1", 1))
+        read = load_config
+
+        def read_once_restarted(path: Path) -> Config:   # the reload's thread: the file is read once
+            bound = time.monotonic() + 30                 # the new worker exists (or was never started)
+            while len(d.workers) < 2 and time.monotonic() < bound:
+                time.sleep(0.01)
+            return read(path)
+        monkeypatch.setattr("tunsec.daemon.load_config", read_once_restarted)
+        try:
+            d.workers[0].crash()
+            assert await until(lambda: d.worker_restarts == 1)   # the watcher is restarting it
+            (tmp_path / "tunsec.conf").write_text(conf(tmp_path, tunnel("t0", 0), tunnel("t1", 1), tunnel("t2", 2)))
+            answer = await d._command(json.dumps({"cmd": "reload"}).encode())
+            assert answer == {"ok": True, "message": "manual tunnels added: t2"}
+            async with d._reloading:
+                pass
+            assert len(d.workers) == 2 and not watcher.done() and not d.stopping.is_set()
+            assert held(d.workers[1]) == expected(d) and len(expected(d)[0]) == 6
+            await restarts_the_next_crash(d, watcher)
+        finally:
+            await stopped(d, watcher)
+    asyncio.run(body())
+
+
+def test_a_worker_dying_during_its_reinstall_is_restarted_again(tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """The restarted worker dies while the manual tunnels go into it (poc_crash_during_reinstall): a
+    second death within the crash-loop budget (MAX_RESTARTS), restarted as such.  On main its
+    failed UPDATE was taken for a worker that cannot be started: tunsec stopped after 2 deaths."""
+    async def body() -> None:
+        d, watcher = await started(tmp_path, tunnel("t0", 0), tunnel("t1", 1))
+        try:
+            reached, release = asyncio.Event(), asyncio.Event()
+            d.hold_next = holds_first_getspi(reached, release)
+            d.workers[0].crash()
+            assert await until(reached.is_set)
+            w1 = d.workers[1]
+            w1.crash()   # it dies: what it is asked from now on fails
+
+            def dead(data: bytes) -> list[bytes]:
+                msg = pipe.decode(data)
+                assert not isinstance(msg, pipe.Reply)
+                return [pipe.encode(pipe.Reply(msg.req_id, msg.TYPE, pipe.Errno.EIO))]
+            w1.worker.handle_datagram = dead  # type: ignore[method-assign]
+            release.set()
+            assert await until(lambda: len(d.workers) == 3 or watcher.done()), "no third worker"
+            async with d._reloading:
+                pass
+            assert not watcher.done() and not d.stopping.is_set() and d.worker_restarts == 2
+            assert held(d.workers[2]) == expected(d) and len(expected(d)[0]) == 4
+            await restarts_the_next_crash(d, watcher)
+        finally:
+            await stopped(d, watcher)
+        said = [r.getMessage() for r in caplog.records if "died while its tunnels were reinstalled" in r.getMessage()]
+        assert said == [f"the restarted worker {w1.pid} died while its tunnels were reinstalled: "
+                        "t0: installing SAs failed: Update: EIO"]
+    asyncio.run(body())
+
+
+def test_a_worker_that_cannot_be_started_stops_tunsec(tmp_path: Path) -> None:
+    """A restart that starts no worker at all is not a death to retry: tunsec stops."""
+    async def body() -> None:
+        d, watcher = await started(tmp_path, tunnel("t0", 0))
+
+        async def unstartable() -> None:
+            raise StartupError("starting the dataplane worker: no such user")
+        d._start_worker = unstartable  # type: ignore[method-assign]
+        try:
+            d.workers[0].crash()
+            assert await until(watcher.done)
+            assert d.stopping.is_set() and len(d.workers) == 1
+        finally:
+            await stopped(d, watcher)
     asyncio.run(body())

@@ -228,12 +228,12 @@ class Daemon:
         await self._install_services()
 
     async def _install_services(self) -> None:
-        """Every service's SAs and policies into the worker just started.  A reload waits until they
-        are in (and this for a reload under way): each works from one configuration, and a reload
-        retires what a reinstall would otherwise still be putting into the new worker."""
-        async with self._reloading:
-            for svc in self.services:
-                await (svc.worker_restarted() if self.restarts else svc.start())
+        """Every service's SAs and policies into the worker just started.  The caller holds
+        _reloading from before the worker is started (run, _watch_worker): each service works from
+        one configuration, and a reload never installs into a new worker what the reinstall then
+        installs again, nor retires what the reinstall is still putting in."""
+        for svc in self.services:
+            await (svc.worker_restarted() if self.restarts else svc.start())
 
     async def _start_spawner(self, fds: WorkerFds) -> None:
         """The worker's own user (tunsec { worker_user }): the spawner becomes it and starts every worker,
@@ -293,26 +293,38 @@ class Daemon:
                 return
             log.error("worker %d exited with status %s; restarting it and reinstalling %d tunnel(s)",
                       proc.pid, code, len(self.manual.plans))
-            await self.worker.stop()
-            now = time.monotonic()
-            self.restarts = [t for t in self.restarts if now - t < RESTART_WINDOW] + [now]
-            self.worker_restarts += 1
-            if len(self.restarts) > MAX_RESTARTS:
-                log.error("worker died %d times in %ds; giving up", len(self.restarts), RESTART_WINDOW)
-                self.stopping.set()
-                return
-            await asyncio.sleep(min(2 ** (len(self.restarts) - 1) * 0.1, 5.0))
-            try:
-                await self._start_worker()
-            except (StartupError, OSError) as err:
-                log.error("restarting the worker failed: %s", err)
-                self.stopping.set()
-                return
-            except Exception as err:   # a bug: the watcher goes on, or the next crash is never restarted
-                log.error("reinstalling into the restarted worker failed: %s", internal_error(err, False))
-                if self.worker.proc is None:   # no worker to watch
+            # from the death until the new worker holds every service's SAs: a reload meanwhile would
+            # run against no worker, or put into the new one what the reinstall puts in again
+            async with self._reloading:
+                if not await self._restart_worker():
                     self.stopping.set()
                     return
+
+    async def _restart_worker(self) -> bool:
+        """The dead worker's successor, the services reinstalled into it; False: tunsec gives up
+        (MAX_RESTARTS deaths within RESTART_WINDOW, or no worker can be started).  A successor that
+        dies during its reinstall is one more death: the watcher's next round restarts it."""
+        await self.worker.stop()
+        now = time.monotonic()
+        self.restarts = [t for t in self.restarts if now - t < RESTART_WINDOW] + [now]
+        self.worker_restarts += 1
+        if len(self.restarts) > MAX_RESTARTS:
+            log.error("worker died %d times in %ds; giving up", len(self.restarts), RESTART_WINDOW)
+            return False
+        await asyncio.sleep(min(2 ** (len(self.restarts) - 1) * 0.1, 5.0))
+        dead = self.worker
+        try:
+            await self._start_worker()
+        except (StartupError, OSError) as err:
+            if self.worker is not dead and self.worker.gone:
+                log.error("the restarted worker %d died while its tunnels were reinstalled: %s", self.worker.pid, err)
+                return True
+            log.error("restarting the worker failed: %s", err)
+            return False
+        except Exception as err:   # a bug: the watcher goes on, or the next crash is never restarted
+            log.error("reinstalling into the restarted worker failed: %s", internal_error(err, False))
+            return self.worker.proc is not None   # else no worker to watch
+        return True
 
     # --- control socket ----------------------------------------------------------
     async def _serve_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -385,7 +397,7 @@ class Daemon:
         applied; only root and tunsec's user may ask for one); its answer gets a deadline again."""
         if deadline is not None:
             deadline.reschedule(None)
-        ok, lines = await self.reload()
+        ok, lines = await self._reload_guarded()
         if deadline is not None:
             deadline.reschedule(asyncio.get_running_loop().time() + ctlsocket.DEADLINE)
         text = "\n".join(lines)
@@ -671,7 +683,8 @@ class Daemon:
         try:
             await self._open_control_socket()
             await self._start_metrics()
-            await self._start_worker()
+            async with self._reloading:   # a SIGHUP or `tunsec reload` meanwhile waits for the first install
+                await self._start_worker()
             self._tasks = [asyncio.create_task(self._watch_worker())]
             gctune.settle()   # start-up is done: what exists now lives as long as we do
             log.info("tunsec up: %d manual tunnel(s), %d IKE connection(s) on %s (MTU %d), control socket %s",
@@ -693,7 +706,18 @@ class Daemon:
         task.add_done_callback(self._reloads.discard)
 
     async def _reload_logged(self) -> None:
-        await self.reload()   # it logs what it did, or why not
+        await self._reload_guarded()   # it logs what it did, or why not
+
+    async def _reload_guarded(self) -> tuple[bool, list[str]]:
+        """reload(), an error it did not foresee said once in the log (where, never its text) and in
+        the answer: not asyncio's "exception never retrieved" for SIGHUP's task, nor a `tunsec reload`
+        left without an answer."""
+        try:
+            return await self.reload()
+        except Exception as err:
+            log.error("reload of %s failed: %s", self.cfg.path, internal_error(err, True))
+            return False, [f"reload of {self.cfg.path} failed on an internal error ({type(err).__name__}), "
+                           "maybe half applied: see the log; restart tunsec to be sure of what runs"]
 
     async def shutdown(self) -> None:
         self.stopping.set()

@@ -168,6 +168,7 @@ class WorkerClient:
         # requests made in this event-loop turn, sent together at its end (_flush): see _send
         self._held: list[bytes] = []
         self._flush_at: asyncio.Handle | None = None
+        self._refused = False   # a send found the worker's end closed (see gone)
         self.malformed = 0   # datagrams from the worker that did not decode: dropped (tunsec status)
         self.late = 0        # answers to no request waited for (given up on, or never made): dropped (status)
         self.dump_overflows = 0   # DUMP answers that grew past dump_max_bytes: failed (status)
@@ -179,6 +180,14 @@ class WorkerClient:
     def in_flight(self) -> int:
         """Requests waiting for their answer (the IKE service refills its key pairs only at 0)."""
         return len(self._pending)
+
+    @property
+    def gone(self) -> bool:
+        """A worker was started and is known to be gone: its pipe closed (read EOF, or a send found
+        its end closed, which may come a loop turn before the EOF is read) or its exit reaped."""
+        if self.proc is None:
+            return False
+        return self._sock is None or self._refused or self.proc.returncode is not None
 
     @property
     def pid(self) -> int | None:
@@ -465,6 +474,8 @@ class WorkerClient:
     def _unsent(self, data: bytes, err: OSError) -> None:
         """A held request the pipe refused other than for want of room (the worker gone, say): it fails
         now with the error, as it did when requests were sent as they were made."""
+        if isinstance(err, (BrokenPipeError, ConnectionResetError)):
+            self._refused = True
         req_id = int.from_bytes(data[4:8], "big")   # the pipe header's request id (docs/pipe.md)
         entry = self._pending.pop(req_id, None)
         self._parts.pop(req_id, None)

@@ -48,7 +48,8 @@ def owns_policy(self: IkeService, policy_id: int) -> bool:
 
 
 async def install_traps(self: IkeService, only: tuple[str, str] | None = None) -> None:
-    """Trap policies of start_action = trap children (or of the one child named)."""
+    """Trap policies of start_action = trap children (or of the one child named); one the worker
+    does not take is logged, and the others still go in."""
     for conn in self.connections.values():
         ike = conn.ike
         for ch in ike.children:
@@ -70,7 +71,13 @@ async def install_traps(self: IkeService, only: tuple[str, str] | None = None) -
                 reqid = self._trap_reqid(ike.name, ch.name)
                 pol = Policy(id=pid, priority=priority(Band.TRAP), action=Action.PROTECT, reqid=reqid,
                              selector=sel)
-                await self.worker().request(lambda r, pol=pol: pipe.SpdAdd(r, pol))  # type: ignore[misc]
+                try:
+                    await self.worker().request(lambda r, pol=pol: pipe.SpdAdd(r, pol))  # type: ignore[misc]
+                except WorkerError as err:
+                    # kept as ours (a timed-out SPDADD may be in): a worker that died is followed by one
+                    # whose reinstall puts every trap back; a removal SPDDELETEs it and frees the id.
+                    # Raised, it would end a reload half applied (the rest of the connections not started)
+                    log.error("%s: child %s: trap policy not installed: %s", ike.name, ch.name, err)
 
 
 def _trap_reqid(self: IkeService, conn: str, child: str) -> int:
