@@ -8,6 +8,7 @@ import os
 import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from tunsec.seqstate import (
     SeqState,
     StateError,
     legacy_fingerprint,
+    write_atomic,
 )
 from tunsec.statedir import init_state_dir
 
@@ -316,6 +318,48 @@ def test_an_esn_limit_past_2_to_the_32_taken_over_from_an_older_file_is_refused_
         state(tmp_path)
     assert not list(tmp_path.glob("manual-key-*"))
     assert state(tmp_path, esn=True).restart()[0] == (1 << 32) + 10
+
+
+def test_two_writers_of_one_file_each_use_their_own_temporary_file(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """One writer stops in its fsync while another replaces the file whole (as an expiry's write and
+    a refill's may, in two threads of one process): neither writes into the other's temporary file,
+    both renames succeed, and the file is the last one renamed."""
+    path = tmp_path / "manual-key-x.json"
+    first, second = b'{"limit": 1}\n', b'{"expired": {}, "limit": 1}\n'
+    real_fsync = os.fsync
+    paused, go = threading.Event(), threading.Event()
+    seen: list[tuple[int, int]] = []
+
+    def fsync(fd: int) -> None:
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode):
+            seen.append((stat.S_IMODE(st.st_mode), st.st_nlink))
+        if threading.current_thread() is not threading.main_thread() and not paused.is_set():
+            paused.set()
+            assert go.wait(60)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    errors: list[BaseException] = []
+
+    def slow() -> None:
+        try:
+            write_atomic(path, first)
+        except BaseException as err:   # the assertion below says what happened
+            errors.append(err)
+
+    t = threading.Thread(target=slow)
+    t.start()
+    assert paused.wait(60)
+    write_atomic(path, second)
+    assert path.read_bytes() == second
+    go.set()
+    t.join()
+    assert errors == []
+    assert path.read_bytes() == first
+    assert seen == [(0o600, 1), (0o600, 1)]
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]   # no temporary file left
 
 
 CONF = """tunsec {{

@@ -40,6 +40,7 @@ import math
 import os
 import re
 import struct
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,9 +101,11 @@ def state_file(state_dir: Path, key: bytes) -> Path:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Replace path with data: write a temporary file, fsync, rename, fsync the directory."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    """Replace path with data: write a temporary file, fsync, rename, fsync the directory.  The
+    temporary file is this call's own (O_EXCL, a random name, 0600): two writers of one path, even
+    threads of one process, never write into each other's file; the last rename wins whole."""
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(name)
     try:
         view = memoryview(data)
         while view:
