@@ -72,6 +72,7 @@ def test_a_sequence_overflow_at_the_end_of_the_reservation_is_kept(tmp_path: Pat
         svc.on_event(pipe.Expire(spi=OUT_SPI, direction=Direction.OUT, hard=True,
                                  reason=ExpireReason.SEQ_OVERFLOW, remote=remote))
         assert svc.refused_expires == 0 and svc.expired == {key: "seq_overflow"}
+        await svc.shutdown()   # as the daemon's exit: the expiry's write (a task) is done
         h.stop()
         again = Harness(tmp_path, conf(tmp_path, tunnel("site", 1)))
         await again.start()

@@ -7,7 +7,10 @@ it again only once the config replaces the tunnel's keys."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,7 @@ from test_reload_manual import KEY_A2, Harness, conf, sa_pair, tunnel
 from tunsec.dataplane import pipe
 from tunsec.dataplane.fastpath import Drop
 from tunsec.dataplane.pipe import Direction
+from tunsec.services.manual import sa_key
 from tunsec.status import render
 
 OUT_SPI, IN_SPI = 0xC0020001, 0xC0010001
@@ -135,6 +139,7 @@ def test_a_restarted_daemon_does_not_install_a_key_past_its_hard_limit_until_the
         h.worker.worker.drain_events()
         assert h.sas() == {(IN_SPI, Direction.IN)}
 
+        await h.daemon.manual.shutdown()   # as the daemon's exit: the expiry's write (a task) is done
         h.stop()
         again = Harness(tmp_path, conf(tmp_path, limited()))   # tunsec restarted: a new process's state
         await again.start()
@@ -180,5 +185,63 @@ def test_life_time_counts_from_the_keys_first_use_not_from_each_start(
         assert h.sas() == set() and not h.requests_for(OUT_SPI) and not h.requests_for(IN_SPI)
         t, _ = await tunnel_status(h)
         assert sorted((e["direction"], e["reason"]) for e in t["expired"]) == [("in", "time"), ("out", "time")]
+
+    asyncio.run(body())
+
+
+def test_a_hard_expiry_while_a_refill_writes_the_same_file_waits_for_it_and_is_kept(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The worker removes the outbound SA at its hard limit while a refill of that SA is writing the
+    key's state file (in a thread, stopped here in its fsync): the expiry's write waits for the
+    refill's, then the file holds both, the refill's limit and `expired`, and a restart leaves the
+    SA out.  Written at once (it was), both wrote one temporary file: a corrupt state file or a lost
+    `expired`."""
+    paused, go = threading.Event(), threading.Event()
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        if threading.current_thread() is not threading.main_thread() and not paused.is_set():
+            paused.set()
+            assert go.wait(60)
+        real_fsync(fd)
+
+    async def run() -> None:
+        h = Harness(tmp_path, conf(tmp_path, limited()))
+        events_to_daemon(h)
+        await h.start()
+        svc = h.daemon.manual
+        remote = svc.plans[0].outbound.remote
+        st = svc.seq[sa_key(OUT_SPI, Direction.OUT, remote)]
+        before = st.limit
+        monkeypatch.setattr(os, "fsync", fsync)
+        svc.on_event(pipe.ReserveLow(spi=OUT_SPI, direction=Direction.OUT, remote=remote, needed=before + 1))
+        assert await asyncio.to_thread(paused.wait, 60)
+        for _ in range(8):
+            h.worker.dp.outbound(PACKET)
+        h.worker.worker.drain_events()   # the hard EXPIRE
+        assert h.sas() == {(IN_SPI, Direction.IN)} and svc.expired
+        for _ in range(20):   # whatever the event loop would run meanwhile
+            await asyncio.sleep(0)
+        assert "expired" not in json.loads(st.path.read_text())   # it waits for the refill's write
+        go.set()
+        while svc._background or svc._persisting:
+            await asyncio.gather(*svc._background, *svc._persisting)
+        doc = json.loads(st.path.read_text())
+        assert doc["expired"] == {"reason": "bytes", "limit": 1000} and doc["limit"] == st.limit > before
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert sorted(p.name for p in st.path.parent.iterdir() if p.name.endswith(".tmp")) == []
+
+        await svc.shutdown()
+        h.stop()
+        again = Harness(tmp_path, conf(tmp_path, limited()))   # tunsec restarted
+        await again.start()
+        assert again.sas() == {(IN_SPI, Direction.IN)} and not again.adds(OUT_SPI)
+        again.stop()
+
+    async def body() -> None:
+        try:
+            await run()
+        finally:   # a failure above must not leave the refill's thread waiting
+            go.set()
 
     asyncio.run(body())

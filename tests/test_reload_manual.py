@@ -20,7 +20,8 @@ from tunsec.daemon import Daemon, Sockets
 from tunsec.dataplane import pipe
 from tunsec.dataplane.pipe import Direction
 from tunsec.runtime import resolved
-from tunsec.services.base import ReloadRefused
+from tunsec.seqstate import state_file
+from tunsec.services.base import ReloadRefused, StartupError
 from tunsec.services.manual import check_unique
 from tunsec.statedir import init_state_dir
 
@@ -200,3 +201,52 @@ def _write(tmp: Path, text: str) -> Path:
     path = tmp / "check.conf"
     path.write_text(text)
     return path
+
+
+def with_esn(text: str, on: bool) -> str:
+    return text.replace("    key_out", f"    esn = {'yes' if on else 'no'}\n    key_out")
+
+
+def test_a_key_used_with_esn_past_2_to_the_32_is_refused_without_esn_and_continues_with_it(tmp_path: Path) -> None:
+    """Both keys went past 2^32 with ESN.  Without ESN their SAs would start at 2^32-1 at most (the
+    state file lowered to it): the install failed with a traceback, and ESN on again sent the same
+    sequence numbers (GCM nonces) under key_out again.  A reload to esn = no is refused, so is a
+    start; the files stay as they were; with ESN the keys go on past 2^32 + 10."""
+    past = (1 << 32) + 10
+
+    async def body() -> None:
+        h = Harness(tmp_path, conf(tmp_path, with_esn(tunnel("a", 1), True)))
+        await h.start()
+        keys = [h.adds(0xC0020001)[-1].sa.key, h.requests_for(0xC0010001)[-1].sa.key]
+        h.stop()
+        files = [state_file(tmp_path / "state", k) for k in keys]
+        for f in files:   # where a long-running ESN SA's refills left them
+            f.write_text(json.dumps({**json.loads(f.read_text()), "limit": past}))
+        h = Harness(tmp_path, conf(tmp_path, with_esn(tunnel("a", 1), True)), init=False)
+        await h.start()
+        sas = (h.sas(), h.policy_ids(), len(h.worker.log))
+        before = [f.read_bytes() for f in files]
+        answer = await h.reload(conf(tmp_path, with_esn(tunnel("a", 1), False)))
+        assert answer["ok"] is False
+        assert "manual tunnel a: " in answer["error"] and any(str(f) in answer["error"] for f in files)
+        assert "key used with ESN past 2^32: it cannot be used without ESN; generate new keys" in answer["error"]
+        assert (h.sas(), h.policy_ids(), len(h.worker.log)) == sas
+        assert [f.read_bytes() for f in files] == before
+        reserved = h.adds(0xC0020001)[-1].sa.seq_limit
+        h.stop()
+
+        h = Harness(tmp_path, conf(tmp_path, with_esn(tunnel("a", 1), False)), init=False)
+        with pytest.raises(StartupError, match="key used with ESN past 2\\^32: it cannot be used without ESN"):
+            await h.start()
+        assert not h.worker.log
+        h.stop()
+        assert [f.read_bytes() for f in files] == before
+
+        h = Harness(tmp_path, conf(tmp_path, with_esn(tunnel("a", 1), True)), init=False)
+        await h.start()
+        out = h.adds(0xC0020001)[-1].sa
+        assert out.esn and out.seq_start == reserved > past
+        _, _, iv, _ = esp_fields(h.worker.dp.outbound(ipv4_udp("10.1.0.5", "10.2.1.5", b"x" * 40))[0])
+        assert int.from_bytes(iv, "big") == reserved + 1   # the 64-bit sequence number: past every one used
+        h.stop()
+    asyncio.run(body())

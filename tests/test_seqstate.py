@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,7 @@ from tunsec.seqstate import (
     SeqState,
     StateError,
     legacy_fingerprint,
+    write_atomic,
 )
 from tunsec.statedir import init_state_dir
 
@@ -269,6 +272,96 @@ def test_without_esn_the_limit_stops_at_2_to_the_32(tmp_path: Path) -> None:
     assert (start, limit, notify) == (SEQ_MAX_32 - 10, SEQ_MAX_32, 0)
 
 
+def esn_state_past_2_to_the_32(d: Path, direction: Direction = Direction.OUT) -> SeqState:
+    """This key's state as an SA with ESN leaves it after more than 2^32 packets."""
+    st = state(d, esn=True, direction=direction)
+    st.restart()
+    doc = json.loads(st.path.read_text())
+    doc["limit"] = (1 << 32) + 10
+    st.path.write_text(json.dumps(doc))
+    return st
+
+
+@pytest.mark.parametrize("direction", [Direction.OUT, Direction.IN], ids=["out", "in"])
+def test_a_key_used_with_esn_past_2_to_the_32_is_refused_without_esn_and_goes_on_with_it(
+        tmp_path: Path, direction: Direction) -> None:
+    """Without ESN the SA would start at 2^32-1 at most: OUT would send numbers (GCM nonces) again
+    under the key, IN would accept them again; the file would be lowered for the next ESN start."""
+    st = esn_state_past_2_to_the_32(tmp_path, direction)
+    before = st.path.read_bytes()
+    with pytest.raises(StateError) as err:
+        state(tmp_path, direction=direction)
+    text = str(err.value)
+    assert "key used with ESN past 2^32: it cannot be used without ESN; generate new keys" in text
+    assert "manual tunnel site-b" in text and str(st.path) in text and KEY.hex() not in text
+    assert st.path.read_bytes() == before
+    start, limit, _ = state(tmp_path, esn=True, direction=direction).restart()
+    assert start == (1 << 32) + 10 and limit > start
+
+
+def test_the_persisted_limit_never_goes_down(tmp_path: Path) -> None:
+    """The guard under the check above: whatever asks, a lower limit is not written."""
+    st = esn_state_past_2_to_the_32(tmp_path)
+    before = st.path.read_bytes()
+    loaded = state(tmp_path, esn=True)
+    narrow = dataclasses.replace(loaded, seq_max=SEQ_MAX_32)   # as open without ESN used to make it
+    with pytest.raises(StateError, match="refusing to lower"):
+        narrow.restart()
+    with pytest.raises(StateError, match="refusing to lower"):
+        narrow.extend(now=1.0)
+    assert st.path.read_bytes() == before and narrow.limit == (1 << 32) + 10
+
+
+def test_an_esn_limit_past_2_to_the_32_taken_over_from_an_older_file_is_refused_without_esn(tmp_path: Path) -> None:
+    legacy_file(tmp_path, KEY, SPI, Direction.OUT, (1 << 32) + 10)
+    with pytest.raises(StateError, match="key used with ESN past 2"):
+        state(tmp_path)
+    assert not list(tmp_path.glob("manual-key-*"))
+    assert state(tmp_path, esn=True).restart()[0] == (1 << 32) + 10
+
+
+def test_two_writers_of_one_file_each_use_their_own_temporary_file(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """One writer stops in its fsync while another replaces the file whole (as an expiry's write and
+    a refill's may, in two threads of one process): neither writes into the other's temporary file,
+    both renames succeed, and the file is the last one renamed."""
+    path = tmp_path / "manual-key-x.json"
+    first, second = b'{"limit": 1}\n', b'{"expired": {}, "limit": 1}\n'
+    real_fsync = os.fsync
+    paused, go = threading.Event(), threading.Event()
+    seen: list[tuple[int, int]] = []
+
+    def fsync(fd: int) -> None:
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode):
+            seen.append((stat.S_IMODE(st.st_mode), st.st_nlink))
+        if threading.current_thread() is not threading.main_thread() and not paused.is_set():
+            paused.set()
+            assert go.wait(60)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    errors: list[BaseException] = []
+
+    def slow() -> None:
+        try:
+            write_atomic(path, first)
+        except BaseException as err:   # the assertion below says what happened
+            errors.append(err)
+
+    t = threading.Thread(target=slow)
+    t.start()
+    assert paused.wait(60)
+    write_atomic(path, second)
+    assert path.read_bytes() == second
+    go.set()
+    t.join()
+    assert errors == []
+    assert path.read_bytes() == first
+    assert seen == [(0o600, 1), (0o600, 1)]
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]   # no temporary file left
+
+
 CONF = """tunsec {{
   tun = tsst0
   control_socket = {sock}
@@ -290,20 +383,30 @@ manual {{
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="tunsec up needs root")
-def test_tunsec_up_refuses_a_tunnel_whose_state_is_corrupt(tmp_path: Path) -> None:
+@pytest.mark.parametrize("damage", ["corrupt", "esn"])
+def test_tunsec_up_refuses_a_tunnel_whose_state_is_corrupt_or_past_2_to_the_32(tmp_path: Path, damage: str) -> None:
+    """Refused with what to do, before anything is set up: a state file that cannot be read, or one
+    whose key went past 2^32 with ESN in a tunnel now without it (the config sets no esn)."""
     state_dir = tmp_path / "state"
     key_out = bytes.fromhex("1112131415161718191a1b1c1d1e1f2021222324")
     init_state_dir(state_dir)
-    st = SeqState.open(state_dir, "site-b", SPI, Direction.OUT, key_out, False)
+    st = SeqState.open(state_dir, "site-b", SPI, Direction.OUT, key_out, damage == "esn")
     st.restart()
-    st.path.write_text("{ truncated")
+    if damage == "corrupt":
+        st.path.write_text("{ truncated")
+    else:
+        st.path.write_text(json.dumps({**json.loads(st.path.read_text()), "limit": (1 << 32) + 10}))
+    before = st.path.read_bytes()
     conf = tmp_path / "t.conf"
     conf.write_text(CONF.format(sock=tmp_path / "t.sock", state=state_dir))
     r = subprocess.run([sys.executable, "-m", "tunsec", "up", "-c", str(conf)], capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 1
-    assert "cannot start" in r.stderr and str(st.path) in r.stderr and "Generate new keys" in r.stderr
+    assert "cannot start" in r.stderr and str(st.path) in r.stderr and "site-b" in r.stderr
+    assert ("Generate new keys" if damage == "corrupt" else "it cannot be used without ESN; generate new keys") \
+        in r.stderr
     assert "Traceback" not in r.stderr and key_out.hex() not in r.stderr
+    assert st.path.read_bytes() == before
     link = subprocess.run(["ip", "link", "show", "tsst0"], capture_output=True)
     assert link.returncode != 0   # refused before the TUN was created
 

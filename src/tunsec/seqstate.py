@@ -19,7 +19,9 @@ versions were named by direction, SPI and key; a key without a file of its own
 takes over the highest limit among those that are still there.  A missing
 file is a new key only in a state directory initialised on purpose
 (tunsec.statedir).  An unreadable file is never guessed around: the tunnel
-refuses to start and the error says to generate new keys.
+refuses to start and the error says to generate new keys.  A persisted limit
+never goes down, and a key whose limit passed 2^32 (ESN) is refused in an SA
+without ESN: that SA would start below numbers the key already used.
 
 The same file keeps what the key's hard lifetime needs across restarts: when
 the SA was first installed under this key (wall time; ``life_time`` counts
@@ -38,6 +40,7 @@ import math
 import os
 import re
 import struct
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,9 +101,11 @@ def state_file(state_dir: Path, key: bytes) -> Path:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Replace path with data: write a temporary file, fsync, rename, fsync the directory."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    """Replace path with data: write a temporary file, fsync, rename, fsync the directory.  The
+    temporary file is this call's own (O_EXCL, a random name, 0600): two writers of one path, even
+    threads of one process, never write into each other's file; the last rename wins whole."""
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(name)
     try:
         view = memoryview(data)
         while view:
@@ -172,6 +177,8 @@ class SeqState:
                  SEQ_MAX_64 if esn else SEQ_MAX_32, min_block=smallest, block=smallest)
         if not st._load():
             st._take_over_legacy(key)
+        if st.limit > st.seq_max:
+            raise st._past_seq_max()
         return st
 
     @property
@@ -238,7 +245,20 @@ class SeqState:
             "the key could repeat them. Generate new keys for this tunnel on both peers (key_in, "
             "key_out), then start again; remove the file only once the old keys are gone")
 
+    def _past_seq_max(self) -> StateError:
+        # Without ESN the SA would start below numbers already used under this key (the same GCM
+        # nonces again), or fail to install at all: the key is kept to ESN for good.
+        return StateError(
+            f"{self.what}: key used with ESN past 2^32: it cannot be used without ESN; generate new keys "
+            f"for this tunnel on both peers (key_in, key_out), or set esn = yes again. Its sequence number "
+            f"state {self.path} has reserved up to {self.limit}, past the last number without ESN "
+            f"({self.seq_max})")
+
     def _store(self, limit: int, block: int) -> None:
+        if limit < self.limit:
+            # A lower limit on disk would let a later start reuse numbers (nonces) already reserved.
+            raise StateError(f"{self.what}: refusing to lower its persisted sequence number limit in "
+                             f"{self.path} from {self.limit} to {limit}")
         doc: dict[str, object] = {"version": VERSION, "tunnel": self.tunnel, "spi": self.spi,
                                   "direction": self.direction.name.lower(), "key_id": self.key_id, "limit": limit,
                                   "block": block, "first_use": self.first_use}

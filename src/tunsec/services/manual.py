@@ -161,6 +161,9 @@ class ManualService(Service):
         # sends one per reservation, so it is never stale and must not be lost
         self._again: dict[SaKey, int] = {}
         self._background: set[asyncio.Task[None]] = set()
+        # hard expiries being written to their keys' state files: awaited, never cancelled (a lost
+        # marker would let a restart install the key again past its hard limit)
+        self._persisting: set[asyncio.Task[None]] = set()
         # SAs that reached a hard lifetime: the worker removed them, and no worker gets them again
         # with the same keys (a restarted one neither); a reload that changes the tunnel clears them.
         # The limit it reached (time, bytes, packets, seq_overflow): status shows why the tunnel is dead
@@ -202,6 +205,7 @@ class ManualService(Service):
 
     async def shutdown(self) -> None:
         self.closing = True
+        await self._persisted()
         for t in list(self._background):
             t.cancel()
         for t in list(self._background):
@@ -303,6 +307,7 @@ class ManualService(Service):
         for sa in (p.inbound, p.outbound):
             self.expired.pop(sa_key(sa.spi, sa.direction, sa.remote), None)
         self.ids.release_reqid(p.reqid)
+        await self._persisted()   # before a re-add of the key reads its file
         for sa in (p.inbound, p.outbound):
             key = sa_key(sa.spi, sa.direction, sa.remote)
             self.seq.pop(key, None)
@@ -469,12 +474,27 @@ class ManualService(Service):
 
     def _persist_expired(self, key: SaKey, reason: ExpireReason) -> None:
         """The hard limit the worker removed an SA at goes into its key's state file: a restart does
-        not bring the key back while the config keeps that limit."""
-        limit = self._hard_limit(key, reason)
-        try:
-            self.seq[key].mark_expired(Expired(reason.name.lower(), limit))
-        except StateError as err:   # it stays expired until this process ends; say why a restart may not
-            log.error("%s; a restart would install this SA again", err)
+        not bring the key back while the config keeps that limit.  Written under the SA's lock, as
+        its refills are: one write of the file at a time, each with the other's fields."""
+        st = self.seq[key]
+        # at once in memory: an install or a refill that takes the lock before this write keeps it too
+        st.expired = Expired(reason.name.lower(), self._hard_limit(key, reason))
+        task = asyncio.create_task(self._write_expired(st, self._seq_locks[key], st.expired))
+        self._persisting.add(task)
+        task.add_done_callback(self._persisting.discard)
+
+    @staticmethod
+    async def _write_expired(st: SeqState, lock: asyncio.Lock, expired: Expired) -> None:
+        async with lock:
+            try:
+                await asyncio.to_thread(st.mark_expired, expired)
+            except StateError as err:   # it stays expired until this process ends; say why a restart may not
+                log.error("%s; a restart would install this SA again", err)
+
+    async def _persisted(self) -> None:
+        """Until the hard expiries booked so far are in their files."""
+        while self._persisting:
+            await asyncio.gather(*self._persisting)
 
     def _expired_policy(self, policy_id: int) -> ManualPlan | None:
         """The tunnel whose policy this is, if its outbound SA expired."""
