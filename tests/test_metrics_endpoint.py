@@ -10,6 +10,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import ipaddress
+import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -52,8 +56,8 @@ def source(dump: Callable[[], Any], events: metrics.EventCounts | None = None) -
 
 
 @asynccontextmanager
-async def serving(src: metrics.Source) -> AsyncIterator[int]:
-    server = await metrics.start(LOOPBACK, src)
+async def serving(src: metrics.Source, clock: Callable[[], float] | None = None) -> AsyncIterator[int]:
+    server = await metrics.start(LOOPBACK, src, *([clock] if clock else []))
     assert server._server is not None
     try:
         yield server._server.sockets[0].getsockname()[1]
@@ -216,12 +220,14 @@ def test_the_worker_gauges_follow_its_sas_in_status_and_in_the_scrape() -> None:
         src = metrics.Source(dump=dump, document=lambda reply: status_document(daemon, reply),
                              events=lambda: None, worker_restarts=lambda: 0, worker_pid=lambda: None)
         seen = []
-        async with serving(src) as port:
+        now = [0.0]
+        async with serving(src, lambda: now[0]) as port:
             for change in (None, lambda r: pipe.Add(r, out),
                            lambda r: pipe.SpdAdd(r, Policy(9, 1, Action.PROTECT, 5, sel)),
                            lambda r: pipe.Delete(r, 0x2000, Direction.OUT, peer), lambda r: pipe.SpdDelete(r, 9)):
                 if change is not None:
                     await worker.request(change)
+                now[0] += metrics.CACHE_AGE   # the last scrape's body is too old now
                 doc = status_document(daemon, await dump())
                 seen.append((doc["worker"]["gauges"], samples(await http(port, SCRAPE)), render(doc)))
         return seen
@@ -268,3 +274,144 @@ def test_two_clients_with_the_same_outbound_spi_get_a_series_each() -> None:
     assert got["tunsec_child_sa_packets_total{" + labels.format("198.51.100.1[4500]") + "}"] == 1000
     assert got["tunsec_child_sa_packets_total{" + labels.format("203.0.113.66[4500]") + "}"] == 1
     assert got["tunsec_child_sa_age_seconds{" + labels.format("203.0.113.66[4500]") + "}"] == 5
+
+
+def test_scrapes_within_the_cache_age_share_one_document(monkeypatch: pytest.MonkeyPatch) -> None:
+    """16 scrapes at once and 50 after them, the clock standing still: one status document is built
+    (each costs seconds at thousands of clients, on the event loop); once the body is CACHE_AGE
+    old the next scrape builds a new one, with the worker's new counters."""
+    monkeypatch.setattr(metrics, "MAX_PER_SOURCE", metrics.MAX_CLIENTS)   # all 16 from loopback
+    now = [100.0]
+    built = []
+
+    async def answer() -> pipe.Reply:
+        await asyncio.sleep(0.01)   # the DUMP takes a while: the 16 arrive while it is under way
+        return pipe.Reply(7, pipe.MsgType.DUMP, pipe.Errno.OK)
+
+    def counted(reply: pipe.Reply) -> dict[str, Any]:
+        built.append(now[0])
+        doc = document(reply)
+        doc["sas"][0]["packets"] = len(built)   # which build a body came from
+        return doc
+
+    async def run() -> tuple[list[bytes], list[bytes], bytes]:
+        src = metrics.Source(dump=answer, document=counted, events=lambda: None, worker_restarts=lambda: 0,
+                             worker_pid=lambda: None)
+        async with serving(src, lambda: now[0]) as port:
+            together = await asyncio.gather(*(http(port, SCRAPE) for _ in range(16)))
+            after = [await http(port, SCRAPE) for _ in range(50)]
+            now[0] += metrics.CACHE_AGE
+            return together, after, await http(port, SCRAPE)
+
+    together, after, later = asyncio.run(run())
+    packets = 'tunsec_child_sa_packets_total{child="net",connection="gw",direction="in",remote="192.0.2.2[4500]",' \
+              'spi="0000abcd"}'
+    assert len(built) <= 2, built   # was one per scrape: 66
+    assert {samples(a)[packets] for a in [*together, *after]} <= {1, 2}
+    assert samples(later)[packets] == len(built) and built[-1] == 100.0 + metrics.CACHE_AGE
+
+
+def test_each_format_is_built_once_and_a_bad_accept_header_gets_text() -> None:
+    """Prometheus's OpenMetrics and the text format each have a body; an Accept header asking for
+    a version that does not parse (prometheus_client's choose_encoder raised on it, and put the
+    version asked for in its Content-Type: a build per version) is answered as any other."""
+    built = []
+
+    async def answer() -> pipe.Reply:
+        return pipe.Reply(7, pipe.MsgType.DUMP, pipe.Errno.OK)
+
+    def counted(reply: pipe.Reply) -> dict[str, Any]:
+        built.append(1)
+        return document(reply)
+
+    accepts = ["application/openmetrics-text; version=abc", "text/plain; version=x.y",
+               "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,text/plain;version=0.0.4;q=0.3",
+               *(f"application/openmetrics-text; version=1.0.{n}" for n in range(10)), "text/plain", ""]
+
+    async def run() -> list[bytes]:
+        src = metrics.Source(dump=answer, document=counted, events=lambda: None, worker_restarts=lambda: 0,
+                             worker_pid=lambda: None)
+        async with serving(src, lambda: 0.0) as port:
+            return [await http(port, b"GET /metrics HTTP/1.1\r\nAccept: " + a.encode() + b"\r\n\r\n") for a in accepts]
+
+    answers = asyncio.run(run())
+    heads = [a.partition(b"\r\n\r\n")[0].split(b"\r\n") for a in answers]
+    assert all(h[0] == b"HTTP/1.1 200 OK" for h in heads), heads
+    types = {a: h[1].decode() for a, h in zip(accepts, heads, strict=True)}
+    assert types["text/plain; version=x.y"] == "Content-Type: text/plain; version=0.0.4; charset=utf-8"
+    assert types["application/openmetrics-text; version=abc"] == \
+        "Content-Type: application/openmetrics-text; version=1.0.0; charset=utf-8"
+    assert len(set(types.values())) == 2 and len(built) == 2
+    assert answers[0].endswith(b"# EOF\n") and samples(answers[-1])["tunsec_worker_up"] == 1
+
+
+# run in a network namespace of its own (unshare --net), where 192.0.2.1-3 are on lo: two sources
+_TWO_SOURCES = """
+import asyncio, ipaddress, json, sys
+sys.path[:0] = sys.argv[1:]
+from test_metrics_endpoint import SCRAPE, source
+from tunsec import metrics
+from tunsec.conf.tunsec_section import ListenAddress
+from tunsec.dataplane import pipe
+
+async def connect(port, src):
+    return await asyncio.open_connection("192.0.2.1", port, local_addr=(src, 0))
+
+async def ask(port, src):
+    reader, writer = await connect(port, src)
+    writer.write(SCRAPE)
+    try:
+        answer = await reader.read()
+    except ConnectionResetError:
+        answer = b""   # closed with our request unread
+    writer.close()
+    return answer.split(b"\\r\\n", 1)[0].decode()
+
+async def main():
+    async def answer():
+        return pipe.Reply(7, pipe.MsgType.DUMP, pipe.Errno.OK)
+    server = await metrics.start(ListenAddress(ipaddress.ip_address("192.0.2.1"), 9101), source(answer),
+                                 clock=lambda: 0.0)
+    idle = [await connect(9101, "192.0.2.2") for _ in range(metrics.MAX_PER_SOURCE)]
+    for _ in range(1000):   # until the server took them (accepted in order, but in its own time)
+        if server._per_source["192.0.2.2"] == metrics.MAX_PER_SOURCE:
+            break
+        await asyncio.sleep(0.005)
+    over = await ask(9101, "192.0.2.2")
+    other = await ask(9101, "192.0.2.3")
+    reader, writer = await connect(9101, "192.0.2.3")
+    writer.write(SCRAPE)
+    body = (await reader.read()).decode()
+    for _, w in idle:
+        w.close()
+    await server.close()
+    refused = [line for line in body.splitlines() if line.startswith("tunsec_metrics_connections_refused_total")]
+    print(json.dumps({"over": over, "other": other, "refused": refused}))
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (a network namespace)")
+def test_a_source_over_its_share_is_refused_while_another_is_served() -> None:
+    """One address holding MAX_PER_SOURCE connections idle (no request: each would hold its slot for
+    REQUEST_TIMEOUT) gets nothing on another, while a scraper at another address is served (16
+    idle connections from one client held every slot before)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    setup = "ip link set lo up && for a in 1 2 3; do ip addr add 192.0.2.$a/32 dev lo; done && exec \"$@\""
+    src = os.path.dirname(os.path.dirname(os.path.abspath(metrics.__file__)))
+    out = subprocess.run(["unshare", "--net", "sh", "-c", setup, "sh", sys.executable, "-c", _TWO_SOURCES,
+                          here, src], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout)
+    assert got["over"] == ""   # closed unanswered
+    assert got["other"] == "HTTP/1.1 200 OK"
+    assert got["refused"] == ["tunsec_metrics_connections_refused_total 1.0"]
+
+
+@pytest.mark.parametrize(("peer", "source"), [
+    (("192.0.2.7", 5000), "192.0.2.7"), (("127.0.0.9", 5000), "loopback"), (("::1", 5000, 0, 0), "loopback"),
+    (("2001:db8:1:2:aaaa::1", 5000, 0, 0), "2001:db8:1:2::/64"), (("fe80::1%eth0", 5000, 0, 2), "fe80::/64"),
+    (None, "?"), (("not an address", 1), "?")])
+def test_sources_are_addresses_ipv6_prefixes_and_loopback_as_one(peer: Any, source: str) -> None:
+    assert metrics.source_of(peer) == source

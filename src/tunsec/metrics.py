@@ -8,6 +8,12 @@ loop (no thread).  A worker that is dead or does not answer the DUMP within
 :data:`DUMP_TIMEOUT` never holds a scrape up: the scrape returns the control
 process's own metrics with ``tunsec_worker_up 0``.
 
+That loop also runs IKE, DPD and RADIUS, and a scrape of thousands of clients
+takes a second and more to build: scrapes at the same moment share one build
+(ctlsocket.Shared), its encoded body answers those of the next :data:`CACHE_AGE`
+seconds (longer after a long build), and connections are capped in all and per
+source address.  Anyone who can connect reads every client's address and SPIs.
+
 Events the control process sees (rekeys, dead peers, worker restarts) are
 counted where they happen, in an :class:`EventCounts` (tunsec.eventcounts), and read at
 scrape time.  The daemon imports this module only when ``metrics_listen`` is set.
@@ -21,18 +27,23 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
+import ipaddress
 import logging
 import os
 import socket
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, ProcessCollector
-from prometheus_client.exposition import choose_encoder
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.registry import Collector
 
+from tunsec import ctlsocket
 from tunsec.conf.tunsec_section import ListenAddress
 from tunsec.dataplane import pipe
 from tunsec.eventcounts import EventCounts
@@ -46,6 +57,14 @@ DUMP_TIMEOUT = 2.0        # a scrape waits this long for the worker's counters
 REQUEST_TIMEOUT = 5.0     # for a client to send its request head
 MAX_REQUEST_HEAD = 8192   # bytes; Prometheus sends a few hundred
 MAX_CLIENTS = 16          # connections served at once; more are closed unanswered
+MAX_PER_SOURCE = 4        # of those, from one source (an IPv4 address, an IPv6 /64, loopback as one)
+# A scrape's body serves the scrapes of the next CACHE_AGE seconds, or of CACHE_LOAD times as long as
+# building it held the event loop if that is longer: a document of thousands of clients takes a
+# second and more to build, and scrapers back to back would otherwise keep IKE, DPD and RADIUS
+# waiting (scrapes then take at most 1/(CACHE_LOAD + 1) of the loop).
+CACHE_AGE = 1.0
+CACHE_LOAD = 4
+WRITE_CHUNK = 64 * 1024   # a body is handed to a connection this much at a time (not copied whole per client)
 
 
 @dataclass(frozen=True)
@@ -390,6 +409,44 @@ def queue_cpu(pid: int | None, proc: str = "/proc") -> Iterator[Metric]:
     yield family
 
 
+# The formats served, by name: (encoder, Content-Type).  Not prometheus_client's choose_encoder: it
+# puts the version the client asks for into the Content-Type (every version one more body to build
+# per cache age) and raises on one it cannot parse.
+_FORMATS: dict[str, tuple[Callable[[CollectorRegistry], bytes], str]] = {
+    "text": (generate_latest, CONTENT_TYPE_PLAIN_0_0_4),
+    "openmetrics": (openmetrics.generate_latest, openmetrics.CONTENT_TYPE_LATEST),
+}
+
+
+def choose_format(accept: str) -> str:
+    """OpenMetrics for a client that accepts it (Prometheus does), else the text format 0.0.4."""
+    media = {part.split(";", 1)[0].strip().lower() for part in accept.split(",")}
+    return "openmetrics" if "application/openmetrics-text" in media else "text"
+
+
+def source_of(peer: Any) -> str:
+    """Whose share of the connections a peer's (host, port, ...) takes: its IPv4 address, its IPv6
+    /64 (one host has all of one), or "loopback" (a local user may bind any of 127/8)."""
+    try:
+        addr = ipaddress.ip_address(str(peer[0]).split("%", 1)[0])
+    except (TypeError, ValueError, IndexError):
+        return "?"
+    if addr.is_loopback:
+        return "loopback"
+    if addr.version == 6:
+        return str(ipaddress.ip_network(f"{addr}/64", strict=False))
+    return str(addr)
+
+
+@dataclass(frozen=True)
+class Body:
+    """An encoded scrape, served until ``expires`` (the server's clock)."""
+
+    data: bytes
+    content_type: str
+    expires: float
+
+
 class _Snapshot(Collector):
     """The families of one scrape, built before the registry renders them."""
 
@@ -402,12 +459,18 @@ class _Snapshot(Collector):
 
 # --- the endpoint ------------------------------------------------------------------------
 class MetricsServer:
-    def __init__(self, listen: ListenAddress, source: Source) -> None:
+    def __init__(self, listen: ListenAddress, source: Source, clock: Callable[[], float] = time.monotonic) -> None:
         self.listen = listen
         self.source = source
+        self.clock = clock
         self._server: asyncio.AbstractServer | None = None
         self._dump: asyncio.Task[pipe.Reply] | None = None
         self._clients = 0
+        self._per_source: collections.Counter[str] = collections.Counter()
+        self.refused = 0   # connections closed unanswered: every slot, or the source's share, taken
+        self._bodies: dict[str, Body] = {}   # by format
+        # concurrent scrapes share one build (and one DUMP) per format
+        self._builds = {fmt: ctlsocket.Shared(functools.partial(self._build, fmt)) for fmt in _FORMATS}
         self._snapshot = _Snapshot()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self._snapshot)
@@ -459,7 +522,19 @@ class MetricsServer:
             return None
 
     async def render(self, accept: str) -> tuple[bytes, str]:
+        fmt = choose_format(accept)
+        body = self._bodies.get(fmt)
+        if body is None or self.clock() >= body.expires:
+            body = await self._builds[fmt].get()
+        return body.data, body.content_type
+
+    async def _build(self, fmt: str) -> Body:
+        """A body for fmt: the one built while this waited for its turn (Shared) if it is fresh."""
+        body = self._bodies.get(fmt)
+        if body is not None and self.clock() < body.expires:
+            return body
         reply = await self._worker_dump()
+        started = self.clock()
         empty = pipe.Reply(1, pipe.MsgType.DUMP, pipe.Errno.OK)
         doc = self.source.document(reply if reply is not None else empty)
         self._snapshot.families = [
@@ -468,22 +543,36 @@ class MetricsServer:
             *ike_families(doc),
             *event_families(self.source.events(), self.source.worker_restarts()),
             *queue_cpu(self.source.worker_pid()),
+            CounterMetricFamily("tunsec_metrics_connections_refused", "Connections to this endpoint closed "
+                                "unanswered: every slot, or the share of their source address, was taken",
+                                value=self.refused),
         ]
-        encoder, content_type = choose_encoder(accept)
+        del doc   # the body is what stays
+        encoder, content_type = _FORMATS[fmt]
         try:
-            return encoder(self.registry), content_type
+            data = encoder(self.registry)
         finally:
             self._snapshot.families = []
+        now = self.clock()
+        body = self._bodies[fmt] = Body(data, content_type, now + max(CACHE_AGE, CACHE_LOAD * (now - started)))
+        return body
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        source = source_of(writer.get_extra_info("peername"))
         self._clients += 1
+        self._per_source[source] += 1
         try:
-            if self._clients <= MAX_CLIENTS:
+            if self._clients <= MAX_CLIENTS and self._per_source[source] <= MAX_PER_SOURCE:
                 await self._answer(reader, writer)
+            else:
+                self.refused += 1
         except (TimeoutError, ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             pass   # a client that is slow, gone or sends too much gets nothing
         finally:
             self._clients -= 1
+            self._per_source[source] -= 1
+            if self._per_source[source] <= 0:
+                del self._per_source[source]
             writer.close()
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -504,15 +593,20 @@ class MetricsServer:
         else:
             status = "200 OK"
             body, ctype = await self.render(headers.get("accept", ""))
-        writer.write(f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
-                     "Connection: close\r\n\r\n".encode("latin-1"))
-        if parts[0] != "HEAD":
-            writer.write(body)
-        await asyncio.wait_for(writer.drain(), REQUEST_TIMEOUT)
+        async with asyncio.timeout(REQUEST_TIMEOUT):
+            writer.write(f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+                         "Connection: close\r\n\r\n".encode("latin-1"))
+            if parts[0] != "HEAD":
+                # a chunk at a time: handed over whole, each client not reading would hold a copy
+                view = memoryview(body)
+                for at in range(0, len(view), WRITE_CHUNK):
+                    writer.write(view[at:at + WRITE_CHUNK])
+                    await writer.drain()
+            await writer.drain()
 
 
-async def start(listen: ListenAddress, source: Source) -> MetricsServer:
+async def start(listen: ListenAddress, source: Source, clock: Callable[[], float] = time.monotonic) -> MetricsServer:
     """Serve GET /metrics on ``listen`` from the running event loop; ListenError if it cannot bind."""
-    server = MetricsServer(listen, source)
+    server = MetricsServer(listen, source, clock)
     await server.start()
     return server

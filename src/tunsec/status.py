@@ -143,6 +143,9 @@ def render(doc: dict[str, Any]) -> str:
                                                if (n := worker.get("dump_overflows")) else [])))
     if any((ctl := doc.get("control", {}).get("control_socket", {})).values()):
         lines.append("control socket refused or cut short: " + ", ".join(f"{k} {v}" for k, v in ctl.items()))
+    # once, not per IKE SA: rebuilt in the loop it made rendering N clients O(N²) (seconds at a few thousand)
+    counters = {(s["spi"], s["direction"], s["remote"] if s["direction"] == "out" else None): s
+                for s in doc["sas"]}
     for ike in doc.get("ike_sas", []):
         lines.append(
             f"{ike['name']}: IKEv2 {ike['state']} with {ike['remote']}"
@@ -161,8 +164,6 @@ def render(doc: dict[str, Any]) -> str:
         if ike.get("local_vips") or ike.get("remote_vips"):
             lines.append(f"  virtual IPs: local {', '.join(ike.get('local_vips') or ['-'])}, "
                          f"remote {', '.join(ike.get('remote_vips') or ['-'])}")
-        counters = {(s["spi"], s["direction"], s["remote"] if s["direction"] == "out" else None): s
-                    for s in doc["sas"]}
         for c in ike["children"]:
             lines.append(f"  {c['name']}: {c['alg']}{', ESN' if c['esn'] else ''}, SPIs {c['spi_in']}_i "
                          f"{c['spi_out']}_o to {c['remote']}, up {c['age_seconds']}s")

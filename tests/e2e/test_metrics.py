@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import socket
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -142,7 +143,12 @@ def test_prometheus_scrapes_child_sa_counters_and_survives_a_stuck_worker(topo: 
     worker = a.status()["worker"]["pid"]
     os.kill(worker, signal.SIGSTOP)
     try:
-        text = http_get(topo, f"http://127.0.0.1:{port}/metrics")
+        # a body built before the stop answers for up to a second (metrics.CACHE_AGE): the next is built anew
+        for _ in range(20):
+            text = http_get(topo, f"http://127.0.0.1:{port}/metrics")
+            if "tunsec_worker_up 0.0" in text:
+                break
+            time.sleep(0.25)
     finally:
         os.kill(worker, signal.SIGCONT)
     assert "tunsec_worker_up 0.0" in text

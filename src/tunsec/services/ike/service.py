@@ -85,6 +85,7 @@ from tunsec.services.ike import status as _status
 from tunsec.services.ike.barrier import Barrier
 from tunsec.services.ike.changes import Changes
 from tunsec.services.ike.giveup import GiveUp
+from tunsec.services.ike.handles import Handles
 from tunsec.services.ike.keypool import KeyPoolRefill
 from tunsec.services.ike.record import IkeUpRecord
 from tunsec.services.ike.resolver import Resolver
@@ -139,7 +140,7 @@ class IkeService(Service):
         self.children: dict[int, ChildState] = {}                # child handle -> state
         self._by_uid: dict[tuple[int, int], int] = {}            # (IKE SA handle, unique id) -> child handle
         self._by_ike: dict[int, set[int]] = {}   # IKE SA handle -> its child handles (_follow_peers)
-        self._ike_handles: dict[IkeSa, int] = {}
+        self._ike_handles = Handles()   # IKE SA -> handle, and back (_ike_sa)
         self._replaced: dict[int, list[IkeSa]] = {}   # IKE SA handle -> its rekeyed SAs holding it (ikesas.py)
         self._handles = itertools.count(1)
         self._changes = Changes()   # SA/SPD changes reach the worker in the order the engine reported them
@@ -337,8 +338,7 @@ class IkeService(Service):
     def _ike_sa(self, handle: int) -> IkeSa | None:
         """The live IKE SA behind a handle: after a rekey the old SA (which still answers a DELETE for the
         children it shares with its successor) and the successor hold the same handle."""
-        sas = [sa for sa, h in self._ike_handles.items() if h == handle]
-        return next((sa for sa in sas if sa.state not in (State.REKEYED, State.CLOSED)), sas[0] if sas else None)
+        return self._ike_handles.live(handle)
 
     def _release(self, lineage: Lineage) -> None:
         for pid in lineage.policy_ids:

@@ -121,11 +121,21 @@ def ike_sas(sas: Iterable[IkeSa], ike_up: Mapping[bytes, IkeUpRecord], children:
             usage: Callable[[int | None], dict[str, int] | None] = lambda handle: None) -> list[dict[str, Any]]:
     """Each IKE SA with its Child SAs (``handle_of``: the IKE SA handle children name; ``live_sa``:
     which IKE SA a handle means now, after rekeys; ``usage``: its accounted traffic, if any)."""
-    children = list(children)
+    # each Child SA under its IKE SA's handle, once: a pass over every Child SA per IKE SA made a
+    # status of N clients O(N²) on the event loop (seconds at a few thousand)
+    by_handle: dict[int, list[ChildState]] = {}
+    for c in children:
+        by_handle.setdefault(c.ike, []).append(c)
+    now = time.time()
     out = []
     for sa in sas:
         info: Mapping[str, Any] = ike_up.get(sa.local_spi, {})
-        used = usage(handle_of(sa))
+        handle = handle_of(sa)
+        used = usage(handle)
+        mine = by_handle.get(handle, []) if handle is not None else []
+        # a rekeyed SA and its successor share the handle: its children show under the live one only
+        if mine and live_sa(mine[0].ike) is not sa:
+            mine = []
         out.append({
             # RADIUS accounting's total (Child SAs gone included), only for an IKE SA it accounts
             **({"usage": used} if used is not None else {}),
@@ -152,18 +162,18 @@ def ike_sas(sas: Iterable[IkeSa], ike_up: Mapping[bytes, IkeUpRecord], children:
             "spi_r": sa.spi_r.hex(),
             "local_vips": info.get("local_vips", []),
             "remote_vips": info.get("remote_vips", []),
-            "age_seconds": int(time.time() - info["established"]) if info else None,
-            "children": [
-                {"name": c.child, "spi_in": f"{c.spi_in:08x}", "spi_out": f"{c.spi_out:08x}", "alg": c.alg,
-                 "esn": c.esn, "reqid": c.reqid, "remote": f"{c.remote.addr}[{c.remote.port}]",
-                 "local": f"{c.local.addr}[{c.local.port}]",
-                 "local_ts": [str(t) for t in c.local_ts], "remote_ts": [str(t) for t in c.remote_ts],
-                 "age_seconds": int(time.time() - c.established)}
-                for c in children
-                if c.ike == handle_of(sa) and live_sa(c.ike) is sa
-            ],
+            "age_seconds": int(now - info["established"]) if info else None,
+            "children": [_child(c, now) for c in mine],
         })
     return out
+
+
+def _child(c: ChildState, now: float) -> dict[str, Any]:
+    return {"name": c.child, "spi_in": f"{c.spi_in:08x}", "spi_out": f"{c.spi_out:08x}", "alg": c.alg,
+            "esn": c.esn, "reqid": c.reqid, "remote": f"{c.remote.addr}[{c.remote.port}]",
+            "local": f"{c.local.addr}[{c.local.port}]",
+            "local_ts": [str(t) for t in c.local_ts], "remote_ts": [str(t) for t in c.remote_ts],
+            "age_seconds": int(now - c.established)}
 
 
 def leases(pools: AddressPools) -> list[dict[str, Any]]:
