@@ -150,3 +150,36 @@ def test_init_state_does_not_overwrite_a_damaged_marker(tmp_path: Path) -> None:
     assert f"{tmp_path / 'state' / MARKER} exists but is not a marker tunsec init-state wrote" in r.stderr
     assert "replace every manual key" in r.stderr
     assert (tmp_path / "state" / MARKER).read_text() == "something else\n"
+
+
+@pytest.mark.parametrize("trap", ["marker FIFO", "state file FIFO", "state file too large", "state file symlink"])
+def test_tunsec_up_refuses_a_state_file_that_is_not_one_without_hanging(tmp_path: Path, trap: str) -> None:
+    """tunsec up reads these as root before it drops, in a directory the service user owns: a FIFO there
+    hung the start (on main), /dev/zero behind a symlink would fill the memory.  Each is a clear error,
+    before anything is set up."""
+    if os.geteuid() != 0:
+        pytest.skip("tunsec up needs root")
+    path = tmp_path / "t.conf"
+    path.write_text(conf(tmp_path, tunnel("a", 1)).replace("tunsec {", "tunsec { tun = tsstd1\n"))
+    state = tmp_path / "state"
+    init_state_dir(state)
+    marker = state / MARKER
+    sf = state_file(state, bytes.fromhex(derived("0x0102030405060708090a0b0c0d0e0f1011121314", 1, "out")[2:]))
+    if trap == "marker FIFO":
+        marker.unlink()
+        os.mkfifo(marker)
+    elif trap == "state file FIFO":
+        os.mkfifo(sf)
+    elif trap == "state file too large":
+        sf.write_bytes(b" " * (1 << 17))
+    else:
+        os.symlink("/dev/zero", sf)
+    r = tunsec("up", "-c", str(path))
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    expected = {"marker FIFO": f"cannot read its marker {marker}: it is a FIFO, not a regular file",
+                "state file FIFO": f"cannot read its sequence number state {sf}: it is a FIFO, not a regular file",
+                "state file too large": f"cannot read its sequence number state {sf}: it is larger than 65536 bytes",
+                "state file symlink": f"cannot read its sequence number state {sf}: it is a symbolic link (not "
+                                      "followed)"}[trap]
+    assert expected in r.stderr, r.stderr
+    assert subprocess.run(["ip", "link", "show", "tsstd1"], capture_output=True).returncode != 0

@@ -129,7 +129,7 @@ def test_the_first_use_and_the_hard_limit_reached_are_kept_and_a_bad_one_is_refu
 def test_a_state_path_that_cannot_be_read_is_refused(tmp_path: Path) -> None:
     st = state(tmp_path)
     st.path.mkdir()
-    with pytest.raises(StateError, match="Is a directory"):
+    with pytest.raises(StateError, match="it is a directory, not a regular file"):
         state(tmp_path)
 
 

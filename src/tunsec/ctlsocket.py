@@ -30,7 +30,6 @@ import functools
 import json
 import os
 import socket
-import stat
 import struct
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
@@ -38,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from tunsec import privilege
+from tunsec.safefs import root_only
 
 SOCKET_UMASK = 0o117   # srw-rw----: the owner and its group may connect
 READ_ONLY = frozenset({"status"})
@@ -46,24 +46,6 @@ LINE_LIMIT = 16 * 1024   # a request line (the longest real one is a few hundred
 DEADLINE = 10.0   # seconds for a whole exchange (`tunsec status` waits as long for its answer)
 
 T = TypeVar("T")
-
-
-def _root_only(directory: str) -> bool:
-    """True when no user but root may rename, replace or add entries anywhere on the way to directory."""
-    path = os.path.abspath(directory)
-    while True:
-        try:
-            st = os.lstat(path)
-        except OSError:
-            return False
-        if stat.S_ISLNK(st.st_mode) or st.st_uid != 0:
-            return False
-        # a sticky directory (/tmp) lets others add entries, but not rename or remove root's
-        if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
-            return False
-        if path == "/":
-            return True
-        path = os.path.dirname(path)
 
 
 @contextlib.contextmanager
@@ -110,7 +92,7 @@ def bind(path: str, t: privilege.Target | None) -> socket.socket:
 
 def who_binds(path: str, t: privilege.Target | None) -> privilege.Target | None:
     """Whose write permission bind() needs in path's directory (None: this process's)."""
-    return t if privilege.needs_switch(t) and not _root_only(os.path.dirname(path) or ".") else None
+    return t if privilege.needs_switch(t) and not root_only(os.path.dirname(path) or ".") else None
 
 
 def make_dir(directory: str, t: privilege.Target | None) -> None:

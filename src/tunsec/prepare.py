@@ -9,9 +9,11 @@ control socket's directory and the state directory U's.  It may run again: what 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
+import stat
 import struct
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from pytun_pmd3.linux import IFF_MULTI_QUEUE, IFF_NO_PI, IFF_TUN, IFF_VNET_HDR
 from tunsec.conf.config import Config
 from tunsec.dataplane.tun import Tun, interface_exists, tun_flags, tun_owner
 from tunsec.privilege import PrivilegeError, Target, target_for
+from tunsec.safefs import give_dir, root_only
 from tunsec.statedir import MARKER
 
 log = logging.getLogger("tunsec.prepare")
@@ -64,9 +67,61 @@ def _ensure_tun(name: str, flags: int, owner: Target) -> str:
     return "kept"
 
 
-def _own_dir(path: Path, owner: Target, mode: int = 0o750) -> None:
-    path.mkdir(mode=mode, parents=True, exist_ok=True)
-    os.chown(path, owner.uid, owner.gid)
+def _existing(path: Path) -> Path:
+    while not os.path.lexists(path):
+        path = path.parent
+    return path
+
+
+def _owners_dir(path: Path, owner: Target) -> bool:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and (st.st_uid, st.st_gid) == (owner.uid, owner.gid)
+
+
+def _own_dir(path: Path, owner: Target, mode: int = 0o750) -> bool:
+    """Make path (created if needed) owner's, through a descriptor.  Only under a parent nobody but root
+    may change (else a parent swapped for a symlink moves the chown anywhere); there a directory that is
+    owner's already is left as it is: False (nothing done)."""
+    for parent in (_existing(path.parent), path.parent):   # before creating what is missing, then after
+        if not root_only(parent):
+            if _owners_dir(path, owner):
+                return False
+            raise PrepareError(
+                f"cannot give {path} to {owner.name}: users other than root may change {parent}, so root "
+                f"changes no ownership there. Choose a path in a directory only root may change, or create "
+                f"{path} as {owner.name} (then prepare leaves it as it is)")
+        path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=mode)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as err:
+        raise PrepareError(f"cannot give {path} to {owner.name}: {err.strerror} (it must be a directory, "
+                           "not a symbolic link)") from err
+    try:
+        os.fchown(fd, owner.uid, owner.gid)
+    finally:
+        os.close(fd)
+    return True
+
+
+def _own_state_dir(path: Path, owner: Target) -> str:
+    """The state directory and the regular files in it owner's; a note on what was left as it was."""
+    if not _own_dir(path, owner, 0o700):   # sequence number reservations: the user's alone
+        return ""
+    try:
+        skipped = give_dir(path, owner.uid, owner.gid)
+    except OSError as err:
+        raise PrepareError(f"cannot give the files in {path} to {owner.name}: {err.strerror or err}") from err
+    if not skipped:
+        return ""
+    note = (f" In {path}, left as they were (only regular files with one link are handed over, so that no "
+            f"file of someone else's is given away): {', '.join(skipped)}.")
+    log.warning("%s", note.strip())
+    return note
 
 
 def prepare(cfg: Config, user: str) -> str:
@@ -95,10 +150,7 @@ def prepare(cfg: Config, user: str) -> str:
         tun.close()
         d.tun = None
     _own_dir(Path(cfg.tunsec.control_socket).parent, owner)
-    if d.manual.plans:
-        _own_dir(Path(cfg.tunsec.state_dir), owner, 0o700)   # sequence number reservations: the user's alone
-        for f in Path(cfg.tunsec.state_dir).iterdir():
-            os.chown(f, owner.uid, owner.gid, follow_symlinks=False)
+    skipped = _own_state_dir(Path(cfg.tunsec.state_dir), owner) if d.manual.plans else ""
     mq = " multi_queue" if flags & IFF_MULTI_QUEUE else ""
     st = os.stat(cfg.path)
     unreadable = st.st_uid != owner.uid and not st.st_mode & 0o004 and not (st.st_gid == owner.gid
@@ -107,6 +159,7 @@ def prepare(cfg: Config, user: str) -> str:
             f"{', '.join(routes) or 'none (already there)'}; {Path(cfg.tunsec.control_socket).parent} "
             f"{'and ' + cfg.tunsec.state_dir + ' ' if d.manual.plans else ''}owned by {owner.name}. "
             f"Now, as {owner.name}: tunsec up -c {cfg.path}"
+            + skipped
             + (f" ({cfg.path} is not readable by {owner.name}: chown {owner.name} {cfg.path})" if unreadable else "")
             + (f" ({cfg.tunsec.state_dir} is not initialised: for keys never used before, once: tunsec init-state "
                f"-c {cfg.path})" if d.manual.plans and not (Path(cfg.tunsec.state_dir) / MARKER).exists() else ""))

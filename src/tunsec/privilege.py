@@ -21,15 +21,19 @@ binding to capget/capset/prctl is all this needs (no library adds anything).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import logging
 import os
 import pwd
 import resource
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from tunsec.safefs import give_dir, root_only
 
 if TYPE_CHECKING:
     from tunsec.conf.tunsec_section import TunsecSettings
@@ -294,13 +298,31 @@ def bind_error(proto: str, addr: str, port: int, err: OSError) -> str:
     return what
 
 
-def hand_over(path: Path, t: Target | None) -> None:
-    """Give a file or directory created while privileged to the user the process becomes."""
+def hand_over(directory: Path, t: Target | None) -> None:
+    """Give a directory written while privileged, and the regular files in it, to the user the process
+    becomes; each through a descriptor (tunsec.safefs), what is left as it was is logged."""
     if t is None or not has_cap(CAP_CHOWN):   # e.g. a container without CAP_CHOWN: the writable check says
         return
-    st = os.lstat(path)
-    if (st.st_uid, st.st_gid) != (t.uid, t.gid):
-        os.chown(path, t.uid, t.gid, follow_symlinks=False)
+    if not root_only(directory.parent):
+        with contextlib.suppress(OSError):
+            st = os.lstat(directory)
+            if stat.S_ISDIR(st.st_mode) and (st.st_uid, st.st_gid) == (t.uid, t.gid):
+                return   # the user's already (prepared by hand): nothing to change
+        # a parent swapped for a symlink would make root give away another directory's files
+        log.warning("%s not handed over to %s: users other than root may change %s, so root changes no "
+                    "ownership there; make it %s's by hand, or choose a state_dir in a directory only root "
+                    "may change", directory, t.name, directory.parent, t.name)
+        return
+    try:
+        skipped = give_dir(directory, t.uid, t.gid)
+    except OSError as err:
+        if err.errno != errno.ELOOP:
+            raise
+        log.warning("%s not handed over to %s: it is a symbolic link (name the directory itself)", directory, t.name)
+        return
+    if skipped:
+        log.warning("in %s, not handed over to %s (only regular files with one link are): %s; %s cannot write "
+                    "them", directory, t.name, ", ".join(skipped), t.name)
 
 
 @dataclass(frozen=True)
@@ -347,13 +369,13 @@ def _me() -> str:
 
 
 def give_up(p: Plan, keep: int, hand: list[Path], writable: list[tuple[str, Path]]) -> str | None:
-    """The control process's drop: hand over what it writes later, drop, and prove it can still write
+    """The control process's drop: hand over the directories it writes in later, drop, and prove it can still write
     there (a startup error now rather than a lost sequence number reservation later)."""
     if not p.drop:
         return None
     # deepest first: root without CAP_DAC_OVERRIDE (a container) cannot enter a directory once it is the user's
-    for path in sorted(hand, key=lambda x: len(x.parts), reverse=True):
-        hand_over(path, p.target)
+    for directory in sorted(hand, key=lambda x: len(x.parts), reverse=True):
+        hand_over(directory, p.target)
     line = drop(p.target, keep & get_caps().permitted)
     for what, path in writable:
         if not os.access(path, os.W_OK | os.X_OK):
@@ -387,7 +409,7 @@ def give_up_control(p: Plan, settings: TunsecSettings, manual: bool,
     writable: list[tuple[str, Path]] = []
     if manual:   # sequence number reservations are written from now on
         state = Path(settings.state_dir)
-        hand += [state, *sorted(state.iterdir())]
+        hand.append(state)
         writable.append(("state_dir", state))
     keep = mask(CAP_NET_ADMIN) if own_routes_on_kept_tun or virtual_ips else 0
     line = give_up(p, keep, hand, writable)

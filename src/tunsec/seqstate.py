@@ -32,20 +32,18 @@ back a key past its lifetime.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import json
 import math
-import os
 import re
 import struct
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunsec.dataplane.pipe import Direction
+from tunsec.safefs import read_regular, write_atomic
 
 LABEL = b"tunsec manual key sequence state v2"
 VERSION = 2
@@ -98,36 +96,6 @@ def legacy_fingerprint(key: bytes, spi: int, direction: Direction) -> str:
 
 def state_file(state_dir: Path, key: bytes) -> Path:
     return state_dir / f"manual-key-{fingerprint(key)[:16]}.json"
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace path with data: write a temporary file, fsync, rename, fsync the directory.  The
-    temporary file is this call's own (O_EXCL, a random name, 0600): two writers of one path, even
-    threads of one process, never write into each other's file; the last rename wins whole."""
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(name)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    os.close(fd)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 def _pow2_at_least(n: float) -> int:
@@ -188,7 +156,7 @@ class SeqState:
     def _load(self) -> bool:
         """Read this key's file; False if there is none."""
         try:
-            raw = self.path.read_bytes()
+            raw = read_regular(self.path)
         except FileNotFoundError:
             return False
         except OSError as err:
@@ -212,7 +180,7 @@ class SeqState:
             if key_id[:16] != m[3]:
                 continue   # another key's
             try:
-                raw = path.read_bytes()
+                raw = read_regular(path)
             except OSError as err:
                 raise self._unreadable(err.strerror or str(err), path) from err
             limit, block, first_use, expired = self._parse(raw, path, {

@@ -23,7 +23,8 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunsec.seqstate import StateError, write_atomic
+from tunsec.safefs import read_regular, write_atomic
+from tunsec.seqstate import StateError
 
 MARKER = "tunsec-instance-id"
 MARKER_PREFIX = "tunsec state directory v1 "
@@ -50,7 +51,8 @@ def read_marker(path: Path) -> str:
     if not is_dir:
         raise StateError(f"{what} is not a directory")
     try:
-        text = (path / MARKER).read_text("ascii")
+        # read as root by `tunsec up` and `tunsec init-state` in a directory the service user owns
+        text = read_regular(path / MARKER).decode("ascii")
     except FileNotFoundError:
         old = sorted(p.name for p in path.glob("manual-*.json"))
         upgrade = (f" It holds {len(old)} sequence state file(s) of a tunsec without this marker: if it is "
@@ -130,14 +132,14 @@ def init_state_dir(path: Path) -> Initialised:
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     with contextlib.suppress(StateError):
         return Initialised(read_marker(path), False, 0)
-    if (path / MARKER).exists():   # there but unreadable or corrupt: not overwritten blindly
+    if os.path.lexists(path / MARKER):   # there but unreadable or corrupt: not overwritten blindly
         raise StateError(f"{path / MARKER} exists but is not a marker tunsec init-state wrote (or cannot be "
                          "read); it is left as it is. If the state in this directory is in doubt, replace "
                          "every manual key on both peers, remove that file and run tunsec init-state again")
     instance = secrets.token_hex(16)
-    write_atomic(path / MARKER, (MARKER_PREFIX + instance + "\n").encode())
     st = path.stat()
-    if os.geteuid() == 0 and (st.st_uid, st.st_gid) != (0, 0):
-        # root initialising a directory `tunsec prepare` gave to the user tunsec runs as
-        os.chown(path / MARKER, st.st_uid, st.st_gid)
+    # root initialising a directory `tunsec prepare` gave to the user tunsec runs as: the marker is
+    # that user's before it has a name there (a chown by name would follow what the user put there)
+    owner = (st.st_uid, st.st_gid) if os.geteuid() == 0 and (st.st_uid, st.st_gid) != (0, 0) else None
+    write_atomic(path / MARKER, (MARKER_PREFIX + instance + "\n").encode(), owner)
     return Initialised(instance, True, len(list(path.glob("manual-*.json"))))

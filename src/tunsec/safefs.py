@@ -1,0 +1,168 @@
+"""Files root reads, writes or gives away where another user may change the directory.
+
+The state directory is the service user's (`tunsec prepare`, systemd's StateDirectory=), yet root
+works in it: `tunsec init-state`, and `tunsec up` before it drops privilege.  Any process of that
+user (a control process taken over, an updown script) may replace an entry between two of root's
+calls.  So root here
+- never changes ownership by path: a chown follows a symlink swapped in after the check, and even
+  an lchown gives away a file of root's hard-linked in from elsewhere (fs.protected_hardlinks=0).
+  Ownership changes go through a descriptor of a file root created itself, or one it opened without
+  following a symlink and found to be a regular file with a single link (give);
+- creates temporary files under names nobody can have prepared (O_EXCL, random), so it never
+  truncates or writes a file that was put there for it;
+- reads only regular files, opened without following a symlink and without blocking, up to a size
+  (read_regular): a FIFO would hang the start, /dev/zero fill the memory;
+- walks a directory only when nobody but root may change the path to it (root_only): O_NOFOLLOW
+  guards only the last component, and a parent swapped for a symlink would move the walk to /etc.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+import tempfile
+from pathlib import Path
+
+MAX_READ = 1 << 16   # a marker is 59 bytes, a sequence state file a few hundred
+_OPEN = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+
+
+def root_only(directory: str | Path) -> bool:
+    """True when no user but root may rename, replace or add entries anywhere on the way to directory."""
+    path = os.path.abspath(directory)
+    while True:
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return False
+        if stat.S_ISLNK(st.st_mode) or st.st_uid != 0:
+            return False
+        # a sticky directory (/tmp) lets others add entries, but not rename or remove root's
+        if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+            return False
+        if path == "/":
+            return True
+        path = os.path.dirname(path)
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _open_nofollow(path: str | Path, flags: int = 0, dir_fd: int | None = None) -> int:
+    """An fd of path itself (OSError ELOOP saying so when it is a symbolic link)."""
+    try:
+        return os.open(path, _OPEN | flags, dir_fd=dir_fd)
+    except OSError as err:
+        if err.errno != errno.ELOOP:
+            raise
+        raise OSError(errno.ELOOP, "it is a symbolic link (not followed)", str(path)) from None
+
+
+def read_regular(path: Path, limit: int = MAX_READ) -> bytes:
+    """The content of the regular file path, opened without following a symbolic link or blocking;
+    OSError (strerror says why) when it is something else or larger than limit."""
+    fd = _open_nofollow(path)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, f"it is {_kind(st.st_mode)}, not a regular file", str(path))
+        data = bytearray()
+        while len(data) <= limit:
+            chunk = os.read(fd, limit + 1 - len(data))
+            if not chunk:
+                return bytes(data)
+            data += chunk
+        raise OSError(errno.EFBIG, f"it is larger than {limit} bytes", str(path))
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes, owner: tuple[int, int] | None = None) -> None:
+    """Replace path with data: write a new temporary file, fsync, give it to owner (uid, gid) through
+    its descriptor, rename it into place, fsync the directory."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)   # O_EXCL, 0600
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        if owner is not None:
+            os.fchown(fd, *owner)
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    os.close(fd)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def give(name: str | Path, uid: int, gid: int, dir_fd: int | None = None) -> str | None:
+    """Make the regular file name (relative to dir_fd) uid:gid through a descriptor; why it was left as
+    it is (a symbolic link, not a regular file, hard links), or None.  OSError when it cannot be opened."""
+    try:
+        st = os.lstat(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None   # gone since it was listed: nothing to give
+    why = _refusal(st)
+    if why or (st.st_uid, st.st_gid) == (uid, gid):
+        return why
+    # only opened once it looked regular: an open may have effects on a device
+    fd = _open_nofollow(name, dir_fd=dir_fd)
+    try:
+        now = os.fstat(fd)
+        if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+            return "it was replaced while being handed over"
+        why = _refusal(now)
+        if why is None:
+            os.fchown(fd, uid, gid)
+        return why
+    finally:
+        os.close(fd)
+
+
+def _refusal(st: os.stat_result) -> str | None:
+    if not stat.S_ISREG(st.st_mode):
+        return f"{_kind(st.st_mode)}, not a regular file"
+    if st.st_nlink > 1:
+        # another name of it may be anywhere on this file system, e.g. /etc/shadow
+        return f"it has {st.st_nlink} hard links"
+    return None
+
+
+def give_dir(path: Path, uid: int, gid: int) -> list[str]:
+    """Make the directory path and the regular files in it uid:gid, each through a descriptor (the
+    files first: root without CAP_DAC_OVERRIDE may not enter the directory once it is the user's).
+    Returns what was left as it was, each "name (why)".  OSError when path cannot be opened (a
+    symbolic link: ELOOP).  The caller makes sure root_only(path.parent) holds."""
+    dfd = _open_nofollow(path, os.O_DIRECTORY)
+    try:
+        skipped = []
+        for name in sorted(os.listdir(dfd)):
+            why = give(name, uid, gid, dir_fd=dfd)
+            if why:
+                skipped.append(f"{name} ({why})")
+        st = os.fstat(dfd)
+        if (st.st_uid, st.st_gid) != (uid, gid):
+            os.fchown(dfd, uid, gid)
+        return skipped
+    finally:
+        os.close(dfd)

@@ -1,0 +1,219 @@
+"""Ownership changes root makes in directories the service user may change (tunsec.safefs): `tunsec
+init-state`'s marker, `tunsec prepare`'s directories and the hand-over before the drop.  That user
+may replace any entry between two of root's calls; the swap is made deterministic by doing it at the
+first os call after the entry exists (as test_control_socket does for the socket).  Run as root, in
+this process, except the drop, which runs in a process of its own."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from reachable import scratch_dir
+
+from tunsec import prepare, privilege
+from tunsec.statedir import MARKER, init_state_dir, read_marker
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to change ownership")
+
+USER = "tunsec"
+# the real calls, for the attacker's moves while os's are hooked
+_lstat, _symlink, _rename = os.lstat, os.symlink, os.rename
+HOOKED = ("open", "close", "fsync", "stat", "lstat", "chown", "lchown", "fchown", "scandir", "listdir")
+
+
+@pytest.fixture
+def base() -> Iterator[Path]:
+    """A scratch directory in a path only root may change (a parent of root's, under sticky /tmp)."""
+    with scratch_dir("tunsec-fsown-") as d:
+        yield d
+
+
+@pytest.fixture
+def user() -> privilege.Target:
+    t = privilege.target_for(USER)
+    assert t is not None
+    return t
+
+
+def victim_file(base: Path) -> Path:
+    """Stands for /etc/shadow: root's, 0600."""
+    v = base / "victim"
+    v.write_text("root:secret\n")
+    v.chmod(0o600)
+    return v
+
+
+def owner_and_mode(path: Path) -> tuple[int, int, int]:
+    st = os.lstat(path)
+    return st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)
+
+
+def swap_when(monkeypatch: pytest.MonkeyPatch, ready: Callable[[], bool], swap: Callable[[], None]) -> list[str]:
+    """At the first hooked os call once ready() holds, swap() (the user's move, won every time)."""
+    swapped: list[str] = []
+
+    def hook(name: str, real: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if not swapped and ready():
+                swap()
+                swapped.append(name)
+            return real(*args, **kwargs)
+        return call
+
+    for name in HOOKED:
+        monkeypatch.setattr(os, name, hook(name, getattr(os, name)))
+    return swapped
+
+
+def is_(path: Path, test: Callable[[int], bool]) -> bool:
+    try:
+        return test(_lstat(path).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def test_init_state_gives_away_no_file_swapped_in_for_the_marker(base: Path, user: privilege.Target,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The state directory is the user's; right after the marker is renamed into place it becomes a
+    symlink to root's file.  On main, the chown by path that followed gave that file to the user."""
+    victim = victim_file(base)
+    state = base / "state"
+    state.mkdir(mode=0o700)
+    os.chown(state, user.uid, user.gid)
+    marker = state / MARKER
+
+    def swap() -> None:
+        _symlink(victim, state / ".swap")
+        _rename(state / ".swap", marker)
+
+    swapped = swap_when(monkeypatch, lambda: is_(marker, stat.S_ISREG), swap)
+    init_state_dir(state)
+    monkeypatch.undo()
+    assert swapped, "the hook never ran: the test proves nothing"
+    assert owner_and_mode(victim) == (0, 0, 0o600)
+
+
+def test_init_state_as_root_in_the_users_directory_makes_the_marker_the_users(base: Path,
+                                                                              user: privilege.Target) -> None:
+    state = base / "state"
+    state.mkdir(mode=0o700)
+    os.chown(state, user.uid, user.gid)
+    done = init_state_dir(state)
+    assert owner_and_mode(state / MARKER) == (user.uid, user.gid, 0o600)
+    assert read_marker(state) == done.instance
+    assert [p.name for p in state.iterdir()] == [MARKER]   # no temporary file left
+
+
+def test_prepare_gives_away_no_directory_swapped_in_for_its_own(base: Path, user: privilege.Target,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Right after prepare made the control socket's directory it becomes a symlink to root's
+    directory: on main the chown by path followed it."""
+    victim = base / "victim"
+    victim.mkdir(mode=0o700)
+    path = base / "run"
+
+    def swap() -> None:
+        _rename(path, base / "moved")
+        _symlink(victim, path)
+
+    swapped = swap_when(monkeypatch, lambda: is_(path, stat.S_ISDIR), swap)
+    with pytest.raises(prepare.PrepareError, match="it must be a directory, not a symbolic link"):
+        prepare._own_dir(path, user)
+    monkeypatch.undo()
+    assert swapped, "the hook never ran: the test proves nothing"
+    assert owner_and_mode(victim) == (0, 0, 0o700)
+
+
+def test_prepare_changes_no_ownership_under_a_directory_another_user_may_change(base: Path,
+                                                                                user: privilege.Target) -> None:
+    """The user's home, say: it could make `etc` below it a symlink to /etc at any time.  Refused, unless
+    the directory is the user's already (then nothing needs changing)."""
+    home = base / "home"
+    home.mkdir()
+    os.chown(home, user.uid, user.gid)
+    with pytest.raises(prepare.PrepareError, match=f"users other than root may change {home}, so root changes "
+                                                   "no ownership there"):
+        prepare._own_dir(home / "run", user)
+    assert not (home / "run").exists()
+    with pytest.raises(prepare.PrepareError, match=f"users other than root may change {home}"):
+        prepare._own_dir(home / "a" / "b", user)   # checked before anything is created
+    assert list(home.iterdir()) == []
+    (home / "run").mkdir()
+    os.chown(home / "run", user.uid, user.gid)
+    assert prepare._own_dir(home / "run", user) is False
+
+
+def test_prepare_makes_missing_directories_in_roots_tree_and_gives_the_last(base: Path,
+                                                                            user: privilege.Target) -> None:
+    path = base / "var" / "lib" / "tunsec"
+    assert prepare._own_dir(path, user, 0o700) is True
+    assert owner_and_mode(path) == (user.uid, user.gid, 0o700)
+    assert owner_and_mode(path.parent)[:2] == (0, 0)
+
+
+def state_with_traps(base: Path) -> tuple[Path, Path]:
+    """A state directory of root's with a state file, and what the user put there: a hard link to
+    root's file, a FIFO, a symlink to root's file."""
+    victim = victim_file(base)
+    state = base / "state"
+    init_state_dir(state)
+    (state / "manual-key-0123456789abcdef.json").write_text("{}\n")
+    os.link(victim, state / "manual-key-hardlink.json")
+    os.mkfifo(state / "fifo")
+    os.symlink(victim, state / "sym")
+    return state, victim
+
+
+def test_prepare_hands_over_no_hard_link_fifo_or_symlink(base: Path, user: privilege.Target) -> None:
+    state, victim = state_with_traps(base)
+    note = prepare._own_state_dir(state, user)
+    assert owner_and_mode(victim) == (0, 0, 0o600)
+    for name in (MARKER, "manual-key-0123456789abcdef.json"):
+        assert owner_and_mode(state / name)[:2] == (user.uid, user.gid)
+    assert owner_and_mode(state)[:2] == (user.uid, user.gid)
+    assert "manual-key-hardlink.json (it has 2 hard links)" in note
+    assert "fifo (a FIFO, not a regular file)" in note and "sym (a symbolic link, not a regular file)" in note
+
+
+DROP = """
+import logging, os, sys
+from tunsec import privilege
+from tunsec.conf.tunsec_section import TunsecSettings
+logging.basicConfig(level=logging.WARNING, format="%(message)s")
+plan = privilege.Plan(True, privilege.target_for(sys.argv[2]))
+privilege.give_up_control(plan, TunsecSettings(state_dir=sys.argv[1]), True, False)
+print(os.geteuid())
+"""
+
+
+def test_the_drop_hands_over_no_hard_link_fifo_or_symlink(base: Path, user: privilege.Target) -> None:
+    """tunsec up's drop with manual tunnels (in a process of its own: it gives up root for good)."""
+    state, victim = state_with_traps(base)
+    r = subprocess.run([sys.executable, "-c", DROP, str(state), USER], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == str(user.uid)
+    assert owner_and_mode(victim) == (0, 0, 0o600)
+    assert owner_and_mode(state / "manual-key-0123456789abcdef.json")[:2] == (user.uid, user.gid)
+    assert owner_and_mode(state)[:2] == (user.uid, user.gid)
+    assert f"in {state}, not handed over to {USER}" in r.stderr, r.stderr
+    assert "manual-key-hardlink.json (it has 2 hard links)" in r.stderr
+
+
+def test_the_drop_hands_over_nothing_under_a_directory_another_user_may_change(base: Path,
+                                                                               user: privilege.Target) -> None:
+    home = base / "home"
+    home.mkdir()
+    os.chown(home, user.uid, user.gid)
+    state = home / "state"
+    init_state_dir(state)
+    r = subprocess.run([sys.executable, "-c", DROP, str(state), USER], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and f"state_dir {state} is not writable by {USER}" in r.stderr, r.stderr
+    assert f"users other than root may change {home}, so root changes no ownership there" in r.stderr
+    assert owner_and_mode(state / MARKER)[:2] == (0, 0)
