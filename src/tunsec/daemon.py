@@ -192,14 +192,18 @@ class Daemon:
             self.ike.tun = self.tun   # a client's virtual IPs go on it
 
     def _setup_tun(self) -> None:
+        """MTU, link and routes; a refusal is a StartupError saying what was refused (tun.py's OSError)."""
         assert self.tun is not None
-        self.mtu = self._choose_mtu()
-        self.tun.configure(self.mtu)
-        if self.mtu < 1280 and self.manual.carries_ipv6():
-            log.warning("tunnel MTU %d is below IPv6's minimum 1280: IPv6 through it will fail", self.mtu)
-        for svc in self.services:
-            for net, local_nets in svc.routes():
-                self._add_route(net, local_nets)
+        try:
+            self.mtu = self._choose_mtu()
+            self.tun.configure(self.mtu)
+            if self.mtu < 1280 and self.manual.carries_ipv6():
+                log.warning("tunnel MTU %d is below IPv6's minimum 1280: IPv6 through it will fail", self.mtu)
+            for svc in self.services:
+                for net, local_nets in svc.routes():
+                    self._add_route(net, local_nets)
+        except OSError as err:
+            raise StartupError(err.strerror or str(err)) from err
 
     def _add_route(self, net: IPv4Network | IPv6Network, local_nets: tuple[IPv4Network | IPv6Network, ...]) -> None:
         assert self.tun is not None
@@ -491,16 +495,29 @@ class Daemon:
         if not wanted:
             return lines
         before = len(tun.unapplied)
+        added: list[str] = []
+        failed: list[str] = []
         for net, local_nets in wanted:
-            await asyncio.to_thread(self._add_route, net, local_nets)   # pyroute2 runs a loop of its own
+            noted = len(tun.unapplied)
+            try:
+                await asyncio.to_thread(self._add_route, net, local_nets)   # pyroute2 runs a loop of its own
+            except OSError as err:   # this route only: the other tunnels' routes and the answer still come
+                failed.append(f"failed: {err.strerror or err}")
+                continue
+            if len(tun.unapplied) == noted:
+                added.append(str(net))
         missing = [fix for _, fix in tun.unapplied[before:]]
         del tun.unapplied[before:]
-        if not missing:
-            return [*lines, f"routes added: {', '.join(str(r[0]) for r in wanted)}"]
-        line = (f"routes not added ({privilege._me()} may not change routes, no CAP_NET_ADMIN): as root run "
-                f"{'; '.join(missing)} (or restart tunsec)")
-        log.warning("reload: %s", line)
-        return [*lines, line]
+        if added:
+            lines.append(f"routes added: {', '.join(added)}")
+        if missing:
+            line = (f"routes not added ({privilege._me()} may not change routes, no CAP_NET_ADMIN): as root run "
+                    f"{'; '.join(missing)} (or restart tunsec)")
+            log.warning("reload: %s", line)
+            lines.append(line)
+        for line in failed:
+            log.error("reload: %s", line)
+        return [*lines, *failed]
 
     async def _unroute(self) -> list[str]:
         """Our routes no tunnel of the new configuration needs (or with another source address now)
@@ -524,12 +541,21 @@ class Daemon:
                     out.append(net)
             return out
 
-        gone = await asyncio.to_thread(stale)
+        try:
+            gone = await asyncio.to_thread(stale)
+        except OSError as err:   # they stay; the new tunnels' routes are still added
+            log.error("reload: routes not checked: %s", err.strerror or err)
+            return [f"routes not checked: {err.strerror or err}"]
         if not gone:
             return []
         before = len(tun.unapplied)
+        failed: list[str] = []
         for net in gone:
-            await asyncio.to_thread(tun.remove_route, net)   # pyroute2 runs a loop of its own
+            try:
+                await asyncio.to_thread(tun.remove_route, net)   # pyroute2 runs a loop of its own
+            except OSError as err:   # it stays ours (removed at exit); the other routes still go
+                failed.append(f"failed: {err.strerror or err}")
+                log.error("reload: %s", failed[-1])
         missing = [fix for _, fix in tun.unapplied[before:]]
         del tun.unapplied[before:]
         removed = [str(n) for n in gone if not any(r[0] == n for r in tun.routes)]
@@ -539,14 +565,18 @@ class Daemon:
                     f"run {'; '.join(missing)} (or restart tunsec)")
             log.warning("reload: %s", line)
             lines.append(line)
-        return lines
+        return [*lines, *failed]
 
     async def _reload_mtu(self) -> list[str]:
         """The TUN's MTU stays (changing it under running traffic is a restart's job); say so when
         the paths to new peers need a smaller one."""
         if self.tun is None or self.cfg.tunsec.mtu or not self.mtu:
             return []
-        needed = await asyncio.to_thread(self._choose_mtu)   # route lookups through netlink
+        try:
+            needed = await asyncio.to_thread(self._choose_mtu)   # route lookups through netlink
+        except OSError as err:
+            log.warning("reload: tunnel MTU not checked: %s", err.strerror or err)
+            return [f"tunnel MTU not checked: {err.strerror or err}"]
         if needed >= self.mtu:
             return []
         line = (f"the tunnel MTU stays {self.mtu}; the paths to the new peers need {needed}: restart tunsec "

@@ -126,7 +126,7 @@ def _own_state_dir(path: Path, owner: Target) -> str:
 
 def prepare(cfg: Config, user: str) -> str:
     """Set up the host for cfg run as user; a summary of what is in place."""
-    from tunsec.daemon import Daemon  # the daemon's own MTU and route choices, not a second copy
+    from tunsec.daemon import Daemon, StartupError  # the daemon's own MTU and route choices, not a second copy
 
     if os.geteuid() != 0:
         raise PrepareError("tunsec prepare runs as root (it creates the TUN and routes for the user tunsec up "
@@ -143,7 +143,10 @@ def prepare(cfg: Config, user: str) -> str:
     tun = Tun.open(name, queues=d.nqueues)
     try:
         d.tun = tun
-        d._setup_tun()
+        try:
+            d._setup_tun()
+        except StartupError as err:   # a route or link change the kernel refused, saying which and why
+            raise PrepareError(str(err)) from err
         routes = [str(r[0]) for r in tun.routes]
         tun.routes.clear()   # they stay when tunsec up starts (and after it stops)
     finally:

@@ -147,10 +147,13 @@ def test_terminate_deletes_both_sides_and_initiate_brings_it_back(topo: TwoHosts
 
 def test_wrong_psk_fails_authentication_on_both_sides(topo: TwoHosts) -> None:
     a, b = pair(topo, a={"psk": "not the secret B has"})
-    line_b = b.wait_log(r"ERROR tun: AUTHENTICATION_FAILED: .*").group(0)
-    line_a = a.wait_log(r"ERROR tun: AUTHENTICATION_FAILED: .*").group(0)
+    line_b = b.wait_log(r"ERROR tun: AUTHENTICATION_FAILED from .*").group(0)
+    line_a = a.wait_log(r"ERROR tun: AUTHENTICATION_FAILED from .*").group(0)
     assert "the peer failed authentication" in line_b and "pre-shared key" in line_b
     assert "the peer refused our authentication" in line_a
+    # each side names where the other's IKE_AUTH came from (after the float to 4500), before any reason
+    assert f"AUTHENTICATION_FAILED from {topo.a.outer4}[4500]: " in line_b, line_b
+    assert f"AUTHENTICATION_FAILED from {topo.b.outer4}[4500]: " in line_a, line_a
     assert wait_until(lambda: no_ike_sas(a) and no_ike_sas(b), 10)
     assert "CHILD_SA" not in a.log_text() + b.log_text()
     assert no_traffic(topo)

@@ -120,7 +120,7 @@ def test_tunsec_eap_client_with_a_wrong_password_fails_cleanly(topo: TwoHosts, p
     client.start()
     r = client.cli("initiate", "--child", CHILD)
     assert r.returncode == 0, f"{r.stdout}{r.stderr}\n{client.log_tail()}"
-    client.wait_log(r"AUTHENTICATION_FAILED: the peer refused our authentication \(the gateway refused our "
+    client.wait_log(r"AUTHENTICATION_FAILED from \S+: the peer refused our authentication \('the gateway refused our "
                     r"EAP-MSCHAPv2 authentication: E=691 \(authentication failure: wrong user name or password\), "
                     r"retry allowed \(R=1\) but not attempted")
     assert wait_until(lambda: client.ike_sas() == [], 10), client.log_tail()

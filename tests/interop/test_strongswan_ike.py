@@ -241,14 +241,14 @@ def test_wrong_psk(topo: TwoHosts, tunsec_initiates: bool) -> None:
     charon.start()
     tunsec.start()
     if tunsec_initiates:
-        line = tunsec.wait_log(r"ERROR tun: AUTHENTICATION_FAILED: .*").group(0)
+        line = tunsec.wait_log(r"ERROR tun: AUTHENTICATION_FAILED from .*").group(0)
         assert "the peer refused our authentication" in line
         charon.wait_log(r"tried 1 shared key for 'ts-b.tunsec.test' - 'ts-a.tunsec.test', but MAC mismatched")
         charon.wait_log(r"generating IKE_AUTH response 1 \[ N\(AUTH_FAILED\) \]")
     else:
         r = charon.initiate()
         assert r.returncode != 0 and "AUTHENTICATION_FAILED" in r.stdout
-        line = tunsec.wait_log(r"ERROR tun: AUTHENTICATION_FAILED: .*").group(0)
+        line = tunsec.wait_log(r"ERROR tun: AUTHENTICATION_FAILED from .*").group(0)
         assert "the peer failed authentication" in line and "pre-shared key" in line
         charon.wait_log(r"received AUTHENTICATION_FAILED notify error")
     nothing_up(tunsec, charon)

@@ -14,7 +14,8 @@ import pwd
 import socket
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network, ip_address
 from typing import Any
@@ -71,6 +72,42 @@ def _import_iproute() -> Any:
 
 
 IPRoute = _import_iproute()
+# pyroute2's own error for a request the kernel refused: an Exception with the errno in .code, not an
+# OSError (pyroute2 0.9), so it would pass every ``except OSError``; netlink_failure turns it into one
+from pyroute2.netlink.exceptions import NetlinkError  # noqa: E402
+
+
+def _iproute() -> Any:
+    """IPRoute asking the kernel for its reason with each refusal (extended ACK: "IPv6 is disabled on
+    nexthop device", where the errno alone says "Permission denied")."""
+    return IPRoute(ext_ack=True)
+
+
+def _errno(exc: NetlinkError) -> int:
+    return int(exc.code) if isinstance(exc.code, int) and exc.code > 0 else errno.EIO
+
+
+def _reason(exc: NetlinkError) -> str:
+    """The errno's text, and the kernel's own words where it gave any."""
+    reason = os.strerror(_errno(exc))
+    said = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], str) else ""
+    return f"{reason} ({said})" if said and said != reason else reason
+
+
+def netlink_failure(exc: NetlinkError, operation: str, fix: str = "") -> OSError:
+    """A refused netlink request as an OSError with the kernel's errno, whose strerror says what was
+    being done, why the kernel refused and, where known, what to do about it."""
+    return OSError(_errno(exc), f"{operation}: {_reason(exc)}" + (f"; {fix}" if fix else ""))
+
+
+@contextmanager
+def _netlink(operation: str, fix: Callable[[], str] = lambda: "") -> Iterator[None]:
+    """The netlink requests of the block: a refusal raises netlink_failure's OSError."""
+    try:
+        yield
+    except NetlinkError as exc:
+        raise netlink_failure(exc, operation, fix()) from exc
+
 
 IPNetwork = IPv4Network | IPv6Network
 
@@ -110,11 +147,12 @@ def interface_exists(name: str) -> bool:
 
 def outer_mtu_towards(dst: str) -> int:
     """MTU of the interface the kernel would use to reach dst (1500 if unknown)."""
-    with IPRoute() as ipr:
+    with _iproute() as ipr, _netlink(f"finding the interface towards {dst} to size the MTU"):
         try:
             routes = ipr.route("get", dst=dst)
-        except Exception as exc:
-            log.warning("no route to %s to size the MTU (%s); assuming 1500", dst, exc)
+        except (NetlinkError, OSError) as exc:
+            why = _reason(exc) if isinstance(exc, NetlinkError) else exc.strerror or str(exc)
+            log.warning("no route to %s to size the MTU (%s); assuming 1500", dst, why)
             return 1500
         for r in routes:
             mtu = r.get_nested("RTA_METRICS", "RTAX_MTU") if r.get_attr("RTA_METRICS") else None
@@ -204,37 +242,47 @@ class Tun:
     def configure(self, mtu: int) -> None:
         """MTU, IPv6 quiet, txqueuelen, link up: each only where the device is not so already,
         and where tunsec may not change it (EPERM), noted in unapplied instead."""
-        with IPRoute() as ipr:
+        with _iproute() as ipr, _netlink(f"reading TUN {self.name}"):
             idx = ipr.link_lookup(ifname=self.name)[0]
             link = ipr.link("get", index=idx)[0]
             # no link-local address, so no router solicitations or MLD reports that match no policy:
             # inner IPv6 only needs the routes.  Netlink, not /proc/sys (read-only in containers)
             if _addr_gen_mode(link) not in (None, ADDR_GEN_MODE_NONE):
                 self._change(lambda: ipr.link("set", index=idx, IFLA_AF_SPEC=_NO_ADDR_GEN),
-                             "it would get an IPv6 link-local address", f"ip link set dev {self.name} addrgenmode none")
+                             f"setting addrgenmode none on TUN {self.name}", "it would get an IPv6 link-local address",
+                             f"ip link set dev {self.name} addrgenmode none")
             if int(link.get_attr("IFLA_MTU") or 0) != mtu:
                 self._change(lambda: ipr.link("set", index=idx, mtu=mtu),
+                             f"setting the MTU of TUN {self.name} to {mtu}",
                              f"its MTU is {link.get_attr('IFLA_MTU')}, not {mtu}", f"mtu {mtu}")
             # a longer queue absorbs bursts while the worker is busy with a batch,
             # instead of dropping them into TCP retransmits (a tuning only: never warned about)
             if int(link.get_attr("IFLA_TXQLEN") or 0) < TXQUEUELEN:
-                self._change(lambda: ipr.link("set", index=idx, txqlen=TXQUEUELEN), "", "")
+                self._change(lambda: ipr.link("set", index=idx, txqlen=TXQUEUELEN),
+                             f"setting txqueuelen {TXQUEUELEN} on TUN {self.name}", "", "")
             if not link["flags"] & IFF_UP:
-                self._change(lambda: ipr.link("set", index=idx, state="up"), "it is down", "up")
+                self._change(lambda: ipr.link("set", index=idx, state="up"), f"bringing TUN {self.name} up",
+                             "it is down", "up")
         log.info("TUN %s up, MTU %d", self.name, mtu)
 
-    def _change(self, apply: Callable[[], object], what: str, fix: str) -> None:
+    def _change(self, apply: Callable[[], object], operation: str, what: str, fix: str,
+                hint: Callable[[], str] = lambda: "") -> None:
+        """apply(); EPERM (no CAP_NET_ADMIN) noted in unapplied, any other refusal raised as
+        netlink_failure's OSError naming operation, with hint() as the fix."""
         try:
             apply()
-        except Exception as exc:   # pyroute2's NetlinkError is an OSError with the kernel's errno
-            if getattr(exc, "code", None) != errno.EPERM and getattr(exc, "errno", None) != errno.EPERM:
-                raise
+        except NetlinkError as exc:
+            if exc.code != errno.EPERM:
+                raise netlink_failure(exc, operation, hint()) from exc
             if what:
                 self.unapplied.append((what, fix))
             log.debug("TUN %s: %s: %s", self.name, fix or "tuning", exc)
 
     def add_route(self, dst: IPNetwork, src: str | None) -> None:
-        with IPRoute() as ipr:
+        """dst through the TUN; a refusal other than EPERM raises OSError naming the route, the TUN and
+        the reason."""
+        op = f"adding route {dst} via TUN {self.name}"
+        with _iproute() as ipr, _netlink(op):
             idx = ipr.link_lookup(ifname=self.name)[0]
             if _has_route(ipr, idx, dst):
                 log.info("route %s via %s exists", dst, self.name)
@@ -244,11 +292,30 @@ class Tun:
                 kw["prefsrc"] = src
             cmd = f"ip route add {dst} dev {self.name}" + (f" src {src}" if src else "")
             before = len(self.unapplied)
-            self._change(lambda: ipr.route("replace", **kw), f"no route to {dst} through it", cmd)
+            self._change(lambda: ipr.route("replace", **kw), op, f"no route to {dst} through it", cmd,
+                         lambda: self._family_hint(dst))
             if len(self.unapplied) > before:
                 return
         self.routes.append((dst, src))
         log.info("route %s via %s%s", dst, self.name, f" src {src}" if src else "")
+
+    def _family_hint(self, dst: IPNetwork) -> str:
+        """What to do when the kernel refused an IPv6 route because IPv6 is off (on the TUN: EACCES, on
+        the host: EAFNOSUPPORT); "" when that is not why."""
+        if dst.version != 6:
+            return ""
+        if not os.path.isdir("/proc/sys/net/ipv6"):
+            return (f"this kernel runs without IPv6 (ipv6.disable=1): remove the IPv6 networks ({dst}) from "
+                    "the tunnels' remote_ts")
+        try:
+            with open(f"/proc/sys/net/ipv6/conf/{self.name}/disable_ipv6") as f:
+                if f.read().strip() != "1":
+                    return ""
+        except OSError:
+            return ""
+        return (f"IPv6 is disabled on {self.name}: as root, sysctl -w net.ipv6.conf.{self.name}.disable_ipv6=0 "
+                f"while it exists (net.ipv6.conf.default.disable_ipv6=0 for a TUN tunsec creates at start), "
+                f"or remove the IPv6 networks ({dst}) from the tunnels' remote_ts")
 
     def remove_route(self, dst: IPNetwork) -> None:
         """One of our routes off the TUN (a reload removed or changed its tunnel); a route that is not
@@ -256,15 +323,16 @@ class Tun:
         and the command for root is in unapplied."""
         if not any(r[0] == dst for r in self.routes):
             return
-        with IPRoute() as ipr:
+        op = f"removing route {dst} from TUN {self.name}"
+        with _iproute() as ipr, _netlink(op):
             links = ipr.link_lookup(ifname=self.name)
             before = len(self.unapplied)
             try:
                 if links:
-                    self._change(lambda: ipr.route("del", dst=str(dst), oif=links[0]),
+                    self._change(lambda: ipr.route("del", dst=str(dst), oif=links[0]), op,
                                  f"route to {dst} through it", f"ip route del {dst} dev {self.name}")
-            except Exception as exc:   # already gone (someone removed it): nothing left to do
-                if getattr(exc, "code", None) != errno.ESRCH:
+            except OSError as exc:   # already gone (someone removed it): nothing left to do
+                if exc.errno != errno.ESRCH:
                     raise
             if len(self.unapplied) > before:
                 return
@@ -276,7 +344,7 @@ class Tun:
 
         Runs at any time after start-up: the control process keeps CAP_NET_ADMIN for it
         (privilege.give_up_control, ``vips``). Raises OSError with the kernel's reason."""
-        with IPRoute() as ipr:
+        with _iproute() as ipr, _netlink(f"adding virtual IP {addr} to TUN {self.name}"):
             idx = ipr.link_lookup(ifname=self.name)[0]
             ip = ip_address(addr)
             prefix = 32 if ip.version == 4 else 128
@@ -286,7 +354,7 @@ class Tun:
         log.info("virtual IP %s on %s", addr, self.name)
 
     def remove_address(self, addr: str) -> None:
-        with IPRoute() as ipr:
+        with _iproute() as ipr, _netlink(f"removing virtual IP {addr} from TUN {self.name}"):
             links = ipr.link_lookup(ifname=self.name)
             ip = ip_address(addr)
             if links and any(msg.get_attr("IFA_ADDRESS") == str(ip) for msg in ipr.get_addr(index=links[0])):
@@ -302,7 +370,7 @@ class Tun:
         kw: dict[str, object] = {"dst": str(dst)}
         if src:
             kw["prefsrc"] = src
-        with IPRoute() as ipr:
+        with _iproute() as ipr, _netlink(f"setting source {src or 'none'} on route {dst} via TUN {self.name}"):
             ipr.route("replace", oif=ipr.link_lookup(ifname=self.name)[0], **kw)
         self.routes = [(d, src if d == dst else s) for d, s in self.routes]
         log.info("route %s via %s%s", dst, self.name, f" src {src}" if src else "")
@@ -320,13 +388,13 @@ class Tun:
                     config_path, _me())
 
     def remove_routes(self) -> None:
-        with IPRoute() as ipr:
+        with _iproute() as ipr:
             links = ipr.link_lookup(ifname=self.name)
             for dst, _src in self.routes:
                 try:
                     if links:
                         ipr.route("del", dst=str(dst), oif=links[0])
-                except Exception as exc:
+                except (NetlinkError, OSError) as exc:   # at exit: gone with its TUN, or removed by someone
                     log.debug("route %s: %s", dst, exc)
         self.routes.clear()
 
@@ -417,7 +485,7 @@ def _has_route(ipr: Any, idx: int, dst: IPNetwork) -> bool:
 
 def local_address_in(networks: tuple[IPNetwork, ...]) -> str | None:
     """An address this host has inside one of networks (the route's source, as strongSwan picks it)."""
-    with IPRoute() as ipr:
+    with _iproute() as ipr, _netlink("listing this host's addresses"):
         for msg in ipr.get_addr():
             addr = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
             if not addr:

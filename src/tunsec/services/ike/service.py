@@ -539,7 +539,11 @@ class IkeService(Service):
             case AuthFailed():
                 if (held := self._admit_log(sa)) is not None:
                     side = "the peer refused our authentication" if ev.by_peer else "the peer failed authentication"
-                    log.error("%s: AUTHENTICATION_FAILED: %s (%s)%s", ev.name, side, ev.reason, suffix(held))
+                    # the address where nothing the peer chose can come before it (an operator's or fail2ban's
+                    # block); the reason may quote the peer's identity: repr'd, it cannot pass for tunsec's text
+                    host, port = sa.remote_addr
+                    log.error("%s: AUTHENTICATION_FAILED from %s[%d]: %s (%r)%s", ev.name, host, port, side, ev.reason,
+                              suffix(held), extra={"remote": host, "remote_port": port})
             case NegotiationFailed():
                 if ev.claims:
                     self.events.ts_claims_refused[(ev.name, ev.child or "")] += 1

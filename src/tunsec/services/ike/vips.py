@@ -10,6 +10,7 @@ from typing import Any
 
 from tunsec.conf.connections import Connection
 from tunsec.ike.events import IkeSaUp
+from tunsec.loglimit import internal_error
 from tunsec.services.ike.state import IPAddress, ts_networks
 
 log = logging.getLogger("tunsec.ike")
@@ -64,6 +65,8 @@ class VirtualIps:
                         await asyncio.to_thread(tun.remove_address, str(addr))
                     for net in (n for n in nets if n.version == addr.version):
                         await asyncio.to_thread(tun.set_route_source, net, str(addr) if up else None)
-                except Exception as exc:   # pyroute2's NetlinkError is an OSError with the kernel's errno
+                except OSError as err:   # tun.py's: what was refused (address, route, TUN), why, what to do
+                    log.error("%s: virtual IP %s: %s", conn, addr, err.strerror or err)
+                except Exception as err:   # a bug: the other addresses are still applied
                     log.error("%s: cannot %s virtual IP %s on TUN %s: %s", conn, "add" if up else "remove",
-                              addr, getattr(tun, "name", "?"), exc)
+                              addr, getattr(tun, "name", "?"), internal_error(err, True))
