@@ -384,6 +384,7 @@ DROP_NAMES += ["unreserved"]
 DROP_NAMES += ["invalid_spi_source_limit", "invalid_spi_rate_limit"]
 DROP_NAMES += ["ike_too_big", "icmp_quote", "ike_source_limit", "ike_known_share", "ike_known_full"]
 DROP_NAMES += ["ike_known_source"]
+DROP_NAMES += ["ike_proven_source", "ike_proven_full"]
 
 DROPS = tuple((name, n) for n, name in enumerate(DROP_NAMES))
 
