@@ -2,6 +2,7 @@
  * payload -> inner IP), plus the context that owns SAD, SPD and counters. */
 #include "internal.h"
 #include <errno.h>
+#include <openssl/crypto.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -65,6 +66,7 @@ void ts_dp_free(ts_dp *dp) {
     for (int i = 0; i < TS_MAX_QUEUES; i++)
         ts_loop_free(&dp->queues[i]);
     pthread_rwlock_destroy(&dp->lock);
+    OPENSSL_cleanse(dp->ike_tag_key, sizeof(dp->ike_tag_key));
     free(dp);
 }
 
@@ -523,7 +525,8 @@ static void ike_event(ts_dp *dp, const uint8_t *ike, size_t len, const ts_addr *
      * reserve in the queue; the others' senders share what is left */
     uint64_t peer = 0;
     int slot = ts_ike_known_slot(dp, ike, &peer);
-    ts_event ev = {.type = TS_EV_IKE, .known = slot >= 0, .peer = peer};
+    ts_event ev = {.type = TS_EV_IKE, .known = slot >= 0, .peer = peer,
+                   .proven = slot < 0 && src && ts_ike_spi_tagged(dp, ike, src)};
     if (src)
         ev.addr = *src;
     if (local)

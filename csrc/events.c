@@ -38,13 +38,20 @@ static int room(const ts_events *q, const ts_event *ev, int src, int peer) {
             return TS_DROP_IKE_KNOWN_SOURCE;
         return q->count < TS_EVENT_CAP / 2 ? TS_DROP_NONE : TS_DROP_IKE_KNOWN_FULL;
     }
-    if (src >= 0 && q->ike_src[src] >= TS_IKE_PER_SOURCE)
-        return TS_DROP_IKE_SOURCE_LIMIT;
     /* unauthenticated IKE datagrams may fill only part of the queue, so a flood of them never
      * crowds out EXPIRE/ACQUIRE, nor the IKE of established SAs: their reserve is the part of the
-     * IKE half the others may not fill (they may not count on more: those may use it meanwhile) */
+     * IKE half the others may not fill (they may not count on more: those may use it meanwhile).
+     * Of that part those with our tag for their sender have a reserve of their own in turn. */
+    bool room = q->count < TS_EVENT_CAP / 2 && q->ike_unknown + q->ike_proven < TS_EVENT_CAP / 2 - TS_IKE_RESERVED;
+    if (ev->type == TS_EV_IKE && ev->proven) {
+        if (src >= 0 && q->ike_proven_src[src] >= TS_IKE_PROVEN_PER_SOURCE)
+            return TS_DROP_IKE_PROVEN_SOURCE;
+        return room ? TS_DROP_NONE : TS_DROP_IKE_PROVEN_FULL;
+    }
+    if (src >= 0 && q->ike_src[src] >= TS_IKE_PER_SOURCE)
+        return TS_DROP_IKE_SOURCE_LIMIT;
     if (ev->type == TS_EV_IKE)
-        return q->count < TS_EVENT_CAP / 2 && q->ike_unknown < TS_EVENT_CAP / 2 - TS_IKE_RESERVED
+        return room && q->ike_unknown < TS_EVENT_CAP / 2 - TS_IKE_RESERVED - TS_IKE_PROVEN_RESERVED
                    ? TS_DROP_NONE : TS_DROP_QUEUE_FULL;
     return q->count < TS_EVENT_CAP ? TS_DROP_NONE : TS_DROP_QUEUE_FULL;
 }
@@ -74,10 +81,14 @@ static int push(ts_events *q, const ts_event *ev, const uint8_t *data, size_t le
         s->data = copy;
         s->src = (int16_t)src;
         s->peer = (int16_t)peer;
+        s->proven = peer < 0 && src >= 0 && ev->proven;
         if (peer >= 0) {
             q->ike_peer[peer]++;
             if (src >= 0)
                 q->ike_known_src[src]++;
+        } else if (s->proven) {
+            q->ike_proven_src[src]++;
+            q->ike_proven++;
         } else if (src >= 0) {
             q->ike_src[src]++;
             q->ike_unknown++;
@@ -128,6 +139,9 @@ int ts_dp_next_event(ts_dp *dp, ts_event *ev, uint8_t *buf, size_t buflen) {
         q->ike_peer[s->peer]--;
         if (s->src >= 0)
             q->ike_known_src[s->src]--;
+    } else if (s->proven) {
+        q->ike_proven_src[s->src]--;
+        q->ike_proven--;
     } else if (s->src >= 0) {
         q->ike_src[s->src]--;
         q->ike_unknown--;

@@ -2,7 +2,9 @@
  * is rekeyed, and removes it as the SA goes): an IKE datagram that names one of them gets the
  * event queue's reserve, which a flood of spoofed IKE cannot take (events.c).  An off-path
  * attacker does not know them: we drew them at random and they travel only between us and the
- * peer.  Half-open SAs are not here: whoever sent the IKE_SA_INIT knows our SPI of those.
+ * peer.  Half-open SAs are not here: whoever sent the IKE_SA_INIT knows our SPI of those; but
+ * their SPIs carry a tag for the address our answer went to (the end of this file), which gives
+ * their datagrams from that address shares of their own.
  * Each SPI comes with its peer: the control process's id of the authenticated identity, so that
  * all the IKE SAs one peer opens (as many as it likes: unique=no) share one share of the reserve.
  *
@@ -153,4 +155,49 @@ int ts_ike_known_slot(const ts_dp *dp, const uint8_t *ike, uint64_t *peer) {
     if (!ts_ike_spis_has(&dp->ike_spis, spi, peer))
         return -1;
     return (int)((ts_ike_spi_hash(&dp->ike_spis, *peer) >> 32) & (TS_IKE_PEER_SLOTS - 1));
+}
+
+/* ---- the tags in the IKE SPIs the control process makes (tunsec/ike/spi_tag.py) --------- */
+
+static uint64_t le64_at(const uint8_t *p) {
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+
+static uint32_t spi_tag(const uint64_t key[2], uint32_t r, const ts_addr *addr) {
+    uint8_t in[4 + 1 + 16];
+    size_t alen = addr->family == 6 ? 16 : 4;
+    in[0] = (uint8_t)(r >> 24);
+    in[1] = (uint8_t)(r >> 16);
+    in[2] = (uint8_t)(r >> 8);
+    in[3] = (uint8_t)r;
+    in[4] = addr->family;
+    memcpy(in + 5, addr->addr, alen);
+    return (uint32_t)ts_siphash24(key, in, 5 + alen);
+}
+
+uint32_t ts_ike_spi_tag(const uint8_t key[16], uint32_t r, const ts_addr *addr) {
+    const uint64_t k[2] = {le64_at(key), le64_at(key + 8)};
+    return spi_tag(k, r, addr);
+}
+
+int ts_dp_ike_spi_key(ts_dp *dp, const uint8_t key[16]) {
+    if (!key)
+        return TS_EINVAL;
+    pthread_rwlock_wrlock(&dp->lock);
+    dp->ike_tag_key[0] = le64_at(key);
+    dp->ike_tag_key[1] = le64_at(key + 8);
+    dp->ike_tagged = true;
+    pthread_rwlock_unlock(&dp->lock);
+    return TS_OK;
+}
+
+bool ts_ike_spi_tagged(const ts_dp *dp, const uint8_t *ike, const ts_addr *src) {
+    if (!dp->ike_tagged || (src->family != 4 && src->family != 6))
+        return false;
+    uint64_t spi = be64(ike + ((ike[19] & IKE_FLAG_INITIATOR) ? 8 : 0));
+    /* an IKE_SA_INIT request names no SPI of ours (zero): it carries no tag whatever the key */
+    return spi != 0 && spi_tag(dp->ike_tag_key, (uint32_t)(spi >> 32), src) == (uint32_t)spi;
 }

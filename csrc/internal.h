@@ -306,6 +306,7 @@ typedef struct ts_event_slot {
     int16_t src;                       /* IKE: the sender's slot in ts_events.ike_src, else -1 */
     int16_t peer;                      /* IKE of an established IKE SA: its peer's slot in ts_events.ike_peer, else -1
                                           (then src is its slot in ike_known_src) */
+    bool proven;                       /* IKE with our tag for its sender (src is its slot in ike_proven_src) */
 } ts_event_slot;
 
 #define TS_EVENT_CAP 1024
@@ -329,6 +330,17 @@ typedef struct ts_event_slot {
  *   with its own SPIs takes at most half of that address's share.
  * A peer sharing its slot (1/TS_IKE_PEER_SLOTS of the others) shares its share. */
 #define TS_IKE_RESERVED 128
+/* Of the rest, TS_IKE_PROVEN_RESERVED are for datagrams whose SPI of ours carries our tag for their
+ * sender's address (ts_dp_ike_spi_key): a client's IKE_AUTH (and its fragments, its EAP rounds) to
+ * the half-open SA our IKE_SA_INIT answer made.  Only who got that answer at that address can send
+ * one, so a spoofed flood (which fills the unknown ones' part) no longer keeps clients that got
+ * their IKE_SA_INIT answered from authenticating.  Each address may have TS_IKE_PROVEN_PER_SOURCE
+ * waiting, four times an unknown sender's share: road warriors behind one NAT answer our
+ * IKE_SA_INIT answers in bursts (a burst of 1,000 from one address lost hundreds of IKE_AUTHs at
+ * the share of 32, each a client's 4 s retransmission).  They may use the unknown ones' part
+ * while it is free; the unknown ones may not use theirs. */
+#define TS_IKE_PROVEN_RESERVED 128
+#define TS_IKE_PROVEN_PER_SOURCE 128
 #define TS_IKE_PEER_SLOTS 1024
 #define TS_IKE_PER_PEER 16
 #define TS_IKE_KNOWN_PER_SOURCE 32
@@ -336,8 +348,10 @@ typedef struct ts_events {
     pthread_mutex_t lock;
     ts_event_slot slots[TS_EVENT_CAP];
     size_t head, count;
-    size_t ike_unknown;                      /* IKE events queued of no established IKE SA */
+    size_t ike_unknown;                      /* IKE events queued of no established IKE SA, no tag */
     uint16_t ike_src[TS_IKE_SOURCE_SLOTS];   /* ... of them per source slot */
+    size_t ike_proven;                       /* IKE events queued with our tag for their sender */
+    uint16_t ike_proven_src[TS_IKE_SOURCE_SLOTS];   /* ... of them per source slot */
     uint16_t ike_peer[TS_IKE_PEER_SLOTS];    /* known IKE events queued per peer slot ... */
     uint16_t ike_known_src[TS_IKE_SOURCE_SLOTS];   /* ... and per source slot */
     int efd;
@@ -350,7 +364,8 @@ bool ts_events_push(ts_events *q, const ts_event *ev, const uint8_t *data, size_
 /* an IKE datagram from the sender whose slot is src_slot, of an established IKE SA whose peer's
  * slot is peer_slot (-1: none we know): TS_DROP_NONE once queued, else TS_DROP_IKE_SOURCE_LIMIT
  * (that sender's share is waiting) or TS_DROP_QUEUE_FULL; for a known SA TS_DROP_IKE_KNOWN_SHARE
- * (its peer's share), TS_DROP_IKE_KNOWN_SOURCE (its sender's) or TS_DROP_IKE_KNOWN_FULL */
+ * (its peer's share), TS_DROP_IKE_KNOWN_SOURCE (its sender's) or TS_DROP_IKE_KNOWN_FULL; for one
+ * with our tag for its sender (ev->proven) TS_DROP_IKE_PROVEN_SOURCE or TS_DROP_IKE_PROVEN_FULL */
 int ts_events_push_ike(ts_events *q, const ts_event *ev, const uint8_t *data, size_t len, unsigned src_slot,
                        int peer_slot);
 
@@ -373,6 +388,9 @@ int ts_ike_spis_delete(ts_ike_spis *s, uint64_t spi);
  * bytes or more) names as ours (SPIr if the initiator sent it, else SPIi), the peer in *peer; -1
  * if none */
 int ts_ike_known_slot(const ts_dp *dp, const uint8_t *ike, uint64_t *peer);
+/* under the read lock: whether our SPI in the IKE header (28 bytes at least) carries our tag for
+ * src's address (ts_dp_ike_spi_key) */
+bool ts_ike_spi_tagged(const ts_dp *dp, const uint8_t *ike, const ts_addr *src);
 
 /* ---- socket control data (cmsg.c) ------------------------------------------- */
 typedef struct ts_rx_meta {
@@ -419,6 +437,8 @@ struct ts_dp {
     /* ... and one per source address, in slots a keyed hash picks: the key is random per context so
      * that nobody can aim at a real peer's slot (a collision only shares that slot's budget) */
     uint64_t source_key[2];
+    uint64_t ike_tag_key[2];           /* ts_dp_ike_spi_key's (under lock); ike_tagged: one was set */
+    bool ike_tagged;
     _Atomic uint64_t invalid_spi_src_ns[TS_INVALID_SPI_SLOTS];
     _Atomic uint64_t test_clock_ns;   /* ts_test_set_clock: the rate limiters' clock if > 0 */
     _Atomic uint64_t icmp_tat_ns;     /* token bucket (GCRA) for ICMP too-big answers */

@@ -87,6 +87,12 @@ enum ts_drop {
                                          its reserve for established IKE SAs too */
     TS_DROP_IKE_KNOWN_SOURCE,         /* ... not passed up: its source address (or one whose keyed
                                          hash shares its slot) already has 32 of them waiting */
+    TS_DROP_IKE_PROVEN_SOURCE,        /* IKE datagram whose SPI of ours carries our tag for its sender
+                                         (an IKE_AUTH to a half-open SA, ts_dp_ike_spi_key) not passed
+                                         up: its address (or one whose keyed hash shares its slot)
+                                         already has 128 of them waiting */
+    TS_DROP_IKE_PROVEN_FULL,          /* ... not passed up: the IKE half of the event queue is full,
+                                         their reserve too */
     TS_DROP__COUNT
 };
 
@@ -200,6 +206,8 @@ typedef struct ts_event {
     uint8_t type;
     uint8_t dir, hard, reason;
     uint8_t known;               /* IKE: 1 if it names an established IKE SA of ours (ts_dp_ike_spi_add) */
+    uint8_t proven;              /* IKE, not known: 1 if our SPI in it carries our tag for its sender's
+                                    address (ts_dp_ike_spi_key): it got our answer there */
     uint64_t peer;               /* IKE, known: that SA's peer (as added) */
     uint32_t spi;
     uint32_t policy_id;
@@ -263,6 +271,15 @@ int ts_sad_reserve(ts_dp *dp, uint32_t spi, uint8_t dir, const ts_addr *remote, 
 /* peer: who authenticated the IKE SA (the control process's id; 0: a peer of its own): all the
  * SAs of one peer share one share of the reserve */
 int ts_dp_ike_spi_add(ts_dp *dp, uint64_t spi, uint64_t peer);
+/* The key of the tags in the IKE SPIs the control process makes (tunsec/ike/spi_tag.py): an SPI
+ * R || T (4 bytes each, as in the IKE header) was made for the address A if T is the low 32 bits of
+ * SipHash-2-4(key, R || family (4 or 6) || A).  An IKE datagram of no established IKE SA whose SPI of
+ * ours carries the tag for its sender's address comes from where our answer went (an off-path
+ * spoofer guesses a tag 1 time in 2^32): its own shares (TS_IKE_PROVEN_*).  Until a key is set no
+ * datagram is taken for one.  The key is wiped with the context. */
+int ts_dp_ike_spi_key(ts_dp *dp, const uint8_t key[16]);
+/* the tag of R for addr under key (the control process's make and the tests check against it) */
+uint32_t ts_ike_spi_tag(const uint8_t key[16], uint32_t r, const ts_addr *addr);
 int ts_dp_ike_spi_delete(ts_dp *dp, uint64_t spi);
 size_t ts_dp_ike_spi_count(ts_dp *dp);
 

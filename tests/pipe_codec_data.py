@@ -30,6 +30,7 @@ from tunsec.dataplane.pipe import (
     Ike,
     IkeSpiAdd,
     IkeSpiDelete,
+    IkeSpiKey,
     InvalidSpi,
     Lifetime,
     Message,
@@ -306,6 +307,7 @@ messages: st.SearchStrategy[Message] = st.one_of(
     ),
     st.builds(IkeSpiAdd, req_ids, ike_spis, st.integers(0, (1 << 64) - 1)),
     st.builds(IkeSpiDelete, req_ids, ike_spis),
+    st.builds(IkeSpiKey, req_ids, st.binary(min_size=16, max_size=16)),
 )
 
 # ------------------------------------------------------------ realistic values
@@ -382,6 +384,7 @@ DROP_NAMES += ["unreserved"]
 DROP_NAMES += ["invalid_spi_source_limit", "invalid_spi_rate_limit"]
 DROP_NAMES += ["ike_too_big", "icmp_quote", "ike_source_limit", "ike_known_share", "ike_known_full"]
 DROP_NAMES += ["ike_known_source"]
+DROP_NAMES += ["ike_proven_source", "ike_proven_full"]
 
 DROPS = tuple((name, n) for n, name in enumerate(DROP_NAMES))
 
@@ -435,6 +438,7 @@ REALISTIC: list[Message] = [
     # an IKE SA established, then rekeyed away: its IKE has a reserve in the worker meanwhile
     IkeSpiAdd(24, bytes.fromhex("8a3f01c27d5e9b10"), 0x1D5E_7A11_CE00_0001),   # all its peer's SAs: one share
     IkeSpiDelete(25, bytes.fromhex("8a3f01c27d5e9b10")),
+    IkeSpiKey(26, bytes.fromhex("000102030405060708090a0b0c0d0e0f")),   # a new worker's first request
     # a hard EXPIRE carries the SA's final counters (PF_KEY's current lifetime); DUMP the worker's gauges
     Expire(spi=0xC0000123, direction=Direction.IN, hard=True, reason=ExpireReason.TIME,
            current=Lifetime(bytes=1 << 40, packets=12345, seconds=3600)),

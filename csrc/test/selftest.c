@@ -51,6 +51,9 @@ int main(int argc, char **argv) {
     test_ike_known_reserve();
     test_ike_known_one_peer();
     test_ike_spi_set();
+    test_ike_spi_tag_vectors();
+    test_ike_spi_tag_shares();
+    test_ike_spi_tag_reserve();
     test_siphash_vector();
     test_invalid_spi_per_source();
     test_invalid_spi_clock_behind();

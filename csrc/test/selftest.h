@@ -137,6 +137,9 @@ void test_ike_source_share_threads(void);
 void test_ike_known_reserve(void);      /* test_ike_trust.c */
 void test_ike_known_one_peer(void);
 void test_ike_spi_set(void);
+void test_ike_spi_tag_vectors(void);
+void test_ike_spi_tag_shares(void);
+void test_ike_spi_tag_reserve(void);
 void test_siphash_vector(void);         /* test_invalid_spi.c */
 void test_invalid_spi_per_source(void);
 void test_invalid_spi_clock_behind(void);

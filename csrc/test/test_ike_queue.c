@@ -6,7 +6,7 @@
 #include "selftest.h"
 
 #define SHARE TS_IKE_PER_SOURCE
-#define IKE_ROOM (TS_EVENT_CAP / 2 - TS_IKE_RESERVED)   /* what datagrams of no IKE SA we know may fill */
+#define IKE_ROOM (TS_EVENT_CAP / 2 - TS_IKE_RESERVED - TS_IKE_PROVEN_RESERVED)   /* what datagrams of no IKE SA we know and no tag may fill */
 
 /* marker + an IKE header whose length field is the len - 4 bytes after the marker */
 static size_t marked(uint8_t *p, size_t len) {

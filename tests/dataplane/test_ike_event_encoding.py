@@ -99,4 +99,4 @@ def test_our_address_of_the_other_family_is_left_out_not_raised() -> None:
     assert pipe.decode(quick) == Ike(data=ike, remote=remote, local=None)
     dp = Dataplane()                      # and so through the C path
     dp.inbound(NON_ESP_MARKER + ike, remote, local)
-    assert list(dp.events_encoding_ike(pipe.encode_ike_event)) == [(quick, False, 0)]
+    assert list(dp.events_encoding_ike(pipe.encode_ike_event)) == [(quick, False, 0, False)]

@@ -53,7 +53,7 @@ class Pair:
             try:
                 out.append(self.control.recv(70000))
             except BlockingIOError:
-                if not (self.writer.queue or self.writer.ike):
+                if not (self.writer.queue or self.writer.ike or self.writer.ike_known or self.writer.ike_proven):
                     return out
                 self.writer._drain()
 
@@ -77,10 +77,12 @@ def ike(n: int, size: int = 100, remote: Endpoint | None = None) -> bytes:
     return pipe.encode(pipe.Ike(data=n.to_bytes(4, "big") + bytes(size - 4), remote=remote))
 
 
-# what IKE events of unknown IKE SAs may fill: the rest of MAX_IKE is the established SAs' reserve
-UNKNOWN = PipeWriter.MAX_IKE - PipeWriter.MAX_IKE_RESERVED
+# what IKE events of unknown IKE SAs may fill: the rest of MAX_IKE is the established SAs' reserve and
+# the tagged ones' (proven)
+UNKNOWN = PipeWriter.MAX_IKE - PipeWriter.MAX_IKE_RESERVED - PipeWriter.MAX_IKE_PROVEN_RESERVED
 NO_DROPS = {"pipe_event_full": 0, "pipe_ike_full": 0, "pipe_ike_source_full": 0, "pipe_ike_known_full": 0,
-            "pipe_ike_known_share": 0, "pipe_ike_known_source": 0}
+            "pipe_ike_known_share": 0, "pipe_ike_known_source": 0, "pipe_ike_proven_full": 0,
+            "pipe_ike_proven_source": 0}
 
 
 def known_ike(n: int, spi: bytes, from_initiator: bool, remote: Endpoint = PEER) -> bytes:
@@ -144,7 +146,7 @@ def test_ike_waiting_is_bounded_in_bytes(pair: Pair) -> None:
 
 def test_answers_go_before_waiting_ike_and_pause_reading_only_while_they_wait(pair: Pair) -> None:
     old = pair.fill_pipe()
-    backlog = [ike(n, 2000) for n in range(300)]   # more than the socket holds
+    backlog = [ike(n, 2000) for n in range(UNKNOWN)]   # more than the socket holds
     for data in backlog:
         pair.writer.send(data, is_event=True)
     assert pair.pauses == []                       # IKE events wait: requests are still read
@@ -248,7 +250,9 @@ def test_the_share_is_the_fast_paths(pair: Pair) -> None:
     for name, value in (("TS_IKE_PER_SOURCE", PipeWriter.MAX_IKE_PER_SENDER),
                         ("TS_IKE_RESERVED", PipeWriter.MAX_IKE_RESERVED),
                         ("TS_IKE_PER_PEER", PipeWriter.MAX_IKE_PER_PEER),
-                        ("TS_IKE_KNOWN_PER_SOURCE", PipeWriter.MAX_IKE_KNOWN_PER_SENDER)):
+                        ("TS_IKE_KNOWN_PER_SOURCE", PipeWriter.MAX_IKE_KNOWN_PER_SENDER),
+                        ("TS_IKE_PROVEN_RESERVED", PipeWriter.MAX_IKE_PROVEN_RESERVED),
+                        ("TS_IKE_PROVEN_PER_SOURCE", PipeWriter.MAX_IKE_PROVEN_PER_SENDER)):
         found = re.search(rf"#define {name} (\d+)", header)
         assert found is not None and int(found[1]) == value, name
 
@@ -305,11 +309,18 @@ def test_one_peer_keeps_to_its_share_and_the_biggest_pay_when_all_is_full(pair: 
     before = pair.writer.dropped_ike_known
     for n in range(1, 2 * UNKNOWN):
         pair.writer.send(ike(n), is_event=True)
-    assert len(pair.writer.ike) == UNKNOWN and len(pair.writer.ike_known) == PipeWriter.MAX_IKE_RESERVED
+    # (and the tagged IKE_AUTHs' reserve, none of which wait yet)
+    assert len(pair.writer.ike) == UNKNOWN and len(pair.writer.ike_known) == PipeWriter.MAX_IKE - UNKNOWN
     assert pair.writer.dropped_ike == UNKNOWN   # of the 2 * UNKNOWN sent
+    # ... which IKE_AUTHs with our tag take back
+    for n in range(PipeWriter.MAX_IKE_PROVEN_RESERVED):
+        pair.writer.send(ike(n, remote=sender(100 + n % 2)), is_event=True, proven=True)
+    assert len(pair.writer.ike_proven) == PipeWriter.MAX_IKE_PROVEN_RESERVED
+    assert len(pair.writer.ike) == UNKNOWN and len(pair.writer.ike_known) == PipeWriter.MAX_IKE_RESERVED
     assert pair.writer.dropped_ike_known - before == PipeWriter.MAX_IKE - 1 - PipeWriter.MAX_IKE_RESERVED
     assert len(shares(pair)) == peers + 1 and max(shares(pair)) - min(shares(pair)) <= 1
-    assert pair.writer.ike_bytes == sum(len(w.data) for w in (*pair.writer.ike, *pair.writer.ike_known))
+    assert pair.writer.ike_bytes == sum(len(w.data) for w in (*pair.writer.ike, *pair.writer.ike_known,
+                                                              *pair.writer.ike_proven))
 
 
 def test_forty_sas_from_one_sender_keep_to_its_share_and_others_pass(pair: Pair) -> None:
@@ -353,6 +364,8 @@ def test_a_full_reserve_costs_the_flooding_peers_not_the_first_victim(pair: Pair
     for n in range(UNKNOWN + 100):
         pair.writer.send(ike(n, remote=Endpoint(ipaddress.ip_address(0x0A000000 + n % 16), 500)), is_event=True)
     assert len(pair.writer.ike) == UNKNOWN
+    for n in range(PipeWriter.MAX_IKE_PROVEN_RESERVED):   # and clients' IKE_AUTHs their reserve
+        pair.writer.send(ike(n, remote=sender(100)), is_event=True, proven=True)
     floods = PipeWriter.MAX_IKE_RESERVED // PipeWriter.MAX_IKE_PER_PEER
     for k in range(floods):
         for n in range(3 * PipeWriter.MAX_IKE_PER_PEER):
@@ -388,3 +401,47 @@ def test_the_sender_is_read_alike_from_either_encoding() -> None:
     assert pipe.ike_event_sender(expire(1, hard=True)) is None
     assert pipe.ike_event_sender(b"") is None
     assert pipe.ike_event_sender(pipe.encode(pipe.Ike(data=b"x", remote=v4))[:-4]) is None
+
+
+def test_tagged_ike_auths_from_one_nat_have_four_shares_and_go_before_unknown_ike(pair: Pair) -> None:
+    """Road warriors behind one NAT: its IKE_SA_INITs fill the address's unknown share, and their
+    IKE_AUTHs (our tag for the NAT's address in them) wait in a share of their own four times as big,
+    the newest kept; they leave after established IKE SAs' and before the unknown ones."""
+    pair.fill_pipe()
+    nat = sender(9)
+    for n in range(40):
+        pair.writer.send(ike(n, remote=nat), is_event=True)
+    for n in range(1000, 1200):
+        pair.writer.send(ike(n, remote=nat), is_event=True, proven=True)
+    pair.writer.send(known_ike(7, b"\x42" * 8, True), is_event=True, known=True)
+    share, proven_share = PipeWriter.MAX_IKE_PER_SENDER, PipeWriter.MAX_IKE_PROVEN_PER_SENDER
+    assert [ike_number(w.data) for w in pair.writer.ike_proven] == list(range(1200 - proven_share, 1200))
+    assert len(pair.writer.ike) == share
+    assert dict(pair.writer.drops()) == {**NO_DROPS, "pipe_ike_source_full": 40 - share,
+                                         "pipe_ike_proven_source": 200 - proven_share}
+    out = [d for d in pair.read_all() if not d.startswith(b"old answer")]
+    assert known_number(out[0]) == 7   # the established SA's first
+    assert [ike_number(d) for d in out[1:proven_share + 1]] == list(range(1200 - proven_share, 1200))
+    assert [ike_number(d) for d in out[proven_share + 1:]] == list(range(40 - share, 40))   # then the unknown
+
+
+def test_a_spoofed_flood_leaves_tagged_ike_auths_their_reserve(pair: Pair) -> None:
+    """Spoofed IKE from more senders than there are shares fills what unknown IKE may; clients'
+    IKE_AUTHs from two addresses still wait, up to their reserve, and when it is full the address
+    with the most waiting pays, so both keep about half; the flood never pushes them out."""
+    pair.fill_pipe()
+    for n in range(2 * UNKNOWN):
+        pair.writer.send(ike(n), is_event=True)
+    assert len(pair.writer.ike) == UNKNOWN
+    reserve = PipeWriter.MAX_IKE_PROVEN_RESERVED
+    for n in range(reserve):   # one address first: it fills the reserve alone
+        pair.writer.send(ike(5000 + n, remote=sender(1)), is_event=True, proven=True)
+    for n in range(reserve):   # then another: the first pays until they hold as many
+        pair.writer.send(ike(6000 + n, remote=sender(2)), is_event=True, proven=True)
+    by_sender = [len(q) for q in pair.writer._proven.by_key.values()]
+    assert sum(by_sender) == reserve and max(by_sender) - min(by_sender) <= 2   # ties: the older pays
+    assert pair.writer.dropped_ike_proven == reserve and pair.writer.dropped_ike_proven_source == 0
+    before = pair.writer.dropped_ike
+    for n in range(UNKNOWN):
+        pair.writer.send(ike(n), is_event=True)
+    assert len(pair.writer.ike_proven) == reserve and pair.writer.dropped_ike - before == UNKNOWN

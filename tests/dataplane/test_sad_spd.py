@@ -552,14 +552,14 @@ def test_events_read_every_field_as_cffi_does() -> None:
 
     ev = ffi.new("ts_event *")
     ev.type, ev.dir, ev.hard, ev.reason, ev.spi, ev.policy_id = 250, 251, 252, 253, 0xA1B2C3D4, 0xE5F60718
-    ev.known, ev.peer = 254, 2**64 - 5
+    ev.known, ev.proven, ev.peer = 254, 249, 2**64 - 5
     ev.addr.family, ev.addr.port, ev.local.family, ev.local.port = 4, 0xFEDC, 6, 0x1234
     ffi.memmove(ev.addr.addr, bytes(range(1, 17)), 16)
     ffi.memmove(ev.local.addr, bytes(range(101, 117)), 16)
     ev.data_len, ev.seq = 0x0BADF00D, 2**64 - 3
     ffi.memmove(ev.sel.src_lo, b"\xff" * 16, 16)   # the selector between is not read
     assert fastpath._EVENT.unpack_from(ffi.buffer(ev)) == (
-        ev.type, ev.dir, ev.hard, ev.reason, ev.known, ev.peer, ev.spi, ev.policy_id,
+        ev.type, ev.dir, ev.hard, ev.reason, ev.known, ev.proven, ev.peer, ev.spi, ev.policy_id,
         ev.addr.family, bytes(ev.addr.addr), ev.addr.port, ev.local.family, bytes(ev.local.addr), ev.local.port,
         ev.data_len, ev.seq)  # fmt: skip
     v4 = ipaddress.ip_address("192.0.2.1")
@@ -571,13 +571,13 @@ def test_events_read_every_field_as_cffi_does() -> None:
 
 def test_event_queue_is_bounded_and_counts_what_it_refuses() -> None:
     """IKE from 1,100 senders (each sender's share, 32, is far from reached): half the queue less the
-    established IKE SAs' reserve (none here), then counted drops."""
+    established IKE SAs' reserve and the tagged IKE_AUTHs' (none here), then counted drops."""
     dp = Dataplane()
     senders = [Endpoint(ipaddress.ip_address(f"2001:db8::{i:x}"), 4500) for i in range(1100)]
     messages = [b"\0\0\0\0" + ike_message(i.to_bytes(2, "big")) for i in range(1100)]
     verdicts = [dp.inbound(m, s)[1] for m, s in zip(messages, senders, strict=True)]
     queued = verdicts.count(Drop.NONE)
-    assert queued == 512 - 128
+    assert queued == 512 - 128 - 128
     assert verdicts == [Drop.NONE] * queued + [Drop.QUEUE_FULL] * (1100 - queued)
     assert dp.drops()["queue_full"] == 1100 - queued and total_drops(dp) == 1100 - queued
     evs = list(dp.events())

@@ -1,12 +1,13 @@
 """IKE_SPI_ADD / IKE_SPI_DELETE through the worker's request handling and the real fast path: an IKE
 datagram that names an added SPI as ours (SPIr from the initiator, SPIi from the responder) goes up
 marked for the pipe writer's reserve, one that no longer does (deleted) like anyone's; the errnos;
-the DUMP gauge."""
+the DUMP gauge; IKE_SPI_KEY and the tagged SPIs of half-open SAs."""
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -16,6 +17,7 @@ from tunsec.dataplane.fastpath import Dataplane
 from tunsec.dataplane.pipe import Endpoint, Errno
 from tunsec.dataplane.worker import Worker
 from tunsec.ike.constants import NON_ESP_MARKER
+from tunsec.ike.spi_tag import IkeSpiTag, make_ike_spi
 
 PEER = Endpoint(ipaddress.ip_address("198.51.100.7"), 4500)
 OURS = bytes.fromhex("5e1f00d2c3b4a596")
@@ -104,3 +106,31 @@ def test_a_zero_spi_is_refused_by_the_codec(setup: Setup) -> None:
     [answer] = setup.worker.handle_datagram(bytes(bad))
     reply = pipe.decode(answer)
     assert isinstance(reply, pipe.Reply) and reply.errno is Errno.EINVAL
+
+
+def test_ike_auths_with_our_tag_for_their_sender_go_up_marked_once_the_key_is_there(setup: Setup) -> None:
+    """IKE_SPI_KEY through the worker and the real fast path, with an SPI the control process's
+    make_ike_spi made: before the key an IKE_AUTH naming it is anyone's; after, it goes up marked for
+    the writer's proven shares from the address it was made for, and from no other; the key never
+    shows in the message's repr (it is a secret the two processes share)."""
+    proven: list[bytes] = []
+    setup.worker.send_proven_ike = proven.append
+    tag = IkeSpiTag.new()
+    ours = make_ike_spi(os.urandom, tag, str(PEER.addr))
+    setup.arrive(informational(ours, True))
+    assert proven == [] and len(setup.plain) == 1
+    msg = pipe.IkeSpiKey(7, tag.key)
+    assert tag.key.hex() not in repr(msg) and str(tag.key) not in repr(msg)
+    [answer] = setup.worker.handle_datagram(pipe.encode(msg))
+    reply = pipe.decode(answer)
+    assert isinstance(reply, pipe.Reply) and reply.errno is Errno.OK
+    setup.arrive(informational(ours, True))
+    assert [pipe.decode(d) for d in proven] == [pipe.Ike(data=informational(ours, True), remote=PEER)]
+    elsewhere = Endpoint(ipaddress.ip_address("198.51.100.8"), 4500)
+    setup.worker.dp.inbound(NON_ESP_MARKER + informational(ours, True), elsewhere)
+    setup.worker.drain_events()
+    assert len(proven) == 1 and len(setup.plain) == 2
+    # an established SA's datagram is known, not proven, even with the tag
+    assert setup.ask(pipe.IkeSpiAdd, ours) is Errno.OK
+    setup.arrive(informational(ours, True))
+    assert len(proven) == 1 and len(setup.known) == 1

@@ -113,6 +113,7 @@ class Event:
     seq: int = 0
     known: bool = False   # IKE: it names an established IKE SA of ours (ike_spi_add)
     peer: int = 0         # ... and that SA's peer, as added (its SPI when none was named)
+    proven: bool = False  # IKE, not known: our SPI in it carries our tag for its sender (ike_spi_key)
 
     def __post_init__(self) -> None:
         """Nothing to check: the fields come from the C event (quick_init calls this)."""
@@ -228,7 +229,8 @@ _SEL_PACKER = _packer("ts_selector", _fields("ts_selector", _SEL_FIELDS))
 # looked up once per process, not per event (a cffi lib attribute is a lookup by name each time)
 _next_event, _EV_ACQUIRE = lib.ts_dp_next_event, lib.TS_EV_ACQUIRE
 # ts_event read in one struct call, but its selector (ACQUIRE only)
-_EVENT = _packer("ts_event", _fields("ts_event", ("type", "dir", "hard", "reason", "known", "peer", "spi", "policy_id"))
+_EVENT = _packer("ts_event", _fields("ts_event", ("type", "dir", "hard", "reason", "known", "proven", "peer", "spi",
+                                                  "policy_id"))
                  + _fields("ts_addr", _ADDR_FIELDS, ffi.offsetof("ts_event", "addr"))
                  + _fields("ts_addr", _ADDR_FIELDS, ffi.offsetof("ts_event", "local"))
                  + _fields("ts_event", ("data_len", "seq")))
@@ -375,22 +377,22 @@ class Dataplane:
             assert isinstance(ev, Event)
             yield ev
 
-    def events_encoding_ike(self, ike: IkeEncoder | None) -> Iterator[Event | tuple[bytes, bool, int]]:
+    def events_encoding_ike(self, ike: IkeEncoder | None) -> Iterator[Event | tuple[bytes, bool, int, bool]]:
         """The queued events in turn, but what ``ike`` makes of an IKE event's fields (its pipe
         message: pipe.encode_ike_event) in place of its Event, unless it answers None; with it
         whether the datagram names an established IKE SA of ours (the pipe writer's reserve), and
-        that SA's peer."""
+        that SA's peer, and whether our SPI in it carries our tag for its sender (ike_spi_key)."""
         ev, dp, evbuf = self._ev, self._dp, self._evbuf
         fields, data = self._ev_fields, self._evbuf_view
         while _next_event(dp, ev, evbuf, MAX_PACKET):
             # every field (but the selector) in one struct call: a dozen cffi attribute reads cost 3 times as much
-            (ev_type, direction, hard, reason, known, peer, spi, policy_id, family, raw, port, local_family,
+            (ev_type, direction, hard, reason, known, proven, peer, spi, policy_id, family, raw, port, local_family,
              local_raw, local_port, data_len, seq) = _EVENT.unpack_from(fields)  # fmt: skip
             if ike is not None and ev_type == _EV_IKE_RAW:
                 # every client's IKE_AUTH: straight to its pipe message, no Event, Endpoint or address
                 msg = ike(data[:data_len], family, raw, port, local_family, local_raw, local_port)
                 if msg is not None:
-                    yield msg, known == 1, peer
+                    yield msg, known == 1, peer, proven == 1
                     continue
             kind, way = _EVENT_TYPE_OF.get(ev_type), _DIRECTION_OF.get(direction)
             yield Event(
@@ -407,6 +409,7 @@ class Dataplane:
                 seq=seq,
                 known=known == 1,
                 peer=peer,
+                proven=proven == 1,
             )
 
     # --- SAD -----------------------------------------------------------------
@@ -453,6 +456,24 @@ class Dataplane:
         its peer's share (all the SAs added with that peer; 0: a peer of its own).
         DataplaneError EEXIST (there already), ENOSPC (TS_IKE_SPI_MAX held: it goes without)."""
         _check("IKE_SPI_ADD", lib.ts_dp_ike_spi_add(self._dp, int.from_bytes(spi, "big"), peer))
+
+    def ike_spi_key(self, key: bytes) -> None:
+        """The key of the tags in our IKE SPIs (tunsec/ike/spi_tag.py): from now on an IKE datagram of
+        no established IKE SA whose SPI of ours carries the tag for its sender has shares of its own."""
+        if len(key) != 16:
+            raise DataplaneError("IKE_SPI_KEY", lib.TS_EINVAL)
+        buf = ffi.new("uint8_t[16]", key)
+        try:
+            _check("IKE_SPI_KEY", lib.ts_dp_ike_spi_key(self._dp, buf))
+        finally:
+            ffi.memmove(buf, bytes(16), 16)   # the copy goes; the C context keeps the key (wiped with it)
+
+    def ike_spi_tag(self, key: bytes, r: int, addr: Endpoint) -> int:
+        """The tag of R for addr under key, as the fast path computes it (the tests hold the control
+        process's make_ike_spi to it)."""
+        a = ffi.new("ts_addr *")
+        _addr_in(a, addr)
+        return int(lib.ts_ike_spi_tag(ffi.new("uint8_t[16]", key), r, a))
 
     def ike_spi_delete(self, spi: bytes) -> None:
         """The IKE SA went: its datagrams are anyone's again.  DataplaneError ENOENT if not there."""

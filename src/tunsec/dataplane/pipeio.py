@@ -125,7 +125,11 @@ class PipeWriter:
     SAs (the fast path found our SPI in them: ``known``) wait apart and leave first: a reserve of
     MAX_IKE_RESERVED that the others cannot take, each peer's (all its IKE SAs) to a share
     (MAX_IKE_PER_PEER), each sender's too (MAX_IKE_KNOWN_PER_SENDER); when it is full, the peer
-    with the most waiting loses its oldest.
+    with the most waiting loses its oldest.  Those whose SPI of ours carries our tag for their
+    sender (``proven``: a client's IKE_AUTH to the SA our IKE_SA_INIT answer made) wait apart too
+    and leave next: a reserve of MAX_IKE_PROVEN_RESERVED of the rest, each sender to a share of
+    MAX_IKE_PROVEN_PER_SENDER; when theirs and the unknown ones' room is full, the sender with the
+    most waiting loses its oldest.
 
     Requests are not read while answers wait (backpressure on a control process that sends faster
     than it reads); waiting events do not stop them.  Non-IKE events beyond MAX_QUEUED are dropped
@@ -159,6 +163,14 @@ class PipeWriter:
     MAX_IKE_RESERVED = 128
     MAX_IKE_PER_PEER = 16
     MAX_IKE_KNOWN_PER_SENDER = 32
+    # Of the rest, the IKE events whose SPI of ours carries our tag for their sender (``proven``: an
+    # IKE_AUTH, its fragments and EAP rounds, from where our IKE_SA_INIT answer went; tunsec/ike/
+    # spi_tag.py) have a reserve of their own that a spoofed flood cannot take, and each sender
+    # address a share four times an unknown sender's: road warriors behind one NAT send their
+    # IKE_AUTHs in bursts.  They may use the unknown ones' room while it is free.  As in the fast
+    # path (TS_IKE_PROVEN_*; test_pipe_writer holds them equal).
+    MAX_IKE_PROVEN_RESERVED = 128
+    MAX_IKE_PROVEN_PER_SENDER = 128
     # The fast path passes up no IKE message longer than MAX_IKE_MESSAGE (csrc TS_IKE_MAX_MESSAGE),
     # so MAX_IKE of the longest, with their pipe header and endpoints, fit: the count is the bound
     # that holds (~4.9 MiB at most), this one only a backstop should longer events ever come.
@@ -173,9 +185,11 @@ class PipeWriter:
         self.queue: collections.deque[tuple[bytes, bool]] = collections.deque()
         self._unknown = _IkeWaiting()   # by sender
         self._known = _IkeWaiting()     # of established IKE SAs, by peer and by sender
+        self._proven = _IkeWaiting()    # with our tag for their sender, by sender
         self.ike = self._unknown.events
         self.ike_by_sender = self._unknown.by_key
         self.ike_known = self._known.events
+        self.ike_proven = self._proven.events
         self.ike_bytes = 0   # of both
         self.answers_waiting = 0
         self.events_waiting = 0
@@ -186,18 +200,22 @@ class PipeWriter:
         self.dropped_ike_known = 0
         self.dropped_ike_known_share = 0
         self.dropped_ike_known_source = 0
+        self.dropped_ike_proven = 0
+        self.dropped_ike_proven_source = 0
         self._logged = (0, 0)
         # a flood can start and end backlogs at its own pace: their log lines are limited
         self._log_limit = LogLimiter(burst=2, period=10.0)
         self._writing = False
-        self._held: list[tuple[bytes, bool, bool, int]] | None = None
+        self._held: list[tuple[bytes, bool, bool, int, bool]] | None = None
 
     def drops(self) -> tuple[tuple[str, int], ...]:
         """The counters DUMP reports with the fast path's drops."""
         return (("pipe_event_full", self.dropped_events), ("pipe_ike_full", self.dropped_ike),
                 ("pipe_ike_source_full", self.dropped_ike_source), ("pipe_ike_known_full", self.dropped_ike_known),
                 ("pipe_ike_known_share", self.dropped_ike_known_share),
-                ("pipe_ike_known_source", self.dropped_ike_known_source))
+                ("pipe_ike_known_source", self.dropped_ike_known_source),
+                ("pipe_ike_proven_full", self.dropped_ike_proven),
+                ("pipe_ike_proven_source", self.dropped_ike_proven_source))
 
     def hold(self) -> None:
         """Keep what is sent from now on, in order, until release() (PipeReader's batches)."""
@@ -205,18 +223,20 @@ class PipeWriter:
 
     def release(self) -> None:
         held, self._held = self._held, None
-        for data, is_event, known, peer in held or ():
-            self.send(data, is_event, known, peer)
+        for data, is_event, known, peer, proven in held or ():
+            self.send(data, is_event, known, peer, proven)
 
-    def send(self, data: bytes, is_event: bool = False, known: bool = False, peer: int = 0) -> None:
+    def send(self, data: bytes, is_event: bool = False, known: bool = False, peer: int = 0,
+             proven: bool = False) -> None:
         """known: an IKE event of an established IKE SA (the fast path's finding, not the peer's claim),
-        whose peer is the one IKE_SPI_ADD named for it (0: the SA is a peer of its own)."""
+        whose peer is the one IKE_SPI_ADD named for it (0: the SA is a peer of its own).  proven: one
+        whose SPI of ours carries our tag for its sender (the fast path's finding too)."""
         if self._held is not None:
-            self._held.append((data, is_event, known, peer))
+            self._held.append((data, is_event, known, peer, proven))
             return
         # the header's type says IKE; the worker encodes every event itself, so it is not a claim
         if is_event and len(data) > 1 and data[1] == _IKE_TYPE:
-            self._send_ike(data, known, peer)
+            self._send_ike(data, known, peer, proven)
             return
         if self.queue:
             self._enqueue(data, not is_event)
@@ -243,8 +263,8 @@ class PipeWriter:
         self.queue.append((data, is_answer))
         self._want_writable()
 
-    def _send_ike(self, data: bytes, known: bool, peer: int) -> None:
-        if not self.queue and not self.ike and not self.ike_known:
+    def _send_ike(self, data: bytes, known: bool, peer: int, proven: bool) -> None:
+        if not self.queue and not self.ike and not self.ike_known and not self.ike_proven:
             try:
                 self.chan.send(data)
                 return
@@ -255,6 +275,8 @@ class PipeWriter:
                 return
         if known:
             self._wait_known(data, peer)
+        elif proven:
+            self._wait_proven(data)
         else:
             self._wait_unknown(data)
         self._want_writable()
@@ -269,9 +291,10 @@ class PipeWriter:
         if sender is not None and unknown.share(sender) >= self.MAX_IKE_PER_SENDER:
             self.dropped_ike_source += 1
             self._drop(unknown.pop_keys_oldest(sender))
-        room = self.MAX_IKE - self.MAX_IKE_RESERVED
-        while self._ike_full(data, len(unknown) >= room):
-            if len(unknown) < room and len(self._known) > self.MAX_IKE_RESERVED:
+        room, shared = self._rooms()
+        while self._ike_full(data, len(unknown) >= room or len(unknown) + len(self._proven) >= shared):
+            if len(unknown) < room and len(unknown) + len(self._proven) < shared \
+                    and len(self._known) > self.MAX_IKE_RESERVED:
                 # established SAs used the room the others left free: it goes back, the biggest peer's first
                 self.dropped_ike_known += 1
                 self._drop(self._known.pop_biggest())
@@ -284,6 +307,33 @@ class PipeWriter:
                 return
         unknown.append(_WaitingIke(data, sender))
         self.ike_bytes += len(data)
+
+    def _wait_proven(self, data: bytes) -> None:
+        # as the unknown ones, by sender; when their room and the unknown ones' is full, the sender
+        # with the most waiting pays (a client behind a NAT that is not the one flooding keeps its own)
+        proven, sender = self._proven, ike_event_sender(data)
+        if sender is not None and proven.share(sender) >= self.MAX_IKE_PROVEN_PER_SENDER:
+            self.dropped_ike_proven_source += 1
+            self._drop(proven.pop_keys_oldest(sender))
+        _, shared = self._rooms()
+        while self._ike_full(data, len(self._unknown) + len(proven) >= shared):
+            if len(self._unknown) + len(proven) < shared and len(self._known) > self.MAX_IKE_RESERVED:
+                self.dropped_ike_known += 1   # established SAs used the room the others left free
+                self._drop(self._known.pop_biggest())
+            elif proven:   # the unknown ones hold at most their room: these are over their reserve
+                self.dropped_ike_proven += 1
+                self._drop(proven.pop_biggest())
+            else:   # the bytes bound, with none of these waiting
+                self.dropped_ike_proven += 1
+                self._first_drop()
+                return
+        proven.append(_WaitingIke(data, sender))
+        self.ike_bytes += len(data)
+
+    def _rooms(self) -> tuple[int, int]:
+        """What the unknown IKE events may fill, and what they and the proven ones may together."""
+        shared = self.MAX_IKE - self.MAX_IKE_RESERVED
+        return shared - self.MAX_IKE_PROVEN_RESERVED, shared
 
     def _wait_known(self, data: bytes, peer: int) -> None:
         # keyed as the fast path keys its shares: the peer, or the SA's SPI when none was named
@@ -306,7 +356,7 @@ class PipeWriter:
         self.ike_bytes += len(data)
 
     def _ike_full(self, data: bytes, over: bool) -> bool:
-        return (over or len(self.ike) + len(self.ike_known) >= self.MAX_IKE
+        return (over or len(self.ike) + len(self.ike_known) + len(self.ike_proven) >= self.MAX_IKE
                 or self.ike_bytes + len(data) > self.MAX_IKE_BYTES)
 
     def _drop(self, old: _WaitingIke) -> None:
@@ -347,7 +397,7 @@ class PipeWriter:
 
     def _drain_ike(self) -> None:
         send = self.chan.send
-        for waiting in (self._known, self._unknown):   # established IKE SAs' first
+        for waiting in (self._known, self._proven, self._unknown):   # established IKE SAs' first, then the tagged
             while waiting:
                 data = waiting.events[0].data
                 send(data)
@@ -358,6 +408,7 @@ class PipeWriter:
         self.queue.clear()
         self._unknown.clear()
         self._known.clear()
+        self._proven.clear()
         self.ike_bytes = self.events_waiting = 0
         if self.answers_waiting:
             self.answers_waiting = 0
@@ -371,7 +422,7 @@ class PipeWriter:
     def _log_drops(self) -> None:
         """The backlog is gone: what it cost (status shows the totals: drops pipe_ike_full,
         pipe_ike_source_full, pipe_ike_known_full, pipe_ike_known_share, pipe_ike_known_source,
-        pipe_event_full)."""
+        pipe_ike_proven_full, pipe_ike_proven_source, pipe_event_full)."""
         events, ike = self.dropped_events - self._logged[0], self._ike_dropped() - self._logged[1]
         if events or ike:
             self._logged = (self.dropped_events, self._ike_dropped())
@@ -379,7 +430,7 @@ class PipeWriter:
 
     def _ike_dropped(self) -> int:
         return (self.dropped_ike + self.dropped_ike_source + self.dropped_ike_known + self.dropped_ike_known_share
-                + self.dropped_ike_known_source)
+                + self.dropped_ike_known_source + self.dropped_ike_proven + self.dropped_ike_proven_source)
 
     def _warn(self, text: str) -> None:
         held = self._log_limit.admit()

@@ -60,7 +60,7 @@ log = logging.getLogger("tunsec.worker")
 Request = (
     pipe.GetSpi | pipe.Update | pipe.Add | pipe.Delete | pipe.Flush
     | pipe.SpdAdd | pipe.SpdDelete | pipe.SpdFlush | pipe.Dump | pipe.SendIke | pipe.Reserve
-    | pipe.Migrate | pipe.IkeSpiAdd | pipe.IkeSpiDelete
+    | pipe.Migrate | pipe.IkeSpiAdd | pipe.IkeSpiDelete | pipe.IkeSpiKey
 )
 
 
@@ -199,6 +199,8 @@ class Worker:
         self.send = send
         # an IKE event of an established IKE SA (the writer's reserve); by default as any other
         self.send_known_ike: Callable[[bytes, int], None] = lambda data, peer: send(data)
+        # ... and one whose SPI of ours carries our tag for its sender (the writer's proven shares)
+        self.send_proven_ike: Callable[[bytes], None] = send
         self.udp = udp
         self.loop = loop
         self.larval_timeout = larval_timeout
@@ -297,6 +299,10 @@ class Worker:
 
     def _ike_spi_add(self, msg: pipe.IkeSpiAdd) -> list[bytes]:
         self.dp.ike_spi_add(msg.spi, msg.peer)
+        return self._ok(msg)
+
+    def _ike_spi_key(self, msg: pipe.IkeSpiKey) -> list[bytes]:
+        self.dp.ike_spi_key(msg.key)
         return self._ok(msg)
 
     def _ike_spi_delete(self, msg: pipe.IkeSpiDelete) -> list[bytes]:
@@ -439,10 +445,12 @@ class Worker:
     def _emit(self, msg: pipe.Message) -> None:
         self._send_event(pipe.encode(msg), False, what=type(msg).__name__)
 
-    def _send_event(self, data: bytes, known: bool, peer: int = 0, what: str = "Ike") -> None:
+    def _send_event(self, data: bytes, known: bool, peer: int = 0, proven: bool = False, what: str = "Ike") -> None:
         try:
             if known:
                 self.send_known_ike(data, peer)
+            elif proven:
+                self.send_proven_ike(data)
             else:
                 self.send(data)
         except OSError as err:
@@ -456,6 +464,7 @@ _HANDLERS: dict[type, Callable[[Worker, Any], list[bytes]]] = {
     pipe.SpdDelete: Worker._spd_delete, pipe.SpdFlush: Worker._spd_flush, pipe.Dump: Worker._dump,
     pipe.SendIke: Worker._send_ike, pipe.Reserve: Worker._reserve, pipe.Migrate: Worker._migrate,
     pipe.IkeSpiAdd: Worker._ike_spi_add, pipe.IkeSpiDelete: Worker._ike_spi_delete,
+    pipe.IkeSpiKey: Worker._ike_spi_key,
 }
 
 
@@ -545,6 +554,7 @@ async def serve(args: argparse.Namespace) -> int:
     reader: PipeReader
     worker = Worker(dp, lambda data: reader.writer.send(data, is_event=True), udp, loop, args.larval_timeout)
     worker.send_known_ike = lambda data, peer: reader.writer.send(data, is_event=True, known=True, peer=peer)
+    worker.send_proven_ike = lambda data: reader.writer.send(data, is_event=True, proven=True)
     reader = PipeReader(chan, loop, worker.handle_datagram, eof)
     worker.pipe_drops = reader.writer.drops
     reader.start()

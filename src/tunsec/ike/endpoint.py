@@ -94,6 +94,7 @@ from .message import (
 )
 from .redirect import encode_redirect
 from .sa import IkeSa, State
+from .spi_tag import IkeSpiTag
 from .state import AddressPool, IkeSaState, Jitter, Rng, SelectorClaims, SpiAllocator, now_utc, random_spi_allocator
 from .stats import EndpointStats
 
@@ -166,6 +167,7 @@ class IkeEndpoint:
         rng: Rng = os.urandom,
         *,
         spi_allocator: SpiAllocator | None = None,
+        spi_tag: IkeSpiTag | None = None,
         wall_clock: Callable[[], datetime] = now_utc,
         cookie_threshold: int | None = None,
         config_selector: Callable[[Address], Sequence[IkeConfig]] | None = None,
@@ -195,6 +197,7 @@ class IkeEndpoint:
         self._ts_claims = ts_claims
         self._unique_keep = unique_keep
         self._spi_allocator = spi_allocator or random_spi_allocator(rng)
+        self._spi_tag = spi_tag   # our IKE SPIs' tags for the peer's address (spi_tag.py): the worker's key
         self._wall_clock = wall_clock
         self._select = config_selector or self._default_selector
         self._sas: dict[bytes, IkeSa] = {}
@@ -439,6 +442,7 @@ class IkeEndpoint:
                 now,
                 self._rng,
                 spi_allocator=self._spi_allocator,
+                spi_tag=self._spi_tag,
                 remote_addr=remote,
                 local_addr=local,
                 wall_clock=self._wall_clock,

@@ -94,6 +94,7 @@ from .sa_requester import _Pending
 from .sa_responder import _Answered, _Waiting
 from .sa_successor import REKEYED_LINGER
 from .sk import IntegrityError, decrypt_message
+from .spi_tag import IkeSpiTag, make_ike_spi
 from .state import (
     AddressPool,
     ChildSa,
@@ -187,6 +188,7 @@ class IkeSa:
         load: Callable[[], int] | None = None,
         refuse_duplicate: DuplicateCheck | None = None,
         has_contact: Callable[[IkeSaState], bool] | None = None,
+        spi_tag: IkeSpiTag | None = None,
     ) -> None:
         """``address_pool``: where a responder leases virtual IPs (connections with ``pools``).
         ``ts_claims``: the remote selectors other peers' Child SAs hold (no Child SA may take them).
@@ -200,6 +202,7 @@ class IkeSa:
         ``refuse_duplicate``: a responder asks it in IKE_AUTH once the peer is authenticated
         (the endpoint's ``unique = keep``). ``has_contact``: an initiator asks it before its
         INITIAL_CONTACT (the endpoint: another IKE SA with the same identities is up).
+        ``spi_tag``: the key our SPIs are tagged with for the peer's address (spi_tag.py).
         """
         if remote_addr is None:
             if config.remote_addr is None:
@@ -222,10 +225,11 @@ class IkeSa:
         self._st.original_initiator = is_initiator  # a rekeyed SA takes its predecessor's (_rekeyed_sa)
         self._st.refuse_duplicate = refuse_duplicate
         self._st.has_contact = has_contact
+        self._st.spi_tag = spi_tag
         if is_initiator:
-            self._st.spi_i = _nonzero_spi(rng)
+            self._st.spi_i = make_ike_spi(rng, spi_tag, remote_addr[0])
         else:
-            self._st.spi_r = _nonzero_spi(rng)
+            self._st.spi_r = make_ike_spi(rng, spi_tag, remote_addr[0])
         # an initiator's IKE_SA_INIT leaves from the connection's local_port (swanctl), as strongSwan's
         self._st.local_port = local_addr[1] if local_addr else config.local_port
         self._state = State.IDLE
@@ -789,8 +793,3 @@ class IkeSa:
         st.peer_vips = ()
 
 
-def _nonzero_spi(rng: Rng) -> bytes:
-    while True:
-        spi = rng(8)
-        if any(spi):
-            return spi

@@ -54,6 +54,7 @@ def follow_auth_redirect(self: IkeSa, redirect: Redirect) -> None:
         now,
         st.rng,
         spi_allocator=st.spi_allocator,
+        spi_tag=st.spi_tag,
         remote_addr=remote,
         local_addr=None,  # as a fresh initiation: from local_port, the address the route picks
         wall_clock=st.wall_clock,

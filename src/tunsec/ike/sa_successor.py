@@ -78,6 +78,7 @@ def rekeyed_sa(self: IkeSa, rekey: IkeRekey) -> IkeSa:
         self._now,
         old.rng,
         spi_allocator=old.spi_allocator,
+        spi_tag=old.spi_tag,
         remote_addr=old.remote_addr,
         local_addr=old.local_addr,
         wall_clock=old.wall_clock,

@@ -26,6 +26,7 @@ from .proposals import Suite
 from .redirect import Redirect
 from .secret import Secret
 from .sk import SkCrypter
+from .spi_tag import IkeSpiTag
 from .ts import Ts
 
 if TYPE_CHECKING:
@@ -186,6 +187,7 @@ class IkeSaState:
     peer_fragmentation: bool = False  # the peer announced IKEV2_FRAGMENTATION_SUPPORTED (RFC 7383)
     next_child_id: int = 1
     jitter: Jitter | None = None  # None: random_jitter(rng)
+    spi_tag: IkeSpiTag | None = None  # the key of our IKE SPIs' tags (spi_tag.py); None: untagged
     address_pool: AddressPool | None = None  # a responder's virtual IP leases (connections.X.pools)
     ts_claims: SelectorClaims | None = None  # the selectors every peer holds (checked on every Child SA)
     peer_vips: tuple[Lease, ...] = ()  # leases we gave the peer in IKE_AUTH (released when the SA goes)

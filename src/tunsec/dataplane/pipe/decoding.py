@@ -33,6 +33,7 @@ from tunsec.dataplane.pipe.messages import (
     Ike,
     IkeSpiAdd,
     IkeSpiDelete,
+    IkeSpiKey,
     InvalidSpi,
     Message,
     Migrate,
@@ -514,6 +515,7 @@ _BUILD: Final[dict[MsgType, Callable[[int, "_Exts"], Message]]] = {
     MsgType.FIRST_USE: lambda _req_id, exts: FirstUse(spi=_unpack_u32(exts.one(Ext.SPI))),
     MsgType.IKE_SPI_ADD: lambda req_id, exts: IkeSpiAdd(req_id, _unpack_ike_spi(exts), _unpack_ike_peer(exts)),
     MsgType.IKE_SPI_DELETE: lambda req_id, exts: IkeSpiDelete(req_id, _unpack_ike_spi(exts)),
+    MsgType.IKE_SPI_KEY: lambda req_id, exts: IkeSpiKey(req_id, exts.one(Ext.IKE_SPI_KEY)),
 }
 assert set(_BUILD) == set(MsgType)
 

@@ -18,6 +18,7 @@ from tunsec.dataplane.pipe.messages import (
     Ike,
     IkeSpiAdd,
     IkeSpiDelete,
+    IkeSpiKey,
     InvalidSpi,
     Message,
     Migrate,
@@ -316,6 +317,8 @@ def _extensions(msg: Message) -> list[bytes]:
             return [_ext(Ext.IKE_SPI, spi), *([_ext(Ext.IKE_PEER, _IKE_PEER.pack(peer))] if peer else [])]
         case IkeSpiDelete(spi=spi):
             return [_ext(Ext.IKE_SPI, spi)]
+        case IkeSpiKey(key=key):
+            return [_ext(Ext.IKE_SPI_KEY, key)]
         case Reply():
             return _reply_exts(msg)
         case Flush() | SpdFlush() | Dump():

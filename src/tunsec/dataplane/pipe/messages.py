@@ -1,11 +1,12 @@
 """The messages: requests (control -> worker), the reply, and events (worker -> control)."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, TypeAlias
 
 from tunsec.dataplane.pipe.protocol import (
     _U32,
     _U64,
+    IKE_SPI_KEY_LEN,
     IKE_SPI_LEN,
     MAX_IKE_DATA,
     MIN_SPI,
@@ -328,6 +329,25 @@ class IkeSpiDelete:
 
 @quick_init
 @dataclass(frozen=True)
+class IkeSpiKey:
+    """The key of the tags in the IKE SPIs the control process makes (tunsec/ike/spi_tag.py): an IKE
+    datagram of no established IKE SA whose SPI of ours carries the tag for its sender's address came
+    from where our IKE_SA_INIT answer went, and gets shares of the worker's queues of its own.  Sent
+    to every new worker before anything else; a later one replaces it.  Always OK."""
+
+    TYPE: ClassVar[MsgType] = MsgType.IKE_SPI_KEY
+    req_id: int
+    key: bytes = field(repr=False)
+
+    def __post_init__(self) -> None:
+        _check_request_id(self.req_id)
+        _check_type("key", self.key, bytes)
+        if len(self.key) != IKE_SPI_KEY_LEN:
+            raise ValueError(f"key: {IKE_SPI_KEY_LEN} bytes")
+
+
+@quick_init
+@dataclass(frozen=True)
 class Reply:
     """The answer to any request; `type` names the request it answers.
 
@@ -525,7 +545,7 @@ class FirstUse:
 
 Request: TypeAlias = (
     GetSpi | Update | Add | Delete | Flush | SpdAdd | SpdDelete | SpdFlush | Dump | SendIke | Reserve
-    | Migrate | IkeSpiAdd | IkeSpiDelete
+    | Migrate | IkeSpiAdd | IkeSpiDelete | IkeSpiKey
 )
 Event: TypeAlias = Acquire | Expire | InvalidSpi | Ike | ReserveLow | FirstUse
 Message: TypeAlias = Request | Reply | Event

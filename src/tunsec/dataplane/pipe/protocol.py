@@ -15,6 +15,7 @@ REPLAY_MAX: Final = 65536
 # no SA on the wire may carry them.
 MIN_SPI: Final = 256
 IKE_SPI_LEN: Final = 8   # an IKE SA's SPI (RFC 7296 §3.1), never all zero
+IKE_SPI_KEY_LEN: Final = 16   # IKE_SPI_KEY: the SipHash key of our IKE SPIs' tags
 FLAG_REPLY: Final = 0x01
 FLAG_MORE: Final = 0x02
 _KNOWN_FLAGS: Final = FLAG_REPLY | FLAG_MORE
@@ -43,7 +44,8 @@ class MsgType(IntEnum):
     RESERVE = 11
     MIGRATE = 12
     IKE_SPI_ADD = 13      # our SPI of an established IKE SA: its IKE has a reserve in the worker
-    IKE_SPI_DELETE = 14   # the last request type; events start at 16
+    IKE_SPI_DELETE = 14
+    IKE_SPI_KEY = 15      # the key of the tags in our IKE SPIs; the last request type, events start at 16
     # Events live in their own range so a glance at the type tells the
     # direction and whether an answer is due.
     ACQUIRE = 16
@@ -128,6 +130,7 @@ class Ext(IntEnum):
     ADDR_NEW_LOCAL = 26     # MIGRATE: our end's new address (MOBIKE: the peer reaches us at another one)
     IKE_SPI = 27            # IKE_SPI_ADD/DELETE: our 8-byte SPI of an established IKE SA
     IKE_PEER = 28           # IKE_SPI_ADD: who authenticated it (8 bytes, != 0): all its IKE SAs share one share
+    IKE_SPI_KEY = 29        # IKE_SPI_KEY: the 16-byte key of the tags in our IKE SPIs (tunsec/ike/spi_tag.py)
 
 
 class PipeError(Exception):

@@ -28,6 +28,7 @@ _DROP_HDR = struct.Struct("!B3sQ")
 _SEQ_LIMIT = struct.Struct("!QQ")
 _IKE_SPI = struct.Struct("!8s")
 _IKE_PEER = struct.Struct("!Q")
+_IKE_SPI_KEY = struct.Struct("!16s")
 
 
 def _fmt(*parts: struct.Struct | str) -> str:
@@ -69,6 +70,7 @@ _BODY_LEN: Final[dict[Ext, int | None]] = {
     Ext.ADDR_NEW_LOCAL: _ENDPOINT.size,
     Ext.IKE_SPI: _IKE_SPI.size,
     Ext.IKE_PEER: _IKE_PEER.size,
+    Ext.IKE_SPI_KEY: _IKE_SPI_KEY.size,
 }
 
 _MANY: Final = MAX_MESSAGE  # no count limit beyond the datagram size
@@ -106,6 +108,7 @@ _SCHEMA: Final[dict[MsgType, _Schema]] = {
                       Ext.ADDR_NEW_LOCAL: (0, 1)},
     MsgType.IKE_SPI_ADD: {Ext.IKE_SPI: (1, 1), Ext.IKE_PEER: (0, 1)},
     MsgType.IKE_SPI_DELETE: {Ext.IKE_SPI: (1, 1)},
+    MsgType.IKE_SPI_KEY: {Ext.IKE_SPI_KEY: (1, 1)},
 }
 _DUMP_REPLY_SCHEMA: Final[_Schema] = {
     Ext.SA_COUNTERS: (0, 1),

@@ -30,6 +30,7 @@ from ..dh import DhError, KeyExchange, new_key_exchange
 from ..events import NegotiationFailed
 from ..message import KePayload, NoncePayload, Payload, Proposal, SaPayload
 from ..proposals import Suite, accepts, describe_all, select_proposal
+from ..spi_tag import make_ike_spi
 from ..state import IkeRekey, IkeSaState
 from .base import KeGroups, KeRetry, Outcome, Response, Task, error_notify, find, notify
 
@@ -44,10 +45,7 @@ def redundant_is_ours(our_min: bytes, their_min: bytes) -> bool:
 
 
 def new_ike_spi(st: IkeSaState) -> bytes:
-    while True:
-        spi = st.rng(8)
-        if any(spi):
-            return spi
+    return make_ike_spi(st.rng, st.spi_tag, st.remote_addr[0])
 
 
 class RekeyIkeTask(Task):

@@ -68,6 +68,7 @@ from tunsec.ike.events import (
     SpiUnused,
 )
 from tunsec.ike.sa import IkeSa, State
+from tunsec.ike.spi_tag import IkeSpiTag
 from tunsec.loglimit import LogLimiter, internal_error, suffix
 from tunsec.policy.claims import TsClaims
 from tunsec.policy.ids import IdSpace
@@ -134,8 +135,11 @@ class IkeService(Service):
                                 owner=self._owner, half_open=lambda: self.endpoint.half_open)
         # the remote selectors each peer's Child SAs hold: no peer may take another's (installs.py books them)
         self.ts_claims = TsClaims()
+        # the key our IKE SPIs are tagged with for their peer's address, which the worker holds (trusted.py)
+        self.spi_tag = IkeSpiTag.new()
         self.endpoint = IkeEndpoint([c.ike for c in connections], spi_allocator=self.spi_pool.take, limits=limits,
-                                    address_pool=self.pools, unique_keep=self._unique_keep, ts_claims=self.ts_claims)
+                                    address_pool=self.pools, unique_keep=self._unique_keep, ts_claims=self.ts_claims,
+                                    spi_tag=self.spi_tag)
         self.ids = ids if ids is not None else IdSpace()
         self.children: dict[int, ChildState] = {}                # child handle -> state
         self._by_uid: dict[tuple[int, int], int] = {}            # (IKE SA handle, unique id) -> child handle
@@ -146,7 +150,7 @@ class IkeService(Service):
         self._changes = Changes()   # SA/SPD changes reach the worker in the order the engine reported them
         self._install_give_up = GiveUp(installs.request_timeout)   # new Child SAs' installs (_start_install)
         self.ike_up: dict[bytes, IkeUpRecord] = {}
-        self.trusted = TrustedSpis(worker)   # established IKE SAs' SPIs, as the worker holds them for their reserve
+        self.trusted = TrustedSpis(worker, self.spi_tag)   # established IKE SAs' SPIs and the tags' key, in the worker
         self.endpoint.on_forget = self.trusted.remove   # whichever way an IKE SA went, its SPI goes with it
         self.trap_reqids: dict[tuple[str, str], int] = {}        # (connection, child) -> reqid of its traps
         self._timer: asyncio.TimerHandle | None = None
@@ -208,6 +212,7 @@ class IkeService(Service):
             self._addr_watch = None
 
     async def start(self) -> None:
+        self.trusted.resend()   # the tags' key: the first IKE_AUTHs have their shares in the worker
         await self.spi_pool.refill()    # before answering anyone: an IKE_AUTH finds its inbound SPI in the pool
         self.ke_refill.start(c.ike for c in self.connections.values())   # and an IKE_SA_INIT its key pair
         self._acct_open()   # the Accounting-On, before any Start

@@ -17,7 +17,11 @@ brings one per IKE SA) and nothing waits for them; one the client refuses (no wo
 SEND_QUEUE_MAX requests already waiting for the pipe) stays due and is sent again, before any later
 one, until it goes: a lost DELETE would leave a gone SA's SPI with the reserve for good.  A worker
 that holds as many as it may (ENOSPC) leaves that SA without a reserve, which is said and counted
-(``ike_reserve_refused`` in ``tunsec status``, tunsec_ike_reserve_refused_total)."""
+(``ike_reserve_refused`` in ``tunsec status``, tunsec_ike_reserve_refused_total).
+
+The worker also holds the key of the tags in our IKE SPIs (IKE_SPI_KEY, ike/spi_tag.py), with which it
+tells a half-open SA's IKE_AUTH from where our IKE_SA_INIT answer went from a spoofed datagram: every
+new worker is sent it before the SPIs, and a refused send is retried as they are."""
 
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ from tunsec.dataplane import pipe
 from tunsec.dataplane.client import WorkerClient, WorkerError
 from tunsec.dataplane.pipe import Errno
 from tunsec.ike.events import IkeSaUp
+from tunsec.ike.spi_tag import IkeSpiTag
 from tunsec.loglimit import LogLimiter, suffix
 
 log = logging.getLogger("tunsec.ike")
@@ -46,8 +51,10 @@ def peer_of(ev: IkeSaUp) -> int:
 
 
 class TrustedSpis:
-    def __init__(self, worker: Callable[[], WorkerClient]) -> None:
+    def __init__(self, worker: Callable[[], WorkerClient], tag: IkeSpiTag) -> None:
         self.worker = worker
+        self.tag = tag
+        self.key_due = True                # the worker has not been sent the tag key yet
         self.spis: dict[bytes, int] = {}   # what the worker is to hold: SPI -> its peer
         # what the worker has not been sent yet, in order: True an ADD, False a DELETE
         self.unsent: dict[bytes, bool] = {}
@@ -69,7 +76,9 @@ class TrustedSpis:
         self._due(spi, False)
 
     def resend(self) -> None:
-        """A new worker holds none: all of them again (and no DELETE: it has nothing to delete)."""
+        """A new worker holds none: the key and all of them again (and no DELETE: it has nothing to
+        delete).  Also the first worker's start."""
+        self.key_due = True
         self.unsent = dict.fromkeys(self.spis, True)
         self._flush()
 
@@ -84,7 +93,13 @@ class TrustedSpis:
         self._flush()
 
     def _flush(self) -> None:
-        """Send what is due, oldest first; at the first refusal the rest waits for a retry."""
+        """Send what is due, the key and then the oldest first; at the first refusal the rest waits
+        for a retry."""
+        if self.key_due:
+            if not self._send_key():
+                self._retry_later()
+                return
+            self.key_due = False
         while self.unsent:
             spi, add = next(iter(self.unsent.items()))
             if not self._send(spi, add):
@@ -104,6 +119,15 @@ class TrustedSpis:
     def _retried(self) -> None:
         self._retry = None
         self._flush()
+
+    def _send_key(self) -> bool:
+        key = self.tag.key
+        try:
+            sent = self.worker().request_soon(lambda req_id: pipe.IkeSpiKey(req_id, key), self._answered)
+        except WorkerError:
+            return False
+        sent.add_done_callback(_quiet)
+        return True
 
     def _send(self, spi: bytes, add: bool) -> bool:
         peer = self.spis.get(spi, 0)

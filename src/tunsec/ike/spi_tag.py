@@ -1,0 +1,107 @@
+"""Our IKE SPIs, and the tag in them that tells the worker an IKE datagram came from where our answer went.
+
+Every IKE SPI of ours is made here (``make_ike_spi``): 4 random bytes R, then a tag T for the address
+the SA was made for (the IKE_SA_INIT's sender, or the peer we initiate to): the low 32 bits of
+SipHash-2-4 under the service's key of R, the address family (4 or 6) and the address's bytes.
+The worker holds the same key (IKE_SPI_KEY on the pipe, csrc/ikespi.c): an IKE datagram of no
+established IKE SA whose SPI of ours carries the tag for its sender's address is an IKE_AUTH (or a
+fragment, an EAP round) from someone who got our IKE_SA_INIT answer at that address, which an
+off-path spoofer cannot send (one guess in 2^32).  Those get shares of the worker's queues of their
+own (docs/pipe.md), so a spoofed flood does not keep them out, and road warriors behind one NAT are
+not held to one unknown sender's share.  A tag proves nothing else: nothing is kept for it.
+
+Half the SPI is random: two SAs for one address clash one time in 2^32 per pair, which the
+endpoint's clash loop (IkeEndpoint._new_sa) already redraws.  SipHash is written out here because
+no library offers it keyed; its cost (~10 us) is once per IKE SA, not per datagram."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+Rng = Callable[[int], bytes]
+
+KEY_LEN = 16
+_M = 0xFFFF_FFFF_FFFF_FFFF
+
+
+@dataclass(frozen=True, slots=True)
+class IkeSpiTag:
+    """The key of the tags (repr hides it: it is a secret the worker shares)."""
+
+    key: bytes = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if len(self.key) != KEY_LEN:
+            raise ValueError(f"an IKE SPI tag key is {KEY_LEN} bytes")
+
+    @classmethod
+    def new(cls, rng: Rng = os.urandom) -> IkeSpiTag:
+        return cls(rng(KEY_LEN))
+
+    def tag(self, r: bytes, ip: str) -> bytes:
+        """T for R (4 bytes) and the address; ValueError if ip is no address (a name still to resolve)."""
+        addr = ipaddress.ip_address(ip)
+        k0, k1 = struct.unpack("<QQ", self.key)
+        return (siphash24(k0, k1, r + bytes((addr.version,)) + addr.packed) & 0xFFFF_FFFF).to_bytes(4, "big")
+
+    def carries(self, spi: bytes, ip: str) -> bool:
+        """Whether spi was made for ip (what the worker checks in C)."""
+        return len(spi) == 8 and self.tag(spi[:4], ip) == spi[4:]
+
+
+def make_ike_spi(rng: Rng, tag: IkeSpiTag | None, ip: str) -> bytes:
+    """A new IKE SPI of ours for an SA with the peer at ip: tagged if there is a key and ip is an
+    address (an FQDN still to resolve gets a random one), never all zero (RFC 7296 §3.1)."""
+    while True:
+        if tag is None:
+            spi = rng(8)
+        else:
+            r = rng(4)
+            try:
+                spi = r + tag.tag(r, ip)
+            except ValueError:
+                spi = r + rng(4)
+        if any(spi):
+            return spi
+
+
+def siphash24(k0: int, k1: int, data: bytes) -> int:
+    """SipHash-2-4 (Aumasson, Bernstein) of data under the key words k0, k1 (little-endian, as
+    csrc/dp.c ts_siphash24 reads its key)."""
+    v = [k0 ^ 0x736F6D6570736575, k1 ^ 0x646F72616E646F6D, k0 ^ 0x6C7967656E657261, k1 ^ 0x7465646279746573]
+    whole = len(data) - len(data) % 8
+    for i in range(0, whole + 1, 8):
+        # the last word: the tail bytes and the length in the top byte
+        m = int.from_bytes(data[i:i + 8], "little") if i < whole else \
+            int.from_bytes(data[whole:], "little") | (len(data) & 0xFF) << 56
+        v[3] ^= m
+        _round(v)
+        _round(v)
+        v[0] ^= m
+    v[2] ^= 0xFF
+    for _ in range(4):
+        _round(v)
+    return v[0] ^ v[1] ^ v[2] ^ v[3]
+
+
+def _rotl(x: int, b: int) -> int:
+    return ((x << b) | (x >> (64 - b))) & _M
+
+
+def _round(v: list[int]) -> None:
+    v0, v1, v2, v3 = v
+    v0 = (v0 + v1) & _M
+    v1 = _rotl(v1, 13) ^ v0
+    v0 = _rotl(v0, 32)
+    v2 = (v2 + v3) & _M
+    v3 = _rotl(v3, 16) ^ v2
+    v0 = (v0 + v3) & _M
+    v3 = _rotl(v3, 21) ^ v0
+    v2 = (v2 + v1) & _M
+    v1 = _rotl(v1, 17) ^ v2
+    v2 = _rotl(v2, 32)
+    v[:] = v0, v1, v2, v3
