@@ -24,6 +24,7 @@ from tunsec.loglimit import suffix
 from tunsec.policy.claims import describe
 from tunsec.policy.ids import Band, priority
 from tunsec.policy.selector import SelectorError, fast_selectors
+from tunsec.services.ike import restart
 from tunsec.services.ike.giveup import Turn
 from tunsec.services.ike.sockets import parse_ip
 from tunsec.services.ike.state import ChildState, IPAddress, Lineage
@@ -93,6 +94,8 @@ async def _delete_sa(self: IkeService, spi: int, direction: Direction, remote: E
     or None if the DELETE failed (ENOENT: its hard lifetime removed it, and its EXPIRE carried them)."""
     final = None
     try:
+        if direction is Direction.IN and not self.spi_pool.issued(spi):
+            return   # an older worker's (restart.py): in this one the number may be another peer's SA
         with contextlib.suppress(WorkerError):
             final = (await self.worker().request(lambda r: pipe.Delete(r, spi, direction, remote)))[-1].current
     finally:   # whatever happened: the session's Stop waits for it
@@ -132,6 +135,10 @@ def _child_registered(self: IkeService, sa: IkeSa, ev: ChildSaUp) -> ChildState 
         sa.delete_child(ev.unique_id)
         return None
     ike = self._ike_handle(sa)
+    restart.release_claim(self, ike, ev.rekey_of)   # a Child SA of an old worker's, rekeyed: it holds them now
+    if not self.spi_pool.issued(ev.spi_in):
+        restart.stale_spi(self, sa, ev, ike, peer, named, by_name)   # negotiated across a worker restart
+        return None
     pred = rekeyed = self._by_uid.get((ike, ev.rekey_of)) if ev.rekey_of is not None else None
     if pred is not None and _moved(self.children[pred], ev):
         # the engine refuses such a rekey (exchanges/child.py rekey_select, rekey_answer); one that
@@ -654,10 +661,13 @@ async def _linger_ended(self: IkeService, lineage: Lineage, spi: int) -> None:
 
 
 def _child_gone(self: IkeService, sa: IkeSa, ev: ChildSaDown) -> None:
-    handle = self._by_uid.get((self._ike_handle(sa), ev.unique_id))
+    ike = self._ike_handle(sa)
+    restart.release_claim(self, ike, ev.unique_id)   # one a worker restart left unbooked: its claims go
+    handle = self._by_uid.get((ike, ev.unique_id))
     state = self.children.get(handle) if handle is not None else None
     if state is None:
-        # never installed (or lost with a worker restart): only our inbound SPI may be left
+        # never installed (or lost with a worker restart): only our inbound SPI may be left, if the
+        # current worker issued it (_delete_sa)
         self._spawn(self._delete_sa(ev.spi_in, Direction.IN))
         log.info("%s: CHILD_SA %s %08x_i %08x_o deleted: %s", sa.name, ev.child, ev.spi_in, ev.spi_out,
                  ev.describe())
