@@ -5,23 +5,27 @@
   ways, without any engine timer firing.
 - No DELETE of an old worker's inbound SPI reaches the new worker, where that number may be another
   peer's new SA.
+- (Not about restarts, but about inbound SAs left in the worker) rekeyed Child SAs' lingering inbound
+  SAs count against max_child_sas.
 Two real IkeServices with in-process workers (test_ikeservice_rekey.Pair), or a gateway and its sites
 (test_ikeservice_peers.Gateway)."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import logging
 
 import pytest
 from test_ikeservice_peers import GW, Gateway, InProcessWorker, esp_open, esp_seal, ipv4_udp, run, site_ip
-from test_ikeservice_rekey import Pair, RecordingWorker, Wire
+from test_ikeservice_rekey import Pair, RecordingWorker, Wire, fire_timers
 
 from tunsec.conf.connections import Action
 from tunsec.dataplane import pipe
 from tunsec.dataplane.fastpath import Drop
 from tunsec.dataplane.pipe import Direction, Endpoint
+from tunsec.ike.config import IkeConfig
 from tunsec.ike.constants import ExchangeType
 from tunsec.ike.events import ChildSaUp
 from tunsec.policy.ids import IdSpace
@@ -167,3 +171,36 @@ def _site_sends(gw: Gateway, i: int) -> Drop:
     _, drop = gw.worker.dp.inbound(esp, Endpoint(ipaddress.ip_address(site_ip(i)), 4500),
                                    Endpoint(ipaddress.ip_address(GW), 4500))
     return drop
+
+
+class CappedPair(Pair):
+    """Pair whose connections allow ``MAX_CHILD_SAS`` Child SAs per IKE SA."""
+
+    def ike_config(self, side: str) -> IkeConfig:
+        return dataclasses.replace(super().ike_config(side), max_child_sas=MAX_CHILD_SAS)
+
+
+MAX_CHILD_SAS = 3
+
+
+def test_lingering_inbound_sas_of_a_rekey_loop_count_against_max_child_sas() -> None:
+    """A peer that rekeys and deletes the old Child SA again and again: the gateway's worker keeps at
+    most max_child_sas of its rekeyed inbound SAs lingering, the newest; the oldest go at once."""
+    async def body() -> None:
+        pair = CappedPair()
+        await pair.start()
+        pair.svc["a"].initiate("tun", "net")
+        await pair.settle()
+        rekeyed = []
+        for _ in range(10):
+            rekeyed.append(pair.child("a").spi_in)
+            pair.rekey("b")   # B rekeys, and deletes the old Child SA itself
+            await pair.settle()
+        assert pair.sa_spis("a", Direction.IN) == {pair.child("a").spi_in, *rekeyed[-MAX_CHILD_SAS:]}
+        assert sum(map(len, pair.svc["a"]._lingering.values())) == MAX_CHILD_SAS
+        assert pair.traffic("b", 3) == 3 and pair.traffic("a", 3) == 3
+        fire_timers(pair.svc["a"])   # their INBOUND_LINGER ends: every one goes, the index with them
+        await pair.settle()
+        assert pair.sa_spis("a", Direction.IN) == {pair.child("a").spi_in}
+        assert pair.svc["a"]._lingering == {}
+    run(body())

@@ -592,13 +592,7 @@ async def _remove(self: IkeService, state: ChildState, lineage_ended: bool, ling
         self._acct_deleted(state.spi_in, Direction.OUT, None)
     lineage = state.lineage
     if linger and not self.closing:
-        log.debug("%s: inbound SA %08x of rekeyed CHILD_SA %s lingers %.0f s", state.conn, state.spi_in,
-                  state.child, INBOUND_LINGER)
-        if lineage.lingering is None:
-            lineage.lingering = {}
-        ended = functools.partial(_linger_ended, self, lineage, state.spi_in)
-        lineage.lingering[state.spi_in] = (state.ike, self._later(INBOUND_LINGER,
-                                                                  lambda: self._spawn(self._changes.queue(ended()))))
+        await _linger(self, state)
     else:
         await self._delete_sa(state.spi_in, Direction.IN, of_child=state.spi_in)
     if not lineage_ended:
@@ -616,6 +610,41 @@ async def _remove(self: IkeService, state: ChildState, lineage_ended: bool, ling
     self._release(state.lineage)
 
 
+async def _linger(self: IkeService, state: ChildState) -> None:
+    """Keep a rekeyed Child SA's inbound SA INBOUND_LINGER seconds (under ``_changes``).  Its IKE SA's
+    lingering inbound SAs count against max_child_sas: a peer that rekeys and deletes in a loop would
+    otherwise hold one per rekey in the worker, its rekey rate times INBOUND_LINGER; over the limit,
+    the oldest goes now."""
+    log.debug("%s: inbound SA %08x of rekeyed CHILD_SA %s lingers %.0f s", state.conn, state.spi_in,
+              state.child, INBOUND_LINGER)
+    lineage = state.lineage
+    if lineage.lingering is None:
+        lineage.lingering = {}
+    ended = functools.partial(_linger_ended, self, lineage, state.spi_in)
+    lineage.lingering[state.spi_in] = (state.ike, self._later(INBOUND_LINGER,
+                                                              lambda: self._spawn(self._changes.queue(ended()))))
+    mine = self._lingering.setdefault(state.ike, {})
+    mine[state.spi_in] = lineage
+    conn = self.connections.get(state.conn)
+    cap = conn.ike.max_child_sas if conn is not None else DEFAULT_MAX_CHILD_SAS
+    while len(mine) > cap:
+        spi, oldest = next(iter(mine.items()))
+        _unlinger(self, state.ike, spi)
+        if oldest.lingering is not None and (entry := oldest.lingering.pop(spi, None)) is not None:
+            self._unlater(entry[1])
+            if not oldest.lingering:
+                oldest.lingering = None   # no empty dict kept per client
+        await self._delete_sa(spi, Direction.IN, of_child=spi)
+
+
+def _unlinger(self: IkeService, ike: int, spi: int) -> None:
+    """Inbound SA ``spi`` of IKE SA ``ike`` lingers no more (deleted, or about to be)."""
+    if (mine := self._lingering.get(ike)) is not None:
+        mine.pop(spi, None)
+        if not mine:
+            del self._lingering[ike]
+
+
 async def _delete_policies(self: IkeService, pids: Sequence[int]) -> None:
     """SPDDELETE each of ``pids`` (under ``_changes``); one already gone is no error."""
     for pid in pids:
@@ -631,6 +660,7 @@ async def _drop_lingering(self: IkeService, lineage: Lineage, ike: int | None) -
         if ike is None or owner == ike:
             self._unlater(timer)
             del lingering[spi]
+            _unlinger(self, owner, spi)
             await self._delete_sa(spi, Direction.IN, of_child=spi)
     if not lingering:
         lineage.lingering = None   # no empty dict kept per client
@@ -654,9 +684,10 @@ async def _linger_ended(self: IkeService, lineage: Lineage, spi: int) -> None:
     """A rekeyed Child SA's inbound SA has lingered long enough (unless its lineage ended first and
     took it along: _remove).  Under ``_changes``, so that _remove sees it either lingering or gone."""
     async with self._changes:
-        if lineage.lingering is not None and lineage.lingering.pop(spi, None) is not None:
+        if lineage.lingering is not None and (entry := lineage.lingering.pop(spi, None)) is not None:
             if not lineage.lingering:
                 lineage.lingering = None   # no empty dict kept per client
+            _unlinger(self, entry[0], spi)
             await self._delete_sa(spi, Direction.IN, of_child=spi)
 
 

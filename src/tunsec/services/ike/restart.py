@@ -39,6 +39,7 @@ async def worker_restarted(self: IkeService) -> None:
     self.spi_pool.clear()
     self.trusted.resend()   # first: the new worker's IKE events from the established peers have their reserve
     self._cancel_timers()   # their SPIs mean nothing (or someone else's SA) to the new worker
+    self._lingering.clear()   # nor do lingering inbound SAs' (their timers just went)
     for state in self.children.values():
         self._release(state.lineage)
         # its SAs are gone: down now, in its IKE SA's turn, before the up of the Child SA that is

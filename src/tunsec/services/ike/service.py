@@ -179,6 +179,8 @@ class IkeService(Service):
         self.refused_log = LogLimiter(burst=5, period=60.0)
         self.events = EventCounts()                             # rekeys, dead peers (Prometheus counters)
         self._timers: dict[asyncio.TimerHandle, Callable[[], object]] = {}   # lingering inbound SAs, standby ends
+        # IKE SA handle -> its Child SAs' lingering inbound SAs (SPI -> lineage), oldest first (installs._linger)
+        self._lingering: dict[int, dict[int, Lineage]] = {}
         # auth = eap-radius: the RADIUS client, and the round trip each IKE SA waits for
         self.radius = RadiusRelay(radius) if radius is not None else None
         self._relay_rounds: dict[IkeSa, asyncio.Task[None]] = {}
