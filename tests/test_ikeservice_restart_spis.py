@@ -126,6 +126,27 @@ def test_our_ike_auth_across_a_worker_restart_is_installed_in_the_new_worker() -
     run(body())
 
 
+def test_a_child_sa_whose_larval_sa_the_worker_lost_is_rekeyed(caplog: pytest.LogCaptureFixture) -> None:
+    """Our rekey's UPDATE finds no larval SA for its inbound SPI (ENOENT; here removed from the worker
+    while the rekey was on the wire): the engine holds the Child SA as up, so it is rekeyed again."""
+    caplog.set_level(logging.WARNING, logger="tunsec")
+
+    async def body() -> None:
+        pair = await pair_up()
+        a = pair.svc["a"]
+        taken = a.spi_pool.spis[0]   # the next SPI the engine takes
+        pair.rekey("a")
+        assert taken not in a.spi_pool.spis
+        pair.workers["a"].dp.delete(taken, Direction.IN)
+        await pair.settle()
+        assert pair.traffic("b", 5) == 5 and pair.traffic("a", 5) == 5
+        pair.assert_installed("a")
+        assert pair.ike("a").children[0].spi_in != taken
+        assert any("has no inbound SA in the worker: rekeying it" in r.getMessage() for r in caplog.records)
+        assert a._held_claims == {} and len(a.ts_claims) == 1
+    run(body())
+
+
 def _is_request(data: bytes, exchange: ExchangeType) -> bool:
     return len(data) >= 20 and data[18] == exchange and not data[19] & 0x20
 

@@ -240,10 +240,12 @@ def _newest_of(self: IkeService, ike: int, key: tuple[str, tuple[Ts, ...], tuple
     return max(same, key=lambda state: state.handle, default=None)
 
 
-def _forget(self: IkeService, state: ChildState) -> bool:
-    """Unbook a Child SA; True if its lineage ended (its policies and reqid are free to go)."""
+def _forget(self: IkeService, state: ChildState, keep_claims: bool = False) -> bool:
+    """Unbook a Child SA; True if its lineage ended (its policies and reqid are free to go).
+    ``keep_claims``: its claims stay, for the caller to hold (restart.hold_claim)."""
     self.children.pop(state.handle, None)
-    self.ts_claims.remove(state.handle)
+    if not keep_claims:
+        self.ts_claims.remove(state.handle)
     if (mine := self._by_ike.get(state.ike)) is not None:
         mine.discard(state.handle)
         if not mine:
@@ -354,9 +356,23 @@ async def _child_up(self: IkeService, state: ChildState, ev: ChildSaUp, release:
             await _delete_policies(self, stray)
             self.ids.release_policy_ids(stray)
             if state.handle in self.children:   # not deleted meanwhile (its DELETE, a worker restart)
-                await self._remove(state, self._forget(state))
+                # the worker has no larval SA for its inbound SPI (lost with the worker that issued
+                # it): the engine keeps the Child SA up and nothing else would ever replace it, so it
+                # is rekeyed with an SPI of the current worker, its claims held meanwhile
+                again = _larval_lost(started) and _still_held(self, state)
+                ended = self._forget(state, keep_claims=again)
+                if again:
+                    restart.rekey_uninstalled(self, state)
+                await self._remove(state, ended)
         return
     _installed(self, state, ev)
+
+
+def _larval_lost(started: _Started) -> bool:
+    """The install's UPDATE (its first request) found no larval SA: ENOENT."""
+    what, fut = started.sent[0]
+    end = outcome(what, fut) if fut.done() else None
+    return isinstance(end, WorkerError) and end.errno is Errno.ENOENT
 
 
 def _spdadds_answered(self: IkeService, state: ChildState, started: _Started) -> list[int]:

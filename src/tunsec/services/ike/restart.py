@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from tunsec.ike.events import ChildSaUp
 from tunsec.ike.sa import IkeSa
 from tunsec.services.ike import installs
+from tunsec.services.ike.state import ChildState
 
 if TYPE_CHECKING:
     from tunsec.services.ike.service import IkeService
@@ -101,3 +102,13 @@ def stale_spi(self: IkeService, sa: IkeSa, ev: ChildSaUp, ike: int, peer: object
     hold_claim(self, ike, ev.unique_id, handle)
     self.spi_pool.with_spi(functools.partial(self._rekey_child, sa, ev.unique_id))
 
+
+def rekey_uninstalled(self: IkeService, state: ChildState) -> None:
+    """A booked Child SA whose UPDATE found no larval SA (installs._child_up) and whose IKE SA still
+    holds it: its claims (kept by _forget) are held, and it is rekeyed with an SPI of the current worker."""
+    log.warning("%s: CHILD_SA %s %08x_i %08x_o has no inbound SA in the worker: rekeying it", state.conn,
+                state.child, state.spi_in, state.spi_out)
+    hold_claim(self, state.ike, state.unique_id, state.handle)
+    if (sa := self._ike_sa(state.ike)) is not None:
+        self.spi_pool.with_spi(functools.partial(self._rekey_child, sa, state.unique_id))
+        self._pump()
