@@ -48,7 +48,7 @@ async def worker_restarted(self: IkeService) -> None:
         self._updown_down(state.lineage)
         if installs._still_held(self, state):   # its selectors stay its peer's until it is rekeyed
             hold_claim(self, state.ike, state.unique_id, state.handle)
-        else:   # being deleted already: nothing would release them
+        else:   # no longer its IKE SA's (defensive: its ChildSaDown would have unbooked it): nothing releases them
             self.ts_claims.remove(state.handle)
     self.children.clear()
     self._by_uid.clear()
