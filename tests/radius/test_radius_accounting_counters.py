@@ -36,6 +36,9 @@ from tunsec.radius.usage import ChildRef, Usage
 from tunsec.services.ike import INBOUND_LINGER, installs, radius_edge
 from tunsec.services.ike.state import ChildState, Lineage
 
+# the SpiPool of a service stub: every inbound SPI is the current worker's (installs._delete_sa asks)
+_CURRENT_WORKER = types.SimpleNamespace(issued=lambda spi: True)
+
 
 def usage(record: dict[str, int]) -> tuple[int, int, int, int]:
     return (record["Acct-Input-Octets"], record["Acct-Output-Octets"], record["Acct-Input-Packets"],
@@ -377,7 +380,8 @@ def test_a_lingering_inbound_sa_deleted_as_its_lineage_ends_counts_to_its_last_p
         timer = asyncio.get_running_loop().call_later(INBOUND_LINGER, lambda: None)
         lineage = Lineage(1, set())
         lineage.lingering = {spi: (7, timer)}
-        service = types.SimpleNamespace(accounting=acct, _unlater=lambda t: t.cancel(), worker=lambda: w)
+        service = types.SimpleNamespace(accounting=acct, _unlater=lambda t: t.cancel(), worker=lambda: w,
+                                        spi_pool=_CURRENT_WORKER, _lingering={})
         service._delete_sa = functools.partial(installs._delete_sa, service)
         service._acct_deleted = functools.partial(radius_edge._acct_deleted, service)
         acct.stop("ike-1", Cause.USER_REQUEST)   # the IKE SA is gone; then its last Child SA's removal
@@ -420,7 +424,8 @@ def test_a_child_sa_whose_outbound_sa_was_never_added_is_carried_when_its_inboun
         acct.child_down("ike-1", ChildRef(state.spi_in, state.spi_out, state.remote))
         acct.stop("ike-1", Cause.USER_REQUEST)
         service = types.SimpleNamespace(accounting=acct, closing=False, worker=lambda: w, children={},
-                                        _unlater=lambda t: None, _release=lambda lineage: None)
+                                        _unlater=lambda t: None, _release=lambda lineage: None,
+                                        spi_pool=_CURRENT_WORKER, _lingering={})
         for name in ("_install_answered", "_delete_sa"):
             setattr(service, name, functools.partial(getattr(installs, name), service))
         service._acct_deleted = functools.partial(radius_edge._acct_deleted, service)

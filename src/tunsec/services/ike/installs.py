@@ -24,6 +24,7 @@ from tunsec.loglimit import suffix
 from tunsec.policy.claims import describe
 from tunsec.policy.ids import Band, priority
 from tunsec.policy.selector import SelectorError, fast_selectors
+from tunsec.services.ike import restart
 from tunsec.services.ike.giveup import Turn
 from tunsec.services.ike.sockets import parse_ip
 from tunsec.services.ike.state import ChildState, IPAddress, Lineage
@@ -93,6 +94,8 @@ async def _delete_sa(self: IkeService, spi: int, direction: Direction, remote: E
     or None if the DELETE failed (ENOENT: its hard lifetime removed it, and its EXPIRE carried them)."""
     final = None
     try:
+        if direction is Direction.IN and not self.spi_pool.issued(spi):
+            return   # an older worker's (restart.py): in this one the number may be another peer's SA
         with contextlib.suppress(WorkerError):
             final = (await self.worker().request(lambda r: pipe.Delete(r, spi, direction, remote)))[-1].current
     finally:   # whatever happened: the session's Stop waits for it
@@ -132,6 +135,10 @@ def _child_registered(self: IkeService, sa: IkeSa, ev: ChildSaUp) -> ChildState 
         sa.delete_child(ev.unique_id)
         return None
     ike = self._ike_handle(sa)
+    restart.release_claim(self, ike, ev.rekey_of)   # a Child SA of an old worker's, rekeyed: it holds them now
+    if not self.spi_pool.issued(ev.spi_in):
+        restart.stale_spi(self, sa, ev, ike, peer, named, by_name)   # negotiated across a worker restart
+        return None
     pred = rekeyed = self._by_uid.get((ike, ev.rekey_of)) if ev.rekey_of is not None else None
     if pred is not None and _moved(self.children[pred], ev):
         # the engine refuses such a rekey (exchanges/child.py rekey_select, rekey_answer); one that
@@ -233,10 +240,12 @@ def _newest_of(self: IkeService, ike: int, key: tuple[str, tuple[Ts, ...], tuple
     return max(same, key=lambda state: state.handle, default=None)
 
 
-def _forget(self: IkeService, state: ChildState) -> bool:
-    """Unbook a Child SA; True if its lineage ended (its policies and reqid are free to go)."""
+def _forget(self: IkeService, state: ChildState, keep_claims: bool = False) -> bool:
+    """Unbook a Child SA; True if its lineage ended (its policies and reqid are free to go).
+    ``keep_claims``: its claims stay, for the caller to hold (restart.hold_claim)."""
     self.children.pop(state.handle, None)
-    self.ts_claims.remove(state.handle)
+    if not keep_claims:
+        self.ts_claims.remove(state.handle)
     if (mine := self._by_ike.get(state.ike)) is not None:
         mine.discard(state.handle)
         if not mine:
@@ -347,9 +356,23 @@ async def _child_up(self: IkeService, state: ChildState, ev: ChildSaUp, release:
             await _delete_policies(self, stray)
             self.ids.release_policy_ids(stray)
             if state.handle in self.children:   # not deleted meanwhile (its DELETE, a worker restart)
-                await self._remove(state, self._forget(state))
+                # the worker has no larval SA for its inbound SPI (lost with the worker that issued
+                # it): the engine keeps the Child SA up and nothing else would ever replace it, so it
+                # is rekeyed with an SPI of the current worker, its claims held meanwhile
+                again = _larval_lost(started) and _still_held(self, state)
+                ended = self._forget(state, keep_claims=again)
+                if again:
+                    restart.rekey_uninstalled(self, state)
+                await self._remove(state, ended)
         return
     _installed(self, state, ev)
+
+
+def _larval_lost(started: _Started) -> bool:
+    """The install's UPDATE (its first request) found no larval SA: ENOENT."""
+    what, fut = started.sent[0]
+    end = outcome(what, fut) if fut.done() else None
+    return isinstance(end, WorkerError) and end.errno is Errno.ENOENT
 
 
 def _spdadds_answered(self: IkeService, state: ChildState, started: _Started) -> list[int]:
@@ -585,13 +608,7 @@ async def _remove(self: IkeService, state: ChildState, lineage_ended: bool, ling
         self._acct_deleted(state.spi_in, Direction.OUT, None)
     lineage = state.lineage
     if linger and not self.closing:
-        log.debug("%s: inbound SA %08x of rekeyed CHILD_SA %s lingers %.0f s", state.conn, state.spi_in,
-                  state.child, INBOUND_LINGER)
-        if lineage.lingering is None:
-            lineage.lingering = {}
-        ended = functools.partial(_linger_ended, self, lineage, state.spi_in)
-        lineage.lingering[state.spi_in] = (state.ike, self._later(INBOUND_LINGER,
-                                                                  lambda: self._spawn(self._changes.queue(ended()))))
+        await _linger(self, state)
     else:
         await self._delete_sa(state.spi_in, Direction.IN, of_child=state.spi_in)
     if not lineage_ended:
@@ -609,6 +626,41 @@ async def _remove(self: IkeService, state: ChildState, lineage_ended: bool, ling
     self._release(state.lineage)
 
 
+async def _linger(self: IkeService, state: ChildState) -> None:
+    """Keep a rekeyed Child SA's inbound SA INBOUND_LINGER seconds (under ``_changes``).  Its IKE SA's
+    lingering inbound SAs count against max_child_sas: a peer that rekeys and deletes in a loop would
+    otherwise hold one per rekey in the worker, its rekey rate times INBOUND_LINGER; over the limit,
+    the oldest goes now."""
+    log.debug("%s: inbound SA %08x of rekeyed CHILD_SA %s lingers %.0f s", state.conn, state.spi_in,
+              state.child, INBOUND_LINGER)
+    lineage = state.lineage
+    if lineage.lingering is None:
+        lineage.lingering = {}
+    ended = functools.partial(_linger_ended, self, lineage, state.spi_in)
+    lineage.lingering[state.spi_in] = (state.ike, self._later(INBOUND_LINGER,
+                                                              lambda: self._spawn(self._changes.queue(ended()))))
+    mine = self._lingering.setdefault(state.ike, {})
+    mine[state.spi_in] = lineage
+    conn = self.connections.get(state.conn)
+    cap = conn.ike.max_child_sas if conn is not None else DEFAULT_MAX_CHILD_SAS
+    while len(mine) > cap:
+        spi, oldest = next(iter(mine.items()))
+        _unlinger(self, state.ike, spi)
+        if oldest.lingering is not None and (entry := oldest.lingering.pop(spi, None)) is not None:
+            self._unlater(entry[1])
+            if not oldest.lingering:
+                oldest.lingering = None   # no empty dict kept per client
+        await self._delete_sa(spi, Direction.IN, of_child=spi)
+
+
+def _unlinger(self: IkeService, ike: int, spi: int) -> None:
+    """Inbound SA ``spi`` of IKE SA ``ike`` lingers no more (deleted, or about to be)."""
+    if (mine := self._lingering.get(ike)) is not None:
+        mine.pop(spi, None)
+        if not mine:
+            del self._lingering[ike]
+
+
 async def _delete_policies(self: IkeService, pids: Sequence[int]) -> None:
     """SPDDELETE each of ``pids`` (under ``_changes``); one already gone is no error."""
     for pid in pids:
@@ -624,6 +676,7 @@ async def _drop_lingering(self: IkeService, lineage: Lineage, ike: int | None) -
         if ike is None or owner == ike:
             self._unlater(timer)
             del lingering[spi]
+            _unlinger(self, owner, spi)
             await self._delete_sa(spi, Direction.IN, of_child=spi)
     if not lingering:
         lineage.lingering = None   # no empty dict kept per client
@@ -647,17 +700,21 @@ async def _linger_ended(self: IkeService, lineage: Lineage, spi: int) -> None:
     """A rekeyed Child SA's inbound SA has lingered long enough (unless its lineage ended first and
     took it along: _remove).  Under ``_changes``, so that _remove sees it either lingering or gone."""
     async with self._changes:
-        if lineage.lingering is not None and lineage.lingering.pop(spi, None) is not None:
+        if lineage.lingering is not None and (entry := lineage.lingering.pop(spi, None)) is not None:
             if not lineage.lingering:
                 lineage.lingering = None   # no empty dict kept per client
+            _unlinger(self, entry[0], spi)
             await self._delete_sa(spi, Direction.IN, of_child=spi)
 
 
 def _child_gone(self: IkeService, sa: IkeSa, ev: ChildSaDown) -> None:
-    handle = self._by_uid.get((self._ike_handle(sa), ev.unique_id))
+    ike = self._ike_handle(sa)
+    restart.release_claim(self, ike, ev.unique_id)   # one a worker restart left unbooked: its claims go
+    handle = self._by_uid.get((ike, ev.unique_id))
     state = self.children.get(handle) if handle is not None else None
     if state is None:
-        # never installed (or lost with a worker restart): only our inbound SPI may be left
+        # never installed (or lost with a worker restart): only our inbound SPI may be left, if the
+        # current worker issued it (_delete_sa)
         self._spawn(self._delete_sa(ev.spi_in, Direction.IN))
         log.info("%s: CHILD_SA %s %08x_i %08x_o deleted: %s", sa.name, ev.child, ev.spi_in, ev.spi_out,
                  ev.describe())

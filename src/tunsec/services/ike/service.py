@@ -79,7 +79,7 @@ from tunsec.radius.relay import Accepted, RadiusRelay
 from tunsec.radius.settings import RadiusSettings
 from tunsec.services.addrwatch import AddressWatch
 from tunsec.services.base import EspEndpoint, Service
-from tunsec.services.ike import ikesas, installs, mobility, radius_edge, traps
+from tunsec.services.ike import ikesas, installs, mobility, radius_edge, restart, traps
 from tunsec.services.ike import invalid_spi as _invalid_spi
 from tunsec.services.ike import reload as _reload
 from tunsec.services.ike import status as _status
@@ -137,6 +137,8 @@ class IkeService(Service):
         self.ts_claims = TsClaims()
         # the key our IKE SPIs are tagged with for their peer's address, which the worker holds (trusted.py)
         self.spi_tag = IkeSpiTag.new()
+        # IKE SA handle -> unique id -> claim handle: claims of Child SAs no longer booked (a worker restart)
+        self._held_claims: dict[int, dict[int, int]] = {}
         self.endpoint = IkeEndpoint([c.ike for c in connections], spi_allocator=self.spi_pool.take, limits=limits,
                                     address_pool=self.pools, unique_keep=self._unique_keep, ts_claims=self.ts_claims,
                                     spi_tag=self.spi_tag)
@@ -182,6 +184,8 @@ class IkeService(Service):
         self.refused_log = LogLimiter(burst=5, period=60.0)
         self.events = EventCounts()                             # rekeys, dead peers (Prometheus counters)
         self._timers: dict[asyncio.TimerHandle, Callable[[], object]] = {}   # lingering inbound SAs, standby ends
+        # IKE SA handle -> its Child SAs' lingering inbound SAs (SPI -> lineage), oldest first (installs._linger)
+        self._lingering: dict[int, dict[int, Lineage]] = {}
         # auth = eap-radius: the RADIUS client, and the round trip each IKE SA waits for
         self.radius = RadiusRelay(radius) if radius is not None else None
         self._relay_rounds: dict[IkeSa, asyncio.Task[None]] = {}
@@ -224,34 +228,6 @@ class IkeService(Service):
             for ch in conn.ike.children:
                 if conn.child(ch.name).start_action == "start":
                     self.initiate(conn.ike.name, ch.name)
-
-    async def worker_restarted(self) -> None:
-        """A new worker has an empty SAD: IKE SAs survive, their children must be renegotiated."""
-        self._acct_worker_restarted()   # their usage so far stays in the sessions' totals
-        self.spi_pool.clear()
-        self.trusted.resend()   # first: the new worker's IKE events from the established peers have their reserve
-        self._cancel_timers()   # their SPIs mean nothing (or someone else's SA) to the new worker
-        for state in self.children.values():
-            self._release(state.lineage)
-            # its SAs are gone: down now, in its IKE SA's turn, before the up of the Child SA that is
-            # renegotiated below (a lineage of its own, maybe another reqid): each up has its down
-            self._updown_down(state.lineage)
-        self.children.clear()
-        self.ts_claims.clear()   # in place: every IKE SA holds this one
-        self._by_uid.clear()
-        self._by_ike.clear()
-        self._moves.clear()   # their movers end: the new Child SAs are installed where their IKE SAs are
-        self.ids.release_policy_ids(list(self.trap_policies))
-        self.trap_policies.clear()
-        await self.spi_pool.refill()
-        if not self.spi_pool.spis:          # the refill in flight at the restart asked the old worker
-            await self.spi_pool.refill()
-        await self.install_traps()
-        for sa in self.endpoint.sas:
-            with contextlib.suppress(Exception):
-                for child in sa.children:
-                    self.spi_pool.with_spi(functools.partial(self._rekey_child, sa, child.unique_id))
-        self._pump()
 
     async def shutdown(self) -> None:
         """Delete every IKE SA (the peer learns it now, not at its DPD timeout)."""
@@ -685,6 +661,8 @@ class IkeService(Service):
         return _status.leases(self.pools)
 
     # --- defined in the package's modules, one concern each (see their docstrings) ---------------
+    # restart.py
+    worker_restarted = restart.worker_restarted
     # installs.py
     expired = installs.expired
     _child_of_sa = installs._child_of_sa

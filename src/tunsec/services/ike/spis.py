@@ -50,6 +50,16 @@ HELD_BYTES_MAX = (4 << 20) + HELD_BYTES_RESERVE
 # HELD_BYTES_RESERVE bytes)
 HELD_PER_SA = 16
 HELD_BYTES_PER_SA = 64 << 10
+# The range GETSPI asks in (2^28 SPIs), cut in GENERATIONS parts: the worker of generation g (the
+# first, or the one after the g-th restart) is asked for SPIs in part g mod GENERATIONS only, so an
+# SPI says which worker issued it (SpiPool.issued) and no SPI of the previous GENERATIONS - 1
+# workers is ever one of the current worker's: a Child SA negotiated across a restart with an SPI
+# of the old worker is known as such (services/ike/restart.py), and a DELETE of an old worker's SPI
+# never reaches another peer's new SA in the new worker.  2^24 SPIs each: far more than a SAD holds
+SPI_BASE = 0xC0000000
+GENERATIONS = 16
+_GEN_SHIFT = 24
+_GEN_MASK = 0xFF000000
 
 
 def _request_timeout() -> float:
@@ -104,7 +114,7 @@ class SpiPool:
         self._pump = pump          # after held actions ran: events, datagrams, timer
         self.spis: collections.deque[int] = collections.deque()
         self._asking = 0           # GETSPIs sent and not answered yet (to this worker: _generation)
-        self._generation = 0       # bumped by clear (a new worker)
+        self._generation = 0       # bumped by clear (a new worker); its SPIs' range (SPI_BASE, GENERATIONS)
         self._batches: set[_Batch] = set()   # GETSPIs in flight (refill waits for them)
         self._spi_wait = False     # the pool is empty and a refill in flight: the barrier is up (_spi_barrier)
         self._held: collections.deque[Callable[[], None]] = collections.deque()   # what waits for an SPI
@@ -168,6 +178,9 @@ class SpiPool:
 
     async def _return_spis(self, spis: list[int]) -> None:
         """DELETE pooled (larval) SPIs the pool no longer needs; a failure only leaves them reserved."""
+        spis = [spi for spi in spis if self.issued(spi)]   # a restart since: the old worker's went with it
+        if not spis:
+            return
         w = self.worker()
         answers = await answered([send_soon(w, "Delete", functools.partial(pipe.Delete, spi=spi,
                                                                           direction=pipe.Direction.IN))
@@ -182,6 +195,21 @@ class SpiPool:
         self._generation += 1
         self._asking = 0
         self._spi_barrier()
+
+    @property
+    def generation(self) -> int:
+        """The current worker's: 0 for the first, bumped by each restart (clear)."""
+        return self._generation
+
+    def _range(self) -> tuple[int, int]:
+        """The SPIs the current worker is asked for (see GENERATIONS)."""
+        lo = SPI_BASE | (self._generation % GENERATIONS) << _GEN_SHIFT
+        return lo, lo | ~_GEN_MASK & 0xFFFFFFFF
+
+    def issued(self, spi: int) -> bool:
+        """Whether ``spi`` is one the current worker issued (or would): an inbound SPI of an older
+        worker is none of this one's SAs, or another peer's SA that drew the same number."""
+        return spi & _GEN_MASK == self._range()[0]
 
     def take(self) -> int:
         if not self.spis:
@@ -206,7 +234,8 @@ class SpiPool:
             # log each SPI every 30 s)
             batch = _Batch(self._generation, want)
             got = functools.partial(self._got_spi, batch)
-            batch.sent = [send_soon(w, "GetSpi", lambda r: pipe.GetSpi(r, 0xC0000000, 0xCFFFFFFF, larval_seconds=0),
+            lo, hi = self._range()
+            batch.sent = [send_soon(w, "GetSpi", lambda r: pipe.GetSpi(r, lo, hi, larval_seconds=0),
                                     got) for _ in range(want)]
             self._asking += want
             # no task per batch (a burst sends one per client): the answers come in through ``got``;
@@ -250,8 +279,11 @@ class SpiPool:
             return    # asked of a worker since replaced (clear): its SPIs mean nothing to the new one
         batch.pending -= 1
         self._asking -= 1
-        if replies[0].errno is pipe.Errno.OK and replies[0].spi is not None:
-            self.spis.append(replies[0].spi)
+        if replies[0].errno is pipe.Errno.OK and (spi := replies[0].spi) is not None:
+            if self.issued(spi):
+                self.spis.append(spi)
+            elif (held := self._getspi_log.admit()) is not None:   # the worker's bug: not ours to use or DELETE
+                log.warning("GETSPI answered %08x, outside the range asked for: not used%s", spi, suffix(held))
         self._spi_barrier()
 
     def _collect(self, batch: _Batch, _last: object = None) -> None:
