@@ -145,7 +145,7 @@ def render(doc: dict[str, Any]) -> str:
         lines.append("control socket refused or cut short: " + ", ".join(f"{k} {v}" for k, v in ctl.items()))
     # once, not per IKE SA: rebuilt in the loop it made rendering N clients O(N²) (seconds at a few thousand)
     counters = {(s["spi"], s["direction"], s["remote"] if s["direction"] == "out" else None): s
-                for s in doc["sas"]}
+                for s in doc.get("sas", ())}   # no IKE service: neither is there
     for ike in doc.get("ike_sas", []):
         lines.append(
             f"{ike['name']}: IKEv2 {ike['state']} with {ike['remote']}"
