@@ -31,6 +31,7 @@ from tunsec.policy.selector import (
     TooManySelectors,
     Ts,
     TsError,
+    addr_text,
     check_fast_selectors,
     fast_selectors,
     parse_ts,
@@ -226,6 +227,13 @@ def test_str_names_the_prefix_the_range_is(sel: Ts) -> None:
 ])  # fmt: skip
 def test_str_of_aligned_and_unaligned_ranges(first: str, last: str, text: str) -> None:
     assert str(Ts(ipaddress.ip_address(first), ipaddress.ip_address(last))) == text
+
+
+@given(st.one_of(st.ip_addresses(), st.sampled_from([V4("0.0.0.0"), V4("255.255.255.255"), V6("::ffff:1.2.3.4"),
+                                                     V6("fe80::1%eth0"), V6("::")])))
+def test_addr_text_is_str(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> None:
+    # log lines and the engine's (text) peer addresses take it for str(): the same text, IPv4 by inet_ntoa
+    assert addr_text(addr) == str(addr)
 
 
 def test_resolve_takes_address_objects_and_text() -> None:

@@ -97,6 +97,10 @@ def _time_out(fut: asyncio.Future[list[pipe.Reply]]) -> None:
 
 Sent = tuple[str, asyncio.Future[list[pipe.Reply]]]
 _Then = Callable[[list[pipe.Reply]], None]   # what was asked (for errors), its answer
+_Future = asyncio.Future[list[pipe.Reply]]
+# a request waiting for its answer: its future, request_soon's ``then``, and the done callback that
+# forgets the request if the future is cancelled (request_soon's)
+_Entry = tuple[_Future, _Then | None, Callable[[_Future], None] | None]
 
 _FLAGS = 8   # the pipe header's flags byte, after version, type, errno and the request id (docs/pipe.md)
 
@@ -159,8 +163,8 @@ class WorkerClient:
         self.proc: asyncio.subprocess.Process | SpawnedWorker | None = None
         self._sock: socket.socket | None = None
         self._last_id = 0   # see _next_id
-        # per request waiting for its answer: its future and request_soon's ``then``
-        self._pending: dict[int, tuple[asyncio.Future[list[pipe.Reply]], _Then | None]] = {}
+        # per request waiting for its answer (see _Entry)
+        self._pending: dict[int, _Entry] = {}
         # the answers so far of a request answered in parts (DUMP): all others are answered in one
         # message, and need no list until it comes
         self._parts: dict[int, _Parts] = {}
@@ -310,8 +314,12 @@ class WorkerClient:
             del self._parts[req_id]
             replies = parts.replies
             replies.append(msg)
-        fut, then = entry
+        fut, then, forget = entry
         if not fut.done():
+            if forget is not None:
+                # answered, so nothing to forget (its entry is gone): a callback left on the future
+                # would be scheduled and run for nothing, ~6k instructions per request
+                fut.remove_done_callback(forget)
             fut.set_result(replies)
             if then is not None:
                 then(replies)
@@ -326,7 +334,7 @@ class WorkerClient:
         if held + max(size, PART_MIN_BYTES) <= self.dump_max_bytes:
             return True
         self.dump_overflows += 1
-        fut, _ = self._pending.pop(req_id)
+        fut, _, _ = self._pending.pop(req_id)
         self._parts.pop(req_id, None)
         if (suppressed := self._overflow_log.admit()) is not None:
             log.error("the worker's answer to request %d grew past %d bytes: request failed%s",
@@ -347,7 +355,7 @@ class WorkerClient:
                 self._outq.clear()
             self._sock.close()
             self._sock = None
-        for fut, _ in self._pending.values():
+        for fut, _, _ in self._pending.values():
             if not fut.done():
                 fut.set_exception(WorkerError("worker", Errno.EIO))
         self._pending.clear()
@@ -384,7 +392,7 @@ class WorkerClient:
         msg = build(req_id)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[list[pipe.Reply]] = loop.create_future()
-        self._pending[req_id] = (fut, None)
+        self._pending[req_id] = (fut, None, None)
         # a timer on the future itself, not asyncio.wait_for (a second future, a task wrapper and
         # callbacks per request: a client's set-up makes about ten requests)
         timer = loop.call_later(REQUEST_TIMEOUT, _time_out, fut)
@@ -417,15 +425,17 @@ class WorkerClient:
         req_id = self._next_id()
         msg = build(req_id)
         fut: asyncio.Future[list[pipe.Reply]] = asyncio.get_running_loop().create_future()
-        self._pending[req_id] = (fut, then)
+        forget = functools.partial(self._forget_cancelled, req_id)
+        self._pending[req_id] = (fut, then, forget)
         try:
             self._send(pipe.encode(msg))
         except OSError as err:
             del self._pending[req_id]
             raise WorkerError(f"{type(msg).__name__} ({err})", Errno.EIO) from err
         # a waiter that gives up cancels the future (answered's timeout): the request is forgotten
-        # then, not when an answer comes, which a hung worker never sends
-        fut.add_done_callback(functools.partial(self._forget_cancelled, req_id))
+        # then, not when an answer comes, which a hung worker never sends (_received takes the
+        # callback off again when the answer comes)
+        fut.add_done_callback(forget)
         return fut
 
     def _send(self, data: bytes) -> None:

@@ -31,6 +31,15 @@ from tunsec.ike.constants import IKE_PORT, NATT_PORT
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+
+def addr_text(addr: IPAddress) -> str:
+    """``str(addr)``, the same text.  An IPv4Address's by inet_ntoa of its int: str() runs __str__ and
+    a helper in Python and joins four int texts, ~9k instructions against ~4k, and a client's set-up
+    names its addresses ~5 times (its IKE datagram's source, the log lines' selectors and virtual IP)."""
+    if type(addr) is ipaddress.IPv4Address:
+        return socket.inet_ntoa(addr._ip.to_bytes(4))  # type: ignore[attr-defined]  # (int() runs __int__)
+    return str(addr)
+
 _ANY_PORTS = (0, 0xFFFF)
 
 # A fixed table so a config means the same on every host, with or without
@@ -164,7 +173,8 @@ class Ts:
             addr = "dynamic"
         else:
             prefix = self._prefix_len()
-            addr = f"{self.start}/{prefix}" if prefix is not None else f"{self.start}-{self.end}"
+            start = addr_text(self.start)
+            addr = f"{start}/{prefix}" if prefix is not None else f"{start}-{addr_text(self.end)}"
         if self.protocol == 0 and (self.start_port, self.end_port) == _ANY_PORTS:
             return addr
         proto = _PROTOCOL_NAMES.get(self.protocol, str(self.protocol))

@@ -23,7 +23,7 @@ from tunsec.ike.ts import Ts
 from tunsec.loglimit import suffix
 from tunsec.policy.claims import describe
 from tunsec.policy.ids import Band, priority
-from tunsec.policy.selector import SelectorError, fast_selectors
+from tunsec.policy.selector import SelectorError, addr_text, fast_selectors
 from tunsec.services.ike import restart
 from tunsec.services.ike.giveup import Turn
 from tunsec.services.ike.sockets import parse_ip
@@ -413,7 +413,7 @@ def _installed(self: IkeService, state: ChildState, ev: ChildSaUp) -> None:
     plan = state.plan
     log.info("%s: CHILD_SA %s up, SPIs %08x_i %08x_o, %s === %s (peer %s, reqid %d)", state.conn, state.child,
              ev.spi_in, ev.spi_out, ", ".join(map(str, ev.local_ts)), ", ".join(map(str, ev.remote_ts)),
-             state.remote.addr, state.reqid)
+             addr_text(state.remote.addr), state.reqid)
     # a new Child SA, not a rekey (as strongSwan's updown plugin), nor one that joined a sibling's lineage
     if plan.updown and state.pred is None and state.lineage.updown is None:
         told = self._updown_event(state, plan, state.local.addr)

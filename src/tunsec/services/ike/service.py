@@ -73,6 +73,7 @@ from tunsec.loglimit import LogLimiter, internal_error, suffix
 from tunsec.policy.claims import TsClaims
 from tunsec.policy.ids import IdSpace
 from tunsec.policy.pools import AddressPools, PoolConfig
+from tunsec.policy.selector import addr_text
 from tunsec.radius.accounting import Accounting
 from tunsec.radius.dae import DaeServer
 from tunsec.radius.relay import Accepted, RadiusRelay
@@ -482,7 +483,7 @@ class IkeService(Service):
                 # one line with the virtual IPs we assigned: a record per client less at scale
                 log.info("%s: IKE SA established with %s (%s), %s <-> %s%s", ev.name, ev.remote_addr[0],
                          ev.proposal, ev.local_id, ev.remote_id,
-                         f"; assigned virtual IP {', '.join(map(str, ev.peer_vips))} to peer {ev.remote_id}"
+                         f"; assigned virtual IP {', '.join(map(addr_text, ev.peer_vips))} to peer {ev.remote_id}"
                          if ev.peer_vips else "")
                 if ev.own_vips:
                     self.vips.up(self._ike_handle(sa), ev)
@@ -606,7 +607,7 @@ class IkeService(Service):
 
     def receive_natt(self, msg: pipe.Ike) -> None:
         """IKE that arrived on port 4500 via the worker."""
-        local = (str(msg.local.addr), msg.local.port) if msg.local else None
+        local = (addr_text(msg.local.addr), msg.local.port) if msg.local else None
         if local is None and (msg.remote.port == IKE_PORT or _is_init(msg.data, 0)):
             # an IKE_SA_INIT from port 500 to our 4500 (a peer with remote_port = 4500, unmarked),
             # or a marked one from a custom port (a tunsec initiator on a custom local_port):
@@ -616,7 +617,7 @@ class IkeService(Service):
             # as the IKE sockets' recv says of theirs
             fam = msg.remote.addr.version
             local = (self.local_addrs.get(fam, "0.0.0.0" if fam == 4 else "::"), NATT_PORT)
-        self.receive(msg.data, (str(msg.remote.addr), msg.remote.port), local)
+        self.receive(msg.data, (addr_text(msg.remote.addr), msg.remote.port), local)
         self._pump()
 
     # --- worker events -------------------------------------------------------------
