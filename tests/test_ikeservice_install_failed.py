@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from test_ikeservice_peers import run
-from test_ikeservice_rekey import Pair
+from test_ikeservice_rekey import Pair, fire_timers
 
 from tunsec.conf.connections import Action, Child, Connection
 from tunsec.dataplane import pipe
@@ -157,4 +157,28 @@ def test_an_ike_sa_whose_only_child_sa_failed_to_install_stays_up() -> None:
         await pair.settle()
         assert [c.name for c in ike_up(pair, "b").children] == ["net"]
         assert pair.traffic("a", 3) == 3 and pair.traffic("b", 3) == 3
+    run(body())
+
+
+def test_a_rekey_responder_whose_held_back_add_is_refused_deletes_the_new_child_sa() -> None:
+    """B answers A's rekey of "net" and holds its new outbound SA back (standby) until A's DELETE of
+    the old one; then the worker refuses that ADD: B cannot send on the new Child SA, so it is
+    deleted too, A is told, and nothing of "net" stays in B's worker (its lingering inbound SA gone
+    at its timer).  The IKE SA stays."""
+    async def body() -> None:
+        pair = TwoChildPair()
+        await pair.start()
+        pair.svc["a"].initiate("tun", "net")
+        await pair.settle()
+        refuse_next(pair.workers["b"].dp, "add")
+        pair.rekey("a")
+        await pair.settle()
+        fire_timers(pair.svc["b"])
+        await pair.settle()
+        for side in ("a", "b"):
+            assert ike_up(pair, side).children == []
+            assert pair.svc[side].children == {}
+        assert pair.workers["b"].dp.policies() == []
+        assert not pair.sa_spis("b", Direction.IN) and not pair.sa_spis("b", Direction.OUT)
+        assert pair.svc["b"].events.install_failed == {("tun", "net"): 1}
     run(body())
