@@ -20,7 +20,7 @@ from test_ikeservice_peers import run
 from test_ikeservice_rekey import Pair, fire_timers
 
 from tunsec.conf.connections import Action, Child, Connection
-from tunsec.dataplane import pipe
+from tunsec.dataplane import client, pipe
 from tunsec.dataplane.fastpath import DataplaneError, lib
 from tunsec.dataplane.pipe import Direction
 from tunsec.ike.config import IkeConfig, child_config
@@ -122,9 +122,10 @@ def test_a_child_sa_whose_install_the_worker_refuses_is_deleted_on_both_sides(re
 @pytest.mark.parametrize("unanswered", [pipe.Add, pipe.SpdAdd])
 def test_a_child_sa_whose_install_is_not_answered_in_time_is_deleted_on_both_sides(
         unanswered: type[pipe.Message], monkeypatch: pytest.MonkeyPatch) -> None:
-    """The worker applies the request, its answer never comes: given up (GiveUp), what it may have
-    applied is deleted too."""
+    """The worker applies the request, its answer never comes: given up (GiveUp for the last request,
+    client.answered for an earlier one), what it may have applied is deleted too."""
     monkeypatch.setattr(installs, "request_timeout", lambda: 0.01)   # read as the services start
+    monkeypatch.setattr(client, "REQUEST_TIMEOUT", 0.01)   # what answered() waits for the rest
 
     async def body() -> None:
         pair = TwoChildPair()
