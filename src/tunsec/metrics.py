@@ -354,11 +354,16 @@ def event_families(events: EventCounts | None, worker_restarts: int) -> Iterator
     rekey_ts = CounterMetricFamily("tunsec_child_sa_rekey_ts_refused", "Child SA rekeys refused (or kept apart "
                                    "from the old Child SA's policies) because their traffic selectors are not "
                                    "the old Child SA's", labels=["connection", "child"])
+    failed = CounterMetricFamily("tunsec_child_sa_install_failed", "Child SAs whose install the worker refused "
+                                 "or did not answer, or could not take: deleted (the peer is told)",
+                                 labels=["connection", "child"])
     skipped = CounterMetricFamily("tunsec_updown_skipped", "updown up-clients not run (nor their down-clients): "
                                   "their IKE SA had too many scripts waiting", labels=["connection", "child"])
     if events is not None:
         for (conn, name), n in sorted(events.updown_skipped.items()):
             skipped.add_metric([conn, name], n)
+        for (conn, name), n in sorted(events.install_failed.items()):
+            failed.add_metric([conn, name], n)
         for conn, n in sorted(events.child_sa_limit.items()):
             limit.add_metric([conn], n)
         for (conn, name), n in sorted(events.migrate_failures.items()):
@@ -379,7 +384,7 @@ def event_families(events: EventCounts | None, worker_restarts: int) -> Iterator
             child.add_metric([conn, name], n)
         for conn, n in sorted(events.dpd_failures.items()):
             dpd.add_metric([conn], n)
-    yield from (ike, child, dpd, ignored, gone, migrate, deferred, limit, claims, rekey_ts, skipped)
+    yield from (ike, child, dpd, ignored, gone, migrate, deferred, limit, claims, rekey_ts, failed, skipped)
     yield CounterMetricFamily("tunsec_worker_restarts", "Times the dataplane worker died and was restarted",
                               value=worker_restarts)
 

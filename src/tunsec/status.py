@@ -233,6 +233,9 @@ def render(doc: dict[str, Any]) -> str:
     if moved := doc.get("rekey_ts_refused"):   # only once there are any
         lines.append("Child SA rekeys refused, their selectors not the old Child SA's: "
                      + ", ".join(f"{c['connection']}/{c['child']} {c['count']}" for c in moved))
+    if failed := doc.get("install_failed"):   # only once there are any
+        lines.append("Child SAs deleted, their install failed: "
+                     + ", ".join(f"{c['connection']}/{c['child']} {c['count']}" for c in failed))
     if skipped := doc.get("updown_skipped"):   # only once there are any
         lines.append("updown scripts not run, too many of the IKE SA's waiting: "
                      + ", ".join(f"{c['connection']}/{c['child']} {c['count']}" for c in skipped))

@@ -24,7 +24,7 @@ from tunsec.loglimit import suffix
 from tunsec.policy.claims import describe
 from tunsec.policy.ids import Band, priority
 from tunsec.policy.selector import SelectorError, addr_text, fast_selectors
-from tunsec.services.ike import restart
+from tunsec.services.ike import install_failed, restart
 from tunsec.services.ike.giveup import Turn
 from tunsec.services.ike.sockets import parse_ip
 from tunsec.services.ike.state import ChildState, IPAddress, Lineage
@@ -117,8 +117,10 @@ def _child_registered(self: IkeService, sa: IkeSa, ev: ChildSaUp) -> ChildState 
     that one is gone already, a sibling's: _sibling), so does a duplicate of a Child SA of the
     same peer (in the same IKE SA, or in another one of the same identity: a client back without
     INITIAL_CONTACT); anything else (another peer's child of the same connection too) starts its own."""
-    if ALGS.get(ev.alg) is None:
-        log.error("%s: negotiated ESP %s, which the fast path does not do", sa.name, ev.alg)
+    if ALGS.get(ev.alg) is None:   # its larval inbound SA goes with its ChildSaDown (_child_gone)
+        install_failed.delete_in_engine(self, sa, ev.unique_id, sa.name, ev.child,
+                                        f"failed: negotiated ESP {ev.alg}, which the fast path does not do",
+                                        removed=False)
         return None
     peer = sa.peer_id if sa.peer_id is not None else ev.remote_addr[0]
     named = sa.config.assigns(ev.child, ev.remote_ts)
@@ -284,9 +286,10 @@ def _start_install(self: IkeService, state: ChildState, ev: ChildSaUp, release: 
         # nothing else changes the worker now, or is queued to: sending is what the lock would have let us do
         try:
             started = self._send_install(state, ev, release)
-        except Exception:   # as in a task: logged; this turn's other events go on
+        except Exception as err:   # as in a task: logged; this turn's other events go on
             log.exception("%s: installing CHILD_SA %s failed", state.conn, ev.child)
-            self._forget(state)
+            state.install = None   # (set only once all was sent) nothing is answered any more
+            install_failed.uninstallable(self, state, f"{ev.spi_in:08x}_i {ev.spi_out:08x}_o failed: {err!r}")
             started = None
         if started is None:
             release()
@@ -348,22 +351,30 @@ async def _child_up(self: IkeService, state: ChildState, ev: ChildSaUp, release:
         state.install = None
         started.install.set_result(None)
     if failure is not None:
-        log.error("%s: installing CHILD_SA %s %08x_i %08x_o failed: %s", state.conn, state.child,
-                  ev.spi_in, ev.spi_out, failure)
         async with self._changes:
             # its lineage's policies that no longer count (one was refused): even if this Child SA
             # was deleted meanwhile, as no lineage has them to delete
             await _delete_policies(self, stray)
             self.ids.release_policy_ids(stray)
-            if state.handle in self.children:   # not deleted meanwhile (its DELETE, a worker restart)
-                # the worker has no larval SA for its inbound SPI (lost with the worker that issued
-                # it): the engine keeps the Child SA up and nothing else would ever replace it, so it
-                # is rekeyed with an SPI of the current worker, its claims held meanwhile
-                again = _larval_lost(started) and _still_held(self, state)
-                ended = self._forget(state, keep_claims=again)
-                if again:
-                    restart.rekey_uninstalled(self, state)
-                await self._remove(state, ended)
+            # the worker has no larval SA for its inbound SPI (lost with the worker that issued
+            # it): the engine keeps the Child SA up and nothing else would ever replace it, so it
+            # is rekeyed with an SPI of the current worker, its claims held meanwhile.  Any other
+            # failure: deleted in the engine (the peer is told), whatever it holds removed here
+            what = f"{ev.spi_in:08x}_i {ev.spi_out:08x}_o failed: {failure}"
+            if state.handle not in self.children:   # deleted meanwhile (its DELETE; a worker restart rekeys it)
+                log.error("%s: installing CHILD_SA %s %s", state.conn, state.child, what)
+                return
+            again = _larval_lost(started) and _still_held(self, state)
+            ended = self._forget(state, keep_claims=again)
+            if again:
+                log.error("%s: installing CHILD_SA %s %s", state.conn, state.child, what)
+                restart.rekey_uninstalled(self, state)
+            else:
+                install_failed.delete_in_engine(self, self._ike_sa(state.ike), state.unique_id, state.conn,
+                                                state.child, what)
+            await self._remove(state, ended)
+            if ended and not again:
+                self._updown_down(state.lineage)   # a rekey's lineage may have run its up-client
         return
     _installed(self, state, ev)
 
@@ -445,8 +456,7 @@ def _send_install(self: IkeService, state: ChildState, ev: ChildSaUp,
     try:
         sels = fast_selectors(ev.local_ts, ev.remote_ts)
     except SelectorError as err:   # the engine refuses such children; never install one that admits nothing
-        log.error("%s: CHILD_SA %s not installed: %s", state.conn, ev.child, err)
-        self._forget(state)
+        install_failed.uninstallable(self, state, f"{ev.spi_in:08x}_i {ev.spi_out:08x}_o failed: {err}")
         return None
     common = dict(alg=ALGS[ev.alg], esn=ev.esn, reqid=state.reqid, local=local, remote=state.remote,
                   soft=plan.soft_lifetime(), hard=plan.hard_lifetime())
@@ -556,9 +566,13 @@ async def _add_standby(self: IkeService, state: ChildState, why: str) -> None:
         await self.worker().request(lambda r: pipe.Add(r, spec))
         state.out_installed = True
         log.debug("%s: CHILD_SA %s sending on %08x_o (%s)", state.conn, state.child, state.spi_out, why)
-    except WorkerError as err:
-        log.error("%s: installing outbound SA %08x of CHILD_SA %s failed: %s", state.conn, state.spi_out,
-                  state.child, err)
+    except WorkerError as err:   # it cannot send: deleted, as any Child SA whose install failed
+        ended = self._forget(state)
+        install_failed.delete_in_engine(self, self._ike_sa(state.ike), state.unique_id, state.conn, state.child,
+                                        f"{state.spi_in:08x}_i, its outbound SA {state.spi_out:08x}, failed: {err}")
+        await self._remove(state, ended)
+        if ended:
+            self._updown_down(state.lineage)
 
 
 async def _answered(self: IkeService, state: ChildState, sent: Sequence[Sent],
@@ -566,8 +580,9 @@ async def _answered(self: IkeService, state: ChildState, sent: Sequence[Sent],
     """The answers to a Child SA's install requests: the first failure, if any.  Whether the ADD
     went in is booked first (what waits for the install may delete the outbound SA)."""
     answers = await answered(sent)
-    if add is not None:
-        state.out_installed = not isinstance(answers[[fut for _, fut in sent].index(add)], WorkerError)
+    if add is not None:   # one not answered in time may have gone in: it is deleted with the Child SA
+        state.out_installed = not isinstance(answers[[fut for _, fut in sent].index(add)], WorkerError) \
+            or not _refused(add)
     return next((a for a in answers if isinstance(a, WorkerError)), None)
 
 
@@ -714,8 +729,9 @@ def _child_gone(self: IkeService, sa: IkeSa, ev: ChildSaDown) -> None:
     state = self.children.get(handle) if handle is not None else None
     if state is None:
         # never installed (or lost with a worker restart): only our inbound SPI may be left, if the
-        # current worker issued it (_delete_sa)
-        self._spawn(self._delete_sa(ev.spi_in, Direction.IN))
+        # current worker issued it (_delete_sa) and it was not removed when its install failed
+        if not install_failed.removed_already(self, ike, ev.unique_id):
+            self._spawn(self._delete_sa(ev.spi_in, Direction.IN))
         log.info("%s: CHILD_SA %s %08x_i %08x_o deleted: %s", sa.name, ev.child, ev.spi_in, ev.spi_out,
                  ev.describe())
         return

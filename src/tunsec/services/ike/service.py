@@ -146,6 +146,9 @@ class IkeService(Service):
         self.ids = ids if ids is not None else IdSpace()
         self.children: dict[int, ChildState] = {}                # child handle -> state
         self._by_uid: dict[tuple[int, int], int] = {}            # (IKE SA handle, unique id) -> child handle
+        # Child SAs deleted in the engine after their install failed, whose inbound SA is removed already:
+        # their ChildSaDown deletes no SPI (the worker may have issued it again; install_failed.py)
+        self.uninstalled: set[tuple[int, int]] = set()             # (IKE SA handle, unique id)
         self._by_ike: dict[int, set[int]] = {}   # IKE SA handle -> its child handles (_follow_peers)
         self._ike_handles = Handles()   # IKE SA -> handle, and back (_ike_sa)
         self._replaced: dict[int, list[IkeSa]] = {}   # IKE SA handle -> its rekeyed SAs holding it (ikesas.py)
@@ -183,6 +186,7 @@ class IkeService(Service):
         # authenticated peers' other requests refused (TS_UNACCEPTABLE, a rekey to other selectors,
         # NO_PROPOSAL_CHOSEN...): each may come again at once, a line each otherwise
         self.refused_log = LogLimiter(burst=5, period=60.0)
+        self.install_failed_log = LogLimiter(burst=5, period=60.0)   # Child SAs the worker did not take
         self.events = EventCounts()                             # rekeys, dead peers (Prometheus counters)
         self._timers: dict[asyncio.TimerHandle, Callable[[], object]] = {}   # lingering inbound SAs, standby ends
         # IKE SA handle -> its Child SAs' lingering inbound SAs (SPI -> lineage), oldest first (installs._linger)

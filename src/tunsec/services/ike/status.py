@@ -85,6 +85,9 @@ def status(ike_sas: list[dict[str, Any]], leases: list[dict[str, Any]], endpoint
         # Child SA rekeys refused because their selectors are not the old Child SA's, by child (the
         # metrics' tunsec_child_sa_rekey_ts_refused; exchanges/child.py rekey_select, rekey_answer)
         "rekey_ts_refused": _by_child(events.rekey_ts_refused),
+        # Child SAs whose install failed (refused or unanswered by the worker, or not installable), deleted
+        # in the engine, by child (the metrics' tunsec_child_sa_install_failed; install_failed.py)
+        "install_failed": _by_child(events.install_failed),
         # updown up-clients (and so their down-clients) not run: their IKE SA had too many waiting, by
         # child (the metrics' tunsec_updown_skipped; updown.Scripts)
         "updown_skipped": _by_child(events.updown_skipped),
@@ -112,7 +115,7 @@ def idle_status() -> dict[str, Any]:
             "ike_half_open_max_per_address": 0, "ike_half_open_busiest": "", "ike_drops": {}, "ike_refused": {},
             "ike_sends_unanswered": 0, "ike_reserve_refused": 0, "ike_fragments": {},
             "ike_held": {}, "acquires_ignored": {}, "child_sa_limit": {}, "moves_deferred": {},
-            "ts_claims_refused": [], "rekey_ts_refused": [], "updown_skipped": [], "ke_pool": {},
+            "ts_claims_refused": [], "rekey_ts_refused": [], "install_failed": [], "updown_skipped": [], "ke_pool": {},
             "radius": {}}
 
 

@@ -1,0 +1,68 @@
+"""A Child SA the worker did not take (its install refused, unanswered, or not installable at all).
+
+The engine holds such a Child SA as up and the peer sends into it: its ESP would be dropped until the
+next rekey (never with rekey_time = 0).  So it is deleted in the engine (an INFORMATIONAL DELETE
+tells the peer, which may create it again), counted, and logged once (rate-limited: a peer can make
+the worker refuse again and again, e.g. with a full SPD).  Its IKE SA stays, even without another
+Child SA.  What the Child SA held in the worker is removed by the caller (installs._remove)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from tunsec.ike.events import DownReason
+from tunsec.ike.sa import IkeSa
+from tunsec.loglimit import suffix
+from tunsec.services.ike.state import ChildState
+
+if TYPE_CHECKING:
+    from tunsec.services.ike.service import IkeService
+
+log = logging.getLogger("tunsec.ike")
+
+
+def delete_in_engine(self: IkeService, sa: IkeSa | None, unique_id: int, conn: str, child: str,
+                     what: str, removed: bool = True) -> None:
+    """Count and log (``what``: its SPIs, "failed: " and why) an install failure, and delete the
+    Child SA ``unique_id`` in the engine if its IKE SA still holds it and is not deleting it already
+    (its DELETE, a rekey that replaced it, the IKE SA going away).  ``removed``: the caller removes
+    its inbound SA (installs._remove), its ChildSaDown does not (removed_already)."""
+    self.events.install_failed[(conn, child)] += 1
+    held = sa is not None and any(c.unique_id == unique_id and not c.deleting for c in sa.children)
+    if (n := self.install_failed_log.admit()) is not None:
+        log.error("%s: installing CHILD_SA %s %s%s%s", conn, child, what,
+                  "; deleting it" if held else "", suffix(n))
+    if sa is not None and held:
+        if removed:
+            self.uninstalled.add((self._ike_handle(sa), unique_id))
+        sa.delete_child(unique_id, DownReason.DELETED)
+        # a turn later: this may run inside _pump's handling of the ChildSaUp (its events stay in order)
+        asyncio.get_running_loop().call_soon(self._pump)
+
+
+def removed_already(self: IkeService, ike: int, unique_id: int) -> bool:
+    """Whether a Child SA reported down (ChildSaDown, not booked) was deleted after its install failed
+    and its inbound SA removed then: a DELETE of that SPI now might hit an SA the worker has issued it
+    to since, another peer's."""
+    if (ike, unique_id) in self.uninstalled:
+        self.uninstalled.discard((ike, unique_id))
+        return True
+    return False
+
+
+def uninstallable(self: IkeService, state: ChildState, what: str) -> None:
+    """A booked Child SA that cannot be installed (outside ``_changes``, or with it held: the removal
+    is queued): unbooked, deleted in the engine, and what it holds in the worker (its inbound SA,
+    any request sent for it, its lineage's policies and reqid if it was the last member) removed."""
+    ended = self._forget(state)
+    delete_in_engine(self, self._ike_sa(state.ike), state.unique_id, state.conn, state.child, what)
+    self._spawn(self._changes.queue(_removed(self, state, ended)))
+
+
+async def _removed(self: IkeService, state: ChildState, ended: bool) -> None:
+    async with self._changes:
+        await self._remove(state, ended)
+    if ended:
+        self._updown_down(state.lineage)   # a rekey's lineage may have run its up-client

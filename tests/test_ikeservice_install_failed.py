@@ -1,0 +1,185 @@
+"""A Child SA whose install fails does not stay up in the engine (services/ike/install_failed.py).
+
+The worker refuses a Child SA's ADD or SPDADD (its SAD or SPD full), or does not answer its install
+in time: the engine had the Child SA up and the peer sent into it, its ESP dropped until a rekey.
+Now it is deleted (the peer gets the DELETE and removes its side), nothing of it stays in the worker,
+the failure is counted (``tunsec status``, metrics), and the IKE SA and its other Child SA go on.
+
+Two real IkeServices with in-process workers (test_ikeservice_rekey.Pair), A with two children:
+"net" (10.1/16 === 10.2/16) and "more" (10.3/16 === 10.4/16); only "more"'s install fails."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from test_ikeservice_peers import run
+from test_ikeservice_rekey import Pair, fire_timers
+
+from tunsec.conf.connections import Action, Child, Connection
+from tunsec.dataplane import client, pipe
+from tunsec.dataplane.fastpath import DataplaneError, lib
+from tunsec.dataplane.pipe import Direction
+from tunsec.ike.config import IkeConfig, child_config
+from tunsec.ike.sa import IkeSa
+from tunsec.metrics import event_families
+from tunsec.services.ike import installs
+
+MORE = {"a": ("10.3.0.0/16", "10.4.0.0/16"), "b": ("10.4.0.0/16", "10.3.0.0/16")}
+
+
+class TwoChildPair(Pair):
+    """Pair whose connection has a second child, "more", on other selectors."""
+
+    def ike_config(self, side: str) -> IkeConfig:
+        cfg = super().ike_config(side)
+        more = child_config("more", *MORE[side], "aes128gcm16")
+        return dataclasses.replace(cfg, children=(*cfg.children, more))
+
+    def connection(self, side: str, close_action: Action) -> Connection:
+        cfg = self.ike_config(side)
+        return Connection(cfg.name, cfg, (Child("net", cfg.child("net"), close_action=close_action),
+                                          Child("more", cfg.child("more"))))
+
+
+def refuse_next(dp: Any, method: str) -> None:
+    """The worker's data plane refuses the next call of ``method`` (its SAD or SPD full), then works again."""
+    real = getattr(dp, method)
+
+    def refusing(arg: object) -> None:
+        setattr(dp, method, real)
+        raise DataplaneError(method, lib.TS_ENOSPC)
+    setattr(dp, method, refusing)
+
+
+def never_answer(kind: type[pipe.Message]) -> Callable[[pipe.Message], Awaitable[object] | None]:
+    """The worker applies requests of ``kind`` but their answers never come (a hung worker)."""
+    never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    return lambda msg: never if isinstance(msg, kind) else None
+
+
+async def given_up(pair: Pair) -> None:
+    while not pair.svc["a"].events.install_failed:
+        await asyncio.sleep(0.01)
+
+
+def ike_up(pair: Pair, side: str) -> IkeSa:
+    (sa,) = [sa for sa in pair.svc[side].endpoint.sas if sa.state.value == "established"]
+    return sa
+
+
+async def more_fails(pair: TwoChildPair, fail: Callable[[], None]) -> tuple[set[int], set[int]]:
+    """"net" is up, then A's worker fails (``fail``) the install of "more", which A initiates.
+    Returns A's worker's SAs and policy ids from before "more"."""
+    await pair.start()
+    pair.svc["a"].initiate("tun", "net")
+    await pair.settle()
+    assert pair.traffic("a", 3) == 3 and pair.traffic("b", 3) == 3
+    before = {s.spi for s in pair.workers["a"].dp.sas()}, {p.id for p in pair.workers["a"].dp.policies()}
+    fail()
+    pair.svc["a"].initiate("tun", "more")
+    await pair.settle()
+    return before
+
+
+async def assert_more_deleted(pair: TwoChildPair, before: tuple[set[int], set[int]]) -> None:
+    """Both engines and services hold "net" only, A's worker what it held before "more" (SAs and
+    policies), the failure counted once, and "net"'s traffic passes both ways."""
+    for side in ("a", "b"):
+        assert [c.name for c in ike_up(pair, side).children] == ["net"]
+        assert [c.child for c in pair.svc[side].children.values()] == ["net"]
+    sas, policies = before
+    worker = pair.workers["a"].dp
+    assert {s.spi for s in worker.sas()} <= sas | set(pair.svc["a"].spi_pool.spis)
+    assert {s.spi for s in worker.sas() if s.state == "mature"} == {s.spi for s in worker.sas()
+                                                                     if s.state == "mature" and s.spi in sas}
+    assert {p.id for p in worker.policies()} == policies
+    # B removed its side too: only "net"'s mature SAs
+    net_b = pair.child("b")
+    assert pair.sa_spis("b", Direction.IN) == {net_b.spi_in}
+    assert pair.sa_spis("b", Direction.OUT) == {net_b.spi_out}
+    events = pair.svc["a"].events
+    assert events.install_failed == {("tun", "more"): 1}
+    (metric,) = [f for f in event_families(events, 0) if f.name == "tunsec_child_sa_install_failed"]
+    assert [(s.labels, s.value) for s in metric.samples if s.name.endswith("_total")] == \
+        [({"connection": "tun", "child": "more"}, 1.0)]
+    assert "Child SAs deleted, their install failed: tun/more 1" in (await pair.status_text("a")).splitlines()
+    assert pair.traffic("a", 5) == 5 and pair.traffic("b", 5) == 5
+
+
+@pytest.mark.parametrize("refused", ["add", "spd_add", "update"])
+def test_a_child_sa_whose_install_the_worker_refuses_is_deleted_on_both_sides(refused: str) -> None:
+    async def body() -> None:
+        pair = TwoChildPair()
+        before = await more_fails(pair, lambda: refuse_next(pair.workers["a"].dp, refused))
+        await assert_more_deleted(pair, before)
+    run(body())
+
+
+@pytest.mark.parametrize("unanswered", [pipe.Add, pipe.SpdAdd])
+def test_a_child_sa_whose_install_is_not_answered_in_time_is_deleted_on_both_sides(
+        unanswered: type[pipe.Message], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker applies the request, its answer never comes: given up (GiveUp for the last request,
+    client.answered for an earlier one), what it may have applied is deleted too."""
+    monkeypatch.setattr(installs, "request_timeout", lambda: 0.01)   # read as the services start
+    monkeypatch.setattr(client, "REQUEST_TIMEOUT", 0.01)   # what answered() waits for the rest
+
+    async def body() -> None:
+        pair = TwoChildPair()
+
+        def hang() -> None:
+            pair.workers["a"].hold = never_answer(unanswered)
+        before = await more_fails(pair, hang)
+        pair.workers["a"].hold = None
+        await asyncio.wait_for(given_up(pair), 30)   # the give-up's timer (a real one) fires
+        await pair.settle()
+        await assert_more_deleted(pair, before)
+    run(body())
+
+
+def test_an_ike_sa_whose_only_child_sa_failed_to_install_stays_up() -> None:
+    """The peer may create its Child SA again: its IKE SA is not deleted with the Child SA."""
+    async def body() -> None:
+        pair = TwoChildPair()
+        await pair.start()
+        refuse_next(pair.workers["b"].dp, "add")   # B's first ADD: its Child SA of the IKE_AUTH
+        pair.svc["a"].initiate("tun", "net")
+        await pair.settle()
+        for side in ("a", "b"):
+            assert ike_up(pair, side).children == []
+            assert pair.svc[side].children == {}
+        assert pair.workers["b"].dp.policies() == []
+        assert not pair.sa_spis("b", Direction.IN) and not pair.sa_spis("b", Direction.OUT)
+        assert pair.svc["b"].events.install_failed == {("tun", "net"): 1}
+        pair.svc["a"].initiate("tun", "net")   # created again in the same IKE SA, installed this time
+        await pair.settle()
+        assert [c.name for c in ike_up(pair, "b").children] == ["net"]
+        assert pair.traffic("a", 3) == 3 and pair.traffic("b", 3) == 3
+    run(body())
+
+
+def test_a_rekey_responder_whose_held_back_add_is_refused_deletes_the_new_child_sa() -> None:
+    """B answers A's rekey of "net" and holds its new outbound SA back (standby) until A's DELETE of
+    the old one; then the worker refuses that ADD: B cannot send on the new Child SA, so it is
+    deleted too, A is told, and nothing of "net" stays in B's worker (its lingering inbound SA gone
+    at its timer).  The IKE SA stays."""
+    async def body() -> None:
+        pair = TwoChildPair()
+        await pair.start()
+        pair.svc["a"].initiate("tun", "net")
+        await pair.settle()
+        refuse_next(pair.workers["b"].dp, "add")
+        pair.rekey("a")
+        await pair.settle()
+        fire_timers(pair.svc["b"])
+        await pair.settle()
+        for side in ("a", "b"):
+            assert ike_up(pair, side).children == []
+            assert pair.svc[side].children == {}
+        assert pair.workers["b"].dp.policies() == []
+        assert not pair.sa_spis("b", Direction.IN) and not pair.sa_spis("b", Direction.OUT)
+        assert pair.svc["b"].events.install_failed == {("tun", "net"): 1}
+    run(body())
