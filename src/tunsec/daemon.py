@@ -37,11 +37,11 @@ from tunsec.dataplane import pipe, spawner
 from tunsec.dataplane.client import WorkerClient, WorkerError, WorkerFds, worker_args
 from tunsec.dataplane.tun import Tun, local_address_in, outer_mtu_towards, tunnel_mtu
 from tunsec.ike.constants import NATT_PORT
-from tunsec.loglimit import LogLimiter, internal_error, suffix
+from tunsec.loglimit import LogLimiter, internal_error, os_failure, suffix
 from tunsec.policy.ids import IdSpace
 from tunsec.runtime import resolved
 from tunsec.sdnotify import notify
-from tunsec.services.base import EspEndpoint, Service, StartupError, bind_udp
+from tunsec.services.base import EspEndpoint, Failed, Service, StartupError, bind_udp
 from tunsec.services.ike import IkeService
 from tunsec.services.manual import ManualService
 from tunsec.status import status_document
@@ -350,7 +350,7 @@ class Daemon:
                 await writer.wait_closed()   # after the answer's last byte went (drain() leaves up to 64 KiB)
         except TimeoutError:
             self.ctl_counts.timed_out += 1
-        except (OSError, asyncio.IncompleteReadError):   # the client went
+        except (OSError, asyncio.IncompleteReadError):   # the client went (_exchange answers the others)
             pass
         except Exception as err:   # a bug: one line, not asyncio's traceback per connection
             self._ctl_log("control socket: request from pid %d failed: %s", peer.pid, internal_error(err, False))
@@ -369,7 +369,12 @@ class Daemon:
             while (chunk := await reader.read(ctlsocket.LINE_LIMIT)) and b"\n" not in chunk:
                 pass   # the rest of the line read (and dropped): a close before would reset the answer
             return
-        writer.write(ctlsocket.encode(await self._command(line, peer, deadline)))
+        try:
+            answer = await self._command(line, peer, deadline)
+        except OSError as err:   # the request's, not the client's socket: said to both, once
+            answer = {"ok": False, "error": os_failure(f"control socket: {line[:64]!r}", err)}
+            log.error("%s", answer["error"])
+        writer.write(ctlsocket.encode(answer))
         await writer.drain()
 
     def _ctl_log(self, msg: str, *args: object) -> None:
@@ -473,9 +478,11 @@ class Daemon:
             lines += await self._reload_routes()
             lines += await self._reload_mtu()
             for line in lines:
-                log.info("reload: %s", line)
-            log.info("reload of %s done%s", cfg.path, "" if lines else ": no changes")
-            return True, lines
+                if not isinstance(line, Failed):   # the service said it, as an error
+                    log.info("reload: %s", line)
+            ok = not any(isinstance(line, Failed) for line in lines)
+            log.info("reload of %s done%s", cfg.path, ": no changes" if not lines else "" if ok else ", not all of it")
+            return ok, lines
 
     @staticmethod
     def _refused(lines: list[str]) -> tuple[bool, list[str]]:
@@ -744,6 +751,9 @@ class Daemon:
         left without an answer."""
         try:
             return await self.reload()
+        except OSError as err:   # the host's (a full disk, a permission), not a bug: no traceback
+            return self._refused([os_failure(f"reload of {self.cfg.path} (maybe half applied: restart tunsec "
+                                             "to be sure of what runs)", err)])
         except Exception as err:
             log.error("reload of %s failed: %s", self.cfg.path, internal_error(err, True))
             return False, [f"reload of {self.cfg.path} failed on an internal error ({type(err).__name__}), "

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tunsec.conf.diff import diff_by_name
+from tunsec.conf.diff import NameDiff, diff_by_name
 from tunsec.conf.manual import Esp, ManualTunnel
 from tunsec.dataplane import pipe
 from tunsec.dataplane.client import WorkerClient, WorkerError
@@ -31,7 +31,7 @@ from tunsec.loglimit import LogLimiter, suffix
 from tunsec.policy.ids import Band, IdSpace, priority
 from tunsec.policy.spd import PolicyError, protect_policies, tunnel_selectors
 from tunsec.seqstate import Expired, SeqState, StateError
-from tunsec.services.base import EspEndpoint, IPAddress, ReloadRefused, Route, Service, StartupError
+from tunsec.services.base import EspEndpoint, Failed, IPAddress, ReloadRefused, Route, Service, StartupError
 from tunsec.statedir import StateDir
 from tunsec.status import sa_status
 
@@ -139,6 +139,14 @@ SaKey = tuple[int, Direction, Endpoint | None]
 
 def sa_key(spi: int, direction: Direction, remote: Endpoint | None) -> SaKey:
     return (spi, direction, remote if direction is Direction.OUT else None)
+
+
+def _done(d: NameDiff[ManualTunnel], failed: set[str]) -> list[str]:
+    """d's summary without the tunnels that failed to go in (a replaced one of them is only gone)."""
+    return dataclasses.replace(d, added=tuple(t for t in d.added if t.name not in failed),
+                               changed=tuple(c for c in d.changed if c[1].name not in failed),
+                               removed=d.removed + tuple(old for old, new in d.changed if new.name in failed)
+                               ).summary("manual tunnels")
 
 
 class ManualService(Service):
@@ -279,19 +287,28 @@ class ManualService(Service):
         try:
             self._open_states(added)
         except (StateError, ReloadRefused) as err:   # checked before: only a file changed since
-            log.error("manual tunnels %s not installed: %s", ", ".join(sorted(fresh)), err)
-            self.plans = [p for p in self.plans if p.tunnel.name not in fresh]
-            return d.summary("manual tunnels")
+            return [*_done(d, fresh), await self._not_installed(added, err)]
         if added:
             log.warning("%s", MANUAL_WARNING)
+        failed: list[str] = []
         for p in added:
             try:
                 await self._install_one(await self._reserved(p))
             except StartupError as err:
-                log.error("%s", err)
-        return d.summary("manual tunnels")
+                failed.append(await self._not_installed([p], err))
+        return _done(d, {p.tunnel.name for p in added if not any(p is q for q in self.plans)}) + failed
 
-    async def _uninstall(self, p: ManualPlan) -> None:
+    async def _not_installed(self, plans: list[ManualPlan], err: Exception) -> Failed:
+        """plans leave again (whatever of them reached the worker, their ids, their sequence state): the
+        next reload sees them as new and tries again."""
+        for p in plans:
+            self.plans = [q for q in self.plans if q is not p]
+            await self._uninstall(p, quiet=True)
+        line = Failed(f"manual tunnels {', '.join(p.tunnel.name for p in plans)} not installed: {err}")
+        log.error("reload: %s", line)
+        return line
+
+    async def _uninstall(self, p: ManualPlan, quiet: bool = False) -> None:
         """A removed (or replaced) tunnel: its policies and SAs leave the worker, its sequence state is
         retired.  The state file stays: the same key used again starts past what this SA used."""
         worker = self.worker()
@@ -316,8 +333,9 @@ class ManualService(Service):
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             self._seq_locks.pop(key, None)
-        log.info("%s: SAs in %08x / out %08x and %d policies removed", p.tunnel.name, p.inbound.spi,
-                 p.outbound.spi, len(p.policies))
+        if not quiet:   # quiet: an install that failed (it was never up)
+            log.info("%s: SAs in %08x / out %08x and %d policies removed", p.tunnel.name, p.inbound.spi,
+                     p.outbound.spi, len(p.policies))
 
     async def _install(self) -> None:
         # a copy: a reload replaces the list, and retires (_uninstall) the plans it drops or changes
