@@ -133,6 +133,9 @@ def prepare(cfg: Config, user: str) -> str:
     d = Daemon(cfg)
     name = cfg.tunsec.tun
     flags = IFF_TUN | IFF_NO_PI | IFF_VNET_HDR | (IFF_MULTI_QUEUE if d.nqueues > 1 else 0)
+    # the directories first: a refusal there (a parent another user may change) leaves no TUN behind
+    _own_dir(Path(cfg.tunsec.control_socket).parent, owner)
+    skipped = _own_state_dir(Path(cfg.tunsec.state_dir), owner) if d.manual.plans else ""
     how = _ensure_tun(name, flags, owner)
     tun = Tun.open(name, queues=d.nqueues)
     try:
@@ -146,8 +149,6 @@ def prepare(cfg: Config, user: str) -> str:
     finally:
         tun.close()
         d.tun = None
-    _own_dir(Path(cfg.tunsec.control_socket).parent, owner)
-    skipped = _own_state_dir(Path(cfg.tunsec.state_dir), owner) if d.manual.plans else ""
     mq = " multi_queue" if flags & IFF_MULTI_QUEUE else ""
     st = os.stat(cfg.path)
     unreadable = st.st_uid != owner.uid and not st.st_mode & 0o004 and not (st.st_gid == owner.gid
