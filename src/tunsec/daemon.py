@@ -271,7 +271,7 @@ class Daemon:
                 await writer.wait_closed()   # after the answer's last byte went (drain() leaves up to 64 KiB)
         except TimeoutError:
             self.ctl_counts.timed_out += 1
-        except (OSError, asyncio.IncompleteReadError):   # the client went (_exchange answers the others)
+        except (OSError, asyncio.IncompleteReadError):   # the client went (_command answers the request's own)
             pass
         except Exception as err:   # a bug: one line, not asyncio's traceback per connection
             self._ctl_log("control socket: request from pid %d failed: %s", peer.pid, internal_error(err, False))
@@ -290,12 +290,7 @@ class Daemon:
             while (chunk := await reader.read(ctlsocket.LINE_LIMIT)) and b"\n" not in chunk:
                 pass   # the rest of the line read (and dropped): a close before would reset the answer
             return
-        try:
-            answer = await self._command(line, peer, deadline)
-        except OSError as err:   # the request's, not the client's socket: said to both, once
-            answer = {"ok": False, "error": os_failure(f"control socket: {line[:64]!r}", err)}
-            log.error("%s", answer["error"])
-        writer.write(ctlsocket.encode(answer))
+        writer.write(ctlsocket.encode(await self._command(line, peer, deadline)))
         await writer.drain()
 
     def _ctl_log(self, msg: str, *args: object) -> None:
@@ -314,12 +309,17 @@ class Daemon:
         if peer is not None and (refused := self.gate.refusal(str(cmd), peer)):
             self._ctl_log("control socket: %s (pid %d, uid %d)", refused, peer.pid, peer.uid)
             return {"ok": False, "error": refused}
-        if cmd in ("initiate", "terminate"):
-            return self._ike_command(cmd, req)
-        if cmd == "reload":
-            return await self._reload_command(deadline)
-        if cmd == "status":
-            return await self._status_runs.get()
+        try:
+            if cmd in ("initiate", "terminate"):
+                return self._ike_command(cmd, req)
+            if cmd == "reload":
+                return await self._reload_command(deadline)
+            if cmd == "status":
+                return await self._status_runs.get()
+        except OSError as err:   # the host's (a full disk, a permission): answered, not taken for the client going
+            error = os_failure(f"{cmd} (control socket)", err)
+            log.error("%s", error)
+            return {"ok": False, "error": error}
         return {"ok": False, "error": f"unknown command {cmd!r}"}
 
     async def _reload_command(self, deadline: asyncio.Timeout | None) -> dict[str, Any]:
