@@ -17,6 +17,8 @@ import pytest
 from test_reload_manual import Harness, conf, sa_pair, tunnel
 
 from tunsec import seqstate
+from tunsec.dataplane import pipe
+from tunsec.dataplane.pipe import Direction
 
 
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EACCES])
@@ -89,3 +91,27 @@ def test_an_oserror_from_a_request_is_answered_on_the_control_socket_and_logged_
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and errors[0].getMessage() == answer["error"]
     assert errors[0].exc_info is None
+
+
+def test_a_tunnel_the_worker_refuses_leaves_the_sa_that_holds_its_spi_alone(tmp_path: Path) -> None:
+    """The new tunnel's inbound SPI is taken in the worker (an SA of someone else's): its GETSPI fails,
+    and undoing the failed install removes only what it put in, never that SA."""
+    seen: dict[str, Any] = {}
+
+    async def body() -> None:
+        h = Harness(tmp_path, conf(tmp_path, tunnel("keep", 1)))
+        await h.start()
+        taken = 0xC0010002   # tunnel("new", 2)'s spi_in
+        await h.worker.request(lambda r: pipe.GetSpi(r, taken, taken))
+        seen["before"], seen["policies_before"] = h.sas(), h.policy_ids()
+        seen["answer"] = await h.reload(conf(tmp_path, tunnel("keep", 1), tunnel("new", 2)))
+        seen["after"] = h.sas()
+        seen["policies"] = h.policy_ids()
+        seen["plans"] = [p.tunnel.name for p in h.daemon.manual.plans]
+        h.stop()
+    asyncio.run(body())
+    assert seen["answer"]["ok"] is False and "manual tunnels new not installed" in seen["answer"]["error"], seen
+    assert (0xC0010002, Direction.IN) in seen["before"]
+    assert seen["after"] == seen["before"], seen   # the other SA stays; nothing of new's is left
+    assert seen["policies"] == seen["policies_before"]
+    assert seen["plans"] == ["keep"]
