@@ -210,10 +210,54 @@ def test_the_drop_hands_over_nothing_under_a_directory_another_user_may_change(b
                                                                                user: privilege.Target) -> None:
     home = base / "home"
     home.mkdir()
-    os.chown(home, user.uid, user.gid)
     state = home / "state"
-    init_state_dir(state)
+    init_state_dir(state)   # while home was root's (init-state refuses it once it is the user's)
+    os.chown(home, user.uid, user.gid)
     r = subprocess.run([sys.executable, "-c", DROP, str(state), USER], capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and f"state_dir {state} is not writable by {USER}" in r.stderr, r.stderr
     assert f"users other than root may change {home}, so root changes no ownership there" in r.stderr
     assert owner_and_mode(state / MARKER)[:2] == (0, 0)
+
+
+def init_state(base: Path, state: Path) -> subprocess.CompletedProcess[str]:
+    """`tunsec init-state` as root, for a configuration whose state_dir is state."""
+    conf = base / "tunsec.conf"
+    conf.write_text(f"tunsec {{ state_dir = {state}\n control_socket = {base}/t.sock }}\n")
+    return subprocess.run([sys.executable, "-m", "tunsec", "init-state", "-c", str(conf)], capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_init_state_as_root_creates_nothing_under_a_directory_another_user_may_change(
+        base: Path, user: privilege.Target) -> None:
+    """The user's home: it could make a parent of the state directory a symlink to /etc between root's
+    mkdir and its marker.  Refused before anything is made, whether the state directory exists or not."""
+    home = base / "home"
+    home.mkdir()
+    os.chown(home, user.uid, user.gid)
+    for state in (home / "state", home / "a" / "state"):
+        r = init_state(base, state)
+        assert r.returncode == 1, r
+        assert f"cannot initialise the state directory {state}: users other than root may change {home}" \
+            in r.stderr, r.stderr
+        assert "Run tunsec init-state as the user tunsec runs as" in r.stderr and "Traceback" not in r.stderr
+        assert list(home.iterdir()) == []
+    (home / "state").mkdir()
+    os.chown(home / "state", user.uid, user.gid)
+    r = init_state(base, home / "state")
+    assert r.returncode == 1 and f"users other than root may change {home}" in r.stderr, r
+    assert list((home / "state").iterdir()) == []
+
+
+def test_init_state_refuses_a_symlinked_state_dir(base: Path, user: privilege.Target) -> None:
+    """A state_dir that is a symlink (to root's directory, say) is not followed: no marker lands there."""
+    victim = base / "victim"
+    victim.mkdir(mode=0o700)
+    (base / "state").symlink_to(victim)
+    r = init_state(base, base / "state")
+    assert r.returncode == 1, r
+    assert f"cannot initialise the state directory {base / 'state'}: it is a symbolic link (not followed)" \
+        in r.stderr, r.stderr
+    assert list(victim.iterdir()) == []
+    r = init_state(base, base / "real")   # in root's tree it goes ahead
+    assert r.returncode == 0 and "initialised" in r.stdout, r
+    assert read_marker(base / "real")

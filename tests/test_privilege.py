@@ -173,9 +173,11 @@ def as_nobody() -> list[str]:
 def test_a_tun_the_user_may_not_open_names_the_device_and_the_fix(tmp_path: Path, before: str,
                                                                   expected: str) -> None:
     pw = pwd.getpwnam("nobody")
-    d = user_dir(tmp_path, pw)
+    d = tmp_path / "run"
+    d.mkdir()
+    init_state_dir(d / "state")   # while d is root's: root initialises nothing under nobody's directory
+    os.chown(d, pw.pw_uid, pw.pw_gid)
     conf = d / "t.conf"
-    init_state_dir(d / "state")
     for p in (d / "state", d / "state" / MARKER):   # nobody's, as `tunsec prepare` hands them over
         os.chown(p, pw.pw_uid, pw.pw_gid)
     conf.write_text(MANUAL.format(sock=d / "s.sock", state=d / "state", extra="", key="55" * 19))

@@ -22,7 +22,6 @@ import signal
 import socket
 import stat
 import time
-from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,12 +35,13 @@ from tunsec.conf.tunsec_section import MAX_WORKERS, worker_user
 from tunsec.dataplane import pipe, spawner
 from tunsec.dataplane.client import WorkerClient, WorkerError, WorkerFds, worker_args
 from tunsec.dataplane.tun import Tun, local_address_in, outer_mtu_towards, tunnel_mtu
+from tunsec.espsockets import Sockets
 from tunsec.ike.constants import NATT_PORT
-from tunsec.loglimit import LogLimiter, internal_error, suffix
+from tunsec.loglimit import LogLimiter, internal_error, os_failure, suffix
 from tunsec.policy.ids import IdSpace
 from tunsec.runtime import resolved
 from tunsec.sdnotify import notify
-from tunsec.services.base import EspEndpoint, Service, StartupError, bind_udp
+from tunsec.services.base import EspEndpoint, Failed, Service, StartupError
 from tunsec.services.ike import IkeService
 from tunsec.services.manual import ManualService
 from tunsec.status import status_document
@@ -51,89 +51,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tunsec")
 
-UDP_SEGMENT, UDP_GRO = 103, 104   # linux/udp.h; Python 3.11's socket module lacks them
 MAX_RESTARTS = 5
 RESTART_WINDOW = 60.0
 
 __all__ = ["Daemon", "Sockets", "StartupError"]
-
-
-@dataclass
-class Sockets:
-    """The ESP-in-UDP sockets: per queue, one per outer family (SO_REUSEPORT when several queues)."""
-
-    queues: list[dict[int, socket.socket]] = field(default_factory=list)
-    binds: dict[int, tuple[str, int]] = field(default_factory=dict)   # family -> (address, port) bound
-
-    @property
-    def by_family(self) -> dict[int, socket.socket]:
-        return self.queues[0] if self.queues else {}
-
-    @classmethod
-    def for_endpoints(cls, endpoints: list[EspEndpoint], nqueues: int = 1) -> Sockets:
-        """Bound to the local address when all tunnels of a family agree on one, else to any."""
-        out = cls(binds=cls.binds_for(endpoints))
-        try:
-            for _ in range(nqueues):
-                out.queues.append({fam: bind_udp(fam, a, p, purpose="ESP-in-UDP", reuseport=nqueues > 1,
-                                                 big_buffers=True)
-                                   for fam, (a, p) in out.binds.items()})
-        except BaseException:
-            out.close()
-            raise
-        return out
-
-    @staticmethod
-    def binds_for(endpoints: list[EspEndpoint]) -> dict[int, tuple[str, int]]:
-        """Per family, the one (address, port) the ESP socket binds: the address all agree on, else any."""
-        families: dict[int, tuple[set[str], set[int]]] = {}
-        for fam, addr, port in endpoints:
-            addrs, ports = families.setdefault(fam, (set(), set()))
-            addrs.add(addr)
-            ports.add(port)
-        if not families:
-            families[4] = ({"0.0.0.0"}, {NATT_PORT})
-        binds = {}
-        for fam, (addrs, ports) in families.items():
-            if len(ports) != 1:
-                raise StartupError(f"IPv{fam} tunnels use different local ports {sorted(ports)}; "
-                                   "tunsec listens on one ESP port per address family")
-            binds[fam] = (addrs.pop() if len(addrs) == 1 else ("0.0.0.0" if fam == 4 else "::"), ports.pop())
-        return binds
-
-    def serves(self, endpoints: list[EspEndpoint]) -> list[str]:
-        """What the bound sockets cannot carry of endpoints (a reload cannot bind new ones), one line each."""
-        out = []
-        for fam, addr, port in sorted(set(endpoints)):
-            have = self.binds.get(fam)
-            if have is None or have[1] != port or have[0] not in (addr, "0.0.0.0", "::"):
-                bound = f"{have[0]} port {have[1]}" if have else f"no IPv{fam} address"
-                out.append(f"needs a restart: ESP-in-UDP on IPv{fam} {addr} port {port} (tunsec listens on {bound})")
-        return out
-
-    def fd(self, family: int, queue: int = 0) -> int:
-        s = self.queues[queue].get(family) if queue < len(self.queues) else None
-        return s.fileno() if s else -1
-
-    def offloads(self) -> list[str]:
-        """UDP GSO/GRO as the worker's fast path finds them (the same sockets, the same probes)."""
-        if not self.by_family:
-            return []
-        found = []
-        for name, opt, value in (("udp-gso", UDP_SEGMENT, 0), ("udp-gro", UDP_GRO, 1)):
-            try:
-                for s in self.by_family.values():
-                    s.setsockopt(socket.IPPROTO_UDP, opt, value)
-            except OSError:
-                continue
-            found.append(name)
-        return found
-
-    def close(self) -> None:
-        for q in self.queues:
-            for s in q.values():
-                s.close()
-        self.queues.clear()
 
 
 class Daemon:
@@ -350,7 +271,7 @@ class Daemon:
                 await writer.wait_closed()   # after the answer's last byte went (drain() leaves up to 64 KiB)
         except TimeoutError:
             self.ctl_counts.timed_out += 1
-        except (OSError, asyncio.IncompleteReadError):   # the client went
+        except (OSError, asyncio.IncompleteReadError):   # the client went (_command answers the request's own)
             pass
         except Exception as err:   # a bug: one line, not asyncio's traceback per connection
             self._ctl_log("control socket: request from pid %d failed: %s", peer.pid, internal_error(err, False))
@@ -388,12 +309,17 @@ class Daemon:
         if peer is not None and (refused := self.gate.refusal(str(cmd), peer)):
             self._ctl_log("control socket: %s (pid %d, uid %d)", refused, peer.pid, peer.uid)
             return {"ok": False, "error": refused}
-        if cmd in ("initiate", "terminate"):
-            return self._ike_command(cmd, req)
-        if cmd == "reload":
-            return await self._reload_command(deadline)
-        if cmd == "status":
-            return await self._status_runs.get()
+        try:
+            if cmd in ("initiate", "terminate"):
+                return self._ike_command(cmd, req)
+            if cmd == "reload":
+                return await self._reload_command(deadline)
+            if cmd == "status":
+                return await self._status_runs.get()
+        except OSError as err:   # the host's (a full disk, a permission): answered, not taken for the client going
+            error = os_failure(f"{cmd} (control socket)", err)
+            log.error("%s", error)
+            return {"ok": False, "error": error}
         return {"ok": False, "error": f"unknown command {cmd!r}"}
 
     async def _reload_command(self, deadline: asyncio.Timeout | None) -> dict[str, Any]:
@@ -473,9 +399,11 @@ class Daemon:
             lines += await self._reload_routes()
             lines += await self._reload_mtu()
             for line in lines:
-                log.info("reload: %s", line)
-            log.info("reload of %s done%s", cfg.path, "" if lines else ": no changes")
-            return True, lines
+                if not isinstance(line, Failed):   # the service said it, as an error
+                    log.info("reload: %s", line)
+            ok = not any(isinstance(line, Failed) for line in lines)
+            log.info("reload of %s done%s", cfg.path, ": no changes" if not lines else "" if ok else ", not all of it")
+            return ok, lines
 
     @staticmethod
     def _refused(lines: list[str]) -> tuple[bool, list[str]]:
@@ -744,6 +672,9 @@ class Daemon:
         left without an answer."""
         try:
             return await self.reload()
+        except OSError as err:   # the host's (a full disk, a permission), not a bug: no traceback
+            return self._refused([os_failure(f"reload of {self.cfg.path} (maybe half applied: restart tunsec "
+                                             "to be sure of what runs)", err)])
         except Exception as err:
             log.error("reload of %s failed: %s", self.cfg.path, internal_error(err, True))
             return False, [f"reload of {self.cfg.path} failed on an internal error ({type(err).__name__}), "

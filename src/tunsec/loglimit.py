@@ -8,11 +8,15 @@ counted and the count is reported with the next line that passes.
 
 from __future__ import annotations
 
+import errno
 import math
+import os
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from tunsec.safefs import write_fix
 
 
 @dataclass
@@ -49,3 +53,12 @@ def internal_error(err: BaseException, first: bool) -> str:
     quote the peer's data or a secret (a password character in a UnicodeEncodeError, say)."""
     where = "".join(traceback.format_tb(err.__traceback__)) if first else ""
     return type(err).__name__ + (f"\n{where}" if where else "")
+
+
+def os_failure(what: str, err: OSError) -> str:
+    """A line for an OSError the host caused (a full disk, a permission), not a bug: what failed, on
+    which file, why and what to do; no traceback (nothing in it would help the operator)."""
+    line = f"{what} failed:{f' {err.filename}:' if err.filename else ''} {err.strerror or type(err).__name__}"
+    if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
+        return line
+    return f"{line}; {write_fix(err, os.path.dirname(err.filename) if err.filename else 'its directory')}"

@@ -22,7 +22,7 @@ from pytun_pmd3.linux import IFF_MULTI_QUEUE, IFF_NO_PI, IFF_TUN, IFF_VNET_HDR
 from tunsec.conf.config import Config
 from tunsec.dataplane.tun import Tun, interface_exists, tun_flags, tun_owner
 from tunsec.privilege import PrivilegeError, Target, target_for
-from tunsec.safefs import give_dir, root_only
+from tunsec.safefs import give_dir, nearest_existing, root_only
 from tunsec.statedir import MARKER
 
 log = logging.getLogger("tunsec.prepare")
@@ -67,12 +67,6 @@ def _ensure_tun(name: str, flags: int, owner: Target) -> str:
     return "kept"
 
 
-def _existing(path: Path) -> Path:
-    while not os.path.lexists(path):
-        path = path.parent
-    return path
-
-
 def _owners_dir(path: Path, owner: Target) -> bool:
     try:
         st = os.lstat(path)
@@ -85,7 +79,7 @@ def _own_dir(path: Path, owner: Target, mode: int = 0o750) -> bool:
     """Make path (created if needed) owner's, through a descriptor.  Only under a parent nobody but root
     may change (else a parent swapped for a symlink moves the chown anywhere); there a directory that is
     owner's already is left as it is: False (nothing done)."""
-    for parent in (_existing(path.parent), path.parent):   # before creating what is missing, then after
+    for parent in (nearest_existing(path.parent), path.parent):   # before creating what is missing, then after
         if not root_only(parent):
             if _owners_dir(path, owner):
                 return False
@@ -139,6 +133,9 @@ def prepare(cfg: Config, user: str) -> str:
     d = Daemon(cfg)
     name = cfg.tunsec.tun
     flags = IFF_TUN | IFF_NO_PI | IFF_VNET_HDR | (IFF_MULTI_QUEUE if d.nqueues > 1 else 0)
+    # the directories first: a refusal there (a parent another user may change) leaves no TUN behind
+    _own_dir(Path(cfg.tunsec.control_socket).parent, owner)
+    skipped = _own_state_dir(Path(cfg.tunsec.state_dir), owner) if d.manual.plans else ""
     how = _ensure_tun(name, flags, owner)
     tun = Tun.open(name, queues=d.nqueues)
     try:
@@ -152,8 +149,6 @@ def prepare(cfg: Config, user: str) -> str:
     finally:
         tun.close()
         d.tun = None
-    _own_dir(Path(cfg.tunsec.control_socket).parent, owner)
-    skipped = _own_state_dir(Path(cfg.tunsec.state_dir), owner) if d.manual.plans else ""
     mq = " multi_queue" if flags & IFF_MULTI_QUEUE else ""
     st = os.stat(cfg.path)
     unreadable = st.st_uid != owner.uid and not st.st_mode & 0o004 and not (st.st_gid == owner.gid

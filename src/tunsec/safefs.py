@@ -47,6 +47,22 @@ def root_only(directory: str | Path) -> bool:
         path = os.path.dirname(path)
 
 
+def nearest_existing(path: Path) -> Path:
+    """path, or the closest of its parents that exists."""
+    while not os.path.lexists(path):
+        path = path.parent
+    return path
+
+
+def write_fix(err: OSError, directory: str | Path) -> str:
+    """What to do when a write in directory failed with err."""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"free space (or quota) on the file system of {directory}"
+    if err.errno == errno.EROFS:
+        return f"{directory} is on a read-only file system: choose a writable one"
+    return f"make {directory} writable by the user tunsec runs as"
+
+
 def _kind(mode: int) -> str:
     for test, name in ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
                        (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunsec.dataplane.pipe import Direction
-from tunsec.safefs import read_regular, write_atomic
+from tunsec.safefs import read_regular, write_atomic, write_fix
 
 LABEL = b"tunsec manual key sequence state v2"
 VERSION = 2
@@ -236,7 +236,7 @@ class SeqState:
             write_atomic(self.path, json.dumps(doc, sort_keys=True).encode() + b"\n")
         except OSError as err:
             raise StateError(f"{self.what}: cannot write its sequence number state {self.path}: "
-                             f"{err.strerror or err}; the directory must be writable (tunsec {{ state_dir }})"
+                             f"{err.strerror or err}; {write_fix(err, self.path.parent)} (tunsec {{ state_dir }})"
                              ) from err
         self.limit, self.block = limit, block
 

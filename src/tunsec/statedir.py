@@ -16,6 +16,7 @@ the directory for as long as it runs.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import secrets
@@ -23,7 +24,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunsec.safefs import read_regular, write_atomic
+from tunsec.safefs import nearest_existing, read_regular, root_only, write_atomic
 from tunsec.seqstate import StateError
 
 MARKER = "tunsec-instance-id"
@@ -129,7 +130,7 @@ class Initialised:
 
 def init_state_dir(path: Path) -> Initialised:
     """Create path (0700) if needed and write its marker unless it has one (OSError, StateError)."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = _make_dir(path)
     with contextlib.suppress(StateError):
         return Initialised(read_marker(path), False, 0)
     if os.path.lexists(path / MARKER):   # there but unreadable or corrupt: not overwritten blindly
@@ -137,9 +138,41 @@ def init_state_dir(path: Path) -> Initialised:
                          "read); it is left as it is. If the state in this directory is in doubt, replace "
                          "every manual key on both peers, remove that file and run tunsec init-state again")
     instance = secrets.token_hex(16)
-    st = path.stat()
     # root initialising a directory `tunsec prepare` gave to the user tunsec runs as: the marker is
     # that user's before it has a name there (a chown by name would follow what the user put there)
     owner = (st.st_uid, st.st_gid) if os.geteuid() == 0 and (st.st_uid, st.st_gid) != (0, 0) else None
     write_atomic(path / MARKER, (MARKER_PREFIX + instance + "\n").encode(), owner)
     return Initialised(instance, True, len(list(path.glob("manual-*.json"))))
+
+
+def _make_dir(path: Path) -> os.stat_result:
+    """path created (0700) if missing, and its stat through a descriptor opened without following a
+    symbolic link.  As root only under a parent nobody but root may change: elsewhere a parent swapped
+    for a symlink would move root's mkdir and marker anywhere (StateError says so and what to do)."""
+    if os.geteuid() == 0:
+        _root_only_parent(path, nearest_existing(path.parent))   # before anything is created
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0:
+        _root_only_parent(path, path.parent)   # the parents just made (a umask of 0 leaves them open)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o700)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as err:
+        # O_DIRECTORY answers ENOTDIR for a symbolic link, O_NOFOLLOW ELOOP
+        link = err.errno in (errno.ELOOP, errno.ENOTDIR) and os.path.islink(path)
+        why = "it is a symbolic link (not followed)" if link else err.strerror
+        raise StateError(f"{why}; state_dir must be a directory, not a symbolic link: name the "
+                         "directory itself in tunsec { state_dir }") from err
+    try:
+        return os.fstat(fd)
+    finally:
+        os.close(fd)
+
+
+def _root_only_parent(path: Path, parent: Path) -> None:
+    if not root_only(parent):
+        raise StateError(
+            f"users other than root may change {parent}, so root does not create or initialise {path} there. "
+            f"Run tunsec init-state as the user tunsec runs as (the owner of {parent}), or choose a "
+            "state_dir in a directory only root may change (tunsec prepare then gives it to that user)")

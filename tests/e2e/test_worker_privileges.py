@@ -182,10 +182,10 @@ def own_side(topo: TwoHosts, side: Side, pw: pwd.struct_passwd) -> Side:
     """side with its control socket and state in a directory of pw's, and its config readable by pw."""
     d = topo.workdir / f"{side.host.ns}-run"
     d.mkdir(mode=0o750)
-    os.chown(d, pw.pw_uid, pw.pw_gid)
     sock = d / "tunsec.sock"
     text = side.conf.read_text().replace(str(state_dir_of(side.host, side.sock)), str(d / "state"))
-    init_state_dir(d / "state")
+    init_state_dir(d / "state")   # while d is root's: root initialises nothing under pw's directory
+    os.chown(d, pw.pw_uid, pw.pw_gid)
     for p in (d / "state", d / "state" / MARKER):   # pw's, as `tunsec prepare` hands them over
         os.chown(p, pw.pw_uid, pw.pw_gid)
     side.conf.write_text(text.replace(str(side.sock), str(sock)))

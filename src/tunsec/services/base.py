@@ -53,6 +53,11 @@ class ReloadRefused(Exception):
     """A new configuration this service cannot apply while running; the message says why."""
 
 
+class Failed(str):
+    """A line of reload()'s that says what could not be applied (the service logged it): the reload's
+    answer is an error, so `tunsec reload` fails instead of printing it among what changed."""
+
+
 def bind_udp(family: int, addr: str, port: int, *, purpose: str,
              reuseport: bool = False, big_buffers: bool = False) -> socket.socket:
     """A non-blocking UDP socket bound to addr:port, or a StartupError naming the operation

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tunsec.conf.diff import diff_by_name
+from tunsec.conf.diff import NameDiff, diff_by_name
 from tunsec.conf.manual import Esp, ManualTunnel
 from tunsec.dataplane import pipe
 from tunsec.dataplane.client import WorkerClient, WorkerError
@@ -31,7 +31,7 @@ from tunsec.loglimit import LogLimiter, suffix
 from tunsec.policy.ids import Band, IdSpace, priority
 from tunsec.policy.spd import PolicyError, protect_policies, tunnel_selectors
 from tunsec.seqstate import Expired, SeqState, StateError
-from tunsec.services.base import EspEndpoint, IPAddress, ReloadRefused, Route, Service, StartupError
+from tunsec.services.base import EspEndpoint, Failed, IPAddress, ReloadRefused, Route, Service, StartupError
 from tunsec.statedir import StateDir
 from tunsec.status import sa_status
 
@@ -139,6 +139,14 @@ SaKey = tuple[int, Direction, Endpoint | None]
 
 def sa_key(spi: int, direction: Direction, remote: Endpoint | None) -> SaKey:
     return (spi, direction, remote if direction is Direction.OUT else None)
+
+
+def _done(d: NameDiff[ManualTunnel], failed: set[str]) -> list[str]:
+    """d's summary without the tunnels that failed to go in (a replaced one of them is only gone)."""
+    return dataclasses.replace(d, added=tuple(t for t in d.added if t.name not in failed),
+                               changed=tuple(c for c in d.changed if c[1].name not in failed),
+                               removed=d.removed + tuple(old for old, new in d.changed if new.name in failed)
+                               ).summary("manual tunnels")
 
 
 class ManualService(Service):
@@ -279,27 +287,41 @@ class ManualService(Service):
         try:
             self._open_states(added)
         except (StateError, ReloadRefused) as err:   # checked before: only a file changed since
-            log.error("manual tunnels %s not installed: %s", ", ".join(sorted(fresh)), err)
-            self.plans = [p for p in self.plans if p.tunnel.name not in fresh]
-            return d.summary("manual tunnels")
+            return [*_done(d, fresh), await self._not_installed(added, err)]
         if added:
             log.warning("%s", MANUAL_WARNING)
+        failed: list[str] = []
         for p in added:
+            done: list[Callable[[int], Any]] = []
             try:
-                await self._install_one(await self._reserved(p))
+                await self._install_one(await self._reserved(p), done)
             except StartupError as err:
-                log.error("%s", err)
-        return d.summary("manual tunnels")
+                for undo in reversed(done):   # what it put in, and only that (an SPI may be another's)
+                    with contextlib.suppress(WorkerError):
+                        await self.worker().request(undo)
+                failed.append(await self._not_installed([p], err))
+        return _done(d, {p.tunnel.name for p in added if not any(p is q for q in self.plans)}) + failed
 
-    async def _uninstall(self, p: ManualPlan) -> None:
-        """A removed (or replaced) tunnel: its policies and SAs leave the worker, its sequence state is
-        retired.  The state file stays: the same key used again starts past what this SA used."""
+    async def _not_installed(self, plans: list[ManualPlan], err: Exception) -> Failed:
+        """plans leave again (their ids, their sequence state; the worker holds nothing of them): the next
+        reload sees them as new and tries again."""
+        for p in plans:
+            self.plans = [q for q in self.plans if q is not p]
+            await self._uninstall(p, installed=False)
+        line = Failed(f"manual tunnels {', '.join(p.tunnel.name for p in plans)} not installed: {err}")
+        log.error("reload: %s", line)
+        return line
+
+    async def _uninstall(self, p: ManualPlan, installed: bool = True) -> None:
+        """A removed (or replaced) tunnel: its policies and SAs leave the worker (installed: it put them
+        there), its sequence state is retired.  The state file stays: the same key used again starts
+        past what this SA used."""
         worker = self.worker()
         requests: list[Callable[[int], Any]] = [
             *(functools.partial(pipe.SpdDelete, id=pol.id) for pol in p.policies),   # policies first: no
             lambda r: pipe.Delete(r, p.outbound.spi, Direction.OUT, p.outbound.remote),   # ACQUIRE/drop gap
             lambda r: pipe.Delete(r, p.inbound.spi, Direction.IN, None),
-        ]
+        ] if installed else []
         for make in requests:
             with contextlib.suppress(WorkerError):   # already gone (a worker restart) is gone
                 await worker.request(make)
@@ -316,8 +338,9 @@ class ManualService(Service):
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             self._seq_locks.pop(key, None)
-        log.info("%s: SAs in %08x / out %08x and %d policies removed", p.tunnel.name, p.inbound.spi,
-                 p.outbound.spi, len(p.policies))
+        if installed:
+            log.info("%s: SAs in %08x / out %08x and %d policies removed", p.tunnel.name, p.inbound.spi,
+                     p.outbound.spi, len(p.policies))
 
     async def _install(self) -> None:
         # a copy: a reload replaces the list, and retires (_uninstall) the plans it drops or changes
@@ -393,8 +416,10 @@ class ManualService(Service):
             self._extending.pop(key, None)
             self._again.pop(key, None)
 
-    async def _install_one(self, p: ManualPlan) -> None:
+    async def _install_one(self, p: ManualPlan, done: list[Callable[[int], Any]] | None = None) -> None:
+        """p's SAs and policies into the worker; done (if given) gets a request undoing each that went in."""
         name = p.tunnel.name
+        done = [] if done is None else done
         worker = self.worker()
         in_gone, out_gone = (sa_key(sa.spi, sa.direction, sa.remote) in self.expired for sa in (p.inbound, p.outbound))
         for sa in [sa for sa, gone in ((p.inbound, in_gone), (p.outbound, out_gone)) if gone]:
@@ -404,11 +429,14 @@ class ManualService(Service):
         try:
             if not in_gone:
                 await worker.request(lambda r: pipe.GetSpi(r, p.inbound.spi, p.inbound.spi))
+                done.append(lambda r: pipe.Delete(r, p.inbound.spi, Direction.IN, None))
                 await worker.request(lambda r: pipe.Update(r, p.inbound))
             if not out_gone:
                 await worker.request(lambda r: pipe.Add(r, p.outbound))
+                done.append(lambda r: pipe.Delete(r, p.outbound.spi, Direction.OUT, p.outbound.remote))
             for pol in p.policies:   # also without the outbound SA: its traffic is dropped, not sent in clear
                 await worker.request(lambda r, pol=pol: pipe.SpdAdd(r, pol))  # type: ignore[misc]
+                done.append(functools.partial(pipe.SpdDelete, id=pol.id))
         except WorkerError as err:
             raise StartupError(f"{name}: installing SAs failed: {err}") from err
         log.info("%s: SAs in %08x / out %08x installed, %d policies", name, p.inbound.spi,

@@ -1,0 +1,82 @@
+"""`tunsec prepare` in a network namespace of its own, as root: a refusal for a directory (one under
+a parent another user may change) comes before the TUN is made, so it leaves no TUN behind; where
+the directories are root's to give, it makes the TUN."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import netns_unavailable
+from reachable import scratch_dir
+
+from tunsec import privilege
+
+NETNS_PROBLEM = netns_unavailable()
+pytestmark = [
+    pytest.mark.netns,
+    pytest.mark.skipif(NETNS_PROBLEM is not None, reason=f"NETNS TESTS SKIPPED: {NETNS_PROBLEM}"),
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root to change ownership"),
+]
+
+TUN = "tsprep0"
+USER = "tunsec"
+
+
+@pytest.fixture
+def ns() -> Iterator[str]:
+    name = f"tsprep-{secrets.token_hex(3)}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"], check=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+@pytest.fixture
+def base() -> Iterator[Path]:
+    with scratch_dir("tunsec-prep-") as d:
+        yield d
+
+
+def prepare(ns: str, base: Path, run_dir: Path, state_dir: Path) -> subprocess.CompletedProcess[str]:
+    conf = base / "tunsec.conf"
+    conf.write_text(f"tunsec {{\n  tun = {TUN}\n  control_socket = {run_dir}/t.sock\n  state_dir = {state_dir}\n"
+                    "  mtu = 1400\n}\nmanual {\n  site { local_addr = 192.0.2.1\n    remote_addr = 192.0.2.2\n"
+                    "    local_ts = 10.1.0.0/24\n    remote_ts = 10.2.0.0/24\n    spi_in = 0xc0010001\n"
+                    "    key_in = 0x0102030405060708090a0b0c0d0e0f1011121314\n    spi_out = 0xc0020001\n"
+                    "    key_out = 0x1102030405060708090a0b0c0d0e0f1011121314 }\n}\n")
+    return subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-m", "tunsec", "prepare", "-c", str(conf),
+                           "--user", USER], capture_output=True, text=True, timeout=60)
+
+
+def has_tun(ns: str) -> bool:
+    return subprocess.run(["ip", "netns", "exec", ns, "ip", "link", "show", TUN], capture_output=True).returncode == 0
+
+
+@pytest.mark.parametrize("which", ["control socket", "state_dir"])
+def test_prepare_refused_for_a_directory_leaves_no_tun(ns: str, base: Path, which: str) -> None:
+    user = privilege.target_for(USER)
+    assert user is not None
+    home = base / "home"
+    home.mkdir()
+    os.chown(home, user.uid, user.gid)
+    run_dir, state_dir = (home / "run", base / "state") if which == "control socket" else (base / "run", home / "state")
+    r = prepare(ns, base, run_dir, state_dir)
+    assert r.returncode == 1, r
+    assert f"users other than root may change {home}, so root changes no ownership there" in r.stderr, r.stderr
+    assert not has_tun(ns)
+    assert list(home.iterdir()) == []
+
+
+def test_prepare_with_directories_in_roots_tree_makes_the_tun(ns: str, base: Path) -> None:
+    r = prepare(ns, base, base / "run", base / "state")
+    assert r.returncode == 0, r.stderr
+    assert f"TUN {TUN} created" in r.stdout, r.stdout
+    assert has_tun(ns)
