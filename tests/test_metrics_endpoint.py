@@ -47,6 +47,7 @@ def document(reply: pipe.Reply) -> dict[str, Any]:
         "ike_drops": {"malformed": 9, "cookies_sent": 3, "half_open_closed": 2, "redirects_sent": 4, "too_big": 6,
                       "init_refused": 5},
         "ike_refused": {"ike_rekeys_refused": 1, "mobike_checks_failed": 7},
+        "tun": {"unrouted": [{"network": "fd00:3::/64", "blocked": True, "reason": "Permission denied"}]},
     }
 
 
@@ -112,6 +113,8 @@ def test_a_worker_that_does_not_answer_gives_the_control_process_metrics(monkeyp
 
     for got in asyncio.run(run()):
         assert got["tunsec_worker_up"] == 0
+        assert got['tunsec_tun_unrouted_networks{blocked="1"}'] == 1   # alertable: a route refused at a reload
+        assert got['tunsec_tun_unrouted_networks{blocked="0"}'] == 0
         assert got['tunsec_ike_sas{connection="gw",state="established"}'] == 1
         assert got['tunsec_ike_sas{connection="gw",state="connecting"}'] == 1
         assert got['tunsec_child_sa_rekeys_total{child="net",connection="gw"}'] == 2

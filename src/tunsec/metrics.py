@@ -172,6 +172,13 @@ def state_families(doc: dict[str, Any], worker_up: bool) -> Iterator[Metric]:
     """Counts of things (gauges) and the worker's global counters."""
     yield GaugeMetricFamily("tunsec_worker_up", "1 if the dataplane worker answered this scrape's DUMP in time",
                             value=1 if worker_up else 0)
+    unrouted = GaugeMetricFamily("tunsec_tun_unrouted_networks", "Tunnels' networks the kernel refused to route "
+                                 "through the TUN at a reload; blocked=1: a prohibit route refuses their traffic, "
+                                 "0: the kernel refused that too", labels=["blocked"])
+    held = collections.Counter(bool(u["blocked"]) for u in doc.get("tun", {}).get("unrouted", ()))
+    for blocked in (True, False):
+        unrouted.add_metric(["1" if blocked else "0"], held[blocked])
+    yield unrouted
     ike = GaugeMetricFamily("tunsec_ike_sas", "IKE SAs by connection and state", labels=["connection", "state"])
     by_state = collections.Counter((s["name"], s["state"]) for s in doc.get("ike_sas", []))
     for (conn, state), n in sorted(by_state.items()):
