@@ -47,6 +47,7 @@ def document(reply: pipe.Reply) -> dict[str, Any]:
         "ike_drops": {"malformed": 9, "cookies_sent": 3, "half_open_closed": 2, "redirects_sent": 4, "too_big": 6,
                       "init_refused": 5},
         "ike_refused": {"ike_rekeys_refused": 1, "mobike_checks_failed": 7},
+        "tun": {"unrouted": [{"network": "fd00:3::/64", "blocked": True, "reason": "Permission denied"}]},
     }
 
 
@@ -112,6 +113,8 @@ def test_a_worker_that_does_not_answer_gives_the_control_process_metrics(monkeyp
 
     for got in asyncio.run(run()):
         assert got["tunsec_worker_up"] == 0
+        assert got['tunsec_tun_unrouted_networks{blocked="1"}'] == 1   # alertable: a route refused at a reload
+        assert got['tunsec_tun_unrouted_networks{blocked="0"}'] == 0
         assert got['tunsec_ike_sas{connection="gw",state="established"}'] == 1
         assert got['tunsec_ike_sas{connection="gw",state="connecting"}'] == 1
         assert got['tunsec_child_sa_rekeys_total{child="net",connection="gw"}'] == 2
@@ -407,6 +410,104 @@ def test_a_source_over_its_share_is_refused_while_another_is_served() -> None:
     assert got["over"] == ""   # closed unanswered
     assert got["other"] == "HTTP/1.1 200 OK"
     assert got["refused"] == ["tunsec_metrics_connections_refused_total 1.0"]
+
+
+# in a network namespace of its own (unshare --net), 192.0.2.1-6 on lo: four sources at their share,
+# then Prometheus at a fifth
+_FOUR_SOURCES = """
+import asyncio, ipaddress, json, sys
+sys.path[:0] = sys.argv[1:]
+from test_metrics_endpoint import SCRAPE, source
+from tunsec import metrics
+from tunsec.conf.tunsec_section import ListenAddress
+from tunsec.dataplane import pipe
+
+async def connect(src):
+    return await asyncio.open_connection("192.0.2.1", 9101, local_addr=(src, 0))
+
+async def scrape(src):
+    reader, writer = await connect(src)
+    writer.write(SCRAPE)
+    try:
+        answer = await reader.read()
+    except ConnectionResetError:
+        answer = b""
+    writer.close()
+    return answer.decode()
+
+async def main():
+    async def answer():
+        return pipe.Reply(7, pipe.MsgType.DUMP, pipe.Errno.OK)
+    server = await metrics.start(ListenAddress(ipaddress.ip_address("192.0.2.1"), 9101), source(answer),
+                                 clock=lambda: 0.0)
+    attackers = ["192.0.2.2", "192.0.2.3", "192.0.2.4", "192.0.2.5"]
+    idle = [await connect(a) for a in attackers for _ in range(metrics.MAX_PER_SOURCE)]   # send nothing
+    for _ in range(1000):   # until the server took them all (in its own time)
+        if server._clients == metrics.MAX_CLIENTS:
+            break
+        await asyncio.sleep(0.005)
+    held = dict(server._per_source)
+    first = await scrape("192.0.2.6")
+    body = await scrape("192.0.2.6")   # its counters: the first scrape's eviction in them
+    gone = sum(1 for r, _ in idle if r.at_eof())
+    for _, w in idle:
+        w.close()
+    await server.close()
+    counted = [line for line in body.splitlines() if line.startswith("tunsec_metrics_connections_")]
+    print(json.dumps({"held": held, "first": first.split("\\r\\n", 1)[0], "gone": gone, "counted": counted}))
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (a network namespace)")
+def test_sources_at_their_share_holding_every_slot_cannot_shut_out_another() -> None:
+    """Four addresses, each holding its MAX_PER_SOURCE connections idle, take all MAX_CLIENTS slots
+    (each held for REQUEST_TIMEOUT, and opened again after): a scraper at a fifth address is served
+    all the same, one idle connection closed for it and counted (it got nothing, 16 idle connections
+    shut Prometheus out before)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    setup = "ip link set lo up && for a in 1 2 3 4 5 6; do ip addr add 192.0.2.$a/32 dev lo; done && exec \"$@\""
+    src = os.path.dirname(os.path.dirname(os.path.abspath(metrics.__file__)))
+    out = subprocess.run(["unshare", "--net", "sh", "-c", setup, "sh", sys.executable, "-c", _FOUR_SOURCES,
+                          here, src], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout)
+    assert got["held"] == {f"192.0.2.{n}": metrics.MAX_PER_SOURCE for n in (2, 3, 4, 5)}
+    assert got["first"] == "HTTP/1.1 200 OK"
+    assert got["gone"] == 1   # one idle connection closed, the others kept
+    assert sorted(got["counted"]) == ["tunsec_metrics_connections_evicted_total 1.0",
+                                      "tunsec_metrics_connections_refused_total 0.0"]
+
+
+def test_a_connection_being_answered_is_never_closed_for_a_newer_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every slot held by a scrape whose request came (their DUMP held back): the next connection is
+    refused, none of them is cut; once the DUMP comes, all of them get their answer."""
+    monkeypatch.setattr(metrics, "MAX_PER_SOURCE", metrics.MAX_CLIENTS)   # all from loopback
+    monkeypatch.setattr(metrics, "DUMP_TIMEOUT", 600.0)   # held until the test lets it go
+    go = asyncio.Event()
+
+    async def held() -> pipe.Reply:
+        await go.wait()
+        return pipe.Reply(7, pipe.MsgType.DUMP, pipe.Errno.OK)
+
+    async def run() -> tuple[list[bytes], bytes, int, int]:
+        server = await metrics.start(LOOPBACK, source(held), lambda: 0.0)
+        assert server._server is not None
+        port = server._server.sockets[0].getsockname()[1]
+        try:
+            scrapes = [asyncio.ensure_future(http(port, SCRAPE)) for _ in range(metrics.MAX_CLIENTS)]
+            while not (server._clients == metrics.MAX_CLIENTS and all(c.answering for c in server._conns)):
+                await asyncio.sleep(0.005)
+            late = await http(port, SCRAPE)
+            go.set()
+            return list(await asyncio.gather(*scrapes)), late, server.refused, server.evicted
+        finally:
+            await server.close()
+
+    answers, late, refused, evicted = asyncio.run(run())
+    assert late == b"" and refused == 1 and evicted == 0
+    assert all(a.startswith(b"HTTP/1.1 200 OK") for a in answers)
 
 
 @pytest.mark.parametrize(("peer", "source"), [

@@ -1,8 +1,10 @@
 """Routes the kernel refuses (here: IPv6 routes on a host whose IPv6 is disabled, EACCES) in a real
 network namespace, with the daemon's own start-up and reload code in this process: `tunsec up` stops
 with one StartupError naming the route, the TUN and the fix (pyroute2's NetlinkError is no OSError:
-it used to escape as a traceback); a reload still adds the other tunnels' routes, answers, says which
-route failed and why, and logs that it is done; once IPv6 is enabled, the next reload adds it."""
+it used to escape as a traceback); a reload still adds the other tunnels' routes, fails closed on the
+refused one (a prohibit route: its traffic must not take the host's other routes in clear), says which
+failed and why (`tunsec reload` exits 1, `tunsec status` lists it); once IPv6 is enabled, the next
+reload adds it."""
 
 from __future__ import annotations
 
@@ -11,9 +13,11 @@ import json
 import logging
 import secrets
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from subprocess import PIPE
 from typing import TypeVar
 
 import pytest
@@ -106,48 +110,144 @@ def test_a_refused_ipv6_route_stops_the_start_naming_the_route_the_tun_and_the_f
     assert gone.returncode != 0 and d.tun is None
 
 
-def test_a_reload_adds_the_routes_it_can_answers_and_names_the_one_refused(
+class StatusWorker(InProcessWorker):
+    """InProcessWorker with what `tunsec status` reads of a WorkerClient besides its DUMP."""
+
+    pid = None
+    malformed = late = dump_overflows = 0
+
+
+def leak_path(ns: str) -> None:
+    """A veth with an IPv6 default route through it: without a route of its own through the TUN (or
+    a prohibit route), the IPv6 tunnel's traffic would leave through it in clear."""
+    for cmd in (["ip", "link", "add", "tsleak0", "type", "veth", "peer", "name", "tsleak1"],
+                ["sysctl", "-qw", "net.ipv6.conf.tsleak0.disable_ipv6=0"],
+                ["ip", "link", "set", "tsleak0", "up"], ["ip", "link", "set", "tsleak1", "up"],
+                ["ip", "-6", "addr", "add", "fd00:99::1/64", "dev", "tsleak0", "nodad"],
+                ["ip", "-6", "route", "add", "default", "via", "fd00:99::2", "dev", "tsleak0"]):
+        subprocess.run(["ip", "netns", "exec", ns, *cmd], check=True)
+
+
+def route_get(ns: str, dst: str) -> tuple[int, str]:
+    """`ip -6 route get dst` in ns: its exit status and what it said."""
+    out = subprocess.run(["ip", "netns", "exec", ns, "ip", "-6", "route", "get", dst], capture_output=True, text=True)
+    return out.returncode, out.stdout + out.stderr
+
+
+def prohibits(ns: str) -> list[str]:
+    out = subprocess.run(["ip", "netns", "exec", ns, "ip", "-6", "route", "show", "type", "prohibit"],
+                         capture_output=True, text=True, check=True).stdout
+    return [line.split()[1] for line in out.splitlines() if line.strip()]
+
+
+async def cli(*args: str) -> tuple[int, str, str]:
+    """The tunsec CLI as a process of its own: exit status, stdout, stderr."""
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "tunsec", *args, stdout=PIPE, stderr=PIPE)
+    out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+def test_a_refused_route_fails_closed_the_reload_says_so_and_a_later_reload_routes_it(
         ns: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A reload adds the routes it can and answers; the one the kernel refuses (IPv6 disabled on the
+    TUN) gets a prohibit route, so its traffic does not take the host's IPv6 default route in clear;
+    `tunsec reload` exits 1 naming it, `tunsec status` lists it; a reload that drops its tunnel drops
+    the prohibit route, and once IPv6 is enabled a reload adds the real route and no prohibit one."""
+    leak_path(ns)
     path = write(tmp_path, SITE_B)
     d = Daemon(load_config(path))
     caplog.set_level(logging.INFO, logger="tunsec")
+    sock = str(tmp_path / "ctl.sock")
     seen: dict[str, object] = {}
 
-    async def reload() -> dict[str, object]:
-        return await d._command(json.dumps({"cmd": "reload"}).encode())
-
     async def scenario() -> None:
-        worker = InProcessWorker(asyncio.get_running_loop(), lambda m: None)
+        worker = StatusWorker(asyncio.get_running_loop(), lambda m: None)
         d.worker = worker  # type: ignore[assignment]
         await d.manual.start()
-        # the IPv6 tunnel's route comes before site-d's: its refusal used to end the reload there
-        write(tmp_path, SITE_B, SITE_C6, SITE_D)
-        seen["first"] = await reload()
-        seen["routes"] = routes(ns, "-4"), routes(ns, "-6")
-        seen["out_spis"] = {sa.spi for sa in worker.dp.sas() if sa.direction is Direction.OUT}
-        # the fix the answer names, then the same file again: the missing route is added now
-        subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw", f"net.ipv6.conf.{TUN}.disable_ipv6=0"],
-                       check=True)
-        seen["second"] = await reload()
-        seen["routes6"] = routes(ns, "-6")
+        await d._open_control_socket()
+        try:
+            # the IPv6 tunnel's route comes before site-d's: its refusal used to end the reload there
+            write(tmp_path, SITE_B, SITE_C6, SITE_D)
+            seen["first"] = await cli("reload", "--socket", sock)
+            seen["routes"] = routes(ns, "-4"), routes(ns, "-6")
+            seen["get"] = route_get(ns, "fd00:3::7")
+            seen["out_spis"] = {sa.spi for sa in worker.dp.sas() if sa.direction is Direction.OUT}
+            seen["json"] = await cli("status", "--json", "--socket", sock)
+            seen["text"] = await cli("status", "--socket", sock)
+            # the tunnel goes: so does its prohibit route (its traffic takes the host's routes, as any
+            # network no tunnel protects)
+            write(tmp_path, SITE_B, SITE_D)
+            seen["dropped"] = await cli("reload", "--socket", sock)
+            seen["dropped_prohibits"], seen["dropped_get"] = prohibits(ns), route_get(ns, "fd00:3::7")
+            write(tmp_path, SITE_B, SITE_C6, SITE_D)
+            seen["again"] = await cli("reload", "--socket", sock)
+            seen["again_prohibits"] = prohibits(ns)
+            # the fix the answer names, then the same file again: the missing route is added now
+            subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw", f"net.ipv6.conf.{TUN}.disable_ipv6=0"],
+                           check=True)
+            seen["fixed"] = await cli("reload", "--socket", sock)
+            seen["routes6"], seen["fixed_prohibits"] = routes(ns, "-6"), prohibits(ns)
+            seen["fixed_get"] = route_get(ns, "fd00:3::7")
+            seen["fixed_json"] = await cli("status", "--json", "--socket", sock)
+        finally:
+            assert d._server is not None
+            d._server.close()
 
     inside(ns, d.prepare)   # netlink's synchronous API: outside the event loop, as `tunsec up` does
     try:
         inside(ns, lambda: asyncio.run(scenario()))
     finally:
         inside(ns, d.close_network)
-    first = seen["first"]
-    assert isinstance(first, dict) and first["ok"] is True, first
-    lines = str(first["message"]).splitlines()
-    assert "routes added: 10.4.0.0/24" in lines, lines
-    failed = [line for line in lines if line.startswith("failed: ")]
-    assert len(failed) == 1 and failed[0].startswith(
-        f"failed: adding route fd00:3::/64 via TUN {TUN}: Permission denied"), lines
-    assert f"net.ipv6.conf.{TUN}.disable_ipv6=0" in failed[0]
+    code, out, err = seen["first"]  # type: ignore[misc]
+    assert code == 1, (out, err)
+    assert "routes added: 10.4.0.0/24" in out.splitlines(), out
+    assert err.startswith(f"tunsec: failed: adding route fd00:3::/64 via TUN {TUN}: Permission denied"), err
+    assert f"net.ipv6.conf.{TUN}.disable_ipv6=0" in err and "prohibit route" in err, err
     assert seen["routes"] == (["10.2.0.0/24", "10.4.0.0/24"], [])
+    code, said = seen["get"]  # type: ignore[misc]
+    assert code != 0 and "Permission denied" in said and "tsleak0" not in said, said   # not in clear
     assert seen["out_spis"] == {0xC0020002, 0xC0020003, 0xC0020004}
-    assert f"reload of {path} done" in caplog.text
-    second = seen["second"]
-    assert isinstance(second, dict) and second["ok"] is True, second
-    assert "routes added: fd00:3::/64" in str(second["message"]), second
+    assert f"reload of {path} done, 1 step(s) failed" in caplog.text
+    code, out, _ = seen["json"]  # type: ignore[misc]
+    (unrouted,) = json.loads(out)["tun"]["unrouted"]
+    assert unrouted["network"] == "fd00:3::/64" and unrouted["blocked"] is True, unrouted
+    assert unrouted["reason"].startswith(f"adding route fd00:3::/64 via TUN {TUN}: Permission denied"), unrouted
+    code, out, _ = seen["text"]  # type: ignore[misc]
+    assert "unrouted: fd00:3::/64, its traffic refused (prohibit route): adding route" in out, out
+    code, out, err = seen["dropped"]  # type: ignore[misc]
+    assert code == 0, (out, err)
+    assert seen["dropped_prohibits"] == [], "the prohibit route outlived its tunnel"
+    assert "tsleak0" in seen["dropped_get"][1]  # type: ignore[index]
+    code, _, err = seen["again"]  # type: ignore[misc]
+    assert code == 1 and "failed: adding route fd00:3::/64" in err, err
+    assert seen["again_prohibits"] == ["fd00:3::/64"]
+    code, out, err = seen["fixed"]  # type: ignore[misc]
+    assert code == 0, (out, err)
+    assert "routes added: fd00:3::/64" in out, out
     assert seen["routes6"] == ["fd00:3::/64"]
+    assert seen["fixed_prohibits"] == []
+    code, said = seen["fixed_get"]  # type: ignore[misc]
+    assert code == 0 and f"dev {TUN}" in said, said
+    assert json.loads(seen["fixed_json"][1])["tun"]["unrouted"] == []  # type: ignore[index]
+
+
+def test_the_prohibit_route_goes_with_tunsec(ns: str, tmp_path: Path) -> None:
+    """A prohibit route of tunsec's is not the TUN's: it is removed at exit, with the TUN it made."""
+    write(tmp_path, SITE_B)
+    d = Daemon(load_config(tmp_path / "tunsec.conf"))
+
+    async def scenario() -> None:
+        d.worker = InProcessWorker(asyncio.get_running_loop(), lambda m: None)  # type: ignore[assignment]
+        await d.manual.start()
+        write(tmp_path, SITE_B, SITE_C6)
+        ok, lines = await d.reload()
+        assert ok and any(line.startswith("failed: ") for line in lines), lines
+
+    inside(ns, d.prepare)
+    try:
+        inside(ns, lambda: asyncio.run(scenario()))
+        assert prohibits(ns) == ["fd00:3::/64"]
+    finally:
+        inside(ns, d.close_network)
+    assert prohibits(ns) == []

@@ -252,6 +252,8 @@ def _request(request: dict[str, Any], args: argparse.Namespace) -> dict[str, Any
         print(f"tunsec: no running tunsec on {path}: {_shown(err)}", file=sys.stderr)
         return None
     if not answer.get("ok"):
+        if "message" in answer:   # a reload applied with a step failed: what it did, then what failed
+            print(_shown(answer["message"]))
         print(f"tunsec: {_shown(answer.get('error'))}", file=sys.stderr)
         return None
     return answer

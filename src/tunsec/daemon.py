@@ -26,7 +26,7 @@ from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tunsec import ctlsocket, gctune, memtrim, privilege, sdnotify, selftest
+from tunsec import ctlsocket, gctune, memtrim, privilege, reroute, sdnotify, selftest
 from tunsec.conf.config import Config, load_config
 from tunsec.conf.connections import find_child, ike_endpoints
 from tunsec.conf.diff import comparable, restart_keys
@@ -330,8 +330,13 @@ class Daemon:
         ok, lines = await self._reload_guarded()
         if deadline is not None:
             deadline.reschedule(asyncio.get_running_loop().time() + ctlsocket.DEADLINE)
-        text = "\n".join(lines)
-        return {"ok": True, "message": text or "no changes"} if ok else {"ok": False, "error": text}
+        if not ok:
+            return {"ok": False, "error": "\n".join(lines)}
+        # applied, but a step failed (a route refused, its traffic blocked): an error to the client too,
+        # with what was applied (`tunsec reload` exits 1)
+        failed = [line for line in lines if line.startswith(reroute.FAILED)]
+        done = "\n".join(line for line in lines if not line.startswith(reroute.FAILED)) or "no changes"
+        return {"ok": False, "error": "\n".join(failed), "message": done} if failed else {"ok": True, "message": done}
 
     async def _status(self) -> dict[str, Any]:
         """The status answer, shared by the clients asking at the same time (ctlsocket.Shared)."""
@@ -401,9 +406,12 @@ class Daemon:
             for line in lines:
                 if not isinstance(line, Failed):   # the service said it, as an error
                     log.info("reload: %s", line)
-            ok = not any(isinstance(line, Failed) for line in lines)
-            log.info("reload of %s done%s", cfg.path, ": no changes" if not lines else "" if ok else ", not all of it")
-            return ok, lines
+            # a manual tunnel not installed (Failed) makes the answer an error; a refused route's
+            # line too (_reload_command), though the rest of the reload went in
+            failed = sum(isinstance(line, Failed) or line.startswith(reroute.FAILED) for line in lines)
+            log.log(logging.ERROR if failed else logging.INFO, "reload of %s done%s", cfg.path,
+                    f", {failed} step(s) failed" if failed else "" if lines else ": no changes")
+            return not any(isinstance(line, Failed) for line in lines), lines
 
     @staticmethod
     def _refused(lines: list[str]) -> tuple[bool, list[str]]:
@@ -411,89 +419,11 @@ class Daemon:
         return False, lines
 
     async def _reload_routes(self) -> list[str]:
-        """The TUN's routes follow the new configuration: those of removed or changed tunnels that no
-        other tunnel still needs go (as strongSwan unroutes a connection: that traffic takes the host's
-        other routes again), the new tunnels' remote networks get one.  Without CAP_NET_ADMIN (given up
-        at start when tunsec made the TUN, see privilege.py) tunsec cannot change them: it says what to run."""
-        tun = self.tun
-        if tun is None:
+        """The TUN's routes follow the new configuration; a refused one fails closed (reroute.py)."""
+        if self.tun is None:
             return []
-        lines = await self._unroute()
-        wanted = [r for svc in self.services for r in svc.routes() if not any(x[0] == r[0] for x in tun.routes)]
-        if not wanted:
-            return lines
-        before = len(tun.unapplied)
-        added: list[str] = []
-        failed: list[str] = []
-        for net, local_nets in wanted:
-            noted = len(tun.unapplied)
-            try:
-                await asyncio.to_thread(self._add_route, net, local_nets)   # pyroute2 runs a loop of its own
-            except OSError as err:   # this route only: the other tunnels' routes and the answer still come
-                failed.append(f"failed: {err.strerror or err}")
-                continue
-            if len(tun.unapplied) == noted:
-                added.append(str(net))
-        missing = [fix for _, fix in tun.unapplied[before:]]
-        del tun.unapplied[before:]
-        if added:
-            lines.append(f"routes added: {', '.join(added)}")
-        if missing:
-            line = (f"routes not added ({privilege._me()} may not change routes, no CAP_NET_ADMIN): as root run "
-                    f"{'; '.join(missing)} (or restart tunsec)")
-            log.warning("reload: %s", line)
-            lines.append(line)
-        for line in failed:
-            log.error("reload: %s", line)
-        return [*lines, *failed]
-
-    async def _unroute(self) -> list[str]:
-        """Our routes no tunnel of the new configuration needs (or with another source address now)
-        off the TUN; a network two tunnels route stays while one of them is left."""
-        tun = self.tun
-        assert tun is not None
-        wanted: dict[IPv4Network | IPv6Network, tuple[IPv4Network | IPv6Network, ...]] = {}
-        for svc in self.services:
-            for net, local_nets in svc.routes():
-                wanted.setdefault(net, local_nets)
-
-        def stale() -> list[IPv4Network | IPv6Network]:   # netlink: the sources are looked up
-            out = []
-            for net, src in tun.routes:
-                if net not in wanted:
-                    out.append(net)
-                    continue
-                same = tuple(n for n in wanted[net] if n.version == net.version)
-                now = local_address_in(same) if same else None
-                if now is not None and now != src:   # None: no source of ours (or a virtual IP's, set at run time)
-                    out.append(net)
-            return out
-
-        try:
-            gone = await asyncio.to_thread(stale)
-        except OSError as err:   # they stay; the new tunnels' routes are still added
-            log.error("reload: routes not checked: %s", err.strerror or err)
-            return [f"routes not checked: {err.strerror or err}"]
-        if not gone:
-            return []
-        before = len(tun.unapplied)
-        failed: list[str] = []
-        for net in gone:
-            try:
-                await asyncio.to_thread(tun.remove_route, net)   # pyroute2 runs a loop of its own
-            except OSError as err:   # it stays ours (removed at exit); the other routes still go
-                failed.append(f"failed: {err.strerror or err}")
-                log.error("reload: %s", failed[-1])
-        missing = [fix for _, fix in tun.unapplied[before:]]
-        del tun.unapplied[before:]
-        removed = [str(n) for n in gone if not any(r[0] == n for r in tun.routes)]
-        lines = [f"routes removed: {', '.join(removed)}"] if removed else []
-        if missing:
-            line = (f"routes not removed ({privilege._me()} may not change routes, no CAP_NET_ADMIN): as root "
-                    f"run {'; '.join(missing)} (or restart tunsec)")
-            log.warning("reload: %s", line)
-            lines.append(line)
-        return [*lines, *failed]
+        wanted = [r for svc in self.services for r in svc.routes()]
+        return await reroute.reload_routes(self.tun, wanted, self._add_route)
 
     async def _reload_mtu(self) -> list[str]:
         """The TUN's MTU stays (changing it under running traffic is a restart's job); say so when

@@ -58,6 +58,9 @@ REQUEST_TIMEOUT = 5.0     # for a client to send its request head
 MAX_REQUEST_HEAD = 8192   # bytes; Prometheus sends a few hundred
 MAX_CLIENTS = 16          # connections served at once; more are closed unanswered
 MAX_PER_SOURCE = 4        # of those, from one source (an IPv4 address, an IPv6 /64, loopback as one)
+# A few sources each at its share can still hold every slot idle (4 x 4: no request sent, each for
+# REQUEST_TIMEOUT, again and again), so when all are taken a new connection closes the oldest one
+# still waiting for its request head of the source holding the most; one being answered is never cut.
 # A scrape's body serves the scrapes of the next CACHE_AGE seconds, or of CACHE_LOAD times as long as
 # building it held the event loop if that is longer: a document of thousands of clients takes a
 # second and more to build, and scrapers back to back would otherwise keep IKE, DPD and RADIUS
@@ -169,6 +172,13 @@ def state_families(doc: dict[str, Any], worker_up: bool) -> Iterator[Metric]:
     """Counts of things (gauges) and the worker's global counters."""
     yield GaugeMetricFamily("tunsec_worker_up", "1 if the dataplane worker answered this scrape's DUMP in time",
                             value=1 if worker_up else 0)
+    unrouted = GaugeMetricFamily("tunsec_tun_unrouted_networks", "Tunnels' networks the kernel refused to route "
+                                 "through the TUN at a reload; blocked=1: a prohibit route refuses their traffic, "
+                                 "0: the kernel refused that too", labels=["blocked"])
+    held = collections.Counter(bool(u["blocked"]) for u in doc.get("tun", {}).get("unrouted", ()))
+    for blocked in (True, False):
+        unrouted.add_metric(["1" if blocked else "0"], held[blocked])
+    yield unrouted
     ike = GaugeMetricFamily("tunsec_ike_sas", "IKE SAs by connection and state", labels=["connection", "state"])
     by_state = collections.Counter((s["name"], s["state"]) for s in doc.get("ike_sas", []))
     for (conn, state), n in sorted(by_state.items()):
@@ -452,6 +462,16 @@ class Body:
     expires: float
 
 
+@dataclass(eq=False)
+class _Conn:
+    """A connection holding a slot: whose share it takes, and whether its request head came (it is
+    being answered: never cut for another)."""
+
+    source: str
+    writer: asyncio.StreamWriter
+    answering: bool = False
+
+
 class _Snapshot(Collector):
     """The families of one scrape, built before the registry renders them."""
 
@@ -470,9 +490,10 @@ class MetricsServer:
         self.clock = clock
         self._server: asyncio.AbstractServer | None = None
         self._dump: asyncio.Task[pipe.Reply] | None = None
-        self._clients = 0
+        self._conns: list[_Conn] = []   # holding a slot, oldest first
         self._per_source: collections.Counter[str] = collections.Counter()
         self.refused = 0   # connections closed unanswered: every slot, or the source's share, taken
+        self.evicted = 0   # connections closed before their request head, their slot given to a newer one
         self._bodies: dict[str, Body] = {}   # by format
         # concurrent scrapes share one build (and one DUMP) per format
         self._builds = {fmt: ctlsocket.Shared(functools.partial(self._build, fmt)) for fmt in _FORMATS}
@@ -551,6 +572,9 @@ class MetricsServer:
             CounterMetricFamily("tunsec_metrics_connections_refused", "Connections to this endpoint closed "
                                 "unanswered: every slot, or the share of their source address, was taken",
                                 value=self.refused),
+            CounterMetricFamily("tunsec_metrics_connections_evicted", "Connections to this endpoint closed "
+                                "before their request came, for a newer one: every slot was taken (the oldest "
+                                "waiting of the source holding the most)", value=self.evicted),
         ]
         del doc   # the body is what stays
         encoder, content_type = _FORMATS[fmt]
@@ -562,26 +586,53 @@ class MetricsServer:
         body = self._bodies[fmt] = Body(data, content_type, now + max(CACHE_AGE, CACHE_LOAD * (now - started)))
         return body
 
+    @property
+    def _clients(self) -> int:
+        return len(self._conns)
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        source = source_of(writer.get_extra_info("peername"))
-        self._clients += 1
-        self._per_source[source] += 1
+        conn = _Conn(source_of(writer.get_extra_info("peername")), writer)
+        if self._per_source[conn.source] >= MAX_PER_SOURCE or (len(self._conns) >= MAX_CLIENTS
+                                                                and not self._evict()):
+            self.refused += 1
+            writer.close()
+            return
+        self._conns.append(conn)
+        self._per_source[conn.source] += 1
         try:
-            if self._clients <= MAX_CLIENTS and self._per_source[source] <= MAX_PER_SOURCE:
-                await self._answer(reader, writer)
-            else:
-                self.refused += 1
+            await self._answer(reader, writer, conn)
         except (TimeoutError, ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-            pass   # a client that is slow, gone or sends too much gets nothing
+            pass   # a client that is slow, gone (or evicted) or sends too much gets nothing
         finally:
-            self._clients -= 1
-            self._per_source[source] -= 1
-            if self._per_source[source] <= 0:
-                del self._per_source[source]
+            self._release(conn)
             writer.close()
 
-    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _release(self, conn: _Conn) -> None:
+        """conn's slot free (once: an evicted connection's went at its eviction)."""
+        if conn not in self._conns:
+            return
+        self._conns.remove(conn)
+        self._per_source[conn.source] -= 1
+        if self._per_source[conn.source] <= 0:
+            del self._per_source[conn.source]
+
+    def _evict(self) -> bool:
+        """Every slot taken: free the one of the oldest connection still waiting for its request head
+        from the source holding the most (a flood from a few sources pays, a scraper's connection,
+        idle for the moment it takes to send its request, hardly ever); False if all are being answered."""
+        waiting = [c for c in self._conns if not c.answering]
+        if not waiting:
+            return False
+        most = max(self._per_source[c.source] for c in waiting)
+        victim = next(c for c in waiting if self._per_source[c.source] == most)   # oldest first
+        self._release(victim)
+        victim.writer.transport.abort()   # its readuntil ends (IncompleteReadError): nothing is sent to it
+        self.evicted += 1
+        return True
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: _Conn) -> None:
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT)
+        conn.answering = True
         lines = head.decode("latin-1").split("\r\n")
         parts = lines[0].split(" ")
         headers = {}

@@ -85,7 +85,11 @@ def _policy(p: PolicyInfo) -> dict[str, Any]:
 def status_document(d: Daemon, dump: Reply) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "tun": {"name": d.cfg.tunsec.tun, "mtu": d.mtu, "created": bool(d.tun and d.tun.created),
-                "offloads": d.tun.offload_names() if d.tun else [], "vnet_hdr": bool(d.tun and d.tun.vnet_hdr)},
+                "offloads": d.tun.offload_names() if d.tun else [], "vnet_hdr": bool(d.tun and d.tun.vnet_hdr),
+                # tunnels' networks the kernel refused to route through the TUN (a reload's): blocked, a
+                # prohibit route of ours refuses their traffic; not blocked, the host's routes may carry it
+                "unrouted": [{"network": str(net), "blocked": u.blocked, "reason": u.why}
+                             for net, u in (d.tun.unrouted.items() if d.tun else ())]},
         "udp_offloads": d.sockets.offloads(),
         # gauges: the worker's values of now (DUMP's GAUGEs: its live C allocations, policies in its SPD);
         # malformed: datagrams from it the control process could not decode, dropped (since it started);
@@ -134,6 +138,10 @@ def render(doc: dict[str, Any]) -> str:
         + (f", control malloc_trims {trims}" if (trims := doc.get("control", {}).get("malloc_trims")) else ""),
         f"offloads: TUN {', '.join(tun['offloads']) or 'none'}; UDP {', '.join(doc['udp_offloads']) or 'none'}",
     ]
+    for u in tun.get("unrouted", ()):
+        held = ("its traffic refused (prohibit route)" if u["blocked"]
+                else "NOT blocked: its traffic may leave in clear by the host's other routes")
+        lines.append(f"unrouted: {u['network']}, {held}: {u['reason']}")
     gauges = worker.get("gauges") or {}
     if gauges or worker.get("malformed") or worker.get("late_answers") or worker.get("dump_overflows"):
         lines.append("worker: " + ", ".join([f"{k} {v}" for k, v in gauges.items()]

@@ -180,6 +180,10 @@ class Tun:
     # what this configuration needs on the device that tunsec may not change (no
     # CAP_NET_ADMIN): (what is wrong, the command root should run); see report_unapplied
     unapplied: list[tuple[str, str]] = field(default_factory=list)
+    # networks of the tunnels whose route the kernel refused: why.  Their SAs and policies are in the
+    # worker while the host's other routes (a default route) would carry their traffic in clear, so a
+    # prohibit route of ours holds it (fail closed) until their route is added (see block)
+    unrouted: dict[IPNetwork, Unrouted] = field(default_factory=dict)
 
     @classmethod
     def open(cls, name: str, offload: bool = True, queues: int = 1) -> Tun:
@@ -317,6 +321,45 @@ class Tun:
                 f"while it exists (net.ipv6.conf.default.disable_ipv6=0 for a TUN tunsec creates at start), "
                 f"or remove the IPv6 networks ({dst}) from the tunnels' remote_ts")
 
+    def block(self, dst: IPNetwork, why: str) -> None:
+        """dst has no route through the TUN (why): a prohibit route keeps its traffic off the host's
+        other routes (senders get EACCES / ICMP administratively prohibited) until unblock().  Raises
+        OSError if the kernel refuses that too (dst stays noted as unrouted, not blocked)."""
+        self.unrouted[dst] = Unrouted(why, blocked=False)
+        op = f"blocking {dst} (prohibit route) while TUN {self.name} has no route to it"
+        with _iproute() as ipr, _netlink(op):
+            # replace, as add_route does: a route of the host's to that very network must not win
+            ipr.route("replace", dst=str(dst), type="prohibit")
+        self.unrouted[dst] = Unrouted(why, blocked=True)
+        log.warning("%s: traffic to it is refused until a reload adds its route", op)
+
+    def unblock(self, dst: IPNetwork) -> None:
+        """dst routed through the TUN again, or no tunnel's any more: our prohibit route goes (only a
+        prohibit route: the TUN route add_route put in its place stays)."""
+        gone = self.unrouted.pop(dst, None)
+        if gone is None or not gone.blocked:
+            return
+        try:
+            self._remove_prohibit(dst)
+        except OSError:
+            self.unrouted[dst] = gone   # still there: still ours, and said by `tunsec status`
+            raise
+        log.info("prohibit route of %s removed", dst)
+
+    @staticmethod
+    def _remove_prohibit(dst: IPNetwork) -> None:
+        family = socket.AF_INET if dst.version == 4 else socket.AF_INET6
+        with _iproute() as ipr, _netlink(f"removing the prohibit route of {dst}"):
+            for r in ipr.route("dump", family=family):
+                if r["type"] != RTN_PROHIBIT or not _same_dst(r, dst):
+                    continue
+                kw: dict[str, object] = {"dst": str(dst), "type": "prohibit", "table": r.get_attr("RTA_TABLE")}
+                if (oif := r.get_attr("RTA_OIF")) is not None:   # IPv6's sit on lo: a delete by dst alone
+                    kw["oif"] = oif                                # could take the TUN route
+                if (prio := r.get_attr("RTA_PRIORITY")) is not None:
+                    kw["priority"] = prio
+                ipr.route("del", **kw)
+
     def remove_route(self, dst: IPNetwork) -> None:
         """One of our routes off the TUN (a reload removed or changed its tunnel); a route that is not
         ours is left alone.  Without CAP_NET_ADMIN it stays (still ours: removed at exit if it can be)
@@ -388,6 +431,11 @@ class Tun:
                     config_path, _me())
 
     def remove_routes(self) -> None:
+        for dst in list(self.unrouted):   # not the TUN's: they outlive it
+            try:
+                self.unblock(dst)
+            except OSError as exc:
+                log.warning("at exit: %s", exc.strerror or exc)
         with _iproute() as ipr:
             links = ipr.link_lookup(ifname=self.name)
             for dst, _src in self.routes:
@@ -399,8 +447,8 @@ class Tun:
         self.routes.clear()
 
     def close(self) -> None:
-        if not self.created:
-            self.remove_routes()   # the device stays; our routes must not
+        if not self.created or self.unrouted:
+            self.remove_routes()   # the device stays (or our prohibit routes would); our routes must not
         self.routes.clear()
         for d in self.extra:
             d.close()
@@ -461,6 +509,18 @@ def _tun_group(name: str) -> int:
         return -1
 
 
+RTN_PROHIBIT = 8   # linux/rtnetlink.h
+
+
+@dataclass(frozen=True)
+class Unrouted:
+    """A tunnel's network the kernel refused to route through the TUN: why, and whether our prohibit
+    route holds its traffic (False: the kernel refused that too)."""
+
+    why: str
+    blocked: bool
+
+
 ADDR_GEN_MODE_NONE = 1   # linux/if_link.h IN6_ADDR_GEN_MODE_NONE
 IFF_UP = 0x1
 _NO_ADDR_GEN = {"attrs": [("AF_INET6", {"attrs": [("IFLA_INET6_ADDR_GEN_MODE", ADDR_GEN_MODE_NONE)]})]}
@@ -476,11 +536,12 @@ def _addr_gen_mode(link: Any) -> int | None:
 def _has_route(ipr: Any, idx: int, dst: IPNetwork) -> bool:
     """dst already routed through the TUN (main table), as root or tunsec prepare may have done."""
     family = socket.AF_INET if dst.version == 4 else socket.AF_INET6
-    for r in ipr.route("dump", family=family, oif=idx):
-        have = r.get_attr("RTA_DST")
-        if have is not None and r["dst_len"] == dst.prefixlen and ip_address(have) == dst.network_address:
-            return True
-    return False
+    return any(_same_dst(r, dst) for r in ipr.route("dump", family=family, oif=idx))
+
+
+def _same_dst(r: Any, dst: IPNetwork) -> bool:
+    have = r.get_attr("RTA_DST")
+    return have is not None and r["dst_len"] == dst.prefixlen and ip_address(have) == dst.network_address
 
 
 def local_address_in(networks: tuple[IPNetwork, ...]) -> str | None:

@@ -1,0 +1,133 @@
+"""The TUN's routes after a reload: those no tunnel needs any more go, the new tunnels' remote
+networks get one.  A route the kernel refuses fails closed: the tunnel's SAs and policies are in
+the worker, so without its route its traffic would take the host's other routes (a default route)
+in clear; a prohibit route holds it instead until a later reload adds the TUN route (Tun.block).
+Its line starts with "failed: ", which makes the reload's answer an error (`tunsec reload` exits 1).
+
+Without CAP_NET_ADMIN (given up at start when tunsec made the TUN, see privilege.py) tunsec can
+change neither: it says what to run.  pyroute2's synchronous API runs an event loop of its own,
+so every netlink request here is made in a thread (asyncio.to_thread).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from tunsec import privilege
+from tunsec.dataplane.tun import IPNetwork, Tun, local_address_in
+
+log = logging.getLogger("tunsec")
+
+Route = tuple[IPNetwork, tuple[IPNetwork, ...]]   # a remote network, the tunnel's local networks
+FAILED = "failed: "
+
+
+async def reload_routes(tun: Tun, wanted: list[Route], add: Callable[[IPNetwork, tuple[IPNetwork, ...]], None]
+                        ) -> list[str]:
+    """wanted (every tunnel's route of the new configuration) on the TUN, add(net, local_nets) adding
+    one; what changed and what failed, one line each."""
+    lines = await _unroute(tun, wanted)
+    missing = [r for r in wanted if not any(x[0] == r[0] for x in tun.routes)]
+    if not missing:
+        return lines
+    before = len(tun.unapplied)
+    added: list[str] = []
+    failed: list[str] = []
+    first: dict[IPNetwork, tuple[IPNetwork, ...]] = {}
+    for net, local_nets in missing:   # a network two tunnels route: tried once, as the first names it
+        first.setdefault(net, local_nets)
+    for net, local_nets in first.items():
+        noted = len(tun.unapplied)
+        try:
+            await asyncio.to_thread(add, net, local_nets)
+        except OSError as err:   # this route only: the other tunnels' routes and the answer still come
+            failed.append(await _fail_closed(tun, net, err.strerror or str(err)))
+            continue
+        if len(tun.unapplied) == noted:
+            added.append(str(net))
+            failed += await _unblock(tun, net)
+    unapplied = [fix for _, fix in tun.unapplied[before:]]
+    del tun.unapplied[before:]
+    if added:
+        lines.append(f"routes added: {', '.join(added)}")
+    if unapplied:
+        line = (f"routes not added ({privilege._me()} may not change routes, no CAP_NET_ADMIN): as root run "
+                f"{'; '.join(unapplied)} (or restart tunsec)")
+        log.warning("reload: %s", line)
+        lines.append(line)
+    return [*lines, *failed]
+
+
+async def _fail_closed(tun: Tun, net: IPNetwork, why: str) -> str:
+    """The failed line of a refused route, net's traffic blocked meanwhile (or why it could not be)."""
+    try:
+        await asyncio.to_thread(tun.block, net, why)
+        line = f"{FAILED}{why}; its traffic is refused (prohibit route) until a reload adds the route"
+    except OSError as err:
+        line = f"{FAILED}{why}; blocking its traffic failed too: {err.strerror or err}"
+    log.error("reload: %s", line)
+    return line
+
+
+async def _unblock(tun: Tun, net: IPNetwork) -> list[str]:
+    """net's prohibit route off (its TUN route is in, or no tunnel needs it); a failed line if it stays."""
+    if net not in tun.unrouted:
+        return []
+    try:
+        await asyncio.to_thread(tun.unblock, net)
+    except OSError as err:
+        log.error("reload: %s", err.strerror or err)
+        return [f"{FAILED}{err.strerror or err}"]
+    return []
+
+
+async def _unroute(tun: Tun, wanted: list[Route]) -> list[str]:
+    """Our routes no tunnel of the new configuration needs (or with another source address now)
+    off the TUN, as strongSwan unroutes a connection (that traffic takes the host's other routes
+    again); a network two tunnels route stays while one of them is left.  The prohibit routes of
+    networks no tunnel needs go too."""
+    want: dict[IPNetwork, tuple[IPNetwork, ...]] = {}
+    for net, local_nets in wanted:
+        want.setdefault(net, local_nets)
+
+    def stale() -> list[IPNetwork]:   # netlink: the sources are looked up
+        out = []
+        for net, src in tun.routes:
+            if net not in want:
+                out.append(net)
+                continue
+            same = tuple(n for n in want[net] if n.version == net.version)
+            now = local_address_in(same) if same else None
+            if now is not None and now != src:   # None: no source of ours (or a virtual IP's, set at run time)
+                out.append(net)
+        return out
+
+    failed: list[str] = []
+    for net in [n for n in tun.unrouted if n not in want]:
+        failed += await _unblock(tun, net)
+    try:
+        gone = await asyncio.to_thread(stale)
+    except OSError as err:   # they stay; the new tunnels' routes are still added
+        log.error("reload: routes not checked: %s", err.strerror or err)
+        return [f"routes not checked: {err.strerror or err}", *failed]
+    if not gone:
+        return failed
+    before = len(tun.unapplied)
+    for net in gone:
+        try:
+            await asyncio.to_thread(tun.remove_route, net)
+        except OSError as err:   # it stays ours (removed at exit); the other routes still go
+            failed.append(f"{FAILED}{err.strerror or err}")
+            log.error("reload: %s", failed[-1])
+    unapplied = [fix for _, fix in tun.unapplied[before:]]
+    del tun.unapplied[before:]
+    removed = [str(n) for n in gone if not any(r[0] == n for r in tun.routes)]
+    lines = [f"routes removed: {', '.join(removed)}"] if removed else []
+    if unapplied:
+        line = (f"routes not removed ({privilege._me()} may not change routes, no CAP_NET_ADMIN): as root "
+                f"run {'; '.join(unapplied)} (or restart tunsec)")
+        log.warning("reload: %s", line)
+        lines.append(line)
+    return [*lines, *failed]
