@@ -308,3 +308,16 @@ def test_prepare_makes_the_users_existing_directory_private(base: Path, user: pr
         assert prepare._own_dir(d, user, 0o700) is given
         assert owner_and_mode(d) == (user.uid, user.gid, 0o700)
 
+
+def test_the_drop_refuses_a_state_dir_others_may_write(base: Path, user: privilege.Target) -> None:
+    """tunsec up's hand-over (as root, before the drop): a 0777 state directory is an error naming it, its
+    mode and the fix; nothing in it is handed over."""
+    state = base / "state"
+    init_state_dir(state)
+    state.chmod(0o777)
+    r = subprocess.run([sys.executable, "-c", DROP, str(state), USER], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "PrivilegeError" in r.stderr, r.stderr
+    assert f"the state directory {state} (tunsec {{ state_dir }}) may be changed by users other than root and " \
+           f"{USER}: {state} (owner root (uid 0)) is writable by others, mode 0777" in r.stderr, r.stderr
+    assert f"chown {USER}: {state} && chmod 0700 {state}" in r.stderr
+    assert owner_and_mode(state)[:2] == (0, 0) and owner_and_mode(state / MARKER)[:2] == (0, 0)
