@@ -171,8 +171,16 @@ def state_with_traps(base: Path) -> tuple[Path, Path]:
     return state, victim
 
 
+def users_traps(state: Path, user: privilege.Target) -> None:
+    """The FIFO and symlink as the user made them in a directory of theirs (prepare gives away no directory
+    holding another's entries not named as tunsec's)."""
+    for name in ("fifo", "sym"):
+        os.lchown(state / name, user.uid, user.gid)
+
+
 def test_prepare_hands_over_no_hard_link_fifo_or_symlink(base: Path, user: privilege.Target) -> None:
     state, victim = state_with_traps(base)
+    users_traps(state, user)
     note = prepare._own_state_dir(state, user)
     assert owner_and_mode(victim) == (0, 0, 0o600)
     for name in (MARKER, "manual-key-0123456789abcdef.json"):
@@ -261,3 +269,99 @@ def test_init_state_refuses_a_symlinked_state_dir(base: Path, user: privilege.Ta
     r = init_state(base, base / "real")   # in root's tree it goes ahead
     assert r.returncode == 0 and "initialised" in r.stdout, r
     assert read_marker(base / "real")
+
+
+def shared_dir(base: Path) -> Path:
+    """Stands for /run or /var/lib: root's, 0755, with root's entries."""
+    shared = base / "run"
+    shared.mkdir(mode=0o755)
+    (shared / "sshd.pid").write_text("1\n")
+    (shared / "sudo").mkdir(mode=0o700)
+    return shared
+
+
+@pytest.mark.parametrize("which", ["control socket", "state_dir"])
+def test_prepare_gives_away_no_shared_directory(base: Path, user: privilege.Target, which: str) -> None:
+    """control_socket = /run/tunsec.sock or state_dir = /var/lib: on main prepare gave that whole directory
+    (and root's files in it) to the user, who could then replace root daemons' entries."""
+    shared = shared_dir(base)
+    with pytest.raises(prepare.PrepareError, match=f"cannot give {shared} to {USER}: it holds entries that are not "
+                                                   r"tunsec's \(sshd.pid, sudo\).*/run/tunsec/.*/var/lib/tunsec/"):
+        if which == "state_dir":
+            prepare._own_state_dir(shared, user)
+        else:
+            prepare._own_dir(shared, user, socket="tunsec.sock")
+    assert owner_and_mode(shared) == (0, 0, 0o755)
+    assert owner_and_mode(shared / "sshd.pid")[:2] == (0, 0)
+
+
+def test_prepare_gives_an_existing_directory_holding_only_tunsecs_entries(base: Path, user: privilege.Target) -> None:
+    """Root's state directory from `tunsec init-state` (marker, a key's state, a leftover temporary file, and
+    what the user put there): given, with its files, and its mode made 0700 whatever it was."""
+    state = base / "state"
+    init_state_dir(state)
+    state.chmod(0o755)
+    for name in ("manual-key-0123456789abcdef.json", ".manual-key-0123456789abcdef.json.a1b2c3d4.tmp", "users"):
+        (state / name).write_text("{}\n")
+    os.chown(state / "users", user.uid, user.gid)
+    assert prepare._own_state_dir(state, user) == ""
+    assert owner_and_mode(state) == (user.uid, user.gid, 0o700)
+    assert owner_and_mode(state / "manual-key-0123456789abcdef.json")[:2] == (user.uid, user.gid)
+
+
+def squatted(parent: Path, mode: int = 0o777) -> Path:
+    """What another local user (nobody) does before prepare: makes the name in a sticky world-writable
+    directory (/tmp), world-writable, with a file of theirs in it."""
+    nobody = privilege.target_for("nobody")
+    assert nobody is not None
+    parent.mkdir(mode=0o1777)
+    parent.chmod(0o1777)
+    d = parent / "tunsec-state"
+    d.mkdir()
+    d.chmod(mode)
+    (d / MARKER).write_text("planted\n")
+    for p in (d, d / MARKER):
+        os.chown(p, nobody.uid, nobody.gid)
+    return d
+
+
+@pytest.mark.parametrize("which", ["control socket", "state_dir"])
+def test_prepare_refuses_a_directory_another_user_made_first_in_a_sticky_parent(base: Path, user: privilege.Target,
+                                                                                which: str) -> None:
+    """On main prepare took nobody's 0777 directory, gave it and nobody's marker to the user and kept its mode:
+    any local user could then delete a key's state file and the key restarted at sequence number 1."""
+    d = squatted(base / "tmp")
+    with pytest.raises(prepare.PrepareError, match=f"cannot give {d} to {USER}: it exists and is owned by nobody "
+                                                   r"\(uid \d+\), mode 0777: neither root nor tunsec"):
+        if which == "state_dir":
+            prepare._own_state_dir(d, user)
+        else:
+            prepare._own_dir(d, user, socket="tunsec.sock")
+    assert owner_and_mode(d)[2] == 0o777 and owner_and_mode(d)[0] != user.uid
+    assert owner_and_mode(d / MARKER)[0] == owner_and_mode(d)[0]
+
+
+def test_prepare_makes_the_users_existing_directory_private(base: Path, user: privilege.Target) -> None:
+    """One the user made with umask 0, in root's tree and in the user's home: its mode is set either way."""
+    for d, given in ((base / "state", True), (base / "home" / "state", False)):
+        d.mkdir(parents=True)
+        if not given:
+            os.chown(d.parent, user.uid, user.gid)
+        d.chmod(0o777)
+        os.chown(d, user.uid, user.gid)
+        assert prepare._own_dir(d, user, 0o700) is given
+        assert owner_and_mode(d) == (user.uid, user.gid, 0o700)
+
+
+def test_the_drop_refuses_a_state_dir_others_may_write(base: Path, user: privilege.Target) -> None:
+    """tunsec up's hand-over (as root, before the drop): a 0777 state directory is an error naming it, its
+    mode and the fix; nothing in it is handed over."""
+    state = base / "state"
+    init_state_dir(state)
+    state.chmod(0o777)
+    r = subprocess.run([sys.executable, "-c", DROP, str(state), USER], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "PrivilegeError" in r.stderr, r.stderr
+    assert f"the state directory {state} (tunsec {{ state_dir }}) may be changed by users other than root and " \
+           f"{USER}: {state} (owner root (uid 0)) is writable by others, mode 0777" in r.stderr, r.stderr
+    assert f"chown {USER}: {state} && chmod 0700 {state}" in r.stderr
+    assert owner_and_mode(state)[:2] == (0, 0) and owner_and_mode(state / MARKER)[:2] == (0, 0)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pwd
 import shutil
 import stat
 import subprocess
@@ -183,3 +184,72 @@ def test_tunsec_up_refuses_a_state_file_that_is_not_one_without_hanging(tmp_path
                                       "followed)"}[trap]
     assert expected in r.stderr, r.stderr
     assert subprocess.run(["ip", "link", "show", "tsstd1"], capture_output=True).returncode != 0
+
+
+def private_case(tmp_path: Path, case: str) -> tuple[Path, str]:
+    """An initialised state directory that a user other than root and tunsec's may change, and what the error
+    must say about it."""
+    nobody = pwd.getpwnam("nobody").pw_uid
+    parent = tmp_path / "parent"
+    parent.mkdir()
+    state = parent / "state"
+    init_state_dir(state)
+    if case == "0777":
+        state.chmod(0o777)
+        return state, f"{state} (owner root (uid 0)) is writable by others, mode 0777"
+    if case == "group-writable":
+        state.chmod(0o770)
+        return state, f"{state} (owner root (uid 0)) is writable by its group, mode 0770"
+    if case == "another user's":
+        os.chown(state, nobody, nobody)
+        return state, f"{state} is owned by nobody (uid {nobody}), mode 0700"
+    parent.chmod(0o777)   # not sticky: anyone may rename state away and put their own in its place
+    return state, f"{parent} (owner root (uid 0)) is writable by others, mode 0777"
+
+
+@pytest.mark.parametrize("case", ["0777", "group-writable", "another user's", "parent 0777"])
+def test_a_state_dir_other_users_may_change_is_refused(tmp_path: Path, case: str) -> None:
+    """Anyone who may change the directory may delete a key's state file while its marker stays: the key
+    would start again at sequence number 1 (repeated AES-GCM nonces).  Refused, naming the path, its owner
+    and mode, and the fix (as sshd's StrictModes)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to make the directory another user's")
+    state, why = private_case(tmp_path, case)
+    with pytest.raises(StateError) as err:
+        StateDir.open(state)
+    text = str(err.value)
+    assert text.startswith(f"cannot start manual tunnels: the state directory {state} (tunsec {{ state_dir }}) may "
+                           "be changed by users other than root: " + why), text
+    assert f"chmod 0700 {state}" in text and "generate new keys" in text
+
+
+def test_a_private_state_dir_of_the_user_tunsec_becomes_in_a_sticky_parent_is_accepted(tmp_path: Path) -> None:
+    """What prepare leaves: the service user's, 0700, here under a sticky world-writable directory (others
+    may add names there but not rename or remove the user's).  Root opens it for the user it becomes only."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to make the directory another user's")
+    sticky = tmp_path / "tmp"
+    sticky.mkdir()
+    sticky.chmod(0o1777)
+    state = sticky / "state"
+    init_state_dir(state)
+    pw = pwd.getpwnam("tunsec")
+    os.chown(state, pw.pw_uid, pw.pw_gid)
+    with pytest.raises(StateError, match=f"{state} is owned by tunsec"):
+        StateDir.open(state)
+    StateDir.open(state, pw.pw_uid).close()
+
+
+def test_tunsec_up_refuses_a_world_writable_state_dir_cleanly(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("tunsec up needs root")
+    path = tmp_path / "t.conf"
+    path.write_text(conf(tmp_path, tunnel("a", 1)).replace("tunsec {", "tunsec { tun = tsstd2\n"))
+    state = tmp_path / "state"
+    init_state_dir(state)
+    state.chmod(0o777)
+    r = tunsec("up", "-c", str(path))
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert f"the state directory {state} (tunsec {{ state_dir }}) may be changed by users other than root and " \
+           f"tunsec: {state} (owner root (uid 0)) is writable by others, mode 0777" in r.stderr, r.stderr
+    assert subprocess.run(["ip", "link", "show", "tsstd2"], capture_output=True).returncode != 0

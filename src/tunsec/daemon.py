@@ -534,6 +534,8 @@ class Daemon:
         self._self_test()
         sdnotify.connect()   # before the drop: the supervisor's socket may be root's alone
         self._claim_control_socket()
+        target = self._socket_owner()
+        self.manual.owner = target.uid if target else None
         try:
             for svc in self.services:
                 svc.prepare()

@@ -13,8 +13,11 @@ import contextlib
 import fcntl
 import logging
 import os
+import pwd
+import re
 import stat
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 from pytun_pmd3.linux import IFF_MULTI_QUEUE, IFF_NO_PI, IFF_TUN, IFF_VNET_HDR
@@ -75,31 +78,91 @@ def _owners_dir(path: Path, owner: Target) -> bool:
     return stat.S_ISDIR(st.st_mode) and (st.st_uid, st.st_gid) == (owner.uid, owner.gid)
 
 
-def _own_dir(path: Path, owner: Target, mode: int = 0o750) -> bool:
-    """Make path (created if needed) owner's, through a descriptor.  Only under a parent nobody but root
-    may change (else a parent swapped for a symlink moves the chown anywhere); there a directory that is
-    owner's already is left as it is: False (nothing done)."""
+# what tunsec itself keeps in the directories prepare gives away: the marker, sequence state files (and the
+# temporary files they are written through), the writable probe; the control socket is named by the caller
+_NAMES = rf"{re.escape(MARKER)}|manual-[0-9a-z-]+\.json|\.probe"
+_STATE_ENTRY = re.compile(rf"{_NAMES}|\.(?:{_NAMES})\.\w+\.tmp")
+
+
+def _own_dir(path: Path, owner: Target, mode: int = 0o750, socket: str = "") -> bool:
+    """Make path (created if needed) owner's, mode mode, through a descriptor.  Only under a parent nobody but
+    root may change (else a parent swapped for a symlink moves the chown anywhere); there a directory that is
+    owner's already only gets its mode: False (not given).  An existing directory is given only when it is
+    root's or owner's and holds nothing but tunsec's entries (socket, the control socket's name), so that
+    neither a shared directory (/run, /var/lib) nor one another user made first (in /tmp) becomes owner's."""
     for parent in (nearest_existing(path.parent), path.parent):   # before creating what is missing, then after
         if not root_only(parent):
             if _owners_dir(path, owner):
+                _with_dir(path, owner, lambda fd, st: _set_mode(fd, st, owner, mode))
                 return False
             raise PrepareError(
                 f"cannot give {path} to {owner.name}: users other than root may change {parent}, so root "
                 f"changes no ownership there. Choose a path in a directory only root may change, or create "
                 f"{path} as {owner.name} (then prepare leaves it as it is)")
         path.parent.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(FileExistsError):
+    created = True
+    try:
         path.mkdir(mode=mode)
+    except FileExistsError:
+        created = False
+
+    def give(fd: int, st: os.stat_result) -> None:
+        if not created:
+            _check_existing(path, fd, st, owner, socket)
+        os.fchown(fd, owner.uid, owner.gid)
+        os.fchmod(fd, mode)
+
+    _with_dir(path, owner, give)
+    return True
+
+
+def _with_dir(path: Path, owner: Target, work: Callable[[int, os.stat_result], None]) -> None:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as err:
         raise PrepareError(f"cannot give {path} to {owner.name}: {err.strerror} (it must be a directory, "
                            "not a symbolic link)") from err
     try:
-        os.fchown(fd, owner.uid, owner.gid)
+        work(fd, os.fstat(fd))
     finally:
         os.close(fd)
-    return True
+
+
+def _set_mode(fd: int, st: os.stat_result, owner: Target, mode: int) -> None:
+    if st.st_uid == owner.uid and stat.S_IMODE(st.st_mode) != mode:   # looked at through fd: still owner's
+        os.fchmod(fd, mode)
+
+
+def _check_existing(path: Path, fd: int, st: os.stat_result, owner: Target, socket: str) -> None:
+    """PrepareError unless the existing directory (fd) may become owner's: root's or owner's, holding nothing
+    but tunsec's entries and what owner has put there."""
+    use = ("Use a directory of tunsec's own (such as /run/tunsec/ for control_socket, /var/lib/tunsec/ for "
+           "state_dir): prepare creates it")
+    if st.st_uid not in (0, owner.uid):
+        raise PrepareError(
+            f"cannot give {path} to {owner.name}: it exists and is owned by {_who(st.st_uid)}, mode "
+            f"{stat.S_IMODE(st.st_mode):04o}: neither root nor {owner.name}: another user made it first, and "
+            f"what it holds or its mode is theirs. Remove it (look at what it holds first), or choose another "
+            f"path. {use}")
+    foreign = []
+    for name in sorted(os.listdir(fd)):
+        if name == socket or _STATE_ENTRY.fullmatch(name):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            if os.lstat(name, dir_fd=fd).st_uid != owner.uid:
+                foreign.append(name)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise PrepareError(
+            f"cannot give {path} to {owner.name}: it holds entries that are not tunsec's ({shown}); giving it "
+            f"away would let {owner.name} replace them. {use}")
+
+
+def _who(uid: int) -> str:
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
 
 
 def _own_state_dir(path: Path, owner: Target) -> str:
@@ -134,7 +197,8 @@ def prepare(cfg: Config, user: str) -> str:
     name = cfg.tunsec.tun
     flags = IFF_TUN | IFF_NO_PI | IFF_VNET_HDR | (IFF_MULTI_QUEUE if d.nqueues > 1 else 0)
     # the directories first: a refusal there (a parent another user may change) leaves no TUN behind
-    _own_dir(Path(cfg.tunsec.control_socket).parent, owner)
+    sock = Path(cfg.tunsec.control_socket)
+    _own_dir(sock.parent, owner, socket=sock.name)
     skipped = _own_state_dir(Path(cfg.tunsec.state_dir), owner) if d.manual.plans else ""
     how = _ensure_tun(name, flags, owner)
     tun = Tun.open(name, queues=d.nqueues)

@@ -301,6 +301,13 @@ def bind_error(proto: str, addr: str, port: int, err: OSError) -> str:
 def hand_over(directory: Path, t: Target | None) -> None:
     """Give a directory written while privileged, and the regular files in it, to the user the process
     becomes; each through a descriptor (tunsec.safefs), what is left as it was is logged."""
+    from tunsec.seqstate import StateError
+    from tunsec.statedir import check_private
+
+    try:   # one who may change it could delete a key's sequence state: refused, whoever would own it
+        check_private(directory, t.uid if t else os.geteuid())
+    except StateError as err:
+        raise PrivilegeError(str(err)) from None
     if t is None or not has_cap(CAP_CHOWN):   # e.g. a container without CAP_CHOWN: the writable check says
         return
     if not root_only(directory.parent):

@@ -13,7 +13,9 @@ calls.  So root here
 - reads only regular files, opened without following a symlink and without blocking, up to a size
   (read_regular): a FIFO would hang the start, /dev/zero fill the memory;
 - walks a directory only when nobody but root may change the path to it (root_only): O_NOFOLLOW
-  guards only the last component, and a parent swapped for a symlink would move the walk to /etc.
+  guards only the last component, and a parent swapped for a symlink would move the walk to /etc;
+- keeps sequence state only in a directory no other user may change (not_private): one who may
+  remove a key's state file makes that key start again at sequence number 1.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import pwd
 import stat
 import tempfile
+from collections.abc import Collection
 from pathlib import Path
 
 MAX_READ = 1 << 16   # a marker is 59 bytes, a sequence state file a few hundred
@@ -61,6 +65,36 @@ def write_fix(err: OSError, directory: str | Path) -> str:
     if err.errno == errno.EROFS:
         return f"{directory} is on a read-only file system: choose a writable one"
     return f"make {directory} writable by the user tunsec runs as"
+
+
+def _who(uid: int) -> str:
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def not_private(directory: str | Path, owners: Collection[int]) -> str | None:
+    """Why a user neither root nor one of owners may add, remove or rename entries in directory (as sshd's
+    StrictModes asks of a home); None when none may.  The directory itself must be root's or an owner's and
+    writable by nobody else; each one above it too, except that a sticky one (/tmp) may be writable by
+    others: they cannot rename or remove what is not theirs there.  OSError when it cannot be looked at."""
+    trusted = {0, *owners}
+    path = os.path.realpath(directory)
+    last = True
+    while True:
+        st = os.lstat(path)
+        mode = stat.S_IMODE(st.st_mode)
+        if stat.S_ISLNK(st.st_mode):
+            return f"{path} became a symbolic link"
+        if st.st_uid not in trusted:
+            return f"{path} is owned by {_who(st.st_uid)}, mode {mode:04o}"
+        if mode & 0o022 and (last or not mode & stat.S_ISVTX):
+            return (f"{path} (owner {_who(st.st_uid)}) is writable by {'others' if mode & 0o002 else 'its group'}, "
+                    f"mode {mode:04o}")
+        if path == "/":
+            return None
+        path, last = os.path.dirname(path), False
 
 
 def _kind(mode: int) -> str:

@@ -19,12 +19,13 @@ import contextlib
 import errno
 import fcntl
 import os
+import pwd
 import secrets
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunsec.safefs import nearest_existing, read_regular, root_only, write_atomic
+from tunsec.safefs import nearest_existing, not_private, read_regular, root_only, write_atomic
 from tunsec.seqstate import StateError
 
 MARKER = "tunsec-instance-id"
@@ -80,9 +81,11 @@ class StateDir:
     fd: int
 
     @classmethod
-    def open(cls, path: Path) -> StateDir:
-        """Check the marker, take the lock and prove the directory writable (StateError says how to fix it)."""
+    def open(cls, path: Path, owner: int | None = None) -> StateDir:
+        """Check the marker and that no user but root, this one and owner (the uid it becomes) may change
+        the directory, take the lock and prove it writable (StateError says how to fix it)."""
         instance = read_marker(path)
+        check_private(path, os.geteuid() if owner is None else owner)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as err:
@@ -109,6 +112,33 @@ class StateDir:
         if self.fd >= 0:
             os.close(self.fd)   # releases the lock
             self.fd = -1
+
+
+def check_private(path: Path, user: int) -> None:
+    """StateError unless only root, this process's user and user (whom tunsec runs as) may add, remove or
+    rename entries in path (safefs.not_private)."""
+    try:
+        why = not_private(path, {os.geteuid(), user})
+    except OSError as err:
+        raise StateError(f"cannot check the state directory {path}: {err.strerror or err}") from err
+    if why is None:
+        return
+    who = _name(user)
+    raise StateError(
+        f"cannot start manual tunnels: the state directory {path} (tunsec {{ state_dir }}) may be changed by "
+        f"users other than {'root and ' if user else ''}{who}: {why}. One of them could remove a key's sequence "
+        f"state file, and that key would start again at sequence number 1 (repeated AES-GCM nonces). "
+        f"Make it {who}'s alone (as root: chown {who}: {path} && chmod 0700 {path}) in "
+        "directories only root may change, or choose a state_dir of its own such as /var/lib/tunsec "
+        "(tunsec prepare makes it). If others could write there while tunsec used it, generate new keys "
+        "for every manual tunnel on both peers too")
+
+
+def _name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
 
 
 def _probe(path: Path) -> None:

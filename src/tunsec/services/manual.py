@@ -160,6 +160,7 @@ class ManualService(Service):
         self.plans: list[ManualPlan] = [plan(t, i, ids) for i, t in enumerate(tunnels)]
         self.state_dir = state_dir
         self.dir: StateDir | None = None   # checked and locked while manual tunnels may use it
+        self.owner: int | None = None      # the uid tunsec becomes (set by the daemon): may own state_dir
         self.worker = worker
         # manual SAs' persisted sequence number reservations, by SA (see sa_key)
         self.seq: dict[SaKey, SeqState] = {}
@@ -238,7 +239,7 @@ class ManualService(Service):
     def _state_dir(self) -> Path:
         """The initialised state directory, locked by this process from the first use on (StateError)."""
         if self.dir is None:
-            self.dir = StateDir.open(Path(self.state_dir))
+            self.dir = StateDir.open(Path(self.state_dir), self.owner)
             log.info("state directory %s (instance %s) locked", self.dir.path, self.dir.instance)
         return self.dir.path
 
