@@ -409,7 +409,8 @@ class Daemon:
             # a manual tunnel not installed (Failed) makes the answer an error; a refused route's
             # line too (_reload_command), though the rest of the reload went in
             failed = sum(isinstance(line, Failed) or line.startswith(reroute.FAILED) for line in lines)
-            log.log(logging.ERROR if failed else logging.INFO, "reload of %s done%s", cfg.path,
+            # each failed step was logged as an error where it failed: this line only sums up
+            log.log(logging.WARNING if failed else logging.INFO, "reload of %s done%s", cfg.path,
                     f", {failed} step(s) failed" if failed else "" if lines else ": no changes")
             return not any(isinstance(line, Failed) for line in lines), lines
 
