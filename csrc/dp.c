@@ -429,6 +429,20 @@ static unsigned ike_source_slot(const ts_dp *dp, const ts_addr *src) {
     return (unsigned)(source_hash(dp, src) >> 32) & (TS_IKE_SOURCE_SLOTS - 1);
 }
 
+/* the slot of a tagged datagram's sender: an IPv6 one by its /64 (a host holds them all, and each
+ * address of it may earn a tag) */
+static unsigned ike_proven_slot(const ts_dp *dp, const ts_addr *src) {
+    if (!src || src->family != 6)
+        return ike_source_slot(dp, src);
+    ts_addr prefix = *src;
+    memset(prefix.addr + 8, 0, 8);
+    return ike_source_slot(dp, &prefix);
+}
+
+unsigned ts_test_ike_proven_slot(ts_dp *dp, const ts_addr *src) {
+    return ike_proven_slot(dp, src);
+}
+
 unsigned ts_test_invalid_spi_slot(ts_dp *dp, const ts_addr *src) {
     return (unsigned)(invalid_spi_slot(dp, src) - dp->invalid_spi_src_ns);
 }
@@ -531,7 +545,8 @@ static void ike_event(ts_dp *dp, const uint8_t *ike, size_t len, const ts_addr *
         ev.addr = *src;
     if (local)
         ev.local = *local;
-    *drop = ts_events_push_ike(&dp->events, &ev, ike, len, ike_source_slot(dp, src), slot);
+    *drop = ts_events_push_ike(&dp->events, &ev, ike, len, ev.proven ? ike_proven_slot(dp, src) : ike_source_slot(dp, src),
+                               slot);
 }
 
 int ts_inbound_locked(ts_dp *dp, uint8_t *udp, size_t len, const ts_addr *src,

@@ -42,11 +42,18 @@ static int room(const ts_events *q, const ts_event *ev, int src, int peer) {
      * crowds out EXPIRE/ACQUIRE, nor the IKE of established SAs: their reserve is the part of the
      * IKE half the others may not fill (they may not count on more: those may use it meanwhile).
      * Of that part those with our tag for their sender have a reserve of their own in turn. */
-    bool room = q->count < TS_EVENT_CAP / 2 && q->ike_unknown + q->ike_proven < TS_EVENT_CAP / 2 - TS_IKE_RESERVED;
+    size_t shared = q->ike_unknown + q->ike_proven;
+    bool room = q->count < TS_EVENT_CAP / 2 && shared < TS_EVENT_CAP / 2 - TS_IKE_RESERVED;
     if (ev->type == TS_EV_IKE && ev->proven) {
         if (src >= 0 && q->ike_proven_src[src] >= TS_IKE_PROVEN_PER_SOURCE)
             return TS_DROP_IKE_PROVEN_SOURCE;
-        return room ? TS_DROP_NONE : TS_DROP_IKE_PROVEN_FULL;
+        /* a tag proves only that its sender once got an answer at that address (it may flood
+         * with it): the tagged ones take at most TS_IKE_PROVEN_MAX (the unknown ones keep the
+         * rest), and a sender already holding an unknown sender's share leaves the last
+         * TS_IKE_PROVEN_SMALL of whatever room there is to those holding less */
+        size_t keep = src >= 0 && q->ike_proven_src[src] >= TS_IKE_PER_SOURCE ? TS_IKE_PROVEN_SMALL : 0;
+        return room && shared + keep < TS_EVENT_CAP / 2 - TS_IKE_RESERVED && q->ike_proven + keep < TS_IKE_PROVEN_MAX
+                   ? TS_DROP_NONE : TS_DROP_IKE_PROVEN_FULL;
     }
     if (src >= 0 && q->ike_src[src] >= TS_IKE_PER_SOURCE)
         return TS_DROP_IKE_SOURCE_LIMIT;

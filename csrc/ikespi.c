@@ -187,17 +187,21 @@ int ts_dp_ike_spi_key(ts_dp *dp, const uint8_t key[16]) {
     if (!key)
         return TS_EINVAL;
     pthread_rwlock_wrlock(&dp->lock);
-    dp->ike_tag_key[0] = le64_at(key);
-    dp->ike_tag_key[1] = le64_at(key + 8);
-    dp->ike_tagged = true;
+    memcpy(dp->ike_tag_key[1], dp->ike_tag_key[0], sizeof(dp->ike_tag_key[0]));
+    dp->ike_tag_key[0][0] = le64_at(key);
+    dp->ike_tag_key[0][1] = le64_at(key + 8);
+    dp->ike_tag_keys = dp->ike_tag_keys < 2 ? dp->ike_tag_keys + 1 : 2;
     pthread_rwlock_unlock(&dp->lock);
     return TS_OK;
 }
 
 bool ts_ike_spi_tagged(const ts_dp *dp, const uint8_t *ike, const ts_addr *src) {
-    if (!dp->ike_tagged || (src->family != 4 && src->family != 6))
+    if (src->family != 4 && src->family != 6)
         return false;
     uint64_t spi = be64(ike + ((ike[19] & IKE_FLAG_INITIATOR) ? 8 : 0));
     /* an IKE_SA_INIT request names no SPI of ours (zero): it carries no tag whatever the key */
-    return spi != 0 && spi_tag(dp->ike_tag_key, (uint32_t)(spi >> 32), src) == (uint32_t)spi;
+    for (int k = 0; k < dp->ike_tag_keys && spi != 0; k++)
+        if (spi_tag(dp->ike_tag_key[k], (uint32_t)(spi >> 32), src) == (uint32_t)spi)
+            return true;
+    return false;
 }

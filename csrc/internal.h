@@ -341,6 +341,13 @@ typedef struct ts_event_slot {
  * while it is free; the unknown ones may not use theirs. */
 #define TS_IKE_PROVEN_RESERVED 128
 #define TS_IKE_PROVEN_PER_SOURCE 128
+/* A tag proves only that its sender once got an answer at that address, and it may flood with
+ * it: the tagged ones fill at most TS_IKE_PROVEN_MAX of the room they share with the unknown ones
+ * (which keep the rest), a sender holding TS_IKE_PER_SOURCE or more of them leaves the last
+ * TS_IKE_PROVEN_SMALL of the room free for senders holding fewer, and an IPv6 sender's share is
+ * its /64's (a host has 2^64 addresses, each able to earn a tag) */
+#define TS_IKE_PROVEN_MAX 256
+#define TS_IKE_PROVEN_SMALL 64
 #define TS_IKE_PEER_SLOTS 1024
 #define TS_IKE_PER_PEER 16
 #define TS_IKE_KNOWN_PER_SOURCE 32
@@ -437,8 +444,8 @@ struct ts_dp {
     /* ... and one per source address, in slots a keyed hash picks: the key is random per context so
      * that nobody can aim at a real peer's slot (a collision only shares that slot's budget) */
     uint64_t source_key[2];
-    uint64_t ike_tag_key[2];           /* ts_dp_ike_spi_key's (under lock); ike_tagged: one was set */
-    bool ike_tagged;
+    uint64_t ike_tag_key[2][2];        /* ts_dp_ike_spi_key's (under lock): the last set, the one before */
+    int ike_tag_keys;                  /* how many of them are set */
     _Atomic uint64_t invalid_spi_src_ns[TS_INVALID_SPI_SLOTS];
     _Atomic uint64_t test_clock_ns;   /* ts_test_set_clock: the rate limiters' clock if > 0 */
     _Atomic uint64_t icmp_tat_ns;     /* token bucket (GCRA) for ICMP too-big answers */

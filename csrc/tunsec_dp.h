@@ -276,7 +276,9 @@ int ts_dp_ike_spi_add(ts_dp *dp, uint64_t spi, uint64_t peer);
  * SipHash-2-4(key, R || family (4 or 6) || A).  An IKE datagram of no established IKE SA whose SPI of
  * ours carries the tag for its sender's address comes from where our answer went (an off-path
  * spoofer guesses a tag 1 time in 2^32): its own shares (TS_IKE_PROVEN_*).  Until a key is set no
- * datagram is taken for one.  The key is wiped with the context. */
+ * datagram is taken for one.  The control process draws a new key every few half-open lifetimes:
+ * the worker holds the one set last and the one before (tags never expired, and one address could
+ * gather them to flood with), wiped with the context. */
 int ts_dp_ike_spi_key(ts_dp *dp, const uint8_t key[16]);
 /* the tag of R for addr under key (the control process's make and the tests check against it) */
 uint32_t ts_ike_spi_tag(const uint8_t key[16], uint32_t r, const ts_addr *addr);
@@ -363,6 +365,7 @@ unsigned ts_test_invalid_spi_slot(ts_dp *dp, const ts_addr *src);
 /* IKE event test hook: the slot of src's share of the queued IKE datagrams (its address hashed
  * with this context's random key); sources in one slot share one share. */
 unsigned ts_test_ike_source_slot(ts_dp *dp, const ts_addr *src);
+unsigned ts_test_ike_proven_slot(ts_dp *dp, const ts_addr *src);
 
 /* SAD test hook: the most SAs in one bucket of the SPI hash (keyed per context, so that peers,
  * who choose our outbound SPIs, cannot chain theirs together) */

@@ -131,3 +131,24 @@ def test_every_worker_gets_the_key_before_any_spi() -> None:
         t.close()
 
     asyncio.run(body())
+
+
+def test_a_rotation_sends_the_key_before_and_the_new_one_and_so_does_a_new_worker() -> None:
+    """Tags must not be good for ever (one address could gather them and flood): a new key every
+    ROTATE seconds, and the worker holds the last two: each sending gives it the one before, then the
+    current one, so it ends holding those two in that order however many sends it saw."""
+    async def body() -> None:
+        w = Worker()
+        tag = IkeSpiTag(bytes(range(16)))
+        t = TrustedSpis(lambda: w, tag)   # type: ignore[arg-type, return-value]
+        t.resend()
+        first = tag.key
+        assert w.keys == [first]
+        t.rotate()
+        assert tag.key != first and tag.previous == first and w.keys[-2:] == [first, tag.key]
+        w.keys = []
+        t.resend()                   # a new worker
+        assert w.keys == [first, tag.key]
+        t.close()
+
+    asyncio.run(body())

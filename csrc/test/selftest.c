@@ -54,6 +54,9 @@ int main(int argc, char **argv) {
     test_ike_spi_tag_vectors();
     test_ike_spi_tag_shares();
     test_ike_spi_tag_reserve();
+    test_ike_spi_tag_floods_of_real_addresses();
+    test_ike_spi_tag_ipv6_prefix();
+    test_ike_spi_tag_key_epochs();
     test_siphash_vector();
     test_invalid_spi_per_source();
     test_invalid_spi_clock_behind();

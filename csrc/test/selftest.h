@@ -140,6 +140,9 @@ void test_ike_spi_set(void);
 void test_ike_spi_tag_vectors(void);
 void test_ike_spi_tag_shares(void);
 void test_ike_spi_tag_reserve(void);
+void test_ike_spi_tag_floods_of_real_addresses(void);
+void test_ike_spi_tag_ipv6_prefix(void);
+void test_ike_spi_tag_key_epochs(void);
 void test_siphash_vector(void);         /* test_invalid_spi.c */
 void test_invalid_spi_per_source(void);
 void test_invalid_spi_clock_behind(void);

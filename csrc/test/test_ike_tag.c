@@ -114,12 +114,7 @@ void test_ike_spi_tag_shares(void) {
     ts_dp_free(dp);
 }
 
-/* A spoofed flood fills what unknown datagrams may: the tagged ones still have their reserve, and
- * no more (they had the unknown ones' room too while it was free) */
-void test_ike_spi_tag_reserve(void) {
-    ts_dp *dp = ts_dp_new();
-    FATAL_IF(!dp);
-    CHECK(ts_dp_ike_spi_key(dp, KEY) == TS_OK);
+static void flood_inits(ts_dp *dp) {
     static uint8_t init[84];
     size_t ilen = msg(init, 0, true);
     int queued = 0;
@@ -131,32 +126,108 @@ void test_ike_spi_tag_reserve(void) {
         queued += from(dp, init, ilen, &a) == TS_DROP_NONE;
     }
     CHECK(queued == UNKNOWN_ROOM);
-    /* a tag guessed by a spoofer (the flood's own SPIs, made for nobody) is no tag */
-    ts_addr a, b;
-    addr4(&a, 21, 4500);
-    addr4(&b, 22, 4500);
-    while (ts_test_ike_source_slot(dp, &b) == ts_test_ike_source_slot(dp, &a))
-        b.addr[3]++;
+}
+
+/* addresses 192.0.2.<first>.. whose slots differ from each other's */
+static void apart(ts_dp *dp, ts_addr *out, int n, uint8_t first) {
+    uint8_t last = first;
+    for (int i = 0; i < n; i++) {
+        bool clash;
+        do {
+            addr4(&out[i], last++, 4500);
+            clash = false;
+            for (int j = 0; j < i; j++)
+                clash |= ts_test_ike_proven_slot(dp, &out[j]) == ts_test_ike_proven_slot(dp, &out[i]);
+        } while (clash);
+    }
+}
+
+/* A spoofed flood fills what unknown datagrams may; one real address with a tag it earned floods
+ * on top: it gets no more than leaves TS_IKE_PROVEN_SMALL to the senders holding less, so other
+ * clients' IKE_AUTHs still go up; a guessed tag is no tag */
+void test_ike_spi_tag_reserve(void) {
+    ts_dp *dp = ts_dp_new();
+    FATAL_IF(!dp);
+    CHECK(ts_dp_ike_spi_key(dp, KEY) == TS_OK);
+    flood_inits(dp);
+    ts_addr s[4];
+    apart(dp, s, 4, 21);
     static uint8_t m[84];
     size_t len = msg(m, 0x1234567800000001ull, true);
-    CHECK(from(dp, m, len, &a) == TS_DROP_QUEUE_FULL);
-    CHECK(burst(dp, 0, TS_IKE_PROVEN_PER_SOURCE, &a, &a, true) == TS_IKE_PROVEN_RESERVED);
-    CHECK(burst(dp, 1000, 1, &b, &b, true) == 0 && drop_count(dp, TS_DROP_IKE_PROVEN_FULL) == 1);
+    CHECK(from(dp, m, len, &s[0]) == TS_DROP_QUEUE_FULL);
+    const int room = TS_EVENT_CAP / 2 - TS_IKE_RESERVED - UNKNOWN_ROOM;   /* what is left: the reserve */
+    CHECK(burst(dp, 0, 200, &s[0], &s[0], true) == room - TS_IKE_PROVEN_SMALL);
+    CHECK(burst(dp, 1000, TS_IKE_PER_SOURCE, &s[1], &s[1], true) == TS_IKE_PER_SOURCE);
+    CHECK(burst(dp, 2000, TS_IKE_PER_SOURCE, &s[2], &s[2], true) == TS_IKE_PER_SOURCE);
+    CHECK(burst(dp, 3000, 1, &s[3], &s[3], true) == 0 && drop_count(dp, TS_DROP_IKE_PROVEN_FULL) > 0);
     int proven;
-    CHECK(drain(dp, &proven) == UNKNOWN_ROOM + TS_IKE_PROVEN_RESERVED && proven == TS_IKE_PROVEN_RESERVED);
-    /* empty: the tagged ones may take the unknown ones' room too, up to their senders' shares */
-    ts_addr c;
-    addr4(&c, 23, 4500);
-    while (ts_test_ike_source_slot(dp, &c) == ts_test_ike_source_slot(dp, &a)
-           || ts_test_ike_source_slot(dp, &c) == ts_test_ike_source_slot(dp, &b))
-        c.addr[3]++;
-    CHECK(burst(dp, 2000, 200, &a, &a, true) == TS_IKE_PROVEN_PER_SOURCE);
-    CHECK(burst(dp, 3000, 200, &b, &b, true) == TS_IKE_PROVEN_PER_SOURCE);
-    CHECK(burst(dp, 4000, 200, &c, &c, true) == TS_EVENT_CAP / 2 - TS_IKE_RESERVED - 2 * TS_IKE_PROVEN_PER_SOURCE);
-    /* and then an unknown sender finds the room taken */
-    ts_addr d;
-    addr4(&d, 24, 4500);
-    CHECK(from(dp, init, ilen, &d) == TS_DROP_QUEUE_FULL);
-    CHECK(drain(dp, &proven) == TS_EVENT_CAP / 2 - TS_IKE_RESERVED && proven == TS_EVENT_CAP / 2 - TS_IKE_RESERVED);
+    CHECK(drain(dp, &proven) == UNKNOWN_ROOM + room && proven == room);
+    ts_dp_free(dp);
+}
+
+/* Three real addresses flooding with tags they earned, nothing drained: they take at most
+ * TS_IKE_PROVEN_MAX, the last TS_IKE_PROVEN_SMALL of it only by holding less than an unknown
+ * sender's share, and a new client's IKE_SA_INIT and another's IKE_AUTH still go up */
+void test_ike_spi_tag_floods_of_real_addresses(void) {
+    ts_dp *dp = ts_dp_new();
+    FATAL_IF(!dp);
+    CHECK(ts_dp_ike_spi_key(dp, KEY) == TS_OK);
+    ts_addr s[5];
+    apart(dp, s, 5, 31);
+    int got[3];
+    for (int i = 0; i < 3; i++)
+        got[i] = burst(dp, 10000u * (uint32_t)i, 300, &s[i], &s[i], true);
+    CHECK(got[0] == TS_IKE_PROVEN_PER_SOURCE);
+    CHECK(got[1] == TS_IKE_PROVEN_MAX - TS_IKE_PROVEN_SMALL - TS_IKE_PROVEN_PER_SOURCE);
+    CHECK(got[2] == TS_IKE_PER_SOURCE);
+    CHECK(burst(dp, 50000, 1, &s[3], &s[3], true) == 1);   /* a client's IKE_AUTH */
+    static uint8_t init[84];
+    size_t ilen = msg(init, 0, true);
+    CHECK(from(dp, init, ilen, &s[4]) == TS_DROP_NONE);   /* a new client's IKE_SA_INIT */
+    int proven;
+    CHECK(drain(dp, &proven) == got[0] + got[1] + got[2] + 2 && proven == got[0] + got[1] + got[2] + 1);
+    ts_dp_free(dp);
+}
+
+/* An IPv6 sender's tagged share is its /64's: tags earned by 200 addresses of one /64 share it */
+void test_ike_spi_tag_ipv6_prefix(void) {
+    ts_dp *dp = ts_dp_new();
+    FATAL_IF(!dp);
+    CHECK(ts_dp_ike_spi_key(dp, KEY) == TS_OK);
+    int queued = 0;
+    for (int i = 0; i < 200; i++) {
+        ts_addr a = {.family = 6, .addr = {0x20, 0x01, 0x0d, 0xb8, [8] = (uint8_t)i, [15] = 1}, .port = 4500};
+        CHECK(ts_test_ike_proven_slot(dp, &a) == ts_test_ike_proven_slot(dp, &(ts_addr){.family = 6,
+              .addr = {0x20, 0x01, 0x0d, 0xb8}}));
+        queued += burst(dp, (uint32_t)i, 1, &a, &a, true);
+    }
+    CHECK(queued == TS_IKE_PROVEN_PER_SOURCE && drop_count(dp, TS_DROP_IKE_PROVEN_SOURCE) == (uint64_t)(200 - queued));
+    ts_dp_free(dp);
+}
+
+/* The worker holds the key set last and the one before: a tag of two keys ago is no tag */
+void test_ike_spi_tag_key_epochs(void) {
+    ts_dp *dp = ts_dp_new();
+    FATAL_IF(!dp);
+    ts_addr a;
+    addr4(&a, 9, 4500);
+    uint8_t k2[16], k3[16];
+    for (int i = 0; i < 16; i++) {
+        k2[i] = (uint8_t)(0x20 + i);
+        k3[i] = (uint8_t)(0x30 + i);
+    }
+    static uint8_t m[84];
+    uint32_t r = 0x12345678;
+    uint64_t old = (uint64_t)r << 32 | ts_ike_spi_tag(KEY, r, &a);
+    uint64_t mid = (uint64_t)r << 32 | ts_ike_spi_tag(k2, r, &a);
+    int proven;
+    CHECK(ts_dp_ike_spi_key(dp, KEY) == TS_OK && ts_dp_ike_spi_key(dp, k2) == TS_OK);
+    from(dp, m, msg(m, old, true), &a);
+    from(dp, m, msg(m, mid, true), &a);
+    CHECK(drain(dp, &proven) == 2 && proven == 2);
+    CHECK(ts_dp_ike_spi_key(dp, k3) == TS_OK);
+    from(dp, m, msg(m, old, true), &a);
+    from(dp, m, msg(m, mid, true), &a);
+    CHECK(drain(dp, &proven) == 2 && proven == 1);
     ts_dp_free(dp);
 }

@@ -252,7 +252,8 @@ def test_the_share_is_the_fast_paths(pair: Pair) -> None:
                         ("TS_IKE_PER_PEER", PipeWriter.MAX_IKE_PER_PEER),
                         ("TS_IKE_KNOWN_PER_SOURCE", PipeWriter.MAX_IKE_KNOWN_PER_SENDER),
                         ("TS_IKE_PROVEN_RESERVED", PipeWriter.MAX_IKE_PROVEN_RESERVED),
-                        ("TS_IKE_PROVEN_PER_SOURCE", PipeWriter.MAX_IKE_PROVEN_PER_SENDER)):
+                        ("TS_IKE_PROVEN_PER_SOURCE", PipeWriter.MAX_IKE_PROVEN_PER_SENDER),
+                        ("TS_IKE_PROVEN_MAX", PipeWriter.MAX_IKE_PROVEN)):
         found = re.search(rf"#define {name} (\d+)", header)
         assert found is not None and int(found[1]) == value, name
 
@@ -403,10 +404,10 @@ def test_the_sender_is_read_alike_from_either_encoding() -> None:
     assert pipe.ike_event_sender(pipe.encode(pipe.Ike(data=b"x", remote=v4))[:-4]) is None
 
 
-def test_tagged_ike_auths_from_one_nat_have_four_shares_and_go_before_unknown_ike(pair: Pair) -> None:
+def test_tagged_ike_auths_from_one_nat_have_four_shares_and_take_turns_with_unknown_ike(pair: Pair) -> None:
     """Road warriors behind one NAT: its IKE_SA_INITs fill the address's unknown share, and their
     IKE_AUTHs (our tag for the NAT's address in them) wait in a share of their own four times as big,
-    the newest kept; they leave after established IKE SAs' and before the unknown ones."""
+    the newest kept; they leave after established IKE SAs' and in turn with the unknown ones."""
     pair.fill_pipe()
     nat = sender(9)
     for n in range(40):
@@ -421,8 +422,11 @@ def test_tagged_ike_auths_from_one_nat_have_four_shares_and_go_before_unknown_ik
                                          "pipe_ike_proven_source": 200 - proven_share}
     out = [d for d in pair.read_all() if not d.startswith(b"old answer")]
     assert known_number(out[0]) == 7   # the established SA's first
-    assert [ike_number(d) for d in out[1:proven_share + 1]] == list(range(1200 - proven_share, 1200))
-    assert [ike_number(d) for d in out[proven_share + 1:]] == list(range(40 - share, 40))   # then the unknown
+    # then the tagged and the unknown ones in turn (a tag may be a flooder's: IKE_SA_INITs do not wait
+    # behind all of it), each in order
+    tagged, unknown = list(range(1200 - proven_share, 1200)), list(range(40 - share, 40))
+    turns = [n for pair_ in zip(tagged, unknown, strict=False) for n in pair_] + tagged[len(unknown):]
+    assert [ike_number(d) for d in out[1:]] == turns
 
 
 def test_a_spoofed_flood_leaves_tagged_ike_auths_their_reserve(pair: Pair) -> None:
@@ -445,3 +449,46 @@ def test_a_spoofed_flood_leaves_tagged_ike_auths_their_reserve(pair: Pair) -> No
     for n in range(UNKNOWN):
         pair.writer.send(ike(n), is_event=True)
     assert len(pair.writer.ike_proven) == reserve and pair.writer.dropped_ike - before == UNKNOWN
+
+
+def test_one_tagged_flooder_does_not_starve_other_senders_ike_sa_inits(pair: Pair) -> None:
+    """A tag proves only that its sender once got our answer: one real address floods with the tag it
+    earned, faster than the control process reads (3 events for every 2 it reads from a full pipe),
+    while other clients send IKE_SA_INITs: the two queues leave in turn, so the clients' IKE_SA_INITs
+    keep getting through (with the tagged queue first none did)."""
+    pair.fill_pipe()
+    flooder, got = sender(1), 0
+    for n in range(2000):
+        for k in range(3):
+            pair.writer.send(ike(3 * n + k, remote=flooder), is_event=True, proven=True)
+        pair.writer.send(ike(100_000 + n, remote=sender(2 + n % 200)), is_event=True)
+        for _ in range(2):
+            data = pair.control.recv(70000)
+            got += not data.startswith(b"old answer") and ike_number(data) >= 100_000
+        pair.writer._drain()
+    assert got >= 500, got
+
+
+def test_the_unknown_ones_take_back_their_room_and_ipv6_senders_share_their_64(pair: Pair) -> None:
+    """Three tagged senders fill their reserve and the unknown ones' room: new senders' IKE_SA_INITs
+    push out the tagged ones beyond the reserve, the biggest sender's first; and tags earned by 512
+    addresses of one /64 share one sender's share."""
+    pair.fill_pipe()
+    for n in range(600):
+        pair.writer.send(ike(n, remote=sender(1 + n % 3)), is_event=True, proven=True)
+    assert len(pair.writer.ike_proven) == PipeWriter.MAX_IKE_PROVEN
+    shared, before = PipeWriter.MAX_IKE - PipeWriter.MAX_IKE_RESERVED, pair.writer.dropped_ike_proven
+    for n in range(shared - PipeWriter.MAX_IKE_PROVEN + 50):   # the room left, and 50 more
+        pair.writer.send(ike(10_000 + n), is_event=True)
+    assert len(pair.writer.ike) == shared - PipeWriter.MAX_IKE_PROVEN + 50 and pair.writer.dropped_ike == 0
+    assert len(pair.writer.ike_proven) == PipeWriter.MAX_IKE_PROVEN - 50
+    assert pair.writer.dropped_ike_proven - before == 50
+    held = [len(q) for q in pair.writer._proven.by_key.values()]
+    assert max(held) - min(held) <= 1   # the biggest paid
+    pair.writer._clear()
+    pair.fill_pipe()
+    for n in range(512):
+        v6 = Endpoint(ipaddress.ip_address(0x2001_0DB8_0000_0001_0000_0000_0000_0000 + n), 4500)
+        pair.writer.send(ike(n, remote=v6), is_event=True, proven=True)
+    assert len(pair.writer.ike_proven) == PipeWriter.MAX_IKE_PROVEN_PER_SENDER
+    assert pair.writer.dropped_ike_proven_source == 512 - PipeWriter.MAX_IKE_PROVEN_PER_SENDER

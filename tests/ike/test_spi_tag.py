@@ -69,3 +69,14 @@ def test_the_endpoint_tags_both_roles_and_rekeyed_sas_for_the_peers_address() ->
     assert only(net.take(B), IkeSaRekeyed)
     (new_b,) = b.sas
     assert tag_b.carries(new_b.local_spi, A)
+
+
+def test_a_rotated_key_still_carries_the_tags_of_the_one_before_and_no_older() -> None:
+    tag = IkeSpiTag.new()
+    old = make_ike_spi(os.urandom, tag, "198.51.100.7")
+    tag.rotate()
+    new = make_ike_spi(os.urandom, tag, "198.51.100.7")
+    assert tag.carries(old, "198.51.100.7") and tag.carries(new, "198.51.100.7")
+    assert IkeSpiTag(tag.key).carries(new, "198.51.100.7") and not IkeSpiTag(tag.key).carries(old, "198.51.100.7")
+    tag.rotate()
+    assert not tag.carries(old, "198.51.100.7") and tag.carries(new, "198.51.100.7")

@@ -113,6 +113,14 @@ class _IkeWaiting:
         self.by_sender.clear()
 
 
+def _prefix64(sender: bytes | None) -> bytes | None:
+    """A tagged IKE event's share key: an IPv6 sender's /64 (a host holds them all, and each address
+    of it may earn a tag), an IPv4 one's address."""
+    if sender is not None and sender[0] == 6:
+        return sender[:9] + bytes(8)
+    return sender
+
+
 class PipeWriter:
     """Sends on the non-blocking pipe; what does not fit waits here until it does.
 
@@ -171,6 +179,11 @@ class PipeWriter:
     # path (TS_IKE_PROVEN_*; test_pipe_writer holds them equal).
     MAX_IKE_PROVEN_RESERVED = 128
     MAX_IKE_PROVEN_PER_SENDER = 128
+    # A tag proves only that its sender once got our answer at that address, and it may flood with
+    # it: the tagged ones take at most MAX_IKE_PROVEN of the room they share with the unknown ones
+    # (which keep the rest, and take back what the tagged ones hold beyond their reserve), an IPv6
+    # sender's share is its /64's, and the two queues leave in turn (C: TS_IKE_PROVEN_MAX).
+    MAX_IKE_PROVEN = 256
     # The fast path passes up no IKE message longer than MAX_IKE_MESSAGE (csrc TS_IKE_MAX_MESSAGE),
     # so MAX_IKE of the longest, with their pipe header and endpoints, fit: the count is the bound
     # that holds (~4.9 MiB at most), this one only a backstop should longer events ever come.
@@ -292,12 +305,17 @@ class PipeWriter:
             self.dropped_ike_source += 1
             self._drop(unknown.pop_keys_oldest(sender))
         room, shared = self._rooms()
-        while self._ike_full(data, len(unknown) >= room or len(unknown) + len(self._proven) >= shared):
-            if len(unknown) < room and len(unknown) + len(self._proven) < shared \
+        proven = self._proven
+        while self._ike_full(data, len(unknown) >= room or len(unknown) + len(proven) >= shared):
+            if len(unknown) < room and len(unknown) + len(proven) < shared \
                     and len(self._known) > self.MAX_IKE_RESERVED:
                 # established SAs used the room the others left free: it goes back, the biggest peer's first
                 self.dropped_ike_known += 1
                 self._drop(self._known.pop_biggest())
+            elif len(unknown) < room and len(proven) > self.MAX_IKE_PROVEN_RESERVED:
+                # so did the tagged ones: theirs beyond their reserve goes back, the biggest sender's first
+                self.dropped_ike_proven += 1
+                self._drop(proven.pop_biggest())
             elif unknown:
                 self.dropped_ike += 1
                 self._drop(unknown.pop_oldest())
@@ -311,13 +329,14 @@ class PipeWriter:
     def _wait_proven(self, data: bytes) -> None:
         # as the unknown ones, by sender; when their room and the unknown ones' is full, the sender
         # with the most waiting pays (a client behind a NAT that is not the one flooding keeps its own)
-        proven, sender = self._proven, ike_event_sender(data)
+        proven, sender = self._proven, _prefix64(ike_event_sender(data))
         if sender is not None and proven.share(sender) >= self.MAX_IKE_PROVEN_PER_SENDER:
             self.dropped_ike_proven_source += 1
             self._drop(proven.pop_keys_oldest(sender))
         _, shared = self._rooms()
-        while self._ike_full(data, len(self._unknown) + len(proven) >= shared):
-            if len(self._unknown) + len(proven) < shared and len(self._known) > self.MAX_IKE_RESERVED:
+        while self._ike_full(data, len(self._unknown) + len(proven) >= shared or len(proven) >= self.MAX_IKE_PROVEN):
+            if len(self._unknown) + len(proven) < shared and len(proven) < self.MAX_IKE_PROVEN \
+                    and len(self._known) > self.MAX_IKE_RESERVED:
                 self.dropped_ike_known += 1   # established SAs used the room the others left free
                 self._drop(self._known.pop_biggest())
             elif proven:   # the unknown ones hold at most their room: these are over their reserve
@@ -396,13 +415,23 @@ class PipeWriter:
                 self.pause_reading(False)   # requests are read again while events still wait
 
     def _drain_ike(self) -> None:
-        send = self.chan.send
-        for waiting in (self._known, self._proven, self._unknown):   # established IKE SAs' first, then the tagged
-            while waiting:
-                data = waiting.events[0].data
-                send(data)
-                waiting.pop_oldest()
-                self.ike_bytes -= len(data)
+        send = self._send_oldest
+        while self._known:   # established IKE SAs' first
+            send(self._known)
+        # then the tagged and the unknown ones in turn: a tag may be a flooder's (one it earned), and
+        # IKE_SA_INITs must not wait behind all of its junk
+        proven, unknown = self._proven, self._unknown
+        while proven or unknown:
+            if proven:
+                send(proven)
+            if unknown:
+                send(unknown)
+
+    def _send_oldest(self, waiting: _IkeWaiting) -> None:
+        data = waiting.events[0].data
+        self.chan.send(data)
+        waiting.pop_oldest()
+        self.ike_bytes -= len(data)
 
     def _clear(self) -> None:
         self.queue.clear()

@@ -8,7 +8,11 @@ established IKE SA whose SPI of ours carries the tag for its sender's address is
 fragment, an EAP round) from someone who got our IKE_SA_INIT answer at that address, which an
 off-path spoofer cannot send (one guess in 2^32).  Those get shares of the worker's queues of their
 own (docs/pipe.md), so a spoofed flood does not keep them out, and road warriors behind one NAT are
-not held to one unknown sender's share.  A tag proves nothing else: nothing is kept for it.
+not held to one unknown sender's share.  A tag proves nothing else: nothing is kept for it, and its
+sender may flood with it (the worker's shares bound that).  So that tags are not gathered over
+hours (one per address of a /64) to flood with at once, the key is replaced every ROTATE seconds
+(``rotate``); the worker holds the last two, so a tag is good for one to two periods, longer
+than a half-open SA lives (established SAs have IKE_SPI_ADD instead).
 
 Half the SPI is random: two SAs for one address clash one time in 2^32 per pair, which the
 endpoint's clash loop (IkeEndpoint._new_sa) already redraws.  SipHash is written out here because
@@ -25,14 +29,17 @@ from dataclasses import dataclass, field
 Rng = Callable[[int], bytes]
 
 KEY_LEN = 16
+ROTATE = 120.0   # seconds a key makes tags (the worker takes them for twice that); half-open SAs live 30 s
 _M = 0xFFFF_FFFF_FFFF_FFFF
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class IkeSpiTag:
-    """The key of the tags (repr hides it: it is a secret the worker shares)."""
+    """The key of the tags, and the one before it (repr hides both: secrets the worker shares).  One
+    object for the endpoint and every SA made with it: a rotation reaches them all."""
 
     key: bytes = field(repr=False)
+    previous: bytes | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if len(self.key) != KEY_LEN:
@@ -42,15 +49,20 @@ class IkeSpiTag:
     def new(cls, rng: Rng = os.urandom) -> IkeSpiTag:
         return cls(rng(KEY_LEN))
 
-    def tag(self, r: bytes, ip: str) -> bytes:
-        """T for R (4 bytes) and the address; ValueError if ip is no address (a name still to resolve)."""
+    def rotate(self, rng: Rng = os.urandom) -> None:
+        self.previous, self.key = self.key, rng(KEY_LEN)
+
+    def tag(self, r: bytes, ip: str, key: bytes | None = None) -> bytes:
+        """T for R (4 bytes) and the address under key (the current one by default); ValueError if ip
+        is no address (a name still to resolve)."""
         addr = ipaddress.ip_address(ip)
-        k0, k1 = struct.unpack("<QQ", self.key)
+        k0, k1 = struct.unpack("<QQ", self.key if key is None else key)
         return (siphash24(k0, k1, r + bytes((addr.version,)) + addr.packed) & 0xFFFF_FFFF).to_bytes(4, "big")
 
     def carries(self, spi: bytes, ip: str) -> bool:
-        """Whether spi was made for ip (what the worker checks in C)."""
-        return len(spi) == 8 and self.tag(spi[:4], ip) == spi[4:]
+        """Whether spi was made for ip under the current key or the one before (what the worker checks in C)."""
+        keys = (self.key,) if self.previous is None else (self.key, self.previous)
+        return len(spi) == 8 and any(self.tag(spi[:4], ip, k) == spi[4:] for k in keys)
 
 
 def make_ike_spi(rng: Rng, tag: IkeSpiTag | None, ip: str) -> bytes:

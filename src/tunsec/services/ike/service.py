@@ -221,7 +221,7 @@ class IkeService(Service):
             self._addr_watch = None
 
     async def start(self) -> None:
-        self.trusted.resend()   # the tags' key: the first IKE_AUTHs have their shares in the worker
+        self.trusted.start()   # the tags' key: the first IKE_AUTHs have their shares in the worker
         await self.spi_pool.refill()    # before answering anyone: an IKE_AUTH finds its inbound SPI in the pool
         self.ke_refill.start(c.ike for c in self.connections.values())   # and an IKE_SA_INIT its key pair
         self._acct_open()   # the Accounting-On, before any Start
@@ -366,9 +366,11 @@ class IkeService(Service):
                 return
         self.endpoint.initiate(conn, child, time.monotonic())
 
-    @staticmethod
-    def _rekey_child(sa: IkeSa, unique_id: int) -> None:
-        """Rekey a Child SA unless it went away while the rekey waited for an SPI."""
+    def _rekey_child(self, sa: IkeSa, unique_id: int) -> None:
+        """Rekey a Child SA unless it went away while the rekey waited for an SPI; in the IKE SA that
+        holds it now (an IKE rekey done meanwhile moved it to the successor, which has sa's handle)."""
+        if (handle := self._ike_handles.get(sa)) is not None:
+            sa = self._ike_sa(handle) or sa
         if sa.state is State.ESTABLISHED and any(c.unique_id == unique_id for c in sa.children):
             sa.rekey_child(unique_id)
 

@@ -26,6 +26,7 @@ new worker is sent it before the SPIs, and a refused send is retried as they are
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 
@@ -33,7 +34,7 @@ from tunsec.dataplane import pipe
 from tunsec.dataplane.client import WorkerClient, WorkerError
 from tunsec.dataplane.pipe import Errno
 from tunsec.ike.events import IkeSaUp
-from tunsec.ike.spi_tag import IkeSpiTag
+from tunsec.ike.spi_tag import ROTATE, IkeSpiTag
 from tunsec.loglimit import LogLimiter, suffix
 
 log = logging.getLogger("tunsec.ike")
@@ -60,6 +61,7 @@ class TrustedSpis:
         self.unsent: dict[bytes, bool] = {}
         self.refused = 0                   # IKE_SPI_ADDs the worker had no room for (ENOSPC)
         self._retry: asyncio.TimerHandle | None = None
+        self._rotation: asyncio.TimerHandle | None = None
         self._log = LogLimiter(burst=1, period=60.0)
 
     def add(self, spi: bytes, peer: int = 0) -> None:
@@ -82,10 +84,20 @@ class TrustedSpis:
         self.unsent = dict.fromkeys(self.spis, True)
         self._flush()
 
+    def start(self) -> None:
+        """The first worker: the key (and SPIs, none yet), and a new key every ROTATE seconds."""
+        self.resend()
+        self._rotation = asyncio.get_running_loop().call_later(ROTATE, self._rotated)
+
+    def _rotated(self) -> None:
+        self.rotate()
+        self._rotation = asyncio.get_running_loop().call_later(ROTATE, self._rotated)
+
     def close(self) -> None:
-        if self._retry is not None:
-            self._retry.cancel()
-            self._retry = None
+        for timer in (self._retry, self._rotation):
+            if timer is not None:
+                timer.cancel()
+        self._retry = self._rotation = None
 
     def _due(self, spi: bytes, add: bool) -> None:
         self.unsent.pop(spi, None)
@@ -120,13 +132,22 @@ class TrustedSpis:
         self._retry = None
         self._flush()
 
+    def rotate(self) -> None:
+        """A new key for the tags from now on; the worker keeps taking the one before as well."""
+        self.tag.rotate()
+        self.key_due = True
+        self._flush()
+
     def _send_key(self) -> bool:
-        key = self.tag.key
+        """The worker keeps the last two keys it was sent: the one before, then the current one."""
+        worker = self.worker
+        keys = [k for k in (self.tag.previous, self.tag.key) if k is not None]
         try:
-            sent = self.worker().request_soon(lambda req_id: pipe.IkeSpiKey(req_id, key), self._answered)
+            for key in keys:
+                sent = worker().request_soon(functools.partial(pipe.IkeSpiKey, key=key), self._answered)
+                sent.add_done_callback(_quiet)
         except WorkerError:
             return False
-        sent.add_done_callback(_quiet)
         return True
 
     def _send(self, spi: bytes, add: bool) -> bool:
