@@ -175,10 +175,19 @@ class FakeWorker:
         return [reply]
 
     def request_soon(self, build: Callable[[int], Any],
-                     then: Callable[[list[Reply]], None] | None = None) -> asyncio.Future[list[Reply]]:
+                     then: Callable[[list[Reply]], None] | None = None,
+                     failed: Callable[[WorkerError], None] | None = None) -> asyncio.Future[list[Reply]]:
         fut = asyncio.ensure_future(self.request(build))
-        if then is not None:   # as WorkerClient's: with the answers, not if the request failed
-            fut.add_done_callback(lambda f: then(f.result()) if not f.cancelled() and f.exception() is None else None)
+
+        def ended(f: asyncio.Future[list[Reply]]) -> None:   # as WorkerClient's: then or failed
+            if f.cancelled():
+                return
+            if (err := f.exception()) is None:
+                if then is not None:
+                    then(f.result())
+            elif failed is not None and isinstance(err, WorkerError):
+                failed(err)
+        fut.add_done_callback(ended)
         return fut
 
     def _dump(self) -> list[SaInfo]:

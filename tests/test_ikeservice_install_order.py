@@ -51,8 +51,9 @@ class PipeOrderWorker(InProcessWorker):
         return replies
 
     def request_soon(self, build: Callable[[int], pipe.Message],
-                     then: Callable[[list[pipe.Reply]], None] | None = None) -> asyncio.Future[list[pipe.Reply]]:
-        replies = self._apply(build)
+                     then: Callable[[list[pipe.Reply]], None] | None = None,
+                     failed: object = None) -> asyncio.Future[list[pipe.Reply]]:
+        replies = self._apply(build)   # (answered, never failed: no ``failed``)
         fut: asyncio.Future[list[pipe.Reply]] = asyncio.get_running_loop().create_future()
 
         def answer() -> None:

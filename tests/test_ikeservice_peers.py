@@ -91,9 +91,10 @@ class InProcessWorker:
         return replies
 
     def request_soon(self, build: Callable[[int], pipe.Message],
-                     then: Callable[[list[pipe.Reply]], None] | None = None) -> asyncio.Future[list[pipe.Reply]]:
+                     then: Callable[[list[pipe.Reply]], None] | None = None,
+                     failed: object = None) -> asyncio.Future[list[pipe.Reply]]:
         """As WorkerClient's: applied when sent; the future gets the answers (errno unchecked) in a
-        later turn, and ``then`` is called with them as they are read."""
+        later turn, and ``then`` is called with them as they are read (it never fails: no ``failed``)."""
         return self.send(build, then)[1]
 
     def send(self, build: Callable[[int], pipe.Message], then: Callable[[list[pipe.Reply]], None] | None = None

@@ -113,10 +113,10 @@ class HoldingWorker:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    def request_soon(self, build: Any, then: Any = None) -> asyncio.Future[list[pipe.Reply]]:
+    def request_soon(self, build: Any, then: Any = None, failed: Any = None) -> asyncio.Future[list[pipe.Reply]]:
         msg = build(next(self.ids))
         if not isinstance(msg, pipe.Update | pipe.Add | pipe.SpdAdd):
-            return self.inner.request_soon(lambda _r: msg, then)
+            return self.inner.request_soon(lambda _r: msg, then, failed)
         fut: asyncio.Future[list[pipe.Reply]] = asyncio.get_running_loop().create_future()
         self.held.append((msg, fut, then))
         return fut

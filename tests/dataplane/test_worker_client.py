@@ -285,3 +285,33 @@ def test_an_answer_in_parts_completes_once_and_leaves_nothing(monkeypatch: pytes
         worker.close()
 
     asyncio.run(body())
+
+
+def test_request_soons_failed_hook_gets_the_error_and_then_does_not() -> None:
+    """``failed`` is called with the WorkerError when the worker goes (answered: ``then`` only; given
+    up: neither), and the future's error counts as retrieved: asyncio logs no "never retrieved"."""
+    async def body() -> None:
+        ours, worker = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours.setblocking(False)
+        seen: list[str] = []
+        wc = WorkerClient(lambda msg: None)
+        wc._sock = ours
+
+        def soon() -> asyncio.Future[list[pipe.Reply]]:
+            return wc.request_soon(lambda r: pipe.SpdDelete(r, 7), lambda a: seen.append(f"answer {a[0].req_id}"),
+                                   lambda err: seen.append(f"failed {err.errno.name}"))
+        answered_, given_up, lost = soon(), soon(), soon()
+        await asyncio.sleep(0)
+        ids = [pipe.decode(worker.recv(65536)).req_id for _ in range(3)]   # type: ignore[union-attr]
+        worker.send(pipe.encode_ok(ids[0], pipe.MsgType.SPDDELETE))
+        wc._readable()
+        given_up.cancel()
+        await asyncio.sleep(0)
+        worker.close()
+        wc._readable()    # the end of the pipe: what still waits fails
+        assert seen == [f"answer {ids[0]}", "failed EIO"]
+        assert lost._log_traceback is False   # retrieved (before the test looks at it)
+        assert answered_.result()[0].errno is Errno.OK and given_up.cancelled()
+        assert isinstance(lost.exception(), WorkerError)
+        ours.close()
+    asyncio.run(body())

@@ -79,13 +79,13 @@ def install(out: IO[str]) -> None:
 
     request_soon = client.WorkerClient.request_soon
 
-    def traced_request_soon(self: Any, build: Callable[[int], Any], then: Any = None) -> Any:
+    def traced_request_soon(self: Any, build: Callable[[int], Any], then: Any = None, failed: Any = None) -> Any:
         def traced_build(req_id: int) -> Any:
             msg = build(req_id)
             sa = getattr(msg, "sa", None)
             note("pipe_tx", id=req_id, type=type(msg).__name__, **({"spi_in": sa.spi} if sa is not None else {}))
             return msg
-        return request_soon(self, traced_build) if then is None else request_soon(self, traced_build, then)
+        return request_soon(self, traced_build, then, failed)
 
     received = client.WorkerClient._received
 

@@ -98,9 +98,10 @@ def _time_out(fut: asyncio.Future[list[pipe.Reply]]) -> None:
 Sent = tuple[str, asyncio.Future[list[pipe.Reply]]]
 _Then = Callable[[list[pipe.Reply]], None]   # what was asked (for errors), its answer
 _Future = asyncio.Future[list[pipe.Reply]]
-# a request waiting for its answer: its future, request_soon's ``then``, and the done callback that
-# forgets the request if the future is cancelled (request_soon's)
-_Entry = tuple[_Future, _Then | None, Callable[[_Future], None] | None]
+_Failed = Callable[[WorkerError], None]
+# a request waiting for its answer: its future, request_soon's ``then``, the done callback that
+# forgets the request if the future is cancelled (request_soon's), and request_soon's ``failed``
+_Entry = tuple[_Future, _Then | None, Callable[[_Future], None] | None, _Failed | None]
 
 _FLAGS = 8   # the pipe header's flags byte, after version, type, errno and the request id (docs/pipe.md)
 
@@ -111,6 +112,17 @@ class _Parts:
 
     replies: list[pipe.Reply]
     size: int
+
+
+def _fail(entry: _Entry, err: WorkerError) -> None:
+    """A request fails with err, unless its future is done already (cancelled, say)."""
+    fut, _, _, failed = entry
+    if fut.done():
+        return
+    fut.set_exception(err)
+    if failed is not None:
+        fut.exception()   # retrieved: failed() handles it (no "never retrieved" when it goes)
+        failed(err)
 
 
 def send_soon(worker: WorkerClient, what: str, build: Callable[[int], pipe.Message],
@@ -314,7 +326,7 @@ class WorkerClient:
             del self._parts[req_id]
             replies = parts.replies
             replies.append(msg)
-        fut, then, forget = entry
+        fut, then, forget, _ = entry
         if not fut.done():
             if forget is not None:
                 # answered, so nothing to forget (its entry is gone): a callback left on the future
@@ -334,13 +346,12 @@ class WorkerClient:
         if held + max(size, PART_MIN_BYTES) <= self.dump_max_bytes:
             return True
         self.dump_overflows += 1
-        fut, _, _ = self._pending.pop(req_id)
+        entry = self._pending.pop(req_id)
         self._parts.pop(req_id, None)
         if (suppressed := self._overflow_log.admit()) is not None:
             log.error("the worker's answer to request %d grew past %d bytes: request failed%s",
                       req_id, self.dump_max_bytes, suffix(suppressed))
-        if not fut.done():
-            fut.set_exception(WorkerError(f"answer over {self.dump_max_bytes} bytes", Errno.ENOSPC))
+        _fail(entry, WorkerError(f"answer over {self.dump_max_bytes} bytes", Errno.ENOSPC))
         return False
 
     def _closed(self) -> None:
@@ -355,11 +366,11 @@ class WorkerClient:
                 self._outq.clear()
             self._sock.close()
             self._sock = None
-        for fut, _, _ in self._pending.values():
-            if not fut.done():
-                fut.set_exception(WorkerError("worker", Errno.EIO))
+        pending = list(self._pending.values())
         self._pending.clear()
         self._parts.clear()
+        for entry in pending:
+            _fail(entry, WorkerError("worker", Errno.EIO))
 
     def _next_id(self) -> int:
         """A request id no request waiting for its answer holds: the next one, 1..REQ_ID_MAX and round
@@ -392,7 +403,7 @@ class WorkerClient:
         msg = build(req_id)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[list[pipe.Reply]] = loop.create_future()
-        self._pending[req_id] = (fut, None, None)
+        self._pending[req_id] = (fut, None, None, None)
         # a timer on the future itself, not asyncio.wait_for (a second future, a task wrapper and
         # callbacks per request: a client's set-up makes about ten requests)
         timer = loop.call_later(REQUEST_TIMEOUT, _time_out, fut)
@@ -410,7 +421,8 @@ class WorkerClient:
         return replies
 
     def request_soon(self, build: Callable[[int], pipe.Message],
-                     then: Callable[[list[pipe.Reply]], None] | None = None) -> asyncio.Future[list[pipe.Reply]]:
+                     then: Callable[[list[pipe.Reply]], None] | None = None,
+                     failed: _Failed | None = None) -> asyncio.Future[list[pipe.Reply]]:
         """Send build(req_id) at the end of this loop turn (see _send); the returned future gets its
         answer(s) (errno unchecked), or WorkerError if the worker goes or the pipe refuses it. No task
         and no timer, unlike :meth:`request`: for SEND_IKE, which a burst of clients makes by the
@@ -419,14 +431,17 @@ class WorkerClient:
 
         ``then(answers)`` is called as the answers are read, in that event-loop turn (a future's own
         callbacks run a turn later; the install's IKE answer waits on this, see installs._AllOk); never
-        if the request fails otherwise (the worker goes, a timeout cancels the future)."""
+        if the request fails otherwise (the worker goes, a timeout cancels the future).  ``failed(error)``
+        is called when the future gets its WorkerError (the worker goes, the pipe refuses the request,
+        its answer outgrows the cap; not when it is cancelled), which is then taken as retrieved: with
+        ``then``, no done callback is needed (each costs ~6k instructions, scheduled and run)."""
         if self._sock is None:
             raise WorkerError("worker not running", Errno.EIO)
         req_id = self._next_id()
         msg = build(req_id)
         fut: asyncio.Future[list[pipe.Reply]] = asyncio.get_running_loop().create_future()
         forget = functools.partial(self._forget_cancelled, req_id)
-        self._pending[req_id] = (fut, then, forget)
+        self._pending[req_id] = (fut, then, forget, failed)
         try:
             self._send(pipe.encode(msg))
         except OSError as err:
@@ -489,8 +504,8 @@ class WorkerClient:
         req_id = int.from_bytes(data[4:8], "big")   # the pipe header's request id (docs/pipe.md)
         entry = self._pending.pop(req_id, None)
         self._parts.pop(req_id, None)
-        if entry is not None and not entry[0].done():
-            entry[0].set_exception(WorkerError(f"{pipe.MsgType(data[1]).name} ({err})", Errno.EIO))
+        if entry is not None:
+            _fail(entry, WorkerError(f"{pipe.MsgType(data[1]).name} ({err})", Errno.EIO))
 
     def _drain(self) -> None:
         sock = self._sock

@@ -383,9 +383,24 @@ _PROTO_NAMES: dict[int, str] = {ProtocolId.IKE: "IKE", ProtocolId.ESP: "ESP", Pr
 
 def describe(protocol: int, transforms: Sequence[Transform]) -> str:
     """strongSwan-like text of a proposal for logs: ``IKE:aes256gcm16-prfsha384-ecp384``."""
+    global _last_described
     transforms = tuple(transforms)
+    last = _last_described
+    if last is not None and last[1] is transforms and last[0] == protocol:
+        return last[2]
     # a peer's proposals are described too (NO_PROPOSAL_CHOSEN): outsized ones are not kept
-    return (_describe if _cacheable(transforms) else _describe.__wrapped__)(protocol, transforms)
+    if not _cacheable(transforms):
+        return _describe.__wrapped__(protocol, transforms)
+    text = _describe(protocol, transforms)
+    _last_described = (protocol, transforms, text)
+    return text
+
+
+# Every IkeSaUp names the chosen proposal, whose transforms are the very tuple _match_transforms
+# keeps for a gateway's clients: known by identity, it is not hashed again (a Python __hash__ per
+# Transform and Attribute, ~19k instructions a client).  One entry, holding the tuple so its id
+# stays its own.
+_last_described: tuple[int, tuple[Transform, ...], str] | None = None
 
 
 # every IKE SA's IkeSaUp names its proposal, and a gateway's are all alike: one string for them

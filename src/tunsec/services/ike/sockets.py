@@ -200,15 +200,18 @@ class IkeSockets:
         # the family as the class attribute _version: .version is a property, a Python call each
         if source is not None and (ip := parse_ip(source))._version == remote.addr._version:  # type: ignore[union-attr]
             local = Endpoint(ip, NATT_PORT)
+        # the answer is seen by request_soon's then and failed, in the turn it comes (no done
+        # callback per datagram: one is scheduled and run a turn later, ~6k instructions)
         try:
-            sent = self.worker().request_soon(lambda r: pipe.SendIke(r, data, remote, local))
+            sent = self.worker().request_soon(lambda r: pipe.SendIke(r, data, remote, local),
+                                              lambda replies: self._natt_answered(remote, sent, replies),
+                                              lambda err: self._natt_failed(remote, sent, err))
         except WorkerError as err:
             self._send_failed(remote, str(err))
             return
         now = self.clock()
         self._give_up_natt(now, NATT_SENDS_MAX - 1)
         self.natt_sends[sent] = now + REQUEST_TIMEOUT   # shutdown waits for them as for tasks
-        sent.add_done_callback(functools.partial(self._natt_sent, remote))
         if self._natt_timer is None:
             self._natt_timer = asyncio.get_running_loop().call_later(REQUEST_TIMEOUT, self._natt_sweep)
 
@@ -237,15 +240,16 @@ class IkeSockets:
             delay = max(1.0, next(iter(self.natt_sends.values())) - self.clock())
             self._natt_timer = asyncio.get_running_loop().call_later(delay, self._natt_sweep)
 
-    def _natt_sent(self, remote: Endpoint, sent: asyncio.Future[list[pipe.Reply]]) -> None:
+    # (a SEND_IKE given up, _give_up_natt, is counted there and gets neither: cancelled)
+    def _natt_answered(self, remote: Endpoint, sent: asyncio.Future[list[pipe.Reply]],
+                       replies: list[pipe.Reply]) -> None:
         self.natt_sends.pop(sent, None)
-        if sent.cancelled():
-            return   # given up (_give_up_natt): counted there
-        err = sent.exception()    # retrieved: a worker that goes fails them all, no "never retrieved"
-        if err is not None:
-            self._send_failed(remote, str(err))
-        elif (bad := next((r.errno for r in sent.result() if r.errno is not Errno.OK), None)) is not None:
+        if (bad := next((r.errno for r in replies if r.errno is not Errno.OK), None)) is not None:
             self._send_failed(remote, bad.name)
+
+    def _natt_failed(self, remote: Endpoint, sent: asyncio.Future[list[pipe.Reply]], err: WorkerError) -> None:
+        self.natt_sends.pop(sent, None)
+        self._send_failed(remote, str(err))
 
     def _send_failed(self, remote: Endpoint, why: str) -> None:
         if (held := self._send_log.admit()) is not None:

@@ -144,8 +144,7 @@ class TrustedSpis:
         keys = [k for k in (self.tag.previous, self.tag.key) if k is not None]
         try:
             for key in keys:
-                sent = worker().request_soon(functools.partial(pipe.IkeSpiKey, key=key), self._answered)
-                sent.add_done_callback(_quiet)
+                worker().request_soon(functools.partial(pipe.IkeSpiKey, key=key), self._answered, _quiet)
         except WorkerError:
             return False
         return True
@@ -154,12 +153,11 @@ class TrustedSpis:
         peer = self.spis.get(spi, 0)
         try:
             if add:
-                sent = self.worker().request_soon(lambda req_id: pipe.IkeSpiAdd(req_id, spi, peer), self._answered)
+                self.worker().request_soon(lambda req_id: pipe.IkeSpiAdd(req_id, spi, peer), self._answered, _quiet)
             else:
-                sent = self.worker().request_soon(lambda req_id: pipe.IkeSpiDelete(req_id, spi), self._answered)
+                self.worker().request_soon(lambda req_id: pipe.IkeSpiDelete(req_id, spi), self._answered, _quiet)
         except WorkerError:
             return False   # no worker (the next one is sent the whole set), or the pipe is backed up
-        sent.add_done_callback(_quiet)
         return True
     def _answered(self, replies: list[pipe.Reply]) -> None:
         # EEXIST/ENOENT: the worker's set is already as asked (a resend raced an add or delete)
@@ -173,8 +171,6 @@ class TrustedSpis:
                 log.warning("%s refused by the worker: %s", reply.type.name, reply.errno.name)
 
 
-def _quiet(sent: asyncio.Future[list[pipe.Reply]]) -> None:
-    """A request the worker never answered (it went, or the client gave up): nothing waits for it, and
-    its error is not one to log (the worker's end is handled where it is seen)."""
-    if not sent.cancelled():
-        sent.exception()
+def _quiet(err: WorkerError) -> None:
+    """A request the worker never answered (it went): nothing waits for it, and its error is not one
+    to log (the worker's end is handled where it is seen); request_soon takes it as retrieved."""
