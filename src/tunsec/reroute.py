@@ -48,16 +48,9 @@ async def reload_routes(tun: Tun, wanted: list[Route], add: Callable[[IPNetwork,
         if len(tun.unapplied) == noted:
             added.append(str(net))
             failed += await _unblock(tun, net)
-    unapplied = [fix for _, fix in tun.unapplied[before:]]
-    del tun.unapplied[before:]
     if added:
         lines.append(f"routes added: {', '.join(added)}")
-    if unapplied:
-        line = (f"routes not added ({privilege._me()} may not change routes, no CAP_NET_ADMIN): as root run "
-                f"{'; '.join(unapplied)} (or restart tunsec)")
-        log.warning("reload: %s", line)
-        lines.append(line)
-    return [*lines, *failed]
+    return [*lines, *_unapplied(tun, before, "added"), *failed]
 
 
 async def _fail_closed(tun: Tun, net: IPNetwork, why: str) -> str:
@@ -121,13 +114,19 @@ async def _unroute(tun: Tun, wanted: list[Route]) -> list[str]:
         except OSError as err:   # it stays ours (removed at exit); the other routes still go
             failed.append(f"{FAILED}{err.strerror or err}")
             log.error("reload: %s", failed[-1])
-    unapplied = [fix for _, fix in tun.unapplied[before:]]
-    del tun.unapplied[before:]
     removed = [str(n) for n in gone if not any(r[0] == n for r in tun.routes)]
     lines = [f"routes removed: {', '.join(removed)}"] if removed else []
-    if unapplied:
-        line = (f"routes not removed ({privilege._me()} may not change routes, no CAP_NET_ADMIN): as root "
-                f"run {'; '.join(unapplied)} (or restart tunsec)")
-        log.warning("reload: %s", line)
-        lines.append(line)
-    return [*lines, *failed]
+    return [*lines, *_unapplied(tun, before, "removed"), *failed]
+
+
+def _unapplied(tun: Tun, before: int, done: str) -> list[str]:
+    """The line for the route changes this user may not make (the commands for root), taken off
+    tun.unapplied from before on; none if there are none."""
+    unapplied = [fix for _, fix in tun.unapplied[before:]]
+    del tun.unapplied[before:]
+    if not unapplied:
+        return []
+    line = (f"routes not {done} ({privilege._me()} may not change routes, no CAP_NET_ADMIN): as root run "
+            f"{'; '.join(unapplied)} (or restart tunsec)")
+    log.warning("reload: %s", line)
+    return [line]

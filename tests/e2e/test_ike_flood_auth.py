@@ -14,14 +14,13 @@ Without the tag's reserve the flood pushes it out and B sees a second.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 from collections.abc import Iterator
 
 import pytest
 from ike_peers import Conn, TunsecIke
-from test_ike_flood_reserve import AFTER_DPD, Flood
+from test_ike_flood_reserve import AFTER_DPD, Flood, counted, nft_load
 
 from tunsec.bench.netns import TwoHosts, wait_until
 
@@ -35,24 +34,11 @@ def topo() -> Iterator[TwoHosts]:
         yield t
 
 
-def _nft(topo: TwoHosts, host: object, name: str, script: str) -> None:
-    rules = topo.workdir / name
-    rules.write_text(script)
-    topo.run(host, ["nft", "-f", str(rules)])  # type: ignore[arg-type]
-
-
-def _counter(topo: TwoHosts, host: object, table: str, name: str) -> int:
-    doc = json.loads(topo.run(host, ["nft", "-j", "list", "counter", "ip", table, name]).stdout)  # type: ignore[arg-type]
-    (counter,) = [o["counter"] for o in doc["nftables"] if "counter" in o]
-    packets: int = counter["packets"]
-    return packets
-
-
 def test_a_clients_ike_auth_gets_through_a_spoofed_flood(topo: TwoHosts) -> None:
     a = TunsecIke(topo, Conn(topo.a, topo.b, start_action="start"),
                   tunsec_extra="  retransmit_timeout = 5\n  retransmit_base = 10\n")
     b = TunsecIke(topo, Conn(topo.b, topo.a))
-    _nft(topo, topo.a, "hold-auth.nft", f"""table ip holdauth {{
+    nft_load(topo, topo.a, "hold-auth.nft", f"""table ip holdauth {{
   counter held {{}}
   chain out {{
     type filter hook output priority 0;
@@ -60,7 +46,7 @@ def test_a_clients_ike_auth_gets_through_a_spoofed_flood(topo: TwoHosts) -> None
   }}
 }}
 """)
-    _nft(topo, topo.b, "auth-in.nft", f"""table ip authwatch {{
+    nft_load(topo, topo.b, "auth-in.nft", f"""table ip authwatch {{
   counter auths {{}}
   chain in {{
     type filter hook input priority 0;
@@ -72,7 +58,7 @@ def test_a_clients_ike_auth_gets_through_a_spoofed_flood(topo: TwoHosts) -> None
     topo.run(topo.b, ["ip", "route", "add", "198.51.100.0/24", "via", topo.a.outer4])
     b.start()
     a.start()
-    assert wait_until(lambda: _counter(topo, topo.a, "holdauth", "held") >= 1, 30), a.log_tail()
+    assert wait_until(lambda: counted(topo, "held", "holdauth", topo.a) >= 1, 30), a.log_tail()
     assert b.proc is not None
     os.kill(b.proc.pid, signal.SIGSTOP)
     try:
@@ -80,7 +66,7 @@ def test_a_clients_ike_auth_gets_through_a_spoofed_flood(topo: TwoHosts) -> None
         try:
             assert wait_until(lambda: flood.sent >= AFTER_DPD, 60)   # B's queues are full of it
             topo.run(topo.a, ["nft", "delete", "table", "ip", "holdauth"])
-            assert wait_until(lambda: _counter(topo, topo.b, "authwatch", "auths") >= 1, 15), a.log_tail()
+            assert wait_until(lambda: counted(topo, "auths", "authwatch") >= 1, 15), a.log_tail()
             more = flood.sent + AFTER_DPD
             assert wait_until(lambda: flood.sent >= more, 60)
         finally:
@@ -89,7 +75,7 @@ def test_a_clients_ike_auth_gets_through_a_spoofed_flood(topo: TwoHosts) -> None
         os.kill(b.proc.pid, signal.SIGCONT)
     b.wait_established(30)
     a.wait_established(30)
-    assert _counter(topo, topo.b, "authwatch", "auths") == 1, b.log_tail()
+    assert counted(topo, "auths", "authwatch") == 1, b.log_tail()
     drops = b.status()["drops"]
     flooded = ("queue_full", "ike_source_limit", "pipe_ike_full", "pipe_ike_source_full")
     assert sum(drops[k] for k in flooded) > 0, drops

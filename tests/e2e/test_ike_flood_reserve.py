@@ -28,7 +28,7 @@ from dataclasses import replace
 import pytest
 from ike_peers import Conn, TunsecIke
 
-from tunsec.bench.netns import TwoHosts, wait_until
+from tunsec.bench.netns import Host, TwoHosts, wait_until
 
 SPOOFED = [f"198.51.100.{n}" for n in range(1, 65)]
 AFTER_DPD = 4000   # flood datagrams after the DPD: several times what B's worker can hold
@@ -99,13 +99,18 @@ def count_ike(topo: TwoHosts) -> None:
   }}
 }}
 """
-    rules = topo.workdir / "ikewatch.nft"
+    nft_load(topo, topo.b, "ikewatch.nft", script)
+
+
+def nft_load(topo: TwoHosts, host: Host, name: str, script: str) -> None:
+    rules = topo.workdir / name
     rules.write_text(script)
-    topo.run(topo.b, ["nft", "-f", str(rules)])
+    topo.run(host, ["nft", "-f", str(rules)])
 
 
-def counted(topo: TwoHosts, name: str) -> int:
-    doc = json.loads(topo.run(topo.b, ["nft", "-j", "list", "counter", "ip", "ikewatch", name]).stdout)
+def counted(topo: TwoHosts, name: str, table: str = "ikewatch", host: Host | None = None) -> int:
+    """Packets of the nftables counter name in table (in B unless host says)."""
+    doc = json.loads(topo.run(host or topo.b, ["nft", "-j", "list", "counter", "ip", table, name]).stdout)
     (counter,) = [o["counter"] for o in doc["nftables"] if "counter" in o]
     packets: int = counter["packets"]
     return packets
