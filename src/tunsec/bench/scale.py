@@ -168,13 +168,23 @@ def _install_holds(gateway: TunsecGateway, res: ScaleResult) -> None:
 
 
 def run_one(kind: str, n: int, timeout: float, keep_workdir: bool = False,
-            timeline: Path | None = None) -> ScaleResult:
+            timeline: Path | None = None, own_sessions: bool = True) -> ScaleResult:
+    """One gateway against N clients.
+
+    ``own_sessions``: the gateway and the clients' charon each lead a session of their own, as
+    daemons an init system starts do. With the kernel's autogroup scheduling (on by default on
+    desktop and many server kernels, /proc/sys/kernel/sched_autogroup_enabled) CPU time is shared
+    between sessions first and between threads within one only then; in one shared session
+    (``False``, the benchmark before 2026-12-03) a single-threaded gateway got one thread's share
+    against the clients' charon's many busy threads, and a gateway with as many threads as the
+    clients half the CPU: the run measured how the gateway's threads compete with its clients'
+    on one host, which separate machines never do."""
     with TwoHosts(ipv6=False, prefix="sc", keep_workdir=keep_workdir) as topo:
         psk = secrets.token_hex(16)
-        gateway: Gateway = (TunsecGateway(topo, psk, n, timeline=timeline) if kind == "tunsec"
-                            else CharonGateway(topo, psk, n))
+        gateway: Gateway = (TunsecGateway(topo, psk, n, timeline=timeline, own_session=own_sessions)
+                            if kind == "tunsec" else CharonGateway(topo, psk, n, own_session=own_sessions))
         try:
-            return run_clients(topo, gateway, RoadWarriors(topo, psk, n), timeout)
+            return run_clients(topo, gateway, RoadWarriors(topo, psk, n, own_session=own_sessions), timeout)
         except Unavailable as exc:
             return ScaleResult(kind, n, reason=str(exc))
 
@@ -204,6 +214,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "bench/scale.py") -> int
     ap.add_argument("--timeline", type=Path, metavar="FILE",
                     help="record the tunsec gateway's per-client timeline in FILE.N and print its summary "
                          "(tunsec.bench.timeline; costs the control process some CPU)")
+    ap.add_argument("--shared-session", action="store_true",
+                    help="run the gateway and the clients in this command's session, as before 2026-12-03 "
+                         "(see run_one: with autogroup scheduling they then compete thread by thread)")
     args = ap.parse_args(argv)
     reason = precheck()
     if reason:
@@ -220,7 +233,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "bench/scale.py") -> int
             print(f"{kind}: {n} clients ...", file=sys.stderr, flush=True)
             trace = args.timeline.with_name(f"{args.timeline.name}.{n}") if args.timeline and kind == "tunsec" \
                 else None
-            results.append(run_one(kind, n, args.timeout or 30 + n / 10, args.keep_workdir, trace))
+            results.append(run_one(kind, n, args.timeout or 30 + n / 10, args.keep_workdir, trace,
+                                   own_sessions=not args.shared_session))
             if trace is not None and trace.is_file():
                 print(timeline.summarize(timeline.load(trace)), flush=True)
         print(format_table(results), flush=True)

@@ -35,6 +35,7 @@ class RoadWarriors:
     topo: TwoHosts
     psk: str
     clients: int
+    own_session: bool = True        # see tunsec.bench.scale.run_one
     inst: Instance = field(init=False)
     proc: subprocess.Popen[bytes] | None = None
 
@@ -49,7 +50,7 @@ class RoadWarriors:
 
     def start(self) -> None:
         """Start charon with no connections loaded yet (they start when :meth:`load` loads them)."""
-        self.proc = start_charon(self.topo, self.inst)
+        self.proc = start_charon(self.topo, self.inst, self.own_session)
 
     def pids(self) -> list[int]:
         return [self.proc.pid] if self.proc is not None else []

@@ -44,6 +44,7 @@ class TunsecGateway:
     pool: str = POOL4
     name: str = "tunsec"
     timeline: Path | None = None    # record a per-client timeline here (tunsec.bench.timeline)
+    own_session: bool = True        # see tunsec.bench.scale.run_one
     dir: Path = field(init=False)
     proc: subprocess.Popen[bytes] | None = None
 
@@ -77,7 +78,8 @@ class TunsecGateway:
         if not argv0 and self.timeline is not None:
             argv0 = [sys.executable, "-m", "tunsec.bench.timeline", "--out", str(self.timeline)]
         argv = [*(argv0 or [sys.executable]), "-m", "tunsec", "up", "-c", str(self.conf)]
-        self.proc = proc = self.topo.popen(self.topo.a, argv, env=_tunsec_env(), log=self.log)
+        self.proc = proc = self.topo.popen(self.topo.a, argv, env=_tunsec_env(), log=self.log,
+                                           start_new_session=self.own_session)
         ok = wait_until(lambda: proc.poll() is not None or self.cli("status").returncode == 0, 30, 0.25)
         if proc.poll() is not None or not ok:
             raise Unavailable(f"tunsec gateway did not start: {log_tail(self.log, 10)}")
@@ -108,6 +110,7 @@ class CharonGateway:
     psk: str
     clients: int
     name: str = "strongswan"
+    own_session: bool = True        # see tunsec.bench.scale.run_one
     inst: Instance = field(init=False)
     proc: subprocess.Popen[bytes] | None = None
 
@@ -121,7 +124,7 @@ class CharonGateway:
         path.chmod(0o600)
 
     def start(self) -> None:
-        self.proc = start_charon(self.topo, self.inst)
+        self.proc = start_charon(self.topo, self.inst, self.own_session)
         swanctl_ok(self.topo, self.inst, "--load-all", "--noprompt")
 
     def pids(self) -> list[int]:

@@ -104,13 +104,14 @@ secrets {{
 """
 
 
-def start_charon(topo: TwoHosts, inst: Instance) -> subprocess.Popen[bytes]:
+def start_charon(topo: TwoHosts, inst: Instance, own_session: bool = False) -> subprocess.Popen[bytes]:
     """Start charon in ``inst.host``'s namespace with its own /run (tracked by
     ``topo``, stopped by PID on close); returns once its vici socket exists.
-    Raises :class:`Unavailable` if it does not come up."""
+    ``own_session``: in a session of its own, as a daemon started by an init system is (see
+    :func:`tunsec.bench.scale.run_one`). Raises :class:`Unavailable` if it does not come up."""
     env = {**os.environ, "STRONGSWAN_CONF": str(inst.dir / "strongswan.conf")}
     argv = ["unshare", "-m", "--propagation", "private", "sh", "-c", CHARON_SH, str(inst.dir), CHARON]
-    proc = topo.popen(inst.host, argv, env=env, log=inst.dir / "charon.out")
+    proc = topo.popen(inst.host, argv, env=env, log=inst.dir / "charon.out", start_new_session=own_session)
     sock = inst.dir / "run" / "charon.vici"
     if not wait_until(lambda: sock.exists() or proc.poll() is not None, 15):
         topo.stop(proc)
