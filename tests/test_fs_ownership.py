@@ -7,6 +7,7 @@ this process, except the drop, which runs in a process of its own."""
 from __future__ import annotations
 
 import os
+import pwd
 import stat
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import pytest
 from reachable import scratch_dir
 
 from tunsec import prepare, privilege
+from tunsec.seqstate import StateError
 from tunsec.statedir import MARKER, init_state_dir, read_marker
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to change ownership")
@@ -365,3 +367,75 @@ def test_the_drop_refuses_a_state_dir_others_may_write(base: Path, user: privile
            f"{USER}: {state} (owner root (uid 0)) is writable by others, mode 0777" in r.stderr, r.stderr
     assert f"chown {USER}: {state} && chmod 0700 {state}" in r.stderr
     assert owner_and_mode(state)[:2] == (0, 0) and owner_and_mode(state / MARKER)[:2] == (0, 0)
+
+
+def sticky_dir(base: Path) -> Path:
+    """Stands for /tmp: root's, 1777."""
+    sticky = base / "tmp"
+    sticky.mkdir()
+    sticky.chmod(0o1777)
+    return sticky
+
+
+def test_init_state_as_root_makes_nothing_through_a_symlink_swapped_in_on_the_way(
+        base: Path, user: privilege.Target, monkeypatch: pytest.MonkeyPatch) -> None:
+    """state_dir in a sticky directory (only root's entries are safe there), its parent missing when
+    root checks: the user makes that parent a symlink of theirs to root's directory right before root's
+    first mkdir.  By path (main), root's mkdir followed it and made a directory in root's; through
+    descriptors the symlink is found and refused, naming it."""
+    victim = base / "victim"
+    victim.mkdir(mode=0o700)
+    sticky = sticky_dir(base)
+    state = sticky / "x" / "y" / "state"
+    real_mkdir = os.mkdir
+    swapped: list[bool] = []
+
+    def mkdir(*args: Any, **kwargs: Any) -> None:
+        if not swapped:
+            _symlink(victim, sticky / "x")
+            os.lchown(sticky / "x", user.uid, user.gid)
+            swapped.append(True)
+        real_mkdir(*args, **kwargs)
+
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    with pytest.raises(StateError) as caught:
+        init_state_dir(state)
+    monkeypatch.undo()
+    assert swapped, "the swap never ran: the test proves nothing"
+    assert list(victim.iterdir()) == []
+    assert str(caught.value).startswith(f"{sticky / 'x'} is a symbolic link (not followed), so root does not "
+                                        f"create or initialise {state} through it"), caught.value
+
+
+def test_init_state_as_root_refuses_another_users_directory_in_a_sticky_parent(
+        base: Path, user: privilege.Target) -> None:
+    """Anyone may make a name first in /tmp: a state_dir there that another user made (0777, theirs) is
+    refused, naming its owner and what to do, and gets no marker (main wrote one and gave it to them).
+    The user tunsec runs as may have made it: that one is initialised, the marker theirs."""
+    nobody = pwd.getpwnam("nobody")
+    state = sticky_dir(base) / "state"
+    state.mkdir()
+    state.chmod(0o777)
+    os.chown(state, nobody.pw_uid, nobody.pw_gid)
+    r = init_state(base, state)
+    assert r.returncode == 1, r
+    assert (f"cannot initialise the state directory {state}: {state} is owned by nobody, not root nor the user "
+            f"tunsec runs as, in {state.parent}, where any user may make it first") in r.stderr, r.stderr
+    assert list(state.iterdir()) == []
+
+    os.chown(state, user.uid, user.gid)
+    state.chmod(0o700)
+    r = init_state(base, state)
+    assert r.returncode == 0 and "initialised" in r.stdout, r
+    assert owner_and_mode(state / MARKER) == (user.uid, user.gid, 0o600)
+
+
+def test_init_state_as_root_names_the_parent_another_user_owns_and_why(base: Path, user: privilege.Target) -> None:
+    home = base / "home"
+    home.mkdir(mode=0o755)
+    os.chown(home, user.uid, user.gid)
+    with pytest.raises(StateError) as caught:
+        init_state_dir(home / "a" / "state")
+    assert str(caught.value).startswith(f"users other than root may change {home} (it is owned by {USER}), so root "
+                                        f"does not create or initialise {home / 'a' / 'state'} there"), caught.value
+    assert list(home.iterdir()) == []

@@ -245,3 +245,45 @@ def test_a_hard_expiry_while_a_refill_writes_the_same_file_waits_for_it_and_is_k
             go.set()
 
     asyncio.run(body())
+
+
+def test_a_key_found_past_its_life_time_at_install_is_marked_off_the_loop_before_anything_goes_in(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A restart past life_time marks both SAs expired in their state files: the fsync of that mark
+    runs on a thread, not the event loop (other peers' IKE waits otherwise), and the mark is in the
+    file before the install sends the worker anything (its policies, which drop the traffic)."""
+    now = [1_800_000_000.0]
+    monkeypatch.setattr("tunsec.services.manual.time.time", lambda: now[0])
+    text = conf(tmp_path, with_limit("life_time = 3600"))
+    real_fsync = os.fsync
+    fsyncs_on_loop: list[int] = []
+
+    def fsync(fd: int) -> None:
+        if threading.current_thread() is threading.main_thread():
+            fsyncs_on_loop.append(fd)
+        real_fsync(fd)
+
+    async def body() -> None:
+        h = Harness(tmp_path, text)
+        await h.start()
+        files = {sa.direction: h.daemon.manual.seq[sa_key(sa.spi, sa.direction, sa.remote)].path
+                 for sa in (h.daemon.manual.plans[0].inbound, h.daemon.manual.plans[0].outbound)}
+        h.stop()
+        now[0] += 3600
+        again = Harness(tmp_path, text)
+        seen: list[tuple[str, set[str]]] = []   # each request, and the directions whose file holds the mark then
+
+        def hold(msg: pipe.Message) -> None:
+            seen.append((type(msg).__name__, {d.name for d, f in files.items() if "expired" in json.loads(
+                f.read_text())}))
+        again.worker.hold = hold
+        again.daemon.manual.prepare()   # opening the state directory: the daemon's start, before IKE runs
+        monkeypatch.setattr(os, "fsync", fsync)
+        await again.daemon.manual.start()
+        assert fsyncs_on_loop == []
+        assert seen and {name for name, _ in seen} == {"SpdAdd"}   # the policies only: no SA of a spent key
+        assert all(marked == {"IN", "OUT"} for _, marked in seen), seen
+        assert {json.loads(f.read_text())["expired"]["reason"] for f in files.values()} == {"time"}
+        again.stop()
+
+    asyncio.run(body())

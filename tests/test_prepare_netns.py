@@ -45,11 +45,12 @@ def base() -> Iterator[Path]:
         yield d
 
 
-def prepare(ns: str, base: Path, run_dir: Path, state_dir: Path) -> subprocess.CompletedProcess[str]:
+def prepare(ns: str, base: Path, run_dir: Path, state_dir: Path, remote_ts: str = "10.2.0.0/24"
+            ) -> subprocess.CompletedProcess[str]:
     conf = base / "tunsec.conf"
     conf.write_text(f"tunsec {{\n  tun = {TUN}\n  control_socket = {run_dir}/t.sock\n  state_dir = {state_dir}\n"
                     "  mtu = 1400\n}\nmanual {\n  site { local_addr = 192.0.2.1\n    remote_addr = 192.0.2.2\n"
-                    "    local_ts = 10.1.0.0/24\n    remote_ts = 10.2.0.0/24\n    spi_in = 0xc0010001\n"
+                    f"    local_ts = 10.1.0.0/24\n    remote_ts = {remote_ts}\n    spi_in = 0xc0010001\n"
                     "    key_in = 0x0102030405060708090a0b0c0d0e0f1011121314\n    spi_out = 0xc0020001\n"
                     "    key_out = 0x1102030405060708090a0b0c0d0e0f1011121314 }\n}\n")
     return subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-m", "tunsec", "prepare", "-c", str(conf),
@@ -80,3 +81,20 @@ def test_prepare_with_directories_in_roots_tree_makes_the_tun(ns: str, base: Pat
     assert r.returncode == 0, r.stderr
     assert f"TUN {TUN} created" in r.stdout, r.stdout
     assert has_tun(ns)
+
+
+def test_prepare_refused_after_making_the_tun_removes_it_and_keeps_one_it_found(ns: str, base: Path) -> None:
+    """A refusal that comes once the TUN is made (a route the kernel refuses: IPv6 disabled in the
+    namespace, an IPv6 remote_ts) removes the TUN this run made; one that was there before stays."""
+    subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
+                    "net.ipv6.conf.default.disable_ipv6=1"], check=True)
+    r = prepare(ns, base, base / "run", base / "state", "10.2.0.0/24, fd00:2::/64")
+    assert r.returncode == 1, r
+    assert f"adding route fd00:2::/64 via TUN {TUN}: Permission denied" in r.stderr, r.stderr
+    assert not has_tun(ns)
+
+    r = prepare(ns, base, base / "run", base / "state")   # the TUN is made, and kept
+    assert r.returncode == 0 and has_tun(ns), r.stderr
+    r = prepare(ns, base, base / "run", base / "state", "10.2.0.0/24, fd00:2::/64")
+    assert r.returncode == 1 and "Permission denied" in r.stderr, r.stderr
+    assert has_tun(ns)   # not this run's: left as it was

@@ -134,6 +134,19 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _service_uid(user: str | None) -> int | None:
+    """The uid tunsec runs as once set up (tunsec { user }), if that user exists."""
+    import pwd
+
+    from tunsec.conf.tunsec_section import worker_user
+
+    try:
+        name = worker_user(user)
+        return pwd.getpwnam(name).pw_uid if name else None
+    except LookupError:   # `tunsec up` says so; init-state then trusts root alone
+        return None
+
+
 def cmd_init_state(args: argparse.Namespace) -> int:
     """Mark state_dir as initialised on purpose: from now on a manual key without a state file is new."""
     cfg = _load(args.config)
@@ -144,7 +157,7 @@ def cmd_init_state(args: argparse.Namespace) -> int:
 
     path = Path(cfg.tunsec.state_dir)
     try:
-        done = init_state_dir(path)
+        done = init_state_dir(path, _service_uid(cfg.tunsec.user))
     except (OSError, StateError) as err:
         why = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
         print(f"tunsec init-state: cannot initialise the state directory {path}: {why}", file=sys.stderr)

@@ -3,11 +3,13 @@
 Anyone can send an IKE_SA_INIT with proposals we refuse, or an IKE_AUTH that
 fails: each would write an error line, so a flood of them would flood the log
 (and the disk behind it).  Lines of such a kind pass in bursts; the rest are
-counted and the count is reported with the next line that passes.
+counted and the count is reported with the next line that passes (SourceLimiter:
+with the addresses they came from, and on its own once the burst is over).
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import math
 import os
@@ -16,6 +18,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from tunsec.printable import escaped
 from tunsec.safefs import write_fix
 
 
@@ -45,6 +48,90 @@ class LogLimiter:
 
 def suffix(held: int) -> str:
     return f" ({held} more like it suppressed)" if held else ""
+
+
+@dataclass(frozen=True)
+class Held:
+    """The lines a SourceLimiter held back: how many, and from where (the most frequent sources by
+    name, the rest counted)."""
+
+    count: int
+    top: tuple[tuple[str, int], ...] = ()
+    rest_lines: int = 0
+    rest_sources: int = 0
+    rest_unknown: bool = False   # sources past the tally's cap: more than rest_sources
+
+    def sources(self) -> str:
+        """``8 from 198.51.100.7, 3 from 198.51.100.9 and 2 from 2 other addresses``."""
+        parts = [f"{n} from {escaped(src)}" for src, n in self.top]
+        if self.rest_lines:
+            many = f"{'more than ' if self.rest_unknown else ''}{self.rest_sources} other address" \
+                   f"{'' if self.rest_sources == 1 and not self.rest_unknown else 'es'}"
+            parts.append(f"{self.rest_lines} from {many}")
+        return parts[0] if len(parts) == 1 else f"{', '.join(parts[:-1])} and {parts[-1]}"
+
+    def suffix(self) -> str:
+        return f" ({self.count} more like it suppressed: {self.sources()})" if self.count else ""
+
+    def fields(self) -> dict[str, object]:
+        """The same for a JSON line: ``suppressed`` (how many), ``suppressed_from`` (address: count)."""
+        return {"suppressed": self.count, "suppressed_from": dict(self.top)} if self.count else {}
+
+
+@dataclass
+class SourceLimiter(LogLimiter):
+    """A LogLimiter that tallies the lines it holds by their source (a peer's address), so that the
+    note on the next line names who was left out: an operator chasing a brute force needs the
+    addresses, not only a count.  The tally is bounded (``cap`` addresses, the rest counted), and
+    ``flush_to``, when set, gets what is still held one period after the first line held (else a burst
+    that stops is never reported)."""
+
+    top: int = 5
+    cap: int = 256
+    flush_to: Callable[[Held], None] | None = None
+    # (delay, callback): the running loop's call_later unless a test's
+    schedule: Callable[[float, Callable[[], None]], object] | None = None
+    _sources: dict[str, int] = field(default_factory=dict, init=False)
+    _unnamed: int = field(default=0, init=False)
+    _armed: bool = field(default=False, init=False)
+
+    def admit_from(self, source: str) -> Held | None:
+        """None: drop this line (tallied under source).  Else what was held since the last one passed."""
+        held = self.admit()
+        if held is not None:
+            return self._take(held)
+        if source in self._sources or len(self._sources) < self.cap:
+            self._sources[source] = self._sources.get(source, 0) + 1
+        else:
+            self._unnamed += 1
+        self._arm()
+        return None
+
+    def _arm(self) -> None:
+        if self.flush_to is None or self._armed:
+            return
+        schedule = self.schedule
+        if schedule is None:
+            try:
+                schedule = asyncio.get_running_loop().call_later
+            except RuntimeError:   # no loop (a caller outside one): the next line that passes reports them
+                return
+        schedule(self.period, self._flushed)
+        self._armed = True
+
+    def _flushed(self) -> None:
+        self._armed = False
+        if self._held and self.flush_to is not None:
+            held, self._held = self._held, 0
+            self.flush_to(self._take(held))
+
+    def _take(self, held: int) -> Held:
+        ranked = sorted(self._sources.items(), key=lambda kv: (-kv[1], kv[0]))
+        top = tuple(ranked[:self.top])
+        rest = held - sum(n for _, n in top)
+        out = Held(held, top, rest, len(ranked) - len(top), self._unnamed > 0)
+        self._sources, self._unnamed = {}, 0
+        return out
 
 
 def internal_error(err: BaseException, first: bool) -> str:

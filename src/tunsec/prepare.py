@@ -4,7 +4,8 @@ capability at all (or systemd's ExecStartPre=+tunsec prepare ...).
 It creates the TUN persistent and owned by U, with the flags `tunsec up` will open it with
 (multi_queue when the configuration has more than one worker, vnet_hdr for the offloads), sets its
 MTU, quiets IPv6 on it and brings it up, installs the configuration's routes through it, and makes the
-control socket's directory and the state directory U's.  It may run again: what is right stays.
+control socket's directory and the state directory U's.  It may run again: what is right stays.  A
+refusal leaves no TUN it made behind (the directories are checked first, the TUN removed after).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import stat
 import struct
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pytun_pmd3.linux import IFF_MULTI_QUEUE, IFF_NO_PI, IFF_TUN, IFF_VNET_HDR
 
@@ -27,6 +29,9 @@ from tunsec.dataplane.tun import Tun, interface_exists, tun_flags, tun_owner
 from tunsec.privilege import PrivilegeError, Target, target_for
 from tunsec.safefs import give_dir, nearest_existing, root_only
 from tunsec.statedir import MARKER
+
+if TYPE_CHECKING:
+    from tunsec.daemon import Daemon
 
 log = logging.getLogger("tunsec.prepare")
 
@@ -52,6 +57,39 @@ def _create_persistent(name: str, flags: int, owner: Target) -> None:
                            "(CAP_NET_ADMIN)") from err
     finally:
         os.close(fd)
+
+
+def _remove_persistent(name: str, flags: int) -> None:
+    """The persistent TUN name this run made goes (its routes with it); logged if it cannot."""
+    try:
+        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
+        try:
+            fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), flags))
+            fcntl.ioctl(fd, TUNSETPERSIST, 0)
+        finally:
+            os.close(fd)   # the last descriptor of a TUN no longer persistent: the kernel removes it
+    except OSError as err:
+        log.error("removing TUN %s made by this run failed: %s; remove it: ip tuntap del dev %s mode tun%s", name,
+                  err.strerror, name, " multi_queue" if flags & IFF_MULTI_QUEUE else "")
+
+
+def _set_up(d: Daemon, name: str) -> list[str]:
+    """The daemon's MTU, link and routes on the TUN name; the routes it added (they stay)."""
+    from tunsec.daemon import StartupError
+
+    tun = Tun.open(name, queues=d.nqueues)
+    try:
+        d.tun = tun
+        try:
+            d._setup_tun()
+        except StartupError as err:   # a route or link change the kernel refused, saying which and why
+            raise PrepareError(str(err)) from err
+        routes = [str(r[0]) for r in tun.routes]
+        tun.routes.clear()   # they stay when tunsec up starts (and after it stops)
+        return routes
+    finally:
+        tun.close()
+        d.tun = None
 
 
 def _ensure_tun(name: str, flags: int, owner: Target) -> str:
@@ -183,7 +221,7 @@ def _own_state_dir(path: Path, owner: Target) -> str:
 
 def prepare(cfg: Config, user: str) -> str:
     """Set up the host for cfg run as user; a summary of what is in place."""
-    from tunsec.daemon import Daemon, StartupError  # the daemon's own MTU and route choices, not a second copy
+    from tunsec.daemon import Daemon  # the daemon's own MTU and route choices, not a second copy
 
     if os.geteuid() != 0:
         raise PrepareError("tunsec prepare runs as root (it creates the TUN and routes for the user tunsec up "
@@ -201,18 +239,12 @@ def prepare(cfg: Config, user: str) -> str:
     _own_dir(sock.parent, owner, socket=sock.name)
     skipped = _own_state_dir(Path(cfg.tunsec.state_dir), owner) if d.manual.plans else ""
     how = _ensure_tun(name, flags, owner)
-    tun = Tun.open(name, queues=d.nqueues)
     try:
-        d.tun = tun
-        try:
-            d._setup_tun()
-        except StartupError as err:   # a route or link change the kernel refused, saying which and why
-            raise PrepareError(str(err)) from err
-        routes = [str(r[0]) for r in tun.routes]
-        tun.routes.clear()   # they stay when tunsec up starts (and after it stops)
-    finally:
-        tun.close()
-        d.tun = None
+        routes = _set_up(d, name)
+    except BaseException:
+        if how == "created":   # a refusal leaves the host as it found it (a TUN it had stays)
+            _remove_persistent(name, flags)
+        raise
     mq = " multi_queue" if flags & IFF_MULTI_QUEUE else ""
     st = os.stat(cfg.path)
     unreadable = st.st_uid != owner.uid and not st.st_mode & 0o004 and not (st.st_gid == owner.gid

@@ -25,7 +25,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunsec.safefs import nearest_existing, not_private, read_regular, root_only, write_atomic
+from tunsec.safefs import not_private, read_regular, write_atomic
 from tunsec.seqstate import StateError
 
 MARKER = "tunsec-instance-id"
@@ -158,9 +158,10 @@ class Initialised:
     adopted: int     # sequence state files already there (an upgrade)
 
 
-def init_state_dir(path: Path) -> Initialised:
-    """Create path (0700) if needed and write its marker unless it has one (OSError, StateError)."""
-    st = _make_dir(path)
+def init_state_dir(path: Path, owner: int | None = None) -> Initialised:
+    """Create path (0700) if needed and write its marker unless it has one (OSError, StateError).
+    owner: the uid tunsec runs as, who may own path where others could have made it first."""
+    st = _make_dir(path, owner)
     with contextlib.suppress(StateError):
         return Initialised(read_marker(path), False, 0)
     if os.path.lexists(path / MARKER):   # there but unreadable or corrupt: not overwritten blindly
@@ -170,39 +171,95 @@ def init_state_dir(path: Path) -> Initialised:
     instance = secrets.token_hex(16)
     # root initialising a directory `tunsec prepare` gave to the user tunsec runs as: the marker is
     # that user's before it has a name there (a chown by name would follow what the user put there)
-    owner = (st.st_uid, st.st_gid) if os.geteuid() == 0 and (st.st_uid, st.st_gid) != (0, 0) else None
-    write_atomic(path / MARKER, (MARKER_PREFIX + instance + "\n").encode(), owner)
+    owner_ids = (st.st_uid, st.st_gid) if os.geteuid() == 0 and (st.st_uid, st.st_gid) != (0, 0) else None
+    write_atomic(path / MARKER, (MARKER_PREFIX + instance + "\n").encode(), owner_ids)
     return Initialised(instance, True, len(list(path.glob("manual-*.json"))))
 
 
-def _make_dir(path: Path) -> os.stat_result:
-    """path created (0700) if missing, and its stat through a descriptor opened without following a
-    symbolic link.  As root only under a parent nobody but root may change: elsewhere a parent swapped
-    for a symlink would move root's mkdir and marker anywhere (StateError says so and what to do)."""
-    if os.geteuid() == 0:
-        _root_only_parent(path, nearest_existing(path.parent))   # before anything is created
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() == 0:
-        _root_only_parent(path, path.parent)   # the parents just made (a umask of 0 leaves them open)
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(path, 0o700)
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _make_dir(path: Path, owner: int | None) -> os.stat_result:
+    """path created (0700) if missing, its parents (0755) too, and its stat, each directory opened
+    relative to the one before it without following a symbolic link.  As root every directory on the
+    way must be one only root may change, checked through its descriptor before anything is made in
+    it: elsewhere a parent swapped for a symlink would move root's mkdir and marker anywhere; and
+    path itself root's or owner's where others may add entries (a sticky parent: anyone could have
+    made it first).  StateError names the directory, what is wrong and what to do."""
+    root = os.geteuid() == 0
+    # not root, a symbolic link on the way moves nothing the user could not reach anyway
+    full = Path(os.path.abspath(path)) if root else Path(os.path.realpath(path.parent)) / path.name
+    dfd = os.open("/", _DIR)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        where = Path("/")
+        if root:
+            _root_only(dfd, where, path)
+        for name in full.parent.parts[1:]:
+            where = where / name
+            parent, dfd = dfd, -1
+            try:
+                dfd = _enter(parent, name, where, path, 0o755)
+            finally:
+                os.close(parent)
+            if root:
+                _root_only(dfd, where, path)
+        fd = _enter(dfd, full.name, path, path, 0o700)
+        try:
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        if root and st.st_uid not in (0, owner) and os.fstat(dfd).st_mode & stat.S_ISVTX:
+            raise StateError(
+                f"{path} is owned by {_name(st.st_uid)}, not root nor the user tunsec runs as, in {path.parent}, "
+                "where any user may make it first; root initialises no directory of another user's. Look at "
+                f"what it holds, remove it and run tunsec init-state again, or choose a state_dir of tunsec's own "
+                "such as /var/lib/tunsec (tunsec prepare makes it)")
+        return st
+    finally:
+        if dfd >= 0:
+            os.close(dfd)
+
+
+def _enter(dfd: int, name: str, where: Path, path: Path, mode: int) -> int:
+    """The directory name in dfd (made with mode if missing), opened without following a symbolic link."""
+    try:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(name, mode, dir_fd=dfd)
+        return os.open(name, _DIR, dir_fd=dfd)
     except OSError as err:
         # O_DIRECTORY answers ENOTDIR for a symbolic link, O_NOFOLLOW ELOOP
-        link = err.errno in (errno.ELOOP, errno.ENOTDIR) and os.path.islink(path)
-        why = "it is a symbolic link (not followed)" if link else err.strerror
-        raise StateError(f"{why}; state_dir must be a directory, not a symbolic link: name the "
-                         "directory itself in tunsec { state_dir }") from err
+        link = err.errno in (errno.ELOOP, errno.ENOTDIR) and _is_link(dfd, name)
+        if where == path:
+            why = "it is a symbolic link (not followed)" if link else err.strerror
+            raise StateError(f"{why}; state_dir must be a directory, not a symbolic link: name the "
+                             "directory itself in tunsec { state_dir }") from err
+        if link:
+            raise StateError(
+                f"{where} is a symbolic link (not followed), so root does not create or initialise {path} "
+                f"through it: name state_dir by its real path ({os.path.realpath(path)}), if only root may "
+                "change each directory on it") from err
+        raise StateError(f"cannot create or open {where} on the way to {path}: {err.strerror}") from err
+
+
+def _is_link(dfd: int, name: str) -> bool:
     try:
-        return os.fstat(fd)
-    finally:
-        os.close(fd)
+        return stat.S_ISLNK(os.lstat(name, dir_fd=dfd).st_mode)
+    except OSError:
+        return False
 
 
-def _root_only_parent(path: Path, parent: Path) -> None:
-    if not root_only(parent):
-        raise StateError(
-            f"users other than root may change {parent}, so root does not create or initialise {path} there. "
-            f"Run tunsec init-state as the user tunsec runs as (the owner of {parent}), or choose a "
-            "state_dir in a directory only root may change (tunsec prepare then gives it to that user)")
+def _root_only(fd: int, where: Path, path: Path) -> None:
+    """StateError unless no user but root may rename, replace or add entries in the directory fd (a
+    sticky one, /tmp, lets others add entries but not rename or remove root's)."""
+    st = os.fstat(fd)
+    mode = stat.S_IMODE(st.st_mode)
+    if st.st_uid != 0:
+        why = f"it is owned by {_name(st.st_uid)}"
+    elif mode & 0o022 and not mode & stat.S_ISVTX:
+        why = f"it is writable by {'others' if mode & 0o002 else 'its group'}, mode {mode:04o}"
+    else:
+        return
+    raise StateError(
+        f"users other than root may change {where} ({why}), so root does not create or initialise {path} "
+        f"there. Run tunsec init-state as the user tunsec runs as (the owner of {where}), or choose a "
+        "state_dir in a directory only root may change (tunsec prepare then gives it to that user)")

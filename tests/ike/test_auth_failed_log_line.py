@@ -12,7 +12,7 @@ import dataclasses
 import io
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from test_engine import B, initiator_cfg, make_net, only, responder_cfg
@@ -25,6 +25,7 @@ from tunsec.ike.constants import IdType
 from tunsec.ike.endpoint import IkeEndpoint
 from tunsec.ike.events import AuthFailed
 from tunsec.ike.identity import Identity
+from tunsec.loglimit import SourceLimiter
 
 # what a reader splitting on U+2028 or NEL would take for a line of its own
 FORGED = "x\u2028Dec  3 06:00:00 tunsec[1] INFO b-from-a: IKE SA established with 203.0.113.9\x85\x9b2J\u202e"
@@ -122,3 +123,98 @@ def test_the_gateways_json_line_has_the_peers_address_as_a_field_of_its_own(root
     assert (doc["remote"], doc["remote_port"]) == (site_ip(0), 4500)
     assert doc["msg"].startswith(f"gw: AUTHENTICATION_FAILED from {site_ip(0)}[4500]: "), doc
     assert BAIT in ast.literal_eval(doc["msg"].partition(" (")[2][:-1])
+
+
+@dataclasses.dataclass
+class Clock:
+    now: float = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def _failing_gateway(n: int, limiter: Callable[[Gateway], SourceLimiter]) -> Gateway:
+    """A gateway that accepts CN=bob alone, with n sites that each assert their own name (their
+    IKE_AUTH fails), and limiter as its AUTHENTICATION_FAILED lines' rate limit."""
+    gw = Gateway(n)
+    await gw.start()
+    ours = gw.service.endpoint._configs["gw"]
+    gw.service.endpoint.set_configs([dataclasses.replace(ours, remote=RemoteAuth("psk", Identity.parse("CN=bob")))])
+    gw.service.auth_failed_log = limiter(gw)
+    return gw
+
+
+async def _fail(gw: Gateway, *sites: int) -> None:
+    for i in sites:
+        gw.connect(i)
+        await gw.settle()
+
+
+def _auth_lines(out: io.StringIO) -> list[str]:
+    return [ln for ln in out.getvalue().splitlines() if "AUTHENTICATION_FAILED" in ln]
+
+
+def test_the_note_on_suppressed_failures_names_the_addresses_they_came_from(root_logger: None) -> None:
+    """Three failures pass, ten are held (five from site 0, three from site 1, one each from sites 2 and
+    3); the next period's first line names the two most frequent addresses with their counts and
+    counts the rest: an operator chasing a brute force sees who, not only how many."""
+    out = io.StringIO()
+    logs.configure("info", fmt="text", stream=out)
+    clock = Clock()
+
+    async def go() -> None:
+        gw = await _failing_gateway(4, lambda gw: SourceLimiter(burst=3, period=10.0, clock=clock, top=2))
+        await _fail(gw, 0, 1, 2, 0, 0, 1, 0, 2, 1, 0, 3, 1, 0)
+        clock.now += 10.0
+        await _fail(gw, 3)
+
+    run(go())
+    lines = _auth_lines(out)
+    assert len(lines) == 4, lines
+    assert [site_ip(0) in lines[0], site_ip(1) in lines[1], site_ip(2) in lines[2]] == [True] * 3
+    assert "suppressed" not in "".join(lines[:3])
+    assert f"ERROR gw: AUTHENTICATION_FAILED from {site_ip(3)}[4500]: the peer failed" in lines[3], lines[3]
+    assert lines[3].endswith(f") (10 more like it suppressed: 5 from {site_ip(0)}, 3 from {site_ip(1)} and 2 from 2 "
+                             "other addresses)"), lines[3]
+
+
+def test_a_burst_that_stops_is_summed_up_with_its_addresses_once_its_period_ends(root_logger: None) -> None:
+    """No failure comes after the held ones: one line a period after the first held one names them
+    (in JSON: `suppressed`, `suppressed_from`), and the next failure that passes carries no note."""
+    out = io.StringIO()
+    logs.configure("info", fmt="json", stream=out)
+    clock = Clock()   # the window never ends: only the flush can report what is held
+    timers: list[tuple[float, Callable[[], None]]] = []   # the flush, run when the test says
+
+    async def go() -> None:
+        gw = await _failing_gateway(2, lambda gw: SourceLimiter(
+            burst=2, period=10.0, clock=clock, flush_to=gw.service.auth_failed_log.flush_to,
+            schedule=lambda delay, then: timers.append((delay, then))))
+        await _fail(gw, 0, 1, 1, 0, 1)
+        assert [delay for delay, _ in timers] == [10.0] and len(_auth_lines(out)) == 2   # armed once
+        clock.now += 10.0
+        timers.pop()[1]()
+        await _fail(gw, 0)
+
+    run(go())
+    docs = [json.loads(ln) for ln in _auth_lines(out)]
+    assert len(docs) == 4, docs
+    summary = docs[2]
+    assert summary["msg"] == f"AUTHENTICATION_FAILED: 3 more like it suppressed: 2 from {site_ip(1)} and 1 from " \
+                             f"{site_ip(0)}", summary
+    assert (summary["level"], summary["suppressed"], summary["suppressed_from"]) == \
+        ("error", 3, {site_ip(1): 2, site_ip(0): 1})
+    assert "suppressed" not in docs[3]["msg"] and "suppressed" not in docs[3], docs[3]
+    assert docs[3]["remote"] == site_ip(0)
+
+
+def test_held_names_the_top_sources_escaped_and_counts_those_past_the_cap() -> None:
+    lim = SourceLimiter(burst=0, top=2, cap=3)
+    for src in ["a", "b", "b", "c\u2028", "c\u2028", "c\u2028", "d", "e"]:
+        assert lim.admit_from(src) is None
+    lim.burst = 1
+    held = lim.admit_from("f")
+    assert held is not None and held.count == 8
+    assert held.suffix() == " (8 more like it suppressed: 3 from c\\u2028, 2 from b and 3 from more than 1 other " \
+                            "addresses)"
+    assert held.fields() == {"suppressed": 8, "suppressed_from": {"c\u2028": 3, "b": 2}}

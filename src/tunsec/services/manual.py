@@ -359,21 +359,23 @@ class ManualService(Service):
                 now = time.time()
                 r_in = await asyncio.to_thread(self.seq[kin].restart, now)
                 r_out = await asyncio.to_thread(self.seq[kout].restart, now)
-                sas = [self._lifetime_left(key, sa, now) for key, sa in ((kin, p.inbound), (kout, p.outbound))]
+                sas = [await self._lifetime_left(key, sa, now) for key, sa in ((kin, p.inbound), (kout, p.outbound))]
         except StateError as err:
             raise StartupError(str(err)) from err
         log.info("%s: sequence numbers reserved: out %08x from %d to %d, in %08x accepts %d..%d", p.tunnel.name,
                  p.outbound.spi, r_out[0] + 1, r_out[1], p.inbound.spi, r_in[0] + 1, r_in[1])
         return dataclasses.replace(p, inbound=sas[0], outbound=sas[1]).with_reservations(r_in, r_out)
 
-    def _lifetime_left(self, key: SaKey, sa: SaSpec, now: float) -> SaSpec:
-        """lifetime_left, booked: an SA past its key's hard lifetime is expired (not installed)."""
+    async def _lifetime_left(self, key: SaKey, sa: SaSpec, now: float) -> SaSpec:
+        """lifetime_left, booked: an SA past its key's hard lifetime is expired (not installed).  The
+        caller holds the SA's lock: the mark is in the file (its fsync on a thread, not the event
+        loop) before the install goes on and before any other write of that file."""
         st = self.seq[key]
         left = lifetime_left(sa, st, now)
         if isinstance(left, str):
             self.expired[key] = left
             if st.expired is None:   # its life_time ran out while tunsec was down
-                st.mark_expired(Expired(left, sa.hard.seconds))
+                await asyncio.to_thread(st.mark_expired, Expired(left, sa.hard.seconds))
             return sa
         self.expired.pop(key, None)
         return left

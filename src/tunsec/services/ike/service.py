@@ -69,7 +69,7 @@ from tunsec.ike.events import (
 )
 from tunsec.ike.sa import IkeSa, State
 from tunsec.ike.spi_tag import IkeSpiTag
-from tunsec.loglimit import LogLimiter, internal_error, suffix
+from tunsec.loglimit import Held, LogLimiter, SourceLimiter, internal_error, suffix
 from tunsec.policy.claims import TsClaims
 from tunsec.policy.ids import IdSpace
 from tunsec.policy.pools import AddressPools, PoolConfig
@@ -105,6 +105,12 @@ ACCT_SHUTDOWN_WAIT = 3.0   # seconds for the last RADIUS accounting records at s
 
 def _nothing() -> None:
     """on_activity until the daemon sets it (tests run the service without one)."""
+
+
+def _auth_failures_held(held: Held) -> None:
+    """A burst of AUTHENTICATION_FAILED lines ended with lines held back: who they were from."""
+    log.error("AUTHENTICATION_FAILED: %d more like it suppressed: %s", held.count, held.sources(),
+              extra=held.fields())
 
 
 class IkeService(Service):
@@ -175,6 +181,7 @@ class IkeService(Service):
         self.attempts: dict[str, int] = {}                       # connection -> failed tries in a row
         self.closing = False
         self.unauthenticated_log = LogLimiter()                 # failures peers cause before authenticating
+        self.auth_failed_log = SourceLimiter(flush_to=_auth_failures_held)   # theirs that fail AUTH, by address
         self._timer_log = LogLimiter(burst=1, period=60.0)      # the timer itself failed (a bug)
         self._receive_log = LogLimiter(burst=1, period=60.0)    # an IKE datagram the engine failed on (a bug)
         self.receive_errors = 0
@@ -466,9 +473,11 @@ class IkeService(Service):
     def _admit_log(self, sa: IkeSa) -> int | None:
         """Failures of IKE SAs a peer opened and never authenticated pass a rate limit (anyone can cause
         them); our own negotiations and established SAs always log.  See tunsec.loglimit."""
-        if sa.is_initiator or sa.local_spi in self.ike_up:
-            return 0
-        return self.unauthenticated_log.admit()
+        return self.unauthenticated_log.admit() if self._unproven(sa) else 0
+
+    def _unproven(self, sa: IkeSa) -> bool:
+        """An IKE SA a peer opened and has not authenticated: anyone may cause its failures."""
+        return not sa.is_initiator and sa.local_spi not in self.ike_up
 
     def _failure_log(self, sa: IkeSa, ev: NegotiationFailed) -> int | None:
         """A refusal for now (TEMPORARY_FAILURE: the peer's, or no inbound SPI from our worker) is
@@ -525,13 +534,13 @@ class IkeService(Service):
             case ChildSaDown():
                 self._child_gone(sa, ev)
             case AuthFailed():
-                if (held := self._admit_log(sa)) is not None:
+                host, port = sa.remote_addr
+                if (note := self.auth_failed_log.admit_from(host) if self._unproven(sa) else Held(0)) is not None:
                     side = "the peer refused our authentication" if ev.by_peer else "the peer failed authentication"
                     # the address where nothing the peer chose can come before it (an operator's or fail2ban's
                     # block); the reason may quote the peer's identity: repr'd, it cannot pass for tunsec's text
-                    host, port = sa.remote_addr
                     log.error("%s: AUTHENTICATION_FAILED from %s[%d]: %s (%r)%s", ev.name, host, port, side, ev.reason,
-                              suffix(held), extra={"remote": host, "remote_port": port})
+                              note.suffix(), extra={"remote": host, "remote_port": port, **note.fields()})
             case NegotiationFailed():
                 if ev.claims:
                     self.events.ts_claims_refused[(ev.name, ev.child or "")] += 1
