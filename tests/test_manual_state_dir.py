@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import pwd
+import re
 import shutil
 import stat
 import subprocess
@@ -17,8 +18,9 @@ from pathlib import Path
 import pytest
 from test_reload_manual import Harness, conf, derived, sa_pair, tunnel
 
+from tunsec import privilege
 from tunsec.dataplane import pipe
-from tunsec.seqstate import StateError, state_file
+from tunsec.seqstate import SeqState, StateError, state_file
 from tunsec.services.base import StartupError
 from tunsec.statedir import MARKER, StateDir, init_state_dir, read_marker
 
@@ -238,6 +240,72 @@ def test_a_private_state_dir_of_the_user_tunsec_becomes_in_a_sticky_parent_is_ac
     with pytest.raises(StateError, match=f"{state} is owned by tunsec"):
         StateDir.open(state)
     StateDir.open(state, pw.pw_uid).close()
+
+
+def linked_state(tmp_path: Path, holder_mode: int) -> tuple[Path, Path, Path]:
+    """(the link, the private directory it points to, the directory holding the link with holder_mode)."""
+    real = tmp_path / "real"
+    real.mkdir(mode=0o700)
+    init_state_dir(real / "state")
+    holder = tmp_path / "holder"
+    holder.mkdir()
+    holder.chmod(holder_mode)
+    link = holder / "state"
+    link.symlink_to(real / "state")
+    return link, real / "state", holder
+
+
+@pytest.mark.parametrize("holder_mode", [0o777, 0o770])
+def test_a_state_dir_named_through_a_link_others_may_re_point_is_refused(tmp_path: Path, holder_mode: int) -> None:
+    """The link's target is private, but whoever may write where the link is may point it at a directory of
+    theirs between two reservations and back: the key's limit read at the next start is then an old, lower
+    one (repeated nonces).  Refused by StateDir.open and by the hand-over before the drop, naming where the
+    link is.  On main only the target was checked (realpath) and both accepted it."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to make directories others may change")
+    link, _real, holder = linked_state(tmp_path, holder_mode)
+    kind = "others" if holder_mode & 0o002 else "its group"
+    why = f"{holder} (owner root (uid 0)) is writable by {kind}, mode {holder_mode:04o}"
+    with pytest.raises(StateError, match=re.escape(why)):
+        StateDir.open(link)
+    with pytest.raises(privilege.PrivilegeError, match=re.escape(why)):
+        privilege.hand_over(link, None)
+
+
+def test_a_link_another_user_owns_in_a_sticky_directory_is_refused(tmp_path: Path) -> None:
+    """A sticky directory (/tmp) keeps others from removing root's entries, but not the link's owner from
+    replacing their own link."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to make the link another user's")
+    link, _real, _holder = linked_state(tmp_path, 0o1777)
+    nobody = pwd.getpwnam("nobody").pw_uid
+    os.lchown(link, nobody, nobody)
+    with pytest.raises(StateError, match=re.escape(f"{link} is a symbolic link owned by nobody (uid {nobody})")):
+        StateDir.open(link)
+
+
+@pytest.mark.parametrize("holder_mode", [0o755, 0o1777])
+def test_a_state_dir_named_through_a_link_only_root_may_change_is_used_where_it_points(
+        tmp_path: Path, holder_mode: int) -> None:
+    """A link root keeps in a directory only root may change (or root's link in a sticky one) is fine; tunsec
+    then works in the directory it pointed to when it was checked, so even root re-pointing the link later
+    moves no reservation."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    link, real, _holder = linked_state(tmp_path, holder_mode)
+    d = StateDir.open(link)
+    try:
+        assert d.path == real
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir(mode=0o700)
+        link.unlink()
+        link.symlink_to(elsewhere)
+        key = bytes(range(20))
+        st = SeqState.open(d.path, "a", 0x1000, pipe.Direction.OUT, key, esn=False)
+        st.extend(0.0)
+        assert state_file(real, key).exists() and not list(elsewhere.iterdir())
+    finally:
+        d.close()
 
 
 def test_tunsec_up_refuses_a_world_writable_state_dir_cleanly(tmp_path: Path) -> None:

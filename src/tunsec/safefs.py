@@ -76,25 +76,61 @@ def _who(uid: int) -> str:
 
 def not_private(directory: str | Path, owners: Collection[int]) -> str | None:
     """Why a user neither root nor one of owners may add, remove or rename entries in directory (as sshd's
-    StrictModes asks of a home); None when none may.  The directory itself must be root's or an owner's and
-    writable by nobody else; each one above it too, except that a sticky one (/tmp) may be writable by
-    others: they cannot rename or remove what is not theirs there.  OSError when it cannot be looked at."""
+    StrictModes asks of a home); None when none may.  See resolve_private."""
+    return resolve_private(directory, owners)[0]
+
+
+def resolve_private(directory: str | Path, owners: Collection[int]) -> tuple[str | None, str]:
+    """(why directory is not private, or None; its path with every symbolic link resolved).
+
+    The directory itself must be root's or an owner's and writable by nobody else; each one the path
+    passes through too, except that a sticky one (/tmp) may be writable by others: they cannot rename
+    or remove what is not theirs there.  The path is walked as it is written, from /: a symbolic link on
+    the way counts only if it is root's or an owner's in a directory that passed, and the walk goes on
+    where it points.  Resolving first (realpath) would check only where a link points today, not who may
+    point it elsewhere tomorrow.  OSError when a component cannot be looked at."""
     trusted = {0, *owners}
-    path = os.path.realpath(directory)
-    last = True
-    while True:
-        st = os.lstat(path)
-        mode = stat.S_IMODE(st.st_mode)
-        if stat.S_ISLNK(st.st_mode):
-            return f"{path} became a symbolic link"
+    # not abspath: it takes "link/.." away before the link is looked at, which the kernel does not
+    todo = [c for c in os.path.join(os.getcwd(), directory).split("/") if c not in ("", ".")][::-1]
+    path, links = "/", 0
+    while todo:
+        why = _not_trusted(path, os.lstat(path), trusted, last=False)
+        if why:
+            return why, path
+        name = todo.pop()
+        if name == "..":
+            path = os.path.dirname(path)
+            continue
+        step = os.path.join(path, name)
+        st = os.lstat(step)
+        if not stat.S_ISLNK(st.st_mode):
+            path = step
+            continue
         if st.st_uid not in trusted:
-            return f"{path} is owned by {_who(st.st_uid)}, mode {mode:04o}"
-        if mode & 0o022 and (last or not mode & stat.S_ISVTX):
-            return (f"{path} (owner {_who(st.st_uid)}) is writable by {'others' if mode & 0o002 else 'its group'}, "
-                    f"mode {mode:04o}")
-        if path == "/":
-            return None
-        path, last = os.path.dirname(path), False
+            return f"{step} is a symbolic link owned by {_who(st.st_uid)}", step
+        links += 1
+        if links > 40:
+            return f"{directory}: too many levels of symbolic links", step
+        target = os.readlink(step)
+        todo += [c for c in target.split("/") if c and c != "."][::-1]
+        if target.startswith("/"):
+            path = "/"
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        return f"{path} is not a directory", path
+    return _not_trusted(path, st, trusted, last=True), path
+
+
+def _not_trusted(path: str, st: os.stat_result, trusted: set[int], last: bool) -> str | None:
+    mode = stat.S_IMODE(st.st_mode)
+    if stat.S_ISLNK(st.st_mode):
+        return f"{path} became a symbolic link"
+    if st.st_uid not in trusted:
+        return f"{path} is owned by {_who(st.st_uid)}, mode {mode:04o}"
+    if mode & 0o022 and (last or not mode & stat.S_ISVTX):
+        return (f"{path} (owner {_who(st.st_uid)}) is writable by {'others' if mode & 0o002 else 'its group'}, "
+                f"mode {mode:04o}")
+    return None
 
 
 def _kind(mode: int) -> str:

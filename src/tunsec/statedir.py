@@ -25,7 +25,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunsec.safefs import not_private, read_regular, write_atomic
+from tunsec.safefs import read_regular, resolve_private, write_atomic
 from tunsec.seqstate import StateError
 
 MARKER = "tunsec-instance-id"
@@ -85,9 +85,10 @@ class StateDir:
         """Check the marker and that no user but root, this one and owner (the uid it becomes) may change
         the directory, take the lock and prove it writable (StateError says how to fix it)."""
         instance = read_marker(path)
-        check_private(path, os.geteuid() if owner is None else owner)
+        # from here on the resolved path: nobody else may change it, a link on the way they might re-point
+        path = check_private(path, os.geteuid() if owner is None else owner)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError as err:
             raise StateError(f"cannot open the state directory {path}: {err.strerror or err}") from err
         try:
@@ -114,15 +115,16 @@ class StateDir:
             self.fd = -1
 
 
-def check_private(path: Path, user: int) -> None:
-    """StateError unless only root, this process's user and user (whom tunsec runs as) may add, remove or
-    rename entries in path (safefs.not_private)."""
+def check_private(path: Path, user: int) -> Path:
+    """path with its symbolic links resolved; StateError unless only root, this process's user and user
+    (whom tunsec runs as) may add, remove or rename entries in it or re-point a link on the way to it
+    (safefs.resolve_private)."""
     try:
-        why = not_private(path, {os.geteuid(), user})
+        why, real = resolve_private(path, {os.geteuid(), user})
     except OSError as err:
         raise StateError(f"cannot check the state directory {path}: {err.strerror or err}") from err
     if why is None:
-        return
+        return Path(real)
     who = _name(user)
     raise StateError(
         f"cannot start manual tunnels: the state directory {path} (tunsec {{ state_dir }}) may be changed by "
