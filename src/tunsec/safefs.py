@@ -14,7 +14,7 @@ calls.  So root here
   (read_regular): a FIFO would hang the start, /dev/zero fill the memory;
 - walks a directory only when nobody but root may change the path to it (root_only): O_NOFOLLOW
   guards only the last component, and a parent swapped for a symlink would move the walk to /etc;
-- keeps sequence state only in a directory no other user may change (not_private): one who may
+- keeps sequence state only in a directory no other user may change (resolve_private): one who may
   remove a key's state file makes that key start again at sequence number 1.
 """
 
@@ -72,12 +72,6 @@ def _who(uid: int) -> str:
         return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
     except KeyError:
         return f"uid {uid}"
-
-
-def not_private(directory: str | Path, owners: Collection[int]) -> str | None:
-    """Why a user neither root nor one of owners may add, remove or rename entries in directory (as sshd's
-    StrictModes asks of a home); None when none may.  See resolve_private."""
-    return resolve_private(directory, owners)[0]
 
 
 def resolve_private(directory: str | Path, owners: Collection[int]) -> tuple[str | None, str]:
