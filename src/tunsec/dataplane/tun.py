@@ -182,7 +182,8 @@ class Tun:
     unapplied: list[tuple[str, str]] = field(default_factory=list)
     # networks of the tunnels whose route the kernel refused: why.  Their SAs and policies are in the
     # worker while the host's other routes (a default route) would carry their traffic in clear, so a
-    # prohibit route of ours holds it (fail closed) until their route is added (see block)
+    # prohibit route of ours holds it (fail closed) until their route is added (see block); also one
+    # an earlier run left that this start could not remove, or whose TUN route is not in (clear_stale_blocks)
     unrouted: dict[IPNetwork, Unrouted] = field(default_factory=dict)
 
     @classmethod
