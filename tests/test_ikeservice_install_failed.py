@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from test_ikeservice_peers import run
-from test_ikeservice_rekey import Pair, fire_timers
+from test_ikeservice_rekey import Pair, adds, fire_timers, settle_holding_a_delete
 
 from tunsec.conf.connections import Action, Child, Connection
 from tunsec.dataplane import client, pipe
@@ -183,3 +183,52 @@ def test_a_rekey_responder_whose_held_back_add_is_refused_deletes_the_new_child_
         assert not pair.sa_spis("b", Direction.IN) and not pair.sa_spis("b", Direction.OUT)
         assert pair.svc["b"].events.install_failed == {("tun", "net"): 1}
     run(body())
+
+
+def test_a_held_back_add_failing_after_the_peer_deleted_its_child_sa_removes_it_once() -> None:
+    """B holds its new outbound SA back after answering A's rekey; A's DELETE of the old Child SA makes
+    B ADD it, and while that ADD is in flight A deletes the new Child SA too; then the worker refuses
+    the ADD.  The DELETE already took the Child SA out: it is removed once (one inbound DELETE), and
+    no install failure is counted or sent to A (review M, F4)."""
+    async def body() -> None:
+        pair = TwoChildPair()
+        await pair.start()
+        pair.svc["a"].initiate("tun", "net")
+        await pair.settle()
+        old_b = pair.child("b")
+        pair.rekey("a")
+        held = await settle_holding_a_delete(pair)
+        new_b = next(c for c in pair.svc["b"].children.values() if c.handle != old_b.handle)
+        assert new_b.standby is not None
+        answer: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        refuse_next(pair.workers["b"].dp, "add")
+        pair.workers["b"].hold = lambda msg: answer if isinstance(msg, pipe.Add) else None
+        mark = len(pair.timeline)
+        pair.wire.extend(held)   # A's DELETE of the old Child SA: B ADDs the new one, its answer held
+        await deliver_without_waiting(pair)
+        assert pair.after(mark, "pipe", "b", adds(new_b.spi_out)), "the held-back ADD was not sent"
+        a_sa = ike_up(pair, "a")
+        (new_a,) = [c for c in a_sa.children if c.spi_in == new_b.spi_out]
+        a_sa.delete_child(new_a.unique_id)
+        pair.svc["a"]._pump()
+        await deliver_without_waiting(pair)
+        assert new_b.handle not in pair.svc["b"].children   # B's engine saw the DELETE
+        pair.workers["b"].hold = None
+        answer.set_result(None)   # the refused ADD's answer comes
+        await pair.settle()
+        deletes = pair.after(mark, "pipe", "b", lambda m: isinstance(m, pipe.Delete) and m.spi == new_b.spi_in
+                             and m.direction is Direction.IN)
+        assert len(deletes) == 1, [pair.timeline[i][2] for i in deletes]
+        assert pair.svc["b"].events.install_failed == {}
+        assert pair.svc["b"].children == {} and pair.workers["b"].dp.policies() == []
+        assert not pair.sa_spis("b", Direction.IN) and not pair.sa_spis("b", Direction.OUT)
+    run(body())
+
+
+async def deliver_without_waiting(pair: Pair) -> None:
+    """The datagrams on the wire delivered, each side's tasks given turns but not awaited (one of
+    them waits for an answer the test holds)."""
+    while pair.wire:
+        pair.deliver(*pair.wire.pop(0))
+        for _ in range(20):
+            await asyncio.sleep(0)

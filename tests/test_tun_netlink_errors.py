@@ -27,6 +27,7 @@ from test_ikeservice_peers import InProcessWorker
 from tunsec.bench.netns import in_netns
 from tunsec.conf.config import load_config
 from tunsec.daemon import Daemon, StartupError
+from tunsec.dataplane import pipe
 from tunsec.dataplane.pipe import Direction
 from tunsec.statedir import init_state_dir
 
@@ -251,3 +252,84 @@ def test_the_prohibit_route_goes_with_tunsec(ns: str, tmp_path: Path) -> None:
     finally:
         inside(ns, d.close_network)
     assert prohibits(ns) == []
+
+
+def prohibits4(ns: str) -> list[str]:
+    out = subprocess.run(["ip", "netns", "exec", ns, "ip", "-4", "route", "show", "type", "prohibit"],
+                         capture_output=True, text=True, check=True).stdout
+    return sorted(line.split()[1] for line in out.splitlines() if line.strip())
+
+
+def test_a_prohibit_route_a_killed_tunsec_left_goes_at_the_next_start_and_only_ours(ns: str, tmp_path: Path) -> None:
+    """tunsec blocks a refused route's network, then dies without cleaning up (SIGKILL, OOM): its
+    prohibit route stays.  The next start, whose configuration no longer routes that network, removes
+    it (the host would stay cut off from it, and nothing would say why); prohibit routes it did not
+    make (another program's, without tunsec's proto) stay, before and after its exit (review M, F3)."""
+    write(tmp_path, SITE_B)
+    d = Daemon(load_config(tmp_path / "tunsec.conf"))
+
+    async def scenario() -> None:
+        d.worker = InProcessWorker(asyncio.get_running_loop(), lambda m: None)  # type: ignore[assignment]
+        await d.manual.start()
+        write(tmp_path, SITE_B, SITE_C6)
+        ok, lines = await d.reload()
+        assert ok and any(line.startswith("failed: ") for line in lines), lines
+
+    inside(ns, d.prepare)
+    inside(ns, lambda: asyncio.run(scenario()))
+    assert d.tun is not None
+    d.tun.unrouted.clear()   # killed: what it knew is gone; the kernel closes its files (the TUN it made goes)
+    inside(ns, d.close_network)
+    assert prohibits(ns) == ["fd00:3::/64"]
+
+    def ip(*args: str) -> None:
+        subprocess.run(["ip", "netns", "exec", ns, "ip", *args], check=True)
+    ip("-6", "route", "add", "prohibit", "fd00:7::/64")   # someone else's
+    ip("route", "add", "prohibit", "10.7.0.0/24")          # someone else's
+    ip("route", "add", "prohibit", "10.8.0.0/24", "proto", "116")   # ours, of a tunnel gone since
+    ip("route", "add", "prohibit", "10.2.0.0/24", "proto", "116")   # ours, of site-b: its TUN route replaces it
+    write(tmp_path, SITE_B)
+    again = Daemon(load_config(tmp_path / "tunsec.conf"))
+    inside(ns, again.prepare)
+    try:
+        assert prohibits(ns) == ["fd00:7::/64"]
+        assert prohibits4(ns) == ["10.7.0.0/24"]
+        assert routes(ns, "-4") == ["10.2.0.0/24"]
+        assert again.tun is not None and again.tun.unrouted == {}
+    finally:
+        inside(ns, again.close_network)
+    assert prohibits(ns) == ["fd00:7::/64"] and prohibits4(ns) == ["10.7.0.0/24"]
+
+
+def test_a_replaced_tunnel_the_worker_refuses_stays_routed_into_the_tun(ns: str, tmp_path: Path) -> None:
+    """A key rotation whose new version the worker refuses (its inbound SPI taken): the old version is
+    gone, and its network stays routed into the TUN, where nothing takes its traffic; it must not
+    follow the host's other routes in clear (review M, F1)."""
+    write(tmp_path, SITE_B)
+    d = Daemon(load_config(tmp_path / "tunsec.conf"))
+    rotated = SITE_B.replace("0x0202030405", "0x0252030405").replace(f"{0xC0010002:#x}", f"{0xC0010099:#x}")
+    seen: dict[str, object] = {}
+
+    async def scenario() -> None:
+        worker = InProcessWorker(asyncio.get_running_loop(), lambda m: None)
+        d.worker = worker  # type: ignore[assignment]
+        await d.manual.start()
+        await worker.request(lambda r: pipe.GetSpi(r, 0xC0010099, 0xC0010099))   # another SA holds it
+        write(tmp_path, rotated)
+        seen["reload"] = await d.reload()
+        seen["routes"], seen["get"] = routes(ns, "-4"), route_get4(ns, "10.2.0.7")
+
+    inside(ns, d.prepare)
+    try:
+        inside(ns, lambda: asyncio.run(scenario()))
+    finally:
+        inside(ns, d.close_network)
+    ok, lines = seen["reload"]  # type: ignore[misc]
+    assert not ok and any("manual tunnels site-b not installed" in line for line in lines), lines
+    assert seen["routes"] == ["10.2.0.0/24"]
+    assert f"dev {TUN}" in seen["get"], seen["get"]   # type: ignore[operator]
+
+
+def route_get4(ns: str, dst: str) -> str:
+    return subprocess.run(["ip", "netns", "exec", ns, "ip", "route", "get", dst], capture_output=True,
+                          text=True).stdout

@@ -125,6 +125,8 @@ class Daemon:
                     self._add_route(net, local_nets)
         except OSError as err:
             raise StartupError(err.strerror or str(err)) from err
+        # after the routes: a wanted network's TUN route has replaced the prohibit route a killed run left
+        self.tun.clear_stale_blocks({net for svc in self.services for net, _ in svc.routes()})
 
     def _add_route(self, net: IPv4Network | IPv6Network, local_nets: tuple[IPv4Network | IPv6Network, ...]) -> None:
         assert self.tun is not None

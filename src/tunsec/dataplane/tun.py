@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from ipaddress import IPv4Network, IPv6Network, ip_address
+from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 from typing import Any
 
 from pytun_pmd3 import TunTapDevice
@@ -182,7 +182,8 @@ class Tun:
     unapplied: list[tuple[str, str]] = field(default_factory=list)
     # networks of the tunnels whose route the kernel refused: why.  Their SAs and policies are in the
     # worker while the host's other routes (a default route) would carry their traffic in clear, so a
-    # prohibit route of ours holds it (fail closed) until their route is added (see block)
+    # prohibit route of ours holds it (fail closed) until their route is added (see block); also one
+    # an earlier run left that this start could not remove, or whose TUN route is not in (clear_stale_blocks)
     unrouted: dict[IPNetwork, Unrouted] = field(default_factory=dict)
 
     @classmethod
@@ -328,8 +329,10 @@ class Tun:
         self.unrouted[dst] = Unrouted(why, blocked=False)
         op = f"blocking {dst} (prohibit route) while TUN {self.name} has no route to it"
         with _iproute() as ipr, _netlink(op):
-            # replace, as add_route does: a route of the host's to that very network must not win
-            ipr.route("replace", dst=str(dst), type="prohibit")
+            # replace, as add_route does: a route of the host's to that very network must not win.
+            # Marked as ours (proto): a tunsec killed before it could remove it finds it at its next
+            # start (clear_stale_blocks); add_route's replace of the same network takes it over too
+            ipr.route("replace", dst=str(dst), type="prohibit", proto=RTPROT_TUNSEC)
         self.unrouted[dst] = Unrouted(why, blocked=True)
         log.warning("%s: traffic to it is refused until a reload adds its route", op)
 
@@ -346,19 +349,43 @@ class Tun:
             raise
         log.info("prohibit route of %s removed", dst)
 
+    def clear_stale_blocks(self, wanted: set[IPNetwork]) -> None:
+        """At start, once the configuration's routes are in: the prohibit routes an earlier tunsec left
+        (killed before it could remove them; only ours, by their proto: never another program's).
+        Those of networks no tunnel wants go (the host would stay cut off from them, and status would
+        not say why); one whose network is wanted but still blocked (its TUN route replaces it when
+        it goes in: this one did not) holds its traffic and is listed, as a refused route's is.  A
+        failure is logged and the route listed: start-up goes on."""
+        try:
+            with _iproute() as ipr, _netlink("listing prohibit routes"):
+                found = [(_network(r), r) for family in (socket.AF_INET, socket.AF_INET6)
+                         for r in ipr.route("dump", family=family) if _ours_prohibit(r)]
+        except OSError as exc:
+            log.warning("prohibit routes an earlier tunsec may have left not checked: %s", exc.strerror or exc)
+            return
+        for dst, r in found:
+            if dst in wanted:
+                self.unrouted[dst] = Unrouted(f"left by an earlier tunsec; no route through TUN {self.name} yet",
+                                              blocked=True)
+                continue
+            try:
+                _delete_stale(r, dst)
+            except OSError as exc:
+                log.error("%s", exc.strerror or exc)
+                self.unrouted[dst] = Unrouted(f"left by an earlier tunsec, no tunnel routes it: {exc.strerror or exc}",
+                                              blocked=True)
+                continue
+            log.warning("prohibit route of %s, left by an earlier tunsec that did not stop cleanly, removed: "
+                        "no tunnel routes it", dst)
+
     @staticmethod
     def _remove_prohibit(dst: IPNetwork) -> None:
         family = socket.AF_INET if dst.version == 4 else socket.AF_INET6
         with _iproute() as ipr, _netlink(f"removing the prohibit route of {dst}"):
             for r in ipr.route("dump", family=family):
-                if r["type"] != RTN_PROHIBIT or not _same_dst(r, dst):
+                if not _ours_prohibit(r) or _network(r) != dst:
                     continue
-                kw: dict[str, object] = {"dst": str(dst), "type": "prohibit", "table": r.get_attr("RTA_TABLE")}
-                if (oif := r.get_attr("RTA_OIF")) is not None:   # IPv6's sit on lo: a delete by dst alone
-                    kw["oif"] = oif                                # could take the TUN route
-                if (prio := r.get_attr("RTA_PRIORITY")) is not None:
-                    kw["priority"] = prio
-                ipr.route("del", **kw)
+                ipr.route("del", **_prohibit_key(r, dst))
 
     def remove_route(self, dst: IPNetwork) -> None:
         """One of our routes off the TUN (a reload removed or changed its tunnel); a route that is not
@@ -510,6 +537,39 @@ def _tun_group(name: str) -> int:
 
 
 RTN_PROHIBIT = 8   # linux/rtnetlink.h
+RT_TABLE_MAIN = 254
+# the proto of tunsec's prohibit routes (`ip route show type prohibit proto 116`): unassigned in
+# iproute2's rt_protos, so no routing daemon's; how a start knows the ones an earlier run left
+RTPROT_TUNSEC = 116
+
+
+def _ours_prohibit(r: Any) -> bool:
+    """A prohibit route tunsec made (block): in the main table, with our proto."""
+    table = r.get_attr("RTA_TABLE")
+    return bool(r["type"] == RTN_PROHIBIT and r["proto"] == RTPROT_TUNSEC
+                and (table if table is not None else r["table"]) == RT_TABLE_MAIN)
+
+
+def _network(r: Any) -> IPNetwork:
+    """A route's destination (a default route has no RTA_DST)."""
+    dst = r.get_attr("RTA_DST") or ("0.0.0.0" if r["family"] == socket.AF_INET else "::")
+    return ip_network(f"{dst}/{r['dst_len']}")
+
+
+def _delete_stale(r: Any, dst: IPNetwork) -> None:
+    with _iproute() as ipr, _netlink(f"removing the prohibit route of {dst} an earlier tunsec left",
+                                     lambda: f"as root: ip route del prohibit {dst}"):
+        ipr.route("del", **_prohibit_key(r, dst))
+
+
+def _prohibit_key(r: Any, dst: IPNetwork) -> dict[str, object]:
+    """What names that one prohibit route in a delete."""
+    kw: dict[str, object] = {"dst": str(dst), "type": "prohibit", "table": r.get_attr("RTA_TABLE")}
+    if (oif := r.get_attr("RTA_OIF")) is not None:   # IPv6's sit on lo: a delete by dst alone
+        kw["oif"] = oif                                # could take the TUN route
+    if (prio := r.get_attr("RTA_PRIORITY")) is not None:
+        kw["priority"] = prio
+    return kw
 
 
 @dataclass(frozen=True)

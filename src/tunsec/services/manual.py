@@ -142,10 +142,9 @@ def sa_key(spi: int, direction: Direction, remote: Endpoint | None) -> SaKey:
 
 
 def _done(d: NameDiff[ManualTunnel], failed: set[str]) -> list[str]:
-    """d's summary without the tunnels that failed to go in (a replaced one of them is only gone)."""
+    """d's summary without the tunnels that failed to go in (their Failed line says what became of them)."""
     return dataclasses.replace(d, added=tuple(t for t in d.added if t.name not in failed),
-                               changed=tuple(c for c in d.changed if c[1].name not in failed),
-                               removed=d.removed + tuple(old for old, new in d.changed if new.name in failed)
+                               changed=tuple(c for c in d.changed if c[1].name not in failed)
                                ).summary("manual tunnels")
 
 
@@ -180,6 +179,11 @@ class ManualService(Service):
         # hard EXPIREs the worker could not have meant (see _impossible_expiry): ignored, not persisted
         self.refused_expires = 0
         self._refused_log = LogLimiter()
+        # tunnels of the configuration the last reload could not install, and why: their remote
+        # networks stay routed into the TUN (routes), where no policy takes their traffic and the
+        # worker drops it; without that route the host's other routes would carry it in clear.  The
+        # next reload tries them again (not in plans: they are new to it)
+        self.not_installed: dict[str, tuple[ManualTunnel, str]] = {}
         self.closing = False
 
     # --- what the daemon sets up -------------------------------------------------
@@ -191,10 +195,12 @@ class ManualService(Service):
         return [p.tunnel.remote_addr for p in self.plans]
 
     def routes(self) -> list[Route]:
+        """Every configured tunnel's, the installed ones' and those a reload failed to install (fail
+        closed: see not_installed)."""
         out: list[Route] = []
-        for p in self.plans:
-            local_nets = tuple(net for ts in p.tunnel.local_ts for net in ts.networks())
-            out += [(net, local_nets) for ts in p.tunnel.remote_ts for net in ts.networks()]
+        for t in [*(p.tunnel for p in self.plans), *(t for t, _ in self.not_installed.values())]:
+            local_nets = tuple(net for ts in t.local_ts for net in ts.networks())
+            out += [(net, local_nets) for ts in t.remote_ts for net in ts.networks()]
         return out
 
     def carries_ipv6(self) -> bool:
@@ -275,6 +281,8 @@ class ManualService(Service):
 
     async def reload(self, cfg: Config) -> list[str]:
         d = diff_by_name([p.tunnel for p in self.plans], cfg.manual)
+        # those still configured are in d.added: tried again below, and noted again if they fail
+        self.not_installed = {}
         if d.empty:
             return []
         by_name = {p.tunnel.name: p for p in self.plans}
@@ -285,10 +293,11 @@ class ManualService(Service):
         self.plans = [by_name[t.name] if t.name not in fresh else plan(t, i, self.ids)
                       for i, t in enumerate(cfg.manual)]
         added = [p for p in self.plans if p.tunnel.name in fresh]
+        replaced = {new.name for _, new in d.changed}
         try:
             self._open_states(added)
         except (StateError, ReloadRefused) as err:   # checked before: only a file changed since
-            return [*_done(d, fresh), await self._not_installed(added, err)]
+            return [*_done(d, fresh), await self._not_installed(added, err, replaced)]
         if added:
             log.warning("%s", MANUAL_WARNING)
         failed: list[str] = []
@@ -300,16 +309,23 @@ class ManualService(Service):
                 for undo in reversed(done):   # what it put in, and only that (an SPI may be another's)
                     with contextlib.suppress(WorkerError):
                         await self.worker().request(undo)
-                failed.append(await self._not_installed([p], err))
+                failed.append(await self._not_installed([p], err, replaced))
         return _done(d, {p.tunnel.name for p in added if not any(p is q for q in self.plans)}) + failed
 
-    async def _not_installed(self, plans: list[ManualPlan], err: Exception) -> Failed:
+    async def _not_installed(self, plans: list[ManualPlan], err: Exception, replaced: set[str]) -> Failed:
         """plans leave again (their ids, their sequence state; the worker holds nothing of them): the next
-        reload sees them as new and tries again."""
+        reload sees them as new and tries again.  Meanwhile their networks stay routed into the TUN
+        (not_installed): a replaced tunnel's traffic, protected until this reload, must not take the
+        host's other routes in clear once its old version is gone."""
         for p in plans:
             self.plans = [q for q in self.plans if q is not p]
+            self.not_installed[p.tunnel.name] = (p.tunnel, str(err))
             await self._uninstall(p, installed=False)
-        line = Failed(f"manual tunnels {', '.join(p.tunnel.name for p in plans)} not installed: {err}")
+        names = [p.tunnel.name for p in plans]
+        gone = ", ".join(n for n in names if n in replaced)
+        line = Failed(f"manual tunnels {', '.join(names)} not installed"
+                      + (f" (the previous version of {gone} removed)" if gone else "")
+                      + f": {err}; their traffic is dropped until a reload installs or removes them")
         log.error("reload: %s", line)
         return line
 
@@ -538,7 +554,9 @@ class ManualService(Service):
     # --- status ----------------------------------------------------------------------
     def status(self, dump: pipe.Reply) -> dict[str, Any]:
         sas = {sa_key(sa.spi, sa.direction, sa.remote): sa for sa in dump.sas}
-        return {"tunnels": [self._tunnel_status(p, sas, self.expired) for p in self.plans]}
+        return {"tunnels": [*(self._tunnel_status(p, sas, self.expired) for p in self.plans),
+                            *({**_tunnel_fields(t), "sas": [], "expired": [], "not_installed": why}
+                              for t, why in self.not_installed.values())]}
 
     @classmethod
     def idle_status(cls) -> dict[str, Any]:
@@ -546,16 +564,9 @@ class ManualService(Service):
 
     @staticmethod
     def _tunnel_status(p: ManualPlan, sas: dict[SaKey, SaInfo], expired: dict[SaKey, str]) -> dict[str, Any]:
-        t = p.tunnel
         keys = (sa_key(p.inbound.spi, Direction.IN, None), sa_key(p.outbound.spi, Direction.OUT, p.outbound.remote))
         return {
-            "name": t.name,
-            "type": "manual",
-            "local": f"{t.local_addr}[{t.local_port}]",
-            "remote": f"{t.remote_addr}[{t.remote_port}]",
-            "esp": str(t.esp),
-            "local_ts": [str(ts) for ts in t.local_ts],
-            "remote_ts": [str(ts) for ts in t.remote_ts],
+            **_tunnel_fields(p.tunnel),
             "sas": [sa_status(sas[k]) for k in keys if k in sas],
             # removed by the worker at a hard lifetime, and not installed again with these keys: the
             # tunnel is dead in that direction (its traffic dropped) until a reload brings new keys
@@ -563,3 +574,16 @@ class ManualService(Service):
                          "hint": "manual keys cannot be renewed: reload with new keys"}
                         for k in keys if k in expired and k not in sas],
         }
+
+
+def _tunnel_fields(t: ManualTunnel) -> dict[str, Any]:
+    """What status says of a manual tunnel's configuration."""
+    return {
+        "name": t.name,
+        "type": "manual",
+        "local": f"{t.local_addr}[{t.local_port}]",
+        "remote": f"{t.remote_addr}[{t.remote_port}]",
+        "esp": str(t.esp),
+        "local_ts": [str(ts) for ts in t.local_ts],
+        "remote_ts": [str(ts) for ts in t.remote_ts],
+    }

@@ -567,6 +567,8 @@ async def _add_standby(self: IkeService, state: ChildState, why: str) -> None:
         state.out_installed = True
         log.debug("%s: CHILD_SA %s sending on %08x_o (%s)", state.conn, state.child, state.spi_out, why)
     except WorkerError as err:   # it cannot send: deleted, as any Child SA whose install failed
+        if state.handle not in self.children:
+            return   # the peer deleted it meanwhile: its _child_down (queued) removes it, once
         ended = self._forget(state)
         install_failed.delete_in_engine(self, self._ike_sa(state.ike), state.unique_id, state.conn, state.child,
                                         f"{state.spi_in:08x}_i, its outbound SA {state.spi_out:08x}, failed: {err}")
