@@ -44,7 +44,7 @@ from tunsec.sdnotify import notify
 from tunsec.services.base import EspEndpoint, Failed, Service, StartupError
 from tunsec.services.ike import IkeService
 from tunsec.services.manual import ManualService
-from tunsec.status import status_document, status_document_sliced
+from tunsec.status import status_document_sliced
 
 if TYPE_CHECKING:
     from tunsec import metrics
@@ -490,7 +490,7 @@ class Daemon:
         from tunsec import metrics  # prometheus_client (~3 MiB) only where an endpoint is configured
 
         source = metrics.Source(
-            dump=self.dump, document=lambda reply: status_document(self, reply),
+            dump=self.dump, document=lambda reply: status_document_sliced(self, reply),
             events=lambda: self.ike.events if self.ike else None,
             worker_restarts=lambda: self.worker_restarts, worker_pid=lambda: self.worker.pid,
         )
