@@ -3,10 +3,11 @@
 prometheus_client makes a Sample (a label dict) per series and, to encode it, sorts and escapes
 its labels one call at a time (OpenMetrics also checks the sample's name a character at a time):
 ~20 us a series, most of the ~0.6 s of CPU (more on a loaded machine) a scrape of 2,000 clients
-with their ~22,000 per-SA and per-policy series took, on the event loop at once.  A :class:`Written` family holds its samples as lines of text, each written with
-one f-string from labels escaped once per SA; its header (HELP, TYPE) is still made by
-prometheus_client, so the families read the same.  The few small families stay prometheus_client's
-(:func:`encode` puts both kinds in one body, in order); both formats' sample lines are alike.
+with their ~22,000 per-SA and per-policy series took, on the event loop at once.  A
+:class:`Written` family holds its samples as lines of text, each written with one f-string from
+labels escaped once per SA; its header (HELP, TYPE) is still made by prometheus_client, so the
+families read the same.  The few small families stay prometheus_client's (:func:`encode` puts
+both kinds in one body, in order); both formats' sample lines are alike.
 """
 
 from __future__ import annotations
