@@ -1,6 +1,7 @@
-"""bench/ctlmem.py and bench/ike_burst.py still run to the end and report (tests/benchrun.py says why).
+"""bench/ctlmem.py, bench/ike_burst.py and bench/status_build.py still run to the end and report
+(tests/benchrun.py says why).
 
-No namespaces: both run the gateway in process with fake sockets and worker."""
+No namespaces: they run the gateway (or its status) in process with fake sockets and worker."""
 
 from __future__ import annotations
 
@@ -26,3 +27,11 @@ def test_ike_burst_reports_the_gateways_cpu_per_client() -> None:
     assert n == 3
     assert total > 0 and clients > 0 and gateway > 0 and per_client > 0
     assert figures(r"best: gateway {n} ms per client", out)[0] > 0
+
+
+def test_status_build_reports_the_builds_before_and_now_side_by_side() -> None:
+    out = run_bench("status_build.py", "--clients", "50", "--repeat", "1")
+    for what in ("scrape", "status"):
+        n, cpu_before, cpu_now, _ratio, held_before, held_now, _held_ratio, size = figures(
+            rf"\n\s*{{n}} {what}\s+{{n}}s\s+{{n}}s\s+{{n}}\s+{{n}}ms\s+{{n}}ms\s+{{n}}\s+{{n}} MB", out)
+        assert n == 50 and cpu_before > 0 and cpu_now > 0 and held_before > 0 and held_now > 0 and size > 0

@@ -27,7 +27,7 @@ from tunsec.dataplane import pipe
 LOOPBACK = ListenAddress(ipaddress.ip_address("127.0.0.1"), 0)
 
 
-def document(reply: pipe.Reply) -> dict[str, Any]:
+async def document(reply: pipe.Reply) -> dict[str, Any]:
     """What status_document gives for one IKE child (SPIs 0000abcd in, 0000beef out to 192.0.2.2[4500])."""
     sa = {"packets": 7, "bytes": 700, "age_seconds": 3, "replay_drops": 1, "auth_drops": 2, "policy_drops": 0}
     return {
@@ -204,7 +204,7 @@ def test_the_worker_gauges_follow_its_sas_in_status_and_in_the_scrape() -> None:
     from test_ikeservice_peers import InProcessWorker
 
     from tunsec.dataplane.pipe import Action, Alg, Direction, Endpoint, Lifetime, Policy, SaSpec, Selector
-    from tunsec.status import render, status_document
+    from tunsec.status import render, status_document, status_document_sliced
 
     peer = Endpoint(ipaddress.ip_address("192.0.2.2"), 4500)
     sel = Selector.from_networks(ipaddress.ip_network("10.1.0.0/24"), ipaddress.ip_network("10.2.0.0/24"))
@@ -220,7 +220,7 @@ def test_the_worker_gauges_follow_its_sas_in_status_and_in_the_scrape() -> None:
 
         async def dump() -> pipe.Reply:
             return pipe.join_dump_replies(await worker.request(lambda r: pipe.Dump(r)))
-        src = metrics.Source(dump=dump, document=lambda reply: status_document(daemon, reply),
+        src = metrics.Source(dump=dump, document=lambda reply: status_document_sliced(daemon, reply),
                              events=lambda: None, worker_restarts=lambda: 0, worker_pid=lambda: None)
         seen = []
         now = [0.0]
@@ -250,7 +250,7 @@ def test_the_worker_gauges_follow_its_sas_in_status_and_in_the_scrape() -> None:
 
 def test_two_clients_with_the_same_outbound_spi_get_a_series_each() -> None:
     """An outbound SPI is the peer's choice: two clients of one %any connection may pick the same."""
-    def two_clients(reply: pipe.Reply) -> dict[str, Any]:
+    async def two_clients(reply: pipe.Reply) -> dict[str, Any]:
         sa = {"direction": "out", "state": "mature", "spi": "deadbeef"}
         return {"ike_sas": [{"name": "rw", "state": "established", "children": [
                     {"name": "net", "spi_in": f"c100000{n}", "spi_out": "deadbeef", "remote": remote}]}
@@ -291,9 +291,9 @@ def test_scrapes_within_the_cache_age_share_one_document(monkeypatch: pytest.Mon
         await asyncio.sleep(0.01)   # the DUMP takes a while: the 16 arrive while it is under way
         return pipe.Reply(7, pipe.MsgType.DUMP, pipe.Errno.OK)
 
-    def counted(reply: pipe.Reply) -> dict[str, Any]:
+    async def counted(reply: pipe.Reply) -> dict[str, Any]:
         built.append(now[0])
-        doc = document(reply)
+        doc = await document(reply)
         doc["sas"][0]["packets"] = len(built)   # which build a body came from
         return doc
 
@@ -323,9 +323,9 @@ def test_each_format_is_built_once_and_a_bad_accept_header_gets_text() -> None:
     async def answer() -> pipe.Reply:
         return pipe.Reply(7, pipe.MsgType.DUMP, pipe.Errno.OK)
 
-    def counted(reply: pipe.Reply) -> dict[str, Any]:
+    async def counted(reply: pipe.Reply) -> dict[str, Any]:
         built.append(1)
-        return document(reply)
+        return await document(reply)
 
     accepts = ["application/openmetrics-text; version=abc", "text/plain; version=x.y",
                "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,text/plain;version=0.0.4;q=0.3",

@@ -52,7 +52,7 @@ async def scrape(svc: IkeService) -> dict[str, float]:
     async def dump() -> pipe.Reply:
         return empty
 
-    def document(reply: pipe.Reply) -> dict[str, Any]:
+    async def document(reply: pipe.Reply) -> dict[str, Any]:
         return {"sas": [], "tunnels": [], "policies": [], "drops": {}, **svc.status(reply)}
 
     source = metrics.Source(dump=dump, document=document, events=lambda: svc.events, worker_restarts=lambda: 0,

@@ -19,7 +19,8 @@ How much: anyone who may connect may hold connections, so they are capped (Slots
 root share TOTAL, each uid at most PER_UID, root has ROOT_RESERVE more so the operator always gets
 in), a request line is at most LINE_LIMIT bytes, and one DEADLINE covers reading the request,
 answering it and the client reading the answer.  Status answers are shared by the clients that ask
-at the same time (Shared): one worker DUMP and one encoding, however many ask.
+at the same time (Shared): one worker DUMP and one encoding, however many ask; the encoding of a
+long list goes a slice at a time (Answer.encode_sliced), back to the event loop in between.
 """
 
 from __future__ import annotations
@@ -183,11 +184,42 @@ class Counts:
 
 
 class Answer(dict[str, Any]):
-    """An answer several clients get: encoded once."""
+    """An answer several clients get: encoded once (by encode_sliced before it is shared, else at
+    its first use)."""
 
     @functools.cached_property
     def line(self) -> bytes:
         return json.dumps(self).encode() + b"\n"
+
+    async def encode_sliced(self) -> None:
+        """line, its long lists encoded a slice at a time (the status of thousands of clients is
+        megabytes of JSON: encoded at once it held the event loop for a tenth of a second and more)."""
+        parts: list[str] = []
+        await _json_parts(self, parts)
+        parts.append("\n")
+        self.__dict__["line"] = "".join(parts).encode()
+
+
+JSON_SLICE = 128   # items of a long list encoded per turn of the event loop
+
+
+async def _json_parts(value: Any, out: list[str]) -> None:
+    """json.dumps(value)'s text, appended in parts: the same bytes (default separators), with any
+    list longer than JSON_SLICE encoded that many items at a time, back to the loop in between."""
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        out.append("{")
+        for i, (k, v) in enumerate(value.items()):
+            out.append(f"{', ' if i else ''}{json.dumps(k)}: ")
+            await _json_parts(v, out)
+        out.append("}")
+    elif isinstance(value, list) and len(value) > JSON_SLICE:
+        out.append("[")
+        for at in range(0, len(value), JSON_SLICE):
+            out.append((", " if at else "") + json.dumps(value[at:at + JSON_SLICE])[1:-1])
+            await asyncio.sleep(0)
+        out.append("]")
+    else:
+        out.append(json.dumps(value))
 
 
 def encode(answer: dict[str, Any]) -> bytes:

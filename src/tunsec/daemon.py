@@ -44,7 +44,7 @@ from tunsec.sdnotify import notify
 from tunsec.services.base import EspEndpoint, Failed, Service, StartupError
 from tunsec.services.ike import IkeService
 from tunsec.services.manual import ManualService
-from tunsec.status import status_document
+from tunsec.status import status_document_sliced
 
 if TYPE_CHECKING:
     from tunsec import metrics
@@ -201,7 +201,7 @@ class Daemon:
         """Each service's part of the status document; a kind not configured gives its empty part."""
         running = {type(svc): svc for svc in self.services}
         kinds: list[type[Service]] = [ManualService, IkeService]
-        return [running[k].status(dump) if k in running else k.idle_status() for k in kinds]
+        return [running[k].status_rows(dump) if k in running else k.idle_status() for k in kinds]
 
     async def dump(self) -> pipe.Reply:
         merged = pipe.join_dump_replies(await self.worker.request(lambda r: pipe.Dump(r)))
@@ -346,7 +346,11 @@ class Daemon:
             merged = await self.dump()
         except WorkerError as err:
             return {"ok": False, "error": f"worker unavailable: {err}"}
-        return ctlsocket.Answer({"ok": True, "status": status_document(self, merged)})
+        # built and encoded a slice at a time: thousands of clients' status is seconds of the event loop
+        # held at once otherwise, while IKE, DPD and RADIUS wait
+        answer = ctlsocket.Answer({"ok": True, "status": await status_document_sliced(self, merged)})
+        await answer.encode_sliced()
+        return answer
 
     def _ike_command(self, cmd: str, req: dict[str, Any]) -> dict[str, Any]:
         if self.ike is None:
@@ -488,7 +492,7 @@ class Daemon:
         from tunsec import metrics  # prometheus_client (~3 MiB) only where an endpoint is configured
 
         source = metrics.Source(
-            dump=self.dump, document=lambda reply: status_document(self, reply),
+            dump=self.dump, document=lambda reply: status_document_sliced(self, reply),
             events=lambda: self.ike.events if self.ike else None,
             worker_restarts=lambda: self.worker_restarts, worker_pid=lambda: self.worker.pid,
         )

@@ -2,17 +2,20 @@
 
 Nothing is copied per packet: the worker's C fast path keeps the counters (per
 SA, per drop reason) and a scrape asks for them with one DUMP, the request
-``tunsec status`` makes, turned into metric families by a collector asked at
-scrape time.  The HTTP endpoint is served from the control process's event
-loop (no thread).  A worker that is dead or does not answer the DUMP within
-:data:`DUMP_TIMEOUT` never holds a scrape up: the scrape returns the control
-process's own metrics with ``tunsec_worker_up 0``.
+``tunsec status`` makes, turned into metric families at scrape time.  The HTTP
+endpoint is served from the control process's event loop (no thread).  A worker
+that is dead or does not answer the DUMP within :data:`DUMP_TIMEOUT` never holds
+a scrape up: the scrape returns the control process's own metrics with
+``tunsec_worker_up 0``.
 
-That loop also runs IKE, DPD and RADIUS, and a scrape of thousands of clients
-takes a second and more to build: scrapes at the same moment share one build
-(ctlsocket.Shared), its encoded body answers those of the next :data:`CACHE_AGE`
-seconds (longer after a long build), and connections are capped in all and per
-source address.  Anyone who can connect reads every client's address and SPIs.
+That loop also runs IKE, DPD and RADIUS, and a scrape of thousands of clients is
+megabytes: its status document and its per-SA and per-policy families (written
+straight as text, tunsec.exposition; prometheus_client's objects took a second of
+the loop at 2,000 clients) are built status.SLICE items per turn of the loop.
+Scrapes at the same moment share one build (ctlsocket.Shared), its encoded body
+answers those of the next :data:`CACHE_AGE` seconds (longer after a long build),
+and connections are capped in all and per source address.  Anyone who can
+connect reads every client's address and SPIs.
 
 Events the control process sees (rekeys, dead peers, worker restarts) are
 counted where they happen, in an :class:`EventCounts` (tunsec.eventcounts), and read at
@@ -41,13 +44,13 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.openmetrics import exposition as openmetrics
-from prometheus_client.registry import Collector
 
-from tunsec import ctlsocket
+from tunsec import ctlsocket, exposition
 from tunsec.conf.tunsec_section import ListenAddress
 from tunsec.dataplane import pipe
 from tunsec.eventcounts import EventCounts
-from tunsec.status import SA_FIELDS
+from tunsec.exposition import Written
+from tunsec.status import SA_FIELDS, SLICE, release
 
 __all__ = ["DUMP_TIMEOUT", "EventCounts", "ListenError", "MetricsServer", "Source", "start"]
 
@@ -62,9 +65,9 @@ MAX_PER_SOURCE = 4        # of those, from one source (an IPv4 address, an IPv6 
 # REQUEST_TIMEOUT, again and again), so when all are taken a new connection closes the oldest one
 # still waiting for its request head of the source holding the most; one being answered is never cut.
 # A scrape's body serves the scrapes of the next CACHE_AGE seconds, or of CACHE_LOAD times as long as
-# building it held the event loop if that is longer: a document of thousands of clients takes a
-# second and more to build, and scrapers back to back would otherwise keep IKE, DPD and RADIUS
-# waiting (scrapes then take at most 1/(CACHE_LOAD + 1) of the loop).
+# its build took if that is longer: a build holds the loop a slice at a time only, but all its slices
+# of thousands of clients are a few tenths of a second of CPU, and scrapers back to back would otherwise
+# take much of the loop from IKE, DPD and RADIUS (scrapes take at most 1/(CACHE_LOAD + 1) of it).
 CACHE_AGE = 1.0
 CACHE_LOAD = 4
 WRITE_CHUNK = 64 * 1024   # a body is handed to a connection this much at a time (not copied whole per client)
@@ -75,7 +78,8 @@ class Source:
     """What a scrape asks the daemon (callables: read at scrape time, never copied)."""
 
     dump: Callable[[], Awaitable[pipe.Reply]]               # the worker's DUMP (Daemon.dump)
-    document: Callable[[pipe.Reply], dict[str, Any]]         # status.status_document for that DUMP
+    # status.status_document_sliced for that DUMP: a document of its own (the scrape frees it as it goes)
+    document: Callable[[pipe.Reply], Awaitable[dict[str, Any]]]
     events: Callable[[], EventCounts | None]                 # the IKE service's, None without IKE
     worker_restarts: Callable[[], int]                       # since the daemon started
     worker_pid: Callable[[], int | None]
@@ -90,7 +94,8 @@ class ListenError(Exception):
 # is the peer's choice, so two clients of one connection may pick the same one: without the remote
 # their series would share a label set (Prometheus keeps one, a client could hide another's).  On
 # both directions, so that one client's pair of SAs shows under one remote.
-_SA_LABELS = ["connection", "child", "direction", "spi", "remote"]
+# Sorted, as the formats write them; a drop's reason goes between direction and remote.
+_SA_LABELS = ("child", "connection", "direction", "remote", "spi")
 # The worker's per-SA counters (enum ts_sa_counter in csrc/tunsec_dp.h), by the name DUMP and
 # `tunsec status` carry: their help text.  Every counter is exported, listed here or not: a
 # <reason>_drops counter as tunsec_child_sa_drops_total{reason} (on inbound SAs, the only
@@ -125,13 +130,16 @@ IKE_FRAGMENT_HELP: dict[str, str] = {
 }
 
 
-def _sa_owners(doc: dict[str, Any]) -> dict[tuple[str, str, str | None], tuple[str, str]]:
+async def _sa_owners(doc: dict[str, Any]) -> dict[tuple[str, str, str | None], tuple[str, str]]:
     """(spi, direction, remote of an outbound SA) -> (connection, child), as `tunsec status` matches them."""
     owners: dict[tuple[str, str, str | None], tuple[str, str]] = {}
-    for ike in doc.get("ike_sas", []):
-        for c in ike["children"]:
-            owners[(c["spi_in"], "in", None)] = (ike["name"], c["name"])
-            owners[(c["spi_out"], "out", c.get("remote"))] = (ike["name"], c["name"])
+    ike_sas = doc.get("ike_sas", [])
+    for at in range(0, len(ike_sas), SLICE):
+        for ike in ike_sas[at:at + SLICE]:
+            for c in ike["children"]:
+                owners[(c["spi_in"], "in", None)] = (ike["name"], c["name"])
+                owners[(c["spi_out"], "out", c.get("remote"))] = (ike["name"], c["name"])
+        await asyncio.sleep(0)
     for t in doc.get("tunnels", []):
         for sa in t["sas"]:
             owners[(sa["spi"], sa["direction"], sa["remote"] if sa["direction"] == "out" else None)] = \
@@ -139,37 +147,61 @@ def _sa_owners(doc: dict[str, Any]) -> dict[tuple[str, str, str | None], tuple[s
     return owners
 
 
-def sa_families(doc: dict[str, Any]) -> Iterator[Metric]:
-    """Per Child SA (each direction is an SA of its own in the worker): its counters and age."""
-    counters = {name: CounterMetricFamily(f"tunsec_child_sa_{name}", help_text, labels=_SA_LABELS)
+async def sa_families(doc: dict[str, Any]) -> list[Written]:
+    """Per Child SA (each direction is an SA of its own in the worker): its counters and age.
+    Written directly (tunsec.exposition), status.SLICE SAs per turn of the event loop."""
+    counters = {name: Written(f"tunsec_child_sa_{name}", "counter", help_text)
                 for name, help_text in SA_COUNTER_HELP.items()}
-    drops = CounterMetricFamily("tunsec_child_sa_drops", "Inbound packets the SA dropped, by reason",
-                                labels=[*_SA_LABELS, "reason"])
-    age = GaugeMetricFamily("tunsec_child_sa_age_seconds", "Seconds since the SA was installed", labels=_SA_LABELS)
-    owners = _sa_owners(doc)
-    for sa in doc.get("sas", []):
-        remote = sa["remote"] if sa["direction"] == "out" else None
-        conn, child = owners.get((sa["spi"], sa["direction"], remote), ("", ""))
-        labels = [conn, child, sa["direction"], sa["spi"], sa.get("remote") or ""]
-        age.add_metric(labels, sa["age_seconds"])
-        for name, count in sa.items():
-            if name in SA_FIELDS:
-                continue
-            if name.endswith("_drops"):
-                if sa["direction"] == "in":
-                    drops.add_metric([*labels, name.removesuffix("_drops")], count)
-                continue
-            if name not in counters:
-                counters[name] = CounterMetricFamily(
-                    f"tunsec_child_sa_{name}", f"The fast path's per-SA counter {name} (enum ts_sa_counter)",
-                    labels=_SA_LABELS)
-            counters[name].add_metric(labels, count)
-    yield from counters.values()
-    yield from (drops, age)
+    drops = Written("tunsec_child_sa_drops", "counter", "Inbound packets the SA dropped, by reason")
+    age = Written("tunsec_child_sa_age_seconds", "gauge", "Seconds since the SA was installed")
+    owners = await _sa_owners(doc)
+    sas = doc.get("sas", [])
+    for at in range(0, len(sas), SLICE):
+        for sa in sas[at:at + SLICE]:
+            remote = sa["remote"] if sa["direction"] == "out" else None
+            conn, child = owners.get((sa["spi"], sa["direction"], remote), ("", ""))
+            head = exposition.labels(_SA_LABELS[:3], (child, conn, sa["direction"]))   # escaped once per SA
+            tail = exposition.labels(_SA_LABELS[3:], (sa.get("remote") or "", sa["spi"]))
+            labels = f"{head},{tail}"
+            age.add(labels, sa["age_seconds"])
+            for name, count in sa.items():
+                if name in SA_FIELDS:
+                    continue
+                if name.endswith("_drops"):
+                    if sa["direction"] == "in":
+                        drops.add(f'{head},reason="{exposition.label(name.removesuffix("_drops"))}",{tail}', count)
+                    continue
+                if name not in counters:
+                    counters[name] = Written(f"tunsec_child_sa_{name}", "counter",
+                                             f"The fast path's per-SA counter {name} (enum ts_sa_counter)")
+                counters[name].add(labels, count)
+        await asyncio.sleep(0)
+    return [*counters.values(), drops, age]
 
 
-def state_families(doc: dict[str, Any], worker_up: bool) -> Iterator[Metric]:
-    """Counts of things (gauges) and the worker's global counters."""
+async def policy_family(doc: dict[str, Any]) -> Written:
+    """Packets per policy of the worker's SPD (a few per client), status.SLICE per turn of the loop."""
+    family = _policies()
+    policies = doc.get("policies", [])
+    for at in range(0, len(policies), SLICE):
+        _policy_samples(family, policies[at:at + SLICE])
+        await asyncio.sleep(0)
+    return family
+
+
+def _policies() -> Written:
+    return Written("tunsec_policy_packets", "counter", "Packets that matched a policy")
+
+
+def _policy_samples(family: Written, policies: list[dict[str, Any]]) -> None:
+    for p in policies:
+        family.add(exposition.labels(("action", "policy"), (p["action"], str(p["id"]))), p["packets"])
+
+
+def state_families(doc: dict[str, Any], worker_up: bool,
+                   policies: Metric | Written | None = None) -> Iterator[Metric | Written]:
+    """Counts of things (gauges) and the worker's global counters; policies (policy_family's, else
+    made here at once) among them."""
     yield GaugeMetricFamily("tunsec_worker_up", "1 if the dataplane worker answered this scrape's DUMP in time",
                             value=1 if worker_up else 0)
     unrouted = GaugeMetricFamily("tunsec_tun_unrouted_networks", "Tunnels' networks the kernel refused to route "
@@ -207,10 +239,9 @@ def state_families(doc: dict[str, Any], worker_up: bool) -> Iterator[Metric]:
         for name, value in (doc.get("worker", {}).get("gauges") or {}).items():
             yield GaugeMetricFamily(f"tunsec_worker_{name}",
                                     WORKER_GAUGE_HELP.get(name, f"The worker's gauge {name}"), value=value)
-        policies = CounterMetricFamily("tunsec_policy_packets", "Packets that matched a policy",
-                                       labels=["policy", "action"])
-        for p in doc.get("policies", []):
-            policies.add_metric([str(p["id"]), p["action"]], p["packets"])
+        if policies is None:
+            policies = _policies()
+            _policy_samples(policies, doc.get("policies", []))
         yield policies
     yield GaugeMetricFamily("tunsec_ike_half_open_sas", "IKE SAs not authenticated yet (responder side)",
                             value=doc.get("ike_half_open", 0))
@@ -427,7 +458,7 @@ def queue_cpu(pid: int | None, proc: str = "/proc") -> Iterator[Metric]:
 # The formats served, by name: (encoder, Content-Type).  Not prometheus_client's choose_encoder: it
 # puts the version the client asks for into the Content-Type (every version one more body to build
 # per cache age) and raises on one it cannot parse.
-_FORMATS: dict[str, tuple[Callable[[CollectorRegistry], bytes], str]] = {
+_FORMATS: dict[str, tuple[exposition.Encoder, str]] = {
     "text": (generate_latest, CONTENT_TYPE_PLAIN_0_0_4),
     "openmetrics": (openmetrics.generate_latest, openmetrics.CONTENT_TYPE_LATEST),
 }
@@ -472,16 +503,6 @@ class _Conn:
     answering: bool = False
 
 
-class _Snapshot(Collector):
-    """The families of one scrape, built before the registry renders them."""
-
-    def __init__(self) -> None:
-        self.families: list[Metric] = []
-
-    def collect(self) -> Iterator[Metric]:
-        return iter(self.families)
-
-
 # --- the endpoint ------------------------------------------------------------------------
 class MetricsServer:
     def __init__(self, listen: ListenAddress, source: Source, clock: Callable[[], float] = time.monotonic) -> None:
@@ -497,9 +518,8 @@ class MetricsServer:
         self._bodies: dict[str, Body] = {}   # by format
         # concurrent scrapes share one build (and one DUMP) per format
         self._builds = {fmt: ctlsocket.Shared(functools.partial(self._build, fmt)) for fmt in _FORMATS}
-        self._snapshot = _Snapshot()
+        # what every body ends with (exposition.encode): the two processes' own families
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(self._snapshot)
         ProcessCollector(registry=self.registry)   # the control process: process_cpu_seconds_total ...
         ProcessCollector(namespace="tunsec_worker", pid=lambda: str(source.worker_pid()), registry=self.registry)
 
@@ -562,10 +582,19 @@ class MetricsServer:
         reply = await self._worker_dump()
         started = self.clock()
         empty = pipe.Reply(1, pipe.MsgType.DUMP, pipe.Errno.OK)
-        doc = self.source.document(reply if reply is not None else empty)
-        self._snapshot.families = [
-            *state_families(doc, reply is not None),
-            *sa_families(doc),
+        doc = await self.source.document(reply if reply is not None else empty)
+        parts = await self.families(doc, reply is not None)
+        await release(doc)   # the body is what stays
+        data = exposition.encode(_FORMATS[fmt][0], parts, self.registry)
+        now = self.clock()
+        body = self._bodies[fmt] = Body(data, _FORMATS[fmt][1], now + max(CACHE_AGE, CACHE_LOAD * (now - started)))
+        return body
+
+    async def families(self, doc: dict[str, Any], worker_up: bool) -> list[Metric | Written]:
+        """A scrape's families, in the order of the body (the processes' own follow them)."""
+        return [
+            *state_families(doc, worker_up, await policy_family(doc)),
+            *await sa_families(doc),
             *ike_families(doc),
             *event_families(self.source.events(), self.source.worker_restarts()),
             *queue_cpu(self.source.worker_pid()),
@@ -576,15 +605,6 @@ class MetricsServer:
                                 "before their request came, for a newer one: every slot was taken (the oldest "
                                 "waiting of the source holding the most)", value=self.evicted),
         ]
-        del doc   # the body is what stays
-        encoder, content_type = _FORMATS[fmt]
-        try:
-            data = encoder(self.registry)
-        finally:
-            self._snapshot.families = []
-        now = self.clock()
-        body = self._bodies[fmt] = Body(data, content_type, now + max(CACHE_AGE, CACHE_LOAD * (now - started)))
-        return body
 
     @property
     def _clients(self) -> int:

@@ -1,18 +1,54 @@
 """What `tunsec status` shows: a JSON document (no key material ever enters
 it) and its rendering for people.  The daemon writes its own part (TUN,
 worker, the worker's SAs, policies and drop counters); each service adds its
-own keys (Service.status)."""
+own keys (Service.status).
+
+The document of thousands of clients is built on the control process's event loop, which also
+answers IKE, DPD and RADIUS: its long lists (the worker's SAs and policies, the IKE SAs, the leases)
+come as :class:`Rows`, taken at once (a consistent snapshot) and turned into their JSON objects
+:data:`SLICE` at a time, back to the loop between slices (:func:`status_document_sliced`)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from tunsec.dataplane.pipe import PolicyInfo, Reply, SaInfo, Selector
 from tunsec.printable import escaped
 
 if TYPE_CHECKING:
     from tunsec.daemon import Daemon
+
+T = TypeVar("T")
+
+# Rows formatted per turn of the event loop: an IKE SA's row costs ~50 us (more on a loaded machine),
+# so a slice holds the loop for a few milliseconds, well inside a retransmission or DPD timer's slack
+SLICE = 128
+
+
+@dataclass(frozen=True)
+class Rows(Generic[T]):
+    """A long list of the document: ``items`` is what there is now (taken at once, so a client
+    arriving or leaving while the rows are formatted is neither shown twice nor missing, and no
+    live dict is iterated across a turn of the loop), ``row`` makes one item's JSON object."""
+
+    items: Sequence[T]
+    row: Callable[[T], dict[str, Any]]
+
+    def all(self) -> list[dict[str, Any]]:
+        return [self.row(x) for x in self.items]
+
+    async def sliced(self) -> list[dict[str, Any]]:
+        """The rows, SLICE at a time, back to the event loop after each slice."""
+        out: list[dict[str, Any]] = []
+        row, items = self.row, self.items
+        for at in range(0, len(items), SLICE):
+            out.extend([row(x) for x in items[at:at + SLICE]])
+            await asyncio.sleep(0)
+        return out
 
 
 def _sel(s: Selector) -> str:
@@ -82,7 +118,37 @@ def _policy(p: PolicyInfo) -> dict[str, Any]:
     }
 
 
+def filled(doc: dict[str, Any]) -> dict[str, Any]:
+    """doc with its Rows formatted at once."""
+    return {k: v.all() if isinstance(v, Rows) else v for k, v in doc.items()}
+
+
 def status_document(d: Daemon, dump: Reply) -> dict[str, Any]:
+    """The whole document at once (tests; status_document_sliced gives the same in slices)."""
+    return filled(status_rows(d, dump))
+
+
+async def status_document_sliced(d: Daemon, dump: Reply) -> dict[str, Any]:
+    """The document, its long lists formatted a slice at a time (the control socket, the metrics)."""
+    doc = status_rows(d, dump)
+    for key, value in doc.items():
+        if isinstance(value, Rows):
+            doc[key] = await value.sliced()
+    return doc
+
+
+async def release(doc: dict[str, Any]) -> None:
+    """Frees doc's long lists SLICE rows per turn of the loop (thousands of clients' rows freed at
+    once held it for tens of milliseconds); doc is of no use after."""
+    for value in doc.values():
+        if isinstance(value, list):
+            while len(value) > SLICE:
+                del value[-SLICE:]
+                await asyncio.sleep(0)
+
+
+def status_rows(d: Daemon, dump: Reply) -> dict[str, Any]:
+    """The document with its long lists as Rows, every one taken now."""
     doc: dict[str, Any] = {
         "tun": {"name": d.cfg.tunsec.tun, "mtu": d.mtu, "created": bool(d.tun and d.tun.created),
                 "offloads": d.tun.offload_names() if d.tun else [], "vnet_hdr": bool(d.tun and d.tun.vnet_hdr),
@@ -106,9 +172,9 @@ def status_document(d: Daemon, dump: Reply) -> dict[str, Any]:
                     "control_socket": dict(vars(d.ctl_counts))},
         "uptime_seconds": int(time.time() - d.started),
         # larval SAs are the inbound SPIs IKE keeps ready (GETSPI): counted, not listed
-        "sas": [sa_status(sa) for sa in dump.sas if sa.state != "larval"],
+        "sas": Rows([sa for sa in dump.sas if sa.state != "larval"], sa_status),
         "larval_sas": sum(1 for sa in dump.sas if sa.state == "larval"),
-        "policies": [_policy(p) for p in dump.policies],
+        "policies": Rows(dump.policies, _policy),
         "drops": dict(dump.drops),
     }
     for part in d.service_status(dump):

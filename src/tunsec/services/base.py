@@ -13,7 +13,8 @@ this interface, in this order:
     check_reload(cfg)      `tunsec reload`: what of the new configuration it cannot apply while running
     reload(cfg)            then (every service agreed) apply it: add, remove, replace; the rest untouched
     on_event(msg)          a worker event; True if the service owns it (the daemon logs the rest)
-    status(dump)           its part of `tunsec status` (merged into one JSON document)
+    status(dump)           its part of `tunsec status` (merged into one JSON document); status_rows(dump)
+                           the same with its long lists as Rows, what the daemon asks for
     shutdown()             before the worker stops (DELETEs still go out through it)
     close()                after the event loop: close what prepare() opened
 
@@ -128,6 +129,10 @@ class Service(ABC):
     @abstractmethod
     def status(self, dump: pipe.Reply) -> dict[str, Any]:
         """This service's keys of the `tunsec status` document (dump: the worker's SAs and counters)."""
+
+    def status_rows(self, dump: pipe.Reply) -> dict[str, Any]:
+        """The same, a long list as tunsec.status.Rows (formatted later, a slice per turn of the event loop)."""
+        return self.status(dump)
 
     @classmethod
     def idle_status(cls) -> dict[str, Any]:

@@ -96,6 +96,7 @@ from tunsec.services.ike.spis import SpiPool
 from tunsec.services.ike.state import ChildState, IPAddress, IPNetwork, Lineage, ts_networks
 from tunsec.services.ike.trusted import TrustedSpis, peer_of
 from tunsec.services.ike.vips import VirtualIps
+from tunsec.status import filled
 
 log = logging.getLogger("tunsec.ike")
 
@@ -660,9 +661,14 @@ class IkeService(Service):
 
     # --- tunsec status (status.py) -----------------------------------------------------------------
     def status(self, dump: pipe.Reply) -> dict[str, Any]:
-        return _status.status(self.ike_sas(), self.leases(), self.endpoint, self.spi_pool, self.barrier, self.sockets,
-                              {} if self.radius is None else self.radius.status(self.accounting, self.dae), self.events,
-                              self.ke_refill.pool, self.trusted.refused)
+        return filled(self.status_rows(dump))
+
+    def status_rows(self, dump: pipe.Reply) -> dict[str, Any]:
+        rows = _status.ike_sa_rows(self.endpoint.sas, self.ike_up, self.children.values(), self._ike_handles.get,
+                                   self._ike_sa, self._acct_usage)
+        radius = {} if self.radius is None else self.radius.status(self.accounting, self.dae)
+        return _status.status(rows, _status.lease_rows(self.pools), self.endpoint, self.spi_pool, self.barrier,
+                              self.sockets, radius, self.events, self.ke_refill.pool, self.trusted.refused)
 
     @classmethod
     def idle_status(cls) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -13,12 +14,13 @@ from tunsec.ike.endpoint import IkeEndpoint
 from tunsec.ike.fragments import FragmentStats
 from tunsec.ike.sa import IkeSa
 from tunsec.ike.stats import AUTHENTICATED_REFUSALS, EndpointStats
-from tunsec.policy.pools import AddressPools
+from tunsec.policy.pools import AddressPools, LeaseInfo
 from tunsec.services.ike.barrier import Barrier
 from tunsec.services.ike.record import IkeUpRecord
 from tunsec.services.ike.sockets import IkeSockets
 from tunsec.services.ike.spis import SpiPool
 from tunsec.services.ike.state import ChildState
+from tunsec.status import Rows
 
 # Named once: dataclasses.asdict()/fields() build a tuple(<generator>) per call, and each such
 # 7-tuple stays in CPython's free list for that length (see the note in dataplane/pipe/decoding.py).
@@ -27,7 +29,7 @@ _FRAGMENT_COUNTERS = tuple([f.name for f in dataclasses.fields(FragmentStats)])
 _KE_POOL_COUNTERS = tuple([f.name for f in dataclasses.fields(KePoolStats)])
 
 
-def status(ike_sas: list[dict[str, Any]], leases: list[dict[str, Any]], endpoint: IkeEndpoint,
+def status(ike_sas: list[dict[str, Any]] | Rows[Any], leases: list[dict[str, Any]] | Rows[Any], endpoint: IkeEndpoint,
            spi_pool: SpiPool, barrier: Barrier, sockets: IkeSockets, radius: dict[str, Any],
            events: EventCounts, ke_pool: KeyPairPool | None = None, reserve_refused: int = 0) -> dict[str, Any]:
     return {
@@ -122,53 +124,70 @@ def idle_status() -> dict[str, Any]:
 def ike_sas(sas: Iterable[IkeSa], ike_up: Mapping[bytes, IkeUpRecord], children: Iterable[ChildState],
             handle_of: Callable[[IkeSa], int | None], live_sa: Callable[[int], IkeSa | None],
             usage: Callable[[int | None], dict[str, int] | None] = lambda handle: None) -> list[dict[str, Any]]:
+    """Each IKE SA with its Child SAs (see ike_sa_rows), formatted at once."""
+    return ike_sa_rows(sas, ike_up, children, handle_of, live_sa, usage).all()
+
+
+_IkeSaItem = tuple[IkeSa, "int | None", list[ChildState]]
+
+
+def ike_sa_rows(sas: Iterable[IkeSa], ike_up: Mapping[bytes, IkeUpRecord], children: Iterable[ChildState],
+                handle_of: Callable[[IkeSa], int | None], live_sa: Callable[[int], IkeSa | None],
+                usage: Callable[[int | None], dict[str, int] | None] = lambda handle: None) -> Rows[_IkeSaItem]:
     """Each IKE SA with its Child SAs (``handle_of``: the IKE SA handle children name; ``live_sa``:
-    which IKE SA a handle means now, after rekeys; ``usage``: its accounted traffic, if any)."""
+    which IKE SA a handle means now, after rekeys; ``usage``: its accounted traffic, if any).
+    Which IKE SAs there are and which Child SAs each shows are settled now: formatted later, a
+    rekey meanwhile would otherwise show a Child SA under both IKE SAs of its lineage, or under none."""
     # each Child SA under its IKE SA's handle, once: a pass over every Child SA per IKE SA made a
     # status of N clients O(N²) on the event loop (seconds at a few thousand)
     by_handle: dict[int, list[ChildState]] = {}
     for c in children:
         by_handle.setdefault(c.ike, []).append(c)
-    now = time.time()
-    out = []
+    items: list[_IkeSaItem] = []
     for sa in sas:
-        info: Mapping[str, Any] = ike_up.get(sa.local_spi, {})
         handle = handle_of(sa)
-        used = usage(handle)
         mine = by_handle.get(handle, []) if handle is not None else []
         # a rekeyed SA and its successor share the handle: its children show under the live one only
         if mine and live_sa(mine[0].ike) is not sa:
             mine = []
-        out.append({
-            # RADIUS accounting's total (Child SAs gone included), only for an IKE SA it accounts
-            **({"usage": used} if used is not None else {}),
-            "name": sa.name,
-            "state": sa.state.value,
-            "initiator": sa.is_initiator,
-            "remote": f"{sa.remote_addr[0]}[{sa.remote_addr[1]}]",
-            # our address the peer talks to (null: a wildcard socket that did not say)
-            "local": f"{sa.local_ip}[{sa.local_port}]" if sa.local_ip else None,
-            "mobike": sa.mobike,   # RFC 4555 negotiated: only UPDATE_SA_ADDRESSES moves it
-            "proposal": info.get("proposal"),
-            "local_id": info.get("local_id"),
-            "remote_id": info.get("remote_id"),
-            # false: nothing vouched for remote_id (eap-radius, no User-Name in the Access-Accept):
-            # it acts on no other IKE SA (INITIAL_CONTACT, unique, leases)
-            "remote_id_proven": info.get("remote_id_proven"),
-            # how a client authenticated (nothing secret): the identity it sent in IDi (remote_id
-            # differs only when EAP with eap_id proved another), its EAP identity (null: no EAP),
-            # and the groups the AAA backend's Access-Accept made it a member of (Class, Filter-Id)
-            "remote_ike_id": info.get("remote_ike_id"),
-            "remote_eap_id": info.get("remote_eap_id"),
-            "groups": info.get("groups", []),
-            "spi_i": sa.spi_i.hex(),
-            "spi_r": sa.spi_r.hex(),
-            "local_vips": info.get("local_vips", []),
-            "remote_vips": info.get("remote_vips", []),
-            "age_seconds": int(now - info["established"]) if info else None,
-            "children": [_child(c, now) for c in mine],
-        })
-    return out
+        items.append((sa, handle, mine))
+    return Rows(items, functools.partial(_ike_sa, ike_up, usage, time.time()))
+
+
+def _ike_sa(ike_up: Mapping[bytes, IkeUpRecord], usage: Callable[[int | None], dict[str, int] | None], now: float,
+            item: _IkeSaItem) -> dict[str, Any]:
+    sa, handle, mine = item
+    info: Mapping[str, Any] = ike_up.get(sa.local_spi, {})
+    used = usage(handle)
+    return {
+        # RADIUS accounting's total (Child SAs gone included), only for an IKE SA it accounts
+        **({"usage": used} if used is not None else {}),
+        "name": sa.name,
+        "state": sa.state.value,
+        "initiator": sa.is_initiator,
+        "remote": f"{sa.remote_addr[0]}[{sa.remote_addr[1]}]",
+        # our address the peer talks to (null: a wildcard socket that did not say)
+        "local": f"{sa.local_ip}[{sa.local_port}]" if sa.local_ip else None,
+        "mobike": sa.mobike,   # RFC 4555 negotiated: only UPDATE_SA_ADDRESSES moves it
+        "proposal": info.get("proposal"),
+        "local_id": info.get("local_id"),
+        "remote_id": info.get("remote_id"),
+        # false: nothing vouched for remote_id (eap-radius, no User-Name in the Access-Accept):
+        # it acts on no other IKE SA (INITIAL_CONTACT, unique, leases)
+        "remote_id_proven": info.get("remote_id_proven"),
+        # how a client authenticated (nothing secret): the identity it sent in IDi (remote_id
+        # differs only when EAP with eap_id proved another), its EAP identity (null: no EAP),
+        # and the groups the AAA backend's Access-Accept made it a member of (Class, Filter-Id)
+        "remote_ike_id": info.get("remote_ike_id"),
+        "remote_eap_id": info.get("remote_eap_id"),
+        "groups": info.get("groups", []),
+        "spi_i": sa.spi_i.hex(),
+        "spi_r": sa.spi_r.hex(),
+        "local_vips": info.get("local_vips", []),
+        "remote_vips": info.get("remote_vips", []),
+        "age_seconds": int(now - info["established"]) if info else None,
+        "children": [_child(c, now) for c in mine],
+    }
 
 
 def _child(c: ChildState, now: float) -> dict[str, Any]:
@@ -181,5 +200,13 @@ def _child(c: ChildState, now: float) -> dict[str, Any]:
 
 def leases(pools: AddressPools) -> list[dict[str, Any]]:
     """Virtual IP leases for ``tunsec status``: pool, address, identity, online or offline."""
-    return [{"pool": x.pool, "address": str(x.address), "identity": x.identity,
-             "status": "online" if x.online else "offline"} for x in pools.leases()]
+    return lease_rows(pools).all()
+
+
+def lease_rows(pools: AddressPools) -> Rows[LeaseInfo]:
+    return Rows(pools.leases(), _lease)
+
+
+def _lease(x: LeaseInfo) -> dict[str, Any]:
+    return {"pool": x.pool, "address": str(x.address), "identity": x.identity,
+            "status": "online" if x.online else "offline"}
