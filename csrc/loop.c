@@ -48,6 +48,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <stdio.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -69,6 +70,7 @@
 /* send at least this often: with several loop threads sharing an SA, the
  * sequence numbers one holds back are the reordering the peer's window sees */
 #define FLUSH_BYTES 65536
+#define PREFAULT_STEP 4096
 
 /* received: UDP_GRO's segment size and IP(V6)_PKTINFO (cmsg.c) */
 typedef union {
@@ -117,6 +119,44 @@ struct ts_batch {
     uint8_t *gro_buf;
     ts_gro gro;
 };
+
+/* Fault in the pages of [p, p + len) (one write per 4 KiB: enough for any page size). */
+static void prefault(void *p, size_t len) {
+    volatile uint8_t *v = p;
+    for (size_t off = 0; off < len; off += PREFAULT_STEP)
+        v[off] = 0;
+    if (len)
+        v[len - 1] = 0;
+}
+
+/* The part of the buffers that every loop uses as soon as it carries small packets in
+ * batches (IKE, keepalives, pings, a few dozen flows), faulted in at start: the first
+ * page of every receive slot (a datagram of up to ~4 KiB lands there), the flow cache
+ * (a flow's slot is hashed, so a hundred flows touch all of it), the receive headers,
+ * and a batch's worth of the send queues' headers.  ~0.35 MiB per loop, the same for
+ * 1 client or 10,000: paid at start, not by the first clients (bench/mem_stages.py).
+ * The rest (a receive slot's other 64 KiB, the ESP arena, the send queues past one
+ * batch) is touched only by large packets and big batches, and so left to them. */
+static void prefault_outq(outq *q) {
+    prefault(q->m, TS_BATCH * sizeof(q->m[0]));
+    prefault(q->iov, TS_BATCH * sizeof(q->iov[0]));
+    prefault(q->cm, TS_BATCH * sizeof(q->cm[0]));
+    prefault(q->seg, TS_BATCH * sizeof(q->seg[0]));
+}
+
+static void prefault_working_set(struct ts_batch *b, const ts_queue *q) {
+    for (size_t i = 0; i < TS_BATCH; i++)
+        prefault(b->rx + i * RXSLOT, 1);
+    prefault(&b->flows, sizeof(b->flows));
+    prefault(b->in, sizeof(b->in));
+    prefault(b->iov_in, sizeof(b->iov_in));
+    prefault(b->names, sizeof(b->names));
+    prefault(b->cm_in, sizeof(b->cm_in));
+    if (q->udp4_fd >= 0)
+        prefault_outq(&b->q4);
+    if (q->udp6_fd >= 0)
+        prefault_outq(&b->q6);
+}
 
 static struct ts_batch *batch_new(void) {
     struct ts_batch *b = calloc(1, sizeof(*b));
@@ -464,8 +504,11 @@ int ts_dp_run_queue(ts_dp *dp, int queue) {
     if (queue < 0 || queue >= dp->nqueues)
         return TS_EINVAL;
     ts_queue *q = &dp->queues[queue];
-    if (!q->batch && !(q->batch = batch_new()))
-        return TS_ENOMEM;
+    if (!q->batch) {
+        if (!(q->batch = batch_new()))
+            return TS_ENOMEM;
+        prefault_working_set(q->batch, q);
+    }
     struct ts_batch *b = q->batch;
     b->q = q;
     ts_set_thread_slot((unsigned)queue + 1);
@@ -515,6 +558,31 @@ int ts_dp_run_queue(ts_dp *dp, int queue) {
     }
     ts_set_thread_slot(0);
     return rc;
+}
+
+static bool resident(const void *p) {
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    unsigned char in = 0;
+    return mincore((void *)((uintptr_t)p & ~(page - 1)), 1, &in) == 0 && (in & 1);
+}
+
+int ts_test_loop_resident(ts_dp *dp, int queue, int *flow_pages_missing) {
+    if (queue < 0 || queue >= dp->nqueues)
+        return -1;
+    pthread_rwlock_wrlock(&dp->lock);   /* after the loop's batches: it made its buffers before the first */
+    struct ts_batch *b = dp->queues[queue].batch;
+    int slots = -1;
+    if (b) {
+        slots = 0;
+        for (size_t i = 0; i < TS_BATCH; i++)
+            slots += resident(b->rx + i * RXSLOT);
+        int missing = 0;
+        for (size_t off = 0; off < sizeof(b->flows); off += PREFAULT_STEP)
+            missing += !resident((const uint8_t *)&b->flows + off);
+        *flow_pages_missing = missing;
+    }
+    pthread_rwlock_unlock(&dp->lock);
+    return slots;
 }
 
 int ts_dp_run(ts_dp *dp) {

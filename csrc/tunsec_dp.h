@@ -371,4 +371,8 @@ unsigned ts_test_ike_proven_slot(ts_dp *dp, const ts_addr *src);
  * who choose our outbound SPIs, cannot chain theirs together) */
 size_t ts_test_sad_longest_chain(ts_dp *dp);
 
+/* Loop test hook: how many of queue's receive slots have their first page in memory (mincore),
+ * -1 before its loop made its buffers; *flow_pages_missing: its flow cache's pages not in memory */
+int ts_test_loop_resident(ts_dp *dp, int queue, int *flow_pages_missing);
+
 #endif

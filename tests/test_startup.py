@@ -106,12 +106,27 @@ def test_the_configured_ike_algorithms_are_each_checked_once() -> None:
         ("b", parse_proposals("aes128gcm16-prfsha256-x25519")),
     ])
     assert sorted((c.kind, c.name) for c in checks) == [
+        ("NAT detection hash", "sha1"),   # every IKE_SA_INIT's, whatever the proposals
         ("PRF", "prfsha256"), ("PRF", "prfsha384"),
         ("SK cipher", "aes128gcm16"), ("SK cipher", "aes256-sha384"),
         ("key exchange", "curve25519"), ("key exchange", "ecp384"),
     ]
     assert {c.used_by for c in checks} == {"a"}   # b names nothing new
-    assert selftest.run(checks) == 6
+    assert selftest.run(checks) == 7
+    assert selftest.checks([]) == []   # no IKE connection: no IKE to check
+
+
+def test_the_nat_detection_hash_is_checked_against_a_known_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    # SHA-1 is paged in at start (its 64 KiB of libcrypto were the first client's, bench/mem_stages.py),
+    # and a hashlib that refuses or miscomputes it stops the start
+    [nat] = [c for c in selftest.checks([("rw", parse_proposals("aes128gcm16-prfsha256-x25519"))])
+             if c.kind == "NAT detection hash"]
+    assert selftest.run([nat]) == 1
+    monkeypatch.setattr(selftest, "nat_hash", lambda spi_i, spi_r, addr: bytes(20))
+    with pytest.raises(selftest.SelfTestError) as err:
+        selftest.run([nat])
+    assert "NAT detection hash sha1 (connection rw) failed: SHA-1 gave a wrong known answer" in str(err.value)
+    assert "every IKE_SA_INIT needs it" in str(err.value)
 
 
 def test_an_algorithm_this_crypto_library_cannot_do_fails_naming_it_and_its_connection() -> None:
@@ -126,7 +141,7 @@ def test_the_daemon_start_checks_every_algorithm_of_its_connections() -> None:
     daemon = Daemon(parse_config(gateway(proposals="aes256gcm16-prfsha384-ecp521-modp2048"), "/nonexistent/t.conf"))
     daemon._self_test()   # the real algorithms of this configuration work with this crypto library
     checks = selftest.checks((c.name, c.ike.proposals) for c in daemon.cfg.connections)
-    assert sorted(c.name for c in checks) == ["aes256gcm16", "ecp521", "modp2048", "prfsha384"]
+    assert sorted(c.name for c in checks) == ["aes256gcm16", "ecp521", "modp2048", "prfsha384", "sha1"]
 
 
 def test_a_failed_self_test_is_a_startup_error_and_nothing_is_opened() -> None:

@@ -3,7 +3,8 @@
 Run once before the daemon reports itself up: every key exchange group, PRF and SK cipher
 (with its integrity algorithm) named in a connection's ``proposals`` makes one round trip with
 throwaway keys (two key pairs agree on a shared secret, prf+ gives stable output, a sealed
-message opens again and a flipped bit does not).  Two reasons:
+message opens again and a flipped bit does not), and the NAT detection hash that every IKE_SA_INIT
+carries (SHA-1, RFC 7296 §2.23) gives a known answer.  Two reasons:
 
 - fail fast: a crypto library that lacks a configured group or cipher (an OpenSSL built
   without X448, a FIPS provider without MODP-1024, ...) stops the start with a message that
@@ -12,7 +13,8 @@ message opens again and a flipped bit does not).  Two reasons:
   and in libcrypto (~1.4 MiB of the control process's RSS on a PSK gateway with x25519 and
   AES-GCM, bench/scale.py) is paged in and their one-time set-ups (OpenSSL's algorithm
   fetches, MODP parameter objects) are done at start-up, not on the first client's
-  IKE_SA_INIT.  The memory counts in the start-up RSS, where it belongs.
+  IKE_SA_INIT.  The memory counts in the start-up RSS, where it belongs.  (SHA-1 alone was
+  64 KiB: the kernel maps a library's code 64 KiB around the first instruction used.)
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from tunsec.ike.message import Transform
 from tunsec.ike.proposals import ProposalSpec, describe
 from tunsec.ike.secret import Secret
 from tunsec.ike.sk import IntegrityError, SkCrypter
+from tunsec.ike.state import nat_hash
 
 _AAD = b"tunsec self-test header"
 _PLAIN = b"tunsec self-test payload"
@@ -41,7 +44,7 @@ class SelfTestError(Exception):
 class Check:
     """One algorithm (or cipher + integrity pair) and the first connection that uses it."""
 
-    kind: str            # "key exchange", "PRF", "SK cipher"
+    kind: str            # "key exchange", "PRF", "SK cipher", "NAT detection hash"
     ids: tuple[int, ...]  # transform id (and key bits / integrity id for ciphers)
     name: str            # as a proposal names it (aes128gcm16, curve25519, ...)
     used_by: str         # the connection, for the error message
@@ -51,6 +54,7 @@ def checks(proposals_by_connection: Iterable[tuple[str, Iterable[ProposalSpec]]]
     """Every distinct algorithm in the IKE proposals, once, with the first connection naming it."""
     found: dict[tuple[str, tuple[int, ...]], Check] = {}
     for conn, specs in proposals_by_connection:
+        found.setdefault(("NAT detection hash", ()), Check("NAT detection hash", (), "sha1", conn))
         for spec in specs:
             for check in _of_spec(spec, conn):
                 found.setdefault((check.kind, check.ids), check)
@@ -90,10 +94,12 @@ def run(items: Iterable[Check]) -> int:
 
 
 def _failed(check: Check, what: str) -> SelfTestError:
+    fix = ("every IKE_SA_INIT needs it: use a Python whose hashlib (OpenSSL) allows SHA-1"
+           if check.kind == "NAT detection hash" else
+           "remove it from the connection's proposals or install a cryptography build that supports it")
     return SelfTestError(
         f"start-up self-test of the IKE {check.kind} {check.name} (connection {check.used_by}) failed: {what}; "
-        "this Python's cryptography/OpenSSL cannot do it: remove it from the connection's proposals "
-        "or install a cryptography build that supports it")
+        f"this Python's cryptography/OpenSSL cannot do it: {fix}")
 
 
 class _Mismatch(Exception):
@@ -131,4 +137,14 @@ def _sk_cipher(ids: tuple[int, ...]) -> None:
     raise _Mismatch("a tampered message opened")
 
 
-_RUNNERS = {"key exchange": _key_exchange, "PRF": _prf, "SK cipher": _sk_cipher}
+# SHA-1(SPIi | SPIr | 192.0.2.1 | 4500) with the SPIs 00..07 and 08..0f (sha1sum agrees)
+_NAT_KAT = bytes.fromhex("d433ee5a31cc253e9d0c0c0dd800b6ec27f00b6c")
+
+
+def _nat_detection(ids: tuple[int, ...]) -> None:
+    if nat_hash(bytes(range(8)), bytes(range(8, 16)), ("192.0.2.1", 4500)) != _NAT_KAT:
+        raise _Mismatch("SHA-1 gave a wrong known answer")
+
+
+_RUNNERS = {"key exchange": _key_exchange, "PRF": _prf, "SK cipher": _sk_cipher,
+            "NAT detection hash": _nat_detection}

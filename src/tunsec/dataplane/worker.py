@@ -525,6 +525,10 @@ async def serve(args: argparse.Namespace) -> int:
     if failed:
         log.error("start-up self-test of the ESP cipher failed: %s; this libcrypto cannot carry ESP", failed)
         return 1
+    # SEND_IKE's sendto parses its address with libc's inet_pton: its code (the kernel maps 64 KiB
+    # of a library around the first instruction used) paged in now, not by the first IKE_AUTH answer
+    socket.inet_pton(socket.AF_INET6, "::1")
+    socket.inet_pton(socket.AF_INET, "127.0.0.1")
     loop = asyncio.get_running_loop()
     chan = socket.socket(fileno=args.pipe_fd)
     chan.setblocking(False)
