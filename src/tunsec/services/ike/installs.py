@@ -8,7 +8,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tunsec import updown
@@ -87,15 +87,25 @@ def expired(self: IkeService, spi: int, direction: Direction, hard: bool, remote
     return False
 
 
-async def _delete_sa(self: IkeService, spi: int, direction: Direction, remote: Endpoint | None = None,
-                     of_child: int | None = None) -> None:
+def _delete_sa(self: IkeService, spi: int, direction: Direction, remote: Endpoint | None = None,
+               of_child: int | None = None, worker: int | None = None) -> Coroutine[Any, Any, None]:
     """DELETE one SA from the worker.  ``of_child``: the inbound SPI of the Child SA (reported gone) the
     SA is of: accounting gets the SA's final counters, which the answer carries (LIFETIME_CURRENT),
-    or None if the DELETE failed (ENOENT: its hard lifetime removed it, and its EXPIRE carried them)."""
+    or None if the DELETE failed (ENOENT: its hard lifetime removed it, and its EXPIRE carried them).
+    ``worker``: the generation of the worker the SA was put in (Lineage.worker), by default the
+    current one as of this call (not as of the coroutine's start, a turn later or after a lock)."""
+    return _delete_sa_in(self, self.spi_pool.generation if worker is None else worker, spi, direction, remote,
+                         of_child)
+
+
+async def _delete_sa_in(self: IkeService, worker: int, spi: int, direction: Direction, remote: Endpoint | None,
+                        of_child: int | None) -> None:
     final = None
     try:
-        if direction is Direction.IN and not self.spi_pool.issued(spi):
-            return   # an older worker's (restart.py): in this one the number may be another peer's SA
+        # an older worker's SA went with it: in the current one the number (the peer's outbound SPI
+        # too, which it may reuse) may be another SA, another peer's or the same peer's new one
+        if worker != self.spi_pool.generation or (direction is Direction.IN and not self.spi_pool.issued(spi)):
+            return
         with contextlib.suppress(WorkerError):
             final = (await self.worker().request(lambda r: pipe.Delete(r, spi, direction, remote)))[-1].current
     finally:   # whatever happened: the session's Stop waits for it
@@ -172,7 +182,7 @@ def _child_registered(self: IkeService, sa: IkeSa, ev: ChildSaUp) -> ChildState 
             # one's, and deleting that one would stop the traffic until both peers had removed it
             pred = sibling.handle
     else:
-        lineage = Lineage(self.ids.reqid())
+        lineage = Lineage(self.ids.reqid(), self.spi_pool.generation)
     # a rekey keeps what its predecessor came up with (a reload since may have renamed the child)
     before = self.children.get(rekeyed) if rekeyed is not None else None
     plan = before.plan if before is not None else _plan(self, sa.name, ev.child)
@@ -617,15 +627,15 @@ async def _remove(self: IkeService, state: ChildState, lineage_ended: bool, ling
     await self._install_answered(state)   # out_installed is known then
     state.standby = None
     self._unlater(state.standby_timer)
+    lineage = state.lineage
     if state.out_installed:   # a refused ADD (EEXIST) leaves the SA that was there alone
-        await self._delete_sa(state.spi_out, Direction.OUT, state.remote, of_child=state.spi_in)
+        await self._delete_sa(state.spi_out, Direction.OUT, state.remote, state.spi_in, lineage.worker)
     else:   # none of ours (on standby, refused): it counted nothing
         self._acct_deleted(state.spi_in, Direction.OUT, None)
-    lineage = state.lineage
-    if linger and not self.closing:
+    if linger and not self.closing and lineage.worker == self.spi_pool.generation:
         await _linger(self, state)
     else:
-        await self._delete_sa(state.spi_in, Direction.IN, of_child=state.spi_in)
+        await self._delete_sa(state.spi_in, Direction.IN, of_child=state.spi_in, worker=lineage.worker)
     if not lineage_ended:
         if lineage.lingering and not _has_member_in(self, lineage, state.ike):
             # the lineage goes on in another IKE SA of the peer's identity (_sibling: the client came
@@ -665,7 +675,7 @@ async def _linger(self: IkeService, state: ChildState) -> None:
             self._unlater(entry[1])
             if not oldest.lingering:
                 oldest.lingering = None   # no empty dict kept per client
-        await self._delete_sa(spi, Direction.IN, of_child=spi)
+        await self._delete_sa(spi, Direction.IN, of_child=spi, worker=oldest.worker)
 
 
 def _unlinger(self: IkeService, ike: int, spi: int) -> None:
@@ -692,7 +702,7 @@ async def _drop_lingering(self: IkeService, lineage: Lineage, ike: int | None) -
             self._unlater(timer)
             del lingering[spi]
             _unlinger(self, owner, spi)
-            await self._delete_sa(spi, Direction.IN, of_child=spi)
+            await self._delete_sa(spi, Direction.IN, of_child=spi, worker=lineage.worker)
     if not lingering:
         lineage.lingering = None   # no empty dict kept per client
 
@@ -719,7 +729,7 @@ async def _linger_ended(self: IkeService, lineage: Lineage, spi: int) -> None:
             if not lineage.lingering:
                 lineage.lingering = None   # no empty dict kept per client
             _unlinger(self, entry[0], spi)
-            await self._delete_sa(spi, Direction.IN, of_child=spi)
+            await self._delete_sa(spi, Direction.IN, of_child=spi, worker=lineage.worker)
 
 
 def _child_gone(self: IkeService, sa: IkeSa, ev: ChildSaDown) -> None:
