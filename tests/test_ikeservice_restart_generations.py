@@ -7,6 +7,7 @@
 - A removal queued before a restart (the peer's DELETE of a Child SA, handled while another change
   held the lock) deletes nothing in the new worker: there the peer may have reused its SPI for its new
   Child SA, which is named by the same (SPI, peer) (Lineage.worker).
+- (K5) A rekey held for an SPI (as the restart's rekeys are) follows its IKE SA's successor.
 Two real IkeServices with in-process workers (test_ikeservice_restart_spis.RestartablePair)."""
 
 from __future__ import annotations
@@ -110,5 +111,39 @@ def test_a_removal_queued_before_a_restart_deletes_nothing_in_the_new_worker() -
         await pair.settle()
         (new,) = a.children.values()
         assert new.spi_out == old.spi_out
+        assert pair.traffic("a", 5) == 5 and pair.traffic("b", 5) == 5
+    run(body())
+
+
+def test_a_rekey_held_for_an_spi_follows_its_ike_sa_rekeyed_meanwhile() -> None:
+    """(K5) A's Child SA rekey waits for an inbound SPI (the pool empty, the GETSPI answers held
+    back); meanwhile B rekeys the IKE SA, whose Child SA moves to the successor.  When the SPIs come,
+    the held rekey runs in the successor (found by the IKE SA's handle), not dropped with the old SA."""
+    async def body() -> None:
+        pair = await pair_up()
+        a = pair.svc["a"]
+        old_sa = pair.ike("a")
+        (child,) = old_sa.children
+        gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        pair.workers["a"].hold = lambda msg: gate if isinstance(msg, pipe.GetSpi) else None
+        a.spi_pool.spis.clear()
+        assert a._child_of_sa(child.spi_in, Direction.IN) is not None
+        a.expired(child.spi_in, Direction.IN, hard=False)   # a soft EXPIRE: rekey it, with an SPI to come
+        assert a.spi_pool.starved
+        pair.ike("b").rekey()
+        pair.svc["b"]._pump()
+        # the IKE rekey goes straight into A's engine (a datagram of port 500 is not held for SPIs)
+        while pair.wire:
+            side, data, _port = pair.wire.pop(0)
+            pair.deliver(side, data, 500)
+            for _ in range(5):
+                await asyncio.sleep(0)
+        assert old_sa.state.value == "rekeyed" and pair.ike("a") is not old_sa
+        assert [c.unique_id for c in pair.ike("a").children] == [child.unique_id]
+        pair.workers["a"].hold = None
+        gate.set_result(None)
+        await pair.settle()
+        (now,) = pair.ike("a").children
+        assert now.spi_in != child.spi_in   # rekeyed
         assert pair.traffic("a", 5) == 5 and pair.traffic("b", 5) == 5
     run(body())
