@@ -26,7 +26,7 @@ from tunsec.dataplane.pipe import Direction
 from tunsec.ike.config import IkeConfig, child_config
 from tunsec.ike.sa import IkeSa
 from tunsec.metrics import event_families
-from tunsec.services.ike import installs
+from tunsec.services.ike import installs, recreate
 
 MORE = {"a": ("10.3.0.0/16", "10.4.0.0/16"), "b": ("10.4.0.0/16", "10.3.0.0/16")}
 
@@ -182,4 +182,92 @@ def test_a_rekey_responder_whose_held_back_add_is_refused_deletes_the_new_child_
         assert pair.workers["b"].dp.policies() == []
         assert not pair.sa_spis("b", Direction.IN) and not pair.sa_spis("b", Direction.OUT)
         assert pair.svc["b"].events.install_failed == {("tun", "net"): 1}
+    run(body())
+
+
+async def our_rekey_fails(pair: TwoChildPair) -> tuple[set[int], int]:
+    """"net" is up; A rekeys it and A's worker refuses the new Child SA's ADD.  Returns A's worker's
+    policy ids and "net"'s reqid from before."""
+    await pair.start()
+    pair.svc["a"].initiate("tun", "net")
+    await pair.settle()
+    policies = {p.id for p in pair.workers["a"].dp.policies()}
+    (state,) = pair.svc["a"].children.values()
+    refuse_next(pair.workers["a"].dp, "add")
+    pair.rekey("a")
+    await pair.settle()
+    return policies, state.reqid
+
+
+def test_a_child_sa_whose_rekey_we_started_fails_to_install_is_created_again() -> None:
+    """The old Child SA is deleted by the rekey, the new one after its failed install: the IKE SA
+    holds no "net".  Meanwhile "net"'s policies stay in A's worker (its traffic dropped, never sent
+    in clear: no outbound SA); at the retry timer A creates "net" again in the same lineage, and its
+    traffic passes both ways."""
+    async def body() -> None:
+        pair = TwoChildPair()
+        policies, reqid = await our_rekey_fails(pair)
+        a = pair.svc["a"]
+        assert ike_up(pair, "a").children == [] and a.children == {}
+        assert {p.id for p in pair.workers["a"].dp.policies()} == policies
+        assert pair.traffic("a", 3) == 0
+        assert not pair.sa_spis("a", Direction.OUT)
+        assert a.events.install_failed == {("tun", "net"): 1} and not a.events.child_recreate
+        fire_timers(a)   # the retry's delay ends
+        await pair.settle()
+        assert [c.name for c in ike_up(pair, "a").children] == ["net"]
+        (state,) = a.children.values()
+        assert state.reqid == reqid
+        assert {p.id for p in pair.workers["a"].dp.policies()} == policies
+        assert a.events.child_recreate == {("tun", "net"): 1}
+        assert a._recreating == {}
+        assert pair.traffic("a", 5) == 5 and pair.traffic("b", 5) == 5
+    run(body())
+
+
+def test_a_child_sa_created_again_gives_up_after_its_tries_and_removes_its_policies(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Every install of "net" is refused: A tries recreate.TRIES times, then its lineage ends (its
+    policies and reqid go); the IKE SA stays, and B's side holds nothing of "net"."""
+    async def body() -> None:
+        pair = TwoChildPair()
+        await our_rekey_fails(pair)
+        a = pair.svc["a"]
+        for _ in range(recreate.TRIES):
+            refuse_next(pair.workers["a"].dp, "add")
+            fire_timers(a)
+            await pair.settle()
+        assert a.events.child_recreate == {("tun", "net"): recreate.TRIES}
+        assert a._recreating == {} and a._timers == {}
+        assert pair.workers["a"].dp.policies() == []
+        assert ike_up(pair, "a").children == [] and ike_up(pair, "b").children == []
+        assert any("not created again after" in r.getMessage() for r in caplog.records)
+    run(body())
+
+
+def test_a_child_sa_created_again_whose_try_fails_is_tried_again_later() -> None:
+    """The first CREATE_CHILD_SA of the re-creation fails (A's worker gives no inbound SPI): the
+    next try is scheduled, and it creates "net" (both tries counted)."""
+    async def body() -> None:
+        pair = TwoChildPair()
+        await our_rekey_fails(pair)
+        a = pair.svc["a"]
+        dp = pair.workers["a"].dp
+        real = dp.getspi
+
+        def refuse(*_args: object) -> None:
+            raise DataplaneError("getspi", lib.TS_ENOSPC)
+        dp.getspi = refuse
+        a.spi_pool.spis.clear()
+        fire_timers(a)
+        await pair.settle()
+        assert ike_up(pair, "a").children == []
+        (pending,) = a._recreating.values()
+        assert pending.tries == 1 and pending.timer is not None
+        dp.getspi = real
+        fire_timers(a)
+        await pair.settle()
+        assert [c.name for c in ike_up(pair, "a").children] == ["net"]
+        assert a.events.child_recreate == {("tun", "net"): 2} and a._recreating == {}
+        assert pair.traffic("a", 5) == 5 and pair.traffic("b", 5) == 5
     run(body())

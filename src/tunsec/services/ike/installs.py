@@ -24,7 +24,7 @@ from tunsec.loglimit import suffix
 from tunsec.policy.claims import describe
 from tunsec.policy.ids import Band, priority
 from tunsec.policy.selector import SelectorError, addr_text, fast_selectors
-from tunsec.services.ike import install_failed, restart
+from tunsec.services.ike import install_failed, recreate, restart
 from tunsec.services.ike.giveup import Turn
 from tunsec.services.ike.sockets import parse_ip
 from tunsec.services.ike.state import ChildState, IPAddress, Lineage
@@ -163,6 +163,7 @@ def _child_registered(self: IkeService, sa: IkeSa, ev: ChildSaUp) -> ChildState 
                       ", ".join(map(str, ev.remote_ts)), suffix(held))
         self.events.rekey_ts_refused[(sa.name, ev.child)] += 1
         pred = None
+    handle = next(self._handles)
     if pred is not None:
         lineage = self.children[pred].lineage
     elif (sibling := _sibling(self, sa, ike, ev)) is not None:
@@ -181,13 +182,14 @@ def _child_registered(self: IkeService, sa: IkeSa, ev: ChildSaUp) -> ChildState 
             # we answered).  With a lineage of its own its policies would sit behind the older
             # one's, and deleting that one would stop the traffic until both peers had removed it
             pred = sibling.handle
+    elif (again := recreate.join(self, ike, ev.child, ev.local_ts, ev.remote_ts, handle)) and again.lineage:
+        lineage = again.lineage   # created again after our rekey's install failed: its policies held
     else:
         lineage = Lineage(self.ids.reqid(), self.spi_pool.generation)
     # a rekey keeps what its predecessor came up with (a reload since may have renamed the child)
     before = self.children.get(rekeyed) if rekeyed is not None else None
     plan = before.plan if before is not None else _plan(self, sa.name, ev.child)
     remote_ip = parse_ip(ev.remote_addr[0])
-    handle = next(self._handles)
     local = self._endpoint(remote_ip.version, ev.local_port, ev.local_ip)
     state = ChildState(handle, ike, sa.name, ev.child, ev.unique_id, ev.spi_in, ev.spi_out,
                        Endpoint(remote_ip, ev.remote_addr[1]), local, ev.alg, ev.esn, ev.local_ts, ev.remote_ts,
@@ -375,6 +377,8 @@ async def _child_up(self: IkeService, state: ChildState, ev: ChildSaUp, release:
                 log.error("%s: installing CHILD_SA %s %s", state.conn, state.child, what)
                 return
             again = _larval_lost(started) and _still_held(self, state)
+            if not again:   # our rekey's: created again, its lineage (policies) held meanwhile (recreate.py)
+                recreate.failed(self, state, ev.initiator and ev.rekey_of is not None)
             ended = self._forget(state, keep_claims=again)
             if again:
                 log.error("%s: installing CHILD_SA %s %s", state.conn, state.child, what)
@@ -431,6 +435,7 @@ def _installed(self: IkeService, state: ChildState, ev: ChildSaUp) -> None:
     """A Child SA's install is answered, all OK: its log line, and its updown script."""
     if state.handle not in self.children:
         return   # deleted while its install was answered: _child_down has taken it out again
+    recreate.installed(self, state)
     plan = state.plan
     log.info("%s: CHILD_SA %s up, SPIs %08x_i %08x_o, %s === %s (peer %s, reqid %d)", state.conn, state.child,
              ev.spi_in, ev.spi_out, ", ".join(map(str, ev.local_ts)), ", ".join(map(str, ev.remote_ts)),
