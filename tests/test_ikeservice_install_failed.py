@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from test_ikeservice_peers import run
 from test_ikeservice_rekey import Pair, fire_timers
+from test_ikeservice_restart_spis import RestartablePair
 
 from tunsec.conf.connections import Action, Child, Connection
 from tunsec.dataplane import client, pipe
@@ -269,5 +270,41 @@ def test_a_child_sa_created_again_whose_try_fails_is_tried_again_later() -> None
         await pair.settle()
         assert [c.name for c in ike_up(pair, "a").children] == ["net"]
         assert a.events.child_recreate == {("tun", "net"): 2} and a._recreating == {}
+        assert pair.traffic("a", 5) == 5 and pair.traffic("b", 5) == 5
+    run(body())
+
+
+def test_a_child_sa_being_created_again_ends_with_its_ike_sa() -> None:
+    """The IKE SA goes while "net" waits for its next try: its held policies go at once (another
+    client may be given those addresses), not at the timer, and nothing is tried any more."""
+    async def body() -> None:
+        pair = TwoChildPair()
+        await our_rekey_fails(pair)
+        a = pair.svc["a"]
+        assert pair.workers["a"].dp.policies() != []
+        a.terminate("tun")
+        await pair.settle()
+        assert a._recreating == {} and a._timers == {}
+        assert pair.workers["a"].dp.policies() == []
+        assert not a.events.child_recreate
+    run(body())
+
+
+class RestartableTwoChildPair(TwoChildPair, RestartablePair):
+    """TwoChildPair whose workers can be replaced (test_ikeservice_restart_spis.RestartablePair)."""
+
+
+def test_a_child_sa_being_created_again_is_asked_for_at_once_after_a_worker_restart() -> None:
+    """A's worker restarts while "net" waits for its next try (the restart cancels the service's
+    timers): "net" is created at once in the new worker, in a lineage of its own, and passes traffic."""
+    async def body() -> None:
+        pair = RestartableTwoChildPair()
+        await our_rekey_fails(pair)
+        a = pair.svc["a"]
+        in_flight = await pair.restart("a")
+        pair.wire.extend(in_flight)
+        await pair.settle()
+        assert [c.name for c in ike_up(pair, "a").children] == ["net"]
+        assert a.events.child_recreate == {("tun", "net"): 1} and a._recreating == {}
         assert pair.traffic("a", 5) == 5 and pair.traffic("b", 5) == 5
     run(body())
