@@ -153,9 +153,9 @@ def _end(self: IkeService, pending: Pending) -> None:
 
 async def _end_lineage(self: IkeService, lineage: Lineage) -> None:
     async with self._changes:
-        if lineage.worker == self.spi_pool.generation:   # else the restart released it (worker_restarted)
+        if lineage.worker == self.spi_pool.generation:   # else they went with the old worker
             await installs._delete_policies(self, lineage.policy_ids)
-            self._release(lineage)
+        self._release(lineage)   # no member left for a restart to release it with
     self._updown_down(lineage)
 
 
