@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from test_ikeservice_peers import run
 from test_ikeservice_rekey import Pair, adds, fire_timers, settle_holding_a_delete
+from test_ikeservice_restart_spis import RestartablePair
 
 from tunsec.conf.connections import Action, Child, Connection
 from tunsec.dataplane import client, pipe
@@ -26,7 +27,7 @@ from tunsec.dataplane.pipe import Direction
 from tunsec.ike.config import IkeConfig, child_config
 from tunsec.ike.sa import IkeSa
 from tunsec.metrics import event_families
-from tunsec.services.ike import installs
+from tunsec.services.ike import installs, recreate
 
 MORE = {"a": ("10.3.0.0/16", "10.4.0.0/16"), "b": ("10.4.0.0/16", "10.3.0.0/16")}
 
@@ -232,3 +233,127 @@ async def deliver_without_waiting(pair: Pair) -> None:
         pair.deliver(*pair.wire.pop(0))
         for _ in range(20):
             await asyncio.sleep(0)
+
+
+async def our_rekey_fails(pair: TwoChildPair) -> tuple[set[int], int]:
+    """"net" is up; A rekeys it and A's worker refuses the new Child SA's ADD.  Returns A's worker's
+    policy ids and "net"'s reqid from before."""
+    await pair.start()
+    pair.svc["a"].initiate("tun", "net")
+    await pair.settle()
+    policies = {p.id for p in pair.workers["a"].dp.policies()}
+    (state,) = pair.svc["a"].children.values()
+    refuse_next(pair.workers["a"].dp, "add")
+    pair.rekey("a")
+    await pair.settle()
+    return policies, state.reqid
+
+
+def test_a_child_sa_whose_rekey_we_started_fails_to_install_is_created_again() -> None:
+    """The old Child SA is deleted by the rekey, the new one after its failed install: the IKE SA
+    holds no "net".  Meanwhile "net"'s policies stay in A's worker (its traffic dropped, never sent
+    in clear: no outbound SA); at the retry timer A creates "net" again in the same lineage, and its
+    traffic passes both ways."""
+    async def body() -> None:
+        pair = TwoChildPair()
+        policies, reqid = await our_rekey_fails(pair)
+        a = pair.svc["a"]
+        assert ike_up(pair, "a").children == [] and a.children == {}
+        assert {p.id for p in pair.workers["a"].dp.policies()} == policies
+        assert pair.traffic("a", 3) == 0
+        assert not pair.sa_spis("a", Direction.OUT)
+        assert a.events.install_failed == {("tun", "net"): 1} and not a.events.child_recreate
+        fire_timers(a)   # the retry's delay ends
+        await pair.settle()
+        assert [c.name for c in ike_up(pair, "a").children] == ["net"]
+        (state,) = a.children.values()
+        assert state.reqid == reqid
+        assert {p.id for p in pair.workers["a"].dp.policies()} == policies
+        assert a.events.child_recreate == {("tun", "net"): 1}
+        assert a._recreating == {}
+        assert pair.traffic("a", 5) == 5 and pair.traffic("b", 5) == 5
+    run(body())
+
+
+def test_a_child_sa_created_again_gives_up_after_its_tries_and_removes_its_policies(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Every install of "net" is refused: A tries recreate.TRIES times, then its lineage ends (its
+    policies and reqid go); the IKE SA stays, and B's side holds nothing of "net"."""
+    async def body() -> None:
+        pair = TwoChildPair()
+        await our_rekey_fails(pair)
+        a = pair.svc["a"]
+        for _ in range(recreate.TRIES):
+            refuse_next(pair.workers["a"].dp, "add")
+            fire_timers(a)
+            await pair.settle()
+        assert a.events.child_recreate == {("tun", "net"): recreate.TRIES}
+        assert a._recreating == {} and a._timers == {}
+        assert pair.workers["a"].dp.policies() == []
+        assert ike_up(pair, "a").children == [] and ike_up(pair, "b").children == []
+        assert any("not created again after" in r.getMessage() for r in caplog.records)
+    run(body())
+
+
+def test_a_child_sa_created_again_whose_try_fails_is_tried_again_later() -> None:
+    """The first CREATE_CHILD_SA of the re-creation fails (A's worker gives no inbound SPI): the
+    next try is scheduled, and it creates "net" (both tries counted)."""
+    async def body() -> None:
+        pair = TwoChildPair()
+        await our_rekey_fails(pair)
+        a = pair.svc["a"]
+        dp = pair.workers["a"].dp
+        real = dp.getspi
+
+        def refuse(*_args: object) -> None:
+            raise DataplaneError("getspi", lib.TS_ENOSPC)
+        dp.getspi = refuse
+        a.spi_pool.spis.clear()
+        fire_timers(a)
+        await pair.settle()
+        assert ike_up(pair, "a").children == []
+        (pending,) = a._recreating.values()
+        assert pending.tries == 1 and pending.timer is not None
+        dp.getspi = real
+        fire_timers(a)
+        await pair.settle()
+        assert [c.name for c in ike_up(pair, "a").children] == ["net"]
+        assert a.events.child_recreate == {("tun", "net"): 2} and a._recreating == {}
+        assert pair.traffic("a", 5) == 5 and pair.traffic("b", 5) == 5
+    run(body())
+
+
+def test_a_child_sa_being_created_again_ends_with_its_ike_sa() -> None:
+    """The IKE SA goes while "net" waits for its next try: its held policies go at once (another
+    client may be given those addresses), not at the timer, and nothing is tried any more."""
+    async def body() -> None:
+        pair = TwoChildPair()
+        await our_rekey_fails(pair)
+        a = pair.svc["a"]
+        assert pair.workers["a"].dp.policies() != []
+        a.terminate("tun")
+        await pair.settle()
+        assert a._recreating == {} and a._timers == {}
+        assert pair.workers["a"].dp.policies() == []
+        assert not a.events.child_recreate
+    run(body())
+
+
+class RestartableTwoChildPair(TwoChildPair, RestartablePair):
+    """TwoChildPair whose workers can be replaced (test_ikeservice_restart_spis.RestartablePair)."""
+
+
+def test_a_child_sa_being_created_again_is_asked_for_at_once_after_a_worker_restart() -> None:
+    """A's worker restarts while "net" waits for its next try (the restart cancels the service's
+    timers): "net" is created at once in the new worker, in a lineage of its own, and passes traffic."""
+    async def body() -> None:
+        pair = RestartableTwoChildPair()
+        await our_rekey_fails(pair)
+        a = pair.svc["a"]
+        in_flight = await pair.restart("a")
+        pair.wire.extend(in_flight)
+        await pair.settle()
+        assert [c.name for c in ike_up(pair, "a").children] == ["net"]
+        assert a.events.child_recreate == {("tun", "net"): 1} and a._recreating == {}
+        assert pair.traffic("a", 5) == 5 and pair.traffic("b", 5) == 5
+    run(body())

@@ -39,5 +39,7 @@ class EventCounts:
     # Child SAs whose install the worker refused or did not answer, or that it cannot take (selectors,
     # algorithm): deleted in the engine (installs, install_failed), by (conn, child)
     install_failed: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
+    # CREATE_CHILD_SAs of a child whose rekey (ours) failed to install (services/ike/recreate.py)
+    child_recreate: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
     # updown up-clients not run (nor their down-clients): their IKE SA had updown.QUEUE_LIMIT waiting
     updown_skipped: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)

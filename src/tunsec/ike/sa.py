@@ -386,6 +386,10 @@ class IkeSa:
             return []  # they belong to the IKE SA that replaced this one
         return [c for c in self._st.children.values() if c.installed]
 
+    def inbound_spis(self) -> list[int]:
+        """Every inbound SPI its Child SAs hold: installed, being negotiated, or now its heir's."""
+        return list(self._st.children)
+
     def creating(self, child_name: str) -> bool:
         """A new Child SA of config ``child_name`` is under way here: its IKE_AUTH or CREATE_CHILD_SA
         is out or queued, or waits to be asked again after the peer refused it for now."""

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from tunsec.ike.events import DownReason, IkeSaRekeyed, IkeSaUp
 from tunsec.ike.sa import IkeSa, State
 from tunsec.policy.pad import is_duplicate
-from tunsec.services.ike import restart
+from tunsec.services.ike import recreate, restart
 from tunsec.services.ike.trusted import peer_of
 
 if TYPE_CHECKING:
@@ -99,6 +99,7 @@ def _ike_lineage_gone(self: IkeService, handle: int) -> None:
     (their Child SAs, shared, went with it)."""
     self._ike_peers.pop(handle, None)
     restart.release_claims_of(self, handle)   # its Child SAs' claims a worker restart left held
+    recreate.ike_gone(self, handle)   # a child it was creating again: its held lineage ends
     self._moves.pop(handle, None)   # a mover still running or waiting ends (mobility._move_children)
     for old in self._replaced.pop(handle, ()):
         self._ike_handles.pop(old, None)

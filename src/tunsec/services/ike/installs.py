@@ -8,7 +8,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tunsec import updown
@@ -24,7 +24,7 @@ from tunsec.loglimit import suffix
 from tunsec.policy.claims import describe
 from tunsec.policy.ids import Band, priority
 from tunsec.policy.selector import SelectorError, addr_text, fast_selectors
-from tunsec.services.ike import install_failed, restart
+from tunsec.services.ike import install_failed, recreate, restart
 from tunsec.services.ike.giveup import Turn
 from tunsec.services.ike.sockets import parse_ip
 from tunsec.services.ike.state import ChildState, IPAddress, Lineage
@@ -87,15 +87,25 @@ def expired(self: IkeService, spi: int, direction: Direction, hard: bool, remote
     return False
 
 
-async def _delete_sa(self: IkeService, spi: int, direction: Direction, remote: Endpoint | None = None,
-                     of_child: int | None = None) -> None:
+def _delete_sa(self: IkeService, spi: int, direction: Direction, remote: Endpoint | None = None,
+               of_child: int | None = None, worker: int | None = None) -> Coroutine[Any, Any, None]:
     """DELETE one SA from the worker.  ``of_child``: the inbound SPI of the Child SA (reported gone) the
     SA is of: accounting gets the SA's final counters, which the answer carries (LIFETIME_CURRENT),
-    or None if the DELETE failed (ENOENT: its hard lifetime removed it, and its EXPIRE carried them)."""
+    or None if the DELETE failed (ENOENT: its hard lifetime removed it, and its EXPIRE carried them).
+    ``worker``: the generation of the worker the SA was put in (Lineage.worker), by default the
+    current one as of this call (not as of the coroutine's start, a turn later or after a lock)."""
+    return _delete_sa_in(self, self.spi_pool.generation if worker is None else worker, spi, direction, remote,
+                         of_child)
+
+
+async def _delete_sa_in(self: IkeService, worker: int, spi: int, direction: Direction, remote: Endpoint | None,
+                        of_child: int | None) -> None:
     final = None
     try:
-        if direction is Direction.IN and not self.spi_pool.issued(spi):
-            return   # an older worker's (restart.py): in this one the number may be another peer's SA
+        # an older worker's SA went with it: in the current one the number (the peer's outbound SPI
+        # too, which it may reuse) may be another SA, another peer's or the same peer's new one
+        if worker != self.spi_pool.generation or (direction is Direction.IN and not self.spi_pool.issued(spi)):
+            return
         with contextlib.suppress(WorkerError):
             final = (await self.worker().request(lambda r: pipe.Delete(r, spi, direction, remote)))[-1].current
     finally:   # whatever happened: the session's Stop waits for it
@@ -153,6 +163,7 @@ def _child_registered(self: IkeService, sa: IkeSa, ev: ChildSaUp) -> ChildState 
                       ", ".join(map(str, ev.remote_ts)), suffix(held))
         self.events.rekey_ts_refused[(sa.name, ev.child)] += 1
         pred = None
+    handle = next(self._handles)
     if pred is not None:
         lineage = self.children[pred].lineage
     elif (sibling := _sibling(self, sa, ike, ev)) is not None:
@@ -171,13 +182,14 @@ def _child_registered(self: IkeService, sa: IkeSa, ev: ChildSaUp) -> ChildState 
             # we answered).  With a lineage of its own its policies would sit behind the older
             # one's, and deleting that one would stop the traffic until both peers had removed it
             pred = sibling.handle
+    elif (again := recreate.join(self, ike, ev.child, ev.local_ts, ev.remote_ts, handle)) and again.lineage:
+        lineage = again.lineage   # created again after our rekey's install failed: its policies held
     else:
-        lineage = Lineage(self.ids.reqid())
+        lineage = Lineage(self.ids.reqid(), self.spi_pool.generation)
     # a rekey keeps what its predecessor came up with (a reload since may have renamed the child)
     before = self.children.get(rekeyed) if rekeyed is not None else None
     plan = before.plan if before is not None else _plan(self, sa.name, ev.child)
     remote_ip = parse_ip(ev.remote_addr[0])
-    handle = next(self._handles)
     local = self._endpoint(remote_ip.version, ev.local_port, ev.local_ip)
     state = ChildState(handle, ike, sa.name, ev.child, ev.unique_id, ev.spi_in, ev.spi_out,
                        Endpoint(remote_ip, ev.remote_addr[1]), local, ev.alg, ev.esn, ev.local_ts, ev.remote_ts,
@@ -365,6 +377,8 @@ async def _child_up(self: IkeService, state: ChildState, ev: ChildSaUp, release:
                 log.error("%s: installing CHILD_SA %s %s", state.conn, state.child, what)
                 return
             again = _larval_lost(started) and _still_held(self, state)
+            if not again:   # our rekey's: created again, its lineage (policies) held meanwhile (recreate.py)
+                recreate.failed(self, state, ev.initiator and ev.rekey_of is not None)
             ended = self._forget(state, keep_claims=again)
             if again:
                 log.error("%s: installing CHILD_SA %s %s", state.conn, state.child, what)
@@ -421,6 +435,7 @@ def _installed(self: IkeService, state: ChildState, ev: ChildSaUp) -> None:
     """A Child SA's install is answered, all OK: its log line, and its updown script."""
     if state.handle not in self.children:
         return   # deleted while its install was answered: _child_down has taken it out again
+    recreate.installed(self, state)
     plan = state.plan
     log.info("%s: CHILD_SA %s up, SPIs %08x_i %08x_o, %s === %s (peer %s, reqid %d)", state.conn, state.child,
              ev.spi_in, ev.spi_out, ", ".join(map(str, ev.local_ts)), ", ".join(map(str, ev.remote_ts)),
@@ -619,15 +634,15 @@ async def _remove(self: IkeService, state: ChildState, lineage_ended: bool, ling
     await self._install_answered(state)   # out_installed is known then
     state.standby = None
     self._unlater(state.standby_timer)
+    lineage = state.lineage
     if state.out_installed:   # a refused ADD (EEXIST) leaves the SA that was there alone
-        await self._delete_sa(state.spi_out, Direction.OUT, state.remote, of_child=state.spi_in)
+        await self._delete_sa(state.spi_out, Direction.OUT, state.remote, state.spi_in, lineage.worker)
     else:   # none of ours (on standby, refused): it counted nothing
         self._acct_deleted(state.spi_in, Direction.OUT, None)
-    lineage = state.lineage
-    if linger and not self.closing:
+    if linger and not self.closing and lineage.worker == self.spi_pool.generation:
         await _linger(self, state)
     else:
-        await self._delete_sa(state.spi_in, Direction.IN, of_child=state.spi_in)
+        await self._delete_sa(state.spi_in, Direction.IN, of_child=state.spi_in, worker=lineage.worker)
     if not lineage_ended:
         if lineage.lingering and not _has_member_in(self, lineage, state.ike):
             # the lineage goes on in another IKE SA of the peer's identity (_sibling: the client came
@@ -667,7 +682,7 @@ async def _linger(self: IkeService, state: ChildState) -> None:
             self._unlater(entry[1])
             if not oldest.lingering:
                 oldest.lingering = None   # no empty dict kept per client
-        await self._delete_sa(spi, Direction.IN, of_child=spi)
+        await self._delete_sa(spi, Direction.IN, of_child=spi, worker=oldest.worker)
 
 
 def _unlinger(self: IkeService, ike: int, spi: int) -> None:
@@ -694,7 +709,7 @@ async def _drop_lingering(self: IkeService, lineage: Lineage, ike: int | None) -
             self._unlater(timer)
             del lingering[spi]
             _unlinger(self, owner, spi)
-            await self._delete_sa(spi, Direction.IN, of_child=spi)
+            await self._delete_sa(spi, Direction.IN, of_child=spi, worker=lineage.worker)
     if not lingering:
         lineage.lingering = None   # no empty dict kept per client
 
@@ -721,7 +736,7 @@ async def _linger_ended(self: IkeService, lineage: Lineage, spi: int) -> None:
             if not lineage.lingering:
                 lineage.lingering = None   # no empty dict kept per client
             _unlinger(self, entry[0], spi)
-            await self._delete_sa(spi, Direction.IN, of_child=spi)
+            await self._delete_sa(spi, Direction.IN, of_child=spi, worker=lineage.worker)
 
 
 def _child_gone(self: IkeService, sa: IkeSa, ev: ChildSaDown) -> None:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from tunsec.ike.events import ChildSaUp
 from tunsec.ike.sa import IkeSa
-from tunsec.services.ike import installs
+from tunsec.services.ike import installs, recreate
 from tunsec.services.ike.state import ChildState
 
 if TYPE_CHECKING:
@@ -37,7 +37,8 @@ log = logging.getLogger("tunsec.ike")
 async def worker_restarted(self: IkeService) -> None:
     """A new worker has an empty SAD: IKE SAs survive, their children must be renegotiated."""
     self._acct_worker_restarted()   # their usage so far stays in the sessions' totals
-    self.spi_pool.clear()
+    self.spi_pool.clear(spi for sa in self.endpoint.sas for spi in sa.inbound_spis())
+    recreate.worker_restarted(self)   # before the loop below releases the booked Child SAs' lineages
     self.trusted.resend()   # first: the new worker's IKE events from the established peers have their reserve
     self._cancel_timers()   # their SPIs mean nothing (or someone else's SA) to the new worker
     self._lingering.clear()   # nor do lingering inbound SAs' (their timers just went)

@@ -80,7 +80,7 @@ from tunsec.radius.relay import Accepted, RadiusRelay
 from tunsec.radius.settings import RadiusSettings
 from tunsec.services.addrwatch import AddressWatch
 from tunsec.services.base import EspEndpoint, Service
-from tunsec.services.ike import ikesas, installs, mobility, radius_edge, restart, traps
+from tunsec.services.ike import ikesas, installs, mobility, radius_edge, recreate, restart, traps
 from tunsec.services.ike import invalid_spi as _invalid_spi
 from tunsec.services.ike import reload as _reload
 from tunsec.services.ike import status as _status
@@ -156,6 +156,8 @@ class IkeService(Service):
         # Child SAs deleted in the engine after their install failed, whose inbound SA is removed already:
         # their ChildSaDown deletes no SPI (the worker may have issued it again; install_failed.py)
         self.uninstalled: set[tuple[int, int]] = set()             # (IKE SA handle, unique id)
+        # (IKE SA handle, child) -> a Child SA created again after our rekey's install failed (recreate.py)
+        self._recreating: dict[tuple[int, str], recreate.Pending] = {}
         self._by_ike: dict[int, set[int]] = {}   # IKE SA handle -> its child handles (_follow_peers)
         self._ike_handles = Handles()   # IKE SA -> handle, and back (_ike_sa)
         self._replaced: dict[int, list[IkeSa]] = {}   # IKE SA handle -> its rekeyed SAs holding it (ikesas.py)
@@ -547,6 +549,8 @@ class IkeService(Service):
                     self.events.ts_claims_refused[(ev.name, ev.child or "")] += 1
                 if ev.rekey_ts:
                     self.events.rekey_ts_refused[(ev.name, ev.child or "")] += 1
+                if ev.child is not None and not ev.peer_request:   # a re-creation's next try (recreate.py)
+                    recreate.refused(self, self._ike_handle(sa), ev.child)
                 if (held := self._failure_log(sa, ev)) is not None:
                     child = f" child {ev.child}" if ev.child else ""
                     log.error("%s%s: %s: %s%s", ev.name, child, ev.reason, ev.detail, suffix(held))

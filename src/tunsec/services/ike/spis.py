@@ -9,7 +9,7 @@ import collections
 import dataclasses
 import functools
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
 from tunsec.dataplane import pipe
@@ -55,7 +55,10 @@ HELD_BYTES_PER_SA = 64 << 10
 # SPI says which worker issued it (SpiPool.issued) and no SPI of the previous GENERATIONS - 1
 # workers is ever one of the current worker's: a Child SA negotiated across a restart with an SPI
 # of the old worker is known as such (services/ike/restart.py), and a DELETE of an old worker's SPI
-# never reaches another peer's new SA in the new worker.  2^24 SPIs each: far more than a SAD holds
+# never reaches another peer's new SA in the new worker.  2^24 SPIs each: far more than a SAD holds.
+# A part comes round again after GENERATIONS restarts: what the engine still holds in it then (a Child SA
+# whose rekeys the peer refused all along, one negotiated since) is retired at the restart (retire): never
+# issued(), and a number the new worker hands out again that is one of those is not used
 SPI_BASE = 0xC0000000
 GENERATIONS = 16
 _GEN_SHIFT = 24
@@ -115,6 +118,9 @@ class SpiPool:
         self.spis: collections.deque[int] = collections.deque()
         self._asking = 0           # GETSPIs sent and not answered yet (to this worker: _generation)
         self._generation = 0       # bumped by clear (a new worker); its SPIs' range (SPI_BASE, GENERATIONS)
+        # SPIs of the current range that an older worker issued and the engine held at the restart (retire)
+        self._retired: frozenset[int] = frozenset()
+        self.retired_refused = 0   # GETSPI answers not used: the number is a retired one (see retire)
         self._batches: set[_Batch] = set()   # GETSPIs in flight (refill waits for them)
         self._spi_wait = False     # the pool is empty and a refill in flight: the barrier is up (_spi_barrier)
         self._held: collections.deque[Callable[[], None]] = collections.deque()   # what waits for an SPI
@@ -174,12 +180,11 @@ class SpiPool:
             # the newest first: the oldest are handed out next (take pops from the left)
             spis = [self.spis.pop() for _ in range(excess)]
             self.returned += excess
-            self._spawn(self._return_spis(spis))
+            self._spawn(self._return_spis(spis, self._generation))
 
-    async def _return_spis(self, spis: list[int]) -> None:
-        """DELETE pooled (larval) SPIs the pool no longer needs; a failure only leaves them reserved."""
-        spis = [spi for spi in spis if self.issued(spi)]   # a restart since: the old worker's went with it
-        if not spis:
+    async def _return_spis(self, spis: list[int], generation: int) -> None:
+        """DELETE larval SPIs worker ``generation`` issued that are not used; a failure only leaves them reserved."""
+        if generation != self._generation:   # a restart since: the old worker's went with it
             return
         w = self.worker()
         answers = await answered([send_soon(w, "Delete", functools.partial(pipe.Delete, spi=spi,
@@ -189,12 +194,26 @@ class SpiPool:
                 and (held := self._return_log.admit()) is not None:
                 log.warning("DELETE of unused inbound SPIs failed: %s%s", failed, suffix(held))
 
-    def clear(self) -> None:
-        """A new worker: the old one's SPIs mean nothing to it."""
+    def clear(self, held: Iterable[int] = ()) -> None:
+        """A new worker: the old one's SPIs mean nothing to it.  ``held``: every inbound SPI the engine
+        holds (its Child SAs, installed or being negotiated), which retire sorts."""
         self.spis.clear()
         self._generation += 1
         self._asking = 0
+        self.retire(held)
         self._spi_barrier()
+
+    def retire(self, held: Iterable[int]) -> None:
+        """Of the SPIs the engine holds at a restart (all issued by older workers), those in the new
+        worker's range (GENERATIONS restarts old, or more): never issued() by this worker, nor taken
+        from its GETSPI answers should it hand out the same number.  Everything else that names an
+        older worker's SPI (a removal queued before the restart) names that worker's generation too
+        (installs._delete_sa), so an SPI is current only if this worker issued it."""
+        lo, hi = self._range()
+        self._retired = frozenset(spi for spi in held if lo <= spi <= hi)
+        if self._retired:
+            log.info("%d inbound SPIs of Child SAs negotiated %d or more worker restarts ago are retired from "
+                     "the new worker's range", len(self._retired), GENERATIONS)
 
     @property
     def generation(self) -> int:
@@ -209,7 +228,7 @@ class SpiPool:
     def issued(self, spi: int) -> bool:
         """Whether ``spi`` is one the current worker issued (or would): an inbound SPI of an older
         worker is none of this one's SAs, or another peer's SA that drew the same number."""
-        return spi & _GEN_MASK == self._range()[0]
+        return spi & _GEN_MASK == self._range()[0] and spi not in self._retired
 
     def take(self) -> int:
         if not self.spis:
@@ -282,6 +301,9 @@ class SpiPool:
         if replies[0].errno is pipe.Errno.OK and (spi := replies[0].spi) is not None:
             if self.issued(spi):
                 self.spis.append(spi)
+            elif spi in self._retired:   # the new worker's larval SA, but the engine holds that number already
+                self.retired_refused += 1
+                self._spawn(self._return_spis([spi], self._generation))   # not kept larval
             elif (held := self._getspi_log.admit()) is not None:   # the worker's bug: not ours to use or DELETE
                 log.warning("GETSPI answered %08x, outside the range asked for: not used%s", spi, suffix(held))
         self._spi_barrier()

@@ -33,6 +33,10 @@ class Lineage:
     the worker said OK to, or has yet to answer (``protecting``)."""
 
     reqid: int
+    # the generation of the worker its SAs and policies are in (SpiPool.generation): a removal queued
+    # before a restart deletes nothing in the new worker, where its SPIs may be others' SAs, or its own
+    # peer's new ones (installs._delete_sa); a worker restart starts every Child SA's lineage anew
+    worker: int = 0
     members: set[int] = field(default_factory=set)     # handles of its Child SAs
     policy_ids: list[int] = field(default_factory=list)
     updown: updown.ChildEvent | None = None   # what its script was told at up-client (down reuses it)
