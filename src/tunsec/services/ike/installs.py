@@ -92,8 +92,7 @@ def _delete_sa(self: IkeService, spi: int, direction: Direction, remote: Endpoin
     """DELETE one SA from the worker.  ``of_child``: the inbound SPI of the Child SA (reported gone) the
     SA is of: accounting gets the SA's final counters, which the answer carries (LIFETIME_CURRENT),
     or None if the DELETE failed (ENOENT: its hard lifetime removed it, and its EXPIRE carried them).
-    ``worker``: the generation of the worker the SA was put in (Lineage.worker), by default the
-    current one as of this call (not as of the coroutine's start, a turn later or after a lock)."""
+    ``worker``: the generation of the worker the SA went into (Lineage.worker), by default this call's."""
     return _delete_sa_in(self, self.spi_pool.generation if worker is None else worker, spi, direction, remote,
                          of_child)
 
@@ -102,8 +101,7 @@ async def _delete_sa_in(self: IkeService, worker: int, spi: int, direction: Dire
                         of_child: int | None) -> None:
     final = None
     try:
-        # an older worker's SA went with it: in the current one the number (the peer's outbound SPI
-        # too, which it may reuse) may be another SA, another peer's or the same peer's new one
+        # an older worker's SA went with it: here the number (even the peer's reused one) is another SA
         if worker != self.spi_pool.generation or (direction is Direction.IN and not self.spi_pool.issued(spi)):
             return
         with contextlib.suppress(WorkerError):
