@@ -204,7 +204,7 @@ def test_an_authenticated_peers_refusals_are_shown_apart_from_unauthenticated_dr
         doc = gw.service.status(pipe.Reply(1, pipe.MsgType.DUMP, pipe.Errno.OK))
         ignored = 100 - (1 + SPARE_SPIS)   # one Child SA
         assert doc["ike_refused"] == {"ike_rekeys_refused": 2, "delete_spis_ignored": ignored,
-                                      "mobike_checks_failed": 0, "floats_refused": 0}
+                                      "mobike_checks_failed": 0, "floats_refused": 0, "ike_sa_limit": 0}
         assert not {"ike_rekeys_refused", "delete_spis_ignored"} & set(doc["ike_drops"])
 
         base = {"tun": {"name": "tunsec0", "mtu": 1400, "offloads": []}, "worker": {"pid": 1, "restarts": 0},
@@ -214,12 +214,12 @@ def test_an_authenticated_peers_refusals_are_shown_apart_from_unauthenticated_dr
         assert "malformed 0" in unauthenticated and "ike_rekeys_refused" not in unauthenticated \
             and "delete_spis_ignored" not in unauthenticated
         assert f"IKE requests refused from authenticated peers: ike_rekeys_refused 2, " \
-               f"delete_spis_ignored {ignored}, mobike_checks_failed 0, floats_refused 0" in text
+               f"delete_spis_ignored {ignored}, mobike_checks_failed 0, floats_refused 0, ike_sa_limit 0" in text
 
         families = {f.name: f for f in metrics.state_families(doc, True)}
         refused = {s.labels["reason"]: s.value for s in families["tunsec_ike_authenticated_refused"].samples}
         assert refused == {"ike_rekeys_refused": 2, "delete_spis_ignored": ignored, "mobike_checks_failed": 0,
-                           "floats_refused": 0}
+                           "floats_refused": 0, "ike_sa_limit": 0}
         dropped = {s.labels["reason"] for s in families["tunsec_ike_requests_dropped"].samples}
         assert "malformed" in dropped and not dropped & set(refused)
         assert "before anything in them was authenticated" in families["tunsec_ike_requests_dropped"].documentation

@@ -265,7 +265,8 @@ def state_families(doc: dict[str, Any], worker_up: bool,
                                   "delete_spis_ignored: SPIs of a DELETE past what its IKE SA could hold; "
                                   "mobike_checks_failed: MOBIKE moves to an address that never answered the "
                                   "return routability check, taken back; floats_refused: NAT rebindings to an "
-                                  "address outside remote_addrs or of another family, not followed)",
+                                  "address outside remote_addrs or of another family, not followed; ike_sa_limit: "
+                                  "IKE_AUTHs refused, the identity holding max_ike_sas_per_identity IKE SAs)",
                                   labels=["reason"])
     for reason, n in sorted(doc.get("ike_refused", {}).items()):
         refused.add_metric([reason], n)

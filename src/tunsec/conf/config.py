@@ -127,6 +127,7 @@ def parse_config(text: str, path: str = "<string>") -> Config:
             pools={p.name: p.version for p in pools},
             fragment_size=tunsec.fragment_size,
             max_child_sas=tunsec.max_child_sas,
+            max_ike_sas=tunsec.max_ike_sas_per_identity,
             radius=radius is not None and bool(radius.servers),
             radius_groups=radius is not None and radius.gives_groups,
         )  # fmt: skip

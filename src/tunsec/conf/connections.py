@@ -61,7 +61,14 @@ from tunsec.conf.values import (
     parse_port,
     refuse,
 )
-from tunsec.ike.config import DEFAULT_MAX_CHILD_SAS, IkeConfig, RedirectOn, RetransmitConfig, SendCertMode
+from tunsec.ike.config import (
+    DEFAULT_MAX_CHILD_SAS,
+    DEFAULT_MAX_IKE_SAS,
+    IkeConfig,
+    RedirectOn,
+    RetransmitConfig,
+    SendCertMode,
+)
 from tunsec.ike.constants import IKE_PORT, NATT_PORT, ProtocolId
 from tunsec.ike.fragments import DEFAULT_FRAGMENT_SIZE, FragmentationMode
 from tunsec.ike.proposals import ProposalSpec, parse_proposals
@@ -265,6 +272,7 @@ class _ConnContext:
     half_open_timeout: float
     fragment_size: int = DEFAULT_FRAGMENT_SIZE
     max_child_sas: int = DEFAULT_MAX_CHILD_SAS
+    max_ike_sas: int = DEFAULT_MAX_IKE_SAS
     pools: Mapping[str, int] = field(default_factory=dict)  # pools.<name> -> IP version
     radius: bool = False  # radius { servers { } } names at least one server (for auth = eap-radius)
     radius_groups: bool = False  # radius { class_group/filter_id = yes }: Accepts give groups (remote.groups)
@@ -462,6 +470,7 @@ def _read_connection(section: Section, ctx: _ConnContext) -> Connection | None:
             fragmentation=fragmentation,
             fragment_size=ctx.fragment_size,
             max_child_sas=ctx.max_child_sas,
+            max_ike_sas=ctx.max_ike_sas,
             redirect_to=redirect_to,
             redirect_when=redirect_when,
             redirect_on=redirect_on,
@@ -500,6 +509,7 @@ def read_connections(
     pools: Mapping[str, int] | None = None,
     fragment_size: int = DEFAULT_FRAGMENT_SIZE,
     max_child_sas: int = DEFAULT_MAX_CHILD_SAS,
+    max_ike_sas: int = DEFAULT_MAX_IKE_SAS,
     radius: bool = False,
     radius_groups: bool = False,
 ) -> tuple[Connection, ...]:
@@ -507,15 +517,15 @@ def read_connections(
 
     ``psks`` are the ``secrets.ike*`` entries (``psks_broken``: one of them had
     errors, so a connection without a PSK says nothing more); ``retransmit``,
-    ``half_open_timeout``, ``fragment_size`` and ``max_child_sas`` come from ``tunsec { }`` and go into
+    ``half_open_timeout``, ``fragment_size``, ``max_child_sas`` and ``max_ike_sas`` come from ``tunsec { }`` and go into
     every ``IkeConfig``; ``pools`` names the configured address pools (their IP
     version), which ``connections.X.pools`` may use; ``radius``: RADIUS servers are
     configured, so ``auth = eap-radius`` may be used; ``radius_groups``: their Access-Accepts
     give group memberships, so ``remote.groups`` may be used.
     """
     ctx = _ConnContext(creds, psks, psks_broken, issues, retransmit or RetransmitConfig(), half_open_timeout,
-                       fragment_size=fragment_size, max_child_sas=max_child_sas, pools=dict(pools or {}), radius=radius,
-                       radius_groups=radius_groups)
+                       fragment_size=fragment_size, max_child_sas=max_child_sas, max_ike_sas=max_ike_sas,
+                       pools=dict(pools or {}), radius=radius, radius_groups=radius_groups)
     refuse_keys(section, issues, "connections takes one section per connection ('NAME { ... }'), not keys")
     if any(uses_pubkey(sub) for sub in section.sections.values()):
         creds.trusted_cas()  # report problems in x509ca/ even if no connection gets that far

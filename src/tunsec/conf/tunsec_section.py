@@ -20,7 +20,7 @@ from tunsec.conf.errors import BadValue, ConfigIssue, show_value
 from tunsec.conf.reader import SectionReader
 from tunsec.conf.syntax import Section
 from tunsec.conf.values import IPAddress, auto_or, choice, float_range, int_range, parse_bool, parse_duration
-from tunsec.ike.config import DEFAULT_MAX_CHILD_SAS, RetransmitConfig
+from tunsec.ike.config import DEFAULT_MAX_CHILD_SAS, DEFAULT_MAX_IKE_SAS, RetransmitConfig
 from tunsec.ike.endpoint import DosLimits
 from tunsec.ike.fragments import DEFAULT_FRAGMENT_SIZE
 
@@ -180,6 +180,10 @@ _parse_datagram_size = int_range(576, 65535, "a size in bytes")
 # the pool's memory small (~0.5 KB an X25519 key pair, ~2.3 KB an ECP one, 64 MODP at most)
 # Child SAs one IKE SA may hold (not in strongSwan; see tunsec.ike.config.DEFAULT_MAX_CHILD_SAS)
 _parse_max_child_sas = int_range(1, 1 << 16, "a number of Child SAs per IKE SA")
+# IKE SAs one identity may hold per connection (not in strongSwan; see tunsec.ike.config.DEFAULT_MAX_IKE_SAS)
+_parse_max_ike_sas = int_range(1, 1 << 16, "a number of IKE SAs per identity")
+# IKE SAs of all peers (strongswan.conf's charon.ikesa_limit; 0: no limit)
+_parse_ikesa_limit = int_range(0, 1 << 24, "a number of IKE SAs (0: no limit)")
 _parse_ke_pool = int_range(0, 4096, "a number of key pairs per key exchange group (0: no pool)")
 
 
@@ -235,6 +239,9 @@ class TunsecSettings:
     # a peer's CREATE_CHILD_SA for a further Child SA is refused with NO_ADDITIONAL_SAS once its IKE SA
     # holds this many (a rekey replaces one and does not count); every connection's IkeConfig carries it
     max_child_sas: int = DEFAULT_MAX_CHILD_SAS
+    # a peer's IKE_AUTH is refused with AUTHENTICATION_FAILED once its identity holds this many IKE SAs of
+    # the connection (a rekey replaces one and does not count); every connection's IkeConfig carries it
+    max_ike_sas_per_identity: int = DEFAULT_MAX_IKE_SAS
     # key pairs kept ready per key exchange group (the first group of each connection's IKE and ESP
     # proposals; MODP at most 64), generated at start and while no IKE SA is being set up, taken
     # at IKE_SA_INIT, CREATE_CHILD_SA with PFS and IKE rekeys, replaced after 5 minutes unused
@@ -274,8 +281,10 @@ def read_tunsec_section(section: Section, issues: list[ConfigIssue]) -> TunsecSe
             cookie_threshold_ip=r.get("cookie_threshold_ip", _parse_cookie_threshold_ip, d.dos.cookie_threshold_ip),
             block_threshold=r.get("block_threshold", _parse_block_threshold, d.dos.block_threshold),
             ipv6_source_prefix=r.get("ipv6_source_prefix", _parse_ipv6_source_prefix, d.dos.ipv6_source_prefix),
+            ikesa_limit=r.get("ikesa_limit", _parse_ikesa_limit, d.dos.ikesa_limit),
         ),
         max_child_sas=r.get("max_child_sas", _parse_max_child_sas, d.max_child_sas),
+        max_ike_sas_per_identity=r.get("max_ike_sas_per_identity", _parse_max_ike_sas, d.max_ike_sas_per_identity),
         ke_pool=r.get("ke_pool", _parse_ke_pool, d.ke_pool),
         state_dir=r.get("state_dir", _parse_state_dir, d.state_dir),
     )

@@ -34,6 +34,11 @@ from .ts import Ts, parse_ts_list
 # dozens); finite, because each costs an inbound SPI, two SAs and their policies in the worker,
 # whose SPD lookup is linear and whose flow caches every policy change empties for all peers.
 DEFAULT_MAX_CHILD_SAS = 64
+# IKE SAs one peer identity may hold in a connection (tunsec { max_ike_sas_per_identity }; strongSwan has
+# no such limit): a user with a phone, a laptop and a tablet never meets it; each IKE SA may hold
+# max_child_sas Child SAs, and without it one authenticated identity could fill the SAD, the worker's
+# IKE SPI table and the control process's memory (a rekey replaces one and is not counted again)
+DEFAULT_MAX_IKE_SAS = 8
 
 AuthMethodName = Literal["psk", "pubkey", "eap-mschapv2", "eap-tls", "eap-radius"]
 SendCertMode = Literal["always", "ifasked", "never"]
@@ -179,6 +184,9 @@ class IkeConfig:
     # a peer's CREATE_CHILD_SA for a further Child SA is refused with NO_ADDITIONAL_SAS (RFC 7296 §3.10.1)
     # once the IKE SA holds this many; a rekey replaces one and is not counted (exchanges/create_child_sa.py)
     max_child_sas: int = DEFAULT_MAX_CHILD_SAS
+    # a responder refuses a peer's IKE_AUTH with AUTHENTICATION_FAILED once that identity holds this
+    # many IKE SAs of the connection (IkeEndpoint._refuse_duplicate, ike_sa_cap.py)
+    max_ike_sas: int = DEFAULT_MAX_IKE_SAS
     # Redirect (RFC 5685, see redirect.py): as a gateway, send new clients to this address or
     # FQDN once the endpoint holds at least ``redirect_when`` IKE SAs, answering their
     # IKE_SA_INIT (``redirect_on = init``) or, after authenticating them, their IKE_AUTH (``auth``)

@@ -80,8 +80,9 @@ from .cookie_demand import (
 )
 from .dos_source import DEFAULT_IPV6_SOURCE_PREFIX, source_key
 from .eap.relay import RelayReply
-from .events import Address, DownReason, Event, IkeSaUp
+from .events import Address, DownReason, Event, IkeSaLimit, IkeSaUp
 from .fragments import FragmentStats
+from .ike_sa_cap import IkeSaCounts
 from .message import (
     DecodeError,
     KePayload,
@@ -144,6 +145,8 @@ class DosLimits:
     address is dropped before it is ever asked for a COOKIE.
     ``ipv6_source_prefix`` (not in strongSwan, which counts per address): an IPv6 source
     address counts under its prefix of this many bits (128: per address; see dos_source.py).
+    ``ikesa_limit`` [charon.ikesa_limit]: IKE SAs (all, half-open too) at which further IKE_SA_INIT
+    requests are dropped, as strongSwan ignores them (0: no limit).
     """
 
     cookie_threshold: int = 30
@@ -152,6 +155,7 @@ class DosLimits:
     cookie_threshold_ip: int = 3
     block_threshold: int = 5
     ipv6_source_prefix: int = DEFAULT_IPV6_SOURCE_PREFIX
+    ikesa_limit: int = 0
 
 
 @dataclass
@@ -211,6 +215,7 @@ class IkeEndpoint:
         # (one SPI as itself, more as a set: a set is 216 bytes, and nearly every peer has one IKE SA)
         self._by_peer: dict[tuple[str, object], bytes | set[bytes]] = {}
         self._peer_key: dict[bytes, tuple[str, object]] = {}
+        self._ike_sa_counts = IkeSaCounts()   # per (connection, identity), for max_ike_sas (ike_sa_cap.py)
         # IKE_SA_INIT requests (_init_digest) -> the responder SA made for each, for as long as that SA
         # exists (strongSwan's init_hashes): a retransmission, however late, makes no second SA. The key of
         # a half-open SA is in its _HalfOpen record, an authenticated one's in _init_of (local SPI -> key)
@@ -453,7 +458,7 @@ class IkeEndpoint:
                 fragment_stats=self.fragment_stats,
                 drop_stats=self.stats,
                 load=self._load_cb,
-                refuse_duplicate=self._refuse_cb if not initiator and self._unique_keep else None,
+                refuse_duplicate=None if initiator else self._refuse_cb,
                 has_contact=self._has_contact if initiator else None,
             )
             if sa.local_spi not in self._sas:
@@ -495,6 +500,9 @@ class IkeEndpoint:
             return
         if self.half_open >= limits.half_open_limit:
             self.stats.half_open_limit += 1
+            return
+        if limits.ikesa_limit and len(self._sas) >= limits.ikesa_limit:
+            self.stats.ikesa_limit += 1
             return
         candidates = list(self._select(addr))
         if not candidates:
@@ -611,12 +619,15 @@ class IkeEndpoint:
             self._events.append((sa, event))
             if isinstance(event, IkeSaUp):
                 self._index_peer(sa)
+                if sa.peer_id is not None:
+                    self._ike_sa_counts.add(spi, sa.name, sa.peer_id)
                 if event.initial_contact:
                     self._initial_contact(sa, event)  # the dropped SAs report themselves through watch()
         successor = sa.take_successor()
         if successor is not None:  # a rekeyed IKE SA, or one redirected in IKE_AUTH: route its new SPI
             self._register(successor)
             self._index_peer(successor)
+            self._ike_sa_counts.succeed(spi, successor.local_spi)   # a lineage counts once
         if spi in self._half_open and not sa.is_half_open:
             record = self._half_open.pop(spi)
             if not sa.is_closed:
@@ -632,6 +643,7 @@ class IkeEndpoint:
                 self._deadline.pop(spi, None)
                 if (key := self._peer_key.pop(spi, None)) is not None:
                     self._unindex_peer(key, spi)
+                self._ike_sa_counts.remove(spi)
                 if (init := self._init_of.pop(spi, None)) is not None and self._by_init.get(init) is sa:
                     del self._by_init[init]
                 self._by_address.forget(spi)
@@ -665,10 +677,17 @@ class IkeEndpoint:
             self._heap = [(t, next(self._seq), s) for s, t in self._deadline.items()]
             heapq.heapify(self._heap)
 
-    def _refuse_duplicate(self, st: IkeSaState) -> str | None:
-        """Why a responder's authenticated IKE SA must be refused (unique = keep), or None.  As
-        strongSwan, INITIAL_CONTACT overrides it: the peer rebooted, its old SAs are replaced."""
-        if self._unique_keep is None or st.peer_id is None or st.initial_contact or not self._unique_keep(st.name):
+    def _refuse_duplicate(self, st: IkeSaState) -> str | IkeSaLimit | None:
+        """Why a responder's authenticated IKE SA must be refused (unique = keep; its identity's
+        max_ike_sas reached: IkeSaLimit, counted), or None.  As strongSwan, INITIAL_CONTACT overrides
+        both: the peer rebooted, its old SAs are replaced (not an unproven one's: it replaces none)."""
+        if st.peer_id is None:
+            return None
+        contact = st.initial_contact and st.config.initial_contact and not st.peer_id.tag
+        if not contact and (held := self._ike_sa_counts.held(st.name, st.peer_id)) >= st.config.max_ike_sas:
+            self.stats.ike_sa_limit += 1
+            return IkeSaLimit(st.name, str(st.peer_id), st.remote_addr, held, st.config.max_ike_sas)
+        if self._unique_keep is None or st.initial_contact or not self._unique_keep(st.name):
             return None
         established = [(sa.peer_id, sa.remote_addr[0]) for sa in self._sas.values()
                        if sa.name == st.name and sa.state is State.ESTABLISHED]

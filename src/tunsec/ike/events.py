@@ -31,6 +31,7 @@ class DownReason(Enum):
     REKEY_COLLISION = "redundant (rekey collision)"  # the losing SA of simultaneous rekeys
     REPLACED = "replaced by a new IKE SA of the same peer"  # INITIAL_CONTACT or unique = replace
     DUPLICATE = "duplicate of an existing IKE SA (unique = keep)"
+    IKE_SA_LIMIT = "its identity holds max_ike_sas_per_identity IKE SAs"
     AUTH_FAILED = "authentication failed"
     PEER_UNREACHABLE = "peer unreachable"  # retransmissions of a request exhausted
     DEAD_PEER = "dead peer detection: no answer to a liveness check"
@@ -220,6 +221,19 @@ class ChildSaLimit:
 
 
 @dataclass(frozen=True)
+class IkeSaLimit:
+    """We refused an authenticated peer's IKE_AUTH with AUTHENTICATION_FAILED: its identity ``peer``
+    (an unproven one: its name) holds ``held`` IKE SAs of the connection and ``max_ike_sas_per_identity``
+    is ``limit``."""
+
+    name: str
+    peer: str
+    remote_addr: Address
+    held: int
+    limit: int
+
+
+@dataclass(frozen=True)
 class PeerUnreachable:
     """Retransmissions were exhausted; the IKE SA is gone (an IkeSaDown follows if it was up).
 
@@ -300,6 +314,7 @@ Event = (
     | AuthFailed
     | NegotiationFailed
     | ChildSaLimit
+    | IkeSaLimit
     | PeerUnreachable
     | Redirected
     | PeerRedirected

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 from .config import ChildConfig, IkeConfig
 from .constants import IKE_PORT
 from .crypto import IkeKeys, Prf, derive_ike_keys, rekey_skeyseed, skeyseed
-from .events import Address, Event
+from .events import Address, Event, IkeSaLimit
 from .identity import Identity
 from .message import Proposal
 from .proposals import Suite
@@ -82,7 +82,7 @@ class AddressPool(Protocol):
 
     def holding(self, names: Sequence[str], address: str) -> str | None: ...
 
-    def acquire(self, names: Sequence[str], peer: Identity, family: int) -> Lease | None: ...
+    def acquire(self, names: Sequence[str], peer: Identity, family: int, source: str | None = None) -> Lease | None: ...
 
     def release(self, lease: Lease, peer: Identity) -> None: ...
 
@@ -147,7 +147,7 @@ class IkeRekey:
 
 
 NO_HASHES: frozenset[int] = frozenset()
-DuplicateCheck = Callable[["IkeSaState"], str | None]
+DuplicateCheck = Callable[["IkeSaState"], "str | IkeSaLimit | None"]
 
 
 @dataclass(slots=True)   # one per IKE SA: ~40 fields, no per-instance dict (a gateway holds thousands)
@@ -229,8 +229,8 @@ class IkeSaState:
     proven_addr: str | None = None
     nat_peer: bool = False  # the peer is behind a NAT, as the last NAT detection showed
     nat_here: bool = False  # we are behind a NAT, as the last NAT detection showed
-    # a responder's uniqueness check once the peer is authenticated (IkeEndpoint: unique = keep):
-    # why this IKE SA must be refused, or None
+    # a responder's uniqueness check once the peer is authenticated (IkeEndpoint: unique = keep, and
+    # max_ike_sas per identity): why this IKE SA must be refused, or None
     refuse_duplicate: DuplicateCheck | None = None
     # an initiator's: whether we already have an established IKE SA with these identities (the
     # IKE_AUTH request then carries no INITIAL_CONTACT, which would make the peer drop it)

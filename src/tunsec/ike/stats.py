@@ -48,8 +48,14 @@ class EndpointStats:
     # an authenticated request from outside remote_addrs, or of the other address family with Child
     # SAs: answered, the IKE SA not moved there (sa_responder._acceptable)
     floats_refused: int = 0
+    # an IKE_AUTH refused (AUTHENTICATION_FAILED) because the peer's identity held max_ike_sas IKE SAs
+    # of the connection (ike_sa_cap.py)
+    ike_sa_limit: int = 0
+    # IKE_SA_INIT requests dropped because the endpoint held ikesa_limit IKE SAs (charon.ikesa_limit)
+    ikesa_limit: int = 0
 
 
 # The fields above that count what authenticated peers asked for and were refused: an operator
 # reads them as a misbehaving (or misconfigured) known peer, the rest as strangers' noise.
-AUTHENTICATED_REFUSALS = ("ike_rekeys_refused", "delete_spis_ignored", "mobike_checks_failed", "floats_refused")
+AUTHENTICATED_REFUSALS = ("ike_rekeys_refused", "delete_spis_ignored", "mobike_checks_failed", "floats_refused",
+                          "ike_sa_limit")

@@ -19,7 +19,12 @@ The rules follow strongSwan's in-memory pools (``mem_pool.c``):
 An unproven identity (eap-radius without User-Name in the Access-Accept: ``Identity.tag``) is
 one IKE SA's alone, so it shares no lease: it gets the address of its name only while no IKE SA
 holds it (a returning client gets its address back), else one of its own, and when it goes the
-address stays bound to the name (if that has none), so the name's next IKE SA finds it.
+address stays bound to the name (if that has none), so the name's next IKE SA finds it.  Only an
+address an unproven peer of that name held last: never one a proven identity of that name is
+bound to (a client that merely says "alice" does not get Alice's usual address, nor rebind it).
+As any IKE SA of such a user is a peer of its own, and the user chooses the name, unproven peers
+hold at most UNPROVEN_PER_NAME leases of one name and UNPROVEN_PER_SOURCE from one source address
+(an IPv6 one: its /64) per address family: one authenticated user cannot take every address.
 
 An offline address may go to another identity at once, with no wait here, because
 the IKE service removes the old holder from the worker first: its IKE SA reports its
@@ -39,8 +44,15 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from tunsec.ike.dos_source import DEFAULT_IPV6_SOURCE_PREFIX, source_key
 from tunsec.ike.identity import Identity
 from tunsec.policy.selector import IPAddress, Ts
+
+# leases (per address family) unproven peers may hold at once under one name (a phone and a laptop),
+# and from one source address: the name is the user's choice, the address less so; clients behind
+# one NAT share it (see docs/configuration.md, Road warriors)
+UNPROVEN_PER_NAME = 2
+UNPROVEN_PER_SOURCE = 4
 
 
 @dataclass(frozen=True)
@@ -126,6 +138,9 @@ class _Pool:
     by_id: dict[Identity, int] = field(default_factory=dict)  # identity -> offset
     holders: dict[int, int] = field(default_factory=dict)  # online offset -> number of IKE SAs holding it
     offline: OrderedDict[int, None] = field(default_factory=OrderedDict)  # oldest first
+    # offline offsets bound to a name by an unproven peer's release (not by a proven identity of that
+    # name): the only ones _name_offline hands to an unproven peer
+    unproven_bound: set[int] = field(default_factory=set)
 
     def address(self, offset: int) -> IPAddress:
         return ipaddress.ip_address(int(self.config.first) + offset) if self.config.version == 4 else \
@@ -139,6 +154,8 @@ class _Pool:
 
     def acquire(self, peer: Identity) -> int | None:
         off = self.by_id.get(peer)
+        if off is not None and not peer.tag:
+            self.unproven_bound.discard(off)   # a proven identity holds it now: it is that identity's
         if off is None and peer.tag:
             off = self._name_offline(peer)
         if off is None:
@@ -151,9 +168,10 @@ class _Pool:
         return off
 
     def _name_offline(self, peer: Identity) -> int | None:
-        """The address bound to an unproven peer's name, now bound to that peer, if no one holds it."""
+        """The address bound to an unproven peer's name, now bound to that peer, if no one holds it and
+        an unproven peer of that name held it last (never one a proven identity of that name held)."""
         off = self.by_id.get(peer.named)
-        if off is None or off in self.holders:
+        if off is None or off in self.holders or off not in self.unproven_bound:
             return None
         self._bind(off, peer)
         return off
@@ -161,6 +179,7 @@ class _Pool:
     def _bind(self, off: int, peer: Identity) -> None:
         del self.by_id[self.owner[off]]
         self.owner[off], self.by_id[peer] = peer, off
+        self.unproven_bound.discard(off)
 
     def _fresh(self) -> int | None:
         if self.unused < self.config.size:
@@ -170,6 +189,7 @@ class _Pool:
             return None
         off, _ = self.offline.popitem(last=False)  # the identity offline the longest loses its address
         del self.by_id[self.owner.pop(off)]
+        self.unproven_bound.discard(off)
         return off
 
     def release(self, off: int, peer: Identity) -> bool:
@@ -181,6 +201,7 @@ class _Pool:
             self.offline[off] = None
             if peer.tag and peer.named not in self.by_id:
                 self._bind(off, peer.named)   # no one will ever ask for that one SA's identity again
+                self.unproven_bound.add(off)
         return True
 
 
@@ -190,6 +211,7 @@ class AddressPools:
     def __init__(self, pools: Sequence[PoolConfig] = ()) -> None:
         self._pools = {p.name: _Pool(p) for p in pools}
         self._spans: dict[tuple[str, ...], tuple[Ts, ...]] = {}
+        self._unproven = _UnprovenLeases()
 
     def __contains__(self, name: str) -> bool:
         return name in self._pools
@@ -203,14 +225,19 @@ class AddressPools:
                 return name
         return None
 
-    def acquire(self, names: Sequence[str], peer: Identity, family: int) -> Lease | None:
-        """An address of IP version ``family`` for ``peer`` from the first of ``names`` that has one."""
+    def acquire(self, names: Sequence[str], peer: Identity, family: int, source: str | None = None) -> Lease | None:
+        """An address of IP version ``family`` for ``peer`` from the first of ``names`` that has one;
+        ``source``: the IP address the peer's IKE SA came from (UNPROVEN_PER_SOURCE)."""
+        if peer.tag and not self._unproven.admits(peer, family, source):
+            return None
         for name in names:
             pool = self._pools.get(name)
             if pool is None or pool.config.version != family:
                 continue
             off = pool.acquire(peer)
             if off is not None:
+                if peer.tag:
+                    self._unproven.took(peer, family, source)
                 return Lease(name, pool.address(off), pool.config.dns)
         return None
 
@@ -218,8 +245,8 @@ class AddressPools:
         """``peer``'s IKE SA holding ``lease`` is gone; the address stays bound to ``peer`` while offline."""
         pool = self._pools.get(lease.pool)
         off = pool.offset(lease.address) if pool is not None else None
-        if pool is not None and off is not None:
-            pool.release(off, peer)
+        if pool is not None and off is not None and pool.release(off, peer) and peer.tag and off not in pool.holders:
+            self._unproven.gave_back(peer, pool.config.version)
 
     def spans(self, names: Sequence[str]) -> tuple[Ts, ...]:
         """The address blocks of the pools ``names`` (the networks routed into them: for a subnet
@@ -243,3 +270,41 @@ class AddressPools:
             for off in sorted(pool.owner):
                 out.append(LeaseInfo(name, pool.address(off), str(pool.owner[off]), off in pool.holders))
         return out
+
+
+class _UnprovenLeases:
+    """The leases unproven peers hold, by name and by source address (per family): each peer (one
+    IKE SA and its rekeyed successors) counts once, however often it asks."""
+
+    def __init__(self) -> None:
+        self._by_peer: dict[tuple[Identity, int], tuple[tuple[Identity, int], tuple[str, int] | None]] = {}
+        self._count: dict[object, int] = {}
+
+    def admits(self, peer: Identity, family: int, source: str | None) -> bool:
+        if (peer, family) in self._by_peer:
+            return True   # it holds one already (asking again gets the same)
+        name, src = self._keys(peer, family, source)
+        return self._count.get(name, 0) < UNPROVEN_PER_NAME and \
+            (src is None or self._count.get(src, 0) < UNPROVEN_PER_SOURCE)
+
+    def took(self, peer: Identity, family: int, source: str | None) -> None:
+        if (peer, family) in self._by_peer:
+            return
+        keys = self._by_peer[(peer, family)] = self._keys(peer, family, source)
+        for key in keys:
+            if key is not None:
+                self._count[key] = self._count.get(key, 0) + 1
+
+    def gave_back(self, peer: Identity, family: int) -> None:
+        for key in self._by_peer.pop((peer, family), ()):
+            if key is not None:
+                left = self._count[key] - 1
+                if left:
+                    self._count[key] = left
+                else:
+                    del self._count[key]
+
+    @staticmethod
+    def _keys(peer: Identity, family: int, source: str | None) -> tuple[tuple[Identity, int], tuple[str, int] | None]:
+        src = None if source is None else (source_key(source, DEFAULT_IPV6_SOURCE_PREFIX), family)
+        return (peer.named, family), src

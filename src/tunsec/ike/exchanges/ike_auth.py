@@ -27,7 +27,7 @@ from ..auth import AuthError, psk_auth_data, sign, signed_octets, verify_psk, ve
 from ..certs import load_certificates, verify_peer
 from ..config import ChildConfig, IkeConfig
 from ..constants import AuthMethod, CertEncoding, ExchangeType, IdType, NotifyType, notify_name
-from ..events import AuthFailed, DownReason, IkeSaUp, NegotiationFailed, PeerRedirected
+from ..events import AuthFailed, DownReason, IkeSaLimit, IkeSaUp, NegotiationFailed, PeerRedirected
 from ..identity import Identity, IdentityError, check_peer_identity, dn_equal
 from ..message import AuthPayload, CertPayload, CertReqPayload, IdPayload, Payload, SaPayload
 from ..proposals import describe_all
@@ -406,9 +406,12 @@ def _respond_eap_round(st: IkeSaState, payloads: Sequence[Payload]) -> Response:
 
 def _authenticated(st: IkeSaState, payloads: Sequence[Payload], response: list[Payload]) -> Response:
     """The rest of the answer once the peer is authenticated: CP and the Child SA, or a REDIRECT;
-    or AUTHENTICATION_FAILED for a duplicate the connection refuses (unique = keep, as strongSwan),
-    before any virtual IP or Child SA is made for it."""
+    or AUTHENTICATION_FAILED for a duplicate the connection refuses (unique = keep, as strongSwan) or
+    an identity that holds max_ike_sas IKE SAs already, before any virtual IP or Child SA is made for it."""
     if st.refuse_duplicate is not None and (why := st.refuse_duplicate(st)) is not None:
+        if isinstance(why, IkeSaLimit):   # counted and logged rate-limited: the peer may try again and again
+            st.emit(why)
+            return Response([notify(NotifyType.AUTHENTICATION_FAILED)], close=True, reason=DownReason.IKE_SA_LIMIT)
         st.emit(AuthFailed(st.name, why, by_peer=False))
         return Response([notify(NotifyType.AUTHENTICATION_FAILED)], close=True, reason=DownReason.DUPLICATE)
     target = _redirect_target(st)

@@ -140,7 +140,8 @@ def respond(st: IkeSaState, payloads: Sequence[Payload]) -> CpAnswer:
     pools = st.config.pools
     leases = []
     for family in families:
-        lease = st.address_pool.acquire(pools, st.peer_id, family) if st.address_pool and pools else None
+        lease = st.address_pool.acquire(pools, st.peer_id, family, st.remote_addr[0]) \
+            if st.address_pool and pools else None
         if lease is not None:
             leases.append(lease)
     st.peer_vips = tuple(leases)

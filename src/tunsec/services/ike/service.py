@@ -58,6 +58,7 @@ from tunsec.ike.events import (
     EapRelayAbandoned,
     EapRelayRequest,
     IkeSaDown,
+    IkeSaLimit,
     IkeSaRekeyed,
     IkeSaUp,
     NegotiationFailed,
@@ -193,6 +194,7 @@ class IkeService(Service):
         self.on_activity: Callable[[], None] = _nothing   # each IKE datagram in (the daemon's CalmTrim.note)
         self._busy_log = LogLimiter(burst=5, period=60.0)       # Child SAs refused for now (_failure_log)
         self._limit_log = LogLimiter(burst=5, period=60.0)      # peers' Child SAs refused over max_child_sas
+        self._ike_limit_log = LogLimiter(burst=5, period=60.0)  # and IKE SAs over max_ike_sas_per_identity
         # authenticated peers' other requests refused (TS_UNACCEPTABLE, a rekey to other selectors,
         # NO_PROPOSAL_CHOSEN...): each may come again at once, a line each otherwise
         self.refused_log = LogLimiter(burst=5, period=60.0)
@@ -556,6 +558,11 @@ class IkeService(Service):
                     log.error("%s%s: %s: %s%s", ev.name, child, ev.reason, ev.detail, suffix(held))
             case ChildSaLimit():
                 self._child_sa_limit(ev)
+            case IkeSaLimit():   # counted by the endpoint (ike_refused: ike_sa_limit)
+                if (held := self._ike_limit_log.admit()) is not None:
+                    log.warning("%s: peer %s at %s holds %d IKE SAs; max_ike_sas_per_identity is %d: IKE_AUTH "
+                                "refused with AUTHENTICATION_FAILED%s", ev.name, ev.peer, ev.remote_addr[0], ev.held,
+                                ev.limit, suffix(held), extra={"remote": ev.remote_addr[0]})
             case PeerUnreachable():
                 log.error("%s: peer did not answer after %d retransmissions; giving up", ev.name, ev.tries)
                 if self.ike_up.pop(sa.local_spi, None) is not None:
