@@ -104,9 +104,9 @@ def test_pairs_are_those_of_every_local_with_every_remote_in_order_once_each() -
 
 def test_narrowing_stops_as_soon_as_it_keeps_more_than_asked(monkeypatch: pytest.MonkeyPatch) -> None:
     """255 pieces of the lease narrowed with at most 8: refused after the 9th intersection kept."""
-    with counted(monkeypatch, Ts, "intersect") as intersected:
-        with pytest.raises(TooManySelectors, match="255 proposed selectors narrow to more than 8"):
-            narrow(lease_ports(255), [Ts.host(LEASE)], MAX_SELECTORS)
+    with counted(monkeypatch, Ts, "intersect") as intersected, \
+            pytest.raises(TooManySelectors, match="255 proposed selectors narrow to more than 8"):
+        narrow(lease_ports(255), [Ts.host(LEASE)], MAX_SELECTORS)
     assert intersected[0] == MAX_SELECTORS + 1
     assert narrow(lease_ports(255), [Ts.host(LEASE)]) == tuple(lease_ports(255))   # no limit: all of them
 
