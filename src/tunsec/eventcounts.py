@@ -36,6 +36,9 @@ class EventCounts:
     # rekeys of Child SAs refused because their selectors are not the old Child SA's (RFC 7296 §2.8),
     # whichever side asked, and the service's backstop (installs._child_registered), by (conn, child)
     rekey_ts_refused: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
+    # Child SAs refused because their selectors narrow to (or an answer holds) more than an SA holds
+    # (exchanges/child.py side_limit, MAX_SELECTORS pairs), whichever side asked, by (conn, child)
+    ts_limit_refused: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
     # Child SAs whose install the worker refused or did not answer, or that it cannot take (selectors,
     # algorithm): deleted in the engine (installs, install_failed), by (conn, child)
     install_failed: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)

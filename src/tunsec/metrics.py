@@ -396,6 +396,9 @@ def event_families(events: EventCounts | None, worker_restarts: int) -> Iterator
     rekey_ts = CounterMetricFamily("tunsec_child_sa_rekey_ts_refused", "Child SA rekeys refused (or kept apart "
                                    "from the old Child SA's policies) because their traffic selectors are not "
                                    "the old Child SA's", labels=["connection", "child"])
+    ts_limit = CounterMetricFamily("tunsec_child_sa_ts_limit_refused", "Child SAs refused because their traffic "
+                                   "selectors narrow to (or the peer's answer holds) more than an SA holds",
+                                   labels=["connection", "child"])
     failed = CounterMetricFamily("tunsec_child_sa_install_failed", "Child SAs whose install the worker refused "
                                  "or did not answer, or could not take: deleted (the peer is told)",
                                  labels=["connection", "child"])
@@ -416,6 +419,8 @@ def event_families(events: EventCounts | None, worker_restarts: int) -> Iterator
             claims.add_metric([conn, name], n)
         for (conn, name), n in sorted(events.rekey_ts_refused.items()):
             rekey_ts.add_metric([conn, name], n)
+        for (conn, name), n in sorted(events.ts_limit_refused.items()):
+            ts_limit.add_metric([conn, name], n)
         for (conn, name), n in sorted(events.acquires_ignored.items()):
             ignored.add_metric([conn, name], n)
         for (conn, name), n in sorted(events.child_acquires_ignored.items()):
@@ -426,7 +431,7 @@ def event_families(events: EventCounts | None, worker_restarts: int) -> Iterator
             child.add_metric([conn, name], n)
         for conn, n in sorted(events.dpd_failures.items()):
             dpd.add_metric([conn], n)
-    yield from (ike, child, dpd, ignored, gone, migrate, deferred, limit, claims, rekey_ts, failed, skipped)
+    yield from (ike, child, dpd, ignored, gone, migrate, deferred, limit, claims, rekey_ts, ts_limit, failed, skipped)
     yield CounterMetricFamily("tunsec_worker_restarts", "Times the dataplane worker died and was restarted",
                               value=worker_restarts)
 

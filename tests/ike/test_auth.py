@@ -139,6 +139,19 @@ def test_chain_verification(kind: str) -> None:
         verify_peer([leaf.cert, inter.cert], [root.cert], later, Identity.parse("moon.example"))
 
 
+def test_email_and_dns_sans_match_an_identity_in_any_case_as_identities_compare() -> None:
+    """RFC822 and FQDN identities compare caselessly (Identity.__eq__, strongSwan's strcasecmp); a
+    certificate's email SAN is matched the same way, local part included (strongSwan's has_subject)."""
+    ca = make_ca()
+    leaf = make_cert(ca, "moon", san=["Moon.Example", "Carol.Smith@Example.ORG"])
+    for text in ("carol.smith@example.org", "CAROL.SMITH@EXAMPLE.ORG", "Carol.Smith@Example.ORG",
+                 "moon.example", "MOON.EXAMPLE"):
+        assert Identity.parse(text) == Identity.parse(text.swapcase())
+        assert certificate_has_identity(leaf.cert, Identity.parse(text)), text
+    assert not certificate_has_identity(leaf.cert, Identity.parse("carol.smith@example.com"))
+    assert not certificate_has_identity(leaf.cert, Identity.parse("carol@example.org"))
+
+
 def test_cert_without_san_matches_dn_only() -> None:
     ca = make_ca()
     leaf = make_cert(ca, "sun")

@@ -194,7 +194,9 @@ class NegotiationFailed:
     ``claims``: refused because its selectors overlap another peer's (policy/claims.py);
     ``rekey_ts``: a rekey refused because its selectors are not the rekeyed Child SA's (RFC 7296 §2.8);
     ``peer_request``: we refused a request of the (authenticated) peer's, which it may send again at
-    will (the daemon rate-limits the line), not a negotiation of ours that failed.
+    will (the daemon rate-limits the line), not a negotiation of ours that failed;
+    ``ts_limit``: its selectors narrow to (or an answer holds) more than a Child SA holds
+    (exchanges/child.py side_limit, MAX_SELECTORS pairs): counted, logged rate-limited with the peer's address.
     """
 
     name: str
@@ -204,6 +206,7 @@ class NegotiationFailed:
     claims: bool = False
     rekey_ts: bool = False
     peer_request: bool = False
+    ts_limit: bool = False
 
 
 @dataclass(frozen=True)

@@ -294,12 +294,14 @@ def certificate_has_identity(cert: x509.Certificate, ident: Identity) -> bool:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         return False
-    if ident.type == IdType.FQDN:
-        return ident.data.decode("ascii", "replace").lower() in (
-            n.lower() for n in san.get_values_for_type(x509.DNSName)
-        )
-    if ident.type == IdType.RFC822_ADDR:
-        return ident.data.decode("ascii", "replace") in san.get_values_for_type(x509.RFC822Name)
+    # an email address as caseless as a DNS name, local part too, as strongSwan (x509_cert has_subject:
+    # the SAN's identification_t matches(), strncasecmp for both types) and as Identity compares them:
+    # two certificates whose email SANs differ only in case are one client for unique, leases and
+    # INITIAL_CONTACT, so the one certificate certifies both spellings
+    if ident.type in _CASELESS:
+        wanted = ident.data.decode("ascii", "replace").lower()
+        kind = x509.DNSName if ident.type == IdType.FQDN else x509.RFC822Name
+        return wanted in (n.lower() for n in san.get_values_for_type(kind))
     if ident.type in (IdType.IPV4_ADDR, IdType.IPV6_ADDR):
         return ipaddress.ip_address(ident.data) in san.get_values_for_type(x509.IPAddress)
     return False

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 
 from tunsec.ike.constants import AuthMethod
 from tunsec.ike.identity import Identity
-from tunsec.policy.selector import Ts
+from tunsec.policy.selector import TooManySelectors, Ts, selectors_text
 
 if TYPE_CHECKING:
     from tunsec.ike.config import IkeConfig
@@ -143,15 +143,22 @@ def _family(addr: str) -> int:
         return 0
 
 
-def narrow(proposed: Sequence[Ts], allowed: Sequence[Ts]) -> tuple[Ts, ...]:
+def narrow(proposed: Sequence[Ts], allowed: Sequence[Ts], most: int | None = None) -> tuple[Ts, ...]:
     """The traffic selectors a peer may claim: every non-empty intersection of a proposed
-    selector with an allowed one, deduplicated (RFC 7296 §2.9).  Empty: none of it is allowed."""
-    result: list[Ts] = []
+    selector with an allowed one, deduplicated (RFC 7296 §2.9).  Empty: none of it is allowed.
+
+    ``most``: raises :class:`TooManySelectors` as soon as more than that many are kept (a peer may
+    propose 255, each a piece of what is allowed, far more than an SA holds).  Deduplicated in a
+    dict: against the list of those kept it was quadratic in them."""
+    result: dict[Ts, None] = {}
     for want in proposed:
         for have in allowed:
             common = want.intersect(have)
-            if common is not None and common not in result:
-                result.append(common)
+            if common is not None:
+                result[common] = None
+                if most is not None and len(result) > most:
+                    raise TooManySelectors(f"{len(proposed)} proposed selectors narrow to more than {most} "
+                                           f"(allowed: {selectors_text(allowed)})")
     return tuple(result)
 
 

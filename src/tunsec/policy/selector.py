@@ -22,7 +22,8 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from tunsec.dataplane.pipe import MAX_SELECTORS, Selector
@@ -162,11 +163,32 @@ class Ts:
                 for lo, hi in pieces if lo <= hi]
 
     def without_all(self, others: Sequence[Ts]) -> list[Ts]:
-        """This selector with the address range of each of ``others`` cut out in turn."""
-        pieces = [self]
-        for other in others:
-            pieces = [p for piece in pieces for p in piece.without_addresses(other)]
-        return pieces
+        """This selector with the address range of each of ``others`` cut out, the pieces in order.
+
+        One sweep over the cuts sorted by address: cutting them out one after the other made every
+        cut split every piece again, quadratic in their number (the claims a request overlaps)."""
+        if self.dynamic:
+            return [self]
+        start, end = int(self.start), int(self.end)
+        cuts = sorted((int(o.start), int(o.end)) for o in others if o.version == self.version)
+        pieces: list[tuple[int, int]] = []
+        at = start
+        for cut_lo, cut_hi in cuts:
+            if cut_hi < at:
+                continue
+            if cut_lo > end:
+                break
+            if cut_lo > at:
+                pieces.append((at, cut_lo - 1))
+            at = cut_hi + 1
+            if at > end:
+                break
+        if at == start:
+            return [self]   # nothing cut
+        if at <= end:
+            pieces.append((at, end))
+        return [Ts(_ip(self.version, lo), _ip(self.version, hi), self.protocol, self.start_port, self.end_port)
+                for lo, hi in pieces]
 
     def __str__(self) -> str:
         if self.dynamic:
@@ -386,8 +408,11 @@ def _selector(src: Ts, dst: Ts) -> Selector:
                     sport=(src.start_port, src.end_port), dport=(dst.start_port, dst.end_port))
 
 
-def _text(selectors: Sequence[Ts]) -> str:
-    return ", ".join(map(str, selectors)) or "(none)"
+def selectors_text(selectors: Sequence[Ts], most: int = MAX_SELECTORS) -> str:
+    """The selectors for a message, the first ``most`` of them and how many more: a peer may send
+    255 in a TS payload, and the line that refuses them need not quote them all."""
+    shown = ", ".join(map(str, selectors[:most])) or "(none)"
+    return shown if len(selectors) <= most else f"{shown} (and {len(selectors) - most} more)"
 
 
 def fast_selectors(local: Sequence[Ts], remote: Sequence[Ts]) -> FastSelectors:
@@ -406,7 +431,7 @@ def fast_selectors(local: Sequence[Ts], remote: Sequence[Ts]) -> FastSelectors:
             inbound=tuple(_selector(re_, lo) for lo, re_ in pairs),
         )
     except ValueError as exc:   # a reversed range a peer sent: never reaches the fast path
-        raise SelectorError(f"{exc} (local {_text(local)}; remote {_text(remote)})") from None
+        raise SelectorError(f"{exc} (local {selectors_text(local)}; remote {selectors_text(remote)})") from None
 
 
 def check_fast_selectors(local: Sequence[Ts], remote: Sequence[Ts]) -> None:
@@ -434,23 +459,39 @@ def selector_pairs(local: Sequence[Ts], remote: Sequence[Ts]) -> list[tuple[Ts, 
 
 
 def _pairs(local: Sequence[Ts], remote: Sequence[Ts]) -> list[tuple[Ts, Ts]]:
-    """The pairs fast_selectors makes selectors of; its errors but Selector's."""
+    """The pairs fast_selectors makes selectors of; its errors but Selector's.
+
+    Linear in the selectors, whatever a peer sent (255 in each TS payload): the pairs are counted
+    by family and protocol before any is built, and only selectors that pair with something enter
+    the loop that builds them (at most MAX_SELECTORS on each side once the count passed)."""
     unresolved = [t for t in (*local, *remote) if t.dynamic]
     if unresolved:
-        raise SelectorError(f"'dynamic' selector without an address: {_text(unresolved)}")
-    pairs: list[tuple[Ts, Ts]] = []
-    for lo in local:
-        for re_ in remote:
-            if _compatible(lo, re_) and (lo, re_) not in pairs:
-                pairs.append((lo, re_))
-    if not pairs:
+        raise SelectorError(f"'dynamic' selector without an address: {selectors_text(unresolved)}")
+    # duplicates make the same pairs again: one of each, in the order first given
+    mine, theirs = tuple(dict.fromkeys(local)), tuple(dict.fromkeys(remote))
+    partners_of_mine, partners_of_theirs = _partner_counter(theirs), _partner_counter(mine)
+    count = sum(partners_of_mine(lo) for lo in mine)
+    if not count:
         raise NoSelectors(
             f"no local/remote selector pair of the same address family and protocol "
-            f"(local {_text(local)}; remote {_text(remote)})"
+            f"(local {selectors_text(local)}; remote {selectors_text(remote)})"
         )
-    if len(pairs) > MAX_SELECTORS:
+    if count > MAX_SELECTORS:
         raise TooManySelectors(
-            f"{len(pairs)} local/remote selector pairs; the fast path takes at most {MAX_SELECTORS} per SA "
-            f"(local {_text(local)}; remote {_text(remote)})"
+            f"{count} local/remote selector pairs; the fast path takes at most {MAX_SELECTORS} per SA "
+            f"(local {selectors_text(local)}; remote {selectors_text(remote)})"
         )
-    return pairs
+    paired = [re_ for re_ in theirs if partners_of_theirs(re_)]
+    return [(lo, re_) for lo in mine if partners_of_mine(lo) for re_ in paired if _compatible(lo, re_)]
+
+
+def _partner_counter(others: Sequence[Ts]) -> Callable[[Ts], int]:
+    """How many of ``others`` a selector pairs with (_compatible), without comparing it with each."""
+    families = Counter(t.version for t in others)
+    kinds = Counter((t.version, t.protocol) for t in others)
+
+    def partners(t: Ts) -> int:
+        if t.protocol:   # its own protocol, or any
+            return kinds[(t.version, t.protocol)] + kinds[(t.version, 0)]
+        return families[t.version]
+    return partners

@@ -11,9 +11,10 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from tunsec.dataplane.pipe import MAX_SELECTORS
 from tunsec.loglimit import LogLimiter, suffix
 from tunsec.policy.claims import describe
-from tunsec.policy.selector import IPAddress, SelectorError, check_fast_selectors
+from tunsec.policy.selector import IPAddress, SelectorError, TooManySelectors, check_fast_selectors, selectors_text
 
 from ..config import ChildConfig
 from ..constants import NotifyType, ProtocolId
@@ -159,6 +160,7 @@ class Refusal:
     child: str | None
     claims: bool = False   # the selectors overlap what another peer holds (policy/claims.py): counted
     rekey_ts: bool = False   # a rekey whose selectors are not the rekeyed Child SA's (rekey_select): counted
+    ts_limit: bool = False   # more selectors (or pairs) than an SA holds: counted, and the peer's address logged
 
 
 def responder_select(
@@ -178,12 +180,21 @@ def responder_select(
     """
     remote_ips, local_ips = remote_dynamic(st), local_dynamic(st)
     ts_refusal: Refusal | None = None
+    too_many: Refusal | None = None   # reported before any other: it is what a peer's 255 pieces get
     best: tuple[int, ChildConfig, tuple[Ts, ...], tuple[Ts, ...]] | None = None
     configs = st.config.children
     for cfg in configs:
         remote_ts, local_ts = resolve_each(cfg.remote_ts, remote_ips), resolve_each(cfg.local_ts, local_ips)
-        new_tsi = outside_others_leases(st, narrow(tsi, remote_ts))
-        new_tsr = narrow(tsr, local_ts)
+        try:
+            new_tsi = outside_others_leases(st, narrow(tsi, remote_ts, side_limit(remote_ts)))
+            new_tsr = narrow(tsr, local_ts, side_limit(local_ts))
+        except TooManySelectors as exc:
+            too_many = too_many or Refusal(
+                NotifyType.TS_UNACCEPTABLE,
+                f"proposed {len(tsi)} TSi {_ts_text(tsi)} and {len(tsr)} TSr {_ts_text(tsr)}: for child "
+                f"{cfg.name} (remote {_ts_text(cfg.remote_ts)} local {_ts_text(cfg.local_ts)}) {exc}",
+                cfg.name, ts_limit=True)
+            continue
         if not new_tsi or not new_tsr:
             ts_refusal = ts_refusal or Refusal(
                 NotifyType.TS_UNACCEPTABLE,
@@ -195,19 +206,23 @@ def responder_select(
             continue
         unusable = _unusable(new_tsr, new_tsi)
         if unusable is not None:
-            ts_refusal = ts_refusal or Refusal(
+            refusal = Refusal(
                 NotifyType.TS_UNACCEPTABLE,
                 f"proposed TSi {_ts_text(tsi)} TSr {_ts_text(tsr)} narrow for child {cfg.name} "
                 f"to TSi {_ts_text(new_tsi)} TSr {_ts_text(new_tsr)}: {unusable}",
-                cfg.name,
+                cfg.name, ts_limit=isinstance(unusable, TooManySelectors),
             )
+            if refusal.ts_limit:
+                too_many = too_many or refusal
+            else:
+                ts_refusal = ts_refusal or refusal
             continue
         # the score only ranks configs against each other: with one there is nothing to rank
         score = _ts_match(tsr, local_ts) + _ts_match(tsi, remote_ts) if len(configs) > 1 else 0
         if best is None or score > best[0]:
             best = (score, cfg, new_tsi, new_tsr)
     if best is None:
-        return ts_refusal or Refusal(NotifyType.TS_UNACCEPTABLE, "no child configured", None)
+        return too_many or ts_refusal or Refusal(NotifyType.TS_UNACCEPTABLE, "no child configured", None)
     _, cfg, new_tsi, new_tsr = best
     mine = _not_others(st, cfg, tsi, new_tsi, new_tsr)
     if isinstance(mine, Refusal):
@@ -232,8 +247,13 @@ def rekey_select(
     strongSwan's child_create (reuse_ts: a rekey narrows with the old Child SA's selectors, not the
     config's), the proposal is narrowed to ``old``'s; anything but all of them, exactly, is refused
     with TS_UNACCEPTABLE (the old Child SA stays until its lifetime ends)."""
-    new_tsi = outside_others_leases(st, narrow(tsi, old.remote_ts))
-    new_tsr = narrow(tsr, old.local_ts)
+    try:
+        new_tsi = outside_others_leases(st, narrow(tsi, old.remote_ts, side_limit(old.remote_ts)))
+        new_tsr = narrow(tsr, old.local_ts, side_limit(old.local_ts))
+    except TooManySelectors as exc:
+        return Refusal(NotifyType.TS_UNACCEPTABLE,
+                       f"rekey of Child SA {old.name} proposed {len(tsi)} TSi {_ts_text(tsi)} and {len(tsr)} TSr "
+                       f"{_ts_text(tsr)}: {exc}", old.name, ts_limit=True)
     if set(new_tsi) == set(old.remote_ts) and set(new_tsr) == set(old.local_ts):
         mine = _not_others(st, old.config, tsi, old.remote_ts, old.local_ts)
         if isinstance(mine, Refusal):
@@ -278,12 +298,10 @@ def outside_others_leases(st: IkeSaState, selectors: Sequence[Ts]) -> tuple[Ts, 
         return tuple(selectors)   # its lease(s) alone (remote_ts = dynamic): nothing of another's
     spans = st.address_pool.spans(pools)
     own = [Ts.host(address) for address in own_addrs]
-    out: list[Ts] = []
+    out: dict[Ts, None] = {}   # one of each, in order (a peer's 255 pieces: no list searched for each)
     for sel in selectors:
         pieces = sel.without_all(spans) + [mine for host in own if (mine := sel.intersect(host)) is not None]
-        for piece in sorted(pieces, key=lambda t: int(t.start)):
-            if piece not in out:
-                out.append(piece)
+        out.update(dict.fromkeys(sorted(pieces, key=lambda t: int(t.start))))
     return tuple(out)
 
 
@@ -304,13 +322,12 @@ def _not_others(st: IkeSaState, cfg: ChildConfig, proposed: Sequence[Ts], tsi: t
     why = describe(found)
     if st.config.pools:
         taken = [claim.ts for claim, _ in found]
-        left: list[Ts] = []
-        for sel in tsi:
-            left += [p for p in sel.without_all(taken) if p not in left]
+        pieces = dict.fromkeys(p for sel in tsi for p in sel.without_all(taken))   # one of each, in order
+        left = tuple(pieces)
         if left and _unusable(tsr, left) is None:
             log.info("%s child %s: TSi of peer %s narrowed to %s: %s", st.name, cfg.name, st.peer_id,
                      _ts_text(left), why)
-            return tuple(left)
+            return left
     return Refusal(NotifyType.TS_UNACCEPTABLE,
                    f"peer {st.peer_id} proposed TSi {_ts_text(proposed)}, narrowed to {_ts_text(tsi)}, which {why}",
                    cfg.name, claims=True)
@@ -374,6 +391,14 @@ def check_response(
             f"peer chose {describe_all([chosen])}, not one we offered",
             child.name,
         )
+    if len(tsi) > side_limit(proposed[0]) or len(tsr) > side_limit(proposed[1]):
+        return Refusal(
+            NotifyType.TS_UNACCEPTABLE,
+            f"peer answered {len(tsi)} TSi {_ts_text(tsi)} and {len(tsr)} TSr {_ts_text(tsr)}, more than an SA "
+            f"holds (we proposed {len(proposed[0])} and {len(proposed[1])}: at most {side_limit(proposed[0])} "
+            f"and {side_limit(proposed[1])})",
+            child.name, ts_limit=True,
+        )
     if not tsi or not tsr or not _within(tsi, proposed[0]) or not _within(tsr, proposed[1]):
         return Refusal(
             NotifyType.TS_UNACCEPTABLE,
@@ -383,7 +408,7 @@ def check_response(
     unusable = _unusable(tsi, tsr)
     if unusable is not None:
         return Refusal(NotifyType.TS_UNACCEPTABLE, f"peer narrowed to TSi {_ts_text(tsi)} TSr {_ts_text(tsr)}: "
-                       f"{unusable}", child.name)
+                       f"{unusable}", child.name, ts_limit=isinstance(unusable, TooManySelectors))
     return chosen
 
 
@@ -400,7 +425,7 @@ def rekey_answer(child: ChildSa, tsi: Sequence[Ts], tsr: Sequence[Ts], old: Chil
                    child.name, rekey_ts=True)
 
 
-def _unusable(local: Sequence[Ts], remote: Sequence[Ts]) -> str | None:
+def _unusable(local: Sequence[Ts], remote: Sequence[Ts]) -> SelectorError | None:
     """Why these selectors cannot be installed in the fast path, or None when they can.
 
     Narrowing keeps TSi and TSr lists whose pairs may all differ in family or
@@ -409,8 +434,17 @@ def _unusable(local: Sequence[Ts], remote: Sequence[Ts]) -> str | None:
     try:
         check_fast_selectors(local, remote)   # the IKE service builds them, to install
     except SelectorError as exc:
-        return str(exc)
+        return exc
     return None
+
+
+def side_limit(configured: Sequence[Ts]) -> int:
+    """How many selectors one side of a Child SA may hold: MAX_SELECTORS that pair with something
+    (no more pairs fit the fast path) and as many again that pair with nothing (a dual-stack
+    local_ts toward a client of one family: a peer is not refused for those), or as many as
+    configured there (or proposed by us) when that is more.  More is a peer cutting what is allowed
+    into pieces (a TS payload holds 255), refused before anything is paired, claimed or logged in full."""
+    return max(2 * MAX_SELECTORS, len(configured))
 
 
 def _within(selected: Sequence[Ts], proposed: Sequence[Ts]) -> bool:
@@ -418,7 +452,7 @@ def _within(selected: Sequence[Ts], proposed: Sequence[Ts]) -> bool:
 
 
 def _ts_text(selectors: Sequence[Ts]) -> str:
-    return ", ".join(str(t) for t in selectors) or "(none)"
+    return selectors_text(selectors)
 
 
 def install(
@@ -471,6 +505,6 @@ def install(
 
 def fail(st: IkeSaState, child: ChildSa | None, refusal: Refusal, peer_request: bool = False) -> None:
     st.emit(NegotiationFailed(st.name, refusal.notify.name, refusal.detail, refusal.child, claims=refusal.claims,
-                              rekey_ts=refusal.rekey_ts, peer_request=peer_request))
+                              rekey_ts=refusal.rekey_ts, peer_request=peer_request, ts_limit=refusal.ts_limit))
     if child is not None:
         drop_child(st, child)

@@ -487,10 +487,12 @@ class IkeService(Service):
     def _failure_log(self, sa: IkeSa, ev: NegotiationFailed) -> int | None:
         """A refusal for now (TEMPORARY_FAILURE: the peer's, or no inbound SPI from our worker) is
         tried again, and may fail again for every Child SA at once (a full SAD): rate-limited; so is
-        our refusal of an authenticated peer's request, which it may repeat as fast as it likes."""
+        our refusal of an authenticated peer's request, which it may repeat as fast as it likes, and
+        any Child SA refused for more selectors than an SA holds (a peer's, or its answer's; each IKE_AUTH
+        of the peer's can ask again)."""
         if ev.reason == "TEMPORARY_FAILURE":
             return self._busy_log.admit()
-        if ev.peer_request:
+        if ev.peer_request or ev.ts_limit:
             return self.refused_log.admit()
         return self._admit_log(sa)
 
@@ -553,9 +555,13 @@ class IkeService(Service):
                     self.events.rekey_ts_refused[(ev.name, ev.child or "")] += 1
                 if ev.child is not None and not ev.peer_request:   # a re-creation's next try (recreate.py)
                     recreate.refused(self, self._ike_handle(sa), ev.child)
+                if ev.ts_limit:
+                    self.events.ts_limit_refused[(ev.name, ev.child or "")] += 1
                 if (held := self._failure_log(sa, ev)) is not None:
                     child = f" child {ev.child}" if ev.child else ""
-                    log.error("%s%s: %s: %s%s", ev.name, child, ev.reason, ev.detail, suffix(held))
+                    # which peer sends what an SA cannot hold (its identity may be anyone's of a pool connection)
+                    peer = f" from {sa.remote_addr[0]}" if ev.ts_limit else ""
+                    log.error("%s%s: %s%s: %s%s", ev.name, child, ev.reason, peer, ev.detail, suffix(held))
             case ChildSaLimit():
                 self._child_sa_limit(ev)
             case IkeSaLimit():   # counted by the endpoint (ike_refused: ike_sa_limit)
