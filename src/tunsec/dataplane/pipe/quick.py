@@ -156,7 +156,13 @@ def _quick_endpoint(data: bytes, pos: int, ext_type: int) -> Endpoint | None:
     if ext_len != _ENDPOINT_EXT_LEN or ext != ext_type or reserved:
         return None
     addr = _addr_or_none(family, raw)
-    return None if addr is None else Endpoint(addr, port)
+    if addr is None:
+        return None
+    # built without its constructor (~4k instructions each, two per IKE event and SEND_IKE): an
+    # address of _addr_or_none and a 16-bit port are what its checks admit
+    endpoint: Endpoint = _new(Endpoint)
+    vars(endpoint).update(addr=addr, port=port)
+    return endpoint
 
 
 # The requests of a client's set-up (GETSPI, UPDATE and ADD, SPDADD; SEND_IKE goes with the IKE
