@@ -7,7 +7,7 @@ Dataplane, answer, report the IKE_AUTH as an event).
     python3 bench/install_cost.py [--clients 2000]      # CPU microseconds per client (noisy)
 
 Per client: the IKE_AUTH request up as an IKE event, GETSPI, the Child SA's install (UPDATE, ADD,
-SPDADD) and SEND_IKE (the answer), each a datagram.  ``--callgrind`` runs this script under
+SPDADD), IKE_SPI_ADD and SEND_IKE (the answer), each a datagram.  ``--callgrind`` runs this script under
 valgrind with 0 and N clients, once counting both sides and once the worker alone (every client's
 datagrams are made in both runs, only N are handled), and prints the differences per client:
 instruction counts do not move with the machine's load.  The datagrams are handed over in memory:

@@ -4,8 +4,8 @@
     python3 bench/pipe_cost.py [--clients 2000]      # CPU microseconds per client (noisy on a shared machine)
     python3 bench/pipe_cost.py --callgrind           # instructions per client (valgrind; repeatable)
 
-Per client the control process builds and encodes GETSPI, UPDATE, ADD, SPDADD and SEND_IKE and
-decodes their five answers and one IKE event; the worker decodes the five requests and encodes the
+Per client the control process builds and encodes GETSPI, UPDATE, ADD, SPDADD, IKE_SPI_ADD and SEND_IKE and
+decodes their six answers and one IKE event; the worker decodes the six requests and encodes the
 event and the answers.  ``--callgrind`` runs this script under valgrind with 0 and 1000 clients and
 prints the difference per client: instruction counts do not move with the machine's load, so they
 show a change of a few percent that CPU time on a loaded machine hides.

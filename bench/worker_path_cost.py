@@ -5,7 +5,7 @@
 
 Unlike bench/install_cost.py (the pipe messages handed over in memory), per client: the IKE_AUTH
 datagram enters the C inbound path (the non-ESP marker, from the peer to our address) and comes up
-as an event (Worker.drain_events, PipeWriter, a SOCK_SEQPACKET socketpair); the five set-up
+as an event (Worker.drain_events, PipeWriter, a SOCK_SEQPACKET socketpair); the six set-up
 requests are read from that pipe and answered as the worker's pipe reader does; SEND_IKE goes out of
 a UDP socket bound to the wildcard, from our address (IP_PKTINFO), to a local sink.  The kernel's
 share (the syscalls, ~15 per client) is not counted by callgrind; the epoll wakeups are not made.

@@ -22,6 +22,7 @@ from pipe_codec_data import (
     U32,
     field_types,
     ike_args,
+    ike_spis,
     in_sa,
     out_sa,
     policies,
@@ -37,6 +38,8 @@ from tunsec.dataplane.pipe import (
     Errno,
     Ext,
     Ike,
+    IkeSpiAdd,
+    IkeSpiDelete,
     Lifetime,
     Message,
     MsgType,
@@ -251,6 +254,20 @@ def test_quick_request_decode_admits_no_change_the_general_refuses(msg: Message)
     assert taken > 256 * 3   # the request id's bytes may be anything but 0 (and more, by message)
 
 
+_IKE_SPI_REQUESTS = [IkeSpiAdd(1, bytes.fromhex("8a3f01c27d5e9b10"), 0x1D5E_7A11_CE00_0001),
+                     IkeSpiAdd(U32, b"\x00" * 7 + b"\x01"), IkeSpiDelete(7, b"\x80" + b"\x00" * 7)]
+
+
+@pytest.mark.parametrize("msg", _IKE_SPI_REQUESTS, ids=lambda m: f"{type(m).__name__}-{len(encode(m))}")
+def test_quick_ike_spi_decode_admits_no_change_the_general_refuses(msg: Message) -> None:
+    """IKE_SPI_ADD (with and without its peer) and IKE_SPI_DELETE as encode lays them out go their
+    quick way, equal to the general; every byte set to every value, cut short or grown: the quick
+    way gives None or the general way's message (an SPI or peer of zero, the type byte turned into
+    the other one's: the general way's answer, or refused by both)."""
+    taken = _assert_quick_admits_only_the_general(msg, lambda _: range(256))
+    assert taken > 256 * 3   # the request id's and the SPI's bytes may be anything (but all 0)
+
+
 @pytest.mark.parametrize("msg", _SA_VARIANTS, ids=lambda m: f"{type(m).__name__}-{len(encode(m))}")
 def test_quick_request_decode_of_other_sas(msg: Message) -> None:
     """The same with no selector, two, eight, IPv6 ends, the other key (each byte set to a few
@@ -265,14 +282,16 @@ _SETUP_STRATEGIES = st.one_of(
     st.builds(Add, req_ids, sa_specs().map(lambda sa: dataclasses.replace(sa, seq_limit=0, seq_notify=0))),
     st.builds(SpdAdd, req_ids, policies()),
     st.tuples(req_ids, ike_args()).map(lambda t: SendIke(t[0], *t[1])),
+    st.builds(IkeSpiAdd, req_ids, ike_spis, st.integers(0, (1 << 64) - 1)),
+    st.builds(IkeSpiDelete, req_ids, ike_spis),
 )
 
 
 @given(_SETUP_STRATEGIES)
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_quick_request_decode_takes_every_set_up_request(msg: Message) -> None:
-    """Any GETSPI, UPDATE or ADD without a reservation, SPDADD, SEND_IKE: encoded, it goes its
-    quick way, to what the general way decodes."""
+    """Any GETSPI, UPDATE or ADD without a reservation, SPDADD, SEND_IKE, IKE_SPI_ADD, IKE_SPI_DELETE:
+    encoded, it goes its quick way, to what the general way decodes."""
     quick, general = _quick_way_and_general(encode(msg))
     assert quick == general == msg and field_types(quick) == field_types(msg)
 

@@ -219,7 +219,8 @@ class PipeWriter:
         # a flood can start and end backlogs at its own pace: their log lines are limited
         self._log_limit = LogLimiter(burst=2, period=10.0)
         self._writing = False
-        self._held: list[tuple[bytes, bool, bool, int, bool]] | None = None
+        # what hold() keeps: answers as bare bytes, anything else as send's arguments
+        self._held: list[bytes | tuple[bytes, bool, bool, int, bool]] | None = None
 
     def drops(self) -> tuple[tuple[str, int], ...]:
         """The counters DUMP reports with the fast path's drops."""
@@ -230,14 +231,30 @@ class PipeWriter:
                 ("pipe_ike_proven_full", self.dropped_ike_proven),
                 ("pipe_ike_proven_source", self.dropped_ike_proven_source))
 
-    def hold(self) -> None:
-        """Keep what is sent from now on, in order, until release() (PipeReader's batches)."""
+    def hold(self) -> list[bytes | tuple[bytes, bool, bool, int, bool]]:
+        """Keep what is sent from now on, in order, until release() (PipeReader's batches).  The list
+        it is kept in: the caller may append answers to it (bare bytes) in their place in the order."""
         self._held = []
+        return self._held
 
     def release(self) -> None:
         held, self._held = self._held, None
-        for data, is_event, known, peer, proven in held or ():
-            self.send(data, is_event, known, peer, proven)
+        for item in held or ():
+            if type(item) is bytes:   # an answer: send()'s way for one, without a call with five arguments each
+                self._send_answer(item)
+            else:
+                self.send(*item)
+
+    def _send_answer(self, data: bytes) -> None:
+        if self.queue:
+            self._enqueue(data, True)
+            return
+        try:
+            self.chan.send(data)
+        except BlockingIOError:
+            self._enqueue(data, True)
+        except OSError as err:
+            log.debug("pipe: %s", err)
 
     def send(self, data: bytes, is_event: bool = False, known: bool = False, peer: int = 0,
              proven: bool = False) -> None:
@@ -499,7 +516,7 @@ class PipeReader:
 
     def readable(self) -> None:
         writer = self.writer
-        writer.hold()
+        held = writer.hold()
         try:
             for _ in range(self.BATCH):   # then the loop's other callbacks; still readable: called again
                 try:
@@ -512,8 +529,8 @@ class PipeReader:
                 if not data:
                     self.on_eof()
                     return
-                for answer in self.handle(data):
-                    writer.send(answer)
+                # after any event handle raised (it went into held as it was sent)
+                held += self.handle(data)
                 if not self.reading:
                     return
         finally:
