@@ -183,6 +183,11 @@ uint32_t ts_ike_spi_tag(const uint8_t key[16], uint32_t r, const ts_addr *addr) 
     return spi_tag(k, r, addr);
 }
 
+uint64_t ts_siphash24_bytes(const uint8_t key[16], const uint8_t *in, size_t len) {
+    const uint64_t k[2] = {le64_at(key), le64_at(key + 8)};
+    return ts_siphash24(k, in, len);
+}
+
 int ts_dp_ike_spi_key(ts_dp *dp, const uint8_t key[16]) {
     if (!key)
         return TS_EINVAL;

@@ -282,6 +282,9 @@ int ts_dp_ike_spi_add(ts_dp *dp, uint64_t spi, uint64_t peer);
 int ts_dp_ike_spi_key(ts_dp *dp, const uint8_t key[16]);
 /* the tag of R for addr under key (the control process's make and the tests check against it) */
 uint32_t ts_ike_spi_tag(const uint8_t key[16], uint32_t r, const ts_addr *addr);
+/* SipHash-2-4 of in under key (two little-endian words, as above): the control process makes its
+ * SPIs' tags with it (tunsec/ike/spi_tag.py; its pure-Python SipHash is ~100 times slower) */
+uint64_t ts_siphash24_bytes(const uint8_t key[16], const uint8_t *in, size_t len);
 int ts_dp_ike_spi_delete(ts_dp *dp, uint64_t spi);
 size_t ts_dp_ike_spi_count(ts_dp *dp);
 

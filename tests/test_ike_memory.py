@@ -136,7 +136,9 @@ class FakeWorker:
         self.dump_overflows = 0   # as WorkerClient: DUMP answers past its cap (status reads it)
 
     async def request(self, build: Callable[[int], Any]) -> list[Reply]:
-        msg = build(next(self.ids))
+        built = build(next(self.ids))
+        # a Child SA's install comes encoded (pipe.direct): as the worker, read it
+        msg: Any = pipe.decode(built) if isinstance(built, bytes) else built
         await asyncio.sleep(0)  # answers come later, as over the pipe
         spi = None
         errno = Errno.OK

@@ -17,11 +17,12 @@ from test_ikeservice_rekey import Pair, established
 
 from tunsec import metrics
 from tunsec.conf.config import Config
-from tunsec.dataplane import pipe
+from tunsec.dataplane import pipe, siphash
 from tunsec.dataplane.pipe import Endpoint, Errno
 from tunsec.ike.constants import NON_ESP_MARKER
 from tunsec.ike.events import DownReason
 from tunsec.ike.sa import IkeSa
+from tunsec.ike.spi_tag import IkeSpiTag
 
 
 def spi_requests(pair: Pair, side: str, since: int = 0) -> list[tuple[str, bytes]]:
@@ -99,6 +100,24 @@ def test_established_rekeyed_deleted_and_restarted_ike_sas_reach_the_worker() ->
         for side in "ab":
             assert spi_requests(pair, side, marks[side]) == [("IkeSpiDelete", new[side])]
             assert held(pair, side) == 0 and not pair.svc[side].trusted.spis
+
+    asyncio.run(body())
+
+
+def test_the_service_tags_its_spis_with_the_compiled_siphash_as_the_worker_checks_them() -> None:
+    async def body() -> None:
+        pair = await established()
+        pair.probing = False
+        svc = pair.svc["b"]
+        # the compiled SipHash (the pure-Python one cost ~120k instructions per IKE SA), not the reference
+        assert svc.spi_tag.siphash is siphash.compiled
+        spi, peer = pair.ike("b").local_spi, pair.ip("a")
+        # the same tag the reference makes, and the one b's worker takes as proof of a's address
+        assert IkeSpiTag(svc.spi_tag.key).carries(spi, peer)
+        dp = pair.workers["b"].dp
+        assert spi[4:] == dp.ike_spi_tag(svc.spi_tag.key, int.from_bytes(spi[:4], "big"),
+                                         Endpoint(ipaddress.ip_address(peer), 4500)).to_bytes(4, "big")
+        await pair.settle()
 
     asyncio.run(body())
 

@@ -70,7 +70,9 @@ class PipeOrderWorker(InProcessWorker):
         return fut
 
     def _apply(self, build: Callable[[int], pipe.Message]) -> list[pipe.Reply]:
-        msg = build(next(self.ids))
+        built = build(next(self.ids))
+        # a Child SA's install comes encoded (pipe.direct): as the worker, read it
+        msg = pipe.decode(built) if isinstance(built, bytes) else built
         self.log.append(msg)
         if isinstance(msg, pipe.SendIke):
             self.send_ike(msg)

@@ -102,7 +102,9 @@ class InProcessWorker:
         """The request goes through the worker's handling now, as a pipe delivers requests in the
         order they were sent; its answers are read in a later event-loop turn, or, when ``hold``
         (a test's) gives an awaitable for it, once that is done (never: a hung worker)."""
-        msg = build(next(self.ids))
+        built = build(next(self.ids))
+        # a Child SA's install comes encoded (pipe.direct): as the worker, read it
+        msg = pipe.decode(built) if isinstance(built, bytes) else built
         self.log.append(msg)
         if isinstance(msg, pipe.SendIke):
             self.send_ike(msg)

@@ -51,7 +51,9 @@ class RecordingWorker(InProcessWorker):
              ) -> tuple[pipe.Message, asyncio.Future[list[pipe.Reply]]]:
         """Every request, request_soon's too: logged, and the dataplanes checked right after the worker applied it."""
         def logged(req_id: int) -> pipe.Message:
-            msg = build(req_id)
+            built = build(req_id)
+            # a Child SA's install comes encoded (pipe.direct): as the worker, read it
+            msg = pipe.decode(built) if isinstance(built, bytes) else built
             self.pair.timeline.append(("pipe", self.side, msg))
             return msg
         try:

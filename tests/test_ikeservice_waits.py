@@ -114,7 +114,9 @@ class HoldingWorker:
         return getattr(self.inner, name)
 
     def request_soon(self, build: Any, then: Any = None, failed: Any = None) -> asyncio.Future[list[pipe.Reply]]:
-        msg = build(next(self.ids))
+        built = build(next(self.ids))
+        # a Child SA's install comes encoded (pipe.direct): as the worker, read it
+        msg = pipe.decode(built) if isinstance(built, bytes) else built
         if not isinstance(msg, pipe.Update | pipe.Add | pipe.SpdAdd):
             return self.inner.request_soon(lambda _r: msg, then, failed)
         fut: asyncio.Future[list[pipe.Reply]] = asyncio.get_running_loop().create_future()

@@ -10,23 +10,30 @@ import ipaddress
 import os
 import random
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from test_engine_more import A, B, cfg, only
 
+from tunsec.dataplane import siphash
 from tunsec.dataplane.fastpath import Dataplane
 from tunsec.dataplane.pipe import Endpoint
 from tunsec.ike.endpoint import IkeEndpoint
 from tunsec.ike.events import ChildSaUp, IkeSaRekeyed
-from tunsec.ike.spi_tag import IkeSpiTag, make_ike_spi
+from tunsec.ike.spi_tag import IkeSpiTag, SipHash, make_ike_spi, siphash24_bytes
 from tunsec.ike.testing import EPOCH, Network
 
 KEY = bytes(range(16))
 DP = Dataplane()
 
 
-def test_fixed_vectors_are_the_fast_paths() -> None:
-    tag = IkeSpiTag(KEY)
+# the pure-Python reference (ike/ without the compiled module) and the compiled one the service takes
+SIPHASHES = [pytest.param(siphash24_bytes, id="python"), pytest.param(siphash.compiled, id="c")]
+
+
+@pytest.mark.parametrize("hasher", SIPHASHES)
+def test_fixed_vectors_are_the_fast_paths(hasher: SipHash) -> None:
+    tag = IkeSpiTag(KEY, siphash=hasher)
     r = bytes.fromhex("01020304")
     assert tag.tag(r, "192.0.2.1").hex() == "bac91004"
     assert tag.tag(r, "192.0.2.2").hex() == "ac97d092"
@@ -38,6 +45,13 @@ def test_fixed_vectors_are_the_fast_paths() -> None:
 def test_python_and_c_agree(key: bytes, r: int, addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> None:
     ours = IkeSpiTag(key).tag(r.to_bytes(4, "big"), str(addr))
     assert int.from_bytes(ours, "big") == DP.ike_spi_tag(key, r, Endpoint(addr, 4500))
+    assert IkeSpiTag(key, siphash=siphash.compiled).tag(r.to_bytes(4, "big"), str(addr)) == ours
+
+
+@given(key=st.binary(min_size=16, max_size=16), data=st.binary(max_size=40))
+def test_the_compiled_siphash_is_the_reference(key: bytes, data: bytes) -> None:
+    # every tail length (0-7 bytes past a word) and several words, beyond what a tag's 9 or 21 bytes take
+    assert siphash.compiled(key, data) == siphash24_bytes(key, data)
 
 
 def test_an_spi_carries_the_tag_for_its_address_only() -> None:
@@ -80,3 +94,9 @@ def test_a_rotated_key_still_carries_the_tags_of_the_one_before_and_no_older() -
     assert IkeSpiTag(tag.key).carries(new, "198.51.100.7") and not IkeSpiTag(tag.key).carries(old, "198.51.100.7")
     tag.rotate()
     assert not tag.carries(old, "198.51.100.7") and tag.carries(new, "198.51.100.7")
+
+
+def test_the_compiled_siphash_where_built_and_the_reference_where_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert siphash.siphash24() is siphash.compiled   # this tree is built (the worker's tests need it)
+    monkeypatch.setattr(siphash, "_lib", None)
+    assert siphash.siphash24() is siphash24_bytes

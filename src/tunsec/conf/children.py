@@ -91,12 +91,20 @@ class Child:
 
     def hard_lifetime(self) -> Lifetime:
         """The dataplane's hard limits for one of this child's SAs (rekeying on time is the engine's)."""
-        return Lifetime(bytes=self.life_bytes, packets=self.life_packets, seconds=self.life_time)
+        return Lifetime(*self.hard_limits())
 
     def soft_lifetime(self, randbelow: Callable[[int], int] = secrets.randbelow) -> Lifetime:
         """The dataplane's soft limits (an EXPIRE that starts a rekey) for one new SA, jittered per SA."""
-        return Lifetime(bytes=rekey_limit(self.rekey_bytes, self.rand_bytes, randbelow),
-                        packets=rekey_limit(self.rekey_packets, self.rand_packets, randbelow))
+        return Lifetime(*self.soft_limits(randbelow))
+
+    def hard_limits(self) -> tuple[int, int, int]:
+        """hard_lifetime's bytes, packets and seconds (pipe.direct takes them so: no Lifetime per SA)."""
+        return self.life_bytes, self.life_packets, self.life_time
+
+    def soft_limits(self, randbelow: Callable[[int], int] = secrets.randbelow) -> tuple[int, int, int]:
+        """soft_lifetime's bytes, packets and seconds, drawn anew."""
+        return (rekey_limit(self.rekey_bytes, self.rand_bytes, randbelow),
+                rekey_limit(self.rekey_packets, self.rand_packets, randbelow), 0)
 
 
 def rekey_limit(rekey: int, rand: int, randbelow: Callable[[int], int] = secrets.randbelow) -> int:

@@ -125,7 +125,12 @@ def _fail(entry: _Entry, err: WorkerError) -> None:
         failed(err)
 
 
-def send_soon(worker: WorkerClient, what: str, build: Callable[[int], pipe.Message],
+def _name(msg: pipe.Message | bytes) -> str:
+    """The request's class name, for an error: a datagram of pipe.direct's is decoded for it."""
+    return type(pipe.decode(msg) if isinstance(msg, bytes) else msg).__name__
+
+
+def send_soon(worker: WorkerClient, what: str, build: Callable[[int], pipe.Message | bytes],
               then: Callable[[list[pipe.Reply]], None] | None = None) -> Sent:
     """:meth:`WorkerClient.request_soon`, its refusal (the worker gone, the pipe full) an answer
     that failed, for :func:`answered` to report with the others."""
@@ -420,7 +425,7 @@ class WorkerClient:
             raise WorkerError(type(msg).__name__, bad[0].errno)
         return replies
 
-    def request_soon(self, build: Callable[[int], pipe.Message],
+    def request_soon(self, build: Callable[[int], pipe.Message | bytes],
                      then: Callable[[list[pipe.Reply]], None] | None = None,
                      failed: _Failed | None = None) -> asyncio.Future[list[pipe.Reply]]:
         """Send build(req_id) at the end of this loop turn (see _send); the returned future gets its
@@ -434,7 +439,9 @@ class WorkerClient:
         if the request fails otherwise (the worker goes, a timeout cancels the future).  ``failed(error)``
         is called when the future gets its WorkerError (the worker goes, the pipe refuses the request,
         its answer outgrows the cap; not when it is cancelled), which is then taken as retrieved: with
-        ``then``, no done callback is needed (each costs ~6k instructions, scheduled and run)."""
+        ``then``, no done callback is needed (each costs ~6k instructions, scheduled and run).
+        ``build`` may give the datagram itself (pipe.direct: a Child SA's install, encoded without
+        the message objects)."""
         if self._sock is None:
             raise WorkerError("worker not running", Errno.EIO)
         req_id = self._next_id()
@@ -443,10 +450,10 @@ class WorkerClient:
         forget = functools.partial(self._forget_cancelled, req_id)
         self._pending[req_id] = (fut, then, forget, failed)
         try:
-            self._send(pipe.encode(msg))
+            self._send(msg if isinstance(msg, bytes) else pipe.encode(msg))
         except OSError as err:
             del self._pending[req_id]
-            raise WorkerError(f"{type(msg).__name__} ({err})", Errno.EIO) from err
+            raise WorkerError(f"{_name(msg)} ({err})", Errno.EIO) from err
         # a waiter that gives up cancels the future (answered's timeout): the request is forgotten
         # then, not when an answer comes, which a hung worker never sends (_received takes the
         # callback off again when the answer comes)

@@ -9,7 +9,8 @@ module is a class the service holds and hands what it needs (callables, not the 
 is functions of what they report.  The others define IkeService's methods as functions of
 the service (``self: IkeService``), bound into the class at the end of service.py."""
 
-from tunsec.services.ike.installs import ALGS, INBOUND_LINGER, STANDBY_TIMEOUT
+from tunsec.services.ike.install_requests import ALGS
+from tunsec.services.ike.installs import INBOUND_LINGER, STANDBY_TIMEOUT
 from tunsec.services.ike.invalid_spi import INVALID_SPI_INTERVAL
 from tunsec.services.ike.resolver import RESOLVE_WAIT
 from tunsec.services.ike.service import SHUTDOWN_WAIT, IkeService

@@ -15,7 +15,7 @@ from tunsec import updown
 from tunsec.conf.connections import Child
 from tunsec.dataplane import pipe
 from tunsec.dataplane.client import REQUEST_TIMEOUT, Sent, WorkerError, answered, outcome, send_soon
-from tunsec.dataplane.pipe import Action, Alg, Direction, Endpoint, Errno, Policy, SaSpec, Selector
+from tunsec.dataplane.pipe import Direction, Endpoint, Errno, Selector
 from tunsec.ike.config import DEFAULT_MAX_CHILD_SAS, ChildConfig
 from tunsec.ike.events import ChildSaDown, ChildSaUp, DownReason
 from tunsec.ike.sa import IkeSa, State
@@ -23,9 +23,10 @@ from tunsec.ike.ts import Ts
 from tunsec.loglimit import suffix
 from tunsec.policy.claims import describe
 from tunsec.policy.ids import Band, priority
-from tunsec.policy.selector import SelectorError, addr_text, fast_selectors
-from tunsec.services.ike import install_failed, recreate, restart
+from tunsec.policy.selector import addr_text
+from tunsec.services.ike import install_failed, install_requests, recreate, restart
 from tunsec.services.ike.giveup import Turn
+from tunsec.services.ike.install_requests import ALGS
 from tunsec.services.ike.sockets import parse_ip
 from tunsec.services.ike.state import ChildState, IPAddress, Lineage
 
@@ -34,7 +35,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tunsec.ike")
 
-ALGS = {"aes128gcm16": Alg.AES128GCM16, "aes256gcm16": Alg.AES256GCM16}
 INBOUND_LINGER = 5.0   # seconds a rekeyed Child SA's inbound SA outlives its DELETE (packets in flight; as strongSwan)
 STANDBY_TIMEOUT = 10.0   # seconds a rekey responder waits for traffic on the new SA or the old one's DELETE
 
@@ -464,47 +464,36 @@ def _send_install(self: IkeService, state: ChildState, ev: ChildSaUp,
     None if there is nothing to install (deleted again, or selectors that admit nothing)."""
     if state.handle not in self.children:
         return None   # already deleted again
-    plan = state.plan
-    local = state.local
-    try:
-        sels = fast_selectors(ev.local_ts, ev.remote_ts)
-    except SelectorError as err:   # the engine refuses such children; never install one that admits nothing
-        install_failed.uninstallable(self, state, f"{ev.spi_in:08x}_i {ev.spi_out:08x}_o failed: {err}")
+    # we answered a rekey: the initiator installs after our response, so it may not open the new SA
+    # yet; the old one carries our traffic until its DELETE (or a timeout).  If the old one is
+    # itself on standby, this one waits for it: promoted in turn
+    standby = not ev.initiator and state.pred in self.children
+    built = install_requests.build(self, state, ev, standby)
+    if built is None:
         return None
-    common = dict(alg=ALGS[ev.alg], esn=ev.esn, reqid=state.reqid, local=local, remote=state.remote,
-                  soft=plan.soft_lifetime(), hard=plan.hard_lifetime())
-    # a rekey we answer: the worker tells us when the initiator first sends on it (see first_use)
-    inbound = SaSpec(spi=ev.spi_in, direction=Direction.IN, key=ev.key_in.reveal(),
-                     replay_window=plan.replay_window, selectors=sels.inbound,
-                     report_first_use=not ev.initiator and state.pred is not None,
-                     **common)  # type: ignore[arg-type]
-    outbound = SaSpec(spi=ev.spi_out, direction=Direction.OUT, key=ev.key_out.reveal(), replay_window=0,
-                      selectors=sels.outbound, **common)  # type: ignore[arg-type]
+    update, add, outbound, policy_sels = built
     w = self.worker()
     # UPDATE, ADD and the SPDADDs are sent in order, now; their answers are awaited outside the
     # lock, so installs of different Child SAs overlap.  The worker applies requests in the order
     # they came; what else changes this Child SA awaits the answers first (state.install).  No
     # task per request: see answered
     ok = _AllOk(release)
-    sent = [send_soon(w, "Update", lambda r: pipe.Update(r, inbound), ok.expect())]
-    add = None
-    if not ev.initiator and state.pred in self.children:
-        # we answered a rekey: the initiator installs after our response, so it may not open
-        # the new SA yet; the old one carries our traffic until its DELETE (or a timeout).
-        # If the old one is itself on standby, this one waits for it: promoted in turn
+    sent = [send_soon(w, "Update", update, ok.expect())]
+    add_fut = None
+    if standby:
         state.standby = outbound
         state.standby_timer = self._later(
             STANDBY_TIMEOUT, lambda: self._spawn(self._changes.queue(self._promote(state, "no DELETE came"))))
     else:
-        sent.append(send_soon(w, "Add", lambda r: pipe.Add(r, outbound), ok.expect()))
-        add = sent[-1][1]
+        sent.append(send_soon(w, "Add", add, ok.expect()))
+        add_fut = sent[-1][1]
     asks = not state.lineage.policy_ids   # a rekey (a duplicate) finds its lineage's policies in place
     if asks:
-        sent += self._protect(state, outbound.selectors, ok)
+        sent += self._protect(state, policy_sels, ok)
     install = state.install = asyncio.get_running_loop().create_future()
     if asks:
         state.lineage.protecting = install   # their answers are booked with this install's
-    return _Started(sent, add, install, ok=ok)
+    return _Started(sent, add_fut, install, ok=ok)
 
 
 class _AllOk:
@@ -607,21 +596,21 @@ async def _install_answered(self: IkeService, state: ChildState) -> None:
         await asyncio.wait([state.install])
 
 
-def _protect(self: IkeService, state: ChildState, selectors: Sequence[Selector],
+def _protect(self: IkeService, state: ChildState, selectors: Sequence[Selector] | Sequence[bytes],
              ok: _AllOk | None = None) -> list[Sent]:
     """Send the SPDADDs of a new lineage (``state``'s) now (their answers: see answered, and
-    _spdadds_answered, which takes those of a refused set out again)."""
+    _spdadds_answered, which takes those of a refused set out again).  selectors: Selectors, or
+    SELECTOR extensions (pipe.direct)."""
     sent: list[Sent] = []
     w = self.worker()
     lineage = state.lineage
+    prio = priority(Band.IKE_CHILD)
     for sel in selectors:
         pid = self.ids.policy_id()
         lineage.policy_ids.append(pid)   # before the request: released with the lineage even if unanswered
         self.child_policies[pid] = (state.conn, state.child, lineage)   # its ACQUIREs are ours (traps.acquire)
-        pol = Policy(id=pid, priority=priority(Band.IKE_CHILD), action=Action.PROTECT, reqid=lineage.reqid,
-                     selector=sel)
-        sent.append(send_soon(w, "SpdAdd", lambda r, pol=pol: pipe.SpdAdd(r, pol),  # type: ignore[misc]
-                              ok.expect() if ok is not None else None))
+        build = install_requests.spdadd(pid, prio, lineage.reqid, sel)
+        sent.append(send_soon(w, "SpdAdd", build, ok.expect() if ok is not None else None))
     return sent
 
 

@@ -42,7 +42,7 @@ from typing import Any
 
 from tunsec import updown
 from tunsec.conf.connections import Connection
-from tunsec.dataplane import pipe
+from tunsec.dataplane import pipe, siphash
 from tunsec.dataplane.client import WorkerClient
 from tunsec.dataplane.pipe import Direction, ExpireReason
 from tunsec.eventcounts import EventCounts
@@ -145,7 +145,7 @@ class IkeService(Service):
         # the remote selectors each peer's Child SAs hold: no peer may take another's (installs.py books them)
         self.ts_claims = TsClaims()
         # the key our IKE SPIs are tagged with for their peer's address, which the worker holds (trusted.py)
-        self.spi_tag = IkeSpiTag.new()
+        self.spi_tag = IkeSpiTag.new(siphash=siphash.siphash24())
         # IKE SA handle -> unique id -> claim handle: claims of Child SAs no longer booked (a worker restart)
         self._held_claims: dict[int, dict[int, int]] = {}
         self.endpoint = IkeEndpoint([c.ike for c in connections], spi_allocator=self.spi_pool.take, limits=limits,
