@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from tunsec.conf.auth_rounds import (
+    check_eap_client,
     eap_secrets,
     make_local_auth,
     make_remote_auth,
@@ -423,6 +424,8 @@ def _read_connection(section: Section, ctx: _ConnContext) -> Connection | None:
     if any(d.reader.failed for d in drafts) or local.auth is None or remote.auth is None:
         return None
 
+    if not check_eap_client(local, remote):
+        return None
     local_auth = make_local_auth(local, local_addrs, ctx.creds, ctx.psks)
     remote_auth = make_remote_auth(remote, ctx.creds, ctx.radius, ctx.radius_groups)
     if local_auth is None or remote_auth is None:

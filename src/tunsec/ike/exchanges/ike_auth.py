@@ -283,11 +283,11 @@ class IkeAuthTask(Task):
                 if idr is None:
                     raise AuthError("response has no IDr")
                 _verify_peer(st, payloads, idr)
+                if self._eap is not None:
+                    eap.gateway_verified(st, self._eap, idr)
             except AuthError as exc:
                 st.emit(AuthFailed(st.name, str(exc), by_peer=False))
                 return Outcome.AUTH_FAILED
-            if self._eap is not None:
-                eap.gateway_verified(st, self._eap, idr)
         if self._eap is not None:
             outcome = eap.client_step(st, self._eap, payloads)
             if outcome is not Outcome.DONE:
