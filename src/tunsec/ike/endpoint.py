@@ -460,6 +460,7 @@ class IkeEndpoint:
                 load=self._load_cb,
                 refuse_duplicate=None if initiator else self._refuse_cb,
                 has_contact=self._has_contact if initiator else None,
+                is_peer=self._is_peer if initiator else None,
             )
             if sa.local_spi not in self._sas:
                 self._register(sa)
@@ -705,6 +706,12 @@ class IkeEndpoint:
                    and sa.config.local.id == st.config.local.id and identity_allowed(st.config.remote.id, sa.peer_id)
                    and ipaddress.ip_address(sa.remote_addr[0]).version == family
                    for sa in self._sas.values())
+
+    def _is_peer(self, ip: IPAddress) -> bool:
+        """``ip`` is the peer of an established IKE SA or a connection's remote address: a client's
+        virtual IP must be neither (asked once per CFG_REPLY, so a pass over the connections is fine)."""
+        return ip in self._by_address or any(address_match(c.remote_addr, str(ip)) is AddressMatch.EXACT
+                                             for c in self._configs.values())
 
     def _initial_contact(self, fresh: IkeSa, up: IkeSaUp) -> None:
         """The peer rebooted: forget our older IKE SAs with the same identities (RFC 7296 §2.4).

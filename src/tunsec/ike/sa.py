@@ -101,6 +101,7 @@ from .state import (
     DuplicateCheck,
     IkeSaState,
     Jitter,
+    PeerCheck,
     Rng,
     SelectorClaims,
     SpiAllocator,
@@ -189,6 +190,7 @@ class IkeSa:
         refuse_duplicate: DuplicateCheck | None = None,
         has_contact: Callable[[IkeSaState], bool] | None = None,
         spi_tag: IkeSpiTag | None = None,
+        is_peer: PeerCheck | None = None,
     ) -> None:
         """``address_pool``: where a responder leases virtual IPs (connections with ``pools``).
         ``ts_claims``: the remote selectors other peers' Child SAs hold (no Child SA may take them).
@@ -202,7 +204,8 @@ class IkeSa:
         ``refuse_duplicate``: a responder asks it in IKE_AUTH once the peer is authenticated
         (the endpoint's ``unique = keep``). ``has_contact``: an initiator asks it before its
         INITIAL_CONTACT (the endpoint: another IKE SA with the same identities is up).
-        ``spi_tag``: the key our SPIs are tagged with for the peer's address (spi_tag.py).
+        ``spi_tag``: the key our SPIs are tagged with for the peer's address (spi_tag.py). ``is_peer``:
+        whether an address is another IKE peer's (a client refuses it as its virtual IP).
         """
         if remote_addr is None:
             if config.remote_addr is None:
@@ -225,6 +228,7 @@ class IkeSa:
         self._st.original_initiator = is_initiator  # a rekeyed SA takes its predecessor's (_rekeyed_sa)
         self._st.refuse_duplicate = refuse_duplicate
         self._st.has_contact = has_contact
+        self._st.is_peer = is_peer
         self._st.spi_tag = spi_tag
         if is_initiator:
             self._st.spi_i = make_ike_spi(rng, spi_tag, remote_addr[0])

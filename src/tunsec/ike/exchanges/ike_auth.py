@@ -223,6 +223,7 @@ class IkeAuthTask(Task):
         self._proposed: tuple[tuple[Ts, ...], tuple[Ts, ...]] = ((), ())
         self._followups: list[Task] = []
         self._eap: eap.ClientEap | None = None  # we authenticate with EAP (RFC 7296 §2.16)
+        self._vip_refused: str | None = None  # why a virtual IP of the CFG_REPLY was refused
 
     def followups(self) -> list[Task]:
         return self._followups
@@ -295,7 +296,7 @@ class IkeAuthTask(Task):
         redirect = find_notify(payloads, NotifyType.REDIRECT)
         if redirect is not None:  # the gateway's AUTH checked out: we may follow it
             return self._redirected(st, redirect.data)
-        ike_config.process_reply(st, payloads)
+        self._vip_refused = ike_config.process_reply(st, payloads)
         mobike.accept(st, payloads)
         _ike_up(st)
         self._finish_child(st, payloads, err.type if err is not None else None)
@@ -338,7 +339,7 @@ class IkeAuthTask(Task):
             return
         result = childmod.check_response(child, sa, ts[0], ts[1], self._proposed, strip_dh=True)
         if not isinstance(result, childmod.Refusal) and st.config.vips:
-            result = _check_vip_ts(st, child.name, ts[0]) or result
+            result = _check_vip_ts(st, child.name, ts[0], self._vip_refused) or result
         if not isinstance(result, childmod.Refusal):
             result = childmod.answer_not_others(st, child, ts[0], ts[1]) or result
         if isinstance(result, childmod.Refusal):
@@ -448,11 +449,13 @@ def _child_hint(st: IkeSaState) -> str | None:
     return st.config.children[0].name if st.config.children else None
 
 
-def _check_vip_ts(st: IkeSaState, child: str, tsi: Sequence[Ts]) -> childmod.Refusal | None:
-    """With ``vips`` our TSi must be our assigned address: a gateway may not make us source other ones."""
+def _check_vip_ts(st: IkeSaState, child: str, tsi: Sequence[Ts], refused: str | None) -> childmod.Refusal | None:
+    """With ``vips`` our TSi must be our assigned address: a gateway may not make us source other ones.
+    ``refused``: why an address of its CFG_REPLY was not taken."""
     if not st.own_vips:
-        return childmod.Refusal(NotifyType.FAILED_CP_REQUIRED, "the gateway assigned no virtual IP "
-                                f"(we requested {', '.join(map(str, st.config.vips))})", child)
+        why = refused or "the gateway assigned no virtual IP"
+        return childmod.Refusal(NotifyType.FAILED_CP_REQUIRED, f"{why} (we requested "
+                                f"{', '.join(map(str, st.config.vips))})", child)
     hosts = [Ts.host(a) for a in st.own_vips]
     if not all(any(h.contains(t) for h in hosts) for t in tsi):
         return childmod.Refusal(NotifyType.TS_UNACCEPTABLE, f"gateway narrowed TSi to {', '.join(map(str, tsi))}, "

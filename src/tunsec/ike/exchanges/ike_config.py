@@ -15,6 +15,7 @@ no request) and only ever reads the attributes below; the rest are ignored.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ Attribute = tuple[int, bytes]
 
 _ADDRESS_ATTR = {4: CfgAttribute.INTERNAL_IP4_ADDRESS, 6: CfgAttribute.INTERNAL_IP6_ADDRESS}
 _DNS_ATTR = {4: CfgAttribute.INTERNAL_IP4_DNS, 6: CfgAttribute.INTERNAL_IP6_DNS}
+log = logging.getLogger(__name__)
+
 _MAX_ATTRIBUTES = 64  # a request is a handful; more is not a client we serve
 
 
@@ -83,23 +86,42 @@ def request_payloads(st: IkeSaState) -> list[Payload]:
     return [CpPayload(CfgType.CFG_REQUEST, encode_attributes(attrs))] if attrs else []
 
 
-def process_reply(st: IkeSaState, payloads: Sequence[Payload]) -> None:
-    """Take the virtual IPs (of the families we asked for) and DNS servers from CP(CFG_REPLY)."""
+def process_reply(st: IkeSaState, payloads: Sequence[Payload]) -> str | None:
+    """Take one virtual IP per family we asked for, and the DNS servers, from CP(CFG_REPLY); the
+    reason an address was refused (logged here, with the gateway's address), else None.
+
+    Each address goes on our TUN as a local address: a second one of a family, or one that is
+    reserved, broadcast or an IKE peer's, would make this host deliver that address's traffic to
+    itself (another gateway's, killing our SAs with it), so the gateway gets one per family and
+    no such address."""
     if not st.config.vips:
-        return
+        return None
     attrs = _find_cp(payloads, CfgType.CFG_REPLY) or []
     wanted = {v.version for v in st.config.vips}
-    addresses, dns = [], []
+    offered: dict[int, ipaddress.IPv4Address | ipaddress.IPv6Address] = {}
+    dns: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
     for kind, value in attrs:
         addr = _address(kind, value)
         if addr is None:
             continue
         if kind in (CfgAttribute.INTERNAL_IP4_ADDRESS, CfgAttribute.INTERNAL_IP6_ADDRESS):
-            if addr.version in wanted and not _unusable(addr) and addr not in addresses:
-                addresses.append(addr)
+            if addr.version in wanted:
+                offered.setdefault(addr.version, addr)   # the first of its family; the rest are ignored
         elif kind in (CfgAttribute.INTERNAL_IP4_DNS, CfgAttribute.INTERNAL_IP6_DNS) and addr not in dns:
             dns.append(addr)
+    addresses, refused = [], []
+    for addr in offered.values():
+        why = _refusal(st, addr)
+        if why is None:
+            addresses.append(addr)
+        else:
+            refused.append(f"{addr} ({why})")
     st.own_vips, st.own_dns = tuple(addresses), tuple(dns[:8])
+    if not refused:
+        return None
+    reason = f"gateway {st.remote_addr[0]} assigned virtual IP {', '.join(refused)}: refused"
+    log.warning("%s: %s", st.name, reason)
+    return reason
 
 
 def _address(kind: int, value: bytes) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -112,8 +134,24 @@ def _address(kind: int, value: bytes) -> ipaddress.IPv4Address | ipaddress.IPv6A
     return None
 
 
-def _unusable(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    return addr.is_unspecified or addr.is_multicast or addr.is_loopback or addr.is_link_local
+_THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
+
+
+def _refusal(st: IkeSaState, addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """Why ``addr`` may not be our virtual IP, or None."""
+    if addr.is_unspecified or addr.is_multicast or addr.is_loopback or addr.is_link_local or addr.is_reserved \
+            or addr in _THIS_NETWORK or (addr.version == 6 and addr.ipv4_mapped is not None):
+        return "a reserved, broadcast, multicast, loopback or link-local address"
+    if _same(addr, st.remote_addr[0]) or (st.is_peer is not None and st.is_peer(addr)):
+        return "the address of an IKE peer: as ours it would take that peer's traffic"
+    return None
+
+
+def _same(addr: ipaddress.IPv4Address | ipaddress.IPv6Address, text: str) -> bool:
+    try:
+        return addr == ipaddress.ip_address(text)
+    except ValueError:
+        return False
 
 
 # ---------------------------------------------------------------- responder
