@@ -423,6 +423,18 @@ class Tun:
             ipr.addr("add", index=idx, address=str(ip), prefixlen=prefix, flags=IFA_F_NODAD)
         log.info("virtual IP %s on %s", addr, self.name)
 
+    def address_elsewhere(self, addr: str) -> str | None:
+        """The name of another interface of this host (not the TUN) that has ``addr``, or None."""
+        ip = ip_address(addr)
+        with _iproute() as ipr, _netlink(f"listing the addresses of this host for virtual IP {addr}"):
+            own = ipr.link_lookup(ifname=self.name)
+            for msg in ipr.get_addr(family=socket.AF_INET if ip.version == 4 else socket.AF_INET6):
+                have = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
+                if have and ip_address(have) == ip and msg["index"] not in own:
+                    links = ipr.get_links(msg["index"])
+                    return str(links[0].get_attr("IFLA_IFNAME")) if links else f"#{msg['index']}"
+        return None
+
     def remove_address(self, addr: str) -> None:
         with _iproute() as ipr, _netlink(f"removing virtual IP {addr} from TUN {self.name}"):
             links = ipr.link_lookup(ifname=self.name)
