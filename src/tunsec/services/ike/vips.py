@@ -8,6 +8,8 @@ Going down, each route that has the address as its source is re-pointed before t
 the kernel deletes an IPv4 route whose preferred source disappears, and until it came back the
 tunnel's remote network followed the host's other routes (a default route), in clear.  A route that
 cannot be re-pointed is blocked (a prohibit route, as reroute.py does) and left to a reload to add.
+(The kernel also deletes every IPv4 route through the TUN with its last IPv4 address: Tun.remove_address
+stands in for them meanwhile.)
 """
 
 from __future__ import annotations
