@@ -89,3 +89,33 @@ def test_an_ike_peer_or_reserved_address_is_refused(monkeypatch: pytest.MonkeyPa
     (failed,) = only(events, NegotiationFailed)
     assert failed.reason == NotifyType.FAILED_CP_REQUIRED.name
     assert failed.detail.startswith(f"gateway {GW} assigned virtual IP {address} ({why}")
+
+
+def split_routes(n: int) -> list[tuple[int, bytes]]:
+    """n INTERNAL_IP4_SUBNET attributes (13), as a gateway pushing one split route per subnet sends."""
+    return [(13, ipaddress.ip_address(f"10.{100 + i // 256}.{i % 256}.0").packed + bytes([255, 255, 255, 0]))
+            for i in range(n)]
+
+
+@pytest.mark.parametrize("lease_first", [True, False])
+def test_a_reply_with_more_than_64_attributes_still_gives_the_lease(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, lease_first: bool) -> None:
+    real = ike_config.respond
+
+    def respond(st: IkeSaState, payloads: list[Payload]) -> ike_config.CpAnswer:
+        (cp,) = real(st, payloads).payloads
+        assert isinstance(cp, CpPayload)
+        routes = ike_config.encode_attributes(split_routes(200))
+        body = cp.attributes + routes if lease_first else routes + cp.attributes
+        return ike_config.CpAnswer([CpPayload(CfgType.CFG_REPLY, body)])
+
+    monkeypatch.setattr(ike_config, "respond", respond)
+    net, pool = Network(), pools()
+    gateway(net, pool)
+    with caplog.at_level("INFO", "tunsec.ike.exchanges.ike_config"):
+        connect(net)
+    events = net.take(CLIENT)
+    (up,) = only(events, IkeSaUp)
+    assert up.own_vips == (LEASE,) and up.dns == (ipaddress.ip_address("10.3.0.53"),)
+    assert len(only(events, ChildSaUp)) == 1 and not only(events, NegotiationFailed)
+    assert f"CFG_REPLY of gateway {GW} has 202 attributes (more than 64): only its addresses" in caplog.text

@@ -9,7 +9,10 @@ servers. When no family could be served, the gateway answers
 N(INTERNAL_ADDRESS_FAILURE) and builds no Child SA, as strongSwan does.
 
 Attribute parsing is strict about lengths (a malformed request is treated as
-no request) and only ever reads the attributes below; the rest are ignored.
+no request) and only ever reads the attributes below; the rest are ignored. A
+request has at most 64 attributes; a reply may have any number (gateways push a
+split route per subnet): the client reads only its first address of each family
+and first DNS servers.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from ..constants import CfgAttribute, CfgType, NotifyType
@@ -42,9 +45,9 @@ def encode_attributes(attrs: Sequence[Attribute]) -> bytes:
     return b"".join(struct.pack("!HH", kind & 0x7FFF, len(value)) + value for kind, value in attrs)
 
 
-def decode_attributes(data: bytes) -> list[Attribute]:
-    """The attributes of a CP payload body (after its 4-byte header); MalformedCp if they do not fit."""
-    attrs: list[Attribute] = []
+def _walk(data: bytes) -> Iterator[Attribute]:
+    """The attributes of a CP payload body (after its 4-byte header), one by one; MalformedCp once
+    one does not fit.  No copy of the rest: a datagram's worth is at most 16384 of them."""
     pos = 0
     while pos < len(data):
         if len(data) - pos < 4:
@@ -53,21 +56,68 @@ def decode_attributes(data: bytes) -> list[Attribute]:
         pos += 4
         if length > len(data) - pos:
             raise MalformedCp(f"attribute {kind & 0x7FFF} longer than the payload")
-        attrs.append((kind & 0x7FFF, data[pos : pos + length]))
+        yield kind & 0x7FFF, data[pos : pos + length]
         pos += length
+
+
+def decode_attributes(data: bytes) -> list[Attribute]:
+    """The attributes of a CP payload body; MalformedCp if they do not fit or are too many."""
+    attrs: list[Attribute] = []
+    for attr in _walk(data):
+        attrs.append(attr)
         if len(attrs) > _MAX_ATTRIBUTES:
             raise MalformedCp("too many attributes")
     return attrs
 
 
 def _find_cp(payloads: Sequence[Payload], cfg_type: CfgType) -> list[Attribute] | None:
-    for cp in find_all(payloads, CpPayload):
-        if cp.cfg_type == cfg_type:
-            try:
-                return decode_attributes(cp.attributes)
-            except MalformedCp:
-                return None
-    return None
+    cp = _cp_body(payloads, cfg_type)
+    try:
+        return decode_attributes(cp) if cp is not None else None
+    except MalformedCp:
+        return None
+
+
+def _cp_body(payloads: Sequence[Payload], cfg_type: CfgType) -> bytes | None:
+    return next((cp.attributes for cp in find_all(payloads, CpPayload) if cp.cfg_type == cfg_type), None)
+
+
+_READ_IN_REPLY = {CfgAttribute.INTERNAL_IP4_ADDRESS, CfgAttribute.INTERNAL_IP6_ADDRESS,
+                  CfgAttribute.INTERNAL_IP4_DNS, CfgAttribute.INTERNAL_IP6_DNS}
+_MAX_DNS = 8
+
+
+def _reply_attributes(st: IkeSaState, payloads: Sequence[Payload]) -> list[Attribute]:
+    """What a client reads of CP(CFG_REPLY): its first address of each kind and first DNS servers.
+
+    A gateway may push many attributes we do not read (a split route per subnet: Windows RRAS,
+    FortiGate and Palo Alto send one INTERNAL_IP4_SUBNET each), so the cap on a request does not
+    apply: the gateway assigned an address, and it is taken whatever follows it."""
+    body = _cp_body(payloads, CfgType.CFG_REPLY)
+    if body is None:
+        return []
+    kept: list[Attribute] = []
+    count = dns = 0
+    try:
+        for kind, value in _walk(body):
+            count += 1
+            if kind not in _READ_IN_REPLY:
+                continue
+            if kind in (CfgAttribute.INTERNAL_IP4_DNS, CfgAttribute.INTERNAL_IP6_DNS):
+                dns += 1
+                if dns > _MAX_DNS:
+                    continue
+            elif _address(kind, value) is None or any(k == kind for k, _ in kept):
+                continue   # only the first address of a kind is taken (process_reply)
+            kept.append((kind, value))
+    except MalformedCp as exc:
+        log.warning("%s: CFG_REPLY of gateway %s is malformed (%s): no virtual IP taken", st.name,
+                    st.remote_addr[0], exc)
+        return []
+    if count > _MAX_ATTRIBUTES:
+        log.info("%s: CFG_REPLY of gateway %s has %d attributes (more than %d): only its addresses and "
+                 "first %d DNS servers are read", st.name, st.remote_addr[0], count, _MAX_ATTRIBUTES, _MAX_DNS)
+    return kept
 
 
 # ---------------------------------------------------------------- initiator
@@ -96,7 +146,7 @@ def process_reply(st: IkeSaState, payloads: Sequence[Payload]) -> str | None:
     no such address."""
     if not st.config.vips:
         return None
-    attrs = _find_cp(payloads, CfgType.CFG_REPLY) or []
+    attrs = _reply_attributes(st, payloads)
     wanted = {v.version for v in st.config.vips}
     offered: dict[int, ipaddress.IPv4Address | ipaddress.IPv6Address] = {}
     dns: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
@@ -116,7 +166,7 @@ def process_reply(st: IkeSaState, payloads: Sequence[Payload]) -> str | None:
             addresses.append(addr)
         else:
             refused.append(f"{addr} ({why})")
-    st.own_vips, st.own_dns = tuple(addresses), tuple(dns[:8])
+    st.own_vips, st.own_dns = tuple(addresses), tuple(dns[:_MAX_DNS])
     if not refused:
         return None
     reason = f"gateway {st.remote_addr[0]} assigned virtual IP {', '.join(refused)}: refused"
