@@ -196,6 +196,9 @@ class IkeConfig:
     # MOBIKE (RFC 4555, see exchanges/mobike.py): announce MOBIKE_SUPPORTED in IKE_AUTH and, once both
     # did, move the IKE SA and its Child SAs only on UPDATE_SA_ADDRESSES (strongSwan's mobike, default yes)
     mobike: bool = True
+    # a client follows a gateway's REDIRECT (RFC 5685) and announces REDIRECT_SUPPORTED; strongSwan's
+    # charon.follow_redirects, global there too: tunsec { follow_redirects } sets it for every connection
+    follow_redirects: bool = True
     # RFC 7296 §2.23: our NAT_DETECTION_SOURCE_IP is random, so the peer sees a NAT and uses UDP
     # encapsulation (strongSwan's encap = yes).  False sends the genuine hash when our address is
     # known (``local_addr``), as a strongSwan peer with encap = no does: tests play such a peer (the

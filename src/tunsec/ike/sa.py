@@ -89,7 +89,7 @@ from .message import (
     decode_message,
 )
 from .proposals import describe_all
-from .redirect import RESOLVE_TIMEOUT, usable_gateway
+from .redirect import RESOLVE_TIMEOUT, refused_target
 from .sa_requester import _Pending
 from .sa_responder import _Answered, _Waiting
 from .sa_successor import REKEYED_LINGER
@@ -97,11 +97,11 @@ from .sk import IntegrityError, decrypt_message
 from .spi_tag import IkeSpiTag, make_ike_spi
 from .state import (
     AddressPool,
+    AddressRole,
     ChildSa,
     DuplicateCheck,
     IkeSaState,
     Jitter,
-    PeerCheck,
     Rng,
     SelectorClaims,
     SpiAllocator,
@@ -190,7 +190,7 @@ class IkeSa:
         refuse_duplicate: DuplicateCheck | None = None,
         has_contact: Callable[[IkeSaState], bool] | None = None,
         spi_tag: IkeSpiTag | None = None,
-        is_peer: PeerCheck | None = None,
+        address_role: AddressRole | None = None,
     ) -> None:
         """``address_pool``: where a responder leases virtual IPs (connections with ``pools``).
         ``ts_claims``: the remote selectors other peers' Child SAs hold (no Child SA may take them).
@@ -204,8 +204,8 @@ class IkeSa:
         ``refuse_duplicate``: a responder asks it in IKE_AUTH once the peer is authenticated
         (the endpoint's ``unique = keep``). ``has_contact``: an initiator asks it before its
         INITIAL_CONTACT (the endpoint: another IKE SA with the same identities is up).
-        ``spi_tag``: the key our SPIs are tagged with for the peer's address (spi_tag.py). ``is_peer``:
-        whether an address is another IKE peer's (a client refuses it as its virtual IP).
+        ``spi_tag``: the key our SPIs are tagged with for the peer's address (spi_tag.py). ``address_role``:
+        what an address is to the endpoint (a client's virtual IP and redirect targets are checked).
         """
         if remote_addr is None:
             if config.remote_addr is None:
@@ -228,7 +228,7 @@ class IkeSa:
         self._st.original_initiator = is_initiator  # a rekeyed SA takes its predecessor's (_rekeyed_sa)
         self._st.refuse_duplicate = refuse_duplicate
         self._st.has_contact = has_contact
-        self._st.is_peer = is_peer
+        self._st.address_role = address_role
         self._st.spi_tag = spi_tag
         if is_initiator:
             self._st.spi_i = make_ike_spi(rng, spi_tag, remote_addr[0])
@@ -650,7 +650,7 @@ class IkeSa:
         if st.resolving != gateway or self._state == State.CLOSED:
             return  # an answer for a lookup we no longer wait for
         self._now = now
-        usable = [a for a in addresses if usable_gateway(a)]
+        usable = [a for a in addresses if refused_target(st, a) is None]
         if not usable:
             self._resolve_failed(f"gateway {gateway} has no usable address")
             return

@@ -31,7 +31,7 @@ from ..events import AuthFailed, DownReason, IkeSaLimit, IkeSaUp, NegotiationFai
 from ..identity import Identity, IdentityError, check_peer_identity, dn_equal
 from ..message import AuthPayload, CertPayload, CertReqPayload, IdPayload, Payload, SaPayload
 from ..proposals import describe_all
-from ..redirect import RedirectError, decode_redirect, encode_gateway
+from ..redirect import RedirectError, decode_redirect, encode_gateway, not_followed
 from ..state import ChildSa, IkeSaState, SpiUnavailable
 from ..ts import Ts
 from . import child as childmod
@@ -308,9 +308,15 @@ class IkeAuthTask(Task):
         self.abort(st)  # the gateway built no Child SA for us: our inbound SPI goes back
         self._child = None
         try:
-            st.auth_redirect = decode_redirect(data)
+            redirect = decode_redirect(data)
         except RedirectError as exc:
             st.emit(NegotiationFailed(st.name, "INVALID_SYNTAX", f"IKE_AUTH: {exc}"))
+        else:
+            why = not_followed(st, redirect)
+            if why is None:
+                st.auth_redirect = redirect
+            else:
+                st.emit(NegotiationFailed(st.name, "REDIRECT", f"IKE_AUTH: {why}"))
         st.auth_redirect_child = self._child_cfg.name if self._child_cfg is not None else None
         return Outcome.REDIRECT
 

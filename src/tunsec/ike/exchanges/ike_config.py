@@ -192,8 +192,11 @@ def _refusal(st: IkeSaState, addr: ipaddress.IPv4Address | ipaddress.IPv6Address
     if addr.is_unspecified or addr.is_multicast or addr.is_loopback or addr.is_link_local or addr.is_reserved \
             or addr in _THIS_NETWORK or (addr.version == 6 and addr.ipv4_mapped is not None):
         return "a reserved, broadcast, multicast, loopback or link-local address"
-    if _same(addr, st.remote_addr[0]) or (st.is_peer is not None and st.is_peer(addr)):
+    role = st.address_role(addr) if st.address_role is not None else None
+    if _same(addr, st.remote_addr[0]) or role == "peer":
         return "the address of an IKE peer: as ours it would take that peer's traffic"
+    if role == "own":
+        return "an address of this host"
     return None
 
 
