@@ -72,6 +72,7 @@ def test_one_address_per_family_is_taken(monkeypatch: pytest.MonkeyPatch) -> Non
 @pytest.mark.parametrize("address, why", [
     (GW, "the address of an IKE peer"),                 # the gateway's own outer address
     (OTHER_GW, "the address of an IKE peer"),           # the client's other gateway
+    (CLIENT, "an address of this host"),                # the client's own IKE address
     ("255.255.255.255", "a reserved, broadcast"),
     ("0.0.0.1", "a reserved, broadcast"),
     ("240.0.0.1", "a reserved, broadcast"),
