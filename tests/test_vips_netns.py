@@ -162,3 +162,18 @@ def test_an_address_eth0_has_is_not_put_on_the_tun(ns: str) -> None:
             return [str(m.get_attr("IFA_ADDRESS")) for m in ipr.get_addr(index=ipr.link_lookup(ifname=TUN)[0])]
 
     assert inside(ns, run) == []
+
+
+def test_a_stand_in_an_earlier_run_left_is_cleared_at_start(ns: str) -> None:
+    """A tunsec killed inside remove_address leaves a stand-in prohibit route: the next start removes
+    it even for a network it routes (the TUN route is preferred: it blocks nothing, yet was ours)."""
+    subprocess.run(["ip", "netns", "exec", ns, "ip", "route", "add", "prohibit", str(NET), "metric", "4294967295",
+                    "proto", "116"], check=True)
+
+    def run() -> tuple[list[str], bool]:
+        client = Client()   # its routes are in, as the daemon's start has them before clearing
+        client.tun.clear_stale_blocks({NET, OTHER_NET})
+        with IPRoute() as ipr:
+            return prohibits(ipr), NET in client.tun.unrouted
+
+    assert inside(ns, run) == ([], False)

@@ -364,7 +364,9 @@ class Tun:
             log.warning("prohibit routes an earlier tunsec may have left not checked: %s", exc.strerror or exc)
             return
         for dst, r in found:
-            if dst in wanted:
+            # remove_address's stand-in for a TUN route (killed before it put the route back): the TUN
+            # route, in by now, is preferred, so it goes whether its network is wanted or not
+            if dst in wanted and r.get_attr("RTA_PRIORITY") != _GUARD_PRIORITY:
                 self.unrouted[dst] = Unrouted(f"left by an earlier tunsec; no route through TUN {self.name} yet",
                                               blocked=True)
                 continue
@@ -450,7 +452,7 @@ class Tun:
             last = ip.version == 4 and not any(ip_address(a).version == 4 and a != str(ip) for a in have)
             guarded = [(d, s) for d, s in self.routes if d.version == 4 and (last or s == str(ip))]
             for dst, _src in guarded:   # before the address goes: a failure here leaves it in place
-                ipr.route("replace", dst=str(dst), type="prohibit", priority=_GUARD_PRIORITY)
+                ipr.route("replace", dst=str(dst), type="prohibit", priority=_GUARD_PRIORITY, proto=RTPROT_TUNSEC)
             try:
                 ipr.addr("del", index=links[0], address=str(ip), prefixlen=32 if ip.version == 4 else 128)
             finally:
