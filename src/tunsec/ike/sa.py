@@ -63,7 +63,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Concatenate, ParamSpec, TypeVar
 
-from . import sa_configs, sa_fragments, sa_redirect, sa_requester, sa_responder, sa_successor, sa_timers
+from . import sa_configs, sa_fragments, sa_redirect, sa_requester, sa_responder, sa_successor, sa_timers, state
 from .config import IkeConfig
 from .constants import NATT_PORT, ExchangeType
 from .eap.relay import RelayReply
@@ -97,7 +97,6 @@ from .sk import IntegrityError, decrypt_message
 from .spi_tag import IkeSpiTag, make_ike_spi
 from .state import (
     AddressPool,
-    AddressRole,
     ChildSa,
     DuplicateCheck,
     IkeSaState,
@@ -190,7 +189,7 @@ class IkeSa:
         refuse_duplicate: DuplicateCheck | None = None,
         has_contact: Callable[[IkeSaState], bool] | None = None,
         spi_tag: IkeSpiTag | None = None,
-        address_role: AddressRole | None = None,
+        address_role: state.AddressRole | None = None,
     ) -> None:
         """``address_pool``: where a responder leases virtual IPs (connections with ``pools``).
         ``ts_claims``: the remote selectors other peers' Child SAs hold (no Child SA may take them).
@@ -204,8 +203,7 @@ class IkeSa:
         ``refuse_duplicate``: a responder asks it in IKE_AUTH once the peer is authenticated
         (the endpoint's ``unique = keep``). ``has_contact``: an initiator asks it before its
         INITIAL_CONTACT (the endpoint: another IKE SA with the same identities is up).
-        ``spi_tag``: the key our SPIs are tagged with for the peer's address (spi_tag.py). ``address_role``:
-        what an address is to the endpoint (a client's virtual IP and redirect targets are checked).
+        ``spi_tag``: the key our SPIs are tagged with for the peer's address (spi_tag.py).
         """
         if remote_addr is None:
             if config.remote_addr is None:
@@ -227,8 +225,7 @@ class IkeSa:
         self._st.load = load
         self._st.original_initiator = is_initiator  # a rekeyed SA takes its predecessor's (_rekeyed_sa)
         self._st.refuse_duplicate = refuse_duplicate
-        self._st.has_contact = has_contact
-        self._st.address_role = address_role
+        self._st.has_contact, self._st.address_role = has_contact, address_role  # address_role: see state.py
         self._st.spi_tag = spi_tag
         if is_initiator:
             self._st.spi_i = make_ike_spi(rng, spi_tag, remote_addr[0])
