@@ -17,7 +17,9 @@ from connections_data import (
     issues_of,
     line_of,
     only_issue,
+    pem,
     with_line,
+    write,
 )
 
 from tunsec.conf.config import parse_config
@@ -26,6 +28,7 @@ from tunsec.ike.constants import IdType, ProtocolId
 from tunsec.ike.identity import Identity
 from tunsec.ike.proposals import parse_proposals
 from tunsec.ike.secret import Secret
+from tunsec.ike.testing import make_ca
 from tunsec.ike.ts import Ts
 
 # --------------------------------------------------------------------------
@@ -279,38 +282,67 @@ def test_psk_without_local_id_uses_the_single_local_address() -> None:
 EAP_CONF = PSK_CONF.replace(
     "            auth = psk\n            id = moon.strongswan.org",
     "            auth = eap-mschapv2\n            id = moon.strongswan.org\n            eap_id = carol", 1,
+).replace(
+    "            auth = psk\n            id = sun.strongswan.org",
+    "            auth = pubkey\n            id = sun.strongswan.org", 1,
 ).replace("secrets {\n", 'secrets {\n    eap-carol {\n        id = carol\n        secret = "Carol pw 1"\n    }\n', 1)
 
 
-def test_eap_client_config_reaches_the_engine() -> None:
-    (conn,) = parse_config(EAP_CONF, "swanctl.conf").connections
-    local = conn.ike.local
+@pytest.fixture(scope="module")
+def eap_path(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Where EAP_CONF is read: a folder whose x509ca/ holds the CA that certifies the gateway."""
+    folder = tmp_path_factory.mktemp("eap")
+    write(folder / "x509ca" / "caCert.pem", pem(make_ca("gateway CA", "ecdsa").cert))
+    return str(folder / "swanctl.conf")
+
+
+def test_eap_client_config_reaches_the_engine(eap_path: str) -> None:
+    (conn,) = parse_config(EAP_CONF, eap_path).connections
+    local, remote = conn.ike.local, conn.ike.remote
     assert (local.method, local.eap_id, str(local.id)) == ("eap-mschapv2", "carol", "moon.strongswan.org")
+    assert (remote.method, str(remote.id)) == ("pubkey", "sun.strongswan.org")
     password = conn.ike.eap_password("carol")
     assert password is not None and password.reveal() == b"Carol pw 1"
     assert conn.ike.eap_password("moon.strongswan.org") is None
 
 
-def test_eap_client_without_its_password_is_an_error_at_auth() -> None:
+def test_eap_client_refuses_a_gateway_proving_itself_by_psk(eap_path: str) -> None:
+    """RFC 7296 §2.16: whoever holds the group PSK would get the MSCHAPv2 response (offline guessing)."""
+    text = EAP_CONF.replace("auth = pubkey\n            id = sun", "auth = psk\n            id = sun", 1)
+    issue = only_issue(text, eap_path)
+    assert issue.key == "connections.gw-gw.remote.auth" and issue.line == line_of(text, "auth = psk")
+    assert issue.message.startswith("local.auth = eap-mschapv2 needs remote.auth = pubkey")
+
+
+@pytest.mark.parametrize("remote_id", ["", "            id = %any\n"])
+def test_eap_client_refuses_any_gateway_certificate(eap_path: str, remote_id: str) -> None:
+    """With remote.id %any, any certificate of the CA (another user's) would get the MSCHAPv2 response."""
+    text = EAP_CONF.replace("            id = sun.strongswan.org\n", remote_id, 1)
+    issue = only_issue(text, eap_path)
+    assert issue.key == "connections.gw-gw.remote.id"
+    assert issue.message.startswith("local.auth = eap-mschapv2 needs remote.id set to the gateway's identity")
+
+
+def test_eap_client_without_its_password_is_an_error_at_auth(eap_path: str) -> None:
     text = EAP_CONF.replace("id = carol\n        secret", "id = dave\n        secret")
-    issue = only_issue(text)
+    issue = only_issue(text, eap_path)
     assert issue.key == "connections.gw-gw.local.auth"
     assert issue.message == "no EAP password for 'carol': add a secrets.eap-NAME section with id = carol"
 
 
 @pytest.mark.parametrize("value", ["0xff436172", "0s" + base64.b64encode(b"Carol \xe9").decode()])
-def test_an_eap_password_that_is_not_utf8_text_is_refused(value: str) -> None:
+def test_an_eap_password_that_is_not_utf8_text_is_refused(eap_path: str, value: str) -> None:
     """MSCHAPv2 hashes the password as UTF-16: other bytes have no such form, and a client naming
     the user would make the gateway's hashing fail (an exception out of the engine, not a refusal)."""
     text = EAP_CONF.replace('secret = "Carol pw 1"', f"secret = {value}")
-    errors = [str(e) for e in issues_of(text)]
-    assert f"swanctl.conf:{line_of(text, 'secret = ' + value)}: secrets.eap-carol.secret: an EAP password " \
+    errors = [str(e) for e in issues_of(text, eap_path)]
+    assert f"{eap_path}:{line_of(text, 'secret = ' + value)}: secrets.eap-carol.secret: an EAP password " \
         "must be UTF-8 text (EAP-MSCHAPv2 hashes it as UTF-16)" in errors
     assert value[2:] not in " ".join(errors)   # the value is never echoed
 
 
-def test_an_eap_password_with_non_ascii_text_is_taken() -> None:
+def test_an_eap_password_with_non_ascii_text_is_taken(eap_path: str) -> None:
     text = EAP_CONF.replace('secret = "Carol pw 1"', 'secret = "Carol pw \u00e9"')
-    (conn,) = parse_config(text, "swanctl.conf").connections
+    (conn,) = parse_config(text, eap_path).connections
     password = conn.ike.eap_password("carol")
     assert password is not None and password.reveal() == "Carol pw \u00e9".encode()

@@ -265,7 +265,7 @@ def test_client_without_redirect_support_is_served_in_ike_auth_too(monkeypatch: 
     # RFC 5685 §6: a gateway redirects in IKE_AUTH only clients that announced support in IKE_SA_INIT;
     # this client sends a private-use status notify in place of REDIRECT_SUPPORTED (AUTH signs the request,
     # so it cannot be stripped on the way)
-    monkeypatch.setattr(IkeSaInitTask, "_redirect_notify", lambda self: NotifyPayload(40960, b""))
+    monkeypatch.setattr(IkeSaInitTask, "_redirect_notify", lambda self, st: [NotifyPayload(40960, b"")])
     net, a, b = three({"redirect_to": GW_B, "redirect_on": "auth"})
     net.nodes[CLIENT].initiate("rw", "net", 0.0)
     net.run(until=5.0)

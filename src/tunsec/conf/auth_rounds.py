@@ -49,6 +49,7 @@ __all__ = [
     "AuthMethod",
     "AuthRound",
     "KeyKind",
+    "check_eap_client",
     "eap_secrets",
     "make_local_auth",
     "make_remote_auth",
@@ -322,6 +323,32 @@ def _listed_certificate(local: AuthRound, creds: Credentials) -> tuple[x509.Cert
     listed = ", ".join(f"{creds.shown(path)} ({subject_name(cert)})" for path, cert in matching)
     r.error("certs", f"no private key for {listed} in " + ", ".join(f"{d}/" for d in KEY_DIRS))
     return None
+
+
+def check_eap_client(local: AuthRound, remote: AuthRound) -> bool:
+    """A client authenticating with EAP sees the gateway prove itself with a certificate of the id
+    it names before it answers (RFC 7296 §2.16): an EAP-MSCHAPv2 response lets whoever receives it
+    test password guesses offline, so a holder of a group PSK, or of any certificate of the CA
+    (another user's), must not receive it.  False after naming what to fix."""
+    assert local.auth is not None and remote.auth is not None
+    method = local.auth.method
+    if not method.startswith("eap-"):
+        return True
+    ok = True
+    if remote.auth.method != "pubkey":
+        remote.reader.error(
+            "auth", f"local.auth = {method} needs remote.auth = pubkey: the gateway must prove itself with a "
+            "certificate before we answer EAP (RFC 7296 §2.16); whoever holds the PSK would otherwise get "
+            "the EAP-MSCHAPv2 response and could test password guesses offline",
+        )
+        ok = False
+    if remote.id is None or remote.id.is_any:
+        remote.reader.error(
+            "id", f"local.auth = {method} needs remote.id set to the gateway's identity in its certificate: "
+            "with %any any certificate of the CA (another user's too) would get the EAP-MSCHAPv2 response",
+        )
+        ok = False
+    return ok
 
 
 def make_remote_auth(remote: AuthRound, creds: Credentials, radius: bool,

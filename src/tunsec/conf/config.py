@@ -128,6 +128,7 @@ def parse_config(text: str, path: str = "<string>") -> Config:
             fragment_size=tunsec.fragment_size,
             max_child_sas=tunsec.max_child_sas,
             max_ike_sas=tunsec.max_ike_sas_per_identity,
+            follow_redirects=tunsec.follow_redirects,
             radius=radius is not None and bool(radius.servers),
             radius_groups=radius is not None and radius.gives_groups,
         )  # fmt: skip

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from tunsec.conf.auth_rounds import (
+    check_eap_client,
     eap_secrets,
     make_local_auth,
     make_remote_auth,
@@ -273,6 +274,7 @@ class _ConnContext:
     fragment_size: int = DEFAULT_FRAGMENT_SIZE
     max_child_sas: int = DEFAULT_MAX_CHILD_SAS
     max_ike_sas: int = DEFAULT_MAX_IKE_SAS
+    follow_redirects: bool = True
     pools: Mapping[str, int] = field(default_factory=dict)  # pools.<name> -> IP version
     radius: bool = False  # radius { servers { } } names at least one server (for auth = eap-radius)
     radius_groups: bool = False  # radius { class_group/filter_id = yes }: Accepts give groups (remote.groups)
@@ -423,6 +425,8 @@ def _read_connection(section: Section, ctx: _ConnContext) -> Connection | None:
     if any(d.reader.failed for d in drafts) or local.auth is None or remote.auth is None:
         return None
 
+    if not check_eap_client(local, remote):
+        return None
     local_auth = make_local_auth(local, local_addrs, ctx.creds, ctx.psks)
     remote_auth = make_remote_auth(remote, ctx.creds, ctx.radius, ctx.radius_groups)
     if local_auth is None or remote_auth is None:
@@ -471,6 +475,7 @@ def _read_connection(section: Section, ctx: _ConnContext) -> Connection | None:
             fragment_size=ctx.fragment_size,
             max_child_sas=ctx.max_child_sas,
             max_ike_sas=ctx.max_ike_sas,
+            follow_redirects=ctx.follow_redirects,
             redirect_to=redirect_to,
             redirect_when=redirect_when,
             redirect_on=redirect_on,
@@ -510,6 +515,7 @@ def read_connections(
     fragment_size: int = DEFAULT_FRAGMENT_SIZE,
     max_child_sas: int = DEFAULT_MAX_CHILD_SAS,
     max_ike_sas: int = DEFAULT_MAX_IKE_SAS,
+    follow_redirects: bool = True,
     radius: bool = False,
     radius_groups: bool = False,
 ) -> tuple[Connection, ...]:
@@ -517,14 +523,15 @@ def read_connections(
 
     ``psks`` are the ``secrets.ike*`` entries (``psks_broken``: one of them had
     errors, so a connection without a PSK says nothing more); ``retransmit``,
-    ``half_open_timeout``, ``fragment_size``, ``max_child_sas`` and ``max_ike_sas`` come from ``tunsec { }`` and go into
-    every ``IkeConfig``; ``pools`` names the configured address pools (their IP
+    ``half_open_timeout``, ``fragment_size``, ``max_child_sas``, ``max_ike_sas`` and ``follow_redirects``
+    come from ``tunsec { }`` and go into every ``IkeConfig``; ``pools`` names the configured address pools (their IP
     version), which ``connections.X.pools`` may use; ``radius``: RADIUS servers are
     configured, so ``auth = eap-radius`` may be used; ``radius_groups``: their Access-Accepts
     give group memberships, so ``remote.groups`` may be used.
     """
     ctx = _ConnContext(creds, psks, psks_broken, issues, retransmit or RetransmitConfig(), half_open_timeout,
                        fragment_size=fragment_size, max_child_sas=max_child_sas, max_ike_sas=max_ike_sas,
+                       follow_redirects=follow_redirects,
                        pools=dict(pools or {}), radius=radius, radius_groups=radius_groups)
     refuse_keys(section, issues, "connections takes one section per connection ('NAME { ... }'), not keys")
     if any(uses_pubkey(sub) for sub in section.sections.values()):

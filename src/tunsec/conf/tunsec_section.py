@@ -242,6 +242,9 @@ class TunsecSettings:
     # a peer's IKE_AUTH is refused with AUTHENTICATION_FAILED once its identity holds this many IKE SAs of
     # the connection (a rekey replaces one and does not count); every connection's IkeConfig carries it
     max_ike_sas_per_identity: int = DEFAULT_MAX_IKE_SAS
+    # a client follows gateways' REDIRECTs (RFC 5685) and announces that it does: strongswan.conf's
+    # charon.follow_redirects (global in strongSwan too, no swanctl.conf key); every IkeConfig carries it
+    follow_redirects: bool = True
     # key pairs kept ready per key exchange group (the first group of each connection's IKE and ESP
     # proposals; MODP at most 64), generated at start and while no IKE SA is being set up, taken
     # at IKE_SA_INIT, CREATE_CHILD_SA with PFS and IKE rekeys, replaced after 5 minutes unused
@@ -285,6 +288,7 @@ def read_tunsec_section(section: Section, issues: list[ConfigIssue]) -> TunsecSe
         ),
         max_child_sas=r.get("max_child_sas", _parse_max_child_sas, d.max_child_sas),
         max_ike_sas_per_identity=r.get("max_ike_sas_per_identity", _parse_max_ike_sas, d.max_ike_sas_per_identity),
+        follow_redirects=r.get("follow_redirects", parse_bool, d.follow_redirects),
         ke_pool=r.get("ke_pool", _parse_ke_pool, d.ke_pool),
         state_dir=r.get("state_dir", _parse_state_dir, d.state_dir),
     )

@@ -14,7 +14,7 @@ import pwd
 import socket
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
@@ -364,7 +364,9 @@ class Tun:
             log.warning("prohibit routes an earlier tunsec may have left not checked: %s", exc.strerror or exc)
             return
         for dst, r in found:
-            if dst in wanted:
+            # remove_address's stand-in for a TUN route (killed before it put the route back): the TUN
+            # route, in by now, is preferred, so it goes whether its network is wanted or not
+            if dst in wanted and r.get_attr("RTA_PRIORITY") != _GUARD_PRIORITY:
                 self.unrouted[dst] = Unrouted(f"left by an earlier tunsec; no route through TUN {self.name} yet",
                                               blocked=True)
                 continue
@@ -423,13 +425,60 @@ class Tun:
             ipr.addr("add", index=idx, address=str(ip), prefixlen=prefix, flags=IFA_F_NODAD)
         log.info("virtual IP %s on %s", addr, self.name)
 
+    def address_elsewhere(self, addr: str) -> str | None:
+        """The name of another interface of this host (not the TUN) that has ``addr``, or None."""
+        ip = ip_address(addr)
+        with _iproute() as ipr, _netlink(f"listing the addresses of this host for virtual IP {addr}"):
+            own = ipr.link_lookup(ifname=self.name)
+            for msg in ipr.get_addr(family=socket.AF_INET if ip.version == 4 else socket.AF_INET6):
+                have = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
+                if have and ip_address(have) == ip and msg["index"] not in own:
+                    links = ipr.get_links(msg["index"])
+                    return str(links[0].get_attr("IFLA_IFNAME")) if links else f"#{msg['index']}"
+        return None
+
     def remove_address(self, addr: str) -> None:
+        """A virtual IP off the TUN, our routes kept.  The kernel deletes the IPv4 routes whose source
+        it was and, with the TUN's last IPv4 address, every IPv4 route through it: those are backed
+        by a prohibit route of the lowest preference meanwhile (their traffic is refused, never sent
+        by the host's other routes in clear), then put back without that source.  A route the kernel
+        will not take back stays blocked by it, until a reload adds the route (unrouted)."""
+        ip = ip_address(addr)
         with _iproute() as ipr, _netlink(f"removing virtual IP {addr} from TUN {self.name}"):
             links = ipr.link_lookup(ifname=self.name)
-            ip = ip_address(addr)
-            if links and any(msg.get_attr("IFA_ADDRESS") == str(ip) for msg in ipr.get_addr(index=links[0])):
+            have = [str(m.get_attr("IFA_ADDRESS")) for m in ipr.get_addr(index=links[0])] if links else []
+            if str(ip) not in have:
+                return
+            last = ip.version == 4 and not any(ip_address(a).version == 4 and a != str(ip) for a in have)
+            guarded = [(d, s) for d, s in self.routes if d.version == 4 and (last or s == str(ip))]
+            for dst, _src in guarded:   # before the address goes: a failure here leaves it in place
+                ipr.route("replace", dst=str(dst), type="prohibit", priority=_GUARD_PRIORITY, proto=RTPROT_TUNSEC)
+            try:
                 ipr.addr("del", index=links[0], address=str(ip), prefixlen=32 if ip.version == 4 else 128)
+            finally:
+                self._restore(ipr, links[0], guarded, str(ip))
         log.info("virtual IP %s removed from %s", addr, self.name)
+
+    def _restore(self, ipr: Any, idx: int, guarded: Sequence[tuple[IPNetwork, str | None]], gone: str) -> None:
+        """The routes remove_address guarded back on the TUN, each guard then removed."""
+        for dst, src in guarded:
+            kept = src if src and src != gone else None
+            kw: dict[str, object] = {"dst": str(dst), "oif": idx}
+            if kept:
+                kw["prefsrc"] = kept
+            try:
+                ipr.route("replace", **kw)
+            except NetlinkError as exc:   # the guard stays as its block; a reload adds the route
+                why = f"route {dst} via TUN {self.name} lost with virtual IP {gone}: {_reason(exc)}"
+                self.unrouted[dst] = Unrouted(why, blocked=True)
+                self.routes = [r for r in self.routes if r[0] != dst]
+                log.error("%s; its traffic is refused (prohibit route) until a reload adds the route", why)
+                continue
+            self.routes = [(d, kept if d == dst else s) for d, s in self.routes]
+            try:
+                ipr.route("del", dst=str(dst), type="prohibit", priority=_GUARD_PRIORITY)
+            except NetlinkError as exc:   # harmless: the TUN route is preferred; said, not raised
+                log.warning("route %s: its stand-in prohibit route stays: %s", dst, _reason(exc))
 
     def set_route_source(self, dst: IPNetwork, src: str | None) -> None:
         """Give one of our routes a preferred source (a virtual IP) or none; others' routes are left alone.
@@ -581,6 +630,9 @@ class Unrouted:
     blocked: bool
 
 
+# the metric of the prohibit route that stands in for a TUN route while remove_address runs: the least
+# preferred, so the TUN route (metric 0) wins whenever it is there
+_GUARD_PRIORITY = 0xFFFFFFFF
 ADDR_GEN_MODE_NONE = 1   # linux/if_link.h IN6_ADDR_GEN_MODE_NONE
 IFF_UP = 0x1
 _NO_ADDR_GEN = {"attrs": [("AF_INET6", {"attrs": [("IFLA_INET6_ADDR_GEN_MODE", ADDR_GEN_MODE_NONE)]})]}

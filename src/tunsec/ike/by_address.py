@@ -29,6 +29,9 @@ class EstablishedByAddress:
     def __len__(self) -> int:
         return len(self._at)
 
+    def __contains__(self, ip: IPAddress) -> bool:
+        return ip in self._by_ip
+
     @property
     def notified(self) -> int:
         """IKE SAs with an INVALID_SPI notify on record (at most those that exist)."""

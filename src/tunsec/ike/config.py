@@ -196,6 +196,9 @@ class IkeConfig:
     # MOBIKE (RFC 4555, see exchanges/mobike.py): announce MOBIKE_SUPPORTED in IKE_AUTH and, once both
     # did, move the IKE SA and its Child SAs only on UPDATE_SA_ADDRESSES (strongSwan's mobike, default yes)
     mobike: bool = True
+    # a client follows a gateway's REDIRECT (RFC 5685) and announces REDIRECT_SUPPORTED; strongSwan's
+    # charon.follow_redirects, global there too: tunsec { follow_redirects } sets it for every connection
+    follow_redirects: bool = True
     # RFC 7296 §2.23: our NAT_DETECTION_SOURCE_IP is random, so the peer sees a NAT and uses UDP
     # encapsulation (strongSwan's encap = yes).  False sends the genuine hash when our address is
     # known (``local_addr``), as a strongSwan peer with encap = no does: tests play such a peer (the
@@ -208,10 +211,20 @@ class IkeConfig:
         if self.remote.method.startswith("eap-") and self.local.method != "pubkey":
             # RFC 7296 §2.16: the gateway proves itself with a certificate; EAP only proves the client
             raise ValueError(f"connection {self.name}: remote auth = {self.remote.method} needs local auth = pubkey")
+        if self.local.method.startswith("eap-") and not self.gateway_proves_certificate:
+            # RFC 7296 §2.16 again, as a client: our EAP response (MSCHAPv2's lets its receiver test
+            # password guesses offline) goes only to the gateway named by its certificate
+            raise ValueError(f"connection {self.name}: local auth = {self.local.method} needs remote auth = pubkey "
+                             "and a remote id that is not %any")
         if self.local.method == "eap-radius":
             raise ValueError(f"connection {self.name}: eap-radius authenticates clients (remote), not us")
         if self.local.method == "eap-mschapv2" and self.eap_password(self.local.eap_id or str(self.local.id)) is None:
             raise ValueError(f"connection {self.name}: no EAP secret for {self.local.eap_id or self.local.id}")
+
+    @property
+    def gateway_proves_certificate(self) -> bool:
+        """The peer authenticates with a certificate that must name ``remote.id``, one identity."""
+        return self.remote.method == "pubkey" and not self.remote.id.is_any
 
     @property
     def names_its_peer(self) -> bool:

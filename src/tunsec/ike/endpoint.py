@@ -65,7 +65,7 @@ from datetime import datetime
 from typing import NamedTuple
 
 from tunsec.loglimit import LogLimiter, internal_error, suffix
-from tunsec.policy.pad import AddressMatch, Refused, address_match, check_unique_keep, identity_allowed
+from tunsec.policy.pad import AddressMatch, Refused, address_match, check_unique_keep, identity_allowed, same_ip
 from tunsec.policy.selector import IPAddress
 
 from .by_address import EstablishedByAddress
@@ -460,6 +460,7 @@ class IkeEndpoint:
                 load=self._load_cb,
                 refuse_duplicate=None if initiator else self._refuse_cb,
                 has_contact=self._has_contact if initiator else None,
+                address_role=self._address_role if initiator else None,
             )
             if sa.local_spi not in self._sas:
                 self._register(sa)
@@ -705,6 +706,18 @@ class IkeEndpoint:
                    and sa.config.local.id == st.config.local.id and identity_allowed(st.config.remote.id, sa.peer_id)
                    and ipaddress.ip_address(sa.remote_addr[0]).version == family
                    for sa in self._sas.values())
+
+    def _address_role(self, ip: IPAddress) -> str | None:
+        """"own" if a connection has ``ip`` as its local address, "peer" if it is the peer of an
+        established IKE SA or a connection's remote address, else None.  Asked once per CFG_REPLY or
+        REDIRECT a client gets, so a pass over the connections is fine."""
+        text = str(ip)
+        if any(c.local_addr is not None and same_ip(c.local_addr, text) for c in self._configs.values()):
+            return "own"
+        if ip in self._by_address or any(address_match(c.remote_addr, text) is AddressMatch.EXACT
+                                         for c in self._configs.values()):
+            return "peer"
+        return None
 
     def _initial_contact(self, fresh: IkeSa, up: IkeSaUp) -> None:
         """The peer rebooted: forget our older IKE SAs with the same identities (RFC 7296 §2.4).

@@ -38,6 +38,12 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .ts import Ts
+
+if TYPE_CHECKING:
+    from .state import IkeSaState
 
 MAX_REDIRECTS = 5  # strongSwan's charon also gives up after 5 redirects within its window
 REDIRECT_PERIOD = 300.0  # seconds in which MAX_REDIRECTS IKE_AUTH redirects are allowed (strongSwan's)
@@ -47,6 +53,7 @@ GW_IPV4 = 1
 GW_IPV6 = 2
 GW_FQDN = 3
 
+_THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z")
 
 
@@ -113,9 +120,48 @@ def decode_redirect(data: bytes) -> Redirect:
 
 
 def usable_gateway(address: str) -> bool:
-    """An address a client may be sent to (also for what an FQDN resolved to)."""
+    """An address a client may be sent to (also for what an FQDN resolved to): not unspecified,
+    multicast, loopback (a local service would get our IKE), broadcast or otherwise reserved, nor
+    link-local (a redirect carries no interface to scope it with)."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return False
-    return not (ip.is_unspecified or ip.is_multicast)
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return not (ip.is_unspecified or ip.is_multicast or ip.is_loopback or ip.is_link_local or ip.is_reserved
+                or (ip.version == 4 and ip in _THIS_NETWORK))
+
+
+def refused_target(st: IkeSaState, address: str) -> str | None:
+    """Why a client does not go to ``address`` (a REDIRECT's, or what its FQDN resolved to), or None:
+    no gateway address (usable_gateway), this host's own (the IKE address in use, a connection's
+    local address), or inside a remote_ts of the connection, where the new IKE SA's own IKE
+    would be sent into the tunnel it is to set up."""
+    if not usable_gateway(address):
+        return f"{address} is no gateway address (unspecified, multicast, loopback, broadcast, reserved or link-local)"
+    ip = ipaddress.ip_address(address)
+    local = st.local_addr[0] if st.local_addr is not None else None
+    if (local is not None and _same(ip, local)) or (st.address_role is not None and st.address_role(ip) == "own"):
+        return f"{address} is an address of this host"
+    host = Ts.host(ip)
+    for child in st.config.children:
+        for ts in child.remote_ts:
+            if not ts.dynamic and ts.contains(host):
+                return f"{address} is inside remote_ts {ts} of child {child.name} (IKE would go into the tunnel)"
+    return None
+
+
+def not_followed(st: IkeSaState, redirect: Redirect) -> str | None:
+    """Why a client does not follow ``redirect`` (an FQDN's addresses are checked once resolved)."""
+    if not st.config.follow_redirects:
+        return f"REDIRECT to {redirect.gateway} not followed: follow_redirects = no"
+    why = None if redirect.fqdn else refused_target(st, redirect.gateway)
+    return f"REDIRECT not followed: {why}" if why is not None else None
+
+
+def _same(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, text: str) -> bool:
+    try:
+        return ip == ipaddress.ip_address(text)
+    except ValueError:
+        return False

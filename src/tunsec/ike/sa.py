@@ -63,7 +63,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Concatenate, ParamSpec, TypeVar
 
-from . import sa_configs, sa_fragments, sa_redirect, sa_requester, sa_responder, sa_successor, sa_timers
+from . import sa_configs, sa_fragments, sa_redirect, sa_requester, sa_responder, sa_successor, sa_timers, state
 from .config import IkeConfig
 from .constants import NATT_PORT, ExchangeType
 from .eap.relay import RelayReply
@@ -89,7 +89,7 @@ from .message import (
     decode_message,
 )
 from .proposals import describe_all
-from .redirect import RESOLVE_TIMEOUT, usable_gateway
+from .redirect import RESOLVE_TIMEOUT, refused_target
 from .sa_requester import _Pending
 from .sa_responder import _Answered, _Waiting
 from .sa_successor import REKEYED_LINGER
@@ -189,6 +189,7 @@ class IkeSa:
         refuse_duplicate: DuplicateCheck | None = None,
         has_contact: Callable[[IkeSaState], bool] | None = None,
         spi_tag: IkeSpiTag | None = None,
+        address_role: state.AddressRole | None = None,
     ) -> None:
         """``address_pool``: where a responder leases virtual IPs (connections with ``pools``).
         ``ts_claims``: the remote selectors other peers' Child SAs hold (no Child SA may take them).
@@ -224,7 +225,7 @@ class IkeSa:
         self._st.load = load
         self._st.original_initiator = is_initiator  # a rekeyed SA takes its predecessor's (_rekeyed_sa)
         self._st.refuse_duplicate = refuse_duplicate
-        self._st.has_contact = has_contact
+        self._st.has_contact, self._st.address_role = has_contact, address_role  # address_role: see state.py
         self._st.spi_tag = spi_tag
         if is_initiator:
             self._st.spi_i = make_ike_spi(rng, spi_tag, remote_addr[0])
@@ -646,7 +647,7 @@ class IkeSa:
         if st.resolving != gateway or self._state == State.CLOSED:
             return  # an answer for a lookup we no longer wait for
         self._now = now
-        usable = [a for a in addresses if usable_gateway(a)]
+        usable = [a for a in addresses if refused_target(st, a) is None]
         if not usable:
             self._resolve_failed(f"gateway {gateway} has no usable address")
             return

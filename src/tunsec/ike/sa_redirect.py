@@ -61,6 +61,7 @@ def follow_auth_redirect(self: IkeSa, redirect: Redirect) -> None:
         jitter=st.jitter,
         fragment_stats=self._frag_stats,
         drop_stats=self._drops,
+        address_role=st.address_role,
     )
     new._redirect_history = history
     new._st.redirected_from = old

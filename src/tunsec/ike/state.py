@@ -148,6 +148,8 @@ class IkeRekey:
 
 NO_HASHES: frozenset[int] = frozenset()
 DuplicateCheck = Callable[["IkeSaState"], "str | IkeSaLimit | None"]
+# what an address is to the endpoint: "own" (this host's, as the connections say), "peer" (an IKE peer's), or None
+AddressRole = Callable[["IPAddress"], "str | None"]
 
 
 @dataclass(slots=True)   # one per IKE SA: ~40 fields, no per-instance dict (a gateway holds thousands)
@@ -235,6 +237,9 @@ class IkeSaState:
     # an initiator's: whether we already have an established IKE SA with these identities (the
     # IKE_AUTH request then carries no INITIAL_CONTACT, which would make the peer drop it)
     has_contact: Callable[[IkeSaState], bool] | None = None
+    # an initiator's: what an address is to the endpoint (AddressRole).  A client takes no such virtual IP
+    # (on our TUN it would take that peer's traffic, and its SAs with us) and follows no redirect to its own
+    address_role: AddressRole | None = None
 
     def emit(self, event: Event) -> None:
         self.events.append(event)

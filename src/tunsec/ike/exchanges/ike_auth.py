@@ -31,7 +31,7 @@ from ..events import AuthFailed, DownReason, IkeSaLimit, IkeSaUp, NegotiationFai
 from ..identity import Identity, IdentityError, check_peer_identity, dn_equal
 from ..message import AuthPayload, CertPayload, CertReqPayload, IdPayload, Payload, SaPayload
 from ..proposals import describe_all
-from ..redirect import RedirectError, decode_redirect, encode_gateway
+from ..redirect import RedirectError, decode_redirect, encode_gateway, not_followed
 from ..state import ChildSa, IkeSaState, SpiUnavailable
 from ..ts import Ts
 from . import child as childmod
@@ -223,6 +223,7 @@ class IkeAuthTask(Task):
         self._proposed: tuple[tuple[Ts, ...], tuple[Ts, ...]] = ((), ())
         self._followups: list[Task] = []
         self._eap: eap.ClientEap | None = None  # we authenticate with EAP (RFC 7296 §2.16)
+        self._vip_refused: str | None = None  # why a virtual IP of the CFG_REPLY was refused
 
     def followups(self) -> list[Task]:
         return self._followups
@@ -283,11 +284,11 @@ class IkeAuthTask(Task):
                 if idr is None:
                     raise AuthError("response has no IDr")
                 _verify_peer(st, payloads, idr)
+                if self._eap is not None:
+                    eap.gateway_verified(st, self._eap, idr)
             except AuthError as exc:
                 st.emit(AuthFailed(st.name, str(exc), by_peer=False))
                 return Outcome.AUTH_FAILED
-            if self._eap is not None:
-                eap.gateway_verified(st, self._eap, idr)
         if self._eap is not None:
             outcome = eap.client_step(st, self._eap, payloads)
             if outcome is not Outcome.DONE:
@@ -295,7 +296,7 @@ class IkeAuthTask(Task):
         redirect = find_notify(payloads, NotifyType.REDIRECT)
         if redirect is not None:  # the gateway's AUTH checked out: we may follow it
             return self._redirected(st, redirect.data)
-        ike_config.process_reply(st, payloads)
+        self._vip_refused = ike_config.process_reply(st, payloads)
         mobike.accept(st, payloads)
         _ike_up(st)
         self._finish_child(st, payloads, err.type if err is not None else None)
@@ -307,9 +308,15 @@ class IkeAuthTask(Task):
         self.abort(st)  # the gateway built no Child SA for us: our inbound SPI goes back
         self._child = None
         try:
-            st.auth_redirect = decode_redirect(data)
+            redirect = decode_redirect(data)
         except RedirectError as exc:
             st.emit(NegotiationFailed(st.name, "INVALID_SYNTAX", f"IKE_AUTH: {exc}"))
+        else:
+            why = not_followed(st, redirect)
+            if why is None:
+                st.auth_redirect = redirect
+            else:
+                st.emit(NegotiationFailed(st.name, "REDIRECT", f"IKE_AUTH: {why}"))
         st.auth_redirect_child = self._child_cfg.name if self._child_cfg is not None else None
         return Outcome.REDIRECT
 
@@ -338,7 +345,7 @@ class IkeAuthTask(Task):
             return
         result = childmod.check_response(child, sa, ts[0], ts[1], self._proposed, strip_dh=True)
         if not isinstance(result, childmod.Refusal) and st.config.vips:
-            result = _check_vip_ts(st, child.name, ts[0]) or result
+            result = _check_vip_ts(st, child.name, ts[0], self._vip_refused) or result
         if not isinstance(result, childmod.Refusal):
             result = childmod.answer_not_others(st, child, ts[0], ts[1]) or result
         if isinstance(result, childmod.Refusal):
@@ -448,11 +455,13 @@ def _child_hint(st: IkeSaState) -> str | None:
     return st.config.children[0].name if st.config.children else None
 
 
-def _check_vip_ts(st: IkeSaState, child: str, tsi: Sequence[Ts]) -> childmod.Refusal | None:
-    """With ``vips`` our TSi must be our assigned address: a gateway may not make us source other ones."""
+def _check_vip_ts(st: IkeSaState, child: str, tsi: Sequence[Ts], refused: str | None) -> childmod.Refusal | None:
+    """With ``vips`` our TSi must be our assigned address: a gateway may not make us source other ones.
+    ``refused``: why an address of its CFG_REPLY was not taken."""
     if not st.own_vips:
-        return childmod.Refusal(NotifyType.FAILED_CP_REQUIRED, "the gateway assigned no virtual IP "
-                                f"(we requested {', '.join(map(str, st.config.vips))})", child)
+        why = refused or "the gateway assigned no virtual IP"
+        return childmod.Refusal(NotifyType.FAILED_CP_REQUIRED, f"{why} (we requested "
+                                f"{', '.join(map(str, st.config.vips))})", child)
     hosts = [Ts.host(a) for a in st.own_vips]
     if not all(any(h.contains(t) for h in hosts) for t in tsi):
         return childmod.Refusal(NotifyType.TS_UNACCEPTABLE, f"gateway narrowed TSi to {', '.join(map(str, tsi))}, "

@@ -324,7 +324,12 @@ def new_client(st: IkeSaState, idi: IdPayload) -> ClientEap | None:
 
 
 def gateway_verified(st: IkeSaState, ce: ClientEap, idr: IdPayload) -> None:
-    """The gateway's certificate AUTH checked out; it counts as up only after EAP."""
+    """The gateway's certificate AUTH checked out; it counts as up only after EAP.  AuthError unless
+    that AUTH was a certificate's for the one gateway configured: IkeConfig refuses other configs,
+    this holds even for one built around it, since our EAP response is what an impostor wants."""
+    if not st.config.gateway_proves_certificate:
+        raise AuthError(f"no EAP response to a gateway that did not prove itself with a certificate of a named "
+                        f"identity (remote auth = {st.config.remote.method}, id = {st.config.remote.id})")
     ce.idr, ce.gateway_id, st.peer_id = idr, st.peer_id, None
 
 

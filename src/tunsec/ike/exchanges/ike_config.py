@@ -9,14 +9,18 @@ servers. When no family could be served, the gateway answers
 N(INTERNAL_ADDRESS_FAILURE) and builds no Child SA, as strongSwan does.
 
 Attribute parsing is strict about lengths (a malformed request is treated as
-no request) and only ever reads the attributes below; the rest are ignored.
+no request) and only ever reads the attributes below; the rest are ignored. A
+request has at most 64 attributes; a reply may have any number (gateways push a
+split route per subnet): the client reads only its first address of each family
+and first DNS servers.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from ..constants import CfgAttribute, CfgType, NotifyType
@@ -28,6 +32,8 @@ Attribute = tuple[int, bytes]
 
 _ADDRESS_ATTR = {4: CfgAttribute.INTERNAL_IP4_ADDRESS, 6: CfgAttribute.INTERNAL_IP6_ADDRESS}
 _DNS_ATTR = {4: CfgAttribute.INTERNAL_IP4_DNS, 6: CfgAttribute.INTERNAL_IP6_DNS}
+log = logging.getLogger(__name__)
+
 _MAX_ATTRIBUTES = 64  # a request is a handful; more is not a client we serve
 
 
@@ -39,9 +45,9 @@ def encode_attributes(attrs: Sequence[Attribute]) -> bytes:
     return b"".join(struct.pack("!HH", kind & 0x7FFF, len(value)) + value for kind, value in attrs)
 
 
-def decode_attributes(data: bytes) -> list[Attribute]:
-    """The attributes of a CP payload body (after its 4-byte header); MalformedCp if they do not fit."""
-    attrs: list[Attribute] = []
+def _walk(data: bytes) -> Iterator[Attribute]:
+    """The attributes of a CP payload body (after its 4-byte header), one by one; MalformedCp once
+    one does not fit.  No copy of the rest: a datagram's worth is at most 16384 of them."""
     pos = 0
     while pos < len(data):
         if len(data) - pos < 4:
@@ -50,21 +56,68 @@ def decode_attributes(data: bytes) -> list[Attribute]:
         pos += 4
         if length > len(data) - pos:
             raise MalformedCp(f"attribute {kind & 0x7FFF} longer than the payload")
-        attrs.append((kind & 0x7FFF, data[pos : pos + length]))
+        yield kind & 0x7FFF, data[pos : pos + length]
         pos += length
+
+
+def decode_attributes(data: bytes) -> list[Attribute]:
+    """The attributes of a CP payload body; MalformedCp if they do not fit or are too many."""
+    attrs: list[Attribute] = []
+    for attr in _walk(data):
+        attrs.append(attr)
         if len(attrs) > _MAX_ATTRIBUTES:
             raise MalformedCp("too many attributes")
     return attrs
 
 
 def _find_cp(payloads: Sequence[Payload], cfg_type: CfgType) -> list[Attribute] | None:
-    for cp in find_all(payloads, CpPayload):
-        if cp.cfg_type == cfg_type:
-            try:
-                return decode_attributes(cp.attributes)
-            except MalformedCp:
-                return None
-    return None
+    cp = _cp_body(payloads, cfg_type)
+    try:
+        return decode_attributes(cp) if cp is not None else None
+    except MalformedCp:
+        return None
+
+
+def _cp_body(payloads: Sequence[Payload], cfg_type: CfgType) -> bytes | None:
+    return next((cp.attributes for cp in find_all(payloads, CpPayload) if cp.cfg_type == cfg_type), None)
+
+
+_READ_IN_REPLY = {CfgAttribute.INTERNAL_IP4_ADDRESS, CfgAttribute.INTERNAL_IP6_ADDRESS,
+                  CfgAttribute.INTERNAL_IP4_DNS, CfgAttribute.INTERNAL_IP6_DNS}
+_MAX_DNS = 8
+
+
+def _reply_attributes(st: IkeSaState, payloads: Sequence[Payload]) -> list[Attribute]:
+    """What a client reads of CP(CFG_REPLY): its first address of each kind and first DNS servers.
+
+    A gateway may push many attributes we do not read (a split route per subnet: Windows RRAS,
+    FortiGate and Palo Alto send one INTERNAL_IP4_SUBNET each), so the cap on a request does not
+    apply: the gateway assigned an address, and it is taken whatever follows it."""
+    body = _cp_body(payloads, CfgType.CFG_REPLY)
+    if body is None:
+        return []
+    kept: list[Attribute] = []
+    count = dns = 0
+    try:
+        for kind, value in _walk(body):
+            count += 1
+            if kind not in _READ_IN_REPLY:
+                continue
+            if kind in (CfgAttribute.INTERNAL_IP4_DNS, CfgAttribute.INTERNAL_IP6_DNS):
+                dns += 1
+                if dns > _MAX_DNS:
+                    continue
+            elif _address(kind, value) is None or any(k == kind for k, _ in kept):
+                continue   # only the first address of a kind is taken (process_reply)
+            kept.append((kind, value))
+    except MalformedCp as exc:
+        log.warning("%s: CFG_REPLY of gateway %s is malformed (%s): no virtual IP taken", st.name,
+                    st.remote_addr[0], exc)
+        return []
+    if count > _MAX_ATTRIBUTES:
+        log.info("%s: CFG_REPLY of gateway %s has %d attributes (more than %d): only its addresses and "
+                 "first %d DNS servers are read", st.name, st.remote_addr[0], count, _MAX_ATTRIBUTES, _MAX_DNS)
+    return kept
 
 
 # ---------------------------------------------------------------- initiator
@@ -83,23 +136,42 @@ def request_payloads(st: IkeSaState) -> list[Payload]:
     return [CpPayload(CfgType.CFG_REQUEST, encode_attributes(attrs))] if attrs else []
 
 
-def process_reply(st: IkeSaState, payloads: Sequence[Payload]) -> None:
-    """Take the virtual IPs (of the families we asked for) and DNS servers from CP(CFG_REPLY)."""
+def process_reply(st: IkeSaState, payloads: Sequence[Payload]) -> str | None:
+    """Take one virtual IP per family we asked for, and the DNS servers, from CP(CFG_REPLY); the
+    reason an address was refused (logged here, with the gateway's address), else None.
+
+    Each address goes on our TUN as a local address: a second one of a family, or one that is
+    reserved, broadcast or an IKE peer's, would make this host deliver that address's traffic to
+    itself (another gateway's, killing our SAs with it), so the gateway gets one per family and
+    no such address."""
     if not st.config.vips:
-        return
-    attrs = _find_cp(payloads, CfgType.CFG_REPLY) or []
+        return None
+    attrs = _reply_attributes(st, payloads)
     wanted = {v.version for v in st.config.vips}
-    addresses, dns = [], []
+    offered: dict[int, ipaddress.IPv4Address | ipaddress.IPv6Address] = {}
+    dns: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
     for kind, value in attrs:
         addr = _address(kind, value)
         if addr is None:
             continue
         if kind in (CfgAttribute.INTERNAL_IP4_ADDRESS, CfgAttribute.INTERNAL_IP6_ADDRESS):
-            if addr.version in wanted and not _unusable(addr) and addr not in addresses:
-                addresses.append(addr)
+            if addr.version in wanted:
+                offered.setdefault(addr.version, addr)   # the first of its family; the rest are ignored
         elif kind in (CfgAttribute.INTERNAL_IP4_DNS, CfgAttribute.INTERNAL_IP6_DNS) and addr not in dns:
             dns.append(addr)
-    st.own_vips, st.own_dns = tuple(addresses), tuple(dns[:8])
+    addresses, refused = [], []
+    for addr in offered.values():
+        why = _refusal(st, addr)
+        if why is None:
+            addresses.append(addr)
+        else:
+            refused.append(f"{addr} ({why})")
+    st.own_vips, st.own_dns = tuple(addresses), tuple(dns[:_MAX_DNS])
+    if not refused:
+        return None
+    reason = f"gateway {st.remote_addr[0]} assigned virtual IP {', '.join(refused)}: refused"
+    log.warning("%s: %s", st.name, reason)
+    return reason
 
 
 def _address(kind: int, value: bytes) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -112,8 +184,27 @@ def _address(kind: int, value: bytes) -> ipaddress.IPv4Address | ipaddress.IPv6A
     return None
 
 
-def _unusable(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    return addr.is_unspecified or addr.is_multicast or addr.is_loopback or addr.is_link_local
+_THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
+
+
+def _refusal(st: IkeSaState, addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """Why ``addr`` may not be our virtual IP, or None."""
+    if addr.is_unspecified or addr.is_multicast or addr.is_loopback or addr.is_link_local or addr.is_reserved \
+            or addr in _THIS_NETWORK or (addr.version == 6 and addr.ipv4_mapped is not None):
+        return "a reserved, broadcast, multicast, loopback or link-local address"
+    role = st.address_role(addr) if st.address_role is not None else None
+    if _same(addr, st.remote_addr[0]) or role == "peer":
+        return "the address of an IKE peer: as ours it would take that peer's traffic"
+    if role == "own":
+        return "an address of this host"
+    return None
+
+
+def _same(addr: ipaddress.IPv4Address | ipaddress.IPv6Address, text: str) -> bool:
+    try:
+        return addr == ipaddress.ip_address(text)
+    except ValueError:
+        return False
 
 
 # ---------------------------------------------------------------- responder

@@ -52,7 +52,7 @@ from ..dh import DhError, KeyExchange, check_public, new_key_exchange
 from ..events import NegotiationFailed, Redirected
 from ..message import CertReqPayload, KePayload, NoncePayload, NotifyPayload, Payload, SaPayload
 from ..proposals import Suite, accepts, describe_all, select_proposal
-from ..redirect import MAX_REDIRECTS, RedirectError, decode_redirect, encode_gateway
+from ..redirect import MAX_REDIRECTS, RedirectError, decode_redirect, encode_gateway, not_followed
 from ..state import NO_HASHES, IkeSaState, nat_hash
 from .base import (
     KeGroups,
@@ -178,14 +178,15 @@ class IkeSaInitTask(Task):
             *_nat_notifies(st, bytes(8)),
             *_fragmentation(st, False),
             _SIGNATURE_HASHES,
-            self._redirect_notify(),
+            *self._redirect_notify(st),
         ]
         return payloads
 
-    def _redirect_notify(self) -> Payload:
-        if self._redirected_from is None:
-            return notify(NotifyType.REDIRECT_SUPPORTED)
-        return notify(NotifyType.REDIRECTED_FROM, encode_gateway(self._redirected_from))
+    def _redirect_notify(self, st: IkeSaState) -> list[Payload]:
+        if self._redirected_from is not None:
+            return [notify(NotifyType.REDIRECTED_FROM, encode_gateway(self._redirected_from))]
+        # follow_redirects = no (strongSwan's charon.follow_redirects): a gateway may not redirect us
+        return [notify(NotifyType.REDIRECT_SUPPORTED)] if st.config.follow_redirects else []
 
     def _follow_redirect(self, st: IkeSaState, data: bytes) -> Outcome:
         """Start over at the gateway N(REDIRECT) names (RFC 5685 §4), a bounded number of times."""
@@ -195,6 +196,9 @@ class IkeSaInitTask(Task):
             return self._fail(st, "INVALID_SYNTAX", str(exc))
         if redirect.nonce != st.nonce_i:
             return self._fail(st, "INVALID_SYNTAX", "REDIRECT does not carry our nonce (not an answer to our request)")
+        why = not_followed(st, redirect)
+        if why is not None:
+            return self._fail(st, "REDIRECT", why)
         self._redirects += 1
         if self._redirects > MAX_REDIRECTS:
             return self._fail(st, "REDIRECT", f"redirected more than {MAX_REDIRECTS} times, last to {redirect.gateway}")

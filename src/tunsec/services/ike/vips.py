@@ -1,4 +1,16 @@
-"""A client's virtual IPs (RFC 7296 §3.15): put on the TUN as the source of the connection's routes."""
+"""A client's virtual IPs (RFC 7296 §3.15): put on the TUN as the source of the connection's routes.
+
+Each address becomes a local address of this host, so only what the engine took from the CFG_REPLY
+(one per family, none reserved or an IKE peer's: exchanges/ike_config.py) comes here, and one that
+another interface of the host already has is refused: the gateway would take over its traffic.
+
+Going down, each route that has the address as its source is re-pointed before the address goes:
+the kernel deletes an IPv4 route whose preferred source disappears, and until it came back the
+tunnel's remote network followed the host's other routes (a default route), in clear.  A route that
+cannot be re-pointed is blocked (a prohibit route, as reroute.py does) and left to a reload to add.
+(The kernel also deletes every IPv4 route through the TUN with its last IPv4 address: Tun.remove_address
+stands in for them meanwhile.)
+"""
 
 from __future__ import annotations
 
@@ -11,9 +23,18 @@ from typing import Any
 from tunsec.conf.connections import Connection
 from tunsec.ike.events import IkeSaUp
 from tunsec.loglimit import internal_error
-from tunsec.services.ike.state import IPAddress, ts_networks
+from tunsec.services.ike.state import IPAddress, IPNetwork, ts_networks
 
 log = logging.getLogger("tunsec.ike")
+
+
+def one_per_family(addrs: Sequence[IPAddress]) -> tuple[IPAddress, ...]:
+    """The first address of each family (the engine gives no more; a second would be a local address
+    no traffic selector of ours covers)."""
+    first: dict[int, IPAddress] = {}
+    for a in addrs:
+        first.setdefault(a.version, a)
+    return tuple(first.values())
 
 
 class VirtualIps:
@@ -21,7 +42,8 @@ class VirtualIps:
 
     def __init__(self, tun: Callable[[], Any], connection: Callable[[str], Connection | None],
                  spawn: Callable[[Coroutine[Any, Any, None]], object]) -> None:
-        self._tun = tun                  # the daemon's TUN (add_address, remove_address, set_route_source)
+        # the daemon's TUN (add_address, remove_address, address_elsewhere, set_route_source, block, routes)
+        self._tun = tun
         self._connection = connection    # by name, as configured now (its routes get the address as source)
         self._spawn = spawn
         self._vips: dict[int, tuple[str, tuple[IPAddress, ...]]] = {}   # IKE SA handle -> (connection, ours)
@@ -30,13 +52,14 @@ class VirtualIps:
 
     def up(self, handle: int, ev: IkeSaUp) -> None:
         """Put the addresses the gateway assigned on the TUN, as the source of the connection's routes."""
-        self._vips[handle] = (ev.name, ev.own_vips)
-        log.info("%s: virtual IP %s assigned by the peer%s", ev.name, ", ".join(map(str, ev.own_vips)),
+        ours = one_per_family(ev.own_vips)
+        self._vips[handle] = (ev.name, ours)
+        log.info("%s: virtual IP %s assigned by the peer%s", ev.name, ", ".join(map(str, ours)),
                  f", DNS {', '.join(map(str, ev.dns))}" if ev.dns else "")
-        fresh = [a for a in ev.own_vips if self._vip_refs[a] == 0]
-        self._vip_refs.update(ev.own_vips)
+        fresh = [a for a in ours if self._vip_refs[a] == 0]
+        self._vip_refs.update(ours)
         if fresh:
-            self._spawn(self._apply_vips(ev.name, fresh, up=True))
+            self._spawn(self._apply_up(ev.name, fresh))
 
     def down(self, handle: int | None) -> None:
         """The IKE SA is gone: its virtual IPs leave the TUN unless another IKE SA holds them too."""
@@ -48,9 +71,9 @@ class VirtualIps:
         for a in gone:
             del self._vip_refs[a]
         if gone:
-            self._spawn(self._apply_vips(entry[0], gone, up=False))
+            self._spawn(self._apply_down(entry[0], gone))
 
-    async def _apply_vips(self, conn: str, addrs: Sequence[IPAddress], up: bool) -> None:
+    async def _apply_up(self, conn: str, addrs: Sequence[IPAddress]) -> None:
         tun = self._tun()
         if tun is None:
             return
@@ -59,14 +82,52 @@ class VirtualIps:
         async with self._vip_lock:
             for addr in addrs:
                 try:   # netlink in a thread: pyroute2's synchronous calls run an event loop of their own
-                    if up:
-                        await asyncio.to_thread(tun.add_address, str(addr))
-                    else:
-                        await asyncio.to_thread(tun.remove_address, str(addr))
+                    other = await asyncio.to_thread(tun.address_elsewhere, str(addr))
+                    if other is not None:
+                        log.error("%s: virtual IP %s refused: interface %s of this host has it (as ours the "
+                                  "gateway would take its traffic)", conn, addr, other)
+                        continue
+                    await asyncio.to_thread(tun.add_address, str(addr))
                     for net in (n for n in nets if n.version == addr.version):
-                        await asyncio.to_thread(tun.set_route_source, net, str(addr) if up else None)
+                        await asyncio.to_thread(tun.set_route_source, net, str(addr))
                 except OSError as err:   # tun.py's: what was refused (address, route, TUN), why, what to do
                     log.error("%s: virtual IP %s: %s", conn, addr, err.strerror or err)
                 except Exception as err:   # a bug: the other addresses are still applied
-                    log.error("%s: cannot %s virtual IP %s on TUN %s: %s", conn, "add" if up else "remove",
-                              addr, getattr(tun, "name", "?"), internal_error(err, True))
+                    log.error("%s: cannot add virtual IP %s on TUN %s: %s", conn, addr,
+                              getattr(tun, "name", "?"), internal_error(err, True))
+
+    async def _apply_down(self, conn: str, addrs: Sequence[IPAddress]) -> None:
+        tun = self._tun()
+        if tun is None:
+            return
+        async with self._vip_lock:
+            for addr in addrs:
+                try:
+                    # the routes that have it as source, as the TUN has them (a reload may have removed
+                    # the connection, whose routes still name it)
+                    for net in [d for d, src in tun.routes if src == str(addr)]:
+                        await self._repoint(tun, conn, net, addr)
+                    await asyncio.to_thread(tun.remove_address, str(addr))
+                except OSError as err:
+                    log.error("%s: virtual IP %s: %s", conn, addr, err.strerror or err)
+                except Exception as err:   # a bug: the other addresses are still removed
+                    log.error("%s: cannot remove virtual IP %s from TUN %s: %s", conn, addr,
+                              getattr(tun, "name", "?"), internal_error(err, True))
+
+    async def _repoint(self, tun: Any, conn: str, net: IPNetwork, addr: IPAddress) -> None:
+        """``net``'s route off ``addr``: to another virtual IP of the family an IKE SA of ``conn``
+        holds, else without a source; if the kernel refuses, net is blocked until a reload adds it."""
+        held = [a for name, ours in self._vips.values() if name == conn for a in ours
+                if a.version == addr.version and a != addr]
+        src = str(held[0]) if held else None
+        try:
+            await asyncio.to_thread(tun.set_route_source, net, src)
+            return
+        except OSError as err:
+            why = f"route {net} kept virtual IP {addr} as its source: {err.strerror or err}"
+        tun.routes = [r for r in tun.routes if r[0] != net]   # not ours any more: a reload adds it again
+        try:
+            await asyncio.to_thread(tun.block, net, why)
+            log.error("%s: %s; its traffic is refused (prohibit route) until a reload adds the route", conn, why)
+        except OSError as err:
+            log.error("%s: %s; blocking its traffic failed too: %s", conn, why, err.strerror or err)

@@ -1,0 +1,166 @@
+"""VirtualIps with a TUN that records its netlink calls (tunsec.services.ike.vips; review N2, N3).
+
+Up: one address per family goes on the TUN (a gateway's second address of a family would be a local
+address no selector covers), none that another interface of the host has.  Down: each route that has
+the address as its source is re-pointed before the address goes (the kernel deletes an IPv4 route
+whose source disappears: the network then followed the default route, in clear), also once a reload
+removed the connection; a route the kernel will not re-point is blocked and left to a reload.
+"""
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from tunsec.ike.config import child_config
+from tunsec.ike.events import IkeSaUp
+from tunsec.ike.identity import Identity
+from tunsec.services.ike.state import IPAddress, IPNetwork
+from tunsec.services.ike.vips import VirtualIps
+
+NET = ipaddress.ip_network("10.9.0.0/16")
+NET6 = ipaddress.ip_network("fd00:9::/48")
+LEASE, LEASE2 = ipaddress.ip_address("10.3.0.1"), ipaddress.ip_address("10.3.0.2")
+LEASE6 = ipaddress.ip_address("fd00:3::1")
+
+
+@dataclass
+class RecordingTun:
+    """What VirtualIps asks of the daemon's Tun, recorded in order; routes as Tun keeps them."""
+
+    name: str = "tunsec0"
+    routes: list[tuple[IPNetwork, str | None]] = field(default_factory=lambda: [(NET, None), (NET6, None)])
+    elsewhere: dict[str, str] = field(default_factory=dict)   # address -> the interface that has it
+    refuse_source: bool = False
+    calls: list[tuple[object, ...]] = field(default_factory=list)
+
+    def address_elsewhere(self, addr: str) -> str | None:
+        return self.elsewhere.get(addr)
+
+    def add_address(self, addr: str) -> None:
+        self.calls.append(("add", addr))
+
+    def remove_address(self, addr: str) -> None:
+        self.calls.append(("remove", addr))
+
+    def set_route_source(self, dst: IPNetwork, src: str | None) -> None:
+        if self.refuse_source and src is None:
+            raise OSError(22, f"setting source none on route {dst} via TUN {self.name}: Invalid argument")
+        self.calls.append(("source", str(dst), src))
+        self.routes = [(d, src if d == dst else s) for d, s in self.routes]
+
+    def block(self, dst: IPNetwork, why: str) -> None:
+        self.calls.append(("block", str(dst)))
+
+
+class Conn:
+    class ike:   # what VirtualIps reads of a Connection: its children's remote_ts
+        children = (child_config("net", "dynamic", ["10.9.0.0/16", "fd00:9::/48"], "aes128gcm16"),)
+
+
+def up_event(*vips: IPAddress, name: str = "home") -> IkeSaUp:
+    return IkeSaUp(name, b"i" * 8, b"r" * 8, Identity.parse("c1.example"), Identity.parse("gw.example"),
+                   ("192.0.2.1", 4500), 4500, "aes128gcm16", own_vips=vips)
+
+
+class Harness:
+    def __init__(self, tun: RecordingTun, conn: object | None = Conn) -> None:
+        self.tun = tun
+        self.tasks: list[asyncio.Future[None]] = []
+        self.vips = VirtualIps(lambda: tun, lambda name: conn, self._spawn)  # type: ignore[arg-type, return-value]
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> object:
+        self.tasks.append(asyncio.ensure_future(coro))
+        return None
+
+    async def settle(self) -> list[tuple[object, ...]]:
+        await asyncio.gather(*self.tasks)
+        self.tasks.clear()
+        calls = list(self.tun.calls)
+        self.tun.calls.clear()
+        return calls
+
+
+def run(coro: Coroutine[Any, Any, None]) -> None:
+    asyncio.run(coro)
+
+
+def test_one_address_per_family_goes_on_the_tun() -> None:
+    async def main() -> None:
+        h = Harness(RecordingTun())
+        h.vips.up(1, up_event(LEASE, ipaddress.ip_address("8.8.8.8"), LEASE6, ipaddress.ip_address("192.168.1.1")))
+        calls = await h.settle()
+        assert [c for c in calls if c[0] == "add"] == [("add", "10.3.0.1"), ("add", "fd00:3::1")]
+        assert ("source", str(NET), "10.3.0.1") in calls and ("source", str(NET6), "fd00:3::1") in calls
+        h.vips.down(1)
+        assert [c for c in await h.settle() if c[0] == "remove"] == [("remove", "10.3.0.1"), ("remove", "fd00:3::1")]
+    run(main())
+
+
+def test_an_address_another_interface_has_is_refused(caplog: pytest.LogCaptureFixture) -> None:
+    async def main() -> None:
+        h = Harness(RecordingTun(elsewhere={"10.3.0.1": "eth0"}))
+        h.vips.up(1, up_event(LEASE))
+        assert await h.settle() == []   # no address, no route source
+    with caplog.at_level(logging.ERROR, "tunsec.ike"):
+        run(main())
+    assert "home: virtual IP 10.3.0.1 refused: interface eth0 of this host has it" in caplog.text
+
+
+def test_down_re_points_the_route_before_the_address_goes() -> None:
+    async def main() -> None:
+        h = Harness(RecordingTun())
+        h.vips.up(1, up_event(LEASE))
+        await h.settle()
+        h.vips.down(1)
+        assert await h.settle() == [("source", str(NET), None), ("remove", "10.3.0.1")]
+    run(main())
+
+
+def test_down_re_points_to_the_address_another_ike_sa_of_the_connection_holds() -> None:
+    async def main() -> None:
+        h = Harness(RecordingTun())
+        h.vips.up(1, up_event(LEASE))
+        h.vips.up(2, up_event(LEASE2))   # a second IKE SA of the connection: the route's source now
+        await h.settle()
+        h.vips.down(2)
+        assert await h.settle() == [("source", str(NET), "10.3.0.1"), ("remove", "10.3.0.2")]
+        h.vips.down(1)
+        assert await h.settle() == [("source", str(NET), None), ("remove", "10.3.0.1")]
+    run(main())
+
+
+def test_down_after_a_reload_removed_the_connection_still_re_points_its_route() -> None:
+    async def main() -> None:
+        conn: list[object | None] = [Conn]
+        tun = RecordingTun()
+        h = Harness(tun)
+        h.vips = VirtualIps(lambda: tun, lambda name: conn[0], h._spawn)  # type: ignore[arg-type, return-value]
+        h.vips.up(1, up_event(LEASE))
+        await h.settle()
+        conn[0] = None   # the reload took the connection away; its route still has the address as source
+        h.vips.down(1)
+        assert await h.settle() == [("source", str(NET), None), ("remove", "10.3.0.1")]
+    run(main())
+
+
+def test_a_route_the_kernel_will_not_re_point_is_blocked_and_left_to_a_reload(
+        caplog: pytest.LogCaptureFixture) -> None:
+    tun = RecordingTun(refuse_source=True)
+
+    async def main() -> None:
+        h = Harness(tun)
+        h.vips.up(1, up_event(LEASE))
+        await h.settle()
+        h.vips.down(1)
+        assert await h.settle() == [("block", str(NET)), ("remove", "10.3.0.1")]
+    with caplog.at_level(logging.ERROR, "tunsec.ike"):
+        run(main())
+    assert [d for d, _ in tun.routes] == [NET6]   # no longer ours: a reload adds it (and lifts the block)
+    assert "route 10.9.0.0/16 kept virtual IP 10.3.0.1 as its source" in caplog.text
+    assert "its traffic is refused (prohibit route) until a reload adds the route" in caplog.text

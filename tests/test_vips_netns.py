@@ -1,0 +1,179 @@
+"""A client's virtual IP going down with the real Tun in a network namespace (review N3).
+
+The TUN route to the tunnel's remote network has the virtual IP as its source, and the virtual IP is
+the TUN's only IPv4 address. Removing it, the kernel deletes the IPv4 routes whose source it was and,
+as the TUN's last IPv4 address, every IPv4 route through the TUN (another tunnel's too, which tunsec
+never put back); until a route was back its network followed the default route through eth0, in
+clear. Now a prohibit route of the lowest preference stands in for each route while the address
+goes: no route lookup made during the down leaves through eth0 (a thread counts them while it runs;
+how many it makes depends on the machine, none may leave), and both routes are back after it.
+"""
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import secrets
+import socket
+import subprocess
+import threading
+from collections.abc import Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import pytest
+from conftest import netns_unavailable
+
+from tunsec.bench.netns import in_netns
+from tunsec.dataplane.tun import RTN_PROHIBIT, IPRoute, NetlinkError, Tun
+from tunsec.ike.config import child_config
+from tunsec.ike.events import IkeSaUp
+from tunsec.ike.identity import Identity
+from tunsec.services.ike.vips import VirtualIps
+
+NETNS_PROBLEM = netns_unavailable()
+pytestmark = [
+    pytest.mark.netns,
+    pytest.mark.skipif(NETNS_PROBLEM is not None, reason=f"NETNS TESTS SKIPPED: {NETNS_PROBLEM}"),
+]
+
+TUN = "tsvip0"
+NET = ipaddress.ip_network("10.9.0.0/16")
+PROBE = "10.9.0.5"
+OTHER_NET = ipaddress.ip_network("10.8.0.0/16")
+OTHER_PROBE = "10.8.0.5"
+VIP = ipaddress.ip_address("10.3.0.1")
+T = TypeVar("T")
+
+
+@pytest.fixture
+def ns() -> Iterator[str]:
+    """eth0 (192.168.1.10/24) with the default route, and a TUN."""
+    name = f"tsvip-{secrets.token_hex(3)}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        for cmd in ("ip link set lo up", "ip link add eth0 type veth peer name eth0p", "ip link set eth0 up",
+                    "ip link set eth0p up", "ip addr add 192.168.1.10/24 dev eth0",
+                    "ip route add default via 192.168.1.1", f"ip tuntap add dev {TUN} mode tun",
+                    f"ip link set {TUN} up"):
+            subprocess.run(["ip", "netns", "exec", name, *cmd.split()], check=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def inside(ns: str, fn: Callable[[], T]) -> T:
+    """fn in a thread of its own in ns (the threads it starts, asyncio.to_thread's, are ns's too)."""
+    def run() -> T:
+        with in_netns(ns):
+            return fn()
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(run).result()
+
+
+class Conn:
+    class ike:   # what VirtualIps reads of a Connection: its children's remote_ts
+        children = (child_config("net", "dynamic", [str(NET)], "aes128gcm16"),)
+
+
+def up_event(addr: ipaddress.IPv4Address) -> IkeSaUp:
+    return IkeSaUp("home", b"i" * 8, b"r" * 8, Identity.parse("c1.example"), Identity.parse("gw.example"),
+                   ("192.0.2.1", 4500), 4500, "aes128gcm16", own_vips=(addr,))
+
+
+class Client:
+    """The real Tun and VirtualIps, as the daemon wires them."""
+
+    def __init__(self) -> None:
+        self.tun = Tun(TUN, False, None)  # type: ignore[arg-type]
+        self.tun.add_route(NET, None)
+        self.tun.add_route(OTHER_NET, None)   # another tunnel's, without a virtual IP
+        self.tasks: list[asyncio.Future[None]] = []
+        self.vips = VirtualIps(lambda: self.tun, lambda name: Conn, self._spawn)  # type: ignore[arg-type,return-value]
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> object:
+        self.tasks.append(asyncio.ensure_future(coro))
+        return None
+
+    async def apply(self, change: Callable[[], None]) -> None:
+        """change() (VirtualIps.up or down) and the netlink work it spawned."""
+        change()
+        await asyncio.gather(*self.tasks)
+        self.tasks.clear()
+
+
+REFUSED = -1
+
+
+def route_oif(ipr: Any, dst: str = PROBE) -> int:
+    """The interface a packet to dst leaves by; REFUSED by a prohibit route (not sent at all)."""
+    try:
+        return int(ipr.route("get", dst=dst)[0].get_attr("RTA_OIF"))
+    except NetlinkError:
+        return REFUSED
+
+
+def prohibits(ipr: Any) -> list[str]:
+    return [f"{r.get_attr('RTA_DST')}/{r['dst_len']}" for r in ipr.route("dump", family=socket.AF_INET)
+            if r["type"] == RTN_PROHIBIT]
+
+
+def test_the_route_stays_on_the_tun_while_the_virtual_ip_goes(ns: str) -> None:
+    def run() -> tuple[int, int, bool, list[str], list[str]]:
+        # pyroute2's synchronous calls run an event loop of their own: none here while one runs
+        client = Client()
+        asyncio.run(client.apply(lambda: client.vips.up(1, up_event(VIP))))
+        with IPRoute() as ipr:
+            tun_idx = ipr.link_lookup(ifname=TUN)[0]
+            assert ipr.route("get", dst=PROBE)[0].get_attr("RTA_PREFSRC") == str(VIP)
+            counts = {"lookups": 0, "leaked": 0}
+            stop = threading.Event()
+
+            def probe() -> None:
+                with IPRoute() as p:
+                    while not stop.is_set():
+                        for dst in (PROBE, OTHER_PROBE):
+                            counts["lookups"] += 1
+                            oif = route_oif(p, dst)
+                            if oif not in (tun_idx, REFUSED):   # refused: the guard's prohibit route held it
+                                counts["leaked"] += 1
+
+            prober = threading.Thread(target=probe)
+            prober.start()
+            try:
+                asyncio.run(client.apply(lambda: client.vips.down(1)))
+            finally:
+                stop.set()
+                prober.join()
+            addresses = [str(m.get_attr("IFA_ADDRESS")) for m in ipr.get_addr(index=tun_idx)]
+            after = [route_oif(ipr, dst) == tun_idx for dst in (PROBE, OTHER_PROBE)]
+            return counts["lookups"], counts["leaked"], after, prohibits(ipr), addresses
+
+    lookups, leaked, after, guards, addresses = inside(ns, run)
+    assert lookups > 0 and leaked == 0
+    assert after == [True, True]   # both routes through the TUN again (the other tunnel's too)
+    assert guards == [] and str(VIP) not in addresses
+
+
+def test_an_address_eth0_has_is_not_put_on_the_tun(ns: str) -> None:
+    def run() -> list[str]:
+        client = Client()
+        asyncio.run(client.apply(lambda: client.vips.up(1, up_event(ipaddress.IPv4Address("192.168.1.10")))))
+        with IPRoute() as ipr:
+            return [str(m.get_attr("IFA_ADDRESS")) for m in ipr.get_addr(index=ipr.link_lookup(ifname=TUN)[0])]
+
+    assert inside(ns, run) == []
+
+
+def test_a_stand_in_an_earlier_run_left_is_cleared_at_start(ns: str) -> None:
+    """A tunsec killed inside remove_address leaves a stand-in prohibit route: the next start removes
+    it even for a network it routes (the TUN route is preferred: it blocks nothing, yet was ours)."""
+    subprocess.run(["ip", "netns", "exec", ns, "ip", "route", "add", "prohibit", str(NET), "metric", "4294967295",
+                    "proto", "116"], check=True)
+
+    def run() -> tuple[list[str], bool]:
+        client = Client()   # its routes are in, as the daemon's start has them before clearing
+        client.tun.clear_stale_blocks({NET, OTHER_NET})
+        with IPRoute() as ipr:
+            return prohibits(ipr), NET in client.tun.unrouted
+
+    assert inside(ns, run) == ([], False)
