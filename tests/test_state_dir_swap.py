@@ -62,7 +62,8 @@ def swap(state: Path, target: Path) -> Callable[[], None]:
 
 def hooked(monkeypatch: pytest.MonkeyPatch, module: Any, name: str, before: Callable[[], None]) -> list[str]:
     """module.name calls before() the first time it runs, then itself."""
-    real, ran = getattr(module, name), []
+    real = getattr(module, name)
+    ran: list[str] = []
 
     def call(*args: Any, **kwargs: Any) -> Any:
         if not ran:
@@ -126,3 +127,20 @@ def test_a_state_dir_through_dot_dot_is_walked_as_the_kernel_resolves_it(base: P
     with pytest.raises(StateError, match="symbolic link"):
         init_state_dir(base / "x" / ".." / "state")
     assert not list((base / "other" / "state").iterdir()) and not (base / "state").exists()
+
+
+def test_a_swap_between_the_check_and_the_open_is_refused(base: Path, user: privilege.Target,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Right after check_private resolved the path: the walk by descriptors meets the link and stops."""
+    state, target = users_state_dir(base, user)
+    init_state_dir(state, user.uid)
+    real_check = statedir.check_private
+
+    def check_then_swap(*args: Any) -> Path:
+        out = real_check(*args)
+        swap(state, target)()
+        return out
+    monkeypatch.setattr(statedir, "check_private", check_then_swap)
+    with pytest.raises(StateError, match=r"cannot open the state directory .*: it is a symbolic link"):
+        StateDir.open(state, user.uid).close()
+    assert untouched(target)

@@ -219,7 +219,7 @@ def open_private(real: str, owners: Collection[int]) -> tuple[str | None, int]:
             if name is not None:
                 parent, fd = fd, -1
                 try:
-                    fd = _open_nofollow(name, os.O_DIRECTORY, dir_fd=parent)
+                    fd = _open_dir_nofollow(name, parent, os.path.join(where, name))
                 finally:
                     os.close(parent)
                 where = os.path.join(where, name)
@@ -235,6 +235,22 @@ def open_private(real: str, owners: Collection[int]) -> tuple[str | None, int]:
 
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+def _open_dir_nofollow(name: str, dir_fd: int, where: str) -> int:
+    try:
+        return os.open(name, _DIR | os.O_NOFOLLOW, dir_fd=dir_fd)
+    except OSError as err:
+        # O_DIRECTORY answers ENOTDIR for a symbolic link, O_NOFOLLOW ELOOP: say which it is
+        if err.errno not in (errno.ENOTDIR, errno.ELOOP):
+            raise
+        try:
+            link = stat.S_ISLNK(os.lstat(name, dir_fd=dir_fd).st_mode)
+        except OSError:
+            raise err from None
+        if link:
+            raise OSError(errno.ELOOP, "it is a symbolic link (not followed)", where) from None
+        raise
 
 
 def give(name: str | Path, uid: int, gid: int, dir_fd: int | None = None) -> str | None:
