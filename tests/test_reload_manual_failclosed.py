@@ -136,16 +136,16 @@ def test_a_replaced_tunnel_the_worker_refuses_keeps_its_tun_route(tmp_path: Path
 def test_a_replaced_tunnel_whose_state_file_cannot_be_written_keeps_its_tun_route(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A key rotation on a full disk: the new key's state file cannot be written (ENOSPC)."""
-    real = seqstate.write_atomic
+    real = seqstate.write_atomic_at
 
-    def full(path: Path, data: bytes, owner: tuple[int, int] | None = None) -> None:
+    def full(dir_fd: int, name: str, data: bytes, owner: tuple[int, int] | None = None) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     async def fill(h: Harness) -> None:
-        monkeypatch.setattr(seqstate, "write_atomic", full)
+        monkeypatch.setattr(seqstate, "write_atomic_at", full)
 
     async def free(h: Harness) -> None:
-        monkeypatch.setattr(seqstate, "write_atomic", real)
+        monkeypatch.setattr(seqstate, "write_atomic_at", real)
 
     seen = run_failing_rotation(tmp_path, fill, free, set())
     assert_failed_closed(seen)

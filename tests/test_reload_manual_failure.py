@@ -30,16 +30,16 @@ def test_a_reload_whose_state_write_fails_is_an_error_logged_once_and_retried_by
     async def body() -> None:
         h = Harness(tmp_path, conf(tmp_path, tunnel("keep", 1)))
         await h.start()
-        real = seqstate.write_atomic
+        real = seqstate.write_atomic_at
 
-        def failing(path: Path, data: bytes, owner: tuple[int, int] | None = None) -> None:
+        def failing(dir_fd: int, name: str, data: bytes, owner: tuple[int, int] | None = None) -> None:
             raise OSError(code, os.strerror(code))
-        monkeypatch.setattr(seqstate, "write_atomic", failing)
+        monkeypatch.setattr(seqstate, "write_atomic_at", failing)
         caplog.clear()
         seen["failed"] = await h.reload(conf(tmp_path, tunnel("keep", 1), tunnel("new", 2)))
         seen["sas"] = h.sas()
         seen["records"] = list(caplog.records)
-        monkeypatch.setattr(seqstate, "write_atomic", real)
+        monkeypatch.setattr(seqstate, "write_atomic_at", real)
         seen["again"] = await h.reload(conf(tmp_path, tunnel("keep", 1), tunnel("new", 2)))
         seen["sas_again"] = h.sas()
         h.stop()

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tunsec.dataplane.pipe import Direction
+from tunsec.safefs import write_atomic
 from tunsec.seqstate import (
     MAX_BLOCK,
     MIN_BLOCK_IN,
@@ -24,7 +25,6 @@ from tunsec.seqstate import (
     SeqState,
     StateError,
     legacy_fingerprint,
-    write_atomic,
 )
 from tunsec.statedir import init_state_dir
 
@@ -144,10 +144,11 @@ def test_write_is_fsynced_then_renamed_then_the_directory_fsynced(tmp_path: Path
         events.append("fsync-dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync-file")
         real_fsync(fd)
 
-    def replace(a: str | Path, b: str | Path) -> None:
+    def replace(a: str, b: str, *, src_dir_fd: int, dst_dir_fd: int) -> None:
         events.append("rename")
-        assert Path(b) == st.path and Path(a).parent == st.path.parent
-        real_replace(a, b)
+        # within the directory's descriptor (never by a path its owner may re-point)
+        assert b == st.path.name and "/" not in a and src_dir_fd == dst_dir_fd == st.dir_fd
+        real_replace(a, b, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
 
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "replace", replace)
@@ -161,7 +162,7 @@ def test_a_failed_write_keeps_the_old_state_and_the_old_limit(tmp_path: Path,
     st.restart()
     before = st.path.read_bytes()
 
-    def crash(a: str | Path, b: str | Path) -> None:
+    def crash(a: str, b: str, **dir_fds: int) -> None:
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", crash)

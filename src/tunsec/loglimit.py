@@ -18,6 +18,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from tunsec.ike.dos_source import DEFAULT_IPV6_SOURCE_PREFIX, source_key
 from tunsec.printable import escaped
 from tunsec.safefs import write_fix
 
@@ -79,20 +80,36 @@ class Held:
 
 
 @dataclass
+class _Tally:
+    """One source of held lines: how many (Space-Saving: at most this many, see SourceLimiter) and
+    the address to name it by (the first seen; ``several``: other addresses of its prefix failed too)."""
+
+    count: int
+    example: str
+    several: bool = False
+
+
+@dataclass
 class SourceLimiter(LogLimiter):
     """A LogLimiter that tallies the lines it holds by their source (a peer's address), so that the
     note on the next line names who was left out: an operator chasing a brute force needs the
-    addresses, not only a count.  The tally is bounded (``cap`` addresses, the rest counted), and
-    ``flush_to``, when set, gets what is still held one period after the first line held (else a burst
-    that stops is never reported)."""
+    addresses, not only a count.  ``flush_to``, when set, gets what is still held one period after the
+    first line held (else a burst that stops is never reported).
+
+    An IPv6 source is tallied under its prefix (``ipv6_prefix``, the DoS limits' ipv6_source_prefix):
+    a host has 2^64 addresses, and per address it could spread its failures so thin that none ranks.
+    The tally is bounded (``cap`` sources) by Space-Saving (Metwally et al.): a new source past the cap
+    takes the smallest entry's place and count + 1, so a source with more failures than the cap's
+    share of them is always in it, however many decoys came first."""
 
     top: int = 5
     cap: int = 256
     flush_to: Callable[[Held], None] | None = None
     # (delay, callback): the running loop's call_later unless a test's
     schedule: Callable[[float, Callable[[], None]], object] | None = None
-    _sources: dict[str, int] = field(default_factory=dict, init=False)
-    _unnamed: int = field(default=0, init=False)
+    ipv6_prefix: int = DEFAULT_IPV6_SOURCE_PREFIX
+    _sources: dict[str, _Tally] = field(default_factory=dict, init=False)
+    _evicted: bool = field(default=False, init=False)
     _armed: bool = field(default=False, init=False)
 
     def admit_from(self, source: str) -> Held | None:
@@ -100,12 +117,22 @@ class SourceLimiter(LogLimiter):
         held = self.admit()
         if held is not None:
             return self._take(held)
-        if source in self._sources or len(self._sources) < self.cap:
-            self._sources[source] = self._sources.get(source, 0) + 1
-        else:
-            self._unnamed += 1
+        self._tally(source)
         self._arm()
         return None
+
+    def _tally(self, source: str) -> None:
+        key = source_key(source, self.ipv6_prefix)
+        if (entry := self._sources.get(key)) is not None:
+            entry.count += 1
+            entry.several = entry.several or source != entry.example
+        elif len(self._sources) < self.cap:
+            self._sources[key] = _Tally(1, source)
+        else:   # O(cap) per line past the cap: a line held costs its peer a whole IKE exchange anyway
+            smallest = min(self._sources, key=lambda k: self._sources[k].count)
+            carried = self._sources.pop(smallest).count
+            self._sources[key] = _Tally(carried + 1, source)
+            self._evicted = True
 
     def _arm(self) -> None:
         if self.flush_to is None or self._armed:
@@ -126,12 +153,18 @@ class SourceLimiter(LogLimiter):
             self.flush_to(self._take(held))
 
     def _take(self, held: int) -> Held:
-        ranked = sorted(self._sources.items(), key=lambda kv: (-kv[1], kv[0]))
+        ranked = sorted(((_name(k, t), t.count) for k, t in self._sources.items()), key=lambda kv: (-kv[1], kv[0]))
         top = tuple(ranked[:self.top])
+        # Space-Saving's counts add up to the lines tallied (an evicted count is carried): rest >= 0
         rest = held - sum(n for _, n in top)
-        out = Held(held, top, rest, len(ranked) - len(top), self._unnamed > 0)
-        self._sources, self._unnamed = {}, 0
+        out = Held(held, top, rest, len(ranked) - len(top), self._evicted)
+        self._sources, self._evicted = {}, False
         return out
+
+
+def _name(key: str, t: _Tally) -> str:
+    """An address, or for several of one IPv6 prefix the prefix (what to block) and one of them."""
+    return f"{key} (e.g. {t.example})" if t.several else t.example
 
 
 def internal_error(err: BaseException, first: bool) -> str:

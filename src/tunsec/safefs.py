@@ -24,8 +24,8 @@ import contextlib
 import errno
 import os
 import pwd
+import secrets
 import stat
-import tempfile
 from collections.abc import Collection
 from pathlib import Path
 
@@ -146,10 +146,10 @@ def _open_nofollow(path: str | Path, flags: int = 0, dir_fd: int | None = None) 
         raise OSError(errno.ELOOP, "it is a symbolic link (not followed)", str(path)) from None
 
 
-def read_regular(path: Path, limit: int = MAX_READ) -> bytes:
-    """The content of the regular file path, opened without following a symbolic link or blocking;
-    OSError (strerror says why) when it is something else or larger than limit."""
-    fd = _open_nofollow(path)
+def read_regular(path: str | Path, limit: int = MAX_READ, dir_fd: int | None = None) -> bytes:
+    """The content of the regular file path (relative to dir_fd if given), opened without following a
+    symbolic link or blocking; OSError (strerror says why) when it is something else or larger than limit."""
+    fd = _open_nofollow(path, dir_fd=dir_fd)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -166,9 +166,22 @@ def read_regular(path: Path, limit: int = MAX_READ) -> bytes:
 
 
 def write_atomic(path: Path, data: bytes, owner: tuple[int, int] | None = None) -> None:
-    """Replace path with data: write a new temporary file, fsync, give it to owner (uid, gid) through
-    its descriptor, rename it into place, fsync the directory."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)   # O_EXCL, 0600
+    """write_atomic_at in path's directory (where it is now: for a directory others may change, hold
+    its descriptor and use write_atomic_at)."""
+    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        write_atomic_at(dfd, path.name, data, owner)
+    finally:
+        os.close(dfd)
+
+
+def write_atomic_at(dir_fd: int, name: str, data: bytes, owner: tuple[int, int] | None = None) -> None:
+    """Replace name in the directory dir_fd with data: write a new temporary file (a random name, O_EXCL,
+    no symbolic link followed: nothing prepared for it is written), fsync, give it to owner (uid, gid)
+    through its descriptor, rename it into place, fsync the directory.  All relative to dir_fd: an entry
+    on the way renamed meanwhile moves nothing elsewhere."""
+    tmp = f".{name}.{secrets.token_hex(8)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
     try:
         view = memoryview(data)
         while view:
@@ -179,20 +192,65 @@ def write_atomic(path: Path, data: bytes, owner: tuple[int, int] | None = None) 
     except BaseException:
         os.close(fd)
         with contextlib.suppress(OSError):
-            os.unlink(tmp)
+            os.unlink(tmp, dir_fd=dir_fd)
         raise
     os.close(fd)
     try:
-        os.replace(tmp, path)
+        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
         with contextlib.suppress(OSError):
-            os.unlink(tmp)
+            os.unlink(tmp, dir_fd=dir_fd)
         raise
-    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    os.fsync(dir_fd)
+
+
+def open_private(real: str, owners: Collection[int]) -> tuple[str | None, int]:
+    """(why not, -1) or (None, a descriptor of the directory real): real (resolve_private's path, no
+    symbolic link on it) walked again from / by descriptors without following a link, each directory
+    checked as resolve_private did, through its descriptor.  Between that check and this walk an owner
+    may have renamed an entry and put a link in its place: the walk then stops at it, and never ends
+    in a directory it was not meant to (a root-only one such as /etc/apt/apt.conf.d).  OSError when a
+    component cannot be opened (ELOOP: a link)."""
+    trusted = {0, *owners}
+    names = [c for c in real.split("/") if c]
+    fd, where = os.open("/", _DIR), "/"
     try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+        for i, name in enumerate([None, *names]):
+            if name is not None:
+                parent, fd = fd, -1
+                try:
+                    fd = _open_dir_nofollow(name, parent, os.path.join(where, name))
+                finally:
+                    os.close(parent)
+                where = os.path.join(where, name)
+            why = _not_trusted(where, os.fstat(fd), trusted, last=i == len(names))
+            if why:
+                os.close(fd)
+                return why, -1
+        return None, fd
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        raise
+
+
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+def _open_dir_nofollow(name: str, dir_fd: int, where: str) -> int:
+    try:
+        return os.open(name, _DIR | os.O_NOFOLLOW, dir_fd=dir_fd)
+    except OSError as err:
+        # O_DIRECTORY answers ENOTDIR for a symbolic link, O_NOFOLLOW ELOOP: say which it is
+        if err.errno not in (errno.ENOTDIR, errno.ELOOP):
+            raise
+        try:
+            link = stat.S_ISLNK(os.lstat(name, dir_fd=dir_fd).st_mode)
+        except OSError:
+            raise err from None
+        if link:
+            raise OSError(errno.ELOOP, "it is a symbolic link (not followed)", where) from None
+        raise
 
 
 def give(name: str | Path, uid: int, gid: int, dir_fd: int | None = None) -> str | None:

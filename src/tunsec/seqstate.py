@@ -36,14 +36,17 @@ import hashlib
 import hmac
 import json
 import math
+import os
 import re
 import struct
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from tunsec.dataplane.pipe import Direction
-from tunsec.safefs import read_regular, write_atomic, write_fix
+from tunsec.safefs import read_regular, write_atomic_at, write_fix
 
 LABEL = b"tunsec manual key sequence state v2"
 VERSION = 2
@@ -98,6 +101,16 @@ def state_file(state_dir: Path, key: bytes) -> Path:
     return state_dir / f"manual-key-{fingerprint(key)[:16]}.json"
 
 
+class OpenDir(Protocol):
+    """A directory held open (statedir.StateDir): its path for messages, its descriptor for every access."""
+
+    @property
+    def path(self) -> Path: ...
+
+    @property
+    def fd(self) -> int: ...
+
+
 def _pow2_at_least(n: float) -> int:
     return 1 << max(0, math.ceil(math.log2(max(n, 1.0))))
 
@@ -134,15 +147,25 @@ class SeqState:
     taken_over: list[str] = field(default_factory=list)   # version 1 files whose limits this took over
     allowance: float = SEQ_BURST         # how far extend may still move the limit (see SEQ_RATE_MAX)
     allowance_at: float | None = None    # monotonic time allowance was last topped up
+    # the state directory's descriptor: every file is opened, written and renamed relative to it (as root
+    # before the drop the service user may rename the directory and put a link to another in its place)
+    dir_fd: int = field(default=-1, repr=False)
 
     @classmethod
-    def open(cls, state_dir: Path, tunnel: str, spi: int, direction: Direction, key: bytes,
+    def open(cls, state_dir: OpenDir | Path, tunnel: str, spi: int, direction: Direction, key: bytes,
              esn: bool) -> SeqState:
-        """The state for this key (used by this SA now); a missing file, with no older file of the key
-        either, means a key never used (limit 0)."""
+        """The state for this key (used by this SA now) in state_dir (a StateDir: its descriptor is used,
+        and must stay open while this is; a path is opened here, for tools and tests); a missing file,
+        with no older file of the key either, means a key never used (limit 0)."""
         smallest = MIN_BLOCK_OUT if direction is Direction.OUT else MIN_BLOCK_IN
-        st = cls(state_file(state_dir, key), tunnel, spi, direction, fingerprint(key),
+        path = state_dir if isinstance(state_dir, Path) else state_dir.path
+        st = cls(state_file(path, key), tunnel, spi, direction, fingerprint(key),
                  SEQ_MAX_64 if esn else SEQ_MAX_32, min_block=smallest, block=smallest)
+        if isinstance(state_dir, Path):
+            st.dir_fd = _open_dir(st, path)
+            weakref.finalize(st, os.close, st.dir_fd)
+        else:
+            st.dir_fd = state_dir.fd
         if not st._load():
             st._take_over_legacy(key)
         if st.limit > st.seq_max:
@@ -156,7 +179,7 @@ class SeqState:
     def _load(self) -> bool:
         """Read this key's file; False if there is none."""
         try:
-            raw = read_regular(self.path)
+            raw = read_regular(self.path.name, dir_fd=self.dir_fd)
         except FileNotFoundError:
             return False
         except OSError as err:
@@ -170,17 +193,22 @@ class SeqState:
         """The highest limit among the version 1 files of this key (any SPI, either direction) that are
         still there, the earliest first use and a hard limit reached: an upgrade does not restart the
         key at sequence number 1.  The new file is written at the first restart(), before use."""
-        for path in sorted(self.path.parent.glob("manual-*-*-*.json")):
-            m = LEGACY_NAME.fullmatch(path.name)
+        try:
+            names = sorted(os.listdir(self.dir_fd))
+        except OSError as err:
+            raise self._unreadable(err.strerror or str(err), self.path.parent) from err
+        for name in names:
+            m = LEGACY_NAME.fullmatch(name)
             if m is None:
                 continue
+            path = self.path.parent / name
             direction = Direction.IN if m[1] == "in" else Direction.OUT
             spi = int(m[2], 16)
             key_id = legacy_fingerprint(key, spi, direction)
             if key_id[:16] != m[3]:
                 continue   # another key's
             try:
-                raw = read_regular(path)
+                raw = read_regular(name, dir_fd=self.dir_fd)
             except OSError as err:
                 raise self._unreadable(err.strerror or str(err), path) from err
             limit, block, first_use, expired = self._parse(raw, path, {
@@ -233,7 +261,7 @@ class SeqState:
         if self.expired is not None:
             doc["expired"] = {"reason": self.expired.reason, "limit": self.expired.limit}
         try:
-            write_atomic(self.path, json.dumps(doc, sort_keys=True).encode() + b"\n")
+            write_atomic_at(self.dir_fd, self.path.name, json.dumps(doc, sort_keys=True).encode() + b"\n")
         except OSError as err:
             raise StateError(f"{self.what}: cannot write its sequence number state {self.path}: "
                              f"{err.strerror or err}; {write_fix(err, self.path.parent)} (tunsec {{ state_dir }})"
@@ -305,6 +333,13 @@ class SeqState:
             self.allowance = min(self.allowance + max(now - self.allowance_at, 0.0) * SEQ_RATE_MAX, SEQ_BURST)
         self.allowance_at = now
         return min(wanted, self.limit + max(int(self.allowance), 1))
+
+
+def _open_dir(st: SeqState, path: Path) -> int:
+    try:
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as err:
+        raise st._unreadable(err.strerror or str(err), path) from err
 
 
 def _is_int(v: object) -> bool:

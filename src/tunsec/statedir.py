@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import fnmatch
 import os
 import pwd
 import secrets
@@ -25,7 +26,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunsec.safefs import read_regular, resolve_private, write_atomic
+from tunsec.safefs import open_private, read_regular, resolve_private, write_atomic_at
 from tunsec.seqstate import StateError
 
 MARKER = "tunsec-instance-id"
@@ -45,18 +46,31 @@ def read_marker(path: Path) -> str:
     """The instance id of an initialised state directory; StateError names what is missing and the fix."""
     what = f"cannot start manual tunnels: the state directory {path} (tunsec {{ state_dir }})"
     try:
-        is_dir = stat.S_ISDIR(path.stat().st_mode)
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except FileNotFoundError:
         raise StateError(f"{what} does not exist. {_fix(path)}") from None
+    except NotADirectoryError:
+        raise StateError(f"{what} is not a directory") from None
     except OSError as err:
         raise StateError(f"{what} cannot be used: {err.strerror or err}") from err
-    if not is_dir:
-        raise StateError(f"{what} is not a directory")
     try:
-        # read as root by `tunsec up` and `tunsec init-state` in a directory the service user owns
-        text = read_regular(path / MARKER).decode("ascii")
+        return marker_at(fd, path)
+    finally:
+        os.close(fd)
+
+
+def _old_state_files(fd: int) -> list[str]:
+    return sorted(n for n in os.listdir(fd) if fnmatch.fnmatchcase(n, "manual-*.json"))
+
+
+def marker_at(fd: int, path: Path) -> str:
+    """read_marker of the directory fd (path names it in messages): read through the descriptor, as
+    root by `tunsec up` and `tunsec init-state` in a directory the service user owns."""
+    what = f"cannot start manual tunnels: the state directory {path} (tunsec {{ state_dir }})"
+    try:
+        text = read_regular(MARKER, dir_fd=fd).decode("ascii")
     except FileNotFoundError:
-        old = sorted(p.name for p in path.glob("manual-*.json"))
+        old = _old_state_files(fd)
         upgrade = (f" It holds {len(old)} sequence state file(s) of a tunsec without this marker: if it is "
                    f"the directory these keys have used all along (an upgrade), {INIT_COMMAND} adopts them."
                    if old else "")
@@ -83,30 +97,30 @@ class StateDir:
     @classmethod
     def open(cls, path: Path, owner: int | None = None) -> StateDir:
         """Check the marker and that no user but root, this one and owner (the uid it becomes) may change
-        the directory, take the lock and prove it writable (StateError says how to fix it)."""
-        instance = read_marker(path)
+        the directory, take the lock and prove it writable (StateError says how to fix it).  Everything
+        after the check goes through the directory's descriptor (fd, kept for SeqState): the owner may
+        rename it and put a link in its place meanwhile, which then moves nothing of root's elsewhere."""
+        read_marker(path)   # what is missing, named before anything else
+        user = os.geteuid() if owner is None else owner
         # from here on the resolved path: nobody else may change it, a link on the way they might re-point
-        path = check_private(path, os.geteuid() if owner is None else owner)
+        path = check_private(path, user)
+        fd = _open_checked(path, user)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError as err:
-            raise StateError(f"cannot open the state directory {path}: {err.strerror or err}") from err
-        try:
+            instance = marker_at(fd, path)   # of the directory locked and used, not of the one read above
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _probe(fd, path)
         except BlockingIOError:
             os.close(fd)
             raise StateError(
                 f"cannot start manual tunnels: another tunsec uses the state directory {path} (it holds its "
                 "lock). Two instances on one state directory would reserve the same sequence numbers: stop "
                 "the other one, or give this one its own state_dir and its own keys") from None
-        except OSError as err:
-            os.close(fd)
-            raise StateError(f"cannot lock the state directory {path}: {err.strerror or err}") from err
-        try:
-            _probe(path)
         except StateError:
             os.close(fd)
             raise
+        except OSError as err:
+            os.close(fd)
+            raise StateError(f"cannot lock the state directory {path}: {err.strerror or err}") from err
         return cls(path, instance, fd)
 
     def close(self) -> None:
@@ -136,6 +150,20 @@ def check_private(path: Path, user: int) -> Path:
         "for every manual tunnel on both peers too")
 
 
+def _open_checked(path: Path, user: int) -> int:
+    """The directory path (check_private's result) opened by a walk of descriptors that checks each
+    directory again (StateError when one changed since)."""
+    try:
+        why, fd = open_private(str(path), {os.geteuid(), user})
+    except OSError as err:
+        raise StateError(f"cannot open the state directory {path}: {err.strerror or err} (did it change while "
+                         "tunsec checked it?)") from err
+    if why is not None:
+        raise StateError(f"cannot start manual tunnels: the state directory {path} changed while tunsec checked "
+                         f"it: {why}")
+    return fd
+
+
 def _name(uid: int) -> str:
     try:
         return pwd.getpwuid(uid).pw_name
@@ -143,10 +171,10 @@ def _name(uid: int) -> str:
         return str(uid)
 
 
-def _probe(path: Path) -> None:
+def _probe(fd: int, path: Path) -> None:
     try:
-        write_atomic(path / ".probe", b"")
-        (path / ".probe").unlink()
+        write_atomic_at(fd, ".probe", b"")
+        os.unlink(".probe", dir_fd=fd)
     except OSError as err:
         raise StateError(
             f"cannot use the state directory {path} for manual tunnels' sequence numbers: "
@@ -163,10 +191,20 @@ class Initialised:
 def init_state_dir(path: Path, owner: int | None = None) -> Initialised:
     """Create path (0700) if needed and write its marker unless it has one (OSError, StateError).
     owner: the uid tunsec runs as, who may own path where others could have made it first."""
-    st = _make_dir(path, owner)
+    st, fd = _make_dir(path, owner)
+    try:
+        return _init_at(fd, st, path)
+    finally:
+        os.close(fd)
+
+
+def _init_at(fd: int, st: os.stat_result, path: Path) -> Initialised:
+    """init_state_dir in the directory _make_dir walked to: through its descriptor, so its owner renaming
+    it and putting a link in its place moves no marker of root's elsewhere."""
     with contextlib.suppress(StateError):
-        return Initialised(read_marker(path), False, 0)
-    if os.path.lexists(path / MARKER):   # there but unreadable or corrupt: not overwritten blindly
+        return Initialised(marker_at(fd, path), False, 0)
+    with contextlib.suppress(FileNotFoundError):
+        os.lstat(MARKER, dir_fd=fd)   # there but unreadable or corrupt: not overwritten blindly
         raise StateError(f"{path / MARKER} exists but is not a marker tunsec init-state wrote (or cannot be "
                          "read); it is left as it is. If the state in this directory is in doubt, replace "
                          "every manual key on both peers, remove that file and run tunsec init-state again")
@@ -174,30 +212,33 @@ def init_state_dir(path: Path, owner: int | None = None) -> Initialised:
     # root initialising a directory `tunsec prepare` gave to the user tunsec runs as: the marker is
     # that user's before it has a name there (a chown by name would follow what the user put there)
     owner_ids = (st.st_uid, st.st_gid) if os.geteuid() == 0 and (st.st_uid, st.st_gid) != (0, 0) else None
-    write_atomic(path / MARKER, (MARKER_PREFIX + instance + "\n").encode(), owner_ids)
-    return Initialised(instance, True, len(list(path.glob("manual-*.json"))))
+    write_atomic_at(fd, MARKER, (MARKER_PREFIX + instance + "\n").encode(), owner_ids)
+    return Initialised(instance, True, len(_old_state_files(fd)))
 
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def _make_dir(path: Path, owner: int | None) -> os.stat_result:
-    """path created (0700) if missing, its parents (0755) too, and its stat, each directory opened
-    relative to the one before it without following a symbolic link.  As root every directory on the
-    way must be one only root may change, checked through its descriptor before anything is made in
-    it: elsewhere a parent swapped for a symlink would move root's mkdir and marker anywhere; and
-    path itself root's or owner's where others may add entries (a sticky parent: anyone could have
-    made it first).  StateError names the directory, what is wrong and what to do."""
+def _make_dir(path: Path, owner: int | None) -> tuple[os.stat_result, int]:
+    """path created (0700) if missing, its parents (0755) too: its stat and a descriptor (the caller's
+    to close), each directory opened relative to the one before it without following a symbolic link.
+    As root every directory on the way must be one only root may change, checked through its
+    descriptor before anything is made in it: elsewhere a parent swapped for a symlink would move
+    root's mkdir and marker anywhere; and path itself root's or owner's where others may add entries
+    (a sticky parent: anyone could have made it first).  StateError names the directory, what is
+    wrong and what to do."""
     root = os.geteuid() == 0
-    # not root, a symbolic link on the way moves nothing the user could not reach anyway
-    full = Path(os.path.abspath(path)) if root else Path(os.path.realpath(path.parent)) / path.name
+    # not root, a symbolic link on the way moves nothing the user could not reach anyway.  As root the
+    # components as written, "x/.." too (the kernel's x, not abspath's text, which drops x unlooked at)
+    full = os.path.join(os.getcwd(), path) if root else os.path.join(os.path.realpath(path.parent), path.name)
+    names = [c for c in full.split("/") if c not in ("", ".")] or ["."]
     dfd = os.open("/", _DIR)
     try:
         where = Path("/")
         if root:
             _root_only(dfd, where, path)
-        for name in full.parent.parts[1:]:
-            where = where / name
+        for name in names[:-1]:
+            where = where.parent if name == ".." else where / name
             parent, dfd = dfd, -1
             try:
                 dfd = _enter(parent, name, where, path, 0o755)
@@ -205,28 +246,31 @@ def _make_dir(path: Path, owner: int | None) -> os.stat_result:
                 os.close(parent)
             if root:
                 _root_only(dfd, where, path)
-        fd = _enter(dfd, full.name, path, path, 0o700)
+        fd = _enter(dfd, names[-1], path, path, 0o700)
         try:
             st = os.fstat(fd)
-        finally:
+            if root and st.st_uid not in (0, owner) and os.fstat(dfd).st_mode & stat.S_ISVTX:
+                raise StateError(
+                    f"{path} is owned by {_name(st.st_uid)}, not root nor the user tunsec runs as, in "
+                    f"{path.parent}, where any user may make it first; root initialises no directory of another "
+                    "user's. Look at what it holds, remove it and run tunsec init-state again, or choose a "
+                    "state_dir of tunsec's own such as /var/lib/tunsec (tunsec prepare makes it)")
+        except BaseException:
             os.close(fd)
-        if root and st.st_uid not in (0, owner) and os.fstat(dfd).st_mode & stat.S_ISVTX:
-            raise StateError(
-                f"{path} is owned by {_name(st.st_uid)}, not root nor the user tunsec runs as, in {path.parent}, "
-                "where any user may make it first; root initialises no directory of another user's. Look at "
-                f"what it holds, remove it and run tunsec init-state again, or choose a state_dir of tunsec's own "
-                "such as /var/lib/tunsec (tunsec prepare makes it)")
-        return st
+            raise
+        return st, fd
     finally:
         if dfd >= 0:
             os.close(dfd)
 
 
 def _enter(dfd: int, name: str, where: Path, path: Path, mode: int) -> int:
-    """The directory name in dfd (made with mode if missing), opened without following a symbolic link."""
+    """The directory name in dfd (made with mode if missing, unless ".."), opened without following a
+    symbolic link."""
     try:
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(name, mode, dir_fd=dfd)
+        if name not in (".", ".."):
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(name, mode, dir_fd=dfd)
         return os.open(name, _DIR, dir_fd=dfd)
     except OSError as err:
         # O_DIRECTORY answers ENOTDIR for a symbolic link, O_NOFOLLOW ELOOP

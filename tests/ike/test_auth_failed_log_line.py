@@ -25,7 +25,7 @@ from tunsec.ike.constants import IdType
 from tunsec.ike.endpoint import IkeEndpoint
 from tunsec.ike.events import AuthFailed
 from tunsec.ike.identity import Identity
-from tunsec.loglimit import SourceLimiter
+from tunsec.loglimit import Held, SourceLimiter
 
 # what a reader splitting on U+2028 or NEL would take for a line of its own
 FORGED = "x\u2028Dec  3 06:00:00 tunsec[1] INFO b-from-a: IKE SA established with 203.0.113.9\x85\x9b2J\u202e"
@@ -210,11 +210,49 @@ def test_a_burst_that_stops_is_summed_up_with_its_addresses_once_its_period_ends
 
 def test_held_names_the_top_sources_escaped_and_counts_those_past_the_cap() -> None:
     lim = SourceLimiter(burst=0, top=2, cap=3)
-    for src in ["a", "b", "b", "c\u2028", "c\u2028", "c\u2028", "d", "e"]:
+    # past the cap, d takes a's place (count 1 + 1), then e the smallest left (b or d: 2 + 1)
+    for src in ["a", "b", "b", "c\u2028", "c\u2028", "c\u2028", "d", "e", "e"]:
         assert lim.admit_from(src) is None
     lim.burst = 1
     held = lim.admit_from("f")
-    assert held is not None and held.count == 8
-    assert held.suffix() == " (8 more like it suppressed: 3 from c\\u2028, 2 from b and 3 from more than 1 other " \
+    assert held is not None and held.count == 9
+    assert held.suffix() == " (9 more like it suppressed: 4 from e, 3 from c\\u2028 and 2 from more than 1 other " \
                             "addresses)"
-    assert held.fields() == {"suppressed": 8, "suppressed_from": {"c\u2028": 3, "b": 2}}
+    assert held.fields() == {"suppressed": 9, "suppressed_from": {"e": 4, "c\u2028": 3}}
+
+
+def _held_after(decoys: list[str], attacker: str, ipv6_prefix: int = 64) -> Held:
+    clock = [0.0]
+    flushed: list[Held] = []
+    timers: list[Callable[[], None]] = []
+    lim = SourceLimiter(clock=lambda: clock[0], flush_to=flushed.append, ipv6_prefix=ipv6_prefix,
+                        schedule=lambda _delay, cb: timers.append(cb))
+    for i in range(lim.burst):
+        assert lim.admit_from(f"192.0.2.{i}") is not None
+    for src in decoys + [attacker] * 1000:
+        assert lim.admit_from(src) is None
+    timers[0]()
+    assert len(flushed) == 1
+    return flushed[0]
+
+
+def test_a_brute_force_after_a_full_tally_of_decoys_still_comes_first() -> None:
+    held = _held_after([f"10.{i >> 8}.{i & 255}.1" for i in range(256)], "198.51.100.66")
+    assert held.count == 1256 and held.top[0] == ("198.51.100.66", 1001)
+    assert held.sources().startswith("1001 from 198.51.100.66, ")
+
+
+def test_ipv6_decoys_from_the_attackers_own_prefix_count_against_that_prefix() -> None:
+    decoys = [f"2001:db8:0:1::1:{i:x}" for i in range(256)]
+    held = _held_after(decoys, "2001:db8:0:1::bad")
+    assert held.top == (("2001:db8:0:1::/64 (e.g. 2001:db8:0:1::1:0)", 1256),)
+    line = f"AUTHENTICATION_FAILED: {held.count} more like it suppressed: {held.sources()}"
+    assert line == "AUTHENTICATION_FAILED: 1256 more like it suppressed: 1256 from 2001:db8:0:1::/64 " \
+                   "(e.g. 2001:db8:0:1::1:0)"
+    # 128 bits: per address (as strongSwan), the decoys are then one each and the attacker first
+    assert _held_after(decoys, "2001:db8:0:1::bad", ipv6_prefix=128).top[0] == ("2001:db8:0:1::bad", 1001)
+
+
+def test_one_ipv6_address_alone_in_its_prefix_is_named_as_itself() -> None:
+    held = _held_after([], "2001:db8::7")
+    assert held.top == (("2001:db8::7", 1000),)

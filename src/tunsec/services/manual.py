@@ -242,12 +242,12 @@ class ManualService(Service):
         except (StateError, ReloadRefused) as err:
             raise StartupError(str(err)) from err
 
-    def _state_dir(self) -> Path:
+    def _state_dir(self) -> StateDir:
         """The initialised state directory, locked by this process from the first use on (StateError)."""
         if self.dir is None:
             self.dir = StateDir.open(Path(self.state_dir), self.owner)
             log.info("state directory %s (instance %s) locked", self.dir.path, self.dir.instance)
-        return self.dir.path
+        return self.dir
 
     def _open_states(self, plans: Sequence[ManualPlan]) -> None:
         """The persisted reservations of plans' SAs (tunnels being added) next to those already open."""

@@ -185,7 +185,9 @@ class IkeService(Service):
         self.attempts: dict[str, int] = {}                       # connection -> failed tries in a row
         self.closing = False
         self.unauthenticated_log = LogLimiter()                 # failures peers cause before authenticating
-        self.auth_failed_log = SourceLimiter(flush_to=_auth_failures_held)   # theirs that fail AUTH, by address
+        # theirs that fail AUTH, by address (IPv6: by the prefix the DoS limits count a source under)
+        self.auth_failed_log = SourceLimiter(flush_to=_auth_failures_held,
+                                             ipv6_prefix=self.endpoint.limits.ipv6_source_prefix)
         self._timer_log = LogLimiter(burst=1, period=60.0)      # the timer itself failed (a bug)
         self._receive_log = LogLimiter(burst=1, period=60.0)    # an IKE datagram the engine failed on (a bug)
         self.receive_errors = 0
