@@ -32,6 +32,10 @@ int ts_bench_spd_lookup(ts_dp *dp, const uint8_t *pkt, size_t len, uint32_t coun
     ts_flow f;
     if (!ts_flow_parse(pkt, len, &f) || how < 0 || how > 2)
         return TS_EINVAL;
+    /* dp may be another context than the last call's, whose generations started at 0 too: a
+     * slot from that one would pass for current */
+    if (how == 1)
+        memset(&cache, 0, sizeof(cache));
     int hits = 0;
     pthread_rwlock_rdlock(&dp->lock);
     for (uint32_t i = 0; i < count; i++)

@@ -224,6 +224,10 @@ static void acquire(ts_dp *dp, ts_spd_entry *e, const ts_flow *f) {
     memcpy(s->dst_hi, f->dst, 16);
     s->sport_lo = s->sport_hi = f->sport;
     s->dport_lo = s->dport_hi = f->dport;
+    if (f->opaque) {   /* no ports to ask for: 0 would be a port of its own */
+        s->sport_lo = s->dport_lo = 0;
+        s->sport_hi = s->dport_hi = 0xffff;
+    }
     if (!ts_events_push(&dp->events, &ev, NULL, 0))
         ts_drop(dp, TS_DROP_QUEUE_FULL);
 }
@@ -307,7 +311,8 @@ int ts_outbound_locked(ts_dp *dp, ts_flow_cache *cache, const uint8_t *pkt, size
     }
     ts_spd_entry *e = ts_spd_lookup_cached(&dp->spd, cache, &f);
     if (!e) {
-        *drop = TS_DROP_NO_POLICY;
+        /* a fragment's own count: its datagram's first fragment may have found a policy */
+        *drop = f.opaque ? TS_DROP_FRAGMENT_NO_POLICY : TS_DROP_NO_POLICY;
         return 0;
     }
     atomic_fetch_add_explicit(&e->packets, 1, memory_order_relaxed);

@@ -191,7 +191,13 @@ typedef struct ts_flow {
     uint8_t family, proto;
     uint8_t src[16], dst[16];
     uint16_t sport, dport;
+    /* 1: the packet shows no ports although its protocol has them (a later fragment, or a first
+     * one too short to hold them): sport and dport are 0 and mean nothing, so it matches only a
+     * selector that allows any port (RFC 4301 §7), never one whose range holds 0.  16 bits so
+     * that the struct has no padding: the flow cache hashes and compares its bytes. */
+    uint16_t opaque;
 } ts_flow;
+_Static_assert(sizeof(ts_flow) == 40, "ts_flow is a flow cache key: no padding");
 
 /* A loop thread's cache of outbound flow -> policy (RFC 4301 §4.4.2's SPD cache):
  * a miss goes to the SPD's index (ts_spd_find). */

@@ -24,14 +24,18 @@ bool ts_selector_match(const ts_selector *s, const ts_flow *f) {
         return false;
     if (memcmp(f->dst, s->dst_lo, n) < 0 || memcmp(f->dst, s->dst_hi, n) > 0)
         return false;
+    if (f->opaque)   /* ports it cannot show match only a selector that allows any */
+        return s->sport_lo == 0 && s->sport_hi == 0xffff && s->dport_lo == 0 && s->dport_hi == 0xffff;
     return f->sport >= s->sport_lo && f->sport <= s->sport_hi &&
            f->dport >= s->dport_lo && f->dport <= s->dport_hi;
 }
 
-/* false if the protocol has ports and l4len is too short to hold them */
+/* false if the protocol has ports and l4len is too short to hold them; a protocol without
+ * ports (or one this does not know to have them) shows none: 0 and 0, as IKEv2 selectors
+ * for it carry any port */
 static bool ports_of(ts_flow *f, const uint8_t *l4, size_t l4len) {
     switch (f->proto) {
-    case 6: case 17: case 132: case 136:   /* TCP, UDP, SCTP, UDP-Lite */
+    case 6: case 17: case 33: case 132: case 136:   /* TCP, UDP, DCCP, SCTP, UDP-Lite */
         if (l4len < 4)
             return false;
         f->sport = ts_be16(l4);
@@ -75,6 +79,7 @@ static bool parse_v4(const uint8_t *p, size_t len, bool quote, ts_flow *f, ts_pa
     r->known = TS_QUOTE_PROTO;
     if (r->first && ports_of(f, p + ihl, r->end - ihl))
         r->known = TS_QUOTE_PORTS;
+    f->opaque = r->known != TS_QUOTE_PORTS;
     return true;
 }
 
@@ -122,6 +127,7 @@ static bool parse_v6(const uint8_t *p, size_t len, bool quote, ts_flow *f, ts_pa
     r->known = TS_QUOTE_PROTO;
     if (first && ports_of(f, p + off, end - off))
         r->known = TS_QUOTE_PORTS;
+    f->opaque = r->known != TS_QUOTE_PORTS;
     return true;
 }
 
@@ -159,10 +165,8 @@ int ts_quote_parse(const uint8_t *q, size_t len, ts_flow *f) {
 bool ts_selector_match_known(const ts_selector *s, const ts_flow *f, int known) {
     ts_flow g = *f;
     if (known < TS_QUOTE_PORTS) {
-        /* ports it cannot show match only a selector that allows any */
-        if (s->sport_lo != 0 || s->sport_hi != 0xffff || s->dport_lo != 0 || s->dport_hi != 0xffff)
-            return false;
         g.sport = g.dport = 0;
+        g.opaque = 1;   /* matches only a selector that allows any port */
     }
     if (known < TS_QUOTE_PROTO) {
         if (s->proto)

@@ -93,6 +93,9 @@ enum ts_drop {
                                          already has 128 of them waiting */
     TS_DROP_IKE_PROVEN_FULL,          /* ... not passed up: the IKE half of the event queue is full,
                                          their reserve too */
+    TS_DROP_FRAGMENT_NO_POLICY,       /* outbound packet that shows no ports (a later fragment, or a
+                                         first one too short for them) matched no policy that allows
+                                         any port: port-restricted ones never take it (RFC 4301 §7) */
     TS_DROP__COUNT
 };
 

@@ -5,7 +5,9 @@
  *   mtu 0: no tunnel MTU; otherwise 500 + 8 * mtu bytes (ICMP too-big path)
  *   room 0: a 64 KiB output buffer; otherwise exactly len + room - 41 bytes
  *   (around what ESP needs: the sender must refuse rather than overrun)
- * SPD (first match wins): 10.0.0.0/8 -> any PROTECT (reqid 1, keyed),
+ * SPD (first match wins): 10.0.0.0/8 -> any, UDP to ports 0-5059 PROTECT (reqid 3, keyed, SPI
+ * SPI_PORTS: only packets that show their ports, never a later fragment, RFC 4301 §7),
+ * 10.0.0.0/8 -> any PROTECT (reqid 1, keyed),
  * fd00::/8 -> any PROTECT (reqid 1), 192.168.0.0/16 BYPASS,
  * 172.16.0.0/12-ish DISCARD, 198.51.100.0/24 PROTECT reqid 2 (no SA: ACQUIRE).
  * Every ESP packet the sender produces must be accepted by a receiver keyed
@@ -14,6 +16,7 @@
 #include "fuzz_util.h"
 
 #define SPI 0x4000u
+#define SPI_PORTS 0x5000u
 static const uint8_t KEY[20] = "fedcba9876543210SALT";
 
 static ts_dp *tx, *rx;
@@ -27,7 +30,33 @@ static void policy(uint32_t id, uint8_t action, uint32_t reqid, int family, cons
     p.action = action;
     p.reqid = reqid;
     fz_sel(&p.sel, family, src, src_bytes, z, 0);
+    if (id == 0) {   /* the port-restricted one */
+        p.sel.proto = 17;
+        p.sel.dport_hi = 5059;
+    }
     FUZZ_SETUP(ts_spd_add(tx, &p) == TS_OK);
+}
+
+/* an SA with this SPI, outbound on tx (reqid), inbound on rx, any selectors */
+static void keyed(uint32_t spi, uint32_t reqid) {
+    ts_sa_params p;
+    fz_params(&p, spi, TS_DIR_OUT, KEY, 20, 0, 0);
+    p.reqid = reqid;
+    p.n_sel = 2;
+    fz_sel_any(&p.sel[0], 4);
+    fz_sel_any(&p.sel[1], 6);
+    FUZZ_SETUP(ts_sad_add(tx, &p) == TS_OK);
+    uint32_t got = 0;
+    FUZZ_SETUP(ts_sad_getspi(rx, spi, spi, &got) == TS_OK);
+    p.dir = TS_DIR_IN;
+    FUZZ_SETUP(ts_sad_update(rx, &p) == TS_OK);   /* replay window off: tx numbers are fresh anyway */
+}
+
+/* what SPI_PORTS may carry: IPv4 UDP whose header (its ports) is in the packet, to port <= 5059 */
+static int shows_port_below_5060(const uint8_t *pkt, size_t len) {
+    size_t ihl = (size_t)(pkt[0] & 15) * 4, tot = fz_be16(pkt + 2);
+    return len >= 20 && pkt[0] >> 4 == 4 && pkt[9] == 17 && (fz_be16(pkt + 6) & 0x1fff) == 0 && tot <= len &&
+           ihl + 4 <= tot && fz_be16(pkt + ihl + 2) <= 5059;
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
@@ -37,21 +66,14 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     FUZZ_SETUP(tx && rx);
     static const uint8_t n10[1] = {10}, nfd[1] = {0xfd}, n192[2] = {192, 168}, n172[1] = {172},
                          n198[3] = {198, 51, 100};
+    policy(0, TS_ACT_PROTECT, 3, 4, n10, 1);
     policy(1, TS_ACT_PROTECT, 1, 4, n10, 1);
     policy(2, TS_ACT_PROTECT, 1, 6, nfd, 1);
     policy(3, TS_ACT_BYPASS, 0, 4, n192, 2);
     policy(4, TS_ACT_DISCARD, 0, 4, n172, 1);
     policy(5, TS_ACT_PROTECT, 2, 4, n198, 3);
-    ts_sa_params p;
-    fz_params(&p, SPI, TS_DIR_OUT, KEY, 20, 0, 0);
-    p.n_sel = 2;
-    fz_sel_any(&p.sel[0], 4);
-    fz_sel_any(&p.sel[1], 6);
-    FUZZ_SETUP(ts_sad_add(tx, &p) == TS_OK);
-    uint32_t got = 0;
-    FUZZ_SETUP(ts_sad_getspi(rx, SPI, SPI, &got) == TS_OK);
-    p.dir = TS_DIR_IN;
-    FUZZ_SETUP(ts_sad_update(rx, &p) == TS_OK);   /* replay window off: tx numbers are fresh anyway */
+    keyed(SPI, 1);
+    keyed(SPI_PORTS, 3);
     return 0;
 }
 
@@ -81,7 +103,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (n > 0) {
         FUZZ_ASSERT((size_t)n <= outcap);
         FUZZ_ASSERT((size_t)n >= len + 16 + 2 + 16 && (size_t)n <= len + 16 + 5 + 16 && ((size_t)n - 32) % 4 == 0);
-        FUZZ_ASSERT(fz_be32(esp) == SPI && dst.family == 4 && dst.port == 4500);
+        FUZZ_ASSERT((fz_be32(esp) == SPI || fz_be32(esp) == SPI_PORTS) && dst.family == 4 && dst.port == 4500);
+        /* a packet that shows no ports (a later fragment, a cut header) never takes the port-restricted policy */
+        FUZZ_ASSERT(fz_be32(esp) != SPI_PORTS || shows_port_below_5060(pkt, len));
         ts_addr src;
         fz_addr4(&src, 192, 0, 2, 2, 4500);
         int rdrop = -1;

@@ -12,7 +12,8 @@
  * One file per unit under test: test_esp.c, test_replay.c, test_seq.c
  * (sequence numbers), test_sad.c (SAD/SPD API, events), test_sad_hash.c (the keyed hash of outbound SAs), test_dead_sa.c (SAs at a
  * hard byte/packet limit, removed and freed), test_icmp.c, test_icmp_quote.c (ICMP errors
- * checked by the packet they quote),
+ * checked by the packet they quote), test_frag_ports.c (packets that show no ports, such as
+ * later fragments, and port selectors),
  * test_ike_port.c (the NAT-T port's IKE/ESP split), test_ike_queue.c (IKE after the marker, each
  * sender's share of the event queue), test_ike_trust.c (the reserve of established IKE SAs and
  * their SPI set), test_invalid_spi.c (its rate limits), test_fuzz.c,
@@ -65,6 +66,10 @@ int main(int argc, char **argv) {
     test_icmp();
     test_icmp_limits();
     test_icmp_quote();
+    test_frag_ports_outbound();
+    test_frag_ports_acquire();
+    test_frag_ports_dccp();
+    test_frag_ports_inbound();
     test_key_wipe();
     test_sad_chain_keyed();
     test_sad_chain_peer();

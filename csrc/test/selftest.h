@@ -151,6 +151,10 @@ void test_invalid_spi_race_refund(void);
 void test_icmp(void);                   /* test_icmp.c */
 void test_icmp_limits(void);
 void test_icmp_quote(void);              /* test_icmp_quote.c */
+void test_frag_ports_outbound(void);     /* test_frag_ports.c */
+void test_frag_ports_acquire(void);
+void test_frag_ports_dccp(void);
+void test_frag_ports_inbound(void);
 void test_key_wipe(void);               /* test_sad.c */
 void test_sad_chain_keyed(void);        /* test_sad_hash.c */
 void test_sad_chain_peer(void);         /* test_sad_hash.c */

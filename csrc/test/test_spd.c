@@ -92,6 +92,10 @@ static void rand_flow(ts_flow *f) {
     pool_addr(f->family, f->dst);
     f->sport = (uint16_t)(rnd_below(8) ? 499 + rnd_below(6) : rnd());
     f->dport = (uint16_t)(rnd_below(8) ? 499 + rnd_below(6) : rnd());
+    if (rnd_below(8) == 0) {   /* a later fragment: it shows no ports */
+        f->sport = f->dport = 0;
+        f->opaque = 1;
+    }
 }
 
 /* the ids in the SPD, so that deletes mostly hit; priorities 1 makes every addition an append
