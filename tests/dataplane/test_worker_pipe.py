@@ -5,6 +5,7 @@ without changing anything, events reported upward."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ipaddress
 import os
@@ -20,15 +21,19 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import netns_unavailable
 from esp_ref import esp_seal, ike_message, ipv4_udp
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
 from pytun_pmd3 import TunTapDevice
 from pytun_pmd3.linux import IFF_NO_PI, IFF_TUN
 from tunsec.dataplane._fastpath import ffi
 
-from tunsec import status
+from tunsec import exposition, status
 from tunsec.bench.netns import in_netns, netns_socket
 from tunsec.dataplane import pipe
 from tunsec.dataplane.pipe import Action, Alg, Direction, Endpoint, Errno, Lifetime, Policy, SaSpec, Selector
@@ -441,16 +446,24 @@ def test_every_per_sa_counter_of_the_header_reaches_status_and_metrics(worker: W
     assert {n: inbound[n] for n in header} == next(s.counters for s in dump.sas if s.spi == spi)
     assert inbound["auth_drops"] == 1
     text = status.sa_counters_text(inbound)
-    metrics = {s.name: s for f in sa_families(doc) for s in f.samples if s.labels["spi"] == f"{spi:08x}"}
+    families = scraped_sa_families(doc)
+    metrics = {s.name: s for f in families for s in f.samples if s.labels["spi"] == f"{spi:08x}"}
     for name in header:
         shown = name.removesuffix("_drops") if name.endswith("_drops") else name
         assert re.search(rf"\b{inbound[name]} {shown}\b|\b{shown} {inbound[name]}\b", text), (name, text)
         if name.endswith("_drops"):
-            (sample,) = [s for s in sa_families(doc) for s in s.samples
+            (sample,) = [s for f in families for s in f.samples
                          if s.labels["spi"] == f"{spi:08x}" and s.labels.get("reason") == shown]
             assert sample.name == "tunsec_child_sa_drops_total" and sample.value == inbound[name]
         else:
             assert metrics[f"tunsec_child_sa_{name}_total"].value == inbound[name]
+
+
+def scraped_sa_families(doc: dict[str, Any]) -> list[Metric]:
+    """The per-SA families as a scraper reads them: written as the exposition text, parsed by
+    prometheus_client's own parser."""
+    body = exposition.encode(generate_latest, asyncio.run(sa_families(doc)), CollectorRegistry())
+    return list(text_string_to_metric_families(body.decode()))
 
 
 def _pipe_ike_drops(drops: dict[str, int]) -> int:
