@@ -578,6 +578,7 @@ async def _add_standby(self: IkeService, state: ChildState, why: str) -> None:
         state.out_installed = True
         log.debug("%s: CHILD_SA %s sending on %08x_o (%s)", state.conn, state.child, state.spi_out, why)
     except WorkerError as err:   # it cannot send: deleted, as any Child SA whose install failed
+        state.out_installed = isinstance(err.__cause__, (OSError, TimeoutError))   # unanswered: may go in late
         if state.handle not in self.children:
             return   # the peer deleted it meanwhile: its _child_down (queued) removes it, once
         ended = self._forget(state)
