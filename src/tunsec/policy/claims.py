@@ -122,6 +122,12 @@ class TsClaims:
             self._widths[fam][e[1] - e[0]] += 1
             self._reach[fam] = max(self._reach[fam], e[1] - e[0])
 
+    def share(self, handle: int, other: int) -> None:
+        """``other`` holds what ``handle`` holds too (what it held before goes), until removed."""
+        if entries := self._by_handle.get(handle):
+            c = entries[0][2]
+            self.add(other, c.conn, c.peer, [e[2].ts for e in entries], c.local, c.named, c.by_name)
+
     def clear(self) -> None:
         for fam in self._entries:
             self._entries[fam].clear()

@@ -366,17 +366,15 @@ async def _child_up(self: IkeService, state: ChildState, ev: ChildSaUp, release:
             # was deleted meanwhile, as no lineage has them to delete
             await _delete_policies(self, stray)
             self.ids.release_policy_ids(stray)
-            # the worker has no larval SA for its inbound SPI (lost with the worker that issued
-            # it): the engine keeps the Child SA up and nothing else would ever replace it, so it
-            # is rekeyed with an SPI of the current worker, its claims held meanwhile.  Any other
-            # failure: deleted in the engine (the peer is told), whatever it holds removed here
+            # no larval SA for its inbound SPI (lost with the worker that issued it): the engine keeps
+            # the Child SA up and nothing else would replace it, so it is rekeyed with an SPI of the current
+            # worker, its claims held.  Any other failure: deleted in the engine, what it holds removed here
             what = f"{ev.spi_in:08x}_i {ev.spi_out:08x}_o failed: {failure}"
             if state.handle not in self.children:   # deleted meanwhile (its DELETE; a worker restart rekeys it)
                 log.error("%s: installing CHILD_SA %s %s", state.conn, state.child, what)
                 return
-            again = _larval_lost(started) and _still_held(self, state)
-            if not again:   # our rekey's: created again, its lineage (policies) held meanwhile (recreate.py)
-                recreate.failed(self, state, ev.initiator and ev.rekey_of is not None)
+            again = _larval_lost(started) and _still_held(self, state)   # our rekey's: created again (recreate.py)
+            recreate.failed(self, state, not again and ev.initiator and ev.rekey_of is not None)
             ended = self._forget(state, keep_claims=again)
             if again:
                 log.error("%s: installing CHILD_SA %s %s", state.conn, state.child, what)
@@ -569,6 +567,7 @@ async def _add_standby(self: IkeService, state: ChildState, why: str) -> None:
         state.out_installed = True
         log.debug("%s: CHILD_SA %s sending on %08x_o (%s)", state.conn, state.child, state.spi_out, why)
     except WorkerError as err:   # it cannot send: deleted, as any Child SA whose install failed
+        state.out_installed = isinstance(err.__cause__, (OSError, TimeoutError))   # unanswered: may go in late
         if state.handle not in self.children:
             return   # the peer deleted it meanwhile: its _child_down (queued) removes it, once
         ended = self._forget(state)
@@ -740,6 +739,7 @@ def _child_gone(self: IkeService, sa: IkeSa, ev: ChildSaDown) -> None:
                  ev.describe())
         return
     linger = _lingers(self, state)   # before _forget: it asks the lineage's other members
+    recreate.lost(self, state)   # (a re-creation's, lost before its install said OK: tried again)
     self._acct_child_down(state)   # now, in event order: before its IKE SA's Stop (which waits for it)
     self._spawn(self._changes.queue(self._child_down(state, self._forget(state), ev, linger)))
 

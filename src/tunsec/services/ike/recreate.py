@@ -9,9 +9,14 @@ after each further one, counted (child_recreate) and logged once per failure and
 Its traffic is never sent in clear meanwhile: the lineage (reqid, PROTECT policies) is held by a
 token member, so its policies stay in the worker bound to no SA (the worker drops the packets and
 raises ACQUIREs, which start nothing: traps._child_acquire); the new Child SA joins that lineage
-(installs._child_registered) and its ADD binds them.  The lineage ends, as it would have, when the
-tries are used up or the IKE SA goes.  Only that IKE SA's Child SA is touched: nothing of another
-peer's."""
+(installs._child_registered) and its ADD binds them.  The token holds the child's selector claims
+too (policy/claims.py), until the new Child SA has booked its own or the lineage ends: released
+meanwhile, another identity could be given the selectors its held policies still act on.  A joined
+Child SA that is lost before its install said OK (deleted, or its install failed) counts as a
+failed try, as does a try that brought nothing back by its deadline; a Child SA of the child that
+comes up on other selectors ends the re-creation (the held policies act on the old ones).  The
+lineage ends, as it would have, when the tries are used up or the IKE SA goes.  Only that IKE SA's
+Child SA is touched: nothing of another peer's."""
 
 from __future__ import annotations
 
@@ -21,7 +26,7 @@ import functools
 import logging
 from typing import TYPE_CHECKING
 
-from tunsec.ike.sa import State
+from tunsec.ike.sa import IkeSa, State
 from tunsec.ike.ts import Ts
 from tunsec.services.ike import installs
 from tunsec.services.ike.state import ChildState, Lineage
@@ -48,6 +53,7 @@ class Pending:
     tries: int = 0
     timer: asyncio.TimerHandle | None = None
     joined: int | None = None   # the handle of the new Child SA that joined, its install under way
+    trying: bool = False   # a try's CREATE_CHILD_SA is out, nothing back for it yet
 
 
 def failed(self: IkeService, state: ChildState, our_rekey: bool) -> bool:
@@ -68,21 +74,39 @@ def failed(self: IkeService, state: ChildState, our_rekey: bool) -> bool:
         pending = self._recreating[key] = Pending(state.ike, state.conn, state.child, state.local_ts,
                                                   state.remote_ts, state.lineage, next(self._handles))
         state.lineage.members.add(pending.token)
+    self.ts_claims.share(state.handle, pending.token)   # the caller's _forget releases the child's own
     pending.joined = None
     self._unlater(pending.timer)
     return _schedule(self, pending)
+
+
+def lost(self: IkeService, state: ChildState) -> None:
+    """Before ``state`` is forgotten (its ChildSaDown): if it was a re-creation that joined, its
+    install not yet said OK, that try failed: the next is scheduled (or the tries are used up);
+    if its lineage goes on in another Child SA (it was rekeyed), the re-creation is done."""
+    pending = self._recreating.get((state.ike, state.child))
+    if pending is None or pending.joined != state.handle:
+        return
+    if any(h in self.children for h in state.lineage.members if h != state.handle):
+        _done(self, pending)
+        return
+    self.ts_claims.share(state.handle, pending.token)
+    pending.joined = None
+    _schedule(self, pending)
 
 
 def refused(self: IkeService, ike: int, child: str) -> None:
     """Our CREATE_CHILD_SA of ``child`` in IKE SA ``ike`` failed (the peer refused it, or no SPI):
     if it was a re-creation, the next try is scheduled (or the tries are used up)."""
     pending = self._recreating.get((ike, child))
-    if pending is not None and pending.joined is None and pending.timer is None and pending.tries:
+    if pending is not None and pending.joined is None and pending.trying:
+        self._unlater(pending.timer)
         _schedule(self, pending)
 
 
 def _schedule(self: IkeService, pending: Pending) -> bool:
     """The next try after its delay; False (the lineage ends) if the tries are used up."""
+    pending.trying = False
     if pending.tries >= TRIES:
         log.error("%s: CHILD_SA %s not created again after %d tries: its traffic is dropped until the peer, a "
                   "trap or an operator starts it", pending.conn, pending.child, pending.tries)
@@ -110,20 +134,49 @@ def _initiate(self: IkeService, pending: Pending) -> None:
     if sa is None or sa.state is not State.ESTABLISHED or self.closing:
         _end(self, pending)
         return
+    if pending.trying or pending.joined is not None:
+        return   # one is out already (a worker restart came between): its answer counts
+    if pending.tries >= TRIES:
+        _schedule(self, pending)   # ends it
+        return
     pending.tries += 1
+    pending.trying = True
     self.events.child_recreate[(pending.conn, pending.child)] += 1
+    # the try's end is its Child SA joining, the peer's refusal (refused), or the IKE SA gone with
+    # its retransmissions; a backstop for anything else (its Child SA refused here, none started)
+    self._unlater(pending.timer)
+    pending.timer = self._later(_deadline(sa), functools.partial(_overdue, self, pending))
     sa.initiate(pending.child)
+
+
+def _deadline(sa: IkeSa) -> float:
+    """Longer than the IKE SA's retransmissions of the try's request: it is deleted after them."""
+    retransmit = sa.config.retransmit
+    return sum(retransmit.delay(i) for i in range(retransmit.tries + 1)) + RETRY_DELAY
+
+
+def _overdue(self: IkeService, pending: Pending) -> None:
+    pending.timer = None
+    if self._recreating.get((pending.ike, pending.child)) is pending and pending.joined is None:
+        _schedule(self, pending)
 
 
 def join(self: IkeService, ike: int, child: str, local_ts: tuple[Ts, ...], remote_ts: tuple[Ts, ...],
          handle: int) -> Pending | None:
     """The re-creation a new Child SA ``handle`` of IKE SA ``ike`` is, if any (the same child and
-    selectors; ours, or the peer's made meanwhile): it joins its lineage (None: one of its own)."""
+    selectors; ours, or the peer's made meanwhile): it joins its lineage (None: one of its own).
+    One of the child on other selectors ends the re-creation: the held policies act on the old
+    ones, which its claims would not cover (as a rekey that moved, installs._moved)."""
     pending = self._recreating.get((ike, child))
-    if pending is None or pending.joined is not None or (pending.local_ts, pending.remote_ts) != (local_ts,
-                                                                                                 remote_ts):
+    if pending is None or pending.joined is not None:
+        return None
+    if (set(pending.local_ts), set(pending.remote_ts)) != (set(local_ts), set(remote_ts)):
+        log.warning("%s: CHILD_SA %s came up on other selectors than the one being created again: that one's "
+                    "held policies go", pending.conn, pending.child)
+        _end(self, pending)
         return None
     pending.joined = handle
+    pending.trying = False
     self._unlater(pending.timer)
     pending.timer = None
     return pending
@@ -134,15 +187,23 @@ def installed(self: IkeService, state: ChildState) -> None:
     pending = self._recreating.get((state.ike, state.child))
     if pending is not None and pending.joined == state.handle:
         log.info("%s: CHILD_SA %s created again", state.conn, state.child)
-        del self._recreating[(state.ike, state.child)]
-        if pending.lineage is not None:
-            pending.lineage.members.discard(pending.token)
+        _done(self, pending)
+
+
+def _done(self: IkeService, pending: Pending) -> None:
+    """Its lineage goes on in a new Child SA, which booked its own claims: the token's go."""
+    del self._recreating[(pending.ike, pending.child)]
+    self._unlater(pending.timer)
+    self.ts_claims.remove(pending.token)
+    if pending.lineage is not None:
+        pending.lineage.members.discard(pending.token)
 
 
 def _end(self: IkeService, pending: Pending) -> None:
     """No more tries: the token goes, and the lineage with it if it holds nothing else (its policies)."""
     self._recreating.pop((pending.ike, pending.child), None)
     self._unlater(pending.timer)
+    self.ts_claims.remove(pending.token)
     lineage = pending.lineage
     if lineage is None:
         return
@@ -168,12 +229,19 @@ def ike_gone(self: IkeService, ike: int) -> None:
 def worker_restarted(self: IkeService) -> None:
     """Before the restart releases the booked Child SAs' lineages: a held lineage none of them is in
     is released here (its policies went with the old worker), and each child being created again is
-    asked for again now, in a lineage of its own (the restart's timers went)."""
+    asked for again now, in a lineage of its own (the restart's timers went), unless a try is out:
+    its Child SA comes back through restart.stale_spi and joins, or it is refused (refused).  The
+    token's claims stay (as restart.hold_claim does for the booked Child SAs)."""
     for pending in list(self._recreating.values()):
         if (lineage := pending.lineage) is not None:
             lineage.members.discard(pending.token)
             if not any(h in self.children for h in lineage.members):
                 self._release(lineage)
                 self._updown_down(lineage)
-        pending.lineage, pending.timer, pending.joined = None, None, None
-        self.spi_pool.with_spi(functools.partial(_initiate, self, pending))
+        # a joined Child SA is rekeyed into the new worker (restart.py), and its rekey joins again
+        out = pending.trying or pending.joined is not None
+        pending.lineage, pending.timer, pending.joined, pending.trying = None, None, None, out
+        if out and (sa := self._ike_sa(pending.ike)) is not None:   # (the restart's timers went)
+            pending.timer = self._later(_deadline(sa), functools.partial(_overdue, self, pending))
+        else:
+            self.spi_pool.with_spi(functools.partial(_initiate, self, pending))

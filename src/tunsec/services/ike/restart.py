@@ -38,10 +38,11 @@ async def worker_restarted(self: IkeService) -> None:
     """A new worker has an empty SAD: IKE SAs survive, their children must be renegotiated."""
     self._acct_worker_restarted()   # their usage so far stays in the sessions' totals
     self.spi_pool.clear(spi for sa in self.endpoint.sas for spi in sa.inbound_spis())
-    recreate.worker_restarted(self)   # before the loop below releases the booked Child SAs' lineages
     self.trusted.resend()   # first: the new worker's IKE events from the established peers have their reserve
     self._cancel_timers()   # their SPIs mean nothing (or someone else's SA) to the new worker
     self._lingering.clear()   # nor do lingering inbound SAs' (their timers just went)
+    # after the timers went (it arms its own again), before the loop below releases the booked Child SAs' lineages
+    recreate.worker_restarted(self)
     for state in self.children.values():
         self._release(state.lineage)
         # its SAs are gone: down now, in its IKE SA's turn, before the up of the Child SA that is
