@@ -56,6 +56,7 @@ class RecordingTun:
 
     def block(self, dst: IPNetwork, why: str) -> None:
         self.calls.append(("block", str(dst)))
+        self.routes = [r for r in self.routes if r[0] != dst]   # as Tun.block: the prohibit route replaces it
 
 
 class Conn:

@@ -125,8 +125,7 @@ class VirtualIps:
             return
         except OSError as err:
             why = f"route {net} kept virtual IP {addr} as its source: {err.strerror or err}"
-        tun.routes = [r for r in tun.routes if r[0] != net]   # not ours any more: a reload adds it again
-        try:
+        try:   # the prohibit route takes the TUN route's place (and Tun.routes' entry): a reload adds it again
             await asyncio.to_thread(tun.block, net, why)
             log.error("%s: %s; its traffic is refused (prohibit route) until a reload adds the route", conn, why)
         except OSError as err:
