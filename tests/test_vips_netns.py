@@ -177,3 +177,21 @@ def test_a_stand_in_an_earlier_run_left_is_cleared_at_start(ns: str) -> None:
             return prohibits(ipr), NET in client.tun.unrouted
 
     assert inside(ns, run) == ([], False)
+
+
+def test_a_route_is_not_re_pointed_to_an_address_the_tun_never_got(ns: str) -> None:
+    """Review T F3: IKE SA 2 of the connection holds 10.3.0.2, which eth0 has (refused for the TUN);
+    IKE SA 1's address goes: the route keeps no source rather than eth0's address."""
+    subprocess.run(["ip", "netns", "exec", ns, "ip", "addr", "add", "10.3.0.2/32", "dev", "eth0"], check=True)
+
+    def run() -> list[object]:
+        client = Client()
+        asyncio.run(client.apply(lambda: client.vips.up(1, up_event(VIP))))
+        asyncio.run(client.apply(lambda: client.vips.up(2, up_event(ipaddress.IPv4Address("10.3.0.2")))))
+        asyncio.run(client.apply(lambda: client.vips.down(1)))
+        with IPRoute() as ipr:   # the route as it is set ("route get" names the source chosen anyway)
+            tun_idx = ipr.link_lookup(ifname=TUN)[0]
+            return [r.get_attr("RTA_PREFSRC") for r in ipr.route("dump", family=socket.AF_INET)
+                    if r.get_attr("RTA_DST") == str(NET.network_address) and r.get_attr("RTA_OIF") == tun_idx]
+
+    assert inside(ns, run) == [None]

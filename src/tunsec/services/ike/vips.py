@@ -48,6 +48,9 @@ class VirtualIps:
         self._spawn = spawn
         self._vips: dict[int, tuple[str, tuple[IPAddress, ...]]] = {}   # IKE SA handle -> (connection, ours)
         self._vip_refs: collections.Counter[IPAddress] = collections.Counter()   # IKE SAs using each address
+        # the addresses on the TUN now (added, not yet removed): only these may be a route's source (the
+        # kernel refuses another; one refused as another interface's would give the route the LAN's)
+        self._applied: set[IPAddress] = set()
         self._vip_lock = asyncio.Lock()     # netlink changes in the order the engine reported them
 
     def up(self, handle: int, ev: IkeSaUp) -> None:
@@ -88,6 +91,7 @@ class VirtualIps:
                                   "gateway would take its traffic)", conn, addr, other)
                         continue
                     await asyncio.to_thread(tun.add_address, str(addr))
+                    self._applied.add(addr)
                     for net in (n for n in nets if n.version == addr.version):
                         await asyncio.to_thread(tun.set_route_source, net, str(addr))
                 except OSError as err:   # tun.py's: what was refused (address, route, TUN), why, what to do
@@ -102,6 +106,7 @@ class VirtualIps:
             return
         async with self._vip_lock:
             for addr in addrs:
+                self._applied.discard(addr)   # going: no route is re-pointed to it
                 try:
                     # the routes that have it as source, as the TUN has them (a reload may have removed
                     # the connection, whose routes still name it)
@@ -116,9 +121,10 @@ class VirtualIps:
 
     async def _repoint(self, tun: Any, conn: str, net: IPNetwork, addr: IPAddress) -> None:
         """``net``'s route off ``addr``: to another virtual IP of the family an IKE SA of ``conn``
-        holds, else without a source; if the kernel refuses, net is blocked until a reload adds it."""
+        holds and that is on the TUN, else without a source; if the kernel refuses, net is blocked
+        until a reload adds it."""
         held = [a for name, ours in self._vips.values() if name == conn for a in ours
-                if a.version == addr.version and a != addr]
+                if a.version == addr.version and a != addr and a in self._applied]
         src = str(held[0]) if held else None
         try:
             await asyncio.to_thread(tun.set_route_source, net, src)
