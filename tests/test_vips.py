@@ -40,8 +40,8 @@ class RecordingTun:
     refuse_add: set[str] = field(default_factory=set)   # addresses the kernel will not add
     calls: list[tuple[object, ...]] = field(default_factory=list)
 
-    def address_elsewhere(self, addr: str) -> str | None:
-        return self.elsewhere.get(addr)
+    def address_conflict(self, addr: str) -> str | None:
+        return f"interface {self.elsewhere[addr]} of this host has it" if addr in self.elsewhere else None
 
     def add_address(self, addr: str) -> None:
         if addr in self.refuse_add:

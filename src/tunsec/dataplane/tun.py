@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from typing import Any
 
 from pytun_pmd3 import TunTapDevice
@@ -450,6 +450,19 @@ class Tun:
                     return str(links[0].get_attr("IFLA_IFNAME")) if links else f"#{msg['index']}"
         return None
 
+    def address_conflict(self, addr: str) -> str | None:
+        """Why ``addr`` may not be a virtual IP on the TUN, or None.  As a local address of this host it
+        would take the traffic the host sends to it: another interface's address, the host's router
+        (a gateway of the main table), an address of a network on another interface's link (the
+        router, a DNS server, a neighbour; its broadcast), a local route's."""
+        other = self.address_elsewhere(addr)
+        if other is not None:
+            return f"interface {other} of this host has it"
+        ip = ip_address(addr)
+        with _iproute() as ipr, _netlink(f"looking up the routes of this host for virtual IP {addr}"):
+            tun = ipr.link_lookup(ifname=self.name)
+            return _lan_role(ipr, ip, tun[0] if tun else -1)
+
     def remove_address(self, addr: str) -> None:
         """A virtual IP off the TUN, our routes kept.  The kernel deletes the IPv4 routes whose source
         it was and, with the TUN's last IPv4 address, every IPv4 route through it: those are backed
@@ -684,6 +697,42 @@ def _has_route(ipr: Any, idx: int, dst: IPNetwork) -> bool:
 def _same_dst(r: Any, dst: IPNetwork) -> bool:
     have = r.get_attr("RTA_DST")
     return have is not None and r["dst_len"] == dst.prefixlen and ip_address(have) == dst.network_address
+
+
+RTN_LOCAL = 2   # linux/rtnetlink.h
+RT_SCOPE_LINK = 253
+
+
+def _lan_role(ipr: Any, ip: IPv4Address | IPv6Address, tun: int) -> str | None:
+    """What ``ip`` is to this host outside the TUN (index tun): see Tun.address_conflict."""
+    family = socket.AF_INET if ip.version == 4 else socket.AF_INET6
+    main = [r for r in ipr.route("dump", family=family) if r.get_attr("RTA_TABLE", r["table"]) == RT_TABLE_MAIN]
+    if any(ip in _gateways(r) for r in main):
+        return "a router of this host (a gateway of its main routing table)"
+    on_link = [(ip_network(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}", strict=False), a["index"])
+               for a in ipr.get_addr(family=family) if a["index"] != tun and a.get_attr("IFA_ADDRESS")]
+    # on-link routes to other interfaces too (not a default route through a VPN device)
+    on_link += [(_network(r), r.get_attr("RTA_OIF")) for r in main
+                if r["scope"] == RT_SCOPE_LINK and r["dst_len"] and r.get_attr("RTA_OIF") not in (tun, None)]
+    for net, idx in on_link:
+        if ip in net:
+            links = ipr.get_links(idx)
+            name = links[0].get_attr("IFLA_IFNAME") if links else f"#{idx}"
+            return f"an address of network {net} on the link of interface {name} (a neighbour, a server, its broadcast)"
+    try:
+        found = ipr.route("get", dst=str(ip))[0]
+    except NetlinkError:   # unreachable: no network of the host's
+        return None
+    if found["type"] == RTN_LOCAL and not any(
+            m.get_attr("IFA_ADDRESS") == str(ip) for m in ipr.get_addr(index=tun)):
+        return "a local address of this host (a local route)"
+    return None
+
+
+def _gateways(r: Any) -> set[IPv4Address | IPv6Address]:
+    """A route's next hops (RTA_GATEWAY, and each of a multipath route's)."""
+    hops = [r, *(r.get_attr("RTA_MULTIPATH") or [])]
+    return {ip_address(g) for h in hops if (g := h.get_attr("RTA_GATEWAY"))}
 
 
 def local_address_in(networks: tuple[IPNetwork, ...]) -> str | None:

@@ -2,7 +2,9 @@
 
 Each address becomes a local address of this host, so only what the engine took from the CFG_REPLY
 (one per family, none reserved or an IKE peer's: exchanges/ike_config.py) comes here, and one that
-another interface of the host already has is refused: the gateway would take over its traffic.
+another interface of the host already has is refused: the gateway would take over its traffic; so is
+one the host reaches outside the TUN (its router, an address on a LAN's link or its broadcast: as a
+local address the host's own traffic to it would never leave, Tun.address_conflict).
 
 Going down, each route that has the address as its source is re-pointed before the address goes:
 the kernel deletes an IPv4 route whose preferred source disappears, and until it came back the
@@ -42,7 +44,7 @@ class VirtualIps:
 
     def __init__(self, tun: Callable[[], Any], connection: Callable[[str], Connection | None],
                  spawn: Callable[[Coroutine[Any, Any, None]], object]) -> None:
-        # the daemon's TUN (add_address, remove_address, address_elsewhere, set_route_source, block, routes)
+        # the daemon's TUN (add_address, remove_address, address_conflict, set_route_source, block, routes)
         self._tun = tun
         self._connection = connection    # by name, as configured now (its routes get the address as source)
         self._spawn = spawn
@@ -85,10 +87,10 @@ class VirtualIps:
         async with self._vip_lock:
             for addr in addrs:
                 try:   # netlink in a thread: pyroute2's synchronous calls run an event loop of their own
-                    other = await asyncio.to_thread(tun.address_elsewhere, str(addr))
-                    if other is not None:
-                        log.error("%s: virtual IP %s refused: interface %s of this host has it (as ours the "
-                                  "gateway would take its traffic)", conn, addr, other)
+                    why = await asyncio.to_thread(tun.address_conflict, str(addr))
+                    if why is not None:
+                        log.error("%s: virtual IP %s refused: %s (as ours the host's traffic to it would stay "
+                                  "on this host)", conn, addr, why)
                         continue
                     await asyncio.to_thread(tun.add_address, str(addr))
                     self._applied.add(addr)
