@@ -37,12 +37,15 @@ class RecordingTun:
     routes: list[tuple[IPNetwork, str | None]] = field(default_factory=lambda: [(NET, None), (NET6, None)])
     elsewhere: dict[str, str] = field(default_factory=dict)   # address -> the interface that has it
     refuse_source: bool = False
+    refuse_add: set[str] = field(default_factory=set)   # addresses the kernel will not add
     calls: list[tuple[object, ...]] = field(default_factory=list)
 
-    def address_elsewhere(self, addr: str) -> str | None:
-        return self.elsewhere.get(addr)
+    def address_conflict(self, addr: str) -> str | None:
+        return f"interface {self.elsewhere[addr]} of this host has it" if addr in self.elsewhere else None
 
     def add_address(self, addr: str) -> None:
+        if addr in self.refuse_add:
+            raise OSError(17, f"adding virtual IP {addr} to TUN {self.name}: File exists")
         self.calls.append(("add", addr))
 
     def remove_address(self, addr: str) -> None:
@@ -56,6 +59,7 @@ class RecordingTun:
 
     def block(self, dst: IPNetwork, why: str) -> None:
         self.calls.append(("block", str(dst)))
+        self.routes = [r for r in self.routes if r[0] != dst]   # as Tun.block: the prohibit route replaces it
 
 
 class Conn:
@@ -133,6 +137,25 @@ def test_down_re_points_to_the_address_another_ike_sa_of_the_connection_holds() 
         h.vips.down(1)
         assert await h.settle() == [("source", str(NET), None), ("remove", "10.3.0.1")]
     run(main())
+
+
+@pytest.mark.parametrize("how", ["add refused", "another interface has it"])
+def test_down_re_points_only_to_an_address_on_the_tun(how: str) -> None:
+    """Review T F3: IKE SA 2's address never made it onto the TUN: the kernel would refuse it as the
+    route's source (the route blocked while IKE SA 2 is up), or take the LAN interface's."""
+    tun = RecordingTun(refuse_add={str(LEASE2)} if how == "add refused" else set(),
+                       elsewhere={} if how == "add refused" else {str(LEASE2): "eth0"})
+
+    async def main() -> None:
+        h = Harness(tun)
+        h.vips.up(1, up_event(LEASE))
+        await h.settle()
+        h.vips.up(2, up_event(LEASE2))
+        assert ("add", str(LEASE2)) not in await h.settle()
+        h.vips.down(1)   # IKE SA 2 (and its Child SAs) stay up
+        assert await h.settle() == [("source", str(NET), None), ("remove", "10.3.0.1")]
+    run(main())
+    assert (NET, None) in tun.routes
 
 
 def test_down_after_a_reload_removed_the_connection_still_re_points_its_route() -> None:

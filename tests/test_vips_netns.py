@@ -177,3 +177,46 @@ def test_a_stand_in_an_earlier_run_left_is_cleared_at_start(ns: str) -> None:
             return prohibits(ipr), NET in client.tun.unrouted
 
     assert inside(ns, run) == ([], False)
+
+
+def test_a_route_is_not_re_pointed_to_an_address_the_tun_never_got(ns: str) -> None:
+    """Review T F3: IKE SA 2 of the connection holds 10.3.0.2, which eth0 has (refused for the TUN);
+    IKE SA 1's address goes: the route keeps no source rather than eth0's address."""
+    subprocess.run(["ip", "netns", "exec", ns, "ip", "addr", "add", "10.3.0.2/32", "dev", "eth0"], check=True)
+
+    def run() -> list[object]:
+        client = Client()
+        asyncio.run(client.apply(lambda: client.vips.up(1, up_event(VIP))))
+        asyncio.run(client.apply(lambda: client.vips.up(2, up_event(ipaddress.IPv4Address("10.3.0.2")))))
+        asyncio.run(client.apply(lambda: client.vips.down(1)))
+        with IPRoute() as ipr:   # the route as it is set ("route get" names the source chosen anyway)
+            tun_idx = ipr.link_lookup(ifname=TUN)[0]
+            return [r.get_attr("RTA_PREFSRC") for r in ipr.route("dump", family=socket.AF_INET)
+                    if r.get_attr("RTA_DST") == str(NET.network_address) and r.get_attr("RTA_OIF") == tun_idx]
+
+    assert inside(ns, run) == [None]
+
+
+@pytest.mark.parametrize("vip", ["192.168.1.1", "192.168.1.53", "192.168.1.255", "192.168.1.0", "172.16.9.9",
+                                 "198.51.100.1"])
+def test_an_address_of_the_hosts_lan_or_router_is_not_put_on_the_tun(ns: str, vip: str) -> None:
+    """Review T F2: the default router (192.168.1.1), a LAN neighbour such as its DNS server, the LAN's
+    broadcast or network address, an on-link route's network (172.16.0.0/16 dev eth0) or a gateway of
+    the main table off the LAN (198.51.100.1, onlink): as a local address of the TUN the host's own
+    traffic to it would die while the SA is up.  10.3.0.1 (the default route's) still goes on."""
+    for cmd in ("ip route add 172.16.0.0/16 dev eth0", "ip route add 203.0.113.0/24 via 198.51.100.1 dev eth0 onlink"):
+        subprocess.run(["ip", "netns", "exec", ns, *cmd.split()], check=True)
+
+    def run() -> tuple[list[str], str, str]:
+        client = Client()
+        asyncio.run(client.apply(lambda: client.vips.up(1, up_event(ipaddress.IPv4Address(vip)))))
+        asyncio.run(client.apply(lambda: client.vips.up(2, up_event(VIP))))
+        with IPRoute() as ipr:
+            tun_idx = ipr.link_lookup(ifname=TUN)[0]
+            route = ipr.route("get", dst=vip)[0]
+            return ([str(m.get_attr("IFA_ADDRESS")) for m in ipr.get_addr(index=tun_idx)],
+                    str(route["type"]), str(route.get_attr("RTA_OIF") == tun_idx))
+
+    addresses, kind, via_tun = inside(ns, run)
+    assert addresses == [str(VIP)]
+    assert kind != "2" and via_tun == "False"   # not local: still sent out as before

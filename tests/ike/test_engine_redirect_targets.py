@@ -64,6 +64,10 @@ def client_endpoint(**kw: object) -> IkeEndpoint:
     ("10.2.0.5", "10.2.0.5 is inside remote_ts 10.2.0.0/16 of child net (IKE would go into the tunnel)"),
     (CLIENT, f"{CLIENT} is an address of this host"),
     (OTHER_LOCAL, f"{OTHER_LOCAL} is an address of this host"),
+    # IPv4-mapped (review T F4): checked as the IPv4 address they stand for
+    ("::ffff:10.2.0.5", "10.2.0.5 is inside remote_ts 10.2.0.0/16 of child net (IKE would go into the tunnel)"),
+    (f"::ffff:{CLIENT}", f"{CLIENT} is an address of this host"),
+    (f"::ffff:{OTHER_LOCAL}", f"{OTHER_LOCAL} is an address of this host"),
 ])
 def test_a_redirect_in_ike_sa_init_to_such_an_address_is_not_followed(target: str, why: str) -> None:
     client = client_endpoint()
@@ -83,11 +87,12 @@ def test_an_fqdn_resolving_only_to_such_addresses_is_not_used() -> None:
     net, _a, b = three({"redirect_to": "gw-b.example"})
     sa = net.nodes[CLIENT].initiate("rw", "net", 0.0)
     net.run(until=1.0)
-    sa.gateway_resolved("gw-b.example", ["127.0.0.1", "10.2.0.5", CLIENT, "fe80::1"], net.now)
+    sa.gateway_resolved("gw-b.example", ["127.0.0.1", "10.2.0.5", CLIENT, "fe80::1", "::ffff:10.2.0.5",
+                                         f"::ffff:{CLIENT}"], net.now)
     net.run(until=5.0)
     failed = [e for e in net.take(CLIENT) if isinstance(e, NegotiationFailed)]
     assert failed == [NegotiationFailed("rw", "REDIRECT", "gateway gw-b.example has no usable address")]
-    assert not any(s.dst[0] in ("127.0.0.1", "10.2.0.5") for s in net.log) and b.sa_count == 0
+    assert not any(s.dst[0] in ("127.0.0.1", "10.2.0.5", "::ffff:10.2.0.5") for s in net.log) and b.sa_count == 0
 
 
 def test_an_fqdn_resolving_to_such_addresses_and_a_gateway_goes_to_the_gateway() -> None:
@@ -95,6 +100,16 @@ def test_an_fqdn_resolving_to_such_addresses_and_a_gateway_goes_to_the_gateway()
     sa = net.nodes[CLIENT].initiate("rw", "net", 0.0)
     net.run(until=1.0)
     sa.gateway_resolved("gw-b.example", ["10.2.0.5", "127.0.0.1", GW_B], net.now)
+    net.run(until=5.0)
+    assert sa.state is State.ESTABLISHED and sa.remote_addr[0] == GW_B
+
+
+def test_an_fqdn_resolving_to_a_mapped_gateway_goes_to_its_ipv4_address() -> None:
+    """::ffff:a.b.c.d is checked and connected to as a.b.c.d (review T F4)."""
+    net, _a, _b = three({"redirect_to": "gw-b.example"})
+    sa = net.nodes[CLIENT].initiate("rw", "net", 0.0)
+    net.run(until=1.0)
+    sa.gateway_resolved("gw-b.example", ["::ffff:10.2.0.5", f"::ffff:{GW_B}"], net.now)
     net.run(until=5.0)
     assert sa.state is State.ESTABLISHED and sa.remote_addr[0] == GW_B
 

@@ -54,6 +54,14 @@ def test_the_compiled_siphash_is_the_reference(key: bytes, data: bytes) -> None:
     assert siphash.compiled(key, data) == siphash24_bytes(key, data)
 
 
+@pytest.mark.parametrize(("key", "data"), [(b"", b"abcdefgh"), (b"\x01", b"abcdefgh"), (bytes(8), b"abcdefgh"),
+                                         (bytes(17), b"x"), (bytearray(16), b"x"), (bytes(16), bytearray(b"x"))])
+def test_the_compiled_siphash_refuses_a_key_not_of_16_bytes(key: bytes, data: bytes) -> None:
+    """Review T F5: C reads 16 bytes through the key's pointer, past a shorter key's end."""
+    with pytest.raises(ValueError, match="SipHash takes a 16-byte key and bytes"):
+        siphash.compiled(key, data)
+
+
 def test_an_spi_carries_the_tag_for_its_address_only() -> None:
     tag = IkeSpiTag.new()
     spis = {make_ike_spi(os.urandom, tag, "198.51.100.7") for _ in range(200)}

@@ -21,7 +21,13 @@ except ImportError:   # not built: the reference SipHash does the same, slower
 
 
 def compiled(key: bytes, data: bytes) -> int:
-    """SipHash-2-4 of data under key (16 bytes: two little-endian words), in C (csrc/ikespi.c)."""
+    """SipHash-2-4 of data under key (16 bytes: two little-endian words), in C (csrc/ikespi.c).
+
+    The key goes to C as a bare pointer, which reads 16 bytes whatever it points to: anything but 16
+    bytes is refused here rather than read past its end (data goes with its length)."""
+    if type(key) is not bytes or len(key) != 16 or type(data) is not bytes:
+        what = f"{len(key)}-byte key" if type(key) is bytes else f"{type(key).__name__} key"
+        raise ValueError(f"SipHash takes a 16-byte key and bytes: a {what} and {type(data).__name__} given")
     h: int = _lib.ts_siphash24_bytes(key, data, len(data))
     return h
 

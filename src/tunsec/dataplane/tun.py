@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from typing import Any
 
 from pytun_pmd3 import TunTapDevice
@@ -185,6 +185,11 @@ class Tun:
     # prohibit route of ours holds it (fail closed) until their route is added (see block); also one
     # an earlier run left that this start could not remove, or whose TUN route is not in (clear_stale_blocks)
     unrouted: dict[IPNetwork, Unrouted] = field(default_factory=dict)
+    # held for each whole change of the TUN's routes and addresses (its netlink sequence and the lists
+    # above): a reload's thread and the virtual IPs' run at once, and remove_address's guard-delete-
+    # restore must not interleave with a route added or removed meanwhile (lost, or put back untracked).
+    # Reentrant: remove_routes unblocks under it
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     @classmethod
     def open(cls, name: str, offload: bool = True, queues: int = 1) -> Tun:
@@ -287,7 +292,7 @@ class Tun:
         """dst through the TUN; a refusal other than EPERM raises OSError naming the route, the TUN and
         the reason."""
         op = f"adding route {dst} via TUN {self.name}"
-        with _iproute() as ipr, _netlink(op):
+        with self._lock, _iproute() as ipr, _netlink(op):
             idx = ipr.link_lookup(ifname=self.name)[0]
             if _has_route(ipr, idx, dst):
                 log.info("route %s via %s exists", dst, self.name)
@@ -301,7 +306,7 @@ class Tun:
                          lambda: self._family_hint(dst))
             if len(self.unapplied) > before:
                 return
-        self.routes.append((dst, src))
+            self.routes.append((dst, src))
         log.info("route %s via %s%s", dst, self.name, f" src {src}" if src else "")
 
     def _family_hint(self, dst: IPNetwork) -> str:
@@ -325,28 +330,32 @@ class Tun:
     def block(self, dst: IPNetwork, why: str) -> None:
         """dst has no route through the TUN (why): a prohibit route keeps its traffic off the host's
         other routes (senders get EACCES / ICMP administratively prohibited) until unblock().  Raises
-        OSError if the kernel refuses that too (dst stays noted as unrouted, not blocked)."""
-        self.unrouted[dst] = Unrouted(why, blocked=False)
+        OSError if the kernel refuses that too (dst stays noted as unrouted, not blocked).  A route of
+        ours to dst is no longer listed: the prohibit route replaces it, a reload adds it again."""
         op = f"blocking {dst} (prohibit route) while TUN {self.name} has no route to it"
-        with _iproute() as ipr, _netlink(op):
-            # replace, as add_route does: a route of the host's to that very network must not win.
-            # Marked as ours (proto): a tunsec killed before it could remove it finds it at its next
-            # start (clear_stale_blocks); add_route's replace of the same network takes it over too
-            ipr.route("replace", dst=str(dst), type="prohibit", proto=RTPROT_TUNSEC)
-        self.unrouted[dst] = Unrouted(why, blocked=True)
+        with self._lock:
+            self.unrouted[dst] = Unrouted(why, blocked=False)
+            self.routes = [r for r in self.routes if r[0] != dst]
+            with _iproute() as ipr, _netlink(op):
+                # replace, as add_route does: a route of the host's to that very network must not win.
+                # Marked as ours (proto): a tunsec killed before it could remove it finds it at its next
+                # start (clear_stale_blocks); add_route's replace of the same network takes it over too
+                ipr.route("replace", dst=str(dst), type="prohibit", proto=RTPROT_TUNSEC)
+            self.unrouted[dst] = Unrouted(why, blocked=True)
         log.warning("%s: traffic to it is refused until a reload adds its route", op)
 
     def unblock(self, dst: IPNetwork) -> None:
         """dst routed through the TUN again, or no tunnel's any more: our prohibit route goes (only a
         prohibit route: the TUN route add_route put in its place stays)."""
-        gone = self.unrouted.pop(dst, None)
-        if gone is None or not gone.blocked:
-            return
-        try:
-            self._remove_prohibit(dst)
-        except OSError:
-            self.unrouted[dst] = gone   # still there: still ours, and said by `tunsec status`
-            raise
+        with self._lock:
+            gone = self.unrouted.pop(dst, None)
+            if gone is None or not gone.blocked:
+                return
+            try:
+                self._remove_prohibit(dst)
+            except OSError:
+                self.unrouted[dst] = gone   # still there: still ours, and said by `tunsec status`
+                raise
         log.info("prohibit route of %s removed", dst)
 
     def clear_stale_blocks(self, wanted: set[IPNetwork]) -> None:
@@ -356,6 +365,10 @@ class Tun:
         not say why); one whose network is wanted but still blocked (its TUN route replaces it when
         it goes in: this one did not) holds its traffic and is listed, as a refused route's is.  A
         failure is logged and the route listed: start-up goes on."""
+        with self._lock:
+            self._clear_stale_blocks(wanted)
+
+    def _clear_stale_blocks(self, wanted: set[IPNetwork]) -> None:
         try:
             with _iproute() as ipr, _netlink("listing prohibit routes"):
                 found = [(_network(r), r) for family in (socket.AF_INET, socket.AF_INET6)
@@ -393,10 +406,10 @@ class Tun:
         """One of our routes off the TUN (a reload removed or changed its tunnel); a route that is not
         ours is left alone.  Without CAP_NET_ADMIN it stays (still ours: removed at exit if it can be)
         and the command for root is in unapplied."""
-        if not any(r[0] == dst for r in self.routes):
-            return
         op = f"removing route {dst} from TUN {self.name}"
-        with _iproute() as ipr, _netlink(op):
+        with self._lock, _iproute() as ipr, _netlink(op):
+            if not any(r[0] == dst for r in self.routes):
+                return
             links = ipr.link_lookup(ifname=self.name)
             before = len(self.unapplied)
             try:
@@ -408,7 +421,7 @@ class Tun:
                     raise
             if len(self.unapplied) > before:
                 return
-        self.routes = [r for r in self.routes if r[0] != dst]
+            self.routes = [r for r in self.routes if r[0] != dst]
         log.info("route %s via %s removed", dst, self.name)
 
     def add_address(self, addr: str) -> None:
@@ -416,7 +429,7 @@ class Tun:
 
         Runs at any time after start-up: the control process keeps CAP_NET_ADMIN for it
         (privilege.give_up_control, ``vips``). Raises OSError with the kernel's reason."""
-        with _iproute() as ipr, _netlink(f"adding virtual IP {addr} to TUN {self.name}"):
+        with self._lock, _iproute() as ipr, _netlink(f"adding virtual IP {addr} to TUN {self.name}"):
             idx = ipr.link_lookup(ifname=self.name)[0]
             ip = ip_address(addr)
             prefix = 32 if ip.version == 4 else 128
@@ -437,6 +450,19 @@ class Tun:
                     return str(links[0].get_attr("IFLA_IFNAME")) if links else f"#{msg['index']}"
         return None
 
+    def address_conflict(self, addr: str) -> str | None:
+        """Why ``addr`` may not be a virtual IP on the TUN, or None.  As a local address of this host it
+        would take the traffic the host sends to it: another interface's address, the host's router
+        (a gateway of the main table), an address of a network on another interface's link (the
+        router, a DNS server, a neighbour; its broadcast), a local route's."""
+        other = self.address_elsewhere(addr)
+        if other is not None:
+            return f"interface {other} of this host has it"
+        ip = ip_address(addr)
+        with _iproute() as ipr, _netlink(f"looking up the routes of this host for virtual IP {addr}"):
+            tun = ipr.link_lookup(ifname=self.name)
+            return _lan_role(ipr, ip, tun[0] if tun else -1)
+
     def remove_address(self, addr: str) -> None:
         """A virtual IP off the TUN, our routes kept.  The kernel deletes the IPv4 routes whose source
         it was and, with the TUN's last IPv4 address, every IPv4 route through it: those are backed
@@ -444,37 +470,49 @@ class Tun:
         by the host's other routes in clear), then put back without that source.  A route the kernel
         will not take back stays blocked by it, until a reload adds the route (unrouted)."""
         ip = ip_address(addr)
-        with _iproute() as ipr, _netlink(f"removing virtual IP {addr} from TUN {self.name}"):
+        with self._lock, _iproute() as ipr, _netlink(f"removing virtual IP {addr} from TUN {self.name}"):
             links = ipr.link_lookup(ifname=self.name)
             have = [str(m.get_attr("IFA_ADDRESS")) for m in ipr.get_addr(index=links[0])] if links else []
             if str(ip) not in have:
                 return
             last = ip.version == 4 and not any(ip_address(a).version == 4 and a != str(ip) for a in have)
-            guarded = [(d, s) for d, s in self.routes if d.version == 4 and (last or s == str(ip))]
-            for dst, _src in guarded:   # before the address goes: a failure here leaves it in place
+            guarded = [d for d, _s in self._lost_with(str(ip), last)]
+            for dst in guarded:   # before the address goes: a failure here leaves it in place
                 ipr.route("replace", dst=str(dst), type="prohibit", priority=_GUARD_PRIORITY, proto=RTPROT_TUNSEC)
             try:
                 ipr.addr("del", index=links[0], address=str(ip), prefixlen=32 if ip.version == 4 else 128)
             finally:
-                self._restore(ipr, links[0], guarded, str(ip))
+                self._restore(ipr, links[0], guarded, str(ip), last)
         log.info("virtual IP %s removed from %s", addr, self.name)
 
-    def _restore(self, ipr: Any, idx: int, guarded: Sequence[tuple[IPNetwork, str | None]], gone: str) -> None:
-        """The routes remove_address guarded back on the TUN, each guard then removed."""
-        for dst, src in guarded:
+    def _lost_with(self, gone: str, last: bool) -> list[tuple[IPNetwork, str | None]]:
+        """Our routes the kernel deletes with address gone: the IPv4 ones whose source it is, and with
+        the TUN's last IPv4 address every IPv4 one."""
+        return [(d, s) for d, s in self.routes if d.version == 4 and (last or s == gone)]
+
+    def _restore(self, ipr: Any, idx: int, guarded: Sequence[IPNetwork], gone: str, last: bool) -> None:
+        """The routes the address took with it back on the TUN, as self.routes lists them now (not as
+        guarded: one removed meanwhile stays off, one added meanwhile comes back); then the guards go,
+        but for a route the kernel will not take back: its guard stays as its block."""
+        failed: set[IPNetwork] = set()
+        for dst, src in self._lost_with(gone, last):
             kept = src if src and src != gone else None
             kw: dict[str, object] = {"dst": str(dst), "oif": idx}
             if kept:
                 kw["prefsrc"] = kept
             try:
                 ipr.route("replace", **kw)
-            except NetlinkError as exc:   # the guard stays as its block; a reload adds the route
+            except NetlinkError as exc:   # a reload adds the route
                 why = f"route {dst} via TUN {self.name} lost with virtual IP {gone}: {_reason(exc)}"
-                self.unrouted[dst] = Unrouted(why, blocked=True)
+                self.unrouted[dst] = Unrouted(why, blocked=dst in guarded)
                 self.routes = [r for r in self.routes if r[0] != dst]
+                failed.add(dst)
                 log.error("%s; its traffic is refused (prohibit route) until a reload adds the route", why)
                 continue
             self.routes = [(d, kept if d == dst else s) for d, s in self.routes]
+        for dst in guarded:
+            if dst in failed:
+                continue
             try:
                 ipr.route("del", dst=str(dst), type="prohibit", priority=_GUARD_PRIORITY)
             except NetlinkError as exc:   # harmless: the TUN route is preferred; said, not raised
@@ -484,14 +522,15 @@ class Tun:
         """Give one of our routes a preferred source (a virtual IP) or none; others' routes are left alone.
 
         The kernel drops an IPv4 route whose source address goes away, so it is put back without one."""
-        if not any(r[0] == dst for r in self.routes):
-            return
         kw: dict[str, object] = {"dst": str(dst)}
         if src:
             kw["prefsrc"] = src
-        with _iproute() as ipr, _netlink(f"setting source {src or 'none'} on route {dst} via TUN {self.name}"):
-            ipr.route("replace", oif=ipr.link_lookup(ifname=self.name)[0], **kw)
-        self.routes = [(d, src if d == dst else s) for d, s in self.routes]
+        with self._lock:
+            if not any(r[0] == dst for r in self.routes):
+                return
+            with _iproute() as ipr, _netlink(f"setting source {src or 'none'} on route {dst} via TUN {self.name}"):
+                ipr.route("replace", oif=ipr.link_lookup(ifname=self.name)[0], **kw)
+            self.routes = [(d, src if d == dst else s) for d, s in self.routes]
         log.info("route %s via %s%s", dst, self.name, f" src {src}" if src else "")
 
     def report_unapplied(self, config_path: str) -> None:
@@ -507,6 +546,10 @@ class Tun:
                     config_path, _me())
 
     def remove_routes(self) -> None:
+        with self._lock:
+            self._remove_routes()
+
+    def _remove_routes(self) -> None:
         for dst in list(self.unrouted):   # not the TUN's: they outlive it
             try:
                 self.unblock(dst)
@@ -654,6 +697,42 @@ def _has_route(ipr: Any, idx: int, dst: IPNetwork) -> bool:
 def _same_dst(r: Any, dst: IPNetwork) -> bool:
     have = r.get_attr("RTA_DST")
     return have is not None and r["dst_len"] == dst.prefixlen and ip_address(have) == dst.network_address
+
+
+RTN_LOCAL = 2   # linux/rtnetlink.h
+RT_SCOPE_LINK = 253
+
+
+def _lan_role(ipr: Any, ip: IPv4Address | IPv6Address, tun: int) -> str | None:
+    """What ``ip`` is to this host outside the TUN (index tun): see Tun.address_conflict."""
+    family = socket.AF_INET if ip.version == 4 else socket.AF_INET6
+    main = [r for r in ipr.route("dump", family=family) if r.get_attr("RTA_TABLE", r["table"]) == RT_TABLE_MAIN]
+    if any(ip in _gateways(r) for r in main):
+        return "a router of this host (a gateway of its main routing table)"
+    on_link = [(ip_network(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}", strict=False), a["index"])
+               for a in ipr.get_addr(family=family) if a["index"] != tun and a.get_attr("IFA_ADDRESS")]
+    # on-link routes to other interfaces too (not a default route through a VPN device)
+    on_link += [(_network(r), r.get_attr("RTA_OIF")) for r in main
+                if r["scope"] == RT_SCOPE_LINK and r["dst_len"] and r.get_attr("RTA_OIF") not in (tun, None)]
+    for net, idx in on_link:
+        if ip in net:
+            links = ipr.get_links(idx)
+            name = links[0].get_attr("IFLA_IFNAME") if links else f"#{idx}"
+            return f"an address of network {net} on the link of interface {name} (a neighbour, a server, its broadcast)"
+    try:
+        found = ipr.route("get", dst=str(ip))[0]
+    except NetlinkError:   # unreachable: no network of the host's
+        return None
+    if found["type"] == RTN_LOCAL and not any(
+            m.get_attr("IFA_ADDRESS") == str(ip) for m in ipr.get_addr(index=tun)):
+        return "a local address of this host (a local route)"
+    return None
+
+
+def _gateways(r: Any) -> set[IPv4Address | IPv6Address]:
+    """A route's next hops (RTA_GATEWAY, and each of a multipath route's)."""
+    hops = [r, *(r.get_attr("RTA_MULTIPATH") or [])]
+    return {ip_address(g) for h in hops if (g := h.get_attr("RTA_GATEWAY"))}
 
 
 def local_address_in(networks: tuple[IPNetwork, ...]) -> str | None:

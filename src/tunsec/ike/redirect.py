@@ -113,10 +113,21 @@ def decode_redirect(data: bytes) -> Redirect:
         raise RedirectError(f"REDIRECT gateway identity type {kind} is unknown")
     if length != expected:
         raise RedirectError(f"REDIRECT gateway identity of type {kind} has length {length}, not {expected}")
-    address = ipaddress.ip_address(ident)
+    address = unmapped(ipaddress.ip_address(ident))
     if not usable_gateway(str(address)):
         raise RedirectError(f"REDIRECT names {address}, which is no gateway")
     return Redirect(str(address), data[2 + length :])
+
+
+def unmapped(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """The IPv4 address an IPv4-mapped one (::ffff:a.b.c.d) stands for, else ip: the form every check
+    compares (a peer writing a.b.c.d so would pass the own-address and remote_ts checks)."""
+    return ip.ipv4_mapped if ip.version == 6 and ip.ipv4_mapped is not None else ip
+
+
+def canonical_gateway(address: str) -> str:
+    """A usable gateway address (an FQDN's result) as it is checked and connected to: unmapped."""
+    return str(unmapped(ipaddress.ip_address(address)))
 
 
 def usable_gateway(address: str) -> bool:
@@ -124,11 +135,9 @@ def usable_gateway(address: str) -> bool:
     multicast, loopback (a local service would get our IKE), broadcast or otherwise reserved, nor
     link-local (a redirect carries no interface to scope it with)."""
     try:
-        ip = ipaddress.ip_address(address)
+        ip = unmapped(ipaddress.ip_address(address))
     except ValueError:
         return False
-    if ip.version == 6 and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
     return not (ip.is_unspecified or ip.is_multicast or ip.is_loopback or ip.is_link_local or ip.is_reserved
                 or (ip.version == 4 and ip in _THIS_NETWORK))
 
@@ -140,7 +149,7 @@ def refused_target(st: IkeSaState, address: str) -> str | None:
     would be sent into the tunnel it is to set up."""
     if not usable_gateway(address):
         return f"{address} is no gateway address (unspecified, multicast, loopback, broadcast, reserved or link-local)"
-    ip = ipaddress.ip_address(address)
+    ip = unmapped(ipaddress.ip_address(address))
     local = st.local_addr[0] if st.local_addr is not None else None
     if (local is not None and _same(ip, local)) or (st.address_role is not None and st.address_role(ip) == "own"):
         return f"{address} is an address of this host"
@@ -162,6 +171,6 @@ def not_followed(st: IkeSaState, redirect: Redirect) -> str | None:
 
 def _same(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, text: str) -> bool:
     try:
-        return ip == ipaddress.ip_address(text)
+        return ip == unmapped(ipaddress.ip_address(text))
     except ValueError:
         return False

@@ -89,7 +89,7 @@ from .message import (
     decode_message,
 )
 from .proposals import describe_all
-from .redirect import RESOLVE_TIMEOUT, refused_target
+from .redirect import RESOLVE_TIMEOUT, canonical_gateway, refused_target
 from .sa_requester import _Pending
 from .sa_responder import _Answered, _Waiting
 from .sa_successor import REKEYED_LINGER
@@ -647,7 +647,7 @@ class IkeSa:
         if st.resolving != gateway or self._state == State.CLOSED:
             return  # an answer for a lookup we no longer wait for
         self._now = now
-        usable = [a for a in addresses if refused_target(st, a) is None]
+        usable = [canonical_gateway(a) for a in addresses if refused_target(st, a) is None]
         if not usable:
             self._resolve_failed(f"gateway {gateway} has no usable address")
             return

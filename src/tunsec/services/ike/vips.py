@@ -2,7 +2,9 @@
 
 Each address becomes a local address of this host, so only what the engine took from the CFG_REPLY
 (one per family, none reserved or an IKE peer's: exchanges/ike_config.py) comes here, and one that
-another interface of the host already has is refused: the gateway would take over its traffic.
+another interface of the host already has is refused: the gateway would take over its traffic; so is
+one the host reaches outside the TUN (its router, an address on a LAN's link or its broadcast: as a
+local address the host's own traffic to it would never leave, Tun.address_conflict).
 
 Going down, each route that has the address as its source is re-pointed before the address goes:
 the kernel deletes an IPv4 route whose preferred source disappears, and until it came back the
@@ -42,12 +44,15 @@ class VirtualIps:
 
     def __init__(self, tun: Callable[[], Any], connection: Callable[[str], Connection | None],
                  spawn: Callable[[Coroutine[Any, Any, None]], object]) -> None:
-        # the daemon's TUN (add_address, remove_address, address_elsewhere, set_route_source, block, routes)
+        # the daemon's TUN (add_address, remove_address, address_conflict, set_route_source, block, routes)
         self._tun = tun
         self._connection = connection    # by name, as configured now (its routes get the address as source)
         self._spawn = spawn
         self._vips: dict[int, tuple[str, tuple[IPAddress, ...]]] = {}   # IKE SA handle -> (connection, ours)
         self._vip_refs: collections.Counter[IPAddress] = collections.Counter()   # IKE SAs using each address
+        # the addresses on the TUN now (added, not yet removed): only these may be a route's source (the
+        # kernel refuses another; one refused as another interface's would give the route the LAN's)
+        self._applied: set[IPAddress] = set()
         self._vip_lock = asyncio.Lock()     # netlink changes in the order the engine reported them
 
     def up(self, handle: int, ev: IkeSaUp) -> None:
@@ -82,12 +87,13 @@ class VirtualIps:
         async with self._vip_lock:
             for addr in addrs:
                 try:   # netlink in a thread: pyroute2's synchronous calls run an event loop of their own
-                    other = await asyncio.to_thread(tun.address_elsewhere, str(addr))
-                    if other is not None:
-                        log.error("%s: virtual IP %s refused: interface %s of this host has it (as ours the "
-                                  "gateway would take its traffic)", conn, addr, other)
+                    why = await asyncio.to_thread(tun.address_conflict, str(addr))
+                    if why is not None:
+                        log.error("%s: virtual IP %s refused: %s (as ours the host's traffic to it would stay "
+                                  "on this host)", conn, addr, why)
                         continue
                     await asyncio.to_thread(tun.add_address, str(addr))
+                    self._applied.add(addr)
                     for net in (n for n in nets if n.version == addr.version):
                         await asyncio.to_thread(tun.set_route_source, net, str(addr))
                 except OSError as err:   # tun.py's: what was refused (address, route, TUN), why, what to do
@@ -102,6 +108,7 @@ class VirtualIps:
             return
         async with self._vip_lock:
             for addr in addrs:
+                self._applied.discard(addr)   # going: no route is re-pointed to it
                 try:
                     # the routes that have it as source, as the TUN has them (a reload may have removed
                     # the connection, whose routes still name it)
@@ -116,17 +123,17 @@ class VirtualIps:
 
     async def _repoint(self, tun: Any, conn: str, net: IPNetwork, addr: IPAddress) -> None:
         """``net``'s route off ``addr``: to another virtual IP of the family an IKE SA of ``conn``
-        holds, else without a source; if the kernel refuses, net is blocked until a reload adds it."""
+        holds and that is on the TUN, else without a source; if the kernel refuses, net is blocked
+        until a reload adds it."""
         held = [a for name, ours in self._vips.values() if name == conn for a in ours
-                if a.version == addr.version and a != addr]
+                if a.version == addr.version and a != addr and a in self._applied]
         src = str(held[0]) if held else None
         try:
             await asyncio.to_thread(tun.set_route_source, net, src)
             return
         except OSError as err:
             why = f"route {net} kept virtual IP {addr} as its source: {err.strerror or err}"
-        tun.routes = [r for r in tun.routes if r[0] != net]   # not ours any more: a reload adds it again
-        try:
+        try:   # the prohibit route takes the TUN route's place (and Tun.routes' entry): a reload adds it again
             await asyncio.to_thread(tun.block, net, why)
             log.error("%s: %s; its traffic is refused (prohibit route) until a reload adds the route", conn, why)
         except OSError as err:
