@@ -36,8 +36,8 @@ from tunsec.radius.usage import ChildRef, Usage
 from tunsec.services.ike import INBOUND_LINGER, installs, radius_edge
 from tunsec.services.ike.state import ChildState, Lineage
 
-# the SpiPool of a service stub: every inbound SPI is the current worker's (installs._delete_sa asks)
-_CURRENT_WORKER = types.SimpleNamespace(issued=lambda spi: True)
+# the SpiPool of a service stub: every inbound SPI and lineage is the current worker's (installs._delete_sa asks)
+_CURRENT_WORKER = types.SimpleNamespace(issued=lambda spi: True, generation=0)   # Lineage.worker's default
 
 
 def usage(record: dict[str, int]) -> tuple[int, int, int, int]:
@@ -378,7 +378,7 @@ def test_a_lingering_inbound_sa_deleted_as_its_lineage_ends_counts_to_its_last_p
         acct.deleted(spi, Direction.OUT, None)   # (its outbound SA was never ADDed: none to count)
         arrive(2)   # in flight
         timer = asyncio.get_running_loop().call_later(INBOUND_LINGER, lambda: None)
-        lineage = Lineage(1, set())
+        lineage = Lineage(1, members=set())
         lineage.lingering = {spi: (7, timer)}
         service = types.SimpleNamespace(accounting=acct, _unlater=lambda t: t.cancel(), worker=lambda: w,
                                         spi_pool=_CURRENT_WORKER, _lingering={})
@@ -419,7 +419,7 @@ def test_a_child_sa_whose_outbound_sa_was_never_added_is_carried_when_its_inboun
         acct = Accounting(settings(port), w.dump, lambda key: [])
         acct.start("ike-1", "alice", STATION, [])
         state = ChildState(1, 7, "gw", "net", 1, spi, 0x0A000001, client, me, "aes128gcm16", False, (), (),
-                           Lineage(1, {1}), Child("net", ChildConfig("net")))
+                           Lineage(1, members={1}), Child("net", ChildConfig("net")))
         assert not state.out_installed
         acct.child_down("ike-1", ChildRef(state.spi_in, state.spi_out, state.remote))
         acct.stop("ike-1", Cause.USER_REQUEST)
