@@ -702,8 +702,8 @@ class IkeEndpoint:
         """strongSwan's has_contact, asked before an initiator's INITIAL_CONTACT: an established IKE
         SA (ours or the peer's) with the same identities, in the same address family."""
         family = ipaddress.ip_address(st.remote_addr[0]).version
-        return any(sa.state is State.ESTABLISHED and sa.peer_id is not None
-                   and sa.config.local.id == st.config.local.id and identity_allowed(st.config.remote.id, sa.peer_id)
+        return any(sa.state is State.ESTABLISHED and (sent := sa.peer_sent_id) is not None
+                   and sa.config.local.id == st.config.local.id and identity_allowed(st.config.remote.id, sent)
                    and ipaddress.ip_address(sa.remote_addr[0]).version == family
                    for sa in self._sas.values())
 
