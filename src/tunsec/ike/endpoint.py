@@ -628,7 +628,7 @@ class IkeEndpoint:
         if successor is not None:  # a rekeyed IKE SA, or one redirected in IKE_AUTH: route its new SPI
             self._register(successor)
             self._index_peer(successor)
-            self._ike_sa_counts.succeed(spi, successor.local_spi)   # a lineage counts once
+            self._ike_sa_counts.succeed(spi, successor.local_spi, successor.state is State.REKEYED)
         if spi in self._half_open and not sa.is_half_open:
             record = self._half_open.pop(spi)
             if not sa.is_closed:

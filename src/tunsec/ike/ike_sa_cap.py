@@ -6,7 +6,7 @@ SA, this bounds the IKE SAs of one identity in one connection, so that one authe
 cannot take these from the others (strongSwan has no such limit).
 
 - A lineage counts once: an IKE rekey's successor takes its predecessor's place at once (the old
-  SA lingers until its DELETE is answered, uncounted).
+  SA lingers until its DELETE is answered, uncounted); a rekey collision's redundant SA takes none.
 - An unproven identity (eap-radius without a User-Name in the Access-Accept, ``Identity.tag``) is
   one IKE SA's alone, so it counts under its name and the source it came from (an IPv4 address, an
   IPv6 /64: dos_source.source_key, as the unproven leases), apart from the proven identity of that
@@ -73,8 +73,13 @@ class IkeSaCounts:
         if key[2] is not None:
             self._unproven_of[(name, key[2])] = self._unproven_of.get((name, key[2]), 0) + 1
 
-    def succeed(self, old: bytes, new: bytes) -> None:
-        """``new`` replaces ``old`` (an IKE rekey): the lineage stays one, under ``old``'s key."""
+    def succeed(self, old: bytes, new: bytes, redundant: bool = False) -> None:
+        """``new`` replaces ``old`` (an IKE rekey): the lineage stays one, under ``old``'s key.
+        ``redundant``: ``new`` is a rekey collision's loser (RFC 7296 §2.8.2), handed out as the
+        survivor ``old``'s successor only so that its SPI is routed until its DELETE: it replaces
+        nothing, and ``old`` keeps the place (else the survivor went uncounted once it was deleted)."""
+        if redundant:
+            return
         key = self._key_of.pop(old, None)
         if key is None or new in self._key_of:
             if key is not None:
