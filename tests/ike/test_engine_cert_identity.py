@@ -151,3 +151,4 @@ def test_a_certificate_without_subject_is_known_by_its_key_id() -> None:
     cert = _issue(make_ca(kind="ecdsa"), x509.Name([]), "nameless.example")
     spki = cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
     assert certified_identity(cert) == Identity(IdType.KEY_ID, hashlib.sha1(spki_key_bits(spki)).digest())
+

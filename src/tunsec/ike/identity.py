@@ -316,12 +316,17 @@ def certified_identity(cert: x509.Certificate) -> Identity:
     virtual IP each).  So the gateway knows the peer by its subject DN, each value in the string type
     tunsec writes a configured DN in (equal, byte for byte, to that DN: ``remote.id`` as written
     names it); by the SHA-1 of its public key (the key id strongSwan's ``pki --keyid`` shows first)
-    if the subject is empty, as a certificate that names its holder in subjectAltNames only may be."""
-    if not cert.subject.rdns:
-        spki = cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-        return Identity(IdType.KEY_ID, hashlib.sha1(spki_key_bits(spki)).digest())
-    rdns = [x509.RelativeDistinguishedName([_canonical_attr(a) for a in rdn]) for rdn in cert.subject.rdns]
-    return Identity.from_name(x509.Name(rdns))
+    if the subject is empty, as a certificate that names its holder in subjectAltNames only may be.
+    IdentityError if the subject does not parse (cryptography reads it lazily)."""
+    try:
+        subject = cert.subject
+        if not subject.rdns:
+            spki = cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+            return Identity(IdType.KEY_ID, hashlib.sha1(spki_key_bits(spki)).digest())
+        rdns = [x509.RelativeDistinguishedName([_canonical_attr(a) for a in rdn]) for rdn in subject.rdns]
+        return Identity.from_name(x509.Name(rdns))
+    except ValueError as exc:   # (also an RDN with an attribute twice, which cryptography refuses)
+        raise IdentityError(f"certificate subject unusable: {exc}") from None
 
 
 def _canonical_attr(attr: x509.NameAttribute[str | bytes]) -> x509.NameAttribute[str | bytes]:

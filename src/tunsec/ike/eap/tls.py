@@ -355,7 +355,10 @@ class EapTlsAuthenticator:
             verify_peer([leaf, *rest], self.creds.cas, self.now(), self.peer_identity)
         except AuthError as exc:
             return f"client certificate refused: {exc}"
-        self._proven = certified_identity(leaf)
+        try:
+            self._proven = certified_identity(leaf)
+        except IdentityError as exc:
+            return f"client certificate refused: {exc}"
         return None
 
     def _succeed(self) -> tuple[bytes, EapResult]:

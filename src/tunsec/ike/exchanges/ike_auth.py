@@ -124,7 +124,10 @@ def _verify_peer(st: IkeSaState, payloads: Sequence[Payload], peer_id_payload: I
         key = verify_peer(chain, remote.cas, st.wall_clock(), peer_id)
         verify_signature(key, octets, auth)
         # one certificate, one peer, whichever of its identities it sent (certified_identity)
-        proven = certified_identity(chain[0])
+        try:
+            proven = certified_identity(chain[0])
+        except IdentityError as exc:
+            raise AuthError(str(exc)) from None
         if proven != peer_id:
             if proven.type != peer_id.type or not dn_equal(proven.data, peer_id.data):   # not a mere re-encoding
                 log.info("%s: peer sent identity %s, known by its certificate as %s", st.name, peer_id, proven)
