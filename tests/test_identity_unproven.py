@@ -104,21 +104,23 @@ def wide() -> AddressPools:
 
 def test_unproven_peers_of_one_name_cannot_take_the_pool() -> None:
     """One user whose tunnelled method names nobody opens IKE SAs: each is a peer of its own, but
-    they hold at most UNPROVEN_PER_NAME leases; bob gets his address back, alice a new one."""
+    they hold at most UNPROVEN_PER_NAME leases of the name from one source; bob gets his address
+    back, alice a new one, and an unproven client of that name elsewhere one of its own."""
     pools = wide()
     bob = Identity.of_user(b"bob")
     bobs = pools.acquire(["v4"], bob, 4) or _no()
     pools.release(bobs, bob)
     mallory = Identity.of_user(b"mallory")
     peers = [mallory.unproven() for _ in range(14)]
-    held = [pools.acquire(["v4"], peer, 4, f"192.0.2.{i}") for i, peer in enumerate(peers)]
+    held = [pools.acquire(["v4"], peer, 4, "192.0.2.9") for peer in peers]
     assert sum(lease is not None for lease in held) == UNPROVEN_PER_NAME == 2
     assert pools.acquire(["v4"], bob, 4) == bobs
     assert pools.acquire(["v4"], Identity.of_user(b"alice"), 4) is not None
-    assert pools.acquire(["v6"], peers[5], 6, "192.0.2.5") is not None   # the other family counts apart
+    assert pools.acquire(["v6"], peers[5], 6, "192.0.2.9") is not None   # the other family counts apart
+    assert pools.acquire(["v4"], mallory.unproven(), 4, "2001:db8:1:2::9") is not None   # another source
     pools.release(held[0] or _no(), peers[0])           # one goes: another IKE SA of the name gets one
-    assert pools.acquire(["v4"], peers[13], 4, "192.0.2.13") is not None
-    assert pools.acquire(["v4"], peers[12], 4, "192.0.2.12") is None
+    assert pools.acquire(["v4"], peers[13], 4, "192.0.2.9") is not None
+    assert pools.acquire(["v4"], peers[12], 4, "192.0.2.9") is None
 
 
 def test_unproven_peers_from_one_address_cannot_take_the_pool_under_many_names() -> None:
@@ -139,8 +141,8 @@ def test_an_unproven_peer_asking_again_is_counted_once() -> None:
     one, two, three = ALICE.unproven(), ALICE.unproven(), ALICE.unproven()
     first = pools.acquire(["v4"], one, 4, "192.0.2.1")
     assert first is not None and pools.acquire(["v4"], one, 4, "192.0.2.1") == first
-    assert pools.acquire(["v4"], two, 4, "192.0.2.2") is not None
-    assert pools.acquire(["v4"], three, 4, "192.0.2.3") is None
+    assert pools.acquire(["v4"], two, 4, "192.0.2.1") is not None
+    assert pools.acquire(["v4"], three, 4, "192.0.2.1") is None
 
 
 def test_a_dae_user_name_names_unproven_sessions_by_their_name() -> None:

@@ -17,9 +17,11 @@ from test_engine_eap_relay import MschapBackend, relay
 from tunsec.ike.endpoint import DosLimits, IkeEndpoint
 from tunsec.ike.events import AuthFailed, ChildSaUp, IkeSaLimit, IkeSaRekeyed, IkeSaUp
 from tunsec.ike.identity import Identity
-from tunsec.ike.ike_sa_cap import IkeSaCounts
+from tunsec.ike.ike_sa_cap import UNPROVEN_NAMES_PER_SOURCE, IkeSaCounts
 from tunsec.ike.sa import State
 from tunsec.ike.testing import Network
+
+X, Y = "192.0.2.66", "192.0.2.77"   # two sources of unproven clients
 
 
 def capped(limit: int) -> tuple[Network, IkeEndpoint, IkeEndpoint]:
@@ -96,31 +98,48 @@ def test_initial_contact_replaces_the_identitys_ike_sas_instead_of_being_refused
     assert sa.remote_addr[0] == "192.0.2.9"
 
 
-def test_unproven_names_count_under_the_name_apart_from_the_proven_identity() -> None:
+def test_unproven_names_count_under_the_name_and_source_apart_from_the_proven_identity() -> None:
     counts = IkeSaCounts()
     alice = Identity.of_user(b"alice")
     for spi in (b"1", b"2"):
-        counts.add(spi, "rw", alice.unproven())
-    assert counts.held("rw", alice.unproven()) == 2 and counts.held("rw", alice) == 0
-    counts.add(b"3", "rw", alice)
+        counts.add(spi, "rw", alice.unproven(), X)
+    assert counts.held("rw", alice.unproven(), X) == 2 and counts.held("rw", alice) == 0
+    assert counts.held("rw", alice.unproven(), Y) == 0
+    counts.add(b"3", "rw", alice, X)
     counts.succeed(b"1", b"4")     # a rekey: the same lineage
-    assert counts.held("rw", alice.unproven()) == 2 and counts.held("rw", alice) == 1
+    assert counts.held("rw", alice.unproven(), X) == 2 and counts.held("rw", alice) == 1
     counts.remove(b"4")
     counts.remove(b"4")
-    assert counts.held("rw", alice.unproven()) == 1 and counts.held("other", alice) == 0
+    assert counts.held("rw", alice.unproven(), X) == 1 and counts.held("other", alice) == 0
+
+
+def test_unproven_ike_sas_of_one_source_under_many_names_are_bounded_together() -> None:
+    """A spray of names from one source: at most UNPROVEN_NAMES_PER_SOURCE allowances together
+    (an IPv6 source by its /64); a proven identity there, and another source, are not held back."""
+    counts = IkeSaCounts()
+    limit = 2
+    for i in range(limit * UNPROVEN_NAMES_PER_SOURCE):
+        name = Identity.of_user(b"m%d" % (i // limit)).unproven()
+        assert counts.over("rw", name, f"2001:db8:1:2::{i + 1}", limit) is None
+        counts.add(b"%d" % i, "rw", name, f"2001:db8:1:2::{i + 1}")
+    fresh = Identity.of_user(b"fresh").unproven()
+    assert counts.over("rw", fresh, "2001:db8:1:2::99", limit) == (8, 8)
+    assert counts.over("rw", fresh, "2001:db8:1:3::1", limit) is None
+    assert counts.over("rw", Identity.of_user(b"carol"), "2001:db8:1:2::99", limit) is None
+    counts.remove(b"0")
+    assert counts.over("rw", fresh, "2001:db8:1:2::99", limit) is None
 
 
 def test_unproven_ike_sas_of_one_name_are_refused_beyond_the_limit_and_alice_still_gets_in() -> None:
     """Mallory answers PEAP with "alice" and the server names nobody: her IKE SAs count under
-    "alice" unproven; the real alice, proven, has her own allowance."""
+    "alice" unproven from her address; the real alice, proven, has her own allowance."""
     net = Network()
     gw, _ = pool_gateway(net)
     gw.set_configs([dataclasses.replace(next(iter(gw._configs.values())), max_ike_sas=2)])
     mallory = MschapBackend({b"alice": "Mallory-pw"}, users={b"alice": None})
-    for i in range(2):
-        addr = f"192.0.2.{20 + i}"
-        log_in(net, gw, addr, road_warrior(b"Mallory-pw", addr, initial_contact=False), mallory)
-    node = net.add(C, IkeEndpoint([road_warrior(b"Mallory-pw", C, initial_contact=False)]))
+    for _ in range(2):
+        log_in(net, gw, C, road_warrior(b"Mallory-pw", C, initial_contact=False), mallory)
+    node = net.nodes[C]
     node.initiate("rw", "net", net.now)
     relay(net, gw, mallory, until=net.now + 20.0)
     later = net.take(B)
@@ -148,9 +167,26 @@ def test_unproven_ike_sas_of_one_name_get_at_most_two_leases() -> None:
     net = Network()
     gw, pools = pool_gateway(net)
     mallory = MschapBackend({b"alice": "Mallory-pw"}, users={b"alice": None})
-    ups = []
-    for i in range(3):
-        addr = f"192.0.2.{20 + i}"
-        ups.append(log_in(net, gw, addr, road_warrior(b"Mallory-pw", addr, initial_contact=False), mallory))
+    ups = [log_in(net, gw, X, road_warrior(b"Mallory-pw", X, initial_contact=False), mallory) for _ in range(3)]
     assert [len(up.peer_vips) for up in ups] == [1, 1, 0]
     assert sum(lease.online for lease in pools.leases()) == 2
+
+
+def test_unproven_ike_sas_count_by_name_and_source_so_one_client_locks_no_name_out() -> None:
+    """Mallory (her own RADIUS credentials, outer identity "alice", the server names nobody) holds
+    all the IKE SAs "alice" may from her address X; an unproven "alice" from Y still comes up
+    with a virtual IP; Mallory's next one from X is refused."""
+    net = Network()
+    gw, pools = pool_gateway(net)
+    mallory = MschapBackend({b"alice": "Mallory-pw"}, users={b"alice": None})
+    limit = next(iter(gw._configs.values())).max_ike_sas
+    ups = [log_in(net, gw, X, road_warrior(b"Mallory-pw", X, initial_contact=False), mallory) for _ in range(limit)]
+    assert limit == 8 and sum(bool(up.peer_vips) for up in ups) == 2
+    alice = MschapBackend({b"alice": "Alice-pw-1"}, users={b"alice": None})   # the same server: unproven too
+    up = log_in(net, gw, Y, road_warrior(b"Alice-pw-1", Y, initial_contact=False), alice)
+    assert up.remote_id.tag and len(up.peer_vips) == 1 and gw.stats.ike_sa_limit == 0
+    net.nodes[X].initiate("rw", "net", net.now)
+    relay(net, gw, mallory, until=net.now + 20.0)
+    later = net.take(B)
+    assert not only(later, IkeSaUp) and [(e.held, e.limit) for e in only(later, IkeSaLimit)] == [(8, 8)]
+    assert sum(lease.online for lease in pools.leases()) == 3

@@ -22,6 +22,7 @@ from tunsec.ike.constants import ExchangeType
 from tunsec.ike.endpoint import Datagram, IkeEndpoint
 from tunsec.ike.events import ChildSaDown, ChildSaUp, DownReason, IkeSaDown, IkeSaRekeyed, NegotiationFailed
 from tunsec.ike.exchanges.rekey_ike import redundant_is_ours
+from tunsec.ike.identity import Identity
 from tunsec.ike.message import decode_header
 from tunsec.ike.sa import State
 from tunsec.ike.state import ChildSa
@@ -37,6 +38,12 @@ def _pair(seed: int) -> tuple[Network, IkeEndpoint, IkeEndpoint]:
     net.run()
     assert only(net.take(A), ChildSaUp) and only(net.take(B), ChildSaUp)
     return net, a, b
+
+
+def _held(a: IkeEndpoint, b: IkeEndpoint) -> tuple[int, int]:
+    """The IKE SAs each side counts for its peer's identity (max_ike_sas_per_identity)."""
+    return (a._ike_sa_counts.held("conn", Identity.parse("sun.example")),
+            b._ike_sa_counts.held("conn", Identity.parse("moon.example")))
 
 
 def _exchanges(net: Network, exchange: int, since: int) -> list[float]:
@@ -62,6 +69,8 @@ def _collide(seed: int, first: str) -> bool:
     # the Child SAs moved over untouched, on both sides
     assert [(c.unique_id, c.spi_in, c.spi_out) for c in new_a.children] == children
     assert [(c.spi_in, c.spi_out) for c in new_b.children] == peer_children
+    # the survivor holds its lineage's place on both sides, not the redundant SA deleted meanwhile
+    assert _held(a, b) == (1, 1)
     for ip in (A, B):
         events = net.take(ip)
         assert len(only(events, IkeSaRekeyed)) == 1, events
@@ -79,6 +88,7 @@ def _collide(seed: int, first: str) -> bool:
     new_a.delete()
     net.run()
     assert [type(e).__name__ for e in net.take(B)] == ["ChildSaDown", "IkeSaDown"]
+    assert _held(a, b) == (0, 0)
     return new_a.is_initiator
 
 
@@ -116,6 +126,7 @@ def test_the_winners_delete_may_overtake_the_losers_answer(late: str, seed: int)
     assert len(live_a) == 1 and len(live_b) == 1, (a.sas, b.sas)
     assert (live_a[0].spi_i, live_a[0].spi_r) == (live_b[0].spi_i, live_b[0].spi_r)
     assert [(c.spi_in, c.spi_out) for c in live_a[0].children] == children
+    assert _held(a, b) == (1, 1)
     for ip in (A, B):
         events = net.take(ip)
         assert not only(events, IkeSaDown) and not only(events, ChildSaDown), events

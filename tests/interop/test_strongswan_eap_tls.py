@@ -80,7 +80,8 @@ def test_strongswan_eap_tls_refused_with_another_ca_then_gets_a_pool_address_and
     r = client.initiate()
     assert r.returncode == 0, f"swanctl --initiate: {r.stdout[-3000:]}{r.stderr}\ntunsec:\n{gateway.log_tail()}"
     sa = gateway.wait_established()
-    assert sa["remote_id"] == ident(topo.b)
+    # known by its certificate's subject, whose subjectAltName it gave as its EAP identity
+    assert (sa["remote_id"], sa["remote_eap_id"]) == (f"C=CH, O=tunsec test, CN={ident(topo.b)}", ident(topo.b))
     assert sa["remote_vips"] == [VIP4]  # the pool's first address: the refused attempt leased nothing
     client.wait_log(r"negotiated TLS 1.2")
     client.wait_log(r"EAP method EAP_TLS succeeded, MSK established")

@@ -112,7 +112,8 @@ def established(tunsec: TunsecIke, charon: Charon) -> tuple[dict[str, Any], dict
     assert wait_until(lambda: charon.sas().get(CONN, {}).get("state") == "ESTABLISHED", 10), charon.list_sas()
     theirs = charon.sas()[CONN]
     assert (sa["spi_i"], sa["spi_r"]) == (theirs["initiator-spi"], theirs["responder-spi"])
-    assert (sa["local_id"], sa["remote_id"]) == (theirs["remote-id"], theirs["local-id"])
+    # (remote_ike_id: what it sent; with a certificate remote_id is the certificate's subject DN)
+    assert (sa["local_id"], sa["remote_ike_id"]) == (theirs["remote-id"], theirs["local-id"])
     assert theirs["remote-host"] == tunsec.host.outer4 and theirs["remote-port"] == "4500"
     assert theirs["nat-any"] == "yes"        # tunsec's forced UDP encapsulation, as encap = yes does
     (child,) = sa["children"]

@@ -21,7 +21,7 @@ from tunsec.conf.credentials import Credentials
 from tunsec.conf.errors import ConfigError, ConfigIssue
 from tunsec.conf.manual import ManualTunnel, read_manual_section
 from tunsec.conf.pools import pool_ts_warnings, read_pools
-from tunsec.conf.radius import radius_warnings, read_radius
+from tunsec.conf.radius import radius_warnings, read_radius, unproven_warnings
 from tunsec.conf.secrets import IkeSecret, read_secrets, weak_psk_warnings
 from tunsec.conf.syntax import Section, Unreadable, parse_tree, read_config_text
 from tunsec.conf.tunsec_section import TunsecSettings, read_tunsec_section
@@ -147,6 +147,7 @@ def parse_config(text: str, path: str = "<string>") -> Config:
             *port_warnings(connections),
             *pool_ts_warnings(connections, pools),
             *(radius_warnings(sections["radius"], radius, tunsec.half_open_timeout) if radius is not None else ()),
+            *(unproven_warnings(connections, radius) if radius is not None else ()),
         ], files)),
     )
 

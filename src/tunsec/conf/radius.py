@@ -71,12 +71,16 @@ to its RADIUS client as it is.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from tunsec.conf.errors import BadValue, ConfigIssue, show_value
 from tunsec.conf.reader import SectionReader, refuse_keys
 from tunsec.conf.syntax import Section
 from tunsec.conf.values import float_range, int_range, parse_address, parse_bool, parse_duration, parse_port
+from tunsec.ike.ike_sa_cap import UNPROVEN_NAMES_PER_SOURCE
 from tunsec.ike.secret import Secret
+from tunsec.policy.pools import UNPROVEN_PER_NAME, UNPROVEN_PER_SOURCE
 from tunsec.policy.selector import IPAddress, IPNetwork
 from tunsec.radius.settings import (
     ACCT_PORT,
@@ -88,7 +92,10 @@ from tunsec.radius.settings import (
     RadiusSettings,
 )
 
-__all__ = ["radius_warnings", "read_radius"]
+if TYPE_CHECKING:
+    from tunsec.conf.connections import Connection
+
+__all__ = ["radius_warnings", "read_radius", "unproven_warnings"]
 
 _parse_timeout = float_range(0.05, 60, "a number of seconds")
 _parse_base = float_range(1, 10, "a number")
@@ -272,3 +279,19 @@ def radius_warnings(section: Section, settings: RadiusSettings, half_open_timeou
                         f"{per_server:.1f} s), not less than tunsec.half_open_timeout ({half_open_timeout:g} s): "
                         "the client's IKE SA is closed first and gets no AUTHENTICATION_FAILED; lower "
                         "retransmit_timeout/retransmit_tries or raise half_open_timeout")]
+
+
+def unproven_warnings(connections: Sequence[Connection], settings: RadiusSettings) -> list[ConfigIssue]:
+    """eap-radius connections whose clients may be unproven (trust_eap_identity off): what bounds them."""
+    if settings.trust_eap_identity:
+        return []
+    return [ConfigIssue(c.file, c.line, f"connections.{c.ike.name}.remote.auth",
+                        "auth = eap-radius without radius.trust_eap_identity: a client whose Access-Accept names "
+                        "no user (PEAP or TTLS, unless the server copies the inner User-Name into it) is unproven "
+                        f"and limited by its name and source address (an IPv6 one: its /64): {c.ike.max_ike_sas} "
+                        f"IKE SAs per name from one source, {c.ike.max_ike_sas * UNPROVEN_NAMES_PER_SOURCE} per "
+                        f"source, {UNPROVEN_PER_NAME} virtual IPs per name from one source and "
+                        f"{UNPROVEN_PER_SOURCE} per source; clients behind one NAT share a source. Have the "
+                        "server name the user (docs/radius.md), or set trust_eap_identity = yes if it ties "
+                        "the EAP identity to the credentials")
+            for c in connections if c.ike.remote.method == "eap-radius"]

@@ -621,14 +621,14 @@ class IkeEndpoint:
             if isinstance(event, IkeSaUp):
                 self._index_peer(sa)
                 if sa.peer_id is not None:
-                    self._ike_sa_counts.add(spi, sa.name, sa.peer_id)
+                    self._ike_sa_counts.add(spi, sa.name, sa.peer_id, sa.remote_addr[0])
                 if event.initial_contact:
                     self._initial_contact(sa, event)  # the dropped SAs report themselves through watch()
         successor = sa.take_successor()
         if successor is not None:  # a rekeyed IKE SA, or one redirected in IKE_AUTH: route its new SPI
             self._register(successor)
             self._index_peer(successor)
-            self._ike_sa_counts.succeed(spi, successor.local_spi)   # a lineage counts once
+            self._ike_sa_counts.succeed(spi, successor.local_spi, successor.state is State.REKEYED)
         if spi in self._half_open and not sa.is_half_open:
             record = self._half_open.pop(spi)
             if not sa.is_closed:
@@ -684,10 +684,10 @@ class IkeEndpoint:
         both: the peer rebooted, its old SAs are replaced (not an unproven one's: it replaces none)."""
         if st.peer_id is None:
             return None
-        contact = st.initial_contact and st.config.initial_contact and not st.peer_id.tag
-        if not contact and (held := self._ike_sa_counts.held(st.name, st.peer_id)) >= st.config.max_ike_sas:
+        over = self._ike_sa_counts.over(st.name, st.peer_id, st.remote_addr[0], st.config.max_ike_sas)
+        if over is not None and not (st.initial_contact and st.config.initial_contact and not st.peer_id.tag):
             self.stats.ike_sa_limit += 1
-            return IkeSaLimit(st.name, str(st.peer_id), st.remote_addr, held, st.config.max_ike_sas)
+            return IkeSaLimit(st.name, str(st.peer_id), st.remote_addr, *over)
         if self._unique_keep is None or st.initial_contact or not self._unique_keep(st.name):
             return None
         established = [(sa.peer_id, sa.remote_addr[0]) for sa in self._sas.values()
@@ -702,8 +702,8 @@ class IkeEndpoint:
         """strongSwan's has_contact, asked before an initiator's INITIAL_CONTACT: an established IKE
         SA (ours or the peer's) with the same identities, in the same address family."""
         family = ipaddress.ip_address(st.remote_addr[0]).version
-        return any(sa.state is State.ESTABLISHED and sa.peer_id is not None
-                   and sa.config.local.id == st.config.local.id and identity_allowed(st.config.remote.id, sa.peer_id)
+        return any(sa.state is State.ESTABLISHED and (sent := sa.peer_sent_id) is not None
+                   and sa.config.local.id == st.config.local.id and identity_allowed(st.config.remote.id, sent)
                    and ipaddress.ip_address(sa.remote_addr[0]).version == family
                    for sa in self._sas.values())
 

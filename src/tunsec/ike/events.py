@@ -110,6 +110,8 @@ class IkeSaUp:
     dns: tuple[IPAddress, ...] = ()
     peer_vips: tuple[IPAddress, ...] = ()
     peer_eap: PeerEap | None = None  # a gateway's client that authenticated with EAP
+    # the identity the peer sent, when its certificate proved it as remote_id (another spelling)
+    remote_sent_id: Identity | None = None
 
 
 @dataclass(frozen=True)

@@ -307,6 +307,37 @@ def certificate_has_identity(cert: x509.Certificate, ident: Identity) -> bool:
     return False
 
 
+def certified_identity(cert: x509.Certificate) -> Identity:
+    """The one identity of a peer whose AUTH ``cert`` verified, whatever IDi it sent.
+
+    A certificate certifies many IDi values: its subject DN in any string types (dn_equal), each of
+    its key ids and subjectAltNames.  Counted, compared and leased by the IDi, one certificate would
+    be as many peers as it has spellings (max_ike_sas_per_identity, unique, INITIAL_CONTACT, one
+    virtual IP each).  So the gateway knows the peer by its subject DN, each value in the string type
+    tunsec writes a configured DN in (equal, byte for byte, to that DN: ``remote.id`` as written
+    names it); by the SHA-1 of its public key (the key id strongSwan's ``pki --keyid`` shows first)
+    if the subject is empty, as a certificate that names its holder in subjectAltNames only may be.
+    IdentityError if the subject does not parse (cryptography reads it lazily)."""
+    try:
+        subject = cert.subject
+        if not subject.rdns:
+            spki = cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+            return Identity(IdType.KEY_ID, hashlib.sha1(spki_key_bits(spki)).digest())
+        rdns = [x509.RelativeDistinguishedName([_canonical_attr(a) for a in rdn]) for rdn in subject.rdns]
+        return Identity.from_name(x509.Name(rdns))
+    except ValueError as exc:   # (also an RDN with an attribute twice, which cryptography refuses)
+        raise IdentityError(f"certificate subject unusable: {exc}") from None
+
+
+def _canonical_attr(attr: x509.NameAttribute[str | bytes]) -> x509.NameAttribute[str | bytes]:
+    """The attribute in cryptography's default string type for its OID (PrintableString for C,
+    IA5String for emailAddress and DC, else UTF8String): as Identity.parse builds a DN."""
+    if isinstance(attr.value, str):
+        with contextlib.suppress(ValueError):   # a value its default type cannot carry stays as it is
+            return x509.NameAttribute(attr.oid, attr.value)
+    return attr
+
+
 def _key_ids(cert: x509.Certificate) -> set[bytes]:
     """The key identifiers strongSwan accepts: SHA-1 of the SPKI or of its key bits."""
     spki = cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)

@@ -275,10 +275,8 @@ class IkeSa:
         self._redirect_history: tuple[float, ...] = ()
 
     def watch(self, watcher: Callable[[IkeSa], None] | None) -> None:
-        """Have ``watcher(self)`` called after each public call that may change this SA.
-
-        The endpoint uses it to visit only the SAs that changed, never all of them.
-        """
+        """Have ``watcher(self)`` called after each public call that may change this SA (the
+        endpoint uses it to visit only the SAs that changed, never all of them)."""
         self._watcher = watcher
 
     # ------------------------------------------------------------------ inspection
@@ -354,8 +352,13 @@ class IkeSa:
 
     @property
     def peer_id(self) -> Identity | None:
-        """The authenticated identity of the peer, once IKE_AUTH succeeded."""
+        """The peer's authenticated identity (by a certificate: its subject, whatever it sent)."""
         return self._st.peer_id
+
+    @property
+    def peer_sent_id(self) -> Identity | None:
+        """The identity the peer sent (IDi or IDr), which its connection's remote.id matched."""
+        return self._st.peer_sent_id or self._st.peer_id
 
     def info(self) -> IkeSaInfo:
         """A snapshot for status displays; contains no key material."""
@@ -415,10 +418,8 @@ class IkeSa:
 
     @_notifies
     def rekey_child(self, unique_id: int) -> None:
-        """Replace a Child SA with a new one (CREATE_CHILD_SA with REKEY_SA).
-
-        Does nothing while a rekey of it is under way or after either side replaced it.
-        """
+        """Replace a Child SA with a new one (CREATE_CHILD_SA with REKEY_SA); does nothing while
+        a rekey of it is under way or after either side replaced it."""
         child = self._child_by_id(unique_id)
         if child.rekey_at == float("inf"):
             return
@@ -514,11 +515,9 @@ class IkeSa:
     @_notifies
     def receive(self, datagram: bytes, addr: Address, now: float, local_addr: Address | None = None,
                 decoded: Message | None = None) -> None:
-        """Process one IKE message (without non-ESP marker) from ``addr``.
-
-        ``local_addr`` is the (IP, port) it arrived on, if the caller knows it; ``decoded`` is
-        ``datagram`` decoded, if the caller has done so (the endpoint, for an IKE_SA_INIT request).
-        """
+        """Process one IKE message (without non-ESP marker) from ``addr``; ``local_addr`` is the
+        (IP, port) it arrived on, if the caller knows it; ``decoded`` is ``datagram`` decoded, if
+        the caller has done so (the endpoint, for an IKE_SA_INIT request)."""
         self._now = now
         if self._state == State.CLOSED:
             return

@@ -92,7 +92,7 @@ def rekeyed_sa(self: IkeSa, rekey: IkeRekey) -> IkeSa:
     st.spi_i, st.spi_r, st.local_port = rekey.spi_i, rekey.spi_r, old.local_port
     st.proposal, st.suite = rekey.proposal, Suite.of(rekey.proposal)
     st.nonce_i, st.nonce_r = rekey.nonce_i, rekey.nonce_r
-    st.peer_id, st.peer_hashes = old.peer_id, old.peer_hashes
+    st.peer_id, st.peer_sent_id, st.peer_hashes = old.peer_id, old.peer_sent_id, old.peer_hashes
     st.peer_fragmentation = old.peer_fragmentation
     st.mobike, st.esp_hold, st.nat_peer, st.nat_here = old.mobike, old.esp_hold, old.nat_peer, old.nat_here
     st.esp_hold_local = old.esp_hold_local

@@ -23,8 +23,9 @@ address stays bound to the name (if that has none), so the name's next IKE SA fi
 address an unproven peer of that name held last: never one a proven identity of that name is
 bound to (a client that merely says "alice" does not get Alice's usual address, nor rebind it).
 As any IKE SA of such a user is a peer of its own, and the user chooses the name, unproven peers
-hold at most UNPROVEN_PER_NAME leases of one name and UNPROVEN_PER_SOURCE from one source address
-(an IPv6 one: its /64) per address family: one authenticated user cannot take every address.
+hold at most UNPROVEN_PER_NAME leases of one name from one source address (an IPv6 one: its /64)
+and UNPROVEN_PER_SOURCE from one source, per address family: one authenticated user cannot take
+every address, nor, from its own address, the leases of an unproven client of that name elsewhere.
 
 An offline address may go to another identity at once, with no wait here, because
 the IKE service removes the old holder from the worker first: its IKE SA reports its
@@ -48,9 +49,9 @@ from tunsec.ike.dos_source import DEFAULT_IPV6_SOURCE_PREFIX, source_key
 from tunsec.ike.identity import Identity
 from tunsec.policy.selector import IPAddress, Ts
 
-# leases (per address family) unproven peers may hold at once under one name (a phone and a laptop),
-# and from one source address: the name is the user's choice, the address less so; clients behind
-# one NAT share it (see docs/configuration.md, Road warriors)
+# leases (per address family) unproven peers may hold at once under one name from one source address
+# (a phone and a laptop), and from one source address: the name is the user's choice, the address
+# less so; clients behind one NAT share it (see docs/configuration.md, Road warriors)
 UNPROVEN_PER_NAME = 2
 UNPROVEN_PER_SOURCE = 4
 
@@ -277,7 +278,7 @@ class _UnprovenLeases:
     IKE SA and its rekeyed successors) counts once, however often it asks."""
 
     def __init__(self) -> None:
-        self._by_peer: dict[tuple[Identity, int], tuple[tuple[Identity, int], tuple[str, int] | None]] = {}
+        self._by_peer: dict[tuple[Identity, int], tuple[_NameKey, tuple[str, int] | None]] = {}
         self._count: dict[object, int] = {}
 
     def admits(self, peer: Identity, family: int, source: str | None) -> bool:
@@ -305,6 +306,11 @@ class _UnprovenLeases:
                     del self._count[key]
 
     @staticmethod
-    def _keys(peer: Identity, family: int, source: str | None) -> tuple[tuple[Identity, int], tuple[str, int] | None]:
-        src = None if source is None else (source_key(source, DEFAULT_IPV6_SOURCE_PREFIX), family)
-        return (peer.named, family), src
+    def _keys(peer: Identity, family: int, source: str | None) -> tuple[_NameKey, tuple[str, int] | None]:
+        where = None if source is None else source_key(source, DEFAULT_IPV6_SOURCE_PREFIX)
+        # the name counts per source (none known: apart from every source), so that one client cannot
+        # hold the leases of that name from everywhere; the source's own bound takes sprays of names
+        return (peer.named, where or "", family), None if where is None else (where, family)
+
+
+_NameKey = tuple[Identity, str, int]

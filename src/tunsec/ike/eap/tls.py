@@ -47,7 +47,7 @@ from OpenSSL import SSL, crypto
 
 from ..auth import AuthError, PrivateKey
 from ..certs import verify_peer
-from ..identity import Identity, IdentityError
+from ..identity import Identity, IdentityError, certified_identity
 from . import identity
 from .mschapv2 import EapResult
 from .packet import EapCode, EapError, EapPacket, EapType
@@ -242,6 +242,9 @@ class EapTlsAuthenticator:
     _in: Reassembly = field(default_factory=Reassembly)
     _out: Fragments | None = None
     _msk: bytes = field(default=b"", repr=False)
+    # the peer as its verified certificate names it (identity.certified_identity), whichever of its
+    # identities it gave: one certificate is one peer for max_ike_sas, unique and leases
+    _proven: Identity | None = None
 
     def start(self) -> bytes:
         self._ident = self.rand(1)[0]
@@ -352,13 +355,17 @@ class EapTlsAuthenticator:
             verify_peer([leaf, *rest], self.creds.cas, self.now(), self.peer_identity)
         except AuthError as exc:
             return f"client certificate refused: {exc}"
+        try:
+            self._proven = certified_identity(leaf)
+        except IdentityError as exc:
+            return f"client certificate refused: {exc}"
         return None
 
     def _succeed(self) -> tuple[bytes, EapResult]:
         self._state = _State.DONE
         self._tls, self._out = None, None
         out = EapPacket(EapCode.SUCCESS, self._ident).encode()
-        return out, EapResult(True, self._name, self._msk, peer=self.peer_identity)
+        return out, EapResult(True, self._name, self._msk, peer=self._proven or self.peer_identity)
 
 
 def _drain(tls: SSL.Connection) -> bytes:

@@ -28,7 +28,7 @@ from ..certs import load_certificates, verify_peer
 from ..config import ChildConfig, IkeConfig
 from ..constants import AuthMethod, CertEncoding, ExchangeType, IdType, NotifyType, notify_name
 from ..events import AuthFailed, DownReason, IkeSaLimit, IkeSaUp, NegotiationFailed, PeerRedirected
-from ..identity import Identity, IdentityError, check_peer_identity, dn_equal
+from ..identity import Identity, IdentityError, certified_identity, check_peer_identity, dn_equal
 from ..message import AuthPayload, CertPayload, CertReqPayload, IdPayload, Payload, SaPayload
 from ..proposals import describe_all
 from ..redirect import RedirectError, decode_redirect, encode_gateway, not_followed
@@ -120,8 +120,18 @@ def _verify_peer(st: IkeSaState, payloads: Sequence[Payload], peer_id_payload: I
         assert st.config.psk is not None
         verify_psk(st.prf, st.config.psk, octets, auth)
     else:
-        key = verify_peer(load_certificates(_peer_certs(payloads)), remote.cas, st.wall_clock(), peer_id)
+        chain = load_certificates(_peer_certs(payloads))
+        key = verify_peer(chain, remote.cas, st.wall_clock(), peer_id)
         verify_signature(key, octets, auth)
+        # one certificate, one peer, whichever of its identities it sent (certified_identity)
+        try:
+            proven = certified_identity(chain[0])
+        except IdentityError as exc:
+            raise AuthError(str(exc)) from None
+        if proven != peer_id:
+            if proven.type != peer_id.type or not dn_equal(proven.data, peer_id.data):   # not a mere re-encoding
+                log.info("%s: peer sent identity %s, known by its certificate as %s", st.name, peer_id, proven)
+            st.peer_sent_id, peer_id = peer_id, proven
     st.peer_id = peer_id
     return peer_id
 
@@ -143,6 +153,7 @@ def _ike_up(st: IkeSaState) -> None:
             st.own_dns,
             tuple(lease.address for lease in st.peer_vips),
             eap.peer_eap(st),
+            st.peer_sent_id,
         )
     )
     # only the AUTH payloads sign the IKE_SA_INIT messages, and both sides' are done: not kept for

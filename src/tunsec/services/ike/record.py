@@ -41,8 +41,8 @@ class IkeUpRecord(Mapping[str, Any]):
                 return str(ev.remote_id)
             case "remote_id_proven":   # false: eap-radius whose Accept named no user (Identity.tag)
                 return not ev.remote_id.tag
-            case "remote_ike_id":   # the identity it sent: not remote_id if EAP proved another (eap_id)
-                return str(ev.peer_eap.ike_id if ev.peer_eap else ev.remote_id)
+            case "remote_ike_id":   # the identity it sent: not remote_id if EAP or its certificate proved another
+                return str(ev.peer_eap.ike_id if ev.peer_eap else ev.remote_sent_id or ev.remote_id)
             case "remote_eap_id":
                 return ev.peer_eap.user_text if ev.peer_eap else None
             case "groups":
