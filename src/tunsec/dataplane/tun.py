@@ -335,12 +335,14 @@ class Tun:
         op = f"blocking {dst} (prohibit route) while TUN {self.name} has no route to it"
         with self._lock:
             self.unrouted[dst] = Unrouted(why, blocked=False)
-            self.routes = [r for r in self.routes if r[0] != dst]
             with _iproute() as ipr, _netlink(op):
                 # replace, as add_route does: a route of the host's to that very network must not win.
                 # Marked as ours (proto): a tunsec killed before it could remove it finds it at its next
                 # start (clear_stale_blocks); add_route's replace of the same network takes it over too
                 ipr.route("replace", dst=str(dst), type="prohibit", proto=RTPROT_TUNSEC)
+            # only now: a refused block leaves our route to dst in the kernel, listed, so that a reload
+            # removing the tunnel removes it too (unlisted, it would outlive the tunnel and tunsec)
+            self.routes = [r for r in self.routes if r[0] != dst]
             self.unrouted[dst] = Unrouted(why, blocked=True)
         log.warning("%s: traffic to it is refused until a reload adds its route", op)
 
