@@ -469,6 +469,10 @@ def _pairs(local: Sequence[Ts], remote: Sequence[Ts]) -> list[tuple[Ts, Ts]]:
         raise SelectorError(f"'dynamic' selector without an address: {selectors_text(unresolved)}")
     # duplicates make the same pairs again: one of each, in the order first given
     mine, theirs = tuple(dict.fromkeys(local)), tuple(dict.fromkeys(remote))
+    if len(mine) * len(theirs) <= MAX_SELECTORS:   # the usual one or two each: comparing all is bounded
+        pairs = [(lo, re_) for lo in mine for re_ in theirs if _compatible(lo, re_)]
+        if pairs:
+            return pairs
     partners_of_mine, partners_of_theirs = _partner_counter(theirs), _partner_counter(mine)
     count = sum(partners_of_mine(lo) for lo in mine)
     if not count:
