@@ -45,6 +45,7 @@ def test_every_client_is_up_with_gateway_and_clients_scheduled_apart(kind: str) 
         res = scale.run_clients(topo, gateway, Clients(topo, psk, N), 60.0)
     assert res.reason == ""
     assert (res.established, res.pinged, res.distinct_vips) == (N, N, N)
-    assert res.t_established is not None and res.cpu_gateway > 0 and res.rss_after > 0
+    # (not the CPU time: at N = 4 charon may use less than one clock tick, 10 ms, and read 0)
+    assert res.t_established is not None and res.rss_after > 0
     mine = scheduling_group(os.getpid())
     assert len({mine, groups["clients"], groups["gateway"]}) == 3, groups
