@@ -21,9 +21,14 @@ N = 4
 
 
 def scheduling_group(pid: int) -> tuple[int, str]:
-    """The session and, where the kernel has autogroup scheduling, the autogroup ``pid`` is in."""
+    """The session and, where the kernel schedules ``pid`` by autogroup, its autogroup.
+
+    The file is absent without autogroup support, and empty when the task sits in a cpu cgroup of
+    its own (as in CI's container): the kernel then schedules by that cgroup and the session alone
+    tells the groups apart."""
     path = Path(f"/proc/{pid}/autogroup")
-    return os.getsid(pid), path.read_text().split()[0] if path.exists() else ""
+    fields = path.read_text().split() if path.exists() else []
+    return os.getsid(pid), fields[0] if fields else ""
 
 
 @pytest.mark.parametrize("kind", ["tunsec", "strongswan"])
