@@ -94,6 +94,10 @@ class BlockRecord:
                         "routes is taken for this instance's", self.where, why)
             return set()
 
+    def name(self) -> str:
+        """The file, or why there is none."""
+        return self.where if self.fd >= 0 else f"none: {self.why}"
+
     def settle(self) -> None:
         """The start has sorted the leftovers out: those still this instance's are in what keep() gets."""
         self.inherited.clear()

@@ -405,7 +405,7 @@ class Tun:
                 log.warning("prohibit route of %s (tunsec's, proto %d) is not one this instance recorded (%s): left "
                             "in place, another tunsec in this network namespace may hold it; if none does, as root: "
                             "ip route del prohibit %s proto %d", dst, RTPROT_TUNSEC,
-                            self.record.where if self.record is not None else "no record", dst, RTPROT_TUNSEC)
+                            self.record.name() if self.record is not None else "no record", dst, RTPROT_TUNSEC)
                 continue
             # remove_address's stand-in for a TUN route (killed before it put the route back): the TUN
             # route, in by now, is preferred, so it goes whether its network is wanted or not
