@@ -298,12 +298,14 @@ def test_prepare_gives_away_no_shared_directory(base: Path, user: privilege.Targ
 
 
 def test_prepare_gives_an_existing_directory_holding_only_tunsecs_entries(base: Path, user: privilege.Target) -> None:
-    """Root's state directory from `tunsec init-state` (marker, a key's state, a leftover temporary file, and
-    what the user put there): given, with its files, and its mode made 0700 whatever it was."""
+    """Root's state directory from `tunsec init-state` (marker, a key's state, a TUN's record of its prohibit
+    routes, leftover temporary files, and what the user put there): given, with its files, and its mode made
+    0700 whatever it was."""
     state = base / "state"
     init_state_dir(state)
     state.chmod(0o755)
-    for name in ("manual-key-0123456789abcdef.json", ".manual-key-0123456789abcdef.json.a1b2c3d4.tmp", "users"):
+    for name in ("manual-key-0123456789abcdef.json", ".manual-key-0123456789abcdef.json.a1b2c3d4.tmp", "users",
+                 "prohibit-routes.tunsec0", ".prohibit-routes.tunsec0.a1b2c3d4.tmp"):
         (state / name).write_text("{}\n")
     os.chown(state / "users", user.uid, user.gid)
     assert prepare._own_state_dir(state, user) == ""

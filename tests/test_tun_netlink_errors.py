@@ -264,7 +264,8 @@ def test_a_prohibit_route_a_killed_tunsec_left_goes_at_the_next_start_and_only_o
     """tunsec blocks a refused route's network, then dies without cleaning up (SIGKILL, OOM): its
     prohibit route stays.  The next start, whose configuration no longer routes that network, removes
     it (the host would stay cut off from it, and nothing would say why); prohibit routes it did not
-    make (another program's, without tunsec's proto) stay, before and after its exit (review M, F3)."""
+    make stay, before and after its exit: another program's (without tunsec's proto, review M, F3) and
+    another tunsec's (tunsec's proto, not in this instance's record: review Q3)."""
     write(tmp_path, SITE_B)
     d = Daemon(load_config(tmp_path / "tunsec.conf"))
 
@@ -286,19 +287,20 @@ def test_a_prohibit_route_a_killed_tunsec_left_goes_at_the_next_start_and_only_o
         subprocess.run(["ip", "netns", "exec", ns, "ip", *args], check=True)
     ip("-6", "route", "add", "prohibit", "fd00:7::/64")   # someone else's
     ip("route", "add", "prohibit", "10.7.0.0/24")          # someone else's
-    ip("route", "add", "prohibit", "10.8.0.0/24", "proto", "116")   # ours, of a tunnel gone since
-    ip("route", "add", "prohibit", "10.2.0.0/24", "proto", "116")   # ours, of site-b: its TUN route replaces it
+    ip("route", "add", "prohibit", "10.8.0.0/24", "proto", "116")   # another tunsec's in this namespace
+    ip("route", "add", "prohibit", "10.2.0.0/24", "proto", "116")   # of site-b: its TUN route replaces it
     write(tmp_path, SITE_B)
     again = Daemon(load_config(tmp_path / "tunsec.conf"))
     inside(ns, again.prepare)
     try:
         assert prohibits(ns) == ["fd00:7::/64"]
-        assert prohibits4(ns) == ["10.7.0.0/24"]
+        assert prohibits4(ns) == ["10.7.0.0/24", "10.8.0.0/24"]
         assert routes(ns, "-4") == ["10.2.0.0/24"]
         assert again.tun is not None and again.tun.unrouted == {}
+        assert not (tmp_path / "state" / f"prohibit-routes.{TUN}").exists()   # nothing of this instance's left
     finally:
         inside(ns, again.close_network)
-    assert prohibits(ns) == ["fd00:7::/64"] and prohibits4(ns) == ["10.7.0.0/24"]
+    assert prohibits(ns) == ["fd00:7::/64"] and prohibits4(ns) == ["10.7.0.0/24", "10.8.0.0/24"]
 
 
 def test_a_replaced_tunnel_the_worker_refuses_stays_routed_into_the_tun(ns: str, tmp_path: Path) -> None:

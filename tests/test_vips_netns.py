@@ -18,12 +18,14 @@ import subprocess
 import threading
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 from conftest import netns_unavailable
 
 from tunsec.bench.netns import in_netns
+from tunsec.dataplane.blockrecord import BlockRecord
 from tunsec.dataplane.tun import RTN_PROHIBIT, IPRoute, NetlinkError, Tun
 from tunsec.ike.config import child_config
 from tunsec.ike.events import IkeSaUp
@@ -164,14 +166,18 @@ def test_an_address_eth0_has_is_not_put_on_the_tun(ns: str) -> None:
     assert inside(ns, run) == []
 
 
-def test_a_stand_in_an_earlier_run_left_is_cleared_at_start(ns: str) -> None:
-    """A tunsec killed inside remove_address leaves a stand-in prohibit route: the next start removes
-    it even for a network it routes (the TUN route is preferred: it blocks nothing, yet was ours)."""
+def test_a_stand_in_an_earlier_run_left_is_cleared_at_start(ns: str, tmp_path: Path) -> None:
+    """A tunsec killed inside remove_address leaves a stand-in prohibit route (recorded as its own, as
+    remove_address does before it adds it): the next start removes it even for a network it routes
+    (the TUN route is preferred: it blocks nothing, yet was ours)."""
     subprocess.run(["ip", "netns", "exec", ns, "ip", "route", "add", "prohibit", str(NET), "metric", "4294967295",
                     "proto", "116"], check=True)
+    tmp_path.chmod(0o700)
+    BlockRecord.open(str(tmp_path), TUN, None).keep({NET})
 
     def run() -> tuple[list[str], bool]:
         client = Client()   # its routes are in, as the daemon's start has them before clearing
+        client.tun.record = BlockRecord.open(str(tmp_path), TUN, None)
         client.tun.clear_stale_blocks({NET, OTHER_NET})
         with IPRoute() as ipr:
             return prohibits(ipr), NET in client.tun.unrouted

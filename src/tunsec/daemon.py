@@ -33,6 +33,7 @@ from tunsec.conf.diff import comparable, restart_keys
 from tunsec.conf.errors import ConfigError
 from tunsec.conf.tunsec_section import MAX_WORKERS, worker_user
 from tunsec.dataplane import pipe, spawner
+from tunsec.dataplane.blockrecord import BlockRecord
 from tunsec.dataplane.client import WorkerClient, WorkerError, WorkerFds, worker_args
 from tunsec.dataplane.tun import Tun, local_address_in, outer_mtu_towards, tunnel_mtu
 from tunsec.espsockets import Sockets
@@ -111,6 +112,8 @@ class Daemon:
             raise StartupError(f"cannot open TUN {self.cfg.tunsec.tun}: {err.strerror or err}") from err
         if self.ike is not None:
             self.ike.tun = self.tun   # a client's virtual IPs go on it
+        # read before any route is touched: which prohibit routes a killed run of this instance left
+        self.tun.record = BlockRecord.open(self.cfg.tunsec.state_dir, self.tun.name, self.manual.owner)
 
     def _setup_tun(self) -> None:
         """MTU, link and routes; a refusal is a StartupError saying what was refused (tun.py's OSError)."""

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from pytun_pmd3.linux import IFF_MULTI_QUEUE, IFF_NO_PI, IFF_TUN, IFF_VNET_HDR
 
 from tunsec.conf.config import Config
+from tunsec.dataplane import blockrecord
 from tunsec.dataplane.tun import Tun, interface_exists, tun_flags, tun_owner
 from tunsec.privilege import PrivilegeError, Target, target_for
 from tunsec.safefs import give_dir, nearest_existing, root_only
@@ -116,9 +117,10 @@ def _owners_dir(path: Path, owner: Target) -> bool:
     return stat.S_ISDIR(st.st_mode) and (st.st_uid, st.st_gid) == (owner.uid, owner.gid)
 
 
-# what tunsec itself keeps in the directories prepare gives away: the marker, sequence state files (and the
-# temporary files they are written through), the writable probe; the control socket is named by the caller
-_NAMES = rf"{re.escape(MARKER)}|manual-[0-9a-z-]+\.json|\.probe"
+# what tunsec itself keeps in the directories prepare gives away: the marker, sequence state files, a TUN's
+# record of its prohibit routes (and the temporary files they are written through), the writable probe; the
+# control socket is named by the caller
+_NAMES = rf"{re.escape(MARKER)}|manual-[0-9a-z-]+\.json|{re.escape(blockrecord.PREFIX)}[^/:\s]{{1,15}}|\.probe"
 _STATE_ENTRY = re.compile(rf"{_NAMES}|\.(?:{_NAMES})\.\w+\.tmp")
 
 

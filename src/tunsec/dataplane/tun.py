@@ -23,6 +23,8 @@ from typing import Any
 from pytun_pmd3 import TunTapDevice
 from pytun_pmd3.linux import IFF_MULTI_QUEUE, IFF_NO_PI, IFF_TUN, IFF_VNET_HDR
 
+from tunsec.dataplane.blockrecord import BlockRecord
+
 log = logging.getLogger("tunsec.tun")
 
 
@@ -185,6 +187,9 @@ class Tun:
     # prohibit route of ours holds it (fail closed) until their route is added (see block); also one
     # an earlier run left that this start could not remove, or whose TUN route is not in (clear_stale_blocks)
     unrouted: dict[IPNetwork, Unrouted] = field(default_factory=dict)
+    # which of tunsec's prohibit routes are this instance's (another tunsec may run in this namespace);
+    # None: none is, so a start removes none (blockrecord.py)
+    record: BlockRecord | None = field(default=None, repr=False, compare=False)
     # held for each whole change of the TUN's routes and addresses (its netlink sequence and the lists
     # above): a reload's thread and the virtual IPs' run at once, and remove_address's guard-delete-
     # restore must not interleave with a route added or removed meanwhile (lost, or put back untracked).
@@ -335,11 +340,17 @@ class Tun:
         op = f"blocking {dst} (prohibit route) while TUN {self.name} has no route to it"
         with self._lock:
             self.unrouted[dst] = Unrouted(why, blocked=False)
-            with _iproute() as ipr, _netlink(op):
-                # replace, as add_route does: a route of the host's to that very network must not win.
-                # Marked as ours (proto): a tunsec killed before it could remove it finds it at its next
-                # start (clear_stale_blocks); add_route's replace of the same network takes it over too
-                ipr.route("replace", dst=str(dst), type="prohibit", proto=RTPROT_TUNSEC)
+            self._note_blocks(dst)   # recorded before it exists: a kill -9 in between leaves none unrecorded
+            try:
+                with _iproute() as ipr, _netlink(op):
+                    # replace, as add_route does: a route of the host's to that very network must not win.
+                    # Marked as tunsec's (proto) and recorded as this instance's: a tunsec killed before it
+                    # could remove it finds it at its next start (clear_stale_blocks); add_route's replace
+                    # of the same network takes it over too
+                    ipr.route("replace", dst=str(dst), type="prohibit", proto=RTPROT_TUNSEC)
+            except OSError:
+                self._note_blocks()
+                raise
             # only now: a refused block leaves our route to dst in the kernel, listed, so that a reload
             # removing the tunnel removes it too (unlisted, it would outlive the tunnel and tunsec)
             self.routes = [r for r in self.routes if r[0] != dst]
@@ -358,27 +369,44 @@ class Tun:
             except OSError:
                 self.unrouted[dst] = gone   # still there: still ours, and said by `tunsec status`
                 raise
+            self._note_blocks()
         log.info("prohibit route of %s removed", dst)
+
+    def _note_blocks(self, *pending: IPNetwork) -> None:
+        """The record of this instance's prohibit routes: its blocked networks, and pending ones about to be."""
+        if self.record is not None:
+            self.record.keep({d for d, u in self.unrouted.items() if u.blocked} | set(pending))
 
     def clear_stale_blocks(self, wanted: set[IPNetwork]) -> None:
         """At start, once the configuration's routes are in: the prohibit routes an earlier tunsec left
-        (killed before it could remove them; only ours, by their proto: never another program's).
+        (killed before it could remove them): only this instance's, tunsec's proto and in its record (never
+        another program's, nor another tunsec's in this namespace: blockrecord.py).
         Those of networks no tunnel wants go (the host would stay cut off from them, and status would
         not say why); one whose network is wanted but still blocked (its TUN route replaces it when
         it goes in: this one did not) holds its traffic and is listed, as a refused route's is.  A
         failure is logged and the route listed: start-up goes on."""
         with self._lock:
-            self._clear_stale_blocks(wanted)
+            if self._clear_stale_blocks(wanted) and self.record is not None:
+                self.record.settle()
+            self._note_blocks()
 
-    def _clear_stale_blocks(self, wanted: set[IPNetwork]) -> None:
+    def _clear_stale_blocks(self, wanted: set[IPNetwork]) -> bool:
+        """False when the routes could not be listed (the record's leftovers stay this instance's)."""
         try:
             with _iproute() as ipr, _netlink("listing prohibit routes"):
                 found = [(_network(r), r) for family in (socket.AF_INET, socket.AF_INET6)
                          for r in ipr.route("dump", family=family) if _ours_prohibit(r)]
         except OSError as exc:
             log.warning("prohibit routes an earlier tunsec may have left not checked: %s", exc.strerror or exc)
-            return
+            return False
+        mine = self.record.inherited if self.record is not None else set()
         for dst, r in found:
+            if dst not in mine:   # another tunsec's in this namespace (or one whose record was lost)
+                log.warning("prohibit route of %s (tunsec's, proto %d) is not one this instance recorded (%s): left "
+                            "in place, another tunsec in this network namespace may hold it; if none does, as root: "
+                            "ip route del prohibit %s proto %d", dst, RTPROT_TUNSEC,
+                            self.record.name() if self.record is not None else "no record", dst, RTPROT_TUNSEC)
+                continue
             # remove_address's stand-in for a TUN route (killed before it put the route back): the TUN
             # route, in by now, is preferred, so it goes whether its network is wanted or not
             if dst in wanted and r.get_attr("RTA_PRIORITY") != _GUARD_PRIORITY:
@@ -394,6 +422,7 @@ class Tun:
                 continue
             log.warning("prohibit route of %s, left by an earlier tunsec that did not stop cleanly, removed: "
                         "no tunnel routes it", dst)
+        return True
 
     @staticmethod
     def _remove_prohibit(dst: IPNetwork) -> None:
@@ -479,12 +508,14 @@ class Tun:
                 return
             last = ip.version == 4 and not any(ip_address(a).version == 4 and a != str(ip) for a in have)
             guarded = [d for d, _s in self._lost_with(str(ip), last)]
+            self._note_blocks(*guarded)   # recorded before they exist, as block's
             for dst in guarded:   # before the address goes: a failure here leaves it in place
                 ipr.route("replace", dst=str(dst), type="prohibit", priority=_GUARD_PRIORITY, proto=RTPROT_TUNSEC)
             try:
                 ipr.addr("del", index=links[0], address=str(ip), prefixlen=32 if ip.version == 4 else 128)
             finally:
                 self._restore(ipr, links[0], guarded, str(ip), last)
+                self._note_blocks()
         log.info("virtual IP %s removed from %s", addr, self.name)
 
     def _lost_with(self, gone: str, last: bool) -> list[tuple[IPNetwork, str | None]]:
@@ -574,6 +605,8 @@ class Tun:
         for d in self.extra:
             d.close()
         self.device.close()        # a TUN we created disappears with its last fd
+        if self.record is not None:
+            self.record.close()
 
 
 def tun_flags(name: str) -> int:

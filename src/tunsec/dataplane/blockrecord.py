@@ -1,0 +1,146 @@
+"""Which of tunsec's prohibit routes are this instance's: a record in its state_dir.
+
+tunsec's prohibit routes (Tun.block, remove_address's stand-ins) carry route protocol 116, which tells
+them from other programs' but not one tunsec's from another's: two instances in one network namespace
+(two TUNs, two configurations) each took the other's for its own at start and removed those of networks
+it did not route, so the other's blocked traffic took the host's routes in clear.
+
+The kernel keeps nothing on a route that could tell the instances apart and leave lookups as they are:
+a metric of its own lets an equal-prefix host route with a lower metric win over the block; a table of
+its own needs a rule, which consulted before main blocks main's longer prefixes too, after main loses to
+main's default route; a realm exists for IPv4 only; the protocol is one byte that routing daemons share.
+So each instance records the networks it blocks, one file per TUN (a TUN name is one instance's in a
+namespace) in its state_dir: it outlives a kill -9 and systemd keeps StateDirectory= across a restart,
+where it removes RuntimeDirectory= when the service stops.  A network is recorded before its route goes
+in and taken out after the route went (listed without a route is harmless; a route never without its
+network), written atomically and private through the directory's descriptor (safefs), and only from a
+directory no other user may change: one who could write the record could have this instance remove
+another's blocks.  A start removes only the leftovers its record lists; any other stays (fail closed).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network, ip_network
+
+from tunsec.safefs import open_private, read_regular, resolve_private, write_atomic_at
+
+log = logging.getLogger("tunsec.tun")
+
+IPNetwork = IPv4Network | IPv6Network
+PREFIX = "prohibit-routes."
+MAX_RECORD = 1 << 20   # ~20000 networks
+
+
+def record_name(tun: str) -> str:
+    return PREFIX + tun
+
+
+@dataclass
+class BlockRecord:
+    """This instance's record; fd -1 when none can be kept (why says so)."""
+
+    tun: str
+    where: str                     # the file's path, for messages
+    fd: int = -1                   # state_dir's descriptor
+    why: str = ""
+    owner: tuple[int, int] | None = None   # whom root gives the file to (the directory's owner)
+    # what the file listed at start: this instance's leftovers, until the start has sorted them out
+    inherited: set[IPNetwork] = field(default_factory=set)
+    written: frozenset[IPNetwork] = frozenset()
+
+    @classmethod
+    def open(cls, state_dir: str, tun: str, owner: int | None) -> BlockRecord:
+        """The record of TUN tun in state_dir, read; owner: the uid tunsec becomes (it may own state_dir).
+        Never raises: without a usable directory nothing is inherited and nothing will be written."""
+        rec = cls(tun, os.path.join(state_dir, record_name(tun)))
+        try:
+            why, real = resolve_private(state_dir, {os.geteuid(), *(() if owner is None else (owner,))})
+            if why is None:
+                why, rec.fd = open_private(real, {os.geteuid(), *(() if owner is None else (owner,))})
+        except FileNotFoundError:
+            rec.why = f"state_dir {state_dir} does not exist"
+            return rec
+        except OSError as err:
+            why = err.strerror or str(err)
+        if why is not None:
+            rec.why = f"state_dir {state_dir} cannot hold it: {why}"
+            log.warning("tunsec's prohibit routes are not recorded (%s): a prohibit route left by this instance "
+                        "killed is not removed at its next start", rec.why)
+            return rec
+        st = os.fstat(rec.fd)
+        if os.geteuid() == 0 and st.st_uid != 0:   # readable by the user this tunsec becomes, next start too
+            rec.owner = (st.st_uid, st.st_gid)
+        rec.inherited = rec._read()
+        rec.written = frozenset(rec.inherited)
+        return rec
+
+    def _read(self) -> set[IPNetwork]:
+        try:
+            data = json.loads(read_regular(record_name(self.tun), MAX_RECORD, dir_fd=self.fd))
+            nets = data["networks"] if isinstance(data, dict) else None
+            if not isinstance(nets, list) or not all(isinstance(n, str) for n in nets):
+                raise ValueError("not a record of networks")
+            return {ip_network(n) for n in nets}
+        except FileNotFoundError:
+            return set()
+        except (OSError, ValueError, KeyError) as err:   # JSONDecodeError, UnicodeDecodeError are ValueErrors
+            why = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+            log.warning("record of this instance's prohibit routes %s unreadable (%s): none of tunsec's prohibit "
+                        "routes is taken for this instance's", self.where, why)
+            return set()
+
+    def name(self) -> str:
+        """The file, or why there is none."""
+        return self.where if self.fd >= 0 else f"none: {self.why}"
+
+    def settle(self) -> None:
+        """The start has sorted the leftovers out: those still this instance's are in what keep() gets."""
+        self.inherited.clear()
+
+    def keep(self, networks: set[IPNetwork]) -> None:
+        """Record networks (with the leftovers not yet sorted out) if that changes the file; a failure is
+        logged, never raised: the block itself matters more than its record."""
+        want = frozenset(networks | self.inherited)
+        if want == self.written:
+            return
+        if self.fd < 0:
+            if want - self.written:
+                new = ", ".join(str(n) for n in sorted(want - self.written, key=_order))
+                log.warning("prohibit route of %s not recorded as this instance's (%s): if this tunsec is killed, "
+                            "its next start leaves it in place", new, self.why)
+            self.written = want
+            return
+        try:
+            if want:
+                body = {"tun": self.tun, "networks": [str(n) for n in sorted(want, key=_order)]}
+                write_atomic_at(self.fd, record_name(self.tun), (json.dumps(body) + "\n").encode(), self.owner)
+            else:
+                _unlink(self.fd, record_name(self.tun))
+        except OSError as err:
+            log.warning("record of this instance's prohibit routes %s not written: %s", self.where, err.strerror or err)
+            return
+        self.written = want
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _order(n: IPNetwork) -> tuple[int, int, int]:
+    return n.version, int(n.network_address), n.prefixlen
+
+
+def _unlink(fd: int, name: str) -> None:
+    try:
+        os.unlink(name, dir_fd=fd)
+    except OSError as err:
+        if err.errno != errno.ENOENT:
+            raise
+        return
+    os.fsync(fd)

@@ -1,0 +1,100 @@
+"""The record of one instance's prohibit routes (blockrecord.py): what a start takes for its own leftovers.
+Whoever may write it could have this instance remove another's blocks, so it is only read from and
+written to a private directory, never through a symbolic link; a damaged one is nobody's record."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import stat
+from ipaddress import ip_network
+from pathlib import Path
+
+import pytest
+
+from tunsec.dataplane.blockrecord import BlockRecord
+
+NET4, NET6 = ip_network("10.9.0.0/24"), ip_network("fd00:9::/64")
+NAME = "prohibit-routes.tun7"
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Path:
+    d = tmp_path / "state"
+    d.mkdir(mode=0o700)
+    return d
+
+
+def test_what_is_kept_is_what_the_next_start_inherits_and_an_empty_record_goes(state: Path) -> None:
+    rec = BlockRecord.open(str(state), "tun7", None)
+    assert rec.inherited == set()
+    rec.keep({NET6, NET4})
+    path = state / NAME
+    assert json.loads(path.read_text()) == {"tun": "tun7", "networks": ["10.9.0.0/24", "fd00:9::/64"]}
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    inode = path.stat().st_ino
+    rec.keep({NET4, NET6})   # unchanged: not written again
+    assert path.stat().st_ino == inode
+    rec.close()
+
+    again = BlockRecord.open(str(state), "tun7", None)
+    assert again.inherited == {NET4, NET6}
+    again.keep({NET4})   # leftovers not sorted out yet stay recorded with the new blocks
+    assert json.loads(path.read_text())["networks"] == ["10.9.0.0/24", "fd00:9::/64"]
+    again.settle()
+    again.keep({NET4})
+    assert json.loads(path.read_text())["networks"] == ["10.9.0.0/24"]
+    again.keep(set())
+    assert not path.exists() and os.listdir(state) == []   # no temporary file left either
+    again.close()
+    assert BlockRecord.open(str(state), "other0", None).inherited == set()   # one record per TUN
+
+
+def test_a_record_others_may_change_is_not_read_nor_written(state: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A directory another user may write: whatever its record says, no route is taken for this instance's."""
+    (state / NAME).write_text(json.dumps({"tun": "tun7", "networks": [str(NET4)]}))
+    state.chmod(0o777)
+    rec = BlockRecord.open(str(state), "tun7", None)
+    assert rec.inherited == set() and rec.fd == -1
+    assert "are not recorded" in caplog.text and "writable by others" in caplog.text, caplog.text
+    caplog.clear()
+    rec.keep({NET6})
+    assert "prohibit route of fd00:9::/64 not recorded as this instance's" in caplog.text, caplog.text
+    assert json.loads((state / NAME).read_text())["networks"] == [str(NET4)]   # untouched
+
+
+@pytest.mark.parametrize("damage", ["not json", "no networks", "bad network", "symlink", "fifo"])
+def test_a_damaged_record_is_nobodys(state: Path, tmp_path: Path, damage: str,
+                                     caplog: pytest.LogCaptureFixture) -> None:
+    """Nothing is inherited (every tunsec prohibit route then stays: fail closed), a warning says why,
+    nothing raises, and the next keep replaces it."""
+    path = state / NAME
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_text(json.dumps({"tun": "tun7", "networks": [str(NET4)]}))
+    match damage:
+        case "not json":
+            path.write_bytes(b"\xff{")
+        case "no networks":
+            path.write_text(json.dumps({"tun": "tun7"}))
+        case "bad network":
+            path.write_text(json.dumps({"tun": "tun7", "networks": ["10.9.0.1/24"]}))
+        case "symlink":
+            path.symlink_to(elsewhere)
+        case "fifo":
+            os.mkfifo(path)
+    caplog.set_level(logging.WARNING)
+    rec = BlockRecord.open(str(state), "tun7", None)
+    assert rec.inherited == set()
+    assert f"{path} unreadable" in caplog.text, caplog.text
+    rec.keep({NET6})
+    assert json.loads(path.read_text())["networks"] == [str(NET6)] and not path.is_symlink()
+    assert json.loads(elsewhere.read_text())["networks"] == [str(NET4)]
+
+
+def test_without_a_state_dir_a_block_is_said_to_be_unrecorded(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    rec = BlockRecord.open(str(tmp_path / "missing"), "tun7", None)
+    assert caplog.text == ""   # a start without state_dir (IKE only) says nothing until something is blocked
+    rec.keep({NET4})
+    assert "prohibit route of 10.9.0.0/24 not recorded" in caplog.text and "does not exist" in caplog.text
+    assert not (tmp_path / "missing").exists()
