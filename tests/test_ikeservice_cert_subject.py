@@ -126,7 +126,8 @@ def client_config(i: int, c: Client, ca: Issued) -> IkeConfig:
 
 def assert_nothing_kept(gw: CertGateway) -> None:
     svc = gw.service
-    assert [sa for sa in svc.endpoint.sas if not sa.is_closed] == []
+    assert svc.endpoint.sas == []
+    assert svc.endpoint._ike_sa_counts._key_of == {}   # counted for no identity (max_ike_sas_per_identity)
     assert svc.endpoint.half_open == 0
     assert svc.ike_up == {} and svc.children == {} and len(svc.ts_claims) == 0
     assert svc.pools.leases() == []
