@@ -25,7 +25,7 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from tunsec.conf.connections import Child, Connection
-from tunsec.dataplane import pipe
+from tunsec.dataplane import client, pipe
 from tunsec.dataplane.client import WorkerError
 from tunsec.dataplane.fastpath import Dataplane, DataplaneError, Drop, lib
 from tunsec.dataplane.pipe import Action, Direction, Endpoint, Errno
@@ -78,12 +78,18 @@ class InProcessWorker:
         self.hold: Callable[[pipe.Message], Awaitable[object] | None] | None = None
 
     async def request(self, build: Callable[[int], pipe.Message]) -> list[pipe.Reply]:
-        """As WorkerClient's: applied when sent, answered in a later turn; WorkerError unless all say OK."""
+        """As WorkerClient's: applied when sent, answered in a later turn; WorkerError unless all say OK,
+        or (from a TimeoutError) if no answer came within client.REQUEST_TIMEOUT: a request whose
+        answer a test holds for ever must end as it would through the pipe, not hang the test."""
         msg, fut = self.send(build)
         self.in_flight += 1
+        timer = asyncio.get_running_loop().call_later(client.REQUEST_TIMEOUT, _time_out, fut)
         try:
             replies = await fut
+        except TimeoutError as err:
+            raise WorkerError(f"{type(msg).__name__} ({err})", Errno.EIO) from err
         finally:
+            timer.cancel()
             self.in_flight -= 1
         bad = [r for r in replies if r.errno is not Errno.OK]
         if bad:
@@ -125,6 +131,11 @@ class InProcessWorker:
         else:
             asyncio.ensure_future(held).add_done_callback(lambda _: answered())
         return msg, fut
+
+
+def _time_out(fut: asyncio.Future[list[pipe.Reply]]) -> None:
+    if not fut.done():
+        fut.set_exception(TimeoutError(f"no answer within {client.REQUEST_TIMEOUT} s"))
 
 
 @dataclass

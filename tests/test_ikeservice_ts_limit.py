@@ -10,12 +10,16 @@ from __future__ import annotations
 import logging
 
 import pytest
+from status_stub import stub_daemon
 from test_ikeservice_peers import run, site_ip
 from test_ikeservice_ts_claims import Client, TsGateway, refusals
+from test_metrics_events import scrape
 
+from tunsec.dataplane import pipe
 from tunsec.dataplane.pipe import Action
 from tunsec.loglimit import LogLimiter
 from tunsec.metrics import event_families
+from tunsec.status import render, status_document
 
 CLIENTS = 7
 
@@ -47,6 +51,13 @@ def test_ike_auths_of_255_by_255_pieces_are_refused_counted_and_logged_a_few_tim
         assert gw.service.events.ts_limit_refused == {("gw", "net"): CLIENTS}
         (metric,) = [f for f in event_families(gw.service.events, 0) if f.name == "tunsec_child_sa_ts_limit_refused"]
         assert [(s.labels, s.value) for s in metric.samples] == [({"connection": "gw", "child": "net"}, CLIENTS)]
+        dump = pipe.Reply(1, pipe.MsgType.DUMP, pipe.Errno.OK)
+        doc = status_document(stub_daemon(gw.service.status), dump)  # type: ignore[arg-type]
+        assert doc["ts_limit_refused"] == [{"connection": "gw", "child": "net", "count": CLIENTS}]
+        assert f"Child SAs refused, their selectors more than an SA holds: gw/net {CLIENTS}" in \
+            render(doc).splitlines()
+        assert (await scrape(gw.service))['tunsec_child_sa_ts_limit_refused_total{child="net",connection="gw"}'] \
+            == CLIENTS
         assert not gw.service.children
         assert not [p for p in gw.worker.dp.policies() if p.action is Action.PROTECT]
     run(body())

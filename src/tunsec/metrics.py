@@ -402,6 +402,9 @@ def event_families(events: EventCounts | None, worker_restarts: int) -> Iterator
     failed = CounterMetricFamily("tunsec_child_sa_install_failed", "Child SAs whose install the worker refused "
                                  "or did not answer, or could not take: deleted (the peer is told)",
                                  labels=["connection", "child"])
+    recreate = CounterMetricFamily("tunsec_child_sa_recreate_tries", "CREATE_CHILD_SAs of a child whose rekey "
+                                   "(ours) failed to install: tries to create it again, its policies held",
+                                   labels=["connection", "child"])
     skipped = CounterMetricFamily("tunsec_updown_skipped", "updown up-clients not run (nor their down-clients): "
                                   "their IKE SA had too many scripts waiting", labels=["connection", "child"])
     if events is not None:
@@ -409,6 +412,8 @@ def event_families(events: EventCounts | None, worker_restarts: int) -> Iterator
             skipped.add_metric([conn, name], n)
         for (conn, name), n in sorted(events.install_failed.items()):
             failed.add_metric([conn, name], n)
+        for (conn, name), n in sorted(events.child_recreate.items()):
+            recreate.add_metric([conn, name], n)
         for conn, n in sorted(events.child_sa_limit.items()):
             limit.add_metric([conn], n)
         for (conn, name), n in sorted(events.migrate_failures.items()):
@@ -431,7 +436,8 @@ def event_families(events: EventCounts | None, worker_restarts: int) -> Iterator
             child.add_metric([conn, name], n)
         for conn, n in sorted(events.dpd_failures.items()):
             dpd.add_metric([conn], n)
-    yield from (ike, child, dpd, ignored, gone, migrate, deferred, limit, claims, rekey_ts, ts_limit, failed, skipped)
+    yield from (ike, child, dpd, ignored, gone, migrate, deferred, limit, claims, rekey_ts, ts_limit, failed, recreate,
+                skipped)
     yield CounterMetricFamily("tunsec_worker_restarts", "Times the dataplane worker died and was restarted",
                               value=worker_restarts)
 

@@ -312,6 +312,12 @@ def render(doc: dict[str, Any]) -> str:
     if failed := doc.get("install_failed"):   # only once there are any
         lines.append("Child SAs deleted, their install failed: "
                      + ", ".join(f"{c['connection']}/{c['child']} {c['count']}" for c in failed))
+    if limited := doc.get("ts_limit_refused"):   # only once there are any
+        lines.append("Child SAs refused, their selectors more than an SA holds: "
+                     + ", ".join(f"{c['connection']}/{c['child']} {c['count']}" for c in limited))
+    if again := doc.get("child_recreate"):   # only once there are any
+        lines.append("Child SAs created again after our rekey's failed install (tries): "
+                     + ", ".join(f"{c['connection']}/{c['child']} {c['count']}" for c in again))
     if skipped := doc.get("updown_skipped"):   # only once there are any
         lines.append("updown scripts not run, too many of the IKE SA's waiting: "
                      + ", ".join(f"{c['connection']}/{c['child']} {c['count']}" for c in skipped))

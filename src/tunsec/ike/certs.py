@@ -128,6 +128,10 @@ def _verify(
         _policy_builder(cas, when).build_client_verifier().verify(leaf, list(chain[1:]))
     except verification.VerificationError as exc:
         raise AuthError(f"certificate of {subject_text(leaf)} not trusted: {exc}") from None
+    try:
+        leaf.subject   # noqa: B018 (read lazily: a CA may have signed a subject cryptography refuses)
+    except ValueError as exc:
+        raise AuthError(f"peer certificate unusable, its subject does not parse: {exc}") from None
     check_usage(leaf)
     if not certificate_has_identity(leaf, peer_id):
         raise AuthError(f"certificate {subject_text(leaf)} does not certify identity {peer_id}")

@@ -90,6 +90,12 @@ def status(ike_sas: list[dict[str, Any]] | Rows[Any], leases: list[dict[str, Any
         # Child SAs whose install failed (refused or unanswered by the worker, or not installable), deleted
         # in the engine, by child (the metrics' tunsec_child_sa_install_failed; install_failed.py)
         "install_failed": _by_child(events.install_failed),
+        # Child SAs refused because their selectors narrow to (or the peer's answer holds) more than an
+        # SA holds, by child (the metrics' tunsec_child_sa_ts_limit_refused; exchanges/child.py side_limit)
+        "ts_limit_refused": _by_child(events.ts_limit_refused),
+        # CREATE_CHILD_SAs of a child whose rekey (ours) failed to install: tries to create it again, by
+        # child (the metrics' tunsec_child_sa_recreate_tries; recreate.py)
+        "child_recreate": _by_child(events.child_recreate),
         # updown up-clients (and so their down-clients) not run: their IKE SA had too many waiting, by
         # child (the metrics' tunsec_updown_skipped; updown.Scripts)
         "updown_skipped": _by_child(events.updown_skipped),
@@ -117,7 +123,8 @@ def idle_status() -> dict[str, Any]:
             "ike_half_open_max_per_address": 0, "ike_half_open_busiest": "", "ike_drops": {}, "ike_refused": {},
             "ike_sends_unanswered": 0, "ike_reserve_refused": 0, "ike_fragments": {},
             "ike_held": {}, "acquires_ignored": {}, "child_sa_limit": {}, "moves_deferred": {},
-            "ts_claims_refused": [], "rekey_ts_refused": [], "install_failed": [], "updown_skipped": [], "ke_pool": {},
+            "ts_claims_refused": [], "rekey_ts_refused": [], "install_failed": [], "ts_limit_refused": [],
+            "child_recreate": [], "updown_skipped": [], "ke_pool": {},
             "radius": {}}
 
 
