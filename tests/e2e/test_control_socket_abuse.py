@@ -130,7 +130,10 @@ def _hold(sock: Path, uid: int, gid: int, report: int, end: int) -> NoReturn:
             s = socket.socket(socket.AF_UNIX)
             s.connect(str(sock))
             if i >= IDLE:
-                s.sendall(b'{"cmd": "status"}\n')
+                # a connection refused "busy" may be answered and closed before the request goes out:
+                # EPIPE then, and the answer is still there to read below
+                with contextlib.suppress(BrokenPipeError):
+                    s.sendall(b'{"cmd": "status"}\n')
             conns.append(s)
         firsts = []
         for s in conns[IDLE:]:   # answered in order: the idle ones before were taken or refused by then
