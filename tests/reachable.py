@@ -61,3 +61,23 @@ def scratch_dir(prefix: str) -> Iterator[Path]:
         yield d
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+CLOSED_SCRIPT = """set -e
+mount -t tmpfs -o mode=700 tunsec-test /mnt
+mkdir /mnt/prefix
+mount --rbind "$1" /mnt/prefix
+rel=$2
+shift 2
+exec "/mnt/prefix/$rel" "$@"
+"""
+
+
+def unreachable_python_argv() -> list[str]:
+    """This interpreter run from a directory only root may search, wherever it is installed (Debian's
+    /usr/bin/python3 is every user's): what a user tunsec drops to meets where the interpreter is not
+    theirs to run.  Its installation is bound under a tmpfs of mode 0700 on /mnt, in a mount namespace
+    of its own: nothing on the host changes."""
+    prefix = Path(sys.base_prefix).resolve()
+    rel = Path(sys.executable).resolve().relative_to(prefix)
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", CLOSED_SCRIPT, "sh", str(prefix), str(rel)]
