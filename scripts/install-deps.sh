@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
-  build-essential libssl-dev python3-dev pkg-config
+  build-essential libssl-dev python3-dev python3-pip pkg-config
   iproute2 iputils-ping iperf3 procps iptables nftables
   strongswan-charon strongswan-swanctl libcharon-extra-plugins libcharon-extauth-plugins
   libstrongswan-standard-plugins libstrongswan-extra-plugins strongswan-pki
@@ -49,6 +49,13 @@ if ! getent passwd tunsec-dp >/dev/null; then
 fi
 
 PY=${PYTHON:-python3}
+# Debian's own python3 is "externally managed" (PEP 668): its pip refuses to install anything
+# outside a virtual environment.  tunsec and its test tools go into /usr/local (where Debian's pip
+# puts root's installs, beside and not over the packaged modules), as on the machines with a Python
+# of their own, so that `python3` in the Makefile and the tests is the one that has them.
+if [ -e "$($PY -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')/EXTERNALLY-MANAGED" ]; then
+  export PIP_BREAK_SYSTEM_PACKAGES=1
+fi
 $PY -m pip install -q --disable-pip-version-check --root-user-action=ignore setuptools wheel "cffi>=1.16"
 # atheris (test extras) comes as a manylinux wheel for CPython 3.11 on x86-64;
 # where pip has to build it, it needs the clang above (CLANG_BIN says which)

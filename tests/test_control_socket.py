@@ -116,10 +116,15 @@ def test_the_socket_is_the_users_and_0660(base: Path, dir_owner: str) -> None:
 
 
 def test_a_directory_tunsec_makes_is_roots_and_the_users_group(base: Path) -> None:
-    """The user's processes (the worker, updown scripts) reach the socket but cannot replace it."""
+    """The user's processes (the worker, updown scripts) reach the socket but cannot replace it; also
+    under the umask contrib/systemd/tunsec.service sets (UMask=0077), which took the group's access."""
     sock = base / "new" / "tunsec.sock"
     d = daemon_for(sock, base)
-    d._claim_control_socket()
+    old = os.umask(0o077)
+    try:
+        d._claim_control_socket()
+    finally:
+        os.umask(old)
     open_and_close(d)
     st = os.stat(sock.parent)
     assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o750, 0, pwd.getpwnam(USER).pw_gid)

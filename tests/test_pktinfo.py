@@ -3,13 +3,17 @@ to, the source an answer leaves from, and ancillary data that is short or names 
 
 from __future__ import annotations
 
+import secrets
 import socket
 import struct
+import subprocess
 from collections.abc import Iterator
 
 import pytest
+from conftest import netns_unavailable
 
 from tunsec import pktinfo
+from tunsec.bench.netns import netns_socket
 
 
 @pytest.fixture
@@ -70,15 +74,28 @@ def test_ancillary_data_that_names_no_unicast_address_or_is_short() -> None:
     assert pktinfo.local_of([]) is None
 
 
-def test_ipv6_recv_and_sendto() -> None:
-    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as wild, \
-            socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as peer:
+@pytest.fixture
+def ns6() -> Iterator[str]:
+    """A namespace of the test's own with its loopback up: the host's namespace may have no IPv6
+    (a container's, which Docker makes with disable_ipv6=1), a new one has ::1 wherever the kernel
+    has IPv6 at all."""
+    if (why := netns_unavailable()) is not None:
+        pytest.skip(f"NETNS UNAVAILABLE: {why}")
+    name = f"tspi-{secrets.token_hex(3)}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def test_ipv6_recv_and_sendto(ns6: str) -> None:
+    with netns_socket(ns6, socket.AF_INET6, socket.SOCK_DGRAM) as wild, \
+            netns_socket(ns6, socket.AF_INET6, socket.SOCK_DGRAM) as peer:
         wild.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        try:
-            wild.bind(("::", 0))
-            peer.bind(("::1", 0))
-        except OSError as err:
-            pytest.skip(f"no IPv6 loopback here: {err}")
+        wild.bind(("::", 0))
+        peer.bind(("::1", 0))
         wild.settimeout(5)
         peer.settimeout(5)
         assert pktinfo.enable(wild)

@@ -154,7 +154,8 @@ def test_default_control_socket_follows_the_runtime_directory() -> None:
 
 
 def test_status_reads_the_same_default(tmp_path: Path) -> None:
-    env = dict(os.environ, XDG_RUNTIME_DIR=str(tmp_path))
+    # RUNTIME_DIRECTORY comes first: a CI runner started as a systemd service with RuntimeDirectory= hands it on
+    env = {k: v for k, v in os.environ.items() if k != "RUNTIME_DIRECTORY"} | {"XDG_RUNTIME_DIR": str(tmp_path)}
     r = subprocess.run([sys.executable, "-m", "tunsec", "status"], capture_output=True, text=True, env=env,
                        timeout=30)
     assert r.returncode == 1 and f"no running tunsec on {tmp_path}/tunsec/tunsec.sock" in r.stderr, r.stderr

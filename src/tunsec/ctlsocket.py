@@ -100,12 +100,12 @@ def make_dir(directory: str, t: privilege.Target | None) -> None:
     """The socket's directory when it does not exist: root's and t's group's (0750) when tunsec becomes
     t, so that t's processes (the worker, updown scripts) can reach the socket but not replace it."""
     os.makedirs(directory, mode=0o750)
-    if not privilege.needs_switch(t) or not privilege.has_cap(privilege.CAP_CHOWN):
-        return
-    assert t is not None
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     try:
-        os.fchown(fd, -1, t.gid)
+        os.fchmod(fd, 0o750)   # mkdir's mode passes the umask (UMask=0077 in the unit took the group's access)
+        if privilege.needs_switch(t) and privilege.has_cap(privilege.CAP_CHOWN):
+            assert t is not None
+            os.fchown(fd, -1, t.gid)
     finally:
         os.close(fd)
 
