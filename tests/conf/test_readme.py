@@ -25,7 +25,7 @@ def test_readme_starts_with_the_two_set_up_commands() -> None:
     assert first == "```sh"            # nothing between the title and the commands
     lang, text = _blocks()[0]
     commands = [line.split("#")[0].strip() for line in text.splitlines()]
-    assert (lang, commands) == ("sh", ["make demo", "make test"])
+    assert (lang, commands) == ("sh", ["bash scripts/make.sh demo", "bash scripts/make.sh test"])
 
 
 def test_readme_example_configurations_load_as_written() -> None:
