@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -156,3 +157,15 @@ def test_a_failed_self_test_is_a_startup_error_and_nothing_is_opened() -> None:
     with pytest.raises(StartupError, match=r"self-test of the IKE key exchange .* \(connection rw\) failed"):
         daemon.prepare()
     assert daemon.tun is None and not daemon.sockets.by_family
+
+
+def test_the_default_packet_loops_follow_the_cpus_tunsec_may_run_on() -> None:
+    """A container or unit pinned to fewer CPUs than the host has gets a loop per CPU it may use."""
+    cpus = os.sched_getaffinity(0)
+    cfg = parse_config(gateway(), "/nonexistent/t.conf")
+    assert Daemon(cfg).nqueues == min(len(cpus), 16)
+    try:
+        os.sched_setaffinity(0, {min(cpus)})   # this thread only: restored below
+        assert Daemon(cfg).nqueues == 1
+    finally:
+        os.sched_setaffinity(0, cpus)

@@ -58,6 +58,12 @@ RESTART_WINDOW = 60.0
 __all__ = ["Daemon", "Sockets", "StartupError"]
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on: a container or a service pinned to 2 of a host's 64 gets
+    2 packet loops, not one per host core (os.cpu_count counts the host's)."""
+    return len(os.sched_getaffinity(0)) or 1
+
+
 class Daemon:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
@@ -74,7 +80,7 @@ class Daemon:
                                   pools=cfg.pools, radius=cfg.radius, ke_pool=cfg.tunsec.ke_pool)
         # every service the daemon runs, in start order; a new kind of service is added here
         self.services: list[Service] = [self.manual] + ([self.ike] if self.ike is not None else [])
-        self.nqueues = max(1, min(cfg.tunsec.workers or os.cpu_count() or 1, MAX_WORKERS))
+        self.nqueues = max(1, min(cfg.tunsec.workers or usable_cpus(), MAX_WORKERS))
         self.started = time.time()
         self.restarts: list[float] = []
         self.worker_restarts = 0                 # all of them (restarts holds the recent ones)
