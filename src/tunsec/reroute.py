@@ -45,9 +45,9 @@ async def reload_routes(tun: Tun, wanted: list[Route], add: Callable[[IPNetwork,
         except OSError as err:   # this route only: the other tunnels' routes and the answer still come
             failed.append(await _fail_closed(tun, net, err.strerror or str(err)))
             continue
-        if len(tun.unapplied) == noted:
+        if len(tun.unapplied) == noted:   # and its block is off (Tun.add_route, in the same change)
             added.append(str(net))
-            failed += await _unblock(tun, net)
+            failed += _still_unrouted(tun, net)
     if added:
         lines.append(f"routes added: {', '.join(added)}")
     return [*lines, *_unapplied(tun, before, "added"), *failed]
@@ -62,6 +62,16 @@ async def _fail_closed(tun: Tun, net: IPNetwork, why: str) -> str:
         line = f"{FAILED}{why}; blocking its traffic failed too: {err.strerror or err}"
     log.error("reload: %s", line)
     return line
+
+
+def _still_unrouted(tun: Tun, net: IPNetwork) -> list[str]:
+    """The failed line of a network just routed that is unrouted all the same: its prohibit route would
+    not go (Tun.add_route), or a virtual IP's block came right after the add and holds (the next
+    reload adds the route again).  Logged where it happened."""
+    u = tun.unrouted.get(net)
+    if u is None:
+        return []
+    return [f"{FAILED}{u.why}" if str(net) in u.why else f"{FAILED}{net}: {u.why}"]
 
 
 async def _unblock(tun: Tun, net: IPNetwork) -> list[str]:
