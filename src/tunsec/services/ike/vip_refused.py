@@ -55,7 +55,7 @@ def delay(failed: int) -> float:
 def refused(self: IkeService, handle: int, conn: str, addr: IPAddress | None, why: str) -> None:
     """The IKE SA behind ``handle`` got ``addr`` (None: no usable one) and cannot use it (``why``)."""
     sa = self._ike_sa(handle)
-    if sa is None or sa.state is not State.ESTABLISHED or not sa.is_initiator:
+    if sa is None or sa.state is not State.ESTABLISHED:
         return   # going already (a second address of the same IKE SA, a DELETE crossing): once
     c = self.connections.get(conn)
     failed = self.vip_refusals.failed[conn] = self.vip_refusals.failed.get(conn, 0) + 1
