@@ -124,3 +124,42 @@ def test_a_block_racing_a_reloads_route_leaves_it_blocked_and_the_next_reload_ro
     # the next reload adds the route again, and only then does the block go
     assert seen["after_second"] == {"by": "tun", "listed": True, "blocked": None, "prohibits": []}, seen
     assert seen["second"] == [f"routes added: {NEW_NET}"], seen["second"]
+
+
+def test_a_block_made_while_a_reload_removes_its_network_goes_with_it(ns: str) -> None:
+    """The reload removes NET's tunnel; after it lifted the blocks of networks no tunnel wants and
+    before it removed NET's route, the virtual IP's down blocked NET (its re-pointing refused).  The
+    block outlived the tunnel (NET refused until another reload, not following the host's routes
+    as a network no tunnel routes does); now the reload lifts such blocks after its removals."""
+    def run() -> dict[str, Any]:
+        client = Client()   # NET and OTHER_NET routed
+        blocked: list[str | None] = []
+
+        class BlockMidway(RefuseNewNet):
+            def get_addr(self, *a: Any, **kw: Any) -> Any:   # the reload's look at the sources (stale())
+                if not blocked:
+                    blocked.append(client.tun.set_source_or_block(NET, None, "route kept the virtual IP"))
+                return self.i.get_addr(*a, **kw)
+
+            def route(self, cmd: str, *a: Any, **kw: Any) -> Any:
+                if cmd == "replace" and kw.get("type") != "prohibit" and kw.get("dst") == str(NET) and not blocked:
+                    raise NetlinkError(12, "refused by the test")
+                return self.i.route(cmd, *a, **kw)
+
+        tunmod._iproute = BlockMidway
+        try:
+            only_other = [(OTHER_NET, (ipaddress.ip_network("10.99.0.0/24"),))]   # NET's tunnel is gone
+            lines = asyncio.run(reroute.reload_routes(client.tun, only_other, lambda net, local: None))
+        finally:
+            tunmod._iproute = REAL
+        with REAL() as ipr:
+            by = {ipr.link_lookup(ifname=TUN)[0]: "tun", ipr.link_lookup(ifname="eth0")[0]: "eth0", REFUSED: "refused"}
+            prohibits = [r.get_attr("RTA_DST") for r in ipr.route("dump", family=socket.AF_INET)
+                         if r["type"] == RTN_PROHIBIT]
+            return {"blocked": blocked, "lines": lines, "by": by[route_oif(ipr, "10.9.0.5")], "prohibits": prohibits,
+                    "unrouted": list(client.tun.unrouted), "listed": [d for d, _ in client.tun.routes]}
+
+    out = inside(ns, run)
+    assert out["blocked"] and out["blocked"][0] is not None   # the case meant: NET was blocked midway
+    assert out["by"] == "eth0" and out["prohibits"] == [] and out["unrouted"] == [], out
+    assert out["listed"] == [OTHER_NET], out

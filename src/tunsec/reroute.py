@@ -107,17 +107,15 @@ async def _unroute(tun: Tun, wanted: list[Route]) -> list[str]:
                 moved[net] = now
         return out, moved
 
-    failed: list[str] = []
-    for net in [n for n in tun.unrouted if n not in want]:
-        failed += await _unblock(tun, net)
     try:
         gone, moved = await asyncio.to_thread(stale)
     except OSError as err:   # they stay; the new tunnels' routes are still added
         log.error("reload: routes not checked: %s", err.strerror or err)
-        return [f"routes not checked: {err.strerror or err}", *failed]
+        return [f"routes not checked: {err.strerror or err}", *await _unblock_unwanted(tun, want)]
     lines = await _resource(tun, moved, gone)
     if not gone:
-        return [*lines, *failed]
+        return [*lines, *await _unblock_unwanted(tun, want)]
+    failed: list[str] = []
     before = len(tun.unapplied)
     for net in gone:
         try:
@@ -127,7 +125,17 @@ async def _unroute(tun: Tun, wanted: list[Route]) -> list[str]:
             log.error("reload: %s", failed[-1])
     removed = [str(n) for n in gone if not any(r[0] == n for r in tun.routes)]
     lines += [f"routes removed: {', '.join(removed)}"] if removed else []
-    return [*lines, *_unapplied(tun, before, "removed"), *failed]
+    return [*lines, *_unapplied(tun, before, "removed"), *failed, *await _unblock_unwanted(tun, want)]
+
+
+async def _unblock_unwanted(tun: Tun, want: dict[IPNetwork, tuple[IPNetwork, ...]]) -> list[str]:
+    """The prohibit routes of networks no tunnel wants, lifted once their routes are off the TUN: a
+    virtual IP's block of one (its route could not be re-pointed) made while the reload ran would
+    otherwise outlive the tunnel.  Unlisted, a route gets no new block."""
+    failed: list[str] = []
+    for net in [n for n in tun.unrouted if n not in want]:
+        failed += await _unblock(tun, net)
+    return failed
 
 
 async def _resource(tun: Tun, moved: dict[IPNetwork, str], gone: list[IPNetwork]) -> list[str]:

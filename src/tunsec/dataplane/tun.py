@@ -554,6 +554,19 @@ class Tun:
             self.routes = [(d, src if d == dst else s) for d, s in self.routes]
         log.info("route %s via %s%s", dst, self.name, f" src {src}" if src else "")
 
+    def set_source_or_block(self, dst: IPNetwork, src: str | None, why: str) -> str | None:
+        """set_route_source, or where the kernel refuses, block(dst) in the same change: a reload cannot
+        remove dst's route in between (its block would outlive every tunnel of it).  What was refused
+        (``why`` and the reason; dst is blocked), or None; block's OSError is raised."""
+        with self._lock:
+            try:
+                self.set_route_source(dst, src)
+                return None
+            except OSError as err:
+                refused = f"{why}: {err.strerror or err}"
+            self.block(dst, refused)
+            return refused
+
     def report_unapplied(self, config_path: str) -> None:
         """The one warning for an unprivileged start on a TUN not set up as needed."""
         if not self.unapplied:

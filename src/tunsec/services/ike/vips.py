@@ -168,13 +168,11 @@ class VirtualIps:
         held = [a for name, ours in self._vips.values() if name == conn for a in ours
                 if a.version == addr.version and a != addr and a in self._applied]
         src = str(held[0]) if held else None
-        try:
-            await asyncio.to_thread(tun.set_route_source, net, src)
-            return
-        except OSError as err:
-            why = f"route {net} kept virtual IP {addr} as its source: {err.strerror or err}"
+        why = f"route {net} kept virtual IP {addr} as its source"
         try:   # the prohibit route takes the TUN route's place (and Tun.routes' entry): a reload adds it again
-            await asyncio.to_thread(tun.block, net, why)
-            log.error("%s: %s; its traffic is refused (prohibit route) until a reload adds the route", conn, why)
+            refused = await asyncio.to_thread(tun.set_source_or_block, net, src, why)
         except OSError as err:
             log.error("%s: %s; blocking its traffic failed too: %s", conn, why, err.strerror or err)
+            return
+        if refused is not None:
+            log.error("%s: %s; its traffic is refused (prohibit route) until a reload adds the route", conn, refused)
