@@ -48,6 +48,7 @@ class RecordingTun:
 
     def add_route(self, dst: IPNetwork, src: str | None) -> None:
         self.routes.append((dst, src))
+        self.unrouted.pop(dst, None)   # as Tun.add_route: its block goes in the same change
 
     def block(self, dst: IPNetwork, why: str) -> None:
         self.blocked.append(dst)

@@ -61,6 +61,14 @@ class RecordingTun:
         self.calls.append(("block", str(dst)))
         self.routes = [r for r in self.routes if r[0] != dst]   # as Tun.block: the prohibit route replaces it
 
+    def set_source_or_block(self, dst: IPNetwork, src: str | None, why: str) -> str | None:
+        try:
+            self.set_route_source(dst, src)
+            return None
+        except OSError as err:
+            self.block(dst, why)
+            return f"{why}: {err.strerror}"
+
 
 class Conn:
     class ike:   # what VirtualIps reads of a Connection: its children's remote_ts

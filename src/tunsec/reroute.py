@@ -45,9 +45,9 @@ async def reload_routes(tun: Tun, wanted: list[Route], add: Callable[[IPNetwork,
         except OSError as err:   # this route only: the other tunnels' routes and the answer still come
             failed.append(await _fail_closed(tun, net, err.strerror or str(err)))
             continue
-        if len(tun.unapplied) == noted:
+        if len(tun.unapplied) == noted:   # and its block is off (Tun.add_route, in the same change)
             added.append(str(net))
-            failed += await _unblock(tun, net)
+            failed += _still_unrouted(tun, net)
     if added:
         lines.append(f"routes added: {', '.join(added)}")
     return [*lines, *_unapplied(tun, before, "added"), *failed]
@@ -64,6 +64,16 @@ async def _fail_closed(tun: Tun, net: IPNetwork, why: str) -> str:
     return line
 
 
+def _still_unrouted(tun: Tun, net: IPNetwork) -> list[str]:
+    """The failed line of a network just routed that is unrouted all the same: its prohibit route would
+    not go (Tun.add_route), or a virtual IP's block came right after the add and holds (the next
+    reload adds the route again).  Logged where it happened."""
+    u = tun.unrouted.get(net)
+    if u is None:
+        return []
+    return [f"{FAILED}{u.why}" if str(net) in u.why else f"{FAILED}{net}: {u.why}"]
+
+
 async def _unblock(tun: Tun, net: IPNetwork) -> list[str]:
     """net's prohibit route off (its TUN route is in, or no tunnel needs it); a failed line if it stays."""
     if net not in tun.unrouted:
@@ -77,16 +87,16 @@ async def _unblock(tun: Tun, net: IPNetwork) -> list[str]:
 
 
 async def _unroute(tun: Tun, wanted: list[Route]) -> list[str]:
-    """Our routes no tunnel of the new configuration needs (or with another source address now)
-    off the TUN, as strongSwan unroutes a connection (that traffic takes the host's other routes
-    again); a network two tunnels route stays while one of them is left.  The prohibit routes of
-    networks no tunnel needs go too."""
+    """Our routes no tunnel of the new configuration needs off the TUN, as strongSwan unroutes a
+    connection (that traffic takes the host's other routes again); a network two tunnels route stays
+    while one of them is left.  One with another source address now is changed in place (_resource).
+    The prohibit routes of networks no tunnel needs go too."""
     want: dict[IPNetwork, tuple[IPNetwork, ...]] = {}
     for net, local_nets in wanted:
         want.setdefault(net, local_nets)
 
-    def stale() -> list[IPNetwork]:   # netlink: the sources are looked up
-        out = []
+    def stale() -> tuple[list[IPNetwork], dict[IPNetwork, str]]:   # netlink: the sources are looked up
+        out, moved = [], {}
         for net, src in tun.routes:
             if net not in want:
                 out.append(net)
@@ -94,19 +104,18 @@ async def _unroute(tun: Tun, wanted: list[Route]) -> list[str]:
             same = tuple(n for n in want[net] if n.version == net.version)
             now = local_address_in(same) if same else None
             if now is not None and now != src:   # None: no source of ours (or a virtual IP's, set at run time)
-                out.append(net)
-        return out
+                moved[net] = now
+        return out, moved
 
-    failed: list[str] = []
-    for net in [n for n in tun.unrouted if n not in want]:
-        failed += await _unblock(tun, net)
     try:
-        gone = await asyncio.to_thread(stale)
+        gone, moved = await asyncio.to_thread(stale)
     except OSError as err:   # they stay; the new tunnels' routes are still added
         log.error("reload: routes not checked: %s", err.strerror or err)
-        return [f"routes not checked: {err.strerror or err}", *failed]
+        return [f"routes not checked: {err.strerror or err}", *await _unblock_unwanted(tun, want)]
+    lines = await _resource(tun, moved, gone)
     if not gone:
-        return failed
+        return [*lines, *await _unblock_unwanted(tun, want)]
+    failed: list[str] = []
     before = len(tun.unapplied)
     for net in gone:
         try:
@@ -115,8 +124,36 @@ async def _unroute(tun: Tun, wanted: list[Route]) -> list[str]:
             failed.append(f"{FAILED}{err.strerror or err}")
             log.error("reload: %s", failed[-1])
     removed = [str(n) for n in gone if not any(r[0] == n for r in tun.routes)]
-    lines = [f"routes removed: {', '.join(removed)}"] if removed else []
-    return [*lines, *_unapplied(tun, before, "removed"), *failed]
+    lines += [f"routes removed: {', '.join(removed)}"] if removed else []
+    return [*lines, *_unapplied(tun, before, "removed"), *failed, *await _unblock_unwanted(tun, want)]
+
+
+async def _unblock_unwanted(tun: Tun, want: dict[IPNetwork, tuple[IPNetwork, ...]]) -> list[str]:
+    """The prohibit routes of networks no tunnel wants, lifted once their routes are off the TUN: a
+    virtual IP's block of one (its route could not be re-pointed) made while the reload ran would
+    otherwise outlive the tunnel.  Unlisted, a route gets no new block."""
+    failed: list[str] = []
+    for net in [n for n in tun.unrouted if n not in want]:
+        failed += await _unblock(tun, net)
+    return failed
+
+
+async def _resource(tun: Tun, moved: dict[IPNetwork, str], gone: list[IPNetwork]) -> list[str]:
+    """Routes given their new source address by one replace each: removed and added again, the network
+    followed the host's other routes (a default route, in clear) in between.  One the kernel will not
+    change so (without CAP_NET_ADMIN: EPERM) goes onto ``gone``: removed, and added again after."""
+    done: list[str] = []
+    for net, src in moved.items():
+        try:
+            await asyncio.to_thread(tun.set_route_source, net, src)
+        except OSError as err:
+            log.info("reload: route %s not given source %s in place (%s): removed and added again", net, src,
+                     err.strerror or err)
+            gone.append(net)
+            continue
+        if (net, src) in tun.routes:   # not if a virtual IP's block took it off meanwhile
+            done.append(f"{net} (src {src})")
+    return [f"routes given another source address: {', '.join(done)}"] if done else []
 
 
 def _unapplied(tun: Tun, before: int, done: str) -> list[str]:

@@ -294,14 +294,23 @@ class Tun:
             log.debug("TUN %s: %s: %s", self.name, fix or "tuning", exc)
 
     def add_route(self, dst: IPNetwork, src: str | None) -> None:
-        """dst through the TUN; a refusal other than EPERM raises OSError naming the route, the TUN and
-        the reason."""
+        """dst through the TUN, then its prohibit route (block) off, both under the lock: a virtual IP's
+        block made between the two was taken off too (its route had been replaced: neither was left, the
+        traffic left in clear); one made after stays, dst unlisted, for the next reload to add.  A refusal
+        other than EPERM raises OSError naming the route, the TUN and the reason; one of the unblock is
+        logged and dst stays listed in unrouted (the reload says so)."""
+        with self._lock:
+            if self._add_route(dst, src):
+                self._unblock_routed(dst)
+
+    def _add_route(self, dst: IPNetwork, src: str | None) -> bool:
+        """False: not added for want of CAP_NET_ADMIN (the command is in unapplied)."""
         op = f"adding route {dst} via TUN {self.name}"
-        with self._lock, _iproute() as ipr, _netlink(op):
+        with _iproute() as ipr, _netlink(op):
             idx = ipr.link_lookup(ifname=self.name)[0]
             if _has_route(ipr, idx, dst):
                 log.info("route %s via %s exists", dst, self.name)
-                return   # not ours: left in place at exit
+                return True   # not ours: left in place at exit
             kw: dict[str, object] = {"dst": str(dst), "oif": idx}
             if src:
                 kw["prefsrc"] = src
@@ -310,9 +319,19 @@ class Tun:
             self._change(lambda: ipr.route("replace", **kw), op, f"no route to {dst} through it", cmd,
                          lambda: self._family_hint(dst))
             if len(self.unapplied) > before:
-                return
+                return False
             self.routes.append((dst, src))
         log.info("route %s via %s%s", dst, self.name, f" src {src}" if src else "")
+        return True
+
+    def _unblock_routed(self, dst: IPNetwork) -> None:
+        """dst's block off now that its TUN route is in."""
+        try:
+            self.unblock(dst)
+        except OSError as exc:
+            why = f"route {dst} via TUN {self.name} added, its prohibit route stays: {exc.strerror or exc}"
+            self.unrouted[dst] = Unrouted(why, blocked=True)
+            log.error("%s", why)
 
     def _family_hint(self, dst: IPNetwork) -> str:
         """What to do when the kernel refused an IPv6 route because IPv6 is off (on the TUN: EACCES, on
@@ -565,6 +584,19 @@ class Tun:
                 ipr.route("replace", oif=ipr.link_lookup(ifname=self.name)[0], **kw)
             self.routes = [(d, src if d == dst else s) for d, s in self.routes]
         log.info("route %s via %s%s", dst, self.name, f" src {src}" if src else "")
+
+    def set_source_or_block(self, dst: IPNetwork, src: str | None, why: str) -> str | None:
+        """set_route_source, or where the kernel refuses, block(dst) in the same change: a reload cannot
+        remove dst's route in between (its block would outlive every tunnel of it).  What was refused
+        (``why`` and the reason; dst is blocked), or None; block's OSError is raised."""
+        with self._lock:
+            try:
+                self.set_route_source(dst, src)
+                return None
+            except OSError as err:
+                refused = f"{why}: {err.strerror or err}"
+            self.block(dst, refused)
+            return refused
 
     def report_unapplied(self, config_path: str) -> None:
         """The one warning for an unprivileged start on a TUN not set up as needed."""

@@ -40,6 +40,7 @@ class DownReason(Enum):
     HALF_OPEN_TIMEOUT = "half-open timeout"
     REDIRECTED = "redirected to another gateway (RFC 5685)"
     UNANSWERED = "request never answered"
+    VIP_REFUSED = "the virtual IP the gateway assigned cannot be used here"  # services/ike/vip_refused.py
 
     def __str__(self) -> str:
         return self.value

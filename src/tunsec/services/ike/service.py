@@ -81,7 +81,7 @@ from tunsec.radius.relay import Accepted, RadiusRelay
 from tunsec.radius.settings import RadiusSettings
 from tunsec.services.addrwatch import AddressWatch
 from tunsec.services.base import EspEndpoint, Service
-from tunsec.services.ike import ikesas, installs, mobility, radius_edge, recreate, restart, traps
+from tunsec.services.ike import ikesas, installs, mobility, radius_edge, recreate, restart, traps, vip_refused
 from tunsec.services.ike import invalid_spi as _invalid_spi
 from tunsec.services.ike import reload as _reload
 from tunsec.services.ike import status as _status
@@ -131,7 +131,10 @@ class IkeService(Service):
         self.pools = AddressPools(pools)    # virtual IP leases: they outlive IKE SAs, so they live here
         # a client's virtual IPs: set by the daemon to its TUN (add_address, remove_address, set_route_source)
         self.tun: Any = None
-        self.vips = VirtualIps(lambda: self.tun, lambda name: self.connections.get(name), self._spawn)
+        self.vips = VirtualIps(lambda: self.tun, lambda name: self.connections.get(name), self._spawn,
+                               functools.partial(vip_refused.refused, self),
+                               functools.partial(vip_refused.applied, self))
+        self.vip_refusals = vip_refused.Refusals()   # a client's IKE SAs ended for their virtual IP
         self.scripts = updown.Scripts(self._spawn)   # updown: each IKE SA's in order, IKE SAs side by side
         self.worker = worker
         self.local_addrs = local_addrs     # family -> our outer address for ESP SAs
@@ -509,7 +512,7 @@ class IkeService(Service):
                          ev.proposal, ev.local_id, ev.remote_id,
                          f"; assigned virtual IP {', '.join(map(addr_text, ev.peer_vips))} to peer {ev.remote_id}"
                          if ev.peer_vips else "")
-                if ev.own_vips:
+                if ev.own_vips or (sa.is_initiator and sa.config.vips):   # none: refused (vip_refused.py)
                     self.vips.up(self._ike_handle(sa), ev)
                 self.ike_up[sa.local_spi] = IkeUpRecord(ev, time.time())
                 if not sa.is_closed:   # one closed already was forgotten (on_forget): it would stay for ever

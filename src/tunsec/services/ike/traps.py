@@ -12,6 +12,7 @@ from tunsec.dataplane.client import WorkerError
 from tunsec.dataplane.pipe import Action, Policy
 from tunsec.policy.ids import Band, priority
 from tunsec.policy.selector import SelectorError, fast_selectors
+from tunsec.services.ike import vip_refused
 
 if TYPE_CHECKING:
     from tunsec.services.ike.service import IkeService
@@ -139,7 +140,7 @@ def _under_way(self: IkeService, conn: str, child: str) -> bool:
     IKE SA is gone (closed, or rekeyed: the new one carries the request on), and no missed event
     can leave a trap that never initiates again.  A half-open IKE SA a peer started creates
     nothing of ours: it does not hold our traffic back."""
-    if (conn, child) in self.acquiring:
+    if (conn, child) in self.acquiring or vip_refused.holding(self, conn):   # waits for its next try
         return True
     if any(c.conn == conn and c.child == child for c in self.children.values()):
         return True

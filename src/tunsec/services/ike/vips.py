@@ -4,7 +4,10 @@ Each address becomes a local address of this host, so only what the engine took 
 (one per family, none reserved or an IKE peer's: exchanges/ike_config.py) comes here, and one that
 another interface of the host already has is refused: the gateway would take over its traffic; so is
 one the host reaches outside the TUN (its router, an address on a LAN's link or its broadcast: as a
-local address the host's own traffic to it would never leave, Tun.address_conflict).
+local address the host's own traffic to it would never leave, Tun.address_conflict).  Such an
+address, one the kernel will not add, or none at all where the client asked for some, ends the IKE SA
+and the connection is tried again later (vip_refused.py): up with no address, it looked connected while
+its selectors matched nothing of the LAN.
 
 Going down, each route that has the address as its source is re-pointed before the address goes:
 the kernel deletes an IPv4 route whose preferred source disappears, and until it came back the
@@ -39,11 +42,17 @@ def one_per_family(addrs: Sequence[IPAddress]) -> tuple[IPAddress, ...]:
     return tuple(first.values())
 
 
+def _log_refusal(handle: int, conn: str, addr: IPAddress | None, why: str) -> None:
+    log.error("%s: virtual IP %s refused: %s", conn, addr, why)
+
+
 class VirtualIps:
     """Our virtual IPs by IKE SA (its handle), on the TUN while any IKE SA holds them."""
 
     def __init__(self, tun: Callable[[], Any], connection: Callable[[str], Connection | None],
-                 spawn: Callable[[Coroutine[Any, Any, None]], object]) -> None:
+                 spawn: Callable[[Coroutine[Any, Any, None]], object],
+                 refused: Callable[[int, str, IPAddress | None, str], None] = _log_refusal,
+                 applied: Callable[[str], None] = lambda conn: None) -> None:
         # the daemon's TUN (add_address, remove_address, address_conflict, set_route_source, block, routes)
         self._tun = tun
         self._connection = connection    # by name, as configured now (its routes get the address as source)
@@ -54,17 +63,38 @@ class VirtualIps:
         # kernel refuses another; one refused as another interface's would give the route the LAN's)
         self._applied: set[IPAddress] = set()
         self._vip_lock = asyncio.Lock()     # netlink changes in the order the engine reported them
+        # (IKE SA handle, connection, address or None, why): the IKE SA cannot use it (vip_refused.refused);
+        # applied(connection): every address of an IKE SA of it went on the TUN
+        self._refused, self._ok = refused, applied
+        self._refusals: dict[IPAddress, str] = {}   # refused addresses IKE SAs still hold: why
 
     def up(self, handle: int, ev: IkeSaUp) -> None:
-        """Put the addresses the gateway assigned on the TUN, as the source of the connection's routes."""
+        """Put the addresses the gateway assigned on the TUN, as the source of the connection's routes
+        (the IKE SA of a client that asked for some: none is a refusal too)."""
         ours = one_per_family(ev.own_vips)
+        if not ours:
+            self._spawn(self._refuse(handle, ev.name, None, "the gateway assigned none this client takes "
+                                     "(the reason was logged as the IKE SA came up)"))
+            return
         self._vips[handle] = (ev.name, ours)
+        for addr in (a for a in ours if a in self._refusals):   # refused as another IKE SA's: this one's too
+            self._spawn(self._refuse(handle, ev.name, addr, self._refusals[addr]))
         log.info("%s: virtual IP %s assigned by the peer%s", ev.name, ", ".join(map(str, ours)),
                  f", DNS {', '.join(map(str, ev.dns))}" if ev.dns else "")
         fresh = [a for a in ours if self._vip_refs[a] == 0]
         self._vip_refs.update(ours)
         if fresh:
             self._spawn(self._apply_up(ev.name, fresh))
+
+    async def _refuse(self, handle: int, conn: str, addr: IPAddress | None, why: str) -> None:
+        self._refused(handle, conn, addr, why)   # a task: the engine's events are being handled now
+
+    def _refuse_all(self, conn: str, addr: IPAddress, why: str) -> None:
+        """Every IKE SA holding ``addr`` cannot use it (those that came up while it was checked too)."""
+        self._refusals[addr] = why
+        for handle, (name, ours) in list(self._vips.items()):
+            if addr in ours:
+                self._refused(handle, name, addr, why)
 
     def down(self, handle: int | None) -> None:
         """The IKE SA is gone: its virtual IPs leave the TUN unless another IKE SA holds them too."""
@@ -75,6 +105,7 @@ class VirtualIps:
         gone = [a for a in entry[1] if self._vip_refs[a] <= 0]
         for a in gone:
             del self._vip_refs[a]
+            self._refusals.pop(a, None)
         if gone:
             self._spawn(self._apply_down(entry[0], gone))
 
@@ -84,15 +115,22 @@ class VirtualIps:
             return
         c = self._connection(conn)
         nets = [n for ch in c.ike.children for t in ch.remote_ts if not t.dynamic for n in ts_networks(t)] if c else []
+        refused = False
         async with self._vip_lock:
             for addr in addrs:
                 try:   # netlink in a thread: pyroute2's synchronous calls run an event loop of their own
                     why = await asyncio.to_thread(tun.address_conflict, str(addr))
                     if why is not None:
-                        log.error("%s: virtual IP %s refused: %s (as ours the host's traffic to it would stay "
-                                  "on this host)", conn, addr, why)
+                        refused = True
+                        self._refuse_all(conn, addr, f"{why} (as ours the host's traffic to it would stay on "
+                                                     "this host)")
                         continue
-                    await asyncio.to_thread(tun.add_address, str(addr))
+                    try:
+                        await asyncio.to_thread(tun.add_address, str(addr))
+                    except OSError as err:   # tun.py's: the address, the TUN, the kernel's reason
+                        refused = True
+                        self._refuse_all(conn, addr, err.strerror or str(err))
+                        continue
                     self._applied.add(addr)
                     for net in (n for n in nets if n.version == addr.version):
                         await asyncio.to_thread(tun.set_route_source, net, str(addr))
@@ -101,6 +139,8 @@ class VirtualIps:
                 except Exception as err:   # a bug: the other addresses are still applied
                     log.error("%s: cannot add virtual IP %s on TUN %s: %s", conn, addr,
                               getattr(tun, "name", "?"), internal_error(err, True))
+        if not refused:
+            self._ok(conn)
 
     async def _apply_down(self, conn: str, addrs: Sequence[IPAddress]) -> None:
         tun = self._tun()
@@ -128,13 +168,11 @@ class VirtualIps:
         held = [a for name, ours in self._vips.values() if name == conn for a in ours
                 if a.version == addr.version and a != addr and a in self._applied]
         src = str(held[0]) if held else None
-        try:
-            await asyncio.to_thread(tun.set_route_source, net, src)
-            return
-        except OSError as err:
-            why = f"route {net} kept virtual IP {addr} as its source: {err.strerror or err}"
+        why = f"route {net} kept virtual IP {addr} as its source"
         try:   # the prohibit route takes the TUN route's place (and Tun.routes' entry): a reload adds it again
-            await asyncio.to_thread(tun.block, net, why)
-            log.error("%s: %s; its traffic is refused (prohibit route) until a reload adds the route", conn, why)
+            refused = await asyncio.to_thread(tun.set_source_or_block, net, src, why)
         except OSError as err:
             log.error("%s: %s; blocking its traffic failed too: %s", conn, why, err.strerror or err)
+            return
+        if refused is not None:
+            log.error("%s: %s; its traffic is refused (prohibit route) until a reload adds the route", conn, refused)
