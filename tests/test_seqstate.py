@@ -16,6 +16,8 @@ import pytest
 from tunsec.dataplane.pipe import Direction
 from tunsec.safefs import write_atomic
 from tunsec.seqstate import (
+    GROWTH_WHEN_SHORT,
+    IN_RUNAHEAD,
     MAX_BLOCK,
     MIN_BLOCK_IN,
     MIN_BLOCK_OUT,
@@ -181,11 +183,12 @@ def test_block_follows_the_packet_rate(tmp_path: Path) -> None:
     assert (limit, notify) == (2 * b, 2 * b - b // 2)
     limit, _ = st.extend(now=100.1)               # a block in 0.1 s: 2.5 blocks per 0.25 s
     assert st.block == 4 * b and limit == 2 * b + 4 * b
-    st.extend(now=100.101)                       # 2.5 blocks in 1 ms: 625 blocks per 0.25 s
-    assert st.block == 1024 * b                  # the power of two above that
-    st.extend(now=100.102)
-    st.extend(now=100.103)                       # 10 Gbit/s and beyond: capped
-    assert st.block == MAX_BLOCK
+    st.extend(now=100.101)                       # 2.5 blocks in 1 ms: 625 blocks per 0.25 s, but
+    assert st.block == IN_RUNAHEAD * 40          # only 40 numbers came since the last refill
+    for i in range(12):                          # it grows refill by refill ...
+        if st.block < MAX_BLOCK:
+            st.extend(now=100.102 + i / 1000)
+    assert st.block == MAX_BLOCK                 # ... to the cap at 10 Gbit/s and beyond
     st.extend(now=1e9)                           # idle: back to the smallest block
     assert st.block == MIN_BLOCK_IN
     assert state(tmp_path, esn=True, direction=Direction.IN).block == MIN_BLOCK_IN   # persisted too
@@ -199,20 +202,26 @@ def test_block_follows_the_packet_rate(tmp_path: Path) -> None:
 def test_a_receiver_that_ran_out_grows_its_block_quickly(tmp_path: Path) -> None:
     # pings, then a bulk transfer: the refills come too late and packets past the
     # limit are dropped, so TCP backs off and the rate seen stays low.  Each refill
-    # asked for by a number just past the limit grows the block 16-fold instead.
+    # asked for by a number just past the limit grows the block instead: 16-fold,
+    # to at most IN_RUNAHEAD times the numbers that came since the last refill.
     st = state(tmp_path, direction=Direction.IN)
     st.restart()
-    limit, _ = st.extend(now=100.0)                    # notify reached while pinging
-    assert st.block == MIN_BLOCK_IN
-    limit, _ = st.extend(now=110.0, needed=limit + 1)  # ran out: drops until this refill
-    assert st.block == 16 * MIN_BLOCK_IN
-    limit, _ = st.extend(now=110.5, needed=limit + 3)
-    assert st.block == 256 * MIN_BLOCK_IN
-    assert state(tmp_path, direction=Direction.IN).block == 256 * MIN_BLOCK_IN   # persisted
+    st.extend(now=100.0)                                # notify (8) reached while pinging
+    assert st.block == MIN_BLOCK_IN and st.limit == 32
+    st.extend(now=110.0, needed=33)                     # ran out: drops until this refill
+    assert st.block == IN_RUNAHEAD * (33 - 8)           # 25 numbers since the last refill: 200, not 256
+    assert st.limit == 33 + 200
+    st.extend(now=110.5, needed=236)                    # ran out again: 212 numbers since 24
+    assert st.block == IN_RUNAHEAD * (236 - 24) < GROWTH_WHEN_SHORT * 200
+    assert st.limit == 236 + 1696
+    st.extend(now=111.0, needed=1933)                   # and again: 1,800 since 133 (233 - 200 / 2)
+    assert st.block == IN_RUNAHEAD * (1933 - 133)
+    assert state(tmp_path, direction=Direction.IN).block == st.block   # persisted
     # a sender that jumped ahead (it restarted) is not a lack of numbers: no growth
-    # beyond what the rate says (here 0.5 blocks in 100 s: the smallest block)
+    # beyond what the rate says (here half a block in 1000 s: the smallest block)
+    limit = st.limit
     jumped = limit + 1_000_000
-    limit, _ = st.extend(now=210.5, needed=jumped)
+    limit, _ = st.extend(now=1111.0, needed=jumped)
     assert st.block == MIN_BLOCK_IN and limit == jumped + MIN_BLOCK_IN
 
 
@@ -251,6 +260,52 @@ def test_idle_to_bulk_costs_two_refills_of_drops(tmp_path: Path, rate: int, rtt:
     drops, accepted = _idle_then_bulk(tmp_path, rate, rtt)
     assert 0 < drops <= 2 * rate * rtt
     assert state(tmp_path, direction=Direction.IN).restart()[0] >= accepted   # a restart starts past them
+
+
+def _paced_burst_with_a_late_refill(tmp_path: Path, late_refill: int, late: float) -> tuple[int, int, int]:
+    """The receiver of tests/e2e/test_manual_restart.py, modelled as in _idle_then_bulk: 3 pings,
+    then 8,000 packets at 5,000/s (10 every 2 ms); each refill lands 3 ms after it is persisted,
+    but the ``late_refill``-th is persisted ``late`` seconds after the worker asked (a loaded
+    machine: the control process or the worker not scheduled).  (numbers a receiver restarted
+    then refuses past the sender's last, packets dropped past the limit, highest number accepted)"""
+    st = state(tmp_path, direction=Direction.IN)
+    seq, limit, notify = st.restart()
+    times = [0.0, 1.0, 2.0] + [10 + (i // 10) * 0.002 + (i % 10) * 1e-5 for i in range(8000)]
+    asked: tuple[float, int] | None = None      # (when extend runs, needed)
+    landing: tuple[float, tuple[int, int]] | None = None
+    refills = drops = accepted = 0
+    waiting = False
+    for now in times:
+        if asked is not None and asked[0] <= now:
+            landing, asked = (asked[0] + 0.003, st.extend(asked[0], asked[1])), None
+        if landing is not None and landing[0] <= now:
+            (limit, notify), landing, waiting = landing[1], None, False
+        seq += 1
+        above = seq > limit
+        drops += above
+        accepted = accepted if above else seq
+        if not waiting and (above or seq >= notify):
+            refills += 1
+            waiting, asked = True, (now + (late if refills == late_refill else 0.0), seq if above else 0)
+    restarted = state(tmp_path, direction=Direction.IN).restart()[0]
+    return restarted - seq, drops, accepted
+
+
+@pytest.mark.parametrize("late_refill", [2, 4])
+@pytest.mark.parametrize("late", [0.05, 0.3])
+def test_a_refill_handled_late_does_not_make_a_restarted_receiver_deaf_for_long(
+        tmp_path: Path, late_refill: int, late: float) -> None:
+    """A refill handled late is followed by one a few ms later: the numbers that came over the
+    delay looked like a rate tens of times the real one, and a block of 32,768 to 131,072 at
+    5,000 packets/s left a receiver restarted then refusing 5 to 25 s of genuine packets (the
+    e2e test's 8,000-packet burst all dropped).  What a restarted receiver refuses is the usual
+    1.5 blocks and at most IN_RUNAHEAD times what came over the delay, and still covers every
+    number it accepted."""
+    refused, drops, accepted = _paced_burst_with_a_late_refill(tmp_path, late_refill, late)
+    usual = 3 * 2048 // 2                       # 1.5 blocks of pow2(5,000/s x 0.25 s)
+    assert 0 < refused <= usual + IN_RUNAHEAD * 5000 * late, (refused, drops)
+    assert drops <= 5000 * (late + 0.01)       # what came while the late refill was on its way, no more
+    assert state(tmp_path, direction=Direction.IN).restart()[0] >= accepted
 
 
 def test_a_jump_right_after_a_refill_grows_the_block_at_most_ramp_growth_fold(tmp_path: Path) -> None:
