@@ -16,6 +16,9 @@ in and taken out after the route went (listed without a route is harmless; a rou
 network), written atomically and private through the directory's descriptor (safefs), and only from a
 directory no other user may change: one who could write the record could have this instance remove
 another's blocks.  A start removes only the leftovers its record lists; any other stays (fail closed).
+The service user may still list another instance's network: the other instance puts its block back
+(blockwatch.py).  An IKE-only start makes a missing state_dir (prepare and init-state make it only for
+manual tunnels); without a usable one it says so at start.
 """
 
 from __future__ import annotations
