@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import pytest
 from pyroute2.netlink.exceptions import NetlinkError
 
+from tunsec.dataplane import blockwatch
 from tunsec.dataplane import tun as tunmod
 from tunsec.dataplane.blockrecord import BlockRecord
 
@@ -121,3 +122,26 @@ def test_a_guard_whose_delete_fails_stays_recorded(tun: tunmod.Tun) -> None:
     tun.remove_address(VIP)
     assert (NET, "prohibit") in Table.routes and (NET, "tun") in Table.routes
     assert not tun.unrouted and recorded(tun) == [str(NET)]   # blocks nothing, yet the next start removes it
+
+
+def test_the_keeper_puts_back_a_removed_block_but_never_over_the_tun_route(tun: tunmod.Tun,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """blockwatch.Keeper: a blocked network whose prohibit route is gone gets it back; one routed through the
+    TUN again (add_route replaced the prohibit route, unblock not yet run) is left alone: putting the block
+    back would replace the TUN route; one it cannot put back is said NOT blocked and tried again."""
+    monkeypatch.setattr(blockwatch, "_iproute", Table)
+    monkeypatch.setattr(blockwatch, "tunsec_prohibits", lambda: {d for d, k in Table.routes if k == "prohibit"})
+    tun.block(NET, "route refused")
+    tun.block(NET2, "route refused")
+    keeper = blockwatch.Keeper(tun)
+    Table.routes.clear()                       # someone else removed both
+    tun.routes.append((NET2, None))            # and NET2's TUN route is in (add_route's replace)
+    Table.routes.add((NET2, "tun"))
+    keeper.check()
+    assert Table.routes == {(NET, "prohibit"), (NET2, "tun")} and tun.unrouted[NET].blocked
+    Table.routes.discard((NET, "prohibit"))
+    Table.refuse = [("replace", "prohibit")]
+    keeper.check()
+    assert not tun.unrouted[NET].blocked and "cannot be put back" in tun.unrouted[NET].why
+    keeper.check()                             # tried again
+    assert (NET, "prohibit") in Table.routes and tun.unrouted[NET].blocked and str(NET) in recorded(tun)

@@ -55,8 +55,13 @@ async def watch(tun: Tun, stopping: asyncio.Event, interval: float = INTERVAL) -
     while not stopping.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), interval)
-        if not stopping.is_set() and keeper.due():
+        if stopping.is_set():
+            return
+        try:   # in the thread, under the TUN's lock: a reload's thread changes what is blocked meanwhile
             await asyncio.to_thread(keeper.check)
+        except Exception as err:   # a bug: said, and the next round still runs
+            keeper._say(logging.ERROR, "checking this instance's prohibit routes failed: %s: %s",
+                        type(err).__name__, err)
 
 
 class Keeper:
@@ -67,15 +72,16 @@ class Keeper:
         self.lost: dict[IPNetwork, str] = {}   # network: why it was blocked
         self.limit = LogLimiter(burst=5, period=60.0)
 
-    def due(self) -> bool:
-        return bool(self.lost) or any(u.blocked for u in self.tun.unrouted.values())
-
     def check(self) -> None:
         """Under the TUN's lock: its blocks and the kernel agree for the time of the look and the repair."""
         tun = self.tun
         with tun._lock:
-            self.lost = {d: w for d, w in self.lost.items() if d in tun.unrouted and not tun.unrouted[d].blocked}
-            blocked = {d for d, u in tun.unrouted.items() if u.blocked}
+            self.lost = {d: w for d, w in self.lost.items()
+                         if d in tun.unrouted and not tun.unrouted[d].blocked and d not in {r for r, _ in tun.routes}}
+            # routed through the TUN again (add_route's replace took the prohibit route over; unblock comes
+            # after it): the TUN holds that traffic, and a prohibit route put back would replace the TUN route
+            routed = {d for d, _s in tun.routes}
+            blocked = {d for d, u in tun.unrouted.items() if u.blocked and d not in routed}
             if not blocked and not self.lost:
                 return
             try:
@@ -83,9 +89,10 @@ class Keeper:
             except OSError as err:
                 self._say(logging.WARNING, "prohibit routes not checked: %s", err.strerror or err)
                 return
+            retry = dict(self.lost)   # those lost in an earlier round: one try each round
             for dst in sorted(blocked - present, key=lambda n: (n.version, int(n.network_address), n.prefixlen)):
                 self._put_back(dst, tun.unrouted[dst].why)
-            for dst, why in list(self.lost.items()):
+            for dst, why in retry.items():
                 self._put_back(dst, why)
 
     def _put_back(self, dst: IPNetwork, why: str) -> None:
