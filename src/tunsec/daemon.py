@@ -32,7 +32,7 @@ from tunsec.conf.connections import find_child, ike_endpoints
 from tunsec.conf.diff import comparable, restart_keys
 from tunsec.conf.errors import ConfigError
 from tunsec.conf.tunsec_section import MAX_WORKERS, worker_user
-from tunsec.dataplane import pipe, spawner
+from tunsec.dataplane import blockwatch, pipe, spawner
 from tunsec.dataplane.blockrecord import BlockRecord
 from tunsec.dataplane.client import WorkerClient, WorkerError, WorkerFds, worker_args
 from tunsec.dataplane.tun import Tun, local_address_in, outer_mtu_towards, tunnel_mtu
@@ -515,12 +515,17 @@ class Daemon:
         if self._privilege_given_up:
             return
         self._privilege_given_up = True
-        try:
+        record = self.tun.record if self.tun is not None else None
+        try:   # blocks held at start need CAP_NET_ADMIN to be put back (blockwatch) and removed at exit
             privilege.give_up_control(self.privilege, self.cfg.tunsec, bool(self.manual.plans),
-                                      bool(self.tun and self.tun.routes and not self.tun.created),
-                                      virtual_ips=any(c.ike.vips for c in self.cfg.connections))
+                                      bool(self.tun and ((self.tun.routes and not self.tun.created)
+                                                         or any(u.blocked for u in self.tun.unrouted.values()))),
+                                      virtual_ips=any(c.ike.vips for c in self.cfg.connections),
+                                      block_record=record is not None and record.fd >= 0)
         except (privilege.PrivilegeError, OSError) as err:
             raise StartupError(f"dropping privileges: {err}") from err
+        if record is not None and self.privilege.drop:
+            record.usable_after_drop(privilege._me())
         if not os.access(self.cfg.path, os.R_OK):   # said now, not at the first reload
             log.warning("%s is not readable by %s: `tunsec reload` and SIGHUP will fail; as root: %s", self.cfg.path,
                         privilege._me(), _read_grant(self.cfg.path))
@@ -591,7 +596,9 @@ class Daemon:
             await self._start_metrics()
             async with self._reloading:   # a SIGHUP or `tunsec reload` meanwhile waits for the first install
                 await self._start_worker()
-            self._tasks = [asyncio.create_task(self._watch_worker())]
+            assert self.tun is not None
+            self._tasks = [asyncio.create_task(self._watch_worker()),
+                           asyncio.create_task(blockwatch.watch(self.tun, self.stopping))]
             gctune.settle()   # start-up is done: what exists now lives as long as we do
             log.info("tunsec up: %d manual tunnel(s), %d IKE connection(s) on %s (MTU %d), control socket %s",
                      len(self.manual.plans), len(self.ike.connections) if self.ike else 0, self.cfg.tunsec.tun,

@@ -406,7 +406,7 @@ def spawn_problem() -> str | None:
 
 
 def give_up_control(p: Plan, settings: TunsecSettings, manual: bool,
-                    own_routes_on_kept_tun: bool, virtual_ips: bool = False) -> None:
+                    own_routes_on_kept_tun: bool, virtual_ips: bool = False, block_record: bool = False) -> None:
     """The control process, once set up (TUN, sockets, routes, control socket, first worker), before
     any IKE is read: the user, with only the capabilities it still uses.  Routes follow the configured
     selectors and are installed by then, so that is none; except CAP_NET_ADMIN to remove at exit the
@@ -414,9 +414,10 @@ def give_up_control(p: Plan, settings: TunsecSettings, manual: bool,
     the TUN (and take off) the virtual IPs a gateway assigns at run time (a connection with ``vips``)."""
     hand: list[Path] = []   # the control socket is the user's from its bind (tunsec.ctlsocket)
     writable: list[tuple[str, Path]] = []
-    if manual:   # sequence number reservations are written from now on
-        state = Path(settings.state_dir)
+    state = Path(settings.state_dir)
+    if manual or block_record:   # sequence number reservations, the record of prohibit routes: written from now on
         hand.append(state)
+    if manual:   # the record alone does without (BlockRecord.usable_after_drop says so)
         writable.append(("state_dir", state))
     keep = mask(CAP_NET_ADMIN) if own_routes_on_kept_tun or virtual_ips else 0
     line = give_up(p, keep, hand, writable)

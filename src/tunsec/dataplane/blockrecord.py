@@ -16,6 +16,9 @@ in and taken out after the route went (listed without a route is harmless; a rou
 network), written atomically and private through the directory's descriptor (safefs), and only from a
 directory no other user may change: one who could write the record could have this instance remove
 another's blocks.  A start removes only the leftovers its record lists; any other stays (fail closed).
+The service user may still list another instance's network: the other instance puts its block back
+(blockwatch.py).  An IKE-only start makes a missing state_dir (prepare and init-state make it only for
+manual tunnels); without a usable one it says so at start.
 """
 
 from __future__ import annotations
@@ -51,6 +54,9 @@ class BlockRecord:
     owner: tuple[int, int] | None = None   # whom root gives the file to (the directory's owner)
     # what the file listed at start: this instance's leftovers, until the start has sorted them out
     inherited: set[IPNetwork] = field(default_factory=set)
+    # networks no longer blocked whose prohibit route may still be in the kernel (its delete failed):
+    # recorded for this run's life, so that the next start removes what is left of them
+    held: set[IPNetwork] = field(default_factory=set)
     written: frozenset[IPNetwork] = frozenset()
 
     @classmethod
@@ -58,16 +64,16 @@ class BlockRecord:
         """The record of TUN tun in state_dir, read; owner: the uid tunsec becomes (it may own state_dir).
         Never raises: without a usable directory nothing is inherited and nothing will be written."""
         rec = cls(tun, os.path.join(state_dir, record_name(tun)))
+        owners = {os.geteuid(), *(() if owner is None else (owner,))}
         try:
-            why, real = resolve_private(state_dir, {os.geteuid(), *(() if owner is None else (owner,))})
+            why = _make_missing(state_dir)
             if why is None:
-                why, rec.fd = open_private(real, {os.geteuid(), *(() if owner is None else (owner,))})
-        except FileNotFoundError:
-            rec.why = f"state_dir {state_dir} does not exist"
-            return rec
+                why, real = resolve_private(state_dir, owners)
+            if why is None:
+                why, rec.fd = open_private(real, owners)
         except OSError as err:
             why = err.strerror or str(err)
-        if why is not None:
+        if why is not None:   # said at start: a block made later is never the first to say so
             rec.why = f"state_dir {state_dir} cannot hold it: {why}"
             log.warning("tunsec's prohibit routes are not recorded (%s): a prohibit route left by this instance "
                         "killed is not removed at its next start", rec.why)
@@ -88,8 +94,10 @@ class BlockRecord:
             return {ip_network(n) for n in nets}
         except FileNotFoundError:
             return set()
-        except (OSError, ValueError, KeyError) as err:   # JSONDecodeError, UnicodeDecodeError are ValueErrors
+        except (OSError, ValueError, KeyError, RecursionError) as err:   # JSONDecodeError is a ValueError
             why = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+            if isinstance(err, RecursionError):   # deeply nested JSON: the parser's own limit, whoever wrote it
+                why = "nested too deep to be a record"
             log.warning("record of this instance's prohibit routes %s unreadable (%s): none of tunsec's prohibit "
                         "routes is taken for this instance's", self.where, why)
             return set()
@@ -105,7 +113,7 @@ class BlockRecord:
     def keep(self, networks: set[IPNetwork]) -> None:
         """Record networks (with the leftovers not yet sorted out) if that changes the file; a failure is
         logged, never raised: the block itself matters more than its record."""
-        want = frozenset(networks | self.inherited)
+        want = frozenset(networks | self.inherited | self.held)
         if want == self.written:
             return
         if self.fd < 0:
@@ -126,10 +134,51 @@ class BlockRecord:
             return
         self.written = want
 
+    def hold(self, *networks: IPNetwork) -> None:
+        """networks' prohibit routes may have stayed in the kernel though they block nothing any more:
+        kept in the record (with the next keep) until the next start sorts them out."""
+        self.held.update(networks)
+
+    def usable_after_drop(self, user: str) -> None:
+        """After the control process became user: a directory it may not write (root's, not handed over:
+        no CAP_CHOWN, or a parent others may change) keeps no record from now on, said once, now."""
+        if self.fd < 0 or os.access(".", os.W_OK | os.X_OK, dir_fd=self.fd):
+            return
+        self.why = f"{os.path.dirname(self.where)} is not writable by {user}"
+        log.warning("tunsec's prohibit routes are not recorded from now on (%s): a prohibit route made later and "
+                    "left by this instance killed is not removed at its next start; as root: install -d -o %s -m "
+                    "0700 %s", self.why, user, os.path.dirname(self.where))
+        self.close()
+
     def close(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+def _make_missing(state_dir: str) -> str | None:
+    """state_dir made (0700) when it does not exist and its parent is private to this user (root: root's
+    alone), as an IKE-only start finds it without `tunsec prepare` or `tunsec init-state`; why not, or None.
+    Made through the parent's descriptor; what it is then is checked as any state_dir's (BlockRecord.open)."""
+    if os.path.lexists(state_dir):
+        return None
+    parent, name = os.path.split(os.path.normpath(os.path.join(os.getcwd(), state_dir)))
+    try:
+        why, real = resolve_private(parent, {os.geteuid()})
+        if why is None:
+            why, fd = open_private(real, {os.geteuid()})
+    except FileNotFoundError:
+        return f"it does not exist, nor does {parent}"
+    if why is not None:
+        return f"it does not exist and {parent} is no place to make it: {why}"
+    try:
+        os.mkdir(name, 0o700, dir_fd=fd)
+    except FileExistsError:
+        pass
+    finally:
+        os.close(fd)
+    log.info("state_dir %s made (0700) for the record of tunsec's prohibit routes", state_dir)
+    return None
 
 
 def _order(n: IPNetwork) -> tuple[int, int, int]:

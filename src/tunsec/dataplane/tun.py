@@ -358,7 +358,9 @@ class Tun:
         ours to dst is no longer listed: the prohibit route replaces it, a reload adds it again."""
         op = f"blocking {dst} (prohibit route) while TUN {self.name} has no route to it"
         with self._lock:
-            self.unrouted[dst] = Unrouted(why, blocked=False)
+            # blocked already: a refused replace leaves that route in, so it stays blocked and recorded
+            was = self.unrouted.get(dst, Unrouted(why, blocked=False)).blocked
+            self.unrouted[dst] = Unrouted(why, blocked=was)
             self._note_blocks(dst)   # recorded before it exists: a kill -9 in between leaves none unrecorded
             try:
                 with _iproute() as ipr, _netlink(op):
@@ -528,8 +530,14 @@ class Tun:
             last = ip.version == 4 and not any(ip_address(a).version == 4 and a != str(ip) for a in have)
             guarded = [d for d, _s in self._lost_with(str(ip), last)]
             self._note_blocks(*guarded)   # recorded before they exist, as block's
-            for dst in guarded:   # before the address goes: a failure here leaves it in place
-                ipr.route("replace", dst=str(dst), type="prohibit", priority=_GUARD_PRIORITY, proto=RTPROT_TUNSEC)
+            for i, dst in enumerate(guarded):   # before the address goes: a failure here leaves it in place
+                try:
+                    ipr.route("replace", dst=str(dst), type="prohibit", priority=_GUARD_PRIORITY,
+                              proto=RTPROT_TUNSEC)
+                except NetlinkError:   # those put in go (blocking nothing: the routes stay), or stay recorded
+                    self._restore(ipr, links[0], guarded[:i], "", False)
+                    self._note_blocks()
+                    raise
             try:
                 ipr.addr("del", index=links[0], address=str(ip), prefixlen=32 if ip.version == 4 else 128)
             finally:
@@ -569,6 +577,8 @@ class Tun:
                 ipr.route("del", dst=str(dst), type="prohibit", priority=_GUARD_PRIORITY)
             except NetlinkError as exc:   # harmless: the TUN route is preferred; said, not raised
                 log.warning("route %s: its stand-in prohibit route stays: %s", dst, _reason(exc))
+                if self.record is not None:   # in the kernel still: recorded, for the next start to remove
+                    self.record.hold(dst)
 
     def set_route_source(self, dst: IPNetwork, src: str | None) -> None:
         """Give one of our routes a preferred source (a virtual IP) or none; others' routes are left alone.

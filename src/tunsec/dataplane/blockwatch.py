@@ -1,0 +1,178 @@
+"""This instance's prohibit routes kept in the kernel whatever others do to them.
+
+A blocked network's prohibit route (Tun.block) holds traffic that would otherwise take the host's other
+routes in clear.  Anyone with CAP_NET_ADMIN in the namespace may delete it: root by hand, another program,
+or another tunsec instance whose record lists the network (its service user may write that record, and the
+record cannot tell a forged entry from a real one).  So every INTERVAL seconds, while something is blocked,
+the routes are looked at and a missing one is put back (logged, rate-limited): its traffic may leave in
+clear for at most about INTERVAL seconds.
+
+The look is one netlink dump the kernel filters (NETLINK_GET_STRICT_CHK: the main table, tunsec's proto,
+prohibit routes only): a few of them rather than the host's whole routing table (pyroute2 filters dumps in
+Python, seconds for a full table).  A kernel without dump filtering sends every route: each is checked here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import struct
+from ipaddress import ip_address, ip_network
+
+from tunsec.dataplane.tun import (
+    RT_TABLE_MAIN,
+    RTN_PROHIBIT,
+    RTPROT_TUNSEC,
+    IPNetwork,
+    Tun,
+    Unrouted,
+    _iproute,
+    _netlink,
+)
+from tunsec.loglimit import LogLimiter, suffix
+
+log = logging.getLogger("tunsec.tun")
+
+INTERVAL = 2.0
+
+# linux/netlink.h, linux/rtnetlink.h
+SOL_NETLINK, NETLINK_GET_STRICT_CHK = 270, 12
+RTM_NEWROUTE, RTM_GETROUTE = 24, 26
+NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+RTA_DST, RTA_TABLE = 1, 15
+_NLMSG = struct.Struct("=IHHII")
+_RTMSG = struct.Struct("=BBBBBBBBI")
+_RTA = struct.Struct("=HH")
+
+
+async def watch(tun: Tun, stopping: asyncio.Event, interval: float = INTERVAL) -> None:
+    """Until stopping: tun's blocks put back when someone else removed them (netlink in a thread)."""
+    keeper = Keeper(tun)
+    while not stopping.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), interval)
+        if stopping.is_set():
+            return
+        try:   # in the thread, under the TUN's lock: a reload's thread changes what is blocked meanwhile
+            await asyncio.to_thread(keeper.check)
+        except Exception as err:   # a bug: said, and the next round still runs
+            keeper._say(logging.ERROR, "checking this instance's prohibit routes failed: %s: %s",
+                        type(err).__name__, err)
+
+
+class Keeper:
+    """The check, with what it lost (blocks it could not put back: tried again each round)."""
+
+    def __init__(self, tun: Tun) -> None:
+        self.tun = tun
+        self.lost: dict[IPNetwork, str] = {}   # network: why it was blocked
+        self.limit = LogLimiter(burst=5, period=60.0)
+
+    def check(self) -> None:
+        """Under the TUN's lock: its blocks and the kernel agree for the time of the look and the repair."""
+        tun = self.tun
+        with tun._lock:
+            self.lost = {d: w for d, w in self.lost.items()
+                         if d in tun.unrouted and not tun.unrouted[d].blocked and d not in {r for r, _ in tun.routes}}
+            # routed through the TUN again (add_route's replace took the prohibit route over; unblock comes
+            # after it): the TUN holds that traffic, and a prohibit route put back would replace the TUN route
+            routed = {d for d, _s in tun.routes}
+            blocked = {d for d, u in tun.unrouted.items() if u.blocked and d not in routed}
+            if not blocked and not self.lost:
+                return
+            try:
+                present = tunsec_prohibits()
+            except OSError as err:
+                self._say(logging.WARNING, "prohibit routes not checked: %s", err.strerror or err)
+                return
+            retry = dict(self.lost)   # those lost in an earlier round: one try each round
+            for dst in sorted(blocked - present, key=lambda n: (n.version, int(n.network_address), n.prefixlen)):
+                self._put_back(dst, tun.unrouted[dst].why)
+            for dst, why in retry.items():
+                self._put_back(dst, why)
+
+    def _put_back(self, dst: IPNetwork, why: str) -> None:
+        tun = self.tun
+        tun._note_blocks(dst)   # recorded before it exists, as block's
+        try:
+            with _iproute() as ipr, _netlink(f"putting back the prohibit route of {dst}"):
+                ipr.route("replace", dst=str(dst), type="prohibit", proto=RTPROT_TUNSEC)
+        except OSError as err:
+            self.lost[dst] = why
+            tun.unrouted[dst] = Unrouted(f"{why}; its prohibit route was removed by someone else and cannot be "
+                                         f"put back: {err.strerror or err}", blocked=False)
+            tun._note_blocks()
+            self._say(logging.ERROR, "prohibit route of %s removed by someone else and not put back: %s; its "
+                      "traffic may leave in clear", dst, err.strerror or err)
+            return
+        self.lost.pop(dst, None)
+        tun.unrouted[dst] = Unrouted(why, blocked=True)
+        self._say(logging.WARNING, "prohibit route of %s removed by someone else: put back (traffic to it is "
+                  "refused until a reload adds its route)", dst)
+
+    def _say(self, level: int, fmt: str, *args: object) -> None:
+        held = self.limit.admit()
+        if held is not None:
+            log.log(level, fmt + "%s", *args, suffix(held))
+
+
+def tunsec_prohibits() -> set[IPNetwork]:
+    """The networks of tunsec's prohibit routes in the main table (either family)."""
+    return {n for family in (socket.AF_INET, socket.AF_INET6) for n in _dump(family)}
+
+
+def _dump(family: int) -> set[IPNetwork]:
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE) as s:
+        with contextlib.suppress(OSError):   # an old kernel: no filter, every route comes (checked below)
+            s.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
+        body = _RTMSG.pack(family, 0, 0, 0, RT_TABLE_MAIN, RTPROT_TUNSEC, 0, RTN_PROHIBIT, 0)
+        s.sendto(_NLMSG.pack(_NLMSG.size + len(body), RTM_GETROUTE, NLM_F_REQUEST | NLM_F_DUMP, 1, 0) + body, (0, 0))
+        found: set[IPNetwork] = set()
+        while True:
+            data = s.recv(1 << 16)
+            if not data:
+                raise OSError("netlink: the route dump ended early")
+            off = 0
+            while off + _NLMSG.size <= len(data):
+                size, kind, _flags, _seq, _pid = _NLMSG.unpack_from(data, off)
+                if size < _NLMSG.size:
+                    raise OSError("netlink: malformed message in the route dump")
+                if kind == NLMSG_DONE:
+                    return found
+                if kind == NLMSG_ERROR:
+                    code = -struct.unpack_from("=i", data, off + _NLMSG.size)[0]
+                    raise OSError(code, f"netlink route dump: {os.strerror(code)}")
+                if kind == RTM_NEWROUTE:
+                    net = _prohibit_of(data[off + _NLMSG.size:off + size])
+                    if net is not None:
+                        found.add(net)
+                off += (size + 3) & ~3
+
+
+def _prohibit_of(msg: bytes) -> IPNetwork | None:
+    """The network of one route message if it is a prohibit route of tunsec's in the main table."""
+    if len(msg) < _RTMSG.size:
+        return None
+    family, dst_len, _src, _tos, table, proto, _scope, kind, _flags = _RTMSG.unpack_from(msg)
+    dst, off = b"", _RTMSG.size
+    while off + _RTA.size <= len(msg):
+        length, attr = _RTA.unpack_from(msg, off)
+        if length < _RTA.size:
+            break
+        value = msg[off + _RTA.size:off + length]
+        if attr == RTA_DST:
+            dst = value
+        elif attr == RTA_TABLE and len(value) == 4:
+            table = struct.unpack("=I", value)[0]
+        off += (length + 3) & ~3
+    if kind != RTN_PROHIBIT or proto != RTPROT_TUNSEC or table != RT_TABLE_MAIN:
+        return None
+    size = 4 if family == socket.AF_INET else 16
+    if family not in (socket.AF_INET, socket.AF_INET6) or len(dst) not in (0, size):
+        return None
+    address = ip_address(dst or bytes(size))
+    return ip_network(f"{address}/{dst_len}", strict=False)
