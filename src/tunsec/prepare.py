@@ -26,7 +26,8 @@ from pytun_pmd3.linux import IFF_MULTI_QUEUE, IFF_NO_PI, IFF_TUN, IFF_VNET_HDR
 
 from tunsec.conf.config import Config
 from tunsec.dataplane import blockrecord
-from tunsec.dataplane.tun import Tun, interface_exists, tun_flags, tun_owner
+from tunsec.dataplane.tun import Tun, interface_exists
+from tunsec.dataplane.tundev import tun_flags, tun_owner
 from tunsec.privilege import PrivilegeError, Target, target_for
 from tunsec.safefs import give_dir, nearest_existing, root_only
 from tunsec.statedir import MARKER

@@ -10,7 +10,6 @@ import fcntl
 import importlib.util
 import logging
 import os
-import pwd
 import socket
 import sys
 import threading
@@ -24,6 +23,7 @@ from pytun_pmd3 import TunTapDevice
 from pytun_pmd3.linux import IFF_MULTI_QUEUE, IFF_NO_PI, IFF_TUN, IFF_VNET_HDR
 
 from tunsec.dataplane.blockrecord import BlockRecord
+from tunsec.dataplane.tundev import me, open_error, tun_flags, tun_group, tun_owner
 
 log = logging.getLogger("tunsec.tun")
 
@@ -208,7 +208,7 @@ class Tun:
             dev_flags = tun_flags(name)
             multi_queue = bool(dev_flags & IFF_MULTI_QUEUE)
             offload = bool(dev_flags & IFF_VNET_HDR)
-            if tun_owner(name).startswith("none") and _tun_group(name) < 0:
+            if tun_owner(name).startswith("none") and tun_group(name) < 0:
                 log.warning("TUN %s has no owner: any local user may attach to it and read or inject its "
                             "packets; make it with ip tuntap add ... user U (tunsec prepare does)", name)
             if queues > 1 and not multi_queue:
@@ -218,7 +218,7 @@ class Tun:
         try:
             dev = TunTapDevice(name=name, flags=flags)
         except OSError as err:
-            raise OSError(err.errno, _open_error(name, existed, err)) from err
+            raise OSError(err.errno, open_error(name, existed, err)) from err
         tun = cls(name=dev.name, created=not existed, device=dev, vnet_hdr=offload)
         for _ in range(queues - 1):
             tun.extra.append(TunTapDevice(name=dev.name, flags=flags))
@@ -617,8 +617,8 @@ class Tun:
         cmds += [fix for _, fix in self.unapplied if fix.startswith("ip ")]
         log.warning("TUN %s is not set up as this configuration needs and %s may not change it (no CAP_NET_ADMIN): "
                     "%s. Starting anyway; as root run: %s (or once: tunsec prepare -c %s --user %s)",
-                    self.name, _me(), "; ".join(what for what, _ in self.unapplied), "; ".join(cmds),
-                    config_path, _me())
+                    self.name, me(), "; ".join(what for what, _ in self.unapplied), "; ".join(cmds),
+                    config_path, me())
 
     def remove_routes(self) -> None:
         with self._lock:
@@ -649,60 +649,6 @@ class Tun:
         self.device.close()        # a TUN we created disappears with its last fd
         if self.record is not None:
             self.record.close()
-
-
-def tun_flags(name: str) -> int:
-    """An existing TUN's flags as it was made (IFF_MULTI_QUEUE, IFF_VNET_HDR...); 0 if unknown."""
-    try:
-        with open(f"/sys/class/net/{name}/tun_flags") as f:
-            return int(f.read(), 16)
-    except (OSError, ValueError):
-        return 0
-
-
-def _me() -> str:
-    try:
-        return pwd.getpwuid(os.geteuid()).pw_name
-    except KeyError:
-        return str(os.geteuid())
-
-
-def _open_error(name: str, existed: bool, err: OSError) -> str:
-    """Why opening the TUN failed, and what to do about it."""
-    if err.errno in (errno.EPERM, errno.EACCES) and existed:
-        owner = tun_owner(name)
-        return (f"attaching to TUN {name} (owner {owner}) as {_me()}: needs CAP_NET_ADMIN or to be its owner; "
-                f"as root: ip tuntap del dev {name} mode tun, then tunsec prepare -c FILE --user {_me()} "
-                f"(or ip tuntap add dev {name} mode tun user {_me()} vnet_hdr)")
-    if err.errno in (errno.EPERM, errno.EACCES):
-        return (f"creating TUN {name} as {_me()}: needs CAP_NET_ADMIN; as root, once: tunsec prepare -c FILE "
-                f"--user {_me()} (or ip tuntap add dev {name} mode tun user {_me()} vnet_hdr)")
-    if err.errno == errno.ENOENT:
-        return (f"opening /dev/net/tun for TUN {name}: it does not exist "
-                "(modprobe tun; in a container --device /dev/net/tun)")
-    return f"{name}: {err.strerror or err}"
-
-
-def tun_owner(name: str) -> str:
-    try:
-        with open(f"/sys/class/net/{name}/owner") as f:
-            uid = int(f.read())
-    except (OSError, ValueError):
-        return "unknown"
-    if uid < 0:
-        return "none: anyone with CAP_NET_ADMIN"
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return f"uid {uid}"
-
-
-def _tun_group(name: str) -> int:
-    try:
-        with open(f"/sys/class/net/{name}/group") as f:
-            return int(f.read())
-    except (OSError, ValueError):
-        return -1
 
 
 RTN_PROHIBIT = 8   # linux/rtnetlink.h
