@@ -93,10 +93,14 @@ class TextFormatter(logging.Formatter):
         text = escaped(record.getMessage())
         if record.exc_info:
             text += " | " + escaped(self.formatException(record.exc_info))
-        head = f"{self.process}[{record.process}] {record.levelname}"
         if self.journald:
-            return f"<{_PRIORITY.get(record.levelno, 6)}>{head} {text}"
-        return f"{self.formatTime(record)} {head} {text}"
+            return f"<{_PRIORITY.get(record.levelno, 6)}>{self.process}[{record.process}] {record.levelname} {text}"
+        # formatTime's text, without a call per record (two lines per client in a burst)
+        second = int(record.created)
+        if second != self._second:
+            self._second = second
+            self._stamp = time.strftime(self.default_time_format, self.converter(record.created))
+        return f"{self._stamp},{int(record.msecs):03d} {self.process}[{record.process}] {record.levelname} {text}"
 
 
 class JsonFormatter(logging.Formatter):
@@ -140,7 +144,8 @@ class _Record(logging.LogRecord):
         if names is None:
             names = _file_names(pathname)
         attrs = self.__dict__
-        attrs.update(name=name, msg=msg, args=args, levelname=logging.getLevelName(level), levelno=level,
+        attrs.update(name=name, msg=msg, args=args,
+                     levelname=_LEVEL_NAMES.get(level) or logging.getLevelName(level), levelno=level,
                      pathname=pathname, filename=names[0], module=names[1], exc_info=exc_info, exc_text=None,
                      stack_info=sinfo, lineno=lineno, funcName=func, created=ct,
                      msecs=int((ct - int(ct)) * 1000) + 0.0,
@@ -156,6 +161,8 @@ class _Record(logging.LogRecord):
         attrs["process"] = os.getpid() if logging.logProcesses else None
 
 
+# getLevelName's first lookup (the names are not empty: a miss falls back to it)
+_LEVEL_NAMES: dict[int, str] = logging._levelToName
 # filename and module of each caller's path a record named (one: "(unknown file)" without _srcfile)
 _FILE_NAMES: dict[str, tuple[str, str]] = {}
 
