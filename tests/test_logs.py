@@ -138,6 +138,7 @@ def test_configured_handler_writes_one_flushed_line_per_record() -> None:
     root = logging.getLogger()
     saved = root.handlers[:], root.level
     flags = logging._srcfile, logging.logThreads, logging.logMultiprocessing   # configure sets them
+    factory = logging.getLogRecordFactory()
     out = Stream()
     try:
         logs.configure("info", stream=out)
@@ -154,6 +155,52 @@ def test_configured_handler_writes_one_flushed_line_per_record() -> None:
             root.addHandler(h)
         root.setLevel(saved[1])
         logging._srcfile, logging.logThreads, logging.logMultiprocessing = flags
+        logging.setLogRecordFactory(factory)
     assert len(lines) == 2 and flushes == 2
     assert lines[0].endswith(" INFO peer moon\\nforged up") and TIMESTAMP.match(lines[0])
     assert lines[1].endswith(" WARNING second")
+
+
+_TIMED = {"created", "msecs", "relativeCreated"}
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_quick_record_has_logrecords_attributes_and_values(seed: int) -> None:
+    """logs._Record (configure's record factory) against logging.LogRecord on random records: the
+    same attribute names and values (but the clock's), under each setting of logging's flags."""
+    import random
+    rng = random.Random(seed)
+    paths: list[object] = ["(unknown file)", "/a/b/c.py", "c", "", "/x/.hidden", "/y/z.tar.gz", None, 5]
+    argses: list[object] = [None, (), ("a",), ({"k": 1},), ({},), ("a", 2), ({"k": 1}, 2), (0,), [1]]
+    flags = logging.logThreads, logging.logMultiprocessing, logging.logProcesses
+    try:
+        for _ in range(200):
+            logging.logThreads, logging.logMultiprocessing, logging.logProcesses = (
+                rng.random() < 0.5 for _ in range(3))
+            call = ("tunsec.x", rng.choice([10, 20, 30, 40, 50, 25]), rng.choice(paths), rng.randrange(100),
+                    rng.choice(["m %s", "m %(k)s", "plain", 7]), rng.choice(argses), rng.choice([None, (None,)]),
+                    rng.choice([None, "fn"]), rng.choice([None, "stack"]))
+            old = vars(logging.LogRecord(*call))   # type: ignore[arg-type]
+            new = vars(logs._Record(*call))   # type: ignore[arg-type]
+            assert list(old) == list(new)   # the same attributes, in the same order
+            assert {k: v for k, v in old.items() if k not in _TIMED} == \
+                   {k: v for k, v in new.items() if k not in _TIMED}, call
+            assert 0 <= new["msecs"] < 1000 and new["created"] >= old["created"]
+    finally:
+        logging.logThreads, logging.logMultiprocessing, logging.logProcesses = flags
+
+
+def test_the_line_handler_keeps_filters_and_the_lock() -> None:
+    """_LineHandler.handle: a filter that refuses a record keeps it out; emit runs under the lock."""
+    held: list[bool] = []
+
+    class Handler(logs._LineHandler):
+        def emit(self, record: logging.LogRecord) -> None:
+            assert self.lock is not None
+            held.append(self.lock._is_owned())   # type: ignore[attr-defined]
+
+    h = Handler(io.StringIO())
+    rec = logging.LogRecord("t", 20, "", 1, "m", None, None)
+    assert h.handle(rec) is True and held == [True]
+    h.addFilter(lambda r: False)
+    assert h.handle(rec) is False and held == [True]

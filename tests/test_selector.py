@@ -496,3 +496,21 @@ def test_engine_helper_parses_like_the_config() -> None:
 
     text = "10.1.0.0/24[icmp/8], fec1::/64[tcp/http], 10.2.0.1-10.2.0.3"
     assert child_config("x", text, "dynamic").local_ts == _selectors_of(text.split(","))
+
+
+@pytest.mark.parametrize("version", [4, 6])
+def test_a_ranges_text_is_a_prefix_exactly_when_it_is_one_network(version: int) -> None:
+    """Ts.__str__ writes ADDR/LEN when the range is one CIDR prefix (its _prefix_len reads the
+    addresses' ints directly), else START-END: against ipaddress on random ranges."""
+    import random
+    rng = random.Random(version)
+    bits = 32 if version == 4 else 128
+    make = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
+    for _ in range(500):
+        plen = rng.randrange(bits + 1)
+        lo = rng.getrandbits(bits) >> (bits - plen) << (bits - plen) if rng.random() < 0.5 else rng.getrandbits(bits)
+        hi = min(lo + (1 << (bits - plen)) - 1, (1 << bits) - 1) if rng.random() < 0.7 else rng.getrandbits(bits)
+        ts = Ts(make(lo), make(hi))
+        nets = list(ipaddress.summarize_address_range(make(lo), make(hi))) if lo <= hi else []
+        expected = str(nets[0]) if len(nets) == 1 else f"{make(lo)}-{make(hi)}"
+        assert str(ts) == expected, (lo, hi)

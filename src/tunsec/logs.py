@@ -19,7 +19,9 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
+from collections.abc import Mapping
 from typing import Any, TextIO
 
 from tunsec.printable import escaped
@@ -91,10 +93,14 @@ class TextFormatter(logging.Formatter):
         text = escaped(record.getMessage())
         if record.exc_info:
             text += " | " + escaped(self.formatException(record.exc_info))
-        head = f"{self.process}[{record.process}] {record.levelname}"
         if self.journald:
-            return f"<{_PRIORITY.get(record.levelno, 6)}>{head} {text}"
-        return f"{self.formatTime(record)} {head} {text}"
+            return f"<{_PRIORITY.get(record.levelno, 6)}>{self.process}[{record.process}] {record.levelname} {text}"
+        # formatTime's text, without a call per record (two lines per client in a burst)
+        second = int(record.created)
+        if second != self._second:
+            self._second = second
+            self._stamp = time.strftime(self.default_time_format, self.converter(record.created))
+        return f"{self._stamp},{int(record.msecs):03d} {self.process}[{record.process}] {record.levelname} {text}"
 
 
 class JsonFormatter(logging.Formatter):
@@ -122,10 +128,82 @@ class JsonFormatter(logging.Formatter):
         return _json_printable(json.dumps(doc, default=str, ensure_ascii=False))
 
 
+class _Record(logging.LogRecord):
+    """logging.LogRecord with the same attributes and values, made with fewer calls: a gateway
+    setting up a burst of clients makes two records per client, and LogRecord.__init__ splits
+    the (constant, as logging._srcfile is None) caller's path with two os.path calls per record.
+    tests/test_logs.py compares both on random records."""
+
+    def __init__(self, name: str, level: int, pathname: str, lineno: int, msg: object, args: Any,
+                 exc_info: Any, func: str | None = None, sinfo: str | None = None, **kwargs: Any) -> None:
+        ct = time.time()
+        # as LogRecord: one non-empty mapping as the only argument is the mapping %-format reads
+        if args and len(args) == 1 and isinstance(args[0], Mapping) and args[0]:
+            args = args[0]
+        names = _FILE_NAMES.get(pathname) if type(pathname) is str else None
+        if names is None:
+            names = _file_names(pathname)
+        attrs = self.__dict__
+        attrs.update(name=name, msg=msg, args=args,
+                     levelname=_LEVEL_NAMES.get(level) or logging.getLevelName(level), levelno=level,
+                     pathname=pathname, filename=names[0], module=names[1], exc_info=exc_info, exc_text=None,
+                     stack_info=sinfo, lineno=lineno, funcName=func, created=ct,
+                     msecs=int((ct - int(ct)) * 1000) + 0.0,
+                     relativeCreated=(ct - logging._startTime) * 1000)  # type: ignore[attr-defined]
+        if logging.logThreads:
+            attrs.update(thread=threading.get_ident(), threadName=threading.current_thread().name)
+        else:
+            attrs.update(thread=None, threadName=None)
+        if logging.logMultiprocessing:
+            attrs["processName"] = _process_name()
+        else:
+            attrs["processName"] = None
+        attrs["process"] = os.getpid() if logging.logProcesses else None
+
+
+# getLevelName's first lookup (the names are not empty: a miss falls back to it)
+_LEVEL_NAMES: dict[int, str] = logging._levelToName
+# filename and module of each caller's path a record named (one: "(unknown file)" without _srcfile)
+_FILE_NAMES: dict[str, tuple[str, str]] = {}
+
+
+def _file_names(pathname: Any) -> tuple[str, str]:
+    """LogRecord's filename and module for ``pathname``, cached for a str."""
+    try:
+        filename = os.path.basename(pathname)
+        names = (filename, os.path.splitext(filename)[0])
+    except (TypeError, ValueError, AttributeError):
+        return (pathname, "Unknown module")
+    if type(pathname) is str and len(_FILE_NAMES) < 256:   # a bound: callers' paths are few
+        _FILE_NAMES[pathname] = names
+    return names
+
+
+def _process_name() -> str:
+    """LogRecord's processName with logMultiprocessing."""
+    mp = sys.modules.get("multiprocessing")
+    if mp is not None:
+        try:
+            return str(mp.current_process().name)
+        except Exception:   # as LogRecord: multiprocessing may be half imported
+            pass
+    return "MainProcess"
+
+
 class _LineHandler(logging.StreamHandler[TextIO]):
     """StreamHandler writing each line and flushing it under the one lock ``handle`` holds around
     ``emit`` (StreamHandler.flush takes it a second time): a gateway setting up a burst of
     clients writes two lines per client."""
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        """Handler.handle without its acquire and release calls, and the filter pass only when there
+        are filters (none here): the same lock around emit."""
+        if self.filters and not self.filter(record):
+            return False
+        assert self.lock is not None   # (createLock in Handler.__init__)
+        with self.lock:
+            self.emit(record)
+        return True
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -151,6 +229,7 @@ def configure(level: str, fmt: str = "text", process: str = "tunsec", stream: Te
     logging._srcfile = None
     logging.logThreads = False
     logging.logMultiprocessing = False
+    logging.setLogRecordFactory(_Record)
     root = logging.getLogger()
     for old in root.handlers[:]:
         root.removeHandler(old)

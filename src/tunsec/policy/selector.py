@@ -207,7 +207,9 @@ class Ts:
     def _prefix_len(self) -> int | None:
         """The prefix length when the address range is exactly one CIDR prefix (what
         :meth:`networks` would give as its only network, without building it), else None."""
-        start, end = int(self.start), int(self.end)
+        # the addresses' ints as addr_text reads them (int() runs each one's __int__ in Python)
+        start: int = self.start._ip  # type: ignore[union-attr]
+        end: int = self.end._ip  # type: ignore[union-attr]
         size = end - start + 1
         if size <= 0 or size & (size - 1) or start & (size - 1):
             return None   # reversed, not a power of two, or not aligned to its size

@@ -507,10 +507,12 @@ class IkeService(Service):
                 if self._outdated(sa, ev):
                     return
                 self.attempts.pop(ev.name, None)
-                # one line with the virtual IPs we assigned: a record per client less at scale
+                # one line with the virtual IPs we assigned: a record per client less at scale; the
+                # peer's identity (named twice then) as text once
+                peer = str(ev.remote_id) if ev.peer_vips else ev.remote_id
                 log.info("%s: IKE SA established with %s (%s), %s <-> %s%s", ev.name, ev.remote_addr[0],
-                         ev.proposal, ev.local_id, ev.remote_id,
-                         f"; assigned virtual IP {', '.join(map(addr_text, ev.peer_vips))} to peer {ev.remote_id}"
+                         ev.proposal, ev.local_id, peer,
+                         f"; assigned virtual IP {', '.join(map(addr_text, ev.peer_vips))} to peer {peer}"
                          if ev.peer_vips else "")
                 if ev.own_vips or (sa.is_initiator and sa.config.vips):   # none: refused (vip_refused.py)
                     self.vips.up(self._ike_handle(sa), ev)
