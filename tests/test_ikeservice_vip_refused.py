@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import ipaddress
 import logging
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -28,11 +30,14 @@ from test_vips import RecordingTun
 from tunsec.conf.connections import Action, Child, Connection
 from tunsec.ike.config import child_config
 from tunsec.ike.constants import ExchangeType
+from tunsec.ike.events import IkeSaUp
+from tunsec.ike.identity import Identity
 from tunsec.ike.message import decode_header
 from tunsec.ike.sa import State
 from tunsec.policy.ids import IdSpace
 from tunsec.policy.pools import PoolConfig
 from tunsec.services.ike import IkeService, traps, vip_refused
+from tunsec.services.ike.vips import VirtualIps
 
 LEASE = "10.3.0.1"
 POOL = PoolConfig.parse_addrs("rw", f"{LEASE}-{LEASE}")
@@ -161,3 +166,56 @@ def test_no_usable_virtual_ip_at_all_ends_the_connection_too(caplog: pytest.LogC
     assert pair.up("a") == 0 and pair.up("b") == 0
     assert any("no usable virtual IP from gateway" in r.getMessage() and "not initiating it again" in r.getMessage()
                for r in caplog.records), [r.getMessage() for r in caplog.records]
+
+
+class _GoneQuiet:
+    """An IKE SA whose gateway never answers its DELETE: DELETING, with no IkeSaDown, for minutes."""
+
+    def __init__(self) -> None:
+        self.state = State.ESTABLISHED
+        self.remote_addr = ("203.0.113.9", 500)
+        self.children: list[object] = []
+
+    def delete(self, now: float, reason: object) -> None:
+        self.state = State.DELETING
+
+
+def test_a_fresh_address_of_the_other_family_does_not_reset_the_count() -> None:
+    """Review W F1: a dual-stack client whose gateway assigns a refused IPv4 address (the earlier refused
+    IKE SA still holds it, DELETING: its DELETE is never answered) and a fresh IPv6 one each try.  Adding
+    the IPv6 address cleared the count right after the refusal set it: keyingtries never ran out, the
+    wait never doubled, traps initiated at once, and DELETING IKE SAs piled up with IPv6 addresses on the
+    TUN.  Real VirtualIps and vip_refused; the service is a stand-in (its retries are scheduled, not run)."""
+    router = ipaddress.ip_address("192.168.1.1")
+    tun = RecordingTun(elsewhere={str(router): "eth0"})
+    conn = types.SimpleNamespace(keyingtries=3, children=[types.SimpleNamespace(name="net", start_action="start")],
+                                 ike=types.SimpleNamespace(children=()))
+    sas: dict[int, _GoneQuiet] = {}
+    svc = types.SimpleNamespace(closing=False, vip_refusals=vip_refused.Refusals(), connections={"vpn": conn},
+                                _pump=lambda: None, _ike_sa=sas.get, _initiate_quietly=lambda c, ch: None)
+
+    async def main() -> tuple[list[tuple[int | None, bool]], int]:
+        tasks: list[asyncio.Future[None]] = []
+        vips = VirtualIps(lambda: tun, lambda name: conn, lambda co: tasks.append(asyncio.ensure_future(co)),
+                          functools.partial(vip_refused.refused, svc),   # type: ignore[arg-type]
+                          functools.partial(vip_refused.applied, svc))   # type: ignore[arg-type]
+        seen = []
+        for handle in range(1, 5):
+            sas[handle] = _GoneQuiet()
+            vips.up(handle, IkeSaUp("vpn", b"i" * 8, b"r" * 8, Identity.parse("c1.example"),
+                                    Identity.parse("gw.example"), ("203.0.113.9", 500), 500, "aes128gcm16",
+                                    own_vips=(router, ipaddress.ip_address(f"2001:db8::{handle}"))))
+            await asyncio.gather(*tasks)
+            tasks.clear()
+            seen.append((svc.vip_refusals.failed.get("vpn"), vip_refused.holding(svc, "vpn")))
+        scheduled = len(asyncio.get_running_loop()._scheduled)   # type: ignore[attr-defined]
+        for timer in list(asyncio.get_running_loop()._scheduled):   # type: ignore[attr-defined]
+            timer.cancel()
+        return seen, scheduled
+
+    seen, scheduled = asyncio.run(main())
+    assert seen[:3] == [(1, True), (2, True), (3, True)], seen   # counted on, held (traps start nothing)
+    assert seen[3] == (4, True), seen
+    assert scheduled == 2, scheduled     # keyingtries = 3: two more tries, then none
+    added = [c for c in tun.calls if c[0] == "add"]
+    assert added == [("add", "2001:db8::1")], added   # a refused IKE SA's other address stays off the TUN

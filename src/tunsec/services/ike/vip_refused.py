@@ -81,8 +81,12 @@ def refused(self: IkeService, handle: int, conn: str, addr: IPAddress | None, wh
         asyncio.get_event_loop().call_later(wait, self._initiate_quietly, conn, child)
 
 
-def applied(self: IkeService, conn: str) -> None:
-    """Every virtual IP of an IKE SA of ``conn`` is on the TUN: the refusals' count starts again."""
+def applied(self: IkeService, handle: int, conn: str) -> None:
+    """Every virtual IP of the IKE SA behind ``handle`` is on the TUN: the refusals' count starts again,
+    if it is still up (one refused meanwhile, or going, says nothing of the gateway's next answer)."""
+    sa = self._ike_sa(handle)
+    if sa is None or sa.state is not State.ESTABLISHED:
+        return
     self.vip_refusals.failed.pop(conn, None)
     self.vip_refusals.held.pop(conn, None)
 

@@ -52,7 +52,7 @@ class VirtualIps:
     def __init__(self, tun: Callable[[], Any], connection: Callable[[str], Connection | None],
                  spawn: Callable[[Coroutine[Any, Any, None]], object],
                  refused: Callable[[int, str, IPAddress | None, str], None] = _log_refusal,
-                 applied: Callable[[str], None] = lambda conn: None) -> None:
+                 applied: Callable[[int, str], None] = lambda handle, conn: None) -> None:
         # the daemon's TUN (add_address, remove_address, address_conflict, set_route_source, block, routes)
         self._tun = tun
         self._connection = connection    # by name, as configured now (its routes get the address as source)
@@ -64,7 +64,7 @@ class VirtualIps:
         self._applied: set[IPAddress] = set()
         self._vip_lock = asyncio.Lock()     # netlink changes in the order the engine reported them
         # (IKE SA handle, connection, address or None, why): the IKE SA cannot use it (vip_refused.refused);
-        # applied(connection): every address of an IKE SA of it went on the TUN
+        # applied(IKE SA handle, connection): every address of the IKE SA went on the TUN
         self._refused, self._ok = refused, applied
         self._refusals: dict[IPAddress, str] = {}   # refused addresses IKE SAs still hold: why
 
@@ -76,15 +76,20 @@ class VirtualIps:
             self._spawn(self._refuse(handle, ev.name, None, "the gateway assigned none this client takes "
                                      "(the reason was logged as the IKE SA came up)"))
             return
+        refused = [a for a in ours if a in self._refusals]
+        if refused:   # refused as another IKE SA's: this one's too, whole (its other address stays off the TUN)
+            self._vips[handle] = (ev.name, tuple(refused))   # held: the refusal lasts while an IKE SA has it
+            self._vip_refs.update(refused)
+            for addr in refused:
+                self._spawn(self._refuse(handle, ev.name, addr, self._refusals[addr]))
+            return
         self._vips[handle] = (ev.name, ours)
-        for addr in (a for a in ours if a in self._refusals):   # refused as another IKE SA's: this one's too
-            self._spawn(self._refuse(handle, ev.name, addr, self._refusals[addr]))
         log.info("%s: virtual IP %s assigned by the peer%s", ev.name, ", ".join(map(str, ours)),
                  f", DNS {', '.join(map(str, ev.dns))}" if ev.dns else "")
         fresh = [a for a in ours if self._vip_refs[a] == 0]
         self._vip_refs.update(ours)
         if fresh:
-            self._spawn(self._apply_up(ev.name, fresh))
+            self._spawn(self._apply_up(handle, ev.name, fresh))
 
     async def _refuse(self, handle: int, conn: str, addr: IPAddress | None, why: str) -> None:
         self._refused(handle, conn, addr, why)   # a task: the engine's events are being handled now
@@ -109,7 +114,7 @@ class VirtualIps:
         if gone:
             self._spawn(self._apply_down(entry[0], gone))
 
-    async def _apply_up(self, conn: str, addrs: Sequence[IPAddress]) -> None:
+    async def _apply_up(self, handle: int, conn: str, addrs: Sequence[IPAddress]) -> None:
         tun = self._tun()
         if tun is None:
             return
@@ -139,8 +144,11 @@ class VirtualIps:
                 except Exception as err:   # a bug: the other addresses are still applied
                     log.error("%s: cannot add virtual IP %s on TUN %s: %s", conn, addr,
                               getattr(tun, "name", "?"), internal_error(err, True))
-        if not refused:
-            self._ok(conn)
+        entry = self._vips.get(handle)
+        # the count starts again only for an IKE SA none of whose addresses was refused: one refused
+        # for another reason (another IKE SA's refusal) would otherwise undo its own refusal's count
+        if not refused and entry is not None and not any(a in self._refusals for a in entry[1]):
+            self._ok(handle, conn)
 
     async def _apply_down(self, conn: str, addrs: Sequence[IPAddress]) -> None:
         tun = self._tun()
