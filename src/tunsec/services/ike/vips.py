@@ -9,7 +9,8 @@ address, one the kernel will not add, or none at all where the client asked for 
 and the connection is tried again later (vip_refused.py): up with no address, it looked connected while
 its selectors matched nothing of the LAN.
 
-Going down, each route that has the address as its source is re-pointed before the address goes:
+Going down, each route that has the address as its source is re-pointed before the address goes
+(only an address it put on the TUN: a refused one may be a site-to-site tunnel's route's source):
 the kernel deletes an IPv4 route whose preferred source disappears, and until it came back the
 tunnel's remote network followed the host's other routes (a default route), in clear.  A route that
 cannot be re-pointed is blocked (a prohibit route, as reroute.py does) and left to a reload to add.
@@ -156,6 +157,8 @@ class VirtualIps:
             return
         async with self._vip_lock:
             for addr in addrs:
+                if addr not in self._applied:   # never on the TUN (refused): a route with it as source is
+                    continue                    # another's (a site-to-site tunnel's, the host's LAN address)
                 self._applied.discard(addr)   # going: no route is re-pointed to it
                 try:
                     # the routes that have it as source, as the TUN has them (a reload may have removed
