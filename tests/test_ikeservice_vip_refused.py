@@ -219,3 +219,37 @@ def test_a_fresh_address_of_the_other_family_does_not_reset_the_count() -> None:
     assert scheduled == 2, scheduled     # keyingtries = 3: two more tries, then none
     added = [c for c in tun.calls if c[0] == "add"]
     assert added == [("add", "2001:db8::1")], added   # a refused IKE SA's other address stays off the TUN
+
+
+def test_terminate_cancels_a_refusals_scheduled_try_and_hold() -> None:
+    """With keyingtries = 0 a refused virtual IP's connection came back every wait (at most 5 min) after
+    `tunsec terminate` until a reload: terminate now cancels the scheduled tries and the hold, as it
+    ends the IKE SAs."""
+    pair = VipPair(keyingtries=0)
+
+    async def main() -> tuple[int, int, bool, dict[str, int]]:
+        await pair.start()
+        pair.svc["a"].tun = RecordingTun(elsewhere={LEASE: "eth0"})
+        # the second refusal's try waits 0.5 s: terminate comes while it is scheduled (on a slow machine
+        # it may come after: then the test proves less, it does not fail)
+        old, vip_refused.delay = vip_refused.delay, lambda failed: 0.01 if failed < 2 else 0.5  # type: ignore[assignment]
+        try:
+            pair.svc["a"].initiate("tun", "net")
+            while pair.svc["a"].vip_refusals.failed.get("tun", 0) < 2:   # refused, tried again, refused
+                await pair.settle()
+                await asyncio.sleep(0.01)
+            pair.svc["a"].terminate("tun")
+            await pair.settle()
+            before = pair.ike_sa_inits()
+            for _ in range(40):   # past the wait: a try still scheduled would have run
+                await pair.settle()
+                await asyncio.sleep(0.02)
+        finally:
+            vip_refused.delay = old   # type: ignore[assignment]
+        return before, pair.ike_sa_inits(), vip_refused.holding(pair.svc["a"], "tun"), \
+            pair.svc["a"].vip_refusals.failed
+
+    before, after, holding, failed = asyncio.run(main())
+    assert before == 2 and after == before, (before, after)
+    assert not holding and failed == {}
+    assert pair.up("a") == 0

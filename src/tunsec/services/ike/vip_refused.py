@@ -45,6 +45,8 @@ class Refusals:
 
     failed: dict[str, int] = field(default_factory=dict)
     held: dict[str, float] = field(default_factory=dict)
+    # the scheduled tries, for ``tunsec terminate`` to cancel (with keyingtries = 0 they came back for ever)
+    tries: dict[str, list[asyncio.TimerHandle]] = field(default_factory=dict)
 
 
 def delay(failed: int) -> float:
@@ -77,8 +79,10 @@ def refused(self: IkeService, handle: int, conn: str, addr: IPAddress | None, wh
         return
     names: list[str | None] = [*dict.fromkeys(children)] or \
         [p.name for p in c.children if p.start_action == "start"] or [None]
+    timers = self.vip_refusals.tries.setdefault(conn, [])
+    timers[:] = [t for t in timers if not t.cancelled() and t.when() > asyncio.get_event_loop().time()]
     for child in names:
-        asyncio.get_event_loop().call_later(wait, self._initiate_quietly, conn, child)
+        timers.append(asyncio.get_event_loop().call_later(wait, self._initiate_quietly, conn, child))
 
 
 def applied(self: IkeService, handle: int, conn: str) -> None:
@@ -87,6 +91,14 @@ def applied(self: IkeService, handle: int, conn: str) -> None:
     sa = self._ike_sa(handle)
     if sa is None or sa.state is not State.ESTABLISHED:
         return
+    self.vip_refusals.failed.pop(conn, None)
+    self.vip_refusals.held.pop(conn, None)
+
+
+def cancel(self: IkeService, conn: str) -> None:
+    """``tunsec terminate``: the connection's scheduled tries and hold go, its count starts again."""
+    for timer in self.vip_refusals.tries.pop(conn, []):
+        timer.cancel()
     self.vip_refusals.failed.pop(conn, None)
     self.vip_refusals.held.pop(conn, None)
 
