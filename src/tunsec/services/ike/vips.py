@@ -5,7 +5,8 @@ Each address becomes a local address of this host, so only what the engine took 
 another interface of the host already has is refused: the gateway would take over its traffic; so is
 one the host reaches outside the TUN (its router, an address on a LAN's link or its broadcast: as a
 local address the host's own traffic to it would never leave, Tun.address_conflict).  Such an
-address, one the kernel will not add, or none at all where the client asked for some, ends the IKE SA
+address (the IKE SA's address of the other family then stays off the TUN too: it is refused whole),
+one the kernel will not add, or none at all where the client asked for some, ends the IKE SA
 and the connection is tried again later (vip_refused.py): up with no address, it looked connected while
 its selectors matched nothing of the LAN.
 
@@ -68,6 +69,9 @@ class VirtualIps:
         # applied(IKE SA handle, connection): every address of the IKE SA went on the TUN
         self._refused, self._ok = refused, applied
         self._refusals: dict[IPAddress, str] = {}   # refused addresses IKE SAs still hold: why
+        # held, not on the TUN: their IKE SA was refused for its other address (the next IKE SA to hold
+        # one adds it)
+        self._skipped: set[IPAddress] = set()
 
     def up(self, handle: int, ev: IkeSaUp) -> None:
         """Put the addresses the gateway assigned on the TUN, as the source of the connection's routes
@@ -87,7 +91,8 @@ class VirtualIps:
         self._vips[handle] = (ev.name, ours)
         log.info("%s: virtual IP %s assigned by the peer%s", ev.name, ", ".join(map(str, ours)),
                  f", DNS {', '.join(map(str, ev.dns))}" if ev.dns else "")
-        fresh = [a for a in ours if self._vip_refs[a] == 0]
+        fresh = [a for a in ours if self._vip_refs[a] == 0 or a in self._skipped]
+        self._skipped.difference_update(fresh)
         self._vip_refs.update(ours)
         if fresh:
             self._spawn(self._apply_up(handle, ev.name, fresh))
@@ -112,6 +117,7 @@ class VirtualIps:
         for a in gone:
             del self._vip_refs[a]
             self._refusals.pop(a, None)
+            self._skipped.discard(a)
         if gone:
             self._spawn(self._apply_down(entry[0], gone))
 
@@ -123,14 +129,12 @@ class VirtualIps:
         nets = [n for ch in c.ike.children for t in ch.remote_ts if not t.dynamic for n in ts_networks(t)] if c else []
         refused = False
         async with self._vip_lock:
-            for addr in addrs:
+            usable = await self._usable(tun, conn, addrs)
+            if usable is None:   # the IKE SA is refused whole: its other family's address stays off the TUN
+                self._skipped.update(a for a in addrs if a not in self._refusals)
+                return
+            for addr in usable:
                 try:   # netlink in a thread: pyroute2's synchronous calls run an event loop of their own
-                    why = await asyncio.to_thread(tun.address_conflict, str(addr))
-                    if why is not None:
-                        refused = True
-                        self._refuse_all(conn, addr, f"{why} (as ours the host's traffic to it would stay on "
-                                                     "this host)")
-                        continue
                     try:
                         await asyncio.to_thread(tun.add_address, str(addr))
                     except OSError as err:   # tun.py's: the address, the TUN, the kernel's reason
@@ -150,6 +154,27 @@ class VirtualIps:
         # for another reason (another IKE SA's refusal) would otherwise undo its own refusal's count
         if not refused and entry is not None and not any(a in self._refusals for a in entry[1]):
             self._ok(handle, conn)
+
+    async def _usable(self, tun: Any, conn: str, addrs: Sequence[IPAddress]) -> list[IPAddress] | None:
+        """The addresses the host does not reach outside the TUN; None if one is refused so (every IKE
+        SA holding it is: _refuse_all).  One that cannot be checked is logged and left off."""
+        usable: list[IPAddress] = []
+        refused = False
+        for addr in addrs:
+            try:
+                why = await asyncio.to_thread(tun.address_conflict, str(addr))
+            except OSError as err:   # tun.py's: what was refused, why
+                log.error("%s: virtual IP %s: %s", conn, addr, err.strerror or err)
+                continue
+            except Exception as err:   # a bug: the other addresses are still checked
+                log.error("%s: cannot check virtual IP %s: %s", conn, addr, internal_error(err, True))
+                continue
+            if why is None:
+                usable.append(addr)
+                continue
+            refused = True
+            self._refuse_all(conn, addr, f"{why} (as ours the host's traffic to it would stay on this host)")
+        return None if refused else usable
 
     async def _apply_down(self, conn: str, addrs: Sequence[IPAddress]) -> None:
         tun = self._tun()
