@@ -25,9 +25,12 @@ from pathlib import Path
 
 import pytest
 from test_ikeservice_rekey import B_NET, Pair, RecordingWorker, Wire
+from test_metrics_events import scrape
 from test_vips import RecordingTun
 
 from tunsec.conf.connections import Action, Child, Connection
+from tunsec.dataplane import pipe
+from tunsec.eventcounts import EventCounts
 from tunsec.ike.config import child_config
 from tunsec.ike.constants import ExchangeType
 from tunsec.ike.events import IkeSaUp
@@ -137,6 +140,7 @@ def test_a_virtual_ip_the_host_reaches_outside_the_tun_ends_the_connection_and_i
     # the last wait holds the connection back (its trap's traffic starts nothing meanwhile)
     refusals = pair.svc["a"].vip_refusals
     assert refusals.failed == {"tun": 3} and "tun" in refusals.held
+    assert pair.svc["a"].events.vip_refused == {"tun": 3}   # tunsec status's vip_refused, the metric's count
     refusals.held["tun"] = time.monotonic() + 60
     assert traps._under_way(pair.svc["a"], "tun", "net")
     refusals.held["tun"] = time.monotonic() - 1
@@ -192,6 +196,7 @@ def test_a_fresh_address_of_the_other_family_does_not_reset_the_count() -> None:
                                  ike=types.SimpleNamespace(children=()))
     sas: dict[int, _GoneQuiet] = {}
     svc = types.SimpleNamespace(closing=False, vip_refusals=vip_refused.Refusals(), connections={"vpn": conn},
+                                events=EventCounts(),
                                 _pump=lambda: None, _ike_sa=sas.get, _initiate_quietly=lambda c, ch: None)
 
     async def main() -> tuple[list[tuple[int | None, bool]], int]:
@@ -253,3 +258,20 @@ def test_terminate_cancels_a_refusals_scheduled_try_and_hold() -> None:
     assert before == 2 and after == before, (before, after)
     assert not holding and failed == {}
     assert pair.up("a") == 0
+
+
+def test_refusals_are_counted_in_status_and_the_scrape() -> None:
+    """Each IKE SA deleted for its virtual IP counts: ``vip_refused`` in ``tunsec status`` (JSON and
+    text) and tunsec_ike_sa_vip_refused_total, by connection (a real scrape over loopback)."""
+    pair = VipPair(keyingtries=2)
+
+    async def body() -> tuple[dict[str, int], str, dict[str, float]]:
+        await run(pair, {LEASE: "eth0"}, rounds=8)
+        a = pair.svc["a"]
+        return a.status(pipe.Reply(1, pipe.MsgType.DUMP, pipe.Errno.OK))["vip_refused"], \
+            await pair.status_text("a"), await scrape(a)
+
+    doc, text, scraped = asyncio.run(body())
+    assert pair.ike_sa_inits() == 2 and doc == {"tun": 2}
+    assert "IKE SAs deleted, their virtual IP refused: tun 2" in text.splitlines()
+    assert scraped['tunsec_ike_sa_vip_refused_total{connection="tun"}'] == 2

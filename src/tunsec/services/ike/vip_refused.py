@@ -60,6 +60,7 @@ def refused(self: IkeService, handle: int, conn: str, addr: IPAddress | None, wh
     if sa is None or sa.state is not State.ESTABLISHED:
         return   # going already (a second address of the same IKE SA, a DELETE crossing): once
     c = self.connections.get(conn)
+    self.events.vip_refused[conn] += 1
     failed = self.vip_refusals.failed[conn] = self.vip_refusals.failed.get(conn, 0) + 1
     wait = delay(failed)
     again = c is not None and not self.closing and (not c.keyingtries or failed < c.keyingtries)
