@@ -88,7 +88,8 @@ def test_a_tentative_new_source_leaves_the_route_into_the_tun(ns: str) -> None:
     assert out["seen"] and set(out["seen"]) == {"tun"}, out["seen"]   # never in clear, never refused
     assert out["after"] == "tun" and out["listed"] == [(NET6, None)] and out["unrouted"] == [], out
     assert len(out["lines"]) == 1 and out["lines"][0].startswith(reroute.FAILED), out["lines"]
-    assert "the route keeps its source until a reload gives it 2001:db8:1::20" in out["lines"][0], out["lines"]
+    assert "setting source 2001:db8:1::20 on route 2001:db8:9::/48" in out["lines"][0], out["lines"]
+    assert out["lines"][0].endswith("the route keeps its old source, into the TUN (the next reload tries again)")
 
 
 def run_eperm() -> dict[str, Any]:

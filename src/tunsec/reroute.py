@@ -157,8 +157,8 @@ async def _resource(tun: Tun, moved: dict[IPNetwork, str]) -> list[str]:
                 tun.unapplied.append((f"route {net} keeps its source",
                                       f"ip route replace {net} dev {tun.name} src {src}"))
                 continue
-            failed.append(f"{FAILED}{err.strerror or err}; the route keeps its source until a reload "
-                          f"gives it {src}")
+            failed.append(f"{FAILED}{err.strerror or err}; the route keeps its old source, into the TUN "
+                          "(the next reload tries again)")
             log.error("reload: %s", failed[-1])
             continue
         if (net, src) in tun.routes:   # not if a virtual IP's block took it off meanwhile
