@@ -195,3 +195,19 @@ def test_a_route_the_kernel_will_not_re_point_is_blocked_and_left_to_a_reload(
     assert [d for d, _ in tun.routes] == [NET6]   # no longer ours: a reload adds it (and lifts the block)
     assert "route 10.9.0.0/16 kept virtual IP 10.3.0.1 as its source" in caplog.text
     assert "its traffic is refused (prohibit route) until a reload adds the route" in caplog.text
+
+
+def test_an_address_skipped_for_its_ike_sas_refusal_goes_on_with_the_next_ike_sa() -> None:
+    """Review W F1: the IPv6 address of an IKE SA refused for its IPv4 one stays off the TUN (one a
+    DELETING IKE SA held each try piled up there); a later IKE SA that holds it, its IPv4 address
+    usable, puts it on."""
+    async def main() -> None:
+        h = Harness(RecordingTun(elsewhere={"192.168.1.1": "eth0"}))
+        h.vips.up(1, up_event(ipaddress.ip_address("192.168.1.1"), LEASE6))
+        assert not [c for c in await h.settle() if c[0] == "add"]
+        h.vips.up(2, up_event(LEASE, LEASE6))
+        assert [c for c in await h.settle() if c[0] == "add"] == [("add", "10.3.0.1"), ("add", "fd00:3::1")]
+        h.vips.down(1)
+        h.vips.down(2)
+        assert [c for c in await h.settle() if c[0] == "remove"] == [("remove", "10.3.0.1"), ("remove", "fd00:3::1")]
+    run(main())

@@ -226,3 +226,23 @@ def test_an_address_of_the_hosts_lan_or_router_is_not_put_on_the_tun(ns: str, vi
     addresses, kind, via_tun = inside(ns, run)
     assert addresses == [str(VIP)]
     assert kind != "2" and via_tun == "False"   # not local: still sent out as before
+
+
+def test_a_refused_address_going_leaves_another_tunnels_route_alone(ns: str) -> None:
+    """Review W F3: a site-to-site tunnel routes OTHER_NET with the host's LAN address 192.168.1.10 as
+    source; another connection's gateway assigns 192.168.1.10 (refused: eth0 has it).  When that IKE SA
+    went, the route was re-pointed off an address the TUN never had: stripped of its source (or blocked
+    where the kernel refused)."""
+    def run() -> tuple[list[object], list[str], bool]:
+        client = Client()
+        client.tun.set_route_source(OTHER_NET, "192.168.1.10")
+        asyncio.run(client.apply(lambda: client.vips.up(1, up_event(ipaddress.IPv4Address("192.168.1.10")))))
+        asyncio.run(client.apply(lambda: client.vips.down(1)))
+        with IPRoute() as ipr:
+            tun_idx = ipr.link_lookup(ifname=TUN)[0]
+            sources = [r.get_attr("RTA_PREFSRC") for r in ipr.route("dump", family=socket.AF_INET)
+                       if r.get_attr("RTA_DST") == str(OTHER_NET.network_address) and r.get_attr("RTA_OIF") == tun_idx]
+            return sources, prohibits(ipr), route_oif(ipr, OTHER_PROBE) == tun_idx
+
+    sources, guards, via_tun = inside(ns, run)
+    assert sources == ["192.168.1.10"] and guards == [] and via_tun

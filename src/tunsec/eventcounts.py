@@ -44,5 +44,7 @@ class EventCounts:
     install_failed: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
     # CREATE_CHILD_SAs of a child whose rekey (ours) failed to install (services/ike/recreate.py)
     child_recreate: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
+    # a client's IKE SAs deleted because it cannot use the virtual IP its gateway assigned (vip_refused.py)
+    vip_refused: collections.Counter[str] = field(default_factory=collections.Counter)
     # updown up-clients not run (nor their down-clients): their IKE SA had updown.QUEUE_LIMIT waiting
     updown_skipped: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)

@@ -405,6 +405,8 @@ def event_families(events: EventCounts | None, worker_restarts: int) -> Iterator
     recreate = CounterMetricFamily("tunsec_child_sa_recreate_tries", "CREATE_CHILD_SAs of a child whose rekey "
                                    "(ours) failed to install: tries to create it again, its policies held",
                                    labels=["connection", "child"])
+    vip = CounterMetricFamily("tunsec_ike_sa_vip_refused", "A client's IKE SAs deleted because it cannot use "
+                              "the virtual IP its gateway assigned (tried again, keyingtries)", labels=["connection"])
     skipped = CounterMetricFamily("tunsec_updown_skipped", "updown up-clients not run (nor their down-clients): "
                                   "their IKE SA had too many scripts waiting", labels=["connection", "child"])
     if events is not None:
@@ -436,8 +438,10 @@ def event_families(events: EventCounts | None, worker_restarts: int) -> Iterator
             child.add_metric([conn, name], n)
         for conn, n in sorted(events.dpd_failures.items()):
             dpd.add_metric([conn], n)
+        for conn, n in sorted(events.vip_refused.items()):
+            vip.add_metric([conn], n)
     yield from (ike, child, dpd, ignored, gone, migrate, deferred, limit, claims, rekey_ts, ts_limit, failed, recreate,
-                skipped)
+                vip, skipped)
     yield CounterMetricFamily("tunsec_worker_restarts", "Times the dataplane worker died and was restarted",
                               value=worker_restarts)
 

@@ -12,6 +12,7 @@ so every netlink request here is made in a thread (asyncio.to_thread).
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 from collections.abc import Callable
 
@@ -112,7 +113,7 @@ async def _unroute(tun: Tun, wanted: list[Route]) -> list[str]:
     except OSError as err:   # they stay; the new tunnels' routes are still added
         log.error("reload: routes not checked: %s", err.strerror or err)
         return [f"routes not checked: {err.strerror or err}", *await _unblock_unwanted(tun, want)]
-    lines = await _resource(tun, moved, gone)
+    lines = await _resource(tun, moved)
     if not gone:
         return [*lines, *await _unblock_unwanted(tun, want)]
     failed: list[str] = []
@@ -138,22 +139,32 @@ async def _unblock_unwanted(tun: Tun, want: dict[IPNetwork, tuple[IPNetwork, ...
     return failed
 
 
-async def _resource(tun: Tun, moved: dict[IPNetwork, str], gone: list[IPNetwork]) -> list[str]:
-    """Routes given their new source address by one replace each: removed and added again, the network
-    followed the host's other routes (a default route, in clear) in between.  One the kernel will not
-    change so (without CAP_NET_ADMIN: EPERM) goes onto ``gone``: removed, and added again after."""
+async def _resource(tun: Tun, moved: dict[IPNetwork, str]) -> list[str]:
+    """Routes given their new source address by one replace each.  One the kernel will not change so
+    (an IPv6 source still tentative, an address gone since it was looked up; without CAP_NET_ADMIN:
+    EPERM) is left as it is: it still routes into the TUN with its old source, and the next reload
+    tries again (Tun.routes keeps the old source).  Removed and added again, the network would follow
+    the host's other routes (a default route, in clear) in between, or for good where root ran the
+    ``ip route del`` we would have asked for."""
     done: list[str] = []
+    failed: list[str] = []
+    before = len(tun.unapplied)
     for net, src in moved.items():
         try:
             await asyncio.to_thread(tun.set_route_source, net, src)
         except OSError as err:
-            log.info("reload: route %s not given source %s in place (%s): removed and added again", net, src,
-                     err.strerror or err)
-            gone.append(net)
+            if err.errno == errno.EPERM:   # root can: the route stays, only its source is wrong
+                tun.unapplied.append((f"route {net} keeps its source",
+                                      f"ip route replace {net} dev {tun.name} src {src}"))
+                continue
+            failed.append(f"{FAILED}{err.strerror or err}; the route keeps its old source, into the TUN "
+                          "(the next reload tries again)")
+            log.error("reload: %s", failed[-1])
             continue
         if (net, src) in tun.routes:   # not if a virtual IP's block took it off meanwhile
             done.append(f"{net} (src {src})")
-    return [f"routes given another source address: {', '.join(done)}"] if done else []
+    lines = [f"routes given another source address: {', '.join(done)}"] if done else []
+    return [*lines, *_unapplied(tun, before, "given their new source"), *failed]
 
 
 def _unapplied(tun: Tun, before: int, done: str) -> list[str]:

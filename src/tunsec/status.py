@@ -318,6 +318,8 @@ def render(doc: dict[str, Any]) -> str:
     if again := doc.get("child_recreate"):   # only once there are any
         lines.append("Child SAs created again after our rekey's failed install (tries): "
                      + ", ".join(f"{c['connection']}/{c['child']} {c['count']}" for c in again))
+    if refused := doc.get("vip_refused"):   # only once there are any
+        lines.append("IKE SAs deleted, their virtual IP refused: " + ", ".join(f"{c} {n}" for c, n in refused.items()))
     if skipped := doc.get("updown_skipped"):   # only once there are any
         lines.append("updown scripts not run, too many of the IKE SA's waiting: "
                      + ", ".join(f"{c['connection']}/{c['child']} {c['count']}" for c in skipped))

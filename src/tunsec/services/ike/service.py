@@ -392,6 +392,7 @@ class IkeService(Service):
             sa.rekey_child(unique_id)
 
     def terminate(self, conn: str) -> int:
+        vip_refused.cancel(self, conn)   # a refused virtual IP's next try: terminated too
         n = 0
         for sa in self.endpoint.sas:
             if sa.name == conn and not sa.is_closed:

@@ -96,6 +96,9 @@ def status(ike_sas: list[dict[str, Any]] | Rows[Any], leases: list[dict[str, Any
         # CREATE_CHILD_SAs of a child whose rekey (ours) failed to install: tries to create it again, by
         # child (the metrics' tunsec_child_sa_recreate_tries; recreate.py)
         "child_recreate": _by_child(events.child_recreate),
+        # a client's IKE SAs deleted because it cannot use the virtual IP its gateway assigned, by
+        # connection (the metrics' tunsec_ike_sa_vip_refused; vip_refused.py)
+        "vip_refused": dict(sorted(events.vip_refused.items())),
         # updown up-clients (and so their down-clients) not run: their IKE SA had too many waiting, by
         # child (the metrics' tunsec_updown_skipped; updown.Scripts)
         "updown_skipped": _by_child(events.updown_skipped),
@@ -124,7 +127,7 @@ def idle_status() -> dict[str, Any]:
             "ike_sends_unanswered": 0, "ike_reserve_refused": 0, "ike_fragments": {},
             "ike_held": {}, "acquires_ignored": {}, "child_sa_limit": {}, "moves_deferred": {},
             "ts_claims_refused": [], "rekey_ts_refused": [], "install_failed": [], "ts_limit_refused": [],
-            "child_recreate": [], "updown_skipped": [], "ke_pool": {},
+            "child_recreate": [], "vip_refused": {}, "updown_skipped": [], "ke_pool": {},
             "radius": {}}
 
 

@@ -45,6 +45,8 @@ class Refusals:
 
     failed: dict[str, int] = field(default_factory=dict)
     held: dict[str, float] = field(default_factory=dict)
+    # the scheduled tries, for ``tunsec terminate`` to cancel (with keyingtries = 0 they came back for ever)
+    tries: dict[str, list[asyncio.TimerHandle]] = field(default_factory=dict)
 
 
 def delay(failed: int) -> float:
@@ -58,6 +60,7 @@ def refused(self: IkeService, handle: int, conn: str, addr: IPAddress | None, wh
     if sa is None or sa.state is not State.ESTABLISHED:
         return   # going already (a second address of the same IKE SA, a DELETE crossing): once
     c = self.connections.get(conn)
+    self.events.vip_refused[conn] += 1
     failed = self.vip_refusals.failed[conn] = self.vip_refusals.failed.get(conn, 0) + 1
     wait = delay(failed)
     again = c is not None and not self.closing and (not c.keyingtries or failed < c.keyingtries)
@@ -77,12 +80,26 @@ def refused(self: IkeService, handle: int, conn: str, addr: IPAddress | None, wh
         return
     names: list[str | None] = [*dict.fromkeys(children)] or \
         [p.name for p in c.children if p.start_action == "start"] or [None]
+    timers = self.vip_refusals.tries.setdefault(conn, [])
+    timers[:] = [t for t in timers if not t.cancelled() and t.when() > asyncio.get_event_loop().time()]
     for child in names:
-        asyncio.get_event_loop().call_later(wait, self._initiate_quietly, conn, child)
+        timers.append(asyncio.get_event_loop().call_later(wait, self._initiate_quietly, conn, child))
 
 
-def applied(self: IkeService, conn: str) -> None:
-    """Every virtual IP of an IKE SA of ``conn`` is on the TUN: the refusals' count starts again."""
+def applied(self: IkeService, handle: int, conn: str) -> None:
+    """Every virtual IP of the IKE SA behind ``handle`` is on the TUN: the refusals' count starts again,
+    if it is still up (one refused meanwhile, or going, says nothing of the gateway's next answer)."""
+    sa = self._ike_sa(handle)
+    if sa is None or sa.state is not State.ESTABLISHED:
+        return
+    self.vip_refusals.failed.pop(conn, None)
+    self.vip_refusals.held.pop(conn, None)
+
+
+def cancel(self: IkeService, conn: str) -> None:
+    """``tunsec terminate``: the connection's scheduled tries and hold go, its count starts again."""
+    for timer in self.vip_refusals.tries.pop(conn, []):
+        timer.cancel()
     self.vip_refusals.failed.pop(conn, None)
     self.vip_refusals.held.pop(conn, None)
 

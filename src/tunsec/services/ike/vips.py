@@ -5,11 +5,13 @@ Each address becomes a local address of this host, so only what the engine took 
 another interface of the host already has is refused: the gateway would take over its traffic; so is
 one the host reaches outside the TUN (its router, an address on a LAN's link or its broadcast: as a
 local address the host's own traffic to it would never leave, Tun.address_conflict).  Such an
-address, one the kernel will not add, or none at all where the client asked for some, ends the IKE SA
+address (the IKE SA's address of the other family then stays off the TUN too: it is refused whole),
+one the kernel will not add, or none at all where the client asked for some, ends the IKE SA
 and the connection is tried again later (vip_refused.py): up with no address, it looked connected while
 its selectors matched nothing of the LAN.
 
-Going down, each route that has the address as its source is re-pointed before the address goes:
+Going down, each route that has the address as its source is re-pointed before the address goes
+(only an address it put on the TUN: a refused one may be a site-to-site tunnel's route's source):
 the kernel deletes an IPv4 route whose preferred source disappears, and until it came back the
 tunnel's remote network followed the host's other routes (a default route), in clear.  A route that
 cannot be re-pointed is blocked (a prohibit route, as reroute.py does) and left to a reload to add.
@@ -52,7 +54,7 @@ class VirtualIps:
     def __init__(self, tun: Callable[[], Any], connection: Callable[[str], Connection | None],
                  spawn: Callable[[Coroutine[Any, Any, None]], object],
                  refused: Callable[[int, str, IPAddress | None, str], None] = _log_refusal,
-                 applied: Callable[[str], None] = lambda conn: None) -> None:
+                 applied: Callable[[int, str], None] = lambda handle, conn: None) -> None:
         # the daemon's TUN (add_address, remove_address, address_conflict, set_route_source, block, routes)
         self._tun = tun
         self._connection = connection    # by name, as configured now (its routes get the address as source)
@@ -64,9 +66,12 @@ class VirtualIps:
         self._applied: set[IPAddress] = set()
         self._vip_lock = asyncio.Lock()     # netlink changes in the order the engine reported them
         # (IKE SA handle, connection, address or None, why): the IKE SA cannot use it (vip_refused.refused);
-        # applied(connection): every address of an IKE SA of it went on the TUN
+        # applied(IKE SA handle, connection): every address of the IKE SA went on the TUN
         self._refused, self._ok = refused, applied
         self._refusals: dict[IPAddress, str] = {}   # refused addresses IKE SAs still hold: why
+        # held, not on the TUN: their IKE SA was refused for its other address (the next IKE SA to hold
+        # one adds it)
+        self._skipped: set[IPAddress] = set()
 
     def up(self, handle: int, ev: IkeSaUp) -> None:
         """Put the addresses the gateway assigned on the TUN, as the source of the connection's routes
@@ -76,15 +81,21 @@ class VirtualIps:
             self._spawn(self._refuse(handle, ev.name, None, "the gateway assigned none this client takes "
                                      "(the reason was logged as the IKE SA came up)"))
             return
+        refused = [a for a in ours if a in self._refusals]
+        if refused:   # refused as another IKE SA's: this one's too, whole (its other address stays off the TUN)
+            self._vips[handle] = (ev.name, tuple(refused))   # held: the refusal lasts while an IKE SA has it
+            self._vip_refs.update(refused)
+            for addr in refused:
+                self._spawn(self._refuse(handle, ev.name, addr, self._refusals[addr]))
+            return
         self._vips[handle] = (ev.name, ours)
-        for addr in (a for a in ours if a in self._refusals):   # refused as another IKE SA's: this one's too
-            self._spawn(self._refuse(handle, ev.name, addr, self._refusals[addr]))
         log.info("%s: virtual IP %s assigned by the peer%s", ev.name, ", ".join(map(str, ours)),
                  f", DNS {', '.join(map(str, ev.dns))}" if ev.dns else "")
-        fresh = [a for a in ours if self._vip_refs[a] == 0]
+        fresh = [a for a in ours if self._vip_refs[a] == 0 or a in self._skipped]
+        self._skipped.difference_update(fresh)
         self._vip_refs.update(ours)
         if fresh:
-            self._spawn(self._apply_up(ev.name, fresh))
+            self._spawn(self._apply_up(handle, ev.name, fresh))
 
     async def _refuse(self, handle: int, conn: str, addr: IPAddress | None, why: str) -> None:
         self._refused(handle, conn, addr, why)   # a task: the engine's events are being handled now
@@ -106,10 +117,11 @@ class VirtualIps:
         for a in gone:
             del self._vip_refs[a]
             self._refusals.pop(a, None)
+            self._skipped.discard(a)
         if gone:
             self._spawn(self._apply_down(entry[0], gone))
 
-    async def _apply_up(self, conn: str, addrs: Sequence[IPAddress]) -> None:
+    async def _apply_up(self, handle: int, conn: str, addrs: Sequence[IPAddress]) -> None:
         tun = self._tun()
         if tun is None:
             return
@@ -117,14 +129,12 @@ class VirtualIps:
         nets = [n for ch in c.ike.children for t in ch.remote_ts if not t.dynamic for n in ts_networks(t)] if c else []
         refused = False
         async with self._vip_lock:
-            for addr in addrs:
+            usable = await self._usable(tun, conn, addrs)
+            if usable is None:   # the IKE SA is refused whole: its other family's address stays off the TUN
+                self._skipped.update(a for a in addrs if a not in self._refusals)
+                return
+            for addr in usable:
                 try:   # netlink in a thread: pyroute2's synchronous calls run an event loop of their own
-                    why = await asyncio.to_thread(tun.address_conflict, str(addr))
-                    if why is not None:
-                        refused = True
-                        self._refuse_all(conn, addr, f"{why} (as ours the host's traffic to it would stay on "
-                                                     "this host)")
-                        continue
                     try:
                         await asyncio.to_thread(tun.add_address, str(addr))
                     except OSError as err:   # tun.py's: the address, the TUN, the kernel's reason
@@ -139,8 +149,32 @@ class VirtualIps:
                 except Exception as err:   # a bug: the other addresses are still applied
                     log.error("%s: cannot add virtual IP %s on TUN %s: %s", conn, addr,
                               getattr(tun, "name", "?"), internal_error(err, True))
-        if not refused:
-            self._ok(conn)
+        entry = self._vips.get(handle)
+        # the count starts again only for an IKE SA none of whose addresses was refused: one refused
+        # for another reason (another IKE SA's refusal) would otherwise undo its own refusal's count
+        if not refused and entry is not None and not any(a in self._refusals for a in entry[1]):
+            self._ok(handle, conn)
+
+    async def _usable(self, tun: Any, conn: str, addrs: Sequence[IPAddress]) -> list[IPAddress] | None:
+        """The addresses the host does not reach outside the TUN; None if one is refused so (every IKE
+        SA holding it is: _refuse_all).  One that cannot be checked is logged and left off."""
+        usable: list[IPAddress] = []
+        refused = False
+        for addr in addrs:
+            try:
+                why = await asyncio.to_thread(tun.address_conflict, str(addr))
+            except OSError as err:   # tun.py's: what was refused, why
+                log.error("%s: virtual IP %s: %s", conn, addr, err.strerror or err)
+                continue
+            except Exception as err:   # a bug: the other addresses are still checked
+                log.error("%s: cannot check virtual IP %s: %s", conn, addr, internal_error(err, True))
+                continue
+            if why is None:
+                usable.append(addr)
+                continue
+            refused = True
+            self._refuse_all(conn, addr, f"{why} (as ours the host's traffic to it would stay on this host)")
+        return None if refused else usable
 
     async def _apply_down(self, conn: str, addrs: Sequence[IPAddress]) -> None:
         tun = self._tun()
@@ -148,6 +182,8 @@ class VirtualIps:
             return
         async with self._vip_lock:
             for addr in addrs:
+                if addr not in self._applied:   # never on the TUN (refused): a route with it as source is
+                    continue                    # another's (a site-to-site tunnel's, the host's LAN address)
                 self._applied.discard(addr)   # going: no route is re-pointed to it
                 try:
                     # the routes that have it as source, as the TUN has them (a reload may have removed
