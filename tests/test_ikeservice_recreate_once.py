@@ -104,3 +104,22 @@ def test_a_try_still_retransmitted_at_its_deadline_is_the_one_that_comes_up() ->
         await assert_one_net(pair)
         assert a.events.child_recreate == {("tun", "net"): 1} and a._recreating == {}
     run(body())
+
+
+def test_a_try_due_while_the_child_is_asked_for_already_takes_that_request_as_its_own() -> None:
+    """An operator initiates "net" while the re-creation waits for its first try, whose delay ends
+    before that request is answered: the try asks for nothing more (before the fix: a second
+    CREATE_CHILD_SA, both came up), and the Child SA that comes up ends the re-creation."""
+    async def body() -> None:
+        pair = TwoChildPair()
+        await our_rekey_fails(pair)
+        a = pair.svc["a"]
+        (pending,) = a._recreating.values()
+        a.initiate("tun", "net")   # its CREATE_CHILD_SA is on the wire, unanswered
+        assert ike_up(pair, "a").creating("net")
+        fire_timers(a)   # the first try's delay ends
+        assert pending.tries == 1 and pending.trying
+        await pair.settle()
+        await assert_one_net(pair)
+        assert a.events.child_recreate == {("tun", "net"): 1} and a._recreating == {}
+    run(body())
