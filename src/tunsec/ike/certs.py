@@ -29,6 +29,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from .auth import AuthError, PublicKey
 from .identity import MAX_TEXT, Identity, certificate_has_identity
+from .peer_warnings import peer_input
 
 
 def ca_key_hash(ca: x509.Certificate) -> bytes:
@@ -93,6 +94,7 @@ def check_usage(leaf: x509.Certificate) -> None:
                         "ipsecIKE, serverAuth, clientAuth or anyExtendedKeyUsage")
 
 
+@peer_input("a peer's certificates")
 def load_certificates(ders: Sequence[bytes]) -> list[x509.Certificate]:
     certs: list[x509.Certificate] = []
     for der in ders:
@@ -103,6 +105,7 @@ def load_certificates(ders: Sequence[bytes]) -> list[x509.Certificate]:
     return certs
 
 
+@peer_input("a peer's certificate")   # its subject is read (named) before its chain is checked
 def verify_peer(
     chain: Sequence[x509.Certificate], cas: Sequence[x509.Certificate], when: datetime, peer_id: Identity
 ) -> PublicKey:

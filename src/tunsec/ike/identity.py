@@ -23,6 +23,7 @@ from cryptography.x509.oid import NameOID
 
 from ._der import DerError, DnAttribute, encode_oid, encode_tlv, parse_name, spki_key_bits
 from .constants import IdType
+from .peer_warnings import peer_input
 
 ID_ANY = 0
 
@@ -307,6 +308,7 @@ def certificate_has_identity(cert: x509.Certificate, ident: Identity) -> bool:
     return False
 
 
+@peer_input("a peer's certificate subject")
 def certified_identity(cert: x509.Certificate) -> Identity:
     """The one identity of a peer whose AUTH ``cert`` verified, whatever IDi it sent.
 

@@ -48,6 +48,7 @@ from OpenSSL import SSL, crypto
 from ..auth import AuthError, PrivateKey
 from ..certs import verify_peer
 from ..identity import Identity, IdentityError, certified_identity
+from ..peer_warnings import peer_input
 from . import identity
 from .mschapv2 import EapResult
 from .packet import EapCode, EapError, EapPacket, EapType
@@ -338,6 +339,7 @@ class EapTlsAuthenticator:
         self._out = Fragments(out, self.fragment)
         return self._request(self._out.next()), None
 
+    @peer_input("an EAP-TLS client's certificate")   # (as cryptography objects: see peer_warnings)
     def _check_client(self) -> str | None:
         """Why the client's certificate does not authenticate the EAP identity, or None."""
         tls = self._tls

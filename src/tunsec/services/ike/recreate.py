@@ -13,7 +13,8 @@ raises ACQUIREs, which start nothing: traps._child_acquire); the new Child SA jo
 too (policy/claims.py), until the new Child SA has booked its own or the lineage ends: released
 meanwhile, another identity could be given the selectors its held policies still act on.  A joined
 Child SA that is lost before its install said OK (deleted, or its install failed) counts as a
-failed try, as does a try that brought nothing back by its deadline; a Child SA of the child that
+failed try, as does a try that brought nothing back by its deadline, unless its request is still in
+the engine (_still_under_way: never two at once, which could both come up); a Child SA of the child that
 comes up on other selectors ends the re-creation (the held policies act on the old ones).  The
 lineage ends, as it would have, when the tries are used up or the IKE SA goes.  Only that IKE SA's
 Child SA is touched: nothing of another peer's."""
@@ -101,7 +102,9 @@ def refused(self: IkeService, ike: int, child: str) -> None:
     pending = self._recreating.get((ike, child))
     if pending is not None and pending.joined is None and pending.trying:
         self._unlater(pending.timer)
-        _schedule(self, pending)
+        pending.timer = None
+        if not _still_under_way(self, pending):   # (no SPI for now: the engine asks again itself)
+            _schedule(self, pending)
 
 
 def _schedule(self: IkeService, pending: Pending) -> bool:
@@ -146,7 +149,8 @@ def _initiate(self: IkeService, pending: Pending) -> None:
     # its retransmissions; a backstop for anything else (its Child SA refused here, none started)
     self._unlater(pending.timer)
     pending.timer = self._later(_deadline(sa), functools.partial(_overdue, self, pending))
-    sa.initiate(pending.child)
+    if not sa.creating(pending.child):   # one under way already (an operator's) is this try: never two
+        sa.initiate(pending.child)
 
 
 def _deadline(sa: IkeSa) -> float:
@@ -157,8 +161,23 @@ def _deadline(sa: IkeSa) -> float:
 
 def _overdue(self: IkeService, pending: Pending) -> None:
     pending.timer = None
-    if self._recreating.get((pending.ike, pending.child)) is pending and pending.joined is None:
+    if self._recreating.get((pending.ike, pending.child)) is not pending or pending.joined is not None:
+        return
+    if not _still_under_way(self, pending):
         _schedule(self, pending)
+
+
+def _still_under_way(self: IkeService, pending: Pending) -> bool:
+    """The try's request is still in the engine (queued behind another exchange, retransmitted, or
+    to be asked again after the peer's TEMPORARY_FAILURE): it is waited for, its deadline re-armed.
+    A next try beside it could bring both up, two Child SAs with their own keys in one lineage (the
+    traffic split between them).  The engine ends it: its Child SA up (join), refused for good
+    (refused), or the IKE SA gone after its retransmissions (ike_gone)."""
+    sa = self._ike_sa(pending.ike)
+    if sa is None or not sa.creating(pending.child):
+        return False
+    pending.timer = self._later(_deadline(sa), functools.partial(_overdue, self, pending))
+    return True
 
 
 def join(self: IkeService, ike: int, child: str, local_ts: tuple[Ts, ...], remote_ts: tuple[Ts, ...],

@@ -1,0 +1,44 @@
+"""Warnings libraries raise while they read what a peer sent: caught, never printed on stderr.
+
+cryptography warns (a UserWarning) when it reads a name attribute whose length its type does not
+allow (a countryName that is not 2 characters, a commonName empty or longer than 64), and reads it
+all the same: a CA may have signed such a certificate, and anyone may send one (its subject names
+it in the refusal before its chain is checked). It warns as it loads a certificate whose serial
+number is not positive (a CryptographyDeprecationWarning), before anything of it is checked. Left
+alone, the warnings module writes each one to stderr past logging (under systemd into the journal,
+as it is), once per distinct text: lines any peer can cause, as often as it likes, and with
+``-W error`` an exception out of the exchange.
+
+So what reads a peer's certificate runs inside ``peer_input``: its warnings are caught there (each
+of them, whatever the process's filters say), and the first of a call is logged in one line,
+escaped and rate-limited.  Only there: a global filter would hide the warnings of everything else."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from collections.abc import Iterator
+
+from tunsec.loglimit import LogLimiter, suffix
+from tunsec.printable import escaped
+
+log = logging.getLogger(__name__)
+
+MAX_WARNING_TEXT = 200   # a library's text, but about the peer's data: not all of it in the log
+_log_limit = LogLimiter()
+
+
+@contextlib.contextmanager
+def peer_input(what: str) -> Iterator[None]:
+    """Reading ``what`` (a peer's certificate, ...) without a warning reaching stderr; usable as a
+    decorator too.  Not thread-safe (the warnings module's state is global): the engine reads on
+    the event loop's thread only."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")   # recorded here whatever the filters say (-W error included)
+        yield
+    if caught and (held := _log_limit.admit()) is not None:
+        first = caught[0]
+        text = escaped(f"{first.category.__name__}: {first.message}")[:MAX_WARNING_TEXT]
+        more = f" (and {len(caught) - 1} more)" if len(caught) > 1 else ""
+        log.info("reading %s: a library warned: %s%s%s", what, text, more, suffix(held))
