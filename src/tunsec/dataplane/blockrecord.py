@@ -66,8 +66,8 @@ class Netns:
 
 
 def this_netns() -> Netns:
-    try:
-        mine = os.stat("/proc/self/ns/net")
+    try:   # this thread's: one that entered another namespace (setns) makes its TUN and routes there
+        mine = os.stat("/proc/thread-self/ns/net")
     except OSError:   # no /proc: nothing tells namespaces apart, as before records were named by them
         return Netns("", "")
     try:
