@@ -65,6 +65,7 @@ def conf_text(me: Host, peer: Host, sock: Path, start: bool, rekey: int, ike_rek
     return f"""tunsec {{
   tun = tunsec0
   control_socket = {sock}
+  state_dir = {sock.parent / "state"}
   log_level = info
 }}
 connections {{
@@ -184,6 +185,7 @@ def main() -> int:
             d = topo.workdir / f"soak-{name}"
             d.mkdir(parents=True, exist_ok=True)
             sock = d / "tunsec.sock"
+            (d / "state").mkdir(mode=0o700, exist_ok=True)   # not the host's /var/lib/tunsec
             conf = d / "tunsec.conf"
             conf.write_text(conf_text(me, peer, sock, start, args.rekey, args.ike_rekey,
                                       args.life or 2 * args.rekey))

@@ -252,6 +252,9 @@ class TunsecIke(Daemon):
     def __post_init__(self) -> None:
         self.dir = self.topo.workdir / f"tunsec-{self.host.ns}"
         self.dir.mkdir(parents=True, exist_ok=True)
+        # its own (the record of its prohibit routes): the default /var/lib/tunsec is the host's, shared by
+        # every test daemon and handed to whichever user one drops to
+        self.state_dir.mkdir(mode=0o700, exist_ok=True)
         self.write()
 
     @property
@@ -274,6 +277,10 @@ class TunsecIke(Daemon):
     def sock(self) -> Path:
         return self.dir / "tunsec.sock"
 
+    @property
+    def state_dir(self) -> Path:
+        return self.dir / "state"
+
     def write(self, **changes: Any) -> None:
         if changes:
             self.conn = replace(self.conn, **changes)
@@ -283,6 +290,7 @@ class TunsecIke(Daemon):
 tunsec {{
   tun = tunsec0
   control_socket = {self.sock}
+  state_dir = {self.state_dir}
   log_level = debug
 {self.tunsec_extra}}}
 {self.conn.swanctl_text()}""")

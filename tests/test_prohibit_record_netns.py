@@ -55,7 +55,7 @@ def test_a_nested_record_is_nobodys_and_the_start_completes(ns: str, tmp_path: P
     """F1: 10 KB of nested JSON in the record raised RecursionError out of the start (a traceback, every
     restart).  Now a warning, nothing taken for this instance's, tunsec up."""
     a = instance(ns, tmp_path, "a", "tsva0", "192.0.2.1")
-    (a.dir / "state" / "prohibit-routes.tsva0").write_text('{"networks": [], "x": ' + "[" * 5000 + "]" * 5000 + "}")
+    (a.dir / "state" / two.record_name(ns, a.tun)).write_text('{"networks": [], "x": ' + "[" * 5000 + "]" * 5000 + "}")
     a.write(tunnel("site-a", a.local, 2, "10.2.0.0/24"))
     try:
         a.up()
@@ -114,7 +114,7 @@ def test_after_the_drop_to_a_user_a_block_is_still_recorded(ns: str, reachable: 
         a.up()
         ike_conf(a, state, "nobody", "10.2.0.0/24", "fd00:3::/64")
         blocks_on_reload(a, "fd00:3::/64")
-        record = state / f"prohibit-routes.{a.tun}"
+        record = state / two.record_name(ns, a.tun)
         assert json.loads(record.read_text())["networks"] == ["fd00:3::/64"], a.log.read_text()
         assert record.stat().st_uid == pw.pw_uid and state.stat().st_uid == pw.pw_uid
         a.stop()
@@ -137,7 +137,7 @@ def test_a_block_someone_else_removes_is_put_back(ns: str, tmp_path: Path) -> No
         blocks_on_reload(b, "fd00:5::/64")
         assert prohibits(ns) == ["fd00:5::/64"]
 
-        (a.dir / "state" / "prohibit-routes.tsvd0").write_text(json.dumps({"networks": ["fd00:5::/64"]}))
+        (a.dir / "state" / two.record_name(ns, a.tun)).write_text(json.dumps({"networks": ["fd00:5::/64"]}))
         a.write(tunnel("site-a", a.local, 2, "10.2.0.0/24"))
         a.up()
         assert "prohibit route of fd00:5::/64, left by an earlier tunsec" in a.log.read_text()

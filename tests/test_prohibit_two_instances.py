@@ -120,6 +120,13 @@ def instance(ns: str, tmp: Path, name: str, tun: str, local: str) -> Instance:
     return Instance(ns, d, tun, local)
 
 
+def record_name(ns: str, tun: str) -> str:
+    """The name of tun's record of its prohibit routes in ns (not the initial namespace: .ns<inode>)."""
+    inode = subprocess.run(["ip", "netns", "exec", ns, "stat", "-L", "-c", "%i", "/proc/self/ns/net"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    return f"prohibit-routes.{tun}.ns{inode}"
+
+
 def prohibits(ns: str) -> list[str]:
     """tunsec's prohibit routes in ns (IPv6 and IPv4)."""
     out = subprocess.run(["ip", "netns", "exec", ns, "sh", "-c",
@@ -160,10 +167,11 @@ def test_each_instance_removes_only_its_own_prohibit_routes_a_kill_left(ns: str,
         assert "prohibit route of fd00:3::/64, left by an earlier tunsec" in a.log.read_text()
         (unrouted,) = status(b.sock)["tun"]["unrouted"]
         assert unrouted["network"] == "fd00:5::/64" and unrouted["blocked"] is True, unrouted
-        assert json.loads((b.dir / "state" / "prohibit-routes.tsqb0").read_text())["networks"] == ["fd00:5::/64"]
+        b_record = b.dir / "state" / record_name(ns, b.tun)
+        assert json.loads(b_record.read_text())["networks"] == ["fd00:5::/64"]
         b.stop()
         assert prohibits(ns) == []
-        assert not (b.dir / "state" / "prohibit-routes.tsqb0").exists()
+        assert not b_record.exists()
     finally:
         a.stop()
         b.stop()

@@ -297,7 +297,8 @@ def test_a_prohibit_route_a_killed_tunsec_left_goes_at_the_next_start_and_only_o
         assert prohibits4(ns) == ["10.7.0.0/24", "10.8.0.0/24"]
         assert routes(ns, "-4") == ["10.2.0.0/24"]
         assert again.tun is not None and again.tun.unrouted == {}
-        assert not (tmp_path / "state" / f"prohibit-routes.{TUN}").exists()   # nothing of this instance's left
+        assert again.tun.record is not None and again.tun.record.fd >= 0
+        assert not Path(again.tun.record.where).exists()   # nothing of this instance's left
     finally:
         inside(ns, again.close_network)
     assert prohibits(ns) == ["fd00:7::/64"] and prohibits4(ns) == ["10.7.0.0/24", "10.8.0.0/24"]

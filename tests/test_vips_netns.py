@@ -173,7 +173,7 @@ def test_a_stand_in_an_earlier_run_left_is_cleared_at_start(ns: str, tmp_path: P
     subprocess.run(["ip", "netns", "exec", ns, "ip", "route", "add", "prohibit", str(NET), "metric", "4294967295",
                     "proto", "116"], check=True)
     tmp_path.chmod(0o700)
-    BlockRecord.open(str(tmp_path), TUN, None).keep({NET})
+    inside(ns, lambda: BlockRecord.open(str(tmp_path), TUN, None).keep({NET}))   # the record is ns's
 
     def run() -> tuple[list[str], bool]:
         client = Client()   # its routes are in, as the daemon's start has them before clearing

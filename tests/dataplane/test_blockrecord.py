@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from tunsec.dataplane.blockrecord import BlockRecord
+from tunsec.dataplane.blockrecord import BlockRecord, record_name, this_netns
 
 NET4, NET6 = ip_network("10.9.0.0/24"), ip_network("fd00:9::/64")
-NAME = "prohibit-routes.tun7"
+NETNS = this_netns()
+NAME = record_name("tun7", NETNS.suffix)   # the plain name in the initial namespace
 
 
 @pytest.fixture
@@ -31,7 +32,8 @@ def test_what_is_kept_is_what_the_next_start_inherits_and_an_empty_record_goes(s
     assert rec.inherited == set()
     rec.keep({NET6, NET4})
     path = state / NAME
-    assert json.loads(path.read_text()) == {"tun": "tun7", "networks": ["10.9.0.0/24", "fd00:9::/64"]}
+    assert json.loads(path.read_text()) == {"tun": "tun7", "netns": NETNS.ident,
+                                            "networks": ["10.9.0.0/24", "fd00:9::/64"]}
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     inode = path.stat().st_ino
     rec.keep({NET4, NET6})   # unchanged: not written again
@@ -128,3 +130,18 @@ def test_a_held_network_stays_recorded_until_the_next_start(state: Path) -> None
     assert json.loads((state / NAME).read_text())["networks"] == [str(NET6)]
     rec.close()
     assert BlockRecord.open(str(state), "tun7", None).inherited == {NET6}
+
+
+@pytest.mark.skipif(not NETNS.ident, reason="no boot_id or SO_NETNS_COOKIE here")
+def test_a_record_of_an_earlier_namespace_or_boot_is_nobodys_and_goes(state: Path) -> None:
+    """The kernel gives a later namespace (after a reboot, or once the first is deleted) the inode, so the
+    name, of an earlier one: the routes its record lists went with it.  A record another namespace wrote
+    is not inherited and is removed; one without netns (an older tunsec's) is taken as before."""
+    (state / NAME).write_text(json.dumps({"tun": "tun7", "netns": "other-boot/7", "networks": [str(NET4)]}))
+    rec = BlockRecord.open(str(state), "tun7", None)
+    assert rec.inherited == set() and not (state / NAME).exists()
+    rec.close()
+    (state / NAME).write_text(json.dumps({"tun": "tun7", "networks": [str(NET4)]}))
+    old = BlockRecord.open(str(state), "tun7", None)
+    assert old.inherited == {NET4}
+    old.close()

@@ -5,20 +5,20 @@ them from other programs' but not one tunsec's from another's: two instances in 
 (two TUNs, two configurations) each took the other's for its own at start and removed those of networks
 it did not route, so the other's blocked traffic took the host's routes in clear.
 
-The kernel keeps nothing on a route that could tell the instances apart and leave lookups as they are:
-a metric of its own lets an equal-prefix host route with a lower metric win over the block; a table of
-its own needs a rule, which consulted before main blocks main's longer prefixes too, after main loses to
+The kernel keeps nothing on a route that could tell the instances apart and leave lookups as they are: a
+metric of its own lets an equal-prefix host route with a lower metric win over the block; a table of its
+own needs a rule, which consulted before main blocks main's longer prefixes too, after main loses to
 main's default route; a realm exists for IPv4 only; the protocol is one byte that routing daemons share.
-So each instance records the networks it blocks, one file per TUN (a TUN name is one instance's in a
-namespace) in its state_dir: it outlives a kill -9 and systemd keeps StateDirectory= across a restart,
-where it removes RuntimeDirectory= when the service stops.  A network is recorded before its route goes
-in and taken out after the route went (listed without a route is harmless; a route never without its
-network), written atomically and private through the directory's descriptor (safefs), and only from a
-directory no other user may change: one who could write the record could have this instance remove
-another's blocks.  A start removes only the leftovers its record lists; any other stays (fail closed).
-The service user may still list another instance's network: the other instance puts its block back
-(blockwatch.py).  An IKE-only start makes a missing state_dir (prepare and init-state make it only for
-manual tunnels); without a usable one it says so at start.
+So each instance records the networks it blocks, one file per TUN and network namespace (a TUN name is
+one instance's in a namespace; see Netns) in its state_dir: it outlives a kill -9 and systemd keeps
+StateDirectory= across a restart, where it removes RuntimeDirectory= when the service stops. A network
+is recorded before its route goes in and taken out after the route went (listed without a route is
+harmless; a route never without its network), written atomically and private through the directory's
+descriptor (safefs), and only from a directory no other user may change: one who could write the record
+could have this instance remove another's blocks. A start removes only the leftovers its record lists;
+any other stays (fail closed). The service user may still list another instance's network: the other
+instance puts its block back (blockwatch.py). An IKE-only start makes a missing state_dir (prepare and
+init-state make it only for manual tunnels); without a usable one it says so at start.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import errno
 import json
 import logging
 import os
+import socket
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network, ip_network
 
@@ -39,8 +40,54 @@ PREFIX = "prohibit-routes."
 MAX_RECORD = 1 << 20   # ~20000 networks
 
 
-def record_name(tun: str) -> str:
-    return PREFIX + tun
+SO_NETNS_COOKIE = 71   # Linux 5.14; not in Python 3.11's socket module
+# the initial namespace's fixed inode (PROC_NET_INIT_INO, recent kernels); older ones number every
+# namespace from 0xF0000000 up, so no other namespace has it
+INIT_NET_INO = 0xEFFFFFF9
+
+
+def record_name(tun: str, suffix: str = "") -> str:
+    return PREFIX + tun + suffix
+
+
+@dataclass(frozen=True)
+class Netns:
+    """The network namespace this instance's routes are in, as its record is named and marked.
+
+    A TUN name is one instance's in a namespace only: instances in two namespaces sharing a state_dir
+    (the default) with one TUN name need two records.  suffix is "" in the initial namespace (the usual
+    deployment keeps the plain name) and ".ns<inode>" elsewhere.  The kernel reuses a namespace's inode for
+    a later one (after the namespace is deleted, or a reboot), whose routes are not those a record lists:
+    ident (the boot's id and the namespace's cookie, never reused in a boot) tells the namespace that
+    wrote a record from a later one with its name."""
+
+    suffix: str
+    ident: str
+
+
+def this_netns() -> Netns:
+    try:   # this thread's: one that entered another namespace (setns) makes its TUN and routes there
+        mine = os.stat("/proc/thread-self/ns/net")
+    except OSError:   # no /proc: nothing tells namespaces apart, as before records were named by them
+        return Netns("", "")
+    try:
+        init = os.stat("/proc/1/ns/net")   # a PID namespace's init: a container's own namespace is its initial
+        initial = (init.st_ino, init.st_dev) == (mine.st_ino, mine.st_dev)
+    except OSError:   # not ours to read (not root, no CAP_SYS_PTRACE): the fixed inode, if the kernel has it
+        initial = mine.st_ino == INIT_NET_INO
+    return Netns("" if initial else f".ns{mine.st_ino}", _ident())
+
+
+def _ident() -> str:
+    """boot_id/cookie of this namespace; "" when either cannot be read (then no record is taken for stale)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            boot = f.read().strip()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            cookie = int.from_bytes(s.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8), "little")
+    except OSError:
+        return ""
+    return f"{boot}/{cookie}"
 
 
 @dataclass
@@ -49,6 +96,7 @@ class BlockRecord:
 
     tun: str
     where: str                     # the file's path, for messages
+    netns: Netns = Netns("", "")
     fd: int = -1                   # state_dir's descriptor
     why: str = ""
     owner: tuple[int, int] | None = None   # whom root gives the file to (the directory's owner)
@@ -63,7 +111,8 @@ class BlockRecord:
     def open(cls, state_dir: str, tun: str, owner: int | None) -> BlockRecord:
         """The record of TUN tun in state_dir, read; owner: the uid tunsec becomes (it may own state_dir).
         Never raises: without a usable directory nothing is inherited and nothing will be written."""
-        rec = cls(tun, os.path.join(state_dir, record_name(tun)))
+        ns = this_netns()
+        rec = cls(tun, os.path.join(state_dir, record_name(tun, ns.suffix)), ns)
         owners = {os.geteuid(), *(() if owner is None else (owner,))}
         try:
             why = _make_missing(state_dir)
@@ -85,12 +134,18 @@ class BlockRecord:
         rec.written = frozenset(rec.inherited)
         return rec
 
+    @property
+    def file(self) -> str:
+        return record_name(self.tun, self.netns.suffix)
+
     def _read(self) -> set[IPNetwork]:
         try:
-            data = json.loads(read_regular(record_name(self.tun), MAX_RECORD, dir_fd=self.fd))
+            data = json.loads(read_regular(self.file, MAX_RECORD, dir_fd=self.fd))
             nets = data["networks"] if isinstance(data, dict) else None
             if not isinstance(nets, list) or not all(isinstance(n, str) for n in nets):
                 raise ValueError("not a record of networks")
+            if self._stale(data.get("netns")):
+                return set()
             return {ip_network(n) for n in nets}
         except FileNotFoundError:
             return set()
@@ -101,6 +156,21 @@ class BlockRecord:
             log.warning("record of this instance's prohibit routes %s unreadable (%s): none of tunsec's prohibit "
                         "routes is taken for this instance's", self.where, why)
             return set()
+
+    def _stale(self, ident: object) -> bool:
+        """The record is of an earlier namespace with this one's name (its inode reused) or of an earlier boot:
+        the routes it lists went with that namespace, and one of these networks blocked in this namespace is
+        someone else's.  Removed, so that it is not read again.  A record without ident (an older tunsec's)
+        or a start that cannot read its own takes it as before."""
+        if not isinstance(ident, str) or not ident or not self.netns.ident or ident == self.netns.ident:
+            return False
+        log.info("record of prohibit routes %s is of an earlier boot or network namespace (%s, now %s): none of "
+                 "its routes is in this one, it is removed", self.where, ident, self.netns.ident)
+        try:
+            _unlink(self.fd, self.file)
+        except OSError as err:
+            log.warning("record of prohibit routes %s not removed: %s", self.where, err.strerror or err)
+        return True
 
     def name(self) -> str:
         """The file, or why there is none."""
@@ -125,10 +195,11 @@ class BlockRecord:
             return
         try:
             if want:
-                body = {"tun": self.tun, "networks": [str(n) for n in sorted(want, key=_order)]}
-                write_atomic_at(self.fd, record_name(self.tun), (json.dumps(body) + "\n").encode(), self.owner)
+                nets = [str(n) for n in sorted(want, key=_order)]
+                body = {"tun": self.tun, "netns": self.netns.ident, "networks": nets}
+                write_atomic_at(self.fd, self.file, (json.dumps(body) + "\n").encode(), self.owner)
             else:
-                _unlink(self.fd, record_name(self.tun))
+                _unlink(self.fd, self.file)
         except OSError as err:
             log.warning("record of this instance's prohibit routes %s not written: %s", self.where, err.strerror or err)
             return

@@ -61,7 +61,10 @@ class TunsecStrongSwan(System):
 
         path = topo.workdir / f"tunsec-{a.ns}.conf"
         control_socket(a).parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(f"tunsec {{\n  tun = tunsec0\n  control_socket = {control_socket(a)}\n}}\n"
+        state = topo.workdir / f"tunsec-{a.ns}-state"   # not the host's /var/lib/tunsec
+        state.mkdir(mode=0o700, exist_ok=True)
+        path.write_text(f"tunsec {{\n  tun = tunsec0\n  control_socket = {control_socket(a)}\n"
+                        f"  state_dir = {state}\n}}\n"
                         + swanctl_conf(a, b, psk).replace("        mode = tunnel\n", windowed))
         path.chmod(0o600)
         log = topo.workdir / f"tunsec-{a.ns}.log"
