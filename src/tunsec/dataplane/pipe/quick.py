@@ -6,7 +6,10 @@ expression and builds the message without checking again.  For anything else it 
 and decode (decoding.py) hands the datagram to the one general decoder, which names what is
 wrong.  What a quick decoder admits, the general one decodes to an equal message:
 tests/test_pipe_quick_decode.py holds each to it (every one-byte change, cut and growth of encoded
-messages), and tests/test_pipe_fuzz.py does for every datagram it makes."""
+messages), and tests/test_pipe_fuzz.py does for every datagram it makes.
+
+sa_fields and spdadd_fields are the checks of the install's quick decoders without the values: the
+worker hands their fields to the fast path as they are (Worker.handle_datagram's raw ways)."""
 
 import struct
 from collections.abc import Callable
