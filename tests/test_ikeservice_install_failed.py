@@ -48,13 +48,18 @@ class TwoChildPair(Pair):
 
 
 def refuse_next(dp: Any, method: str) -> None:
-    """The worker's data plane refuses the next call of ``method`` (its SAD or SPD full), then works again."""
-    real = getattr(dp, method)
+    """The worker's data plane refuses the next call of ``method`` (its SAD or SPD full), then works
+    again; or of its twin ``method``_fields, which the worker calls for a request laid out as encode
+    lays it out (its raw way)."""
+    names = (method, f"{method}_fields")
+    reals = {name: getattr(dp, name) for name in names}
 
     def refusing(arg: object) -> None:
-        setattr(dp, method, real)
+        for name, real in reals.items():
+            setattr(dp, name, real)
         raise DataplaneError(method, lib.TS_ENOSPC)
-    setattr(dp, method, refusing)
+    for name in names:
+        setattr(dp, name, refusing)
 
 
 def never_answer(kind: type[pipe.Message]) -> Callable[[pipe.Message], Awaitable[object] | None]:

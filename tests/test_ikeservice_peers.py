@@ -583,6 +583,14 @@ def test_a_child_sa_whose_install_the_worker_refuses_is_removed_again(caplog: py
             spd_add(policy)
 
         gw.worker.dp.spd_add = refuse_site0  # type: ignore[method-assign]
+        spd_add_fields = gw.worker.dp.spd_add_fields
+
+        def refuse_site0_fields(fields: Any) -> None:   # the worker's raw way: the selector's dst_lo field
+            if fields[5][4] == bytes([10, 2, 1, 0]) + bytes(12):
+                raise DataplaneError("spd_add", lib.TS_ENOSPC)
+            spd_add_fields(fields)
+
+        gw.worker.dp.spd_add_fields = refuse_site0_fields  # type: ignore[method-assign]
         with caplog.at_level(logging.ERROR, logger="tunsec.ike"):
             gw.connect(0)
             gw.connect(1)

@@ -107,12 +107,12 @@ def test_a_re_created_child_sa_whose_install_finds_no_larval_sa_stays_in_the_hel
         policies, reqid = await our_rekey_fails(pair)
         a = pair.svc["a"]
         dp = pair.workers["a"].dp
-        real = dp.update
+        real, real_fields = dp.update, dp.update_fields   # the worker's raw way calls the latter
 
         def enoent(*_args: object) -> None:
-            dp.update = real
+            dp.update, dp.update_fields = real, real_fields
             raise DataplaneError("update", lib.TS_ENOENT)
-        dp.update = enoent
+        dp.update = dp.update_fields = enoent
         fire_timers(a)
         await pair.settle()
         assert a._recreating == {}

@@ -30,6 +30,7 @@ from tunsec.dataplane.pipe import (
 )
 from tunsec.dataplane.pipe.encoding import _pack_addr
 from tunsec.dataplane.pipe.fields import _addr_or_none
+from tunsec.dataplane.pipe.quick import SaFields, SpdAddFields
 from tunsec.dataplane.pipe.values import quick_init
 
 MAX_PACKET: int = lib.TS_MAX_PACKET
@@ -271,6 +272,36 @@ def _params(sa: SaSpec) -> Any:
     return p
 
 
+# The worker's raw way (pipe.quick.sa_fields, spdadd_fields): the wire's fields, checked there as
+# SaSpec/Policy would check them, packed as _params packs those values, without building them.  The
+# 16-byte address fields are the wire's (an IPv4 address zero-padded after: what "16s" makes of its
+# 4 bytes); a selector's fields come in _SEL_FIELDS's order.  tests/dataplane/test_raw_install.py
+# holds the bytes to _params's.
+_SEL_WIDTH = len(_SEL_FIELDS)
+_SA_ESN_BIT, _SA_FIRST_USE_SHIFT = 0x01, 3   # the wire's SA flags (pipe.wire): bit0 ESN, bit3 first use
+_POLICY_PACKER = _packer("ts_policy", _fields("ts_policy", ("id", "priority", "action", "reqid"))
+                         + _fields("ts_selector", _SEL_FIELDS, _POLICY_SEL))
+
+
+def _fields_params(p: Any, fields: SaFields) -> None:
+    """Fill ts_sa_params p (as ffi.new made it, or as packed before: every field is written, the
+    padding and unused selectors as 0) from an UPDATE's or ADD's checked fields."""
+    (_, _, spi, raw_dir, _, key, sa_flags, window, reqid, seq_start, local_family, local_raw, local_port,
+     remote_family, remote_raw, remote_port, soft_bytes, soft_packets, _, hard_bytes, hard_packets, _,
+     sels) = fields  # fmt: skip
+    n_sel = len(sels) // _SEL_WIDTH
+    if len(key) > lib.TS_KEYMAT_MAX or n_sel > lib.TS_MAX_SELECTORS:   # sa_fields allows neither
+        raise ValueError("key or selectors beyond the fast path's room")
+    _SA_PACKERS[n_sel].pack_into(
+        p, 0,
+        spi, raw_dir, len(key), key, sa_flags & _SA_ESN_BIT, window, reqid,
+        local_family, local_raw, local_port, remote_family, remote_raw, remote_port,
+        soft_bytes, hard_bytes, soft_packets, hard_packets, seq_start, n_sel,
+        *sels,
+        0, 0, sa_flags >> _SA_FIRST_USE_SHIFT & 1,
+    )  # fmt: skip
+
+
 _NO_KEY = bytes(lib.TS_KEYMAT_MAX)
 
 
@@ -342,6 +373,11 @@ class Dataplane:
         self._src = ffi.new("ts_addr *")
         self._drop = ffi.new("int *")
         self._icmp = ffi.new("size_t *")
+        # the raw way's (update_fields, add_fields, spd_add_fields): one thread (the worker's) at a time
+        self._params = ffi.new("ts_sa_params *")
+        self._params_view = ffi.buffer(self._params)
+        self._policy = ffi.new("ts_policy *")
+        self._policy_view = ffi.buffer(self._policy)
 
     # --- wiring --------------------------------------------------------------
     def set_fds(self, tun: int, udp4: int = -1, udp6: int = -1) -> None:
@@ -432,6 +468,24 @@ class Dataplane:
         finally:
             _wipe(p)
 
+    def update_fields(self, fields: SaFields) -> None:
+        """update from an UPDATE's fields as pipe.quick.sa_fields checked them (no SaSpec built)."""
+        p = self._params
+        _fields_params(self._params_view, fields)
+        try:
+            _check("UPDATE", lib.ts_sad_update(self._dp, p))
+        finally:
+            _wipe(p)
+
+    def add_fields(self, fields: SaFields) -> None:
+        """add from an ADD's fields as pipe.quick.sa_fields checked them (no SaSpec built)."""
+        p = self._params
+        _fields_params(self._params_view, fields)
+        try:
+            _check("ADD", lib.ts_sad_add(self._dp, p))
+        finally:
+            _wipe(p)
+
     def delete(self, spi: int, direction: Direction, remote: Endpoint | None = None) -> None:
         """An inbound SA by SPI; an outbound one by SPI and remote (peers choose those SPIs)."""
         _check("DELETE", lib.ts_sad_delete(self._dp, spi, int(direction), _remote_arg(remote)))
@@ -513,6 +567,12 @@ class Dataplane:
         p = ffi.new("ts_policy *", {"id": pol.id, "priority": pol.priority, "action": pol.action, "reqid": pol.reqid})
         _SEL_PACKER.pack_into(ffi.buffer(p), _POLICY_SEL, *_sel_values(pol.selector))
         _check("SPDADD", lib.ts_spd_add(self._dp, p))
+
+    def spd_add_fields(self, fields: SpdAddFields) -> None:
+        """spd_add from an SPDADD's fields as pipe.quick.spdadd_fields checked them (no Policy built)."""
+        _, policy_id, priority, raw_action, reqid, sel = fields
+        _POLICY_PACKER.pack_into(self._policy_view, 0, policy_id, priority, raw_action, reqid, *sel)
+        _check("SPDADD", lib.ts_spd_add(self._dp, self._policy))
 
     def spd_delete(self, policy_id: int) -> None:
         _check("SPDDELETE", lib.ts_spd_delete(self._dp, policy_id))

@@ -48,7 +48,9 @@ from typing import Any
 from tunsec import gctune, logs, memtrace, memtrim, pktinfo, privilege
 from tunsec.dataplane import pipe, sandbox
 from tunsec.dataplane.fastpath import Dataplane, DataplaneError, Event, EventType, gcm_open, gcm_seal
-from tunsec.dataplane.pipe import Direction, Endpoint, Errno, ExpireReason, PipeError
+from tunsec.dataplane.pipe import HEADER_LEN, Direction, Endpoint, Errno, ExpireReason, MsgType, PipeError
+from tunsec.dataplane.pipe.quick import SaFields, SpdAddFields, endpoint_of, sa_fields, spdadd_fields
+from tunsec.dataplane.pipe.wire import _SA_FIRST_USE
 from tunsec.dataplane.pipeio import MAX_DATAGRAM as MAX_DATAGRAM
 from tunsec.dataplane.pipeio import PipeReader as PipeReader
 from tunsec.dataplane.pipeio import PipeWriter as PipeWriter
@@ -214,6 +216,17 @@ class Worker:
     def handle_datagram(self, data: bytes) -> list[bytes]:
         """Answers to one pipe datagram (a malformed one gets an error, nothing changes)."""
         self.calm.note()
+        # a client's install (UPDATE, ADD, SPDADD) as encode lays it out: its checked fields straight
+        # to the fast path (_RAW_WAYS); anything else, or anything amiss, the general way below
+        if len(data) > HEADER_LEN and (raw := _RAW_WAYS.get(data[1])) is not None:
+            answer = raw(self, data)
+            if answer is not None:
+                return answer
+        return self.handle_decoded(data)
+
+    def handle_decoded(self, data: bytes) -> list[bytes]:
+        """handle_datagram without the raw ways: every request decoded to its message first (what
+        the raw ways must answer alike: tests/dataplane/test_worker_raw_install.py)."""
         try:
             msg = pipe.decode(data)
         except PipeError as err:
@@ -224,13 +237,59 @@ class Worker:
         if handler is None:
             log.warning("unexpected %s on the pipe", type(msg).__name__)
             return []
+        return self._answer(handler, msg, msg.req_id, msg.TYPE)   # type: ignore[union-attr]
+
+    def _answer(self, handler: Callable[[Worker, Any], list[bytes]], arg: Any, req_id: int,
+                msg_type: MsgType) -> list[bytes]:
+        """handler's answers, or the error reply for what the fast path or the system refused."""
         try:
-            return handler(self, msg)
+            return handler(self, arg)
         except DataplaneError as err:
-            return [pipe.encode(pipe.Reply(msg.req_id, msg.TYPE, err.errno))]   # type: ignore[union-attr]
+            return [pipe.encode(pipe.Reply(req_id, msg_type, err.errno))]
         except OSError as err:
-            log.warning("%s failed: %s", type(msg).__name__, err)
-            return [pipe.encode(pipe.Reply(msg.req_id, msg.TYPE, Errno.EIO))]   # type: ignore[union-attr]
+            log.warning("%s failed: %s", _MSG_NAME[msg_type], err)
+            return [pipe.encode(pipe.Reply(req_id, msg_type, Errno.EIO))]
+
+    # --- the raw ways: fields checked as the quick decoder checks them (pipe.quick), no message built
+    def _raw_sa(self, data: bytes) -> list[bytes] | None:
+        fields = sa_fields(data)
+        if fields is None:
+            return None
+        update = fields[0] == _T_UPDATE
+        return self._answer(Worker._raw_update if update else Worker._raw_add, fields, fields[1],
+                            _UPDATE if update else _ADD)
+
+    def _raw_update(self, fields: SaFields) -> list[bytes]:
+        self.dp.update_fields(fields)
+        (_, req_id, spi, raw_dir, _, _, sa_flags, _, _, _, _, _, _, remote_family, remote_raw, remote_port,
+         _, _, soft_seconds, _, _, hard_seconds, _) = fields  # fmt: skip
+        self.timers.cancel((spi, _IN, None))
+        # as _update keys the timers (an OUT SA's UPDATE is refused by the fast path before this)
+        remote = endpoint_of(remote_family, remote_raw, remote_port) if raw_dir == _OUT else None
+        self._lifetime_timers((spi, _DIRECTION[raw_dir], remote), soft_seconds, hard_seconds)
+        log.debug("SA in %08x installed%s", spi, ", first use reported" if sa_flags & _SA_FIRST_USE else "")
+        return [pipe.encode_ok(req_id, _UPDATE)]
+
+    def _raw_add(self, fields: SaFields) -> list[bytes]:
+        self.dp.add_fields(fields)
+        (_, req_id, spi, raw_dir, _, _, _, _, _, _, _, _, _, remote_family, remote_raw, remote_port,
+         _, _, soft_seconds, _, _, hard_seconds, _) = fields  # fmt: skip
+        remote = endpoint_of(remote_family, remote_raw, remote_port)
+        # as _add keys the timers (an IN SA's ADD is refused by the fast path before this)
+        self._lifetime_timers((spi, _DIRECTION[raw_dir], remote if raw_dir == _OUT else None),
+                              soft_seconds, hard_seconds)
+        log.debug("SA out %08x to %s installed", spi, remote.addr)
+        return [pipe.encode_ok(req_id, _ADD)]
+
+    def _raw_spdadd(self, data: bytes) -> list[bytes] | None:
+        fields = spdadd_fields(data)
+        if fields is None:
+            return None
+        return self._answer(Worker._raw_spd_add, fields, fields[0], _SPDADD)
+
+    def _raw_spd_add(self, fields: SpdAddFields) -> list[bytes]:
+        self.dp.spd_add_fields(fields)
+        return [pipe.encode_ok(fields[0], _SPDADD)]
 
     def _ok(self, msg: Request, spi: int | None = None) -> list[bytes]:
         if spi is None:
@@ -249,7 +308,7 @@ class Worker:
     def _update(self, msg: pipe.Update) -> list[bytes]:
         self.dp.update(msg.sa)
         self.timers.cancel((msg.sa.spi, _IN, None))
-        self._lifetime_timers(msg.sa)
+        self._lifetime_timers(sa_key(msg.sa), msg.sa.soft.seconds, msg.sa.hard.seconds)
         # DEBUG: the control process logs each install (CHILD_SA ... up, manual tunnel installed)
         log.debug("SA in %08x installed%s", msg.sa.spi,
                   ", first use reported" if msg.sa.report_first_use else "")
@@ -257,7 +316,7 @@ class Worker:
 
     def _add(self, msg: pipe.Add) -> list[bytes]:
         self.dp.add(msg.sa)
-        self._lifetime_timers(msg.sa)
+        self._lifetime_timers(sa_key(msg.sa), msg.sa.soft.seconds, msg.sa.hard.seconds)
         log.debug("SA out %08x to %s installed", msg.sa.spi, msg.sa.remote.addr)
         return self._ok(msg)
 
@@ -346,11 +405,10 @@ class Worker:
         log.info("larval SA %08x never completed; removed", spi)
         self._emit(pipe.Expire(spi=spi, direction=Direction.IN, hard=True, reason=ExpireReason.LARVAL_TIMEOUT))
 
-    def _lifetime_timers(self, sa: pipe.SaSpec) -> None:
-        soft, hard = sa.soft.seconds, sa.hard.seconds
+    def _lifetime_timers(self, key: SaKey, soft: int, hard: int) -> None:
+        """The time lifetimes (seconds, 0 = none) of the SA key names."""
         if not (soft or hard):
             return
-        key = sa_key(sa)
         if not hard:
             self.timers.add(key, soft, _SOFT)
         elif not soft:
@@ -466,6 +524,17 @@ _HANDLERS: dict[type, Callable[[Worker, Any], list[bytes]]] = {
     pipe.IkeSpiAdd: Worker._ike_spi_add, pipe.IkeSpiDelete: Worker._ike_spi_delete,
     pipe.IkeSpiKey: Worker._ike_spi_key,
 }
+
+
+# the raw ways, by the request's type byte (pipe.quick's sa_fields and spdadd_fields)
+_RAW_WAYS: dict[int, Callable[[Worker, bytes], list[bytes] | None]] = {
+    int(MsgType.UPDATE): Worker._raw_sa, int(MsgType.ADD): Worker._raw_sa, int(MsgType.SPDADD): Worker._raw_spdadd,
+}
+_UPDATE, _ADD, _SPDADD = MsgType.UPDATE, MsgType.ADD, MsgType.SPDADD
+_T_UPDATE = int(MsgType.UPDATE)
+_DIRECTION = {int(d): d for d in Direction}
+# a message's class name by its type, as the general way's warning names it (type(msg).__name__)
+_MSG_NAME = {t: cls.__name__ for cls, t in ((c, getattr(c, "TYPE", None)) for c in _HANDLERS) if t is not None}
 
 
 def _current(info: pipe.SaInfo) -> pipe.Lifetime:

@@ -6,13 +6,25 @@ expression and builds the message without checking again.  For anything else it 
 and decode (decoding.py) hands the datagram to the one general decoder, which names what is
 wrong.  What a quick decoder admits, the general one decodes to an equal message:
 tests/test_pipe_quick_decode.py holds each to it (every one-byte change, cut and growth of encoded
-messages), and tests/test_pipe_fuzz.py does for every datagram it makes."""
+messages), and tests/test_pipe_fuzz.py does for every datagram it makes.
+
+sa_fields and spdadd_fields are the checks of the install's quick decoders without the values: the
+worker hands their fields to the fast path as they are (Worker.handle_datagram's raw ways)."""
 
 import struct
 from collections.abc import Callable
 from typing import Final
 
-from tunsec.dataplane.pipe.fields import _ACTION_OF, _ALG_OF, _DIRECTION_OF, _ERRNO_OF, _OK, _OWED, _addr_or_none
+from tunsec.dataplane.pipe.fields import (
+    _ACTION_OF,
+    _ALG_OF,
+    _DIRECTION_OF,
+    _ERRNO_OF,
+    _OK,
+    _OWED,
+    _ZERO12,
+    _addr_or_none,
+)
 from tunsec.dataplane.pipe.messages import (
     Add,
     GetSpi,
@@ -177,37 +189,40 @@ _SELECTOR_EXT_LEN: Final = _SELECTOR_EXT.size
 _X_SELECTOR: Final = int(Ext.SELECTOR)
 
 
-def _quick_selector(data: bytes, pos: int) -> Selector | None:
-    """The SELECTOR extension at pos as _unpack_selector and Selector would build it, or None."""
+# a selector's fields as the raw ways hand them on (the fast path's ts_selector order): family, proto,
+# src_lo, src_hi, dst_lo, dst_hi (16-byte fields, an IPv4 address zero-padded after), sport_lo,
+# sport_hi, dport_lo, dport_hi
+SelectorFields = tuple[int, int, bytes, bytes, bytes, bytes, int, int, int, int]
+
+
+def selector_fields(data: bytes, pos: int) -> SelectorFields | None:
+    """The SELECTOR extension at pos if _quick_selector would take it (Selector's checks), else None."""
     (ext_len, ext, family, proto, reserved, sport_lo, sport_hi, dport_lo, dport_hi,
      src_lo, src_hi, dst_lo, dst_hi) = _SELECTOR_EXT.unpack_from(data, pos)  # fmt: skip
-    # the fields compare as the addresses do: big-endian, an IPv4 one zero-padded after (checked
-    # by _addr_or_none), and a selector's four share its one family
+    # the fields compare as the addresses do: big-endian, an IPv4 one zero-padded after, and a
+    # selector's four share its one family; _addr_or_none's checks, without building the addresses
     if (ext_len != _SELECTOR_EXT_LEN or ext != _X_SELECTOR or reserved or src_lo > src_hi or dst_lo > dst_hi
-            or sport_lo > sport_hi or dport_lo > dport_hi):
+            or sport_lo > sport_hi or dport_lo > dport_hi
+            or (family != 6 and (family != 4 or src_lo[4:] != _ZERO12 or src_hi[4:] != _ZERO12
+                                 or dst_lo[4:] != _ZERO12 or dst_hi[4:] != _ZERO12))):
         return None
-    s_lo, s_hi = _addr_or_none(family, src_lo), _addr_or_none(family, src_hi)
-    d_lo, d_hi = _addr_or_none(family, dst_lo), _addr_or_none(family, dst_hi)
-    if s_lo is None or s_hi is None or d_lo is None or d_hi is None:
-        return None
+    return family, proto, src_lo, src_hi, dst_lo, dst_hi, sport_lo, sport_hi, dport_lo, dport_hi
+
+
+def _selector_of(fields: SelectorFields) -> Selector:
+    """The Selector of checked fields (selector_fields), built without checking again."""
+    family, proto, src_lo, src_hi, dst_lo, dst_hi, sport_lo, sport_hi, dport_lo, dport_hi = fields
     sel: Selector = _new(Selector)
-    vars(sel).update(src_lo=s_lo, src_hi=s_hi, dst_lo=d_lo, dst_hi=d_hi, proto=proto,
+    vars(sel).update(src_lo=_addr_or_none(family, src_lo), src_hi=_addr_or_none(family, src_hi),
+                     dst_lo=_addr_or_none(family, dst_lo), dst_hi=_addr_or_none(family, dst_hi), proto=proto,
                      sport=(sport_lo, sport_hi), dport=(dport_lo, dport_hi))
     return sel
 
 
-def _quick_ends(family: int, reserved: int, port: int, raw: bytes, r_family: int, r_reserved: int,
-                r_port: int, r_raw: bytes) -> tuple[Endpoint, Endpoint] | None:
-    """An SA's local and remote endpoints from their fields, or None (other families, or wrong)."""
-    if reserved or r_reserved or family != r_family:
-        return None
-    local, remote = _addr_or_none(family, raw), _addr_or_none(family, r_raw)
-    if local is None or remote is None:
-        return None
-    ends: tuple[Endpoint, Endpoint] = (_new(Endpoint), _new(Endpoint))
-    vars(ends[0]).update(addr=local, port=port)
-    vars(ends[1]).update(addr=remote, port=r_port)
-    return ends
+def _quick_selector(data: bytes, pos: int) -> Selector | None:
+    """The SELECTOR extension at pos as _unpack_selector and Selector would build it, or None."""
+    fields = selector_fields(data, pos)
+    return None if fields is None else _selector_of(fields)
 
 
 # UPDATE and ADD: the header, SA, KEY (no padding: both keys are whole words), ADDR_LOCAL,
@@ -227,8 +242,17 @@ _X_SA, _X_KEY, _X_SOFT, _X_HARD = int(Ext.SA), int(Ext.KEY), int(Ext.LIFETIME_SO
 _IN: Final = Direction.IN
 
 
-def _quick_sa(data: bytes) -> Update | Add | None:
-    """The UPDATE or ADD in data if laid out as encode does (no SEQ_LIMIT) and valid, else None."""
+# An UPDATE's or ADD's fields as the raw way hands them on (sa_fields): the type byte, request id,
+# SPI, direction byte, algorithm byte, key, SA flags, replay window, reqid, sequence start, each endpoint's family,
+# 16-byte address field and port, the soft and the hard lifetime's bytes, packets and seconds, and the
+# selectors' fields (selector_fields), one after the other
+SaFields = tuple[int, int, int, int, int, bytes, int, int, int, int, int, bytes, int, int, bytes, int,
+                 int, int, int, int, int, int, list[int | bytes]]
+
+
+def sa_fields(data: bytes) -> SaFields | None:
+    """The UPDATE or ADD in data if laid out as encode does (no SEQ_LIMIT) and valid, as its fields
+    (without building its values: the worker hands them to the fast path as they are), else None."""
     shape = _SA_SHAPES.get(len(data))
     if shape is None or type(data) is not bytes:   # bytes only: the key is a slice of it
         return None
@@ -240,10 +264,11 @@ def _quick_sa(data: bytes) -> Update | Add | None:
      remote_len, remote_ext, remote_family, remote_reserved, remote_port, remote_raw,
      soft_len, soft_ext, soft_bytes, soft_packets, soft_seconds,
      hard_len, hard_ext, hard_bytes, hard_packets, hard_seconds) = head.unpack_from(data)  # fmt: skip
-    msg_class, direction, alg = _SA_TYPES.get(raw_type), _DIRECTION_OF.get(raw_dir), _ALG_OF.get(raw_alg)
+    direction, alg = _DIRECTION_OF.get(raw_dir), _ALG_OF.get(raw_alg)
     # SaSpec's checks too: the key fits the algorithm, the replay window, a report of first use only
-    # inbound, a sequence start within 32 bits without ESN, soft lifetimes not past the hard ones
-    if (msg_class is None or version != VERSION or raw_errno or not req_id or flags or reserved != _ZERO3
+    # inbound, a sequence start within 32 bits without ESN, soft lifetimes not past the hard ones;
+    # Endpoint's: the two ends in one family, addresses as _addr_or_none takes them
+    if (raw_type not in _SA_TYPES or version != VERSION or raw_errno or not req_id or flags or reserved != _ZERO3
             or length != len(data) or direction is None or alg is None
             or sa_len != _SA_EXT_LEN or sa_ext != _X_SA or spi < MIN_SPI or sa_flags & ~(_SA_ESN | _SA_FIRST_USE)
             or sa_reserved or not (window == 0 or 32 <= window <= REPLAY_MAX)
@@ -255,27 +280,53 @@ def _quick_sa(data: bytes) -> Update | Add | None:
             or soft_len != _LIFETIME_EXT_LEN or soft_ext != _X_SOFT or hard_len != _LIFETIME_EXT_LEN
             or hard_ext != _X_HARD or (soft_bytes and hard_bytes and soft_bytes > hard_bytes)
             or (soft_packets and hard_packets and soft_packets > hard_packets)
-            or (soft_seconds and hard_seconds and soft_seconds > hard_seconds)):
+            or (soft_seconds and hard_seconds and soft_seconds > hard_seconds)
+            or local_reserved or remote_reserved or local_family != remote_family
+            or (local_family != 6 and (local_family != 4 or local_raw[4:] != _ZERO12
+                                       or remote_raw[4:] != _ZERO12))):
         return None
-    ends = _quick_ends(local_family, local_reserved, local_port, local_raw,
-                       remote_family, remote_reserved, remote_port, remote_raw)
-    if ends is None:
-        return None
-    selectors = []
+    selectors: list[int | bytes] = []
     for pos in range(head.size, len(data), _SELECTOR_EXT_LEN):
-        sel = _quick_selector(data, pos)
+        sel = selector_fields(data, pos)
         if sel is None:
             return None
-        selectors.append(sel)
+        selectors += sel
+    return (raw_type, req_id, spi, raw_dir, raw_alg, key, sa_flags, window, reqid, seq_start,
+            local_family, local_raw, local_port, remote_family, remote_raw, remote_port,
+            soft_bytes, soft_packets, soft_seconds, hard_bytes, hard_packets, hard_seconds, selectors)
+
+
+def endpoint_of(family: int, raw: bytes, port: int) -> Endpoint:
+    """The Endpoint of an endpoint's checked fields (sa_fields'), built without checking again."""
+    endpoint: Endpoint = _new(Endpoint)
+    vars(endpoint).update(addr=_addr_or_none(family, raw), port=port)
+    return endpoint
+
+
+_SEL_WIDTH: Final = len(SelectorFields.__args__)   # type: ignore[attr-defined]
+
+
+def _quick_sa(data: bytes) -> Update | Add | None:
+    """The UPDATE or ADD in data if laid out as encode does (no SEQ_LIMIT) and valid, else None."""
+    fields = sa_fields(data)
+    if fields is None:
+        return None
+    (raw_type, req_id, spi, raw_dir, raw_alg, key, sa_flags, window, reqid, seq_start,
+     local_family, local_raw, local_port, remote_family, remote_raw, remote_port,
+     soft_bytes, soft_packets, soft_seconds, hard_bytes, hard_packets, hard_seconds, sels) = fields  # fmt: skip
+    selectors = tuple(_selector_of(sels[i:i + _SEL_WIDTH])  # type: ignore[arg-type]
+                      for i in range(0, len(sels), _SEL_WIDTH))
     soft, hard = _new(Lifetime), _new(Lifetime)
     vars(soft).update(bytes=soft_bytes, packets=soft_packets, seconds=soft_seconds)
     vars(hard).update(bytes=hard_bytes, packets=hard_packets, seconds=hard_seconds)
     sa: SaSpec = _new(SaSpec)
-    vars(sa).update(spi=spi, direction=direction, alg=alg, key=key, esn=bool(sa_flags & _SA_ESN),
-                    replay_window=window, reqid=reqid, local=ends[0], remote=ends[1], soft=soft, hard=hard,
-                    selectors=tuple(selectors), seq_start=seq_start, seq_limit=0, seq_notify=0,
+    vars(sa).update(spi=spi, direction=_DIRECTION_OF[raw_dir], alg=_ALG_OF[raw_alg], key=key,
+                    esn=bool(sa_flags & _SA_ESN), replay_window=window, reqid=reqid,
+                    local=endpoint_of(local_family, local_raw, local_port),
+                    remote=endpoint_of(remote_family, remote_raw, remote_port), soft=soft, hard=hard,
+                    selectors=selectors, seq_start=seq_start, seq_limit=0, seq_notify=0,
                     report_first_use=bool(sa_flags & _SA_FIRST_USE))
-    msg: Update | Add = _new(msg_class)  # type: ignore[assignment]
+    msg: Update | Add = _new(_SA_TYPES[raw_type])  # type: ignore[assignment]
     vars(msg).update(req_id=req_id, sa=sa)
     return msg
 
@@ -289,8 +340,13 @@ _X_POLICY: Final = int(Ext.POLICY)
 _PROTECT: Final = Action.PROTECT
 
 
-def _quick_spdadd(data: bytes) -> SpdAdd | None:
-    """The SPDADD in data if laid out as encode does and valid, else None."""
+# An SPDADD's fields as the raw way hands them on (spdadd_fields): request id, policy id, priority,
+# action byte, reqid, its selector's fields (selector_fields)
+SpdAddFields = tuple[int, int, int, int, int, SelectorFields]
+
+
+def spdadd_fields(data: bytes) -> SpdAddFields | None:
+    """The SPDADD in data if laid out as encode does and valid, as its fields, else None."""
     if len(data) != _SPDADD_SIZE:
         return None
     (version, raw_type, raw_errno, req_id, flags, reserved, length,
@@ -301,11 +357,21 @@ def _quick_spdadd(data: bytes) -> SpdAdd | None:
             or length != _SPDADD_SIZE or policy_len != _POLICY_EXT_LEN or policy_ext != _X_POLICY
             or action is None or policy_reserved != _ZERO3 or (action is _PROTECT and not reqid)):
         return None
-    selector = _quick_selector(data, _SPDADD_HEAD.size)
+    selector = selector_fields(data, _SPDADD_HEAD.size)
     if selector is None:
         return None
+    return req_id, policy_id, priority, raw_action, reqid, selector
+
+
+def _quick_spdadd(data: bytes) -> SpdAdd | None:
+    """The SPDADD in data if laid out as encode does and valid, else None."""
+    fields = spdadd_fields(data)
+    if fields is None:
+        return None
+    req_id, policy_id, priority, raw_action, reqid, selector = fields
     policy: Policy = _new(Policy)
-    vars(policy).update(id=policy_id, priority=priority, action=action, reqid=reqid, selector=selector)
+    vars(policy).update(id=policy_id, priority=priority, action=_ACTION_OF[raw_action], reqid=reqid,
+                        selector=_selector_of(selector))
     msg: SpdAdd = _new(SpdAdd)
     vars(msg).update(req_id=req_id, policy=policy)
     return msg
