@@ -63,7 +63,9 @@ class Table:
         if (cmd, kind) in self.refuse:
             self.refuse.remove((cmd, kind))
             raise NetlinkError(errno.ENOMEM, "refused")
-        if cmd == "replace":
+        if cmd == "add" and any(d == dst for d, _k in self.routes):   # the kernel's NLM_F_EXCL
+            raise NetlinkError(errno.EEXIST, "exists")
+        if cmd in ("replace", "add"):
             self.routes.add((dst, kind))
         elif cmd == "del":
             self.routes.discard((dst, kind))
@@ -140,8 +142,30 @@ def test_the_keeper_puts_back_a_removed_block_but_never_over_the_tun_route(tun: 
     keeper.check()
     assert Table.routes == {(NET, "prohibit"), (NET2, "tun")} and tun.unrouted[NET].blocked
     Table.routes.discard((NET, "prohibit"))
-    Table.refuse = [("replace", "prohibit")]
+    Table.refuse = [("add", "prohibit")]
     keeper.check()
     assert not tun.unrouted[NET].blocked and "cannot be put back" in tun.unrouted[NET].why
     keeper.check()                             # tried again
     assert (NET, "prohibit") in Table.routes and tun.unrouted[NET].blocked and str(NET) in recorded(tun)
+
+
+def test_the_keeper_leaves_a_route_someone_else_put_in_the_blocks_place(tun: tunmod.Tun,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review X: the block put back with replace took over a route another program (another VPN, root, a
+    second tunsec) had put there, and unblocking later left the network with no route at all (in clear).
+    Put back with add: that route stays, NET is said NOT blocked, and once that route goes the block is back."""
+    monkeypatch.setattr(blockwatch, "_iproute", Table)
+    monkeypatch.setattr(blockwatch, "tunsec_prohibits", lambda: {d for d, k in Table.routes if k == "prohibit"})
+    tun.block(NET, "route refused")
+    keeper = blockwatch.Keeper(tun)
+    Table.routes = {(NET, "tun")}              # someone else's route replaced the block
+    keeper.check()
+    keeper.check()
+    assert Table.routes == {(NET, "tun")}      # theirs, untouched
+    assert not tun.unrouted[NET].blocked and "taken by a route not this instance's" in tun.unrouted[NET].why
+    tun.unblock(NET)                           # our unblock deletes only our prohibit route
+    assert Table.routes == {(NET, "tun")}
+    tun.block(NET, "route refused")            # blocked again, and their route goes: ours is put back
+    Table.routes.clear()
+    keeper.check()
+    assert Table.routes == {(NET, "prohibit")} and tun.unrouted[NET].blocked

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import socket
@@ -100,14 +101,21 @@ class Keeper:
         tun._note_blocks(dst)   # recorded before it exists, as block's
         try:
             with _iproute() as ipr, _netlink(f"putting back the prohibit route of {dst}"):
-                ipr.route("replace", dst=str(dst), type="prohibit", proto=RTPROT_TUNSEC)
+                # add, not replace: a route someone else put in the block's place (another VPN, root, a
+                # tunnel moved elsewhere) is theirs; taken over, it would be gone for good once we unblock
+                ipr.route("add", dst=str(dst), type="prohibit", proto=RTPROT_TUNSEC)
         except OSError as err:
+            taken = err.errno == errno.EEXIST
+            known = dst in self.lost
             self.lost[dst] = why
-            tun.unrouted[dst] = Unrouted(f"{why}; its prohibit route was removed by someone else and cannot be "
-                                         f"put back: {err.strerror or err}", blocked=False)
+            said = ("its place is taken by a route not this instance's (left alone; put back once it goes)"
+                    if taken else f"it cannot be put back: {err.strerror or err}")
+            tun.unrouted[dst] = Unrouted(f"{why}; its prohibit route was removed by someone else and {said}",
+                                         blocked=False)
             tun._note_blocks()
-            self._say(logging.ERROR, "prohibit route of %s removed by someone else and not put back: %s; its "
-                      "traffic may leave in clear", dst, err.strerror or err)
+            if not (taken and known):   # a route that stays there is said once, not every round
+                self._say(logging.ERROR, "prohibit route of %s removed by someone else and not put back: %s; %s",
+                          dst, said, "its traffic follows that route" if taken else "its traffic may leave in clear")
             return
         self.lost.pop(dst, None)
         tun.unrouted[dst] = Unrouted(why, blocked=True)
