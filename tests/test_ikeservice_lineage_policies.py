@@ -39,16 +39,22 @@ NO_ANSWER = "no answer"   # (as ``refused``) the worker never answers the first 
 
 
 def refuse_first(dp: Any, method: str, calls: int = 1) -> None:
-    """The worker's data plane refuses its first ``calls`` calls of ``method`` (``spd_add``: its SPD is full)."""
-    real = getattr(dp, method)
+    """The worker's data plane refuses its first ``calls`` calls of ``method`` (``spd_add``: its SPD is full),
+    counting those of its twin ``method``_fields too (the worker's raw way for a request laid out as encode
+    lays it out)."""
     seen: list[object] = []
 
-    def refusing(arg: object) -> None:
-        seen.append(arg)
-        if len(seen) <= calls:
-            raise DataplaneError(method, lib.TS_ENOSPC)
-        real(arg)
-    setattr(dp, method, refusing)
+    def refusing_as(name: str) -> Callable[[object], None]:
+        real = getattr(dp, name)
+
+        def refusing(arg: object) -> None:
+            seen.append(arg)
+            if len(seen) <= calls:
+                raise DataplaneError(method, lib.TS_ENOSPC)
+            real(arg)
+        return refusing
+    for name in (method, f"{method}_fields"):
+        setattr(dp, name, refusing_as(name))
 
 
 def hold_first_spdadd(gate: Awaitable[object]) -> Callable[[pipe.Message], Awaitable[object] | None]:
