@@ -208,3 +208,17 @@ def test_raw_way_answers_any_install_as_the_general_way(msgs: list[Message]) -> 
             p.both(encode(msg))
     finally:
         p.close()
+
+
+@pytest.mark.parametrize("msg", _REQUESTS[:1] + _REQUESTS[4:5], ids=lambda m: type(m).__name__)
+def test_a_raw_check_that_raises_sends_the_request_the_general_way(pair: _Pair, msg: Message,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """None raises today; one that did (a later change) must not reach the pipe reader as an exception:
+    the request goes the general way, answered and installed as there (review Y)."""
+    from tunsec.dataplane import worker
+
+    def broken(data: bytes) -> None:
+        raise ValueError("a check that raises")
+    monkeypatch.setattr(worker, "sa_fields", broken)
+    monkeypatch.setattr(worker, "spdadd_fields", broken)
+    assert _ok(pair.both(encode(msg)))

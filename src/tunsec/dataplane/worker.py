@@ -40,10 +40,11 @@ import math
 import os
 import signal
 import socket
+import struct
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from tunsec import gctune, logs, memtrace, memtrim, pktinfo, privilege
 from tunsec.dataplane import pipe, sandbox
@@ -252,7 +253,7 @@ class Worker:
 
     # --- the raw ways: fields checked as the quick decoder checks them (pipe.quick), no message built
     def _raw_sa(self, data: bytes) -> list[bytes] | None:
-        fields = sa_fields(data)
+        fields = _checked(sa_fields, data)
         if fields is None:
             return None
         update = fields[0] == _T_UPDATE
@@ -282,7 +283,7 @@ class Worker:
         return [pipe.encode_ok(req_id, _ADD)]
 
     def _raw_spdadd(self, data: bytes) -> list[bytes] | None:
-        fields = spdadd_fields(data)
+        fields = _checked(spdadd_fields, data)
         if fields is None:
             return None
         return self._answer(Worker._raw_spd_add, fields, fields[0], _SPDADD)
@@ -535,6 +536,18 @@ _T_UPDATE = int(MsgType.UPDATE)
 _DIRECTION = {int(d): d for d in Direction}
 # a message's class name by its type, as the general way's warning names it (type(msg).__name__)
 _MSG_NAME = {t: cls.__name__ for cls, t in ((c, getattr(c, "TYPE", None)) for c in _HANDLERS) if t is not None}
+
+
+_F = TypeVar("_F")
+
+
+def _checked(check: Callable[[bytes], _F | None], data: bytes) -> _F | None:
+    """A raw way's field check; one that raises (none does today) sends the request the general way,
+    which names what is wrong, as decode's quick ways fall back to the general decoder."""
+    try:
+        return check(data)
+    except (struct.error, ValueError, TypeError, IndexError):
+        return None
 
 
 def _current(info: pipe.SaInfo) -> pipe.Lifetime:
