@@ -196,6 +196,16 @@ def _peer_auth(ike: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+# the text lines of the per-child event counts of the status document, in this order: its key, the line's title
+_BY_CHILD = (
+    ("ts_claims_refused", "Child SAs refused, their selectors another peer's"),
+    ("rekey_ts_refused", "Child SA rekeys refused, their selectors not the old Child SA's"),
+    ("install_failed", "Child SAs deleted, their install failed"),
+    ("ts_limit_refused", "Child SAs refused, their selectors more than an SA holds"),
+    ("child_recreate", "Child SAs created again after our rekey's failed install (tries)"),
+    ("updown_skipped", "updown scripts not run, too many of the IKE SA's waiting"),
+)
+
 def render(doc: dict[str, Any]) -> str:
     tun, worker = doc["tun"], doc["worker"]
     lines = [
@@ -303,24 +313,9 @@ def render(doc: dict[str, Any]) -> str:
             if ignored.get(key)))
     if limited := doc.get("child_sa_limit"):
         lines.append("Child SAs refused over max_child_sas: " + ", ".join(f"{c} {n}" for c, n in limited.items()))
-    if claimed := doc.get("ts_claims_refused"):   # only once there are any
-        lines.append("Child SAs refused, their selectors another peer's: "
-                     + ", ".join(f"{c['connection']}/{c['child']} {c['count']}" for c in claimed))
-    if moved := doc.get("rekey_ts_refused"):   # only once there are any
-        lines.append("Child SA rekeys refused, their selectors not the old Child SA's: "
-                     + ", ".join(f"{c['connection']}/{c['child']} {c['count']}" for c in moved))
-    if failed := doc.get("install_failed"):   # only once there are any
-        lines.append("Child SAs deleted, their install failed: "
-                     + ", ".join(f"{c['connection']}/{c['child']} {c['count']}" for c in failed))
-    if limited := doc.get("ts_limit_refused"):   # only once there are any
-        lines.append("Child SAs refused, their selectors more than an SA holds: "
-                     + ", ".join(f"{c['connection']}/{c['child']} {c['count']}" for c in limited))
-    if again := doc.get("child_recreate"):   # only once there are any
-        lines.append("Child SAs created again after our rekey's failed install (tries): "
-                     + ", ".join(f"{c['connection']}/{c['child']} {c['count']}" for c in again))
+    for key, title in _BY_CHILD:   # each only once there are any
+        if rows := doc.get(key):
+            lines.append(f"{title}: " + ", ".join(f"{c['connection']}/{c['child']} {c['count']}" for c in rows))
     if refused := doc.get("vip_refused"):   # only once there are any
         lines.append("IKE SAs deleted, their virtual IP refused: " + ", ".join(f"{c} {n}" for c, n in refused.items()))
-    if skipped := doc.get("updown_skipped"):   # only once there are any
-        lines.append("updown scripts not run, too many of the IKE SA's waiting: "
-                     + ", ".join(f"{c['connection']}/{c['child']} {c['count']}" for c in skipped))
     return "\n".join(lines)
