@@ -206,6 +206,7 @@ _BY_CHILD = (
     ("updown_skipped", "updown scripts not run, too many of the IKE SA's waiting"),
 )
 
+
 def render(doc: dict[str, Any]) -> str:
     tun, worker = doc["tun"], doc["worker"]
     lines = [
