@@ -259,3 +259,34 @@ def test_applied_waits_for_every_address_of_the_ike_sa() -> None:
         assert seen == [(True, (2, "home"))]
     run(main())
 
+
+class FlakyTun(RecordingTun):
+    """A conflict check that fails once for an address (netlink: ENOBUFS, EINTR, the TUN going)."""
+
+    fail_once: set[str]
+
+    def address_conflict(self, addr: str) -> str | None:
+        if addr in self.fail_once:
+            self.fail_once.discard(addr)
+            raise OSError(105, f"looking up routes to {addr}: No buffer space available")
+        return super().address_conflict(addr)
+
+
+def test_an_address_that_cannot_be_checked_refuses_the_ike_sa() -> None:
+    """Review Z F2: it was logged and left off: the IKE SA stayed up without it, applied() reset the
+    count, and no later IKE SA added it while this one held it.  Now the IKE SA is refused (retried
+    with the refusals' backoff) and the next one, its check passing, puts both addresses on."""
+    tun = FlakyTun()
+    tun.fail_once = {str(LEASE6)}
+
+    async def main() -> None:
+        h = Harness(tun)
+        h.vips.up(1, up_event(LEASE, LEASE6))
+        assert not [c for c in await h.settle() if c[0] == "add"]
+        assert h.refused == [(1, "home", "fd00:3::1")] and h.applied == []
+        h.vips.up(2, up_event(LEASE, LEASE6))   # the next try (or a make-before-break twin)
+        assert [c for c in await h.settle() if c[0] == "add"] == [("add", "10.3.0.1"), ("add", "fd00:3::1")]
+        assert h.applied == [(2, "home")]
+        h.vips.down(1)
+        assert not await h.settle()
+    run(main())

@@ -6,7 +6,7 @@ another interface of the host already has is refused: the gateway would take ove
 one the host reaches outside the TUN (its router, an address on a LAN's link or its broadcast: as a
 local address the host's own traffic to it would never leave, Tun.address_conflict).  Such an
 address (the IKE SA's address of the other family then stays off the TUN too, unless another IKE SA
-holds it: it is refused whole), one the kernel will not add, or none at all where the client
+holds it: it is refused whole), one the kernel will not add or check, or none at all where the client
 asked for some, ends the IKE SA and the connection is tried again later (vip_refused.py): up with no
 address, it looked connected while its selectors matched nothing of the LAN.
 
@@ -183,18 +183,20 @@ class VirtualIps:
     async def _usable(self, handle: int, tun: Any, conn: str, addrs: Sequence[IPAddress]
                       ) -> list[IPAddress] | None:
         """The addresses the host does not reach outside the TUN; None if one is refused so (every IKE
-        SA holding it is: _refuse_all).  One that cannot be checked is logged and left off."""
+        SA holding it is: _refuse_all), or cannot be checked (this IKE SA is: kept up without it, it
+        looked connected, and no later IKE SA added it while this one held it)."""
         usable: list[IPAddress] = []
         refused = False
         for addr in addrs:
             try:
                 why = await asyncio.to_thread(tun.address_conflict, str(addr))
-            except OSError as err:   # tun.py's: what was refused, why
-                log.error("%s: virtual IP %s: %s", conn, addr, err.strerror or err)
-                continue
-            except Exception as err:   # a bug: the other addresses are still checked
+            except OSError as err:   # tun.py's: what was refused, why (ENOBUFS, EINTR, the TUN gone)
+                self._refuse_sa(handle, conn, addr, f"cannot be checked: {err.strerror or err}")
+                return None
+            except Exception as err:   # a bug: refused as above
                 log.error("%s: cannot check virtual IP %s: %s", conn, addr, internal_error(err, True))
-                continue
+                self._refuse_sa(handle, conn, addr, "cannot be checked (an internal error, logged)")
+                return None
             if why is None:
                 usable.append(addr)
                 continue
