@@ -134,3 +134,73 @@ def test_without_cap_net_admin_root_is_asked_to_replace_the_source_never_to_dele
     assert not any("ip route del" in line for line in out["lines"]), out["lines"]
     assert len(out["lines"]) == 1 and f"ip route replace {NET} dev {TUN} src 192.168.1.10" in out["lines"][0], out
     assert out["listed"] == [(NET, None)] and out["kernel"] == [None], out   # the route stays, as it was
+
+
+def run_flushed() -> dict[str, Any]:
+    class RefusesSources:
+        """pyroute2's IPRoute where a route with a preferred source is refused (EINVAL: the new source
+        address gone since the reload looked it up)."""
+
+        def __init__(self) -> None:
+            self.i = REAL()
+
+        def __enter__(self) -> RefusesSources:
+            self.i.__enter__()
+            return self
+
+        def __exit__(self, *exc: object) -> Any:
+            return self.i.__exit__(*exc)
+
+        def route(self, cmd: str, **kw: Any) -> Any:
+            if cmd == "replace" and "prefsrc" in kw:
+                raise NetlinkError(errno.EINVAL, "Invalid argument")
+            return self.i.route(cmd, **kw)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.i, name)
+
+    def where() -> str:
+        with IPRoute() as ipr:
+            tun_idx = ipr.link_lookup(ifname=TUN)[0]
+            try:
+                route = ipr.route("get", dst="10.9.0.5")[0]
+            except NetlinkError:
+                return "refused"
+            return "tun" if route.get_attr("RTA_OIF") == tun_idx else "clear"
+
+    def add(net: IPNetwork, local_nets: tuple[IPNetwork, ...]) -> None:   # the daemon's _add_route
+        tun.add_route(net, local_address_in(local_nets) if local_nets else None)
+
+    wanted = [(NET, (ipaddress.ip_network("192.168.2.0/24"),))]   # its local_ts now: eth2's address
+    tun = Tun(TUN, False, None)  # type: ignore[arg-type]
+    tun.add_route(NET, "192.168.3.10")
+    # the old source goes: the kernel deletes the route with it (its network then follows the default route)
+    subprocess.run(["ip", "addr", "del", "192.168.3.10/24", "dev", "eth1"], check=True)
+    flushed = where()
+    tunmod._iproute = RefusesSources
+    try:
+        lines = asyncio.run(reroute.reload_routes(tun, wanted, add))
+    finally:
+        tunmod._iproute = REAL
+    out = {"flushed": flushed, "lines": lines, "after": where(), "listed": list(tun.routes),
+           "blocked": [n for n, u in tun.unrouted.items() if u.blocked]}
+    out["again"] = asyncio.run(reroute.reload_routes(tun, wanted, add))   # the kernel takes the source now
+    out["then"], out["listed_then"], out["unrouted_then"] = where(), list(tun.routes), list(tun.unrouted)
+    return out
+
+
+def test_a_route_the_kernel_deleted_with_its_old_source_is_blocked_when_the_new_one_is_refused(ns: str) -> None:
+    """Review Z (low): the in-place change failed and the route was no longer in the kernel (deleted
+    with its old source address): it stayed absent, its network followed the default route in clear."""
+    for cmd in ("ip link add eth1 type veth peer name eth1p", "ip link set eth1 up", "ip link set eth1p up",
+                "ip addr add 192.168.3.10/24 dev eth1", "ip link add eth2 type veth peer name eth2p",
+                "ip link set eth2 up", "ip link set eth2p up", "ip addr add 192.168.2.20/24 dev eth2"):
+        subprocess.run(["ip", "netns", "exec", ns, *cmd.split()], check=True)
+    out = inside(ns, run_flushed)
+    assert out["flushed"] == "clear", out   # what the reload finds: the route gone, not by its doing
+    assert out["after"] == "refused" and out["listed"] == [] and out["blocked"] == [NET], out
+    assert out["lines"] and all(line.startswith(reroute.FAILED) for line in out["lines"]), out["lines"]
+    assert "the route was gone: its traffic is refused (prohibit route) until a reload adds the route" \
+        in out["lines"][0], out["lines"]
+    assert out["then"] == "tun" and out["listed_then"] == [(NET, "192.168.2.20")], out
+    assert out["unrouted_then"] == [] and out["again"] == ["routes added: 10.9.0.0/16"], out

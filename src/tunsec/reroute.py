@@ -143,7 +143,8 @@ async def _resource(tun: Tun, moved: dict[IPNetwork, str]) -> list[str]:
     """Routes given their new source address by one replace each.  One the kernel will not change so
     (an IPv6 source still tentative, an address gone since it was looked up; without CAP_NET_ADMIN:
     EPERM) is left as it is: it still routes into the TUN with its old source, and the next reload
-    tries again (Tun.routes keeps the old source).  Removed and added again, the network would follow
+    tries again (Tun.routes keeps the old source); one the kernel deleted with its old source address
+    is blocked (_kept_or_blocked).  Removed and added again, the network would follow
     the host's other routes (a default route, in clear) in between, or for good where root ran the
     ``ip route del`` we would have asked for."""
     done: list[str] = []
@@ -157,14 +158,29 @@ async def _resource(tun: Tun, moved: dict[IPNetwork, str]) -> list[str]:
                 tun.unapplied.append((f"route {net} keeps its source",
                                       f"ip route replace {net} dev {tun.name} src {src}"))
                 continue
-            failed.append(f"{FAILED}{err.strerror or err}; the route keeps its old source, into the TUN "
-                          "(the next reload tries again)")
-            log.error("reload: %s", failed[-1])
+            failed.append(await _kept_or_blocked(tun, net, err.strerror or str(err)))
             continue
         if (net, src) in tun.routes:   # not if a virtual IP's block took it off meanwhile
             done.append(f"{net} (src {src})")
     lines = [f"routes given another source address: {', '.join(done)}"] if done else []
     return [*lines, *_unapplied(tun, before, "given their new source"), *failed]
+
+
+async def _kept_or_blocked(tun: Tun, net: IPNetwork, why: str) -> str:
+    """The failed line of a refused in-place source change.  The route normally keeps its old source;
+    but the kernel deletes an IPv4 route whose source address was deleted, and then nothing routes net
+    into the TUN (before, the route was added again or blocked): a prohibit route holds it until a
+    later reload adds the route."""
+    try:
+        gone = await asyncio.to_thread(tun.block_if_gone, net, why)
+    except OSError as err:
+        line = f"{FAILED}{why}; the route is gone and blocking its traffic failed too: {err.strerror or err}"
+    else:
+        line = (f"{FAILED}{why}; the route was gone: its traffic is refused (prohibit route) until a reload "
+                "adds the route" if gone else
+                f"{FAILED}{why}; the route keeps its old source, into the TUN (the next reload tries again)")
+    log.error("reload: %s", line)
+    return line
 
 
 def _unapplied(tun: Tun, before: int, done: str) -> list[str]:

@@ -608,6 +608,20 @@ class Tun:
             self.block(dst, refused)
             return refused
 
+    def block_if_gone(self, dst: IPNetwork, why: str) -> bool:
+        """block(dst, why) if the kernel no longer has our route to dst (it deletes an IPv4 route whose
+        source address went) or cannot say (fail closed); False, nothing done, if it has.  block's
+        OSError is raised."""
+        with self._lock:
+            try:
+                with _iproute() as ipr, _netlink(f"looking up route {dst} via TUN {self.name}"):
+                    if _has_route(ipr, ipr.link_lookup(ifname=self.name)[0], dst):
+                        return False
+            except OSError as err:
+                log.error("%s; blocking its traffic", err.strerror or err)
+            self.block(dst, why)
+            return True
+
     def report_unapplied(self, config_path: str) -> None:
         """The one warning for an unprivileged start on a TUN not set up as needed."""
         if not self.unapplied:

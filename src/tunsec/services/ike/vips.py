@@ -5,10 +5,10 @@ Each address becomes a local address of this host, so only what the engine took 
 another interface of the host already has is refused: the gateway would take over its traffic; so is
 one the host reaches outside the TUN (its router, an address on a LAN's link or its broadcast: as a
 local address the host's own traffic to it would never leave, Tun.address_conflict).  Such an
-address (the IKE SA's address of the other family then stays off the TUN too: it is refused whole),
-one the kernel will not add, or none at all where the client asked for some, ends the IKE SA
-and the connection is tried again later (vip_refused.py): up with no address, it looked connected while
-its selectors matched nothing of the LAN.
+address (the IKE SA's address of the other family then stays off the TUN too, unless another IKE SA
+holds it: it is refused whole), one the kernel will not add or check, or none at all where the client
+asked for some, ends the IKE SA and the connection is tried again later (vip_refused.py): up with no
+address, it looked connected while its selectors matched nothing of the LAN.
 
 Going down, each route that has the address as its source is re-pointed before the address goes
 (only an address it put on the TUN: a refused one may be a site-to-site tunnel's route's source):
@@ -72,6 +72,8 @@ class VirtualIps:
         # held, not on the TUN: their IKE SA was refused for its other address (the next IKE SA to hold
         # one adds it)
         self._skipped: set[IPAddress] = set()
+        # IKE SAs refused here (still held until down): none is given another's skipped address
+        self._refused_sas: set[int] = set()
 
     def up(self, handle: int, ev: IkeSaUp) -> None:
         """Put the addresses the gateway assigned on the TUN, as the source of the connection's routes
@@ -98,18 +100,24 @@ class VirtualIps:
             self._spawn(self._apply_up(handle, ev.name, fresh))
 
     async def _refuse(self, handle: int, conn: str, addr: IPAddress | None, why: str) -> None:
-        self._refused(handle, conn, addr, why)   # a task: the engine's events are being handled now
+        self._refuse_sa(handle, conn, addr, why)   # a task: the engine's events are being handled now
+
+    def _refuse_sa(self, handle: int, conn: str, addr: IPAddress | None, why: str) -> None:
+        self._refused_sas.add(handle)
+        self._refused(handle, conn, addr, why)
 
     def _refuse_all(self, conn: str, addr: IPAddress, why: str) -> None:
         """Every IKE SA holding ``addr`` cannot use it (those that came up while it was checked too)."""
         self._refusals[addr] = why
         for handle, (name, ours) in list(self._vips.items()):
             if addr in ours:
-                self._refused(handle, name, addr, why)
+                self._refuse_sa(handle, name, addr, why)
 
     def down(self, handle: int | None) -> None:
         """The IKE SA is gone: its virtual IPs leave the TUN unless another IKE SA holds them too."""
         entry = self._vips.pop(handle, None) if handle is not None else None
+        if handle is not None:
+            self._refused_sas.discard(handle)
         if entry is None:
             return
         self._vip_refs.subtract(entry[1])
@@ -129,11 +137,13 @@ class VirtualIps:
         nets = [n for ch in c.ike.children for t in ch.remote_ts if not t.dynamic for n in ts_networks(t)] if c else []
         refused = False
         async with self._vip_lock:
-            usable = await self._usable(tun, conn, addrs)
+            usable = await self._usable(handle, tun, conn, addrs)
             if usable is None:   # the IKE SA is refused whole: its other family's address stays off the TUN
-                self._skipped.update(a for a in addrs if a not in self._refusals)
+                self._hand_over(handle, [a for a in addrs if a not in self._refusals])
                 return
             for addr in usable:
+                if addr in self._applied:   # put on for another IKE SA meanwhile: a second add is EEXIST
+                    continue
                 try:   # netlink in a thread: pyroute2's synchronous calls run an event loop of their own
                     try:
                         await asyncio.to_thread(tun.add_address, str(addr))
@@ -152,23 +162,41 @@ class VirtualIps:
         entry = self._vips.get(handle)
         # the count starts again only for an IKE SA none of whose addresses was refused: one refused
         # for another reason (another IKE SA's refusal) would otherwise undo its own refusal's count
-        if not refused and entry is not None and not any(a in self._refusals for a in entry[1]):
+        # (and only once all of them are on the TUN: one another IKE SA's task was to add, or one that
+        # failed otherwise, leaves it up without traffic to match)
+        if (not refused and entry is not None and handle not in self._refused_sas
+                and all(a in self._applied and a not in self._refusals for a in entry[1])):
             self._ok(handle, conn)
 
-    async def _usable(self, tun: Any, conn: str, addrs: Sequence[IPAddress]) -> list[IPAddress] | None:
+    def _hand_over(self, handle: int, addrs: Sequence[IPAddress]) -> None:
+        """The good addresses of an IKE SA refused whole: each goes on the TUN for another IKE SA that
+        holds it and is not refused (it came up while this one's task ran, so relied on it: left off,
+        it looked connected and matched nothing), else it waits for the next IKE SA to hold it."""
+        for addr in addrs:
+            other = next(((h, name) for h, (name, ours) in self._vips.items() if h != handle and addr in ours
+                          and h not in self._refused_sas and not any(a in self._refusals for a in ours)), None)
+            if other is None:
+                self._skipped.add(addr)
+            else:   # a task: this one holds the lock
+                self._spawn(self._apply_up(other[0], other[1], [addr]))
+
+    async def _usable(self, handle: int, tun: Any, conn: str, addrs: Sequence[IPAddress]
+                      ) -> list[IPAddress] | None:
         """The addresses the host does not reach outside the TUN; None if one is refused so (every IKE
-        SA holding it is: _refuse_all).  One that cannot be checked is logged and left off."""
+        SA holding it is: _refuse_all), or cannot be checked (this IKE SA is: kept up without it, it
+        looked connected, and no later IKE SA added it while this one held it)."""
         usable: list[IPAddress] = []
         refused = False
         for addr in addrs:
             try:
                 why = await asyncio.to_thread(tun.address_conflict, str(addr))
-            except OSError as err:   # tun.py's: what was refused, why
-                log.error("%s: virtual IP %s: %s", conn, addr, err.strerror or err)
-                continue
-            except Exception as err:   # a bug: the other addresses are still checked
+            except OSError as err:   # tun.py's: what was refused, why (ENOBUFS, EINTR, the TUN gone)
+                self._refuse_sa(handle, conn, addr, f"cannot be checked: {err.strerror or err}")
+                return None
+            except Exception as err:   # a bug: refused as above
                 log.error("%s: cannot check virtual IP %s: %s", conn, addr, internal_error(err, True))
-                continue
+                self._refuse_sa(handle, conn, addr, "cannot be checked (an internal error, logged)")
+                return None
             if why is None:
                 usable.append(addr)
                 continue
