@@ -9,8 +9,10 @@ removed the connection; a route the kernel will not re-point is blocked and left
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import logging
+import threading
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -261,14 +263,14 @@ def test_applied_waits_for_every_address_of_the_ike_sa() -> None:
 
 
 class FlakyTun(RecordingTun):
-    """A conflict check that fails once for an address (netlink: ENOBUFS, EINTR, the TUN going)."""
+    """A conflict check that fails for an address, a number of times (netlink: ENOBUFS, EINTR, the TUN going)."""
 
-    fail_once: set[str]
+    failures: dict[str, int]
 
     def address_conflict(self, addr: str) -> str | None:
-        if addr in self.fail_once:
-            self.fail_once.discard(addr)
-            raise OSError(105, f"looking up routes to {addr}: No buffer space available")
+        if self.failures.get(addr, 0) > 0:
+            self.failures[addr] -= 1
+            raise OSError(errno.ENOBUFS, f"looking up routes to {addr}: No buffer space available")
         return super().address_conflict(addr)
 
 
@@ -277,7 +279,7 @@ def test_an_address_that_cannot_be_checked_refuses_the_ike_sa() -> None:
     count, and no later IKE SA added it while this one held it.  Now the IKE SA is refused (retried
     with the refusals' backoff) and the next one, its check passing, puts both addresses on."""
     tun = FlakyTun()
-    tun.fail_once = {str(LEASE6)}
+    tun.failures = {str(LEASE6): 3}   # more than the check's own retries
 
     async def main() -> None:
         h = Harness(tun)
@@ -289,4 +291,52 @@ def test_an_address_that_cannot_be_checked_refuses_the_ike_sa() -> None:
         assert h.applied == [(2, "home")]
         h.vips.down(1)
         assert not await h.settle()
+    run(main())
+
+
+def test_a_check_failing_once_is_asked_again_not_refused() -> None:
+    """Review AA F2: one passing kernel condition refused the IKE SA, and with the default
+    keyingtries = 1 the connection stayed down for good.  The check is asked again."""
+    tun = FlakyTun()
+    tun.failures = {str(LEASE6): 1}
+
+    async def main() -> None:
+        h = Harness(tun)
+        h.vips.up(1, up_event(LEASE, LEASE6))
+        assert [c for c in await h.settle() if c[0] == "add"] == [("add", "10.3.0.1"), ("add", "fd00:3::1")]
+        assert h.refused == [] and h.applied == [(1, "home")]
+    run(main())
+
+
+class SlowRefusingTun(RecordingTun):
+    """An add the kernel answers late, with a refusal (ENOBUFS), while the IKE SA goes down."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+
+    def add_address(self, addr: str) -> None:
+        self.gate.wait(5)
+        raise OSError(errno.ENOBUFS, f"adding virtual IP {addr}: No buffer space available")
+
+
+def test_a_refusal_made_after_its_ike_sa_went_is_not_held_against_the_next_one() -> None:
+    """Review AA F1: an IKE SA gone while its address was added (or checked) left the refusal behind:
+    the next IKE SA of any connection with that address was refused at once, for a reason that may have
+    passed, and deleted (with keyingtries = 1, for good).  Nothing is remembered for a gone IKE SA."""
+    tun = SlowRefusingTun()
+
+    async def main() -> None:
+        h = Harness(tun)
+        h.vips.up(1, up_event(LEASE, name="x"))
+        await asyncio.sleep(0.05)                 # its add is under way in the thread
+        h.vips.down(1)                            # the gateway deletes it meanwhile
+        tun.gate.set()
+        await h.settle()
+        assert not h.vips._refusals and not h.vips._refused_sas and not h.vips._skipped
+        h.tun = ok = RecordingTun()
+        h.vips._tun = lambda: ok                  # the kernel fine again
+        h.vips.up(2, up_event(LEASE, name="y"))   # another connection's IKE SA gets that address
+        assert [c for c in await h.settle() if c[0] == "add"] == [("add", "10.3.0.1")]
+        assert [r for r in h.refused if r[0] == 2] == [] and h.applied == [(2, "y")]
     run(main())

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import errno
 import logging
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
@@ -33,6 +34,10 @@ from tunsec.loglimit import internal_error
 from tunsec.services.ike.state import IPAddress, IPNetwork, ts_networks
 
 log = logging.getLogger("tunsec.ike")
+
+# a virtual IP's conflict check asked again after these (a kernel condition that passes), then refused
+_PASSING = {errno.EINTR, errno.EAGAIN, errno.ENOBUFS, errno.EBUSY, errno.EIO}   # EIO: a dump interrupted
+_CHECK_RETRIES = (0.05, 0.2)
 
 
 def one_per_family(addrs: Sequence[IPAddress]) -> tuple[IPAddress, ...]:
@@ -103,12 +108,16 @@ class VirtualIps:
         self._refuse_sa(handle, conn, addr, why)   # a task: the engine's events are being handled now
 
     def _refuse_sa(self, handle: int, conn: str, addr: IPAddress | None, why: str) -> None:
-        self._refused_sas.add(handle)
+        if handle in self._vips:   # gone while its task ran: nothing to remember (down() cleared it)
+            self._refused_sas.add(handle)
         self._refused(handle, conn, addr, why)
 
     def _refuse_all(self, conn: str, addr: IPAddress, why: str) -> None:
-        """Every IKE SA holding ``addr`` cannot use it (those that came up while it was checked too)."""
-        self._refusals[addr] = why
+        """Every IKE SA holding ``addr`` cannot use it (those that came up while it was checked too).
+        Remembered only while one holds it: the last holder gone while the check or add ran, a later
+        IKE SA (of any connection) is checked afresh, not refused for a reason that may have passed."""
+        if self._vip_refs[addr] > 0:
+            self._refusals[addr] = why
         for handle, (name, ours) in list(self._vips.items()):
             if addr in ours:
                 self._refuse_sa(handle, name, addr, why)
@@ -176,7 +185,8 @@ class VirtualIps:
             other = next(((h, name) for h, (name, ours) in self._vips.items() if h != handle and addr in ours
                           and h not in self._refused_sas and not any(a in self._refusals for a in ours)), None)
             if other is None:
-                self._skipped.add(addr)
+                if self._vip_refs[addr] > 0:   # still held (by a refused IKE SA): the next holder adds it
+                    self._skipped.add(addr)
             else:   # a task: this one holds the lock
                 self._spawn(self._apply_up(other[0], other[1], [addr]))
 
@@ -189,7 +199,7 @@ class VirtualIps:
         refused = False
         for addr in addrs:
             try:
-                why = await asyncio.to_thread(tun.address_conflict, str(addr))
+                why = await self._conflict(tun, addr)
             except OSError as err:   # tun.py's: what was refused, why (ENOBUFS, EINTR, the TUN gone)
                 self._refuse_sa(handle, conn, addr, f"cannot be checked: {err.strerror or err}")
                 return None
@@ -203,6 +213,20 @@ class VirtualIps:
             refused = True
             self._refuse_all(conn, addr, f"{why} (as ours the host's traffic to it would stay on this host)")
         return None if refused else usable
+
+    @staticmethod
+    async def _conflict(tun: Any, addr: IPAddress) -> str | None:
+        """tun.address_conflict, asked again after a passing kernel condition (a full socket buffer, a
+        dump interrupted by a change of the tables): refused on one such, a connection with the
+        default keyingtries = 1 stayed down for good."""
+        for delay in _CHECK_RETRIES:
+            try:
+                return await asyncio.to_thread(tun.address_conflict, str(addr))
+            except OSError as err:
+                if err.errno not in _PASSING:
+                    raise
+            await asyncio.sleep(delay)
+        return await asyncio.to_thread(tun.address_conflict, str(addr))
 
     async def _apply_down(self, conn: str, addrs: Sequence[IPAddress]) -> None:
         tun = self._tun()
