@@ -309,7 +309,7 @@ def test_a_check_failing_once_is_asked_again_not_refused() -> None:
 
 
 class SlowRefusingTun(RecordingTun):
-    """An add the kernel answers late, with a refusal (ENOBUFS), while the IKE SA goes down."""
+    """An add the kernel answers late, with a refusal, while the IKE SA goes down."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -317,7 +317,7 @@ class SlowRefusingTun(RecordingTun):
 
     def add_address(self, addr: str) -> None:
         self.gate.wait(5)
-        raise OSError(errno.ENOBUFS, f"adding virtual IP {addr}: No buffer space available")
+        raise OSError(errno.EADDRNOTAVAIL, f"adding virtual IP {addr}: Cannot assign requested address")
 
 
 def test_a_refusal_made_after_its_ike_sa_went_is_not_held_against_the_next_one() -> None:
@@ -339,4 +339,40 @@ def test_a_refusal_made_after_its_ike_sa_went_is_not_held_against_the_next_one()
         h.vips.up(2, up_event(LEASE, name="y"))   # another connection's IKE SA gets that address
         assert [c for c in await h.settle() if c[0] == "add"] == [("add", "10.3.0.1")]
         assert [r for r in h.refused if r[0] == 2] == [] and h.applied == [(2, "y")]
+    run(main())
+
+
+class PassingTun(RecordingTun):
+    """An add and a removal each failing once on a passing kernel condition (ENOBUFS)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fail = {"add", "remove"}
+
+    def add_address(self, addr: str) -> None:
+        if "add" in self.fail:
+            self.fail.discard("add")
+            raise OSError(errno.ENOBUFS, f"adding virtual IP {addr}: No buffer space available")
+        super().add_address(addr)
+
+    def remove_address(self, addr: str) -> None:
+        if "remove" in self.fail:
+            self.fail.discard("remove")
+            raise OSError(errno.ENOBUFS, f"removing virtual IP {addr}: No buffer space available")
+        super().remove_address(addr)
+
+
+def test_an_add_or_removal_failing_once_is_asked_again() -> None:
+    """Review AB F2, F3: one passing kernel condition refused the IKE SA (and, kept as the address's
+    refusal, the next IKE SA of another connection with it), and one during the removal left the address
+    on the TUN with no IKE SA.  Both are asked again."""
+    tun = PassingTun()
+
+    async def main() -> None:
+        h = Harness(tun)
+        h.vips.up(1, up_event(LEASE))
+        assert [c for c in await h.settle() if c[0] == "add"] == [("add", "10.3.0.1")]
+        assert h.refused == [] and h.applied == [(1, "home")] and not h.vips._refusals
+        h.vips.down(1)
+        assert [c for c in await h.settle() if c[0] == "remove"] == [("remove", "10.3.0.1")]
     run(main())

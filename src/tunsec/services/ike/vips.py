@@ -26,7 +26,7 @@ import collections
 import errno
 import logging
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from tunsec.conf.connections import Connection
 from tunsec.ike.events import IkeSaUp
@@ -38,6 +38,7 @@ log = logging.getLogger("tunsec.ike")
 # a virtual IP's conflict check asked again after these (a kernel condition that passes), then refused
 _PASSING = {errno.EINTR, errno.EAGAIN, errno.ENOBUFS, errno.EBUSY, errno.EIO}   # EIO: a dump interrupted
 _CHECK_RETRIES = (0.05, 0.2)
+_T = TypeVar("_T")
 
 
 def one_per_family(addrs: Sequence[IPAddress]) -> tuple[IPAddress, ...]:
@@ -155,10 +156,13 @@ class VirtualIps:
                     continue
                 try:   # netlink in a thread: pyroute2's synchronous calls run an event loop of their own
                     try:
-                        await asyncio.to_thread(tun.add_address, str(addr))
+                        await self._asked(tun.add_address, addr)
                     except OSError as err:   # tun.py's: the address, the TUN, the kernel's reason
                         refused = True
-                        self._refuse_all(conn, addr, err.strerror or str(err))
+                        if err.errno in _PASSING:   # this IKE SA's; not held against the address
+                            self._refuse_sa(handle, conn, addr, f"cannot be added: {err.strerror or err}")
+                        else:
+                            self._refuse_all(conn, addr, err.strerror or str(err))
                         continue
                     self._applied.add(addr)
                     for net in (n for n in nets if n.version == addr.version):
@@ -199,7 +203,7 @@ class VirtualIps:
         refused = False
         for addr in addrs:
             try:
-                why = await self._conflict(tun, addr)
+                why = await self._asked(tun.address_conflict, addr)
             except OSError as err:   # tun.py's: what was refused, why (ENOBUFS, EINTR, the TUN gone)
                 self._refuse_sa(handle, conn, addr, f"cannot be checked: {err.strerror or err}")
                 return None
@@ -215,18 +219,19 @@ class VirtualIps:
         return None if refused else usable
 
     @staticmethod
-    async def _conflict(tun: Any, addr: IPAddress) -> str | None:
-        """tun.address_conflict, asked again after a passing kernel condition (a full socket buffer, a
-        dump interrupted by a change of the tables): refused on one such, a connection with the
-        default keyingtries = 1 stayed down for good."""
+    async def _asked(call: Callable[[str], _T], addr: IPAddress) -> _T:
+        """A Tun call for addr (its conflict check, add, removal), asked again after a passing kernel
+        condition (a full socket buffer, a dump interrupted by a change of the tables): refused on one
+        such, a connection with the default keyingtries = 1 stayed down for good, and an address whose
+        removal failed stayed on the TUN with no IKE SA."""
         for delay in _CHECK_RETRIES:
             try:
-                return await asyncio.to_thread(tun.address_conflict, str(addr))
+                return await asyncio.to_thread(call, str(addr))
             except OSError as err:
                 if err.errno not in _PASSING:
                     raise
             await asyncio.sleep(delay)
-        return await asyncio.to_thread(tun.address_conflict, str(addr))
+        return await asyncio.to_thread(call, str(addr))
 
     async def _apply_down(self, conn: str, addrs: Sequence[IPAddress]) -> None:
         tun = self._tun()
@@ -242,7 +247,7 @@ class VirtualIps:
                     # the connection, whose routes still name it)
                     for net in [d for d, src in tun.routes if src == str(addr)]:
                         await self._repoint(tun, conn, net, addr)
-                    await asyncio.to_thread(tun.remove_address, str(addr))
+                    await self._asked(tun.remove_address, addr)
                 except OSError as err:
                     log.error("%s: virtual IP %s: %s", conn, addr, err.strerror or err)
                 except Exception as err:   # a bug: the other addresses are still removed
