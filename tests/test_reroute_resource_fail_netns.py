@@ -15,6 +15,7 @@ import socket
 import subprocess
 from typing import Any
 
+from iproute_proxy import IPRouteProxy
 from test_vips_netns import NET, TUN, inside, ns
 
 from tunsec import reroute
@@ -44,22 +45,11 @@ def run_tentative() -> dict[str, Any]:
         with REAL() as ipr:
             seen.append(_where(ipr, ipr.link_lookup(ifname=TUN)[0]))
 
-    class Watched:
+    class Watched(IPRouteProxy):
         """pyroute2's IPRoute, a route lookup made before each request the reload makes."""
 
-        def __init__(self) -> None:
-            self.i = REAL()
-
-        def __enter__(self) -> Watched:
-            self.i.__enter__()
-            return self
-
-        def __exit__(self, *exc: object) -> Any:
-            return self.i.__exit__(*exc)
-
-        def __getattr__(self, name: str) -> Any:
+        def before(self) -> None:
             look()
-            return getattr(self.i, name)
 
     def add(net: IPNetwork, local_nets: tuple[IPNetwork, ...]) -> None:   # the daemon's _add_route
         look()
@@ -93,26 +83,13 @@ def test_a_tentative_new_source_leaves_the_route_into_the_tun(ns: str) -> None:
 
 
 def run_eperm() -> dict[str, Any]:
-    class NoCapNetAdmin:
+    class NoCapNetAdmin(IPRouteProxy):
         """pyroute2's IPRoute where every route change is refused EPERM (tunsec gave up CAP_NET_ADMIN)."""
-
-        def __init__(self) -> None:
-            self.i = REAL()
-
-        def __enter__(self) -> NoCapNetAdmin:
-            self.i.__enter__()
-            return self
-
-        def __exit__(self, *exc: object) -> Any:
-            return self.i.__exit__(*exc)
 
         def route(self, cmd: str, **kw: Any) -> Any:
             if cmd in ("add", "replace", "del", "delete", "change"):
                 raise NetlinkError(errno.EPERM, "Operation not permitted")
             return self.i.route(cmd, **kw)
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(self.i, name)
 
     tun = Tun(TUN, False, None)  # type: ignore[arg-type]
     tun.add_route(NET, None)   # added at start, before privileges went: no source then
@@ -137,27 +114,14 @@ def test_without_cap_net_admin_root_is_asked_to_replace_the_source_never_to_dele
 
 
 def run_flushed() -> dict[str, Any]:
-    class RefusesSources:
+    class RefusesSources(IPRouteProxy):
         """pyroute2's IPRoute where a route with a preferred source is refused (EINVAL: the new source
         address gone since the reload looked it up)."""
-
-        def __init__(self) -> None:
-            self.i = REAL()
-
-        def __enter__(self) -> RefusesSources:
-            self.i.__enter__()
-            return self
-
-        def __exit__(self, *exc: object) -> Any:
-            return self.i.__exit__(*exc)
 
         def route(self, cmd: str, **kw: Any) -> Any:
             if cmd == "replace" and "prefsrc" in kw:
                 raise NetlinkError(errno.EINVAL, "Invalid argument")
             return self.i.route(cmd, **kw)
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(self.i, name)
 
     def where() -> str:
         with IPRoute() as ipr:

@@ -13,6 +13,7 @@ import ipaddress
 import socket
 from typing import Any
 
+from iproute_proxy import IPRouteProxy
 from test_vips_netns import NET, PROBE, REFUSED, TUN, inside, ns, route_oif
 
 from tunsec import reroute
@@ -33,22 +34,11 @@ def run() -> dict[str, Any]:
             by = {ipr.link_lookup(ifname=TUN)[0]: "tun", ipr.link_lookup(ifname="eth0")[0]: "eth0", REFUSED: "refused"}
             seen.append(by[route_oif(ipr, PROBE)])
 
-    class Watched:
+    class Watched(IPRouteProxy):
         """pyroute2's IPRoute, a route lookup made before each request the reload makes."""
 
-        def __init__(self) -> None:
-            self.i = REAL()
-
-        def __enter__(self) -> Watched:
-            self.i.__enter__()
-            return self
-
-        def __exit__(self, *exc: object) -> Any:
-            return self.i.__exit__(*exc)
-
-        def __getattr__(self, name: str) -> Any:
+        def before(self) -> None:
             look()
-            return getattr(self.i, name)
 
     def add(net: IPNetwork, local_nets: tuple[IPNetwork, ...]) -> None:   # the daemon's _add_route
         look()

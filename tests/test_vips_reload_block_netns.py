@@ -20,6 +20,7 @@ import threading
 from typing import Any
 
 import pytest
+from iproute_proxy import IPRouteProxy
 from pyroute2.netlink.exceptions import NetlinkError
 from test_vips_netns import NET, OTHER_NET, REFUSED, TUN, VIP, Client, inside, ns, route_oif, up_event
 
@@ -34,24 +35,11 @@ NEW_PROBE = "10.7.0.5"
 REAL = tunmod._iproute
 
 
-class RefuseNewNet:
+class RefuseNewNet(IPRouteProxy):
     """While ``on`` is set, the kernel (pyroute2) refuses any TUN route to NEW_NET (ENOMEM): the change
     that would keep it on the TUN while the virtual IP goes."""
 
     on = threading.Event()
-
-    def __init__(self) -> None:
-        self.i = REAL()
-
-    def __enter__(self) -> RefuseNewNet:
-        self.i.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> Any:
-        return self.i.__exit__(*exc)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.i, name)
 
     def route(self, cmd: str, *a: Any, **kw: Any) -> Any:
         if (self.on.is_set() and cmd == "replace" and kw.get("type") != "prohibit"

@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from iproute_proxy import IPRouteProxy
 from test_vips_netns import (
     OTHER_NET,
     OTHER_PROBE,
@@ -47,19 +48,8 @@ def down_with_reload(client: Client, reload: Callable[[], None]) -> None:
     real = tunmod._iproute
     threads: list[threading.Thread] = []
 
-    class Hooked:
-        def __init__(self) -> None:
-            self.i = real()
-
-        def __enter__(self) -> Hooked:
-            self.i.__enter__()
-            return self
-
-        def __exit__(self, *exc: object) -> Any:
-            return self.i.__exit__(*exc)
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(self.i, name)
+    class Hooked(IPRouteProxy):
+        """The real IPRoute; the address's deletion starts the reload's thread first."""
 
         def addr(self, cmd: str, *a: Any, **kw: Any) -> Any:
             if cmd == "del" and not threads:
