@@ -62,7 +62,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 from tunsec import gctune, logs
-from tunsec.bench import scale_conf
+from tunsec.bench import scale_conf, timeline
 from tunsec.conf.config import parse_config
 from tunsec.dataplane import pipe
 from tunsec.dataplane.client import WorkerClient
@@ -331,11 +331,18 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=1000)
     ap.add_argument("--repeat", type=int, default=1, help="runs (each a fresh gateway); the best is reported")
     ap.add_argument("--profile", type=Path, help="write a cProfile of the gateway (last run) here")
+    ap.add_argument("--timeline", type=Path, help="record the gateway's per-client steps here "
+                    "(tunsec.bench.timeline, as bench/scale.py --timeline; costs the gateway CPU) "
+                    "and print their summary")
     args = ap.parse_args()
     # the daemon's default level; BURST_LOG=debug (say) to see the gateway's log on stderr
     level = os.environ.get("BURST_LOG")
     logs.configure(level or "info", stream=sys.stderr if level else open(os.devnull, "w"))  # noqa: SIM115
     logging.getLogger("asyncio").setLevel(logging.WARNING)
+    timeline_out = None
+    if args.timeline is not None:
+        timeline_out = open(args.timeline, "w", buffering=1, encoding="utf-8")  # noqa: SIM115 (open for the runs)
+        timeline.install(timeline_out)
     best = None
     for _ in range(args.repeat):
         prof = cProfile.Profile() if args.profile else None
@@ -363,6 +370,9 @@ def main() -> int:
         if prof is not None:
             prof.dump_stats(args.profile)
     assert best is not None
+    if timeline_out is not None:
+        timeline_out.close()
+        print(timeline.summarize(timeline.load(args.timeline)))
     print(f"best: gateway {1000 * best / args.clients:.2f} ms per client")
     return 0
 

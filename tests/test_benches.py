@@ -5,6 +5,8 @@ No namespaces: they run the gateway (or its status) in process with fake sockets
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from benchrun import figures, run_bench
 
 
@@ -35,3 +37,13 @@ def test_status_build_reports_the_builds_before_and_now_side_by_side() -> None:
         n, cpu_before, cpu_now, _ratio, held_before, held_now, _held_ratio, size = figures(
             rf"\n\s*{{n}} {what}\s+{{n}}s\s+{{n}}s\s+{{n}}\s+{{n}}ms\s+{{n}}ms\s+{{n}}\s+{{n}} MB", out)
         assert n == 50 and cpu_before > 0 and cpu_now > 0 and held_before > 0 and held_now > 0 and size > 0
+
+
+def test_ike_burst_timeline_records_every_clients_install(tmp_path: Path) -> None:
+    """The direct install path (a new Child SA's requests sent in the turn that negotiated it, no task)
+    is recorded: each client's install and its answers are in the timeline's phases."""
+    out = run_bench("ike_burst.py", "--clients", "3", "--timeline", str(tmp_path / "tl"))
+    assert "no complete client set-up recorded" not in out
+    assert figures(r"timeline of {n} clients", out) == (3.0,)
+    sent_to_acked = figures(r"install sent -> acked\s+{n}\s+{n}\s+{n}\s+{n}", out)
+    assert all(x > 0 for x in sent_to_acked)

@@ -6,8 +6,9 @@ time, the IKE SA's initiator SPI):
 
 - ``rx``: an IKE datagram enters the service (IKE_SA_INIT from port 500; IKE_AUTH via the worker);
 - ``tx``: the service sends one (IKE_SA_INIT answers on port 500; IKE_AUTH answers as SEND_IKE);
-- ``install``: the task that awaits a Child SA's install answers starts waiting (IKE SA, inbound SPI) ...
-- ``acked``: ... and runs again;
+- ``install``: a Child SA's install requests are sent (IKE SA, inbound SPI), or the task that awaits
+  their answers (one queued behind other changes: a rekey) starts waiting ...
+- ``acked``: ... and its last request has ended (its answer read), or that task runs again;
 - ``pipe_tx`` / ``pipe_rx``: a request to the worker is sent (UPDATE/ADD: its SPI) / its answer read.
 
 A client's install is sent with its UPDATE (``pipe_tx`` with the inbound SPI of the IKE SA's Child
@@ -77,6 +78,25 @@ def install(out: IO[str]) -> None:
         finally:
             note("acked", spi=spi, spi_in=state.spi_in)
 
+    # a new Child SA with nothing before it sends its install in the turn that negotiated it and books
+    # the answers from the pipe's reader (installs._start_install): no task, so _answered is not on
+    # its path; the send and the end of its last request are
+    send_install = service.IkeService._send_install
+
+    def traced_send_install(self: Any, state: Any, ev: Any, release: Any) -> Any:
+        started = send_install(self, state, ev, release)
+        if started is not None:
+            sa = self._ike_sa(state.ike)
+            note("install", spi=sa.spi_i.hex() if sa is not None else "", spi_in=state.spi_in)
+        return started
+
+    install_ended = service.IkeService._install_ended
+
+    def traced_install_ended(self: Any, state: Any, ev: Any, release: Any, started: Any, _last: object = None) -> None:
+        sa = self._ike_sa(state.ike)
+        note("acked", spi=sa.spi_i.hex() if sa is not None else "", spi_in=state.spi_in)
+        install_ended(self, state, ev, release, started, _last)
+
     request_soon = client.WorkerClient.request_soon
 
     def traced_request_soon(self: Any, build: Callable[[int], Any], then: Any = None, failed: Any = None) -> Any:
@@ -99,6 +119,8 @@ def install(out: IO[str]) -> None:
     service.IkeService.receive = traced_receive   # type: ignore[method-assign]
     sockets.IkeSockets.send = traced_send   # type: ignore[method-assign]
     service.IkeService._answered = traced_answered
+    service.IkeService._send_install = traced_send_install
+    service.IkeService._install_ended = traced_install_ended
     client.WorkerClient.request_soon = traced_request_soon   # type: ignore[method-assign]
     client.WorkerClient._received = traced_received   # type: ignore[method-assign,assignment]
 
