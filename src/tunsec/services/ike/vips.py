@@ -102,8 +102,10 @@ class VirtualIps:
         fresh = [a for a in ours if self._vip_refs[a] == 0 or a in self._skipped]
         self._skipped.difference_update(fresh)
         self._vip_refs.update(ours)
-        if fresh:
-            self._spawn(self._apply_up(handle, ev.name, fresh))
+        # a task even with none fresh: an address another IKE SA (of another connection: one gateway's
+        # lease per identity, or a second gateway's choice) holds becomes this connection's routes'
+        # source once on the TUN, else its traffic left from an address its selectors do not cover
+        self._spawn(self._apply_up(handle, ev.name, fresh))
 
     async def _refuse(self, handle: int, conn: str, addr: IPAddress | None, why: str) -> None:
         self._refuse_sa(handle, conn, addr, why)   # a task: the engine's events are being handled now
@@ -140,11 +142,11 @@ class VirtualIps:
             self._spawn(self._apply_down(entry[0], gone))
 
     async def _apply_up(self, handle: int, conn: str, addrs: Sequence[IPAddress]) -> None:
+        """Check and add ``addrs`` (fresh: no IKE SA had them on the TUN), then make every address of
+        the IKE SA that is on the TUN (those another IKE SA's task added too) its routes' source."""
         tun = self._tun()
         if tun is None:
             return
-        c = self._connection(conn)
-        nets = [n for ch in c.ike.children for t in ch.remote_ts if not t.dynamic for n in ts_networks(t)] if c else []
         refused = False
         async with self._vip_lock:
             usable = await self._usable(handle, tun, conn, addrs)
@@ -152,34 +154,58 @@ class VirtualIps:
                 self._hand_over(handle, [a for a in addrs if a not in self._refusals])
                 return
             for addr in usable:
-                if addr in self._applied:   # put on for another IKE SA meanwhile: a second add is EEXIST
-                    continue
-                try:   # netlink in a thread: pyroute2's synchronous calls run an event loop of their own
-                    try:
-                        await self._asked(tun.add_address, addr)
-                    except OSError as err:   # tun.py's: the address, the TUN, the kernel's reason
-                        refused = True
-                        if err.errno in _PASSING:   # this IKE SA's; not held against the address
-                            self._refuse_sa(handle, conn, addr, f"cannot be added: {err.strerror or err}")
-                        else:
-                            self._refuse_all(conn, addr, err.strerror or str(err))
-                        continue
-                    self._applied.add(addr)
-                    for net in (n for n in nets if n.version == addr.version):
-                        await asyncio.to_thread(tun.set_route_source, net, str(addr))
-                except OSError as err:   # tun.py's: what was refused (address, route, TUN), why, what to do
-                    log.error("%s: virtual IP %s: %s", conn, addr, err.strerror or err)
-                except Exception as err:   # a bug: the other addresses are still applied
-                    log.error("%s: cannot add virtual IP %s on TUN %s: %s", conn, addr,
-                              getattr(tun, "name", "?"), internal_error(err, True))
+                if addr not in self._applied:   # else put on for another IKE SA meanwhile: no second add (EEXIST)
+                    refused = not await self._add(handle, conn, tun, addr) or refused
+            await self._set_sources(handle, conn, tun)
         entry = self._vips.get(handle)
         # the count starts again only for an IKE SA none of whose addresses was refused: one refused
         # for another reason (another IKE SA's refusal) would otherwise undo its own refusal's count
-        # (and only once all of them are on the TUN: one another IKE SA's task was to add, or one that
-        # failed otherwise, leaves it up without traffic to match)
+        # (and only once all of them are on the TUN, whichever IKE SA's task added them: one still to
+        # be added by another's task, or one that failed otherwise, leaves it up without traffic to match)
         if (not refused and entry is not None and handle not in self._refused_sas
                 and all(a in self._applied and a not in self._refusals for a in entry[1])):
             self._ok(handle, conn)
+
+    async def _add(self, handle: int, conn: str, tun: Any, addr: IPAddress) -> bool:
+        """addr on the TUN; False if refused (a passing error that persists: this IKE SA only, and the
+        address goes on for another IKE SA that relied on this add; else every IKE SA holding it)."""
+        try:   # netlink in a thread: pyroute2's synchronous calls run an event loop of their own
+            await self._asked(tun.add_address, addr)
+        except OSError as err:   # tun.py's: the address, the TUN, the kernel's reason
+            if err.errno in _PASSING:   # this IKE SA's; not held against the address
+                self._refuse_sa(handle, conn, addr, f"cannot be added: {err.strerror or err}")
+                self._hand_over(handle, [addr])
+            else:
+                self._refuse_all(conn, addr, err.strerror or str(err))
+            return False
+        except Exception as err:   # a bug: the other addresses are still applied
+            log.error("%s: cannot add virtual IP %s on TUN %s: %s", conn, addr,
+                      getattr(tun, "name", "?"), internal_error(err, True))
+            return True   # as before: not a refusal (applied() waits for the address anyway)
+        self._applied.add(addr)
+        return True
+
+    async def _set_sources(self, handle: int, conn: str, tun: Any) -> None:
+        """The IKE SA's addresses that are on the TUN as the source of its connection's routes, unless
+        it is refused or gone (its address would only take routes its siblings' addresses serve)."""
+        entry = self._vips.get(handle)
+        if entry is None or handle in self._refused_sas:
+            return
+        nets = self._nets(conn)
+        for addr in (a for a in entry[1] if a in self._applied):
+            try:
+                for net in (n for n in nets if n.version == addr.version):
+                    await asyncio.to_thread(tun.set_route_source, net, str(addr))
+            except OSError as err:   # tun.py's: what was refused (route, TUN), why, what to do
+                log.error("%s: virtual IP %s: %s", conn, addr, err.strerror or err)
+            except Exception as err:   # a bug: the other addresses' routes are still set
+                log.error("%s: cannot make virtual IP %s the source of its routes on TUN %s: %s", conn, addr,
+                          getattr(tun, "name", "?"), internal_error(err, True))
+
+    def _nets(self, conn: str) -> list[IPNetwork]:
+        """The networks the connection routes through the TUN (its children's remote_ts), as configured now."""
+        c = self._connection(conn)
+        return [n for ch in c.ike.children for t in ch.remote_ts if not t.dynamic for n in ts_networks(t)] if c else []
 
     def _hand_over(self, handle: int, addrs: Sequence[IPAddress]) -> None:
         """The good addresses of an IKE SA refused whole: each goes on the TUN for another IKE SA that
