@@ -464,6 +464,55 @@ def test_the_second_connection_coming_up_while_the_first_adds_the_address(answer
     run(main())
 
 
+@pytest.mark.parametrize("kernel", ["re-points", "refuses the re-point"])
+def test_an_address_two_connections_held_goes_by_each_routes_owner(kernel: str) -> None:
+    """home's IKE SA 1 and work's IKE SA 2 share 10.3.0.1; home's IKE SA 3 holds 10.3.0.2 besides.  work's
+    IKE SA goes: the address stays (home holds it), both routes keep it.  home's IKE SA 1 goes: the
+    address leaves the TUN and each route it was the source of is re-pointed by the connection that owns
+    it: work's route took home's 10.3.0.2 (chosen by the connection going down), which its selectors do
+    not cover; it now has no source, or is blocked where the kernel refuses that (never neither)."""
+    async def main() -> None:
+        h = two_connections(refuse_source=kernel != "re-points")
+        h.vips.up(1, up_event(LEASE, name="home"))
+        h.vips.up(2, up_event(LEASE, name="work"))
+        await h.settle()
+        h.vips.down(2)
+        assert await h.settle() == []
+        assert sources(h.tun)[str(WORK)] == str(LEASE) and sources(h.tun)[str(NET)] == str(LEASE)
+        h.vips.up(3, up_event(LEASE2, name="home"))
+        await h.settle()
+        assert sources(h.tun)[str(NET)] == str(LEASE2) and sources(h.tun)[str(WORK)] == str(LEASE)
+        h.vips.down(1)
+        calls = await h.settle()
+        assert calls[-1] == ("remove", str(LEASE))
+        if kernel == "re-points":
+            assert calls[:-1] == [("source", str(WORK), None)]
+            assert sources(h.tun) == {str(NET): str(LEASE2), str(NET6): None, str(WORK): None, str(WORK6): None}
+        else:
+            assert calls[:-1] == [("block", str(WORK))]
+            assert sources(h.tun) == {str(NET): str(LEASE2), str(NET6): None, str(WORK6): None}
+    run(main())
+
+
+def test_an_ike_sa_going_while_another_connection_keeps_its_address_hands_its_routes_to_its_siblings() -> None:
+    """work's IKE SA 2 holds 10.3.0.2, its IKE SA 3 then the 10.3.0.1 home's IKE SA 1 holds: work's routes
+    take 10.3.0.1.  IKE SA 3 goes, the address stays on the TUN for home: work's routes go back to
+    10.3.0.2, the address of the IKE SA work still has (10.3.0.1 is not in its selectors)."""
+    async def main() -> None:
+        h = two_connections()
+        h.vips.up(1, up_event(LEASE, name="home"))
+        h.vips.up(2, up_event(LEASE2, name="work"))
+        await h.settle()
+        h.vips.up(3, up_event(LEASE, name="work"))
+        await h.settle()
+        assert sources(h.tun)[str(WORK)] == str(LEASE)
+        h.vips.down(3)
+        assert await h.settle() == [("source", str(WORK), str(LEASE2))]
+        assert sources(h.tun)[str(NET)] == str(LEASE)
+        assert h.applied == [(1, "home"), (2, "work"), (3, "work")]
+    run(main())
+
+
 def test_a_refused_ike_sa_holding_another_connections_address_takes_none_of_its_routes() -> None:
     """A hostile gateway (evil) assigns home's address and an IPv6 address eth0 has: evil is refused
     whole; its routes do not take home's address, home's keep it, and it stays on the TUN (a guard)."""

@@ -10,6 +10,13 @@ holds it: it is refused whole), one the kernel will not add or check, or none at
 asked for some, ends the IKE SA and the connection is tried again later (vip_refused.py): up with no
 address, it looked connected while its selectors matched nothing of the LAN.
 
+Two connections may be given the same address (one gateway leasing one per identity, or a second
+gateway's choice): it goes on the TUN once and is the source of the routes of each connection holding
+it (else the second's traffic left from an address its selectors do not cover).  A route is only ever
+moved to an address an IKE SA of its own connection holds, never to one of another's; one whose IKE SA
+went keeps the address while another connection holds it (on the TUN still: its traffic goes into the
+tunnel, never in clear) unless an IKE SA of its own holds another.
+
 Going down, each route that has the address as its source is re-pointed before the address goes
 (only an address it put on the TUN: a refused one may be a site-to-site tunnel's route's source):
 the kernel deletes an IPv4 route whose preferred source disappears, and until it came back the
@@ -140,6 +147,9 @@ class VirtualIps:
             self._skipped.discard(a)
         if gone:
             self._spawn(self._apply_down(entry[0], gone))
+        kept = [a for a in entry[1] if a not in gone]
+        if kept:   # on the TUN still, for another connection's IKE SA: this one's routes may move off it
+            self._spawn(self._release(kept))
 
     async def _apply_up(self, handle: int, conn: str, addrs: Sequence[IPAddress]) -> None:
         """Check and add ``addrs`` (fresh: no IKE SA had them on the TUN), then make every address of
@@ -280,12 +290,39 @@ class VirtualIps:
                     log.error("%s: cannot remove virtual IP %s from TUN %s: %s", conn, addr,
                               getattr(tun, "name", "?"), internal_error(err, True))
 
+    async def _release(self, addrs: Sequence[IPAddress]) -> None:
+        """An IKE SA went whose addresses other IKE SAs still hold: a route with one as its source that
+        no IKE SA of its own connections holds any longer takes the address one of them does hold (its
+        selectors cover that one, not the other connection's); with none it keeps its source (still on
+        the TUN: its traffic goes into the tunnel, never in clear)."""
+        tun = self._tun()
+        if tun is None:
+            return
+        async with self._vip_lock:
+            for net, src in list(tun.routes):
+                addr = next((a for a in addrs if str(a) == src and a in self._applied), None)
+                held = self._owners_addresses(net, addr.version) if addr is not None else []
+                if not held or addr in held:
+                    continue
+                try:
+                    await asyncio.to_thread(tun.set_route_source, net, str(held[0]))
+                except OSError as err:   # the route keeps its source: on the TUN still
+                    log.error("virtual IP %s: %s", held[0], err.strerror or err)
+
+    def _owners_addresses(self, net: IPNetwork, version: int) -> list[IPAddress]:
+        """The addresses on the TUN that IKE SAs (not refused) of the connections routing ``net`` hold,
+        the latest IKE SA's first (the one whose up made it the route's source): whatever another
+        connection's gateway assigned, a route is given only an address its own connection holds."""
+        return [a for h, (name, ours) in reversed(self._vips.items()) if h not in self._refused_sas
+                and net in self._nets(name) for a in ours
+                if a.version == version and a in self._applied and a not in self._refusals]
+
     async def _repoint(self, tun: Any, conn: str, net: IPNetwork, addr: IPAddress) -> None:
-        """``net``'s route off ``addr``: to another virtual IP of the family an IKE SA of ``conn``
-        holds and that is on the TUN, else without a source; if the kernel refuses, net is blocked
-        until a reload adds it."""
-        held = [a for name, ours in self._vips.values() if name == conn for a in ours
-                if a.version == addr.version and a != addr and a in self._applied]
+        """``net``'s route off ``addr`` (``conn``'s IKE SA, its last holder, went): to another virtual IP
+        that an IKE SA of the connection owning the route holds and that is on the TUN (not one of the
+        connection going down: the route may be another's, which held the same address), else without
+        a source; if the kernel refuses, net is blocked until a reload adds it."""
+        held = [a for a in self._owners_addresses(net, addr.version) if a != addr]
         src = str(held[0]) if held else None
         why = f"route {net} kept virtual IP {addr} as its source"
         try:   # the prohibit route takes the TUN route's place (and Tun.routes' entry): a reload adds it again
