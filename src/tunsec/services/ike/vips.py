@@ -148,7 +148,7 @@ class VirtualIps:
         if gone:
             self._spawn(self._apply_down(entry[0], gone))
         kept = [a for a in entry[1] if a not in gone]
-        if kept:   # on the TUN still, for another connection's IKE SA: this one's routes may move off it
+        if kept:   # still held (another connection's IKE SA, or a sibling): this one's routes may move off it
             self._spawn(self._release(kept))
 
     async def _apply_up(self, handle: int, conn: str, addrs: Sequence[IPAddress]) -> None:
