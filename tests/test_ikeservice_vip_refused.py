@@ -275,3 +275,36 @@ def test_refusals_are_counted_in_status_and_the_scrape() -> None:
     assert pair.ike_sa_inits() == 2 and doc == {"tun": 2}
     assert "IKE SAs deleted, their virtual IP refused: tun 2" in text.splitlines()
     assert scraped['tunsec_ike_sa_vip_refused_total{connection="tun"}'] == 2
+
+
+@pytest.mark.parametrize("change", ["removed", "changed"])
+def test_a_reload_removing_or_changing_the_connection_drops_its_refusals(change: str) -> None:
+    """A reload that removed or replaced a refused connection kept its count, its hold and its scheduled
+    try: the replaced connection began with the old one's count (fewer keyingtries, longer waits), its
+    trap children's traffic initiated nothing for up to 5 min, and the try initiated it (a replaced
+    connection whose start child was up again got a second Child SA).  They go with the connection."""
+    pair = VipPair(keyingtries=0)
+
+    async def main() -> tuple[bool, dict[str, int], bool, bool]:
+        await pair.start()
+        a = pair.svc["a"]
+        a.tun = RecordingTun(elsewhere={LEASE: "eth0"})
+        old, vip_refused.delay = vip_refused.delay, lambda failed: 600.0  # type: ignore[assignment]
+        try:
+            a.initiate("tun", "net")
+            for _ in range(200):   # until refused (its try scheduled 600 s later: not run here)
+                if a.vip_refusals.failed.get("tun"):
+                    break
+                await pair.settle()
+                await asyncio.sleep(0.01)
+        finally:
+            vip_refused.delay = old   # type: ignore[assignment]
+        timers = list(a.vip_refusals.tries.get("tun", []))
+        before = vip_refused.holding(a, "tun") and bool(timers) and a.vip_refusals.failed == {"tun": 1}
+        kept = [] if change == "removed" else [dataclasses.replace(pair.connection("a", "none"), keyingtries=5)]
+        await a.reload(types.SimpleNamespace(connections=kept, radius=None))  # type: ignore[arg-type]
+        return before, a.vip_refusals.failed, vip_refused.holding(a, "tun"), all(t.cancelled() for t in timers)
+
+    before, failed, holding, cancelled = asyncio.run(main())
+    assert before
+    assert failed == {} and not holding and cancelled

@@ -77,20 +77,22 @@ class Conn:
         children = (child_config("net", "dynamic", [str(NET)], "aes128gcm16"),)
 
 
-def up_event(addr: ipaddress.IPv4Address) -> IkeSaUp:
-    return IkeSaUp("home", b"i" * 8, b"r" * 8, Identity.parse("c1.example"), Identity.parse("gw.example"),
+def up_event(addr: ipaddress.IPv4Address, name: str = "home") -> IkeSaUp:
+    return IkeSaUp(name, b"i" * 8, b"r" * 8, Identity.parse("c1.example"), Identity.parse("gw.example"),
                    ("192.0.2.1", 4500), 4500, "aes128gcm16", own_vips=(addr,))
 
 
 class Client:
     """The real Tun and VirtualIps, as the daemon wires them."""
 
-    def __init__(self) -> None:
+    def __init__(self, conns: dict[str, object] | None = None) -> None:
+        """``conns``: the connections by name (else Conn under every name)."""
         self.tun = Tun(TUN, False, None)  # type: ignore[arg-type]
         self.tun.add_route(NET, None)
         self.tun.add_route(OTHER_NET, None)   # another tunnel's, without a virtual IP
         self.tasks: list[asyncio.Future[None]] = []
-        self.vips = VirtualIps(lambda: self.tun, lambda name: Conn, self._spawn)  # type: ignore[arg-type,return-value]
+        self.vips = VirtualIps(lambda: self.tun, lambda name: Conn if conns is None else conns.get(name),  # type: ignore[arg-type,return-value]
+                               self._spawn)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> object:
         self.tasks.append(asyncio.ensure_future(coro))
@@ -246,3 +248,35 @@ def test_a_refused_address_going_leaves_another_tunnels_route_alone(ns: str) -> 
 
     sources, guards, via_tun = inside(ns, run)
     assert sources == ["192.168.1.10"] and guards == [] and via_tun
+
+
+WORK_NET = ipaddress.ip_network("10.7.0.0/16")
+
+
+def routing(*nets: ipaddress.IPv4Network) -> object:
+    """A connection whose child's remote_ts are nets (what VirtualIps reads of one)."""
+    child = child_config("net", "dynamic", [str(n) for n in nets], "aes128gcm16")
+    return type("Connection", (), {"ike": type("ike", (), {"children": (child,)})})
+
+
+def test_two_connections_given_one_address_both_send_from_it(ns: str) -> None:
+    """Review AB F1: home holds 10.3.0.1 (the TUN's first address); work and then other are both given
+    10.3.0.2 (one gateway leasing one address per identity).  other's route never got it as its source:
+    the kernel chose the TUN's first address, 10.3.0.1, outside other's selectors (10.3.0.2/32), and
+    every packet of other's was dropped for the IKE SA's life.  Asked of the kernel (route get)."""
+    shared = ipaddress.IPv4Address("10.3.0.2")
+
+    def run() -> tuple[list[str], list[str]]:
+        client = Client({"home": routing(NET), "work": routing(WORK_NET), "other": routing(OTHER_NET)})
+        client.tun.add_route(WORK_NET, None)
+        for handle, addr, name in ((1, VIP, "home"), (2, shared, "work"), (3, shared, "other")):
+            asyncio.run(client.apply(lambda h=handle, a=addr, n=name: client.vips.up(h, up_event(a, n))))
+        with IPRoute() as ipr:
+            tun_idx = ipr.link_lookup(ifname=TUN)[0]
+            return ([str(ipr.route("get", dst=d)[0].get_attr("RTA_PREFSRC")) for d in (PROBE, "10.7.0.5", OTHER_PROBE)],
+                    [str(m.get_attr("IFA_ADDRESS")) for m in ipr.get_addr(index=tun_idx)])
+
+    chosen, addresses = inside(ns, run)
+    # other's source is in its traffic selectors (10.3.0.2/32): its traffic is sent
+    assert chosen == [str(VIP), str(shared), str(shared)]
+    assert addresses == [str(VIP), str(shared)]

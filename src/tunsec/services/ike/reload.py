@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from tunsec.conf.connections import ike_endpoints
 from tunsec.conf.diff import credentials_only, diff_by_name
 from tunsec.ike.sa import State
+from tunsec.services.ike import vip_refused
 
 if TYPE_CHECKING:
     from tunsec.conf.config import Config
@@ -69,6 +70,9 @@ async def reload(self: IkeService, cfg: Config) -> list[str]:
     logged_out = _removed_users(self, [new for _, new in d.changed if new.name in creds], now)
     for name in gone:
         self.attempts.pop(name, None)
+        # a refused virtual IP's count, hold and scheduled try were the old connection's: the new one
+        # starts as configured (the try added a Child SA beside it, the hold kept its traps quiet)
+        vip_refused.cancel(self, name)
     self.ke_refill.reconfigure(c.ike for c in connections)   # pooled groups follow the proposals
     self._reload_radius(cfg.radius)
     if self._addr_watch is None:

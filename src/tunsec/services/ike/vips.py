@@ -10,6 +10,13 @@ holds it: it is refused whole), one the kernel will not add or check, or none at
 asked for some, ends the IKE SA and the connection is tried again later (vip_refused.py): up with no
 address, it looked connected while its selectors matched nothing of the LAN.
 
+Two connections may be given the same address (one gateway leasing one per identity, or a second
+gateway's choice): it goes on the TUN once and is the source of the routes of each connection holding
+it (else the second's traffic left from an address its selectors do not cover).  A route is only ever
+moved to an address an IKE SA of its own connection holds, never to one of another's; one whose IKE SA
+went keeps the address while another connection holds it (on the TUN still: its traffic goes into the
+tunnel, never in clear) unless an IKE SA of its own holds another.
+
 Going down, each route that has the address as its source is re-pointed before the address goes
 (only an address it put on the TUN: a refused one may be a site-to-site tunnel's route's source):
 the kernel deletes an IPv4 route whose preferred source disappears, and until it came back the
@@ -102,8 +109,10 @@ class VirtualIps:
         fresh = [a for a in ours if self._vip_refs[a] == 0 or a in self._skipped]
         self._skipped.difference_update(fresh)
         self._vip_refs.update(ours)
-        if fresh:
-            self._spawn(self._apply_up(handle, ev.name, fresh))
+        # a task even with none fresh: an address another IKE SA (of another connection: one gateway's
+        # lease per identity, or a second gateway's choice) holds becomes this connection's routes'
+        # source once on the TUN, else its traffic left from an address its selectors do not cover
+        self._spawn(self._apply_up(handle, ev.name, fresh))
 
     async def _refuse(self, handle: int, conn: str, addr: IPAddress | None, why: str) -> None:
         self._refuse_sa(handle, conn, addr, why)   # a task: the engine's events are being handled now
@@ -138,13 +147,16 @@ class VirtualIps:
             self._skipped.discard(a)
         if gone:
             self._spawn(self._apply_down(entry[0], gone))
+        kept = [a for a in entry[1] if a not in gone]
+        if kept:   # still held (another connection's IKE SA, or a sibling): this one's routes may move off it
+            self._spawn(self._release(kept))
 
     async def _apply_up(self, handle: int, conn: str, addrs: Sequence[IPAddress]) -> None:
+        """Check and add ``addrs`` (fresh: no IKE SA had them on the TUN), then make every address of
+        the IKE SA that is on the TUN (those another IKE SA's task added too) its routes' source."""
         tun = self._tun()
         if tun is None:
             return
-        c = self._connection(conn)
-        nets = [n for ch in c.ike.children for t in ch.remote_ts if not t.dynamic for n in ts_networks(t)] if c else []
         refused = False
         async with self._vip_lock:
             usable = await self._usable(handle, tun, conn, addrs)
@@ -152,34 +164,58 @@ class VirtualIps:
                 self._hand_over(handle, [a for a in addrs if a not in self._refusals])
                 return
             for addr in usable:
-                if addr in self._applied:   # put on for another IKE SA meanwhile: a second add is EEXIST
-                    continue
-                try:   # netlink in a thread: pyroute2's synchronous calls run an event loop of their own
-                    try:
-                        await self._asked(tun.add_address, addr)
-                    except OSError as err:   # tun.py's: the address, the TUN, the kernel's reason
-                        refused = True
-                        if err.errno in _PASSING:   # this IKE SA's; not held against the address
-                            self._refuse_sa(handle, conn, addr, f"cannot be added: {err.strerror or err}")
-                        else:
-                            self._refuse_all(conn, addr, err.strerror or str(err))
-                        continue
-                    self._applied.add(addr)
-                    for net in (n for n in nets if n.version == addr.version):
-                        await asyncio.to_thread(tun.set_route_source, net, str(addr))
-                except OSError as err:   # tun.py's: what was refused (address, route, TUN), why, what to do
-                    log.error("%s: virtual IP %s: %s", conn, addr, err.strerror or err)
-                except Exception as err:   # a bug: the other addresses are still applied
-                    log.error("%s: cannot add virtual IP %s on TUN %s: %s", conn, addr,
-                              getattr(tun, "name", "?"), internal_error(err, True))
+                if addr not in self._applied:   # else put on for another IKE SA meanwhile: no second add (EEXIST)
+                    refused = not await self._add(handle, conn, tun, addr) or refused
+            await self._set_sources(handle, conn, tun)
         entry = self._vips.get(handle)
         # the count starts again only for an IKE SA none of whose addresses was refused: one refused
         # for another reason (another IKE SA's refusal) would otherwise undo its own refusal's count
-        # (and only once all of them are on the TUN: one another IKE SA's task was to add, or one that
-        # failed otherwise, leaves it up without traffic to match)
+        # (and only once all of them are on the TUN, whichever IKE SA's task added them: one still to
+        # be added by another's task, or one that failed otherwise, leaves it up without traffic to match)
         if (not refused and entry is not None and handle not in self._refused_sas
                 and all(a in self._applied and a not in self._refusals for a in entry[1])):
             self._ok(handle, conn)
+
+    async def _add(self, handle: int, conn: str, tun: Any, addr: IPAddress) -> bool:
+        """addr on the TUN; False if refused (a passing error that persists: this IKE SA only, and the
+        address goes on for another IKE SA that relied on this add; else every IKE SA holding it)."""
+        try:   # netlink in a thread: pyroute2's synchronous calls run an event loop of their own
+            await self._asked(tun.add_address, addr)
+        except OSError as err:   # tun.py's: the address, the TUN, the kernel's reason
+            if err.errno in _PASSING:   # this IKE SA's; not held against the address
+                self._refuse_sa(handle, conn, addr, f"cannot be added: {err.strerror or err}")
+                self._hand_over(handle, [addr])
+            else:
+                self._refuse_all(conn, addr, err.strerror or str(err))
+            return False
+        except Exception as err:   # a bug: the other addresses are still applied
+            log.error("%s: cannot add virtual IP %s on TUN %s: %s", conn, addr,
+                      getattr(tun, "name", "?"), internal_error(err, True))
+            return True   # as before: not a refusal (applied() waits for the address anyway)
+        self._applied.add(addr)
+        return True
+
+    async def _set_sources(self, handle: int, conn: str, tun: Any) -> None:
+        """The IKE SA's addresses that are on the TUN as the source of its connection's routes, unless
+        it is refused or gone (its address would only take routes its siblings' addresses serve)."""
+        entry = self._vips.get(handle)
+        if entry is None or handle in self._refused_sas:
+            return
+        nets = self._nets(conn)
+        for addr in (a for a in entry[1] if a in self._applied):
+            try:
+                for net in (n for n in nets if n.version == addr.version):
+                    await asyncio.to_thread(tun.set_route_source, net, str(addr))
+            except OSError as err:   # tun.py's: what was refused (route, TUN), why, what to do
+                log.error("%s: virtual IP %s: %s", conn, addr, err.strerror or err)
+            except Exception as err:   # a bug: the other addresses' routes are still set
+                log.error("%s: cannot make virtual IP %s the source of its routes on TUN %s: %s", conn, addr,
+                          getattr(tun, "name", "?"), internal_error(err, True))
+
+    def _nets(self, conn: str) -> list[IPNetwork]:
+        """The networks the connection routes through the TUN (its children's remote_ts), as configured now."""
+        c = self._connection(conn)
+        return [n for ch in c.ike.children for t in ch.remote_ts if not t.dynamic for n in ts_networks(t)] if c else []
 
     def _hand_over(self, handle: int, addrs: Sequence[IPAddress]) -> None:
         """The good addresses of an IKE SA refused whole: each goes on the TUN for another IKE SA that
@@ -254,12 +290,39 @@ class VirtualIps:
                     log.error("%s: cannot remove virtual IP %s from TUN %s: %s", conn, addr,
                               getattr(tun, "name", "?"), internal_error(err, True))
 
+    async def _release(self, addrs: Sequence[IPAddress]) -> None:
+        """An IKE SA went whose addresses other IKE SAs still hold: a route with one as its source that
+        no IKE SA of its own connections holds any longer takes the address one of them does hold (its
+        selectors cover that one, not the other connection's); with none it keeps its source (still on
+        the TUN: its traffic goes into the tunnel, never in clear)."""
+        tun = self._tun()
+        if tun is None:
+            return
+        async with self._vip_lock:
+            for net, src in list(tun.routes):
+                addr = next((a for a in addrs if str(a) == src and a in self._applied), None)
+                held = self._owners_addresses(net, addr.version) if addr is not None else []
+                if not held or addr in held:
+                    continue
+                try:
+                    await asyncio.to_thread(tun.set_route_source, net, str(held[0]))
+                except OSError as err:   # the route keeps its source: on the TUN still
+                    log.error("virtual IP %s: %s", held[0], err.strerror or err)
+
+    def _owners_addresses(self, net: IPNetwork, version: int) -> list[IPAddress]:
+        """The addresses on the TUN that IKE SAs (not refused) of the connections routing ``net`` hold,
+        the latest IKE SA's first (the one whose up made it the route's source): whatever another
+        connection's gateway assigned, a route is given only an address its own connection holds."""
+        return [a for h, (name, ours) in reversed(self._vips.items()) if h not in self._refused_sas
+                and net in self._nets(name) for a in ours
+                if a.version == version and a in self._applied and a not in self._refusals]
+
     async def _repoint(self, tun: Any, conn: str, net: IPNetwork, addr: IPAddress) -> None:
-        """``net``'s route off ``addr``: to another virtual IP of the family an IKE SA of ``conn``
-        holds and that is on the TUN, else without a source; if the kernel refuses, net is blocked
-        until a reload adds it."""
-        held = [a for name, ours in self._vips.values() if name == conn for a in ours
-                if a.version == addr.version and a != addr and a in self._applied]
+        """``net``'s route off ``addr`` (``conn``'s IKE SA, its last holder, went): to another virtual IP
+        that an IKE SA of the connection owning the route holds and that is on the TUN (not one of the
+        connection going down: the route may be another's, which held the same address), else without
+        a source; if the kernel refuses, net is blocked until a reload adds it."""
+        held = [a for a in self._owners_addresses(net, addr.version) if a != addr]
         src = str(held[0]) if held else None
         why = f"route {net} kept virtual IP {addr} as its source"
         try:   # the prohibit route takes the TUN route's place (and Tun.routes' entry): a reload adds it again
