@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import warnings
 from collections.abc import Iterator
+from typing import TextIO
 
 from tunsec.loglimit import LogLimiter, suffix
 from tunsec.printable import escaped
@@ -32,10 +34,25 @@ _log_limit = LogLimiter()
 @contextlib.contextmanager
 def peer_input(what: str) -> Iterator[None]:
     """Reading ``what`` (a peer's certificate, ...) without a warning reaching stderr; usable as a
-    decorator too.  Not thread-safe (the warnings module's state is global): the engine reads on
-    the event loop's thread only."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")   # recorded here whatever the filters say (-W error included)
+    decorator too.  Only the warnings of the thread that reads are taken (the engine reads on the
+    event loop's thread): the warnings module's state is the process's, and a warning another thread
+    raises meanwhile (a reload's thread loading the operator's certificates) is shown as warnings
+    are shown there, not logged as the peer's.  (Its filters are "always" meanwhile: another thread's
+    warning is shown, not raised or hidden, for that moment.)"""
+    caught: list[warnings.WarningMessage] = []
+    reader = threading.get_ident()
+    with warnings.catch_warnings():
+        shown = warnings.showwarning   # restored by catch_warnings
+
+        def take(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                 file: TextIO | None = None, line: str | None = None) -> None:
+            if threading.get_ident() == reader:
+                caught.append(warnings.WarningMessage(message, category, filename, lineno, file, line))
+            else:
+                shown(message, category, filename, lineno, file, line)
+
+        warnings.simplefilter("always")   # taken here whatever the filters say (-W error included)
+        warnings.showwarning = take
         yield
     if caught and (held := _log_limit.admit()) is not None:
         first = caught[0]
