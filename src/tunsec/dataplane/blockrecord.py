@@ -70,11 +70,9 @@ def this_netns() -> Netns:
         mine = os.stat("/proc/thread-self/ns/net")
     except OSError:   # no /proc: nothing tells namespaces apart, as before records were named by them
         return Netns("", "")
-    try:
-        init = os.stat("/proc/1/ns/net")   # a PID namespace's init: a container's own namespace is its initial
-        initial = (init.st_ino, init.st_dev) == (mine.st_ino, mine.st_dev)
-    except OSError:   # not ours to read (not root, no CAP_SYS_PTRACE): the fixed inode, if the kernel has it
-        initial = mine.st_ino == INIT_NET_INO
+    # only the kernel's fixed inode: PID 1 names a container's (or any PID namespace's) own namespace, which
+    # instances in other namespaces would take for theirs too
+    initial = mine.st_ino == INIT_NET_INO
     return Netns("" if initial else f".ns{mine.st_ino}", _ident())
 
 
@@ -197,7 +195,8 @@ class BlockRecord:
             if want:
                 nets = [str(n) for n in sorted(want, key=_order)]
                 body = {"tun": self.tun, "netns": self.netns.ident, "networks": nets}
-                write_atomic_at(self.fd, self.file, (json.dumps(body) + "\n").encode(), self.owner)
+                write_atomic_at(self.fd, self.file, (json.dumps(body) + "\n").encode(),
+                                self.owner if os.geteuid() == 0 else None)
             else:
                 _unlink(self.fd, self.file)
         except OSError as err:
