@@ -131,6 +131,23 @@ def test_a_directory_tunsec_makes_is_roots_and_the_users_group(base: Path) -> No
     assert os.lstat(sock).st_uid == pwd.getpwnam(USER).pw_uid
 
 
+def test_every_directory_level_tunsec_makes_is_roots_and_the_users_group(base: Path) -> None:
+    """A control socket two levels below an existing directory: each level made is 0750 with the
+    user's group (review AC F3: os.makedirs made the parents 0700 root:root under UMask=0077, so the
+    user's processes could not reach the socket)."""
+    sock = base / "one" / "two" / "tunsec.sock"
+    d = daemon_for(sock, base)
+    old = os.umask(0o077)
+    try:
+        d._claim_control_socket()
+    finally:
+        os.umask(old)
+    open_and_close(d)
+    for level in (base / "one", base / "one" / "two"):
+        st = os.stat(level)
+        assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o750, 0, pwd.getpwnam(USER).pw_gid), level
+
+
 def test_a_directory_the_user_may_not_write_is_a_startup_error(base: Path) -> None:
     """root's, but writable by others (so root may not bind there itself): the bind runs as the user."""
     other = base / "other"

@@ -98,8 +98,24 @@ def who_binds(path: str, t: privilege.Target | None) -> privilege.Target | None:
 
 def make_dir(directory: str, t: privilege.Target | None) -> None:
     """The socket's directory when it does not exist: root's and t's group's (0750) when tunsec becomes
-    t, so that t's processes (the worker, updown scripts) can reach the socket but not replace it."""
-    os.makedirs(directory, mode=0o750)
+    t, so that t's processes (the worker, updown scripts) can reach the socket but not replace it; so
+    is each missing level above it (made root-only by the umask, they kept the group out)."""
+    missing = []
+    level = os.path.abspath(directory)
+    while not os.path.lexists(level):
+        missing.append(level)
+        level = os.path.dirname(level)
+    for level in reversed(missing):
+        try:
+            os.mkdir(level, mode=0o750)
+        except FileExistsError:
+            if level == missing[0]:
+                raise   # the socket's own directory: made by someone else meanwhile, as makedirs says
+            continue    # a level above it someone else made meanwhile: theirs, left as it is
+        _share(level, t)
+
+
+def _share(directory: str, t: privilege.Target | None) -> None:
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     try:
         os.fchmod(fd, 0o750)   # mkdir's mode passes the umask (UMask=0077 in the unit took the group's access)
