@@ -36,15 +36,19 @@ def station(handle: int) -> Station:
                    0xC0000000 + handle, "rw")
 
 
+STARTED_AGO = 3600.0
+
+
 class Gateway:
     def __init__(self) -> None:
         self.closed: list[Hashable] = []
-        self.clock = NOW
+        self.clock = NOW - STARTED_AGO   # the listener started an hour before the tests' requests
         self.mono = 100.0
         settings = DaeSettings(ipaddress.ip_address("192.0.2.1"), Secret(SECRET),
                                clients=(ipaddress.ip_network("192.0.2.0/28"),))
         self.server = DaeServer(settings, "gw-1", self.find, self.disconnect, self.ours,
                                 clock=lambda: self.clock, monotonic=lambda: self.mono)
+        self.clock = NOW
 
     @staticmethod
     def ours(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
@@ -289,6 +293,36 @@ def test_an_answer_is_kept_as_long_as_its_event_timestamp_passes(gw: Gateway) ->
     gw.mono += 2
     assert gw.server.receive(raw, EAVESDROPPER) is None
     assert gw.closed == [] and gw.server.stats.replayed == 2
+
+
+def test_a_request_stamped_before_the_listener_started_is_dropped_as_a_replay() -> None:
+    """A restart starts with an empty answer cache: a request captured in the window before it, replayed
+    after it, still has a timestamp the window admits (it named a session of before the restart, and by
+    User-Name may close the user's new one). Stamped before the listener started, it is refused; one
+    stamped in the second it started (Event-Timestamp has whole seconds) is taken."""
+    gw = Gateway()
+    gw.clock = NOW + 0.5
+    gw.server = DaeServer(gw.server.settings, "gw-1", gw.find, gw.disconnect, gw.ours,
+                          clock=lambda: gw.clock, monotonic=lambda: gw.mono)   # restarted at NOW + 0.5
+    gw.clock = NOW + 30
+    _, raw = request(User_Name="alice", Event_Timestamp=int(NOW) - 20)   # captured before the restart
+    assert gw.server.receive(raw, EAVESDROPPER) is None
+    assert gw.closed == [] and gw.server.stats.replayed == 1
+    req, raw = request(User_Name="bob", ident=10, Event_Timestamp=int(NOW))
+    assert check(req, gw.server.receive(raw, CLIENT)) == (rp.DisconnectACK, None)
+    assert gw.closed == [2]
+
+
+def test_a_reload_keeps_when_the_first_listener_started() -> None:
+    """A listener a reload re-creates with the same secret (and so the answers) keeps the first one's start."""
+    old = Gateway()
+    new = Gateway()
+    new.clock += 60
+    new.server = DaeServer(new.server.settings, "gw-1", new.find, new.disconnect, new.ours,
+                           clock=lambda: new.clock, monotonic=lambda: new.mono)   # made by a reload, a minute on
+    new.server.adopt(old.server)
+    req, raw = request(User_Name="bob", Event_Timestamp=int(NOW) - 20)   # after the first start, before the reload
+    assert check(req, new.server.receive(raw, CLIENT)) == (rp.DisconnectACK, None)
 
 
 def test_a_listener_a_reload_recreates_with_the_same_secret_knows_what_the_old_one_answered() -> None:

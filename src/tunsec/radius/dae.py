@@ -22,7 +22,9 @@ privilege; :class:`DaeServer` only reads it). A datagram is acted on only when
    timestamp may not be far ahead: one 240 s ahead would pass for 540 s (hostapd's DAS takes
    its window either side, and keeps no cache at all). A reload that re-creates the listener with
    the same secret hands it the cache (:meth:`DaeServer.adopt`); a restart starts with an empty
-   one: a request captured in the REPLAY_WINDOW seconds before it passes once more. A request
+   one, and refuses an Event-Timestamp from before it started (a request captured in the REPLAY_WINDOW
+   seconds before the restart would pass once more; Event-Timestamp has whole seconds, so one captured
+   in the very second of the start still does). A request
    without Event-Timestamp replayed after the cache forgot it is taken again (strongSwan does the
    same, and keeps only the last answer per client).
 
@@ -268,6 +270,9 @@ class DaeServer(asyncio.DatagramProtocol):
         self._clock = clock
         self._monotonic = monotonic
         self._answered: collections.OrderedDict[bytes, _Answered] = collections.OrderedDict()
+        # a restart forgets the answers: an Event-Timestamp from before this listener (or the first one
+        # a reload handed its answers down from) started is a request captured before, replayed
+        self._since = clock()
         self.transport: asyncio.DatagramTransport | None = None
         self._drop_log = LogLimiter()
 
@@ -292,6 +297,7 @@ class DaeServer(asyncio.DatagramProtocol):
         listener, a retransmission answered again)."""
         if old.settings.secret == self.settings.secret:
             self._answered = collections.OrderedDict([*old._answered.items(), *self._answered.items()])
+            self._since = min(self._since, old._since)
 
     def close(self) -> None:
         if self._sock is not None:   # closed before it was served (startup failed)
@@ -344,6 +350,11 @@ class DaeServer(asyncio.DatagramProtocol):
             self._drop(source, f"{what} replayed (answered to {_at(seen.source)} already)")
             return None
         stamp = _event_timestamp(pkt)
+        if stamp is not None and stamp < int(self._since):   # whole seconds: the second it started passes
+            self.stats.replayed += 1
+            self._drop(source, f"{what} with an Event-Timestamp from before this gateway's DAE listener started "
+                               "(its answers are not kept across a restart): stale or replayed")
+            return None
         if stamp is not None and (why := _stale(stamp - self._clock(), self.settings.window)) is not None:
             self.stats.replayed += 1
             self._drop(source, f"{what} with an Event-Timestamp {why}")
