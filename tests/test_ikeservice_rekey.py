@@ -433,7 +433,7 @@ def test_the_delete_of_a_rekeyed_child_is_no_reason_for_close_action() -> None:
             await pair.settle()
         finally:
             loop.call_later = real  # type: ignore[method-assign]
-        restarts = [args for cb, args in later if getattr(cb, "__name__", "") == "_initiate_quietly"]
+        restarts = [(t.conn, t.child) for cb, args in later if getattr(cb, "__name__", "") == "_due" for t in args[1:]]
         assert restarts == []
         assert len(pair.svc["b"].children) == 1 and pair.failures == []
         # and a child the peer really deletes is re-created
@@ -446,7 +446,8 @@ def test_the_delete_of_a_rekeyed_child_is_no_reason_for_close_action() -> None:
             await pair.settle()
         finally:
             loop.call_later = real  # type: ignore[method-assign]
-        assert [args for cb, args in later if getattr(cb, "__name__", "") == "_initiate_quietly"] == [("tun", "net")]
+        assert [(t.conn, t.child) for cb, args in later if getattr(cb, "__name__", "") == "_due"
+                for t in args[1:]] == [("tun", "net")]
 
     asyncio.run(body())
 

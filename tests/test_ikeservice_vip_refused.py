@@ -39,7 +39,7 @@ from tunsec.ike.message import decode_header
 from tunsec.ike.sa import State
 from tunsec.policy.ids import IdSpace
 from tunsec.policy.pools import PoolConfig
-from tunsec.services.ike import IkeService, traps, vip_refused
+from tunsec.services.ike import IkeService, traps, tries, vip_refused
 from tunsec.services.ike.vips import VirtualIps
 
 LEASE = "10.3.0.1"
@@ -197,7 +197,7 @@ def test_a_fresh_address_of_the_other_family_does_not_reset_the_count() -> None:
     sas: dict[int, _GoneQuiet] = {}
     svc = types.SimpleNamespace(closing=False, vip_refusals=vip_refused.Refusals(), connections={"vpn": conn},
                                 events=EventCounts(),
-                                _pump=lambda: None, _ike_sa=sas.get, _initiate_quietly=lambda c, ch: None)
+                                _pump=lambda: None, _ike_sa=sas.get, tries=tries.Tries())
 
     async def main() -> tuple[list[tuple[int | None, bool]], int]:
         tasks: list[asyncio.Future[None]] = []

@@ -379,10 +379,10 @@ class Daemon:
                 if not n:
                     return {"ok": False, "error": f"no CHILD_SA {child!r} of connection {conn!r} is up"}
                 return {"ok": True, "message": f"deleting {n} CHILD_SA(s) {child} of {conn}"}
-            n = self.ike.terminate(str(req.get("ike", "")))
-            if not n:
+            done = self.ike.terminate(str(req.get("ike", "")))
+            if not done:   # neither an IKE SA nor a try of it not sent yet (services/ike/tries.py)
                 return {"ok": False, "error": f"no IKE SA of connection {req.get('ike')!r}"}
-            return {"ok": True, "message": f"deleting {n} IKE SA(s)"}
+            return {"ok": True, "message": done.message()}
         except KeyError as err:
             return {"ok": False, "error": f"unknown connection {err}"}
 

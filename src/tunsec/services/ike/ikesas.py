@@ -3,7 +3,6 @@ close_action/dpd_action, keying tries."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -11,7 +10,7 @@ from typing import TYPE_CHECKING
 from tunsec.ike.events import DownReason, IkeSaRekeyed, IkeSaUp
 from tunsec.ike.sa import IkeSa, State
 from tunsec.policy.pad import is_duplicate
-from tunsec.services.ike import recreate, restart
+from tunsec.services.ike import recreate, restart, tries
 from tunsec.services.ike.trusted import peer_of
 
 if TYPE_CHECKING:
@@ -114,7 +113,7 @@ def _after_loss(self: IkeService, conn_name: str, which: str) -> None:
         action = getattr(plan, which)
         if action == "start":
             log.info("%s: %s = start: re-initiating child %s", conn_name, which, plan.name)
-            asyncio.get_event_loop().call_later(RETRY_DELAY, self._initiate_quietly, conn_name, plan.name)
+            tries.later(self, RETRY_DELAY, conn_name, plan.name, f"{which} = start")
         elif action == "trap" and plan.start_action != "trap":
             log.info("%s: %s = trap: child %s waits for traffic", conn_name, which, plan.name)
             self._spawn(self.install_traps(only=(conn_name, plan.name)))
@@ -143,7 +142,7 @@ def _after_expiry(self: IkeService, up: IkeSaUp) -> None:
             self._spawn(self.install_traps(only=(up.name, plan.name)))
     for child in restart:
         log.info("%s: IKE SA expired before its rekey completed: re-initiating child %s", up.name, child)
-        asyncio.get_event_loop().call_later(RETRY_DELAY, self._initiate_quietly, up.name, child)
+        tries.later(self, RETRY_DELAY, up.name, child, "re-initiation after the IKE SA expired")
 
 
 def _retry(self: IkeService, conn_name: str, creating: tuple[str, ...] = ()) -> None:
@@ -153,23 +152,15 @@ def _retry(self: IkeService, conn_name: str, creating: tuple[str, ...] = ()) -> 
     conn = self.connections.get(conn_name)
     if conn is None or self.closing:
         return
-    tries = self.attempts[conn_name] = self.attempts.get(conn_name, 0) + 1
-    if conn.keyingtries and tries >= conn.keyingtries:
+    failed = self.attempts[conn_name] = self.attempts.get(conn_name, 0) + 1
+    if conn.keyingtries and failed >= conn.keyingtries:
         if conn.keyingtries > 1:
-            log.error("%s: giving up after %d keying tries", conn_name, tries)
+            log.error("%s: giving up after %d keying tries", conn_name, failed)
         self.attempts.pop(conn_name, None)
         return
-    log.info("%s: keying try %d%s failed; trying again", conn_name, tries,
+    log.info("%s: keying try %d%s failed; trying again", conn_name, failed,
              f" of {conn.keyingtries}" if conn.keyingtries else "")
     children: list[str | None] = [*creating] or [p.name for p in conn.children if p.start_action == "start"] or [None]
     for child in children:
-        asyncio.get_event_loop().call_later(RETRY_DELAY, self._initiate_quietly, conn_name, child)
+        tries.later(self, RETRY_DELAY, conn_name, child, "keyingtries")
 
-
-def _initiate_quietly(self: IkeService, conn_name: str, child: str | None) -> None:
-    if self.closing:
-        return
-    try:
-        self.initiate(conn_name, child)
-    except (KeyError, ValueError) as err:
-        log.error("%s: cannot initiate: %s", conn_name, err)

@@ -24,7 +24,7 @@ from tunsec.loglimit import suffix
 from tunsec.policy.claims import describe
 from tunsec.policy.ids import Band, priority
 from tunsec.policy.selector import addr_text
-from tunsec.services.ike import install_failed, install_requests, recreate, restart
+from tunsec.services.ike import install_failed, install_requests, recreate, restart, tries
 from tunsec.services.ike.giveup import Turn
 from tunsec.services.ike.install_requests import ALGS
 from tunsec.services.ike.sockets import parse_ip
@@ -764,7 +764,7 @@ async def _child_down(self: IkeService, state: ChildState, lineage_ended: bool, 
     if plan is not None and plan.close_action == "start" and ike is not None and ike.state is State.ESTABLISHED \
             and ev.reason is DownReason.DELETED_BY_PEER and lineage_ended and not self.closing:
         log.info("%s: close_action = start: re-creating child %s", conn_name, plan.name)
-        asyncio.get_event_loop().call_later(1.0, self._initiate_quietly, conn_name, plan.name)
+        tries.later(self, 1.0, conn_name, plan.name, "close_action = start")
 
 
 def _updown_event(self: IkeService, state: ChildState, plan: Child, me: IPAddress) -> updown.ChildEvent:

@@ -153,6 +153,30 @@ def _initiate(self: IkeService, pending: Pending) -> None:
         sa.initiate(pending.child)
 
 
+def under_way(self: IkeService, conn: str, child: str) -> bool:
+    """An operator's initiate of ``child``: a re-creation of it with a try's request in the engine, or
+    its Child SA up and installing, takes it as its own (logged); a second request beside it would
+    bring up two Child SAs of the child.  One waiting for its try's delay lets it go: its try, when
+    due, finds it in the engine (_initiate), and its Child SA joins as the try's would."""
+    for pending in self._recreating.values():
+        sa = self._ike_sa(pending.ike)
+        if pending.conn == conn and pending.child == child and sa is not None and \
+                (pending.joined is not None or sa.creating(child)):
+            log.info("%s: CHILD_SA %s is being created again: the initiate joins that try", conn, child)
+            return True
+    return False
+
+
+def stop(self: IkeService, conn: str) -> list[str]:
+    """``tunsec terminate``: the connection's re-creations end now (as its IKE SAs going would end
+    them), described for its answer."""
+    out = []
+    for pending in [p for p in self._recreating.values() if p.conn == conn]:
+        out.append(f"re-creation of CHILD_SA {pending.child} (after {pending.tries} of {TRIES} tries)")
+        _end(self, pending)
+    return out
+
+
 def _deadline(sa: IkeSa) -> float:
     """Longer than the IKE SA's retransmissions of the try's request: it is deleted after them."""
     retransmit = sa.config.retransmit

@@ -81,7 +81,7 @@ from tunsec.radius.relay import Accepted, RadiusRelay
 from tunsec.radius.settings import RadiusSettings
 from tunsec.services.addrwatch import AddressWatch
 from tunsec.services.base import EspEndpoint, Service
-from tunsec.services.ike import ikesas, installs, mobility, radius_edge, recreate, restart, traps, vip_refused
+from tunsec.services.ike import ikesas, installs, mobility, radius_edge, recreate, restart, traps, tries, vip_refused
 from tunsec.services.ike import invalid_spi as _invalid_spi
 from tunsec.services.ike import reload as _reload
 from tunsec.services.ike import status as _status
@@ -135,6 +135,7 @@ class IkeService(Service):
                                functools.partial(vip_refused.refused, self),
                                functools.partial(vip_refused.applied, self))
         self.vip_refusals = vip_refused.Refusals()   # a client's IKE SAs ended for their virtual IP
+        self.tries = tries.Tries()   # initiations not in the engine yet (tries.py): terminate stops them
         self.scripts = updown.Scripts(self._spawn)   # updown: each IKE SA's in order, IKE SAs side by side
         self.worker = worker
         self.local_addrs = local_addrs     # family -> our outer address for ESP SAs
@@ -351,10 +352,11 @@ class IkeService(Service):
         lineage.policy_ids = []
 
     # --- API ---------------------------------------------------------------------
-    def initiate(self, conn: str, child: str | None) -> None:
+    def initiate(self, conn: str, child: str | None, attempt: tries.Try | None = None) -> None:
+        """The operator's (``attempt`` None), or a scheduled try's (tries.later)."""
         if conn not in self.connections:
             raise KeyError(conn)
-        self.spi_pool.with_spi(functools.partial(self._initiate, conn, child))
+        tries.with_spi(self, attempt or tries.Try(conn, child, "initiate"), self._initiate)
         self._pump()
 
     def _initiate(self, conn: str, child: str | None) -> None:
@@ -368,7 +370,8 @@ class IkeService(Service):
         # like strongSwan: a child of a connection whose IKE SA is up is added to it (CREATE_CHILD_SA)
         up = next((sa for sa in self.endpoint.sas if sa.name == conn and sa.state is State.ESTABLISHED), None)
         if up is not None and child is not None:
-            up.initiate(child)
+            if not recreate.under_way(self, conn, child):   # else it joins that re-creation: never two
+                up.initiate(child)
             return
         if up is None:
             # or, as strongSwan's checkout_by_config, one of ours being set up: the child is asked for
@@ -391,15 +394,23 @@ class IkeService(Service):
         if sa.state is State.ESTABLISHED and any(c.unique_id == unique_id for c in sa.children):
             sa.rekey_child(unique_id)
 
-    def terminate(self, conn: str) -> int:
-        vip_refused.cancel(self, conn)   # a refused virtual IP's next try: terminated too
+    def terminate(self, conn: str) -> tries.Terminated:
+        """Delete the connection's IKE SAs, and stop its tries not sent yet (tries.py): scheduled or
+        waiting for an SPI (the acquires among them no longer hold its traps back), re-creations."""
+        vip_refused.cancel(self, conn)   # a refused virtual IP's count and hold start again
+        self.attempts.pop(conn, None)    # and keyingtries': the next initiate has them all
+        stopped = self.tries.stop(conn)
+        self.acquiring -= {(t.conn, t.child) for t in stopped if t.child is not None}
+        said = [t.describe() for t in stopped] + recreate.stop(self, conn)
+        if said:
+            log.info("%s: terminate %s", conn, tries.stopped_line(said))
         n = 0
         for sa in self.endpoint.sas:
             if sa.name == conn and not sa.is_closed:
                 sa.delete(time.monotonic())
                 n += 1
         self._pump()
-        return n
+        return tries.Terminated(n, said)
 
     def terminate_child(self, conn: str, child: str) -> int:
         """Delete the Child SAs named ``child`` of the connection's IKE SAs (INFORMATIONAL DELETE,
@@ -777,7 +788,6 @@ class IkeService(Service):
     _after_loss = ikesas._after_loss
     _after_expiry = ikesas._after_expiry
     _retry = ikesas._retry
-    _initiate_quietly = ikesas._initiate_quietly
     # reload.py
     check_reload = _reload.check_reload
     reload = _reload.reload

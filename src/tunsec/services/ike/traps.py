@@ -12,7 +12,7 @@ from tunsec.dataplane.client import WorkerError
 from tunsec.dataplane.pipe import Action, Policy
 from tunsec.policy.ids import Band, priority
 from tunsec.policy.selector import SelectorError, fast_selectors
-from tunsec.services.ike import vip_refused
+from tunsec.services.ike import tries, vip_refused
 
 if TYPE_CHECKING:
     from tunsec.services.ike.service import IkeService
@@ -105,7 +105,7 @@ def acquire(self: IkeService, policy_id: int) -> None:
     conn, child = target
     log.info("%s: traffic for child %s: initiating (start_action = trap)", conn, child)
     self.acquiring.add(target)
-    self.spi_pool.with_spi(functools.partial(_acquired, self, conn, child))
+    tries.with_spi(self, tries.Try(conn, child, "an ACQUIRE"), functools.partial(_acquired, self))
     self._pump()
 
 
@@ -147,7 +147,9 @@ def _under_way(self: IkeService, conn: str, child: str) -> bool:
     return any(sa.name == conn and sa.creating(child) for sa in self.endpoint.sas)
 
 
-def _acquired(self: IkeService, conn: str, child: str) -> None:
-    """The initiation of an ACQUIRE, once an inbound SPI is at hand (the engine has it from now on)."""
-    self.acquiring.discard((conn, child))
+def _acquired(self: IkeService, conn: str, child: str | None) -> None:
+    """The initiation of an ACQUIRE, once an inbound SPI is at hand (the engine has it from now on;
+    one a terminate stopped comes not here, and terminate took it off ``acquiring``)."""
+    if child is not None:   # (always: an ACQUIRE names its child)
+        self.acquiring.discard((conn, child))
     self._initiate(conn, child)

@@ -19,7 +19,6 @@ TUN ends the count.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from tunsec.ike.events import DownReason
 from tunsec.ike.sa import State
+from tunsec.services.ike import tries
 from tunsec.services.ike.state import IPAddress
 
 if TYPE_CHECKING:
@@ -45,8 +45,6 @@ class Refusals:
 
     failed: dict[str, int] = field(default_factory=dict)
     held: dict[str, float] = field(default_factory=dict)
-    # the scheduled tries, for ``tunsec terminate`` to cancel (with keyingtries = 0 they came back for ever)
-    tries: dict[str, list[asyncio.TimerHandle]] = field(default_factory=dict)
 
 
 def delay(failed: int) -> float:
@@ -80,10 +78,8 @@ def refused(self: IkeService, handle: int, conn: str, addr: IPAddress | None, wh
         return
     names: list[str | None] = [*dict.fromkeys(children)] or \
         [p.name for p in c.children if p.start_action == "start"] or [None]
-    timers = self.vip_refusals.tries.setdefault(conn, [])
-    timers[:] = [t for t in timers if not t.cancelled() and t.when() > asyncio.get_event_loop().time()]
-    for child in names:
-        timers.append(asyncio.get_event_loop().call_later(wait, self._initiate_quietly, conn, child))
+    for child in names:   # tries.py: ``tunsec terminate`` stops them (keyingtries = 0: they came back for ever)
+        tries.later(self, wait, conn, child, "a refused virtual IP's retry")
 
 
 def applied(self: IkeService, handle: int, conn: str) -> None:
@@ -97,9 +93,8 @@ def applied(self: IkeService, handle: int, conn: str) -> None:
 
 
 def cancel(self: IkeService, conn: str) -> None:
-    """``tunsec terminate``: the connection's scheduled tries and hold go, its count starts again."""
-    for timer in self.vip_refusals.tries.pop(conn, []):
-        timer.cancel()
+    """``tunsec terminate``: the connection's hold goes, its count starts again (its scheduled tries
+    are stopped with the others, tries.py)."""
     self.vip_refusals.failed.pop(conn, None)
     self.vip_refusals.held.pop(conn, None)
 
