@@ -299,11 +299,13 @@ def test_a_reload_removing_or_changing_the_connection_drops_its_refusals(change:
                 await asyncio.sleep(0.01)
         finally:
             vip_refused.delay = old   # type: ignore[assignment]
-        timers = list(a.vip_refusals.tries.get("tun", []))
+        scheduled = list(a.tries._of.get("tun", {}))   # the refusal's next try (tries.py)
+        timers = [t.timer for t in scheduled if t.timer is not None]
         before = vip_refused.holding(a, "tun") and bool(timers) and a.vip_refusals.failed == {"tun": 1}
         kept = [] if change == "removed" else [dataclasses.replace(pair.connection("a", "none"), keyingtries=5)]
         await a.reload(types.SimpleNamespace(connections=kept, radius=None))  # type: ignore[arg-type]
-        return before, a.vip_refusals.failed, vip_refused.holding(a, "tun"), all(t.cancelled() for t in timers)
+        return (before, a.vip_refusals.failed, vip_refused.holding(a, "tun"),
+                all(t.cancelled() for t in timers) and all(t.stopped for t in scheduled) and not a.tries)
 
     before, failed, holding, cancelled = asyncio.run(main())
     assert before

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from tunsec.conf.connections import ike_endpoints
 from tunsec.conf.diff import credentials_only, diff_by_name
 from tunsec.ike.sa import State
-from tunsec.services.ike import vip_refused
+from tunsec.services.ike import recreate, vip_refused
 
 if TYPE_CHECKING:
     from tunsec.conf.config import Config
@@ -73,6 +73,9 @@ async def reload(self: IkeService, cfg: Config) -> list[str]:
         # a refused virtual IP's count, hold and scheduled try were the old connection's: the new one
         # starts as configured (the try added a Child SA beside it, the hold kept its traps quiet)
         vip_refused.cancel(self, name)
+        stopped = self.tries.stop(name)   # its tries not sent yet: scheduled or waiting for an SPI (tries.py)
+        self.acquiring -= {(t.conn, t.child) for t in stopped if t.child is not None}
+        recreate.stop(self, name)
     self.ke_refill.reconfigure(c.ike for c in connections)   # pooled groups follow the proposals
     self._reload_radius(cfg.radius)
     if self._addr_watch is None:
