@@ -542,16 +542,11 @@ class Daemon:
 
     async def _release_net_admin(self) -> None:
         """CAP_NET_ADMIN given up if it was kept for blocks alone and none is left (netadmin.py).  The
-        caller holds _reloading: a reload meanwhile could block a network with the capability given up."""
+        caller holds _reloading: a reload meanwhile could block a network with the capability given up.
+        Only a reload lifts a block or makes a lost one moot (vips rule the drop out), so its end is
+        the one place to look."""
         if self._blocks_hold is not None and await self._blocks_hold.release_if_unneeded():
             self._blocks_hold = None
-
-    async def _release_net_admin_idle(self) -> None:
-        """blockwatch's round: the same, unless a reload runs (it tries at its end)."""
-        if self._blocks_hold is None or self._reloading.locked():
-            return
-        async with self._reloading:
-            await self._release_net_admin()
 
     # --- lifecycle -----------------------------------------------------------------
     # Netlink work (pyroute2's synchronous API runs an event loop of its own)
@@ -620,10 +615,9 @@ class Daemon:
             async with self._reloading:   # a SIGHUP or `tunsec reload` meanwhile waits for the first install
                 await self._start_worker()
             assert self.tun is not None
+            keeper = self._blocks_hold.keeper if self._blocks_hold else None   # the one netadmin asks
             self._tasks = [asyncio.create_task(self._watch_worker()),
-                           asyncio.create_task(blockwatch.watch(
-                               self.tun, self.stopping, keeper=self._blocks_hold.keeper if self._blocks_hold else None,
-                               after=self._release_net_admin_idle))]
+                           asyncio.create_task(blockwatch.watch(self.tun, self.stopping, keeper=keeper))]
             gctune.settle()   # start-up is done: what exists now lives as long as we do
             log.info("tunsec up: %d manual tunnel(s), %d IKE connection(s) on %s (MTU %d), control socket %s",
                      len(self.manual.plans), len(self.ike.connections) if self.ike else 0, self.cfg.tunsec.tun,

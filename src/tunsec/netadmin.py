@@ -61,8 +61,8 @@ class BlocksHold:
             return not (self.keeper.holding() or (tun.routes and not tun.created))
 
     async def release_if_unneeded(self) -> bool:
-        """Give CAP_NET_ADMIN up if it is held for blocks and none is left; True if it went now.  The caller
-        keeps reloads out meanwhile (they alone add blocks once the virtual IPs are ruled out)."""
+        """Give CAP_NET_ADMIN up if it is held for blocks and none is left; True if it went now.  Called at
+        the end of each reload, which alone lifts blocks (virtual IPs rule the drop out), reloads kept out."""
         if not self.held or not self.unneeded():
             return False
         self.held = False

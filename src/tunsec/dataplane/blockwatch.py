@@ -21,7 +21,6 @@ import logging
 import os
 import socket
 import struct
-from collections.abc import Awaitable, Callable
 from ipaddress import ip_address, ip_network
 
 from tunsec.dataplane.tun import (
@@ -51,10 +50,9 @@ _RTMSG = struct.Struct("=BBBBBBBBI")
 _RTA = struct.Struct("=HH")
 
 
-async def watch(tun: Tun, stopping: asyncio.Event, interval: float = INTERVAL, keeper: Keeper | None = None,
-                after: Callable[[], Awaitable[object]] | None = None) -> None:
-    """Until stopping: tun's blocks put back when someone else removed them (netlink in a thread); after()
-    once each round (the control process gives up CAP_NET_ADMIN when no block is left: netadmin.py)."""
+async def watch(tun: Tun, stopping: asyncio.Event, interval: float = INTERVAL, keeper: Keeper | None = None) -> None:
+    """Until stopping: tun's blocks put back when someone else removed them (netlink in a thread); keeper:
+    the one netadmin.py asks whether a lost block waits to be put back."""
     keeper = keeper or Keeper(tun)
     while not stopping.is_set():
         with contextlib.suppress(TimeoutError):
@@ -66,8 +64,6 @@ async def watch(tun: Tun, stopping: asyncio.Event, interval: float = INTERVAL, k
         except Exception as err:   # a bug: said, and the next round still runs
             keeper._say(logging.ERROR, "checking this instance's prohibit routes failed: %s: %s",
                         type(err).__name__, err)
-        if after is not None:
-            await after()
 
 
 class Keeper:
