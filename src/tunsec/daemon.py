@@ -26,7 +26,7 @@ from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tunsec import ctlsocket, gctune, memtrim, privilege, reroute, sdnotify, selftest
+from tunsec import ctlsocket, gctune, memtrim, netadmin, privilege, reroute, sdnotify, selftest
 from tunsec.conf.config import Config, load_config
 from tunsec.conf.connections import find_child, ike_endpoints
 from tunsec.conf.diff import comparable, restart_keys
@@ -91,6 +91,7 @@ class Daemon:
         self.privilege = privilege.Plan(False, None)   # privilege: set by prepare()
         self.spawner: spawner.Spawner | None = None     # starts workers as their own user (spawner.py)
         self._privilege_given_up = False
+        self._blocks_hold: netadmin.BlocksHold | None = None   # CAP_NET_ADMIN kept for the blocks alone
         self._reloading = asyncio.Lock()   # one reload at a time (SIGHUP and `tunsec reload` may meet)
         self._reloads: set[asyncio.Task[None]] = set()   # SIGHUP's
         self.calm: memtrim.CalmTrim | None = None   # gives the heap back after a burst of IKE (run())
@@ -418,6 +419,7 @@ class Daemon:
             self.cfg = cfg
             lines += await self._reload_routes()
             lines += await self._reload_mtu()
+            await self._release_net_admin()   # the last block lifted: as a start without blocks from now on
             for line in lines:
                 if not isinstance(line, Failed):   # the service said it, as an error
                     log.info("reload: %s", line)
@@ -516,19 +518,35 @@ class Daemon:
             return
         self._privilege_given_up = True
         record = self.tun.record if self.tun is not None else None
+        own = bool(self.tun and self.tun.routes and not self.tun.created)
+        blocked = bool(self.tun and any(u.blocked for u in self.tun.unrouted.values()))
+        vips = self._virtual_ips()
         try:   # blocks held at start need CAP_NET_ADMIN to be put back (blockwatch) and removed at exit
-            privilege.give_up_control(self.privilege, self.cfg.tunsec, bool(self.manual.plans),
-                                      bool(self.tun and ((self.tun.routes and not self.tun.created)
-                                                         or any(u.blocked for u in self.tun.unrouted.values()))),
-                                      virtual_ips=any(c.ike.vips for c in self.cfg.connections),
-                                      block_record=record is not None and record.fd >= 0)
+            privilege.give_up_control(self.privilege, self.cfg.tunsec, bool(self.manual.plans), own or blocked,
+                                      virtual_ips=vips, block_record=record is not None and record.fd >= 0)
         except (privilege.PrivilegeError, OSError) as err:
             raise StartupError(f"dropping privileges: {err}") from err
+        if (self.tun is not None and self.privilege.drop and blocked and not (own or vips)
+                and privilege.has_cap(privilege.CAP_NET_ADMIN)):   # until the last block goes (netadmin.py)
+            self._blocks_hold = netadmin.BlocksHold.start(blockwatch.Keeper(self.tun), self._virtual_ips,
+                                                          [self.ike.resolver.renew] if self.ike is not None else [])
         if record is not None and self.privilege.drop:
             record.usable_after_drop(privilege._me())
         if not os.access(self.cfg.path, os.R_OK):   # said now, not at the first reload
             log.warning("%s is not readable by %s: `tunsec reload` and SIGHUP will fail; as root: %s", self.cfg.path,
                         privilege._me(), _read_grant(self.cfg.path))
+
+    def _virtual_ips(self) -> bool:
+        """A connection of the configuration now has virtual IPs (CAP_NET_ADMIN to put them on the TUN)."""
+        return any(c.ike.vips for c in self.cfg.connections)
+
+    async def _release_net_admin(self) -> None:
+        """CAP_NET_ADMIN given up if it was kept for blocks alone and none is left (netadmin.py).  The
+        caller holds _reloading: a reload meanwhile could block a network with the capability given up.
+        Only a reload lifts a block or makes a lost one moot (vips rule the drop out), so its end is
+        the one place to look."""
+        if self._blocks_hold is not None and await self._blocks_hold.release_if_unneeded():
+            self._blocks_hold = None
 
     # --- lifecycle -----------------------------------------------------------------
     # Netlink work (pyroute2's synchronous API runs an event loop of its own)
@@ -597,8 +615,9 @@ class Daemon:
             async with self._reloading:   # a SIGHUP or `tunsec reload` meanwhile waits for the first install
                 await self._start_worker()
             assert self.tun is not None
+            keeper = self._blocks_hold.keeper if self._blocks_hold else None   # the one netadmin asks
             self._tasks = [asyncio.create_task(self._watch_worker()),
-                           asyncio.create_task(blockwatch.watch(self.tun, self.stopping))]
+                           asyncio.create_task(blockwatch.watch(self.tun, self.stopping, keeper=keeper))]
             gctune.settle()   # start-up is done: what exists now lives as long as we do
             log.info("tunsec up: %d manual tunnel(s), %d IKE connection(s) on %s (MTU %d), control socket %s",
                      len(self.manual.plans), len(self.ike.connections) if self.ike else 0, self.cfg.tunsec.tun,

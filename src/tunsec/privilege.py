@@ -270,6 +270,26 @@ def drop(t: Target | None, keep: int = 0) -> str:
                "empty it, no-new-privs keeps it unused"))
 
 
+def release(caps: int) -> None:
+    """caps out of the calling thread's effective, permitted and inheritable sets, for good: nothing raises
+    a permitted set again (no-new-privs; the uid is not 0).  Other threads keep theirs (see netadmin.py)."""
+    now = get_caps()
+    set_caps(now.effective & ~caps, now.permitted & ~caps, now.inheritable & ~caps)
+
+
+def threads_holding(caps: int) -> list[int]:
+    """This process's threads with any of caps in their effective or permitted sets."""
+    out = []
+    for task in _threads():
+        try:
+            st = _status(f"self/task/{task}")
+        except OSError:   # ended meanwhile
+            continue
+        if (int(st["CapEff"], 16) | int(st["CapPrm"], 16)) & caps:
+            out.append(int(task))
+    return out
+
+
 def _verify(keep: int) -> None:
     """Refuse to go on if the kernel left more than asked (a drop that silently failed)."""
     for task in os.listdir("/proc/self/task"):
@@ -411,7 +431,9 @@ def give_up_control(p: Plan, settings: TunsecSettings, manual: bool,
     any IKE is read: the user, with only the capabilities it still uses.  Routes follow the configured
     selectors and are installed by then, so that is none; except CAP_NET_ADMIN to remove at exit the
     routes it put on a TUN that outlives it (one it created takes its routes with it), and to put on
-    the TUN (and take off) the virtual IPs a gateway assigns at run time (a connection with ``vips``)."""
+    the TUN (and take off) the virtual IPs a gateway assigns at run time (a connection with ``vips``).  The
+    daemon passes its blocks held now as own_routes_on_kept_tun too: kept for those alone, netadmin.py gives
+    CAP_NET_ADMIN up with the last of them."""
     hand: list[Path] = []   # the control socket is the user's from its bind (tunsec.ctlsocket)
     writable: list[tuple[str, Path]] = []
     state = Path(settings.state_dir)

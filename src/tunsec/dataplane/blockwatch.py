@@ -50,9 +50,10 @@ _RTMSG = struct.Struct("=BBBBBBBBI")
 _RTA = struct.Struct("=HH")
 
 
-async def watch(tun: Tun, stopping: asyncio.Event, interval: float = INTERVAL) -> None:
-    """Until stopping: tun's blocks put back when someone else removed them (netlink in a thread)."""
-    keeper = Keeper(tun)
+async def watch(tun: Tun, stopping: asyncio.Event, interval: float = INTERVAL, keeper: Keeper | None = None) -> None:
+    """Until stopping: tun's blocks put back when someone else removed them (netlink in a thread); keeper:
+    the one netadmin.py asks whether a lost block waits to be put back."""
+    keeper = keeper or Keeper(tun)
     while not stopping.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), interval)
@@ -77,8 +78,7 @@ class Keeper:
         """Under the TUN's lock: its blocks and the kernel agree for the time of the look and the repair."""
         tun = self.tun
         with tun._lock:
-            self.lost = {d: w for d, w in self.lost.items()
-                         if d in tun.unrouted and not tun.unrouted[d].blocked and d not in {r for r, _ in tun.routes}}
+            self.lost = self._still_lost()
             # routed through the TUN again (add_route's replace took the prohibit route over; unblock comes
             # after it): the TUN holds that traffic, and a prohibit route put back would replace the TUN route
             routed = {d for d, _s in tun.routes}
@@ -95,6 +95,18 @@ class Keeper:
                 self._put_back(dst, tun.unrouted[dst].why)
             for dst, why in retry.items():
                 self._put_back(dst, why)
+
+    def _still_lost(self) -> dict[IPNetwork, str]:
+        """Under the TUN's lock: the lost blocks a check still tries to put back (unrouted, not blocked, no
+        route of ours: one a reload took out of the configuration or routed again is no longer one)."""
+        tun = self.tun
+        routed = {r for r, _ in tun.routes}
+        return {d: w for d, w in self.lost.items() if d in tun.unrouted and not tun.unrouted[d].blocked
+                and d not in routed}
+
+    def holding(self) -> bool:
+        """Under the TUN's lock: a block held, or a lost one a check would put back (CAP_NET_ADMIN for both)."""
+        return any(u.blocked for u in self.tun.unrouted.values()) or bool(self._still_lost())
 
     def _put_back(self, dst: IPNetwork, why: str) -> None:
         tun = self.tun

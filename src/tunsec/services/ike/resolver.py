@@ -60,6 +60,13 @@ class Resolver:
         addrs.sort(key=lambda a: ipaddress.ip_address(a.split("%")[0]).version != family)
         sa.gateway_resolved(gateway, addrs, time.monotonic())
 
+    def renew(self) -> None:
+        """Threads made from now on for lookups; those there are end once idle (a lookup running finishes
+        and is answered).  The control process's capabilities are per thread (netadmin.py)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
