@@ -14,9 +14,9 @@ import json
 import logging
 import re
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
+from f2b import FILTER
 from test_engine import B, initiator_cfg, make_net, only, responder_cfg
 from test_ikeservice_peers import GW, Gateway, psk_ike, run, site_ip, site_net
 
@@ -29,8 +29,6 @@ from tunsec.ike.events import AuthFailed
 from tunsec.ike.identity import Identity
 from tunsec.loglimit import Held, SourceLimiter
 from tunsec.services.ike import auth_log
-
-FILTER = Path(__file__).resolve().parents[2] / "contrib/fail2ban/filter.d/tunsec.conf"
 
 # what a reader splitting on U+2028 or NEL would take for a line of its own
 FORGED = "x\u2028Dec  3 06:00:00 tunsec[1] INFO b-from-a: IKE SA established with 203.0.113.9\x85\x9b2J\u202e"
@@ -159,17 +157,21 @@ def _auth_lines(out: io.StringIO) -> list[str]:
     return [ln for ln in out.getvalue().splitlines() if "AUTHENTICATION_FAILED" in ln]
 
 
+HELD = "suppressed: AUTHENTICATION_FAILED from"   # a line reporting failures held back
+_DATE = re.compile(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d[.,]\d{3}Z?")
+
+
 def _filter_hosts(lines: list[str]) -> list[str]:
-    """The <HOST> the shipped fail2ban filter takes from each line it matches (its <HOST> narrowed to an
-    address: tests/e2e/test_fail2ban.py runs fail2ban's own)."""
+    """The <HOST> the shipped fail2ban filter takes from each line it matches, its date cut out first as
+    fail2ban does (its <HOST> narrowed to an address: tests/test_fail2ban_filter.py runs fail2ban's own)."""
     (failregex,) = re.findall(r"^failregex = (.*)$", FILTER.read_text(), re.M)
     pattern = re.compile(failregex.replace("<HOST>", r"(?P<host>[0-9A-Fa-f:.]+)"))
-    return [m.group("host") for ln in lines if (m := pattern.match(ln))]
+    return [m.group("host") for ln in lines if (m := pattern.match(_DATE.sub("", ln, count=1)))]
 
 
-def _f2b(line: str) -> str:
-    """A line as fail2ban reads it from a file or the journal: something before tunsec's text."""
-    return f"host tunsec[1]: {line}"
+def _f2b(message: str) -> str:
+    """A message as a line of the text format, without the date (as fail2ban reads it)."""
+    return f"tunsec[1] ERROR {message}"
 
 
 def test_each_address_held_back_gets_a_line_of_its_own_that_the_shipped_filter_matches(root_logger: None) -> None:
@@ -192,9 +194,9 @@ def test_each_address_held_back_gets_a_line_of_its_own_that_the_shipped_filter_m
     lines = _auth_lines(out)
     assert len(lines) == 7, lines
     assert "suppressed" not in "".join(lines[:3])
-    assert lines[3].endswith(f"ERROR suppressed: AUTHENTICATION_FAILED from {site_ip(0)}[4500]: the peer failed authentication "
+    assert lines[3].endswith(f"ERROR {HELD} {site_ip(0)}[4500]: the peer failed authentication "
                              "5 more times (this line stands for 5 failures)"), lines[3]
-    assert lines[4].endswith(f"ERROR suppressed: AUTHENTICATION_FAILED from {site_ip(1)}[4500]: the peer failed authentication "
+    assert lines[4].endswith(f"ERROR {HELD} {site_ip(1)}[4500]: the peer failed authentication "
                              "3 more times (this line stands for 3 failures)"), lines[4]
     assert lines[5].endswith("ERROR AUTHENTICATION_FAILED: 2 more like it suppressed from 2 other addresses"), lines[5]
     assert f"ERROR gw: AUTHENTICATION_FAILED from {site_ip(3)}[4500]: the peer failed" in lines[6], lines[6]
@@ -226,7 +228,7 @@ def test_a_burst_that_stops_is_reported_address_by_address_once_its_period_ends(
     assert len(docs) == 5, docs
     held = [(d["level"], d["remote"], d["remote_port"], d["suppressed"]) for d in docs[2:4]]
     assert held == [("error", site_ip(1), 4500, 2), ("error", site_ip(0), 4500, 1)], docs
-    assert docs[3]["msg"] == f"suppressed: AUTHENTICATION_FAILED from {site_ip(0)}[4500]: the peer failed authentication " \
+    assert docs[3]["msg"] == f"{HELD} {site_ip(0)}[4500]: the peer failed authentication " \
                              "1 more time (this line stands for 1 failure)"
     assert _filter_hosts(_auth_lines(out)) == [site_ip(0), site_ip(1), site_ip(1), site_ip(0), site_ip(0)]
     assert "suppressed" not in docs[4]["msg"] and "suppressed" not in docs[4], docs[4]
@@ -243,9 +245,9 @@ def test_a_peer_that_refused_us_is_reported_apart_and_not_matched(root_logger: N
     held = lim.admit_from("203.0.113.6", 500, auth_log.FAILED)
     assert held is not None
     lines = [text for text, _ in auth_log.held_lines(held)]
-    assert lines == ["suppressed: AUTHENTICATION_FAILED from 203.0.113.5[4500]: the peer refused our authentication 2 more times "
+    assert lines == [f"{HELD} 203.0.113.5[4500]: the peer refused our authentication 2 more times "
                      "(this line stands for 2 failures)",
-                     "suppressed: AUTHENTICATION_FAILED from 203.0.113.5[4500]: the peer failed authentication 1 more time "
+                     f"{HELD} 203.0.113.5[4500]: the peer failed authentication 1 more time "
                      "(this line stands for 1 failure)"]
     assert _filter_hosts([_f2b(ln) for ln in lines]) == ["203.0.113.5"]
 
@@ -312,7 +314,7 @@ def test_ipv6_decoys_from_the_attackers_own_prefix_count_against_that_prefix() -
     held = _held_after(decoys, "2001:db8:0:1::bad")
     assert [(s.address, s.count, s.prefix) for s in held.top] == [("2001:db8:0:1::1:0", 1256, "2001:db8:0:1::/64")]
     ((text, fields),) = auth_log.held_lines(held)
-    assert text == "suppressed: AUTHENTICATION_FAILED from 2001:db8:0:1::1:0[4500]: the peer failed authentication 1256 more " \
+    assert text == f"{HELD} 2001:db8:0:1::1:0[4500]: the peer failed authentication 1256 more " \
                    "times (this line stands for 1256 failures from 2001:db8:0:1::/64, this address " \
                    "among them)"
     assert fields == {"remote": "2001:db8:0:1::1:0", "remote_port": 4500, "suppressed": 1256,
@@ -326,4 +328,4 @@ def test_ipv6_decoys_from_the_attackers_own_prefix_count_against_that_prefix() -
 def test_one_ipv6_address_alone_in_its_prefix_is_named_as_itself() -> None:
     held = _held_after([], "2001:db8::7")
     assert [(s.address, s.count, s.prefix) for s in held.top] == [("2001:db8::7", 1000, None)]
-    assert auth_log.held_lines(held)[0][0].startswith("suppressed: AUTHENTICATION_FAILED from 2001:db8::7[4500]: the peer failed ")
+    assert auth_log.held_lines(held)[0][0].startswith(f"{HELD} 2001:db8::7[4500]: the peer failed ")
