@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from f2b import fail2ban_regex
+from f2b import FILTER, fail2ban_regex
 
 from tunsec import logs
 from tunsec.loglimit import SourceLimiter
@@ -76,3 +77,8 @@ def test_the_shipped_filter_takes_one_peer_from_each_line(fmt: str, root_logger:
     # /64 (2), the refusal of us (2: not matched), 192.0.2.0 and .1 (1 each); the rest line names none
     assert fail2ban_regex(log) == ["198.51.100.1", "198.51.100.7", "2001:db8:1:2::5", "192.0.2.0", "192.0.2.1"], \
         log.read_text()
+
+
+def test_the_documented_filter_is_the_shipped_one() -> None:
+    (failregex,) = re.findall(r"^failregex = (.*)$", FILTER.read_text(), re.M)
+    assert f"`{failregex}`" in (Path(__file__).resolve().parents[1] / "docs/operations.md").read_text()
