@@ -13,7 +13,8 @@ after the first held line, when that period is over).  So the gateway never writ
 attacker's failures as a line of its own: only what it reports of those held back names it.
 
 fail2ban counts lines: the attacker must be matched at least `maxretry` times (the shipped jail's)
-for a ban, in as many rounds.  Nothing is banned: fail2ban-regex only reads the log.
+for a ban, in as many rounds; fail2ban-server with the shipped jail then bans it.  Nothing is banned
+on the machine: fail2ban-regex only reads the log, the server's ban action writes to a file.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
-from f2b import fail2ban_regex, maxretry
+from f2b import Fail2banServer, fail2ban_regex, maxretry
 from ike_peers import CHILD, Conn, TunsecIke
 
 from tunsec.bench.netns import TwoHosts, wait_until
@@ -120,7 +122,7 @@ def _reports_naming(gw: TunsecIke, addr: str) -> int:
                and re.search(rf"\b{re.escape(addr)}\b", ln))
 
 
-def test_fail2ban_finds_a_brute_force_that_decoys_keep_above_the_log_limit(topo: TwoHosts) -> None:
+def test_fail2ban_finds_a_brute_force_that_decoys_keep_above_the_log_limit(topo: TwoHosts, tmp_path: Path) -> None:
     conn = Gateway(topo.b, topo.a)
     gw = TunsecIke(topo, conn)
     gw.start()
@@ -146,3 +148,9 @@ def test_fail2ban_finds_a_brute_force_that_decoys_keep_above_the_log_limit(topo:
     matched = fail2ban_regex(gw.log)
     assert matched.count(ATTACKER) >= rounds, matched
     assert set(matched) == {ATTACKER, *DECOYS}, matched
+    # and fail2ban's server, with the shipped jail (its bans only written to a file), bans the attacker
+    server = Fail2banServer(tmp_path, gw.log)
+    try:
+        assert wait_until(lambda: ATTACKER in server.banned(), 60), server.banned()
+    finally:
+        server.stop()
