@@ -3,7 +3,8 @@
 # OpenSSL headers for the fast path, the tools the tests and benchmarks use
 # (iperf3, strongSwan with kernel-libipsec, wireguard-go, a Prometheus server
 # that tests/e2e/test_metrics.py starts itself, FreeRADIUS that
-# tests/interop/test_strongswan_radius.py starts and its radclient), clang with the
+# tests/interop/test_strongswan_radius.py starts and its radclient), fail2ban (its
+# fail2ban-regex reads tunsec's logs with contrib/fail2ban's filter in the tests), clang with the
 # libFuzzer runtime for `make fuzz`, podman (runc: crun rejects hybrid cgroups)
 # and mmdebstrap for `make image` and the container test, systemd-analyze for the
 # unit file, and the Python package with its C extension (its test extras bring
@@ -21,6 +22,7 @@ APT_PACKAGES=(
   podman runc mmdebstrap systemd
   prometheus
   freeradius freeradius-utils
+  fail2ban
 )
 
 missing=()
@@ -32,6 +34,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   [ "$(id -u)" -ne 0 ] && SUDO=sudo
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # the tests need fail2ban-regex only: a fail2ban service the package just started under systemd
+  # (its default sshd jail) would ban addresses on the host, so it is stopped and left disabled
+  if [[ " ${missing[*]} " == *" fail2ban "* ]] && [ -d /run/systemd/system ]; then
+    $SUDO systemctl disable --now fail2ban >/dev/null 2>&1 || true
+  fi
 fi
 
 # tunsec's unprivileged user (tunsec { user } defaults to it)

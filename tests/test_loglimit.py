@@ -15,7 +15,7 @@ from tunsec.ike.endpoint import DosLimits, IkeEndpoint
 from tunsec.ike.identity import Identity
 from tunsec.ike.proposals import parse_proposals
 from tunsec.ike.secret import Secret
-from tunsec.loglimit import LogLimiter
+from tunsec.loglimit import LogLimiter, Source, SourceLimiter
 from tunsec.policy.ids import IdSpace
 from tunsec.services.ike import IkeService
 
@@ -40,6 +40,23 @@ def test_a_burst_passes_then_lines_are_held_and_counted() -> None:
     clock.now += 0.1
     assert lim.admit() == 3          # the first line of the next period reports the three held back
     assert lim.admit() == 0
+
+
+def test_a_source_is_named_with_the_port_of_its_latest_line_and_kinds_are_tallied_apart() -> None:
+    """What names a source held back is what a failure's own line would say: its address and port
+    (a filter wants ADDR[PORT]), the latest one of that address; lines of two kinds, two sources."""
+    lim = SourceLimiter(burst=0)
+    for port, kind in [(500, "a"), (4500, "a"), (1234, "b"), (4500, "a")]:
+        assert lim.admit_from(PEER, port, kind) is None
+    # an IPv6 /64 is named by its first address, with that address's port, not the others'
+    for addr, port in [("2001:db8::1", 4500), ("2001:db8::2", 600), ("2001:db8::2", 700)]:
+        assert lim.admit_from(addr, port, "a") is None
+    lim.burst = 1
+    held = lim.admit_from("192.0.2.9", 500, "a")
+    assert held is not None and held.count == 7
+    assert held.top == (Source(PEER, 4500, 3, "a"), Source("2001:db8::1", 4500, 3, "a", "2001:db8::/64"),
+                        Source(PEER, 1234, 1, "b"))
+    assert (held.rest_lines, held.rest_sources) == (0, 0)
 
 
 def _cfg(name: str, proposals: str, local: str, remote: str | None, remote_id: str | None) -> IkeConfig:

@@ -4,7 +4,8 @@ Anyone can send an IKE_SA_INIT with proposals we refuse, or an IKE_AUTH that
 fails: each would write an error line, so a flood of them would flood the log
 (and the disk behind it).  Lines of such a kind pass in bursts; the rest are
 counted and the count is reported with the next line that passes (SourceLimiter:
-with the addresses they came from, and on its own once the burst is over).
+with the addresses they came from, also once the burst is over; the lines that
+report them are services/ike/auth_log.py's).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tunsec.ike.dos_source import DEFAULT_IPV6_SOURCE_PREFIX, source_key
-from tunsec.printable import escaped
 from tunsec.safefs import write_fix
 
 
@@ -52,49 +52,54 @@ def suffix(held: int) -> str:
 
 
 @dataclass(frozen=True)
+class Source:
+    """One source a SourceLimiter names: ``address`` (for an IPv6 prefix, its first address that
+    failed), the port of that address's latest line, how many lines were held, ``kind`` (what they
+    said: kinds are tallied apart), and ``prefix`` when other addresses of that prefix were held too
+    (the count is then the prefix's)."""
+
+    address: str
+    port: int
+    count: int
+    kind: str = ""
+    prefix: str | None = None
+
+
+@dataclass(frozen=True)
 class Held:
-    """The lines a SourceLimiter held back: how many, and from where (the most frequent sources by
-    name, the rest counted)."""
+    """The lines a SourceLimiter held back: how many, and from where (the most frequent sources,
+    the rest counted)."""
 
     count: int
-    top: tuple[tuple[str, int], ...] = ()
+    top: tuple[Source, ...] = ()
     rest_lines: int = 0
     rest_sources: int = 0
     rest_unknown: bool = False   # sources past the tally's cap: more than rest_sources
 
-    def sources(self) -> str:
-        """``8 from 198.51.100.7, 3 from 198.51.100.9 and 2 from 2 other addresses``."""
-        parts = [f"{n} from {escaped(src)}" for src, n in self.top]
-        if self.rest_lines:
-            many = f"{'more than ' if self.rest_unknown else ''}{self.rest_sources} other address" \
-                   f"{'' if self.rest_sources == 1 and not self.rest_unknown else 'es'}"
-            parts.append(f"{self.rest_lines} from {many}")
-        return parts[0] if len(parts) == 1 else f"{', '.join(parts[:-1])} and {parts[-1]}"
-
-    def suffix(self) -> str:
-        return f" ({self.count} more like it suppressed: {self.sources()})" if self.count else ""
-
-    def fields(self) -> dict[str, object]:
-        """The same for a JSON line: ``suppressed`` (how many), ``suppressed_from`` (address: count)."""
-        return {"suppressed": self.count, "suppressed_from": dict(self.top)} if self.count else {}
+    def others(self) -> str:
+        """``3 other addresses`` (``more than 3 ...`` past the cap): where ``rest_lines`` came from."""
+        plural = "" if self.rest_sources == 1 and not self.rest_unknown else "es"
+        return f"{'more than ' if self.rest_unknown else ''}{self.rest_sources} other address{plural}"
 
 
 @dataclass
 class _Tally:
-    """One source of held lines: how many (Space-Saving: at most this many, see SourceLimiter) and
-    the address to name it by (the first seen; ``several``: other addresses of its prefix failed too)."""
+    """One source of held lines: how many (Space-Saving: at most this many, see SourceLimiter), the
+    address to name it by (the first seen), that address's latest port, and ``several``: other
+    addresses of its prefix were held too."""
 
     count: int
     example: str
+    port: int
     several: bool = False
 
 
 @dataclass
 class SourceLimiter(LogLimiter):
-    """A LogLimiter that tallies the lines it holds by their source (a peer's address), so that the
-    note on the next line names who was left out: an operator chasing a brute force needs the
-    addresses, not only a count.  ``flush_to``, when set, gets what is still held one period after the
-    first line held (else a burst that stops is never reported).
+    """A LogLimiter that tallies the lines it holds by their source (a peer's address) and kind,
+    so that what is reported of them names who was left out: an operator (or fail2ban) chasing a
+    brute force needs the addresses, not only a count.  ``flush_to``, when set, gets what is still
+    held one period after the first line held (else a burst that stops is never reported).
 
     An IPv6 source is tallied under its prefix (``ipv6_prefix``, the DoS limits' ipv6_source_prefix):
     a host has 2^64 addresses, and per address it could spread its failures so thin that none ranks.
@@ -108,30 +113,33 @@ class SourceLimiter(LogLimiter):
     # (delay, callback): the running loop's call_later unless a test's
     schedule: Callable[[float, Callable[[], None]], object] | None = None
     ipv6_prefix: int = DEFAULT_IPV6_SOURCE_PREFIX
-    _sources: dict[str, _Tally] = field(default_factory=dict, init=False)
+    _sources: dict[tuple[str, str], _Tally] = field(default_factory=dict, init=False)
     _evicted: bool = field(default=False, init=False)
     _armed: bool = field(default=False, init=False)
 
-    def admit_from(self, source: str) -> Held | None:
-        """None: drop this line (tallied under source).  Else what was held since the last one passed."""
+    def admit_from(self, source: str, port: int = 0, kind: str = "") -> Held | None:
+        """None: drop this line (tallied under source and kind).  Else what was held since the last
+        one passed."""
         held = self.admit()
         if held is not None:
             return self._take(held)
-        self._tally(source)
+        self._tally(source, port, kind)
         self._arm()
         return None
 
-    def _tally(self, source: str) -> None:
-        key = source_key(source, self.ipv6_prefix)
+    def _tally(self, source: str, port: int, kind: str) -> None:
+        key = (kind, source_key(source, self.ipv6_prefix))
         if (entry := self._sources.get(key)) is not None:
             entry.count += 1
+            if source == entry.example:
+                entry.port = port
             entry.several = entry.several or source != entry.example
         elif len(self._sources) < self.cap:
-            self._sources[key] = _Tally(1, source)
+            self._sources[key] = _Tally(1, source, port)
         else:   # O(cap) per line past the cap: a line held costs its peer a whole IKE exchange anyway
             smallest = min(self._sources, key=lambda k: self._sources[k].count)
             carried = self._sources.pop(smallest).count
-            self._sources[key] = _Tally(carried + 1, source)
+            self._sources[key] = _Tally(carried + 1, source, port)
             self._evicted = True
 
     def _arm(self) -> None:
@@ -153,18 +161,15 @@ class SourceLimiter(LogLimiter):
             self.flush_to(self._take(held))
 
     def _take(self, held: int) -> Held:
-        ranked = sorted(((_name(k, t), t.count) for k, t in self._sources.items()), key=lambda kv: (-kv[1], kv[0]))
+        ranked = sorted((Source(t.example, t.port, t.count, kind, key if t.several else None)
+                         for (kind, key), t in self._sources.items()),
+                        key=lambda s: (-s.count, s.address, s.kind))
         top = tuple(ranked[:self.top])
         # Space-Saving's counts add up to the lines tallied (an evicted count is carried): rest >= 0
-        rest = held - sum(n for _, n in top)
+        rest = held - sum(s.count for s in top)
         out = Held(held, top, rest, len(ranked) - len(top), self._evicted)
         self._sources, self._evicted = {}, False
         return out
-
-
-def _name(key: str, t: _Tally) -> str:
-    """An address, or for several of one IPv6 prefix the prefix (what to block) and one of them."""
-    return f"{key} (e.g. {t.example})" if t.several else t.example
 
 
 def internal_error(err: BaseException, first: bool) -> str:

@@ -12,9 +12,11 @@ import dataclasses
 import io
 import json
 import logging
+import re
 from collections.abc import Callable, Iterator
 
 import pytest
+from f2b import FILTER
 from test_engine import B, initiator_cfg, make_net, only, responder_cfg
 from test_ikeservice_peers import GW, Gateway, psk_ike, run, site_ip, site_net
 
@@ -26,6 +28,7 @@ from tunsec.ike.endpoint import IkeEndpoint
 from tunsec.ike.events import AuthFailed
 from tunsec.ike.identity import Identity
 from tunsec.loglimit import Held, SourceLimiter
+from tunsec.services.ike import auth_log
 
 # what a reader splitting on U+2028 or NEL would take for a line of its own
 FORGED = "x\u2028Dec  3 06:00:00 tunsec[1] INFO b-from-a: IKE SA established with 203.0.113.9\x85\x9b2J\u202e"
@@ -154,10 +157,29 @@ def _auth_lines(out: io.StringIO) -> list[str]:
     return [ln for ln in out.getvalue().splitlines() if "AUTHENTICATION_FAILED" in ln]
 
 
-def test_the_note_on_suppressed_failures_names_the_addresses_they_came_from(root_logger: None) -> None:
-    """Three failures pass, ten are held (five from site 0, three from site 1, one each from sites 2 and
-    3); the next period's first line names the two most frequent addresses with their counts and
-    counts the rest: an operator chasing a brute force sees who, not only how many."""
+HELD = "suppressed: AUTHENTICATION_FAILED from"   # a line reporting failures held back
+_DATE = re.compile(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d[.,]\d{3}Z?")
+
+
+def _filter_hosts(lines: list[str]) -> list[str]:
+    """The <HOST> the shipped fail2ban filter takes from each line it matches, its date cut out first as
+    fail2ban does (its <HOST> narrowed to an address: tests/test_fail2ban_filter.py runs fail2ban's own)."""
+    (failregex,) = re.findall(r"^failregex = (.*)$", FILTER.read_text(), re.M)
+    pattern = re.compile(failregex.replace("<HOST>", r"(?P<host>[0-9A-Fa-f:.]+)"))
+    return [m.group("host") for ln in lines if (m := pattern.match(_DATE.sub("", ln, count=1)))]
+
+
+def _f2b(message: str) -> str:
+    """A message as a line of the text format, without the date (as fail2ban reads it)."""
+    return f"tunsec[1] ERROR {message}"
+
+
+def test_each_address_held_back_gets_a_line_of_its_own_that_the_shipped_filter_matches(root_logger: None) -> None:
+    """Three failures pass, ten are held (five from site 0, three from site 1, one each from sites 2
+    and 3); the next period's first line comes after a line for each of the two most frequent
+    addresses, in the form of a failure's own line with the count after the match, and one for the
+    rest (which names none): fail2ban, one peer per line, sees both of them (it saw none of the held
+    ones when the note named several in one line)."""
     out = io.StringIO()
     logs.configure("info", fmt="text", stream=out)
     clock = Clock()
@@ -170,17 +192,22 @@ def test_the_note_on_suppressed_failures_names_the_addresses_they_came_from(root
 
     run(go())
     lines = _auth_lines(out)
-    assert len(lines) == 4, lines
-    assert [site_ip(0) in lines[0], site_ip(1) in lines[1], site_ip(2) in lines[2]] == [True] * 3
+    assert len(lines) == 7, lines
     assert "suppressed" not in "".join(lines[:3])
-    assert f"ERROR gw: AUTHENTICATION_FAILED from {site_ip(3)}[4500]: the peer failed" in lines[3], lines[3]
-    assert lines[3].endswith(f") (10 more like it suppressed: 5 from {site_ip(0)}, 3 from {site_ip(1)} and 2 from 2 "
-                             "other addresses)"), lines[3]
+    assert lines[3].endswith(f"ERROR {HELD} {site_ip(0)}[4500]: the peer failed authentication "
+                             "5 more times (this line stands for 5 failures)"), lines[3]
+    assert lines[4].endswith(f"ERROR {HELD} {site_ip(1)}[4500]: the peer failed authentication "
+                             "3 more times (this line stands for 3 failures)"), lines[4]
+    assert lines[5].endswith("ERROR AUTHENTICATION_FAILED: 2 more like it suppressed from 2 other addresses"), lines[5]
+    assert f"ERROR gw: AUTHENTICATION_FAILED from {site_ip(3)}[4500]: the peer failed" in lines[6], lines[6]
+    assert "suppressed" not in lines[6]
+    assert _filter_hosts(lines) == [site_ip(i) for i in (0, 1, 2, 0, 1, 3)]
 
 
-def test_a_burst_that_stops_is_summed_up_with_its_addresses_once_its_period_ends(root_logger: None) -> None:
-    """No failure comes after the held ones: one line a period after the first held one names them
-    (in JSON: `suppressed`, `suppressed_from`), and the next failure that passes carries no note."""
+def test_a_burst_that_stops_is_reported_address_by_address_once_its_period_ends(root_logger: None) -> None:
+    """No failure comes after the held ones: a period after the first held one, a line for each address
+    (in JSON: `remote`, `remote_port` as a failure's line, and `suppressed`), and the next failure that
+    passes carries no note."""
     out = io.StringIO()
     logs.configure("info", fmt="json", stream=out)
     clock = Clock()   # the window never ends: only the flush can report what is held
@@ -198,27 +225,64 @@ def test_a_burst_that_stops_is_summed_up_with_its_addresses_once_its_period_ends
 
     run(go())
     docs = [json.loads(ln) for ln in _auth_lines(out)]
-    assert len(docs) == 4, docs
-    summary = docs[2]
-    assert summary["msg"] == f"AUTHENTICATION_FAILED: 3 more like it suppressed: 2 from {site_ip(1)} and 1 from " \
-                             f"{site_ip(0)}", summary
-    assert (summary["level"], summary["suppressed"], summary["suppressed_from"]) == \
-        ("error", 3, {site_ip(1): 2, site_ip(0): 1})
-    assert "suppressed" not in docs[3]["msg"] and "suppressed" not in docs[3], docs[3]
-    assert docs[3]["remote"] == site_ip(0)
+    assert len(docs) == 5, docs
+    held = [(d["level"], d["remote"], d["remote_port"], d["suppressed"]) for d in docs[2:4]]
+    assert held == [("error", site_ip(1), 4500, 2), ("error", site_ip(0), 4500, 1)], docs
+    assert docs[3]["msg"] == f"{HELD} {site_ip(0)}[4500]: the peer failed authentication " \
+                             "1 more time (this line stands for 1 failure)"
+    assert _filter_hosts(_auth_lines(out)) == [site_ip(0), site_ip(1), site_ip(1), site_ip(0), site_ip(0)]
+    assert "suppressed" not in docs[4]["msg"] and "suppressed" not in docs[4], docs[4]
+    assert docs[4]["remote"] == site_ip(0)
 
 
-def test_held_names_the_top_sources_escaped_and_counts_those_past_the_cap() -> None:
+def test_a_peer_that_refused_us_is_reported_apart_and_not_matched(root_logger: None) -> None:
+    """Failures of both sides from one address are tallied apart: each gets its own line, in its own
+    words, and the filter takes only the peer's failure (never the gateway that refused us)."""
+    lim = SourceLimiter(burst=0)
+    for side in [auth_log.FAILED, auth_log.REFUSED, auth_log.REFUSED]:
+        assert lim.admit_from("203.0.113.5", 4500, side) is None
+    lim.burst = 1
+    held = lim.admit_from("203.0.113.6", 500, auth_log.FAILED)
+    assert held is not None
+    lines = [text for text, _ in auth_log.held_lines(held)]
+    assert lines == [f"{HELD} 203.0.113.5[4500]: the peer refused our authentication 2 more times "
+                     "(this line stands for 2 failures)",
+                     f"{HELD} 203.0.113.5[4500]: the peer failed authentication 1 more time "
+                     "(this line stands for 1 failure)"]
+    assert _filter_hosts([_f2b(ln) for ln in lines]) == ["203.0.113.5"]
+
+
+def test_held_names_the_top_sources_escaped_and_counts_those_past_the_cap(root_logger: None) -> None:
     lim = SourceLimiter(burst=0, top=2, cap=3)
     # past the cap, d takes a's place (count 1 + 1), then e the smallest left (b or d: 2 + 1)
     for src in ["a", "b", "b", "c\u2028", "c\u2028", "c\u2028", "d", "e", "e"]:
-        assert lim.admit_from(src) is None
+        assert lim.admit_from(src, 500, auth_log.FAILED) is None
     lim.burst = 1
     held = lim.admit_from("f")
     assert held is not None and held.count == 9
-    assert held.suffix() == " (9 more like it suppressed: 4 from e, 3 from c\\u2028 and 2 from more than 1 other " \
-                            "addresses)"
-    assert held.fields() == {"suppressed": 9, "suppressed_from": {"e": 4, "c\u2028": 3}}
+    assert [(s.address, s.count) for s in held.top] == [("e", 4), ("c\u2028", 3)]
+    lines = auth_log.held_lines(held)
+    assert len(lines) == 3
+    assert lines[2] == ("AUTHENTICATION_FAILED: 2 more like it suppressed from more than 1 other addresses",
+                        {"suppressed": 2, "suppressed_sources": 1, "suppressed_sources_more": True})
+    out = io.StringIO()
+    logs.configure("info", fmt="text", stream=out)
+    auth_log.report(held)
+    assert "AUTHENTICATION_FAILED from c\\u2028[500]: " in out.getvalue(), out.getvalue()
+
+
+def test_no_more_lines_than_the_top_sources_and_one_for_the_rest() -> None:
+    """However many addresses failed, a report is at most top + 1 lines."""
+    lim = SourceLimiter(burst=0)
+    for i in range(300):
+        for _ in range(1 + i % 7):
+            lim.admit_from(f"10.0.{i >> 8}.{i & 255}", 500, auth_log.FAILED)
+    lim.burst = 1
+    held = lim.admit_from("192.0.2.1")
+    assert held is not None
+    lines = auth_log.held_lines(held)
+    assert len(lines) == 6 and len(_filter_hosts([_f2b(text) for text, _ in lines])) == 5
+    assert sum(int(f["suppressed"]) for _, f in lines) == held.count   # type: ignore[call-overload]
 
 
 def _held_after(decoys: list[str], attacker: str, ipv6_prefix: int = 64) -> Held:
@@ -230,7 +294,7 @@ def _held_after(decoys: list[str], attacker: str, ipv6_prefix: int = 64) -> Held
     for i in range(lim.burst):
         assert lim.admit_from(f"192.0.2.{i}") is not None
     for src in decoys + [attacker] * 1000:
-        assert lim.admit_from(src) is None
+        assert lim.admit_from(src, 4500, auth_log.FAILED) is None
     timers[0]()
     assert len(flushed) == 1
     return flushed[0]
@@ -238,21 +302,30 @@ def _held_after(decoys: list[str], attacker: str, ipv6_prefix: int = 64) -> Held
 
 def test_a_brute_force_after_a_full_tally_of_decoys_still_comes_first() -> None:
     held = _held_after([f"10.{i >> 8}.{i & 255}.1" for i in range(256)], "198.51.100.66")
-    assert held.count == 1256 and held.top[0] == ("198.51.100.66", 1001)
-    assert held.sources().startswith("1001 from 198.51.100.66, ")
+    assert held.count == 1256 and (held.top[0].address, held.top[0].count) == ("198.51.100.66", 1001)
+    (text, fields), *_ = auth_log.held_lines(held)
+    assert _filter_hosts([_f2b(text)]) == ["198.51.100.66"] and fields["suppressed"] == 1001
 
 
 def test_ipv6_decoys_from_the_attackers_own_prefix_count_against_that_prefix() -> None:
+    """The /64 is one source; its line's <HOST> is one address of it that failed (the first), never
+    the prefix (a ban of it would take others' addresses too): the prefix comes after the match."""
     decoys = [f"2001:db8:0:1::1:{i:x}" for i in range(256)]
     held = _held_after(decoys, "2001:db8:0:1::bad")
-    assert held.top == (("2001:db8:0:1::/64 (e.g. 2001:db8:0:1::1:0)", 1256),)
-    line = f"AUTHENTICATION_FAILED: {held.count} more like it suppressed: {held.sources()}"
-    assert line == "AUTHENTICATION_FAILED: 1256 more like it suppressed: 1256 from 2001:db8:0:1::/64 " \
-                   "(e.g. 2001:db8:0:1::1:0)"
+    assert [(s.address, s.count, s.prefix) for s in held.top] == [("2001:db8:0:1::1:0", 1256, "2001:db8:0:1::/64")]
+    ((text, fields),) = auth_log.held_lines(held)
+    assert text == f"{HELD} 2001:db8:0:1::1:0[4500]: the peer failed authentication 1256 more " \
+                   "times (this line stands for 1256 failures from 2001:db8:0:1::/64, this address " \
+                   "among them)"
+    assert fields == {"remote": "2001:db8:0:1::1:0", "remote_port": 4500, "suppressed": 1256,
+                      "remote_prefix": "2001:db8:0:1::/64"}
+    assert _filter_hosts([_f2b(text)]) == ["2001:db8:0:1::1:0"]
     # 128 bits: per address (as strongSwan), the decoys are then one each and the attacker first
-    assert _held_after(decoys, "2001:db8:0:1::bad", ipv6_prefix=128).top[0] == ("2001:db8:0:1::bad", 1001)
+    top = _held_after(decoys, "2001:db8:0:1::bad", ipv6_prefix=128).top[0]
+    assert (top.address, top.count, top.prefix) == ("2001:db8:0:1::bad", 1001, None)
 
 
 def test_one_ipv6_address_alone_in_its_prefix_is_named_as_itself() -> None:
     held = _held_after([], "2001:db8::7")
-    assert held.top == (("2001:db8::7", 1000),)
+    assert [(s.address, s.count, s.prefix) for s in held.top] == [("2001:db8::7", 1000, None)]
+    assert auth_log.held_lines(held)[0][0].startswith(f"{HELD} 2001:db8::7[4500]: the peer failed ")

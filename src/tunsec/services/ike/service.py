@@ -70,7 +70,7 @@ from tunsec.ike.events import (
 )
 from tunsec.ike.sa import IkeSa, State
 from tunsec.ike.spi_tag import IkeSpiTag
-from tunsec.loglimit import Held, LogLimiter, SourceLimiter, internal_error, suffix
+from tunsec.loglimit import LogLimiter, SourceLimiter, internal_error, suffix
 from tunsec.policy.claims import TsClaims
 from tunsec.policy.ids import IdSpace
 from tunsec.policy.pools import AddressPools, PoolConfig
@@ -81,7 +81,18 @@ from tunsec.radius.relay import Accepted, RadiusRelay
 from tunsec.radius.settings import RadiusSettings
 from tunsec.services.addrwatch import AddressWatch
 from tunsec.services.base import EspEndpoint, Service
-from tunsec.services.ike import ikesas, installs, mobility, radius_edge, recreate, restart, traps, tries, vip_refused
+from tunsec.services.ike import (
+    auth_log,
+    ikesas,
+    installs,
+    mobility,
+    radius_edge,
+    recreate,
+    restart,
+    traps,
+    tries,
+    vip_refused,
+)
 from tunsec.services.ike import invalid_spi as _invalid_spi
 from tunsec.services.ike import reload as _reload
 from tunsec.services.ike import status as _status
@@ -107,12 +118,6 @@ ACCT_SHUTDOWN_WAIT = 3.0   # seconds for the last RADIUS accounting records at s
 
 def _nothing() -> None:
     """on_activity until the daemon sets it (tests run the service without one)."""
-
-
-def _auth_failures_held(held: Held) -> None:
-    """A burst of AUTHENTICATION_FAILED lines ended with lines held back: who they were from."""
-    log.error("AUTHENTICATION_FAILED: %d more like it suppressed: %s", held.count, held.sources(),
-              extra=held.fields())
 
 
 class IkeService(Service):
@@ -190,7 +195,7 @@ class IkeService(Service):
         self.closing = False
         self.unauthenticated_log = LogLimiter()                 # failures peers cause before authenticating
         # theirs that fail AUTH, by address (IPv6: by the prefix the DoS limits count a source under)
-        self.auth_failed_log = SourceLimiter(flush_to=_auth_failures_held,
+        self.auth_failed_log = SourceLimiter(flush_to=auth_log.report,
                                              ipv6_prefix=self.endpoint.limits.ipv6_source_prefix)
         self._timer_log = LogLimiter(burst=1, period=60.0)      # the timer itself failed (a bug)
         self._receive_log = LogLimiter(burst=1, period=60.0)    # an IKE datagram the engine failed on (a bug)
@@ -560,13 +565,8 @@ class IkeService(Service):
             case ChildSaDown():
                 self._child_gone(sa, ev)
             case AuthFailed():
-                host, port = sa.remote_addr
-                if (note := self.auth_failed_log.admit_from(host) if self._unproven(sa) else Held(0)) is not None:
-                    side = "the peer refused our authentication" if ev.by_peer else "the peer failed authentication"
-                    # the address where nothing the peer chose can come before it (an operator's or fail2ban's
-                    # block); the reason may quote the peer's identity: repr'd, it cannot pass for tunsec's text
-                    log.error("%s: AUTHENTICATION_FAILED from %s[%d]: %s (%r)%s", ev.name, host, port, side, ev.reason,
-                              note.suffix(), extra={"remote": host, "remote_port": port, **note.fields()})
+                auth_log.failed(self.auth_failed_log, ev.name, sa.remote_addr, ev.by_peer, ev.reason,
+                                self._unproven(sa))
             case NegotiationFailed():
                 if ev.claims:
                     self.events.ts_claims_refused[(ev.name, ev.child or "")] += 1

@@ -1,0 +1,84 @@
+"""The shipped fail2ban filter (contrib/fail2ban/filter.d/tunsec.conf) as fail2ban-regex reads it, on
+AUTHENTICATION_FAILED lines written by tunsec's own log formats (text and JSON): a failure's line
+names its peer, whatever address its quoted reason holds; the lines reporting failures held back by
+the rate limit name each of their addresses (an IPv6 prefix by one address of it, never the prefix);
+lines of a gateway refusing us, and the line for the rest, name none.  tests/e2e/test_fail2ban.py
+does the same with a real daemon's log."""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from f2b import FILTER, fail2ban_regex
+
+from tunsec import logs
+from tunsec.loglimit import SourceLimiter
+from tunsec.services.ike import auth_log
+
+# the peer's text (its identity) made to read as another peer's failure, for a filter that does not
+# anchor its match at the line's start
+BAIT = "x') AUTHENTICATION_FAILED from 203.0.113.9[500]: the peer failed authentication"
+
+
+@pytest.fixture
+def root_logger() -> Iterator[None]:
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level, (logging._srcfile, logging.logThreads, logging.logMultiprocessing)
+    yield
+    for h in root.handlers[:]:
+        root.removeHandler(h)
+    for h in saved[0]:
+        root.addHandler(h)
+    root.setLevel(saved[1])
+    logging._srcfile, logging.logThreads, logging.logMultiprocessing = saved[2]
+
+
+def _failures(fmt: str) -> str:
+    out = io.StringIO()
+    logs.configure("info", fmt="text" if fmt == "journal" else fmt, stream=out)
+    if fmt == "journal":   # tunsec under systemd: no date, the priority first (journald reads it)
+        logging.getLogger().handlers[0].setFormatter(logs.TextFormatter("tunsec", journald=True))
+    flush: list[Callable[[], None]] = []
+    lim = SourceLimiter(burst=2, clock=lambda: 0.0, flush_to=auth_log.report,
+                        schedule=lambda _delay, cb: flush.append(cb))
+
+    def fail(addr: str, port: int = 4500, by_peer: bool = False) -> None:
+        auth_log.failed(lim, "gw", (addr, port), by_peer, f"peer identity {BAIT} is not the configured", True)
+
+    fail("198.51.100.1")
+    logging.getLogger("tunsec.ike").info("gw: EAP identity %r", f"{BAIT}; tunsec[1] ERROR y: {BAIT[4:]}")
+    fail("2001:db8::1", by_peer=True)   # passes, names no one that failed
+    for addr in ["198.51.100.7", "2001:db8:1:2::5", "198.51.100.7", "2001:db8:1:2::6", "198.51.100.7"]:
+        fail(addr)
+    fail("198.51.100.8", by_peer=True)
+    fail("198.51.100.8", by_peer=True)
+    for i in range(4):
+        fail(f"192.0.2.{i}")   # one each: the last two counted in the rest
+    flush.pop()()
+    if fmt != "journal":
+        return out.getvalue()
+    # as fail2ban's journal backend makes a line of an entry: its date, host, identifier[pid]: MESSAGE
+    # (journald took the priority off)
+    return "".join(f"Dec  4 00:10:03 gw tunsec[42]: {ln.partition('>')[2]}\n" for ln in out.getvalue().splitlines())
+
+
+@pytest.mark.parametrize("fmt", ["text", "json", "journal"])
+def test_the_shipped_filter_takes_one_peer_from_each_line(fmt: str, root_logger: None, tmp_path: Path) -> None:
+    log = tmp_path / "tunsec.log"
+    log.write_text(_failures(fmt))
+    assert len(log.read_text().splitlines()) == 3 + 5 + 1
+    # not the bait's address: in the quoted reason of a line that names the peer that refused us, in
+    # an INFO line's quoted text; then the held ones by count, then address: 198.51.100.7 (3), the
+    # /64 (2), the refusal of us (2: not matched), 192.0.2.0 and .1 (1 each); the rest line names none
+    assert fail2ban_regex(log) == ["198.51.100.1", "198.51.100.7", "2001:db8:1:2::5", "192.0.2.0", "192.0.2.1"], \
+        log.read_text()
+
+
+def test_the_documented_filter_is_the_shipped_one() -> None:
+    (failregex,) = re.findall(r"^failregex = (.*)$", FILTER.read_text(), re.M)
+    assert f"`{failregex}`" in (Path(__file__).resolve().parents[1] / "docs/operations.md").read_text()
