@@ -207,14 +207,14 @@ class StderrRelay:
 
     def _window_over(self) -> None:
         self._timer = None
-        self._roll()
+        self._roll(force=True)   # (a timer may fire up to the clock's resolution early)
         if self._paused and self._fd is not None:
             self._paused = False
             self._loop.add_reader(self._fd, self._readable)
 
-    def _roll(self) -> None:
+    def _roll(self, force: bool = False) -> None:
         now = self._loop.time()
-        if now - self._window_start < WINDOW:
+        if now - self._window_start < WINDOW and not force:
             return
         self._summary()
         self._window_start = now
