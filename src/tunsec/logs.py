@@ -26,10 +26,13 @@ from typing import Any, TextIO
 
 from tunsec.printable import escaped
 
-__all__ = ["JsonFormatter", "TextFormatter", "configure", "journald_is_stderr"]
+__all__ = ["PROCESS_ATTR", "JsonFormatter", "TextFormatter", "configure", "journald_is_stderr"]
 
 # LogRecord's own attributes: anything else on a record came in through extra={...}
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+# a record's process name, when not the handler's: a worker's line the control process relays
+# (tunsec.dataplane.stderr_relay); "_"-prefixed, so never a JSON field of its own
+PROCESS_ATTR = "_tunsec_process"
 # sd-daemon.h's SD_ERR... prefixes, read by journald from a stream
 _PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6, logging.DEBUG: 7}
 
@@ -91,16 +94,17 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         text = escaped(record.getMessage())
+        process = record.__dict__.get(PROCESS_ATTR, self.process)   # a relayed worker line: the worker's
         if record.exc_info:
             text += " | " + escaped(self.formatException(record.exc_info))
         if self.journald:
-            return f"<{_PRIORITY.get(record.levelno, 6)}>{self.process}[{record.process}] {record.levelname} {text}"
+            return f"<{_PRIORITY.get(record.levelno, 6)}>{process}[{record.process}] {record.levelname} {text}"
         # formatTime's text, without a call per record (two lines per client in a burst)
         second = int(record.created)
         if second != self._second:
             self._second = second
             self._stamp = time.strftime(self.default_time_format, self.converter(record.created))
-        return f"{self._stamp},{int(record.msecs):03d} {self.process}[{record.process}] {record.levelname} {text}"
+        return f"{self._stamp},{int(record.msecs):03d} {process}[{record.process}] {record.levelname} {text}"
 
 
 class JsonFormatter(logging.Formatter):
@@ -117,7 +121,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
-            "process": self.process,
+            "process": record.__dict__.get(PROCESS_ATTR, self.process),
             "pid": record.process,
         }
         for key, value in vars(record).items():

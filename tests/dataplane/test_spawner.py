@@ -100,7 +100,7 @@ def test_a_worker_that_dies_at_start_is_seen_to_exit() -> None:
         theirs.send(b"exit 4242 1")
         r, w = os.pipe()
         try:
-            worker = await sp.spawn(w)
+            worker = await sp.spawn(w, w)
             assert worker.pid == 4242
             code = await asyncio.wait_for(worker.wait(), 10)
         finally:
@@ -125,10 +125,10 @@ def test_answers_are_matched_to_requests_in_order_also_past_one_given_up() -> No
         try:
             for _ in range(2):
                 with pytest.raises(OSError, match="did not answer"):
-                    await sp.spawn(w, timeout=0)
+                    await sp.spawn(w, w, timeout=0)
             for answer in (b"error no luck", b"pid 4301", b"pid 4302"):
                 theirs.send(answer)
-            worker = await sp.spawn(w)
+            worker = await sp.spawn(w, w)
             return worker.pid, [theirs.recv(spawner.MAX_MESSAGE) for _ in range(4)]
         finally:
             sp._gone()
@@ -223,7 +223,10 @@ def children(parent):
 
 def holds(pid, sock):
     # the socket the worker was given as its pipe (--pipe-fd N in its command line)
+    # empty until its exec has set up the new arguments: the spawner's Popen can return before that
     argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\\0")
+    if b"--pipe-fd" not in argv:
+        return False
     fd = argv[argv.index(b"--pipe-fd") + 1].decode()
     return os.readlink(f"/proc/{pid}/fd/{fd}") == f"socket:[{os.fstat(sock.fileno()).st_ino}]"
 
@@ -238,14 +241,14 @@ async def run():
     sp = await spawner.Spawner.start(sys.argv[1], [], ["--tun-fd", "-1"], "info", "text")
     first, first_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
-        await sp.spawn(first_end.fileno(), timeout=0)   # gives up before any answer can come
+        await sp.spawn(first_end.fileno(), 2, timeout=0)   # gives up before any answer can come
         gave_up = None
     except OSError as err:
         gave_up = str(err)
     first_end.close()   # as WorkerClient.start does; ``first`` stays open, so that worker sees no EOF
     second, second_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    worker = await sp.spawn(second_end.fileno())
-    ours = holds(worker.pid, second_end)
+    worker = await sp.spawn(second_end.fileno(), 2)
+    ours = await until(lambda: holds(worker.pid, second_end))
     second_end.close()
     alone = await until(lambda: children(sp.proc.pid) == {worker.pid})
     second.close()   # EOF ends our worker

@@ -164,6 +164,9 @@ def test_prometheus_scrapes_child_sa_counters_and_survives_a_stuck_worker(topo: 
     docs = [json.loads(line) for line in a.log_text().splitlines()]
     # (and the spawner's, where the worker has a user of its own: tunsec-dp exists)
     assert {"tunsec", "tunsec-worker"} <= {d["process"] for d in docs} <= {"tunsec", "tunsec-worker", "tunsec-spawner"}
+    # the worker's own lines, passed on by the control process (stderr_relay.py) with the pid it started
+    assert any(d["process"] == "tunsec-worker" and d["pid"] == worker and d["msg"].startswith("worker ready, ")
+               for d in docs), [d for d in docs if d["process"] == "tunsec-worker"]
     assert any(d["logger"] == "tunsec.metrics" and d["msg"] == f"Prometheus metrics on http://127.0.0.1:{port}/metrics"
                for d in docs)
 

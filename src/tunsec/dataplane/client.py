@@ -8,6 +8,7 @@ import asyncio
 import collections
 import functools
 import logging
+import os
 import socket
 import sys
 from collections.abc import Callable, Sequence
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING
 import tunsec
 from tunsec.dataplane import pipe
 from tunsec.dataplane.pipe import Errno, PipeError
+from tunsec.dataplane.stderr_relay import StderrRelay
 from tunsec.loglimit import LogLimiter, suffix
 
 if TYPE_CHECKING:
@@ -27,6 +29,7 @@ log = logging.getLogger("tunsec.pipe")
 
 REQUEST_TIMEOUT = 10.0
 KILL_WAIT = 5.0   # how long stop() waits for a killed worker's exit before it gives up on it
+STDERR_WAIT = 2.0   # how long stop() waits, the worker reaped, for the end of its stderr
 SEND_QUEUE_MAX = 65536   # requests held in a turn or waiting for room in the pipe (a burst sends thousands)
 READ_BATCH = 64          # datagrams read from the pipe before their answers, then their events, are handled
 # bytes read from the pipe in one reader callback at most (then back to the loop): 64 datagrams of a few
@@ -190,6 +193,7 @@ class WorkerClient:
         self._held: list[bytes] = []
         self._flush_at: asyncio.Handle | None = None
         self._refused = False   # a send found the worker's end closed (see gone)
+        self.stderr: StderrRelay | None = None   # the worker's stderr, read here (stderr_relay.py)
         self.malformed = 0   # datagrams from the worker that did not decode: dropped (tunsec status)
         self.late = 0        # answers to no request waited for (given up on, or never made): dropped (status)
         self.dump_overflows = 0   # DUMP answers that grew past dump_max_bytes: failed (status)
@@ -220,9 +224,11 @@ class WorkerClient:
         """A new worker: started here (becoming user), or by spawner as its user (spawner.py, which
         has the worker's options, sandbox among them, from its own start)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        # its stderr: a pipe read here, not ours inherited (the terminal, the journal: stderr_relay.py)
+        err_r, err_w = os.pipe()
         try:
             if spawner is not None:
-                self.proc = await spawner.spawn(theirs.fileno())
+                self.proc = await spawner.spawn(theirs.fileno(), err_w)
             else:
                 argv = [*worker_command(), "--pipe-fd", str(theirs.fileno()),
                         *worker_args(fds, mtu, larval_timeout, log_level, log_format, sandbox)]
@@ -231,12 +237,15 @@ class WorkerClient:
                 # out of the operator's terminal, as spawner.start_worker starts it
                 self.proc = await asyncio.create_subprocess_exec(*argv, pass_fds=[theirs.fileno(), *fds.all()],
                                                                  cwd="/", stdin=asyncio.subprocess.DEVNULL,
-                                                                 start_new_session=True)
+                                                                 stderr=err_w, start_new_session=True)
         except BaseException:
             ours.close()
+            os.close(err_r)
             raise
         finally:
             theirs.close()
+            os.close(err_w)   # the worker's alone: its end is the relay's EOF
+        self.stderr = StderrRelay(err_r, self.proc.pid, log_format)
         ours.setblocking(False)
         self._sock = ours
         asyncio.get_running_loop().add_reader(ours.fileno(), self._readable)
@@ -534,6 +543,13 @@ class WorkerClient:
         self._closed()
         if self.proc is None:
             return None
+        code = await self._reaped(timeout)
+        if self.stderr is not None:   # its last lines (it exited: EOF is there, or soon)
+            await self.stderr.finish(STDERR_WAIT)
+        return code
+
+    async def _reaped(self, timeout: float) -> int | None:
+        assert self.proc is not None
         try:
             return await asyncio.wait_for(self.proc.wait(), timeout)
         except TimeoutError:

@@ -15,7 +15,8 @@ control process sends it (SCM_RIGHTS).  It reports each worker's pid and exit
 status; it ends when the control process closes the channel (or dies).
 
 The channel (AF_UNIX SOCK_SEQPACKET), one message a datagram, ASCII:
-control -> spawner ``spawn`` (with one descriptor: the worker's pipe end), ``kill PID``;
+control -> spawner ``spawn`` (with two descriptors: the worker's pipe end, and the write end of
+the pipe that is its stderr, which the control process reads: stderr_relay.py), ``kill PID``;
 spawner -> control ``ready`` or ``unusable TEXT`` once (it dropped; can it start a worker
 as that user?), then ``pid PID``, ``error TEXT``, ``exit PID STATUS``.  Each ``spawn`` gets one
 ``pid`` or ``error``, in the order asked (the messages carry no request id): a spawn the control
@@ -183,10 +184,11 @@ class Spawner:
         anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())] if fds else []
         self._sock.sendmsg([data], anc)
 
-    async def spawn(self, pipe_fd: int, timeout: float = 20.0) -> SpawnedWorker:
-        """A new worker with pipe_fd as its end of the pipe; OSError if the spawner cannot."""
+    async def spawn(self, pipe_fd: int, stderr_fd: int, timeout: float = 20.0) -> SpawnedWorker:
+        """A new worker with pipe_fd as its end of the pipe and stderr_fd as its stderr; OSError if
+        the spawner cannot."""
         answer: asyncio.Future[SpawnedWorker] = asyncio.get_running_loop().create_future()
-        self.send(b"spawn", [pipe_fd])
+        self.send(b"spawn", [pipe_fd, stderr_fd])
         self._spawns.append(answer)
         try:
             # on a timeout (or our caller's cancellation) wait_for cancels ``answer``: a late pid is killed
@@ -324,19 +326,21 @@ class _Children:
                 proc.wait()
 
 
-def start_worker(argv: list[str], pass_fds: list[int], stderr: int | None = None) -> subprocess.Popen[bytes]:
+def start_worker(argv: list[str], pass_fds: list[int], stderr: int) -> subprocess.Popen[bytes]:
     """A worker, out of the operator's terminal: stdin not the tty, and a session of its own, so
-    that the tty is not its controlling one (TIOCSTI, typing into root's shell, needs that).  A
+    that the tty is not its controlling one (TIOCSTI, typing into root's shell, needs that); its
+    stderr the pipe the control process reads (not the terminal nor the journal: stderr_relay.py).  A
     Ctrl-C for the foreground group no longer reaches it: the control process stops it by closing
     the pipe, or its death by the parent-death signal."""
     return subprocess.Popen(argv, pass_fds=pass_fds, cwd="/", stdin=subprocess.DEVNULL, stderr=stderr,
                             start_new_session=True)
 
 
-def _spawn(args: argparse.Namespace, pipe_fd: int) -> subprocess.Popen[bytes]:
+def _spawn(args: argparse.Namespace, pipe_fd: int, stderr_fd: int) -> subprocess.Popen[bytes]:
     from tunsec.dataplane.client import worker_command
 
-    return start_worker([*worker_command(), "--pipe-fd", str(pipe_fd), *args.worker], [pipe_fd, *args.keep])
+    return start_worker([*worker_command(), "--pipe-fd", str(pipe_fd), *args.worker], [pipe_fd, *args.keep],
+                        stderr_fd)
 
 
 def _handle(args: argparse.Namespace, chan: socket.socket, children: _Children) -> bool:
@@ -345,24 +349,24 @@ def _handle(args: argparse.Namespace, chan: socket.socket, children: _Children) 
     if not data:
         return False
     words = data.split()
-    if words == [b"spawn"] and len(fds) == 1:
+    if words == [b"spawn"] and len(fds) == 2:
         try:
-            proc = _spawn(args, fds[0])
+            proc = _spawn(args, fds[0], fds[1])
         except OSError as err:
             chan.send(f"error {err.strerror or err}".encode()[:MAX_MESSAGE])
         else:
             children.add(proc)
             chan.send(f"pid {proc.pid}".encode())
     elif words == [b"spawn"]:
-        # still one answer per spawn (the control process matches them in order): its descriptor
+        # still one answer per spawn (the control process matches them in order): its descriptors
         # may have been lost on the way (no free descriptor here: the message's were cut off)
-        chan.send(b"error no descriptor with the request")
+        chan.send(b"error not the two descriptors with the request")
     elif len(words) == 2 and words[0] == b"kill" and words[1].isdigit() and int(words[1]) in children.procs:
         children.procs[int(words[1])][0].kill()   # only a worker of ours
     else:
         log.warning("unexpected request on the spawner's channel ignored")
     for fd in fds:
-        os.close(fd)   # the worker has its own copy
+        os.close(fd)   # the worker has its own copy (of its stderr's too: the relay's EOF is its end)
     return True
 
 
