@@ -528,3 +528,111 @@ def test_a_refused_ike_sa_holding_another_connections_address_takes_none_of_its_
         h.vips.down(2)
         assert await h.settle() == []
     run(main())
+
+
+# Review AD: an error other than OSError from a route change (F2), every holder relying on a failed
+# add (F3), a stale IKE SA of a replaced connection (F4).
+NET7 = ipaddress.ip_network("10.7.0.0/16")
+
+
+class RouteFailingTun(RecordingTun):
+    """set_route_source raises a non-OSError for one network (the real Tun's link_lookup(...)[0] is an
+    IndexError once the TUN is gone; a bug)."""
+
+    broken: str = ""
+
+    def set_route_source(self, dst: IPNetwork, src: str | None) -> None:
+        if str(dst) == self.broken:
+            raise IndexError("list index out of range")
+        super().set_route_source(dst, src)
+
+
+def test_an_unexpected_error_moving_a_route_to_a_sibling_is_logged_not_raised(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Review AD F2: _release caught only OSError: the IndexError escaped its task ("Task exception was
+    never retrieved") and the other routes were not moved."""
+    async def main() -> None:
+        tun = RouteFailingTun(routes=[(NET, None), (WORK, None)])
+        h = Harness(tun, conns={"home": Conn, "work": Work})
+        h.vips.up(1, up_event(LEASE, name="home"))
+        h.vips.up(2, up_event(LEASE, name="work"))
+        h.vips.up(3, up_event(LEASE2, name="home"))   # home's sibling
+        await h.settle()
+        h.vips.up(4, up_event(LEASE, name="home"))   # NET back on LEASE (home's latest IKE SA)
+        await h.settle()
+        tun.broken = str(NET)
+        h.vips.down(4)   # LEASE kept (work, home's IKE SA 1): NET moves to the sibling's address
+        h.vips.down(1)
+        await h.settle()
+    with caplog.at_level(logging.ERROR, "tunsec.ike"):
+        run(main())
+    assert "internal error" in caplog.text and "IndexError" in caplog.text
+
+
+def test_an_unexpected_error_re_pointing_one_route_still_removes_the_address() -> None:
+    """Review AD F2: in _apply_down one route's _repoint raising skipped the address's other routes and
+    its removal: the address stayed on the TUN with no IKE SA."""
+    async def main() -> None:
+        tun = RouteFailingTun(routes=[(NET, None), (WORK, None)])
+        h = Harness(tun, conns={"home": Conn, "work": Work})
+        h.vips.up(1, up_event(LEASE, name="home"))
+        h.vips.up(2, up_event(LEASE, name="work"))
+        await h.settle()
+        assert sources(tun) == {str(NET): str(LEASE), str(WORK): str(LEASE)}
+        tun.broken = str(NET)
+        h.vips.down(1)
+        h.vips.down(2)   # LEASE's last holder: both routes re-pointed, then it goes
+        calls = await h.settle()
+        assert ("source", str(WORK), None) in calls
+        assert calls[-1] == ("remove", str(LEASE))
+    run(main())
+
+
+class Lab:
+    class ike:   # a third connection given the same address (one gateway's lease per identity)
+        children = (child_config("net", "dynamic", ["10.7.0.0/16"], "aes128gcm16"),)
+
+
+def test_every_holder_that_relied_on_a_failed_add_gets_the_address_as_its_routes_source() -> None:
+    """Review AD F3: home's add of 10.3.0.1 fails on a passing condition each time it is asked; work's and
+    lab's IKE SAs came up with the same address meanwhile (their tasks, with no fresh address, ran after
+    home's and found it off the TUN).  _hand_over put it on for one of them (work) and only that one's
+    routes got it: lab's route kept no source, the kernel took the TUN's first IPv4 address (outside
+    lab's selectors: its traffic dropped for the IKE SA's life), and lab's refusal count never reset."""
+    async def main() -> None:
+        tun = GatedTun(answer="passing")
+        tun.routes = [(NET, None), (WORK, None), (NET7, None)]
+        h = Harness(tun, conns={"home": Conn, "work": Work, "lab": Lab})
+        h.vips.up(1, up_event(LEASE, name="home"))
+        await asyncio.to_thread(tun.adding.wait, 5)   # home's add is under way in the thread
+        h.vips.up(2, up_event(LEASE, name="work"))
+        h.vips.up(3, up_event(LEASE, name="lab"))
+        tun.gate.set()
+        calls = await h.settle()
+        assert h.refused == [(1, "home", str(LEASE))]
+        assert [c for c in calls if c[0] == "add"] == [("add", str(LEASE))]   # once
+        assert sources(tun) == {str(NET): None, str(WORK): str(LEASE), str(NET7): str(LEASE)}
+        assert sorted(h.applied) == [(2, "work"), (3, "lab")]
+    run(main())
+
+
+def test_a_stale_ike_sa_of_a_replaced_connection_does_not_re_source_another_connections_route() -> None:
+    """Review AD F4: _set_sources and _owners_addresses read the connection's networks as configured now.
+    lab's IKE SA came up (10.3.0.2) and its task waits; a reload replaces lab by one that also routes
+    work's 10.8.0.0/16 (lab's old IKE SA is being deleted: it stays until the peer answers the DELETE).
+    Its task made 10.3.0.2 the source of work's route while work's IKE SA holds 10.3.0.1: work's traffic
+    left from an address its selectors do not cover, dropped until the stale IKE SA went."""
+    async def main() -> None:
+        conns: dict[str, object] = {"home": Conn, "work": Work, "lab": Lab}
+        tun = RecordingTun(routes=[(NET, None), (WORK, None), (NET7, None)])
+        h = Harness(tun, conns=conns)
+        h.vips.up(1, up_event(LEASE, name="work"))
+        await h.settle()
+        h.vips.up(2, up_event(LEASE2, name="lab"))   # its task not yet run
+        conns["lab"] = Work   # the reload: lab now routes 10.8.0.0/16 too (IKE SA 2 being deleted)
+        await h.settle()
+        assert sources(tun)[str(WORK)] == str(LEASE)
+        h.vips.down(1)   # work's IKE SA goes: its route is not given the stale IKE SA's address either
+        await h.settle()
+        assert sources(tun)[str(WORK)] is None
+    run(main())
