@@ -151,9 +151,10 @@ class VirtualIps:
         if kept:   # still held (another connection's IKE SA, or a sibling): this one's routes may move off it
             self._spawn(self._release(kept))
 
-    async def _apply_up(self, handle: int, conn: str, addrs: Sequence[IPAddress]) -> None:
+    async def _apply_up(self, handle: int, conn: str, addrs: Sequence[IPAddress], handing: bool = False) -> None:
         """Check and add ``addrs`` (fresh: no IKE SA had them on the TUN), then make every address of
-        the IKE SA that is on the TUN (those another IKE SA's task added too) its routes' source."""
+        the IKE SA that is on the TUN (those another IKE SA's task added too) its routes' source.
+        ``handing``: run by _handed, which tries the address's next holder itself if this one fails."""
         tun = self._tun()
         if tun is None:
             return
@@ -161,11 +162,12 @@ class VirtualIps:
         async with self._vip_lock:
             usable = await self._usable(handle, tun, conn, addrs)
             if usable is None:   # the IKE SA is refused whole: its other family's address stays off the TUN
-                self._hand_over(handle, [a for a in addrs if a not in self._refusals])
+                if not handing:
+                    self._hand_over(handle, [a for a in addrs if a not in self._refusals])
                 return
             for addr in usable:
                 if addr not in self._applied:   # else put on for another IKE SA meanwhile: no second add (EEXIST)
-                    refused = not await self._add(handle, conn, tun, addr) or refused
+                    refused = not await self._add(handle, conn, tun, addr, handing) or refused
             await self._set_sources(handle, conn, tun)
         entry = self._vips.get(handle)
         # the count starts again only for an IKE SA none of whose addresses was refused: one refused
@@ -176,7 +178,7 @@ class VirtualIps:
                 and all(a in self._applied and a not in self._refusals for a in entry[1])):
             self._ok(handle, conn)
 
-    async def _add(self, handle: int, conn: str, tun: Any, addr: IPAddress) -> bool:
+    async def _add(self, handle: int, conn: str, tun: Any, addr: IPAddress, handing: bool = False) -> bool:
         """addr on the TUN; False if refused (a passing error that persists: this IKE SA only, and the
         address goes on for another IKE SA that relied on this add; else every IKE SA holding it)."""
         try:   # netlink in a thread: pyroute2's synchronous calls run an event loop of their own
@@ -184,7 +186,8 @@ class VirtualIps:
         except OSError as err:   # tun.py's: the address, the TUN, the kernel's reason
             if err.errno in _PASSING:   # this IKE SA's; not held against the address
                 self._refuse_sa(handle, conn, addr, f"cannot be added: {err.strerror or err}")
-                self._hand_over(handle, [addr])
+                if not handing:   # else _handed tries the next holder
+                    self._hand_over(handle, [addr])
             else:
                 self._refuse_all(conn, addr, err.strerror or str(err))
             return False
@@ -218,17 +221,32 @@ class VirtualIps:
         return [n for ch in c.ike.children for t in ch.remote_ts if not t.dynamic for n in ts_networks(t)] if c else []
 
     def _hand_over(self, handle: int, addrs: Sequence[IPAddress]) -> None:
-        """The good addresses of an IKE SA refused whole: each goes on the TUN for another IKE SA that
-        holds it and is not refused (it came up while this one's task ran, so relied on it: left off,
-        it looked connected and matched nothing), else it waits for the next IKE SA to hold it."""
+        """The good addresses of an IKE SA refused whole: each goes on the TUN for the other IKE SAs that
+        hold it and are not refused (they came up while this one's task ran, so relied on it: left off,
+        they looked connected and matched nothing), else it waits for the next IKE SA to hold it."""
         for addr in addrs:
-            other = next(((h, name) for h, (name, ours) in self._vips.items() if h != handle and addr in ours
-                          and h not in self._refused_sas and not any(a in self._refusals for a in ours)), None)
-            if other is None:
-                if self._vip_refs[addr] > 0:   # still held (by a refused IKE SA): the next holder adds it
-                    self._skipped.add(addr)
-            else:   # a task: this one holds the lock
-                self._spawn(self._apply_up(other[0], other[1], [addr]))
+            if self._next_holder(addr, {handle}) is not None:   # a task: this one holds the lock
+                self._spawn(self._handed(addr))
+            elif self._vip_refs[addr] > 0:   # still held (by a refused IKE SA): the next holder adds it
+                self._skipped.add(addr)
+
+    async def _handed(self, addr: IPAddress) -> None:
+        """``addr`` for every IKE SA that relied on a refused one's add (review AD F3: each holder's routes
+        take it, not only the first's, and each one's count starts again): the first adds it (if that
+        fails, the next one tries), the others' routes take it once it is on.  The holders are looked
+        at again after each: one refused or gone meanwhile is passed over, one up meanwhile is served."""
+        tried: set[int] = set()
+        while (nxt := self._next_holder(addr, tried)) is not None:
+            tried.add(nxt[0])
+            await self._apply_up(nxt[0], nxt[1], [] if addr in self._applied else [addr], handing=True)
+        # from the last check on, nothing awaited: no IKE SA came up in between that would add it
+        if addr not in self._applied and self._vip_refs[addr] > 0:
+            self._skipped.add(addr)
+
+    def _next_holder(self, addr: IPAddress, passed: set[int]) -> tuple[int, str] | None:
+        """An IKE SA (not in ``passed``) that holds ``addr``, none of whose addresses is refused."""
+        return next(((h, name) for h, (name, ours) in self._vips.items() if h not in passed and addr in ours
+                     and h not in self._refused_sas and not any(a in self._refusals for a in ours)), None)
 
     async def _usable(self, handle: int, tun: Any, conn: str, addrs: Sequence[IPAddress]
                       ) -> list[IPAddress] | None:
