@@ -636,3 +636,40 @@ def test_a_stale_ike_sa_of_a_replaced_connection_does_not_re_source_another_conn
         await h.settle()
         assert sources(tun)[str(WORK)] is None
     run(main())
+
+
+class RefusingOnceTun(RecordingTun):
+    """The kernel refuses the next source change (a passing condition): the route is blocked."""
+
+    refuse_next: bool = False
+
+    def set_route_source(self, dst: IPNetwork, src: str | None) -> None:
+        if self.refuse_next:
+            self.refuse_next = False
+            raise OSError(errno.ENOBUFS, f"setting source {src} on route {dst}: No buffer space available")
+        super().set_route_source(dst, src)
+
+
+def test_a_route_blocked_by_a_re_point_and_added_again_by_a_reload_takes_its_virtual_ip() -> None:
+    """Review AD F1: home's IKE SA 2 goes, its route's re-point to IKE SA 1's address is refused: blocked.
+    The reload adds the route again (Daemon._add_route: no source for a dynamic local_ts) and it kept
+    none (the kernel chose any address of the TUN); now it takes the address home's IKE SA holds.  A
+    route with a tunnel's own local address as its source is left alone."""
+    async def main() -> None:
+        tun = RefusingOnceTun(routes=[(NET, None), (WORK, None)])
+        h = Harness(tun, conns={"home": Conn, "work": Work})
+        h.vips.up(1, up_event(LEASE))
+        h.vips.up(2, up_event(LEASE2))
+        h.vips.up(3, up_event(LEASE, name="work"))
+        await h.settle()
+        tun.set_route_source(WORK, "192.168.1.10")   # a site-to-site tunnel's too: its local address
+        tun.calls.clear()
+        tun.refuse_next = True
+        h.vips.down(2)
+        assert await h.settle() == [("block", str(NET)), ("remove", str(LEASE2))]
+        tun.calls.clear()
+        tun.routes.append((NET, None))   # the reload's Daemon._add_route
+        await h.vips.source_routes()     # as Daemon._reload_routes then awaits
+        assert tun.calls == [("source", str(NET), str(LEASE))]
+        assert sources(tun) == {str(NET): str(LEASE), str(WORK): "192.168.1.10"}
+    run(main())

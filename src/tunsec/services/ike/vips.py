@@ -338,6 +338,26 @@ class VirtualIps:
             log.error("cannot make virtual IP %s the source of route %s on TUN %s: %s", addr, net,
                       getattr(tun, "name", "?"), internal_error(err, True))
 
+    async def source_routes(self) -> None:
+        """Each route through the TUN without a source, or with a virtual IP as its source, takes one
+        its connection's IKE SAs hold (one of them already: left as it is), as _set_sources gives it at
+        up.  The daemon awaits it once a reload's routes are in (review AD F1: a route added or re-added
+        after its IKE SA came up, a reload's after the IKE reload initiated the connection, one blocked
+        by _repoint, kept no source and the kernel chose another connection's address, outside its
+        selectors: dropped for the IKE SA's life).  Under the lock: after the changes reported before
+        it, with the addresses on the TUN."""
+        tun = self._tun()
+        if tun is None:
+            return
+        async with self._vip_lock:
+            ours = {str(a) for a in self._applied}   # not a refused one: the host's (a LAN address)
+            for net, src in list(tun.routes):
+                if src is not None and src not in ours:   # a tunnel's own local address (Daemon._add_route)
+                    continue
+                held = self._owners_addresses(net, net.version)
+                if held and src not in {str(a) for a in held}:
+                    await self._move(tun, net, held[0])
+
     def _owners_addresses(self, net: IPNetwork, version: int) -> list[IPAddress]:
         """The addresses on the TUN that IKE SAs (not refused) of the connections routing ``net`` hold,
         the latest IKE SA's first (the one whose up made it the route's source): whatever another
