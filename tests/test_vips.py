@@ -673,3 +673,26 @@ def test_a_route_blocked_by_a_re_point_and_added_again_by_a_reload_takes_its_vir
         assert tun.calls == [("source", str(NET), str(LEASE))]
         assert sources(tun) == {str(NET): str(LEASE), str(WORK): "192.168.1.10"}
     run(main())
+
+
+def test_a_route_whose_source_a_replaced_connection_holds_takes_another_connections_address() -> None:
+    """Review AD F4: home and lab both route 10.9.0.0/16; lab's IKE SA (the latest) made 10.3.0.2 its
+    source.  A reload replaces lab (other proposals, the same networks): its IKE SA is being deleted.
+    Once the reload's routes are in, the route takes home's address, the one IKE SA set up under the
+    configuration in force holds (it kept the address of the IKE SA being deleted)."""
+    async def main() -> None:
+        conns: dict[str, object] = {"home": Conn, "lab": Conn}
+        tun = RecordingTun(routes=[(NET, None)])
+        h = Harness(tun, conns=conns)
+        h.vips.up(1, up_event(LEASE, name="home"))
+        h.vips.up(2, up_event(LEASE2, name="lab"))
+        await h.settle()
+        assert sources(tun) == {str(NET): str(LEASE2)}
+        conns["lab"] = type("Lab", (), {"ike": Conn.ike})   # replaced: equal networks
+        h.vips.replaced("lab")   # as the IKE reload does
+        await h.vips.source_routes()   # as Daemon._reload_routes does once the routes are in
+        assert sources(tun) == {str(NET): str(LEASE)}
+        tun.calls.clear()
+        h.vips.down(2)   # its DELETE done: the route keeps home's address
+        assert await h.settle() == [("remove", str(LEASE2))]
+    run(main())

@@ -73,6 +73,7 @@ async def reload(self: IkeService, cfg: Config) -> list[str]:
         # a refused virtual IP's count, hold and scheduled try were the old connection's: the new one
         # starts as configured (the try added a Child SA beside it, the hold kept its traps quiet)
         vip_refused.cancel(self, name)
+        self.vips.replaced(name)   # its IKE SAs' virtual IPs no route's source (the daemon re-sources them)
     self.ke_refill.reconfigure(c.ike for c in connections)   # pooled groups follow the proposals
     self._reload_radius(cfg.radius)
     if self._addr_watch is None:

@@ -22,6 +22,8 @@ Going down, each route that has the address as its source is re-pointed before t
 the kernel deletes an IPv4 route whose preferred source disappears, and until it came back the
 tunnel's remote network followed the host's other routes (a default route), in clear.  A route that
 cannot be re-pointed is blocked (a prohibit route, as reroute.py does) and left to a reload to add.
+The routes a reload adds or re-adds take their sources once they are in (source_routes); an IKE SA
+of a connection the reload replaced or removed (being deleted) is no route's source from then on.
 (The kernel also deletes every IPv4 route through the TUN with its last IPv4 address: Tun.remove_address
 stands in for them meanwhile.)
 """
@@ -87,6 +89,11 @@ class VirtualIps:
         self._skipped: set[IPAddress] = set()
         # IKE SAs refused here (still held until down): none is given another's skipped address
         self._refused_sas: set[int] = set()
+        # what each IKE SA (not refused at up) was set up under: its connection's networks then (its Child
+        # SAs' selectors; review AD F4); and those a reload since replaced (being deleted): neither kind
+        # is any route's source, another connection's by the new networks least of all
+        self._set_up: dict[int, tuple[IPNetwork, ...]] = {}
+        self._replaced: set[int] = set()
 
     def up(self, handle: int, ev: IkeSaUp) -> None:
         """Put the addresses the gateway assigned on the TUN, as the source of the connection's routes
@@ -104,6 +111,7 @@ class VirtualIps:
                 self._spawn(self._refuse(handle, ev.name, addr, self._refusals[addr]))
             return
         self._vips[handle] = (ev.name, ours)
+        self._set_up[handle] = tuple(self._nets(ev.name))
         log.info("%s: virtual IP %s assigned by the peer%s", ev.name, ", ".join(map(str, ours)),
                  f", DNS {', '.join(map(str, ev.dns))}" if ev.dns else "")
         fresh = [a for a in ours if self._vip_refs[a] == 0 or a in self._skipped]
@@ -137,6 +145,8 @@ class VirtualIps:
         entry = self._vips.pop(handle, None) if handle is not None else None
         if handle is not None:
             self._refused_sas.discard(handle)
+            self._set_up.pop(handle, None)
+            self._replaced.discard(handle)
         if entry is None:
             return
         self._vip_refs.subtract(entry[1])
@@ -200,9 +210,10 @@ class VirtualIps:
 
     async def _set_sources(self, handle: int, conn: str, tun: Any) -> None:
         """The IKE SA's addresses that are on the TUN as the source of its connection's routes, unless
-        it is refused or gone (its address would only take routes its siblings' addresses serve)."""
+        it is refused or gone (its address would only take routes its siblings' addresses serve), or
+        stale: a reload replaced its connection (by the new networks it would take another's routes)."""
         entry = self._vips.get(handle)
-        if entry is None or handle in self._refused_sas:
+        if entry is None or handle in self._refused_sas or self._stale(handle, conn):
             return
         nets = self._nets(conn)
         for addr in (a for a in entry[1] if a in self._applied):
@@ -214,6 +225,17 @@ class VirtualIps:
             except Exception as err:   # a bug: the other addresses' routes are still set
                 log.error("%s: cannot make virtual IP %s the source of its routes on TUN %s: %s", conn, addr,
                           getattr(tun, "name", "?"), internal_error(err, True))
+
+    def replaced(self, conn: str) -> None:
+        """A reload replaced or removed ``conn``: its IKE SAs up now are being deleted (reload.py); until
+        they are down, their addresses are no route's source (Daemon._reload_routes then re-sources
+        the routes: source_routes)."""
+        self._replaced.update(h for h, (name, _) in self._vips.items() if name == conn)
+
+    def _stale(self, handle: int, conn: str) -> bool:
+        """The IKE SA was set up under another configuration of its connection than the one in force
+        (its Child SAs' selectors need not cover the routes the connection has now)."""
+        return handle in self._replaced or self._set_up.get(handle) != tuple(self._nets(conn))
 
     def _nets(self, conn: str) -> list[IPNetwork]:
         """The networks the connection routes through the TUN (its children's remote_ts), as configured now."""
@@ -363,7 +385,7 @@ class VirtualIps:
         the latest IKE SA's first (the one whose up made it the route's source): whatever another
         connection's gateway assigned, a route is given only an address its own connection holds."""
         return [a for h, (name, ours) in reversed(self._vips.items()) if h not in self._refused_sas
-                and net in self._nets(name) for a in ours
+                and not self._stale(h, name) and net in self._nets(name) for a in ours
                 if a.version == version and a in self._applied and a not in self._refusals]
 
     async def _repoint(self, tun: Any, conn: str, net: IPNetwork, addr: IPAddress) -> None:
