@@ -696,3 +696,21 @@ def test_a_route_whose_source_a_replaced_connection_holds_takes_another_connecti
         h.vips.down(2)   # its DELETE done: the route keeps home's address
         assert await h.settle() == [("remove", str(LEASE2))]
     run(main())
+
+
+class TwoNets:
+    class ike:   # a connection routing two IPv4 networks
+        children = (child_config("net", "dynamic", ["10.9.0.0/16", "10.8.0.0/16"], "aes128gcm16"),)
+
+
+def test_one_route_refusing_its_source_at_up_leaves_the_connections_other_routes_set() -> None:
+    """As review AD F2, at up: _set_sources caught per address, so the first route's error skipped the
+    address's other routes, which kept no source (another connection's address, chosen by the kernel)."""
+    async def main() -> None:
+        tun = RouteFailingTun(routes=[(NET, None), (WORK, None)])
+        tun.broken = str(NET)
+        h = Harness(tun, conns={"home": TwoNets})
+        h.vips.up(1, up_event(LEASE))
+        await h.settle()
+        assert sources(tun) == {str(NET): None, str(WORK): str(LEASE)}
+    run(main())

@@ -217,14 +217,8 @@ class VirtualIps:
             return
         nets = self._nets(conn)
         for addr in (a for a in entry[1] if a in self._applied):
-            try:
-                for net in (n for n in nets if n.version == addr.version):
-                    await asyncio.to_thread(tun.set_route_source, net, str(addr))
-            except OSError as err:   # tun.py's: what was refused (route, TUN), why, what to do
-                log.error("%s: virtual IP %s: %s", conn, addr, err.strerror or err)
-            except Exception as err:   # a bug: the other addresses' routes are still set
-                log.error("%s: cannot make virtual IP %s the source of its routes on TUN %s: %s", conn, addr,
-                          getattr(tun, "name", "?"), internal_error(err, True))
+            for net in (n for n in nets if n.version == addr.version):   # each on its own: one refused
+                await self._move(tun, net, addr, conn)                    # leaves the others set
 
     def replaced(self, conn: str) -> None:
         """A reload replaced or removed ``conn``: its IKE SAs up now are being deleted (reload.py); until
@@ -350,14 +344,15 @@ class VirtualIps:
                 if held and addr not in held:
                     await self._move(tun, net, held[0])
 
-    async def _move(self, tun: Any, net: IPNetwork, addr: IPAddress) -> None:
+    async def _move(self, tun: Any, net: IPNetwork, addr: IPAddress, conn: str = "") -> None:
         """net's route takes addr (on the TUN) as its source; refused, it keeps its source (on the TUN)."""
+        who = f"{conn}: " if conn else ""
         try:
             await asyncio.to_thread(tun.set_route_source, net, str(addr))
-        except OSError as err:   # tun.py's: what was refused, why
-            log.error("virtual IP %s: %s", addr, err.strerror or err)
-        except Exception as err:   # a bug (review AD F2: it escaped the task): the other routes still move
-            log.error("cannot make virtual IP %s the source of route %s on TUN %s: %s", addr, net,
+        except OSError as err:   # tun.py's: what was refused (route, TUN), why, what to do
+            log.error("%svirtual IP %s: %s", who, addr, err.strerror or err)
+        except Exception as err:   # a bug (review AD F2: it escaped _release's task): the other routes still move
+            log.error("%scannot make virtual IP %s the source of route %s on TUN %s: %s", who, addr, net,
                       getattr(tun, "name", "?"), internal_error(err, True))
 
     async def source_routes(self) -> None:
