@@ -528,3 +528,189 @@ def test_a_refused_ike_sa_holding_another_connections_address_takes_none_of_its_
         h.vips.down(2)
         assert await h.settle() == []
     run(main())
+
+
+# Review AD: an error other than OSError from a route change (F2), every holder relying on a failed
+# add (F3), a stale IKE SA of a replaced connection (F4).
+NET7 = ipaddress.ip_network("10.7.0.0/16")
+
+
+class RouteFailingTun(RecordingTun):
+    """set_route_source raises a non-OSError for one network (the real Tun's link_lookup(...)[0] is an
+    IndexError once the TUN is gone; a bug)."""
+
+    broken: str = ""
+
+    def set_route_source(self, dst: IPNetwork, src: str | None) -> None:
+        if str(dst) == self.broken:
+            raise IndexError("list index out of range")
+        super().set_route_source(dst, src)
+
+
+def test_an_unexpected_error_moving_a_route_to_a_sibling_is_logged_not_raised(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Review AD F2: _release caught only OSError: the IndexError escaped its task ("Task exception was
+    never retrieved") and the other routes were not moved."""
+    async def main() -> None:
+        tun = RouteFailingTun(routes=[(NET, None), (WORK, None)])
+        h = Harness(tun, conns={"home": Conn, "work": Work})
+        h.vips.up(1, up_event(LEASE, name="home"))
+        h.vips.up(2, up_event(LEASE, name="work"))
+        h.vips.up(3, up_event(LEASE2, name="home"))   # home's sibling
+        await h.settle()
+        h.vips.up(4, up_event(LEASE, name="home"))   # NET back on LEASE (home's latest IKE SA)
+        await h.settle()
+        tun.broken = str(NET)
+        h.vips.down(4)   # LEASE kept (work, home's IKE SA 1): NET moves to the sibling's address
+        h.vips.down(1)
+        await h.settle()
+    with caplog.at_level(logging.ERROR, "tunsec.ike"):
+        run(main())
+    assert "cannot make virtual IP 10.3.0.2 the source of route 10.9.0.0/16 on TUN tunsec0: IndexError" in caplog.text
+
+
+def test_an_unexpected_error_re_pointing_one_route_still_removes_the_address() -> None:
+    """Review AD F2: in _apply_down one route's _repoint raising skipped the address's other routes and
+    its removal: the address stayed on the TUN with no IKE SA."""
+    async def main() -> None:
+        tun = RouteFailingTun(routes=[(NET, None), (WORK, None)])
+        h = Harness(tun, conns={"home": Conn, "work": Work})
+        h.vips.up(1, up_event(LEASE, name="home"))
+        h.vips.up(2, up_event(LEASE, name="work"))
+        await h.settle()
+        assert sources(tun) == {str(NET): str(LEASE), str(WORK): str(LEASE)}
+        tun.broken = str(NET)
+        h.vips.down(1)
+        h.vips.down(2)   # LEASE's last holder: both routes re-pointed, then it goes
+        calls = await h.settle()
+        assert ("source", str(WORK), None) in calls
+        assert calls[-1] == ("remove", str(LEASE))
+    run(main())
+
+
+class Lab:
+    class ike:   # a third connection given the same address (one gateway's lease per identity)
+        children = (child_config("net", "dynamic", ["10.7.0.0/16"], "aes128gcm16"),)
+
+
+def test_every_holder_that_relied_on_a_failed_add_gets_the_address_as_its_routes_source() -> None:
+    """Review AD F3: home's add of 10.3.0.1 fails on a passing condition each time it is asked; work's and
+    lab's IKE SAs came up with the same address meanwhile (their tasks, with no fresh address, ran after
+    home's and found it off the TUN).  _hand_over put it on for one of them (work) and only that one's
+    routes got it: lab's route kept no source, the kernel took the TUN's first IPv4 address (outside
+    lab's selectors: its traffic dropped for the IKE SA's life), and lab's refusal count never reset."""
+    async def main() -> None:
+        tun = GatedTun(answer="passing")
+        tun.routes = [(NET, None), (WORK, None), (NET7, None)]
+        h = Harness(tun, conns={"home": Conn, "work": Work, "lab": Lab})
+        h.vips.up(1, up_event(LEASE, name="home"))
+        await asyncio.to_thread(tun.adding.wait, 5)   # home's add is under way in the thread
+        h.vips.up(2, up_event(LEASE, name="work"))
+        h.vips.up(3, up_event(LEASE, name="lab"))
+        tun.gate.set()
+        calls = await h.settle()
+        assert h.refused == [(1, "home", str(LEASE))]
+        assert [c for c in calls if c[0] == "add"] == [("add", str(LEASE))]   # once
+        assert sources(tun) == {str(NET): None, str(WORK): str(LEASE), str(NET7): str(LEASE)}
+        assert sorted(h.applied) == [(2, "work"), (3, "lab")]
+    run(main())
+
+
+def test_a_stale_ike_sa_of_a_replaced_connection_does_not_re_source_another_connections_route() -> None:
+    """Review AD F4: _set_sources and _owners_addresses read the connection's networks as configured now.
+    lab's IKE SA came up (10.3.0.2) and its task waits; a reload replaces lab by one that also routes
+    work's 10.8.0.0/16 (lab's old IKE SA is being deleted: it stays until the peer answers the DELETE).
+    Its task made 10.3.0.2 the source of work's route while work's IKE SA holds 10.3.0.1: work's traffic
+    left from an address its selectors do not cover, dropped until the stale IKE SA went."""
+    async def main() -> None:
+        conns: dict[str, object] = {"home": Conn, "work": Work, "lab": Lab}
+        tun = RecordingTun(routes=[(NET, None), (WORK, None), (NET7, None)])
+        h = Harness(tun, conns=conns)
+        h.vips.up(1, up_event(LEASE, name="work"))
+        await h.settle()
+        h.vips.up(2, up_event(LEASE2, name="lab"))   # its task not yet run
+        conns["lab"] = Work   # the reload: lab now routes 10.8.0.0/16 too (IKE SA 2 being deleted)
+        await h.settle()
+        assert sources(tun)[str(WORK)] == str(LEASE)
+        h.vips.down(1)   # work's IKE SA goes: its route is not given the stale IKE SA's address either
+        await h.settle()
+        assert sources(tun)[str(WORK)] is None
+    run(main())
+
+
+class RefusingOnceTun(RecordingTun):
+    """The kernel refuses the next source change (a passing condition): the route is blocked."""
+
+    refuse_next: bool = False
+
+    def set_route_source(self, dst: IPNetwork, src: str | None) -> None:
+        if self.refuse_next:
+            self.refuse_next = False
+            raise OSError(errno.ENOBUFS, f"setting source {src} on route {dst}: No buffer space available")
+        super().set_route_source(dst, src)
+
+
+def test_a_route_blocked_by_a_re_point_and_added_again_by_a_reload_takes_its_virtual_ip() -> None:
+    """Review AD F1: home's IKE SA 2 goes, its route's re-point to IKE SA 1's address is refused: blocked.
+    The reload adds the route again (Daemon._add_route: no source for a dynamic local_ts) and it kept
+    none (the kernel chose any address of the TUN); now it takes the address home's IKE SA holds.  A
+    route with a tunnel's own local address as its source is left alone."""
+    async def main() -> None:
+        tun = RefusingOnceTun(routes=[(NET, None), (WORK, None)])
+        h = Harness(tun, conns={"home": Conn, "work": Work})
+        h.vips.up(1, up_event(LEASE))
+        h.vips.up(2, up_event(LEASE2))
+        h.vips.up(3, up_event(LEASE, name="work"))
+        await h.settle()
+        tun.set_route_source(WORK, "192.168.1.10")   # a site-to-site tunnel's too: its local address
+        tun.calls.clear()
+        tun.refuse_next = True
+        h.vips.down(2)
+        assert await h.settle() == [("block", str(NET)), ("remove", str(LEASE2))]
+        tun.calls.clear()
+        tun.routes.append((NET, None))   # the reload's Daemon._add_route
+        await h.vips.source_routes()     # as Daemon._reload_routes then awaits
+        assert tun.calls == [("source", str(NET), str(LEASE))]
+        assert sources(tun) == {str(NET): str(LEASE), str(WORK): "192.168.1.10"}
+    run(main())
+
+
+def test_a_route_whose_source_a_replaced_connection_holds_takes_another_connections_address() -> None:
+    """Review AD F4: home and lab both route 10.9.0.0/16; lab's IKE SA (the latest) made 10.3.0.2 its
+    source.  A reload replaces lab (other proposals, the same networks): its IKE SA is being deleted.
+    Once the reload's routes are in, the route takes home's address, the one IKE SA set up under the
+    configuration in force holds (it kept the address of the IKE SA being deleted)."""
+    async def main() -> None:
+        conns: dict[str, object] = {"home": Conn, "lab": Conn}
+        tun = RecordingTun(routes=[(NET, None)])
+        h = Harness(tun, conns=conns)
+        h.vips.up(1, up_event(LEASE, name="home"))
+        h.vips.up(2, up_event(LEASE2, name="lab"))
+        await h.settle()
+        assert sources(tun) == {str(NET): str(LEASE2)}
+        conns["lab"] = type("Lab", (), {"ike": Conn.ike})   # replaced: equal networks
+        h.vips.replaced("lab")   # as the IKE reload does
+        await h.vips.source_routes()   # as Daemon._reload_routes does once the routes are in
+        assert sources(tun) == {str(NET): str(LEASE)}
+        tun.calls.clear()
+        h.vips.down(2)   # its DELETE done: the route keeps home's address
+        assert await h.settle() == [("remove", str(LEASE2))]
+    run(main())
+
+
+class TwoNets:
+    class ike:   # a connection routing two IPv4 networks
+        children = (child_config("net", "dynamic", ["10.9.0.0/16", "10.8.0.0/16"], "aes128gcm16"),)
+
+
+def test_one_route_refusing_its_source_at_up_leaves_the_connections_other_routes_set() -> None:
+    """As review AD F2, at up: _set_sources caught per address, so the first route's error skipped the
+    address's other routes, which kept no source (another connection's address, chosen by the kernel)."""
+    async def main() -> None:
+        tun = RouteFailingTun(routes=[(NET, None), (WORK, None)])
+        tun.broken = str(NET)
+        h = Harness(tun, conns={"home": TwoNets})
+        h.vips.up(1, up_event(LEASE))
+        await h.settle()
+        assert sources(tun) == {str(NET): None, str(WORK): str(LEASE)}
+    run(main())

@@ -25,6 +25,7 @@ import pytest
 from conftest import netns_unavailable
 
 from tunsec.bench.netns import in_netns
+from tunsec.daemon import Daemon
 from tunsec.dataplane.blockrecord import BlockRecord
 from tunsec.dataplane.tun import RTN_PROHIBIT, IPRoute, NetlinkError, Tun
 from tunsec.ike.config import child_config
@@ -280,3 +281,43 @@ def test_two_connections_given_one_address_both_send_from_it(ns: str) -> None:
     # other's source is in its traffic selectors (10.3.0.2/32): its traffic is sent
     assert chosen == [str(VIP), str(shared), str(shared)]
     assert addresses == [str(VIP), str(shared)]
+
+
+class Reloading:
+    """What Daemon._reload_routes uses of the daemon: the TUN, the services' routes (the reload's
+    configuration), the IKE service's virtual IPs; Daemon._add_route adds each."""
+
+    def __init__(self, client: Client, routes: list[tuple[ipaddress.IPv4Network, tuple[()]]]) -> None:
+        self.tun = client.tun
+        self.services = [type("Service", (), {"routes": staticmethod(lambda: routes)})]
+        self.ike = type("IkeService", (), {"vips": client.vips})
+
+    def _add_route(self, net: ipaddress.IPv4Network, local_nets: tuple[()]) -> None:
+        Daemon._add_route(self, net, local_nets)  # type: ignore[arg-type]
+
+    async def reload_routes(self) -> list[str]:
+        return await Daemon._reload_routes(self)  # type: ignore[arg-type]
+
+
+LAB_NET = ipaddress.IPv4Network("10.6.0.0/16")
+LAB_VIP = ipaddress.IPv4Address("10.3.0.2")
+
+
+def test_a_route_a_reload_adds_after_its_ike_sa_came_up_sends_from_its_virtual_ip(ns: str) -> None:
+    """Review AD F1: a reload initiates an added connection (lab, start_action = start) in the IKE
+    service's reload, before the daemon adds its route: lab's IKE SA came up in between, its routes'
+    sources were set while the route was not there, and the route was added without one (a dynamic
+    local_ts has no local address).  The kernel chose the TUN's first address, home's 10.3.0.1,
+    outside lab's selectors (10.3.0.2/32): every packet of lab's was dropped for the IKE SA's life.
+    The daemon's reload code adds it here; the kernel is asked (route get)."""
+    def run() -> tuple[str, str]:
+        client = Client({"home": routing(NET), "lab": routing(LAB_NET)})
+        asyncio.run(client.apply(lambda: client.vips.up(1, up_event(VIP, "home"))))
+        asyncio.run(client.apply(lambda: client.vips.up(2, up_event(LAB_VIP, "lab"))))   # the IKE reload's
+        lines = asyncio.run(Reloading(client, [(NET, ()), (OTHER_NET, ()), (LAB_NET, ())]).reload_routes())
+        with IPRoute() as ipr:
+            return lines[0], str(ipr.route("get", dst="10.6.0.5")[0].get_attr("RTA_PREFSRC"))
+
+    added, source = inside(ns, run)
+    assert added == f"routes added: {LAB_NET}"
+    assert source == str(LAB_VIP)

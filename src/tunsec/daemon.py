@@ -441,7 +441,10 @@ class Daemon:
         if self.tun is None:
             return []
         wanted = [r for svc in self.services for r in svc.routes()]
-        return await reroute.reload_routes(self.tun, wanted, self._add_route)
+        lines = await reroute.reload_routes(self.tun, wanted, self._add_route)
+        if self.ike is not None:   # those added (or re-added) take the virtual IP their IKE SA holds
+            await self.ike.vips.source_routes()
+        return lines
 
     async def _reload_mtu(self) -> list[str]:
         """The TUN's MTU stays (changing it under running traffic is a restart's job); say so when

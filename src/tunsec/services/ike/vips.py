@@ -22,6 +22,8 @@ Going down, each route that has the address as its source is re-pointed before t
 the kernel deletes an IPv4 route whose preferred source disappears, and until it came back the
 tunnel's remote network followed the host's other routes (a default route), in clear.  A route that
 cannot be re-pointed is blocked (a prohibit route, as reroute.py does) and left to a reload to add.
+The routes a reload adds or re-adds take their sources once they are in (source_routes); an IKE SA
+of a connection the reload replaced or removed (being deleted) is no route's source from then on.
 (The kernel also deletes every IPv4 route through the TUN with its last IPv4 address: Tun.remove_address
 stands in for them meanwhile.)
 """
@@ -87,6 +89,11 @@ class VirtualIps:
         self._skipped: set[IPAddress] = set()
         # IKE SAs refused here (still held until down): none is given another's skipped address
         self._refused_sas: set[int] = set()
+        # what each IKE SA (not refused at up) was set up under: its connection's networks then (its Child
+        # SAs' selectors; review AD F4); and those a reload since replaced (being deleted): neither kind
+        # is any route's source, another connection's by the new networks least of all
+        self._set_up: dict[int, tuple[IPNetwork, ...]] = {}
+        self._replaced: set[int] = set()
 
     def up(self, handle: int, ev: IkeSaUp) -> None:
         """Put the addresses the gateway assigned on the TUN, as the source of the connection's routes
@@ -104,6 +111,7 @@ class VirtualIps:
                 self._spawn(self._refuse(handle, ev.name, addr, self._refusals[addr]))
             return
         self._vips[handle] = (ev.name, ours)
+        self._set_up[handle] = tuple(self._nets(ev.name))
         log.info("%s: virtual IP %s assigned by the peer%s", ev.name, ", ".join(map(str, ours)),
                  f", DNS {', '.join(map(str, ev.dns))}" if ev.dns else "")
         fresh = [a for a in ours if self._vip_refs[a] == 0 or a in self._skipped]
@@ -137,6 +145,8 @@ class VirtualIps:
         entry = self._vips.pop(handle, None) if handle is not None else None
         if handle is not None:
             self._refused_sas.discard(handle)
+            self._set_up.pop(handle, None)
+            self._replaced.discard(handle)
         if entry is None:
             return
         self._vip_refs.subtract(entry[1])
@@ -151,9 +161,10 @@ class VirtualIps:
         if kept:   # still held (another connection's IKE SA, or a sibling): this one's routes may move off it
             self._spawn(self._release(kept))
 
-    async def _apply_up(self, handle: int, conn: str, addrs: Sequence[IPAddress]) -> None:
+    async def _apply_up(self, handle: int, conn: str, addrs: Sequence[IPAddress], handing: bool = False) -> None:
         """Check and add ``addrs`` (fresh: no IKE SA had them on the TUN), then make every address of
-        the IKE SA that is on the TUN (those another IKE SA's task added too) its routes' source."""
+        the IKE SA that is on the TUN (those another IKE SA's task added too) its routes' source.
+        ``handing``: run by _handed, which tries the address's next holder itself if this one fails."""
         tun = self._tun()
         if tun is None:
             return
@@ -161,11 +172,12 @@ class VirtualIps:
         async with self._vip_lock:
             usable = await self._usable(handle, tun, conn, addrs)
             if usable is None:   # the IKE SA is refused whole: its other family's address stays off the TUN
-                self._hand_over(handle, [a for a in addrs if a not in self._refusals])
+                if not handing:
+                    self._hand_over(handle, [a for a in addrs if a not in self._refusals])
                 return
             for addr in usable:
                 if addr not in self._applied:   # else put on for another IKE SA meanwhile: no second add (EEXIST)
-                    refused = not await self._add(handle, conn, tun, addr) or refused
+                    refused = not await self._add(handle, conn, tun, addr, handing) or refused
             await self._set_sources(handle, conn, tun)
         entry = self._vips.get(handle)
         # the count starts again only for an IKE SA none of whose addresses was refused: one refused
@@ -176,7 +188,7 @@ class VirtualIps:
                 and all(a in self._applied and a not in self._refusals for a in entry[1])):
             self._ok(handle, conn)
 
-    async def _add(self, handle: int, conn: str, tun: Any, addr: IPAddress) -> bool:
+    async def _add(self, handle: int, conn: str, tun: Any, addr: IPAddress, handing: bool = False) -> bool:
         """addr on the TUN; False if refused (a passing error that persists: this IKE SA only, and the
         address goes on for another IKE SA that relied on this add; else every IKE SA holding it)."""
         try:   # netlink in a thread: pyroute2's synchronous calls run an event loop of their own
@@ -184,7 +196,8 @@ class VirtualIps:
         except OSError as err:   # tun.py's: the address, the TUN, the kernel's reason
             if err.errno in _PASSING:   # this IKE SA's; not held against the address
                 self._refuse_sa(handle, conn, addr, f"cannot be added: {err.strerror or err}")
-                self._hand_over(handle, [addr])
+                if not handing:   # else _handed tries the next holder
+                    self._hand_over(handle, [addr])
             else:
                 self._refuse_all(conn, addr, err.strerror or str(err))
             return False
@@ -197,20 +210,26 @@ class VirtualIps:
 
     async def _set_sources(self, handle: int, conn: str, tun: Any) -> None:
         """The IKE SA's addresses that are on the TUN as the source of its connection's routes, unless
-        it is refused or gone (its address would only take routes its siblings' addresses serve)."""
+        it is refused or gone (its address would only take routes its siblings' addresses serve), or
+        stale: a reload replaced its connection (by the new networks it would take another's routes)."""
         entry = self._vips.get(handle)
-        if entry is None or handle in self._refused_sas:
+        if entry is None or handle in self._refused_sas or self._stale(handle, conn):
             return
         nets = self._nets(conn)
         for addr in (a for a in entry[1] if a in self._applied):
-            try:
-                for net in (n for n in nets if n.version == addr.version):
-                    await asyncio.to_thread(tun.set_route_source, net, str(addr))
-            except OSError as err:   # tun.py's: what was refused (route, TUN), why, what to do
-                log.error("%s: virtual IP %s: %s", conn, addr, err.strerror or err)
-            except Exception as err:   # a bug: the other addresses' routes are still set
-                log.error("%s: cannot make virtual IP %s the source of its routes on TUN %s: %s", conn, addr,
-                          getattr(tun, "name", "?"), internal_error(err, True))
+            for net in (n for n in nets if n.version == addr.version):   # each on its own: one refused
+                await self._move(tun, net, addr, conn)                    # leaves the others set
+
+    def replaced(self, conn: str) -> None:
+        """A reload replaced or removed ``conn``: its IKE SAs up now are being deleted (reload.py); until
+        they are down, their addresses are no route's source (Daemon._reload_routes then re-sources
+        the routes: source_routes)."""
+        self._replaced.update(h for h, (name, _) in self._vips.items() if name == conn)
+
+    def _stale(self, handle: int, conn: str) -> bool:
+        """The IKE SA was set up under another configuration of its connection than the one in force
+        (its Child SAs' selectors need not cover the routes the connection has now)."""
+        return handle in self._replaced or self._set_up.get(handle) != tuple(self._nets(conn))
 
     def _nets(self, conn: str) -> list[IPNetwork]:
         """The networks the connection routes through the TUN (its children's remote_ts), as configured now."""
@@ -218,17 +237,32 @@ class VirtualIps:
         return [n for ch in c.ike.children for t in ch.remote_ts if not t.dynamic for n in ts_networks(t)] if c else []
 
     def _hand_over(self, handle: int, addrs: Sequence[IPAddress]) -> None:
-        """The good addresses of an IKE SA refused whole: each goes on the TUN for another IKE SA that
-        holds it and is not refused (it came up while this one's task ran, so relied on it: left off,
-        it looked connected and matched nothing), else it waits for the next IKE SA to hold it."""
+        """The good addresses of an IKE SA refused whole: each goes on the TUN for the other IKE SAs that
+        hold it and are not refused (they came up while this one's task ran, so relied on it: left off,
+        they looked connected and matched nothing), else it waits for the next IKE SA to hold it."""
         for addr in addrs:
-            other = next(((h, name) for h, (name, ours) in self._vips.items() if h != handle and addr in ours
-                          and h not in self._refused_sas and not any(a in self._refusals for a in ours)), None)
-            if other is None:
-                if self._vip_refs[addr] > 0:   # still held (by a refused IKE SA): the next holder adds it
-                    self._skipped.add(addr)
-            else:   # a task: this one holds the lock
-                self._spawn(self._apply_up(other[0], other[1], [addr]))
+            if self._next_holder(addr, {handle}) is not None:   # a task: this one holds the lock
+                self._spawn(self._handed(addr))
+            elif self._vip_refs[addr] > 0:   # still held (by a refused IKE SA): the next holder adds it
+                self._skipped.add(addr)
+
+    async def _handed(self, addr: IPAddress) -> None:
+        """``addr`` for every IKE SA that relied on a refused one's add (review AD F3: each holder's routes
+        take it, not only the first's, and each one's count starts again): the first adds it (if that
+        fails, the next one tries), the others' routes take it once it is on.  The holders are looked
+        at again after each: one refused or gone meanwhile is passed over, one up meanwhile is served."""
+        tried: set[int] = set()
+        while (nxt := self._next_holder(addr, tried)) is not None:
+            tried.add(nxt[0])
+            await self._apply_up(nxt[0], nxt[1], [] if addr in self._applied else [addr], handing=True)
+        # from the last check on, nothing awaited: no IKE SA came up in between that would add it
+        if addr not in self._applied and self._vip_refs[addr] > 0:
+            self._skipped.add(addr)
+
+    def _next_holder(self, addr: IPAddress, passed: set[int]) -> tuple[int, str] | None:
+        """An IKE SA (not in ``passed``) that holds ``addr``, none of whose addresses is refused."""
+        return next(((h, name) for h, (name, ours) in self._vips.items() if h not in passed and addr in ours
+                     and h not in self._refused_sas and not any(a in self._refusals for a in ours)), None)
 
     async def _usable(self, handle: int, tun: Any, conn: str, addrs: Sequence[IPAddress]
                       ) -> list[IPAddress] | None:
@@ -278,11 +312,16 @@ class VirtualIps:
                 if addr not in self._applied:   # never on the TUN (refused): a route with it as source is
                     continue                    # another's (a site-to-site tunnel's, the host's LAN address)
                 self._applied.discard(addr)   # going: no route is re-pointed to it
-                try:
-                    # the routes that have it as source, as the TUN has them (a reload may have removed
-                    # the connection, whose routes still name it)
-                    for net in [d for d, src in tun.routes if src == str(addr)]:
+                # the routes that have it as source, as the TUN has them (a reload may have removed the
+                # connection, whose routes still name it); each on its own: one failing leaves the others
+                # re-pointed and the address still goes (review AD F2: it stayed with no IKE SA)
+                for net in [d for d, src in tun.routes if src == str(addr)]:
+                    try:
                         await self._repoint(tun, conn, net, addr)
+                    except Exception as err:   # a bug (OSError is _repoint's): Tun.remove_address guards it
+                        log.error("%s: cannot re-point route %s off virtual IP %s on TUN %s: %s", conn, net,
+                                  addr, getattr(tun, "name", "?"), internal_error(err, True))
+                try:
                     await self._asked(tun.remove_address, addr)
                 except OSError as err:
                     log.error("%s: virtual IP %s: %s", conn, addr, err.strerror or err)
@@ -302,19 +341,46 @@ class VirtualIps:
             for net, src in list(tun.routes):
                 addr = next((a for a in addrs if str(a) == src and a in self._applied), None)
                 held = self._owners_addresses(net, addr.version) if addr is not None else []
-                if not held or addr in held:
+                if held and addr not in held:
+                    await self._move(tun, net, held[0])
+
+    async def _move(self, tun: Any, net: IPNetwork, addr: IPAddress, conn: str = "") -> None:
+        """net's route takes addr (on the TUN) as its source; refused, it keeps its source (on the TUN)."""
+        who = f"{conn}: " if conn else ""
+        try:
+            await asyncio.to_thread(tun.set_route_source, net, str(addr))
+        except OSError as err:   # tun.py's: what was refused (route, TUN), why, what to do
+            log.error("%svirtual IP %s: %s", who, addr, err.strerror or err)
+        except Exception as err:   # a bug (review AD F2: it escaped _release's task): the other routes still move
+            log.error("%scannot make virtual IP %s the source of route %s on TUN %s: %s", who, addr, net,
+                      getattr(tun, "name", "?"), internal_error(err, True))
+
+    async def source_routes(self) -> None:
+        """Each route through the TUN without a source, or with a virtual IP as its source, takes one
+        its connection's IKE SAs hold (one of them already: left as it is), as _set_sources gives it at
+        up.  The daemon awaits it once a reload's routes are in (review AD F1: a route added or re-added
+        after its IKE SA came up, a reload's after the IKE reload initiated the connection, one blocked
+        by _repoint, kept no source and the kernel chose another connection's address, outside its
+        selectors: dropped for the IKE SA's life).  Under the lock: after the changes reported before
+        it, with the addresses on the TUN."""
+        tun = self._tun()
+        if tun is None:
+            return
+        async with self._vip_lock:
+            ours = {str(a) for a in self._applied}   # not a refused one: the host's (a LAN address)
+            for net, src in list(tun.routes):
+                if src is not None and src not in ours:   # a tunnel's own local address (Daemon._add_route)
                     continue
-                try:
-                    await asyncio.to_thread(tun.set_route_source, net, str(held[0]))
-                except OSError as err:   # the route keeps its source: on the TUN still
-                    log.error("virtual IP %s: %s", held[0], err.strerror or err)
+                held = self._owners_addresses(net, net.version)
+                if held and src not in {str(a) for a in held}:
+                    await self._move(tun, net, held[0])
 
     def _owners_addresses(self, net: IPNetwork, version: int) -> list[IPAddress]:
         """The addresses on the TUN that IKE SAs (not refused) of the connections routing ``net`` hold,
         the latest IKE SA's first (the one whose up made it the route's source): whatever another
         connection's gateway assigned, a route is given only an address its own connection holds."""
         return [a for h, (name, ours) in reversed(self._vips.items()) if h not in self._refused_sas
-                and net in self._nets(name) for a in ours
+                and not self._stale(h, name) and net in self._nets(name) for a in ours
                 if a.version == version and a in self._applied and a not in self._refusals]
 
     async def _repoint(self, tun: Any, conn: str, net: IPNetwork, addr: IPAddress) -> None:
