@@ -165,6 +165,12 @@ def give_up(self: IkeSa, pending: _Pending) -> None:
     if self._heir is not None:  # the peer is done with the replaced SA; the heir carries on
         self._close(DownReason.REKEYED)
         return
+    if self._state is State.DELETING:
+        # we were deleting it (a terminate, a reload, a replacement): the request out before our
+        # DELETE finds no peer, which ends the SA as the DELETE would have, not as a dead peer (whose
+        # dpd_action would start what the operator just ended)
+        self._close(self._delete_reason)
+        return
     if self._expired:
         # the SA ends by its hard lifetime, which this exchange could only have saved it from: the
         # service reestablishes an expired SA (services/ike/ikesas.py _after_expiry), not a dead peer

@@ -295,7 +295,10 @@ def respond_to(
     self._reassembly.pop(False, None)
     self._outbox.extend((d, addr) for d in data)
     if response.close:
-        self._close(response.reason)
+        # the peer's DELETE crossing ours (a terminate, a reload): ended by us, not lost (a close_action
+        # would start what was just ended)
+        deleting = self._state is State.DELETING and response.reason is DownReason.DELETED_BY_PEER
+        self._close(self._delete_reason if deleting else response.reason)
     return data
 
 
