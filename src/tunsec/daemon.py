@@ -540,8 +540,9 @@ class Daemon:
                         privilege._me(), _read_grant(self.cfg.path))
 
     def _virtual_ips(self) -> bool:
-        """A connection of the configuration now has virtual IPs (CAP_NET_ADMIN to put them on the TUN)."""
-        return any(c.ike.vips for c in self.cfg.connections)
+        """A connection of the configuration now has virtual IPs, or one a reload removed still has its
+        address on the TUN (CAP_NET_ADMIN to put them on the TUN and take them off: review AF F2)."""
+        return any(c.ike.vips for c in self.cfg.connections) or (self.ike is not None and self.ike.vips.holding())
 
     async def _release_net_admin(self) -> None:
         """CAP_NET_ADMIN given up if it was kept for blocks alone and none is left (netadmin.py).  The

@@ -95,6 +95,10 @@ class VirtualIps:
         self._set_up: dict[int, tuple[IPNetwork, ...]] = {}
         self._replaced: set[int] = set()
 
+    def holding(self) -> bool:
+        """An address is on the TUN or held by an IKE SA: taking it off needs CAP_NET_ADMIN still."""
+        return bool(self._applied or self._vips)
+
     def up(self, handle: int, ev: IkeSaUp) -> None:
         """Put the addresses the gateway assigned on the TUN, as the source of the connection's routes
         (the IKE SA of a client that asked for some: none is a refusal too)."""
