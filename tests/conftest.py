@@ -7,6 +7,7 @@ missing facility fails the run instead of hiding behind a skip."""
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import secrets
 import shutil
@@ -235,3 +236,17 @@ def pair(topo: TwoHosts) -> Iterator[TunsecPair]:
     p = TunsecPair(topo)
     p.start_both()
     yield p
+
+
+@pytest.fixture
+def root_logger() -> Iterator[None]:
+    """logs.configure replaces the root logger's handlers and a few logging flags: put them back."""
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level, (logging._srcfile, logging.logThreads, logging.logMultiprocessing)
+    yield
+    for h in root.handlers[:]:
+        root.removeHandler(h)
+    for h in saved[0]:
+        root.addHandler(h)
+    root.setLevel(saved[1])
+    logging._srcfile, logging.logThreads, logging.logMultiprocessing = saved[2]

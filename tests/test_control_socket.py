@@ -115,10 +115,8 @@ def test_the_socket_is_the_users_and_0660(base: Path, dir_owner: str) -> None:
     assert caps.effective == caps.permitted != 0
 
 
-def test_a_directory_tunsec_makes_is_roots_and_the_users_group(base: Path) -> None:
-    """The user's processes (the worker, updown scripts) reach the socket but cannot replace it; also
-    under the umask contrib/systemd/tunsec.service sets (UMask=0077), which took the group's access."""
-    sock = base / "new" / "tunsec.sock"
+def claimed_under_the_units_umask(sock: Path, base: Path) -> None:
+    """The daemon claims (and closes) its control socket under contrib/systemd/tunsec.service's UMask=0077."""
     d = daemon_for(sock, base)
     old = os.umask(0o077)
     try:
@@ -126,6 +124,13 @@ def test_a_directory_tunsec_makes_is_roots_and_the_users_group(base: Path) -> No
     finally:
         os.umask(old)
     open_and_close(d)
+
+
+def test_a_directory_tunsec_makes_is_roots_and_the_users_group(base: Path) -> None:
+    """The user's processes (the worker, updown scripts) reach the socket but cannot replace it; also
+    under the umask contrib/systemd/tunsec.service sets (UMask=0077), which took the group's access."""
+    sock = base / "new" / "tunsec.sock"
+    claimed_under_the_units_umask(sock, base)
     st = os.stat(sock.parent)
     assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o750, 0, pwd.getpwnam(USER).pw_gid)
     assert os.lstat(sock).st_uid == pwd.getpwnam(USER).pw_uid
@@ -136,13 +141,7 @@ def test_every_directory_level_tunsec_makes_is_roots_and_the_users_group(base: P
     user's group (review AC F3: os.makedirs made the parents 0700 root:root under UMask=0077, so the
     user's processes could not reach the socket)."""
     sock = base / "one" / "two" / "tunsec.sock"
-    d = daemon_for(sock, base)
-    old = os.umask(0o077)
-    try:
-        d._claim_control_socket()
-    finally:
-        os.umask(old)
-    open_and_close(d)
+    claimed_under_the_units_umask(sock, base)
     for level in (base / "one", base / "one" / "two"):
         st = os.stat(level)
         assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o750, 0, pwd.getpwnam(USER).pw_gid), level

@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import logging
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,19 +23,6 @@ from tunsec.services.ike import auth_log
 # the peer's text (its identity) made to read as another peer's failure, for a filter that does not
 # anchor its match at the line's start
 BAIT = "x') AUTHENTICATION_FAILED from 203.0.113.9[500]: the peer failed authentication"
-
-
-@pytest.fixture
-def root_logger() -> Iterator[None]:
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level, (logging._srcfile, logging.logThreads, logging.logMultiprocessing)
-    yield
-    for h in root.handlers[:]:
-        root.removeHandler(h)
-    for h in saved[0]:
-        root.addHandler(h)
-    root.setLevel(saved[1])
-    logging._srcfile, logging.logThreads, logging.logMultiprocessing = saved[2]
 
 
 def _failures(fmt: str) -> str:

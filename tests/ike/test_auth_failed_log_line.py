@@ -13,7 +13,7 @@ import io
 import json
 import logging
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from f2b import FILTER
@@ -32,20 +32,6 @@ from tunsec.services.ike import auth_log
 
 # what a reader splitting on U+2028 or NEL would take for a line of its own
 FORGED = "x\u2028Dec  3 06:00:00 tunsec[1] INFO b-from-a: IKE SA established with 203.0.113.9\x85\x9b2J\u202e"
-
-
-@pytest.fixture
-def root_logger() -> Iterator[None]:
-    """logs.configure replaces the root logger's handlers and a few logging flags: put them back."""
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level, (logging._srcfile, logging.logThreads, logging.logMultiprocessing)
-    yield
-    for h in root.handlers[:]:
-        root.removeHandler(h)
-    for h in saved[0]:
-        root.addHandler(h)
-    root.setLevel(saved[1])
-    logging._srcfile, logging.logThreads, logging.logMultiprocessing = saved[2]
 
 
 def _auth_failed_reason() -> str:
