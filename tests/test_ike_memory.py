@@ -134,6 +134,7 @@ class FakeWorker:
         self.malformed = 0   # as WorkerClient: datagrams from the worker that did not decode (status reads it)
         self.late = 0        # as WorkerClient: answers nobody waited for any more (status reads it)
         self.dump_overflows = 0   # as WorkerClient: DUMP answers past its cap (status reads it)
+        self.stderr_dropped = 0
 
     async def request(self, build: Callable[[int], Any]) -> list[Reply]:
         built = build(next(self.ids))

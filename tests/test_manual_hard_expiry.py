@@ -83,6 +83,7 @@ async def tunnel_status(h: Harness) -> tuple[dict[str, Any], str]:
     """The tunnel's part of the daemon's answer to `tunsec status`, and the CLI's text of it."""
     # as WorkerClient's (status reads them)
     h.worker.pid, h.worker.malformed, h.worker.late, h.worker.dump_overflows = 4242, 0, 0, 0  # type: ignore[attr-defined]
+    h.worker.stderr_dropped = 0  # type: ignore[attr-defined]
     answer = await h.daemon._command(b'{"cmd": "status"}')
     assert answer["ok"], answer
     [t] = answer["status"]["tunnels"]

@@ -191,7 +191,8 @@ def _daemon(worker_malformed: int = 0) -> Any:
     return SimpleNamespace(ctl_counts=Counts(),
         cfg=SimpleNamespace(tunsec=SimpleNamespace(tun="tun0")), mtu=1400, tun=None,
         sockets=SimpleNamespace(offloads=lambda: []),
-        worker=SimpleNamespace(pid=None, malformed=worker_malformed, late=0, dump_overflows=0), calm=None,
+        worker=SimpleNamespace(pid=None, malformed=worker_malformed, late=0, dump_overflows=0, stderr_dropped=0),
+        calm=None,
         restarts=[], started=0.0, service_status=lambda dump: [{"tunnels": []}])
 
 

@@ -115,7 +115,7 @@ class StatusWorker(InProcessWorker):
     """InProcessWorker with what `tunsec status` reads of a WorkerClient besides its DUMP."""
 
     pid = None
-    malformed = late = dump_overflows = 0
+    malformed = late = dump_overflows = stderr_dropped = 0
 
 
 def leak_path(ns: str) -> None:

@@ -283,6 +283,9 @@ def state_families(doc: dict[str, Any], worker_up: bool,
     yield CounterMetricFamily("tunsec_worker_dump_overflows", "DUMP answers from the worker that grew past "
                               "the control process's cap, failed (since the worker started)",
                               value=doc.get("worker", {}).get("dump_overflows", 0))
+    yield CounterMetricFamily("tunsec_worker_stderr_dropped_lines", "Lines the worker wrote to its stderr past "
+                              "the relay's rate limit, dropped (since the worker started)",
+                              value=doc.get("worker", {}).get("stderr_dropped", 0))
     yield CounterMetricFamily("tunsec_ike_cookies_sent", "Stateless COOKIE answers (RFC 7296 2.6)",
                               value=stats.get("cookies_sent", 0))
     yield CounterMetricFamily("tunsec_ike_redirects_sent", "Stateless REDIRECT answers (RFC 5685)",

@@ -160,10 +160,11 @@ def status_rows(d: Daemon, dump: Reply) -> dict[str, Any]:
         # gauges: the worker's values of now (DUMP's GAUGEs: its live C allocations, policies in its SPD);
         # malformed: datagrams from it the control process could not decode, dropped (since it started);
         # late_answers: answers to requests nobody waited for any more (timed out), dropped;
-        # dump_overflows: DUMP answers that grew past client.DUMP_MAX_BYTES, failed (a lying worker)
+        # dump_overflows: DUMP answers that grew past client.DUMP_MAX_BYTES, failed (a lying worker);
+        # stderr_dropped: lines of its stderr over the relay's rate limit, dropped (stderr_relay.py)
         "worker": {"pid": d.worker.pid, "restarts": len(d.restarts), "gauges": dict(dump.gauges),
                    "malformed": d.worker.malformed, "late_answers": d.worker.late,
-                   "dump_overflows": d.worker.dump_overflows},
+                   "dump_overflows": d.worker.dump_overflows, "stderr_dropped": d.worker.stderr_dropped},
         # malloc_trims: times the control process gave its free heap back after a burst (memtrim);
         # the worker's are among its gauges
         # control_socket: requests refused (busy: every connection slot taken) or cut short, since the
@@ -220,12 +221,14 @@ def render(doc: dict[str, Any]) -> str:
                 else "NOT blocked: its traffic may leave in clear by the host's other routes")
         lines.append(f"unrouted: {u['network']}, {held}: {u['reason']}")
     gauges = worker.get("gauges") or {}
-    if gauges or worker.get("malformed") or worker.get("late_answers") or worker.get("dump_overflows"):
+    if gauges or any(worker.get(k) for k in ("malformed", "late_answers", "dump_overflows", "stderr_dropped")):
         lines.append("worker: " + ", ".join([f"{k} {v}" for k, v in gauges.items()]
                                             + [f"malformed messages {worker.get('malformed', 0)}",
                                                f"late answers {worker.get('late_answers', 0)}"]
                                             + ([f"DUMP answers too large {n}"]
-                                               if (n := worker.get("dump_overflows")) else [])))
+                                               if (n := worker.get("dump_overflows")) else [])
+                                            + ([f"stderr lines dropped {n}"]
+                                               if (n := worker.get("stderr_dropped")) else [])))
     if any((ctl := doc.get("control", {}).get("control_socket", {})).values()):
         lines.append("control socket refused or cut short: " + ", ".join(f"{k} {v}" for k, v in ctl.items()))
     # once, not per IKE SA: rebuilt in the loop it made rendering N clients O(N²) (seconds at a few thousand)

@@ -174,3 +174,48 @@ def test_a_spawned_real_worker_writes_to_a_pipe_the_control_process_reads_and_re
     assert fd2.startswith("pipe:") and read_here == "True", (fd2, read_here)
     # and the lines it wrote reach the control's stderr as the worker's, in today's format
     assert re.search(rf"^\S+ \S+ tunsec-worker\[{pid}\] INFO worker ready, 1 queue\(s\)$", out, re.M), out
+
+
+# the count of lines dropped, read as `tunsec status` and the metrics read it, of the worker that wrote them
+COUNTED = r"""import asyncio, json, sys
+from status_stub import stub_daemon
+from tunsec import logs, metrics, status
+from tunsec.dataplane import client, pipe
+from tunsec.dataplane.client import WorkerClient, WorkerFds
+
+standin, flood = sys.argv[1], sys.argv[2]
+logs.configure("info", "text", "tunsec")
+client.worker_command = lambda: [sys.executable, "-c", standin, flood]
+
+async def run():
+    wc = WorkerClient(lambda msg: None)
+    await wc.start(WorkerFds(-1), 1400, 30, "info", None, "text", None, False)
+    await wc.proc.wait()
+    await wc.stop()
+    d = stub_daemon(lambda dump: {})
+    d.worker = wc
+    doc = status.status_document(d, pipe.Reply(7, pipe.MsgType.DUMP, pipe.Errno.OK))
+    text = [ln for ln in status.render(doc).splitlines() if ln.startswith("worker:")]
+    fams = {f.name: f.samples[0].value for f in metrics.state_families(doc, True)
+            if getattr(f, "name", "").startswith("tunsec_worker_stderr")}
+    print(json.dumps({"dropped": wc.stderr.dropped, "doc": doc["worker"].get("stderr_dropped", 0), "text": text,
+                      "metric": fams}))
+
+asyncio.run(run())
+"""
+
+
+@pytest.mark.parametrize("flood", [0, FLOOD])
+def test_the_lines_a_worker_writes_past_the_limit_are_counted_in_status_and_metrics(flood: int) -> None:
+    tests = str(Path(__file__).parents[1])
+    r = subprocess.run([sys.executable, "-c", COUNTED, STANDIN, str(flood)], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, env=dict(os.environ, PYTHONPATH=f"{SRC}:{tests}"), timeout=120, cwd="/")
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = json.loads(r.stdout.splitlines()[-1])
+    # past LINES a window every line is dropped (check_common): at most the flood and its last words
+    # beyond the 6 lines before them (fewer if a window ends during the flood)
+    want = got["dropped"]
+    assert (0 < want <= flood + 1 - (stderr_relay.LINES - 6)) if flood else want == 0, got
+    assert got["doc"] == want, got
+    assert got["metric"] == {"tunsec_worker_stderr_dropped_lines": want}, got
+    assert [ln for ln in got["text"] if f"stderr lines dropped {want}" in ln] == ([] if not flood else got["text"])

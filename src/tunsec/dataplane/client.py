@@ -202,6 +202,11 @@ class WorkerClient:
         self._overflow_log = LogLimiter()
 
     @property
+    def stderr_dropped(self) -> int:
+        """Lines of this worker's stderr the relay dropped over its rate limit (tunsec status, metrics)."""
+        return self.stderr.dropped if self.stderr is not None else 0
+
+    @property
     def in_flight(self) -> int:
         """Requests waiting for their answer (the IKE service refills its key pairs only at 0)."""
         return len(self._pending)
