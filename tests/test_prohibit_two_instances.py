@@ -121,10 +121,10 @@ def instance(ns: str, tmp: Path, name: str, tun: str, local: str) -> Instance:
 
 
 def record_name(ns: str, tun: str) -> str:
-    """The name of tun's record of its prohibit routes in ns (not the initial namespace: .ns<inode>)."""
+    """The name of tun's record of its prohibit routes in ns (not the initial namespace: :ns<inode>)."""
     inode = subprocess.run(["ip", "netns", "exec", ns, "stat", "-L", "-c", "%i", "/proc/self/ns/net"],
                            capture_output=True, text=True, check=True).stdout.strip()
-    return f"prohibit-routes.{tun}.ns{inode}"
+    return f"prohibit-routes.{tun}:ns{inode}"
 
 
 def prohibits(ns: str) -> list[str]:

@@ -7,12 +7,17 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import stat
+import subprocess
+import sys
+from collections.abc import Iterator
 from ipaddress import ip_network
 from pathlib import Path
 
 import pytest
 
+from tunsec.dataplane import blockrecord
 from tunsec.dataplane.blockrecord import BlockRecord, record_name, this_netns
 
 NET4, NET6 = ip_network("10.9.0.0/24"), ip_network("fd00:9::/64")
@@ -145,3 +150,89 @@ def test_a_record_of_an_earlier_namespace_or_boot_is_nobodys_and_goes(state: Pat
     old = BlockRecord.open(str(state), "tun7", None)
     assert old.inherited == {NET4}
     old.close()
+
+
+def test_stale_temporary_files_of_this_record_go_at_start_and_only_they(state: Path, tmp_path: Path) -> None:
+    """A crash just before write_atomic_at's rename leaves `.NAME.<16 hex>.tmp`: removed at the next start,
+    a link among them removed itself (its target kept); another TUN's, or names not write_atomic_at's, stay."""
+    target = tmp_path / "target"
+    target.write_text("not the record's\n")
+    own = state / f".{NAME}.0123456789abcdef.tmp"
+    own.write_text('{"networks": ["10.9.0.0/24"]}')
+    link = state / f".{NAME}.fedcba9876543210.tmp"
+    link.symlink_to(target)
+    others = [state / f".{record_name('tun8', NETNS.suffix)}.0123456789abcdef.tmp", state / f".{NAME}.x.tmp",
+              state / f"{NAME}.0123456789abcdef.tmp"]
+    for other in others:
+        other.write_text("{}")
+    rec = BlockRecord.open(str(state), "tun7", None)
+    assert rec.inherited == set()
+    assert not own.exists() and not os.path.lexists(link) and target.read_text() == "not the record's\n"
+    assert all(o.exists() for o in others)
+    rec.close()
+
+
+OPEN = r"""import json, sys
+from ipaddress import ip_network
+from tunsec.dataplane.blockrecord import BlockRecord
+state, tun, nets = sys.argv[1], sys.argv[2], sys.argv[3:]
+rec = BlockRecord.open(state, tun, None)
+print(json.dumps(sorted(map(str, rec.inherited))))
+if nets:
+    rec.keep({ip_network(n) for n in nets})
+rec.close()
+"""
+
+
+@pytest.fixture
+def netns() -> Iterator[tuple[str, int]]:
+    """A network namespace and its inode (what names its records)."""
+    if os.geteuid() != 0 or NETNS.suffix:
+        pytest.skip("needs root in the initial network namespace")
+    name = f"records-{secrets.token_hex(3)}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        inode = subprocess.run(["ip", "netns", "exec", name, "stat", "-L", "-c", "%i", "/proc/self/ns/net"],
+                               capture_output=True, text=True, check=True).stdout
+        yield name, int(inode)
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def opened(state: Path, tun: str, *nets: str, ns: str | None = None) -> list[str]:
+    """What BlockRecord.open of tun inherits in namespace ns (None: the initial one); nets then kept."""
+    argv = [sys.executable, "-c", OPEN, str(state), tun, *nets]
+    r = subprocess.run(["ip", "netns", "exec", ns, *argv] if ns else argv, capture_output=True, text=True,
+                       timeout=60, env=dict(os.environ, PYTHONPATH=str(Path(blockrecord.__file__).parents[2])))
+    assert r.returncode == 0, r.stderr
+    return list(json.loads(r.stdout))
+
+
+def test_a_tun_named_like_another_namespaces_record_has_a_record_of_its_own(state: Path,
+                                                                             netns: tuple[str, int]) -> None:
+    """TUN `t` in namespace N and TUN `t.nsN` in the initial one: two records (a TUN name holds no ':')."""
+    ns, inode = netns
+    assert opened(state, "t", str(NET4), ns=ns) == []
+    assert opened(state, f"t.ns{inode}", str(NET6)) == []
+    assert opened(state, "t", ns=ns) == [str(NET4)]
+    assert opened(state, f"t.ns{inode}") == [str(NET6)]
+    assert sorted(os.listdir(state)) == [f"prohibit-routes.t.ns{inode}", f"prohibit-routes.t:ns{inode}"]
+
+
+def test_an_older_tunsecs_record_in_a_namespace_is_taken_over_under_the_new_name(state: Path,
+                                                                                 netns: tuple[str, int]) -> None:
+    """An upgrade loses no leftover: `prohibit-routes.t.nsN` (the name before) is read once, written as
+    `prohibit-routes.t:nsN` and removed; one of the initial namespace's TUN `t.nsN` (its current name) is
+    neither taken nor removed."""
+    ns, inode = netns
+    old, new = state / f"prohibit-routes.t.ns{inode}", state / f"prohibit-routes.t:ns{inode}"
+    old.write_text(json.dumps({"tun": "t", "networks": [str(NET4)]}))
+    assert opened(state, "t", ns=ns) == [str(NET4)]
+    assert not old.exists() and json.loads(new.read_text())["networks"] == [str(NET4)]
+    assert opened(state, "t", ns=ns) == [str(NET4)]
+
+    new.unlink()
+    old.write_text(json.dumps({"tun": f"t.ns{inode}", "networks": [str(NET6)]}))
+    assert opened(state, "t", ns=ns) == []
+    assert json.loads(old.read_text())["networks"] == [str(NET6)] and not new.exists()
+    assert opened(state, f"t.ns{inode}") == [str(NET6)]

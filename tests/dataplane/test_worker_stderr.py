@@ -208,8 +208,8 @@ asyncio.run(run())
 @pytest.mark.parametrize("flood", [0, FLOOD])
 def test_the_lines_a_worker_writes_past_the_limit_are_counted_in_status_and_metrics(flood: int) -> None:
     tests = str(Path(__file__).parents[1])
-    r = subprocess.run([sys.executable, "-c", COUNTED, STANDIN, str(flood)], stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, env=dict(os.environ, PYTHONPATH=f"{SRC}:{tests}"), timeout=120, cwd="/")
+    r = subprocess.run([sys.executable, "-c", COUNTED, STANDIN, str(flood)], capture_output=True,
+                       env=dict(os.environ, PYTHONPATH=f"{SRC}:{tests}"), timeout=120, cwd="/")
     assert r.returncode == 0, r.stderr[-3000:]
     got = json.loads(r.stdout.splitlines()[-1])
     # past LINES a window every line is dropped (check_common): at most the flood and its last words

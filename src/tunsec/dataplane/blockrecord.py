@@ -5,28 +5,37 @@ them from other programs' but not one tunsec's from another's: two instances in 
 (two TUNs, two configurations) each took the other's for its own at start and removed those of networks
 it did not route, so the other's blocked traffic took the host's routes in clear.
 
-The kernel keeps nothing on a route that could tell the instances apart and leave lookups as they are: a
-metric of its own lets an equal-prefix host route with a lower metric win over the block; a table of its
-own needs a rule, which consulted before main blocks main's longer prefixes too, after main loses to
-main's default route; a realm exists for IPv4 only; the protocol is one byte that routing daemons share.
-So each instance records the networks it blocks, one file per TUN and network namespace (a TUN name is
-one instance's in a namespace; see Netns) in its state_dir: it outlives a kill -9 and systemd keeps
-StateDirectory= across a restart, where it removes RuntimeDirectory= when the service stops. A network
-is recorded before its route goes in and taken out after the route went (listed without a route is
-harmless; a route never without its network), written atomically and private through the directory's
-descriptor (safefs), and only from a directory no other user may change: one who could write the record
-could have this instance remove another's blocks. A start removes only the leftovers its record lists;
-any other stays (fail closed). The service user may still list another instance's network: the other
-instance puts its block back (blockwatch.py). An IKE-only start makes a missing state_dir (prepare and
-init-state make it only for manual tunnels); without a usable one it says so at start.
+The route's lookup keys cannot tell the instances apart and leave lookups as they are: a metric of its
+own lets an equal-prefix host route with a lower metric win over the block; a table of its own needs a
+rule, which consulted before main blocks main's longer prefixes too, after main loses to main's default
+route; a realm exists for IPv4 only; the protocol is one byte that routing daemons share.  What does is
+a route metric no lookup reads: each block carries its TUN's mark (block_mark) as RTAX_REORDERING, kept
+by the kernel on IPv4 and IPv6 prohibit routes and dumped with them, and meaningless on a route no
+packet passes (TCP reads it only from the route a connection uses).  A TUN name is one instance's in a
+network namespace, where the routes are: a block with this TUN's mark is this instance's (review AC F4:
+the service user cannot add or change routes, so no record it writes makes another's block look ours).
+Each instance also records the networks it blocks (for blocks an older tunsec made without the mark),
+one file per TUN and network namespace (a TUN name is one instance's in a namespace; see Netns) in its
+state_dir: it outlives a kill -9 and systemd keeps StateDirectory= across a restart, where it removes
+RuntimeDirectory= when the service stops. A network is recorded before its route goes in and taken out
+after the route went (listed without a route is harmless; a route never without its network), written
+atomically and private through the directory's descriptor (safefs), and only from a directory no other
+user may change: one who could write the record could have this instance remove another's unmarked
+blocks. A start removes only the leftovers with its mark, and unmarked ones its record lists; any other
+stays (fail closed). The service user may still list another instance's network: only an unmarked block
+(an older tunsec's) of it goes, and its instance puts it back, marked, when it runs (blockwatch.py). An
+IKE-only start makes a missing state_dir (prepare and init-state make it only for manual tunnels);
+without a usable one it says so at start.
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import logging
 import os
+import re
 import socket
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network, ip_network
@@ -50,19 +59,46 @@ def record_name(tun: str, suffix: str = "") -> str:
     return PREFIX + tun + suffix
 
 
+def block_mark(tun: str) -> int:
+    """The RTAX_REORDERING value of TUN tun's prohibit routes: 32 bits of a hash of its name, never 0 (no
+    metric: the kernel leaves a 0 out).  Two TUNs of one namespace share it with a chance of 2^-32, and
+    their names are the configurations' (root's), not the service user's to choose."""
+    digest = hashlib.blake2b(tun.encode(), digest_size=4, person=b"tunsec-block").digest()
+    return int.from_bytes(digest, "big") | 1
+
+
+def mark_metrics(tun: str) -> dict[str, int]:
+    """pyroute2's metrics= of a prohibit route of TUN tun's."""
+    return {"reordering": block_mark(tun)}
+
+
+def route_mark(r: object) -> int | None:
+    """The mark a dumped route carries (pyroute2's rtmsg), None when none (an older tunsec's block)."""
+    metrics = r.get_attr("RTA_METRICS")  # type: ignore[attr-defined]
+    mark = metrics.get_attr("RTAX_REORDERING") if metrics is not None else None
+    return int(mark) if mark else None
+
+
 @dataclass(frozen=True)
 class Netns:
     """The network namespace this instance's routes are in, as its record is named and marked.
 
     A TUN name is one instance's in a namespace only: instances in two namespaces sharing a state_dir
     (the default) with one TUN name need two records.  suffix is "" in the initial namespace (the usual
-    deployment keeps the plain name) and ".ns<inode>" elsewhere.  The kernel reuses a namespace's inode for
+    deployment keeps the plain name) and ":ns<inode>" elsewhere: a TUN name holds no ':' (the kernel's
+    dev_valid_name), so TUN `t.ns4026532174` of the initial namespace and TUN `t` of that namespace
+    have two names (".ns<inode>" before, read once and replaced: legacy).  The kernel reuses a namespace's inode for
     a later one (after the namespace is deleted, or a reboot), whose routes are not those a record lists:
     ident (the boot's id and the namespace's cookie, never reused in a boot) tells the namespace that
     wrote a record from a later one with its name."""
 
     suffix: str
     ident: str
+
+    @property
+    def legacy(self) -> str:
+        """The suffix of an older tunsec's record in this namespace ("" in the initial one: unchanged)."""
+        return "." + self.suffix[1:] if self.suffix else ""
 
 
 def this_netns() -> Netns:
@@ -73,7 +109,7 @@ def this_netns() -> Netns:
     # only the kernel's fixed inode: PID 1 names a container's (or any PID namespace's) own namespace, which
     # instances in other namespaces would take for theirs too
     initial = mine.st_ino == INIT_NET_INO
-    return Netns("" if initial else f".ns{mine.st_ino}", _ident())
+    return Netns("" if initial else f":ns{mine.st_ino}", _ident())
 
 
 def _ident() -> str:
@@ -128,21 +164,64 @@ class BlockRecord:
         st = os.fstat(rec.fd)
         if os.geteuid() == 0 and st.st_uid != 0:   # readable by the user this tunsec becomes, next start too
             rec.owner = (st.st_uid, st.st_gid)
-        rec.inherited = rec._read()
+        rec._clean_temporary()
+        rec.inherited = rec._read(rec.file)
         rec.written = frozenset(rec.inherited)
+        rec._migrate()
         return rec
+
+    def _clean_temporary(self) -> None:
+        """Temporary files of this record (write_atomic_at's, this name's or the legacy one's) a crash
+        left before their rename: never read, removed (unlink removes a link itself, follows none).
+        Only this instance writes them, and it is starting: none is being written."""
+        names = {self.file, record_name(self.tun, self.netns.legacy)}
+        temp = re.compile("|".join(rf"\.{re.escape(n)}\.[0-9a-f]{{16}}\.tmp" for n in sorted(names)))
+        try:
+            for entry in os.listdir(self.fd):
+                if temp.fullmatch(entry):
+                    _unlink(self.fd, entry)
+                    log.info("temporary file %s of an interrupted write of the record removed",
+                             os.path.join(os.path.dirname(self.where), entry))
+        except OSError as err:
+            log.warning("temporary files of record %s not removed: %s", self.where, err.strerror or err)
+
+    def _migrate(self) -> None:
+        """In a namespace other than the initial one, an older tunsec's record (named with the legacy
+        suffix) when there is none of this name: its networks taken over, written under this name, and
+        the old file removed, so that an upgrade loses no leftover of it."""
+        old = record_name(self.tun, self.netns.legacy)
+        if old == self.file or self.inherited or _exists(self.fd, self.file) or not _exists(self.fd, old):
+            return
+        nets = self._read(old)
+        if not nets:   # unreadable, stale (removed), or another TUN's (the initial namespace's t.ns<inode>)
+            return
+        self.inherited, self.written = nets, frozenset()
+        self.keep(set())
+        if self.written == frozenset(nets):
+            try:
+                _unlink(self.fd, old)
+            except OSError as err:
+                log.warning("older record %s not removed: %s", old, err.strerror or err)
+                return
+            log.info("record of prohibit routes %s renamed %s (a TUN name may hold '.', not ':')", old, self.file)
 
     @property
     def file(self) -> str:
         return record_name(self.tun, self.netns.suffix)
 
-    def _read(self) -> set[IPNetwork]:
+    def _read(self, name: str) -> set[IPNetwork]:
+        where = os.path.join(os.path.dirname(self.where), name)
         try:
-            data = json.loads(read_regular(self.file, MAX_RECORD, dir_fd=self.fd))
+            data = json.loads(read_regular(name, MAX_RECORD, dir_fd=self.fd))
             nets = data["networks"] if isinstance(data, dict) else None
             if not isinstance(nets, list) or not all(isinstance(n, str) for n in nets):
                 raise ValueError("not a record of networks")
-            if self._stale(data.get("netns")):
+            if data.get("tun", self.tun) != self.tun:   # an older tunsec's of TUN t in a namespace, read in the
+                # initial one by TUN t.ns<inode>: that one's name then (replaced by this TUN's record)
+                log.warning("record of prohibit routes %s is TUN %r's, not %s's: none of its networks is taken for "
+                            "this instance's", where, data.get("tun"), self.tun)
+                return set()
+            if self._stale(data.get("netns"), name):
                 return set()
             return {ip_network(n) for n in nets}
         except FileNotFoundError:
@@ -151,11 +230,11 @@ class BlockRecord:
             why = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
             if isinstance(err, RecursionError):   # deeply nested JSON: the parser's own limit, whoever wrote it
                 why = "nested too deep to be a record"
-            log.warning("record of this instance's prohibit routes %s unreadable (%s): none of tunsec's prohibit "
-                        "routes is taken for this instance's", self.where, why)
+            log.warning("record of this instance's prohibit routes %s unreadable (%s): none of tunsec's unmarked "
+                        "prohibit routes is taken for this instance's", where, why)
             return set()
 
-    def _stale(self, ident: object) -> bool:
+    def _stale(self, ident: object, name: str) -> bool:
         """The record is of an earlier namespace with this one's name (its inode reused) or of an earlier boot:
         the routes it lists went with that namespace, and one of these networks blocked in this namespace is
         someone else's.  Removed, so that it is not read again.  A record without ident (an older tunsec's)
@@ -165,7 +244,7 @@ class BlockRecord:
         log.info("record of prohibit routes %s is of an earlier boot or network namespace (%s, now %s): none of "
                  "its routes is in this one, it is removed", self.where, ident, self.netns.ident)
         try:
-            _unlink(self.fd, self.file)
+            _unlink(self.fd, name)
         except OSError as err:
             log.warning("record of prohibit routes %s not removed: %s", self.where, err.strerror or err)
         return True
@@ -253,6 +332,14 @@ def _make_missing(state_dir: str) -> str | None:
 
 def _order(n: IPNetwork) -> tuple[int, int, int]:
     return n.version, int(n.network_address), n.prefixlen
+
+
+def _exists(fd: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _unlink(fd: int, name: str) -> None:

@@ -23,6 +23,7 @@ import socket
 import struct
 from ipaddress import ip_address, ip_network
 
+from tunsec.dataplane.blockrecord import mark_metrics
 from tunsec.dataplane.tun import (
     RT_TABLE_MAIN,
     RTN_PROHIBIT,
@@ -115,7 +116,7 @@ class Keeper:
             with _iproute() as ipr, _netlink(f"putting back the prohibit route of {dst}"):
                 # add, not replace: a route someone else put in the block's place (another VPN, root, a
                 # tunnel moved elsewhere) is theirs; taken over, it would be gone for good once we unblock
-                ipr.route("add", dst=str(dst), type="prohibit", proto=RTPROT_TUNSEC)
+                ipr.route("add", dst=str(dst), type="prohibit", proto=RTPROT_TUNSEC, metrics=mark_metrics(tun.name))
         except OSError as err:
             taken = err.errno == errno.EEXIST
             known = dst in self.lost

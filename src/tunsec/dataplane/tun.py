@@ -22,7 +22,7 @@ from typing import Any
 from pytun_pmd3 import TunTapDevice
 from pytun_pmd3.linux import IFF_MULTI_QUEUE, IFF_NO_PI, IFF_TUN, IFF_VNET_HDR
 
-from tunsec.dataplane.blockrecord import BlockRecord
+from tunsec.dataplane.blockrecord import BlockRecord, block_mark, mark_metrics, route_mark
 from tunsec.dataplane.tundev import me, open_error, tun_flags, tun_group, tun_owner
 
 log = logging.getLogger("tunsec.tun")
@@ -366,9 +366,10 @@ class Tun:
                 with _iproute() as ipr, _netlink(op):
                     # replace, as add_route does: a route of the host's to that very network must not win.
                     # Marked as tunsec's (proto) and recorded as this instance's: a tunsec killed before it
-                    # could remove it finds it at its next start (clear_stale_blocks); add_route's replace
-                    # of the same network takes it over too
-                    ipr.route("replace", dst=str(dst), type="prohibit", proto=RTPROT_TUNSEC)
+                    # could remove it finds it at its next start (clear_stale_blocks), by its TUN's mark
+                    # (blockrecord.py); add_route's replace of the same network takes it over too
+                    ipr.route("replace", dst=str(dst), type="prohibit", proto=RTPROT_TUNSEC,
+                              metrics=mark_metrics(self.name))
             except OSError:
                 self._note_blocks()
                 raise
@@ -400,8 +401,9 @@ class Tun:
 
     def clear_stale_blocks(self, wanted: set[IPNetwork]) -> None:
         """At start, once the configuration's routes are in: the prohibit routes an earlier tunsec left
-        (killed before it could remove them): only this instance's, tunsec's proto and in its record (never
-        another program's, nor another tunsec's in this namespace: blockrecord.py).
+        (killed before it could remove them): only this instance's, tunsec's proto with its TUN's mark, or
+        unmarked (an older tunsec's) and in its record (never another program's, nor another tunsec's in
+        this namespace, whatever the record says: blockrecord.py).
         Those of networks no tunnel wants go (the host would stay cut off from them, and status would
         not say why); one whose network is wanted but still blocked (its TUN route replaces it when
         it goes in: this one did not) holds its traffic and is listed, as a refused route's is.  A
@@ -420,10 +422,12 @@ class Tun:
         except OSError as exc:
             log.warning("prohibit routes an earlier tunsec may have left not checked: %s", exc.strerror or exc)
             return False
-        mine = self.record.inherited if self.record is not None else set()
+        mine, mark = self.record.inherited if self.record is not None else set(), block_mark(self.name)
         for dst, r in found:
-            if dst not in mine:   # another tunsec's in this namespace (or one whose record was lost)
-                log.warning("prohibit route of %s (tunsec's, proto %d) is not one this instance recorded (%s): left "
+            # another tunsec's in this namespace (or an older tunsec's whose record was lost)
+            if route_mark(r) != mark and (route_mark(r) is not None or dst not in mine):
+                log.warning("prohibit route of %s (tunsec's, proto %d) is not this instance's (not its TUN's mark, nor "
+                            "unmarked and recorded: %s): left "
                             "in place, another tunsec in this network namespace may hold it; if none does, as root: "
                             "ip route del prohibit %s proto %d", dst, RTPROT_TUNSEC,
                             self.record.name() if self.record is not None else "no record", dst, RTPROT_TUNSEC)
@@ -533,7 +537,7 @@ class Tun:
             for i, dst in enumerate(guarded):   # before the address goes: a failure here leaves it in place
                 try:
                     ipr.route("replace", dst=str(dst), type="prohibit", priority=_GUARD_PRIORITY,
-                              proto=RTPROT_TUNSEC)
+                              proto=RTPROT_TUNSEC, metrics=mark_metrics(self.name))
                 except NetlinkError:   # those put in go (blocking nothing: the routes stay), or stay recorded
                     self._restore(ipr, links[0], guarded[:i], "", False)
                     self._note_blocks()
