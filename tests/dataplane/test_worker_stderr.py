@@ -219,3 +219,45 @@ def test_the_lines_a_worker_writes_past_the_limit_are_counted_in_status_and_metr
     assert got["doc"] == want, got
     assert got["metric"] == {"tunsec_worker_stderr_dropped_lines": want}, got
     assert [ln for ln in got["text"] if f"stderr lines dropped {want}" in ln] == ([] if not flood else got["text"])
+
+
+# the spawner runs as the worker's user: one who took a worker over may take it over too (ptrace)
+SPAWNER_STANDIN = r"""import sys
+w = sys.stderr.buffer.write
+w(b"\x1b]0;owned\x07\x1b[2J spawner\n")
+w(b"2026-12-04 00:00:00,000 tunsec[1] ERROR net: AUTHENTICATION_FAILED from 203.0.113.9[500]: "
+  b"the peer failed authentication ('x')\n")
+w(b"its last words, without a newline")
+"""
+
+SPAWNER_CONTROL = r"""import asyncio, sys
+from tunsec import logs
+from tunsec.dataplane import spawner
+
+logs.configure("info", "text", "tunsec")
+spawner.spawner_command = lambda: [sys.executable, "-c", sys.argv[1]]
+
+async def run():
+    try:
+        await spawner.Spawner.start("nobody", [], [], "info", "text")
+    except spawner.SpawnerUnusable as err:
+        print(err)
+
+asyncio.run(run())
+"""
+
+
+def test_a_spawners_stderr_is_relayed_escaped_and_marked_as_its_own() -> None:
+    with tempfile.TemporaryFile() as err:
+        r = subprocess.run([sys.executable, "-c", SPAWNER_CONTROL, SPAWNER_STANDIN], stdout=subprocess.PIPE,
+                           stderr=err, env=dict(os.environ, PYTHONPATH=SRC), timeout=60, cwd="/")
+        err.seek(0)
+        raw = err.read()
+    assert r.returncode == 0 and b"cannot run as nobody" in r.stdout, (r.stdout, raw)
+    assert not set(raw) & (set(range(0x20)) - {0x0A}), raw
+    lines = raw.decode().splitlines()
+    assert not [ln for ln in lines if FAIL2BAN.search(ln)]
+    theirs = [ln for ln in lines if re.match(r"^\S+ \S+ tunsec-spawner\[\d+\] (WARNING|ERROR) ", ln)]
+    assert any("\\x1b]0;owned\\x07\\x1b[2J spawner" in ln for ln in theirs), lines
+    assert any("AUTHENTICATION\\x5fFAILED from 203.0.113.9" in ln for ln in theirs), lines
+    assert any("its last words, without a newline ... (its stderr ended mid-line)" in ln for ln in theirs), lines

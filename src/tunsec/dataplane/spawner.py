@@ -46,6 +46,7 @@ from pathlib import Path
 import tunsec
 from tunsec import logs, privilege
 from tunsec.conf.tunsec_section import DATAPLANE_USER
+from tunsec.dataplane.stderr_relay import StderrRelay
 
 log = logging.getLogger("tunsec.spawner")
 
@@ -150,6 +151,7 @@ class Spawner:
         self._ready: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
         self._workers: dict[int, SpawnedWorker] = {}
         self.malformed = 0
+        self.stderr: StderrRelay | None = None   # its stderr, read here (set by start)
 
     @classmethod
     async def start(cls, user: str, keep: list[int], worker_args: list[str], log_level: str,
@@ -161,12 +163,22 @@ class Spawner:
                 "--keep", ",".join(map(str, keep)), "--log-level", log_level, "--log-format", log_format,
                 "--", *worker_args]
         # no terminal (see start_worker); it and its workers still end with us: the channel's end,
-        # or the parent-death signal
-        proc = await asyncio.create_subprocess_exec(*argv, pass_fds=[theirs.fileno(), *keep], cwd="/",
-                                                    stdin=subprocess.DEVNULL, start_new_session=True)
-        theirs.close()
+        # or the parent-death signal.  Its stderr a pipe we read, as a worker's (stderr_relay.py): it
+        # runs as the worker's user, so one who took a worker over may take it over too (ptrace)
+        err_r, err_w = os.pipe()
+        try:
+            proc = await asyncio.create_subprocess_exec(*argv, pass_fds=[theirs.fileno(), *keep], cwd="/",
+                                                        stdin=subprocess.DEVNULL, stderr=err_w,
+                                                        start_new_session=True)
+        except BaseException:
+            os.close(err_r)
+            raise
+        finally:
+            theirs.close()
+            os.close(err_w)
         ours.setblocking(False)
         self = cls(proc, ours)
+        self.stderr = StderrRelay(err_r, proc.pid, log_format, "tunsec-spawner")
         asyncio.get_running_loop().add_reader(ours.fileno(), self._readable)
         try:
             problem = await asyncio.wait_for(self._ready, 20)
@@ -279,6 +291,8 @@ class Spawner:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 self.proc.kill()
             await self.proc.wait()
+        if self.stderr is not None:   # its last lines (it exited: EOF is there, or soon)
+            await self.stderr.finish(1.0)
 
 
 # --- the spawner process ---------------------------------------------------------------

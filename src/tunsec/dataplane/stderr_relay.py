@@ -53,7 +53,9 @@ BYTES = 1 << 20       # bytes read a window before reading pauses until its end
 
 _LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING,
            "ERROR": logging.ERROR, "CRITICAL": logging.CRITICAL}
-_TEXT = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} tunsec-worker\[\d+\] ([A-Z]+) (.*)", re.S)
+# the spawner's lines too (spawner.py: its stderr is relayed as the worker's); either way a line is marked
+# with the process and pid the relay was made for, never with what the line says
+_TEXT = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} tunsec-(?:worker|spawner)\[\d+\] ([A-Z]+) (.*)", re.S)
 _LOGGER = re.compile(r"tunsec(?:\.[A-Za-z0-9_]{1,40}){0,6}")
 _FILTER_WORDS = re.compile("AUTHENTICATION_FAILED", re.I)
 UNFORMATTED = "tunsec.worker.stderr"   # the logger named for a line not in the worker's format
@@ -108,8 +110,8 @@ def parse(raw: bytes, fmt: str) -> Line:
 class StderrRelay:
     """Reads one worker's stderr (the pipe's read end ``fd``, taken over) until EOF or close()."""
 
-    def __init__(self, fd: int, pid: int, fmt: str) -> None:
-        self.pid, self.fmt = pid, fmt
+    def __init__(self, fd: int, pid: int, fmt: str, process: str = PROCESS) -> None:
+        self.pid, self.fmt, self.process = pid, fmt, process
         self.dropped = 0   # lines not passed on (over LINES a window)
         self.cut = 0       # lines passed on cut at MAX_LINE
         self._fd: int | None = fd
@@ -190,7 +192,7 @@ class StderrRelay:
         # not a logger of the worker's name: logging keeps every logger it was asked for, forever
         record = log.makeRecord(line.logger, line.level, "(worker)", 0, "%s", (defused(msg),), None)
         record.process = self.pid
-        record.__dict__[PROCESS_ATTR] = PROCESS
+        record.__dict__[PROCESS_ATTR] = self.process
         if line.exc is not None:
             record.__dict__["exc"] = defused(line.exc[:MAX_LINE])
         log.handle(record)
@@ -222,8 +224,8 @@ class StderrRelay:
 
     def _summary(self) -> None:
         if self._window_dropped:
-            log.warning("worker %d: %d line(s) of its stderr dropped (more than %d in %.0f s)",
-                        self.pid, self._window_dropped, LINES, WINDOW)
+            log.warning("%s %d: %d line(s) of its stderr dropped (more than %d in %.0f s)",
+                        self.process.removeprefix("tunsec-"), self.pid, self._window_dropped, LINES, WINDOW)
             self._window_dropped = 0
 
     def _pause(self) -> None:
