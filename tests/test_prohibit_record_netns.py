@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import test_prohibit_record_forged as forged
 import test_prohibit_two_instances as two
 from conftest import netns_unavailable
 from control import status
@@ -21,6 +22,7 @@ from reachable import scratch_dir
 from test_prohibit_two_instances import Instance, instance, prohibits, tunnel
 
 from tunsec.bench.netns import wait_until
+from tunsec.dataplane.blockrecord import block_mark
 
 NETNS_PROBLEM = netns_unavailable()
 pytestmark = [
@@ -124,9 +126,10 @@ def test_after_the_drop_to_a_user_a_block_is_still_recorded(ns: str, reachable: 
 
 
 def test_a_block_someone_else_removes_is_put_back(ns: str, tmp_path: Path) -> None:
-    """F4: A's service user (or anyone) writes B's blocked network into A's record; A's next start removes
-    B's prohibit route, as its record says.  B, still running, puts it back and says so; then a plain
-    `ip route del` of it likewise.  Until then B's traffic to it took the host's routes in clear."""
+    """F4: A's service user (or anyone) writes B's blocked network into A's record; A's next start leaves
+    B's prohibit route (B's mark, not A's: test_prohibit_record_forged.py).  A plain `ip route del` of it:
+    B, still running, puts it back, marked, and says so.  Until then B's traffic to it took the host's
+    routes in clear."""
     a = instance(ns, tmp_path, "a", "tsvd0", "192.0.2.1")
     b = instance(ns, tmp_path, "b", "tsve0", "192.0.2.11")
     b_site = tunnel("site-b", b.local, 4, "10.4.0.0/24")
@@ -140,13 +143,14 @@ def test_a_block_someone_else_removes_is_put_back(ns: str, tmp_path: Path) -> No
         (a.dir / "state" / two.record_name(ns, a.tun)).write_text(json.dumps({"networks": ["fd00:5::/64"]}))
         a.write(tunnel("site-a", a.local, 2, "10.2.0.0/24"))
         a.up()
-        assert "prohibit route of fd00:5::/64, left by an earlier tunsec" in a.log.read_text()
-        assert wait_until(lambda: prohibits(ns) == ["fd00:5::/64"], 30), b.log.read_text()
-        assert wait_until(lambda: "prohibit route of fd00:5::/64 removed by someone else: put back"
-                          in b.log.read_text(), 10)
+        assert "prohibit route of fd00:5::/64 (tunsec's, proto 116) is not this instance's" in a.log.read_text()
+        assert prohibits(ns) == ["fd00:5::/64"], a.log.read_text()
 
         subprocess.run(["ip", "netns", "exec", ns, "ip", "-6", "route", "del", "prohibit", "fd00:5::/64"], check=True)
         assert wait_until(lambda: prohibits(ns) == ["fd00:5::/64"], 30), b.log.read_text()
+        assert wait_until(lambda: "prohibit route of fd00:5::/64 removed by someone else: put back"
+                          in b.log.read_text(), 10)
+        assert forged.marks(ns) == {"fd00:5::/64": block_mark(b.tun)}
         (unrouted,) = status(b.sock)["tun"]["unrouted"]
         assert unrouted["network"] == "fd00:5::/64" and unrouted["blocked"] is True, unrouted
         b.stop()
