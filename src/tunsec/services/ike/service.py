@@ -508,7 +508,7 @@ class IkeService(Service):
                 if ev.rekey_ts:
                     self.events.rekey_ts_refused[(ev.name, ev.child or "")] += 1
                 if ev.child is not None and not ev.peer_request:   # a re-creation's next try (recreate.py)
-                    recreate.refused(self, self._ike_handle(sa), ev.child)
+                    recreate.refused(self, self._ike_handle(sa), ev.child, ev.reason)
                 if ev.ts_limit:
                     self.events.ts_limit_refused[(ev.name, ev.child or "")] += 1
                 if (held := self._failure_log(sa, ev)) is not None:
