@@ -105,7 +105,7 @@ def test_a_new_child_sa_install_waits_for_the_earlier_delete_of_the_same_sa(
         assert (old.spi_out, old.remote) == (SHARED_SPI, site)
         # the gateway deletes the Child SA: its DELETE request reaches the site, which answers it
         # and at once creates a new Child SA with the SPI it just freed
-        assert gw.service.terminate_child("gw", "net") == 1
+        assert gw.service.terminate_child("gw", "net").deleted == 1
         await turns()
         [(_, dst, request)] = gw.wire
         gw.wire.clear()

@@ -53,7 +53,7 @@ def test_terminate_with_a_request_in_flight_to_a_dead_peer_starts_nothing(
         a._pump()
         pair.wire.clear()          # B is gone from here on: nothing reaches it
         done = a.terminate("tun")  # the operator: tunnel down, stay down
-        assert done.ike_sas == 1
+        assert done.deleted == 1
         at = time.monotonic()
         while not sa.is_closed:    # A's retransmissions run out
             pair.wire.clear()

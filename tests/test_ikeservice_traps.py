@@ -57,7 +57,7 @@ async def up_without_child(pair: TrapPair) -> IkeSa:
     """A's IKE SA established, its trap child deleted again (the IKE SA stays)."""
     pair.svc["a"].initiate("tun", "net")
     await pair.settle()
-    assert pair.svc["a"].terminate_child("tun", "net") == 1
+    assert pair.svc["a"].terminate_child("tun", "net").deleted == 1
     await pair.settle()
     assert not pair.svc["a"].children and not pair.svc["b"].children
     return pair.ike("a")

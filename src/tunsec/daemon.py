@@ -44,6 +44,7 @@ from tunsec.runtime import resolved
 from tunsec.sdnotify import notify
 from tunsec.services.base import EspEndpoint, Failed, Service, StartupError
 from tunsec.services.ike import IkeService
+from tunsec.services.ike.commands import joined_answer
 from tunsec.services.manual import ManualService
 from tunsec.status import status_document_sliced
 
@@ -323,7 +324,7 @@ class Daemon:
             return {"ok": False, "error": refused}
         try:
             if cmd in ("initiate", "terminate"):
-                return self._ike_command(cmd, req)
+                return await self._ike_command(cmd, req, deadline)
             if cmd == "reload":
                 return await self._reload_command(deadline)
             if cmd == "status":
@@ -362,7 +363,8 @@ class Daemon:
         await answer.encode_sliced()
         return answer
 
-    def _ike_command(self, cmd: str, req: dict[str, Any]) -> dict[str, Any]:
+    async def _ike_command(self, cmd: str, req: dict[str, Any],
+                           deadline: asyncio.Timeout | None = None) -> dict[str, Any]:
         if self.ike is None:
             return {"ok": False, "error": "no IKE connections configured"}
         try:
@@ -373,13 +375,15 @@ class Daemon:
                 except LookupError as err:
                     return {"ok": False, "error": str(err.args[0])}
             if cmd == "initiate":
-                self.ike.initiate(conn, child or None)
+                joined = self.ike.initiate(conn, child or None)
+                if joined is not None:
+                    return await joined_answer(joined, conn, child, deadline)
                 return {"ok": True, "message": f"initiating {conn}" + (f" child {child}" if child else "")}
-            if child:   # that Child SA only; its IKE SA stays
-                n = self.ike.terminate_child(conn, child)
-                if not n:
+            if child:   # that Child SA only (and its tries not sent yet); its IKE SA stays
+                done = self.ike.terminate_child(conn, child)
+                if not done:
                     return {"ok": False, "error": f"no CHILD_SA {child!r} of connection {conn!r} is up"}
-                return {"ok": True, "message": f"deleting {n} CHILD_SA(s) {child} of {conn}"}
+                return {"ok": True, "message": done.message()}
             done = self.ike.terminate(str(req.get("ike", "")))
             if not done:   # neither an IKE SA nor a try of it not sent yet (services/ike/tries.py)
                 return {"ok": False, "error": f"no IKE SA of connection {req.get('ike')!r}"}

@@ -17,7 +17,9 @@ failed try, as does a try that brought nothing back by its deadline, unless its 
 the engine (_still_under_way: never two at once, which could both come up); a Child SA of the child that
 comes up on other selectors ends the re-creation (the held policies act on the old ones).  The
 lineage ends, as it would have, when the tries are used up or the IKE SA goes.  Only that IKE SA's
-Child SA is touched: nothing of another peer's."""
+Child SA is touched: nothing of another peer's.  The operator's commands (commands.py): ``terminate
+--child`` stops it (stop), an ``initiate`` joins it in its IKE SA (of) and is answered with its
+outcome (waiter)."""
 
 from __future__ import annotations
 
@@ -55,6 +57,10 @@ class Pending:
     timer: asyncio.TimerHandle | None = None
     joined: int | None = None   # the handle of the new Child SA that joined, its install under way
     trying: bool = False   # a try's CREATE_CHILD_SA is out, nothing back for it yet
+    # operators' initiates that joined it (commands.initiate): None when it is up, else why it ended
+    waiters: list[asyncio.Future[str | None]] = dataclasses.field(default_factory=list)
+    last: str = ""         # how the last try failed, for the end's log line and the waiters
+    stopped: bool = False  # terminate --child: no more tries; the one in the engine is deleted if it comes up
 
 
 def failed(self: IkeService, state: ChildState, our_rekey: bool) -> bool:
@@ -69,7 +75,7 @@ def failed(self: IkeService, state: ChildState, our_rekey: bool) -> bool:
     sa = self._ike_sa(state.ike)
     if sa is None or sa.state is not State.ESTABLISHED or self.closing:
         if pending is not None:
-            _end(self, pending)
+            _end(self, pending, "its IKE SA went")
         return False
     if pending is None:
         pending = self._recreating[key] = Pending(state.ike, state.conn, state.child, state.local_ts,
@@ -77,6 +83,7 @@ def failed(self: IkeService, state: ChildState, our_rekey: bool) -> bool:
         state.lineage.members.add(pending.token)
     self.ts_claims.share(state.handle, pending.token)   # the caller's _forget releases the child's own
     pending.joined = None
+    pending.last = "the worker did not install its Child SA"
     self._unlater(pending.timer)
     return _schedule(self, pending)
 
@@ -93,14 +100,16 @@ def lost(self: IkeService, state: ChildState) -> None:
         return
     self.ts_claims.share(state.handle, pending.token)
     pending.joined = None
+    pending.last = "its Child SA was deleted before its install ended"
     _schedule(self, pending)
 
 
-def refused(self: IkeService, ike: int, child: str) -> None:
+def refused(self: IkeService, ike: int, child: str, reason: str = "") -> None:
     """Our CREATE_CHILD_SA of ``child`` in IKE SA ``ike`` failed (the peer refused it, or no SPI):
     if it was a re-creation, the next try is scheduled (or the tries are used up)."""
     pending = self._recreating.get((ike, child))
     if pending is not None and pending.joined is None and pending.trying:
+        pending.last = f"refused: {reason}" if reason else "refused"
         self._unlater(pending.timer)
         pending.timer = None
         if not _still_under_way(self, pending):   # (no SPI for now: the engine asks again itself)
@@ -110,10 +119,14 @@ def refused(self: IkeService, ike: int, child: str) -> None:
 def _schedule(self: IkeService, pending: Pending) -> bool:
     """The next try after its delay; False (the lineage ends) if the tries are used up."""
     pending.trying = False
+    if pending.stopped:   # terminate --child: the try it waited for brought nothing
+        _end(self, pending, STOPPED)
+        return False
     if pending.tries >= TRIES:
-        log.error("%s: CHILD_SA %s not created again after %d tries: its traffic is dropped until the peer, a "
-                  "trap or an operator starts it", pending.conn, pending.child, pending.tries)
-        _end(self, pending)
+        last = f" (the last: {pending.last})" if pending.last else ""
+        log.error("%s: CHILD_SA %s not created again after %d tries%s: its traffic is dropped until the peer, a "
+                  "trap or an operator starts it", pending.conn, pending.child, pending.tries, last)
+        _end(self, pending, f"not created again after {pending.tries} tries{last}")
         return False
     delay = RETRY_DELAY * (1 << pending.tries)
     if not pending.tries:   # once: the tries are counted (child_recreate), their end logged
@@ -135,11 +148,11 @@ def _initiate(self: IkeService, pending: Pending) -> None:
         return   # ended meanwhile (its IKE SA went)
     sa = self._ike_sa(pending.ike)
     if sa is None or sa.state is not State.ESTABLISHED or self.closing:
-        _end(self, pending)
+        _end(self, pending, "its IKE SA went")
         return
     if pending.trying or pending.joined is not None:
         return   # one is out already (a worker restart came between): its answer counts
-    if pending.tries >= TRIES:
+    if pending.tries >= TRIES or pending.stopped:
         _schedule(self, pending)   # ends it
         return
     pending.tries += 1
@@ -151,6 +164,31 @@ def _initiate(self: IkeService, pending: Pending) -> None:
     pending.timer = self._later(_deadline(sa), functools.partial(_overdue, self, pending))
     if not sa.creating(pending.child):   # one under way already (an operator's) is this try: never two
         sa.initiate(pending.child)
+
+
+def of(self: IkeService, conn: str, child: str) -> Pending | None:
+    """The re-creation of ``child`` of ``conn`` in an established IKE SA, if any: an operator's
+    initiate goes to that IKE SA (commands._initiate), were another of the connection's up too (in
+    another, its Child SA would come up beside the re-creation's: two of the child).  One that
+    terminate --child stopped while its try was out goes on: the operator wants the child again, and
+    that try's Child SA is no longer deleted when it comes up."""
+    for pending in self._recreating.values():
+        sa = self._ike_sa(pending.ike)
+        if pending.conn == conn and pending.child == child and sa is not None and sa.state is State.ESTABLISHED:
+            pending.stopped = False
+            return pending
+    return None
+
+
+def waiter(self: IkeService, conn: str, child: str) -> asyncio.Future[str | None] | None:
+    """An operator's initiate of a child being created again: its answer is that re-creation's
+    outcome (None: up; else why it ended), not "initiating" at once and nothing when its tries fail."""
+    pending = of(self, conn, child)
+    if pending is None:
+        return None
+    fut: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+    pending.waiters.append(fut)
+    return fut
 
 
 def under_way(self: IkeService, conn: str, child: str) -> bool:
@@ -167,13 +205,23 @@ def under_way(self: IkeService, conn: str, child: str) -> bool:
     return False
 
 
-def stop(self: IkeService, conn: str) -> list[str]:
-    """``tunsec terminate``: the connection's re-creations end now (as its IKE SAs going would end
-    them), described for its answer."""
+STOPPED = "terminated by the operator"
+
+
+def stop(self: IkeService, conn: str, child: str | None = None) -> list[str]:
+    """``tunsec terminate`` (the connection's re-creations end now, as its IKE SAs going would end
+    them), or ``terminate --child`` (that child's: its IKE SA stays, so a try whose request is in
+    the engine, or whose Child SA installs, may still bring it up: it is deleted then, installed),
+    described for its answer."""
     out = []
-    for pending in [p for p in self._recreating.values() if p.conn == conn]:
+    for pending in [p for p in self._recreating.values() if p.conn == conn and child in (None, p.child)]:
         out.append(f"re-creation of CHILD_SA {pending.child} (after {pending.tries} of {TRIES} tries)")
-        _end(self, pending)
+        sa = self._ike_sa(pending.ike)
+        if child is not None and (pending.joined is not None or (sa is not None and sa.creating(pending.child))):
+            pending.stopped = True   # its end comes with that try's (installed, failed, refused, _overdue)
+            _answer(pending, STOPPED)
+        else:
+            _end(self, pending, STOPPED)
     return out
 
 
@@ -188,6 +236,7 @@ def _overdue(self: IkeService, pending: Pending) -> None:
     if self._recreating.get((pending.ike, pending.child)) is not pending or pending.joined is not None:
         return
     if not _still_under_way(self, pending):
+        pending.last = "nothing came back by its deadline"
         _schedule(self, pending)
 
 
@@ -216,7 +265,7 @@ def join(self: IkeService, ike: int, child: str, local_ts: tuple[Ts, ...], remot
     if (set(pending.local_ts), set(pending.remote_ts)) != (set(local_ts), set(remote_ts)):
         log.warning("%s: CHILD_SA %s came up on other selectors than the one being created again: that one's "
                     "held policies go", pending.conn, pending.child)
-        _end(self, pending)
+        _end(self, pending, None)   # (the child is up, on those)
         return None
     pending.joined = handle
     pending.trying = False
@@ -229,6 +278,14 @@ def installed(self: IkeService, state: ChildState) -> None:
     """A Child SA's install said OK: if it was one created again, that is done."""
     pending = self._recreating.get((state.ike, state.child))
     if pending is not None and pending.joined == state.handle:
+        if pending.stopped:   # terminate --child came while its try was out: it does not come back
+            log.info("%s: CHILD_SA %s came up after terminate stopped its re-creation: deleted", state.conn,
+                     state.child)
+            _done(self, pending)
+            if (sa := self._ike_sa(state.ike)) is not None and sa.state is State.ESTABLISHED:
+                sa.delete_child(state.unique_id)
+                asyncio.get_running_loop().call_soon(self._pump)   # its DELETE out (this may run inside a pump)
+            return
         log.info("%s: CHILD_SA %s created again", state.conn, state.child)
         _done(self, pending)
 
@@ -236,15 +293,25 @@ def installed(self: IkeService, state: ChildState) -> None:
 def _done(self: IkeService, pending: Pending) -> None:
     """Its lineage goes on in a new Child SA, which booked its own claims: the token's go."""
     del self._recreating[(pending.ike, pending.child)]
+    _answer(pending, None)
     self._unlater(pending.timer)
     self.ts_claims.remove(pending.token)
     if pending.lineage is not None:
         pending.lineage.members.discard(pending.token)
 
 
-def _end(self: IkeService, pending: Pending) -> None:
+def _answer(pending: Pending, outcome: str | None) -> None:
+    """The operators' initiates that joined it get its outcome (None: the child is up)."""
+    for fut in pending.waiters:
+        if not fut.done():
+            fut.set_result(outcome)
+    pending.waiters.clear()
+
+
+def _end(self: IkeService, pending: Pending, why: str | None) -> None:
     """No more tries: the token goes, and the lineage with it if it holds nothing else (its policies)."""
     self._recreating.pop((pending.ike, pending.child), None)
+    _answer(pending, why)
     self._unlater(pending.timer)
     self.ts_claims.remove(pending.token)
     lineage = pending.lineage
@@ -266,7 +333,7 @@ async def _end_lineage(self: IkeService, lineage: Lineage) -> None:
 def ike_gone(self: IkeService, ike: int) -> None:
     """IKE SA ``ike`` is gone: what it was creating again ends."""
     for pending in [p for p in self._recreating.values() if p.ike == ike]:
-        _end(self, pending)
+        _end(self, pending, "its IKE SA went")
 
 
 def worker_restarted(self: IkeService) -> None:

@@ -83,6 +83,7 @@ from tunsec.services.addrwatch import AddressWatch
 from tunsec.services.base import EspEndpoint, Service
 from tunsec.services.ike import (
     auth_log,
+    commands,
     ikesas,
     installs,
     mobility,
@@ -357,40 +358,6 @@ class IkeService(Service):
         lineage.policy_ids = []
 
     # --- API ---------------------------------------------------------------------
-    def initiate(self, conn: str, child: str | None, attempt: tries.Try | None = None) -> None:
-        """The operator's (``attempt`` None), or a scheduled try's (tries.later)."""
-        if conn not in self.connections:
-            raise KeyError(conn)
-        tries.with_spi(self, attempt or tries.Try(conn, child, "initiate"), self._initiate)
-        self._pump()
-
-    def _initiate(self, conn: str, child: str | None) -> None:
-        if self.closing:    # it waited for an SPI into the shutdown
-            return
-        # it waited for an SPI (an ACQUIRE, a keying try) while a reload removed the connection or child
-        plan = self.connections.get(conn)
-        if plan is None or (child is not None and plan.get_child(child) is None):
-            log.info("%s: %s not initiated: a reload removed it", conn, f"child {child}" if child else "connection")
-            return
-        # like strongSwan: a child of a connection whose IKE SA is up is added to it (CREATE_CHILD_SA)
-        up = next((sa for sa in self.endpoint.sas if sa.name == conn and sa.state is State.ESTABLISHED), None)
-        if up is not None and child is not None:
-            if not recreate.under_way(self, conn, child):   # else it joins that re-creation: never two
-                up.initiate(child)
-            return
-        if up is None:
-            # or, as strongSwan's checkout_by_config, one of ours being set up: the child is asked for
-            # after IKE_AUTH, and no second IKE SA is started (two trap or start_action = start
-            # children, an ACQUIRE and a keyingtries retry)
-            setting_up = next((sa for sa in self.endpoint.sas if sa.name == conn and sa.is_initiator
-                               and sa.state is State.CONNECTING), None)
-            if setting_up is not None:
-                # a keyingtries retry of the child an ACQUIRE's new IKE SA already asks for: once is enough
-                if child is not None and not setting_up.creating(child):
-                    setting_up.initiate(child)
-                return
-        self.endpoint.initiate(conn, child, time.monotonic())
-
     def _rekey_child(self, sa: IkeSa, unique_id: int) -> None:
         """Rekey a Child SA unless it went away while the rekey waited for an SPI; in the IKE SA that
         holds it now (an IKE rekey done meanwhile moved it to the successor, which has sa's handle)."""
@@ -398,38 +365,6 @@ class IkeService(Service):
             sa = self._ike_sa(handle) or sa
         if sa.state is State.ESTABLISHED and any(c.unique_id == unique_id for c in sa.children):
             sa.rekey_child(unique_id)
-
-    def terminate(self, conn: str) -> tries.Terminated:
-        """Delete the connection's IKE SAs, and stop its tries not sent yet (tries.py): scheduled or
-        waiting for an SPI (the acquires among them no longer hold its traps back), re-creations."""
-        vip_refused.cancel(self, conn)   # a refused virtual IP's count and hold start again
-        self.attempts.pop(conn, None)    # and keyingtries': the next initiate has them all
-        stopped = self.tries.stop(conn)
-        self.acquiring -= {(t.conn, t.child) for t in stopped if t.child is not None}
-        said = [t.describe() for t in stopped] + recreate.stop(self, conn)
-        if said:
-            log.info("%s: terminate %s", conn, tries.stopped_line(said))
-        n = 0
-        for sa in self.endpoint.sas:
-            if sa.name == conn and not sa.is_closed:
-                sa.delete(time.monotonic())
-                n += 1
-        self._pump()
-        return tries.Terminated(n, said)
-
-    def terminate_child(self, conn: str, child: str) -> int:
-        """Delete the Child SAs named ``child`` of the connection's IKE SAs (INFORMATIONAL DELETE,
-        as ``swanctl --terminate --child``); the IKE SAs stay up.  How many deletes were started."""
-        n = 0
-        for sa in self.endpoint.sas:
-            if sa.name != conn or sa.state is not State.ESTABLISHED:
-                continue
-            for ch in sa.children:
-                if ch.name == child:
-                    sa.delete_child(ch.unique_id)
-                    n += 1
-        self._pump()
-        return n
 
     # --- the pump and the timer -----------------------------------------------------
     def _pump(self) -> None:
@@ -573,7 +508,7 @@ class IkeService(Service):
                 if ev.rekey_ts:
                     self.events.rekey_ts_refused[(ev.name, ev.child or "")] += 1
                 if ev.child is not None and not ev.peer_request:   # a re-creation's next try (recreate.py)
-                    recreate.refused(self, self._ike_handle(sa), ev.child)
+                    recreate.refused(self, self._ike_handle(sa), ev.child, ev.reason)
                 if ev.ts_limit:
                     self.events.ts_limit_refused[(ev.name, ev.child or "")] += 1
                 if (held := self._failure_log(sa, ev)) is not None:
@@ -788,6 +723,11 @@ class IkeService(Service):
     _after_loss = ikesas._after_loss
     _after_expiry = ikesas._after_expiry
     _retry = ikesas._retry
+    # commands.py
+    initiate = commands.initiate
+    _initiate = commands._initiate
+    terminate = commands.terminate
+    terminate_child = commands.terminate_child
     # reload.py
     check_reload = _reload.check_reload
     reload = _reload.reload

@@ -55,9 +55,14 @@ class Tries:
                 del self._of[t.conn]
         return not t.stopped
 
-    def stop(self, conn: str) -> list[Try]:
-        """The connection's tries: none of them reaches the engine."""
-        tries = list(self._of.pop(conn, {}))
+    def stop(self, conn: str, child: str | None = None) -> list[Try]:
+        """The connection's tries (with ``child``: those of that child): none of them reaches the engine."""
+        if child is None:
+            tries = list(self._of.pop(conn, {}))
+        else:
+            tries = [t for t in self._of.get(conn, {}) if t.child == child]
+            for t in tries:
+                self.reached(t)
         for t in tries:
             t.stopped = True
             if t.timer is not None:
@@ -70,15 +75,17 @@ class Tries:
 
 @dataclasses.dataclass
 class Terminated:
-    """What ``tunsec terminate`` did: IKE SAs it deleted, and the tries it stopped (described)."""
-    ike_sas: int
+    """What ``tunsec terminate`` did: IKE SAs (or with --child, Child SAs: ``what``) it deleted, and
+    the tries it stopped (described)."""
+    deleted: int
     stopped: list[str]
+    what: str = "IKE SA(s)"
 
     def __bool__(self) -> bool:
-        return bool(self.ike_sas or self.stopped)
+        return bool(self.deleted or self.stopped)
 
     def message(self) -> str:
-        parts = [f"deleting {self.ike_sas} IKE SA(s)"] if self.ike_sas or not self.stopped else []
+        parts = [f"deleting {self.deleted} {self.what}"] if self.deleted or not self.stopped else []
         if self.stopped:
             parts.append(stopped_line(self.stopped))
         return "; ".join(parts)
