@@ -417,6 +417,8 @@ class Daemon:
                 log.warning("%s", w)
             for svc in self.services:
                 lines += await svc.reload(cfg)
+            if self.ike is not None:   # its table (the bans in force) stays; 0 lifts them (ike/auth_ban.py)
+                self.ike.auth_ban.settings = cfg.tunsec.auth_ban
             self.cfg = cfg
             lines += await self._reload_routes()
             lines += await self._reload_mtu()

@@ -9,6 +9,7 @@ import pytest
 from config_data import psk_gateway
 
 from tunsec.conf.config import parse_config
+from tunsec.conf.diff import restart_keys
 from tunsec.conf.errors import ConfigError
 from tunsec.ike.auth_ban import MAX_BAN_FACTOR, AuthBan, AuthBanSettings
 
@@ -146,3 +147,20 @@ def test_bad_settings_name_line_and_key(key: str, value: str, message: str) -> N
     (issue,) = err.value.errors
     assert (issue.file, issue.line, issue.key) == ("t.conf", 3, f"tunsec.{key}")
     assert message in issue.message
+
+
+def test_max_zero_lifts_the_bans_in_force_until_set_again() -> None:
+    """What a reload setting auth_failures = 0 does (the daemon hands the table the new settings)."""
+    t = _table()
+    for now in (0.0, 1.0, 2.0):
+        t.failed("198.51.100.7", now)
+    t.settings = AuthBanSettings(0, 60.0, 100.0)
+    assert not t.refuses(INIT, "198.51.100.7", 3.0) and t.bans(3.0) == []
+    t.settings = AuthBanSettings(3, 60.0, 100.0)
+    assert t.refuses(INIT, "198.51.100.7", 4.0)
+
+
+def test_a_reload_may_change_the_settings() -> None:
+    old = parse_config(psk_gateway()).tunsec
+    new = parse_config("tunsec {\n  auth_failures = 0\n}\n" + psk_gateway()).tunsec
+    assert restart_keys(old, new) == []

@@ -115,7 +115,7 @@ class AuthBan:
     def refuses(self, data: bytes, ip: str, now: float) -> bool:
         """Whether ``data`` from ``ip`` is an IKE_SA_INIT request of a banned source (counted, to be
         dropped: nothing is kept of it).  Only the header is looked at: anything else goes on."""
-        if not self._banned or len(data) < 28 or data[18] != _IKE_SA_INIT \
+        if not self._banned or self.settings.max <= 0 or len(data) < 28 or data[18] != _IKE_SA_INIT \
                 or data[19] & (_INITIATOR | _RESPONSE) != _INITIATOR:
             return False
         key = source_key(ip, self.ipv6_prefix)
@@ -129,7 +129,9 @@ class AuthBan:
         return True
 
     def bans(self, now: float) -> list[Ban]:
-        """The bans in force, soonest to end first (those over are lifted)."""
+        """The bans in force, soonest to end first (those over are lifted; none while max is 0)."""
+        if self.settings.max <= 0:
+            return []
         for key, entry in list(self._banned.items()):
             if entry.until is not None and now >= entry.until:
                 self._unban(key, entry, now)
