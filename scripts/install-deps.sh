@@ -33,11 +33,37 @@ if [ ${#missing[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -ne 0 ] && SUDO=sudo
   $SUDO apt-get update -qq
+  # no service the packages bring is started by their install (policy-rc.d's 101: "action
+  # forbidden", honoured by invoke-rc.d and deb-systemd-invoke): without a running systemd (CI
+  # machines, containers) fail2ban's postinst would otherwise start its daemon from its init script,
+  # whose default sshd jail bans addresses on the host.  One there already (Docker's) is left as it is.
+  policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    policy=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\n# scripts/install-deps.sh: no service starts while it installs packages\nexit 101\n' \
+      | $SUDO tee "$policy" >/dev/null
+    $SUDO chmod 0755 "$policy"
+    trap '$SUDO rm -f "$policy"' EXIT
+  fi
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  # the tests need fail2ban-regex only: a fail2ban service the package just started under systemd
-  # (its default sshd jail) would ban addresses on the host, so it is stopped and left disabled
-  if [[ " ${missing[*]} " == *" fail2ban "* ]] && [ -d /run/systemd/system ]; then
-    $SUDO systemctl disable --now fail2ban >/dev/null 2>&1 || true
+  if [ -n "$policy" ]; then
+    $SUDO rm -f "$policy"
+    trap - EXIT
+  fi
+  # the tests need fail2ban-regex only (and run fail2ban-server themselves, on a jail of their own):
+  # the service is left disabled, for sysvinit (update-rc.d) and systemd alike, and stopped where a
+  # running systemd may have started it anyway
+  if [[ " ${missing[*]} " == *" fail2ban "* ]]; then
+    if command -v update-rc.d >/dev/null; then
+      $SUDO update-rc.d fail2ban disable >/dev/null 2>&1 || true
+    fi
+    if command -v systemctl >/dev/null; then
+      if [ -d /run/systemd/system ]; then
+        $SUDO systemctl disable --now fail2ban >/dev/null 2>&1 || true
+      else
+        $SUDO systemctl disable fail2ban >/dev/null 2>&1 || true
+      fi
+    fi
   fi
 fi
 

@@ -11,19 +11,21 @@ CONTRIB = Path(__file__).resolve().parents[1] / "contrib/fail2ban"
 FILTER, JAIL = CONTRIB / "filter.d/tunsec.conf", CONTRIB / "jail.d/tunsec.conf"
 
 
-def fail2ban_regex(log: Path) -> list[str]:
-    """The address of each line the shipped filter matches (fail2ban-regex -o ip), in order."""
+def fail2ban_regex(log: Path, filter: str | Path = FILTER) -> list[str]:
+    """The address of each line the shipped filter (``FILTER[mode=bans]``: in that mode) matches
+    (fail2ban-regex -o ip), in order."""
     exe = shutil.which("fail2ban-regex")
     assert exe, "fail2ban-regex missing: bash scripts/install-deps.sh installs fail2ban"
-    r = subprocess.run([exe, "-o", "ip", str(log), str(FILTER)], capture_output=True, text=True, timeout=120,
+    r = subprocess.run([exe, "-o", "ip", str(log), str(filter)], capture_output=True, text=True, timeout=120,
                        check=False)
     assert r.returncode == 0, r.stdout + r.stderr
     return r.stdout.split()
 
 
-def maxretry() -> int:
+def maxretry(jail: str = "tunsec") -> int:
     """The shipped jail's maxretry: how many matched lines ban an address."""
-    (n,) = re.findall(r"^maxretry\s*=\s*(\d+)\s*$", JAIL.read_text(), re.M)
+    (section,) = re.findall(rf"^\[{re.escape(jail)}\]\n(.*?)(?=^\[|\Z)", JAIL.read_text(), re.M | re.S)
+    (n,) = re.findall(r"^maxretry\s*=\s*(\d+)\s*$", section, re.M)
     return int(n)
 
 
@@ -44,7 +46,8 @@ class Fail2banServer:
             f"[Definition]\nlogtarget = {workdir / 'fail2ban.log'}\nsocket = {self.sock}\n"
             f"pidfile = {workdir / 'fail2ban.pid'}\ndbfile = :memory:\n")
         (self.conf / "jail.local").write_text(
-            f"[tunsec]\nbackend = polling\nlogpath = {log}\naction = dummy[target={self.bans}]\n")
+            "".join(f"[{jail}]\nbackend = polling\nlogpath = {log}\naction = dummy[target={self.bans}]\n"
+                    for jail in ("tunsec", "tunsec-ban")))
         exe = shutil.which("fail2ban-server")
         assert exe, "fail2ban-server missing: bash scripts/install-deps.sh installs fail2ban"
         self.proc = subprocess.Popen([exe, "-f", "-x", "-c", str(self.conf)], stdout=subprocess.DEVNULL,

@@ -17,6 +17,7 @@ import pytest
 from f2b import FILTER, fail2ban_regex
 
 from tunsec import logs
+from tunsec.ike.auth_ban import AuthBan, AuthBanSettings
 from tunsec.loglimit import SourceLimiter
 from tunsec.services.ike import auth_log
 
@@ -69,3 +70,47 @@ def test_the_shipped_filter_takes_one_peer_from_each_line(fmt: str, root_logger:
 def test_the_documented_filter_is_the_shipped_one() -> None:
     (failregex,) = re.findall(r"^failregex = (.*)$", FILTER.read_text(), re.M)
     assert f"`{failregex}`" in (Path(__file__).resolve().parents[1] / "docs/operations.md").read_text()
+
+
+def _decoyed_brute_force(fmt: str) -> str:
+    """Review AE F2: five IPv6 decoy prefixes fail more often than an IPv4 attacker, all above the log's
+    rate limit, so the held-back report's five places are the decoys' every period; and review AE F1:
+    each decoy changes its address within its /64 at each failure."""
+    out = io.StringIO()
+    logs.configure("info", fmt=fmt, stream=out)
+    now = [0.0]
+    flush: list[Callable[[], None]] = []
+    lim = SourceLimiter(burst=2, clock=lambda: now[0], flush_to=auth_log.report,
+                        schedule=lambda _delay, cb: flush.append(cb))
+    ban = AuthBan(AuthBanSettings(max=10, window=600.0, ban=600.0))
+    for _ in range(10):   # ten periods of the limiter
+        for i in range(5):
+            for j in range(4):   # the first two pass the limit: each decoy still has 2+ held
+                auth_log.failed(lim, "gw", (f"2001:db8:{i}:1::{now[0]:.0f}:{j}", 4500), False, "bad PSK", True, ban)
+        auth_log.failed(lim, "gw", ("198.51.100.66", 4500), False, "bad PSK", True, ban)
+        while flush:
+            flush.pop()()
+        now[0] += 10.0
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_tunsecs_ban_names_a_brute_force_decoys_hide_from_the_report(fmt: str, root_logger: None,
+                                                                    tmp_path: Path) -> None:
+    log = tmp_path / "tunsec.log"
+    log.write_text(_decoyed_brute_force(fmt))
+    bans = fail2ban_regex(log, f"{FILTER}[mode=bans]")
+    # each decoy /64 banned as a prefix (not one address of it), and the attacker, after ten failures
+    assert sorted(bans) == sorted([*(f"2001:db8:{i}:1::/64" for i in range(5)), "198.51.100.66"]), log.read_text()
+    # the report's five places are the decoys' every period: the attacker is named by its ban line only
+    assert fail2ban_regex(log).count("198.51.100.66") == 1
+
+
+def test_a_link_local_peers_failure_is_matched_without_its_scope(root_logger: None, tmp_path: Path) -> None:
+    """Review AE F4: a link-local peer's address comes with its scope (fe80::1%eth0)."""
+    out = io.StringIO()
+    logs.configure("info", fmt="text", stream=out)
+    auth_log.failed(SourceLimiter(), "gw", ("fe80::1%eth0", 500), False, "bad PSK", True)
+    log = tmp_path / "tunsec.log"
+    log.write_text(out.getvalue())
+    assert fail2ban_regex(log) == ["fe80::1"], log.read_text()

@@ -79,6 +79,7 @@ class Daemon:
         if conns:
             self.ike = IkeService(conns, lambda: self.worker, ike_endpoints(conns), self.ids, cfg.tunsec.dos,
                                   pools=cfg.pools, radius=cfg.radius, ke_pool=cfg.tunsec.ke_pool)
+            self.ike.auth_ban.settings = cfg.tunsec.auth_ban   # its table outlives reloads (auth_ban.py)
         # every service the daemon runs, in start order; a new kind of service is added here
         self.services: list[Service] = [self.manual] + ([self.ike] if self.ike is not None else [])
         self.nqueues = max(1, min(cfg.tunsec.workers or usable_cpus(), MAX_WORKERS))
@@ -420,6 +421,8 @@ class Daemon:
                 log.warning("%s", w)
             for svc in self.services:
                 lines += await svc.reload(cfg)
+            if self.ike is not None:   # its table (the bans in force) stays; 0 lifts them (ike/auth_ban.py)
+                self.ike.auth_ban.settings = cfg.tunsec.auth_ban
             self.cfg = cfg
             lines += await self._reload_routes()
             lines += await self._reload_mtu()

@@ -291,6 +291,9 @@ def render(doc: dict[str, Any]) -> str:
                      f"addresses or IPv6 prefixes (at most {doc.get('ike_half_open_max_per_address', 0)} from one"
                      f"{busiest}); unauthenticated: "
                      + ", ".join(f"{k} {v}" for k, v in doc["ike_drops"].items()))
+    if bans := doc.get("auth_bans"):   # sources refused for failed authentications (tunsec.ike.auth_ban)
+        lines.append("IKE_SA_INIT refused (failed authentications): " + ", ".join(
+            f"{b['source']} for {b['seconds_left']}s ({b['failures']} failures)" for b in bans))
     if doc.get("ike_refused"):
         lines.append("IKE requests refused from authenticated peers: "
                      + ", ".join(f"{k} {v}" for k, v in doc["ike_refused"].items()))

@@ -151,7 +151,9 @@ def _filter_hosts(lines: list[str]) -> list[str]:
     """The <HOST> the shipped fail2ban filter takes from each line it matches, its date cut out first as
     fail2ban does (its <HOST> narrowed to an address: tests/test_fail2ban_filter.py runs fail2ban's own)."""
     (failregex,) = re.findall(r"^failregex = (.*)$", FILTER.read_text(), re.M)
-    pattern = re.compile(failregex.replace("<HOST>", r"(?P<host>[0-9A-Fa-f:.]+)"))
+    # the filter's default mode (all), its %% a % once fail2ban read its ini file
+    failregex = failregex.replace("<_who-<mode>>", r"\S+").replace("%%", "%")
+    pattern = re.compile(failregex.replace("<SUBNET>", r"(?P<host>[0-9A-Fa-f:.]+(?:/\d+)?)"))
     return [m.group("host") for ln in lines if (m := pattern.match(_DATE.sub("", ln, count=1)))]
 
 

@@ -102,6 +102,8 @@ def restart_keys(old: TunsecSettings, new: TunsecSettings) -> list[str]:
     (TUN, workers, user, sockets, MTU, the timers the IKE engine was built with...)."""
     out = []
     for f in dataclasses.fields(old):
+        if f.name in _LIVE:
+            continue
         a, b = getattr(old, f.name), getattr(new, f.name)
         if comparable(a) == comparable(b):
             continue
@@ -115,3 +117,4 @@ def restart_keys(old: TunsecSettings, new: TunsecSettings) -> list[str]:
 
 
 _GROUPED = {"retransmit": "retransmit_", "dos": ""}   # field -> prefix of the keys it holds
+_LIVE = {"auth_ban"}   # fields a reload applies (auth_failures*: the daemon hands them to the ban table)

@@ -20,6 +20,7 @@ from tunsec.conf.errors import BadValue, ConfigIssue, show_value
 from tunsec.conf.reader import SectionReader
 from tunsec.conf.syntax import Section
 from tunsec.conf.values import IPAddress, auto_or, choice, float_range, int_range, parse_bool, parse_duration
+from tunsec.ike.auth_ban import AuthBanSettings
 from tunsec.ike.config import DEFAULT_MAX_CHILD_SAS, DEFAULT_MAX_IKE_SAS, RetransmitConfig
 from tunsec.ike.endpoint import DosLimits
 from tunsec.ike.fragments import DEFAULT_FRAGMENT_SIZE
@@ -184,6 +185,17 @@ _parse_max_child_sas = int_range(1, 1 << 16, "a number of Child SAs per IKE SA")
 _parse_max_ike_sas = int_range(1, 1 << 16, "a number of IKE SAs per identity")
 # IKE SAs of all peers (strongswan.conf's charon.ikesa_limit; 0: no limit)
 _parse_ikesa_limit = int_range(0, 1 << 24, "a number of IKE SAs (0: no limit)")
+# sources refused after failed authentications (ike/auth_ban.py): 0 turns it off
+_parse_auth_failures = int_range(0, 1 << 16, "a number of failed authentications (0: no ban)")
+
+
+def _parse_auth_seconds(text: str) -> float:
+    seconds = parse_duration(text)
+    if not 1 <= seconds <= 7 * 86400:
+        raise BadValue(f"must be 1s to 7d, got {show_value(text)}")
+    return float(seconds)
+
+
 _parse_ke_pool = int_range(0, 4096, "a number of key pairs per key exchange group (0: no pool)")
 
 
@@ -236,6 +248,10 @@ class TunsecSettings:
     # charon.fragment_size; 0: 576 for IPv4, 1280 for IPv6); every connection's IkeConfig carries it
     fragment_size: int = DEFAULT_FRAGMENT_SIZE
     dos: DosLimits = field(default_factory=DosLimits)
+    # a source (IPv4 address, IPv6 /ipv6_source_prefix) whose IKE SAs failed authentication
+    # auth_failures times within auth_failures_window has its IKE_SA_INIT requests dropped for
+    # auth_failures_ban (doubled for a repeat offender, 16 times at most); auth_failures = 0: never
+    auth_ban: AuthBanSettings = field(default_factory=AuthBanSettings)
     # a peer's CREATE_CHILD_SA for a further Child SA is refused with NO_ADDITIONAL_SAS once its IKE SA
     # holds this many (a rekey replaces one and does not count); every connection's IkeConfig carries it
     max_child_sas: int = DEFAULT_MAX_CHILD_SAS
@@ -285,6 +301,11 @@ def read_tunsec_section(section: Section, issues: list[ConfigIssue]) -> TunsecSe
             block_threshold=r.get("block_threshold", _parse_block_threshold, d.dos.block_threshold),
             ipv6_source_prefix=r.get("ipv6_source_prefix", _parse_ipv6_source_prefix, d.dos.ipv6_source_prefix),
             ikesa_limit=r.get("ikesa_limit", _parse_ikesa_limit, d.dos.ikesa_limit),
+        ),
+        auth_ban=AuthBanSettings(
+            max=r.get("auth_failures", _parse_auth_failures, d.auth_ban.max),
+            window=r.get("auth_failures_window", _parse_auth_seconds, d.auth_ban.window),
+            ban=r.get("auth_failures_ban", _parse_auth_seconds, d.auth_ban.ban),
         ),
         max_child_sas=r.get("max_child_sas", _parse_max_child_sas, d.max_child_sas),
         max_ike_sas_per_identity=r.get("max_ike_sas_per_identity", _parse_max_ike_sas, d.max_ike_sas_per_identity),

@@ -53,6 +53,9 @@ class EndpointStats:
     ike_sa_limit: int = 0
     # IKE_SA_INIT requests dropped because the endpoint held ikesa_limit IKE SAs (charon.ikesa_limit)
     ikesa_limit: int = 0
+    # IKE_SA_INIT requests dropped unparsed: their source failed authentication auth_failures times
+    # (ike/auth_ban.py), before the SPI pool or the engine keeps anything of them
+    auth_banned: int = 0
 
 
 # The fields above that count what authenticated peers asked for and were refused: an operator

@@ -17,7 +17,9 @@ customers).  The prefix follows, after the match, for an operator who decides to
 from __future__ import annotations
 
 import logging
+import time
 
+from tunsec.ike.auth_ban import AuthBan
 from tunsec.loglimit import Held, Source, SourceLimiter
 
 log = logging.getLogger("tunsec.ike")
@@ -27,11 +29,14 @@ REFUSED = "the peer refused our authentication"
 
 
 def failed(limiter: SourceLimiter, name: str, remote: tuple[str, int], by_peer: bool, reason: str,
-           unproven: bool) -> None:
+           unproven: bool, ban: AuthBan | None = None) -> None:
     """Log an AuthFailed of connection ``name`` with the peer at ``remote``; ``unproven``: of an
-    IKE SA the peer opened and has not authenticated (anyone can cause it: rate-limited)."""
+    IKE SA the peer opened and has not authenticated (anyone can cause it: rate-limited, and counted
+    towards ``ban`` unless the peer refused us: auth_ban.py)."""
     host, port = remote
     side = REFUSED if by_peer else FAILED
+    if unproven and not by_peer and ban is not None:
+        ban.failed(host, time.monotonic())   # before the rate limit: every failure counts
     held = limiter.admit_from(host, port, side) if unproven else Held(0)
     if held is None:
         return

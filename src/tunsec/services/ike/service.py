@@ -47,6 +47,7 @@ from tunsec.dataplane.client import WorkerClient
 from tunsec.dataplane.pipe import Direction, ExpireReason
 from tunsec.eventcounts import EventCounts
 from tunsec.ike import dh
+from tunsec.ike.auth_ban import AuthBan
 from tunsec.ike.constants import IKE_PORT, MAX_IKE_MESSAGE, NATT_PORT, has_marker
 from tunsec.ike.endpoint import DosLimits, IkeEndpoint
 from tunsec.ike.events import (
@@ -198,6 +199,7 @@ class IkeService(Service):
         # theirs that fail AUTH, by address (IPv6: by the prefix the DoS limits count a source under)
         self.auth_failed_log = SourceLimiter(flush_to=auth_log.report,
                                              ipv6_prefix=self.endpoint.limits.ipv6_source_prefix)
+        self.auth_ban = AuthBan(ipv6_prefix=self.endpoint.limits.ipv6_source_prefix)   # the daemon sets its settings
         self._timer_log = LogLimiter(burst=1, period=60.0)      # the timer itself failed (a bug)
         self._receive_log = LogLimiter(burst=1, period=60.0)    # an IKE datagram the engine failed on (a bug)
         self.receive_errors = 0
@@ -501,7 +503,7 @@ class IkeService(Service):
                 self._child_gone(sa, ev)
             case AuthFailed():
                 auth_log.failed(self.auth_failed_log, ev.name, sa.remote_addr, ev.by_peer, ev.reason,
-                                self._unproven(sa))
+                                self._unproven(sa), self.auth_ban)
             case NegotiationFailed():
                 if ev.claims:
                     self.events.ts_claims_refused[(ev.name, ev.child or "")] += 1
@@ -565,6 +567,9 @@ class IkeService(Service):
         (SpiPool.receive)."""
         if len(data) > MAX_IKE_MESSAGE:   # the engine drops it unparsed: it does not wait for an SPI either
             self.endpoint.stats.too_big += 1
+            return
+        if self.auth_ban.refuses(data, remote[0], time.monotonic()):   # banned: nothing kept (auth_ban.py)
+            self.endpoint.stats.auth_banned += 1
             return
         self.spi_pool.receive(data, remote, local)   # noted (_note_peer) as it goes into the engine (_deliver)
 
@@ -639,7 +644,8 @@ class IkeService(Service):
                                    self._ike_sa, self._acct_usage)
         radius = {} if self.radius is None else self.radius.status(self.accounting, self.dae)
         return _status.status(rows, _status.lease_rows(self.pools), self.endpoint, self.spi_pool, self.barrier,
-                              self.sockets, radius, self.events, self.ke_refill.pool, self.trusted.refused)
+                              self.sockets, radius, self.events, self.ke_refill.pool, self.trusted.refused,
+                              self.auth_ban)
 
     @classmethod
     def idle_status(cls) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from tunsec.eventcounts import EventCounts
+from tunsec.ike.auth_ban import AuthBan
 from tunsec.ike.dh_pool import KePoolStats, KeyPairPool, group_name
 from tunsec.ike.endpoint import IkeEndpoint
 from tunsec.ike.fragments import FragmentStats
@@ -31,7 +32,9 @@ _KE_POOL_COUNTERS = tuple([f.name for f in dataclasses.fields(KePoolStats)])
 
 def status(ike_sas: list[dict[str, Any]] | Rows[Any], leases: list[dict[str, Any]] | Rows[Any], endpoint: IkeEndpoint,
            spi_pool: SpiPool, barrier: Barrier, sockets: IkeSockets, radius: dict[str, Any],
-           events: EventCounts, ke_pool: KeyPairPool | None = None, reserve_refused: int = 0) -> dict[str, Any]:
+           events: EventCounts, ke_pool: KeyPairPool | None = None, reserve_refused: int = 0,
+           auth_ban: AuthBan | None = None) -> dict[str, Any]:
+    now = time.monotonic()
     return {
         "ike_sas": ike_sas,
         "leases": leases,
@@ -42,6 +45,10 @@ def status(ike_sas: list[dict[str, Any]] | Rows[Any], leases: list[dict[str, Any
         "ike_half_open_addresses": endpoint.half_open_addresses,
         "ike_half_open_max_per_address": endpoint.half_open_most_from_one(),
         "ike_half_open_busiest": endpoint.half_open_busiest() or "",
+        # sources refused for failed authentications (ike/auth_ban.py): source (an IPv6 prefix), seconds
+        # left, failures that earned it; the drops are ike_drops.auth_banned
+        "auth_bans": [{"source": b.source, "seconds_left": round(b.until - now), "failures": b.failures}
+                      for b in (auth_ban.bans(now) if auth_ban else [])],
         "ike_drops": {**{n: getattr(endpoint.stats, n) for n in _IKE_DROPS},
                       "esp_on_ike_port": sockets.esp_on_ike_port},   # ESP in UDP on a custom IKE port
         # authenticated peers' requests refused or cut short (not strangers': a known peer misbehaving)
@@ -124,7 +131,7 @@ def _by_child(counts: Mapping[tuple[str, str], int]) -> list[dict[str, Any]]:
 def idle_status() -> dict[str, Any]:
     return {"ike_sas": [], "leases": [], "ike_half_open": 0, "ike_half_open_addresses": 0,
             "ike_half_open_max_per_address": 0, "ike_half_open_busiest": "", "ike_drops": {}, "ike_refused": {},
-            "ike_sends_unanswered": 0, "ike_reserve_refused": 0, "ike_fragments": {},
+            "auth_bans": [], "ike_sends_unanswered": 0, "ike_reserve_refused": 0, "ike_fragments": {},
             "ike_held": {}, "acquires_ignored": {}, "child_sa_limit": {}, "moves_deferred": {},
             "ts_claims_refused": [], "rekey_ts_refused": [], "install_failed": [], "ts_limit_refused": [],
             "child_recreate": [], "vip_refused": {}, "updown_skipped": [], "ke_pool": {},

@@ -1,0 +1,153 @@
+"""Sources refused after repeated failed authentications (``tunsec { auth_failures* }``; docs/operations.md,
+"Logs").
+
+Counted: an IKE SA the peer opened that then failed OUR check of its authentication (never "the peer
+refused our authentication": a gateway refusing us is not an attacker, and a peer could otherwise make
+us ban an address by refusing us).  What a third party can cause for a victim's address: nothing that
+counts, short of being on the path.  An IKE_AUTH is only taken from the address its IKE_SA_INIT came
+from (sa_responder.foreign) and must carry our random 64-bit responder SPI, which went only to that
+address: a spoofer who cannot read the victim's traffic cannot fail an authentication in its name.
+(One on the path can drop the victim's traffic anyway.)
+
+A source is what the DoS limits count a request under (dos_source.source_key): an IPv4 address, an
+IPv6 prefix (``ipv6_source_prefix``, /64 by default; with its scope for a link-local one), so that an
+IPv6 host changing its address within its /64 at each try is still one source (review AE F1).  After
+``max`` failures within ``window`` seconds (counted from the first of them), the source's IKE_SA_INIT
+requests are dropped unanswered for ``ban`` seconds, doubled for each ban it earned before while its
+record was kept (at most MAX_BAN_FACTOR times).  Nothing else of the source's is touched: its
+established IKE SAs, their rekeys and its half-open ones go on.  Each ban is one log line naming the
+source (the prefix for IPv6) which the shipped fail2ban filter matches (<SUBNET>).
+
+Memory: at most ``cap`` sources (CAP, 4096: some 300 bytes each, ~1.2 MB) however many fail; past
+it the source that failed least recently and is not banned is forgotten first, a ban only when all
+are banned (the one found first, oldest).  A flood of distinct sources can so make us forget a
+source's count, not its ban while fewer than ``cap`` are banned; each counted failure costs its
+sender a reachable address and a full IKE_SA_INIT and IKE_AUTH.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from tunsec.ike.dos_source import DEFAULT_IPV6_SOURCE_PREFIX, source_key
+
+log = logging.getLogger("tunsec.ike")
+
+CAP = 4096
+MAX_BAN_FACTOR = 16   # a repeat offender's ban grows to 16 times ``ban`` at most
+_IKE_SA_INIT, _INITIATOR, _RESPONSE = 34, 0x08, 0x20
+
+
+@dataclass(frozen=True)
+class AuthBanSettings:
+    """``tunsec { auth_failures, auth_failures_window, auth_failures_ban }``: ``max`` 0 turns it off.
+    The defaults let a NAT'd office's users mistype their passwords a few times each (ten failures in
+    ten minutes from one address) before it is refused for ten minutes."""
+
+    max: int = 10
+    window: float = 600.0
+    ban: float = 600.0
+
+
+@dataclass
+class _Entry:
+    failures: int
+    first: float                  # the window's start: the first failure counted in it
+    until: float | None = None    # banned until then
+    strikes: int = 0              # bans it earned while its record was kept
+
+
+@dataclass(frozen=True)
+class Ban:
+    """A ban in force (``tunsec status``: auth_bans): the source, until when (the service's monotonic
+    clock), and the failures that earned it."""
+
+    source: str
+    until: float
+    failures: int
+
+
+class AuthBan:
+    """The table: ``failed`` after each counted failure, ``refuses`` for each incoming datagram."""
+
+    def __init__(self, settings: AuthBanSettings | None = None, ipv6_prefix: int = DEFAULT_IPV6_SOURCE_PREFIX,
+                 cap: int = CAP) -> None:
+        self.settings = settings or AuthBanSettings()
+        self.ipv6_prefix = ipv6_prefix
+        self.cap = cap
+        self.dropped = 0     # IKE_SA_INIT requests refused (also the endpoint's ike_drops.auth_banned)
+        self.bans_total = 0
+        # source -> entry, least recently failed first; banned ones in _banned (oldest ban first)
+        self._counting: OrderedDict[str, _Entry] = OrderedDict()
+        self._banned: OrderedDict[str, _Entry] = OrderedDict()
+
+    def failed(self, ip: str, now: float) -> Ban | None:
+        """Count a failure of ``ip``; the ban it starts, if it does (logged)."""
+        s = self.settings
+        if s.max <= 0:
+            return None
+        key = source_key(ip, self.ipv6_prefix)
+        if (banned := self._banned.get(key)) is not None:
+            if banned.until is not None and now < banned.until:
+                banned.failures += 1   # a half-open SA opened before the ban failed: counted into it
+                return None
+            self._unban(key, banned, now)
+        entry = self._counting.pop(key, None)
+        if entry is None or now - entry.first >= s.window:
+            entry = _Entry(0, now, strikes=entry.strikes if entry else 0)
+        entry.failures += 1
+        if entry.failures < s.max:
+            self._store(self._counting, key, entry)
+            return None
+        entry.until = now + s.ban * min(2 ** entry.strikes, MAX_BAN_FACTOR)
+        entry.strikes += 1
+        self._store(self._banned, key, entry)
+        self.bans_total += 1
+        ban = Ban(key, entry.until, entry.failures)
+        # the source before anything else, no text the peer chose: the shipped fail2ban filter's <SUBNET>
+        log.error("banned: AUTHENTICATION_FAILED from %s: the peer failed authentication %d times in %ds, "
+                  "its IKE_SA_INIT requests dropped for %ds", key, entry.failures, now - entry.first,
+                  entry.until - now, extra={"remote": key, "ban_seconds": round(entry.until - now)})
+        return ban
+
+    def refuses(self, data: bytes, ip: str, now: float) -> bool:
+        """Whether ``data`` from ``ip`` is an IKE_SA_INIT request of a banned source (counted, to be
+        dropped: nothing is kept of it).  Only the header is looked at: anything else goes on."""
+        if not self._banned or self.settings.max <= 0 or len(data) < 28 or data[18] != _IKE_SA_INIT \
+                or data[19] & (_INITIATOR | _RESPONSE) != _INITIATOR:
+            return False
+        key = source_key(ip, self.ipv6_prefix)
+        entry = self._banned.get(key)
+        if entry is None or entry.until is None:
+            return False
+        if now >= entry.until:
+            self._unban(key, entry, now)
+            return False
+        self.dropped += 1
+        return True
+
+    def bans(self, now: float) -> list[Ban]:
+        """The bans in force, soonest to end first (those over are lifted; none while max is 0)."""
+        if self.settings.max <= 0:
+            return []
+        for key, entry in list(self._banned.items()):
+            if entry.until is not None and now >= entry.until:
+                self._unban(key, entry, now)
+        return sorted((Ban(k, e.until or now, e.failures) for k, e in self._banned.items()),
+                      key=lambda b: (b.until, b.source))
+
+    def __len__(self) -> int:
+        return len(self._counting) + len(self._banned)
+
+    def _unban(self, key: str, entry: _Entry, now: float) -> None:
+        """A ban over: the source counts afresh, its strikes kept (a repeat offender's next ban is longer)."""
+        del self._banned[key]
+        self._store(self._counting, key, _Entry(0, now, strikes=entry.strikes))
+
+    def _store(self, table: OrderedDict[str, _Entry], key: str, entry: _Entry) -> None:
+        while len(self) >= self.cap:
+            victim = self._counting if self._counting else self._banned
+            victim.popitem(last=False)
+        table[key] = entry

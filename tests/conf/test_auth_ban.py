@@ -1,0 +1,166 @@
+"""The failed-authentication ban (tunsec.ike.auth_ban), with a fake clock: what it counts, per which
+source (an IPv6 /64: review AE F1), when it bans and for how long, what it refuses, its bound."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from config_data import psk_gateway
+
+from tunsec.conf.config import parse_config
+from tunsec.conf.diff import restart_keys
+from tunsec.conf.errors import ConfigError
+from tunsec.ike.auth_ban import MAX_BAN_FACTOR, AuthBan, AuthBanSettings
+
+# an IKE_SA_INIT request's header (initiator flag, message ID 0) and an IKE_AUTH's
+INIT = bytes(16) + bytes([33, 0x20, 34, 0x08]) + bytes(8)
+AUTH = bytes(16) + bytes([35, 0x20, 35, 0x08]) + bytes(8)
+INIT_RESPONSE = bytes(16) + bytes([33, 0x20, 34, 0x20]) + bytes(8)
+
+
+def _table(max: int = 3, window: float = 60.0, ban: float = 100.0, cap: int = 4096) -> AuthBan:
+    return AuthBan(AuthBanSettings(max, window, ban), cap=cap)
+
+
+def test_max_failures_within_the_window_ban_the_source_and_only_its_ike_sa_init() -> None:
+    t = _table()
+    assert t.failed("198.51.100.7", 0.0) is None
+    assert t.failed("198.51.100.7", 10.0) is None
+    assert not t.refuses(INIT, "198.51.100.7", 11.0)
+    ban = t.failed("198.51.100.7", 20.0)
+    assert ban is not None and (ban.source, ban.until, ban.failures) == ("198.51.100.7", 120.0, 3)
+    assert t.refuses(INIT, "198.51.100.7", 21.0)
+    assert t.dropped == 1
+    # its other IKE (an established IKE SA's requests, a rekey), responses, and other sources go on
+    assert not t.refuses(AUTH, "198.51.100.7", 21.0)
+    assert not t.refuses(INIT_RESPONSE, "198.51.100.7", 21.0)
+    assert not t.refuses(INIT, "198.51.100.8", 21.0)
+    assert not t.refuses(INIT[:20], "198.51.100.7", 21.0)   # too short to be IKE: the engine's to drop
+    assert t.dropped == 1
+    # over at its end
+    assert t.refuses(INIT, "198.51.100.7", 119.9)
+    assert not t.refuses(INIT, "198.51.100.7", 120.0)
+    assert t.bans(120.0) == []
+
+
+def test_failures_further_apart_than_the_window_do_not_ban() -> None:
+    t = _table()
+    for now in (0.0, 30.0, 60.0, 90.0, 120.0, 150.0):   # 2 per window at most
+        assert t.failed("198.51.100.7", now) is None
+    assert not t.refuses(INIT, "198.51.100.7", 151.0)
+
+
+def test_an_ipv6_host_rotating_its_address_within_its_64_is_one_source() -> None:
+    """Review AE F1: a new address of the /64 at each failure is still banned (and the whole /64)."""
+    t = _table()
+    t.failed("2001:db8:1:2::1", 0.0)
+    t.failed("2001:db8:1:2:aaaa::2", 1.0)
+    ban = t.failed("2001:db8:1:2:ffff:ffff:ffff:fffe", 2.0)
+    assert ban is not None and ban.source == "2001:db8:1:2::/64"
+    assert t.refuses(INIT, "2001:db8:1:2:1234::9", 3.0)
+    assert not t.refuses(INIT, "2001:db8:1:3::1", 3.0)   # the next /64: someone else
+
+
+def test_link_local_sources_are_counted_per_link() -> None:
+    """fe80::/64 on two links are two networks (review AE F4: scoped addresses)."""
+    t = _table()
+    for i in range(3):
+        t.failed(f"fe80::{i + 1}%eth0", float(i))
+    assert [b.source for b in t.bans(3.0)] == ["fe80::/64%eth0"]
+    assert t.refuses(INIT, "fe80::99%eth0", 3.0)
+    assert not t.refuses(INIT, "fe80::1%eth1", 3.0)
+
+
+def test_an_ipv4_mapped_source_is_its_ipv4_address() -> None:
+    t = _table()
+    t.failed("::ffff:198.51.100.7", 0.0)
+    t.failed("198.51.100.7", 1.0)
+    assert t.failed("::ffff:198.51.100.7", 2.0) is not None
+    assert t.refuses(INIT, "198.51.100.7", 3.0)
+
+
+def test_a_repeat_offender_is_banned_longer_up_to_a_bound() -> None:
+    t = _table(max=1, ban=10.0)
+    now, lengths = 0.0, []
+    for _ in range(7):
+        ban = t.failed("198.51.100.7", now)
+        assert ban is not None
+        lengths.append(ban.until - now)
+        now = ban.until
+    assert lengths == [10.0, 20.0, 40.0, 80.0, 160.0, 160.0, 160.0]
+    assert MAX_BAN_FACTOR == 16
+
+
+def test_a_failure_while_banned_is_counted_into_the_ban_and_does_not_extend_it() -> None:
+    t = _table()
+    for now in (0.0, 1.0, 2.0):
+        t.failed("198.51.100.7", now)
+    assert t.failed("198.51.100.7", 5.0) is None   # a half-open SA opened before the ban
+    (ban,) = t.bans(6.0)
+    assert (ban.until, ban.failures) == (102.0, 4)
+
+
+def test_max_zero_bans_nothing() -> None:
+    t = _table(max=0)
+    for i in range(100):
+        assert t.failed("198.51.100.7", float(i)) is None
+    assert not t.refuses(INIT, "198.51.100.7", 100.0) and len(t) == 0
+
+
+def test_the_table_is_bounded_under_a_flood_of_sources_and_keeps_its_bans() -> None:
+    t = _table(cap=64)
+    for now in (0.0, 1.0, 2.0):
+        t.failed("198.51.100.7", now)
+    for i in range(100_000):   # 100000 /64s failing once each
+        t.failed(f"2001:db8:{i >> 16:x}:{i & 0xffff:x}::1", 3.0)
+        assert len(t) <= 64
+    assert t.refuses(INIT, "198.51.100.7", 4.0)   # a ban is not what a flood of counts pushes out
+
+
+def test_one_ban_line_names_the_source_prefix(caplog: pytest.LogCaptureFixture) -> None:
+    t = _table()
+    with caplog.at_level(logging.ERROR, logger="tunsec.ike"):
+        for i in range(5):
+            t.failed(f"2001:db8:1:2::{i + 1}", float(i))
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert line == ("banned: AUTHENTICATION_FAILED from 2001:db8:1:2::/64: the peer failed authentication 3 "
+                    "times in 2s, its IKE_SA_INIT requests dropped for 100s")
+
+
+def test_the_settings_default_on_and_are_validated() -> None:
+    assert parse_config(psk_gateway()).tunsec.auth_ban == AuthBanSettings(10, 600.0, 600.0)
+    cfg = parse_config("tunsec {\n  auth_failures = 0\n  auth_failures_window = 1h\n  auth_failures_ban = 2d\n}\n"
+                       + psk_gateway())
+    assert cfg.tunsec.auth_ban == AuthBanSettings(0, 3600.0, 172800.0)
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("auth_failures", "-1", "failed authentications (0: no ban)"),
+    ("auth_failures_window", "0s", "must be 1s to 7d"),
+    ("auth_failures_ban", "8d", "must be 1s to 7d"),
+    ("auth_failures_ban", "soon", "not a duration"),
+])
+def test_bad_settings_name_line_and_key(key: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(f"tunsec {{\n  log_level = info\n  {key} = {value}\n}}\n", "t.conf")
+    (issue,) = err.value.errors
+    assert (issue.file, issue.line, issue.key) == ("t.conf", 3, f"tunsec.{key}")
+    assert message in issue.message
+
+
+def test_max_zero_lifts_the_bans_in_force_until_set_again() -> None:
+    """What a reload setting auth_failures = 0 does (the daemon hands the table the new settings)."""
+    t = _table()
+    for now in (0.0, 1.0, 2.0):
+        t.failed("198.51.100.7", now)
+    t.settings = AuthBanSettings(0, 60.0, 100.0)
+    assert not t.refuses(INIT, "198.51.100.7", 3.0) and t.bans(3.0) == []
+    t.settings = AuthBanSettings(3, 60.0, 100.0)
+    assert t.refuses(INIT, "198.51.100.7", 4.0)
+
+
+def test_a_reload_may_change_the_settings() -> None:
+    old = parse_config(psk_gateway()).tunsec
+    new = parse_config("tunsec {\n  auth_failures = 0\n}\n" + psk_gateway()).tunsec
+    assert restart_keys(old, new) == []
