@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import socket
@@ -40,6 +41,18 @@ def addr_text(addr: IPAddress) -> str:
     if type(addr) is ipaddress.IPv4Address:
         return socket.inet_ntoa(addr._ip.to_bytes(4))  # type: ignore[attr-defined]  # (int() runs __int__)
     return str(addr)
+    return str(addr)
+
+
+@functools.lru_cache(maxsize=4096)
+def parse_ip(text: str) -> IPAddress:
+    """``ipaddress.ip_address`` of an address as the sockets and the IKE engine give it (text): each
+    client's set-up parses its peer's and our own a few times (a send, a Child SA's endpoints, the
+    index of established IKE SAs by address), at ~3 us each, and a burst's clients share a few
+    addresses (one NAT).  The value is immutable and a pure function of the text, so nothing of one
+    peer's reaches another through it.  Bounded: the texts are peers' source addresses.  Raises
+    ValueError as ip_address does (not cached)."""
+    return ipaddress.ip_address(text)
 
 _ANY_PORTS = (0, 0xFFFF)
 

@@ -23,11 +23,10 @@ from tunsec.ike.ts import Ts
 from tunsec.loglimit import suffix
 from tunsec.policy.claims import describe
 from tunsec.policy.ids import Band, priority
-from tunsec.policy.selector import addr_text
+from tunsec.policy.selector import addr_text, parse_ip
 from tunsec.services.ike import install_failed, install_requests, recreate, restart, tries
 from tunsec.services.ike.giveup import Turn
 from tunsec.services.ike.install_requests import ALGS
-from tunsec.services.ike.sockets import parse_ip
 from tunsec.services.ike.state import ChildState, IPAddress, Lineage
 
 if TYPE_CHECKING:

@@ -399,8 +399,11 @@ class IkeService(Service):
 
     def _arm(self, at_least: float = 0.0) -> None:
         when = self.endpoint.get_timer()
-        if self._timer is not None and when == self._timer_at and not at_least:
-            return   # armed for that deadline already (nearly always in a burst: new SAs' timers come later)
+        at = self._timer_at
+        if self._timer is not None and at is not None and when is not None and when >= at and not at_least:
+            # armed for it or earlier (that one fires early, then re-arms): each IKE_AUTH of a burst moves
+            # the earliest deadline (the oldest half-open SA's) later, a new TimerHandle per client
+            return
         if self._timer:
             self._timer.cancel()
             self._timer = None

@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import functools
-import ipaddress
 import logging
 import socket
 import time
@@ -33,6 +31,7 @@ from tunsec.ike.constants import (
 )
 from tunsec.ike.endpoint import Datagram
 from tunsec.loglimit import LogLimiter, suffix
+from tunsec.policy.selector import parse_ip
 from tunsec.services.base import StartupError, bind_udp
 
 log = logging.getLogger("tunsec.ike")
@@ -43,14 +42,6 @@ UNMARKED_PEERS_MAX = 1024   # custom-port peers remembered as sending IKE withou
 # A healthy worker answers within milliseconds, so only a hung or confused one gets near it; a burst
 # of a few thousand clients stays below.  Each costs ~0.5 KiB while it waits.
 NATT_SENDS_MAX = 8192
-
-
-@functools.lru_cache(maxsize=4096)
-def parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    """``ipaddress.ip_address`` of an address as the sockets and the engine give it: each client's
-    set-up parses its peer's and our own a few times (a send, a Child SA's endpoints), at ~4 µs each.
-    Bounded: the texts are peers' source addresses.  Raises ValueError as ip_address does."""
-    return ipaddress.ip_address(text)
 
 
 def _ports(connections: Iterable[Connection]) -> set[int]:
