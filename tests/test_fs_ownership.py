@@ -306,7 +306,8 @@ def test_prepare_gives_an_existing_directory_holding_only_tunsecs_entries(base: 
     state.chmod(0o755)
     for name in ("manual-key-0123456789abcdef.json", ".manual-key-0123456789abcdef.json.a1b2c3d4.tmp", "users",
                  "prohibit-routes.tunsec0", ".prohibit-routes.tunsec0.a1b2c3d4.tmp",
-                 "prohibit-routes.tun.0.ns4026532182", ".prohibit-routes.tunsec0.ns4026532182.a1b2c3d4.tmp"):
+                 "prohibit-routes.tun.0.ns4026532182", ".prohibit-routes.tunsec0.ns4026532182.a1b2c3d4.tmp",
+                 "prohibit-routes.tun.0:ns4026532182", ".prohibit-routes.tunsec0:ns4026532182.a1b2c3d4.tmp"):
         (state / name).write_text("{}\n")
     os.chown(state / "users", user.uid, user.gid)
     assert prepare._own_state_dir(state, user) == ""

@@ -119,10 +119,11 @@ def _owners_dir(path: Path, owner: Target) -> bool:
 
 
 # what tunsec itself keeps in the directories prepare gives away: the marker, sequence state files, a TUN's
-# record of its prohibit routes (per network namespace but the initial: .ns<inode>) and the temporary files
-# they are written through, the writable probe; the control socket is named by the caller
+# record of its prohibit routes (per network namespace but the initial: :ns<inode>, an older tunsec's
+# .ns<inode>) and the temporary files they are written through, the writable probe; the control socket is
+# named by the caller
 _NAMES = (rf"{re.escape(MARKER)}|manual-[0-9a-z-]+\.json|{re.escape(blockrecord.PREFIX)}[^/:\s]{{1,15}}"
-          r"(?:\.ns[0-9]{1,10})?|\.probe")
+          r"(?:[.:]ns[0-9]{1,10})?|\.probe")
 _STATE_ENTRY = re.compile(rf"{_NAMES}|\.(?:{_NAMES})\.\w+\.tmp")
 
 

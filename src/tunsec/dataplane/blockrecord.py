@@ -171,11 +171,12 @@ class BlockRecord:
         return rec
 
     def _clean_temporary(self) -> None:
-        """Temporary files of this record (write_atomic_at's, this name's or the legacy one's) a crash
-        left before their rename: never read, removed (unlink removes a link itself, follows none).
-        Only this instance writes them, and it is starting: none is being written."""
-        names = {self.file, record_name(self.tun, self.netns.legacy)}
-        temp = re.compile("|".join(rf"\.{re.escape(n)}\.[0-9a-f]{{16}}\.tmp" for n in sorted(names)))
+        """Temporary files of this record (write_atomic_at's) a crash left before their rename: never
+        read, removed (unlink removes a link itself, follows none).  Only this instance writes them, and
+        it is starting: none is being written.  Not the legacy name's: in a namespace that is also the
+        name of a running TUN `t.ns<inode>` of the initial one (review revops F5), and an older tunsec's
+        leftover temporary file is only a file."""
+        temp = re.compile(rf"\.{re.escape(self.file)}\.[0-9a-f]{{16}}\.tmp")
         try:
             for entry in os.listdir(self.fd):
                 if temp.fullmatch(entry):

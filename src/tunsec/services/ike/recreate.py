@@ -120,6 +120,8 @@ def _schedule(self: IkeService, pending: Pending) -> bool:
     """The next try after its delay; False (the lineage ends) if the tries are used up."""
     pending.trying = False
     if pending.stopped:   # terminate --child: the try it waited for brought nothing
+        if _still_under_way(self, pending):   # an operator's joined request is still out: its Child SA is deleted
+            return True
         _end(self, pending, STOPPED)
         return False
     if pending.tries >= TRIES:
@@ -208,7 +210,7 @@ def under_way(self: IkeService, conn: str, child: str) -> bool:
 STOPPED = "terminated by the operator"
 
 
-def stop(self: IkeService, conn: str, child: str | None = None) -> list[str]:
+def stop(self: IkeService, conn: str, child: str | None = None, why: str = STOPPED) -> list[str]:
     """``tunsec terminate`` (the connection's re-creations end now, as its IKE SAs going would end
     them), or ``terminate --child`` (that child's: its IKE SA stays, so a try whose request is in
     the engine, or whose Child SA installs, may still bring it up: it is deleted then, installed),
@@ -219,9 +221,9 @@ def stop(self: IkeService, conn: str, child: str | None = None) -> list[str]:
         sa = self._ike_sa(pending.ike)
         if child is not None and (pending.joined is not None or (sa is not None and sa.creating(pending.child))):
             pending.stopped = True   # its end comes with that try's (installed, failed, refused, _overdue)
-            _answer(pending, STOPPED)
+            _answer(pending, why)
         else:
-            _end(self, pending, STOPPED)
+            _end(self, pending, why)
     return out
 
 

@@ -75,7 +75,7 @@ async def reload(self: IkeService, cfg: Config) -> list[str]:
         vip_refused.cancel(self, name)
         stopped = self.tries.stop(name)   # its tries not sent yet: scheduled or waiting for an SPI (tries.py)
         self.acquiring -= {(t.conn, t.child) for t in stopped if t.child is not None}
-        recreate.stop(self, name)
+        recreate.stop(self, name, why="its connection was removed or replaced by a reload")
         self.vips.replaced(name)   # its IKE SAs' virtual IPs no route's source (the daemon re-sources them)
     self.ke_refill.reconfigure(c.ike for c in connections)   # pooled groups follow the proposals
     self._reload_radius(cfg.radius)
