@@ -92,12 +92,16 @@ def terminate_child(self: IkeService, conn: str, child: str) -> tries.Terminated
     said = [t.describe() for t in stopped] + recreate.stop(self, conn, child)
     if said:
         log.info("%s: terminate child %s: %s", conn, child, tries.stopped_line(said))
+    # a stopped re-creation's Child SA whose install is under way is deleted when it ends (recreate.installed):
+    # deleted here too, it got two DELETEs (review revops F3)
+    installing = {(id(self._ike_sa(p.ike)), self.children[p.joined].unique_id) for p in self._recreating.values()
+                  if p.conn == conn and p.child == child and p.joined is not None and p.joined in self.children}
     n = 0
     for sa in self.endpoint.sas:
         if sa.name != conn or sa.state is not State.ESTABLISHED:
             continue
         for ch in sa.children:
-            if ch.name == child:
+            if ch.name == child and (id(sa), ch.unique_id) not in installing:
                 sa.delete_child(ch.unique_id)
                 n += 1
     self._pump()
