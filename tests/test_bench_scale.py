@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from tunsec.bench import scale
 from tunsec.bench.procs import SchedSampler
 from tunsec.bench.scale_clients import ClientTimes, burst_seconds, client_times, retransmissions
 from tunsec.bench.scale_report import ScaleResult, format_marginal, format_table
@@ -103,3 +104,32 @@ def test_sched_shares_are_interpolated_between_the_samples_around_the_window() -
     assert sampler.shares(101.0, 100.0) is None
     assert sampler.shares(99.0, 100.5) is None                           # before the first sample
     assert SchedSampler([]).shares(0.0, 1.0) is None
+
+
+@pytest.mark.parametrize("prefix", ["", "Sc", "1a", "a b", "a/b", "abcdefghi"])
+def test_a_namespace_prefix_that_could_not_name_a_namespace_safely_is_refused(
+        prefix: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """--ns-prefix names the benchmark's namespaces (prefix-a-XXXXXX): one with a space, a slash, a
+    capital or too long is refused before any namespace is made, naming the option."""
+    with pytest.raises(SystemExit) as exc:
+        scale.main(["--ns-prefix", prefix, "--clients", "1"])
+    assert exc.value.code == 2
+    assert "--ns-prefix" in (err := capsys.readouterr().err) and "lower-case letters and digits" in err
+
+
+def test_the_namespace_prefix_reaches_the_namespaces(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The prefix given is the one TwoHosts makes the namespaces with (not the default sc)."""
+    seen: list[str] = []
+
+    class Stop(Exception):
+        pass
+
+    def two_hosts(*, ipv6: bool, prefix: str, keep_workdir: bool) -> None:
+        seen.append(prefix)
+        raise Stop
+
+    monkeypatch.setattr(scale, "TwoHosts", two_hosts)
+    monkeypatch.setattr(scale, "precheck", lambda: None)
+    with pytest.raises(Stop):
+        scale.main(["--ns-prefix", "cpu1", "--clients", "1", "--gateways", "tunsec"])
+    assert seen == ["cpu1"]

@@ -48,6 +48,7 @@ import dataclasses
 import ipaddress
 import json
 import os
+import re
 import secrets
 import signal
 import statistics
@@ -168,7 +169,7 @@ def _install_holds(gateway: TunsecGateway, res: ScaleResult) -> None:
 
 
 def run_one(kind: str, n: int, timeout: float, keep_workdir: bool = False,
-            timeline: Path | None = None, own_sessions: bool = True) -> ScaleResult:
+            timeline: Path | None = None, own_sessions: bool = True, ns_prefix: str = "sc") -> ScaleResult:
     """One gateway against N clients.
 
     ``own_sessions``: the gateway and the clients' charon each lead a session of their own, as
@@ -179,7 +180,7 @@ def run_one(kind: str, n: int, timeout: float, keep_workdir: bool = False,
     against the clients' charon's many busy threads, and a gateway with as many threads as the
     clients half the CPU: the run measured how the gateway's threads compete with its clients'
     on one host, which separate machines never do."""
-    with TwoHosts(ipv6=False, prefix="sc", keep_workdir=keep_workdir) as topo:
+    with TwoHosts(ipv6=False, prefix=ns_prefix, keep_workdir=keep_workdir) as topo:
         psk = secrets.token_hex(16)
         gateway: Gateway = (TunsecGateway(topo, psk, n, timeline=timeline, own_session=own_sessions)
                             if kind == "tunsec" else CharonGateway(topo, psk, n, own_session=own_sessions))
@@ -217,7 +218,12 @@ def main(argv: Sequence[str] | None = None, prog: str = "bench/scale.py") -> int
     ap.add_argument("--shared-session", action="store_true",
                     help="run the gateway and the clients in this command's session, as before 2026-12-03 "
                          "(see run_one: with autogroup scheduling they then compete thread by thread)")
+    ap.add_argument("--ns-prefix", default="sc", metavar="NAME",
+                    help="the network namespaces' names begin NAME- (default sc): runs side by side, or one "
+                         "that must not touch another's namespaces, each give their own")
     args = ap.parse_args(argv)
+    if not re.fullmatch(r"[a-z][a-z0-9]{0,7}", args.ns_prefix):
+        ap.error(f"--ns-prefix {args.ns_prefix!r}: 1 to 8 lower-case letters and digits, a letter first")
     reason = precheck()
     if reason:
         print(f"scale benchmark cannot run: {reason}", file=sys.stderr)
@@ -234,7 +240,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "bench/scale.py") -> int
             trace = args.timeline.with_name(f"{args.timeline.name}.{n}") if args.timeline and kind == "tunsec" \
                 else None
             results.append(run_one(kind, n, args.timeout or 30 + n / 10, args.keep_workdir, trace,
-                                   own_sessions=not args.shared_session))
+                                   own_sessions=not args.shared_session, ns_prefix=args.ns_prefix))
             if trace is not None and trace.is_file():
                 print(timeline.summarize(timeline.load(trace)), flush=True)
         print(format_table(results), flush=True)
