@@ -11,7 +11,7 @@ from config_data import psk_gateway
 from tunsec.conf.config import parse_config
 from tunsec.conf.diff import restart_keys
 from tunsec.conf.errors import ConfigError
-from tunsec.ike.auth_ban import MAX_BAN_FACTOR, AuthBan, AuthBanSettings
+from tunsec.ike.auth_ban import MAX_BAN_FACTOR, STRIKES_PER_SOURCE, AuthBan, AuthBanSettings
 
 # an IKE_SA_INIT request's header (initiator flag, message ID 0) and an IKE_AUTH's
 INIT = bytes(16) + bytes([33, 0x20, 34, 0x08]) + bytes(8)
@@ -164,3 +164,37 @@ def test_a_reload_may_change_the_settings() -> None:
     old = parse_config(psk_gateway()).tunsec
     new = parse_config("tunsec {\n  auth_failures = 0\n}\n" + psk_gateway()).tunsec
     assert restart_keys(old, new) == []
+
+
+def test_a_flood_of_bans_never_lifts_a_ban_in_force() -> None:
+    """Review revban F4: the oldest ban was evicted once the table held only bans (a /52's 4096 /64s
+    banned lifted the attacker's own first ban).  Now a new source is not counted, and that is counted."""
+    t = AuthBan(AuthBanSettings(max=1, window=600.0, ban=600.0), cap=4)
+    t.failed("2001:db8:0:0::1", 0.0)
+    for i in range(1, 5):
+        t.failed(f"2001:db8:0:{i:x}::1", 1.0)
+    assert t.refuses(INIT, "2001:db8:0:0::2", 2.0), "the first /64's ban was evicted by newer bans"
+    assert (len(t), t.uncounted, [b.source for b in t.bans(2.0)][:1]) == (4, 1, ["2001:db8::/64"])
+    # once a ban is over, a new source is counted again
+    assert t.failed("198.51.100.9", 601.0) is not None and t.refuses(INIT, "198.51.100.9", 602.0)
+
+
+def test_a_repeat_offenders_strikes_survive_other_sources_failures() -> None:
+    """Review revban F5: its strikes lived in the counting table, where cap - 1 other sources failing
+    pushed them out: its next ban was as short as its first."""
+    t = AuthBan(AuthBanSettings(max=1, window=600.0, ban=10.0), cap=8)
+    assert t.failed("198.51.100.7", 0.0) is not None        # banned 10 s
+    assert not t.refuses(INIT, "198.51.100.7", 10.0)        # over
+    for i in range(8):                                       # 8 other sources, banned too
+        t.failed(f"2001:db8:0:{i:x}::1", 10.5)
+    assert t.bans(11.0)[0].until == 20.5                     # (they fill the table: none lifted for it)
+    ban = t.failed("198.51.100.7", 21.0)
+    assert ban is not None and ban.until - 21.0 == 20.0, f"second ban {ban.until - 21.0 if ban else None}s, not 20s"
+
+
+def test_the_strikes_kept_are_bounded() -> None:
+    t = AuthBan(AuthBanSettings(max=1, window=600.0, ban=1.0), cap=4)
+    for i in range(100):   # 100 sources banned once each, every ban over by the next one
+        t.failed(f"198.51.100.{i}", float(2 * i))
+    t.bans(1000.0)
+    assert len(t._strikes) == STRIKES_PER_SOURCE * 4 and len(t) == 0
