@@ -42,6 +42,8 @@ log = logging.getLogger("tunsec.ike")
 
 CAP = 4096
 MAX_BAN_FACTOR = 16   # a repeat offender's ban grows to 16 times ``ban`` at most
+# an IPv6 source's wider prefixes, each banned at this many times ``max`` failures of its /64s
+WIDER = ((56, 4), (48, 16))
 STRIKES_PER_SOURCE = 4   # strikes kept for 4 x cap sources: others' bans must end 4 x cap times to forget one
 _IKE_SA_INIT, _INITIATOR, _RESPONSE = 34, 0x08, 0x20
 
@@ -93,15 +95,34 @@ class AuthBan:
         self._strikes: OrderedDict[str, int] = OrderedDict()
 
     def failed(self, ip: str, now: float) -> Ban | None:
-        """Count a failure of ``ip``; the ban it starts, if it does (logged)."""
+        """Count a failure of ``ip``; the ban it starts, if it does (logged): its source's, or a wider
+        IPv6 prefix's (WIDER)."""
         s = self.settings
         if s.max <= 0:
             return None
+        started = None
+        for key, factor in self._keys(ip):
+            if (banned := self._banned.get(key)) is not None and banned.until is not None and now < banned.until:
+                # a half-open SA opened before the ban failed: counted into it, not into a wider prefix
+                # (which counts its parts not banned: a /56 is banned for five /64s or more, not one)
+                banned.failures += 1
+                break
+            started = self._count(key, now, s.max * factor) or started
+        return started
+
+    def _keys(self, ip: str) -> list[tuple[str, int]]:
+        """What a failure of ``ip`` counts under, with its threshold's factor: the source, and for a
+        global IPv6 source its wider prefixes too (review revban F3: an attacker rotating over the /64s
+        of its /56 or /48 was never banned)."""
         key = source_key(ip, self.ipv6_prefix)
-        if (banned := self._banned.get(key)) is not None:
-            if banned.until is not None and now < banned.until:
-                banned.failures += 1   # a half-open SA opened before the ban failed: counted into it
-                return None
+        keys = [(key, 1)]
+        if "/" in key and "%" not in key:   # IPv6, not link-local (fe80::/64 is all of it)
+            keys += [(source_key(ip, bits), factor) for bits, factor in WIDER if bits < self.ipv6_prefix]
+        return keys
+
+    def _count(self, key: str, now: float, most: int) -> Ban | None:
+        s = self.settings
+        if (banned := self._banned.get(key)) is not None:   # over (failed: one in force ends the count)
             self._unban(key, banned)
         entry = self._counting.pop(key, None)
         if entry is None or now - entry.first >= s.window:
@@ -110,7 +131,7 @@ class AuthBan:
             self.uncounted += 1
             return None
         entry.failures += 1
-        if entry.failures < s.max:
+        if entry.failures < most:
             self._counting[key] = entry
             return None
         strikes = self._strikes.pop(key, 0)
@@ -131,15 +152,16 @@ class AuthBan:
         if not self._banned or self.settings.max <= 0 or len(data) < 28 or data[18] != _IKE_SA_INIT \
                 or data[19] & (_INITIATOR | _RESPONSE) != _INITIATOR:
             return False
-        key = source_key(ip, self.ipv6_prefix)
-        entry = self._banned.get(key)
-        if entry is None or entry.until is None:
-            return False
-        if now >= entry.until:
-            self._unban(key, entry)
-            return False
-        self.dropped += 1
-        return True
+        for key, _ in self._keys(ip):
+            entry = self._banned.get(key)
+            if entry is None or entry.until is None:
+                continue
+            if now >= entry.until:
+                self._unban(key, entry)
+                continue
+            self.dropped += 1
+            return True
+        return False
 
     def bans(self, now: float) -> list[Ban]:
         """The bans in force, soonest to end first (those over are lifted; none while max is 0)."""
