@@ -8,7 +8,7 @@
 # libFuzzer runtime for `make fuzz`, podman (runc: crun rejects hybrid cgroups)
 # and mmdebstrap for `make image` and the container test, systemd-analyze for the
 # unit file, and the Python package with its C extension (its test extras bring
-# atheris).  Idempotent.
+# atheris).  Idempotent.  fail2ban's service is left disabled (KEEP_FAIL2BAN=1: not touched).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,59 +25,73 @@ APT_PACKAGES=(
   fail2ban
 )
 
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO=sudo
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+
+# the tests need fail2ban-regex only (and run fail2ban-server themselves, on a jail of their own):
+# the service is left disabled, for sysvinit (update-rc.d) and systemd alike, and stopped where a
+# running systemd may have started it anyway.  On every run that finds fail2ban installed or tried to
+# install it, from the EXIT trap: an install failing after fail2ban's postinst enabled it (a later
+# package's postinst, a dropped mirror) would otherwise leave it enabled, and a re-run would never
+# see it "missing" again (review revban F6).  KEEP_FAIL2BAN=1: a machine meant to run it.
+disable_fail2ban() {
+  [ "${KEEP_FAIL2BAN:-0}" = 1 ] && return 0
+  if [[ " ${missing[*]} " != *" fail2ban "* ]]; then
+    local status
+    status=$(dpkg-query -W -f='${Status}' fail2ban 2>/dev/null) || return 0
+    case "$status" in ""|*not-installed) return 0;; esac
+  fi
+  if command -v update-rc.d >/dev/null; then
+    $SUDO update-rc.d fail2ban disable >/dev/null 2>&1 || true
+  fi
+  if command -v systemctl >/dev/null; then
+    if [ -d /run/systemd/system ]; then
+      $SUDO systemctl disable --now fail2ban >/dev/null 2>&1 || true
+    else
+      $SUDO systemctl disable fail2ban >/dev/null 2>&1 || true
+    fi
+  fi
+}
+policy=""
+on_exit() {
+  local rc=$?
+  if [ -n "$policy" ]; then $SUDO rm -f "$policy" || true; fi
+  disable_fail2ban
+  exit "$rc"
+}
+trap on_exit EXIT
+
 if [ ${#missing[@]} -gt 0 ]; then
-  SUDO=""
-  [ "$(id -u)" -ne 0 ] && SUDO=sudo
   $SUDO apt-get update -qq
   # no service the packages bring is started by their install (policy-rc.d's 101: "action
   # forbidden", honoured by invoke-rc.d and deb-systemd-invoke): without a running systemd (CI
   # machines, containers) fail2ban's postinst would otherwise start its daemon from its init script,
   # whose default sshd jail bans addresses on the host.  One there already (Docker's) is left as it is.
-  policy=""
   if [ ! -e /usr/sbin/policy-rc.d ]; then
     policy=/usr/sbin/policy-rc.d
     printf '#!/bin/sh\n# scripts/install-deps.sh: no service starts while it installs packages\nexit 101\n' \
       | $SUDO tee "$policy" >/dev/null
     $SUDO chmod 0755 "$policy"
-    trap '$SUDO rm -f "$policy"' EXIT
   fi
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   if [ -n "$policy" ]; then
     $SUDO rm -f "$policy"
-    trap - EXIT
-  fi
-  # the tests need fail2ban-regex only (and run fail2ban-server themselves, on a jail of their own):
-  # the service is left disabled, for sysvinit (update-rc.d) and systemd alike, and stopped where a
-  # running systemd may have started it anyway
-  if [[ " ${missing[*]} " == *" fail2ban "* ]]; then
-    if command -v update-rc.d >/dev/null; then
-      $SUDO update-rc.d fail2ban disable >/dev/null 2>&1 || true
-    fi
-    if command -v systemctl >/dev/null; then
-      if [ -d /run/systemd/system ]; then
-        $SUDO systemctl disable --now fail2ban >/dev/null 2>&1 || true
-      else
-        $SUDO systemctl disable fail2ban >/dev/null 2>&1 || true
-      fi
-    fi
+    policy=""
   fi
 fi
+# (fail2ban's service: disabled by on_exit)
 
 # tunsec's unprivileged user (tunsec { user } defaults to it)
 if ! getent passwd tunsec >/dev/null; then
-  SUDO=""
-  [ "$(id -u)" -ne 0 ] && SUDO=sudo
   $SUDO useradd --system --no-create-home --shell /usr/sbin/nologin tunsec
 fi
 # the dataplane worker's own user and group (tunsec { worker_user } defaults to it): a worker taken
 # over by a packet then cannot read what tunsec's user can (configuration, keys, control socket)
 if ! getent passwd tunsec-dp >/dev/null; then
-  SUDO=""
-  [ "$(id -u)" -ne 0 ] && SUDO=sudo
   $SUDO useradd --system --user-group --no-create-home --shell /usr/sbin/nologin tunsec-dp
 fi
 

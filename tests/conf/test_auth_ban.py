@@ -11,7 +11,7 @@ from config_data import psk_gateway
 from tunsec.conf.config import parse_config
 from tunsec.conf.diff import restart_keys
 from tunsec.conf.errors import ConfigError
-from tunsec.ike.auth_ban import MAX_BAN_FACTOR, AuthBan, AuthBanSettings
+from tunsec.ike.auth_ban import MAX_BAN_FACTOR, STRIKES_PER_SOURCE, AuthBan, AuthBanSettings
 
 # an IKE_SA_INIT request's header (initiator flag, message ID 0) and an IKE_AUTH's
 INIT = bytes(16) + bytes([33, 0x20, 34, 0x08]) + bytes(8)
@@ -164,3 +164,74 @@ def test_a_reload_may_change_the_settings() -> None:
     old = parse_config(psk_gateway()).tunsec
     new = parse_config("tunsec {\n  auth_failures = 0\n}\n" + psk_gateway()).tunsec
     assert restart_keys(old, new) == []
+
+
+def test_a_flood_of_bans_never_lifts_a_ban_in_force() -> None:
+    """Review revban F4: the oldest ban was evicted once the table held only bans (a /52's 4096 /64s
+    banned lifted the attacker's own first ban).  Now a new source is not counted, and that is counted."""
+    t = AuthBan(AuthBanSettings(max=1, window=600.0, ban=600.0), cap=4)
+    t.failed("198.51.100.0", 0.0)   # (IPv4: an IPv6 /64's failures count into its /56 and /48 too)
+    for i in range(1, 5):
+        t.failed(f"198.51.100.{i}", 1.0)
+    assert t.refuses(INIT, "198.51.100.0", 2.0), "the first source's ban was evicted by newer bans"
+    assert (len(t), t.uncounted, [b.source for b in t.bans(2.0)][:1]) == (4, 1, ["198.51.100.0"])
+    # once a ban is over, a new source is counted again
+    assert t.failed("198.51.100.9", 601.0) is not None and t.refuses(INIT, "198.51.100.9", 602.0)
+
+
+def test_a_repeat_offenders_strikes_survive_other_sources_failures() -> None:
+    """Review revban F5: its strikes lived in the counting table, where cap - 1 other sources failing
+    pushed them out: its next ban was as short as its first."""
+    t = AuthBan(AuthBanSettings(max=1, window=600.0, ban=10.0), cap=8)
+    assert t.failed("198.51.100.7", 0.0) is not None        # banned 10 s
+    assert not t.refuses(INIT, "198.51.100.7", 10.0)        # over
+    for i in range(8):                                       # 8 other sources, banned too
+        t.failed(f"2001:db8:0:{i:x}::1", 10.5)
+    assert t.bans(11.0)[0].until == 20.5                     # (they fill the table: none lifted for it)
+    ban = t.failed("198.51.100.7", 21.0)
+    assert ban is not None and ban.until - 21.0 == 20.0, f"second ban {ban.until - 21.0 if ban else None}s, not 20s"
+
+
+def test_the_strikes_kept_are_bounded() -> None:
+    t = AuthBan(AuthBanSettings(max=1, window=600.0, ban=1.0), cap=4)
+    for i in range(100):   # 100 sources banned once each, every ban over by the next one
+        t.failed(f"198.51.100.{i}", float(2 * i))
+    t.bans(1000.0)
+    assert len(t._strikes) == STRIKES_PER_SOURCE * 4 and len(t) == 0
+
+
+def test_an_ipv6_attacker_rotating_over_the_64s_of_its_56_is_banned_as_the_56(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Review revban F3: a source is one /64 and nothing aggregated above it: a /56 (256 /64s) got
+    256 x (max - 1) = 2304 guesses per window, and was never banned."""
+    t = AuthBan()   # the defaults: 10 in 10 min
+    now = 0.0
+    with caplog.at_level(logging.ERROR, logger="tunsec.ike"):
+        for i in range(256):
+            for _ in range(t.settings.max - 1):
+                t.failed(f"2001:db8:0:{i:x}::1", now)
+                now += 0.1
+    assert [b.source for b in t.bans(now)] == ["2001:db8::/56"]
+    assert t.refuses(INIT, "2001:db8:0:ff:1::1", now) and not t.refuses(INIT, "2001:db8:0:100::1", now)
+    # the line names the wider prefix (the fail2ban filter's <SUBNET>); banned at 4 x max failures
+    assert [r.getMessage().split(":")[0:2] for r in caplog.records if r.getMessage().startswith("banned")] \
+        == [["banned", " AUTHENTICATION_FAILED from 2001"]]
+    assert "from 2001:db8::/56: the peer failed authentication 40 times" in caplog.text
+
+
+def test_the_48_of_an_ipv6_attacker_rotating_over_its_56s_is_banned() -> None:
+    t = AuthBan()
+    now = 0.0
+    for i in range(16 * 10 - 1):   # 159 failures over 159 /64s in 40 /56s: no /64 nor /56 banned yet
+        t.failed(f"2001:db8:0:{(i // 4) << 8 | i % 4:x}::1", now)
+        now += 0.1
+    assert t.bans(now) == []
+    t.failed("2001:db8:0:ff00::1", now)
+    assert [b.source for b in t.bans(now)] == ["2001:db8::/48"]
+
+
+def test_link_local_and_ipv4_sources_are_not_widened() -> None:
+    t = AuthBan(AuthBanSettings(max=1, window=600.0, ban=600.0))
+    t.failed("fe80::1%eth0", 0.0)
+    t.failed("198.51.100.7", 0.0)
+    assert sorted(b.source for b in t.bans(1.0)) == ["198.51.100.7", "fe80::/64%eth0"]

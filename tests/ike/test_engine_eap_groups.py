@@ -91,6 +91,8 @@ def test_a_user_of_no_required_group_is_refused_and_nothing_stays_behind() -> No
     (failed,) = only(ev_b, AuthFailed)
     assert failed.reason == ("EAP-RADIUS user 'carol' is a member of no group its connections require "
                              "(staff: staff; guests: guests, contractors); its groups from RADIUS: 'other'")
+    # RADIUS accepted carol's credentials: refused by our policy, not counted towards a ban (review revban F2)
+    assert (failed.refused, failed.counts) == (True, False)
     assert [e.by_peer for e in only(ev_a, AuthFailed)] == [True]   # AUTHENTICATION_FAILED after EAP-Success
     assert not only(ev_a + ev_b, IkeSaUp) and not only(ev_b, ChildSaUp)
     assert not gw.sas and gw.half_open == 0 and not pool.leases()

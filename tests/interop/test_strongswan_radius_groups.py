@@ -104,7 +104,8 @@ def test_each_user_ends_in_the_connection_of_its_radius_group_and_others_are_ref
     assert r.returncode != 0, r.stdout[-2000:]
     client.wait_log(r"EAP method EAP_MSCHAPV2 succeeded, MSK established")
     client.wait_log(r"parsed IKE_AUTH response \d+ \[ N\(AUTH_FAILED\) \]")
-    gateway.wait_log(r"tun-staff: AUTHENTICATION_FAILED from \S+: the peer failed authentication "
+    # refused after RADIUS accepted carol: not counted towards a ban, nor matched by fail2ban (review revban F2)
+    gateway.wait_log(r"tun-staff: AUTHENTICATION_FAILED from \S+: the peer authenticated and was refused "
                      r"\(\"EAP-RADIUS user 'carol' "
                      r"is a member of no group its connections require \(tun-staff: staff; tun-guests: guests\); "
                      r"its groups from RADIUS: 'other'\"\)")

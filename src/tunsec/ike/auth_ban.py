@@ -14,15 +14,20 @@ IPv6 prefix (``ipv6_source_prefix``, /64 by default; with its scope for a link-l
 IPv6 host changing its address within its /64 at each try is still one source (review AE F1).  After
 ``max`` failures within ``window`` seconds (counted from the first of them), the source's IKE_SA_INIT
 requests are dropped unanswered for ``ban`` seconds, doubled for each ban it earned before while its
-record was kept (at most MAX_BAN_FACTOR times).  Nothing else of the source's is touched: its
+strikes were kept (at most MAX_BAN_FACTOR times).  Nothing else of the source's is touched: its
 established IKE SAs, their rekeys and its half-open ones go on.  Each ban is one log line naming the
 source (the prefix for IPv6) which the shipped fail2ban filter matches (<SUBNET>).
 
-Memory: at most ``cap`` sources (CAP, 4096: some 300 bytes each, ~1.2 MB) however many fail; past
-it the source that failed least recently and is not banned is forgotten first, a ban only when all
-are banned (the one found first, oldest).  A flood of distinct sources can so make us forget a
-source's count, not its ban while fewer than ``cap`` are banned; each counted failure costs its
-sender a reachable address and a full IKE_SA_INIT and IKE_AUTH.
+Memory: at most ``cap`` sources (CAP, 4096: some 300 bytes each, ~1.2 MB) however many fail, and the
+strikes of at most STRIKES_PER_SOURCE x ``cap`` sources whose ban ended (~100 bytes each, ~1.6 MB).
+Past ``cap`` the source that failed least recently and is not banned is forgotten first; a ban in
+force never is (review revban F4: a flood of new bans lifted the oldest, an attacker's own first one):
+with the table full of bans a new source is not counted (``uncounted``: ``tunsec status``
+auth_ban_uncounted) until one ends. An attacker who fills it has ``cap`` sources banned at once; each
+counted failure costs its sender a reachable address and a full IKE_SA_INIT and IKE_AUTH. A repeat
+offender's strikes are kept apart from the counts (review revban F5: others' failures pushed them out
+of the one table, so its next ban was short again), forgotten only after 4 x ``cap`` later ends of
+bans.
 """
 
 from __future__ import annotations
@@ -37,6 +42,9 @@ log = logging.getLogger("tunsec.ike")
 
 CAP = 4096
 MAX_BAN_FACTOR = 16   # a repeat offender's ban grows to 16 times ``ban`` at most
+# an IPv6 source's wider prefixes, each banned at this many times ``max`` failures of its /64s
+WIDER = ((56, 4), (48, 16))
+STRIKES_PER_SOURCE = 4   # strikes kept for 4 x cap sources: others' bans must end 4 x cap times to forget one
 _IKE_SA_INIT, _INITIATOR, _RESPONSE = 34, 0x08, 0x20
 
 
@@ -56,7 +64,7 @@ class _Entry:
     failures: int
     first: float                  # the window's start: the first failure counted in it
     until: float | None = None    # banned until then
-    strikes: int = 0              # bans it earned while its record was kept
+    strikes: int = 0              # bans it earned, this one included (banned entries only)
 
 
 @dataclass(frozen=True)
@@ -79,31 +87,57 @@ class AuthBan:
         self.cap = cap
         self.dropped = 0     # IKE_SA_INIT requests refused (also the endpoint's ike_drops.auth_banned)
         self.bans_total = 0
+        self.uncounted = 0   # failures of new sources not counted: the table full of bans in force
         # source -> entry, least recently failed first; banned ones in _banned (oldest ban first)
         self._counting: OrderedDict[str, _Entry] = OrderedDict()
         self._banned: OrderedDict[str, _Entry] = OrderedDict()
+        # source -> bans it earned, once its last one ended (oldest end first): its next ban is longer
+        self._strikes: OrderedDict[str, int] = OrderedDict()
 
     def failed(self, ip: str, now: float) -> Ban | None:
-        """Count a failure of ``ip``; the ban it starts, if it does (logged)."""
+        """Count a failure of ``ip``; the ban it starts, if it does (logged): its source's, or a wider
+        IPv6 prefix's (WIDER)."""
         s = self.settings
         if s.max <= 0:
             return None
+        started = None
+        for key, factor in self._keys(ip):
+            if (banned := self._banned.get(key)) is not None and banned.until is not None and now < banned.until:
+                # a half-open SA opened before the ban failed: counted into it, not into a wider prefix
+                # (which counts its parts not banned: a /56 is banned for five /64s or more, not one)
+                banned.failures += 1
+                break
+            started = self._count(key, now, s.max * factor) or started
+        return started
+
+    def _keys(self, ip: str) -> list[tuple[str, int]]:
+        """What a failure of ``ip`` counts under, with its threshold's factor: the source, and for a
+        global IPv6 source its wider prefixes too (review revban F3: an attacker rotating over the /64s
+        of its /56 or /48 was never banned)."""
         key = source_key(ip, self.ipv6_prefix)
-        if (banned := self._banned.get(key)) is not None:
-            if banned.until is not None and now < banned.until:
-                banned.failures += 1   # a half-open SA opened before the ban failed: counted into it
-                return None
-            self._unban(key, banned, now)
+        keys = [(key, 1)]
+        if "/" in key and "%" not in key:   # IPv6, not link-local (fe80::/64 is all of it)
+            keys += [(source_key(ip, bits), factor) for bits, factor in WIDER if bits < self.ipv6_prefix]
+        return keys
+
+    def _count(self, key: str, now: float, most: int) -> Ban | None:
+        s = self.settings
+        if (banned := self._banned.get(key)) is not None:   # over (failed: one in force ends the count)
+            self._unban(key, banned)
         entry = self._counting.pop(key, None)
         if entry is None or now - entry.first >= s.window:
-            entry = _Entry(0, now, strikes=entry.strikes if entry else 0)
-        entry.failures += 1
-        if entry.failures < s.max:
-            self._store(self._counting, key, entry)
+            entry = _Entry(0, now)
+        if not self._room(now):   # a new source, the table full of bans in force: none is lifted for it
+            self.uncounted += 1
             return None
-        entry.until = now + s.ban * min(2 ** entry.strikes, MAX_BAN_FACTOR)
-        entry.strikes += 1
-        self._store(self._banned, key, entry)
+        entry.failures += 1
+        if entry.failures < most:
+            self._counting[key] = entry
+            return None
+        strikes = self._strikes.pop(key, 0)
+        entry.until = now + s.ban * min(2 ** strikes, MAX_BAN_FACTOR)
+        entry.strikes = strikes + 1
+        self._banned[key] = entry
         self.bans_total += 1
         ban = Ban(key, entry.until, entry.failures)
         # the source before anything else, no text the peer chose: the shipped fail2ban filter's <SUBNET>
@@ -118,15 +152,16 @@ class AuthBan:
         if not self._banned or self.settings.max <= 0 or len(data) < 28 or data[18] != _IKE_SA_INIT \
                 or data[19] & (_INITIATOR | _RESPONSE) != _INITIATOR:
             return False
-        key = source_key(ip, self.ipv6_prefix)
-        entry = self._banned.get(key)
-        if entry is None or entry.until is None:
-            return False
-        if now >= entry.until:
-            self._unban(key, entry, now)
-            return False
-        self.dropped += 1
-        return True
+        for key, _ in self._keys(ip):
+            entry = self._banned.get(key)
+            if entry is None or entry.until is None:
+                continue
+            if now >= entry.until:
+                self._unban(key, entry)
+                continue
+            self.dropped += 1
+            return True
+        return False
 
     def bans(self, now: float) -> list[Ban]:
         """The bans in force, soonest to end first (those over are lifted; none while max is 0)."""
@@ -134,20 +169,30 @@ class AuthBan:
             return []
         for key, entry in list(self._banned.items()):
             if entry.until is not None and now >= entry.until:
-                self._unban(key, entry, now)
+                self._unban(key, entry)
         return sorted((Ban(k, e.until or now, e.failures) for k, e in self._banned.items()),
                       key=lambda b: (b.until, b.source))
 
     def __len__(self) -> int:
         return len(self._counting) + len(self._banned)
 
-    def _unban(self, key: str, entry: _Entry, now: float) -> None:
-        """A ban over: the source counts afresh, its strikes kept (a repeat offender's next ban is longer)."""
+    def _unban(self, key: str, entry: _Entry) -> None:
+        """A ban over: the source counts afresh, its strikes kept apart (a repeat offender's next ban is
+        longer), the oldest forgotten past STRIKES_PER_SOURCE x ``cap`` of them."""
         del self._banned[key]
-        self._store(self._counting, key, _Entry(0, now, strikes=entry.strikes))
+        self._strikes[key] = entry.strikes
+        self._strikes.move_to_end(key)
+        while len(self._strikes) > STRIKES_PER_SOURCE * self.cap:
+            self._strikes.popitem(last=False)
 
-    def _store(self, table: OrderedDict[str, _Entry], key: str, entry: _Entry) -> None:
+    def _room(self, now: float) -> bool:
+        """Room for one more entry (the one being counted was taken out): the least recently failed
+        count forgotten if need be, never a ban in force (those over are lifted first: a table full
+        of bans costs a pass over it per failure, as rare as a failed IKE_AUTH)."""
+        if len(self) >= self.cap and not self._counting:
+            self.bans(now)
         while len(self) >= self.cap:
-            victim = self._counting if self._counting else self._banned
-            victim.popitem(last=False)
-        table[key] = entry
+            if not self._counting:
+                return False
+            self._counting.popitem(last=False)
+        return True

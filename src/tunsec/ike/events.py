@@ -180,11 +180,22 @@ class ChildSaDown:
 
 @dataclass(frozen=True)
 class AuthFailed:
-    """Authentication failed. ``by_peer``: the peer rejected us (it sent AUTHENTICATION_FAILED)."""
+    """Authentication failed. ``by_peer``: the peer rejected us (it sent AUTHENTICATION_FAILED);
+    ``backend``: our AAA back end gave no verdict on the peer (no RADIUS server answered, all busy, none
+    configured, an answer we cannot use); ``refused``: the peer proved its identity and was refused after
+    (``unique = keep``, none of the groups required).  Only the rest count towards a source's ban
+    (auth_ban.py): an outage of ours or our policy must not ban users with right credentials (review revban F1, F2)."""
 
     name: str
     reason: str
     by_peer: bool
+    backend: bool = False
+    refused: bool = False
+
+    @property
+    def counts(self) -> bool:
+        """Whether the peer failed OUR check of its credentials (what a failed-authentication ban counts)."""
+        return not (self.by_peer or self.backend or self.refused)
 
 
 @dataclass(frozen=True)

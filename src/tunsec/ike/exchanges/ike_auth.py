@@ -430,7 +430,7 @@ def _authenticated(st: IkeSaState, payloads: Sequence[Payload], response: list[P
         if isinstance(why, IkeSaLimit):   # counted and logged rate-limited: the peer may try again and again
             st.emit(why)
             return Response([notify(NotifyType.AUTHENTICATION_FAILED)], close=True, reason=DownReason.IKE_SA_LIMIT)
-        st.emit(AuthFailed(st.name, why, by_peer=False))
+        st.emit(AuthFailed(st.name, why, by_peer=False, refused=True))   # its credentials were right: not counted
         return Response([notify(NotifyType.AUTHENTICATION_FAILED)], close=True, reason=DownReason.DUPLICATE)
     target = _redirect_target(st)
     if target is not None:

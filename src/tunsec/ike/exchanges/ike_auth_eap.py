@@ -182,13 +182,15 @@ def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response | GatewayEa
     return ge
 
 
-def _conclude(st: IkeSaState, ge: GatewayEap, out: bytes, result: EapResult | None, method: str) -> Response:
-    """Send the method's next packet; on failure also AUTHENTICATION_FAILED, and close."""
+def _conclude(st: IkeSaState, ge: GatewayEap, out: bytes, result: EapResult | None, method: str,
+              backend: bool = False) -> Response:
+    """Send the method's next packet; on failure also AUTHENTICATION_FAILED, and close.  ``backend``:
+    a failure is our back end's (no verdict on the client's credentials: AuthFailed.backend)."""
     if result is None:
         return Response([EapPayload(out)])
     if not result.ok:
         st.emit(AuthFailed(st.name, f"{method} authentication of {user_text(result.identity)} failed: "
-                           f"{result.reason}", by_peer=False))
+                           f"{result.reason}", by_peer=False, backend=backend))
         return Response([EapPayload(out), notify(NotifyType.AUTHENTICATION_FAILED)], close=True,
                         reason=DownReason.AUTH_FAILED)
     ge.msk, ge.peer = Secret(result.msk), _proven_identity(st, ge.idi, result)
@@ -204,7 +206,7 @@ def refused_for_groups(st: IkeSaState, ge: GatewayEap, required: Sequence[IkeCon
     had = ", ".join(repr(g) for g in ge.groups) if ge.groups else "none"
     method = METHOD_NAMES[st.config.remote.method]
     st.emit(AuthFailed(st.name, f"{method} user {user_text(ge.user)} is a member of no group its connections "
-                       f"require ({wanted}); its groups from RADIUS: {had}", by_peer=False))
+                       f"require ({wanted}); its groups from RADIUS: {had}", by_peer=False, refused=True))
     return Response([notify(NotifyType.AUTHENTICATION_FAILED)], close=True, reason=DownReason.AUTH_FAILED)
 
 
@@ -225,7 +227,10 @@ class _BackendRound(Awaiting):
             self.ge.relayed = False  # a final answer: the backend is done with it
             # even an Accept refused here (no MSK in it) left its Class with the edge
             self.ge.accepted = reply.outcome is RelayOutcome.ACCEPT
-        response = _conclude(st, self.ge, out, result, self.ge.authenticator.label)
+        # only an Access-Reject judged the client's credentials: no answer (an outage, all identifiers
+        # busy, no server, a reload that removed it) or one we cannot use is ours (review revban F1)
+        response = _conclude(st, self.ge, out, result, self.ge.authenticator.label,
+                             backend=reply.outcome is not RelayOutcome.REJECT)
         response.payloads[:0] = self.prefix
         return response
 
