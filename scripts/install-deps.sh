@@ -8,7 +8,8 @@
 # libFuzzer runtime for `make fuzz`, podman (runc: crun rejects hybrid cgroups)
 # and mmdebstrap for `make image` and the container test, systemd-analyze for the
 # unit file, and the Python package with its C extension (its test extras bring
-# atheris).  Idempotent.  fail2ban's service is left disabled (KEEP_FAIL2BAN=1: not touched).
+# atheris).  Idempotent.  The fail2ban it installs is left disabled (KEEP_FAIL2BAN=1: not touched;
+# one installed before it ran is not touched either).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,14 +38,13 @@ done
 # running systemd may have started it anyway.  On every run that finds fail2ban installed or tried to
 # install it, from the EXIT trap: an install failing after fail2ban's postinst enabled it (a later
 # package's postinst, a dropped mirror) would otherwise leave it enabled, and a re-run would never
-# see it "missing" again (review revban F6).  KEEP_FAIL2BAN=1: a machine meant to run it.
+# see it "missing" again (review revban F6).  Only a fail2ban this script installed (now, or in an
+# earlier run: its marker, written before the install) is touched: an operator's own, installed
+# before, keeps running as they set it up.  KEEP_FAIL2BAN=1: a machine meant to run it.
+marker_dir=${INSTALL_DEPS_STATE:-/var/lib/tunsec-install-deps}
 disable_fail2ban() {
   [ "${KEEP_FAIL2BAN:-0}" = 1 ] && return 0
-  if [[ " ${missing[*]} " != *" fail2ban "* ]]; then
-    local status
-    status=$(dpkg-query -W -f='${Status}' fail2ban 2>/dev/null) || return 0
-    case "$status" in ""|*not-installed) return 0;; esac
-  fi
+  [[ " ${missing[*]} " == *" fail2ban "* ]] || [ -e "$marker_dir/fail2ban" ] || return 0
   if command -v update-rc.d >/dev/null; then
     $SUDO update-rc.d fail2ban disable >/dev/null 2>&1 || true
   fi
@@ -76,6 +76,9 @@ if [ ${#missing[@]} -gt 0 ]; then
     printf '#!/bin/sh\n# scripts/install-deps.sh: no service starts while it installs packages\nexit 101\n' \
       | $SUDO tee "$policy" >/dev/null
     $SUDO chmod 0755 "$policy"
+  fi
+  if [[ " ${missing[*]} " == *" fail2ban "* ]]; then
+    $SUDO mkdir -p "$marker_dir" && $SUDO touch "$marker_dir/fail2ban"
   fi
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   if [ -n "$policy" ]; then

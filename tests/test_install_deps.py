@@ -7,7 +7,7 @@ runs fail2ban's postinst as Debian's does (deb-systemd-helper enable / update-rc
 blocks starts, not enables; recorded in $STATE) and then fails as a later package's postinst may;
 update-rc.d and systemctl record disable/enable; python3 (PYTHON), useradd and getent do nothing.
 Fixed: the script disables fail2ban from its EXIT trap whenever it is installed or was to be
-(KEEP_FAIL2BAN=1 leaves it alone)."""
+(KEEP_FAIL2BAN=1 leaves it alone), and only one it installed, now or before (its marker)."""
 
 from __future__ import annotations
 
@@ -44,6 +44,7 @@ def _run(tmp: Path, missing: str, apt_rc: int, **extra: str) -> tuple[int, str]:
     shutil.copy(SCRIPT, tmp / "scripts" / "install-deps.sh")
     state = tmp / "fail2ban.state"
     env = {**os.environ, "PATH": f"{stubs}:/usr/bin:/bin", "MISSING": missing, "STATE": str(state),
+           "INSTALL_DEPS_STATE": str(tmp / "install-deps-state"),
            "APT_RC": str(apt_rc), "PYTHON": str(stubs / "python3"), **extra}
     if "KEEP_FAIL2BAN" not in extra:
         env.pop("KEEP_FAIL2BAN", None)   # the caller's own must not decide the test
@@ -65,4 +66,12 @@ def test_f6_fail2ban_is_left_disabled_when_the_install_fails_half_way_and_after_
 def test_keep_fail2ban_leaves_a_machine_meant_to_run_it_alone(tmp_path: Path) -> None:
     """The opt-out: fail2ban's postinst enabled it and the script does not touch it."""
     rc, state = _run(tmp_path, "fail2ban", apt_rc=0, KEEP_FAIL2BAN="1")
+    assert (rc, state) == (0, "enabled")
+
+
+def test_an_operators_own_fail2ban_installed_before_is_left_running(tmp_path: Path) -> None:
+    """fail2ban was there before the script (no marker of the script's): a run installing something
+    else leaves its service as the operator set it up."""
+    (tmp_path / "fail2ban.state").write_text("enabled\n")
+    rc, state = _run(tmp_path, "freeradius", apt_rc=0)
     assert (rc, state) == (0, "enabled")
