@@ -1,4 +1,4 @@
-"""The `tunsec` command: up (the daemon, in the foreground), check, status, initiate, terminate,
+"""The `tunsec` command: up (the daemon, in the foreground), check, status, initiate, terminate, unban,
 prepare and bench (the netns benchmark harness of tunsec.bench); --help lists them."""
 
 from __future__ import annotations
@@ -315,6 +315,10 @@ def cmd_terminate(args: argparse.Namespace) -> int:
     return _simple(req, args)
 
 
+def cmd_unban(args: argparse.Namespace) -> int:
+    return _simple({"cmd": "unban", "target": args.target}, args)
+
+
 def _socket_of_any(path: str) -> str:
     """The control socket a config file names, even when the file has errors elsewhere (`tunsec
     status` still works, and a reload of a broken file reaches the daemon, which refuses it and logs why)."""
@@ -365,6 +369,12 @@ def build_parser() -> argparse.ArgumentParser:
     ter.add_argument("-c", "--config")
     ter.add_argument("--socket")
     ter.set_defaults(func=cmd_terminate)
+    ub = sub.add_parser("unban", help="lift the failed-authentication bans (tunsec { auth_failures }) of an "
+                                      "address or network, and forget its failures")
+    ub.add_argument("target", help="an address or network: 192.0.2.7, 2001:db8:1:2::/64, fe80::1%%eth0")
+    ub.add_argument("-c", "--config")
+    ub.add_argument("--socket")
+    ub.set_defaults(func=cmd_unban)
     rl = sub.add_parser("reload", help="read the configuration file again and apply the difference "
                                        "(what is unchanged keeps its SAs); same as SIGHUP")
     rl.add_argument("-c", "--config")

@@ -328,6 +328,8 @@ class Daemon:
                 return await self._ike_command(cmd, req, deadline)
             if cmd == "reload":
                 return await self._reload_command(deadline)
+            if cmd == "unban":
+                return self._unban_command(str(req.get("target") or ""))
             if cmd == "status":
                 return await self._status_runs.get()
         except OSError as err:   # the host's (a full disk, a permission): answered, not taken for the client going
@@ -335,6 +337,19 @@ class Daemon:
             log.error("%s", error)
             return {"ok": False, "error": error}
         return {"ok": False, "error": f"unknown command {cmd!r}"}
+
+    def _unban_command(self, target: str) -> dict[str, Any]:
+        """Lift the failed-authentication bans covering ``target`` (ike/auth_ban.py: AuthBan.lift)."""
+        if self.ike is None:
+            return {"ok": False, "error": "no IKE connections configured"}
+        try:
+            lifted = self.ike.auth_ban.lift(target)
+        except ValueError:
+            return {"ok": False, "error": f"unban: {target!r} is not an address or network (e.g. 192.0.2.7, "
+                                          "2001:db8:1:2::/64, fe80::1%eth0)"}
+        if not lifted:
+            return {"ok": False, "error": f"no ban in force covers {target}"}
+        return {"ok": True, "message": "ban lifted: " + ", ".join(lifted)}
 
     async def _reload_command(self, deadline: asyncio.Timeout | None) -> dict[str, Any]:
         """A reload runs to its end whatever the client's deadline (cut short it would be half

@@ -235,3 +235,31 @@ def test_link_local_and_ipv4_sources_are_not_widened() -> None:
     t.failed("fe80::1%eth0", 0.0)
     t.failed("198.51.100.7", 0.0)
     assert sorted(b.source for b in t.bans(1.0)) == ["198.51.100.7", "fe80::/64%eth0"]
+
+
+def test_unban_lifts_the_bans_covering_a_target_and_forgets_their_counts_and_strikes(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """`tunsec unban`: an address lifts the ban of the /64 (and the /56) holding it, the source counts
+    from nothing again and its next ban is not doubled; other sources' bans stay."""
+    t = _table(max=1)
+    t.failed("198.51.100.7", 0.0)
+    for i in range(5):   # five /64s of one /56: the /64s, then the /56 (4 x max, unbanned parts)
+        t.failed(f"2001:db8:1:{i}::1", 1.0)
+    t.failed("fe80::1%eth0", 2.0)
+    assert {b.source for b in t.bans(3.0)} >= {"198.51.100.7", "2001:db8:1::/56", "2001:db8:1:4::/64",
+                                               "fe80::/64%eth0"}
+    assert t.lift("192.0.2.1") == []
+    with caplog.at_level(logging.WARNING, logger="tunsec.ike"):
+        assert sorted(t.lift("2001:db8:1:4::99")) == ["2001:db8:1:4::/64", "2001:db8:1::/56"]
+    assert "ban of 2001:db8:1:4::/64 lifted by the operator" in caplog.text
+    assert not t.refuses(INIT, "2001:db8:1:4::5", 3.0)
+    assert t.refuses(INIT, "2001:db8:1:3::5", 3.0)      # its own /64's ban stays: it did not cover it
+    assert t.refuses(INIT, "198.51.100.7", 3.0)
+    assert t.lift("fe80::1%eth1") == [] and t.lift("fe80::1%eth0") == ["fe80::/64%eth0"]
+    assert t.lift("198.51.100.0/24") == ["198.51.100.7"]
+    # counted afresh, with no strike: the next ban is ban seconds, not doubled
+    ban = t.failed("198.51.100.7", 10.0)
+    assert ban is not None and ban.until == 110.0
+    for bad in ("", "example.org", "198.51.100.300", "2001:db8::/129"):
+        with pytest.raises(ValueError):
+            t.lift(bad)

@@ -2,7 +2,7 @@
 changing its address within its /64 at each wrong-PSK try is banned as one source (review AE F1), its
 next IKE_SA_INIT dropped unanswered and counted, the ban line matched by the shipped fail2ban filter as
 the /64; a client established before stays up, and a client from another address still comes up; a
-reload keeps the ban.
+reload keeps the ban; `tunsec unban` lifts it.
 
 tunsec in namespace B is a gateway on its IPv6 address (`remote_addrs = %any`, PSK, auth_failures = 3).
 Namespace A owns 2001:db8:66::/48 as "any IP" (a local route on lo, non-local bind), B routes it to A.
@@ -143,6 +143,14 @@ def test_an_ipv6_attacker_rotating_within_its_64_is_banned(topo: TwoHosts) -> No
         assert [sa["remote"].partition("[")[0] for sa in gw.established()] == [topo.a.outer6]
         peers.append(other := Peer(topo, f"{OTHER_64}::1", conn, PSK))
         assert isinstance(other.run(), ChildSaUp)
+        # the operator lifts it (tunsec unban, an address of the /64): the /64 is answered again
+        nothing = gw.cli("unban", "192.0.2.99")
+        assert nothing.returncode == 1 and "no ban in force covers 192.0.2.99" in nothing.stderr, nothing
+        lifted = gw.cli("unban", f"{ATTACKER_64}::abcd")
+        assert lifted.returncode == 0 and f"ban lifted: {ATTACKER_64}::/64" in lifted.stdout, lifted
+        assert gw.status()["auth_bans"] == []
+        peers.append(vouched := Peer(topo, f"{ATTACKER_64}::77", conn, PSK))
+        assert isinstance(vouched.run(), ChildSaUp)
     finally:
         for p in peers:
             p.close()

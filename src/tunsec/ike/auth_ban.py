@@ -32,6 +32,7 @@ bans.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -176,6 +177,22 @@ class AuthBan:
     def __len__(self) -> int:
         return len(self._counting) + len(self._banned)
 
+    def lift(self, target: str) -> list[str]:
+        """``tunsec unban TARGET`` (an address or a network, ``%scope`` for a link-local one): the bans
+        in force of every source that overlaps it are lifted, and their counts and strikes forgotten
+        (the operator vouched for it: its next failures count from nothing).  The sources whose ban
+        was lifted, in the order they were banned; ValueError for a target that is no address."""
+        want = _network(target)
+        lifted = [k for k in self._banned if _overlaps(k, want)]
+        for key in lifted:
+            del self._banned[key]
+        for table in (self._counting, self._strikes):
+            for key in [k for k in table if _overlaps(k, want)]:
+                del table[key]
+        for key in lifted:
+            log.warning("ban of %s lifted by the operator (tunsec unban %s)", key, target)
+        return lifted
+
     def _unban(self, key: str, entry: _Entry) -> None:
         """A ban over: the source counts afresh, its strikes kept apart (a repeat offender's next ban is
         longer), the oldest forgotten past STRIKES_PER_SOURCE x ``cap`` of them."""
@@ -196,3 +213,21 @@ class AuthBan:
                 return False
             self._counting.popitem(last=False)
         return True
+
+
+def _network(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str]:
+    """A source key or an operator's target as (network, scope); ValueError if it is neither."""
+    net, _, scope = text.partition("%")
+    if "/" in scope:   # "fe80::1%eth0/64": the scope written before the prefix length
+        scope, _, bits = scope.partition("/")
+        net = f"{net}/{bits}"
+    return ipaddress.ip_network(net, strict=False), scope
+
+
+def _overlaps(key: str, want: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str]) -> bool:
+    try:
+        have = _network(key)
+    except ValueError:   # a key that is no address (only from a caller that was not a socket)
+        return False
+    (a, a_scope), (b, b_scope) = have, want
+    return a.version == b.version and a.overlaps(b) and (a_scope == b_scope or not b_scope)
