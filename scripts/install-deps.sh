@@ -39,8 +39,8 @@ done
 # install it, from the EXIT trap: an install failing after fail2ban's postinst enabled it (a later
 # package's postinst, a dropped mirror) would otherwise leave it enabled, and a re-run would never
 # see it "missing" again (review revban F6).  Only a fail2ban this script installed (now, or in an
-# earlier run: its marker, written before the install) is touched: an operator's own, installed
-# before, keeps running as they set it up.  KEEP_FAIL2BAN=1: a machine meant to run it.
+# earlier run that failed: its marker, written before the install, removed by a run that ends well)
+# is touched: an operator's own, installed before, keeps running as they set it up.  KEEP_FAIL2BAN=1: a machine meant to run it.
 marker_dir=${INSTALL_DEPS_STATE:-/var/lib/tunsec-install-deps}
 disable_fail2ban() {
   [ "${KEEP_FAIL2BAN:-0}" = 1 ] && return 0
@@ -61,6 +61,9 @@ on_exit() {
   local rc=$?
   if [ -n "$policy" ]; then $SUDO rm -f "$policy" || true; fi
   disable_fail2ban
+  # a run that went through has left it disabled: later runs leave it to the operator, who may turn it
+  # on (review revban2 F2); after a failed one the next run disables it again
+  if [ "$rc" = 0 ]; then $SUDO rm -f "$marker_dir/fail2ban" || true; fi
   exit "$rc"
 }
 trap on_exit EXIT

@@ -75,3 +75,13 @@ def test_an_operators_own_fail2ban_installed_before_is_left_running(tmp_path: Pa
     (tmp_path / "fail2ban.state").write_text("enabled\n")
     rc, state = _run(tmp_path, "freeradius", apt_rc=0)
     assert (rc, state) == (0, "enabled")
+
+
+def test_an_operator_enabling_the_fail2ban_we_installed_keeps_it_after_a_rerun(tmp_path: Path) -> None:
+    """Review revban2 F2: the marker outlived the run that installed fail2ban, so every later run
+    disabled (under a running systemd: stopped) it after the operator had turned it on."""
+    rc, state = _run(tmp_path, "fail2ban", apt_rc=0)
+    assert (rc, state) == (0, "disabled")                   # our install, left disabled: as meant
+    (tmp_path / "fail2ban.state").write_text("enabled\n")   # the operator enables it, on purpose
+    rc, state = _run(tmp_path, "freeradius", apt_rc=0)      # a later run for something else
+    assert (rc, state) == (0, "enabled")

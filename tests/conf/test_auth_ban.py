@@ -3,6 +3,7 @@ source (an IPv6 /64: review AE F1), when it bans and for how long, what it refus
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 
 import pytest
@@ -263,3 +264,37 @@ def test_unban_lifts_the_bans_covering_a_target_and_forgets_their_counts_and_str
     for bad in ("", "example.org", "198.51.100.300", "2001:db8::/129"):
         with pytest.raises(ValueError):
             t.lift(bad)
+
+
+def _in_48(n: int) -> str:
+    """A host in the n-th /64 of 2001:db8:77::/48."""
+    return str(ipaddress.IPv6Network("2001:db8:77::/48").network_address + (n << 64) + 1)
+
+
+def test_a_wider_prefix_someone_authenticated_from_is_not_banned_for_an_attackers_64s() -> None:
+    """Review revban2 F1: one attacker rotating over 16 /64s in 4 /56s of a carrier's /48 (a /64 per
+    device) banned the /48, its other customers with it.  Once a client of that /48 authenticated, its
+    /48 (and its /56) are someone's shared ones: the attacker's /64s and /56s are banned, not the /48."""
+    t = AuthBan(AuthBanSettings(max=5, window=600.0, ban=600.0))
+    t.succeeded(_in_48(0xAB01), 900.0)   # a customer of the same carrier, its own /56 and /64
+    now = 1000.0
+    for s56 in range(4):
+        for s64 in range(4):
+            for _ in range(5):
+                t.failed(_in_48((s56 << 8) + s64), now)
+                now += 1.0
+    assert not t.refuses(INIT, _in_48(0xAB01), now)
+    assert not t.refuses(INIT, _in_48(0x0A05), now)   # another /56 of it nobody failed from
+    assert t.refuses(INIT, _in_48(0x0205), now)       # an unused /64 of one of the attacker's /56s
+    banned = {b.source for b in t.bans(now)}
+    assert len(banned) == 20 and not any(b.endswith("/48") for b in banned), banned
+    # a day later with no success since, the /48 counts its parts again
+    t2 = AuthBan(AuthBanSettings(max=5, window=600.0, ban=600.0))
+    t2.succeeded(_in_48(0xAB01), 0.0)
+    now = 90000.0
+    for s56 in range(4):
+        for s64 in range(4):
+            for _ in range(5):
+                t2.failed(_in_48((s56 << 8) + s64), now)
+                now += 1.0
+    assert t2.refuses(INIT, _in_48(0xAB01), now)

@@ -45,6 +45,9 @@ CAP = 4096
 MAX_BAN_FACTOR = 16   # a repeat offender's ban grows to 16 times ``ban`` at most
 # an IPv6 source's wider prefixes, each banned at this many times ``max`` failures of its /64s
 WIDER = ((56, 4), (48, 16))
+# a wider IPv6 prefix one of whose sources authenticated within this long is someone's shared one (a
+# carrier's or a campus's /64-per-device pool): not banned for its parts' failures meanwhile
+VOUCHED_SECONDS = 86400.0
 STRIKES_PER_SOURCE = 4   # strikes kept for 4 x cap sources: others' bans must end 4 x cap times to forget one
 _IKE_SA_INIT, _INITIATOR, _RESPONSE = 34, 0x08, 0x20
 
@@ -94,6 +97,8 @@ class AuthBan:
         self._banned: OrderedDict[str, _Entry] = OrderedDict()
         # source -> bans it earned, once its last one ended (oldest end first): its next ban is longer
         self._strikes: OrderedDict[str, int] = OrderedDict()
+        # wider IPv6 prefix -> when one of its sources last authenticated (oldest first; cap of them)
+        self._vouched: OrderedDict[str, float] = OrderedDict()
 
     def failed(self, ip: str, now: float) -> Ban | None:
         """Count a failure of ``ip``; the ban it starts, if it does (logged): its source's, or a wider
@@ -108,8 +113,22 @@ class AuthBan:
                 # (which counts its parts not banned: a /56 is banned for five /64s or more, not one)
                 banned.failures += 1
                 break
+            if factor > 1 and now - self._vouched.get(key, -VOUCHED_SECONDS) < VOUCHED_SECONDS:
+                continue   # someone else's too (succeeded): only the source itself is banned
             started = self._count(key, now, s.max * factor) or started
         return started
+
+    def succeeded(self, ip: str, now: float) -> None:
+        """An IKE SA ``ip`` opened authenticated: its wider IPv6 prefixes are shared with someone
+        legitimate, so for VOUCHED_SECONDS their parts' failures ban only those parts (review revban2
+        F1: one attacker rotating over its /64s banned a carrier's /48 with its other customers).
+        Nothing else changes: its own source's count stays (a success does not reset anyone's)."""
+        for key, factor in self._keys(ip):
+            if factor > 1:
+                self._vouched[key] = now
+                self._vouched.move_to_end(key)
+        while len(self._vouched) > self.cap:
+            self._vouched.popitem(last=False)
 
     def _keys(self, ip: str) -> list[tuple[str, int]]:
         """What a failure of ``ip`` counts under, with its threshold's factor: the source, and for a
