@@ -10,6 +10,8 @@ status.status_rows, services/ike/status.ike_sa_rows, the metrics' families and e
 the document at once (status_document), the per-SA and per-policy families as prometheus_client
 objects (tests/metrics_reference.py) encoded by its generate_latest, the status answer by one
 json.dumps.  Now: MetricsServer._build and Daemon._status's steps, a slice per turn of the loop.
+A last line per N: the scrape's CPU with every row of `tunsec status` (h/metricsfast's build) and
+with a scrape's brief rows (h/scrape: status_document_sliced(scrape=True)).
 
 For each, on a uvloop event loop with a task that does nothing but turn it: the build's CPU time
 (process_time) and the longest the loop was held at once (the largest gap between two of that
