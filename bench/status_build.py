@@ -10,6 +10,8 @@ status.status_rows, services/ike/status.ike_sa_rows, the metrics' families and e
 the document at once (status_document), the per-SA and per-policy families as prometheus_client
 objects (tests/metrics_reference.py) encoded by its generate_latest, the status answer by one
 json.dumps.  Now: MetricsServer._build and Daemon._status's steps, a slice per turn of the loop.
+A last line per N: the scrape's CPU with every row of `tunsec status` (h/metricsfast's build) and
+with a scrape's brief rows (h/scrape: status_document_sliced(scrape=True)).
 
 For each, on a uvloop event loop with a task that does nothing but turn it: the build's CPU time
 (process_time) and the longest the loop was held at once (the largest gap between two of that
@@ -67,13 +69,14 @@ async def measured(build: Callable[[], Awaitable[Any]]) -> tuple[float, float, A
     return cpu, longest, result
 
 
-def server_for(d: Any, dump: pipe.Reply) -> metrics.MetricsServer:
-    """An endpoint (not listening) whose worker answers dump and whose document is d's status."""
+def server_for(d: Any, dump: pipe.Reply, scrape: bool = True) -> metrics.MetricsServer:
+    """An endpoint (not listening) whose worker answers dump and whose document is d's status (a
+    scrape's, as the daemon's; scrape=False: with every row of `tunsec status`, as before h/scrape)."""
     async def worker_dump() -> pipe.Reply:
         return dump
 
     return metrics.MetricsServer(ListenAddress(ipaddress.ip_address("127.0.0.1"), 0), metrics.Source(
-        dump=worker_dump, document=lambda reply: status_document_sliced(d, reply), events=lambda: None,
+        dump=worker_dump, document=lambda reply: status_document_sliced(d, reply, scrape), events=lambda: None,
         worker_restarts=lambda: 0, worker_pid=lambda: None))
 
 
@@ -82,6 +85,7 @@ async def one(n: int) -> dict[str, tuple[float, float]]:
     d = status_state.daemon(gw)
     dump = gw.dump()   # the worker's part (and the pipe's decoding): made once, outside the figures
     srv = server_for(d, dump)
+    full = server_for(d, dump, scrape=False)
     out: dict[str, tuple[float, float]] = {}
 
     async def scrape_before() -> bytes:
@@ -93,6 +97,10 @@ async def one(n: int) -> dict[str, tuple[float, float]]:
         srv._bodies.clear()   # no cached body
         return (await srv._build("openmetrics")).data
 
+    async def scrape_full_rows() -> bytes:   # h/metricsfast's build: every IKE SA's and lease's status row
+        full._bodies.clear()
+        return (await full._build("openmetrics")).data
+
     async def status_before() -> bytes:
         return ctlsocket.Answer({"ok": True, "status": status_document(d, dump)}).line
 
@@ -102,7 +110,7 @@ async def one(n: int) -> dict[str, tuple[float, float]]:
         return answer.line
 
     sizes: dict[str, int] = {}
-    for name, build in (("scrape before", scrape_before), ("scrape now", scrape_now),
+    for name, build in (("scrape before", scrape_before), ("scrape now", scrape_now), ("scrape rows", scrape_full_rows),
                         ("status before", status_before), ("status now", status_now)):
         cpu, held, body = await measured(build)
         out[name] = (cpu, held)
@@ -132,6 +140,9 @@ def main() -> int:
             print(f"{n:>6} {what:<7} {before[0]:>10.3f}s {now[0]:>7.3f}s {before[0] / now[0]:>6.1f}   "
                   f"{before[1] * 1000:>14.1f}ms {now[1] * 1000:>6.1f}ms {before[1] / now[1]:>6.0f}   "
                   f"{size / 1e6:.1f} MB", flush=True)
+        rows, now = min(r["scrape rows"][0] for r in runs), min(r["scrape now"][0] for r in runs)
+        print(f"{n:>6} scrape CPU with every status row (h/metricsfast) {rows:.3f}s, with a scrape's "
+              f"rows {now:.3f}s: {rows / now:.2f}x", flush=True)
     return 0
 
 

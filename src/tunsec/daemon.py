@@ -528,7 +528,7 @@ class Daemon:
         from tunsec import metrics  # prometheus_client (~3 MiB) only where an endpoint is configured
 
         source = metrics.Source(
-            dump=self.dump, document=lambda reply: status_document_sliced(self, reply),
+            dump=self.dump, document=lambda reply: status_document_sliced(self, reply, scrape=True),
             events=lambda: self.ike.events if self.ike else None,
             worker_restarts=lambda: self.worker_restarts, worker_pid=lambda: self.worker.pid,
         )

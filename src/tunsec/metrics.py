@@ -78,7 +78,8 @@ class Source:
     """What a scrape asks the daemon (callables: read at scrape time, never copied)."""
 
     dump: Callable[[], Awaitable[pipe.Reply]]               # the worker's DUMP (Daemon.dump)
-    # status.status_document_sliced for that DUMP: a document of its own (the scrape frees it as it goes)
+    # status.status_document_sliced(scrape=True) for that DUMP: a document of its own, its rows only what
+    # the families read (the scrape frees it as it goes)
     document: Callable[[pipe.Reply], Awaitable[dict[str, Any]]]
     events: Callable[[], EventCounts | None]                 # the IKE service's, None without IKE
     worker_restarts: Callable[[], int]                       # since the daemon started

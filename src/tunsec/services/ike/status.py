@@ -171,7 +171,16 @@ def ike_sa_rows(sas: Iterable[IkeSa], ike_up: Mapping[bytes, IkeUpRecord], child
         if mine and live_sa(mine[0].ike) is not sa:
             mine = []
         items.append((sa, handle, mine))
-    return Rows(items, functools.partial(_ike_sa, ike_up, usage, time.time()))
+    return Rows(items, functools.partial(_ike_sa, ike_up, usage, time.time()), _ike_sa_brief)
+
+
+def _ike_sa_brief(item: _IkeSaItem) -> dict[str, Any]:
+    """What a scrape reads of an IKE SA's row (metrics.py: tunsec_ike_sas, tunsec_child_sas, and which
+    Child SA a worker's SA is), each value as _ike_sa and _child write it."""
+    sa, _handle, mine = item
+    return {"name": sa.name, "state": sa.state.value,
+            "children": [{"name": c.child, "spi_in": f"{c.spi_in:08x}", "spi_out": f"{c.spi_out:08x}",
+                          "remote": f"{c.remote.addr}[{c.remote.port}]"} for c in mine]}
 
 
 def _ike_sa(ike_up: Mapping[bytes, IkeUpRecord], usage: Callable[[int | None], dict[str, int] | None], now: float,
@@ -224,7 +233,7 @@ def leases(pools: AddressPools) -> list[dict[str, Any]]:
 
 
 def lease_rows(pools: AddressPools) -> Rows[LeaseInfo]:
-    return Rows(pools.leases(), _lease)
+    return Rows(pools.leases(), _lease, scraped=False)   # no metric reads a lease
 
 
 def _lease(x: LeaseInfo) -> dict[str, Any]:
