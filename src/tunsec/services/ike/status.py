@@ -233,7 +233,7 @@ def leases(pools: AddressPools) -> list[dict[str, Any]]:
 
 
 def lease_rows(pools: AddressPools) -> Rows[LeaseInfo]:
-    return Rows(pools.leases(), _lease, scraped=False)   # no metric reads a lease
+    return Rows((), _lease, scraped=False, take=pools.leases)   # no metric reads a lease: taken only for status
 
 
 def _lease(x: LeaseInfo) -> dict[str, Any]:
