@@ -83,3 +83,12 @@ def test_the_replay_window_is_300_s_unless_shortened() -> None:
     assert (dae_of(on) or DaeSettings(ipaddress.ip_address("0.0.0.0"), Secret(b""))).window == 300.0
     shorter = dae_of(on + "\n    window = 1m")
     assert shorter is not None and shorter.window == 60.0
+
+
+def test_event_timestamp_is_required_unless_turned_off() -> None:
+    on = "    enable = yes\n    secret = x"
+    required = dae_of(on)
+    assert required is not None and required.require_event_timestamp
+    off = dae_of(on + "\n    require_event_timestamp = no")
+    assert off is not None and not off.require_event_timestamp
+    assert any("radius.dae.require_event_timestamp" in e for e in errors(on + "\n    require_event_timestamp = maybe"))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,9 +53,13 @@ def topo() -> Iterator[TwoHosts]:
 
 def radclient(topo: TwoHosts, host: Host, code: str, secret: str, attributes: str, name: str) -> str:
     """radclient's output for one request (``code``: disconnect, coa) to the gateway's DAE port,
-    from ``host``'s loopback; one try, a 2 s wait."""
+    from ``host``'s loopback; one try, a 2 s wait. Stamped now (the gateway requires Event-Timestamp
+    by default; radclient sends only what its input names) unless ``attributes`` has one or ends
+    with ``# unstamped``."""
     request = Path(topo.workdir) / f"{name}.radclient"
-    request.write_text(attributes)
+    if "Event-Timestamp" not in attributes and "# unstamped" not in attributes:
+        attributes += f"Event-Timestamp = {int(time.time())}\n"
+    request.write_text(attributes.replace("# unstamped\n", ""))
     r = topo.run(host, ["radclient", "-x", "-r", "1", "-t", "2", "-f", str(request),
                         f"127.0.0.1:{DAE_PORT}", code, secret], check=False, timeout=15)
     return r.stdout + r.stderr
@@ -84,6 +89,9 @@ def test_a_disconnect_request_from_radclient_deletes_the_users_ike_sa_acks_and_s
     # a user without a session: NAK, Session-Context-Not-Found; the client's IKE SA stays
     out = radclient(topo, topo.a, "disconnect", DAE_SECRET, 'User-Name = "mallory"\n', "nak")
     assert "Received Disconnect-NAK" in out and "Session-Context-Not-Found" in out, out
+    # without Event-Timestamp: NAK, Missing-Attribute (require_event_timestamp, the default)
+    out = radclient(topo, topo.a, "disconnect", DAE_SECRET, f'User-Name = "{USER}"\n# unstamped\n', "unstamped")
+    assert "Received Disconnect-NAK" in out and "Missing-Attribute" in out, out
     # the wrong secret: dropped, no answer
     out = radclient(topo, topo.a, "disconnect", "guessed-secret", f'User-Name = "{USER}"\n', "forged")
     assert "Received Disconnect" not in out and "No reply" in out, out
@@ -120,8 +128,8 @@ def test_a_disconnect_request_from_radclient_deletes_the_users_ike_sa_acks_and_s
     assert stop["Acct-Terminate-Cause"] == "Admin-Reset", stop
 
     dae = gateway.status()["radius"]["dae"]
-    assert (dae["listen"], dae["disconnect_acks"], dae["disconnect_naks"], dae["sessions_closed"], dae["bad"]) == \
-        (f"127.0.0.1:{DAE_PORT}", 1, 3, 1, 1), dae
+    assert (dae["listen"], dae["disconnect_acks"], dae["disconnect_naks"], dae["sessions_closed"], dae["bad"],
+            dae["unstamped"]) == (f"127.0.0.1:{DAE_PORT}", 1, 3, 1, 1, 1), dae
     log = gateway.log_text()
     assert DAE_SECRET not in log and "guessed-secret" not in log
     assert re.search(r"RADIUS DAE: Disconnect-Request from 127\.0\.0\.1:\d+ for user 'ALICE': closing 1 IKE SA",

@@ -40,12 +40,13 @@ STARTED_AGO = 3600.0
 
 
 class Gateway:
-    def __init__(self) -> None:
+    def __init__(self, require_event_timestamp: bool = True) -> None:
         self.closed: list[Hashable] = []
         self.clock = NOW - STARTED_AGO   # the listener started an hour before the tests' requests
         self.mono = 100.0
         settings = DaeSettings(ipaddress.ip_address("192.0.2.1"), Secret(SECRET),
-                               clients=(ipaddress.ip_network("192.0.2.0/28"),))
+                               clients=(ipaddress.ip_network("192.0.2.0/28"),),
+                               require_event_timestamp=require_event_timestamp)
         self.server = DaeServer(settings, "gw-1", self.find, self.disconnect, self.ours,
                                 clock=lambda: self.clock, monotonic=lambda: self.mono)
         self.clock = NOW
@@ -65,10 +66,14 @@ class Gateway:
 
 
 def request(code: int = rp.DisconnectRequest, secret: bytes = SECRET, ident: int = 7, ma: bool = False,
-            **attrs: Any) -> tuple[Any, bytes]:
+            stamped: bool = True, **attrs: Any) -> tuple[Any, bytes]:
+    """A request as a DAC sends it: stamped NOW (the gateway's clock in the tests) unless ``stamped``
+    is false or ``attrs`` has an Event_Timestamp."""
     pkt = rp.CoAPacket(code=code, id=ident, secret=secret, dict=DICTIONARY)
     if ma:
         pkt.add_message_authenticator()
+    if stamped:
+        attrs.setdefault("Event_Timestamp", int(NOW))
     for name, value in attrs.items():
         pkt.AddAttribute(name.replace("_", "-"), value)
     return pkt, pkt.RequestPacket()
@@ -259,10 +264,12 @@ def test_a_stale_event_timestamp_is_dropped_as_a_replay_a_current_one_is_taken(g
     assert gw.closed == [2]
 
 
-def test_a_request_after_the_replay_window_is_taken_again(gw: Gateway) -> None:
-    """Without Event-Timestamp the cache is the only replay check: it keeps answers REPLAY_WINDOW
-    (+ MAX_AHEAD) seconds, then the same request is a new one (a DAC may well repeat a Disconnect)."""
-    _, raw = request(User_Name="bob")
+def test_a_request_after_the_replay_window_is_taken_again() -> None:
+    """Without Event-Timestamp (require_event_timestamp = no) the cache is the only replay check: it
+    keeps answers REPLAY_WINDOW (+ MAX_AHEAD) seconds, then the same request is a new one (a DAC may
+    well repeat a Disconnect; and so may an eavesdropper)."""
+    gw = Gateway(require_event_timestamp=False)
+    _, raw = request(User_Name="bob", stamped=False)
     gw.server.receive(raw, CLIENT)
     gw.mono += REPLAY_WINDOW + MAX_AHEAD + 1
     gw.server.receive(raw, CLIENT)
@@ -295,11 +302,13 @@ def test_an_answer_is_kept_as_long_as_its_event_timestamp_passes(gw: Gateway) ->
     assert gw.closed == [] and gw.server.stats.replayed == 2
 
 
-def test_a_request_stamped_before_the_listener_started_is_dropped_as_a_replay() -> None:
+def test_a_request_stamped_before_or_in_the_second_the_listener_started_is_dropped_as_a_replay(
+        caplog: pytest.LogCaptureFixture) -> None:
     """A restart starts with an empty answer cache: a request captured in the window before it, replayed
     after it, still has a timestamp the window admits (it named a session of before the restart, and by
-    User-Name may close the user's new one). Stamped before the listener started, it is refused; one
-    stamped in the second it started (Event-Timestamp has whole seconds) is taken."""
+    User-Name may close the user's new one). Stamped before the listener started, it is refused; and
+    stamped in the second it started (Event-Timestamp has whole seconds: it may have been sent to the
+    old process in that second), with its retransmissions; one stamped in the next second is taken."""
     gw = Gateway()
     gw.clock = NOW + 0.5
     gw.server = DaeServer(gw.server.settings, "gw-1", gw.find, gw.disconnect, gw.ours,
@@ -307,10 +316,47 @@ def test_a_request_stamped_before_the_listener_started_is_dropped_as_a_replay() 
     gw.clock = NOW + 30
     _, raw = request(User_Name="alice", Event_Timestamp=int(NOW) - 20)   # captured before the restart
     assert gw.server.receive(raw, EAVESDROPPER) is None
-    assert gw.closed == [] and gw.server.stats.replayed == 1
-    req, raw = request(User_Name="bob", ident=10, Event_Timestamp=int(NOW))
+    _, raw = request(User_Name="alice", ident=9, Event_Timestamp=int(NOW))   # captured in the start second
+    assert gw.server.receive(raw, EAVESDROPPER) is None
+    assert gw.server.receive(raw, CLIENT) is None   # from the DAC's own port too: nothing tells them apart
+    assert gw.closed == [] and gw.server.stats.replayed == 3 and gw.server.stats.requests == 0
+    req, raw = request(User_Name="bob", ident=10, Event_Timestamp=int(NOW) + 1)
     assert check(req, gw.server.receive(raw, CLIENT)) == (rp.DisconnectACK, None)
     assert gw.closed == [2]
+    refusals = [r.getMessage() for r in caplog.records if "second it started" in r.getMessage()]
+    assert len(refusals) == 3 and "192.0.2.5:40001" in refusals[0], refusals
+    assert all(SECRET.decode() not in r.getMessage() for r in caplog.records)
+
+
+def test_a_request_without_event_timestamp_gets_a_missing_attribute_nak_and_closes_nothing(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """require_event_timestamp (the default): the answer cache would be its only replay check, and it
+    forgets. Every copy gets the same NAK 402, counted and logged with its source; none is acted on."""
+    gw = Gateway()
+    req, raw = request(User_Name="alice", stamped=False)
+    first = gw.server.receive(raw, CLIENT)
+    assert check(req, first) == (rp.DisconnectNAK, 402)
+    assert gw.server.receive(raw, EAVESDROPPER) == first   # a replay: the same NAK, nothing closed
+    req, raw = request(rp.CoARequest, User_Name="alice", stamped=False)
+    reply = gw.server.receive(raw, CLIENT)
+    assert reply is not None and rp.CoAPacket(packet=reply, secret=SECRET, dict=DICTIONARY).code == rp.CoANAK
+    req, raw = request(User_Name="alice", ident=8, stamped=False)
+    raw = raw[:2] + (len(raw) + 5).to_bytes(2, "big") + raw[4:] + bytes([55, 5, 1, 2, 3])
+    req.authenticator = hashlib.md5(raw[:4] + bytes(16) + raw[20:] + SECRET).digest()   # re-signed: 3 bytes long
+    raw = raw[:4] + req.authenticator + raw[20:]
+    assert check(req, gw.server.receive(raw, CLIENT)) == (rp.DisconnectNAK, 407)
+    stats = gw.server.stats
+    assert gw.closed == [] and (stats.unstamped, stats.requests, stats.disconnect_naks, stats.bad) == (4, 0, 0, 0)
+    lines = [r.getMessage() for r in caplog.records if "without Event-Timestamp" in r.getMessage()]
+    assert len(lines) == 3 and "192.0.2.5:40000" in lines[0] and "192.0.2.5:40001" in lines[1], lines
+    assert all(SECRET.decode() not in r.getMessage() for r in caplog.records)
+
+
+def test_without_require_event_timestamp_an_unstamped_request_is_taken() -> None:
+    gw = Gateway(require_event_timestamp=False)
+    req, raw = request(User_Name="bob", stamped=False)
+    assert check(req, gw.server.receive(raw, CLIENT)) == (rp.DisconnectACK, None)
+    assert gw.closed == [2] and gw.server.stats.unstamped == 0
 
 
 def test_a_reload_keeps_when_the_first_listener_started() -> None:

@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import ipaddress
 import socket
+import time
 import types
 from typing import Any
 
+import pytest
 from pyrad import packet as rp
 
 from tunsec.ike.secret import Secret
+from tunsec.radius.dae import DaeServer
 from tunsec.radius.messages import DICTIONARY, Station
 from tunsec.radius.settings import DaeSettings, RadiusServer, RadiusSettings
 
@@ -41,12 +45,21 @@ def service(radius: RadiusSettings) -> Any:
     return IkeService([], lambda: None, {4: "192.0.2.1"}, radius=radius)  # type: ignore[arg-type]
 
 
+def disconnect_request(user: str, stamp: int | None, ident: int = 3) -> tuple[Any, bytes]:
+    """A signed Disconnect-Request for ``user`` (Event-Timestamp ``stamp``; None: without), and its bytes."""
+    pkt = rp.CoAPacket(code=rp.DisconnectRequest, id=ident, secret=SECRET, dict=DICTIONARY)
+    pkt.AddAttribute("User-Name", user)
+    if stamp is not None:
+        pkt.AddAttribute("Event-Timestamp", stamp)
+    return pkt, pkt.RequestPacket()
+
+
 async def disconnect(port: int, user: str, wait: float = 10.0) -> tuple[Any, bytes | None]:
     """A Disconnect-Request for ``user`` to 127.0.0.1:``port``, and the answer (None: refused, or none in
-    ``wait`` seconds: a bound for a hang where an answer is due, how long silence must last where none is)."""
-    pkt = rp.CoAPacket(code=rp.DisconnectRequest, id=3, secret=SECRET, dict=DICTIONARY)
-    pkt.AddAttribute("User-Name", user)
-    raw = pkt.RequestPacket()
+    ``wait`` seconds: a bound for a hang where an answer is due, how long silence must last where none
+    is). Stamped a second ahead (MAX_AHEAD allows 10): these tests send in the second the listener
+    started, which refuses its own stamps (a replay of before the start cannot be told apart)."""
+    pkt, raw = disconnect_request(user, int(time.time()) + 1)
     loop = asyncio.get_running_loop()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.setblocking(False)
@@ -61,7 +74,8 @@ async def disconnect(port: int, user: str, wait: float = 10.0) -> tuple[Any, byt
 def nak_cause(req: Any, raw: bytes | None) -> int | None:
     assert raw is not None, "no answer"
     reply = rp.CoAPacket(packet=raw, secret=SECRET, dict=DICTIONARY)
-    assert reply.code == rp.DisconnectNAK and req.VerifyReply(reply, raw, enforce_ma=True)
+    assert reply.code == rp.DisconnectNAK and req.VerifyReply(reply, raw, enforce_ma=True), \
+        f"another answer: {reply.code}, or to another request (Identifier {reply.id}, not {req.id})"
     (cause,) = reply.get(101)
     return int.from_bytes(cause, "big")
 
@@ -197,5 +211,61 @@ def test_a_request_answered_before_a_reload_that_recreates_the_listener_is_not_t
         stats = svc.status(None)["radius"]["dae"]   # type: ignore[arg-type]
         assert (stats["requests"], stats["replayed"]) == (0, 1), stats
         svc.close()
+
+    asyncio.run(main())
+
+
+def test_a_request_captured_before_a_restart_is_refused_after_it_even_from_the_start_second(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real listener on a real UDP socket, restarted (the service closed, a new one bound to the same
+    port: nothing of the first survives). Two requests the first one answered, captured on the wire:
+    one stamped seconds before the restart, one in the very second the new listener starts (the wall
+    clock the listener reads is a fake one, the test's to set: real ones cannot be put in a given
+    second). Replayed to the new listener, neither is answered; a new request and one without
+    Event-Timestamp sent after them are (NAK 503 and 402): on one socket, to one single-threaded
+    listener, an answer to a replay would come first."""
+    from tunsec.services.ike import radius_edge
+
+    wall = [float(int(time.time())) + 0.25]
+    monkeypatch.setattr(radius_edge, "DaeServer", functools.partial(DaeServer, clock=lambda: wall[0]))
+    start = int(wall[0])
+
+    async def main() -> None:
+        port = two_free_ports()[0]
+        first = service(settings(port))
+        first._dae_open()
+        await first._dae_serve()
+        wall[0] += 5
+        before, before_raw = disconnect_request("alice", start + 5, ident=11)
+        wall[0] += 4   # start + 9.25
+        in_start, in_start_raw = disconnect_request("alice", start + 9, ident=12)
+        loop = asyncio.get_running_loop()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as dac:
+            dac.setblocking(False)
+            dac.connect(("127.0.0.1", port))
+            for req, raw in ((before, before_raw), (in_start, in_start_raw)):
+                await loop.sock_sendall(dac, raw)
+                assert nak_cause(req, await asyncio.wait_for(loop.sock_recv(dac, 4096), 10)) == 503   # acted on
+        first.close()
+        for _ in range(5):
+            await asyncio.sleep(0)   # the transport closes its socket on the next turn of the loop
+
+        wall[0] += 0.5   # the restart: start + 9.75, in the second in_start was stamped in
+        second = service(settings(port))
+        second._dae_open()
+        await second._dae_serve()
+        wall[0] += 20
+        fresh, fresh_raw = disconnect_request("alice", start + 29, ident=13)
+        unstamped, unstamped_raw = disconnect_request("alice", None, ident=14)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as eavesdropper:
+            eavesdropper.setblocking(False)
+            eavesdropper.connect(("127.0.0.1", port))
+            for raw in (before_raw, in_start_raw, fresh_raw, unstamped_raw):
+                await loop.sock_sendall(eavesdropper, raw)
+            assert nak_cause(fresh, await asyncio.wait_for(loop.sock_recv(eavesdropper, 4096), 10)) == 503
+            assert nak_cause(unstamped, await asyncio.wait_for(loop.sock_recv(eavesdropper, 4096), 10)) == 402
+        stats = second.status(None)["radius"]["dae"]   # type: ignore[arg-type]
+        assert (stats["requests"], stats["replayed"], stats["unstamped"]) == (1, 2, 1), stats
+        second.close()
 
     asyncio.run(main())

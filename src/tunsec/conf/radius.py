@@ -35,6 +35,7 @@ them in its one config file, with the same key names::
         clients = 10.0.0.5         # who may send requests: addresses or networks, comma-separated
                                    # (default: the addresses of servers { })
         window = 300s              # how old a request's Event-Timestamp may be (10s..1h; tunsec's)
+        require_event_timestamp = yes  # a request without one: NAK 402, not acted on (tunsec's)
       }
     }
 
@@ -204,6 +205,7 @@ def _read_dae(section: Section, issues: list[ConfigIssue], servers: list[RadiusS
     no_clients: tuple[IPNetwork, ...] = ()
     clients = r.get("clients", _parse_clients, no_clients)
     window = r.get("window", _parse_window, int(DAE_WINDOW))
+    stamped = r.get("require_event_timestamp", parse_bool, True)
     r.finish()
     if not enable or secret is None:
         return None
@@ -219,7 +221,7 @@ def _read_dae(section: Section, issues: list[ConfigIssue], servers: list[RadiusS
                 "(without clients =, the addresses of servers { } are the clients): list the clients "
                 "of that family only, or listen on an address of theirs")
         return None
-    return DaeSettings(listen, secret, port, clients, float(window))
+    return DaeSettings(listen, secret, port, clients, float(window), stamped)
 
 
 def read_radius(section: Section, issues: list[ConfigIssue]) -> RadiusSettings:

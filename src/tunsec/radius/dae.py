@@ -22,11 +22,22 @@ privilege; :class:`DaeServer` only reads it). A datagram is acted on only when
    timestamp may not be far ahead: one 240 s ahead would pass for 540 s (hostapd's DAS takes
    its window either side, and keeps no cache at all). A reload that re-creates the listener with
    the same secret hands it the cache (:meth:`DaeServer.adopt`); a restart starts with an empty
-   one, and refuses an Event-Timestamp from before it started (a request captured in the REPLAY_WINDOW
-   seconds before the restart would pass once more; Event-Timestamp has whole seconds, so one captured
-   in the very second of the start still does). A request
-   without Event-Timestamp replayed after the cache forgot it is taken again (strongSwan does the
-   same, and keeps only the last answer per client).
+   one, and refuses an Event-Timestamp from before it started, and from the very second it started
+   (Event-Timestamp has whole seconds: a request captured in that second, before the restart, would
+   pass once more), counted ``replayed``. The cost: a legitimate request stamped in the listener's
+   first second is dropped too, with its retransmissions (they carry the same stamp); the DAC sees a
+   timeout and a new request passes. Keeping the answers in state_dir instead would need a durable
+   write (fsync) before each request is acted on to survive a crash, a file parsed at start, and
+   would still leave requests without Event-Timestamp open after the window;
+5. with ``require_event_timestamp`` (the default), a request without Event-Timestamp gets a NAK
+   with Error-Cause 402 Missing-Attribute (one not 4 bytes long: 407 Invalid-Attribute-Value) and
+   is not acted on (``unstamped``): the cache is its only
+   replay check, and it forgets after the window, so a captured one could be replayed every
+   REPLAY_WINDOW + MAX_AHEAD seconds, and after every restart (RFC 5176 §3.3: a NAS SHOULD be
+   configurable to discard such requests). The NAK is no action and the same for every copy, so
+   answering a replay is harmless, and the DAC's operator sees why (strongSwan checks no
+   Event-Timestamp at all, and keeps only the last answer per client). With it off, such a
+   request replayed after the cache forgot it is taken again.
 
 Then (:func:`decide`): the session is named by User-Name (the EAP identity, as accounting's
 User-Name, compared as identities are: without regard to case, as strongSwan's; strongSwan matches
@@ -117,6 +128,7 @@ class DaeStats:
     unknown_client: int = 0   # from an address not in clients: dropped
     bad: int = 0   # undecodable, or the authenticator does not verify: dropped; or its decision failed: NAK 506
     replayed: int = 0   # an answered request from another source, or a stale Event-Timestamp: dropped
+    unstamped: int = 0   # without Event-Timestamp (require_event_timestamp): NAK 402, not acted on
     unsupported: int = 0   # another RADIUS code: dropped
 
     def as_dict(self) -> dict[str, int]:
@@ -271,7 +283,8 @@ class DaeServer(asyncio.DatagramProtocol):
         self._monotonic = monotonic
         self._answered: collections.OrderedDict[bytes, _Answered] = collections.OrderedDict()
         # a restart forgets the answers: an Event-Timestamp from before this listener (or the first one
-        # a reload handed its answers down from) started is a request captured before, replayed
+        # a reload handed its answers down from) started, or from that second, may be a request
+        # captured before, replayed
         self._since = clock()
         self.transport: asyncio.DatagramTransport | None = None
         self._drop_log = LogLimiter()
@@ -350,10 +363,23 @@ class DaeServer(asyncio.DatagramProtocol):
             self._drop(source, f"{what} replayed (answered to {_at(seen.source)} already)")
             return None
         stamp = _event_timestamp(pkt)
-        if stamp is not None and stamp < int(self._since):   # whole seconds: the second it started passes
+        if stamp is None and self.settings.require_event_timestamp:
+            # not cached: every copy gets this same NAK, and none is acted on; one not 4 bytes long
+            # is the DAC's bug, not a missing attribute
+            malformed = bool(_values(pkt, EVENT_TIMESTAMP))
+            self.stats.unstamped += 1
+            self._drop(source, f"{what} {'with a malformed' if malformed else 'without'} Event-Timestamp: "
+                               f"{'Invalid-Attribute-Value' if malformed else 'Missing-Attribute'} NAK, not "
+                               "acted on (nothing tells a replay of it; have the DAC send Event-Timestamp, or "
+                               "set radius.dae.require_event_timestamp = no)", "refused")
+            return answer(pkt, Verdict(DISCONNECT_NAK if pkt.code == DISCONNECT_REQUEST else COA_NAK,
+                                       INVALID_ATTRIBUTE if malformed else MISSING_ATTRIBUTE))
+        # whole seconds: a request captured in the second it started, before it started, has that stamp
+        if stamp is not None and stamp <= int(self._since):
             self.stats.replayed += 1
-            self._drop(source, f"{what} with an Event-Timestamp from before this gateway's DAE listener started "
-                               "(its answers are not kept across a restart): stale or replayed")
+            self._drop(source, f"{what} with an Event-Timestamp from before this gateway's DAE listener started, "
+                               "or from the second it started (its answers are not kept across a restart): "
+                               "stale or replayed; a new request is taken")
             return None
         if stamp is not None and (why := _stale(stamp - self._clock(), self.settings.window)) is not None:
             self.stats.replayed += 1
@@ -407,9 +433,9 @@ class DaeServer(asyncio.DatagramProtocol):
         self._drop(source, why)
         return None
 
-    def _drop(self, source: tuple[str, int], why: str) -> None:
+    def _drop(self, source: tuple[str, int], why: str, what: str = "dropped") -> None:
         if (held := self._drop_log.admit()) is not None:
-            log.warning("RADIUS DAE: datagram from %s dropped: %s%s", _at(source), why, suffix(held))
+            log.warning("RADIUS DAE: datagram from %s %s: %s%s", _at(source), what, why, suffix(held))
 
     def status(self) -> dict[str, Any]:
         return {"listen": self.settings.endpoint(), **self.stats.as_dict()}

@@ -63,6 +63,10 @@ class DaeSettings:
     clients: tuple[IPNetwork, ...] = ()
     # how old a request's Event-Timestamp may be, and so how long an answer is kept (tunsec.radius.dae)
     window: float = DAE_WINDOW
+    # a request without Event-Timestamp gets a NAK (402 Missing-Attribute) and is not acted on: the
+    # answer cache is its only replay check, and it forgets after the window (RFC 5176 §3.3: a NAS
+    # SHOULD be configurable to discard them; strongSwan takes them)
+    require_event_timestamp: bool = True
 
     def endpoint(self) -> str:
         host = f"[{self.listen}]" if self.listen.version == 6 else str(self.listen)
