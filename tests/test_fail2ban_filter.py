@@ -122,7 +122,8 @@ def _wider_bans(fmt: str) -> str:
     out = io.StringIO()
     logs.configure("info", fmt=fmt, stream=out)
     ban = AuthBan(AuthBanSettings(max=2, window=600.0, ban=600.0))
-    addrs = ["198.51.100.66"] + [f"2001:db8:5:10{k}::1" for k in range(4)] + [f"2001:db8:6:{k:x}00::1" for k in range(16)]
+    addrs = ["198.51.100.66", *(f"2001:db8:5:10{k}::1" for k in range(4)),
+             *(f"2001:db8:6:{k:x}00::1" for k in range(16))]
     for addr in addrs:
         for _ in range(2):
             auth_log.failed(SourceLimiter(), "gw", (addr, 4500), False, "bad PSK", True, ban)
