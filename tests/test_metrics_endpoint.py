@@ -528,3 +528,10 @@ def test_a_connection_being_answered_is_never_closed_for_a_newer_one(monkeypatch
     (None, "?"), (("not an address", 1), "?")])
 def test_sources_are_addresses_ipv6_prefixes_and_loopback_as_one(peer: Any, source: str) -> None:
     assert metrics.source_of(peer) == source
+
+
+def test_a_ban_of_no_address_gives_no_label_of_its_text() -> None:
+    """AuthBan counts a source no socket gives (not an address) as given: its text is no label value."""
+    family = metrics.auth_ban_family([{"source": "2001:db8::/64"}, {"source": "x:y/<script>"}, {"source": "a:b"}])
+    assert {(s.labels["family"], s.labels["prefix_length"]): s.value for s in family.samples} == {
+        ("ipv4", "32"): 0, ("ipv6", "48"): 0, ("ipv6", "56"): 0, ("ipv6", "64"): 1, ("ipv6", "other"): 2}

@@ -352,7 +352,9 @@ def auth_ban_family(bans: list[dict[str, Any]]) -> GaugeMetricFamily:
     for ban in bans:
         source = ban["source"]
         # "2001:db8:1:2::/64", "fe80::/64%eth0" (a link-local one's scope), "198.51.100.7"
-        key = ("ipv6", source.partition("/")[2].partition("%")[0]) if ":" in source else ("ipv4", "32")
+        length = source.partition("/")[2].partition("%")[0]
+        # a key no socket gives (AuthBan counts a non-address as given) must not make labels of its text
+        key = ("ipv4", "32") if ":" not in source else ("ipv6", length if length.isdigit() else "other")
         counts[key] = counts.get(key, 0) + 1
     for labels, n in sorted(counts.items()):
         family.add_metric(list(labels), n)
