@@ -173,21 +173,23 @@ class AuthBan:
             return ban
         # a wider prefix's: no one peer failed, many of its sources did (review revban2 F3: it read as a
         # /64's); how many, and the threshold it reached, say why the whole prefix is refused
-        parts = self._parts(key)
+        parts = self._parts(key, now)
         log.error("banned: AUTHENTICATION_FAILED from %s: %d of its /%ds failed authentication %d times in %ds "
                   "(a /%s is banned at %d x auth_failures of its parts), its IKE_SA_INIT requests dropped for %ds",
                   key, parts, self.ipv6_prefix, entry.failures, now - entry.first, key.rpartition("/")[2], factor,
                   entry.until - now, extra={**extra, "parts": parts})
         return ban
 
-    def _parts(self, wider: str) -> int:
-        """How many sources of the prefix ``wider`` failed and are on record (counting in their window,
-        or banned): a pass over the table, once per wider ban (each costs its parts ``factor`` x ``max``
-        whole exchanges)."""
+    def _parts(self, wider: str, now: float) -> int:
+        """How many sources of the prefix ``wider`` failed and are on record (counting, within their
+        window, or banned): a pass over the table, once per wider ban (each costs its parts ``factor``
+        x ``max`` whole exchanges)."""
         bits = int(wider.rpartition("/")[2])
         suffix = f"/{self.ipv6_prefix}"
-        return sum(1 for table in (self._counting, self._banned) for k in table
-                   if k.endswith(suffix) and "%" not in k and source_key(k[:-len(suffix)], bits) == wider)
+        window = self.settings.window
+        return sum(1 for table in (self._counting, self._banned) for k, e in table.items()
+                   if k.endswith(suffix) and "%" not in k and (e.until is not None or now - e.first < window)
+                   and source_key(k[:-len(suffix)], bits) == wider)
 
     def refuses(self, data: bytes, ip: str, now: float) -> bool:
         """Whether ``data`` from ``ip`` is an IKE_SA_INIT request of a banned source (counted, to be
