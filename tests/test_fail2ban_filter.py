@@ -114,3 +114,45 @@ def test_a_link_local_peers_failure_is_matched_without_its_scope(root_logger: No
     log = tmp_path / "tunsec.log"
     log.write_text(out.getvalue())
     assert fail2ban_regex(log) == ["fe80::1"], log.read_text()
+
+
+def _wider_bans(fmt: str) -> str:
+    """An IPv4 address's ban, a /56's (four of its /64s failing twice, each banned) and a /48's (sixteen
+    /64s of as many /56s failing twice): with auth_failures = 2, a /56 is banned at 8, a /48 at 32."""
+    out = io.StringIO()
+    logs.configure("info", fmt=fmt, stream=out)
+    ban = AuthBan(AuthBanSettings(max=2, window=600.0, ban=600.0))
+    addrs = ["198.51.100.66", *(f"2001:db8:5:10{k}::1" for k in range(4)),
+             *(f"2001:db8:6:{k:x}00::1" for k in range(16))]
+    for addr in addrs:
+        for _ in range(2):
+            auth_log.failed(SourceLimiter(), "gw", (addr, 4500), False, "bad PSK", True, ban)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_a_wider_prefixs_ban_says_so_and_the_filter_bans_the_prefix(fmt: str, root_logger: None,
+                                                                   tmp_path: Path) -> None:
+    """Review revban2 F3: a /56's or /48's ban line read as a /64's ("the peer failed authentication
+    40 times"): it names its parts and the threshold now.  The filter takes it (either mode), its
+    <SUBNET> the prefix: the tunsec-ban jail blocks at the firewall what tunsec refuses, a rotating
+    attacker's prefix included (docs/operations.md, "Logs")."""
+    log = tmp_path / "tunsec.log"
+    log.write_text(_wider_bans(fmt))
+    lines = [ln for ln in log.read_text().splitlines() if "banned: AUTHENTICATION_FAILED" in ln]
+    assert len(lines) == 1 + 4 + 1 + 16 + 1, lines
+    (v4,) = [ln for ln in lines if "198.51.100.66" in ln]
+    (w56,) = [ln for ln in lines if "/56" in ln]
+    (w48,) = [ln for ln in lines if "/48" in ln]
+    assert "from 198.51.100.66: the peer failed authentication 2 times" in v4
+    assert all("the peer failed authentication 2 times" in ln for ln in lines if "/64: " in ln)
+    assert ("from 2001:db8:5:100::/56: 4 of its /64s failed authentication 8 times in 0s "
+            "(a /56 is banned at 4 x auth_failures of its parts)") in w56, w56
+    assert ("from 2001:db8:6::/48: 16 of its /64s failed authentication 32 times in 0s "
+            "(a /48 is banned at 16 x auth_failures of its parts)") in w48, w48
+    assert "the peer" not in w56 + w48
+    want = ["198.51.100.66", *(f"2001:db8:5:10{k}::/64" for k in range(4)), "2001:db8:5:100::/56",
+            *(f"2001:db8:6:{k:x}00::/64" if k else "2001:db8:6::/64" for k in range(16)), "2001:db8:6::/48"]
+    assert fail2ban_regex(log, f"{FILTER}[mode=bans]") == want, log.read_text()
+    # mode = all: each failure's line too; a wider prefix once, by its ban line
+    assert [a for a in fail2ban_regex(log) if a.endswith(("/56", "/48"))] == ["2001:db8:5:100::/56", "2001:db8:6::/48"]

@@ -47,6 +47,10 @@ async def document(reply: pipe.Reply) -> dict[str, Any]:
         "ike_drops": {"malformed": 9, "cookies_sent": 3, "half_open_closed": 2, "redirects_sent": 4, "too_big": 6,
                       "init_refused": 5},
         "ike_refused": {"ike_rekeys_refused": 1, "mobike_checks_failed": 7},
+        # as AuthBan.bans gives them (ike/auth_ban.py): an IPv4 address, /64s (one link-local), a /48
+        "auth_bans": [{"source": s, "seconds_left": 60, "failures": 10} for s in (
+            "198.51.100.7", "2001:db8:1:2::/64", "fe80::/64%eth0", "2001:db8:5::/48")],
+        "auth_ban_uncounted": 11,
         "tun": {"unrouted": [{"network": "fd00:3::/64", "blocked": True, "reason": "Permission denied"}]},
     }
 
@@ -127,6 +131,13 @@ def test_a_worker_that_does_not_answer_gives_the_control_process_metrics(monkeyp
         assert 'tunsec_ike_requests_dropped_total{reason="redirects_sent"}' not in got
         assert got['tunsec_ike_requests_dropped_total{reason="too_big"}'] == 6
         assert got["tunsec_ike_init_refused_total"] == 5
+        # the bans in force by family and prefix length, never a source (review revban2 F4)
+        assert {k: v for k, v in got.items() if k.startswith("tunsec_ike_auth_bans")} == {
+            'tunsec_ike_auth_bans{family="ipv4",prefix_length="32"}': 1,
+            'tunsec_ike_auth_bans{family="ipv6",prefix_length="64"}': 2,
+            'tunsec_ike_auth_bans{family="ipv6",prefix_length="56"}': 0,
+            'tunsec_ike_auth_bans{family="ipv6",prefix_length="48"}': 1}
+        assert got["tunsec_ike_auth_ban_uncounted_total"] == 11
         assert 'tunsec_ike_requests_dropped_total{reason="init_refused"}' not in got
         assert got['tunsec_ike_authenticated_refused_total{reason="mobike_checks_failed"}'] == 7
         assert 'tunsec_ike_requests_dropped_total{reason="mobike_checks_failed"}' not in got
@@ -517,3 +528,10 @@ def test_a_connection_being_answered_is_never_closed_for_a_newer_one(monkeypatch
     (None, "?"), (("not an address", 1), "?")])
 def test_sources_are_addresses_ipv6_prefixes_and_loopback_as_one(peer: Any, source: str) -> None:
     assert metrics.source_of(peer) == source
+
+
+def test_a_ban_of_no_address_gives_no_label_of_its_text() -> None:
+    """AuthBan counts a source no socket gives (not an address) as given: its text is no label value."""
+    family = metrics.auth_ban_family([{"source": "2001:db8::/64"}, {"source": "x:y/<script>"}, {"source": "a:b"}])
+    assert {(s.labels["family"], s.labels["prefix_length"]): s.value for s in family.samples} == {
+        ("ipv4", "32"): 0, ("ipv6", "48"): 0, ("ipv6", "56"): 0, ("ipv6", "64"): 1, ("ipv6", "other"): 2}

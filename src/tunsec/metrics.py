@@ -252,6 +252,10 @@ def state_families(doc: dict[str, Any], worker_up: bool,
     yield GaugeMetricFamily("tunsec_ike_half_open_max_per_address", "The most half-open IKE SAs one source "
                             "address (IPv6: prefix) holds (cookie_threshold_ip, block_threshold apply to it)",
                             value=doc.get("ike_half_open_max_per_address", 0))
+    yield auth_ban_family(doc.get("auth_bans", []))
+    yield CounterMetricFamily("tunsec_ike_auth_ban_uncounted", "Failed authentications of new sources not "
+                              "counted towards a ban: the ban table was full of bans in force (auth_failures)",
+                              value=doc.get("auth_ban_uncounted", 0))
     dropped = CounterMetricFamily("tunsec_ike_requests_dropped", "Datagrams on the IKE ports dropped before "
                                   "anything in them was authenticated (anyone may send them), nothing kept for "
                                   "them, by reason", labels=["reason"])
@@ -329,6 +333,32 @@ def state_families(doc: dict[str, Any], worker_up: bool,
         if kind != "listen":
             dae.add_metric([kind], n)
     yield dae
+
+
+# the bans' labels always shown, 0 without bans (an alert needs the series): an IPv4 address, an IPv6
+# source prefix (ipv6_source_prefix's default) and its wider ones (ike/auth_ban.py WIDER)
+_BAN_PREFIXES = (("ipv4", "32"), ("ipv6", "64"), ("ipv6", "56"), ("ipv6", "48"))
+
+
+def auth_ban_family(bans: list[dict[str, Any]]) -> GaugeMetricFamily:
+    """The failed-authentication bans in force (`tunsec status`: auth_bans) by the source's family and
+    prefix length: a bounded label set (IPv6 prefix lengths at most), never the source itself, which
+    an attacker chooses (`tunsec status` names them)."""
+    family = GaugeMetricFamily("tunsec_ike_auth_bans", "Sources whose IKE_SA_INIT requests are dropped for "
+                               "failed authentications now (auth_failures), by family and prefix length: an "
+                               "IPv4 address (32), an IPv6 source prefix (ipv6_source_prefix) or a wider one "
+                               "banned for its parts' failures (56, 48)", labels=["family", "prefix_length"])
+    counts = dict.fromkeys(_BAN_PREFIXES, 0)
+    for ban in bans:
+        source = ban["source"]
+        # "2001:db8:1:2::/64", "fe80::/64%eth0" (a link-local one's scope), "198.51.100.7"
+        length = source.partition("/")[2].partition("%")[0]
+        # a key no socket gives (AuthBan counts a non-address as given) must not make labels of its text
+        key = ("ipv4", "32") if ":" not in source else ("ipv6", length if length.isdigit() else "other")
+        counts[key] = counts.get(key, 0) + 1
+    for labels, n in sorted(counts.items()):
+        family.add_metric(list(labels), n)
+    return family
 
 
 def ike_families(doc: dict[str, Any]) -> Iterator[Metric]:

@@ -217,7 +217,9 @@ def test_an_ipv6_attacker_rotating_over_the_64s_of_its_56_is_banned_as_the_56(
     # the line names the wider prefix (the fail2ban filter's <SUBNET>); banned at 4 x max failures
     assert [r.getMessage().split(":")[0:2] for r in caplog.records if r.getMessage().startswith("banned")] \
         == [["banned", " AUTHENTICATION_FAILED from 2001"]]
-    assert "from 2001:db8::/56: the peer failed authentication 40 times" in caplog.text
+    # not as a /64's (review revban2 F3): its parts that failed (five /64s of 9, 9, 9, 9, 4), the threshold
+    assert "from 2001:db8::/56: 5 of its /64s failed authentication 40 times in 3s (a /56 is banned at 4 x " \
+        "auth_failures of its parts)" in caplog.text
 
 
 def test_the_48_of_an_ipv6_attacker_rotating_over_its_56s_is_banned() -> None:
@@ -298,3 +300,16 @@ def test_a_wider_prefix_someone_authenticated_from_is_not_banned_for_an_attacker
                 t2.failed(_in_48((s56 << 8) + s64), now)
                 now += 1.0
     assert t2.refuses(INIT, _in_48(0xAB01), now)
+
+
+def test_a_wider_bans_line_counts_the_parts_failing_in_their_window(caplog: pytest.LogCaptureFixture) -> None:
+    """Review revban2 F3: "N of its /64s" are those whose failures are within their window or banned,
+    not one whose count went stale (still in the table)."""
+    t = _table(max=3, window=60.0)
+    with caplog.at_level(logging.ERROR, logger="tunsec.ike"):
+        t.failed("2001:db8:0:1::1", 0.0)             # stale by the time of the ban: not a part of it
+        for i in range(2, 8):                        # six /64s, two failures each: 12 = 4 x max
+            for _ in range(2):
+                t.failed(f"2001:db8:0:{i}::1", 100.0)
+    assert [b.source for b in t.bans(100.0)] == ["2001:db8::/56"]
+    assert "from 2001:db8::/56: 6 of its /64s failed authentication 12 times in 0s" in caplog.text, caplog.text

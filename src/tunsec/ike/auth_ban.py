@@ -16,7 +16,8 @@ IPv6 host changing its address within its /64 at each try is still one source (r
 requests are dropped unanswered for ``ban`` seconds, doubled for each ban it earned before while its
 strikes were kept (at most MAX_BAN_FACTOR times).  Nothing else of the source's is touched: its
 established IKE SAs, their rekeys and its half-open ones go on.  Each ban is one log line naming the
-source (the prefix for IPv6) which the shipped fail2ban filter matches (<SUBNET>).
+source (the prefix for IPv6) which the shipped fail2ban filter matches (<SUBNET>); a wider prefix's
+says so: how many of its sources failed, at what threshold (review revban2 F3).
 
 Memory: at most ``cap`` sources (CAP, 4096: some 300 bytes each, ~1.2 MB) however many fail, and the
 strikes of at most STRIKES_PER_SOURCE x ``cap`` sources whose ban ended (~100 bytes each, ~1.6 MB).
@@ -115,7 +116,7 @@ class AuthBan:
                 break
             if factor > 1 and now - self._vouched.get(key, -VOUCHED_SECONDS) < VOUCHED_SECONDS:
                 continue   # someone else's too (succeeded): only the source itself is banned
-            started = self._count(key, now, s.max * factor) or started
+            started = self._count(key, now, factor) or started
         return started
 
     def succeeded(self, ip: str, now: float) -> None:
@@ -140,8 +141,11 @@ class AuthBan:
             keys += [(source_key(ip, bits), factor) for bits, factor in WIDER if bits < self.ipv6_prefix]
         return keys
 
-    def _count(self, key: str, now: float, most: int) -> Ban | None:
+    def _count(self, key: str, now: float, factor: int) -> Ban | None:
+        """Count a failure under ``key`` (a source, or a wider prefix at ``factor`` times ``max``); the
+        ban it starts, if it does."""
         s = self.settings
+        most = s.max * factor
         if (banned := self._banned.get(key)) is not None:   # over (failed: one in force ends the count)
             self._unban(key, banned)
         entry = self._counting.pop(key, None)
@@ -161,10 +165,31 @@ class AuthBan:
         self.bans_total += 1
         ban = Ban(key, entry.until, entry.failures)
         # the source before anything else, no text the peer chose: the shipped fail2ban filter's <SUBNET>
-        log.error("banned: AUTHENTICATION_FAILED from %s: the peer failed authentication %d times in %ds, "
-                  "its IKE_SA_INIT requests dropped for %ds", key, entry.failures, now - entry.first,
-                  entry.until - now, extra={"remote": key, "ban_seconds": round(entry.until - now)})
+        extra = {"remote": key, "ban_seconds": round(entry.until - now)}
+        if factor == 1:
+            log.error("banned: AUTHENTICATION_FAILED from %s: the peer failed authentication %d times in %ds, "
+                      "its IKE_SA_INIT requests dropped for %ds", key, entry.failures, now - entry.first,
+                      entry.until - now, extra=extra)
+            return ban
+        # a wider prefix's: no one peer failed, many of its sources did (review revban2 F3: it read as a
+        # /64's); how many, and the threshold it reached, say why the whole prefix is refused
+        parts = self._parts(key, now)
+        log.error("banned: AUTHENTICATION_FAILED from %s: %d of its /%ds failed authentication %d times in %ds "
+                  "(a /%s is banned at %d x auth_failures of its parts), its IKE_SA_INIT requests dropped for %ds",
+                  key, parts, self.ipv6_prefix, entry.failures, now - entry.first, key.rpartition("/")[2], factor,
+                  entry.until - now, extra={**extra, "parts": parts})
         return ban
+
+    def _parts(self, wider: str, now: float) -> int:
+        """How many sources of the prefix ``wider`` failed and are on record (counting, within their
+        window, or banned): a pass over the table, once per wider ban (each costs its parts ``factor``
+        x ``max`` whole exchanges)."""
+        bits = int(wider.rpartition("/")[2])
+        suffix = f"/{self.ipv6_prefix}"
+        window = self.settings.window
+        return sum(1 for table in (self._counting, self._banned) for k, e in table.items()
+                   if k.endswith(suffix) and "%" not in k and (e.until is not None or now - e.first < window)
+                   and source_key(k[:-len(suffix)], bits) == wider)
 
     def refuses(self, data: bytes, ip: str, now: float) -> bool:
         """Whether ``data`` from ``ip`` is an IKE_SA_INIT request of a banned source (counted, to be
