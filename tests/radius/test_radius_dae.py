@@ -43,13 +43,13 @@ class Gateway:
     def __init__(self, require_event_timestamp: bool = True) -> None:
         self.closed: list[Hashable] = []
         self.clock = NOW - STARTED_AGO   # the listener started an hour before the tests' requests
-        self.mono = 100.0
+        self.mono = 100.0 - STARTED_AGO   # both clocks run (revdae F1 anchors the start on the monotonic one)
         settings = DaeSettings(ipaddress.ip_address("192.0.2.1"), Secret(SECRET),
                                clients=(ipaddress.ip_network("192.0.2.0/28"),),
                                require_event_timestamp=require_event_timestamp)
         self.server = DaeServer(settings, "gw-1", self.find, self.disconnect, self.ours,
                                 clock=lambda: self.clock, monotonic=lambda: self.mono)
-        self.clock = NOW
+        self.clock, self.mono = NOW, 100.0
 
     @staticmethod
     def ours(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
@@ -310,10 +310,10 @@ def test_a_request_stamped_before_or_in_the_second_the_listener_started_is_dropp
     stamped in the second it started (Event-Timestamp has whole seconds: it may have been sent to the
     old process in that second), with its retransmissions; one stamped in the next second is taken."""
     gw = Gateway()
-    gw.clock = NOW + 0.5
+    gw.clock, gw.mono = NOW + 0.5, gw.mono + 0.5
     gw.server = DaeServer(gw.server.settings, "gw-1", gw.find, gw.disconnect, gw.ours,
                           clock=lambda: gw.clock, monotonic=lambda: gw.mono)   # restarted at NOW + 0.5
-    gw.clock = NOW + 30
+    gw.clock, gw.mono = NOW + 30, gw.mono + 29.5
     _, raw = request(User_Name="alice", Event_Timestamp=int(NOW) - 20)   # captured before the restart
     assert gw.server.receive(raw, EAVESDROPPER) is None
     _, raw = request(User_Name="alice", ident=9, Event_Timestamp=int(NOW))   # captured in the start second
@@ -364,6 +364,7 @@ def test_a_reload_keeps_when_the_first_listener_started() -> None:
     old = Gateway()
     new = Gateway()
     new.clock += 60
+    new.mono += 60
     new.server = DaeServer(new.server.settings, "gw-1", new.find, new.disconnect, new.ours,
                            clock=lambda: new.clock, monotonic=lambda: new.mono)   # made by a reload, a minute on
     new.server.adopt(old.server)

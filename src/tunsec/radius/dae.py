@@ -259,6 +259,7 @@ class _Answered:
     source: tuple[str, int]
     raw: bytes
     at: float
+    stamp: int | None = None
 
 
 class DaeServer(asyncio.DatagramProtocol):
@@ -286,6 +287,12 @@ class DaeServer(asyncio.DatagramProtocol):
         # a reload handed its answers down from) started, or from that second, may be a request
         # captured before, replayed
         self._since = clock()
+        # the start on the monotonic clock: a wall clock stepped after it (NTP at boot) moves the
+        # start second with it (revdae F1)
+        self._since_mono = monotonic()
+        # the highest Event-Timestamp of an answer forgotten (expired, evicted): a stamp at or below it
+        # may be that request again (revdae F2, F4); handed down by adopt
+        self._floor = 0
         self.transport: asyncio.DatagramTransport | None = None
         self._drop_log = LogLimiter()
 
@@ -311,6 +318,8 @@ class DaeServer(asyncio.DatagramProtocol):
         if old.settings.secret == self.settings.secret:
             self._answered = collections.OrderedDict([*old._answered.items(), *self._answered.items()])
             self._since = min(self._since, old._since)
+            self._since_mono = min(self._since_mono, old._since_mono)
+            self._floor = max(self._floor, old._floor)
 
     def close(self) -> None:
         if self._sock is not None:   # closed before it was served (startup failed)
@@ -375,7 +384,7 @@ class DaeServer(asyncio.DatagramProtocol):
             return answer(pkt, Verdict(DISCONNECT_NAK if pkt.code == DISCONNECT_REQUEST else COA_NAK,
                                        INVALID_ATTRIBUTE if malformed else MISSING_ATTRIBUTE))
         # whole seconds: a request captured in the second it started, before it started, has that stamp
-        if stamp is not None and stamp <= int(self._since):
+        if stamp is not None and stamp <= self._refused_up_to():
             self.stats.replayed += 1
             self._drop(source, f"{what} with an Event-Timestamp from before this gateway's DAE listener started, "
                                "or from the second it started (its answers are not kept across a restart): "
@@ -395,9 +404,9 @@ class DaeServer(asyncio.DatagramProtocol):
             verdict = Verdict(DISCONNECT_NAK if pkt.code == DISCONNECT_REQUEST else COA_NAK, RESOURCES_UNAVAILABLE)
         self._act(pkt, verdict, source, what, failure)
         raw = answer(pkt, verdict)
-        self._answered[pkt.authenticator] = _Answered(source, raw, now)
+        self._answered[pkt.authenticator] = _Answered(source, raw, now, stamp)
         while len(self._answered) > MAX_ANSWERS:
-            self._answered.popitem(last=False)
+            self._forget()
         return raw
 
     def _act(self, pkt: Any, verdict: Verdict, source: tuple[str, int], what: str, failure: str | None) -> None:
@@ -425,7 +434,21 @@ class DaeServer(asyncio.DatagramProtocol):
             first = next(iter(self._answered.values()))
             if now - first.at <= self.settings.window + MAX_AHEAD:
                 break
-            self._answered.popitem(last=False)
+            self._forget()
+
+    def _forget(self) -> None:
+        _, gone = self._answered.popitem(last=False)
+        if gone.stamp is not None:
+            self._floor = max(self._floor, gone.stamp)
+
+    def _refused_up_to(self) -> int:
+        """The highest Event-Timestamp refused as a replay: the listener's start second (on today's wall
+        clock, or the one it read then, whichever is later), or the highest stamp of an answer
+        forgotten.  Not the start plus MAX_AHEAD: that would drop an in-step DAC's requests for ~11 s
+        after every start, against a request from a DAC clock ahead of ours captured within those
+        seconds before a restart (docs/radius.md "Replays", revdae F3)."""
+        started = max(self._since, self._clock() - (self._monotonic() - self._since_mono))
+        return max(int(started), self._floor)
 
     def _bad(self, source: tuple[str, int], why: str) -> bytes | None:
         """Counted, logged (rate-limited) and dropped: None, to return."""
