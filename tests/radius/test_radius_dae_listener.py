@@ -227,7 +227,10 @@ def test_a_request_captured_before_a_restart_is_refused_after_it_even_from_the_s
     from tunsec.services.ike import radius_edge
 
     wall = [float(int(time.time())) + 0.25]
-    monkeypatch.setattr(radius_edge, "DaeServer", functools.partial(DaeServer, clock=lambda: wall[0]))
+    # its monotonic clock the same one: the time the test lets pass passes on both (the listener keeps
+    # its start on the monotonic clock too, against a wall clock stepped after it)
+    monkeypatch.setattr(radius_edge, "DaeServer",
+                        functools.partial(DaeServer, clock=lambda: wall[0], monotonic=lambda: wall[0]))
     start = int(wall[0])
 
     async def main() -> None:
