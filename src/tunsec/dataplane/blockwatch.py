@@ -24,16 +24,8 @@ import struct
 from ipaddress import ip_address, ip_network
 
 from tunsec.dataplane.blockrecord import mark_metrics
-from tunsec.dataplane.tun import (
-    RT_TABLE_MAIN,
-    RTN_PROHIBIT,
-    RTPROT_TUNSEC,
-    IPNetwork,
-    Tun,
-    Unrouted,
-    _iproute,
-    _netlink,
-)
+from tunsec.dataplane.netlink import _netlink
+from tunsec.dataplane.tun import RT_TABLE_MAIN, RTN_PROHIBIT, RTPROT_TUNSEC, IPNetwork, Tun, Unrouted, _iproute
 from tunsec.loglimit import LogLimiter, suffix
 
 log = logging.getLogger("tunsec.tun")
