@@ -111,6 +111,9 @@ class Tun:
     # which of tunsec's prohibit routes are this instance's (another tunsec may run in this namespace);
     # None: none is, so a start removes none (blockrecord.py)
     record: BlockRecord | None = field(default=None, repr=False, compare=False)
+    # networks whose unmarked prohibit route (an older tunsec's) the start took for this instance's, its
+    # record listing them: the only unmarked blocks it lifts or counts as its own later (owns)
+    unmarked: set[IPNetwork] = field(default_factory=set, repr=False, compare=False)
     # held for each whole change of the TUN's routes and addresses (its netlink sequence and the lists
     # above): a reload's thread and the virtual IPs' run at once, and remove_address's guard-delete-
     # restore must not interleave with a route added or removed meanwhile (lost, or put back untracked).
@@ -297,6 +300,7 @@ class Tun:
             # only now: a refused block leaves our route to dst in the kernel, listed, so that a reload
             # removing the tunnel removes it too (unlisted, it would outlive the tunnel and tunsec)
             self.routes = [r for r in self.routes if r[0] != dst]
+            self.unmarked.discard(dst)   # replaced by a marked one
             self.unrouted[dst] = Unrouted(why, blocked=True)
         log.warning("%s: traffic to it is refused until a reload adds its route", op)
 
@@ -312,6 +316,7 @@ class Tun:
             except OSError:
                 self.unrouted[dst] = gone   # still there: still ours, and said by `tunsec status`
                 raise
+            self.unmarked.discard(dst)
             self._note_blocks()
         log.info("prohibit route of %s removed", dst)
 
@@ -356,28 +361,38 @@ class Tun:
             # remove_address's stand-in for a TUN route (killed before it put the route back): the TUN
             # route, in by now, is preferred, so it goes whether its network is wanted or not
             if dst in wanted and r.get_attr("RTA_PRIORITY") != _GUARD_PRIORITY:
-                self.unrouted[dst] = Unrouted(f"left by an earlier tunsec; no route through TUN {self.name} yet",
-                                              blocked=True)
+                self._adopt(dst, r, f"left by an earlier tunsec; no route through TUN {self.name} yet")
                 continue
             try:
                 _delete_stale(r, dst)
             except OSError as exc:
                 log.error("%s", exc.strerror or exc)
-                self.unrouted[dst] = Unrouted(f"left by an earlier tunsec, no tunnel routes it: {exc.strerror or exc}",
-                                              blocked=True)
+                self._adopt(dst, r, f"left by an earlier tunsec, no tunnel routes it: {exc.strerror or exc}")
                 continue
             log.warning("prohibit route of %s, left by an earlier tunsec that did not stop cleanly, removed: "
                         "no tunnel routes it", dst)
         return True
 
-    @staticmethod
-    def _remove_prohibit(dst: IPNetwork) -> None:
+    def _adopt(self, dst: IPNetwork, r: Any, why: str) -> None:
+        """A leftover prohibit route of this instance's kept (blocked): an unmarked one is known as its own
+        from now on (owns), as its record said at start."""
+        self.unrouted[dst] = Unrouted(why, blocked=True)
+        if route_mark(r) is None:
+            self.unmarked.add(dst)
+
+    def _remove_prohibit(self, dst: IPNetwork) -> None:
+        """dst's prohibit routes of this instance's (owns); another TUN's of dst (its replace took the place
+        of ours), or an unmarked one this start did not take, is theirs: it stays, their traffic refused."""
         family = socket.AF_INET if dst.version == 4 else socket.AF_INET6
         with _iproute() as ipr, _netlink(f"removing the prohibit route of {dst}"):
             for r in ipr.route("dump", family=family):
-                if not _ours_prohibit(r) or _network(r) != dst:
-                    continue
-                ipr.route("del", **_prohibit_key(r, dst))
+                if _ours_prohibit(r) and _network(r) == dst and self.owns(dst, route_mark(r)):
+                    ipr.route("del", **_prohibit_key(r, dst))
+
+    def owns(self, dst: IPNetwork, mark: int | None) -> bool:
+        """A prohibit route of tunsec's to dst carrying mark (None: none) is this instance's: its TUN's mark,
+        or unmarked and taken at start from its record (blockrecord.py)."""
+        return mark == block_mark(self.name) if mark is not None else dst in self.unmarked
 
     def remove_route(self, dst: IPNetwork) -> None:
         """One of our routes off the TUN (a reload removed or changed its tunnel); a route that is not
@@ -617,8 +632,13 @@ def _delete_stale(r: Any, dst: IPNetwork) -> None:
 
 
 def _prohibit_key(r: Any, dst: IPNetwork) -> dict[str, object]:
-    """What names that one prohibit route in a delete."""
-    kw: dict[str, object] = {"dst": str(dst), "type": "prohibit", "table": r.get_attr("RTA_TABLE")}
+    """What names that one prohibit route in a delete.  With its mark: the kernel deletes an IPv4 route only
+    if the metrics given match (another TUN's block that took its place since the dump stays; IPv6's delete
+    ignores metrics, so there only the dump tells)."""
+    kw: dict[str, object] = {"dst": str(dst), "type": "prohibit", "table": r.get_attr("RTA_TABLE"),
+                             "proto": RTPROT_TUNSEC}
+    if (mark := route_mark(r)) is not None:
+        kw["metrics"] = {"reordering": mark}
     if (oif := r.get_attr("RTA_OIF")) is not None:   # IPv6's sit on lo: a delete by dst alone
         kw["oif"] = oif                                # could take the TUN route
     if (prio := r.get_attr("RTA_PRIORITY")) is not None:
