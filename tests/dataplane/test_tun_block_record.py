@@ -17,7 +17,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from tunsec.dataplane import blockwatch
 from tunsec.dataplane import tun as tunmod
-from tunsec.dataplane.blockrecord import BlockRecord
+from tunsec.dataplane.blockrecord import BlockRecord, block_mark
 
 NET, NET2 = ipaddress.ip_network("10.9.0.0/16"), ipaddress.ip_network("10.8.0.0/16")
 VIP = "10.1.0.5"
@@ -81,6 +81,11 @@ def tun(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tunmod.Tun:
     return t
 
 
+def ours() -> set[tuple[Any, int | None]]:
+    """blockwatch.tunsec_prohibits of Table: its prohibit routes are all the TUN's, with its mark."""
+    return {(d, block_mark("tsx0")) for d, k in Table.routes if k == "prohibit"}
+
+
 def recorded(t: tunmod.Tun) -> list[str]:
     assert t.record is not None
     path = Path(t.record.where)
@@ -132,7 +137,7 @@ def test_the_keeper_puts_back_a_removed_block_but_never_over_the_tun_route(tun: 
     TUN again (add_route replaced the prohibit route, unblock not yet run) is left alone: putting the block
     back would replace the TUN route; one it cannot put back is said NOT blocked and tried again."""
     monkeypatch.setattr(blockwatch, "_iproute", Table)
-    monkeypatch.setattr(blockwatch, "tunsec_prohibits", lambda: {d for d, k in Table.routes if k == "prohibit"})
+    monkeypatch.setattr(blockwatch, "tunsec_prohibits", ours)
     tun.block(NET, "route refused")
     tun.block(NET2, "route refused")
     keeper = blockwatch.Keeper(tun)
@@ -155,7 +160,7 @@ def test_the_keeper_leaves_a_route_someone_else_put_in_the_blocks_place(tun: tun
     second tunsec) had put there, and unblocking later left the network with no route at all (in clear).
     Put back with add: that route stays, NET is said NOT blocked, and once that route goes the block is back."""
     monkeypatch.setattr(blockwatch, "_iproute", Table)
-    monkeypatch.setattr(blockwatch, "tunsec_prohibits", lambda: {d for d, k in Table.routes if k == "prohibit"})
+    monkeypatch.setattr(blockwatch, "tunsec_prohibits", ours)
     tun.block(NET, "route refused")
     keeper = blockwatch.Keeper(tun)
     Table.routes = {(NET, "tun")}              # someone else's route replaced the block

@@ -11,5 +11,6 @@
   ``messages.py``, ``wire.py`` (structs, schemas), ``encoding.py``, ``decoding.py``
   (decode, the general decoder), ``quick.py`` (quick decoders of encode's layouts), ``fields.py``.
 - ``client.py``: the control process's end of the pipe (starts the worker).
-- ``tun.py``: the TUN device (create or attach, offloads, MTU, routes).
+- ``tun.py``: the TUN device (create or attach, offloads, MTU, routes); ``netlink.py``: pyroute2's
+  IPRoute (light) and the kernel's refusals as OSErrors.
 """

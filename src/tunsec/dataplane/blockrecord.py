@@ -22,7 +22,9 @@ after the route went (listed without a route is harmless; a route never without 
 atomically and private through the directory's descriptor (safefs), and only from a directory no other
 user may change: one who could write the record could have this instance remove another's unmarked
 blocks. A start removes only the leftovers with its mark, and unmarked ones its record lists; any other
-stays (fail closed). The service user may still list another instance's network: only an unmarked block
+stays (fail closed). So do the later lifts (Tun.unblock) and blockwatch's look (Tun.owns): another TUN's
+block of the same network, its replace having taken the place of ours, is never lifted nor taken for ours.
+The service user may still list another instance's network: only an unmarked block
 (an older tunsec's) of it goes, and its instance puts it back, marked, when it runs (blockwatch.py). An
 IKE-only start makes a missing state_dir (prepare and init-state make it only for manual tunnels);
 without a usable one it says so at start.

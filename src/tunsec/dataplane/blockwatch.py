@@ -7,6 +7,10 @@ record cannot tell a forged entry from a real one).  So every INTERVAL seconds, 
 the routes are looked at and a missing one is put back (logged, rate-limited): its traffic may leave in
 clear for at most about INTERVAL seconds.
 
+A block is this instance's by its TUN's mark (Tun.owns; an unmarked one only if the start took it from its
+record): another TUN's block of the network (another instance's replace took the place of ours) is not, so
+ours is said lost and put back, with add, once theirs goes; never over theirs.
+
 The look is one netlink dump the kernel filters (NETLINK_GET_STRICT_CHK: the main table, tunsec's proto,
 prohibit routes only): a few of them rather than the host's whole routing table (pyroute2 filters dumps in
 Python, seconds for a full table).  A kernel without dump filtering sends every route: each is checked here.
@@ -21,19 +25,12 @@ import logging
 import os
 import socket
 import struct
+from collections.abc import Iterator
 from ipaddress import ip_address, ip_network
 
 from tunsec.dataplane.blockrecord import mark_metrics
-from tunsec.dataplane.tun import (
-    RT_TABLE_MAIN,
-    RTN_PROHIBIT,
-    RTPROT_TUNSEC,
-    IPNetwork,
-    Tun,
-    Unrouted,
-    _iproute,
-    _netlink,
-)
+from tunsec.dataplane.netlink import _netlink
+from tunsec.dataplane.tun import RT_TABLE_MAIN, RTN_PROHIBIT, RTPROT_TUNSEC, IPNetwork, Tun, Unrouted, _iproute
 from tunsec.loglimit import LogLimiter, suffix
 
 log = logging.getLogger("tunsec.tun")
@@ -45,7 +42,8 @@ SOL_NETLINK, NETLINK_GET_STRICT_CHK = 270, 12
 RTM_NEWROUTE, RTM_GETROUTE = 24, 26
 NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
 NLMSG_ERROR, NLMSG_DONE = 2, 3
-RTA_DST, RTA_TABLE = 1, 15
+RTA_DST, RTA_METRICS, RTA_TABLE = 1, 8, 15
+RTAX_REORDERING = 9
 _NLMSG = struct.Struct("=IHHII")
 _RTMSG = struct.Struct("=BBBBBBBBI")
 _RTA = struct.Struct("=HH")
@@ -87,7 +85,7 @@ class Keeper:
             if not blocked and not self.lost:
                 return
             try:
-                present = tunsec_prohibits()
+                present = {net for net, mark in tunsec_prohibits() if tun.owns(net, mark)}
             except OSError as err:
                 self._say(logging.WARNING, "prohibit routes not checked: %s", err.strerror or err)
                 return
@@ -131,6 +129,7 @@ class Keeper:
                           dst, said, "its traffic follows that route" if taken else "its traffic may leave in clear")
             return
         self.lost.pop(dst, None)
+        tun.unmarked.discard(dst)   # the one put back is marked
         tun.unrouted[dst] = Unrouted(why, blocked=True)
         self._say(logging.WARNING, "prohibit route of %s removed by someone else: put back (traffic to it is "
                   "refused until a reload adds its route)", dst)
@@ -141,18 +140,18 @@ class Keeper:
             log.log(level, fmt + "%s", *args, suffix(held))
 
 
-def tunsec_prohibits() -> set[IPNetwork]:
-    """The networks of tunsec's prohibit routes in the main table (either family)."""
+def tunsec_prohibits() -> set[tuple[IPNetwork, int | None]]:
+    """tunsec's prohibit routes in the main table (either family): each one's network and mark (None: none)."""
     return {n for family in (socket.AF_INET, socket.AF_INET6) for n in _dump(family)}
 
 
-def _dump(family: int) -> set[IPNetwork]:
+def _dump(family: int) -> set[tuple[IPNetwork, int | None]]:
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE) as s:
         with contextlib.suppress(OSError):   # an old kernel: no filter, every route comes (checked below)
             s.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
         body = _RTMSG.pack(family, 0, 0, 0, RT_TABLE_MAIN, RTPROT_TUNSEC, 0, RTN_PROHIBIT, 0)
         s.sendto(_NLMSG.pack(_NLMSG.size + len(body), RTM_GETROUTE, NLM_F_REQUEST | NLM_F_DUMP, 1, 0) + body, (0, 0))
-        found: set[IPNetwork] = set()
+        found: set[tuple[IPNetwork, int | None]] = set()
         while True:
             data = s.recv(1 << 16)
             if not data:
@@ -174,26 +173,34 @@ def _dump(family: int) -> set[IPNetwork]:
                 off += (size + 3) & ~3
 
 
-def _prohibit_of(msg: bytes) -> IPNetwork | None:
-    """The network of one route message if it is a prohibit route of tunsec's in the main table."""
+def _prohibit_of(msg: bytes) -> tuple[IPNetwork, int | None] | None:
+    """The network and mark of one route message if it is a prohibit route of tunsec's in the main table."""
     if len(msg) < _RTMSG.size:
         return None
     family, dst_len, _src, _tos, table, proto, _scope, kind, _flags = _RTMSG.unpack_from(msg)
-    dst, off = b"", _RTMSG.size
-    while off + _RTA.size <= len(msg):
-        length, attr = _RTA.unpack_from(msg, off)
-        if length < _RTA.size:
-            break
-        value = msg[off + _RTA.size:off + length]
+    dst, mark = b"", None
+    for attr, value in _attrs(msg, _RTMSG.size):
         if attr == RTA_DST:
             dst = value
         elif attr == RTA_TABLE and len(value) == 4:
             table = struct.unpack("=I", value)[0]
-        off += (length + 3) & ~3
+        elif attr == RTA_METRICS:
+            mark = next((struct.unpack("=I", v)[0] for a, v in _attrs(value, 0) if a == RTAX_REORDERING
+                         and len(v) == 4), None) or None   # 0: none (the kernel leaves a 0 out)
     if kind != RTN_PROHIBIT or proto != RTPROT_TUNSEC or table != RT_TABLE_MAIN:
         return None
     size = 4 if family == socket.AF_INET else 16
     if family not in (socket.AF_INET, socket.AF_INET6) or len(dst) not in (0, size):
         return None
     address = ip_address(dst or bytes(size))
-    return ip_network(f"{address}/{dst_len}", strict=False)
+    return ip_network(f"{address}/{dst_len}", strict=False), mark
+
+
+def _attrs(msg: bytes, off: int) -> Iterator[tuple[int, bytes]]:
+    """The netlink attributes (type, value) in msg from off; a malformed length ends them."""
+    while off + _RTA.size <= len(msg):
+        length, attr = _RTA.unpack_from(msg, off)
+        if length < _RTA.size:
+            return
+        yield attr & 0x3FFF, msg[off + _RTA.size:off + length]   # without NLA_F_NESTED / NET_BYTEORDER
+        off += (length + 3) & ~3

@@ -7,14 +7,11 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import importlib.util
 import logging
 import os
 import socket
-import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from typing import Any
@@ -23,92 +20,16 @@ from pytun_pmd3 import TunTapDevice
 from pytun_pmd3.linux import IFF_MULTI_QUEUE, IFF_NO_PI, IFF_TUN, IFF_VNET_HDR
 
 from tunsec.dataplane.blockrecord import BlockRecord, block_mark, mark_metrics, route_mark
+from tunsec.dataplane.netlink import IPRoute, NetlinkError, _netlink, _reason, netlink_failure
 from tunsec.dataplane.tundev import me, open_error, tun_flags, tun_group, tun_owner
 
 log = logging.getLogger("tunsec.tun")
-
-
-def _import_iproute() -> Any:
-    """pyroute2's IPRoute without the rest of pyroute2.
-
-    pyroute2's package ``__init__`` imports every part of the library (NDB with sqlite3, IPDB,
-    nl80211, conntrack, IPVS, plan9, ...): ~200 modules, ~6 MiB of the control process's RSS
-    and a quarter of a second of its start, for the one class tunsec uses.  So the package
-    module is made without running its ``__init__`` and IPRoute comes from its own module; the
-    ``__init__`` runs the first time anyone asks the package for a name it does not have
-    (``from pyroute2 import NDB`` elsewhere in the process still works).  Already imported, or
-    laid out differently: the plain import."""
-    spec = importlib.util.find_spec("pyroute2") if "pyroute2" not in sys.modules else None
-    if spec is not None and spec.loader is not None and spec.submodule_search_locations is not None:
-        loader = spec.loader
-        package = importlib.util.module_from_spec(spec)
-        # netlink calls run in threads: the __init__ runs once, and whoever asks meanwhile waits for it
-        once = threading.RLock()
-        running: list[bool] = []
-
-        def complete(name: str) -> Any:
-            # ``from pyroute2 import config`` (a submodule) asks for the name before importing it
-            if importlib.util.find_spec(f"pyroute2.{name}") is not None:
-                raise AttributeError(name)
-            with once:
-                if "__getattr__" in package.__dict__ and not running:   # not yet, nor in this thread now
-                    running.append(True)
-                    try:
-                        loader.exec_module(package)
-                    finally:
-                        del package.__dict__["__getattr__"]
-            try:
-                return package.__dict__[name]
-            except KeyError:
-                raise AttributeError(f"module 'pyroute2' has no attribute {name!r}") from None
-
-        package.__dict__["__getattr__"] = complete
-        sys.modules["pyroute2"] = package
-        try:
-            from pyroute2.iproute.linux import IPRoute as light
-            return light
-        except ImportError:
-            complete("__name__")   # another layout: the whole package after all
-    from pyroute2 import IPRoute as full
-    return full
-
-
-IPRoute = _import_iproute()
-# pyroute2's own error for a request the kernel refused: an Exception with the errno in .code, not an
-# OSError (pyroute2 0.9), so it would pass every ``except OSError``; netlink_failure turns it into one
-from pyroute2.netlink.exceptions import NetlinkError  # noqa: E402
 
 
 def _iproute() -> Any:
     """IPRoute asking the kernel for its reason with each refusal (extended ACK: "IPv6 is disabled on
     nexthop device", where the errno alone says "Permission denied")."""
     return IPRoute(ext_ack=True)
-
-
-def _errno(exc: NetlinkError) -> int:
-    return int(exc.code) if isinstance(exc.code, int) and exc.code > 0 else errno.EIO
-
-
-def _reason(exc: NetlinkError) -> str:
-    """The errno's text, and the kernel's own words where it gave any."""
-    reason = os.strerror(_errno(exc))
-    said = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], str) else ""
-    return f"{reason} ({said})" if said and said != reason else reason
-
-
-def netlink_failure(exc: NetlinkError, operation: str, fix: str = "") -> OSError:
-    """A refused netlink request as an OSError with the kernel's errno, whose strerror says what was
-    being done, why the kernel refused and, where known, what to do about it."""
-    return OSError(_errno(exc), f"{operation}: {_reason(exc)}" + (f"; {fix}" if fix else ""))
-
-
-@contextmanager
-def _netlink(operation: str, fix: Callable[[], str] = lambda: "") -> Iterator[None]:
-    """The netlink requests of the block: a refusal raises netlink_failure's OSError."""
-    try:
-        yield
-    except NetlinkError as exc:
-        raise netlink_failure(exc, operation, fix()) from exc
 
 
 IPNetwork = IPv4Network | IPv6Network
@@ -190,6 +111,9 @@ class Tun:
     # which of tunsec's prohibit routes are this instance's (another tunsec may run in this namespace);
     # None: none is, so a start removes none (blockrecord.py)
     record: BlockRecord | None = field(default=None, repr=False, compare=False)
+    # networks whose unmarked prohibit route (an older tunsec's) the start took for this instance's, its
+    # record listing them: the only unmarked blocks it lifts or counts as its own later (owns)
+    unmarked: set[IPNetwork] = field(default_factory=set, repr=False, compare=False)
     # held for each whole change of the TUN's routes and addresses (its netlink sequence and the lists
     # above): a reload's thread and the virtual IPs' run at once, and remove_address's guard-delete-
     # restore must not interleave with a route added or removed meanwhile (lost, or put back untracked).
@@ -376,6 +300,7 @@ class Tun:
             # only now: a refused block leaves our route to dst in the kernel, listed, so that a reload
             # removing the tunnel removes it too (unlisted, it would outlive the tunnel and tunsec)
             self.routes = [r for r in self.routes if r[0] != dst]
+            self.unmarked.discard(dst)   # replaced by a marked one
             self.unrouted[dst] = Unrouted(why, blocked=True)
         log.warning("%s: traffic to it is refused until a reload adds its route", op)
 
@@ -391,6 +316,7 @@ class Tun:
             except OSError:
                 self.unrouted[dst] = gone   # still there: still ours, and said by `tunsec status`
                 raise
+            self.unmarked.discard(dst)
             self._note_blocks()
         log.info("prohibit route of %s removed", dst)
 
@@ -435,28 +361,38 @@ class Tun:
             # remove_address's stand-in for a TUN route (killed before it put the route back): the TUN
             # route, in by now, is preferred, so it goes whether its network is wanted or not
             if dst in wanted and r.get_attr("RTA_PRIORITY") != _GUARD_PRIORITY:
-                self.unrouted[dst] = Unrouted(f"left by an earlier tunsec; no route through TUN {self.name} yet",
-                                              blocked=True)
+                self._adopt(dst, r, f"left by an earlier tunsec; no route through TUN {self.name} yet")
                 continue
             try:
                 _delete_stale(r, dst)
             except OSError as exc:
                 log.error("%s", exc.strerror or exc)
-                self.unrouted[dst] = Unrouted(f"left by an earlier tunsec, no tunnel routes it: {exc.strerror or exc}",
-                                              blocked=True)
+                self._adopt(dst, r, f"left by an earlier tunsec, no tunnel routes it: {exc.strerror or exc}")
                 continue
             log.warning("prohibit route of %s, left by an earlier tunsec that did not stop cleanly, removed: "
                         "no tunnel routes it", dst)
         return True
 
-    @staticmethod
-    def _remove_prohibit(dst: IPNetwork) -> None:
+    def _adopt(self, dst: IPNetwork, r: Any, why: str) -> None:
+        """A leftover prohibit route of this instance's kept (blocked): an unmarked one is known as its own
+        from now on (owns), as its record said at start."""
+        self.unrouted[dst] = Unrouted(why, blocked=True)
+        if route_mark(r) is None:
+            self.unmarked.add(dst)
+
+    def _remove_prohibit(self, dst: IPNetwork) -> None:
+        """dst's prohibit routes of this instance's (owns); another TUN's of dst (its replace took the place
+        of ours), or an unmarked one this start did not take, is theirs: it stays, their traffic refused."""
         family = socket.AF_INET if dst.version == 4 else socket.AF_INET6
         with _iproute() as ipr, _netlink(f"removing the prohibit route of {dst}"):
             for r in ipr.route("dump", family=family):
-                if not _ours_prohibit(r) or _network(r) != dst:
-                    continue
-                ipr.route("del", **_prohibit_key(r, dst))
+                if _ours_prohibit(r) and _network(r) == dst and self.owns(dst, route_mark(r)):
+                    ipr.route("del", **_prohibit_key(r, dst))
+
+    def owns(self, dst: IPNetwork, mark: int | None) -> bool:
+        """A prohibit route of tunsec's to dst carrying mark (None: none) is this instance's: its TUN's mark,
+        or unmarked and taken at start from its record (blockrecord.py)."""
+        return mark == block_mark(self.name) if mark is not None else dst in self.unmarked
 
     def remove_route(self, dst: IPNetwork) -> None:
         """One of our routes off the TUN (a reload removed or changed its tunnel); a route that is not
@@ -696,8 +632,13 @@ def _delete_stale(r: Any, dst: IPNetwork) -> None:
 
 
 def _prohibit_key(r: Any, dst: IPNetwork) -> dict[str, object]:
-    """What names that one prohibit route in a delete."""
-    kw: dict[str, object] = {"dst": str(dst), "type": "prohibit", "table": r.get_attr("RTA_TABLE")}
+    """What names that one prohibit route in a delete.  With its mark: the kernel deletes an IPv4 route only
+    if the metrics given match (another TUN's block that took its place since the dump stays; IPv6's delete
+    ignores metrics, so there only the dump tells)."""
+    kw: dict[str, object] = {"dst": str(dst), "type": "prohibit", "table": r.get_attr("RTA_TABLE"),
+                             "proto": RTPROT_TUNSEC}
+    if (mark := route_mark(r)) is not None:
+        kw["metrics"] = {"reordering": mark}
     if (oif := r.get_attr("RTA_OIF")) is not None:   # IPv6's sit on lo: a delete by dst alone
         kw["oif"] = oif                                # could take the TUN route
     if (prio := r.get_attr("RTA_PRIORITY")) is not None:
