@@ -313,3 +313,16 @@ def test_a_wider_bans_line_counts_the_parts_failing_in_their_window(caplog: pyte
                 t.failed(f"2001:db8:0:{i}::1", 100.0)
     assert [b.source for b in t.bans(100.0)] == ["2001:db8::/56"]
     assert "from 2001:db8::/56: 6 of its /64s failed authentication 12 times in 0s" in caplog.text, caplog.text
+
+
+def test_one_uncounted_ipv6_failure_is_counted_once() -> None:
+    """Review revbanobs F2: a global IPv6 failure is filed under its /64, /56 and /48; with the table
+    full of bans, one failure not counted added 3 to `uncounted` (the metric says failures)."""
+    ban = AuthBan(AuthBanSettings(max=1, window=600.0, ban=600.0), cap=4)
+    for i in range(4):   # the table full of bans in force (IPv4 sources: one key each)
+        assert ban.failed(f"198.51.100.{i}", 0.0) is not None
+    assert len(ban.bans(1.0)) == 4
+    ban.failed("198.51.100.9", 1.0)
+    assert ban.uncounted == 1
+    ban.failed("2001:db8:1:2::5", 1.0)
+    assert ban.uncounted == 2, ban.uncounted

@@ -152,7 +152,9 @@ class AuthBan:
         if entry is None or now - entry.first >= s.window:
             entry = _Entry(0, now)
         if not self._room(now):   # a new source, the table full of bans in force: none is lifted for it
-            self.uncounted += 1
+            # a failure not counted, once: its wider prefixes' entries are not failures of their own
+            # (review revbanobs F2: one IPv6 failure added 3)
+            self.uncounted += factor == 1
             return None
         entry.failures += 1
         if entry.failures < most:
