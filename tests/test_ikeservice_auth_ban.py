@@ -170,5 +170,10 @@ def test_an_ike_sa_we_opened_vouches_for_nothing() -> None:
         # and the /48) and 12 of other /56s
         assert gw.bans() == {**dict.fromkeys(attackers, 1), "2001:db8:77:100::/56": 4, "2001:db8:77::/48": 16,
                              "/64": 16, "/56": 1, "/48": 1}
+        # every ban started is counted once, the wider ones too (status and metrics)
+        doc = gw.service.status(pipe.Reply(1, pipe.MsgType.DUMP, pipe.Errno.OK))
+        assert doc["auth_bans_started"] == 18
+        started = [f for f in metrics.state_families(doc, False) if f.name == "tunsec_ike_auth_bans_started"]
+        assert [s.value for f in started for s in f.samples if s.name.endswith("_total")] == [18]
         assert not await gw.client("2001:db8:77:ff00::1", PSK)   # the /48's other customers refused
     run(go())

@@ -51,6 +51,7 @@ async def document(reply: pipe.Reply) -> dict[str, Any]:
         "auth_bans": [{"source": s, "seconds_left": 60, "failures": 10} for s in (
             "198.51.100.7", "2001:db8:1:2::/64", "fe80::/64%eth0", "2001:db8:5::/48")],
         "auth_ban_uncounted": 11,
+        "auth_bans_started": 13,
         "tun": {"unrouted": [{"network": "fd00:3::/64", "blocked": True, "reason": "Permission denied"}]},
     }
 
@@ -132,12 +133,13 @@ def test_a_worker_that_does_not_answer_gives_the_control_process_metrics(monkeyp
         assert got['tunsec_ike_requests_dropped_total{reason="too_big"}'] == 6
         assert got["tunsec_ike_init_refused_total"] == 5
         # the bans in force by family and prefix length, never a source (review revban2 F4)
-        assert {k: v for k, v in got.items() if k.startswith("tunsec_ike_auth_bans")} == {
+        assert {k: v for k, v in got.items() if k.startswith("tunsec_ike_auth_bans{")} == {
             'tunsec_ike_auth_bans{family="ipv4",prefix_length="32"}': 1,
             'tunsec_ike_auth_bans{family="ipv6",prefix_length="64"}': 2,
             'tunsec_ike_auth_bans{family="ipv6",prefix_length="56"}': 0,
             'tunsec_ike_auth_bans{family="ipv6",prefix_length="48"}': 1}
         assert got["tunsec_ike_auth_ban_uncounted_total"] == 11
+        assert got["tunsec_ike_auth_bans_started_total"] == 13
         assert 'tunsec_ike_requests_dropped_total{reason="init_refused"}' not in got
         assert got['tunsec_ike_authenticated_refused_total{reason="mobike_checks_failed"}'] == 7
         assert 'tunsec_ike_requests_dropped_total{reason="mobike_checks_failed"}' not in got

@@ -256,6 +256,9 @@ def state_families(doc: dict[str, Any], worker_up: bool,
     yield CounterMetricFamily("tunsec_ike_auth_ban_uncounted", "Failed authentications of new sources not "
                               "counted towards a ban: the ban table was full of bans in force (auth_failures)",
                               value=doc.get("auth_ban_uncounted", 0))
+    yield CounterMetricFamily("tunsec_ike_auth_bans_started", "Failed-authentication bans started (a source, "
+                              "or a wider IPv6 prefix, refused for auth_failures_ban or longer)",
+                              value=doc.get("auth_bans_started", 0))
     dropped = CounterMetricFamily("tunsec_ike_requests_dropped", "Datagrams on the IKE ports dropped before "
                                   "anything in them was authenticated (anyone may send them), nothing kept for "
                                   "them, by reason", labels=["reason"])

@@ -51,6 +51,7 @@ def status(ike_sas: list[dict[str, Any]] | Rows[Any], leases: list[dict[str, Any
                       for b in (auth_ban.bans(now) if auth_ban else [])],
         # failures of new sources not counted while the table was full of bans in force (auth_ban.py)
         "auth_ban_uncounted": auth_ban.uncounted if auth_ban else 0,
+        "auth_bans_started": auth_ban.bans_total if auth_ban else 0,   # since the start (a reload keeps it)
         "ike_drops": {**{n: getattr(endpoint.stats, n) for n in _IKE_DROPS},
                       "esp_on_ike_port": sockets.esp_on_ike_port},   # ESP in UDP on a custom IKE port
         # authenticated peers' requests refused or cut short (not strangers': a known peer misbehaving)
@@ -133,7 +134,8 @@ def _by_child(counts: Mapping[tuple[str, str], int]) -> list[dict[str, Any]]:
 def idle_status() -> dict[str, Any]:
     return {"ike_sas": [], "leases": [], "ike_half_open": 0, "ike_half_open_addresses": 0,
             "ike_half_open_max_per_address": 0, "ike_half_open_busiest": "", "ike_drops": {}, "ike_refused": {},
-            "auth_bans": [], "auth_ban_uncounted": 0, "ike_sends_unanswered": 0, "ike_reserve_refused": 0,
+            "auth_bans": [], "auth_ban_uncounted": 0, "auth_bans_started": 0, "ike_sends_unanswered": 0,
+            "ike_reserve_refused": 0,
             "ike_fragments": {},
             "ike_held": {}, "acquires_ignored": {}, "child_sa_limit": {}, "moves_deferred": {},
             "ts_claims_refused": [], "rekey_ts_refused": [], "install_failed": [], "ts_limit_refused": [],
