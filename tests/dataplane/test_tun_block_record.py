@@ -63,7 +63,9 @@ class Table:
         if (cmd, kind) in self.refuse:
             self.refuse.remove((cmd, kind))
             raise NetlinkError(errno.ENOMEM, "refused")
-        if cmd == "add" and any(d == dst for d, _k in self.routes):   # the kernel's NLM_F_EXCL
+        # the kernel's NLM_F_EXCL: a route of that network at that metric (a guard's, the least preferred
+        # metric, is never the TUN route's nor a block's here)
+        if cmd == "add" and kw.get("priority") != tunmod._GUARD_PRIORITY and any(d == dst for d, _k in self.routes):
             raise NetlinkError(errno.EEXIST, "exists")
         if cmd in ("replace", "add"):
             self.routes.add((dst, kind))
@@ -109,8 +111,8 @@ def test_a_guard_refused_part_way_takes_the_guards_already_in_back_out(tun: tunm
 
     class SecondRefused(Table):
         def route(self, cmd: str, **kw: Any) -> None:
-            if cmd == "replace" and kw.get("type") == "prohibit" and ("replace", "prohibit") in self.calls:
-                self.calls.append(("replace", "prohibit"))
+            if cmd == "add" and kw.get("type") == "prohibit" and ("add", "prohibit") in self.calls:
+                self.calls.append(("add", "prohibit"))
                 raise NetlinkError(errno.ENOMEM, "refused")
             super().route(cmd, **kw)
 

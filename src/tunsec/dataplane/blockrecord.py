@@ -62,11 +62,25 @@ def record_name(tun: str, suffix: str = "") -> str:
 
 
 def block_mark(tun: str) -> int:
-    """The RTAX_REORDERING value of TUN tun's prohibit routes: 32 bits of a hash of its name, never 0 (no
-    metric: the kernel leaves a 0 out).  Two TUNs of one namespace share it with a chance of 2^-32, and
-    their names are the configurations' (root's), not the service user's to choose."""
+    """The RTAX_REORDERING value of TUN tun's prohibit routes: a hash of its name, 31 bits of it (the low
+    bit is always set: never 0, no metric, which the kernel leaves out).  Two TUNs of one namespace share it
+    with a chance of 2^-31 (a colliding pair of names is found in ~2^16 tries: review revblock F2); their
+    names are the configurations' (root's), not the service user's to choose, and a start says so when
+    another link of its namespace has a name with its TUN's mark (mark_sharers)."""
     digest = hashlib.blake2b(tun.encode(), digest_size=4, person=b"tunsec-block").digest()
     return int.from_bytes(digest, "big") | 1
+
+
+def mark_sharers(tun: str) -> list[str]:
+    """The other links of this namespace whose name gives tun's mark: a tunsec on one of them would take
+    this instance's blocks for its own (and lift them), and this one theirs.  Names only (any link: one
+    made later as another instance's TUN is not seen; an error is cheaper than a link's renaming)."""
+    mark = block_mark(tun)
+    try:
+        names = [name for _i, name in socket.if_nameindex()]
+    except OSError:
+        return []
+    return sorted(n for n in names if n != tun and block_mark(n) == mark)
 
 
 def mark_metrics(tun: str) -> dict[str, int]:
@@ -149,6 +163,11 @@ class BlockRecord:
         Never raises: without a usable directory nothing is inherited and nothing will be written."""
         ns = this_netns()
         rec = cls(tun, os.path.join(state_dir, record_name(tun, ns.suffix)), ns)
+        if sharers := mark_sharers(tun):
+            # said, not refused: the other link may be no tunsec's (a chance of 2^-31 for a pair of names)
+            log.error("TUN %s's prohibit routes carry the same mark (%#x) as those a tunsec on %s would make: "
+                      "two tunsec instances on them would lift each other's blocks (their traffic in clear); "
+                      "rename one of the TUNs", tun, block_mark(tun), ", ".join(sharers))
         owners = {os.geteuid(), *(() if owner is None else (owner,))}
         try:
             why = _make_missing(state_dir)

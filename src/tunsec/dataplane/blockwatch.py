@@ -25,12 +25,11 @@ import logging
 import os
 import socket
 import struct
-from collections.abc import Iterator
-from ipaddress import ip_address, ip_network
 
 from tunsec.dataplane.blockrecord import mark_metrics
 from tunsec.dataplane.netlink import _netlink
-from tunsec.dataplane.tun import RT_TABLE_MAIN, RTN_PROHIBIT, RTPROT_TUNSEC, IPNetwork, Tun, Unrouted, _iproute
+from tunsec.dataplane.prohibitroute import RT_TABLE_MAIN, RTN_PROHIBIT, RTPROT_TUNSEC, prohibit_of
+from tunsec.dataplane.tun import IPNetwork, Tun, Unrouted, _iproute
 from tunsec.loglimit import LogLimiter, suffix
 
 log = logging.getLogger("tunsec.tun")
@@ -42,11 +41,8 @@ SOL_NETLINK, NETLINK_GET_STRICT_CHK = 270, 12
 RTM_NEWROUTE, RTM_GETROUTE = 24, 26
 NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
 NLMSG_ERROR, NLMSG_DONE = 2, 3
-RTA_DST, RTA_METRICS, RTA_TABLE = 1, 8, 15
-RTAX_REORDERING = 9
 _NLMSG = struct.Struct("=IHHII")
 _RTMSG = struct.Struct("=BBBBBBBBI")
-_RTA = struct.Struct("=HH")
 
 
 async def watch(tun: Tun, stopping: asyncio.Event, interval: float = INTERVAL, keeper: Keeper | None = None) -> None:
@@ -175,32 +171,5 @@ def _dump(family: int) -> set[tuple[IPNetwork, int | None]]:
 
 def _prohibit_of(msg: bytes) -> tuple[IPNetwork, int | None] | None:
     """The network and mark of one route message if it is a prohibit route of tunsec's in the main table."""
-    if len(msg) < _RTMSG.size:
-        return None
-    family, dst_len, _src, _tos, table, proto, _scope, kind, _flags = _RTMSG.unpack_from(msg)
-    dst, mark = b"", None
-    for attr, value in _attrs(msg, _RTMSG.size):
-        if attr == RTA_DST:
-            dst = value
-        elif attr == RTA_TABLE and len(value) == 4:
-            table = struct.unpack("=I", value)[0]
-        elif attr == RTA_METRICS:
-            mark = next((struct.unpack("=I", v)[0] for a, v in _attrs(value, 0) if a == RTAX_REORDERING
-                         and len(v) == 4), None) or None   # 0: none (the kernel leaves a 0 out)
-    if kind != RTN_PROHIBIT or proto != RTPROT_TUNSEC or table != RT_TABLE_MAIN:
-        return None
-    size = 4 if family == socket.AF_INET else 16
-    if family not in (socket.AF_INET, socket.AF_INET6) or len(dst) not in (0, size):
-        return None
-    address = ip_address(dst or bytes(size))
-    return ip_network(f"{address}/{dst_len}", strict=False), mark
-
-
-def _attrs(msg: bytes, off: int) -> Iterator[tuple[int, bytes]]:
-    """The netlink attributes (type, value) in msg from off; a malformed length ends them."""
-    while off + _RTA.size <= len(msg):
-        length, attr = _RTA.unpack_from(msg, off)
-        if length < _RTA.size:
-            return
-        yield attr & 0x3FFF, msg[off + _RTA.size:off + length]   # without NLA_F_NESTED / NET_BYTEORDER
-        off += (length + 3) & ~3
+    p = prohibit_of(msg)
+    return (p.net, p.mark) if p is not None else None

@@ -21,6 +21,10 @@ from pytun_pmd3.linux import IFF_MULTI_QUEUE, IFF_NO_PI, IFF_TUN, IFF_VNET_HDR
 
 from tunsec.dataplane.blockrecord import BlockRecord, block_mark, mark_metrics, route_mark
 from tunsec.dataplane.netlink import IPRoute, NetlinkError, _netlink, _reason, netlink_failure
+from tunsec.dataplane.prohibitroute import RT_TABLE_MAIN as RT_TABLE_MAIN
+from tunsec.dataplane.prohibitroute import RTN_PROHIBIT as RTN_PROHIBIT
+from tunsec.dataplane.prohibitroute import RTPROT_TUNSEC as RTPROT_TUNSEC
+from tunsec.dataplane.prohibitroute import delete as _delete_prohibit
 from tunsec.dataplane.tundev import me, open_error, tun_flags, tun_group, tun_owner
 
 log = logging.getLogger("tunsec.tun")
@@ -382,12 +386,14 @@ class Tun:
 
     def _remove_prohibit(self, dst: IPNetwork) -> None:
         """dst's prohibit routes of this instance's (owns); another TUN's of dst (its replace took the place
-        of ours), or an unmarked one this start did not take, is theirs: it stays, their traffic refused."""
+        of ours), or an unmarked one this start did not take, is theirs: it stays, their traffic refused.
+        One gone between the dump and its delete is gone (another's replace took its place: review revblock
+        F1); one of theirs an IPv6 delete took in that time is put back (prohibitroute.py)."""
         family = socket.AF_INET if dst.version == 4 else socket.AF_INET6
         with _iproute() as ipr, _netlink(f"removing the prohibit route of {dst}"):
             for r in ipr.route("dump", family=family):
                 if _ours_prohibit(r) and _network(r) == dst and self.owns(dst, route_mark(r)):
-                    ipr.route("del", **_prohibit_key(r, dst))
+                    _delete_prohibit(ipr, _prohibit_key(r, dst), dst, self.owns)
 
     def owns(self, dst: IPNetwork, mark: int | None) -> bool:
         """A prohibit route of tunsec's to dst carrying mark (None: none) is this instance's: its TUN's mark,
@@ -470,18 +476,25 @@ class Tun:
             last = ip.version == 4 and not any(ip_address(a).version == 4 and a != str(ip) for a in have)
             guarded = [d for d, _s in self._lost_with(str(ip), last)]
             self._note_blocks(*guarded)   # recorded before they exist, as block's
-            for i, dst in enumerate(guarded):   # before the address goes: a failure here leaves it in place
+            placed: list[IPNetwork] = []
+            for dst in guarded:   # before the address goes: a failure here leaves it in place
                 try:
-                    ipr.route("replace", dst=str(dst), type="prohibit", priority=_GUARD_PRIORITY,
+                    # add, not replace: a prohibit route of that network at that metric is there already
+                    # (an operator's kill switch under the VPN's route): it covers the network, and is
+                    # neither taken over nor deleted after (review revblock F3)
+                    ipr.route("add", dst=str(dst), type="prohibit", priority=_GUARD_PRIORITY,
                               proto=RTPROT_TUNSEC, metrics=mark_metrics(self.name))
-                except NetlinkError:   # those put in go (blocking nothing: the routes stay), or stay recorded
-                    self._restore(ipr, links[0], guarded[:i], "", False)
+                except NetlinkError as exc:   # those put in go (blocking nothing: the routes stay), or stay recorded
+                    if exc.code == errno.EEXIST:
+                        continue
+                    self._restore(ipr, links[0], placed, "", False)
                     self._note_blocks()
                     raise
+                placed.append(dst)
             try:
                 ipr.addr("del", index=links[0], address=str(ip), prefixlen=32 if ip.version == 4 else 128)
             finally:
-                self._restore(ipr, links[0], guarded, str(ip), last)
+                self._restore(ipr, links[0], placed, str(ip), last)
                 self._note_blocks()
         log.info("virtual IP %s removed from %s", addr, self.name)
 
@@ -514,8 +527,12 @@ class Tun:
             if dst in failed:
                 continue
             try:
-                ipr.route("del", dst=str(dst), type="prohibit", priority=_GUARD_PRIORITY)
+                # naming proto and mark: an IPv4 delete takes only a route whose metrics match (ours)
+                ipr.route("del", dst=str(dst), type="prohibit", priority=_GUARD_PRIORITY, proto=RTPROT_TUNSEC,
+                          metrics=mark_metrics(self.name))
             except NetlinkError as exc:   # harmless: the TUN route is preferred; said, not raised
+                if exc.code == errno.ESRCH:   # removed by someone else: nothing of ours left
+                    continue
                 log.warning("route %s: its stand-in prohibit route stays: %s", dst, _reason(exc))
                 if self.record is not None:   # in the kernel still: recorded, for the next start to remove
                     self.record.hold(dst)
@@ -605,13 +622,6 @@ class Tun:
             self.record.close()
 
 
-RTN_PROHIBIT = 8   # linux/rtnetlink.h
-RT_TABLE_MAIN = 254
-# the proto of tunsec's prohibit routes (`ip route show type prohibit proto 116`): unassigned in
-# iproute2's rt_protos, so no routing daemon's; how a start knows the ones an earlier run left
-RTPROT_TUNSEC = 116
-
-
 def _ours_prohibit(r: Any) -> bool:
     """A prohibit route tunsec made (block): in the main table, with our proto."""
     table = r.get_attr("RTA_TABLE")
@@ -626,9 +636,12 @@ def _network(r: Any) -> IPNetwork:
 
 
 def _delete_stale(r: Any, dst: IPNetwork) -> None:
+    """A leftover of this instance's (its mark, or unmarked and recorded: the one the dump found); gone
+    meanwhile is gone, and another TUN's block an IPv6 delete took in its place is put back."""
+    mark = route_mark(r)
     with _iproute() as ipr, _netlink(f"removing the prohibit route of {dst} an earlier tunsec left",
                                      lambda: f"as root: ip route del prohibit {dst}"):
-        ipr.route("del", **_prohibit_key(r, dst))
+        _delete_prohibit(ipr, _prohibit_key(r, dst), dst, lambda _d, m: m == mark)
 
 
 def _prohibit_key(r: Any, dst: IPNetwork) -> dict[str, object]:
