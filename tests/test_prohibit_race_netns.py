@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import ipaddress
+import json
 import logging
 import secrets
 import subprocess
@@ -29,7 +30,8 @@ from test_vips_netns import inside
 
 from tunsec.dataplane import blockwatch
 from tunsec.dataplane import tun as tunmod
-from tunsec.dataplane.blockrecord import BlockRecord, block_mark
+from tunsec.dataplane.blockrecord import BlockRecord, block_mark, record_name, this_netns
+from tunsec.dataplane.netlink import IPRoute
 
 pytestmark = [
     pytest.mark.netns,
@@ -228,3 +230,28 @@ def test_a_vip_removal_leaves_an_operators_route_at_the_stand_ins_metric(tmp_pat
         assert seen["routes"] == [(NETS[4], None)] and seen["way"] == "refused", seen
     finally:
         subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def test_a_start_removing_an_unmarked_leftover_leaves_the_marked_block_that_replaced_it(
+        ns: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review revfix F1: A's record lists NET, whose unmarked block (an older tunsec's, before marks) is
+    still in; no tunnel of A's wants NET now.  A's start dumps (its unmarked leftover), B's marked block
+    of NET lands (its replace takes the leftover's place), A's start deletes by a key without metrics,
+    which an IPv4 delete matches against any: B's block went and NET left by eth0 in clear (only IPv6
+    deletes read the kernel's notification then).  Now B's block is put back: NET stays refused."""
+    net = NETS[4]
+
+    def run() -> dict[str, object]:
+        state = tmp_path / "a"
+        state.mkdir(mode=0o700)
+        (state / record_name(TUN_A, this_netns().suffix)).write_text(
+            json.dumps({"tun": TUN_A, "networks": [str(net)]}) + "\n")
+        with IPRoute() as ipr:   # a pre-mark tunsec's block: proto 116, no mark
+            ipr.route("add", dst=str(net), type="prohibit", proto=116)
+        a, b = opened(TUN_A, state), opened(TUN_B, tmp_path / "b")
+        racing(monkeypatch, lambda: b.block(net, "B's route refused"), 4)
+        a.clear_stale_blocks(set())
+        return {"blocks": blocks(), "way": way(PROBES[4])}
+
+    seen = inside(ns, run)
+    assert seen["blocks"] == {net: [block_mark(TUN_B)]} and seen["way"] == "refused", seen

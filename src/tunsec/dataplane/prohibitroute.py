@@ -2,9 +2,11 @@
 
 Deleting this instance's block of a network is a dump (which route is ours: its TUN's mark) then a delete.
 Another tunsec instance in the namespace may block the same network in between (its replace takes the place
-of ours: nothing orders two processes).  IPv4's delete names the mark and the kernel deletes only a route
-whose metrics match: theirs stays, ours is already gone (ESRCH).  IPv6's delete ignores the metrics: it
-takes theirs, and their traffic would leave in clear until their blockwatch put it back (seconds).
+of ours: nothing orders two processes).  IPv4's delete of a marked block names the mark and the kernel
+deletes only a route whose metrics match: theirs stays, ours is already gone (ESRCH); but the delete of an
+unmarked block (an older tunsec's, adopted from our record) names none and takes whatever route is there
+(review revfix F1).  IPv6's delete ignores the metrics: it takes theirs.  Their traffic would leave in
+clear until their blockwatch put it back (seconds).
 
 A lock all instances take was weighed and not chosen: after start the control process runs as tunsec's user
 and each instance has its own state_dir, so the only common place would be a directory every instance's
@@ -42,7 +44,7 @@ RTM_NEWROUTE, RTM_DELROUTE = 24, 25
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 RTA_DST, RTA_PRIORITY, RTA_METRICS, RTA_TABLE = 1, 6, 8, 15
 RTAX_REORDERING = 9
-RTNLGRP_IPV6_ROUTE = 11
+RTNLGRP_IPV4_ROUTE, RTNLGRP_IPV6_ROUTE = 7, 11
 NLMSG = struct.Struct("=IHHII")
 RTMSG = struct.Struct("=BBBBBBBBI")
 _RTA = struct.Struct("=HH")
@@ -98,17 +100,15 @@ def attrs(msg: bytes, off: int) -> Iterator[tuple[int, bytes]]:
 def delete(ipr: Any, key: dict[str, object], dst: IPNetwork, owns: Callable[[IPNetwork, int | None], bool]) -> bool:
     """Delete the prohibit route key names (tun._prohibit_key: with its mark) through ipr; owns: whether a
     route of dst with that mark is the caller's.  False if none was there (ESRCH: gone already, or, IPv4,
-    another TUN's took its place and stays).  IPv6: a deleted route that was not the caller's is put back
-    (the module's docstring).  Other refusals raise NetlinkError."""
-    with _deletions(dst.version == 6) as events:
+    another TUN's took its place and stays).  A deleted route that was not the caller's is put back (the
+    module's docstring).  Other refusals raise NetlinkError."""
+    with _deletions(dst.version) as events:
         try:
             acks = ipr.route("del", **key)
         except NetlinkError as exc:
             if exc.code == errno.ESRCH:
                 return False
             raise
-        if events is None:
-            return True
         ours = {(int(a["header"]["pid"]), int(a["header"]["sequence_number"])) for a in acks}
         gone = [p for p in _read(events, ours) if p.net == dst]
     for p in gone:
@@ -118,13 +118,11 @@ def delete(ipr: Any, key: dict[str, object], dst: IPNetwork, owns: Callable[[IPN
 
 
 @contextlib.contextmanager
-def _deletions(wanted: bool) -> Iterator[socket.socket | None]:
-    """A socket the kernel tells of IPv6 route changes, subscribed before the delete is sent (None: IPv4)."""
-    if not wanted:
-        yield None
-        return
+def _deletions(version: int) -> Iterator[socket.socket]:
+    """A socket the kernel tells of the family's route changes, subscribed before the delete is sent."""
+    group = RTNLGRP_IPV6_ROUTE if version == 6 else RTNLGRP_IPV4_ROUTE
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE) as s:
-        s.bind((0, 1 << (RTNLGRP_IPV6_ROUTE - 1)))
+        s.bind((0, 1 << (group - 1)))
         yield s
 
 
@@ -140,7 +138,7 @@ def _read(s: socket.socket, ours: set[tuple[int, int]]) -> list[Prohibit]:
         except (BlockingIOError, InterruptedError):
             return found
         except OSError as err:
-            log.warning("which prohibit route an IPv6 delete removed is not known: %s", err.strerror or err)
+            log.warning("which prohibit route a delete removed is not known: %s", err.strerror or err)
             return found
         off = 0
         while off + NLMSG.size <= len(data):
@@ -155,7 +153,7 @@ def _read(s: socket.socket, ours: set[tuple[int, int]]) -> list[Prohibit]:
 
 
 def _put_back(ipr: Any, p: Prohibit) -> None:
-    """Another TUN's block our IPv6 delete took (it had replaced ours after our dump): back, as it was."""
+    """Another TUN's block our delete took (it had replaced ours after our dump): back, as it was."""
     kw: dict[str, object] = {"dst": str(p.net), "type": "prohibit", "proto": RTPROT_TUNSEC}
     if p.mark is not None:
         kw["metrics"] = {"reordering": p.mark}

@@ -388,7 +388,7 @@ class Tun:
         """dst's prohibit routes of this instance's (owns); another TUN's of dst (its replace took the place
         of ours), or an unmarked one this start did not take, is theirs: it stays, their traffic refused.
         One gone between the dump and its delete is gone (another's replace took its place: review revblock
-        F1); one of theirs an IPv6 delete took in that time is put back (prohibitroute.py)."""
+        F1); one of theirs a delete took in that time is put back (prohibitroute.py)."""
         family = socket.AF_INET if dst.version == 4 else socket.AF_INET6
         with _iproute() as ipr, _netlink(f"removing the prohibit route of {dst}"):
             for r in ipr.route("dump", family=family):
@@ -637,7 +637,7 @@ def _network(r: Any) -> IPNetwork:
 
 def _delete_stale(r: Any, dst: IPNetwork) -> None:
     """A leftover of this instance's (its mark, or unmarked and recorded: the one the dump found); gone
-    meanwhile is gone, and another TUN's block an IPv6 delete took in its place is put back."""
+    meanwhile is gone, and another TUN's block a delete took in its place is put back."""
     mark = route_mark(r)
     with _iproute() as ipr, _netlink(f"removing the prohibit route of {dst} an earlier tunsec left",
                                      lambda: f"as root: ip route del prohibit {dst}"):
