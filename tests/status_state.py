@@ -32,6 +32,17 @@ class FakeIkeSa(SimpleNamespace):
     __hash__ = object.__hash__
 
 
+class _AsIs:
+    """What lease_info reads of a pool (AddressPools.lease_snapshot's refs): here the offset is the address."""
+
+    @staticmethod
+    def address(offset: Any) -> Any:
+        return offset
+
+
+_AS_IS = _AsIs()
+
+
 @dataclass
 class Client:
     n: int
@@ -97,7 +108,9 @@ class Gateway:
                 "ike_sas": ike_status.ike_sa_rows(
                     (c.sa for c in live), {c.sa.local_spi: c.record for c in live},  # type: ignore[misc]
                     self.children.values(), self.handles.get, self.handles.live),  # type: ignore[arg-type]
-                "leases": ike_status.lease_rows(SimpleNamespace(leases=lambda: [c.lease for c in live])),  # type: ignore[arg-type]
+                "leases": ike_status.lease_rows(SimpleNamespace(  # type: ignore[arg-type]
+                    lease_snapshot=lambda: [(c.lease.pool, _AS_IS, c.lease.address, c.lease.identity, c.lease.online)
+                                            for c in live])),
                 "ike_half_open": 1, "ike_drops": {"malformed": 3, "cookies_sent": 2}}
 
     def dump(self) -> pipe.Reply:

@@ -15,7 +15,7 @@ from tunsec.ike.endpoint import IkeEndpoint
 from tunsec.ike.fragments import FragmentStats
 from tunsec.ike.sa import IkeSa
 from tunsec.ike.stats import AUTHENTICATED_REFUSALS, EndpointStats
-from tunsec.policy.pools import AddressPools, LeaseInfo
+from tunsec.policy.pools import AddressPools, LeaseInfo, LeaseRef, lease_info
 from tunsec.services.ike.barrier import Barrier
 from tunsec.services.ike.record import IkeUpRecord
 from tunsec.services.ike.sockets import IkeSockets
@@ -234,8 +234,13 @@ def leases(pools: AddressPools) -> list[dict[str, Any]]:
     return lease_rows(pools).all()
 
 
-def lease_rows(pools: AddressPools) -> Rows[LeaseInfo]:
-    return Rows((), _lease, scraped=False, take=pools.leases)   # no metric reads a lease: taken only for status
+def lease_rows(pools: AddressPools) -> Rows[LeaseRef]:
+    # no metric reads a lease: taken only for status, each made a row a slice at a time
+    return Rows((), _lease_row, scraped=False, take=pools.lease_snapshot)
+
+
+def _lease_row(ref: LeaseRef) -> dict[str, Any]:
+    return _lease(lease_info(ref))
 
 
 def _lease(x: LeaseInfo) -> dict[str, Any]:
