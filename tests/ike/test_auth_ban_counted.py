@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 
 import pytest
-from test_engine_eap_relay import A, B, client, gateway, relay, setup
+from test_engine_eap_relay import A, B, FreeRadiusLikeBackend, client, gateway, relay, setup
 from test_engine_more import NOW as NOW_MORE
 from test_engine_more import C, _keep_gateway, cfg
 
@@ -33,7 +33,7 @@ def _dispatch(events: list, table: AuthBan) -> list[AuthFailed]:   # type: ignor
         if isinstance(ev, AuthFailed):
             seen.append(ev)
             auth_log.failed(limiter, ev.name, sa.remote_addr, ev.by_peer, ev.reason, not sa.is_initiator, table,
-                            backend=ev.backend, refused=ev.refused)
+                            backend=ev.backend, refused=ev.refused, counted=ev.counted)
     return seen
 
 
@@ -73,3 +73,17 @@ def test_a_peer_with_right_credentials_refused_as_a_duplicate_is_not_counted() -
     net.run()
     assert [ev.refused for ev in _dispatch(net.events[B][start:], table)] == [True]
     assert not table.refuses(INIT, C, net.now + 1.0), "C banned though its PSK was right"
+
+
+def test_a_refusal_in_an_access_challenge_is_counted_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    """FreeRADIUS's EAP-MSCHAPv2 verdict comes in an Access-Challenge (a Failure request), the Access-Reject
+    after the client's acknowledgement: one failure towards the ban, one line the fail2ban filter reads
+    (the Reject's line says its refusal was counted), with auth_failures = 2 not yet a ban."""
+    table = AuthBan(AuthBanSettings(max=2, window=600.0, ban=600.0))
+    net, _, b = setup(client(password=b"wrong-pw"), gateway())
+    events = relay(net, b, FreeRadiusLikeBackend(), until=60.0)
+    with caplog.at_level(logging.ERROR, logger="tunsec.ike"):
+        seen = _dispatch(events, table)
+    assert [(ev.counts, ev.counted) for ev in seen] == [(True, False), (False, True)]
+    assert not table.refuses(INIT, A, net.now + 1.0), "one wrong password counted twice"
+    assert caplog.text.count(auth_log.FAILED) == 1 and auth_log.AGAIN in caplog.text

@@ -338,3 +338,61 @@ def test_eap_tls_with_large_certificate_chains_fits_the_relays_round_limit() -> 
     relay.  A backend that never ends the conversation is still cut off."""
     assert _relay_rounds(31) == (32, True)
     assert _relay_rounds(40) == (32, False)
+
+
+class FreeRadiusLikeBackend(MschapBackend):
+    """As FreeRADIUS's eap-mschapv2 with send_error = yes: a wrong password gets an Access-Challenge with the
+    MSCHAPv2 Failure request (OpCode 4, "E=691"), the client's acknowledgement an Access-Reject."""
+
+    def __call__(self, ev: EapRelayRequest) -> RelayReply:
+        self.asked.append(ev)
+        if ev.first:
+            self.server = EapAuthenticator(self.passwords.get, ev.identity)
+            return RelayReply(RelayOutcome.CHALLENGE, self.server.start(), reason="backend")
+        pkt = EapPacket.decode(ev.eap)
+        if pkt.data[:1] == b"\x04":   # the client's acknowledgement of the Failure request
+            return RelayReply(RelayOutcome.REJECT, EapPacket(EapCode.FAILURE, pkt.ident).encode(),
+                              reason="backend rejected it")
+        assert self.server is not None
+        out, result = self.server.process(ev.eap)
+        if result is not None and not result.ok:
+            body = b"E=691 R=0 C=00000000000000000000000000000000 V=3 M=Authentication failure"
+            failure = bytes([4, 1]) + (4 + len(body)).to_bytes(2, "big") + body
+            return RelayReply(RelayOutcome.CHALLENGE, EapPacket(EapCode.REQUEST, pkt.ident + 1, 26, failure).encode(),
+                              reason="backend")
+        assert result is None, "these tests' passwords are wrong"
+        return RelayReply(RelayOutcome.CHALLENGE, out, reason="backend")
+
+
+def _wrong_password_via_a_failure_request(abandon: bool) -> list[AuthFailed]:
+    net, _, b = setup(client(password=b"wrong-pw"), gateway())
+    backend = FreeRadiusLikeBackend()
+    if abandon:   # the client says nothing after the Failure request: its next IKE_AUTH is lost
+        seen = {"failure": False}
+
+        def drop(s: Sent) -> bool:
+            if s.src[0] == B and len(backend.asked) >= 2:
+                seen["failure"] = True
+                return False
+            return s.src[0] == A and seen["failure"]
+
+        net.drop = drop
+    relay(net, b, backend, until=60.0)
+    assert not b.sas and b.half_open == 0
+    return only(net.take(B), AuthFailed)
+
+
+def test_a_refusal_in_an_access_challenge_counts_once_when_the_client_acknowledges() -> None:
+    """FreeRADIUS sends EAP-MSCHAPv2's verdict, a Failure request, in an Access-Challenge; the client's
+    acknowledgement brings the Access-Reject.  The guess counts once: at the Failure request (it is the
+    back end's verdict), the Reject's AuthFailed not again (counted)."""
+    failed = _wrong_password_via_a_failure_request(abandon=False)
+    assert [(f.counts, f.counted) for f in failed] == [(True, False), (False, True)], failed
+    assert "Failure request in an Access-Challenge" in failed[0].reason
+
+
+def test_a_guesser_that_stops_at_the_failure_request_is_still_counted() -> None:
+    """A password guesser that learns the verdict from the Failure request and stops answering never
+    brought the Access-Reject, so it was never counted towards a ban: it is, at the Failure request."""
+    failed = _wrong_password_via_a_failure_request(abandon=True)
+    assert [f.counts for f in failed] == [True], failed

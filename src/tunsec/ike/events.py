@@ -191,11 +191,14 @@ class AuthFailed:
     by_peer: bool
     backend: bool = False
     refused: bool = False
+    # the conversation's end after a refusal told already (an EAP-MSCHAPv2 Failure request the back end
+    # sent in an Access-Challenge, its own AuthFailed): not counted again
+    counted: bool = False
 
     @property
     def counts(self) -> bool:
         """Whether the peer failed OUR check of its credentials (what a failed-authentication ban counts)."""
-        return not (self.by_peer or self.backend or self.refused)
+        return not (self.by_peer or self.backend or self.refused or self.counted)
 
 
 @dataclass(frozen=True)

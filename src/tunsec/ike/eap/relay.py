@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from ..identity import Identity
 from ..secret import Secret
 from . import identity
-from .mschapv2 import EapResult
-from .packet import EapCode, EapError, EapPacket
+from .mschapv2 import EapResult, OpCode
+from .packet import EapCode, EapError, EapPacket, EapType
 
 
 class RelayOutcome(enum.Enum):
@@ -82,6 +82,10 @@ class EapRelay:
     _ident: int = 0  # identifier of the last request the client got
     _state: str = "new"
     _rounds: int = 0
+    # the back end's refusals sent in an Access-Challenge (EAP-MSCHAPv2's Failure request, which asks only
+    # for the client's acknowledgement before the Access-Reject): each a failed guess, whatever the client
+    # does next (a guesser that stops answering there must still count: ike_auth_eap._BackendRound)
+    refusals_in_challenge: int = 0
 
     @property
     def user(self) -> bytes:
@@ -133,6 +137,8 @@ class EapRelay:
             if pkt is None or pkt.code != EapCode.REQUEST:
                 return self.fail(f"{answer.reason}: Access-Challenge without an EAP request")
             self._ident, self._state = pkt.ident, "relaying"
+            if pkt.type == EapType.MSCHAPV2 and pkt.data[:1] == bytes([OpCode.FAILURE]):
+                self.refusals_in_challenge += 1
             return answer.eap[: len(pkt.encode())], None
         if answer.msk is None:
             return self.fail(f"{answer.reason}: Access-Accept without MPPE keys (no MSK)")

@@ -94,6 +94,7 @@ class GatewayEap:
     peer: Identity | None = None  # the identity EAP proved (set with msk)
     user: bytes = b""  # the EAP identity, for log lines (set with msk)
     groups: tuple[str, ...] = ()  # the user's groups, as the backend's Accept said (set with msk)
+    refusals_counted: int = 0  # the relay's refusals_in_challenge already told as AuthFailed
 
     @property
     def edge_holds(self) -> bool:
@@ -183,14 +184,15 @@ def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response | GatewayEa
 
 
 def _conclude(st: IkeSaState, ge: GatewayEap, out: bytes, result: EapResult | None, method: str,
-              backend: bool = False) -> Response:
+              backend: bool = False, counted: bool = False) -> Response:
     """Send the method's next packet; on failure also AUTHENTICATION_FAILED, and close.  ``backend``:
-    a failure is our back end's (no verdict on the client's credentials: AuthFailed.backend)."""
+    a failure is our back end's (no verdict on the client's credentials: AuthFailed.backend); ``counted``:
+    the back end's refusal was told already (AuthFailed.counted)."""
     if result is None:
         return Response([EapPayload(out)])
     if not result.ok:
         st.emit(AuthFailed(st.name, f"{method} authentication of {user_text(result.identity)} failed: "
-                           f"{result.reason}", by_peer=False, backend=backend))
+                           f"{result.reason}", by_peer=False, backend=backend, counted=counted))
         return Response([EapPayload(out), notify(NotifyType.AUTHENTICATION_FAILED)], close=True,
                         reason=DownReason.AUTH_FAILED)
     ge.msk, ge.peer = Secret(result.msk), _proven_identity(st, ge.idi, result)
@@ -221,16 +223,21 @@ class _BackendRound(Awaiting):
     prefix: list[Payload]  # our IDr/CERT/AUTH, when it is the first request that waits
 
     def resume(self, st: IkeSaState, reply: RelayReply) -> Response:
-        assert isinstance(self.ge.authenticator, EapRelay)
-        out, result = self.ge.authenticator.reply(reply)
+        relay = self.ge.authenticator
+        assert isinstance(relay, EapRelay)
+        out, result = relay.reply(reply)
+        while self.ge.refusals_counted < relay.refusals_in_challenge:   # the back end's verdict, told now
+            self.ge.refusals_counted += 1
+            st.emit(AuthFailed(st.name, f"{relay.label} authentication of {user_text(relay.user)} failed: "
+                               f"{reply.reason}: EAP-MSCHAPv2 Failure request in an Access-Challenge", by_peer=False))
         if result is not None:
             self.ge.relayed = False  # a final answer: the backend is done with it
             # even an Accept refused here (no MSK in it) left its Class with the edge
             self.ge.accepted = reply.outcome is RelayOutcome.ACCEPT
         # only an Access-Reject judged the client's credentials: no answer (an outage, all identifiers
         # busy, no server, a reload that removed it) or one we cannot use is ours (review revban F1)
-        response = _conclude(st, self.ge, out, result, self.ge.authenticator.label,
-                             backend=reply.outcome is not RelayOutcome.REJECT)
+        response = _conclude(st, self.ge, out, result, relay.label, backend=reply.outcome is not RelayOutcome.REJECT,
+                             counted=self.ge.refusals_counted > 0)
         response.payloads[:0] = self.prefix
         return response
 

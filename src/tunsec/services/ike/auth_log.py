@@ -29,17 +29,20 @@ REFUSED = "the peer refused our authentication"
 # neither says "the peer failed": the shipped fail2ban filter must not ban for them (review revban F1, F2)
 BACKEND = "our back end gave no verdict on the peer's authentication"
 DENIED = "the peer authenticated and was refused"
+# the Access-Reject after an EAP-MSCHAPv2 Failure request that was logged and counted (FAILED) already
+AGAIN = "the back end ended a conversation whose refusal was counted"
 
 
 def failed(limiter: SourceLimiter, name: str, remote: tuple[str, int], by_peer: bool, reason: str,
-           unproven: bool, ban: AuthBan | None = None, *, backend: bool = False, refused: bool = False) -> None:
+           unproven: bool, ban: AuthBan | None = None, *, backend: bool = False, refused: bool = False,
+           counted: bool = False) -> None:
     """Log an AuthFailed of connection ``name`` with the peer at ``remote``; ``unproven``: of an
     IKE SA the peer opened and has not authenticated (anyone can cause it: rate-limited, and counted
     towards ``ban`` only if the peer failed our check of its credentials: not if it refused us, our
-    back end gave no verdict (``backend``) or it was refused after proving them (``refused``):
-    AuthFailed.counts, auth_ban.py)."""
+    back end gave no verdict (``backend``), it was refused after proving them (``refused``) or this
+    refusal was counted already (``counted``): AuthFailed.counts, auth_ban.py)."""
     host, port = remote
-    side = REFUSED if by_peer else BACKEND if backend else DENIED if refused else FAILED
+    side = REFUSED if by_peer else BACKEND if backend else DENIED if refused else AGAIN if counted else FAILED
     if unproven and side is FAILED and ban is not None:
         ban.failed(host, time.monotonic())   # before the rate limit: every failure counts
     held = limiter.admit_from(host, port, side) if unproven else Held(0)

@@ -508,7 +508,8 @@ class IkeService(Service):
                 self._child_gone(sa, ev)
             case AuthFailed():
                 auth_log.failed(self.auth_failed_log, ev.name, sa.remote_addr, ev.by_peer, ev.reason,
-                                self._unproven(sa), self.auth_ban, backend=ev.backend, refused=ev.refused)
+                                self._unproven(sa), self.auth_ban, backend=ev.backend, refused=ev.refused,
+                                counted=ev.counted)
             case NegotiationFailed():
                 if ev.claims:
                     self.events.ts_claims_refused[(ev.name, ev.child or "")] += 1
