@@ -93,6 +93,9 @@ class FreeRadius(Daemon):
     users: dict[str, str]
     replies: dict[str, str] = field(default_factory=dict)   # user -> reply items of its Access-Accept
     ttls: tuple[Path, Path, Path] | None = None   # EAP-TTLS instead of EAP-MSCHAPv2: (key, cert, CA) files
+    # EAP-MSCHAPv2's verdict on a wrong password as a Failure request in an Access-Challenge, the
+    # Access-Reject after the client's acknowledgement (else the Access-Reject at once)
+    send_error: bool = False
     dir: Path = field(init=False)
     proc: subprocess.Popen[bytes] | None = None
 
@@ -128,7 +131,8 @@ class FreeRadius(Daemon):
             (d / "sites-enabled" / "inner-tunnel").unlink()   # PEAP/TTLS only
         (d / "mods-enabled" / "eap").unlink()
         if self.ttls is None:
-            (d / "mods-enabled" / "eap").write_text(_EAP)
+            eap = _EAP.replace("  mschapv2 {\n", "  mschapv2 {\n    send_error = yes\n") if self.send_error else _EAP
+            (d / "mods-enabled" / "eap").write_text(eap)
         else:
             key, cert, ca = self.ttls
             (d / "mods-enabled" / "eap").write_text(_EAP_TTLS.format(key=key, cert=cert, ca=ca))

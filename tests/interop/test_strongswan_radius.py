@@ -196,3 +196,28 @@ def test_strongswan_eap_radius_wrong_password_unknown_user_and_silent_server_are
                                              r"answer from RADIUS server fr \(127\.0\.0\.1:1812\) after 2 tries")
     assert (radius["requests"] - before["requests"], radius["retransmissions"] - before["retransmissions"],
             radius["timeouts"]) == (1, 1, 1), radius
+
+
+def test_a_wrong_password_refused_in_an_access_challenge_counts_once(topo: TwoHosts, pki: Pki) -> None:
+    """FreeRADIUS with `send_error = yes` sends EAP-MSCHAPv2's verdict on a wrong password as a Failure
+    request in an Access-Challenge and waits for the client's acknowledgement before its Access-Reject;
+    charon 5.9 does not acknowledge it (its IKE SA fails there), as a guesser that stops would not: no
+    Access-Reject ever came, so the failure was never counted.  Now it counts at the Failure request:
+    with auth_failures = 1 the client is banned after its one failure (the engine tests cover a client
+    that acknowledges: the Reject is not counted again)."""
+    radius = FreeRadius(topo, topo.a, RADIUS_SECRET, {USER: PASSWORD}, send_error=True)
+    radius.start()
+    gateway = TunsecIke(topo, GatewayConn(topo.a, topo.b, method="eap-radius", pools=(Pool("rw4", POOL),),
+                                          radius_secret=RADIUS_SECRET), pki=pki,
+                        tunsec_extra="  auth_failures = 1\n  auth_failures_ban = 1h\n")
+    client = Charon(topo, RoadWarriorConn(topo.b, topo.a, method="eap-mschapv2", eap_user=USER,
+                                          psk="not-the-password", vips=("0.0.0.0",)), pki=pki)
+    client.start()
+    gateway.start()
+    r = client.initiate(timeout=10)
+    assert r.returncode != 0, r.stdout[-2000:]
+    gateway.wait_log(r"AUTHENTICATION_FAILED from \S+: the peer failed authentication \(\"EAP-RADIUS "
+                     r"authentication of 'alice' failed: .*EAP-MSCHAPv2 Failure request in an Access-Challenge")
+    bans = gateway.status()["auth_bans"]
+    assert [b["failures"] for b in bans] == [1], bans
+    assert gateway.log_text().count("the peer failed authentication (") == 1
