@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from tunsec.ike.config import EapSecret, IkeConfig, LocalAuth, RemoteAuth, child_config
@@ -19,6 +20,7 @@ from tunsec.ike.eap.packet import EapCode, EapPacket
 from tunsec.ike.eap.relay import EapRelay, RelayAsk, RelayOutcome, RelayReply
 from tunsec.ike.endpoint import IkeEndpoint
 from tunsec.ike.events import AuthFailed, ChildSaUp, EapRelayAbandoned, EapRelayRequest, Event, IkeSaUp
+from tunsec.ike.exchanges.ike_auth_eap import GatewayEap, _BackendRound
 from tunsec.ike.identity import Identity
 from tunsec.ike.message import decode_header
 from tunsec.ike.proposals import parse_proposals
@@ -396,3 +398,61 @@ def test_a_guesser_that_stops_at_the_failure_request_is_still_counted() -> None:
     brought the Access-Reject, so it was never counted towards a ban: it is, at the Failure request."""
     failed = _wrong_password_via_a_failure_request(abandon=True)
     assert [f.counts for f in failed] == [True], failed
+
+
+@dataclass
+class _FakeSt:
+    name: str = "rw"
+    events: list = field(default_factory=list)
+
+    def emit(self, ev: object) -> None:
+        self.events.append(ev)
+
+
+def _mschap(ident: int, opcode: int, body: bytes) -> bytes:
+    data = bytes([opcode, ident]) + (4 + len(body)).to_bytes(2, "big") + body
+    return EapPacket(EapCode.REQUEST, ident, 26, data).encode()
+
+
+def _backend_conversation(answers: list[RelayReply]) -> list[AuthFailed]:
+    """The client answers every request (an opaque MSCHAPv2 response); the server answers ``answers``."""
+    relay = EapRelay(b"alice")
+    ge = GatewayEap(relay, idi=None, request=())  # type: ignore[arg-type]
+    st = _FakeSt()
+    ask = relay.start()
+    assert not isinstance(ask, bytes)
+    for reply in answers:
+        _BackendRound(ge, []).resume(st, reply)  # type: ignore[arg-type]
+        if relay._state == "done":
+            break
+        pkt = EapPacket.decode(reply.eap)
+        nxt = relay.process(EapPacket(EapCode.RESPONSE, pkt.ident, 26, bytes([2, pkt.ident, 0, 4])).encode())
+        assert not isinstance(nxt, tuple), nxt
+    return [e for e in st.events if isinstance(e, AuthFailed)]
+
+
+_CHALLENGE = _mschap(1, 1, bytes([16]) + bytes(16) + b"srv")
+
+
+def test_an_expired_right_password_in_a_failure_request_is_not_counted() -> None:
+    """Review reveap F1: E=648 (password expired): the password was RIGHT; the client changes it (OpCode 7)
+    and gets an Access-Accept.  It must not count as a failed guess (the first fix counted every Failure
+    request); a wrong password's (E=691) does."""
+    expired = _mschap(2, 4, b"E=648 R=0 C=00000000000000000000000000000000 V=3 M=Password expired")
+    # (the Change-Password round and the Accept after it add no AuthFailed: stopped before them, the
+    # Accept path needs a whole IkeSaState; the count is already made at the E=648 request)
+    failed = _backend_conversation([RelayReply(RelayOutcome.CHALLENGE, _CHALLENGE, reason="srv"),
+                            RelayReply(RelayOutcome.CHALLENGE, expired, reason="srv")])
+    assert [f.counts for f in failed] == [], f"a right (expired, then changed) password counted: {failed}"
+
+
+def test_a_retry_after_a_failure_request_then_a_reject_counts_both_guesses() -> None:
+    """Review reveap F2: R=1: the server lets the client retry; a server that answers the retry's wrong response with an
+    Access-Reject directly (no second Failure request): two wrong guesses, counted once."""
+    failure = _mschap(2, 4, b"E=691 R=1 C=00000000000000000000000000000000 V=3 M=Authentication failure")
+    retry = _mschap(3, 1, bytes([16]) + bytes(16) + b"srv")   # a new Challenge: the retry
+    reject = RelayReply(RelayOutcome.REJECT, EapPacket(EapCode.FAILURE, 4).encode(), reason="reject")
+    failed = _backend_conversation([RelayReply(RelayOutcome.CHALLENGE, _CHALLENGE, reason="srv"),
+                            RelayReply(RelayOutcome.CHALLENGE, failure, reason="srv"),
+                            RelayReply(RelayOutcome.CHALLENGE, retry, reason="srv"), reject])
+    assert [f.counts for f in failed] == [True, True], f"two wrong guesses, counted {sum(f.counts for f in failed)}"

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from ..identity import Identity
 from ..secret import Secret
 from . import identity
-from .mschapv2 import EapResult, OpCode
+from .mschapv2 import EapResult, OpCode, describe_failure
 from .packet import EapCode, EapError, EapPacket, EapType
 
 
@@ -82,10 +82,14 @@ class EapRelay:
     _ident: int = 0  # identifier of the last request the client got
     _state: str = "new"
     _rounds: int = 0
-    # the back end's refusals sent in an Access-Challenge (EAP-MSCHAPv2's Failure request, which asks only
-    # for the client's acknowledgement before the Access-Reject): each a failed guess, whatever the client
-    # does next (a guesser that stops answering there must still count: ike_auth_eap._BackendRound)
+    # the back end's refusals of a wrong password sent in an Access-Challenge (EAP-MSCHAPv2's Failure request,
+    # E=691, which asks only for the client's acknowledgement before the Access-Reject): each a failed guess,
+    # whatever the client does next (a guesser that stops answering there must still count:
+    # ike_auth_eap._BackendRound).  Other codes (648, password expired: the password was right) are left
+    # to the Access-Reject, as before (review reveap F1)
     refusals_in_challenge: int = 0
+    refusal_pending: bool = False   # the last Access-Challenge was such a refusal: the Reject after it is its end
+    refusal_reason: str = ""        # its words for the log (describe_failure)
 
     @property
     def user(self) -> bytes:
@@ -137,8 +141,10 @@ class EapRelay:
             if pkt is None or pkt.code != EapCode.REQUEST:
                 return self.fail(f"{answer.reason}: Access-Challenge without an EAP request")
             self._ident, self._state = pkt.ident, "relaying"
-            if pkt.type == EapType.MSCHAPV2 and pkt.data[:1] == bytes([OpCode.FAILURE]):
+            self.refusal_pending = _wrong_password(pkt)
+            if self.refusal_pending:
                 self.refusals_in_challenge += 1
+                self.refusal_reason = describe_failure(pkt.data[4:])
             return answer.eap[: len(pkt.encode())], None
         if answer.msk is None:
             return self.fail(f"{answer.reason}: Access-Accept without MPPE keys (no MSK)")
@@ -150,3 +156,11 @@ class EapRelay:
         if user is not None and user != self.user:   # the backend authenticated another user than it said
             return out, EapResult(True, user, msk, peer=Identity.of_user(user), groups=answer.groups)
         return out, EapResult(True, self.user, msk, groups=answer.groups, unproven=user is None)
+
+
+def _wrong_password(pkt: EapPacket) -> bool:
+    """An EAP-MSCHAPv2 Failure request (OpCode 4) with E=691: the server's verdict that the password is wrong."""
+    if pkt.type != EapType.MSCHAPV2 or pkt.data[:1] != bytes([OpCode.FAILURE]):
+        return False
+    fields = dict(f.split(b"=", 1) for f in pkt.data[4:].partition(b"M=")[0].split() if b"=" in f)
+    return fields.get(b"E") == b"691"

@@ -229,7 +229,8 @@ class _BackendRound(Awaiting):
         while self.ge.refusals_counted < relay.refusals_in_challenge:   # the back end's verdict, told now
             self.ge.refusals_counted += 1
             st.emit(AuthFailed(st.name, f"{relay.label} authentication of {user_text(relay.user)} failed: "
-                               f"{reply.reason}: EAP-MSCHAPv2 Failure request in an Access-Challenge", by_peer=False))
+                               f"{reply.reason}: EAP-MSCHAPv2 Failure request in an Access-Challenge, "
+                               f"{relay.refusal_reason}", by_peer=False))
         if result is not None:
             self.ge.relayed = False  # a final answer: the backend is done with it
             # even an Accept refused here (no MSK in it) left its Class with the edge
@@ -237,7 +238,7 @@ class _BackendRound(Awaiting):
         # only an Access-Reject judged the client's credentials: no answer (an outage, all identifiers
         # busy, no server, a reload that removed it) or one we cannot use is ours (review revban F1)
         response = _conclude(st, self.ge, out, result, relay.label, backend=reply.outcome is not RelayOutcome.REJECT,
-                             counted=self.ge.refusals_counted > 0)
+                             counted=relay.refusal_pending)
         response.payloads[:0] = self.prefix
         return response
 
