@@ -41,20 +41,28 @@ OLD_NET = ipaddress.ip_network("10.7.0.0/16")   # a pre-upgrade tunsec's unmarke
 
 @pytest.fixture
 def ns() -> Iterator[str]:
-    """eth0 with the default routes of both families (what a network's traffic takes without a block), and
-    two TUNs, as two instances' `tunsec prepare` left them."""
-    name = f"blockmark-{secrets.token_hex(3)}"
+    name = make_ns("blockmark", TUN_A, TUN_B)
+    try:
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def make_ns(prefix: str, *tuns: str) -> str:
+    """A namespace PREFIX-xxxxxx: eth0 with the default routes of both families (what a network's traffic
+    takes without a block), and ``tuns``, as instances' `tunsec prepare` left them; the caller deletes it."""
+    name = f"{prefix}-{secrets.token_hex(3)}"
     subprocess.run(["ip", "netns", "add", name], check=True)
     try:
         for cmd in ("ip link set lo up", "ip link add eth0 type veth peer name eth0p", "ip link set eth0 up",
                     "ip link set eth0p up", "ip addr add 192.168.1.10/24 dev eth0",
                     "ip -6 addr add 2001:db8:1::10/64 dev eth0 nodad", "ip route add default via 192.168.1.1",
-                    "ip -6 route add default via 2001:db8:1::1", f"ip tuntap add dev {TUN_A} mode tun",
-                    f"ip tuntap add dev {TUN_B} mode tun"):
+                    "ip -6 route add default via 2001:db8:1::1", *(f"ip tuntap add dev {t} mode tun" for t in tuns)):
             subprocess.run(["ip", "netns", "exec", name, *cmd.split()], check=True)
-        yield name
-    finally:
+    except BaseException:
         subprocess.run(["ip", "netns", "del", name], check=False)
+        raise
+    return name
 
 
 def opened(name: str, state: Path) -> Tun:
@@ -187,13 +195,8 @@ def test_a_tunsec_stopping_leaves_the_block_another_tunsec_made_of_its_network(t
     traffic).  A blocks it, then B (B's route takes the place of A's).  A stops: B's block is in, with B's mark,
     and B never had to put it back.  Before, A's stop removed it and B's blockwatch put it back up to 2 s
     later, its traffic in clear meanwhile."""
-    name = f"blockmark-{secrets.token_hex(3)}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
+    name = two.two_instances_ns("blockmark")
     try:
-        for cmd in (["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"],
-                    ["ip", "link", "set", "lo", "up"], ["ip", "addr", "add", "192.0.2.1/32", "dev", "lo"],
-                    ["ip", "addr", "add", "192.0.2.11/32", "dev", "lo"]):
-            subprocess.run(["ip", "netns", "exec", name, *cmd], check=True)
         a = instance(name, tmp_path, "a", "tsmc0", "192.0.2.1")
         b = instance(name, tmp_path, "b", "tsmd0", "192.0.2.11")
         a_site, b_site = tunnel("site-a", a.local, 2, "10.2.0.0/24"), tunnel("site-b", b.local, 4, "10.4.0.0/24")

@@ -17,7 +17,6 @@ import hashlib
 import ipaddress
 import json
 import logging
-import secrets
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any
 
 import pytest
 import test_prohibit_two_instances as two
-from test_prohibit_mark_netns import blocks, opened, way
+from test_prohibit_mark_netns import blocks, make_ns, opened, way
 from test_vips_netns import inside
 
 from tunsec.dataplane import blockwatch
@@ -43,24 +42,9 @@ NETS = {4: ipaddress.ip_network("10.9.0.0/16"), 6: ipaddress.ip_network("2001:db
 PROBES = {4: "10.9.0.5", 6: "2001:db8:9::5"}
 
 
-def make_ns(*tuns: str) -> str:
-    name = f"blockfix-{secrets.token_hex(3)}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        for cmd in ("ip link set lo up", "ip link add eth0 type veth peer name eth0p", "ip link set eth0 up",
-                    "ip link set eth0p up", "ip addr add 192.168.1.10/24 dev eth0",
-                    "ip -6 addr add 2001:db8:1::10/64 dev eth0 nodad", "ip route add default via 192.168.1.1",
-                    "ip -6 route add default via 2001:db8:1::1", *(f"ip tuntap add dev {t} mode tun" for t in tuns)):
-            subprocess.run(["ip", "netns", "exec", name, *cmd.split()], check=True)
-    except BaseException:
-        subprocess.run(["ip", "netns", "del", name], check=False)
-        raise
-    return name
-
-
 @pytest.fixture
 def ns() -> Iterator[str]:
-    name = make_ns(TUN_A, TUN_B)
+    name = make_ns("blockfix", TUN_A, TUN_B)
     try:
         yield name
     finally:
@@ -181,7 +165,7 @@ def test_a_start_says_another_link_has_its_tuns_mark(tmp_path: Path, caplog: pyt
     link with another mark says nothing of the kind."""
     x, y = colliding_names()
     assert block_mark(x) == block_mark(y) and x != y
-    name = make_ns(x, y, TUN_A)
+    name = make_ns("blockfix", x, y, TUN_A)
     try:
         def start(tun: str) -> list[str]:
             caplog.clear()
@@ -209,7 +193,7 @@ def test_a_vip_removal_leaves_an_operators_route_at_the_stand_ins_metric(tmp_pat
     """F3: root's `ip route add prohibit NET metric 4294967295` (a kill switch under the VPN's route; also with
     tunsec's proto, unmarked) is there before a virtual IP goes: afterwards it is still there, as it was, and
     NET's traffic is refused once tunsec's route goes (its stop)."""
-    name = make_ns("tsrv0")
+    name = make_ns("blockfix", "tsrv0")
     extra = ["proto", str(proto)] if proto is not None else []
     subprocess.run(["ip", "netns", "exec", name, "ip", "link", "set", "tsrv0", "up"], check=True)
     subprocess.run(["ip", "netns", "exec", name, "ip", "route", "add", "prohibit", str(NETS[4]), "metric",

@@ -9,13 +9,12 @@ Real `tunsec up` processes (test_prohibit_two_instances.py's), one killed with S
 from __future__ import annotations
 
 import json
-import secrets
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_prohibit_two_instances import NETNS_PROBLEM, instance, prohibits, record_name, tunnel
+from test_prohibit_two_instances import NETNS_PROBLEM, instance, prohibits, record_name, tunnel, two_instances_ns
 
 from tunsec.dataplane.blockrecord import block_mark
 
@@ -28,13 +27,8 @@ pytestmark = [
 @pytest.fixture
 def ns() -> Iterator[str]:
     """As test_prohibit_two_instances's: IPv6 disabled (a TUN route of an IPv6 network is refused)."""
-    name = f"records-{secrets.token_hex(3)}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
+    name = two_instances_ns("records")
     try:
-        for cmd in (["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"],
-                    ["ip", "link", "set", "lo", "up"], ["ip", "addr", "add", "192.0.2.1/32", "dev", "lo"],
-                    ["ip", "addr", "add", "192.0.2.11/32", "dev", "lo"]):
-            subprocess.run(["ip", "netns", "exec", name, *cmd], check=True)
         yield name
     finally:
         subprocess.run(["ip", "netns", "del", name], check=False)

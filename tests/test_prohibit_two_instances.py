@@ -99,18 +99,27 @@ class Instance:
 
 @pytest.fixture
 def ns() -> Iterator[str]:
-    """A namespace whose IPv6 is disabled (a TUN route of an IPv6 network is refused), with both
-    instances' local addresses on lo."""
-    name = f"tsq3-{secrets.token_hex(3)}"
+    name = two_instances_ns("tsq3")
+    try:
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def two_instances_ns(prefix: str) -> str:
+    """A namespace PREFIX-xxxxxx whose IPv6 is disabled (a TUN route of an IPv6 network is refused),
+    with both instances' local addresses on lo; the caller deletes it."""
+    name = f"{prefix}-{secrets.token_hex(3)}"
     subprocess.run(["ip", "netns", "add", name], check=True)
     try:
         for cmd in (["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"],
                     ["ip", "link", "set", "lo", "up"], ["ip", "addr", "add", "192.0.2.1/32", "dev", "lo"],
                     ["ip", "addr", "add", "192.0.2.11/32", "dev", "lo"]):
             subprocess.run(["ip", "netns", "exec", name, *cmd], check=True)
-        yield name
-    finally:
+    except BaseException:
         subprocess.run(["ip", "netns", "del", name], check=False)
+        raise
+    return name
 
 
 def instance(ns: str, tmp: Path, name: str, tun: str, local: str) -> Instance:
