@@ -247,13 +247,23 @@ _ERRORS = {
 }
 
 
-def describe_failure(message: bytes) -> str:
-    """A log line's words for a Failure packet's "E=eeeeeeeeee R=r C=... V=... M=<text>" (RFC 2759 §6);
-    the gateway's free text is cut short and shown quoted, control characters escaped."""
+def _failure_fields(message: bytes) -> tuple[dict[bytes, bytes], bytes]:
+    """A Failure packet's "E=eeeeeeeeee R=r C=... V=... M=<text>" (RFC 2759 §6): its fields, and the text."""
     text, _, said = message.partition(b"M=")
-    fields = dict(f.split(b"=", 1) for f in text.split() if b"=" in f)
-    raw_e = fields.get(b"E", b"")
-    code = int(raw_e) if raw_e.isdigit() and len(raw_e) <= 10 else None
+    return dict(f.split(b"=", 1) for f in text.split() if b"=" in f), said
+
+
+def failure_code(message: bytes) -> int | None:
+    """A Failure packet's error code (E=), None if it has none that parses."""
+    raw_e = _failure_fields(message)[0].get(b"E", b"")
+    return int(raw_e) if raw_e.isdigit() and len(raw_e) <= 10 else None
+
+
+def describe_failure(message: bytes) -> str:
+    """A log line's words for a Failure packet's message (_failure_fields); the gateway's free text is
+    cut short and shown quoted, control characters escaped."""
+    fields, said = _failure_fields(message)
+    code = failure_code(message)
     what = "without an error code" if code is None else f"E={code} ({_ERRORS.get(code, 'unknown error')})"
     if fields.get(b"R") == b"1":
         what += ", retry allowed (R=1) but not attempted: the same password would fail again"

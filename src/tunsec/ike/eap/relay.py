@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from ..identity import Identity
 from ..secret import Secret
 from . import identity
-from .mschapv2 import EapResult, OpCode, describe_failure
+from .mschapv2 import EapResult, OpCode, describe_failure, failure_code
 from .packet import EapCode, EapError, EapPacket, EapType
 
 
@@ -65,6 +65,7 @@ class RelayReply:
 # each side's flight: ~10 with small certificates, 20-25 with chains of several KiB each way
 # (TLS 1.3 adds one); 32 is strongSwan's eap-tls max_message_count
 MAX_ROUNDS = 32
+WRONG_PASSWORD = 691   # EAP-MSCHAPv2's E=691 (mschapv2._ERRORS)
 
 
 @dataclass
@@ -160,7 +161,5 @@ class EapRelay:
 
 def _wrong_password(pkt: EapPacket) -> bool:
     """An EAP-MSCHAPv2 Failure request (OpCode 4) with E=691: the server's verdict that the password is wrong."""
-    if pkt.type != EapType.MSCHAPV2 or pkt.data[:1] != bytes([OpCode.FAILURE]):
-        return False
-    fields = dict(f.split(b"=", 1) for f in pkt.data[4:].partition(b"M=")[0].split() if b"=" in f)
-    return fields.get(b"E") == b"691"
+    return pkt.type == EapType.MSCHAPV2 and pkt.data[:1] == bytes([OpCode.FAILURE]) and \
+        failure_code(pkt.data[4:]) == WRONG_PASSWORD
