@@ -59,6 +59,29 @@ def test_a_source_is_named_with_the_port_of_its_latest_line_and_kinds_are_tallie
     assert (held.rest_lines, held.rest_sources) == (0, 0)
 
 
+def test_a_count_carried_past_the_cap_stays_with_lines_of_its_kind() -> None:
+    """Space-Saving gives a new source past the cap the evicted one's count + 1: with one sketch for
+    all kinds, an address's one wrong password took the place of a back end's timeouts and its line
+    read "failed authentication 40 more times" (review reveap F4). Each kind has its own now."""
+    lim = SourceLimiter(burst=0, cap=2)
+    for addr in ("192.0.2.1", "192.0.2.2"):
+        for _ in range(39):
+            assert lim.admit_from(addr, 500, "no verdict") is None
+    assert lim.admit_from("192.0.2.3", 4500, "failed") is None
+    lim.burst = 1
+    held = lim.admit_from("198.51.100.1", 500, "failed")
+    assert held is not None and held.count == 79
+    assert Source("192.0.2.3", 4500, 1, "failed") in held.top
+    assert [s.count for s in held.top if s.kind == "no verdict"] == [39, 39]
+    # past the cap within one kind the carry is Space-Saving's, as before
+    for addr in ("192.0.2.1", "192.0.2.2", "192.0.2.2", "192.0.2.4"):
+        assert lim.admit_from(addr, 500, "failed") is None
+    lim.period, lim.clock = 0.0, lambda: 1e9   # a new window: the next line passes
+    held = lim.admit_from("198.51.100.1", 500, "failed")
+    assert held is not None and held.rest_unknown
+    assert {(s.address, s.count) for s in held.top} == {("192.0.2.2", 2), ("192.0.2.4", 2)}
+
+
 def _cfg(name: str, proposals: str, local: str, remote: str | None, remote_id: str | None) -> IkeConfig:
     remote_auth = RemoteAuth("psk", Identity.parse(remote_id)) if remote_id else RemoteAuth("psk")
     return IkeConfig(name, LocalAuth("psk", Identity.parse(f"{name}.example")), remote_auth,

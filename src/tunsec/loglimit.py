@@ -103,9 +103,12 @@ class SourceLimiter(LogLimiter):
 
     An IPv6 source is tallied under its prefix (``ipv6_prefix``, the DoS limits' ipv6_source_prefix):
     a host has 2^64 addresses, and per address it could spread its failures so thin that none ranks.
-    The tally is bounded (``cap`` sources) by Space-Saving (Metwally et al.): a new source past the cap
-    takes the smallest entry's place and count + 1, so a source with more failures than the cap's
-    share of them is always in it, however many decoys came first."""
+    Each kind's tally is bounded (``cap`` sources) by Space-Saving (Metwally et al.): a new source past
+    the cap takes the smallest entry's place and count + 1, so a source with more failures than the
+    cap's share of them is always in it, however many decoys came first.  Kinds are tallied in
+    sketches of their own: a carried count stays with lines of its kind (one shared sketch made an
+    address's one wrong password read "failed authentication 40 more times" when it took the place of
+    a back end's 39 timeouts; the callers' kinds are a few constants, so the bound is theirs x cap)."""
 
     top: int = 5
     cap: int = 256
@@ -113,7 +116,7 @@ class SourceLimiter(LogLimiter):
     # (delay, callback): the running loop's call_later unless a test's
     schedule: Callable[[float, Callable[[], None]], object] | None = None
     ipv6_prefix: int = DEFAULT_IPV6_SOURCE_PREFIX
-    _sources: dict[tuple[str, str], _Tally] = field(default_factory=dict, init=False)
+    _sources: dict[str, dict[str, _Tally]] = field(default_factory=dict, init=False)   # kind -> source key
     _evicted: bool = field(default=False, init=False)
     _armed: bool = field(default=False, init=False)
 
@@ -128,18 +131,19 @@ class SourceLimiter(LogLimiter):
         return None
 
     def _tally(self, source: str, port: int, kind: str) -> None:
-        key = (kind, source_key(source, self.ipv6_prefix))
-        if (entry := self._sources.get(key)) is not None:
+        key = source_key(source, self.ipv6_prefix)
+        sources = self._sources.setdefault(kind, {})
+        if (entry := sources.get(key)) is not None:
             entry.count += 1
             if source == entry.example:
                 entry.port = port
             entry.several = entry.several or source != entry.example
-        elif len(self._sources) < self.cap:
-            self._sources[key] = _Tally(1, source, port)
+        elif len(sources) < self.cap:
+            sources[key] = _Tally(1, source, port)
         else:   # O(cap) per line past the cap: a line held costs its peer a whole IKE exchange anyway
-            smallest = min(self._sources, key=lambda k: self._sources[k].count)
-            carried = self._sources.pop(smallest).count
-            self._sources[key] = _Tally(carried + 1, source, port)
+            smallest = min(sources, key=lambda k: sources[k].count)
+            carried = sources.pop(smallest).count
+            sources[key] = _Tally(carried + 1, source, port)
             self._evicted = True
 
     def _arm(self) -> None:
@@ -162,7 +166,7 @@ class SourceLimiter(LogLimiter):
 
     def _take(self, held: int) -> Held:
         ranked = sorted((Source(t.example, t.port, t.count, kind, key if t.several else None)
-                         for (kind, key), t in self._sources.items()),
+                         for kind, sources in self._sources.items() for key, t in sources.items()),
                         key=lambda s: (-s.count, s.address, s.kind))
         top = tuple(ranked[:self.top])
         # Space-Saving's counts add up to the lines tallied (an evicted count is carried): rest >= 0
