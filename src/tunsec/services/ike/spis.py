@@ -9,6 +9,8 @@ import collections
 import dataclasses
 import functools
 import logging
+import math
+import time
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
@@ -60,6 +62,11 @@ HELD_BYTES_PER_SA = 64 << 10
 # whose rekeys the peer refused all along, one negotiated since) is retired at the restart (retire): never
 # issued(), and a number the new worker hands out again that is one of those is not used
 SPI_BASE = 0xC0000000
+# After the worker refused GETSPI (its SAD full), a datagram that finds the pool empty asks again at
+# most this often: every datagram under any IKE SA's SPIs did (a half-open SA's peer's junk too, which
+# the engine then drops), a batch of up to SPI_POOL + SPI_POOL_BURST GETSPIs and the SPI barrier
+# each (review revinit F2).  A real need (take) still asks each time.
+REFUSED_RETRY = 1.0
 GENERATIONS = 16
 _GEN_SHIFT = 24
 _GEN_MASK = 0xFF000000
@@ -138,6 +145,8 @@ class SpiPool:
         self._getspi_log = LogLimiter()
         self._return_log = LogLimiter()
         self._refused = False      # the last GETSPIs were refused: follow_half_open does not retry each pump
+        self._refused_at = -math.inf   # when (clock): a datagram asks again REFUSED_RETRY after it
+        self.clock = time.monotonic
         self._seen_half_open = 0   # the half-open count at the last follow_half_open
         self.returned = 0          # pooled SPIs handed back to the worker (half-open SAs that went away)
         self._give_up = GiveUp(_request_timeout)   # cancels what is unanswered after REQUEST_TIMEOUT
@@ -323,7 +332,7 @@ class SpiPool:
         batch.pending = 0
         ends = [outcome(what, fut) for what, fut in batch.sent if fut.done()]   # each failure retrieved
         if (failed := next((e for e in ends if isinstance(e, WorkerError)), None)) is not None:
-            self._refused = True
+            self._refused, self._refused_at = True, self.clock()
             # rate-limited: with the SAD full, any datagram of an IKE SA (a peer's junk too) retries
             if (held := self._getspi_log.admit()) is not None:
                 log.warning("GETSPI failed: %s%s", failed, suffix(held))
@@ -406,8 +415,9 @@ class SpiPool:
             action()
 
     def _must_wait_for_spi(self) -> bool:
-        """The pool is empty (a refill is started) or others already wait: wait behind them."""
-        if not self.spis:
+        """The pool is empty (a refill is started, unless the worker refused the last one within
+        REFUSED_RETRY) or others already wait: wait behind them."""
+        if not self.spis and (not self._refused or self.clock() - self._refused_at >= REFUSED_RETRY):
             self._start_refill()
         return self._spi_wait or bool(self._held)
 
