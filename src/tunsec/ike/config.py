@@ -25,7 +25,7 @@ from .constants import IKE_PORT, ProtocolId
 from .fragments import DEFAULT_FRAGMENT_SIZE, FragmentationMode
 from .identity import Identity
 from .proposals import ProposalSpec, parse_proposals
-from .psk import PskEntry, psk_for_peer
+from .psk import PskEntry, PskIndex
 from .secret import Secret
 from .ts import Ts, parse_ts_list
 
@@ -250,8 +250,12 @@ class IkeConfig:
         """The shared key of us and ``peer`` (the identity it sent): ``psk``, or with ``peer_psks``
         the entry ``peer`` chooses (None: no entry is the peer's, and no group key)."""
         if self.peer_psks:
-            return psk_for_peer(self.peer_psks, self.local.id, peer)
+            return self._psk_index.lookup(peer)
         return PskEntry((), self.psk) if self.psk is not None else None
+
+    @functools.cached_property
+    def _psk_index(self) -> PskIndex:
+        return PskIndex(self.peer_psks, self.local.id)
 
     def eap_password(self, user: str) -> Secret | None:
         """The EAP secret of ``user`` (a gateway's users, or a client's own): one whose ids name it
