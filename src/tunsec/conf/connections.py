@@ -50,7 +50,7 @@ from tunsec.conf.children import DEFAULT_CHILD_REKEY_TIME, Action, Child, read_c
 from tunsec.conf.credentials import Credentials
 from tunsec.conf.errors import BadValue, ConfigIssue, show_value
 from tunsec.conf.reader import SectionReader, accept_only, refuse_keys
-from tunsec.conf.secrets import IkeSecret, find_psk
+from tunsec.conf.secrets import IkeSecret, find_psk, psk_entries
 from tunsec.conf.syntax import Section
 from tunsec.conf.values import (
     IPAddress,
@@ -73,6 +73,7 @@ from tunsec.ike.config import (
 from tunsec.ike.constants import IKE_PORT, NATT_PORT, ProtocolId
 from tunsec.ike.fragments import DEFAULT_FRAGMENT_SIZE, FragmentationMode
 from tunsec.ike.proposals import ProposalSpec, parse_proposals
+from tunsec.ike.psk import PskEntry
 from tunsec.ike.redirect import is_fqdn
 from tunsec.ike.secret import Secret
 from tunsec.policy.pad import ANY_ADDRESS
@@ -432,11 +433,18 @@ def _read_connection(section: Section, ctx: _ConnContext) -> Connection | None:
     if local_auth is None or remote_auth is None:
         return None
     psk: Secret | None = None
+    peer_psks: tuple[PskEntry, ...] = ()
     if "psk" in (local_auth.method, remote_auth.method):
         entry = find_psk(ctx.psks, local_auth.id, remote_auth.id)
+        if remote_auth.id.is_any:
+            # which entry is the peer's, its IDi tells (ike/psk.py): not one picked here for all of them
+            peer_psks = psk_entries(ctx.psks)
         if entry is None and ctx.psks_broken:
             return None
-        if entry is None:
+        # with none for %any, only a connection that merely responds, and by PSK both ways, can run:
+        # a peer's IDi picks both AUTH keys; it never initiates, nor verifies a certificate then signs with a PSK
+        responds_by_peer = bool(peer_psks) and local_auth.method == remote_auth.method == "psk" and not remote_addrs
+        if entry is None and not responds_by_peer:
             where = local if local_auth.method == "psk" else remote
             where.reader.error(
                 "auth",
@@ -444,7 +452,7 @@ def _read_connection(section: Section, ctx: _ConnContext) -> Connection | None:
                 "(add a secrets.ike-NAME section with their ids and the secret)",
             )
             return None
-        psk = entry.secret
+        psk = entry.secret if entry is not None else None
     children = tuple(d.child for d in drafts)
     try:
         ike = IkeConfig(
@@ -454,6 +462,7 @@ def _read_connection(section: Section, ctx: _ConnContext) -> Connection | None:
             proposals if proposals is not None else parse_proposals("default", ProtocolId.IKE),
             tuple(c.config for c in children),
             psk=psk,
+            peer_psks=peer_psks,
             eap_secrets=eap_secrets(ctx.psks) if "eap-mschapv2" in (local_auth.method, remote_auth.method) else (),
             local_addr=str(local_addrs[0]) if local_addrs else None,
             remote_addr=str(remote_addrs[0]) if remote_addrs else None,

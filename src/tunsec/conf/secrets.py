@@ -3,8 +3,9 @@ kept as :class:`IkeSecret` with ``eap`` set: same shape, never picked as a PSK) 
 encrypted private keys (``private<suffix>``, ``rsa...``, ``ecdsa...``, ``pkcs8...``).
 
 A connection's PSK is the entry that matches its identities best, ranked as
-strongSwan ranks them (:func:`find_psk`). Weak PSKs are accepted with a warning
-(:func:`weak_psk_warnings`). PSKs and passphrases are
+strongSwan ranks them (:func:`find_psk`); a connection of ``remote.id = %any`` carries every
+entry (:func:`psk_entries`), and the peer's IDi chooses its own at IKE_AUTH (ike/psk.py).
+Weak PSKs are accepted with a warning (:func:`weak_psk_warnings`). PSKs and passphrases are
 :class:`~tunsec.ike.secret.Secret` from the moment they are parsed; no message
 ever contains them.
 """
@@ -23,6 +24,7 @@ from tunsec.conf.reader import SectionReader, refuse_keys
 from tunsec.conf.syntax import Section
 from tunsec.conf.values import parse_file, parse_identity
 from tunsec.ike.identity import Identity
+from tunsec.ike.psk import PskEntry, best_psk
 from tunsec.ike.secret import Secret
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "IkeSecret",
     "find_psk",
     "parse_psk",
+    "psk_entries",
     "psk_weakness",
     "read_secrets",
     "weak_psk_warnings",
@@ -49,41 +52,22 @@ class IkeSecret:
     eap: bool = False
 
 
-_MATCH_NONE, _MATCH_ANY, _MATCH_PERFECT = 0, 1, 20
-
-
-def _owner_match(entry: IkeSecret, ident: Identity) -> int:
-    """How well ``ident`` matches one of the entry's ids; an entry without ids matches anyone."""
-    if not entry.ids:
-        return _MATCH_ANY
-    best = _MATCH_NONE
-    for owner in entry.ids:
-        if owner.is_any:
-            best = max(best, _MATCH_ANY)
-        elif owner == ident:
-            best = _MATCH_PERFECT
-    return best
+def psk_entries(secrets: Sequence[IkeSecret]) -> tuple[PskEntry, ...]:
+    """The PSK entries (not the EAP passwords) as the engine takes them."""
+    return tuple(PskEntry(s.ids, s.secret, s.name) for s in secrets if not s.eap)
 
 
 def find_psk(secrets: Sequence[IkeSecret], local_id: Identity, remote_id: Identity) -> IkeSecret | None:
-    """The PSK strongSwan would pick for these identities, or None.
+    """The PSK strongSwan would pick for these identities, or None (ike/psk.best_psk's ranking).
 
-    An entry qualifies if one of its ids matches either identity (or it has
-    none); the best match of the remote identity wins, then the best match of
-    the local one, then the entry written first. A remote identity of
-    ``%any`` matches only entries without ids or with ``%any``.
+    A remote identity of ``%any`` matches only entries without ids or with ``%any``: a
+    connection of %any also carries every entry, of which the peer's IDi chooses at IKE_AUTH
+    (ike/psk.psk_for_peer).
     """
-    best: IkeSecret | None = None
-    best_me = best_other = _MATCH_NONE
-    for entry in secrets:
-        if entry.eap:
-            continue
-        me, other = _owner_match(entry, local_id), _owner_match(entry, remote_id)
-        if me == _MATCH_NONE and other == _MATCH_NONE:
-            continue
-        if other > best_other or (other == best_other and me > best_me):
-            best, best_me, best_other = entry, me, other
-    return best
+    ikes = [s for s in secrets if not s.eap]
+    entries = psk_entries(ikes)
+    found = best_psk(entries, local_id, remote_id)
+    return next((s for s, e in zip(ikes, entries, strict=True) if e is found), None)
 
 
 def parse_psk(text: str) -> Secret:

@@ -25,6 +25,7 @@ from .constants import IKE_PORT, ProtocolId
 from .fragments import DEFAULT_FRAGMENT_SIZE, FragmentationMode
 from .identity import Identity
 from .proposals import ProposalSpec, parse_proposals
+from .psk import PskEntry, PskIndex
 from .secret import Secret
 from .ts import Ts, parse_ts_list
 
@@ -149,7 +150,10 @@ class IkeConfig:
     ``no`` does not announce. Fragments from the peer are reassembled in every mode.
 
     ``psk`` is the shared secret used in both directions when either side
-    authenticates with ``psk`` (swanctl ``secrets { ike { ... } }``).
+    authenticates with ``psk`` (swanctl ``secrets { ike { ... } }``). A connection of
+    ``remote.id = %any`` also carries ``peer_psks``, every entry, of which the identity a peer
+    sends chooses its own for both AUTH payloads (:meth:`psk_for`, psk.py); ``psk`` is then only
+    what we prove ourselves with as an initiator (None: the connection only responds).
     ``local_addr`` is our IP address for ``dynamic`` selectors (the IKE service may
     instead pass the receiving address to ``IkeSa.receive``); ``remote_addr``
     is where an initiator sends IKE_SA_INIT, from ``local_port`` (swanctl ``local_port``).
@@ -161,6 +165,7 @@ class IkeConfig:
     proposals: tuple[ProposalSpec, ...] = field(default_factory=lambda: parse_proposals("default"))
     children: tuple[ChildConfig, ...] = ()
     psk: Secret | None = None
+    peer_psks: tuple[PskEntry, ...] = ()
     eap_secrets: tuple[EapSecret, ...] = ()  # EAP passwords (ours as a client, users' as a gateway)
     local_addr: str | None = None
     remote_addr: str | None = None
@@ -206,7 +211,8 @@ class IkeConfig:
     force_encap: bool = True
 
     def __post_init__(self) -> None:
-        if "psk" in (self.local.method, self.remote.method) and self.psk is None:
+        if "psk" in (self.local.method, self.remote.method) and self.psk is None and \
+                (not self.peer_psks or self.remote_addr is not None):
             raise ValueError(f"connection {self.name}: psk authentication needs a shared secret")
         if self.remote.method.startswith("eap-") and self.local.method != "pubkey":
             # RFC 7296 §2.16: the gateway proves itself with a certificate; EAP only proves the client
@@ -239,6 +245,17 @@ class IkeConfig:
         chose a part of: a hub's spokes, each named, with remote_ts = 10.0.0.0/8, choose)."""
         cfg = next((c for c in self.children if c.name == child), None)
         return self.names_its_peer and cfg is not None and tuple(remote) == tuple(cfg.remote_ts)
+
+    def psk_for(self, peer: Identity) -> PskEntry | None:
+        """The shared key of us and ``peer`` (the identity it sent): ``psk``, or with ``peer_psks``
+        the entry ``peer`` chooses (None: no entry is the peer's, and no group key)."""
+        if self.peer_psks:
+            return self._psk_index.lookup(peer)
+        return PskEntry((), self.psk) if self.psk is not None else None
+
+    @functools.cached_property
+    def _psk_index(self) -> PskIndex:
+        return PskIndex(self.peer_psks, self.local.id)
 
     def eap_password(self, user: str) -> Secret | None:
         """The EAP secret of ``user`` (a gateway's users, or a client's own): one whose ids name it

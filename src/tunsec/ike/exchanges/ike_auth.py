@@ -61,8 +61,12 @@ def _own_auth(st: IkeSaState, id_payload: IdPayload) -> list[Payload]:
     octets = signed_octets(own_msg, st.peer_nonce, st.prf, sk_p, id_payload)
     local = st.config.local
     if local.method == "psk":
-        assert st.config.psk is not None
-        return [AuthPayload(AuthMethod.PSK, psk_auth_data(st.prf, st.config.psk, octets))]
+        # RFC 7296 §2.15: the key we share with this peer. A responder has its identity; strongSwan's
+        # AUTH, too, uses the best entry for (our id, IDi): the one the peer's AUTH was checked with
+        entry = st.config.psk_for(st.peer_id) if not st.is_initiator and st.peer_id is not None else None
+        psk = entry.secret if entry is not None else st.config.psk
+        assert psk is not None    # conf/connections.py: a connection that finds no key at all responds only
+        return [AuthPayload(AuthMethod.PSK, psk_auth_data(st.prf, psk, octets))]
     assert local.cert is not None and local.private_key is not None
     certs: list[Payload] = [
         CertPayload(CertEncoding.X509_SIGNATURE, c.public_bytes(Encoding.DER))
@@ -117,8 +121,7 @@ def _verify_peer(st: IkeSaState, payloads: Sequence[Payload], peer_id_payload: I
     peer_msg = st.init_response if st.is_initiator else st.init_request
     octets = signed_octets(peer_msg, st.own_nonce, st.prf, sk_p, peer_id_payload)
     if remote.method == "psk":
-        assert st.config.psk is not None
-        verify_psk(st.prf, st.config.psk, octets, auth)
+        _verify_psk(st, peer_id, octets, auth)
     else:
         chain = load_certificates(_peer_certs(payloads))
         key = verify_peer(chain, remote.cas, st.wall_clock(), peer_id)
@@ -134,6 +137,19 @@ def _verify_peer(st: IkeSaState, payloads: Sequence[Payload], peer_id_payload: I
             st.peer_sent_id, peer_id = peer_id, proven
     st.peer_id = peer_id
     return peer_id
+
+
+def _verify_psk(st: IkeSaState, peer_id: Identity, octets: bytes, auth: AuthPayload) -> None:
+    """The peer's AUTH made with the key of (our id, its id): on a connection of %any, the entry
+    the peer's identity chooses (psk.py), never another user's; AuthError (counted) if none is its."""
+    assert st.prf is not None
+    entry = st.config.psk_for(peer_id)
+    if entry is None:
+        raise AuthError(f"no pre-shared key in secrets for {st.config.local.id} and peer identity {peer_id}")
+    try:
+        verify_psk(st.prf, entry.secret, octets, auth)
+    except AuthError as exc:
+        raise AuthError(f"{exc} (secrets.{entry.name})" if entry.name else str(exc)) from None
 
 
 def _ike_up(st: IkeSaState) -> None:
