@@ -198,3 +198,23 @@ def test_a_login_under_way_across_a_reload_is_checked_against_the_new_users(tmp_
 
     run(body())
 
+
+
+def test_a_reload_adding_an_account_that_differs_only_in_case_is_refused_and_the_user_keeps_his_sa(
+        tmp_path: Path) -> None:
+    """Review reveapid F2: "U0" with a password of its own would be u0 for leases, ``unique`` and
+    INITIAL_CONTACT (user names compare regardless of ASCII case): the reload is refused, naming
+    both entries, and u0's IKE and Child SAs stay as they were."""
+    async def body() -> None:
+        gw = await eap_gateway(tmp_path, {"u0": USERS["u0"]}, n=1)
+        gw.connect(0)
+        await gw.settle()
+        before = (gw.site_sa(0).spi_i, spis(gw, 0))
+        assert before[1]
+        answer = await gw.reload(conf({"u0": USERS["u0"], "U0": "pw-another-U0"}))
+        assert answer["ok"] is False and "nothing changed" in answer["error"]
+        assert "secrets.eap-U0: EAP user 'U0' is the user 'u0' of secrets.eap-u0" in answer["error"]
+        assert "pw-another-U0" not in answer["error"]
+        assert down_events(gw, 0) == [] and (gw.site_sa(0).spi_i, spis(gw, 0)) == before
+
+    run(body())

@@ -129,3 +129,21 @@ def test_status_says_whose_identity_is_unproven() -> None:
         assert (doc["remote_id"], doc["remote_id_proven"]) == ("alice", proven)
         shown = "EAP identity alice (IKE identity moon.example)"
         assert lines[1] == "  " + shown + ("" if proven else ", identity unproven (RADIUS proved no user)")
+
+
+def test_without_eap_id_the_accepted_user_is_the_peer_whatever_the_type_of_idi() -> None:
+    """Review reveapid F1 with eap-radius: without ``eap_id`` the EAP identity is IDi's data, but the
+    back end accepted a user name, not IDi's type: FQDN "bob" and KEY_ID "bob" with bob's password
+    are the one user bob (one lease, not one per spelling)."""
+    net = Network()
+    cfg = dataclasses.replace(gateway(""), pools=("v4",), children=(child_config("net", "10.2.0.0/16", "dynamic"),))
+    pools = AddressPools([PoolConfig.parse_addrs("v4", "10.3.0.0/24")])
+    gw = net.add(B, IkeEndpoint([cfg], address_pool=pools))
+    backend = MschapBackend({b"bob": "Bob-pw-2"})
+    ups = []
+    for addr, idi in ((A, "bob"), (C, "keyid:626f62")):
+        cli = dataclasses.replace(client("bob", b"Bob-pw-2", ike_id=idi), local_addr=addr, vips=(ANY4,),
+                                  children=(child_config("net", "dynamic", "10.2.0.0/16"),))
+        ups.append(log_in(net, gw, addr, cli, backend))
+    assert [u.remote_id for u in ups] == [Identity.of_user(b"bob")] * 2
+    assert [(lease.identity, lease.online) for lease in pools.leases()] == [("bob", True)]

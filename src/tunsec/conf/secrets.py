@@ -136,7 +136,32 @@ def read_secrets(section: Section, creds: Credentials, issues: list[ConfigIssue]
         if why is None:
             why = "unknown secret type (sections are named ike..., eap..., private..., rsa..., ecdsa... or pkcs8...)"
         issues.append(ConfigIssue(sub.file, sub.line, sub.path, why))
+    _refuse_one_user_twice(section, psks, issues)
     return psks, broken
+
+
+def _refuse_one_user_twice(section: Section, entries: Sequence[IkeSecret], issues: list[ConfigIssue]) -> None:
+    """Two ``eap`` entries whose user names are one identity (``bob`` and ``Bob``: Identity.of_user
+    compares names regardless of ASCII case, as strongSwan does) are refused: each would log in with
+    its own password, and both be one client for leases, ``unique`` and INITIAL_CONTACT, the one
+    taking the other's address and deleting its IKE SA (review reveapid F2); the same name twice is
+    as ambiguous.  One entry may name a user in two cases: the same password, the same account."""
+    seen: dict[Identity, tuple[IkeSecret, str]] = {}
+    for entry in entries:
+        if not entry.eap:
+            continue
+        for ident in entry.ids:
+            name = str(ident)
+            user = Identity.of_user(name.encode("utf-8", "surrogateescape"))
+            first = seen.setdefault(user, (entry, name))
+            if first[0].name != entry.name:
+                other, other_name = first
+                sub = section.sections[entry.name]
+                issues.append(ConfigIssue(sub.file, sub.line, sub.path,
+                                          f"EAP user {name!r} is the user {other_name!r} of {section.path}."
+                                          f"{other.name} ({other.file}:{other.line}) too: user names compare "
+                                          "regardless of ASCII case, so two passwords would log in one client "
+                                          "(one address, one set of IKE SAs); give each account one entry"))
 
 
 def _ike_secret(section: Section, issues: list[ConfigIssue], eap: bool = False) -> IkeSecret | None:

@@ -239,6 +239,15 @@ class IkeConfig:
         of %any (road warriors, a CA's certificates, EAP users) admits whoever proves an identity."""
         return not self.remote.id.is_any and self.remote.eap_id != "%any"
 
+    @property
+    def lease_proof(self) -> str:
+        """How this connection proves its peers' identities, which with the identity keys a peer's
+        virtual IP lease (policy/pools.py, review reveapid F4): the method, which says who vouches
+        for the identity (the EAP back end's accounts, the CAs' certificates); for a PSK the
+        connection itself, since a group PSK (remote.id %any) lets its every holder name itself as
+        it likes: that identity means something among that connection's clients only."""
+        return f"psk {self.name}" if self.remote.method == "psk" else self.remote.method
+
     def assigns(self, child: str, remote: Sequence[Ts]) -> bool:
         """The administrator gave the peer exactly these remote selectors by name: the connection
         names its peer, and its child's ``remote_ts`` is ``remote`` as written (not a range the peer
@@ -258,10 +267,17 @@ class IkeConfig:
         return PskIndex(self.peer_psks, self.local.id)
 
     def eap_password(self, user: str) -> Secret | None:
-        """The EAP secret of ``user`` (a gateway's users, or a client's own): one whose ids name it
-        as it is, else one naming it as an identity, a name regardless of ASCII case (strongSwan
-        finds EAP secrets by identity, and FQDN and RFC822 identities compare so; the user is then
-        one client for leases, unique and INITIAL_CONTACT too: Identity.of_user)."""
+        """The EAP secret of ``user`` (a gateway's users, or a client's own): eap_account's secret."""
+        found = self.eap_account(user)
+        return None if found is None else found[1]
+
+    def eap_account(self, user: str) -> tuple[str, Secret] | None:
+        """The EAP account ``user`` logs in to: the name its secret's ids give it, and the secret.
+        One whose ids name it as it is, else one naming it as an identity, a name regardless of
+        ASCII case (strongSwan finds EAP secrets by identity, and FQDN and RFC822 identities compare
+        so).  The name is what a login proves (Identity.of_user: one client for leases, unique and
+        INITIAL_CONTACT), whatever the case and IDi type the client used; two entries whose names
+        are one identity are refused at load (conf/secrets.py), so a name is one account's."""
         exact, by_identity = self._eap_index
         found = exact.get(user)
         if found is None and by_identity:
@@ -269,15 +285,15 @@ class IkeConfig:
         return found
 
     @functools.cached_property
-    def _eap_index(self) -> tuple[dict[str, Secret], dict[Identity, Secret]]:
+    def _eap_index(self) -> tuple[dict[str, tuple[str, Secret]], dict[Identity, tuple[str, Secret]]]:
         """The EAP secrets by user name as written and as an identity, the first of each in the
         file: built once, so that a client's unknown name costs two dict look-ups, not a pass."""
-        exact: dict[str, Secret] = {}
-        by_identity: dict[Identity, Secret] = {}
+        exact: dict[str, tuple[str, Secret]] = {}
+        by_identity: dict[Identity, tuple[str, Secret]] = {}
         for s in self.eap_secrets:
             for name in s.ids:
-                exact.setdefault(name, s.secret)
-                by_identity.setdefault(Identity.of_user(name.encode()), s.secret)
+                exact.setdefault(name, (name, s.secret))
+                by_identity.setdefault(Identity.of_user(name.encode()), (name, s.secret))
         return exact, by_identity
 
     def child(self, name: str) -> ChildConfig:

@@ -16,6 +16,14 @@ The rules follow strongSwan's in-memory pools (``mem_pool.c``):
   the address of the identity that has been offline the longest;
 - with no free and no offline address the pool is exhausted (acquire gives None).
 
+A lease is bound to the identity *and how it was proven* (``proof``: IkeConfig.lease_proof), which
+strongSwan's pools do not tell apart: an EAP user "alice" is an account of the EAP back end, while
+the IDi "alice" of a client of a group-PSK connection is the word of whoever holds that PSK, and a
+certificate's "alice" is its CA's.  Keyed by identity alone, a pool that two such connections share
+gives the PSK's holder alice's online address, her return traffic (review reveapid F4).  The same
+user proving itself the same way again (a reconnect, a reauthentication, a rekey) gets its address
+back, as before; one that proves itself two ways is two clients with an address each.
+
 An unproven identity (eap-radius without User-Name in the Access-Accept: ``Identity.tag``) is
 one IKE SA's alone, so it shares no lease: it gets the address of its name only while no IKE SA
 holds it (a returning client gets its address back), else one of its own, and when it goes the
@@ -119,6 +127,23 @@ class Lease:
     pool: str
     address: IPAddress
     dns: tuple[IPAddress, ...] = ()
+    proof: str = field(default="", compare=False)   # how its holder's identity was proven (acquire's): release takes it
+
+
+@dataclass(frozen=True, slots=True)   # one per bound lease: no __dict__
+class _Holder:
+    """Whom a lease is bound to: an identity as one way of proving it vouched for it."""
+
+    identity: Identity
+    proof: str
+
+    @property
+    def tag(self) -> int:
+        return self.identity.tag
+
+    @property
+    def named(self) -> _Holder:
+        return _Holder(self.identity.named, self.proof) if self.identity.tag else self
 
 
 @dataclass(frozen=True)
@@ -135,8 +160,8 @@ class LeaseInfo:
 class _Pool:
     config: PoolConfig
     unused: int = 0  # offsets below this were handed out at least once
-    owner: dict[int, Identity] = field(default_factory=dict)  # offset -> identity it is bound to
-    by_id: dict[Identity, int] = field(default_factory=dict)  # identity -> offset
+    owner: dict[int, _Holder] = field(default_factory=dict)  # offset -> identity (and proof) it is bound to
+    by_id: dict[_Holder, int] = field(default_factory=dict)  # identity (and proof) -> offset
     holders: dict[int, int] = field(default_factory=dict)  # online offset -> number of IKE SAs holding it
     offline: OrderedDict[int, None] = field(default_factory=OrderedDict)  # oldest first
     # offline offsets bound to a name by an unproven peer's release (not by a proven identity of that
@@ -153,7 +178,7 @@ class _Pool:
         off = int(addr) - int(self.config.first)
         return off if 0 <= off < self.config.size else None
 
-    def acquire(self, peer: Identity) -> int | None:
+    def acquire(self, peer: _Holder) -> int | None:
         off = self.by_id.get(peer)
         if off is not None and not peer.tag:
             self.unproven_bound.discard(off)   # a proven identity holds it now: it is that identity's
@@ -168,7 +193,7 @@ class _Pool:
         self.holders[off] = self.holders.get(off, 0) + 1
         return off
 
-    def _name_offline(self, peer: Identity) -> int | None:
+    def _name_offline(self, peer: _Holder) -> int | None:
         """The address bound to an unproven peer's name, now bound to that peer, if no one holds it and
         an unproven peer of that name held it last (never one a proven identity of that name held)."""
         off = self.by_id.get(peer.named)
@@ -177,7 +202,7 @@ class _Pool:
         self._bind(off, peer)
         return off
 
-    def _bind(self, off: int, peer: Identity) -> None:
+    def _bind(self, off: int, peer: _Holder) -> None:
         del self.by_id[self.owner[off]]
         self.owner[off], self.by_id[peer] = peer, off
         self.unproven_bound.discard(off)
@@ -193,7 +218,7 @@ class _Pool:
         self.unproven_bound.discard(off)
         return off
 
-    def release(self, off: int, peer: Identity) -> bool:
+    def release(self, off: int, peer: _Holder) -> bool:
         if self.owner.get(off) != peer or off not in self.holders:
             return False
         self.holders[off] -= 1
@@ -226,27 +251,30 @@ class AddressPools:
                 return name
         return None
 
-    def acquire(self, names: Sequence[str], peer: Identity, family: int, source: str | None = None) -> Lease | None:
+    def acquire(self, names: Sequence[str], peer: Identity, family: int, source: str | None = None,
+                proof: str = "") -> Lease | None:
         """An address of IP version ``family`` for ``peer`` from the first of ``names`` that has one;
-        ``source``: the IP address the peer's IKE SA came from (UNPROVEN_PER_SOURCE)."""
+        ``source``: the IP address the peer's IKE SA came from (UNPROVEN_PER_SOURCE); ``proof``: how
+        its identity was proven (the lease is bound to both)."""
         if peer.tag and not self._unproven.admits(peer, family, source):
             return None
         for name in names:
             pool = self._pools.get(name)
             if pool is None or pool.config.version != family:
                 continue
-            off = pool.acquire(peer)
+            off = pool.acquire(_Holder(peer, proof))
             if off is not None:
                 if peer.tag:
                     self._unproven.took(peer, family, source)
-                return Lease(name, pool.address(off), pool.config.dns)
+                return Lease(name, pool.address(off), pool.config.dns, proof)
         return None
 
     def release(self, lease: Lease, peer: Identity) -> None:
         """``peer``'s IKE SA holding ``lease`` is gone; the address stays bound to ``peer`` while offline."""
         pool = self._pools.get(lease.pool)
         off = pool.offset(lease.address) if pool is not None else None
-        if pool is not None and off is not None and pool.release(off, peer) and peer.tag and off not in pool.holders:
+        if pool is not None and off is not None and pool.release(off, _Holder(peer, lease.proof)) and peer.tag \
+                and off not in pool.holders:
             self._unproven.gave_back(peer, pool.config.version)
 
     def spans(self, names: Sequence[str]) -> tuple[Ts, ...]:
@@ -272,7 +300,7 @@ class AddressPools:
         """The leases there are now, each not yet made a LeaseInfo (lease_info): what `tunsec status` takes
         at once, formatting them a slice at a time after (leases() at once held the event loop ~0.2 s at
         50,000 bound leases, this ~10 ms)."""
-        return [(name, pool, off, pool.owner[off], off in pool.holders)
+        return [(name, pool, off, pool.owner[off].identity, off in pool.holders)
                 for name, pool in self._pools.items() for off in sorted(pool.owner)]
 
 

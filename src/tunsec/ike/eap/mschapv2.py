@@ -17,6 +17,7 @@ import os
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from cryptography.hazmat.primitives.ciphers import Cipher, modes
 
@@ -149,7 +150,16 @@ class EapResult:
     unproven: bool = False
 
 
-PasswordLookup = Callable[[bytes], "str | None"]
+class Account(NamedTuple):
+    """A user's account as the gateway's secrets hold it: the password, and the name its entry gives
+    the user (which the login proves: "BOB" logging in to the entry of "bob" is bob)."""
+
+    name: bytes
+    password: str
+
+
+# a user's password, or its Account (EapResult.peer is then the account's name as an identity)
+PasswordLookup = Callable[[bytes], "str | Account | None"]
 
 
 @dataclass
@@ -169,6 +179,7 @@ class EapAuthenticator:
     _state: str = "new"
     _challenge: bytes = b""
     _password: str | None = None
+    _account: bytes | None = None  # the name of the account the password was found in (Account)
     _msk: bytes = b""
     _auth_resp: bytes = field(default=b"", repr=False)
 
@@ -210,7 +221,8 @@ class EapAuthenticator:
                     return self._fail("peer did not accept the server's MSCHAPv2 proof")
                 self._state = "done"
                 out = EapPacket(EapCode.SUCCESS, self._ident).encode()
-                return out, EapResult(True, self.peer_identity or b"", self._msk)
+                proven = None if self._account is None else Identity.of_user(self._account)
+                return out, EapResult(True, self.peer_identity or b"", self._msk, peer=proven)
         except EapError as e:
             return self._fail(str(e))
         return self._fail(f"EAP response in state {self._state}")
@@ -224,6 +236,8 @@ class EapAuthenticator:
         password = self.lookup(user)
         if password is None:
             return self._fail("unknown EAP user")
+        if isinstance(password, Account):
+            self._account, password = password
         expect = generate_nt_response(self._challenge, peer_challenge, name, password)
         if not hmac.compare_digest(expect, nt_resp):
             return self._fail("wrong EAP-MSCHAPv2 password")

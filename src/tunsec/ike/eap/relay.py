@@ -154,7 +154,7 @@ class EapRelay:
         self._state = "done"
         out = pkt.encode() if pkt is not None else EapPacket(EapCode.SUCCESS, self._ident).encode()
         msk, user = answer.msk.reveal(), answer.user
-        if user is not None and user != self.user:   # the backend authenticated another user than it said
+        if user is not None:   # the name the back end accepted, maybe another than the client said: it is proven
             return out, EapResult(True, user, msk, peer=Identity.of_user(user), groups=answer.groups)
         return out, EapResult(True, self.user, msk, groups=answer.groups, unproven=user is None)
 

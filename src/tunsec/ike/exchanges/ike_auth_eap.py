@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Protocol
 from ..auth import AuthError, psk_auth_data, signed_octets, verify_psk
 from ..config import IkeConfig
 from ..constants import AuthMethod, NotifyType
-from ..eap.mschapv2 import EapAuthenticator, EapPeer, EapResult
+from ..eap.mschapv2 import Account, EapAuthenticator, EapPeer, EapResult
 from ..eap.packet import EapError
 from ..eap.relay import EapRelay, RelayAsk, RelayOutcome, RelayReply
 from ..events import AuthFailed, DownReason, EapRelayAbandoned, EapRelayRequest, PeerEap
@@ -126,11 +126,14 @@ def start(st: IkeSaState, idi: IdPayload, payloads: Sequence[Payload], own: list
     """Answer the first request: our IDr/CERT/AUTH (``own``) and the first EAP request."""
     cfg = st.config
 
-    def lookup(user: bytes) -> str | None:
+    def lookup(user: bytes) -> Account | None:
         # st.config when the client answers, not cfg: a reload meanwhile may have renewed the
         # users (sa_configs.py), and a removed one must not log in with the old password
-        secret = st.config.eap_password(user.decode("utf-8", "replace"))
-        return None if secret is None else secret.reveal().decode("utf-8", "surrogateescape")
+        found = st.config.eap_account(user.decode("utf-8", "replace"))
+        if found is None:
+            return None
+        name, secret = found   # the login proves the account's name (review reveapid F1)
+        return Account(name.encode("utf-8", "surrogateescape"), secret.reveal().decode("utf-8", "surrogateescape"))
 
     eap_id = cfg.remote.eap_id
     first_id = None if eap_id == "%any" else (eap_id.encode() if eap_id else idi.data)
@@ -195,7 +198,7 @@ def _conclude(st: IkeSaState, ge: GatewayEap, out: bytes, result: EapResult | No
                            f"{result.reason}", by_peer=False, backend=backend, counted=counted))
         return Response([EapPayload(out), notify(NotifyType.AUTHENTICATION_FAILED)], close=True,
                         reason=DownReason.AUTH_FAILED)
-    ge.msk, ge.peer = Secret(result.msk), _proven_identity(st, ge.idi, result)
+    ge.msk, ge.peer = Secret(result.msk), _proven_identity(result)
     ge.user, ge.groups = result.identity, result.groups
     return Response([EapPayload(out)])
 
@@ -268,17 +271,21 @@ def closing(st: IkeSaState) -> None:
         st.emit(EapRelayAbandoned(st.name))
 
 
-def _proven_identity(st: IkeSaState, idi: IdPayload, result: EapResult) -> Identity:
-    """The peer's identity once EAP succeeded: the EAP identity, which is IDi only without ``eap_id``.
-    With ``eap_id`` (a name, or %any: EAP-Identity) EAP proves nothing about IDi, so leases,
-    ``unique`` and INITIAL_CONTACT must go by the EAP identity (as strongSwan's), or a client
-    with credentials for one name could claim another's IDi and take over its address and SAs.
+def _proven_identity(result: EapResult) -> Identity:
+    """The peer's identity once EAP succeeded: the EAP user, never IDi as sent.  With ``eap_id``
+    (a name, or %any: EAP-Identity) EAP proves nothing about IDi, so leases, ``unique`` and
+    INITIAL_CONTACT must go by the EAP identity (as strongSwan's), or a client with credentials for
+    one name could claim another's IDi and take over its address and SAs.  Without it the EAP user
+    is IDi's data, but still only as a user name: IDi's type (KEY_ID "bob", FQDN "bob", RFC822
+    "bob") and, for a KEY_ID, its case are the client's choice, and one password must not make
+    as many peers, each with a lease of its own, as it has spellings (review reveapid F1).  The
+    method names the account when it knows it (the secret's entry, the back end's User-Name,
+    the certificate's identity); else it is the EAP identity as a user name.
     An unproven one (eap-radius, no User-Name in the Accept) is this IKE SA's alone: equal to
     no other SA's identity, the same name or not (Identity.unproven)."""
     if result.peer is not None:
         return result.peer
-    # without eap_id the EAP user was IDi's data
-    named = Identity.of_user(result.identity) if st.config.remote.eap_id else Identity(idi.id_type, idi.data)
+    named = Identity.of_user(result.identity)
     return named.unproven() if result.unproven else named
 
 

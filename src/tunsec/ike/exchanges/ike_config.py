@@ -231,7 +231,7 @@ def respond(st: IkeSaState, payloads: Sequence[Payload]) -> CpAnswer:
     pools = st.config.pools
     leases = []
     for family in families:
-        lease = st.address_pool.acquire(pools, st.peer_id, family, st.remote_addr[0]) \
+        lease = st.address_pool.acquire(pools, st.peer_id, family, st.remote_addr[0], st.config.lease_proof) \
             if st.address_pool and pools else None
         if lease is not None:
             leases.append(lease)
