@@ -63,6 +63,7 @@ int main(int argc, char **argv) {
     test_invalid_spi_clock_behind();
     test_invalid_spi_threads();
     test_invalid_spi_race_refund();
+    test_invalid_spi_ipv6_prefix();
     test_icmp();
     test_icmp_limits();
     test_icmp_quote();

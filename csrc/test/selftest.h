@@ -148,6 +148,7 @@ void test_invalid_spi_per_source(void);
 void test_invalid_spi_clock_behind(void);
 void test_invalid_spi_threads(void);
 void test_invalid_spi_race_refund(void);
+void test_invalid_spi_ipv6_prefix(void);
 void test_icmp(void);                   /* test_icmp.c */
 void test_icmp_limits(void);
 void test_icmp_quote(void);              /* test_icmp_quote.c */
