@@ -271,8 +271,12 @@ static void emit_first_use(ts_dp *dp, ts_sa *sa) {
 
 /* The next outbound sequence number; on overflow the counter rests on the
  * last number sent (the SA dies with it).  Without a reservation a plain
- * fetch-add, given back at once on overflow (2^64 packets under ESN cannot
- * be reached; 2^32 without it does not wrap the 64-bit counter).  With one, a
+ * fetch-add, given back at once on overflow (2^32 without ESN does not wrap the
+ * 64-bit counter; under ESN a wrap would let another thread take 1 again, so an
+ * unreserved ESN SA starts below 2^63 (sad.c validate), which leaves 2^63
+ * packets, centuries at any rate, before it: not reachable.  The CAS loop below
+ * would serve, at the price of retries on the hot path when loop threads share
+ * an SA).  With one, a
  * number is only taken if it is <= seq_limit, and the counter is never moved
  * past it: a manual SA's limit may be UINT64_MAX itself (its persisted state),
  * and a counter wrapped to 0 for an instant would let another thread take 1

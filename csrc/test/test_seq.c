@@ -30,6 +30,18 @@ void test_overflow(void) {
         CHECK(ref_open(pr.key, 20, true, (uint32_t)(seq >> 32), bufB, (size_t)n, bufC, &nh) == (long)len);
         CHECK(get32(bufB + 8) == (uint32_t)(seq >> 32) && get32(bufB + 12) == (uint32_t)seq);
     }
+    /* an outbound ESN SA without a reservation may not start where its fetch-add could wrap (at
+     * 2^64 a second thread would take 1 again): 2^63 and up refused, with a reservation taken */
+    ts_sa_params p;
+    params(&p, pr.spi + 1, TS_DIR_OUT, pr.key, 20, true, 0, UINT64_MAX - 2);
+    CHECK(ts_sad_add(pr.tx, &p) == TS_EINVAL);
+    p.seq_start = 1ull << 63;
+    CHECK(ts_sad_add(pr.tx, &p) == TS_EINVAL);
+    p.seq_start = (1ull << 63) - 1;
+    CHECK(ts_sad_add(pr.tx, &p) == TS_OK);
+    params(&p, pr.spi + 2, TS_DIR_OUT, pr.key, 20, true, 0, UINT64_MAX - 2);
+    p.seq_limit = UINT64_MAX;
+    CHECK(ts_sad_add(pr.tx, &p) == TS_OK);
     pair_free(&pr);
 }
 
