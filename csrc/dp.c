@@ -270,23 +270,21 @@ static void emit_first_use(ts_dp *dp, ts_sa *sa) {
 }
 
 /* The next outbound sequence number; on overflow the counter rests on the
- * last number sent (the SA dies with it).  Without a reservation a plain
- * fetch-add, given back at once on overflow (2^32 without ESN does not wrap the
- * 64-bit counter; under ESN a wrap would let another thread take 1 again, so an
- * unreserved ESN SA starts below 2^63 (sad.c validate), which leaves 2^63
- * packets, centuries at any rate, before it: not reachable.  The CAS loop below
- * would serve, at the price of retries on the hot path when loop threads share
- * an SA).  With one, a
- * number is only taken if it is <= seq_limit, and the counter is never moved
- * past it: a manual SA's limit may be UINT64_MAX itself (its persisted state),
- * and a counter wrapped to 0 for an instant would let another thread take 1
- * again under the same key. */
+ * last number sent (the SA dies with it).  Without a reservation and without
+ * ESN a plain fetch-add, given back at once on overflow: 2^32 does not wrap
+ * the 64-bit counter.  Otherwise a number is only taken if it is <= the
+ * limit (seq_limit, or 2^64 - 1 for an unreserved ESN SA), and the counter is
+ * never moved past it: a counter wrapped to 0 for an instant would let
+ * another thread take 1 again under the same key (a manual SA's limit may be
+ * 2^64 - 1 itself, its persisted state; an ESN SA may be installed with a
+ * seq_start near 2^64).  The loop costs what the fetch-add does, one locked
+ * instruction, unless loop threads race for the SA's numbers (then a retry). */
 static int next_seq(ts_sa *sa, uint64_t *out) {
     uint64_t max = sa->esn ? UINT64_MAX : UINT32_MAX;
-    if (!atomic_load_explicit(&sa->seq_limit, memory_order_relaxed)) {
+    if (!sa->esn && !atomic_load_explicit(&sa->seq_limit, memory_order_relaxed)) {
         uint64_t seq = atomic_fetch_add(&sa->seq, 1) + 1;
         *out = seq;
-        if (seq > max || seq == 0) {
+        if (seq > max) {
             atomic_fetch_sub(&sa->seq, 1);
             return TS_DROP_SEQ_OVERFLOW;
         }
@@ -295,6 +293,8 @@ static int next_seq(ts_sa *sa, uint64_t *out) {
     uint64_t cur = atomic_load(&sa->seq);
     for (;;) {
         uint64_t limit = atomic_load(&sa->seq_limit);
+        if (!limit)
+            limit = max;   /* none: the end of the numbers (ESN here) */
         if (cur >= limit)
             return limit < max ? TS_DROP_UNRESERVED : TS_DROP_SEQ_OVERFLOW;
         if (atomic_compare_exchange_weak(&sa->seq, &cur, cur + 1)) {

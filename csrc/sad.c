@@ -301,12 +301,6 @@ static int validate(const ts_sa_params *p, uint8_t dir) {
             return TS_EINVAL;
     if (!p->esn && p->seq_start > UINT32_MAX)
         return TS_EINVAL;
-    /* an outbound ESN SA without a reservation takes its numbers with a plain fetch-add (dp.c
-     * next_seq), which wraps at 2^64: a thread could then take 1 again under the same key.  Starting
-     * below 2^63 keeps that 2^63 packets away (centuries at any rate); no one starts higher (IKE's
-     * SAs start at 0, manual ones reserve and take the CAS path) */
-    if (dir == TS_DIR_OUT && p->esn && !p->seq_limit && p->seq_start >= 1ull << 63)
-        return TS_EINVAL;
     if (p->seq_limit && (p->seq_limit < p->seq_start || (!p->esn && p->seq_limit > UINT32_MAX)))
         return TS_EINVAL;
     if (p->report_first_use > 1 || (p->report_first_use && p->dir != TS_DIR_IN))

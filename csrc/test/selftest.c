@@ -37,6 +37,7 @@ int main(int argc, char **argv) {
     test_overflow();
     test_reservation();
     test_reservation_threads();
+    test_esn_end_threads();
     test_first_use();
     test_first_use_threads();
     test_sad_errors();

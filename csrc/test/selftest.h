@@ -121,6 +121,7 @@ void test_replay_ring(void);
 void test_overflow(void);               /* test_seq.c */
 void test_reservation(void);
 void test_reservation_threads(void);
+void test_esn_end_threads(void);
 void test_first_use(void);              /* test_sad.c */
 void test_first_use_threads(void);
 void test_sad_errors(void);
