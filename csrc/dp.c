@@ -270,19 +270,21 @@ static void emit_first_use(ts_dp *dp, ts_sa *sa) {
 }
 
 /* The next outbound sequence number; on overflow the counter rests on the
- * last number sent (the SA dies with it).  Without a reservation a plain
- * fetch-add, given back at once on overflow (2^64 packets under ESN cannot
- * be reached; 2^32 without it does not wrap the 64-bit counter).  With one, a
- * number is only taken if it is <= seq_limit, and the counter is never moved
- * past it: a manual SA's limit may be UINT64_MAX itself (its persisted state),
- * and a counter wrapped to 0 for an instant would let another thread take 1
- * again under the same key. */
+ * last number sent (the SA dies with it).  Without a reservation and without
+ * ESN a plain fetch-add, given back at once on overflow: 2^32 does not wrap
+ * the 64-bit counter.  Otherwise a number is only taken if it is <= the
+ * limit (seq_limit, or 2^64 - 1 for an unreserved ESN SA), and the counter is
+ * never moved past it: a counter wrapped to 0 for an instant would let
+ * another thread take 1 again under the same key (a manual SA's limit may be
+ * 2^64 - 1 itself, its persisted state; an ESN SA may be installed with a
+ * seq_start near 2^64).  The loop costs what the fetch-add does, one locked
+ * instruction, unless loop threads race for the SA's numbers (then a retry). */
 static int next_seq(ts_sa *sa, uint64_t *out) {
     uint64_t max = sa->esn ? UINT64_MAX : UINT32_MAX;
-    if (!atomic_load_explicit(&sa->seq_limit, memory_order_relaxed)) {
+    if (!sa->esn && !atomic_load_explicit(&sa->seq_limit, memory_order_relaxed)) {
         uint64_t seq = atomic_fetch_add(&sa->seq, 1) + 1;
         *out = seq;
-        if (seq > max || seq == 0) {
+        if (seq > max) {
             atomic_fetch_sub(&sa->seq, 1);
             return TS_DROP_SEQ_OVERFLOW;
         }
@@ -291,6 +293,8 @@ static int next_seq(ts_sa *sa, uint64_t *out) {
     uint64_t cur = atomic_load(&sa->seq);
     for (;;) {
         uint64_t limit = atomic_load(&sa->seq_limit);
+        if (!limit)
+            limit = max;   /* none: the end of the numbers (ESN here) */
         if (cur >= limit)
             return limit < max ? TS_DROP_UNRESERVED : TS_DROP_SEQ_OVERFLOW;
         if (atomic_compare_exchange_weak(&sa->seq, &cur, cur + 1)) {
@@ -412,15 +416,23 @@ uint64_t ts_siphash24(const uint64_t key[2], const uint8_t *in, size_t len) {
     return ts_siphash(key, in, len, 2, 4);
 }
 
-/* src's address only (a NAT gives one host many ports), hashed with this context's key: the
- * per-source slots of INVALID_SPI and of queued IKE datagrams take their bits from it */
+/* The IPv6 prefix a sender counts under: every host is given a /64 at least and may send from
+ * any address of it (SLAAC privacy addresses, no spoofing needed), so counting by address gave
+ * one host 2^64 shares (review revfast F1).  The control process counts its own per-source limits
+ * under dos.ipv6_source_prefix, 64 by default (tunsec/ike/dos_source.py); this side stays at /64
+ * whatever that is set to (docs/dataplane.md, "Per-source limits"). */
+#define SOURCE_PREFIX6_BYTES 8
+
+/* src's address only (a NAT gives one host many ports), an IPv6 one's /64 only, hashed with this
+ * context's key: the per-source slots of INVALID_SPI and of queued IKE datagrams, unknown or
+ * tagged, take their bits from it */
 static uint64_t source_hash(const ts_dp *dp, const ts_addr *src) {
     uint8_t in[17] = {0};
     size_t n = 1;
     if (src && (src->family == 4 || src->family == 6)) {
-        n += src->family == 4 ? 4 : 16;
         in[0] = src->family;
-        memcpy(in + 1, src->addr, n - 1);
+        memcpy(in + 1, src->addr, src->family == 4 ? 4 : SOURCE_PREFIX6_BYTES);
+        n += src->family == 4 ? 4 : 16;   /* the rest of an IPv6 one stays 0 */
     }
     return ts_siphash24(dp->source_key, in, n);
 }
@@ -434,18 +446,10 @@ static unsigned ike_source_slot(const ts_dp *dp, const ts_addr *src) {
     return (unsigned)(source_hash(dp, src) >> 32) & (TS_IKE_SOURCE_SLOTS - 1);
 }
 
-/* the slot of a tagged datagram's sender: an IPv6 one by its /64 (a host holds them all, and each
- * address of it may earn a tag) */
-static unsigned ike_proven_slot(const ts_dp *dp, const ts_addr *src) {
-    if (!src || src->family != 6)
-        return ike_source_slot(dp, src);
-    ts_addr prefix = *src;
-    memset(prefix.addr + 8, 0, 8);
-    return ike_source_slot(dp, &prefix);
-}
-
+/* a tagged datagram's sender has the unknown one's slot: source_hash counts an IPv6 one by its /64
+ * for both (a host holds them all, and each address of it may earn a tag) */
 unsigned ts_test_ike_proven_slot(ts_dp *dp, const ts_addr *src) {
-    return ike_proven_slot(dp, src);
+    return ike_source_slot(dp, src);
 }
 
 unsigned ts_test_invalid_spi_slot(ts_dp *dp, const ts_addr *src) {
@@ -550,7 +554,7 @@ static void ike_event(ts_dp *dp, const uint8_t *ike, size_t len, const ts_addr *
         ev.addr = *src;
     if (local)
         ev.local = *local;
-    *drop = ts_events_push_ike(&dp->events, &ev, ike, len, ev.proven ? ike_proven_slot(dp, src) : ike_source_slot(dp, src),
+    *drop = ts_events_push_ike(&dp->events, &ev, ike, len, ike_source_slot(dp, src),
                                slot);
 }
 

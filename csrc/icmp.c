@@ -117,14 +117,17 @@ static bool is_error(uint8_t family, uint8_t type) {
  * only when the error's own addresses fail, this checks every error. */
 bool ts_icmp_quote_ok(const uint8_t *pkt, size_t len, const ts_flow *f, const ts_selector *sel, uint32_t n) {
     size_t l4, end;
-    /* a later fragment carries no ICMP header: its first fragment holds the type and the
-     * quote's IP header (8-byte fragment units) and is checked */
-    if (f->proto != (f->family == 4 ? 1 : 58) || !ts_flow_l4(pkt, len, &l4, &end) || l4 == end)
+    /* a later fragment carries no ICMP header (ts_flow_l4 says false): its first fragment
+     * must hold the whole 8-byte header, and so the type, and is checked */
+    if (f->proto != (f->family == 4 ? 1 : 58) || !ts_flow_l4(pkt, len, &l4, &end))
         return true;
+    /* Fewer than 8 bytes: no ICMP message, whatever its type.  Passing one with none (an IPv6
+     * first fragment whose header chain ends at its end) would let the header and quote come in
+     * a later fragment, never checked, and a kernel before 5.16 reassembles that. */
+    if (end - l4 < 8)
+        return false;
     if (!is_error(f->family, pkt[l4]))
         return true;
-    if (end - l4 < 8)
-        return false;   /* an error with no room for a quote */
     ts_flow q;
     int known = ts_quote_parse(pkt + l4 + 8, end - l4 - 8, &q);
     if (known == TS_QUOTE_BAD || q.family != f->family)

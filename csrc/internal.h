@@ -316,8 +316,8 @@ typedef struct ts_event_slot {
 } ts_event_slot;
 
 #define TS_EVENT_CAP 1024
-/* IKE datagrams waiting, per sender: slots a keyed hash of the source address picks (dp.c, as the
- * INVALID_SPI limiter's), each with at most TS_IKE_PER_SOURCE of the TS_EVENT_CAP / 2 IKE may
+/* IKE datagrams waiting, per sender: slots a keyed hash of the source address (an IPv6 one's /64)
+ * picks (dp.c source_hash, as the INVALID_SPI limiter's), each with at most TS_IKE_PER_SOURCE of the TS_EVENT_CAP / 2 IKE may
  * use, so one sender cannot take them all from the peers whose DPD and rekeys need them */
 #define TS_IKE_SOURCE_SLOTS 256
 #define TS_IKE_PER_SOURCE 32

@@ -492,6 +492,12 @@ static int inbound_batch(ts_dp *dp, struct ts_batch *b, int fd, const ts_addr *b
         size_t seg = meta.gro_seg ? meta.gro_seg : len;
         const ts_addr *local = meta.local.family ? &meta.local : ts_addr_is_specific(bound) ? bound : NULL;
         uint8_t *base = b->iov_in[i].iov_base;
+        if (len == 0) {
+            /* the loop below would not run for it: an empty datagram gets the verdict (MALFORMED)
+             * and the count that ts_dp_inbound gives it, as every drop must be counted */
+            inbound_one(dp, b, base, 0, &src, local);
+            continue;
+        }
         for (size_t off = 0; off < len; off += seg)
             inbound_one(dp, b, base + off, len - off < seg ? len - off : seg, &src, local);
     }

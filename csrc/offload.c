@@ -336,6 +336,10 @@ static bool gro_mergeable(const ts_gro *g, const uint8_t *p, size_t len, size_t 
     const uint8_t *t = p + iphl, *u = q + iphl;
     if (memcmp(t, u, 4) || ts_be32(t + 4) != g->next_seq || memcmp(t + 8, u + 8, 4))
         return false;     /* ports, sequence, ack number */
+    /* the window: a merged segment carries the first one's, so a later one's update would be
+     * lost for the whole run (Linux tcp_gro_receive refuses the merge too: its flag word holds it) */
+    if (memcmp(t + 14, u + 14, 2))
+        return false;
     uint8_t flags = t[13];
     if ((flags & (uint8_t)~0x08) != 0x10 || u[13] != 0x10)   /* ACK (+PSH on the newcomer) only */
         return false;

@@ -183,10 +183,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         FUZZ_ASSERT(n >= 0 && drop >= 0 && drop < TS_DROP__COUNT);
         FUZZ_ASSERT((n > 0) == (drop == TS_DROP_NONE) || (n == 0 && dlen >= 4 && fz_be32(udp) == 0) ||
                     (n == 0 && from500));
-        /* from port 500 only IKE (an event), a keepalive or a malformed drop: never ESP */
+        /* from port 500 only IKE (an event), a keepalive or a malformed drop, or one too long to
+         * go up (TS_IKE_MAX_MESSAGE): never ESP */
         if (from500)
             FUZZ_ASSERT(n == 0 && (drop == TS_DROP_NONE || drop == TS_DROP_QUEUE_FULL || drop == TS_DROP_MALFORMED ||
-                                   drop == TS_DROP_KEEPALIVE || drop == TS_DROP_IKE_SOURCE_LIMIT));
+                                   drop == TS_DROP_KEEPALIVE || drop == TS_DROP_IKE_SOURCE_LIMIT ||
+                                   drop == TS_DROP_IKE_TOO_BIG));
         if (n > 0) {
             check_inner(out, n, outcap);
             FUZZ_ASSERT(!bad_tag);   /* nothing unauthenticated gets through */

@@ -37,6 +37,7 @@ int main(int argc, char **argv) {
     test_overflow();
     test_reservation();
     test_reservation_threads();
+    test_esn_end_threads();
     test_first_use();
     test_first_use_threads();
     test_sad_errors();
@@ -63,6 +64,7 @@ int main(int argc, char **argv) {
     test_invalid_spi_clock_behind();
     test_invalid_spi_threads();
     test_invalid_spi_race_refund();
+    test_invalid_spi_ipv6_prefix();
     test_icmp();
     test_icmp_limits();
     test_icmp_quote();

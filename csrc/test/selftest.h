@@ -121,6 +121,7 @@ void test_replay_ring(void);
 void test_overflow(void);               /* test_seq.c */
 void test_reservation(void);
 void test_reservation_threads(void);
+void test_esn_end_threads(void);
 void test_first_use(void);              /* test_sad.c */
 void test_first_use_threads(void);
 void test_sad_errors(void);
@@ -148,6 +149,7 @@ void test_invalid_spi_per_source(void);
 void test_invalid_spi_clock_behind(void);
 void test_invalid_spi_threads(void);
 void test_invalid_spi_race_refund(void);
+void test_invalid_spi_ipv6_prefix(void);
 void test_icmp(void);                   /* test_icmp.c */
 void test_icmp_limits(void);
 void test_icmp_quote(void);              /* test_icmp_quote.c */

@@ -459,6 +459,58 @@ static void quotes_ext_chain(void) {
     pair_free(&pr);
 }
 
+/* An ICMPv6 message needs its 8-byte header in the packet, or in its first fragment: a first
+ * fragment whose header chain ends at its very end (review revfast F2) used to pass unread, and
+ * the error with its quote about another peer's flow then came as a later fragment, which no one
+ * checks and which a kernel before 5.16 reassembles with it.  The same for 0 to 7 bytes at l4
+ * of a whole packet, of any type.  Later fragments still pass (their first one is checked). */
+static void quotes_v6_short(void) {
+    struct pair pr;
+    gw_new(&pr, NULL, 0);
+    uint8_t pkt[256], q[64];
+    /* the first fragment: fixed header, Fragment (offset 0, more), Destination Options naming
+     * ICMPv6, and nothing after it */
+    memset(pkt, 0, 56);
+    pkt[0] = 0x60;
+    put16(pkt + 4, 16);
+    pkt[6] = 44;
+    pkt[7] = 64;
+    memcpy(pkt + 8, HOST_A6, 16);
+    memcpy(pkt + 24, HOST_L6, 16);
+    pkt[40] = 60;
+    put16(pkt + 42, 0x0001);   /* offset 0, M */
+    put32(pkt + 44, 7);
+    pkt[48] = 58;
+    pkt[50] = 1;               /* PadN over the other 4 bytes */
+    pkt[51] = 4;
+    CHECK(through(&pr, pkt, 56) == TS_DROP_ICMP_QUOTE);
+    /* the error behind it, as the later fragment (offset 8 bytes): data, as any later fragment */
+    size_t ql = quote6(q, HOST_L6, 40000, HOST_B6, 53);
+    size_t len = icmp6(pkt + 8, HOST_A6, HOST_L6, 1, 0, q, ql) + 8;
+    memmove(pkt, pkt + 8, 40);
+    put16(pkt + 4, (uint16_t)(len - 40));
+    pkt[6] = 44;
+    pkt[40] = 60;
+    pkt[41] = 0;
+    put16(pkt + 42, 0x0008);   /* offset 1 unit, last */
+    put32(pkt + 44, 7);
+    CHECK(through(&pr, pkt, len) == TS_DROP_NONE);
+    /* whole packets with 0 to 7 bytes of ICMPv6, an error's type or an echo's */
+    for (int echo = 0; echo < 2; echo++)
+        for (size_t cut = 0; cut < 8; cut++) {
+            len = icmp6(pkt, HOST_A6, HOST_L6, echo ? 128 : 1, 0, q, 0);
+            put16(pkt + 4, (uint16_t)cut);
+            CHECK(through(&pr, pkt, 40 + cut) == TS_DROP_ICMP_QUOTE);
+        }
+    /* and ICMPv4: an echo of 4 bytes (errors of 1 to 7 are in quotes_truncated) */
+    len = icmp4(pkt, HOST_A4, HOST_L4, 8, 0, 0, q, 0);
+    put16(pkt + 2, 24);
+    put16(pkt + 10, 0);
+    put16(pkt + 10, csum(pkt, 20));
+    CHECK(through(&pr, pkt, 24) == TS_DROP_ICMP_QUOTE);
+    pair_free(&pr);
+}
+
 /* Our side answers no ICMPv6 error with Packet Too Big (RFC 4443 §2.4 e), however many
  * extension headers come before it; an echo request behind as many is answered. */
 static void too_big_ext_chain(void) {
@@ -488,5 +540,6 @@ void test_icmp_quote(void) {
     quotes_truncated();
     quotes_lying();
     quotes_ext_chain();
+    quotes_v6_short();
     too_big_ext_chain();
 }

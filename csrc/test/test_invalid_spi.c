@@ -29,8 +29,8 @@ static uint64_t withheld_count(ts_dp *dp) {
 }
 
 /* Sources limited apart: the slots are a hash under a random key, so two addresses share one
- * now and then (and with it one limit).  Fills out[0..n) with IPv6 sources whose slots are in
- * no one's use yet, and marks them used. */
+ * now and then (and with it one limit).  Fills out[0..n) with IPv6 sources (of /64s of their
+ * own) whose slots are in no one's use yet, and marks them used. */
 struct picker {
     bool used[TS_INVALID_SPI_SLOTS];
     uint16_t next;
@@ -43,7 +43,7 @@ static void pick_apart(ts_dp *dp, struct picker *pk, ts_addr *out, int n) {
         unsigned slot;
         do {
             FATAL_IF(pk->next == UINT16_MAX);
-            put16(x.addr + 14, ++pk->next);
+            put16(x.addr + 6, ++pk->next);   /* another /64: a source is its /64 */
             slot = ts_test_invalid_spi_slot(dp, &x);
         } while (pk->used[slot]);
         pk->used[slot] = true;
@@ -139,12 +139,47 @@ void test_invalid_spi_per_source(void) {
         for (int i = 0; i < 200; i++) {
             ts_addr x = {.family = 6, .port = 4500};
             memcpy(x.addr, B6, 16);
-            put16(x.addr + 14, (uint16_t)(t * 200 + i));
+            put16(x.addr + 6, (uint16_t)(t * 200 + i));   /* each its own /64 */
             from(dp, &x, 0x3000);
         }
         sent += (uint64_t)count_events(dp, TS_EV_INVALID_SPI, NULL);
     }
     CHECK(sent == 10 + 9 && withheld_count(dp) - withheld0 == 20 * 200 - sent);
+    ts_dp_free(dp);
+}
+
+/* An IPv6 host holds its whole /64 and may send from any address of it (review revfast F1): ten
+ * addresses of one /64 have one source's hint, and the peer after them still has its own; 600 IKE
+ * datagrams from as many addresses of it queue one sender's share.  (Other /64s are sources of
+ * their own: pick_apart finds them.) */
+void test_invalid_spi_ipv6_prefix(void) {
+    ts_dp *dp = ts_dp_new();
+    FATAL_IF(!dp);
+    ts_addr host = {.family = 6, .port = 4500}, peer;
+    memcpy(host.addr, B6, 16);
+    addr4(&peer, 7, 4500);
+    ts_test_set_clock(dp, T0);
+    for (int i = 0; i < 10; i++) {
+        put16(host.addr + 8, (uint16_t)(0x100 + i));   /* the interface identifier: any */
+        from(dp, &host, 0x1000);
+    }
+    CHECK(count_events(dp, TS_EV_INVALID_SPI, NULL) == 1);
+    CHECK(drop_count(dp, TS_DROP_INVALID_SPI_SOURCE_LIMIT) == 9);
+    from(dp, &peer, 0x1000);
+    CHECK(count_events(dp, TS_EV_INVALID_SPI, NULL) == 1 && drop_count(dp, TS_DROP_INVALID_SPI_RATE_LIMIT) == 0);
+    /* IKE (a whole header after the marker), each datagram from another address of the /64 */
+    static uint8_t ike[4 + 28];
+    memset(ike, 0, sizeof(ike));
+    put32(ike + 4 + 24, 28);
+    int queued = 0;
+    for (int i = 0; i < 600; i++) {
+        put16(host.addr + 14, (uint16_t)i);
+        int drop = -1;
+        CHECK(ts_dp_inbound(dp, ike, sizeof(ike), &host, NULL, bufC, CAP, &drop) == 0);
+        queued += drop == TS_DROP_NONE;
+    }
+    CHECK(queued == TS_IKE_PER_SOURCE);
+    CHECK(drop_count(dp, TS_DROP_IKE_SOURCE_LIMIT) == 600 - TS_IKE_PER_SOURCE);
     ts_dp_free(dp);
 }
 

@@ -410,7 +410,7 @@ void test_lifetimes(void) {
     for (int i = 0; i < 1100; i++) {
         ts_addr src = {.family = 6, .port = 4500};
         memcpy(src.addr, A6, 16);
-        put16(src.addr + 14, (uint16_t)i);
+        put16(src.addr + 6, (uint16_t)i);   /* 1,100 /64s: a source is its /64 */
         CHECK(ts_dp_inbound(pr.rx, ike, sizeof(ike), &src, NULL, bufC, CAP, &drop) == 0);
         CHECK(drop == TS_DROP_NONE || drop == TS_DROP_QUEUE_FULL);
         queued += drop == TS_DROP_NONE;

@@ -19,6 +19,7 @@ from scapy.layers.inet6 import (
     IPerror6,
     IPv6,
     IPv6ExtHdrDestOpt,
+    IPv6ExtHdrFragment,
     IPv6ExtHdrHopByHop,
 )
 from scapy.packet import Packet, Raw
@@ -113,3 +114,18 @@ def test_an_error_behind_a_long_extension_header_chain_is_checked(headers: int, 
         assert drops["icmp_quote"] == 1 and sum(drops.values()) == 1 and policy_drops == 1
         own = _chained6(headers, hop_by_hop, error, "fd00:a::7")
         assert _through(own)[:2] == (own, Drop.NONE)
+
+
+def test_a_first_fragment_without_the_icmpv6_header_is_dropped() -> None:
+    """An ICMPv6 error about another peer's flow, sent as two fragments: the first ends where its
+    header chain does (a destination options header naming ICMPv6, no ICMPv6 byte), the second
+    holds the error.  The first passed unread, the second is a later fragment (never checked), and a
+    kernel before 5.16 reassembles them (review revfast F2).  The first is dropped now."""
+    key = new_key()
+    dp, spi = receiver(key)
+    error = bytes(ICMPv6DestUnreach(code=4) / IPerror6(src="fd00:b::10", dst="fd00:c::7") / UDP(sport=40000, dport=53))
+    dst_opt = bytes(IPv6ExtHdrDestOpt(nh=58))
+    first = IPv6(src="fd00:a::5", dst="fd00:b::10") / IPv6ExtHdrFragment(nh=60, offset=0, m=1, id=7) / dst_opt
+    second = IPv6(src="fd00:a::5", dst="fd00:b::10") / IPv6ExtHdrFragment(nh=60, offset=1, m=0, id=7) / error
+    verdicts = [dp.inbound(esp_seal(key, spi, seq, bytes(pkt), 41))[1] for seq, pkt in ((1, first), (2, second))]
+    assert verdicts == [Drop.ICMP_QUOTE, Drop.NONE]

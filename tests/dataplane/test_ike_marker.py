@@ -100,3 +100,16 @@ def test_the_share_is_per_address_whatever_the_port() -> None:
     assert dp.inbound(MARKER + ike_message(), _from("203.0.113.9", 2000))[1] is Drop.IKE_SOURCE_LIMIT
     assert dp.inbound(ike_message(), _from("203.0.113.9", 500))[1] is Drop.IKE_SOURCE_LIMIT
     assert len(_ike_events(dp)) == SHARE
+
+
+def test_one_ipv6_host_has_one_senders_share_whatever_address_of_its_64_it_sends_from() -> None:
+    """A host holds its whole /64 and may send from any address of it: 600 unauthenticated IKE
+    datagrams from as many addresses of one /64 took 256 places in the queue, and another client's
+    IKE_SA_INIT was then dropped QUEUE_FULL (review revfast F1).  Now they are one sender's share."""
+    dp = Dataplane()
+    verdicts = [dp.inbound(MARKER + ike_message(bytes([i % 256])), _from(f"2001:db8:1:2::{i + 1:x}"))[1]
+                for i in range(600)]
+    assert verdicts.count(Drop.NONE) == SHARE
+    assert dp.drops()["ike_source_limit"] == 600 - SHARE
+    assert dp.inbound(MARKER + ike_message(b"hello"), _from("198.51.100.7"))[1] is Drop.NONE
+    assert len(_ike_events(dp)) == SHARE + 1

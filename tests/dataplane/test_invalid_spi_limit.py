@@ -31,13 +31,13 @@ def _slot(dp: Dataplane, ep: Endpoint) -> int:
 
 
 def _apart(dp: Dataplane, n: int) -> list[Endpoint]:
-    """n IPv6 sources limited apart from A and from each other: the slots are a keyed hash of the
-    address (random key per context), so now and then two addresses share one, and with it one
-    limit."""
+    """n IPv6 sources (each of a /64 of its own) limited apart from A and from each other: the slots
+    are a keyed hash of the address (random key per context), so now and then two addresses share
+    one, and with it one limit."""
     taken = {_slot(dp, A)}
     found: list[Endpoint] = []
     for last in range(0xb, 0x10000):
-        ep = Endpoint(ipaddress.ip_address(f"2001:db8::{last:x}"), 4500)
+        ep = Endpoint(ipaddress.ip_address(f"2001:db8:0:{last:x}::1"), 4500)   # a source is its /64
         if _slot(dp, ep) not in taken:
             taken.add(_slot(dp, ep))
             found.append(ep)
@@ -152,3 +152,19 @@ def test_all_sources_together_a_burst_then_ten_a_second() -> None:
     drops = dp.drops()
     assert drops["invalid_spi_source_limit"] + drops["invalid_spi_rate_limit"] == 20 * 100 - sum(per_tick)
     assert drops["invalid_spi_rate_limit"] > 0
+
+
+def test_one_ipv6_host_has_one_sources_hint_whatever_address_of_its_64_it_sends_from() -> None:
+    """A host holds its whole /64 (SLAAC privacy addresses: no spoofing needed).  Ten addresses of
+    one /64 at one instant took the whole shared budget, and the peer that lost its SA after them
+    had its hint withheld (review revfast F1); now they are one source: one hint, nine source-limited."""
+    key = new_key()
+    dp, _spi = receiver(key)
+    _at(dp, T0)
+    for i in range(10):
+        _junk(dp, key, 0x1000, Endpoint(ipaddress.ip_address(f"2001:db8:1:2::{i + 1:x}"), 4500))
+    assert len(_reported(dp)) == 1
+    _junk(dp, key, 0x1000, A)   # the peer that lost its SA (our restart)
+    assert _reported(dp) == [(0x1000, A)]
+    drops = dp.drops()
+    assert (drops["invalid_spi_source_limit"], drops["invalid_spi_rate_limit"]) == (9, 0)

@@ -175,6 +175,20 @@ def test_gro_ipv6() -> None:
     assert bytes(IPv6(writes[0][VNET_HDR_LEN:])[TCP].payload) == payload
 
 
+def test_gro_keeps_segments_with_different_windows_apart() -> None:
+    """A merged segment carries its first one's window: a window update on a later data segment
+    would be lost for the run (review revfast F4).  Linux's tcp_gro_receive refuses such a merge;
+    so does the fast path.  Equal windows still merge."""
+    def seg(seq: int, payload: bytes, window: int) -> bytes:
+        return bytes(IP(src="10.1.0.1", dst="10.2.0.1")
+                     / TCP(sport=40000, dport=443, flags="A", seq=seq, ack=1, window=window) / payload)
+
+    a, b, c = os.urandom(1400), os.urandom(1400), os.urandom(1400)
+    writes = gro_coalesce([seg(1000, a, 100), seg(2400, b, 65000), seg(3800, c, 65000)])
+    got = [(IP(w[VNET_HDR_LEN:])[TCP].window, bytes(IP(w[VNET_HDR_LEN:])[TCP].payload)) for w in writes]
+    assert got == [(100, a), (65000, b + c)]
+
+
 def _corrupt_payload(seg: bytes, family: int = 4) -> bytes:
     """seg with one payload byte flipped and its TCP checksum left as it was."""
     b = bytearray(seg)

@@ -570,10 +570,11 @@ def test_events_read_every_field_as_cffi_does() -> None:
 
 
 def test_event_queue_is_bounded_and_counts_what_it_refuses() -> None:
-    """IKE from 1,100 senders (each sender's share, 32, is far from reached): half the queue less the
-    established IKE SAs' reserve and the tagged IKE_AUTHs' (none here), then counted drops."""
+    """IKE from 1,100 senders (each of a /64 of its own: each sender's share, 32, is far from
+    reached): half the queue less the established IKE SAs' reserve and the tagged IKE_AUTHs' (none
+    here), then counted drops."""
     dp = Dataplane()
-    senders = [Endpoint(ipaddress.ip_address(f"2001:db8::{i:x}"), 4500) for i in range(1100)]
+    senders = [Endpoint(ipaddress.ip_address(f"2001:db8:{i:x}::1"), 4500) for i in range(1100)]
     messages = [b"\0\0\0\0" + ike_message(i.to_bytes(2, "big")) for i in range(1100)]
     verdicts = [dp.inbound(m, s)[1] for m, s in zip(messages, senders, strict=True)]
     queued = verdicts.count(Drop.NONE)

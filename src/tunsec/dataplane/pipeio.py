@@ -114,8 +114,9 @@ class _IkeWaiting:
 
 
 def _prefix64(sender: bytes | None) -> bytes | None:
-    """A tagged IKE event's share key: an IPv6 sender's /64 (a host holds them all, and each address
-    of it may earn a tag), an IPv4 one's address."""
+    """An IKE event's sender as its shares count it, as the fast path's do (csrc/dp.c source_hash):
+    an IPv6 sender's /64 (a host holds them all and may send from any of them, each address of it may
+    earn a tag; review revfast F1), an IPv4 one's address."""
     if sender is not None and sender[0] == 6:
         return sender[:9] + bytes(8)
     return sender
@@ -154,7 +155,7 @@ class PipeWriter:
     # a control process that answers an IKE_SA_INIT with a DH computation, longer than a peer waits
     # before it retransmits, so more would only be stale.
     MAX_IKE = 512
-    # IKE events waiting per sender address (any port), as many as the fast path's share before
+    # IKE events waiting per sender address (any port; an IPv6 one's /64), as many as the fast path's share before
     # this queue (csrc/internal.h TS_IKE_PER_SOURCE, which test_pipe_writer holds equal).  That share
     # comes back as soon as the worker reads an event out of C, so without this one a sender the
     # control process is too slow for refilled it again and again, and its datagrams pushed every
@@ -317,7 +318,7 @@ class PipeWriter:
         # Nothing before the control process decrypts tells a flood's datagram from a peer's
         # IKE_SA_INIT or IKE_AUTH, but a sender over its share pays with its own oldest, not
         # another peer's.
-        unknown, sender = self._unknown, ike_event_sender(data)
+        unknown, sender = self._unknown, _prefix64(ike_event_sender(data))
         if sender is not None and unknown.share(sender) >= self.MAX_IKE_PER_SENDER:
             self.dropped_ike_source += 1
             self._drop(unknown.pop_keys_oldest(sender))
@@ -373,7 +374,7 @@ class PipeWriter:
 
     def _wait_known(self, data: bytes, peer: int) -> None:
         # keyed as the fast path keys its shares: the peer, or the SA's SPI when none was named
-        known, sender = self._known, ike_event_sender(data)
+        known, sender = self._known, _prefix64(ike_event_sender(data))
         # (every known event has a key: pop_biggest looks only at keys; b"" never comes from the worker)
         key = peer.to_bytes(8, "big") if peer else ike_event_own_spi(data) or b""
         if known.share(key) >= self.MAX_IKE_PER_PEER:
