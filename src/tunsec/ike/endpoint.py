@@ -69,6 +69,7 @@ from tunsec.policy.pad import AddressMatch, Refused, address_match, check_unique
 from tunsec.policy.selector import IPAddress
 
 from .by_address import EstablishedByAddress
+from .by_peer import SpisByPeer
 from .config import IkeConfig
 from .constants import IKE_PORT, MAX_IKE_MESSAGE, ExchangeType, HeaderFlag, NotifyType
 from .cookie_demand import (
@@ -210,11 +211,7 @@ class IkeEndpoint:
         self.on_forget: Callable[[bytes], None] = _nothing
         # bound methods every IKE SA keeps, made once (each access to self._touch makes a new one)
         self._touch_cb, self._load_cb, self._refuse_cb = self._touch, self._load, self._refuse_duplicate
-        # (connection, authenticated peer identity) -> local SPIs of its IKE SAs, so INITIAL_CONTACT finds
-        # a peer's older SAs without a pass over every SA (a thousand clients connecting made that O(N^2))
-        # (one SPI as itself, more as a set: a set is 216 bytes, and nearly every peer has one IKE SA)
-        self._by_peer: dict[tuple[str, object], bytes | set[bytes]] = {}
-        self._peer_key: dict[bytes, tuple[str, object]] = {}
+        self._by_peer = SpisByPeer()   # (connection, authenticated peer identity) -> SPIs: INITIAL_CONTACT
         self._ike_sa_counts = IkeSaCounts()   # per (connection, identity), for max_ike_sas (ike_sa_cap.py)
         # IKE_SA_INIT requests (_init_digest) -> the responder SA made for each, for as long as that SA
         # exists (strongSwan's init_hashes): a retransmission, however late, makes no second SA. The key of
@@ -276,7 +273,7 @@ class IkeEndpoint:
     def peer_sas(self, name: str, peer_id: object) -> list[IkeSa]:
         """The IKE SAs of connection ``name`` whose peer authenticated as ``peer_id`` (rekeyed ones
         until they close), from the index INITIAL_CONTACT uses (_by_peer): no pass over every SA."""
-        return [sa for spi in self._peer_spis((name, peer_id)) if (sa := self._sas.get(spi)) is not None]
+        return [sa for spi in self._by_peer.spis((name, peer_id)) if (sa := self._sas.get(spi)) is not None]
 
     @property
     def sa_count(self) -> int:
@@ -642,8 +639,7 @@ class IkeEndpoint:
             if self._sas.get(spi) is sa:
                 del self._sas[spi]
                 self._deadline.pop(spi, None)
-                if (key := self._peer_key.pop(spi, None)) is not None:
-                    self._unindex_peer(key, spi)
+                self._by_peer.remove(spi)
                 self._ike_sa_counts.remove(spi)
                 if (init := self._init_of.pop(spi, None)) is not None and self._by_init.get(init) is sa:
                     del self._by_init[init]
@@ -725,7 +721,7 @@ class IkeEndpoint:
         Not with ``unique = never`` (``initial_contact`` off), which strongSwan also ignores it for."""
         if not fresh.config.initial_contact:
             return
-        for spi in self._peer_spis((fresh.name, up.remote_id)):
+        for spi in self._by_peer.spis((fresh.name, up.remote_id)):
             sa = self._sas.get(spi)
             if sa is not None and sa is not fresh and not sa.is_closed and sa.name == fresh.name \
                     and sa.peer_id == up.remote_id:
@@ -733,30 +729,8 @@ class IkeEndpoint:
 
     def _index_peer(self, sa: IkeSa) -> None:
         """Note an authenticated IKE SA under its connection and peer identity (see _by_peer)."""
-        if sa.peer_id is None or sa.local_spi in self._peer_key:
-            return
-        key = (sa.name, sa.peer_id)
-        self._peer_key[sa.local_spi] = key
-        spis = self._by_peer.get(key)
-        if spis is None:
-            self._by_peer[key] = sa.local_spi
-        elif isinstance(spis, bytes):
-            self._by_peer[key] = {spis, sa.local_spi}
-        else:
-            spis.add(sa.local_spi)
-
-    def _peer_spis(self, key: tuple[str, object]) -> list[bytes]:
-        spis = self._by_peer.get(key, ())
-        return [spis] if isinstance(spis, bytes) else list(spis)
-
-    def _unindex_peer(self, key: tuple[str, object], spi: bytes) -> None:
-        spis = self._by_peer.get(key)
-        if isinstance(spis, set):
-            spis.discard(spi)
-            if len(spis) == 1:
-                self._by_peer[key] = spis.pop()
-        elif spis == spi:
-            del self._by_peer[key]
+        if sa.peer_id is not None:
+            self._by_peer.add(sa.local_spi, (sa.name, sa.peer_id))
 
 
 def _nothing(_: bytes) -> None:
