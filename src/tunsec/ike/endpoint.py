@@ -96,6 +96,7 @@ from .message import (
 )
 from .redirect import encode_redirect
 from .sa import IkeSa, State
+from .spi_book import IkeSpiBook
 from .spi_tag import IkeSpiTag
 from .state import AddressPool, IkeSaState, Jitter, Rng, SelectorClaims, SpiAllocator, now_utc, random_spi_allocator
 from .stats import EndpointStats
@@ -206,6 +207,7 @@ class IkeEndpoint:
         self._wall_clock = wall_clock
         self._select = config_selector or self._default_selector
         self._sas: dict[bytes, IkeSa] = {}
+        self.spi_book = IkeSpiBook(self._sas)   # those SPIs and the ones rekeys in flight drew (spi_book.py)
         # told our SPI of each SA as it closes and is forgotten, by whatever path (deleted, expired, dead,
         # replaced, dropped, a rekeyed one that goes quietly): the service's set of the worker's trusted SPIs
         self.on_forget: Callable[[bytes], None] = _nothing
@@ -458,12 +460,14 @@ class IkeEndpoint:
                 refuse_duplicate=None if initiator else self._refuse_cb,
                 has_contact=self._has_contact if initiator else None,
                 address_role=self._address_role if initiator else None,
+                spi_book=self.spi_book,
             )
-            if sa.local_spi not in self._sas:
+            if not self.spi_book.taken(sa.local_spi):
                 self._register(sa)
                 return sa
 
     def _register(self, sa: IkeSa) -> None:
+        self.spi_book.release(sa.local_spi)   # a successor's: reserved until now
         self._sas[sa.local_spi] = sa
         sa.watch(self._touch_cb)
         self._touch(sa)
@@ -623,9 +627,7 @@ class IkeEndpoint:
                     self._initial_contact(sa, event)  # the dropped SAs report themselves through watch()
         successor = sa.take_successor()
         if successor is not None:  # a rekeyed IKE SA, or one redirected in IKE_AUTH: route its new SPI
-            self._register(successor)
-            self._index_peer(successor)
-            self._ike_sa_counts.succeed(spi, successor.local_spi, successor.state is State.REKEYED)
+            self._succeed(spi, successor)
         if spi in self._half_open and not sa.is_half_open:
             record = self._half_open.pop(spi)
             if not sa.is_closed:
@@ -644,6 +646,7 @@ class IkeEndpoint:
                 if (init := self._init_of.pop(spi, None)) is not None and self._by_init.get(init) is sa:
                     del self._by_init[init]
                 self._by_address.forget(spi)
+                self.spi_book.release_all(spi)   # SPIs its rekeys drew that made no SA
                 self.on_forget(spi)
             sa.watch(None)
             return
@@ -652,6 +655,25 @@ class IkeEndpoint:
         if floor is not None and when is not None:
             when = max(when, floor)
         self._schedule(spi, when)
+
+    def _succeed(self, spi: bytes, successor: IkeSa) -> None:
+        """Route the successor of the IKE SA ``spi``.  Its SPI was drawn through spi_book, unused and
+        reserved; were it taken all the same (a bug), it must not replace the IKE SA that has it (another
+        peer's, maybe): dropped instead (its Child SAs with it), counted and logged."""
+        new = successor.local_spi
+        if new not in self._sas:
+            self._register(successor)
+            self._index_peer(successor)
+            self._ike_sa_counts.succeed(spi, new, successor.state is State.REKEYED)
+            return
+        self.spi_book.refused += 1
+        log.error("%s: internal error: the new IKE SA of a rekey or redirect has SPI %s, which another IKE SA "
+                  "has: dropped", successor.name, new.hex())
+        successor.drop(DownReason.NEGOTIATION_FAILED)
+        while (event := successor.next_event()) is not None:   # its Child SAs' ChildSaDown, its IkeSaDown
+            self._events.append((successor, event))
+        if (redundant := successor.take_successor()) is not None:   # a rekey collision's loser: nothing to keep
+            redundant.drop(DownReason.REKEY_COLLISION)
 
     def _half_open_left(self, ip: str) -> None:
         """One half-open SA from ``ip`` (a source_key) was authenticated or closed; it goes at zero."""

@@ -45,7 +45,21 @@ def redundant_is_ours(our_min: bytes, their_min: bytes) -> bool:
 
 
 def new_ike_spi(st: IkeSaState) -> bytes:
+    """A new IKE SPI of ours for the peer (random and tagged, spi_tag.py), not yet checked for use."""
     return make_ike_spi(st.rng, st.spi_tag, st.remote_addr[0])
+
+
+def reserve_ike_spi(st: IkeSaState) -> bytes:
+    """The new IKE SPI of our side of a rekey: one no IKE SA of the endpoint has and no other rekey in
+    flight reserved (spi_book.py); held until the successor is registered or the rekey fails."""
+    book = st.spi_book
+    return new_ike_spi(st) if book is None else book.reserve(st.local_spi, lambda: new_ike_spi(st))
+
+
+def release_ike_spi(st: IkeSaState, spi: bytes) -> None:
+    """``spi``, reserved for a rekey that failed, will make no IKE SA."""
+    if st.spi_book is not None:
+        st.spi_book.release(spi)
 
 
 class RekeyIkeTask(Task):
@@ -55,7 +69,7 @@ class RekeyIkeTask(Task):
     def __init__(self, st: IkeSaState) -> None:
         assert st.suite is not None and st.suite.dh_group is not None
         self._groups = KeGroups((g for spec in st.config.proposals for g in spec.dh_groups), st.suite.dh_group)
-        self._spi = new_ike_spi(st)
+        self._spi = reserve_ike_spi(st)
         self._nonce = st.rng(NONCE_LEN)
         self._ke: KeyExchange | None = None
         # the peer's rekey of the same IKE SA, answered while this request was out
@@ -76,7 +90,12 @@ class RekeyIkeTask(Task):
         outcome = self._process(st, payloads)
         if outcome == Outcome.DONE and self.collision is not None:
             settle_collision(st, self.collision)
+        if outcome == Outcome.DONE and self._spi not in (r.spi_i for r in (st.rekey, st.redundant) if r is not None):
+            release_ike_spi(st, self._spi)   # our rekey failed (or lost a collision it did not make)
         return outcome
+
+    def abort(self, st: IkeSaState) -> None:
+        release_ike_spi(st, self._spi)
 
     def _process(self, st: IkeSaState, payloads: Sequence[Payload]) -> Outcome:
         if self._groups.follow(payloads) is KeRetry.RETRY:
@@ -155,7 +174,7 @@ def respond(st: IkeSaState, payloads: Sequence[Payload], pending: Task | None = 
         shared = ours.shared_secret(ke.data)
     except DhError:
         return Response([notify(NotifyType.INVALID_SYNTAX)])
-    spi_r, nonce_r = new_ike_spi(st), st.rng(NONCE_LEN)
+    spi_r, nonce_r = reserve_ike_spi(st), st.rng(NONCE_LEN)
     rekey = IkeRekey(False, chosen.spi, spi_r, chosen, nonce.data, nonce_r, shared)
     if ours_out is not None:
         ours_out.collision = rekey
