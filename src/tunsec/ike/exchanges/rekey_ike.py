@@ -62,6 +62,12 @@ def release_ike_spi(st: IkeSaState, spi: bytes) -> None:
         st.spi_book.release(spi)
 
 
+def usable_ike_spi(spi: bytes) -> bool:
+    """The peer's new IKE SPI: 8 bytes, never zero (RFC 7296 §3.1: the initiator's "MUST NOT be zero"; a
+    responder's is zero only in the first IKE_SA_INIT message, which no rekey's SA ever sends)."""
+    return len(spi) == 8 and any(spi)
+
+
 class RekeyIkeTask(Task):
     exchange = ExchangeType.CREATE_CHILD_SA
     rekeys_ike_sa = True
@@ -112,6 +118,9 @@ class RekeyIkeTask(Task):
         if chosen is None or nonce is None or ke is None or len(chosen.spi) != 8:
             st.emit(NegotiationFailed(st.name, "INVALID_SYNTAX", "IKE rekey response lacks SA, Nonce or KE"))
             return Outcome.DONE
+        if not usable_ike_spi(chosen.spi):
+            st.emit(NegotiationFailed(st.name, "INVALID_SYNTAX", "IKE rekey response: the peer's new SPI is zero"))
+            return Outcome.DONE
         if chosen.protocol != ProtocolId.IKE or not accepts(st.config.proposals, chosen):
             st.emit(NegotiationFailed(st.name, "NO_PROPOSAL_CHOSEN", f"peer chose {describe_all([chosen])}"))
             return Outcome.DONE
@@ -160,7 +169,7 @@ def respond(st: IkeSaState, payloads: Sequence[Payload], pending: Task | None = 
     sa, nonce, ke = find(payloads, SaPayload), find(payloads, NoncePayload), find(payloads, KePayload)
     if sa is None or nonce is None or ke is None:
         return Response([notify(NotifyType.INVALID_SYNTAX)])
-    theirs = [p for p in sa.proposals if p.protocol == ProtocolId.IKE and len(p.spi) == 8]
+    theirs = [p for p in sa.proposals if p.protocol == ProtocolId.IKE and usable_ike_spi(p.spi)]
     chosen = select_proposal(st.config.proposals, theirs, prefer_group=ke.group)
     if chosen is None:
         detail = f"IKE rekey: received {describe_all(sa.proposals)}; configured {describe_all(st.config.proposals)}"
