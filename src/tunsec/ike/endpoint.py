@@ -69,6 +69,7 @@ from tunsec.policy.pad import AddressMatch, Refused, address_match, check_unique
 from tunsec.policy.selector import IPAddress
 
 from .by_address import EstablishedByAddress
+from .by_peer import SpisByPeer
 from .config import IkeConfig
 from .constants import IKE_PORT, MAX_IKE_MESSAGE, ExchangeType, HeaderFlag, NotifyType
 from .cookie_demand import (
@@ -95,6 +96,7 @@ from .message import (
 )
 from .redirect import encode_redirect
 from .sa import IkeSa, State
+from .spi_book import IkeSpiBook
 from .spi_tag import IkeSpiTag
 from .state import AddressPool, IkeSaState, Jitter, Rng, SelectorClaims, SpiAllocator, now_utc, random_spi_allocator
 from .stats import EndpointStats
@@ -205,16 +207,13 @@ class IkeEndpoint:
         self._wall_clock = wall_clock
         self._select = config_selector or self._default_selector
         self._sas: dict[bytes, IkeSa] = {}
+        self.spi_book = IkeSpiBook(self._sas)   # those SPIs and the ones rekeys in flight drew (spi_book.py)
         # told our SPI of each SA as it closes and is forgotten, by whatever path (deleted, expired, dead,
         # replaced, dropped, a rekeyed one that goes quietly): the service's set of the worker's trusted SPIs
         self.on_forget: Callable[[bytes], None] = _nothing
         # bound methods every IKE SA keeps, made once (each access to self._touch makes a new one)
         self._touch_cb, self._load_cb, self._refuse_cb = self._touch, self._load, self._refuse_duplicate
-        # (connection, authenticated peer identity) -> local SPIs of its IKE SAs, so INITIAL_CONTACT finds
-        # a peer's older SAs without a pass over every SA (a thousand clients connecting made that O(N^2))
-        # (one SPI as itself, more as a set: a set is 216 bytes, and nearly every peer has one IKE SA)
-        self._by_peer: dict[tuple[str, object], bytes | set[bytes]] = {}
-        self._peer_key: dict[bytes, tuple[str, object]] = {}
+        self._by_peer = SpisByPeer()   # (connection, authenticated peer identity) -> SPIs: INITIAL_CONTACT
         self._ike_sa_counts = IkeSaCounts()   # per (connection, identity), for max_ike_sas (ike_sa_cap.py)
         # IKE_SA_INIT requests (_init_digest) -> the responder SA made for each, for as long as that SA
         # exists (strongSwan's init_hashes): a retransmission, however late, makes no second SA. The key of
@@ -276,7 +275,7 @@ class IkeEndpoint:
     def peer_sas(self, name: str, peer_id: object) -> list[IkeSa]:
         """The IKE SAs of connection ``name`` whose peer authenticated as ``peer_id`` (rekeyed ones
         until they close), from the index INITIAL_CONTACT uses (_by_peer): no pass over every SA."""
-        return [sa for spi in self._peer_spis((name, peer_id)) if (sa := self._sas.get(spi)) is not None]
+        return [sa for spi in self._by_peer.spis((name, peer_id)) if (sa := self._sas.get(spi)) is not None]
 
     @property
     def sa_count(self) -> int:
@@ -461,12 +460,14 @@ class IkeEndpoint:
                 refuse_duplicate=None if initiator else self._refuse_cb,
                 has_contact=self._has_contact if initiator else None,
                 address_role=self._address_role if initiator else None,
+                spi_book=self.spi_book,
             )
-            if sa.local_spi not in self._sas:
+            if not self.spi_book.taken(sa.local_spi):
                 self._register(sa)
                 return sa
 
     def _register(self, sa: IkeSa) -> None:
+        self.spi_book.release(sa.local_spi)   # a successor's: reserved until now
         self._sas[sa.local_spi] = sa
         sa.watch(self._touch_cb)
         self._touch(sa)
@@ -626,9 +627,7 @@ class IkeEndpoint:
                     self._initial_contact(sa, event)  # the dropped SAs report themselves through watch()
         successor = sa.take_successor()
         if successor is not None:  # a rekeyed IKE SA, or one redirected in IKE_AUTH: route its new SPI
-            self._register(successor)
-            self._index_peer(successor)
-            self._ike_sa_counts.succeed(spi, successor.local_spi, successor.state is State.REKEYED)
+            self._succeed(spi, successor)
         if spi in self._half_open and not sa.is_half_open:
             record = self._half_open.pop(spi)
             if not sa.is_closed:
@@ -642,12 +641,12 @@ class IkeEndpoint:
             if self._sas.get(spi) is sa:
                 del self._sas[spi]
                 self._deadline.pop(spi, None)
-                if (key := self._peer_key.pop(spi, None)) is not None:
-                    self._unindex_peer(key, spi)
+                self._by_peer.remove(spi)
                 self._ike_sa_counts.remove(spi)
                 if (init := self._init_of.pop(spi, None)) is not None and self._by_init.get(init) is sa:
                     del self._by_init[init]
                 self._by_address.forget(spi)
+                self.spi_book.release_all(spi)   # SPIs its rekeys drew that made no SA
                 self.on_forget(spi)
             sa.watch(None)
             return
@@ -656,6 +655,25 @@ class IkeEndpoint:
         if floor is not None and when is not None:
             when = max(when, floor)
         self._schedule(spi, when)
+
+    def _succeed(self, spi: bytes, successor: IkeSa) -> None:
+        """Route the successor of the IKE SA ``spi``.  Its SPI was drawn through spi_book, unused and
+        reserved; were it taken all the same (a bug), it must not replace the IKE SA that has it (another
+        peer's, maybe): dropped instead (its Child SAs with it), counted and logged."""
+        new = successor.local_spi
+        if new not in self._sas:
+            self._register(successor)
+            self._index_peer(successor)
+            self._ike_sa_counts.succeed(spi, new, successor.state is State.REKEYED)
+            return
+        self.spi_book.refused += 1
+        log.error("%s: internal error: the new IKE SA of a rekey or redirect has SPI %s, which another IKE SA "
+                  "has: dropped", successor.name, new.hex())
+        successor.drop(DownReason.NEGOTIATION_FAILED)
+        while (event := successor.next_event()) is not None:   # its Child SAs' ChildSaDown, its IkeSaDown
+            self._events.append((successor, event))
+        if (redundant := successor.take_successor()) is not None:   # a rekey collision's loser: nothing to keep
+            redundant.drop(DownReason.REKEY_COLLISION)
 
     def _half_open_left(self, ip: str) -> None:
         """One half-open SA from ``ip`` (a source_key) was authenticated or closed; it goes at zero."""
@@ -725,7 +743,7 @@ class IkeEndpoint:
         Not with ``unique = never`` (``initial_contact`` off), which strongSwan also ignores it for."""
         if not fresh.config.initial_contact:
             return
-        for spi in self._peer_spis((fresh.name, up.remote_id)):
+        for spi in self._by_peer.spis((fresh.name, up.remote_id)):
             sa = self._sas.get(spi)
             if sa is not None and sa is not fresh and not sa.is_closed and sa.name == fresh.name \
                     and sa.peer_id == up.remote_id:
@@ -733,30 +751,8 @@ class IkeEndpoint:
 
     def _index_peer(self, sa: IkeSa) -> None:
         """Note an authenticated IKE SA under its connection and peer identity (see _by_peer)."""
-        if sa.peer_id is None or sa.local_spi in self._peer_key:
-            return
-        key = (sa.name, sa.peer_id)
-        self._peer_key[sa.local_spi] = key
-        spis = self._by_peer.get(key)
-        if spis is None:
-            self._by_peer[key] = sa.local_spi
-        elif isinstance(spis, bytes):
-            self._by_peer[key] = {spis, sa.local_spi}
-        else:
-            spis.add(sa.local_spi)
-
-    def _peer_spis(self, key: tuple[str, object]) -> list[bytes]:
-        spis = self._by_peer.get(key, ())
-        return [spis] if isinstance(spis, bytes) else list(spis)
-
-    def _unindex_peer(self, key: tuple[str, object], spi: bytes) -> None:
-        spis = self._by_peer.get(key)
-        if isinstance(spis, set):
-            spis.discard(spi)
-            if len(spis) == 1:
-                self._by_peer[key] = spis.pop()
-        elif spis == spi:
-            del self._by_peer[key]
+        if sa.peer_id is not None:
+            self._by_peer.add(sa.local_spi, (sa.name, sa.peer_id))
 
 
 def _nothing(_: bytes) -> None:

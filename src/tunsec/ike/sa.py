@@ -81,19 +81,14 @@ from .exchanges import create_child_sa, ike_auth, ike_auth_eap, ike_sa_init, inf
 from .exchanges.base import Task
 from .fragments import FragmentStats, Reassembly
 from .identity import Identity
-from .message import (
-    DecodeError,
-    Message,
-    Payload,
-    SkfPayload,
-    decode_message,
-)
+from .message import DecodeError, Message, Payload, SkfPayload, decode_message
 from .proposals import describe_all
 from .redirect import RESOLVE_TIMEOUT, canonical_gateway, refused_target
 from .sa_requester import _Pending
 from .sa_responder import _Answered, _Waiting
 from .sa_successor import REKEYED_LINGER
 from .sk import IntegrityError, decrypt_message
+from .spi_book import IkeSpiBook
 from .spi_tag import IkeSpiTag, make_ike_spi
 from .state import (
     AddressPool,
@@ -190,6 +185,7 @@ class IkeSa:
         has_contact: Callable[[IkeSaState], bool] | None = None,
         spi_tag: IkeSpiTag | None = None,
         address_role: state.AddressRole | None = None,
+        spi_book: IkeSpiBook | None = None,
     ) -> None:
         """``address_pool``: where a responder leases virtual IPs (connections with ``pools``).
         ``ts_claims``: the remote selectors other peers' Child SAs hold (no Child SA may take them).
@@ -203,7 +199,7 @@ class IkeSa:
         ``refuse_duplicate``: a responder asks it in IKE_AUTH once the peer is authenticated
         (the endpoint's ``unique = keep``). ``has_contact``: an initiator asks it before its
         INITIAL_CONTACT (the endpoint: another IKE SA with the same identities is up).
-        ``spi_tag``: the key our SPIs are tagged with for the peer's address (spi_tag.py).
+        ``spi_tag``: the key our SPIs are tagged with for the peer's address (spi_tag.py); ``spi_book``: see state.py.
         """
         if remote_addr is None:
             if config.remote_addr is None:
@@ -226,7 +222,7 @@ class IkeSa:
         self._st.original_initiator = is_initiator  # a rekeyed SA takes its predecessor's (_rekeyed_sa)
         self._st.refuse_duplicate = refuse_duplicate
         self._st.has_contact, self._st.address_role = has_contact, address_role  # address_role: see state.py
-        self._st.spi_tag = spi_tag
+        self._st.spi_tag, self._st.spi_book = spi_tag, spi_book
         if is_initiator:
             self._st.spi_i = make_ike_spi(rng, spi_tag, remote_addr[0])
         else:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from .events import DownReason, NegotiationFailed, Redirected, ResolveGateway
 from .redirect import MAX_REDIRECTS, REDIRECT_PERIOD, RESOLVE_TIMEOUT, Redirect
+from .spi_tag import make_ike_spi
 
 if TYPE_CHECKING:
     from .sa import IkeSa
@@ -55,6 +56,7 @@ def follow_auth_redirect(self: IkeSa, redirect: Redirect) -> None:
         st.rng,
         spi_allocator=st.spi_allocator,
         spi_tag=st.spi_tag,
+        spi_book=st.spi_book,
         remote_addr=remote,
         local_addr=None,  # as a fresh initiation: from local_port, the address the route picks
         wall_clock=st.wall_clock,
@@ -63,6 +65,8 @@ def follow_auth_redirect(self: IkeSa, redirect: Redirect) -> None:
         drop_stats=self._drops,
         address_role=st.address_role,
     )
+    if st.spi_book is not None:   # its SPI is routed once this SA hands it on: none another SA has or reserved
+        new._st.spi_i = st.spi_book.reserve(st.local_spi, lambda: make_ike_spi(st.rng, st.spi_tag, remote[0]))
     new._redirect_history = history
     new._st.redirected_from = old
     if redirect.fqdn:

@@ -79,6 +79,7 @@ def rekeyed_sa(self: IkeSa, rekey: IkeRekey) -> IkeSa:
         old.rng,
         spi_allocator=old.spi_allocator,
         spi_tag=old.spi_tag,
+        spi_book=old.spi_book,
         remote_addr=old.remote_addr,
         local_addr=old.local_addr,
         wall_clock=old.wall_clock,
@@ -118,6 +119,8 @@ def spawn_successor(self: IkeSa) -> None:
     new._state = State.ESTABLISHED
     # a rekey of ours still queued is moot: the IKE SA was just replaced
     new._queue = [t for t in self._queue if not t.rekeys_ike_sa]
+    for moot in (t for t in self._queue if t.rekeys_ike_sa):
+        moot.abort(old)   # never sent: the new IKE SPI it reserved is free again (spi_book.py)
     self._queue = []
     new._delayed, self._delayed = self._delayed, ()  # retries of refused requests go there too
     if st.esp_hold is not None and not new._queued(mobike.ReturnRoutabilityTask):

@@ -14,8 +14,11 @@ hours (one per address of a /64) to flood with at once, the key is replaced ever
 (``rotate``); the worker holds the last two, so a tag is good for one to two periods, longer
 than a half-open SA lives (established SAs have IKE_SPI_ADD instead).
 
-Half the SPI is random: two SAs for one address clash one time in 2^32 per pair, which the
-endpoint's clash loop (IkeEndpoint._new_sa) already redraws.  SipHash is written out here because
+Half the SPI is random: two SAs for one address (clients behind one NAT share it) clash one time in
+2^32 per pair.  Every SPI made here is checked before it is used: a new SA's by the endpoint's clash
+loop (IkeEndpoint._new_sa), the new SPI of an IKE SA rekey or an IKE_AUTH redirect by the endpoint's
+book of SPIs in use and reserved (spi_book.py), which draws again; a rekey's was not checked until
+review revchild F2, and took another peer's IKE SA's entry.  SipHash is written out here because
 no library offers it keyed; it costs a few us once per IKE SA, not per datagram.  The control process
 uses the fast path's compiled one instead (~115k instructions fewer per IKE SA, of ~3.6M per client),
 which the IKE service hands in (``IkeSpiTag.new(siphash=...)``, tunsec/dataplane/siphash.py):

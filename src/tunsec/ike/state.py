@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from tunsec.policy.selector import IPAddress
 
     from .exchanges.ike_auth_eap import GatewayEap
+    from .spi_book import IkeSpiBook
 
 Rng = Callable[[int], bytes]
 SpiAllocator = Callable[[], int]
@@ -194,6 +195,9 @@ class IkeSaState:
     next_child_id: int = 1
     jitter: Jitter | None = None  # None: random_jitter(rng)
     spi_tag: IkeSpiTag | None = None  # the key of our IKE SPIs' tags (spi_tag.py); None: untagged
+    # the endpoint's IKE SPIs in use and reserved: a rekey's or redirect's new SPI is drawn through it
+    # (spi_book.py); None: a stand-alone SA (tests), whose SPIs nobody else routes
+    spi_book: IkeSpiBook | None = None
     address_pool: AddressPool | None = None  # a responder's virtual IP leases (connections.X.pools)
     ts_claims: SelectorClaims | None = None  # the selectors every peer holds (checked on every Child SA)
     peer_vips: tuple[Lease, ...] = ()  # leases we gave the peer in IKE_AUTH (released when the SA goes)
@@ -290,6 +294,10 @@ class IkeSaState:
         if local_addr and local_addr[0] not in ("0.0.0.0", "::"):
             return local_addr[0]
         return None
+
+    @property
+    def local_spi(self) -> bytes:
+        return self.spi_i if self.is_initiator else self.spi_r
 
     def allocate_spi(self) -> int:
         spi = self.spi_allocator()

@@ -34,6 +34,14 @@ def spi_bytes(spi: int) -> bytes:
     return spi.to_bytes(4, "big")
 
 
+def usable_spi(spi: bytes) -> bool:
+    """Whether the peer's ESP SPI may be ours to send with: 0 is never sent and 1..255 are reserved
+    (RFC 4303 §2.1), and the worker's SAD refuses them (csrc/sad.c): agreed to, such a Child SA failed
+    only at its install (logged, deleted, and the peer tried again), after a rekey leaving the old one
+    waiting for good.  Our own allocator never hands them out (random_spi_allocator, GETSPI)."""
+    return int.from_bytes(spi, "big") >= 256
+
+
 def new_child(st: IkeSaState, cfg: ChildConfig) -> ChildSa:
     """Allocate the inbound SPI and register the (not yet installed) Child SA."""
     spi = st.allocate_spi()
@@ -272,11 +280,13 @@ def _with_proposal(cfg: ChildConfig, sa: SaPayload, tsi: tuple[Ts, ...], tsr: tu
                    prefer_group: int | None, strip_dh: bool) -> Selection | Refusal:
     """The Selection of ``cfg`` with these selectors, if one of the peer's ESP proposals fits."""
     theirs = [p for p in sa.proposals if p.protocol == ProtocolId.ESP and len(p.spi) == 4]
-    chosen = select_proposal(cfg.esp_proposals, theirs, prefer_group, strip_dh)
+    usable = [p for p in theirs if usable_spi(p.spi)]
+    chosen = select_proposal(cfg.esp_proposals, usable, prefer_group, strip_dh)
     if chosen is None:
+        reserved = f" ({len(theirs) - len(usable)} with a reserved SPI < 256)" if len(usable) < len(theirs) else ""
         return Refusal(
             NotifyType.NO_PROPOSAL_CHOSEN,
-            f"received {describe_all(theirs)}; configured {describe_all(cfg.esp_proposals)}",
+            f"received {describe_all(theirs)}{reserved}; configured {describe_all(cfg.esp_proposals)}",
             cfg.name,
         )
     return Selection(cfg, chosen, tsi, tsr)
@@ -385,6 +395,9 @@ def check_response(
     if len(sa.proposals) != 1 or len(sa.proposals[0].spi) != 4:
         return Refusal(NotifyType.NO_PROPOSAL_CHOSEN, "response must hold exactly one ESP proposal", child.name)
     chosen = sa.proposals[0]
+    if not usable_spi(chosen.spi):
+        return Refusal(NotifyType.NO_PROPOSAL_CHOSEN,
+                       f"peer chose the reserved SPI {int.from_bytes(chosen.spi, 'big')} (< 256)", child.name)
     if chosen.protocol != ProtocolId.ESP or not accepts(child.config.esp_proposals, chosen, strip_dh):
         return Refusal(
             NotifyType.NO_PROPOSAL_CHOSEN,

@@ -45,7 +45,27 @@ def redundant_is_ours(our_min: bytes, their_min: bytes) -> bool:
 
 
 def new_ike_spi(st: IkeSaState) -> bytes:
+    """A new IKE SPI of ours for the peer (random and tagged, spi_tag.py), not yet checked for use."""
     return make_ike_spi(st.rng, st.spi_tag, st.remote_addr[0])
+
+
+def reserve_ike_spi(st: IkeSaState) -> bytes:
+    """The new IKE SPI of our side of a rekey: one no IKE SA of the endpoint has and no other rekey in
+    flight reserved (spi_book.py); held until the successor is registered or the rekey fails."""
+    book = st.spi_book
+    return new_ike_spi(st) if book is None else book.reserve(st.local_spi, lambda: new_ike_spi(st))
+
+
+def release_ike_spi(st: IkeSaState, spi: bytes) -> None:
+    """``spi``, reserved for a rekey that failed, will make no IKE SA."""
+    if st.spi_book is not None:
+        st.spi_book.release(spi)
+
+
+def usable_ike_spi(spi: bytes) -> bool:
+    """The peer's new IKE SPI: 8 bytes, never zero (RFC 7296 §3.1: the initiator's "MUST NOT be zero"; a
+    responder's is zero only in the first IKE_SA_INIT message, which no rekey's SA ever sends)."""
+    return len(spi) == 8 and any(spi)
 
 
 class RekeyIkeTask(Task):
@@ -55,7 +75,7 @@ class RekeyIkeTask(Task):
     def __init__(self, st: IkeSaState) -> None:
         assert st.suite is not None and st.suite.dh_group is not None
         self._groups = KeGroups((g for spec in st.config.proposals for g in spec.dh_groups), st.suite.dh_group)
-        self._spi = new_ike_spi(st)
+        self._spi = reserve_ike_spi(st)
         self._nonce = st.rng(NONCE_LEN)
         self._ke: KeyExchange | None = None
         # the peer's rekey of the same IKE SA, answered while this request was out
@@ -76,7 +96,12 @@ class RekeyIkeTask(Task):
         outcome = self._process(st, payloads)
         if outcome == Outcome.DONE and self.collision is not None:
             settle_collision(st, self.collision)
+        if outcome == Outcome.DONE and self._spi not in (r.spi_i for r in (st.rekey, st.redundant) if r is not None):
+            release_ike_spi(st, self._spi)   # our rekey failed (or lost a collision it did not make)
         return outcome
+
+    def abort(self, st: IkeSaState) -> None:
+        release_ike_spi(st, self._spi)
 
     def _process(self, st: IkeSaState, payloads: Sequence[Payload]) -> Outcome:
         if self._groups.follow(payloads) is KeRetry.RETRY:
@@ -92,6 +117,9 @@ class RekeyIkeTask(Task):
         chosen = sa.proposals[0] if sa is not None and len(sa.proposals) == 1 else None
         if chosen is None or nonce is None or ke is None or len(chosen.spi) != 8:
             st.emit(NegotiationFailed(st.name, "INVALID_SYNTAX", "IKE rekey response lacks SA, Nonce or KE"))
+            return Outcome.DONE
+        if not usable_ike_spi(chosen.spi):
+            st.emit(NegotiationFailed(st.name, "INVALID_SYNTAX", "IKE rekey response: the peer's new SPI is zero"))
             return Outcome.DONE
         if chosen.protocol != ProtocolId.IKE or not accepts(st.config.proposals, chosen):
             st.emit(NegotiationFailed(st.name, "NO_PROPOSAL_CHOSEN", f"peer chose {describe_all([chosen])}"))
@@ -141,7 +169,7 @@ def respond(st: IkeSaState, payloads: Sequence[Payload], pending: Task | None = 
     sa, nonce, ke = find(payloads, SaPayload), find(payloads, NoncePayload), find(payloads, KePayload)
     if sa is None or nonce is None or ke is None:
         return Response([notify(NotifyType.INVALID_SYNTAX)])
-    theirs = [p for p in sa.proposals if p.protocol == ProtocolId.IKE and len(p.spi) == 8]
+    theirs = [p for p in sa.proposals if p.protocol == ProtocolId.IKE and usable_ike_spi(p.spi)]
     chosen = select_proposal(st.config.proposals, theirs, prefer_group=ke.group)
     if chosen is None:
         detail = f"IKE rekey: received {describe_all(sa.proposals)}; configured {describe_all(st.config.proposals)}"
@@ -155,7 +183,7 @@ def respond(st: IkeSaState, payloads: Sequence[Payload], pending: Task | None = 
         shared = ours.shared_secret(ke.data)
     except DhError:
         return Response([notify(NotifyType.INVALID_SYNTAX)])
-    spi_r, nonce_r = new_ike_spi(st), st.rng(NONCE_LEN)
+    spi_r, nonce_r = reserve_ike_spi(st), st.rng(NONCE_LEN)
     rekey = IkeRekey(False, chosen.spi, spi_r, chosen, nonce.data, nonce_r, shared)
     if ours_out is not None:
         ours_out.collision = rekey

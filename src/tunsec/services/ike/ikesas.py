@@ -78,11 +78,12 @@ def _ike_rekeyed(self: IkeService, sa: IkeSa, ev: IkeSaRekeyed) -> None:
     info = self.ike_up.pop(sa.local_spi, None)
     # the old SA keeps its reserve at the worker until it is gone (endpoint.on_forget): its DELETE
     # exchange, ours or the peer's, must get through a flood as the rest of its IKE did
-    if info is not None and new is not None:
+    # one closed already was forgotten (on_forget): its SPI would stay for ever, and if the endpoint refused
+    # it because another IKE SA has that SPI (IkeEndpoint._succeed), the record and reserve are that SA's
+    if info is not None and new is not None and not new.is_closed:
         info.update(spi_i=ev.new_spi_i.hex(), spi_r=ev.new_spi_r.hex(), established=time.time())
         self.ike_up[new.local_spi] = info
-        if not new.is_closed:   # one closed already was forgotten (on_forget): it would stay for ever
-            self.trusted.add(new.local_spi, peer_of(info.ev))   # the same peer: the same share
+        self.trusted.add(new.local_spi, peer_of(info.ev))   # the same peer: the same share
     log.info("%s: IKE SA rekeyed, SPIs %s_i %s_r", ev.name, ev.new_spi_i.hex(), ev.new_spi_r.hex())
 
 

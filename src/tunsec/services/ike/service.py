@@ -489,7 +489,8 @@ class IkeService(Service):
                 self.vips.down(self._ike_handles.get(sa))
                 if (handle := self._ike_handles.pop(sa, None)) is not None and sa.heir is None:
                     self._ike_lineage_gone(handle)   # not rekeyed: no successor uses the handle
-                up = self.ike_up.pop(sa.local_spi, None)
+                # (one the endpoint still routes by its SPI is another IKE SA's: IkeEndpoint._succeed)
+                up = self.ike_up.pop(sa.local_spi, None) if self.endpoint.sa_by_spi(sa.local_spi) is None else None
                 if up is not None and ev.reason is DownReason.DELETED_BY_PEER:
                     self._after_loss(ev.name, "close_action")
                 elif up is not None and ev.reason is DownReason.EXPIRED:
