@@ -8,9 +8,13 @@
   (COOKIE_CALMDOWN_BUCKETS of them, picked by the address's randomized hash) as strongSwan does: a
   fixed size whatever the sources.
 - Requests refused after work (NO_PROPOSAL_CHOSEN, INVALID_KE_PAYLOAD, a bad KE value: proposal
-  selection and key checks done, no half-open SA left) count as half-open SAs towards both
-  thresholds for COOKIE_CALMDOWN_DELAY seconds (a window per slot, in the same fixed-size slots):
-  else a spoofed source could have them answered without end and never be asked for a COOKIE.
+  selection and key checks done, no half-open SA left), and those answered with a REDIRECT (RFC
+  5685: nothing kept either; an answer of up to ~300 bytes for a 77-byte request, review revinit
+  F1), count as half-open SAs towards both thresholds for COOKIE_CALMDOWN_DELAY seconds (a window
+  per slot, in the same fixed-size slots): else a spoofed source could have them answered without
+  end and never be asked for a COOKIE.  A gateway that redirects every client so asks for a COOKIE
+  once more than cookie_threshold clients (cookie_threshold_ip from one address) came within
+  COOKIE_CALMDOWN_DELAY: one more round trip for them.
   strongSwan counts only the IKE SAs it holds.
 """
 

@@ -513,6 +513,7 @@ class IkeEndpoint:
         target = self._redirect_target(candidates[0], msg)
         if target is not None:
             self._send_redirect(msg, addr, local, target)
+            demand.refused(source, now)   # answered, nothing kept: a spoofed source's, too (cookie_demand)
             return
         sa = self._new_sa(candidates[0], False, now, addr, local, candidates)
         sa.receive(datagram, addr, now, local, msg)
