@@ -141,6 +141,16 @@ def test_up_as_root_refuses_a_config_the_service_user_owns(ns: str, base: Path, 
     assert not dropin.exists()
 
 
+@root
+def test_init_state_as_root_refuses_a_config_the_service_user_owns(base: Path, user: privilege.Target) -> None:
+    conf, _ = writable_config(base, user, "owner", base / "run")
+    r = subprocess.run([sys.executable, "-m", "tunsec", "init-state", "-c", str(conf)], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 1, r
+    assert f"refusing configuration file {conf}: {conf} is owned by {USER}" in r.stderr, r.stderr
+    assert not (base / "state").exists()
+
+
 @needs_netns
 def test_prepare_hint_for_an_unreadable_config_keeps_it_roots(ns: str, base: Path) -> None:
     conf = base / "tunsec.conf"
