@@ -49,7 +49,8 @@ class Config:
     pools: tuple[PoolConfig, ...] = ()  # virtual IP pools (pools { }), leased by the IKE service
     radius: RadiusSettings | None = None  # radius { }: where auth = eap-radius relays EAP
     warnings: tuple[ConfigIssue, ...] = ()
-    files: tuple[str, ...] = ()   # path and the files it includes, in reading order (root checks who may write them)
+    # path and the files it includes, in reading order (root checks who may write them); not what it says
+    files: tuple[str, ...] = field(default=(), compare=False)
 
     def connection(self, name: str) -> Connection:
         for conn in self.connections:
