@@ -191,6 +191,7 @@ def test_a_client_refused_busy_before_its_request_was_read_gets_the_busy_answer(
 
     async def body() -> None:
         await d._open_control_socket()
+        await d._start_serving()   # what _start_worker does once privilege is given up
         assert d._server is not None
         held: list[asyncio.StreamWriter] = []
         try:

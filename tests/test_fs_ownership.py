@@ -168,15 +168,16 @@ def state_with_traps(base: Path) -> tuple[Path, Path]:
     init_state_dir(state)
     (state / "manual-key-0123456789abcdef.json").write_text("{}\n")
     os.link(victim, state / "manual-key-hardlink.json")
-    os.mkfifo(state / "fifo")
-    os.symlink(victim, state / "sym")
+    # named as tunsec names its files: give_dir hands over nothing else (F2 of review revctl)
+    os.mkfifo(state / "manual-key-fifo.json")
+    os.symlink(victim, state / "manual-key-sym.json")
     return state, victim
 
 
 def users_traps(state: Path, user: privilege.Target) -> None:
     """The FIFO and symlink as the user made them in a directory of theirs (prepare gives away no directory
     holding another's entries not named as tunsec's)."""
-    for name in ("fifo", "sym"):
+    for name in ("manual-key-fifo.json", "manual-key-sym.json"):
         os.lchown(state / name, user.uid, user.gid)
 
 
@@ -189,7 +190,8 @@ def test_prepare_hands_over_no_hard_link_fifo_or_symlink(base: Path, user: privi
         assert owner_and_mode(state / name)[:2] == (user.uid, user.gid)
     assert owner_and_mode(state)[:2] == (user.uid, user.gid)
     assert "manual-key-hardlink.json (it has 2 hard links)" in note
-    assert "fifo (a FIFO, not a regular file)" in note and "sym (a symbolic link, not a regular file)" in note
+    assert "manual-key-fifo.json (a FIFO, not a regular file)" in note
+    assert "manual-key-sym.json (a symbolic link, not a regular file)" in note
 
 
 DROP = """

@@ -123,7 +123,7 @@ def test_the_daemons_endpoint_asks_for_a_scrapes_document(monkeypatch: pytest.Mo
         asked.append(kwargs)
         return {}
 
-    async def start(listen: ListenAddress, source: metrics.Source) -> None:
+    async def start(listen: ListenAddress, source: metrics.Source, serve: bool = True) -> None:
         started.append(source)
 
     monkeypatch.setattr(daemon, "status_document_sliced", document)

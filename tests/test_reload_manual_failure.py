@@ -74,6 +74,7 @@ def test_an_oserror_from_a_request_is_answered_on_the_control_socket_and_logged_
         h.daemon._reload_command = full  # type: ignore[assignment,method-assign]
         h.worker.pid = None  # type: ignore[attr-defined]   # the gate asks for it (a worker process's)
         await h.daemon._open_control_socket()
+        await h.daemon._start_serving()   # what _start_worker does once privilege is given up
         try:
             reader, writer = await asyncio.open_unix_connection(str(tmp_path / "t.sock"))
             writer.write(json.dumps({"cmd": "reload"}).encode() + b"\n")

@@ -167,6 +167,7 @@ def test_a_refused_route_fails_closed_the_reload_says_so_and_a_later_reload_rout
         d.worker = worker  # type: ignore[assignment]
         await d.manual.start()
         await d._open_control_socket()
+        await d._start_serving()   # what _start_worker does once privilege is given up
         try:
             # the IPv6 tunnel's route comes before site-d's: its refusal used to end the reload there
             write(tmp_path, SITE_B, SITE_C6, SITE_D)

@@ -152,13 +152,15 @@ def cmd_init_state(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     if cfg is None:
         return 1
+    from tunsec.privilege import PrivilegeError, check_config_files
     from tunsec.seqstate import StateError
     from tunsec.statedir import init_state_dir
 
     path = Path(cfg.tunsec.state_dir)
-    try:
+    try:   # as root: the file says where root creates the directory and whose the marker becomes
+        check_config_files(cfg.files)
         done = init_state_dir(path, _service_uid(cfg.tunsec.user))
-    except (OSError, StateError) as err:
+    except (OSError, StateError, PrivilegeError) as err:
         why = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
         print(f"tunsec init-state: cannot initialise the state directory {path}: {why}", file=sys.stderr)
         return 1

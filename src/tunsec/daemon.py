@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import grp
 import json
 import logging
 import os
-import pwd
 import signal
 import socket
 import stat
@@ -164,6 +162,7 @@ class Daemon:
         await self.worker.start(fds, self.mtu, s.larval_timeout, s.log_level, user, s.log_format, self.spawner,
                                 s.worker_sandbox)
         self._give_up_privilege()   # privilege: once, the first worker started, before any thread or IKE
+        await self._start_serving()
         await self._install_services()
 
     async def _install_services(self) -> None:
@@ -519,7 +518,9 @@ class Daemon:
             raise StartupError(f"creating the control socket {path}: {err.strerror}; " + privilege.writable_error(
                 "control socket directory", Path(os.path.dirname(path) or "."), ctlsocket.who_binds(path, owner))
             ) from err
-        self._server = await asyncio.start_unix_server(self._serve_client, sock=sock, limit=ctlsocket.LINE_LIMIT)
+        # served once privilege is given up (_start_serving): no request is parsed as root
+        self._server = await asyncio.start_unix_server(self._serve_client, sock=sock, limit=ctlsocket.LINE_LIMIT,
+                                                       start_serving=False)
 
     async def _start_metrics(self) -> None:
         listen = self.cfg.tunsec.metrics_listen
@@ -533,7 +534,7 @@ class Daemon:
             worker_restarts=lambda: self.worker_restarts, worker_pid=lambda: self.worker.pid,
         )
         try:
-            self._metrics = await metrics.start(listen, source)
+            self._metrics = await metrics.start(listen, source, serve=False)   # as the control socket
         except metrics.ListenError as err:
             raise StartupError(str(err)) from err
 
@@ -560,6 +561,12 @@ class Daemon:
         if not os.access(self.cfg.path, os.R_OK):   # said now, not at the first reload
             log.warning("%s is not readable by %s: `tunsec reload` and SIGHUP will fail; as root: %s", self.cfg.path,
                         privilege._me(), _read_grant(self.cfg.path))
+
+    async def _start_serving(self) -> None:
+        """The control socket and the metrics listener accept from now on (again: a no-op)."""
+        for server in (self._server, self._metrics):
+            if server is not None:
+                await server.start_serving()
 
     def _virtual_ips(self) -> bool:
         """A connection of the configuration now has virtual IPs, or one a reload removed still has its
@@ -593,6 +600,7 @@ class Daemon:
     def prepare(self) -> None:
         """Sockets, TUN, MTU and routes; undone by close_network()."""
         try:   # privilege: whom both processes become, checked before anything is set up
+            privilege.check_config_files(self.cfg.files)   # as root: only from a file only root may change
             self.privilege = privilege.plan(self.cfg.tunsec.user)
         except privilege.PrivilegeError as err:
             raise StartupError(str(err)) from err
@@ -726,15 +734,5 @@ def _unreadable_hint(err: ConfigError) -> list[str]:
 
 
 def _read_grant(file: str) -> str:
-    """The command that lets the user tunsec became read file: through its group only when no one else
-    is in it (a shared group such as nogroup would open the secrets to other daemons), else an ACL."""
-    me, gid = privilege._me(), os.getegid()
-    try:
-        group = grp.getgrgid(gid)
-        own = group.gr_name == me and not group.gr_mem and all(
-            p.pw_name == me for p in pwd.getpwall() if p.pw_gid == gid)
-    except KeyError:
-        own = False
-    if own:
-        return f"chgrp {me} {file}; chmod g+r {file}"
-    return f"setfacl -m u:{me}:r {file}"
+    """privilege.read_grant for the user tunsec became."""
+    return privilege.read_grant(file, privilege._me(), os.getegid())

@@ -576,7 +576,8 @@ class MetricsServer:
         ProcessCollector(registry=self.registry)   # the control process: process_cpu_seconds_total ...
         ProcessCollector(namespace="tunsec_worker", pid=lambda: str(source.worker_pid()), registry=self.registry)
 
-    async def start(self) -> None:
+    async def start(self, serve: bool = True) -> None:
+        """Bind and listen; accept once serve or start_serving (the daemon: after privilege is given up)."""
         # a socket of our own: start_server(host, port) would resolve the address in
         # the loop's thread pool, and the daemon must have no thread when it drops privilege
         family = socket.AF_INET6 if self.listen.addr.version == 6 else socket.AF_INET
@@ -588,7 +589,8 @@ class MetricsServer:
             sock.bind((str(self.listen.addr), self.listen.port))
             sock.listen(MAX_CLIENTS)
             sock.setblocking(False)
-            self._server = await asyncio.start_server(self._serve, sock=sock, limit=MAX_REQUEST_HEAD)
+            self._server = await asyncio.start_server(self._serve, sock=sock, limit=MAX_REQUEST_HEAD,
+                                                      start_serving=serve)
         except OSError as err:
             sock.close()
             raise ListenError(
@@ -596,6 +598,10 @@ class MetricsServer:
                 f"{os.strerror(err.errno) if err.errno else err}; choose a free port, or an address this host has"
             ) from err
         log.info("Prometheus metrics on http://%s/metrics", self.listen)
+
+    async def start_serving(self) -> None:
+        if self._server is not None:
+            await self._server.start_serving()
 
     async def close(self) -> None:
         if self._server is not None:
@@ -734,8 +740,10 @@ class MetricsServer:
             await writer.drain()
 
 
-async def start(listen: ListenAddress, source: Source, clock: Callable[[], float] = time.monotonic) -> MetricsServer:
-    """Serve GET /metrics on ``listen`` from the running event loop; ListenError if it cannot bind."""
+async def start(listen: ListenAddress, source: Source, clock: Callable[[], float] = time.monotonic,
+                serve: bool = True) -> MetricsServer:
+    """Serve GET /metrics on ``listen`` from the running event loop (once start_serving if not serve);
+    ListenError if it cannot bind."""
     server = MetricsServer(listen, source, clock)
-    await server.start()
+    await server.start(serve)
     return server

@@ -10,12 +10,9 @@ refusal leaves no TUN it made behind (the directories are checked first, the TUN
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import logging
 import os
-import pwd
-import re
 import stat
 import struct
 from collections.abc import Callable
@@ -25,12 +22,11 @@ from typing import TYPE_CHECKING
 from pytun_pmd3.linux import IFF_MULTI_QUEUE, IFF_NO_PI, IFF_TUN, IFF_VNET_HDR
 
 from tunsec.conf.config import Config
-from tunsec.dataplane import blockrecord
 from tunsec.dataplane.tun import Tun, interface_exists
 from tunsec.dataplane.tundev import tun_flags, tun_owner
-from tunsec.privilege import PrivilegeError, Target, target_for
+from tunsec.privilege import PrivilegeError, Target, check_config_files, read_grant, target_for
 from tunsec.safefs import give_dir, nearest_existing, root_only
-from tunsec.statedir import MARKER
+from tunsec.statedir import MARKER, refusal, tunsecs
 
 if TYPE_CHECKING:
     from tunsec.daemon import Daemon
@@ -118,21 +114,11 @@ def _owners_dir(path: Path, owner: Target) -> bool:
     return stat.S_ISDIR(st.st_mode) and (st.st_uid, st.st_gid) == (owner.uid, owner.gid)
 
 
-# what tunsec itself keeps in the directories prepare gives away: the marker, sequence state files, a TUN's
-# record of its prohibit routes (per network namespace but the initial: :ns<inode>, an older tunsec's
-# .ns<inode>) and the temporary files they are written through, the writable probe; the control socket is
-# named by the caller
-_NAMES = (rf"{re.escape(MARKER)}|manual-[0-9a-z-]+\.json|{re.escape(blockrecord.PREFIX)}[^/:\s]{{1,15}}"
-          r"(?:[.:]ns[0-9]{1,10})?|\.probe")
-_STATE_ENTRY = re.compile(rf"{_NAMES}|\.(?:{_NAMES})\.\w+\.tmp")
-
-
 def _own_dir(path: Path, owner: Target, mode: int = 0o750, socket: str = "") -> bool:
     """Make path (created if needed) owner's, mode mode, through a descriptor.  Only under a parent nobody but
     root may change (else a parent swapped for a symlink moves the chown anywhere); there a directory that is
-    owner's already only gets its mode: False (not given).  An existing directory is given only when it is
-    root's or owner's and holds nothing but tunsec's entries (socket, the control socket's name), so that
-    neither a shared directory (/run, /var/lib) nor one another user made first (in /tmp) becomes owner's."""
+    owner's already only gets its mode: False (not given).  An existing directory is given only when
+    statedir.refusal lets it (socket, the control socket's name)."""
     for parent in (nearest_existing(path.parent), path.parent):   # before creating what is missing, then after
         if not root_only(parent):
             if _owners_dir(path, owner):
@@ -150,8 +136,9 @@ def _own_dir(path: Path, owner: Target, mode: int = 0o750, socket: str = "") -> 
         created = False
 
     def give(fd: int, st: os.stat_result) -> None:
-        if not created:
-            _check_existing(path, fd, st, owner, socket)
+        why = None if created else refusal(fd, owner.uid, socket)
+        if why:
+            raise PrepareError(f"cannot give {path} to {owner.name}: {why}")
         os.fchown(fd, owner.uid, owner.gid)
         os.fchmod(fd, mode)
 
@@ -176,44 +163,12 @@ def _set_mode(fd: int, st: os.stat_result, owner: Target, mode: int) -> None:
         os.fchmod(fd, mode)
 
 
-def _check_existing(path: Path, fd: int, st: os.stat_result, owner: Target, socket: str) -> None:
-    """PrepareError unless the existing directory (fd) may become owner's: root's or owner's, holding nothing
-    but tunsec's entries and what owner has put there."""
-    use = ("Use a directory of tunsec's own (such as /run/tunsec/ for control_socket, /var/lib/tunsec/ for "
-           "state_dir): prepare creates it")
-    if st.st_uid not in (0, owner.uid):
-        raise PrepareError(
-            f"cannot give {path} to {owner.name}: it exists and is owned by {_who(st.st_uid)}, mode "
-            f"{stat.S_IMODE(st.st_mode):04o}: neither root nor {owner.name}: another user made it first, and "
-            f"what it holds or its mode is theirs. Remove it (look at what it holds first), or choose another "
-            f"path. {use}")
-    foreign = []
-    for name in sorted(os.listdir(fd)):
-        if name == socket or _STATE_ENTRY.fullmatch(name):
-            continue
-        with contextlib.suppress(FileNotFoundError):
-            if os.lstat(name, dir_fd=fd).st_uid != owner.uid:
-                foreign.append(name)
-    if foreign:
-        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-        raise PrepareError(
-            f"cannot give {path} to {owner.name}: it holds entries that are not tunsec's ({shown}); giving it "
-            f"away would let {owner.name} replace them. {use}")
-
-
-def _who(uid: int) -> str:
-    try:
-        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
-    except KeyError:
-        return f"uid {uid}"
-
-
 def _own_state_dir(path: Path, owner: Target) -> str:
     """The state directory and the regular files in it owner's; a note on what was left as it was."""
     if not _own_dir(path, owner, 0o700):   # sequence number reservations: the user's alone
         return ""
     try:
-        skipped = give_dir(path, owner.uid, owner.gid)
+        skipped = give_dir(path, owner.uid, owner.gid, tunsecs)
     except OSError as err:
         raise PrepareError(f"cannot give the files in {path} to {owner.name}: {err.strerror or err}") from err
     if not skipped:
@@ -236,6 +191,10 @@ def prepare(cfg: Config, user: str) -> str:
     except PrivilegeError as err:
         raise PrepareError(str(err)) from err
     assert owner is not None
+    try:   # the file says which directories root gives away, and to whom
+        check_config_files(cfg.files)
+    except PrivilegeError as err:
+        raise PrepareError(str(err)) from err
     d = Daemon(cfg)
     name = cfg.tunsec.tun
     flags = IFF_TUN | IFF_NO_PI | IFF_VNET_HDR | (IFF_MULTI_QUEUE if d.nqueues > 1 else 0)
@@ -252,13 +211,13 @@ def prepare(cfg: Config, user: str) -> str:
         raise
     mq = " multi_queue" if flags & IFF_MULTI_QUEUE else ""
     st = os.stat(cfg.path)
-    unreadable = st.st_uid != owner.uid and not st.st_mode & 0o004 and not (st.st_gid == owner.gid
-                                                                            and st.st_mode & 0o040)
+    unreadable = not st.st_mode & 0o004 and not (st.st_gid == owner.gid and st.st_mode & 0o040)
     return (f"TUN {name} {how} (owner {owner.name}{mq} vnet_hdr), MTU {d.mtu}, up; routes added: "
             f"{', '.join(routes) or 'none (already there)'}; {Path(cfg.tunsec.control_socket).parent} "
             f"{'and ' + cfg.tunsec.state_dir + ' ' if d.manual.plans else ''}owned by {owner.name}. "
             f"Now, as {owner.name}: tunsec up -c {cfg.path}"
             + skipped
-            + (f" ({cfg.path} is not readable by {owner.name}: chown {owner.name} {cfg.path})" if unreadable else "")
+            + (f" ({cfg.path} is not readable by {owner.name}: {read_grant(cfg.path, owner.name, owner.gid)}; it stays "
+               "root's: it says what root does here)" if unreadable else "")
             + (f" ({cfg.tunsec.state_dir} is not initialised: for keys never used before, once: tunsec init-state "
                f"-c {cfg.path})" if d.manual.plans and not (Path(cfg.tunsec.state_dir) / MARKER).exists() else ""))

@@ -24,16 +24,18 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import grp
 import logging
 import os
 import pwd
 import resource
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tunsec.safefs import give_dir, root_only
+from tunsec.safefs import give_dir, others_may_change, root_only
 
 if TYPE_CHECKING:
     from tunsec.conf.tunsec_section import TunsecSettings
@@ -322,7 +324,7 @@ def hand_over(directory: Path, t: Target | None) -> None:
     """Give a directory written while privileged, and the regular files in it, to the user the process
     becomes; each through a descriptor (tunsec.safefs), what is left as it was is logged."""
     from tunsec.seqstate import StateError
-    from tunsec.statedir import check_private
+    from tunsec.statedir import check_private, tunsecs
 
     try:   # one who may change it could delete a key's sequence state: refused, whoever would own it
         check_private(directory, t.uid if t else os.geteuid())
@@ -341,7 +343,10 @@ def hand_over(directory: Path, t: Target | None) -> None:
                     "may change", directory, t.name, directory.parent, t.name)
         return
     try:
-        skipped = give_dir(directory, t.uid, t.gid)
+        why = _refusal(directory, t.uid)   # root's, else only root may add entries: no race with the give
+        if why:
+            raise PrivilegeError(f"cannot give {directory} (tunsec {{ state_dir }}) to {t.name}: {why}")
+        skipped = give_dir(directory, t.uid, t.gid, tunsecs)
     except OSError as err:
         if err.errno != errno.ELOOP:
             raise
@@ -350,6 +355,58 @@ def hand_over(directory: Path, t: Target | None) -> None:
     if skipped:
         log.warning("in %s, not handed over to %s (only regular files with one link are): %s; %s cannot write "
                     "them", directory, t.name, ", ".join(skipped), t.name)
+
+
+def _refusal(directory: Path, uid: int) -> str | None:
+    """statedir.refusal of directory, opened without following a symbolic link (OSError ELOOP if it is one)."""
+    from tunsec.statedir import refusal
+
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        return refusal(fd, uid)
+    finally:
+        os.close(fd)
+
+
+def check_config_files(files: Iterable[str]) -> None:
+    """As root: PrivilegeError unless nobody but root may change each configuration file (the file, every
+    directory on its path, a link on the way; safefs.others_may_change).  The file says where root creates
+    directories and gives them away, and whom the processes run as (user = root): one the service user may
+    write -- a control process taken over from the network -- would make it root at the next start."""
+    if os.geteuid() != 0:
+        return   # not root: the file decides nothing this user could not do itself
+    for name in files:
+        why = others_may_change(name)
+        if why:
+            raise PrivilegeError(
+                f"refusing configuration file {name}: {why}; tunsec runs as root here and does what it says, so "
+                f"nobody but root may change it or a directory on its path: as root, chown root FILE; chmod go-w "
+                f"FILE (and the same for each directory named), then let the service user read it: "
+                f"{read_grant(name, *_default_reader())}")
+
+
+def _default_reader() -> tuple[str, int]:
+    from tunsec.conf.tunsec_section import WORKER_USER
+
+    try:
+        return WORKER_USER, pwd.getpwnam(WORKER_USER).pw_gid
+    except KeyError:
+        return WORKER_USER, -1
+
+
+def read_grant(file: str, user: str, gid: int) -> str:
+    """The command that lets user (primary group gid) read file, which stays root's: through its group only
+    when no one else is in it (a shared group such as nogroup would open the secrets to other daemons), else
+    an ACL.  Never a chown: the file decides what root does at the next start."""
+    try:
+        group = grp.getgrgid(gid)
+        own = group.gr_name == user and not group.gr_mem and all(
+            p.pw_name == user for p in pwd.getpwall() if p.pw_gid == gid)
+    except (KeyError, OverflowError):   # no such group (-1: no such user)
+        own = False
+    if own:
+        return f"chgrp {user} {file}; chmod g+r {file}"
+    return f"setfacl -m u:{user}:r {file}"
 
 
 @dataclass(frozen=True)

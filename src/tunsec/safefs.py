@@ -15,7 +15,10 @@ calls.  So root here
 - walks a directory only when nobody but root may change the path to it (root_only): O_NOFOLLOW
   guards only the last component, and a parent swapped for a symlink would move the walk to /etc;
 - keeps sequence state only in a directory no other user may change (resolve_private): one who may
-  remove a key's state file makes that key start again at sequence number 1.
+  remove a key's state file makes that key start again at sequence number 1;
+- acts on a configuration file only when nobody but root may change it or the path to it
+  (others_may_change): the file says where root creates and gives away directories, and whom the
+  processes run as.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import os
 import pwd
 import secrets
 import stat
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 MAX_READ = 1 << 16   # a marker is 59 bytes, a sequence state file a few hundred
@@ -74,7 +77,7 @@ def _who(uid: int) -> str:
         return f"uid {uid}"
 
 
-def resolve_private(directory: str | Path, owners: Collection[int]) -> tuple[str | None, str]:
+def resolve_private(directory: str | Path, owners: Collection[int], holds_file: bool = False) -> tuple[str | None, str]:
     """(why directory is not private, or None; its path with every symbolic link resolved).
 
     The directory itself must be root's or an owner's and writable by nobody else; each one the path
@@ -82,7 +85,8 @@ def resolve_private(directory: str | Path, owners: Collection[int]) -> tuple[str
     or remove what is not theirs there.  The path is walked as it is written, from /: a symbolic link on
     the way counts only if it is root's or an owner's in a directory that passed, and the walk goes on
     where it points.  Resolving first (realpath) would check only where a link points today, not who may
-    point it elsewhere tomorrow.  OSError when a component cannot be looked at."""
+    point it elsewhere tomorrow.  holds_file: the directory may itself be sticky (/tmp), for a file of root's
+    or an owner's in it.  OSError when a component cannot be looked at."""
     trusted = {0, *owners}
     # not abspath: it takes "link/.." away before the link is looked at, which the kernel does not
     todo = [c for c in os.path.join(os.getcwd(), directory).split("/") if c not in ("", ".")][::-1]
@@ -112,7 +116,37 @@ def resolve_private(directory: str | Path, owners: Collection[int]) -> tuple[str
     st = os.lstat(path)
     if not stat.S_ISDIR(st.st_mode):
         return f"{path} is not a directory", path
-    return _not_trusted(path, st, trusted, last=True), path
+    return _not_trusted(path, st, trusted, last=not holds_file), path
+
+
+def others_may_change(path: str | Path) -> str | None:
+    """Why a user but root may change the file path -- what it holds, or which file its name means --
+    or None.  The file must be root's and writable by root alone (an ACL granting write shows in the
+    group bits), and the directories and symbolic links on the way to it pass resolve_private with no
+    owner but root; a link at the end is followed, under the same rule.  A path that does not exist
+    (a configuration given as text) is None: there is nothing to change."""
+    name = os.path.join(os.getcwd(), path)
+    for _ in range(40):
+        if not os.path.lexists(name):
+            return None
+        try:
+            why, real = resolve_private(os.path.dirname(name), (), holds_file=True)
+            if why:
+                return why
+            st = os.lstat(os.path.join(real, os.path.basename(name)))
+        except OSError as err:
+            return f"{err.filename or name} cannot be looked at: {err.strerror or err}"
+        mode = stat.S_IMODE(st.st_mode)
+        if st.st_uid != 0:
+            return f"{name} is owned by {_who(st.st_uid)}, mode {mode:04o}"
+        if stat.S_ISLNK(st.st_mode):
+            name = os.path.join(real, os.readlink(os.path.join(real, os.path.basename(name))))
+            continue
+        if mode & 0o022:
+            return f"{name} (owner {_who(st.st_uid)}) is writable by {'others' if mode & 0o002 else 'its group'}, " \
+                   f"mode {mode:04o}"
+        return None
+    return f"{path}: too many levels of symbolic links"
 
 
 def _not_trusted(path: str, st: os.stat_result, trusted: set[int], last: bool) -> str | None:
@@ -286,15 +320,19 @@ def _refusal(st: os.stat_result) -> str | None:
     return None
 
 
-def give_dir(path: Path, uid: int, gid: int) -> list[str]:
-    """Make the directory path and the regular files in it uid:gid, each through a descriptor (the
-    files first: root without CAP_DAC_OVERRIDE may not enter the directory once it is the user's).
-    Returns what was left as it was, each "name (why)".  OSError when path cannot be opened (a
-    symbolic link: ELOOP).  The caller makes sure root_only(path.parent) holds."""
+def give_dir(path: Path, uid: int, gid: int, only: Callable[[str], bool]) -> list[str]:
+    """Make the directory path and the regular files in it whose names only accepts (tunsec's own: no
+    file of someone else's that happens to be there) uid:gid, each through a descriptor (the files first:
+    root without CAP_DAC_OVERRIDE may not enter the directory once it is the user's).  Returns what was
+    left as it was, each "name (why)".  OSError when path cannot be opened (a symbolic link: ELOOP).  The
+    caller makes sure root_only(path.parent) holds, and that the directory may be given at all
+    (statedir.refusal)."""
     dfd = _open_nofollow(path, os.O_DIRECTORY)
     try:
         skipped = []
         for name in sorted(os.listdir(dfd)):
+            if not only(name):   # the user's own (refusal let no other through): nothing to give
+                continue
             why = give(name, uid, gid, dir_fd=dfd)
             if why:
                 skipped.append(f"{name} ({why})")

@@ -21,11 +21,13 @@ import fcntl
 import fnmatch
 import os
 import pwd
+import re
 import secrets
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from tunsec.dataplane import blockrecord
 from tunsec.safefs import open_private, read_regular, resolve_private, write_atomic_at
 from tunsec.seqstate import StateError
 
@@ -309,3 +311,54 @@ def _root_only(fd: int, where: Path, path: Path) -> None:
         f"users other than root may change {where} ({why}), so root does not create or initialise {path} "
         f"there. Run tunsec init-state as the user tunsec runs as (the owner of {where}), or choose a "
         "state_dir in a directory only root may change (tunsec prepare then gives it to that user)")
+
+
+# What tunsec itself keeps in the directories root gives to the service user (state_dir, the control socket's
+# directory): the marker, sequence state files, a TUN's record of its prohibit routes (per network namespace
+# but the initial: :ns<inode>, an older tunsec's .ns<inode>) and the temporary files they are written
+# through, the writable probe; the control socket is named by the caller.
+_NAMES = (rf"{re.escape(MARKER)}|manual-[0-9a-z-]+\.json|{re.escape(blockrecord.PREFIX)}[^/:\s]{{1,15}}"
+          r"(?:[.:]ns[0-9]{1,10})?|\.probe")
+_ENTRY = re.compile(rf"{_NAMES}|\.(?:{_NAMES})\.\w+\.tmp")
+
+
+def tunsecs(name: str) -> bool:
+    """name is one tunsec writes in its state directory (safefs.give_dir hands over only those)."""
+    return _ENTRY.fullmatch(name) is not None
+
+
+USE_OWN = ("Use a directory of tunsec's own (such as /run/tunsec/ for control_socket, /var/lib/tunsec/ for "
+           "state_dir): tunsec prepare creates it")
+
+
+def refusal(fd: int, user: int, socket: str = "") -> str | None:
+    """Why root must not give the existing directory fd to the user uid user ("it ..."), or None: it
+    may when it is root's or user's and holds nothing but tunsec's entries (and socket, the control socket's
+    name) and what user put there.  So neither a shared directory (/etc/tunsec with the configuration,
+    /var/lib, /run) nor one another user made first (in /tmp) becomes the user's, nor any of its files.
+    The one rule of `tunsec prepare` and of `tunsec up`'s drop."""
+    st = os.fstat(fd)
+    if st.st_uid not in (0, user):
+        return (f"it exists and is owned by {_who(st.st_uid)}, mode {stat.S_IMODE(st.st_mode):04o}: neither root nor "
+                f"{_name(user)}: another user made it first, and what it holds or its mode is theirs. Remove it "
+                f"(look at what it holds first), or choose another path. {USE_OWN}")
+    foreign = []
+    for name in sorted(os.listdir(fd)):
+        if name == socket or tunsecs(name):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            if os.lstat(name, dir_fd=fd).st_uid != user:
+                foreign.append(name)
+    if not foreign:
+        return None
+    shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+    return (f"it holds entries that are not tunsec's ({shown}); giving it away would let {_name(user)} replace "
+            f"them. {USE_OWN}")
+
+
+def _who(uid: int) -> str:
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+

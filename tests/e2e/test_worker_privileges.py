@@ -189,7 +189,9 @@ def own_side(topo: TwoHosts, side: Side, pw: pwd.struct_passwd) -> Side:
     for p in (d / "state", d / "state" / MARKER):   # pw's, as `tunsec prepare` hands them over
         os.chown(p, pw.pw_uid, pw.pw_gid)
     side.conf.write_text(text.replace(str(side.sock), str(sock)))
-    os.chown(side.conf, pw.pw_uid, pw.pw_gid)
+    # root's, read through pw's group: `tunsec prepare` (root) acts on no file pw may change (review revctl F1)
+    os.chown(side.conf, 0, pw.pw_gid)
+    side.conf.chmod(0o640)
     return Side(side.host, side.conf, side.log, sock)
 
 

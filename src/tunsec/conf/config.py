@@ -49,6 +49,8 @@ class Config:
     pools: tuple[PoolConfig, ...] = ()  # virtual IP pools (pools { }), leased by the IKE service
     radius: RadiusSettings | None = None  # radius { }: where auth = eap-radius relays EAP
     warnings: tuple[ConfigIssue, ...] = ()
+    # path and the files it includes, in reading order (root checks who may write them); not what it says
+    files: tuple[str, ...] = field(default=(), compare=False)
 
     def connection(self, name: str) -> Connection:
         for conn in self.connections:
@@ -149,6 +151,7 @@ def parse_config(text: str, path: str = "<string>") -> Config:
             *(radius_warnings(sections["radius"], radius, tunsec.half_open_timeout) if radius is not None else ()),
             *(unproven_warnings(connections, radius) if radius is not None else ()),
         ], files)),
+        files=tuple(files),
     )
 
 

@@ -95,7 +95,15 @@ def choose(configured: str | None, control: privilege.Plan) -> Choice:
     if uid == control_uid:
         return Choice(None)
     if uid == 0:
-        return Choice(None) if control_uid == 0 else Choice("root")
+        if control_uid == 0:
+            return Choice(None)   # user = root as well: both stay root, as asked
+        # the worker parses ESP from the network: as uid 0 (even without a capability) it owns root's files,
+        # /etc among them, while the control process, holding the keys, has given root up
+        raise privilege.PrivilegeError(
+            f"tunsec {{ worker_user = {name} }} is root while the control process runs as "
+            f"{control.target.name if control.target else control_uid}: the dataplane worker would keep root "
+            f"(it owns root's files) where the process that holds the keys does not. Remove the line (the "
+            f"worker then runs as {DATAPLANE_USER}), or name a user of its own")
     if not _can_switch():
         why = (f"the dataplane worker cannot run as {name} (tunsec {{ worker_user }}): changing user needs "
                "CAP_SETUID and CAP_SETGID (AmbientCapabilities=, --cap-add SETUID --cap-add SETGID; the control "
