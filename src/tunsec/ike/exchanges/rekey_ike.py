@@ -166,6 +166,10 @@ def respond(st: IkeSaState, payloads: Sequence[Payload], pending: Task | None = 
         # RFC 7296 §2.25.1: not while our request to create, rekey or delete a Child SA is out: its
         # answer could be lost when this SA is replaced and deleted (both sides lost the Child SA)
         return Response([notify(NotifyType.TEMPORARY_FAILURE)])
+    if ours_out is not None and ours_out.collision is not None:
+        # the peer rekeyed this IKE SA already (answered, kept until our answer): one more would
+        # reserve another SPI (and make another key pair) per request
+        return Response([notify(NotifyType.TEMPORARY_FAILURE)])
     sa, nonce, ke = find(payloads, SaPayload), find(payloads, NoncePayload), find(payloads, KePayload)
     if sa is None or nonce is None or ke is None:
         return Response([notify(NotifyType.INVALID_SYNTAX)])

@@ -80,10 +80,12 @@ def _ike_rekeyed(self: IkeService, sa: IkeSa, ev: IkeSaRekeyed) -> None:
     # exchange, ours or the peer's, must get through a flood as the rest of its IKE did
     # one closed already was forgotten (on_forget): its SPI would stay for ever, and if the endpoint refused
     # it because another IKE SA has that SPI (IkeEndpoint._succeed), the record and reserve are that SA's
-    if info is not None and new is not None and not new.is_closed:
+    refused = new is not None and self.endpoint.sa_by_spi(new.local_spi) not in (new, None)
+    if info is not None and new is not None and not refused:
         info.update(spi_i=ev.new_spi_i.hex(), spi_r=ev.new_spi_r.hex(), established=time.time())
         self.ike_up[new.local_spi] = info
-        self.trusted.add(new.local_spi, peer_of(info.ev))   # the same peer: the same share
+        if not new.is_closed:
+            self.trusted.add(new.local_spi, peer_of(info.ev))   # the same peer: the same share
     log.info("%s: IKE SA rekeyed, SPIs %s_i %s_r", ev.name, ev.new_spi_i.hex(), ev.new_spi_r.hex())
 
 
