@@ -242,8 +242,23 @@ def test_identity_types(text: str, kind: int, data: bytes) -> None:
 
 
 def test_remote_identity_may_be_any() -> None:
-    text = PSK_CONF.replace("id = sun.strongswan.org", "id = %any")
+    # with a group key (naming moon only): sun's entry would be another identity's key (the next test)
+    text = PSK_CONF.replace("id = sun.strongswan.org", "id = %any").replace("        id-sun = sun.strongswan.org\n", "")
     assert parse_config(text).connections[0].ike.remote.id.is_any
+
+
+def test_an_initiator_of_any_takes_no_entry_naming_another_identity_as_its_own_key() -> None:
+    # review revpsk: strongSwan's pick for (moon, %any) is ike-1 since it names moon, sun's key too:
+    # the connection would prove it and accept it from whoever answers, under any IDr
+    text = PSK_CONF.replace("            id = sun.strongswan.org", "            id = %any")
+    issue = only_issue(text)
+    assert issue.key == "connections.gw-gw.local.auth"
+    assert "secrets.ike-1 names another identity" in issue.message and "set remote.id" in issue.message
+    # a group key (no ids, %any, or ours only) is taken, though written after sun's
+    group = text.replace("\n}\n\ntunsec",
+                         "\n    ike-2 { id = moon.strongswan.org\n secret = 0s" + "A" * 44 + " }\n}\n\ntunsec")
+    ike = parse_config(group).connections[0].ike
+    assert ike.psk is not None and ike.psk.reveal() == b"\0" * 33
 
 
 @pytest.mark.parametrize(

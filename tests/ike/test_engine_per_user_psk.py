@@ -217,7 +217,8 @@ def test_the_index_picks_what_a_pass_over_every_entry_picks() -> None:
         [entry("a", "x.example", "y.example"), entry("b", "y.example")],
     ]
     peers = [Identity.parse(p) for p in ("carol.example", "DAVE.example", "frank.example", "gw.example",
-                                          "mallory.example", "y.example", "x.example")] + [utf8]
+                                          "mallory.example", "y.example", "x.example", "email:dave.example",
+                                          "email:Frank.example", "email:carol.example")] + [utf8]
     for entries in sets:
         index = PskIndex(entries, gw)
         for peer in peers:

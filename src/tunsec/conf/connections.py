@@ -50,7 +50,7 @@ from tunsec.conf.children import DEFAULT_CHILD_REKEY_TIME, Action, Child, read_c
 from tunsec.conf.credentials import Credentials
 from tunsec.conf.errors import BadValue, ConfigIssue, show_value
 from tunsec.conf.reader import SectionReader, accept_only, refuse_keys
-from tunsec.conf.secrets import IkeSecret, find_psk, psk_entries
+from tunsec.conf.secrets import IkeSecret, find_own_psk, find_psk, psk_entries
 from tunsec.conf.syntax import Section
 from tunsec.conf.values import (
     IPAddress,
@@ -435,7 +435,7 @@ def _read_connection(section: Section, ctx: _ConnContext) -> Connection | None:
     psk: Secret | None = None
     peer_psks: tuple[PskEntry, ...] = ()
     if "psk" in (local_auth.method, remote_auth.method):
-        entry = find_psk(ctx.psks, local_auth.id, remote_auth.id)
+        entry = find_own_psk(ctx.psks, local_auth.id, remote_auth.id)
         if remote_auth.id.is_any:
             # which entry is the peer's, its IDi tells (ike/psk.py): not one picked here for all of them
             peer_psks = psk_entries(ctx.psks)
@@ -446,10 +446,14 @@ def _read_connection(section: Section, ctx: _ConnContext) -> Connection | None:
         responds_by_peer = bool(peer_psks) and local_auth.method == remote_auth.method == "psk" and not remote_addrs
         if entry is None and not responds_by_peer:
             where = local if local_auth.method == "psk" else remote
+            theirs = find_psk(ctx.psks, local_auth.id, remote_auth.id) if remote_auth.id.is_any else None
             where.reader.error(
                 "auth",
                 f"no PSK in secrets for local id {local_auth.id} and remote id {remote_auth.id} "
-                "(add a secrets.ike-NAME section with their ids and the secret)",
+                "(add a secrets.ike-NAME section with their ids and the secret)" if theirs is None else
+                f"remote id %any proves and accepts only a group key (an entry naming no identity but "
+                f"{local_auth.id}): secrets.{theirs.name} names another identity, it is that one's key "
+                "(set remote.id to the peer's identity, or add a group key)",
             )
             return None
         psk = entry.secret if entry is not None else None

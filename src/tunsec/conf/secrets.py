@@ -4,7 +4,8 @@ encrypted private keys (``private<suffix>``, ``rsa...``, ``ecdsa...``, ``pkcs8..
 
 A connection's PSK is the entry that matches its identities best, ranked as
 strongSwan ranks them (:func:`find_psk`); a connection of ``remote.id = %any`` carries every
-entry (:func:`psk_entries`), and the peer's IDi chooses its own at IKE_AUTH (ike/psk.py).
+entry (:func:`psk_entries`), and the peer's IDi chooses its own at IKE_AUTH (ike/psk.py); its own
+key, as an initiator, is a group key only (:func:`find_own_psk`).
 Weak PSKs are accepted with a warning (:func:`weak_psk_warnings`). PSKs and passphrases are
 :class:`~tunsec.ike.secret.Secret` from the moment they are parsed; no message
 ever contains them.
@@ -24,12 +25,13 @@ from tunsec.conf.reader import SectionReader, refuse_keys
 from tunsec.conf.syntax import Section
 from tunsec.conf.values import parse_file, parse_identity
 from tunsec.ike.identity import Identity
-from tunsec.ike.psk import PskEntry, best_psk
+from tunsec.ike.psk import PskEntry, best_psk, is_group_key
 from tunsec.ike.secret import Secret
 
 __all__ = [
     "MIN_PSK_BYTES",
     "IkeSecret",
+    "find_own_psk",
     "find_psk",
     "parse_psk",
     "psk_entries",
@@ -68,6 +70,17 @@ def find_psk(secrets: Sequence[IkeSecret], local_id: Identity, remote_id: Identi
     entries = psk_entries(ikes)
     found = best_psk(entries, local_id, remote_id)
     return next((s for s, e in zip(ikes, entries, strict=True) if e is found), None)
+
+
+def find_own_psk(secrets: Sequence[IkeSecret], local_id: Identity, remote_id: Identity) -> IkeSecret | None:
+    """The key a connection proves itself with as an initiator, or None: find_psk's, but with a
+    remote identity of ``%any`` only a group key (ike/psk.is_group_key).  An entry naming another
+    identity is that identity's key: strongSwan's pick (an ``ike-carol { id-gw = GW  id-user = carol }``
+    names our id) would make carol's key the one a %any connection proves and accepts from whoever
+    answers (review revpsk)."""
+    if not remote_id.is_any:
+        return find_psk(secrets, local_id, remote_id)
+    return find_psk([s for s in secrets if is_group_key(PskEntry(s.ids, s.secret), local_id)], local_id, remote_id)
 
 
 def parse_psk(text: str) -> Secret:

@@ -235,6 +235,12 @@ def dn_equal(a: bytes, b: bytes) -> bool:
     return key is not None and key == _key_of(b)
 
 
+def dn_key(der: bytes) -> object:
+    """What dn_equal compares two DNs by, hashable (None: it does not parse, and equals only its own
+    bytes): two DNs are dn_equal exactly when their bytes or their non-None keys are equal."""
+    return _key_of(der)
+
+
 def _key_of(der: bytes) -> _DnKey | None:
     return _dn_key(der) if len(der) <= MAX_ID_BYTES else _dn_key.__wrapped__(der)   # an outsized one is not kept
 

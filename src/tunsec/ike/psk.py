@@ -12,6 +12,9 @@ layout, carol's key would prove any IDi): an entry that names some other identit
 identity, and never proves this one.  What proves any identity is a group key: an entry without
 ids, with ``%any``, or naming only our own identity (the README's ``ike-gw { id = GW }``).
 Our own identity never selects a peer's entry (a peer claiming the gateway's id gets no user's key).
+Nor does a group key prove an identity whose text an entry names under another type (an IDi of
+RFC822_ADDR "dave.example" where ``ike-dave`` names the FQDN): logs, status, RADIUS and DAE show
+identities as text, where the two are one user.
 """
 
 from __future__ import annotations
@@ -20,10 +23,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .constants import IdType
-from .identity import Identity
+from .identity import Identity, dn_key
 from .secret import Secret
 
-__all__ = ["PskEntry", "PskIndex", "best_psk", "owner_match", "psk_for_peer"]
+__all__ = ["PskEntry", "PskIndex", "best_psk", "is_group_key", "owner_match", "psk_for_peer"]
 
 MATCH_NONE, MATCH_ANY, MATCH_PERFECT = 0, 1, 20
 
@@ -74,19 +77,40 @@ def _names_only(entry: PskEntry, local_id: Identity) -> bool:
     return all(owner.is_any or owner.matches(local_id) for owner in entry.ids)
 
 
+def is_group_key(entry: PskEntry, local_id: Identity) -> bool:
+    """The entry names no identity but ours (or none, or %any): it proves any peer (the module doc),
+    and is the only kind a connection of ``remote.id = %any`` may take as its own key at load."""
+    return _names_only(entry, local_id)
+
+
+def _text(ident: Identity) -> str:
+    return str(ident.named).casefold()
+
+
+def _claims_its_text(entry: PskEntry, local_id: Identity, peer_id: Identity) -> bool:
+    """The entry names someone whose text is the peer's under another type ("dave.example" as an
+    FQDN and as an RFC822_ADDR): logs, status and RADIUS show the two alike, so no group key proves it."""
+    text = _text(peer_id)
+    return any(not o.is_any and not o.matches(local_id) and not o.matches(peer_id) and _text(o) == text
+               for o in entry.ids)
+
+
 def psk_for_peer(entries: Sequence[PskEntry], local_id: Identity, peer_id: Identity) -> PskEntry | None:
     """The key the peer that sent ``peer_id`` must prove (and we prove ourselves with), or None:
-    an entry naming that identity (best_psk's ranking), else a group key (see the module doc)."""
+    an entry naming that identity (best_psk's ranking), else a group key (see the module doc), unless
+    an entry names the peer's text as another identity type."""
     best: PskEntry | None = None
     best_me = best_other = MATCH_NONE
+    claimed = False
     for entry in entries:
+        claimed = claimed or _claims_its_text(entry, local_id, peer_id)
         other = owner_match(entry.ids, peer_id, mine=local_id)
         me = owner_match(entry.ids, local_id)
         if other == MATCH_NONE and not (me > MATCH_NONE and _names_only(entry, local_id)):
             continue
         if best is None or other > best_other or (other == best_other and me > best_me):
             best, best_me, best_other = entry, me, other
-    return best
+    return None if claimed and best_other < MATCH_PERFECT else best
 
 
 class PskIndex:
@@ -99,7 +123,11 @@ class PskIndex:
         self._local = local_id
         self._by_id: dict[Identity, list[int]] = {}
         self._group: list[int] = []     # prove anyone (psk_for_peer's group keys, and ids with %any)
-        self._dn: list[int] = []        # name a DN: compared one by one, as DNs match re-encoded
+        # a DN matches re-encoded (dn_equal): looked up by what dn_equal compares, never compared one
+        # by one (an IDi is the peer's choice before it proves anything: 1,000 DN entries cost ~60 ms
+        # per IKE_AUTH so); one that does not parse equals only its own bytes (_by_id)
+        self._by_dn: dict[object, list[int]] = {}
+        self._by_text: dict[str, list[int]] = {}   # what psk_for_peer's _claims_its_text looks for
         for n, entry in enumerate(self._entries):
             if not entry.ids or any(o.is_any for o in entry.ids) or _names_only(entry, local_id):
                 self._group.append(n)
@@ -107,12 +135,15 @@ class PskIndex:
                 if owner.is_any or owner.matches(local_id):
                     continue
                 self._by_id.setdefault(owner, []).append(n)
-                if owner.type == IdType.DER_ASN1_DN:
-                    self._dn.append(n)
+                self._by_text.setdefault(_text(owner), []).append(n)
+                key = dn_key(owner.data) if owner.type == IdType.DER_ASN1_DN else None
+                if key is not None:
+                    self._by_dn.setdefault(key, []).append(n)
 
     def lookup(self, peer_id: Identity) -> PskEntry | None:
         """psk_for_peer over all the entries, ranked among those that can qualify (in file order)."""
-        found = [*self._by_id.get(peer_id.named, ()), *self._group]
-        if peer_id.type == IdType.DER_ASN1_DN:
-            found += self._dn
+        found = [*self._by_id.get(peer_id.named, ()), *self._by_text.get(_text(peer_id), ()), *self._group]
+        key = dn_key(peer_id.data) if peer_id.type == IdType.DER_ASN1_DN else None
+        if key is not None:
+            found += self._by_dn.get(key, ())
         return psk_for_peer([self._entries[n] for n in sorted(set(found))], self._local, peer_id)

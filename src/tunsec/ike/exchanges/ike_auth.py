@@ -31,6 +31,7 @@ from ..events import AuthFailed, DownReason, IkeSaLimit, IkeSaUp, NegotiationFai
 from ..identity import Identity, IdentityError, certified_identity, check_peer_identity, dn_equal
 from ..message import AuthPayload, CertPayload, CertReqPayload, IdPayload, Payload, SaPayload
 from ..proposals import describe_all
+from ..psk import PskEntry
 from ..redirect import RedirectError, decode_redirect, encode_gateway, not_followed
 from ..state import ChildSa, IkeSaState, SpiUnavailable
 from ..ts import Ts
@@ -141,9 +142,15 @@ def _verify_peer(st: IkeSaState, payloads: Sequence[Payload], peer_id_payload: I
 
 def _verify_psk(st: IkeSaState, peer_id: Identity, octets: bytes, auth: AuthPayload) -> None:
     """The peer's AUTH made with the key of (our id, its id): on a connection of %any, the entry
-    the peer's identity chooses (psk.py), never another user's; AuthError (counted) if none is its."""
+    the peer's identity chooses (psk.py), never another user's; AuthError (counted) if none is its.
+    An initiator checks the responder's with the key it proved itself with: the IDr of a %any
+    connection is the responder's choice, and must not pick another entry of the file (another
+    gateway's key, or a user's own: review revpsk F1)."""
     assert st.prf is not None
-    entry = st.config.psk_for(peer_id)
+    if st.is_initiator:
+        entry = PskEntry((), st.config.psk) if st.config.psk is not None else None
+    else:
+        entry = st.config.psk_for(peer_id)
     if entry is None:
         raise AuthError(f"no pre-shared key in secrets for {st.config.local.id} and peer identity {peer_id}")
     try:

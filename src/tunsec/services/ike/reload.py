@@ -42,7 +42,8 @@ async def reload(self: IkeService, cfg: Config) -> list[str]:
     """As swanctl --load-conns: IKE SAs of removed and changed connections are deleted (the peer
     is told), the changed and added ones start as configured; a connection that differs only in
     its credentials (PSK, EAP users, certificates, keys) keeps its SAs and negotiates anew with the
-    new ones, but an EAP user no longer in the secrets is logged out (_removed_users).
+    new ones, but an EAP user no longer in the secrets is logged out (_removed_users), and so is a
+    PSK user whose entry is (_removed_psk_users).
 
     The new connections are in force before anything is awaited: an ACQUIRE, a keying try or a
     peer's IKE_AUTH handled while the worker answers must never see the old ones.  IKE SAs being
@@ -68,6 +69,7 @@ async def reload(self: IkeService, cfg: Config) -> list[str]:
             with contextlib.suppress(Exception):
                 sa.delete(now)
     logged_out = _removed_users(self, [new for _, new in d.changed if new.name in creds], now)
+    psk_out = _removed_psk_users(self, [(old, new) for old, new in d.changed if new.name in creds], now)
     for name in gone:
         self.attempts.pop(name, None)
         # a refused virtual IP's count, hold and scheduled try were the old connection's: the new one
@@ -98,6 +100,8 @@ async def reload(self: IkeService, cfg: Config) -> list[str]:
         out.append(f"IKE connections with new credentials (for new negotiations): {', '.join(sorted(creds))}")
     if logged_out:
         out.append(f"EAP users no longer in the secrets, their IKE SAs deleted: {', '.join(logged_out)}")
+    if psk_out:
+        out.append(f"PSK users whose key left the secrets, their IKE SAs deleted: {', '.join(psk_out)}")
     if dropped:
         log.info("reload: %d IKE SAs peers were setting up under removed or changed connections dropped", dropped)
     return out
@@ -144,4 +148,30 @@ def _removed_users(self: IkeService, renewed: list[Connection], now: float) -> l
                          up.ev.peer_eap.user_text, sa.remote_addr[0])
                 sa.delete(now)
                 out.append(f"{up.ev.peer_eap.user_text} ({conn.name})")
+    return list(dict.fromkeys(out))
+
+
+def _removed_psk_users(self: IkeService, changed: list[tuple[Connection, Connection]], now: float) -> list[str]:
+    """Delete the established IKE SAs of PSK users (a connection of %any, ike/psk.py) the reload took
+    out of the secrets, as _removed_users does for EAP (review revpsk F2): the entry the peer's
+    identity chose is gone by name, or another one or none is the identity's now (dave's own entry
+    gone, a group key would not prove him; an entry added for someone the group key proved: it no
+    longer does).  A key changed under the same entry name ends no session (a rotated PSK).  The
+    entry an SA proved is the one the old configuration picks for its identity (the engine keeps no
+    record of it); an SA for whose identity it picked none is left alone.  "identity (connection)"."""
+    out: list[str] = []
+    for old, new in changed:
+        if not old.ike.peer_psks or not new.ike.peer_psks or new.ike.remote.method != "psk":
+            continue
+        for sa in self.endpoint.sas:
+            up = self.ike_up.get(sa.local_spi) if sa.name == new.name else None
+            if up is None or sa.state is not State.ESTABLISHED:
+                continue
+            was, now_is = old.ike.psk_for(up.ev.remote_id), new.ike.psk_for(up.ev.remote_id)
+            if was is None or (now_is is not None and now_is.name == was.name):
+                continue
+            log.info("%s: secrets.%s, the pre-shared key of %s, is no longer its: deleting its IKE SA with %s",
+                     new.name, was.name, up.ev.remote_id, sa.remote_addr[0])
+            sa.delete(now)
+            out.append(f"{up.ev.remote_id} ({new.name})")
     return list(dict.fromkeys(out))
