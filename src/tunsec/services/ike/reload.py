@@ -165,10 +165,12 @@ def _removed_psk_users(self: IkeService, changed: list[tuple[Connection, Connect
             continue
         for sa in self.endpoint.sas:
             up = self.ike_up.get(sa.local_spi) if sa.name == new.name else None
-            if up is None or sa.state is not State.ESTABLISHED:
+            # an SA we initiated proved config.psk both ways (ike_auth._verify_psk), not the IDr's pick
+            if up is None or sa.state is not State.ESTABLISHED or sa.is_initiator:
                 continue
             was, now_is = old.ike.psk_for(up.ev.remote_id), new.ike.psk_for(up.ev.remote_id)
-            if was is None or (now_is is not None and now_is.name == was.name):
+            # the same entry (a rotated key), or another one holding the key it proved (a renamed one)
+            if was is None or (now_is is not None and (now_is.name == was.name or now_is.secret == was.secret)):
                 continue
             log.info("%s: secrets.%s, the pre-shared key of %s, is no longer its: deleting its IKE SA with %s",
                      new.name, was.name, up.ev.remote_id, sa.remote_addr[0])
