@@ -68,7 +68,7 @@ from tunsec.loglimit import LogLimiter, internal_error, suffix
 from tunsec.policy.pad import AddressMatch, Refused, address_match, check_unique_keep, identity_allowed
 from tunsec.policy.selector import IPAddress
 
-from .address_role import address_role
+from .address_role import Role, address_role
 from .by_address import EstablishedByAddress
 from .by_peer import SpisByPeer
 from .config import IkeConfig
@@ -727,9 +727,9 @@ class IkeEndpoint:
                    and ipaddress.ip_address(sa.remote_addr[0]).version == family
                    for sa in self._sas.values())
 
-    def _address_role(self, ip: IPAddress) -> str | None:
+    def _address_role(self, ip: IPAddress) -> Role | None:
         """What ``ip`` is to this host (address_role.py): asked of a client's virtual IP and REDIRECT."""
-        return address_role(self._configs.values(), self._by_address, ip)
+        return address_role(self._configs.values(), self._by_address, self._address_pool, ip)
 
     def _initial_contact(self, fresh: IkeSa, up: IkeSaUp) -> None:
         """The peer rebooted: forget our older IKE SAs with the same identities (RFC 7296 §2.4).
