@@ -40,6 +40,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .address_role import other_tunnel
 from .ts import Ts
 
 if TYPE_CHECKING:
@@ -145,19 +146,27 @@ def usable_gateway(address: str) -> bool:
 def refused_target(st: IkeSaState, address: str) -> str | None:
     """Why a client does not go to ``address`` (a REDIRECT's, or what its FQDN resolved to), or None:
     no gateway address (usable_gateway), this host's own (the IKE address in use, a connection's
-    local address), or inside a remote_ts of the connection, where the new IKE SA's own IKE
-    would be sent into the tunnel it is to set up."""
+    local address), inside a remote_ts of the connection, where the new IKE SA's own IKE
+    would be sent into the tunnel it is to set up, or where the address role (address_role.py) puts
+    it into another connection's tunnel or one of our pools (our IKE, identity and PSK-keyed AUTH
+    would go to a host behind that tunnel or to a road warrior: review revclient F2)."""
     if not usable_gateway(address):
         return f"{address} is no gateway address (unspecified, multicast, loopback, broadcast, reserved or link-local)"
     ip = unmapped(ipaddress.ip_address(address))
     local = st.local_addr[0] if st.local_addr is not None else None
-    if (local is not None and _same(ip, local)) or (st.address_role is not None and st.address_role(ip) == "own"):
+    role = st.address_role(ip) if st.address_role is not None else None
+    if (local is not None and _same(ip, local)) or (role is not None and role.kind == "own"):
         return f"{address} is an address of this host"
+    if role is not None and role.kind == "pool":
+        return f"{address} is inside pool {role.pool} of connection {role.connection} (IKE would go to a road warrior)"
     host = Ts.host(ip)
     for child in st.config.children:
         for ts in child.remote_ts:
             if not ts.dynamic and ts.contains(host):
                 return f"{address} is inside remote_ts {ts} of child {child.name} (IKE would go into the tunnel)"
+    tunnel = other_tunnel(role, st.config, ip)
+    if tunnel is not None:
+        return f"{address} is {tunnel} (IKE would go into that tunnel)"
     return None
 
 

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from tunsec.policy.pools import Lease
     from tunsec.policy.selector import IPAddress
 
+    from .address_role import Role
     from .exchanges.ike_auth_eap import GatewayEap
     from .spi_book import IkeSpiBook
 
@@ -151,7 +152,7 @@ class IkeRekey:
 NO_HASHES: frozenset[int] = frozenset()
 DuplicateCheck = Callable[["IkeSaState"], "str | IkeSaLimit | None"]
 # what an address is to the endpoint: "own" (this host's, as the connections say), "peer" (an IKE peer's), or None
-AddressRole = Callable[["IPAddress"], "str | None"]
+AddressRole = Callable[["IPAddress"], "Role | None"]
 
 
 @dataclass(slots=True)   # one per IKE SA: ~40 fields, no per-instance dict (a gateway holds thousands)
@@ -245,8 +246,9 @@ class IkeSaState:
     # an initiator's: whether we already have an established IKE SA with these identities (the
     # IKE_AUTH request then carries no INITIAL_CONTACT, which would make the peer drop it)
     has_contact: Callable[[IkeSaState], bool] | None = None
-    # an initiator's: what an address is to the endpoint (AddressRole).  A client takes no such virtual IP
-    # (on our TUN it would take that peer's traffic, and its SAs with us) and follows no redirect to its own
+    # an initiator's: what an address is to the endpoint (AddressRole, address_role.py).  A client takes no
+    # such virtual IP (on our TUN it would take that peer's, road warrior's or other tunnel's traffic) and
+    # follows no redirect to its own address, a pool's or into another tunnel (redirect.refused_target)
     address_role: AddressRole | None = None
 
     def emit(self, event: Event) -> None:

@@ -23,6 +23,7 @@ import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from ..address_role import other_tunnel
 from ..constants import CfgAttribute, CfgType, NotifyType
 from ..message import CpPayload, Payload
 from ..state import IkeSaState
@@ -193,10 +194,17 @@ def _refusal(st: IkeSaState, addr: ipaddress.IPv4Address | ipaddress.IPv6Address
             or addr in _THIS_NETWORK or (addr.version == 6 and addr.ipv4_mapped is not None):
         return "a reserved, broadcast, multicast, loopback or link-local address"
     role = st.address_role(addr) if st.address_role is not None else None
-    if _same(addr, st.remote_addr[0]) or role == "peer":
+    kind = role.kind if role is not None else None
+    if _same(addr, st.remote_addr[0]) or kind == "peer":
         return "the address of an IKE peer: as ours it would take that peer's traffic"
-    if role == "own":
+    if kind == "own":
         return "an address of this host"
+    if role is not None and kind == "pool":
+        return f"inside pool {role.pool} of connection {role.connection}: as ours it would take a road warrior's" \
+            " traffic"
+    tunnel = other_tunnel(role, st.config, addr)
+    if tunnel is not None:
+        return f"{tunnel}: as ours it would take that tunnel's traffic to it"
     return None
 
 
