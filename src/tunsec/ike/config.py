@@ -224,7 +224,7 @@ class IkeConfig:
                              "and a remote id that is not %any")
         if self.local.method == "eap-radius":
             raise ValueError(f"connection {self.name}: eap-radius authenticates clients (remote), not us")
-        if self.local.method == "eap-mschapv2" and self.eap_password(self.local.eap_id or str(self.local.id)) is None:
+        if self.local.method == "eap-mschapv2" and self.eap_password(self.local.eap_id or self.local.id.user) is None:
             raise ValueError(f"connection {self.name}: no EAP secret for {self.local.eap_id or self.local.id}")
 
     @property
@@ -293,7 +293,7 @@ class IkeConfig:
         for s in self.eap_secrets:
             for name in s.ids:
                 exact.setdefault(name, (name, s.secret))
-                by_identity.setdefault(Identity.of_user(name.encode()), (name, s.secret))
+                by_identity.setdefault(Identity.of_user(name.encode("utf-8", "surrogateescape")), (name, s.secret))
         return exact, by_identity
 
     def child(self, name: str) -> ChildConfig:
