@@ -109,8 +109,8 @@ class Gateway:
                     (c.sa for c in live), {c.sa.local_spi: c.record for c in live},  # type: ignore[misc]
                     self.children.values(), self.handles.get, self.handles.live),  # type: ignore[arg-type]
                 "leases": ike_status.lease_rows(SimpleNamespace(  # type: ignore[arg-type]
-                    lease_snapshot=lambda: [(c.lease.pool, _AS_IS, c.lease.address, c.lease.identity, c.lease.online)
-                                            for c in live])),
+                    lease_snapshot=lambda: [(c.lease.pool, _AS_IS, c.lease.address, c.lease.identity, c.lease.online,
+                                             c.lease.proof) for c in live])),
                 "ike_half_open": 1, "ike_drops": {"malformed": 3, "cookies_sent": 2}}
 
     def dump(self) -> pipe.Reply:

@@ -197,3 +197,32 @@ def test_a_remote_ts_over_the_connections_pool_is_warned_about(remote_ts: str, w
     for w, ts in zip(warnings, warned, strict=True):
         assert w.message.startswith(f"{ts} overlaps pool rw (10.3.0.1-10.3.0.254)")
         assert "remote_ts = dynamic" in w.message and w.line > 0
+
+
+@pytest.mark.parametrize(("sites_id", "sites_ts", "warned"), [
+    ("%any", "10.0.0.0/8", True), ("%any", "10.4.0.0/16", False), ("site.example", "10.0.0.0/8", False),
+])
+def test_another_any_connections_remote_ts_over_a_pool_is_warned_about(sites_id: str, sites_ts: str,
+                                                                         warned: bool) -> None:
+    """(review reveapfix, the related note; h/fixproof) a group-PSK site connection whose remote_ts
+    covers a pool: any holder of that PSK may claim the pool's addresses before the road warriors
+    they are leased to (the claims keep the first holder's).  Warned at load, naming the pool; a
+    connection that names its peer is the administrator's grant to that one peer: not warned.
+    Fails on main: no warning."""
+    text = POOL_CONF.format(remote_ts="dynamic").replace("connections {\n", "connections {\n" + f"""    sites {{
+        local {{ auth = psk
+                 id = gw.example }}
+        remote {{ auth = psk
+                  id = {sites_id} }}
+        children {{
+            net {{
+                local_ts = 10.1.0.0/16
+                remote_ts = {sites_ts}
+            }}
+        }}
+    }}
+""", 1)
+    warnings = parse_config(text, "tunsec.conf").warnings
+    assert [w.key for w in warnings] == ["connections.sites.children.net.remote_ts"] * warned
+    if warned:
+        assert warnings[0].message.startswith(f"{sites_ts} overlaps pool rw (10.3.0.1-10.3.0.254), and any client")

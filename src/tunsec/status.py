@@ -286,7 +286,9 @@ def render(doc: dict[str, Any]) -> str:
     if doc.get("leases"):
         lines.append("leases:")
         for x in doc["leases"]:
-            lines.append(f"  {x['pool']}: {x['address']} {x['status']} {escaped(x['identity'])}")
+            # how the identity was proven: two leases of one name are two clients (policy/pools.py)
+            proof = f" ({escaped(x['proof'])})" if x.get("proof") else ""
+            lines.append(f"  {x['pool']}: {x['address']} {x['status']} {escaped(x['identity'])}{proof}")
     for t in doc["tunnels"]:
         lines.append(f"{t['name']}: {t['type']} {t['local']} <-> {t['remote']} {t['esp']}")
         lines.append(f"  {', '.join(t['local_ts'])} === {', '.join(t['remote_ts'])}")

@@ -242,7 +242,7 @@ def make_local_auth(
         if local.id is None:
             r.error("id", "required with auth = eap-mschapv2 (the IKE identity we send)")
             return None
-        user = local.eap_id or str(local.id)
+        user = local.eap_id or local.id.user
         if not any(user in s.ids for s in eap_secrets(psks)):
             r.error("auth", f"no EAP password for {user!r}: add a secrets.eap-NAME section with id = {user}")
             return None
@@ -401,8 +401,8 @@ def make_remote_auth(remote: AuthRound, creds: Credentials, radius: bool,
 
 
 def eap_secrets(entries: Sequence[IkeSecret]) -> tuple[EapSecret, ...]:
-    """The ``secrets.eap*`` entries as the engine wants them: passwords by user name."""
-    return tuple(EapSecret(tuple(str(i) for i in e.ids), e.secret) for e in entries if e.eap)
+    """The ``secrets.eap*`` entries as the engine wants them: passwords by user name (as written)."""
+    return tuple(EapSecret(tuple(i.user for i in e.ids), e.secret) for e in entries if e.eap)
 
 
 def uses_pubkey(section: Section) -> bool:

@@ -109,4 +109,30 @@ def pool_ts_warnings(connections: Sequence[Connection], pools: Sequence[PoolConf
                         f"{ts} overlaps pool {name} ({by_name[name].first}-{by_name[name].last}): a client would hold "
                         f"the other clients' virtual IPs; tunsec gives each client only its own lease of the pool "
                         f"(and the rest of {ts}); for road warriors use remote_ts = dynamic"))
+    return out + _other_pools_warnings(connections, pools)
+
+
+def _other_pools_warnings(connections: Sequence[Connection], pools: Sequence[PoolConfig]) -> list[ConfigIssue]:
+    """A child of a connection of %any without pools (a group PSK's sites, a CA's certificates)
+    whose remote_ts overlaps a pool: any of its clients may claim pool addresses before the road
+    warriors they are leased to, whose Child SAs are then narrowed around them or refused (the
+    selector claims keep the first holder's: policy/claims.py).  Warned, not refused: the
+    administrator gave those clients that range (a hub's spoke routing 0.0.0.0/0 is one), and
+    cutting the pools out of it would narrow or refuse sites that never asked for pool addresses."""
+    out = []
+    spans = [(p, Ts(net.network_address, net.broadcast_address)) for p in pools for net in p.networks()]
+    for c in connections:
+        if c.ike.pools or c.ike.names_its_peer:
+            continue
+        for child in c.children:
+            for ts in child.config.remote_ts:
+                for pool, span in spans:
+                    if ts.dynamic or ts.intersect(span) is None:
+                        continue
+                    out.append(ConfigIssue(
+                        child.file or c.file, child.line or c.line,
+                        f"connections.{c.name}.children.{child.name}.remote_ts",
+                        f"{ts} overlaps pool {pool.name} ({pool.first}-{pool.last}), and any client of this connection "
+                        f"(remote id %any) may claim its addresses before the clients they are leased to, whose "
+                        f"Child SAs are then refused: narrow remote_ts, or name each peer (remote.id)"))
     return out

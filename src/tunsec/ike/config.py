@@ -229,7 +229,7 @@ class IkeConfig:
             # built with the configuration (the daemon loads it off the event loop: daemon.reload), not
             # at the first IKE_AUTH on the loop (10,000 entries took ~70 ms there, 100,000 ~0.8 s)
             _ = self._psk_index
-        if self.local.method == "eap-mschapv2" and self.eap_password(self.local.eap_id or str(self.local.id)) is None:
+        if self.local.method == "eap-mschapv2" and self.eap_password(self.local.eap_id or self.local.id.user) is None:
             raise ValueError(f"connection {self.name}: no EAP secret for {self.local.eap_id or self.local.id}")
 
     @property
@@ -298,7 +298,7 @@ class IkeConfig:
         for s in self.eap_secrets:
             for name in s.ids:
                 exact.setdefault(name, (name, s.secret))
-                by_identity.setdefault(Identity.of_user(name.encode()), (name, s.secret))
+                by_identity.setdefault(Identity.of_user(name.encode("utf-8", "surrogateescape")), (name, s.secret))
         return exact, by_identity
 
     def child(self, name: str) -> ChildConfig:

@@ -113,6 +113,9 @@ class IkeSaUp:
     peer_eap: PeerEap | None = None  # a gateway's client that authenticated with EAP
     # the identity the peer sent, when its certificate proved it as remote_id (another spelling)
     remote_sent_id: Identity | None = None
+    # how remote_id was proven (IkeConfig.lease_proof): with it the peer as leases, selector claims
+    # and the worker's reserve tell peers apart (a group-PSK client's "alice" is not EAP user alice)
+    proof: str = ""
 
 
 @dataclass(frozen=True)

@@ -106,6 +106,16 @@ class Identity:
         two users, as the secrets' ids are): RFC822_ADDR with an "@", else FQDN, as strongSwan's."""
         return cls(IdType.RFC822_ADDR if b"@" in name else IdType.FQDN, name)
 
+    @property
+    def user(self) -> str:
+        """The name as an EAP user's (a secrets.eap id, a client's own EAP identity): an FQDN or
+        RFC822 name's bytes as written, in UTF-8, whole; str() shows one that is not ASCII as its type
+        and hex, and cuts a long one, which are a log line's forms, not an account's name (review
+        reveapfix F3: ``id = jörg`` was the account "2:#6ac3b67267").  Any other type as str()."""
+        if self.type in _CASELESS:
+            return self.data.decode("utf-8", "surrogateescape")
+        return str(self)
+
     def unproven(self) -> Identity:
         """This name as one IKE SA's unproven identity: shown as the name, equal to no other."""
         return Identity(self.type, self.data, next(_UNPROVEN_TAGS))

@@ -28,14 +28,17 @@ other's (overlapping private ranges are two networks that share numbers); toward
 subnet its SA admits nothing.  Road warriors of a pool connection normally share the connection's
 local_ts (what they propose is narrowed to it), so between them the remote side decides, as before.
 
-A peer is its authenticated identity: the same identity may overlap itself (rekeys,
+A peer is its authenticated identity *and how it was proven* (:class:`Peer`: IkeConfig.lease_proof,
+as a lease is keyed, policy/pools.py): the IDi "alice" of a group-PSK connection's client is the
+word of whoever holds that PSK, not the EAP user alice, and may no more hold her virtual IP than
+a client calling itself "eve" may (review reveapfix F1).  The same peer may overlap itself (rekeys,
 reauthentication make-before-break, a client back with or without INITIAL_CONTACT, a second
-IKE SA under ``unique = no``); every other identity may not (the SPD is one for all of them),
+IKE SA under ``unique = no``); every other peer may not (the SPD is one for all of them),
 unless both peers' connections name their peer and give it these very selectors as written
 (IkeConfig.assigns): then the administrator gave the same selectors to two named peers, a primary
 and a backup gateway of one site, and both may be up (the older's policies carry the traffic; when
 it goes, the other's).  A named peer that chose its part of a wider remote_ts (a hub's spokes)
-is held to the rule like any other.  "The same identity" is the identity and whether its
+is held to the rule like any other.  "The same peer" is the identity, its proof and whether its
 connection names it (``by_name``), not whether each child was given its selectors as written: a
 named spoke's second child, chosen from a wide remote_ts, may overlap its first.
 A peer of a connection of %any (road warriors, EAP users, a CA's certificates) is none the
@@ -65,11 +68,27 @@ class Claim:
 
     handle: int
     conn: str
-    peer: object   # the authenticated identity (Identity), compared with ==
+    peer: object   # the authenticated identity and its proof (Peer), compared with ==
     ts: Ts
     local: tuple[Ts, ...] = ()   # none known: meets every local selector
     named: bool = False   # its connection names its peer and gave it these selectors (IkeConfig.assigns)
     by_name: bool = False   # its connection names its peer (IkeConfig.names_its_peer), whatever selectors
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """Whose selectors a claim is: the identity a peer proved (an Identity; its address text if none)
+    and how (``proof``: IkeConfig.lease_proof, e.g. ``eap-mschapv2``, ``psk branches``)."""
+
+    id: object
+    proof: str
+
+    @property
+    def tag(self) -> int:   # an unproven identity's (_as_named)
+        return getattr(self.id, "tag", 0)
+
+    def __str__(self) -> str:
+        return f"{self.id} ({self.proof})"
 
 
 _Entry = tuple[int, int, Claim]   # (first address, last address, the claim), as integers

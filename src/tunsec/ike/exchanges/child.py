@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from tunsec.dataplane.pipe import MAX_SELECTORS
 from tunsec.loglimit import LogLimiter, suffix
-from tunsec.policy.claims import describe
+from tunsec.policy.claims import Peer, describe
 from tunsec.policy.selector import IPAddress, SelectorError, TooManySelectors, check_fast_selectors, selectors_text
 
 from ..config import ChildConfig
@@ -325,7 +325,8 @@ def _not_others(st: IkeSaState, cfg: ChildConfig, proposed: Sequence[Ts], tsi: t
     pools) is narrowed to the rest, as its lease is what it came for; a site (no pools) is refused
     rather than given a part of its subnets it did not expect.  Refused too when nothing is left."""
     named = st.config.assigns(cfg.name, tsi)   # a primary and a backup of one site may share
-    found = st.ts_claims.overlaps(st.peer_id, tsi, tsr, named, st.config.names_its_peer) \
+    # the peer as the IKE service books its claims: the identity and how it was proven (claims.py)
+    found = st.ts_claims.overlaps(Peer(st.peer_id, st.config.lease_proof), tsi, tsr, named, st.config.names_its_peer) \
         if st.ts_claims is not None else []
     if not found:
         return tsi
@@ -353,7 +354,7 @@ def answer_not_others(st: IkeSaState, child: ChildSa, tsi: Sequence[Ts], tsr: Se
     if st.ts_claims is None:
         return None
     named = st.config.assigns(child.config.name, tsr)
-    found = st.ts_claims.overlaps(st.peer_id, tsr, tsi, named, st.config.names_its_peer)
+    found = st.ts_claims.overlaps(Peer(st.peer_id, st.config.lease_proof), tsr, tsi, named, st.config.names_its_peer)
     if not found:
         return None
     return Refusal(NotifyType.TS_UNACCEPTABLE,

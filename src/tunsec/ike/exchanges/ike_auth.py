@@ -177,6 +177,7 @@ def _ike_up(st: IkeSaState) -> None:
             tuple(lease.address for lease in st.peer_vips),
             eap.peer_eap(st),
             st.peer_sent_id,
+            st.config.lease_proof,
         )
     )
     # only the AUTH payloads sign the IKE_SA_INIT messages, and both sides' are done: not kept for

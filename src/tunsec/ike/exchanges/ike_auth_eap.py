@@ -336,10 +336,11 @@ def new_client(st: IkeSaState, idi: IdPayload) -> ClientEap | None:
     local = st.config.local
     if local.method != "eap-mschapv2":
         return None
-    user = local.eap_id or str(local.id)
+    user = local.eap_id or local.id.user
     secret = st.config.eap_password(user)
     assert secret is not None  # IkeConfig checks this
-    peer = EapPeer(user.encode(), secret.reveal().decode("utf-8", "surrogateescape"), rand=st.rng)
+    name = user.encode("utf-8", "surrogateescape")
+    peer = EapPeer(name, secret.reveal().decode("utf-8", "surrogateescape"), rand=st.rng)
     return ClientEap(peer, idi)
 
 

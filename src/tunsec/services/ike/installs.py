@@ -21,7 +21,7 @@ from tunsec.ike.events import ChildSaDown, ChildSaUp, DownReason
 from tunsec.ike.sa import IkeSa, State
 from tunsec.ike.ts import Ts
 from tunsec.loglimit import suffix
-from tunsec.policy.claims import describe
+from tunsec.policy.claims import Peer, describe
 from tunsec.policy.ids import Band, priority
 from tunsec.policy.selector import addr_text, parse_ip
 from tunsec.services.ike import install_failed, install_requests, recreate, restart, tries
@@ -129,7 +129,7 @@ def _child_registered(self: IkeService, sa: IkeSa, ev: ChildSaUp) -> ChildState 
                                         f"failed: negotiated ESP {ev.alg}, which the fast path does not do",
                                         removed=False)
         return None
-    peer = sa.peer_id if sa.peer_id is not None else ev.remote_addr[0]
+    peer = Peer(sa.peer_id if sa.peer_id is not None else ev.remote_addr[0], sa.config.lease_proof)
     named = sa.config.assigns(ev.child, ev.remote_ts)
     by_name = sa.config.names_its_peer
     if found := self.ts_claims.overlaps(peer, ev.remote_ts, ev.local_ts, named, by_name):

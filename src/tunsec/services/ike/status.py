@@ -230,7 +230,8 @@ def _child(c: ChildState, now: float) -> dict[str, Any]:
 
 
 def leases(pools: AddressPools) -> list[dict[str, Any]]:
-    """Virtual IP leases for ``tunsec status``: pool, address, identity, online or offline."""
+    """Virtual IP leases for ``tunsec status``: pool, address, identity, online or offline, and how
+    the identity was proven (``proof``: one name may hold two leases, proven two ways)."""
     return lease_rows(pools).all()
 
 
@@ -245,4 +246,4 @@ def _lease_row(ref: LeaseRef) -> dict[str, Any]:
 
 def _lease(x: LeaseInfo) -> dict[str, Any]:
     return {"pool": x.pool, "address": str(x.address), "identity": x.identity,
-            "status": "online" if x.online else "offline"}
+            "status": "online" if x.online else "offline", "proof": x.proof}

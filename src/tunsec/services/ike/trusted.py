@@ -3,17 +3,17 @@ IKE datagrams on port 4500 that name one as ours have a reserve in the worker's 
 flood of spoofed IKE cannot take (docs/pipe.md, "When the control process does not keep up"), so
 an established peer's DPD, rekeys, DELETEs and MOBIKE updates still reach the engine.
 
-An SPI is added when its IKE SA is established (IkeSaUp) or is the successor of a rekey, and
-deleted when the engine forgets the SA (IkeEndpoint.on_forget), whichever way it went: deleted by
-either side, expired, a dead peer, replaced (INITIAL_CONTACT, unique), dropped by a reload; a
-rekeyed SA keeps its SPI until its DELETE exchange is through or it gives up lingering, so that
-exchange has the reserve too.  The set is IkeService.ike_up's keys and the rekeyed SAs still
-lingering (at most sa_successor.MAX_UNDELETED per IKE SA).  Each comes with its peer (peer_of: the
-authenticated identity), so that all the IKE SAs one identity opens share one share of the reserve:
-a peer may open as many as it likes (unique=no) and flood with their SPIs.  Half-open SAs are never
-added: whoever sent the IKE_SA_INIT knows our SPI of those.  A new worker starts empty: the set is
-sent again (worker_restarted).  Requests go without a task each (request_soon: a burst of clients
-brings one per IKE SA) and nothing waits for them; one the client refuses (no worker, or
+An SPI is added when its IKE SA is established (IkeSaUp) or is the successor of a rekey, and deleted
+when the engine forgets the SA (IkeEndpoint.on_forget), whichever way it went: deleted by either
+side, expired, a dead peer, replaced (INITIAL_CONTACT, unique), dropped by a reload; a rekeyed SA
+keeps its SPI until its DELETE exchange is through or it gives up lingering, so that exchange has
+the reserve too.  The set is IkeService.ike_up's keys and the rekeyed SAs still lingering (at most
+sa_successor.MAX_UNDELETED per IKE SA).  Each comes with its peer (peer_of: the authenticated
+identity and how it was proven), so that all the IKE SAs one peer opens share one share of the
+reserve: a peer may open as many as it likes (unique=no) and flood with their SPIs.  Half-open SAs
+are never added: whoever sent the IKE_SA_INIT knows our SPI of those.  A new worker starts empty:
+the set is sent again (worker_restarted).  Requests go without a task each (request_soon: a burst of
+clients brings one per IKE SA) and nothing waits for them; one the client refuses (no worker, or
 SEND_QUEUE_MAX requests already waiting for the pipe) stays due and is sent again, before any later
 one, until it goes: a lost DELETE would leave a gone SA's SPI with the reserve for good.  A worker
 that holds as many as it may (ENOSPC) leaves that SA without a reserve, which is said and counted
@@ -44,11 +44,14 @@ RETRY = 1.0   # seconds between tries of requests the client refused (the pipe d
 
 def peer_of(ev: IkeSaUp) -> int:
     """The worker's id of the peer of an IKE SA: its authenticated identity (with EAP the one EAP
-    proved), the same for all of that identity's IKE SAs and for their rekeyed successors; never 0.
+    proved) and how it was proven (``proof``: IkeConfig.lease_proof), the same for all of that
+    peer's IKE SAs and for their rekeyed successors; never 0.  The proof, as a lease's (policy/pools.py):
+    a group-PSK client naming itself "alice" (as many IKE SAs as it likes) floods in a share of its
+    own, not in EAP user alice's, whose DPD and rekeys keep their reserve (review reveapfix F1).
     A process-keyed hash (Python's, seeded at random), so nobody outside can make two identities
     share one.  An unproven identity (eap-radius without a User-Name) is equal only to itself:
     each such IKE SA is a peer of its own, held only to its sender address's share."""
-    return hash(ev.remote_id) & 0xFFFF_FFFF_FFFF_FFFF or 1
+    return hash((ev.remote_id, ev.proof)) & 0xFFFF_FFFF_FFFF_FFFF or 1
 
 
 class TrustedSpis:
