@@ -311,7 +311,7 @@ typedef struct ts_event_slot {
     uint8_t *data;
     int16_t src;                       /* IKE: the sender's slot in ts_events.ike_src, else -1 */
     int16_t peer;                      /* IKE of an established IKE SA: its peer's slot in ts_events.ike_peer, else -1
-                                          (then src is its slot in ike_known_src) */
+                                          (then src is its slot in ike_known_src, by whole address) */
     bool proven;                       /* IKE with our tag for its sender (src is its slot in ike_proven_src) */
 } ts_event_slot;
 
@@ -332,7 +332,10 @@ typedef struct ts_event_slot {
  *   identities (credentials) at least to fill it;
  * - its sender's: TS_IKE_KNOWN_PER_SOURCE in the source slots (apart from the unknown ones' shares,
  *   which a spoofed flood fills): peers with several identities on one address (or one whose slot
- *   it shares) are held to it.  It is twice a peer's share, so a peer that spoofs another's address
+ *   it shares) are held to it.  By its whole address, an IPv6 one's too (dp.c address_hash, not the
+ *   /64 the others count under): the peer's share bounds what its host's 2^64 addresses get, and
+ *   by /64 a LAN's road warriors had one share, an insider's two identities enough to fill it
+ *   (review revfastfix F1).  It is twice a peer's share, so a peer that spoofs another's address
  *   with its own SPIs takes at most half of that address's share.
  * A peer sharing its slot (1/TS_IKE_PEER_SLOTS of the others) shares its share. */
 #define TS_IKE_RESERVED 128

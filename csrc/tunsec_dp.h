@@ -372,6 +372,9 @@ unsigned ts_test_invalid_spi_slot(ts_dp *dp, const ts_addr *src);
  * with this context's random key); sources in one slot share one share. */
 unsigned ts_test_ike_source_slot(ts_dp *dp, const ts_addr *src);
 unsigned ts_test_ike_proven_slot(ts_dp *dp, const ts_addr *src);
+/* ... and of a known one's (an established IKE SA's) share: its whole address, an IPv6 one's too,
+ * where the others' count an IPv6 sender by its /64 */
+unsigned ts_test_ike_known_source_slot(ts_dp *dp, const ts_addr *src);
 
 /* SAD test hook: the most SAs in one bucket of the SPI hash (keyed per context, so that peers,
  * who choose our outbound SPIs, cannot chain theirs together) */

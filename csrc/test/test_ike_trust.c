@@ -237,6 +237,48 @@ void test_ike_known_one_peer(void) {
     }
 }
 
+/* The known share counts an IPv6 sender by its whole address, where the unknown ones' count its
+ * /64 (review revfastfix F1): 40 road warriors of one LAN, 40 identities, each with one DPD waiting,
+ * all go up (by /64 the 33rd on found the LAN's share full); and a peer with two identities filling
+ * one address's share from the LAN leaves the others theirs. */
+void test_ike_known_share_per_address(void) {
+    ts_dp *dp = ts_dp_new();
+    FATAL_IF(!dp);
+    static uint8_t msg[84];
+    ts_addr lan[40], spoofed = {.family = 6, .port = 4500};
+    bool used[TS_IKE_SOURCE_SLOTS] = {false};
+    for (int k = 0; k < 40; k++) {
+        lan[k] = (ts_addr){.family = 6, .port = 4500};
+        memcpy(lan[k].addr, A6, 16);
+        put16(lan[k].addr + 14, (uint16_t)(0x1000 + k));
+        used[ts_test_ike_known_source_slot(dp, &lan[k])] = true;
+        CHECK(ts_test_ike_source_slot(dp, &lan[k]) == ts_test_ike_source_slot(dp, &lan[0]));   /* one /64 */
+    }
+    /* the attacker's address, of the same /64, in a slot none of theirs has (a keyed hash: a slot
+     * shared by chance shares its share, which is what the 256 slots make rare) */
+    memcpy(spoofed.addr, A6, 16);
+    put16(spoofed.addr + 14, 0xf000);
+    for (int i = 0; i < 255 && used[ts_test_ike_known_source_slot(dp, &spoofed)]; i++)
+        spoofed.addr[15]++;
+    for (uint64_t a = 0; a < 2; a++) {
+        CHECK(ts_dp_ike_spi_add(dp, 0x9000 + a, 1000 + a) == TS_OK);
+        ike_msg(msg, sizeof(msg), 0x9000 + a, true);
+        for (int n = 0; n < TS_IKE_PER_PEER; n++)
+            CHECK(from(dp, msg, sizeof(msg), &spoofed) == TS_DROP_NONE);
+    }
+    CHECK(ts_dp_ike_spi_add(dp, 0x9002, 1002) == TS_OK);   /* a third identity: the address's share is full */
+    ike_msg(msg, sizeof(msg), 0x9002, true);
+    CHECK(from(dp, msg, sizeof(msg), &spoofed) == TS_DROP_IKE_KNOWN_SOURCE);
+    for (int k = 0; k < 40; k++) {
+        CHECK(ts_dp_ike_spi_add(dp, 0x5000 + (uint64_t)k, (uint64_t)k + 1) == TS_OK);
+        ike_msg(msg, sizeof(msg), 0x5000 + (uint64_t)k, true);
+        CHECK(from(dp, msg, sizeof(msg), &lan[k]) == TS_DROP_NONE);
+    }
+    int known;
+    CHECK(drain(dp, &known) == 2 * TS_IKE_PER_PEER + 40 && known == 2 * TS_IKE_PER_PEER + 40);
+    ts_dp_free(dp);
+}
+
 void test_ike_spi_set(void) {
     ts_dp *dp = ts_dp_new();
     FATAL_IF(!dp);
