@@ -577,8 +577,11 @@ static void ike_event(ts_dp *dp, const uint8_t *ike, size_t len, const ts_addr *
         ev.addr = *src;
     if (local)
         ev.local = *local;
+    bool evicted;
     *drop = ts_events_push_ike(&dp->events, &ev, ike, len,
-                               slot >= 0 ? ike_known_source_slot(dp, src) : ike_source_slot(dp, src), slot);
+                               slot >= 0 ? ike_known_source_slot(dp, src) : ike_source_slot(dp, src), slot, &evicted);
+    if (evicted)   /* queued, and another of its sender's share (its biggest peer's oldest) dropped */
+        ts_drop(dp, TS_DROP_IKE_KNOWN_SOURCE);
 }
 
 int ts_inbound_locked(ts_dp *dp, uint8_t *udp, size_t len, const ts_addr *src,

@@ -375,6 +375,9 @@ unsigned ts_test_ike_proven_slot(ts_dp *dp, const ts_addr *src);
 /* ... and of a known one's (an established IKE SA's) share: its whole address, an IPv6 one's too,
  * where the others' count an IPv6 sender by its /64 */
 unsigned ts_test_ike_known_source_slot(ts_dp *dp, const ts_addr *src);
+/* ... and of a known one's peer's share (the peer hashed with this context's random key): peers in
+ * one slot share one share, so a test that wants peers held apart picks ids whose slots differ */
+unsigned ts_test_ike_peer_slot(ts_dp *dp, uint64_t peer);
 
 /* SAD test hook: the most SAs in one bucket of the SPI hash (keyed per context, so that peers,
  * who choose our outbound SPIs, cannot chain theirs together) */
