@@ -85,8 +85,10 @@ enum ts_drop {
                                          keyed hash shares its slot) already has 16 waiting */
     TS_DROP_IKE_KNOWN_FULL,           /* ... not passed up: the IKE half of the event queue is full,
                                          its reserve for established IKE SAs too */
-    TS_DROP_IKE_KNOWN_SOURCE,         /* ... not passed up: its source address (or one whose keyed
-                                         hash shares its slot) already has 32 of them waiting */
+    TS_DROP_IKE_KNOWN_SOURCE,         /* ... pushed out: its source address (whole, an IPv6 one's
+                                         too; or one whose keyed hash shares its slot) had 32 of
+                                         them waiting and another came, so the oldest of the peer
+                                         with the most waiting there went (events.c evict_known) */
     TS_DROP_IKE_PROVEN_SOURCE,        /* IKE datagram whose SPI of ours carries our tag for its sender
                                          (an IKE_AUTH to a half-open SA, ts_dp_ike_spi_key) not passed
                                          up: its address (or one whose keyed hash shares its slot)
