@@ -74,6 +74,12 @@ static bool evictable(const ts_events *q, int why) {
     return why == TS_DROP_IKE_KNOWN_SOURCE && q->count < TS_EVENT_CAP / 2;
 }
 
+/* a full share with no room either is the IKE half's being full: counted so, and
+ * TS_DROP_IKE_KNOWN_SOURCE counts only the oldest pushed out */
+static int known_verdict(const ts_events *q, int why) {
+    return why == TS_DROP_IKE_KNOWN_SOURCE && !evictable(q, why) ? TS_DROP_IKE_KNOWN_FULL : why;
+}
+
 /* under the lock, the share of source slot src full: the victim's place in the share is closed
  * up (the later ones of src move down one place each, keeping their order: a look at the share's
  * TS_IKE_KNOWN_PER_SOURCE, never the whole queue), and the newcomer takes the last one.  The
@@ -107,8 +113,7 @@ static int push(ts_events *q, const ts_event *ev, const uint8_t *data, size_t le
          * are up to 64 KiB each); the copy is made outside the lock, and room checked again */
         pthread_mutex_lock(&q->lock);
         why = room(q, ev, src, peer);
-        if (evictable(q, why))
-            why = TS_DROP_NONE;
+        why = evictable(q, why) ? TS_DROP_NONE : known_verdict(q, why);
         pthread_mutex_unlock(&q->lock);
         if (why != TS_DROP_NONE)
             return why;
@@ -130,7 +135,7 @@ static int push(ts_events *q, const ts_event *ev, const uint8_t *data, size_t le
         q->ike_peer[peer]++;
         *evicted = true;
         why = TS_DROP_NONE;
-    } else if (why == TS_DROP_NONE) {
+    } else if ((why = known_verdict(q, why)) == TS_DROP_NONE) {
         ts_event_slot *s = &q->slots[(q->head + q->count) % TS_EVENT_CAP];
         s->ev = *ev;
         s->ev.data_len = (uint32_t)len;

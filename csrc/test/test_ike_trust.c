@@ -312,7 +312,7 @@ void test_ike_known_source_biggest_pays(void) {
     ts_addr nat;
     addr4(&nat, 9, 4500);
     nat.addr[0] = 203;
-    uint64_t peers[22];   /* the insider's two identities, the 20 clients', each its own share */
+    uint64_t peers[62];   /* the insider's two identities, the 20 clients', 40 more: each its own share */
     peers_apart(dp, 1000, peers, 2, 0);
     peers_apart(dp, 1, peers, 20, 2);
     for (uint64_t a = 0; a < 2; a++) {   /* 16 each, numbered in the message id */
@@ -331,13 +331,37 @@ void test_ike_known_source_biggest_pays(void) {
         CHECK(from(dp, msg, sizeof(msg), &nat) == TS_DROP_NONE);
     }
     CHECK(drop_count(dp, TS_DROP_IKE_KNOWN_SOURCE) == 20);
+    /* with the IKE half full (other peers, each from its own address), the next of the NAT's pushes
+     * out no one: it is dropped, counted ike_known_full, not ike_known_source */
+    uint64_t *more = peers + 22;
+    peers_apart(dp, 5000, peers, 40, 22);
+    uint8_t last = 10;
+    bool taken[TS_IKE_SOURCE_SLOTS] = {false};
+    taken[ts_test_ike_known_source_slot(dp, &nat)] = true;
+    for (int p = 0; p < 40 && drop_count(dp, TS_DROP_IKE_KNOWN_FULL) == 0; p++) {
+        ts_addr own;   /* each in a slot of its own (keyed hash: a shared slot shares its share) */
+        do
+            addr4(&own, last++, 4500);
+        while (taken[ts_test_ike_known_source_slot(dp, &own)]);
+        taken[ts_test_ike_known_source_slot(dp, &own)] = true;
+        CHECK(ts_dp_ike_spi_add(dp, 0xa000 + (uint64_t)p, more[p]) == TS_OK);
+        ike_msg(msg, sizeof(msg), 0xa000 + (uint64_t)p, true);
+        for (int i = 0; i < TS_IKE_PER_PEER && drop_count(dp, TS_DROP_IKE_KNOWN_FULL) == 0; i++)
+            from(dp, msg, sizeof(msg), &own);
+    }
+    CHECK(drop_count(dp, TS_DROP_IKE_KNOWN_FULL) == 1);
+    ike_msg(msg, sizeof(msg), 0x5000, true);
+    CHECK(from(dp, msg, sizeof(msg), &nat) == TS_DROP_IKE_KNOWN_FULL);
+    CHECK(drop_count(dp, TS_DROP_IKE_KNOWN_SOURCE) == 20 && drop_count(dp, TS_DROP_IKE_KNOWN_FULL) == 2);
     /* what waits, in order: each identity's newest 6, then the 20 clients' */
     ts_event ev;
     uint32_t ids[64];
     int n = 0;
-    while (n < 64 && ts_dp_next_event(dp, &ev, bufC, CAP) == 1)
+    while (n < 64 && ts_dp_next_event(dp, &ev, bufC, CAP) == 1 && ev.addr.addr[0] == 203)
         ids[n++] = ts_be32(bufC + 20);
     CHECK(n == TS_IKE_KNOWN_PER_SOURCE);
+    int known;
+    drain(dp, &known);   /* the other peers' */
     for (int i = 0; i < n; i++)
         CHECK(ids[i] == (i < 6 ? (uint32_t)(10 + i) : i < 12 ? (uint32_t)(0x100 | (10 + i - 6)) : (uint32_t)(0x10000 | (i - 12))));
     /* pops and pushes in turn keep the places right: the share refills and pushes out again */
@@ -348,7 +372,6 @@ void test_ike_known_source_biggest_pays(void) {
         if (round % 3 == 0)
             CHECK(ts_dp_next_event(dp, &ev, bufC, CAP) == 1);
     }
-    int known;
     CHECK(drain(dp, &known) == TS_IKE_KNOWN_PER_SOURCE && known == TS_IKE_KNOWN_PER_SOURCE);
     ts_dp_free(dp);
 }
