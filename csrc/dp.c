@@ -423,18 +423,32 @@ uint64_t ts_siphash24(const uint64_t key[2], const uint8_t *in, size_t len) {
  * whatever that is set to (docs/dataplane.md, "Per-source limits"). */
 #define SOURCE_PREFIX6_BYTES 8
 
-/* src's address only (a NAT gives one host many ports), an IPv6 one's /64 only, hashed with this
- * context's key: the per-source slots of INVALID_SPI and of queued IKE datagrams, unknown or
- * tagged, take their bits from it */
-static uint64_t source_hash(const ts_dp *dp, const ts_addr *src) {
+/* src's address only (a NAT gives one host many ports), an IPv6 one's first v6_bytes only (the rest
+ * counted as 0), hashed with this context's key */
+static uint64_t hash_source(const ts_dp *dp, const ts_addr *src, size_t v6_bytes) {
     uint8_t in[17] = {0};
     size_t n = 1;
     if (src && (src->family == 4 || src->family == 6)) {
         in[0] = src->family;
-        memcpy(in + 1, src->addr, src->family == 4 ? 4 : SOURCE_PREFIX6_BYTES);
-        n += src->family == 4 ? 4 : 16;   /* the rest of an IPv6 one stays 0 */
+        memcpy(in + 1, src->addr, src->family == 4 ? 4 : v6_bytes);
+        n += src->family == 4 ? 4 : 16;
     }
     return ts_siphash24(dp->source_key, in, n);
+}
+
+/* an IPv6 one by its /64: the per-source slots of INVALID_SPI and of queued IKE datagrams,
+ * unknown or tagged, take their bits from it (anyone may send those, from any address of a /64) */
+static uint64_t source_hash(const ts_dp *dp, const ts_addr *src) {
+    return hash_source(dp, src, SOURCE_PREFIX6_BYTES);
+}
+
+/* the whole address: the known IKE datagrams' per-source share (review revfastfix F1).  Each of
+ * those needs an authenticated identity, held to its peer's share whatever address it sends from,
+ * so a host's 2^64 addresses give it nothing more; by /64, every road warrior of an office or
+ * Wi-Fi LAN shared one share of 32 for its DPD, rekeys and DELETEs, and an insider with two
+ * identities sending its own SPIs from one address of the LAN filled it for all of them */
+static uint64_t address_hash(const ts_dp *dp, const ts_addr *src) {
+    return hash_source(dp, src, 16);
 }
 
 static _Atomic uint64_t *invalid_spi_slot(ts_dp *dp, const ts_addr *src) {
@@ -444,6 +458,15 @@ static _Atomic uint64_t *invalid_spi_slot(ts_dp *dp, const ts_addr *src) {
 /* the high half: sources that share an INVALID_SPI slot need not share this one */
 static unsigned ike_source_slot(const ts_dp *dp, const ts_addr *src) {
     return (unsigned)(source_hash(dp, src) >> 32) & (TS_IKE_SOURCE_SLOTS - 1);
+}
+
+/* a known datagram's sender's slot in the known shares: by its whole address */
+static unsigned ike_known_source_slot(const ts_dp *dp, const ts_addr *src) {
+    return (unsigned)(address_hash(dp, src) >> 32) & (TS_IKE_SOURCE_SLOTS - 1);
+}
+
+unsigned ts_test_ike_known_source_slot(ts_dp *dp, const ts_addr *src) {
+    return ike_known_source_slot(dp, src);
 }
 
 /* a tagged datagram's sender has the unknown one's slot: source_hash counts an IPv6 one by its /64
@@ -554,8 +577,11 @@ static void ike_event(ts_dp *dp, const uint8_t *ike, size_t len, const ts_addr *
         ev.addr = *src;
     if (local)
         ev.local = *local;
-    *drop = ts_events_push_ike(&dp->events, &ev, ike, len, ike_source_slot(dp, src),
-                               slot);
+    bool evicted;
+    *drop = ts_events_push_ike(&dp->events, &ev, ike, len,
+                               slot >= 0 ? ike_known_source_slot(dp, src) : ike_source_slot(dp, src), slot, &evicted);
+    if (evicted)   /* queued, and another of its sender's share (its biggest peer's oldest) dropped */
+        ts_drop(dp, TS_DROP_IKE_KNOWN_SOURCE);
 }
 
 int ts_inbound_locked(ts_dp *dp, uint8_t *udp, size_t len, const ts_addr *src,

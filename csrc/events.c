@@ -63,7 +63,49 @@ static int room(const ts_events *q, const ts_event *ev, int src, int peer) {
     return q->count < TS_EVENT_CAP ? TS_DROP_NONE : TS_DROP_QUEUE_FULL;
 }
 
-static int push(ts_events *q, const ts_event *ev, const uint8_t *data, size_t len, int src, int peer) {
+/* A known datagram whose sender's share is full but that has room otherwise is queued, and the
+ * peer with the most waiting (all its IKE SAs, ike_peer) loses its oldest of that share: who holds
+ * the most pays, as in the pipe writer (pipeio.py _wait_known), not whoever comes next.  An
+ * authenticated peer sending its own SPIs from another's address (a NAT's, spoofed) fills that
+ * address's share to the last place only with its own, and the next of the others pushes its
+ * out (it is the biggest there, two identities holding 16 each), where with the newcomer paying
+ * every other client of that address lost its DPD, rekey, DELETE until the queue drained. */
+static bool evictable(const ts_events *q, int why) {
+    return why == TS_DROP_IKE_KNOWN_SOURCE && q->count < TS_EVENT_CAP / 2;
+}
+
+/* a full share with no room either is the IKE half's being full: counted so, and
+ * TS_DROP_IKE_KNOWN_SOURCE counts only the oldest pushed out */
+static int known_verdict(const ts_events *q, int why) {
+    return why == TS_DROP_IKE_KNOWN_SOURCE && !evictable(q, why) ? TS_DROP_IKE_KNOWN_FULL : why;
+}
+
+/* under the lock, the share of source slot src full: the victim's place in the share is closed
+ * up (the later ones of src move down one place each, keeping their order: a look at the share's
+ * TS_IKE_KNOWN_PER_SOURCE, never the whole queue), and the newcomer takes the last one.  The
+ * events of other sources keep their places; the newcomer goes up before those that came after
+ * the share's newest, harmless for datagrams of other IKE SAs (UDP keeps no order either). */
+static ts_event_slot *evict_known(ts_events *q, int src) {
+    const uint16_t *pos = q->ike_known_pos[src];
+    unsigned n = q->ike_known_src[src], victim = 0;
+    uint16_t most = 0;
+    for (unsigned i = 0; i < n; i++) {
+        uint16_t held = q->ike_peer[q->slots[pos[i]].peer];
+        if (held > most) {   /* the oldest of the biggest: the first found */
+            most = held;
+            victim = i;
+        }
+    }
+    ts_event_slot *v = &q->slots[pos[victim]];
+    free(v->data);
+    q->ike_peer[v->peer]--;
+    for (unsigned i = victim; i + 1 < n; i++)
+        q->slots[pos[i]] = q->slots[pos[i + 1]];
+    return &q->slots[pos[n - 1]];
+}
+
+static int push(ts_events *q, const ts_event *ev, const uint8_t *data, size_t len, int src, int peer,
+                bool *evicted) {
     uint8_t *copy = NULL;
     int why;
     if (len) {
@@ -71,6 +113,7 @@ static int push(ts_events *q, const ts_event *ev, const uint8_t *data, size_t le
          * are up to 64 KiB each); the copy is made outside the lock, and room checked again */
         pthread_mutex_lock(&q->lock);
         why = room(q, ev, src, peer);
+        why = evictable(q, why) ? TS_DROP_NONE : known_verdict(q, why);
         pthread_mutex_unlock(&q->lock);
         if (why != TS_DROP_NONE)
             return why;
@@ -81,7 +124,18 @@ static int push(ts_events *q, const ts_event *ev, const uint8_t *data, size_t le
     }
     pthread_mutex_lock(&q->lock);
     why = room(q, ev, src, peer);
-    if (why == TS_DROP_NONE) {
+    if (evictable(q, why)) {
+        ts_event_slot *s = evict_known(q, src);
+        s->ev = *ev;
+        s->ev.data_len = (uint32_t)len;
+        s->data = copy;
+        s->src = (int16_t)src;
+        s->peer = (int16_t)peer;
+        s->proven = false;
+        q->ike_peer[peer]++;
+        *evicted = true;
+        why = TS_DROP_NONE;
+    } else if ((why = known_verdict(q, why)) == TS_DROP_NONE) {
         ts_event_slot *s = &q->slots[(q->head + q->count) % TS_EVENT_CAP];
         s->ev = *ev;
         s->ev.data_len = (uint32_t)len;
@@ -92,7 +146,7 @@ static int push(ts_events *q, const ts_event *ev, const uint8_t *data, size_t le
         if (peer >= 0) {
             q->ike_peer[peer]++;
             if (src >= 0)
-                q->ike_known_src[src]++;
+                q->ike_known_pos[src][q->ike_known_src[src]++] = (uint16_t)((q->head + q->count) % TS_EVENT_CAP);
         } else if (s->proven) {
             q->ike_proven_src[src]++;
             q->ike_proven++;
@@ -114,13 +168,15 @@ static int push(ts_events *q, const ts_event *ev, const uint8_t *data, size_t le
 }
 
 bool ts_events_push(ts_events *q, const ts_event *ev, const uint8_t *data, size_t len) {
-    return push(q, ev, data, len, -1, -1) == TS_DROP_NONE;
+    bool evicted = false;   /* never: not an IKE datagram */
+    return push(q, ev, data, len, -1, -1, &evicted) == TS_DROP_NONE;
 }
 
 int ts_events_push_ike(ts_events *q, const ts_event *ev, const uint8_t *data, size_t len, unsigned src_slot,
-                       int peer_slot) {
+                       int peer_slot, bool *evicted) {
+    *evicted = false;
     return push(q, ev, data, len, (int)(src_slot % TS_IKE_SOURCE_SLOTS),
-                peer_slot < 0 ? -1 : peer_slot % TS_IKE_PEER_SLOTS);
+                peer_slot < 0 ? -1 : peer_slot % TS_IKE_PEER_SLOTS, evicted);
 }
 
 int ts_dp_next_event(ts_dp *dp, ts_event *ev, uint8_t *buf, size_t buflen) {
@@ -144,8 +200,11 @@ int ts_dp_next_event(ts_dp *dp, ts_event *ev, uint8_t *buf, size_t buflen) {
     /* the shares back once the control side has it */
     if (s->peer >= 0) {
         q->ike_peer[s->peer]--;
-        if (s->src >= 0)
-            q->ike_known_src[s->src]--;
+        if (s->src >= 0) {   /* the head is its share's oldest, the first of its places */
+            uint16_t *pos = q->ike_known_pos[s->src];
+            size_t n = --q->ike_known_src[s->src];
+            memmove(pos, pos + 1, n * sizeof(*pos));
+        }
     } else if (s->proven) {
         q->ike_proven_src[s->src]--;
         q->ike_proven--;

@@ -157,6 +157,10 @@ int ts_ike_known_slot(const ts_dp *dp, const uint8_t *ike, uint64_t *peer) {
     return (int)((ts_ike_spi_hash(&dp->ike_spis, *peer) >> 32) & (TS_IKE_PEER_SLOTS - 1));
 }
 
+unsigned ts_test_ike_peer_slot(ts_dp *dp, uint64_t peer) {
+    return (unsigned)((ts_ike_spi_hash(&dp->ike_spis, peer) >> 32) & (TS_IKE_PEER_SLOTS - 1));
+}
+
 /* ---- the tags in the IKE SPIs the control process makes (tunsec/ike/spi_tag.py) --------- */
 
 static uint64_t le64_at(const uint8_t *p) {

@@ -311,7 +311,7 @@ typedef struct ts_event_slot {
     uint8_t *data;
     int16_t src;                       /* IKE: the sender's slot in ts_events.ike_src, else -1 */
     int16_t peer;                      /* IKE of an established IKE SA: its peer's slot in ts_events.ike_peer, else -1
-                                          (then src is its slot in ike_known_src) */
+                                          (then src is its slot in ike_known_src, by whole address) */
     bool proven;                       /* IKE with our tag for its sender (src is its slot in ike_proven_src) */
 } ts_event_slot;
 
@@ -332,7 +332,10 @@ typedef struct ts_event_slot {
  *   identities (credentials) at least to fill it;
  * - its sender's: TS_IKE_KNOWN_PER_SOURCE in the source slots (apart from the unknown ones' shares,
  *   which a spoofed flood fills): peers with several identities on one address (or one whose slot
- *   it shares) are held to it.  It is twice a peer's share, so a peer that spoofs another's address
+ *   it shares) are held to it.  By its whole address, an IPv6 one's too (dp.c address_hash, not the
+ *   /64 the others count under): the peer's share bounds what its host's 2^64 addresses get, and
+ *   by /64 a LAN's road warriors had one share, an insider's two identities enough to fill it
+ *   (review revfastfix F1).  It is twice a peer's share, so a peer that spoofs another's address
  *   with its own SPIs takes at most half of that address's share.
  * A peer sharing its slot (1/TS_IKE_PEER_SLOTS of the others) shares its share. */
 #define TS_IKE_RESERVED 128
@@ -366,7 +369,11 @@ typedef struct ts_events {
     size_t ike_proven;                       /* IKE events queued with our tag for their sender */
     uint16_t ike_proven_src[TS_IKE_SOURCE_SLOTS];   /* ... of them per source slot */
     uint16_t ike_peer[TS_IKE_PEER_SLOTS];    /* known IKE events queued per peer slot ... */
-    uint16_t ike_known_src[TS_IKE_SOURCE_SLOTS];   /* ... and per source slot */
+    uint16_t ike_known_src[TS_IKE_SOURCE_SLOTS];   /* ... and per source slot, */
+    /* ... and where they are in slots[], in the order they wait: when a source slot's share is
+     * full, its biggest peer loses its oldest there (events.c evict_known) in a look at these few,
+     * not at the whole queue */
+    uint16_t ike_known_pos[TS_IKE_SOURCE_SLOTS][TS_IKE_KNOWN_PER_SOURCE];
     int efd;
 } ts_events;
 
@@ -377,10 +384,12 @@ bool ts_events_push(ts_events *q, const ts_event *ev, const uint8_t *data, size_
 /* an IKE datagram from the sender whose slot is src_slot, of an established IKE SA whose peer's
  * slot is peer_slot (-1: none we know): TS_DROP_NONE once queued, else TS_DROP_IKE_SOURCE_LIMIT
  * (that sender's share is waiting) or TS_DROP_QUEUE_FULL; for a known SA TS_DROP_IKE_KNOWN_SHARE
- * (its peer's share), TS_DROP_IKE_KNOWN_SOURCE (its sender's) or TS_DROP_IKE_KNOWN_FULL; for one
- * with our tag for its sender (ev->proven) TS_DROP_IKE_PROVEN_SOURCE or TS_DROP_IKE_PROVEN_FULL */
+ * (its peer's share) or TS_DROP_IKE_KNOWN_FULL, and when its sender's share is full it is queued
+ * and the peer with the most waiting loses its oldest of that share instead (*evicted set: the
+ * caller counts it TS_DROP_IKE_KNOWN_SOURCE); for one with our tag for its sender (ev->proven)
+ * TS_DROP_IKE_PROVEN_SOURCE or TS_DROP_IKE_PROVEN_FULL */
 int ts_events_push_ike(ts_events *q, const ts_event *ev, const uint8_t *data, size_t len, unsigned src_slot,
-                       int peer_slot);
+                       int peer_slot, bool *evicted);
 
 /* ---- our established IKE SAs' SPIs (ikespi.c) ------------------------------------------ */
 typedef struct ts_ike_spi_entry {

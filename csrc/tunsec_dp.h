@@ -85,8 +85,10 @@ enum ts_drop {
                                          keyed hash shares its slot) already has 16 waiting */
     TS_DROP_IKE_KNOWN_FULL,           /* ... not passed up: the IKE half of the event queue is full,
                                          its reserve for established IKE SAs too */
-    TS_DROP_IKE_KNOWN_SOURCE,         /* ... not passed up: its source address (or one whose keyed
-                                         hash shares its slot) already has 32 of them waiting */
+    TS_DROP_IKE_KNOWN_SOURCE,         /* ... pushed out: its source address (whole, an IPv6 one's
+                                         too; or one whose keyed hash shares its slot) had 32 of
+                                         them waiting and another came, so the oldest of the peer
+                                         with the most waiting there went (events.c evict_known) */
     TS_DROP_IKE_PROVEN_SOURCE,        /* IKE datagram whose SPI of ours carries our tag for its sender
                                          (an IKE_AUTH to a half-open SA, ts_dp_ike_spi_key) not passed
                                          up: its address (or one whose keyed hash shares its slot)
@@ -372,6 +374,12 @@ unsigned ts_test_invalid_spi_slot(ts_dp *dp, const ts_addr *src);
  * with this context's random key); sources in one slot share one share. */
 unsigned ts_test_ike_source_slot(ts_dp *dp, const ts_addr *src);
 unsigned ts_test_ike_proven_slot(ts_dp *dp, const ts_addr *src);
+/* ... and of a known one's (an established IKE SA's) share: its whole address, an IPv6 one's too,
+ * where the others' count an IPv6 sender by its /64 */
+unsigned ts_test_ike_known_source_slot(ts_dp *dp, const ts_addr *src);
+/* ... and of a known one's peer's share (the peer hashed with this context's random key): peers in
+ * one slot share one share, so a test that wants peers held apart picks ids whose slots differ */
+unsigned ts_test_ike_peer_slot(ts_dp *dp, uint64_t peer);
 
 /* SAD test hook: the most SAs in one bucket of the SPI hash (keyed per context, so that peers,
  * who choose our outbound SPIs, cannot chain theirs together) */

@@ -52,6 +52,8 @@ int main(int argc, char **argv) {
     test_ike_source_share_threads();
     test_ike_known_reserve();
     test_ike_known_one_peer();
+    test_ike_known_share_per_address();
+    test_ike_known_source_biggest_pays();
     test_ike_spi_set();
     test_ike_spi_tag_vectors();
     test_ike_spi_tag_shares();

@@ -137,6 +137,8 @@ void test_ike_source_share(void);
 void test_ike_source_share_threads(void);
 void test_ike_known_reserve(void);      /* test_ike_trust.c */
 void test_ike_known_one_peer(void);
+void test_ike_known_share_per_address(void);
+void test_ike_known_source_biggest_pays(void);
 void test_ike_spi_set(void);
 void test_ike_spi_tag_vectors(void);
 void test_ike_spi_tag_shares(void);

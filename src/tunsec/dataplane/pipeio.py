@@ -114,9 +114,10 @@ class _IkeWaiting:
 
 
 def _prefix64(sender: bytes | None) -> bytes | None:
-    """An IKE event's sender as its shares count it, as the fast path's do (csrc/dp.c source_hash):
-    an IPv6 sender's /64 (a host holds them all and may send from any of them, each address of it may
-    earn a tag; review revfast F1), an IPv4 one's address."""
+    """An unknown or tagged IKE event's sender as its shares count it, as the fast path's do (csrc/dp.c
+    source_hash): an IPv6 sender's /64 (a host holds them all and may send from any of them, each
+    address of it may earn a tag; review revfast F1), an IPv4 one's address.  A known one's counts by
+    its whole address (_wait_known)."""
     if sender is not None and sender[0] == 6:
         return sender[:9] + bytes(8)
     return sender
@@ -166,7 +167,8 @@ class PipeWriter:
     # (TS_IKE_RESERVED); they may use more of MAX_IKE while the others leave it free.  An
     # authenticated peer can make them, as many IKE SAs' as it opens (unique=no), from any address,
     # so each peer (the identity IKE_SPI_ADD named, all its IKE SAs) has a share (TS_IKE_PER_PEER),
-    # and each sender address one of twice that (TS_IKE_KNOWN_PER_SOURCE): it takes 8 identities to
+    # and each sender address (an IPv6 one whole, not its /64) one of twice that
+    # (TS_IKE_KNOWN_PER_SOURCE): it takes 8 identities to
     # fill the reserve, and a peer spoofing another's address takes at most half of its share.
     # test_pipe_writer holds them equal to C's.
     MAX_IKE_RESERVED = 128
@@ -373,8 +375,11 @@ class PipeWriter:
         return shared - self.MAX_IKE_PROVEN_RESERVED, shared
 
     def _wait_known(self, data: bytes, peer: int) -> None:
-        # keyed as the fast path keys its shares: the peer, or the SA's SPI when none was named
-        known, sender = self._known, _prefix64(ike_event_sender(data))
+        # keyed as the fast path keys its shares: the peer, or the SA's SPI when none was named; the
+        # sender by its whole address (csrc/dp.c address_hash), an IPv6 one's too: each needs an
+        # identity its peer's share bounds, and by /64 a LAN's road warriors shared one share, which
+        # an insider with two identities filled from one address of it (review revfastfix F1)
+        known, sender = self._known, ike_event_sender(data)
         # (every known event has a key: pop_biggest looks only at keys; b"" never comes from the worker)
         key = peer.to_bytes(8, "big") if peer else ike_event_own_spi(data) or b""
         if known.share(key) >= self.MAX_IKE_PER_PEER:
