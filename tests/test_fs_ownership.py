@@ -317,6 +317,21 @@ def test_prepare_gives_an_existing_directory_holding_only_tunsecs_entries(base: 
     assert owner_and_mode(state / "manual-key-0123456789abcdef.json")[:2] == (user.uid, user.gid)
 
 
+def test_prepare_takes_a_state_dir_already_the_users_with_lost_found_in_it(base: Path, user: privilege.Target) -> None:
+    """Review revroot F2: a dedicated mount made the user's (StateDirectory=, a chown) with mkfs's lost+found,
+    root's: refused before (it is not tunsec's), though nothing is given at the directory's level and give_dir
+    gives only tunsec's names.  Taken now (its mode made 0700), lost+found left root's."""
+    state = base / "state"
+    state.mkdir(mode=0o755)
+    (state / "lost+found").mkdir(mode=0o700)
+    (state / "manual-key-0123456789abcdef.json").write_text("{}\n")   # root's: written by init-state
+    os.chown(state, user.uid, user.gid)
+    prepare._own_state_dir(state, user)
+    assert owner_and_mode(state) == (user.uid, user.gid, 0o700)
+    assert owner_and_mode(state / "lost+found")[:2] == (0, 0)
+    prepare._own_dir(state, user, socket="tunsec.sock")   # the control socket's directory: the same rule
+
+
 def squatted(parent: Path, mode: int = 0o777) -> Path:
     """What another local user (nobody) does before prepare: makes the name in a sticky world-writable
     directory (/tmp), world-writable, with a file of theirs in it."""

@@ -254,11 +254,11 @@ def test_a_reload_overlapping_the_new_workers_start(tmp_path: Path, monkeypatch:
         d, watcher = await started(tmp_path, tunnel("t0", 0), tunnel("t1", 1))
         read = load_config
 
-        def read_once_restarted(path: Path) -> Config:   # the reload's thread: the file is read once
+        def read_once_restarted(path: Path, **kw: bool) -> Config:   # the reload's thread: the file is read once
             bound = time.monotonic() + 30                 # the new worker exists (or was never started)
             while len(d.workers) < 2 and time.monotonic() < bound:
                 time.sleep(0.01)
-            return read(path)
+            return read(path, **kw)
         monkeypatch.setattr("tunsec.daemon.load_config", read_once_restarted)
         try:
             d.workers[0].crash()

@@ -23,7 +23,7 @@ from conftest import netns_unavailable
 from reachable import scratch_dir
 
 from tunsec import privilege, safefs
-from tunsec.conf.config import parse_config
+from tunsec.conf.config import ConfigRefused, load_config, parse_config
 from tunsec.conf.tunsec_section import ListenAddress
 from tunsec.dataplane import spawner
 
@@ -125,7 +125,10 @@ def test_prepare_refuses_a_config_the_service_user_may_change(ns: str, base: Pat
     r = run(ns, "prepare", "-c", str(conf), "--user", USER)
     assert r.returncode == 1, r
     assert f"refusing configuration file {conf if how != 'include' else culprit}" in r.stderr, r.stderr
-    assert str(culprit) in r.stderr and "chown root FILE; chmod go-w FILE" in r.stderr, r.stderr
+    fix = {"owner": f"chown root {culprit}; chmod go-w {culprit}", "group": f"chmod go-w {culprit}",
+           "include": f"chown root {culprit}; chmod go-w {culprit}",
+           "directory": f"chown root {culprit}; chmod go-w {culprit}", "link": f"chown root {culprit}"}[how]
+    assert str(culprit) in r.stderr and f"as root, {fix}" in r.stderr, r.stderr
     assert not dropin.exists() and not (base / "state").exists()
     assert subprocess.run(["ip", "netns", "exec", ns, "ip", "link", "show", TUN], capture_output=True).returncode
 
@@ -170,8 +173,12 @@ def test_a_root_only_config_and_a_root_link_to_it_are_accepted(base: Path) -> No
     conf = base / "tunsec.conf"
     conf.write_text("tunsec { user = root }\n")
     (base / "link.conf").symlink_to(conf)
-    privilege.check_config_files([str(conf), str(base / "link.conf")])
-    assert safefs.others_may_change(base / "missing.conf") is None   # a configuration given as text
+    for name in (conf, base / "link.conf"):
+        cfg = load_config(name, root_check=True)
+        assert cfg.tunsec.user == "root" and not cfg.unchecked
+        privilege.check_config_files(cfg)
+    # a name that leads nowhere is refused: what root acts on must be what it checked (review revroot F1)
+    assert safefs.others_may_change(base / "missing.conf") is not None
 
 
 @root
@@ -180,8 +187,8 @@ def test_a_root_link_to_a_file_the_user_owns_is_refused(base: Path, user: privil
     real.write_text("")
     os.chown(real, user.uid, user.gid)
     (base / "link.conf").symlink_to(real)
-    with pytest.raises(privilege.PrivilegeError, match=f"{real} is owned by {USER}"):
-        privilege.check_config_files([str(base / "link.conf")])
+    with pytest.raises(ConfigRefused, match=f"{real} is owned by {USER}"):
+        load_config(base / "link.conf", root_check=True)
 
 
 def test_worker_user_root_is_refused_where_the_control_process_drops() -> None:

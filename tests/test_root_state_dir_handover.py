@@ -87,6 +87,27 @@ def test_the_drop_gives_a_directory_of_tunsecs_entries_and_in_the_users_own_only
         assert os.stat(state / name).st_uid == user.uid, name
 
 
+@pytest.mark.parametrize("entry", ["lost+found", "README"])
+def test_a_state_dir_already_the_users_with_a_root_entry_still_starts(base: Path, user: privilege.Target,
+                                                                      entry: str) -> None:
+    """Review revroot F2 (a regression of h/fixroot): a state_dir that is the user's already (StateDirectory=,
+    prepare, a chown by hand) holding one entry of root's under a name not tunsec's -- lost+found where it is
+    a dedicated ext4 mount, an administrator's README -- was refused at the drop.  Nothing is given at the
+    directory's level, the user may rename or remove any entry in it already, and give_dir gives only
+    tunsec's names: the drop goes through and the entry stays root's."""
+    state = base / "var" / "lib" / "tunsec"
+    state.mkdir(parents=True)
+    os.chown(state, user.uid, user.gid)
+    state.chmod(0o700)
+    if entry == "lost+found":
+        (state / entry).mkdir(mode=0o700)   # mkfs.ext4's, root's
+    else:
+        (state / entry).write_text("keys rotated 2026-11\n")
+    out = drop(state)
+    assert out == f"dropped to uid {user.uid}", out
+    assert (state / entry).lstat().st_uid == 0
+
+
 @pytest.mark.netns
 @pytest.mark.skipif(NETNS_PROBLEM is not None, reason=f"NETNS: {NETNS_PROBLEM}")
 def test_up_as_root_with_the_config_directory_as_state_dir_leaves_it_roots(base: Path) -> None:

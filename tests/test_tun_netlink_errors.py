@@ -100,7 +100,7 @@ def routes(ns: str, family: str) -> list[str]:
 
 
 def test_a_refused_ipv6_route_stops_the_start_naming_the_route_the_tun_and_the_fix(ns: str, tmp_path: Path) -> None:
-    d = Daemon(load_config(write(tmp_path, SITE_C6)))
+    d = Daemon(load_config(write(tmp_path, SITE_C6), root_check=True))
     with pytest.raises(StartupError) as caught:
         inside(ns, d.prepare)
     msg = str(caught.value)
@@ -157,7 +157,7 @@ def test_a_refused_route_fails_closed_the_reload_says_so_and_a_later_reload_rout
     the prohibit route, and once IPv6 is enabled a reload adds the real route and no prohibit one."""
     leak_path(ns)
     path = write(tmp_path, SITE_B)
-    d = Daemon(load_config(path))
+    d = Daemon(load_config(path, root_check=True))
     caplog.set_level(logging.INFO, logger="tunsec")
     sock = str(tmp_path / "ctl.sock")
     seen: dict[str, object] = {}
@@ -237,7 +237,7 @@ def test_a_refused_route_fails_closed_the_reload_says_so_and_a_later_reload_rout
 def test_the_prohibit_route_goes_with_tunsec(ns: str, tmp_path: Path) -> None:
     """A prohibit route of tunsec's is not the TUN's: it is removed at exit, with the TUN it made."""
     write(tmp_path, SITE_B)
-    d = Daemon(load_config(tmp_path / "tunsec.conf"))
+    d = Daemon(load_config(tmp_path / "tunsec.conf", root_check=True))
 
     async def scenario() -> None:
         d.worker = InProcessWorker(asyncio.get_running_loop(), lambda m: None)  # type: ignore[assignment]
@@ -268,7 +268,7 @@ def test_a_prohibit_route_a_killed_tunsec_left_goes_at_the_next_start_and_only_o
     make stay, before and after its exit: another program's (without tunsec's proto, review M, F3) and
     another tunsec's (tunsec's proto, not in this instance's record: review Q3)."""
     write(tmp_path, SITE_B)
-    d = Daemon(load_config(tmp_path / "tunsec.conf"))
+    d = Daemon(load_config(tmp_path / "tunsec.conf", root_check=True))
 
     async def scenario() -> None:
         d.worker = InProcessWorker(asyncio.get_running_loop(), lambda m: None)  # type: ignore[assignment]
@@ -291,7 +291,7 @@ def test_a_prohibit_route_a_killed_tunsec_left_goes_at_the_next_start_and_only_o
     ip("route", "add", "prohibit", "10.8.0.0/24", "proto", "116")   # another tunsec's in this namespace
     ip("route", "add", "prohibit", "10.2.0.0/24", "proto", "116")   # of site-b: its TUN route replaces it
     write(tmp_path, SITE_B)
-    again = Daemon(load_config(tmp_path / "tunsec.conf"))
+    again = Daemon(load_config(tmp_path / "tunsec.conf", root_check=True))
     inside(ns, again.prepare)
     try:
         assert prohibits(ns) == ["fd00:7::/64"]
@@ -310,7 +310,7 @@ def test_a_replaced_tunnel_the_worker_refuses_stays_routed_into_the_tun(ns: str,
     gone, and its network stays routed into the TUN, where nothing takes its traffic; it must not
     follow the host's other routes in clear (review M, F1)."""
     write(tmp_path, SITE_B)
-    d = Daemon(load_config(tmp_path / "tunsec.conf"))
+    d = Daemon(load_config(tmp_path / "tunsec.conf", root_check=True))
     rotated = SITE_B.replace("0x0202030405", "0x0252030405").replace(f"{0xC0010002:#x}", f"{0xC0010099:#x}")
     seen: dict[str, object] = {}
 

@@ -15,15 +15,20 @@ from pathlib import Path
 from typing import Any
 
 from tunsec import logs
-from tunsec.conf.config import Config, load_config
+from tunsec.conf.config import Config, ConfigRefused, load_config
 from tunsec.conf.errors import ConfigError
 from tunsec.printable import escaped
 from tunsec.runtime import default_control_socket, owner_name, resolved
 
 
-def _load(path: str) -> Config | None:
+def _load(path: str, root_check: bool = False) -> Config | None:
+    """root_check: the command acts as root on what the file says (up, prepare, init-state): load_config's."""
     try:
-        return resolved(load_config(path))
+        return resolved(load_config(path, root_check=root_check))
+    except ConfigRefused as err:   # not "invalid": root may not act on it, whatever it says
+        for issue in err.errors:
+            print(f"tunsec: {issue.message}", file=sys.stderr)
+        return None
     except ConfigError as err:
         print(f"tunsec: {path}: configuration invalid:", file=sys.stderr)
         print(str(err), file=sys.stderr)
@@ -74,7 +79,7 @@ def _harden() -> bool:
 def cmd_up(args: argparse.Namespace) -> int:
     if not _harden():
         return 1
-    cfg = _load(args.config)
+    cfg = _load(args.config, root_check=True)
     if cfg is None:
         return 1
     level = (args.log_level or cfg.tunsec.log_level).upper()
@@ -119,7 +124,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_prepare(args: argparse.Namespace) -> int:
     if not _harden():
         return 1
-    cfg = _load(args.config)
+    cfg = _load(args.config, root_check=True)
     if cfg is None:
         return 1
     logging.basicConfig(level=cfg.tunsec.log_level.upper(), format="tunsec prepare: %(levelname)s %(message)s",
@@ -149,7 +154,7 @@ def _service_uid(user: str | None) -> int | None:
 
 def cmd_init_state(args: argparse.Namespace) -> int:
     """Mark state_dir as initialised on purpose: from now on a manual key without a state file is new."""
-    cfg = _load(args.config)
+    cfg = _load(args.config, root_check=True)
     if cfg is None:
         return 1
     from tunsec.privilege import PrivilegeError, check_config_files
@@ -158,7 +163,7 @@ def cmd_init_state(args: argparse.Namespace) -> int:
 
     path = Path(cfg.tunsec.state_dir)
     try:   # as root: the file says where root creates the directory and whose the marker becomes
-        check_config_files(cfg.files)
+        check_config_files(cfg)
         done = init_state_dir(path, _service_uid(cfg.tunsec.user))
     except (OSError, StateError, PrivilegeError) as err:
         why = err.strerror if isinstance(err, OSError) and err.strerror else str(err)

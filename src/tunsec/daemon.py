@@ -413,7 +413,7 @@ class Daemon:
         that needs a restart (a tunsec { } key, a new socket), is refused as a whole."""
         async with self._reloading:
             try:
-                cfg = resolved(await asyncio.to_thread(load_config, self.cfg.path))
+                cfg = resolved(await asyncio.to_thread(load_config, self.cfg.path, root_check=True))
             except ConfigError as err:
                 return self._refused([f"{self.cfg.path}: configuration invalid, nothing changed:",
                                       *str(err).splitlines(), *_unreadable_hint(err)])
@@ -600,7 +600,7 @@ class Daemon:
     def prepare(self) -> None:
         """Sockets, TUN, MTU and routes; undone by close_network()."""
         try:   # privilege: whom both processes become, checked before anything is set up
-            privilege.check_config_files(self.cfg.files)   # as root: only from a file only root may change
+            privilege.check_config_files(self.cfg)   # as root: only what was read through the check
             self.privilege = privilege.plan(self.cfg.tunsec.user)
         except privilege.PrivilegeError as err:
             raise StartupError(str(err)) from err

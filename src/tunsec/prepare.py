@@ -136,7 +136,9 @@ def _own_dir(path: Path, owner: Target, mode: int = 0o750, socket: str = "") -> 
         created = False
 
     def give(fd: int, st: os.stat_result) -> None:
-        why = None if created else refusal(fd, owner.uid, socket)
+        # the user's already: it may rename or remove any entry in it (lost+found, an admin's README) as
+        # it is; nothing is given at this level, and give_dir gives only tunsec's names (review revroot F2)
+        why = None if created or st.st_uid == owner.uid else refusal(fd, owner.uid, socket)
         if why:
             raise PrepareError(f"cannot give {path} to {owner.name}: {why}")
         os.fchown(fd, owner.uid, owner.gid)
@@ -192,7 +194,7 @@ def prepare(cfg: Config, user: str) -> str:
         raise PrepareError(str(err)) from err
     assert owner is not None
     try:   # the file says which directories root gives away, and to whom
-        check_config_files(cfg.files)
+        check_config_files(cfg)
     except PrivilegeError as err:
         raise PrepareError(str(err)) from err
     d = Daemon(cfg)

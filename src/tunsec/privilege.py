@@ -30,14 +30,14 @@ import os
 import pwd
 import resource
 import stat
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tunsec.safefs import give_dir, others_may_change, root_only
+from tunsec.safefs import give_dir, root_only
 
 if TYPE_CHECKING:
+    from tunsec.conf.config import Config
     from tunsec.conf.tunsec_section import TunsecSettings
 
 log = logging.getLogger("tunsec.privilege")
@@ -358,40 +358,52 @@ def hand_over(directory: Path, t: Target | None) -> None:
 
 
 def _refusal(directory: Path, uid: int) -> str | None:
-    """statedir.refusal of directory, opened without following a symbolic link (OSError ELOOP if it is one)."""
+    """statedir.refusal of directory, opened without following a symbolic link (OSError ELOOP if it is one);
+    None when it is uid's already: that user may rename or remove any entry in it now (lost+found on a
+    mount, an administrator's README), nothing is given at its level, and give_dir gives only tunsec's
+    names (review revroot F2)."""
     from tunsec.statedir import refusal
 
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        return refusal(fd, uid)
+        return None if os.fstat(fd).st_uid == uid else refusal(fd, uid)
     finally:
         os.close(fd)
 
 
-def check_config_files(files: Iterable[str]) -> None:
-    """As root: PrivilegeError unless nobody but root may change each configuration file (the file, every
-    directory on its path, a link on the way; safefs.others_may_change).  The file says where root creates
-    directories and gives them away, and whom the processes run as (user = root): one the service user may
-    write -- a control process taken over from the network -- would make it root at the next start."""
-    if os.geteuid() != 0:
+def check_config_files(cfg: Config) -> None:
+    """As root: PrivilegeError unless each configuration file was read through the check (load_config with
+    root_check: nobody but root may change the file, every directory on its path, a link on the way, checked
+    before it was opened and compared with what was opened).  The file says where root creates directories
+    and gives them away, and whom the processes run as (user = root): one the service user may write -- a
+    control process taken over from the network -- would make it root at the next start.  Checking the
+    paths again now would look at whatever the user put there since the read (review revroot F1)."""
+    if os.geteuid() != 0 or not cfg.unchecked:
         return   # not root: the file decides nothing this user could not do itself
-    for name in files:
-        why = others_may_change(name)
-        if why:
-            raise PrivilegeError(
-                f"refusing configuration file {name}: {why}; tunsec runs as root here and does what it says, so "
-                f"nobody but root may change it or a directory on its path: as root, chown root FILE; chmod go-w "
-                f"FILE (and the same for each directory named), then let the service user read it: "
-                f"{read_grant(name, *_default_reader())}")
+    raise PrivilegeError(f"refusing configuration file {cfg.unchecked[0]}: read without the check of who may "
+                         "change it (load_config(..., root_check=True)); this is a bug in what started tunsec")
 
 
-def _default_reader() -> tuple[str, int]:
-    from tunsec.conf.tunsec_section import WORKER_USER
+def config_refusal(name: str, why: str, fix: str, user: str | None) -> str:
+    """The refusal of a configuration file root may not act on: why, the fix (commands naming the path at
+    fault), and how the service user (tunsec { user }) reads the file once it is root's alone."""
+    from tunsec.conf.tunsec_section import worker_user
 
     try:
-        return WORKER_USER, pwd.getpwnam(WORKER_USER).pw_gid
-    except KeyError:
-        return WORKER_USER, -1
+        reader = worker_user(user)
+    except LookupError:   # no such user here (`tunsec up` says so): no hint; nor a name from the file echoed
+        reader = None
+    grant = ""
+    if reader:
+        try:
+            gid = pwd.getpwnam(reader).pw_gid
+        except KeyError:
+            gid = -1
+        grant = f", then let {reader} (tunsec {{ user }}) read it: {read_grant(name, reader, gid)}"
+    todo = (f"as root, {fix}" if fix else "make it a regular file of root's that stays in place") + (
+        ", or move it to a directory only root may change" if fix and not fix.endswith(f" {name}") else "")
+    return (f"refusing configuration file {name}: {why}; tunsec runs as root here and does what it says, so "
+            f"nobody but root may change it or a directory on its path: {todo}{grant}")
 
 
 def read_grant(file: str, user: str, gid: int) -> str:

@@ -16,9 +16,10 @@ calls.  So root here
   guards only the last component, and a parent swapped for a symlink would move the walk to /etc;
 - keeps sequence state only in a directory no other user may change (resolve_private): one who may
   remove a key's state file makes that key start again at sequence number 1;
-- acts on a configuration file only when nobody but root may change it or the path to it
-  (others_may_change): the file says where root creates and gives away directories, and whom the
-  processes run as.
+- acts on a configuration file only when nobody but root may change it or the path to it, checked
+  before the file is opened and compared with the open file (read_trusted): the file says where root
+  creates and gives away directories, and whom the processes run as.  Checked after the read, the
+  user would rename or remove the file it made root read, and the check would find nothing.
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ import contextlib
 import errno
 import os
 import pwd
+import re
 import secrets
 import stat
 from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from pathlib import Path
 
 MAX_READ = 1 << 16   # a marker is 59 bytes, a sequence state file a few hundred
@@ -119,34 +122,144 @@ def resolve_private(directory: str | Path, owners: Collection[int], holds_file: 
     return _not_trusted(path, st, trusted, last=not holds_file), path
 
 
-def others_may_change(path: str | Path) -> str | None:
-    """Why a user but root may change the file path -- what it holds, or which file its name means --
-    or None.  The file must be root's and writable by root alone (an ACL granting write shows in the
-    group bits), and the directories and symbolic links on the way to it pass resolve_private with no
-    owner but root; a link at the end is followed, under the same rule.  A path that does not exist
-    (a configuration given as text) is None: there is nothing to change."""
+class Untrusted(Exception):
+    """Root may not act on a configuration file: ``why``, and ``fix`` (commands naming the path at fault,
+    or "" when there is none to run)."""
+
+    def __init__(self, why: str, fix: str = "") -> None:
+        super().__init__(why)
+        self.why, self.fix = why, fix
+
+
+_PIPE = re.compile(r"pipe:\[(\d+)\]")
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What trusted() let through: the file itself (every link resolved) and its (st_dev, st_ino); or an
+    anonymous pipe of this process (``-c <(...)``, ``-c /dev/stdin``): pipe_ino its inode, path the name given."""
+
+    path: str
+    ident: tuple[int, int] | None
+    pipe_ino: int | None = None
+
+
+def trusted(path: str | Path) -> Checked:
+    """The file path names, when nobody but root may change it -- what it holds, or which file its name
+    means -- else Untrusted.  The file must be root's and writable by root alone (an ACL granting write shows
+    in the group bits), and the directories and symbolic links on the way to it pass resolve_private with no
+    owner but root; a link at the end is followed, under the same rule.  A name that leads nowhere is refused:
+    root acts only on what it checked, and read_trusted reads only the file checked here.  An anonymous pipe
+    reached through /proc/self/fd (a magic link of root's: ``-c <(...)``, ``/dev/stdin``) passes: only
+    processes root started hold its ends, and no other user may open them through /proc (ptrace rule)."""
     name = os.path.join(os.getcwd(), path)
     for _ in range(40):
-        if not os.path.lexists(name):
-            return None
         try:
             why, real = resolve_private(os.path.dirname(name), (), holds_file=True)
             if why:
-                return why
-            st = os.lstat(os.path.join(real, os.path.basename(name)))
+                raise Untrusted(why, fix_for(real))
+            here = os.path.join(real, os.path.basename(name))
+            st = os.lstat(here)
         except OSError as err:
-            return f"{err.filename or name} cannot be looked at: {err.strerror or err}"
+            raise Untrusted(f"{err.filename or name} cannot be looked at: {err.strerror or err}") from None
         mode = stat.S_IMODE(st.st_mode)
         if st.st_uid != 0:
-            return f"{name} is owned by {_who(st.st_uid)}, mode {mode:04o}"
+            raise Untrusted(f"{here} is owned by {_who(st.st_uid)}, mode {mode:04o}", fix_for(here))
         if stat.S_ISLNK(st.st_mode):
-            name = os.path.join(real, os.readlink(os.path.join(real, os.path.basename(name))))
+            target = os.readlink(here)
+            pipe = _PIPE.fullmatch(target)
+            if pipe and real.startswith("/proc/"):
+                return Checked(str(path), None, int(pipe[1]))
+            name = os.path.join(real, target)
             continue
         if mode & 0o022:
-            return f"{name} (owner {_who(st.st_uid)}) is writable by {'others' if mode & 0o002 else 'its group'}, " \
-                   f"mode {mode:04o}"
-        return None
-    return f"{path}: too many levels of symbolic links"
+            raise Untrusted(f"{here} (owner {_who(st.st_uid)}) is writable by {_writer(here, mode)}, mode {mode:04o}",
+                            fix_for(here))
+        return Checked(here, (st.st_dev, st.st_ino))
+    raise Untrusted(f"{path}: too many levels of symbolic links")
+
+
+def others_may_change(path: str | Path) -> str | None:
+    """Why a user but root may change the file path (trusted's refusal), or None."""
+    try:
+        trusted(path)
+    except Untrusted as err:
+        return err.why
+    return None
+
+
+MAX_CONFIG = 64 << 20   # a gateway's thousands of connections are a few MiB
+
+
+def read_trusted(path: str | Path, limit: int = MAX_CONFIG) -> bytes:
+    """As root: the content of the configuration file path, checked (trusted) before it is opened and
+    compared, once open, with what was checked: the same inode, a regular file (or the pipe checked).
+    Whatever replaced or removed it between the two is refused, so what root reads is what it checked."""
+    return read_checked(path, trusted(path), limit)
+
+
+def read_checked(path: str | Path, checked: Checked, limit: int = MAX_CONFIG) -> bytes:
+    """read_trusted's second half: open what checked names and read it, Untrusted if it is not that one."""
+    try:
+        if checked.pipe_ino is not None:   # the magic link again, to the same pipe; blocking: root's writer ends it
+            fd = os.open(path, os.O_RDONLY | os.O_NOCTTY | os.O_CLOEXEC)
+        else:   # the file itself, no link followed: its name was resolved by the check
+            fd = _open_nofollow(checked.path)
+    except OSError as err:
+        raise Untrusted(f"{err.filename or path} cannot be opened as checked: {err.strerror or err} (replaced or "
+                        "removed since?)") from None
+    try:
+        st = os.fstat(fd)
+        if checked.pipe_ino is not None:
+            if not stat.S_ISFIFO(st.st_mode) or st.st_ino != checked.pipe_ino:
+                raise Untrusted(f"{path} is no longer the pipe it was when checked")
+        elif not stat.S_ISREG(st.st_mode):
+            raise Untrusted(f"{checked.path} is {_kind(st.st_mode)}, not a regular file")
+        elif (st.st_dev, st.st_ino) != checked.ident:
+            raise Untrusted(f"{checked.path} was replaced between the check and the read")
+        data = bytearray()
+        while len(data) <= limit:
+            chunk = os.read(fd, min(1 << 20, limit + 1 - len(data)))
+            if not chunk:
+                return bytes(data)
+            data += chunk
+        raise Untrusted(f"{checked.path} is larger than {limit} bytes")
+    finally:
+        os.close(fd)
+
+
+def _acl(path: str) -> bool:
+    """True when path has an access ACL beyond its mode bits (the group bits are then the ACL's mask)."""
+    try:
+        os.getxattr(path, "system.posix_acl_access", follow_symlinks=False)
+    except OSError:
+        return False   # ENODATA (none), ENOTSUP (no ACLs on this file system)
+    return True
+
+
+def _writer(path: str, mode: int) -> str:
+    if mode & 0o020 and _acl(path):
+        return f"a user or group its ACL names (getfacl {path})"
+    return "others" if mode & 0o002 else "its group"
+
+
+def fix_for(path: str) -> str:
+    """The commands that make path -- a file, directory or link on the way to a configuration file -- root's
+    alone, for a refusal; "" when it is fine (or gone)."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return ""
+    steps = []
+    if st.st_uid != 0:
+        steps.append(f"chown -h root {path}" if stat.S_ISLNK(st.st_mode) else f"chown root {path}")
+    if stat.S_ISLNK(st.st_mode):
+        return "; ".join(steps)
+    if st.st_mode & 0o020 and _acl(path):
+        steps.append(f"setfacl -b {path}")   # chmod g-w alone would lower the mask, leaving the entries
+    if st.st_mode & 0o022 or st.st_uid != 0:
+        steps.append(f"chmod go-w {path}")
+    return "; ".join(steps)
 
 
 def _not_trusted(path: str, st: os.stat_result, trusted: set[int], last: bool) -> str | None:
@@ -156,8 +269,7 @@ def _not_trusted(path: str, st: os.stat_result, trusted: set[int], last: bool) -
     if st.st_uid not in trusted:
         return f"{path} is owned by {_who(st.st_uid)}, mode {mode:04o}"
     if mode & 0o022 and (last or not mode & stat.S_ISVTX):
-        return (f"{path} (owner {_who(st.st_uid)}) is writable by {'others' if mode & 0o002 else 'its group'}, "
-                f"mode {mode:04o}")
+        return f"{path} (owner {_who(st.st_uid)}) is writable by {_writer(path, mode)}, mode {mode:04o}"
     return None
 
 

@@ -23,12 +23,17 @@ from tunsec.conf.manual import ManualTunnel, read_manual_section
 from tunsec.conf.pools import pool_ts_warnings, read_pools
 from tunsec.conf.radius import radius_warnings, read_radius, unproven_warnings
 from tunsec.conf.secrets import IkeSecret, read_secrets, weak_psk_warnings
-from tunsec.conf.syntax import Section, Unreadable, parse_tree, read_config_text
+from tunsec.conf.syntax import ReadRecord, Refused, Section, Unreadable, parse_tree, read_config_text
 from tunsec.conf.tunsec_section import TunsecSettings, read_tunsec_section
 from tunsec.policy.pools import PoolConfig
 from tunsec.radius.settings import RadiusSettings
 
-__all__ = ["Config", "load_config", "parse_config"]
+__all__ = ["Config", "ConfigRefused", "load_config", "parse_config"]
+
+
+class ConfigRefused(ConfigError):
+    """As root with root_check: a file of the configuration anyone but root may change (or replaced while
+    read); nothing of it is to be acted on.  One line per file refused, each with its fix."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,8 @@ class Config:
     warnings: tuple[ConfigIssue, ...] = ()
     # path and the files it includes, in reading order (root checks who may write them); not what it says
     files: tuple[str, ...] = field(default=(), compare=False)
+    # those read from a file without root_check (privilege.check_config_files refuses them as root)
+    unchecked: tuple[str, ...] = field(default=(), compare=False)
 
     def connection(self, name: str) -> Connection:
         for conn in self.connections:
@@ -101,17 +108,23 @@ def _ordered(issues: list[ConfigIssue], files: list[str]) -> list[ConfigIssue]:
     return sorted(unique, key=lambda i: (rank.get(i.file, -1), i.line))
 
 
-def parse_config(text: str, path: str = "<string>") -> Config:
+def parse_config(text: str, path: str = "<string>", *, root_check: bool = False,
+                 record: ReadRecord | None = None) -> Config:
     """Parse and validate config text; raises :class:`ConfigError` listing every problem.
 
     ``path`` names the text in messages and anchors relative ``include`` patterns
     and the credential folders (x509/, x509ca/, private/...) of ``connections``.
+    root_check: includes are read as :func:`load_config` reads with it; :class:`ConfigRefused` if one
+    (or the text's own file, in ``record``) is refused.
     """
     issues: list[ConfigIssue] = []
-    root, files = parse_tree(text, path, issues)
+    record = record if record is not None else ReadRecord()
+    root, files = parse_tree(text, path, issues, root_check=root_check, record=record)
     _check_top_level(root, issues)
     sections = root.sections
     tunsec = read_tunsec_section(sections["tunsec"], issues) if "tunsec" in sections else TunsecSettings()
+    if record.refused:   # before anything else is read (credentials): the user is all the refusal needs
+        raise _refusal(record.refused, tunsec.user)
     manual = read_manual_section(sections["manual"], issues) if "manual" in sections else ()
     # credentials are read only when a connection needs them (a manual-only config has no x509/)
     creds = Credentials(os.path.dirname(path), issues)
@@ -151,19 +164,34 @@ def parse_config(text: str, path: str = "<string>") -> Config:
             *(radius_warnings(sections["radius"], radius, tunsec.half_open_timeout) if radius is not None else ()),
             *(unproven_warnings(connections, radius) if radius is not None else ()),
         ], files)),
-        files=tuple(files),
+        files=tuple(files), unchecked=tuple(record.unchecked),
     )
 
 
-def load_config(path: str | os.PathLike[str]) -> Config:
+def _refusal(refused: list[Refused], user: str | None) -> ConfigRefused:
+    from tunsec.privilege import config_refusal
+
+    return ConfigRefused([ConfigIssue(r.path, 0, "", config_refusal(r.path, r.why, r.fix, user)) for r in refused])
+
+
+def load_config(path: str | os.PathLike[str], *, root_check: bool = False) -> Config:
     """Read, parse and validate a config file.
 
     An unreadable file is reported as a :class:`ConfigError` (chained from the
-    ``OSError``) so callers handle one exception type.
+    ``OSError``) so callers handle one exception type.  root_check, for a process that acts as root on what
+    the file says (tunsec up, prepare, init-state, a reload as root): as root, it and each file it includes
+    is checked before it is opened and compared with what was opened (safefs.read_trusted), and
+    :class:`ConfigRefused` (a ConfigError) names the files anyone but root may change.
     """
     name = os.fspath(path)
+    record = ReadRecord()
     try:
-        text = read_config_text(name)
+        text = read_config_text(name, root_check=root_check)
     except Unreadable as exc:
         raise ConfigError([exc.issue]) from exc.__cause__
-    return parse_config(text, name)
+    except Refused as exc:
+        record.refused.append(exc)
+        text = exc.text
+    if not root_check:
+        record.unchecked.append(name)
+    return parse_config(text, name, root_check=root_check, record=record)

@@ -14,11 +14,14 @@ import re
 import stat
 from dataclasses import dataclass, field
 
+from tunsec import safefs
 from tunsec.conf.errors import HEX_RUN, ConfigError, ConfigIssue, show_value
 
 __all__ = [
     "MAX_INCLUDE_DEPTH",
     "MAX_SECTION_DEPTH",
+    "ReadRecord",
+    "Refused",
     "Section",
     "Setting",
     "Unreadable",
@@ -143,9 +146,11 @@ class _SettingsParser:
     and carries on, so one run finds every mistake.
     """
 
-    def __init__(self, issues: list[ConfigIssue]) -> None:
+    def __init__(self, issues: list[ConfigIssue], root_check: bool, record: ReadRecord) -> None:
         self.issues = issues
         self.files: list[str] = []
+        self.root_check = root_check
+        self.record = record
 
     def error(self, file: str, line: int, key: str, message: str) -> None:
         self.issues.append(ConfigIssue(file, line, key, message))
@@ -435,8 +440,16 @@ class _SettingsParser:
         depth: int,
         stack: tuple[str, ...],
     ) -> None:
+        if self.record.refused:   # nothing of this configuration is acted on: no include of a refused one read
+            return
         try:
-            text = read_config_text(path, regular_only=True)
+            try:
+                text = read_config_text(path, regular_only=True, root_check=self.root_check)
+            except Refused as exc:   # its user = (the refusal's hint) only; never acted on
+                self.record.refused.append(exc)
+                text = exc.text
+            if not self.root_check:
+                self.record.unchecked.append(path)
             real = os.path.realpath(path)
         except Unreadable as exc:
             if exc.issue.line:  # a problem inside the file: point there
@@ -461,12 +474,44 @@ class Unreadable(Exception):
         self.issue = issue
 
 
-def read_config_text(path: str, *, regular_only: bool = False) -> str:
+class Refused(Exception):
+    """root_check: root may not act on the file ``path`` (``why``, ``fix``: safefs.Untrusted).  ``text``: what
+    it holds if it is a regular file (read without following a link or blocking), for the refusal's hint (its
+    ``tunsec { user }``) alone."""
+
+    def __init__(self, path: str, err: safefs.Untrusted) -> None:
+        super().__init__(f"{path}: {err.why}")
+        self.path, self.why, self.fix = path, err.why, err.fix
+        try:
+            self.text = safefs.read_regular(path, safefs.MAX_CONFIG).decode("utf-8-sig")
+        except (OSError, UnicodeDecodeError, ValueError):
+            self.text = ""
+
+
+@dataclass
+class ReadRecord:
+    """How the files of a configuration were read: those refused (root_check), those read without the check."""
+
+    refused: list[Refused] = field(default_factory=list)
+    unchecked: list[str] = field(default_factory=list)
+
+
+def read_config_text(path: str, *, regular_only: bool = False, root_check: bool = False) -> str:
     """A config file's text, or :class:`Unreadable` (chained to any ``OSError``).
 
     Included files must be regular: a glob that picks up a FIFO or a device
     would hang or never end. The main file may be a pipe (``-c <(...)``).
+    root_check, as root: only a file nobody but root may change, checked before it is opened and compared
+    with what was opened (safefs.read_trusted), else :class:`Refused`: root acts on what it says.
     """
+    if root_check and os.geteuid() == 0:
+        try:
+            data = safefs.read_trusted(path)
+        except safefs.Untrusted as err:
+            raise Refused(path, err) from None
+        except ValueError as exc:  # NUL or unencodable characters in the name
+            raise Unreadable(ConfigIssue(path, 0, "", "invalid file name")) from exc
+        return _decode(path, data)
     try:
         if regular_only and not stat.S_ISREG(os.stat(path).st_mode):
             raise Unreadable(ConfigIssue(path, 0, "", "not a regular file"))
@@ -477,6 +522,10 @@ def read_config_text(path: str, *, regular_only: bool = False) -> str:
         raise Unreadable(ConfigIssue(path, 0, "", f"cannot read: {reason}")) from exc
     except ValueError as exc:  # NUL or unencodable characters in the name
         raise Unreadable(ConfigIssue(path, 0, "", "invalid file name")) from exc
+    return _decode(path, data)
+
+
+def _decode(path: str, data: bytes) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -484,10 +533,12 @@ def read_config_text(path: str, *, regular_only: bool = False) -> str:
         raise Unreadable(ConfigIssue(path, line, "", "not valid UTF-8")) from None
 
 
-def parse_tree(text: str, path: str, issues: list[ConfigIssue]) -> tuple[Section, list[str]]:
-    """The tree and the files read (``path`` first, then includes in reading order); errors go to ``issues``."""
+def parse_tree(text: str, path: str, issues: list[ConfigIssue], *, root_check: bool = False,
+               record: ReadRecord | None = None) -> tuple[Section, list[str]]:
+    """The tree and the files read (``path`` first, then includes in reading order); errors go to ``issues``.
+    Includes are read as read_config_text does with root_check; record says which were refused or unchecked."""
     root = Section("", "", path, 0)
-    parser = _SettingsParser(issues)
+    parser = _SettingsParser(issues, root_check, record if record is not None else ReadRecord())
     stack = (os.path.realpath(path),) if os.path.exists(path) else ()
     parser.parse_text(text, path, root, 0, stack)
     return root, parser.files
