@@ -360,8 +360,8 @@ class FreeRadiusLikeBackend(MschapBackend):
         if result is not None and not result.ok:
             body = b"E=691 R=0 C=00000000000000000000000000000000 V=3 M=Authentication failure"
             failure = bytes([4, 1]) + (4 + len(body)).to_bytes(2, "big") + body
-            return RelayReply(RelayOutcome.CHALLENGE, EapPacket(EapCode.REQUEST, (pkt.ident + 1) & 0xFF, 26, failure).encode(),
-                              reason="backend")
+            request = EapPacket(EapCode.REQUEST, (pkt.ident + 1) & 0xFF, 26, failure)
+            return RelayReply(RelayOutcome.CHALLENGE, request.encode(), reason="backend")
         assert result is None, "these tests' passwords are wrong"
         return RelayReply(RelayOutcome.CHALLENGE, out, reason="backend")
 
