@@ -84,7 +84,10 @@ static int known_verdict(const ts_events *q, int why) {
  * up (the later ones of src move down one place each, keeping their order: a look at the share's
  * TS_IKE_KNOWN_PER_SOURCE, never the whole queue), and the newcomer takes the last one.  The
  * events of other sources keep their places; the newcomer goes up before those that came after
- * the share's newest, harmless for datagrams of other IKE SAs (UDP keeps no order either). */
+ * the share's newest.  Order is kept per source address only: an IKE SA whose peer sent from two
+ * addresses (a MOBIKE move, a NAT's new mapping) can have an earlier datagram from the other
+ * address handled after this one (review revknown F1).  IKE keeps one request in flight per side,
+ * so a request overtaken is dropped out of window and retransmitted: a delay, not a loss. */
 static ts_event_slot *evict_known(ts_events *q, int src) {
     const uint16_t *pos = q->ike_known_pos[src];
     unsigned n = q->ike_known_src[src], victim = 0;
