@@ -226,3 +226,26 @@ def test_another_any_connections_remote_ts_over_a_pool_is_warned_about(sites_id:
     assert [w.key for w in warnings] == ["connections.sites.children.net.remote_ts"] * warned
     if warned:
         assert warnings[0].message.startswith(f"{sites_ts} overlaps pool rw (10.3.0.1-10.3.0.254), and any client")
+
+
+def test_containing_finds_narrow_and_wide_claims_holding_an_address_with_all_their_peers_selectors() -> None:
+    """What a client's virtual IP check asks (ike/address_role.py, review revvip F1): the claims
+    holding one address, narrow (bisected, looking back as far as the widest narrow one reaches) or
+    wide, each with every selector its peer holds on its connection (a full tunnel in two halves is
+    two Child SAs), and nothing of another peer or connection."""
+    a, b = Identity.parse("a.example"), Identity.parse("b.example")
+    claims = TsClaims()
+    claims.add(1, "hub", a, [Ts.parse("172.16.0.0/28")], [])
+    claims.add(2, "hub", a, [Ts.parse("172.16.1.0/28")], [])
+    claims.add(3, "site", b, [Ts.parse("0.0.0.0/1")], [])
+    claims.add(4, "site", b, [Ts.parse("128.0.0.0/1")], [])
+    claims.add(5, "hub", b, [Ts.parse("172.16.0.9/32")], [])
+    found = {(c.handle, str(c.ts), tuple(sorted(map(str, held))))
+             for c, held in claims.containing(ipaddress.ip_address("172.16.0.9"))}
+    assert found == {(1, "172.16.0.0/28", ("172.16.0.0/28", "172.16.1.0/28")),
+                     (4, "128.0.0.0/1", ("0.0.0.0/1", "128.0.0.0/1")),
+                     (5, "172.16.0.9/32", ("172.16.0.9/32",))}
+    assert [c.handle for c, _ in claims.containing(ipaddress.ip_address("10.0.0.1"))] == [3]
+    assert claims.containing(ipaddress.ip_address("2001:db8::1")) == []
+    claims.remove(5)
+    assert {c.handle for c, _ in claims.containing(ipaddress.ip_address("172.16.0.9"))} == {1, 4}

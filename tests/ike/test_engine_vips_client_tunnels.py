@@ -7,7 +7,8 @@ gateway connections lease from (a road warrior's address, routed to it through t
 the host behind the tunnel, or the road warrior, off: a malicious gateway picks whom.  The client
 refuses such an address (FAILED_CP_REQUIRED, the reason logged), unless the connection's own
 remote_ts holds it as specifically as the other's (two full tunnels; our gateway is then the one
-that traffic goes to anyway); a remote_ts of everything (0.0.0.0/0) is no tunnel's in particular.
+that traffic goes to anyway); a remote_ts of everything (0.0.0.0/0, or 0.0.0.0/1 + 128.0.0.0/1: review
+revvip F2; for IPv6 2000::/3 is everything) is no tunnel's in particular.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import pytest
 from test_engine_vips import V4, client_cfg, gateway, gateway_cfg, only
 from test_engine_vips_client import CLIENT, OTHER_GW
 
+from tunsec.ike.address_role import Role, address_role
 from tunsec.ike.config import IkeConfig, child_config
 from tunsec.ike.constants import NotifyType
 from tunsec.ike.endpoint import IkeEndpoint
@@ -35,7 +37,7 @@ def home(remote_ts: str | list[str] = "10.9.0.0/16") -> IkeConfig:
     return dataclasses.replace(cfg, children=(child_config("net", "dynamic", remote_ts, "aes128gcm16"),))
 
 
-def site(remote_ts: str) -> IkeConfig:
+def site(remote_ts: str | list[str]) -> IkeConfig:
     """The client's site-to-site connection to another gateway (not up)."""
     return dataclasses.replace(client_cfg("c1.example", CLIENT, ()), name="site", remote_addr=OTHER_GW,
                                children=(child_config("lan", "10.1.0.0/24", remote_ts, "aes128gcm16"),))
@@ -103,11 +105,13 @@ def test_a_vip_inside_one_of_our_own_pools_is_refused() -> None:
     ("172.16.0.0/24", "172.16.0.0/16", SITE_HOST),  # ours holds it more specifically
     ("172.16.0.0/16", "172.16.0.0/16", SITE_HOST),  # as specifically: our gateway gets that traffic anyway
     ("10.9.0.0/16", "0.0.0.0/0", "10.3.0.1"),       # a split tunnel beside a full one: /0 is no one's
+    ("10.9.0.0/16", ["0.0.0.0/1", "128.0.0.0/1"], "10.3.0.1"),   # a full one in halves (review revvip F2)
+    ("10.9.0.0/16", ["0.0.0.0/2", "64.0.0.0/2", "128.0.0.0/1"], "10.3.0.1"),   # in three pieces
     ("10.9.0.0/16", "172.16.0.0/16", "10.3.0.1"),   # the other tunnel's network does not hold it
     (["10.9.0.0/16", "172.16.0.10"], "172.16.0.0/16", SITE_HOST),   # one of our remote_ts is that host
 ])
 def test_a_vip_no_other_tunnel_holds_more_specifically_is_taken(
-        own: str | list[str], other: str, address: str) -> None:
+        own: str | list[str], other: str | list[str], address: str) -> None:
     """Where the fix stops: these pass before it too, and fail for a check that refused more."""
     net = Network()
     gateway(net, leasing(address), wide_gateway())
@@ -118,3 +122,37 @@ def test_a_vip_no_other_tunnel_holds_more_specifically_is_taken(
     assert not only(events, NegotiationFailed)
     (child,) = only(events, ChildSaUp)
     assert [str(t) for t in child.local_ts] == [f"{address}/32"]
+
+
+@pytest.mark.parametrize("other", [
+    ["0.0.0.0/0", "172.16.0.0/16"],
+    ["0.0.0.0/1", "128.0.0.0/1", "172.16.0.0/16"],
+])
+def test_a_specific_network_beside_a_full_tunnel_still_counts(other: list[str]) -> None:
+    """A full tunnel is only its widest networks (review revvip F2): 172.16.0.0/16 beside them is
+    routed to that gateway specifically, and a VIP inside it is refused as before."""
+    net = Network()
+    gateway(net, leasing(SITE_HOST), wide_gateway())
+    client = net.add(CLIENT, IkeEndpoint([home(), site(other)]))
+    refused(run(client, net), SITE_HOST, "inside remote_ts 172.16.0.0/16 of connection site")
+
+
+@pytest.mark.parametrize(("other", "address", "network"), [
+    ("2000::/3", "2001:db8::1", None),                    # IPv6 global unicast: a full tunnel
+    (["::/1", "8000::/1"], "2001:db8::1", None),          # ::/0 in halves
+    (["2000::/4", "3000::/4"], "2001:db8::1", None),      # 2000::/3 in halves
+    (["2000::/3", "fd00::/8"], "fd00::1", "fd00::/8"),    # a ULA beside it still counts
+    (["2000::/3", "2001:db8::/32"], "2001:db8::1", "2001:db8::/32"),   # so does a specific global one
+    ("2000::/4", "2001:db8::1", "2000::/4"),              # half of it is a network like any other
+])
+def test_an_ipv6_full_tunnel_is_the_global_unicast_space(
+        other: str | list[str], address: str, network: str | None) -> None:
+    """The decision for IPv6 (address_role.py): everything is 2000::/3, where every global address
+    lies; ::/0 covers it too.  Asked of address_role directly: the engine's IPv6 VIP path is the IPv4
+    one's."""
+    cfg = dataclasses.replace(site("10.3.0.0/16"), children=(child_config("lan", "fd01::/64", other, "aes128gcm16"),))
+    role = address_role([home(), cfg], {}, None, ipaddress.ip_address(address))   # type: ignore[arg-type]
+    if network is None:
+        assert role is None
+    else:
+        assert role == Role("tunnel", "site", network=ipaddress.ip_network(network))

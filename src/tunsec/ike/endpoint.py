@@ -729,7 +729,7 @@ class IkeEndpoint:
 
     def _address_role(self, ip: IPAddress) -> Role | None:
         """What ``ip`` is to this host (address_role.py): asked of a client's virtual IP and REDIRECT."""
-        return address_role(self._configs.values(), self._by_address, self._address_pool, ip)
+        return address_role(self._configs.values(), self._by_address, self._address_pool, ip, self._ts_claims)
 
     def _initial_contact(self, fresh: IkeSa, up: IkeSaUp) -> None:
         """The peer rebooted: forget our older IKE SAs with the same identities (RFC 7296 §2.4).

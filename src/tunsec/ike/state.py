@@ -99,6 +99,8 @@ class SelectorClaims(Protocol):
     def overlaps(self, peer: object, selectors: Sequence[Ts], local: Sequence[Ts],
                  named: bool = False, by_name: bool | None = None) -> list[tuple[Claim, Ts]]: ...
 
+    def containing(self, ip: IPAddress) -> list[tuple[Claim, list[Ts]]]: ...
+
 
 def random_spi_allocator(rng: Rng = os.urandom) -> SpiAllocator:
     """A stand-alone allocator for tests; the IKE service uses GETSPI-backed SPIs."""

@@ -58,7 +58,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tunsec.policy.selector import Ts
+from tunsec.policy.selector import IPAddress, Ts
 
 
 @dataclass(frozen=True, slots=True)   # one per remote selector of every Child SA
@@ -207,6 +207,18 @@ class TsClaims:
                 if common is not None and _meet(claim.local, local):
                     found.append((claim, common))
         return found
+
+
+    def containing(self, ip: IPAddress) -> list[tuple[Claim, list[Ts]]]:
+        """The claims whose remote selector holds ``ip``, each with every remote selector its peer
+        holds on its connection (all its Child SAs: whether together they are a full tunnel, asked by
+        ike/address_role.py of a virtual IP or REDIRECT target a client is given, a rare question)."""
+        fam, at = ip.version, int(ip)
+        starts, entries = self._starts[fam], self._entries[fam]
+        near = entries[bisect.bisect_left(starts, at - self._reach[fam]):bisect.bisect_right(starts, at)]
+        found = [e[2] for e in near + self._wide[fam] if e[0] <= at <= e[1]]
+        return [(c, [e[2].ts for held in self._by_handle.values() for e in held
+                     if e[2].conn == c.conn and e[2].peer == c.peer]) for c in found]
 
 
 def _as_named(peer: object, named: bool, by_name: bool | None) -> tuple[bool, bool | None]:
