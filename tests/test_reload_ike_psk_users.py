@@ -21,9 +21,11 @@ SECRET = "0s" + base64.b64encode(PSK.reveal()).decode()
 ROTATED = "0s" + base64.b64encode(b"site0's rotated key, long enough").decode()
 
 
-def conf(users: dict[int, str]) -> str:
-    entries = "".join(f"  ike-site{i} {{ id-gw = gw.example\n id-user = site{i}.example\n secret = {s} }}\n"
-                      for i, s in users.items())
+def conf(users: dict[int, str], names: dict[int, str] | None = None) -> str:
+    """Site i's entry holds users[i] as its key, named ``ike-`` + names[i] (default ``site{i}``)."""
+    names = names or {}
+    entries = "".join(f"  ike-{names.get(i, f'site{i}')} {{ id-gw = gw.example\n id-user = site{i}.example\n"
+                      f" secret = {s} }}\n" for i, s in users.items())
     return ("tunsec { control_socket = /nonexistent/tunsec.sock }\n"
             "connections {\n  rw { local_addrs = " + GW + "\n"
             "  local { auth = psk\n id = gw.example }\n"
@@ -58,5 +60,27 @@ def test_a_psk_user_taken_out_of_the_secrets_is_logged_out_and_a_rotated_key_log
         assert down_events(gw, 0) == [] and down_events(gw, 2) == []
         assert [e.reason for e in down_events(gw, 1)] == [DownReason.DELETED_BY_PEER]
         assert gw.children_of(1) == [] and gw.children_of(0) and gw.children_of(2)
+
+    run(body())
+
+
+def test_renaming_an_entry_keeping_ids_and_key_logs_no_one_out(tmp_path: Path) -> None:
+    """Review revpsk2 F1: the logout decided by the entry's *name*, not by whether the key the user
+    proved still proves it: renaming ``ike-site1`` to ``ike-site1-laptop`` (same ids, same secret)
+    logged site1 out, though its key would prove it again at once."""
+    async def body() -> None:
+        gw = ConfiguredGateway(2)
+        gw.path = tmp_path / "swanctl.conf"
+        gw.path.write_text(conf({0: SECRET, 1: SECRET}))
+        await gw.start()
+        for i in range(2):
+            gw.connect(i)
+        await gw.settle()
+        assert all(gw.children_of(i) for i in range(2))
+
+        answer = await gw.reload(conf({0: SECRET, 1: SECRET}, {1: "site1-laptop"}))   # renamed only
+        assert answer["ok"], answer
+        assert "PSK users" not in answer["message"], answer
+        assert down_events(gw, 1) == [] and gw.children_of(1)
 
     run(body())

@@ -23,6 +23,7 @@ from tunsec.ike.events import (
     AuthFailed,
     ChildSaUp,
     DownReason,
+    Event,
     IkeSaDown,
     IkeSaUp,
     NegotiationFailed,
@@ -181,6 +182,28 @@ def _answer(request: bytes, payloads: tuple[Payload, ...]) -> bytes:
 
 def _nonce(request: bytes) -> bytes:
     return next(p.data for p in decode_message(request).payloads if isinstance(p, NoncePayload))
+
+
+def events_of(ep: IkeEndpoint) -> list[Event]:
+    out = []
+    while (ev := ep.next_event()) is not None:
+        out.append(ev[1])
+    return out
+
+
+def assert_init_redirect_refused(client: IkeEndpoint, target: str, why: str) -> None:
+    """The client's first IKE_SA_INIT answered with a REDIRECT to ``target``: not followed, for
+    ``why``, and the IKE SA closed."""
+    sa = client.initiate("rw", "net", 0.0)
+    (request,) = client.datagrams_to_send(0.0)
+    reply = _answer(request.data, (NotifyPayload(NotifyType.REDIRECT, encode_redirect(target, _nonce(request.data))),))
+    client.receive(reply, (GW_A, 500), 0.1, (CLIENT, 500))
+    assert client.datagrams_to_send(0.1) == []
+    events = events_of(client)
+    assert [e for e in events if isinstance(e, NegotiationFailed)] == [
+        NegotiationFailed("rw", "REDIRECT", f"REDIRECT not followed: {why}")]
+    assert not any(isinstance(e, Redirected) for e in events)
+    assert sa.state is State.CLOSED and client.sa_count == 0
 
 
 MALFORMED: list[tuple[str, Any, str]] = [

@@ -18,7 +18,9 @@ from test_engine_redirect import (
     GW_B,
     _answer,
     _nonce,
+    assert_init_redirect_refused,
     client_cfg,
+    events_of,
     gateway_cfg,
     notifies,
     sas_of,
@@ -27,7 +29,7 @@ from test_engine_redirect import (
 
 from tunsec.ike.constants import NotifyType
 from tunsec.ike.endpoint import IkeEndpoint
-from tunsec.ike.events import Event, NegotiationFailed, Redirected
+from tunsec.ike.events import NegotiationFailed, Redirected
 from tunsec.ike.message import NotifyPayload
 from tunsec.ike.redirect import RedirectError, decode_redirect, encode_gateway, encode_redirect
 from tunsec.ike.sa import State
@@ -48,13 +50,6 @@ def test_decode_redirect_takes_gateway_addresses(target: str) -> None:
     assert decode_redirect(encode_gateway(target) + b"N" * 32).gateway == target
 
 
-def events_of(ep: IkeEndpoint) -> list[Event]:
-    out = []
-    while (ev := ep.next_event()) is not None:
-        out.append(ev[1])
-    return out
-
-
 def client_endpoint(**kw: object) -> IkeEndpoint:
     other = dataclasses.replace(client_cfg(), name="other", local_addr=OTHER_LOCAL, remote_addr="203.0.113.9")
     return IkeEndpoint([client_cfg(**kw), other])
@@ -70,17 +65,7 @@ def client_endpoint(**kw: object) -> IkeEndpoint:
     (f"::ffff:{OTHER_LOCAL}", f"{OTHER_LOCAL} is an address of this host"),
 ])
 def test_a_redirect_in_ike_sa_init_to_such_an_address_is_not_followed(target: str, why: str) -> None:
-    client = client_endpoint()
-    sa = client.initiate("rw", "net", 0.0)
-    (request,) = client.datagrams_to_send(0.0)
-    reply = _answer(request.data, (NotifyPayload(NotifyType.REDIRECT, encode_redirect(target, _nonce(request.data))),))
-    client.receive(reply, (GW_A, 500), 0.1, (CLIENT, 500))
-    assert client.datagrams_to_send(0.1) == []
-    events = events_of(client)
-    assert [e for e in events if isinstance(e, NegotiationFailed)] == [
-        NegotiationFailed("rw", "REDIRECT", f"REDIRECT not followed: {why}")]
-    assert not any(isinstance(e, Redirected) for e in events)
-    assert sa.state is State.CLOSED and client.sa_count == 0
+    assert_init_redirect_refused(client_endpoint(), target, why)
 
 
 def test_an_fqdn_resolving_only_to_such_addresses_is_not_used() -> None:

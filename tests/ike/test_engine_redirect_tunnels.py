@@ -13,15 +13,20 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from test_engine_redirect import CLIENT, GW_A, GW_B, _answer, _nonce, client_cfg, gateway_cfg, sas_of
+from test_engine_redirect import (
+    CLIENT,
+    GW_A,
+    GW_B,
+    assert_init_redirect_refused,
+    client_cfg,
+    gateway_cfg,
+    sas_of,
+)
 from test_engine_vips import gateway_cfg as rw_gateway_cfg
 
 from tunsec.ike.config import IkeConfig, child_config
-from tunsec.ike.constants import NotifyType
 from tunsec.ike.endpoint import IkeEndpoint
-from tunsec.ike.events import Event, NegotiationFailed, Redirected
-from tunsec.ike.message import NotifyPayload
-from tunsec.ike.redirect import encode_redirect
+from tunsec.ike.events import NegotiationFailed
 from tunsec.ike.sa import State
 from tunsec.ike.testing import Network
 from tunsec.policy.pools import AddressPools, PoolConfig
@@ -43,13 +48,6 @@ def client_endpoint() -> IkeEndpoint:
                        address_pool=AddressPools([PoolConfig.parse_addrs("ours", "172.20.0.0/24")]))
 
 
-def events_of(ep: IkeEndpoint) -> list[Event]:
-    out = []
-    while (ev := ep.next_event()) is not None:
-        out.append(ev[1])
-    return out
-
-
 @pytest.mark.parametrize(("target", "why"), [
     (BEHIND_SITE, f"{BEHIND_SITE} is inside remote_ts 172.16.0.0/16 of connection site (IKE would go into that "
                   "tunnel)"),
@@ -58,17 +56,7 @@ def events_of(ep: IkeEndpoint) -> list[Event]:
     (ROAD_WARRIOR, f"{ROAD_WARRIOR} is inside pool ours of connection rw-server (IKE would go to a road warrior)"),
 ])
 def test_a_redirect_into_another_tunnel_or_our_pool_is_not_followed(target: str, why: str) -> None:
-    client = client_endpoint()
-    sa = client.initiate("rw", "net", 0.0)
-    (request,) = client.datagrams_to_send(0.0)
-    reply = _answer(request.data, (NotifyPayload(NotifyType.REDIRECT, encode_redirect(target, _nonce(request.data))),))
-    client.receive(reply, (GW_A, 500), 0.1, (CLIENT, 500))
-    assert client.datagrams_to_send(0.1) == []
-    events = events_of(client)
-    assert [e for e in events if isinstance(e, NegotiationFailed)] == [
-        NegotiationFailed("rw", "REDIRECT", f"REDIRECT not followed: {why}")]
-    assert not any(isinstance(e, Redirected) for e in events)
-    assert sa.state is State.CLOSED and client.sa_count == 0
+    assert_init_redirect_refused(client_endpoint(), target, why)
 
 
 def three(client: IkeEndpoint, a_kw: dict[str, object]) -> tuple[Network, IkeEndpoint]:
