@@ -3,17 +3,15 @@ to, the source an answer leaves from, and ancillary data that is short or names 
 
 from __future__ import annotations
 
-import secrets
 import socket
 import struct
-import subprocess
 from collections.abc import Iterator
 
 import pytest
 from conftest import netns_unavailable
 
 from tunsec import pktinfo
-from tunsec.bench.netns import netns_socket
+from tunsec.bench.netns import netns_socket, scratch_netns
 
 
 @pytest.fixture
@@ -81,13 +79,8 @@ def ns6() -> Iterator[str]:
     has IPv6 at all."""
     if (why := netns_unavailable()) is not None:
         pytest.skip(f"NETNS UNAVAILABLE: {why}")
-    name = f"tspi-{secrets.token_hex(3)}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+    with scratch_netns("tspi") as name:
         yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 def test_ipv6_recv_and_sendto(ns6: str) -> None:

@@ -5,7 +5,6 @@ the directories are root's to give, it makes the TUN."""
 from __future__ import annotations
 
 import os
-import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ from conftest import netns_unavailable
 from reachable import scratch_dir
 
 from tunsec import privilege
+from tunsec.bench.netns import scratch_netns
 
 NETNS_PROBLEM = netns_unavailable()
 pytestmark = [
@@ -30,13 +30,8 @@ USER = "tunsec"
 
 @pytest.fixture
 def ns() -> Iterator[str]:
-    name = f"tsprep-{secrets.token_hex(3)}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        subprocess.run(["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"], check=True)
+    with scratch_netns("tsprep") as name:
         yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 @pytest.fixture

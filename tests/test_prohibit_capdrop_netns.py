@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import pwd
-import secrets
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +21,8 @@ from reachable import scratch_dir
 from test_prohibit_record_netns import ike_conf
 from test_prohibit_two_instances import Instance, prohibits
 
+from tunsec.bench.netns import scratch_netns
+
 NETNS_PROBLEM = netns_unavailable()
 pytestmark = [
     pytest.mark.netns,
@@ -33,14 +34,8 @@ NET_ADMIN = 1 << 12
 
 @pytest.fixture
 def ns() -> Iterator[str]:
-    name = f"capdrop-{secrets.token_hex(3)}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        for cmd in (["ip", "link", "set", "lo", "up"], ["ip", "addr", "add", "192.0.2.1/32", "dev", "lo"]):
-            subprocess.run(["ip", "netns", "exec", name, *cmd], check=True)
+    with scratch_netns("capdrop", "ip addr add 192.0.2.1/32 dev lo") as name:
         yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import secrets
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ from test_prohibit_record_forged import marks
 from test_prohibit_two_instances import instance, prohibits, tunnel
 from test_vips_netns import inside
 
+from tunsec.bench.netns import make_netns
 from tunsec.dataplane import blockwatch
 from tunsec.dataplane.blockrecord import BlockRecord, block_mark, record_name, this_netns
 from tunsec.dataplane.tun import IPNetwork, IPRoute, NetlinkError, Tun
@@ -51,18 +51,10 @@ def ns() -> Iterator[str]:
 def make_ns(prefix: str, *tuns: str) -> str:
     """A namespace PREFIX-xxxxxx: eth0 with the default routes of both families (what a network's traffic
     takes without a block), and ``tuns``, as instances' `tunsec prepare` left them; the caller deletes it."""
-    name = f"{prefix}-{secrets.token_hex(3)}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        for cmd in ("ip link set lo up", "ip link add eth0 type veth peer name eth0p", "ip link set eth0 up",
-                    "ip link set eth0p up", "ip addr add 192.168.1.10/24 dev eth0",
-                    "ip -6 addr add 2001:db8:1::10/64 dev eth0 nodad", "ip route add default via 192.168.1.1",
-                    "ip -6 route add default via 2001:db8:1::1", *(f"ip tuntap add dev {t} mode tun" for t in tuns)):
-            subprocess.run(["ip", "netns", "exec", name, *cmd.split()], check=True)
-    except BaseException:
-        subprocess.run(["ip", "netns", "del", name], check=False)
-        raise
-    return name
+    return make_netns(prefix, "ip link add eth0 type veth peer name eth0p", "ip link set eth0 up",
+                      "ip link set eth0p up", "ip addr add 192.168.1.10/24 dev eth0",
+                      "ip -6 addr add 2001:db8:1::10/64 dev eth0 nodad", "ip route add default via 192.168.1.1",
+                      "ip -6 route add default via 2001:db8:1::1", *(f"ip tuntap add dev {t} mode tun" for t in tuns))
 
 
 def opened(name: str, state: Path) -> Tun:

@@ -7,8 +7,6 @@ namespace has its own record."""
 from __future__ import annotations
 
 import json
-import secrets
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +15,7 @@ from conftest import netns_unavailable
 from test_prohibit_record_netns import blocks_on_reload, ike_conf
 from test_prohibit_two_instances import Instance, prohibits, record_name
 
+from tunsec.bench.netns import NO_IPV6, scratch_netns
 from tunsec.statedir import init_state_dir
 
 NETNS_PROBLEM = netns_unavailable()
@@ -32,17 +31,9 @@ TUN = "tsrn0"
 def two_ns() -> Iterator[tuple[str, str]]:
     """Two namespaces with IPv6 disabled (an IPv6 network's TUN route is refused: it gets a block) and
     192.0.2.1 on lo."""
-    names = (f"tsrn-{secrets.token_hex(3)}", f"tsrn-{secrets.token_hex(3)}")
-    try:
-        for name in names:
-            subprocess.run(["ip", "netns", "add", name], check=True)
-            for cmd in (["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"],
-                        ["ip", "link", "set", "lo", "up"], ["ip", "addr", "add", "192.0.2.1/32", "dev", "lo"]):
-                subprocess.run(["ip", "netns", "exec", name, *cmd], check=True)
-        yield names
-    finally:
-        for name in names:
-            subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
+    with scratch_netns("tsrn", NO_IPV6, "ip addr add 192.0.2.1/32 dev lo") as one, \
+            scratch_netns("tsrn", NO_IPV6, "ip addr add 192.0.2.1/32 dev lo") as two:
+        yield one, two
 
 
 def test_same_tun_name_in_two_namespaces_keeps_two_records(two_ns: tuple[str, str], tmp_path: Path) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -21,7 +20,7 @@ import pytest
 from conftest import netns_unavailable
 from control import log_size, status, wait_up
 
-from tunsec.bench.netns import wait_until
+from tunsec.bench.netns import NO_IPV6, make_netns, wait_until
 from tunsec.statedir import init_state_dir
 
 NETNS_PROBLEM = netns_unavailable()
@@ -109,17 +108,7 @@ def ns() -> Iterator[str]:
 def two_instances_ns(prefix: str) -> str:
     """A namespace PREFIX-xxxxxx whose IPv6 is disabled (a TUN route of an IPv6 network is refused),
     with both instances' local addresses on lo; the caller deletes it."""
-    name = f"{prefix}-{secrets.token_hex(3)}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        for cmd in (["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"],
-                    ["ip", "link", "set", "lo", "up"], ["ip", "addr", "add", "192.0.2.1/32", "dev", "lo"],
-                    ["ip", "addr", "add", "192.0.2.11/32", "dev", "lo"]):
-            subprocess.run(["ip", "netns", "exec", name, *cmd], check=True)
-    except BaseException:
-        subprocess.run(["ip", "netns", "del", name], check=False)
-        raise
-    return name
+    return make_netns(prefix, NO_IPV6, "ip addr add 192.0.2.1/32 dev lo", "ip addr add 192.0.2.11/32 dev lo")
 
 
 def instance(ns: str, tmp: Path, name: str, tun: str, local: str) -> Instance:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import os
-import secrets
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -23,6 +22,7 @@ from conftest import netns_unavailable
 from reachable import scratch_dir
 
 from tunsec import privilege, safefs
+from tunsec.bench.netns import scratch_netns
 from tunsec.conf.config import ConfigRefused, load_config, parse_config
 from tunsec.conf.tunsec_section import ListenAddress
 from tunsec.dataplane import spawner
@@ -42,13 +42,8 @@ def needs_netns(test: Callable[..., None]) -> Callable[..., None]:
 
 @pytest.fixture
 def ns() -> Iterator[str]:
-    name = f"fixroot-{secrets.token_hex(3)}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        subprocess.run(["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"], check=True)
+    with scratch_netns("fixroot") as name:
         yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 @pytest.fixture

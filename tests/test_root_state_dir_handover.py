@@ -7,7 +7,6 @@ is refused, and root's files in it stay root's.  Root, the drop in a process of 
 from __future__ import annotations
 
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from conftest import netns_unavailable
 from reachable import scratch_dir
 
 from tunsec import privilege
+from tunsec.bench.netns import scratch_netns
 
 USER = "tunsec"
 NETNS_PROBLEM = netns_unavailable()
@@ -124,9 +124,7 @@ def test_up_as_root_with_the_config_directory_as_state_dir_leaves_it_roots(base:
     conf.write_text(f"tunsec {{\n  tun = fixroot1\n  control_socket = {base}/run/t.sock\n  state_dir = {confdir}\n"
                     "  mtu = 1400\n}\n")
     conf.chmod(0o600)
-    ns = f"fixroot-{secrets.token_hex(3)}"
-    subprocess.run(["ip", "netns", "add", ns], check=True)
-    try:
+    with scratch_netns("fixroot") as ns:
         proc = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-m", "tunsec", "up", "-c", str(conf)],
                                 stderr=subprocess.PIPE, text=True, start_new_session=True)
         try:   # refused at the drop: up ends by itself (on main it ran on, given the directory)
@@ -134,8 +132,6 @@ def test_up_as_root_with_the_config_directory_as_state_dir_leaves_it_roots(base:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGTERM)
             _, err = proc.communicate(timeout=30)
-    finally:
-        subprocess.run(["ip", "netns", "del", ns], check=False)
     assert proc.returncode != 0
     assert f"cannot give {confdir} (tunsec {{ state_dir }}) to {USER}: it holds entries that are not tunsec's " \
            "(private, tunsec.conf)" in err, err

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import secrets
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -24,7 +23,7 @@ import pytest
 from conftest import netns_unavailable
 from test_ikeservice_peers import InProcessWorker
 
-from tunsec.bench.netns import in_netns
+from tunsec.bench.netns import NO_IPV6, in_netns, scratch_netns
 from tunsec.conf.config import load_config
 from tunsec.daemon import Daemon, StartupError
 from tunsec.dataplane import pipe
@@ -71,16 +70,9 @@ def write(tmp: Path, *tunnels: str) -> Path:
 def ns(tmp_path: Path) -> Iterator[str]:
     """A namespace whose IPv6 is disabled (every device made in it starts with disable_ipv6=1), with
     the tunnels' local address on lo."""
-    name = f"tsnl-{secrets.token_hex(3)}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        for cmd in (["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"],
-                    ["ip", "link", "set", "lo", "up"], ["ip", "addr", "add", "192.0.2.1/32", "dev", "lo"]):
-            subprocess.run(["ip", "netns", "exec", name, *cmd], check=True)
+    with scratch_netns("tsnl", NO_IPV6, "ip addr add 192.0.2.1/32 dev lo") as name:
         init_state_dir(tmp_path / "state")
         yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 def inside(ns: str, fn: Callable[[], T]) -> T:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import secrets
 import socket
 import subprocess
 import threading
@@ -24,7 +23,7 @@ from typing import Any, TypeVar
 import pytest
 from conftest import netns_unavailable
 
-from tunsec.bench.netns import in_netns
+from tunsec.bench.netns import in_netns, scratch_netns
 from tunsec.daemon import Daemon
 from tunsec.dataplane.blockrecord import BlockRecord
 from tunsec.dataplane.tun import RTN_PROHIBIT, IPRoute, NetlinkError, Tun
@@ -51,17 +50,11 @@ T = TypeVar("T")
 @pytest.fixture
 def ns() -> Iterator[str]:
     """eth0 (192.168.1.10/24) with the default route, and a TUN."""
-    name = f"tsvip-{secrets.token_hex(3)}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        for cmd in ("ip link set lo up", "ip link add eth0 type veth peer name eth0p", "ip link set eth0 up",
-                    "ip link set eth0p up", "ip addr add 192.168.1.10/24 dev eth0",
-                    "ip route add default via 192.168.1.1", f"ip tuntap add dev {TUN} mode tun",
-                    f"ip link set {TUN} up"):
-            subprocess.run(["ip", "netns", "exec", name, *cmd.split()], check=True)
+    with scratch_netns("tsvip", "ip link add eth0 type veth peer name eth0p", "ip link set eth0 up",
+                       "ip link set eth0p up", "ip addr add 192.168.1.10/24 dev eth0",
+                       "ip route add default via 192.168.1.1", f"ip tuntap add dev {TUN} mode tun",
+                       f"ip link set {TUN} up") as name:
         yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 def inside(ns: str, fn: Callable[[], T]) -> T:

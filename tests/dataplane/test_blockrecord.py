@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import secrets
 import stat
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tunsec.bench.netns import scratch_netns
 from tunsec.dataplane import blockrecord
 from tunsec.dataplane.blockrecord import BlockRecord, record_name, this_netns
 
@@ -189,14 +189,10 @@ def netns() -> Iterator[tuple[str, int]]:
     """A network namespace and its inode (what names its records)."""
     if os.geteuid() != 0 or NETNS.suffix:
         pytest.skip("needs root in the initial network namespace")
-    name = f"records-{secrets.token_hex(3)}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
+    with scratch_netns("records") as name:
         inode = subprocess.run(["ip", "netns", "exec", name, "stat", "-L", "-c", "%i", "/proc/self/ns/net"],
                                capture_output=True, text=True, check=True).stdout
         yield name, int(inode)
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 def opened(state: Path, tun: str, *nets: str, ns: str | None = None) -> list[str]:

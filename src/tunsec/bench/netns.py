@@ -169,6 +169,50 @@ def netns_exists(name: str) -> bool:
     return (NETNS_DIR / name).exists()
 
 
+Command = str | Sequence[str]
+# every device of the namespace without IPv6, those made later too (an IPv6 TUN route is then refused)
+NO_IPV6 = "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1"
+
+
+def make_netns(prefix: str, *commands: Command) -> str:
+    """A namespace PREFIX-xxxxxx of a test's own, its loopback up, then ``commands`` run in it in order
+    (a string is split on blanks); the caller deletes it (:func:`delete_netns`).  A command that fails
+    raises with its stderr, the namespace deleted first."""
+    name = f"{prefix}-{secrets.token_hex(3)}"
+    _ip("netns", "add", name)
+    try:
+        for cmd in ("ip link set lo up", *commands):
+            argv = cmd.split() if isinstance(cmd, str) else list(cmd)
+            res = subprocess.run(["ip", "netns", "exec", name, *argv], capture_output=True, text=True, timeout=30)
+            if res.returncode != 0:
+                raise NetnsError(f"in {name}: {' '.join(argv)}: {res.stderr.strip()}")
+    except BaseException:
+        delete_netns(name)
+        raise
+    return name
+
+
+def delete_netns(name: str) -> None:
+    """Namespace ``name`` gone with what still runs in it (SIGTERM, then SIGKILL, by PID); never raises:
+    a test's teardown must go on (what failed is printed)."""
+    try:
+        if netns_exists(name):
+            _reap_namespace(name)
+            _ip("netns", "del", name)
+    except Exception as exc:
+        print(f"tunsec.bench.netns: deleting {name}: {exc}", file=sys.stderr)
+
+
+@contextmanager
+def scratch_netns(prefix: str, *commands: Command) -> Iterator[str]:
+    """:func:`make_netns`'s namespace for the body, deleted after it, also when it raises."""
+    name = make_netns(prefix, *commands)
+    try:
+        yield name
+    finally:
+        delete_netns(name)
+
+
 def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:
     """Poll ``predicate`` until true or ``timeout`` seconds pass."""
     deadline = time.monotonic() + timeout
