@@ -238,7 +238,7 @@ class SeqState:
             ok = isinstance(doc, dict) and all(doc.get(k) == v for k, v in expect.items())
             limit, block = doc["limit"], doc["block"]
             first_use, expired = doc.get("first_use"), _expired(doc.get("expired"))
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):   # RecursionError: nested too deep for json
             ok = False
         if not ok or not _is_int(limit) or not _is_int(block) or not 0 <= limit <= SEQ_MAX_64 \
                 or not (first_use is None or (isinstance(first_use, float | int) and math.isfinite(first_use))):
@@ -289,6 +289,10 @@ class SeqState:
         if self.first_use is None:
             self.first_use = time.time() if now is None else now
         start = self.limit
+        # from the smallest block again (review revmanual F3): the saved one outside the refills' rate
+        # allowance let a worker crashing on purpose burn up to MAX_BLOCK per restart; the rate the
+        # next refills see grows it again
+        self.block = self.min_block
         self._store(min(start + self.block, self.seq_max), self.block)
         self.last_low, self.last_notify = None, 0
         return start, self.limit, self._notify()

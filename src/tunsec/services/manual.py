@@ -93,8 +93,10 @@ def lifetime_left(sa: SaSpec, st: SeqState, now: float) -> SaSpec | str:
     or removed since lifts it: the operator's call), or its life_time."""
     gone = st.expired
     if gone is not None:
-        raised = {"bytes": sa.hard.bytes, "packets": sa.hard.packets}.get(gone.reason)
-        if gone.reason != "time" and (raised is None or 0 < raised <= gone.limit):
+        # time too (review revmanual F1): recomputed from the wall clock alone, a clock stepped back
+        # (an NTP correction, a VM restored, a box without an RTC) gave a removed key a new life_time
+        raised = {"bytes": sa.hard.bytes, "packets": sa.hard.packets, "time": sa.hard.seconds}.get(gone.reason)
+        if raised is None or 0 < raised <= gone.limit:
             return gone.reason
     used = max(now - (st.first_use if st.first_use is not None else now), 0.0)
     if sa.hard.seconds and used >= sa.hard.seconds:
