@@ -42,6 +42,7 @@ ts_dp *ts_dp_new(void) {
     /* no context without a secret key: with a known one an attacker could aim at a peer's
      * INVALID_SPI slot */
     bool keyed = got == (ssize_t)sizeof(dp->source_key);
+    ts_ipv6_prefix_mask(dp->source_mask6, TS_IPV6_SOURCE_PREFIX_DEFAULT);
     if (dp->wake_fd < 0 || dp->spd.hold_fd < 0 || !keyed || ts_spd_init(&dp->spd) != TS_OK ||
         ts_sad_init(&dp->sad) != TS_OK || ts_ike_spis_init(&dp->ike_spis) != TS_OK ||
         ts_events_init(&dp->events) != TS_OK) {
@@ -418,37 +419,65 @@ uint64_t ts_siphash24(const uint64_t key[2], const uint8_t *in, size_t len) {
 
 /* The IPv6 prefix a sender counts under: every host is given a /64 at least and may send from
  * any address of it (SLAAC privacy addresses, no spoofing needed), so counting by address gave
- * one host 2^64 shares (review revfast F1).  The control process counts its own per-source limits
- * under dos.ipv6_source_prefix, 64 by default (tunsec/ike/dos_source.py); this side stays at /64
- * whatever that is set to (docs/dataplane.md, "Per-source limits"). */
-#define SOURCE_PREFIX6_BYTES 8
+ * one host 2^64 shares (review revfast F1).  It is dos.ipv6_source_prefix, as in the control
+ * process's own per-source limits (tunsec/ike/dos_source.py): 64 by default, 128 per address, 48
+ * a site's /48 (the worker's --ipv6-source-prefix, ts_dp_set_ipv6_source_prefix).  Kept as a
+ * mask, made once: a packet pays 16 ANDs for it. */
+static const uint8_t WHOLE_ADDRESS[16] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                                          0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
 
-/* src's address only (a NAT gives one host many ports), an IPv6 one's first v6_bytes only (the rest
+void ts_ipv6_prefix_mask(uint8_t mask[16], unsigned bits) {
+    for (unsigned i = 0; i < 16; i++) {
+        unsigned in = bits > 8 * i ? bits - 8 * i : 0;   /* the prefix's bits in byte i */
+        mask[i] = in >= 8 ? 0xff : (uint8_t)(0xff00u >> in);
+    }
+}
+
+int ts_dp_set_ipv6_source_prefix(ts_dp *dp, unsigned bits) {
+    if (bits < 1 || bits > 128)
+        return TS_EINVAL;
+    uint8_t mask[16];
+    ts_ipv6_prefix_mask(mask, bits);
+    /* the loops hash under the read lock: a change while they run is never half seen */
+    pthread_rwlock_wrlock(&dp->lock);
+    memcpy(dp->source_mask6, mask, sizeof(mask));
+    pthread_rwlock_unlock(&dp->lock);
+    return TS_OK;
+}
+
+/* src's address only (a NAT gives one host many ports), an IPv6 one's under mask6 (the rest
  * counted as 0), hashed with this context's key */
-static uint64_t hash_source(const ts_dp *dp, const ts_addr *src, size_t v6_bytes) {
+static uint64_t hash_source(const ts_dp *dp, const ts_addr *src, const uint8_t mask6[16]) {
     uint8_t in[17] = {0};
     size_t n = 1;
-    if (src && (src->family == 4 || src->family == 6)) {
-        in[0] = src->family;
-        memcpy(in + 1, src->addr, src->family == 4 ? 4 : v6_bytes);
-        n += src->family == 4 ? 4 : 16;
+    if (src && src->family == 4) {
+        in[0] = 4;
+        memcpy(in + 1, src->addr, 4);
+        n += 4;
+    } else if (src && src->family == 6) {
+        in[0] = 6;
+        for (size_t i = 0; i < 16; i++)
+            in[1 + i] = src->addr[i] & mask6[i];
+        n += 16;
     }
     return ts_siphash24(dp->source_key, in, n);
 }
 
-/* an IPv6 one by its /64: the per-source slots of INVALID_SPI and of queued IKE datagrams,
- * unknown or tagged, take their bits from it (anyone may send those, from any address of a /64) */
+/* an IPv6 one by its prefix (dos.ipv6_source_prefix): the per-source slots of INVALID_SPI and of
+ * queued IKE datagrams, unknown or tagged, take their bits from it (anyone may send those, from
+ * any address of the host's prefix) */
 static uint64_t source_hash(const ts_dp *dp, const ts_addr *src) {
-    return hash_source(dp, src, SOURCE_PREFIX6_BYTES);
+    return hash_source(dp, src, dp->source_mask6);
 }
 
-/* the whole address: the known IKE datagrams' per-source share (review revfastfix F1).  Each of
- * those needs an authenticated identity, held to its peer's share whatever address it sends from,
- * so a host's 2^64 addresses give it nothing more; by /64, every road warrior of an office or
+/* the whole address, whatever dos.ipv6_source_prefix is: the known IKE datagrams' per-source share
+ * (review revfastfix F1).  Each of those needs an authenticated identity, held to its peer's share
+ * whatever address it sends from, so a host's 2^64 addresses give it nothing more; by /64, every
+ * road warrior of an office or
  * Wi-Fi LAN shared one share of 32 for its DPD, rekeys and DELETEs, and an insider with two
  * identities sending its own SPIs from one address of the LAN filled it for all of them */
 static uint64_t address_hash(const ts_dp *dp, const ts_addr *src) {
-    return hash_source(dp, src, 16);
+    return hash_source(dp, src, WHOLE_ADDRESS);
 }
 
 static _Atomic uint64_t *invalid_spi_slot(ts_dp *dp, const ts_addr *src) {
@@ -469,8 +498,8 @@ unsigned ts_test_ike_known_source_slot(ts_dp *dp, const ts_addr *src) {
     return ike_known_source_slot(dp, src);
 }
 
-/* a tagged datagram's sender has the unknown one's slot: source_hash counts an IPv6 one by its /64
- * for both (a host holds them all, and each address of it may earn a tag) */
+/* a tagged datagram's sender has the unknown one's slot: source_hash counts an IPv6 one by its prefix
+ * for both (a host holds it all, and each address of it may earn a tag) */
 unsigned ts_test_ike_proven_slot(ts_dp *dp, const ts_addr *src) {
     return ike_source_slot(dp, src);
 }

@@ -316,9 +316,10 @@ typedef struct ts_event_slot {
 } ts_event_slot;
 
 #define TS_EVENT_CAP 1024
-/* IKE datagrams waiting, per sender: slots a keyed hash of the source address (an IPv6 one's /64)
- * picks (dp.c source_hash, as the INVALID_SPI limiter's), each with at most TS_IKE_PER_SOURCE of the TS_EVENT_CAP / 2 IKE may
- * use, so one sender cannot take them all from the peers whose DPD and rekeys need them */
+/* IKE datagrams waiting, per sender: slots a keyed hash of the source address (an IPv6 one's prefix,
+ * dos.ipv6_source_prefix, /64 by default) picks (dp.c source_hash, as the INVALID_SPI limiter's),
+ * each with at most TS_IKE_PER_SOURCE of the TS_EVENT_CAP / 2 IKE may use, so one sender cannot
+ * take them all from the peers whose DPD and rekeys need them */
 #define TS_IKE_SOURCE_SLOTS 256
 #define TS_IKE_PER_SOURCE 32
 /* Of that IKE half, TS_IKE_RESERVED are for datagrams that name an established IKE SA (ikespi.c):
@@ -333,7 +334,7 @@ typedef struct ts_event_slot {
  * - its sender's: TS_IKE_KNOWN_PER_SOURCE in the source slots (apart from the unknown ones' shares,
  *   which a spoofed flood fills): peers with several identities on one address (or one whose slot
  *   it shares) are held to it.  By its whole address, an IPv6 one's too (dp.c address_hash, not the
- *   /64 the others count under): the peer's share bounds what its host's 2^64 addresses get, and
+ *   prefix the others count under, whatever dos.ipv6_source_prefix is): the peer's share bounds what its host's 2^64 addresses get, and
  *   by /64 a LAN's road warriors had one share, an insider's two identities enough to fill it
  *   (review revfastfix F1).  It is twice a peer's share, so a peer that spoofs another's address
  *   with its own SPIs takes at most half of that address's share.
@@ -354,7 +355,7 @@ typedef struct ts_event_slot {
  * it: the tagged ones fill at most TS_IKE_PROVEN_MAX of the room they share with the unknown ones
  * (which keep the rest), a sender holding TS_IKE_PER_SOURCE or more of them leaves the last
  * TS_IKE_PROVEN_SMALL of the room free for senders holding fewer, and an IPv6 sender's share is
- * its /64's (a host has 2^64 addresses, each able to earn a tag) */
+ * its prefix's (dos.ipv6_source_prefix: a host has 2^64 addresses, each able to earn a tag) */
 #define TS_IKE_PROVEN_MAX 256
 #define TS_IKE_PROVEN_SMALL 64
 #define TS_IKE_PEER_SLOTS 1024
@@ -459,6 +460,9 @@ struct ts_dp {
     /* ... and one per source address, in slots a keyed hash picks: the key is random per context so
      * that nobody can aim at a real peer's slot (a collision only shares that slot's budget) */
     uint64_t source_key[2];
+    /* ... the address an IPv6 source is (dp.c source_hash): its prefix of dos.ipv6_source_prefix
+     * bits (ts_dp_set_ipv6_source_prefix, under the write lock; the loops read it under the read lock) */
+    uint8_t source_mask6[16];
     uint64_t ike_tag_key[2][2];        /* ts_dp_ike_spi_key's (under lock): the last set, the one before */
     int ike_tag_keys;                  /* how many of them are set */
     _Atomic uint64_t invalid_spi_src_ns[TS_INVALID_SPI_SLOTS];
@@ -467,6 +471,8 @@ struct ts_dp {
 };
 
 uint64_t ts_now_ns(void);
+/* mask: the first bits (0..128) of an IPv6 address set, the rest clear (dp.c) */
+void ts_ipv6_prefix_mask(uint8_t mask[16], unsigned bits);
 uint64_t ts_siphash24(const uint64_t key[2], const uint8_t *in, size_t len);   /* dp.c */
 /* SipHash with c compression and d finalization rounds (2, 4 is ts_siphash24) */
 uint64_t ts_siphash(const uint64_t key[2], const uint8_t *in, size_t len, int c, int d);

@@ -232,6 +232,11 @@ void ts_dp_free(ts_dp *dp);
 int ts_dp_set_fds(ts_dp *dp, int tun_fd, int udp4_fd, int udp6_fd);
 /* largest inner packet the tunnel carries; bigger ones get ICMP too-big */
 void ts_dp_set_tunnel_mtu(ts_dp *dp, uint32_t mtu);
+/* The IPv6 prefix (1..128 bits, else TS_EINVAL) an unknown or tagged IKE sender and an INVALID_SPI
+ * source count under (dos.ipv6_source_prefix; an established IKE SA's sender counts by its whole
+ * address whatever this is); TS_IPV6_SOURCE_PREFIX_DEFAULT until set */
+#define TS_IPV6_SOURCE_PREFIX_DEFAULT 64
+int ts_dp_set_ipv6_source_prefix(ts_dp *dp, unsigned bits);
 int ts_dp_run(ts_dp *dp);          /* batch loop of queue 0; returns when ts_dp_stop is called */
 /* more queues (IFF_MULTI_QUEUE TUN fd + SO_REUSEPORT sockets), one loop
  * thread each: ts_dp_add_queue returns the index for ts_dp_run_queue */
@@ -375,7 +380,7 @@ unsigned ts_test_invalid_spi_slot(ts_dp *dp, const ts_addr *src);
 unsigned ts_test_ike_source_slot(ts_dp *dp, const ts_addr *src);
 unsigned ts_test_ike_proven_slot(ts_dp *dp, const ts_addr *src);
 /* ... and of a known one's (an established IKE SA's) share: its whole address, an IPv6 one's too,
- * where the others' count an IPv6 sender by its /64 */
+ * where the others' count an IPv6 sender by its prefix (ts_dp_set_ipv6_source_prefix) */
 unsigned ts_test_ike_known_source_slot(ts_dp *dp, const ts_addr *src);
 /* ... and of a known one's peer's share (the peer hashed with this context's random key): peers in
  * one slot share one share, so a test that wants peers held apart picks ids whose slots differ */

@@ -15,7 +15,8 @@
  * checked by the packet they quote), test_frag_ports.c (packets that show no ports, such as
  * later fragments, and port selectors),
  * test_ike_port.c (the NAT-T port's IKE/ESP split), test_ike_queue.c (IKE after the marker, each
- * sender's share of the event queue), test_ike_trust.c (the reserve of established IKE SAs and
+ * sender's share of the event queue), test_source_prefix.c (the IPv6 prefix a sender counts
+ * under, dos.ipv6_source_prefix), test_ike_trust.c (the reserve of established IKE SAs and
  * their SPI set), test_invalid_spi.c (its rate limits), test_fuzz.c,
  * test_offload.c, test_loop.c, test_hold.c, test_cmsg.c (socket control
  * data: the local address a datagram came to, the source ESP leaves from), test_spd.c and
@@ -50,6 +51,10 @@ int main(int argc, char **argv) {
     test_ike_marker();
     test_ike_source_share();
     test_ike_source_share_threads();
+    test_source_prefix_mask();
+    test_source_prefix_slots();
+    test_source_prefix_shares();
+    test_source_prefix_threads();
     test_ike_known_reserve();
     test_ike_known_one_peer();
     test_ike_known_share_per_address();

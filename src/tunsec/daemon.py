@@ -160,7 +160,7 @@ class Daemon:
             raise StartupError(f"starting the dataplane worker: {err}") from None
         self.worker = WorkerClient(self._on_event)
         await self.worker.start(fds, self.mtu, s.larval_timeout, s.log_level, user, s.log_format, self.spawner,
-                                s.worker_sandbox)
+                                s.worker_sandbox, s.dos.ipv6_source_prefix)
         self._give_up_privilege()   # privilege: once, the first worker started, before any thread or IKE
         await self._start_serving()
         await self._install_services()
@@ -182,7 +182,8 @@ class Daemon:
             log.warning("%s", choice.warning)
         if choice.user is None:
             return
-        args = worker_args(fds, self.mtu, s.larval_timeout, s.log_level, s.log_format, s.worker_sandbox)
+        args = worker_args(fds, self.mtu, s.larval_timeout, s.log_level, s.log_format, s.worker_sandbox,
+                           s.dos.ipv6_source_prefix)
         try:
             self.spawner = await spawner.Spawner.start(choice.user, fds.all(), args, s.log_level, s.log_format)
         except spawner.SpawnerUnusable as err:

@@ -165,3 +165,23 @@ def test_bad_values_name_line_and_key(key: str, value: str, message: str) -> Non
     (issue,) = err.value.errors
     assert (issue.file, issue.line, issue.key) == ("t.conf", 3, f"tunsec.{key}")
     assert message in issue.message
+
+
+def test_the_worker_is_told_the_ipv6_source_prefix_and_a_change_needs_a_restart() -> None:
+    """dos.ipv6_source_prefix governs the worker's per-source limits too (h/fixobs): its option, as the
+    daemon builds it for the worker and the spawner.  The spawner holds the worker's options from its
+    own start, so a reload that changes it is refused as a whole (a restart key), as before."""
+    from tunsec.conf.diff import restart_keys
+    from tunsec.dataplane.client import WorkerFds, worker_args
+
+    def told(conf: str) -> str:
+        s = parse_config(conf).tunsec
+        argv = worker_args(WorkerFds(3), 1400, s.larval_timeout, s.log_level, s.log_format, s.worker_sandbox,
+                           s.dos.ipv6_source_prefix)
+        return argv[argv.index("--ipv6-source-prefix") + 1]
+
+    assert told("") == "64"
+    assert told("tunsec {\n  ipv6_source_prefix = 48\n}\n") == "48"
+    assert told("tunsec {\n  ipv6_source_prefix = 128\n}\n") == "128"
+    old, new = parse_config(""), parse_config("tunsec {\n  ipv6_source_prefix = 56\n}\n")
+    assert restart_keys(old.tunsec, new.tunsec) == ["ipv6_source_prefix"]

@@ -22,6 +22,7 @@ from tunsec.conf.syntax import Section
 from tunsec.conf.values import IPAddress, auto_or, choice, float_range, int_range, parse_bool, parse_duration
 from tunsec.ike.auth_ban import AuthBanSettings
 from tunsec.ike.config import DEFAULT_MAX_CHILD_SAS, DEFAULT_MAX_IKE_SAS, RetransmitConfig
+from tunsec.ike.dos_source import MAX_IPV6_SOURCE_PREFIX, MIN_IPV6_SOURCE_PREFIX
 from tunsec.ike.endpoint import DosLimits
 from tunsec.ike.fragments import DEFAULT_FRAGMENT_SIZE
 
@@ -174,8 +175,9 @@ _parse_half_open_limit = int_range(1, 1 << 20, "a number of half-open IKE SAs")
 _parse_cookie_threshold_ip = int_range(0, 1 << 20, "a number of half-open IKE SAs from one address")
 _parse_block_threshold = int_range(1, 1 << 20, "a number of half-open IKE SAs from one address")
 # what "one address" is for IPv6 (not in strongSwan, which counts per address): a prefix of this many
-# bits, as a host has at least a /64 to send from (128: per address); below /32 is a whole ISP
-_parse_ipv6_source_prefix = int_range(32, 128, "an IPv6 prefix length")
+# bits, as a host has at least a /64 to send from (128: per address); below /32 is a whole ISP.  The
+# worker's per-source limits count under it too (its --ipv6-source-prefix; a change needs a restart)
+_parse_ipv6_source_prefix = int_range(MIN_IPV6_SOURCE_PREFIX, MAX_IPV6_SOURCE_PREFIX, "an IPv6 prefix length")
 _parse_datagram_size = int_range(576, 65535, "a size in bytes")
 # ready ephemeral key pairs per key exchange group (tunsec.ike.dh_pool); 0: none.  The bound keeps
 # the pool's memory small (~0.5 KB an X25519 key pair, ~2.3 KB an ECP one, 64 MODP at most)

@@ -20,6 +20,7 @@ import tunsec
 from tunsec.dataplane import pipe
 from tunsec.dataplane.pipe import Errno, PipeError
 from tunsec.dataplane.stderr_relay import StderrRelay
+from tunsec.ike.dos_source import DEFAULT_IPV6_SOURCE_PREFIX
 from tunsec.loglimit import LogLimiter, suffix
 
 if TYPE_CHECKING:
@@ -81,11 +82,13 @@ class WorkerFds:
 
 
 def worker_args(fds: WorkerFds, mtu: int, larval_timeout: float, log_level: str, log_format: str,
-                sandbox: bool = True) -> list[str]:
-    """The worker's options but --pipe-fd and --user."""
+                sandbox: bool = True, ipv6_source_prefix: int = DEFAULT_IPV6_SOURCE_PREFIX) -> list[str]:
+    """The worker's options but --pipe-fd and --user.  ipv6_source_prefix: dos.ipv6_source_prefix, the
+    IPv6 prefix its per-source limits count a sender under, as the control process's do."""
     argv = ["--tun-fd", str(fds.tun), "--udp4-fd", str(fds.udp4), "--udp6-fd", str(fds.udp6),
             "--mtu", str(mtu), "--larval-timeout", str(larval_timeout), "--log-level", log_level,
-            "--log-format", log_format] + (["--vnet-hdr"] if fds.vnet_hdr else [])
+            "--log-format", log_format, "--ipv6-source-prefix", str(ipv6_source_prefix)]
+    argv += ["--vnet-hdr"] if fds.vnet_hdr else []
     if not sandbox:
         argv.append("--no-sandbox")
     for q in fds.queues:
@@ -225,9 +228,9 @@ class WorkerClient:
 
     async def start(self, fds: WorkerFds, mtu: int, larval_timeout: float, log_level: str,
                     user: str | None = None, log_format: str = "text", spawner: Spawner | None = None,
-                    sandbox: bool = True) -> None:
+                    sandbox: bool = True, ipv6_source_prefix: int = DEFAULT_IPV6_SOURCE_PREFIX) -> None:
         """A new worker: started here (becoming user), or by spawner as its user (spawner.py, which
-        has the worker's options, sandbox among them, from its own start)."""
+        has the worker's options, sandbox and ipv6_source_prefix among them, from its own start)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         # its stderr: a pipe read here, not ours inherited (the terminal, the journal: stderr_relay.py)
         err_r, err_w = os.pipe()
@@ -236,7 +239,7 @@ class WorkerClient:
                 self.proc = await spawner.spawn(theirs.fileno(), err_w)
             else:
                 argv = [*worker_command(), "--pipe-fd", str(theirs.fileno()),
-                        *worker_args(fds, mtu, larval_timeout, log_level, log_format, sandbox)]
+                        *worker_args(fds, mtu, larval_timeout, log_level, log_format, sandbox, ipv6_source_prefix)]
                 if user:
                     argv += ["--user", user]
                 # out of the operator's terminal, as spawner.start_worker starts it

@@ -392,6 +392,13 @@ class Dataplane:
     def set_tunnel_mtu(self, mtu: int) -> None:
         lib.ts_dp_set_tunnel_mtu(self._dp, mtu)
 
+    def set_ipv6_source_prefix(self, bits: int) -> None:
+        """The IPv6 prefix an unknown or tagged IKE sender and an INVALID_SPI source count under
+        (dos.ipv6_source_prefix, 1..128; DataplaneError otherwise): the fast path's default is
+        TS_IPV6_SOURCE_PREFIX_DEFAULT, /64.  An established IKE SA's sender counts by its address."""
+        rc = lib.ts_dp_set_ipv6_source_prefix(self._dp, bits) if 0 <= bits <= 0xFFFF else lib.TS_EINVAL
+        _check("set_ipv6_source_prefix", rc)
+
     def add_queue(self, tun: int, udp4: int = -1, udp6: int = -1) -> int:
         """Another TUN queue with its own sockets, for one more loop thread; its index."""
         return _check("add_queue", lib.ts_dp_add_queue(self._dp, tun, udp4, udp6))

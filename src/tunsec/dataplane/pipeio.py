@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from tunsec.dataplane.pipe import MsgType, ike_event_own_spi, ike_event_sender
 from tunsec.ike.constants import MAX_IKE_MESSAGE
+from tunsec.ike.dos_source import DEFAULT_IPV6_SOURCE_PREFIX, ipv6_prefix_mask
 from tunsec.loglimit import LogLimiter, suffix
 
 log = logging.getLogger("tunsec.worker")
@@ -113,13 +114,13 @@ class _IkeWaiting:
         self.by_sender.clear()
 
 
-def _prefix64(sender: bytes | None) -> bytes | None:
+def _source_key(sender: bytes | None, mask: int) -> bytes | None:
     """An unknown or tagged IKE event's sender as its shares count it, as the fast path's do (csrc/dp.c
-    source_hash): an IPv6 sender's /64 (a host holds them all and may send from any of them, each
-    address of it may earn a tag; review revfast F1), an IPv4 one's address.  A known one's counts by
-    its whole address (_wait_known)."""
+    source_hash): an IPv6 sender's prefix under mask (dos.ipv6_source_prefix, /64 by default: a host
+    holds it all and may send from any address of it, each of which may earn a tag; review revfast
+    F1), an IPv4 one's address.  A known one's counts by its whole address (_wait_known)."""
     if sender is not None and sender[0] == 6:
-        return sender[:9] + bytes(8)
+        return sender[:1] + (int.from_bytes(sender[1:17], "big") & mask).to_bytes(16, "big")
     return sender
 
 
@@ -156,18 +157,19 @@ class PipeWriter:
     # a control process that answers an IKE_SA_INIT with a DH computation, longer than a peer waits
     # before it retransmits, so more would only be stale.
     MAX_IKE = 512
-    # IKE events waiting per sender address (any port; an IPv6 one's /64), as many as the fast path's share before
-    # this queue (csrc/internal.h TS_IKE_PER_SOURCE, which test_pipe_writer holds equal).  That share
-    # comes back as soon as the worker reads an event out of C, so without this one a sender the
-    # control process is too slow for refilled it again and again, and its datagrams pushed every
-    # other peer's (DPD, rekeys, IKE_AUTH) out of MAX_IKE; now that takes 16 flooding senders or more.
+    # IKE events waiting per sender address (any port; an IPv6 one's prefix, dos.ipv6_source_prefix),
+    # as many as the fast path's share before this queue (csrc/internal.h TS_IKE_PER_SOURCE, which
+    # test_pipe_writer holds equal).  That share comes back as soon as the worker reads an event out
+    # of C, so without this one a sender the control process is too slow for refilled it again and
+    # again, and its datagrams pushed every other peer's (DPD, rekeys, IKE_AUTH) out of MAX_IKE; now
+    # that takes 16 flooding senders or more.
     MAX_IKE_PER_SENDER = 32
     # Of MAX_IKE, the IKE events of established IKE SAs (DPD, rekeys, DELETEs, MOBIKE: an off-path
     # flood cannot name their SPIs) have a reserve the others cannot take, as in the fast path
     # (TS_IKE_RESERVED); they may use more of MAX_IKE while the others leave it free.  An
     # authenticated peer can make them, as many IKE SAs' as it opens (unique=no), from any address,
     # so each peer (the identity IKE_SPI_ADD named, all its IKE SAs) has a share (TS_IKE_PER_PEER),
-    # and each sender address (an IPv6 one whole, not its /64) one of twice that
+    # and each sender address (an IPv6 one whole, not its prefix) one of twice that
     # (TS_IKE_KNOWN_PER_SOURCE): it takes 8 identities to
     # fill the reserve, and a peer spoofing another's address takes at most half of its share.
     # test_pipe_writer holds them equal to C's.
@@ -185,7 +187,7 @@ class PipeWriter:
     # A tag proves only that its sender once got our answer at that address, and it may flood with
     # it: the tagged ones take at most MAX_IKE_PROVEN of the room they share with the unknown ones
     # (which keep the rest, and take back what the tagged ones hold beyond their reserve), an IPv6
-    # sender's share is its /64's, and the two queues leave in turn (C: TS_IKE_PROVEN_MAX).
+    # sender's share is its prefix's, and the two queues leave in turn (C: TS_IKE_PROVEN_MAX).
     MAX_IKE_PROVEN = 256
     # The fast path passes up no IKE message longer than MAX_IKE_MESSAGE (csrc TS_IKE_MAX_MESSAGE),
     # so MAX_IKE of the longest, with their pipe header and endpoints, fit: the count is the bound
@@ -193,10 +195,13 @@ class PipeWriter:
     MAX_IKE_BYTES = MAX_IKE * (MAX_IKE_MESSAGE + 128)
 
     def __init__(self, chan: socket.socket, loop: asyncio.AbstractEventLoop,
-                 pause_reading: Callable[[bool], None]) -> None:
+                 pause_reading: Callable[[bool], None], ipv6_source_prefix: int = DEFAULT_IPV6_SOURCE_PREFIX) -> None:
+        """ipv6_source_prefix: the prefix an unknown or tagged IPv6 sender's share counts under
+        (dos.ipv6_source_prefix, the fast path's too)."""
         self.chan = chan
         self.loop = loop
         self.pause_reading = pause_reading
+        self._source_mask = ipv6_prefix_mask(ipv6_source_prefix)
         # answers and non-IKE events, in order; the flag: an answer (it holds the reader paused)
         self.queue: collections.deque[tuple[bytes, bool]] = collections.deque()
         self._unknown = _IkeWaiting()   # by sender
@@ -320,7 +325,7 @@ class PipeWriter:
         # Nothing before the control process decrypts tells a flood's datagram from a peer's
         # IKE_SA_INIT or IKE_AUTH, but a sender over its share pays with its own oldest, not
         # another peer's.
-        unknown, sender = self._unknown, _prefix64(ike_event_sender(data))
+        unknown, sender = self._unknown, _source_key(ike_event_sender(data), self._source_mask)
         if sender is not None and unknown.share(sender) >= self.MAX_IKE_PER_SENDER:
             self.dropped_ike_source += 1
             self._drop(unknown.pop_keys_oldest(sender))
@@ -349,7 +354,7 @@ class PipeWriter:
     def _wait_proven(self, data: bytes) -> None:
         # as the unknown ones, by sender; when their room and the unknown ones' is full, the sender
         # with the most waiting pays (a client behind a NAT that is not the one flooding keeps its own)
-        proven, sender = self._proven, _prefix64(ike_event_sender(data))
+        proven, sender = self._proven, _source_key(ike_event_sender(data), self._source_mask)
         if sender is not None and proven.share(sender) >= self.MAX_IKE_PROVEN_PER_SENDER:
             self.dropped_ike_proven_source += 1
             self._drop(proven.pop_keys_oldest(sender))
@@ -500,12 +505,13 @@ class PipeReader:
     BATCH = 64
 
     def __init__(self, chan: socket.socket, loop: asyncio.AbstractEventLoop,
-                 handle: Callable[[bytes], list[bytes]], on_eof: Callable[[], None]) -> None:
+                 handle: Callable[[bytes], list[bytes]], on_eof: Callable[[], None],
+                 ipv6_source_prefix: int = DEFAULT_IPV6_SOURCE_PREFIX) -> None:
         self.chan = chan
         self.loop = loop
         self.handle = handle
         self.on_eof = on_eof
-        self.writer = PipeWriter(chan, loop, self.pause)
+        self.writer = PipeWriter(chan, loop, self.pause, ipv6_source_prefix)
         self.reading = False
         self.on_readable: Callable[[], None] = self.readable
 

@@ -18,7 +18,8 @@ Python here runs per SA change, per event and per timer, never per packet.
 Started by the control process (client.worker_command: ``python -I`` from
 "/", so nothing on the daemon's path is imported as root) with
 ``--pipe-fd P --tun-fd T [--udp4-fd U] [--udp6-fd U6] [--queue T,U,U6]...
-[--vnet-hdr] [--mtu N] [--larval-timeout S] [--user U]`` (and the log options)
+[--vnet-hdr] [--mtu N] [--larval-timeout S] [--ipv6-source-prefix B] [--user U]`` (and the log
+options)
 and those descriptors inherited; or by the spawner (spawner.py), as the worker's
 own user already, without --user.  It drops to U (or, not started as root, stays
 who it is) with no capabilities and no-new-privs before reading anything from
@@ -57,6 +58,7 @@ from tunsec.dataplane.pipeio import PipeReader as PipeReader
 from tunsec.dataplane.pipeio import PipeWriter as PipeWriter
 from tunsec.dataplane.sandbox import SandboxError
 from tunsec.ike.constants import NATT_PORT, NON_ESP_MARKER, has_marker
+from tunsec.ike.dos_source import DEFAULT_IPV6_SOURCE_PREFIX, ipv6_source_prefix
 
 log = logging.getLogger("tunsec.worker")
 
@@ -631,6 +633,7 @@ async def serve(args: argparse.Namespace) -> int:
     log.info("offloads: %s", ", ".join(dp.set_offloads(args.vnet_hdr)) or "none")
     if args.mtu:
         dp.set_tunnel_mtu(args.mtu)
+    dp.set_ipv6_source_prefix(args.ipv6_source_prefix)   # the per-source limits' IPv6 source (dos_source.py)
     done: asyncio.Future[None] = loop.create_future()
 
     def eof() -> None:
@@ -641,7 +644,7 @@ async def serve(args: argparse.Namespace) -> int:
     worker = Worker(dp, lambda data: reader.writer.send(data, is_event=True), udp, loop, args.larval_timeout)
     worker.send_known_ike = lambda data, peer: reader.writer.send(data, is_event=True, known=True, peer=peer)
     worker.send_proven_ike = lambda data: reader.writer.send(data, is_event=True, proven=True)
-    reader = PipeReader(chan, loop, worker.handle_datagram, eof)
+    reader = PipeReader(chan, loop, worker.handle_datagram, eof, args.ipv6_source_prefix)
     worker.pipe_drops = reader.writer.drops
     reader.start()
     loop.add_reader(dp.event_fd, worker.drain_events)
@@ -752,6 +755,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mtu", type=int, default=0)
     ap.add_argument("--vnet-hdr", action="store_true", help="the TUN was opened with IFF_VNET_HDR")
     ap.add_argument("--larval-timeout", type=float, default=30.0)
+    ap.add_argument("--ipv6-source-prefix", type=ipv6_source_prefix, default=DEFAULT_IPV6_SOURCE_PREFIX,
+                    help="the IPv6 prefix a sender counts under in the per-source limits (dos.ipv6_source_prefix)")
     ap.add_argument("--log-level", default="info")
     ap.add_argument("--log-format", choices=["text", "json"], default="text")
     ap.add_argument("--user", help="drop to this user once the descriptors are set up")
