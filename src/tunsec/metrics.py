@@ -309,6 +309,12 @@ def state_families(doc: dict[str, Any], worker_up: bool,
     yield CounterMetricFamily("tunsec_ike_reserve_refused", "Established IKE SAs whose SPI the worker had no "
                               "room for (IKE_SPI_ADD refused, it holds as many as it may): their IKE has no "
                               "reserve against floods", value=doc.get("ike_reserve_refused", 0))
+    spis = doc.get("ike_spis", {})
+    yield CounterMetricFamily("tunsec_ike_spis_redrawn", "Our new IKE SPIs drawn again because the one drawn was "
+                              "in use or reserved by a rekey or redirect in flight", value=spis.get("redrawn", 0))
+    yield CounterMetricFamily("tunsec_ike_successors_refused", "New IKE SAs of rekeys or redirects dropped because "
+                              "their SPI was taken all the same (an internal error)",
+                              value=spis.get("successors_refused", 0))
     radius = CounterMetricFamily("tunsec_radius_packets", "RADIUS (auth = eap-radius): requests sent, answers "
                                  "taken, datagrams dropped, by kind", labels=["kind"])
     for kind, n in sorted(doc.get("radius", {}).items()):

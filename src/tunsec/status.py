@@ -328,6 +328,10 @@ def render(doc: dict[str, Any]) -> str:
         lines.append(f"IKE sent through the worker (port 4500), given up unanswered: {unanswered}")
     if refused := doc.get("ike_reserve_refused"):   # only once there are any: the worker was full
         lines.append(f"IKE SAs the worker had no room for (their IKE has no reserve against floods): {refused}")
+    spis = doc.get("ike_spis") or {}
+    if any(spis.values()):   # only once there are any: rare clashes, or a bug (successors_refused)
+        lines.append(f"IKE SPIs drawn again (in use or reserved): {spis.get('redrawn', 0)}, new IKE SAs of rekeys "
+                     f"or redirects dropped, their SPI taken (an internal error): {spis.get('successors_refused', 0)}")
     if doc.get("ike_fragments"):
         lines.append("IKE fragments: " + ", ".join(f"{k} {v}" for k, v in doc["ike_fragments"].items()))
     if doc.get("ike_held"):

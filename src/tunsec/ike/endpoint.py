@@ -466,6 +466,7 @@ class IkeEndpoint:
             if not self.spi_book.taken(sa.local_spi):
                 self._register(sa)
                 return sa
+            self.spi_book.redrawn += 1   # as a rekey's draw is counted (status: ike_spis.redrawn)
 
     def _register(self, sa: IkeSa) -> None:
         self.spi_book.release(sa.local_spi)   # a successor's: reserved until now

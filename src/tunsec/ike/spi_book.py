@@ -27,7 +27,9 @@ class IkeSpiBook:
         self._registered = registered
         self._owner: dict[bytes, bytes] = {}          # reserved SPI -> the SPI of the IKE SA that drew it
         self._drawn: dict[bytes, list[bytes]] = {}    # an IKE SA's SPI -> the SPIs it reserved
-        self.redrawn = 0      # draws that hit an SPI in use or reserved, drawn again
+        # `tunsec status`'s ike_spis, the metrics' tunsec_ike_spis_redrawn_total and
+        # tunsec_ike_successors_refused_total:
+        self.redrawn = 0      # draws that hit an SPI in use or reserved, drawn again (a new SA's too)
         self.refused = 0      # successors whose SPI was taken all the same (a bug): dropped (IkeEndpoint)
 
     def __len__(self) -> int:

@@ -62,6 +62,10 @@ def status(ike_sas: list[dict[str, Any]] | Rows[Any], leases: list[dict[str, Any
         # our established IKE SAs whose SPI the worker had no room for (IKE_SPI_ADD refused ENOSPC, it
         # holds TS_IKE_SPI_MAX): their IKE has no reserve against floods of spoofed IKE (trusted.py)
         "ike_reserve_refused": reserve_refused,
+        # our IKE SPIs (ike/spi_book.py): drawn again because the one drawn was in use or reserved by a
+        # rekey or redirect in flight (one in 2^32 per pair, more for many clients behind one address);
+        # successors (rekeys, redirects) dropped because their SPI was taken all the same (a bug)
+        "ike_spis": {"redrawn": endpoint.spi_book.redrawn, "successors_refused": endpoint.spi_book.refused},
         # IKE fragmentation (RFC 7383): messages split and reassembled, fragments dropped
         "ike_fragments": {n: getattr(endpoint.fragment_stats, n) for n in _FRAGMENT_COUNTERS},
         # the barrier: incoming datagrams that waited for an inbound SPI (now, in all, dropped past
@@ -135,7 +139,7 @@ def idle_status() -> dict[str, Any]:
     return {"ike_sas": [], "leases": [], "ike_half_open": 0, "ike_half_open_addresses": 0,
             "ike_half_open_max_per_address": 0, "ike_half_open_busiest": "", "ike_drops": {}, "ike_refused": {},
             "auth_bans": [], "auth_ban_uncounted": 0, "auth_bans_started": 0, "ike_sends_unanswered": 0,
-            "ike_reserve_refused": 0,
+            "ike_reserve_refused": 0, "ike_spis": {},
             "ike_fragments": {},
             "ike_held": {}, "acquires_ignored": {}, "child_sa_limit": {}, "moves_deferred": {},
             "ts_claims_refused": [], "rekey_ts_refused": [], "install_failed": [], "ts_limit_refused": [],
