@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import secrets
 import socket
 import struct
 import subprocess
@@ -27,7 +26,7 @@ from esp_ref import ike_message
 from pytun_pmd3 import TunTapDevice
 from pytun_pmd3.linux import IFF_NO_PI, IFF_TUN
 
-from tunsec.bench.netns import in_netns, netns_socket
+from tunsec.bench.netns import in_netns, netns_socket, scratch_netns
 from tunsec.dataplane import pipe
 from tunsec.dataplane.client import WorkerFds, worker_args
 
@@ -69,13 +68,8 @@ def _start(ns: str, tmp_path: Path, bits: int) -> Worker:
 
 @pytest.fixture
 def namespace() -> Iterator[str]:
-    ns = f"tsp-{secrets.token_hex(3)}"
-    subprocess.run(["ip", "netns", "add", ns], check=True)
-    try:
-        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+    with scratch_netns("tsp") as ns:
         yield ns
-    finally:
-        subprocess.run(["ip", "netns", "del", ns], check=False)
 
 
 def _addresses(ns: str, addresses: list[str]) -> None:
@@ -116,7 +110,7 @@ def _hints(ns: str, tmp_path: Path, bits: int, a: str, others: list[str]) -> lis
     _addresses(ns, [GW, *(x for r in rounds for x in r), *markers])
     w = _start(ns, tmp_path, bits)
     try:
-        for (first, *rest), marker in zip(rounds, markers):
+        for (first, *rest), marker in zip(rounds, markers, strict=True):
             hints, took = _round(w, first, rest, marker)
             if took < 0.9:
                 assert hints[:1] == [first], hints
