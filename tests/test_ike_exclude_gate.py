@@ -79,9 +79,9 @@ def test_the_sweep_removes_the_routes_of_peers_no_ike_sa_nor_connection_has() ->
         for peer in (GATEWAY, OTHER):
             g.holds(peer, datagram(peer))
         await asyncio.gather(*tasks)
-        g.sweep([GATEWAY])   # OTHER's IKE SA closed (a MOBIKE move, a REDIRECT away)
+        g.sweep(lambda: [GATEWAY])   # OTHER's IKE SA closed (a MOBIKE move, a REDIRECT away)
         await asyncio.gather(*tasks)
         assert set(routes.held) == {GATEWAY} and routes.kept == [{GATEWAY, STATIC}]
-        g.sweep([GATEWAY])   # nothing to remove: no thread
+        g.sweep(lambda: [GATEWAY])   # nothing to remove: no thread
         assert len(tasks) == 3
     asyncio.run(run())

@@ -291,7 +291,7 @@ class Reloading:
     def __init__(self, client: Client, routes: list[tuple[ipaddress.IPv4Network, tuple[()]]]) -> None:
         self.tun = client.tun
         self.services = [type("Service", (), {"routes": staticmethod(lambda: routes)})]
-        self.ike = type("IkeService", (), {"vips": client.vips, "sockets": type("IkeSockets", (), {"gate": None})})
+        self.ike = type("IkeService", (), {"vips": client.vips, "sweep_excludes": staticmethod(lambda reset: None)})
         self.excludes = None   # no exclude routes: these networks cover no peer
 
     def _add_route(self, net: ipaddress.IPv4Network, local_nets: tuple[()]) -> None:

@@ -30,7 +30,7 @@ from tunsec.conf.connections import find_child, ike_endpoints
 from tunsec.conf.diff import comparable, restart_keys
 from tunsec.conf.errors import ConfigError
 from tunsec.conf.tunsec_section import MAX_WORKERS, worker_user
-from tunsec.dataplane import blockwatch, pipe, spawner
+from tunsec.dataplane import blockwatch, exclude, pipe, spawner
 from tunsec.dataplane.blockrecord import BlockRecord
 from tunsec.dataplane.client import WorkerClient, WorkerError, WorkerFds, worker_args
 from tunsec.dataplane.exclude import ExcludeRoutes, Route, tun_routes
@@ -484,8 +484,7 @@ class Daemon:
         lines += await reroute.reload_routes(self.tun, wanted, self._add_route)
         if self.ike is not None:   # those added (or re-added) take the virtual IP their IKE SA holds
             await self.ike.vips.source_routes()
-            if self.ike.sockets.gate is not None:
-                self.ike.sockets.gate.reset()
+            self.ike.sweep_excludes(reset=True)   # the TUN's routes changed: checked again
         return lines
 
     async def _reload_mtu(self) -> list[str]:
@@ -678,6 +677,8 @@ class Daemon:
             keeper = self._blocks_hold.keeper if self._blocks_hold else None   # the one netadmin asks
             self._tasks = [asyncio.create_task(self._watch_worker()),
                            asyncio.create_task(blockwatch.watch(self.tun, self.stopping, keeper=keeper))]
+            if self.excludes is not None:   # they follow the host's paths (its default route may change)
+                self._tasks.append(asyncio.create_task(exclude.follow(self.excludes, self.stopping)))
             gctune.settle()   # start-up is done: what exists now lives as long as we do
             log.info("tunsec up: %d manual tunnel(s), %d IKE connection(s) on %s (MTU %d), control socket %s",
                      len(self.manual.plans), len(self.ike.connections) if self.ike else 0, self.cfg.tunsec.tun,

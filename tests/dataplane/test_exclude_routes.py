@@ -115,3 +115,23 @@ def test_a_start_removes_the_exclude_routes_a_killed_run_of_its_own_left(ns: str
         ex.clear_stale()
     assert "198.51.100.2" not in ours(ns) and "2001:db8:2::2" not in ours(ns)
     assert "198.51.100.3" in ours(ns)
+
+
+def test_exclude_routes_follow_the_hosts_default_route_when_it_changes(ns: str) -> None:
+    """DHCP or another daemon moves the default route while tunsec runs: the halves still win over it, and
+    the peer's exclude route takes its new path (until then IKE would go to the old router)."""
+    ex = ExcludeRoutes("tsx0")
+    gateway = ip_address("198.51.100.2")
+    with in_netns(ns):
+        ex.ensure([gateway], HALVES4)
+    ip(ns, "route", "replace", "default", "via", "192.0.2.254")
+    assert "via 192.0.2.1 dev up0" in ip(ns, "route", "get", str(gateway))
+    with in_netns(ns):
+        ex.follow()
+    assert "via 192.0.2.254 dev up0" in ip(ns, "route", "get", str(gateway))
+    ip(ns, "route", "del", "default")   # the uplink gone for a moment: the route stays as it was
+    with in_netns(ns):
+        ex.follow()
+        assert ex.held[gateway].gateway == "192.0.2.254"
+        ex.close()
+    assert ours(ns) == ""

@@ -22,6 +22,8 @@ kill -9 knows and removes the ones this instance left (clear_stale).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import errno
 import logging
 import socket
@@ -41,6 +43,7 @@ IPNetwork = IPv4Network | IPv6Network
 IPAddress = IPv4Address | IPv6Address
 Route = tuple[IPNetwork, tuple[IPNetwork, ...]]   # a remote network, the tunnel's local networks
 
+FOLLOW_INTERVAL = 10.0   # seconds between two looks at the host's paths for the exclude routes
 RTN_UNICAST = 1   # linux/rtnetlink.h
 RT_SCOPE_LINK = 253
 _HALVES: dict[IPNetwork, tuple[IPNetwork, IPNetwork]] = {
@@ -112,6 +115,10 @@ def _paths(ipr: Any, family: int, tun_idx: int | None) -> list[Path]:
     return out
 
 
+def _family(peer: IPAddress) -> int:
+    return socket.AF_INET if peer.version == 4 else socket.AF_INET6
+
+
 def _host(peer: IPAddress) -> str:
     return f"{peer}/{peer.max_prefixlen}"
 
@@ -141,7 +148,7 @@ class ExcludeRoutes:
             for peer in peers:
                 if peer in self.held:
                     continue
-                family = socket.AF_INET if peer.version == 4 else socket.AF_INET6
+                family = _family(peer)
                 if family not in paths:
                     paths[family] = _paths(ipr, family, tun_idx)
                 path = best_path(paths[family], peer)
@@ -158,12 +165,17 @@ class ExcludeRoutes:
                     log.error("%s", failed[-1])
         return failed
 
-    def _add(self, ipr: Any, peer: IPAddress, path: Path) -> None:
+    def _route(self, peer: IPAddress, path: Path) -> dict[str, object]:
+        """pyroute2's arguments for peer's exclude route by path."""
         kw: dict[str, object] = {"dst": _host(peer), "oif": path.oif, "proto": RTPROT_TUNSEC, "priority": self.mark}
         if path.gateway:
             kw["gateway"] = path.gateway
         else:
             kw["scope"] = RT_SCOPE_LINK
+        return kw
+
+    def _add(self, ipr: Any, peer: IPAddress, path: Path) -> None:
+        kw = self._route(peer, path)
         try:
             ipr.route("add", **kw)
         except NetlinkError as exc:   # one a killed run of ours left (clear_stale missed it): ours now
@@ -173,6 +185,29 @@ class ExcludeRoutes:
         self.held[peer] = path
         log.info("exclude route %s%s (the path it had: not into TUN %s)", _host(peer),
                  f" via {path.gateway}" if path.gateway else "", self.tun)
+
+    def follow(self) -> None:
+        """Each exclude route onto the path the host has for its peer now: the host's default route changed
+        while tunsec runs (DHCP, NetworkManager, another uplink).  None found (the uplink gone for a moment):
+        the route stays as it is."""
+        if not self.held:
+            return
+        with self._lock, _iproute() as ipr, _netlink("following the host's paths for the exclude routes"):
+            idx = ipr.link_lookup(ifname=self.tun)
+            tun_idx = idx[0] if idx else None
+            paths = {fam: _paths(ipr, fam, tun_idx) for fam in {_family(p) for p in self.held}}
+            for peer, had in list(self.held.items()):
+                now = best_path(paths[_family(peer)], peer)
+                if now is None or (now.gateway, now.oif) == (had.gateway, had.oif):
+                    continue
+                try:
+                    ipr.route("replace", **self._route(peer, now))
+                except NetlinkError as exc:
+                    log.warning("exclude route %s stays on its old path: %s", _host(peer), _reason(exc))
+                    continue
+                self.held[peer] = now
+                log.info("exclude route %s follows the host's path: %s", _host(peer),
+                         f"via {now.gateway}" if now.gateway else "on the link")
 
     def keep_only(self, peers: Iterable[IPAddress]) -> None:
         """The exclude routes of addresses not in peers go (no IKE SA nor connection has them any more)."""
@@ -232,3 +267,16 @@ def _ifname(ipr: Any, idx: int) -> str:
     links = ipr.get_links(idx)
     return str(links[0].get_attr("IFLA_IFNAME")) if links else f"#{idx}"
 
+
+
+async def follow(excludes: ExcludeRoutes, stopping: asyncio.Event, interval: float = FOLLOW_INTERVAL) -> None:
+    """Until stopping: the exclude routes follow the host's paths (ExcludeRoutes.follow, in a thread)."""
+    while not stopping.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), interval)
+        if stopping.is_set() or not excludes.held:
+            continue
+        try:
+            await asyncio.to_thread(excludes.follow)
+        except OSError as err:   # said; the next round tries again
+            log.warning("%s", err.strerror or err)

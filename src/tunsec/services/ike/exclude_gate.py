@@ -64,11 +64,13 @@ class ExcludeGate:
         """The TUN's routes changed (a reload): what was clear is checked again."""
         self.clear.clear()
 
-    def sweep(self, live: Iterable[IPAddress]) -> None:
-        """The exclude routes of addresses no IKE SA (live) nor connection has go, in a thread."""
-        keep = {*live, *self.static(), *self.waiting}
-        if all(p in keep for p in self.routes.held):
-            self.clear &= keep
+    def sweep(self, live: Callable[[], Iterable[IPAddress]]) -> None:
+        """The exclude routes of addresses no IKE SA (live(): a pass over them, only made when an exclude
+        route or a checked address may be stale) nor connection has go, in a thread."""
+        keep = {*self.static(), *self.waiting}
+        if all(p in keep for p in self.routes.held) and not self.clear:
             return
+        keep.update(live())
         self.clear &= keep
-        self.spawn(asyncio.to_thread(self.routes.keep_only, keep))
+        if not all(p in keep for p in self.routes.held):
+            self.spawn(asyncio.to_thread(self.routes.keep_only, keep))

@@ -340,6 +340,13 @@ class IkeService(Service):
         self.sockets.gate = ExcludeGate(routes, lambda: [n for n, _ in self.tun.routes] if self.tun else [],
                                         self.sockets.send, self.peer_addresses, self._spawn)
 
+    def sweep_excludes(self, reset: bool = False) -> None:
+        """The exclude routes of addresses no IKE SA nor connection has go (reset: the TUN's routes changed)."""
+        if (gate := self.sockets.gate) is not None:
+            if reset:
+                gate.reset()
+            gate.sweep(lambda: [parse_ip(s.remote_addr[0]) for s in self.endpoint.sas if not s.is_closed])
+
     def peer_addresses(self) -> list[IPAddress]:
         out = []
         for conn in self.connections.values():
@@ -492,8 +499,7 @@ class IkeService(Service):
                 self._ike_rekeyed(sa, ev)
             case IkeSaDown():
                 log.info("%s: IKE SA closed: %s", ev.name, ev.reason)
-                if self.sockets.gate is not None:   # the exclude routes of peers no IKE SA has any more go
-                    self.sockets.gate.sweep(parse_ip(s.remote_addr[0]) for s in self.endpoint.sas if not s.is_closed)
+                self.sweep_excludes()   # the exclude routes of peers no IKE SA has any more go
                 self._acct_stop(sa, ev.reason)
                 self.vips.down(self._ike_handles.get(sa))
                 if (handle := self._ike_handles.pop(sa, None)) is not None and sa.heir is None:
