@@ -10,6 +10,8 @@ tunsec stops the host's default routes are as before, no route of tunsec's left.
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Iterator
 
 import pytest
@@ -39,11 +41,16 @@ def tunsec_routes(topo: RoutedHosts) -> str:
                    for fam in ([], ["-6"]))
 
 
-def test_full_tunnel_client_keeps_its_gateway_and_default_route(topo: RoutedHosts) -> None:
-    before = topo.default_routes(topo.a)
+def full_tunnel(topo: RoutedHosts) -> tuple[Charon, TunsecIke]:
     gateway = Charon(topo, GatewayConn(topo.b, topo.a, pools=(RW4, RW6), local_ts=EVERYTHING))
     client = TunsecIke(topo, RoadWarriorConn(topo.a, topo.b, vips=("0.0.0.0", "::"), remote_ts=EVERYTHING,
                                              start_action="start"))
+    return gateway, client
+
+
+def test_full_tunnel_client_keeps_its_gateway_and_default_route(topo: RoutedHosts) -> None:
+    before = topo.default_routes(topo.a)
+    gateway, client = full_tunnel(topo)
     gateway.start()
     client.start()
     sa = client.wait_established(timeout=20)
@@ -69,3 +76,25 @@ def test_full_tunnel_client_keeps_its_gateway_and_default_route(topo: RoutedHost
     client.stop()
     assert topo.default_routes(topo.a) == before
     assert tunsec_routes(topo) == ""
+
+
+def test_a_start_after_kill_9_removes_the_exclude_route_the_killed_run_left(topo: RoutedHosts) -> None:
+    before = topo.default_routes(topo.a)
+    gateway, client = full_tunnel(topo)
+    gateway.start()
+    client.start()
+    client.wait_established(timeout=20)
+    assert client.proc is not None
+    os.kill(client.proc.pid, signal.SIGKILL)
+    client.proc.wait(timeout=10)
+    client.proc = None
+    # the TUN went with its last descriptor, its routes with it; the exclude route stayed
+    exclude = f"{topo.b.outer4} via 192.0.2.1 dev veth0"
+    assert exclude in tunsec_routes(topo) and topo.default_routes(topo.a) == before
+    client.start()
+    client.wait_log(rf"exclude route {topo.b.outer4}/32 an earlier tunsec left removed")
+    client.wait_established(timeout=20)
+    assert tunsec_routes(topo).count(exclude) == 1
+    assert topo.wait_ping(topo.a, topo.b.inner4, timeout=10)
+    client.stop()
+    assert tunsec_routes(topo) == "" and topo.default_routes(topo.a) == before

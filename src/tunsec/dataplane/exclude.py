@@ -243,9 +243,9 @@ class ExcludeRoutes:
                 for family in (socket.AF_INET, socket.AF_INET6):
                     for r in ipr.route("dump", family=family):
                         if _stale_of(r, self.mark):
-                            dst = r.get_attr("RTA_DST")
+                            dst = f"{r.get_attr('RTA_DST')}/{r['dst_len']}"
                             try:
-                                ipr.route("del", dst=f"{dst}/{r['dst_len']}", oif=r.get_attr("RTA_OIF"),
+                                ipr.route("del", dst=dst, oif=r.get_attr("RTA_OIF"),
                                           proto=RTPROT_TUNSEC, priority=self.mark)
                             except NetlinkError as exc:
                                 log.warning("exclude route %s an earlier tunsec left stays: %s", dst, _reason(exc))
