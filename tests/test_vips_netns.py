@@ -26,6 +26,7 @@ from conftest import netns_unavailable
 from tunsec.bench.netns import in_netns, scratch_netns
 from tunsec.daemon import Daemon
 from tunsec.dataplane.blockrecord import BlockRecord
+from tunsec.dataplane.exclude import Route
 from tunsec.dataplane.tun import RTN_PROHIBIT, IPRoute, NetlinkError, Tun
 from tunsec.ike.config import child_config
 from tunsec.ike.events import IkeSaUp
@@ -283,10 +284,17 @@ class Reloading:
     def __init__(self, client: Client, routes: list[tuple[ipaddress.IPv4Network, tuple[()]]]) -> None:
         self.tun = client.tun
         self.services = [type("Service", (), {"routes": staticmethod(lambda: routes)})]
-        self.ike = type("IkeService", (), {"vips": client.vips})
+        self.ike = type("IkeService", (), {"vips": client.vips, "sweep_excludes": staticmethod(lambda reset: None)})
+        self.excludes = None   # no exclude routes: these networks cover no peer
 
     def _add_route(self, net: ipaddress.IPv4Network, local_nets: tuple[()]) -> None:
         Daemon._add_route(self, net, local_nets)  # type: ignore[arg-type]
+
+    def _tun_routes(self) -> list[Route]:
+        return Daemon._tun_routes(self)  # type: ignore[arg-type]
+
+    def _exclude_peers(self, routes: list[Route]) -> list[str]:
+        return Daemon._exclude_peers(self, routes)  # type: ignore[arg-type]
 
     async def reload_routes(self) -> list[str]:
         return await Daemon._reload_routes(self)  # type: ignore[arg-type]

@@ -30,11 +30,13 @@ from tunsec.conf.connections import find_child, ike_endpoints
 from tunsec.conf.diff import comparable, restart_keys
 from tunsec.conf.errors import ConfigError
 from tunsec.conf.tunsec_section import MAX_WORKERS, worker_user
-from tunsec.dataplane import blockwatch, pipe, spawner
+from tunsec.dataplane import blockwatch, exclude, pipe, spawner
 from tunsec.dataplane.blockrecord import BlockRecord
 from tunsec.dataplane.client import WorkerClient, WorkerError, WorkerFds, worker_args
+from tunsec.dataplane.exclude import ExcludeRoutes, Route, tun_routes
 from tunsec.dataplane.tun import Tun, local_address_in, outer_mtu_towards, tunnel_mtu
 from tunsec.espsockets import Sockets
+from tunsec.ike.address_role import is_full_tunnel
 from tunsec.ike.constants import NATT_PORT
 from tunsec.loglimit import LogLimiter, internal_error, os_failure, suffix
 from tunsec.policy.ids import IdSpace
@@ -92,6 +94,7 @@ class Daemon:
         self.spawner: spawner.Spawner | None = None     # starts workers as their own user (spawner.py)
         self._privilege_given_up = False
         self._blocks_hold: netadmin.BlocksHold | None = None   # CAP_NET_ADMIN kept for the blocks alone
+        self.excludes: ExcludeRoutes | None = None   # IKE peers' paths kept out of the TUN's routes (exclude.py)
         self._reloading = asyncio.Lock()   # one reload at a time (SIGHUP and `tunsec reload` may meet)
         self._reloads: set[asyncio.Task[None]] = set()   # SIGHUP's
         self.calm: memtrim.CalmTrim | None = None   # gives the heap back after a burst of IKE (run())
@@ -117,8 +120,10 @@ class Daemon:
             self.tun = Tun.open(self.cfg.tunsec.tun, queues=self.nqueues)
         except OSError as err:
             raise StartupError(f"cannot open TUN {self.cfg.tunsec.tun}: {err.strerror or err}") from err
+        self.excludes = ExcludeRoutes(self.tun.name)
         if self.ike is not None:
             self.ike.tun = self.tun   # a client's virtual IPs go on it
+            self.ike.exclude_routes(self.excludes)
         # read before any route is touched: which prohibit routes a killed run of this instance left
         self.tun.record = BlockRecord.open(self.cfg.tunsec.state_dir, self.tun.name, self.manual.owner)
 
@@ -130,13 +135,26 @@ class Daemon:
             self.tun.configure(self.mtu)
             if self.mtu < 1280 and self.manual.carries_ipv6():
                 log.warning("tunnel MTU %d is below IPv6's minimum 1280: IPv6 through it will fail", self.mtu)
-            for svc in self.services:
-                for net, local_nets in svc.routes():
-                    self._add_route(net, local_nets)
+            routes = self._tun_routes()
+            if self.excludes is not None:   # before the TUN's routes: the peers' paths as they were
+                self.excludes.clear_stale()
+            self._exclude_peers(routes)
+            for net, local_nets in routes:
+                self._add_route(net, local_nets)
         except OSError as err:
             raise StartupError(err.strerror or str(err)) from err
         # after the routes: a wanted network's TUN route has replaced the prohibit route a killed run left
-        self.tun.clear_stale_blocks({net for svc in self.services for net, _ in svc.routes()})
+        self.tun.clear_stale_blocks({net for net, _ in routes})
+
+    def _tun_routes(self) -> list[Route]:
+        """The services' routes as the TUN gets them: a default route as its halves (exclude.py)."""
+        return tun_routes(r for svc in self.services for r in svc.routes())
+
+    def _exclude_peers(self, routes: list[Route]) -> list[str]:
+        """Exclude routes for the configured peers that routes capture; what failed (logged)."""
+        if self.excludes is None:
+            return []
+        return self.excludes.ensure([p for svc in self.services for p in svc.peer_addresses()], [n for n, _ in routes])
 
     def _add_route(self, net: IPv4Network | IPv6Network, local_nets: tuple[IPv4Network | IPv6Network, ...]) -> None:
         assert self.tun is not None
@@ -462,10 +480,12 @@ class Daemon:
         """The TUN's routes follow the new configuration; a refused one fails closed (reroute.py)."""
         if self.tun is None:
             return []
-        wanted = [r for svc in self.services for r in svc.routes()]
-        lines = await reroute.reload_routes(self.tun, wanted, self._add_route)
+        wanted = self._tun_routes()
+        lines = [f"{reroute.FAILED}{line}" for line in await asyncio.to_thread(self._exclude_peers, wanted)]
+        lines += await reroute.reload_routes(self.tun, wanted, self._add_route)
         if self.ike is not None:   # those added (or re-added) take the virtual IP their IKE SA holds
             await self.ike.vips.source_routes()
+            self.ike.sweep_excludes(reset=True)   # the TUN's routes changed: checked again
         return lines
 
     async def _reload_mtu(self) -> list[str]:
@@ -546,6 +566,9 @@ class Daemon:
         self._privilege_given_up = True
         record = self.tun.record if self.tun is not None else None
         own = bool(self.tun and self.tun.routes and not self.tun.created)
+        # exclude routes held, or a full tunnel that needs one for each peer it meets (exclude_gate.py)
+        own = own or bool(self.excludes and self.tun and (self.excludes.held or is_full_tunnel(
+            [n for n, _ in self.tun.routes])))
         blocked = bool(self.tun and any(u.blocked for u in self.tun.unrouted.values()))
         vips = self._virtual_ips()
         try:   # blocks held at start need CAP_NET_ADMIN to be put back (blockwatch) and removed at exit
@@ -631,6 +654,8 @@ class Daemon:
         if self.tun is not None:
             self.tun.close()
             self.tun = None
+        if self.excludes is not None:   # after the TUN's routes: nothing goes into the TUN any more
+            self.excludes.close()
         self.sockets.close()
 
     async def run(self) -> int:
@@ -653,6 +678,8 @@ class Daemon:
             keeper = self._blocks_hold.keeper if self._blocks_hold else None   # the one netadmin asks
             self._tasks = [asyncio.create_task(self._watch_worker()),
                            asyncio.create_task(blockwatch.watch(self.tun, self.stopping, keeper=keeper))]
+            if self.excludes is not None:   # they follow the host's paths (its default route may change)
+                self._tasks.append(asyncio.create_task(exclude.follow(self.excludes, self.stopping)))
             gctune.settle()   # start-up is done: what exists now lives as long as we do
             log.info("tunsec up: %d manual tunnel(s), %d IKE connection(s) on %s (MTU %d), control socket %s",
                      len(self.manual.plans), len(self.ike.connections) if self.ike else 0, self.cfg.tunsec.tun,

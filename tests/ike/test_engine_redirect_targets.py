@@ -27,6 +27,7 @@ from test_engine_redirect import (
     three,
 )
 
+from tunsec.ike.config import child_config
 from tunsec.ike.constants import NotifyType
 from tunsec.ike.endpoint import IkeEndpoint
 from tunsec.ike.events import NegotiationFailed, Redirected
@@ -133,3 +134,20 @@ def test_follow_redirects_no_refuses_a_redirect_anyway() -> None:
     failed = [e for e in events_of(client) if isinstance(e, NegotiationFailed)]
     assert failed == [NegotiationFailed("rw", "REDIRECT", f"REDIRECT to {GW_B} not followed: follow_redirects = no")]
     assert sa.state is State.CLOSED
+
+
+@pytest.mark.parametrize("remote_ts", ["0.0.0.0/0", "0.0.0.0/1, 128.0.0.0/1"])
+def test_a_full_tunnel_client_follows_a_redirect_into_its_remote_ts(remote_ts: str) -> None:
+    """A full tunnel covers every gateway: the daemon keeps the new gateway's address out of the TUN's
+    routes (an exclude route, as for the first), so its remote_ts refuses no target; a narrower
+    remote_ts beside it still does."""
+    child = child_config("net", "10.1.0.0/16", f"{remote_ts}, 10.2.0.0/16", "aes128gcm16")
+    net = Network()
+    net.add(CLIENT, IkeEndpoint([client_cfg(children=(child,))]))
+    net.add(GW_A, IkeEndpoint([gateway_cfg(GW_A, redirect_to=GW_B)]))
+    b = net.add(GW_B, IkeEndpoint([gateway_cfg(GW_B)]))
+    sa = net.nodes[CLIENT].initiate("rw", "net", 0.0)
+    net.run(until=5.0)
+    assert sa.state is State.ESTABLISHED and sa.remote_addr[0] == GW_B and b.sa_count == 1
+    assert_init_redirect_refused(client_endpoint(children=(child,)), "10.2.0.5", "10.2.0.5 is inside remote_ts "
+                                 "10.2.0.0/16 of child net (IKE would go into the tunnel)")

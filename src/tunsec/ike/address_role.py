@@ -72,6 +72,17 @@ def _default_routes(nets: Sequence[IPNetwork]) -> set[IPNetwork]:
     return found
 
 
+def full_tunnel(config: IkeConfig) -> set[IPNetwork]:
+    """The networks of config's remote_ts that are its full tunnel (_default_routes), if any."""
+    return _default_routes([net for child in config.children for ts in child.remote_ts if not ts.dynamic
+                            for net in ts.networks()])
+
+
+def is_full_tunnel(nets: Sequence[IPNetwork]) -> bool:
+    """nets (a TUN's routes) hold a full tunnel of either family (_default_routes)."""
+    return bool(_default_routes(nets))
+
+
 def address_role(configs: Iterable[IkeConfig], established: EstablishedByAddress,
                  pools: AddressPool | None, ip: IPAddress, claims: SelectorClaims | None = None) -> Role | None:
     """The role of ``ip`` (see the module), the first that applies in the order listed there, or None;

@@ -40,7 +40,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .address_role import other_tunnel
+from .address_role import full_tunnel, other_tunnel
 from .ts import Ts
 
 if TYPE_CHECKING:
@@ -147,9 +147,10 @@ def refused_target(st: IkeSaState, address: str) -> str | None:
     """Why a client does not go to ``address`` (a REDIRECT's, or what its FQDN resolved to), or None:
     no gateway address (usable_gateway), this host's own (the IKE address in use, a connection's
     local address), inside a remote_ts of the connection, where the new IKE SA's own IKE
-    would be sent into the tunnel it is to set up, or where the address role (address_role.py) puts
-    it into another connection's tunnel or one of our pools (our IKE, identity and PSK-keyed AUTH
-    would go to a host behind that tunnel or to a road warrior: review revclient F2)."""
+    would be sent into the tunnel it is to set up (not a full tunnel's: see below), or where the
+    address role (address_role.py) puts it into another connection's tunnel or one of our pools (our
+    IKE, identity and PSK-keyed AUTH would go to a host behind that tunnel or to a road warrior:
+    review revclient F2)."""
     if not usable_gateway(address):
         return f"{address} is no gateway address (unspecified, multicast, loopback, broadcast, reserved or link-local)"
     ip = unmapped(ipaddress.ip_address(address))
@@ -160,9 +161,12 @@ def refused_target(st: IkeSaState, address: str) -> str | None:
     if role is not None and role.kind == "pool":
         return f"{address} is inside pool {role.pool} of connection {role.connection} (IKE would go to a road warrior)"
     host = Ts.host(ip)
+    everything = full_tunnel(st.config)
     for child in st.config.children:
         for ts in child.remote_ts:
-            if not ts.dynamic and ts.contains(host):
+            # a full tunnel's networks cover every gateway: the daemon keeps the new one's address out of the
+            # TUN's routes (an exclude route, dataplane/exclude.py), as the first gateway's
+            if not ts.dynamic and ts.contains(host) and not set(ts.networks()) <= everything:
                 return f"{address} is inside remote_ts {ts} of child {child.name} (IKE would go into the tunnel)"
     tunnel = other_tunnel(role, st.config, ip)
     if tunnel is not None:

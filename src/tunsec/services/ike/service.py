@@ -44,6 +44,7 @@ from tunsec import updown
 from tunsec.conf.connections import Connection
 from tunsec.dataplane import pipe, siphash
 from tunsec.dataplane.client import WorkerClient
+from tunsec.dataplane.exclude import ExcludeRoutes
 from tunsec.dataplane.pipe import Direction, ExpireReason
 from tunsec.eventcounts import EventCounts
 from tunsec.ike import dh
@@ -75,7 +76,7 @@ from tunsec.loglimit import LogLimiter, SourceLimiter, internal_error, suffix
 from tunsec.policy.claims import TsClaims
 from tunsec.policy.ids import IdSpace
 from tunsec.policy.pools import AddressPools, PoolConfig
-from tunsec.policy.selector import addr_text
+from tunsec.policy.selector import addr_text, parse_ip
 from tunsec.radius.accounting import Accounting
 from tunsec.radius.dae import DaeServer
 from tunsec.radius.relay import Accepted, RadiusRelay
@@ -100,6 +101,7 @@ from tunsec.services.ike import reload as _reload
 from tunsec.services.ike import status as _status
 from tunsec.services.ike.barrier import Barrier
 from tunsec.services.ike.changes import Changes
+from tunsec.services.ike.exclude_gate import ExcludeGate
 from tunsec.services.ike.giveup import GiveUp
 from tunsec.services.ike.handles import Handles
 from tunsec.services.ike.keypool import KeyPoolRefill
@@ -333,6 +335,18 @@ class IkeService(Service):
                         out += [(n, local) for n in nets if (n, local) not in out]
         return out
 
+    def exclude_routes(self, routes: ExcludeRoutes) -> None:
+        """IKE to an address the TUN's routes capture waits for its exclude route (exclude_gate.py)."""
+        self.sockets.gate = ExcludeGate(routes, lambda: [n for n, _ in self.tun.routes] if self.tun else [],
+                                        self.sockets.send, self.peer_addresses, self._spawn)
+
+    def sweep_excludes(self, reset: bool = False) -> None:
+        """The exclude routes of addresses no IKE SA nor connection has go (reset: the TUN's routes changed)."""
+        if (gate := self.sockets.gate) is not None:
+            if reset:
+                gate.reset()
+            gate.sweep(lambda: [parse_ip(s.remote_addr[0]) for s in self.endpoint.sas if not s.is_closed])
+
     def peer_addresses(self) -> list[IPAddress]:
         out = []
         for conn in self.connections.values():
@@ -485,6 +499,7 @@ class IkeService(Service):
                 self._ike_rekeyed(sa, ev)
             case IkeSaDown():
                 log.info("%s: IKE SA closed: %s", ev.name, ev.reason)
+                self.sweep_excludes()   # the exclude routes of peers no IKE SA has any more go
                 self._acct_stop(sa, ev.reason)
                 self.vips.down(self._ike_handles.get(sa))
                 if (handle := self._ike_handles.pop(sa, None)) is not None and sa.heir is None:

@@ -33,6 +33,7 @@ from tunsec.ike.endpoint import Datagram
 from tunsec.loglimit import LogLimiter, suffix
 from tunsec.policy.selector import parse_ip
 from tunsec.services.base import StartupError, bind_udp
+from tunsec.services.ike.exclude_gate import ExcludeGate
 
 log = logging.getLogger("tunsec.ike")
 
@@ -72,6 +73,7 @@ class IkeSockets:
         self._esp_log = LogLimiter()
         # (our custom port, peer address, port) that sent IKE without the non-ESP marker: answered so
         self._unmarked_peers: collections.OrderedDict[tuple[int, str, int], bool] = collections.OrderedDict()
+        self.gate: ExcludeGate | None = None   # IKE to an address the TUN's routes capture waits for its exclude route
 
     def open(self, connections: Iterable[Connection]) -> None:
         """UDP 500 (or the configured ports) per family, before the event loop starts."""
@@ -126,6 +128,8 @@ class IkeSockets:
     def send(self, datagram: Datagram) -> None:
         data, addr, local_port, source = datagram
         ip = parse_ip(addr[0])
+        if self.gate is not None and self.gate.holds(ip, datagram):
+            return
         if local_port == NATT_PORT:
             self._send_natt(data, Endpoint(ip, addr[1]), source)
             return

@@ -1,0 +1,282 @@
+"""Full tunnels and exclude routes: the TUN's routes never take the host's default route, nor the path to
+an IKE peer (strongSwan's kernel-libipsec does the same: its routes of a full tunnel are more specific
+than a default route, and an "exclude route" keeps each peer's address on its old path).
+
+A tunnel's network of length 0 (``0.0.0.0/0``, ``::/0``) goes into the main table as its two halves
+(``0.0.0.0/1`` + ``128.0.0.0/1``, ``::/1`` + ``8000::/1``): longer than any default route, so preferred,
+and the default route is never replaced (``ip route replace 0.0.0.0/0`` took its place: gone at exit).
+Left in place, the host's own default route may change while tunsec runs (DHCP, NetworkManager, another
+daemon): the halves still win, and at exit the host has whatever default route it has then.  ``ipaddress``
+treats the halves as a full tunnel already (ike/address_role.py).
+
+A TUN route covering a peer's outer address (a full tunnel's halves cover every gateway; a site-to-site
+remote_ts 192.0.2.0/24 covers a peer 192.0.2.1 reached through a router) would send our IKE and ESP to
+that peer into the TUN: the tunnel would kill itself.  So for each such peer a host route (/32, /128) goes
+in first, by the path the host had for it: the most specific main-table route to it that is neither the
+TUN's nor ours (what ``ip route get PEER`` said before the TUN's routes went in: gateway and device).
+Where that path is more specific than every TUN route covering the peer (the peer on a connected link) it
+needs none.  The host routes are tunsec's proto with the TUN's mark as their metric (a metric changes no
+TCP behaviour, unlike the blocks' RTAX_REORDERING mark on a route that carries traffic), so a start after
+kill -9 knows and removes the ones this instance left (clear_stale).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import socket
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_network
+from typing import Any
+
+from tunsec.dataplane.blockrecord import block_mark
+from tunsec.dataplane.netlink import IPRoute, NetlinkError, _netlink, _reason
+from tunsec.dataplane.prohibitroute import RT_TABLE_MAIN, RTPROT_TUNSEC
+
+log = logging.getLogger("tunsec.tun")
+
+IPNetwork = IPv4Network | IPv6Network
+IPAddress = IPv4Address | IPv6Address
+Route = tuple[IPNetwork, tuple[IPNetwork, ...]]   # a remote network, the tunnel's local networks
+
+FOLLOW_INTERVAL = 10.0   # seconds between two looks at the host's paths for the exclude routes
+RTN_UNICAST = 1   # linux/rtnetlink.h
+RT_SCOPE_LINK = 253
+_HALVES: dict[IPNetwork, tuple[IPNetwork, IPNetwork]] = {
+    ip_network("0.0.0.0/0"): (ip_network("0.0.0.0/1"), ip_network("128.0.0.0/1")),
+    ip_network("::/0"): (ip_network("::/1"), ip_network("8000::/1")),
+}
+
+
+def tun_networks(net: IPNetwork) -> tuple[IPNetwork, ...]:
+    """What goes into the TUN's routes for a tunnel's network: a default route as its two halves."""
+    return _HALVES.get(net, (net,))
+
+
+def tun_routes(routes: Iterable[Route]) -> list[Route]:
+    """The services' routes as the TUN gets them (tun_networks), each network once, first come first."""
+    out: dict[IPNetwork, tuple[IPNetwork, ...]] = {}
+    for net, local_nets in routes:
+        for n in tun_networks(net):
+            out.setdefault(n, local_nets)
+    return list(out.items())
+
+
+@dataclass(frozen=True)
+class Path:
+    """A main-table route of the host towards an address: its network, next hop (None: on the link),
+    device and metric."""
+
+    net: IPNetwork
+    gateway: str | None
+    oif: int
+    priority: int = 0
+
+
+def best_path(paths: Iterable[Path], peer: IPAddress) -> Path | None:
+    """The route the kernel's main table picks for peer among paths: longest prefix, then lowest metric."""
+    found = [p for p in paths if p.net.version == peer.version and peer in p.net]
+    return min(found, key=lambda p: (-p.net.prefixlen, p.priority), default=None)
+
+
+def captured(peer: IPAddress, tun_nets: Iterable[IPNetwork], path: Path | None) -> bool:
+    """A TUN route would take peer's traffic from path: one covers it at least as specifically (the TUN's
+    metric 0 wins a tie).  No path: nothing to keep (the peer is unreachable outside the tunnel anyway)."""
+    if path is None:
+        return False
+    return any(n.version == peer.version and peer in n and n.prefixlen >= path.net.prefixlen for n in tun_nets)
+
+
+def _iproute() -> Any:
+    return IPRoute(ext_ack=True)
+
+
+def _paths(ipr: Any, family: int, tun_idx: int | None) -> list[Path]:
+    """The main table's unicast routes of family, but the TUN's and tunsec's own (the path before them)."""
+    out: list[Path] = []
+    for r in ipr.route("dump", family=family):
+        table = r.get_attr("RTA_TABLE")
+        if ((table if table is not None else r["table"]) != RT_TABLE_MAIN or r["type"] != RTN_UNICAST
+                or r["proto"] == RTPROT_TUNSEC):
+            continue
+        hop = r
+        if r.get_attr("RTA_OIF") is None and (hops := r.get_attr("RTA_MULTIPATH")):
+            hop = hops[0]   # a multipath route: its first next hop (the exclude route takes one)
+        oif = hop.get_attr("RTA_OIF") if hop is r else hop["oif"]
+        if oif is None or oif == tun_idx:
+            continue
+        dst = r.get_attr("RTA_DST") or ("0.0.0.0" if family == socket.AF_INET else "::")
+        out.append(Path(ip_network(f"{dst}/{r['dst_len']}"), hop.get_attr("RTA_GATEWAY"), int(oif),
+                        int(r.get_attr("RTA_PRIORITY") or 0)))
+    return out
+
+
+def _family(peer: IPAddress) -> int:
+    return socket.AF_INET if peer.version == 4 else socket.AF_INET6
+
+
+def _host(peer: IPAddress) -> str:
+    return f"{peer}/{peer.max_prefixlen}"
+
+
+@dataclass
+class ExcludeRoutes:
+    """This instance's exclude routes (see the module), by peer address: the path each one takes."""
+
+    tun: str
+    held: dict[IPAddress, Path] = field(default_factory=dict)
+    # held for a whole change: the IKE service's threads and a reload's add and remove at once
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    @property
+    def mark(self) -> int:
+        """The metric of this instance's exclude routes: its TUN's mark (blockrecord.block_mark)."""
+        return block_mark(self.tun)
+
+    def ensure(self, peers: Iterable[IPAddress], tun_nets: Sequence[IPNetwork]) -> list[str]:
+        """An exclude route for each of peers the TUN's routes (tun_nets: in, or about to go in) capture;
+        what failed, one line each (logged)."""
+        failed: list[str] = []
+        with self._lock, _iproute() as ipr, _netlink("listing routes for the exclude routes"):
+            idx = ipr.link_lookup(ifname=self.tun)
+            tun_idx = idx[0] if idx else None
+            paths: dict[int, list[Path]] = {}
+            for peer in peers:
+                if peer in self.held:
+                    continue
+                family = _family(peer)
+                if family not in paths:
+                    paths[family] = _paths(ipr, family, tun_idx)
+                path = best_path(paths[family], peer)
+                if not captured(peer, tun_nets, path):
+                    continue
+                assert path is not None
+                try:
+                    self._add(ipr, peer, path)
+                except NetlinkError as exc:
+                    via = f" via {path.gateway}" if path.gateway else ""
+                    failed.append(f"exclude route {_host(peer)}{via} refused: {_reason(exc)}; IKE and ESP to peer "
+                                  f"{peer} go into TUN {self.tun} (as root: ip route add {_host(peer)}{via} "
+                                  f"dev {_ifname(ipr, path.oif)} proto {RTPROT_TUNSEC} metric {self.mark})")
+                    log.error("%s", failed[-1])
+        return failed
+
+    def _route(self, peer: IPAddress, path: Path) -> dict[str, object]:
+        """pyroute2's arguments for peer's exclude route by path."""
+        kw: dict[str, object] = {"dst": _host(peer), "oif": path.oif, "proto": RTPROT_TUNSEC, "priority": self.mark}
+        if path.gateway:
+            kw["gateway"] = path.gateway
+        else:
+            kw["scope"] = RT_SCOPE_LINK
+        return kw
+
+    def _add(self, ipr: Any, peer: IPAddress, path: Path) -> None:
+        kw = self._route(peer, path)
+        try:
+            ipr.route("add", **kw)
+        except NetlinkError as exc:   # one a killed run of ours left (clear_stale missed it): ours now
+            if exc.code != errno.EEXIST:
+                raise
+            ipr.route("replace", **kw)
+        self.held[peer] = path
+        log.info("exclude route %s%s (the path it had: not into TUN %s)", _host(peer),
+                 f" via {path.gateway}" if path.gateway else "", self.tun)
+
+    def follow(self) -> None:
+        """Each exclude route onto the path the host has for its peer now: the host's default route changed
+        while tunsec runs (DHCP, NetworkManager, another uplink).  None found (the uplink gone for a moment):
+        the route stays as it is."""
+        if not self.held:
+            return
+        with self._lock, _iproute() as ipr, _netlink("following the host's paths for the exclude routes"):
+            idx = ipr.link_lookup(ifname=self.tun)
+            tun_idx = idx[0] if idx else None
+            paths = {fam: _paths(ipr, fam, tun_idx) for fam in {_family(p) for p in self.held}}
+            for peer, had in list(self.held.items()):
+                now = best_path(paths[_family(peer)], peer)
+                if now is None or (now.gateway, now.oif) == (had.gateway, had.oif):
+                    continue
+                try:
+                    ipr.route("replace", **self._route(peer, now))
+                except NetlinkError as exc:
+                    log.warning("exclude route %s stays on its old path: %s", _host(peer), _reason(exc))
+                    continue
+                self.held[peer] = now
+                log.info("exclude route %s follows the host's path: %s", _host(peer),
+                         f"via {now.gateway}" if now.gateway else "on the link")
+
+    def keep_only(self, peers: Iterable[IPAddress]) -> None:
+        """The exclude routes of addresses not in peers go (no IKE SA nor connection has them any more)."""
+        keep = set(peers)
+        self._remove([p for p in list(self.held) if p not in keep])
+
+    def close(self) -> None:
+        """At exit, after the TUN's routes: every exclude route of ours goes."""
+        self._remove(list(self.held))
+
+    def _remove(self, gone: list[IPAddress]) -> None:
+        if not gone:
+            return
+        with self._lock, _iproute() as ipr:
+            for peer in gone:
+                path = self.held.pop(peer, None)
+                if path is None:
+                    continue
+                try:
+                    ipr.route("del", dst=_host(peer), oif=path.oif, proto=RTPROT_TUNSEC, priority=self.mark)
+                except NetlinkError as exc:
+                    if exc.code != errno.ESRCH:   # gone already: removed by someone else, or with its device
+                        log.warning("exclude route %s stays: %s (as root: ip route del %s proto %d metric %d)",
+                                    _host(peer), _reason(exc), _host(peer), RTPROT_TUNSEC, self.mark)
+                    continue
+                log.info("exclude route %s removed", _host(peer))
+
+    def clear_stale(self) -> None:
+        """At start, before any of its own: the exclude routes a killed run of this instance left (tunsec's
+        proto, host routes, its TUN's mark as their metric)."""
+        try:
+            with _iproute() as ipr, _netlink("listing the exclude routes an earlier tunsec may have left"):
+                for family in (socket.AF_INET, socket.AF_INET6):
+                    for r in ipr.route("dump", family=family):
+                        if _stale_of(r, self.mark):
+                            dst = f"{r.get_attr('RTA_DST')}/{r['dst_len']}"
+                            try:
+                                ipr.route("del", dst=dst, oif=r.get_attr("RTA_OIF"),
+                                          proto=RTPROT_TUNSEC, priority=self.mark)
+                            except NetlinkError as exc:
+                                log.warning("exclude route %s an earlier tunsec left stays: %s", dst, _reason(exc))
+                                continue
+                            log.info("exclude route %s an earlier tunsec left removed", dst)
+        except OSError as exc:
+            log.warning("exclude routes an earlier tunsec may have left not checked: %s", exc.strerror or exc)
+
+
+def _stale_of(r: Any, mark: int) -> bool:
+    """A host route of tunsec's proto in the main table with mark as its metric: an exclude route of ours."""
+    table = r.get_attr("RTA_TABLE")
+    host = 32 if r["family"] == socket.AF_INET else 128
+    return bool((table if table is not None else r["table"]) == RT_TABLE_MAIN and r["type"] == RTN_UNICAST
+                and r["proto"] == RTPROT_TUNSEC and r["dst_len"] == host and r.get_attr("RTA_PRIORITY") == mark)
+
+
+def _ifname(ipr: Any, idx: int) -> str:
+    links = ipr.get_links(idx)
+    return str(links[0].get_attr("IFLA_IFNAME")) if links else f"#{idx}"
+
+
+
+async def follow(excludes: ExcludeRoutes, stopping: asyncio.Event, interval: float = FOLLOW_INTERVAL) -> None:
+    """Until stopping: the exclude routes follow the host's paths (ExcludeRoutes.follow, in a thread)."""
+    while not stopping.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), interval)
+        if stopping.is_set() or not excludes.held:
+            continue
+        try:
+            await asyncio.to_thread(excludes.follow)
+        except OSError as err:   # said; the next round tries again
+            log.warning("%s", err.strerror or err)
