@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
   build-essential libssl-dev python3-dev python3-pip pkg-config
-  iproute2 iputils-ping iperf3 procps iptables nftables
+  iproute2 iputils-ping iperf3 procps iptables nftables acl
   strongswan-charon strongswan-swanctl libcharon-extra-plugins libcharon-extauth-plugins
   libstrongswan-standard-plugins libstrongswan-extra-plugins strongswan-pki
   wireguard-go wireguard-tools
