@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
+import pwd
 from pathlib import Path
 from typing import Any
 
@@ -162,3 +164,27 @@ def test_an_event_whose_handling_fails_is_logged_once_and_the_others_are_handled
 
     with caplog.at_level(logging.ERROR, "tunsec.ike"):
         run(body())
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (the script handed to another user)")
+def test_a_reload_refuses_a_script_someone_else_may_change_and_keeps_the_running_one(
+        tmp_path: Path, updown: tuple[Path, Path]) -> None:
+    """The reload runs as this process, which runs the scripts (root here): a script the service user may
+    change is refused with the path, its owner and the fix, and nothing changes (scriptfile.py)."""
+    script, log = updown
+    theirs = tmp_path / "theirs.sh"
+    theirs.write_text(script.read_text())
+    theirs.chmod(0o755)
+    os.chown(theirs, pwd.getpwnam("tunsec").pw_uid, -1)
+
+    async def body() -> None:
+        gw, loop_errors = await gateway(tmp_path, conf(conn("a", 0, script)), n=1)
+        answer = await gw.reload(conf(conn("a", 0, theirs)))
+        assert answer["ok"] is False, answer
+        assert (f"refusing updown script {theirs} (connections.a.children.net.updown): {theirs} is owned by tunsec"
+                in answer["error"]), answer
+        assert f"as root, chown root {theirs}; chmod go-w {theirs}" in answer["error"], answer
+        assert gw.daemon.cfg.connections[0].children[0].updown == (str(script),)
+        assert lines(log) == [f"up-client net {site_ip(0)}"] and loop_errors == []
+
+    run(body())
