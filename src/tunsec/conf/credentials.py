@@ -13,7 +13,6 @@ be empty: ignoring a CRL would let a revoked certificate through.
 from __future__ import annotations
 
 import os
-import pwd
 import stat
 from dataclasses import dataclass
 
@@ -96,14 +95,12 @@ def _read_trusted(path: str, owners: tuple[int, ...]) -> bytes:
 
 def credential_owners(user: str | None) -> tuple[int, ...]:
     """Who besides root may own the credential files root reads at start: the service user (tunsec { user }),
-    which reads them itself at a reload and holds them in memory while it runs; nobody with user = root."""
-    from tunsec.conf.tunsec_section import worker_user
+    which reads them itself at a reload and holds them in memory while it runs; nobody with user = root (or
+    no such user: tunsec up says so)."""
+    from tunsec.conf.tunsec_section import service_uid
 
-    try:
-        name = worker_user(user)
-        return (pwd.getpwnam(name).pw_uid,) if name else ()
-    except (LookupError, KeyError):   # no such user: tunsec up says so; root alone meanwhile
-        return ()
+    uid = service_uid(user)
+    return () if uid is None else (uid,)
 
 
 def _is_pem(data: bytes) -> bool:
