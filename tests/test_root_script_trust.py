@@ -138,38 +138,47 @@ def test_a_script_that_became_changeable_is_not_run(base: Path, caplog: pytest.L
 
 
 @root
-def test_a_script_swapped_between_the_check_and_the_run_is_not_run(base: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                 caplog: pytest.LogCaptureFixture) -> None:
+def test_a_program_swapped_between_the_check_and_the_run_is_not_run(base: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
     """What runs is the file the check found: one renamed into its place after the check is not executed (nor
-    the original: the run fails closed)."""
-    good, evil = base / "good-ran", base / "evil-ran"
-    s = script(base / "etc", good)
-    other = script(base / "staging", evil)
+    the original: the run fails closed).  touch checked, mkdir swapped in: mark would be a file or a directory."""
+    mark = base / "mark"
+    (base / "etc").mkdir()
+    (base / "staging").mkdir()
+    prog, other = base / "etc" / "updown", base / "staging" / "updown"
+    shutil.copy("/usr/bin/touch", prog)
+    shutil.copy("/usr/bin/mkdir", other)
     from tunsec import scriptfile
 
     checked = scriptfile.check
 
     def check_then_swap(path: str, uid: int) -> object:
         found = checked(path, uid)
-        os.replace(other, s)
+        os.replace(other, prog)
         return found
 
     monkeypatch.setattr(scriptfile, "check", check_then_swap)
     env = {"PLUTO_VERB": "up-client", "PLUTO_CONNECTION": "net", "PATH": "/usr/bin:/bin"}
     with caplog.at_level(logging.ERROR, "tunsec.updown"):
-        assert not asyncio.run(updown.run((str(s),), env))
-    assert not evil.exists() and not good.exists()
-    assert f"{s} was replaced between the check and the run" in caplog.text, caplog.text
+        assert not asyncio.run(updown.run((str(prog), str(mark)), env))
+    assert not mark.exists()
+    assert f"cannot run it: {prog} was replaced" in caplog.text, caplog.text   # seen at its #! look or its open
+    monkeypatch.setattr(scriptfile, "check", checked)
+    assert asyncio.run(updown.run((str(prog), str(mark)), env)) and mark.is_dir()   # the one there now, checked
 
 
 @root
 def test_the_run_executes_the_checked_file_with_its_arguments(base: Path) -> None:
-    """Through /proc/self/fd/N: a #! script still gets its interpreter, its arguments and the environment."""
+    """A binary through its descriptor; a #! script as the kernel runs it (its interpreter through a checked
+    descriptor, the line's argument), keeping its path as $0, its arguments and the environment."""
     out = base / "out"
-    s = script(base / "etc", base / "ran", body=f'echo "$1|$2|$PLUTO_VERB" > {out}\n')
+    s = script(base / "etc", base / "ran", body=f'echo "$0|$1|$2|$PLUTO_VERB" > {out}\n')
     env = {"PLUTO_VERB": "down-client", "PLUTO_CONNECTION": "net", "PATH": "/usr/bin:/bin"}
     assert asyncio.run(updown.run((str(s), "a b", "c"), env))
-    assert out.read_text() == "a b|c|down-client\n"
+    assert out.read_text() == f"{s}|a b|c|down-client\n"
+    s.write_text(f"#!/bin/sh -e\necho \"$-\" > {out}\n")   # the line's argument reaches the interpreter
+    assert asyncio.run(updown.run((str(s),), env)) and "e" in out.read_text()
+    assert asyncio.run(updown.run(("/usr/bin/touch", str(base / "bin-ran")), env)) and (base / "bin-ran").exists()
 
 
 def ike_config(base: Path, updown_path: Path, user: str) -> Path:

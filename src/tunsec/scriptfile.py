@@ -8,18 +8,20 @@ link on its path root's or the runner's, writable by their owner alone (no ACL g
 user that may change its own script gains nothing: the script runs as that user anyway.
 
 It is checked when the configuration is loaded (start, reload: an error naming the path, its owner and
-mode, and the fix) and again before each run, and run through a descriptor of the file that check found
-(/proc/self/fd/N, kept open across the exec for a script's interpreter), so that what runs is the file
-checked, not one renamed into its place meanwhile.  A script's interpreter is checked the same way, but
-the kernel finds it by its path: only root and the runner may change that path (the check).  An interpreter
-that is ``/usr/bin/env NAME`` searches the fixed PATH updown scripts get (system directories).
+mode, and the fix) and again before each run.  What the kernel executes is the file that check found,
+through an O_PATH descriptor compared with it (/proc/self/fd/N): a binary itself, or for a #! script its
+interpreter (checked the same way), which is handed the script's path as the kernel would hand it (so $0
+stays the script's path: scripts find their files next to it).  That path is one only root and the runner
+may change (the check), and they gain nothing by swapping the script before the interpreter opens it.  An
+interpreter that is ``/usr/bin/env NAME`` searches the fixed PATH updown scripts get (system directories).
 """
 
 from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from tunsec.safefs import Checked, Untrusted, trusted, who
 
@@ -41,8 +43,9 @@ def check(path: str, uid: int) -> Checked:
 
 def _check(path: str, owners: tuple[int, ...], depth: int) -> Checked:
     checked = trusted(path, owners)
-    interp = interpreter(checked)
-    if interp is not None:
+    line = shebang(checked)
+    if line is not None:
+        interp = line[0]
         if depth <= 0:
             raise Untrusted(f"{path}: too many levels of #! interpreters")
         if not interp.startswith("/"):
@@ -56,9 +59,9 @@ def _check(path: str, owners: tuple[int, ...], depth: int) -> Checked:
     return checked
 
 
-def interpreter(checked: Checked) -> str | None:
-    """The interpreter a checked file's #! line names, or None (no #!, or a file this user may only execute:
-    then no interpreter can read it either)."""
+def shebang(checked: Checked) -> tuple[str, str | None] | None:
+    """The interpreter a checked file's #! line names and its one optional argument, as the kernel splits
+    the line; None: no #! (or a file this user may only execute: then no interpreter can read it either)."""
     try:
         st = os.lstat(checked.path)
     except OSError as err:
@@ -79,14 +82,44 @@ def interpreter(checked: Checked) -> str | None:
         os.close(fd)
     if not head.startswith(b"#!"):
         return None
-    words = head[2:].split(b"\n", 1)[0].split()
-    return os.fsdecode(words[0]) if words else None
+    if b"\n" not in head:
+        raise Untrusted(f"{checked.path}: its #! line is longer than {_HEAD - 1} bytes")
+    words = head[2:].split(b"\n", 1)[0].strip(b" \t").split(None, 1)
+    if not words:
+        raise Untrusted(f"{checked.path}: its #! line names no interpreter")
+    return os.fsdecode(words[0]), os.fsdecode(words[1].lstrip(b" \t")) if len(words) > 1 else None
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How to run a checked program: execute /proc/self/fd/``fd`` (passed on, closed by the caller after the
+    exec) with ``argv``."""
+
+    fd: int
+    argv: tuple[str, ...]
+
+
+def launch(argv: Sequence[str], uid: int) -> Launch:
+    """argv[0] checked for uid now (check), and how to run it.  A binary runs through a descriptor of the file
+    checked (open_checked).  A #! script runs as the kernel would run it -- its interpreter, the line's
+    argument, the script's path, argv[1:] -- but with the interpreter through its own checked descriptor: the
+    script keeps its path as its name ($0: scripts find their files next to it), and only root and uid may
+    change that path (the check), who gain nothing by swapping the file before the interpreter opens it."""
+    checked = check(argv[0], uid)
+    line = shebang(checked)
+    if line is None:
+        return Launch(_open(checked), tuple(argv))
+    interp, arg = line
+    return Launch(open_checked(interp, uid), (interp, *([arg] if arg is not None else []), *argv))
 
 
 def open_checked(path: str, uid: int) -> int:
     """A descriptor (O_PATH, close-on-exec) of the program path, checked for uid now and compared once
     open with what the check found: execute it as /proc/self/fd/N with the descriptor passed on."""
-    checked = check(path, uid)
+    return _open(check(path, uid))
+
+
+def _open(checked: Checked) -> int:
     try:
         fd = os.open(checked.path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as err:

@@ -201,16 +201,17 @@ async def run(argv: Sequence[str], env: dict[str, str], timeout: float = UPDOWN_
     what = f"updown {argv[0]} {env.get('PLUTO_VERB', '')} for {env.get('PLUTO_CONNECTION', '?')}"
     uid = os.geteuid()
     try:   # checked again now: the file checked at load may have been replaced or handed to someone since
-        fd = scriptfile.open_checked(argv[0], uid)
+        run_as = scriptfile.launch(argv, uid)
     except Untrusted as err:
         if err.fix:   # someone else may change it now
             log.error("%s: not run: %s", what, scriptfile.refusal(f"updown script {argv[0]}", err, uid))
         else:   # gone, not a regular file, replaced while checked
             log.error("%s: cannot run it: %s", what, err.why)
         return False
+    fd = run_as.fd
     try:   # the file checked, whatever its name means by now; argv[0] stays the name the script knows
         proc = await asyncio.create_subprocess_exec(
-            *argv, executable=f"/proc/self/fd/{fd}", pass_fds=(fd,), env=env, stdin=asyncio.subprocess.DEVNULL,
+            *run_as.argv, executable=f"/proc/self/fd/{fd}", pass_fds=(fd,), env=env, stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True)
     except OSError as exc:
         log.error("%s: cannot run it: %s", what, exc.strerror or exc)
