@@ -188,3 +188,28 @@ def test_a_reload_refuses_a_script_someone_else_may_change_and_keeps_the_running
         assert lines(log) == [f"up-client net {site_ip(0)}"] and loop_errors == []
 
     run(body())
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (the script handed to another user)")
+def test_a_script_handed_to_another_user_while_tunsec_runs_is_not_run(
+        tmp_path: Path, updown: tuple[Path, Path], caplog: pytest.LogCaptureFixture) -> None:
+    """Accepted at start; once the service user may change it, the next Child SA's up-client is not run (each
+    run checks again, scriptfile.launch), logged with the fix; the IKE SA comes up all the same."""
+    script, log = updown
+
+    async def body() -> None:
+        gw = ConfiguredGateway(2)
+        gw.path = tmp_path / "swanctl.conf"
+        gw.path.write_text(conf(conn("a", 0, script), conn("b", 1, script)))
+        await gw.start()
+        gw.connect(0)
+        await gw.settle()
+        assert lines(log) == [f"up-client net {site_ip(0)}"]
+        os.chown(script, pwd.getpwnam("tunsec").pw_uid, -1)
+        with caplog.at_level(logging.ERROR, "tunsec.updown"):
+            gw.connect(1)
+            await gw.settle()
+        assert lines(log) == [f"up-client net {site_ip(0)}"] and len(gw.children_of(1)) == 1
+        assert f"not run: refusing updown script {script}: {script} is owned by tunsec" in caplog.text, caplog.text
+
+    run(body())

@@ -123,3 +123,10 @@ def test_a_refused_file_with_an_explicit_socket_lends_it_no_user(base: Path, ser
     r = tunsec("reload", "-c", str(conf), "--socket", str(sock))
     assert r.returncode == 1 and "not sending it root's request" in r.stderr, r.stderr
     assert got.read_bytes() == b""
+
+
+def test_a_config_that_does_not_exist_leaves_the_default_socket_as_before(base: Path) -> None:
+    """Nothing is read from it, so nothing to refuse: the default socket (here under RUNTIME_DIRECTORY)."""
+    r = subprocess.run([sys.executable, "-m", "tunsec", "status", "-c", str(base / "missing.conf")],
+                       capture_output=True, text=True, timeout=60, env={**os.environ, "RUNTIME_DIRECTORY": str(base)})
+    assert r.returncode == 1 and r.stderr.startswith(f"tunsec: no running tunsec on {base}/tunsec.sock"), r.stderr

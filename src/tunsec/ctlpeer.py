@@ -56,8 +56,9 @@ def target(config: str | None, explicit: str | None) -> Target:
         except Unreadable:
             text = ""
         except Refused as err:
-            record.refused.append(err)
-            text = ""
+            if os.path.lexists(config):
+                record.refused.append(err)
+            text = ""   # else no such file: nothing read from it, the default as before
         root, _ = parse_tree(text, config, [], root_check=as_root, record=record)
         if record.refused and not explicit:
             raise NotFollowed("\n".join(_refusal(r.path, r.why, r.fix) for r in record.refused))
@@ -72,7 +73,7 @@ def target(config: str | None, explicit: str | None) -> Target:
 
 
 def _refusal(path: str, why: str, fix: str) -> str:
-    todo = f"as root, {fix}, or" if fix else "or"
+    todo = f"as root, {fix}, or" if fix else "make it a regular file of root's that stays in place, or"
     return (f"not reading the control socket's path from {path}: {why}; root would connect to whatever socket it "
             f"names: {todo} name the socket with --socket PATH")
 
