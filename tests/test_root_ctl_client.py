@@ -110,7 +110,7 @@ def test_root_sends_nothing_to_a_server_of_another_user(base: Path, serve: Serve
         r = tunsec(*args)
         assert r.returncode == 1, r
         uid, service = pwd.getpwnam(OTHER).pw_uid, pwd.getpwnam(SERVICE).pw_uid
-        assert (f"tunsec: {sock} is served by a process of {OTHER} (uid {uid}), neither root nor {SERVICE} "
+        assert (f"tunsec: {sock} is served by a process of {OTHER} (uid {uid}), not by root or {SERVICE} "
                 f"(uid {service}) (tunsec {{ user }}): not sending it root's request" in r.stderr), r.stderr
     assert got.read_bytes() == b""
 
@@ -130,3 +130,13 @@ def test_a_config_that_does_not_exist_leaves_the_default_socket_as_before(base: 
     r = subprocess.run([sys.executable, "-m", "tunsec", "status", "-c", str(base / "missing.conf")],
                        capture_output=True, text=True, timeout=60, env={**os.environ, "RUNTIME_DIRECTORY": str(base)})
     assert r.returncode == 1 and r.stderr.startswith(f"tunsec: no running tunsec on {base}/tunsec.sock"), r.stderr
+
+
+def test_with_user_root_only_roots_server_is_asked(base: Path, serve: Serve) -> None:
+    sock, got = serve(SERVICE)
+    conf = config(base, sock)
+    conf.write_text(f"tunsec {{ control_socket = {sock}\n user = root }}\n")
+    r = tunsec("status", "-c", str(conf))
+    assert r.returncode == 1 and f"is served by a process of {SERVICE} (uid {pwd.getpwnam(SERVICE).pw_uid}), not by " \
+        "root: not sending it root's request" in r.stderr, r.stderr
+    assert got.read_bytes() == b""

@@ -86,9 +86,9 @@ def server_refusal(sock: socket.socket, t: Target) -> str | None:
                                                           struct.calcsize("3i")))
     if uid in t.servers:
         return None
-    return (f"{t.path} is served by a process of {who(uid)}, neither root nor {_names(t.servers)}: not sending "
-            "it root's request; run the command as that user to talk to it")
+    return (f"{t.path} is served by a process of {who(uid)}, not by {_names(t.servers)}: not sending it root's "
+            "request; run the command as that user to talk to it")
 
 
 def _names(uids: Collection[int]) -> str:
-    return " nor ".join(f"{who(u)} (tunsec {{ user }})" for u in sorted(uids) if u != 0) or "another user"
+    return " or ".join(["root", *(f"{who(u)} (tunsec {{ user }})" for u in sorted(uids) if u != 0)])
