@@ -56,15 +56,21 @@ def updown(tmp_path: Path) -> tuple[Path, Path]:
     return script, log
 
 
+async def started(tmp_path: Path, text: str, n: int = 2) -> ConfiguredGateway:
+    """The gateway with ``text`` (its file swanctl.conf), started, no site connected yet."""
+    gw = ConfiguredGateway(n)
+    gw.path = tmp_path / "swanctl.conf"
+    gw.path.write_text(text)
+    await gw.start()
+    return gw
+
+
 async def gateway(tmp_path: Path, text: str, n: int = 2) -> tuple[ConfiguredGateway, list[dict[str, Any]]]:
     """The gateway with ``text``, its sites connected; and what the event loop's exception handler got
     (a task that raised, never retrieved)."""
     loop_errors: list[dict[str, Any]] = []
     asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: loop_errors.append(ctx))
-    gw = ConfiguredGateway(n)
-    gw.path = tmp_path / "swanctl.conf"
-    gw.path.write_text(text)
-    await gw.start()
+    gw = await started(tmp_path, text, n)
     for i in range(n):
         gw.connect(i)
     await gw.settle()
@@ -142,10 +148,7 @@ def test_an_event_whose_handling_fails_is_logged_once_and_the_others_are_handled
     script, _log = updown
 
     async def body() -> None:
-        gw = ConfiguredGateway(2)
-        gw.path = tmp_path / "swanctl.conf"
-        gw.path.write_text(conf(conn("b", 0, script), conn("c", 1, script)))
-        await gw.start()
+        gw = await started(tmp_path, conf(conn("b", 0, script), conn("c", 1, script)))
         svc = gw.service
         real = svc._child_registered
 
@@ -198,10 +201,7 @@ def test_a_script_handed_to_another_user_while_tunsec_runs_is_not_run(
     script, log = updown
 
     async def body() -> None:
-        gw = ConfiguredGateway(2)
-        gw.path = tmp_path / "swanctl.conf"
-        gw.path.write_text(conf(conn("a", 0, script), conn("b", 1, script)))
-        await gw.start()
+        gw = await started(tmp_path, conf(conn("a", 0, script), conn("b", 1, script)))
         gw.connect(0)
         await gw.settle()
         assert lines(log) == [f"up-client net {site_ip(0)}"]
