@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
+import pwd
 from pathlib import Path
 from typing import Any
 
@@ -54,15 +56,21 @@ def updown(tmp_path: Path) -> tuple[Path, Path]:
     return script, log
 
 
+async def started(tmp_path: Path, text: str, n: int = 2) -> ConfiguredGateway:
+    """The gateway with ``text`` (its file swanctl.conf), started, no site connected yet."""
+    gw = ConfiguredGateway(n)
+    gw.path = tmp_path / "swanctl.conf"
+    gw.path.write_text(text)
+    await gw.start()
+    return gw
+
+
 async def gateway(tmp_path: Path, text: str, n: int = 2) -> tuple[ConfiguredGateway, list[dict[str, Any]]]:
     """The gateway with ``text``, its sites connected; and what the event loop's exception handler got
     (a task that raised, never retrieved)."""
     loop_errors: list[dict[str, Any]] = []
     asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: loop_errors.append(ctx))
-    gw = ConfiguredGateway(n)
-    gw.path = tmp_path / "swanctl.conf"
-    gw.path.write_text(text)
-    await gw.start()
+    gw = await started(tmp_path, text, n)
     for i in range(n):
         gw.connect(i)
     await gw.settle()
@@ -140,10 +148,7 @@ def test_an_event_whose_handling_fails_is_logged_once_and_the_others_are_handled
     script, _log = updown
 
     async def body() -> None:
-        gw = ConfiguredGateway(2)
-        gw.path = tmp_path / "swanctl.conf"
-        gw.path.write_text(conf(conn("b", 0, script), conn("c", 1, script)))
-        await gw.start()
+        gw = await started(tmp_path, conf(conn("b", 0, script), conn("c", 1, script)))
         svc = gw.service
         real = svc._child_registered
 
@@ -162,3 +167,49 @@ def test_an_event_whose_handling_fails_is_logged_once_and_the_others_are_handled
 
     with caplog.at_level(logging.ERROR, "tunsec.ike"):
         run(body())
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (the script handed to another user)")
+def test_a_reload_refuses_a_script_someone_else_may_change_and_keeps_the_running_one(
+        tmp_path: Path, updown: tuple[Path, Path]) -> None:
+    """The reload runs as this process, which runs the scripts (root here): a script the service user may
+    change is refused with the path, its owner and the fix, and nothing changes (scriptfile.py)."""
+    script, log = updown
+    theirs = tmp_path / "theirs.sh"
+    theirs.write_text(script.read_text())
+    theirs.chmod(0o755)
+    os.chown(theirs, pwd.getpwnam("tunsec").pw_uid, -1)
+
+    async def body() -> None:
+        gw, loop_errors = await gateway(tmp_path, conf(conn("a", 0, script)), n=1)
+        answer = await gw.reload(conf(conn("a", 0, theirs)))
+        assert answer["ok"] is False, answer
+        assert (f"refusing updown script {theirs} (connections.a.children.net.updown): {theirs} is owned by tunsec"
+                in answer["error"]), answer
+        assert f"as root, chown root {theirs}; chmod go-w {theirs}" in answer["error"], answer
+        assert gw.daemon.cfg.connections[0].children[0].updown == (str(script),)
+        assert lines(log) == [f"up-client net {site_ip(0)}"] and loop_errors == []
+
+    run(body())
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (the script handed to another user)")
+def test_a_script_handed_to_another_user_while_tunsec_runs_is_not_run(
+        tmp_path: Path, updown: tuple[Path, Path], caplog: pytest.LogCaptureFixture) -> None:
+    """Accepted at start; once the service user may change it, the next Child SA's up-client is not run (each
+    run checks again, scriptfile.launch), logged with the fix; the IKE SA comes up all the same."""
+    script, log = updown
+
+    async def body() -> None:
+        gw = await started(tmp_path, conf(conn("a", 0, script), conn("b", 1, script)))
+        gw.connect(0)
+        await gw.settle()
+        assert lines(log) == [f"up-client net {site_ip(0)}"]
+        os.chown(script, pwd.getpwnam("tunsec").pw_uid, -1)
+        with caplog.at_level(logging.ERROR, "tunsec.updown"):
+            gw.connect(1)
+            await gw.settle()
+        assert lines(log) == [f"up-client net {site_ip(0)}"] and len(gw.children_of(1)) == 1
+        assert f"not run: refusing updown script {script}: {script} is owned by tunsec" in caplog.text, caplog.text
+
+    run(body())

@@ -17,8 +17,9 @@ from typing import Any
 from tunsec import logs
 from tunsec.conf.config import Config, ConfigRefused, load_config
 from tunsec.conf.errors import ConfigError
+from tunsec.ctlpeer import NotFollowed, Target, server_refusal, target
 from tunsec.printable import escaped
-from tunsec.runtime import default_control_socket, owner_name, resolved
+from tunsec.runtime import owner_name, resolved
 
 
 def _load(path: str, root_check: bool = False) -> Config | None:
@@ -139,24 +140,12 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _service_uid(user: str | None) -> int | None:
-    """The uid tunsec runs as once set up (tunsec { user }), if that user exists."""
-    import pwd
-
-    from tunsec.conf.tunsec_section import worker_user
-
-    try:
-        name = worker_user(user)
-        return pwd.getpwnam(name).pw_uid if name else None
-    except LookupError:   # `tunsec up` says so; init-state then trusts root alone
-        return None
-
-
 def cmd_init_state(args: argparse.Namespace) -> int:
     """Mark state_dir as initialised on purpose: from now on a manual key without a state file is new."""
     cfg = _load(args.config, root_check=True)
     if cfg is None:
         return 1
+    from tunsec.conf.tunsec_section import service_uid
     from tunsec.privilege import PrivilegeError, check_config_files
     from tunsec.seqstate import StateError
     from tunsec.statedir import init_state_dir
@@ -164,7 +153,7 @@ def cmd_init_state(args: argparse.Namespace) -> int:
     path = Path(cfg.tunsec.state_dir)
     try:   # as root: the file says where root creates the directory and whose the marker becomes
         check_config_files(cfg)
-        done = init_state_dir(path, _service_uid(cfg.tunsec.user))
+        done = init_state_dir(path, service_uid(cfg.tunsec.user))   # unknown: root alone
     except (OSError, StateError, PrivilegeError) as err:
         why = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
         print(f"tunsec init-state: cannot initialise the state directory {path}: {why}", file=sys.stderr)
@@ -192,12 +181,17 @@ class AnswerError(ValueError):
     """The answer is too large, late or not a JSON object."""
 
 
-def _ask(path: str, request: dict[str, Any], timeout: float = 10.0, limit: int = MAX_ANSWER) -> dict[str, Any]:
-    """The answer to request, read in at most timeout seconds in all and at most limit bytes."""
+def _ask(t: Target | str, request: dict[str, Any], timeout: float = 10.0, limit: int = MAX_ANSWER) -> dict[str, Any]:
+    """The answer to request, read in at most timeout seconds in all and at most limit bytes; as root only from
+    a server of root's or the service user's (ctlpeer.server_refusal: NotFollowed, nothing sent)."""
+    t = t if isinstance(t, Target) else Target(t, None)
     deadline = time.monotonic() + timeout
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
-        s.connect(path)
+        s.connect(t.path)
+        refused = server_refusal(s, t)
+        if refused:
+            raise NotFollowed(refused)
         try:
             s.sendall(json.dumps(request).encode() + b"\n")
         except (BrokenPipeError, ConnectionResetError):
@@ -246,27 +240,29 @@ def _shown(text: object) -> str:
     return "\n".join(escaped(line) for line in str(text).split("\n"))
 
 
-def _socket_path(args: argparse.Namespace) -> str | None:
-    if args.socket:
-        return str(args.socket)
-    if args.config:   # found even while the file is being edited and has errors elsewhere
-        return _socket_of_any(args.config)
-    return default_control_socket()
-
-
-def _request(request: dict[str, Any], args: argparse.Namespace) -> dict[str, Any] | None:
-    """Ask the running instance; None (after saying why on stderr) if it cannot answer yes."""
-    path = _socket_path(args)
-    if path is None:
-        return None
+def _target(args: argparse.Namespace) -> Target | None:
+    """The control socket to ask (ctlpeer.target), None after saying on stderr why not (as root: a file
+    another user may change names it)."""
     try:
-        answer = _ask(path, request, timeout=30)
+        return target(args.config, str(args.socket) if args.socket else None)
+    except NotFollowed as err:
+        print(f"tunsec: {err}", file=sys.stderr)
+        return None
+
+
+def _request(request: dict[str, Any], t: Target | None) -> dict[str, Any] | None:
+    """Ask the running instance at t (_target); None (after saying why on stderr) if it cannot answer yes."""
+    if t is None:
+        return None
+    path = t.path
+    try:
+        answer = _ask(t, request, timeout=30)
     except PermissionError:
         # it runs, but this user may not talk to it: say so rather than "not running"
         print(f"tunsec: permission denied on {path}: run as root or as user {owner_name(path)}", file=sys.stderr)
         return None
-    except AnswerError as err:
-        print(f"tunsec: {path}: {err}", file=sys.stderr)
+    except (AnswerError, NotFollowed) as err:
+        print(f"tunsec: {path}: {err}" if isinstance(err, AnswerError) else f"tunsec: {err}", file=sys.stderr)
         return None
     except (OSError, ValueError) as err:
         print(f"tunsec: no running tunsec on {path}: {_shown(err)}", file=sys.stderr)
@@ -282,8 +278,9 @@ def _request(request: dict[str, Any], args: argparse.Namespace) -> dict[str, Any
 def cmd_status(args: argparse.Namespace) -> int:
     from tunsec.status import render
 
-    answer = _request({"cmd": "status"}, args)
-    if answer is None:
+    t = _target(args)
+    answer = _request({"cmd": "status"}, t)
+    if answer is None or t is None:
         return 1
     if args.json:   # json.dumps escapes every control character and all but ASCII
         print(json.dumps(answer.get("status"), indent=2))
@@ -291,14 +288,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     try:
         text = render(answer["status"])
     except (KeyError, TypeError, ValueError, AttributeError, IndexError):
-        print(f"tunsec: the answer on {_socket_path(args)} is not a status document", file=sys.stderr)
+        print(f"tunsec: the answer on {t.path} is not a status document", file=sys.stderr)
         return 1
     print(_shown(text))
     return 0
 
 
 def _simple(request: dict[str, Any], args: argparse.Namespace) -> int:
-    answer = _request(request, args)
+    answer = _request(request, _target(args))
     if answer is None:
         return 1
     print(_shown(answer.get("message", "ok")))
@@ -326,25 +323,10 @@ def cmd_unban(args: argparse.Namespace) -> int:
     return _simple({"cmd": "unban", "target": args.target}, args)
 
 
-def _socket_of_any(path: str) -> str:
-    """The control socket a config file names, even when the file has errors elsewhere (`tunsec
-    status` still works, and a reload of a broken file reaches the daemon, which refuses it and logs why)."""
-    from tunsec.conf.syntax import Unreadable, parse_tree, read_config_text
-    from tunsec.conf.tunsec_section import TunsecSettings, read_tunsec_section
-
-    try:
-        text = read_config_text(path)
-    except Unreadable:
-        return default_control_socket()
-    root, _ = parse_tree(text, path, [])
-    section = root.sections.get("tunsec")
-    settings = read_tunsec_section(section, []) if section is not None else TunsecSettings()
-    return settings.control_socket or default_control_socket()
-
-
 def cmd_reload(args: argparse.Namespace) -> int:
     """The running tunsec reads its configuration file again and applies the difference."""
-    answer = _request({"cmd": "reload"}, args)   # a refusal (file:line, or what needs a restart) goes to stderr
+    # a refusal (file:line, or what needs a restart) goes to stderr
+    answer = _request({"cmd": "reload"}, _target(args))
     if answer is None:
         return 1
     print(_shown(answer.get("message", "ok")))

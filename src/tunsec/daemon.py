@@ -24,7 +24,7 @@ from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tunsec import ctlsocket, gctune, memtrim, netadmin, privilege, reroute, sdnotify, selftest
+from tunsec import ctlsocket, gctune, memtrim, netadmin, privilege, reroute, sdnotify, selftest, updown
 from tunsec.conf.config import Config, load_config
 from tunsec.conf.connections import find_child, ike_endpoints
 from tunsec.conf.diff import comparable, restart_keys
@@ -445,6 +445,7 @@ class Daemon:
                 # leases are handed out from the pools the IKE service was built with
                 problems.append("needs a restart: pools (virtual IP pools cannot change while tunsec runs)")
             problems += self.sockets.serves(_esp_endpoints(cfg))
+            problems += updown.refusals(_updown_scripts(cfg), os.geteuid())   # this process runs them
             for svc in self.services:
                 problems += svc.check_reload(cfg)
             if problems:
@@ -628,6 +629,10 @@ class Daemon:
             self.privilege = privilege.plan(self.cfg.tunsec.user)
         except privilege.PrivilegeError as err:
             raise StartupError(str(err)) from err
+        runs_as = self.privilege.target   # who runs the updown scripts once set up (None: this user)
+        refused = updown.refusals(_updown_scripts(self.cfg), runs_as.uid if runs_as else os.geteuid())
+        if refused:
+            raise StartupError("\n".join(refused))
         self._self_test()
         sdnotify.connect()   # before the drop: the supervisor's socket may be root's alone
         self._claim_control_socket()
@@ -743,6 +748,11 @@ class Daemon:
                 os.unlink(self.cfg.tunsec.control_socket)
             self._server = None
         log.info("tunsec stopped")
+
+
+def _updown_scripts(cfg: Config) -> list[tuple[str, tuple[str, ...]]]:
+    return [(f"connections.{c.name}.children.{ch.name}.updown", ch.updown)
+            for c in cfg.connections for ch in c.children if ch.updown]
 
 
 def _esp_endpoints(cfg: Config) -> list[EspEndpoint]:

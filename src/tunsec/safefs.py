@@ -73,7 +73,7 @@ def write_fix(err: OSError, directory: str | Path) -> str:
     return f"make {directory} writable by the user tunsec runs as"
 
 
-def _who(uid: int) -> str:
+def who(uid: int) -> str:
     try:
         return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
     except KeyError:
@@ -108,7 +108,7 @@ def resolve_private(directory: str | Path, owners: Collection[int], holds_file: 
             path = step
             continue
         if st.st_uid not in trusted:
-            return f"{step} is a symbolic link owned by {_who(st.st_uid)}", step
+            return f"{step} is a symbolic link owned by {who(st.st_uid)}", step
         links += 1
         if links > 40:
             return f"{directory}: too many levels of symbolic links", step
@@ -144,18 +144,19 @@ class Checked:
     pipe_ino: int | None = None
 
 
-def trusted(path: str | Path) -> Checked:
-    """The file path names, when nobody but root may change it -- what it holds, or which file its name
-    means -- else Untrusted.  The file must be root's and writable by root alone (an ACL granting write shows
-    in the group bits), and the directories and symbolic links on the way to it pass resolve_private with no
-    owner but root; a link at the end is followed, under the same rule.  A name that leads nowhere is refused:
-    root acts only on what it checked, and read_trusted reads only the file checked here.  An anonymous pipe
-    reached through /proc/self/fd (a magic link of root's: ``-c <(...)``, ``/dev/stdin``) passes: only
-    processes root started hold its ends, and no other user may open them through /proc (ptrace rule)."""
+def trusted(path: str | Path, owners: Collection[int] = ()) -> Checked:
+    """The file path names, when nobody but root (and owners) may change it -- what it holds, or which file
+    its name means -- else Untrusted.  The file must be root's (or an owner's) and writable by its owner alone
+    (an ACL granting write shows in the group bits), and the directories and symbolic links on the way to it
+    pass resolve_private with owners; a link at the end is followed, under the same rule.  A name that leads
+    nowhere is refused: root acts only on what it checked, and read_trusted reads only the file checked here.
+    An anonymous pipe reached through /proc/self/fd (a magic link of root's: ``-c <(...)``, ``/dev/stdin``)
+    passes: only processes root started hold its ends, and no other user may open them through /proc (ptrace
+    rule)."""
     name = os.path.join(os.getcwd(), path)
     for _ in range(40):
         try:
-            why, real = resolve_private(os.path.dirname(name), (), holds_file=True)
+            why, real = resolve_private(os.path.dirname(name), owners, holds_file=True)
             if why:
                 raise Untrusted(why, fix_for(real))
             here = os.path.join(real, os.path.basename(name))
@@ -163,8 +164,8 @@ def trusted(path: str | Path) -> Checked:
         except OSError as err:
             raise Untrusted(f"{err.filename or name} cannot be looked at: {err.strerror or err}") from None
         mode = stat.S_IMODE(st.st_mode)
-        if st.st_uid != 0:
-            raise Untrusted(f"{here} is owned by {_who(st.st_uid)}, mode {mode:04o}", fix_for(here))
+        if st.st_uid != 0 and st.st_uid not in owners:
+            raise Untrusted(f"{here} is owned by {who(st.st_uid)}, mode {mode:04o}", fix_for(here))
         if stat.S_ISLNK(st.st_mode):
             target = os.readlink(here)
             pipe = _PIPE.fullmatch(target)
@@ -173,7 +174,7 @@ def trusted(path: str | Path) -> Checked:
             name = os.path.join(real, target)
             continue
         if mode & 0o022:
-            raise Untrusted(f"{here} (owner {_who(st.st_uid)}) is writable by {_writer(here, mode)}, mode {mode:04o}",
+            raise Untrusted(f"{here} (owner {who(st.st_uid)}) is writable by {_writer(here, mode)}, mode {mode:04o}",
                             fix_for(here))
         return Checked(here, (st.st_dev, st.st_ino))
     raise Untrusted(f"{path}: too many levels of symbolic links")
@@ -267,9 +268,9 @@ def _not_trusted(path: str, st: os.stat_result, trusted: set[int], last: bool) -
     if stat.S_ISLNK(st.st_mode):
         return f"{path} became a symbolic link"
     if st.st_uid not in trusted:
-        return f"{path} is owned by {_who(st.st_uid)}, mode {mode:04o}"
+        return f"{path} is owned by {who(st.st_uid)}, mode {mode:04o}"
     if mode & 0o022 and (last or not mode & stat.S_ISVTX):
-        return f"{path} (owner {_who(st.st_uid)}) is writable by {_writer(path, mode)}, mode {mode:04o}"
+        return f"{path} (owner {who(st.st_uid)}) is writable by {_writer(path, mode)}, mode {mode:04o}"
     return None
 
 

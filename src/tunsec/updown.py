@@ -48,15 +48,18 @@ import dataclasses
 import functools
 import ipaddress
 import logging
+import os
 import shlex
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tunsec import scriptfile
 from tunsec.ike.config import DEFAULT_MAX_CHILD_SAS
 from tunsec.loglimit import LogLimiter, suffix
 from tunsec.policy.selector import IPAddress, SelectorError, Ts, selector_pairs
 from tunsec.printable import replaced
+from tunsec.safefs import Untrusted
 
 log = logging.getLogger("tunsec.updown")
 
@@ -196,16 +199,28 @@ def _port(mine: Ts, theirs: Ts, local: bool) -> int:
 async def run(argv: Sequence[str], env: dict[str, str], timeout: float = UPDOWN_TIMEOUT) -> bool:
     """Run the script once; True if it exited 0. Failures, timeouts and output are logged, never raised."""
     what = f"updown {argv[0]} {env.get('PLUTO_VERB', '')} for {env.get('PLUTO_CONNECTION', '?')}"
-    try:
+    uid = os.geteuid()
+    try:   # checked again now: the file checked at load may have been replaced or handed to someone since
+        run_as = scriptfile.launch(argv, uid)
+    except Untrusted as err:
+        if err.fix:   # someone else may change it now
+            log.error("%s: not run: %s", what, scriptfile.refusal(f"updown script {argv[0]}", err, uid))
+        else:   # gone, not a regular file, replaced while checked
+            log.error("%s: cannot run it: %s", what, err.why)
+        return False
+    fd = run_as.fd
+    try:   # the file checked, whatever its name means by now; argv[0] stays the name the script knows
         proc = await asyncio.create_subprocess_exec(
-            *argv, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+            *run_as.argv, executable=f"/proc/self/fd/{fd}", pass_fds=(fd,), env=env, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True)
     except OSError as exc:
         log.error("%s: cannot run it: %s", what, exc.strerror or exc)
         return False
     except ValueError as exc:   # a NUL in an argument or a value (environments() leaves none)
         log.error("%s: cannot run it: %s", what, exc)
         return False
+    finally:
+        os.close(fd)
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), timeout)
     except TimeoutError:
@@ -221,6 +236,13 @@ async def run(argv: Sequence[str], env: dict[str, str], timeout: float = UPDOWN_
         log.error("%s: exited with status %s", what, proc.returncode)
         return False
     return True
+
+
+def refusals(children: Iterable[tuple[str, Sequence[str]]], uid: int) -> list[str]:
+    """Why each updown script of children ((where, argv): connections.C.children.N.updown) may not run as uid
+    (scriptfile: someone but root and uid may change it), once per script; checked at start and reload."""
+    return scriptfile.refusals(((f"updown script {argv[0]} ({where})", argv[0]) for where, argv in children if argv),
+                               uid)
 
 
 PARALLEL = 8        # scripts running at once, service-wide (each IKE SA's one at a time)

@@ -25,7 +25,6 @@ from tunsec.conf.credentials import (
     Credentials,
     is_ca,
     key_kind,
-    load_certificate,
     subject_name,
 )
 from tunsec.conf.errors import BadValue, ConfigIssue, show_value
@@ -302,7 +301,7 @@ def _listed_certificate(local: AuthRound, creds: Credentials) -> tuple[x509.Cert
     for name in local.certs:
         path = creds.path(X509_DIR, name)
         try:
-            loaded.append((path, load_certificate(path)))
+            loaded.append((path, creds.certificate(path)))
         except BadValue as exc:
             r.error("certs", f"{creds.shown(path)}: {exc}")
     if len(loaded) < len(local.certs):
@@ -378,7 +377,7 @@ def make_remote_auth(remote: AuthRound, creds: Credentials, radius: bool,
     for name in remote.cacerts:
         path = creds.path(X509CA_DIR, name)
         try:
-            cert = load_certificate(path)
+            cert = creds.certificate(path)
         except BadValue as exc:
             r.error("cacerts", f"{creds.shown(path)}: {exc}")
             continue

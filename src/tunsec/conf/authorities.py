@@ -7,7 +7,7 @@ and silently skipping a CRL would trust a revoked certificate.
 
 from __future__ import annotations
 
-from tunsec.conf.credentials import X509CA_DIR, Credentials, is_ca, load_certificate, subject_name
+from tunsec.conf.credentials import X509CA_DIR, Credentials, is_ca, subject_name
 from tunsec.conf.errors import BadValue, ConfigIssue
 from tunsec.conf.reader import SectionReader, refuse_keys
 from tunsec.conf.syntax import Section
@@ -41,7 +41,7 @@ def read_authorities(section: Section, creds: Credentials, issues: list[ConfigIs
             continue
         path = creds.path(X509CA_DIR, cert_file)
         try:
-            cert = load_certificate(path)
+            cert = creds.certificate(path)
         except BadValue as exc:
             r.error(key, f"{creds.shown(path)}: {exc}")
             continue

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from tunsec.conf.authorities import read_authorities
 from tunsec.conf.connections import Connection, port_warnings, read_connections
-from tunsec.conf.credentials import Credentials
+from tunsec.conf.credentials import Credentials, credential_owners
 from tunsec.conf.errors import ConfigError, ConfigIssue
 from tunsec.conf.manual import ManualTunnel, read_manual_section
 from tunsec.conf.pools import pool_ts_warnings, read_pools
@@ -127,7 +127,9 @@ def parse_config(text: str, path: str = "<string>", *, root_check: bool = False,
         raise _refusal(record.refused, tunsec.user)
     manual = read_manual_section(sections["manual"], issues) if "manual" in sections else ()
     # credentials are read only when a connection needs them (a manual-only config has no x509/)
-    creds = Credentials(os.path.dirname(path), issues)
+    # as root: files only root and the service user may change (a CA another user may replace is theirs to pick)
+    owners = credential_owners(tunsec.user) if root_check and os.geteuid() == 0 else None
+    creds = Credentials(os.path.dirname(path), issues, owners)
     if "authorities" in sections:
         read_authorities(sections["authorities"], creds, issues)
     secrets = sections.get("secrets")

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from tunsec.conf.errors import BadValue, ConfigIssue
 from tunsec.ike.auth import PrivateKey
 from tunsec.ike.secret import Secret
+from tunsec.safefs import Untrusted, read_checked, trusted, who
 
 __all__ = [
     "KEY_DIRS",
@@ -32,6 +33,7 @@ __all__ = [
     "X509_DIR",
     "Credentials",
     "Passphrase",
+    "credential_owners",
     "is_ca",
     "key_kind",
     "load_certificate",
@@ -56,7 +58,10 @@ _MAX_CREDENTIAL_BYTES = 1 << 20
 _MAX_CHAIN = 8
 
 
-def _read_credential(path: str) -> bytes:
+def _read_credential(path: str, owners: tuple[int, ...] | None = None) -> bytes:
+    """The file's content; owners (as root: Credentials.owners) the users besides root who may change it."""
+    if owners is not None:
+        return _read_trusted(path, owners)
     try:
         st = os.stat(path)
         if not stat.S_ISREG(st.st_mode):
@@ -71,12 +76,39 @@ def _read_credential(path: str) -> bytes:
         raise BadValue("invalid file name") from None
 
 
+def _read_trusted(path: str, owners: tuple[int, ...]) -> bytes:
+    """As root: the file, only when nobody but root and owners may change it or the path to it, read as
+    checked (safefs.read_checked: the inode the check found, a regular file).  Another user who may replace
+    a CA certificate makes tunsec trust their CA; one who may replace a key, sign with theirs."""
+    try:
+        return read_checked(path, trusted(path, owners), _MAX_CREDENTIAL_BYTES)
+    except Untrusted as err:
+        if not err.fix:   # gone, not a regular file, too large: not a question of who may change it
+            raise BadValue(err.why) from None
+        allowed = " and ".join(["root", *(who(uid) for uid in owners)])
+        raise BadValue(f"refusing it: {err.why}; tunsec runs as root here and uses what it holds (whom to trust, "
+                       f"which key to sign with), so nobody but {allowed} may change it or a directory on its "
+                       f"path: as root, {err.fix}") from None
+    except ValueError:
+        raise BadValue("invalid file name") from None
+
+
+def credential_owners(user: str | None) -> tuple[int, ...]:
+    """Who besides root may own the credential files root reads at start: the service user (tunsec { user }),
+    which reads them itself at a reload and holds them in memory while it runs; nobody with user = root (or
+    no such user: tunsec up says so)."""
+    from tunsec.conf.tunsec_section import service_uid
+
+    uid = service_uid(user)
+    return () if uid is None else (uid,)
+
+
 def _is_pem(data: bytes) -> bool:
     return b"-----BEGIN " in data
 
 
-def load_certificate(path: str) -> x509.Certificate:
-    data = _read_credential(path)
+def load_certificate(path: str, owners: tuple[int, ...] | None = None) -> x509.Certificate:
+    data = _read_credential(path, owners)
     try:
         if _is_pem(data):
             return x509.load_pem_x509_certificate(data)
@@ -171,9 +203,11 @@ class Passphrase:
 class Credentials:
     """Certificates and keys next to the config file, read once and only when needed."""
 
-    def __init__(self, base_dir: str, issues: list[ConfigIssue]) -> None:
+    def __init__(self, base_dir: str, issues: list[ConfigIssue], owners: tuple[int, ...] | None = None) -> None:
         self.base_dir = base_dir
         self.issues = issues
+        # as root (load_config's root_check): who besides root may change a file read; None: no check
+        self.owners = owners
         self.authority_cas: list[x509.Certificate] = []
         self.passphrases: dict[str, Passphrase] = {}
         self.extra_keys: list[tuple[str, str]] = []  # (folder, path): secrets entries outside the folders
@@ -181,6 +215,10 @@ class Credentials:
         self._keys: list[PrivateKey] | None = None
         self._own: list[tuple[str, x509.Certificate]] | None = None
         self._checked_unsupported = False
+
+    def certificate(self, path: str) -> x509.Certificate:
+        """load_certificate, with this configuration's check of who may change the file (owners)."""
+        return load_certificate(path, self.owners)
 
     def path(self, folder: str, name: str) -> str:
         return name if os.path.isabs(name) else os.path.join(self.base_dir, folder, name)
@@ -222,7 +260,7 @@ class Credentials:
             cas: list[x509.Certificate] = []
             for path in self._files(X509CA_DIR):
                 try:
-                    cert = load_certificate(path)
+                    cert = self.certificate(path)
                 except BadValue as exc:
                     self.file_issue(path, str(exc))
                     continue
@@ -249,7 +287,7 @@ class Credentials:
     def _load_key(self, folder: str, path: str) -> PrivateKey | None:
         entry = self.passphrases.get(os.path.normpath(path))
         try:
-            key = _load_private_key(_read_credential(path), entry.secret if entry else None)
+            key = _load_private_key(_read_credential(path, self.owners), entry.secret if entry else None)
         except _NeedsPassphrase:
             self.file_issue(
                 path,
@@ -282,7 +320,7 @@ class Credentials:
             own: list[tuple[str, x509.Certificate]] = []
             for path in self._files(X509_DIR):
                 try:
-                    own.append((path, load_certificate(path)))
+                    own.append((path, self.certificate(path)))
                 except BadValue as exc:
                     self.file_issue(path, str(exc))
             self._own = own

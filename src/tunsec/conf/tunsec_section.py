@@ -136,6 +136,15 @@ def worker_user(configured: str | None) -> str | None:
     return None if uid == 0 else name
 
 
+def service_uid(configured: str | None) -> int | None:
+    """The uid tunsec runs as once set up (worker_user), if that user exists; None for root or no such user."""
+    try:
+        name = worker_user(configured)
+        return pwd.getpwnam(name).pw_uid if name else None
+    except (LookupError, KeyError):   # `tunsec up` says so
+        return None
+
+
 DATAPLANE_USER = "tunsec-dp"   # the worker's own user, made next to WORKER_USER by the install
 
 

@@ -1,0 +1,94 @@
+"""Which control socket the CLI (tunsec status, reload, initiate...) talks to, and to whom, when root runs it.
+
+A client of the control socket acts on nothing the server says: the answer is read with a deadline and a
+size limit and shown escaped (cli.py), so a server in the socket's place can lie in what it shows and make
+the command wait its timeout, no more.  As root two things still matter:
+- where the path comes from: read from a configuration file another user may change, it may name any
+  socket root may connect to (another daemon's, root's alone), and root would write its request there.  So
+  as root the file (and what it includes) is read with load_config's root check (safefs.read_trusted): a
+  file refused names why, the fix, and ``--socket``;
+- who serves it: a user who may make the name first (a socket path in a directory others may write, no
+  tunsec running) would answer root's commands with whatever status it likes.  As root the request goes
+  only to a server running as root or as the service user (tunsec { user }: the running tunsec is one of
+  those), asked of the kernel (SO_PEERCRED: who listened), before the request is sent.
+Not as root the file decides nothing that user could not do itself (as for tunsec up).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+from collections.abc import Collection
+from dataclasses import dataclass
+
+from tunsec.runtime import default_control_socket
+from tunsec.safefs import who
+
+
+@dataclass(frozen=True)
+class Target:
+    """The control socket's path; servers: who may serve it (None: anyone, not run as root)."""
+
+    path: str
+    servers: frozenset[int] | None
+
+
+class NotFollowed(Exception):
+    """As root: the configuration file that names the socket may be changed by another user (the message says
+    what and how to fix it)."""
+
+
+def target(config: str | None, explicit: str | None) -> Target:
+    """Where to connect: explicit (--socket), else the socket config names, else the default; found even when
+    the file has errors elsewhere (`tunsec status` still works, a reload of a broken file reaches the daemon,
+    which refuses it and says why).  As root the file is read with the root check: NotFollowed when it is
+    refused, unless --socket names the socket (then the file's user is not taken either: the default's)."""
+    from tunsec.conf.syntax import ReadRecord, Refused, Unreadable, parse_tree, read_config_text
+    from tunsec.conf.tunsec_section import TunsecSettings, read_tunsec_section, service_uid
+
+    as_root = os.geteuid() == 0
+    settings = TunsecSettings()
+    if config:
+        record = ReadRecord()
+        try:
+            text = read_config_text(config, root_check=as_root)
+        except Unreadable:
+            text = ""
+        except Refused as err:
+            if os.path.lexists(config):
+                record.refused.append(err)
+            text = ""   # else no such file: nothing read from it, the default as before
+        root, _ = parse_tree(text, config, [], root_check=as_root, record=record)
+        if record.refused and not explicit:
+            raise NotFollowed("\n".join(_refusal(r.path, r.why, r.fix) for r in record.refused))
+        section = root.sections.get("tunsec")
+        if section is not None and not record.refused:   # its user is no more to be trusted than its socket
+            settings = read_tunsec_section(section, [])
+    path = explicit or settings.control_socket or default_control_socket()
+    if not as_root:
+        return Target(path, None)
+    uid = service_uid(settings.user)
+    return Target(path, frozenset({0} if uid is None else {0, uid}))
+
+
+def _refusal(path: str, why: str, fix: str) -> str:
+    todo = f"as root, {fix}, or" if fix else "make it a regular file of root's that stays in place, or"
+    return (f"not reading the control socket's path from {path}: {why}; root would connect to whatever socket it "
+            f"names: {todo} name the socket with --socket PATH")
+
+
+def server_refusal(sock: socket.socket, t: Target) -> str | None:
+    """Why the connected sock's server may not have root's request (not root nor the service user), or None."""
+    if t.servers is None:
+        return None
+    _pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                          struct.calcsize("3i")))
+    if uid in t.servers:
+        return None
+    return (f"{t.path} is served by a process of {who(uid)}, not by {_names(t.servers)}: not sending it root's "
+            "request; run the command as that user to talk to it")
+
+
+def _names(uids: Collection[int]) -> str:
+    return " or ".join(["root", *(f"{who(u)} (tunsec {{ user }})" for u in sorted(uids) if u != 0)])
