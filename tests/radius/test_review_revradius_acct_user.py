@@ -50,7 +50,7 @@ def _accounted(user: str) -> AcctServer:
             _endpoint=lambda version, port: Endpoint(ipaddress.ip_address("0.0.0.0"), port))
         radius_edge._acct_configure(svc, radius)
         radius_edge._acct_open(svc)
-        sa = FakeSa(b"A" * 8)
+        sa: Any = FakeSa(b"A" * 8)   # what the glue reads of an IKE SA
         svc._ike_handles[sa] = 1
         radius_edge._acct_start(svc, sa, up(user, "10.3.0.1"))
         radius_edge._acct_stop(svc, sa, DownReason.DELETED_BY_PEER)
