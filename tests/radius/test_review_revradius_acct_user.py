@@ -25,9 +25,8 @@ from test_radius_messages import SECRET
 
 from tunsec.conf.config import parse_config
 from tunsec.dataplane.pipe import Endpoint
-from tunsec.ike.events import DownReason
+from tunsec.ike.events import Accepted, DownReason
 from tunsec.ike.identity import Identity
-from tunsec.radius.relay import Accepted
 from tunsec.services.ike import radius_edge
 
 JORG = "jörg"
