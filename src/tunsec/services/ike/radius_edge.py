@@ -312,7 +312,9 @@ def _acct_start(self: IkeService, sa: IkeSa, ev: IkeSaUp, midway: bool = False) 
     """An IKE SA eap-radius authenticated is up: its Session-Timeout runs, and a Start goes out with
     the user's name and the leased VIPs.  What its Access-Accept said comes with the event, which
     the service keeps as long as the IKE SA (IkeService.ike_up, across its rekeys): a run a later
-    reload turns on (``midway``, see _acct_open) echoes its Class too."""
+    reload turns on (``midway``, see _acct_open) echoes its Class too.  The User-Name is the name as
+    the Access-Request carried it (the EAP identity, or the Accept's User-Name; Identity.user),
+    never the log form str() gives a name that is not ASCII (review revradius F1)."""
     conn = self.connections.get(ev.name)
     if conn is None or conn.ike.remote.method != "eap-radius":
         return
@@ -323,7 +325,7 @@ def _acct_start(self: IkeService, sa: IkeSa, ev: IkeSaUp, midway: bool = False) 
     if self.accounting is None or (self.accounting.settings.accounting_requires_vip and not ev.peer_vips):
         return   # (strongSwan's accounting_requires_vip: no Start, so no Stop either)
     station = _station_of(self, self.accounting.settings.nas_identifier, sa, ev.remote_addr, ev.local_port, ev.name)
-    self.accounting.start(handle, str(ev.remote_id), station, [str(a) for a in ev.peer_vips],
+    self.accounting.start(handle, ev.remote_id.user, station, [str(a) for a in ev.peer_vips],
                           accepted.classes, accepted.interim_interval, midway)
 
 
@@ -398,8 +400,10 @@ def _acct_stop(self: IkeService, sa: IkeSa, reason: DownReason) -> None:
 
 
 def _names(peer: Identity, users: Sequence[str]) -> bool:
-    """Whether a DAE User-Name names the IKE SA's peer: its EAP identity compares as identities do
-    (without regard to case, as strongSwan's), any other one by its text. A User-Name is any
-    octets (dae.py decodes it with surrogateescape): compared as the bytes it was."""
+    """Whether a DAE User-Name names the IKE SA's peer: as identities compare (without regard to
+    case, as strongSwan's), the User-Name as the user name it is (Identity.of_user: the peer of an
+    IKE SA eap-radius authenticated is always one).  A User-Name is any octets (dae.py decodes it
+    with surrogateescape): compared as the bytes it was.  Never by the peer's log form (str()): that
+    of a name that is not ASCII ("2:#6ac3...") is another, ASCII, user's name (review revradius F1)."""
     named = peer.named   # the server names the user, whether or not it vouched for the name
-    return any(named == Identity.of_user(u.encode("utf-8", "surrogateescape")) or str(named) == u for u in users)
+    return any(named == Identity.of_user(u.encode("utf-8", "surrogateescape")) for u in users)
