@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Protocol
 from ..auth import AuthError, psk_auth_data, signed_octets, verify_psk
 from ..config import IkeConfig
 from ..constants import AuthMethod, NotifyType
+from ..eap import identity as eap_identity
 from ..eap.mschapv2 import Account, EapAuthenticator, EapPeer, EapResult
 from ..eap.packet import EapError
 from ..eap.relay import EapRelay, RelayAsk, RelayOutcome, RelayReply
@@ -134,6 +135,8 @@ def start(st: IkeSaState, idi: IdPayload, payloads: Sequence[Payload], own: list
     eap_id = cfg.remote.eap_id
     first_id = None if eap_id == "%any" else (eap_id.encode() if eap_id else idi.data)
     if cfg.remote.method == "eap-radius":
+        if not eap_id:
+            _relayable_idi(idi.data)
         return _start_relay(st, EapRelay(first_id, rand=st.rng), idi, payloads, own)
     session: EapServer
     if cfg.remote.method == "eap-tls":
@@ -142,6 +145,16 @@ def start(st: IkeSaState, idi: IdPayload, payloads: Sequence[Payload], own: list
         session = EapAuthenticator(lookup, first_id, rand=st.rng)
     st.eap = GatewayEap(session, idi, answered_last(payloads))
     return Response([*own, EapPayload(session.start())])
+
+
+def _relayable_idi(data: bytes) -> None:
+    """AuthError unless IDi can be the EAP identity whole: the relay's User-Name holds 253 bytes, and
+    the server would check only the first 253 of a longer one while an Access-Accept without a
+    User-Name of its own proves the EAP identity (review revradius): refused as a longer
+    EAP-Identity is (eap_identity.MAX_IDENTITY)."""
+    if len(data) > eap_identity.MAX_IDENTITY:
+        raise AuthError(f"EAP-RADIUS: IDi {user_text(data)} is {len(data)} bytes, and without eap_id it is the EAP "
+                        f"identity, the RADIUS User-Name, which holds at most {eap_identity.MAX_IDENTITY}: refused")
 
 
 def _tls_server(st: IkeSaState, idi: IdPayload) -> EapTlsAuthenticator:
