@@ -8,6 +8,12 @@ secret (no answer at all), one with a NAS-Port that is not the client's Start's 
 for the client's EAP identity, virtual IP and the station attributes of its Start: the
 Disconnect-ACK comes back, the client's IKE SA is gone (the gateway deleted it, the client was
 told) and FreeRADIUS got the session's accounting Stop with Acct-Terminate-Cause Admin-Reset.
+
+A user whose name is not ASCII (review revradius F1), "jörg": accounting's User-Name is the name
+the Access-Request carried, "jörg" (UTF-8), not the log form of the peer's identity
+("2:#6ac3b67267", Identity.__str__), which FreeRADIUS would file under a user it never
+authenticated; a Disconnect-Request for the ASCII user literally named "2:#6ac3b67267" leaves him
+connected (NAK), one for "jörg" ends his session.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from roadwarrior import GatewayConn, Pool, RoadWarriorConn
 from test_strongswan_radius import PASSWORD, POOL, RADIUS_SECRET, USER, VIP
 
 from tunsec.bench.netns import Host, TwoHosts, wait_until
+from tunsec.ike.identity import Identity
 
 pytestmark = [
     pytest.mark.interop,
@@ -38,6 +45,8 @@ pytestmark = [
 DAE_SECRET = "dae-shared-secret-9"
 DAE_PORT = 3799   # in the gateway's own namespace: no one else's port
 DAE = f'    enable = yes\n    listen = 127.0.0.1\n    secret = "{DAE_SECRET}"\n'
+JORG = "jörg"
+LOG_FORM = str(Identity.of_user(JORG.encode()))   # "2:#6ac3b67267": what a log line shows of him
 
 
 @pytest.fixture(scope="module")
@@ -65,14 +74,20 @@ def radclient(topo: TwoHosts, host: Host, code: str, secret: str, attributes: st
     return r.stdout + r.stderr
 
 
-def test_a_disconnect_request_from_radclient_deletes_the_users_ike_sa_acks_and_stops_its_accounting(
-        topo: TwoHosts, pki: Pki) -> None:
-    radius = FreeRadius(topo, topo.a, RADIUS_SECRET, {USER: PASSWORD})
+def records(radius: FreeRadius, status: str) -> list[dict[str, str]]:
+    return [rec for rec in radius.accounting_records() if rec.get("Acct-Status-Type") == status]
+
+
+def logged_in(topo: TwoHosts, pki: Pki, user: str, charon_user: str = "") -> tuple[FreeRadius, TunsecIke, Charon]:
+    """FreeRADIUS knows ``user``, the gateway has accounting and DAE, the client is logged in as
+    ``user`` (``charon_user``: as swanctl.conf names it) and its Start is at FreeRADIUS; the DAE
+    listener takes requests stamped now."""
+    radius = FreeRadius(topo, topo.a, RADIUS_SECRET, {user: PASSWORD})
     radius.start()
     gateway = TunsecIke(topo, GatewayConn(topo.a, topo.b, method="eap-radius", pools=(Pool("rw4", POOL),),
                                           radius_secret=RADIUS_SECRET, accounting=True, dae=DAE), pki=pki)
-    client = Charon(topo, RoadWarriorConn(topo.b, topo.a, method="eap-mschapv2", eap_user=USER, psk=PASSWORD,
-                                          vips=("0.0.0.0",)), pki=pki)
+    client = Charon(topo, RoadWarriorConn(topo.b, topo.a, method="eap-mschapv2", eap_user=charon_user or user,
+                                          psk=PASSWORD, vips=("0.0.0.0",)), pki=pki)
     client.start()
     gateway.start()
     up = int(time.time())   # the DAE listener started in this second or before
@@ -82,13 +97,19 @@ def test_a_disconnect_request_from_radclient_deletes_the_users_ike_sa_acks_and_s
     # a request stamped in the listener's start second is refused as a possible replay from before a
     # restart (docs/radius.md "Replays"): the DAC's requests here are stamped after it
     assert wait_until(lambda: int(time.time()) > up, 3)
+    assert wait_until(lambda: bool(records(radius, "Start")), 10), f"no Accounting Start:\n{gateway.log_tail()}"
+    return radius, gateway, client
+
+
+def test_a_disconnect_request_from_radclient_deletes_the_users_ike_sa_acks_and_stops_its_accounting(
+        topo: TwoHosts, pki: Pki) -> None:
+    radius, gateway, client = logged_in(topo, pki, USER)
 
     def starts() -> list[dict[str, str]]:
-        return [rec for rec in radius.accounting_records() if rec.get("Acct-Status-Type") == "Start"]
+        return records(radius, "Start")
 
     def stops() -> list[dict[str, str]]:
-        return [rec for rec in radius.accounting_records() if rec.get("Acct-Status-Type") == "Stop"]
-    assert wait_until(lambda: bool(starts()), 10), f"no Accounting Start:\n{gateway.log_tail()}"
+        return records(radius, "Stop")
 
     # a user without a session: NAK, Session-Context-Not-Found; the client's IKE SA stays
     out = radclient(topo, topo.a, "disconnect", DAE_SECRET, 'User-Name = "mallory"\n', "nak")
@@ -138,3 +159,29 @@ def test_a_disconnect_request_from_radclient_deletes_the_users_ike_sa_acks_and_s
     assert DAE_SECRET not in log and "guessed-secret" not in log
     assert re.search(r"RADIUS DAE: Disconnect-Request from 127\.0\.0\.1:\d+ for user 'ALICE': closing 1 IKE SA",
                      log), log[-3000:]
+
+
+def test_accounting_and_a_disconnect_request_name_a_user_that_is_not_ascii_by_his_name(
+        topo: TwoHosts, pki: Pki) -> None:
+    assert LOG_FORM != JORG and LOG_FORM.isascii()
+    # swanctl takes printable ASCII only: his name as strongSwan's typed hex identity (quoted: "#"
+    # begins a comment in swanctl.conf)
+    radius, gateway, client = logged_in(topo, pki, JORG, f'"fqdn:#{JORG.encode().hex()}"')
+    (start,) = records(radius, "Start")
+    # main: "2:#6ac3b67267"
+    assert start["User-Name"] == JORG, start
+
+    # main: ACK, and jörg's IKE SA closed: the ASCII user named like his log form is another user
+    out = radclient(topo, topo.a, "disconnect", DAE_SECRET, f'User-Name = "{LOG_FORM}"\n', "log-form")
+    assert "Received Disconnect-NAK" in out and "Session-Context-Not-Found" in out, out
+    assert len(gateway.established()) == 1 and client.sas(), client.list_sas()
+
+    out = radclient(topo, topo.a, "disconnect", DAE_SECRET, f'User-Name = "{JORG}"\n', "jorg")
+    assert "Received Disconnect-ACK" in out, f"{out}\ntunsec:\n{gateway.log_tail()}"
+    assert wait_until(lambda: not client.sas(), 10), \
+        f"the client's IKE SA is still up:\n{client.list_sas()}\ntunsec:\n{gateway.log_tail()}"
+    assert wait_until(lambda: bool(records(radius, "Stop")), 10), \
+        f"no Accounting Stop at FreeRADIUS:\n{radius.log_text()[-3000:]}\ntunsec:\n{gateway.log_tail()}"
+    (stop,) = records(radius, "Stop")
+    assert (stop["Acct-Session-Id"], stop["User-Name"], stop["Acct-Terminate-Cause"]) == \
+        (start["Acct-Session-Id"], JORG, "Admin-Reset"), stop

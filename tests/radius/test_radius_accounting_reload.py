@@ -17,10 +17,9 @@ from test_radius_accounting_lifecycle import WarpLoop, run_warped, statuses
 from test_radius_messages import STATION
 
 from tunsec.dataplane.pipe import Endpoint
-from tunsec.ike.events import DownReason, IkeSaUp
+from tunsec.ike.events import Accepted, DownReason, IkeSaUp
 from tunsec.ike.identity import Identity
 from tunsec.radius.accounting import Accounting
-from tunsec.radius.relay import Accepted
 from tunsec.radius.settings import RadiusSettings
 from tunsec.services.ike import radius_edge
 from tunsec.services.ike.radius_edge import ACCT_RETIRE_WAIT
@@ -105,17 +104,16 @@ def test_an_ike_sa_up_through_off_and_on_gets_a_start_with_its_usage_from_there(
         worker = Worker(child_sas(CHILD1, 1000, 2000, 10, 20), [CHILD1])
         sa = FakeSa(b"\x0a\x0b\x0c\x0d" + bytes(4))
         ev = IkeSaUp("rw", b"i" * 8, b"r" * 8, Identity.parse("gw"), Identity.parse("alice@example.org"),
-                     ("198.51.100.7", 4500), 4500, "", peer_vips=(ipaddress.ip_address("10.3.0.1"),))
+                     ("198.51.100.7", 4500), 4500, "", peer_vips=(ipaddress.ip_address("10.3.0.1"),),
+                     accepted=Accepted((b"gold",), None))
         conn = types.SimpleNamespace(ike=types.SimpleNamespace(remote=types.SimpleNamespace(method="eap-radius")))
         svc = types.SimpleNamespace(
-            accounting=None, acct_retiring=set(), acct_accepted={}, session_limits={}, local_addrs={4: "192.0.2.1"},
-            closing=False,
-            radius=types.SimpleNamespace(take_accepted=lambda key: Accepted((b"gold",), None)),
-            connections={"rw": conn}, _ike_handles={sa: "ike-1"}, ike_up={sa.local_spi: types.SimpleNamespace(ev=ev)},
+            accounting=None, acct_retiring=set(), session_limits={}, local_addrs={4: "192.0.2.1"},
+            closing=False, connections={"rw": conn},
+            _ike_handles={sa: "ike-1"}, ike_up={sa.local_spi: types.SimpleNamespace(ev=ev)},
             _ike_handle=lambda s: "ike-1",
             _endpoint=lambda version, port: Endpoint(ipaddress.ip_address("0.0.0.0"), port))
         radius_edge._acct_start(svc, sa, ev)   # type: ignore[arg-type]   # accounting off: nothing sent
-        assert svc.acct_accepted == {"ike-1": Accepted((b"gold",), None)}
         svc.accounting = Accounting(settings(port, timeout=2.0), worker.dump, worker.children)
         radius_edge._acct_open(svc)   # type: ignore[arg-type]
         radius_edge._acct_open(svc)   # type: ignore[arg-type]   # (idempotent: one On, one Start)
@@ -127,7 +125,7 @@ def test_an_ike_sa_up_through_off_and_on_gets_a_start_with_its_usage_from_there(
         server.transport.close()
         return server, svc
 
-    server, svc = asyncio.run(main())
+    server, _ = asyncio.run(main())
     assert statuses(server) == ["Accounting-On", "Start", "Stop"], statuses(server)
     (start,), (stop,) = server.of("Start"), server.of("Stop")
     assert (start["User-Name"], start["Framed-IP-Address"]) == ("alice@example.org", "10.3.0.1")
@@ -135,4 +133,3 @@ def test_an_ike_sa_up_through_off_and_on_gets_a_start_with_its_usage_from_there(
     assert start["Acct-Session-Id"] == stop["Acct-Session-Id"]
     assert (stop["Acct-Input-Octets"], stop["Acct-Output-Octets"]) == (500, 600)
     assert (stop["Acct-Input-Packets"], stop["Acct-Output-Packets"]) == (5, 6)
-    assert not svc.acct_accepted   # the IKE SA is gone: nothing kept for it

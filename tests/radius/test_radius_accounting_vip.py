@@ -18,7 +18,6 @@ from tunsec.conf.config import parse_config
 from tunsec.dataplane.pipe import Endpoint
 from tunsec.ike.events import DownReason, IkeSaUp
 from tunsec.ike.identity import Identity
-from tunsec.radius.relay import Accepted
 from tunsec.services.ike import radius_edge
 
 
@@ -49,9 +48,8 @@ def test_only_ike_sas_with_a_virtual_ip_are_accounted_when_required(requires_vip
         conn = types.SimpleNamespace(ike=types.SimpleNamespace(remote=types.SimpleNamespace(method="eap-radius")))
         worker = Worker()
         svc: Any = types.SimpleNamespace(
-            accounting=None, acct_retiring=set(), acct_accepted={}, session_limits={}, local_addrs={4: "192.0.2.1"},
-            closing=False,
-            radius=types.SimpleNamespace(take_accepted=lambda key: Accepted()), connections={"rw": conn},
+            accounting=None, acct_retiring=set(), session_limits={}, local_addrs={4: "192.0.2.1"},
+            closing=False, connections={"rw": conn},
             _acct_dump=worker.dump, _acct_children=worker.children, _ike_handles={},
             _ike_handle=lambda sa: handles[sa.local_spi],
             _endpoint=lambda version, port: Endpoint(ipaddress.ip_address("0.0.0.0"), port))

@@ -13,10 +13,10 @@ import pytest
 from test_radius_messages import SECRET, STATION, attributes, reply
 
 from tunsec.ike.eap.relay import RelayOutcome, RelayReply
-from tunsec.ike.events import EapRelayRequest
+from tunsec.ike.events import Accepted, EapRelayRequest
 from tunsec.ike.secret import Secret
 from tunsec.radius.messages import ACCESS_ACCEPT, ACCESS_CHALLENGE, ACCESS_REJECT
-from tunsec.radius.relay import Accepted, RadiusRelay
+from tunsec.radius.relay import RadiusRelay
 from tunsec.radius.settings import RadiusServer, RadiusSettings
 
 
@@ -118,34 +118,38 @@ def test_no_server_answering_fails_and_nothing_stays(quiet_port: int) -> None:
 
 
 @pytest.mark.parametrize("accounting", [True, False])
-def test_the_accepts_class_and_interim_interval_are_kept_for_accounting_once(accounting: bool) -> None:
-    async def main() -> tuple[Accepted, Accepted]:
+def test_the_accepts_class_and_interim_interval_go_to_the_ike_sa_in_the_reply(accounting: bool) -> None:
+    """Whether accounting is on now or not: a reload that turns it on echoes the Class (_acct_open)."""
+    async def main() -> tuple[RelayReply, RelayReply]:
         _, port = await scripted([(ACCESS_ACCEPT, [(79, b"\x03\x11\x00\x04"), (25, b"vpn-gold"), (25, b"cc-7"),
-                                                   (85, (600).to_bytes(4, "big"))])])
+                                                   (85, (600).to_bytes(4, "big"))]),
+                                  (ACCESS_ACCEPT, [(79, b"\x03\x12\x00\x04")])])
         relay = RadiusRelay(RadiusSettings((server("fr", port),), retransmit_timeout=0.5, accounting=accounting))
-        await relay.round("sa-1", ask(b"\x02\x0f\x00\x0a\x01alice", True), STATION)
-        taken = relay.take_accepted("sa-1"), relay.take_accepted("sa-1")
+        said = await relay.round("sa-1", ask(b"\x02\x0f\x00\x0a\x01alice", True), STATION)
+        nothing = await relay.round("sa-2", ask(b"\x02\x10\x00\x0a\x01alice", True), STATION)
         relay.close()
-        return taken
+        return said, nothing
 
-    first, again = asyncio.run(main())
-    assert first == (Accepted((b"vpn-gold", b"cc-7"), 600) if accounting else Accepted())
-    assert again == Accepted()
+    said, nothing = asyncio.run(main())
+    assert said.accepted == Accepted((b"vpn-gold", b"cc-7"), 600)
+    assert nothing.outcome is RelayOutcome.ACCEPT and nothing.accepted is None
 
 
-def test_an_ike_sa_gone_before_it_came_up_leaves_nothing_of_its_access_accept() -> None:
-    """EapRelayAbandoned after an Access-Accept (the client's AUTH never matched, a duplicate refused):
-    abandon drops what was kept for accounting, so it neither outlives the SA nor crowds out others."""
-    async def main() -> Accepted:
-        _, port = await scripted([(ACCESS_ACCEPT, [(79, b"\x03\x11\x00\x04"), (25, b"vpn-gold")])])
+def test_nothing_of_an_access_accept_stays_with_the_relay() -> None:
+    """What an Accept said goes to its IKE SA in the reply (review revradius F2): the relay keeps no
+    conversation and no table of them after it, whether the IKE SA comes up or not."""
+    async def main() -> RadiusRelay:
+        _, port = await scripted([(ACCESS_ACCEPT, [(79, b"\x03\x11\x00\x04"), (25, b"vpn-gold"),
+                                                   (27, (3600).to_bytes(4, "big"))])])
         relay = RadiusRelay(RadiusSettings((server("fr", port),), retransmit_timeout=0.5, accounting=True))
-        await relay.round("sa-1", ask(b"\x02\x0f\x00\x0a\x01alice", True), STATION)
-        relay.abandon("sa-1")
-        taken = relay.take_accepted("sa-1")
+        reply = await relay.round("sa-1", ask(b"\x02\x0f\x00\x0a\x01alice", True), STATION)
+        assert reply.accepted == Accepted((b"vpn-gold",), None, 3600)
         relay.close()
-        return taken
+        return relay
 
-    assert asyncio.run(main()) == Accepted()
+    relay = asyncio.run(main())
+    assert relay.conversations == 0
+    assert not [v for v in vars(relay).values() if isinstance(v, dict) and v]
 
 
 def test_status_tells_each_servers_health_and_prometheus_gets_it(quiet_port: int) -> None:

@@ -94,6 +94,21 @@ class PeerEap:
         return self.user.decode("utf-8", "backslashreplace")
 
 
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """What an AAA backend's Access-Accept says of the session (eap-radius): its Class attributes
+    (echoed in every accounting record), its Acct-Interim-Interval (as the server sent it; accounting
+    bounds it) and its Session-Timeout (the most seconds the IKE SA may last; the service bounds it).
+
+    It travels with its IKE SA (RelayReply -> GatewayEap -> IkeSaUp.accepted), not in a table at the
+    edge: what one login's Accept says cannot be pushed out by other logins before its IKE SA is up,
+    and it is held as long as the half-open IKE SA is, and no longer (review revradius F2)."""
+
+    classes: tuple[bytes, ...] = ()
+    interim_interval: int | None = None
+    session_timeout: int | None = None
+
+
 @dataclass(frozen=True, slots=True)   # kept as the status record of each IKE SA (IkeService.ike_up)
 class IkeSaUp:
     name: str
@@ -116,6 +131,9 @@ class IkeSaUp:
     # how remote_id was proven (IkeConfig.lease_proof): with it the peer as leases, selector claims
     # and the worker's reserve tell peers apart (a group-PSK client's "alice" is not EAP user alice)
     proof: str = ""
+    # eap-radius: what the client's Access-Accept said of the session (None: none of it), for its
+    # Session-Timeout and accounting (services/ike/radius_edge.py)
+    accepted: Accepted | None = None
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,8 @@ kernel drops for want of room is counted (``rcvbuf_drops``, read from the socket
 asked) and recovered by the request's retransmission.
 
 Each link keeps its server port's health (:class:`~tunsec.radius.health.ServerHealth`, ``health``):
-an authentic answer makes it up, a request given up (or one that cannot be sent) down. The
+an authentic answer to a request under way makes it up (a late one, to a request given up, does
+not: ServerHealth.answered), a request given up (or one that cannot be sent) down. The
 relay and accounting read it to pass a dead server by (:func:`~tunsec.radius.health.in_order`),
 ``tunsec status`` to show it.
 """

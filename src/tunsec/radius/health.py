@@ -7,10 +7,11 @@ A port is ``up`` when its last request was answered (authentically), ``down`` wh
 DEAD_HOLD seconds: new requests (a new EAP conversation's first Access-Request, a new accounting
 record) go to the next server at once, instead of each first waiting out a full retransmission
 round there; the requests already sent to it keep their retransmissions, and an answer to one
-of them brings it back. After DEAD_HOLD one new request tries it again (it probes it) while the
-others still pass it by: an answer makes it a server like the others, silence holds it for
-another DEAD_HOLD. With every server down a request still tries them all, the passed-by ones
-last, rather than failing at once.
+of them brings it back (one that comes after its request was given up does not: it came too
+late for what asked, see ServerHealth.answered). After DEAD_HOLD one new request tries it
+again (it probes it) while the others still pass it by: an answer makes it a server like the
+others, silence holds it for another DEAD_HOLD. With every server down a request still tries
+them all, the passed-by ones last, rather than failing at once.
 
 Which server a new request tries first is strongSwan's choice (libradius
 ``radius_config_t.get_preference``, ``eap_radius_create_client``): the highest score, where a
@@ -80,7 +81,11 @@ class ServerHealth:
         return self.down_since is not None and self._clock() - self.down_since < DEAD_HOLD
 
     def answered(self) -> None:
-        """An authentic answer to one of its requests (any: a late retransmission's counts too)."""
+        """An authentic answer to one of its requests still under way (to any of its retransmissions).
+        Not one to a request already given up (ServerLink.received counts it ``late``): the server
+        is alive, but it did not answer in the time a login (or a record) waits, and new requests
+        sent to it again would each wait out a round there before the next server (what DEAD_HOLD
+        spares them); the probe after DEAD_HOLD finds out whether it answers in time again."""
         if self.unanswered and (held := self._log.admit()) is not None:
             log.info("RADIUS server %s answers %s again%s", self.label, self.what, suffix(held))
         self.last_answer, self.unanswered, self.down_since = self._clock(), 0, None

@@ -10,8 +10,10 @@ seconds (one conversation probes it after that: :mod:`tunsec.radius.health`), so
 dead primary every login does not first wait out a retransmission round there (while the
 client's IKE_AUTH retransmissions pile up). A conversation ends with the server's final
 answer, or when the engine reports the IKE SA gone (``EapRelayAbandoned`` -> :meth:`abandon`):
-nothing stays behind. What an Access-Accept tells accounting stays until the IKE SA is up (the
-service takes it) or gone without coming up (the engine reports that too).
+nothing stays behind. What an Access-Accept says of the session (Session-Timeout, Class,
+Acct-Interim-Interval) goes to the engine in the reply (``RelayReply.accepted``): the IKE SA
+carries it to its IkeSaUp, and nothing of it is kept here (review revradius F2: a table here,
+shared by every login, could be made to forget one before its IKE SA was up).
 
 Log lines say which user, which server and why; never the secret, the keys or EAP data.
 """
@@ -21,13 +23,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Generator, Hashable
 from dataclasses import dataclass
 from typing import Any
 
 from tunsec.ike.eap.relay import RelayOutcome, RelayReply
-from tunsec.ike.events import EapRelayRequest
+from tunsec.ike.events import Accepted, EapRelayRequest
 from tunsec.loglimit import LogLimiter, suffix
 
 from .accounting import Accounting
@@ -39,20 +40,14 @@ from .proven import method_name, proven_user, request_method
 from .settings import RadiusServer, RadiusSettings
 
 log = logging.getLogger("tunsec.radius")
-# Access-Accepts whose Class attributes and Acct-Interim-Interval accounting has not taken (the
-# IKE SA not up yet; one that never comes up reports EapRelayAbandoned): the oldest go beyond this many
-MAX_UNCLAIMED = 1024
 
 
-@dataclass(frozen=True)
-class Accepted:
-    """What an Access-Accept tells about the session: its Class attributes (echoed in every
-    accounting record), its Acct-Interim-Interval (as the server sent it; accounting bounds it)
-    and its Session-Timeout (the most seconds the IKE SA may last; the service bounds it)."""
-
-    classes: tuple[bytes, ...] = ()
-    interim_interval: int | None = None
-    session_timeout: int | None = None
+def _accepted(answer: Answer) -> Accepted | None:
+    """What an Access-Accept says of the session, for its IKE SA to carry (None: none of it).  Its
+    Class too when accounting is off now: a reload that turns it on echoes it (radius_edge._acct_open)."""
+    if answer.session_timeout is None and not answer.classes and answer.interim_interval is None:
+        return None
+    return Accepted(answer.classes, answer.interim_interval, answer.session_timeout)
 
 
 def user_text(name: bytes) -> str:
@@ -85,7 +80,6 @@ class RadiusRelay:
         # anyone may start an EAP conversation: with every server dead, a line per client and
         # server would be a flood (the counters keep the numbers, the health says which server)
         self._failover_log = LogLimiter()
-        self._accepted: OrderedDict[Hashable, Accepted] = OrderedDict()
 
     @property
     def stats(self) -> RadiusStats:
@@ -114,11 +108,6 @@ class RadiusRelay:
 
     def abandon(self, key: Hashable) -> None:
         self._conversations.pop(key, None)
-        self._accepted.pop(key, None)
-
-    def take_accepted(self, key: Hashable) -> Accepted:
-        """What the Access-Accept of IKE SA ``key`` tells its accounting (once; then nothing)."""
-        return self._accepted.pop(key, Accepted())
 
     def reconfigure(self, settings: RadiusSettings) -> None:
         """A reload: new conversations use the new servers and timers; a round under way, and the
@@ -130,7 +119,6 @@ class RadiusRelay:
 
     def close(self) -> None:
         self._conversations.clear()
-        self._accepted.clear()
         self.client.close()
 
     async def round(self, key: Hashable, ev: EapRelayRequest, station: Station) -> RelayReply:
@@ -189,12 +177,7 @@ class RadiusRelay:
             proven = proven_user(identity, answer.user_name, conv.method, self.settings.trust_eap_identity)
             log.info("RADIUS server %s accepted user %s%s%s%s", server, user, _as(identity, proven, conv.method),
                      member, said)
-            if answer.session_timeout is not None or \
-                    ((answer.classes or answer.interim_interval is not None) and self.settings.accounting):
-                self._accepted[key] = Accepted(answer.classes, answer.interim_interval, answer.session_timeout)
-                while len(self._accepted) > MAX_UNCLAIMED:
-                    self._accepted.popitem(last=False)
             return RelayReply(RelayOutcome.ACCEPT, answer.eap, answer.msk, reason=f"RADIUS server {server}",
-                              groups=groups, user=proven)
+                              groups=groups, user=proven, accepted=_accepted(answer))
         return RelayReply(RelayOutcome.REJECT, answer.eap,
                           reason=f"RADIUS server {server} rejected it ({answer.name}{said})")

@@ -23,6 +23,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..events import Accepted
 from ..identity import Identity
 from ..secret import Secret
 from . import identity
@@ -51,7 +52,8 @@ class RelayReply:
     server and says why, never a secret; ``msk`` and ``groups`` (the user's group memberships,
     printable names, which a connection's ``remote.groups`` may require) only with ACCEPT, as
     ``user``: the user the backend proved, the EAP identity or another (None: nobody, the EAP
-    identity is the client's word only)."""
+    identity is the client's word only), and ``accepted``: what the Accept said of the session
+    (None: none of it), which the IKE SA carries until it is up (IkeSaUp.accepted)."""
 
     outcome: RelayOutcome
     eap: bytes = field(default=b"", repr=False)
@@ -59,6 +61,7 @@ class RelayReply:
     reason: str = ""
     groups: tuple[str, ...] = ()
     user: bytes | None = None
+    accepted: Accepted | None = None
 
 
 # backend round trips per conversation; more is a loop.  EAP-TLS takes one per ~1 KiB fragment of

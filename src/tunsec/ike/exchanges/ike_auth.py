@@ -178,6 +178,7 @@ def _ike_up(st: IkeSaState) -> None:
             eap.peer_eap(st),
             st.peer_sent_id,
             st.config.lease_proof,
+            eap.accepted(st),
         )
     )
     # only the AUTH payloads sign the IKE_SA_INIT messages, and both sides' are done: not kept for
@@ -442,7 +443,7 @@ def _respond_eap_round(st: IkeSaState, payloads: Sequence[Payload]) -> Response:
         return refused
     response = _authenticated(st, step.request, [eap.gateway_auth(st, step, _id_payload(st, False))])
     if not response.close:
-        st.eap = None   # up; else closing (eap.closing) tells the edge to forget what the backend said
+        st.eap = None   # up: IkeSaUp took what it keeps of EAP (peer_eap, accepted)
     return response
 
 

@@ -24,10 +24,11 @@ from typing import TYPE_CHECKING, Protocol
 from ..auth import AuthError, psk_auth_data, signed_octets, verify_psk
 from ..config import IkeConfig
 from ..constants import AuthMethod, NotifyType
+from ..eap import identity as eap_identity
 from ..eap.mschapv2 import Account, EapAuthenticator, EapPeer, EapResult
 from ..eap.packet import EapError
 from ..eap.relay import EapRelay, RelayAsk, RelayOutcome, RelayReply
-from ..events import AuthFailed, DownReason, EapRelayAbandoned, EapRelayRequest, PeerEap
+from ..events import Accepted, AuthFailed, DownReason, EapRelayAbandoned, EapRelayRequest, PeerEap
 from ..identity import Identity
 from ..message import AuthPayload, CpPayload, EapPayload, IdPayload, NotifyPayload, Payload, SaPayload, TsPayload
 from ..secret import Secret
@@ -90,17 +91,13 @@ class GatewayEap:
     request: tuple[Payload, ...]  # what the last round answers of the first IKE_AUTH request (answered_last)
     msk: Secret | None = None
     relayed: bool = False  # the backend holds state of this conversation (until its final answer)
-    accepted: bool = False  # the backend's final answer was an Access-Accept (the edge keeps what it said)
+    # what the backend's Access-Accept said of the session (Session-Timeout, Class...), for IkeSaUp:
+    # kept here, with the half-open IKE SA, not at the edge (set with msk)
+    accepted: Accepted | None = None
     peer: Identity | None = None  # the identity EAP proved (set with msk)
     user: bytes = b""  # the EAP identity, for log lines (set with msk)
     groups: tuple[str, ...] = ()  # the user's groups, as the backend's Accept said (set with msk)
     refusals_counted: int = 0  # the relay's refusals_in_challenge already told as AuthFailed
-
-    @property
-    def edge_holds(self) -> bool:
-        """The edge keeps something of this conversation: the backend's state while it is under way,
-        or what the backend's Access-Accept said (for accounting) until the IKE SA is up."""
-        return self.relayed or self.accepted
 
 
 # notifies of the first request the last round reads (ike_auth._authenticated: mobike.answer)
@@ -138,6 +135,8 @@ def start(st: IkeSaState, idi: IdPayload, payloads: Sequence[Payload], own: list
     eap_id = cfg.remote.eap_id
     first_id = None if eap_id == "%any" else (eap_id.encode() if eap_id else idi.data)
     if cfg.remote.method == "eap-radius":
+        if not eap_id:
+            _relayable_idi(idi.data)
         return _start_relay(st, EapRelay(first_id, rand=st.rng), idi, payloads, own)
     session: EapServer
     if cfg.remote.method == "eap-tls":
@@ -146,6 +145,16 @@ def start(st: IkeSaState, idi: IdPayload, payloads: Sequence[Payload], own: list
         session = EapAuthenticator(lookup, first_id, rand=st.rng)
     st.eap = GatewayEap(session, idi, answered_last(payloads))
     return Response([*own, EapPayload(session.start())])
+
+
+def _relayable_idi(data: bytes) -> None:
+    """AuthError unless IDi can be the EAP identity whole: the relay's User-Name holds 253 bytes, and
+    the server would check only the first 253 of a longer one while an Access-Accept without a
+    User-Name of its own proves the EAP identity (review revradius): refused as a longer
+    EAP-Identity is (eap_identity.MAX_IDENTITY)."""
+    if len(data) > eap_identity.MAX_IDENTITY:
+        raise AuthError(f"EAP-RADIUS: IDi {user_text(data)} is {len(data)} bytes, and without eap_id it is the EAP "
+                        f"identity, the RADIUS User-Name, which holds at most {eap_identity.MAX_IDENTITY}: refused")
 
 
 def _tls_server(st: IkeSaState, idi: IdPayload) -> EapTlsAuthenticator:
@@ -235,9 +244,9 @@ class _BackendRound(Awaiting):
                                f"{reply.reason}: EAP-MSCHAPv2 Failure request in an Access-Challenge, "
                                f"{relay.refusal_reason}", by_peer=False))
         if result is not None:
-            self.ge.relayed = False  # a final answer: the backend is done with it
-            # even an Accept refused here (no MSK in it) left its Class with the edge
-            self.ge.accepted = reply.outcome is RelayOutcome.ACCEPT
+            self.ge.relayed = False  # a final answer: the backend is done with it, the edge keeps nothing of it
+            if result.ok:
+                self.ge.accepted = reply.accepted
         # only an Access-Reject judged the client's credentials: no answer (an outage, all identifiers
         # busy, no server, a reload that removed it) or one we cannot use is ours (review revban F1)
         response = _conclude(st, self.ge, out, result, relay.label, backend=reply.outcome is not RelayOutcome.REJECT,
@@ -263,11 +272,10 @@ def _ask_backend(st: IkeSaState, ge: GatewayEap, ask: RelayAsk, prefix: list[Pay
 
 def closing(st: IkeSaState) -> None:
     """The IKE SA closes (``st.eap`` is set only until it is up): tell the edge to forget a relay
-    conversation the backend still holds, or what its Access-Accept left there (the user was
-    refused after it: no group, a bad AUTH, a duplicate)."""
+    conversation the backend still holds.  What an Access-Accept said (``accepted``) goes with the SA."""
     ge = st.eap
-    if ge is not None and ge.edge_holds:
-        ge.relayed = ge.accepted = False   # told once
+    if ge is not None and ge.relayed:
+        ge.relayed = False   # told once
         st.emit(EapRelayAbandoned(st.name))
 
 
@@ -299,6 +307,11 @@ def peer_eap(st: IkeSaState) -> PeerEap | None:
         peer = Identity(idi.id_type, idi.data)
     # else (no eap_id) the peer's identity is IDi itself: the SA's record holds it once
     return PeerEap(peer, ge.user, ge.groups)
+
+
+def accepted(st: IkeSaState) -> Accepted | None:
+    """What a client's Access-Accept said of its session (eap-radius), for IkeSaUp."""
+    return st.eap.accepted if st.eap is not None else None
 
 
 def gateway_auth(st: IkeSaState, ge: GatewayEap, idr: IdPayload) -> AuthPayload:

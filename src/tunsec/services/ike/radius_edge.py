@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING
 
 from tunsec.dataplane import pipe
 from tunsec.ike.eap.relay import RelayOutcome, RelayReply
-from tunsec.ike.events import DownReason, EapRelayRequest, IkeSaUp
+from tunsec.ike.events import Accepted, DownReason, EapRelayRequest, IkeSaUp
 from tunsec.ike.identity import Identity
 from tunsec.ike.sa import IkeSa
 from tunsec.ike.state import State
 from tunsec.radius.accounting import Accounting, Cause, cause_of
 from tunsec.radius.dae import DaeServer, SessionQuery
 from tunsec.radius.messages import Station
-from tunsec.radius.relay import Accepted, RadiusRelay
+from tunsec.radius.relay import RadiusRelay
 from tunsec.radius.settings import DaeSettings, RadiusSettings
 from tunsec.radius.usage import ChildRef
 from tunsec.services.base import StartupError, bind_udp
@@ -309,21 +309,23 @@ def _acct_observe(self: IkeService, dump: pipe.Reply) -> None:
 
 
 def _acct_start(self: IkeService, sa: IkeSa, ev: IkeSaUp, midway: bool = False) -> None:
-    """An IKE SA eap-radius authenticated is up: Start, with the EAP identity and the leased VIPs.
-    What its Access-Accept told accounting is kept as long as the IKE SA (a run a later reload
-    turns on echoes its Class too: ``midway``, see _acct_open)."""
+    """An IKE SA eap-radius authenticated is up: its Session-Timeout runs, and a Start goes out with
+    the user's name and the leased VIPs.  What its Access-Accept said comes with the event, which
+    the service keeps as long as the IKE SA (IkeService.ike_up, across its rekeys): a run a later
+    reload turns on (``midway``, see _acct_open) echoes its Class too.  The User-Name is the name as
+    the Access-Request carried it (the EAP identity, or the Accept's User-Name; Identity.user),
+    never the log form str() gives a name that is not ASCII (review revradius F1)."""
     conn = self.connections.get(ev.name)
     if conn is None or conn.ike.remote.method != "eap-radius":
         return
     handle = self._ike_handle(sa)
-    if not midway and self.radius is not None:
-        self.acct_accepted[handle] = self.radius.take_accepted(sa)
-        _limit_session(self, handle, self.acct_accepted[handle].session_timeout, ev)
+    accepted = ev.accepted or Accepted()
+    if not midway:
+        _limit_session(self, handle, accepted.session_timeout, ev)
     if self.accounting is None or (self.accounting.settings.accounting_requires_vip and not ev.peer_vips):
         return   # (strongSwan's accounting_requires_vip: no Start, so no Stop either)
     station = _station_of(self, self.accounting.settings.nas_identifier, sa, ev.remote_addr, ev.local_port, ev.name)
-    accepted = self.acct_accepted.get(handle, Accepted())
-    self.accounting.start(handle, str(ev.remote_id), station, [str(a) for a in ev.peer_vips],
+    self.accounting.start(handle, ev.remote_id.user, station, [str(a) for a in ev.peer_vips],
                           accepted.classes, accepted.interim_interval, midway)
 
 
@@ -391,17 +393,17 @@ def _session_timed_out(self: IkeService, handle: int) -> None:
 
 def _acct_stop(self: IkeService, sa: IkeSa, reason: DownReason) -> None:
     handle = self._ike_handles.get(sa)
-    if handle is not None:
-        self.acct_accepted.pop(handle, None)
-        if (limit := self.session_limits.pop(handle, None)) is not None:
-            limit.cancel()
+    if handle is not None and (limit := self.session_limits.pop(handle, None)) is not None:
+        limit.cancel()
     if self.accounting is not None and handle is not None:
         self.accounting.stop(handle, cause_of(reason, self.closing))
 
 
 def _names(peer: Identity, users: Sequence[str]) -> bool:
-    """Whether a DAE User-Name names the IKE SA's peer: its EAP identity compares as identities do
-    (without regard to case, as strongSwan's), any other one by its text. A User-Name is any
-    octets (dae.py decodes it with surrogateescape): compared as the bytes it was."""
+    """Whether a DAE User-Name names the IKE SA's peer: as identities compare (without regard to
+    case, as strongSwan's), the User-Name as the user name it is (Identity.of_user: the peer of an
+    IKE SA eap-radius authenticated is always one).  A User-Name is any octets (dae.py decodes it
+    with surrogateescape): compared as the bytes it was.  Never by the peer's log form (str()): that
+    of a name that is not ASCII ("2:#6ac3...") is another, ASCII, user's name (review revradius F1)."""
     named = peer.named   # the server names the user, whether or not it vouched for the name
-    return any(named == Identity.of_user(u.encode("utf-8", "surrogateescape")) or str(named) == u for u in users)
+    return any(named == Identity.of_user(u.encode("utf-8", "surrogateescape")) for u in users)

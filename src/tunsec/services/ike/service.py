@@ -79,7 +79,7 @@ from tunsec.policy.pools import AddressPools, PoolConfig
 from tunsec.policy.selector import addr_text, parse_ip
 from tunsec.radius.accounting import Accounting
 from tunsec.radius.dae import DaeServer
-from tunsec.radius.relay import Accepted, RadiusRelay
+from tunsec.radius.relay import RadiusRelay
 from tunsec.radius.settings import RadiusSettings
 from tunsec.services.addrwatch import AddressWatch
 from tunsec.services.base import EspEndpoint, Service
@@ -225,7 +225,6 @@ class IkeService(Service):
         self.resolver = Resolver()   # REDIRECTs naming a gateway by FQDN: looked up on threads of its own
         self.accounting: Accounting | None = None   # radius { accounting = yes } (_acct_* below)
         self.acct_retiring: set[Accounting] = set()   # turned off by a reload, still sending its last records
-        self.acct_accepted: dict[int, Accepted] = {}   # by IKE handle: its Access-Accept's Class... (_acct_start)
         self.session_limits: dict[int, asyncio.TimerHandle] = {}   # by IKE handle: its Session-Timeout's end
         self.dae: DaeServer | None = None   # radius { dae { enable = yes } } (_dae_* in radius_edge.py)
         self._acct_configure(radius)
