@@ -116,6 +116,10 @@ class IkeSaUp:
     # how remote_id was proven (IkeConfig.lease_proof): with it the peer as leases, selector claims
     # and the worker's reserve tell peers apart (a group-PSK client's "alice" is not EAP user alice)
     proof: str = ""
+    # the CA (certs.ca_fingerprint) the peer's certificate verified to, pubkey or EAP-TLS: a reload that
+    # takes it out of the connection's CAs logs the peer out (services/ike/revoked.py); 32 bytes shared
+    # by the CA's clients, not the peer's chain (tunsec never reauthenticates, nothing else reads it)
+    peer_anchor: bytes | None = None
 
 
 @dataclass(frozen=True)
