@@ -6,8 +6,13 @@ is another; the fingerprint is one object per CA, shared by every peer it certif
 from __future__ import annotations
 
 import datetime
+import hashlib
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from tunsec.ike.auth import AuthError
 from tunsec.ike.certs import ca_fingerprint, verify_peer
@@ -45,3 +50,30 @@ def test_the_peers_of_one_ca_share_one_fingerprint_object() -> None:
     b = make_cert(ca, "b", san=["b.example"])
     first = verify_peer([a.cert], [ca.cert], NOW, Identity.parse("a.example")).anchor
     assert verify_peer([b.cert], [ca.cert], NOW, Identity.parse("b.example")).anchor is first
+
+
+@dataclass(frozen=True)
+class _HalfRead:
+    """A configured CA cryptography half reads: a subject it cannot parse (conf/credentials.subject_name's
+    case) or a key type it does not support."""
+
+    bad: str   # "subject" or "key"
+
+    def public_key(self) -> Any:
+        if self.bad == "key":
+            raise UnsupportedAlgorithm("a key of no supported type")
+        return make_ca().key.public_key()
+
+    @property
+    def subject(self) -> Any:
+        raise ValueError("a subject that does not parse")
+
+    def public_bytes(self, encoding: Encoding) -> bytes:
+        return f"the certificate's DER ({self.bad})".encode()
+
+
+@pytest.mark.parametrize("bad", ["subject", "key"])
+def test_a_ca_cryptography_half_reads_is_known_by_its_bytes_not_a_traceback(bad: str) -> None:
+    """A reload computes the anchors of every configured CA: one of them must not end it."""
+    want = hashlib.sha256(f"the certificate's DER ({bad})".encode()).digest()
+    assert ca_fingerprint(_HalfRead(bad)) == want   # type: ignore[arg-type]
