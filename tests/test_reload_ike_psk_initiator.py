@@ -15,7 +15,7 @@ from types import SimpleNamespace
 from tunsec.conf.config import load_config
 from tunsec.ike.identity import Identity
 from tunsec.ike.state import State
-from tunsec.services.ike.reload import _removed_psk_users
+from tunsec.services.ike.revoked import removed_psk_users
 
 KEY = "0s" + base64.b64encode(b"the group key of gw, long enough!").decode()
 HUBKEY = "0s" + base64.b64encode(b"hub's key for another connection").decode()
@@ -41,5 +41,5 @@ def test_an_initiated_sa_is_not_logged_out_by_an_entry_added_for_the_responders_
                          remote_addr=("198.51.100.7", 500), delete=deleted.append)
     up = SimpleNamespace(ev=SimpleNamespace(remote_id=Identity.parse("hub.example")))
     svc = SimpleNamespace(endpoint=SimpleNamespace(sas=[sa]), ike_up={sa.local_spi: up})
-    out = _removed_psk_users(svc, [(old, new)], 1.0)   # type: ignore[arg-type]
+    out = removed_psk_users(svc, [(old, new)], 1.0)   # type: ignore[arg-type]
     assert out == [] and deleted == [], out

@@ -1,6 +1,6 @@
 """``tunsec reload`` and per-user PSKs (review revpsk F2): removing a user's ``ike-USER`` entry is how
 an operator revokes that user, as removing ``eap-USER`` is for EAP, so the reload deletes the IKE SAs
-it proved (services/ike/reload._removed_psk_users); a key changed under the same entry name is a
+it proved (services/ike/revoked.removed_psk_users); a key changed under the same entry name is a
 rotation and ends no session.  Before, the removed user kept the tunnel, and rekeyed it, until a
 reauthentication (by default never).
 

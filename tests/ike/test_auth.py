@@ -21,7 +21,7 @@ from tunsec.ike.auth import (
     verify_psk,
     verify_signature,
 )
-from tunsec.ike.certs import certreq_data, verify_peer
+from tunsec.ike.certs import ca_fingerprint, certreq_data, verify_peer
 from tunsec.ike.constants import AuthMethod, HashAlgorithm, IdType, PrfId
 from tunsec.ike.crypto import Prf
 from tunsec.ike.identity import Identity, certificate_has_identity
@@ -121,7 +121,8 @@ def test_chain_verification(kind: str) -> None:
     root = make_ca(kind=kind)
     inter = make_ca("intermediate", kind=kind, issuer=root)
     leaf = make_cert(inter, "moon", san=["moon.example", "10.0.0.1", "moon@example"], kind=kind, days=365)
-    pub = verify_peer([leaf.cert, inter.cert], [root.cert], NOW, Identity.parse("moon.example"))
+    pub, anchor = verify_peer([leaf.cert, inter.cert], [root.cert], NOW, Identity.parse("moon.example"))
+    assert anchor == ca_fingerprint(root.cert)   # the chain verified to the root, not the intermediate sent
     assert pub.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo) == leaf.key.public_key().public_bytes(
         Encoding.DER, PublicFormat.SubjectPublicKeyInfo
     )

@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from OpenSSL import SSL, crypto
 
+from tunsec.ike.certs import ca_fingerprint
 from tunsec.ike.config import EapSecret, IkeConfig, LocalAuth, RemoteAuth, child_config
 from tunsec.ike.constants import ExchangeType
 from tunsec.ike.eap import tls
@@ -147,6 +148,13 @@ def test_handshake_with_eap_identity_gives_the_same_msk_on_both_sides() -> None:
     assert len(result.msk) == 64 and result.msk == peer.msk
     assert result.msk.hex() not in repr(result) and repr(result.msk)[2:-1] not in repr(result)
     assert peer.tls.get_peer_certificate(as_cryptography=True) == GW.cert
+
+
+def test_the_result_names_the_ca_the_clients_certificate_verified_to() -> None:
+    """What the IKE SA keeps (IkeSaUp.peer_anchor): a reload that takes the CA away logs it out."""
+    other = make_ca("another CA")
+    result = converse(server(cas=(other.cert, CA.cert)), Peer(ALICE, b"alice@example.org"))
+    assert result.ok and result.anchor == ca_fingerprint(CA.cert) != ca_fingerprint(other.cert)
 
 
 def test_conversations_with_the_same_credentials_share_one_context() -> None:

@@ -11,8 +11,11 @@ same MSK on both sides: the AUTH payloads are keyed with it).
 
 from __future__ import annotations
 
+import grp
+import os
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from ike_peers import CONN, Charon, Pki, TunsecIke, ident, requires_strongswan
@@ -26,6 +29,7 @@ pytestmark = [
 ]
 
 POOL4, VIP4 = "10.3.0.0/24", "10.3.0.1"
+CACERTS = "cacerts = ca.crt"   # the gateway's: roadwarrior.GatewayConn
 
 
 @pytest.fixture(scope="module")
@@ -45,12 +49,18 @@ def topo() -> Iterator[TwoHosts]:
         yield t
 
 
-def peers(topo: TwoHosts, pki: Pki, client_pki: Pki | None = None) -> tuple[TunsecIke, Charon]:
+def peers(topo: TwoHosts, pki: Pki, client_pki: Pki | None = None, trust: Pki | None = None
+          ) -> tuple[TunsecIke, Charon]:
     """The gateway and the client, started; ``client_pki`` issues the client's certificate
-    (default: the gateway's CA). The client trusts the gateway's CA either way."""
+    (default: the gateway's CA), ``trust`` is a CA the gateway trusts besides its own (its connection's
+    ``cacerts = ca.crt, other.crt``).
+    The client trusts the gateway's CA either way."""
     # the gateway: its certificate, EAP-TLS (after EAP-Identity) for the client, a pool; the client:
     # EAP-TLS with its certificate (EAP identity = its IKE identity), a virtual IP, TLS in charon's log
     gateway = TunsecIke(topo, GatewayConn(topo.a, topo.b, method="eap-tls", pools=(Pool("rw4", POOL4),)), pki=pki)
+    if trust is not None:
+        shutil.copy(trust.ca_cert, gateway.dir / "x509ca" / "other.crt")
+        gateway.conf.write_text(gateway.conf.read_text().replace(CACERTS, f"{CACERTS}, other.crt"))
     client = Charon(topo, RoadWarriorConn(topo.b, topo.a, method="eap-tls", vips=("0.0.0.0",)), pki=pki)
     if client_pki is not None:
         key, cert = client_pki.issue(ident(topo.b))
@@ -89,3 +99,32 @@ def test_strongswan_eap_tls_refused_with_another_ca_then_gets_a_pool_address_and
     assert client.sas()[CONN]["local-vips"] == [VIP4]
     assert topo.wait_ping(topo.b, topo.a.inner4, src=VIP4, timeout=10)
     assert topo.ping(topo.b, topo.a.inner4, count=3, src=VIP4), "ping through the tunnel lost packets"
+
+
+def readable_by_tunsec(root: Path) -> None:
+    """The gateway's configuration and credentials readable by tunsec's group: it reads them as its
+    own user on a reload (the operator's part, docs/operations.md)."""
+    gid = grp.getgrnam("tunsec").gr_gid
+    for path in (root, *root.rglob("*")):
+        os.chown(path, -1, gid)
+        path.chmod(path.stat().st_mode | (0o050 if path.is_dir() else 0o040))
+
+
+def test_a_reload_that_takes_the_clients_ca_away_logs_it_out(topo: TwoHosts, pki: Pki, other_pki: Pki) -> None:
+    """Review revreload F3 for EAP-TLS: the gateway's connection trusts the client's CA besides its own
+    (cacerts); a reload that takes it out of cacerts deletes the client's IKE SA (charon is told) and
+    names the client in its answer."""
+    gateway, client = peers(topo, pki, client_pki=other_pki, trust=other_pki)
+    r = client.initiate()
+    assert r.returncode == 0, f"swanctl --initiate: {r.stdout[-3000:]}{r.stderr}\ntunsec:\n{gateway.log_tail()}"
+    gateway.wait_established()
+    readable_by_tunsec(gateway.dir)
+    r = gateway.cli("reload")
+    assert r.returncode == 0 and "no changes" in r.stdout, f"{r.stdout}{r.stderr}"
+    gateway.conf.write_text(gateway.conf.read_text().replace(f"{CACERTS}, other.crt", CACERTS))
+    r = gateway.cli("reload")
+    assert r.returncode == 0, f"{r.stdout}{r.stderr}"
+    assert ("certificate peers whose CA left the trust anchors, their IKE SAs deleted: "
+            f"C=CH, O=tunsec test, CN={ident(topo.b)} (tun)") in r.stdout, r.stdout
+    client.wait_log(r"received DELETE for IKE_SA")
+    assert wait_until(lambda: gateway.ike_sas() == [], 15), gateway.status()["ike_sas"]

@@ -433,6 +433,7 @@ def _read_connection(section: Section, ctx: _ConnContext) -> Connection | None:
     if local_auth is None or remote_auth is None:
         return None
     psk: Secret | None = None
+    psk_name = ""
     peer_psks: tuple[PskEntry, ...] = ()
     if "psk" in (local_auth.method, remote_auth.method):
         entry = find_own_psk(ctx.psks, local_auth.id, remote_auth.id)
@@ -456,7 +457,7 @@ def _read_connection(section: Section, ctx: _ConnContext) -> Connection | None:
                 "(set remote.id to the peer's identity, or add a group key)",
             )
             return None
-        psk = entry.secret if entry is not None else None
+        psk, psk_name = (entry.secret, entry.name) if entry is not None else (None, "")
     children = tuple(d.child for d in drafts)
     try:
         ike = IkeConfig(
@@ -467,6 +468,7 @@ def _read_connection(section: Section, ctx: _ConnContext) -> Connection | None:
             tuple(c.config for c in children),
             psk=psk,
             peer_psks=peer_psks,
+            psk_name=psk_name,
             eap_secrets=eap_secrets(ctx.psks) if "eap-mschapv2" in (local_auth.method, remote_auth.method) else (),
             local_addr=str(local_addrs[0]) if local_addrs else None,
             remote_addr=str(remote_addrs[0]) if remote_addrs else None,

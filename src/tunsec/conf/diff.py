@@ -23,13 +23,14 @@ __all__ = ["NameDiff", "comparable", "credentials_only", "diff_by_name", "restar
 
 T = TypeVar("T")
 
-# the fields that hold secrets and credentials (IkeConfig.psk, peer_psks and eap_secrets, LocalAuth.cert/
+# the fields that hold secrets and credentials (IkeConfig.psk and psk_name, peer_psks and eap_secrets, LocalAuth.cert/
 # intermediates/private_key, RemoteAuth.cas): a connection that differs only in these keeps its SAs; new
 # negotiations use the new ones.  peer_psks is every PSK entry of the file (a connection of %any carries
 # them all): a user's PSK added or changed must not end the other users' IKE SAs.  eap_secrets is every
 # EAP user of the file (connections.py gives all of them to each EAP connection): a user added or a
 # password changed must not end every EAP client's IKE SA
-CREDENTIAL_FIELDS = frozenset({"psk", "peer_psks", "eap_secrets", "cert", "intermediates", "private_key", "cas"})
+CREDENTIAL_FIELDS = frozenset({"psk", "psk_name", "peer_psks", "eap_secrets", "cert", "intermediates", "private_key",
+                               "cas"})
 
 
 def comparable(value: Any, skip: frozenset[str] = frozenset()) -> Any:

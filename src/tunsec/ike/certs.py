@@ -17,9 +17,11 @@ most IPsec certificates carry).  Without either extension any use is allowed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Sequence
 from datetime import datetime
+from typing import NamedTuple
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -39,6 +41,27 @@ def ca_key_hash(ca: x509.Certificate) -> bytes:
 
 def certreq_data(cas: Sequence[x509.Certificate]) -> bytes:
     return b"".join(ca_key_hash(ca) for ca in cas)
+
+
+@functools.lru_cache(maxsize=256)   # the anchors are configured CAs: one bytes object shared by their clients
+def ca_fingerprint(ca: x509.Certificate) -> bytes:
+    """SHA-256 of the CA's subject and public key (both DER, so their concatenation is unambiguous):
+    the trust anchor a peer's chain verified to, as an established IKE SA remembers it (32 bytes) so that
+    a reload can tell whether the anchor is still trusted (services/ike/revoked.py).  A CA renewed with
+    the same key and subject is the same anchor: the certificates it issued verify to either."""
+    try:
+        spki = ca.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+        named = ca.subject.public_bytes() + spki
+    except (ValueError, UnsupportedAlgorithm):   # a configured CA cryptography half reads: known by its bytes
+        named = ca.public_bytes(Encoding.DER)
+    return hashlib.sha256(named).digest()
+
+
+class VerifiedPeer(NamedTuple):
+    """A peer certificate that verified: its key, and the fingerprint of the CA it verified to."""
+
+    key: PublicKey
+    anchor: bytes
 
 
 def _policy_builder(cas: Sequence[x509.Certificate], when: datetime) -> verification.PolicyBuilder:
@@ -108,8 +131,8 @@ def load_certificates(ders: Sequence[bytes]) -> list[x509.Certificate]:
 @peer_input("a peer's certificate")   # its subject is read (named) before its chain is checked
 def verify_peer(
     chain: Sequence[x509.Certificate], cas: Sequence[x509.Certificate], when: datetime, peer_id: Identity
-) -> PublicKey:
-    """The public key of a verified peer certificate whose identity matches ``peer_id``.
+) -> VerifiedPeer:
+    """The public key of a verified peer certificate whose identity matches ``peer_id``, and its anchor.
 
     ``chain`` is the end-entity certificate first, then any intermediates.
     """
@@ -125,10 +148,10 @@ def verify_peer(
 
 def _verify(
     chain: Sequence[x509.Certificate], cas: Sequence[x509.Certificate], when: datetime, peer_id: Identity
-) -> PublicKey:
+) -> VerifiedPeer:
     leaf = chain[0]
     try:
-        _policy_builder(cas, when).build_client_verifier().verify(leaf, list(chain[1:]))
+        verified = _policy_builder(cas, when).build_client_verifier().verify(leaf, list(chain[1:]))
     except verification.VerificationError as exc:
         raise AuthError(f"certificate of {subject_text(leaf)} not trusted: {exc}") from None
     try:
@@ -141,4 +164,4 @@ def _verify(
     key = leaf.public_key()
     if not isinstance(key, PublicKey):
         raise AuthError(f"unsupported public key type {type(key).__name__}")
-    return key
+    return VerifiedPeer(key, ca_fingerprint(verified.chain[-1]))   # the chain ends in a store CA

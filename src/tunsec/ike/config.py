@@ -167,6 +167,9 @@ class IkeConfig:
     children: tuple[ChildConfig, ...] = ()
     psk: Secret | None = None
     peer_psks: tuple[PskEntry, ...] = ()
+    # the secrets entry ``psk`` is (its section's name): a reload tells a removed entry (the peer it
+    # proved is logged out) from a rotated key (services/ike/revoked.py)
+    psk_name: str = ""
     eap_secrets: tuple[EapSecret, ...] = ()  # EAP passwords (ours as a client, users' as a gateway)
     local_addr: str | None = None
     remote_addr: str | None = None

@@ -134,6 +134,10 @@ class IkeSaUp:
     # eap-radius: what the client's Access-Accept said of the session (None: none of it), for its
     # Session-Timeout and accounting (services/ike/radius_edge.py)
     accepted: Accepted | None = None
+    # the CA (certs.ca_fingerprint) the peer's certificate verified to, pubkey or EAP-TLS: a reload that
+    # takes it out of the connection's CAs logs the peer out (services/ike/revoked.py); 32 bytes shared
+    # by the CA's clients, not the peer's chain (tunsec never reauthenticates, nothing else reads it)
+    peer_anchor: bytes | None = None
 
 
 @dataclass(frozen=True)

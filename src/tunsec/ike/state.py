@@ -184,6 +184,7 @@ class IkeSaState:
     # the identity the peer sent (IDi/IDr) when its certificate proved it as another, peer_id
     # (identity.certified_identity): what the connection's remote.id matched, and what logs show
     peer_sent_id: Identity | None = None
+    peer_anchor: bytes | None = None   # the CA its certificate verified to (IkeSaUp.peer_anchor)
     children: dict[int, ChildSa] = field(default_factory=dict)
     # a list, not a deque: empty nearly all the time, when a list holds no buffer (a deque a 0.5 KiB block)
     events: list[Event] = field(default_factory=list)

@@ -58,9 +58,11 @@ def _san(names: Sequence[str]) -> x509.SubjectAlternativeName:
     return x509.SubjectAlternativeName(general)
 
 
-def make_ca(cn: str = "tunsec test CA", kind: str = "ecdsa", issuer: Issued | None = None) -> Issued:
-    """A self-signed CA, or an intermediate CA when ``issuer`` is given."""
-    key = new_key(kind)
+def make_ca(cn: str = "tunsec test CA", kind: str = "ecdsa", issuer: Issued | None = None,
+            key: PrivateKey | None = None) -> Issued:
+    """A self-signed CA, or an intermediate CA when ``issuer`` is given; with ``key``, a CA of that
+    key (the same ``cn`` and key as another: that one renewed, a new serial and signature)."""
+    key = key if key is not None else new_key(kind)
     builder = (
         x509.CertificateBuilder()
         .subject_name(_name(cn))

@@ -148,6 +148,7 @@ class EapResult:
     # nothing vouched for ``identity``: eap-radius whose Access-Accept named no user (a tunnelled
     # method's outer identity is the client's word); the IKE SA's identity is then its own alone
     unproven: bool = False
+    anchor: bytes | None = None  # EAP-TLS: the CA the client's certificate verified to (certs.ca_fingerprint)
 
 
 class Account(NamedTuple):

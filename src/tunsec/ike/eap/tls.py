@@ -246,6 +246,7 @@ class EapTlsAuthenticator:
     # the peer as its verified certificate names it (identity.certified_identity), whichever of its
     # identities it gave: one certificate is one peer for max_ike_sas, unique and leases
     _proven: Identity | None = None
+    _anchor: bytes | None = None   # the CA its certificate verified to (certs.ca_fingerprint)
 
     def start(self) -> bytes:
         self._ident = self.rand(1)[0]
@@ -354,7 +355,7 @@ class EapTlsAuthenticator:
             return "client sent no certificate"
         rest = [c for c in chain if c != leaf]
         try:
-            verify_peer([leaf, *rest], self.creds.cas, self.now(), self.peer_identity)
+            self._anchor = verify_peer([leaf, *rest], self.creds.cas, self.now(), self.peer_identity).anchor
         except AuthError as exc:
             return f"client certificate refused: {exc}"
         try:
@@ -367,7 +368,8 @@ class EapTlsAuthenticator:
         self._state = _State.DONE
         self._tls, self._out = None, None
         out = EapPacket(EapCode.SUCCESS, self._ident).encode()
-        return out, EapResult(True, self._name, self._msk, peer=self._proven or self.peer_identity)
+        return out, EapResult(True, self._name, self._msk, peer=self._proven or self.peer_identity,
+                              anchor=self._anchor)
 
 
 def _drain(tls: SSL.Connection) -> bytes:

@@ -125,8 +125,9 @@ def _verify_peer(st: IkeSaState, payloads: Sequence[Payload], peer_id_payload: I
         _verify_psk(st, peer_id, octets, auth)
     else:
         chain = load_certificates(_peer_certs(payloads))
-        key = verify_peer(chain, remote.cas, st.wall_clock(), peer_id)
+        key, anchor = verify_peer(chain, remote.cas, st.wall_clock(), peer_id)
         verify_signature(key, octets, auth)
+        st.peer_anchor = anchor   # a reload that stops trusting it logs the peer out (services/ike/revoked.py)
         # one certificate, one peer, whichever of its identities it sent (certified_identity)
         try:
             proven = certified_identity(chain[0])
@@ -179,6 +180,7 @@ def _ike_up(st: IkeSaState) -> None:
             st.peer_sent_id,
             st.config.lease_proof,
             eap.accepted(st),
+            st.peer_anchor,
         )
     )
     # only the AUTH payloads sign the IKE_SA_INIT messages, and both sides' are done: not kept for

@@ -95,6 +95,7 @@ class GatewayEap:
     # kept here, with the half-open IKE SA, not at the edge (set with msk)
     accepted: Accepted | None = None
     peer: Identity | None = None  # the identity EAP proved (set with msk)
+    anchor: bytes | None = None  # EAP-TLS: the CA the peer's certificate verified to (set with msk)
     user: bytes = b""  # the EAP identity, for log lines (set with msk)
     groups: tuple[str, ...] = ()  # the user's groups, as the backend's Accept said (set with msk)
     refusals_counted: int = 0  # the relay's refusals_in_challenge already told as AuthFailed
@@ -191,7 +192,7 @@ def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response | GatewayEa
         out, result = ge.authenticator.process(eap.data)
         return _conclude(st, ge, out, result, METHOD_NAMES[st.config.remote.method])
     _check_msk_auth(st, ge.msk, True, ge.idi, payloads)
-    st.peer_id = ge.peer
+    st.peer_id, st.peer_anchor = ge.peer, ge.anchor
     return ge
 
 
@@ -208,7 +209,7 @@ def _conclude(st: IkeSaState, ge: GatewayEap, out: bytes, result: EapResult | No
         return Response([EapPayload(out), notify(NotifyType.AUTHENTICATION_FAILED)], close=True,
                         reason=DownReason.AUTH_FAILED)
     ge.msk, ge.peer = Secret(result.msk), _proven_identity(result)
-    ge.user, ge.groups = result.identity, result.groups
+    ge.user, ge.groups, ge.anchor = result.identity, result.groups, result.anchor
     return Response([EapPayload(out)])
 
 

@@ -12,10 +12,10 @@ from tunsec.conf.connections import ike_endpoints
 from tunsec.conf.diff import credentials_only, diff_by_name
 from tunsec.ike.sa import State
 from tunsec.services.ike import recreate, vip_refused
+from tunsec.services.ike.revoked import log_out_revoked
 
 if TYPE_CHECKING:
     from tunsec.conf.config import Config
-    from tunsec.conf.connections import Connection
     from tunsec.services.ike.service import IkeService
 
 log = logging.getLogger("tunsec.ike")
@@ -41,9 +41,9 @@ def check_reload(self: IkeService, cfg: Config) -> list[str]:
 async def reload(self: IkeService, cfg: Config) -> list[str]:
     """As swanctl --load-conns: IKE SAs of removed and changed connections are deleted (the peer
     is told), the changed and added ones start as configured; a connection that differs only in
-    its credentials (PSK, EAP users, certificates, keys) keeps its SAs and negotiates anew with the
-    new ones, but an EAP user no longer in the secrets is logged out (_removed_users), and so is a
-    PSK user whose entry is (_removed_psk_users).
+    its credentials (PSK, EAP users, certificates, keys, CAs) keeps its SAs and negotiates anew with
+    the new ones, but a peer whose credential it took away (an EAP user, a PSK entry, the CA its
+    certificate verified to) is logged out (revoked.py).
 
     The new connections are in force before anything is awaited: an ACQUIRE, a keying try or a
     peer's IKE_AUTH handled while the worker answers must never see the old ones.  IKE SAs being
@@ -68,8 +68,7 @@ async def reload(self: IkeService, cfg: Config) -> list[str]:
         if sa.name in gone and not sa.is_closed:
             with contextlib.suppress(Exception):
                 sa.delete(now)
-    logged_out = _removed_users(self, [new for _, new in d.changed if new.name in creds], now)
-    psk_out = _removed_psk_users(self, [(old, new) for old, new in d.changed if new.name in creds], now)
+    revoked = log_out_revoked(self, [(old, new) for old, new in d.changed if new.name in creds], now)
     for name in gone:
         self.attempts.pop(name, None)
         # a refused virtual IP's count, hold and scheduled try were the old connection's: the new one
@@ -98,10 +97,7 @@ async def reload(self: IkeService, cfg: Config) -> list[str]:
                               ).summary("IKE connections")
     if creds:
         out.append(f"IKE connections with new credentials (for new negotiations): {', '.join(sorted(creds))}")
-    if logged_out:
-        out.append(f"EAP users no longer in the secrets, their IKE SAs deleted: {', '.join(logged_out)}")
-    if psk_out:
-        out.append(f"PSK users whose key left the secrets, their IKE SAs deleted: {', '.join(psk_out)}")
+    out += revoked
     if dropped:
         log.info("reload: %d IKE SAs peers were setting up under removed or changed connections dropped", dropped)
     return out
@@ -127,53 +123,3 @@ def _stale_initiations(self: IkeService, renewed: set[str], now: float) -> list[
             log.info("%s: IKE SA being set up with %s restarted with the new credentials", sa.name,
                      sa.remote_addr[0])
     return list(dict.fromkeys(restart))
-
-
-def _removed_users(self: IkeService, renewed: list[Connection], now: float) -> list[str]:
-    """Delete the established IKE SAs of EAP-MSCHAPv2 users the reload took out of the secrets
-    (the same user's other connections, and other users, keep theirs): removing a user is how an
-    operator revokes one, and its session would otherwise last until its next reauthentication.
-    A changed password leaves the session alone, as a rotated PSK does.  "user (connection)", each once."""
-    out: list[str] = []
-    for conn in renewed:
-        if conn.ike.remote.method != "eap-mschapv2":
-            continue
-        for sa in self.endpoint.sas:
-            up = self.ike_up.get(sa.local_spi) if sa.name == conn.name else None
-            if up is None or up.ev.peer_eap is None or sa.state is not State.ESTABLISHED:
-                continue
-            user = up.ev.peer_eap.user.decode("utf-8", "replace")   # as the EAP server looked it up
-            if conn.ike.eap_password(user) is None:
-                log.info("%s: EAP user %s is no longer in the secrets: deleting its IKE SA with %s", conn.name,
-                         up.ev.peer_eap.user_text, sa.remote_addr[0])
-                sa.delete(now)
-                out.append(f"{up.ev.peer_eap.user_text} ({conn.name})")
-    return list(dict.fromkeys(out))
-
-
-def _removed_psk_users(self: IkeService, changed: list[tuple[Connection, Connection]], now: float) -> list[str]:
-    """Delete the established IKE SAs of PSK users (a connection of %any, ike/psk.py) the reload took
-    out of the secrets, as _removed_users does for EAP (review revpsk F2): the entry the peer's
-    identity chose is gone by name, or another one or none is the identity's now (dave's own entry
-    gone, a group key would not prove him; an entry added for someone the group key proved: it no
-    longer does).  A key changed under the same entry name ends no session (a rotated PSK).  The
-    entry an SA proved is the one the old configuration picks for its identity (the engine keeps no
-    record of it); an SA for whose identity it picked none is left alone.  "identity (connection)"."""
-    out: list[str] = []
-    for old, new in changed:
-        if not old.ike.peer_psks or not new.ike.peer_psks or new.ike.remote.method != "psk":
-            continue
-        for sa in self.endpoint.sas:
-            up = self.ike_up.get(sa.local_spi) if sa.name == new.name else None
-            # an SA we initiated proved config.psk both ways (ike_auth._verify_psk), not the IDr's pick
-            if up is None or sa.state is not State.ESTABLISHED or sa.is_initiator:
-                continue
-            was, now_is = old.ike.psk_for(up.ev.remote_id), new.ike.psk_for(up.ev.remote_id)
-            # the same entry (a rotated key), or another one holding the key it proved (a renamed one)
-            if was is None or (now_is is not None and (now_is.name == was.name or now_is.secret == was.secret)):
-                continue
-            log.info("%s: secrets.%s, the pre-shared key of %s, is no longer its: deleting its IKE SA with %s",
-                     new.name, was.name, up.ev.remote_id, sa.remote_addr[0])
-            sa.delete(now)
-            out.append(f"{up.ev.remote_id} ({new.name})")
-    return list(dict.fromkeys(out))
