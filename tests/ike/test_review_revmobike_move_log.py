@@ -1,4 +1,4 @@
-"""Review revmobike F2: an authenticated MOBIKE peer decides how often it moves, and every move
+"""Review revmobike F3: an authenticated MOBIKE peer decides how often it moves, and every move
 writes INFO lines nothing limits: "peer moved from .. to .." (mobike._update) and "return
 routability of .. confirmed" (ReturnRoutabilityTask.process), two lines per UPDATE_SA_ADDRESSES,
 as fast as the peer's round trips allow.  The refused moves (REFUSED_LOG), the failed checks

@@ -1,4 +1,4 @@
-"""Review revmobike F3: a refused UPDATE_SA_ADDRESSES is answered without the request's COOKIE2.
+"""Review revmobike F2: a refused UPDATE_SA_ADDRESSES is answered without the request's COOKIE2.
 
 RFC 4555 §3.7: a responder that receives COOKIE2 MUST copy it into the response.  mobike.respond
 returns UNACCEPTABLE_ADDRESSES (and UNEXPECTED_NAT_DETECTED) before it reaches the echo, and every
