@@ -13,13 +13,15 @@ the client, one ESP packet."""
 from __future__ import annotations
 
 import os
-import secrets
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import netns_unavailable
+
+from tunsec.bench.netns import scratch_netns
 
 SCRIPT = textwrap.dedent(r'''
     import ipaddress, os, socket, subprocess, sys, threading, time
@@ -67,11 +69,9 @@ SCRIPT = textwrap.dedent(r'''
 
 
 def test_esp_to_an_address_routed_into_the_tun_loops(tmp_path: Path) -> None:
-    ns = f"revmobike-{secrets.token_hex(3)}"
-    r = subprocess.run(["ip", "netns", "add", ns], capture_output=True, text=True)
-    if r.returncode:
-        pytest.skip(f"ip netns add: {r.stderr.strip()}")
-    try:
+    if (why := netns_unavailable()) is not None:
+        pytest.skip(f"NETNS UNAVAILABLE: {why}")
+    with scratch_netns("revmobike") as ns:
         script = tmp_path / "loop.py"
         script.write_text(SCRIPT)
         here = os.path.dirname(os.path.abspath(__file__))
@@ -82,5 +82,3 @@ def test_esp_to_an_address_routed_into_the_tun_loops(tmp_path: Path) -> None:
         counts = [int(x) for x in line.split()[1:4]]
         # one datagram sent: one ESP packet, not an SA encrypting its own output
         assert counts[-1] <= 1, line
-    finally:
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
