@@ -305,6 +305,20 @@ static int next_seq(ts_sa *sa, uint64_t *out) {
     }
 }
 
+/* The packet read from the TUN is this SA's own ESP (or our IKE) on its way to the SA's peer: UDP
+ * from the SA's port (and its address, unless the wildcard) to its remote address and port.  The
+ * host routes that peer's address into the TUN (a peer that moved to an address inside a tunnel or a
+ * pool); sealed again it would come back larger, round after round, until the MTU stops it.  Four
+ * comparisons of the parsed flow, no route lookup; a later fragment (no ports) passes, its next
+ * round does not. */
+static bool own_esp(const ts_sa *sa, const ts_flow *f) {
+    size_t n = sa->remote.family == 4 ? 4 : 16;
+    if (f->proto != 17 || f->opaque || f->family != sa->remote.family || f->dport != sa->remote.port ||
+        f->sport != sa->local.port || memcmp(f->dst, sa->remote.addr, n) != 0)
+        return false;
+    return !ts_addr_is_specific(&sa->local) || sa->local.family != f->family || memcmp(f->src, sa->local.addr, n) == 0;
+}
+
 int ts_outbound_locked(ts_dp *dp, ts_flow_cache *cache, const uint8_t *pkt, size_t len, uint8_t *out,
                        size_t outcap, ts_sa **sa_out, int *drop, size_t *icmp_len) {
     ts_flow f;
@@ -336,6 +350,10 @@ int ts_outbound_locked(ts_dp *dp, ts_flow_cache *cache, const uint8_t *pkt, size
         bool spent = atomic_load(&sa->seq) == (sa->esn ? UINT64_MAX : UINT32_MAX);
         *drop = spent ? TS_DROP_SEQ_OVERFLOW : TS_DROP_LIFETIME;
         expire_again(dp, sa);
+        return 0;
+    }
+    if (own_esp(sa, &f)) {
+        *drop = TS_DROP_ESP_LOOP;
         return 0;
     }
     uint32_t mtu = atomic_load(&dp->tunnel_mtu);

@@ -1,5 +1,7 @@
 """What an address is to this host's IKE endpoint: asked of a virtual IP a gateway assigns us
-(exchanges/ike_config.py) and of a REDIRECT's target (redirect.py), before a client takes either.
+(exchanges/ike_config.py) and of a REDIRECT's target (redirect.py), before a client takes either,
+and of the address a peer moves its IKE SA and Child SAs to (exchanges/mobike.py, MOBIKE or a NAT
+float: refused_address).
 
 - "own": a connection has it as its local address;
 - "peer": the peer of an established IKE SA, or a connection's remote address;
@@ -37,13 +39,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tunsec.policy.pad import AddressMatch, address_match, same_ip
-from tunsec.policy.selector import IPAddress, IPNetwork
+from tunsec.policy.selector import IPAddress, IPNetwork, Ts
 
 from .config import IkeConfig
 
 if TYPE_CHECKING:
     from .by_address import EstablishedByAddress  # (imports sa.py, which imports this module)
-    from .state import AddressPool, SelectorClaims
+    from .state import AddressPool, IkeSaState, SelectorClaims
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,3 +128,79 @@ def other_tunnel(role: Role | None, config: IkeConfig, ip: IPAddress) -> str | N
     if own >= role.network.prefixlen:
         return None
     return f"inside remote_ts {role.network} of connection {role.connection}"
+
+
+_THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
+
+
+def unmapped(ip: IPAddress) -> IPAddress:
+    """The IPv4 address an IPv4-mapped one (::ffff:a.b.c.d) stands for, else ip: the form every check
+    compares (a peer writing a.b.c.d so would pass the own-address and remote_ts checks)."""
+    return ip.ipv4_mapped if ip.version == 6 and ip.ipv4_mapped is not None else ip
+
+
+def usable_gateway(address: str) -> bool:
+    """An address IKE may be sent to (a REDIRECT's target, what an FQDN resolved to, a peer's new
+    address): not unspecified, multicast, loopback (a local service would get our IKE), broadcast or
+    otherwise reserved, nor link-local (neither a redirect nor a move carries an interface to scope it
+    with)."""
+    try:
+        ip = unmapped(ipaddress.ip_address(address))
+    except ValueError:
+        return False
+    return not (ip.is_unspecified or ip.is_multicast or ip.is_loopback or ip.is_link_local or ip.is_reserved
+                or (ip.version == 4 and ip in _THIS_NETWORK))
+
+
+def refused_address(st: IkeSaState, address: str, what: str, *, moving: bool = False) -> str | None:
+    """Why ``what`` of ``st``'s connection must not be sent to ``address``, or None: a client's IKE
+    to a REDIRECT's target (redirect.refused_target), or, ``moving``, a peer's IKE and ESP to the
+    address it moved to (MOBIKE's UPDATE_SA_ADDRESSES, or a NAT float without MOBIKE:
+    exchanges/mobike.py; review revmobike F1).  Refused: no usable address (usable_gateway), this
+    host's own (the IKE address in use, role "own"), inside one of our pools (a road warrior's),
+    inside a remote_ts of the connection, or inside another tunnel (other_tunnel).  The host routes
+    all of these into the TUN or to itself: a road warrior moving to its own virtual IP through its
+    tunnel would loop its ESP through the TUN, a spoofed source behind another peer would put this
+    peer's ESP into that peer's tunnel.  ``moving`` counts every "tunnel" role, the connection's own
+    too (its remote_ts, or any Child SA's claims, another peer's of the same connection as well):
+    ESP sent there goes into the TUN whichever tunnel holds it; full tunnels are nobody's (the
+    module), so a peer on the internet is still followed, and "peer" comes first, so clients sharing
+    one NAT's public address are too.  A REDIRECT's target keeps the stricter own-remote_ts rule
+    (the tunnel the new IKE SA is to set up; not a full tunnel's, whose new gateway gets an exclude
+    route as the first one did) and other_tunnel's (ours as specifically:
+    the gateway we talk to is the one the host sends that traffic to anyway)."""
+    if not usable_gateway(address):
+        kind = "peer" if moving else "gateway"
+        return f"{address} is no {kind} address (unspecified, multicast, loopback, broadcast, reserved or link-local)"
+    ip = unmapped(ipaddress.ip_address(address))
+    local = st.local_addr[0] if st.local_addr is not None else None
+    role = st.address_role(ip) if st.address_role is not None else None
+    if (local is not None and _same(ip, local)) or (role is not None and role.kind == "own"):
+        return f"{address} is an address of this host"
+    if role is not None and role.kind == "pool":
+        return f"{address} is inside pool {role.pool} of connection {role.connection} " \
+               f"({what} would go to a road warrior)"
+    if moving:
+        if role is not None and role.kind == "tunnel":
+            return f"{address} is inside remote_ts {role.network} of connection {role.connection} " \
+                   f"({what} would go into that tunnel)"
+        return None
+    host = Ts.host(ip)
+    everything = full_tunnel(st.config)
+    for child in st.config.children:
+        for ts in child.remote_ts:
+            # a full tunnel's networks cover every gateway: the daemon keeps the new one's address out of the
+            # TUN's routes (an exclude route, dataplane/exclude.py), as the first gateway's (h/fixfull)
+            if not ts.dynamic and ts.contains(host) and not set(ts.networks()) <= everything:
+                return f"{address} is inside remote_ts {ts} of child {child.name} ({what} would go into the tunnel)"
+    tunnel = other_tunnel(role, st.config, ip)
+    if tunnel is not None:
+        return f"{address} is {tunnel} ({what} would go into that tunnel)"
+    return None
+
+
+def _same(ip: IPAddress, text: str) -> bool:
+    try:
+        return ip == unmapped(ipaddress.ip_address(text))
+    except ValueError:
+        return False

@@ -460,7 +460,7 @@ class IkeEndpoint:
                 load=self._load_cb,
                 refuse_duplicate=None if initiator else self._refuse_cb,
                 has_contact=self._has_contact if initiator else None,
-                address_role=self._address_role if initiator else None,
+                address_role=self._address_role,
                 spi_book=self.spi_book,
             )
             if not self.spi_book.taken(sa.local_spi):
@@ -729,7 +729,8 @@ class IkeEndpoint:
                    for sa in self._sas.values())
 
     def _address_role(self, ip: IPAddress) -> Role | None:
-        """What ``ip`` is to this host (address_role.py): asked of a client's virtual IP and REDIRECT."""
+        """What ``ip`` is to this host (address_role.py): asked of a client's virtual IP and REDIRECT,
+        and of the address a peer moves to."""
         return address_role(self._configs.values(), self._by_address, self._address_pool, ip, self._ts_claims)
 
     def _initial_contact(self, fresh: IkeSa, up: IkeSaUp) -> None:

@@ -40,8 +40,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .address_role import full_tunnel, other_tunnel
-from .ts import Ts
+from .address_role import refused_address, unmapped, usable_gateway
 
 if TYPE_CHECKING:
     from .state import IkeSaState
@@ -54,7 +53,6 @@ GW_IPV4 = 1
 GW_IPV6 = 2
 GW_FQDN = 3
 
-_THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z")
 
 
@@ -120,58 +118,15 @@ def decode_redirect(data: bytes) -> Redirect:
     return Redirect(str(address), data[2 + length :])
 
 
-def unmapped(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    """The IPv4 address an IPv4-mapped one (::ffff:a.b.c.d) stands for, else ip: the form every check
-    compares (a peer writing a.b.c.d so would pass the own-address and remote_ts checks)."""
-    return ip.ipv4_mapped if ip.version == 6 and ip.ipv4_mapped is not None else ip
-
-
 def canonical_gateway(address: str) -> str:
     """A usable gateway address (an FQDN's result) as it is checked and connected to: unmapped."""
     return str(unmapped(ipaddress.ip_address(address)))
 
 
-def usable_gateway(address: str) -> bool:
-    """An address a client may be sent to (also for what an FQDN resolved to): not unspecified,
-    multicast, loopback (a local service would get our IKE), broadcast or otherwise reserved, nor
-    link-local (a redirect carries no interface to scope it with)."""
-    try:
-        ip = unmapped(ipaddress.ip_address(address))
-    except ValueError:
-        return False
-    return not (ip.is_unspecified or ip.is_multicast or ip.is_loopback or ip.is_link_local or ip.is_reserved
-                or (ip.version == 4 and ip in _THIS_NETWORK))
-
-
 def refused_target(st: IkeSaState, address: str) -> str | None:
     """Why a client does not go to ``address`` (a REDIRECT's, or what its FQDN resolved to), or None:
-    no gateway address (usable_gateway), this host's own (the IKE address in use, a connection's
-    local address), inside a remote_ts of the connection, where the new IKE SA's own IKE
-    would be sent into the tunnel it is to set up (not a full tunnel's: see below), or where the
-    address role (address_role.py) puts it into another connection's tunnel or one of our pools (our
-    IKE, identity and PSK-keyed AUTH would go to a host behind that tunnel or to a road warrior:
-    review revclient F2)."""
-    if not usable_gateway(address):
-        return f"{address} is no gateway address (unspecified, multicast, loopback, broadcast, reserved or link-local)"
-    ip = unmapped(ipaddress.ip_address(address))
-    local = st.local_addr[0] if st.local_addr is not None else None
-    role = st.address_role(ip) if st.address_role is not None else None
-    if (local is not None and _same(ip, local)) or (role is not None and role.kind == "own"):
-        return f"{address} is an address of this host"
-    if role is not None and role.kind == "pool":
-        return f"{address} is inside pool {role.pool} of connection {role.connection} (IKE would go to a road warrior)"
-    host = Ts.host(ip)
-    everything = full_tunnel(st.config)
-    for child in st.config.children:
-        for ts in child.remote_ts:
-            # a full tunnel's networks cover every gateway: the daemon keeps the new one's address out of the
-            # TUN's routes (an exclude route, dataplane/exclude.py), as the first gateway's
-            if not ts.dynamic and ts.contains(host) and not set(ts.networks()) <= everything:
-                return f"{address} is inside remote_ts {ts} of child {child.name} (IKE would go into the tunnel)"
-    tunnel = other_tunnel(role, st.config, ip)
-    if tunnel is not None:
-        return f"{address} is {tunnel} (IKE would go into that tunnel)"
-    return None
+    address_role.refused_address's reasons for our IKE (review revclient F2)."""
+    return refused_address(st, address, "IKE")
 
 
 def not_followed(st: IkeSaState, redirect: Redirect) -> str | None:
@@ -180,10 +135,3 @@ def not_followed(st: IkeSaState, redirect: Redirect) -> str | None:
         return f"REDIRECT to {redirect.gateway} not followed: follow_redirects = no"
     why = None if redirect.fqdn else refused_target(st, redirect.gateway)
     return f"REDIRECT not followed: {why}" if why is not None else None
-
-
-def _same(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, text: str) -> bool:
-    try:
-        return ip == unmapped(ipaddress.ip_address(text))
-    except ValueError:
-        return False

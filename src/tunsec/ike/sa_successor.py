@@ -88,6 +88,7 @@ def rekeyed_sa(self: IkeSa, rekey: IkeRekey) -> IkeSa:
         ts_claims=old.ts_claims,
         fragment_stats=self._frag_stats,
         drop_stats=self._drops,
+        address_role=old.address_role,   # a peer's moves are checked there too
     )
     st = new._st
     st.spi_i, st.spi_r, st.local_port = rekey.spi_i, rekey.spi_r, old.local_port

@@ -249,9 +249,10 @@ class IkeSaState:
     # an initiator's: whether we already have an established IKE SA with these identities (the
     # IKE_AUTH request then carries no INITIAL_CONTACT, which would make the peer drop it)
     has_contact: Callable[[IkeSaState], bool] | None = None
-    # an initiator's: what an address is to the endpoint (AddressRole, address_role.py).  A client takes no
-    # such virtual IP (on our TUN it would take that peer's, road warrior's or other tunnel's traffic) and
-    # follows no redirect to its own address, a pool's or into another tunnel (redirect.refused_target)
+    # what an address is to the endpoint (AddressRole, address_role.py).  A client takes no such virtual IP
+    # (on our TUN it would take that peer's, road warrior's or other tunnel's traffic) and follows no
+    # redirect to its own address, a pool's or into another tunnel (redirect.refused_target); no peer
+    # moves its SAs to such an address (mobike._unacceptable, the NAT float too)
     address_role: AddressRole | None = None
 
     def emit(self, event: Event) -> None:

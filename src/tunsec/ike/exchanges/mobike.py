@@ -21,10 +21,14 @@ The responder (``respond``, a gateway whose client moved), in §3.5's order:
   ESP; the result is logged and kept. UDP encapsulation stays on, which RFC 3948 permits
   without a NAT, and which is what a strongSwan peer with ``encap = yes`` does too.
 * An address the connection does not accept (another family than the Child SAs, which
-  cannot move across families without new SAs, or not the configured ``remote_addrs``)
-  gets N(UNACCEPTABLE_ADDRESSES) and nothing moves.
+  cannot move across families without new SAs, not the configured ``remote_addrs``, or one
+  this host routes into the TUN or to itself: its own, a pool's, inside a tunnel's remote_ts,
+  address_role.refused_address) gets N(UNACCEPTABLE_ADDRESSES) and nothing moves.  A road
+  warrior's update sent through its own tunnel from its virtual IP would otherwise pass the
+  return routability check (it goes back through the tunnel) and loop its ESP through the TUN.
 * N(UPDATE_SA_ADDRESSES): the IKE SA moves to the request's source (its response goes there).
-* N(COOKIE2) is echoed (§3.7: 8 to 64 octets; another length is not echoed).
+* N(COOKIE2) is echoed in every answer, the refusals too (§3.7: 8 to 64 octets; another length
+  is not echoed).
 
 Return routability (§3.5, §5.2.1): strongSwan as a responder does no check, it moves the IKE
 and Child SAs at once (ike_mobike.c, process_r). tunsec checks before it moves ESP: an
@@ -64,6 +68,7 @@ from collections.abc import Sequence
 from tunsec.loglimit import LogLimiter, suffix
 from tunsec.policy.pad import AddressMatch, address_match
 
+from ..address_role import refused_address
 from ..constants import NATT_PORT, ExchangeType, NotifyType
 from ..events import Address
 from ..message import DeletePayload, NotifyPayload, Payload
@@ -75,6 +80,11 @@ log = logging.getLogger(__name__)
 # a peer's refused requests (an address we do not accept, NO_NATS_ALLOWED translated): it may send
 # them as fast as it likes, a line each otherwise
 REFUSED_LOG = LogLimiter(burst=5, period=60.0)
+# a peer's moves and their confirmations, and its NAT detection changing: news, but an authenticated
+# peer sets their pace (its round trip: thousands a second on a LAN); the first of a burst pass at
+# INFO, the rest at DEBUG, counted in the next INFO line (review revmobike F3)
+MOVE_LOG = LogLimiter(burst=5, period=60.0)
+NAT_LOG = LogLimiter(burst=5, period=60.0)
 
 COOKIE2_LEN = 16  # what we send (strongSwan's size)
 # any authenticated peer may claim addresses that never answer, as often as it likes
@@ -129,10 +139,12 @@ def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response:
     assert st.request_path is not None, "sa.py sets the request's addresses before dispatching"
     source, arrived_on = st.request_path
     dest = _destination(st, arrived_on)
-    response: list[Payload] = []
+    # §3.7: the responder MUST copy COOKIE2 into its answer, a refusal too: a client (tunsec's,
+    # strongSwan's) that misses it closes its IKE SA instead of reading the refusal (revmobike F2)
+    echo = _cookie2_echo(payloads)
     if translated(st, payloads):
-        return Response([notify(NotifyType.UNEXPECTED_NAT_DETECTED)])
-    response += _nat_detection(st, payloads, source, dest)
+        return Response([notify(NotifyType.UNEXPECTED_NAT_DETECTED), *echo])
+    response = _nat_detection(st, payloads, source, dest)
     update = find_notify(payloads, NotifyType.UPDATE_SA_ADDRESSES) is not None
     followups: list[Task] = []
     if update:
@@ -140,12 +152,18 @@ def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response:
         if refusal:
             if (held := REFUSED_LOG.admit()) is not None:
                 log.info("%s: MOBIKE: refusing to move to %s[%d]: %s%s", st.name, *source, refusal, suffix(held))
-            return Response([notify(NotifyType.UNACCEPTABLE_ADDRESSES)])
+            return Response([notify(NotifyType.UNACCEPTABLE_ADDRESSES), *echo])
         followups = _update(st, source, arrived_on)
+    return Response(response + echo, followups=followups)
+
+
+def _cookie2_echo(payloads: Sequence[Payload]) -> list[Payload]:
+    """The request's N(COOKIE2) to copy into the answer (§3.7: 8 to 64 octets; another length is not
+    echoed), or nothing."""
     cookie2 = find_notify(payloads, NotifyType.COOKIE2)
     if cookie2 is not None and COOKIE2_MIN <= len(cookie2.data) <= COOKIE2_MAX:
-        response.append(notify(NotifyType.COOKIE2, cookie2.data))
-    return Response(response, followups=followups)
+        return [notify(NotifyType.COOKIE2, cookie2.data)]
+    return []
 
 
 def translated(st: IkeSaState, payloads: Sequence[Payload]) -> bool:
@@ -202,9 +220,11 @@ def _nat_detection(st: IkeSaState, payloads: Sequence[Payload], source: Address,
     nat_here = bool(dests) and not any(hmac.compare_digest(h, own_hash) for h in dests)
     # a change is news; the same again (a MOBIKE peer's every liveness check) only for debugging
     changed = (nat_peer, nat_here) != (st.nat_peer, st.nat_here)
-    log.log(logging.INFO if changed else logging.DEBUG,
-            "%s: MOBIKE: NAT detection: peer %sbehind a NAT, we %sbehind one (ESP stays in UDP)%s",
-            st.name, "" if nat_peer else "not ", "" if nat_here else "not ", "" if changed else " (as before)")
+    held = NAT_LOG.admit() if changed else None
+    log.log(logging.INFO if held is not None else logging.DEBUG,
+            "%s: MOBIKE: NAT detection: peer %sbehind a NAT, we %sbehind one (ESP stays in UDP)%s%s",
+            st.name, "" if nat_peer else "not ", "" if nat_here else "not ", "" if changed else " (as before)",
+            suffix(held or 0))
     st.nat_peer, st.nat_here = nat_peer, nat_here
     return [
         notify(NotifyType.NAT_DETECTION_SOURCE_IP, own_hash),
@@ -213,7 +233,10 @@ def _nat_detection(st: IkeSaState, payloads: Sequence[Payload], source: Address,
 
 
 def _unacceptable(st: IkeSaState, source: Address) -> str:
-    """Why the connection does not accept the peer at ``source`` (empty if it does)."""
+    """Why the connection does not accept the peer at ``source`` (empty if it does): another family
+    than the Child SAs', outside ``remote_addrs``, or an address this host routes into the TUN or
+    to itself (address_role.refused_address: the peer's ESP would loop through the TUN or go into
+    another peer's tunnel)."""
     try:
         new = ipaddress.ip_address(source[0])
         old = ipaddress.ip_address(st.esp_remote[0])
@@ -223,7 +246,10 @@ def _unacceptable(st: IkeSaState, source: Address) -> str:
         return f"the Child SAs are IPv{old.version} (they cannot move to another address family)"
     if address_match(st.config.remote_addr, source[0]) is AddressMatch.NONE:
         return f"not the connection's remote address {st.config.remote_addr}"
-    return ""
+    if source[0] in (st.remote_addr[0], st.esp_remote[0]):
+        return ""   # where it is now, a NAT's new port: the connection took that IP (checked when it moved)
+    # this host's own, a pool's, inside a tunnel: routed into the TUN (review revmobike F1)
+    return refused_address(st, source[0], "its IKE and ESP", moving=True) or ""
 
 
 def _update(st: IkeSaState, source: Address, arrived_on: Address | None) -> list[Task]:
@@ -239,7 +265,9 @@ def _update(st: IkeSaState, source: Address, arrived_on: Address | None) -> list
     if old != source:
         # a check under way (or given up) is of an address that is no longer the newest claim
         st.mobike_moves += 1
-        log.info("%s: MOBIKE: peer moved from %s[%d] to %s[%d]", st.name, *old, *source)
+        held = MOVE_LOG.admit()
+        log.log(logging.INFO if held is not None else logging.DEBUG, "%s: MOBIKE: peer moved from %s[%d] to %s[%d]%s",
+                st.name, *old, *source, suffix(held or 0))
     if source == esp:
         st.esp_hold = st.esp_hold_local = None  # back where ESP goes (or never left): nothing to check
         return []
@@ -315,7 +343,10 @@ class ReturnRoutabilityTask(Task):
                       st.name, *(self._to or ("?", 0)), *st.remote_addr)
             self._again = True
             return Outcome.DONE
-        log.info("%s: MOBIKE: return routability of %s[%d] confirmed; the Child SAs follow", st.name, *st.remote_addr)
+        held = MOVE_LOG.admit()
+        log.log(logging.INFO if held is not None else logging.DEBUG,
+                "%s: MOBIKE: return routability of %s[%d] confirmed; the Child SAs follow%s",
+                st.name, *st.remote_addr, suffix(held or 0))
         st.esp_hold = st.esp_hold_local = None
         st.proven_addr = st.remote_addr[0]
         return Outcome.DONE
