@@ -107,8 +107,12 @@ def test_message_round_trip(msg: Message) -> None:
     assert decode_message(msg.encode()) == msg
 
 
+# IKE_SA_INIT is never encrypted: its SK or SKF is refused (test_ike_sa_init_with_a_sealed_payload_is_refused)
+sealable = messages.filter(lambda m: m.exchange != ExchangeType.IKE_SA_INIT)
+
+
 @settings(deadline=None)
-@given(messages, st.binary(min_size=1, max_size=64), u8)
+@given(sealable, st.binary(min_size=1, max_size=64), u8)
 def test_message_with_sk_round_trip(msg: Message, body: bytes, first: int) -> None:
     sealed = Message(
         msg.spi_i, msg.spi_r, msg.exchange, msg.flags, msg.message_id, (*msg.payloads, SkPayload(first, body))
@@ -237,12 +241,22 @@ def test_encoder_refuses_a_sealed_payload_before_the_last(msg: Message, sealed: 
 
 
 @settings(deadline=None)
-@given(messages, st.binary(max_size=64), u8, st.integers(1, 0xFFFF), st.data())
+@given(sealable, st.binary(max_size=64), u8, st.integers(1, 0xFFFF), st.data())
 def test_message_with_skf_round_trip(msg: Message, body: bytes, first: int, total: int, data: st.DataObject) -> None:
     number = data.draw(st.integers(1, total))
     frag = SkfPayload(first, number, total, body)
     sealed = Message(msg.spi_i, msg.spi_r, msg.exchange, msg.flags, msg.message_id, (*msg.payloads, frag))
     assert decode_message(sealed.encode()) == sealed
+
+
+@pytest.mark.parametrize("sealed", [SkPayload(1, b"sealed"), SkfPayload(0, 1, 2, b"sealed")], ids=["SK", "SKF"])
+@pytest.mark.parametrize("flags", [HeaderFlag.INITIATOR, HeaderFlag.RESPONSE], ids=["request", "response"])
+def test_ike_sa_init_with_a_sealed_payload_is_refused(sealed: Payload, flags: int) -> None:
+    """There are no keys in IKE_SA_INIT (RFC 7296 §1.2; RFC 7383 §2.5 fragments only SK): a request
+    or response that ends in SK or SKF is malformed, refused before an IKE SA is made for it."""
+    msg = Message(b"\x01" * 8, bytes(8), ExchangeType.IKE_SA_INIT, flags, 0, (VendorIdPayload(b"v"), sealed))
+    with pytest.raises(DecodeError, match="IKE_SA_INIT"):
+        decode_message(msg.encode())
 
 
 @pytest.mark.parametrize(("number", "total"), [(0, 3), (4, 3), (1, 0), (0, 0)])

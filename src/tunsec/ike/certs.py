@@ -13,6 +13,17 @@ keyUsage, when present, must allow digitalSignature (an IKE AUTH payload is a
 signature); an extendedKeyUsage, when present, must allow IKE: ipsecIKE
 (RFC 4945 §5.1.3.12), anyExtendedKeyUsage, or serverAuth/clientAuth (what
 most IPsec certificates carry).  Without either extension any use is allowed.
+
+A CA's keyUsage, when present, must allow keyCertSign (RFC 5280 §4.2.1.3, §6.1.4 (n)).
+
+The peer's certificates are unauthenticated input, checked before anything else of the peer is
+(IKE_AUTH: before its AUTH signature; EAP-TLS: before our Finished). So before the path is built
+the chain is bounded (:func:`_path_candidates`): at most :data:`MAX_CERTS` certificates, no RSA
+key of more than :data:`MAX_RSA_BITS` bits or with a public exponent of more than
+:data:`MAX_RSA_EXPONENT_BITS` bits, and of the intermediates only those that can be on a path to
+a configured CA, one per subject name. The path builder then follows one issuer per name, a
+signature check per step, where a peer's self-issued "CAs" of one name and key used to send it
+round a loop until its own cap of about 150 signature checks (review revfrag F1).
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ from typing import NamedTuple
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID
@@ -32,6 +44,11 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from .auth import AuthError, PublicKey
 from .identity import MAX_TEXT, Identity, certificate_has_identity
 from .peer_warnings import peer_input
+
+
+class NotTrusted(AuthError):
+    """No path from the peer's certificate to the CAs it was checked with: other CAs may trust it
+    (exchanges/ike_auth_cas.py); any other AuthError of verify_peer would be the same with any."""
 
 
 def ca_key_hash(ca: x509.Certificate) -> bytes:
@@ -62,12 +79,17 @@ class VerifiedPeer(NamedTuple):
 
     key: PublicKey
     anchor: bytes
+def _may_sign_certificates(_policy: verification.Policy, ca: x509.Certificate, ku: x509.KeyUsage | None) -> None:
+    """A CA's keyUsage, if it has one, allows keyCertSign (RFC 5280 §4.2.1.3): a key marked for
+    signatures only (a service certificate a PKI made cA) issues nothing."""
+    if ku is not None and not ku.key_cert_sign:
+        raise ValueError(f"the keyUsage of CA {subject_text(ca)} lacks keyCertSign")
 
 
 def _policy_builder(cas: Sequence[x509.Certificate], when: datetime) -> verification.PolicyBuilder:
-    ca_policy = verification.ExtensionPolicy.permit_all().require_present(
-        x509.BasicConstraints, verification.Criticality.AGNOSTIC, None
-    )
+    ca_policy = (verification.ExtensionPolicy.permit_all()
+                 .require_present(x509.BasicConstraints, verification.Criticality.AGNOSTIC, None)
+                 .may_be_present(x509.KeyUsage, verification.Criticality.AGNOSTIC, _may_sign_certificates))
     return (
         verification.PolicyBuilder()
         .store(verification.Store(list(cas)))
@@ -93,7 +115,12 @@ def _oid_name(oid: x509.ObjectIdentifier) -> str:
 def subject_text(cert: x509.Certificate) -> str:
     """The subject for a message, cut as an identity's text is: a peer's certificate is unverified
     when it is named, and may carry a subject of many KiB."""
-    text = cert.subject.rfc4514_string()
+    return _cut(cert.subject.rfc4514_string())
+
+
+def _cut(text: str) -> str:
+    """Text of a peer's for a message, cut as an identity's is: a subject, or the path builder's
+    reason for a refusal, may be many KiB (it quotes a DSA key's parameters)."""
     return text if len(text) <= MAX_TEXT else text[:MAX_TEXT] + "…"
 
 
@@ -117,6 +144,53 @@ def check_usage(leaf: x509.Certificate) -> None:
                         "ipsecIKE, serverAuth, clientAuth or anyExtendedKeyUsage")
 
 
+# strongSwan's MAX_CERT_PAYLOADS: an end-entity certificate and its intermediates fit
+MAX_CERTS = 8
+# no key of a peer's chain costs more than this to verify with: RSA beyond 8192 bits is no PKI's,
+# and OpenSSL itself refuses an exponent beyond 64 bits only for moduli over 3072 bits (a 3072-bit
+# modulus with a 3071-bit exponent: ~8 ms a signature check, against ~0.1 ms with 65537)
+MAX_RSA_BITS = 8192
+MAX_RSA_EXPONENT_BITS = 64
+
+
+def check_key(cert: x509.Certificate) -> None:
+    """AuthError if checking a signature with ``cert``'s key would cost more than any PKI's does."""
+    key = cert.public_key()
+    if not isinstance(key, rsa.RSAPublicKey):
+        return   # the path builder permits only P-256, P-384 and P-521 besides RSA
+    if key.key_size > MAX_RSA_BITS:
+        raise AuthError(f"certificate {subject_text(cert)} has a {key.key_size}-bit RSA key (at most {MAX_RSA_BITS})")
+    if key.public_numbers().e.bit_length() > MAX_RSA_EXPONENT_BITS:
+        raise AuthError(f"certificate {subject_text(cert)} has an RSA public exponent of more than "
+                        f"{MAX_RSA_EXPONENT_BITS} bits")
+
+
+def _path_candidates(chain: Sequence[x509.Certificate], cas: Sequence[x509.Certificate]) -> list[x509.Certificate]:
+    """The peer's intermediates that can be on a path from its certificate to one of ``cas``, at
+    most one per subject name, in the order sent. Names compare as the path builder compares them,
+    exactly (string types included). Left out:
+
+    - a self-issued one (subject = issuer): only a trust anchor may be, and those are ``cas``;
+    - one whose issuer is neither a CA nor another intermediate: nothing can issue it;
+    - of several with one subject, all but the first whose issuer is a CA, else the first: a
+      cross-signed CA reaches the anchor we have (a peer's own chain is the peer's to get right).
+    """
+    trusted = {ca.subject.public_bytes() for ca in cas}
+    given = [c for c in chain[1:] if c.subject.public_bytes() != c.issuer.public_bytes()]
+    names = {c.subject.public_bytes() for c in given}
+    chosen: dict[bytes, tuple[int, x509.Certificate]] = {}
+    for cert in given:
+        issuer = cert.issuer.public_bytes()
+        rank = 0 if issuer in trusted else 1 if issuer in names else None
+        if rank is None:
+            continue
+        subject = cert.subject.public_bytes()
+        if subject not in chosen or rank < chosen[subject][0]:
+            chosen[subject] = (rank, cert)
+    keep = {id(cert) for _, cert in chosen.values()}
+    return [c for c in given if id(c) in keep]
+
+
 @peer_input("a peer's certificates")
 def load_certificates(ders: Sequence[bytes]) -> list[x509.Certificate]:
     certs: list[x509.Certificate] = []
@@ -138,6 +212,8 @@ def verify_peer(
     """
     if not chain:
         raise AuthError("peer sent no certificate")
+    if len(chain) > MAX_CERTS:
+        raise AuthError(f"peer sent {len(chain)} certificates (at most {MAX_CERTS})")
     if not cas:
         raise AuthError("no CA configured to verify the peer's certificate")
     try:
@@ -150,10 +226,13 @@ def _verify(
     chain: Sequence[x509.Certificate], cas: Sequence[x509.Certificate], when: datetime, peer_id: Identity
 ) -> VerifiedPeer:
     leaf = chain[0]
+    intermediates = _path_candidates(chain, cas)
+    for cert in (leaf, *intermediates):
+        check_key(cert)
     try:
-        verified = _policy_builder(cas, when).build_client_verifier().verify(leaf, list(chain[1:]))
+        verified = _policy_builder(cas, when).build_client_verifier().verify(leaf, intermediates)
     except verification.VerificationError as exc:
-        raise AuthError(f"certificate of {subject_text(leaf)} not trusted: {exc}") from None
+        raise NotTrusted(f"certificate of {subject_text(leaf)} not trusted: {_cut(str(exc))}") from None
     try:
         leaf.subject   # noqa: B018 (read lazily: a CA may have signed a subject cryptography refuses)
     except ValueError as exc:

@@ -738,4 +738,7 @@ def decode_message(data: bytes) -> Message:
     nxt, exchange, flags, msg_id = header_fields(data)   # (no Header object: the Message has it all)
     limit = MAX_INIT_PAYLOADS if exchange == _IKE_SA_INIT else MAX_PAYLOADS
     payloads = decode_payloads(nxt, data[IKE_HEADER_LEN:], limit)
+    if exchange == _IKE_SA_INIT and payloads and isinstance(payloads[-1], (SkPayload, SkfPayload)):
+        # there are no keys yet (RFC 7296 §1.2; RFC 7383 §2.5): refused here, before an SA is made for it
+        raise DecodeError(f"an IKE_SA_INIT message with an {PayloadType(payloads[-1].ptype).name} payload")
     return Message(data[0:8], data[8:16], exchange, flags, msg_id, payloads)

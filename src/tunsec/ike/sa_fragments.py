@@ -18,6 +18,7 @@ from .events import Address
 from .exchanges.base import Response
 from .fragments import FragmentRejected, Reassembly, max_message_len
 from .message import DecodeError, Message, Payload, SkfPayload, decode_payloads, encode_payloads
+from .sa_requester import heard_response
 from .sa_responder import _decode_inner, _Refuse, foreign
 from .sk import IntegrityError, encrypt_fragments, encrypt_message, fragment_content_len, open_sealed, sealed_len
 
@@ -99,7 +100,7 @@ def on_fragment(self: IkeSa, msg: Message, datagram: bytes, addr: Address, local
             payloads = decode_payloads(first, plain)
         except DecodeError:
             return  # as an unfragmented response that does not parse: keep retransmitting
-        self._last_heard = self._now
+        heard_response(self, local)   # where the last fragment arrived, as for a whole response
         self._accept_response(pending, payloads)
         return
     try:

@@ -91,13 +91,18 @@ def on_response(self: IkeSa, msg: Message, datagram: bytes, addr: Address, local
         if decrypted is None:
             return
         payloads = decrypted
-        self._last_heard = self._now
-        if local is not None and self._st.local_ip is None:
-            # an initiator on a wildcard socket: where the peer's first authenticated answer arrived
-            # is our address (the Child SAs are installed on it, status shows it); not from
-            # IKE_SA_INIT's answer, which anyone could send
-            self._st.local_addr = local
+        heard_response(self, local)
     self._accept_response(pending, payloads)
+
+
+def heard_response(self: IkeSa, local: Address | None) -> None:
+    """An authenticated response arrived (whole, or the last of its fragments) at ``local``."""
+    self._last_heard = self._now
+    if local is not None and self._st.local_ip is None:
+        # an initiator on a wildcard socket: where the peer's first authenticated answer arrived
+        # is our address (the Child SAs are installed on it, status shows it); not from
+        # IKE_SA_INIT's answer, which anyone could send
+        self._st.local_addr = local
 
 
 def accept_response(self: IkeSa, pending: _Pending, payloads: tuple[Payload, ...]) -> None:

@@ -43,10 +43,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from OpenSSL import SSL, crypto
 
 from ..auth import AuthError, PrivateKey
-from ..certs import verify_peer
+from ..certs import MAX_CERTS, check_key, verify_peer
 from ..identity import Identity, IdentityError, certified_identity
 from ..peer_warnings import peer_input
 from . import identity
@@ -164,8 +165,30 @@ class TlsServerCredentials:
 
 
 def _accept_for_now(conn: SSL.Connection, cert: crypto.X509, err: int, depth: int, ok: int) -> bool:
-    """OpenSSL's verdict is replaced by verify_peer after the handshake (same checks as IKE's)."""
-    return True
+    """OpenSSL's verdict is replaced by verify_peer after the handshake (same checks as IKE's). But
+    OpenSSL checks the signatures of the chain the client sent before that, each with the key of
+    the certificate above it (it is called for each, top first, before its key is used): it goes
+    on only as deep as verify_peer looks and with keys verify_peer takes (review revfrag F1), so a
+    client's 16 KiB of certificates cost no more than its IKE CERT payloads would."""
+    why = f"client sent a chain of more than {MAX_CERTS} certificates" if depth >= MAX_CERTS else _key_refused(cert)
+    if why is None:
+        return True
+    owner = conn.get_app_data()
+    if isinstance(owner, EapTlsAuthenticator):   # the handshake fails: this is why
+        owner._refused = f"client certificate refused: {why}"
+    return False
+
+
+@peer_input("an EAP-TLS client's certificate")   # (as cryptography objects: see peer_warnings)
+def _key_refused(cert: crypto.X509) -> str | None:
+    """Why certs.check_key refuses the key of a certificate in the client's chain, or None."""
+    try:
+        check_key(cert.to_cryptography())
+    except AuthError as exc:
+        return str(exc)
+    except (ValueError, x509.InvalidVersion, UnsupportedAlgorithm):
+        pass   # _check_client says why, after the handshake
+    return None
 
 
 # TLS 1.2 suites the server accepts: forward-secret (ephemeral ECDH) key exchange with AEAD only,
@@ -247,6 +270,7 @@ class EapTlsAuthenticator:
     # identities it gave: one certificate is one peer for max_ike_sas, unique and leases
     _proven: Identity | None = None
     _anchor: bytes | None = None   # the CA its certificate verified to (certs.ca_fingerprint)
+    _refused: str | None = None   # why _accept_for_now stopped OpenSSL's check of the client's chain
 
     def start(self) -> bytes:
         self._ident = self.rand(1)[0]
@@ -267,6 +291,7 @@ class EapTlsAuthenticator:
         self._state = _State.TLS
         tls = SSL.Connection(shared_context(self.creds), None)
         tls.set_accept_state()
+        tls.set_app_data(self)   # for _accept_for_now's reason
         self._tls = tls
         return self._request(TlsPacket(FLAG_S, None, b""))
 
@@ -327,7 +352,7 @@ class EapTlsAuthenticator:
         except SSL.WantReadError:
             pass
         except SSL.Error as exc:
-            return self._fail(f"TLS handshake failed: {_tls_reason(exc)}")
+            return self._fail(self._refused or f"TLS handshake failed: {_tls_reason(exc)}")
         if done:
             reason = self._check_client()
             if reason is not None:

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from tunsec.policy.pad import Refused, auth_allowed, check_auth_method, group_member, identity_allowed
 
 from ..auth import AuthError, psk_auth_data, sign, signed_octets, verify_psk, verify_signature
-from ..certs import load_certificates, verify_peer
+from ..certs import MAX_CERTS, load_certificates
 from ..config import ChildConfig, IkeConfig
 from ..constants import AuthMethod, CertEncoding, ExchangeType, IdType, NotifyType, notify_name
 from ..events import AuthFailed, DownReason, IkeSaLimit, IkeSaUp, NegotiationFailed, PeerRedirected
@@ -39,6 +39,7 @@ from . import child as childmod
 from . import create_child_sa, ike_config, mobike
 from . import ike_auth_eap as eap
 from .base import CHILD_ERRORS, Outcome, Response, Task, error_notify, find, find_all, find_notify, notify
+from .ike_auth_cas import alike_by_ca, verified_key
 from .ike_sa_init import certreq_payloads
 from .informational import DeleteChildTask
 
@@ -82,10 +83,6 @@ def _sends_cert(st: IkeSaState) -> bool:
     return mode == "always" or (mode == "ifasked" and st.peer_certreq)
 
 
-# strongSwan's MAX_CERT_PAYLOADS: an end-entity certificate and its intermediates fit
-MAX_CERTS = 8
-
-
 def _check_ids(payloads: Sequence[Payload]) -> None:
     """AuthError unless each identity the peer sent (its own, and ours it wants) has a size its type
     allows: before anything compares, parses or logs one (a DN in a 64 KiB datagram is not read)."""
@@ -103,8 +100,10 @@ def _peer_certs(payloads: Sequence[Payload]) -> list[bytes]:
     return ders
 
 
-def _verify_peer(st: IkeSaState, payloads: Sequence[Payload], peer_id_payload: IdPayload) -> Identity:
-    """Check the peer's identity and AUTH; raises AuthError."""
+def _verify_peer(st: IkeSaState, payloads: Sequence[Payload], peer_id_payload: IdPayload,
+                 by_ca: Sequence[IkeConfig] = ()) -> Identity:
+    """Check the peer's identity and AUTH; raises AuthError. ``by_ca``: a responder's connections
+    that its certificate's CA may choose among, ``st.config`` first (ike_auth_cas.py)."""
     assert st.prf is not None and st.keys is not None
     _check_ids(payloads)
     peer_id = Identity(peer_id_payload.id_type, peer_id_payload.data)
@@ -125,7 +124,7 @@ def _verify_peer(st: IkeSaState, payloads: Sequence[Payload], peer_id_payload: I
         _verify_psk(st, peer_id, octets, auth)
     else:
         chain = load_certificates(_peer_certs(payloads))
-        key, anchor = verify_peer(chain, remote.cas, st.wall_clock(), peer_id)
+        key, anchor = verified_key(st, chain, peer_id, by_ca)
         verify_signature(key, octets, auth)
         st.peer_anchor = anchor   # a reload that stops trusting it logs the peer out (services/ike/revoked.py)
         # one certificate, one peer, whichever of its identities it sent (certified_identity)
@@ -198,8 +197,9 @@ def _fits(cfg: IkeConfig, peer: Identity, wanted: Identity | None) -> bool:
     return identity_allowed(cfg.remote.id, peer) and (wanted is None or cfg.local.id.matches(wanted))
 
 
-def _select_config(st: IkeSaState, idi: IdPayload, payloads: Sequence[Payload]) -> None:
-    """Switch a responder to the connection that fits IDi (and IDr, if the peer sent one)."""
+def _select_config(st: IkeSaState, idi: IdPayload, payloads: Sequence[Payload]) -> list[IkeConfig]:
+    """Switch a responder to the connection that fits IDi (and IDr, if the peer sent one); the
+    candidates that fit, best first (the chosen one is the first, if any fits)."""
     peer, wanted = _peer_ids(idi, payloads)
     auth = find(payloads, AuthPayload)
 
@@ -207,13 +207,15 @@ def _select_config(st: IkeSaState, idi: IdPayload, payloads: Sequence[Payload]) 
         """The peer authenticates as the connection wants: its AUTH's method, or EAP if it sent none."""
         return auth_allowed(cfg.remote.method, auth.method) if auth is not None else \
             cfg.remote.method in eap.METHOD_NAMES
-    fitting = [cfg for cfg in st.candidates if _fits(cfg, peer, wanted)]
+    # one the peer's way of authenticating fits first (strongSwan moves on to the next candidate
+    # whose constraints it meets), and of those one that names the peer's identity before one of
+    # %any, whatever their order (strongSwan ranks a perfect identity match above %any): a site's
+    # own connection, not the road warriors'; else the first that fits, and its check refuses
+    fitting = sorted((cfg for cfg in st.candidates if _fits(cfg, peer, wanted)),
+                     key=lambda cfg: (not proves(cfg), cfg.remote.id.is_any))
     if fitting:
-        # one the peer's way of authenticating fits first (strongSwan moves on to the next candidate
-        # whose constraints it meets), and of those one that names the peer's identity before one of
-        # %any, whatever their order (strongSwan ranks a perfect identity match above %any): a site's
-        # own connection, not the road warriors'; else the first that fits, and its check refuses
-        st.config = min(fitting, key=lambda cfg: (not proves(cfg), cfg.remote.id.is_any))
+        st.config = fitting[0]
+    return fitting
 
 
 def _after_eap(st: IkeSaState, ge: eap.GatewayEap) -> list[IkeConfig]:
@@ -418,7 +420,7 @@ def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response:
         if idi is None:
             raise AuthError("request has no IDi")
         _check_ids(payloads)
-        _select_config(st, idi, payloads)
+        fitting = _select_config(st, idi, payloads)
         st.initial_contact = find_notify(payloads, NotifyType.INITIAL_CONTACT) is not None
         st.peer_certreq = st.peer_certreq or find(payloads, CertReqPayload) is not None
         if eap.wanted(st, payloads):
@@ -427,7 +429,7 @@ def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response:
                 raise AuthError(f"peer identity {peer_id} is not the configured {st.config.remote.id}")
             idr = _id_payload(st, False)
             return eap.start(st, idi, payloads, [idr, *_own_auth(st, idr)])
-        _verify_peer(st, payloads, idi)
+        _verify_peer(st, payloads, idi, alike_by_ca(st, fitting))
     except AuthError as exc:
         st.emit(AuthFailed(st.name, str(exc), by_peer=False))
         return Response([notify(NotifyType.AUTHENTICATION_FAILED)], close=True, reason=DownReason.AUTH_FAILED)
