@@ -39,6 +39,7 @@ from tunsec.espsockets import Sockets
 from tunsec.ike.address_role import is_full_tunnel
 from tunsec.ike.constants import NATT_PORT
 from tunsec.loglimit import LogLimiter, internal_error, os_failure, suffix
+from tunsec.policy.claims import TsClaims
 from tunsec.policy.ids import IdSpace
 from tunsec.runtime import resolved
 from tunsec.sdnotify import notify
@@ -73,12 +74,16 @@ class Daemon:
         self.mtu = 0
         self.sockets = Sockets()
         self.worker = WorkerClient(self._on_event)
-        self.manual = ManualService(cfg.manual, self.ids, cfg.tunsec.state_dir, lambda: self.worker)
+        # the selector claims (policy/claims.py), one for both services: the manual tunnels' are booked as
+        # ManualService is made, before the IKE service answers anyone, and no IKE peer takes them
+        # (services/manual_claims.py)
+        claims = TsClaims()
+        self.manual = ManualService(cfg.manual, self.ids, cfg.tunsec.state_dir, lambda: self.worker, claims)
         conns = cfg.connections
         self.ike: IkeService | None = None
         if conns:
             self.ike = IkeService(conns, lambda: self.worker, ike_endpoints(conns), self.ids, cfg.tunsec.dos,
-                                  pools=cfg.pools, radius=cfg.radius, ke_pool=cfg.tunsec.ke_pool)
+                                  pools=cfg.pools, radius=cfg.radius, ke_pool=cfg.tunsec.ke_pool, ts_claims=claims)
             self.ike.auth_ban.settings = cfg.tunsec.auth_ban   # its table outlives reloads (auth_ban.py)
         # every service the daemon runs, in start order; a new kind of service is added here
         self.services: list[Service] = [self.manual] + ([self.ike] if self.ike is not None else [])

@@ -19,7 +19,7 @@ from tunsec.conf.authorities import read_authorities
 from tunsec.conf.connections import Connection, port_warnings, read_connections
 from tunsec.conf.credentials import Credentials, credential_owners
 from tunsec.conf.errors import ConfigError, ConfigIssue
-from tunsec.conf.manual import ManualTunnel, read_manual_section
+from tunsec.conf.manual import ManualTunnel, ike_inside_manual_warnings, read_manual_section
 from tunsec.conf.pools import pool_ts_warnings, read_pools
 from tunsec.conf.radius import radius_warnings, read_radius, unproven_warnings
 from tunsec.conf.secrets import IkeSecret, read_secrets, weak_psk_warnings
@@ -163,6 +163,7 @@ def parse_config(text: str, path: str = "<string>", *, root_check: bool = False,
             *weak_psk_warnings(secrets, psks),
             *port_warnings(connections),
             *pool_ts_warnings(connections, pools),
+            *ike_inside_manual_warnings(manual, connections),
             *(radius_warnings(sections["radius"], radius, tunsec.half_open_timeout) if radius is not None else ()),
             *(unproven_warnings(connections, radius) if radius is not None else ()),
         ], files)),

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from tunsec.conf.errors import BadValue, ConfigIssue, show_value
 from tunsec.conf.reader import SectionReader, check_fast_selectors, refuse_keys
@@ -32,7 +33,10 @@ from tunsec.ike.constants import IKE_PORT, NATT_PORT
 from tunsec.ike.secret import Secret
 from tunsec.policy.selector import Ts
 
-__all__ = ["Esp", "ManualTunnel", "parse_spi", "read_manual_section"]
+if TYPE_CHECKING:
+    from tunsec.conf.connections import Connection
+
+__all__ = ["Esp", "ManualTunnel", "ike_inside_manual_warnings", "parse_spi", "read_manual_section"]
 
 
 class Esp(enum.StrEnum):
@@ -289,3 +293,38 @@ def read_manual_section(section: Section, issues: list[ConfigIssue]) -> tuple[Ma
     _check_unique_spi_in(section, issues)
     _check_unique_keys(section, issues)
     return tuple(t for t in tunnels if t is not None)
+
+
+
+def ike_inside_manual_warnings(tunnels: Sequence[ManualTunnel], connections: Sequence[Connection]) -> list[ConfigIssue]:
+    """A connection's child whose every remote selector lies inside one manual tunnel's remote_ts,
+    toward local_ts that meet the tunnel's: those networks are the manual tunnel's (the selector
+    claims, services/manual_claims.py), so a Child SA of it toward the tunnel's local side is refused
+    (TS_UNACCEPTABLE; a road warrior has nothing left to narrow to).  Warned, not refused: the peer may
+    reach other local hosts of the child's local_ts.  A wider remote_ts (a hub's, a full tunnel) is
+    narrowed around the tunnel or refused per peer at negotiation, and is not warned about; neither
+    is a child with a ``dynamic`` side (what it negotiates is not known here)."""
+    out = []
+    for c in connections:
+        for child in c.children:
+            remote, local = child.config.remote_ts, child.config.local_ts
+            t = next((t for t in tunnels if _inside_manual(remote, local, t)), None)
+            if t is not None:
+                out.append(ConfigIssue(
+                    child.file or c.file, child.line or c.line, f"connections.{c.name}.children.{child.name}.remote_ts",
+                    f"{_ts_text(remote)} lies inside manual tunnel {t.name}'s remote_ts {_ts_text(t.remote_ts)} "
+                    f"toward local_ts that meet its {_ts_text(t.local_ts)}: those networks are the manual "
+                    "tunnel's, and this child's Child SAs toward them are refused (TS_UNACCEPTABLE); remove one "
+                    "of the two, or give them local_ts apart"))
+    return out
+
+
+def _inside_manual(remote: Sequence[Ts], local: Sequence[Ts], t: ManualTunnel) -> bool:
+    if any(ts.dynamic for ts in (*remote, *local)):
+        return False
+    inside = all(any(r.intersect(m) == r for m in t.remote_ts) for r in remote)
+    return inside and any(mine.intersect(m) is not None for mine in local for m in t.local_ts)
+
+
+def _ts_text(selectors: Sequence[Ts]) -> str:
+    return ", ".join(map(str, selectors))

@@ -11,12 +11,13 @@ float: refused_address).
   tunnel, routed through the TUN), or inside a remote selector one of the host's Child SAs holds
   (``claims``, policy/claims.py: what was negotiated, which may be narrower than the remote_ts it
   came from, a hub's spoke LAN chosen from 0.0.0.0/0, and outlives a reload that drops its
-  connection, review revvip F1); the role names the connection and network that hold it most
-  specifically.  A full tunnel counts for none: that is the tunnel's default route, and an address
-  the host would reach by its default route is no address of anyone in particular
-  (Tun.address_conflict refuses the router, not the internet); so two full tunnels, or a split one
-  beside a full one, keep their virtual IPs and redirects.  A full tunnel is a connection's (or a
-  peer's claims') widest networks that together cover the family (:func:`_default_routes`):
+  connection, review revvip F1), a manual tunnel's remote_ts among them (claimed under the
+  connection name "manual tunnel NAME": services/manual_claims.py); the role names the connection
+  and network that hold it most specifically.  A full tunnel counts for none: that is the tunnel's
+  default route, and an address the host would reach by its default route is no address of anyone
+  in particular (Tun.address_conflict refuses the router, not the internet); so two full tunnels,
+  or a split one beside a full one, keep their virtual IPs and redirects.  A full tunnel is a
+  connection's (or a peer's claims') widest networks that together cover the family (:func:`_default_routes`):
   0.0.0.0/0, or 0.0.0.0/1 + 128.0.0.0/1 as a default route is often overridden without being
   replaced (review revvip F2); a more specific network beside them (10.0.0.0/8 besides 0.0.0.0/0)
   still counts.  For IPv6 the family is its global unicast space 2000::/3 (RFC 4291 2.4; every
@@ -38,6 +39,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from tunsec.policy.claims import holder
 from tunsec.policy.pad import AddressMatch, address_match, same_ip
 from tunsec.policy.selector import IPAddress, IPNetwork, Ts
 
@@ -127,7 +129,7 @@ def other_tunnel(role: Role | None, config: IkeConfig, ip: IPAddress) -> str | N
                for net in ts.networks() if ip in net), default=-1)
     if own >= role.network.prefixlen:
         return None
-    return f"inside remote_ts {role.network} of connection {role.connection}"
+    return f"inside remote_ts {role.network} of {holder(role.connection)}"
 
 
 _THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
@@ -182,7 +184,7 @@ def refused_address(st: IkeSaState, address: str, what: str, *, moving: bool = F
                f"({what} would go to a road warrior)"
     if moving:
         if role is not None and role.kind == "tunnel":
-            return f"{address} is inside remote_ts {role.network} of connection {role.connection} " \
+            return f"{address} is inside remote_ts {role.network} of {holder(role.connection)} " \
                    f"({what} would go into that tunnel)"
         return None
     host = Ts.host(ip)

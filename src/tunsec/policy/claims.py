@@ -46,6 +46,12 @@ administrator named: it never overlaps another identity's selectors, named or no
 service adds each Child SA's remote and local selectors when it books it (ChildSaUp) and removes
 them when it forgets it.
 
+A manual tunnel's networks are claimed too (services/manual_claims.py), under an owner no IKE peer
+equals (:func:`manual_owner`: its proof ``manual`` is no IkeConfig.lease_proof), for as long as the
+configuration names the tunnel, installed or not: its policies' band comes first outbound, but an
+IKE peer holding the same network would admit its addresses inbound, and take its traffic whenever
+the manual policies are out (a reload replacing them, a worker refusing them: review revreload F2).
+
 Lookups bisect a list sorted by the remote selectors' start address, widened by the widest
 selector held, and filter what they find by the local selectors: a gateway of road warriors holds
 host selectors, and a claim is found without a pass over every client.
@@ -89,6 +95,29 @@ class Peer:
 
     def __str__(self) -> str:
         return f"{self.id} ({self.proof})"
+
+
+# How a manual tunnel's claims are proven: no IKE peer is (IkeConfig.lease_proof is an auth method, or
+# "psk CONNECTION"), so no IKE Child SA is ever the same peer as a manual tunnel.
+MANUAL_PROOF = "manual"
+# What a manual tunnel's claims name as their connection, before its name: with a space, which no
+# connection's name has (conf/syntax.py), so a "tunnel" role (ike/address_role.py) is never an IKE one's
+MANUAL_CONN = "manual tunnel "
+
+
+def manual_owner(name: str) -> tuple[str, Peer]:
+    """The connection and peer manual tunnel ``name``'s claims are booked under."""
+    return MANUAL_CONN + name, Peer(name, MANUAL_PROOF)
+
+
+def is_manual(claim: Claim) -> bool:
+    """Whether ``claim`` is a manual tunnel's (manual_owner), not an IKE Child SA's."""
+    return isinstance(claim.peer, Peer) and claim.peer.proof == MANUAL_PROOF
+
+
+def holder(conn: str) -> str:
+    """Who holds a claim of connection ``conn``, for a message: "connection NAME", or "manual tunnel NAME"."""
+    return conn if conn.startswith(MANUAL_CONN) else f"connection {conn}"
 
 
 _Entry = tuple[int, int, Claim]   # (first address, last address, the claim), as integers
@@ -243,5 +272,5 @@ def describe(found: Sequence[tuple[Claim, Ts]]) -> str:
     claim, common = found[0]
     more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
     local = ", ".join(map(str, claim.local)) or "any"
-    return f"overlaps {common} of peer {claim.peer} (connection {claim.conn}, its remote {claim.ts} " \
-           f"local {local}){more}"
+    whose = f"{claim.conn} (" if is_manual(claim) else f"peer {claim.peer} (connection {claim.conn}, "
+    return f"overlaps {common} of {whose}its remote {claim.ts} local {local}){more}"

@@ -28,10 +28,12 @@ from tunsec.dataplane import pipe
 from tunsec.dataplane.client import WorkerClient, WorkerError
 from tunsec.dataplane.pipe import Alg, Direction, Endpoint, ExpireReason, Lifetime, Policy, SaInfo, SaSpec
 from tunsec.loglimit import LogLimiter, suffix
+from tunsec.policy.claims import TsClaims
 from tunsec.policy.ids import Band, IdSpace, priority
 from tunsec.policy.spd import PolicyError, protect_policies, tunnel_selectors
 from tunsec.seqstate import Expired, SeqState, StateError
 from tunsec.services.base import EspEndpoint, Failed, IPAddress, ReloadRefused, Route, Service, StartupError
+from tunsec.services.manual_claims import ManualClaims
 from tunsec.statedir import StateDir
 from tunsec.status import sa_status
 
@@ -156,8 +158,12 @@ class ManualService(Service):
     name = "manual"
 
     def __init__(self, tunnels: Sequence[ManualTunnel], ids: IdSpace, state_dir: str,
-                 worker: Callable[[], WorkerClient]) -> None:
+                 worker: Callable[[], WorkerClient], claims: TsClaims | None = None) -> None:
         self.ids = ids
+        # the tunnels' networks in the selector claims the IKE service reads (the daemon's, shared;
+        # none: an instance without IKE), from now on: before the IKE service answers anyone
+        self.claims = ManualClaims(claims if claims is not None else TsClaims())
+        self.claims.follow(tunnels)
         self.plans: list[ManualPlan] = [plan(t, i, ids) for i, t in enumerate(tunnels)]
         self.state_dir = state_dir
         self.dir: StateDir | None = None   # checked and locked while manual tunnels may use it
@@ -274,6 +280,8 @@ class ManualService(Service):
             check_unique(cfg.manual)
             d = diff_by_name([p.tunnel for p in self.plans], cfg.manual)
             fresh = list(d.added) + [new for _, new in d.changed]
+            if taken := self.claims.held_by_ike(fresh):   # an IKE peer's network (manual_claims.py)
+                return taken
             for t in fresh:   # read-only: a state file that is corrupt refuses the reload now
                 for spi, direction, key in ((t.spi_in, Direction.IN, t.key_in), (t.spi_out, Direction.OUT, t.key_out)):
                     SeqState.open(self._state_dir(), t.name, spi, direction, key.reveal(), t.esn)
@@ -282,6 +290,9 @@ class ManualService(Service):
         return []
 
     async def reload(self, cfg: Config) -> list[str]:
+        # the new tunnels' networks are theirs before any old policy goes, the removed ones' are free;
+        # a tunnel not installed below keeps its claim (manual_claims.py)
+        self.claims.follow(cfg.manual)
         d = diff_by_name([p.tunnel for p in self.plans], cfg.manual)
         # those still configured are in d.added: tried again below, and noted again if they fail
         self.not_installed = {}

@@ -132,7 +132,7 @@ class IkeService(Service):
     def __init__(self, connections: Sequence[Connection], worker: Callable[[], WorkerClient],
                  local_addrs: dict[int, str], ids: IdSpace | None = None,
                  limits: DosLimits | None = None, pools: Sequence[PoolConfig] = (),
-                 radius: RadiusSettings | None = None, ke_pool: int = 0) -> None:
+                 radius: RadiusSettings | None = None, ke_pool: int = 0, ts_claims: TsClaims | None = None) -> None:
         self.connections = {c.ike.name: c for c in connections}
         # ready key pairs for IKE_SA_INIT, CREATE_CHILD_SA PFS and IKE rekeys: ke_pool per group (tunsec { })
         self.ke_refill = KeyPoolRefill(dh.POOL, ke_pool, busy=self._setting_up)
@@ -155,8 +155,9 @@ class IkeService(Service):
                                resume=lambda: self.spi_pool.run_held())
         self.spi_pool = SpiPool(worker, self._spawn, self.barrier, self._deliver, self._pump,
                                 owner=self._owner, half_open=lambda: self.endpoint.half_open)
-        # the remote selectors each peer's Child SAs hold: no peer may take another's (installs.py books them)
-        self.ts_claims = TsClaims()
+        # the remote selectors each peer's Child SAs hold: no peer may take another's (installs.py books
+        # them), nor a manual tunnel's (the daemon's claims, shared with ManualService: manual_claims.py)
+        self.ts_claims = ts_claims if ts_claims is not None else TsClaims()
         # the key our IKE SPIs are tagged with for their peer's address, which the worker holds (trusted.py)
         self.spi_tag = IkeSpiTag.new(siphash=siphash.siphash24())
         # IKE SA handle -> unique id -> claim handle: claims of Child SAs no longer booked (a worker restart)
