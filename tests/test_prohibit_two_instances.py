@@ -76,8 +76,9 @@ class Instance:
         assert wait_up(self.proc, self.log, offset, self.sock, 30), self.log.read_text()
 
     def reload(self) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "tunsec", "reload", "--socket", str(self.sock)],
-                              capture_output=True, text=True, timeout=60)
+        # -c: root's CLI asks only root or the configured user's server (ctlpeer.py), and this file names it
+        return subprocess.run([sys.executable, "-m", "tunsec", "reload", "-c", str(self.dir / "tunsec.conf"),
+                               "--socket", str(self.sock)], capture_output=True, text=True, timeout=60)
 
     def kill(self) -> None:
         """SIGKILL to the control process and its worker, by PID: nothing of tunsec's runs to clean up."""

@@ -87,7 +87,8 @@ def server_refusal(sock: socket.socket, t: Target) -> str | None:
     if uid in t.servers:
         return None
     return (f"{t.path} is served by a process of {who(uid)}, not by {_names(t.servers)}: not sending it root's "
-            "request; run the command as that user to talk to it")
+            "request; name the configuration it runs with (-c FILE, whose tunsec { user } it is), "
+            "or run the command as that user")
 
 
 def _names(uids: Collection[int]) -> str:

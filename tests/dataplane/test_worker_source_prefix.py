@@ -54,7 +54,7 @@ def _start(ns: str, tmp_path: Path, bits: int) -> Worker:
         tun = TunTapDevice(name="tsp0", flags=IFF_TUN | IFF_NO_PI)
     os.set_blocking(tun.fileno(), False)   # as tun.py opens it: the loop reads until EAGAIN
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    ours.settimeout(10)
+    ours.settimeout(60)   # a hang guard only: a worker's start under a loaded CI took longer than 10 s
     log = tmp_path / "worker.log"
     args = worker_args(WorkerFds(tun.fileno(), -1, udp.fileno()), 1400, 30, "info", "text",
                        ipv6_source_prefix=bits)
