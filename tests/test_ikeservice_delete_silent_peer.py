@@ -32,8 +32,8 @@ from test_ikeservice_peers import (
     site_ip,
     site_net,
 )
-from test_reload_ike import ConfiguredGateway, down_events
-from test_reload_ike_psk_users import ROTATED, SECRET
+from test_reload_ike import down_events
+from test_reload_ike_psk_users import ROTATED, SECRET, psk_users
 from test_reload_ike_psk_users import conf as psk_conf
 from test_reload_ike_updown import conf as updown_conf
 from test_reload_ike_updown import conn as updown_conn
@@ -160,21 +160,9 @@ def test_unique_replace_takes_a_silent_old_peers_child_sas_out_at_once() -> None
     run(body())
 
 
-def test_dae_disconnect_takes_a_silent_peers_child_sas_out_at_once() -> None:
-    async def body() -> None:
-        gw = await connected(2)
-        spis = site_spis(gw, 1)
-        silence(gw, 1)
-        sa = gateway_sa(gw, 1)
-        radius_edge._dae_disconnect(gw.service, [gw.service._ike_handles[sa]])
-        await gw.settle()
-        assert sa.state is State.DELETING
-        assert_out_of_the_worker(gw, 1, spis)
-        assert_reaches_only_its_site(gw, 0)
-    run(body())
-
-
-def test_a_worker_restart_while_a_silent_peers_ike_sa_is_deleted_brings_none_of_it_back() -> None:
+@pytest.mark.parametrize("restart", [False, True], ids=["", "worker-restart"])
+def test_dae_disconnect_takes_a_silent_peers_child_sas_out_at_once(restart: bool) -> None:
+    """And a worker restart that comes before the removal ran, or after, brings none of it back."""
     async def body() -> None:
         gw = await connected(2)
         spis = site_spis(gw, 1)
@@ -182,25 +170,20 @@ def test_a_worker_restart_while_a_silent_peers_ike_sa_is_deleted_brings_none_of_
         sa = gateway_sa(gw, 1)
         handle = gw.service._ike_handles[sa]
         radius_edge._dae_disconnect(gw.service, [handle])
-        gw.worker = InProcessWorker(asyncio.get_running_loop(), gw._natt_out)   # before the removal ran, or after
-        await gw.service.worker_restarted()
+        if restart:
+            gw.worker = InProcessWorker(asyncio.get_running_loop(), gw._natt_out)
+            await gw.service.worker_restarted()
         await gw.settle()
         assert sa.state is State.DELETING
         assert_out_of_the_worker(gw, 1, spis)
         assert handle not in gw.service._held_claims, "the restart held its claims (restart.hold_claim)"
-        assert_reaches_only_its_site(gw, 0)   # rekeyed into the new worker
+        assert_reaches_only_its_site(gw, 0)   # (after a restart: rekeyed into the new worker)
     run(body())
 
 
 def test_a_psk_user_logged_out_by_a_reload_stops_at_once_though_silent(tmp_path: Path) -> None:
     async def body() -> None:
-        gw = ConfiguredGateway(3)
-        gw.path = tmp_path / "swanctl.conf"
-        gw.path.write_text(psk_conf({0: SECRET, 1: SECRET, 2: SECRET}))
-        await gw.start()
-        for i in range(3):
-            gw.connect(i)
-        await gw.settle()
+        gw = await psk_users(tmp_path)
         spis = site_spis(gw, 1)
         lost = silence(gw, 1)
         answer = await gw.reload(psk_conf({0: ROTATED, 2: SECRET}))     # site1 revoked
