@@ -24,7 +24,8 @@ same everywhere): ``sa_requester.py`` (our requests: window, sending, the respon
 outcome, giving up), ``sa_responder.py`` (the peer's requests: serving, the stored
 response for retransmissions, refusals), ``sa_timers.py`` (rekey, DPD and lifetime
 timers), ``sa_fragments.py`` (the RFC 7383 glue above), ``sa_successor.py`` (rekey
-hand-over to the new IKE SA), ``sa_redirect.py`` (RFC 5685), ``sa_configs.py`` (a reload).
+hand-over to the new IKE SA), ``sa_redirect.py`` (RFC 5685), ``sa_configs.py`` (a reload),
+``sa_teardown.py`` (its Child SAs and leases ended, at close and as soon as we delete it).
 
 Exchanges live in ``exchanges/``: our requests are :class:`~.exchanges.base.Task`
 objects, known here only by what they declare (never by their class); the peer's
@@ -77,14 +78,7 @@ from . import (
 from .config import IkeConfig
 from .constants import NATT_PORT, ExchangeType
 from .eap.relay import RelayReply
-from .events import (
-    Address,
-    ChildSaInfo,
-    DownReason,
-    Event,
-    IkeSaDown,
-    IkeSaInfo,
-)
+from .events import Address, ChildSaInfo, DownReason, Event, IkeSaDown, IkeSaInfo
 from .exchanges import create_child_sa, ike_auth, ike_auth_eap, ike_sa_init, informational, mobike, rekey_ike
 from .exchanges.base import Task
 from .fragments import FragmentStats, Reassembly
@@ -502,7 +496,8 @@ class IkeSa:
 
     @_notifies
     def delete(self, now: float | None = None, reason: DownReason = DownReason.DELETED) -> None:
-        """Delete the IKE SA and its Child SAs (INFORMATIONAL DELETE if established)."""
+        """Delete the IKE SA and its Child SAs (INFORMATIONAL DELETE if established; the Child SAs go
+        down now, the IKE SA when the peer answers or the retransmissions give up: sa_teardown.py)."""
         if self._state == State.ESTABLISHED:
             self._state = State.DELETING
             self._delete_reason = reason
