@@ -604,7 +604,7 @@ class IkeService(Service):
     def _readable(self, s: socket.socket, key: IkeSocketKey) -> None:
         for data, remote, local in recv(s, key):
             ike = self.sockets.unmark(data, remote, key[2]) if has_marker(key[2], remote[1]) else data
-            if ike is not None and self.sockets.draining and key[2] in self.sockets.draining and _is_init(ike, 0):
+            if ike is not None and key[2] in self.sockets.draining and _is_init(ike, 0):
                 continue   # a port a reload left to its IKE SAs' DELETEs: no new one (reload.close_unused_ports)
             if ike is not None:
                 self.receive(ike, remote, local)
