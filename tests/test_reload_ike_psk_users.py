@@ -35,16 +35,22 @@ def conf(users: dict[int, str], names: dict[int, str] | None = None) -> str:
             "secrets {\n" + entries + "}\n")
 
 
+async def psk_users(tmp_path: Path) -> ConfiguredGateway:
+    """The gateway with three users, each with an entry of its own (the same key), all connected."""
+    gw = ConfiguredGateway(3)
+    gw.path = tmp_path / "swanctl.conf"
+    gw.path.write_text(conf({0: SECRET, 1: SECRET, 2: SECRET}))
+    await gw.start()
+    for i in range(3):
+        gw.connect(i)
+    await gw.settle()
+    return gw
+
+
 def test_a_psk_user_taken_out_of_the_secrets_is_logged_out_and_a_rotated_key_logs_out_no_one(
         tmp_path: Path) -> None:
     async def body() -> None:
-        gw = ConfiguredGateway(3)
-        gw.path = tmp_path / "swanctl.conf"
-        gw.path.write_text(conf({0: SECRET, 1: SECRET, 2: SECRET}))
-        await gw.start()
-        for i in range(3):
-            gw.connect(i)
-        await gw.settle()
+        gw = await psk_users(tmp_path)
         assert all(gw.children_of(i) for i in range(3))     # all three users are in
 
         # site0's key rotated under the same entry name: a credential change, every session stays

@@ -24,7 +24,8 @@ same everywhere): ``sa_requester.py`` (our requests: window, sending, the respon
 outcome, giving up), ``sa_responder.py`` (the peer's requests: serving, the stored
 response for retransmissions, refusals), ``sa_timers.py`` (rekey, DPD and lifetime
 timers), ``sa_fragments.py`` (the RFC 7383 glue above), ``sa_successor.py`` (rekey
-hand-over to the new IKE SA), ``sa_redirect.py`` (RFC 5685), ``sa_configs.py`` (a reload).
+hand-over to the new IKE SA), ``sa_redirect.py`` (RFC 5685), ``sa_configs.py`` (a reload),
+``sa_teardown.py`` (its Child SAs and leases ended, at close and as soon as we delete it).
 
 Exchanges live in ``exchanges/``: our requests are :class:`~.exchanges.base.Task`
 objects, known here only by what they declare (never by their class); the peer's
@@ -63,20 +64,21 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Concatenate, ParamSpec, TypeVar
 
-from . import sa_configs, sa_fragments, sa_redirect, sa_requester, sa_responder, sa_successor, sa_timers, state
+from . import (
+    sa_configs,
+    sa_fragments,
+    sa_redirect,
+    sa_requester,
+    sa_responder,
+    sa_successor,
+    sa_teardown,
+    sa_timers,
+    state,
+)
 from .config import IkeConfig
 from .constants import NATT_PORT, ExchangeType
 from .eap.relay import RelayReply
-from .events import (
-    Address,
-    ChildSaDown,
-    ChildSaInfo,
-    DownReason,
-    Event,
-    IkeSaDown,
-    IkeSaInfo,
-    SpiUnused,
-)
+from .events import Address, ChildSaInfo, DownReason, Event, IkeSaDown, IkeSaInfo
 from .exchanges import create_child_sa, ike_auth, ike_auth_eap, ike_sa_init, informational, mobike, rekey_ike
 from .exchanges.base import Task
 from .fragments import FragmentStats, Reassembly
@@ -424,10 +426,13 @@ class IkeSa:
         self._start_next()
 
     @_notifies
-    def delete_child(self, unique_id: int, reason: DownReason = DownReason.DELETED) -> None:
-        """Delete one Child SA with an INFORMATIONAL DELETE."""
+    def delete_child(self, unique_id: int, reason: DownReason = DownReason.DELETED, at_once: bool = False) -> None:
+        """Delete one Child SA with an INFORMATIONAL DELETE; ``at_once``: reported down now, not when the
+        peer answers (an operator's terminate: RFC 7296 §1.4.1 lets us close our SAs as we ask)."""
         child = self._child_by_id(unique_id)
         self._queue.append(informational.DeleteChildTask([child], reason))
+        if at_once:
+            informational.child_down(self._st, child, reason)   # the answer then finds it gone: no second event
         self._start_next()
 
     @_notifies
@@ -491,11 +496,13 @@ class IkeSa:
 
     @_notifies
     def delete(self, now: float | None = None, reason: DownReason = DownReason.DELETED) -> None:
-        """Delete the IKE SA and its Child SAs (INFORMATIONAL DELETE if established)."""
+        """Delete the IKE SA and its Child SAs (INFORMATIONAL DELETE if established; the Child SAs go
+        down now, the IKE SA when the peer answers or the retransmissions give up: sa_teardown.py)."""
         if self._state == State.ESTABLISHED:
             self._state = State.DELETING
             self._delete_reason = reason
             self._abort_queue()
+            self._end_children(reason)   # at once, not when the peer answers (sa_teardown.py)
             self._queue.append(informational.DeleteIkeTask())
             self._start_next()
         elif self._state not in (State.DELETING, State.REKEYED):
@@ -772,24 +779,10 @@ class IkeSa:
             self._state = State.CLOSED
             log.debug("%s: replaced IKE SA closed: %s", self.name, reason)
             return
-        for child in list(self._st.children.values()):
-            if child.installed:
-                self._st.emit(ChildSaDown(self.name, child.name, child.unique_id, child.spi_in, child.spi_out, reason))
-            else:
-                self._st.emit(SpiUnused(child.spi_in))
-        self._st.children.clear()
-        self._release_vips()
+        self._end_children(reason)
         if was_up:
             self._st.emit(IkeSaDown(self.name, reason))
         self._state = State.CLOSED
         log.debug("%s: IKE SA closed: %s", self.name, reason)
 
-    def _release_vips(self) -> None:
-        """Give the peer's leases back (they stay bound to its identity while it is offline)."""
-        st = self._st
-        if st.address_pool is not None and st.peer_id is not None:
-            for lease in st.peer_vips:
-                st.address_pool.release(lease, st.peer_id)
-        st.peer_vips = ()
-
-
+    _end_children = sa_teardown.end_children

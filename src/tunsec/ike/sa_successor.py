@@ -117,7 +117,10 @@ def spawn_successor(self: IkeSa) -> None:
     st.peer_vips, st.own_vips, st.own_dns = old.peer_vips, old.own_vips, old.own_dns
     old.peer_vips = ()
     st.next_child_id = old.next_child_id
-    new._state = State.ESTABLISHED
+    # our rekey's answer came after we began to delete this SA: the successor is the one to delete (our
+    # DELETE, queued here, goes there), and takes no Child SA meanwhile (sa_teardown.py)
+    new._state = State.DELETING if self._state is State.DELETING else State.ESTABLISHED
+    new._delete_reason = self._delete_reason
     # a rekey of ours still queued is moot: the IKE SA was just replaced
     new._queue = [t for t in self._queue if not t.rekeys_ike_sa]
     for moot in (t for t in self._queue if t.rekeys_ike_sa):

@@ -488,6 +488,10 @@ def install(
     the initiator-to-responder keys.
     """
     assert st.prf is not None and st.keys is not None
+    if st.children.get(child.spi_in) is not child:
+        # our request was out when we began to delete the IKE SA, which took its Child SAs down (its SPI
+        # went back then: sa_teardown.py): none comes up now; the peer drops its half with the IKE SA
+        return
     suite = Suite.of(proposal)
     ni, nr = nonces
     keys = derive_child_keys(st.prf, st.keys.d, ni, nr, suite.encr_key_len, suite.integ_key_len, pfs_shared)

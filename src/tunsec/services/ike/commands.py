@@ -102,7 +102,7 @@ def terminate_child(self: IkeService, conn: str, child: str) -> tries.Terminated
             continue
         for ch in sa.children:
             if ch.name == child and (id(sa), ch.unique_id) not in installing:
-                sa.delete_child(ch.unique_id)
+                sa.delete_child(ch.unique_id, at_once=True)   # its traffic stops now, answered or not
                 n += 1
     self._pump()
     return tries.Terminated(n, said, f"CHILD_SA(s) {child} of {conn}")

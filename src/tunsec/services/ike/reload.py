@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tunsec.ike")
 
+_AUTHENTICATED = frozenset({State.ESTABLISHED, State.DELETING, State.REKEYED})
+
 
 def check_reload(self: IkeService, cfg: Config) -> list[str]:
     """The IKE sockets were bound at start (port 500 needs a privilege given up since)."""
@@ -82,10 +84,10 @@ async def reload(self: IkeService, cfg: Config) -> list[str]:
     self._reload_radius(cfg.radius)
     if self._addr_watch is None:
         self._watch_addresses()   # a MOBIKE client connection may have been added
-    self.sockets.close_unused(self.connections.values())
+    close_unused_ports(self)   # not the ports of IKE SAs being deleted: their DELETEs go out there
     for name, child in restart:
         self.initiate(name, child)
-    self._pump()   # the DELETEs go out (the children's SAs leave the worker as they are confirmed)
+    self._pump()   # the DELETEs go out (their Child SAs went down with sa.delete: sa_teardown.py)
     await self._remove_traps(traps)
     for conn in [*d.added, *replaced]:
         for ch in conn.children:
@@ -101,6 +103,23 @@ async def reload(self: IkeService, cfg: Config) -> list[str]:
     if dropped:
         log.info("reload: %d IKE SAs peers were setting up under removed or changed connections dropped", dropped)
     return out
+
+
+def forgotten(self: IkeService, spi: bytes) -> None:
+    """The engine forgot an IKE SA (IkeEndpoint.on_forget): its SPI leaves the worker (trusted.py), and
+    if it may have been the last on a port a reload left only to IKE SAs, _pump closes that port."""
+    self.trusted.remove(spi)
+    if self.sockets.draining:
+        self._port_freed = True
+
+
+def close_unused_ports(self: IkeService) -> None:
+    """Close the IKE ports that neither a connection nor an authenticated IKE SA (one being deleted
+    too) uses.  Not for a peer's half-open one: a port left to IKE SAs takes no new IKE_SA_INIT
+    (IkeService._readable), and one that came in before the reload would not keep it open for its
+    half_open_timeout."""
+    self.sockets.close_unused(self.connections.values(), {sa.local_port for sa in self.endpoint.sas
+                                                          if sa.state in _AUTHENTICATED})
 
 
 def _stale_initiations(self: IkeService, renewed: set[str], now: float) -> list[tuple[str, str | None]]:

@@ -181,7 +181,8 @@ class IkeService(Service):
         self._install_give_up = GiveUp(installs.request_timeout)   # new Child SAs' installs (_start_install)
         self.ike_up: dict[bytes, IkeUpRecord] = {}
         self.trusted = TrustedSpis(worker, self.spi_tag)   # established IKE SAs' SPIs and the tags' key, in the worker
-        self.endpoint.on_forget = self.trusted.remove   # whichever way an IKE SA went, its SPI goes with it
+        self.endpoint.on_forget = self._forgotten   # whichever way an IKE SA went
+        self._port_freed = False   # an IKE SA on a port only IKE SAs use went (_pump closes it if it was the last)
         self.trap_reqids: dict[tuple[str, str], int] = {}        # (connection, child) -> reqid of its traps
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None   # the engine's deadline _timer was armed for
@@ -395,6 +396,9 @@ class IkeService(Service):
                 self._handle(*item)
         if self._peers_to_check:
             self._follow_peers()
+        if self._port_freed:   # the last IKE SA on a port a reload left to them went
+            self._port_freed = False
+            _reload.close_unused_ports(self)
         self.spi_pool.follow_half_open()   # before the IKE_SA_INIT answers leave: GETSPI overlaps the next flight
         self.barrier.flush()
         self._arm()
@@ -615,6 +619,8 @@ class IkeService(Service):
     def _readable(self, s: socket.socket, key: IkeSocketKey) -> None:
         for data, remote, local in recv(s, key):
             ike = self.sockets.unmark(data, remote, key[2]) if has_marker(key[2], remote[1]) else data
+            if ike is not None and key[2] in self.sockets.draining and _is_init(ike, 0):
+                continue   # a port a reload left to its IKE SAs' DELETEs: no new one (reload.close_unused_ports)
             if ike is not None:
                 self.receive(ike, remote, local)
         self._pump()
@@ -759,4 +765,5 @@ class IkeService(Service):
     # reload.py
     check_reload = _reload.check_reload
     reload = _reload.reload
+    _forgotten = _reload.forgotten
 

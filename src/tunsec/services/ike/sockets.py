@@ -57,6 +57,7 @@ class IkeSockets:
                  worker: Callable[[], WorkerClient], spawn: Callable[[Coroutine[Any, Any, None]], object]) -> None:
         self.by_key: dict[IkeSocketKey, socket.socket] = {}
         self.ports = _ports(connections)   # what open binds, per family
+        self.draining: set[int] = set()    # ports only IKE SAs still use, closed when they are gone (close_unused)
         self.local_addrs = local_addrs     # family -> our outer address
         self.worker = worker
         self._spawn = spawn                # SEND_IKE round trips, awaited at shutdown
@@ -111,13 +112,17 @@ class IkeSockets:
             asyncio.get_event_loop().remove_reader(s.fileno())
         s.close()
 
-    def close_unused(self, connections: Iterable[Connection]) -> None:
-        """After a reload: the ports no connection uses any more are closed (a new port needs a
-        restart, see check_reload, so none is opened here)."""
-        want = _ports(connections)
+    def close_unused(self, connections: Iterable[Connection], in_use: Iterable[int] = ()) -> None:
+        """After a reload, and as IKE SAs go: the ports neither a connection nor an IKE SA uses any more
+        are closed (a new port needs a restart, see check_reload, so none is opened here).  ``in_use``:
+        the ports of the IKE SAs still there; a removed connection's, its DELETE under way (retransmitted,
+        answered there), keeps its port open until it is gone (``draining``; review revreload F4)."""
+        configured = _ports(connections)
+        want = configured | (set(in_use) & self.ports)
         for key in [k for k in self.by_key if k[2] not in want]:
             self._close_socket(key)
         self.ports = want & self.ports
+        self.draining = self.ports - configured
 
     def read(self, on_readable: Callable[[socket.socket, IkeSocketKey], None]) -> None:
         """Each socket calls ``on_readable`` when datagrams are in (see recv)."""

@@ -1,0 +1,48 @@
+"""An IKE SA's Child SAs and virtual IP leases taken down: when it closes, and as soon as we decide
+to delete it (``IkeSa.delete``), not only once the peer answers our DELETE.
+
+The IKE SA we delete stays (DELETING) until its DELETE is answered or given up on, which takes
+the retransmission timeout (~165 s with the defaults) with a peer that stays silent.  Its Child
+SAs do not wait for that (review revreload F1): a connection a reload removed, a peer an operator
+terminated, replaced (``unique = replace``), logged out or disconnected (RADIUS DAE) must stop
+carrying traffic at once, and their selector claims must let a replacement peer in.  Their
+``ChildSaDown`` events go out then (the service takes their SAs and policies out of the worker,
+runs updown's down, books the final counters, releases the claims), as for a Child SA the peer
+deleted; the DELETE answer that comes later ends only the IKE SA.  RFC 7296 §1.4.1 lets us stop
+using our outbound SAs when we send the DELETE; deleting the IKE SA deletes every Child SA with it,
+so nothing we could still receive on them is of use to us.
+
+A Child SA whose CREATE_CHILD_SA was in flight then (ours: a new one, or a rekey) never comes up
+(``exchanges/child.install``: it is no longer registered); the peer drops its half with the IKE SA.
+
+These functions are methods of :class:`~tunsec.ike.sa.IkeSa` (assigned in its class body).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .events import ChildSaDown, DownReason, SpiUnused
+
+if TYPE_CHECKING:
+    from .sa import IkeSa
+
+
+def end_children(self: IkeSa, reason: DownReason) -> None:
+    """Report every Child SA down (the installed ones; the SPIs of those being set up as unused) and
+    give the peer's leases back.  Nothing to do for an IKE SA a rekey replaced: its Child SAs live on
+    in the heir."""
+    if self._heir is not None:
+        return
+    st = self._st
+    for child in list(st.children.values()):
+        if child.installed:
+            st.emit(ChildSaDown(self.name, child.name, child.unique_id, child.spi_in, child.spi_out, reason))
+        else:
+            st.emit(SpiUnused(child.spi_in))
+    st.children.clear()
+    # the leases stay bound to the peer's identity while it is offline (policy/pools.py)
+    if st.address_pool is not None and st.peer_id is not None:
+        for lease in st.peer_vips:
+            st.address_pool.release(lease, st.peer_id)
+    st.peer_vips = ()
