@@ -1,0 +1,166 @@
+"""Review of h/fixrootfiles (conf/credentials.py, safefs.trusted with owners): links the service user puts in
+a credential folder it may own, read by root at `tunsec up` (load_config's root check).
+
+The service user may own x509/, x509ca/, private/... (credential_owners): it reads them itself at a reload.
+What root reads there must still be only what that user could give it:
+- safefs.trusted lets an anonymous pipe reached through /proc/self/fd pass (for ``-c <(...)``: "only processes
+  root started hold its ends"), also at the end of a link of the service user's: root then reads a pipe it
+  holds itself (its stdout under Docker: the start hangs, as the pipe's writer is root), and read_checked opens
+  the *link* again, following it and blocking: re-pointed between the check and the open, root opens whatever
+  the service user names (a FIFO: a hang; /dev/watchdog: a reboot), before the inode comparison refuses it;
+- a hard link keeps its owner: a root-only key linked into the service user's folder (fs.protected_hardlinks=0)
+  passes as root's, and root loads a key the service user could not read.
+
+Real files, owners, a pipe and inotify (the tests run as root)."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import pwd
+from collections.abc import Iterator
+from pathlib import Path
+
+import connections_data
+import pytest
+from connections_data import CERT_CONF, Pki, key_bytes, moon_dir, pem, spki
+
+from tunsec.conf import credentials
+from tunsec.conf.config import load_config
+from tunsec.conf.credentials import Credentials
+from tunsec.conf.errors import ConfigError, ConfigIssue
+from tunsec.safefs import Checked
+
+pki = connections_data.pki   # the module-scoped PKI fixture
+root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (ownership, the root check)")
+SERVICE = "tunsec"
+IN_OPEN = 0x20
+
+
+def uid(name: str) -> int:
+    return pwd.getpwnam(name).pw_uid
+
+
+def service_link(target: str, link: Path) -> None:
+    """A symbolic link of the service user's (as it makes one in a folder it owns)."""
+    os.symlink(target, link)
+    os.lchown(link, uid(SERVICE), -1)
+
+
+def service_certs(tmp_path: Path, pki: Pki) -> tuple[Path, Path]:
+    """moon's configuration (root's; its `certs = moonCert.pem`) with x509/ the service user's: (the file, the
+    name the configuration gives, which the service user may now replace: by a link)."""
+    conf = moon_dir(tmp_path, pki, CERT_CONF)
+    os.chown(tmp_path / "x509", uid(SERVICE), -1)
+    return conf, tmp_path / "x509" / "moonCert.pem"
+
+
+def loads(conf: Path) -> bool:
+    """True when root loads the configuration (tunsec up's load_config with the root check)."""
+    try:
+        load_config(conf, root_check=True)
+    except ConfigError:
+        return False
+    return True
+
+
+@root
+def test_a_service_users_link_into_a_pipe_root_holds_is_not_read(tmp_path: Path, pki: Pki) -> None:
+    """A file the configuration names (certs, cacerts, authorities, secrets' file: the folders' listings skip
+    what is not a regular file) replaced by a link to a pipe root holds."""
+    conf, cert = service_certs(tmp_path, pki)
+    assert loads(conf)   # the folder the service user owns passes, as h/fixrootfiles wants
+    r, w = os.pipe()   # a pipe this (root) process holds, as tunsec up holds its stdout under Docker
+    try:
+        data = pem(pki.moon.cert)
+        os.write(w, data)
+        os.close(w)    # else root's read would wait for root's own writer: the hang
+        cert.unlink()
+        service_link(f"/proc/self/fd/{r}", cert)
+        loads(conf)
+        os.set_blocking(r, False)
+        left = os.read(r, 1 << 16)
+    finally:
+        os.close(r)
+    assert left == data, "root read a pipe of its own through a link of the service user's"
+
+
+class Inotify:
+    """Who opened a file (IN_OPEN), without blocking."""
+
+    def __init__(self, path: Path) -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        self.fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        assert self.fd >= 0 and libc.inotify_add_watch(self.fd, bytes(path), IN_OPEN) >= 0, ctypes.get_errno()
+
+    def opened(self) -> bool:
+        try:
+            return bool(os.read(self.fd, 4096))
+        except BlockingIOError:
+            return False
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+@pytest.fixture
+def decoy(tmp_path: Path) -> Iterator[tuple[Path, Inotify]]:
+    """A file of root's elsewhere, watched: in real life a FIFO (root's start hangs) or /dev/watchdog."""
+    path = tmp_path / "elsewhere" / "decoy"
+    path.parent.mkdir()
+    path.write_bytes(b"not for root to open\n")
+    watch = Inotify(path)
+    yield path, watch
+    watch.close()
+
+
+@root
+def test_a_link_repointed_after_the_check_is_not_followed_by_root(tmp_path: Path, pki: Pki,
+                                                                   decoy: tuple[Path, Inotify],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The race the service user may run against tunsec up (it owns the link's folder): the link points at a
+    pipe root holds when it is checked and elsewhere when root opens it.  The window is made certain here by
+    re-pointing the link right after the check (what a process of the service user renaming links in a loop
+    wins now and then)."""
+    conf, link = service_certs(tmp_path, pki)
+    target, watch = decoy
+    real_trusted = credentials.trusted
+
+    def raced(path: str, owners: tuple[int, ...] = ()) -> Checked:
+        checked = real_trusted(path, owners)
+        if path == str(link):
+            service_link(str(target), link.with_name("new"))
+            os.replace(link.with_name("new"), link)   # the service user's rename, after the check
+        return checked
+
+    monkeypatch.setattr(credentials, "trusted", raced)
+    r, w = os.pipe()
+    try:
+        link.unlink()
+        service_link(f"/proc/self/fd/{r}", link)
+        loads(conf)
+    finally:
+        os.close(r)
+        os.close(w)
+    assert not watch.opened(), f"root opened {target}, where the service user re-pointed {link} after the check"
+
+
+@root
+def test_a_root_only_key_hard_linked_into_the_service_users_folder_is_not_loaded(tmp_path: Path, pki: Pki) -> None:
+    """Another service's key, root's alone (0600 in a folder of mode 0700), hard-linked by the service user into
+    private/ (it owns the folder; fs.protected_hardlinks=0 lets it link a file it may not read: made by root
+    here, this host has 1).  The link passes as root's file; root reads it for a user that could not."""
+    vault = tmp_path / "other-service"
+    vault.mkdir(mode=0o700)
+    secret = vault / "tls.key"
+    secret.write_bytes(key_bytes(pki.sun.key))
+    secret.chmod(0o600)
+    folder = tmp_path / "private"
+    folder.mkdir()
+    os.chown(folder, uid(SERVICE), -1)
+    os.link(secret, folder / "tls.key")
+    issues: list[ConfigIssue] = []
+    keys = Credentials(str(tmp_path), issues, owners=(uid(SERVICE),)).private_keys()
+    assert spki(pki.sun.key) not in [spki(k) for k in keys], "root loaded a key its service user may not read"
+    assert any("tls.key" in i.file for i in issues), issues
+
